@@ -1,0 +1,226 @@
+//! Secrets at rest. SIP passwords, device HTTP passwords and directory bind
+//! passwords are stored sealed with AES-256-GCM-SIV. The nonce is derived from
+//! an HMAC of the plaintext and its purpose, so sealing is deterministic: an
+//! unchanged secret re-imported seals to the same bytes and the upsert sees no
+//! change (no change-log churn). The cost is that equal secrets are visibly
+//! equal in the database; GCM-SIV is designed to stay secure under exactly that
+//! kind of nonce reuse.
+//!
+//! The mirror keeps secrets sealed too and they are opened only where used
+//! (rendering a config, binding to LDAP), so neither the snapshot file nor a
+//! heap dump of the mirror's tables holds them in clear.
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac as _};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::SyncError;
+
+const PREFIX: &str = "v1:";
+
+/// A sealed secret as stored: `v1:` + base64(nonce || ciphertext).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Sealed(pub Box<str>);
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealed(..)")
+    }
+}
+
+/// What a secret is for; bound into the seal so a line password cannot be
+/// swapped into an LDAP source by someone with database write access.
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose {
+    LinePassword,
+    DeviceHttpPassword,
+    SourceSecret,
+}
+
+impl Purpose {
+    fn aad(self) -> &'static [u8] {
+        match self {
+            Purpose::LinePassword => b"dialtone/line-password",
+            Purpose::DeviceHttpPassword => b"dialtone/device-http-password",
+            Purpose::SourceSecret => b"dialtone/source-secret",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SecretKey {
+    cipher: Aes256GcmSiv,
+    nonce_key: [u8; 32],
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    /// Parses 32 bytes given as 64 hex digits or base64.
+    pub fn parse(text: &str) -> Result<Self, SyncError> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect::<Vec<u8>>()
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .or_else(|_| B64.decode(text))
+                .map_err(|_| SyncError::Key("expected 32 bytes as 64 hex digits or base64".into()))?
+        };
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| SyncError::Key("expected exactly 32 bytes (64 hex digits)".into()))?;
+        Ok(Self::from_bytes(key))
+    }
+
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&key).expect("any key length");
+        mac.update(b"dialtone nonce key");
+        let nonce_key: [u8; 32] = mac.finalize().into_bytes().into();
+        SecretKey {
+            cipher: Aes256GcmSiv::new((&key).into()),
+            nonce_key,
+        }
+    }
+
+    pub fn generate_hex() -> String {
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        key.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads the key file, or creates it (mode 0600) with a fresh key when it
+    /// does not exist. Used only for the embedded SQLite default.
+    pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let hex = Self::generate_hex();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut file = options.open(path).map_err(|e| SyncError::io(path, e))?;
+                file.write_all(format!("{hex}\n").as_bytes())
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| SyncError::io(path, e))?;
+                tracing::warn!(path = %path.display(), "generated a new secret key; back it up with the database");
+                Self::parse(&hex)
+            }
+            Err(e) => Err(SyncError::io(path, e)),
+        }
+    }
+
+    pub fn seal(&self, purpose: Purpose, plaintext: &str) -> Sealed {
+        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
+        mac.update(purpose.aad());
+        mac.update(&[0]);
+        mac.update(plaintext.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let nonce = Nonce::from_slice(&digest[..12]);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: purpose.aad(),
+                },
+            )
+            .expect("AES-GCM-SIV encryption cannot fail for short inputs");
+        let mut blob = Vec::with_capacity(12 + ciphertext.len());
+        blob.extend_from_slice(&digest[..12]);
+        blob.extend_from_slice(&ciphertext);
+        Sealed(format!("{PREFIX}{}", B64.encode(blob)).into())
+    }
+
+    pub fn open(&self, purpose: Purpose, sealed: &Sealed) -> Result<String, SyncError> {
+        let blob = sealed
+            .0
+            .strip_prefix(PREFIX)
+            .and_then(|b| B64.decode(b).ok())
+            .ok_or(SyncError::Decrypt)?;
+        if blob.len() < 12 + 16 {
+            return Err(SyncError::Decrypt);
+        }
+        let (nonce, ciphertext) = blob.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: purpose.aad(),
+                },
+            )
+            .map_err(|_| SyncError::Decrypt)?;
+        String::from_utf8(plain).map_err(|_| SyncError::Decrypt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SecretKey {
+        SecretKey::parse(&"11".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_is_deterministic() {
+        let k = key();
+        let a = k.seal(Purpose::LinePassword, "s3cret!");
+        assert_eq!(a, k.seal(Purpose::LinePassword, "s3cret!"));
+        assert_ne!(a, k.seal(Purpose::LinePassword, "s3cret?"));
+        assert!(!a.0.contains("s3cret"));
+        assert_eq!(k.open(Purpose::LinePassword, &a).unwrap(), "s3cret!");
+    }
+
+    #[test]
+    fn wrong_purpose_or_key_fails() {
+        let a = key().seal(Purpose::LinePassword, "pw");
+        assert!(key().open(Purpose::SourceSecret, &a).is_err());
+        let other = SecretKey::parse(&"22".repeat(32)).unwrap();
+        assert!(other.open(Purpose::LinePassword, &a).is_err());
+        assert!(key().open(Purpose::LinePassword, &Sealed("v1:AAAA".into())).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.key");
+        let k1 = SecretKey::load_or_create(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let k2 = SecretKey::load_or_create(&path).unwrap();
+        let s = k1.seal(Purpose::DeviceHttpPassword, "x");
+        assert_eq!(k2.open(Purpose::DeviceHttpPassword, &s).unwrap(), "x");
+    }
+
+    #[test]
+    fn bad_keys_are_rejected() {
+        assert!(SecretKey::parse("short").is_err());
+        assert!(SecretKey::parse(&"zz".repeat(32)).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+/// Every failure the data layer reports. Callers decide what is fatal; the
+/// variants keep enough context for a one-line operator message.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid data: {0}")]
+    Invalid(String),
+
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    #[error(
+        "the database schema is at migration {found}, newer than this binary knows ({known}); \
+         upgrade dialtone before pointing it at this database"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+
+    #[error("secret key: {0}")]
+    Key(String),
+
+    #[error("cannot decrypt a stored secret: wrong key, or the value was tampered with")]
+    Decrypt,
+
+    #[error("snapshot {path}: {reason}")]
+    Snapshot { path: PathBuf, reason: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Import(#[from] crate::import::ImportError),
+
+    /// One mutation of a write was refused; `index` is its place in the batch.
+    #[error("change #{}: {reason}", index + 1)]
+    Rejected { index: usize, reason: String },
+
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl SyncError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SyncError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the failure is the database being unreachable or overloaded,
+    /// as opposed to a bug or bad data: the caller should back off and retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        ) || matches!(self, SyncError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")))
+    }
+}

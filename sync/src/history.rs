@@ -1,0 +1,83 @@
+//! Provisioning history, off the hot path. Front ends hand records to a
+//! bounded queue without waiting; a background task writes them in batches.
+//! When the queue is full (database slow or down) records are dropped and
+//! counted: history is worth less than answering the next phone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{BootRecord, Store};
+
+#[derive(Clone)]
+pub struct HistorySink {
+    tx: mpsc::Sender<BootRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl HistorySink {
+    /// Never blocks.
+    pub fn record(&self, record: BootRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+pub struct HistoryWriter {
+    rx: mpsc::Receiver<BootRecord>,
+    store: Arc<dyn Store>,
+    batch: usize,
+    flush_every: Duration,
+}
+
+pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (HistorySink, HistoryWriter) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        HistorySink {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        },
+        HistoryWriter {
+            rx,
+            store,
+            batch: 500,
+            flush_every: Duration::from_secs(1),
+        },
+    )
+}
+
+impl HistoryWriter {
+    /// Runs until cancelled, then flushes what is queued.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut pending = Vec::with_capacity(self.batch);
+        loop {
+            let stop = tokio::select! {
+                _ = cancel.cancelled() => true,
+                n = self.rx.recv_many(&mut pending, self.batch) => n == 0,
+                _ = tokio::time::sleep(self.flush_every) => false,
+            };
+            if stop {
+                while let Ok(r) = self.rx.try_recv() {
+                    pending.push(r);
+                }
+            }
+            if !pending.is_empty() {
+                if let Err(e) = self.store.record_boots(&pending).await {
+                    tracing::warn!(error = %e, records = pending.len(), "dropping provisioning history batch");
+                }
+                pending.clear();
+            }
+            if stop {
+                break;
+            }
+        }
+    }
+}

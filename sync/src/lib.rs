@@ -1,0 +1,26 @@
+//! dialtone's data layer. It keeps every mirrored table of the SQL database in
+//! memory, in sync, so that provisioning and lookups never wait on SQL and
+//! keep working through a database outage.
+//!
+//! - [`store`]: the only code in dialtone that knows SQL (SQLite and PostgreSQL).
+//! - [`mirror`]: the in-memory replica readers use, and its change stream.
+//! - [`watcher`]: keeps the mirror current from the change log.
+//! - [`snapshot`]: the mirror on local disk, for fast and database-less starts.
+//! - [`import`]: CSV/JSON bulk import into mutations.
+
+pub mod crypto;
+pub mod error;
+pub mod history;
+pub mod import;
+pub mod mirror;
+pub mod model;
+mod shard;
+pub mod snapshot;
+pub mod store;
+pub mod watcher;
+
+pub use crypto::{Purpose, Sealed, SecretKey};
+pub use error::SyncError;
+pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
+pub use model::*;
+pub use store::{open, Audit, Backend, Mutation, Store, StoreOptions, WriteReport};

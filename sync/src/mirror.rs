@@ -1,0 +1,601 @@
+//! The in-memory mirror: every mirrored table, indexed, published as an
+//! immutable [`MirrorState`] behind an `ArcSwap`. Readers take a consistent
+//! snapshot with one atomic load and never wait on the watcher or on SQL.
+//! The watcher is the only writer; it builds the next state copy-on-write and
+//! swaps it in, then announces which keys changed.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::model::*;
+use crate::shard::ShardedMap;
+use crate::store::RowChange;
+
+/// Bound of the change stream. A subscriber that falls further behind gets
+/// `RecvError::Lagged` and must treat it like [`ChangeEvent::Reset`].
+pub const CHANGE_STREAM_CAPACITY: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// These rows changed (inserted, updated or deleted) in `version`.
+    Changed { version: u64, keys: Arc<[(Entity, Id)]> },
+    /// Everything may have changed (full reload): drop all derived state.
+    Reset { version: u64 },
+}
+
+type Group = Arc<BTreeSet<Id>>;
+
+/// One consistent version of every mirrored table.
+#[derive(Clone, Default)]
+pub struct MirrorState {
+    version: u64,
+    cursor: Cursor,
+    meta: Meta,
+    tenants: ShardedMap<Id, Arc<Tenant>>,
+    tenant_by_slug: ShardedMap<Box<str>, Id>,
+    phones: ShardedMap<Id, Arc<Phone>>,
+    phone_by_mac: ShardedMap<Mac, Id>,
+    lines: ShardedMap<Id, Arc<Line>>,
+    /// Line ids of a phone, sorted by position.
+    lines_by_phone: ShardedMap<Id, Arc<[Id]>>,
+    templates: ShardedMap<Id, Arc<Template>>,
+    template_by_key: ShardedMap<TemplateKey, Id>,
+    directory: ShardedMap<Id, Arc<DirectoryEntry>>,
+    directory_by_tenant: ShardedMap<Id, Group>,
+    sources: ShardedMap<Id, Arc<DirectorySource>>,
+    sources_by_tenant: ShardedMap<Id, Group>,
+    tokens: ShardedMap<Id, Arc<ApiToken>>,
+    token_by_hash: ShardedMap<Box<str>, Id>,
+}
+
+fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
+    let mut set = map.get(&group).map(|g| (**g).clone()).unwrap_or_default();
+    if set.insert(id) {
+        map.insert(group, Arc::new(set));
+    }
+}
+
+fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
+    if let Some(g) = map.get(&group) {
+        if g.contains(&id) {
+            let mut set = (**g).clone();
+            set.remove(&id);
+            if set.is_empty() {
+                map.remove(&group);
+            } else {
+                map.insert(group, Arc::new(set));
+            }
+        }
+    }
+}
+
+fn group_build(pairs: impl Iterator<Item = (Id, Id)>) -> ShardedMap<Id, Group> {
+    let mut groups: std::collections::HashMap<Id, BTreeSet<Id>> = Default::default();
+    for (group, id) in pairs {
+        groups.entry(group).or_default().insert(id);
+    }
+    ShardedMap::from_entries(groups.into_iter().map(|(g, s)| (g, Arc::new(s))))
+}
+
+/// Removes `key` from a unique index only if it still points at `id`.
+fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K, id: Id) {
+    if map.get(key) == Some(&id) {
+        map.remove(key);
+    }
+}
+
+impl MirrorState {
+    /// Builds every table and index from a full dataset (cold start, reload).
+    pub fn build(data: Dataset, cursor: Cursor, meta: Meta, version: u64) -> MirrorState {
+        let mut lines = data.lines;
+        lines.sort_unstable_by_key(|l| (l.phone_id, l.position, l.id));
+        let mut lines_by_phone: Vec<(Id, Arc<[Id]>)> = Vec::new();
+        let mut start = 0;
+        while start < lines.len() {
+            let phone = lines[start].phone_id;
+            let end = start + lines[start..].iter().take_while(|l| l.phone_id == phone).count();
+            lines_by_phone.push((phone, lines[start..end].iter().map(|l| l.id).collect()));
+            start = end;
+        }
+        MirrorState {
+            version,
+            cursor,
+            meta,
+            tenant_by_slug: ShardedMap::from_entries(data.tenants.iter().map(|t| (t.slug.clone(), t.id))),
+            tenants: ShardedMap::from_entries(data.tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
+            phone_by_mac: ShardedMap::from_entries(data.phones.iter().map(|p| (p.mac, p.id))),
+            phones: ShardedMap::from_entries(data.phones.into_iter().map(|p| (p.id, Arc::new(p)))),
+            lines_by_phone: ShardedMap::from_entries(lines_by_phone),
+            lines: ShardedMap::from_entries(lines.into_iter().map(|l| (l.id, Arc::new(l)))),
+            template_by_key: ShardedMap::from_entries(data.templates.iter().map(|t| (t.key(), t.id))),
+            templates: ShardedMap::from_entries(data.templates.into_iter().map(|t| (t.id, Arc::new(t)))),
+            directory_by_tenant: group_build(data.directory_entries.iter().map(|d| (d.tenant_id, d.id))),
+            directory: ShardedMap::from_entries(data.directory_entries.into_iter().map(|d| (d.id, Arc::new(d)))),
+            sources_by_tenant: group_build(data.directory_sources.iter().map(|s| (s.tenant_id, s.id))),
+            sources: ShardedMap::from_entries(data.directory_sources.into_iter().map(|s| (s.id, Arc::new(s)))),
+            token_by_hash: ShardedMap::from_entries(data.api_tokens.iter().map(|t| (t.token_hash.clone(), t.id))),
+            tokens: ShardedMap::from_entries(data.api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn tenant(&self, id: Id) -> Option<&Arc<Tenant>> {
+        self.tenants.get(&id)
+    }
+
+    pub fn tenant_by_slug(&self, slug: &str) -> Option<&Arc<Tenant>> {
+        self.tenant_by_slug.get(&Box::from(slug)).and_then(|id| self.tenants.get(id))
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+
+    pub fn phone(&self, id: Id) -> Option<&Arc<Phone>> {
+        self.phones.get(&id)
+    }
+
+    pub fn phone_by_mac(&self, mac: &Mac) -> Option<&Arc<Phone>> {
+        self.phone_by_mac.get(mac).and_then(|id| self.phones.get(id))
+    }
+
+    pub fn phones(&self) -> impl Iterator<Item = &Arc<Phone>> {
+        self.phones.values()
+    }
+
+    /// A phone's lines in key order.
+    pub fn lines_of(&self, phone_id: Id) -> Vec<Arc<Line>> {
+        self.lines_by_phone
+            .get(&phone_id)
+            .map(|ids| ids.iter().filter_map(|id| self.lines.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn template(&self, id: Id) -> Option<&Arc<Template>> {
+        self.templates.get(&id)
+    }
+
+    pub fn template_by_key(&self, key: &TemplateKey) -> Option<&Arc<Template>> {
+        self.template_by_key.get(key).and_then(|id| self.templates.get(id))
+    }
+
+    pub fn templates(&self) -> impl Iterator<Item = &Arc<Template>> {
+        self.templates.values()
+    }
+
+    pub fn directory_entry(&self, id: Id) -> Option<&Arc<DirectoryEntry>> {
+        self.directory.get(&id)
+    }
+
+    pub fn directory_of(&self, tenant_id: Id) -> Vec<Arc<DirectoryEntry>> {
+        self.directory_by_tenant
+            .get(&tenant_id)
+            .map(|ids| ids.iter().filter_map(|id| self.directory.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A tenant's directory sources, in priority order.
+    pub fn sources_of(&self, tenant_id: Id) -> Vec<Arc<DirectorySource>> {
+        let mut list: Vec<Arc<DirectorySource>> = self
+            .sources_by_tenant
+            .get(&tenant_id)
+            .map(|ids| ids.iter().filter_map(|id| self.sources.get(id).cloned()).collect())
+            .unwrap_or_default();
+        list.sort_by_key(|s| (s.priority, s.id));
+        list
+    }
+
+    pub fn token_by_hash(&self, hash: &str) -> Option<&Arc<ApiToken>> {
+        self.token_by_hash.get(&Box::from(hash)).and_then(|id| self.tokens.get(id))
+    }
+
+    pub fn counts(&self) -> MirrorCounts {
+        MirrorCounts {
+            tenants: self.tenants.len(),
+            phones: self.phones.len(),
+            lines: self.lines.len(),
+            templates: self.templates.len(),
+            directory_entries: self.directory.len(),
+            directory_sources: self.sources.len(),
+            api_tokens: self.tokens.len(),
+        }
+    }
+
+    /// Every row, sorted by id: for snapshots and for comparing with the database.
+    pub fn to_dataset(&self) -> Dataset {
+        fn all<T: Clone>(map: &ShardedMap<Id, Arc<T>>) -> Vec<T> {
+            map.values().map(|v| (**v).clone()).collect()
+        }
+        let mut data = Dataset {
+            tenants: all(&self.tenants),
+            phones: all(&self.phones),
+            lines: all(&self.lines),
+            templates: all(&self.templates),
+            directory_entries: all(&self.directory),
+            directory_sources: all(&self.sources),
+            api_tokens: all(&self.tokens),
+        };
+        data.sort();
+        data
+    }
+
+    pub(crate) fn tables(&self) -> Tables<'_> {
+        Tables { state: self }
+    }
+
+    /// Applies one row change; returns false when it changed nothing (the
+    /// change feed may show a row again that is already current).
+    fn apply_row(&mut self, entity: Entity, id: Id, row: Option<Row>) -> bool {
+        match (entity, row) {
+            (_, Some(row)) if row.entity() != entity || row.id() != id => {
+                tracing::error!(?entity, id, "change feed returned a row for another key; ignored");
+                false
+            }
+            (Entity::Tenant, row) => {
+                let new = match row {
+                    Some(Row::Tenant(t)) => Some(t),
+                    _ => None,
+                };
+                let old = self.tenants.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    unindex(&mut self.tenant_by_slug, &old.slug, id);
+                    self.tenants.remove(&id);
+                }
+                if let Some(new) = new {
+                    self.tenant_by_slug.insert(new.slug.clone(), id);
+                    self.tenants.insert(id, Arc::new(new));
+                }
+                true
+            }
+            (Entity::Phone, row) => {
+                let new = match row {
+                    Some(Row::Phone(p)) => Some(p),
+                    _ => None,
+                };
+                let old = self.phones.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    unindex(&mut self.phone_by_mac, &old.mac, id);
+                    self.phones.remove(&id);
+                }
+                if let Some(new) = new {
+                    self.phone_by_mac.insert(new.mac, id);
+                    self.phones.insert(id, Arc::new(new));
+                }
+                true
+            }
+            (Entity::Line, row) => {
+                let new = match row {
+                    Some(Row::Line(l)) => Some(l),
+                    _ => None,
+                };
+                let old = self.lines.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                let mut touched = Vec::with_capacity(2);
+                if let Some(old) = old {
+                    self.lines.remove(&id);
+                    touched.push(old.phone_id);
+                }
+                if let Some(new) = new {
+                    touched.push(new.phone_id);
+                    self.lines.insert(id, Arc::new(new));
+                }
+                touched.dedup();
+                for phone in touched {
+                    self.reindex_lines(phone, id);
+                }
+                true
+            }
+            (Entity::Template, row) => {
+                let new = match row {
+                    Some(Row::Template(t)) => Some(t),
+                    _ => None,
+                };
+                let old = self.templates.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    unindex(&mut self.template_by_key, &old.key(), id);
+                    self.templates.remove(&id);
+                }
+                if let Some(new) = new {
+                    self.template_by_key.insert(new.key(), id);
+                    self.templates.insert(id, Arc::new(new));
+                }
+                true
+            }
+            (Entity::DirectoryEntry, row) => {
+                let new = match row {
+                    Some(Row::DirectoryEntry(d)) => Some(d),
+                    _ => None,
+                };
+                let old = self.directory.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    group_remove(&mut self.directory_by_tenant, old.tenant_id, id);
+                    self.directory.remove(&id);
+                }
+                if let Some(new) = new {
+                    group_insert(&mut self.directory_by_tenant, new.tenant_id, id);
+                    self.directory.insert(id, Arc::new(new));
+                }
+                true
+            }
+            (Entity::DirectorySource, row) => {
+                let new = match row {
+                    Some(Row::DirectorySource(s)) => Some(s),
+                    _ => None,
+                };
+                let old = self.sources.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    group_remove(&mut self.sources_by_tenant, old.tenant_id, id);
+                    self.sources.remove(&id);
+                }
+                if let Some(new) = new {
+                    group_insert(&mut self.sources_by_tenant, new.tenant_id, id);
+                    self.sources.insert(id, Arc::new(new));
+                }
+                true
+            }
+            (Entity::ApiToken, row) => {
+                let new = match row {
+                    Some(Row::ApiToken(t)) => Some(t),
+                    _ => None,
+                };
+                let old = self.tokens.get(&id).cloned();
+                if old.as_deref() == new.as_ref() {
+                    return false;
+                }
+                if let Some(old) = old {
+                    unindex(&mut self.token_by_hash, &old.token_hash, id);
+                    self.tokens.remove(&id);
+                }
+                if let Some(new) = new {
+                    self.token_by_hash.insert(new.token_hash.clone(), id);
+                    self.tokens.insert(id, Arc::new(new));
+                }
+                true
+            }
+        }
+    }
+
+    /// Rebuilds one phone's line list after line `changed` moved, appeared or went.
+    fn reindex_lines(&mut self, phone: Id, changed: Id) {
+        let mut ids: Vec<Id> = self
+            .lines_by_phone
+            .get(&phone)
+            .map(|ids| ids.iter().copied().filter(|id| *id != changed).collect())
+            .unwrap_or_default();
+        if self.lines.get(&changed).is_some_and(|l| l.phone_id == phone) {
+            ids.push(changed);
+        }
+        ids.sort_by_key(|id| self.lines.get(id).map(|l| (l.position, l.id)));
+        if ids.is_empty() {
+            self.lines_by_phone.remove(&phone);
+        } else {
+            self.lines_by_phone.insert(phone, ids.into());
+        }
+    }
+}
+
+/// Borrowed view of all tables, serialized by the snapshot writer without
+/// first copying the rows.
+pub(crate) struct Tables<'a> {
+    state: &'a MirrorState,
+}
+
+impl Tables<'_> {
+    pub(crate) fn cursor(&self) -> Cursor {
+        self.state.cursor
+    }
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.state.meta
+    }
+}
+
+struct Seq<'a, T>(&'a ShardedMap<Id, Arc<T>>);
+
+impl<T: Serialize> Serialize for Seq<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for value in self.0.values() {
+            seq.serialize_element(&**value)?;
+        }
+        seq.end()
+    }
+}
+
+/// Serializes exactly like [`Dataset`], so the snapshot reads back as one.
+impl Serialize for Tables<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let s = self.state;
+        let mut st = serializer.serialize_struct("Dataset", 7)?;
+        st.serialize_field("tenants", &Seq(&s.tenants))?;
+        st.serialize_field("phones", &Seq(&s.phones))?;
+        st.serialize_field("lines", &Seq(&s.lines))?;
+        st.serialize_field("templates", &Seq(&s.templates))?;
+        st.serialize_field("directory_entries", &Seq(&s.directory))?;
+        st.serialize_field("directory_sources", &Seq(&s.sources))?;
+        st.serialize_field("api_tokens", &Seq(&s.tokens))?;
+        st.end()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorCounts {
+    pub tenants: usize,
+    pub phones: usize,
+    pub lines: usize,
+    pub templates: usize,
+    pub directory_entries: usize,
+    pub directory_sources: usize,
+    pub api_tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadedFrom {
+    Database,
+    Snapshot,
+}
+
+/// What `/readyz` reports about the mirror.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MirrorHealth {
+    pub loaded_from: Option<LoadedFrom>,
+    pub loaded_at: Option<Millis>,
+    /// Last time the watcher heard from the database successfully.
+    pub last_sync_at: Option<Millis>,
+    /// Set while the database is unreachable: since when we serve old data.
+    pub stale_since: Option<Millis>,
+    pub last_error: Option<String>,
+    pub full_reloads: u64,
+    /// Commit time of the newest change seen, as far as the feed tells.
+    pub last_change_at: Option<Millis>,
+}
+
+/// The shared handle: current state, change stream and health.
+pub struct Mirror {
+    state: ArcSwap<MirrorState>,
+    events: broadcast::Sender<ChangeEvent>,
+    health: Mutex<MirrorHealth>,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Mirror {
+    /// An empty, not-yet-loaded mirror.
+    pub fn new() -> Mirror {
+        Mirror {
+            state: ArcSwap::from_pointee(MirrorState::default()),
+            events: broadcast::channel(CHANGE_STREAM_CAPACITY).0,
+            health: Mutex::new(MirrorHealth::default()),
+        }
+    }
+
+    /// The current state: one atomic load, no lock.
+    pub fn load(&self) -> Arc<MirrorState> {
+        self.state.load_full()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.health().loaded_from.is_some()
+    }
+
+    pub fn health(&self) -> MirrorHealth {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update_health(&self, f: impl FnOnce(&mut MirrorHealth)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Replaces everything (cold start, snapshot, full reload).
+    pub fn reset(&self, data: Dataset, cursor: Cursor, meta: Meta, from: LoadedFrom) {
+        let version = self.load().version + 1;
+        self.state.store(Arc::new(MirrorState::build(data, cursor, meta, version)));
+        let now = now_millis();
+        self.update_health(|h| {
+            if h.loaded_from.is_some() {
+                h.full_reloads += 1;
+            }
+            h.loaded_from = Some(from);
+            h.loaded_at = Some(now);
+            if from == LoadedFrom::Database {
+                h.last_sync_at = Some(now);
+                h.stale_since = None;
+                h.last_error = None;
+            }
+        });
+        let _ = self.events.send(ChangeEvent::Reset { version });
+    }
+
+    /// Applies a batch from the change feed and moves the cursor. Only the
+    /// watcher calls this, so there is a single writer.
+    pub fn apply(&self, changes: Vec<RowChange>, cursor: Cursor, meta: Meta) -> usize {
+        let current = self.load();
+        let mut next = (*current).clone();
+        let mut keys = Vec::new();
+        for (entity, id, row) in changes {
+            if next.apply_row(entity, id, row) {
+                keys.push((entity, id));
+            }
+        }
+        next.cursor = cursor;
+        next.meta = meta;
+        let changed = keys.len();
+        if changed > 0 {
+            next.version += 1;
+        }
+        let version = next.version;
+        self.state.store(Arc::new(next));
+        if changed > 0 {
+            let _ = self.events.send(ChangeEvent::Changed {
+                version,
+                keys: keys.into(),
+            });
+        }
+        changed
+    }
+
+    pub fn mark_synced(&self) {
+        let now = now_millis();
+        self.update_health(|h| {
+            h.last_sync_at = Some(now);
+            if h.stale_since.take().is_some() {
+                tracing::info!("database reachable again; mirror is current");
+            }
+            h.last_error = None;
+        });
+    }
+
+    pub fn mark_unreachable(&self, error: &str) {
+        let now = now_millis();
+        self.update_health(|h| {
+            if h.stale_since.is_none() {
+                tracing::warn!(error, "database unreachable; serving the last known state");
+                // Stale since the last moment we know we were current.
+                h.stale_since = Some(h.last_sync_at.unwrap_or(now));
+            }
+            h.last_error = Some(error.to_string());
+        });
+    }
+}

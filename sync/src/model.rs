@@ -1,0 +1,472 @@
+//! Schema types shared by every crate. These are the rows of the mirrored
+//! tables as the mirror holds them: compact (`Box<str>`), cheap to clone behind
+//! an `Arc`, and serializable into the snapshot file.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Sealed;
+use crate::error::SyncError;
+
+pub type Id = i64;
+
+/// Milliseconds since the Unix epoch; the only time type the schema uses, so
+/// both backends store it the same way.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The mirrored tables. The change log names rows by `(Entity, Id)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Entity {
+    Tenant,
+    Phone,
+    Line,
+    Template,
+    DirectoryEntry,
+    DirectorySource,
+    ApiToken,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 7] = [
+        Entity::Tenant,
+        Entity::Phone,
+        Entity::Line,
+        Entity::Template,
+        Entity::DirectoryEntry,
+        Entity::DirectorySource,
+        Entity::ApiToken,
+    ];
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Entity::Tenant => "tenants",
+            Entity::Phone => "phones",
+            Entity::Line => "lines",
+            Entity::Template => "templates",
+            Entity::DirectoryEntry => "directory_entries",
+            Entity::DirectorySource => "directory_sources",
+            Entity::ApiToken => "api_tokens",
+        }
+    }
+
+    pub fn from_table(table: &str) -> Option<Entity> {
+        Entity::ALL.into_iter().find(|e| e.table() == table)
+    }
+}
+
+/// A MAC address, normalized. Displayed as 12 lowercase hex digits, which is
+/// also how the database stores it, so lookups never depend on input style.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// The OUI (vendor prefix) as a 24-bit number.
+    pub fn oui(&self) -> u32 {
+        u32::from_be_bytes([0, self.0[0], self.0[1], self.0[2]])
+    }
+
+    pub fn to_upper(&self) -> String {
+        self.to_string().to_ascii_uppercase()
+    }
+}
+
+impl FromStr for Mac {
+    type Err = SyncError;
+
+    /// Accepts `001565aabbcc`, `00:15:65:AA:BB:CC`, `00-15-65-aa-bb-cc` and
+    /// Cisco's `0015.65aa.bbcc`; anything else is an error, never a guess.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || SyncError::Invalid(format!("not a MAC address: {s:?}"));
+        let trimmed = s.trim();
+        let mut digits = [0u8; 12];
+        let mut n = 0;
+        for c in trimmed.chars() {
+            match c {
+                ':' | '-' | '.' => continue,
+                c if c.is_ascii_hexdigit() => {
+                    if n == 12 {
+                        return Err(invalid());
+                    }
+                    digits[n] = c.to_digit(16).unwrap_or(0) as u8;
+                    n += 1;
+                }
+                _ => return Err(invalid()),
+            }
+        }
+        if n != 12 {
+            return Err(invalid());
+        }
+        let mut out = [0u8; 6];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = (digits[2 * i] << 4) | digits[2 * i + 1];
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mac({self})")
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = SyncError;
+            fn from_str(s: &str) -> Result<Self, SyncError> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(SyncError::Invalid(format!(
+                        concat!("unknown ", stringify!($name), " {:?}; expected one of: {}"),
+                        s,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Vendor families, as named in `../shared/vendors.md`.
+    Family {
+        Yealink = "yealink",
+        Poly = "poly",
+        CiscoSpa = "cisco-spa",
+        CiscoMpp = "cisco-mpp",
+        CiscoSep = "cisco-sep",
+        Grandstream = "grandstream",
+        Snom = "snom",
+        Fanvil = "fanvil",
+    }
+);
+
+text_enum!(
+    /// Where a template applies, most specific last.
+    TemplateScope {
+        Family = "family",
+        Model = "model",
+        Tenant = "tenant",
+        Phone = "phone",
+    }
+);
+
+text_enum!(
+    SourceKind {
+        Ldap = "ldap",
+        Http = "http",
+    }
+);
+
+text_enum!(
+    TokenScope {
+        GlobalAdmin = "global-admin",
+        TenantAdmin = "tenant-admin",
+        TenantRead = "tenant-read",
+        Lookup = "lookup",
+    }
+);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: Id,
+    pub slug: Box<str>,
+    pub name: Box<str>,
+    /// ISO 3166 alpha-2 region used to read national phone numbers.
+    pub default_region: Box<str>,
+    /// JSON object text.
+    pub settings: Box<str>,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phone {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub mac: Mac,
+    pub family: Family,
+    pub model: Option<Box<str>>,
+    pub label: Option<Box<str>>,
+    /// JSON object text: per-phone template variables.
+    pub variables: Box<str>,
+    pub http_user: Option<Box<str>>,
+    pub http_password: Option<Sealed>,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub id: Id,
+    pub phone_id: Id,
+    /// 1-based line key position on the phone.
+    pub position: i32,
+    pub extension: Box<str>,
+    pub display_name: Box<str>,
+    pub auth_user: Box<str>,
+    pub password: Option<Sealed>,
+    pub registrar: Box<str>,
+    pub proxy: Option<Box<str>>,
+    /// JSON object text.
+    pub settings: Box<str>,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: Id,
+    pub scope: TemplateScope,
+    pub family: Family,
+    /// Empty for family defaults; the model name, tenant id or MAC otherwise.
+    pub scope_key: Box<str>,
+    /// The file name (pattern) this template renders, e.g. `{mac}.cfg`.
+    pub file_pattern: Box<str>,
+    pub body: Box<str>,
+    pub version: i64,
+    pub updated_by: Box<str>,
+    pub updated_at: Millis,
+}
+
+/// The natural key of a template: at most one live template per key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TemplateKey {
+    pub scope: TemplateScope,
+    pub family: Family,
+    pub scope_key: Box<str>,
+    pub file_pattern: Box<str>,
+}
+
+impl Template {
+    pub fn key(&self) -> TemplateKey {
+        TemplateKey {
+            scope: self.scope,
+            family: self.family,
+            scope_key: self.scope_key.clone(),
+            file_pattern: self.file_pattern.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirectoryNumber {
+    /// As the directory holds it; normalization happens in directory/.
+    pub number: Box<str>,
+    /// work, mobile, home, fax, other...
+    pub kind: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub id: Id,
+    pub tenant_id: Id,
+    /// Key from the system this entry was imported from; makes imports idempotent.
+    pub external_id: Option<Box<str>>,
+    pub name: Box<str>,
+    pub company: Option<Box<str>>,
+    pub numbers: Vec<DirectoryNumber>,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectorySource {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub name: Box<str>,
+    pub kind: SourceKind,
+    /// Lower runs first; the local directory is priority 0.
+    pub priority: i32,
+    pub enabled: bool,
+    /// JSON object text: URL, base DN, filter, attributes...
+    pub settings: Box<str>,
+    /// LDAP bind password or HTTP credential.
+    pub secret: Option<Sealed>,
+    pub timeout_ms: i32,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: Id,
+    pub name: Box<str>,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    pub token_hash: Box<str>,
+    pub scope: TokenScope,
+    pub tenant_id: Option<Id>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked: bool,
+    pub updated_at: Millis,
+}
+
+/// One row of any mirrored table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Row {
+    Tenant(Tenant),
+    Phone(Phone),
+    Line(Line),
+    Template(Template),
+    DirectoryEntry(DirectoryEntry),
+    DirectorySource(DirectorySource),
+    ApiToken(ApiToken),
+}
+
+impl Row {
+    pub fn entity(&self) -> Entity {
+        match self {
+            Row::Tenant(_) => Entity::Tenant,
+            Row::Phone(_) => Entity::Phone,
+            Row::Line(_) => Entity::Line,
+            Row::Template(_) => Entity::Template,
+            Row::DirectoryEntry(_) => Entity::DirectoryEntry,
+            Row::DirectorySource(_) => Entity::DirectorySource,
+            Row::ApiToken(_) => Entity::ApiToken,
+        }
+    }
+
+    pub fn id(&self) -> Id {
+        match self {
+            Row::Tenant(r) => r.id,
+            Row::Phone(r) => r.id,
+            Row::Line(r) => r.id,
+            Row::Template(r) => r.id,
+            Row::DirectoryEntry(r) => r.id,
+            Row::DirectorySource(r) => r.id,
+            Row::ApiToken(r) => r.id,
+        }
+    }
+}
+
+/// Every mirrored row, as read by a cold load or from a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub tenants: Vec<Tenant>,
+    pub phones: Vec<Phone>,
+    pub lines: Vec<Line>,
+    pub templates: Vec<Template>,
+    pub directory_entries: Vec<DirectoryEntry>,
+    pub directory_sources: Vec<DirectorySource>,
+    pub api_tokens: Vec<ApiToken>,
+}
+
+impl Dataset {
+    pub fn push(&mut self, row: Row) {
+        match row {
+            Row::Tenant(r) => self.tenants.push(r),
+            Row::Phone(r) => self.phones.push(r),
+            Row::Line(r) => self.lines.push(r),
+            Row::Template(r) => self.templates.push(r),
+            Row::DirectoryEntry(r) => self.directory_entries.push(r),
+            Row::DirectorySource(r) => self.directory_sources.push(r),
+            Row::ApiToken(r) => self.api_tokens.push(r),
+        }
+    }
+
+    /// Sorted by id so two datasets compare equal regardless of read order.
+    pub fn sort(&mut self) {
+        self.tenants.sort_by_key(|r| r.id);
+        self.phones.sort_by_key(|r| r.id);
+        self.lines.sort_by_key(|r| r.id);
+        self.templates.sort_by_key(|r| r.id);
+        self.directory_entries.sort_by_key(|r| r.id);
+        self.directory_sources.sort_by_key(|r| r.id);
+        self.api_tokens.sort_by_key(|r| r.id);
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.tenants.len()
+            + self.phones.len()
+            + self.lines.len()
+            + self.templates.len()
+            + self.directory_entries.len()
+            + self.directory_sources.len()
+            + self.api_tokens.len()
+    }
+}
+
+/// Position in the change log. PostgreSQL: `(txid, seq)` where txid is the
+/// writing transaction's xid8; SQLite: `(0, seq)`, since SQLite has one writer
+/// and sequence order is commit order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    pub txid: i64,
+    pub seq: i64,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.txid, self.seq)
+    }
+}
+
+/// The meta row: a schema epoch that forces every node to reload when bumped,
+/// and how far the change log has been pruned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub epoch: i64,
+    pub pruned_through: Cursor,
+    /// Random at creation: a snapshot from another database is never applied.
+    pub database_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_accepts_common_spellings() {
+        for s in ["001565aabbcc", "00:15:65:AA:BB:CC", "00-15-65-aa-bb-cc", "0015.65aa.bbcc"] {
+            assert_eq!(s.parse::<Mac>().unwrap().to_string(), "001565aabbcc", "{s}");
+        }
+        assert_eq!("001565aabbcc".parse::<Mac>().unwrap().oui(), 0x001565);
+    }
+
+    #[test]
+    fn mac_rejects_garbage() {
+        for s in ["", "001565aabbc", "001565aabbccd", "00:15:65:aa:bb:cg", "x01565aabbcc"] {
+            assert!(s.parse::<Mac>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_text() {
+        for f in Family::ALL {
+            assert_eq!(f.as_str().parse::<Family>().unwrap(), *f);
+        }
+        assert!("nokia".parse::<Family>().is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! A hash map split into fixed shards, each behind its own `Arc`. Cloning the
+//! map clones 64 pointers; changing an entry copies only its shard. That makes
+//! copy-on-write snapshots of a million-row table cheap enough to publish one
+//! per change batch, while keeping std's compact `HashMap` layout (a
+//! persistent HAMT costs several times the memory per entry and is slower to
+//! bulk-build, which is what cold start does).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+const SHARDS: usize = 64;
+
+#[derive(Clone)]
+pub struct ShardedMap<K, V> {
+    shards: Box<[Arc<HashMap<K, V>>]>,
+    len: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            len: 0,
+        }
+    }
+}
+
+fn shard_of<K: Hash>(key: &K) -> usize {
+    // DefaultHasher::new() has fixed keys: the shard of a key never changes.
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
+    pub fn from_entries(entries: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut parts: Vec<Vec<(K, V)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for (k, v) in entries {
+            parts[shard_of(&k)].push((k, v));
+        }
+        let mut len = 0;
+        let shards = parts
+            .into_iter()
+            .map(|part| {
+                let mut map = HashMap::with_capacity(part.len());
+                map.extend(part);
+                len += map.len();
+                Arc::new(map)
+            })
+            .collect();
+        ShardedMap { shards, len }
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.shards[shard_of(key)].get(key)
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let old = Arc::make_mut(&mut self.shards[shard_of(&key)]).insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let shard = &mut self.shards[shard_of(key)];
+        if !shard.contains_key(key) {
+            return None;
+        }
+        let old = Arc::make_mut(shard).remove(key);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_is_isolated_from_later_writes() {
+        let mut a: ShardedMap<i64, i64> = ShardedMap::from_entries((0..1000).map(|i| (i, i)));
+        let b = a.clone();
+        a.insert(5, 50);
+        a.remove(&6);
+        a.insert(2000, 1);
+        assert_eq!(b.get(&5), Some(&5));
+        assert_eq!(b.get(&6), Some(&6));
+        assert_eq!(b.len(), 1000);
+        assert_eq!(a.get(&5), Some(&50));
+        assert_eq!(a.get(&6), None);
+        assert_eq!(a.len(), 1000);
+        assert_eq!(a.values().count(), 1000);
+    }
+}

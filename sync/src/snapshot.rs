@@ -1,0 +1,123 @@
+//! The mirror on local disk: every mirrored row plus the cursor, written
+//! atomically (temp file, fsync, rename). At start it lets a node serve
+//! before, or without, the database, and makes the normal start a catch-up
+//! instead of a full read. Secrets in it stay sealed, as in the mirror.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SyncError;
+use crate::mirror::Mirror;
+use crate::model::*;
+
+const MAGIC: &[u8; 8] = b"DTSNAP\x00\x01";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub written_at: Millis,
+    pub cursor: Cursor,
+    pub meta: Meta,
+    pub version: u64,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    header: SnapshotHeader,
+    tables: crate::mirror::Tables<'a>,
+}
+
+#[derive(Deserialize)]
+struct In {
+    header: SnapshotHeader,
+    tables: Dataset,
+}
+
+fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
+    SyncError::Snapshot {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Writes the mirror's current state to `path` atomically. Blocking: call it
+/// from `spawn_blocking`.
+pub fn write(mirror: &Mirror, path: &Path) -> Result<SnapshotHeader, SyncError> {
+    let state = mirror.load();
+    let tables = state.tables();
+    let header = SnapshotHeader {
+        written_at: now_millis(),
+        cursor: tables.cursor(),
+        meta: tables.meta().clone(),
+        version: state.version(),
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot"),
+        std::process::id()
+    ));
+    let result = (|| -> Result<(), SyncError> {
+        let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(MAGIC).map_err(|e| SyncError::io(&tmp, e))?;
+        postcard::to_io(
+            &Out {
+                header: header.clone(),
+                tables,
+            },
+            &mut out,
+        )
+        .map_err(|e| err(path, e))?;
+        let file = out.into_inner().map_err(|e| SyncError::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|_| header)
+}
+
+/// Reads a snapshot. `Ok(None)` when there is none.
+pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SyncError::io(path, e)),
+    };
+    let body = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| err(path, "not a dialtone snapshot (or from an incompatible version)"))?;
+    let decoded: In = postcard::from_bytes(body).map_err(|e| err(path, format!("corrupt: {e}")))?;
+    Ok(Some((decoded.header, decoded.tables)))
+}
+
+/// Writes a snapshot whenever the mirror moved on, every `interval`.
+pub async fn run_writer(mirror: Arc<Mirror>, path: PathBuf, interval: Duration, cancel: CancellationToken) {
+    let mut written_version = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let state = mirror.load();
+        if !mirror.is_loaded() || written_version == Some((state.version(), state.cursor())) {
+            continue;
+        }
+        let (m, p) = (mirror.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || write(&m, &p)).await {
+            Ok(Ok(h)) => written_version = Some((h.version, h.cursor)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the snapshot failed"),
+            Err(e) => tracing::error!(error = %e, "snapshot writer panicked"),
+        }
+    }
+}

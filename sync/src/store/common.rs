@@ -1,0 +1,407 @@
+//! SQL both backends share, written once and expanded for each connection
+//! type. Both dialects accept `$N` parameters, `IS DISTINCT FROM` and
+//! `RETURNING`; what differs (how a list of ids is bound) comes in as an
+//! argument.
+
+/// Expands to functions over `$conn` (a concrete sqlx connection type).
+/// `$ids_filter` is a predicate on `id` for one bound JSON array of ids.
+macro_rules! shared_sql {
+    ($conn:ty, $ids_filter:literal) => {
+        use futures::TryStreamExt;
+
+        use crate::crypto::{Purpose, SecretKey};
+        use crate::error::SyncError;
+        use crate::model::*;
+        use crate::store::rows::*;
+        use crate::store::{Audit, BootRecord, Counts, Mutation, WriteReport};
+
+        macro_rules! load_table {
+            ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
+                let sql = format!("SELECT {} FROM {}", <$raw>::COLUMNS, $table);
+                let mut stream = sqlx::query_as::<_, $raw>(&sql).fetch(&mut *$c);
+                while let Some(raw) = stream.try_next().await? {
+                    $out.push(raw.into_model()?);
+                }
+            }};
+        }
+
+        pub(super) async fn load_dataset(conn: &mut $conn) -> Result<Dataset, SyncError> {
+            let mut data = Dataset::default();
+            load_table!(conn, RawTenant, "tenants", data.tenants);
+            load_table!(conn, RawPhone, "phones", data.phones);
+            load_table!(conn, RawLine, "lines", data.lines);
+            load_table!(conn, RawTemplate, "templates", data.templates);
+            load_table!(conn, RawDirectoryEntry, "directory_entries", data.directory_entries);
+            load_table!(conn, RawDirectorySource, "directory_sources", data.directory_sources);
+            load_table!(conn, RawApiToken, "api_tokens", data.api_tokens);
+            Ok(data)
+        }
+
+        macro_rules! reload_table {
+            ($c:expr, $raw:ty, $table:literal, $ids:expr, $variant:ident) => {{
+                let sql = format!("SELECT {} FROM {} WHERE {}", <$raw>::COLUMNS, $table, $ids_filter);
+                let raws = sqlx::query_as::<_, $raw>(&sql).bind($ids).fetch_all(&mut *$c).await?;
+                raws.into_iter()
+                    .map(|r| r.into_model().map(Row::$variant))
+                    .collect::<Result<Vec<Row>, SyncError>>()?
+            }};
+        }
+
+        /// Current rows of `entity` among `ids`; an id with no row was deleted.
+        pub(super) async fn reload(conn: &mut $conn, entity: Entity, ids: &[Id]) -> Result<Vec<Row>, SyncError> {
+            let ids = serde_json::to_string(ids).expect("ids serialize");
+            Ok(match entity {
+                Entity::Tenant => reload_table!(conn, RawTenant, "tenants", ids, Tenant),
+                Entity::Phone => reload_table!(conn, RawPhone, "phones", ids, Phone),
+                Entity::Line => reload_table!(conn, RawLine, "lines", ids, Line),
+                Entity::Template => reload_table!(conn, RawTemplate, "templates", ids, Template),
+                Entity::DirectoryEntry => {
+                    reload_table!(conn, RawDirectoryEntry, "directory_entries", ids, DirectoryEntry)
+                }
+                Entity::DirectorySource => {
+                    reload_table!(conn, RawDirectorySource, "directory_sources", ids, DirectorySource)
+                }
+                Entity::ApiToken => reload_table!(conn, RawApiToken, "api_tokens", ids, ApiToken),
+            })
+        }
+
+        /// Groups a change-log page by entity and reloads each group.
+        pub(super) async fn reload_changes(
+            conn: &mut $conn,
+            entries: &[(String, Id)],
+        ) -> Result<Vec<crate::store::RowChange>, SyncError> {
+            use std::collections::{BTreeMap, BTreeSet, HashMap};
+            let mut wanted: BTreeMap<Entity, BTreeSet<Id>> = BTreeMap::new();
+            for (table, id) in entries {
+                let entity = Entity::from_table(table)
+                    .ok_or_else(|| SyncError::Invalid(format!("change_log names unknown table {table:?}")))?;
+                wanted.entry(entity).or_default().insert(*id);
+            }
+            let mut out = Vec::new();
+            for (entity, ids) in wanted {
+                let ids: Vec<Id> = ids.into_iter().collect();
+                for chunk in ids.chunks(10_000) {
+                    let mut found: HashMap<Id, Row> =
+                        reload(conn, entity, chunk).await?.into_iter().map(|r| (r.id(), r)).collect();
+                    for id in chunk {
+                        out.push((entity, *id, found.remove(id)));
+                    }
+                }
+            }
+            Ok(out)
+        }
+
+        pub(super) async fn read_meta(conn: &mut $conn) -> Result<Meta, SyncError> {
+            let (epoch, txid, seq, database_id): (i64, i64, i64, String) = sqlx::query_as(
+                "SELECT epoch, pruned_txid, pruned_seq, database_id FROM dialtone_meta WHERE singleton = 1",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(Meta {
+                epoch,
+                pruned_through: Cursor { txid, seq },
+                database_id,
+            })
+        }
+
+        pub(super) async fn bump_epoch(conn: &mut $conn) -> Result<i64, SyncError> {
+            Ok(sqlx::query_scalar(
+                "UPDATE dialtone_meta SET epoch = epoch + 1 WHERE singleton = 1 RETURNING epoch",
+            )
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+
+        /// Highest applied migration, or None when the database was never migrated.
+        pub(super) async fn applied_migration(conn: &mut $conn) -> Result<Option<i64>, SyncError> {
+            match sqlx::query_scalar::<_, Option<i64>>("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok(v) => Ok(v),
+                Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+
+        async fn tenant_id(conn: &mut $conn, slug: &str) -> Result<Id, SyncError> {
+            sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
+                .bind(slug)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| SyncError::Invalid(format!("unknown tenant {slug:?}")))
+        }
+
+        fn count(c: &mut Counts, existed: bool, rows_affected: u64) {
+            match (existed, rows_affected) {
+                (false, _) => c.inserted += 1,
+                (true, 0) => c.unchanged += 1,
+                (true, _) => c.updated += 1,
+            }
+        }
+
+        async fn apply_one(
+            conn: &mut $conn,
+            key: &SecretKey,
+            mutation: &Mutation,
+            now: Millis,
+            report: &mut WriteReport,
+        ) -> Result<(), SyncError> {
+            match mutation {
+                Mutation::UpsertTenant(t) => {
+                    let existing: Option<Id> = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
+                        .bind(&t.slug)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    let affected = match existing {
+                        None => sqlx::query(
+                            "INSERT INTO tenants (slug, name, default_region, settings, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        ),
+                        Some(_) => sqlx::query(
+                            "UPDATE tenants SET name = $2, default_region = $3, settings = $4, updated_at = $5 \
+                             WHERE slug = $1 AND (name IS DISTINCT FROM $2 OR default_region IS DISTINCT FROM $3 \
+                             OR settings IS DISTINCT FROM $4)",
+                        ),
+                    }
+                    .bind(&t.slug)
+                    .bind(&t.name)
+                    .bind(&t.default_region)
+                    .bind(&t.settings)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    count(&mut report.tenants, existing.is_some(), affected);
+                }
+                Mutation::UpsertPhone(p) => {
+                    let tenant = tenant_id(conn, &p.tenant).await?;
+                    let mac = p.mac.to_string();
+                    let http_password = p
+                        .http_password
+                        .as_deref()
+                        .map(|pw| key.seal(Purpose::DeviceHttpPassword, pw).0.to_string());
+                    let existing: Option<Id> = sqlx::query_scalar("SELECT id FROM phones WHERE mac = $1")
+                        .bind(&mac)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    let (phone_id, affected) = match existing {
+                        None => {
+                            let id: Id = sqlx::query_scalar(
+                                "INSERT INTO phones (mac, tenant_id, family, model, label, variables, http_user, \
+                                 http_password, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                            )
+                            .bind(&mac)
+                            .bind(tenant)
+                            .bind(p.family.as_str())
+                            .bind(&p.model)
+                            .bind(&p.label)
+                            .bind(&p.variables)
+                            .bind(&p.http_user)
+                            .bind(&http_password)
+                            .bind(now)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                            (id, 1)
+                        }
+                        Some(id) => {
+                            let affected = sqlx::query(
+                                "UPDATE phones SET tenant_id = $2, family = $3, model = $4, label = $5, \
+                                 variables = $6, http_user = $7, http_password = $8, updated_at = $9 \
+                                 WHERE id = $1 AND (tenant_id IS DISTINCT FROM $2 OR family IS DISTINCT FROM $3 \
+                                 OR model IS DISTINCT FROM $4 OR label IS DISTINCT FROM $5 \
+                                 OR variables IS DISTINCT FROM $6 OR http_user IS DISTINCT FROM $7 \
+                                 OR http_password IS DISTINCT FROM $8)",
+                            )
+                            .bind(id)
+                            .bind(tenant)
+                            .bind(p.family.as_str())
+                            .bind(&p.model)
+                            .bind(&p.label)
+                            .bind(&p.variables)
+                            .bind(&p.http_user)
+                            .bind(&http_password)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected();
+                            (id, affected)
+                        }
+                    };
+                    count(&mut report.phones, existing.is_some(), affected);
+                    for (index, line) in p.lines.iter().enumerate() {
+                        let position = index as i32 + 1;
+                        let password = line
+                            .password
+                            .as_deref()
+                            .map(|pw| key.seal(Purpose::LinePassword, pw).0.to_string());
+                        let existing: Option<Id> =
+                            sqlx::query_scalar("SELECT id FROM lines WHERE phone_id = $1 AND position = $2")
+                                .bind(phone_id)
+                                .bind(position)
+                                .fetch_optional(&mut *conn)
+                                .await?;
+                        let affected = match existing {
+                            None => sqlx::query(
+                                "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, \
+                                 password, registrar, proxy, settings, updated_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            ),
+                            Some(_) => sqlx::query(
+                                "UPDATE lines SET extension = $3, display_name = $4, auth_user = $5, \
+                                 password = $6, registrar = $7, proxy = $8, settings = $9, updated_at = $10 \
+                                 WHERE phone_id = $1 AND position = $2 AND (extension IS DISTINCT FROM $3 \
+                                 OR display_name IS DISTINCT FROM $4 OR auth_user IS DISTINCT FROM $5 \
+                                 OR password IS DISTINCT FROM $6 OR registrar IS DISTINCT FROM $7 \
+                                 OR proxy IS DISTINCT FROM $8 OR settings IS DISTINCT FROM $9)",
+                            ),
+                        }
+                        .bind(phone_id)
+                        .bind(position)
+                        .bind(&line.extension)
+                        .bind(&line.display_name)
+                        .bind(&line.auth_user)
+                        .bind(&password)
+                        .bind(&line.registrar)
+                        .bind(&line.proxy)
+                        .bind(&line.settings)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        count(&mut report.lines, existing.is_some(), affected);
+                    }
+                    let removed = sqlx::query("DELETE FROM lines WHERE phone_id = $1 AND position > $2")
+                        .bind(phone_id)
+                        .bind(p.lines.len() as i32)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    report.lines.deleted += removed;
+                }
+                Mutation::UpsertDirectoryEntry(d) => {
+                    let tenant = tenant_id(conn, &d.tenant).await?;
+                    let numbers = numbers_to_json(&d.numbers);
+                    let existing: Option<Id> = sqlx::query_scalar(
+                        "SELECT id FROM directory_entries WHERE tenant_id = $1 AND external_id = $2",
+                    )
+                    .bind(tenant)
+                    .bind(&d.external_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let affected = match existing {
+                        None => sqlx::query(
+                            "INSERT INTO directory_entries (tenant_id, external_id, name, company, numbers, \
+                             updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                        ),
+                        Some(_) => sqlx::query(
+                            "UPDATE directory_entries SET name = $3, company = $4, numbers = $5, updated_at = $6 \
+                             WHERE tenant_id = $1 AND external_id = $2 AND (name IS DISTINCT FROM $3 \
+                             OR company IS DISTINCT FROM $4 OR numbers IS DISTINCT FROM $5)",
+                        ),
+                    }
+                    .bind(tenant)
+                    .bind(&d.external_id)
+                    .bind(&d.name)
+                    .bind(&d.company)
+                    .bind(&numbers)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    count(&mut report.directory_entries, existing.is_some(), affected);
+                }
+                Mutation::DeleteTenant { slug } => {
+                    report.tenants.deleted += sqlx::query("DELETE FROM tenants WHERE slug = $1")
+                        .bind(slug)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                }
+                Mutation::DeletePhone { mac } => {
+                    report.phones.deleted += sqlx::query("DELETE FROM phones WHERE mac = $1")
+                        .bind(mac.to_string())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                }
+                Mutation::DeleteDirectoryEntry { tenant, external_id } => {
+                    let tenant = tenant_id(conn, tenant).await?;
+                    report.directory_entries.deleted +=
+                        sqlx::query("DELETE FROM directory_entries WHERE tenant_id = $1 AND external_id = $2")
+                            .bind(tenant)
+                            .bind(external_id)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected();
+                }
+            }
+            Ok(())
+        }
+
+        /// Runs inside the caller's transaction.
+        pub(super) async fn apply_all(
+            conn: &mut $conn,
+            key: &SecretKey,
+            mutations: &[Mutation],
+            audit: &Audit,
+        ) -> Result<WriteReport, SyncError> {
+            let now = now_millis();
+            let mut report = WriteReport::default();
+            for (index, mutation) in mutations.iter().enumerate() {
+                apply_one(conn, key, mutation, now, &mut report).await.map_err(|e| match e {
+                    SyncError::Invalid(reason) => SyncError::Rejected { index, reason },
+                    // Constraint violations are the data's fault, not the database's.
+                    SyncError::Database(sqlx::Error::Database(db)) if db.constraint().is_some() || db.code().is_some_and(|c| c.starts_with("23")) => {
+                        SyncError::Rejected { index, reason: db.message().to_string() }
+                    }
+                    other => other,
+                })?;
+            }
+            let summary = serde_json::json!({ "detail": audit.detail, "result": report });
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(now)
+            .bind(&audit.actor)
+            .bind(&audit.action)
+            .bind(&audit.entity)
+            .bind(&audit.entity_key)
+            .bind(summary.to_string())
+            .execute(&mut *conn)
+            .await?;
+            Ok(report)
+        }
+
+        pub(super) async fn insert_boots(conn: &mut $conn, records: &[BootRecord]) -> Result<(), SyncError> {
+            for r in records {
+                sqlx::query(
+                    "INSERT INTO provisioning_history (mac, at, remote_ip, user_agent, protocol, file, outcome, \
+                     bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&r.mac)
+                .bind(r.at)
+                .bind(&r.remote_ip)
+                .bind(&r.user_agent)
+                .bind(&r.protocol)
+                .bind(&r.file)
+                .bind(&r.outcome)
+                .bind(r.bytes)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(super) async fn delete_boots_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {
+            Ok(sqlx::query("DELETE FROM provisioning_history WHERE at < $1")
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected())
+        }
+    };
+}
+
+pub(crate) use shared_sql;

@@ -1,0 +1,235 @@
+//! The stores: one trait, a SQLite and a PostgreSQL implementation, chosen by
+//! URL. This module tree is the only place in dialtone that knows SQL.
+
+mod common;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SecretKey;
+use crate::error::SyncError;
+use crate::model::*;
+
+pub use rows::NumberJson;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Pool size. Readers on the hot path never use it; it serves the watcher,
+    /// writers and admin queries.
+    pub max_connections: u32,
+    /// Short on purpose: sqlx's 30 s default turns an outage into a hang.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the lock held by another process.
+    pub busy_timeout: Duration,
+    /// A watcher further behind than this many change-log rows does a full
+    /// reload instead, which is cheaper than fetching each row.
+    pub max_catch_up_rows: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            busy_timeout: Duration::from_secs(5),
+            max_catch_up_rows: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One row as the change feed reports it: the current row, or `None` when
+/// the row is gone.
+pub type RowChange = (Entity, Id, Option<Row>);
+
+#[derive(Debug, Default)]
+pub struct ChangeBatch {
+    pub changes: Vec<RowChange>,
+    pub next_cursor: Cursor,
+    pub meta: Meta,
+    /// More rows changed than it pays to fetch one by one: reload everything.
+    pub too_far_behind: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInput {
+    pub slug: String,
+    pub name: String,
+    pub default_region: String,
+    /// JSON object text.
+    pub settings: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineInput {
+    pub extension: String,
+    pub display_name: String,
+    pub auth_user: String,
+    pub password: Option<String>,
+    pub registrar: String,
+    pub proxy: Option<String>,
+    /// JSON object text.
+    pub settings: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneInput {
+    pub tenant: String,
+    pub mac: Mac,
+    pub family: Family,
+    pub model: Option<String>,
+    pub label: Option<String>,
+    /// JSON object text.
+    pub variables: String,
+    pub http_user: Option<String>,
+    pub http_password: Option<String>,
+    /// The phone's complete line list, in key order; lines beyond it are removed.
+    pub lines: Vec<LineInput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntryInput {
+    pub tenant: String,
+    pub external_id: String,
+    pub name: String,
+    pub company: Option<String>,
+    pub numbers: Vec<DirectoryNumber>,
+}
+
+/// One change, addressed by natural keys so that repeating it is a no-op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    UpsertTenant(TenantInput),
+    UpsertPhone(PhoneInput),
+    UpsertDirectoryEntry(DirectoryEntryInput),
+    DeleteTenant { slug: String },
+    DeletePhone { mac: Mac },
+    DeleteDirectoryEntry { tenant: String, external_id: String },
+}
+
+/// The audit row written in the same transaction as a write.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Audit {
+    pub actor: String,
+    pub action: String,
+    pub entity: String,
+    pub entity_key: String,
+    /// Caller's summary (hashes, file names, counts). Never secrets.
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReport {
+    pub tenants: Counts,
+    pub phones: Counts,
+    pub lines: Counts,
+    pub directory_entries: Counts,
+}
+
+impl WriteReport {
+    pub fn changed(&self) -> u64 {
+        [self.tenants, self.phones, self.lines, self.directory_entries]
+            .iter()
+            .map(|c| c.inserted + c.updated + c.deleted)
+            .sum()
+    }
+}
+
+/// One file served to one device, as the front ends report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    pub mac: String,
+    pub at: Millis,
+    pub remote_ip: String,
+    pub user_agent: Option<String>,
+    pub protocol: String,
+    pub file: String,
+    pub outcome: String,
+    pub bytes: i64,
+}
+
+/// Wakes the watcher when the database may have changed. It may wake without
+/// a change; it must not sleep through one for longer than its backend's poll.
+#[async_trait]
+pub trait Notifier: Send {
+    async fn wait(&mut self) -> Result<(), SyncError>;
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations; refuses a database migrated by a newer binary.
+    async fn migrate(&self) -> Result<(), SyncError>;
+
+    /// Refuses a database that is not migrated, or migrated by a newer binary.
+    async fn check_schema(&self) -> Result<(), SyncError>;
+
+    /// Every mirrored row, consistent with the returned cursor.
+    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError>;
+
+    /// Changes after `cursor`, each with its row's current state.
+    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError>;
+
+    async fn meta(&self) -> Result<Meta, SyncError>;
+
+    async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError>;
+
+    /// Applies all mutations and the audit row in one transaction.
+    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError>;
+
+    /// Deletes change-log rows older than `retain`, and beyond `max_rows`.
+    /// Returns how many rows went.
+    async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError>;
+
+    /// Forces every node to do a full reload (after a restore, say).
+    async fn bump_epoch(&self) -> Result<i64, SyncError>;
+
+    async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
+
+    /// Deletes boot history older than `retain`.
+    async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError>;
+
+    async fn close(&self);
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or `sqlite::memory:`) or
+/// `postgres://…` / `postgresql://…`.
+pub async fn open(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Arc<dyn Store>, SyncError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, key, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, key, options).await?))
+    } else {
+        Err(SyncError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+pub fn backend_of(url: &str) -> Result<Backend, SyncError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(SyncError::UnsupportedUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,238 @@
+//! PostgreSQL: production and multi-node. Cursors are `(txid, seq)`. A
+//! transaction can take a low seq and commit after one with a higher seq, so
+//! reading "seq > cursor" would skip it for good. Instead every read also
+//! takes the snapshot's xmin (the oldest transaction still running): below it
+//! nothing can appear any more, so the cursor only ever advances to there.
+//! Rows above it that are already visible are applied at once (low latency)
+//! and simply seen again on the next pass until the horizon passes them.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
+
+mod sql {
+    super::super::common::shared_sql!(
+        sqlx::PgConnection,
+        "id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)"
+    );
+}
+
+use crate::crypto::SecretKey;
+use crate::error::SyncError;
+use crate::model::*;
+use crate::store::{Audit, BootRecord, Mutation, WriteReport};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+pub const NOTIFY_CHANNEL: &str = "dialtone_changes";
+
+pub struct PgStore {
+    pool: PgPool,
+    key: SecretKey,
+    max_catch_up_rows: i64,
+}
+
+impl PgStore {
+    /// Connects lazily: a node that starts while the database is down can
+    /// serve from its snapshot and connect when the database returns.
+    pub async fn connect(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Self, SyncError> {
+        let connect = PgConnectOptions::from_str(url)?.application_name("dialtone");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(PgStore {
+            pool,
+            key,
+            max_catch_up_rows: options.max_catch_up_rows,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Must be the first statement of the transaction, before the snapshot is taken.
+const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+const SNAPSHOT_XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        refuse_newer(&mut conn).await?;
+        drop(conn);
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<(), SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        refuse_newer(&mut conn).await?;
+        match sql::applied_migration(&mut conn).await? {
+            Some(v) if v == latest_known() => Ok(()),
+            _ => Err(SyncError::Invalid(
+                "the database is not migrated to this version; run `dialtone migrate`".into(),
+            )),
+        }
+    }
+
+    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+        let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN).fetch_one(&mut *tx).await?;
+        let meta = sql::read_meta(&mut tx).await?;
+        let data = sql::load_dataset(&mut tx).await?;
+        tx.commit().await?;
+        Ok((data, Cursor { txid: xmin, seq: 0 }, meta))
+    }
+
+    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+        let horizon: i64 = sqlx::query_scalar(SNAPSHOT_XMIN).fetch_one(&mut *tx).await?;
+        let meta = sql::read_meta(&mut tx).await?;
+        let entries: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT entity, row_id FROM change_log \
+             WHERE (txid, seq) > ($1::bigint::text::xid8, $2) ORDER BY txid, seq LIMIT $3",
+        )
+        .bind(cursor.txid)
+        .bind(cursor.seq)
+        .bind(self.max_catch_up_rows + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        if entries.len() as i64 > self.max_catch_up_rows {
+            return Ok(ChangeBatch {
+                meta,
+                too_far_behind: true,
+                next_cursor: cursor,
+                ..Default::default()
+            });
+        }
+        let changes = sql::reload_changes(&mut tx, &entries).await?;
+        tx.commit().await?;
+        // Every entry below the horizon was in this (complete) page.
+        let next_cursor = cursor.max(Cursor { txid: horizon, seq: 0 });
+        Ok(ChangeBatch {
+            changes,
+            next_cursor,
+            meta,
+            too_far_behind: false,
+        })
+    }
+
+    async fn meta(&self) -> Result<Meta, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::read_meta(&mut conn).await
+    }
+
+    async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        Ok(Box::new(PgNotifier { listener }))
+    }
+
+    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
+        let mut tx = self.pool.begin().await?;
+        let report = sql::apply_all(&mut tx, &self.key, mutations, audit).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
+        let cutoff = now_millis() - retain.as_millis() as i64;
+        let mut tx = self.pool.begin().await?;
+        // Prune a prefix in (txid, seq) order, and only below the horizon, so
+        // "pruned through" is one cursor that every node can compare with.
+        let through: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT txid::text::bigint, seq FROM change_log \
+             WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             AND (at < $1 OR seq <= (SELECT COALESCE(max(seq), 0) FROM change_log) - $2) \
+             ORDER BY txid DESC, seq DESC LIMIT 1",
+        )
+        .bind(cutoff)
+        .bind(max_rows)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((txid, seq)) = through else { return Ok(0) };
+        let deleted = sqlx::query("DELETE FROM change_log WHERE (txid, seq) <= ($1::bigint::text::xid8, $2)")
+            .bind(txid)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE dialtone_meta SET pruned_txid = $1, pruned_seq = $2 \
+             WHERE singleton = 1 AND (pruned_txid, pruned_seq) < ($1, $2)",
+        )
+        .bind(txid)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn bump_epoch(&self) -> Result<i64, SyncError> {
+        let mut tx = self.pool.begin().await?;
+        let epoch = sql::bump_epoch(&mut tx).await?;
+        // Wake the other nodes: the epoch row is not itself mirrored.
+        sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {
+        let mut tx = self.pool.begin().await?;
+        sql::insert_boots(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::delete_boots_before(&mut conn, now_millis() - retain.as_millis() as i64).await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn latest_known() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+async fn refuse_newer(conn: &mut PgConnection) -> Result<(), SyncError> {
+    if let Some(found) = sql::applied_migration(conn).await? {
+        let known = latest_known();
+        if found > known {
+            return Err(SyncError::SchemaTooNew { found, known });
+        }
+    }
+    Ok(())
+}
+
+struct PgNotifier {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl Notifier for PgNotifier {
+    async fn wait(&mut self) -> Result<(), SyncError> {
+        // `None` means the connection dropped and notifications may have been
+        // lost; waking is exactly right, the watcher catches up by cursor.
+        self.listener.try_recv().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Raw rows as both SQL backends return them, and their conversion into the
+//! schema types. A row that fails to convert names its table and id.
+
+use sqlx::FromRow;
+
+use crate::crypto::Sealed;
+use crate::error::SyncError;
+use crate::model::*;
+
+fn bad(table: &str, id: Id, what: impl std::fmt::Display) -> SyncError {
+    SyncError::Invalid(format!("{table} id={id}: {what}"))
+}
+
+fn boxed(s: Option<String>) -> Option<Box<str>> {
+    s.map(String::into_boxed_str)
+}
+
+#[derive(FromRow)]
+pub struct RawTenant {
+    id: i64,
+    slug: String,
+    name: String,
+    default_region: String,
+    settings: String,
+    updated_at: i64,
+}
+
+impl RawTenant {
+    pub const COLUMNS: &'static str = "id, slug, name, default_region, settings, updated_at";
+
+    pub fn into_model(self) -> Result<Tenant, SyncError> {
+        Ok(Tenant {
+            id: self.id,
+            slug: self.slug.into(),
+            name: self.name.into(),
+            default_region: self.default_region.into(),
+            settings: self.settings.into(),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawPhone {
+    id: i64,
+    tenant_id: i64,
+    mac: String,
+    family: String,
+    model: Option<String>,
+    label: Option<String>,
+    variables: String,
+    http_user: Option<String>,
+    http_password: Option<String>,
+    updated_at: i64,
+}
+
+impl RawPhone {
+    pub const COLUMNS: &'static str =
+        "id, tenant_id, mac, family, model, label, variables, http_user, http_password, updated_at";
+
+    pub fn into_model(self) -> Result<Phone, SyncError> {
+        Ok(Phone {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            mac: self.mac.parse().map_err(|e| bad("phones", self.id, e))?,
+            family: self.family.parse().map_err(|e| bad("phones", self.id, e))?,
+            model: boxed(self.model),
+            label: boxed(self.label),
+            variables: self.variables.into(),
+            http_user: boxed(self.http_user),
+            http_password: self.http_password.map(|s| Sealed(s.into())),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawLine {
+    id: i64,
+    phone_id: i64,
+    position: i32,
+    extension: String,
+    display_name: String,
+    auth_user: String,
+    password: Option<String>,
+    registrar: String,
+    proxy: Option<String>,
+    settings: String,
+    updated_at: i64,
+}
+
+impl RawLine {
+    pub const COLUMNS: &'static str = "id, phone_id, position, extension, display_name, auth_user, \
+                                       password, registrar, proxy, settings, updated_at";
+
+    pub fn into_model(self) -> Result<Line, SyncError> {
+        Ok(Line {
+            id: self.id,
+            phone_id: self.phone_id,
+            position: self.position,
+            extension: self.extension.into(),
+            display_name: self.display_name.into(),
+            auth_user: self.auth_user.into(),
+            password: self.password.map(|s| Sealed(s.into())),
+            registrar: self.registrar.into(),
+            proxy: boxed(self.proxy),
+            settings: self.settings.into(),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawTemplate {
+    id: i64,
+    scope: String,
+    family: String,
+    scope_key: String,
+    file_pattern: String,
+    body: String,
+    version: i64,
+    updated_by: String,
+    updated_at: i64,
+}
+
+impl RawTemplate {
+    pub const COLUMNS: &'static str =
+        "id, scope, family, scope_key, file_pattern, body, version, updated_by, updated_at";
+
+    pub fn into_model(self) -> Result<Template, SyncError> {
+        Ok(Template {
+            id: self.id,
+            scope: self.scope.parse().map_err(|e| bad("templates", self.id, e))?,
+            family: self.family.parse().map_err(|e| bad("templates", self.id, e))?,
+            scope_key: self.scope_key.into(),
+            file_pattern: self.file_pattern.into(),
+            body: self.body.into(),
+            version: self.version,
+            updated_by: self.updated_by.into(),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawDirectoryEntry {
+    id: i64,
+    tenant_id: i64,
+    external_id: Option<String>,
+    name: String,
+    company: Option<String>,
+    numbers: String,
+    updated_at: i64,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+pub struct NumberJson {
+    pub number: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+}
+
+fn default_kind() -> String {
+    "work".into()
+}
+
+pub fn numbers_to_json(numbers: &[DirectoryNumber]) -> String {
+    let list: Vec<NumberJson> = numbers
+        .iter()
+        .map(|n| NumberJson {
+            number: n.number.to_string(),
+            kind: n.kind.to_string(),
+        })
+        .collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+impl RawDirectoryEntry {
+    pub const COLUMNS: &'static str = "id, tenant_id, external_id, name, company, numbers, updated_at";
+
+    pub fn into_model(self) -> Result<DirectoryEntry, SyncError> {
+        let numbers: Vec<NumberJson> =
+            serde_json::from_str(&self.numbers).map_err(|e| bad("directory_entries", self.id, e))?;
+        Ok(DirectoryEntry {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            external_id: boxed(self.external_id),
+            name: self.name.into(),
+            company: boxed(self.company),
+            numbers: numbers
+                .into_iter()
+                .map(|n| DirectoryNumber {
+                    number: n.number.into(),
+                    kind: n.kind.into(),
+                })
+                .collect(),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawDirectorySource {
+    id: i64,
+    tenant_id: i64,
+    name: String,
+    kind: String,
+    priority: i32,
+    enabled: bool,
+    settings: String,
+    secret: Option<String>,
+    timeout_ms: i32,
+    updated_at: i64,
+}
+
+impl RawDirectorySource {
+    pub const COLUMNS: &'static str =
+        "id, tenant_id, name, kind, priority, enabled, settings, secret, timeout_ms, updated_at";
+
+    pub fn into_model(self) -> Result<DirectorySource, SyncError> {
+        Ok(DirectorySource {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name.into(),
+            kind: self.kind.parse().map_err(|e| bad("directory_sources", self.id, e))?,
+            priority: self.priority,
+            enabled: self.enabled,
+            settings: self.settings.into(),
+            secret: self.secret.map(|s| Sealed(s.into())),
+            timeout_ms: self.timeout_ms,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RawApiToken {
+    id: i64,
+    name: String,
+    token_hash: String,
+    scope: String,
+    tenant_id: Option<i64>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked: bool,
+    updated_at: i64,
+}
+
+impl RawApiToken {
+    pub const COLUMNS: &'static str =
+        "id, name, token_hash, scope, tenant_id, created_at, expires_at, revoked, updated_at";
+
+    pub fn into_model(self) -> Result<ApiToken, SyncError> {
+        Ok(ApiToken {
+            id: self.id,
+            name: self.name.into(),
+            token_hash: self.token_hash.into(),
+            scope: self.scope.parse().map_err(|e| bad("api_tokens", self.id, e))?,
+            tenant_id: self.tenant_id,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked: self.revoked,
+            updated_at: self.updated_at,
+        })
+    }
+}

@@ -1,0 +1,282 @@
+//! The embedded default. WAL mode with `synchronous=NORMAL`: readers never
+//! block the writer, and a power cut loses at most the last transactions,
+//! never the database.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::Notify;
+
+use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
+
+mod sql {
+    super::super::common::shared_sql!(sqlx::SqliteConnection, "id IN (SELECT value FROM json_each($1))");
+}
+
+use crate::crypto::SecretKey;
+use crate::error::SyncError;
+use crate::model::*;
+use crate::store::{Audit, BootRecord, Mutation, WriteReport};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How often the watcher asks SQLite whether another process wrote.
+const DATA_VERSION_POLL: Duration = Duration::from_millis(500);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    connect: SqliteConnectOptions,
+    key: SecretKey,
+    max_catch_up_rows: i64,
+    /// Our own commits wake the watcher at once instead of at the next poll.
+    local_commit: Arc<Notify>,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Self, SyncError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        Ok(SqliteStore {
+            pool,
+            connect,
+            key,
+            max_catch_up_rows: options.max_catch_up_rows,
+            local_commit: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// SQLite's deferred transactions fail with SQLITE_BUSY when a reader
+    /// upgrades to a writer while another process writes; BEGIN IMMEDIATE
+    /// takes the write lock up front, so busy_timeout can do its job.
+    async fn write_txn<T, F>(&self, body: F) -> Result<T, SyncError>
+    where
+        F: for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, SyncError>>,
+    {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        match body(&mut conn).await {
+            Ok(value) => {
+                if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(e.into());
+                }
+                self.local_commit.notify_one();
+                Ok(value)
+            }
+            Err(e) => {
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    // Never hand a connection with an open transaction back to the pool.
+                    let _ = conn.detach().close().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        refuse_newer(&mut conn).await?;
+        drop(conn);
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<(), SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        refuse_newer(&mut conn).await?;
+        match sql::applied_migration(&mut conn).await? {
+            Some(v) if v == latest_known() => Ok(()),
+            _ => Err(SyncError::Invalid(
+                "the database is not migrated to this version; run `dialtone migrate`".into(),
+            )),
+        }
+    }
+
+    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        // The first read fixes the WAL snapshot every following read sees.
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM change_log")
+            .fetch_one(&mut *tx)
+            .await?;
+        let meta = sql::read_meta(&mut tx).await?;
+        let data = sql::load_dataset(&mut tx).await?;
+        tx.commit().await?;
+        Ok((data, Cursor { txid: 0, seq }, meta))
+    }
+
+    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let meta = sql::read_meta(&mut tx).await?;
+        let entries: Vec<(i64, String, i64)> =
+            sqlx::query_as("SELECT seq, entity, row_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(cursor.seq)
+                .bind(self.max_catch_up_rows + 1)
+                .fetch_all(&mut *tx)
+                .await?;
+        if entries.len() as i64 > self.max_catch_up_rows {
+            return Ok(ChangeBatch {
+                meta,
+                too_far_behind: true,
+                next_cursor: cursor,
+                ..Default::default()
+            });
+        }
+        let next_cursor = entries.last().map_or(cursor, |(seq, _, _)| Cursor { txid: 0, seq: *seq });
+        let keys: Vec<(String, Id)> = entries.into_iter().map(|(_, e, id)| (e, id)).collect();
+        let changes = sql::reload_changes(&mut tx, &keys).await?;
+        tx.commit().await?;
+        Ok(ChangeBatch {
+            changes,
+            next_cursor,
+            meta,
+            too_far_behind: false,
+        })
+    }
+
+    async fn meta(&self) -> Result<Meta, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::read_meta(&mut conn).await
+    }
+
+    async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError> {
+        // data_version is per connection and changes only for other
+        // connections' commits, so the notifier keeps a connection of its own.
+        let mut conn = SqliteConnection::connect_with(&self.connect).await?;
+        let version = data_version(&mut conn).await?;
+        Ok(Box::new(SqliteNotifier {
+            conn,
+            version,
+            local_commit: self.local_commit.clone(),
+        }))
+    }
+
+    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
+        let key = self.key.clone();
+        let mutations = mutations.to_vec();
+        let audit = audit.clone();
+        self.write_txn(move |conn| Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit).await }))
+            .await
+    }
+
+    async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
+        let cutoff = now_millis() - retain.as_millis() as i64;
+        self.write_txn(move |conn| {
+            Box::pin(async move {
+                let through: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(seq) FROM change_log WHERE at < $1 \
+                     OR seq <= (SELECT COALESCE(max(seq), 0) FROM change_log) - $2",
+                )
+                .bind(cutoff)
+                .bind(max_rows)
+                .fetch_one(&mut *conn)
+                .await?;
+                let Some(through) = through else { return Ok(0) };
+                let deleted = sqlx::query("DELETE FROM change_log WHERE seq <= $1")
+                    .bind(through)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                sqlx::query(
+                    "UPDATE dialtone_meta SET pruned_txid = 0, pruned_seq = max(pruned_seq, $1) WHERE singleton = 1",
+                )
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+                Ok(deleted)
+            })
+        })
+        .await
+    }
+
+    async fn bump_epoch(&self) -> Result<i64, SyncError> {
+        self.write_txn(|conn| Box::pin(async move { sql::bump_epoch(conn).await })).await
+    }
+
+    async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {
+        let records = records.to_vec();
+        // Not a mirrored table: no need to wake the watcher, but the write
+        // still takes the lock properly.
+        self.write_txn(move |conn| Box::pin(async move { sql::insert_boots(conn, &records).await }))
+            .await
+    }
+
+    async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
+        let cutoff = now_millis() - retain.as_millis() as i64;
+        self.write_txn(move |conn| Box::pin(async move { sql::delete_boots_before(conn, cutoff).await }))
+            .await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn latest_known() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+async fn refuse_newer(conn: &mut SqliteConnection) -> Result<(), SyncError> {
+    if let Some(found) = sql::applied_migration(conn).await? {
+        let known = latest_known();
+        if found > known {
+            return Err(SyncError::SchemaTooNew { found, known });
+        }
+    }
+    Ok(())
+}
+
+async fn data_version(conn: &mut SqliteConnection) -> Result<i64, SyncError> {
+    Ok(sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *conn).await?)
+}
+
+struct SqliteNotifier {
+    conn: SqliteConnection,
+    version: i64,
+    local_commit: Arc<Notify>,
+}
+
+#[async_trait]
+impl Notifier for SqliteNotifier {
+    async fn wait(&mut self) -> Result<(), SyncError> {
+        loop {
+            tokio::select! {
+                _ = self.local_commit.notified() => return Ok(()),
+                _ = tokio::time::sleep(DATA_VERSION_POLL) => {
+                    let version = data_version(&mut self.conn).await?;
+                    if version != self.version {
+                        self.version = version;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
