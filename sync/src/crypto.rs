@@ -80,7 +80,9 @@ impl SecretKey {
             base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .or_else(|_| B64.decode(text))
-                .map_err(|_| SyncError::Key("expected 32 bytes as 64 hex digits or base64".into()))?
+                .map_err(|_| {
+                    SyncError::Key("expected 32 bytes as 64 hex digits or base64".into())
+                })?
         };
         let key: [u8; 32] = bytes
             .try_into()
@@ -108,7 +110,9 @@ impl SecretKey {
     /// does not exist. Used only for the embedded SQLite default.
     pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display()))),
+            Ok(text) => {
+                Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display())))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let hex = Self::generate_hex();
                 let mut options = std::fs::OpenOptions::new();
@@ -130,7 +134,8 @@ impl SecretKey {
     }
 
     pub fn seal(&self, purpose: Purpose, plaintext: &str) -> Sealed {
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
         mac.update(purpose.aad());
         mac.update(&[0]);
         mac.update(plaintext.as_bytes());
@@ -200,7 +205,9 @@ mod tests {
         assert!(key().open(Purpose::SourceSecret, &a).is_err());
         let other = SecretKey::parse(&"22".repeat(32)).unwrap();
         assert!(other.open(Purpose::LinePassword, &a).is_err());
-        assert!(key().open(Purpose::LinePassword, &Sealed("v1:AAAA".into())).is_err());
+        assert!(key()
+            .open(Purpose::LinePassword, &Sealed("v1:AAAA".into()))
+            .is_err());
     }
 
     #[test]
@@ -211,7 +218,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let k2 = SecretKey::load_or_create(&path).unwrap();
         let s = k1.seal(Purpose::DeviceHttpPassword, "x");

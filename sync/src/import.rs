@@ -86,7 +86,11 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
                 continue;
             }
         };
-        let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "json" => plan_json(file, &text, &mut plan),
             "csv" => plan_csv(file, &text, &mut plan),
@@ -107,7 +111,9 @@ fn check_duplicates(plan: &mut ImportPlan) {
         let key = match m {
             Mutation::UpsertTenant(t) => format!("tenant {:?}", t.slug),
             Mutation::UpsertPhone(p) => format!("phone {}", p.mac),
-            Mutation::UpsertDirectoryEntry(d) => format!("directory entry {:?}/{:?}", d.tenant, d.external_id),
+            Mutation::UpsertDirectoryEntry(d) => {
+                format!("directory entry {:?}/{:?}", d.tenant, d.external_id)
+            }
             _ => continue,
         };
         if let Some(first) = seen.get(&key) {
@@ -125,8 +131,15 @@ fn check_duplicates(plan: &mut ImportPlan) {
 
 fn check_slug(slug: &str) -> Result<String, String> {
     let s = slug.trim();
-    if s.is_empty() || s.len() > 63 || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(format!("tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -"));
+    if s.is_empty()
+        || s.len() > 63
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -"
+        ));
     }
     Ok(s.to_string())
 }
@@ -134,7 +147,9 @@ fn check_slug(slug: &str) -> Result<String, String> {
 fn check_region(region: &str) -> Result<String, String> {
     let r = region.trim().to_ascii_uppercase();
     if r.len() != 2 || !r.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(format!("default_region {region:?} must be an ISO 3166 two-letter code such as US or GB"));
+        return Err(format!(
+            "default_region {region:?} must be an ISO 3166 two-letter code such as US or GB"
+        ));
     }
     Ok(r)
 }
@@ -161,7 +176,9 @@ fn non_empty(what: &str, value: &str) -> Result<String, String> {
 }
 
 fn opt(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 const NUMBER_KINDS: [&str; 6] = ["work", "mobile", "home", "fax", "ip_phone", "other"];
@@ -331,7 +348,9 @@ fn element_positions(text: &str, member: &str) -> Vec<(u64, u64)> {
     // well-formed documents, which is all that reaches this point.
     let mut out = Vec::new();
     let needle = format!("\"{member}\"");
-    let Some(start) = text.find(&needle) else { return out };
+    let Some(start) = text.find(&needle) else {
+        return out;
+    };
     let bytes = text.as_bytes();
     let mut i = start + needle.len();
     while i < bytes.len() && bytes[i] != b'[' {
@@ -544,8 +563,12 @@ impl CsvRow<'_> {
         if raw.trim().is_empty() {
             return Ok("{}".into());
         }
-        let value: serde_json::Value = serde_json::from_str(&raw)
-            .map_err(|e| self.fail(column, format!("not valid JSON: {}", strip_position(&e.to_string()))))?;
+        let value: serde_json::Value = serde_json::from_str(&raw).map_err(|e| {
+            self.fail(
+                column,
+                format!("not valid JSON: {}", strip_position(&e.to_string())),
+            )
+        })?;
         check_object(column, &value).map_err(|m| self.fail(column, m))
     }
 }
@@ -566,7 +589,11 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
         .from_reader(text.as_bytes());
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-        Err(e) => return plan.errors.push(at(1, 1, format!("unreadable header: {e}"))),
+        Err(e) => {
+            return plan
+                .errors
+                .push(at(1, 1, format!("unreadable header: {e}")))
+        }
     };
     let Some(kind) = csv_kind(&headers) else {
         return plan.errors.push(at(
@@ -580,11 +607,22 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
     let known: Vec<&str> = match kind {
         CsvKind::Tenants => TENANT_COLUMNS.to_vec(),
         CsvKind::Phones => PHONE_COLUMNS.to_vec(),
-        CsvKind::Directory => DIRECTORY_COLUMNS.iter().chain(NUMBER_KINDS.iter()).copied().collect(),
+        CsvKind::Directory => DIRECTORY_COLUMNS
+            .iter()
+            .chain(NUMBER_KINDS.iter())
+            .copied()
+            .collect(),
     };
     for (i, h) in headers.iter().enumerate() {
         if !known.contains(&h.as_str()) {
-            plan.errors.push(at(1, i as u64 + 1, format!("unknown column {h:?}; expected any of: {}", known.join(", "))));
+            plan.errors.push(at(
+                1,
+                i as u64 + 1,
+                format!(
+                    "unknown column {h:?}; expected any of: {}",
+                    known.join(", ")
+                ),
+            ));
         }
     }
     // Phones span several rows (one per line); gather them by MAC first.
@@ -640,10 +678,16 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
         }
     }
     for mac in phone_order {
-        let Some((location, mut phone, mut lines)) = phones.remove(&mac) else { continue };
+        let Some((location, mut phone, mut lines)) = phones.remove(&mac) else {
+            continue;
+        };
         lines.sort_by_key(|(pos, _)| *pos);
         let positions: Vec<i32> = lines.iter().map(|(p, _)| *p).collect();
-        if positions.iter().enumerate().any(|(i, p)| *p != i as i32 + 1) {
+        if positions
+            .iter()
+            .enumerate()
+            .any(|(i, p)| *p != i as i32 + 1)
+        {
             plan.errors.push(ImportError {
                 location,
                 message: format!("phone {mac}: line numbers must run 1, 2, 3... without gaps or repeats, got {positions:?}"),
@@ -674,8 +718,14 @@ type PhoneRow = (PhoneInput, i32, Option<(i32, LineInput)>);
 fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
     let phone = PhoneInput {
         tenant: check_slug(&row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
-        mac: row.get("mac").parse().map_err(|e: crate::SyncError| row.fail("mac", e.to_string()))?,
-        family: row.get("family").parse().map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?,
+        mac: row
+            .get("mac")
+            .parse()
+            .map_err(|e: crate::SyncError| row.fail("mac", e.to_string()))?,
+        family: row
+            .get("family")
+            .parse()
+            .map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?,
         model: opt(Some(row.get("model"))),
         label: opt(Some(row.get("label"))),
         variables: row.object("variables")?,
@@ -696,9 +746,15 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
             .parse()
             .ok()
             .filter(|p| (1..=128).contains(p))
-            .ok_or_else(|| row.fail("line", format!("line {line_text:?} must be a number from 1 to 128")))?
+            .ok_or_else(|| {
+                row.fail(
+                    "line",
+                    format!("line {line_text:?} must be a number from 1 to 128"),
+                )
+            })?
     };
-    let registrar = non_empty("registrar", &row.get("registrar")).map_err(|m| row.fail("registrar", m))?;
+    let registrar =
+        non_empty("registrar", &row.get("registrar")).map_err(|m| row.fail("registrar", m))?;
     let line = LineInput {
         display_name: opt(Some(row.get("display_name"))).unwrap_or_else(|| extension.clone()),
         auth_user: opt(Some(row.get("auth_user"))).unwrap_or_else(|| extension.clone()),
@@ -756,12 +812,16 @@ mod tests {
         );
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         assert_eq!(plan.items.len(), 2);
-        let Mutation::UpsertPhone(p) = &plan.items[0].0 else { panic!() };
+        let Mutation::UpsertPhone(p) = &plan.items[0].0 else {
+            panic!()
+        };
         assert_eq!(p.mac.to_string(), "001565aabb01");
         assert_eq!(p.lines.len(), 2);
         assert_eq!(p.lines[0].extension, "101");
         assert_eq!(p.lines[1].display_name, "Reception 2");
-        let Mutation::UpsertPhone(p) = &plan.items[1].0 else { panic!() };
+        let Mutation::UpsertPhone(p) = &plan.items[1].0 else {
+            panic!()
+        };
         assert_eq!(p.lines[0].display_name, "201");
         assert_eq!(p.lines[0].password, None);
     }
@@ -801,15 +861,27 @@ mod tests {
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         assert!(matches!(&plan.items[0].0, Mutation::UpsertTenant(t) if t.default_region == "GB"));
         assert_eq!(plan.items[1].1.line, 2);
-        assert!(matches!(&plan.items[2].0, Mutation::UpsertDirectoryEntry(d) if d.external_id == "name:bob"));
+        assert!(
+            matches!(&plan.items[2].0, Mutation::UpsertDirectoryEntry(d) if d.external_id == "name:bob")
+        );
     }
 
     #[test]
     fn duplicates_and_unknown_columns_are_errors() {
-        let plan = plan_text("t.csv", "slug,name,colour\nacme,Acme,red\nacme,Acme again,blue\n");
+        let plan = plan_text(
+            "t.csv",
+            "slug,name,colour\nacme,Acme,red\nacme,Acme again,blue\n",
+        );
         let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-        assert!(text.iter().any(|e| e.contains("unknown column \"colour\"")), "{text:?}");
-        assert!(text.iter().any(|e| e.contains("duplicate tenant") && e.contains("t.csv:3")), "{text:?}");
+        assert!(
+            text.iter().any(|e| e.contains("unknown column \"colour\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("duplicate tenant") && e.contains("t.csv:3")),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -820,7 +892,9 @@ mod tests {
         );
         assert_eq!(plan.errors.len(), 1);
         assert!(plan.errors[0].message.contains("at least one number"));
-        let Mutation::UpsertDirectoryEntry(d) = &plan.items[0].0 else { panic!() };
+        let Mutation::UpsertDirectoryEntry(d) = &plan.items[0].0 else {
+            panic!()
+        };
         assert_eq!(d.numbers.len(), 1);
         assert_eq!(&*d.numbers[0].kind, "work");
     }

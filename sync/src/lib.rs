@@ -17,6 +17,8 @@ pub mod model;
 mod shard;
 pub mod snapshot;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watcher;
 
 pub use crypto::{Purpose, Sealed, SecretKey};

@@ -22,7 +22,10 @@ pub const CHANGE_STREAM_CAPACITY: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeEvent {
     /// These rows changed (inserted, updated or deleted) in `version`.
-    Changed { version: u64, keys: Arc<[(Entity, Id)]> },
+    Changed {
+        version: u64,
+        keys: Arc<[(Entity, Id)]>,
+    },
     /// Everything may have changed (full reload): drop all derived state.
     Reset { version: u64 },
 }
@@ -97,7 +100,11 @@ impl MirrorState {
         let mut start = 0;
         while start < lines.len() {
             let phone = lines[start].phone_id;
-            let end = start + lines[start..].iter().take_while(|l| l.phone_id == phone).count();
+            let end = start
+                + lines[start..]
+                    .iter()
+                    .take_while(|l| l.phone_id == phone)
+                    .count();
             lines_by_phone.push((phone, lines[start..end].iter().map(|l| l.id).collect()));
             start = end;
         }
@@ -105,20 +112,44 @@ impl MirrorState {
             version,
             cursor,
             meta,
-            tenant_by_slug: ShardedMap::from_entries(data.tenants.iter().map(|t| (t.slug.clone(), t.id))),
-            tenants: ShardedMap::from_entries(data.tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
+            tenant_by_slug: ShardedMap::from_entries(
+                data.tenants.iter().map(|t| (t.slug.clone(), t.id)),
+            ),
+            tenants: ShardedMap::from_entries(
+                data.tenants.into_iter().map(|t| (t.id, Arc::new(t))),
+            ),
             phone_by_mac: ShardedMap::from_entries(data.phones.iter().map(|p| (p.mac, p.id))),
             phones: ShardedMap::from_entries(data.phones.into_iter().map(|p| (p.id, Arc::new(p)))),
             lines_by_phone: ShardedMap::from_entries(lines_by_phone),
             lines: ShardedMap::from_entries(lines.into_iter().map(|l| (l.id, Arc::new(l)))),
-            template_by_key: ShardedMap::from_entries(data.templates.iter().map(|t| (t.key(), t.id))),
-            templates: ShardedMap::from_entries(data.templates.into_iter().map(|t| (t.id, Arc::new(t)))),
-            directory_by_tenant: group_build(data.directory_entries.iter().map(|d| (d.tenant_id, d.id))),
-            directory: ShardedMap::from_entries(data.directory_entries.into_iter().map(|d| (d.id, Arc::new(d)))),
-            sources_by_tenant: group_build(data.directory_sources.iter().map(|s| (s.tenant_id, s.id))),
-            sources: ShardedMap::from_entries(data.directory_sources.into_iter().map(|s| (s.id, Arc::new(s)))),
-            token_by_hash: ShardedMap::from_entries(data.api_tokens.iter().map(|t| (t.token_hash.clone(), t.id))),
-            tokens: ShardedMap::from_entries(data.api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
+            template_by_key: ShardedMap::from_entries(
+                data.templates.iter().map(|t| (t.key(), t.id)),
+            ),
+            templates: ShardedMap::from_entries(
+                data.templates.into_iter().map(|t| (t.id, Arc::new(t))),
+            ),
+            directory_by_tenant: group_build(
+                data.directory_entries.iter().map(|d| (d.tenant_id, d.id)),
+            ),
+            directory: ShardedMap::from_entries(
+                data.directory_entries
+                    .into_iter()
+                    .map(|d| (d.id, Arc::new(d))),
+            ),
+            sources_by_tenant: group_build(
+                data.directory_sources.iter().map(|s| (s.tenant_id, s.id)),
+            ),
+            sources: ShardedMap::from_entries(
+                data.directory_sources
+                    .into_iter()
+                    .map(|s| (s.id, Arc::new(s))),
+            ),
+            token_by_hash: ShardedMap::from_entries(
+                data.api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
+            ),
+            tokens: ShardedMap::from_entries(
+                data.api_tokens.into_iter().map(|t| (t.id, Arc::new(t))),
+            ),
         }
     }
 
@@ -139,7 +170,9 @@ impl MirrorState {
     }
 
     pub fn tenant_by_slug(&self, slug: &str) -> Option<&Arc<Tenant>> {
-        self.tenant_by_slug.get(&Box::from(slug)).and_then(|id| self.tenants.get(id))
+        self.tenant_by_slug
+            .get(&Box::from(slug))
+            .and_then(|id| self.tenants.get(id))
     }
 
     pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
@@ -151,7 +184,9 @@ impl MirrorState {
     }
 
     pub fn phone_by_mac(&self, mac: &Mac) -> Option<&Arc<Phone>> {
-        self.phone_by_mac.get(mac).and_then(|id| self.phones.get(id))
+        self.phone_by_mac
+            .get(mac)
+            .and_then(|id| self.phones.get(id))
     }
 
     pub fn phones(&self) -> impl Iterator<Item = &Arc<Phone>> {
@@ -162,7 +197,11 @@ impl MirrorState {
     pub fn lines_of(&self, phone_id: Id) -> Vec<Arc<Line>> {
         self.lines_by_phone
             .get(&phone_id)
-            .map(|ids| ids.iter().filter_map(|id| self.lines.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.lines.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -171,7 +210,9 @@ impl MirrorState {
     }
 
     pub fn template_by_key(&self, key: &TemplateKey) -> Option<&Arc<Template>> {
-        self.template_by_key.get(key).and_then(|id| self.templates.get(id))
+        self.template_by_key
+            .get(key)
+            .and_then(|id| self.templates.get(id))
     }
 
     pub fn templates(&self) -> impl Iterator<Item = &Arc<Template>> {
@@ -185,7 +226,11 @@ impl MirrorState {
     pub fn directory_of(&self, tenant_id: Id) -> Vec<Arc<DirectoryEntry>> {
         self.directory_by_tenant
             .get(&tenant_id)
-            .map(|ids| ids.iter().filter_map(|id| self.directory.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.directory.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -194,14 +239,20 @@ impl MirrorState {
         let mut list: Vec<Arc<DirectorySource>> = self
             .sources_by_tenant
             .get(&tenant_id)
-            .map(|ids| ids.iter().filter_map(|id| self.sources.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.sources.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default();
         list.sort_by_key(|s| (s.priority, s.id));
         list
     }
 
     pub fn token_by_hash(&self, hash: &str) -> Option<&Arc<ApiToken>> {
-        self.token_by_hash.get(&Box::from(hash)).and_then(|id| self.tokens.get(id))
+        self.token_by_hash
+            .get(&Box::from(hash))
+            .and_then(|id| self.tokens.get(id))
     }
 
     pub fn counts(&self) -> MirrorCounts {
@@ -243,7 +294,11 @@ impl MirrorState {
     fn apply_row(&mut self, entity: Entity, id: Id, row: Option<Row>) -> bool {
         match (entity, row) {
             (_, Some(row)) if row.entity() != entity || row.id() != id => {
-                tracing::error!(?entity, id, "change feed returned a row for another key; ignored");
+                tracing::error!(
+                    ?entity,
+                    id,
+                    "change feed returned a row for another key; ignored"
+                );
                 false
             }
             (Entity::Tenant, row) => {
@@ -394,7 +449,11 @@ impl MirrorState {
             .get(&phone)
             .map(|ids| ids.iter().copied().filter(|id| *id != changed).collect())
             .unwrap_or_default();
-        if self.lines.get(&changed).is_some_and(|l| l.phone_id == phone) {
+        if self
+            .lines
+            .get(&changed)
+            .is_some_and(|l| l.phone_id == phone)
+        {
             ids.push(changed);
         }
         ids.sort_by_key(|id| self.lines.get(id).map(|l| (l.position, l.id)));
@@ -521,7 +580,10 @@ impl Mirror {
     }
 
     pub fn health(&self) -> MirrorHealth {
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn update_health(&self, f: impl FnOnce(&mut MirrorHealth)) {
@@ -531,7 +593,8 @@ impl Mirror {
     /// Replaces everything (cold start, snapshot, full reload).
     pub fn reset(&self, data: Dataset, cursor: Cursor, meta: Meta, from: LoadedFrom) {
         let version = self.load().version + 1;
-        self.state.store(Arc::new(MirrorState::build(data, cursor, meta, version)));
+        self.state
+            .store(Arc::new(MirrorState::build(data, cursor, meta, version)));
         let now = now_millis();
         self.update_health(|h| {
             if h.loaded_from.is_some() {

@@ -421,7 +421,9 @@ impl Dataset {
 /// Position in the change log. PostgreSQL: `(txid, seq)` where txid is the
 /// writing transaction's xid8; SQLite: `(0, seq)`, since SQLite has one writer
 /// and sequence order is commit order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Cursor {
     pub txid: i64,
     pub seq: i64,
@@ -449,7 +451,12 @@ mod tests {
 
     #[test]
     fn mac_accepts_common_spellings() {
-        for s in ["001565aabbcc", "00:15:65:AA:BB:CC", "00-15-65-aa-bb-cc", "0015.65aa.bbcc"] {
+        for s in [
+            "001565aabbcc",
+            "00:15:65:AA:BB:CC",
+            "00-15-65-aa-bb-cc",
+            "0015.65aa.bbcc",
+        ] {
             assert_eq!(s.parse::<Mac>().unwrap().to_string(), "001565aabbcc", "{s}");
         }
         assert_eq!("001565aabbcc".parse::<Mac>().unwrap().oui(), 0x001565);
@@ -457,7 +464,13 @@ mod tests {
 
     #[test]
     fn mac_rejects_garbage() {
-        for s in ["", "001565aabbc", "001565aabbccd", "00:15:65:aa:bb:cg", "x01565aabbcc"] {
+        for s in [
+            "",
+            "001565aabbc",
+            "001565aabbccd",
+            "00:15:65:aa:bb:cg",
+            "x01565aabbcc",
+        ] {
             assert!(s.parse::<Mac>().is_err(), "{s}");
         }
     }

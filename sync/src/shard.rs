@@ -81,7 +81,6 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.len
     }
 
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(|s| s.values())
     }

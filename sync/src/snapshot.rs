@@ -55,10 +55,15 @@ pub fn write(mirror: &Mirror, path: &Path) -> Result<SnapshotHeader, SyncError> 
         meta: tables.meta().clone(),
         version: state.version(),
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp: PathBuf = dir.join(format!(
         ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
         std::process::id()
     ));
     let result = (|| -> Result<(), SyncError> {
@@ -73,7 +78,9 @@ pub fn write(mirror: &Mirror, path: &Path) -> Result<SnapshotHeader, SyncError> 
             &mut out,
         )
         .map_err(|e| err(path, e))?;
-        let file = out.into_inner().map_err(|e| SyncError::io(&tmp, e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| SyncError::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -94,15 +101,23 @@ pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SyncError::io(path, e)),
     };
-    let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| err(path, "not a dialtone snapshot (or from an incompatible version)"))?;
+    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
+        err(
+            path,
+            "not a dialtone snapshot (or from an incompatible version)",
+        )
+    })?;
     let decoded: In = postcard::from_bytes(body).map_err(|e| err(path, format!("corrupt: {e}")))?;
     Ok(Some((decoded.header, decoded.tables)))
 }
 
 /// Writes a snapshot whenever the mirror moved on, every `interval`.
-pub async fn run_writer(mirror: Arc<Mirror>, path: PathBuf, interval: Duration, cancel: CancellationToken) {
+pub async fn run_writer(
+    mirror: Arc<Mirror>,
+    path: PathBuf,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut written_version = None;
     loop {
         tokio::select! {

@@ -65,7 +65,12 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
 
 /// The watcher loop. Runs until `cancel`; never returns an error, because a
 /// database outage is a state to report, not a reason to stop.
-pub async fn run(mirror: Arc<Mirror>, store: Arc<dyn Store>, options: WatchOptions, cancel: CancellationToken) {
+pub async fn run(
+    mirror: Arc<Mirror>,
+    store: Arc<dyn Store>,
+    options: WatchOptions,
+    cancel: CancellationToken,
+) {
     let mut notifier: Option<Box<dyn Notifier>> = None;
     let mut backoff = Duration::from_millis(100);
     let mut next_listener_attempt = tokio::time::Instant::now();
@@ -99,7 +104,9 @@ pub async fn run(mirror: Arc<Mirror>, store: Arc<dyn Store>, options: WatchOptio
             options.poll_interval
         } else {
             // Without a listener, poll at the listener's retry pace.
-            options.poll_interval.min(backoff.max(Duration::from_millis(250)))
+            options
+                .poll_interval
+                .min(backoff.max(Duration::from_millis(250)))
         };
         let woke = tokio::select! {
             _ = cancel.cancelled() => break,

@@ -147,10 +147,15 @@ pub struct WriteReport {
 
 impl WriteReport {
     pub fn changed(&self) -> u64 {
-        [self.tenants, self.phones, self.lines, self.directory_entries]
-            .iter()
-            .map(|c| c.inserted + c.updated + c.deleted)
-            .sum()
+        [
+            self.tenants,
+            self.phones,
+            self.lines,
+            self.directory_entries,
+        ]
+        .iter()
+        .map(|c| c.inserted + c.updated + c.deleted)
+        .sum()
     }
 }
 
@@ -214,11 +219,19 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a URL names: `sqlite://PATH` (or `sqlite::memory:`) or
 /// `postgres://…` / `postgresql://…`.
-pub async fn open(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Arc<dyn Store>, SyncError> {
+pub async fn open(
+    url: &str,
+    key: SecretKey,
+    options: &StoreOptions,
+) -> Result<Arc<dyn Store>, SyncError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, key, options).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, key, options).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, key, options).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, key, options).await?,
+        ))
     } else {
         Err(SyncError::UnsupportedUrl(url.to_string()))
     }

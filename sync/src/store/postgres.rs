@@ -40,7 +40,11 @@ pub struct PgStore {
 impl PgStore {
     /// Connects lazily: a node that starts while the database is down can
     /// serve from its snapshot and connect when the database returns.
-    pub async fn connect(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Self, SyncError> {
+    pub async fn connect(
+        url: &str,
+        key: SecretKey,
+        options: &StoreOptions,
+    ) -> Result<Self, SyncError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("dialtone");
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
@@ -90,7 +94,9 @@ impl Store for PgStore {
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN).fetch_one(&mut *tx).await?;
+        let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
+            .fetch_one(&mut *tx)
+            .await?;
         let meta = sql::read_meta(&mut tx).await?;
         let data = sql::load_dataset(&mut tx).await?;
         tx.commit().await?;
@@ -100,7 +106,9 @@ impl Store for PgStore {
     async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let horizon: i64 = sqlx::query_scalar(SNAPSHOT_XMIN).fetch_one(&mut *tx).await?;
+        let horizon: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
+            .fetch_one(&mut *tx)
+            .await?;
         let meta = sql::read_meta(&mut tx).await?;
         let entries: Vec<(String, i64)> = sqlx::query_as(
             "SELECT entity, row_id FROM change_log \
@@ -122,7 +130,10 @@ impl Store for PgStore {
         let changes = sql::reload_changes(&mut tx, &entries).await?;
         tx.commit().await?;
         // Every entry below the horizon was in this (complete) page.
-        let next_cursor = cursor.max(Cursor { txid: horizon, seq: 0 });
+        let next_cursor = cursor.max(Cursor {
+            txid: horizon,
+            seq: 0,
+        });
         Ok(ChangeBatch {
             changes,
             next_cursor,
@@ -164,13 +175,16 @@ impl Store for PgStore {
         .bind(max_rows)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((txid, seq)) = through else { return Ok(0) };
-        let deleted = sqlx::query("DELETE FROM change_log WHERE (txid, seq) <= ($1::bigint::text::xid8, $2)")
-            .bind(txid)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let Some((txid, seq)) = through else {
+            return Ok(0);
+        };
+        let deleted =
+            sqlx::query("DELETE FROM change_log WHERE (txid, seq) <= ($1::bigint::text::xid8, $2)")
+                .bind(txid)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         sqlx::query(
             "UPDATE dialtone_meta SET pruned_txid = $1, pruned_seq = $2 \
              WHERE singleton = 1 AND (pruned_txid, pruned_seq) < ($1, $2)",
@@ -187,7 +201,10 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let epoch = sql::bump_epoch(&mut tx).await?;
         // Wake the other nodes: the epoch row is not itself mirrored.
-        sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(epoch)
     }
@@ -230,9 +247,15 @@ struct PgNotifier {
 #[async_trait]
 impl Notifier for PgNotifier {
     async fn wait(&mut self) -> Result<(), SyncError> {
-        // `None` means the connection dropped and notifications may have been
-        // lost; waking is exactly right, the watcher catches up by cursor.
-        self.listener.try_recv().await?;
-        Ok(())
+        // `None` means the connection dropped. sqlx would quietly re-LISTEN on
+        // the next call, but a commit between our next catch-up and that
+        // re-LISTEN would go unnoticed until the next poll. Failing instead
+        // makes the watcher build a fresh listener first and catch up after.
+        match self.listener.try_recv().await? {
+            Some(_) => Ok(()),
+            None => Err(SyncError::Database(sqlx::Error::Protocol(
+                "change listener connection lost".into(),
+            ))),
+        }
     }
 }

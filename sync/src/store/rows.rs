@@ -90,7 +90,8 @@ pub struct RawLine {
 }
 
 impl RawLine {
-    pub const COLUMNS: &'static str = "id, phone_id, position, extension, display_name, auth_user, \
+    pub const COLUMNS: &'static str =
+        "id, phone_id, position, extension, display_name, auth_user, \
                                        password, registrar, proxy, settings, updated_at";
 
     pub fn into_model(self) -> Result<Line, SyncError> {
@@ -130,8 +131,14 @@ impl RawTemplate {
     pub fn into_model(self) -> Result<Template, SyncError> {
         Ok(Template {
             id: self.id,
-            scope: self.scope.parse().map_err(|e| bad("templates", self.id, e))?,
-            family: self.family.parse().map_err(|e| bad("templates", self.id, e))?,
+            scope: self
+                .scope
+                .parse()
+                .map_err(|e| bad("templates", self.id, e))?,
+            family: self
+                .family
+                .parse()
+                .map_err(|e| bad("templates", self.id, e))?,
             scope_key: self.scope_key.into(),
             file_pattern: self.file_pattern.into(),
             body: self.body.into(),
@@ -176,11 +183,12 @@ pub fn numbers_to_json(numbers: &[DirectoryNumber]) -> String {
 }
 
 impl RawDirectoryEntry {
-    pub const COLUMNS: &'static str = "id, tenant_id, external_id, name, company, numbers, updated_at";
+    pub const COLUMNS: &'static str =
+        "id, tenant_id, external_id, name, company, numbers, updated_at";
 
     pub fn into_model(self) -> Result<DirectoryEntry, SyncError> {
-        let numbers: Vec<NumberJson> =
-            serde_json::from_str(&self.numbers).map_err(|e| bad("directory_entries", self.id, e))?;
+        let numbers: Vec<NumberJson> = serde_json::from_str(&self.numbers)
+            .map_err(|e| bad("directory_entries", self.id, e))?;
         Ok(DirectoryEntry {
             id: self.id,
             tenant_id: self.tenant_id,
@@ -222,7 +230,10 @@ impl RawDirectorySource {
             id: self.id,
             tenant_id: self.tenant_id,
             name: self.name.into(),
-            kind: self.kind.parse().map_err(|e| bad("directory_sources", self.id, e))?,
+            kind: self
+                .kind
+                .parse()
+                .map_err(|e| bad("directory_sources", self.id, e))?,
             priority: self.priority,
             enabled: self.enabled,
             settings: self.settings.into(),
@@ -255,7 +266,10 @@ impl RawApiToken {
             id: self.id,
             name: self.name.into(),
             token_hash: self.token_hash.into(),
-            scope: self.scope.parse().map_err(|e| bad("api_tokens", self.id, e))?,
+            scope: self
+                .scope
+                .parse()
+                .map_err(|e| bad("api_tokens", self.id, e))?,
             tenant_id: self.tenant_id,
             created_at: self.created_at,
             expires_at: self.expires_at,

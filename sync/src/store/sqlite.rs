@@ -14,7 +14,10 @@ use tokio::sync::Notify;
 use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
 
 mod sql {
-    super::super::common::shared_sql!(sqlx::SqliteConnection, "id IN (SELECT value FROM json_each($1))");
+    super::super::common::shared_sql!(
+        sqlx::SqliteConnection,
+        "id IN (SELECT value FROM json_each($1))"
+    );
 }
 
 use crate::crypto::SecretKey;
@@ -37,7 +40,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, key: SecretKey, options: &StoreOptions) -> Result<Self, SyncError> {
+    pub async fn connect(
+        url: &str,
+        key: SecretKey,
+        options: &StoreOptions,
+    ) -> Result<Self, SyncError> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -135,12 +142,13 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let meta = sql::read_meta(&mut tx).await?;
-        let entries: Vec<(i64, String, i64)> =
-            sqlx::query_as("SELECT seq, entity, row_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(cursor.seq)
-                .bind(self.max_catch_up_rows + 1)
-                .fetch_all(&mut *tx)
-                .await?;
+        let entries: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT seq, entity, row_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(cursor.seq)
+        .bind(self.max_catch_up_rows + 1)
+        .fetch_all(&mut *tx)
+        .await?;
         if entries.len() as i64 > self.max_catch_up_rows {
             return Ok(ChangeBatch {
                 meta,
@@ -149,7 +157,9 @@ impl Store for SqliteStore {
                 ..Default::default()
             });
         }
-        let next_cursor = entries.last().map_or(cursor, |(seq, _, _)| Cursor { txid: 0, seq: *seq });
+        let next_cursor = entries
+            .last()
+            .map_or(cursor, |(seq, _, _)| Cursor { txid: 0, seq: *seq });
         let keys: Vec<(String, Id)> = entries.into_iter().map(|(_, e, id)| (e, id)).collect();
         let changes = sql::reload_changes(&mut tx, &keys).await?;
         tx.commit().await?;
@@ -182,8 +192,10 @@ impl Store for SqliteStore {
         let key = self.key.clone();
         let mutations = mutations.to_vec();
         let audit = audit.clone();
-        self.write_txn(move |conn| Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit).await }))
-            .await
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit).await })
+        })
+        .await
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
@@ -217,7 +229,8 @@ impl Store for SqliteStore {
     }
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
-        self.write_txn(|conn| Box::pin(async move { sql::bump_epoch(conn).await })).await
+        self.write_txn(|conn| Box::pin(async move { sql::bump_epoch(conn).await }))
+            .await
     }
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {
@@ -230,8 +243,10 @@ impl Store for SqliteStore {
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let cutoff = now_millis() - retain.as_millis() as i64;
-        self.write_txn(move |conn| Box::pin(async move { sql::delete_boots_before(conn, cutoff).await }))
-            .await
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::delete_boots_before(conn, cutoff).await })
+        })
+        .await
     }
 
     async fn close(&self) {
@@ -254,7 +269,9 @@ async fn refuse_newer(conn: &mut SqliteConnection) -> Result<(), SyncError> {
 }
 
 async fn data_version(conn: &mut SqliteConnection) -> Result<i64, SyncError> {
-    Ok(sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *conn).await?)
+    Ok(sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 struct SqliteNotifier {

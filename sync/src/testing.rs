@@ -1,0 +1,240 @@
+//! Throwaway databases for tests (feature `testing`). PostgreSQL comes from
+//! the server `scripts/test` starts (`DIALTONE_TEST_PG_URL`); each test gets
+//! a database of its own. [`PrivatePostgres`] is a whole cluster for tests
+//! that stop the server.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use sqlx::Connection;
+
+use crate::crypto::SecretKey;
+use crate::store::{self, Backend, Store, StoreOptions};
+
+pub fn test_key() -> SecretKey {
+    SecretKey::parse(&"5a".repeat(32)).expect("valid key")
+}
+
+/// The shared test server, or a clear failure: tests never silently skip.
+pub fn pg_server_url() -> String {
+    std::env::var("DIALTONE_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("DIALTONE_TEST_PG_URL is not set: run the tests through scripts/test, which starts PostgreSQL")
+    })
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::sqlite(),
+            Backend::Postgres => TestDb::postgres().await,
+        }
+    }
+
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        TestDb {
+            url,
+            backend: Backend::Sqlite,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> TestDb {
+        let server = pg_server_url();
+        let name = format!("t_{:016x}", rand::thread_rng().gen::<u64>());
+        let mut conn = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("connect to test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        TestDb {
+            url: with_database(&server, &name),
+            backend: Backend::Postgres,
+            _dir: None,
+        }
+    }
+
+    /// A migrated store with the test key.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        self.store_with(&StoreOptions::default()).await
+    }
+
+    pub async fn store_with(&self, options: &StoreOptions) -> Arc<dyn Store> {
+        let store = store::open(&self.url, test_key(), options)
+            .await
+            .expect("open store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false)
+}
+
+/// A PostgreSQL cluster of its own, for tests that stop and start the server.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = PathBuf::from(std::env::var("DIALTONE_TEST_PG_BIN").unwrap_or_else(|_| {
+            panic!("DIALTONE_TEST_PG_BIN is not set: run the tests through scripts/test")
+        }));
+        let dir = tempfile::Builder::new()
+            .prefix("dialtone-pg")
+            .tempdir()
+            .expect("temp dir");
+        let pg = PrivatePostgres {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        if is_root() {
+            Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(pg.dir.path())
+                .status()
+                .expect("chown");
+        }
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "dialtone",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        pg.start_server();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let status = if is_root() {
+            let mut line = shell_quote(&exe.display().to_string());
+            for a in args {
+                line.push(' ');
+                line.push_str(&shell_quote(a));
+            }
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", &line])
+                .status()
+        } else {
+            Command::new(&exe).args(args).status()
+        }
+        .expect("run PostgreSQL tool");
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    pub fn start_server(&self) {
+        let log = self.dir.path().join("log").display().to_string();
+        let opts = format!(
+            "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    pub fn stop_server(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://dialtone@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let exe = self.bin.join("pg_ctl").display().to_string();
+        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = if is_root() {
+            let line = std::iter::once(exe.as_str())
+                .chain(args)
+                .map(shell_quote)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", &line])
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        };
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,408 @@
+//! Store and mirror behaviour, written once and run against both SQLite and
+//! PostgreSQL (real servers, started by scripts/test).
+
+mod fixtures;
+
+use std::time::Duration;
+
+use dialtone_sync::store::Backend;
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::*;
+use fixtures::*;
+use rand::{Rng, SeedableRng};
+
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Sqlite).await,
+                )
+                .await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+both_backends!(upserts_are_idempotent, upserts_are_idempotent_body);
+async fn upserts_are_idempotent_body(db: TestDb) {
+    let store = db.store().await;
+    let batch = vec![
+        tenant("acme"),
+        phone("acme", 1, 2),
+        entry("acme", "e1", "Alice", "+1 (555) 010-1234"),
+    ];
+    let first = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        (
+            first.tenants.inserted,
+            first.phones.inserted,
+            first.lines.inserted
+        ),
+        (1, 1, 2)
+    );
+    let (_, cursor, _) = store.load_all().await.unwrap();
+    let second = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(second.changed(), 0, "{second:?}");
+    assert_eq!((second.phones.unchanged, second.lines.unchanged), (1, 2));
+    // No row changed, so the change feed has nothing new to say.
+    let feed = store.changes_since(cursor).await.unwrap();
+    assert!(feed.changes.is_empty(), "{:?}", feed.changes);
+
+    // Shrinking a phone to one line removes the second.
+    let third = store
+        .apply(&[phone("acme", 1, 1)], &audit("import"))
+        .await
+        .unwrap();
+    assert_eq!(third.lines.deleted, 1);
+    assert_eq!(db_rows(&*store).await.lines.len(), 1);
+}
+
+both_backends!(secrets_are_sealed_at_rest, secrets_are_sealed_body);
+async fn secrets_are_sealed_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), phone("acme", 7, 1)], &audit("import"))
+        .await
+        .unwrap();
+    let data = db_rows(&*store).await;
+    let sealed = data.lines[0].password.clone().expect("password stored");
+    assert!(!sealed.0.contains("pw-7-0"), "password stored in clear");
+    let key = dialtone_sync::testing::test_key();
+    assert_eq!(key.open(Purpose::LinePassword, &sealed).unwrap(), "pw-7-0");
+}
+
+both_backends!(failed_write_leaves_nothing, failed_write_body);
+async fn failed_write_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme")], &audit("setup"))
+        .await
+        .unwrap();
+    let before = db_rows(&*store).await;
+    // The phone references a tenant that does not exist: the whole batch,
+    // including its audit row and the valid first phone, must roll back.
+    let err = store
+        .apply(
+            &[phone("acme", 1, 1), phone("nobody", 2, 1)],
+            &audit("import"),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        SyncError::Rejected { index, reason } => {
+            assert_eq!(index, 1);
+            assert!(reason.contains("unknown tenant"), "{reason}");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert_eq!(db_rows(&*store).await, before);
+}
+
+both_backends!(change_feed_reports_deletes, change_feed_body);
+async fn change_feed_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("a"))
+        .await
+        .unwrap();
+    let (_, cursor, _) = store.load_all().await.unwrap();
+    let mac: Mac = "001565000001".parse().unwrap();
+    store
+        .apply(&[Mutation::DeletePhone { mac }], &audit("d"))
+        .await
+        .unwrap();
+    let feed = store.changes_since(cursor).await.unwrap();
+    let gone: Vec<(Entity, bool)> = feed
+        .changes
+        .iter()
+        .map(|(e, _, row)| (*e, row.is_none()))
+        .collect();
+    // The phone and both of its lines (cascaded) are reported gone.
+    assert_eq!(
+        gone.iter()
+            .filter(|(e, g)| *e == Entity::Phone && *g)
+            .count(),
+        1,
+        "{gone:?}"
+    );
+    assert_eq!(
+        gone.iter()
+            .filter(|(e, g)| *e == Entity::Line && *g)
+            .count(),
+        2,
+        "{gone:?}"
+    );
+    assert!(feed.next_cursor > cursor);
+}
+
+both_backends!(mirror_follows_writes, mirror_follows_body);
+async fn mirror_follows_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("a"))
+        .await
+        .unwrap();
+    let node = RunningMirror::start(store.clone()).await;
+    let mut events = node.mirror.subscribe();
+    let mac: Mac = "001565000002".parse().unwrap();
+    store
+        .apply(
+            &[
+                phone("acme", 2, 3),
+                entry("acme", "x", "Bob", "555.010.1234"),
+            ],
+            &audit("b"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        node.wait_for(Duration::from_secs(10), |s| s.phone_by_mac(&mac).is_some())
+            .await
+    );
+    let state = node.mirror.load();
+    let phone = state.phone_by_mac(&mac).unwrap().clone();
+    let lines = state.lines_of(phone.id);
+    assert_eq!(
+        lines.iter().map(|l| l.position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let tenant = state.tenant_by_slug("acme").unwrap();
+    assert_eq!(state.directory_of(tenant.id).len(), 1);
+    // Subscribers learn exactly which keys changed.
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let ChangeEvent::Changed { keys, .. } = event else {
+        panic!("expected a change event")
+    };
+    assert!(keys.contains(&(Entity::Phone, phone.id)), "{keys:?}");
+
+    // An update moves a MAC: the old one must stop resolving.
+    store
+        .apply(&[Mutation::DeletePhone { mac }], &audit("c"))
+        .await
+        .unwrap();
+    assert!(
+        node.wait_for(Duration::from_secs(10), |s| s.phone_by_mac(&mac).is_none())
+            .await
+    );
+    node.assert_converges(&*store, Duration::from_secs(10))
+        .await;
+    node.stop().await;
+}
+
+both_backends!(pruned_past_cursor_reloads, pruned_body);
+async fn pruned_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), phone("acme", 1, 1)], &audit("a"))
+        .await
+        .unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let old_cursor = mirror.load().cursor();
+    // The node is "asleep" while writes happen and the log is pruned past it.
+    store
+        .apply(&[phone("acme", 2, 1), phone("acme", 3, 2)], &audit("b"))
+        .await
+        .unwrap();
+    store
+        .apply(
+            &[Mutation::DeletePhone {
+                mac: "001565000001".parse().unwrap(),
+            }],
+            &audit("c"),
+        )
+        .await
+        .unwrap();
+    let pruned = store.prune_change_log(Duration::ZERO, 0).await.unwrap();
+    assert!(pruned > 0);
+    let meta = store.meta().await.unwrap();
+    assert!(
+        meta.pruned_through > old_cursor,
+        "{:?} vs {old_cursor:?}",
+        meta.pruned_through
+    );
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert_eq!(mirror.health().full_reloads, 1);
+    assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
+}
+
+both_backends!(epoch_bump_reloads, epoch_body);
+async fn epoch_body(db: TestDb) {
+    let store = db.store().await;
+    store.apply(&[tenant("acme")], &audit("a")).await.unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    store.bump_epoch().await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert_eq!(mirror.health().full_reloads, 1);
+    assert_eq!(mirror.load().meta().epoch, 2);
+}
+
+both_backends!(schema_from_newer_binary_is_refused, newer_schema_body);
+async fn newer_schema_body(db: TestDb) {
+    let store = db.store().await;
+    store.check_schema().await.unwrap();
+    // Pretend a newer dialtone applied migration 9999.
+    let sql =
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+               VALUES (9999, 'from the future', TRUE, X'00', 1)";
+    let pg_sql =
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                  VALUES (9999, 'from the future', TRUE, '\\x00'::bytea, 1)";
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(pg_sql).execute(&pool).await.unwrap();
+        }
+    }
+    for result in [store.migrate().await, store.check_schema().await] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, SyncError::SchemaTooNew { found: 9999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer than this binary"), "{err}");
+    }
+}
+
+both_backends!(snapshot_round_trip, snapshot_body);
+async fn snapshot_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(
+            &[
+                tenant("acme"),
+                phone("acme", 1, 2),
+                phone("acme", 2, 1),
+                entry("acme", "a", "Al", "01632 960123"),
+            ],
+            &audit("a"),
+        )
+        .await
+        .unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.snapshot");
+    let header = snapshot::write(&mirror, &path).unwrap();
+    let (read_header, data) = snapshot::read(&path).unwrap().unwrap();
+    assert_eq!(read_header, header);
+    let mut data = data;
+    data.sort();
+    assert_eq!(data, mirror.load().to_dataset());
+    // A truncated file is reported, not half-loaded.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        snapshot::read(&path),
+        Err(SyncError::Snapshot { .. })
+    ));
+    assert!(snapshot::read(&dir.path().join("missing"))
+        .unwrap()
+        .is_none());
+}
+
+both_backends!(boot_history_is_written_and_pruned, history_body);
+async fn history_body(db: TestDb) {
+    let store = db.store().await;
+    let (sink, writer) = history::channel(store.clone(), 16);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(writer.run(cancel.clone()));
+    for i in 0..40 {
+        sink.record(store::BootRecord {
+            mac: "001565000001".into(),
+            at: now_millis() - 1000 * i,
+            remote_ip: "127.0.0.1".into(),
+            user_agent: Some("Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01".into()),
+            protocol: "tftp".into(),
+            file: "001565000001.cfg".into(),
+            outcome: "ok".into(),
+            bytes: 4096,
+        });
+    }
+    cancel.cancel();
+    task.await.unwrap();
+    // The queue holds 16; the rest were dropped and counted, not queued without bound.
+    assert!(
+        sink.dropped() > 0 && sink.dropped() <= 40 - 16,
+        "dropped {}",
+        sink.dropped()
+    );
+    let pruned = store.prune_boots(Duration::from_millis(500)).await.unwrap();
+    assert!(pruned >= 1, "pruned {pruned}");
+}
+
+both_backends!(randomized_writers_converge, randomized_body);
+async fn randomized_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), tenant("beta")], &audit("setup"))
+        .await
+        .unwrap();
+    let node = RunningMirror::start(store.clone()).await;
+    let seed: u64 = std::env::var("DIALTONE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("randomized writers: DIALTONE_TEST_SEED={seed}");
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w * 0x9e37_79b9));
+            let mut applied = 0;
+            for _ in 0..60 {
+                let n = rng.gen_range(0..40u32);
+                let t = if n % 2 == 0 { "acme" } else { "beta" };
+                let batch = match rng.gen_range(0..10) {
+                    0..=4 => vec![phone(t, n, rng.gen_range(0..4))],
+                    5 | 6 => vec![Mutation::DeletePhone {
+                        mac: format!("001565{n:06x}").parse().unwrap(),
+                    }],
+                    7 | 8 => vec![entry(
+                        t,
+                        &format!("e{n}"),
+                        &format!("Name {}", rng.gen::<u16>()),
+                        "+44 1632 960123",
+                    )],
+                    _ => vec![Mutation::DeleteDirectoryEntry {
+                        tenant: t.into(),
+                        external_id: format!("e{n}"),
+                    }],
+                };
+                // Concurrent writers on the same keys may conflict; a lost
+                // race is the writer's problem, never the mirror's.
+                if store.apply(&batch, &audit("random")).await.is_ok() {
+                    applied += 1;
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = 0;
+    for w in writers {
+        applied += w.await.unwrap();
+    }
+    assert!(applied > 100, "only {applied} writes went through");
+    node.assert_converges(&*store, Duration::from_secs(20))
+        .await;
+    // Converged row by row from the feed, not by falling back to a reload.
+    assert_eq!(node.mirror.health().full_reloads, 0);
+    node.stop().await;
+}
