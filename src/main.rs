@@ -1,1 +1,154 @@
-fn main() {}
+//! The `dialtone` binary: CLI, configuration and wiring. Library crates do
+//! the work; this crate decides what runs and turns failures into one clear
+//! line and an exit code.
+
+mod config;
+mod demo;
+mod http;
+mod import_cmd;
+mod logging;
+mod serve;
+mod supervise;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "dialtone", version, about = "Phone provisioning and caller-name directory for hosted VoIP")]
+struct Cli {
+    /// TOML config file. Without one, dialtone runs on an embedded SQLite
+    /// database at ./dialtone.db.
+    #[arg(long, short, global = true, env = "DIALTONE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Overrides database.url (sqlite://PATH or postgres://...).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the data layer plus its HTTP health endpoints.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Import tenants, phones with lines, and directory entries from CSV or JSON.
+    Import(ImportArgs),
+    /// Validate the configuration and print it, secrets masked.
+    CheckConfig,
+    /// Seed the demo tenant (phones of every vendor, lines, directory entries).
+    Demo,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Overrides http.listen.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Seed the demo tenant first if it is absent.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Files to import (.csv or .json), in one transaction.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Import the valid rows and report the invalid ones, instead of writing nothing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Check the files and report what would change, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        config.database.url = url.clone();
+        config.validate()?;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dialtone: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let serving = matches!(cli.command, Command::Serve(_));
+    let log = logging::init(&config.log.filter, serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dialtone: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let mut config = config;
+                if let Some(listen) = args.listen {
+                    config.http.listen = listen;
+                }
+                serve::run(config, cli.config.clone(), args.demo, log).await
+            }
+            Command::Migrate => migrate(&config).await,
+            Command::Import(args) => import_cmd::run(&config, &args).await,
+            Command::CheckConfig => {
+                print!("{}", config.to_masked_toml());
+                Ok(())
+            }
+            Command::Demo => {
+                let (store, key) = serve::open_store(&config).await?;
+                prepare_schema(&config, &*store).await?;
+                let report = demo::seed(&*store, &key).await?;
+                println!(
+                    "demo tenant ready: {} phones and {} directory entries ({} rows changed)",
+                    demo::PHONES.len(),
+                    demo::DIRECTORY.len(),
+                    report.changed()
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dialtone: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> Result<()> {
+    let (store, _) = serve::open_store(config).await?;
+    store.migrate().await.context("migrating the database")?;
+    println!("database schema is current");
+    Ok(())
+}
+
+/// Migrates when allowed (and always for the embedded SQLite default), else
+/// checks that the schema is the one this binary expects.
+pub async fn prepare_schema(config: &Config, store: &dyn dialtone_sync::Store) -> Result<()> {
+    if config.database.auto_migrate || store.backend() == dialtone_sync::Backend::Sqlite {
+        store.migrate().await.context("migrating the database")
+    } else {
+        store.check_schema().await.context("checking the database schema")
+    }
+}

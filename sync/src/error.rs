@@ -7,11 +7,13 @@ pub enum SyncError {
     #[error("invalid data: {0}")]
     Invalid(String),
 
+    // Not `#[source]`: the message already includes the cause, and chained
+    // printing (anyhow's `{:#}`) would repeat it.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
 
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
 
     #[error(
         "the database schema is at migration {found}, newer than this binary knows ({known}); \
@@ -47,6 +49,18 @@ pub enum SyncError {
 
     #[error("not found: {0}")]
     NotFound(String),
+}
+
+impl From<sqlx::Error> for SyncError {
+    fn from(e: sqlx::Error) -> Self {
+        SyncError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for SyncError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        SyncError::Migrate(e)
+    }
 }
 
 impl SyncError {

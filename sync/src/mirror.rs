@@ -539,8 +539,6 @@ pub struct MirrorHealth {
     pub stale_since: Option<Millis>,
     pub last_error: Option<String>,
     pub full_reloads: u64,
-    /// Commit time of the newest change seen, as far as the feed tells.
-    pub last_change_at: Option<Millis>,
 }
 
 /// The shared handle: current state, change stream and health.

@@ -19,6 +19,9 @@ const MAGIC: &[u8; 8] = b"DTSNAP\x00\x01";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotHeader {
+    /// Names the database the data came from (see [`source_id`]), so a node
+    /// pointed at another database never serves this snapshot.
+    pub source: String,
     pub written_at: Millis,
     pub cursor: Cursor,
     pub meta: Meta,
@@ -46,10 +49,11 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
 
 /// Writes the mirror's current state to `path` atomically. Blocking: call it
 /// from `spawn_blocking`.
-pub fn write(mirror: &Mirror, path: &Path) -> Result<SnapshotHeader, SyncError> {
+pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
     let state = mirror.load();
     let tables = state.tables();
     let header = SnapshotHeader {
+        source: source.to_string(),
         written_at: now_millis(),
         cursor: tables.cursor(),
         meta: tables.meta().clone(),
@@ -94,6 +98,22 @@ pub fn write(mirror: &Mirror, path: &Path) -> Result<SnapshotHeader, SyncError> 
     result.map(|_| header)
 }
 
+/// A stable name for a database URL that leaves out any password: the
+/// scheme, user, host and path, hashed.
+pub fn source_id(database_url: &str) -> String {
+    use sha2::Digest;
+    let without_password = match database_url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (creds, host) = rest.split_once('@').map_or(("", rest), |(c, h)| (c, h));
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => database_url.to_string(),
+    };
+    let digest = sha2::Sha256::digest(without_password.as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads a snapshot. `Ok(None)` when there is none.
 pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError> {
     let bytes = match std::fs::read(path) {
@@ -115,6 +135,7 @@ pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError>
 pub async fn run_writer(
     mirror: Arc<Mirror>,
     path: PathBuf,
+    source: String,
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -128,8 +149,8 @@ pub async fn run_writer(
         if !mirror.is_loaded() || written_version == Some((state.version(), state.cursor())) {
             continue;
         }
-        let (m, p) = (mirror.clone(), path.clone());
-        match tokio::task::spawn_blocking(move || write(&m, &p)).await {
+        let (m, p, s) = (mirror.clone(), path.clone(), source.clone());
+        match tokio::task::spawn_blocking(move || write(&m, &p, &s)).await {
             Ok(Ok(h)) => written_version = Some((h.version, h.cursor)),
             Ok(Err(e)) => tracing::warn!(error = %e, "writing the snapshot failed"),
             Err(e) => tracing::error!(error = %e, "snapshot writer panicked"),

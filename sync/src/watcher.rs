@@ -82,7 +82,12 @@ pub async fn run(
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change listener unavailable");
+                    // Once per outage at warn; the mirror's health carries it after that.
+                    if backoff == Duration::from_millis(100) {
+                        tracing::warn!(error = %e, "change listener unavailable; retrying with backoff");
+                    } else {
+                        tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change listener unavailable");
+                    }
                     next_listener_attempt = tokio::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(options.max_backoff);
                 }

@@ -300,7 +300,7 @@ async fn snapshot_body(db: TestDb) {
     watcher::full_load(&mirror, &*store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror.snapshot");
-    let header = snapshot::write(&mirror, &path).unwrap();
+    let header = snapshot::write(&mirror, &path, &snapshot::source_id(&db.url)).unwrap();
     let (read_header, data) = snapshot::read(&path).unwrap().unwrap();
     assert_eq!(read_header, header);
     let mut data = data;

@@ -345,6 +345,7 @@ macro_rules! shared_sql {
             key: &SecretKey,
             mutations: &[Mutation],
             audit: &Audit,
+            progress: Option<crate::store::Progress>,
         ) -> Result<WriteReport, SyncError> {
             let now = now_millis();
             let mut report = WriteReport::default();
@@ -357,6 +358,11 @@ macro_rules! shared_sql {
                     }
                     other => other,
                 })?;
+                if let Some(progress) = &progress {
+                    if index % 64 == 63 || index + 1 == mutations.len() {
+                        progress(index as u64 + 1);
+                    }
+                }
             }
             let summary = serde_json::json!({ "detail": audit.detail, "result": report });
             sqlx::query(

@@ -172,6 +172,9 @@ pub struct BootRecord {
     pub bytes: i64,
 }
 
+/// Told how many mutations of a write are done, for progress bars.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Wakes the watcher when the database may have changed. It may wake without
 /// a change; it must not sleep through one for longer than its backend's poll.
 #[async_trait]
@@ -182,6 +185,10 @@ pub trait Notifier: Send {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// Connects once, directly, so an unreachable database is reported with
+    /// its real cause (refused, DNS, auth) rather than a pool timeout.
+    async fn ping(&self) -> Result<(), SyncError>;
 
     /// Applies pending migrations; refuses a database migrated by a newer binary.
     async fn migrate(&self) -> Result<(), SyncError>;
@@ -200,7 +207,17 @@ pub trait Store: Send + Sync + 'static {
     async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError>;
 
     /// Applies all mutations and the audit row in one transaction.
-    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError>;
+    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
+        self.apply_with_progress(mutations, audit, None).await
+    }
+
+    /// As [`Store::apply`], calling `progress` with the number of mutations done.
+    async fn apply_with_progress(
+        &self,
+        mutations: &[Mutation],
+        audit: &Audit,
+        progress: Option<Progress>,
+    ) -> Result<WriteReport, SyncError>;
 
     /// Deletes change-log rows older than `retain`, and beyond `max_rows`.
     /// Returns how many rows went.

@@ -25,7 +25,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
-use crate::store::{Audit, BootRecord, Mutation, WriteReport};
+use crate::store::{Audit, BootRecord, Mutation, Progress, WriteReport};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -33,6 +33,8 @@ pub const NOTIFY_CHANNEL: &str = "dialtone_changes";
 
 pub struct PgStore {
     pool: PgPool,
+    connect: PgConnectOptions,
+    connect_timeout: Duration,
     key: SecretKey,
     max_catch_up_rows: i64,
 }
@@ -49,9 +51,11 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         Ok(PgStore {
             pool,
+            connect,
+            connect_timeout: options.acquire_timeout,
             key,
             max_catch_up_rows: options.max_catch_up_rows,
         })
@@ -70,6 +74,18 @@ const SNAPSHOT_XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::tex
 impl Store for PgStore {
     fn backend(&self) -> Backend {
         Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), SyncError> {
+        use sqlx::Connection;
+        match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&self.connect)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(SyncError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     async fn migrate(&self) -> Result<(), SyncError> {
@@ -153,9 +169,14 @@ impl Store for PgStore {
         Ok(Box::new(PgNotifier { listener }))
     }
 
-    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
+    async fn apply_with_progress(
+        &self,
+        mutations: &[Mutation],
+        audit: &Audit,
+        progress: Option<Progress>,
+    ) -> Result<WriteReport, SyncError> {
         let mut tx = self.pool.begin().await?;
-        let report = sql::apply_all(&mut tx, &self.key, mutations, audit).await?;
+        let report = sql::apply_all(&mut tx, &self.key, mutations, audit, progress).await?;
         tx.commit().await?;
         Ok(report)
     }

@@ -23,7 +23,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
-use crate::store::{Audit, BootRecord, Mutation, WriteReport};
+use crate::store::{Audit, BootRecord, Mutation, Progress, WriteReport};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -104,6 +104,11 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), SyncError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), SyncError> {
@@ -188,12 +193,17 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
+    async fn apply_with_progress(
+        &self,
+        mutations: &[Mutation],
+        audit: &Audit,
+        progress: Option<Progress>,
+    ) -> Result<WriteReport, SyncError> {
         let key = self.key.clone();
         let mutations = mutations.to_vec();
         let audit = audit.clone();
         self.write_txn(move |conn| {
-            Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit).await })
+            Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit, progress).await })
         })
         .await
     }

@@ -1,0 +1,335 @@
+//! Configuration: defaults < TOML file < `DIALTONE_*` environment < flags.
+//!
+//! Environment variables name a key by its path with `__` between levels:
+//! `DIALTONE_DATABASE__URL`, `DIALTONE_SECRETS__KEY`, `DIALTONE_HTTP__LISTEN`.
+//! Every field is documented in the README's configuration reference; keep
+//! the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub secrets: SecretsConfig,
+    pub mirror: MirrorConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded default) or `postgres://USER@HOST/DB`.
+    pub url: String,
+    /// Connections for the watcher, writers and admin queries; the hot path uses none.
+    pub max_connections: u32,
+    /// How long to wait for a connection before calling the database unreachable.
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations at `serve` start.
+    pub auto_migrate: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://./dialtone.db".into(),
+            max_connections: 8,
+            acquire_timeout_ms: 3000,
+            auto_migrate: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 32 bytes as 64 hex digits (or base64). Required with PostgreSQL.
+    pub key: Option<String>,
+    /// File holding the key. Default with SQLite: `<database>.key`, created
+    /// (mode 0600) on first start.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// Where the mirror's snapshot is written. Default: beside the SQLite
+    /// database, or `./dialtone.snapshot` with PostgreSQL.
+    pub snapshot_path: Option<PathBuf>,
+    /// How often the snapshot is rewritten when the mirror changed; 0 = only at shutdown.
+    pub snapshot_interval_s: u64,
+    /// Catch-up poll when no notification arrives; also the heartbeat.
+    pub poll_interval_ms: u64,
+    /// Further behind than this many change-log rows, reload everything.
+    pub max_catch_up_rows: i64,
+    /// Change-log rows older than this are pruned...
+    pub change_log_retention_s: u64,
+    /// ...and never more than this many are kept.
+    pub change_log_max_rows: i64,
+    pub prune_interval_s: u64,
+    /// Provisioning history is kept this long.
+    pub history_retention_days: u64,
+    /// Bound of the queue between the front ends and the history writer.
+    pub history_queue: usize,
+    /// Report not-ready when the mirror has been stale (database unreachable)
+    /// for longer than this. Unset: keep serving and stay ready, since stale
+    /// configs beat no configs for phones.
+    pub max_staleness_s: Option<u64>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            snapshot_path: None,
+            snapshot_interval_s: 60,
+            poll_interval_ms: 5000,
+            max_catch_up_rows: 100_000,
+            change_log_retention_s: 24 * 3600,
+            change_log_max_rows: 1_000_000,
+            prune_interval_s: 300,
+            history_retention_days: 30,
+            history_queue: 10_000,
+            max_staleness_s: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The API listener: health, readiness (and later the admin API).
+    pub listen: SocketAddr,
+    /// How long in-flight requests get to finish at shutdown.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or `info,dialtone_sync=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info".into() }
+    }
+}
+
+const ENV_PREFIX: &str = "DIALTONE_";
+/// Variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["DIALTONE_CONFIG", "DIALTONE_TEST_"];
+
+impl Config {
+    /// Reads the file (if any), then applies the environment. Errors name the
+    /// file, line and key, or the variable.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    pub fn load_from(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
+        let mut value = match path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+                // Deserialize straight from the text first: only then do
+                // errors carry the line and the key.
+                toml::from_str::<Config>(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?;
+                text.parse::<toml::Table>().map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut env: Vec<(String, String)> = env
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| k.starts_with(p)))
+            .collect();
+        env.sort();
+        for (name, raw) in &env {
+            let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut value, &path, parse_env_value(raw)).with_context(|| format!("environment variable {name}"))?;
+            let check: Result<Config, _> = toml::Value::Table(value.clone()).try_into();
+            if let Err(e) = check {
+                bail!("environment variable {name}: {}", one_line(&e));
+            }
+        }
+        let config: Config = toml::Value::Table(value).try_into().map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let backend = dialtone_sync::store::backend_of(&self.database.url)
+            .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        if backend == dialtone_sync::Backend::Postgres && self.secrets.key.is_none() && self.secrets.key_file.is_none()
+        {
+            bail!(
+                "secrets.key: PostgreSQL needs a configured secret key shared by every node \
+                 (set secrets.key, secrets.key_file or DIALTONE_SECRETS__KEY; `openssl rand -hex 32` makes one)"
+            );
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if self.mirror.poll_interval_ms == 0 || self.mirror.poll_interval_ms > 10_000 {
+            bail!("mirror.poll_interval_ms must be between 1 and 10000 (it is also the heartbeat)");
+        }
+        if self.mirror.history_queue == 0 {
+            bail!("mirror.history_queue must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// SQLite file path when the database is SQLite.
+    fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database.url.strip_prefix("sqlite://").or_else(|| self.database.url.strip_prefix("sqlite:"))?;
+        let rest = rest.split('?').next().unwrap_or(rest);
+        (!rest.is_empty() && rest != ":memory:").then(|| PathBuf::from(rest))
+    }
+
+    pub fn key_file(&self) -> Option<PathBuf> {
+        self.secrets.key_file.clone().or_else(|| self.sqlite_path().map(|p| p.with_extension("key")))
+    }
+
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.mirror.snapshot_path.clone().unwrap_or_else(|| match self.sqlite_path() {
+            Some(p) => p.with_extension("snapshot"),
+            None => PathBuf::from("dialtone.snapshot"),
+        })
+    }
+
+    /// The effective config as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.secrets.key.is_some() {
+            shown.secrets.key = Some("********".into());
+        }
+        shown.database.url = mask_url_password(&shown.database.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    // toml's messages span several lines with a source excerpt; keep the
+    // position line and the message, which is what an operator needs.
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let position = lines.iter().find(|l| l.starts_with("TOML parse error")).map(|l| l.trim_start_matches("TOML parse error "));
+    let message = lines.last().copied().unwrap_or("");
+    match position {
+        Some(p) => format!("{p}: {message}"),
+        None => lines.join(" "),
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Numbers and booleans as TOML reads them; anything else is a string.
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) if !matches!(t.get("v"), Some(toml::Value::Table(_))) => {
+            t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into()))
+        }
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<()> {
+    let (last, parents) = path.split_last().context("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().with_context(|| format!("{part} is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn mask_url_password(url: &str) -> String {
+    // scheme://user:password@host → scheme://user:********@host
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:********@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_from(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_from(None, std::iter::empty()).unwrap();
+        assert_eq!(c.database.url, "sqlite://./dialtone.db");
+        assert_eq!(c.key_file().unwrap(), PathBuf::from("./dialtone.key"));
+        assert_eq!(c.snapshot_path(), PathBuf::from("./dialtone.snapshot"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = load("[database]\nurl = \"sqlite://x.db\"\nmax_conections = 3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_line() {
+        let err = load("[http]\n\nlisten = 8080\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("listen") || err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn environment_beats_file() {
+        let c = load(
+            "[database]\nmax_connections = 3\n",
+            &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "12"), ("DIALTONE_HTTP__LISTEN", "127.0.0.1:9")],
+        )
+        .unwrap();
+        assert_eq!(c.database.max_connections, 12);
+        assert_eq!(c.http.listen.port(), 9);
+    }
+
+    #[test]
+    fn bad_environment_names_the_variable() {
+        let err = load("", &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("DIALTONE_DATABASE__MAX_CONNECTIONS"), "{err}");
+        let err = load("", &[("DIALTONE_NOPE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("DIALTONE_NOPE") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn postgres_requires_a_key_and_masks_it() {
+        let err = load("[database]\nurl = \"postgres://u:pw@db/dialtone\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("secrets.key"), "{err}");
+        let c = load(
+            "[database]\nurl = \"postgres://u:pw@db/dialtone\"\n[secrets]\nkey = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("pw@") && !shown.contains("00112233"), "{shown}");
+        assert!(shown.contains("u:********@db"), "{shown}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The API listener's router. This issue serves health and readiness; the
+//! admin API and lookups join it later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dialtone_sync::{now_millis, Mirror};
+use serde_json::json;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub mirror: Arc<Mirror>,
+    /// Not ready once stale for longer than this; `None`: stale is still ready.
+    pub max_staleness: Option<Duration>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once the mirror is loaded (from the database or a snapshot). The
+/// body tells operators where the data came from and how current it is.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let health = state.mirror.health();
+    let mirror = state.mirror.load();
+    let now = now_millis();
+    let stale_for = health.stale_since.map(|since| Duration::from_millis((now - since).max(0) as u64));
+    let too_stale = matches!((state.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
+    let ready = health.loaded_from.is_some() && !too_stale;
+    let body = json!({
+        "ready": ready,
+        "loaded_from": health.loaded_from,
+        "version": mirror.version(),
+        "cursor": mirror.cursor().to_string(),
+        "epoch": mirror.meta().epoch,
+        "lag_ms": health.last_sync_at.map(|t| (now - t).max(0)),
+        "stale_since": health.stale_since,
+        "last_error": health.last_error,
+        "full_reloads": health.full_reloads,
+        "counts": mirror.counts(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use dialtone_sync::{Cursor, Dataset, LoadedFrom, Meta};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_mirror() {
+        let mirror = Arc::new(Mirror::new());
+        let state = AppState {
+            mirror: mirror.clone(),
+            max_staleness: Some(Duration::from_secs(60)),
+        };
+        let (status, body) = get_json(app(state.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+
+        mirror.reset(Dataset::default(), Cursor { txid: 0, seq: 7 }, Meta::default(), LoadedFrom::Snapshot);
+        let (status, body) = get_json(app(state.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["loaded_from"], "snapshot");
+        assert_eq!(body["cursor"], "0:7");
+
+        // Stale, within the allowance: still ready, and says so.
+        mirror.mark_unreachable("connection refused");
+        let (status, body) = get_json(app(state.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body["stale_since"].is_number());
+        assert_eq!(body["last_error"], "connection refused");
+
+        // Stale for longer than allowed: no longer ready.
+        let strict = AppState {
+            mirror: mirror.clone(),
+            max_staleness: Some(Duration::from_millis(1)),
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, body) = get_json(app(strict), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+    }
+
+    #[tokio::test]
+    async fn healthz_answers() {
+        let state = AppState {
+            mirror: Arc::new(Mirror::new()),
+            max_staleness: None,
+        };
+        let response = app(state).oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}

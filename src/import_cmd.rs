@@ -1,0 +1,106 @@
+//! `dialtone import`: parse every file, then write everything in one
+//! transaction (or nothing). Errors name file, line and column.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use dialtone_sync::import::{plan_files, ImportPlan};
+use dialtone_sync::{Audit, SyncError};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::ImportArgs;
+
+const MAX_ERRORS_SHOWN: usize = 50;
+
+fn print_errors(plan: &ImportPlan) {
+    for e in plan.errors.iter().take(MAX_ERRORS_SHOWN) {
+        eprintln!("{e}");
+    }
+    if plan.errors.len() > MAX_ERRORS_SHOWN {
+        eprintln!("... and {} more errors", plan.errors.len() - MAX_ERRORS_SHOWN);
+    }
+}
+
+pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
+    let mut plan = plan_files(&args.files);
+    if !plan.errors.is_empty() {
+        print_errors(&plan);
+        if !args.skip_invalid {
+            bail!("{} invalid rows; nothing was written (use --skip-invalid to import the rest)", plan.errors.len());
+        }
+        eprintln!("skipping {} invalid rows", plan.errors.len());
+    }
+    if plan.items.is_empty() {
+        bail!("nothing to import");
+    }
+    let (store, _) = crate::serve::open_store(config).await?;
+    crate::prepare_schema(config, &*store).await?;
+    let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+    let audit = Audit {
+        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+        action: "import".into(),
+        entity: "import".into(),
+        entity_key: files.join(","),
+        detail: serde_json::json!({ "files": files, "changes": plan.items.len() }),
+    };
+    if args.dry_run {
+        println!("{} changes planned from {} files; nothing written (dry run)", plan.items.len(), files.len());
+        return Ok(());
+    }
+    let bar = progress_bar(plan.items.len() as u64);
+    // A rejection by the database names the mutation; map it back to its
+    // file position. With --skip-invalid, drop it and try again.
+    let report = loop {
+        let progress_bar = bar.clone();
+        let progress: Option<dialtone_sync::store::Progress> =
+            progress_bar.map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
+        match store.apply_with_progress(&plan.mutations(), &audit, progress).await {
+            Ok(report) => break report,
+            Err(SyncError::Rejected { index, reason }) => {
+                let location = plan.items.get(index).map(|(_, l)| l.to_string()).unwrap_or_default();
+                if !args.skip_invalid {
+                    if let Some(b) = &bar {
+                        b.abandon();
+                    }
+                    bail!("{location}: {reason}; nothing was written");
+                }
+                eprintln!("{location}: {reason} (skipped)");
+                plan.items.remove(index);
+                if plan.items.is_empty() {
+                    bail!("nothing left to import");
+                }
+            }
+            Err(e) => return Err(e).context("import failed; nothing was written"),
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "imported: tenants {}, phones {}, lines {}, directory entries {}",
+        summary(report.tenants),
+        summary(report.phones),
+        summary(report.lines),
+        summary(report.directory_entries)
+    );
+    store.close().await;
+    Ok(())
+}
+
+fn summary(c: dialtone_sync::store::Counts) -> String {
+    format!("+{} ~{} ={} -{}", c.inserted, c.updated, c.unchanged, c.deleted)
+}
+
+/// Only on a terminal; scripts and CI get the summary line alone.
+fn progress_bar(len: u64) -> Option<ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} changes {elapsed}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

@@ -1,0 +1,234 @@
+//! `dialtone serve`: open the store, load the mirror (snapshot first when it
+//! belongs to this database), start the supervised background tasks and the
+//! API listener, and shut all of it down cleanly on SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dialtone_sync::store::StoreOptions;
+use dialtone_sync::{snapshot, watcher, LoadedFrom, Mirror, SecretKey, Store, SyncError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::{app, AppState};
+use crate::logging::LogHandle;
+use crate::supervise::supervise;
+
+pub fn load_key(config: &Config) -> Result<SecretKey> {
+    if let Some(key) = &config.secrets.key {
+        return SecretKey::parse(key).context("secrets.key");
+    }
+    let path = config.key_file().context("secrets.key: no key configured")?;
+    SecretKey::load_or_create(&path).with_context(|| format!("secret key file {}", path.display()))
+}
+
+pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
+    let key = load_key(config)?;
+    let options = StoreOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
+        max_catch_up_rows: config.mirror.max_catch_up_rows,
+        ..Default::default()
+    };
+    let store = dialtone_sync::open(&config.database.url, key.clone(), &options)
+        .await
+        .with_context(|| format!("cannot open database {}", masked(&config.database.url)))?;
+    Ok((store, key))
+}
+
+fn masked(url: &str) -> String {
+    match url.split_once("://").and_then(|(s, rest)| rest.split_once('@').map(|(_, h)| (s, h))) {
+        Some((scheme, host)) => format!("{scheme}://…@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.downcast_ref::<SyncError>().is_some_and(SyncError::is_transient))
+}
+
+/// Loads the mirror: from the snapshot plus a catch-up when both exist and
+/// agree, from the database alone otherwise, and from the snapshot alone
+/// when the database is unreachable.
+async fn load_mirror(config: &Config, store: &dyn Store, key: &SecretKey, mirror: &Mirror, demo: bool) -> Result<()> {
+    let path = config.snapshot_path();
+    let started = Instant::now();
+    let snap = match snapshot::read(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the snapshot");
+            None
+        }
+    };
+    let source = snapshot::source_id(&config.database.url);
+    let snap = match snap {
+        Some((header, _)) if header.source != source => {
+            tracing::warn!(snapshot = %path.display(), "the snapshot was taken from another database URL; ignoring it");
+            None
+        }
+        other => other,
+    };
+    let schema = match store.ping().await {
+        Ok(()) => crate::prepare_schema(config, store).await,
+        Err(e) => Err(anyhow::Error::new(e).context("connecting")),
+    };
+    if let Err(e) = schema {
+        if !unreachable(&e) {
+            return Err(e);
+        }
+        let Some((header, data)) = snap else {
+            bail!(
+                "database {} is unreachable and there is no snapshot at {} to serve from: {e:#}",
+                masked(&config.database.url),
+                path.display()
+            );
+        };
+        mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+        mirror.mark_unreachable(&format!("{e:#}"));
+        tracing::warn!(snapshot = %path.display(), written_at = header.written_at, "database unreachable; serving from the snapshot");
+        return Ok(());
+    }
+    if demo {
+        let report = crate::demo::seed(store, key).await?;
+        tracing::info!(changed = report.changed(), "demo tenant seeded");
+    }
+    let meta = store.meta().await.context("reading the database's meta row")?;
+    match snap {
+        Some((header, data)) if header.meta.database_id == meta.database_id => {
+            mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+            let changed = watcher::catch_up(mirror, store).await.context("catching up after the snapshot")?;
+            mirror.mark_synced();
+            tracing::info!(changed, elapsed_ms = started.elapsed().as_millis() as u64, "mirror loaded from snapshot and caught up");
+        }
+        other => {
+            if other.is_some() {
+                tracing::warn!("the snapshot belongs to another database; ignoring it");
+            }
+            watcher::full_load(mirror, store).await.context("loading the mirror")?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: LogHandle) -> Result<()> {
+    let (store, key) = open_store(&config).await?;
+    // Bind before the load so a taken port fails fast, with its own message.
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let mirror = Arc::new(Mirror::new());
+    load_mirror(&config, &*store, &key, &mirror, demo).await?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    {
+        let (mirror, store, cancel2) = (mirror.clone(), store.clone(), cancel.clone());
+        let options = watcher::WatchOptions {
+            poll_interval: Duration::from_millis(config.mirror.poll_interval_ms),
+            ..Default::default()
+        };
+        supervise(&tracker, &cancel, "mirror-watcher", move || {
+            watcher::run(mirror.clone(), store.clone(), options.clone(), cancel2.clone())
+        });
+    }
+    {
+        let (store, cancel2, m) = (store.clone(), cancel.clone(), config.mirror.clone());
+        supervise(&tracker, &cancel, "change-log-pruner", move || {
+            watcher::run_pruner(
+                store.clone(),
+                Duration::from_secs(m.prune_interval_s.max(1)),
+                Duration::from_secs(m.change_log_retention_s),
+                m.change_log_max_rows,
+                Duration::from_secs(m.history_retention_days * 86_400),
+                cancel2.clone(),
+            )
+        });
+    }
+    let snapshot_path = config.snapshot_path();
+    if config.mirror.snapshot_interval_s > 0 {
+        let (mirror, path, cancel2) = (mirror.clone(), snapshot_path.clone(), cancel.clone());
+        let source = snapshot::source_id(&config.database.url);
+        let interval = Duration::from_secs(config.mirror.snapshot_interval_s);
+        supervise(&tracker, &cancel, "snapshot-writer", move || {
+            snapshot::run_writer(mirror.clone(), path.clone(), source.clone(), interval, cancel2.clone())
+        });
+    }
+    // Not tracked: after the first signal it waits for a second one.
+    tokio::spawn(signals(cancel.clone(), config_path, log));
+
+    let state = AppState {
+        mirror: mirror.clone(),
+        max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
+    };
+    tracing::info!(listen = %config.http.listen, counts = ?mirror.load().counts(), "dialtone ready");
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    let server = tokio::spawn(async move { server.await });
+    cancel.cancelled().await;
+    tracing::info!("shutting down");
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error at shutdown"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+    }
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop within the grace period");
+    }
+    if mirror.is_loaded() {
+        let m = mirror.clone();
+        let path = snapshot_path.clone();
+        let source = snapshot::source_id(&config.database.url);
+        match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
+            Ok(Ok(h)) => tracing::info!(cursor = %h.cursor, path = %snapshot_path.display(), "snapshot written"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
+            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. A second: exit at once.
+/// SIGHUP: re-read the config file and apply what can change live.
+async fn signals(cancel: CancellationToken, config_path: Option<PathBuf>, log: LogHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(config_path.as_deref(), &log),
+            _ = cancel.cancelled() => return,
+        }
+    }
+    cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("dialtone: second signal, exiting immediately");
+    std::process::exit(130);
+}
+
+fn reload(path: Option<&std::path::Path>, log: &LogHandle) {
+    match Config::load(path) {
+        Ok(config) => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                if let Err(e) = log.set_filter(&config.log.filter) {
+                    tracing::warn!(error = %e, "SIGHUP: log filter not changed");
+                }
+            }
+            tracing::info!("SIGHUP: configuration reloaded");
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one"),
+    }
+}
