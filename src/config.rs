@@ -126,7 +126,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { filter: "info".into() }
+        LogConfig {
+            filter: "info".into(),
+        }
     }
 }
 
@@ -141,31 +143,44 @@ impl Config {
         Self::load_from(path, std::env::vars())
     }
 
-    pub fn load_from(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config> {
         let mut value = match path {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
                 // Deserialize straight from the text first: only then do
                 // errors carry the line and the key.
-                toml::from_str::<Config>(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?;
-                text.parse::<toml::Table>().map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?
             }
             None => toml::Table::new(),
         };
         let mut env: Vec<(String, String)> = env
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| k.starts_with(p)))
+            .filter(|(k, _)| {
+                k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| k.starts_with(p))
+            })
             .collect();
         env.sort();
         for (name, raw) in &env {
-            let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut value, &path, parse_env_value(raw)).with_context(|| format!("environment variable {name}"))?;
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|p| p.to_ascii_lowercase())
+                .collect();
+            set_path(&mut value, &path, parse_env_value(raw))
+                .with_context(|| format!("environment variable {name}"))?;
             let check: Result<Config, _> = toml::Value::Table(value.clone()).try_into();
             if let Err(e) = check {
                 bail!("environment variable {name}: {}", one_line(&e));
             }
         }
-        let config: Config = toml::Value::Table(value).try_into().map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -173,7 +188,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let backend = dialtone_sync::store::backend_of(&self.database.url)
             .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
-        if backend == dialtone_sync::Backend::Postgres && self.secrets.key.is_none() && self.secrets.key_file.is_none()
+        if backend == dialtone_sync::Backend::Postgres
+            && self.secrets.key.is_none()
+            && self.secrets.key_file.is_none()
         {
             bail!(
                 "secrets.key: PostgreSQL needs a configured secret key shared by every node \
@@ -194,20 +211,30 @@ impl Config {
 
     /// SQLite file path when the database is SQLite.
     fn sqlite_path(&self) -> Option<PathBuf> {
-        let rest = self.database.url.strip_prefix("sqlite://").or_else(|| self.database.url.strip_prefix("sqlite:"))?;
+        let rest = self
+            .database
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database.url.strip_prefix("sqlite:"))?;
         let rest = rest.split('?').next().unwrap_or(rest);
         (!rest.is_empty() && rest != ":memory:").then(|| PathBuf::from(rest))
     }
 
     pub fn key_file(&self) -> Option<PathBuf> {
-        self.secrets.key_file.clone().or_else(|| self.sqlite_path().map(|p| p.with_extension("key")))
+        self.secrets
+            .key_file
+            .clone()
+            .or_else(|| self.sqlite_path().map(|p| p.with_extension("key")))
     }
 
     pub fn snapshot_path(&self) -> PathBuf {
-        self.mirror.snapshot_path.clone().unwrap_or_else(|| match self.sqlite_path() {
-            Some(p) => p.with_extension("snapshot"),
-            None => PathBuf::from("dialtone.snapshot"),
-        })
+        self.mirror
+            .snapshot_path
+            .clone()
+            .unwrap_or_else(|| match self.sqlite_path() {
+                Some(p) => p.with_extension("snapshot"),
+                None => PathBuf::from("dialtone.snapshot"),
+            })
     }
 
     /// The effective config as TOML, secrets masked.
@@ -225,8 +252,15 @@ fn one_line(e: &impl std::fmt::Display) -> String {
     // toml's messages span several lines with a source excerpt; keep the
     // position line and the message, which is what an operator needs.
     let text = e.to_string();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let position = lines.iter().find(|l| l.starts_with("TOML parse error")).map(|l| l.trim_start_matches("TOML parse error "));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let position = lines
+        .iter()
+        .find(|l| l.starts_with("TOML parse error"))
+        .map(|l| l.trim_start_matches("TOML parse error "));
     let message = lines.last().copied().unwrap_or("");
     match position {
         Some(p) => format!("{p}: {message}"),
@@ -237,9 +271,9 @@ fn one_line(e: &impl std::fmt::Display) -> String {
 fn parse_env_value(raw: &str) -> toml::Value {
     // Numbers and booleans as TOML reads them; anything else is a string.
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) if !matches!(t.get("v"), Some(toml::Value::Table(_))) => {
-            t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into()))
-        }
+        Ok(mut t) if !matches!(t.get("v"), Some(toml::Value::Table(_))) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         _ => toml::Value::String(raw.into()),
     }
 }
@@ -248,8 +282,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().context("empty key")?;
     let mut current = table;
     for part in parents {
-        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().with_context(|| format!("{part} is not a section"))?;
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .with_context(|| format!("{part} is not a section"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -275,7 +313,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dialtone.toml");
         std::fs::write(&path, text).unwrap();
-        Config::load_from(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::load_from(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -288,23 +329,36 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = load("[database]\nurl = \"sqlite://x.db\"\nmax_conections = 3\n", &[]).unwrap_err().to_string();
+        let err = load(
+            "[database]\nurl = \"sqlite://x.db\"\nmax_conections = 3\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("max_conections"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_named_with_its_line() {
-        let err = load("[http]\n\nlisten = 8080\n", &[]).unwrap_err().to_string();
+        let err = load("[http]\n\nlisten = 8080\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
-        assert!(err.contains("listen") || err.contains("invalid type"), "{err}");
+        assert!(
+            err.contains("listen") || err.contains("invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
     fn environment_beats_file() {
         let c = load(
             "[database]\nmax_connections = 3\n",
-            &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "12"), ("DIALTONE_HTTP__LISTEN", "127.0.0.1:9")],
+            &[
+                ("DIALTONE_DATABASE__MAX_CONNECTIONS", "12"),
+                ("DIALTONE_HTTP__LISTEN", "127.0.0.1:9"),
+            ],
         )
         .unwrap();
         assert_eq!(c.database.max_connections, 12);
@@ -313,15 +367,22 @@ mod tests {
 
     #[test]
     fn bad_environment_names_the_variable() {
-        let err = load("", &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "lots")]).unwrap_err().to_string();
+        let err = load("", &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DIALTONE_DATABASE__MAX_CONNECTIONS"), "{err}");
         let err = load("", &[("DIALTONE_NOPE", "1")]).unwrap_err().to_string();
-        assert!(err.contains("DIALTONE_NOPE") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("DIALTONE_NOPE") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
     fn postgres_requires_a_key_and_masks_it() {
-        let err = load("[database]\nurl = \"postgres://u:pw@db/dialtone\"\n", &[]).unwrap_err().to_string();
+        let err = load("[database]\nurl = \"postgres://u:pw@db/dialtone\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("secrets.key"), "{err}");
         let c = load(
             "[database]\nurl = \"postgres://u:pw@db/dialtone\"\n[secrets]\nkey = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n",
@@ -329,7 +390,10 @@ mod tests {
         )
         .unwrap();
         let shown = c.to_masked_toml();
-        assert!(!shown.contains("pw@") && !shown.contains("00112233"), "{shown}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("00112233"),
+            "{shown}"
+        );
         assert!(shown.contains("u:********@db"), "{shown}");
     }
 }

@@ -36,8 +36,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let health = state.mirror.health();
     let mirror = state.mirror.load();
     let now = now_millis();
-    let stale_for = health.stale_since.map(|since| Duration::from_millis((now - since).max(0) as u64));
-    let too_stale = matches!((state.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
+    let stale_for = health
+        .stale_since
+        .map(|since| Duration::from_millis((now - since).max(0) as u64));
+    let too_stale =
+        matches!((state.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
     let ready = health.loaded_from.is_some() && !too_stale;
     let body = json!({
         "ready": ready,
@@ -51,7 +54,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "full_reloads": health.full_reloads,
         "counts": mirror.counts(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -65,10 +72,16 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
-        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -82,7 +95,12 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
 
-        mirror.reset(Dataset::default(), Cursor { txid: 0, seq: 7 }, Meta::default(), LoadedFrom::Snapshot);
+        mirror.reset(
+            Dataset::default(),
+            Cursor { txid: 0, seq: 7 },
+            Meta::default(),
+            LoadedFrom::Snapshot,
+        );
         let (status, body) = get_json(app(state.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["loaded_from"], "snapshot");
@@ -112,7 +130,10 @@ mod tests {
             mirror: Arc::new(Mirror::new()),
             max_staleness: None,
         };
-        let response = app(state).oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+        let response = app(state)
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
 }

@@ -18,7 +18,10 @@ fn print_errors(plan: &ImportPlan) {
         eprintln!("{e}");
     }
     if plan.errors.len() > MAX_ERRORS_SHOWN {
-        eprintln!("... and {} more errors", plan.errors.len() - MAX_ERRORS_SHOWN);
+        eprintln!(
+            "... and {} more errors",
+            plan.errors.len() - MAX_ERRORS_SHOWN
+        );
     }
 }
 
@@ -27,7 +30,10 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     if !plan.errors.is_empty() {
         print_errors(&plan);
         if !args.skip_invalid {
-            bail!("{} invalid rows; nothing was written (use --skip-invalid to import the rest)", plan.errors.len());
+            bail!(
+                "{} invalid rows; nothing was written (use --skip-invalid to import the rest)",
+                plan.errors.len()
+            );
         }
         eprintln!("skipping {} invalid rows", plan.errors.len());
     }
@@ -38,14 +44,21 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     crate::prepare_schema(config, &*store).await?;
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let audit = Audit {
-        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
         action: "import".into(),
         entity: "import".into(),
         entity_key: files.join(","),
         detail: serde_json::json!({ "files": files, "changes": plan.items.len() }),
     };
     if args.dry_run {
-        println!("{} changes planned from {} files; nothing written (dry run)", plan.items.len(), files.len());
+        println!(
+            "{} changes planned from {} files; nothing written (dry run)",
+            plan.items.len(),
+            files.len()
+        );
         return Ok(());
     }
     let bar = progress_bar(plan.items.len() as u64);
@@ -53,12 +66,19 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     // file position. With --skip-invalid, drop it and try again.
     let report = loop {
         let progress_bar = bar.clone();
-        let progress: Option<dialtone_sync::store::Progress> =
-            progress_bar.map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
-        match store.apply_with_progress(&plan.mutations(), &audit, progress).await {
+        let progress: Option<dialtone_sync::store::Progress> = progress_bar
+            .map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
+        match store
+            .apply_with_progress(&plan.mutations(), &audit, progress)
+            .await
+        {
             Ok(report) => break report,
             Err(SyncError::Rejected { index, reason }) => {
-                let location = plan.items.get(index).map(|(_, l)| l.to_string()).unwrap_or_default();
+                let location = plan
+                    .items
+                    .get(index)
+                    .map(|(_, l)| l.to_string())
+                    .unwrap_or_default();
                 if !args.skip_invalid {
                     if let Some(b) = &bar {
                         b.abandon();
@@ -89,7 +109,10 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
 }
 
 fn summary(c: dialtone_sync::store::Counts) -> String {
-    format!("+{} ~{} ={} -{}", c.inserted, c.updated, c.unchanged, c.deleted)
+    format!(
+        "+{} ~{} ={} -{}",
+        c.inserted, c.updated, c.unchanged, c.deleted
+    )
 }
 
 /// Only on a terminal; scripts and CI get the summary line alone.

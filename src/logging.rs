@@ -12,7 +12,8 @@ pub struct LogHandle {
 
 impl LogHandle {
     pub fn set_filter(&self, filter: &str) -> Result<(), String> {
-        let parsed = EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
+        let parsed =
+            EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
         self.filter.reload(parsed).map_err(|e| e.to_string())
     }
 }

@@ -19,7 +19,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "dialtone", version, about = "Phone provisioning and caller-name directory for hosted VoIP")]
+#[command(
+    name = "dialtone",
+    version,
+    about = "Phone provisioning and caller-name directory for hosted VoIP"
+)]
 struct Cli {
     /// TOML config file. Without one, dialtone runs on an embedded SQLite
     /// database at ./dialtone.db.
@@ -91,7 +95,10 @@ fn main() -> ExitCode {
     };
     let serving = matches!(cli.command, Command::Serve(_));
     let log = logging::init(&config.log.filter, serving);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("dialtone: cannot start the async runtime: {e}");
@@ -149,6 +156,9 @@ pub async fn prepare_schema(config: &Config, store: &dyn dialtone_sync::Store) -
     if config.database.auto_migrate || store.backend() == dialtone_sync::Backend::Sqlite {
         store.migrate().await.context("migrating the database")
     } else {
-        store.check_schema().await.context("checking the database schema")
+        store
+            .check_schema()
+            .await
+            .context("checking the database schema")
     }
 }

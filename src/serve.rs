@@ -22,7 +22,9 @@ pub fn load_key(config: &Config) -> Result<SecretKey> {
     if let Some(key) = &config.secrets.key {
         return SecretKey::parse(key).context("secrets.key");
     }
-    let path = config.key_file().context("secrets.key: no key configured")?;
+    let path = config
+        .key_file()
+        .context("secrets.key: no key configured")?;
     SecretKey::load_or_create(&path).with_context(|| format!("secret key file {}", path.display()))
 }
 
@@ -41,20 +43,33 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
 }
 
 fn masked(url: &str) -> String {
-    match url.split_once("://").and_then(|(s, rest)| rest.split_once('@').map(|(_, h)| (s, h))) {
+    match url
+        .split_once("://")
+        .and_then(|(s, rest)| rest.split_once('@').map(|(_, h)| (s, h)))
+    {
         Some((scheme, host)) => format!("{scheme}://…@{host}"),
         None => url.to_string(),
     }
 }
 
 fn unreachable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| cause.downcast_ref::<SyncError>().is_some_and(SyncError::is_transient))
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<SyncError>()
+            .is_some_and(SyncError::is_transient)
+    })
 }
 
 /// Loads the mirror: from the snapshot plus a catch-up when both exist and
 /// agree, from the database alone otherwise, and from the snapshot alone
 /// when the database is unreachable.
-async fn load_mirror(config: &Config, store: &dyn Store, key: &SecretKey, mirror: &Mirror, demo: bool) -> Result<()> {
+async fn load_mirror(
+    config: &Config,
+    store: &dyn Store,
+    key: &SecretKey,
+    mirror: &Mirror,
+    demo: bool,
+) -> Result<()> {
     let path = config.snapshot_path();
     let started = Instant::now();
     let snap = match snapshot::read(&path) {
@@ -96,25 +111,41 @@ async fn load_mirror(config: &Config, store: &dyn Store, key: &SecretKey, mirror
         let report = crate::demo::seed(store, key).await?;
         tracing::info!(changed = report.changed(), "demo tenant seeded");
     }
-    let meta = store.meta().await.context("reading the database's meta row")?;
+    let meta = store
+        .meta()
+        .await
+        .context("reading the database's meta row")?;
     match snap {
         Some((header, data)) if header.meta.database_id == meta.database_id => {
             mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-            let changed = watcher::catch_up(mirror, store).await.context("catching up after the snapshot")?;
+            let changed = watcher::catch_up(mirror, store)
+                .await
+                .context("catching up after the snapshot")?;
             mirror.mark_synced();
-            tracing::info!(changed, elapsed_ms = started.elapsed().as_millis() as u64, "mirror loaded from snapshot and caught up");
+            tracing::info!(
+                changed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "mirror loaded from snapshot and caught up"
+            );
         }
         other => {
             if other.is_some() {
                 tracing::warn!("the snapshot belongs to another database; ignoring it");
             }
-            watcher::full_load(mirror, store).await.context("loading the mirror")?;
+            watcher::full_load(mirror, store)
+                .await
+                .context("loading the mirror")?;
         }
     }
     Ok(())
 }
 
-pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: LogHandle) -> Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    demo: bool,
+    log: LogHandle,
+) -> Result<()> {
     let (store, key) = open_store(&config).await?;
     // Bind before the load so a taken port fails fast, with its own message.
     let listener = TcpListener::bind(config.http.listen)
@@ -132,7 +163,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: 
             ..Default::default()
         };
         supervise(&tracker, &cancel, "mirror-watcher", move || {
-            watcher::run(mirror.clone(), store.clone(), options.clone(), cancel2.clone())
+            watcher::run(
+                mirror.clone(),
+                store.clone(),
+                options.clone(),
+                cancel2.clone(),
+            )
         });
     }
     {
@@ -154,7 +190,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: 
         let source = snapshot::source_id(&config.database.url);
         let interval = Duration::from_secs(config.mirror.snapshot_interval_s);
         supervise(&tracker, &cancel, "snapshot-writer", move || {
-            snapshot::run_writer(mirror.clone(), path.clone(), source.clone(), interval, cancel2.clone())
+            snapshot::run_writer(
+                mirror.clone(),
+                path.clone(),
+                source.clone(),
+                interval,
+                cancel2.clone(),
+            )
         });
     }
     // Not tracked: after the first signal it waits for a second one.
@@ -165,7 +207,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: 
         max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
     };
     tracing::info!(listen = %config.http.listen, counts = ?mirror.load().counts(), "dialtone ready");
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     let server = tokio::spawn(async move { server.await });
     cancel.cancelled().await;
@@ -185,7 +228,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: 
         let path = snapshot_path.clone();
         let source = snapshot::source_id(&config.database.url);
         match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
-            Ok(Ok(h)) => tracing::info!(cursor = %h.cursor, path = %snapshot_path.display(), "snapshot written"),
+            Ok(Ok(h)) => {
+                tracing::info!(cursor = %h.cursor, path = %snapshot_path.display(), "snapshot written")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
             Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
         }
@@ -198,7 +243,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, demo: bool, log: 
 /// SIGHUP: re-read the config file and apply what can change live.
 async fn signals(cancel: CancellationToken, config_path: Option<PathBuf>, log: LogHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -229,6 +277,8 @@ fn reload(path: Option<&std::path::Path>, log: &LogHandle) {
             }
             tracing::info!("SIGHUP: configuration reloaded");
         }
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one")
+        }
     }
 }

@@ -8,8 +8,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub fn supervise<F, Fut>(tracker: &TaskTracker, cancel: &CancellationToken, name: &'static str, make: F)
-where
+pub fn supervise<F, Fut>(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    name: &'static str,
+    make: F,
+) where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {

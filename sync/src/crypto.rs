@@ -103,11 +103,16 @@ impl SecretKey {
     /// A stable secret derived from the key, e.g. for demo passwords that
     /// stay the same across re-seeding yet differ per installation.
     pub fn derive(&self, label: &str, len: usize) -> String {
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
         mac.update(b"derive\0");
         mac.update(label.as_bytes());
         let digest = mac.finalize().into_bytes();
-        B64.encode(digest).chars().filter(|c| c.is_ascii_alphanumeric()).take(len).collect()
+        B64.encode(digest)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(len)
+            .collect()
     }
 
     pub fn generate_hex() -> String {

@@ -626,7 +626,7 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
         }
     }
     // Phones span several rows (one per line); gather them by MAC first.
-    let mut phones: BTreeMap<Mac, (Location, PhoneInput, Vec<(i32, LineInput)>)> = BTreeMap::new();
+    let mut phones: BTreeMap<Mac, PendingPhone> = BTreeMap::new();
     let mut phone_order: Vec<Mac> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
@@ -652,7 +652,7 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
         let result = match kind {
             CsvKind::Tenants => csv_tenant(&row).map(|m| plan.items.push((m, row.location(None)))),
             CsvKind::Directory => csv_directory(&row).map(|m| plan.items.push((m, row.location(None)))),
-            CsvKind::Phones => csv_phone(&row).and_then(|(phone, line_no, line_input)| {
+            CsvKind::Phones => csv_phone(&row).and_then(|(phone, line_input)| {
                 let mac = phone.mac;
                 match phones.get_mut(&mac) {
                     None => {
@@ -669,7 +669,6 @@ fn plan_csv(file: &Path, text: &str, plan: &mut ImportPlan) {
                         lines.extend(line_input);
                     }
                 }
-                let _ = line_no;
                 Ok(())
             }),
         };
@@ -713,7 +712,11 @@ fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
     }))
 }
 
-type PhoneRow = (PhoneInput, i32, Option<(i32, LineInput)>);
+/// A CSV row of a phones file: the phone, and the line it carries if any.
+type PhoneRow = (PhoneInput, Option<(i32, LineInput)>);
+
+/// A phone gathered from its rows: where it first appeared, and its lines by position.
+type PendingPhone = (Location, PhoneInput, Vec<(i32, LineInput)>);
 
 fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
     let phone = PhoneInput {
@@ -735,7 +738,7 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
     };
     let extension = row.get("extension").trim().to_string();
     if extension.is_empty() {
-        return Ok((phone, 0, None));
+        return Ok((phone, None));
     }
     let line_text = row.get("line");
     let position: i32 = if line_text.trim().is_empty() {
@@ -764,7 +767,7 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
         settings: row.object("line_settings")?,
         extension,
     };
-    Ok((phone, position, Some((position, line))))
+    Ok((phone, Some((position, line))))
 }
 
 fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {

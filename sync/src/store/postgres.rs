@@ -78,7 +78,12 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), SyncError> {
         use sqlx::Connection;
-        match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&self.connect)).await {
+        match tokio::time::timeout(
+            self.connect_timeout,
+            PgConnection::connect_with(&self.connect),
+        )
+        .await
+        {
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
                 Ok(())

@@ -1,0 +1,248 @@
+//! The binary's contract with operators: exit codes, one-line errors, import
+//! behaviour, snapshot starts and clean shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("dialtone.db").display())
+}
+
+#[test]
+fn invalid_config_names_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "dialtone.toml",
+        "[database]\nurl = \"sqlite://x.db\"\n\n[mirror]\npoll_intervall_ms = 5\n",
+    );
+    let mut cmd = dialtone(dir.path(), "sqlite://x.db");
+    cmd.env_remove("DIALTONE_DATABASE__URL")
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 5") && err.contains("poll_intervall_ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_masks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = dialtone(
+        dir.path(),
+        "postgres://dialtone:hunter2@db.example.net/dialtone",
+    );
+    cmd.arg("check-config");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("[database]") && shown.contains("dialtone:********@db.example.net"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("hunter2") && !shown.contains(TEST_KEY),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unreachable_database_without_snapshot_exits_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_addr().port();
+    let mut cmd = dialtone(
+        dir.path(),
+        &format!("postgres://dialtone@127.0.0.1:{port}/none"),
+    );
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(free_addr().to_string());
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("dialtone: ")
+            && last.contains("unreachable")
+            && last.contains("no snapshot"),
+        "{err}"
+    );
+    assert!(
+        last.contains("Connection refused"),
+        "the real cause should be named: {err}"
+    );
+}
+
+#[test]
+fn taken_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
+    cmd.arg("serve").arg("--listen").arg(addr.to_string());
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("cannot listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_import_names_position_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let mut bad = phones_csv(1, 3);
+    bad.push_str("acme,00:15:65:zz:00:09,yealink,T46S,1,109,Desk,pw,sip.example.net\n");
+    let phones = write_file(dir.path(), "phones.csv", &bad);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants).arg(&phones);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("phones.csv:5:2 (mac)"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+
+    // The tenant from the same failed run was not written either.
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("tenants +1 ~0 =0"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // --skip-invalid imports the valid rows.
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg("--skip-invalid").arg(&phones);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("phones +3"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn unknown_tenant_rejected_by_the_database_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let phones = write_file(dir.path(), "phones.csv", &phones_csv(1, 2));
+    let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
+    cmd.arg("import").arg(&phones);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("phones.csv:2:1") && err.contains("unknown tenant \"acme\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let phones = write_file(dir.path(), "phones.csv", &phones_csv(1, 20));
+    let json = write_file(
+        dir.path(),
+        "directory.json",
+        r#"{"directory": [{"tenant": "acme", "name": "Alice Example", "numbers": [{"number": "+1 (555) 010-1234", "kind": "work"}]}]}"#,
+    );
+    for round in 0..2 {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import").arg(&tenants).arg(&phones).arg(&json);
+        let out = run(cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let summary = text(&out.stdout);
+        if round == 0 {
+            assert!(
+                summary.contains("phones +20 ~0 =0") && summary.contains("directory entries +1"),
+                "{summary}"
+            );
+        } else {
+            assert!(
+                summary.contains("phones +0 ~0 =20") && summary.contains("lines +0 ~0 =20"),
+                "{summary}"
+            );
+        }
+    }
+}
+
+#[test]
+fn demo_serve_and_clean_shutdown_with_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    // No key configured: the embedded default generates one.
+    let no_key = [("DIALTONE_SECRETS__KEY", "")];
+    let server = Server::start_with_env(dir.path(), &url, &["--demo"], &no_key);
+    let ready = server.readyz();
+    assert_eq!(ready["loaded_from"], "database");
+    assert_eq!(ready["counts"]["tenants"], 1);
+    assert!(ready["counts"]["phones"].as_u64().unwrap() >= 8);
+    assert_eq!(server.try_get("/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(server.stop(), 0);
+    assert!(
+        dir.path().join("dialtone.snapshot").exists(),
+        "no snapshot written at shutdown"
+    );
+    // The key file for the embedded default is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("dialtone.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The next start takes the fast path: snapshot, then catch up.
+    let server = Server::start_with_env(dir.path(), &url, &[], &no_key);
+    assert_eq!(server.readyz()["loaded_from"], "snapshot");
+    assert_eq!(server.readyz()["counts"], ready["counts"]);
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn f_sqlite_write_from_another_process_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants);
+    assert!(run(cmd).status.success());
+    // Heartbeat at its slowest, so a fast arrival is data_version's doing.
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &[],
+        &[("DIALTONE_MIRROR__POLL_INTERVAL_MS", "10000")],
+    );
+    assert_eq!(server.phones(), 0);
+    let phones = write_file(dir.path(), "phones.csv", &phones_csv(1, 5));
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&phones);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let took = wait_until(Duration::from_secs(20), || server.phones() == 5);
+    let took = took.unwrap_or_else(|| {
+        panic!(
+            "write from another process never appeared: {}",
+            server.stderr()
+        )
+    });
+    eprintln!("SQLite cross-process write visible after {took:?}");
+    assert_eq!(server.stop(), 0);
+}

@@ -1,0 +1,221 @@
+//! Drives the real `dialtone` binary: spawn, wait for readiness, read
+//! `/readyz`, stop with a signal. Loops are bounded and stop by themselves.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TEST_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dialtone"))
+}
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A command with a clean environment: no config from the developer's shell.
+pub fn dialtone(dir: &Path, database_url: &str) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir)
+        .env_remove("DIALTONE_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("DIALTONE_SECRETS__KEY", TEST_KEY)
+        .env("DIALTONE_DATABASE__URL", database_url)
+        .env("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000")
+        .env("DIALTONE_MIRROR__POLL_INTERVAL_MS", "1000");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DIALTONE_")
+            && !k.starts_with("DIALTONE_TEST_")
+            && k != "DIALTONE_SECRETS__KEY"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DIALTONE_SECRETS__KEY", TEST_KEY)
+        .env("DIALTONE_DATABASE__URL", database_url)
+        .env("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000")
+        .env("DIALTONE_MIRROR__POLL_INTERVAL_MS", "1000");
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run dialtone")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    /// Starts `serve` and waits until /readyz answers 200.
+    pub fn start(dir: &Path, database_url: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(dir, database_url, extra, &[])
+    }
+
+    pub fn start_with_env(
+        dir: &Path,
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let server = Self::spawn(dir, database_url, extra, env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = server.try_get("/readyz") {
+                return server;
+            }
+            if let Some(status) = server.child_exited() {
+                panic!(
+                    "dialtone serve exited early ({status}): {}",
+                    server.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dialtone serve never became ready: {}", server.stderr());
+    }
+
+    pub fn spawn(dir: &Path, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let addr = free_addr();
+        let stderr_path = dir.join(format!("serve-{}.log", addr.port()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = dialtone(dir, database_url);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(extra);
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn serve");
+        Server {
+            child,
+            addr,
+            stderr_path,
+        }
+    }
+
+    fn child_exited(&self) -> Option<String> {
+        // Child::try_wait needs &mut; peek through /proc instead.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        stat.split_whitespace()
+            .nth(2)
+            .filter(|s| *s == "Z")
+            .map(|s| s.to_string())
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.addr, path)
+    }
+
+    pub fn readyz(&self) -> serde_json::Value {
+        let (_, body) = self.try_get("/readyz").expect("readyz answers");
+        serde_json::from_str(&body).expect("readyz is JSON")
+    }
+
+    pub fn phones(&self) -> u64 {
+        self.readyz()["counts"]["phones"].as_u64().unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns the exit code.
+    pub fn stop(mut self) -> i32 {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("dialtone did not stop on SIGTERM: {}", self.stderr());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 GET, enough for health endpoints.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls until `check` holds, at most `timeout`; returns the time it took.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub const TENANTS_CSV: &str = "slug,name,default_region\nacme,Acme Inc,US\n";
+
+pub fn phones_csv(first: u32, count: u32) -> String {
+    let mut s =
+        String::from("tenant,mac,family,model,line,extension,display_name,password,registrar\n");
+    for n in first..first + count {
+        s.push_str(&format!(
+            "acme,00:15:65:00:{:02x}:{:02x},yealink,T46S,1,{},Desk {},pw{},sip.example.net\n",
+            n / 256,
+            n % 256,
+            100 + n,
+            n,
+            n
+        ));
+    }
+    s
+}
