@@ -84,6 +84,27 @@ fn group_build(pairs: impl Iterator<Item = (Id, Id)>) -> ShardedMap<Id, Group> {
     ShardedMap::from_entries(groups.into_iter().map(|(g, s)| (g, Arc::new(s))))
 }
 
+type Swapped<T> = (Option<Arc<T>>, Option<Arc<T>>);
+
+/// Puts `new` (or nothing) at `id`. Returns the old and new values, or
+/// `None` when the row is unchanged.
+fn swap<T: PartialEq>(
+    map: &mut ShardedMap<Id, Arc<T>>,
+    id: Id,
+    new: Option<T>,
+) -> Option<Swapped<T>> {
+    let old = map.get(&id).cloned();
+    if old.as_deref() == new.as_ref() {
+        return None;
+    }
+    let new = new.map(Arc::new);
+    match &new {
+        Some(value) => map.insert(id, value.clone()),
+        None => map.remove(&id),
+    };
+    Some((old, new))
+}
+
 /// Removes `key` from a unique index only if it still points at `id`.
 fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K, id: Id) {
     if map.get(key) == Some(&id) {
@@ -292,154 +313,104 @@ impl MirrorState {
     /// Applies one row change; returns false when it changed nothing (the
     /// change feed may show a row again that is already current).
     fn apply_row(&mut self, entity: Entity, id: Id, row: Option<Row>) -> bool {
-        match (entity, row) {
-            (_, Some(row)) if row.entity() != entity || row.id() != id => {
+        if let Some(row) = &row {
+            if row.entity() != entity || row.id() != id {
                 tracing::error!(
                     ?entity,
                     id,
                     "change feed returned a row for another key; ignored"
                 );
-                false
+                return false;
             }
-            (Entity::Tenant, row) => {
-                let new = match row {
-                    Some(Row::Tenant(t)) => Some(t),
+        }
+        macro_rules! take {
+            ($variant:ident) => {
+                match row {
+                    Some(Row::$variant(r)) => Some(r),
                     _ => None,
-                };
-                let old = self.tenants.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
-                    return false;
                 }
+            };
+        }
+        match entity {
+            Entity::Tenant => {
+                let Some((old, new)) = swap(&mut self.tenants, id, take!(Tenant)) else {
+                    return false;
+                };
                 if let Some(old) = old {
                     unindex(&mut self.tenant_by_slug, &old.slug, id);
-                    self.tenants.remove(&id);
                 }
                 if let Some(new) = new {
                     self.tenant_by_slug.insert(new.slug.clone(), id);
-                    self.tenants.insert(id, Arc::new(new));
                 }
-                true
             }
-            (Entity::Phone, row) => {
-                let new = match row {
-                    Some(Row::Phone(p)) => Some(p),
-                    _ => None,
-                };
-                let old = self.phones.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::Phone => {
+                let Some((old, new)) = swap(&mut self.phones, id, take!(Phone)) else {
                     return false;
-                }
+                };
                 if let Some(old) = old {
                     unindex(&mut self.phone_by_mac, &old.mac, id);
-                    self.phones.remove(&id);
                 }
                 if let Some(new) = new {
                     self.phone_by_mac.insert(new.mac, id);
-                    self.phones.insert(id, Arc::new(new));
                 }
-                true
             }
-            (Entity::Line, row) => {
-                let new = match row {
-                    Some(Row::Line(l)) => Some(l),
-                    _ => None,
-                };
-                let old = self.lines.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::Line => {
+                let Some((old, new)) = swap(&mut self.lines, id, take!(Line)) else {
                     return false;
-                }
-                let mut touched = Vec::with_capacity(2);
-                if let Some(old) = old {
-                    self.lines.remove(&id);
-                    touched.push(old.phone_id);
-                }
-                if let Some(new) = new {
-                    touched.push(new.phone_id);
-                    self.lines.insert(id, Arc::new(new));
-                }
+                };
+                let mut touched: Vec<Id> =
+                    old.iter().chain(new.iter()).map(|l| l.phone_id).collect();
                 touched.dedup();
                 for phone in touched {
                     self.reindex_lines(phone, id);
                 }
-                true
             }
-            (Entity::Template, row) => {
-                let new = match row {
-                    Some(Row::Template(t)) => Some(t),
-                    _ => None,
-                };
-                let old = self.templates.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::Template => {
+                let Some((old, new)) = swap(&mut self.templates, id, take!(Template)) else {
                     return false;
-                }
+                };
                 if let Some(old) = old {
                     unindex(&mut self.template_by_key, &old.key(), id);
-                    self.templates.remove(&id);
                 }
                 if let Some(new) = new {
                     self.template_by_key.insert(new.key(), id);
-                    self.templates.insert(id, Arc::new(new));
                 }
-                true
             }
-            (Entity::DirectoryEntry, row) => {
-                let new = match row {
-                    Some(Row::DirectoryEntry(d)) => Some(d),
-                    _ => None,
-                };
-                let old = self.directory.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::DirectoryEntry => {
+                let Some((old, new)) = swap(&mut self.directory, id, take!(DirectoryEntry)) else {
                     return false;
-                }
+                };
                 if let Some(old) = old {
                     group_remove(&mut self.directory_by_tenant, old.tenant_id, id);
-                    self.directory.remove(&id);
                 }
                 if let Some(new) = new {
                     group_insert(&mut self.directory_by_tenant, new.tenant_id, id);
-                    self.directory.insert(id, Arc::new(new));
                 }
-                true
             }
-            (Entity::DirectorySource, row) => {
-                let new = match row {
-                    Some(Row::DirectorySource(s)) => Some(s),
-                    _ => None,
-                };
-                let old = self.sources.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::DirectorySource => {
+                let Some((old, new)) = swap(&mut self.sources, id, take!(DirectorySource)) else {
                     return false;
-                }
+                };
                 if let Some(old) = old {
                     group_remove(&mut self.sources_by_tenant, old.tenant_id, id);
-                    self.sources.remove(&id);
                 }
                 if let Some(new) = new {
                     group_insert(&mut self.sources_by_tenant, new.tenant_id, id);
-                    self.sources.insert(id, Arc::new(new));
                 }
-                true
             }
-            (Entity::ApiToken, row) => {
-                let new = match row {
-                    Some(Row::ApiToken(t)) => Some(t),
-                    _ => None,
-                };
-                let old = self.tokens.get(&id).cloned();
-                if old.as_deref() == new.as_ref() {
+            Entity::ApiToken => {
+                let Some((old, new)) = swap(&mut self.tokens, id, take!(ApiToken)) else {
                     return false;
-                }
+                };
                 if let Some(old) = old {
                     unindex(&mut self.token_by_hash, &old.token_hash, id);
-                    self.tokens.remove(&id);
                 }
                 if let Some(new) = new {
                     self.token_by_hash.insert(new.token_hash.clone(), id);
-                    self.tokens.insert(id, Arc::new(new));
                 }
-                true
             }
         }
+        true
     }
 
     /// Rebuilds one phone's line list after line `changed` moved, appeared or went.

@@ -1,0 +1,271 @@
+//! The JSON import format: one document with `tenants`, `phones` and
+//! `directory` arrays. Values are checked while parsing, so serde_json
+//! reports the line and column of the bad value itself.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::*;
+use crate::store::{DirectoryEntryInput, LineInput, PhoneInput, TenantInput};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFile {
+    #[serde(default)]
+    tenants: Vec<JsonTenant>,
+    #[serde(default)]
+    phones: Vec<JsonPhone>,
+    #[serde(default)]
+    directory: Vec<JsonDirectoryEntry>,
+}
+
+fn de_with<'de, D, T>(d: D, check: impl FnOnce(String) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    check(s).map_err(serde::de::Error::custom)
+}
+
+fn de_slug<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_with(d, |s| check_slug(&s))
+}
+fn de_region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_with(d, |s| check_region(&s))
+}
+fn de_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+    de_with(d, |s| s.parse::<Mac>().map_err(|e| e.to_string()))
+}
+fn de_family<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
+    de_with(d, |s| s.parse::<Family>().map_err(|e| e.to_string()))
+}
+fn de_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    check_object("this field", &v).map_err(serde::de::Error::custom)
+}
+fn de_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_with(d, |s| non_empty("value", &s))
+}
+
+fn default_region() -> String {
+    "US".into()
+}
+fn empty_object() -> String {
+    "{}".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonTenant {
+    #[serde(deserialize_with = "de_slug")]
+    slug: String,
+    #[serde(deserialize_with = "de_required")]
+    name: String,
+    #[serde(default = "default_region", deserialize_with = "de_region")]
+    default_region: String,
+    #[serde(default = "empty_object", deserialize_with = "de_object")]
+    settings: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLine {
+    #[serde(deserialize_with = "de_required")]
+    extension: String,
+    display_name: Option<String>,
+    auth_user: Option<String>,
+    password: Option<String>,
+    #[serde(deserialize_with = "de_required")]
+    registrar: String,
+    proxy: Option<String>,
+    #[serde(default = "empty_object", deserialize_with = "de_object")]
+    settings: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPhone {
+    #[serde(deserialize_with = "de_slug")]
+    tenant: String,
+    #[serde(deserialize_with = "de_mac")]
+    mac: Mac,
+    #[serde(deserialize_with = "de_family")]
+    family: Family,
+    model: Option<String>,
+    label: Option<String>,
+    #[serde(default = "empty_object", deserialize_with = "de_object")]
+    variables: String,
+    http_user: Option<String>,
+    http_password: Option<String>,
+    #[serde(default)]
+    lines: Vec<JsonLine>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonNumber {
+    number: String,
+    #[serde(default = "default_kind")]
+    kind: String,
+}
+
+fn default_kind() -> String {
+    "work".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDirectoryEntry {
+    #[serde(deserialize_with = "de_slug")]
+    tenant: String,
+    external_id: Option<String>,
+    #[serde(deserialize_with = "de_required")]
+    name: String,
+    company: Option<String>,
+    numbers: Vec<JsonNumber>,
+}
+
+fn line_input(l: JsonLine) -> LineInput {
+    let extension = l.extension;
+    LineInput {
+        display_name: opt(l.display_name).unwrap_or_else(|| extension.clone()),
+        auth_user: opt(l.auth_user).unwrap_or_else(|| extension.clone()),
+        password: l.password.filter(|p| !p.is_empty()),
+        registrar: l.registrar,
+        proxy: opt(l.proxy),
+        settings: l.settings,
+        extension,
+    }
+}
+
+/// Finds the line and column of the `index`-th element of a top-level array
+/// member, for errors found after parsing (duplicates, database rejections).
+fn element_positions(text: &str, member: &str) -> Vec<(u64, u64)> {
+    // A second, lenient pass over the raw text: good enough for positions of
+    // well-formed documents, which is all that reaches this point.
+    let mut out = Vec::new();
+    let needle = format!("\"{member}\"");
+    let Some(start) = text.find(&needle) else {
+        return out;
+    };
+    let bytes = text.as_bytes();
+    let mut i = start + needle.len();
+    while i < bytes.len() && bytes[i] != b'[' {
+        i += 1;
+    }
+    let (mut depth, mut in_str, mut escape) = (0i32, false, false);
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_str {
+            match (escape, c) {
+                (true, _) => escape = false,
+                (false, b'\\') => escape = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => in_str = true,
+                b'[' | b'{' => {
+                    if depth == 1 && c == b'{' {
+                        let line = text[..i].matches('\n').count() as u64 + 1;
+                        let col = (i - text[..i].rfind('\n').map_or(0, |p| p + 1)) as u64 + 1;
+                        out.push((line, col));
+                    }
+                    depth += 1;
+                }
+                b']' | b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
+    let parsed: JsonFile = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            plan.errors.push(ImportError {
+                location: Location {
+                    file: file.to_path_buf(),
+                    line: e.line() as u64,
+                    column: e.column() as u64,
+                    field: None,
+                },
+                message: strip_position(&e.to_string()),
+            });
+            return;
+        }
+    };
+    let loc = |member: &str, positions: &[(u64, u64)], index: usize| {
+        let (line, column) = positions.get(index).copied().unwrap_or((0, 0));
+        Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field: Some(format!("{member}[{index}]")),
+        }
+    };
+    let tenant_pos = element_positions(text, "tenants");
+    for (i, t) in parsed.tenants.into_iter().enumerate() {
+        plan.items.push((
+            Mutation::UpsertTenant(TenantInput {
+                slug: t.slug,
+                name: t.name,
+                default_region: t.default_region,
+                settings: t.settings,
+            }),
+            loc("tenants", &tenant_pos, i),
+        ));
+    }
+    let phone_pos = element_positions(text, "phones");
+    for (i, p) in parsed.phones.into_iter().enumerate() {
+        plan.items.push((
+            Mutation::UpsertPhone(PhoneInput {
+                tenant: p.tenant,
+                mac: p.mac,
+                family: p.family,
+                model: opt(p.model),
+                label: opt(p.label),
+                variables: p.variables,
+                http_user: opt(p.http_user),
+                http_password: p.http_password.filter(|p| !p.is_empty()),
+                lines: p.lines.into_iter().map(line_input).collect(),
+            }),
+            loc("phones", &phone_pos, i),
+        ));
+    }
+    let dir_pos = element_positions(text, "directory");
+    for (i, d) in parsed.directory.into_iter().enumerate() {
+        let location = loc("directory", &dir_pos, i);
+        let numbers = d
+            .numbers
+            .into_iter()
+            .map(|n| DirectoryNumber {
+                number: n.number.into(),
+                kind: n.kind.into(),
+            })
+            .collect();
+        match check_numbers(numbers) {
+            Ok(numbers) => plan.items.push((
+                Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+                    tenant: d.tenant,
+                    external_id: external_id_or_name(d.external_id, &d.name),
+                    name: d.name,
+                    company: opt(d.company),
+                    numbers,
+                }),
+                location,
+            )),
+            Err(message) => plan.errors.push(ImportError { location, message }),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Bulk import: CSV and JSON files of tenants, phones with lines, and
+//! directory entries, turned into [`Mutation`]s. Every mutation remembers
+//! where it came from, so an error names file, line and column. The caller
+//! applies them in one transaction.
+//!
+//! Formats are documented in the README ("Import formats").
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::model::*;
+use crate::store::Mutation;
+
+mod csv;
+mod json;
+
+/// Where a mutation came from in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    /// The field (CSV header) at fault, when known.
+    pub field: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)?;
+        if let Some(field) = &self.field {
+            write!(f, " ({field})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ImportError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// Mutations with their origins, in apply order: tenants, phones, directory.
+#[derive(Debug, Default)]
+pub struct ImportPlan {
+    pub items: Vec<(Mutation, Location)>,
+    pub errors: Vec<ImportError>,
+}
+
+impl ImportPlan {
+    pub fn mutations(&self) -> Vec<Mutation> {
+        self.items.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    fn sort(&mut self) {
+        let rank = |m: &Mutation| match m {
+            Mutation::UpsertTenant(_) => 0,
+            Mutation::UpsertPhone(_) => 1,
+            Mutation::UpsertDirectoryEntry(_) => 2,
+            _ => 3,
+        };
+        // Stable: file order is kept within each kind.
+        self.items.sort_by_key(|(m, _)| rank(m));
+    }
+}
+
+/// Parses every file. Errors are collected (all of them, so an operator can
+/// fix a file in one pass), not returned early.
+pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
+    let mut plan = ImportPlan::default();
+    for file in files {
+        let at = |line, column| Location {
+            file: file.clone(),
+            line,
+            column,
+            field: None,
+        };
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                plan.errors.push(ImportError {
+                    location: at(0, 0),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let ext = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "json" => json::plan(file, &text, &mut plan),
+            "csv" => csv::plan(file, &text, &mut plan),
+            other => plan.errors.push(ImportError {
+                location: at(0, 0),
+                message: format!("unknown file type {other:?}: expected .csv or .json"),
+            }),
+        }
+    }
+    check_duplicates(&mut plan);
+    plan.sort();
+    plan
+}
+
+fn check_duplicates(plan: &mut ImportPlan) {
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for (m, loc) in &plan.items {
+        let key = match m {
+            Mutation::UpsertTenant(t) => format!("tenant {:?}", t.slug),
+            Mutation::UpsertPhone(p) => format!("phone {}", p.mac),
+            Mutation::UpsertDirectoryEntry(d) => {
+                format!("directory entry {:?}/{:?}", d.tenant, d.external_id)
+            }
+            _ => continue,
+        };
+        if let Some(first) = seen.get(&key) {
+            plan.errors.push(ImportError {
+                location: loc.clone(),
+                message: format!("duplicate {key}, first given at {first}"),
+            });
+        } else {
+            seen.insert(key, loc.clone());
+        }
+    }
+}
+
+// ---- validation shared by both formats ----
+
+fn check_slug(slug: &str) -> Result<String, String> {
+    let s = slug.trim();
+    if s.is_empty()
+        || s.len() > 63
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn check_region(region: &str) -> Result<String, String> {
+    let r = region.trim().to_ascii_uppercase();
+    if r.len() != 2 || !r.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "default_region {region:?} must be an ISO 3166 two-letter code such as US or GB"
+        ));
+    }
+    Ok(r)
+}
+
+fn check_object(what: &str, value: &serde_json::Value) -> Result<String, String> {
+    match value {
+        serde_json::Value::Null => Ok("{}".into()),
+        serde_json::Value::Object(map) => {
+            // serde_json's Map is sorted, so the text is canonical and
+            // re-importing the same data compares equal.
+            Ok(serde_json::to_string(map).unwrap_or_else(|_| "{}".into()))
+        }
+        _ => Err(format!("{what} must be a JSON object")),
+    }
+}
+
+fn non_empty(what: &str, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(format!("{what} is required"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn opt(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) const NUMBER_KINDS: [&str; 6] = ["work", "mobile", "home", "fax", "ip_phone", "other"];
+
+fn check_numbers(numbers: Vec<DirectoryNumber>) -> Result<Vec<DirectoryNumber>, String> {
+    let numbers: Vec<DirectoryNumber> = numbers
+        .into_iter()
+        .filter(|n| !n.number.trim().is_empty())
+        .map(|n| DirectoryNumber {
+            number: n.number.trim().into(),
+            kind: n.kind.trim().to_ascii_lowercase().into(),
+        })
+        .collect();
+    if numbers.is_empty() {
+        return Err("a directory entry needs at least one number".into());
+    }
+    for n in &numbers {
+        if !n.number.chars().any(|c| c.is_ascii_digit()) {
+            return Err(format!("{:?} is not a phone number", n.number));
+        }
+    }
+    Ok(numbers)
+}
+
+fn external_id_or_name(external_id: Option<String>, name: &str) -> String {
+    // Without an id from the source system, the name is the natural key, so
+    // importing the same file twice still updates instead of duplicating.
+    opt(external_id).unwrap_or_else(|| format!("name:{}", name.trim().to_lowercase()))
+}
+
+/// serde_json appends " at line X column Y"; we print the position up front.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_text(name: &str, text: &str) -> ImportPlan {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        plan_files(&[path])
+    }
+
+    #[test]
+    fn csv_phones_group_lines_by_mac() {
+        let plan = plan_text(
+            "phones.csv",
+            "tenant,mac,family,model,line,extension,display_name,password,registrar\n\
+             acme,00:15:65:aa:bb:01,yealink,T46S,2,102,Reception 2,pw2,sip.example.net\n\
+             acme,001565aabb01,yealink,T46S,1,101,Reception,pw1,sip.example.net\n\
+             acme,0004f2aabb02,poly,VVX 450,,201,,,sip.example.net\n",
+        );
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(plan.items.len(), 2);
+        let Mutation::UpsertPhone(p) = &plan.items[0].0 else {
+            panic!()
+        };
+        assert_eq!(p.mac.to_string(), "001565aabb01");
+        assert_eq!(p.lines.len(), 2);
+        assert_eq!(p.lines[0].extension, "101");
+        assert_eq!(p.lines[1].display_name, "Reception 2");
+        let Mutation::UpsertPhone(p) = &plan.items[1].0 else {
+            panic!()
+        };
+        assert_eq!(p.lines[0].display_name, "201");
+        assert_eq!(p.lines[0].password, None);
+    }
+
+    #[test]
+    fn csv_bad_mac_names_line_and_column() {
+        let plan = plan_text(
+            "phones.csv",
+            "tenant,mac,family,extension,registrar\nacme,001565aabb01,yealink,101,sip\nacme,00156zzz,yealink,102,sip\n",
+        );
+        assert_eq!(plan.errors.len(), 1);
+        let e = &plan.errors[0];
+        assert_eq!((e.location.line, e.location.column), (3, 2));
+        assert!(e.to_string().contains("phones.csv:3:2 (mac)"), "{e}");
+        assert!(e.message.contains("not a MAC"), "{e}");
+    }
+
+    #[test]
+    fn json_bad_value_names_line_and_column() {
+        let plan = plan_text(
+            "data.json",
+            "{\n  \"tenants\": [{\"slug\": \"acme\", \"name\": \"Acme\"}],\n  \"phones\": [\n    {\"tenant\": \"acme\", \"mac\": \"nope\", \"family\": \"snom\"}\n  ]\n}\n",
+        );
+        assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+        let e = &plan.errors[0];
+        assert_eq!(e.location.line, 4);
+        assert!(e.location.column > 20, "{e}");
+        assert!(e.message.contains("not a MAC"), "{e}");
+    }
+
+    #[test]
+    fn json_positions_and_order() {
+        let plan = plan_text(
+            "data.json",
+            "{\"phones\": [\n {\"tenant\": \"acme\", \"mac\": \"0004132a0001\", \"family\": \"snom\", \"lines\": [{\"extension\": \"1\", \"registrar\": \"r\"}]}\n],\n\"tenants\": [\n {\"slug\": \"acme\", \"name\": \"Acme\", \"default_region\": \"gb\"}\n],\n\"directory\": [{\"tenant\": \"acme\", \"name\": \"Bob\", \"numbers\": [{\"number\": \"+1 (555) 010-1234\"}]}]}",
+        );
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert!(matches!(&plan.items[0].0, Mutation::UpsertTenant(t) if t.default_region == "GB"));
+        assert_eq!(plan.items[1].1.line, 2);
+        assert!(
+            matches!(&plan.items[2].0, Mutation::UpsertDirectoryEntry(d) if d.external_id == "name:bob")
+        );
+    }
+
+    #[test]
+    fn duplicates_and_unknown_columns_are_errors() {
+        let plan = plan_text(
+            "t.csv",
+            "slug,name,colour\nacme,Acme,red\nacme,Acme again,blue\n",
+        );
+        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains("unknown column \"colour\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("duplicate tenant") && e.contains("t.csv:3")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn directory_csv_collects_number_columns() {
+        let plan = plan_text(
+            "dir.csv",
+            "tenant,external_id,name,company,work,mobile\nacme,42,Alice,Acme,555.010.1234,\nacme,,Bob,,,\n",
+        );
+        assert_eq!(plan.errors.len(), 1);
+        assert!(plan.errors[0].message.contains("at least one number"));
+        let Mutation::UpsertDirectoryEntry(d) = &plan.items[0].0 else {
+            panic!()
+        };
+        assert_eq!(d.numbers.len(), 1);
+        assert_eq!(&*d.numbers[0].kind, "work");
+    }
+}
