@@ -18,6 +18,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 
+// Cold start allocates tens of millions of small strings; mimalloc loads a
+// million-phone snapshot in about two thirds of glibc's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dialtone",

@@ -105,6 +105,20 @@ fn swap<T: PartialEq>(
     Some((old, new))
 }
 
+type LineIndex = (ShardedMap<Id, Arc<Line>>, ShardedMap<Id, Arc<[Id]>>);
+
+fn build_lines(mut lines: Vec<Line>) -> LineIndex {
+    lines.sort_unstable_by_key(|l| (l.phone_id, l.position, l.id));
+    let mut by_phone: Vec<(Id, Arc<[Id]>)> = Vec::new();
+    for group in lines.chunk_by(|a, b| a.phone_id == b.phone_id) {
+        by_phone.push((group[0].phone_id, group.iter().map(|l| l.id).collect()));
+    }
+    (
+        ShardedMap::from_entries(lines.into_iter().map(|l| (l.id, Arc::new(l)))),
+        ShardedMap::from_entries(by_phone),
+    )
+}
+
 /// Removes `key` from a unique index only if it still points at `id`.
 fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K, id: Id) {
     if map.get(key) == Some(&id) {
@@ -115,62 +129,43 @@ fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K
 impl MirrorState {
     /// Builds every table and index from a full dataset (cold start, reload).
     pub fn build(data: Dataset, cursor: Cursor, meta: Meta, version: u64) -> MirrorState {
-        let mut lines = data.lines;
-        lines.sort_unstable_by_key(|l| (l.phone_id, l.position, l.id));
-        let mut lines_by_phone: Vec<(Id, Arc<[Id]>)> = Vec::new();
-        let mut start = 0;
-        while start < lines.len() {
-            let phone = lines[start].phone_id;
-            let end = start
-                + lines[start..]
-                    .iter()
-                    .take_while(|l| l.phone_id == phone)
-                    .count();
-            lines_by_phone.push((phone, lines[start..end].iter().map(|l| l.id).collect()));
-            start = end;
-        }
+        let Dataset {
+            tenants,
+            phones,
+            lines,
+            templates,
+            directory_entries,
+            directory_sources,
+            api_tokens,
+        } = data;
+        // Phones and lines are nearly all of a large mirror: index them on
+        // two threads, since cold start is what this is for.
+        let ((phones, phone_by_mac), (lines, lines_by_phone)) = std::thread::scope(|scope| {
+            let phone_part = scope.spawn(move || {
+                let by_mac = ShardedMap::from_entries(phones.iter().map(|p| (p.mac, p.id)));
+                (ShardedMap::from_entries(phones.into_iter().map(|p| (p.id, Arc::new(p)))), by_mac)
+            });
+            let line_part = build_lines(lines);
+            (phone_part.join().expect("phone index build panicked"), line_part)
+        });
         MirrorState {
             version,
             cursor,
             meta,
-            tenant_by_slug: ShardedMap::from_entries(
-                data.tenants.iter().map(|t| (t.slug.clone(), t.id)),
-            ),
-            tenants: ShardedMap::from_entries(
-                data.tenants.into_iter().map(|t| (t.id, Arc::new(t))),
-            ),
-            phone_by_mac: ShardedMap::from_entries(data.phones.iter().map(|p| (p.mac, p.id))),
-            phones: ShardedMap::from_entries(data.phones.into_iter().map(|p| (p.id, Arc::new(p)))),
-            lines_by_phone: ShardedMap::from_entries(lines_by_phone),
-            lines: ShardedMap::from_entries(lines.into_iter().map(|l| (l.id, Arc::new(l)))),
-            template_by_key: ShardedMap::from_entries(
-                data.templates.iter().map(|t| (t.key(), t.id)),
-            ),
-            templates: ShardedMap::from_entries(
-                data.templates.into_iter().map(|t| (t.id, Arc::new(t))),
-            ),
-            directory_by_tenant: group_build(
-                data.directory_entries.iter().map(|d| (d.tenant_id, d.id)),
-            ),
-            directory: ShardedMap::from_entries(
-                data.directory_entries
-                    .into_iter()
-                    .map(|d| (d.id, Arc::new(d))),
-            ),
-            sources_by_tenant: group_build(
-                data.directory_sources.iter().map(|s| (s.tenant_id, s.id)),
-            ),
-            sources: ShardedMap::from_entries(
-                data.directory_sources
-                    .into_iter()
-                    .map(|s| (s.id, Arc::new(s))),
-            ),
-            token_by_hash: ShardedMap::from_entries(
-                data.api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
-            ),
-            tokens: ShardedMap::from_entries(
-                data.api_tokens.into_iter().map(|t| (t.id, Arc::new(t))),
-            ),
+            tenant_by_slug: ShardedMap::from_entries(tenants.iter().map(|t| (t.slug.clone(), t.id))),
+            tenants: ShardedMap::from_entries(tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
+            phones,
+            phone_by_mac,
+            lines,
+            lines_by_phone,
+            template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),
+            templates: ShardedMap::from_entries(templates.into_iter().map(|t| (t.id, Arc::new(t)))),
+            directory_by_tenant: group_build(directory_entries.iter().map(|d| (d.tenant_id, d.id))),
+            directory: ShardedMap::from_entries(directory_entries.into_iter().map(|d| (d.id, Arc::new(d)))),
+            sources_by_tenant: group_build(directory_sources.iter().map(|s| (s.tenant_id, s.id))),
+            sources: ShardedMap::from_entries(directory_sources.into_iter().map(|s| (s.id, Arc::new(s)))),
+            token_by_hash: ShardedMap::from_entries(api_tokens.iter().map(|t| (t.token_hash.clone(), t.id))),
+            tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
         }
     }
 

@@ -25,16 +25,27 @@ macro_rules! shared_sql {
             }};
         }
 
-        pub(super) async fn load_dataset(conn: &mut $conn) -> Result<Dataset, SyncError> {
+        /// Every mirrored table; lines only when `with_lines` (a caller may
+        /// read them on a second connection in parallel).
+        pub(super) async fn load_dataset(conn: &mut $conn, with_lines: bool) -> Result<Dataset, SyncError> {
             let mut data = Dataset::default();
             load_table!(conn, RawTenant, "tenants", data.tenants);
             load_table!(conn, RawPhone, "phones", data.phones);
-            load_table!(conn, RawLine, "lines", data.lines);
+            if with_lines {
+                data.lines = load_lines(conn).await?;
+            }
             load_table!(conn, RawTemplate, "templates", data.templates);
             load_table!(conn, RawDirectoryEntry, "directory_entries", data.directory_entries);
             load_table!(conn, RawDirectorySource, "directory_sources", data.directory_sources);
             load_table!(conn, RawApiToken, "api_tokens", data.api_tokens);
             Ok(data)
+        }
+
+        #[allow(dead_code)]
+        pub(super) async fn load_lines(conn: &mut $conn) -> Result<Vec<Line>, SyncError> {
+            let mut lines = Vec::new();
+            load_table!(conn, RawLine, "lines", lines);
+            Ok(lines)
         }
 
         macro_rules! reload_table {

@@ -118,8 +118,27 @@ impl Store for PgStore {
         let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
             .fetch_one(&mut *tx)
             .await?;
+        // Lines are read on a second connection that shares this exact
+        // snapshot, in parallel with everything else: cold start is bound by
+        // reading rows, and this shortens the longest chain.
+        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *tx)
+            .await?;
+        let pool = self.pool.clone();
+        let lines = tokio::spawn(async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+            let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+            sqlx::query(&set).execute(&mut *tx).await?;
+            let lines = sql::load_lines(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, SyncError>(lines)
+        });
         let meta = sql::read_meta(&mut tx).await?;
-        let data = sql::load_dataset(&mut tx).await?;
+        let mut data = sql::load_dataset(&mut tx, false).await?;
+        data.lines = lines
+            .await
+            .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
         tx.commit().await?;
         Ok((data, Cursor { txid: xmin, seq: 0 }, meta))
     }

@@ -40,7 +40,56 @@ impl RawTenant {
     }
 }
 
-#[derive(FromRow)]
+/// Decodes by column position, in `COLUMNS` order: on a million-row cold
+/// start the derive's per-field lookup by name costs more than the decode.
+macro_rules! positional_from_row {
+    ($raw:ident { $($field:ident: $ty:ty),+ $(,)? }) => {
+        positional_from_row!(@impl sqlx::postgres::PgRow, $raw { $($field: $ty),+ });
+        positional_from_row!(@impl sqlx::sqlite::SqliteRow, $raw { $($field: $ty),+ });
+    };
+    (@impl $row:ty, $raw:ident { $($field:ident: $ty:ty),+ }) => {
+        impl<'r> FromRow<'r, $row> for $raw {
+            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
+                use sqlx::Row;
+                let mut index = 0usize;
+                $(
+                    let $field: $ty = row.try_get(index)?;
+                    index += 1;
+                )+
+                let _ = index;
+                Ok($raw { $($field),+ })
+            }
+        }
+    };
+}
+
+positional_from_row!(RawPhone {
+    id: i64,
+    tenant_id: i64,
+    mac: String,
+    family: String,
+    model: Option<String>,
+    label: Option<String>,
+    variables: String,
+    http_user: Option<String>,
+    http_password: Option<String>,
+    updated_at: i64,
+});
+
+positional_from_row!(RawLine {
+    id: i64,
+    phone_id: i64,
+    position: i32,
+    extension: String,
+    display_name: String,
+    auth_user: String,
+    password: Option<String>,
+    registrar: String,
+    proxy: Option<String>,
+    settings: String,
+    updated_at: i64,
+});
+
 pub struct RawPhone {
     id: i64,
     tenant_id: i64,
@@ -74,7 +123,6 @@ impl RawPhone {
     }
 }
 
-#[derive(FromRow)]
 pub struct RawLine {
     id: i64,
     phone_id: i64,

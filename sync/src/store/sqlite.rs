@@ -138,7 +138,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let meta = sql::read_meta(&mut tx).await?;
-        let data = sql::load_dataset(&mut tx).await?;
+        let data = sql::load_dataset(&mut tx, true).await?;
         tx.commit().await?;
         Ok((data, Cursor { txid: 0, seq }, meta))
     }
