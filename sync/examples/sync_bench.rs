@@ -26,9 +26,11 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
         })
         .unwrap_or(0)
         * 1024
@@ -53,12 +55,18 @@ const MAC_BASE: i64 = 0x0015_6500_0000;
 
 async fn seed(url: &str, phones: i64) {
     let started = Instant::now();
-    let password = key().seal(Purpose::LinePassword, "a-realistic-sip-password").0.to_string();
+    let password = key()
+        .seal(Purpose::LinePassword, "a-realistic-sip-password")
+        .0
+        .to_string();
     let s = store(url).await;
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         // Bench data only: skip the change-log triggers while bulk loading.
-        sqlx::query("SET session_replication_role = replica").execute(&mut c).await.unwrap();
+        sqlx::query("SET session_replication_role = replica")
+            .execute(&mut c)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO tenants (slug, name, default_region, settings, updated_at) VALUES ('bench', 'Bench', 'US', '{}', 0)").execute(&mut c).await.unwrap();
         sqlx::query(
             "INSERT INTO phones (tenant_id, mac, family, model, variables, updated_at) \
@@ -81,7 +89,10 @@ async fn seed(url: &str, phones: i64) {
         sqlx::query("VACUUM ANALYZE").execute(&mut c).await.unwrap();
     } else {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut c)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO tenants (slug, name, default_region, settings, updated_at) VALUES ('bench', 'Bench', 'US', '{}', 0)").execute(&mut c).await.unwrap();
         sqlx::query(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $2) \
@@ -104,7 +115,10 @@ async fn seed(url: &str, phones: i64) {
         sqlx::query("COMMIT").execute(&mut c).await.unwrap();
         s.prune_change_log(Duration::ZERO, 0).await.unwrap();
     }
-    println!("{}", json!({"step": "seed", "url_kind": kind(url), "phones": phones, "seconds": started.elapsed().as_secs_f64()}));
+    println!(
+        "{}",
+        json!({"step": "seed", "url_kind": kind(url), "phones": phones, "seconds": started.elapsed().as_secs_f64()})
+    );
 }
 
 fn kind(url: &str) -> &'static str {
@@ -144,7 +158,10 @@ async fn raw_scan(url: &str) {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
         scan!(c);
     }
-    println!("{}", json!({"step": "raw-scan", "url_kind": kind(url), "rows": rows, "seconds": started.elapsed().as_secs_f64()}));
+    println!(
+        "{}",
+        json!({"step": "raw-scan", "url_kind": kind(url), "rows": rows, "seconds": started.elapsed().as_secs_f64()})
+    );
 }
 
 fn report(step: &str, source: &str, mirror: &Mirror, seconds: f64, rss_before: u64) {
@@ -173,20 +190,36 @@ async fn load(url: &str, snapshot_out: Option<&str>) {
     report("load", kind(url), &mirror, seconds, before);
     if let Some(path) = snapshot_out {
         let started = Instant::now();
-        snapshot::write(&mirror, std::path::Path::new(path), &snapshot::source_id(url)).unwrap();
+        snapshot::write(
+            &mirror,
+            std::path::Path::new(path),
+            &snapshot::source_id(url),
+        )
+        .unwrap();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        println!("{}", json!({"step": "snapshot-write", "seconds": started.elapsed().as_secs_f64(), "bytes": size}));
+        println!(
+            "{}",
+            json!({"step": "snapshot-write", "seconds": started.elapsed().as_secs_f64(), "bytes": size})
+        );
     }
 }
 
 fn load_snapshot(path: &str) {
     let before = rss_bytes();
     let started = Instant::now();
-    let (header, data) = snapshot::read(std::path::Path::new(path)).unwrap().expect("snapshot exists");
+    let (header, data) = snapshot::read(std::path::Path::new(path))
+        .unwrap()
+        .expect("snapshot exists");
     eprintln!("read {:.3}s", started.elapsed().as_secs_f64());
     let mirror = Mirror::new();
     mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-    report("load", "snapshot", &mirror, started.elapsed().as_secs_f64(), before);
+    report(
+        "load",
+        "snapshot",
+        &mirror,
+        started.elapsed().as_secs_f64(),
+        before,
+    );
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -212,7 +245,10 @@ async fn latency(url: &str, writes: usize) {
     let mut baseline = Vec::new();
     for _ in 0..writes {
         let t0 = Instant::now();
-        sqlx::query("SELECT pg_notify('bench_baseline', '')").execute(&mut notifier).await.unwrap();
+        sqlx::query("SELECT pg_notify('bench_baseline', '')")
+            .execute(&mut notifier)
+            .await
+            .unwrap();
         listener.recv().await.unwrap();
         baseline.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
@@ -222,7 +258,12 @@ async fn latency(url: &str, writes: usize) {
     let mirror = Arc::new(Mirror::new());
     watcher::full_load(&mirror, &*node_store).await.unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(watcher::run(mirror.clone(), node_store, watcher::WatchOptions::default(), cancel.clone()));
+    let task = tokio::spawn(watcher::run(
+        mirror.clone(),
+        node_store,
+        watcher::WatchOptions::default(),
+        cancel.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The writer: another store, like another node or the admin API.
@@ -230,7 +271,9 @@ async fn latency(url: &str, writes: usize) {
     let mut events = mirror.subscribe();
     let (mut from_start, mut from_commit) = (Vec::new(), Vec::new());
     for i in 0..writes {
-        let mac: Mac = format!("{:012x}", MAC_BASE + 1 + (i as i64 % 1000)).parse().unwrap();
+        let mac: Mac = format!("{:012x}", MAC_BASE + 1 + (i as i64 % 1000))
+            .parse()
+            .unwrap();
         let label = format!("bench-{i}");
         let phone = PhoneInput {
             tenant: "bench".into(),
@@ -259,11 +302,19 @@ async fn latency(url: &str, writes: usize) {
             detail: json!({}),
         };
         let t0 = Instant::now();
-        writer.apply(&[Mutation::UpsertPhone(phone)], &audit).await.unwrap();
+        writer
+            .apply(&[Mutation::UpsertPhone(phone)], &audit)
+            .await
+            .unwrap();
         let committed = t0.elapsed();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if mirror.load().phone_by_mac(&mac).and_then(|p| p.label.as_deref().map(|l| l == label)) == Some(true) {
+            if mirror
+                .load()
+                .phone_by_mac(&mac)
+                .and_then(|p| p.label.as_deref().map(|l| l == label))
+                == Some(true)
+            {
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -292,11 +343,19 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
     match (arg(0), arg(1)) {
-        (Some("seed"), Some(url)) => seed(url, arg(2).and_then(|n| n.parse().ok()).unwrap_or(1_000_000)).await,
+        (Some("seed"), Some(url)) => {
+            seed(
+                url,
+                arg(2).and_then(|n| n.parse().ok()).unwrap_or(1_000_000),
+            )
+            .await
+        }
         (Some("raw-scan"), Some(url)) => raw_scan(url).await,
         (Some("load"), Some(url)) => load(url, arg(2)).await,
         (Some("load-snapshot"), Some(path)) => load_snapshot(path),
-        (Some("latency"), Some(url)) => latency(url, arg(2).and_then(|n| n.parse().ok()).unwrap_or(1000)).await,
+        (Some("latency"), Some(url)) => {
+            latency(url, arg(2).and_then(|n| n.parse().ok()).unwrap_or(1000)).await
+        }
         _ => {
             eprintln!("usage: see the comment at the top of sync/examples/sync_bench.rs");
             std::process::exit(2);

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod history;
 pub mod import;
+mod intern;
 pub mod mirror;
 pub mod model;
 mod shard;

@@ -143,16 +143,24 @@ impl MirrorState {
         let ((phones, phone_by_mac), (lines, lines_by_phone)) = std::thread::scope(|scope| {
             let phone_part = scope.spawn(move || {
                 let by_mac = ShardedMap::from_entries(phones.iter().map(|p| (p.mac, p.id)));
-                (ShardedMap::from_entries(phones.into_iter().map(|p| (p.id, Arc::new(p)))), by_mac)
+                (
+                    ShardedMap::from_entries(phones.into_iter().map(|p| (p.id, Arc::new(p)))),
+                    by_mac,
+                )
             });
             let line_part = build_lines(lines);
-            (phone_part.join().expect("phone index build panicked"), line_part)
+            (
+                phone_part.join().expect("phone index build panicked"),
+                line_part,
+            )
         });
         MirrorState {
             version,
             cursor,
             meta,
-            tenant_by_slug: ShardedMap::from_entries(tenants.iter().map(|t| (t.slug.clone(), t.id))),
+            tenant_by_slug: ShardedMap::from_entries(
+                tenants.iter().map(|t| (t.slug.clone(), t.id)),
+            ),
             tenants: ShardedMap::from_entries(tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
             phones,
             phone_by_mac,
@@ -161,10 +169,16 @@ impl MirrorState {
             template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),
             templates: ShardedMap::from_entries(templates.into_iter().map(|t| (t.id, Arc::new(t)))),
             directory_by_tenant: group_build(directory_entries.iter().map(|d| (d.tenant_id, d.id))),
-            directory: ShardedMap::from_entries(directory_entries.into_iter().map(|d| (d.id, Arc::new(d)))),
+            directory: ShardedMap::from_entries(
+                directory_entries.into_iter().map(|d| (d.id, Arc::new(d))),
+            ),
             sources_by_tenant: group_build(directory_sources.iter().map(|s| (s.tenant_id, s.id))),
-            sources: ShardedMap::from_entries(directory_sources.into_iter().map(|s| (s.id, Arc::new(s)))),
-            token_by_hash: ShardedMap::from_entries(api_tokens.iter().map(|t| (t.token_hash.clone(), t.id))),
+            sources: ShardedMap::from_entries(
+                directory_sources.into_iter().map(|s| (s.id, Arc::new(s))),
+            ),
+            token_by_hash: ShardedMap::from_entries(
+                api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
+            ),
             tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
         }
     }

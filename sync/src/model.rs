@@ -1,9 +1,12 @@
 //! Schema types shared by every crate. These are the rows of the mirrored
 //! tables as the mirror holds them: compact (`Box<str>`), cheap to clone behind
-//! an `Arc`, and serializable into the snapshot file.
+//! an `Arc`, and serializable into the snapshot file. Fields that repeat
+//! across many rows (model, registrar, empty settings) are `Arc<str>`, shared
+//! through [`crate::intern`] at load time.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -221,10 +224,12 @@ pub struct Phone {
     pub tenant_id: Id,
     pub mac: Mac,
     pub family: Family,
-    pub model: Option<Box<str>>,
+    #[serde(deserialize_with = "crate::intern::de_opt")]
+    pub model: Option<Arc<str>>,
     pub label: Option<Box<str>>,
     /// JSON object text: per-phone template variables.
-    pub variables: Box<str>,
+    #[serde(deserialize_with = "crate::intern::de")]
+    pub variables: Arc<str>,
     pub http_user: Option<Box<str>>,
     pub http_password: Option<Sealed>,
     pub updated_at: Millis,
@@ -240,10 +245,13 @@ pub struct Line {
     pub display_name: Box<str>,
     pub auth_user: Box<str>,
     pub password: Option<Sealed>,
-    pub registrar: Box<str>,
-    pub proxy: Option<Box<str>>,
+    #[serde(deserialize_with = "crate::intern::de")]
+    pub registrar: Arc<str>,
+    #[serde(deserialize_with = "crate::intern::de_opt")]
+    pub proxy: Option<Arc<str>>,
     /// JSON object text.
-    pub settings: Box<str>,
+    #[serde(deserialize_with = "crate::intern::de")]
+    pub settings: Arc<str>,
     pub updated_at: Millis,
 }
 

@@ -127,7 +127,8 @@ pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError>
             "not a dialtone snapshot (or from an incompatible version)",
         )
     })?;
-    let decoded: In = postcard::from_bytes(body).map_err(|e| err(path, format!("corrupt: {e}")))?;
+    let decoded: In = crate::intern::with_interner(|| postcard::from_bytes(body))
+        .map_err(|e| err(path, format!("corrupt or from another version: {e}")))?;
     Ok(Some((decoded.header, decoded.tables)))
 }
 

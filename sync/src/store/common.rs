@@ -19,8 +19,9 @@ macro_rules! shared_sql {
             ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
                 let sql = format!("SELECT {} FROM {}", <$raw>::COLUMNS, $table);
                 let mut stream = sqlx::query_as::<_, $raw>(&sql).fetch(&mut *$c);
+                let mut interner = crate::intern::Interner::default();
                 while let Some(raw) = stream.try_next().await? {
-                    $out.push(raw.into_model()?);
+                    $out.push(raw.into_model(&mut interner)?);
                 }
             }};
         }
@@ -52,8 +53,9 @@ macro_rules! shared_sql {
             ($c:expr, $raw:ty, $table:literal, $ids:expr, $variant:ident) => {{
                 let sql = format!("SELECT {} FROM {} WHERE {}", <$raw>::COLUMNS, $table, $ids_filter);
                 let raws = sqlx::query_as::<_, $raw>(&sql).bind($ids).fetch_all(&mut *$c).await?;
+                let mut interner = crate::intern::Interner::default();
                 raws.into_iter()
-                    .map(|r| r.into_model().map(Row::$variant))
+                    .map(|r| r.into_model(&mut interner).map(Row::$variant))
                     .collect::<Result<Vec<Row>, SyncError>>()?
             }};
         }
@@ -132,6 +134,23 @@ macro_rules! shared_sql {
                 Ok(v) => Ok(v),
                 Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Ok(None),
                 Err(e) => Err(e.into()),
+            }
+        }
+
+        pub(super) async fn refuse_newer(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
+            match applied_migration(conn).await? {
+                Some(found) if found > known => Err(SyncError::SchemaTooNew { found, known }),
+                _ => Ok(()),
+            }
+        }
+
+        pub(super) async fn check_schema(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
+            refuse_newer(conn, known).await?;
+            match applied_migration(conn).await? {
+                Some(v) if v == known => Ok(()),
+                _ => Err(SyncError::Invalid(
+                    "the database is not migrated to this version; run `dialtone migrate`".into(),
+                )),
             }
         }
 

@@ -5,6 +5,7 @@ use sqlx::FromRow;
 
 use crate::crypto::Sealed;
 use crate::error::SyncError;
+use crate::intern::Interner;
 use crate::model::*;
 
 fn bad(table: &str, id: Id, what: impl std::fmt::Display) -> SyncError {
@@ -28,7 +29,7 @@ pub struct RawTenant {
 impl RawTenant {
     pub const COLUMNS: &'static str = "id, slug, name, default_region, settings, updated_at";
 
-    pub fn into_model(self) -> Result<Tenant, SyncError> {
+    pub fn into_model(self, _: &mut Interner) -> Result<Tenant, SyncError> {
         Ok(Tenant {
             id: self.id,
             slug: self.slug.into(),
@@ -107,15 +108,15 @@ impl RawPhone {
     pub const COLUMNS: &'static str =
         "id, tenant_id, mac, family, model, label, variables, http_user, http_password, updated_at";
 
-    pub fn into_model(self) -> Result<Phone, SyncError> {
+    pub fn into_model(self, interner: &mut Interner) -> Result<Phone, SyncError> {
         Ok(Phone {
             id: self.id,
             tenant_id: self.tenant_id,
             mac: self.mac.parse().map_err(|e| bad("phones", self.id, e))?,
             family: self.family.parse().map_err(|e| bad("phones", self.id, e))?,
-            model: boxed(self.model),
+            model: interner.intern_opt(self.model),
             label: boxed(self.label),
-            variables: self.variables.into(),
+            variables: interner.intern(&self.variables),
             http_user: boxed(self.http_user),
             http_password: self.http_password.map(|s| Sealed(s.into())),
             updated_at: self.updated_at,
@@ -142,7 +143,7 @@ impl RawLine {
         "id, phone_id, position, extension, display_name, auth_user, \
                                        password, registrar, proxy, settings, updated_at";
 
-    pub fn into_model(self) -> Result<Line, SyncError> {
+    pub fn into_model(self, interner: &mut Interner) -> Result<Line, SyncError> {
         Ok(Line {
             id: self.id,
             phone_id: self.phone_id,
@@ -151,9 +152,9 @@ impl RawLine {
             display_name: self.display_name.into(),
             auth_user: self.auth_user.into(),
             password: self.password.map(|s| Sealed(s.into())),
-            registrar: self.registrar.into(),
-            proxy: boxed(self.proxy),
-            settings: self.settings.into(),
+            registrar: interner.intern(&self.registrar),
+            proxy: interner.intern_opt(self.proxy),
+            settings: interner.intern(&self.settings),
             updated_at: self.updated_at,
         })
     }
@@ -176,7 +177,7 @@ impl RawTemplate {
     pub const COLUMNS: &'static str =
         "id, scope, family, scope_key, file_pattern, body, version, updated_by, updated_at";
 
-    pub fn into_model(self) -> Result<Template, SyncError> {
+    pub fn into_model(self, _: &mut Interner) -> Result<Template, SyncError> {
         Ok(Template {
             id: self.id,
             scope: self
@@ -234,7 +235,7 @@ impl RawDirectoryEntry {
     pub const COLUMNS: &'static str =
         "id, tenant_id, external_id, name, company, numbers, updated_at";
 
-    pub fn into_model(self) -> Result<DirectoryEntry, SyncError> {
+    pub fn into_model(self, _: &mut Interner) -> Result<DirectoryEntry, SyncError> {
         let numbers: Vec<NumberJson> = serde_json::from_str(&self.numbers)
             .map_err(|e| bad("directory_entries", self.id, e))?;
         Ok(DirectoryEntry {
@@ -273,7 +274,7 @@ impl RawDirectorySource {
     pub const COLUMNS: &'static str =
         "id, tenant_id, name, kind, priority, enabled, settings, secret, timeout_ms, updated_at";
 
-    pub fn into_model(self) -> Result<DirectorySource, SyncError> {
+    pub fn into_model(self, _: &mut Interner) -> Result<DirectorySource, SyncError> {
         Ok(DirectorySource {
             id: self.id,
             tenant_id: self.tenant_id,
@@ -309,7 +310,7 @@ impl RawApiToken {
     pub const COLUMNS: &'static str =
         "id, name, token_hash, scope, tenant_id, created_at, expires_at, revoked, updated_at";
 
-    pub fn into_model(self) -> Result<ApiToken, SyncError> {
+    pub fn into_model(self, _: &mut Interner) -> Result<ApiToken, SyncError> {
         Ok(ApiToken {
             id: self.id,
             name: self.name.into(),

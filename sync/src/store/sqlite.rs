@@ -113,7 +113,7 @@ impl Store for SqliteStore {
 
     async fn migrate(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
-        refuse_newer(&mut conn).await?;
+        sql::refuse_newer(&mut conn, latest_known()).await?;
         drop(conn);
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -121,13 +121,7 @@ impl Store for SqliteStore {
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
-        refuse_newer(&mut conn).await?;
-        match sql::applied_migration(&mut conn).await? {
-            Some(v) if v == latest_known() => Ok(()),
-            _ => Err(SyncError::Invalid(
-                "the database is not migrated to this version; run `dialtone migrate`".into(),
-            )),
-        }
+        sql::check_schema(&mut conn, latest_known()).await
     }
 
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
@@ -266,16 +260,6 @@ impl Store for SqliteStore {
 
 fn latest_known() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
-async fn refuse_newer(conn: &mut SqliteConnection) -> Result<(), SyncError> {
-    if let Some(found) = sql::applied_migration(conn).await? {
-        let known = latest_known();
-        if found > known {
-            return Err(SyncError::SchemaTooNew { found, known });
-        }
-    }
-    Ok(())
 }
 
 async fn data_version(conn: &mut SqliteConnection) -> Result<i64, SyncError> {
