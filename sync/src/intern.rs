@@ -29,10 +29,6 @@ impl Interner {
         }
         shared
     }
-
-    pub fn intern_opt(&mut self, value: Option<String>) -> Option<Arc<str>> {
-        value.map(|v| self.intern(&v))
-    }
 }
 
 thread_local! {

@@ -31,7 +31,7 @@ macro_rules! shared_sql {
         pub(super) async fn load_dataset(conn: &mut $conn, with_lines: bool) -> Result<Dataset, SyncError> {
             let mut data = Dataset::default();
             load_table!(conn, RawTenant, "tenants", data.tenants);
-            load_table!(conn, RawPhone, "phones", data.phones);
+            data.phones = load_decoded(conn, "phones", PHONE_COLUMNS, |r, i| r.phone(i)).await?;
             if with_lines {
                 data.lines = load_lines(conn).await?;
             }
@@ -42,11 +42,25 @@ macro_rules! shared_sql {
             Ok(data)
         }
 
-        #[allow(dead_code)]
+        async fn load_decoded<T>(
+            conn: &mut $conn,
+            table: &str,
+            columns: &str,
+            decode: impl Fn(&<<$conn as sqlx::Connection>::Database as sqlx::Database>::Row, &mut crate::intern::Interner) -> Result<T, SyncError>,
+        ) -> Result<Vec<T>, SyncError> {
+            let sql = format!("SELECT {columns} FROM {table}");
+            let mut stream = sqlx::query(&sql).fetch(&mut *conn);
+            let mut interner = crate::intern::Interner::default();
+            let mut out = Vec::new();
+            while let Some(row) = stream.try_next().await? {
+                out.push(decode(&row, &mut interner)?);
+            }
+            Ok(out)
+        }
+
+        #[allow(dead_code)] // SQLite reads lines with everything else
         pub(super) async fn load_lines(conn: &mut $conn) -> Result<Vec<Line>, SyncError> {
-            let mut lines = Vec::new();
-            load_table!(conn, RawLine, "lines", lines);
-            Ok(lines)
+            load_decoded(conn, "lines", LINE_COLUMNS, |r, i| r.line(i)).await
         }
 
         macro_rules! reload_table {
@@ -60,13 +74,24 @@ macro_rules! shared_sql {
             }};
         }
 
+        macro_rules! reload_decoded {
+            ($c:expr, $table:literal, $columns:expr, $ids:expr, $method:ident, $variant:ident) => {{
+                let sql = format!("SELECT {} FROM {} WHERE {}", $columns, $table, $ids_filter);
+                let rows = sqlx::query(&sql).bind($ids).fetch_all(&mut *$c).await?;
+                let mut interner = crate::intern::Interner::default();
+                rows.iter()
+                    .map(|r| DecodeRow::$method(r, &mut interner).map(Row::$variant))
+                    .collect::<Result<Vec<Row>, SyncError>>()?
+            }};
+        }
+
         /// Current rows of `entity` among `ids`; an id with no row was deleted.
         pub(super) async fn reload(conn: &mut $conn, entity: Entity, ids: &[Id]) -> Result<Vec<Row>, SyncError> {
             let ids = serde_json::to_string(ids).expect("ids serialize");
             Ok(match entity {
                 Entity::Tenant => reload_table!(conn, RawTenant, "tenants", ids, Tenant),
-                Entity::Phone => reload_table!(conn, RawPhone, "phones", ids, Phone),
-                Entity::Line => reload_table!(conn, RawLine, "lines", ids, Line),
+                Entity::Phone => reload_decoded!(conn, "phones", PHONE_COLUMNS, ids, phone, Phone),
+                Entity::Line => reload_decoded!(conn, "lines", LINE_COLUMNS, ids, line, Line),
                 Entity::Template => reload_table!(conn, RawTemplate, "templates", ids, Template),
                 Entity::DirectoryEntry => {
                     reload_table!(conn, RawDirectoryEntry, "directory_entries", ids, DirectoryEntry)

@@ -41,124 +41,76 @@ impl RawTenant {
     }
 }
 
-/// Decodes by column position, in `COLUMNS` order: on a million-row cold
-/// start the derive's per-field lookup by name costs more than the decode.
-macro_rules! positional_from_row {
-    ($raw:ident { $($field:ident: $ty:ty),+ $(,)? }) => {
-        positional_from_row!(@impl sqlx::postgres::PgRow, $raw { $($field: $ty),+ });
-        positional_from_row!(@impl sqlx::sqlite::SqliteRow, $raw { $($field: $ty),+ });
-    };
-    (@impl $row:ty, $raw:ident { $($field:ident: $ty:ty),+ }) => {
-        impl<'r> FromRow<'r, $row> for $raw {
-            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
+/// Phones and lines are nearly all of a cold load, so they skip the
+/// intermediate raw struct: columns are read by position (the derive looks
+/// each one up by name), and the shared ones are borrowed from the row
+/// straight into the interner, without a temporary String.
+pub trait DecodeRow {
+    fn phone(&self, interner: &mut Interner) -> Result<Phone, SyncError>;
+    fn line(&self, interner: &mut Interner) -> Result<Line, SyncError>;
+}
+
+macro_rules! decode_row {
+    ($row:ty) => {
+        impl DecodeRow for $row {
+            fn phone(&self, interner: &mut Interner) -> Result<Phone, SyncError> {
                 use sqlx::Row;
-                let mut index = 0usize;
-                $(
-                    let $field: $ty = row.try_get(index)?;
-                    index += 1;
-                )+
-                let _ = index;
-                Ok($raw { $($field),+ })
+                let id: i64 = self.try_get(0)?;
+                let mac: &str = self.try_get(2)?;
+                let family: &str = self.try_get(3)?;
+                let model: Option<&str> = self.try_get(4)?;
+                let label: Option<String> = self.try_get(5)?;
+                let variables: &str = self.try_get(6)?;
+                let http_user: Option<String> = self.try_get(7)?;
+                let http_password: Option<String> = self.try_get(8)?;
+                Ok(Phone {
+                    id,
+                    tenant_id: self.try_get(1)?,
+                    mac: mac.parse().map_err(|e| bad("phones", id, e))?,
+                    family: family.parse().map_err(|e| bad("phones", id, e))?,
+                    model: model.map(|m| interner.intern(m)),
+                    label: boxed(label),
+                    variables: interner.intern(variables),
+                    http_user: boxed(http_user),
+                    http_password: http_password.map(|s| Sealed(s.into())),
+                    updated_at: self.try_get(9)?,
+                })
+            }
+
+            fn line(&self, interner: &mut Interner) -> Result<Line, SyncError> {
+                use sqlx::Row;
+                let extension: String = self.try_get(3)?;
+                let display_name: String = self.try_get(4)?;
+                let auth_user: String = self.try_get(5)?;
+                let password: Option<String> = self.try_get(6)?;
+                let registrar: &str = self.try_get(7)?;
+                let proxy: Option<&str> = self.try_get(8)?;
+                let settings: &str = self.try_get(9)?;
+                Ok(Line {
+                    id: self.try_get(0)?,
+                    phone_id: self.try_get(1)?,
+                    position: self.try_get(2)?,
+                    extension: extension.into(),
+                    display_name: display_name.into(),
+                    auth_user: auth_user.into(),
+                    password: password.map(|s| Sealed(s.into())),
+                    registrar: interner.intern(registrar),
+                    proxy: proxy.map(|p| interner.intern(p)),
+                    settings: interner.intern(settings),
+                    updated_at: self.try_get(10)?,
+                })
             }
         }
     };
 }
 
-positional_from_row!(RawPhone {
-    id: i64,
-    tenant_id: i64,
-    mac: String,
-    family: String,
-    model: Option<String>,
-    label: Option<String>,
-    variables: String,
-    http_user: Option<String>,
-    http_password: Option<String>,
-    updated_at: i64,
-});
+decode_row!(sqlx::postgres::PgRow);
+decode_row!(sqlx::sqlite::SqliteRow);
 
-positional_from_row!(RawLine {
-    id: i64,
-    phone_id: i64,
-    position: i32,
-    extension: String,
-    display_name: String,
-    auth_user: String,
-    password: Option<String>,
-    registrar: String,
-    proxy: Option<String>,
-    settings: String,
-    updated_at: i64,
-});
-
-pub struct RawPhone {
-    id: i64,
-    tenant_id: i64,
-    mac: String,
-    family: String,
-    model: Option<String>,
-    label: Option<String>,
-    variables: String,
-    http_user: Option<String>,
-    http_password: Option<String>,
-    updated_at: i64,
-}
-
-impl RawPhone {
-    pub const COLUMNS: &'static str =
-        "id, tenant_id, mac, family, model, label, variables, http_user, http_password, updated_at";
-
-    pub fn into_model(self, interner: &mut Interner) -> Result<Phone, SyncError> {
-        Ok(Phone {
-            id: self.id,
-            tenant_id: self.tenant_id,
-            mac: self.mac.parse().map_err(|e| bad("phones", self.id, e))?,
-            family: self.family.parse().map_err(|e| bad("phones", self.id, e))?,
-            model: interner.intern_opt(self.model),
-            label: boxed(self.label),
-            variables: interner.intern(&self.variables),
-            http_user: boxed(self.http_user),
-            http_password: self.http_password.map(|s| Sealed(s.into())),
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-pub struct RawLine {
-    id: i64,
-    phone_id: i64,
-    position: i32,
-    extension: String,
-    display_name: String,
-    auth_user: String,
-    password: Option<String>,
-    registrar: String,
-    proxy: Option<String>,
-    settings: String,
-    updated_at: i64,
-}
-
-impl RawLine {
-    pub const COLUMNS: &'static str =
-        "id, phone_id, position, extension, display_name, auth_user, \
-                                       password, registrar, proxy, settings, updated_at";
-
-    pub fn into_model(self, interner: &mut Interner) -> Result<Line, SyncError> {
-        Ok(Line {
-            id: self.id,
-            phone_id: self.phone_id,
-            position: self.position,
-            extension: self.extension.into(),
-            display_name: self.display_name.into(),
-            auth_user: self.auth_user.into(),
-            password: self.password.map(|s| Sealed(s.into())),
-            registrar: interner.intern(&self.registrar),
-            proxy: interner.intern_opt(self.proxy),
-            settings: interner.intern(&self.settings),
-            updated_at: self.updated_at,
-        })
-    }
-}
+pub const PHONE_COLUMNS: &str =
+    "id, tenant_id, mac, family, model, label, variables, http_user, http_password, updated_at";
+pub const LINE_COLUMNS: &str = "id, phone_id, position, extension, display_name, auth_user, \
+                                password, registrar, proxy, settings, updated_at";
 
 #[derive(FromRow)]
 pub struct RawTemplate {
