@@ -55,6 +55,9 @@ enum Command {
     CheckConfig,
     /// Seed the demo tenant (phones of every vendor, lines, directory entries).
     Demo,
+    /// Make every node reload its mirror in full (after restoring the
+    /// database from a backup, say).
+    ReloadAll,
 }
 
 #[derive(Args)]
@@ -123,6 +126,21 @@ fn main() -> ExitCode {
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());
+                Ok(())
+            }
+            Command::ReloadAll => {
+                let (store, _) = serve::open_store(&config).await?;
+                store
+                    .check_schema()
+                    .await
+                    .context("checking the database schema")?;
+                let epoch = store
+                    .bump_epoch()
+                    .await
+                    .context("bumping the schema epoch")?;
+                println!(
+                    "schema epoch is now {epoch}; every node reloads in full at its next sync"
+                );
                 Ok(())
             }
             Command::Demo => {

@@ -46,3 +46,43 @@ pub fn supervise<F, Fut>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_restarted_and_stops_on_cancel() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let (counter, token) = (runs.clone(), cancel.clone());
+        supervise(&tracker, &cancel, "flaky", move || {
+            let (counter, token) = (counter.clone(), token.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("injected failure");
+                }
+                token.cancelled().await;
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "two panics, then a healthy run"
+        );
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("supervisor stops on cancel");
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted after cancel");
+    }
+}

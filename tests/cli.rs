@@ -246,3 +246,26 @@ fn f_sqlite_write_from_another_process_appears() {
     eprintln!("SQLite cross-process write visible after {took:?}");
     assert_eq!(server.stop(), 0);
 }
+
+#[test]
+fn reload_all_makes_a_running_node_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    assert_eq!(server.readyz()["full_reloads"], 0);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("reload-all");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("epoch is now 2"),
+        "{}",
+        text(&out.stdout)
+    );
+    let reloaded = wait_until(Duration::from_secs(20), || {
+        server.readyz()["full_reloads"] == 1
+    });
+    assert!(reloaded.is_some(), "{}", server.readyz());
+    assert_eq!(server.readyz()["epoch"], 2);
+    assert_eq!(server.stop(), 0);
+}
