@@ -69,6 +69,9 @@ pub struct Identity {
     pub firmware: Option<String>,
     /// The file name as requested, without directories.
     pub file: String,
+    /// The template that renders it (`{mac}.cfg`, `SEP{mac}.cnf.xml`, …);
+    /// empty for static files matched by extension only.
+    pub template: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +151,9 @@ enum Tok {
 use Tok::*;
 
 struct Rule {
+    /// The template name: the pattern with `{mac}`, `{code}`, `{model}` for
+    /// its placeholders. Shipped and stored templates are found by it.
+    name: &'static str,
     pattern: &'static [Tok],
     candidates: &'static [Family],
     kind: FileKind,
@@ -179,46 +185,47 @@ const ANY: &[Family] = &[
 #[rustfmt::skip]
 static RULES: &[Rule] = &[
     // Yealink
-    Rule { pattern: &[Lit("y000000000000.boot")], candidates: YEALINK, kind: FileKind::Boot },
-    Rule { pattern: &[Addr, Lit(".boot")], candidates: YEALINK, kind: FileKind::Boot },
-    Rule { pattern: &[Lit("y0000000000"), Code(2), Lit(".cfg")], candidates: YEALINK, kind: FileKind::ModelCommon },
+    Rule { name: "y000000000000.boot", pattern: &[Lit("y000000000000.boot")], candidates: YEALINK, kind: FileKind::Boot },
+    Rule { name: "{mac}.boot", pattern: &[Addr, Lit(".boot")], candidates: YEALINK, kind: FileKind::Boot },
+    Rule { name: "y0000000000{code}.cfg", pattern: &[Lit("y0000000000"), Code(2), Lit(".cfg")], candidates: YEALINK, kind: FileKind::ModelCommon },
     // Poly: the master file, per-phone extras, uploads
-    Rule { pattern: &[Lit("000000000000.cfg")], candidates: POLY, kind: FileKind::Boot },
-    Rule { pattern: &[Addr, Lit("-directory.xml")], candidates: ANY, kind: FileKind::PhoneDirectory },
-    Rule { pattern: &[Addr, Lit("-license.cfg")], candidates: POLY, kind: FileKind::Static },
-    Rule { pattern: &[Addr, Lit("-boot.log")], candidates: POLY, kind: FileKind::LogUpload },
-    Rule { pattern: &[Addr, Lit("-app.log")], candidates: POLY, kind: FileKind::LogUpload },
-    Rule { pattern: &[Addr, Lit("-"), Model, Lit(".cfg")], candidates: POLY, kind: FileKind::DeviceConfig },
+    Rule { name: "000000000000.cfg", pattern: &[Lit("000000000000.cfg")], candidates: POLY, kind: FileKind::Boot },
+    Rule { name: "{mac}-directory.xml", pattern: &[Addr, Lit("-directory.xml")], candidates: ANY, kind: FileKind::PhoneDirectory },
+    Rule { name: "{mac}-license.cfg", pattern: &[Addr, Lit("-license.cfg")], candidates: POLY, kind: FileKind::Static },
+    Rule { name: "{mac}-boot.log", pattern: &[Addr, Lit("-boot.log")], candidates: POLY, kind: FileKind::LogUpload },
+    Rule { name: "{mac}-app.log", pattern: &[Addr, Lit("-app.log")], candidates: POLY, kind: FileKind::LogUpload },
+    Rule { name: "{mac}-phone.cfg", pattern: &[Addr, Lit("-phone.cfg")], candidates: POLY, kind: FileKind::DeviceConfig },
+    Rule { name: "{mac}-{model}.cfg", pattern: &[Addr, Lit("-"), Model, Lit(".cfg")], candidates: POLY, kind: FileKind::Static },
     // Cisco SPA / Linksys and the ATA190
-    Rule { pattern: &[Lit("spa"), Addr, Lit(".cfg")], candidates: SPA, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("spa"), Addr, Lit(".xml")], candidates: SPA, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("ATA"), Addr, Lit(".cnf.xml")], candidates: SPA, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("init.cfg")], candidates: SPA, kind: FileKind::Boot },
-    Rule { pattern: &[Lit("spa"), Model, Lit(".cfg")], candidates: SPA, kind: FileKind::ModelCommon },
+    Rule { name: "spa{mac}.cfg", pattern: &[Lit("spa"), Addr, Lit(".cfg")], candidates: SPA, kind: FileKind::DeviceConfig },
+    Rule { name: "spa{mac}.xml", pattern: &[Lit("spa"), Addr, Lit(".xml")], candidates: SPA, kind: FileKind::DeviceConfig },
+    Rule { name: "ATA{mac}.cnf.xml", pattern: &[Lit("ATA"), Addr, Lit(".cnf.xml")], candidates: SPA, kind: FileKind::DeviceConfig },
+    Rule { name: "init.cfg", pattern: &[Lit("init.cfg")], candidates: SPA, kind: FileKind::Boot },
+    Rule { name: "spa{model}.cfg", pattern: &[Lit("spa"), Model, Lit(".cfg")], candidates: SPA, kind: FileKind::ModelCommon },
     // Cisco enterprise (SEP)
-    Rule { pattern: &[Lit("SEP"), Addr, Lit(".cnf.xml")], candidates: SEP, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("SIP"), Addr, Lit(".cnf")], candidates: SEP, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("CTLSEP"), Addr, Lit(".tlv")], candidates: SEP, kind: FileKind::Static },
-    Rule { pattern: &[Lit("ITLSEP"), Addr, Lit(".tlv")], candidates: SEP, kind: FileKind::Static },
-    Rule { pattern: &[Lit("ITLFile.tlv")], candidates: SEP, kind: FileKind::Static },
-    Rule { pattern: &[Lit("XMLDefault.cnf.xml")], candidates: SEP, kind: FileKind::Boot },
-    Rule { pattern: &[Lit("SIPDefault.cnf")], candidates: SEP, kind: FileKind::Boot },
+    Rule { name: "SEP{mac}.cnf.xml", pattern: &[Lit("SEP"), Addr, Lit(".cnf.xml")], candidates: SEP, kind: FileKind::DeviceConfig },
+    Rule { name: "SIP{mac}.cnf", pattern: &[Lit("SIP"), Addr, Lit(".cnf")], candidates: SEP, kind: FileKind::DeviceConfig },
+    Rule { name: "CTLSEP{mac}.tlv", pattern: &[Lit("CTLSEP"), Addr, Lit(".tlv")], candidates: SEP, kind: FileKind::Static },
+    Rule { name: "ITLSEP{mac}.tlv", pattern: &[Lit("ITLSEP"), Addr, Lit(".tlv")], candidates: SEP, kind: FileKind::Static },
+    Rule { name: "ITLFile.tlv", pattern: &[Lit("ITLFile.tlv")], candidates: SEP, kind: FileKind::Static },
+    Rule { name: "XMLDefault.cnf.xml", pattern: &[Lit("XMLDefault.cnf.xml")], candidates: SEP, kind: FileKind::Boot },
+    Rule { name: "SIPDefault.cnf", pattern: &[Lit("SIPDefault.cnf")], candidates: SEP, kind: FileKind::Boot },
     // Grandstream: the XML files are rendered; the binary ones are static
-    Rule { pattern: &[Lit("cfg"), Addr, Lit(".xml")], candidates: GRANDSTREAM, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("cfg"), Addr, Lit(".bin")], candidates: GRANDSTREAM, kind: FileKind::Static },
-    Rule { pattern: &[Lit("cfg"), Addr], candidates: GRANDSTREAM, kind: FileKind::Static },
-    Rule { pattern: &[Lit("cfg.xml")], candidates: GRANDSTREAM, kind: FileKind::Boot },
-    Rule { pattern: &[Lit("cfg"), Model, Lit(".xml")], candidates: GRANDSTREAM, kind: FileKind::ModelCommon },
+    Rule { name: "cfg{mac}.xml", pattern: &[Lit("cfg"), Addr, Lit(".xml")], candidates: GRANDSTREAM, kind: FileKind::DeviceConfig },
+    Rule { name: "cfg{mac}.bin", pattern: &[Lit("cfg"), Addr, Lit(".bin")], candidates: GRANDSTREAM, kind: FileKind::Static },
+    Rule { name: "cfg{mac}", pattern: &[Lit("cfg"), Addr], candidates: GRANDSTREAM, kind: FileKind::Static },
+    Rule { name: "cfg.xml", pattern: &[Lit("cfg.xml")], candidates: GRANDSTREAM, kind: FileKind::Boot },
+    Rule { name: "cfg{model}.xml", pattern: &[Lit("cfg"), Model, Lit(".xml")], candidates: GRANDSTREAM, kind: FileKind::ModelCommon },
     // Snom
-    Rule { pattern: &[Lit("snom"), Model, Lit("-"), Addr, Lit(".htm")], candidates: SNOM, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Lit("snom"), Model, Lit(".htm")], candidates: SNOM, kind: FileKind::ModelCommon },
+    Rule { name: "snom{model}-{mac}.htm", pattern: &[Lit("snom"), Model, Lit("-"), Addr, Lit(".htm")], candidates: SNOM, kind: FileKind::DeviceConfig },
+    Rule { name: "snom{model}.htm", pattern: &[Lit("snom"), Model, Lit(".htm")], candidates: SNOM, kind: FileKind::ModelCommon },
     // Fanvil model-common files: `f` and a ten-character model code
-    Rule { pattern: &[Lit("f"), Code(10), Lit(".cfg")], candidates: FANVIL, kind: FileKind::ModelCommon },
+    Rule { name: "f{code}.cfg", pattern: &[Lit("f"), Code(10), Lit(".cfg")], candidates: FANVIL, kind: FileKind::ModelCommon },
     // Cisco MPP: `$PSN.xml` (8851-3PCC.xml)
-    Rule { pattern: &[Model, Lit("-3PCC.xml")], candidates: MPP, kind: FileKind::ModelCommon },
+    Rule { name: "{model}-3PCC.xml", pattern: &[Model, Lit("-3PCC.xml")], candidates: MPP, kind: FileKind::ModelCommon },
     // Shared shapes, told apart by User-Agent or vendor prefix
-    Rule { pattern: &[Addr, Lit(".cfg")], candidates: MAC_CFG, kind: FileKind::DeviceConfig },
-    Rule { pattern: &[Addr, Lit(".xml")], candidates: MAC_XML, kind: FileKind::DeviceConfig },
+    Rule { name: "{mac}.cfg", pattern: &[Addr, Lit(".cfg")], candidates: MAC_CFG, kind: FileKind::DeviceConfig },
+    Rule { name: "{mac}.xml", pattern: &[Addr, Lit(".xml")], candidates: MAC_XML, kind: FileKind::DeviceConfig },
 ];
 
 /// Firmware and other static files, by extension.
@@ -327,17 +334,17 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
             break;
         }
     }
-    let (candidates, kind, caps) = match identity {
+    let (candidates, kind, caps, template) = match identity {
         Some((rule, caps))
             if mpp_dir && rule.kind == FileKind::DeviceConfig && caps.mac.is_some() =>
         {
-            (MPP, FileKind::DeviceConfig, caps)
+            (MPP, FileKind::DeviceConfig, caps, rule.name)
         }
-        Some((rule, caps)) => (rule.candidates, rule.kind, caps),
+        Some((rule, caps)) => (rule.candidates, rule.kind, caps, rule.name),
         None => {
             let lower = file.to_ascii_lowercase();
             if STATIC_EXTENSIONS.iter().any(|ext| lower.ends_with(ext)) {
-                (ANY, FileKind::Static, Captures::default())
+                (ANY, FileKind::Static, Captures::default(), "")
             } else {
                 return Err(IdentifyError::NotFound);
             }
@@ -383,6 +390,7 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
         model_code,
         firmware: ua.and_then(|u| u.firmware),
         file: file.to_string(),
+        template,
     })
 }
 

@@ -63,8 +63,8 @@ const CASES: &[Case] = &[
     case("64167f000001.cfg", None, Some(Poly), DeviceConfig, Some("64167f000001"), None),
     case("/112233445566.cfg", Some(POLY_UA), Some(Poly), DeviceConfig, Some("112233445566"), Some("VVX 400")),
     case("000000000000.cfg", Some(POLY_UA), Some(Poly), Boot, None, Some("VVX 400")),
-    case("0004f2abcd01-phone.cfg", None, Some(Poly), DeviceConfig, Some("0004f2abcd01"), Some("phone")),
-    case("0004f2abcd01-user.cfg", None, Some(Poly), DeviceConfig, Some("0004f2abcd01"), Some("user")),
+    case("0004f2abcd01-phone.cfg", None, Some(Poly), DeviceConfig, Some("0004f2abcd01"), None),
+    case("0004f2abcd01-user.cfg", None, Some(Poly), Static, Some("0004f2abcd01"), Some("user")),
     case("0004f2abcd01-license.cfg", None, Some(Poly), Static, Some("0004f2abcd01"), None),
     case("0004f2abcd01-directory.xml", None, Some(Poly), PhoneDirectory, Some("0004f2abcd01"), None),
     case("0004f2abcd01-boot.log", None, Some(Poly), LogUpload, Some("0004f2abcd01"), None),
@@ -300,4 +300,20 @@ fn path_escapes_are_refused() {
     ));
     // A leading slash and doubled slashes are harmless and accepted.
     assert!(identify("//0015654aa937.cfg", None).is_ok());
+}
+
+#[test]
+fn template_names_replace_placeholders() {
+    for (path, template) in [
+        ("0015654aa937.cfg", "{mac}.cfg"),
+        ("SEP001B54AA0003.cnf.xml", "SEP{mac}.cnf.xml"),
+        ("y000000000028.cfg", "y0000000000{code}.cfg"),
+        ("spa504g.cfg", "spa{model}.cfg"),
+        ("snomD345-000413A11FA7.htm", "snom{model}-{mac}.htm"),
+        ("8851-3PCC.xml", "{model}-3PCC.xml"),
+        ("000000000000.cfg", "000000000000.cfg"),
+        ("sip.ld", ""),
+    ] {
+        assert_eq!(identify(path, None).unwrap().template, template, "{path}");
+    }
 }
