@@ -235,6 +235,11 @@ impl MirrorState {
             .unwrap_or_default()
     }
 
+    /// The phone a line belongs to.
+    pub fn lines_of_id(&self, line_id: Id) -> Option<Id> {
+        self.lines.get(&line_id).map(|l| l.phone_id)
+    }
+
     pub fn template(&self, id: Id) -> Option<&Arc<Template>> {
         self.templates.get(&id)
     }

@@ -406,3 +406,56 @@ async fn randomized_body(db: TestDb) {
     assert_eq!(node.mirror.health().full_reloads, 0);
     node.stop().await;
 }
+
+both_backends!(templates_are_versioned, templates_body);
+async fn templates_body(db: TestDb) {
+    let store = db.store().await;
+    let template = |body: &str| {
+        Mutation::UpsertTemplate(store::TemplateInput {
+            scope: TemplateScope::Model,
+            family: Family::Yealink,
+            scope_key: "T46S".into(),
+            file_pattern: "{mac}.cfg".into(),
+            body: body.into(),
+            updated_by: "test".into(),
+        })
+    };
+    let first = store
+        .apply(&[template("a = 1\n")], &audit("t"))
+        .await
+        .unwrap();
+    assert_eq!(first.templates.inserted, 1);
+    let same = store
+        .apply(&[template("a = 1\n")], &audit("t"))
+        .await
+        .unwrap();
+    assert_eq!(same.templates.unchanged, 1);
+    let second = store
+        .apply(&[template("a = 2\n")], &audit("t"))
+        .await
+        .unwrap();
+    assert_eq!(second.templates.updated, 1);
+    let rows = db_rows(&*store).await;
+    assert_eq!(rows.templates.len(), 1);
+    assert_eq!(
+        (rows.templates[0].version, &*rows.templates[0].body),
+        (2, "a = 2\n")
+    );
+    let versions: i64 = match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM template_versions")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM template_versions")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(versions, 2, "every version is kept");
+}

@@ -1,8 +1,15 @@
-//! dialtone's provisioning: device identification now; rendering, the
-//! `provision()` core and the TFTP and HTTP front ends build on it.
+//! dialtone's provisioning: identify who asks for which file, render it from
+//! the mirror, and serve it. Both transports call [`Provisioner::provision`].
 
+pub mod error;
 pub mod identify;
+pub mod provision;
+pub mod render;
+pub mod templates;
 
+pub use error::ProvisionError;
 pub use identify::{
     identify, parse_user_agent, sanitize_path, FileKind, IdentifyError, Identity, UserAgent,
 };
+pub use provision::{ProvisionOptions, Provisioner, Rendered, Request};
+pub use templates::Shipped;

@@ -366,6 +366,67 @@ macro_rules! shared_sql {
                     .rows_affected();
                     count(&mut report.directory_entries, existing.is_some(), affected);
                 }
+                Mutation::UpsertTemplate(t) => {
+                    let existing: Option<(Id, i64, String)> = sqlx::query_as(
+                        "SELECT id, version, body FROM templates \
+                         WHERE scope = $1 AND family = $2 AND scope_key = $3 AND file_pattern = $4",
+                    )
+                    .bind(t.scope.as_str())
+                    .bind(t.family.as_str())
+                    .bind(&t.scope_key)
+                    .bind(&t.file_pattern)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let (id, version) = match existing {
+                        Some((_, _, body)) if body == t.body => {
+                            report.templates.unchanged += 1;
+                            return Ok(());
+                        }
+                        Some((id, version, _)) => {
+                            sqlx::query(
+                                "UPDATE templates SET body = $2, version = $3, updated_by = $4, updated_at = $5 \
+                                 WHERE id = $1",
+                            )
+                            .bind(id)
+                            .bind(&t.body)
+                            .bind(version + 1)
+                            .bind(&t.updated_by)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                            report.templates.updated += 1;
+                            (id, version + 1)
+                        }
+                        None => {
+                            let id: Id = sqlx::query_scalar(
+                                "INSERT INTO templates (scope, family, scope_key, file_pattern, body, version, \
+                                 updated_by, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $7) RETURNING id",
+                            )
+                            .bind(t.scope.as_str())
+                            .bind(t.family.as_str())
+                            .bind(&t.scope_key)
+                            .bind(&t.file_pattern)
+                            .bind(&t.body)
+                            .bind(&t.updated_by)
+                            .bind(now)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                            report.templates.inserted += 1;
+                            (id, 1)
+                        }
+                    };
+                    sqlx::query(
+                        "INSERT INTO template_versions (template_id, version, body, updated_by, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(id)
+                    .bind(version)
+                    .bind(&t.body)
+                    .bind(&t.updated_by)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
                 Mutation::DeleteTenant { slug } => {
                     report.tenants.deleted += sqlx::query("DELETE FROM tenants WHERE slug = $1")
                         .bind(slug)

@@ -107,15 +107,36 @@ pub struct DirectoryEntryInput {
     pub numbers: Vec<DirectoryNumber>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateInput {
+    pub scope: TemplateScope,
+    pub family: Family,
+    /// Empty for family defaults; model name, tenant id or MAC otherwise.
+    pub scope_key: String,
+    pub file_pattern: String,
+    pub body: String,
+    pub updated_by: String,
+}
+
 /// One change, addressed by natural keys so that repeating it is a no-op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     UpsertTenant(TenantInput),
     UpsertPhone(PhoneInput),
     UpsertDirectoryEntry(DirectoryEntryInput),
-    DeleteTenant { slug: String },
-    DeletePhone { mac: Mac },
-    DeleteDirectoryEntry { tenant: String, external_id: String },
+    /// Creates or replaces a template; a changed body is a new version, and
+    /// every version is kept in `template_versions`.
+    UpsertTemplate(TemplateInput),
+    DeleteTenant {
+        slug: String,
+    },
+    DeletePhone {
+        mac: Mac,
+    },
+    DeleteDirectoryEntry {
+        tenant: String,
+        external_id: String,
+    },
 }
 
 /// The audit row written in the same transaction as a write.
@@ -139,6 +160,7 @@ pub struct Counts {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReport {
+    pub templates: Counts,
     pub tenants: Counts,
     pub phones: Counts,
     pub lines: Counts,

@@ -1,0 +1,46 @@
+/// Why a file was not served. Clients see only "not found" or a generic
+/// failure; the detail goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvisionError {
+    /// Unknown file pattern, unknown phone, or a file this phone's family
+    /// does not use. Deliberately says nothing more.
+    #[error("file not found")]
+    NotFound,
+
+    #[error("refused path: {0}")]
+    BadPath(&'static str),
+
+    /// The template failed for this phone.
+    #[error("template {template}{}: {message}", position(*line, *column))]
+    Render {
+        template: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+
+    /// Data the render needs is unusable (a secret that will not decrypt).
+    #[error("cannot render for this phone: {0}")]
+    Data(String),
+
+    /// Shipped templates could not be read.
+    #[error("templates: {0}")]
+    Templates(String),
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" line {l} column {c}"),
+        (Some(l), None) => format!(" line {l}"),
+        _ => String::new(),
+    }
+}
+
+impl From<crate::identify::IdentifyError> for ProvisionError {
+    fn from(e: crate::identify::IdentifyError) -> Self {
+        match e {
+            crate::identify::IdentifyError::NotFound => ProvisionError::NotFound,
+            crate::identify::IdentifyError::BadPath(why) => ProvisionError::BadPath(why),
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The one core both transports call: identify the request, find the phone
+//! in the mirror, resolve and render the template, and cache the result.
+//!
+//! The render cache is keyed by what a file depends on and invalidated from
+//! the mirror's change stream, so an edit reaches a phone's next fetch and
+//! nothing else is re-rendered. Nothing here touches the database.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dialtone_sync::{ChangeEvent, Entity, Family, Id, Mirror, SecretKey};
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ProvisionError;
+use crate::identify::{identify, FileKind, Identity};
+use crate::render::{compile, content_type, render, Subject};
+use crate::templates::{resolve, Origin, Shipped};
+
+#[derive(Clone, Debug)]
+pub struct ProvisionOptions {
+    /// How phones reach us over HTTP; templates build URLs from it.
+    pub base_url: String,
+    /// Bound of the render cache, in bytes of rendered output.
+    pub render_cache_bytes: u64,
+    /// Bound of the compiled-template cache, in templates.
+    pub compiled_cache_entries: u64,
+}
+
+impl Default for ProvisionOptions {
+    fn default() -> Self {
+        ProvisionOptions {
+            base_url: "http://127.0.0.1:8081".into(),
+            render_cache_bytes: 64 << 20,
+            compiled_cache_entries: 2048,
+        }
+    }
+}
+
+/// A rendered file: identical bytes for identical inputs.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub body: Arc<[u8]>,
+    /// Strong ETag: a hash of the bytes.
+    pub etag: Arc<str>,
+    pub content_type: &'static str,
+    pub kind: FileKind,
+    pub family: Family,
+    deps: Deps,
+}
+
+/// What a cached file was made from, for invalidation.
+#[derive(Clone, Debug, Default)]
+struct Deps {
+    phone: Option<Id>,
+    tenant: Option<Id>,
+    lines: Arc<[Id]>,
+    template: Option<Origin>,
+    family: Option<Family>,
+    name: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RenderKey {
+    family: Family,
+    file: Box<str>,
+    phone: Option<Id>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum CompiledKey {
+    Stored {
+        id: Id,
+        version: i64,
+    },
+    Shipped {
+        generation: u64,
+        family: Family,
+        name: &'static str,
+    },
+}
+
+/// A request as either transport sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// TFTP file name or (decoded) HTTP path.
+    pub path: &'a str,
+    pub user_agent: Option<&'a str>,
+}
+
+pub struct Provisioner {
+    mirror: Arc<Mirror>,
+    key: SecretKey,
+    options: ProvisionOptions,
+    shipped: ArcSwap<Shipped>,
+    compiled: Cache<CompiledKey, Arc<tera::Tera>>,
+    rendered: Cache<RenderKey, Rendered>,
+}
+
+impl Provisioner {
+    pub fn new(
+        mirror: Arc<Mirror>,
+        key: SecretKey,
+        shipped: Shipped,
+        options: ProvisionOptions,
+    ) -> Provisioner {
+        Provisioner {
+            mirror,
+            key,
+            shipped: ArcSwap::from_pointee(shipped),
+            compiled: Cache::builder()
+                .max_capacity(options.compiled_cache_entries)
+                .build(),
+            rendered: Cache::builder()
+                .max_capacity(options.render_cache_bytes)
+                .weigher(|k: &RenderKey, v: &Rendered| {
+                    (v.body.len() + v.etag.len() + k.file.len() + 128)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
+                })
+                .support_invalidation_closures()
+                .build(),
+            options,
+        }
+    }
+
+    /// Re-reads the shipped templates (start, SIGHUP). On error the running
+    /// set stays.
+    pub fn reload_shipped(&self, dir: &Path) -> Result<usize, ProvisionError> {
+        let generation = self.shipped.load().generation + 1;
+        let shipped = Shipped::load(dir, generation)?;
+        let count = shipped.len();
+        self.shipped.store(Arc::new(shipped));
+        self.rendered.invalidate_all();
+        Ok(count)
+    }
+
+    pub fn shipped_count(&self) -> usize {
+        self.shipped.load().len()
+    }
+
+    /// Serves one request. Safe to call from any thread; never blocks on I/O.
+    pub fn provision(&self, request: &Request<'_>) -> Result<Rendered, ProvisionError> {
+        let identity = identify(request.path, request.user_agent)?;
+        match identity.kind {
+            FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
+                self.render_file(&identity)
+            }
+            // The directory service, static files and log uploads are
+            // handled by their own paths (not in this core yet).
+            FileKind::PhoneDirectory | FileKind::Static | FileKind::LogUpload => {
+                Err(ProvisionError::NotFound)
+            }
+        }
+    }
+
+    fn render_file(&self, identity: &Identity) -> Result<Rendered, ProvisionError> {
+        let state = self.mirror.load();
+        let phone = identity
+            .mac
+            .and_then(|mac| state.phone_by_mac(&mac))
+            .cloned();
+        if identity.kind == FileKind::DeviceConfig && phone.is_none() {
+            // Unknown MAC: the same answer as an unknown file name.
+            return Err(ProvisionError::NotFound);
+        }
+        // The phone's record is the authority on its family; a file name
+        // that its family does not use is not found.
+        let family = match &phone {
+            Some(p) if identity.candidates.contains(&p.family) => p.family,
+            Some(_) if identity.kind == FileKind::DeviceConfig => {
+                return Err(ProvisionError::NotFound)
+            }
+            _ => identity.family.ok_or(ProvisionError::NotFound)?,
+        };
+        // A phone known by its User-Agent MAC on a common file of another
+        // family does not lend it its data.
+        let phone = phone.filter(|p| p.family == family);
+        let key = RenderKey {
+            family,
+            file: identity.file.as_str().into(),
+            phone: phone.as_ref().map(|p| p.id),
+        };
+        if let Some(hit) = self.rendered.get(&key) {
+            return Ok(hit);
+        }
+        let model = phone
+            .as_ref()
+            .and_then(|p| p.model.as_deref())
+            .or(identity.model.as_deref());
+        let shipped = self.shipped.load();
+        let template = resolve(
+            &state,
+            &shipped,
+            family,
+            identity.template,
+            phone.as_deref(),
+            model,
+        )
+        .ok_or(ProvisionError::NotFound)?;
+        let compiled_key = match template.origin {
+            Origin::Stored { id, version } => CompiledKey::Stored { id, version },
+            Origin::Shipped { generation } => CompiledKey::Shipped {
+                generation,
+                family,
+                name: template.name,
+            },
+        };
+        let engine = match self.compiled.get(&compiled_key) {
+            Some(engine) => engine,
+            None => {
+                let engine = Arc::new(compile(&template)?);
+                self.compiled.insert(compiled_key, engine.clone());
+                engine
+            }
+        };
+        let tenant = phone
+            .as_ref()
+            .and_then(|p| state.tenant(p.tenant_id))
+            .cloned();
+        let lines = phone
+            .as_ref()
+            .map(|p| state.lines_of(p.id))
+            .unwrap_or_default();
+        let subject = Subject {
+            family,
+            phone: phone.as_deref(),
+            lines: &lines,
+            tenant: tenant.as_deref(),
+            model,
+            file: &identity.file,
+        };
+        let body = render(
+            &engine,
+            &template,
+            &subject,
+            &self.key,
+            &self.options.base_url,
+        )?;
+        let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..16]));
+        let rendered = Rendered {
+            body: body.into(),
+            etag: etag.into(),
+            content_type: content_type(family),
+            kind: identity.kind,
+            family,
+            deps: Deps {
+                phone: phone.as_ref().map(|p| p.id),
+                tenant: phone.as_ref().map(|p| p.tenant_id),
+                lines: lines.iter().map(|l| l.id).collect(),
+                template: Some(template.origin.clone()),
+                family: Some(family),
+                name: template.name,
+            },
+        };
+        self.rendered.insert(key, rendered.clone());
+        Ok(rendered)
+    }
+
+    /// Drops exactly the cached files a mirror change touches.
+    pub fn invalidate(&self, event: &ChangeEvent) {
+        let keys = match event {
+            ChangeEvent::Reset { .. } => {
+                self.rendered.invalidate_all();
+                return;
+            }
+            ChangeEvent::Changed { keys, .. } => keys.clone(),
+        };
+        let state = self.mirror.load();
+        let mut phones = Vec::new();
+        let mut tenants = Vec::new();
+        let mut lines = Vec::new();
+        let mut templates = Vec::new();
+        for (entity, id) in keys.iter() {
+            match entity {
+                Entity::Phone => phones.push(*id),
+                Entity::Tenant => tenants.push(*id),
+                Entity::Line => {
+                    lines.push(*id);
+                    // A new line belongs to a phone whose files list no line of it yet.
+                    if let Some(line) = state.lines_of_id(*id) {
+                        phones.push(line);
+                    }
+                }
+                Entity::Template => {
+                    // Stored templates shadow by key: a new one can take over
+                    // files that used to come from elsewhere.
+                    let key = state
+                        .template(*id)
+                        .map(|t| (t.family, t.file_pattern.clone()));
+                    templates.push((*id, key));
+                }
+                _ => {}
+            }
+        }
+        if phones.is_empty() && tenants.is_empty() && lines.is_empty() && templates.is_empty() {
+            return;
+        }
+        let result = self.rendered.invalidate_entries_if(move |_, v: &Rendered| {
+            let d = &v.deps;
+            d.phone.is_some_and(|p| phones.contains(&p))
+                || d.tenant.is_some_and(|t| tenants.contains(&t))
+                || d.lines.iter().any(|l| lines.contains(l))
+                || templates.iter().any(|(id, key)| {
+                    matches!(&d.template, Some(Origin::Stored { id: used, .. }) if used == id)
+                        || key.as_ref().is_some_and(|(family, name)| {
+                            d.family == Some(*family) && &**name == d.name
+                        })
+                })
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "precise invalidation unavailable; dropping the render cache");
+            self.rendered.invalidate_all();
+        }
+    }
+
+    /// Follows the mirror's change stream until it closes. A lagging
+    /// receiver lost events, so it drops everything.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut events: tokio::sync::broadcast::Receiver<ChangeEvent>,
+    ) {
+        loop {
+            match events.recv().await {
+                Ok(event) => self.invalidate(&event),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "render cache fell behind the change stream; dropping it"
+                    );
+                    self.rendered.invalidate_all();
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+
+    pub fn cached_files(&self) -> u64 {
+        self.rendered.run_pending_tasks();
+        self.rendered.entry_count()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,291 @@
+//! Rendering: the template context, the Tera engine, and escaping. Output is
+//! deterministic by construction: Tera 2's core has no clock or random
+//! functions, the context's maps are sorted, and lines come in key order.
+
+use std::sync::Arc;
+
+use dialtone_sync::{Family, Line, Phone, Purpose, SecretKey, Tenant};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::ProvisionError;
+use crate::templates::Resolved;
+
+/// Vendor formats that are XML get XML escaping; the `key = value` ones get
+/// newlines removed, so a value can never start a key of its own.
+pub fn is_xml(family: Family) -> bool {
+    !matches!(family, Family::Yealink | Family::Fanvil)
+}
+
+pub fn content_type(family: Family) -> &'static str {
+    if is_xml(family) {
+        "application/xml"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
+fn escape_xml(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut last = 0;
+    for (i, c) in input.char_indices() {
+        let entity = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&quot;",
+            '\'' => "&apos;",
+            _ => continue,
+        };
+        out.write_all(&input.as_bytes()[last..i])?;
+        out.write_all(entity.as_bytes())?;
+        last = i + 1;
+    }
+    out.write_all(&input.as_bytes()[last..])
+}
+
+fn escape_text(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    for (i, part) in input.split(['\r', '\n']).enumerate() {
+        if i > 0 {
+            out.write_all(b" ")?;
+        }
+        out.write_all(part.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Compiles one template into an engine of its own.
+pub fn compile(template: &Resolved) -> Result<tera::Tera, ProvisionError> {
+    let mut tera = tera::Tera::default();
+    tera.set_escape_fn(if is_xml(template.family) {
+        escape_xml
+    } else {
+        escape_text
+    });
+    // Every name ends with "": escape every template's output.
+    tera.autoescape_on([""]);
+    tera.add_raw_template(template.name, &template.body)
+        .map_err(|e| template_error(&template.label(), &e))?;
+    Ok(tera)
+}
+
+/// Finds the line and column Tera reports, anywhere in the error chain.
+pub fn template_error(label: &str, error: &tera::Error) -> ProvisionError {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(te) = e.downcast_ref::<tera::Error>() {
+            if let tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) =
+                te.kind()
+            {
+                return ProvisionError::Render {
+                    template: label.to_string(),
+                    line: Some(report.span().start_line),
+                    column: Some(report.span().start_col + 1),
+                    message: report.message().to_string(),
+                };
+            }
+        }
+        current = e.source();
+    }
+    ProvisionError::Render {
+        template: label.to_string(),
+        line: None,
+        column: None,
+        message: error.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct PhoneCtx<'a> {
+    mac: String,
+    mac_upper: String,
+    mac_colon: String,
+    family: &'a str,
+    model: &'a str,
+    label: &'a str,
+}
+
+#[derive(Serialize)]
+struct LineCtx<'a> {
+    position: i32,
+    extension: &'a str,
+    display_name: &'a str,
+    auth_user: &'a str,
+    password: String,
+    registrar: &'a str,
+    proxy: &'a str,
+    settings: Value,
+}
+
+#[derive(Serialize)]
+struct TenantCtx<'a> {
+    slug: &'a str,
+    name: &'a str,
+    region: &'a str,
+}
+
+#[derive(Serialize)]
+struct ServerCtx {
+    base_url: String,
+    directory_url: String,
+}
+
+#[derive(Serialize)]
+struct FileCtx<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct RenderContext<'a> {
+    phone: PhoneCtx<'a>,
+    lines: Vec<LineCtx<'a>>,
+    tenant: TenantCtx<'a>,
+    settings: Map<String, Value>,
+    server: ServerCtx,
+    file: FileCtx<'a>,
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Built-in defaults < tenant settings < phone variables.
+fn merged_settings(tenant: Option<&Tenant>, phone: Option<&Phone>) -> Map<String, Value> {
+    let mut settings = Map::new();
+    for (k, v) in [
+        ("timezone", Value::from("UTC")),
+        ("utc_offset", Value::from("0")),
+        ("ntp_server", Value::from("pool.ntp.org")),
+        ("sip_port", Value::from(5060)),
+        ("sip_transport", Value::from("udp")),
+        ("language", Value::from("English")),
+    ] {
+        settings.insert(k.to_string(), v);
+    }
+    if let Some(t) = tenant {
+        settings.extend(object(&t.settings));
+    }
+    if let Some(p) = phone {
+        settings.extend(object(&p.variables));
+    }
+    settings
+}
+
+/// What a render needs besides the template.
+pub struct Subject<'a> {
+    pub family: Family,
+    pub phone: Option<&'a Phone>,
+    pub lines: &'a [Arc<Line>],
+    pub tenant: Option<&'a Tenant>,
+    /// The model when no phone is known (model-common files).
+    pub model: Option<&'a str>,
+    pub file: &'a str,
+}
+
+pub fn render(
+    engine: &tera::Tera,
+    template: &Resolved,
+    subject: &Subject<'_>,
+    key: &SecretKey,
+    base_url: &str,
+) -> Result<Vec<u8>, ProvisionError> {
+    let mac = subject.phone.map(|p| p.mac);
+    let mac_text = mac.map(|m| m.to_string()).unwrap_or_default();
+    let mac_colon = mac
+        .map(|m| {
+            m.0.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default();
+    let mut lines = Vec::with_capacity(subject.lines.len());
+    for line in subject.lines {
+        let password = match &line.password {
+            Some(sealed) => key.open(Purpose::LinePassword, sealed).map_err(|e| {
+                ProvisionError::Data(format!("line {} password: {e}", line.position))
+            })?,
+            None => String::new(),
+        };
+        lines.push(LineCtx {
+            position: line.position,
+            extension: &line.extension,
+            display_name: &line.display_name,
+            auth_user: &line.auth_user,
+            password,
+            registrar: &line.registrar,
+            proxy: line.proxy.as_deref().unwrap_or(""),
+            settings: Value::Object(object(&line.settings)),
+        });
+    }
+    let context = RenderContext {
+        phone: PhoneCtx {
+            mac: mac_text.clone(),
+            mac_upper: mac_text.to_ascii_uppercase(),
+            mac_colon,
+            family: subject.family.as_str(),
+            model: subject
+                .phone
+                .and_then(|p| p.model.as_deref())
+                .or(subject.model)
+                .unwrap_or(""),
+            label: subject.phone.and_then(|p| p.label.as_deref()).unwrap_or(""),
+        },
+        lines,
+        tenant: TenantCtx {
+            slug: subject.tenant.map(|t| &*t.slug).unwrap_or(""),
+            name: subject.tenant.map(|t| &*t.name).unwrap_or(""),
+            region: subject.tenant.map(|t| &*t.default_region).unwrap_or(""),
+        },
+        settings: merged_settings(subject.tenant, subject.phone),
+        server: ServerCtx {
+            base_url: base_url.to_string(),
+            directory_url: format!("{base_url}/{mac_text}-directory.xml"),
+        },
+        file: FileCtx { name: subject.file },
+    };
+    let context = tera::Context::from_serialize(&context)
+        .map_err(|e| template_error(&template.label(), &e))?;
+    // A panic inside the engine must cost this phone its file, not the
+    // server its worker.
+    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.render(template.name, &context)
+    }));
+    match rendered {
+        Ok(Ok(text)) => Ok(text.into_bytes()),
+        Ok(Err(e)) => Err(template_error(&template.label(), &e)),
+        Err(_) => Err(ProvisionError::Render {
+            template: template.label(),
+            line: None,
+            column: None,
+            message: "the template engine panicked".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type EscapeFn = fn(&str, &mut dyn std::io::Write) -> std::io::Result<()>;
+
+    fn escaped(f: EscapeFn, s: &str) -> String {
+        let mut out = Vec::new();
+        f(s, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            escaped(escape_xml, r#"a&b<c>"d'"#),
+            "a&amp;b&lt;c&gt;&quot;d&apos;"
+        );
+        assert_eq!(
+            escaped(escape_text, "pw\nsip.evil = 1\r\n"),
+            "pw sip.evil = 1  "
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Templates: the shipped defaults on disk, the stored ones in the mirror,
+//! and which of them renders a given file for a given phone.
+//!
+//! Override chain, most specific first: phone → tenant → model → family
+//! default (all from the database, via the mirror), then the shipped file.
+//! Each template is compiled once per version and kept in a bounded cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dialtone_sync::{Family, Id, MirrorState, Phone, TemplateKey, TemplateScope};
+
+use crate::error::ProvisionError;
+
+/// The shipped templates, read from `<dir>/<family>/<name>.tera`.
+#[derive(Default)]
+pub struct Shipped {
+    templates: HashMap<(Family, String), Arc<str>>,
+    /// Bumped on every reload so compiled copies of old files are not reused.
+    pub generation: u64,
+    pub dir: PathBuf,
+}
+
+impl Shipped {
+    /// Reads every family folder. A missing folder is an empty set (a
+    /// deployment may use only stored templates); an unreadable file is an
+    /// error, so a bad deploy is noticed at start or at SIGHUP.
+    pub fn load(dir: &Path, generation: u64) -> Result<Shipped, ProvisionError> {
+        let mut templates = HashMap::new();
+        for family in Family::ALL {
+            let folder = dir.join(family.as_str());
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(ProvisionError::Templates(format!(
+                        "{}: {e}",
+                        folder.display()
+                    )))
+                }
+            };
+            for entry in entries {
+                let entry = entry
+                    .map_err(|e| ProvisionError::Templates(format!("{}: {e}", folder.display())))?;
+                let file_name = entry.file_name();
+                let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".tera")) else {
+                    continue;
+                };
+                let path = entry.path();
+                let body = std::fs::read_to_string(&path)
+                    .map_err(|e| ProvisionError::Templates(format!("{}: {e}", path.display())))?;
+                templates.insert((*family, name.to_string()), Arc::from(body));
+            }
+        }
+        Ok(Shipped {
+            templates,
+            generation,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn get(&self, family: Family, name: &str) -> Option<&Arc<str>> {
+        self.templates.get(&(family, name.to_string()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = (Family, &str)> {
+        self.templates.keys().map(|(f, n)| (*f, n.as_str()))
+    }
+}
+
+/// Where the template that renders a file came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Stored { id: Id, version: i64 },
+    Shipped { generation: u64 },
+}
+
+/// The template chosen for one file.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub origin: Origin,
+    pub family: Family,
+    pub name: &'static str,
+    pub body: Arc<str>,
+}
+
+impl Resolved {
+    /// How logs and errors name it: `yealink/{mac}.cfg (stored #12 v3)`.
+    pub fn label(&self) -> String {
+        match &self.origin {
+            Origin::Stored { id, version } => {
+                format!("{}/{} (stored #{id} v{version})", self.family, self.name)
+            }
+            Origin::Shipped { .. } => format!("{}/{} (shipped)", self.family, self.name),
+        }
+    }
+}
+
+/// Finds the template for `name`: phone, tenant, model and family scopes in
+/// the mirror, then the shipped file.
+pub fn resolve(
+    state: &MirrorState,
+    shipped: &Shipped,
+    family: Family,
+    name: &'static str,
+    phone: Option<&Phone>,
+    model: Option<&str>,
+) -> Option<Resolved> {
+    let key = |scope, scope_key: String| TemplateKey {
+        scope,
+        family,
+        scope_key: scope_key.into(),
+        file_pattern: name.into(),
+    };
+    let mut candidates = Vec::with_capacity(4);
+    if let Some(phone) = phone {
+        candidates.push(key(TemplateScope::Phone, phone.mac.to_string()));
+        candidates.push(key(TemplateScope::Tenant, phone.tenant_id.to_string()));
+    }
+    if let Some(model) = model.filter(|m| !m.is_empty()) {
+        candidates.push(key(TemplateScope::Model, model.to_string()));
+    }
+    candidates.push(key(TemplateScope::Family, String::new()));
+    for candidate in &candidates {
+        if let Some(t) = state.template_by_key(candidate) {
+            return Some(Resolved {
+                origin: Origin::Stored {
+                    id: t.id,
+                    version: t.version,
+                },
+                family,
+                name,
+                body: Arc::from(&*t.body),
+            });
+        }
+    }
+    shipped.get(family, name).map(|body| Resolved {
+        origin: Origin::Shipped {
+            generation: shipped.generation,
+        },
+        family,
+        name,
+        body: body.clone(),
+    })
+}
