@@ -167,7 +167,12 @@ const SEP: &[Family] = &[Family::CiscoSep];
 const GRANDSTREAM: &[Family] = &[Family::Grandstream];
 const SNOM: &[Family] = &[Family::Snom];
 const FANVIL: &[Family] = &[Family::Fanvil];
-const MAC_CFG: &[Family] = &[Family::Yealink, Family::Poly, Family::Fanvil];
+const MAC_CFG: &[Family] = &[
+    Family::Yealink,
+    Family::Poly,
+    Family::Fanvil,
+    Family::CiscoMpp,
+];
 const MAC_XML: &[Family] = &[Family::CiscoMpp, Family::Snom];
 const ANY: &[Family] = &[
     Family::Yealink,

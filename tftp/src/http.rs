@@ -1,0 +1,82 @@
+//! HTTP(S) provisioning front end: `GET`/`HEAD /{file}` (and any directory
+//! prefix a vendor's profile rule adds) answered by the same `provision()`
+//! core as TFTP. Runs on its own listener, apart from the admin API.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::ProvisionError;
+use crate::provision::{Provisioner, Request};
+
+pub fn router(provisioner: Arc<Provisioner>) -> Router {
+    Router::new()
+        .route("/{*path}", get(fetch))
+        .with_state(provisioner)
+}
+
+async fn fetch(
+    State(provisioner): State<Arc<Provisioner>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let request = Request {
+        path: &path,
+        user_agent,
+    };
+    match provisioner.provision(&request) {
+        Ok(file) => {
+            let etag = HeaderValue::from_str(&file.etag).ok();
+            let not_modified = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|wanted| {
+                    wanted
+                        .split(',')
+                        .any(|tag| tag.trim() == &*file.etag || tag.trim() == "*")
+                });
+            let mut response = if not_modified {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(file.content_type),
+                    )],
+                    file.body.to_vec(),
+                )
+                    .into_response()
+            };
+            if let Some(etag) = etag {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => error_response(&path, user_agent, e),
+    }
+}
+
+/// Clients get a status and generic text; the detail goes to the log.
+fn error_response(path: &str, user_agent: Option<&str>, error: ProvisionError) -> Response {
+    match error {
+        ProvisionError::NotFound => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        ProvisionError::BadPath(why) => {
+            tracing::info!(path, reason = why, "refused provisioning path");
+            (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
+        }
+        other => {
+            tracing::error!(path, user_agent, error = %other, "provisioning failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
