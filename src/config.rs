@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
+    pub provisioning: ProvisioningConfig,
     pub secrets: SecretsConfig,
     pub mirror: MirrorConfig,
     pub http: HttpConfig,
@@ -114,6 +115,42 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
             shutdown_grace_s: 10,
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// The HTTP provisioning listener phones fetch from; its own port, apart
+    /// from the API. Loopback by default: open it up deliberately.
+    pub http_listen: SocketAddr,
+    /// How phones reach the provisioning listener; templates build URLs
+    /// (profile rules, directory) from it. Default: `http://<http_listen>`.
+    pub base_url: Option<String>,
+    /// Shipped templates, `<dir>/<family>/<name>.tera`; re-read on SIGHUP.
+    pub templates_dir: PathBuf,
+    /// Bound of the rendered-file cache.
+    pub render_cache_mb: u64,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            http_listen: "127.0.0.1:8081".parse().expect("valid default"),
+            base_url: None,
+            templates_dir: PathBuf::from("templates"),
+            render_cache_mb: 64,
+        }
+    }
+}
+
+impl ProvisioningConfig {
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .trim_end_matches('/')
+            .to_string()
     }
 }
 

@@ -62,9 +62,12 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Overrides http.listen.
+    /// Overrides http.listen (the API listener).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Overrides provisioning.http_listen (where phones fetch their files).
+    #[arg(long)]
+    provisioning_listen: Option<std::net::SocketAddr>,
     /// Seed the demo tenant first if it is absent.
     #[arg(long)]
     demo: bool,
@@ -119,6 +122,9 @@ fn main() -> ExitCode {
                 let mut config = config;
                 if let Some(listen) = args.listen {
                     config.http.listen = listen;
+                }
+                if let Some(listen) = args.provisioning_listen {
+                    config.provisioning.http_listen = listen;
                 }
                 serve::run(config, cli.config.clone(), args.demo, log).await
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dialtone_sync::store::StoreOptions;
 use dialtone_sync::{snapshot, watcher, LoadedFrom, Mirror, SecretKey, Store, SyncError};
+use dialtone_tftp::{ProvisionOptions, Provisioner, Shipped};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -151,8 +152,32 @@ pub async fn run(
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let provisioning_listener = TcpListener::bind(config.provisioning.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (provisioning.http_listen)",
+                config.provisioning.http_listen
+            )
+        })?;
+    let templates_dir = config.provisioning.templates_dir.clone();
+    let shipped = Shipped::load(&templates_dir, 1)
+        .with_context(|| format!("reading shipped templates from {}", templates_dir.display()))?;
+    if shipped.is_empty() {
+        tracing::warn!(dir = %templates_dir.display(), "no shipped templates found; only stored templates will render");
+    }
     let mirror = Arc::new(Mirror::new());
     load_mirror(&config, &*store, &key, &mirror, demo).await?;
+    let provisioner = Arc::new(Provisioner::new(
+        mirror.clone(),
+        key.clone(),
+        shipped,
+        ProvisionOptions {
+            base_url: config.provisioning.base_url(),
+            render_cache_bytes: config.provisioning.render_cache_mb << 20,
+            ..Default::default()
+        },
+    ));
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -199,25 +224,61 @@ pub async fn run(
             )
         });
     }
+    {
+        let (provisioner, mirror, cancel2) = (provisioner.clone(), mirror.clone(), cancel.clone());
+        supervise(&tracker, &cancel, "render-cache-invalidator", move || {
+            provisioner
+                .clone()
+                .follow(mirror.subscribe(), cancel2.clone().cancelled_owned())
+        });
+    }
     // Not tracked: after the first signal it waits for a second one.
-    tokio::spawn(signals(cancel.clone(), config_path, log));
+    let reload_templates = {
+        let provisioner = provisioner.clone();
+        move || match provisioner.reload_shipped(&templates_dir) {
+            Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
+            }
+        }
+    };
+    tokio::spawn(signals(cancel.clone(), config_path, log, reload_templates));
 
     let state = AppState {
         mirror: mirror.clone(),
         max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
     };
-    tracing::info!(listen = %config.http.listen, counts = ?mirror.load().counts(), "dialtone ready");
+    tracing::info!(
+        listen = %config.http.listen,
+        provisioning = %config.provisioning.http_listen,
+        templates = provisioner.shipped_count(),
+        counts = ?mirror.load().counts(),
+        "dialtone ready"
+    );
     let server =
         axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     let server = tokio::spawn(async move { server.await });
+    let provisioning = axum::serve(
+        provisioning_listener,
+        dialtone_tftp::http::router(provisioner.clone()),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let provisioning = tokio::spawn(async move { provisioning.await });
     cancel.cancelled().await;
     tracing::info!("shutting down");
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error at shutdown"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+    for (name, task) in [("API", server), ("provisioning", provisioning)] {
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(listener = name, error = %e, "HTTP server error at shutdown")
+            }
+            Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!(
+                listener = name,
+                "in-flight requests did not finish within the grace period"
+            ),
+        }
     }
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -240,8 +301,14 @@ pub async fn run(
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. A second: exit at once.
-/// SIGHUP: re-read the config file and apply what can change live.
-async fn signals(cancel: CancellationToken, config_path: Option<PathBuf>, log: LogHandle) {
+/// SIGHUP: re-read the config file and apply what can change live, and
+/// re-read the shipped templates.
+async fn signals(
+    cancel: CancellationToken,
+    config_path: Option<PathBuf>,
+    log: LogHandle,
+    reload_templates: impl Fn() + Send + 'static,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -254,7 +321,10 @@ async fn signals(cancel: CancellationToken, config_path: Option<PathBuf>, log: L
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => reload(config_path.as_deref(), &log),
+            _ = hup.recv() => {
+                reload(config_path.as_deref(), &log);
+                reload_templates();
+            }
             _ = cancel.cancelled() => return,
         }
     }

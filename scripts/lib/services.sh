@@ -40,6 +40,7 @@ ensure_packages() {
     [ -n "$(find_pg_bin)" ] || want+=(postgresql-15)
     command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || want+=(slapd)
     command -v ldapsearch >/dev/null 2>&1 || want+=(ldap-utils)
+    command -v curl >/dev/null 2>&1 || want+=(curl)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
         # Keep the package's own slapd/postgres from starting: we run ours.

@@ -14,6 +14,10 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dialtone"))
 }
 
+pub fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -57,6 +61,8 @@ pub fn text(bytes: &[u8]) -> String {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The provisioning listener (phones' side).
+    pub prov_addr: SocketAddr,
     stderr_path: PathBuf,
 }
 
@@ -91,12 +97,16 @@ impl Server {
 
     pub fn spawn(dir: &Path, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let addr = free_addr();
+        let prov_addr = free_addr();
         let stderr_path = dir.join(format!("serve-{}.log", addr.port()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = dialtone(dir, database_url);
         cmd.arg("serve")
             .arg("--listen")
             .arg(addr.to_string())
+            .arg("--provisioning-listen")
+            .arg(prov_addr.to_string())
+            .env("DIALTONE_PROVISIONING__TEMPLATES_DIR", templates_dir())
             .args(extra);
         for (k, v) in env {
             if v.is_empty() {
@@ -114,6 +124,7 @@ impl Server {
         Server {
             child,
             addr,
+            prov_addr,
             stderr_path,
         }
     }
@@ -171,17 +182,36 @@ impl Drop for Server {
 
 /// Minimal HTTP/1.0 GET, enough for health endpoints.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_with(addr, path, &[]).map(|(status, _, body)| (status, body))
+}
+
+/// Status, headers (lowercase names) and body of a response.
+pub type HttpResponse = (u16, Vec<(String, String)>, String);
+
+/// GET with extra headers.
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((status, headers, body.to_string()))
 }
 
 /// Polls until `check` holds, at most `timeout`; returns the time it took.

@@ -316,14 +316,20 @@ impl Provisioner {
         }
     }
 
-    /// Follows the mirror's change stream until it closes. A lagging
-    /// receiver lost events, so it drops everything.
+    /// Follows the mirror's change stream until `shutdown` completes or the
+    /// stream closes. A lagging receiver lost events, so it drops everything.
     pub async fn follow(
         self: Arc<Self>,
         mut events: tokio::sync::broadcast::Receiver<ChangeEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
     ) {
+        tokio::pin!(shutdown);
         loop {
-            match events.recv().await {
+            let received = tokio::select! {
+                _ = &mut shutdown => break,
+                received = events.recv() => received,
+            };
+            match received {
                 Ok(event) => self.invalidate(&event),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(

@@ -1,0 +1,80 @@
+//! Provisioning over HTTP from the real binary: a demo phone's config with a
+//! real client (curl), ETag/304, the same bytes from two processes, and
+//! nothing for unknown phones.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const DEMO_YEALINK: &str = "/0015654aa937.cfg";
+
+fn curl(args: &[&str]) -> (bool, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/test");
+    (out.status.success(), out.stdout)
+}
+
+#[test]
+fn demo_phone_config_over_http_with_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dialtone.db").display());
+    // Both nodes sit behind one name, as in a real deployment.
+    let base = [("DIALTONE_PROVISIONING__BASE_URL", "http://prov.example.net")];
+    let a = Server::start_with_env(dir.path(), &url, &["--demo"], &base);
+    let b = Server::start_with_env(dir.path(), &url, &[], &base);
+
+    let (status, headers, body) = http_get_with(a.prov_addr, DEMO_YEALINK, &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("#!version:1.0.0.1\n"), "{body}");
+    assert!(
+        body.contains("account.1.display_name = Reception 101"),
+        "{body}"
+    );
+    let etag = headers
+        .iter()
+        .find(|(k, _)| k == "etag")
+        .map(|(_, v)| v.clone())
+        .expect("ETag");
+
+    // A real client gets the same bytes, with the Yealink User-Agent.
+    let ua = "Yealink SIP-T46S 66.86.0.15 00:15:65:4a:a9:37";
+    let (ok, curl_body) = curl(&["-A", ua, &format!("http://{}{DEMO_YEALINK}", a.prov_addr)]);
+    assert!(ok);
+    assert_eq!(curl_body, body.as_bytes());
+
+    // Another process over the same data renders identical bytes.
+    let (_, headers_b, body_b) = http_get_with(b.prov_addr, DEMO_YEALINK, &[]).unwrap();
+    assert_eq!(body_b, body);
+    assert!(headers_b.iter().any(|(k, v)| k == "etag" && *v == etag));
+
+    // Unchanged: 304 without a body.
+    let (status, _, body) =
+        http_get_with(a.prov_addr, DEMO_YEALINK, &[("If-None-Match", &etag)]).unwrap();
+    assert_eq!((status, body.as_str()), (304, ""));
+
+    // XML families come back as XML.
+    let (status, headers, body) =
+        http_get_with(a.prov_addr, "/SEP001B54AA0003.cnf.xml", &[]).unwrap();
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("application/xml")));
+    assert!(body.contains("<device>"), "{body}");
+
+    // Unknown phones and odd paths reveal nothing.
+    assert_eq!(
+        http_get(a.prov_addr, "/001565999999.cfg").map(|(s, _)| s),
+        Some(404)
+    );
+    assert_eq!(
+        http_get(a.prov_addr, "/..%2f..%2fetc/passwd").map(|(s, _)| s),
+        Some(400)
+    );
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+}
