@@ -131,6 +131,18 @@ pub struct ProvisioningConfig {
     pub templates_dir: PathBuf,
     /// Bound of the rendered-file cache.
     pub render_cache_mb: u64,
+    /// The TFTP listener; unset disables TFTP. Port 69 needs
+    /// CAP_NET_BIND_SERVICE.
+    pub tftp_listen: Option<SocketAddr>,
+    /// Concurrent TFTP transfers; past it, requests get "busy".
+    pub tftp_max_transfers: usize,
+    /// Largest block size (RFC 2348) and window (RFC 7440) clients may negotiate.
+    pub tftp_blksize_limit: u16,
+    pub tftp_windowsize_limit: u16,
+    /// Retransmission timeout and retries: a vanished client frees its slot
+    /// after about timeout x (retries + 1).
+    pub tftp_timeout_ms: u64,
+    pub tftp_max_send_retries: u32,
 }
 
 impl Default for ProvisioningConfig {
@@ -140,6 +152,12 @@ impl Default for ProvisioningConfig {
             base_url: None,
             templates_dir: PathBuf::from("templates"),
             render_cache_mb: 64,
+            tftp_listen: Some("127.0.0.1:6969".parse().expect("valid default")),
+            tftp_max_transfers: 1024,
+            tftp_blksize_limit: 1468,
+            tftp_windowsize_limit: 16,
+            tftp_timeout_ms: 2000,
+            tftp_max_send_retries: 4,
         }
     }
 }
@@ -239,6 +257,10 @@ impl Config {
         }
         if self.mirror.poll_interval_ms == 0 || self.mirror.poll_interval_ms > 10_000 {
             bail!("mirror.poll_interval_ms must be between 1 and 10000 (it is also the heartbeat)");
+        }
+        if self.provisioning.tftp_blksize_limit < 8 || self.provisioning.tftp_windowsize_limit == 0
+        {
+            bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
         }
         if self.mirror.history_queue == 0 {
             bail!("mirror.history_queue must be at least 1");

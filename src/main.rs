@@ -68,6 +68,9 @@ struct ServeArgs {
     /// Overrides provisioning.http_listen (where phones fetch their files).
     #[arg(long)]
     provisioning_listen: Option<std::net::SocketAddr>,
+    /// Overrides provisioning.tftp_listen.
+    #[arg(long)]
+    tftp_listen: Option<std::net::SocketAddr>,
     /// Seed the demo tenant first if it is absent.
     #[arg(long)]
     demo: bool,
@@ -125,6 +128,9 @@ fn main() -> ExitCode {
                 }
                 if let Some(listen) = args.provisioning_listen {
                     config.provisioning.http_listen = listen;
+                }
+                if let Some(listen) = args.tftp_listen {
+                    config.provisioning.tftp_listen = Some(listen);
                 }
                 serve::run(config, cli.config.clone(), args.demo, log).await
             }

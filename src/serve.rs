@@ -160,6 +160,23 @@ pub async fn run(
                 config.provisioning.http_listen
             )
         })?;
+    let p = &config.provisioning;
+    let tftp_options = dialtone_tftp::tftp::TftpOptions {
+        max_transfers: p.tftp_max_transfers,
+        blksize_limit: p.tftp_blksize_limit,
+        windowsize_limit: p.tftp_windowsize_limit,
+        timeout: Duration::from_millis(p.tftp_timeout_ms),
+        max_send_retries: p.tftp_max_send_retries,
+        ..Default::default()
+    };
+    let tftp_socket = match p.tftp_listen {
+        Some(addr) => Some(
+            dialtone_tftp::tftp::bind(addr, tftp_options.recv_buffer, false).with_context(
+                || format!("cannot listen on {addr}/udp (provisioning.tftp_listen)"),
+            )?,
+        ),
+        None => None,
+    };
     let templates_dir = config.provisioning.templates_dir.clone();
     let shipped = Shipped::load(&templates_dir, 1)
         .with_context(|| format!("reading shipped templates from {}", templates_dir.display()))?;
@@ -251,6 +268,7 @@ pub async fn run(
     tracing::info!(
         listen = %config.http.listen,
         provisioning = %config.provisioning.http_listen,
+        tftp = ?config.provisioning.tftp_listen,
         templates = provisioner.shipped_count(),
         counts = ?mirror.load().counts(),
         "dialtone ready"
@@ -265,6 +283,19 @@ pub async fn run(
     )
     .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let provisioning = tokio::spawn(async move { provisioning.await });
+    // TFTP runs on async-tftp's own executor, on a thread of its own.
+    let tftp = match tftp_socket {
+        Some(socket) => Some(
+            dialtone_tftp::tftp::spawn(
+                socket,
+                provisioner.clone(),
+                tftp_options,
+                cancel.clone().cancelled_owned(),
+            )
+            .context("starting the TFTP server")?,
+        ),
+        None => None,
+    };
     cancel.cancelled().await;
     tracing::info!("shutting down");
     for (name, task) in [("API", server), ("provisioning", provisioning)] {
@@ -278,6 +309,15 @@ pub async fn run(
                 listener = name,
                 "in-flight requests did not finish within the grace period"
             ),
+        }
+    }
+    if let Some(tftp) = tftp {
+        // Stops taking requests at once; a transfer in flight is cut short,
+        // and the phone retries (TFTP has no graceful close).
+        match tokio::task::spawn_blocking(move || tftp.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
+            _ => tracing::warn!("TFTP server thread failed"),
         }
     }
     tracker.close();

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use common::*;
 
+/// Keeps tests that start `serve` by hand off the default phone-facing ports.
+fn free_phone_listeners(cmd: &mut std::process::Command) {
+    cmd.arg("--provisioning-listen")
+        .arg(free_addr().to_string())
+        .arg("--tftp-listen")
+        .arg(free_udp_addr().to_string());
+}
+
 fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}", dir.join("dialtone.db").display())
 }
@@ -89,6 +97,7 @@ fn taken_port_is_named() {
     let addr = taken.local_addr().unwrap();
     let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
     cmd.arg("serve").arg("--listen").arg(addr.to_string());
+    free_phone_listeners(&mut cmd);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

@@ -66,6 +66,42 @@ fn demo_phone_config_over_http_with_curl() {
         .any(|(k, v)| k == "content-type" && v.starts_with("application/xml")));
     assert!(body.contains("<device>"), "{body}");
 
+    // TFTP serves the very same bytes, to both common clients.
+    let port = a.tftp_addr.port().to_string();
+    let atftp_out = dir.path().join("atftp.cfg");
+    let status = Command::new("atftp")
+        .args([
+            "--option",
+            "blksize 1428",
+            "--get",
+            "-r",
+            "0015654aa937.cfg",
+            "-l",
+        ])
+        .arg(&atftp_out)
+        .args(["127.0.0.1", &port])
+        .status()
+        .expect("atftp is installed by scripts/test");
+    assert!(status.success());
+    let http_body = http_get(a.prov_addr, DEMO_YEALINK).unwrap().1;
+    assert_eq!(std::fs::read_to_string(&atftp_out).unwrap(), http_body);
+    let hpa_out = dir.path().join("hpa.cfg");
+    let status = Command::new("tftp")
+        .args([
+            "-m",
+            "binary",
+            "127.0.0.1",
+            &port,
+            "-c",
+            "get",
+            "0015654aa937.cfg",
+        ])
+        .arg(&hpa_out)
+        .status()
+        .expect("tftp-hpa is installed by scripts/test");
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&hpa_out).unwrap(), http_body);
+
     // Unknown phones and odd paths reveal nothing.
     assert_eq!(
         http_get(a.prov_addr, "/001565999999.cfg").map(|(s, _)| s),

@@ -41,6 +41,8 @@ ensure_packages() {
     command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || want+=(slapd)
     command -v ldapsearch >/dev/null 2>&1 || want+=(ldap-utils)
     command -v curl >/dev/null 2>&1 || want+=(curl)
+    command -v atftp >/dev/null 2>&1 || want+=(atftp)
+    command -v tftp >/dev/null 2>&1 || want+=(tftp-hpa)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
         # Keep the package's own slapd/postgres from starting: we run ours.

@@ -18,6 +18,13 @@ pub fn templates_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
 }
 
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,6 +70,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The provisioning listener (phones' side).
     pub prov_addr: SocketAddr,
+    pub tftp_addr: SocketAddr,
     stderr_path: PathBuf,
 }
 
@@ -98,6 +106,7 @@ impl Server {
     pub fn spawn(dir: &Path, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let addr = free_addr();
         let prov_addr = free_addr();
+        let tftp_addr = free_udp_addr();
         let stderr_path = dir.join(format!("serve-{}.log", addr.port()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = dialtone(dir, database_url);
@@ -106,6 +115,8 @@ impl Server {
             .arg(addr.to_string())
             .arg("--provisioning-listen")
             .arg(prov_addr.to_string())
+            .arg("--tftp-listen")
+            .arg(tftp_addr.to_string())
             .env("DIALTONE_PROVISIONING__TEMPLATES_DIR", templates_dir())
             .args(extra);
         for (k, v) in env {
@@ -125,6 +136,7 @@ impl Server {
             child,
             addr,
             prov_addr,
+            tftp_addr,
             stderr_path,
         }
     }

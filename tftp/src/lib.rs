@@ -7,6 +7,7 @@ pub mod identify;
 pub mod provision;
 pub mod render;
 pub mod templates;
+pub mod tftp;
 
 pub use error::ProvisionError;
 pub use identify::{

@@ -1,0 +1,409 @@
+//! The TFTP front end with real clients (atftp, tftp-hpa, installed by
+//! scripts/test) and a raw client for what they cannot do: option
+//! negotiation edge cases, refused writes and paths, and the transfer cap.
+//! Loopback only; every wait is bounded.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dialtone_tftp::tftp::{self, TftpOptions};
+use dialtone_tftp::{Provisioner, Request};
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    fn start(provisioner: Arc<Provisioner>, options: TftpOptions) -> Server {
+        let socket =
+            tftp::bind("127.0.0.1:0".parse().unwrap(), options.recv_buffer, false).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = tftp::spawn(socket, provisioner, options, async move {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn expected(f: &Fixture, file: &str) -> Vec<u8> {
+    f.provisioner
+        .provision(&Request {
+            path: file,
+            user_agent: None,
+        })
+        .unwrap()
+        .body
+        .to_vec()
+}
+
+// ---- a raw client ----
+
+fn request(opcode: u8, file: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut p = vec![0, opcode];
+    for part in [file, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+    {
+        p.extend_from_slice(part.as_bytes());
+        p.push(0);
+    }
+    p
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = s.recv_from(&mut buf).expect("server answered in time");
+    buf.truncate(n);
+    (buf, from)
+}
+
+fn ack(s: &UdpSocket, to: SocketAddr, block: u16) {
+    let b = block.to_be_bytes();
+    s.send_to(&[0, 4, b[0], b[1]], to).unwrap();
+}
+
+/// Reads a file with the given options; returns the bytes, the OACK options
+/// and how many DATA packets arrived.
+fn fetch_raw(
+    server: SocketAddr,
+    file: &str,
+    options: &[(&str, &str)],
+) -> (Vec<u8>, Vec<(String, String)>, usize) {
+    let s = client();
+    s.send_to(&request(1, file, options), server).unwrap();
+    let blksize: usize = options
+        .iter()
+        .find(|(k, _)| *k == "blksize")
+        .map_or(512, |(_, v)| v.parse().unwrap());
+    let window: u16 = options
+        .iter()
+        .find(|(k, _)| *k == "windowsize")
+        .map_or(1, |(_, v)| v.parse().unwrap());
+    let (mut packet, peer) = recv(&s);
+    let mut oack = Vec::new();
+    if packet[1] == 6 {
+        let fields: Vec<String> = packet[2..]
+            .split(|b| *b == 0)
+            .filter(|f| !f.is_empty())
+            .map(|f| String::from_utf8_lossy(f).into())
+            .collect();
+        oack = fields
+            .chunks(2)
+            .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+            .collect();
+        ack(&s, peer, 0);
+        packet = recv(&s).0;
+    }
+    let (mut data, mut expected_block, mut packets) = (Vec::new(), 1u16, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "transfer did not finish");
+        assert_eq!(packet[1], 3, "expected DATA, got {packet:?}");
+        let block = u16::from_be_bytes([packet[2], packet[3]]);
+        packets += 1;
+        let last = packet.len() - 4 < blksize;
+        if block == expected_block {
+            data.extend_from_slice(&packet[4..]);
+            if last || block % window == 0 {
+                ack(&s, peer, block);
+            }
+            expected_block = expected_block.wrapping_add(1);
+        }
+        if last && block == expected_block.wrapping_sub(1) {
+            return (data, oack, packets);
+        }
+        packet = recv(&s).0;
+    }
+}
+
+fn error_of(server: SocketAddr, packet: &[u8]) -> (u16, String) {
+    let s = client();
+    s.send_to(packet, server).unwrap();
+    let (reply, _) = recv(&s);
+    assert_eq!(reply[1], 5, "expected an ERROR packet, got {reply:?}");
+    let code = u16::from_be_bytes([reply[2], reply[3]]);
+    (
+        code,
+        String::from_utf8_lossy(&reply[4..])
+            .trim_end_matches('\0')
+            .to_string(),
+    )
+}
+
+// ---- tests ----
+
+#[tokio::test]
+async fn real_clients_get_the_rendered_bytes() {
+    let f = Fixture::new().await;
+    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let want = expected(&f, "001565000001.cfg");
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.addr.port().to_string();
+
+    for (n, options) in [
+        vec![],
+        vec!["blksize 8", "tsize 0"],
+        vec!["blksize 1428", "timeout 1"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("atftp-{n}"));
+        let mut cmd = Command::new("atftp");
+        for o in options {
+            cmd.arg("--option").arg(o);
+        }
+        let status = cmd
+            .args(["--get", "-r", "001565000001.cfg", "-l"])
+            .arg(&out)
+            .args(["127.0.0.1", &port])
+            .status()
+            .expect("atftp is installed by scripts/test");
+        assert!(status.success(), "atftp {options:?} failed");
+        assert_eq!(std::fs::read(&out).unwrap(), want, "atftp {options:?}");
+    }
+
+    let out = dir.path().join("tftp-hpa");
+    let status = Command::new("tftp")
+        .args([
+            "-m",
+            "binary",
+            "127.0.0.1",
+            &port,
+            "-c",
+            "get",
+            "001565000001.cfg",
+        ])
+        .arg(&out)
+        .status()
+        .expect("tftp-hpa is installed by scripts/test");
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+}
+
+#[tokio::test]
+async fn options_are_negotiated() {
+    let f = Fixture::new().await;
+    // Eighty lines: a file of many blocks at every size but the largest.
+    f.write(&[phone(
+        "00:15:65:00:00:09",
+        dialtone_sync::Family::Yealink,
+        "T46S",
+        &["A"; 80],
+    )])
+    .await;
+    let want = expected(&f, "001565000009.cfg");
+    assert!(want.len() > 6000, "test file too small: {}", want.len());
+    let server = Server::start(
+        f.provisioner.clone(),
+        TftpOptions {
+            blksize_limit: 65464,
+            ..Default::default()
+        },
+    );
+    for blksize in ["8", "512", "1428", "65464"] {
+        for window in ["1", "4", "16"] {
+            let options = [("blksize", blksize), ("tsize", "0"), ("windowsize", window)];
+            let (data, oack, packets) = fetch_raw(server.addr, "001565000009.cfg", &options);
+            assert_eq!(data, want, "blksize {blksize} windowsize {window}");
+            assert!(
+                oack.contains(&("blksize".into(), blksize.into())),
+                "{oack:?}"
+            );
+            assert!(
+                oack.contains(&("tsize".into(), want.len().to_string())),
+                "{oack:?}"
+            );
+            assert!(
+                oack.contains(&("windowsize".into(), window.into())),
+                "{oack:?}"
+            );
+            let blocks = want.len() / blksize.parse::<usize>().unwrap() + 1;
+            // No duplicate storm: at most one window resent in all.
+            assert!(
+                packets <= blocks + window.parse::<usize>().unwrap(),
+                "{packets} packets for {blocks} blocks"
+            );
+        }
+    }
+    let (_, oack, _) = fetch_raw(server.addr, "001565000009.cfg", &[("timeout", "3")]);
+    assert!(oack.contains(&("timeout".into(), "3".into())), "{oack:?}");
+}
+
+#[tokio::test]
+async fn a_lost_ack_is_recovered_by_retransmission() {
+    let f = Fixture::new().await;
+    let want = expected(&f, "001565000001.cfg");
+    let server = Server::start(
+        f.provisioner.clone(),
+        TftpOptions {
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let s = client();
+    s.send_to(
+        &request(1, "001565000001.cfg", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let (oack, peer) = recv(&s);
+    assert_eq!(oack[1], 6);
+    ack(&s, peer, 0);
+    let (first, _) = recv(&s);
+    // "Lose" our ACK of block 1: the server must send block 1 again.
+    let (again, _) = recv(&s);
+    assert_eq!(first, again, "block 1 was not retransmitted");
+    let mut data = first[4..].to_vec();
+    ack(&s, peer, 1);
+    let mut expected_block = 2u16;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline);
+        let (p, _) = recv(&s);
+        let block = u16::from_be_bytes([p[2], p[3]]);
+        if block == expected_block {
+            data.extend_from_slice(&p[4..]);
+            ack(&s, peer, block);
+            expected_block += 1;
+            if p.len() - 4 < 8 {
+                break;
+            }
+        }
+    }
+    assert_eq!(data, want);
+}
+
+#[tokio::test]
+async fn writes_unknown_files_and_escapes_are_refused() {
+    let f = Fixture::new().await;
+    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let (code, _) = error_of(server.addr, &request(2, "001565000001.cfg", &[]));
+    assert_eq!(code, 2, "WRQ must be an access violation");
+    let (code, _) = error_of(server.addr, &request(1, "001565999999.cfg", &[]));
+    assert_eq!(code, 1, "unknown phone is file-not-found");
+    for path in [
+        "../etc/passwd",
+        "/../etc/passwd",
+        "a/../../etc/shadow",
+        "..",
+        "..\\..\\windows\\win.ini",
+        "C:\\boot.ini",
+        "c:/boot.ini",
+        "%2e%2e/etc/passwd",
+        "~root/.ssh/id_rsa",
+        "configs/../../001565000001.cfg",
+        "line\nbreak.cfg",
+    ] {
+        let (code, _) = error_of(server.addr, &request(1, path, &[]));
+        assert_eq!(code, 2, "{path:?} was not refused as an access violation");
+    }
+}
+
+#[tokio::test]
+async fn the_transfer_cap_answers_busy() {
+    let f = Fixture::new().await;
+    let server = Server::start(
+        f.provisioner.clone(),
+        TftpOptions {
+            max_transfers: 1,
+            timeout: Duration::from_millis(500),
+            max_send_retries: 2,
+            ..Default::default()
+        },
+    );
+    // A client that takes a slot and never acknowledges.
+    let stuck = client();
+    stuck
+        .send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+        .unwrap();
+    let (first, _) = recv(&stuck);
+    assert_eq!(first[1], 3);
+    let (code, message) = error_of(server.addr, &request(1, "001565000002.cfg", &[]));
+    assert_eq!(code, 0, "{message}");
+    assert!(message.contains("busy"), "{message}");
+    // Once the stuck transfer gives up, the slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = client();
+        s.send_to(&request(1, "001565000002.cfg", &[]), server.addr)
+            .unwrap();
+        let (p, _) = recv(&s);
+        if p[1] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn duplicate_acks_cause_no_data_storm() {
+    let f = Fixture::new().await;
+    let want = expected(&f, "001565000001.cfg");
+    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let s = client();
+    s.send_to(
+        &request(1, "001565000001.cfg", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let (oack, peer) = recv(&s);
+    assert_eq!(oack[1], 6);
+    ack(&s, peer, 0);
+    let blocks = want.len() / 8 + 1;
+    let (mut data, mut expected_block, mut packets) = (Vec::new(), 1u16, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline);
+        let (p, _) = recv(&s);
+        packets += 1;
+        let block = u16::from_be_bytes([p[2], p[3]]);
+        if block == expected_block {
+            data.extend_from_slice(&p[4..]);
+            // Every ACK sent three times, as a confused client might.
+            for _ in 0..3 {
+                ack(&s, peer, block);
+            }
+            expected_block += 1;
+            if p.len() - 4 < 8 {
+                break;
+            }
+        }
+    }
+    assert_eq!(data, want);
+    // Sorcerer's Apprentice: duplicate ACKs must not each trigger a resend.
+    assert!(
+        packets <= blocks + 2,
+        "{packets} DATA packets for {blocks} blocks"
+    );
+}
