@@ -74,6 +74,7 @@ fn unreachable_database_without_snapshot_exits_with_one_line() {
     cmd.arg("serve")
         .arg("--listen")
         .arg(free_addr().to_string());
+    free_phone_listeners(&mut cmd);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
