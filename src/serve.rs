@@ -185,19 +185,26 @@ pub async fn run(
     }
     let mirror = Arc::new(Mirror::new());
     load_mirror(&config, &*store, &key, &mirror, demo).await?;
-    let provisioner = Arc::new(Provisioner::new(
-        mirror.clone(),
-        key.clone(),
-        shipped,
-        ProvisionOptions {
-            base_url: config.provisioning.base_url(),
-            render_cache_bytes: config.provisioning.render_cache_mb << 20,
-            ..Default::default()
-        },
-    ));
+    let (history, history_writer) =
+        dialtone_sync::history::channel(store.clone(), config.mirror.history_queue);
+    let provisioner = Arc::new(
+        Provisioner::new(
+            mirror.clone(),
+            key.clone(),
+            shipped,
+            ProvisionOptions {
+                base_url: config.provisioning.base_url(),
+                render_cache_bytes: config.provisioning.render_cache_mb << 20,
+                ..Default::default()
+            },
+        )
+        .with_history(history),
+    );
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // Flushes what is queued when cancelled, so it runs to the end on its own.
+    tracker.spawn(history_writer.run(cancel.clone()));
     {
         let (mirror, store, cancel2) = (mirror.clone(), store.clone(), cancel.clone());
         let options = watcher::WatchOptions {
@@ -279,7 +286,8 @@ pub async fn run(
     let server = tokio::spawn(async move { server.await });
     let provisioning = axum::serve(
         provisioning_listener,
-        dialtone_tftp::http::router(provisioner.clone()),
+        dialtone_tftp::http::router(provisioner.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let provisioning = tokio::spawn(async move { provisioning.await });

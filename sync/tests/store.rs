@@ -334,6 +334,8 @@ async fn history_body(db: TestDb) {
             file: "001565000001.cfg".into(),
             outcome: "ok".into(),
             bytes: 4096,
+            model: Some("T46S".into()),
+            firmware: Some("66.86.0.15".into()),
         });
     }
     cancel.cancel();
@@ -344,6 +346,13 @@ async fn history_body(db: TestDb) {
         "dropped {}",
         sink.dropped()
     );
+    let recent = store
+        .recent_boots(&"001565000001".parse().unwrap(), 3)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 3);
+    assert!(recent[0].at >= recent[1].at, "newest first");
+    assert_eq!(recent[0].firmware.as_deref(), Some("66.86.0.15"));
     let pruned = store.prune_boots(Duration::from_millis(500)).await.unwrap();
     assert!(pruned >= 1, "pruned {pruned}");
 }

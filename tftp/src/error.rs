@@ -10,6 +10,10 @@ pub enum ProvisionError {
     #[error("refused path: {0}")]
     BadPath(&'static str),
 
+    /// The source made too many misses and is banned for a while.
+    #[error("source banned")]
+    Banned,
+
     /// The template failed for this phone.
     #[error("template {template}{}: {message}", position(*line, *column))]
     Render {

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +22,7 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 }
 
 async fn fetch(
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     State(provisioner): State<Arc<Provisioner>>,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -30,6 +33,8 @@ async fn fetch(
     let request = Request {
         path: &path,
         user_agent,
+        remote: Some(remote.ip()),
+        protocol: "http",
     };
     match provisioner.provision(&request) {
         Ok(file) => {
@@ -70,6 +75,9 @@ async fn fetch(
 fn error_response(path: &str, user_agent: Option<&str>, error: ProvisionError) -> Response {
     match error {
         ProvisionError::NotFound => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        ProvisionError::Banned => {
+            (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
+        }
         ProvisionError::BadPath(why) => {
             tracing::info!(path, reason = why, "refused provisioning path");
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()

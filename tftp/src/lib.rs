@@ -2,6 +2,7 @@
 //! the mirror, and serve it. Both transports call [`Provisioner::provision`].
 
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod identify;
 pub mod provision;

@@ -14,7 +14,11 @@ use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
+use dialtone_sync::history::HistorySink;
+use dialtone_sync::store::BootRecord;
+
 use crate::error::ProvisionError;
+use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
 use crate::render::{compile, content_type, render, Subject};
 use crate::templates::{resolve, Origin, Shipped};
@@ -27,6 +31,7 @@ pub struct ProvisionOptions {
     pub render_cache_bytes: u64,
     /// Bound of the compiled-template cache, in templates.
     pub compiled_cache_entries: u64,
+    pub guard: GuardOptions,
 }
 
 impl Default for ProvisionOptions {
@@ -35,6 +40,7 @@ impl Default for ProvisionOptions {
             base_url: "http://127.0.0.1:8081".into(),
             render_cache_bytes: 64 << 20,
             compiled_cache_entries: 2048,
+            guard: GuardOptions::default(),
         }
     }
 }
@@ -83,11 +89,15 @@ enum CompiledKey {
 }
 
 /// A request as either transport sees it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Request<'a> {
     /// TFTP file name or (decoded) HTTP path.
     pub path: &'a str,
     pub user_agent: Option<&'a str>,
+    /// The source address: for bans and history. `None` in tools and tests.
+    pub remote: Option<std::net::IpAddr>,
+    /// `tftp`, `http` or `https`, for history.
+    pub protocol: &'static str,
 }
 
 pub struct Provisioner {
@@ -97,6 +107,8 @@ pub struct Provisioner {
     shipped: ArcSwap<Shipped>,
     compiled: Cache<CompiledKey, Arc<tera::Tera>>,
     rendered: Cache<RenderKey, Rendered>,
+    guard: Guard,
+    history: Option<HistorySink>,
 }
 
 impl Provisioner {
@@ -122,8 +134,21 @@ impl Provisioner {
                 })
                 .support_invalidation_closures()
                 .build(),
+            guard: Guard::new(options.guard.clone()),
+            history: None,
             options,
         }
+    }
+
+    /// Records every fetch (and miss by a known MAC) in the provisioning
+    /// history, off the hot path.
+    pub fn with_history(mut self, sink: HistorySink) -> Self {
+        self.history = Some(sink);
+        self
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Re-reads the shipped templates (start, SIGHUP). On error the running
@@ -143,17 +168,65 @@ impl Provisioner {
 
     /// Serves one request. Safe to call from any thread; never blocks on I/O.
     pub fn provision(&self, request: &Request<'_>) -> Result<Rendered, ProvisionError> {
-        let identity = identify(request.path, request.user_agent)?;
-        match identity.kind {
-            FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
-                self.render_file(&identity)
-            }
-            // The directory service, static files and log uploads are
-            // handled by their own paths (not in this core yet).
-            FileKind::PhoneDirectory | FileKind::Static | FileKind::LogUpload => {
-                Err(ProvisionError::NotFound)
+        if request.remote.is_some_and(|ip| self.guard.is_banned(ip)) {
+            return Err(ProvisionError::Banned);
+        }
+        let identity = identify(request.path, request.user_agent);
+        let result = match &identity {
+            Err(e) => Err(e.clone().into()),
+            Ok(id) => match id.kind {
+                FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
+                    self.render_file(id)
+                }
+                // The directory service, static files and log uploads are
+                // handled by their own paths (not in this core yet).
+                FileKind::PhoneDirectory | FileKind::Static | FileKind::LogUpload => {
+                    Err(ProvisionError::NotFound)
+                }
+            },
+        };
+        if let (Err(ProvisionError::NotFound | ProvisionError::BadPath(_)), Some(ip)) =
+            (&result, request.remote)
+        {
+            self.guard.miss(ip);
+        }
+        if let (Some(history), Ok(identity)) = (&self.history, &identity) {
+            if let Some(mac) = identity.mac {
+                self.record(history, request, identity, mac, &result);
             }
         }
+        result
+    }
+
+    fn record(
+        &self,
+        history: &HistorySink,
+        request: &Request<'_>,
+        identity: &Identity,
+        mac: dialtone_sync::Mac,
+        result: &Result<Rendered, ProvisionError>,
+    ) {
+        // Only phones we know: a scanner's misses must not fill the table.
+        if self.mirror.load().phone_by_mac(&mac).is_none() {
+            return;
+        }
+        let (outcome, bytes) = match result {
+            Ok(file) => ("ok".to_string(), file.body.len() as i64),
+            Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
+            Err(e) => (format!("error: {e}"), 0),
+        };
+        history.record(BootRecord {
+            mac: mac.to_string(),
+            at: dialtone_sync::now_millis(),
+            remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: request.user_agent.map(str::to_string),
+            protocol: request.protocol.to_string(),
+            file: identity.file.clone(),
+            outcome,
+            bytes,
+            model: identity.model.clone(),
+            firmware: identity.firmware.clone(),
+        });
     }
 
     fn render_file(&self, identity: &Identity) -> Result<Rendered, ProvisionError> {

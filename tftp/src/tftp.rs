@@ -177,6 +177,8 @@ impl Handler for ProvisionHandler {
         match self.provisioner.provision(&Request {
             path,
             user_agent: None,
+            remote: Some(client.ip()),
+            protocol: "tftp",
         }) {
             Ok(file) => {
                 let size = file.body.len() as u64;
@@ -189,7 +191,10 @@ impl Handler for ProvisionHandler {
                     Some(size),
                 ))
             }
-            Err(ProvisionError::NotFound) => Err(packet::Error::FileNotFound),
+            // A banned source learns nothing: it looks like any unknown file.
+            Err(ProvisionError::NotFound | ProvisionError::Banned) => {
+                Err(packet::Error::FileNotFound)
+            }
             Err(ProvisionError::BadPath(why)) => {
                 tracing::info!(%client, path, reason = why, "refused TFTP path");
                 Err(packet::Error::PermissionDenied)

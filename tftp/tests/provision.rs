@@ -67,6 +67,7 @@ async fn renders_are_deterministic_and_cached() {
     let request = Request {
         path: "001565000001.cfg",
         user_agent: None,
+        ..Default::default()
     };
     let a = f.provisioner.provision(&request).unwrap();
     let b = f.provisioner.provision(&request).unwrap();
@@ -196,6 +197,7 @@ async fn edits_invalidate_exactly_what_they_touch() {
         .provision(&Request {
             path: "001565000002.cfg",
             user_agent: None,
+            ..Default::default()
         })
         .unwrap();
     f.write(&[phone(
@@ -217,6 +219,7 @@ async fn edits_invalidate_exactly_what_they_touch() {
         .provision(&Request {
             path: "001565000002.cfg",
             user_agent: None,
+            ..Default::default()
         })
         .unwrap();
     assert!(
@@ -233,4 +236,86 @@ async fn edits_invalidate_exactly_what_they_touch() {
     .await;
     let text = f.get("001565000002.cfg").unwrap();
     assert!(text.contains("ntp2.acme.example"), "{text}");
+}
+
+fn from(ip: std::net::IpAddr, path: &str) -> Request<'_> {
+    Request {
+        path,
+        remote: Some(ip),
+        protocol: "http",
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn scanners_get_banned_while_phones_keep_booting() {
+    let f = Fixture::new().await;
+    let scanner: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+    let phone_ip: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+
+    let mut banned_after = None;
+    for n in 0..100u32 {
+        let mac = format!("0015650{n:05x}.cfg");
+        if f.provisioner.provision(&from(scanner, &mac)).err() == Some(ProvisionError::Banned) {
+            banned_after = Some(n);
+            break;
+        }
+    }
+    let n = banned_after.expect("the scanner was never banned");
+    assert!(n > 5 && n < 100, "banned after {n} misses");
+    // Banned: even a real phone's file is refused to that source.
+    assert_eq!(
+        f.provisioner
+            .provision(&from(scanner, "001565000001.cfg"))
+            .err(),
+        Some(ProvisionError::Banned)
+    );
+    // Another source, the phone itself, is not slowed at all.
+    assert!(f
+        .provisioner
+        .provision(&from(phone_ip, "001565000001.cfg"))
+        .is_ok());
+    assert_eq!(f.provisioner.guard().banned_sources(), 1);
+}
+
+#[tokio::test]
+async fn fetches_by_known_phones_are_recorded() {
+    let f = Fixture::new().await;
+    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
+    let provisioner = Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::load(f._dir.path(), 1).unwrap(),
+        ProvisionOptions::default(),
+    )
+    .with_history(sink);
+    let ua = "Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01";
+    for path in ["001565000001.cfg", "001565777777.cfg"] {
+        let _ = provisioner.provision(&Request {
+            path,
+            user_agent: Some(ua),
+            remote: Some("192.0.2.10".parse().unwrap()),
+            protocol: "http",
+        });
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel).await;
+    let mac: Mac = "001565000001".parse().unwrap();
+    let boots = f.store.recent_boots(&mac, 10).await.unwrap();
+    assert_eq!(boots.len(), 1, "{boots:?}");
+    let boot = &boots[0];
+    assert_eq!(
+        (
+            boot.outcome.as_str(),
+            boot.protocol.as_str(),
+            boot.remote_ip.as_str()
+        ),
+        ("ok", "http", "192.0.2.10")
+    );
+    assert_eq!(boot.model.as_deref(), Some("T46S"));
+    assert_eq!(boot.firmware.as_deref(), Some("66.86.0.15"));
+    // The unknown MAC left no row (scanners must not fill the table).
+    let unknown: Mac = "001565777777".parse().unwrap();
+    assert!(f.store.recent_boots(&unknown, 10).await.unwrap().is_empty());
 }

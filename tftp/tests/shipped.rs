@@ -130,6 +130,7 @@ async fn every_shipped_template_renders_for_one_and_four_lines() {
                 let request = Request {
                     path: &path,
                     user_agent: None,
+                    ..Default::default()
                 };
                 let a = first
                     .provision(&request)

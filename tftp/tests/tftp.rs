@@ -53,6 +53,7 @@ fn expected(f: &Fixture, file: &str) -> Vec<u8> {
         .provision(&Request {
             path: file,
             user_agent: None,
+            ..Default::default()
         })
         .unwrap()
         .body

@@ -500,7 +500,7 @@ macro_rules! shared_sql {
             for r in records {
                 sqlx::query(
                     "INSERT INTO provisioning_history (mac, at, remote_ip, user_agent, protocol, file, outcome, \
-                     bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     bytes, model, firmware) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&r.mac)
                 .bind(r.at)
@@ -510,10 +510,23 @@ macro_rules! shared_sql {
                 .bind(&r.file)
                 .bind(&r.outcome)
                 .bind(r.bytes)
+                .bind(&r.model)
+                .bind(&r.firmware)
                 .execute(&mut *conn)
                 .await?;
             }
             Ok(())
+        }
+
+        pub(super) async fn recent_boots(conn: &mut $conn, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
+            Ok(sqlx::query_as(
+                "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, firmware \
+                 FROM provisioning_history WHERE mac = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            )
+            .bind(mac.to_string())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?)
         }
 
         pub(super) async fn delete_boots_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {

@@ -182,7 +182,7 @@ impl WriteReport {
 }
 
 /// One file served to one device, as the front ends report it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct BootRecord {
     pub mac: String,
     pub at: Millis,
@@ -192,6 +192,8 @@ pub struct BootRecord {
     pub file: String,
     pub outcome: String,
     pub bytes: i64,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
 }
 
 /// Told how many mutations of a write are done, for progress bars.
@@ -249,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
     async fn bump_epoch(&self) -> Result<i64, SyncError>;
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
+
+    /// The latest fetches by one phone, newest first.
+    async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError>;
 
     /// Deletes boot history older than `retain`.
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError>;

@@ -255,6 +255,11 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::recent_boots(&mut conn, mac, limit).await
+    }
+
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::delete_boots_before(&mut conn, now_millis() - retain.as_millis() as i64).await

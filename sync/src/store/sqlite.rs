@@ -245,6 +245,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::recent_boots(&mut conn, mac, limit).await
+    }
+
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let cutoff = now_millis() - retain.as_millis() as i64;
         self.write_txn(move |conn| {

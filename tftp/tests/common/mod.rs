@@ -138,6 +138,7 @@ impl Fixture {
             .provision(&Request {
                 path,
                 user_agent: None,
+                ..Default::default()
             })
             .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
     }

@@ -1,0 +1,141 @@
+//! Anti-enumeration. A MAC is not a secret (one vendor prefix is 16.7M
+//! addresses) and scanners walk them against provisioning servers, so every
+//! miss (unknown file or phone, refused path, failed auth) costs the source a
+//! token from its bucket, shared by TFTP and HTTP. A source with an empty
+//! bucket is banned for a while. Bans are per source address: a known phone
+//! elsewhere is never slowed by someone else's scan.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+#[derive(Clone, Debug)]
+pub struct GuardOptions {
+    /// Misses a source may make in a burst.
+    pub burst: u32,
+    /// Misses a source may make per minute, sustained.
+    pub per_minute: u32,
+    /// How long a source stays banned.
+    pub ban: Duration,
+    /// Sources tracked at once (bounded memory under a spoofed-address flood).
+    pub max_sources: u64,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        GuardOptions {
+            burst: 30,
+            per_minute: 10,
+            ban: Duration::from_secs(600),
+            max_sources: 100_000,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+pub struct Guard {
+    options: GuardOptions,
+    buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    bans: Cache<IpAddr, ()>,
+}
+
+impl Guard {
+    pub fn new(options: GuardOptions) -> Guard {
+        Guard {
+            buckets: Cache::builder()
+                .max_capacity(options.max_sources)
+                // An idle bucket is full again by then; forget it.
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            bans: Cache::builder()
+                .max_capacity(options.max_sources)
+                .time_to_live(options.ban)
+                .build(),
+            options,
+        }
+    }
+
+    pub fn is_banned(&self, source: IpAddr) -> bool {
+        self.bans.contains_key(&source)
+    }
+
+    /// Counts a miss; returns true when it got the source banned.
+    pub fn miss(&self, source: IpAddr) -> bool {
+        let burst = f64::from(self.options.burst.max(1));
+        let bucket = self.buckets.get_with(source, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: burst,
+                refilled: Instant::now(),
+            }))
+        });
+        let exhausted = {
+            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(b.refilled).as_secs_f64()
+                * f64::from(self.options.per_minute)
+                / 60.0;
+            b.tokens = (b.tokens + refill).min(burst) - 1.0;
+            b.refilled = now;
+            b.tokens < 0.0
+        };
+        if exhausted && !self.is_banned(source) {
+            self.bans.insert(source, ());
+            self.buckets.invalidate(&source);
+            // One line fail2ban can match: "... ban <address> ...".
+            tracing::warn!(
+                target: "dialtone::ban",
+                "provisioning: ban {source} for {}s after repeated misses",
+                self.options.ban.as_secs()
+            );
+            return true;
+        }
+        false
+    }
+
+    pub fn banned_sources(&self) -> u64 {
+        self.bans.run_pending_tasks();
+        self.bans.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_misses_bans_only_that_source() {
+        let guard = Guard::new(GuardOptions {
+            burst: 5,
+            per_minute: 1,
+            ..Default::default()
+        });
+        let scanner: IpAddr = "192.0.2.10".parse().unwrap();
+        let phone: IpAddr = "192.0.2.20".parse().unwrap();
+        let bans: Vec<bool> = (0..6).map(|_| guard.miss(scanner)).collect();
+        assert_eq!(bans, [false, false, false, false, false, true]);
+        assert!(guard.is_banned(scanner));
+        assert!(!guard.is_banned(phone));
+        assert!(!guard.miss(phone));
+    }
+
+    #[test]
+    fn bans_expire() {
+        let guard = Guard::new(GuardOptions {
+            burst: 1,
+            per_minute: 1,
+            ban: Duration::from_millis(100),
+            ..Default::default()
+        });
+        let scanner: IpAddr = "2001:db8::1".parse().unwrap();
+        guard.miss(scanner);
+        assert!(guard.miss(scanner));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!guard.is_banned(scanner));
+    }
+}
