@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +23,7 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 
 async fn fetch(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     State(provisioner): State<Arc<Provisioner>>,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -35,6 +36,7 @@ async fn fetch(
         user_agent,
         remote: Some(remote.ip()),
         protocol: "http",
+        query: query.as_deref(),
     };
     match provisioner.provision(&request) {
         Ok(file) => {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod identify;
+pub mod phonebook;
 pub mod provision;
 pub mod render;
 pub mod templates;

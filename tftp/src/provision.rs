@@ -20,6 +20,7 @@ use dialtone_sync::store::BootRecord;
 use crate::error::ProvisionError;
 use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
+use crate::phonebook;
 use crate::render::{compile, content_type, render, Subject};
 use crate::templates::{resolve, Origin, Shipped};
 
@@ -98,6 +99,8 @@ pub struct Request<'a> {
     pub remote: Option<std::net::IpAddr>,
     /// `tftp`, `http` or `https`, for history.
     pub protocol: &'static str,
+    /// The HTTP query string (directory paging and search).
+    pub query: Option<&'a str>,
 }
 
 pub struct Provisioner {
@@ -178,11 +181,9 @@ impl Provisioner {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
                     self.render_file(id)
                 }
-                // The directory service, static files and log uploads are
-                // handled by their own paths (not in this core yet).
-                FileKind::PhoneDirectory | FileKind::Static | FileKind::LogUpload => {
-                    Err(ProvisionError::NotFound)
-                }
+                FileKind::PhoneDirectory => self.render_directory(id, request.query),
+                // Static files and log uploads are not served by this core yet.
+                FileKind::Static | FileKind::LogUpload => Err(ProvisionError::NotFound),
             },
         };
         if let (Err(ProvisionError::NotFound | ProvisionError::BadPath(_)), Some(ip)) =
@@ -227,6 +228,37 @@ impl Provisioner {
             model: identity.model.clone(),
             firmware: identity.firmware.clone(),
         });
+    }
+
+    /// The tenant's directory in the phone's format. Not cached: it is
+    /// written straight from the mirror, so it is always current.
+    fn render_directory(
+        &self,
+        identity: &Identity,
+        query: Option<&str>,
+    ) -> Result<Rendered, ProvisionError> {
+        let state = self.mirror.load();
+        let phone = identity
+            .mac
+            .and_then(|m| state.phone_by_mac(&m))
+            .ok_or(ProvisionError::NotFound)?;
+        let tenant = state.tenant(phone.tenant_id);
+        let query = phonebook::Query::parse(query);
+        let entries =
+            phonebook::sorted(state.directory_of(phone.tenant_id), query.search.as_deref());
+        let title = tenant.map(|t| &*t.name).unwrap_or("Directory");
+        let self_url = format!("{}/{}", self.options.base_url, identity.file);
+        let body = phonebook::render(phone.family, title, &entries, &query, &self_url)
+            .ok_or(ProvisionError::NotFound)?;
+        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
+        Ok(Rendered {
+            body: body.into_bytes().into(),
+            etag: etag.into(),
+            content_type: "text/xml; charset=utf-8",
+            kind: FileKind::PhoneDirectory,
+            family: phone.family,
+            deps: Deps::default(),
+        })
     }
 
     fn render_file(&self, identity: &Identity) -> Result<Rendered, ProvisionError> {

@@ -179,6 +179,7 @@ impl Handler for ProvisionHandler {
             user_agent: None,
             remote: Some(client.ip()),
             protocol: "tftp",
+            query: None,
         }) {
             Ok(file) => {
                 let size = file.body.len() as u64;

@@ -296,6 +296,7 @@ async fn fetches_by_known_phones_are_recorded() {
             user_agent: Some(ua),
             remote: Some("192.0.2.10".parse().unwrap()),
             protocol: "http",
+            query: None,
         });
     }
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -318,4 +319,80 @@ async fn fetches_by_known_phones_are_recorded() {
     // The unknown MAC left no row (scanners must not fill the table).
     let unknown: Mac = "001565777777".parse().unwrap();
     assert!(f.store.recent_boots(&unknown, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn phone_directories_in_each_format() {
+    let f = Fixture::new().await;
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.push(Mutation::UpsertDirectoryEntry(
+            dialtone_sync::store::DirectoryEntryInput {
+                tenant: "acme".into(),
+                external_id: format!("e{i:02}"),
+                name: format!("Person {i:02} & Co"),
+                company: None,
+                numbers: vec![DirectoryNumber {
+                    number: format!("+1 (555) 010-{:04}", 1000 + i).into(),
+                    kind: "work".into(),
+                }],
+            },
+        ));
+    }
+    f.write(&batch).await;
+    // Poly, Cisco, Yealink and Snom phones of the same tenant.
+    f.write(&[
+        phone("00:04:f2:00:00:10", Family::Poly, "VVX 450", &["P"]),
+        phone("00:1b:54:00:00:11", Family::CiscoSep, "CP-7941G", &["C"]),
+    ])
+    .await;
+    let fetch = |path: &str, query: Option<&str>| {
+        let r = f
+            .provisioner
+            .provision(&Request {
+                path,
+                query,
+                ..Default::default()
+            })
+            .unwrap();
+        String::from_utf8(r.body.to_vec()).unwrap()
+    };
+    for (path, root) in [
+        ("001565000001-directory.xml", "YealinkIPPhoneDirectory"),
+        ("000413000003-directory.xml", "SnomIPPhoneDirectory"),
+        ("0004f2000010-directory.xml", "directory"),
+        ("001b54000011-directory.xml", "CiscoIPPhoneDirectory"),
+    ] {
+        let xml = fetch(path, None);
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{path}: {e}\n{xml}"));
+        assert_eq!(doc.root_element().tag_name().name(), root, "{path}");
+        assert!(
+            xml.contains("Person 00 &amp; Co") || xml.contains("<fn>Person 00 &amp;</fn>"),
+            "{path}: {xml}"
+        );
+    }
+    // Poly splits the name into first and last.
+    assert!(fetch("0004f2000010-directory.xml", None).contains("<ln>Co</ln>"));
+    // Cisco: 32 per page, with paging keys, and search.
+    let page1 = fetch("001b54000011-directory.xml", None);
+    assert_eq!(page1.matches("<DirectoryEntry>").count(), 32);
+    assert!(
+        page1.contains("?page=1") && page1.contains("Page 1 of 2"),
+        "{page1}"
+    );
+    let page2 = fetch("001b54000011-directory.xml", Some("page=1"));
+    assert_eq!(page2.matches("<DirectoryEntry>").count(), 8);
+    assert!(page2.contains("Person 39"));
+    let found = fetch("001b54000011-directory.xml", Some("q=person+07"));
+    assert_eq!(found.matches("<DirectoryEntry>").count(), 1, "{found}");
+    // Unknown phones get nothing.
+    assert_eq!(
+        f.provisioner
+            .provision(&Request {
+                path: "001565999999-directory.xml",
+                ..Default::default()
+            })
+            .err(),
+        Some(ProvisionError::NotFound)
+    );
 }
