@@ -177,6 +177,7 @@ impl Provisioner {
         let identity = identify(request.path, request.user_agent);
         let result = match &identity {
             Err(e) => Err(e.clone().into()),
+            Ok(id) if !self.network_allowed(id, request.remote) => Err(ProvisionError::NotFound),
             Ok(id) => match id.kind {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
                     self.render_file(id)
@@ -228,6 +229,44 @@ impl Provisioner {
             model: identity.model.clone(),
             firmware: identity.firmware.clone(),
         });
+    }
+
+    /// A tenant may restrict its phones to source networks (tenant setting
+    /// `provisioning_networks`: a list of CIDRs). A fetch from elsewhere is
+    /// answered like an unknown phone. Requests without a source (tools,
+    /// tests) and tenants without the setting are not restricted.
+    fn network_allowed(&self, identity: &Identity, remote: Option<std::net::IpAddr>) -> bool {
+        let (Some(remote), Some(mac)) = (remote, identity.mac) else {
+            return true;
+        };
+        let state = self.mirror.load();
+        let Some(tenant) = state
+            .phone_by_mac(&mac)
+            .and_then(|p| state.tenant(p.tenant_id))
+        else {
+            return true;
+        };
+        let Ok(serde_json::Value::Object(settings)) =
+            serde_json::from_str::<serde_json::Value>(&tenant.settings)
+        else {
+            return true;
+        };
+        let Some(serde_json::Value::Array(networks)) = settings.get("provisioning_networks") else {
+            return true;
+        };
+        let allowed = networks
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter_map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .any(|net| net.contains(&remote));
+        if !allowed {
+            tracing::info!(%remote, tenant = %tenant.slug, "fetch from outside the tenant's provisioning networks");
+        }
+        allowed
     }
 
     /// The tenant's directory in the phone's format. Not cached: it is

@@ -396,3 +396,27 @@ async fn phone_directories_in_each_format() {
         Some(ProvisionError::NotFound)
     );
 }
+
+#[tokio::test]
+async fn a_tenant_network_allow_list_is_enforced() {
+    let f = Fixture::new().await;
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: r#"{"provisioning_networks":["192.0.2.0/24","2001:db8::/32"]}"#.into(),
+    })])
+    .await;
+    let inside = f
+        .provisioner
+        .provision(&from("192.0.2.77".parse().unwrap(), "001565000001.cfg"));
+    assert!(inside.is_ok());
+    let v6 = f
+        .provisioner
+        .provision(&from("2001:db8::7".parse().unwrap(), "001565000001.cfg"));
+    assert!(v6.is_ok());
+    let outside = f
+        .provisioner
+        .provision(&from("198.51.100.7".parse().unwrap(), "001565000001.cfg"));
+    assert_eq!(outside.err(), Some(ProvisionError::NotFound));
+}
