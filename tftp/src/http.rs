@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::digest::Verdict;
 use crate::error::ProvisionError;
 use crate::provision::{Provisioner, Request};
 
@@ -24,6 +25,8 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 async fn fetch(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    method: Method,
+    uri: Uri,
     State(provisioner): State<Arc<Provisioner>>,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -38,6 +41,30 @@ async fn fetch(
         protocol: "http",
         query: query.as_deref(),
     };
+    if let Some((user, password)) = provisioner.device_credentials(&request) {
+        if provisioner.guard().is_banned(remote.ip()) {
+            return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
+        }
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        // HEAD is answered by the GET route; the client signed its own method.
+        match provisioner
+            .digest()
+            .verify(authorization, method.as_str(), target, &user, &password)
+        {
+            Verdict::Ok => {}
+            Verdict::Stale => return unauthorized(&provisioner, true),
+            verdict => {
+                if authorization.is_some() {
+                    tracing::info!(%remote, path, ?verdict, "device authentication failed");
+                    provisioner.guard().miss(remote.ip());
+                }
+                return unauthorized(&provisioner, false);
+            }
+        }
+    }
     match provisioner.provision(&request) {
         Ok(file) => {
             let etag = HeaderValue::from_str(&file.etag).ok();
@@ -71,6 +98,18 @@ async fn fetch(
         }
         Err(e) => error_response(&path, user_agent, e),
     }
+}
+
+fn unauthorized(provisioner: &Provisioner, stale: bool) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+    for challenge in provisioner.digest().challenges(stale) {
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .append(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response
 }
 
 /// Clients get a status and generic text; the detail goes to the log.

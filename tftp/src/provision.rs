@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use dialtone_sync::history::HistorySink;
 use dialtone_sync::store::BootRecord;
 
+use crate::digest::DigestAuth;
 use crate::error::ProvisionError;
 use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
@@ -112,6 +113,7 @@ pub struct Provisioner {
     rendered: Cache<RenderKey, Rendered>,
     guard: Guard,
     history: Option<HistorySink>,
+    digest: DigestAuth,
 }
 
 impl Provisioner {
@@ -121,6 +123,8 @@ impl Provisioner {
         shipped: Shipped,
         options: ProvisionOptions,
     ) -> Provisioner {
+        let digest_key: [u8; 32] =
+            Sha256::digest(key.derive("http-digest-nonces", 64).as_bytes()).into();
         Provisioner {
             mirror,
             key,
@@ -139,6 +143,9 @@ impl Provisioner {
                 .build(),
             guard: Guard::new(options.guard.clone()),
             history: None,
+            // Every node derives the same nonce key, so a nonce one issued
+            // is good at another behind the same load balancer.
+            digest: DigestAuth::new(digest_key, std::time::Duration::from_secs(300), 100_000),
             options,
         }
     }
@@ -152,6 +159,35 @@ impl Provisioner {
 
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    pub fn digest(&self) -> &DigestAuth {
+        &self.digest
+    }
+
+    /// The per-device HTTP credentials of the phone a request names, if it
+    /// has any: such a phone's files are served only to requests that
+    /// prove them.
+    pub fn device_credentials(&self, request: &Request<'_>) -> Option<(String, String)> {
+        let identity = identify(request.path, request.user_agent).ok()?;
+        let state = self.mirror.load();
+        let phone = state.phone_by_mac(&identity.mac?)?;
+        let user = phone.http_user.as_deref()?.to_string();
+        let password = match &phone.http_password {
+            Some(sealed) => match self
+                .key
+                .open(dialtone_sync::Purpose::DeviceHttpPassword, sealed)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(mac = %phone.mac, error = %e, "device HTTP password will not open; refusing");
+                    // Nothing can match this: the phone is locked out, not opened up.
+                    format!("\0unusable-{}", rand_suffix())
+                }
+            },
+            None => String::new(),
+        };
+        Some((user, password))
     }
 
     /// Re-reads the shipped templates (start, SIGHUP). On error the running
@@ -178,6 +214,11 @@ impl Provisioner {
         let result = match &identity {
             Err(e) => Err(e.clone().into()),
             Ok(id) if !self.network_allowed(id, request.remote) => Err(ProvisionError::NotFound),
+            // Credentials protect a phone over HTTP; TFTP cannot carry them,
+            // so such a phone's files are not served over TFTP at all.
+            Ok(id) if request.protocol == "tftp" && self.has_credentials(id) => {
+                Err(ProvisionError::NotFound)
+            }
             Ok(id) => match id.kind {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
                     self.render_file(id)
@@ -229,6 +270,14 @@ impl Provisioner {
             model: identity.model.clone(),
             firmware: identity.firmware.clone(),
         });
+    }
+
+    fn has_credentials(&self, identity: &Identity) -> bool {
+        let state = self.mirror.load();
+        identity
+            .mac
+            .and_then(|m| state.phone_by_mac(&m))
+            .is_some_and(|p| p.http_user.is_some())
     }
 
     /// A tenant may restrict its phones to source networks (tenant setting
@@ -491,6 +540,11 @@ impl Provisioner {
         self.rendered.run_pending_tasks();
         self.rendered.entry_count()
     }
+}
+
+fn rand_suffix() -> u64 {
+    use rand::RngCore;
+    rand::thread_rng().next_u64()
 }
 
 fn hex(bytes: &[u8]) -> String {

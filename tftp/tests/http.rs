@@ -1,0 +1,300 @@
+//! The HTTP front end through its router: ETag/304, per-device Digest
+//! authentication (right, wrong, replayed, stale), Basic refused on plain
+//! HTTP, bans answered 429, and credential-protected phones kept off TFTP.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request as HttpRequest, StatusCode};
+use common::*;
+use dialtone_sync::store::{LineInput, PhoneInput};
+use dialtone_sync::*;
+use dialtone_tftp::digest::{client_response, Algorithm};
+use dialtone_tftp::{ProvisionError, Request};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const SECURE: &str = "/001565000044.cfg";
+
+async fn with_protected_phone() -> Fixture {
+    let f = Fixture::new().await;
+    f.write(&[Mutation::UpsertPhone(PhoneInput {
+        tenant: "acme".into(),
+        mac: "00:15:65:00:00:44".parse().unwrap(),
+        family: Family::Yealink,
+        model: Some("T46S".into()),
+        label: None,
+        variables: "{}".into(),
+        http_user: Some("desk44".into()),
+        http_password: Some("hunter2!".into()),
+        lines: vec![LineInput {
+            extension: "144".into(),
+            display_name: "Secure desk".into(),
+            auth_user: "u144".into(),
+            password: Some("sip-pw".into()),
+            registrar: "sip.example.net".into(),
+            proxy: None,
+            settings: "{}".into(),
+        }],
+    })])
+    .await;
+    f
+}
+
+async fn get(
+    f: &Fixture,
+    from: &str,
+    path: &str,
+    headers: &[(header::HeaderName, String)],
+) -> (StatusCode, Vec<String>, String) {
+    let app = dialtone_tftp::http::router(f.provisioner.clone())
+        .layer(MockConnectInfo(from.parse::<SocketAddr>().unwrap()));
+    let mut request = HttpRequest::get(path);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let challenges = response
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    (
+        status,
+        challenges,
+        etag.map(|e| format!("{e}\n{body}")).unwrap_or(body),
+    )
+}
+
+fn nonce_of(challenge: &str) -> String {
+    challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn etag_and_not_modified() {
+    let f = Fixture::new().await;
+    let (status, _, tagged) = get(&f, "192.0.2.10:5060", "/001565000001.cfg", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let etag = tagged.lines().next().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 20, "{etag}");
+    let (status, _, body) = get(
+        &f,
+        "192.0.2.10:5060",
+        "/001565000001.cfg",
+        &[(header::IF_NONE_MATCH, etag.clone())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(body.lines().nth(1).unwrap_or(""), "");
+}
+
+#[tokio::test]
+async fn digest_accepts_the_right_credentials_once() {
+    let f = with_protected_phone().await;
+    let (status, challenges, _) = get(&f, "192.0.2.10:5060", SECURE, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
+    assert!(challenges.iter().all(|c| !c.contains("Basic")));
+    for (i, algorithm) in [Algorithm::Sha256, Algorithm::Md5].into_iter().enumerate() {
+        // A fresh challenge each time: both algorithms share a nonce.
+        let (_, challenges, _) = get(&f, "192.0.2.10:5060", SECURE, &[]).await;
+        let nonce = nonce_of(&challenges[i]);
+        let auth = client_response(
+            &nonce,
+            algorithm,
+            "GET",
+            SECURE,
+            ("desk44", "hunter2!"),
+            1,
+            "0a4f113b",
+        );
+        let (status, _, body) = get(
+            &f,
+            "192.0.2.10:5060",
+            SECURE,
+            &[(header::AUTHORIZATION, auth.clone())],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{algorithm:?}: {body}");
+        assert!(body.contains("account.1.password = sip-pw"), "{body}");
+        // The same request again is a replay.
+        let (status, _, _) = get(
+            &f,
+            "192.0.2.10:5060",
+            SECURE,
+            &[(header::AUTHORIZATION, auth)],
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{algorithm:?} replay accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_basic_are_refused() {
+    let f = with_protected_phone().await;
+    let (_, challenges, _) = get(&f, "192.0.2.10:5060", SECURE, &[]).await;
+    let nonce = nonce_of(&challenges[1]);
+    let wrong = client_response(
+        &nonce,
+        Algorithm::Md5,
+        "GET",
+        SECURE,
+        ("desk44", "guess"),
+        1,
+        "c1",
+    );
+    let (status, _, _) = get(
+        &f,
+        "192.0.2.10:5060",
+        SECURE,
+        &[(header::AUTHORIZATION, wrong)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Basic over plain HTTP: never, even with the right password.
+    let basic = format!("Basic {}", base64_of("desk44:hunter2!"));
+    let (status, _, _) = get(
+        &f,
+        "192.0.2.10:5060",
+        SECURE,
+        &[(header::AUTHORIZATION, basic)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Phones without credentials are unaffected.
+    assert_eq!(
+        get(&f, "192.0.2.10:5060", "/001565000001.cfg", &[]).await.0,
+        StatusCode::OK
+    );
+}
+
+fn base64_of(text: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn failed_logins_get_the_source_banned_not_the_phone() {
+    let f = with_protected_phone().await;
+    let mut banned = false;
+    for i in 0..200 {
+        let (_, challenges, _) = get(&f, "198.51.100.9:40000", SECURE, &[]).await;
+        if challenges.is_empty() {
+            banned = true;
+            break;
+        }
+        let nonce = nonce_of(&challenges[1]);
+        let wrong = client_response(
+            &nonce,
+            Algorithm::Md5,
+            "GET",
+            SECURE,
+            ("desk44", &format!("guess{i}")),
+            1,
+            "c",
+        );
+        let (status, _, _) = get(
+            &f,
+            "198.51.100.9:40000",
+            SECURE,
+            &[(header::AUTHORIZATION, wrong)],
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            banned = true;
+            break;
+        }
+    }
+    assert!(banned, "a password-guessing source was never banned");
+    assert_eq!(
+        get(&f, "198.51.100.9:40000", "/001565000001.cfg", &[])
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The phone itself, from its own address, still authenticates.
+    let (_, challenges, _) = get(&f, "192.0.2.44:5060", SECURE, &[]).await;
+    let auth = client_response(
+        &nonce_of(&challenges[0]),
+        Algorithm::Sha256,
+        "GET",
+        SECURE,
+        ("desk44", "hunter2!"),
+        1,
+        "z",
+    );
+    assert_eq!(
+        get(
+            &f,
+            "192.0.2.44:5060",
+            SECURE,
+            &[(header::AUTHORIZATION, auth)]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn protected_phones_are_not_served_over_tftp() {
+    let f = with_protected_phone().await;
+    let over_tftp = f.provisioner.provision(&Request {
+        path: "001565000044.cfg",
+        protocol: "tftp",
+        remote: Some("192.0.2.44".parse().unwrap()),
+        ..Default::default()
+    });
+    assert_eq!(over_tftp.err(), Some(ProvisionError::NotFound));
+}
