@@ -536,6 +536,11 @@ impl Provisioner {
         }
     }
 
+    /// Empties the render cache (benchmarks of the render path, SIGHUP).
+    pub fn clear_render_cache(&self) {
+        self.rendered.invalidate_all();
+    }
+
     pub fn cached_files(&self) -> u64 {
         self.rendered.run_pending_tasks();
         self.rendered.entry_count()
