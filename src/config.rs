@@ -131,6 +131,10 @@ pub struct ProvisioningConfig {
     pub templates_dir: PathBuf,
     /// Bound of the rendered-file cache.
     pub render_cache_mb: u64,
+    /// HTTPS provisioning listener; needs `tls_cert` and `tls_key` (PEM).
+    pub https_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// The TFTP listener; unset disables TFTP. Port 69 needs
     /// CAP_NET_BIND_SERVICE.
     pub tftp_listen: Option<SocketAddr>,
@@ -152,6 +156,9 @@ impl Default for ProvisioningConfig {
             base_url: None,
             templates_dir: PathBuf::from("templates"),
             render_cache_mb: 64,
+            https_listen: None,
+            tls_cert: None,
+            tls_key: None,
             tftp_listen: Some("127.0.0.1:6969".parse().expect("valid default")),
             tftp_max_transfers: 1024,
             tftp_blksize_limit: 1468,
@@ -261,6 +268,11 @@ impl Config {
         if self.provisioning.tftp_blksize_limit < 8 || self.provisioning.tftp_windowsize_limit == 0
         {
             bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
+        }
+        if self.provisioning.https_listen.is_some()
+            && (self.provisioning.tls_cert.is_none() || self.provisioning.tls_key.is_none())
+        {
+            bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
         }
         if self.mirror.history_queue == 0 {
             bail!("mirror.history_queue must be at least 1");

@@ -177,6 +177,26 @@ pub async fn run(
         ),
         None => None,
     };
+    let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                    "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key)",
+                    cert.display(),
+                    key.display()
+                )
+                })?;
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (provisioning.https_listen)"))?;
+            listener
+                .set_nonblocking(true)
+                .context("configuring the HTTPS listener")?;
+            Some((listener, tls))
+        }
+        _ => None,
+    };
     let templates_dir = config.provisioning.templates_dir.clone();
     let shipped = Shipped::load(&templates_dir, 1)
         .with_context(|| format!("reading shipped templates from {}", templates_dir.display()))?;
@@ -291,6 +311,18 @@ pub async fn run(
     )
     .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let provisioning = tokio::spawn(async move { provisioning.await });
+    let https_handle = axum_server::Handle::new();
+    let https = match https {
+        Some((listener, tls)) => {
+            let app = dialtone_tftp::http::router_with(provisioner.clone(), true)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let server = axum_server::from_tcp_rustls(listener, tls)
+                .context("starting the HTTPS listener")?
+                .handle(https_handle.clone());
+            Some(tokio::spawn(async move { server.serve(app).await }))
+        }
+        None => None,
+    };
     // TFTP runs on async-tftp's own executor, on a thread of its own.
     let tftp = match tftp_socket {
         Some(socket) => Some(
@@ -317,6 +349,14 @@ pub async fn run(
                 listener = name,
                 "in-flight requests did not finish within the grace period"
             ),
+        }
+    }
+    if let Some(https) = https {
+        https_handle.graceful_shutdown(Some(grace));
+        match https.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTPS server error at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "HTTPS server task failed"),
         }
     }
     if let Some(tftp) = tftp {

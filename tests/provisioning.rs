@@ -114,3 +114,80 @@ fn demo_phone_config_over_http_with_curl() {
     assert_eq!(a.stop(), 0);
     assert_eq!(b.stop(), 0);
 }
+
+#[test]
+fn https_is_served_with_a_test_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = write_file(dir.path(), "cert.pem", &cert.cert.pem());
+    let key_path = write_file(dir.path(), "key.pem", &cert.signing_key.serialize_pem());
+    let https = free_addr();
+    let url = format!("sqlite://{}", dir.path().join("dialtone.db").display());
+    let env = [
+        ("DIALTONE_PROVISIONING__HTTPS_LISTEN", https.to_string()),
+        (
+            "DIALTONE_PROVISIONING__TLS_CERT",
+            cert_path.display().to_string(),
+        ),
+        (
+            "DIALTONE_PROVISIONING__TLS_KEY",
+            key_path.display().to_string(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with_env(dir.path(), &url, &["--demo"], &env);
+    let plain = http_get(server.prov_addr, DEMO_YEALINK).unwrap().1;
+    let resolve = format!("localhost:{}:127.0.0.1", https.port());
+    let (ok, body) = curl(&[
+        "--cacert",
+        &cert_path.display().to_string(),
+        "--resolve",
+        &resolve,
+        &format!("https://localhost:{}{DEMO_YEALINK}", https.port()),
+    ]);
+    assert!(ok, "curl over TLS failed: {}", server.stderr());
+    assert_eq!(body, plain.as_bytes());
+    // Certificate verification is on: an unknown CA is refused.
+    let (ok, _) = curl(&[
+        "--resolve",
+        &resolve,
+        &format!("https://localhost:{}{DEMO_YEALINK}", https.port()),
+    ]);
+    assert!(!ok);
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn an_unreadable_tls_key_stops_startup_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dialtone.db").display());
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args([
+        "serve",
+        "--listen",
+        &free_addr().to_string(),
+        "--provisioning-listen",
+        &free_addr().to_string(),
+    ])
+    .args(["--tftp-listen", &free_udp_addr().to_string()])
+    .env(
+        "DIALTONE_PROVISIONING__HTTPS_LISTEN",
+        free_addr().to_string(),
+    )
+    .env(
+        "DIALTONE_PROVISIONING__TLS_CERT",
+        dir.path().join("missing-cert.pem"),
+    )
+    .env(
+        "DIALTONE_PROVISIONING__TLS_KEY",
+        dir.path().join("missing-key.pem"),
+    );
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("dialtone: ") && last.contains("TLS certificate"),
+        "{err}"
+    );
+}

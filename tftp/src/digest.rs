@@ -225,7 +225,7 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
     out
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -16,18 +16,37 @@ use crate::digest::Verdict;
 use crate::error::ProvisionError;
 use crate::provision::{Provisioner, Request};
 
+#[derive(Clone)]
+struct Front {
+    provisioner: Arc<Provisioner>,
+    /// Served over TLS: Basic credentials may be accepted.
+    secure: bool,
+}
+
+/// The plain-HTTP router.
 pub fn router(provisioner: Arc<Provisioner>) -> Router {
+    router_with(provisioner, false)
+}
+
+/// The router for a listener; `secure` when it is behind TLS.
+pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
     Router::new()
         .route("/{*path}", get(fetch))
-        .with_state(provisioner)
+        .with_state(Front {
+            provisioner,
+            secure,
+        })
 }
 
 async fn fetch(
+    State(Front {
+        provisioner,
+        secure,
+    }): State<Front>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     method: Method,
     uri: Uri,
-    State(provisioner): State<Arc<Provisioner>>,
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -38,7 +57,7 @@ async fn fetch(
         path: &path,
         user_agent,
         remote: Some(remote.ip()),
-        protocol: "http",
+        protocol: if secure { "https" } else { "http" },
         query: query.as_deref(),
     };
     if let Some((user, password)) = provisioner.device_credentials(&request) {
@@ -50,10 +69,19 @@ async fn fetch(
             .and_then(|v| v.to_str().ok());
         let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
         // HEAD is answered by the GET route; the client signed its own method.
-        match provisioner
-            .digest()
-            .verify(authorization, method.as_str(), target, &user, &password)
-        {
+        let verdict = match authorization.and_then(|a| a.strip_prefix("Basic ")) {
+            // Basic sends the password itself: only inside TLS.
+            Some(basic) if secure => basic_verdict(basic, &user, &password),
+            Some(_) => Verdict::Denied,
+            None => provisioner.digest().verify(
+                authorization,
+                method.as_str(),
+                target,
+                &user,
+                &password,
+            ),
+        };
+        match verdict {
             Verdict::Ok => {}
             Verdict::Stale => return unauthorized(&provisioner, true),
             verdict => {
@@ -97,6 +125,19 @@ async fn fetch(
             response
         }
         Err(e) => error_response(&path, user_agent, e),
+    }
+}
+
+fn basic_verdict(encoded: &str, user: &str, password: &str) -> Verdict {
+    use base64::Engine;
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return Verdict::Denied;
+    };
+    let expected = format!("{user}:{password}");
+    if crate::digest::constant_time_eq(&decoded, expected.as_bytes()) {
+        Verdict::Ok
+    } else {
+        Verdict::Denied
     }
 }
 

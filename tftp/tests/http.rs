@@ -298,3 +298,29 @@ async fn protected_phones_are_not_served_over_tftp() {
     });
     assert_eq!(over_tftp.err(), Some(ProvisionError::NotFound));
 }
+
+#[tokio::test]
+async fn basic_is_accepted_only_over_tls() {
+    let f = with_protected_phone().await;
+    let basic = format!("Basic {}", base64_of("desk44:hunter2!"));
+    let app = dialtone_tftp::http::router_with(f.provisioner.clone(), true).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ));
+    let request = HttpRequest::get(SECURE)
+        .header(header::AUTHORIZATION, &basic)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let wrong = format!("Basic {}", base64_of("desk44:nope"));
+    let request = HttpRequest::get(SECURE)
+        .header(header::AUTHORIZATION, &wrong)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.oneshot(request).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
