@@ -131,6 +131,9 @@ pub struct ProvisioningConfig {
     pub templates_dir: PathBuf,
     /// Bound of the rendered-file cache.
     pub render_cache_mb: u64,
+    /// Firmware and other static files, served as they are; indexed at start
+    /// and on SIGHUP. Unset: none served.
+    pub static_dir: Option<PathBuf>,
     /// HTTPS provisioning listener; needs `tls_cert` and `tls_key` (PEM).
     pub https_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
@@ -156,6 +159,7 @@ impl Default for ProvisioningConfig {
             base_url: None,
             templates_dir: PathBuf::from("templates"),
             render_cache_mb: 64,
+            static_dir: None,
             https_listen: None,
             tls_cert: None,
             tls_key: None,

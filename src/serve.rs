@@ -277,12 +277,32 @@ pub async fn run(
         });
     }
     // Not tracked: after the first signal it waits for a second one.
+    let static_dir = config.provisioning.static_dir.clone();
+    if let Some(dir) = &static_dir {
+        let files = provisioner.reload_static(dir).with_context(|| {
+            format!(
+                "indexing static files in {} (provisioning.static_dir)",
+                dir.display()
+            )
+        })?;
+        tracing::info!(files, dir = %dir.display(), "static files indexed");
+    }
     let reload_templates = {
         let provisioner = provisioner.clone();
-        move || match provisioner.reload_shipped(&templates_dir) {
-            Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
+        move || {
+            match provisioner.reload_shipped(&templates_dir) {
+                Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
+                }
+            }
+            if let Some(dir) = &static_dir {
+                match provisioner.reload_static(dir) {
+                    Ok(n) => tracing::info!(files = n, "SIGHUP: static files re-indexed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; keeping the running index")
+                    }
+                }
             }
         }
     };

@@ -106,6 +106,24 @@ async fn fetch(
                 });
             let mut response = if not_modified {
                 StatusCode::NOT_MODIFIED.into_response()
+            } else if let Some(static_file) = &file.file {
+                match tokio::fs::File::open(&static_file.path).await {
+                    Ok(handle) => (
+                        [
+                            (
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static(file.content_type),
+                            ),
+                            (header::CONTENT_LENGTH, HeaderValue::from(static_file.len)),
+                        ],
+                        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle)),
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        tracing::warn!(path, error = %e, "static file vanished since it was indexed");
+                        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+                    }
+                }
             } else {
                 (
                     [(

@@ -235,7 +235,7 @@ static RULES: &[Rule] = &[
 
 /// Firmware and other static files, by extension.
 #[rustfmt::skip]
-const STATIC_EXTENSIONS: &[&str] = &[".ld", ".rom", ".loads", ".sbn", ".sgn", ".zip", ".img", ".wav", ".jpg", ".png", ".bmp"];
+const STATIC_EXTENSIONS: &[&str] = &[".ld", ".rom", ".bin", ".loads", ".sbn", ".sgn", ".zip", ".img", ".wav", ".jpg", ".png", ".bmp"];
 
 #[derive(Default)]
 struct Captures<'a> {

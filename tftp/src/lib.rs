@@ -9,6 +9,7 @@ pub mod identify;
 pub mod phonebook;
 pub mod provision;
 pub mod render;
+pub mod statics;
 pub mod templates;
 pub mod tftp;
 

@@ -23,6 +23,7 @@ use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
 use crate::phonebook;
 use crate::render::{compile, content_type, render, Subject};
+use crate::statics::{StaticFile, StaticIndex};
 use crate::templates::{resolve, Origin, Shipped};
 
 #[derive(Clone, Debug)]
@@ -55,7 +56,10 @@ pub struct Rendered {
     pub etag: Arc<str>,
     pub content_type: &'static str,
     pub kind: FileKind,
-    pub family: Family,
+    /// The family it was rendered for; `None` for static files.
+    pub family: Option<Family>,
+    /// A static file to stream instead of `body` (which is then empty).
+    pub file: Option<Arc<StaticFile>>,
     deps: Deps,
 }
 
@@ -114,6 +118,7 @@ pub struct Provisioner {
     guard: Guard,
     history: Option<HistorySink>,
     digest: DigestAuth,
+    statics: ArcSwap<StaticIndex>,
 }
 
 impl Provisioner {
@@ -143,6 +148,7 @@ impl Provisioner {
                 .build(),
             guard: Guard::new(options.guard.clone()),
             history: None,
+            statics: ArcSwap::from_pointee(StaticIndex::default()),
             // Every node derives the same nonce key, so a nonce one issued
             // is good at another behind the same load balancer.
             digest: DigestAuth::new(digest_key, std::time::Duration::from_secs(300), 100_000),
@@ -201,6 +207,15 @@ impl Provisioner {
         Ok(count)
     }
 
+    /// Indexes the static-file folder (start, SIGHUP). On error the
+    /// running index stays.
+    pub fn reload_static(&self, dir: &Path) -> Result<usize, ProvisionError> {
+        let index = StaticIndex::load(dir)?;
+        let count = index.len();
+        self.statics.store(Arc::new(index));
+        Ok(count)
+    }
+
     pub fn shipped_count(&self) -> usize {
         self.shipped.load().len()
     }
@@ -225,7 +240,9 @@ impl Provisioner {
                 }
                 FileKind::PhoneDirectory => self.render_directory(id, request.query),
                 // Static files and log uploads are not served by this core yet.
-                FileKind::Static | FileKind::LogUpload => Err(ProvisionError::NotFound),
+                FileKind::Static => self.static_file(request.path, id),
+                // Log uploads are writes; this core only reads.
+                FileKind::LogUpload => Err(ProvisionError::NotFound),
             },
         };
         if let (Err(ProvisionError::NotFound | ProvisionError::BadPath(_)), Some(ip)) =
@@ -270,6 +287,24 @@ impl Provisioner {
             model: identity.model.clone(),
             firmware: identity.firmware.clone(),
         });
+    }
+
+    fn static_file(&self, path: &str, identity: &Identity) -> Result<Rendered, ProvisionError> {
+        let segments = crate::identify::sanitize_path(path)?;
+        let index = self.statics.load();
+        let file = index
+            .find(&segments)
+            .ok_or(ProvisionError::NotFound)?
+            .clone();
+        Ok(Rendered {
+            body: Arc::from(Vec::new()),
+            etag: file.etag.as_str().into(),
+            content_type: "application/octet-stream",
+            kind: FileKind::Static,
+            family: identity.family,
+            file: Some(file),
+            deps: Deps::default(),
+        })
     }
 
     fn has_credentials(&self, identity: &Identity) -> bool {
@@ -344,7 +379,8 @@ impl Provisioner {
             etag: etag.into(),
             content_type: "text/xml; charset=utf-8",
             kind: FileKind::PhoneDirectory,
-            family: phone.family,
+            family: Some(phone.family),
+            file: None,
             deps: Deps::default(),
         })
     }
@@ -438,7 +474,8 @@ impl Provisioner {
             etag: etag.into(),
             content_type: content_type(family),
             kind: identity.kind,
-            family,
+            family: Some(family),
+            file: None,
             deps: Deps {
                 phone: phone.as_ref().map(|p| p.id),
                 tenant: phone.as_ref().map(|p| p.tenant_id),

@@ -135,24 +135,44 @@ impl Drop for Slot {
     }
 }
 
-/// The rendered bytes, read by async-tftp block by block.
+/// What a transfer reads from: rendered bytes, or a static file opened on
+/// the blocking pool at the first read, after async-tftp released its lock.
+enum Source {
+    Memory { body: Arc<[u8]>, position: usize },
+    Opening(Pin<Box<dyn Future<Output = io::Result<std::fs::File>> + Send>>),
+    File(blocking::Unblock<std::fs::File>),
+}
+
 pub struct Transfer {
-    body: Arc<[u8]>,
-    position: usize,
+    source: Source,
     _slot: Slot,
 }
 
 impl AsyncRead for Transfer {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let remaining = &self.body[self.position.min(self.body.len())..];
-        let n = remaining.len().min(buf.len());
-        buf[..n].copy_from_slice(&remaining[..n]);
-        self.position += n;
-        Poll::Ready(Ok(n))
+        loop {
+            match &mut self.source {
+                Source::Memory { body, position } => {
+                    let remaining = &body[(*position).min(body.len())..];
+                    let n = remaining.len().min(buf.len());
+                    buf[..n].copy_from_slice(&remaining[..n]);
+                    *position += n;
+                    return Poll::Ready(Ok(n));
+                }
+                Source::Opening(open) => match open.as_mut().poll(cx) {
+                    Poll::Ready(Ok(file)) => {
+                        self.source = Source::File(blocking::Unblock::new(file))
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Source::File(file) => return Pin::new(file).poll_read(cx, buf),
+            }
+        }
     }
 }
 
@@ -181,12 +201,24 @@ impl Handler for ProvisionHandler {
             protocol: "tftp",
             query: None,
         }) {
-            Ok(file) => {
-                let size = file.body.len() as u64;
+            Ok(rendered) => {
+                let (source, size) = match &rendered.file {
+                    Some(file) => {
+                        let path = file.path.clone();
+                        let open = blocking::unblock(move || std::fs::File::open(path));
+                        (Source::Opening(Box::pin(open)), file.len)
+                    }
+                    None => (
+                        Source::Memory {
+                            body: rendered.body.clone(),
+                            position: 0,
+                        },
+                        rendered.body.len() as u64,
+                    ),
+                };
                 Ok((
                     Transfer {
-                        body: file.body,
-                        position: 0,
+                        source,
                         _slot: slot,
                     },
                     Some(size),

@@ -1,0 +1,146 @@
+//! Static files: served from the indexed folder over TFTP and HTTP, byte
+//! for byte, and nothing outside it (no traversal, no symbolic links).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request as HttpRequest, StatusCode};
+use common::*;
+use dialtone_tftp::tftp::{self, TftpOptions};
+use dialtone_tftp::{ProvisionError, Request};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// Deterministic "firmware": not compressible, larger than a window of blocks.
+fn firmware(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn fixture_files(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let sip = firmware(200_000);
+    let rom = firmware(70_001);
+    std::fs::write(dir.join("sip.ld"), &sip).unwrap();
+    std::fs::create_dir_all(dir.join("yealink")).unwrap();
+    std::fs::write(dir.join("yealink/T46S-66.86.0.15.rom"), &rom).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd.bin")).unwrap();
+    (sip, rom)
+}
+
+fn tftp_get(server: SocketAddr, file: &str) -> Vec<u8> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut rrq = vec![0, 1];
+    for part in [file, "octet", "blksize", "1428"] {
+        rrq.extend_from_slice(part.as_bytes());
+        rrq.push(0);
+    }
+    s.send_to(&rrq, server).unwrap();
+    let mut buf = vec![0u8; 2000];
+    let (n, peer) = s.recv_from(&mut buf).unwrap();
+    assert_eq!(buf[1], 6, "expected OACK, got {:?}", &buf[..n]);
+    s.send_to(&[0, 4, 0, 0], peer).unwrap();
+    let mut data = Vec::new();
+    for expected in 1u16..=u16::MAX {
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[1], 3);
+        assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), expected);
+        data.extend_from_slice(&buf[4..n]);
+        s.send_to(&[0, 4, buf[2], buf[3]], peer).unwrap();
+        if n - 4 < 1428 {
+            break;
+        }
+    }
+    data
+}
+
+#[tokio::test]
+async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, rom) = fixture_files(dir.path());
+    assert_eq!(
+        f.provisioner.reload_static(dir.path()).unwrap(),
+        2,
+        "the symlink must not be indexed"
+    );
+
+    let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), 1 << 20, false).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = tftp::spawn(
+        socket,
+        f.provisioner.clone(),
+        TftpOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .unwrap();
+    let (a, b) = (addr, addr);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || tftp_get(a, "sip.ld"))
+            .await
+            .unwrap(),
+        sip
+    );
+    // By folder and file name, or by the file name alone.
+    let got = tokio::task::spawn_blocking(move || tftp_get(b, "yealink/T46S-66.86.0.15.rom"))
+        .await
+        .unwrap();
+    assert_eq!(got, rom);
+    let _ = stop.send(());
+    thread.join().unwrap().unwrap();
+
+    let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ));
+    let response = app
+        .clone()
+        .oneshot(
+            HttpRequest::get("/T46S-66.86.0.15.rom")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+        rom
+    );
+    for path in ["/passwd.bin", "/../sip.ld", "/yealink/../../etc/passwd"] {
+        let response = app
+            .clone()
+            .oneshot(HttpRequest::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let outside = f.provisioner.provision(&Request {
+        path: "passwd.bin",
+        ..Default::default()
+    });
+    assert_eq!(outside.err(), Some(ProvisionError::NotFound));
+}
