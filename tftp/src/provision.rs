@@ -229,6 +229,9 @@ impl Provisioner {
         let result = match &identity {
             Err(e) => Err(e.clone().into()),
             Ok(id) if !self.network_allowed(id, request.remote) => Err(ProvisionError::NotFound),
+            Ok(id) if !self.tenant_prefix_matches(request.path, id) => {
+                Err(ProvisionError::NotFound)
+            }
             // Credentials protect a phone over HTTP; TFTP cannot carry them,
             // so such a phone's files are not served over TFTP at all.
             Ok(id) if request.protocol == "tftp" && self.has_credentials(id) => {
@@ -305,6 +308,25 @@ impl Provisioner {
             file: Some(file),
             deps: Deps::default(),
         })
+    }
+
+    /// `/{tenant}/{file}`: when the first folder names a tenant, the phone
+    /// must belong to it, so one tenant's URL never serves another's phone.
+    fn tenant_prefix_matches(&self, path: &str, identity: &Identity) -> bool {
+        let Ok(segments) = crate::identify::sanitize_path(path) else {
+            return true;
+        };
+        let (Some(first), Some(mac)) = (
+            segments.first().filter(|_| segments.len() > 1),
+            identity.mac,
+        ) else {
+            return true;
+        };
+        let state = self.mirror.load();
+        match (state.tenant_by_slug(first), state.phone_by_mac(&mac)) {
+            (Some(tenant), Some(phone)) => tenant.id == phone.tenant_id,
+            _ => true,
+        }
     }
 
     fn has_credentials(&self, identity: &Identity) -> bool {

@@ -420,3 +420,22 @@ async fn a_tenant_network_allow_list_is_enforced() {
         .provision(&from("198.51.100.7".parse().unwrap(), "001565000001.cfg"));
     assert_eq!(outside.err(), Some(ProvisionError::NotFound));
 }
+
+#[tokio::test]
+async fn a_tenant_prefix_must_match_the_phone() {
+    let f = Fixture::new().await;
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "other".into(),
+        name: "Other".into(),
+        default_region: "GB".into(),
+        settings: "{}".into(),
+    })])
+    .await;
+    assert!(f.get("/acme/001565000001.cfg").is_ok());
+    assert_eq!(
+        f.get("/other/001565000001.cfg"),
+        Err(ProvisionError::NotFound)
+    );
+    // A folder that is no tenant is just a folder.
+    assert!(f.get("/configs/001565000001.cfg").is_ok());
+}
