@@ -52,6 +52,24 @@ fn demo_phone_config_over_http_with_curl() {
     assert_eq!(body_b, body);
     assert!(headers_b.iter().any(|(k, v)| k == "etag" && *v == etag));
 
+    // Every family's device file: non-empty, and identical from both processes.
+    for file in [
+        "/805ec0123456.cfg",
+        "/0004f2abcd01-phone.cfg",
+        "/spa001b54aa0001.xml",
+        "/0062ecaa0002.xml",
+        "/SEP001B54AA0003.cnf.xml",
+        "/cfg000b828aa872.xml",
+        "/snomD785-000413922D24.htm",
+        "/0c383e1a2b3c.cfg",
+    ] {
+        let (status_a, _, from_a) = http_get_with(a.prov_addr, file, &[]).unwrap();
+        let (status_b, _, from_b) = http_get_with(b.prov_addr, file, &[]).unwrap();
+        assert_eq!((status_a, status_b), (200, 200), "{file}: {from_a}");
+        assert!(from_a.len() > 100, "{file}: {from_a}");
+        assert_eq!(from_a, from_b, "{file} differs between processes");
+    }
+
     // Unchanged: 304 without a body.
     let (status, _, body) =
         http_get_with(a.prov_addr, DEMO_YEALINK, &[("If-None-Match", &etag)]).unwrap();

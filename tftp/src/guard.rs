@@ -87,6 +87,9 @@ impl Guard {
         if exhausted && !self.is_banned(source) {
             self.bans.insert(source, ());
             self.buckets.invalidate(&source);
+            // Recorded through the `metrics` facade; the exporter comes with
+            // the observability work.
+            metrics::counter!("dialtone_provisioning_bans_total").increment(1);
             // One line fail2ban can match: "... ban <address> ...".
             tracing::warn!(
                 target: "dialtone::ban",
