@@ -1,6 +1,7 @@
 //! dialtone's provisioning: identify who asks for which file, render it from
 //! the mirror, and serve it. Both transports call [`Provisioner::provision`].
 
+mod admission;
 pub mod digest;
 pub mod error;
 pub mod guard;

@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use dialtone_sync::history::HistorySink;
 use dialtone_sync::store::BootRecord;
 
+use crate::admission;
 use crate::digest::DigestAuth;
 use crate::error::ProvisionError;
 use crate::guard::{Guard, GuardOptions};
@@ -226,15 +227,15 @@ impl Provisioner {
             return Err(ProvisionError::Banned);
         }
         let identity = identify(request.path, request.user_agent);
+        let state = self.mirror.load();
+        let phone = identity
+            .as_ref()
+            .ok()
+            .and_then(|id| id.mac)
+            .and_then(|mac| state.phone_by_mac(&mac));
         let result = match &identity {
             Err(e) => Err(e.clone().into()),
-            Ok(id) if !self.network_allowed(id, request.remote) => Err(ProvisionError::NotFound),
-            Ok(id) if !self.tenant_prefix_matches(request.path, id) => {
-                Err(ProvisionError::NotFound)
-            }
-            // Credentials protect a phone over HTTP; TFTP cannot carry them,
-            // so such a phone's files are not served over TFTP at all.
-            Ok(id) if request.protocol == "tftp" && self.has_credentials(id) => {
+            Ok(_) if !admission::admitted(&state, phone.map(|p| &**p), request) => {
                 Err(ProvisionError::NotFound)
             }
             Ok(id) => match id.kind {
@@ -242,7 +243,6 @@ impl Provisioner {
                     self.render_file(id)
                 }
                 FileKind::PhoneDirectory => self.render_directory(id, request.query),
-                // Static files and log uploads are not served by this core yet.
                 FileKind::Static => self.static_file(request.path, id),
                 // Log uploads are writes; this core only reads.
                 FileKind::LogUpload => Err(ProvisionError::NotFound),
@@ -253,10 +253,9 @@ impl Provisioner {
         {
             self.guard.miss(ip);
         }
-        if let (Some(history), Ok(identity)) = (&self.history, &identity) {
-            if let Some(mac) = identity.mac {
-                self.record(history, request, identity, mac, &result);
-            }
+        // Only phones we know: a scanner's misses must not fill the table.
+        if let (Some(history), Ok(identity), Some(phone)) = (&self.history, &identity, phone) {
+            self.record(history, request, identity, phone.mac, &result);
         }
         result
     }
@@ -269,10 +268,6 @@ impl Provisioner {
         mac: dialtone_sync::Mac,
         result: &Result<Rendered, ProvisionError>,
     ) {
-        // Only phones we know: a scanner's misses must not fill the table.
-        if self.mirror.load().phone_by_mac(&mac).is_none() {
-            return;
-        }
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
@@ -308,71 +303,6 @@ impl Provisioner {
             file: Some(file),
             deps: Deps::default(),
         })
-    }
-
-    /// `/{tenant}/{file}`: when the first folder names a tenant, the phone
-    /// must belong to it, so one tenant's URL never serves another's phone.
-    fn tenant_prefix_matches(&self, path: &str, identity: &Identity) -> bool {
-        let Ok(segments) = crate::identify::sanitize_path(path) else {
-            return true;
-        };
-        let (Some(first), Some(mac)) = (
-            segments.first().filter(|_| segments.len() > 1),
-            identity.mac,
-        ) else {
-            return true;
-        };
-        let state = self.mirror.load();
-        match (state.tenant_by_slug(first), state.phone_by_mac(&mac)) {
-            (Some(tenant), Some(phone)) => tenant.id == phone.tenant_id,
-            _ => true,
-        }
-    }
-
-    fn has_credentials(&self, identity: &Identity) -> bool {
-        let state = self.mirror.load();
-        identity
-            .mac
-            .and_then(|m| state.phone_by_mac(&m))
-            .is_some_and(|p| p.http_user.is_some())
-    }
-
-    /// A tenant may restrict its phones to source networks (tenant setting
-    /// `provisioning_networks`: a list of CIDRs). A fetch from elsewhere is
-    /// answered like an unknown phone. Requests without a source (tools,
-    /// tests) and tenants without the setting are not restricted.
-    fn network_allowed(&self, identity: &Identity, remote: Option<std::net::IpAddr>) -> bool {
-        let (Some(remote), Some(mac)) = (remote, identity.mac) else {
-            return true;
-        };
-        let state = self.mirror.load();
-        let Some(tenant) = state
-            .phone_by_mac(&mac)
-            .and_then(|p| state.tenant(p.tenant_id))
-        else {
-            return true;
-        };
-        let Ok(serde_json::Value::Object(settings)) =
-            serde_json::from_str::<serde_json::Value>(&tenant.settings)
-        else {
-            return true;
-        };
-        let Some(serde_json::Value::Array(networks)) = settings.get("provisioning_networks") else {
-            return true;
-        };
-        let allowed = networks
-            .iter()
-            .filter_map(|n| n.as_str())
-            .filter_map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
-            })
-            .any(|net| net.contains(&remote));
-        if !allowed {
-            tracing::info!(%remote, tenant = %tenant.slug, "fetch from outside the tenant's provisioning networks");
-        }
-        allowed
     }
 
     /// The tenant's directory in the phone's format. Not cached: it is
