@@ -1,1 +1,6 @@
+//! dialtone's caller-name lookup. So far: number normalization; sources,
+//! the cache and the API build on it.
 
+pub mod normalize;
+
+pub use normalize::{normalize, suffix, NormalizeError};

@@ -1,0 +1,201 @@
+//! Phone numbers to E.164, from whatever a PBX sends or a directory holds:
+//! digits only (mod_cidlookup), `+E.164`, national with a trunk prefix,
+//! international prefixes `00` and `011`, punctuation, extensions.
+//! The tenant's default region reads national numbers.
+//!
+//! libphonenumber's metadata (via `phonenumber`) decides first. Numbers it
+//! calls invalid but whose length fits the country (fictional ranges,
+//! brand-new ranges the metadata does not know yet) are still accepted:
+//! a directory lookup must match what a directory holds, not judge it.
+
+use phonenumber::country::Id;
+use phonenumber::{Mode, PhoneNumber};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("empty number")]
+    Empty,
+    #[error("{0:?} is not a phone number")]
+    NotANumber(String),
+    #[error("unknown region {0:?}")]
+    Region(String),
+}
+
+/// The digits and whether the number began with `+`, with any extension
+/// cut off. Letters other than an extension marker make it not a number.
+fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(NormalizeError::Empty);
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    let main = ["ext", "x", ";", ",", "#"]
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min()
+        .map_or(trimmed, |at| &trimmed[..at]);
+    let not_a_number = || NormalizeError::NotANumber(input.chars().take(40).collect());
+    let mut digits = String::with_capacity(main.len());
+    let mut plus = false;
+    // "+44 (0)1632 …": the bracketed trunk prefix is not dialled after a country code.
+    let main = main.trim().replace("(0)", "");
+    for (i, c) in main.char_indices() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => plus = true,
+            ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
+            _ => return Err(not_a_number()),
+        }
+    }
+    if digits.len() < 3 || digits.len() > 17 {
+        return Err(not_a_number());
+    }
+    Ok((plus, digits))
+}
+
+fn e164(number: &PhoneNumber) -> String {
+    number.format().mode(Mode::E164).to_string()
+}
+
+/// Valid per the metadata, or at least of a length the country uses
+/// (fictional and brand-new ranges are "invalid" yet real in directories).
+fn acceptable(number: &PhoneNumber) -> bool {
+    if phonenumber::is_valid(number) {
+        return true;
+    }
+    let national = number.national().to_string().len();
+    let database = &*phonenumber::metadata::DATABASE;
+    database
+        .by_code(&number.code().value())
+        .into_iter()
+        .flatten()
+        .any(|meta| {
+            let d = meta.descriptors();
+            [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.voip(),
+                d.personal_number(),
+                d.uan(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|desc| desc.possible_length().contains(&(national as u16)))
+        })
+}
+
+/// Normalizes `input` to E.164 (`+15550101234`), reading national numbers
+/// in `region` (ISO 3166 alpha-2, e.g. `US`, `GB`, `AU`).
+pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
+    let region_id: Id = region
+        .trim()
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| NormalizeError::Region(region.to_string()))?;
+    let (plus, digits) = clean(input)?;
+    // Readings in order of how explicit they are; the first one whose
+    // country agrees with its length wins.
+    let mut candidates: Vec<(Option<Id>, String)> = Vec::with_capacity(4);
+    if plus {
+        candidates.push((None, format!("+{digits}")));
+    } else {
+        // International prefixes: 0011 (AU), 011 (NANP), 00 (most others).
+        if let Some(rest) = ["0011", "011", "00"]
+            .iter()
+            .find_map(|idd| digits.strip_prefix(idd))
+        {
+            candidates.push((None, format!("+{rest}")));
+        }
+        candidates.push((Some(region_id), digits.clone()));
+        // Digits only, country code included (what mod_cidlookup sends).
+        candidates.push((None, format!("+{digits}")));
+    }
+    candidates
+        .into_iter()
+        .filter_map(|(region, text)| phonenumber::parse(region, &text).ok())
+        .find(acceptable)
+        .map(|n| e164(&n))
+        .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
+}
+
+/// The last `len` digits of a number: the fallback index for directory
+/// numbers that will not normalize, and for matching across formats.
+pub fn suffix(number: &str, len: usize) -> Option<String> {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    (digits.len() >= len).then(|| digits[digits.len() - len..].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messy inputs from ../shared/README.md's fictional ranges.
+    const CASES: &[(&str, &str, &str)] = &[
+        // NANP 555-01xx, region US
+        ("+1 (555) 010-1234", "US", "+15550101234"),
+        ("555.010.1234", "US", "+15550101234"),
+        ("(555) 010-1234", "US", "+15550101234"),
+        ("1-555-010-1234", "US", "+15550101234"),
+        ("15550101234", "US", "+15550101234"),
+        ("5550101234", "US", "+15550101234"),
+        ("011 1 555 010 1234", "US", "+15550101234"),
+        ("+1 555 010 1234 x205", "US", "+15550101234"),
+        ("555-010-1234 ext. 7", "US", "+15550101234"),
+        // UK 01632 960xxx
+        ("01632 960123", "GB", "+441632960123"),
+        ("0044 1632 960123", "US", "+441632960123"),
+        ("0044 1632 960123", "GB", "+441632960123"),
+        ("+44 (0)1632 960123", "GB", "+441632960123"),
+        ("441632960123", "US", "+441632960123"),
+        ("011 44 1632 960123", "US", "+441632960123"),
+        // AU 02 5550 xxxx
+        ("02 5550 1234", "AU", "+61255501234"),
+        ("(02) 5550 1234", "AU", "+61255501234"),
+        ("+61 2 5550 1234", "US", "+61255501234"),
+        ("0011 61 2 5550 1234", "AU", "+61255501234"),
+        ("61255501234", "GB", "+61255501234"),
+    ];
+
+    #[test]
+    fn messy_inputs_become_e164() {
+        let mut failures = Vec::new();
+        for (input, region, want) in CASES {
+            match normalize(input, region) {
+                Ok(got) if got == *want => {}
+                other => failures.push(format!("{input:?} in {region}: {other:?}, want {want}")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        for input in [
+            "",
+            "   ",
+            "anonymous",
+            "UNKNOWN",
+            "12",
+            "+",
+            "555-CALL-NOW",
+            "1)(uid=*",
+            "*",
+            "\0",
+            "12345678901234567890",
+        ] {
+            assert!(normalize(input, "US").is_err(), "{input:?} was accepted");
+        }
+        assert_eq!(
+            normalize("5550101234", "XX"),
+            Err(NormalizeError::Region("XX".into()))
+        );
+    }
+
+    #[test]
+    fn suffixes() {
+        assert_eq!(suffix("+1 (555) 010-1234", 7).as_deref(), Some("0101234"));
+        assert_eq!(suffix("123", 7), None);
+    }
+}
