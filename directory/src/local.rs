@@ -1,0 +1,132 @@
+//! The local directory source: a tenant's `directory_entries` from the
+//! mirror, indexed by normalized number. The index of a tenant is built on
+//! its first lookup and dropped when the mirror says its entries (or its
+//! region) changed, so lookups never scan and never touch SQL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dialtone_sync::{ChangeEvent, DirectoryEntry, Entity, Id, Mirror};
+use moka::sync::Cache;
+
+use crate::normalize::{normalize, suffix};
+
+/// How many trailing digits identify a number that will not normalize.
+pub const DEFAULT_SUFFIX_LEN: usize = 7;
+
+#[derive(Default)]
+struct TenantIndex {
+    by_e164: HashMap<String, Vec<Arc<DirectoryEntry>>>,
+    by_suffix: HashMap<String, Vec<Arc<DirectoryEntry>>>,
+}
+
+pub struct LocalDirectory {
+    mirror: Arc<Mirror>,
+    suffix_len: usize,
+    tenants: Cache<Id, Arc<TenantIndex>>,
+}
+
+/// A match: the entry and whether it came from the weaker suffix index.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub entry: Arc<DirectoryEntry>,
+    pub by_suffix: bool,
+}
+
+impl LocalDirectory {
+    pub fn new(mirror: Arc<Mirror>, suffix_len: usize, max_tenants: u64) -> LocalDirectory {
+        LocalDirectory {
+            mirror,
+            suffix_len: suffix_len.max(4),
+            tenants: Cache::builder().max_capacity(max_tenants).build(),
+        }
+    }
+
+    fn index(&self, tenant_id: Id) -> Option<Arc<TenantIndex>> {
+        if let Some(index) = self.tenants.get(&tenant_id) {
+            return Some(index);
+        }
+        let state = self.mirror.load();
+        let tenant = state.tenant(tenant_id)?;
+        let mut index = TenantIndex::default();
+        let mut entries = state.directory_of(tenant_id);
+        // Stable order: the same number in two entries resolves the same way.
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        for entry in entries {
+            for n in &entry.numbers {
+                match normalize(&n.number, &tenant.default_region) {
+                    Ok(e164) => {
+                        if let Some(s) = suffix(&e164, self.suffix_len) {
+                            index.by_suffix.entry(s).or_default().push(entry.clone());
+                        }
+                        index.by_e164.entry(e164).or_default().push(entry.clone());
+                    }
+                    Err(_) => {
+                        if let Some(s) = suffix(&n.number, self.suffix_len) {
+                            index.by_suffix.entry(s).or_default().push(entry.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let index = Arc::new(index);
+        self.tenants.insert(tenant_id, index.clone());
+        Some(index)
+    }
+
+    /// Who has `number` in the tenant's directory. An exact E.164 match
+    /// wins; otherwise a suffix match counts only when it is unambiguous,
+    /// since showing the wrong name is worse than showing none.
+    pub fn lookup(&self, tenant_id: Id, number: &str) -> Option<Found> {
+        let region = self
+            .mirror
+            .load()
+            .tenant(tenant_id)?
+            .default_region
+            .to_string();
+        let index = self.index(tenant_id)?;
+        let e164 = normalize(number, &region).ok();
+        if let Some(entry) = e164
+            .as_ref()
+            .and_then(|n| index.by_e164.get(n))
+            .and_then(|v| v.first())
+        {
+            return Some(Found {
+                entry: entry.clone(),
+                by_suffix: false,
+            });
+        }
+        let key = suffix(e164.as_deref().unwrap_or(number), self.suffix_len)?;
+        match index.by_suffix.get(&key).map(Vec::as_slice) {
+            Some([only]) => Some(Found {
+                entry: only.clone(),
+                by_suffix: true,
+            }),
+            Some([first, rest @ ..]) if rest.iter().all(|e| e.id == first.id) => Some(Found {
+                entry: first.clone(),
+                by_suffix: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Drops the indexes a mirror change makes stale.
+    pub fn invalidate(&self, event: &ChangeEvent) {
+        let ChangeEvent::Changed { keys, .. } = event else {
+            self.tenants.invalidate_all();
+            return;
+        };
+        let state = self.mirror.load();
+        for (entity, id) in keys.iter() {
+            match entity {
+                Entity::Tenant => self.tenants.invalidate(id),
+                Entity::DirectoryEntry => match state.directory_entry(*id) {
+                    Some(entry) => self.tenants.invalidate(&entry.tenant_id),
+                    // Gone: we no longer know whose it was.
+                    None => self.tenants.invalidate_all(),
+                },
+                _ => {}
+            }
+        }
+    }
+}

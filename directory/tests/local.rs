@@ -1,0 +1,159 @@
+//! The local directory source over a real (SQLite) store and mirror.
+
+use std::sync::Arc;
+
+use dialtone_directory::local::LocalDirectory;
+use dialtone_sync::store::{DirectoryEntryInput, TenantInput};
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::*;
+
+fn audit() -> Audit {
+    Audit {
+        actor: "t".into(),
+        action: "t".into(),
+        entity: "t".into(),
+        entity_key: String::new(),
+        detail: serde_json::json!({}),
+    }
+}
+
+fn tenant(slug: &str, region: &str) -> Mutation {
+    Mutation::UpsertTenant(TenantInput {
+        slug: slug.into(),
+        name: slug.into(),
+        default_region: region.into(),
+        settings: "{}".into(),
+    })
+}
+
+fn entry(tenant: &str, id: &str, name: &str, numbers: &[&str]) -> Mutation {
+    Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+        tenant: tenant.into(),
+        external_id: id.into(),
+        name: name.into(),
+        company: None,
+        numbers: numbers
+            .iter()
+            .map(|n| DirectoryNumber {
+                number: (*n).into(),
+                kind: "work".into(),
+            })
+            .collect(),
+    })
+}
+
+#[tokio::test]
+async fn finds_by_any_form_within_the_tenant_only() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    store
+        .apply(
+            &[
+                tenant("acme", "US"),
+                tenant("brit", "GB"),
+                entry(
+                    "acme",
+                    "1",
+                    "Alice Example",
+                    &["+1 (555) 010-1234", "555.010.1299"],
+                ),
+                entry("acme", "2", "Bob Sample", &["0044 1632 960123"]),
+                entry("acme", "3", "Odd Format", &["call 010-0042 please"]),
+                entry("brit", "1", "Brit Only", &["01632 960777"]),
+            ],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let acme = mirror.load().tenant_by_slug("acme").unwrap().id;
+    let brit = mirror.load().tenant_by_slug("brit").unwrap().id;
+    let local = LocalDirectory::new(mirror.clone(), 7, 100);
+
+    for input in [
+        "+15550101234",
+        "15550101234",
+        "5550101234",
+        "(555) 010-1234",
+        "011 1 555 010 1234",
+    ] {
+        let found = local
+            .lookup(acme, input)
+            .unwrap_or_else(|| panic!("{input} not found"));
+        assert_eq!(&*found.entry.name, "Alice Example", "{input}");
+        assert!(!found.by_suffix);
+    }
+    assert_eq!(
+        &*local.lookup(acme, "+441632960123").unwrap().entry.name,
+        "Bob Sample"
+    );
+    assert_eq!(
+        &*local.lookup(acme, "011441632960123").unwrap().entry.name,
+        "Bob Sample"
+    );
+    // An entry whose number will not normalize is still found by its suffix.
+    let odd = local
+        .lookup(acme, "+1 555 010 0042")
+        .expect("found by suffix");
+    assert_eq!((&*odd.entry.name, odd.by_suffix), ("Odd Format", true));
+    // Tenant isolation: the British tenant's entry is not acme's.
+    assert!(local.lookup(acme, "+441632960777").is_none());
+    assert_eq!(
+        &*local.lookup(brit, "01632 960777").unwrap().entry.name,
+        "Brit Only"
+    );
+    // Misses are misses; garbage is a miss, not an error.
+    assert!(local.lookup(acme, "+15550109999").is_none());
+    assert!(local.lookup(acme, "*)(uid=*").is_none());
+
+    // An edit invalidates the tenant's index through the change stream.
+    let mut events = mirror.subscribe();
+    store
+        .apply(
+            &[entry("acme", "1", "Alice Renamed", &["+1 (555) 010-1234"])],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    while let Ok(event) = events.try_recv() {
+        local.invalidate(&event);
+    }
+    assert_eq!(
+        &*local.lookup(acme, "5550101234").unwrap().entry.name,
+        "Alice Renamed"
+    );
+    assert!(
+        local.lookup(acme, "5550101299").is_none(),
+        "the removed number still resolves"
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_suffixes_are_not_guessed() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    store
+        .apply(
+            &[
+                tenant("acme", "US"),
+                entry("acme", "1", "One", &["0101234"]),
+                entry("acme", "2", "Two", &["+44 20 7010 1234"]),
+                entry("acme", "3", "Three", &["0109876"]),
+            ],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let acme = mirror.load().tenant_by_slug("acme").unwrap().id;
+    let local = LocalDirectory::new(mirror, 7, 100);
+    // Two entries end in 0101234: no guess.
+    assert!(local.lookup(acme, "+1 555 010 1234").is_none());
+    // One entry ends in 0109876: a suffix match, marked as such.
+    let found = local.lookup(acme, "+1 555 010 9876").unwrap();
+    assert_eq!(&*found.entry.name, "Three");
+    assert!(found.by_suffix);
+}
