@@ -236,7 +236,7 @@ impl MirrorState {
     }
 
     /// The phone a line belongs to.
-    pub fn lines_of_id(&self, line_id: Id) -> Option<Id> {
+    pub fn phone_of_line(&self, line_id: Id) -> Option<Id> {
         self.lines.get(&line_id).map(|l| l.phone_id)
     }
 

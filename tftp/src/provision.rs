@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dialtone_sync::{ChangeEvent, Entity, Family, Id, Mirror, SecretKey};
+use dialtone_sync::{ChangeEvent, Entity, Family, Id, Mirror, MirrorState, Phone, SecretKey};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
@@ -240,9 +240,9 @@ impl Provisioner {
             }
             Ok(id) => match id.kind {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
-                    self.render_file(id)
+                    self.render_file(&state, phone, id)
                 }
-                FileKind::PhoneDirectory => self.render_directory(id, request.query),
+                FileKind::PhoneDirectory => self.render_directory(&state, phone, id, request.query),
                 FileKind::Static => self.static_file(request.path, id),
                 // Log uploads are writes; this core only reads.
                 FileKind::LogUpload => Err(ProvisionError::NotFound),
@@ -309,14 +309,12 @@ impl Provisioner {
     /// written straight from the mirror, so it is always current.
     fn render_directory(
         &self,
+        state: &MirrorState,
+        phone: Option<&Arc<Phone>>,
         identity: &Identity,
         query: Option<&str>,
     ) -> Result<Rendered, ProvisionError> {
-        let state = self.mirror.load();
-        let phone = identity
-            .mac
-            .and_then(|m| state.phone_by_mac(&m))
-            .ok_or(ProvisionError::NotFound)?;
+        let phone = phone.ok_or(ProvisionError::NotFound)?;
         let tenant = state.tenant(phone.tenant_id);
         let query = phonebook::Query::parse(query);
         let entries =
@@ -337,12 +335,15 @@ impl Provisioner {
         })
     }
 
-    fn render_file(&self, identity: &Identity) -> Result<Rendered, ProvisionError> {
-        let state = self.mirror.load();
-        let phone = identity
-            .mac
-            .and_then(|mac| state.phone_by_mac(&mac))
-            .cloned();
+    /// `state` and `phone` are the ones `provision()` already looked up, so
+    /// one request is answered from one consistent mirror version.
+    fn render_file(
+        &self,
+        state: &MirrorState,
+        phone: Option<&Arc<Phone>>,
+        identity: &Identity,
+    ) -> Result<Rendered, ProvisionError> {
+        let phone = phone.cloned();
         if identity.kind == FileKind::DeviceConfig && phone.is_none() {
             // Unknown MAC: the same answer as an unknown file name.
             return Err(ProvisionError::NotFound);
@@ -373,7 +374,7 @@ impl Provisioner {
             .or(identity.model.as_deref());
         let shipped = self.shipped.load();
         let template = resolve(
-            &state,
+            state,
             &shipped,
             family,
             identity.template,
@@ -462,7 +463,7 @@ impl Provisioner {
                 Entity::Line => {
                     lines.push(*id);
                     // A new line belongs to a phone whose files list no line of it yet.
-                    if let Some(line) = state.lines_of_id(*id) {
+                    if let Some(line) = state.phone_of_line(*id) {
                         phones.push(line);
                     }
                 }
