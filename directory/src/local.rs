@@ -112,20 +112,17 @@ impl LocalDirectory {
 
     /// Drops the indexes a mirror change makes stale.
     pub fn invalidate(&self, event: &ChangeEvent) {
-        let ChangeEvent::Changed { keys, .. } = event else {
-            self.tenants.invalidate_all();
-            return;
-        };
-        let state = self.mirror.load();
-        for (entity, id) in keys.iter() {
-            match entity {
-                Entity::Tenant => self.tenants.invalidate(id),
-                Entity::DirectoryEntry => match state.directory_entry(*id) {
-                    Some(entry) => self.tenants.invalidate(&entry.tenant_id),
-                    // Gone: we no longer know whose it was.
-                    None => self.tenants.invalidate_all(),
-                },
-                _ => {}
+        match event {
+            ChangeEvent::Reset { .. } => self.tenants.invalidate_all(),
+            ChangeEvent::Changed { keys, tenants, .. } => {
+                let relevant = keys
+                    .iter()
+                    .any(|(entity, _)| matches!(entity, Entity::Tenant | Entity::DirectoryEntry));
+                if relevant {
+                    for tenant in tenants.iter() {
+                        self.tenants.invalidate(tenant);
+                    }
+                }
             }
         }
     }

@@ -31,6 +31,30 @@ const PREFIX: &str = "v1:";
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Sealed(pub Box<str>);
 
+/// Prefix of every API token, so a leaked token is recognizable in a scan.
+pub const TOKEN_PREFIX: &str = "dt_";
+
+/// A new API token: 32 random bytes. Only its hash is stored.
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The stored form of a token: hex SHA-256. Tokens carry 256 bits of
+/// randomness, so a plain hash is enough (no salt, no slow KDF) and lookups
+/// stay a single map probe.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl fmt::Debug for Sealed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sealed(..)")

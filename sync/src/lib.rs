@@ -22,8 +22,11 @@ pub mod store;
 pub mod testing;
 pub mod watcher;
 
-pub use crypto::{Purpose, Sealed, SecretKey};
+pub use crypto::{generate_token, token_hash, Purpose, Sealed, SecretKey};
 pub use error::SyncError;
 pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
-pub use store::{open, Audit, Backend, Mutation, Store, StoreOptions, WriteReport};
+pub use store::{
+    open, ApiTokenInput, Audit, Backend, DirectorySourceInput, Mutation, Store, StoreOptions,
+    WriteReport,
+};

@@ -25,6 +25,10 @@ pub enum ChangeEvent {
     Changed {
         version: u64,
         keys: Arc<[(Entity, Id)]>,
+        /// Every tenant a changed row belonged to, before or after the
+        /// change, so that consumers can drop per-tenant state even for rows
+        /// that are gone.
+        tenants: Arc<[Id]>,
     },
     /// Everything may have changed (full reload): drop all derived state.
     Reset { version: u64 },
@@ -326,6 +330,22 @@ impl MirrorState {
 
     /// Applies one row change; returns false when it changed nothing (the
     /// change feed may show a row again that is already current).
+    /// The tenant a row belongs to; templates belong to none.
+    fn tenant_of(&self, entity: Entity, id: Id) -> Option<Id> {
+        match entity {
+            Entity::Tenant => Some(id),
+            Entity::Phone => self.phones.get(&id).map(|p| p.tenant_id),
+            Entity::Line => {
+                let phone = self.lines.get(&id)?.phone_id;
+                self.phones.get(&phone).map(|p| p.tenant_id)
+            }
+            Entity::Template => None,
+            Entity::DirectoryEntry => self.directory.get(&id).map(|d| d.tenant_id),
+            Entity::DirectorySource => self.sources.get(&id).map(|s| s.tenant_id),
+            Entity::ApiToken => self.tokens.get(&id).and_then(|t| t.tenant_id),
+        }
+    }
+
     fn apply_row(&mut self, entity: Entity, id: Id, row: Option<Row>) -> bool {
         if let Some(row) = &row {
             if row.entity() != entity || row.id() != id {
@@ -600,9 +620,13 @@ impl Mirror {
         let current = self.load();
         let mut next = (*current).clone();
         let mut keys = Vec::new();
+        let mut tenants = BTreeSet::new();
         for (entity, id, row) in changes {
+            let before = next.tenant_of(entity, id);
             if next.apply_row(entity, id, row) {
                 keys.push((entity, id));
+                tenants.extend(before);
+                tenants.extend(next.tenant_of(entity, id));
             }
         }
         next.cursor = cursor;
@@ -617,6 +641,7 @@ impl Mirror {
             let _ = self.events.send(ChangeEvent::Changed {
                 version,
                 keys: keys.into(),
+                tenants: tenants.into_iter().collect(),
             });
         }
         changed

@@ -138,3 +138,16 @@ impl RunningMirror {
         let _ = self.task.await;
     }
 }
+
+pub fn ldap_source(tenant: &str, name: &str, secret: Option<&str>) -> Mutation {
+    Mutation::UpsertDirectorySource(dialtone_sync::store::DirectorySourceInput {
+        tenant: tenant.into(),
+        name: name.into(),
+        kind: SourceKind::Ldap,
+        priority: 10,
+        enabled: true,
+        settings: r#"{"url":"ldap://127.0.0.1:1/","base_dn":"dc=example,dc=com"}"#.into(),
+        secret: secret.map(Into::into),
+        timeout_ms: 200,
+    })
+}

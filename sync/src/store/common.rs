@@ -15,6 +15,8 @@ macro_rules! shared_sql {
         use crate::store::rows::*;
         use crate::store::{Audit, BootRecord, Counts, Mutation, WriteReport};
 
+        crate::store::access::access_sql!($conn);
+
         macro_rules! load_table {
             ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
                 let sql = format!("SELECT {} FROM {}", <$raw>::COLUMNS, $table);
@@ -441,6 +443,10 @@ macro_rules! shared_sql {
                         .await?
                         .rows_affected();
                 }
+                Mutation::UpsertDirectorySource(source) => upsert_source(conn, key, source, now, report).await?,
+                Mutation::DeleteDirectorySource { tenant, name } => delete_source(conn, tenant, name, report).await?,
+                Mutation::CreateApiToken(token) => create_token(conn, token, now, report).await?,
+                Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=

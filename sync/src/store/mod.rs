@@ -1,6 +1,7 @@
 //! The stores: one trait, a SQLite and a PostgreSQL implementation, chosen by
 //! URL. This module tree is the only place in dialtone that knows SQL.
 
+mod access;
 mod common;
 pub mod postgres;
 mod rows;
@@ -118,6 +119,32 @@ pub struct TemplateInput {
     pub updated_by: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectorySourceInput {
+    pub tenant: String,
+    pub name: String,
+    pub kind: SourceKind,
+    pub priority: i32,
+    pub enabled: bool,
+    /// JSON object text; its shape depends on `kind`.
+    pub settings: String,
+    /// Bind password or upstream credential, sealed before it is stored.
+    /// `None` keeps the stored secret; an empty string removes it.
+    pub secret: Option<String>,
+    pub timeout_ms: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenInput {
+    pub name: String,
+    /// [`crate::crypto::token_hash`] of the token; the token is never stored.
+    pub token_hash: String,
+    pub scope: TokenScope,
+    /// Required for every scope but global-admin.
+    pub tenant: Option<String>,
+    pub expires_at: Option<Millis>,
+}
+
 /// One change, addressed by natural keys so that repeating it is a no-op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
@@ -136,6 +163,16 @@ pub enum Mutation {
     DeleteDirectoryEntry {
         tenant: String,
         external_id: String,
+    },
+    UpsertDirectorySource(DirectorySourceInput),
+    DeleteDirectorySource {
+        tenant: String,
+        name: String,
+    },
+    /// Tokens are never updated in place: they are created, then revoked.
+    CreateApiToken(ApiTokenInput),
+    RevokeApiToken {
+        id: Id,
     },
 }
 
@@ -165,6 +202,8 @@ pub struct WriteReport {
     pub phones: Counts,
     pub lines: Counts,
     pub directory_entries: Counts,
+    pub directory_sources: Counts,
+    pub api_tokens: Counts,
 }
 
 impl WriteReport {
@@ -174,6 +213,8 @@ impl WriteReport {
             self.phones,
             self.lines,
             self.directory_entries,
+            self.directory_sources,
+            self.api_tokens,
         ]
         .iter()
         .map(|c| c.inserted + c.updated + c.deleted)
