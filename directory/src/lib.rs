@@ -1,7 +1,27 @@
-//! dialtone's caller-name lookup. So far: number normalization; sources,
-//! the cache and the API build on it.
+//! dialtone's caller-name lookup: "who is +15550101234?" for a tenant.
+//!
+//! - [`normalize`]: any number format to E.164.
+//! - [`local`], [`ldap`], [`upstream`]: the sources (the tenant's directory
+//!   from the mirror, LDAP/AD, upstream HTTP CNAM); only this crate knows LDAP.
+//! - [`service`]: cache, coalescing, deadline and breakers around them.
+//! - [`http`]: the lookup routes on the API listener.
 
+pub mod breaker;
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod filter;
+pub mod http;
+pub mod ldap;
 pub mod local;
+pub mod name;
 pub mod normalize;
+pub mod service;
+pub mod settings;
+pub mod sources;
+pub mod upstream;
 
+pub use clock::Clock;
+pub use error::DirectoryError;
 pub use normalize::{normalize, suffix, NormalizeError};
+pub use service::{Answer, CacheStatus, LookupOptions, LookupService};

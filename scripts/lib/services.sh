@@ -4,6 +4,7 @@
 # and friends for the tests.
 
 SERVICES_DIR=""
+ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -109,6 +110,10 @@ rootpw secret
 directory $dir/db
 index objectClass eq
 CONF
+    # The test directory every LDAP test reads (tests that need to stop or
+    # reconfigure a server start their own from the same file).
+    "$(dirname "$slapd")/slapadd" -f "$dir/slapd.conf" -l "$ROOT/directory/tests/data/directory.ldif" >"$dir/slapadd.log" 2>&1 \
+        || { cat "$dir/slapadd.log" >&2; return 1; }
     log "starting slapd on 127.0.0.1:$port"
     "$slapd" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" >"$dir/slapd.log" 2>&1
     local i

@@ -1,0 +1,185 @@
+//! The answer cache: a moka cache bounded by weight, plus the generation
+//! counters that make invalidation cheap and stale fills impossible.
+//!
+//! Freshness is decided here, against [`Clock`], rather than by moka's own
+//! expiry, so that tests can move time. Moka only evicts entries once they
+//! are too old to be served even stale.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use dialtone_sync::Id;
+use moka::future::Cache;
+use moka::Expiry;
+
+/// Tenant and E.164 number.
+pub type Key = (Id, Arc<str>);
+
+/// What the sources said about one number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub name: Option<Arc<str>>,
+    /// The source that answered (`local` for the tenant's directory).
+    pub source: Option<Arc<str>>,
+    /// Every source answered. A miss while a source failed is not a real
+    /// miss: it is cached briefly and never replaces a known name.
+    pub definitive: bool,
+}
+
+impl Resolved {
+    pub fn unavailable() -> Resolved {
+        Resolved {
+            name: None,
+            source: None,
+            definitive: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub resolved: Resolved,
+    /// Clock time when the answer was stored.
+    pub stored_at: Duration,
+    pub ttl: Duration,
+    pub generation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Expired but within the max-stale window: serve it and refresh.
+    Stale,
+    Expired,
+}
+
+impl Entry {
+    pub fn freshness(&self, now: Duration, max_stale: Duration) -> Freshness {
+        let age = now.saturating_sub(self.stored_at);
+        if age < self.ttl {
+            Freshness::Fresh
+        } else if age < self.ttl + max_stale {
+            Freshness::Stale
+        } else {
+            Freshness::Expired
+        }
+    }
+}
+
+struct Lifetime {
+    max_stale: Duration,
+}
+
+impl Expiry<Key, Arc<Entry>> for Lifetime {
+    fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(entry.ttl + self.max_stale)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl + self.max_stale)
+    }
+}
+
+/// Bytes an entry costs, roughly: moka's own overhead plus the strings.
+fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
+    let strings = key.1.len()
+        + entry.resolved.name.as_ref().map_or(0, |n| n.len())
+        + entry.resolved.source.as_ref().map_or(0, |s| s.len());
+    (160 + strings) as u32
+}
+
+pub fn build(max_bytes: u64, max_stale: Duration) -> Cache<Key, Arc<Entry>> {
+    Cache::builder()
+        .weigher(weight)
+        .max_capacity(max_bytes)
+        .expire_after(Lifetime { max_stale })
+        .build()
+}
+
+/// Invalidation by generation: every entry and every load remembers the
+/// tenant's generation it started under; bumping the generation makes them
+/// all obsolete at once, with no scan of the cache.
+#[derive(Default)]
+pub struct Generations {
+    counter: AtomicU64,
+    /// Applies to every tenant (full reloads).
+    floor: AtomicU64,
+    tenants: RwLock<HashMap<Id, u64>>,
+}
+
+impl Generations {
+    pub fn current(&self, tenant: Id) -> u64 {
+        let floor = self.floor.load(Ordering::Acquire);
+        let own = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0);
+        floor.max(own)
+    }
+
+    pub fn bump(&self, tenant: Id) {
+        let next = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant, next);
+    }
+
+    pub fn bump_all(&self) {
+        let next = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        self.floor.store(next, Ordering::Release);
+        tenants.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_invalidate_one_tenant_or_all() {
+        let g = Generations::default();
+        let (a0, b0) = (g.current(1), g.current(2));
+        g.bump(1);
+        assert_ne!(g.current(1), a0);
+        assert_eq!(g.current(2), b0);
+        let a1 = g.current(1);
+        g.bump_all();
+        assert_ne!(g.current(1), a1);
+        assert_ne!(g.current(2), b0);
+    }
+
+    #[test]
+    fn freshness_windows() {
+        let entry = Entry {
+            resolved: Resolved::unavailable(),
+            stored_at: Duration::from_secs(10),
+            ttl: Duration::from_secs(60),
+            generation: 0,
+        };
+        let stale = Duration::from_secs(30);
+        assert_eq!(
+            entry.freshness(Duration::from_secs(69), stale),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            entry.freshness(Duration::from_secs(70), stale),
+            Freshness::Stale
+        );
+        assert_eq!(
+            entry.freshness(Duration::from_secs(100), stale),
+            Freshness::Expired
+        );
+    }
+}

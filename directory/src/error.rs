@@ -1,0 +1,38 @@
+use crate::normalize::NormalizeError;
+
+/// Everything that can go wrong in a lookup or while building a source.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Number(#[from] NormalizeError),
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("source {source_name:?}: invalid settings: {reason}")]
+    Settings { source_name: String, reason: String },
+    #[error("LDAP: {0}")]
+    Ldap(String),
+    #[error("HTTP upstream: {0}")]
+    Upstream(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("circuit breaker open")]
+    BreakerOpen,
+    #[error("too many lookups in flight")]
+    Overloaded,
+}
+
+impl DirectoryError {
+    /// A short, fixed label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DirectoryError::Number(_) => "invalid_number",
+            DirectoryError::UnknownTenant => "unknown_tenant",
+            DirectoryError::Settings { .. } => "settings",
+            DirectoryError::Ldap(_) => "ldap",
+            DirectoryError::Upstream(_) => "upstream",
+            DirectoryError::Timeout => "timeout",
+            DirectoryError::BreakerOpen => "breaker_open",
+            DirectoryError::Overloaded => "overloaded",
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Lookup routes on the API listener, shaped for the PBXes that call them
+//! (see `../shared/lookup-formats.md`):
+//!
+//! - `GET /v1/lookup?number=N&key=K`: the name as the whole plain-text body,
+//!   empty on a miss (mod_cidlookup and Asterisk `CURL()` take the body as
+//!   the name and ignore the status), or JSON with `Accept: application/json`
+//!   or `format=json`.
+//! - `GET /v3/phone/{number}`: OpenCNAM-style, JSON by default, plain text
+//!   with `format=pbx` or `Accept: text/pbx`.
+//!
+//! The key comes from the query (`key`, or OpenCNAM's `auth_token`), since
+//! mod_cidlookup cannot add headers, or from `Authorization: Bearer`.
+//! In plain-text mode every error is an empty body: anything else would
+//! end up on phone screens as the caller's name.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dialtone_sync::{now_millis, token_hash, Id, TokenScope};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::DirectoryError;
+use crate::service::{Answer, LookupService};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LookupQuery {
+    number: Option<String>,
+    key: Option<String>,
+    auth_token: Option<String>,
+    /// Only for global-admin keys, which belong to no tenant.
+    tenant: Option<String>,
+    format: Option<String>,
+}
+
+pub fn router(service: LookupService) -> Router {
+    Router::new()
+        .route("/v1/lookup", get(v1_lookup))
+        .route("/v3/phone/{number}", get(v3_phone))
+        .with_state(service)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Text,
+    Json,
+}
+
+/// A refused request: status, stable code, and a message for JSON clients.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn refusal(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+impl Refusal {
+    fn into_response(self, mode: Mode) -> Response {
+        let mut response = match mode {
+            Mode::Json => (
+                self.status,
+                Json(json!({ "error": { "code": self.code, "message": self.message } })),
+            )
+                .into_response(),
+            Mode::Text => (self.status, text_headers(), "").into_response(),
+        };
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn text_headers() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|m| m.trim().starts_with(media)))
+}
+
+/// The tenant a key may look up for.
+fn authorize(
+    service: &LookupService,
+    query: &LookupQuery,
+    headers: &HeaderMap,
+) -> Result<Id, Refusal> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let key = query
+        .key
+        .as_deref()
+        .or(query.auth_token.as_deref())
+        .or(bearer)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a lookup key is required",
+            )
+        })?;
+    let state = service.mirror().load();
+    let invalid = || {
+        refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid or revoked key",
+        )
+    };
+    let token = state.token_by_hash(&token_hash(key)).ok_or_else(invalid)?;
+    if token.revoked || token.expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(invalid());
+    }
+    let wanted = query.tenant.as_deref().map(|slug| {
+        state.tenant_by_slug(slug).map(|t| t.id).ok_or_else(|| {
+            refusal(
+                StatusCode::NOT_FOUND,
+                "unknown_tenant",
+                format!("no tenant {slug:?}"),
+            )
+        })
+    });
+    match (token.scope, token.tenant_id, wanted) {
+        (TokenScope::GlobalAdmin, _, Some(tenant)) => tenant,
+        (TokenScope::GlobalAdmin, _, None) => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "tenant_required",
+            "a global key must name the tenant (tenant=slug)",
+        )),
+        (_, Some(own), None) => Ok(own),
+        (_, Some(own), Some(Ok(tenant))) if tenant == own => Ok(own),
+        // Whether another tenant exists is none of this key's business.
+        (_, Some(_), Some(_)) => Err(refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this key is not valid for that tenant",
+        )),
+        (_, None, _) => Err(invalid()),
+    }
+}
+
+async fn answer(
+    service: &LookupService,
+    query: &LookupQuery,
+    headers: &HeaderMap,
+    number: Option<&str>,
+    mode: Mode,
+) -> Result<Answer, Response> {
+    let tenant = authorize(service, query, headers).map_err(|r| r.into_response(mode))?;
+    let number = number.filter(|n| !n.trim().is_empty()).ok_or_else(|| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            "number is required",
+        )
+        .into_response(mode)
+    })?;
+    service.lookup(tenant, number).await.map_err(|e| {
+        let refused = match &e {
+            DirectoryError::Number(reason) => refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_number",
+                reason.to_string(),
+            ),
+            DirectoryError::UnknownTenant => refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid or revoked key",
+            ),
+            other => {
+                tracing::error!(error = %other, "lookup failed");
+                refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "lookup failed",
+                )
+            }
+        };
+        refused.into_response(mode)
+    })
+}
+
+fn text_response(answer: &Answer) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        text_headers(),
+        answer.name().unwrap_or_default().to_string(),
+    )
+        .into_response();
+    tag_cache(&mut response, answer);
+    response
+}
+
+fn tag_cache(response: &mut Response, answer: &Answer) {
+    response.headers_mut().insert(
+        "x-dialtone-cache",
+        HeaderValue::from_static(answer.cache.as_str()),
+    );
+}
+
+async fn v1_lookup(
+    State(service): State<LookupService>,
+    Query(query): Query<LookupQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mode = if query.format.as_deref() == Some("json") || accepts(&headers, "application/json") {
+        Mode::Json
+    } else {
+        Mode::Text
+    };
+    let answer = match answer(&service, &query, &headers, query.number.as_deref(), mode).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    if mode == Mode::Text {
+        return text_response(&answer);
+    }
+    let mut response = Json(json!({
+        "number": answer.number,
+        "name": answer.resolved.name,
+        "found": answer.resolved.name.is_some(),
+        "source": answer.resolved.source,
+        "cache": answer.cache,
+    }))
+    .into_response();
+    tag_cache(&mut response, &answer);
+    response
+}
+
+async fn v3_phone(
+    State(service): State<LookupService>,
+    Path(number): Path<String>,
+    Query(query): Query<LookupQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mode = if query.format.as_deref() == Some("pbx") || accepts(&headers, "text/pbx") {
+        Mode::Text
+    } else {
+        Mode::Json
+    };
+    let answer = match answer(&service, &query, &headers, Some(&number), mode).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    if mode == Mode::Text {
+        return text_response(&answer);
+    }
+    let mut response = Json(json!({
+        "name": answer.resolved.name,
+        "number": answer.number,
+        "uri": format!("/v3/phone/{}", answer.number),
+    }))
+    .into_response();
+    tag_cache(&mut response, &answer);
+    response
+}

@@ -1,0 +1,189 @@
+//! The LDAP / Active Directory source. ldap3 multiplexes operations over one
+//! connection but neither pools nor reconnects, so each source keeps one
+//! connection and builds a new one after any failure or timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
+use tokio::sync::Mutex;
+
+use crate::error::DirectoryError;
+use crate::filter::{build_filter, number_forms};
+use crate::settings::{tls_config, LdapScope, LdapSettings};
+
+/// LDAP result codes that still carry a usable answer.
+const SUCCESS: u32 = 0;
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
+/// A referral is an answer of "not here"; referrals are not chased, since
+/// following one to another AD domain costs more time than a lookup has.
+const REFERRAL: u32 = 10;
+
+pub struct LdapSource {
+    name: String,
+    settings: LdapSettings,
+    password: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    attributes: Vec<String>,
+    connection: Mutex<Option<Ldap>>,
+    searches: AtomicU64,
+    connects: AtomicU64,
+}
+
+impl LdapSource {
+    pub fn new(
+        name: &str,
+        settings: LdapSettings,
+        password: Option<String>,
+    ) -> Result<LdapSource, DirectoryError> {
+        let needs_tls = settings.starttls || settings.url.starts_with("ldaps://");
+        let tls = needs_tls
+            .then(|| tls_config(name, settings.ca_file.as_deref()))
+            .transpose()?;
+        Ok(LdapSource {
+            name: name.to_string(),
+            attributes: settings.requested_attributes(),
+            settings,
+            password,
+            tls,
+            connection: Mutex::new(None),
+            searches: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Searches sent to the server since this source was built.
+    pub fn searches(&self) -> u64 {
+        self.searches.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened since this source was built.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Who has `e164`, within `budget`. `Ok(None)` is a definite miss.
+    pub async fn lookup(
+        &self,
+        e164: &str,
+        budget: Duration,
+    ) -> Result<Option<String>, DirectoryError> {
+        match tokio::time::timeout(budget, self.search(e164, budget)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => {
+                self.drop_connection();
+                Err(e)
+            }
+            Err(_) => {
+                // A server that stopped answering (frozen, half-open TCP)
+                // keeps the connection "open"; start afresh next time.
+                self.drop_connection();
+                Err(DirectoryError::Timeout)
+            }
+        }
+    }
+
+    fn drop_connection(&self) {
+        if let Ok(mut slot) = self.connection.try_lock() {
+            *slot = None;
+        }
+    }
+
+    async fn connect(&self, budget: Duration) -> Result<Ldap, DirectoryError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(ldap) = slot.as_mut() {
+            if !ldap.is_closed() {
+                return Ok(ldap.clone());
+            }
+        }
+        *slot = None;
+        let connect_timeout = self
+            .settings
+            .connect_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(budget);
+        let mut conn_settings = LdapConnSettings::new()
+            .set_conn_timeout(connect_timeout)
+            .set_starttls(self.settings.starttls);
+        if let Some(tls) = &self.tls {
+            conn_settings = conn_settings.set_config(tls.clone());
+        }
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &self.settings.url)
+            .await
+            .map_err(|e| DirectoryError::Ldap(format!("connect {}: {e}", self.settings.url)))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(source = %name, error = %e, "LDAP connection ended");
+            }
+        });
+        if let Some(dn) = &self.settings.bind_dn {
+            ldap.with_timeout(budget)
+                .simple_bind(dn, self.password.as_deref().unwrap_or_default())
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| DirectoryError::Ldap(format!("bind as {dn}: {e}")))?;
+        }
+        *slot = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {
+        let filter = build_filter(&self.settings, &number_forms(e164));
+        let mut ldap = self.connect(budget).await?;
+        let scope = match self.settings.scope {
+            LdapScope::Base => Scope::Base,
+            LdapScope::One => Scope::OneLevel,
+            LdapScope::Sub => Scope::Subtree,
+        };
+        // The server-side time limit is in whole seconds; ours is finer.
+        let options = SearchOptions::new()
+            .sizelimit(self.settings.size_limit)
+            .timelimit(budget.as_secs().max(1) as i32);
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        let result = ldap
+            .with_timeout(budget)
+            .with_search_options(options)
+            .search(&self.settings.base_dn, scope, &filter, &self.attributes)
+            .await
+            .map_err(|e| DirectoryError::Ldap(format!("search: {e}")))?;
+        let (entries, outcome) = (result.0, result.1);
+        match outcome.rc {
+            SUCCESS | SIZE_LIMIT_EXCEEDED => {}
+            REFERRAL => return Ok(None),
+            rc => {
+                return Err(DirectoryError::Ldap(format!(
+                    "search failed: rc={rc} {}",
+                    outcome.text
+                )))
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(SearchEntry::construct)
+            .find_map(|entry| self.name_of(&entry.attrs)))
+    }
+
+    /// The first configured name attribute the entry has, case-insensitively
+    /// (servers return attribute names in their schema's spelling).
+    fn name_of(&self, attrs: &HashMap<String, Vec<String>>) -> Option<String> {
+        let get = |name: &str| -> Option<&str> {
+            attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.iter().map(|s| s.trim()).find(|s| !s.is_empty()))
+        };
+        self.settings.name_attributes.iter().find_map(|spec| {
+            let parts: Vec<&str> = spec.split('+').filter_map(get).collect();
+            (parts.len() == spec.split('+').count()).then(|| parts.join(" "))
+        })
+    }
+}

@@ -1,0 +1,502 @@
+//! The lookup service: normalize, answer from the cache, or run the tenant's
+//! sources in priority order within one deadline.
+//!
+//! Concurrent misses on one number share one load. The load runs in its own
+//! spawned task with its own deadline, so a caller that gives up (the PBX
+//! hung up, the HTTP client went away) never stalls the others: the shared
+//! future outlives any one waiter (moka's `get_with` would not; see its
+//! issue 240).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, SecretKey};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use moka::future::Cache;
+use tokio::time::Instant;
+
+use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved};
+use crate::clock::Clock;
+use crate::error::DirectoryError;
+use crate::local::LocalDirectory;
+use crate::name::clean_name;
+use crate::normalize::normalize;
+use crate::sources::{BreakerOptions, RemoteSource, SourceRegistry};
+
+/// The local directory's priority: remote sources with a lower number run
+/// before it, the rest after it.
+pub const LOCAL_PRIORITY: i32 = 0;
+pub const LOCAL_SOURCE: &str = "local";
+
+#[derive(Clone, Debug)]
+pub struct LookupOptions {
+    /// Hard limit for one lookup, all sources together.
+    pub deadline: Duration,
+    pub positive_ttl: Duration,
+    pub negative_ttl: Duration,
+    /// How long a miss is cached when a source failed (so it is not a real
+    /// miss). Short, so a recovered source is asked again soon.
+    pub failure_ttl: Duration,
+    /// How long past its TTL an answer may still be served while a refresh runs.
+    pub max_stale: Duration,
+    pub cache_bytes: u64,
+    /// Loads running at once; lookups beyond it answer "unavailable" at once.
+    pub max_inflight: usize,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub suffix_len: usize,
+    /// Tenants whose local directory index is kept in memory.
+    pub max_indexed_tenants: u64,
+}
+
+impl Default for LookupOptions {
+    fn default() -> Self {
+        LookupOptions {
+            deadline: Duration::from_millis(300),
+            positive_ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(300),
+            failure_ttl: Duration::from_secs(10),
+            max_stale: Duration::from_secs(24 * 3600),
+            cache_bytes: 64 << 20,
+            max_inflight: 1024,
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(10),
+            suffix_len: crate::local::DEFAULT_SUFFIX_LEN,
+            max_indexed_tenants: 10_000,
+        }
+    }
+}
+
+/// How the answer was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStatus {
+    Hit,
+    /// Expired answer served while a refresh runs.
+    Stale,
+    /// This caller started the load.
+    Miss,
+    /// Joined a load another caller started.
+    Coalesced,
+    /// Not answered: the deadline passed or too many loads were running.
+    Shed,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Coalesced => "coalesced",
+            CacheStatus::Shed => "shed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The number in E.164.
+    pub number: Arc<str>,
+    pub resolved: Resolved,
+    pub cache: CacheStatus,
+}
+
+impl Answer {
+    pub fn name(&self) -> Option<&str> {
+        self.resolved.name.as_deref()
+    }
+}
+
+type SharedLoad = Shared<BoxFuture<'static, Resolved>>;
+
+struct Inflight {
+    id: u64,
+    generation: u64,
+    load: SharedLoad,
+}
+
+struct Inner {
+    mirror: Arc<Mirror>,
+    options: LookupOptions,
+    clock: Clock,
+    local: LocalDirectory,
+    sources: SourceRegistry,
+    cache: Cache<Key, Arc<Entry>>,
+    generations: Generations,
+    inflight: Mutex<HashMap<Key, Inflight>>,
+    load_ids: AtomicU64,
+}
+
+/// Cheap to clone; every clone shares the cache and the sources.
+#[derive(Clone)]
+pub struct LookupService {
+    inner: Arc<Inner>,
+}
+
+impl LookupService {
+    pub fn new(
+        mirror: Arc<Mirror>,
+        key: Option<SecretKey>,
+        options: LookupOptions,
+    ) -> LookupService {
+        Self::with_clock(mirror, key, options, Clock::system())
+    }
+
+    pub fn with_clock(
+        mirror: Arc<Mirror>,
+        key: Option<SecretKey>,
+        options: LookupOptions,
+        clock: Clock,
+    ) -> LookupService {
+        let breaker = BreakerOptions {
+            threshold: options.breaker_threshold,
+            cooldown: options.breaker_cooldown,
+        };
+        LookupService {
+            inner: Arc::new(Inner {
+                local: LocalDirectory::new(
+                    mirror.clone(),
+                    options.suffix_len,
+                    options.max_indexed_tenants,
+                ),
+                sources: SourceRegistry::new(key, breaker, clock.clone()),
+                cache: cache::build(options.cache_bytes, options.max_stale),
+                generations: Generations::default(),
+                inflight: Mutex::default(),
+                load_ids: AtomicU64::new(0),
+                mirror,
+                options,
+                clock,
+            }),
+        }
+    }
+
+    pub fn mirror(&self) -> &Arc<Mirror> {
+        &self.inner.mirror
+    }
+
+    /// A tenant's built remote source, for tests and diagnostics.
+    pub fn source(&self, tenant: Id, name: &str) -> Option<Arc<RemoteSource>> {
+        self.inner
+            .sources
+            .get(&self.inner.mirror.load(), tenant, name)
+    }
+
+    /// Who is calling from `number`, for `tenant`. Errors only for input
+    /// the caller must fix (bad number, unknown tenant); a source failure
+    /// is an answer without a name.
+    pub async fn lookup(&self, tenant: Id, number: &str) -> Result<Answer, DirectoryError> {
+        let started = Instant::now();
+        let result = self.lookup_inner(tenant, number, started).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(answer) => {
+                let found = if answer.resolved.name.is_some() {
+                    "found"
+                } else if answer.resolved.definitive {
+                    "not_found"
+                } else {
+                    "unavailable"
+                };
+                metrics::counter!("dialtone_lookups_total", "cache" => answer.cache.as_str(), "result" => found)
+                    .increment(1);
+                metrics::histogram!("dialtone_lookup_duration_seconds").record(elapsed);
+            }
+            Err(e) => {
+                metrics::counter!("dialtone_lookups_total", "cache" => "none", "result" => e.kind())
+                    .increment(1)
+            }
+        }
+        result
+    }
+
+    async fn lookup_inner(
+        &self,
+        tenant: Id,
+        number: &str,
+        started: Instant,
+    ) -> Result<Answer, DirectoryError> {
+        let inner = &self.inner;
+        let region = inner
+            .mirror
+            .load()
+            .tenant(tenant)
+            .ok_or(DirectoryError::UnknownTenant)?
+            .default_region
+            .clone();
+        let e164: Arc<str> = normalize(number, &region)?.into();
+        let key: Key = (tenant, e164.clone());
+        let generation = inner.generations.current(tenant);
+        let answer = |resolved, cache| Answer {
+            number: e164.clone(),
+            resolved,
+            cache,
+        };
+        let cached = inner
+            .cache
+            .get(&key)
+            .await
+            .filter(|entry| entry.generation == generation);
+        if let Some(entry) = &cached {
+            match entry.freshness(inner.clock.now(), inner.options.max_stale) {
+                Freshness::Fresh => return Ok(answer(entry.resolved.clone(), CacheStatus::Hit)),
+                Freshness::Stale => {
+                    // Refresh in the background; the caller does not wait.
+                    let _ = self.join_or_start(&key, generation);
+                    return Ok(answer(entry.resolved.clone(), CacheStatus::Stale));
+                }
+                Freshness::Expired => {}
+            }
+        }
+        let Some((load, started_here)) = self.join_or_start(&key, generation) else {
+            return Ok(answer(Resolved::unavailable(), CacheStatus::Shed));
+        };
+        let deadline = started + inner.options.deadline;
+        match tokio::time::timeout_at(deadline, load).await {
+            Ok(resolved) => {
+                let status = if started_here {
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Coalesced
+                };
+                Ok(answer(resolved, status))
+            }
+            Err(_) => Ok(answer(Resolved::unavailable(), CacheStatus::Shed)),
+        }
+    }
+
+    /// The running load for `key`, or a new one. `None` when too many loads
+    /// are running already. The flag says whether this call started it.
+    fn join_or_start(&self, key: &Key, generation: u64) -> Option<(SharedLoad, bool)> {
+        let inner = &self.inner;
+        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = inflight.get(key) {
+            // A load from before an invalidation does not answer for after it.
+            if running.generation == generation {
+                return Some((running.load.clone(), false));
+            }
+        }
+        if inflight.len() >= inner.options.max_inflight {
+            metrics::counter!("dialtone_lookup_shed_total").increment(1);
+            return None;
+        }
+        let id = inner.load_ids.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(self.clone().load(key.clone(), generation, id));
+        let load = async move { task.await.unwrap_or_else(|_| Resolved::unavailable()) }
+            .boxed()
+            .shared();
+        inflight.insert(
+            key.clone(),
+            Inflight {
+                id,
+                generation,
+                load: load.clone(),
+            },
+        );
+        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
+        Some((load, true))
+    }
+
+    async fn load(self, key: Key, generation: u64, id: u64) -> Resolved {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.options.deadline;
+        let resolved = self.resolve(key.0, &key.1, deadline).await;
+        self.store(&key, generation, &resolved).await;
+        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.get(&key).is_some_and(|running| running.id == id) {
+            inflight.remove(&key);
+        }
+        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
+        resolved
+    }
+
+    /// Caches a load's result unless the tenant was invalidated while it
+    /// ran (the answer may predate the change), and never lets a failed
+    /// refresh replace a name we still know.
+    async fn store(&self, key: &Key, generation: u64, resolved: &Resolved) {
+        let inner = &self.inner;
+        if inner.generations.current(key.0) != generation {
+            metrics::counter!("dialtone_lookup_stale_fills_dropped_total").increment(1);
+            return;
+        }
+        let now = inner.clock.now();
+        let ttl = match (&resolved.name, resolved.definitive) {
+            (Some(_), _) => inner.options.positive_ttl,
+            (None, true) => inner.options.negative_ttl,
+            (None, false) => {
+                let known = inner.cache.get(key).await.filter(|e| {
+                    e.generation == generation
+                        && e.resolved.name.is_some()
+                        && e.freshness(now, inner.options.max_stale) != Freshness::Expired
+                });
+                if known.is_some() {
+                    return;
+                }
+                inner.options.failure_ttl
+            }
+        };
+        let entry = Entry {
+            resolved: resolved.clone(),
+            stored_at: now,
+            ttl,
+            generation,
+        };
+        inner.cache.insert(key.clone(), Arc::new(entry)).await;
+    }
+
+    /// Runs the tenant's sources in priority order until one knows the
+    /// number or the deadline passes. Sources run one after another, not
+    /// all at once: an upstream CNAM dip often costs money, and asking it
+    /// for numbers the directory knows would waste it.
+    async fn resolve(&self, tenant: Id, e164: &str, deadline: Instant) -> Resolved {
+        let inner = &self.inner;
+        let state = inner.mirror.load();
+        let remotes = inner.sources.sources_of(&state, tenant);
+        let (before, after): (Vec<_>, Vec<_>) = remotes
+            .into_iter()
+            .partition(|s| s.priority < LOCAL_PRIORITY);
+        let mut definitive = true;
+        for source in &before {
+            match self.ask(source, e164, deadline).await {
+                Ok(Some(found)) => return found,
+                Ok(None) => {}
+                Err(()) => definitive = false,
+            }
+        }
+        if let Some(found) = inner.local.lookup(tenant, e164) {
+            if let Some(name) = clean_name(&found.entry.name) {
+                metrics::counter!("dialtone_lookup_source_requests_total", "kind" => "local", "outcome" => "found")
+                    .increment(1);
+                return Resolved {
+                    name: Some(name.into()),
+                    source: Some(LOCAL_SOURCE.into()),
+                    definitive: true,
+                };
+            }
+        }
+        for source in &after {
+            match self.ask(source, e164, deadline).await {
+                Ok(Some(found)) => return found,
+                Ok(None) => {}
+                Err(()) => definitive = false,
+            }
+        }
+        Resolved {
+            name: None,
+            source: None,
+            definitive,
+        }
+    }
+
+    /// One remote source, within its own timeout and what is left of the
+    /// deadline, behind its breaker. `Err` when it could not answer.
+    async fn ask(
+        &self,
+        source: &RemoteSource,
+        e164: &str,
+        deadline: Instant,
+    ) -> Result<Option<Resolved>, ()> {
+        let kind = source.kind();
+        let outcome = |o: &'static str| {
+            metrics::counter!("dialtone_lookup_source_requests_total", "kind" => kind, "outcome" => o).increment(1)
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            outcome("deadline");
+            return Err(());
+        }
+        if source.breaker.permit().is_none() {
+            outcome("breaker_open");
+            return Err(());
+        }
+        let started = Instant::now();
+        let result = source.lookup(e164, source.timeout.min(left)).await;
+        metrics::histogram!("dialtone_lookup_source_duration_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(found) => {
+                source.breaker.success();
+                match found.as_deref().and_then(clean_name) {
+                    Some(name) => {
+                        outcome("found");
+                        Ok(Some(Resolved {
+                            name: Some(name.into()),
+                            source: Some(source.name.clone()),
+                            definitive: true,
+                        }))
+                    }
+                    None => {
+                        outcome("not_found");
+                        Ok(None)
+                    }
+                }
+            }
+            Err(e) => {
+                source.breaker.failure();
+                outcome(e.kind());
+                tracing::warn!(source = %source.name, kind, error = %e, "directory source failed");
+                Err(())
+            }
+        }
+    }
+
+    /// Drops every cached answer of `tenant`, and makes running loads for
+    /// it unable to fill the cache.
+    pub fn invalidate_tenant(&self, tenant: Id) {
+        self.inner.generations.bump(tenant);
+    }
+
+    /// Applies one mirror change: a tenant's directory, sources or region
+    /// changed, so its answers may be wrong now.
+    pub fn apply_change(&self, event: &ChangeEvent) {
+        let inner = &self.inner;
+        inner.local.invalidate(event);
+        match event {
+            ChangeEvent::Reset { .. } => {
+                inner.generations.bump_all();
+                inner.sources.retain_current(&inner.mirror.load());
+            }
+            ChangeEvent::Changed { keys, tenants, .. } => {
+                let relevant = keys.iter().any(|(entity, _)| {
+                    matches!(
+                        entity,
+                        Entity::Tenant | Entity::DirectoryEntry | Entity::DirectorySource
+                    )
+                });
+                if relevant {
+                    for tenant in tenants.iter() {
+                        inner.generations.bump(*tenant);
+                    }
+                }
+                if keys
+                    .iter()
+                    .any(|(entity, _)| *entity == Entity::DirectorySource)
+                {
+                    inner.sources.retain_current(&inner.mirror.load());
+                }
+            }
+        }
+    }
+
+    /// Follows the mirror's change stream until `shutdown` resolves. A
+    /// lagging receiver missed events, so it drops everything.
+    pub async fn follow(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut events = self.inner.mirror.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                event = events.recv() => match event {
+                    Ok(event) => self.apply_change(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.apply_change(&ChangeEvent::Reset { version: 0 });
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}

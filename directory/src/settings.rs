@@ -1,0 +1,324 @@
+//! What a `directory_sources` row's `settings` JSON holds, per kind. Parsed
+//! with `deny_unknown_fields`, so a typo is an error at write time instead
+//! of a silently ignored option.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::DirectoryError;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSettings {
+    /// `ldap://host:port/` (plain or StartTLS) or `ldaps://host:port/`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of CAs to trust instead of the system store. Certificates
+    /// are always verified: a name lookup is not worth a MITM.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Simple bind DN; the password is the source's (sealed) secret.
+    /// Without it the search runs anonymously.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    pub base_dn: String,
+    #[serde(default)]
+    pub scope: LdapScope,
+    /// ANDed with the number match, e.g. `(objectClass=person)`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Attributes that hold numbers. Each is matched against every form of
+    /// the number (E.164, national, digits, common punctuation).
+    #[serde(default = "default_number_attributes")]
+    pub number_attributes: Vec<String>,
+    /// Where the name comes from, first non-empty wins. `a+b` joins two
+    /// attributes with a space (`givenName+sn`).
+    #[serde(default = "default_name_attributes")]
+    pub name_attributes: Vec<String>,
+    /// Server-side size limit. A number matches one person; a few more
+    /// entries are tolerated (shared lines), thousands are a bad filter.
+    #[serde(default = "default_size_limit")]
+    pub size_limit: i32,
+    /// TCP connect (and TLS handshake) limit; defaults to the source timeout.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapScope {
+    Base,
+    One,
+    #[default]
+    Sub,
+}
+
+fn default_number_attributes() -> Vec<String> {
+    [
+        "telephoneNumber",
+        "mobile",
+        "homePhone",
+        "ipPhone",
+        "otherTelephone",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_name_attributes() -> Vec<String> {
+    ["displayName", "cn", "givenName+sn"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_size_limit() -> i32 {
+    5
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// URL with placeholders: `{e164}` (`+15550101234`, percent-encoded),
+    /// `{digits}` (`15550101234`), `{national}` (`5550101234`).
+    pub url: String,
+    #[serde(default)]
+    pub format: HttpFormat,
+    /// For JSON: a JSON pointer (`/name`, `/data/0/cnam`) to the name.
+    #[serde(default)]
+    pub name_field: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How the source's secret is sent.
+    #[serde(default)]
+    pub auth: HttpAuth,
+    /// User for basic auth.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    #[default]
+    None,
+    Bearer,
+    Basic,
+}
+
+fn invalid(source: &str, reason: impl Into<String>) -> DirectoryError {
+    DirectoryError::Settings {
+        source_name: source.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn is_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b';')
+}
+
+impl LdapSettings {
+    pub fn parse(source: &str, json: &str) -> Result<LdapSettings, DirectoryError> {
+        let settings: LdapSettings =
+            serde_json::from_str(json).map_err(|e| invalid(source, e.to_string()))?;
+        let scheme = settings.url.split("://").next().unwrap_or_default();
+        match scheme {
+            "ldap" => {}
+            "ldaps" if settings.starttls => {
+                return Err(invalid(
+                    source,
+                    "starttls is for ldap:// URLs, not ldaps://",
+                ))
+            }
+            "ldaps" => {}
+            _ => return Err(invalid(source, "url must start with ldap:// or ldaps://")),
+        }
+        if let Some(filter) = &settings.filter {
+            if ldap3::parse_filter(filter).is_err() {
+                return Err(invalid(source, format!("filter {filter:?} does not parse")));
+            }
+        }
+        if settings.number_attributes.is_empty() || settings.name_attributes.is_empty() {
+            return Err(invalid(
+                source,
+                "number_attributes and name_attributes must not be empty",
+            ));
+        }
+        let names = settings.name_attributes.iter().flat_map(|n| n.split('+'));
+        if let Some(bad) = settings
+            .number_attributes
+            .iter()
+            .map(String::as_str)
+            .chain(names)
+            .find(|a| !is_attribute_name(a))
+        {
+            return Err(invalid(source, format!("{bad:?} is not an attribute name")));
+        }
+        if !(1..=1000).contains(&settings.size_limit) {
+            return Err(invalid(source, "size_limit must be between 1 and 1000"));
+        }
+        Ok(settings)
+    }
+
+    /// Every attribute a search must return to build a name.
+    pub fn requested_attributes(&self) -> Vec<String> {
+        let mut attrs: Vec<String> = self
+            .name_attributes
+            .iter()
+            .flat_map(|n| n.split('+'))
+            .map(String::from)
+            .collect();
+        attrs.dedup();
+        attrs
+    }
+}
+
+impl HttpSettings {
+    pub fn parse(source: &str, json: &str) -> Result<HttpSettings, DirectoryError> {
+        let settings: HttpSettings =
+            serde_json::from_str(json).map_err(|e| invalid(source, e.to_string()))?;
+        if !(settings.url.starts_with("https://") || settings.url.starts_with("http://")) {
+            return Err(invalid(source, "url must start with https:// or http://"));
+        }
+        if !["{e164}", "{digits}", "{national}"]
+            .iter()
+            .any(|p| settings.url.contains(p))
+        {
+            return Err(invalid(
+                source,
+                "url must contain {e164}, {digits} or {national}",
+            ));
+        }
+        if settings.format == HttpFormat::Json && settings.name_field.is_none() {
+            return Err(invalid(
+                source,
+                "format json needs name_field (a JSON pointer)",
+            ));
+        }
+        if let Some(field) = &settings.name_field {
+            if !field.starts_with('/') {
+                return Err(invalid(
+                    source,
+                    "name_field is a JSON pointer and starts with /",
+                ));
+            }
+        }
+        if settings.auth == HttpAuth::Basic && settings.user.is_none() {
+            return Err(invalid(source, "basic auth needs user"));
+        }
+        Ok(settings)
+    }
+}
+
+/// A rustls client config trusting `ca_file`, or the system's CAs.
+pub fn tls_config(
+    source: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(invalid(
+            source,
+            "no CA certificates to verify the server with",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(source, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldap_settings_are_checked() {
+        let ok =
+            LdapSettings::parse("ad", r#"{"url":"ldap://dc1:389/","base_dn":"dc=x"}"#).unwrap();
+        assert_eq!(ok.scope, LdapScope::Sub);
+        assert!(ok.number_attributes.contains(&"ipPhone".to_string()));
+        assert_eq!(
+            ok.requested_attributes(),
+            ["displayName", "cn", "givenName", "sn"]
+        );
+        for (json, why) in [
+            (r#"{"url":"http://x/","base_dn":"dc=x"}"#, "ldap://"),
+            (
+                r#"{"url":"ldaps://x/","base_dn":"dc=x","starttls":true}"#,
+                "starttls",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","filter":"(objectClass=person"}"#,
+                "does not parse",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","number_attributes":["mobile)(cn=*"]}"#,
+                "not an attribute",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","tls_verify":false}"#,
+                "unknown field",
+            ),
+            (r#"{"url":"ldap://x/"}"#, "base_dn"),
+        ] {
+            let err = LdapSettings::parse("ad", json).unwrap_err().to_string();
+            assert!(err.contains(why), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_settings_are_checked() {
+        HttpSettings::parse("cnam", r#"{"url":"https://cnam.example/v1/{digits}"}"#).unwrap();
+        for (json, why) in [
+            (r#"{"url":"https://cnam.example/v1/"}"#, "must contain"),
+            (r#"{"url":"ftp://x/{e164}"}"#, "https://"),
+            (
+                r#"{"url":"https://x/{e164}","format":"json"}"#,
+                "name_field",
+            ),
+            (r#"{"url":"https://x/{e164}","auth":"basic"}"#, "user"),
+        ] {
+            let err = HttpSettings::parse("cnam", json).unwrap_err().to_string();
+            assert!(err.contains(why), "{json}: {err}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! A tenant's remote sources (LDAP, HTTP), built from its
+//! `directory_sources` rows and kept between lookups so that connections
+//! and breakers persist. A changed row is rebuilt on its next use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dialtone_sync::{DirectorySource, Id, Millis, MirrorState, Purpose, SecretKey, SourceKind};
+
+use crate::breaker::Breaker;
+use crate::clock::Clock;
+use crate::error::DirectoryError;
+use crate::ldap::LdapSource;
+use crate::settings::{HttpSettings, LdapSettings};
+use crate::upstream::HttpSource;
+
+pub enum Remote {
+    Ldap(Box<LdapSource>),
+    Http(HttpSource),
+}
+
+pub struct RemoteSource {
+    pub id: Id,
+    pub name: Arc<str>,
+    pub priority: i32,
+    pub timeout: Duration,
+    pub remote: Remote,
+    pub breaker: Breaker,
+    updated_at: Millis,
+}
+
+impl RemoteSource {
+    pub fn kind(&self) -> &'static str {
+        match self.remote {
+            Remote::Ldap(_) => "ldap",
+            Remote::Http(_) => "http",
+        }
+    }
+
+    pub async fn lookup(
+        &self,
+        e164: &str,
+        budget: Duration,
+    ) -> Result<Option<String>, DirectoryError> {
+        match &self.remote {
+            Remote::Ldap(source) => source.lookup(e164, budget).await,
+            Remote::Http(source) => source.lookup(e164, budget).await,
+        }
+    }
+
+    /// LDAP searches sent so far (0 for other kinds); tests count with it.
+    pub fn searches(&self) -> u64 {
+        match &self.remote {
+            Remote::Ldap(source) => source.searches(),
+            Remote::Http(_) => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerOptions {
+    pub threshold: u32,
+    pub cooldown: Duration,
+}
+
+/// Builds a source from its row. Also what the admin API uses to validate
+/// a source before saving it.
+pub fn build_source(
+    row: &DirectorySource,
+    key: Option<&SecretKey>,
+    breaker: BreakerOptions,
+    clock: Clock,
+) -> Result<RemoteSource, DirectoryError> {
+    let secret = match (&row.secret, key) {
+        (None, _) => None,
+        (Some(sealed), Some(key)) => Some(key.open(Purpose::SourceSecret, sealed).map_err(
+            |e| DirectoryError::Settings {
+                source_name: row.name.to_string(),
+                reason: format!("cannot open the stored secret: {e}"),
+            },
+        )?),
+        (Some(_), None) => {
+            return Err(DirectoryError::Settings {
+                source_name: row.name.to_string(),
+                reason: "a secret is stored but no secret key is configured".into(),
+            })
+        }
+    };
+    let remote = match row.kind {
+        SourceKind::Ldap => Remote::Ldap(Box::new(LdapSource::new(
+            &row.name,
+            LdapSettings::parse(&row.name, &row.settings)?,
+            secret,
+        )?)),
+        SourceKind::Http => Remote::Http(HttpSource::new(
+            &row.name,
+            HttpSettings::parse(&row.name, &row.settings)?,
+            secret,
+        )?),
+    };
+    Ok(RemoteSource {
+        id: row.id,
+        name: row.name.as_ref().into(),
+        priority: row.priority,
+        timeout: Duration::from_millis(row.timeout_ms.max(1) as u64),
+        remote,
+        breaker: Breaker::new(breaker.threshold, breaker.cooldown, clock),
+        updated_at: row.updated_at,
+    })
+}
+
+pub struct SourceRegistry {
+    key: Option<SecretKey>,
+    breaker: BreakerOptions,
+    clock: Clock,
+    built: Mutex<HashMap<Id, Arc<RemoteSource>>>,
+    /// Rows that would not build, by version, so each is logged once.
+    broken: Mutex<HashMap<Id, Millis>>,
+}
+
+impl SourceRegistry {
+    pub fn new(key: Option<SecretKey>, breaker: BreakerOptions, clock: Clock) -> SourceRegistry {
+        SourceRegistry {
+            key,
+            breaker,
+            clock,
+            built: Mutex::default(),
+            broken: Mutex::default(),
+        }
+    }
+
+    /// The tenant's enabled remote sources in priority order. Rows that do
+    /// not build are skipped (and logged once per version).
+    pub fn sources_of(&self, state: &MirrorState, tenant: Id) -> Vec<Arc<RemoteSource>> {
+        let rows = state.sources_of(tenant);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows.iter().filter(|r| r.enabled) {
+            if let Some(source) = self.get_or_build(row) {
+                out.push(source);
+            }
+        }
+        out.sort_by_key(|s| (s.priority, s.id));
+        out
+    }
+
+    fn get_or_build(&self, row: &DirectorySource) -> Option<Arc<RemoteSource>> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = built.get(&row.id) {
+            if source.updated_at == row.updated_at {
+                return Some(source.clone());
+            }
+        }
+        if self
+            .broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&row.id)
+            == Some(&row.updated_at)
+        {
+            return None;
+        }
+        match build_source(row, self.key.as_ref(), self.breaker, self.clock.clone()) {
+            Ok(source) => {
+                let source = Arc::new(source);
+                built.insert(row.id, source.clone());
+                Some(source)
+            }
+            Err(e) => {
+                tracing::error!(source = %row.name, tenant = row.tenant_id, error = %e, "directory source skipped");
+                metrics::counter!("dialtone_lookup_source_config_errors_total").increment(1);
+                built.remove(&row.id);
+                self.broken
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(row.id, row.updated_at);
+                None
+            }
+        }
+    }
+
+    /// Forgets built sources that the mirror no longer has.
+    pub fn retain_current(&self, state: &MirrorState) {
+        let live: std::collections::HashSet<Id> = state
+            .tenants()
+            .flat_map(|t| state.sources_of(t.id))
+            .map(|s| s.id)
+            .collect();
+        self.built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id));
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id));
+    }
+
+    /// A built source by name, for tests and diagnostics.
+    pub fn get(&self, state: &MirrorState, tenant: Id, name: &str) -> Option<Arc<RemoteSource>> {
+        self.sources_of(state, tenant)
+            .into_iter()
+            .find(|s| &*s.name == name)
+    }
+}

@@ -1,0 +1,118 @@
+//! The upstream HTTP CNAM source: a URL template, a plain-text or JSON
+//! answer, certificates verified (system CAs or a configured CA file).
+
+use std::time::Duration;
+
+use crate::error::DirectoryError;
+use crate::settings::{tls_config, HttpAuth, HttpFormat, HttpSettings};
+
+/// Bodies larger than this are not a name; stop reading.
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct HttpSource {
+    name: String,
+    settings: HttpSettings,
+    secret: Option<String>,
+    client: reqwest::Client,
+}
+
+fn upstream(e: impl std::fmt::Display) -> DirectoryError {
+    DirectoryError::Upstream(e.to_string())
+}
+
+impl HttpSource {
+    pub fn new(
+        name: &str,
+        settings: HttpSettings,
+        secret: Option<String>,
+    ) -> Result<HttpSource, DirectoryError> {
+        let tls = tls_config(name, settings.ca_file.as_deref())?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .pool_max_idle_per_host(8)
+            .user_agent(concat!("dialtone/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DirectoryError::Settings {
+                source_name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(HttpSource {
+            name: name.to_string(),
+            settings,
+            secret,
+            client,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn url(&self, e164: &str) -> String {
+        let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
+        let national = phonenumber::parse(None, e164)
+            .map(|n| n.national().to_string())
+            .unwrap_or_else(|_| digits.clone());
+        self.settings
+            .url
+            .replace("{e164}", &e164.replace('+', "%2B"))
+            .replace("{digits}", &digits)
+            .replace("{national}", &national)
+    }
+
+    pub async fn lookup(
+        &self,
+        e164: &str,
+        budget: Duration,
+    ) -> Result<Option<String>, DirectoryError> {
+        match tokio::time::timeout(budget, self.fetch(e164)).await {
+            Ok(result) => result,
+            Err(_) => Err(DirectoryError::Timeout),
+        }
+    }
+
+    async fn fetch(&self, e164: &str) -> Result<Option<String>, DirectoryError> {
+        let mut request = self.client.get(self.url(e164));
+        request = match (self.settings.auth, &self.secret) {
+            (HttpAuth::Bearer, Some(token)) => request.bearer_auth(token),
+            (HttpAuth::Basic, password) => request.basic_auth(
+                self.settings.user.as_deref().unwrap_or_default(),
+                password.as_deref(),
+            ),
+            _ => request,
+        };
+        if self.settings.format == HttpFormat::Json {
+            request = request.header("Accept", "application/json");
+        }
+        let mut response = request.send().await.map_err(upstream)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(upstream(format!("status {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(upstream)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(upstream("answer larger than 16 KiB"));
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        match self.settings.format {
+            HttpFormat::Text => Ok(text.lines().next().map(str::to_string)),
+            HttpFormat::Json => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| upstream(format!("bad JSON: {e}")))?;
+                let pointer = self.settings.name_field.as_deref().unwrap_or("/name");
+                Ok(match value.pointer(pointer) {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                })
+            }
+        }
+    }
+}

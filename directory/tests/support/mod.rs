@@ -1,0 +1,111 @@
+//! Shared by the directory tests: a private slapd (for tests that stop,
+//! freeze or reconfigure the server), a test CA, and data builders.
+#![allow(dead_code)]
+
+pub mod slapd;
+
+use std::sync::Arc;
+
+use dialtone_sync::store::{DirectoryEntryInput, DirectorySourceInput, TenantInput};
+use dialtone_sync::*;
+
+pub const LDAP_BASE: &str = "dc=example,dc=com";
+pub const LDAP_ADMIN: &str = "cn=admin,dc=example,dc=com";
+pub const LDAP_PASSWORD: &str = "secret";
+
+/// The slapd scripts/test started, loaded with `data/directory.ldif`.
+pub fn shared_ldap_url() -> String {
+    std::env::var("DIALTONE_TEST_LDAP_URL")
+        .expect("DIALTONE_TEST_LDAP_URL is not set: run the tests through scripts/test")
+}
+
+pub fn audit() -> Audit {
+    Audit {
+        actor: "test".into(),
+        action: "setup".into(),
+        entity: "test".into(),
+        entity_key: String::new(),
+        detail: serde_json::json!({}),
+    }
+}
+
+pub fn tenant(slug: &str, region: &str) -> Mutation {
+    Mutation::UpsertTenant(TenantInput {
+        slug: slug.into(),
+        name: format!("{slug} Ltd"),
+        default_region: region.into(),
+        settings: "{}".into(),
+    })
+}
+
+pub fn entry(tenant: &str, id: &str, name: &str, number: &str) -> Mutation {
+    Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+        tenant: tenant.into(),
+        external_id: id.into(),
+        name: name.into(),
+        company: None,
+        numbers: vec![DirectoryNumber {
+            number: number.into(),
+            kind: "work".into(),
+        }],
+    })
+}
+
+pub fn source(
+    tenant: &str,
+    name: &str,
+    kind: SourceKind,
+    settings: serde_json::Value,
+    secret: Option<&str>,
+    timeout_ms: i32,
+) -> Mutation {
+    Mutation::UpsertDirectorySource(DirectorySourceInput {
+        tenant: tenant.into(),
+        name: name.into(),
+        kind,
+        priority: 10,
+        enabled: true,
+        settings: settings.to_string(),
+        secret: secret.map(Into::into),
+        timeout_ms,
+    })
+}
+
+/// LDAP source settings for `url`, names in the order the acceptance tests use.
+pub fn ldap_settings(url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "url": url,
+        "bind_dn": LDAP_ADMIN,
+        "base_dn": format!("ou=people,{LDAP_BASE}"),
+        "filter": "(objectClass=inetOrgPerson)",
+        "name_attributes": ["displayName", "givenName+sn", "cn"],
+    })
+}
+
+pub fn lookup_token(tenant: &str) -> (String, Mutation) {
+    let token = generate_token();
+    let mutation = Mutation::CreateApiToken(dialtone_sync::ApiTokenInput {
+        name: format!("{tenant} pbx"),
+        token_hash: token_hash(&token),
+        scope: TokenScope::Lookup,
+        tenant: Some(tenant.into()),
+        expires_at: None,
+    });
+    (token, mutation)
+}
+
+/// A store with `mutations` applied and a mirror loaded from it.
+pub async fn mirror_of(
+    mutations: &[Mutation],
+) -> (dialtone_sync::testing::TestDb, Arc<dyn Store>, Arc<Mirror>) {
+    let db = dialtone_sync::testing::TestDb::sqlite();
+    let store = db.store().await;
+    store.apply(mutations, &audit()).await.unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    (db, store, mirror)
+}
+
+pub fn tenant_id(mirror: &Mirror, slug: &str) -> Id {
+    mirror.load().tenant_by_slug(slug).unwrap().id
+}
