@@ -1,0 +1,353 @@
+//! The lookup routes, driven the way PBXes call them: mod_cidlookup
+//! (digits only, key in the query, body is the name), Asterisk `CURL()`,
+//! OpenCNAM-style clients. Plus keys and tenant isolation on every route.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use dialtone_directory::{LookupOptions, LookupService};
+use dialtone_sync::{ApiTokenInput, Mutation, TokenScope};
+use http_body_util::BodyExt;
+use support::*;
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    acme_key: String,
+    globex_key: String,
+    admin_key: String,
+    revoked_key: String,
+    _db: dialtone_sync::testing::TestDb,
+}
+
+async fn api() -> Api {
+    let (acme_key, acme_token) = lookup_token("acme");
+    let (globex_key, globex_token) = lookup_token("globex");
+    let (revoked_key, revoked_token) = lookup_token("acme");
+    let admin_key = dialtone_sync::generate_token();
+    let admin_token = Mutation::CreateApiToken(ApiTokenInput {
+        name: "ops".into(),
+        token_hash: dialtone_sync::token_hash(&admin_key),
+        scope: TokenScope::GlobalAdmin,
+        tenant: None,
+        expires_at: None,
+    });
+    let (db, store, _) = mirror_of(&[
+        tenant("acme", "US"),
+        tenant("globex", "US"),
+        // The same number in both tenants, under different names.
+        entry("acme", "a1", "Alice Example", "+1 (555) 010-1234"),
+        entry("globex", "g1", "Globex Reception", "555.010.1234"),
+        entry("globex", "g2", "Globex Only", "555-010-1299"),
+        acme_token,
+        globex_token,
+        revoked_token,
+        admin_token,
+    ])
+    .await;
+    let id = store
+        .load_all()
+        .await
+        .unwrap()
+        .0
+        .api_tokens
+        .iter()
+        .find(|t| t.token_hash.as_ref() == dialtone_sync::token_hash(&revoked_key))
+        .unwrap()
+        .id;
+    store
+        .apply(&[Mutation::RevokeApiToken { id }], &audit())
+        .await
+        .unwrap();
+    let mirror = std::sync::Arc::new(dialtone_sync::Mirror::new());
+    dialtone_sync::watcher::full_load(&mirror, &*store)
+        .await
+        .unwrap();
+    let service = LookupService::new(mirror, None, LookupOptions::default());
+    Api {
+        router: dialtone_directory::http::router(service),
+        acme_key,
+        globex_key,
+        admin_key,
+        revoked_key,
+        _db: db,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: String,
+}
+
+impl Api {
+    async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+}
+
+#[tokio::test]
+async fn mod_cidlookup_shaped_requests_get_the_name_as_the_body() {
+    let api = api().await;
+    let ua = [("user-agent", "freeswitch-cidlookup/1.0")];
+    let hit = api
+        .get(
+            &format!("/v1/lookup?number=15550101234&key={}", api.acme_key),
+            &ua,
+        )
+        .await;
+    assert_eq!(
+        (hit.status, hit.body.as_str()),
+        (StatusCode::OK, "Alice Example")
+    );
+    assert!(
+        hit.content_type.starts_with("text/plain"),
+        "{}",
+        hit.content_type
+    );
+    // A miss is an empty body, never "UNKNOWN" or an error page: mod_cidlookup
+    // ignores the status and would show whatever the body says.
+    let miss = api
+        .get(
+            &format!("/v1/lookup?number=15550109999&key={}", api.acme_key),
+            &ua,
+        )
+        .await;
+    assert_eq!((miss.status, miss.body.as_str()), (StatusCode::OK, ""));
+    let bad_key = api
+        .get("/v1/lookup?number=15550101234&key=dt_nope", &ua)
+        .await;
+    assert_eq!(
+        (bad_key.status, bad_key.body.as_str()),
+        (StatusCode::UNAUTHORIZED, "")
+    );
+    let bad_number = api
+        .get(&format!("/v1/lookup?number=abc&key={}", api.acme_key), &ua)
+        .await;
+    assert_eq!(
+        (bad_number.status, bad_number.body.as_str()),
+        (StatusCode::BAD_REQUEST, "")
+    );
+}
+
+#[tokio::test]
+async fn asterisk_curl_and_opencnam_shaped_requests() {
+    let api = api().await;
+    // Set(CALLERID(name)=${CURL(http://.../v1/lookup?number=${CALLERID(num)}&key=K)})
+    let ua = [
+        ("user-agent", "asterisk-libcurl-agent/1.0"),
+        ("accept", "*/*"),
+    ];
+    let hit = api
+        .get(
+            &format!("/v1/lookup?number=%2B15550101234&key={}", api.acme_key),
+            &ua,
+        )
+        .await;
+    assert_eq!(
+        (hit.status, hit.body.as_str()),
+        (StatusCode::OK, "Alice Example")
+    );
+    let national = api
+        .get(
+            &format!("/v1/lookup?number=(555)%20010-1234&key={}", api.acme_key),
+            &ua,
+        )
+        .await;
+    assert_eq!(national.body, "Alice Example");
+    let miss = api
+        .get(
+            &format!("/v1/lookup?number=%2B15550109999&key={}", api.acme_key),
+            &ua,
+        )
+        .await;
+    assert_eq!((miss.status, miss.body.as_str()), (StatusCode::OK, ""));
+
+    let pbx = api
+        .get(
+            &format!(
+                "/v3/phone/+15550101234?format=pbx&auth_token={}",
+                api.acme_key
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(pbx.body, "Alice Example");
+    let accept_pbx = api
+        .get(
+            "/v3/phone/+15550101234",
+            &[
+                ("accept", "text/pbx"),
+                ("authorization", &format!("Bearer {}", api.acme_key)),
+            ],
+        )
+        .await;
+    assert_eq!(accept_pbx.body, "Alice Example");
+    let json = api
+        .get(
+            &format!("/v3/phone/+15550101234?auth_token={}", api.acme_key),
+            &[],
+        )
+        .await;
+    let value: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(
+        (value["name"].as_str(), value["number"].as_str()),
+        (Some("Alice Example"), Some("+15550101234"))
+    );
+}
+
+#[tokio::test]
+async fn json_mode_explains_errors() {
+    let api = api().await;
+    let hit = api
+        .get(
+            &format!(
+                "/v1/lookup?number=5550101234&format=json&key={}",
+                api.acme_key
+            ),
+            &[],
+        )
+        .await;
+    let value: serde_json::Value = serde_json::from_str(&hit.body).unwrap();
+    assert_eq!(value["name"], "Alice Example");
+    assert_eq!(value["source"], "local");
+    assert_eq!(value["found"], true);
+    let bad = api
+        .get(
+            &format!("/v1/lookup?number=)(uid=*&key={}", api.acme_key),
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let value: serde_json::Value = serde_json::from_str(&bad.body).unwrap();
+    assert_eq!(value["error"]["code"], "invalid_number");
+    assert!(value["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a phone number"));
+    for uri in [
+        "/v1/lookup?number=5550101234&format=json".to_string(),
+        format!(
+            "/v1/lookup?number=5550101234&format=json&key={}",
+            api.revoked_key
+        ),
+    ] {
+        let refused = api.get(&uri, &[]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{uri}");
+        let value: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+        assert_eq!(value["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_key_never_sees_another_tenants_entries() {
+    let api = api().await;
+    let as_acme = |path: &str| format!("{path}&key={}", api.acme_key);
+    // The shared number answers with the key's own tenant's name on every route.
+    assert_eq!(
+        api.get(&as_acme("/v1/lookup?number=5550101234"), &[])
+            .await
+            .body,
+        "Alice Example"
+    );
+    assert_eq!(
+        api.get(
+            &format!("/v1/lookup?number=5550101234&key={}", api.globex_key),
+            &[]
+        )
+        .await
+        .body,
+        "Globex Reception"
+    );
+    assert_eq!(
+        api.get(&as_acme("/v3/phone/5550101234?format=pbx"), &[])
+            .await
+            .body,
+        "Alice Example"
+    );
+    // A globex-only number is a miss for acme, on every route and format.
+    assert_eq!(
+        api.get(&as_acme("/v1/lookup?number=5550101299"), &[])
+            .await
+            .body,
+        ""
+    );
+    assert_eq!(
+        api.get(&as_acme("/v3/phone/5550101299?format=pbx"), &[])
+            .await
+            .body,
+        ""
+    );
+    let json = api
+        .get(&as_acme("/v3/phone/5550101299?format=json"), &[])
+        .await;
+    assert!(!json.body.contains("Globex"), "{}", json.body);
+    // Naming the other tenant does not help.
+    for path in [
+        "/v1/lookup?number=5550101299&tenant=globex",
+        "/v3/phone/5550101299?format=pbx&tenant=globex",
+    ] {
+        let refused = api.get(&as_acme(path), &[]).await;
+        assert_eq!(
+            (refused.status, refused.body.as_str()),
+            (StatusCode::FORBIDDEN, ""),
+            "{path}"
+        );
+    }
+    let unknown = api
+        .get(
+            &as_acme("/v1/lookup?number=5550101299&tenant=nosuch&format=json"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::FORBIDDEN,
+        "existence of tenants is not revealed"
+    );
+    // A global key must say which tenant it asks for.
+    let admin = |path: &str| format!("{path}&key={}", api.admin_key);
+    assert_eq!(
+        api.get(&admin("/v1/lookup?number=5550101299"), &[])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.get(&admin("/v1/lookup?number=5550101299&tenant=globex"), &[])
+            .await
+            .body,
+        "Globex Only"
+    );
+}
