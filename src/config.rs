@@ -19,6 +19,7 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub mirror: MirrorConfig,
     pub http: HttpConfig,
+    pub lookup: LookupConfig,
     pub log: LogConfig,
 }
 
@@ -183,6 +184,72 @@ impl ProvisioningConfig {
     }
 }
 
+/// Caller-name lookups (`/v1/lookup`, `/v3/phone/N`) on the API listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Hard limit for one lookup, every source together. It sits in call
+    /// setup: each millisecond is post-dial delay.
+    pub deadline_ms: u64,
+    /// How long a found name is cached.
+    pub positive_ttl_s: u64,
+    /// How long "no such number" is cached.
+    pub negative_ttl_s: u64,
+    /// How long a miss is cached when a source failed (not a real miss).
+    pub failure_ttl_s: u64,
+    /// How long past its TTL an answer is still served while one refresh runs.
+    pub max_stale_s: u64,
+    /// Bound of the answer cache.
+    pub cache_mb: u64,
+    /// Loads (cache misses) running at once; more are answered empty at once.
+    pub max_inflight: usize,
+    /// Consecutive failures that open a source's circuit breaker...
+    pub breaker_failures: u32,
+    /// ...and how long it stays open before one probe is let through.
+    pub breaker_cooldown_s: u64,
+    /// Trailing digits that match a directory number that will not normalize.
+    pub suffix_digits: usize,
+    /// Tenants whose directory index is kept in memory.
+    pub indexed_tenants: u64,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        LookupConfig {
+            deadline_ms: 300,
+            positive_ttl_s: 3600,
+            negative_ttl_s: 300,
+            failure_ttl_s: 10,
+            max_stale_s: 24 * 3600,
+            cache_mb: 64,
+            max_inflight: 1024,
+            breaker_failures: 3,
+            breaker_cooldown_s: 10,
+            suffix_digits: 7,
+            indexed_tenants: 10_000,
+        }
+    }
+}
+
+impl LookupConfig {
+    pub fn options(&self) -> dialtone_directory::LookupOptions {
+        use std::time::Duration;
+        dialtone_directory::LookupOptions {
+            deadline: Duration::from_millis(self.deadline_ms),
+            positive_ttl: Duration::from_secs(self.positive_ttl_s),
+            negative_ttl: Duration::from_secs(self.negative_ttl_s),
+            failure_ttl: Duration::from_secs(self.failure_ttl_s),
+            max_stale: Duration::from_secs(self.max_stale_s),
+            cache_bytes: self.cache_mb << 20,
+            max_inflight: self.max_inflight,
+            breaker_threshold: self.breaker_failures,
+            breaker_cooldown: Duration::from_secs(self.breaker_cooldown_s),
+            suffix_len: self.suffix_digits,
+            max_indexed_tenants: self.indexed_tenants,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -280,6 +347,15 @@ impl Config {
         }
         if self.mirror.history_queue == 0 {
             bail!("mirror.history_queue must be at least 1");
+        }
+        if !(10..=10_000).contains(&self.lookup.deadline_ms) {
+            bail!("lookup.deadline_ms must be between 10 and 10000");
+        }
+        if self.lookup.max_inflight == 0 || self.lookup.cache_mb == 0 {
+            bail!("lookup.max_inflight and lookup.cache_mb must be at least 1");
+        }
+        if !(4..=15).contains(&self.lookup.suffix_digits) {
+            bail!("lookup.suffix_digits must be between 4 and 15");
         }
         Ok(())
     }

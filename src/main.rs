@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod directory_cmd;
 mod http;
 mod import_cmd;
 mod logging;
@@ -58,6 +59,12 @@ enum Command {
     /// Make every node reload its mirror in full (after restoring the
     /// database from a backup, say).
     ReloadAll,
+    /// Ask every directory source of a tenant who is calling from a number,
+    /// with timings (past the cache).
+    Lookup(directory_cmd::LookupArgs),
+    /// Create, list or revoke API tokens (lookup keys included).
+    #[command(subcommand)]
+    Token(directory_cmd::TokenCommand),
 }
 
 #[derive(Args)]
@@ -135,6 +142,8 @@ fn main() -> ExitCode {
                 serve::run(config, cli.config.clone(), args.demo, log).await
             }
             Command::Migrate => migrate(&config).await,
+            Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,
+            Command::Token(command) => directory_cmd::token(&config, &command).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());

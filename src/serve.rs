@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::http::{app, AppState};
 use crate::logging::LogHandle;
 use crate::supervise::supervise;
+use dialtone_directory::LookupService;
 
 pub fn load_key(config: &Config) -> Result<SecretKey> {
     if let Some(key) = &config.secrets.key {
@@ -221,6 +222,8 @@ pub async fn run(
         .with_history(history),
     );
 
+    let lookups = LookupService::new(mirror.clone(), Some(key.clone()), config.lookup.options());
+
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     // Flushes what is queued when cancelled, so it runs to the end on its own.
@@ -276,6 +279,12 @@ pub async fn run(
                 .follow(mirror.subscribe(), cancel2.clone().cancelled_owned())
         });
     }
+    {
+        let (lookups, cancel2) = (lookups.clone(), cancel.clone());
+        supervise(&tracker, &cancel, "lookup-cache-invalidator", move || {
+            lookups.clone().follow(cancel2.clone().cancelled_owned())
+        });
+    }
     // Not tracked: after the first signal it waits for a second one.
     let static_dir = config.provisioning.static_dir.clone();
     if let Some(dir) = &static_dir {
@@ -320,8 +329,11 @@ pub async fn run(
         counts = ?mirror.load().counts(),
         "dialtone ready"
     );
-    let server =
-        axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        app(state).merge(dialtone_directory::http::router(lookups)),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     let server = tokio::spawn(async move { server.await });
     let provisioning = axum::serve(

@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod error;
+pub mod explain;
 pub mod filter;
 pub mod http;
 pub mod ldap;

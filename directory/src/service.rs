@@ -118,12 +118,12 @@ struct Inflight {
     load: SharedLoad,
 }
 
-struct Inner {
-    mirror: Arc<Mirror>,
+pub(crate) struct Inner {
+    pub(crate) mirror: Arc<Mirror>,
     options: LookupOptions,
     clock: Clock,
-    local: LocalDirectory,
-    sources: SourceRegistry,
+    pub(crate) local: LocalDirectory,
+    pub(crate) sources: SourceRegistry,
     cache: Cache<Key, Arc<Entry>>,
     generations: Generations,
     inflight: Mutex<HashMap<Key, Inflight>>,
@@ -133,7 +133,7 @@ struct Inner {
 /// Cheap to clone; every clone shares the cache and the sources.
 #[derive(Clone)]
 pub struct LookupService {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl LookupService {
@@ -485,6 +485,8 @@ impl LookupService {
     /// lagging receiver missed events, so it drops everything.
     pub async fn follow(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut events = self.inner.mirror.subscribe();
+        // A restarted follower may have missed events while it was down.
+        self.apply_change(&ChangeEvent::Reset { version: 0 });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::*;
-use crate::store::{DirectoryEntryInput, LineInput, PhoneInput, TenantInput};
+use crate::store::{DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,44 @@ struct JsonFile {
     phones: Vec<JsonPhone>,
     #[serde(default)]
     directory: Vec<JsonDirectoryEntry>,
+    #[serde(default)]
+    directory_sources: Vec<JsonSource>,
+}
+
+fn default_priority() -> i32 {
+    10
+}
+fn default_enabled() -> bool {
+    true
+}
+fn default_timeout_ms() -> i32 {
+    250
+}
+fn de_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SourceKind, D::Error> {
+    de_with(d, |s| s.parse::<SourceKind>().map_err(|e| e.to_string()))
+}
+
+/// An LDAP or upstream HTTP source. Its settings are checked against the
+/// kind by the binary before anything is written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSource {
+    #[serde(deserialize_with = "de_slug")]
+    tenant: String,
+    #[serde(deserialize_with = "de_required")]
+    name: String,
+    #[serde(deserialize_with = "de_kind")]
+    kind: SourceKind,
+    #[serde(default = "default_priority")]
+    priority: i32,
+    #[serde(default = "default_enabled")]
+    enabled: bool,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: i32,
+    #[serde(deserialize_with = "de_object")]
+    settings: String,
+    /// Left out: keep the stored secret.
+    secret: Option<String>,
 }
 
 fn de_with<'de, D, T>(d: D, check: impl FnOnce(String) -> Result<T, String>) -> Result<T, D::Error>
@@ -267,5 +305,29 @@ pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
             )),
             Err(message) => plan.errors.push(ImportError { location, message }),
         }
+    }
+    let source_pos = element_positions(text, "directory_sources");
+    for (i, d) in parsed.directory_sources.into_iter().enumerate() {
+        let location = loc("directory_sources", &source_pos, i);
+        if d.timeout_ms <= 0 {
+            plan.errors.push(ImportError {
+                location,
+                message: "timeout_ms must be positive".into(),
+            });
+            continue;
+        }
+        plan.items.push((
+            Mutation::UpsertDirectorySource(DirectorySourceInput {
+                tenant: d.tenant,
+                name: d.name,
+                kind: d.kind,
+                priority: d.priority,
+                enabled: d.enabled,
+                settings: d.settings,
+                secret: d.secret,
+                timeout_ms: d.timeout_ms,
+            }),
+            location,
+        ));
     }
 }

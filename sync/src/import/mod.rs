@@ -59,7 +59,8 @@ impl ImportPlan {
             Mutation::UpsertTenant(_) => 0,
             Mutation::UpsertPhone(_) => 1,
             Mutation::UpsertDirectoryEntry(_) => 2,
-            _ => 3,
+            Mutation::UpsertDirectorySource(_) => 3,
+            _ => 4,
         };
         // Stable: file order is kept within each kind.
         self.items.sort_by_key(|(m, _)| rank(m));
@@ -114,6 +115,9 @@ fn check_duplicates(plan: &mut ImportPlan) {
             Mutation::UpsertPhone(p) => format!("phone {}", p.mac),
             Mutation::UpsertDirectoryEntry(d) => {
                 format!("directory entry {:?}/{:?}", d.tenant, d.external_id)
+            }
+            Mutation::UpsertDirectorySource(s) => {
+                format!("directory source {:?}/{:?}", s.tenant, s.name)
             }
             _ => continue,
         };

@@ -1,0 +1,198 @@
+//! `dialtone lookup` and `dialtone token`: the operator's view of caller-name
+//! lookups and of the keys that PBXes and admins use.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use dialtone_directory::LookupService;
+use dialtone_sync::{
+    generate_token, now_millis, token_hash, watcher, ApiTokenInput, Audit, Mirror, Mutation,
+    TokenScope,
+};
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct LookupArgs {
+    /// The number, in any format a PBX or directory uses.
+    pub number: String,
+    /// The tenant's slug.
+    #[arg(long)]
+    pub tenant: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once; only its hash is stored.
+    Create {
+        /// global-admin, tenant-admin, tenant-read or lookup.
+        #[arg(long)]
+        scope: String,
+        /// Required for every scope but global-admin.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// What the token is for ("pbx1 cidlookup"), shown in lists and the audit log.
+        #[arg(long)]
+        name: String,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_days: Option<u64>,
+    },
+    /// Revoke a token by id; requests with it fail from then on, on every node.
+    Revoke { id: i64 },
+    /// List tokens (never the tokens themselves).
+    List,
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+async fn loaded_mirror(
+    config: &Config,
+) -> Result<(
+    Arc<dyn dialtone_sync::Store>,
+    Arc<Mirror>,
+    dialtone_sync::SecretKey,
+)> {
+    let (store, key) = crate::serve::open_store(config).await?;
+    store
+        .check_schema()
+        .await
+        .context("checking the database schema")?;
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store)
+        .await
+        .context("loading the database")?;
+    Ok((store, mirror, key))
+}
+
+pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
+    let (_store, mirror, key) = loaded_mirror(config).await?;
+    let tenant = mirror
+        .load()
+        .tenant_by_slug(&args.tenant)
+        .map(|t| t.id)
+        .with_context(|| format!("no tenant {:?}", args.tenant))?;
+    let service = LookupService::new(mirror, Some(key), config.lookup.options());
+    let report = service
+        .explain(tenant, &args.number)
+        .await
+        .with_context(|| format!("looking up {:?}", args.number))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("number   {} (region {})", report.number, report.region);
+    for s in &report.sources {
+        let detail = match (&s.name, &s.error) {
+            (Some(name), _) => format!("found {name:?}"),
+            (None, Some(error)) => format!("error: {error}"),
+            (None, None) => "not found".to_string(),
+        };
+        println!(
+            "{:<8} {:<5} {detail} ({:.2} ms)",
+            s.source, s.kind, s.millis
+        );
+    }
+    match (&report.name, &report.answered_by) {
+        (Some(name), Some(by)) => println!("answer   {name} (from {by})"),
+        _ => println!("answer   none: callers from this number show their own name"),
+    }
+    Ok(())
+}
+
+pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
+    let (store, _) = crate::serve::open_store(config).await?;
+    crate::prepare_schema(config, &*store).await?;
+    let audit = |action: &str, key: String| Audit {
+        actor: actor(),
+        action: action.into(),
+        entity: "api_token".into(),
+        entity_key: key,
+        detail: serde_json::json!({}),
+    };
+    match command {
+        TokenCommand::Create {
+            scope,
+            tenant,
+            name,
+            expires_days,
+        } => {
+            let scope: TokenScope = scope.parse().map_err(|e| {
+                anyhow::anyhow!("--scope: {e} (global-admin, tenant-admin, tenant-read or lookup)")
+            })?;
+            let token = generate_token();
+            let expires_at = expires_days.map(|d| now_millis() + (d as i64) * 86_400_000);
+            store
+                .apply(
+                    &[Mutation::CreateApiToken(ApiTokenInput {
+                        name: name.clone(),
+                        token_hash: token_hash(&token),
+                        scope,
+                        tenant: tenant.clone(),
+                        expires_at,
+                    })],
+                    &audit("create", name.clone()),
+                )
+                .await
+                .context("creating the token")?;
+            eprintln!("token created; it is shown only this once:");
+            println!("{token}");
+        }
+        TokenCommand::Revoke { id } => {
+            let report = store
+                .apply(
+                    &[Mutation::RevokeApiToken { id: *id }],
+                    &audit("revoke", id.to_string()),
+                )
+                .await
+                .context("revoking the token")?;
+            if report.api_tokens.updated == 0 {
+                bail!("no active token with id {id}");
+            }
+            println!("token {id} revoked");
+        }
+        TokenCommand::List => {
+            let (data, _, _) = store.load_all().await.context("reading tokens")?;
+            let tenants: std::collections::HashMap<_, _> = data
+                .tenants
+                .iter()
+                .map(|t| (t.id, t.slug.clone()))
+                .collect();
+            println!(
+                "{:<6} {:<13} {:<16} {:<8} name",
+                "id", "scope", "tenant", "state"
+            );
+            for t in &data.api_tokens {
+                let state = if t.revoked {
+                    "revoked"
+                } else if t.expires_at.is_some_and(|at| at <= now_millis()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let tenant = t
+                    .tenant_id
+                    .and_then(|id| tenants.get(&id).map(|s| s.to_string()))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<6} {:<13} {:<16} {:<8} {}",
+                    t.id,
+                    t.scope.as_str(),
+                    tenant,
+                    state,
+                    t.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
