@@ -8,7 +8,7 @@
 //! issue 240).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     generations: Generations,
     inflight: Mutex<HashMap<Key, Inflight>>,
     load_ids: AtomicU64,
+    /// Set once a change follower has run.
+    followed: AtomicBool,
 }
 
 /// Cheap to clone; every clone shares the cache and the sources.
@@ -167,6 +169,7 @@ impl LookupService {
                 generations: Generations::default(),
                 inflight: Mutex::default(),
                 load_ids: AtomicU64::new(0),
+                followed: AtomicBool::new(false),
                 mirror,
                 options,
                 clock,
@@ -485,8 +488,11 @@ impl LookupService {
     /// lagging receiver missed events, so it drops everything.
     pub async fn follow(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut events = self.inner.mirror.subscribe();
-        // A restarted follower may have missed events while it was down.
-        self.apply_change(&ChangeEvent::Reset { version: 0 });
+        // A restarted follower may have missed events while it was down;
+        // the first one starts with an empty cache and has missed nothing.
+        if self.inner.followed.swap(true, Ordering::AcqRel) {
+            self.apply_change(&ChangeEvent::Reset { version: 0 });
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
