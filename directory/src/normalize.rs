@@ -86,6 +86,9 @@ fn acceptable(number: &PhoneNumber) -> bool {
         })
 }
 
+/// `+` and 15 digits.
+const MAX_E164_LEN: usize = 16;
+
 /// Normalizes `input` to E.164 (`+15550101234`), reading national numbers
 /// in `region` (ISO 3166 alpha-2, e.g. `US`, `GB`, `AU`).
 pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
@@ -115,8 +118,14 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
     candidates
         .into_iter()
         .filter_map(|(region, text)| phonenumber::parse(region, &text).ok())
-        .find(acceptable)
+        .filter(acceptable)
         .map(|n| e164(&n))
+        // E.164 allows at most 15 digits; some countries' metadata allows
+        // national lengths that would exceed it after the country code.
+        .filter(|e| e.len() <= MAX_E164_LEN)
+        // Odd inputs ("0006626612" in DE) can format to an E.164 string that
+        // reads back as another number; such readings are not numbers.
+        .find(|e| phonenumber::parse(None, e).is_ok_and(|n| e164(&n) == *e))
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
@@ -191,6 +200,11 @@ mod tests {
             normalize("5550101234", "XX"),
             Err(NormalizeError::Region("XX".into()))
         );
+        // Found by fuzzing: a national length German metadata allows would
+        // make 17 digits with the country code (so another reading wins),
+        // and a national number that does not read back as itself.
+        assert!(normalize("9006691263 12091", "DE").unwrap().len() <= 16);
+        assert!(normalize("0006626612", "DE").is_err());
     }
 
     #[test]
