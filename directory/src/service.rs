@@ -136,6 +136,22 @@ pub(crate) struct Inner {
     normalized: moka::sync::Cache<(String, String), Arc<str>>,
 }
 
+struct LoadDone<'a> {
+    inner: &'a Inner,
+    key: &'a Key,
+    id: u64,
+}
+
+impl Drop for LoadDone<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.get(self.key).is_some_and(|running| running.id == self.id) {
+            inflight.remove(self.key);
+        }
+        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
+    }
+}
+
 /// Cheap to clone; every clone shares the cache and the sources.
 #[derive(Clone)]
 pub struct LookupService {
@@ -322,15 +338,17 @@ impl LookupService {
     }
 
     async fn load(self, key: Key, generation: u64, id: u64) -> Resolved {
-        let inner = &self.inner;
-        let deadline = Instant::now() + inner.options.deadline;
+        // Leaves the in-flight map however the load ends, a panic included
+        // (a malformed server reply can panic inside ldap3); otherwise the
+        // key would stay joined to a dead load.
+        let _done = LoadDone {
+            inner: &self.inner,
+            key: &key,
+            id,
+        };
+        let deadline = Instant::now() + self.inner.options.deadline;
         let resolved = self.resolve(key.0, &key.1, deadline).await;
         self.store(&key, generation, &resolved).await;
-        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight.get(&key).is_some_and(|running| running.id == id) {
-            inflight.remove(&key);
-        }
-        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
         resolved
     }
 
