@@ -146,12 +146,17 @@ async fn ldap_miss(url: &str, n: usize) {
         assert_eq!(answer.name(), Some("Robert Builder"));
     }
     // The source alone: our multi-spelling filter and name handling, no cache.
-    let settings = dialtone_directory::settings::LdapSettings::parse("ad", &settings.to_string()).unwrap();
-    let source = dialtone_directory::ldap::LdapSource::new("ad", settings, Some("secret".into())).unwrap();
+    let settings =
+        dialtone_directory::settings::LdapSettings::parse("ad", &settings.to_string()).unwrap();
+    let source =
+        dialtone_directory::ldap::LdapSource::new("ad", settings, Some("secret".into())).unwrap();
     let mut source_only = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
-        let name = source.lookup("+15550101240", Duration::from_secs(1)).await.unwrap();
+        let name = source
+            .lookup("+15550101240", Duration::from_secs(1))
+            .await
+            .unwrap();
         source_only.push(started.elapsed());
         assert_eq!(name.as_deref(), Some("Robert Builder"));
     }

@@ -144,8 +144,15 @@ struct LoadDone<'a> {
 
 impl Drop for LoadDone<'_> {
     fn drop(&mut self) {
-        let mut inflight = self.inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight.get(self.key).is_some_and(|running| running.id == self.id) {
+        let mut inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if inflight
+            .get(self.key)
+            .is_some_and(|running| running.id == self.id)
+        {
             inflight.remove(self.key);
         }
         metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
