@@ -8,6 +8,7 @@ mod directory_cmd;
 mod http;
 mod import_cmd;
 mod logging;
+mod phlem;
 mod serve;
 mod supervise;
 
@@ -65,6 +66,9 @@ enum Command {
     /// Create, list or revoke API tokens (lookup keys included).
     #[command(subcommand)]
     Token(directory_cmd::TokenCommand),
+    /// PHLEM, the phone emulator and load tool.
+    #[command(subcommand)]
+    Phlem(phlem::PhlemCommand),
 }
 
 #[derive(Args)]
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&config).await,
             Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,
             Command::Token(command) => directory_cmd::token(&config, &command).await,
+            Command::Phlem(command) => phlem::run(&command).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());

@@ -44,6 +44,9 @@ ensure_packages() {
     command -v curl >/dev/null 2>&1 || want+=(curl)
     command -v atftp >/dev/null 2>&1 || want+=(atftp)
     command -v tftp >/dev/null 2>&1 || want+=(tftp-hpa)
+    # TFTP servers phlem's client is tested against.
+    [ -x /usr/sbin/in.tftpd ] || want+=(tftpd-hpa)
+    [ -x /usr/sbin/dnsmasq ] || want+=(dnsmasq-base)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
         # Keep the package's own slapd/postgres from starting: we run ours.
@@ -53,6 +56,24 @@ ensure_packages() {
         as_root rm -f /usr/sbin/policy-rc.d
     fi
     id postgres >/dev/null 2>&1 || as_root useradd --system --home-dir /var/lib/postgresql postgres
+    ensure_atftpd
+}
+
+# atftpd conflicts with tftpd-hpa as a package, so its binary is unpacked
+# from the .deb into a cache dir instead of installed.
+ensure_atftpd() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/dialtone-test/atftpd"
+    if [ -x /usr/sbin/atftpd ]; then
+        export DIALTONE_TEST_ATFTPD=/usr/sbin/atftpd
+        return
+    fi
+    if [ ! -x "$dir/usr/sbin/atftpd" ]; then
+        log "unpacking atftpd into $dir"
+        mkdir -p "$dir"
+        [ -n "$apt_updated" ] || { as_root apt-get update -qq >&2; apt_updated=1; }
+        (cd "$dir" && apt-get download atftpd >&2 2>/dev/null && dpkg-deb -x atftpd_*.deb . && rm -f atftpd_*.deb)
+    fi
+    export DIALTONE_TEST_ATFTPD="$dir/usr/sbin/atftpd"
 }
 
 # Runs a PostgreSQL binary as the postgres user when we are root (initdb and

@@ -1,0 +1,111 @@
+//! PHLEM, the phone emulator: fetches files the way phones do, one phone or
+//! thousands. So far: `dialtone phlem fetch`, one file over TFTP with phlem's
+//! own client (the boot sequences and load runs build on it).
+
+pub mod tftp;
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum PhlemCommand {
+    /// Fetch one file as a phone would, e.g. tftp://127.0.0.1:6969/0015654aa937.cfg
+    Fetch(FetchArgs),
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// tftp://HOST[:PORT]/FILE
+    pub url: String,
+    /// Block size to ask for (RFC 2348).
+    #[arg(long)]
+    pub blksize: Option<u16>,
+    /// Window size to ask for (RFC 7440).
+    #[arg(long)]
+    pub windowsize: Option<u16>,
+    /// Ask for the transfer size and check it (RFC 2349).
+    #[arg(long)]
+    pub tsize: bool,
+    /// Retransmission timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Write the file here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `tftp://host:port/path` into the server address and the file name.
+fn parse_tftp_url(url: &str) -> Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("tftp://")
+        .with_context(|| format!("{url:?}: only tftp:// URLs are supported"))?;
+    let (authority, file) = rest
+        .split_once('/')
+        .with_context(|| format!("{url:?}: no file name"))?;
+    if file.is_empty() {
+        bail!("{url:?}: no file name");
+    }
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:69")
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("{url:?}: cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{url:?}: no address for {authority}"))?;
+    Ok((addr, file.to_string()))
+}
+
+pub async fn run(command: &PhlemCommand) -> Result<()> {
+    match command {
+        PhlemCommand::Fetch(args) => {
+            let (server, file) = parse_tftp_url(&args.url)?;
+            let options = tftp::TftpOptions {
+                blksize: args.blksize,
+                windowsize: args.windowsize,
+                tsize: args.tsize,
+                timeout: Duration::from_millis(args.timeout_ms.max(1)),
+                ..Default::default()
+            };
+            let transfer = tftp::get(server, &file, &options)
+                .await
+                .with_context(|| format!("fetching {file} from {server}"))?;
+            eprintln!(
+                "{} bytes in {:.1} ms (blksize {}, windowsize {}, {} retransmits)",
+                transfer.bytes.len(),
+                transfer.elapsed.as_secs_f64() * 1e3,
+                transfer.blksize,
+                transfer.windowsize,
+                transfer.retransmits
+            );
+            match &args.output {
+                Some(path) => std::fs::write(path, &transfer.bytes)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().write_all(&transfer.bytes)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tftp_urls() {
+        let (addr, file) = parse_tftp_url("tftp://127.0.0.1:6969/dir/a.cfg").unwrap();
+        assert_eq!((addr.port(), file.as_str()), (6969, "dir/a.cfg"));
+        assert_eq!(parse_tftp_url("tftp://127.0.0.1/a").unwrap().0.port(), 69);
+        for bad in ["http://x/a", "tftp://127.0.0.1:69", "tftp://127.0.0.1:69/"] {
+            assert!(parse_tftp_url(bad).is_err(), "{bad}");
+        }
+    }
+}

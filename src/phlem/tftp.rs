@@ -1,0 +1,305 @@
+//! phlem's TFTP client, on tokio: RFC 1350 reads with the option extension
+//! (RFC 2347), blksize (2348), tsize (2349) and windowsize (7440),
+//! retransmission on timeout, and at most one re-ACK per stall so that
+//! duplicates never start a Sorcerer's Apprentice storm. One socket and one
+//! buffer per transfer; nothing else is allocated per packet.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+const RRQ: u16 = 1;
+const DATA: u16 = 3;
+const ACK: u16 = 4;
+const ERROR: u16 = 5;
+const OACK: u16 = 6;
+
+#[derive(Clone, Debug)]
+pub struct TftpOptions {
+    /// Requested block size; `None` asks for nothing (512).
+    pub blksize: Option<u16>,
+    pub windowsize: Option<u16>,
+    /// Ask the server for the file size and check it.
+    pub tsize: bool,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+impl Default for TftpOptions {
+    fn default() -> Self {
+        TftpOptions {
+            blksize: None,
+            windowsize: None,
+            tsize: false,
+            timeout: Duration::from_secs(1),
+            retries: 5,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Transfer {
+    pub bytes: Vec<u8>,
+    pub retransmits: u32,
+    pub elapsed: Duration,
+    /// Block size and window the transfer ran with.
+    pub blksize: u16,
+    pub windowsize: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error("server error {code}: {message}")]
+    Server { code: u16, message: String },
+    #[error("timed out after {0} retransmissions")]
+    Timeout(u32),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn request(file: &str, options: &TftpOptions) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(64 + file.len());
+    packet.extend_from_slice(&RRQ.to_be_bytes());
+    for part in [file, "octet"] {
+        packet.extend_from_slice(part.as_bytes());
+        packet.push(0);
+    }
+    let mut option = |name: &str, value: String| {
+        packet.extend_from_slice(name.as_bytes());
+        packet.push(0);
+        packet.extend_from_slice(value.as_bytes());
+        packet.push(0);
+    };
+    if let Some(b) = options.blksize {
+        option("blksize", b.to_string());
+    }
+    if let Some(w) = options.windowsize {
+        option("windowsize", w.to_string());
+    }
+    if options.tsize {
+        option("tsize", "0".into());
+    }
+    packet
+}
+
+fn ack(block: u16) -> [u8; 4] {
+    let mut packet = [0u8; 4];
+    packet[..2].copy_from_slice(&ACK.to_be_bytes());
+    packet[2..].copy_from_slice(&block.to_be_bytes());
+    packet
+}
+
+fn error_packet(code: u16, message: &str) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(5 + message.len());
+    packet.extend_from_slice(&ERROR.to_be_bytes());
+    packet.extend_from_slice(&code.to_be_bytes());
+    packet.extend_from_slice(message.as_bytes());
+    packet.push(0);
+    packet
+}
+
+/// The options an OACK acknowledged, as (name lower-cased, value).
+fn parse_oack(body: &[u8]) -> Result<Vec<(String, String)>, TftpError> {
+    let parts: Vec<&[u8]> = body.split(|b| *b == 0).collect();
+    // A trailing NUL leaves one empty part at the end.
+    let parts = match parts.split_last() {
+        Some((last, rest)) if last.is_empty() => rest,
+        _ => return Err(TftpError::Protocol("OACK not NUL-terminated".into())),
+    };
+    if parts.len() % 2 != 0 {
+        return Err(TftpError::Protocol(
+            "OACK with an odd number of fields".into(),
+        ));
+    }
+    Ok(parts
+        .chunks(2)
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv[0]).to_ascii_lowercase(),
+                String::from_utf8_lossy(kv[1]).into_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Reads `file` from `server`.
+pub async fn get(
+    server: SocketAddr,
+    file: &str,
+    options: &TftpOptions,
+) -> Result<Transfer, TftpError> {
+    let started = Instant::now();
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid wildcard");
+    let socket = UdpSocket::bind(local).await?;
+    let rrq = request(file, options);
+    socket.send_to(&rrq, server).await?;
+
+    let mut blksize: u16 = 512;
+    let mut windowsize: u16 = 1;
+    let mut expected_size: Option<u64> = None;
+    let mut peer: Option<SocketAddr> = None;
+    let mut bytes = Vec::new();
+    // The last block received in order, and how many of the current window.
+    let mut last: u16 = 0;
+    let mut in_window: u16 = 0;
+    let mut retransmits = 0u32;
+    let mut tries = 0u32;
+    // When we last re-ACKed `last` because of an unexpected block.
+    let mut reacked: Option<(u16, Instant)> = None;
+    let mut buf = vec![0u8; 65_536];
+
+    loop {
+        let received = tokio::time::timeout(options.timeout, socket.recv_from(&mut buf)).await;
+        let (len, from) = match received {
+            Ok(result) => result?,
+            Err(_) => {
+                tries += 1;
+                if tries > options.retries {
+                    return Err(TftpError::Timeout(retransmits));
+                }
+                retransmits += 1;
+                match peer {
+                    None => socket.send_to(&rrq, server).await?,
+                    Some(peer) => socket.send_to(&ack(last), peer).await?,
+                };
+                in_window = 0;
+                continue;
+            }
+        };
+        if len < 4 {
+            continue;
+        }
+        match peer {
+            None if from.ip() == server.ip() => peer = Some(from),
+            Some(p) if p == from => {}
+            _ => {
+                // Another transfer's packet (RFC 1350: unknown TID).
+                let _ = socket
+                    .send_to(&error_packet(5, "unknown transfer ID"), from)
+                    .await;
+                continue;
+            }
+        }
+        let peer_addr = from;
+        let opcode = u16::from_be_bytes([buf[0], buf[1]]);
+        match opcode {
+            ERROR => {
+                let code = u16::from_be_bytes([buf[2], buf[3]]);
+                let message = String::from_utf8_lossy(&buf[4..len])
+                    .trim_end_matches('\0')
+                    .to_string();
+                return Err(TftpError::Server { code, message });
+            }
+            OACK if bytes.is_empty() && last == 0 => {
+                for (name, value) in parse_oack(&buf[2..len])? {
+                    let bad = || TftpError::Protocol(format!("OACK {name}={value:?}"));
+                    match name.as_str() {
+                        "blksize" => blksize = value.parse().map_err(|_| bad())?,
+                        "windowsize" => windowsize = value.parse().map_err(|_| bad())?,
+                        "tsize" => expected_size = Some(value.parse().map_err(|_| bad())?),
+                        _ => {}
+                    }
+                }
+                if !(8..=65_464).contains(&blksize) || windowsize == 0 {
+                    return Err(TftpError::Protocol("OACK values out of range".into()));
+                }
+                tries = 0;
+                socket.send_to(&ack(0), peer_addr).await?;
+            }
+            DATA => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                let payload = &buf[4..len];
+                if block == last.wrapping_add(1) {
+                    tries = 0;
+                    if payload.len() > blksize as usize {
+                        return Err(TftpError::Protocol(format!(
+                            "block of {} bytes with blksize {blksize}",
+                            payload.len()
+                        )));
+                    }
+                    bytes.extend_from_slice(payload);
+                    last = block;
+                    in_window += 1;
+                    let done = payload.len() < blksize as usize;
+                    if done || in_window >= windowsize {
+                        socket.send_to(&ack(last), peer_addr).await?;
+                        in_window = 0;
+                    }
+                    if done {
+                        if let Some(size) = expected_size {
+                            if size != bytes.len() as u64 {
+                                return Err(TftpError::Protocol(format!(
+                                    "tsize said {size} bytes, got {}",
+                                    bytes.len()
+                                )));
+                            }
+                        }
+                        return Ok(Transfer {
+                            bytes,
+                            retransmits,
+                            elapsed: started.elapsed(),
+                            blksize,
+                            windowsize,
+                        });
+                    }
+                } else {
+                    // A duplicate or a gap: say once where we are, then wait
+                    // for the server to resend from there.
+                    let now = Instant::now();
+                    let recent =
+                        reacked.is_some_and(|(b, at)| b == last && now - at < options.timeout / 2);
+                    if !recent {
+                        socket.send_to(&ack(last), peer_addr).await?;
+                        reacked = Some((last, now));
+                        in_window = 0;
+                    }
+                }
+            }
+            OACK => {} // a duplicate OACK; our ACK 0 is on its way or will be resent
+            _ => return Err(TftpError::Protocol(format!("unexpected opcode {opcode}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_the_options() {
+        let options = TftpOptions {
+            blksize: Some(1428),
+            windowsize: Some(8),
+            tsize: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            request("a.cfg", &options),
+            b"\0\x01a.cfg\0octet\0blksize\01428\0windowsize\08\0tsize\00\0"
+        );
+        assert_eq!(request("a", &TftpOptions::default()), b"\0\x01a\0octet\0");
+    }
+
+    #[test]
+    fn oacks_parse() {
+        let parsed = parse_oack(b"blksize\01428\0TSIZE\04500\0").unwrap();
+        assert_eq!(
+            parsed,
+            [
+                ("blksize".into(), "1428".into()),
+                ("tsize".into(), "4500".into())
+            ]
+        );
+        assert!(parse_oack(b"blksize\01428").is_err());
+        assert!(parse_oack(b"blksize\0").is_err());
+    }
+}
