@@ -284,14 +284,14 @@ mod tests {
         };
         assert_eq!(
             request("a.cfg", &options),
-            b"\0\x01a.cfg\0octet\0blksize\01428\0windowsize\08\0tsize\00\0"
+            b"\0\x01a.cfg\0octet\0blksize\x001428\0windowsize\x008\0tsize\x000\0"
         );
         assert_eq!(request("a", &TftpOptions::default()), b"\0\x01a\0octet\0");
     }
 
     #[test]
     fn oacks_parse() {
-        let parsed = parse_oack(b"blksize\01428\0TSIZE\04500\0").unwrap();
+        let parsed = parse_oack(b"blksize\x001428\0TSIZE\x004500\0").unwrap();
         assert_eq!(
             parsed,
             [
@@ -299,7 +299,7 @@ mod tests {
                 ("tsize".into(), "4500".into())
             ]
         );
-        assert!(parse_oack(b"blksize\01428").is_err());
+        assert!(parse_oack(b"blksize\x001428").is_err());
         assert!(parse_oack(b"blksize\0").is_err());
     }
 }
