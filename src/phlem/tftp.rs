@@ -106,7 +106,7 @@ fn parse_oack(body: &[u8]) -> Result<Vec<(String, String)>, TftpError> {
     let parts: Vec<&[u8]> = body.split(|b| *b == 0).collect();
     // A trailing NUL leaves one empty part at the end.
     let parts = match parts.split_last() {
-        Some((last, rest)) if last.is_empty() => rest,
+        Some((&[], rest)) => rest,
         _ => return Err(TftpError::Protocol("OACK not NUL-terminated".into())),
     };
     if parts.len() % 2 != 0 {
