@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&config).await,
             Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,
             Command::Token(command) => directory_cmd::token(&config, &command).await,
-            Command::Phlem(command) => phlem::run(&command).await,
+            Command::Phlem(command) => phlem::run(&command, &config).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());

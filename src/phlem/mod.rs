@@ -1,7 +1,10 @@
 //! PHLEM, the phone emulator: fetches files the way phones do, one phone or
-//! thousands. So far: `dialtone phlem fetch`, one file over TFTP with phlem's
-//! own client (the boot sequences and load runs build on it).
+//! thousands. `run` boots phones with their families' sequences, `merge`
+//! combines shard reports, `fetch` gets one file with phlem's TFTP client.
 
+pub mod report;
+pub mod run;
+pub mod sequence;
 pub mod tftp;
 
 use std::io::Write;
@@ -14,6 +17,17 @@ use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
 pub enum PhlemCommand {
+    /// Boot phones against a server, each with its family's sequence.
+    Run(run::RunArgs),
+    /// Combine the JSON reports of `run --shard i/n` processes.
+    Merge {
+        /// Report files written by `run --json`.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the merged JSON report here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Fetch one file as a phone would, e.g. tftp://127.0.0.1:6969/0015654aa937.cfg
     Fetch(FetchArgs),
 }
@@ -63,8 +77,36 @@ fn parse_tftp_url(url: &str) -> Result<(SocketAddr, String)> {
     Ok((addr, file.to_string()))
 }
 
-pub async fn run(command: &PhlemCommand) -> Result<()> {
+fn finish(report: &report::Report, json: Option<&std::path::Path>) -> Result<()> {
+    print!("{}", report.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string(report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.failed() > 0 {
+        bail!("{} transfers failed", report.failed());
+    }
+    Ok(())
+}
+
+pub async fn run(command: &PhlemCommand, config: &crate::config::Config) -> Result<()> {
     match command {
+        PhlemCommand::Run(args) => {
+            let report = run::run(args, config).await?;
+            finish(&report, args.json.as_deref())
+        }
+        PhlemCommand::Merge { reports, json } => {
+            let mut parsed = Vec::new();
+            for path in reports {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                parsed.push(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a phlem report", path.display()))?,
+                );
+            }
+            finish(&report::Report::merge(parsed), json.as_deref())
+        }
         PhlemCommand::Fetch(args) => {
             let (server, file) = parse_tftp_url(&args.url)?;
             let options = tftp::TftpOptions {

@@ -1,0 +1,352 @@
+//! `dialtone phlem run`: boots a set of phones against a server, each phone
+//! running its family's sequence over TFTP or HTTP, with an arrival pattern
+//! and a concurrency limit, and reports what happened.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dialtone_sync::Family;
+use tokio::sync::Semaphore;
+
+use super::report::Report;
+use super::sequence::{Phone, Step};
+use super::tftp::{self, TftpError, TftpOptions};
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// tftp://HOST:PORT or http://HOST:PORT (the provisioning listener).
+    #[arg(long)]
+    pub target: String,
+    /// Which phones: `demo` (the demo tenant's), `database` (every phone in
+    /// the configured database), or a CSV file of `mac,family,model` lines.
+    #[arg(long, default_value = "demo")]
+    pub phones: String,
+    /// Boot each phone this many times.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Phones booting at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// `storm` (all at once), `ramp:SECONDS` (evenly over that time) or
+    /// `poisson:RATE` (random arrivals, RATE phones a second on average).
+    #[arg(long, default_value = "storm")]
+    pub arrival: String,
+    /// This process's share of the phones, `i/n` (1-based): run n phlems,
+    /// on one machine or several, and `phlem merge` their reports.
+    #[arg(long)]
+    pub shard: Option<String>,
+    #[arg(long)]
+    pub blksize: Option<u16>,
+    #[arg(long)]
+    pub windowsize: Option<u16>,
+    #[arg(long)]
+    pub tsize: bool,
+    /// TFTP retransmission timeout; also the HTTP request timeout x 5.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Write the JSON report here (for `phlem merge`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+enum Target {
+    Tftp(std::net::SocketAddr),
+    Http(String, reqwest::Client),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arrival {
+    Storm,
+    Ramp(f64),
+    Poisson(f64),
+}
+
+fn parse_arrival(text: &str) -> Result<Arrival> {
+    let number = |s: &str| -> Result<f64> {
+        let v: f64 = s
+            .parse()
+            .with_context(|| format!("--arrival {text:?}: {s:?} is not a number"))?;
+        if !(v > 0.0 && v.is_finite()) {
+            bail!("--arrival {text:?}: must be positive");
+        }
+        Ok(v)
+    };
+    match text.split_once(':') {
+        None if text == "storm" => Ok(Arrival::Storm),
+        Some(("ramp", s)) => Ok(Arrival::Ramp(number(s)?)),
+        Some(("poisson", r)) => Ok(Arrival::Poisson(number(r)?)),
+        _ => bail!("--arrival {text:?}: use storm, ramp:SECONDS or poisson:RATE"),
+    }
+}
+
+fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let (i, n) = text
+        .split_once('/')
+        .with_context(|| format!("--shard {text:?}: use i/n"))?;
+    let (i, n): (usize, usize) = (
+        i.parse().with_context(|| format!("--shard {text:?}"))?,
+        n.parse().with_context(|| format!("--shard {text:?}"))?,
+    );
+    if n == 0 || i == 0 || i > n {
+        bail!("--shard {text:?}: need 1 <= i <= n");
+    }
+    Ok((i - 1, n))
+}
+
+/// Start offsets for `count` phones.
+fn arrivals(arrival: Arrival, count: usize) -> Vec<Duration> {
+    match arrival {
+        Arrival::Storm => vec![Duration::ZERO; count],
+        Arrival::Ramp(seconds) => (0..count)
+            .map(|i| Duration::from_secs_f64(seconds * i as f64 / count.max(1) as f64))
+            .collect(),
+        Arrival::Poisson(rate) => {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            let mut t = 0.0;
+            (0..count)
+                .map(|_| {
+                    let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+                    t += -u.ln() / rate;
+                    Duration::from_secs_f64(t)
+                })
+                .collect()
+        }
+    }
+}
+
+async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
+    let phone = |mac: &str, family: Family, model: &str| -> Result<Phone> {
+        Ok(Phone {
+            mac: mac.parse().map_err(|e| anyhow::anyhow!("{mac:?}: {e}"))?,
+            family,
+            model: model.to_string(),
+        })
+    };
+    match source {
+        "demo" => crate::demo::PHONES
+            .iter()
+            .map(|p| phone(p.mac, p.family, p.model))
+            .collect(),
+        "database" => {
+            let (store, _) = crate::serve::open_store(config).await?;
+            let (data, _, _) = store.load_all().await.context("reading phones")?;
+            Ok(data
+                .phones
+                .into_iter()
+                .map(|p| Phone {
+                    mac: p.mac,
+                    family: p.family,
+                    model: p.model.as_deref().unwrap_or_default().to_string(),
+                })
+                .collect())
+        }
+        path => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            let mut phones = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+                let [mac, family, model] = fields[..] else {
+                    bail!("{path}:{}: want mac,family,model", n + 1);
+                };
+                let family: Family = family
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", n + 1))?;
+                phones
+                    .push(phone(mac, family, model).with_context(|| format!("{path}:{}", n + 1))?);
+            }
+            Ok(phones)
+        }
+    }
+}
+
+async fn fetch(
+    target: &Target,
+    phone: &Phone,
+    step: &Step,
+    options: &TftpOptions,
+) -> Result<(Vec<u8>, u32), String> {
+    match target {
+        Target::Tftp(server) => match tftp::get(*server, &step.file, options).await {
+            Ok(t) => Ok((t.bytes, t.retransmits)),
+            Err(TftpError::Server { code: 1, .. }) => Err("not_found".into()),
+            Err(TftpError::Server { code, .. }) => Err(format!("tftp_error_{code}")),
+            Err(TftpError::Timeout(_)) => Err("timeout".into()),
+            Err(TftpError::Protocol(_)) => Err("protocol".into()),
+            Err(TftpError::Io(_)) => Err("io".into()),
+        },
+        Target::Http(base, client) => {
+            let response = client
+                .get(format!("{base}/{}", step.file))
+                .header("User-Agent", phone.user_agent())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timeout".to_string()
+                    } else {
+                        "connect".to_string()
+                    }
+                })?;
+            let status = response.status();
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err("not_found".into());
+            }
+            if !status.is_success() {
+                return Err(format!("http_{}", status.as_u16()));
+            }
+            let body = response.bytes().await.map_err(|_| "body".to_string())?;
+            Ok((body.to_vec(), 0))
+        }
+    }
+}
+
+async fn boot(target: &Target, phone: &Phone, options: &TftpOptions, report: &Mutex<Report>) {
+    let mut queue: std::collections::VecDeque<Step> = phone.sequence().into();
+    while let Some(step) = queue.pop_front() {
+        let name = format!("{} {}", phone.family.as_str(), step.pattern);
+        let started = Instant::now();
+        let result = fetch(target, phone, &step, options).await;
+        let elapsed = started.elapsed();
+        let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((body, retransmits)) => match phone.well_formed(&step, &body) {
+                Ok(()) => {
+                    report.record_ok(&name, elapsed, body.len(), retransmits);
+                    queue.extend(phone.follow_ups(&step, &body));
+                }
+                Err(why) => report.record_failure(&name, &format!("malformed ({why})")),
+            },
+            Err(reason) if reason == "not_found" && step.may_be_missing => {
+                report.expected_missing += 1
+            }
+            Err(reason) => report.record_failure(&name, &reason),
+        }
+    }
+}
+
+pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
+    let arrival = parse_arrival(&args.arrival)?;
+    if args.concurrency == 0 || args.repeat == 0 {
+        bail!("--concurrency and --repeat must be at least 1");
+    }
+    let mut phones = load_phones(&args.phones, config).await?;
+    if let Some(shard) = &args.shard {
+        let (i, n) = parse_shard(shard)?;
+        phones = phones
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i)
+            .map(|(_, p)| p)
+            .collect();
+    }
+    if phones.is_empty() {
+        bail!("no phones to boot");
+    }
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let target = if let Some(rest) = args.target.strip_prefix("tftp://") {
+        let addr = rest.trim_end_matches('/');
+        let addr = tokio::net::lookup_host(addr)
+            .await
+            .with_context(|| format!("--target {:?}", args.target))?
+            .next()
+            .with_context(|| format!("--target {:?}: no address", args.target))?;
+        Target::Tftp(addr)
+    } else if args.target.starts_with("http://") || args.target.starts_with("https://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(timeout * 5)
+            .pool_max_idle_per_host(args.concurrency)
+            .build()
+            .context("building the HTTP client")?;
+        Target::Http(args.target.trim_end_matches('/').to_string(), client)
+    } else {
+        bail!(
+            "--target {:?}: use tftp://HOST:PORT or http://HOST:PORT",
+            args.target
+        );
+    };
+    let options = TftpOptions {
+        blksize: args.blksize,
+        windowsize: args.windowsize,
+        tsize: args.tsize,
+        timeout,
+        retries: args.retries,
+    };
+    let boots: Vec<Phone> = (0..args.repeat)
+        .flat_map(|_| phones.iter().cloned())
+        .collect();
+    let starts = arrivals(arrival, boots.len());
+    let report = Arc::new(Mutex::new(Report {
+        target: args.target.clone(),
+        phones: boots.len() as u64,
+        ..Default::default()
+    }));
+    let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| indicatif::ProgressBar::new(boots.len() as u64));
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let target = Arc::new(target);
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (phone, start) in boots.into_iter().zip(starts) {
+        let (permits, target, report, options, bar) = (
+            permits.clone(),
+            target.clone(),
+            report.clone(),
+            options.clone(),
+            bar.clone(),
+        );
+        tasks.spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(began + start)).await;
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            boot(&target, &phone, &options, &report).await;
+            if let Some(bar) = bar {
+                bar.inc(1);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()));
+    report.elapsed_s = began.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_patterns() {
+        assert_eq!(parse_arrival("storm").unwrap(), Arrival::Storm);
+        assert_eq!(parse_arrival("ramp:10").unwrap(), Arrival::Ramp(10.0));
+        assert!(parse_arrival("poisson:0").is_err());
+        assert!(parse_arrival("burst").is_err());
+        let ramp = arrivals(Arrival::Ramp(10.0), 5);
+        assert_eq!(ramp[1], Duration::from_secs(2));
+        let poisson = arrivals(Arrival::Poisson(100.0), 1000);
+        assert!(poisson.windows(2).all(|w| w[0] <= w[1]));
+        // 1000 arrivals at 100/s take about 10 s.
+        let last = poisson.last().unwrap().as_secs_f64();
+        assert!((7.0..13.0).contains(&last), "{last}");
+        assert_eq!(parse_shard("2/3").unwrap(), (1, 3));
+        assert!(parse_shard("0/3").is_err() && parse_shard("4/3").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! `dialtone phlem run` against `dialtone serve --demo`: every family's boot
+//! sequence over TFTP and HTTP, shards merged, failures reported.
+
+mod common;
+
+use common::*;
+
+fn phlem(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = dialtone(dir, url);
+    cmd.arg("phlem").args(args);
+    run(cmd)
+}
+
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn every_family_boots_over_tftp_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let families = [
+        "yealink",
+        "poly",
+        "cisco-spa",
+        "cisco-mpp",
+        "cisco-sep",
+        "grandstream",
+        "snom",
+        "fanvil",
+    ];
+    for (target, extra) in [
+        (
+            format!("tftp://{}", server.tftp_addr),
+            vec!["--blksize", "1428", "--tsize", "--windowsize", "4"],
+        ),
+        (format!("tftp://{}", server.tftp_addr), vec![]),
+        (format!("http://{}", server.prov_addr), vec![]),
+    ] {
+        let json = dir.path().join("run.json");
+        let mut args = vec![
+            "run",
+            "--target",
+            &target,
+            "--repeat",
+            "2",
+            "--concurrency",
+            "8",
+            "--quiet",
+        ];
+        args.extend(extra.iter());
+        args.extend(["--json", json.to_str().unwrap()]);
+        let out = phlem(dir.path(), &url, &args);
+        assert!(
+            out.status.success(),
+            "{target}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let r = report(&json);
+        assert_eq!(r["phones"], 18, "{r}");
+        assert!(r["failures"].as_object().unwrap().is_empty(), "{r}");
+        let steps = r["steps"].as_object().unwrap();
+        for family in families {
+            assert!(
+                steps.keys().any(|k| k.starts_with(&format!("{family} "))),
+                "{family} missing in {target}: {steps:?}"
+            );
+        }
+        // Poly fetched the file its master named.
+        assert_eq!(steps["poly {mac}-phone.cfg"]["transfers"], 2);
+        // Cisco enterprise phones asked for CTL and ITL files, which are not served.
+        if target.starts_with("tftp") {
+            assert_eq!(r["expected_missing"], 2 * 2 + 2, "{r}"); // CTL+ITL per SEP boot, Grandstream cfg<mac>
+        }
+    }
+
+    // Two shards cover the phones once, and their reports merge.
+    let target = format!("tftp://{}", server.tftp_addr);
+    let mut shards = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let json = dir.path().join(format!("shard{}.json", &shard[..1]));
+        let out = phlem(
+            dir.path(),
+            &url,
+            &[
+                "run",
+                "--target",
+                &target,
+                "--shard",
+                shard,
+                "--quiet",
+                "--json",
+                json.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        shards.push(json);
+    }
+    let merged = dir.path().join("merged.json");
+    let mut args = vec!["merge".to_string()];
+    args.extend(shards.iter().map(|p| p.display().to_string()));
+    args.extend(["--json".to_string(), merged.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = phlem(dir.path(), &url, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(report(&merged)["phones"], 9);
+    assert!(
+        text(&out.stdout).contains("9 phones"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn failures_are_counted_by_reason_and_fail_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    // No --demo: the server knows none of the demo phones.
+    let server = Server::start(dir.path(), &url, &[]);
+    let json = dir.path().join("run.json");
+    let target = format!("http://{}", server.prov_addr);
+    let out = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("transfers failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let r = report(&json);
+    assert!(r["failures"]["not_found"].as_u64().unwrap() >= 9, "{r}");
+    let bad = phlem(dir.path(), &url, &["run", "--target", "ftp://x", "--quiet"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("use tftp://HOST:PORT or http://HOST:PORT"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
