@@ -9,6 +9,7 @@ mod http;
 mod import_cmd;
 mod logging;
 mod phlem;
+mod render_cmd;
 mod serve;
 mod supervise;
 
@@ -66,6 +67,8 @@ enum Command {
     /// Create, list or revoke API tokens (lookup keys included).
     #[command(subcommand)]
     Token(directory_cmd::TokenCommand),
+    /// Render the files phones would get: one phone's, or every phone's into a folder.
+    Render(render_cmd::RenderArgs),
     /// PHLEM, the phone emulator and load tool.
     #[command(subcommand)]
     Phlem(phlem::PhlemCommand),
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,
             Command::Token(command) => directory_cmd::token(&config, &command).await,
             Command::Phlem(command) => phlem::run(&command, &config).await,
+            Command::Render(args) => render_cmd::run(&config, &args).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());

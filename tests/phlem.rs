@@ -149,3 +149,83 @@ fn failures_are_counted_by_reason_and_fail_the_run() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn render_all_writes_the_bytes_phones_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let out = dir.path().join("rendered");
+    let mut render = dialtone(dir.path(), &url);
+    // Same config as the server: templates build URLs from its address.
+    render
+        .env("DIALTONE_PROVISIONING__TEMPLATES_DIR", templates_dir())
+        .env(
+            "DIALTONE_PROVISIONING__HTTP_LISTEN",
+            server.prov_addr.to_string(),
+        )
+        .args(["render", "--all", "--out"])
+        .arg(&out);
+    let result = run(render);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for want in [
+        "0015654aa937.cfg",
+        "SEP001B54AA0003.cnf.xml",
+        "0004f2abcd01-phone.cfg",
+        "snomD785-000413922D24.htm",
+        "cfg000b828aa872.xml",
+    ] {
+        assert!(
+            files.iter().any(|f| f == want),
+            "{want} missing from {files:?}"
+        );
+    }
+    // phlem over TFTP gets exactly these bytes, for every family.
+    let target = format!("tftp://{}", server.tftp_addr);
+    let verify = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--quiet",
+            "--verify",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    // A changed file is caught.
+    std::fs::write(
+        out.join("0015654aa937.cfg"),
+        "#!version:1.0.0.1\nedited = 1\n",
+    )
+    .unwrap();
+    let caught = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--quiet",
+            "--verify",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!caught.status.success());
+    assert!(
+        text(&caught.stdout).contains("failed: mismatch x1"),
+        "{}",
+        text(&caught.stdout)
+    );
+}

@@ -50,6 +50,10 @@ pub struct RunArgs {
     pub timeout_ms: u64,
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Compare every answer with the file of the same name in this folder
+    /// (`dialtone render --all --out DIR`); a difference is a failure.
+    #[arg(long)]
+    pub verify: Option<PathBuf>,
     /// Write the JSON report here (for `phlem merge`).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -214,15 +218,37 @@ async fn fetch(
     }
 }
 
-async fn boot(target: &Target, phone: &Phone, options: &TftpOptions, report: &Mutex<Report>) {
+/// The expected bytes of `file`, from a `render --all` folder.
+fn expected(verify: Option<&std::path::Path>, file: &str) -> Option<std::io::Result<Vec<u8>>> {
+    verify.map(|dir| std::fs::read(dir.join(file)))
+}
+
+async fn boot(
+    target: &Target,
+    phone: &Phone,
+    options: &TftpOptions,
+    verify: Option<&std::path::Path>,
+    report: &Mutex<Report>,
+) {
     let mut queue: std::collections::VecDeque<Step> = phone.sequence().into();
     while let Some(step) = queue.pop_front() {
         let name = format!("{} {}", phone.family.as_str(), step.pattern);
         let started = Instant::now();
         let result = fetch(target, phone, &step, options).await;
         let elapsed = started.elapsed();
+        let want = match &result {
+            Ok(_) => expected(verify, &step.file),
+            Err(_) => None,
+        };
         let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
         match result {
+            Ok((body, _))
+                if want
+                    .as_ref()
+                    .is_some_and(|w| w.as_ref().map_or(true, |w| *w != body)) =>
+            {
+                report.record_failure(&name, "mismatch")
+            }
             Ok((body, retransmits)) => match phone.well_formed(&step, &body) {
                 Ok(()) => {
                     report.record_ok(&name, elapsed, body.len(), retransmits);
@@ -309,12 +335,13 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             options.clone(),
             bar.clone(),
         );
+        let verify = args.verify.clone();
         tasks.spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(began + start)).await;
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            boot(&target, &phone, &options, &report).await;
+            boot(&target, &phone, &options, verify.as_deref(), &report).await;
             if let Some(bar) = bar {
                 bar.inc(1);
             }

@@ -52,6 +52,7 @@ const YEALINK_CODES: &[(&str, &str)] = &[
 /// `CP-8841-3PCC` → `8841-3PCC.xml`.
 fn cisco_model(model: &str) -> String {
     model
+        .trim_start_matches("SPA")
         .trim_start_matches("CP-")
         .trim_end_matches("-3PCC")
         .to_string()
@@ -225,6 +226,8 @@ mod tests {
         assert!(sep.sequence()[0].may_be_missing);
         let mpp = phone("00:62:ec:aa:00:02", Family::CiscoMpp, "CP-8841-3PCC");
         assert_eq!(mpp.sequence()[0].file, "8841-3PCC.xml");
+        let spa = phone("00:1b:54:aa:00:01", Family::CiscoSpa, "SPA504G");
+        assert_eq!(spa.sequence()[0].file, "spa504g.cfg");
     }
 
     #[test]

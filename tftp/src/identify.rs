@@ -399,6 +399,65 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
     })
 }
 
+/// Every rendered file name a phone of `family` may request: the rules'
+/// template names with the phone's MAC, model and model code filled in,
+/// spelled the way that family spells them. Names whose placeholder cannot
+/// be filled (an unknown model code) are left out. `render --all` asks the
+/// provisioning core for each; the core decides which exist.
+pub fn file_names(family: Family, mac: &Mac, model: Option<&str>) -> Vec<String> {
+    let lower = mac.to_string();
+    let upper = lower.to_ascii_uppercase();
+    let model = model.unwrap_or_default();
+    let model_in_file = match family {
+        Family::CiscoSpa => model.trim_start_matches("SPA").to_ascii_lowercase(),
+        Family::CiscoMpp => model
+            .trim_start_matches("CP-")
+            .trim_end_matches("-3PCC")
+            .to_string(),
+        Family::Grandstream => model.to_ascii_lowercase(),
+        _ => model.to_string(),
+    };
+    let code = match family {
+        Family::Yealink => YEALINK_CODES
+            .iter()
+            .find(|(_, m)| *m == model)
+            .map(|(c, _)| *c),
+        _ => None,
+    };
+    let rendered = [
+        FileKind::Boot,
+        FileKind::ModelCommon,
+        FileKind::DeviceConfig,
+        FileKind::PhoneDirectory,
+    ];
+    let mut names = Vec::new();
+    for rule in RULES
+        .iter()
+        .filter(|r| r.candidates.contains(&family) && rendered.contains(&r.kind))
+    {
+        let upper_mac = ["SEP", "SIP", "ATA", "snom"]
+            .iter()
+            .any(|p| rule.name.starts_with(p));
+        let mut name = rule
+            .name
+            .replace("{mac}", if upper_mac { &upper } else { &lower });
+        if name.contains("{model}") {
+            if model_in_file.is_empty() {
+                continue;
+            }
+            name = name.replace("{model}", &model_in_file);
+        }
+        if name.contains("{code}") {
+            let Some(code) = code else { continue };
+            name = name.replace("{code}", code);
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// Turns a model as it appears in a file name into the model's usual name.
 fn model_from_file(family: Option<Family>, raw: &str) -> String {
     match family {
