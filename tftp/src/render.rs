@@ -161,6 +161,7 @@ fn merged_settings(tenant: Option<&Tenant>, phone: Option<&Phone>) -> Map<String
         ("sip_port", Value::from(5060)),
         ("sip_transport", Value::from("udp")),
         ("language", Value::from("English")),
+        ("line_keys", Value::Array(Vec::new())),
     ] {
         settings.insert(k.to_string(), v);
     }

@@ -71,7 +71,12 @@ async fn every_shipped_template_renders_for_one_and_four_lines() {
                 family: *family,
                 model: Some((*model).into()),
                 label: Some("Front".into()),
-                variables: "{}".into(),
+                // Four-line phones also carry programmable keys.
+                variables: if count == 4 {
+                    r#"{"line_keys":[{"type":16,"value":"101","label":"Ann"},{"type":16,"value":"102","label":"Bo"},{"type":13,"value":"5550101234","label":"Lab"}]}"#.into()
+                } else {
+                    "{}".into()
+                },
                 http_user: None,
                 http_password: None,
                 lines: (0..count).map(line).collect(),
@@ -138,6 +143,13 @@ async fn every_shipped_template_renders_for_one_and_four_lines() {
                 let b = second.provision(&request).unwrap();
                 assert_eq!(a.body, b.body, "{f}/{name}: not deterministic");
                 let text = std::str::from_utf8(&a.body).unwrap();
+                if *family == Family::Yealink && name == "{mac}.cfg" {
+                    let keys = text.matches("linekey.").count();
+                    assert_eq!(keys, if n == 4 { 9 } else { 0 }, "{text}");
+                    if n == 4 {
+                        assert!(text.contains("linekey.3.value = 5550101234"), "{text}");
+                    }
+                }
                 assert!(!text.trim().is_empty(), "{f}/{name}: empty");
                 if is_xml(*family) {
                     if let Err(e) = roxmltree::Document::parse(text) {
