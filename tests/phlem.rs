@@ -229,3 +229,89 @@ fn render_all_writes_the_bytes_phones_get() {
         text(&caught.stdout)
     );
 }
+
+#[test]
+fn pbx_mode_mixes_known_and_unknown_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let mut create = dialtone(dir.path(), &url);
+    create.args([
+        "token", "create", "--scope", "lookup", "--tenant", "demo", "--name", "phlem",
+    ]);
+    let out = run(create);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_string();
+    // The running server learns of the new key through its change feed.
+    let known_key = wait_until(std::time::Duration::from_secs(10), || {
+        matches!(
+            server.try_get(&format!("/v1/lookup?number=15550101234&key={key}")),
+            Some((200, _))
+        )
+    });
+    assert!(known_key.is_some(), "the server never accepted the new key");
+    // Numbers of the demo directory, in the formats a directory holds.
+    let numbers = write_file(
+        dir.path(),
+        "numbers.txt",
+        "+1 (555) 010-1234\n555.010.1299\n(555) 010-0042\n",
+    );
+    let json = dir.path().join("pbx.json");
+    let target = format!("http://{}", server.addr);
+    let args = [
+        "pbx",
+        "--target",
+        &target,
+        "--key",
+        &key,
+        "--numbers",
+        numbers.to_str().unwrap(),
+        "--rate",
+        "200",
+        "--seconds",
+        "1",
+        "--miss-ratio",
+        "0.3",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let out = phlem(dir.path(), &url, &args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let r = report(&json);
+    let steps = r["steps"].as_object().unwrap();
+    let known = steps["lookup known number"]["transfers"].as_u64().unwrap();
+    let unknown = steps["lookup unknown number"]["transfers"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(known + unknown, 200, "{r}");
+    assert!(unknown > 20 && known > 100, "{r}");
+    // A wrong key is a failure phlem reports, not a silent empty name.
+    let bad = phlem(
+        dir.path(),
+        &url,
+        &[
+            "pbx",
+            "--target",
+            &target,
+            "--key",
+            "dt_wrong",
+            "--numbers",
+            numbers.to_str().unwrap(),
+            "--rate",
+            "20",
+            "--seconds",
+            "1",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stdout).contains("failed: http_401"),
+        "{}",
+        text(&bad.stdout)
+    );
+}

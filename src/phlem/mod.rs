@@ -2,6 +2,7 @@
 //! thousands. `run` boots phones with their families' sequences, `merge`
 //! combines shard reports, `fetch` gets one file with phlem's TFTP client.
 
+pub mod pbx;
 pub mod report;
 pub mod run;
 pub mod sequence;
@@ -19,6 +20,8 @@ use clap::{Args, Subcommand};
 pub enum PhlemCommand {
     /// Boot phones against a server, each with its family's sequence.
     Run(run::RunArgs),
+    /// Caller-name lookups as a PBX sends them, at a steady rate.
+    Pbx(pbx::PbxArgs),
     /// Combine the JSON reports of `run --shard i/n` processes.
     Merge {
         /// Report files written by `run --json`.
@@ -93,6 +96,10 @@ pub async fn run(command: &PhlemCommand, config: &crate::config::Config) -> Resu
     match command {
         PhlemCommand::Run(args) => {
             let report = run::run(args, config).await?;
+            finish(&report, args.json.as_deref())
+        }
+        PhlemCommand::Pbx(args) => {
+            let report = pbx::run(args).await?;
             finish(&report, args.json.as_deref())
         }
         PhlemCommand::Merge { reports, json } => {
