@@ -1,6 +1,6 @@
 # Boot-storm and HTTP provisioning bench, sourced by scripts/bench.
 #
-# 2,000 Yealink phones with 4 lines and 60 line keys each (a ~5 KB config).
+# 2,000 Yealink phones with 2 lines and 60 line keys each (a ~4.8 KB config).
 # TFTP: phlem boots every phone (boot file, model file, MAC file) against
 # dialtone rendering from its mirror, then against dnsmasq serving the
 # `dialtone render --all` output, in two cases: 100 at once with 512-byte
@@ -34,11 +34,11 @@ bench_storm() {
     local prov_port tftp_port api_port
     prov_port="$(free_port)"; tftp_port="$(free_port)"; api_port="$(free_port)"
     export DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$prov_port"
-    log "seeding $phones phones (4 lines, 60 line keys each)"
+    log "seeding $phones phones (2 lines, 60 line keys each)"
     python3 - "$d" "$phones" <<'PY'
 import json, sys
 d, n = sys.argv[1], int(sys.argv[2])
-keys = [{"type": 16, "value": str(200 + k), "label": f"Desk {200 + k}"} for k in range(60)]
+keys = [{"type": 16, "value": str(200 + k), "label": f"D{200 + k}"} for k in range(60)]
 phones, macs = [], []
 for i in range(n):
     mac = f"001565{i:06x}"
@@ -46,7 +46,7 @@ for i in range(n):
     phones.append({"tenant": "storm", "mac": mac, "family": "yealink", "model": "T46S",
                    "variables": {"line_keys": keys},
                    "lines": [{"extension": str(1000 + 4 * i + l), "display_name": f"User {i} line {l + 1}",
-                              "password": f"pw-{i}-{l}-x8Jk2", "registrar": "sip.example.net"} for l in range(4)]})
+                              "password": f"pw-{i}-{l}-x8Jk2", "registrar": "sip.example.net"} for l in range(2)]})
 json.dump({"tenants": [{"slug": "storm", "name": "Storm Test", "default_region": "US"}], "phones": phones},
           open(f"{d}/phones.json", "w"))
 open(f"{d}/phones.csv", "w").write("\n".join(macs) + "\n")
@@ -88,6 +88,9 @@ PY
         storm "dialtone-c1000-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 1000 --blksize 1428 --tsize
         storm "dnsmasq-c1000-r$round" "tftp://127.0.0.69:69" "$dm" 1000 --blksize 1428 --tsize
     done
+    # Phones that keep one source port for all their files (many do).
+    storm "dialtone-sameport-r1" "tftp://127.0.0.1:$tftp_port" "$dt" 100 --same-port
+    storm "dnsmasq-sameport-r1" "tftp://127.0.0.69:69" "$dm" 100 --same-port
     kill "$dm"
 
     local ng="$d/nginx" ngport
@@ -110,8 +113,9 @@ http {
 CONF
     /usr/sbin/nginx -c "$ng/nginx.conf" -p "$ng"
     sleep 0.5
-    local ngpids
-    ngpids="$(pgrep -f "nginx.*$ng/nginx.conf" | tr '\n' ' ')"
+    local ngpids master
+    master="$(cat "$ng/nginx.pid")"
+    ngpids="$master $(pgrep -P "$master" | tr '\n' ' ')"
     http() { # http NAME URL PIDS [wrk options]
         local name="$1" url="$2" pids="$3"
         shift 3
@@ -128,6 +132,9 @@ CONF
     http nginx-close "http://127.0.0.1:$ngport" "$ngpids" -H "Connection: close"
     kill "$(cat "$ng/nginx.pid")"
     kill "$dt"; wait "$dt" 2>/dev/null || true
+    # Keep the raw results (the services dir is removed on exit).
+    rm -rf target/bench-storm && mkdir -p target/bench-storm
+    cp "$d"/*.json "$d"/*.txt "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
 
     python3 - "$d" "$(getconf CLK_TCK)" <<'PY'
 import json, re, sys
@@ -145,7 +152,7 @@ def storm(name):
     failed = sum(r["failures"].values())
     return ok / r["elapsed_s"], p99, failed, retrans, cpu[name] / max(ok, 1) * 1e6
 print()
-print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~5 KB); best of 2 rounds by throughput")
+print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~4.8 KB); best of 2 rounds by throughput")
 print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16}")
 rows = {}
 for case in ("c100", "c1000"):
@@ -155,6 +162,13 @@ for case in ("c100", "c1000"):
         rows[(server, case)] = best
         label = f"{server}, " + ("100 at once, blksize 512" if case == "c100" else "1,000 at once, blksize 1428")
         print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f}")
+        reasons = json.load(open(f"{d}/{server}-{case}-r1.json"))["failures"]
+        if reasons:
+            print(f"    round 1 failures: {reasons}")
+for server in ("dialtone", "dnsmasq"):
+    r = storm(f"{server}-sameport-r1")
+    label = f"{server}, 100 at once, same port"
+    print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f}")
 for case in ("c100", "c1000"):
     a, b = rows[("dialtone", case)], rows[("dnsmasq", case)]
     print(f"{case}: throughput dialtone/dnsmasq {a[0] / b[0]:.2f}x (target >= 1.0); CPU per transfer dialtone/dnsmasq {a[4] / b[4]:.2f} (target <= 1.0)")

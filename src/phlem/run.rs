@@ -50,6 +50,10 @@ pub struct RunArgs {
     pub timeout_ms: u64,
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// TFTP: each phone keeps one source port for all its files, as many
+    /// embedded clients do (default: a fresh port per file).
+    #[arg(long)]
+    pub same_port: bool,
     /// Compare every answer with the file of the same name in this folder
     /// (`dialtone render --all --out DIR`); a difference is a failure.
     #[arg(long)]
@@ -182,9 +186,13 @@ async fn fetch(
     phone: &Phone,
     step: &Step,
     options: &TftpOptions,
+    port: Option<&tokio::net::UdpSocket>,
 ) -> Result<(Vec<u8>, u32), String> {
     match target {
-        Target::Tftp(server) => match tftp::get(*server, &step.file, options).await {
+        Target::Tftp(server) => match match port {
+            Some(socket) => tftp::get_on(socket, *server, &step.file, options).await,
+            None => tftp::get(*server, &step.file, options).await,
+        } {
             Ok(t) => Ok((t.bytes, t.retransmits)),
             Err(TftpError::Server { code: 1, .. }) => Err("not_found".into()),
             Err(TftpError::Server { code, .. }) => Err(format!("tftp_error_{code}")),
@@ -228,13 +236,27 @@ async fn boot(
     phone: &Phone,
     options: &TftpOptions,
     verify: Option<&std::path::Path>,
+    same_port: bool,
     report: &Mutex<Report>,
 ) {
+    let port = match (target, same_port) {
+        (Target::Tftp(server), true) => match tftp::socket_for(*server).await {
+            Ok(socket) => Some(socket),
+            Err(_) => {
+                report
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_failure("bind", "io");
+                return;
+            }
+        },
+        _ => None,
+    };
     let mut queue: std::collections::VecDeque<Step> = phone.sequence().into();
     while let Some(step) = queue.pop_front() {
         let name = format!("{} {}", phone.family.as_str(), step.pattern);
         let started = Instant::now();
-        let result = fetch(target, phone, &step, options).await;
+        let result = fetch(target, phone, &step, options, port.as_ref()).await;
         let elapsed = started.elapsed();
         let want = match &result {
             Ok(_) => expected(verify, &step.file),
@@ -336,12 +358,21 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             bar.clone(),
         );
         let verify = args.verify.clone();
+        let same_port = args.same_port;
         tasks.spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(began + start)).await;
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            boot(&target, &phone, &options, verify.as_deref(), &report).await;
+            boot(
+                &target,
+                &phone,
+                &options,
+                verify.as_deref(),
+                same_port,
+                &report,
+            )
+            .await;
             if let Some(bar) = bar {
                 bar.inc(1);
             }

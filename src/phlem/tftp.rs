@@ -125,13 +125,14 @@ fn parse_oack(body: &[u8]) -> Result<Vec<(String, String)>, TftpError> {
         .collect())
 }
 
-/// Reads `file` from `server`.
-pub async fn get(
-    server: SocketAddr,
-    file: &str,
-    options: &TftpOptions,
-) -> Result<Transfer, TftpError> {
-    let started = Instant::now();
+/// Emulated phones share one IP address, so a port one of them just closed
+/// must not be handed to the next one while the server may still be closing
+/// that transfer (a real phone's address would differ). Each socket is held
+/// this long after its transfer.
+const PORT_QUARANTINE: Duration = Duration::from_millis(500);
+
+/// A socket for talking to `server` from a fresh ephemeral port.
+pub async fn socket_for(server: SocketAddr) -> std::io::Result<UdpSocket> {
     let local: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -139,7 +140,33 @@ pub async fn get(
     }
     .parse()
     .expect("valid wildcard");
-    let socket = UdpSocket::bind(local).await?;
+    UdpSocket::bind(local).await
+}
+
+/// Reads `file` from `server` from a fresh port, held briefly afterwards.
+pub async fn get(
+    server: SocketAddr,
+    file: &str,
+    options: &TftpOptions,
+) -> Result<Transfer, TftpError> {
+    let socket = std::sync::Arc::new(socket_for(server).await?);
+    let result = get_on(&socket, server, file, options).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(PORT_QUARANTINE).await;
+        drop(socket);
+    });
+    result
+}
+
+/// Reads `file` from `server` on `socket`: a phone that keeps its source
+/// port for every file of its boot.
+pub async fn get_on(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    file: &str,
+    options: &TftpOptions,
+) -> Result<Transfer, TftpError> {
+    let started = Instant::now();
     let rrq = request(file, options);
     socket.send_to(&rrq, server).await?;
 
