@@ -315,3 +315,40 @@ fn pbx_mode_mixes_known_and_unknown_callers() {
         text(&bad.stdout)
     );
 }
+
+#[test]
+fn phones_that_keep_their_source_port_get_every_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let json = dir.path().join("same-port.json");
+    let target = format!("tftp://{}", server.tftp_addr);
+    let args = [
+        "run",
+        "--target",
+        &target,
+        "--same-port",
+        "--repeat",
+        "5",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let out = phlem(dir.path(), &url, &args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let r = report(&json);
+    // Each retransmission here would be a request the server ignored
+    // because the same port's previous transfer was still winding down.
+    let retransmits: u64 = r["steps"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["retransmits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(retransmits, 0, "{}", text(&out.stdout));
+}

@@ -39,7 +39,8 @@ pub struct PbxArgs {
 }
 
 pub async fn run(args: &PbxArgs) -> Result<Report> {
-    if !(args.rate > 0.0 && args.rate.is_finite()) || !(0.0..=1.0).contains(&args.miss_ratio) {
+    let rate_ok = args.rate > 0.0 && args.rate.is_finite();
+    if !rate_ok || !(0.0..=1.0).contains(&args.miss_ratio) {
         bail!("--rate must be positive and --miss-ratio between 0 and 1");
     }
     let text = std::fs::read_to_string(&args.numbers)

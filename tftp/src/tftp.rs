@@ -1,23 +1,23 @@
-//! The TFTP front end, on async-tftp. async-tftp runs its own executor
-//! (async-io, not tokio) and holds one mutex across `read_req_open`, so the
-//! handler only looks up and renders from memory (the same `provision()`
-//! core HTTP uses) and never waits on anything. It has no limit on
-//! concurrent transfers of its own: the handler counts them and answers
-//! "busy" past the cap instead of queueing without bound.
+//! The TFTP front end: RFC 1350 reads with options (RFC 2347), blksize
+//! (2348), tsize and timeout (2349) and windowsize (7440), on tokio. Each
+//! request calls the same `provision()` core HTTP uses, which answers from
+//! memory, so the listener never waits; each transfer then runs as a task
+//! of its own with its own port. Transfers are capped ("busy" past the cap),
+//! a client's ERROR ends its transfer at once, and duplicate ACKs never
+//! trigger resends.
+//!
+//! It replaced async-tftp, which ignores a request from an address whose
+//! previous transfer it has not wound down yet. Phones that keep one source
+//! port for all their files (many do) lost most of their second and third
+//! files to that, a retry timeout each (see BENCHMARKS.md).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use async_tftp::packet;
-use async_tftp::server::{Handler, TftpServerBuilder};
-use futures_lite::AsyncRead;
 
 use crate::error::ProvisionError;
 use crate::provision::{Provisioner, Request};
@@ -81,171 +81,472 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Resul
     Ok(socket.into())
 }
 
-/// Serves TFTP on `socket` on a thread of its own until `shutdown` completes.
+/// Serves TFTP on `socket` until `shutdown` completes, on a thread of its
+/// own with its own single-threaded runtime: a storm of phones never
+/// competes with the HTTP side for workers, and the other way round.
 pub fn spawn(
     socket: UdpSocket,
     provisioner: Arc<Provisioner>,
     options: TftpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
-    let handler = ProvisionHandler {
-        provisioner,
-        active: Arc::new(AtomicUsize::new(0)),
-        max_transfers: options.max_transfers.max(1),
-    };
+    socket.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::Builder::new()
         .name("tftp".into())
-        .spawn(move || {
-            async_io::block_on(async move {
-                let server = TftpServerBuilder::with_handler(handler)
-                    .std_socket(socket)
-                    .map_err(to_io)?
-                    .timeout(options.timeout)
-                    .max_send_retries(options.max_send_retries)
-                    .block_size_limit(options.blksize_limit)
-                    .window_size_limit(options.windowsize_limit)
-                    .build()
-                    .await
-                    .map_err(to_io)?;
-                futures_lite::future::or(async { server.serve().await.map_err(to_io) }, async {
-                    shutdown.await;
-                    Ok(())
-                })
-                .await
-            })
-        })
+        .spawn(move || runtime.block_on(serve(socket, provisioner, options, shutdown)))
 }
 
-fn to_io(e: async_tftp::Error) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
-struct ProvisionHandler {
+/// What every transfer task shares.
+struct Shared {
     provisioner: Arc<Provisioner>,
-    active: Arc<AtomicUsize>,
-    max_transfers: usize,
+    options: TftpOptions,
+    local_ip: IpAddr,
+    active: AtomicUsize,
+    /// Transfers by client address, with the file each is for. A second
+    /// request from the same address and port for the same file is a
+    /// retransmitted request and is ignored; for another file it is the
+    /// phone's next file (phones often keep one source port), and it is
+    /// served even if the previous transfer is still being wound down.
+    in_progress: Mutex<HashMap<SocketAddr, (u64, String)>>,
+    next_id: AtomicU64,
 }
 
-/// Holds one of the capped transfer slots until the transfer ends.
-struct Slot(Arc<AtomicUsize>);
+async fn serve(
+    socket: UdpSocket,
+    provisioner: Arc<Provisioner>,
+    options: TftpOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    let local_ip = socket.local_addr()?.ip();
+    let shared = Arc::new(Shared {
+        provisioner,
+        options,
+        local_ip,
+        active: AtomicUsize::new(0),
+        in_progress: Mutex::default(),
+        next_id: AtomicU64::new(0),
+    });
+    let mut buf = vec![0u8; MAX_REQUEST];
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, peer)) => handle_request(&shared, &buf[..len], peer),
+                // ICMP port-unreachable from an earlier send and the like:
+                // about some other peer, never fatal for the listener.
+                Err(e) => tracing::debug!(error = %e, "TFTP receive error"),
+            },
+        }
+    }
+    // Let running transfers finish, within one retransmission cycle.
+    let grace = shared.options.timeout * (shared.options.max_send_retries + 1);
+    let deadline = tokio::time::Instant::now() + grace.min(Duration::from_secs(10));
+    while shared.active.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
 
-impl Drop for Slot {
+/// The largest request we read; RRQs are a file name and a few options.
+const MAX_REQUEST: usize = 2048;
+
+/// A parsed RRQ.
+struct ReadRequest {
+    file: String,
+    blksize: Option<u16>,
+    windowsize: Option<u16>,
+    tsize: bool,
+    timeout: Option<u8>,
+}
+
+fn parse_request(packet: &[u8]) -> Result<ReadRequest, (u16, &'static str)> {
+    let fields: Vec<&[u8]> = packet[2..].split(|b| *b == 0).collect();
+    // The last field is empty: every field ends with a NUL.
+    if fields.len() < 3 || !fields[fields.len() - 1].is_empty() {
+        return Err((ERR_ILLEGAL, "malformed request"));
+    }
+    let file = std::str::from_utf8(fields[0]).map_err(|_| (ERR_NOT_FOUND, "File not found"))?;
+    let mode = String::from_utf8_lossy(fields[1]).to_ascii_lowercase();
+    if mode != "octet" && mode != "netascii" {
+        return Err((ERR_ILLEGAL, "only octet mode is supported"));
+    }
+    let mut request = ReadRequest {
+        file: file.to_string(),
+        blksize: None,
+        windowsize: None,
+        tsize: false,
+        timeout: None,
+    };
+    for pair in fields[2..fields.len() - 1].chunks(2) {
+        let [name, value] = pair else { break };
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let value = std::str::from_utf8(value).unwrap_or_default();
+        // Unknown or malformed options are left out of the OACK (RFC 2347).
+        match name.as_str() {
+            "blksize" => {
+                request.blksize = value
+                    .parse()
+                    .ok()
+                    .filter(|b: &u16| (8..=65_464).contains(b))
+            }
+            "windowsize" => request.windowsize = value.parse().ok().filter(|w: &u16| *w >= 1),
+            "tsize" => request.tsize = true,
+            "timeout" => request.timeout = value.parse().ok().filter(|t: &u8| *t >= 1),
+            _ => {}
+        }
+    }
+    Ok(request)
+}
+
+fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
+    if packet.len() < 4 {
+        return;
+    }
+    match u16::from_be_bytes([packet[0], packet[1]]) {
+        OP_RRQ => {}
+        OP_WRQ => {
+            tracing::info!(client = %peer, "TFTP write refused (read-only server)");
+            send_error(shared, peer, ERR_ACCESS, "Access violation");
+            return;
+        }
+        // DATA, ACK or ERROR on the listening port belong to no transfer.
+        _ => return,
+    }
+    let request = match parse_request(packet) {
+        Ok(r) => r,
+        Err((code, message)) => return send_error(shared, peer, code, message),
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut in_progress = shared.in_progress.lock().unwrap_or_else(|e| e.into_inner());
+        if in_progress
+            .get(&peer)
+            .is_some_and(|(_, file)| *file == request.file)
+        {
+            return; // a retransmitted request; its transfer is running
+        }
+        in_progress.insert(peer, (id, request.file.clone()));
+    }
+    let done = Done {
+        shared: shared.clone(),
+        peer,
+        id,
+    };
+    if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.options.max_transfers.max(1) {
+        tracing::warn!(client = %peer, path = request.file, "TFTP transfer cap reached; refusing");
+        send_error(shared, peer, 0, "server busy, try again");
+        return; // `done` releases the slot and the entry
+    }
+    let source = match shared.provisioner.provision(&Request {
+        path: &request.file,
+        user_agent: None,
+        remote: Some(peer.ip()),
+        protocol: "tftp",
+        query: None,
+    }) {
+        Ok(rendered) => match &rendered.file {
+            Some(file) => Source::File {
+                path: file.path.clone(),
+                len: file.len,
+            },
+            None => Source::Memory(rendered.body.clone()),
+        },
+        // A banned source learns nothing: it looks like any unknown file.
+        Err(ProvisionError::NotFound | ProvisionError::Banned) => {
+            return send_error(shared, peer, ERR_NOT_FOUND, "File not found")
+        }
+        Err(ProvisionError::BadPath(why)) => {
+            tracing::info!(client = %peer, path = request.file, reason = why, "refused TFTP path");
+            return send_error(shared, peer, ERR_ACCESS, "Access violation");
+        }
+        Err(e) => {
+            tracing::error!(client = %peer, path = request.file, error = %e, "TFTP provisioning failed");
+            return send_error(shared, peer, 0, "internal error");
+        }
+    };
+    tokio::spawn(async move {
+        let _done = done;
+        let shared = _done.shared.clone();
+        if let Err(e) = transfer(&shared, peer, request, source).await {
+            tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+        }
+    });
+}
+
+/// Releases a transfer's slot and its in-progress entry however it ends.
+struct Done {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    id: u64,
+}
+
+impl Drop for Done {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let mut in_progress = self
+            .shared
+            .in_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if in_progress
+            .get(&self.peer)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            in_progress.remove(&self.peer);
+        }
     }
 }
 
-/// What a transfer reads from: rendered bytes, or a static file opened on
-/// the blocking pool at the first read, after async-tftp released its lock.
+fn error_packet(code: u16, message: &str) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(5 + message.len());
+    packet.extend_from_slice(&OP_ERROR.to_be_bytes());
+    packet.extend_from_slice(&code.to_be_bytes());
+    packet.extend_from_slice(message.as_bytes());
+    packet.push(0);
+    packet
+}
+
+/// Errors go out from a new port (a TID of their own, RFC 1350) and are
+/// never retransmitted.
+fn send_error(shared: &Shared, peer: SocketAddr, code: u16, message: &str) {
+    let packet = error_packet(code, message);
+    let local = SocketAddr::new(shared.local_ip, 0);
+    tokio::spawn(async move {
+        if let Ok(socket) = tokio::net::UdpSocket::bind(local).await {
+            let _ = socket.send_to(&packet, peer).await;
+        }
+    });
+}
+
 enum Source {
+    Memory(Arc<[u8]>),
+    File { path: std::path::PathBuf, len: u64 },
+}
+
+/// Reads the blocks of a transfer in order.
+enum Reader {
     Memory { body: Arc<[u8]>, position: usize },
-    Opening(Pin<Box<dyn Future<Output = io::Result<std::fs::File>> + Send>>),
-    File(blocking::Unblock<std::fs::File>),
+    File(tokio::io::BufReader<tokio::fs::File>),
 }
 
-pub struct Transfer {
-    source: Source,
-    _slot: Slot,
-}
-
-impl AsyncRead for Transfer {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            match &mut self.source {
-                Source::Memory { body, position } => {
-                    let remaining = &body[(*position).min(body.len())..];
-                    let n = remaining.len().min(buf.len());
-                    buf[..n].copy_from_slice(&remaining[..n]);
-                    *position += n;
-                    return Poll::Ready(Ok(n));
+impl Reader {
+    async fn block(&mut self, out: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        match self {
+            Reader::Memory { body, position } => {
+                let end = (*position + size).min(body.len());
+                out.extend_from_slice(&body[*position..end]);
+                *position = end;
+            }
+            Reader::File(file) => {
+                use tokio::io::AsyncReadExt;
+                let start = out.len();
+                out.resize(start + size, 0);
+                let mut filled = 0;
+                while filled < size {
+                    let n = file.read(&mut out[start + filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
                 }
-                Source::Opening(open) => match open.as_mut().poll(cx) {
-                    Poll::Ready(Ok(file)) => {
-                        self.source = Source::File(blocking::Unblock::new(file))
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                },
-                Source::File(file) => return Pin::new(file).poll_read(cx, buf),
+                out.truncate(start + filled);
             }
+        }
+        Ok(())
+    }
+}
+
+/// One read transfer: negotiate, then send windows of blocks until the
+/// last is acknowledged. Duplicate ACKs are ignored (no Sorcerer's
+/// Apprentice); silence is answered by resending the window, a bounded
+/// number of times; an ERROR from the client ends the transfer at once.
+async fn transfer(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: ReadRequest,
+    source: Source,
+) -> io::Result<()> {
+    let options = &shared.options;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(shared.local_ip, 0)).await?;
+    socket.connect(peer).await?;
+    let (mut reader, size) = match source {
+        Source::Memory(body) => {
+            let len = body.len() as u64;
+            (Reader::Memory { body, position: 0 }, len)
+        }
+        Source::File { path, len } => (
+            Reader::File(tokio::io::BufReader::new(
+                tokio::fs::File::open(&path).await?,
+            )),
+            len,
+        ),
+    };
+    let mut oack: Vec<(&str, String)> = Vec::new();
+    let blksize = match request.blksize {
+        Some(b) => {
+            let b = b.min(options.blksize_limit.max(8));
+            oack.push(("blksize", b.to_string()));
+            b as usize
+        }
+        None => 512,
+    };
+    let windowsize = match request.windowsize {
+        Some(w) => {
+            let w = w.min(options.windowsize_limit.max(1));
+            oack.push(("windowsize", w.to_string()));
+            w
+        }
+        None => 1,
+    };
+    let mut timeout = options.timeout;
+    if let Some(t) = request.timeout {
+        timeout = Duration::from_secs(t.into());
+        oack.push(("timeout", t.to_string()));
+    }
+    if request.tsize {
+        oack.push(("tsize", size.to_string()));
+    }
+    let mut ack_buf = [0u8; 516];
+    if !oack.is_empty() {
+        let mut packet = OP_OACK.to_be_bytes().to_vec();
+        for (name, value) in &oack {
+            packet.extend_from_slice(name.as_bytes());
+            packet.push(0);
+            packet.extend_from_slice(value.as_bytes());
+            packet.push(0);
+        }
+        exchange(
+            &socket,
+            &[packet],
+            0,
+            1,
+            timeout,
+            options.max_send_retries,
+            &mut ack_buf,
+        )
+        .await?;
+    }
+    // The window: blocks sent and not yet acknowledged, oldest first.
+    let mut window: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut base: u16 = 1;
+    let mut read_all = false;
+    loop {
+        while !read_all && window.len() < windowsize as usize {
+            let number = base.wrapping_add(window.len() as u16);
+            let mut packet = Vec::with_capacity(4 + blksize);
+            packet.extend_from_slice(&OP_DATA.to_be_bytes());
+            packet.extend_from_slice(&number.to_be_bytes());
+            reader.block(&mut packet, blksize).await?;
+            read_all = packet.len() - 4 < blksize;
+            window.push_back(packet);
+        }
+        let count = window.len() as u16;
+        let acked = exchange(
+            &socket,
+            window.make_contiguous(),
+            base,
+            count,
+            timeout,
+            options.max_send_retries,
+            &mut ack_buf,
+        )
+        .await?;
+        window.drain(..acked as usize);
+        base = base.wrapping_add(acked);
+        if read_all && window.is_empty() {
+            return Ok(());
         }
     }
 }
 
-impl Handler for ProvisionHandler {
-    type Reader = Transfer;
-    type Writer = futures_lite::io::Sink;
-
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let Some(path) = path.to_str() else {
-            return Err(packet::Error::FileNotFound);
-        };
-        if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_transfers {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%client, path, "TFTP transfer cap reached; refusing");
-            return Err(packet::Error::Msg("server busy, try again".into()));
+/// Sends `packets` (blocks `base..base+count`; an OACK is "block 0") and
+/// waits for an ACK inside that range; returns how many were acknowledged.
+async fn exchange(
+    socket: &tokio::net::UdpSocket,
+    packets: &[Vec<u8>],
+    base: u16,
+    count: u16,
+    timeout: Duration,
+    retries: u32,
+    buf: &mut [u8],
+) -> io::Result<u16> {
+    for _ in 0..=retries {
+        for packet in packets {
+            socket.send(packet).await?;
         }
-        let slot = Slot(self.active.clone());
-        match self.provisioner.provision(&Request {
-            path,
-            user_agent: None,
-            remote: Some(client.ip()),
-            protocol: "tftp",
-            query: None,
-        }) {
-            Ok(rendered) => {
-                let (source, size) = match &rendered.file {
-                    Some(file) => {
-                        let path = file.path.clone();
-                        let open = blocking::unblock(move || std::fs::File::open(path));
-                        (Source::Opening(Box::pin(open)), file.len)
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let received = match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
+                Err(_) => break, // resend
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(io::Error::new(e.kind(), "client went away"))
+                }
+                Ok(received) => received?,
+            };
+            if received < 4 {
+                continue;
+            }
+            match u16::from_be_bytes([buf[0], buf[1]]) {
+                OP_ACK => {
+                    let block = u16::from_be_bytes([buf[2], buf[3]]);
+                    // How far into this window the ACK reaches (1..=count),
+                    // with block numbers wrapping past 65535.
+                    let reach = block.wrapping_sub(base).wrapping_add(1);
+                    if (1..=count).contains(&reach) {
+                        return Ok(reach);
                     }
-                    None => (
-                        Source::Memory {
-                            body: rendered.body.clone(),
-                            position: 0,
-                        },
-                        rendered.body.len() as u64,
-                    ),
-                };
-                Ok((
-                    Transfer {
-                        source,
-                        _slot: slot,
-                    },
-                    Some(size),
-                ))
-            }
-            // A banned source learns nothing: it looks like any unknown file.
-            Err(ProvisionError::NotFound | ProvisionError::Banned) => {
-                Err(packet::Error::FileNotFound)
-            }
-            Err(ProvisionError::BadPath(why)) => {
-                tracing::info!(%client, path, reason = why, "refused TFTP path");
-                Err(packet::Error::PermissionDenied)
-            }
-            Err(e) => {
-                tracing::error!(%client, path, error = %e, "TFTP provisioning failed");
-                Err(packet::Error::Msg("internal error".into()))
+                    // An old or duplicate ACK: never answered with a resend.
+                }
+                OP_ERROR => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "client sent an error",
+                    ))
+                }
+                _ => {}
             }
         }
     }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no acknowledgement",
+    ))
+}
 
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        tracing::info!(%client, path = %path.display(), "TFTP write refused (read-only server)");
-        Err(packet::Error::PermissionDenied)
+const OP_RRQ: u16 = 1;
+const OP_WRQ: u16 = 2;
+const OP_DATA: u16 = 3;
+const OP_ACK: u16 = 4;
+const OP_ERROR: u16 = 5;
+const OP_OACK: u16 = 6;
+const ERR_NOT_FOUND: u16 = 1;
+const ERR_ACCESS: u16 = 2;
+const ERR_ILLEGAL: u16 = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_with_their_options() {
+        let r =
+            parse_request(b"\0\x01a.cfg\0OCTET\0BLKSIZE\x001428\0tsize\x000\0windowsize\x000\0x\0")
+                .unwrap();
+        assert_eq!(
+            (r.file.as_str(), r.blksize, r.tsize),
+            ("a.cfg", Some(1428), true)
+        );
+        // windowsize 0 is invalid and left out; a dangling name is ignored.
+        assert_eq!(r.windowsize, None);
+        assert!(parse_request(b"\0\x01a.cfg\0mail\0").is_err());
+        assert!(parse_request(b"\0\x01a.cfg\0octet").is_err());
+        assert!(parse_request(b"\0\x01a.cfg\0").is_err());
+        let r = parse_request(b"\0\x01b\0netascii\0blksize\x004\0timeout\x00300\0").unwrap();
+        assert_eq!((r.blksize, r.timeout), (None, None));
     }
 }

@@ -408,3 +408,64 @@ async fn duplicate_acks_cause_no_data_storm() {
         "{packets} DATA packets for {blocks} blocks"
     );
 }
+
+#[tokio::test]
+async fn a_client_error_frees_the_slot_at_once() {
+    let f = Fixture::new().await;
+    let server = Server::start(
+        f.provisioner.clone(),
+        TftpOptions {
+            max_transfers: 1,
+            // Long enough that only the ERROR can free the slot in time.
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+    let quitter = client();
+    quitter
+        .send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+        .unwrap();
+    let (first, peer) = recv(&quitter);
+    assert_eq!(first[1], 3);
+    // The phone gives up (say, it found the file unusable).
+    quitter.send_to(b"\0\x05\0\0cancelled\0", peer).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = client();
+        s.send_to(&request(1, "001565000002.cfg", &[]), server.addr)
+            .unwrap();
+        let (p, _) = recv(&s);
+        if p[1] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot stayed taken after the client's ERROR"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn the_next_file_from_the_same_port_is_served_at_once() {
+    let f = Fixture::new().await;
+    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let s = client();
+    for file in ["001565000001.cfg", "001565000002.cfg", "001565000001.cfg"] {
+        let want = expected(&f, file);
+        s.send_to(&request(1, file, &[]), server.addr).unwrap();
+        let mut data = Vec::new();
+        loop {
+            // `recv` fails the test after its timeout: a request ignored
+            // because the previous transfer was still winding down.
+            let (p, peer) = recv(&s);
+            assert_eq!(p[1], 3, "{file}: {p:?}");
+            data.extend_from_slice(&p[4..]);
+            ack(&s, peer, u16::from_be_bytes([p[2], p[3]]));
+            if p.len() - 4 < 512 {
+                break;
+            }
+        }
+        assert_eq!(data, want, "{file}");
+    }
+}
