@@ -165,7 +165,7 @@ impl Default for ProvisioningConfig {
             tls_cert: None,
             tls_key: None,
             tftp_listen: Some("127.0.0.1:6969".parse().expect("valid default")),
-            tftp_max_transfers: 1024,
+            tftp_max_transfers: 4096,
             tftp_blksize_limit: 1468,
             tftp_windowsize_limit: 16,
             tftp_timeout_ms: 2000,

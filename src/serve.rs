@@ -142,12 +142,44 @@ async fn load_mirror(
     Ok(())
 }
 
+/// Every TFTP transfer and HTTP connection is an open file, and a boot
+/// storm needs thousands; the usual soft limit is 1024. Raise it to the
+/// hard limit (as Go and nginx do), and say so when even that is short.
+fn raise_open_file_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), maximum) = (limit.current, limit.maximum) else {
+        return; // unlimited
+    };
+    let target = maximum.unwrap_or(u64::MAX).min(1 << 20);
+    let mut effective = current;
+    if target > current {
+        let raised = rustix::process::Rlimit {
+            current: Some(target),
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => effective = target,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let needed = config.provisioning.tftp_max_transfers as u64 + 1024;
+    if effective < needed {
+        tracing::warn!(
+            limit = effective,
+            needed,
+            "open-file limit below what provisioning.tftp_max_transfers needs; raise LimitNOFILE"
+        );
+    }
+}
+
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     demo: bool,
     log: LogHandle,
 ) -> Result<()> {
+    raise_open_file_limit(&config);
     let (store, key) = open_store(&config).await?;
     // Bind before the load so a taken port fails fast, with its own message.
     let listener = TcpListener::bind(config.http.listen)

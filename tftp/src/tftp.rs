@@ -42,7 +42,7 @@ pub struct TftpOptions {
 impl Default for TftpOptions {
     fn default() -> Self {
         TftpOptions {
-            max_transfers: 1024,
+            max_transfers: 4096,
             blksize_limit: 1468,
             windowsize_limit: 16,
             // 2 s x (1 + 4 retries) = a dead client frees its slot in ~10 s.

@@ -502,24 +502,29 @@ macro_rules! shared_sql {
             Ok(report)
         }
 
+        /// One multi-row INSERT per chunk: each statement is a round trip
+        /// (for SQLite, a hop to sqlx's worker thread), and a boot storm
+        /// records thousands of fetches a second.
         pub(super) async fn insert_boots(conn: &mut $conn, records: &[BootRecord]) -> Result<(), SyncError> {
-            for r in records {
-                sqlx::query(
+            // 10 parameters a row, well under every backend's limit.
+            for chunk in records.chunks(200) {
+                let mut insert = sqlx::QueryBuilder::<<$conn as sqlx::Connection>::Database>::new(
                     "INSERT INTO provisioning_history (mac, at, remote_ip, user_agent, protocol, file, outcome, \
-                     bytes, model, firmware) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(&r.mac)
-                .bind(r.at)
-                .bind(&r.remote_ip)
-                .bind(&r.user_agent)
-                .bind(&r.protocol)
-                .bind(&r.file)
-                .bind(&r.outcome)
-                .bind(r.bytes)
-                .bind(&r.model)
-                .bind(&r.firmware)
-                .execute(&mut *conn)
-                .await?;
+                     bytes, model, firmware) ",
+                );
+                insert.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.mac)
+                        .push_bind(r.at)
+                        .push_bind(&r.remote_ip)
+                        .push_bind(&r.user_agent)
+                        .push_bind(&r.protocol)
+                        .push_bind(&r.file)
+                        .push_bind(&r.outcome)
+                        .push_bind(r.bytes)
+                        .push_bind(&r.model)
+                        .push_bind(&r.firmware);
+                });
+                insert.build().execute(&mut *conn).await?;
             }
             Ok(())
         }
