@@ -2,28 +2,74 @@
 //! bounded queue without waiting; a background task writes them in batches.
 //! When the queue is full (database slow or down) records are dropped and
 //! counted: history is worth less than answering the next phone.
+//!
+//! History says when each phone last booted and what it fetched; it is not
+//! a request log. The same fetch (phone, file, outcome, protocol, source)
+//! repeated within [`REPEAT_WINDOW_MS`] is recorded once, so a phone in a
+//! reboot loop, or a storm of retries, cannot flood the table.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::model::Millis;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{BootRecord, Store};
 
+/// Repeats of one fetch within this window are recorded once.
+pub const REPEAT_WINDOW_MS: Millis = 60_000;
+/// Fetches remembered for de-duplication; past it, old ones are forgotten.
+const REMEMBERED: usize = 100_000;
+
 #[derive(Clone)]
 pub struct HistorySink {
     tx: mpsc::Sender<BootRecord>,
     dropped: Arc<AtomicU64>,
+    repeats: Arc<AtomicU64>,
+    /// Hash of a fetch → when it was last recorded.
+    recent: Arc<Mutex<HashMap<u64, Millis>>>,
 }
 
 impl HistorySink {
     /// Never blocks.
     pub fn record(&self, record: BootRecord) {
+        if self.is_repeat(&record) {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.tx.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn is_repeat(&self, r: &BootRecord) -> bool {
+        let mut hasher = foldhash::fast::FixedState::with_seed(0x6869_7374).build_hasher();
+        (&r.mac, &r.file, &r.outcome, &r.protocol, &r.remote_ip).hash(&mut hasher);
+        let key = hasher.finish();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = recent.get(&key) {
+            if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {
+                return true;
+            }
+        }
+        if recent.len() >= REMEMBERED {
+            recent.retain(|_, at| r.at - *at < REPEAT_WINDOW_MS);
+            if recent.len() >= REMEMBERED {
+                recent.clear();
+            }
+        }
+        recent.insert(key, r.at);
+        false
+    }
+
+    /// Fetches not recorded because the same one was recorded moments ago.
+    pub fn repeats(&self) -> u64 {
+        self.repeats.load(Ordering::Relaxed)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -47,6 +93,8 @@ pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (HistorySink, HistoryW
         HistorySink {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            repeats: Arc::new(AtomicU64::new(0)),
+            recent: Arc::default(),
         },
         HistoryWriter {
             rx,

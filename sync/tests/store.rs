@@ -334,25 +334,34 @@ async fn history_body(db: TestDb) {
     let (sink, writer) = history::channel(store.clone(), 16);
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(writer.run(cancel.clone()));
+    let record = |i: i64, file: String| store::BootRecord {
+        mac: "001565000001".into(),
+        at: now_millis() - 1000 * i,
+        remote_ip: "127.0.0.1".into(),
+        user_agent: Some("Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01".into()),
+        protocol: "tftp".into(),
+        file,
+        outcome: "ok".into(),
+        bytes: 4096,
+        model: Some("T46S".into()),
+        firmware: Some("66.86.0.15".into()),
+    };
+    // The same fetch again within the repeat window is recorded once.
+    sink.record(record(0, "y000000000066.cfg".into()));
+    sink.record(record(0, "y000000000066.cfg".into()));
+    assert_eq!(sink.repeats(), 1);
     for i in 0..40 {
         sink.record(store::BootRecord {
-            mac: "001565000001".into(),
-            at: now_millis() - 1000 * i,
-            remote_ip: "127.0.0.1".into(),
-            user_agent: Some("Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01".into()),
-            protocol: "tftp".into(),
-            file: "001565000001.cfg".into(),
-            outcome: "ok".into(),
-            bytes: 4096,
-            model: Some("T46S".into()),
-            firmware: Some("66.86.0.15".into()),
+            file: format!("001565000001-{i}.cfg"),
+            ..record(i, String::new())
         });
     }
+    sink.record(record(0, "001565000001.cfg".into()));
     cancel.cancel();
     task.await.unwrap();
     // The queue holds 16; the rest were dropped and counted, not queued without bound.
     assert!(
-        sink.dropped() > 0 && sink.dropped() <= 40 - 16,
+        sink.dropped() > 0 && sink.dropped() <= 42 - 16,
         "dropped {}",
         sink.dropped()
     );
