@@ -9,7 +9,7 @@
 //! reboot loop, or a storm of retries, cannot flood the table.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,9 +48,8 @@ impl HistorySink {
     }
 
     fn is_repeat(&self, r: &BootRecord) -> bool {
-        let mut hasher = foldhash::fast::FixedState::with_seed(0x6869_7374).build_hasher();
-        (&r.mac, &r.file, &r.outcome, &r.protocol, &r.remote_ip).hash(&mut hasher);
-        let key = hasher.finish();
+        let key = foldhash::fast::FixedState::with_seed(0x6869_7374)
+            .hash_one((&r.mac, &r.file, &r.outcome, &r.protocol, &r.remote_ip));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = recent.get(&key) {
             if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {
