@@ -48,8 +48,13 @@ impl HistorySink {
     }
 
     fn is_repeat(&self, r: &BootRecord) -> bool {
-        let key = foldhash::fast::FixedState::with_seed(0x6869_7374)
-            .hash_one((&r.mac, &r.file, &r.outcome, &r.protocol, &r.remote_ip));
+        let key = foldhash::fast::FixedState::with_seed(0x6869_7374).hash_one((
+            &r.mac,
+            &r.file,
+            &r.outcome,
+            &r.protocol,
+            &r.remote_ip,
+        ));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = recent.get(&key) {
             if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {
