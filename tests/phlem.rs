@@ -352,3 +352,86 @@ fn phones_that_keep_their_source_port_get_every_file_at_once() {
         .sum();
     assert_eq!(retransmits, 0, "{}", text(&out.stdout));
 }
+
+#[test]
+fn phones_with_credentials_answer_digest_challenges() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let data = write_file(
+        dir.path(),
+        "locked.json",
+        r#"{"tenants":[{"slug":"acme","name":"Acme"}],
+            "phones":[{"tenant":"acme","mac":"00:15:65:00:00:44","family":"yealink","model":"T46S",
+                       "http_user":"desk44","http_password":"hunter2!",
+                       "lines":[{"extension":"144","password":"s3cret","registrar":"sip.example.net"}]}]}"#,
+    );
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&data);
+    assert!(run(import).status.success());
+    let server = Server::start(dir.path(), &url, &[]);
+    let target = format!("http://{}", server.prov_addr);
+    let json = dir.path().join("digest.json");
+    let out = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--phones",
+            "database",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(report(&json)["steps"]["yealink {mac}.cfg"]["transfers"], 1);
+    // The same phone without its credentials is refused, and phlem says so.
+    let csv = write_file(dir.path(), "nocreds.csv", "001565000044,yealink,T46S\n");
+    let out = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--phones",
+            csv.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("failed: http_401"),
+        "{}",
+        text(&out.stdout)
+    );
+    let wrong = write_file(
+        dir.path(),
+        "wrong.csv",
+        "001565000044,yealink,T46S,desk44,wrong\n",
+    );
+    let out = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--phones",
+            wrong.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("failed: http_401"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -22,7 +22,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub target: String,
     /// Which phones: `demo` (the demo tenant's), `database` (every phone in
-    /// the configured database), or a CSV file of `mac,family,model` lines.
+    /// the configured database, with their HTTP credentials), or a CSV file
+    /// of `mac,family,model[,http_user,http_password]` lines.
     #[arg(long, default_value = "demo")]
     pub phones: String,
     /// Boot each phone this many times.
@@ -138,6 +139,7 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
             mac: mac.parse().map_err(|e| anyhow::anyhow!("{mac:?}: {e}"))?,
             family,
             model: model.to_string(),
+            credentials: None,
         })
     };
     match source {
@@ -146,17 +148,27 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
             .map(|p| phone(p.mac, p.family, p.model))
             .collect(),
         "database" => {
-            let (store, _) = crate::serve::open_store(config).await?;
+            let (store, key) = crate::serve::open_store(config).await?;
             let (data, _, _) = store.load_all().await.context("reading phones")?;
-            Ok(data
-                .phones
-                .into_iter()
-                .map(|p| Phone {
+            let mut phones = Vec::with_capacity(data.phones.len());
+            for p in data.phones {
+                let credentials = match (&p.http_user, &p.http_password) {
+                    (Some(user), Some(sealed)) => {
+                        let password = key
+                            .open(dialtone_sync::Purpose::DeviceHttpPassword, sealed)
+                            .with_context(|| format!("opening the HTTP password of {}", p.mac))?;
+                        Some((user.to_string(), password))
+                    }
+                    _ => None,
+                };
+                phones.push(Phone {
                     mac: p.mac,
                     family: p.family,
                     model: p.model.as_deref().unwrap_or_default().to_string(),
-                })
-                .collect())
+                    credentials,
+                });
+            }
+            Ok(phones)
         }
         path => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -166,15 +178,24 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
+                let at = || format!("{path}:{}", n + 1);
                 let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-                let [mac, family, model] = fields[..] else {
-                    bail!("{path}:{}: want mac,family,model", n + 1);
+                let (mac, family, model, credentials) = match fields[..] {
+                    [mac, family, model] => (mac, family, model, None),
+                    [mac, family, model, user, password] => (
+                        mac,
+                        family,
+                        model,
+                        Some((user.to_string(), password.to_string())),
+                    ),
+                    _ => bail!("{}: want mac,family,model[,http_user,http_password]", at()),
                 };
                 let family: Family = family
                     .parse()
-                    .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", n + 1))?;
-                phones
-                    .push(phone(mac, family, model).with_context(|| format!("{path}:{}", n + 1))?);
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                let mut parsed = phone(mac, family, model).with_context(at)?;
+                parsed.credentials = credentials;
+                phones.push(parsed);
             }
             Ok(phones)
         }
@@ -201,18 +222,50 @@ async fn fetch(
             Err(TftpError::Io(_)) => Err("io".into()),
         },
         Target::Http(base, client) => {
-            let response = client
-                .get(format!("{base}/{}", step.file))
-                .header("User-Agent", phone.user_agent())
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.is_timeout() {
-                        "timeout".to_string()
-                    } else {
-                        "connect".to_string()
-                    }
-                })?;
+            let url = format!("{base}/{}", step.file);
+            let send = |authorization: Option<String>| {
+                let mut request = client.get(&url).header("User-Agent", phone.user_agent());
+                if let Some(value) = authorization {
+                    request = request.header("Authorization", value);
+                }
+                async move {
+                    request.send().await.map_err(|e| {
+                        if e.is_timeout() {
+                            "timeout".to_string()
+                        } else {
+                            "connect".to_string()
+                        }
+                    })
+                }
+            };
+            let mut response = send(None).await?;
+            // A phone with credentials answers the Digest challenge, with
+            // MD5 as most phones do.
+            if let (reqwest::StatusCode::UNAUTHORIZED, Some((user, password))) =
+                (response.status(), &phone.credentials)
+            {
+                use dialtone_tftp::digest::{client_response, parse_challenge, Algorithm};
+                let (algorithm, nonce) = response
+                    .headers()
+                    .get_all("www-authenticate")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .filter_map(parse_challenge)
+                    .find(|(algorithm, _)| *algorithm == Algorithm::Md5)
+                    .ok_or_else(|| "no_md5_challenge".to_string())?;
+                let cnonce = format!("{:016x}", rand::random::<u64>());
+                let path = format!("/{}", step.file);
+                let authorization = client_response(
+                    &nonce,
+                    algorithm,
+                    "GET",
+                    &path,
+                    (user, password),
+                    1,
+                    &cnonce,
+                );
+                response = send(Some(authorization)).await?;
+            }
             let status = response.status();
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Err("not_found".into());

@@ -10,6 +10,8 @@ pub struct Phone {
     pub mac: Mac,
     pub family: Family,
     pub model: String,
+    /// Device HTTP credentials, for Digest challenges.
+    pub credentials: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +208,7 @@ mod tests {
             mac: mac.parse().unwrap(),
             family,
             model: model.into(),
+            credentials: None,
         }
     }
 

@@ -232,6 +232,24 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The algorithm and nonce of one `WWW-Authenticate: Digest …` value, as a
+/// client reads them (PHLEM); `None` for other schemes and algorithms.
+pub fn parse_challenge(value: &str) -> Option<(Algorithm, String)> {
+    let fields = parse_fields(value.strip_prefix("Digest ")?);
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    let algorithm = match get("algorithm").as_deref().unwrap_or("MD5") {
+        a if a.eq_ignore_ascii_case("MD5") => Algorithm::Md5,
+        a if a.eq_ignore_ascii_case("SHA-256") => Algorithm::Sha256,
+        _ => return None,
+    };
+    Some((algorithm, get("nonce")?))
+}
+
 /// Builds the `Authorization` header a client would send (tests, PHLEM).
 pub fn client_response(
     challenge_nonce: &str,
@@ -261,6 +279,24 @@ mod tests {
 
     fn auth() -> DigestAuth {
         DigestAuth::new([7; 32], Duration::from_secs(300), 1000)
+    }
+
+    #[test]
+    fn clients_read_our_challenges() {
+        let a = auth();
+        let parsed: Vec<_> = a
+            .challenges(false)
+            .iter()
+            .filter_map(|c| parse_challenge(c))
+            .collect();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[1].0, Algorithm::Md5);
+        assert!(a.check_nonce(&parsed[1].1).is_some());
+        assert_eq!(parse_challenge("Basic realm=\"x\""), None);
+        assert_eq!(
+            parse_challenge("Digest realm=\"x\", algorithm=SHA-512-256, nonce=\"n\""),
+            None
+        );
     }
 
     #[test]
