@@ -75,10 +75,12 @@ PY
         shift 4
         local before after
         before="$(cpu_ticks "$pid")"
-        "$bin" phlem run --quiet --target "$target" --phones "$d/phones.csv" --concurrency "$conc" \
-            --timeout-ms 1000 --retries 5 --json "$d/$name.json" "$@" >"$d/$name.txt" 2>&1 || true
+        # phlem's own user + system seconds: the client must cost less than the server.
+        local TIMEFORMAT='%U %S' client
+        client="$( { time "$bin" phlem run --quiet --target "$target" --phones "$d/phones.csv" --concurrency "$conc" \
+            --timeout-ms 1000 --retries 5 --json "$d/$name.json" "$@" >"$d/$name.txt" 2>&1; } 2>&1 | tail -1)"
         after="$(cpu_ticks "$pid")"
-        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before))}" >>"$d/cpu.jsonl"
+        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before)), \"client_s\": $(echo "$client" | awk '{print $1 + $2}')}" >>"$d/cpu.jsonl"
     }
     log "TFTP storms (a warm-up pass renders dialtone's cache first)"
     storm warmup "tftp://127.0.0.1:$tftp_port" "$dt" 100
@@ -139,10 +141,11 @@ CONF
     python3 - "$d" "$(getconf CLK_TCK)" <<'PY'
 import json, re, sys
 d, hz = sys.argv[1], int(sys.argv[2])
-cpu = {}
+cpu, client = {}, {}
 for l in open(f"{d}/cpu.jsonl"):
     r = json.loads(l)
     cpu[r["case"]] = r["cpu_ticks"] / hz
+    client[r["case"]] = r.get("client_s")
 def storm(name):
     r = json.load(open(f"{d}/{name}.json"))
     samples = sorted(s for st in r["steps"].values() for s in st["samples_us"])
@@ -150,10 +153,10 @@ def storm(name):
     p99 = samples[int((ok - 1) * 0.99)] / 1e3 if ok else float("nan")
     retrans = sum(st["retransmits"] for st in r["steps"].values())
     failed = sum(r["failures"].values())
-    return ok / r["elapsed_s"], p99, failed, retrans, cpu[name] / max(ok, 1) * 1e6
+    return ok / r["elapsed_s"], p99, failed, retrans, cpu[name] / max(ok, 1) * 1e6, client[name] / max(ok, 1) * 1e6
 print()
 print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~4.8 KB); best of 2 rounds by throughput")
-print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16}")
+print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16} {'phlem us/transfer':>18}")
 rows = {}
 for case in ("c100", "c1000"):
     for server in ("dialtone", "dnsmasq"):
@@ -161,14 +164,14 @@ for case in ("c100", "c1000"):
         best = max(runs, key=lambda x: x[0])
         rows[(server, case)] = best
         label = f"{server}, " + ("100 at once, blksize 512" if case == "c100" else "1,000 at once, blksize 1428")
-        print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f}")
+        print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f} {best[5]:>18.0f}")
         reasons = json.load(open(f"{d}/{server}-{case}-r1.json"))["failures"]
         if reasons:
             print(f"    round 1 failures: {reasons}")
 for server in ("dialtone", "dnsmasq"):
     r = storm(f"{server}-sameport-r1")
     label = f"{server}, 100 at once, same port"
-    print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f}")
+    print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f} {r[5]:>18.0f}")
 for case in ("c100", "c1000"):
     a, b = rows[("dialtone", case)], rows[("dnsmasq", case)]
     print(f"{case}: throughput dialtone/dnsmasq {a[0] / b[0]:.2f}x (target >= 1.0); CPU per transfer dialtone/dnsmasq {a[4] / b[4]:.2f} (target <= 1.0)")
