@@ -11,7 +11,6 @@ pub mod tftp;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -39,18 +38,8 @@ pub enum PhlemCommand {
 pub struct FetchArgs {
     /// tftp://HOST[:PORT]/FILE
     pub url: String,
-    /// Block size to ask for (RFC 2348).
-    #[arg(long)]
-    pub blksize: Option<u16>,
-    /// Window size to ask for (RFC 7440).
-    #[arg(long)]
-    pub windowsize: Option<u16>,
-    /// Ask for the transfer size and check it (RFC 2349).
-    #[arg(long)]
-    pub tsize: bool,
-    /// Retransmission timeout in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tftp: tftp::TftpArgs,
     /// Write the file here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -116,13 +105,7 @@ pub async fn run(command: &PhlemCommand, config: &crate::config::Config) -> Resu
         }
         PhlemCommand::Fetch(args) => {
             let (server, file) = parse_tftp_url(&args.url)?;
-            let options = tftp::TftpOptions {
-                blksize: args.blksize,
-                windowsize: args.windowsize,
-                tsize: args.tsize,
-                timeout: Duration::from_millis(args.timeout_ms.max(1)),
-                ..Default::default()
-            };
+            let options = args.tftp.options();
             let transfer = tftp::get(server, &file, &options)
                 .await
                 .with_context(|| format!("fetching {file} from {server}"))?;

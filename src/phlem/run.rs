@@ -40,17 +40,8 @@ pub struct RunArgs {
     /// on one machine or several, and `phlem merge` their reports.
     #[arg(long)]
     pub shard: Option<String>,
-    #[arg(long)]
-    pub blksize: Option<u16>,
-    #[arg(long)]
-    pub windowsize: Option<u16>,
-    #[arg(long)]
-    pub tsize: bool,
-    /// TFTP retransmission timeout; also the HTTP request timeout x 5.
-    #[arg(long, default_value_t = 1000)]
-    pub timeout_ms: u64,
-    #[arg(long, default_value_t = 5)]
-    pub retries: u32,
+    #[command(flatten)]
+    pub tftp: super::tftp::TftpArgs,
     /// TFTP: each phone keeps one source port for all its files, as many
     /// embedded clients do (default: a fresh port per file).
     #[arg(long)]
@@ -357,7 +348,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     if phones.is_empty() {
         bail!("no phones to boot");
     }
-    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let timeout = args.tftp.timeout();
     let target = if let Some(rest) = args.target.strip_prefix("tftp://") {
         let addr = rest.trim_end_matches('/');
         let addr = tokio::net::lookup_host(addr)
@@ -380,13 +371,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             args.target
         );
     };
-    let options = TftpOptions {
-        blksize: args.blksize,
-        windowsize: args.windowsize,
-        tsize: args.tsize,
-        timeout,
-        retries: args.retries,
-    };
+    let options = args.tftp.options();
     let boots: Vec<Phone> = (0..args.repeat)
         .flat_map(|_| phones.iter().cloned())
         .collect();

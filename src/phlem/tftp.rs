@@ -15,6 +15,43 @@ const ACK: u16 = 4;
 const ERROR: u16 = 5;
 const OACK: u16 = 6;
 
+/// The TFTP flags `phlem run` and `phlem fetch` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TftpArgs {
+    /// Block size to ask for (RFC 2348).
+    #[arg(long)]
+    pub blksize: Option<u16>,
+    /// Window size to ask for (RFC 7440).
+    #[arg(long)]
+    pub windowsize: Option<u16>,
+    /// Ask for the transfer size and check it (RFC 2349).
+    #[arg(long)]
+    pub tsize: bool,
+    /// Retransmission timeout in milliseconds (for HTTP, the request
+    /// timeout is five times this).
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Retransmissions before a transfer fails.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+impl TftpArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    pub fn options(&self) -> TftpOptions {
+        TftpOptions {
+            blksize: self.blksize,
+            windowsize: self.windowsize,
+            tsize: self.tsize,
+            timeout: self.timeout(),
+            retries: self.retries,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TftpOptions {
     /// Requested block size; `None` asks for nothing (512).
