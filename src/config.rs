@@ -151,6 +151,12 @@ pub struct ProvisioningConfig {
     /// after about timeout x (retries + 1).
     pub tftp_timeout_ms: u64,
     pub tftp_max_send_retries: u32,
+    /// Open HTTP provisioning connections at most; past it, new connections
+    /// get 503 with Retry-After.
+    pub http_max_connections: usize,
+    /// A client must send each request's headers within this time, or its
+    /// connection is closed (slow and idle clients hold no slot for long).
+    pub http_header_timeout_s: u64,
 }
 
 impl Default for ProvisioningConfig {
@@ -170,6 +176,8 @@ impl Default for ProvisioningConfig {
             tftp_windowsize_limit: 16,
             tftp_timeout_ms: 2000,
             tftp_max_send_retries: 4,
+            http_max_connections: 4096,
+            http_header_timeout_s: 10,
         }
     }
 }

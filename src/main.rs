@@ -123,10 +123,15 @@ fn main() -> ExitCode {
     };
     let serving = matches!(cli.command, Command::Serve(_));
     let log = logging::init(&config.log.filter, serving);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // phlem runs on one thread: on a machine it shares with the server it
+    // leaves the other cores to the server, and it saves the cross-thread
+    // wake-ups of a work-stealing pool. `--shard` spreads it over processes.
+    let mut builder = if matches!(cli.command, Command::Phlem(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("dialtone: cannot start the async runtime: {e}");

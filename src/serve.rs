@@ -361,20 +361,22 @@ pub async fn run(
         counts = ?mirror.load().counts(),
         "dialtone ready"
     );
-    let server = axum::serve(
+    let server = tokio::spawn(dialtone_tftp::http_server::serve(
         listener,
         app(state).merge(dialtone_directory::http::router(lookups)),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned());
+        dialtone_tftp::http_server::HttpServerOptions::default(),
+        cancel.clone(),
+    ));
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    let server = tokio::spawn(async move { server.await });
-    let provisioning = axum::serve(
+    let provisioning = tokio::spawn(dialtone_tftp::http_server::serve(
         provisioning_listener,
-        dialtone_tftp::http::router(provisioner.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let provisioning = tokio::spawn(async move { provisioning.await });
+        dialtone_tftp::http::router(provisioner.clone()),
+        dialtone_tftp::http_server::HttpServerOptions {
+            max_connections: config.provisioning.http_max_connections,
+            header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
+        },
+        cancel.clone(),
+    ));
     let https_handle = axum_server::Handle::new();
     let https = match https {
         Some((listener, tls)) => {
@@ -404,10 +406,7 @@ pub async fn run(
     tracing::info!("shutting down");
     for (name, task) in [("API", server), ("provisioning", provisioning)] {
         match tokio::time::timeout(grace, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(listener = name, error = %e, "HTTP server error at shutdown")
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!(
                 listener = name,

@@ -82,17 +82,20 @@ PY
         after="$(cpu_ticks "$pid")"
         echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before)), \"client_s\": $(echo "$client" | awk '{print $1 + $2}')}" >>"$d/cpu.jsonl"
     }
-    log "TFTP storms (a warm-up pass renders dialtone's cache first)"
-    storm warmup "tftp://127.0.0.1:$tftp_port" "$dt" 100
-    for round in 1 2; do
-        storm "dialtone-c100-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 100
-        storm "dnsmasq-c100-r$round" "tftp://127.0.0.69:69" "$dm" 100
-        storm "dialtone-c1000-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 1000 --blksize 1428 --tsize
-        storm "dnsmasq-c1000-r$round" "tftp://127.0.0.69:69" "$dm" 1000 --blksize 1428 --tsize
-    done
-    # Phones that keep one source port for all their files (many do).
-    storm "dialtone-sameport-r1" "tftp://127.0.0.1:$tftp_port" "$dt" 100 --same-port
-    storm "dnsmasq-sameport-r1" "tftp://127.0.0.69:69" "$dm" 100 --same-port
+    local cases=",${STORM_CASES:-tftp,http},"
+    if [[ $cases == *,tftp,* ]]; then
+        log "TFTP storms (a warm-up pass renders dialtone's cache first)"
+        storm warmup "tftp://127.0.0.1:$tftp_port" "$dt" 100
+        for round in 1 2; do
+            storm "dialtone-c100-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 100
+            storm "dnsmasq-c100-r$round" "tftp://127.0.0.69:69" "$dm" 100
+            storm "dialtone-c1000-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 1000 --blksize 1428 --tsize
+            storm "dnsmasq-c1000-r$round" "tftp://127.0.0.69:69" "$dm" 1000 --blksize 1428 --tsize
+        done
+        # Phones that keep one source port for all their files (many do).
+        storm "dialtone-sameport-r1" "tftp://127.0.0.1:$tftp_port" "$dt" 100 --same-port
+        storm "dnsmasq-sameport-r1" "tftp://127.0.0.69:69" "$dm" 100 --same-port
+    fi
     kill "$dm"
 
     local ng="$d/nginx" ngport
@@ -127,20 +130,22 @@ CONF
         after="$(cpu_ticks $pids)"
         echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before))}" >>"$d/cpu.jsonl"
     }
-    log "HTTP: wrk against dialtone and nginx, keep-alive and not"
-    http dialtone-keepalive "http://127.0.0.1:$prov_port" "$dt"
-    http nginx-keepalive "http://127.0.0.1:$ngport" "$ngpids"
-    http dialtone-close "http://127.0.0.1:$prov_port" "$dt" -H "Connection: close"
-    http nginx-close "http://127.0.0.1:$ngport" "$ngpids" -H "Connection: close"
+    if [[ $cases == *,http,* ]]; then
+        log "HTTP: wrk against dialtone and nginx, keep-alive and not"
+        http dialtone-keepalive "http://127.0.0.1:$prov_port" "$dt"
+        http nginx-keepalive "http://127.0.0.1:$ngport" "$ngpids"
+        http dialtone-close "http://127.0.0.1:$prov_port" "$dt" -H "Connection: close"
+        http nginx-close "http://127.0.0.1:$ngport" "$ngpids" -H "Connection: close"
+    fi
     kill "$(cat "$ng/nginx.pid")"
     kill "$dt"; wait "$dt" 2>/dev/null || true
     # Keep the raw results (the services dir is removed on exit).
     rm -rf target/bench-storm && mkdir -p target/bench-storm
     cp "$d"/*.json "$d"/*.txt "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
 
-    python3 - "$d" "$(getconf CLK_TCK)" <<'PY'
+    python3 - "$d" "$(getconf CLK_TCK)" "$cases" <<'PY'
 import json, re, sys
-d, hz = sys.argv[1], int(sys.argv[2])
+d, hz, cases = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cpu, client = {}, {}
 for l in open(f"{d}/cpu.jsonl"):
     r = json.loads(l)
@@ -154,27 +159,28 @@ def storm(name):
     retrans = sum(st["retransmits"] for st in r["steps"].values())
     failed = sum(r["failures"].values())
     return ok / r["elapsed_s"], p99, failed, retrans, cpu[name] / max(ok, 1) * 1e6, client[name] / max(ok, 1) * 1e6
-print()
-print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~4.8 KB); best of 2 rounds by throughput")
-print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16} {'phlem us/transfer':>18}")
-rows = {}
-for case in ("c100", "c1000"):
+if ",tftp," in cases:
+    print()
+    print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~4.8 KB); best of 2 rounds by throughput")
+    print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16} {'phlem us/transfer':>18}")
+    rows = {}
+    for case in ("c100", "c1000"):
+        for server in ("dialtone", "dnsmasq"):
+            runs = [storm(f"{server}-{case}-r{r}") for r in (1, 2)]
+            best = max(runs, key=lambda x: x[0])
+            rows[(server, case)] = best
+            label = f"{server}, " + ("100 at once, blksize 512" if case == "c100" else "1,000 at once, blksize 1428")
+            print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f} {best[5]:>18.0f}")
+            reasons = json.load(open(f"{d}/{server}-{case}-r1.json"))["failures"]
+            if reasons:
+                print(f"    round 1 failures: {reasons}")
     for server in ("dialtone", "dnsmasq"):
-        runs = [storm(f"{server}-{case}-r{r}") for r in (1, 2)]
-        best = max(runs, key=lambda x: x[0])
-        rows[(server, case)] = best
-        label = f"{server}, " + ("100 at once, blksize 512" if case == "c100" else "1,000 at once, blksize 1428")
-        print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f} {best[5]:>18.0f}")
-        reasons = json.load(open(f"{d}/{server}-{case}-r1.json"))["failures"]
-        if reasons:
-            print(f"    round 1 failures: {reasons}")
-for server in ("dialtone", "dnsmasq"):
-    r = storm(f"{server}-sameport-r1")
-    label = f"{server}, 100 at once, same port"
-    print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f} {r[5]:>18.0f}")
-for case in ("c100", "c1000"):
-    a, b = rows[("dialtone", case)], rows[("dnsmasq", case)]
-    print(f"{case}: throughput dialtone/dnsmasq {a[0] / b[0]:.2f}x (target >= 1.0); CPU per transfer dialtone/dnsmasq {a[4] / b[4]:.2f} (target <= 1.0)")
+        r = storm(f"{server}-sameport-r1")
+        label = f"{server}, 100 at once, same port"
+        print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f} {r[5]:>18.0f}")
+    for case in ("c100", "c1000"):
+        a, b = rows[("dialtone", case)], rows[("dnsmasq", case)]
+        print(f"{case}: throughput dialtone/dnsmasq {a[0] / b[0]:.2f}x (target >= 1.0); CPU per transfer dialtone/dnsmasq {a[4] / b[4]:.2f} (target <= 1.0)")
 def wrk(name):
     text = open(f"{d}/{name}.txt").read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -183,14 +189,15 @@ def wrk(name):
     p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     return rps, p99, int(errors.group(1)) if errors else 0, cpu[name] / max(total, 1) * 1e6
-print()
-print("HTTP provisioning, MAC files of 2,000 phones, wrk -t2 -c64 (on the same 2 cores)")
-print(f"{'case':<24} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
-for mode in ("keepalive", "close"):
-    for server in ("dialtone", "nginx"):
-        r = wrk(f"{server}-{mode}")
-        print(f"{server + ', ' + mode:<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f}")
-    a, b = wrk(f"dialtone-{mode}"), wrk(f"nginx-{mode}")
-    print(f"{mode}: req/s dialtone/nginx {a[0] / b[0]:.2f}x (target >= 1.0); CPU per request dialtone/nginx {a[3] / b[3]:.2f} (target <= 1.0)")
+if ",http," in cases:
+    print()
+    print("HTTP provisioning, MAC files of 2,000 phones, wrk -t2 -c64 (on the same 2 cores)")
+    print(f"{'case':<24} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
+    for mode in ("keepalive", "close"):
+        for server in ("dialtone", "nginx"):
+            r = wrk(f"{server}-{mode}")
+            print(f"{server + ', ' + mode:<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f}")
+        a, b = wrk(f"dialtone-{mode}"), wrk(f"nginx-{mode}")
+        print(f"{mode}: req/s dialtone/nginx {a[0] / b[0]:.2f}x (target >= 1.0); CPU per request dialtone/nginx {a[3] / b[3]:.2f} (target <= 1.0)")
 PY
 }

@@ -130,7 +130,7 @@ async fn fetch(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static(file.content_type),
                     )],
-                    file.body.to_vec(),
+                    axum::body::Bytes::from_owner(file.body.clone()),
                 )
                     .into_response()
             };

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod error;
 pub mod guard;
 pub mod http;
+pub mod http_server;
 pub mod identify;
 pub mod phonebook;
 pub mod provision;

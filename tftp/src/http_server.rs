@@ -1,0 +1,147 @@
+//! The plain-HTTP provisioning listener's accept loop: HTTP/1.1 only, a
+//! bounded number of connections, and a deadline on request headers.
+//!
+//! Phones speak HTTP/1.x and many open a connection per file. `axum::serve`
+//! is built for any client: it sniffs every connection for HTTP/2, wires up
+//! upgrades and a shutdown watcher per connection, and has no connection
+//! cap. Here a connection costs one task and hyper's HTTP/1 state, a slow or
+//! silent client is cut off after `header_timeout`, and past
+//! `max_connections` a connection is answered 503 at once instead of queuing
+//! without bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Limits of one HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpServerOptions {
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, the first
+    /// request and every keep-alive request after it.
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpServerOptions {
+    fn default() -> Self {
+        HttpServerOptions {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connections being told "503" at once, at most.
+const MAX_REFUSALS: usize = 256;
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
+Content-Type: text/plain\r\nContent-Length: 17\r\n\r\nserver too busy\r\n";
+
+/// Serves `router` on `listener` until `shutdown`, then lets open
+/// connections finish their current request and returns once all are closed
+/// (the caller bounds that wait by its grace period). Handlers see the peer
+/// as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: HttpServerOptions,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up before
+                    // the accept: pause briefly rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("dialtone_http_connections_shed_total").increment(1);
+            // Refusals are bounded too: past that, the connection just closes.
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                connections.spawn(async move {
+                    refuse(stream).await;
+                    drop(refusal);
+                });
+            }
+            continue;
+        };
+        let router = router.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let router = router.clone();
+                    router.oneshot(request)
+                });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                log_connection_error(peer, &e);
+            }
+            drop(permit);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Answers 503 and closes gently: closing with the client's request still
+/// unread would send a reset, and the client might never see the answer.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
+    // Clients that vanish mid-request are routine on a phone network.
+    if error.is_incomplete_message() || error.is_canceled() {
+        tracing::debug!(%peer, %error, "HTTP connection ended early");
+    } else if error.is_timeout() {
+        tracing::debug!(%peer, "HTTP client sent no request in time");
+    } else {
+        tracing::info!(%peer, %error, "HTTP connection error");
+    }
+}

@@ -1,0 +1,137 @@
+//! The provisioning listener's accept loop over real loopback sockets: the
+//! peer address reaches handlers, the connection cap answers 503, a silent
+//! client is cut off, and shutdown lets an open request finish.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use dialtone_tftp::http_server::{serve, HttpServerOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+fn router() -> Router {
+    Router::new()
+        .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        )
+}
+
+async fn start(
+    options: HttpServerOptions,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(listener, router(), options, shutdown.clone()));
+    (addr, shutdown, task)
+}
+
+/// Sends one request on a fresh connection and reads the reply to its end.
+async fn request(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    read_to_end(&mut stream).await
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test]
+async fn handlers_see_the_peer_address() {
+    let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
+    let reply = request(addr, "/peer").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("127.0.0.1"), "{reply}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 1,
+        header_timeout: Duration::from_secs(10),
+    })
+    .await;
+    // The first connection holds the only slot by sending nothing yet.
+    let mut holder = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = request(addr, "/peer").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("Retry-After: 5"), "{refused}");
+    // The holder is served normally, and its slot is free afterwards.
+    holder
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_end(&mut holder).await.starts_with("HTTP/1.1 200"));
+    let mut after = String::new();
+    for _ in 0..50 {
+        after = request(addr, "/peer").await;
+        if after.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_client_is_cut_off() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 8,
+        header_timeout: Duration::from_millis(200),
+    })
+    .await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    silent.write_all(b"GET /peer HTTP/1.1\r\n").await.unwrap();
+    // Closed without a response (or with a 408): never left open.
+    let reply = read_to_end(&mut silent).await;
+    assert!(!reply.contains("200 OK"), "{reply}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
+    let slow = tokio::spawn(request(addr, "/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    let reply = slow.await.unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("done"),
+        "{reply}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve returns once its connections are closed")
+        .unwrap();
+    // No longer accepting.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
