@@ -209,6 +209,7 @@ pub fn mutations(key: &SecretKey) -> Result<Vec<Mutation>> {
 
 pub async fn seed(store: &dyn Store, key: &SecretKey) -> Result<WriteReport> {
     let audit = Audit {
+        tenant: None,
         actor: "cli".into(),
         action: "demo.seed".into(),
         entity: "tenant".into(),

@@ -113,6 +113,7 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
     let (store, _) = crate::serve::open_store(config).await?;
     crate::prepare_schema(config, &*store).await?;
     let audit = |action: &str, key: String| Audit {
+        tenant: None,
         actor: actor(),
         action: action.into(),
         entity: "api_token".into(),

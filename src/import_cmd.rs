@@ -72,6 +72,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     crate::prepare_schema(config, &*store).await?;
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let audit = Audit {
+        tenant: None,
         actor: format!(
             "cli:{}",
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())

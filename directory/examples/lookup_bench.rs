@@ -29,6 +29,7 @@ fn summary(mut samples: Vec<Duration>) -> serde_json::Value {
 
 fn audit() -> Audit {
     Audit {
+        tenant: None,
         actor: "bench".into(),
         action: "seed".into(),
         entity: "bench".into(),

@@ -9,6 +9,7 @@ use dialtone_sync::*;
 
 fn audit() -> Audit {
     Audit {
+        tenant: None,
         actor: "t".into(),
         action: "t".into(),
         entity: "t".into(),

@@ -295,6 +295,7 @@ async fn latency(url: &str, writes: usize) {
             }],
         };
         let audit = Audit {
+            tenant: None,
             actor: "bench".into(),
             action: "bench".into(),
             entity: "phone".into(),

@@ -49,6 +49,10 @@ pub enum SyncError {
 
     #[error("not found: {0}")]
     NotFound(String),
+
+    /// An `Expect` mutation found the row changed since the caller read it.
+    #[error("{0} was changed by someone else; reload it and edit again")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for SyncError {

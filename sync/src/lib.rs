@@ -10,6 +10,7 @@
 
 pub mod crypto;
 pub mod error;
+pub mod etag;
 pub mod history;
 pub mod import;
 mod intern;
@@ -24,9 +25,10 @@ pub mod watcher;
 
 pub use crypto::{generate_token, token_hash, Purpose, Sealed, SecretKey};
 pub use error::SyncError;
+pub use etag::{etag_of, phone_etag};
 pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
 pub use store::{
-    open, ApiTokenInput, Audit, Backend, DirectorySourceInput, Mutation, Store, StoreOptions,
-    WriteReport,
+    open, ApiTokenInput, Audit, AuditQuery, AuditRecord, Backend, DirectorySourceInput, Mutation,
+    Store, StoreOptions, Target, TemplateVersion, WriteReport,
 };

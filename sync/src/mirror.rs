@@ -551,6 +551,9 @@ pub struct Mirror {
     state: ArcSwap<MirrorState>,
     events: broadcast::Sender<ChangeEvent>,
     health: Mutex<MirrorHealth>,
+    /// Held while catching up, so the watcher and a writer that wants to
+    /// read its own write never apply batches over each other.
+    catch_up: tokio::sync::Mutex<()>,
 }
 
 impl Default for Mirror {
@@ -566,6 +569,7 @@ impl Mirror {
             state: ArcSwap::from_pointee(MirrorState::default()),
             events: broadcast::channel(CHANGE_STREAM_CAPACITY).0,
             health: Mutex::new(MirrorHealth::default()),
+            catch_up: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -614,8 +618,14 @@ impl Mirror {
         let _ = self.events.send(ChangeEvent::Reset { version });
     }
 
-    /// Applies a batch from the change feed and moves the cursor. Only the
-    /// watcher calls this, so there is a single writer.
+    /// Taken by [`crate::watcher::catch_up`]: one catch-up at a time.
+    pub async fn lock_catch_up(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.catch_up.lock().await
+    }
+
+    /// Applies a batch from the change feed and moves the cursor. Callers
+    /// hold [`Mirror::lock_catch_up`] (or are the only writer, as at start),
+    /// so batches never interleave.
     pub fn apply(&self, changes: Vec<RowChange>, cursor: Cursor, meta: Meta) -> usize {
         let current = self.load();
         let mut next = (*current).clone();

@@ -41,7 +41,10 @@ pub async fn full_load(mirror: &Mirror, store: &dyn Store) -> Result<(), SyncErr
 
 /// Brings the mirror up to date with the change log. Returns how many rows
 /// changed in the mirror.
+/// Safe to call from anywhere (the admin API calls it after a write, to
+/// read its own write): catch-ups take turns.
 pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncError> {
+    let _turn = mirror.lock_catch_up().await;
     let state = mirror.load();
     let batch = store.changes_since(state.cursor()).await?;
     let reason = if batch.meta.database_id != state.meta().database_id {

@@ -63,6 +63,7 @@ pub fn entry(tenant: &str, id: &str, name: &str, number: &str) -> Mutation {
 
 pub fn audit(action: &str) -> Audit {
     Audit {
+        tenant: None,
         actor: "test".into(),
         action: action.into(),
         entity: "test".into(),

@@ -570,3 +570,145 @@ async fn sources_and_tokens_body(db: TestDb) {
         .unwrap();
     assert_eq!(gone.directory_sources.deleted, 1);
 }
+
+both_backends!(expectations, expectations_body);
+/// `Mutation::Expect`: the tag the mirror shows is the tag the transaction
+/// checks; of two writes made from the same read exactly one lands, even
+/// when they race; and every write leaves one audit row with its tenant.
+async fn expectations_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("seed"))
+        .await
+        .unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let mac: Mac = "001565000001".parse().unwrap();
+    let seen = state.phone_by_mac(&mac).unwrap();
+    let tag = phone_etag(seen, &state.lines_of(seen.id));
+    let edit = |label: &str| {
+        let Mutation::UpsertPhone(mut input) = phone("acme", 1, 2) else {
+            unreachable!()
+        };
+        input.label = Some(label.into());
+        vec![
+            Mutation::Expect {
+                target: Target::Phone { mac },
+                etag: tag.clone(),
+            },
+            Mutation::UpsertPhone(input),
+        ]
+    };
+    let tenant_audit = |action: &str| Audit {
+        tenant: Some("acme".into()),
+        ..audit(action)
+    };
+    let (a, b) = (edit("first"), edit("second"));
+    let (audit_a, audit_b) = (tenant_audit("edit"), tenant_audit("edit"));
+    let (first, second) = tokio::join!(store.apply(&a, &audit_a), store.apply(&b, &audit_b));
+    let outcomes = [first.is_ok(), second.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one of two racing edits lands: {first:?} {second:?}"
+    );
+    let refused = if first.is_ok() { second } else { first };
+    assert!(matches!(refused, Err(SyncError::Conflict(_))), "{refused:?}");
+
+    // The mirror's new tag is the one the store accepts next.
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let now = state.phone_by_mac(&mac).unwrap();
+    assert_ne!(phone_etag(now, &state.lines_of(now.id)), tag);
+    let Mutation::UpsertPhone(input) = phone("acme", 1, 1) else {
+        unreachable!()
+    };
+    store
+        .apply(
+            &[
+                Mutation::Expect {
+                    target: Target::Phone { mac },
+                    etag: phone_etag(now, &state.lines_of(now.id)),
+                },
+                Mutation::UpsertPhone(input),
+            ],
+            &tenant_audit("edit"),
+        )
+        .await
+        .unwrap();
+    let missing = store
+        .apply(
+            &[Mutation::Expect {
+                target: Target::Tenant {
+                    slug: "nobody".into(),
+                },
+                etag: "\"x\"".into(),
+            }],
+            &audit("edit"),
+        )
+        .await;
+    assert!(matches!(missing, Err(SyncError::NotFound(_))), "{missing:?}");
+
+    // Only successful writes are audited; the tenant filter finds them.
+    let rows = store
+        .audit_log(&AuditQuery {
+            tenant: Some("acme".into()),
+            limit: 50,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].id > rows[1].id, "newest first");
+    let all = store
+        .audit_log(&AuditQuery {
+            limit: 50,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let page = store
+        .audit_log(&AuditQuery {
+            before_id: Some(all[0].id),
+            limit: 1,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, all[1].id);
+}
+
+both_backends!(template_history, template_history_body);
+async fn template_history_body(db: TestDb) {
+    let store = db.store().await;
+    let template = |body: &str| {
+        Mutation::UpsertTemplate(store::TemplateInput {
+            scope: TemplateScope::Family,
+            family: Family::Snom,
+            scope_key: String::new(),
+            file_pattern: "{mac}.xml".into(),
+            body: body.into(),
+            updated_by: "test".into(),
+        })
+    };
+    for body in ["<a/>", "<b/>", "<c/>"] {
+        store.apply(&[template(body)], &audit("t")).await.unwrap();
+    }
+    let id = db_rows(&*store).await.templates[0].id;
+    let versions = store.template_versions(id).await.unwrap();
+    let bodies: Vec<(i64, &str)> = versions
+        .iter()
+        .map(|v| (v.version, v.body.as_str()))
+        .collect();
+    assert_eq!(bodies, [(1, "<a/>"), (2, "<b/>"), (3, "<c/>")]);
+    let deleted = store
+        .apply(&[Mutation::DeleteTemplate { id }], &audit("t"))
+        .await
+        .unwrap();
+    assert_eq!(deleted.templates.deleted, 1);
+    assert!(db_rows(&*store).await.templates.is_empty());
+    assert_eq!(store.template_versions(id).await.unwrap().len(), 3);
+}

@@ -90,6 +90,7 @@ fn setup() -> (TestDb, Arc<Provisioner>) {
             }));
         }
         let audit = Audit {
+            tenant: None,
             actor: "bench".into(),
             action: "bench".into(),
             entity: "bench".into(),

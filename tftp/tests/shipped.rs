@@ -84,6 +84,7 @@ async fn every_shipped_template_renders_for_one_and_four_lines() {
         }
     }
     let audit = Audit {
+        tenant: None,
         actor: "t".into(),
         action: "t".into(),
         entity: "t".into(),

@@ -21,6 +21,7 @@ pub fn shared_ldap_url() -> String {
 
 pub fn audit() -> Audit {
     Audit {
+        tenant: None,
         actor: "test".into(),
         action: "setup".into(),
         entity: "test".into(),

@@ -6,7 +6,7 @@
 /// Expands to functions over `$conn` (a concrete sqlx connection type).
 /// `$ids_filter` is a predicate on `id` for one bound JSON array of ids.
 macro_rules! shared_sql {
-    ($conn:ty, $ids_filter:literal) => {
+    ($conn:ty, $ids_filter:literal, $lock:literal) => {
         use futures::TryStreamExt;
 
         use crate::crypto::{Purpose, SecretKey};
@@ -16,6 +16,7 @@ macro_rules! shared_sql {
         use crate::store::{Audit, BootRecord, Counts, Mutation, WriteReport};
 
         crate::store::access::access_sql!($conn);
+        crate::store::admin::admin_sql!($conn, $lock);
 
         macro_rules! load_table {
             ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
@@ -447,6 +448,8 @@ macro_rules! shared_sql {
                 Mutation::DeleteDirectorySource { tenant, name } => delete_source(conn, tenant, name, report).await?,
                 Mutation::CreateApiToken(token) => create_token(conn, token, now, report).await?,
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
+                Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
+                Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=
@@ -488,8 +491,8 @@ macro_rules! shared_sql {
             }
             let summary = serde_json::json!({ "detail": audit.detail, "result": report });
             sqlx::query(
-                "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(now)
             .bind(&audit.actor)
@@ -497,6 +500,7 @@ macro_rules! shared_sql {
             .bind(&audit.entity)
             .bind(&audit.entity_key)
             .bind(summary.to_string())
+            .bind(&audit.tenant)
             .execute(&mut *conn)
             .await?;
             Ok(report)

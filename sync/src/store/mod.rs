@@ -2,6 +2,7 @@
 //! URL. This module tree is the only place in dialtone that knows SQL.
 
 mod access;
+mod admin;
 mod common;
 pub mod postgres;
 mod rows;
@@ -174,12 +175,90 @@ pub enum Mutation {
     RevokeApiToken {
         id: Id,
     },
+    /// Removes a stored template; its versions stay readable.
+    DeleteTemplate {
+        id: Id,
+    },
+    /// Fails the whole write with [`SyncError::Conflict`] unless the row's
+    /// current [`crate::etag`] is `etag` (optimistic concurrency: an edit
+    /// made from a stale read is refused, never applied over a newer one).
+    /// The row is locked until the transaction ends.
+    Expect {
+        target: Target,
+        etag: String,
+    },
+}
+
+/// One row (for a phone: with its lines) as an API addresses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Tenant { slug: String },
+    Phone { mac: Mac },
+    Template { id: Id },
+    DirectoryEntry { tenant: String, external_id: String },
+    DirectorySource { tenant: String, name: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tenant { slug } => write!(f, "tenant {slug}"),
+            Target::Phone { mac } => write!(f, "phone {mac}"),
+            Target::Template { id } => write!(f, "template #{id}"),
+            Target::DirectoryEntry {
+                tenant,
+                external_id,
+            } => {
+                write!(f, "directory entry {tenant}/{external_id}")
+            }
+            Target::DirectorySource { tenant, name } => {
+                write!(f, "directory source {tenant}/{name}")
+            }
+        }
+    }
+}
+
+/// One kept version of a template body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub template_id: Id,
+    pub version: i64,
+    pub body: String,
+    pub updated_by: String,
+    pub updated_at: Millis,
+}
+
+/// Which audit rows to read, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only rows of this tenant (a tenant admin's view).
+    pub tenant: Option<String>,
+    pub entity: Option<String>,
+    pub actor: Option<String>,
+    /// Rows with an id below this one (keyset pagination).
+    pub before_id: Option<Id>,
+    pub limit: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: Id,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub entity: String,
+    pub entity_key: String,
+    pub tenant: Option<String>,
+    pub summary: serde_json::Value,
 }
 
 /// The audit row written in the same transaction as a write.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Audit {
     pub actor: String,
+    /// The tenant the write touched; `None` for platform-wide changes.
+    #[serde(default)]
+    pub tenant: Option<String>,
     pub action: String,
     pub entity: String,
     pub entity_key: String,
@@ -295,6 +374,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest fetches by one phone, newest first.
     async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError>;
+
+    /// Every kept version of a template, oldest first.
+    async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError>;
+
+    /// Audit rows matching `query`, newest first.
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError>;
 
     /// Deletes boot history older than `retain`.
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError>;

@@ -18,14 +18,17 @@ use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
 mod sql {
     super::super::common::shared_sql!(
         sqlx::PgConnection,
-        "id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)"
+        "id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
+        " FOR UPDATE"
     );
 }
 
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
-use crate::store::{Audit, BootRecord, Mutation, Progress, WriteReport};
+use crate::store::{
+    Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -258,6 +261,16 @@ impl Store for PgStore {
     async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::recent_boots(&mut conn, mac, limit).await
+    }
+
+    async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::template_versions(&mut conn, template_id).await
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::audit_log(&mut conn, query).await
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {

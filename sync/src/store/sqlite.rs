@@ -16,14 +16,17 @@ use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
 mod sql {
     super::super::common::shared_sql!(
         sqlx::SqliteConnection,
-        "id IN (SELECT value FROM json_each($1))"
+        "id IN (SELECT value FROM json_each($1))",
+        ""
     );
 }
 
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
-use crate::store::{Audit, BootRecord, Mutation, Progress, WriteReport};
+use crate::store::{
+    Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -248,6 +251,16 @@ impl Store for SqliteStore {
     async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::recent_boots(&mut conn, mac, limit).await
+    }
+
+    async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::template_versions(&mut conn, template_id).await
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::audit_log(&mut conn, query).await
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {

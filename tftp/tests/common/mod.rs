@@ -22,6 +22,7 @@ pub const SNOM_HTM: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<setting
 
 pub fn audit() -> Audit {
     Audit {
+        tenant: None,
         actor: "test".into(),
         action: "test".into(),
         entity: "test".into(),

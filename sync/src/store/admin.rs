@@ -1,0 +1,182 @@
+//! SQL behind the admin API: optimistic-concurrency checks, template
+//! deletion and history, and audit reads. Expanded inside `shared_sql!`, so
+//! it shares its connection type; `$lock` is the backend's row-lock suffix
+//! (PostgreSQL locks the checked row until commit; SQLite's writers are
+//! already serialized by BEGIN IMMEDIATE).
+
+macro_rules! admin_sql {
+    ($conn:ty, $lock:literal) => {
+        use crate::store::{AuditQuery, AuditRecord, Target, TemplateVersion};
+
+        /// The id of the row `target` names, locked for this transaction.
+        async fn locate(conn: &mut $conn, target: &Target) -> Result<(Entity, Option<Id>), SyncError> {
+            Ok(match target {
+                Target::Tenant { slug } => (
+                    Entity::Tenant,
+                    sqlx::query_scalar(concat!("SELECT id FROM tenants WHERE slug = $1", $lock))
+                        .bind(slug)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                ),
+                Target::Phone { mac } => (
+                    Entity::Phone,
+                    sqlx::query_scalar(concat!("SELECT id FROM phones WHERE mac = $1", $lock))
+                        .bind(mac.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                ),
+                Target::Template { id } => (
+                    Entity::Template,
+                    sqlx::query_scalar(concat!("SELECT id FROM templates WHERE id = $1", $lock))
+                        .bind(*id)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                ),
+                Target::DirectoryEntry { tenant, external_id } => {
+                    let tenant = tenant_id(conn, tenant).await?;
+                    (
+                        Entity::DirectoryEntry,
+                        sqlx::query_scalar(concat!(
+                            "SELECT id FROM directory_entries WHERE tenant_id = $1 AND external_id = $2",
+                            $lock
+                        ))
+                        .bind(tenant)
+                        .bind(external_id)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                    )
+                }
+                Target::DirectorySource { tenant, name } => {
+                    let tenant = tenant_id(conn, tenant).await?;
+                    (
+                        Entity::DirectorySource,
+                        sqlx::query_scalar(concat!(
+                            "SELECT id FROM directory_sources WHERE tenant_id = $1 AND name = $2",
+                            $lock
+                        ))
+                        .bind(tenant)
+                        .bind(name)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                    )
+                }
+            })
+        }
+
+        /// Refuses the write unless `target`'s current tag is `etag`.
+        async fn expect(conn: &mut $conn, target: &Target, etag: &str) -> Result<(), SyncError> {
+            let (entity, id) = locate(conn, target).await?;
+            let id = id.ok_or_else(|| SyncError::NotFound(target.to_string()))?;
+            let row = reload(conn, entity, &[id])
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| SyncError::NotFound(target.to_string()))?;
+            let current = match row {
+                Row::Phone(phone) => {
+                    let line_ids: Vec<Id> = sqlx::query_scalar("SELECT id FROM lines WHERE phone_id = $1")
+                        .bind(id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    let lines: Vec<Line> = reload(conn, Entity::Line, &line_ids)
+                        .await?
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            Row::Line(line) => Some(line),
+                            _ => None,
+                        })
+                        .collect();
+                    crate::etag::phone_etag(&phone, &lines)
+                }
+                Row::Tenant(row) => crate::etag::etag_of(&row),
+                Row::Template(row) => crate::etag::etag_of(&row),
+                Row::DirectoryEntry(row) => crate::etag::etag_of(&row),
+                Row::DirectorySource(row) => crate::etag::etag_of(&row),
+                Row::Line(row) => crate::etag::etag_of(&row),
+                Row::ApiToken(row) => crate::etag::etag_of(&row),
+            };
+            if current == etag {
+                Ok(())
+            } else {
+                Err(SyncError::Conflict(target.to_string()))
+            }
+        }
+
+        async fn delete_template(conn: &mut $conn, id: Id, report: &mut WriteReport) -> Result<(), SyncError> {
+            report.templates.deleted += sqlx::query("DELETE FROM templates WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(())
+        }
+
+        pub(super) async fn template_versions(
+            conn: &mut $conn,
+            template_id: Id,
+        ) -> Result<Vec<TemplateVersion>, SyncError> {
+            let rows: Vec<(Id, i64, String, String, Millis)> = sqlx::query_as(
+                "SELECT template_id, version, body, updated_by, updated_at FROM template_versions \
+                 WHERE template_id = $1 ORDER BY version",
+            )
+            .bind(template_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(template_id, version, body, updated_by, updated_at)| TemplateVersion {
+                    template_id,
+                    version,
+                    body,
+                    updated_by,
+                    updated_at,
+                })
+                .collect())
+        }
+
+        pub(super) async fn audit_log(conn: &mut $conn, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {
+            let mut sql = String::from(
+                "SELECT id, at, actor, action, entity, entity_key, tenant, summary FROM audit_log WHERE 1 = 1",
+            );
+            let mut texts: Vec<&str> = Vec::new();
+            for (column, value) in [
+                ("tenant", &query.tenant),
+                ("entity", &query.entity),
+                ("actor", &query.actor),
+            ] {
+                if let Some(value) = value {
+                    texts.push(value);
+                    sql.push_str(&format!(" AND {column} = ${}", texts.len()));
+                }
+            }
+            if query.before_id.is_some() {
+                sql.push_str(&format!(" AND id < ${}", texts.len() + 1));
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit.clamp(1, 1000)));
+            let mut select = sqlx::query_as::<_, (Id, Millis, String, String, String, String, Option<String>, String)>(&sql);
+            for text in texts {
+                select = select.bind(text);
+            }
+            if let Some(before) = query.before_id {
+                select = select.bind(before);
+            }
+            Ok(select
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|(id, at, actor, action, entity, entity_key, tenant, summary)| AuditRecord {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    entity,
+                    entity_key,
+                    tenant,
+                    summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::String(summary)),
+                })
+                .collect())
+        }
+    };
+}
+
+pub(crate) use admin_sql;
