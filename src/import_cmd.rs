@@ -27,7 +27,7 @@ fn print_errors(plan: &ImportPlan) {
 
 /// Source settings are the directory crate's business: check them here,
 /// so a typo in an LDAP filter fails the import instead of the first call.
-fn check_sources(plan: &mut ImportPlan) {
+pub(crate) fn check_sources(plan: &mut ImportPlan) {
     use dialtone_directory::settings::{HttpSettings, LdapSettings};
     let mut errors = Vec::new();
     plan.items.retain(|(mutation, location)| {

@@ -2,6 +2,7 @@
 //! the work; this crate decides what runs and turns failures into one clear
 //! line and an exit code.
 
+mod admin;
 mod config;
 mod demo;
 mod directory_cmd;

@@ -363,7 +363,14 @@ pub async fn run(
     );
     let server = tokio::spawn(dialtone_tftp::http_server::serve(
         listener,
-        app(state).merge(dialtone_directory::http::router(lookups)),
+        app(state)
+            .merge(dialtone_directory::http::router(lookups))
+            .merge(crate::admin::router(crate::admin::AdminState {
+                mirror: mirror.clone(),
+                store: store.clone(),
+                provisioner: provisioner.clone(),
+                key: key.clone(),
+            })),
         dialtone_tftp::http_server::HttpServerOptions::default(),
         cancel.clone(),
     ));

@@ -288,6 +288,14 @@ impl MirrorState {
         list
     }
 
+    pub fn api_tokens(&self) -> impl Iterator<Item = &Arc<ApiToken>> {
+        self.tokens.values()
+    }
+
+    pub fn api_token(&self, id: Id) -> Option<&Arc<ApiToken>> {
+        self.tokens.get(&id)
+    }
+
     pub fn token_by_hash(&self, hash: &str) -> Option<&Arc<ApiToken>> {
         self.token_by_hash
             .get(&Box::from(hash))

@@ -614,7 +614,10 @@ async fn expectations_body(db: TestDb) {
         "exactly one of two racing edits lands: {first:?} {second:?}"
     );
     let refused = if first.is_ok() { second } else { first };
-    assert!(matches!(refused, Err(SyncError::Conflict(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SyncError::Conflict(_))),
+        "{refused:?}"
+    );
 
     // The mirror's new tag is the one the store accepts next.
     watcher::catch_up(&mirror, &*store).await.unwrap();
@@ -648,7 +651,10 @@ async fn expectations_body(db: TestDb) {
             &audit("edit"),
         )
         .await;
-    assert!(matches!(missing, Err(SyncError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(SyncError::NotFound(_))),
+        "{missing:?}"
+    );
 
     // Only successful writes are audited; the tenant filter finds them.
     let rows = store

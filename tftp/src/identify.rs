@@ -404,6 +404,24 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
 /// spelled the way that family spells them. Names whose placeholder cannot
 /// be filled (an unknown model code) are left out. `render --all` asks the
 /// provisioning core for each; the core decides which exist.
+/// The names of the templates that render `family`'s files (boot, model
+/// and device files): what a stored template's `file_pattern` may be.
+pub fn template_names(family: Family) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = RULES
+        .iter()
+        .filter(|r| {
+            r.candidates.contains(&family)
+                && matches!(
+                    r.kind,
+                    FileKind::Boot | FileKind::ModelCommon | FileKind::DeviceConfig
+                )
+        })
+        .map(|r| r.name)
+        .collect();
+    names.dedup();
+    names
+}
+
 pub fn file_names(family: Family, mac: &Mac, model: Option<&str>) -> Vec<String> {
     let lower = mac.to_string();
     let upper = lower.to_ascii_uppercase();

@@ -9,6 +9,7 @@ pub mod http;
 pub mod http_server;
 pub mod identify;
 pub mod phonebook;
+pub mod preview;
 pub mod provision;
 pub mod render;
 pub mod statics;

@@ -110,10 +110,10 @@ pub struct Request<'a> {
 }
 
 pub struct Provisioner {
-    mirror: Arc<Mirror>,
-    key: SecretKey,
-    options: ProvisionOptions,
-    shipped: ArcSwap<Shipped>,
+    pub(crate) mirror: Arc<Mirror>,
+    pub(crate) key: SecretKey,
+    pub(crate) options: ProvisionOptions,
+    pub(crate) shipped: ArcSwap<Shipped>,
     compiled: Cache<CompiledKey, Arc<tera::Tera>>,
     rendered: Cache<RenderKey, Rendered>,
     guard: Guard,
@@ -389,6 +389,8 @@ impl Provisioner {
                 family,
                 name: template.name,
             },
+            // `resolve` is given no draft here.
+            Origin::Draft => return Err(ProvisionError::NotFound),
         };
         let engine = match self.compiled.get(&compiled_key) {
             Some(engine) => engine,
@@ -407,6 +409,7 @@ impl Provisioner {
             .map(|p| state.lines_of(p.id))
             .unwrap_or_default();
         let subject = Subject {
+            mask_secrets: false,
             family,
             phone: phone.as_deref(),
             lines: &lines,

@@ -174,8 +174,14 @@ fn merged_settings(tenant: Option<&Tenant>, phone: Option<&Phone>) -> Map<String
     settings
 }
 
+/// What previews show in place of a secret.
+pub const MASK: &str = "********";
+
 /// What a render needs besides the template.
 pub struct Subject<'a> {
+    /// Previews for admins show `********` for line passwords: the API never
+    /// returns a secret.
+    pub mask_secrets: bool,
     pub family: Family,
     pub phone: Option<&'a Phone>,
     pub lines: &'a [Arc<Line>],
@@ -205,6 +211,7 @@ pub fn render(
     let mut lines = Vec::with_capacity(subject.lines.len());
     for line in subject.lines {
         let password = match &line.password {
+            Some(_) if subject.mask_secrets => MASK.to_string(),
             Some(sealed) => key.open(Purpose::LinePassword, sealed).map_err(|e| {
                 ProvisionError::Data(format!("line {} password: {e}", line.position))
             })?,

@@ -80,8 +80,15 @@ impl Shipped {
 /// Where the template that renders a file came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
-    Stored { id: Id, version: i64 },
-    Shipped { generation: u64 },
+    Stored {
+        id: Id,
+        version: i64,
+    },
+    Shipped {
+        generation: u64,
+    },
+    /// An unsaved body under review (preview, validation); never cached.
+    Draft,
 }
 
 /// The template chosen for one file.
@@ -101,6 +108,7 @@ impl Resolved {
                 format!("{}/{} (stored #{id} v{version})", self.family, self.name)
             }
             Origin::Shipped { .. } => format!("{}/{} (shipped)", self.family, self.name),
+            Origin::Draft => format!("{}/{} (draft)", self.family, self.name),
         }
     }
 }
@@ -114,6 +122,27 @@ pub fn resolve(
     name: &'static str,
     phone: Option<&Phone>,
     model: Option<&str>,
+) -> Option<Resolved> {
+    resolve_with(state, shipped, family, name, phone, model, None)
+}
+
+/// A body that stands in for the stored template with `key` (which need not
+/// exist yet): what a phone would get if the draft were saved.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub key: TemplateKey,
+    pub body: Arc<str>,
+}
+
+/// [`resolve`], with `draft` taking its key's place in the chain.
+pub fn resolve_with(
+    state: &MirrorState,
+    shipped: &Shipped,
+    family: Family,
+    name: &'static str,
+    phone: Option<&Phone>,
+    model: Option<&str>,
+    draft: Option<&Draft>,
 ) -> Option<Resolved> {
     let key = |scope, scope_key: String| TemplateKey {
         scope,
@@ -131,6 +160,14 @@ pub fn resolve(
     }
     candidates.push(key(TemplateScope::Family, String::new()));
     for candidate in &candidates {
+        if let Some(draft) = draft.filter(|d| d.key == *candidate) {
+            return Some(Resolved {
+                origin: Origin::Draft,
+                family,
+                name,
+                body: draft.body.clone(),
+            });
+        }
         if let Some(t) = state.template_by_key(candidate) {
             return Some(Resolved {
                 origin: Origin::Stored {

@@ -107,6 +107,21 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
     plan
 }
 
+/// Parses one document given as text (the admin API's bulk import); `name`
+/// stands in for the file name in error locations.
+pub fn plan_text(name: &str, json: bool, text: &str) -> ImportPlan {
+    let mut plan = ImportPlan::default();
+    let path = PathBuf::from(name);
+    if json {
+        json::plan(&path, text, &mut plan);
+    } else {
+        csv::plan(&path, text, &mut plan);
+    }
+    check_duplicates(&mut plan);
+    plan.sort();
+    plan
+}
+
 fn check_duplicates(plan: &mut ImportPlan) {
     let mut seen: HashMap<String, Location> = HashMap::new();
     for (m, loc) in &plan.items {

@@ -1,0 +1,249 @@
+//! Reading what happened (`/v1/audit`, `/v1/phones/{mac}/history`) and bulk
+//! changes (`/v1/import`, the same parser and checks as `dialtone import`).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::import::plan_text;
+use dialtone_sync::{AuditQuery, AuditRecord, WriteReport};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::phones::parse_mac;
+use super::{commit, AdminState, Change, Principal};
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: i64,
+    /// The token that made the change (`token:7 (ops-laptop)`), or `cli:USER`.
+    pub actor: String,
+    pub action: String,
+    pub entity: String,
+    pub entity_key: String,
+    pub tenant: Option<String>,
+    /// Summaries and hashes of before and after; never secrets.
+    #[schema(value_type = Object)]
+    pub summary: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub items: Vec<AuditView>,
+    /// Pass as `before` for the next (older) page.
+    pub next: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Tenant slug (global admins; a tenant token always sees its own).
+    pub tenant: Option<String>,
+    pub entity: Option<String>,
+    pub actor: Option<String>,
+    /// Rows older than this id.
+    pub before: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BootView {
+    pub at: i64,
+    pub file: String,
+    pub protocol: String,
+    pub outcome: String,
+    pub bytes: i64,
+    pub remote_ip: String,
+    pub user_agent: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// Check and count, write nothing.
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImportResult {
+    pub changes: usize,
+    pub dry_run: bool,
+    /// What the write did, per table (absent on a dry run).
+    #[schema(value_type = Option<Object>)]
+    pub written: Option<WriteReport>,
+}
+
+fn view(r: AuditRecord) -> AuditView {
+    AuditView {
+        id: r.id,
+        at: r.at,
+        actor: r.actor,
+        action: r.action,
+        entity: r.entity,
+        entity_key: r.entity_key,
+        tenant: r.tenant,
+        summary: r.summary,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = AuditList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Response, ApiError> {
+    let tenant = match (&principal.tenant, params.tenant) {
+        (Some(own), Some(asked)) if *own.slug != *asked => {
+            return Err(ApiError::not_found(format!("tenant {asked}")))
+        }
+        (Some(own), _) if !principal.is_global() => Some(own.slug.to_string()),
+        (_, asked) => asked,
+    };
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state
+        .store
+        .audit_log(&AuditQuery {
+            tenant,
+            entity: params.entity,
+            actor: params.actor,
+            before_id: params.before,
+            limit,
+        })
+        .await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(axum::Json(AuditList {
+        items: rows.into_iter().map(view).collect(),
+        next,
+    })
+    .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/phones/{mac}/history", tag = "phones",
+    params(("mac" = String, Path), HistoryParams),
+    responses((status = 200, body = Vec<BootView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    {
+        let mirror = state.mirror.load();
+        let what = format!("phone {mac}");
+        let phone = mirror
+            .phone_by_mac(&mac)
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.read(phone.tenant_id, &what)?;
+    }
+    let boots = state
+        .store
+        .recent_boots(&mac, params.limit.unwrap_or(50).clamp(1, 500))
+        .await?;
+    let views: Vec<BootView> = boots
+        .into_iter()
+        .map(|b| BootView {
+            at: b.at,
+            file: b.file,
+            protocol: b.protocol,
+            outcome: b.outcome,
+            bytes: b.bytes,
+            remote_ip: b.remote_ip,
+            user_agent: b.user_agent,
+            model: b.model,
+            firmware: b.firmware,
+        })
+        .collect();
+    Ok(axum::Json(views).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/import", tag = "import", params(ImportParams),
+    request_body(content = Object, description = "An import document, as for `dialtone import`: JSON (application/json) or CSV (text/csv)"),
+    responses((status = 200, body = ImportResult), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn import(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ImportParams>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    principal.require_global()?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = if content_type.starts_with("application/json") {
+        true
+    } else if content_type.starts_with("text/csv") {
+        false
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_request",
+            "send application/json or text/csv",
+        ));
+    };
+    let mut plan = plan_text("request", json, &body);
+    crate::import_cmd::check_sources(&mut plan);
+    if !plan.errors.is_empty() {
+        let errors: Vec<Value> = plan
+            .errors
+            .iter()
+            .take(100)
+            .map(|e| json!({ "line": e.location.line, "column": e.location.column, "message": e.message }))
+            .collect();
+        return Err(ApiError::invalid(format!(
+            "{} invalid rows; nothing was written",
+            plan.errors.len()
+        ))
+        .with_details(json!({ "errors": errors })));
+    }
+    if plan.items.is_empty() {
+        return Err(ApiError::invalid("nothing to import"));
+    }
+    let changes = plan.items.len();
+    if params.dry_run == Some(true) {
+        return Ok(axum::Json(ImportResult {
+            changes,
+            dry_run: true,
+            written: None,
+        })
+        .into_response());
+    }
+    let mutations = plan.mutations();
+    let written = commit(
+        &state,
+        &principal,
+        Change {
+            action: "import",
+            entity: "import",
+            key: format!("{changes} changes"),
+            tenant: None,
+            detail: json!({ "changes": changes }),
+        },
+        mutations,
+    )
+    .await?;
+    Ok(axum::Json(ImportResult {
+        changes,
+        dry_run: false,
+        written: Some(written),
+    })
+    .into_response())
+}

@@ -1,0 +1,197 @@
+//! The admin API on the API listener: `/v1/…`, JSON, token-authenticated.
+//!
+//! Reads come from the mirror (what phones are being served right now);
+//! every write is one transaction with its audit row, made through the data
+//! layer, so it reaches every node through the change log. After a write
+//! this node catches up before answering, so a client reads its own write.
+//! Optimistic concurrency: single resources carry an `ETag`; an update or
+//! delete with `If-Match` is refused with 412 if the row changed meanwhile.
+
+mod audit;
+mod auth;
+mod directory;
+pub mod error;
+mod openapi;
+mod phones;
+mod templates;
+mod tenants;
+#[cfg(test)]
+mod tests;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use dialtone_sync::{watcher, Audit, Mirror, Mutation, SecretKey, Store, Target, WriteReport};
+use dialtone_tftp::Provisioner;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use auth::Principal;
+use error::ApiError;
+
+/// Largest bulk import accepted in one request.
+const IMPORT_LIMIT: usize = 256 << 20;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub mirror: Arc<Mirror>,
+    pub store: Arc<dyn Store>,
+    pub provisioner: Arc<Provisioner>,
+    pub key: SecretKey,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{slug}",
+            get(tenants::show)
+                .put(tenants::update)
+                .delete(tenants::remove),
+        )
+        .route("/v1/phones", get(phones::list).post(phones::create))
+        .route(
+            "/v1/phones/{mac}",
+            get(phones::show).put(phones::update).delete(phones::remove),
+        )
+        .route("/v1/phones/{mac}/history", get(audit::history))
+        .route("/v1/phones/{mac}/files", get(templates::phone_files))
+        .route(
+            "/v1/templates",
+            get(templates::list).post(templates::create),
+        )
+        .route("/v1/templates/validate", post(templates::validate))
+        .route(
+            "/v1/templates/{id}",
+            get(templates::show)
+                .put(templates::update)
+                .delete(templates::remove),
+        )
+        .route("/v1/templates/{id}/versions", get(templates::versions))
+        .route(
+            "/v1/templates/{id}/versions/{version}",
+            get(templates::version),
+        )
+        .route("/v1/templates/{id}/diff", get(templates::diff))
+        .route("/v1/templates/{id}/rollback", post(templates::rollback))
+        .route("/v1/preview", post(templates::preview))
+        .route(
+            "/v1/tenants/{slug}/directory",
+            get(directory::list_entries).post(directory::create_entry),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory/{external_id}",
+            get(directory::show_entry)
+                .put(directory::update_entry)
+                .delete(directory::remove_entry),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory-sources",
+            get(directory::list_sources).post(directory::create_source),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory-sources/{name}",
+            get(directory::show_source)
+                .put(directory::update_source)
+                .delete(directory::remove_source),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory-sources/{name}/test",
+            post(directory::test_source),
+        )
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/import",
+            // A platform's worth of phones in one document.
+            post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route("/openapi.json", get(openapi::document))
+        .with_state(state)
+}
+
+/// What one write endpoint records: exactly one audit row per call.
+pub(crate) struct Change<'a> {
+    pub action: &'static str,
+    pub entity: &'static str,
+    pub key: String,
+    pub tenant: Option<&'a str>,
+    /// Summaries and hashes only: never a secret.
+    pub detail: Value,
+}
+
+/// Applies `mutations` with their audit row in one transaction, then brings
+/// this node's mirror up to date so the answer reflects the write.
+pub(crate) async fn commit(
+    state: &AdminState,
+    principal: &Principal,
+    change: Change<'_>,
+    mutations: Vec<Mutation>,
+) -> Result<WriteReport, ApiError> {
+    let audit = Audit {
+        actor: principal.actor(),
+        tenant: change.tenant.map(str::to_string),
+        action: change.action.into(),
+        entity: change.entity.into(),
+        entity_key: change.key,
+        detail: change.detail,
+    };
+    let report = state.store.apply(&mutations, &audit).await?;
+    if let Err(e) = watcher::catch_up(&state.mirror, &*state.store).await {
+        // Written and committed; the watcher will catch up on its own.
+        tracing::warn!(error = %e, "admin write: could not refresh the mirror at once");
+    }
+    Ok(report)
+}
+
+/// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
+/// asks that the row exist, which the handlers check anyway.
+pub(crate) fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
+    let wanted = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    if wanted == "*" || wanted.is_empty() {
+        return None;
+    }
+    let etag = wanted.trim_start_matches("W/").to_string();
+    Some(Mutation::Expect { target, etag })
+}
+
+/// A JSON body with its `ETag` header.
+pub(crate) fn tagged<T: Serialize>(etag: &str, body: T) -> Response {
+    let mut response = axum::Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// A short hash for audit rows: enough to tell versions apart, and says
+/// nothing about a secret.
+pub(crate) fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(text.as_bytes());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Page size bounds for every list.
+pub(crate) fn page_size(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).clamp(1, 1000)
+}
+
+/// JSON text columns come back as JSON values; bad stored text as a string.
+pub(crate) fn json_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// A JSON object given in a request, stored as text.
+pub(crate) fn object_text(value: Option<Value>, field: &str) -> Result<String, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok("{}".into()),
+        Some(v @ Value::Object(_)) => Ok(v.to_string()),
+        Some(_) => Err(ApiError::invalid(format!("{field} must be a JSON object"))),
+    }
+}

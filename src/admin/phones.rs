@@ -1,0 +1,498 @@
+//! `/v1/phones`: phones with their lines, edited as one resource.
+//! Passwords (SIP and device HTTP) are write-only: responses say only
+//! whether one is set; leaving one out of an update keeps it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::{LineInput, PhoneInput};
+use dialtone_sync::{phone_etag, Family, Line, Mac, MirrorState, Mutation, Phone, Purpose, Target};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{
+    commit, expectation, json_value, object_text, page_size, tagged, AdminState, Change, Principal,
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct LineView {
+    pub position: i32,
+    pub extension: String,
+    pub display_name: String,
+    pub auth_user: String,
+    /// Whether a SIP password is set; the password itself is never returned.
+    pub has_password: bool,
+    pub registrar: String,
+    pub proxy: Option<String>,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PhoneView {
+    /// Twelve lowercase hex digits.
+    pub mac: String,
+    pub tenant: String,
+    pub family: String,
+    pub model: Option<String>,
+    pub label: Option<String>,
+    #[schema(value_type = Object)]
+    pub variables: Value,
+    pub http_user: Option<String>,
+    pub has_http_password: bool,
+    pub lines: Vec<LineView>,
+    pub updated_at: i64,
+    pub etag: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PhoneList {
+    pub items: Vec<PhoneView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub extension: String,
+    pub display_name: String,
+    /// Defaults to the extension.
+    pub auth_user: Option<String>,
+    /// Write-only. Absent: keep the password of the line at this position;
+    /// empty: remove it.
+    pub password: Option<String>,
+    pub registrar: String,
+    pub proxy: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneBody {
+    /// Only for `POST /v1/phones`; the path names the phone otherwise.
+    pub mac: Option<String>,
+    pub tenant: String,
+    /// `yealink`, `poly`, `cisco-spa`, `cisco-mpp`, `cisco-sep`,
+    /// `grandstream`, `snom` or `fanvil`.
+    pub family: String,
+    pub model: Option<String>,
+    pub label: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<Value>,
+    pub http_user: Option<String>,
+    /// Write-only. Absent: keep; empty: remove.
+    pub http_password: Option<String>,
+    #[serde(default)]
+    pub lines: Vec<LineBody>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PhoneQuery {
+    /// Only this tenant's phones (slug).
+    pub tenant: Option<String>,
+    /// MAC prefix, hex digits with or without separators (`001565`).
+    pub mac_prefix: Option<String>,
+    pub model: Option<String>,
+    /// The vendor family (`yealink`, …).
+    pub vendor: Option<String>,
+    /// Matches the MAC, a line's extension or display name, or the label.
+    pub q: Option<String>,
+    /// Page after this MAC.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub(crate) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a MAC address")))
+}
+
+pub(crate) fn view(state: &MirrorState, phone: &Phone) -> PhoneView {
+    let lines = state.lines_of(phone.id);
+    let tenant = state
+        .tenant(phone.tenant_id)
+        .map(|t| t.slug.to_string())
+        .unwrap_or_default();
+    PhoneView {
+        mac: phone.mac.to_string(),
+        tenant,
+        family: phone.family.to_string(),
+        model: phone.model.as_deref().map(str::to_string),
+        label: phone.label.as_deref().map(str::to_string),
+        variables: json_value(&phone.variables),
+        http_user: phone.http_user.as_deref().map(str::to_string),
+        has_http_password: phone.http_password.is_some(),
+        lines: lines.iter().map(|l| line_view(l)).collect(),
+        updated_at: phone.updated_at,
+        etag: phone_etag(phone, &lines),
+    }
+}
+
+fn line_view(l: &Line) -> LineView {
+    LineView {
+        position: l.position,
+        extension: l.extension.to_string(),
+        display_name: l.display_name.to_string(),
+        auth_user: l.auth_user.to_string(),
+        has_password: l.password.is_some(),
+        registrar: l.registrar.to_string(),
+        proxy: l.proxy.as_deref().map(str::to_string),
+        settings: json_value(&l.settings),
+    }
+}
+
+fn matches(
+    state: &MirrorState,
+    phone: &Phone,
+    query: &PhoneQuery,
+    prefix: &str,
+    family: Option<Family>,
+    tenant: Option<i64>,
+) -> bool {
+    if tenant.is_some_and(|t| t != phone.tenant_id)
+        || family.is_some_and(|f| f != phone.family)
+        || !phone.mac.to_string().starts_with(prefix)
+        || query
+            .model
+            .as_deref()
+            .is_some_and(|m| phone.model.as_deref() != Some(m))
+    {
+        return false;
+    }
+    let Some(q) = query
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty())
+    else {
+        return true;
+    };
+    let compact: String = q.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    (!compact.is_empty()
+        && compact.len() == q.replace([':', '-', '.'], "").len()
+        && phone.mac.to_string().contains(&compact))
+        || phone
+            .label
+            .as_deref()
+            .is_some_and(|l| l.to_lowercase().contains(&q))
+        || state.lines_of(phone.id).iter().any(|l| {
+            l.extension.to_lowercase().contains(&q) || l.display_name.to_lowercase().contains(&q)
+        })
+}
+
+#[utoipa::path(get, path = "/v1/phones", tag = "phones", params(PhoneQuery),
+    responses((status = 200, body = PhoneList), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<PhoneQuery>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let limit = page_size(query.limit);
+    let tenant = match query.tenant.as_deref() {
+        None => principal.tenant_filter(),
+        Some(slug) => {
+            let what = format!("tenant {slug}");
+            let tenant = mirror
+                .tenant_by_slug(slug)
+                .ok_or_else(|| ApiError::not_found(&what))?;
+            principal.read(tenant.id, &what)?;
+            Some(tenant.id)
+        }
+    };
+    let family = match query.vendor.as_deref() {
+        Some(v) => Some(
+            v.parse::<Family>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let prefix: String = query
+        .mac_prefix
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if !prefix.chars().all(|c| c.is_ascii_hexdigit()) || prefix.len() > 12 {
+        return Err(ApiError::bad_request("mac_prefix: up to 12 hex digits"));
+    }
+    let after = match query.after.as_deref() {
+        Some(text) => Some(parse_mac(text)?),
+        None => None,
+    };
+    let mut phones: Vec<&Arc<Phone>> = mirror
+        .phones()
+        .filter(|p| after.is_none_or(|a| p.mac > a))
+        .filter(|p| matches(&mirror, p, &query, &prefix, family, tenant))
+        .collect();
+    phones.sort_by_key(|p| p.mac);
+    let next = (phones.len() > limit).then(|| phones[limit - 1].mac.to_string());
+    let items = phones
+        .into_iter()
+        .take(limit)
+        .map(|p| view(&mirror, p))
+        .collect();
+    Ok(axum::Json(PhoneList { items, next }).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/phones/{mac}", tag = "phones",
+    params(("mac" = String, Path)),
+    responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let mirror = state.mirror.load();
+    let what = format!("phone {mac}");
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    principal.read(phone.tenant_id, &what)?;
+    let view = view(&mirror, phone);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+/// Turns a request body into the mutation's input, keeping stored secrets
+/// the body leaves out.
+fn input(
+    state: &AdminState,
+    mac: Mac,
+    body: PhoneBody,
+    before: Option<(&Phone, &[Arc<Line>])>,
+) -> Result<PhoneInput, ApiError> {
+    let family: Family = body
+        .family
+        .parse()
+        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))?;
+    let open = |purpose, sealed: &dialtone_sync::Sealed| {
+        state
+            .key
+            .open(purpose, sealed)
+            .map_err(|e| ApiError::internal(format!("cannot open a stored secret of {mac}: {e}")))
+    };
+    let kept = |given: Option<String>,
+                stored: Option<&dialtone_sync::Sealed>,
+                purpose|
+     -> Result<Option<String>, ApiError> {
+        match (given, stored) {
+            (Some(given), _) if given.is_empty() => Ok(None),
+            (Some(given), _) => Ok(Some(given)),
+            (None, Some(sealed)) => open(purpose, sealed).map(Some),
+            (None, None) => Ok(None),
+        }
+    };
+    let http_password = kept(
+        body.http_password,
+        before.and_then(|(p, _)| p.http_password.as_ref()),
+        Purpose::DeviceHttpPassword,
+    )?;
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (index, line) in body.lines.into_iter().enumerate() {
+        let position = index as i32 + 1;
+        if line.extension.trim().is_empty() || line.registrar.trim().is_empty() {
+            return Err(ApiError::invalid(format!(
+                "line {position}: extension and registrar are required"
+            )));
+        }
+        let stored = before
+            .and_then(|(_, lines)| lines.iter().find(|l| l.position == position))
+            .and_then(|l| l.password.as_ref());
+        lines.push(LineInput {
+            auth_user: line.auth_user.unwrap_or_else(|| line.extension.clone()),
+            extension: line.extension,
+            display_name: line.display_name,
+            password: kept(line.password, stored, Purpose::LinePassword)?,
+            registrar: line.registrar,
+            proxy: line.proxy.filter(|p| !p.is_empty()),
+            settings: object_text(line.settings, &format!("line {position} settings"))?,
+        });
+    }
+    Ok(PhoneInput {
+        tenant: body.tenant,
+        mac,
+        family,
+        model: body.model.filter(|m| !m.is_empty()),
+        label: body.label.filter(|l| !l.is_empty()),
+        variables: object_text(body.variables, "variables")?,
+        http_user: body.http_user.filter(|u| !u.is_empty()),
+        http_password,
+        lines,
+    })
+}
+
+/// The tenant a body names, checked against what the caller may write.
+fn target_tenant(state: &MirrorState, principal: &Principal, slug: &str) -> Result<i64, ApiError> {
+    let what = format!("tenant {slug}");
+    let tenant = state
+        .tenant_by_slug(slug)
+        .ok_or_else(|| ApiError::invalid(format!("{what} does not exist")))?;
+    principal.write(tenant.id, &what)?;
+    Ok(tenant.id)
+}
+
+fn summary(input: &PhoneInput) -> Value {
+    json!({
+        "family": input.family, "model": input.model, "tenant": input.tenant,
+        "lines": input.lines.iter().map(|l| &l.extension).collect::<Vec<_>>(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/phones", tag = "phones", request_body = PhoneBody,
+    responses((status = 201, body = PhoneView), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<PhoneBody>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(
+        body.mac
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid("mac is required"))?,
+    )?;
+    {
+        let mirror = state.mirror.load();
+        target_tenant(&mirror, &principal, &body.tenant)?;
+        if let Some(existing) = mirror.phone_by_mac(&mac) {
+            // Another tenant's phone is "taken", not described.
+            return Err(if principal.read(existing.tenant_id, "").is_ok() {
+                ApiError::conflict(format!("phone {mac} already exists"))
+            } else {
+                ApiError::conflict(format!("MAC {mac} is not available"))
+            });
+        }
+    }
+    let input = input(&state, mac, body, None)?;
+    let tenant = input.tenant.clone();
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "create",
+            entity: "phone",
+            key: mac.to_string(),
+            tenant: Some(&tenant),
+            detail: summary(&input),
+        },
+        vec![Mutation::UpsertPhone(input)],
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .ok_or_else(|| ApiError::internal("created phone missing from the mirror"))?;
+    let view = view(&mirror, phone);
+    Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/phones/{mac}", tag = "phones", request_body = PhoneBody,
+    params(("mac" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PhoneBody>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    if body
+        .mac
+        .as_deref()
+        .is_some_and(|m| m.parse::<Mac>().ok() != Some(mac))
+    {
+        return Err(ApiError::invalid("the body's mac differs from the path's"));
+    }
+    let what = format!("phone {mac}");
+    let mirror = state.mirror.load();
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    principal.write(phone.tenant_id, &what)?;
+    target_tenant(&mirror, &principal, &body.tenant)?;
+    let lines = mirror.lines_of(phone.id);
+    let before = phone_etag(phone, &lines);
+    let input = input(&state, mac, body, Some((phone, &lines)))?;
+    let tenant = input.tenant.clone();
+    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Phone { mac })
+        .into_iter()
+        .collect();
+    let mut detail = summary(&input);
+    detail["before"] = json!(before);
+    mutations.push(Mutation::UpsertPhone(input));
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "update",
+            entity: "phone",
+            key: mac.to_string(),
+            tenant: Some(&tenant),
+            detail,
+        },
+        mutations,
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    let view = view(&mirror, phone);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+#[utoipa::path(delete, path = "/v1/phones/{mac}", tag = "phones",
+    params(("mac" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let what = format!("phone {mac}");
+    let tenant = {
+        let mirror = state.mirror.load();
+        let phone = mirror
+            .phone_by_mac(&mac)
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.write(phone.tenant_id, &what)?;
+        mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string())
+    };
+    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Phone { mac })
+        .into_iter()
+        .collect();
+    mutations.push(Mutation::DeletePhone { mac });
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "delete",
+            entity: "phone",
+            key: mac.to_string(),
+            tenant: tenant.as_deref(),
+            detail: json!({}),
+        },
+        mutations,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

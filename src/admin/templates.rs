@@ -1,0 +1,830 @@
+//! `/v1/templates` and `/v1/preview`: templates at every scope, checked
+//! before they go live (syntax, then a trial render for a phone the
+//! template applies to), every version kept, diffs, rollback, and previews
+//! that change nothing.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::TemplateInput;
+use dialtone_sync::{
+    etag_of, Family, Id, Mac, MirrorState, Mutation, Target, Template, TemplateKey, TemplateScope,
+};
+use dialtone_tftp::preview::{sample_phone, PreviewFile};
+use dialtone_tftp::templates::Draft;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::phones::parse_mac;
+use super::{commit, digest, expectation, page_size, tagged, AdminState, Change, Principal};
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateView {
+    pub id: i64,
+    /// `family`, `model`, `tenant` or `phone`.
+    pub scope: String,
+    pub family: String,
+    /// The model (model scope), tenant id (tenant scope) or MAC (phone scope).
+    pub scope_key: String,
+    /// The tenant a tenant- or phone-scope template belongs to.
+    pub tenant: Option<String>,
+    /// The template name the file is found by: `{mac}.cfg`, `SEP{mac}.cnf.xml`, …
+    pub file_pattern: String,
+    /// Absent in lists.
+    pub body: Option<String>,
+    pub version: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+    pub etag: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateList {
+    pub items: Vec<TemplateView>,
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTemplate {
+    pub scope: String,
+    pub family: String,
+    pub file_pattern: String,
+    pub body: String,
+    /// Tenant scope: the tenant's slug.
+    pub tenant: Option<String>,
+    /// Phone scope: the phone's MAC.
+    pub mac: Option<String>,
+    /// Model scope: the model (`T46S`).
+    pub model: Option<String>,
+    /// Try the template on this phone instead of the first it applies to.
+    pub sample_mac: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUpdate {
+    pub body: String,
+    pub sample_mac: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The version whose body becomes the new current version.
+    pub version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Validation {
+    pub ok: bool,
+    /// The phone the template was tried on; none when no phone of its scope exists.
+    pub sample_mac: Option<String>,
+    pub rendered_bytes: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+    pub bytes: usize,
+    /// A short hash of the body, to tell versions apart at a glance.
+    pub digest: String,
+    /// Only when one version is asked for.
+    pub body: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DiffView {
+    pub from: i64,
+    pub to: i64,
+    /// Unified diff, three lines of context.
+    pub diff: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TemplateQuery {
+    pub scope: Option<String>,
+    pub family: Option<String>,
+    /// Tenant slug: its tenant-scope templates and those of its phones.
+    pub tenant: Option<String>,
+    pub file_pattern: Option<String>,
+    /// Page after this id.
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    pub from: i64,
+    /// Defaults to the current version.
+    pub to: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub mac: String,
+    /// One file; all files the phone fetches when absent.
+    pub file: Option<String>,
+    /// Preview an edit of this stored template (with `body`).
+    pub template_id: Option<i64>,
+    /// A draft body. With `template_id` it replaces that template's body;
+    /// otherwise `scope`, `family` and `file_pattern` say where it would go.
+    pub body: Option<String>,
+    pub scope: Option<String>,
+    pub family: Option<String>,
+    pub file_pattern: Option<String>,
+    pub tenant: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewFileView {
+    pub file: String,
+    /// The template that renders it.
+    pub template: String,
+    /// False when a template nearer the phone overrides the draft.
+    pub from_draft: bool,
+    pub content_type: String,
+    /// As the phone would get it, line passwords shown as `********`.
+    pub body: String,
+    /// Differs from what the phone gets now.
+    pub changed: bool,
+    /// Unified diff against what the phone gets now.
+    pub diff: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    pub mac: String,
+    pub files: Vec<PreviewFileView>,
+}
+
+fn scope_tenant(state: &MirrorState, template: &Template) -> Option<Id> {
+    match template.scope {
+        TemplateScope::Tenant => template.scope_key.parse().ok(),
+        TemplateScope::Phone => template
+            .scope_key
+            .parse::<Mac>()
+            .ok()
+            .and_then(|mac| state.phone_by_mac(&mac))
+            .map(|p| p.tenant_id),
+        _ => None,
+    }
+}
+
+fn view(state: &MirrorState, t: &Template, with_body: bool) -> TemplateView {
+    TemplateView {
+        id: t.id,
+        scope: t.scope.to_string(),
+        family: t.family.to_string(),
+        scope_key: t.scope_key.to_string(),
+        tenant: scope_tenant(state, t)
+            .and_then(|id| state.tenant(id))
+            .map(|t| t.slug.to_string()),
+        file_pattern: t.file_pattern.to_string(),
+        body: with_body.then(|| t.body.to_string()),
+        version: t.version,
+        updated_by: t.updated_by.to_string(),
+        updated_at: t.updated_at,
+        etag: etag_of(t),
+    }
+}
+
+/// Family and model templates touch every tenant: global admins only.
+fn may_read(state: &MirrorState, principal: &Principal, t: &Template) -> Result<(), ApiError> {
+    let what = format!("template #{}", t.id);
+    match scope_tenant(state, t) {
+        Some(tenant) => principal.read(tenant, &what),
+        None if principal.is_global() => Ok(()),
+        None => Err(ApiError::not_found(&what)),
+    }
+}
+
+fn may_write(state: &MirrorState, principal: &Principal, t: &Template) -> Result<(), ApiError> {
+    may_read(state, principal, t)?;
+    match scope_tenant(state, t) {
+        Some(tenant) => principal.write(tenant, format!("template #{}", t.id)),
+        None => principal.require_global(),
+    }
+}
+
+fn stored(state: &MirrorState, principal: &Principal, id: Id) -> Result<Arc<Template>, ApiError> {
+    let template = state
+        .template(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("template #{id}")))?;
+    may_read(state, principal, &template)?;
+    Ok(template)
+}
+
+fn parse<T: std::str::FromStr<Err = dialtone_sync::SyncError>>(text: &str) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))
+}
+
+/// The natural key a new template's fields name, and the tenant it belongs to.
+fn key_of(
+    state: &MirrorState,
+    scope: &str,
+    family: &str,
+    file_pattern: &str,
+    tenant: Option<&str>,
+    mac: Option<&str>,
+    model: Option<&str>,
+) -> Result<(TemplateKey, Option<Id>), ApiError> {
+    let scope: TemplateScope = parse(scope)?;
+    let family: Family = parse(family)?;
+    let (scope_key, owner) = match scope {
+        TemplateScope::Family => (String::new(), None),
+        TemplateScope::Model => (
+            model
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| ApiError::invalid("a model-scope template needs model"))?
+                .to_string(),
+            None,
+        ),
+        TemplateScope::Tenant => {
+            let slug =
+                tenant.ok_or_else(|| ApiError::invalid("a tenant-scope template needs tenant"))?;
+            let tenant = state
+                .tenant_by_slug(slug)
+                .ok_or_else(|| ApiError::invalid(format!("tenant {slug} does not exist")))?;
+            (tenant.id.to_string(), Some(tenant.id))
+        }
+        TemplateScope::Phone => {
+            let mac = parse_mac(
+                mac.ok_or_else(|| ApiError::invalid("a phone-scope template needs mac"))?,
+            )?;
+            let phone = state
+                .phone_by_mac(&mac)
+                .ok_or_else(|| ApiError::invalid(format!("phone {mac} does not exist")))?;
+            (mac.to_string(), Some(phone.tenant_id))
+        }
+    };
+    let key = TemplateKey {
+        scope,
+        family,
+        scope_key: scope_key.into(),
+        file_pattern: file_pattern.into(),
+    };
+    Ok((key, owner))
+}
+
+fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiError> {
+    match owner {
+        Some(tenant) => principal.write(tenant, "tenant"),
+        None => principal.require_global(),
+    }
+}
+
+/// Syntax, file pattern and a trial render; 422 with line and column.
+fn check(
+    state: &AdminState,
+    key: &TemplateKey,
+    body: &str,
+    sample_mac: Option<&str>,
+) -> Result<Validation, ApiError> {
+    let mirror = state.mirror.load();
+    let sample =
+        match sample_mac {
+            Some(mac) => {
+                let mac = parse_mac(mac)?;
+                Some(mirror.phone_by_mac(&mac).cloned().ok_or_else(|| {
+                    ApiError::invalid(format!("sample phone {mac} does not exist"))
+                })?)
+            }
+            None => sample_phone(&mirror, key.scope, key.family, &key.scope_key).cloned(),
+        };
+    let rendered =
+        state
+            .provisioner
+            .check_template(key.family, &key.file_pattern, body, sample.as_deref())?;
+    Ok(Validation {
+        ok: true,
+        sample_mac: sample.map(|p| p.mac.to_string()),
+        rendered_bytes: rendered.len(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", params(TemplateQuery),
+    responses((status = 200, body = TemplateList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<TemplateQuery>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let scope: Option<TemplateScope> = query.scope.as_deref().map(parse).transpose()?;
+    let family: Option<Family> = query.family.as_deref().map(parse).transpose()?;
+    let tenant = match query.tenant.as_deref() {
+        Some(slug) => {
+            let what = format!("tenant {slug}");
+            let t = mirror
+                .tenant_by_slug(slug)
+                .ok_or_else(|| ApiError::not_found(&what))?;
+            principal.read(t.id, &what)?;
+            Some(t.id)
+        }
+        None => None,
+    };
+    let limit = page_size(query.limit);
+    let mut templates: Vec<&Arc<Template>> = mirror
+        .templates()
+        .filter(|t| may_read(&mirror, &principal, t).is_ok())
+        .filter(|t| scope.is_none_or(|s| s == t.scope) && family.is_none_or(|f| f == t.family))
+        .filter(|t| tenant.is_none_or(|id| scope_tenant(&mirror, t) == Some(id)))
+        .filter(|t| {
+            query
+                .file_pattern
+                .as_deref()
+                .is_none_or(|p| &*t.file_pattern == p)
+        })
+        .filter(|t| query.after.is_none_or(|after| t.id > after))
+        .collect();
+    templates.sort_by_key(|t| t.id);
+    let next = (templates.len() > limit).then(|| templates[limit - 1].id.to_string());
+    let items = templates
+        .into_iter()
+        .take(limit)
+        .map(|t| view(&mirror, t, false))
+        .collect();
+    Ok(axum::Json(TemplateList { items, next }).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/templates/validate", tag = "templates", request_body = NewTemplate,
+    responses((status = 200, body = Validation), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn validate(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewTemplate>,
+) -> Result<Response, ApiError> {
+    let (key, owner) = {
+        let mirror = state.mirror.load();
+        key_of(
+            &mirror,
+            &body.scope,
+            &body.family,
+            &body.file_pattern,
+            body.tenant.as_deref(),
+            body.mac.as_deref(),
+            body.model.as_deref(),
+        )?
+    };
+    match owner {
+        Some(tenant) => principal.read(tenant, "tenant")?,
+        None => principal.require_global()?,
+    }
+    Ok(axum::Json(check(&state, &key, &body.body, body.sample_mac.as_deref())?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = NewTemplate,
+    responses((status = 201, body = TemplateView), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewTemplate>,
+) -> Result<Response, ApiError> {
+    let (key, owner) = {
+        let mirror = state.mirror.load();
+        let (key, owner) = key_of(
+            &mirror,
+            &body.scope,
+            &body.family,
+            &body.file_pattern,
+            body.tenant.as_deref(),
+            body.mac.as_deref(),
+            body.model.as_deref(),
+        )?;
+        may_write_key(&principal, owner)?;
+        if let Some(existing) = mirror.template_by_key(&key) {
+            return Err(ApiError::conflict(format!(
+                "template #{} already has this scope and file; update it instead",
+                existing.id
+            )));
+        }
+        (key, owner)
+    };
+    check(&state, &key, &body.body, body.sample_mac.as_deref())?;
+    let tenant_slug =
+        owner.and_then(|id| state.mirror.load().tenant(id).map(|t| t.slug.to_string()));
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "create",
+            entity: "template",
+            key: format!(
+                "{}/{}/{}/{}",
+                key.scope, key.family, key.scope_key, key.file_pattern
+            ),
+            tenant: tenant_slug.as_deref(),
+            detail: json!({ "after": digest(&body.body), "bytes": body.body.len() }),
+        },
+        vec![Mutation::UpsertTemplate(TemplateInput {
+            scope: key.scope,
+            family: key.family,
+            scope_key: key.scope_key.to_string(),
+            file_pattern: key.file_pattern.to_string(),
+            body: body.body,
+            updated_by: principal.actor(),
+        })],
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let template = mirror
+        .template_by_key(&key)
+        .ok_or_else(|| ApiError::internal("created template missing from the mirror"))?;
+    let view = view(&mirror, template, true);
+    Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates", params(("id" = i64, Path)),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let template = stored(&mirror, &principal, id)?;
+    let view = view(&mirror, &template, true);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+/// Saves `body` as the next version of `template`, after the same checks as
+/// a new one.
+async fn save_body(
+    state: &AdminState,
+    principal: &Principal,
+    template: &Template,
+    headers: &HeaderMap,
+    body: String,
+    sample_mac: Option<&str>,
+    action: &'static str,
+) -> Result<Response, ApiError> {
+    let key = template.key();
+    check(state, &key, &body, sample_mac)?;
+    let tenant = {
+        let mirror = state.mirror.load();
+        scope_tenant(&mirror, template)
+            .and_then(|id| mirror.tenant(id))
+            .map(|t| t.slug.to_string())
+    };
+    let mut mutations: Vec<Mutation> = expectation(headers, Target::Template { id: template.id })
+        .into_iter()
+        .collect();
+    let detail = json!({
+        "before": digest(&template.body), "after": digest(&body),
+        "from_version": template.version, "bytes": body.len(),
+    });
+    mutations.push(Mutation::UpsertTemplate(TemplateInput {
+        scope: key.scope,
+        family: key.family,
+        scope_key: key.scope_key.to_string(),
+        file_pattern: key.file_pattern.to_string(),
+        body,
+        updated_by: principal.actor(),
+    }));
+    commit(
+        state,
+        principal,
+        Change {
+            action,
+            entity: "template",
+            key: format!("#{}", template.id),
+            tenant: tenant.as_deref(),
+            detail,
+        },
+        mutations,
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let saved = mirror
+        .template(template.id)
+        .ok_or_else(|| ApiError::not_found(format!("template #{}", template.id)))?;
+    let view = view(&mirror, saved, true);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+#[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates", request_body = TemplateUpdate,
+    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TemplateUpdate>,
+) -> Result<Response, ApiError> {
+    let template = {
+        let mirror = state.mirror.load();
+        let template = stored(&mirror, &principal, id)?;
+        may_write(&mirror, &principal, &template)?;
+        template
+    };
+    save_body(
+        &state,
+        &principal,
+        &template,
+        &headers,
+        body.body,
+        body.sample_mac.as_deref(),
+        "update",
+    )
+    .await
+}
+
+#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "templates",
+    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (template, tenant) = {
+        let mirror = state.mirror.load();
+        let template = stored(&mirror, &principal, id)?;
+        may_write(&mirror, &principal, &template)?;
+        let tenant = scope_tenant(&mirror, &template)
+            .and_then(|id| mirror.tenant(id))
+            .map(|t| t.slug.to_string());
+        (template, tenant)
+    };
+    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Template { id })
+        .into_iter()
+        .collect();
+    mutations.push(Mutation::DeleteTemplate { id });
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "delete",
+            entity: "template",
+            key: format!("#{id}"),
+            tenant: tenant.as_deref(),
+            detail: json!({ "before": digest(&template.body), "version": template.version }),
+        },
+        mutations,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionView {
+    VersionView {
+        version: v.version,
+        updated_by: v.updated_by.clone(),
+        updated_at: v.updated_at,
+        bytes: v.body.len(),
+        digest: digest(&v.body),
+        body: with_body.then(|| v.body.clone()),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn versions(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    stored(&state.mirror.load(), &principal, id)?;
+    let versions = state.store.template_versions(id).await?;
+    let views: Vec<VersionView> = versions
+        .iter()
+        .rev()
+        .map(|v| version_view(v, false))
+        .collect();
+    Ok(axum::Json(views).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/templates/{id}/versions/{version}", tag = "templates",
+    params(("id" = i64, Path), ("version" = i64, Path)),
+    responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn version(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath((id, version)): ApiPath<(i64, i64)>,
+) -> Result<Response, ApiError> {
+    stored(&state.mirror.load(), &principal, id)?;
+    let versions = state.store.template_versions(id).await?;
+    let found = versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("version {version} of template #{id}")))?;
+    Ok(axum::Json(version_view(found, true)).into_response())
+}
+
+pub(crate) fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
+}
+
+#[utoipa::path(get, path = "/v1/templates/{id}/diff", tag = "templates",
+    params(("id" = i64, Path), DiffQuery),
+    responses((status = 200, body = DiffView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn diff(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<DiffQuery>,
+) -> Result<Response, ApiError> {
+    let current = stored(&state.mirror.load(), &principal, id)?;
+    let to = query.to.unwrap_or(current.version);
+    let versions = state.store.template_versions(id).await?;
+    let find = |v: i64| {
+        versions
+            .iter()
+            .find(|x| x.version == v)
+            .ok_or_else(|| ApiError::not_found(format!("version {v} of template #{id}")))
+    };
+    let (old, new) = (find(query.from)?, find(to)?);
+    let diff = unified_diff(
+        &old.body,
+        &new.body,
+        &format!("v{}", old.version),
+        &format!("v{}", new.version),
+    );
+    Ok(axum::Json(DiffView {
+        from: old.version,
+        to: new.version,
+        diff,
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
+    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Rollback>,
+) -> Result<Response, ApiError> {
+    let template = {
+        let mirror = state.mirror.load();
+        let template = stored(&mirror, &principal, id)?;
+        may_write(&mirror, &principal, &template)?;
+        template
+    };
+    let versions = state.store.template_versions(id).await?;
+    let old = versions
+        .into_iter()
+        .find(|v| v.version == body.version)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("version {} of template #{id}", body.version))
+        })?;
+    if old.body == *template.body {
+        return Err(ApiError::conflict(format!(
+            "version {} has the current body already",
+            body.version
+        )));
+    }
+    save_body(
+        &state, &principal, &template, &headers, old.body, None, "rollback",
+    )
+    .await
+}
+
+fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
+    let old = String::from_utf8_lossy(&now.body);
+    let new = String::from_utf8_lossy(&next.body);
+    PreviewFileView {
+        changed: now.body != next.body,
+        diff: unified_diff(
+            &old,
+            &new,
+            &format!("{} (now)", now.file),
+            &format!("{} (preview)", next.file),
+        ),
+        body: new.into_owned(),
+        file: next.file,
+        template: next.template,
+        from_draft: next.from_draft,
+        content_type: next.content_type.to_string(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(request): ApiJson<PreviewRequest>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&request.mac)?;
+    let mirror = state.mirror.load();
+    let what = format!("phone {mac}");
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    principal.read(phone.tenant_id, &what)?;
+    let draft = match (request.template_id, request.body) {
+        (Some(id), Some(body)) => Some(Draft {
+            key: stored(&mirror, &principal, id)?.key(),
+            body: body.into(),
+        }),
+        (Some(_), None) => return Err(ApiError::invalid("template_id needs body (the draft)")),
+        (None, Some(body)) => {
+            let field = |f: &Option<String>, name: &str| {
+                f.clone().ok_or_else(|| {
+                    ApiError::invalid(format!("a draft without template_id needs {name}"))
+                })
+            };
+            let (key, _) = key_of(
+                &mirror,
+                &field(&request.scope, "scope")?,
+                &field(&request.family, "family")?,
+                &field(&request.file_pattern, "file_pattern")?,
+                request.tenant.as_deref(),
+                Some(&request.mac),
+                request.model.as_deref(),
+            )?;
+            Some(Draft {
+                key,
+                body: body.into(),
+            })
+        }
+        (None, None) => None,
+    };
+    let files = match request.file {
+        Some(file) => vec![file],
+        None => state.provisioner.rendered_files_of(&phone),
+    };
+    let mut views = Vec::with_capacity(files.len());
+    for file in files {
+        let now = state.provisioner.preview(&mac, &file, None)?;
+        let next = match &draft {
+            Some(draft) => state.provisioner.preview(&mac, &file, Some(draft))?,
+            None => now.clone(),
+        };
+        views.push(file_view(&now, next));
+    }
+    Ok(axum::Json(PreviewView {
+        mac: mac.to_string(),
+        files: views,
+    })
+    .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path)),
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn phone_files(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let phone = {
+        let mirror = state.mirror.load();
+        let what = format!("phone {mac}");
+        let phone = mirror
+            .phone_by_mac(&mac)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.read(phone.tenant_id, &what)?;
+        phone
+    };
+    let mut views = Vec::new();
+    for file in state.provisioner.rendered_files_of(&phone) {
+        let now = state.provisioner.preview(&mac, &file, None)?;
+        views.push(file_view(&now, now.clone()));
+    }
+    Ok(axum::Json(PreviewView {
+        mac: mac.to_string(),
+        files: views,
+    })
+    .into_response())
+}

@@ -1,0 +1,305 @@
+//! `/v1/tenants`: list, create, read, update, delete.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::TenantInput;
+use dialtone_sync::{etag_of, Mutation, Target, Tenant};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{
+    commit, expectation, json_value, object_text, page_size, tagged, AdminState, Change, Principal,
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub slug: String,
+    pub name: String,
+    /// ISO 3166 region numbers are read in (`US`, `GB`, …).
+    pub default_region: String,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub updated_at: i64,
+    pub etag: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    pub items: Vec<TenantView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// Lowercase letters, digits and dashes; 1 to 63 characters.
+    pub slug: String,
+    pub name: String,
+    pub default_region: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    pub name: String,
+    pub default_region: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// Page after this slug.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Delete even when the tenant still has phones or directory entries
+    /// (they go with it).
+    pub force: Option<bool>,
+}
+
+pub(crate) fn view(t: &Tenant) -> TenantView {
+    TenantView {
+        slug: t.slug.to_string(),
+        name: t.name.to_string(),
+        default_region: t.default_region.to_string(),
+        settings: json_value(&t.settings),
+        updated_at: t.updated_at,
+        etag: etag_of(t),
+    }
+}
+
+pub(crate) fn check_slug(slug: &str) -> Result<(), ApiError> {
+    let ok = (1..=63).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "slug: 1 to 63 lowercase letters, digits and dashes, not starting with a dash",
+        ))
+    }
+}
+
+fn region(value: Option<String>) -> Result<String, ApiError> {
+    let region = value.unwrap_or_else(|| "US".into()).to_ascii_uppercase();
+    if region.len() == 2 && region.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(region)
+    } else {
+        Err(ApiError::invalid(
+            "default_region: a two-letter region code such as US or GB",
+        ))
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(TenantQuery),
+    responses((status = 200, body = TenantList), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<TenantQuery>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let limit = page_size(query.limit);
+    let mut tenants: Vec<_> = mirror
+        .tenants()
+        .filter(|t| principal.tenant_filter().is_none_or(|own| own == t.id))
+        .filter(|t| query.after.as_deref().is_none_or(|after| &*t.slug > after))
+        .collect();
+    tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
+    let next = (tenants.len() > limit).then(|| tenants[limit - 1].slug.to_string());
+    let items = tenants.into_iter().take(limit).map(|t| view(t)).collect();
+    Ok(axum::Json(TenantList { items, next }).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = TenantView), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewTenant>,
+) -> Result<Response, ApiError> {
+    principal.require_global()?;
+    check_slug(&body.slug)?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    if state.mirror.load().tenant_by_slug(&body.slug).is_some() {
+        return Err(ApiError::conflict(format!(
+            "tenant {} already exists",
+            body.slug
+        )));
+    }
+    let input = TenantInput {
+        slug: body.slug.clone(),
+        name: body.name,
+        default_region: region(body.default_region)?,
+        settings: object_text(body.settings, "settings")?,
+    };
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "create",
+            entity: "tenant",
+            key: body.slug.clone(),
+            tenant: Some(&body.slug),
+            detail: json!({ "name": input.name, "region": input.default_region }),
+        },
+        vec![Mutation::UpsertTenant(input)],
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let tenant = mirror
+        .tenant_by_slug(&body.slug)
+        .ok_or_else(|| ApiError::internal("created tenant missing from the mirror"))?;
+    let view = view(tenant);
+    Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path)),
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let what = format!("tenant {slug}");
+    let tenant = mirror
+        .tenant_by_slug(&slug)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    principal.read(tenant.id, &what)?;
+    let view = view(tenant);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+#[utoipa::path(put, path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = TenantUpdate,
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TenantUpdate>,
+) -> Result<Response, ApiError> {
+    let what = format!("tenant {slug}");
+    let before = {
+        let mirror = state.mirror.load();
+        let tenant = mirror
+            .tenant_by_slug(&slug)
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.write(tenant.id, &what)?;
+        tenant.clone()
+    };
+    if body.name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    let input = TenantInput {
+        slug: slug.clone(),
+        name: body.name,
+        default_region: region(
+            body.default_region
+                .or(Some(before.default_region.to_string())),
+        )?,
+        settings: match body.settings {
+            Some(settings) => object_text(Some(settings), "settings")?,
+            None => before.settings.to_string(),
+        },
+    };
+    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Tenant { slug: slug.clone() })
+        .into_iter()
+        .collect();
+    mutations.push(Mutation::UpsertTenant(input));
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "update",
+            entity: "tenant",
+            key: slug.clone(),
+            tenant: Some(&slug),
+            detail: json!({ "before": etag_of(&*before) }),
+        },
+        mutations,
+    )
+    .await?;
+    let mirror = state.mirror.load();
+    let tenant = mirror
+        .tenant_by_slug(&slug)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    let view = view(tenant);
+    Ok(tagged(&view.etag.clone(), view))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path), ("If-Match" = Option<String>, Header), DeleteQuery),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 412, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let what = format!("tenant {slug}");
+    let (phones, entries) = {
+        let mirror = state.mirror.load();
+        let tenant = mirror
+            .tenant_by_slug(&slug)
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.read(tenant.id, &what)?;
+        principal.require_global()?;
+        let phones = mirror.phones().filter(|p| p.tenant_id == tenant.id).count();
+        (phones, mirror.directory_of(tenant.id).len())
+    };
+    if (phones > 0 || entries > 0) && query.force != Some(true) {
+        return Err(ApiError::conflict(format!(
+            "tenant {slug} still has {phones} phones and {entries} directory entries; \
+             delete them first or pass force=true"
+        )));
+    }
+    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Tenant { slug: slug.clone() })
+        .into_iter()
+        .collect();
+    mutations.push(Mutation::DeleteTenant { slug: slug.clone() });
+    commit(
+        &state,
+        &principal,
+        Change {
+            action: "delete",
+            entity: "tenant",
+            key: slug.clone(),
+            tenant: Some(&slug),
+            detail: json!({ "phones": phones, "directory_entries": entries }),
+        },
+        mutations,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,385 @@
+//! The admin API in process (`oneshot` on the router) against a real store:
+//! SQLite by default, PostgreSQL where concurrency matters. The end-to-end
+//! test across two `dialtone serve` processes is in tests/admin.rs.
+
+mod matrix;
+mod templates;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use dialtone_sync::store::{
+    DirectoryEntryInput, LineInput, PhoneInput, TemplateInput, TenantInput,
+};
+use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::*;
+use dialtone_tftp::{ProvisionOptions, Provisioner, Shipped};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, AdminState};
+
+/// Secrets the seed stores; no response may ever contain one.
+pub const SECRETS: &[&str] = &[
+    "sip-acme-1-Xq9",
+    "sip-acme-2-Xq9",
+    "sip-globex-Xq9",
+    "dev-http-Xq9",
+    "ldap-bind-Xq9",
+];
+
+pub const ACME_MAC: &str = "001565000001";
+pub const GLOBEX_MAC: &str = "001565000002";
+
+pub struct Harness {
+    pub db: TestDb,
+    pub store: Arc<dyn Store>,
+    pub mirror: Arc<Mirror>,
+    pub provisioner: Arc<Provisioner>,
+    pub app: Router,
+    /// By role: global, acme-admin, acme-read, acme-lookup, globex-admin.
+    pub tokens: HashMap<&'static str, String>,
+    /// Placeholders in paths and bodies: `{acme_template}` and friends.
+    pub ids: HashMap<&'static str, String>,
+    /// The mirror's change stream, applied to the render cache before each
+    /// `served()` (as `Provisioner::follow` does in the server).
+    events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ChangeEvent>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    pub fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn phone(tenant: &str, mac: &str, passwords: &[&str], http_password: Option<&str>) -> Mutation {
+    Mutation::UpsertPhone(PhoneInput {
+        tenant: tenant.into(),
+        mac: mac.parse().unwrap(),
+        family: Family::Yealink,
+        model: Some("T46S".into()),
+        label: Some(format!("{tenant} front desk")),
+        variables: "{}".into(),
+        http_user: http_password.map(|_| "desk".into()),
+        http_password: http_password.map(str::to_string),
+        lines: passwords
+            .iter()
+            .enumerate()
+            .map(|(i, pw)| LineInput {
+                extension: format!("{}", 200 + i),
+                display_name: format!("{tenant} line {}", i + 1),
+                auth_user: format!("{tenant}{}", 200 + i),
+                password: Some(pw.to_string()),
+                registrar: "sip.example.net".into(),
+                proxy: None,
+                settings: "{}".into(),
+            })
+            .collect(),
+    })
+}
+
+fn template(scope: TemplateScope, scope_key: &str, pattern: &str, body: &str) -> Mutation {
+    Mutation::UpsertTemplate(TemplateInput {
+        scope,
+        family: Family::Yealink,
+        scope_key: scope_key.into(),
+        file_pattern: pattern.into(),
+        body: body.into(),
+        updated_by: "seed".into(),
+    })
+}
+
+pub const ACME_V1: &str = "#!version:1.0.0.1\n# acme v1\naccount.1.label = {{ lines[0].display_name }}\naccount.1.password = {{ lines[0].password }}\n";
+pub const ACME_V2: &str = "#!version:1.0.0.1\n# acme v2\naccount.1.label = {{ lines[0].display_name }}\naccount.1.password = {{ lines[0].password }}\n";
+
+impl Harness {
+    pub async fn new(backend: Backend) -> Harness {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let seed = Audit {
+            actor: "seed".into(),
+            tenant: None,
+            action: "seed".into(),
+            entity: "test".into(),
+            entity_key: String::new(),
+            detail: serde_json::json!({}),
+        };
+        let tenant = |slug: &str| {
+            Mutation::UpsertTenant(TenantInput {
+                slug: slug.into(),
+                name: format!("{slug} Inc"),
+                default_region: "US".into(),
+                settings: "{}".into(),
+            })
+        };
+        store
+            .apply(&[tenant("acme"), tenant("globex")], &seed)
+            .await
+            .unwrap();
+        let (data, _, _) = store.load_all().await.unwrap();
+        let acme_id = data.tenants.iter().find(|t| &*t.slug == "acme").unwrap().id;
+        let globex_id = data
+            .tenants
+            .iter()
+            .find(|t| &*t.slug == "globex")
+            .unwrap()
+            .id;
+        let entry = |tenant: &str, id: &str, name: &str, number: &str| {
+            Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+                tenant: tenant.into(),
+                external_id: id.into(),
+                name: name.into(),
+                company: None,
+                numbers: vec![DirectoryNumber {
+                    number: number.into(),
+                    kind: "work".into(),
+                }],
+            })
+        };
+        let source = |tenant: &str| {
+            Mutation::UpsertDirectorySource(DirectorySourceInput {
+                tenant: tenant.into(),
+                name: "cnam".into(),
+                kind: SourceKind::Http,
+                priority: 10,
+                enabled: true,
+                // Port 9 (discard) on loopback: nothing listens; tests fail fast.
+                settings: r#"{"url": "http://127.0.0.1:9/cnam/{e164}"}"#.into(),
+                secret: Some("ldap-bind-Xq9".into()),
+                timeout_ms: 200,
+            })
+        };
+        store
+            .apply(
+                &[
+                    phone(
+                        "acme",
+                        ACME_MAC,
+                        &["sip-acme-1-Xq9", "sip-acme-2-Xq9"],
+                        None,
+                    ),
+                    phone(
+                        "globex",
+                        GLOBEX_MAC,
+                        &["sip-globex-Xq9"],
+                        Some("dev-http-Xq9"),
+                    ),
+                    entry("acme", "e1", "Alice Acme", "+1 555 555 0101"),
+                    entry("globex", "g1", "Gary Globex", "+1 555 555 0102"),
+                    source("acme"),
+                    source("globex"),
+                    template(
+                        TemplateScope::Tenant,
+                        &acme_id.to_string(),
+                        "{mac}.cfg",
+                        ACME_V1,
+                    ),
+                    template(
+                        TemplateScope::Tenant,
+                        &globex_id.to_string(),
+                        "{mac}.cfg",
+                        "#!version:1.0.0.1\n# globex\n",
+                    ),
+                    template(
+                        TemplateScope::Family,
+                        "",
+                        "y0000000000{code}.cfg",
+                        "#!version:1.0.0.1\n# family common\n",
+                    ),
+                ],
+                &seed,
+            )
+            .await
+            .unwrap();
+        store
+            .apply(
+                &[template(
+                    TemplateScope::Tenant,
+                    &acme_id.to_string(),
+                    "{mac}.cfg",
+                    ACME_V2,
+                )],
+                &seed,
+            )
+            .await
+            .unwrap();
+        let mut tokens = HashMap::new();
+        let mut mutations = Vec::new();
+        for (role, scope, tenant) in [
+            ("global", TokenScope::GlobalAdmin, None),
+            ("acme-admin", TokenScope::TenantAdmin, Some("acme")),
+            ("acme-read", TokenScope::TenantRead, Some("acme")),
+            ("acme-lookup", TokenScope::Lookup, Some("acme")),
+            ("globex-admin", TokenScope::TenantAdmin, Some("globex")),
+        ] {
+            let token = generate_token();
+            mutations.push(Mutation::CreateApiToken(ApiTokenInput {
+                name: role.into(),
+                token_hash: token_hash(&token),
+                scope,
+                tenant: tenant.map(str::to_string),
+                expires_at: None,
+            }));
+            tokens.insert(role, token);
+        }
+        store.apply(&mutations, &seed).await.unwrap();
+        let mirror = Arc::new(Mirror::new());
+        watcher::full_load(&mirror, &*store).await.unwrap();
+        let state = mirror.load();
+        let mut ids = HashMap::new();
+        for t in state.templates() {
+            let name = match (t.scope, &*t.scope_key) {
+                (TemplateScope::Family, _) => "{family_template}",
+                (TemplateScope::Tenant, key) if key == acme_id.to_string() => "{acme_template}",
+                (TemplateScope::Tenant, key) if key == globex_id.to_string() => "{globex_template}",
+                _ => continue,
+            };
+            ids.insert(name, t.id.to_string());
+        }
+        let globex_token = state
+            .api_tokens()
+            .find(|t| &*t.name == "globex-admin")
+            .unwrap()
+            .id;
+        ids.insert("{globex_token}", globex_token.to_string());
+        let shipped = Shipped::load(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            1,
+        )
+        .unwrap();
+        let provisioner = Arc::new(Provisioner::new(
+            mirror.clone(),
+            test_key(),
+            shipped,
+            ProvisionOptions::default(),
+        ));
+        let events = std::sync::Mutex::new(mirror.subscribe());
+        let app = router(AdminState {
+            mirror: mirror.clone(),
+            store: store.clone(),
+            provisioner: provisioner.clone(),
+            key: test_key(),
+        });
+        Harness {
+            db,
+            store,
+            mirror,
+            provisioner,
+            app,
+            tokens,
+            ids,
+            events,
+        }
+    }
+
+    pub fn fill(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (k, v) in &self.ids {
+            out = out.replace(k, v);
+        }
+        out
+    }
+
+    pub async fn call(
+        &self,
+        role: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(self.fill(path));
+        if let Some(role) = role {
+            let token = self
+                .tokens
+                .get(role)
+                .cloned()
+                .unwrap_or_else(|| role.to_string());
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let body = match body {
+            Some(b) => {
+                request = request.header("content-type", "application/json");
+                Body::from(self.fill(b))
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let reply = Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        for secret in SECRETS {
+            assert!(
+                !reply.text.contains(secret),
+                "a response carries a secret: {}",
+                reply.text
+            );
+        }
+        reply
+    }
+
+    pub async fn get(&self, role: &str, path: &str) -> Reply {
+        self.call(Some(role), Method::GET, path, None, &[]).await
+    }
+
+    pub async fn audit_rows(&self) -> usize {
+        self.store
+            .audit_log(&AuditQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// What a phone gets over the provisioning core right now.
+    pub fn served(&self, file: &str) -> Vec<u8> {
+        let mut events = self.events.lock().unwrap();
+        while let Ok(event) = events.try_recv() {
+            self.provisioner.invalidate(&event);
+        }
+        self.provisioner
+            .provision(&dialtone_tftp::Request {
+                path: file,
+                user_agent: None,
+                remote: None,
+                protocol: "http",
+                query: None,
+            })
+            .unwrap()
+            .body
+            .to_vec()
+    }
+}
