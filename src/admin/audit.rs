@@ -96,7 +96,7 @@ fn view(r: AuditRecord) -> AuditView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+#[utoipa::path(get, operation_id = "audit_list", path = "/v1/audit", tag = "audit", params(AuditParams),
     responses((status = 200, body = AuditList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -132,8 +132,8 @@ pub async fn list(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/phones/{mac}/history", tag = "phones",
-    params(("mac" = String, Path), HistoryParams),
+#[utoipa::path(get, operation_id = "audit_history", path = "/v1/phones/{mac}/history", tag = "phones",
+    params(("mac" = String, Path, example = "0015654aa937"), HistoryParams),
     responses((status = 200, body = Vec<BootView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn history(
@@ -172,7 +172,7 @@ pub async fn history(
     Ok(axum::Json(views).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/import", tag = "import", params(ImportParams),
+#[utoipa::path(post, operation_id = "audit_import", path = "/v1/import", tag = "import", params(ImportParams),
     request_body(content = Object, description = "An import document, as for `dialtone import`: JSON (application/json) or CSV (text/csv)"),
     responses((status = 200, body = ImportResult), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]

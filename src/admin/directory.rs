@@ -168,8 +168,8 @@ fn find_entry(
         .ok_or_else(|| ApiError::not_found(format!("directory entry {external_id}")))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{slug}/directory", tag = "directory",
-    params(("slug" = String, Path), EntryQuery),
+#[utoipa::path(get, operation_id = "directory_list_entries", path = "/v1/tenants/{slug}/directory", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), EntryQuery),
     responses((status = 200, body = EntryList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_entries(
@@ -263,8 +263,8 @@ fn entry_input(
     })
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{slug}/directory", tag = "directory",
-    params(("slug" = String, Path)), request_body = EntryBody,
+#[utoipa::path(post, operation_id = "directory_create_entry", path = "/v1/tenants/{slug}/directory", tag = "directory",
+    params(("slug" = String, Path, example = "demo")), request_body = EntryBody,
     responses((status = 201, body = EntryView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_entry(
@@ -304,8 +304,8 @@ pub async fn create_entry(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path), ("external_id" = String, Path)),
+#[utoipa::path(get, operation_id = "directory_show_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1")),
     responses((status = 200, body = EntryView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show_entry(
@@ -319,8 +319,8 @@ pub async fn show_entry(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path), ("external_id" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(put, operation_id = "directory_update_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1"), ("If-Match" = Option<String>, Header)),
     request_body = EntryBody,
     responses((status = 200, body = EntryView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -372,8 +372,8 @@ pub async fn update_entry(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path), ("external_id" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(delete, operation_id = "directory_remove_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1"), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_entry(
@@ -440,8 +440,8 @@ fn find_source(
         .ok_or_else(|| ApiError::not_found(format!("directory source {name}")))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path)),
+#[utoipa::path(get, operation_id = "directory_list_sources", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
+    params(("slug" = String, Path, example = "demo")),
     responses((status = 200, body = Vec<SourceView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_sources(
@@ -502,8 +502,8 @@ fn source_input(
     })
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path)), request_body = SourceBody,
+#[utoipa::path(post, operation_id = "directory_create_source", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
+    params(("slug" = String, Path, example = "demo")), request_body = SourceBody,
     responses((status = 201, body = SourceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_source(
@@ -541,8 +541,8 @@ pub async fn create_source(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path), ("name" = String, Path)),
+#[utoipa::path(get, operation_id = "directory_show_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)),
     responses((status = 200, body = SourceView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show_source(
@@ -556,8 +556,8 @@ pub async fn show_source(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(put, operation_id = "directory_update_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = SourceBody,
     responses((status = 200, body = SourceView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -603,8 +603,8 @@ pub async fn update_source(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(delete, operation_id = "directory_remove_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_source(
@@ -649,8 +649,8 @@ fn millis(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
-    params(("slug" = String, Path), ("name" = String, Path)), request_body = SourceTestRequest,
+#[utoipa::path(post, operation_id = "directory_test_source", path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
+    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)), request_body = SourceTestRequest,
     responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test_source(

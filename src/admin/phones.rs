@@ -187,7 +187,7 @@ fn matches(
         })
 }
 
-#[utoipa::path(get, path = "/v1/phones", tag = "phones", params(PhoneQuery),
+#[utoipa::path(get, operation_id = "phones_list", path = "/v1/phones", tag = "phones", params(PhoneQuery),
     responses((status = 200, body = PhoneList), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -245,8 +245,8 @@ pub async fn list(
     Ok(axum::Json(PhoneList { items, next }).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/phones/{mac}", tag = "phones",
-    params(("mac" = String, Path)),
+#[utoipa::path(get, operation_id = "phones_show", path = "/v1/phones/{mac}", tag = "phones",
+    params(("mac" = String, Path, example = "0015654aa937")),
     responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -350,7 +350,7 @@ fn summary(input: &PhoneInput) -> Value {
     })
 }
 
-#[utoipa::path(post, path = "/v1/phones", tag = "phones", request_body = PhoneBody,
+#[utoipa::path(post, operation_id = "phones_create", path = "/v1/phones", tag = "phones", request_body = PhoneBody,
     responses((status = 201, body = PhoneView), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -399,8 +399,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(put, path = "/v1/phones/{mac}", tag = "phones", request_body = PhoneBody,
-    params(("mac" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(put, operation_id = "phones_update", path = "/v1/phones/{mac}", tag = "phones", request_body = PhoneBody,
+    params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -457,8 +457,8 @@ pub async fn update(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(delete, path = "/v1/phones/{mac}", tag = "phones",
-    params(("mac" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(delete, operation_id = "phones_remove", path = "/v1/phones/{mac}", tag = "phones",
+    params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(

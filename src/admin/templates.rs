@@ -315,7 +315,7 @@ fn check(
     })
 }
 
-#[utoipa::path(get, path = "/v1/templates", tag = "templates", params(TemplateQuery),
+#[utoipa::path(get, operation_id = "templates_list", path = "/v1/templates", tag = "templates", params(TemplateQuery),
     responses((status = 200, body = TemplateList)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AdminState>,
@@ -360,7 +360,7 @@ pub async fn list(
     Ok(axum::Json(TemplateList { items, next }).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/templates/validate", tag = "templates", request_body = NewTemplate,
+#[utoipa::path(post, operation_id = "templates_validate", path = "/v1/templates/validate", tag = "templates", request_body = NewTemplate,
     responses((status = 200, body = Validation), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn validate(
@@ -387,7 +387,7 @@ pub async fn validate(
     Ok(axum::Json(check(&state, &key, &body.body, body.sample_mac.as_deref())?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = NewTemplate,
+#[utoipa::path(post, operation_id = "templates_create", path = "/v1/templates", tag = "templates", request_body = NewTemplate,
     responses((status = 201, body = TemplateView), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -450,7 +450,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates", params(("id" = i64, Path)),
+#[utoipa::path(get, operation_id = "templates_show", path = "/v1/templates/{id}", tag = "templates", params(("id" = i64, Path, example = 1)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -519,8 +519,8 @@ async fn save_body(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates", request_body = TemplateUpdate,
-    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(put, operation_id = "templates_update", path = "/v1/templates/{id}", tag = "templates", request_body = TemplateUpdate,
+    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -549,8 +549,8 @@ pub async fn update(
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "templates",
-    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(delete, operation_id = "templates_remove", path = "/v1/templates/{id}", tag = "templates",
+    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(
@@ -599,7 +599,7 @@ fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionV
     }
 }
 
-#[utoipa::path(get, path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path)),
+#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, example = 1)),
     responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn versions(
@@ -617,8 +617,8 @@ pub async fn versions(
     Ok(axum::Json(views).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/templates/{id}/versions/{version}", tag = "templates",
-    params(("id" = i64, Path), ("version" = i64, Path)),
+#[utoipa::path(get, operation_id = "templates_version", path = "/v1/templates/{id}/versions/{version}", tag = "templates",
+    params(("id" = i64, Path, example = 1), ("version" = i64, Path, example = 1)),
     responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn version(
@@ -643,8 +643,8 @@ pub(crate) fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str)
         .to_string()
 }
 
-#[utoipa::path(get, path = "/v1/templates/{id}/diff", tag = "templates",
-    params(("id" = i64, Path), DiffQuery),
+#[utoipa::path(get, operation_id = "templates_diff", path = "/v1/templates/{id}/diff", tag = "templates",
+    params(("id" = i64, Path, example = 1), DiffQuery),
     responses((status = 200, body = DiffView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn diff(
@@ -677,8 +677,8 @@ pub async fn diff(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
-    params(("id" = i64, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(post, operation_id = "templates_rollback", path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
+    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -733,7 +733,7 @@ fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
+#[utoipa::path(post, operation_id = "templates_preview", path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
     responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -798,7 +798,7 @@ pub async fn preview(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path)),
+#[utoipa::path(get, operation_id = "templates_phone_files", path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path, example = "0015654aa937")),
     responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn phone_files(

@@ -106,7 +106,7 @@ fn region(value: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(TenantQuery),
+#[utoipa::path(get, operation_id = "tenants_list", path = "/v1/tenants", tag = "tenants", params(TenantQuery),
     responses((status = 200, body = TenantList), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -127,7 +127,7 @@ pub async fn list(
     Ok(axum::Json(TenantList { items, next }).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
+#[utoipa::path(post, operation_id = "tenants_create", path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
     responses((status = 201, body = TenantView), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -174,8 +174,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path)),
+#[utoipa::path(get, operation_id = "tenants_show", path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path, example = "demo")),
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -193,8 +193,8 @@ pub async fn show(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path), ("If-Match" = Option<String>, Header)),
+#[utoipa::path(put, operation_id = "tenants_update", path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path, example = "demo"), ("If-Match" = Option<String>, Header)),
     request_body = TenantUpdate,
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -255,8 +255,8 @@ pub async fn update(
     Ok(tagged(&view.etag.clone(), view))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path), ("If-Match" = Option<String>, Header), DeleteQuery),
+#[utoipa::path(delete, operation_id = "tenants_remove", path = "/v1/tenants/{slug}", tag = "tenants",
+    params(("slug" = String, Path, example = "demo"), ("If-Match" = Option<String>, Header), DeleteQuery),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]

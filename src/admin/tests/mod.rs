@@ -3,6 +3,7 @@
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
 mod matrix;
+mod openapi;
 mod templates;
 
 use std::collections::HashMap;
@@ -36,7 +37,8 @@ pub const ACME_MAC: &str = "001565000001";
 pub const GLOBEX_MAC: &str = "001565000002";
 
 pub struct Harness {
-    pub db: TestDb,
+    /// Holds the database (a temporary file for SQLite) for the test's life.
+    _db: TestDb,
     pub store: Arc<dyn Store>,
     pub mirror: Arc<Mirror>,
     pub provisioner: Arc<Provisioner>,
@@ -279,7 +281,7 @@ impl Harness {
             key: test_key(),
         });
         Harness {
-            db,
+            _db: db,
             store,
             mirror,
             provisioner,
