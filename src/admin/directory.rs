@@ -1,27 +1,22 @@
-//! A tenant's directory: entries (`/v1/tenants/{slug}/directory`) and
-//! remote sources (`…/directory-sources`), with a test call that tries a
-//! source's connection, bind and a sample search. Source secrets (LDAP bind
-//! passwords, upstream credentials) are write-only.
+//! A tenant's directory entries (`/v1/tenants/{slug}/directory`): the
+//! names the local source answers lookups from and phones show in their
+//! phonebook.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dialtone_directory::settings::{HttpSettings, LdapSettings};
-use dialtone_directory::sources::{build_source, BreakerOptions};
 use dialtone_sync::store::DirectoryEntryInput;
 use dialtone_sync::{
-    etag_of, DirectoryEntry, DirectoryNumber, DirectorySource, DirectorySourceInput, MirrorState,
-    Mutation, SourceKind, Target, Tenant,
+    etag_of, DirectoryEntry, DirectoryNumber, MirrorState, Mutation, Target, Tenant,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::{commit, expectation, json_value, page_size, tagged, AdminState, Change, Principal};
+use super::{commit, commit_if_match, page_size, tagged, AdminState, Change, Principal};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct NumberView {
@@ -66,60 +61,7 @@ pub struct EntryQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct SourceView {
-    pub name: String,
-    /// `ldap` or `http`.
-    pub kind: String,
-    pub priority: i32,
-    pub enabled: bool,
-    #[schema(value_type = Object)]
-    pub settings: Value,
-    /// Whether a secret is stored; it is never returned.
-    pub has_secret: bool,
-    pub timeout_ms: i32,
-    pub updated_at: i64,
-    pub etag: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SourceBody {
-    /// Only for creation; the path names the source otherwise.
-    pub name: Option<String>,
-    pub kind: String,
-    pub priority: Option<i32>,
-    pub enabled: Option<bool>,
-    #[schema(value_type = Object)]
-    pub settings: Value,
-    /// Write-only. Absent: keep the stored one; empty: remove it.
-    pub secret: Option<String>,
-    pub timeout_ms: Option<i32>,
-}
-
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SourceTestRequest {
-    /// The number to search for; a number from the tenant's directory, or a
-    /// fictional one, when absent.
-    pub number: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SourceTestView {
-    pub source: String,
-    pub number: String,
-    /// `found`, `not_found` or `error`.
-    pub outcome: String,
-    pub name: Option<String>,
-    pub error: Option<String>,
-    /// First search, including connecting and binding.
-    pub first_ms: f64,
-    /// A second search on the same connection.
-    pub repeat_ms: Option<f64>,
-}
-
-fn tenant_of(
+pub(crate) fn tenant_of(
     state: &MirrorState,
     principal: &Principal,
     slug: &str,
@@ -344,20 +286,15 @@ pub async fn update_entry(
         ));
     }
     let input = entry_input(&slug, external_id.clone(), body)?;
-    let mut mutations: Vec<Mutation> = expectation(
+    let detail = json!({ "before": etag_of(&*before), "numbers": input.numbers.len() });
+    commit_if_match(
+        &state,
+        &principal,
         &headers,
         Target::DirectoryEntry {
             tenant: slug.clone(),
             external_id: external_id.clone(),
         },
-    )
-    .into_iter()
-    .collect();
-    let detail = json!({ "before": etag_of(&*before), "numbers": input.numbers.len() });
-    mutations.push(Mutation::UpsertDirectoryEntry(input));
-    commit(
-        &state,
-        &principal,
         Change {
             action: "update",
             entity: "directory_entry",
@@ -365,7 +302,7 @@ pub async fn update_entry(
             tenant: Some(&slug),
             detail,
         },
-        mutations,
+        Mutation::UpsertDirectoryEntry(input),
     )
     .await?;
     let view = entry_view(&*find_entry(&state.mirror.load(), &tenant, &external_id)?);
@@ -385,22 +322,15 @@ pub async fn remove_entry(
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
     find_entry(&mirror, &tenant, &external_id)?;
-    let mut mutations: Vec<Mutation> = expectation(
+
+    commit_if_match(
+        &state,
+        &principal,
         &headers,
         Target::DirectoryEntry {
             tenant: slug.clone(),
             external_id: external_id.clone(),
         },
-    )
-    .into_iter()
-    .collect();
-    mutations.push(Mutation::DeleteDirectoryEntry {
-        tenant: slug.clone(),
-        external_id: external_id.clone(),
-    });
-    commit(
-        &state,
-        &principal,
         Change {
             action: "delete",
             entity: "directory_entry",
@@ -408,315 +338,11 @@ pub async fn remove_entry(
             tenant: Some(&slug),
             detail: json!({}),
         },
-        mutations,
+        Mutation::DeleteDirectoryEntry {
+            tenant: slug.clone(),
+            external_id: external_id.clone(),
+        },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn source_view(s: &DirectorySource) -> SourceView {
-    SourceView {
-        name: s.name.to_string(),
-        kind: s.kind.to_string(),
-        priority: s.priority,
-        enabled: s.enabled,
-        settings: json_value(&s.settings),
-        has_secret: s.secret.is_some(),
-        timeout_ms: s.timeout_ms,
-        updated_at: s.updated_at,
-        etag: etag_of(s),
-    }
-}
-
-fn find_source(
-    state: &MirrorState,
-    tenant: &Tenant,
-    name: &str,
-) -> Result<Arc<DirectorySource>, ApiError> {
-    state
-        .sources_of(tenant.id)
-        .into_iter()
-        .find(|s| &*s.name == name)
-        .ok_or_else(|| ApiError::not_found(format!("directory source {name}")))
-}
-
-#[utoipa::path(get, operation_id = "directory_list_sources", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path, example = "demo")),
-    responses((status = 200, body = Vec<SourceView>), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn list_sources(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(slug): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let mirror = state.mirror.load();
-    let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let views: Vec<SourceView> = mirror
-        .sources_of(tenant.id)
-        .iter()
-        .map(|s| source_view(s))
-        .collect();
-    Ok(axum::Json(views).into_response())
-}
-
-/// Settings are checked against their kind before anything is written, as
-/// the import does.
-fn source_input(
-    slug: &str,
-    name: String,
-    body: SourceBody,
-    before: Option<&DirectorySource>,
-) -> Result<DirectorySourceInput, ApiError> {
-    if name.trim().is_empty() || name.len() > 64 {
-        return Err(ApiError::invalid("name: 1 to 64 characters"));
-    }
-    let kind: SourceKind = body
-        .kind
-        .parse()
-        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))?;
-    if !body.settings.is_object() {
-        return Err(ApiError::invalid("settings must be a JSON object"));
-    }
-    let settings = body.settings.to_string();
-    let checked = match kind {
-        SourceKind::Ldap => LdapSettings::parse(&name, &settings).map(drop),
-        SourceKind::Http => HttpSettings::parse(&name, &settings).map(drop),
-    };
-    checked.map_err(|e| ApiError::invalid(e.to_string()))?;
-    let timeout_ms = body
-        .timeout_ms
-        .or(before.map(|b| b.timeout_ms))
-        .unwrap_or(250);
-    if !(1..=10_000).contains(&timeout_ms) {
-        return Err(ApiError::invalid("timeout_ms: 1 to 10000"));
-    }
-    Ok(DirectorySourceInput {
-        tenant: slug.to_string(),
-        name,
-        kind,
-        priority: body.priority.or(before.map(|b| b.priority)).unwrap_or(10),
-        enabled: body.enabled.or(before.map(|b| b.enabled)).unwrap_or(true),
-        settings,
-        secret: body.secret,
-        timeout_ms,
-    })
-}
-
-#[utoipa::path(post, operation_id = "directory_create_source", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path, example = "demo")), request_body = SourceBody,
-    responses((status = 201, body = SourceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn create_source(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(slug): ApiPath<String>,
-    ApiJson(body): ApiJson<SourceBody>,
-) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&state.mirror.load(), &principal, &slug, true)?;
-    let name = body
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::invalid("name is required"))?;
-    if find_source(&state.mirror.load(), &tenant, &name).is_ok() {
-        return Err(ApiError::conflict(format!(
-            "directory source {name} already exists"
-        )));
-    }
-    let input = source_input(&slug, name.clone(), body, None)?;
-    let detail = json!({ "kind": input.kind, "secret_set": input.secret.as_deref().is_some_and(|s| !s.is_empty()) });
-    commit(
-        &state,
-        &principal,
-        Change {
-            action: "create",
-            entity: "directory_source",
-            key: format!("{slug}/{name}"),
-            tenant: Some(&slug),
-            detail,
-        },
-        vec![Mutation::UpsertDirectorySource(input)],
-    )
-    .await?;
-    let view = source_view(&*find_source(&state.mirror.load(), &tenant, &name)?);
-    Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
-}
-
-#[utoipa::path(get, operation_id = "directory_show_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)),
-    responses((status = 200, body = SourceView), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn show_source(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
-) -> Result<Response, ApiError> {
-    let mirror = state.mirror.load();
-    let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let view = source_view(&*find_source(&mirror, &tenant, &name)?);
-    Ok(tagged(&view.etag.clone(), view))
-}
-
-#[utoipa::path(put, operation_id = "directory_update_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
-    request_body = SourceBody,
-    responses((status = 200, body = SourceView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn update_source(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<SourceBody>,
-) -> Result<Response, ApiError> {
-    let mirror = state.mirror.load();
-    let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    let before = find_source(&mirror, &tenant, &name)?;
-    if body.name.as_deref().is_some_and(|n| n != name) {
-        return Err(ApiError::invalid("the body's name differs from the path's"));
-    }
-    let input = source_input(&slug, name.clone(), body, Some(&before))?;
-    let detail = json!({ "before": etag_of(&*before), "kind": input.kind, "secret_changed": input.secret.is_some() });
-    let mut mutations: Vec<Mutation> = expectation(
-        &headers,
-        Target::DirectorySource {
-            tenant: slug.clone(),
-            name: name.clone(),
-        },
-    )
-    .into_iter()
-    .collect();
-    mutations.push(Mutation::UpsertDirectorySource(input));
-    commit(
-        &state,
-        &principal,
-        Change {
-            action: "update",
-            entity: "directory_source",
-            key: format!("{slug}/{name}"),
-            tenant: Some(&slug),
-            detail,
-        },
-        mutations,
-    )
-    .await?;
-    let view = source_view(&*find_source(&state.mirror.load(), &tenant, &name)?);
-    Ok(tagged(&view.etag.clone(), view))
-}
-
-#[utoipa::path(delete, operation_id = "directory_remove_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn remove_source(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let mirror = state.mirror.load();
-    let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    find_source(&mirror, &tenant, &name)?;
-    let mut mutations: Vec<Mutation> = expectation(
-        &headers,
-        Target::DirectorySource {
-            tenant: slug.clone(),
-            name: name.clone(),
-        },
-    )
-    .into_iter()
-    .collect();
-    mutations.push(Mutation::DeleteDirectorySource {
-        tenant: slug.clone(),
-        name: name.clone(),
-    });
-    commit(
-        &state,
-        &principal,
-        Change {
-            action: "delete",
-            entity: "directory_source",
-            key: format!("{slug}/{name}"),
-            tenant: Some(&slug),
-            detail: json!({}),
-        },
-        mutations,
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn millis(started: Instant) -> f64 {
-    (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
-}
-
-#[utoipa::path(post, operation_id = "directory_test_source", path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)), request_body = SourceTestRequest,
-    responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn test_source(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath((slug, name)): ApiPath<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let request: SourceTestRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SourceTestRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("request body: {e}")))?
-    };
-    let (tenant, source, sample) = {
-        let mirror = state.mirror.load();
-        let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-        let source = find_source(&mirror, &tenant, &name)?;
-        let sample = mirror
-            .directory_of(tenant.id)
-            .first()
-            .and_then(|e| e.numbers.first())
-            .map(|n| n.number.to_string());
-        (tenant, source, sample)
-    };
-    let number = request
-        .number
-        .or(sample)
-        .unwrap_or_else(|| "+1 555 555 0100".into());
-    let e164 = dialtone_directory::normalize(&number, &tenant.default_region)
-        .map_err(|e| ApiError::invalid(format!("number: {e}")))?;
-    // A fresh source, not the live one: the test must not trip its breaker
-    // or reuse a connection that hides a bind problem.
-    let built = build_source(
-        &source,
-        Some(&state.key),
-        BreakerOptions {
-            threshold: u32::MAX,
-            cooldown: std::time::Duration::from_secs(1),
-        },
-        dialtone_directory::Clock::system(),
-    )
-    .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let started = Instant::now();
-    let first = built.lookup(&e164, built.timeout).await;
-    let first_ms = millis(started);
-    let repeat_ms = if first.is_ok() {
-        let started = Instant::now();
-        let _ = built.lookup(&e164, built.timeout).await;
-        Some(millis(started))
-    } else {
-        None
-    };
-    let (outcome, found, error) = match first {
-        Ok(Some(name)) => ("found", Some(name), None),
-        Ok(None) => ("not_found", None, None),
-        Err(e) => ("error", None, Some(e.to_string())),
-    };
-    Ok(axum::Json(SourceTestView {
-        source: name,
-        number: e164,
-        outcome: outcome.into(),
-        name: found,
-        error,
-        first_ms,
-        repeat_ms,
-    })
-    .into_response())
 }

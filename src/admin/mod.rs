@@ -13,11 +13,14 @@ mod directory;
 pub mod error;
 mod openapi;
 mod phones;
+mod preview;
+mod sources;
 mod templates;
 mod tenants;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod versions;
 
 use std::sync::Arc;
 
@@ -59,7 +62,7 @@ pub fn router(state: AdminState) -> Router {
             get(phones::show).put(phones::update).delete(phones::remove),
         )
         .route("/v1/phones/{mac}/history", get(audit::history))
-        .route("/v1/phones/{mac}/files", get(templates::phone_files))
+        .route("/v1/phones/{mac}/files", get(preview::phone_files))
         .route(
             "/v1/templates",
             get(templates::list).post(templates::create),
@@ -71,14 +74,14 @@ pub fn router(state: AdminState) -> Router {
                 .put(templates::update)
                 .delete(templates::remove),
         )
-        .route("/v1/templates/{id}/versions", get(templates::versions))
+        .route("/v1/templates/{id}/versions", get(versions::versions))
         .route(
             "/v1/templates/{id}/versions/{version}",
-            get(templates::version),
+            get(versions::version),
         )
-        .route("/v1/templates/{id}/diff", get(templates::diff))
-        .route("/v1/templates/{id}/rollback", post(templates::rollback))
-        .route("/v1/preview", post(templates::preview))
+        .route("/v1/templates/{id}/diff", get(versions::diff))
+        .route("/v1/templates/{id}/rollback", post(versions::rollback))
+        .route("/v1/preview", post(preview::preview))
         .route(
             "/v1/tenants/{slug}/directory",
             get(directory::list_entries).post(directory::create_entry),
@@ -91,17 +94,17 @@ pub fn router(state: AdminState) -> Router {
         )
         .route(
             "/v1/tenants/{slug}/directory-sources",
-            get(directory::list_sources).post(directory::create_source),
+            get(sources::list_sources).post(sources::create_source),
         )
         .route(
             "/v1/tenants/{slug}/directory-sources/{name}",
-            get(directory::show_source)
-                .put(directory::update_source)
-                .delete(directory::remove_source),
+            get(sources::show_source)
+                .put(sources::update_source)
+                .delete(sources::remove_source),
         )
         .route(
             "/v1/tenants/{slug}/directory-sources/{name}/test",
-            post(directory::test_source),
+            post(sources::test_source),
         )
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
@@ -149,9 +152,23 @@ pub(crate) async fn commit(
     Ok(report)
 }
 
+/// [`commit`] of one mutation, after the check an `If-Match` header asks for.
+pub(crate) async fn commit_if_match(
+    state: &AdminState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    target: Target,
+    change: Change<'_>,
+    mutation: Mutation,
+) -> Result<WriteReport, ApiError> {
+    let mut mutations: Vec<Mutation> = expectation(headers, target).into_iter().collect();
+    mutations.push(mutation);
+    commit(state, principal, change, mutations).await
+}
+
 /// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
 /// asks that the row exist, which the handlers check anyway.
-pub(crate) fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
+fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
     let wanted = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     if wanted == "*" || wanted.is_empty() {
         return None;

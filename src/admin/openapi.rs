@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, directory, error, phones, templates, tenants, tokens};
+use super::{
+    audit, directory, error, phones, preview, sources, templates, tenants, tokens, versions,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,14 +16,14 @@ use super::{audit, directory, error, phones, templates, tenants, tokens};
     paths(
         tenants::list, tenants::create, tenants::show, tenants::update, tenants::remove,
         phones::list, phones::create, phones::show, phones::update, phones::remove,
-        audit::history, templates::phone_files,
+        audit::history, preview::phone_files,
         templates::list, templates::create, templates::validate, templates::show, templates::update,
-        templates::remove, templates::versions, templates::version, templates::diff,
-        templates::rollback, templates::preview,
+        templates::remove, versions::versions, versions::version, versions::diff,
+        versions::rollback, preview::preview,
         directory::list_entries, directory::create_entry, directory::show_entry,
         directory::update_entry, directory::remove_entry,
-        directory::list_sources, directory::create_source, directory::show_source,
-        directory::update_source, directory::remove_source, directory::test_source,
+        sources::list_sources, sources::create_source, sources::show_source,
+        sources::update_source, sources::remove_source, sources::test_source,
         tokens::list, tokens::create, tokens::revoke,
         audit::list, audit::import,
     ),

@@ -15,7 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{
-    commit, expectation, json_value, object_text, page_size, tagged, AdminState, Change, Principal,
+    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
+    Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -430,15 +431,13 @@ pub async fn update(
     let before = phone_etag(phone, &lines);
     let input = input(&state, mac, body, Some((phone, &lines)))?;
     let tenant = input.tenant.clone();
-    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Phone { mac })
-        .into_iter()
-        .collect();
     let mut detail = summary(&input);
     detail["before"] = json!(before);
-    mutations.push(Mutation::UpsertPhone(input));
-    commit(
+    commit_if_match(
         &state,
         &principal,
+        &headers,
+        Target::Phone { mac },
         Change {
             action: "update",
             entity: "phone",
@@ -446,7 +445,7 @@ pub async fn update(
             tenant: Some(&tenant),
             detail,
         },
-        mutations,
+        Mutation::UpsertPhone(input),
     )
     .await?;
     let mirror = state.mirror.load();
@@ -477,13 +476,12 @@ pub async fn remove(
         principal.write(phone.tenant_id, &what)?;
         mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string())
     };
-    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Phone { mac })
-        .into_iter()
-        .collect();
-    mutations.push(Mutation::DeletePhone { mac });
-    commit(
+
+    commit_if_match(
         &state,
         &principal,
+        &headers,
+        Target::Phone { mac },
         Change {
             action: "delete",
             entity: "phone",
@@ -491,7 +489,7 @@ pub async fn remove(
             tenant: tenant.as_deref(),
             detail: json!({}),
         },
-        mutations,
+        Mutation::DeletePhone { mac },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,7 +1,6 @@
-//! `/v1/templates` and `/v1/preview`: templates at every scope, checked
-//! before they go live (syntax, then a trial render for a phone the
-//! template applies to), every version kept, diffs, rollback, and previews
-//! that change nothing.
+//! `/v1/templates`: templates at every scope, checked before they go live
+//! (syntax, then a trial render for a phone the template applies to), every
+//! version kept, diffs and rollback. Previews are in `preview.rs`.
 
 use std::sync::Arc;
 
@@ -12,15 +11,14 @@ use dialtone_sync::store::TemplateInput;
 use dialtone_sync::{
     etag_of, Family, Id, Mac, MirrorState, Mutation, Target, Template, TemplateKey, TemplateScope,
 };
-use dialtone_tftp::preview::{sample_phone, PreviewFile};
-use dialtone_tftp::templates::Draft;
+use dialtone_tftp::preview::sample_phone;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::parse_mac;
-use super::{commit, digest, expectation, page_size, tagged, AdminState, Change, Principal};
+use super::{commit, commit_if_match, digest, page_size, tagged, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
 pub struct TemplateView {
@@ -72,39 +70,12 @@ pub struct TemplateUpdate {
     pub sample_mac: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    /// The version whose body becomes the new current version.
-    pub version: i64,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct Validation {
     pub ok: bool,
     /// The phone the template was tried on; none when no phone of its scope exists.
     pub sample_mac: Option<String>,
     pub rendered_bytes: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct VersionView {
-    pub version: i64,
-    pub updated_by: String,
-    pub updated_at: i64,
-    pub bytes: usize,
-    /// A short hash of the body, to tell versions apart at a glance.
-    pub digest: String,
-    /// Only when one version is asked for.
-    pub body: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DiffView {
-    pub from: i64,
-    pub to: i64,
-    /// Unified diff, three lines of context.
-    pub diff: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -118,54 +89,6 @@ pub struct TemplateQuery {
     /// Page after this id.
     pub after: Option<i64>,
     pub limit: Option<usize>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DiffQuery {
-    pub from: i64,
-    /// Defaults to the current version.
-    pub to: Option<i64>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PreviewRequest {
-    pub mac: String,
-    /// One file; all files the phone fetches when absent.
-    pub file: Option<String>,
-    /// Preview an edit of this stored template (with `body`).
-    pub template_id: Option<i64>,
-    /// A draft body. With `template_id` it replaces that template's body;
-    /// otherwise `scope`, `family` and `file_pattern` say where it would go.
-    pub body: Option<String>,
-    pub scope: Option<String>,
-    pub family: Option<String>,
-    pub file_pattern: Option<String>,
-    pub tenant: Option<String>,
-    pub model: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PreviewFileView {
-    pub file: String,
-    /// The template that renders it.
-    pub template: String,
-    /// False when a template nearer the phone overrides the draft.
-    pub from_draft: bool,
-    pub content_type: String,
-    /// As the phone would get it, line passwords shown as `********`.
-    pub body: String,
-    /// Differs from what the phone gets now.
-    pub changed: bool,
-    /// Unified diff against what the phone gets now.
-    pub diff: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PreviewView {
-    pub mac: String,
-    pub files: Vec<PreviewFileView>,
 }
 
 fn scope_tenant(state: &MirrorState, template: &Template) -> Option<Id> {
@@ -209,7 +132,11 @@ fn may_read(state: &MirrorState, principal: &Principal, t: &Template) -> Result<
     }
 }
 
-fn may_write(state: &MirrorState, principal: &Principal, t: &Template) -> Result<(), ApiError> {
+pub(crate) fn may_write(
+    state: &MirrorState,
+    principal: &Principal,
+    t: &Template,
+) -> Result<(), ApiError> {
     may_read(state, principal, t)?;
     match scope_tenant(state, t) {
         Some(tenant) => principal.write(tenant, format!("template #{}", t.id)),
@@ -217,7 +144,11 @@ fn may_write(state: &MirrorState, principal: &Principal, t: &Template) -> Result
     }
 }
 
-fn stored(state: &MirrorState, principal: &Principal, id: Id) -> Result<Arc<Template>, ApiError> {
+pub(crate) fn stored(
+    state: &MirrorState,
+    principal: &Principal,
+    id: Id,
+) -> Result<Arc<Template>, ApiError> {
     let template = state
         .template(id)
         .cloned()
@@ -232,7 +163,7 @@ fn parse<T: std::str::FromStr<Err = dialtone_sync::SyncError>>(text: &str) -> Re
 }
 
 /// The natural key a new template's fields name, and the tenant it belongs to.
-fn key_of(
+pub(crate) fn key_of(
     state: &MirrorState,
     scope: &str,
     family: &str,
@@ -466,7 +397,7 @@ pub async fn show(
 
 /// Saves `body` as the next version of `template`, after the same checks as
 /// a new one.
-async fn save_body(
+pub(crate) async fn save_body(
     state: &AdminState,
     principal: &Principal,
     template: &Template,
@@ -483,24 +414,15 @@ async fn save_body(
             .and_then(|id| mirror.tenant(id))
             .map(|t| t.slug.to_string())
     };
-    let mut mutations: Vec<Mutation> = expectation(headers, Target::Template { id: template.id })
-        .into_iter()
-        .collect();
     let detail = json!({
         "before": digest(&template.body), "after": digest(&body),
         "from_version": template.version, "bytes": body.len(),
     });
-    mutations.push(Mutation::UpsertTemplate(TemplateInput {
-        scope: key.scope,
-        family: key.family,
-        scope_key: key.scope_key.to_string(),
-        file_pattern: key.file_pattern.to_string(),
-        body,
-        updated_by: principal.actor(),
-    }));
-    commit(
+    commit_if_match(
         state,
         principal,
+        headers,
+        Target::Template { id: template.id },
         Change {
             action,
             entity: "template",
@@ -508,7 +430,14 @@ async fn save_body(
             tenant: tenant.as_deref(),
             detail,
         },
-        mutations,
+        Mutation::UpsertTemplate(TemplateInput {
+            scope: key.scope,
+            family: key.family,
+            scope_key: key.scope_key.to_string(),
+            file_pattern: key.file_pattern.to_string(),
+            body,
+            updated_by: principal.actor(),
+        }),
     )
     .await?;
     let mirror = state.mirror.load();
@@ -568,13 +497,12 @@ pub async fn remove(
             .map(|t| t.slug.to_string());
         (template, tenant)
     };
-    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Template { id })
-        .into_iter()
-        .collect();
-    mutations.push(Mutation::DeleteTemplate { id });
-    commit(
+
+    commit_if_match(
         &state,
         &principal,
+        &headers,
+        Target::Template { id },
         Change {
             action: "delete",
             entity: "template",
@@ -582,249 +510,8 @@ pub async fn remove(
             tenant: tenant.as_deref(),
             detail: json!({ "before": digest(&template.body), "version": template.version }),
         },
-        mutations,
+        Mutation::DeleteTemplate { id },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionView {
-    VersionView {
-        version: v.version,
-        updated_by: v.updated_by.clone(),
-        updated_at: v.updated_at,
-        bytes: v.body.len(),
-        digest: digest(&v.body),
-        body: with_body.then(|| v.body.clone()),
-    }
-}
-
-#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, example = 1)),
-    responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn versions(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(id): ApiPath<i64>,
-) -> Result<Response, ApiError> {
-    stored(&state.mirror.load(), &principal, id)?;
-    let versions = state.store.template_versions(id).await?;
-    let views: Vec<VersionView> = versions
-        .iter()
-        .rev()
-        .map(|v| version_view(v, false))
-        .collect();
-    Ok(axum::Json(views).into_response())
-}
-
-#[utoipa::path(get, operation_id = "templates_version", path = "/v1/templates/{id}/versions/{version}", tag = "templates",
-    params(("id" = i64, Path, example = 1), ("version" = i64, Path, example = 1)),
-    responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn version(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath((id, version)): ApiPath<(i64, i64)>,
-) -> Result<Response, ApiError> {
-    stored(&state.mirror.load(), &principal, id)?;
-    let versions = state.store.template_versions(id).await?;
-    let found = versions
-        .iter()
-        .find(|v| v.version == version)
-        .ok_or_else(|| ApiError::not_found(format!("version {version} of template #{id}")))?;
-    Ok(axum::Json(version_view(found, true)).into_response())
-}
-
-pub(crate) fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(old_name, new_name)
-        .to_string()
-}
-
-#[utoipa::path(get, operation_id = "templates_diff", path = "/v1/templates/{id}/diff", tag = "templates",
-    params(("id" = i64, Path, example = 1), DiffQuery),
-    responses((status = 200, body = DiffView), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn diff(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(id): ApiPath<i64>,
-    ApiQuery(query): ApiQuery<DiffQuery>,
-) -> Result<Response, ApiError> {
-    let current = stored(&state.mirror.load(), &principal, id)?;
-    let to = query.to.unwrap_or(current.version);
-    let versions = state.store.template_versions(id).await?;
-    let find = |v: i64| {
-        versions
-            .iter()
-            .find(|x| x.version == v)
-            .ok_or_else(|| ApiError::not_found(format!("version {v} of template #{id}")))
-    };
-    let (old, new) = (find(query.from)?, find(to)?);
-    let diff = unified_diff(
-        &old.body,
-        &new.body,
-        &format!("v{}", old.version),
-        &format!("v{}", new.version),
-    );
-    Ok(axum::Json(DiffView {
-        from: old.version,
-        to: new.version,
-        diff,
-    })
-    .into_response())
-}
-
-#[utoipa::path(post, operation_id = "templates_rollback", path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
-    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn rollback(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<Rollback>,
-) -> Result<Response, ApiError> {
-    let template = {
-        let mirror = state.mirror.load();
-        let template = stored(&mirror, &principal, id)?;
-        may_write(&mirror, &principal, &template)?;
-        template
-    };
-    let versions = state.store.template_versions(id).await?;
-    let old = versions
-        .into_iter()
-        .find(|v| v.version == body.version)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("version {} of template #{id}", body.version))
-        })?;
-    if old.body == *template.body {
-        return Err(ApiError::conflict(format!(
-            "version {} has the current body already",
-            body.version
-        )));
-    }
-    save_body(
-        &state, &principal, &template, &headers, old.body, None, "rollback",
-    )
-    .await
-}
-
-fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
-    let old = String::from_utf8_lossy(&now.body);
-    let new = String::from_utf8_lossy(&next.body);
-    PreviewFileView {
-        changed: now.body != next.body,
-        diff: unified_diff(
-            &old,
-            &new,
-            &format!("{} (now)", now.file),
-            &format!("{} (preview)", next.file),
-        ),
-        body: new.into_owned(),
-        file: next.file,
-        template: next.template,
-        from_draft: next.from_draft,
-        content_type: next.content_type.to_string(),
-    }
-}
-
-#[utoipa::path(post, operation_id = "templates_preview", path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
-    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn preview(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiJson(request): ApiJson<PreviewRequest>,
-) -> Result<Response, ApiError> {
-    let mac = parse_mac(&request.mac)?;
-    let mirror = state.mirror.load();
-    let what = format!("phone {mac}");
-    let phone = mirror
-        .phone_by_mac(&mac)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&what))?;
-    principal.read(phone.tenant_id, &what)?;
-    let draft = match (request.template_id, request.body) {
-        (Some(id), Some(body)) => Some(Draft {
-            key: stored(&mirror, &principal, id)?.key(),
-            body: body.into(),
-        }),
-        (Some(_), None) => return Err(ApiError::invalid("template_id needs body (the draft)")),
-        (None, Some(body)) => {
-            let field = |f: &Option<String>, name: &str| {
-                f.clone().ok_or_else(|| {
-                    ApiError::invalid(format!("a draft without template_id needs {name}"))
-                })
-            };
-            let (key, _) = key_of(
-                &mirror,
-                &field(&request.scope, "scope")?,
-                &field(&request.family, "family")?,
-                &field(&request.file_pattern, "file_pattern")?,
-                request.tenant.as_deref(),
-                Some(&request.mac),
-                request.model.as_deref(),
-            )?;
-            Some(Draft {
-                key,
-                body: body.into(),
-            })
-        }
-        (None, None) => None,
-    };
-    let files = match request.file {
-        Some(file) => vec![file],
-        None => state.provisioner.rendered_files_of(&phone),
-    };
-    let mut views = Vec::with_capacity(files.len());
-    for file in files {
-        let now = state.provisioner.preview(&mac, &file, None)?;
-        let next = match &draft {
-            Some(draft) => state.provisioner.preview(&mac, &file, Some(draft))?,
-            None => now.clone(),
-        };
-        views.push(file_view(&now, next));
-    }
-    Ok(axum::Json(PreviewView {
-        mac: mac.to_string(),
-        files: views,
-    })
-    .into_response())
-}
-
-#[utoipa::path(get, operation_id = "templates_phone_files", path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path, example = "0015654aa937")),
-    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn phone_files(
-    State(state): State<AdminState>,
-    principal: Principal,
-    ApiPath(mac): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let mac = parse_mac(&mac)?;
-    let phone = {
-        let mirror = state.mirror.load();
-        let what = format!("phone {mac}");
-        let phone = mirror
-            .phone_by_mac(&mac)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&what))?;
-        principal.read(phone.tenant_id, &what)?;
-        phone
-    };
-    let mut views = Vec::new();
-    for file in state.provisioner.rendered_files_of(&phone) {
-        let now = state.provisioner.preview(&mac, &file, None)?;
-        views.push(file_view(&now, now.clone()));
-    }
-    Ok(axum::Json(PreviewView {
-        mac: mac.to_string(),
-        files: views,
-    })
-    .into_response())
 }

@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{
-    commit, expectation, json_value, object_text, page_size, tagged, AdminState, Change, Principal,
+    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
+    Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -230,13 +231,12 @@ pub async fn update(
             None => before.settings.to_string(),
         },
     };
-    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Tenant { slug: slug.clone() })
-        .into_iter()
-        .collect();
-    mutations.push(Mutation::UpsertTenant(input));
-    commit(
+
+    commit_if_match(
         &state,
         &principal,
+        &headers,
+        Target::Tenant { slug: slug.clone() },
         Change {
             action: "update",
             entity: "tenant",
@@ -244,7 +244,7 @@ pub async fn update(
             tenant: Some(&slug),
             detail: json!({ "before": etag_of(&*before) }),
         },
-        mutations,
+        Mutation::UpsertTenant(input),
     )
     .await?;
     let mirror = state.mirror.load();
@@ -284,13 +284,12 @@ pub async fn remove(
              delete them first or pass force=true"
         )));
     }
-    let mut mutations: Vec<Mutation> = expectation(&headers, Target::Tenant { slug: slug.clone() })
-        .into_iter()
-        .collect();
-    mutations.push(Mutation::DeleteTenant { slug: slug.clone() });
-    commit(
+
+    commit_if_match(
         &state,
         &principal,
+        &headers,
+        Target::Tenant { slug: slug.clone() },
         Change {
             action: "delete",
             entity: "tenant",
@@ -298,7 +297,7 @@ pub async fn remove(
             tenant: Some(&slug),
             detail: json!({ "phones": phones, "directory_entries": entries }),
         },
-        mutations,
+        Mutation::DeleteTenant { slug: slug.clone() },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,0 +1,172 @@
+//! Previews (`POST /v1/preview`, `GET /v1/phones/{mac}/files`): a phone's
+//! files as it would get them, from the stored templates or with a draft in
+//! place of one, with the diff against what it gets now. Nothing is saved
+//! and line passwords are masked.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use dialtone_tftp::preview::PreviewFile;
+use dialtone_tftp::templates::Draft;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::phones::parse_mac;
+use super::templates::{key_of, stored};
+use super::versions::unified_diff;
+use super::{AdminState, Principal};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub mac: String,
+    /// One file; all files the phone fetches when absent.
+    pub file: Option<String>,
+    /// Preview an edit of this stored template (with `body`).
+    pub template_id: Option<i64>,
+    /// A draft body. With `template_id` it replaces that template's body;
+    /// otherwise `scope`, `family` and `file_pattern` say where it would go.
+    pub body: Option<String>,
+    pub scope: Option<String>,
+    pub family: Option<String>,
+    pub file_pattern: Option<String>,
+    pub tenant: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewFileView {
+    pub file: String,
+    /// The template that renders it.
+    pub template: String,
+    /// False when a template nearer the phone overrides the draft.
+    pub from_draft: bool,
+    pub content_type: String,
+    /// As the phone would get it, line passwords shown as `********`.
+    pub body: String,
+    /// Differs from what the phone gets now.
+    pub changed: bool,
+    /// Unified diff against what the phone gets now.
+    pub diff: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    pub mac: String,
+    pub files: Vec<PreviewFileView>,
+}
+
+fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
+    let old = String::from_utf8_lossy(&now.body);
+    let new = String::from_utf8_lossy(&next.body);
+    PreviewFileView {
+        changed: now.body != next.body,
+        diff: unified_diff(
+            &old,
+            &new,
+            &format!("{} (now)", now.file),
+            &format!("{} (preview)", next.file),
+        ),
+        body: new.into_owned(),
+        file: next.file,
+        template: next.template,
+        from_draft: next.from_draft,
+        content_type: next.content_type.to_string(),
+    }
+}
+
+#[utoipa::path(post, operation_id = "templates_preview", path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiJson(request): ApiJson<PreviewRequest>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&request.mac)?;
+    let mirror = state.mirror.load();
+    let what = format!("phone {mac}");
+    let phone = mirror
+        .phone_by_mac(&mac)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    principal.read(phone.tenant_id, &what)?;
+    let draft = match (request.template_id, request.body) {
+        (Some(id), Some(body)) => Some(Draft {
+            key: stored(&mirror, &principal, id)?.key(),
+            body: body.into(),
+        }),
+        (Some(_), None) => return Err(ApiError::invalid("template_id needs body (the draft)")),
+        (None, Some(body)) => {
+            let field = |f: &Option<String>, name: &str| {
+                f.clone().ok_or_else(|| {
+                    ApiError::invalid(format!("a draft without template_id needs {name}"))
+                })
+            };
+            let (key, _) = key_of(
+                &mirror,
+                &field(&request.scope, "scope")?,
+                &field(&request.family, "family")?,
+                &field(&request.file_pattern, "file_pattern")?,
+                request.tenant.as_deref(),
+                Some(&request.mac),
+                request.model.as_deref(),
+            )?;
+            Some(Draft {
+                key,
+                body: body.into(),
+            })
+        }
+        (None, None) => None,
+    };
+    let files = match request.file {
+        Some(file) => vec![file],
+        None => state.provisioner.rendered_files_of(&phone),
+    };
+    let mut views = Vec::with_capacity(files.len());
+    for file in files {
+        let now = state.provisioner.preview(&mac, &file, None)?;
+        let next = match &draft {
+            Some(draft) => state.provisioner.preview(&mac, &file, Some(draft))?,
+            None => now.clone(),
+        };
+        views.push(file_view(&now, next));
+    }
+    Ok(axum::Json(PreviewView {
+        mac: mac.to_string(),
+        files: views,
+    })
+    .into_response())
+}
+
+#[utoipa::path(get, operation_id = "templates_phone_files", path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path, example = "0015654aa937")),
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn phone_files(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let phone = {
+        let mirror = state.mirror.load();
+        let what = format!("phone {mac}");
+        let phone = mirror
+            .phone_by_mac(&mac)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&what))?;
+        principal.read(phone.tenant_id, &what)?;
+        phone
+    };
+    let mut views = Vec::new();
+    for file in state.provisioner.rendered_files_of(&phone) {
+        let now = state.provisioner.preview(&mac, &file, None)?;
+        views.push(file_view(&now, now.clone()));
+    }
+    Ok(axum::Json(PreviewView {
+        mac: mac.to_string(),
+        files: views,
+    })
+    .into_response())
+}

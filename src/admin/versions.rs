@@ -1,0 +1,174 @@
+//! A template's history: every version kept (`…/versions`), diffs between
+//! two (`…/diff`), and rollback, which saves an old body as a new version
+//! after the same checks as any edit.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::templates::{may_write, save_body, stored, TemplateView};
+use super::{digest, AdminState, Principal};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The version whose body becomes the new current version.
+    pub version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+    pub bytes: usize,
+    /// A short hash of the body, to tell versions apart at a glance.
+    pub digest: String,
+    /// Only when one version is asked for.
+    pub body: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DiffView {
+    pub from: i64,
+    pub to: i64,
+    /// Unified diff, three lines of context.
+    pub diff: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    pub from: i64,
+    /// Defaults to the current version.
+    pub to: Option<i64>,
+}
+
+fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionView {
+    VersionView {
+        version: v.version,
+        updated_by: v.updated_by.clone(),
+        updated_at: v.updated_at,
+        bytes: v.body.len(),
+        digest: digest(&v.body),
+        body: with_body.then(|| v.body.clone()),
+    }
+}
+
+#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, example = 1)),
+    responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn versions(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    stored(&state.mirror.load(), &principal, id)?;
+    let versions = state.store.template_versions(id).await?;
+    let views: Vec<VersionView> = versions
+        .iter()
+        .rev()
+        .map(|v| version_view(v, false))
+        .collect();
+    Ok(axum::Json(views).into_response())
+}
+
+#[utoipa::path(get, operation_id = "templates_version", path = "/v1/templates/{id}/versions/{version}", tag = "templates",
+    params(("id" = i64, Path, example = 1), ("version" = i64, Path, example = 1)),
+    responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn version(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath((id, version)): ApiPath<(i64, i64)>,
+) -> Result<Response, ApiError> {
+    stored(&state.mirror.load(), &principal, id)?;
+    let versions = state.store.template_versions(id).await?;
+    let found = versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("version {version} of template #{id}")))?;
+    Ok(axum::Json(version_view(found, true)).into_response())
+}
+
+pub(crate) fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
+}
+
+#[utoipa::path(get, operation_id = "templates_diff", path = "/v1/templates/{id}/diff", tag = "templates",
+    params(("id" = i64, Path, example = 1), DiffQuery),
+    responses((status = 200, body = DiffView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn diff(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<DiffQuery>,
+) -> Result<Response, ApiError> {
+    let current = stored(&state.mirror.load(), &principal, id)?;
+    let to = query.to.unwrap_or(current.version);
+    let versions = state.store.template_versions(id).await?;
+    let find = |v: i64| {
+        versions
+            .iter()
+            .find(|x| x.version == v)
+            .ok_or_else(|| ApiError::not_found(format!("version {v} of template #{id}")))
+    };
+    let (old, new) = (find(query.from)?, find(to)?);
+    let diff = unified_diff(
+        &old.body,
+        &new.body,
+        &format!("v{}", old.version),
+        &format!("v{}", new.version),
+    );
+    Ok(axum::Json(DiffView {
+        from: old.version,
+        to: new.version,
+        diff,
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, operation_id = "templates_rollback", path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
+    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Rollback>,
+) -> Result<Response, ApiError> {
+    let template = {
+        let mirror = state.mirror.load();
+        let template = stored(&mirror, &principal, id)?;
+        may_write(&mirror, &principal, &template)?;
+        template
+    };
+    let versions = state.store.template_versions(id).await?;
+    let old = versions
+        .into_iter()
+        .find(|v| v.version == body.version)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("version {} of template #{id}", body.version))
+        })?;
+    if old.body == *template.body {
+        return Err(ApiError::conflict(format!(
+            "version {} has the current body already",
+            body.version
+        )));
+    }
+    save_body(
+        &state, &principal, &template, &headers, old.body, None, "rollback",
+    )
+    .await
+}
