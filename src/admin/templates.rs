@@ -132,11 +132,19 @@ fn may_read(state: &MirrorState, principal: &Principal, t: &Template) -> Result<
     }
 }
 
-pub(crate) fn may_write(
-    state: &MirrorState,
+/// A stored template the caller may change.
+pub(crate) fn writable(
+    state: &AdminState,
     principal: &Principal,
-    t: &Template,
-) -> Result<(), ApiError> {
+    id: Id,
+) -> Result<Arc<Template>, ApiError> {
+    let mirror = state.mirror.load();
+    let template = stored(&mirror, principal, id)?;
+    may_write(&mirror, principal, &template)?;
+    Ok(template)
+}
+
+fn may_write(state: &MirrorState, principal: &Principal, t: &Template) -> Result<(), ApiError> {
     may_read(state, principal, t)?;
     match scope_tenant(state, t) {
         Some(tenant) => principal.write(tenant, format!("template #{}", t.id)),
@@ -460,12 +468,7 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TemplateUpdate>,
 ) -> Result<Response, ApiError> {
-    let template = {
-        let mirror = state.mirror.load();
-        let template = stored(&mirror, &principal, id)?;
-        may_write(&mirror, &principal, &template)?;
-        template
-    };
+    let template = writable(&state, &principal, id)?;
     save_body(
         &state,
         &principal,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::templates::{may_write, save_body, stored, TemplateView};
+use super::templates::{save_body, stored, writable, TemplateView};
 use super::{digest, AdminState, Principal};
 
 #[derive(Deserialize, ToSchema)]
@@ -148,12 +148,7 @@ pub async fn rollback(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Rollback>,
 ) -> Result<Response, ApiError> {
-    let template = {
-        let mirror = state.mirror.load();
-        let template = stored(&mirror, &principal, id)?;
-        may_write(&mirror, &principal, &template)?;
-        template
-    };
+    let template = writable(&state, &principal, id)?;
     let versions = state.store.template_versions(id).await?;
     let old = versions
         .into_iter()
