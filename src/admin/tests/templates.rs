@@ -344,3 +344,84 @@ async fn secrets_are_write_only() {
         .json();
     assert_eq!(sources["has_secret"], true);
 }
+
+/// The source test call against the slapd scripts/test runs: a right bind
+/// finds a name, a wrong password reports the bind error, and neither
+/// echoes the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_source_test_binds_and_searches_the_real_server() {
+    let url = std::env::var("DIALTONE_TEST_LDAP_URL")
+        .expect("DIALTONE_TEST_LDAP_URL is not set: run the tests through scripts/test");
+    let base =
+        std::env::var("DIALTONE_TEST_LDAP_BASE").unwrap_or_else(|_| "dc=example,dc=com".into());
+    let password =
+        std::env::var("DIALTONE_TEST_LDAP_BIND_PASSWORD").unwrap_or_else(|_| "secret".into());
+    let h = Harness::new(Backend::Sqlite).await;
+    let create = |secret: &str| {
+        serde_json::json!({
+            "name": "corp-ldap", "kind": "ldap", "timeout_ms": 2000, "secret": secret,
+            "settings": { "url": url, "bind_dn": format!("cn=admin,{base}"), "base_dn": format!("ou=people,{base}"),
+                          "name_attributes": ["displayName", "cn"] },
+        })
+        .to_string()
+    };
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/tenants/acme/directory-sources",
+            Some(&create(&password)),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    // (The test server's password is the word "secret": too common to grep
+    // for; the wrong password below is searched for instead.)
+    let test = |number: &'static str| {
+        let h = &h;
+        async move {
+            let body = format!(r#"{{"number": "{number}"}}"#);
+            h.call(
+                Some("acme-admin"),
+                Method::POST,
+                "/v1/tenants/acme/directory-sources/corp-ldap/test",
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    let found = test("+1 555 010 1234").await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+    let report = found.json();
+    assert_eq!(report["outcome"], "found", "{report}");
+    assert_eq!(report["name"], "Alice Example");
+    assert!(
+        report["first_ms"].as_f64().is_some() && report["repeat_ms"].as_f64().is_some(),
+        "{report}"
+    );
+    assert_eq!(test("+1 555 010 9999").await.json()["outcome"], "not_found");
+
+    let wrong = r#"{"kind": "ldap", "secret": "not-the-password", "timeout_ms": 2000,
+        "settings": {"url": "URL", "bind_dn": "cn=admin,BASE", "base_dn": "ou=people,BASE", "name_attributes": ["cn"]}}"#
+        .replace("URL", &url)
+        .replace("BASE", &base);
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            "/v1/tenants/acme/directory-sources/corp-ldap",
+            Some(&wrong),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let failed = test("+1 555 010 1234").await.json();
+    assert_eq!(failed["outcome"], "error", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("bind") || error.contains("credentials"),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains("not-the-password"));
+}
