@@ -21,6 +21,25 @@ pub struct Config {
     pub http: HttpConfig,
     pub lookup: LookupConfig,
     pub log: LogConfig,
+    pub supervision: SupervisionConfig,
+}
+
+/// Background tasks are restarted with backoff; past this many restarts of
+/// one task within the window, the node reports itself degraded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    pub max_restarts: usize,
+    pub window_s: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: 5,
+            window_s: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -104,7 +123,7 @@ impl Default for MirrorConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// The API listener: health, readiness (and later the admin API).
+    /// The API listener: health, readiness, metrics, lookups and the admin API.
     pub listen: SocketAddr,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_grace_s: u64,

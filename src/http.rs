@@ -17,6 +17,8 @@ pub struct AppState {
     pub mirror: Arc<Mirror>,
     /// Not ready once stale for longer than this; `None`: stale is still ready.
     pub max_staleness: Option<Duration>,
+    /// Tasks past their restart intensity (empty: none).
+    pub degraded: Arc<dyn Fn() -> Vec<&'static str> + Send + Sync>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -42,8 +44,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let too_stale =
         matches!((state.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
     let ready = health.loaded_from.is_some() && !too_stale;
+    // A degraded node still serves what it has (phones keep booting), so it
+    // stays in rotation; the body and /metrics say what is wrong.
+    let degraded = (state.degraded)();
+    let status = match (ready, degraded.is_empty()) {
+        (false, _) => "not_ready",
+        (true, true) => "ready",
+        (true, false) => "degraded",
+    };
     let body = json!({
         "ready": ready,
+        "status": status,
+        "degraded_tasks": degraded,
         "loaded_from": health.loaded_from,
         "version": mirror.version(),
         "cursor": mirror.cursor().to_string(),
@@ -90,6 +102,7 @@ mod tests {
         let state = AppState {
             mirror: mirror.clone(),
             max_staleness: Some(Duration::from_secs(60)),
+            degraded: Arc::new(Vec::new),
         };
         let (status, body) = get_json(app(state.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -117,6 +130,7 @@ mod tests {
         let strict = AppState {
             mirror: mirror.clone(),
             max_staleness: Some(Duration::from_millis(1)),
+            degraded: Arc::new(Vec::new),
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let (status, body) = get_json(app(strict), "/readyz").await;
@@ -129,6 +143,7 @@ mod tests {
         let state = AppState {
             mirror: Arc::new(Mirror::new()),
             max_staleness: None,
+            degraded: Arc::new(|| vec!["mirror-watcher"]),
         };
         let response = app(state)
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())

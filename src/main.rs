@@ -10,6 +10,7 @@ mod http;
 mod import_cmd;
 mod logging;
 mod phlem;
+mod prometheus;
 mod render_cmd;
 mod serve;
 mod supervise;

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::{app, AppState};
 use crate::logging::LogHandle;
-use crate::supervise::supervise;
+use crate::supervise::{Intensity, Supervisor};
 use dialtone_directory::LookupService;
 
 pub fn load_key(config: &Config) -> Result<SecretKey> {
@@ -258,26 +258,57 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let supervisor = Supervisor::new(
+        &tracker,
+        &cancel,
+        Intensity {
+            max_restarts: config.supervision.max_restarts,
+            window: Duration::from_secs(config.supervision.window_s.max(1)),
+        },
+    );
+    let metrics = match crate::prometheus::install() {
+        Ok(handle) => {
+            let (h, cancel2) = (handle.clone(), cancel.clone());
+            supervisor.spawn("metrics-upkeep", move || {
+                crate::prometheus::upkeep(h.clone(), cancel2.clone())
+            });
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+            None
+        }
+    };
     // Flushes what is queued when cancelled, so it runs to the end on its own.
     tracker.spawn(history_writer.run(cancel.clone()));
     {
+        // Two tasks: the change listener holds a database connection and
+        // fails when it drops (counted, restarted); the watcher catches up
+        // on each wake and polls regardless, so it never waits on the
+        // listener's recovery.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (store2, wake2, cancel2) = (store.clone(), wake.clone(), cancel.clone());
+        supervisor.spawn("change-listener", move || {
+            watcher::listen(store2.clone(), wake2.clone(), cancel2.clone())
+        });
         let (mirror, store, cancel2) = (mirror.clone(), store.clone(), cancel.clone());
         let options = watcher::WatchOptions {
             poll_interval: Duration::from_millis(config.mirror.poll_interval_ms),
             ..Default::default()
         };
-        supervise(&tracker, &cancel, "mirror-watcher", move || {
-            watcher::run(
+        supervisor.spawn("mirror-watcher", move || {
+            watcher::run_woken(
                 mirror.clone(),
                 store.clone(),
                 options.clone(),
+                wake.clone(),
                 cancel2.clone(),
             )
         });
     }
     {
         let (store, cancel2, m) = (store.clone(), cancel.clone(), config.mirror.clone());
-        supervise(&tracker, &cancel, "change-log-pruner", move || {
+        supervisor.spawn("change-log-pruner", move || {
             watcher::run_pruner(
                 store.clone(),
                 Duration::from_secs(m.prune_interval_s.max(1)),
@@ -293,7 +324,7 @@ pub async fn run(
         let (mirror, path, cancel2) = (mirror.clone(), snapshot_path.clone(), cancel.clone());
         let source = snapshot::source_id(&config.database.url);
         let interval = Duration::from_secs(config.mirror.snapshot_interval_s);
-        supervise(&tracker, &cancel, "snapshot-writer", move || {
+        supervisor.spawn("snapshot-writer", move || {
             snapshot::run_writer(
                 mirror.clone(),
                 path.clone(),
@@ -305,7 +336,7 @@ pub async fn run(
     }
     {
         let (provisioner, mirror, cancel2) = (provisioner.clone(), mirror.clone(), cancel.clone());
-        supervise(&tracker, &cancel, "render-cache-invalidator", move || {
+        supervisor.spawn("render-cache-invalidator", move || {
             provisioner
                 .clone()
                 .follow(mirror.subscribe(), cancel2.clone().cancelled_owned())
@@ -313,7 +344,7 @@ pub async fn run(
     }
     {
         let (lookups, cancel2) = (lookups.clone(), cancel.clone());
-        supervise(&tracker, &cancel, "lookup-cache-invalidator", move || {
+        supervisor.spawn("lookup-cache-invalidator", move || {
             lookups.clone().follow(cancel2.clone().cancelled_owned())
         });
     }
@@ -352,6 +383,21 @@ pub async fn run(
     let state = AppState {
         mirror: mirror.clone(),
         max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
+        degraded: {
+            let supervisor = supervisor.clone();
+            Arc::new(move || supervisor.degraded())
+        },
+    };
+    let metrics_routes = match metrics {
+        Some(handle) => axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::prometheus::render))
+            .with_state(crate::prometheus::MetricsState {
+                handle,
+                mirror: mirror.clone(),
+                provisioner: provisioner.clone(),
+                supervisor: supervisor.clone(),
+            }),
+        None => axum::Router::new(),
     };
     tracing::info!(
         listen = %config.http.listen,
@@ -364,6 +410,7 @@ pub async fn run(
     let server = tokio::spawn(dialtone_tftp::http_server::serve(
         listener,
         app(state)
+            .merge(metrics_routes)
             .merge(dialtone_directory::http::router(lookups))
             .merge(crate::admin::router(crate::admin::AdminState {
                 mirror: mirror.clone(),

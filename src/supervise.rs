@@ -1,56 +1,138 @@
 //! Background tasks run under a supervisor: a task that panics or returns
-//! early is logged and restarted with exponential backoff, and the process
-//! keeps serving. Every task selects on the shared cancellation token.
+//! early is logged, counted and restarted with exponential backoff, and the
+//! process keeps serving. Every task selects on the shared cancellation
+//! token.
+//!
+//! Intensity limit (as in Erlang/OTP): a task restarted more than
+//! `max_restarts` times within `window` marks the node degraded. Serving
+//! goes on; `/readyz` and `/metrics` say so until the window passes quietly.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub fn supervise<F, Fut>(
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-    name: &'static str,
-    make: F,
-) where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let cancel = cancel.clone();
-    tracker.spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let outcome = tokio::spawn(make()).await;
-            if cancel.is_cancelled() {
-                break;
-            }
-            match outcome {
-                Ok(()) => tracing::warn!(task = name, "background task stopped; restarting"),
-                Err(e) if e.is_panic() => {
-                    let panic = e.into_panic();
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-text panic".into());
-                    tracing::error!(task = name, panic = %message, "background task panicked; restarting");
-                }
-                Err(_) => tracing::warn!(task = name, "background task cancelled; restarting"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+/// A task that ran this long without failing starts over at the shortest
+/// backoff when it next fails.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug)]
+pub struct Intensity {
+    pub max_restarts: usize,
+    pub window: Duration,
+}
+
+#[derive(Clone)]
+pub struct Supervisor {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    intensity: Intensity,
+    /// Recent restart times per task, within the window.
+    restarts: Arc<Mutex<HashMap<&'static str, VecDeque<Instant>>>>,
+}
+
+impl Supervisor {
+    pub fn new(tracker: &TaskTracker, cancel: &CancellationToken, intensity: Intensity) -> Self {
+        Supervisor {
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+            intensity,
+            restarts: Arc::default(),
         }
-    });
+    }
+
+    /// Tasks past their intensity limit right now, by name.
+    pub fn degraded(&self) -> Vec<&'static str> {
+        let now = Instant::now();
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&'static str> = restarts
+            .iter_mut()
+            .filter_map(|(name, times)| {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.intensity.window)
+                {
+                    times.pop_front();
+                }
+                (times.len() > self.intensity.max_restarts).then_some(*name)
+            })
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn record_restart(&self, name: &'static str) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let times = restarts.entry(name).or_default();
+        times.push_back(Instant::now());
+        // Bounded: only the window's worth matters.
+        while times.len() > self.intensity.max_restarts + 1 {
+            times.pop_front();
+        }
+        if times.len() > self.intensity.max_restarts {
+            tracing::error!(
+                task = name,
+                restarts = times.len(),
+                window_s = self.intensity.window.as_secs(),
+                "background task past its restart intensity; node degraded"
+            );
+        }
+    }
+
+    pub fn spawn<F, Fut>(&self, name: &'static str, make: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let this = self.clone();
+        // Zero until it first restarts, so the series exists from the start.
+        metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(0);
+        metrics::counter!("dialtone_task_panics_total", "task" => name).increment(0);
+        self.tracker.spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                let started = Instant::now();
+                let outcome = tokio::spawn(make()).await;
+                if this.cancel.is_cancelled() {
+                    break;
+                }
+                match outcome {
+                    Ok(()) => tracing::warn!(task = name, "background task stopped; restarting"),
+                    Err(e) if e.is_panic() => {
+                        let panic = e.into_panic();
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "non-text panic".into());
+                        metrics::counter!("dialtone_task_panics_total", "task" => name).increment(1);
+                        tracing::error!(task = name, panic = %message, "background task panicked; restarting");
+                    }
+                    Err(_) => tracing::warn!(task = name, "background task cancelled; restarting"),
+                }
+                metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(1);
+                this.record_restart(name);
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff = FIRST_BACKOFF;
+                }
+                tokio::select! {
+                    _ = this.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
 
     use super::*;
 
@@ -59,8 +141,16 @@ mod tests {
         let runs = Arc::new(AtomicU32::new(0));
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
+        let supervisor = Supervisor::new(
+            &tracker,
+            &cancel,
+            Intensity {
+                max_restarts: 1,
+                window: Duration::from_secs(60),
+            },
+        );
         let (counter, token) = (runs.clone(), cancel.clone());
-        supervise(&tracker, &cancel, "flaky", move || {
+        supervisor.spawn("flaky", move || {
             let (counter, token) = (counter.clone(), token.clone());
             async move {
                 if counter.fetch_add(1, Ordering::SeqCst) < 2 {
@@ -78,11 +168,34 @@ mod tests {
             3,
             "two panics, then a healthy run"
         );
+        assert_eq!(
+            supervisor.degraded(),
+            ["flaky"],
+            "two restarts in the window is past a limit of one"
+        );
         cancel.cancel();
         tracker.close();
         tokio::time::timeout(Duration::from_secs(10), tracker.wait())
             .await
             .expect("supervisor stops on cancel");
         assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted after cancel");
+    }
+
+    #[tokio::test]
+    async fn restarts_outside_the_window_do_not_count() {
+        let supervisor = Supervisor::new(
+            &TaskTracker::new(),
+            &CancellationToken::new(),
+            Intensity {
+                max_restarts: 2,
+                window: Duration::from_millis(50),
+            },
+        );
+        for _ in 0..3 {
+            supervisor.record_restart("watcher");
+        }
+        assert_eq!(supervisor.degraded(), ["watcher"]);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(supervisor.degraded().is_empty());
     }
 }

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
 use crate::mirror::{LoadedFrom, Mirror};
-use crate::store::{Notifier, Store};
+use crate::store::Store;
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -66,38 +67,77 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
     Ok(mirror.apply(batch.changes, batch.next_cursor, batch.meta))
 }
 
-/// The watcher loop. Runs until `cancel`; never returns an error, because a
-/// database outage is a state to report, not a reason to stop.
+/// The watcher loop with its own change listener, rebuilt after failures:
+/// for tools and tests. `serve` runs [`listen`] and [`run_woken`] as two
+/// supervised tasks instead, so listener failures are counted.
 pub async fn run(
     mirror: Arc<Mirror>,
     store: Arc<dyn Store>,
     options: WatchOptions,
     cancel: CancellationToken,
 ) {
-    let mut notifier: Option<Box<dyn Notifier>> = None;
-    let mut backoff = Duration::from_millis(100);
-    let mut next_listener_attempt = tokio::time::Instant::now();
-    loop {
-        if notifier.is_none() && tokio::time::Instant::now() >= next_listener_attempt {
-            match store.notifier().await {
-                Ok(n) => {
-                    notifier = Some(n);
+    let wake = Arc::new(Notify::new());
+    let listener = {
+        let (store, wake, cancel) = (store.clone(), wake.clone(), cancel.clone());
+        let max_backoff = options.max_backoff;
+        async move {
+            let mut backoff = Duration::from_millis(100);
+            while !cancel.is_cancelled() {
+                let started = tokio::time::Instant::now();
+                listen(store.clone(), wake.clone(), cancel.clone()).await;
+                if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(100);
                 }
-                Err(e) => {
-                    // Once per outage at warn; the mirror's health carries it after that.
-                    if backoff == Duration::from_millis(100) {
-                        tracing::warn!(error = %e, "change listener unavailable; retrying with backoff");
-                    } else {
-                        tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change listener unavailable");
-                    }
-                    next_listener_attempt = tokio::time::Instant::now() + backoff;
-                    backoff = (backoff * 2).min(options.max_backoff);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(max_backoff);
             }
         }
-        // Catch up after every wake, including right after a (re)connect:
-        // whatever happened while the listener was down is in the log.
+    };
+    tokio::join!(listener, run_woken(mirror, store, options, wake, cancel));
+}
+
+/// Holds the change listener (PostgreSQL LISTEN, SQLite's file watch) and
+/// wakes the watcher on each notification. Returns when the listener fails
+/// (after logging why) or on `cancel`; its supervisor restarts it.
+pub async fn listen(store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
+    let mut notifier = match store.notifier().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "change listener unavailable");
+            return;
+        }
+    };
+    // Whatever happened while the listener was down is in the log.
+    wake.notify_one();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            woke = notifier.wait() => match woke {
+                Ok(()) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener failed");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// The watcher loop: catches up on every wake from [`listen`], and polls
+/// every `poll_interval` whether or not a listener runs. Never returns an
+/// error before `cancel`, because a database outage is a state to report,
+/// not a reason to stop.
+pub async fn run_woken(
+    mirror: Arc<Mirror>,
+    store: Arc<dyn Store>,
+    options: WatchOptions,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    loop {
         let caught_up = if mirror.is_loaded() {
             catch_up(&mirror, &*store).await.map(|_| ())
         } else {
@@ -107,33 +147,13 @@ pub async fn run(
             Ok(()) => mirror.mark_synced(),
             Err(e) => mirror.mark_unreachable(&e.to_string()),
         }
-
-        let poll = if notifier.is_some() {
-            options.poll_interval
-        } else {
-            // Without a listener, poll at the listener's retry pace.
-            options
-                .poll_interval
-                .min(backoff.max(Duration::from_millis(250)))
-        };
-        let woke = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => break,
-            result = wait(&mut notifier) => result,
-            _ = tokio::time::sleep(poll) => Ok(()),
-        };
-        if let Err(e) = woke {
-            tracing::warn!(error = %e, "change listener failed; rebuilding it");
-            notifier = None;
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(options.poll_interval) => {}
         }
     }
     tracing::debug!("watcher stopped");
-}
-
-async fn wait(notifier: &mut Option<Box<dyn Notifier>>) -> Result<(), SyncError> {
-    match notifier {
-        Some(n) => n.wait().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Periodically bounds the change log and the boot history.

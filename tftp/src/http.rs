@@ -30,12 +30,29 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 
 /// The router for a listener; `secure` when it is behind TLS.
 pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
+    let protocol = if secure { "https" } else { "http" };
     Router::new()
         .route("/{*path}", get(fetch))
         .with_state(Front {
             provisioner,
             secure,
         })
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let started = std::time::Instant::now();
+                let response = next.run(request).await;
+                let outcome = match response.status().as_u16() {
+                    200..=399 => "ok",
+                    404 => "not_found",
+                    401 | 403 | 429 => "refused",
+                    400..=499 => "bad_request",
+                    _ => "error",
+                };
+                metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => protocol, "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                response
+            },
+        ))
 }
 
 async fn fetch(

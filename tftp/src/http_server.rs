@@ -10,11 +10,13 @@
 //! without bound.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,8 +102,23 @@ pub async fn serve(
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    let path = request.uri().path().to_string();
                     let router = router.clone();
-                    router.oneshot(request)
+                    async move {
+                        // A panicking handler costs its own request a 500,
+                        // not the connection, and is counted.
+                        match AssertUnwindSafe(router.oneshot(request)).catch_unwind().await {
+                            Ok(response) => response,
+                            Err(panic) => {
+                                metrics::counter!("dialtone_request_panics_total").increment(1);
+                                tracing::error!(%peer, path, panic = panic_text(&*panic), "HTTP handler panicked");
+                                Ok(axum::response::IntoResponse::into_response((
+                                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                    "internal error\n",
+                                )))
+                            }
+                        }
+                    }
                 });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
@@ -124,6 +141,14 @@ pub async fn serve(
 
 /// Answers 503 and closes gently: closing with the client's request still
 /// unread would send a reset, and the client might never see the answer.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".into())
+}
+
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(BUSY).await?;

@@ -109,6 +109,18 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
 }
 
+/// The `outcome` label of a provisioning request: a short, bounded set.
+fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ProvisionError::NotFound) => "not_found",
+        Err(ProvisionError::Banned) => "banned",
+        Err(ProvisionError::BadPath(_)) => "refused",
+        Err(ProvisionError::Render { .. }) => "render_error",
+        Err(_) => "error",
+    }
+}
+
 pub struct Provisioner {
     pub(crate) mirror: Arc<Mirror>,
     pub(crate) key: SecretKey,
@@ -257,6 +269,18 @@ impl Provisioner {
         if let (Some(history), Ok(identity), Some(phone)) = (&self.history, &identity, phone) {
             self.record(history, request, identity, phone.mac, &result);
         }
+        let vendor = match (&result, &identity) {
+            (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),
+            (_, Ok(id)) => id.family.map_or("unknown", |f| f.as_str()),
+            _ => "unknown",
+        };
+        metrics::counter!(
+            "dialtone_provision_requests_total",
+            "protocol" => request.protocol,
+            "vendor" => vendor,
+            "outcome" => outcome_label(&result),
+        )
+        .increment(1);
         result
     }
 
@@ -366,8 +390,10 @@ impl Provisioner {
             phone: phone.as_ref().map(|p| p.id),
         };
         if let Some(hit) = self.rendered.get(&key) {
+            metrics::counter!("dialtone_render_cache_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
+        metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
         let model = phone
             .as_ref()
             .and_then(|p| p.model.as_deref())

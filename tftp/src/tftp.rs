@@ -238,7 +238,12 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
         id,
     };
     if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.options.max_transfers.max(1) {
-        tracing::warn!(client = %peer, path = request.file, "TFTP transfer cap reached; refusing");
+        metrics::counter!("dialtone_tftp_refused_total", "reason" => "busy").increment(1);
+        // An overload refuses thousands a second: one line a second says it.
+        let now = dialtone_sync::now_millis();
+        if LAST_BUSY_WARNING.swap(now, Ordering::Relaxed) < now - 1000 {
+            tracing::warn!(client = %peer, path = request.file, "TFTP transfer cap reached; refusing (logged once a second)");
+        }
         send_error(shared, peer, 0, "server busy, try again");
         return; // `done` releases the slot and the entry
     }
@@ -271,11 +276,38 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
     };
     tokio::spawn(async move {
         let _done = done;
+        let _active = ActiveTransfer::start();
         let shared = _done.shared.clone();
-        if let Err(e) = transfer(&shared, peer, request, source).await {
-            tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
-        }
+        let started = std::time::Instant::now();
+        let outcome = match transfer(&shared, peer, request, source).await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+                "incomplete"
+            }
+        };
+        metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => "tftp", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
     });
+}
+
+static LAST_BUSY_WARNING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Counts a running transfer in `dialtone_tftp_active_transfers` until
+/// dropped, however the transfer ends (a panic included).
+struct ActiveTransfer;
+
+impl ActiveTransfer {
+    fn start() -> ActiveTransfer {
+        metrics::gauge!("dialtone_tftp_active_transfers").increment(1.0);
+        ActiveTransfer
+    }
+}
+
+impl Drop for ActiveTransfer {
+    fn drop(&mut self) {
+        metrics::gauge!("dialtone_tftp_active_transfers").decrement(1.0);
+    }
 }
 
 /// Releases a transfer's slot and its in-progress entry however it ends.
