@@ -200,6 +200,7 @@ pub async fn run(
         windowsize_limit: p.tftp_windowsize_limit,
         timeout: Duration::from_millis(p.tftp_timeout_ms),
         max_send_retries: p.tftp_max_send_retries,
+        shutdown_grace: Duration::from_secs(config.http.shutdown_grace_s),
         ..Default::default()
     };
     let tftp_socket = match p.tftp_listen {
@@ -456,8 +457,31 @@ pub async fn run(
         ),
         None => None,
     };
+    // Every listener is bound and serving, and the mirror is loaded.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        // Pings come from the runtime itself: if it wedges, they stop and
+        // systemd restarts the service.
+        let cancel2 = cancel.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = cancel2.cancelled() => return,
+                    _ = tick.tick() => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                }
+            }
+        });
+    }
     cancel.cancelled().await;
     tracing::info!("shutting down");
+    notify_systemd(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+    ]);
     for (name, task) in [("API", server), ("provisioning", provisioning)] {
         match tokio::time::timeout(grace, task).await {
             Ok(Ok(())) => {}
@@ -503,6 +527,13 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise).
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. A second: exit at once.

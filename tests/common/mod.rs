@@ -168,11 +168,20 @@ impl Server {
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit; returns the exit code.
-    pub fn stop(mut self) -> i32 {
+    pub fn stop(self) -> i32 {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Waits (bounded) for the process to exit on its own; the exit code.
+    pub fn wait_exit(mut self) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

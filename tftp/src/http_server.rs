@@ -135,6 +135,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // New connections are refused from now on, not left in the backlog.
+    drop(listener);
     connections.close();
     connections.wait().await;
 }

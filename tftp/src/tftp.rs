@@ -37,6 +37,9 @@ pub struct TftpOptions {
     /// SO_RCVBUF of the listening socket: a boot storm's burst of requests
     /// must queue in the kernel, not be dropped.
     pub recv_buffer: usize,
+    /// At shutdown, how long running transfers get to finish; requests
+    /// that arrive meanwhile are answered with an error.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for TftpOptions {
@@ -49,6 +52,7 @@ impl Default for TftpOptions {
             timeout: Duration::from_secs(2),
             max_send_retries: 4,
             recv_buffer: 4 << 20,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -143,11 +147,31 @@ async fn serve(
             },
         }
     }
-    // Let running transfers finish, within one retransmission cycle.
-    let grace = shared.options.timeout * (shared.options.max_send_retries + 1);
-    let deadline = tokio::time::Instant::now() + grace.min(Duration::from_secs(10));
-    while shared.active.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Draining: running transfers finish within the grace period; a new
+    // request gets an error at once, so the phone tries another server
+    // instead of waiting out its timeout on one that will not answer.
+    let deadline = tokio::time::Instant::now() + shared.options.shutdown_grace;
+    let mut refused = 0u64;
+    while shared.active.load(Ordering::Acquire) > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    transfers = shared.active.load(Ordering::Acquire),
+                    "TFTP transfers still running at the end of the grace period"
+                );
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            received = socket.recv_from(&mut buf) => if let Ok((len, peer)) = received {
+                if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
+                    refused += 1;
+                    send_error(&shared, peer, 0, "server shutting down, try again");
+                }
+            },
+        }
+    }
+    if refused > 0 {
+        tracing::info!(refused, "TFTP requests refused while draining");
     }
     Ok(())
 }

@@ -1,0 +1,398 @@
+//! `dialtone serve` as a service: systemd readiness, Prometheus metrics,
+//! graceful drain of TFTP, and supervision of the database listener.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dialtone_sync::testing::TestDb;
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}/dialtone.db", dir.display())
+}
+
+/// One sample line of the Prometheus text format: `name{labels} value`.
+fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+    let name = &line[..name_end];
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    if !valid_name(name) {
+        return Err(format!("bad metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let close = inner.find("} ").ok_or("unclosed labels")?;
+        let mut body = &inner[..close];
+        while !body.is_empty() {
+            let eq = body.find("=\"").ok_or("label without value")?;
+            let label = &body[..eq];
+            if !valid_name(label) || label.contains(':') {
+                return Err(format!("bad label name {label:?}"));
+            }
+            let mut value = String::new();
+            let mut chars = body[eq + 2..].char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => value.push(chars.next().ok_or("dangling escape")?.1),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated label value".into()),
+                }
+            };
+            labels.push((label.to_string(), value));
+            body = &body[eq + 2 + end + 1..];
+            body = body.strip_prefix(',').unwrap_or(body);
+        }
+        rest = &inner[close + 1..];
+    }
+    let value = rest.trim();
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v.parse().map_err(|_| format!("bad value {v:?}"))?,
+    };
+    Ok((name.to_string(), labels, value))
+}
+
+type Samples = Vec<(String, Vec<(String, String)>, f64)>;
+
+fn scrape(server: &Server) -> Samples {
+    let (status, body) = server.try_get("/metrics").expect("/metrics answers");
+    assert_eq!(status, 200);
+    let mut samples = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            if words.first() == Some(&"TYPE") {
+                assert!(
+                    matches!(
+                        words.get(2),
+                        Some(&("counter" | "gauge" | "histogram" | "summary" | "untyped"))
+                    ),
+                    "bad TYPE line {line:?}"
+                );
+            }
+            continue;
+        }
+        samples.push(parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line:?}")));
+    }
+    samples
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|(n, ls, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+        .reduce(|a, b| a + b)
+}
+
+fn tftp_fetch(dir: &std::path::Path, url: &str, server: SocketAddr, file: &str) -> bool {
+    let mut cmd = dialtone(dir, url);
+    cmd.args([
+        "phlem",
+        "fetch",
+        "--timeout-ms",
+        "300",
+        "--retries",
+        "2",
+        "-o",
+        "/dev/null",
+    ])
+    .arg(format!("tftp://{server}/{file}"));
+    run(cmd).status.success()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_have_the_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").unwrap().0,
+        200
+    );
+    assert_eq!(
+        http_get(server.prov_addr, "/001565ffffff.cfg").unwrap().0,
+        404
+    );
+    assert!(tftp_fetch(
+        dir.path(),
+        &url,
+        server.tftp_addr,
+        "0015654aa937.cfg"
+    ));
+    // A lookup, with a lookup token made on the command line.
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args([
+        "token", "create", "--scope", "lookup", "--tenant", "demo", "--name", "pbx",
+    ]);
+    let token = text(&run(cmd).stdout).trim().to_string();
+    assert!(wait_until(Duration::from_secs(10), || {
+        server
+            .try_get(&format!("/v1/lookup?number=%2B15550101234&key={token}"))
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .is_some());
+
+    let samples = scrape(&server);
+    let has = |name: &str| samples.iter().any(|(n, _, _)| n == name);
+    for series in [
+        "dialtone_provision_requests_total",
+        "dialtone_transfer_duration_seconds_bucket",
+        "dialtone_transfer_duration_seconds_count",
+        "dialtone_tftp_active_transfers",
+        "dialtone_provisioning_banned_sources",
+        "dialtone_render_cache_total",
+        "dialtone_mirror_lag_seconds",
+        "dialtone_mirror_stale_seconds",
+        "dialtone_mirror_rows",
+        "dialtone_lookups_total",
+        "dialtone_lookup_duration_seconds_count",
+        "dialtone_task_restarts_total",
+        "dialtone_task_panics_total",
+        "dialtone_degraded",
+    ] {
+        assert!(has(series), "/metrics lacks {series}");
+    }
+    let ok = |protocol| {
+        value(
+            &samples,
+            "dialtone_provision_requests_total",
+            &[
+                ("protocol", protocol),
+                ("vendor", "yealink"),
+                ("outcome", "ok"),
+            ],
+        )
+    };
+    assert!(ok("http") >= Some(1.0) && ok("tftp") >= Some(1.0));
+    assert!(
+        value(
+            &samples,
+            "dialtone_provision_requests_total",
+            &[("outcome", "not_found")]
+        ) >= Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "dialtone_mirror_rows", &[("table", "phones")]),
+        Some(9.0)
+    );
+    assert_eq!(
+        value(&samples, "dialtone_tftp_active_transfers", &[]),
+        Some(0.0)
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::spawn(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 512];
+    let len = socket
+        .recv(&mut buf)
+        .expect("a notification before the timeout");
+    let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+    assert!(message.lines().any(|l| l == "READY=1"), "{message}");
+    // At READY every listener answers at once, with the mirror loaded.
+    assert_eq!(server.try_get("/readyz").map(|(s, _)| s), Some(200));
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+    assert!(tftp_fetch(
+        dir.path(),
+        &url,
+        server.tftp_addr,
+        "0015654aa937.cfg"
+    ));
+
+    server.signal("TERM");
+    let len = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
+    let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+    assert!(message.lines().any(|l| l == "STOPPING=1"), "{message}");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+fn rrq(file: &str) -> Vec<u8> {
+    let mut packet = vec![0, 1];
+    packet.extend_from_slice(file.as_bytes());
+    packet.push(0);
+    packet.extend_from_slice(b"octet\0");
+    packet
+}
+
+#[test]
+fn sigterm_lets_a_slow_transfer_finish_and_refuses_new_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let slow = UdpSocket::bind("127.0.0.1:0").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.send_to(&rrq("0015654aa937.cfg"), server.tftp_addr)
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (len, transfer) = slow.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..4], &[0, 3, 0, 1], "DATA block 1");
+    let mut received = buf[4..len].to_vec();
+    assert_eq!(
+        received.len(),
+        512,
+        "the demo config takes more than one block"
+    );
+
+    // Mid-transfer: SIGTERM.
+    let stopping = Instant::now();
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // A new request is refused at once, with an error packet.
+    let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    newcomer
+        .send_to(&rrq("0015654aa937.cfg"), server.tftp_addr)
+        .unwrap();
+    let (len, _) = newcomer
+        .recv_from(&mut buf)
+        .expect("an answer while draining");
+    assert_eq!(&buf[..2], &[0, 5], "an ERROR packet: {:?}", &buf[..len]);
+    assert!(String::from_utf8_lossy(&buf[4..len]).contains("shutting down"));
+
+    // The slow client finishes its transfer.
+    let mut block: u16 = 1;
+    loop {
+        slow.send_to(&[0, 4, (block >> 8) as u8, block as u8], transfer)
+            .unwrap();
+        if received.len() % 512 != 0 {
+            break;
+        }
+        let (len, _) = slow
+            .recv_from(&mut buf)
+            .expect("the next block while draining");
+        block += 1;
+        assert_eq!(&buf[..4], &[0, 3, (block >> 8) as u8, block as u8]);
+        received.extend_from_slice(&buf[4..len]);
+        if len < 516 {
+            slow.send_to(&[0, 4, (block >> 8) as u8, block as u8], transfer)
+                .unwrap();
+            break;
+        }
+    }
+    let (_, _, served) = http_get_with(server.prov_addr, "/0015654aa937.cfg", &[])
+        .map_or((0, vec![], String::new()), |r| r);
+    assert!(
+        served.is_empty(),
+        "HTTP refuses new connections while draining"
+    );
+    assert!(
+        String::from_utf8_lossy(&received).contains("account.1"),
+        "the whole file arrived"
+    );
+    assert_eq!(server.wait_exit(), 0, "exit 0 after the drain");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "within the grace period: {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listener_connection_is_restarted_counted_and_degrades_past_the_limit() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &db.url,
+        &["--demo"],
+        &[
+            ("DIALTONE_SUPERVISION__MAX_RESTARTS", "3"),
+            ("DIALTONE_SUPERVISION__WINDOW_S", "120"),
+        ],
+    );
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let listener_pids = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    for round in 0..5 {
+        let mut pids = Vec::new();
+        for _ in 0..400 {
+            pids = listener_pids().await;
+            if !pids.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            !pids.is_empty(),
+            "round {round}: the listener never came back"
+        );
+        for pid in pids {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        // Provisioning never notices.
+        assert_eq!(
+            http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+            Some(200),
+            "round {round}"
+        );
+    }
+    let restarts = wait_until(Duration::from_secs(20), || {
+        value(
+            &scrape(&server),
+            "dialtone_task_restarts_total",
+            &[("task", "change-listener")],
+        ) >= Some(4.0)
+    });
+    assert!(
+        restarts.is_some(),
+        "restarts not counted: {}",
+        server.stderr()
+    );
+    let readyz = server.readyz();
+    assert_eq!(readyz["status"], "degraded", "{readyz}");
+    assert_eq!(readyz["degraded_tasks"][0], "change-listener");
+    assert_eq!(value(&scrape(&server), "dialtone_degraded", &[]), Some(1.0));
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+    assert_eq!(server.stop(), 0);
+}
