@@ -14,8 +14,12 @@ fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}/dialtone.db", dir.display())
 }
 
+/// A metric name, its labels and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+type Samples = Vec<Sample>;
+
 /// One sample line of the Prometheus text format: `name{labels} value`.
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     let valid_name = |n: &str| {
@@ -63,8 +67,6 @@ fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), Stri
     };
     Ok((name.to_string(), labels, value))
 }
-
-type Samples = Vec<(String, Vec<(String, String)>, f64)>;
 
 fn scrape(server: &Server) -> Samples {
     let (status, body) = server.try_get("/metrics").expect("/metrics answers");
