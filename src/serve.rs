@@ -182,17 +182,9 @@ pub async fn run(
     raise_open_file_limit(&config);
     let (store, key) = open_store(&config).await?;
     // Bind before the load so a taken port fails fast, with its own message.
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
-    let provisioning_listener = TcpListener::bind(config.provisioning.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (provisioning.http_listen)",
-                config.provisioning.http_listen
-            )
-        })?;
+    let listener = bind_tcp(config.http.listen, "http.listen").await?;
+    let provisioning_listener =
+        bind_tcp(config.provisioning.http_listen, "provisioning.http_listen").await?;
     let p = &config.provisioning;
     let tftp_options = dialtone_tftp::tftp::TftpOptions {
         max_transfers: p.tftp_max_transfers,
@@ -222,10 +214,9 @@ pub async fn run(
                     key.display()
                 )
                 })?;
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (provisioning.https_listen)"))?;
-            listener
-                .set_nonblocking(true)
+            let listener = bind_tcp(addr, "provisioning.https_listen")
+                .await?
+                .into_std()
                 .context("configuring the HTTPS listener")?;
             Some((listener, tls))
         }
@@ -527,6 +518,23 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// Binds a TCP listener; the error names the config key, and for a
+/// privileged port the capability that is missing.
+async fn bind_tcp(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            format!(
+                ": port {} is privileged: run with CAP_NET_BIND_SERVICE \
+                 (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE) or use a port above 1023",
+                addr.port()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
+    })
 }
 
 /// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise).

@@ -1,0 +1,107 @@
+//! Every startup failure `serve` can meet ends with exit code 1 and one last
+//! line on stderr naming the cause (and the config key where there is one).
+//! The taken port, bad config and unreachable database cases are in cli.rs.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("dialtone.db").display())
+}
+
+fn serve(dir: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = dialtone(dir, url);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(free_addr().to_string())
+        .arg("--provisioning-listen")
+        .arg(free_addr().to_string())
+        .args(extra)
+        .env("DIALTONE_PROVISIONING__TEMPLATES_DIR", templates_dir());
+    cmd
+}
+
+/// The exit code and the last stderr line, which must be the error.
+fn failure(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("dialtone: "), "the error is the last line: {stderr}");
+    last
+}
+
+#[test]
+fn a_privileged_port_without_the_capability_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut cmd = serve(dir.path(), &url, &["--tftp-listen", "127.0.0.1:69"]);
+    // As root, drop the capability from the bounding set; as anyone else,
+    // it is not there to begin with.
+    if is_root() {
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .current_dir(dir.path());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        cmd = wrapped;
+    }
+    let line = failure(&run(cmd));
+    assert!(line.contains("127.0.0.1:69") && line.contains("provisioning.tftp_listen"), "{line}");
+    assert!(line.contains("CAP_NET_BIND_SERVICE"), "{line}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_a_newer_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut migrate = dialtone(dir.path(), &url);
+    migrate.arg("migrate");
+    assert!(run(migrate).status.success());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let line = failure(&run(serve(dir.path(), &url, &["--tftp-listen", &free_udp_addr().to_string()])));
+    assert!(line.contains("9999") && line.contains("newer"), "{line}");
+}
+
+#[test]
+fn an_unreadable_tls_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = write_file(dir.path(), "cert.pem", &cert.cert.pem());
+    for (name, key_path) in [
+        ("garbage", write_file(dir.path(), "garbage.pem", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")),
+        ("missing", dir.path().join("missing.pem")),
+    ] {
+        let mut cmd = serve(dir.path(), &url, &["--tftp-listen", &free_udp_addr().to_string()]);
+        cmd.env("DIALTONE_PROVISIONING__HTTPS_LISTEN", free_addr().to_string())
+            .env("DIALTONE_PROVISIONING__TLS_CERT", &cert_path)
+            .env("DIALTONE_PROVISIONING__TLS_KEY", &key_path);
+        let line = failure(&run(cmd));
+        assert!(line.contains("tls_key") && line.contains(&key_path.display().to_string()), "{name}: {line}");
+    }
+}
