@@ -282,12 +282,27 @@ impl LookupConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, or `info,dialtone_sync=debug`. `RUST_LOG` wins when set.
     pub filter: String,
+    /// `text` (human-readable) or `json` (one object a line).
+    pub format: LogFormat,
+    /// Append to this file instead of stderr; reopened on SIGHUP, for
+    /// logrotate. Unset: stderr (journald under systemd).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             filter: "info".into(),
+            format: LogFormat::Text,
+            file: None,
         }
     }
 }

@@ -124,7 +124,7 @@ fn main() -> ExitCode {
         }
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    let log = logging::init(&config.log.filter, serving);
+    let log = logging::init(&config.log, serving);
     // phlem runs on one thread: on a machine it shares with the server it
     // leaves the other cores to the server, and it saves the cross-thread
     // wake-ups of a work-stealing pool. `--shard` spreads it over processes.

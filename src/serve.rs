@@ -582,6 +582,10 @@ async fn signals(
 }
 
 fn reload(path: Option<&std::path::Path>, log: &LogHandle) {
+    // First, so the lines below land in the new file.
+    if let Err(e) = log.reopen() {
+        tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
+    }
     match Config::load(path) {
         Ok(config) => {
             if std::env::var_os("RUST_LOG").is_none() {

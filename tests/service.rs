@@ -398,3 +398,78 @@ async fn a_killed_listener_connection_is_restarted_counted_and_degrades_past_the
     );
     assert_eq!(server.stop(), 0);
 }
+
+/// SIGHUP: a shipped template changed on disk is served after the HUP and
+/// not before, and a log file renamed away (logrotate) is reopened.
+#[test]
+fn sighup_reloads_shipped_templates_and_reopens_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    // A private copy of the shipped templates, to edit.
+    let templates = dir.path().join("templates");
+    copy_dir(&templates_dir(), &templates);
+    let log = dir.path().join("dialtone.log");
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[
+            (
+                "DIALTONE_PROVISIONING__TEMPLATES_DIR",
+                templates.to_str().unwrap(),
+            ),
+            ("DIALTONE_LOG__FILE", log.to_str().unwrap()),
+        ],
+    );
+    let file = "/0015654aa937.cfg";
+    let before = http_get(server.prov_addr, file).unwrap().1;
+    let path = templates.join("yealink").join("{mac}.cfg.tera");
+    let edited = std::fs::read_to_string(&path).unwrap() + "\n# edited on disk\n";
+    std::fs::write(&path, edited).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        http_get(server.prov_addr, file).unwrap().1,
+        before,
+        "not before the HUP"
+    );
+
+    // logrotate: move the file away, then HUP.
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("dialtone ready"));
+    let rotated = dir.path().join("dialtone.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("HUP");
+    let served = wait_until(Duration::from_secs(10), || {
+        http_get(server.prov_addr, file).is_some_and(|(_, body)| body.contains("# edited on disk"))
+    });
+    assert!(
+        served.is_some(),
+        "the edited template is served after the HUP"
+    );
+    let reopened = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains("SIGHUP: shipped templates reloaded"))
+    });
+    assert!(reopened.is_some(), "the log file was reopened by name");
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("SIGHUP"),
+        "nothing after the HUP went to the old file"
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -29,7 +29,10 @@ fn failure(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default().to_string();
-    assert!(last.starts_with("dialtone: "), "the error is the last line: {stderr}");
+    assert!(
+        last.starts_with("dialtone: "),
+        "the error is the last line: {stderr}"
+    );
     last
 }
 
@@ -43,7 +46,10 @@ fn a_privileged_port_without_the_capability_names_it() {
     if is_root() {
         let mut wrapped = std::process::Command::new("setpriv");
         wrapped
-            .args(["--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"])
+            .args([
+                "--bounding-set=-net_bind_service",
+                "--inh-caps=-net_bind_service",
+            ])
             .arg(cmd.get_program())
             .args(cmd.get_args())
             .current_dir(dir.path());
@@ -56,14 +62,21 @@ fn a_privileged_port_without_the_capability_names_it() {
         cmd = wrapped;
     }
     let line = failure(&run(cmd));
-    assert!(line.contains("127.0.0.1:69") && line.contains("provisioning.tftp_listen"), "{line}");
+    assert!(
+        line.contains("127.0.0.1:69") && line.contains("provisioning.tftp_listen"),
+        "{line}"
+    );
     assert!(line.contains("CAP_NET_BIND_SERVICE"), "{line}");
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -83,7 +96,11 @@ async fn a_database_migrated_by_a_newer_binary_is_refused() {
     .await
     .unwrap();
     pool.close().await;
-    let line = failure(&run(serve(dir.path(), &url, &["--tftp-listen", &free_udp_addr().to_string()])));
+    let line = failure(&run(serve(
+        dir.path(),
+        &url,
+        &["--tftp-listen", &free_udp_addr().to_string()],
+    )));
     assert!(line.contains("9999") && line.contains("newer"), "{line}");
 }
 
@@ -94,14 +111,31 @@ fn an_unreadable_tls_key_is_named() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_path = write_file(dir.path(), "cert.pem", &cert.cert.pem());
     for (name, key_path) in [
-        ("garbage", write_file(dir.path(), "garbage.pem", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")),
+        (
+            "garbage",
+            write_file(
+                dir.path(),
+                "garbage.pem",
+                "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+            ),
+        ),
         ("missing", dir.path().join("missing.pem")),
     ] {
-        let mut cmd = serve(dir.path(), &url, &["--tftp-listen", &free_udp_addr().to_string()]);
-        cmd.env("DIALTONE_PROVISIONING__HTTPS_LISTEN", free_addr().to_string())
-            .env("DIALTONE_PROVISIONING__TLS_CERT", &cert_path)
-            .env("DIALTONE_PROVISIONING__TLS_KEY", &key_path);
+        let mut cmd = serve(
+            dir.path(),
+            &url,
+            &["--tftp-listen", &free_udp_addr().to_string()],
+        );
+        cmd.env(
+            "DIALTONE_PROVISIONING__HTTPS_LISTEN",
+            free_addr().to_string(),
+        )
+        .env("DIALTONE_PROVISIONING__TLS_CERT", &cert_path)
+        .env("DIALTONE_PROVISIONING__TLS_KEY", &key_path);
         let line = failure(&run(cmd));
-        assert!(line.contains("tls_key") && line.contains(&key_path.display().to_string()), "{name}: {line}");
+        assert!(
+            line.contains("tls_key") && line.contains(&key_path.display().to_string()),
+            "{name}: {line}"
+        );
     }
 }
