@@ -149,7 +149,7 @@ pub struct ProvisioningConfig {
     pub base_url: Option<String>,
     /// Shipped templates, `<dir>/<family>/<name>.tera`; re-read on SIGHUP.
     pub templates_dir: PathBuf,
-    /// Bound of the rendered-file cache.
+    /// Bound of the rendered-file cache; a change on SIGHUP empties it.
     pub render_cache_mb: u64,
     /// Firmware and other static files, served as they are; indexed at start
     /// and on SIGHUP. Unset: none served.
@@ -176,6 +176,13 @@ pub struct ProvisioningConfig {
     /// A client must send each request's headers within this time, or its
     /// connection is closed (slow and idle clients hold no slot for long).
     pub http_header_timeout_s: u64,
+    /// Misses (unknown files, refused paths, failed device logins) a source
+    /// may make in a burst, and per minute sustained, before it is banned.
+    /// Both change on SIGHUP.
+    pub ban_burst: u32,
+    pub ban_per_minute: u32,
+    /// How long a ban lasts (fixed at start).
+    pub ban_s: u64,
 }
 
 impl Default for ProvisioningConfig {
@@ -197,6 +204,9 @@ impl Default for ProvisioningConfig {
             tftp_max_send_retries: 4,
             http_max_connections: 4096,
             http_header_timeout_s: 10,
+            ban_burst: 30,
+            ban_per_minute: 10,
+            ban_s: 600,
         }
     }
 }

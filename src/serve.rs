@@ -240,6 +240,12 @@ pub async fn run(
             ProvisionOptions {
                 base_url: config.provisioning.base_url(),
                 render_cache_bytes: config.provisioning.render_cache_mb << 20,
+                guard: dialtone_tftp::guard::GuardOptions {
+                    burst: config.provisioning.ban_burst,
+                    per_minute: config.provisioning.ban_per_minute,
+                    ban: Duration::from_secs(config.provisioning.ban_s),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -351,9 +357,21 @@ pub async fn run(
         })?;
         tracing::info!(files, dir = %dir.display(), "static files indexed");
     }
-    let reload_templates = {
+    let reload_live = {
         let provisioner = provisioner.clone();
-        move || {
+        move |config: Option<&Config>| {
+            if let Some(config) = config {
+                let p = &config.provisioning;
+                provisioner
+                    .guard()
+                    .set_limits(p.ban_burst, p.ban_per_minute);
+                if provisioner.resize_render_cache(p.render_cache_mb << 20) {
+                    tracing::info!(
+                        mb = p.render_cache_mb,
+                        "SIGHUP: render cache resized (and emptied)"
+                    );
+                }
+            }
             match provisioner.reload_shipped(&templates_dir) {
                 Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
                 Err(e) => {
@@ -370,7 +388,7 @@ pub async fn run(
             }
         }
     };
-    tokio::spawn(signals(cancel.clone(), config_path, log, reload_templates));
+    tokio::spawn(signals(cancel.clone(), config_path, log, reload_live));
 
     let state = AppState {
         mirror: mirror.clone(),
@@ -551,7 +569,7 @@ async fn signals(
     cancel: CancellationToken,
     config_path: Option<PathBuf>,
     log: LogHandle,
-    reload_templates: impl Fn() + Send + 'static,
+    reload_live: impl Fn(Option<&Config>) + Send + 'static,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -566,8 +584,8 @@ async fn signals(
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
-                reload(config_path.as_deref(), &log);
-                reload_templates();
+                let config = reload(config_path.as_deref(), &log);
+                reload_live(config.as_ref());
             }
             _ = cancel.cancelled() => return,
         }
@@ -581,7 +599,9 @@ async fn signals(
     std::process::exit(130);
 }
 
-fn reload(path: Option<&std::path::Path>, log: &LogHandle) {
+/// Re-reads the config and applies the log settings; the new config, or
+/// `None` when it is invalid (the running one stays).
+fn reload(path: Option<&std::path::Path>, log: &LogHandle) -> Option<Config> {
     // First, so the lines below land in the new file.
     if let Err(e) = log.reopen() {
         tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
@@ -594,9 +614,11 @@ fn reload(path: Option<&std::path::Path>, log: &LogHandle) {
                 }
             }
             tracing::info!("SIGHUP: configuration reloaded");
+            Some(config)
         }
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one")
+            tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one");
+            None
         }
     }
 }

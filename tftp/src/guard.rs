@@ -34,6 +34,10 @@ impl Default for GuardOptions {
     }
 }
 
+fn pack(burst: u32, per_minute: u32) -> u64 {
+    (u64::from(burst) << 32) | u64::from(per_minute)
+}
+
 struct Bucket {
     tokens: f64,
     refilled: Instant,
@@ -41,6 +45,8 @@ struct Bucket {
 
 pub struct Guard {
     options: GuardOptions,
+    /// `burst` and `per_minute`, changeable while running (SIGHUP).
+    limits: std::sync::atomic::AtomicU64,
     buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
     bans: Cache<IpAddr, ()>,
 }
@@ -57,8 +63,23 @@ impl Guard {
                 .max_capacity(options.max_sources)
                 .time_to_live(options.ban)
                 .build(),
+            limits: std::sync::atomic::AtomicU64::new(pack(options.burst, options.per_minute)),
             options,
         }
+    }
+
+    /// New miss limits for every source from now on (SIGHUP). The ban
+    /// length and the number of sources tracked are fixed at start.
+    pub fn set_limits(&self, burst: u32, per_minute: u32) {
+        self.limits.store(
+            pack(burst, per_minute),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn limits(&self) -> (u32, u32) {
+        let packed = self.limits.load(std::sync::atomic::Ordering::Relaxed);
+        ((packed >> 32) as u32, packed as u32)
     }
 
     pub fn is_banned(&self, source: IpAddr) -> bool {
@@ -67,7 +88,8 @@ impl Guard {
 
     /// Counts a miss; returns true when it got the source banned.
     pub fn miss(&self, source: IpAddr) -> bool {
-        let burst = f64::from(self.options.burst.max(1));
+        let (burst, per_minute) = self.limits();
+        let burst = f64::from(burst.max(1));
         let bucket = self.buckets.get_with(source, || {
             Arc::new(Mutex::new(Bucket {
                 tokens: burst,
@@ -77,9 +99,8 @@ impl Guard {
         let exhausted = {
             let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            let refill = now.duration_since(b.refilled).as_secs_f64()
-                * f64::from(self.options.per_minute)
-                / 60.0;
+            let refill =
+                now.duration_since(b.refilled).as_secs_f64() * f64::from(per_minute) / 60.0;
             b.tokens = (b.tokens + refill).min(burst) - 1.0;
             b.refilled = now;
             b.tokens < 0.0
@@ -125,6 +146,24 @@ mod tests {
         assert!(guard.is_banned(scanner));
         assert!(!guard.is_banned(phone));
         assert!(!guard.miss(phone));
+    }
+
+    #[test]
+    fn new_limits_apply_at_once() {
+        let guard = Guard::new(GuardOptions {
+            burst: 2,
+            per_minute: 1,
+            ..Default::default()
+        });
+        let loud: IpAddr = "192.0.2.7".parse().unwrap();
+        guard.set_limits(100, 1);
+        for _ in 0..50 {
+            assert!(!guard.miss(loud), "a raised burst is honoured");
+        }
+        guard.set_limits(1, 1);
+        assert!(
+            guard.miss("192.0.2.8".parse().unwrap()) || guard.miss("192.0.2.8".parse().unwrap())
+        );
     }
 
     #[test]

@@ -109,6 +109,18 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
 }
 
+fn render_cache(bytes: u64) -> Cache<RenderKey, Rendered> {
+    Cache::builder()
+        .max_capacity(bytes)
+        .weigher(|k: &RenderKey, v: &Rendered| {
+            (v.body.len() + v.etag.len() + k.file.len() + 128)
+                .try_into()
+                .unwrap_or(u32::MAX)
+        })
+        .support_invalidation_closures()
+        .build()
+}
+
 /// The `outcome` label of a provisioning request: a short, bounded set.
 fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
     match result {
@@ -127,7 +139,8 @@ pub struct Provisioner {
     pub(crate) options: ProvisionOptions,
     pub(crate) shipped: ArcSwap<Shipped>,
     compiled: Cache<CompiledKey, Arc<tera::Tera>>,
-    rendered: Cache<RenderKey, Rendered>,
+    /// Swapped whole (emptied) when its size changes on SIGHUP.
+    rendered: ArcSwap<Cache<RenderKey, Rendered>>,
     guard: Guard,
     history: Option<HistorySink>,
     digest: DigestAuth,
@@ -150,15 +163,7 @@ impl Provisioner {
             compiled: Cache::builder()
                 .max_capacity(options.compiled_cache_entries)
                 .build(),
-            rendered: Cache::builder()
-                .max_capacity(options.render_cache_bytes)
-                .weigher(|k: &RenderKey, v: &Rendered| {
-                    (v.body.len() + v.etag.len() + k.file.len() + 128)
-                        .try_into()
-                        .unwrap_or(u32::MAX)
-                })
-                .support_invalidation_closures()
-                .build(),
+            rendered: ArcSwap::from_pointee(render_cache(options.render_cache_bytes)),
             guard: Guard::new(options.guard.clone()),
             history: None,
             statics: ArcSwap::from_pointee(StaticIndex::default()),
@@ -216,7 +221,7 @@ impl Provisioner {
         let shipped = Shipped::load(dir, generation)?;
         let count = shipped.len();
         self.shipped.store(Arc::new(shipped));
-        self.rendered.invalidate_all();
+        self.rendered.load().invalidate_all();
         Ok(count)
     }
 
@@ -389,7 +394,7 @@ impl Provisioner {
             file: identity.file.as_str().into(),
             phone: phone.as_ref().map(|p| p.id),
         };
-        if let Some(hit) = self.rendered.get(&key) {
+        if let Some(hit) = self.rendered.load().get(&key) {
             metrics::counter!("dialtone_render_cache_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
@@ -467,7 +472,7 @@ impl Provisioner {
                 name: template.name,
             },
         };
-        self.rendered.insert(key, rendered.clone());
+        self.rendered.load().insert(key, rendered.clone());
         Ok(rendered)
     }
 
@@ -475,7 +480,7 @@ impl Provisioner {
     pub fn invalidate(&self, event: &ChangeEvent) {
         let keys = match event {
             ChangeEvent::Reset { .. } => {
-                self.rendered.invalidate_all();
+                self.rendered.load().invalidate_all();
                 return;
             }
             ChangeEvent::Changed { keys, .. } => keys.clone(),
@@ -510,21 +515,24 @@ impl Provisioner {
         if phones.is_empty() && tenants.is_empty() && lines.is_empty() && templates.is_empty() {
             return;
         }
-        let result = self.rendered.invalidate_entries_if(move |_, v: &Rendered| {
-            let d = &v.deps;
-            d.phone.is_some_and(|p| phones.contains(&p))
-                || d.tenant.is_some_and(|t| tenants.contains(&t))
-                || d.lines.iter().any(|l| lines.contains(l))
-                || templates.iter().any(|(id, key)| {
-                    matches!(&d.template, Some(Origin::Stored { id: used, .. }) if used == id)
-                        || key.as_ref().is_some_and(|(family, name)| {
-                            d.family == Some(*family) && &**name == d.name
-                        })
-                })
-        });
+        let result = self
+            .rendered
+            .load()
+            .invalidate_entries_if(move |_, v: &Rendered| {
+                let d = &v.deps;
+                d.phone.is_some_and(|p| phones.contains(&p))
+                    || d.tenant.is_some_and(|t| tenants.contains(&t))
+                    || d.lines.iter().any(|l| lines.contains(l))
+                    || templates.iter().any(|(id, key)| {
+                        matches!(&d.template, Some(Origin::Stored { id: used, .. }) if used == id)
+                            || key.as_ref().is_some_and(|(family, name)| {
+                                d.family == Some(*family) && &**name == d.name
+                            })
+                    })
+            });
         if let Err(e) = result {
             tracing::warn!(error = %e, "precise invalidation unavailable; dropping the render cache");
-            self.rendered.invalidate_all();
+            self.rendered.load().invalidate_all();
         }
     }
 
@@ -548,21 +556,31 @@ impl Provisioner {
                         missed = n,
                         "render cache fell behind the change stream; dropping it"
                     );
-                    self.rendered.invalidate_all();
+                    self.rendered.load().invalidate_all();
                 }
                 Err(RecvError::Closed) => break,
             }
         }
     }
 
+    /// A render cache of a new size, empty (SIGHUP); a no-op when unchanged.
+    pub fn resize_render_cache(&self, bytes: u64) -> bool {
+        let current = self.rendered.load().policy().max_capacity();
+        if current == Some(bytes) {
+            return false;
+        }
+        self.rendered.store(Arc::new(render_cache(bytes)));
+        true
+    }
+
     /// Empties the render cache (benchmarks of the render path, SIGHUP).
     pub fn clear_render_cache(&self) {
-        self.rendered.invalidate_all();
+        self.rendered.load().invalidate_all();
     }
 
     pub fn cached_files(&self) -> u64 {
-        self.rendered.run_pending_tasks();
-        self.rendered.entry_count()
+        self.rendered.load().run_pending_tasks();
+        self.rendered.load().entry_count()
     }
 }
 
