@@ -388,7 +388,7 @@ pub async fn run(
             }
         }
     };
-    tokio::spawn(signals(cancel.clone(), config_path, log, reload_live));
+    tokio::spawn(signals(cancel.clone(), config_path, log, reload_live)?);
 
     let state = AppState {
         mirror: mirror.clone(),
@@ -565,38 +565,40 @@ fn notify_systemd(state: &[sd_notify::NotifyState]) {
 /// First SIGTERM/SIGINT: graceful shutdown. A second: exit at once.
 /// SIGHUP: re-read the config file and apply what can change live, and
 /// re-read the shipped templates.
-async fn signals(
+///
+/// The handlers are installed before this returns, not when the task first
+/// runs: a signal that arrives as soon as the listeners answer must not meet
+/// the default action (death by SIGTERM, skipping the drain).
+fn signals(
     cancel: CancellationToken,
     config_path: Option<PathBuf>,
     log: LogHandle,
     reload_live: impl Fn(Option<&Config>) + Send + 'static,
-) {
+) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => {
-                let config = reload(config_path.as_deref(), &log);
-                reload_live(config.as_ref());
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let config = reload(config_path.as_deref(), &log);
+                    reload_live(config.as_ref());
+                }
+                _ = cancel.cancelled() => return,
             }
-            _ = cancel.cancelled() => return,
         }
-    }
-    cancel.cancel();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("dialtone: second signal, exiting immediately");
-    std::process::exit(130);
+        cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("dialtone: second signal, exiting immediately");
+        std::process::exit(130);
+    })
 }
 
 /// Re-reads the config and applies the log settings; the new config, or
