@@ -279,3 +279,44 @@ fn reload_all_makes_a_running_node_reload() {
     assert_eq!(server.readyz()["epoch"], 2);
     assert_eq!(server.stop(), 0);
 }
+
+/// Defaults < config file < DIALTONE_* environment < flags, as
+/// `check-config` shows the effective configuration.
+#[test]
+fn configuration_precedence_is_defaults_file_environment_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "dialtone.toml",
+        "[provisioning]\nrender_cache_mb = 10\nban_burst = 7\n\n[log]\nfilter = \"debug\"\n",
+    );
+    let mut cmd = dialtone(dir.path(), "sqlite://from-environment.db");
+    cmd.arg("--config")
+        .arg(&config)
+        .env("DIALTONE_PROVISIONING__RENDER_CACHE_MB", "20")
+        .arg("--database-url")
+        .arg("sqlite://from-flag.db")
+        .arg("check-config");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("{key} missing: {shown}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("render_cache_mb"),
+        "render_cache_mb = 20",
+        "environment beats file"
+    );
+    assert_eq!(line("ban_burst"), "ban_burst = 7", "file beats default");
+    assert_eq!(line("ban_per_minute"), "ban_per_minute = 10", "default");
+    assert_eq!(line("filter"), "filter = \"debug\"");
+    assert!(
+        line("url").contains("from-flag.db"),
+        "flag beats environment: {shown}"
+    );
+}

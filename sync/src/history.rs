@@ -44,6 +44,7 @@ impl HistorySink {
         }
         if self.tx.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("dialtone_history_dropped_total").increment(1);
         }
     }
 
