@@ -47,6 +47,9 @@ ensure_packages() {
     # TFTP servers phlem's client is tested against.
     [ -x /usr/sbin/in.tftpd ] || want+=(tftpd-hpa)
     [ -x /usr/sbin/dnsmasq ] || want+=(dnsmasq-base)
+    # The admin page's browser test: Debian's Chromium, driven by node.
+    [ -x /usr/bin/chromium ] || want+=(chromium)
+    command -v node >/dev/null 2>&1 || want+=(nodejs npm)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
         # Keep the package's own slapd/postgres from starting: we run ours.
@@ -57,6 +60,21 @@ ensure_packages() {
     fi
     id postgres >/dev/null 2>&1 || as_root useradd --system --home-dir /var/lib/postgresql postgres
     ensure_atftpd
+    ensure_playwright
+}
+
+# playwright-core (no browser of its own: it drives /usr/bin/chromium), at a
+# pinned version, in a cache dir the browser test runs its script from.
+ensure_playwright() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/dialtone-test/ui" version=1.65.1
+    if [ ! -f "$dir/node_modules/playwright-core/package.json" ] ||
+        ! grep -q "\"version\": \"$version\"" "$dir/node_modules/playwright-core/package.json"; then
+        log "installing playwright-core $version into $dir"
+        mkdir -p "$dir"
+        (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent \
+            "playwright-core@$version" >&2)
+    fi
+    export DIALTONE_TEST_UI_DIR="$dir"
 }
 
 # atftpd conflicts with tftpd-hpa as a package, so its binary is unpacked

@@ -20,6 +20,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod ui;
 mod versions;
 
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub fn router(state: AdminState) -> Router {
             post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
         )
         .route("/openapi.json", get(openapi::document))
+        .merge(ui::router())
         .with_state(state)
 }
 

@@ -121,3 +121,45 @@ async fn the_document_covers_every_route_and_resolves() {
         );
     }
 }
+
+/// The admin page is served with a CSP that forbids inline script, and has
+/// none: every script and style comes from /ui/ itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_forbids_inline_script() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for (path, kind) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let reply = h.call(None, Method::GET, path, None, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
+    let page = h.call(None, Method::GET, "/ui/", None, &[]).await.text;
+    let scripts: Vec<&str> = page.split("<script").skip(1).collect();
+    assert!(
+        !scripts.is_empty() && scripts.iter().all(|s| s.trim_start().starts_with("src=")),
+        "inline script in the page"
+    );
+    assert!(
+        !page.contains("onclick=") && !page.contains("onload="),
+        "inline handlers"
+    );
+    let redirect = h.call(None, Method::GET, "/ui", None, &[]).await;
+    assert_eq!(redirect.status, StatusCode::PERMANENT_REDIRECT);
+}

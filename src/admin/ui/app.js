@@ -1,0 +1,371 @@
+// dialtone's admin page: a thin client of the admin API (/v1/...), nothing
+// else. The token lives in sessionStorage (never in a URL); every view is
+// built with DOM calls and textContent, so data is never parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "dialtone-token";
+const main = () => document.getElementById("main");
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function status(id) {
+  return el("p", { id, class: "status", role: "status", "aria-live": "polite" });
+}
+
+function say(node, text, kind) {
+  node.textContent = text;
+  node.className = "status" + (kind ? " " + kind : "");
+}
+
+async function api(method, path, { body, etag } = {}) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (etag) headers["If-Match"] = etag;
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await response.text();
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.hash = "#/login";
+  }
+  return { status: response.status, etag: response.headers.get("ETag"), data };
+}
+
+function errorText(reply) {
+  const error = reply.data && reply.data.error;
+  return error ? error.message : "request failed (" + reply.status + ")";
+}
+
+function diffView(diff) {
+  const pre = el("pre", { class: "diff" });
+  for (const line of diff.split("\n")) {
+    const kind = line.startsWith("+") && !line.startsWith("+++") ? "add"
+      : line.startsWith("-") && !line.startsWith("---") ? "del" : null;
+    pre.append(el("span", { class: kind || undefined, text: line + "\n" }));
+  }
+  return pre;
+}
+
+function show(title, ...content) {
+  const target = main();
+  target.replaceChildren(el("h2", { text: title }), ...content);
+  target.focus();
+  document.title = title + " - dialtone admin";
+}
+
+// ---- login -------------------------------------------------------------
+
+function loginView() {
+  document.getElementById("nav").hidden = true;
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
+  const message = status("login-status");
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      const reply = await api("GET", "/v1/tenants");
+      if (reply.status === 200) {
+        location.hash = "#/templates";
+      } else {
+        sessionStorage.removeItem(TOKEN_KEY);
+        say(message, "Log-in failed: " + errorText(reply), "error");
+      }
+    },
+  },
+    el("label", { for: "token", text: "API token" }), input,
+    el("p", {}, el("button", { type: "submit", text: "Log in" })),
+    message);
+  show("Log in", form);
+  input.focus();
+}
+
+// ---- templates ---------------------------------------------------------
+
+async function templatesView() {
+  const scope = el("select", { id: "scope-filter" },
+    el("option", { value: "", text: "every scope" }),
+    ...["family", "model", "tenant", "phone"].map((s) => el("option", { value: s, text: s })));
+  const tbody = el("tbody");
+  const load = async () => {
+    const query = scope.value ? "?scope=" + encodeURIComponent(scope.value) : "";
+    const reply = await api("GET", "/v1/templates" + query);
+    tbody.replaceChildren();
+    for (const t of (reply.data && reply.data.items) || []) {
+      tbody.append(el("tr", {},
+        el("td", {}, el("a", { href: "#/templates/" + t.id, text: t.family + " " + t.file_pattern })),
+        el("td", { text: t.scope }),
+        el("td", { text: t.tenant || t.scope_key || "" }),
+        el("td", { text: "v" + t.version })));
+    }
+  };
+  scope.addEventListener("change", load);
+  show("Templates",
+    el("label", { for: "scope-filter", text: "Scope" }), scope,
+    el("table", {}, el("thead", {}, el("tr", {},
+      el("th", { text: "Template" }), el("th", { text: "Scope" }),
+      el("th", { text: "Applies to" }), el("th", { text: "Version" }))), tbody));
+  await load();
+}
+
+function keyFields(t) {
+  const fields = { scope: t.scope, family: t.family, file_pattern: t.file_pattern };
+  if (t.scope === "tenant") fields.tenant = t.tenant;
+  if (t.scope === "phone") fields.mac = t.scope_key;
+  if (t.scope === "model") fields.model = t.scope_key;
+  return fields;
+}
+
+async function templateView(id) {
+  const reply = await api("GET", "/v1/templates/" + id);
+  if (reply.status !== 200) return show("Template", el("p", { text: errorText(reply) }));
+  let template = reply.data;
+  let etag = reply.etag;
+
+  const gutter = el("pre", { class: "gutter", "aria-hidden": "true" });
+  const body = el("textarea", { id: "body", spellcheck: "false", rows: 20 });
+  body.value = template.body;
+  const validation = status("validation");
+  const saveStatus = status("save-status");
+  const mac = el("input", { id: "preview-mac", placeholder: "0015654aa937" });
+  const previewOut = el("div", { id: "preview" });
+  const versionsOut = el("div", { id: "versions" });
+
+  // The gutter scrolls with the text; an error line is scrolled into view.
+  const numberLines = (errorLine) => {
+    const count = body.value.split("\n").length;
+    gutter.replaceChildren(...Array.from({ length: count }, (_, i) =>
+      el("span", { class: i + 1 === errorLine ? "error" : undefined, text: String(i + 1) })));
+    // A trailing blank keeps the last line reachable past a horizontal scrollbar.
+    gutter.append(el("span", { text: " " }));
+    if (errorLine) {
+      const mark = gutter.children[errorLine - 1];
+      const top = mark.offsetTop - gutter.offsetTop;
+      if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - 40) body.scrollTop = Math.max(0, top - 60);
+    }
+    gutter.scrollTop = body.scrollTop;
+  };
+  body.addEventListener("scroll", () => { gutter.scrollTop = body.scrollTop; });
+  let timer = null;
+  const validate = async () => {
+    const r = await api("POST", "/v1/templates/validate", { body: { ...keyFields(template), body: body.value } });
+    if (r.status === 200) {
+      numberLines(null);
+      say(validation, "Valid: renders " + r.data.rendered_bytes + " bytes" +
+        (r.data.sample_mac ? " for " + r.data.sample_mac : ""), "ok");
+    } else {
+      const d = r.data && r.data.error && r.data.error.details;
+      numberLines(d && d.line);
+      say(validation, d && d.line ? "Line " + d.line + ", column " + d.column + ": " + d.message : errorText(r), "error");
+    }
+  };
+  body.addEventListener("input", () => {
+    numberLines(null);
+    clearTimeout(timer);
+    timer = setTimeout(validate, 300);
+  });
+
+  const preview = async () => {
+    const r = await api("POST", "/v1/preview", { body: { mac: mac.value.trim(), template_id: template.id, body: body.value } });
+    previewOut.replaceChildren();
+    if (r.status !== 200) {
+      previewOut.append(el("p", { class: "status error", text: "Preview failed: " + errorText(r) }));
+      return;
+    }
+    for (const f of r.data.files) {
+      previewOut.append(
+        el("h4", { text: f.file + (f.changed ? " (changes)" : " (unchanged)") }),
+        el("p", { class: "muted", text: "rendered by " + f.template }),
+        f.changed ? diffView(f.diff) : el("p", { text: "No difference from what the phone gets now." }));
+    }
+  };
+
+  const save = async () => {
+    const r = await api("PUT", "/v1/templates/" + template.id, { body: { body: body.value }, etag });
+    if (r.status === 200) {
+      template = r.data; etag = r.etag;
+      say(saveStatus, "Saved as version " + template.version + ".", "ok");
+      await loadVersions();
+    } else if (r.status === 412) {
+      say(saveStatus, "Conflict: someone else changed this template since you opened it. Your text is kept here; reload to see theirs.", "error");
+    } else {
+      say(saveStatus, "Not saved: " + errorText(r), "error");
+    }
+  };
+
+  const loadVersions = async () => {
+    const r = await api("GET", "/v1/templates/" + template.id + "/versions");
+    const rows = ((r.data) || []).map((v) => el("tr", {},
+      el("td", { text: "v" + v.version }),
+      el("td", { text: v.updated_by }),
+      el("td", { text: new Date(v.updated_at).toISOString() }),
+      el("td", {},
+        el("button", { type: "button", text: "Diff with current", onclick: async () => {
+          const d = await api("GET", "/v1/templates/" + template.id + "/diff?from=" + v.version);
+          versionsOut.querySelector(".diff-out").replaceChildren(diffView(d.data.diff));
+        } }),
+        v.version === template.version ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
+          const rb = await api("POST", "/v1/templates/" + template.id + "/rollback", { body: { version: v.version }, etag });
+          if (rb.status === 200) {
+            template = rb.data; etag = rb.etag; body.value = template.body; numberLines(null);
+            say(saveStatus, "Rolled back: version " + template.version + " has version " + v.version + "'s text.", "ok");
+            await loadVersions();
+          } else {
+            say(saveStatus, "Rollback refused: " + errorText(rb), "error");
+          }
+        } }))));
+    versionsOut.replaceChildren(
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Version" }), el("th", { text: "By" }),
+        el("th", { text: "When" }), el("th", { text: "" }))), el("tbody", {}, rows)),
+      el("div", { class: "diff-out" }));
+  };
+
+  show(template.family + " " + template.file_pattern + " (" + template.scope + ")",
+    el("p", { class: "muted", text: "Version " + template.version + ", applies to " + (template.tenant || template.scope_key || "every " + template.family + " phone") }),
+    el("label", { for: "body", text: "Template text" }),
+    el("div", { class: "editor" }, gutter, body),
+    validation,
+    el("div", { class: "row" },
+      el("div", {}, el("label", { for: "preview-mac", text: "Preview for phone (MAC)" }), mac),
+      el("button", { type: "button", id: "preview-button", text: "Preview", onclick: preview }),
+      el("button", { type: "button", id: "save-button", text: "Save", onclick: save })),
+    saveStatus,
+    el("h3", { text: "Preview" }), previewOut,
+    el("h3", { text: "Versions" }), versionsOut);
+  numberLines(null);
+  await loadVersions();
+}
+
+// ---- phones ------------------------------------------------------------
+
+async function phonesView() {
+  const q = el("input", { id: "phone-search", type: "search", placeholder: "MAC, extension or name" });
+  const tbody = el("tbody");
+  const load = async () => {
+    const reply = await api("GET", "/v1/phones?limit=200&q=" + encodeURIComponent(q.value));
+    tbody.replaceChildren();
+    for (const p of (reply.data && reply.data.items) || []) {
+      tbody.append(el("tr", {},
+        el("td", {}, el("a", { href: "#/phones/" + p.mac, text: p.mac })),
+        el("td", { text: p.tenant }), el("td", { text: p.family + " " + (p.model || "") }),
+        el("td", { text: p.label || "" }),
+        el("td", { text: p.lines.map((l) => l.extension + " " + l.display_name).join(", ") })));
+    }
+  };
+  q.addEventListener("input", () => load());
+  show("Phones",
+    el("label", { for: "phone-search", text: "Search" }), q,
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "MAC" }), el("th", { text: "Tenant" }),
+      el("th", { text: "Model" }), el("th", { text: "Label" }), el("th", { text: "Lines" }))), tbody));
+  await load();
+}
+
+async function phoneView(mac) {
+  const reply = await api("GET", "/v1/phones/" + encodeURIComponent(mac));
+  if (reply.status !== 200) return show("Phone", el("p", { text: errorText(reply) }));
+  const p = reply.data;
+  const history = await api("GET", "/v1/phones/" + encodeURIComponent(mac) + "/history?limit=20");
+  const boots = history.data || [];
+  const last = boots[0];
+  const files = el("div", { id: "phone-files" });
+  show("Phone " + p.mac,
+    el("p", { text: p.family + " " + (p.model || "") + " in " + p.tenant + (p.label ? ", " + p.label : "") }),
+    el("p", { text: last ? "Detected: " + (last.model || "model unknown") + ", firmware " + (last.firmware || "unknown") +
+      "; last fetch " + new Date(last.at).toISOString() : "No boot recorded yet." }),
+    el("h3", { text: "Lines" }),
+    el("table", {}, el("tbody", {}, p.lines.map((l) => el("tr", {},
+      el("td", { text: String(l.position) }), el("td", { text: l.extension }), el("td", { text: l.display_name }),
+      el("td", { text: l.registrar }), el("td", { text: l.has_password ? "password set" : "no password" }))))),
+    el("h3", { text: "Recent fetches" }),
+    el("table", {}, el("tbody", {}, boots.map((b) => el("tr", {},
+      el("td", { text: new Date(b.at).toISOString() }), el("td", { text: b.file }),
+      el("td", { text: b.protocol }), el("td", { text: b.outcome }))))),
+    el("p", {}, el("button", { type: "button", id: "preview-all", text: "Preview all files for this phone", onclick: async () => {
+      const r = await api("GET", "/v1/phones/" + encodeURIComponent(mac) + "/files");
+      files.replaceChildren(...((r.data && r.data.files) || []).flatMap((f) => [
+        el("h4", { text: f.file }), el("p", { class: "muted", text: "rendered by " + f.template }),
+        el("pre", { class: "file", text: f.body })]));
+    } })),
+    files);
+}
+
+// ---- directory ---------------------------------------------------------
+
+async function directoryView() {
+  const tenants = await api("GET", "/v1/tenants");
+  const tenant = el("select", { id: "tenant" },
+    ...((tenants.data && tenants.data.items) || []).map((t) => el("option", { value: t.slug, text: t.name })));
+  const q = el("input", { id: "entry-search", type: "search" });
+  const entries = el("tbody");
+  const sources = el("div", { id: "sources" });
+  const load = async () => {
+    const slug = encodeURIComponent(tenant.value);
+    const e = await api("GET", "/v1/tenants/" + slug + "/directory?q=" + encodeURIComponent(q.value));
+    entries.replaceChildren(...((e.data && e.data.items) || []).map((x) => el("tr", {},
+      el("td", { text: x.name }), el("td", { text: x.company || "" }),
+      el("td", { text: x.numbers.map((n) => n.number + " (" + n.kind + ")").join(", ") }))));
+    const s = await api("GET", "/v1/tenants/" + slug + "/directory-sources");
+    sources.replaceChildren(...(s.data || []).map((src) => {
+      const out = status("test-" + src.name);
+      return el("div", {},
+        el("h4", { text: src.name + " (" + src.kind + ", priority " + src.priority + (src.enabled ? "" : ", disabled") + ")" }),
+        el("button", { type: "button", text: "Test " + src.name, onclick: async () => {
+          say(out, "Testing...");
+          const r = await api("POST", "/v1/tenants/" + slug + "/directory-sources/" + encodeURIComponent(src.name) + "/test", { body: {} });
+          if (r.status !== 200) return say(out, "Test failed: " + errorText(r), "error");
+          const t = r.data;
+          say(out, t.outcome + (t.name ? ": " + t.name : "") + (t.error ? ": " + t.error : "") +
+            " in " + t.first_ms + " ms" + (t.repeat_ms !== null ? " (then " + t.repeat_ms + " ms)" : "") +
+            " for " + t.number, t.outcome === "error" ? "error" : "ok");
+        } }), out);
+    }));
+  };
+  tenant.addEventListener("change", load);
+  q.addEventListener("input", load);
+  show("Directory",
+    el("label", { for: "tenant", text: "Tenant" }), tenant,
+    el("label", { for: "entry-search", text: "Search entries" }), q,
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Name" }), el("th", { text: "Company" }),
+      el("th", { text: "Numbers" }))), entries),
+    el("h3", { text: "Sources" }), sources);
+  await load();
+}
+
+// ---- routing -----------------------------------------------------------
+
+async function route() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return loginView();
+  document.getElementById("nav").hidden = false;
+  const [, section, id] = location.hash.split("/");
+  if (section === "templates" && id) return templateView(decodeURIComponent(id));
+  if (section === "phones" && id) return phoneView(decodeURIComponent(id));
+  if (section === "phones") return phonesView();
+  if (section === "directory") return directoryView();
+  if (section === "login") return loginView();
+  return templatesView();
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.hash = "#/login";
+    route();
+  });
+  route();
+});

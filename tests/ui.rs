@@ -1,0 +1,150 @@
+//! The admin page in a real browser: Debian's Chromium, headless, driven by
+//! playwright-core (tests/ui/admin_page.mjs) against `dialtone serve
+//! --demo`. scripts/test installs Chromium and playwright-core and sets
+//! DIALTONE_TEST_UI_DIR; screenshots land in target/ui-artifacts/.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Value,
+) -> Value {
+    let response = client
+        .request(method, url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
+    let ui_dir = PathBuf::from(
+        std::env::var("DIALTONE_TEST_UI_DIR")
+            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/dialtone.db", dir.path().display());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args([
+        "token",
+        "create",
+        "--scope",
+        "global-admin",
+        "--name",
+        "browser",
+    ]);
+    let token = text(&run(cmd).stdout).trim().to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let api = format!("http://{}", server.addr);
+    let mut tenants = Value::Null;
+    for _ in 0..200 {
+        let reply = client
+            .get(format!("{api}/v1/tenants"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 200 {
+            tenants = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(tenants.is_object(), "the token never reached the API");
+
+    // A stored Yealink template for the demo tenant, from the shipped one,
+    // and a second tenant with its own phone, template and admin.
+    let shipped =
+        std::fs::read_to_string(templates_dir().join("yealink").join("{mac}.cfg.tera")).unwrap();
+    let post = reqwest::Method::POST;
+    let template = call(&client, post.clone(), format!("{api}/v1/templates"), &token, json!({
+        "scope": "tenant", "tenant": "demo", "family": "yealink", "file_pattern": "{mac}.cfg", "body": shipped,
+    }))
+    .await;
+    call(
+        &client,
+        post.clone(),
+        format!("{api}/v1/tenants"),
+        &token,
+        json!({ "slug": "other", "name": "other tenant" }),
+    )
+    .await;
+    call(&client, post.clone(), format!("{api}/v1/phones"), &token, json!({
+        "mac": "001565bb0001", "tenant": "other", "family": "yealink", "model": "T46S", "label": "other lobby",
+        "lines": [{ "extension": "700", "display_name": "other desk", "registrar": "sip.example.net" }],
+    }))
+    .await;
+    call(&client, post.clone(), format!("{api}/v1/templates"), &token, json!({
+        "scope": "tenant", "tenant": "other", "family": "yealink", "file_pattern": "{mac}.cfg", "body": "# other\n",
+    }))
+    .await;
+    let tenant_token = call(
+        &client,
+        post,
+        format!("{api}/v1/tokens"),
+        &token,
+        json!({
+            "name": "other admin", "scope": "tenant-admin", "tenant": "other",
+        }),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../ui-artifacts");
+    let script = ui_dir.join("admin_page.mjs");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/admin_page.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .env("UI_API", &api)
+        .env("UI_PROVISIONING", format!("http://{}", server.prov_addr))
+        .env("UI_TOKEN", &token)
+        .env("UI_TENANT_TOKEN", &tenant_token)
+        .env("UI_TEMPLATE_ID", template["id"].to_string())
+        .env("UI_MAC", "0015654aa937")
+        .env("UI_ARTIFACTS", &artifacts)
+        .output()
+        .expect("run node");
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("{log}");
+    assert!(out.status.success(), "the browser run failed:\n{log}");
+    for shot in [
+        "editor.png",
+        "editor-error.png",
+        "preview.png",
+        "phone.png",
+        "tenant-view.png",
+    ] {
+        let path = artifacts.join(shot);
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000),
+            "missing screenshot {}",
+            path.display()
+        );
+    }
+    assert!(!server.stderr().contains(&token), "the token was logged");
+    assert_eq!(server.stop(), 0);
+}

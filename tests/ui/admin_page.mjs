@@ -1,0 +1,136 @@
+// Drives the admin page in Debian's Chromium (headless, through
+// playwright-core; no browser download). Called by tests/ui.rs, which
+// starts `dialtone serve --demo` and passes what it needs in the
+// environment. Exits non-zero on the first failed step; screenshots go to
+// UI_ARTIFACTS.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const api = env("UI_API");              // http://127.0.0.1:PORT
+const prov = env("UI_PROVISIONING");    // http://127.0.0.1:PORT
+const token = env("UI_TOKEN");          // global admin
+const tenantToken = env("UI_TENANT_TOKEN"); // tenant admin of "other"
+const templateId = env("UI_TEMPLATE_ID");
+const mac = env("UI_MAC");
+const artifacts = env("UI_ARTIFACTS");
+mkdirSync(artifacts, { recursive: true });
+
+const step = (n, what) => console.log(`step ${n}: ${what}`);
+const fail = (message) => { throw new Error(message); };
+const phoneFile = async () => (await fetch(`${prov}/${mac}.cfg`)).text();
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+  const page = await context.newPage();
+  const cspViolations = [];
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
+  page.on("pageerror", (e) => fail(`script error on the page: ${e.message}`));
+
+  step(1, "log in");
+  await page.goto(`${api}/ui/`);
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+  if (page.url().includes(token)) fail("the token leaked into the URL");
+
+  step(2, "open the Yealink template");
+  await page.locator(`a[href="#/templates/${templateId}"]`).click();
+  const editor = page.getByLabel("Template text");
+  await editor.waitFor();
+  const original = await editor.inputValue();
+  await page.screenshot({ path: `${artifacts}/editor.png`, fullPage: true });
+
+  step(3, "introduce a syntax error and see it at its line");
+  const lines = original.split("\n");
+  const broken = [...lines.slice(0, 2), "{% if %}", ...lines.slice(2)].join("\n");
+  await editor.fill(broken);
+  await page.locator("#validation.error").waitFor();
+  const message = await page.locator("#validation").textContent();
+  if (!/^Line 3, column \d+/.test(message)) fail(`validation message does not name line 3: ${message}`);
+  if (!(await page.locator(".gutter span.error").textContent()).includes("3")) fail("line 3 is not marked");
+  await page.screenshot({ path: `${artifacts}/editor-error.png`, fullPage: true });
+
+  step(4, "fix it and preview for a demo MAC, seeing the diff");
+  const marker = `# edited in the browser ${Date.now()}`;
+  const fixed = [...lines.slice(0, 2), marker, ...lines.slice(2)].join("\n");
+  await editor.fill(fixed);
+  await page.locator("#validation.ok").waitFor();
+  await page.getByLabel("Preview for phone (MAC)").fill(mac);
+  await page.getByRole("button", { name: "Preview", exact: true }).click();
+  await page.locator("#preview pre.diff .add", { hasText: marker }).first().waitFor();
+  await page.screenshot({ path: `${artifacts}/preview.png`, fullPage: true });
+  if ((await phoneFile()).includes(marker)) fail("the preview changed what the phone gets");
+
+  step(5, "save");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#save-status.ok").waitFor();
+  const saved = await page.locator("#save-status").textContent();
+  const version = Number(/version (\d+)/.exec(saved)[1]);
+
+  step(6, "the phone gets the new bytes over HTTP provisioning");
+  let text = "";
+  for (let i = 0; i < 100 && !text.includes(marker); i++) {
+    text = await phoneFile();
+    if (!text.includes(marker)) await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!text.includes(marker)) fail("the phone never got the saved template");
+
+  step(7, "roll back and get the old bytes");
+  await page.getByRole("button", { name: `Roll back to v${version - 1}` }).click();
+  await page.locator("#save-status", { hasText: "Rolled back" }).waitFor();
+  for (let i = 0; i < 100 && (await phoneFile()).includes(marker); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if ((await phoneFile()).includes(marker)) fail("the phone still gets the edited bytes after the rollback");
+
+  step(8, "the phone view, with every file");
+  await page.goto(`${api}/ui/#/phones/${mac}`);
+  await page.getByRole("button", { name: "Preview all files for this phone" }).click();
+  await page.locator("#phone-files pre.file").first().waitFor();
+  await page.screenshot({ path: `${artifacts}/phone.png`, fullPage: true });
+
+  step(9, "a conflict is shown, not overwritten");
+  await page.goto(`${api}/ui/#/templates/${templateId}`);
+  await editor.waitFor();
+  const current = await (await fetch(`${api}/v1/templates/${templateId}`, { headers: { Authorization: `Bearer ${token}` } })).json();
+  const behind = await fetch(`${api}/v1/templates/${templateId}`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ body: current.body + "\n# changed elsewhere\n" }),
+  });
+  if (behind.status !== 200) fail(`the concurrent edit failed: ${behind.status}`);
+  await editor.fill(current.body + "\n# my edit\n");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#save-status", { hasText: "Conflict" }).waitFor();
+
+  step(10, "a tenant's token sees only its own templates and phones");
+  const other = await browser.newContext();
+  const tenantPage = await other.newPage();
+  await tenantPage.goto(`${api}/ui/`);
+  await tenantPage.getByLabel("API token").fill(tenantToken);
+  await tenantPage.getByRole("button", { name: "Log in" }).click();
+  await tenantPage.getByRole("heading", { name: "Templates" }).waitFor();
+  await tenantPage.locator("tbody tr").first().waitFor();
+  const templateRows = await tenantPage.locator("tbody tr").allTextContents();
+  if (templateRows.some((r) => !r.includes("other"))) fail(`another tenant's template is listed: ${templateRows}`);
+  await tenantPage.goto(`${api}/ui/#/phones`);
+  await tenantPage.getByLabel("Search").waitFor();
+  await tenantPage.locator("tbody tr").first().waitFor();
+  const phoneRows = await tenantPage.locator("tbody tr").allTextContents();
+  if (phoneRows.length === 0 || phoneRows.some((r) => !r.includes("other"))) fail(`phones of another tenant are listed: ${phoneRows}`);
+  await tenantPage.screenshot({ path: `${artifacts}/tenant-view.png`, fullPage: true });
+
+  if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
+  console.log("all steps passed");
+} finally {
+  await browser.close();
+}
