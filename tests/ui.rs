@@ -96,6 +96,12 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         "scope": "tenant", "tenant": "other", "family": "yealink", "file_pattern": "{mac}.cfg", "body": "# other\n",
     }))
     .await;
+    // A source that fails fast (nothing listens on port 9): its test
+    // reports the error and the time it took.
+    call(&client, post.clone(), format!("{api}/v1/tenants/demo/directory-sources"), &token, json!({
+        "name": "cnam", "kind": "http", "timeout_ms": 500, "settings": { "url": "http://127.0.0.1:9/{e164}" },
+    }))
+    .await;
     let tenant_token = call(
         &client,
         post,
@@ -136,6 +142,7 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         "editor-error.png",
         "preview.png",
         "phone.png",
+        "directory.png",
         "tenant-view.png",
     ] {
         let path = artifacts.join(shot);

@@ -112,7 +112,18 @@ try {
   await page.getByRole("button", { name: "Save" }).click();
   await page.locator("#save-status", { hasText: "Conflict" }).waitFor();
 
-  step(10, "a tenant's token sees only its own templates and phones");
+  step(10, "the directory: entries, search, and a source test");
+  await page.goto(`${api}/ui/#/directory`);
+  await page.getByLabel("Tenant").selectOption("demo");
+  await page.locator("tbody tr").first().waitFor();
+  const everyone = await page.locator("tbody tr").count();
+  await page.getByLabel("Search entries").fill("alice");
+  await page.waitForFunction((n) => document.querySelectorAll("tbody tr").length < n, everyone);
+  await page.getByRole("button", { name: "Test cnam" }).click();
+  await page.locator("#test-cnam", { hasText: " ms" }).waitFor();
+  await page.screenshot({ path: `${artifacts}/directory.png`, fullPage: true });
+
+  step(11, "a tenant's token sees only its own templates and phones");
   const other = await browser.newContext();
   const tenantPage = await other.newPage();
   await tenantPage.goto(`${api}/ui/`);
