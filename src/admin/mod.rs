@@ -69,6 +69,11 @@ pub fn router(state: AdminState) -> Router {
             get(templates::list).post(templates::create),
         )
         .route("/v1/templates/validate", post(templates::validate))
+        .route("/v1/shipped-templates", get(templates::shipped))
+        .route(
+            "/v1/shipped-templates/{family}/{file_pattern}",
+            get(templates::shipped_one),
+        )
         .route(
             "/v1/templates/{id}",
             get(templates::show)

@@ -18,7 +18,7 @@ use super::{
         phones::list, phones::create, phones::show, phones::update, phones::remove,
         audit::history, preview::phone_files,
         templates::list, templates::create, templates::validate, templates::show, templates::update,
-        templates::remove, versions::versions, versions::version, versions::diff,
+        templates::remove, templates::shipped, templates::shipped_one, versions::versions, versions::version, versions::diff,
         versions::rollback, preview::preview,
         directory::list_entries, directory::create_entry, directory::show_entry,
         directory::update_entry, directory::remove_entry,

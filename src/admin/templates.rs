@@ -518,3 +518,52 @@ pub async fn remove(
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct ShippedView {
+    pub family: String,
+    pub file_pattern: String,
+    /// Absent in the list.
+    pub body: Option<String>,
+}
+
+/// Shipped templates are product defaults, not tenant data: every admin
+/// scope may read them, to start a template of its own from one.
+#[utoipa::path(get, operation_id = "templates_shipped", path = "/v1/shipped-templates", tag = "templates",
+    responses((status = 200, body = Vec<ShippedView>)), security(("bearer" = [])))]
+pub async fn shipped(State(state): State<AdminState>, _principal: Principal) -> Response {
+    let views: Vec<ShippedView> = state
+        .provisioner
+        .shipped_names()
+        .into_iter()
+        .map(|(family, name)| ShippedView {
+            family: family.to_string(),
+            file_pattern: name,
+            body: None,
+        })
+        .collect();
+    axum::Json(views).into_response()
+}
+
+#[utoipa::path(get, operation_id = "templates_shipped_one", path = "/v1/shipped-templates/{family}/{file_pattern}", tag = "templates",
+    params(("family" = String, Path, example = "yealink"), ("file_pattern" = String, Path, example = "{mac}.cfg")),
+    responses((status = 200, body = ShippedView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn shipped_one(
+    State(state): State<AdminState>,
+    _principal: Principal,
+    ApiPath((family, file_pattern)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let family: Family = family
+        .parse()
+        .map_err(|e: dialtone_sync::SyncError| ApiError::not_found(e))?;
+    let body = state
+        .provisioner
+        .shipped_body(family, &file_pattern)
+        .ok_or_else(|| ApiError::not_found(format!("shipped template {family}/{file_pattern}")))?;
+    Ok(axum::Json(ShippedView {
+        family: family.to_string(),
+        file_pattern,
+        body: Some(body.to_string()),
+    })
+    .into_response())
+}

@@ -15,7 +15,6 @@ const api = env("UI_API");              // http://127.0.0.1:PORT
 const prov = env("UI_PROVISIONING");    // http://127.0.0.1:PORT
 const token = env("UI_TOKEN");          // global admin
 const tenantToken = env("UI_TENANT_TOKEN"); // tenant admin of "other"
-const templateId = env("UI_TEMPLATE_ID");
 const mac = env("UI_MAC");
 const artifacts = env("UI_ARTIFACTS");
 mkdirSync(artifacts, { recursive: true });
@@ -42,7 +41,17 @@ try {
   await page.getByRole("heading", { name: "Templates" }).waitFor();
   if (page.url().includes(token)) fail("the token leaked into the URL");
 
-  step(2, "open the Yealink template");
+  step(2, "create a Yealink template from the shipped default, and open it");
+  await page.getByRole("link", { name: "New template" }).click();
+  await page.getByLabel("Shipped default").selectOption({ label: "yealink {mac}.cfg" });
+  await page.getByLabel("Scope").selectOption("tenant");
+  await page.getByLabel(/Applies to/).fill("demo");
+  await page.getByRole("button", { name: "Create" }).click();
+  // Created: the page moves to the new template's editor.
+  await page.getByLabel("Template text").waitFor();
+  const templateId = page.url().split("/").pop();
+  if (!/^\d+$/.test(templateId)) fail(`not on a template's page: ${page.url()}`);
+  await page.goto(`${api}/ui/#/templates`);
   await page.locator(`a[href="#/templates/${templateId}"]`).click();
   const editor = page.getByLabel("Template text");
   await editor.waitFor();

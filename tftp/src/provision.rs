@@ -238,6 +238,23 @@ impl Provisioner {
         self.shipped.load().len()
     }
 
+    /// The shipped (on-disk) templates by family and name, sorted: what a
+    /// stored template overrides, and where an admin starts one from.
+    pub fn shipped_names(&self) -> Vec<(Family, String)> {
+        let mut names: Vec<(Family, String)> = self
+            .shipped
+            .load()
+            .names()
+            .map(|(family, name)| (family, name.to_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn shipped_body(&self, family: Family, name: &str) -> Option<Arc<str>> {
+        self.shipped.load().get(family, name).cloned()
+    }
+
     /// Serves one request. Safe to call from any thread; never blocks on I/O.
     pub fn provision(&self, request: &Request<'_>) -> Result<Rendered, ProvisionError> {
         if request.remote.is_some_and(|ip| self.guard.is_banned(ip)) {

@@ -17,6 +17,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/phones/{mac}/files", &["get"]),
     ("/v1/templates", &["get", "post"]),
     ("/v1/templates/validate", &["post"]),
+    ("/v1/shipped-templates", &["get"]),
+    ("/v1/shipped-templates/{family}/{file_pattern}", &["get"]),
     ("/v1/templates/{id}", &["get", "put", "delete"]),
     ("/v1/templates/{id}/versions", &["get"]),
     ("/v1/templates/{id}/versions/{version}", &["get"]),

@@ -116,11 +116,41 @@ async function templatesView() {
   };
   scope.addEventListener("change", load);
   show("Templates",
+    el("p", {}, el("a", { href: "#/new-template", text: "New template" })),
     el("label", { for: "scope-filter", text: "Scope" }), scope,
     el("table", {}, el("thead", {}, el("tr", {},
       el("th", { text: "Template" }), el("th", { text: "Scope" }),
       el("th", { text: "Applies to" }), el("th", { text: "Version" }))), tbody));
   await load();
+}
+
+// A new stored template, started from the shipped default it overrides.
+async function newTemplateView() {
+  const shipped = (await api("GET", "/v1/shipped-templates")).data || [];
+  const pick = el("select", { id: "shipped" },
+    ...shipped.map((s, i) => el("option", { value: String(i), text: s.family + " " + s.file_pattern })));
+  const scope = el("select", { id: "new-scope" },
+    ...["tenant", "phone", "model", "family"].map((s) => el("option", { value: s, text: s })));
+  const target = el("input", { id: "new-target", placeholder: "tenant slug, MAC or model" });
+  const message = status("new-status");
+  const create = async () => {
+    const chosen = shipped[Number(pick.value)];
+    const source = await api("GET", "/v1/shipped-templates/" + encodeURIComponent(chosen.family) + "/" + encodeURIComponent(chosen.file_pattern));
+    const body = { scope: scope.value, family: chosen.family, file_pattern: chosen.file_pattern, body: source.data.body };
+    if (scope.value === "tenant") body.tenant = target.value.trim();
+    if (scope.value === "phone") body.mac = target.value.trim();
+    if (scope.value === "model") body.model = target.value.trim();
+    const r = await api("POST", "/v1/templates", { body });
+    if (r.status === 201) location.hash = "#/templates/" + r.data.id;
+    else say(message, "Not created: " + errorText(r), "error");
+  };
+  show("New template",
+    el("p", { text: "A stored template overrides the shipped default for the phones of its scope. It starts as a copy of the default." }),
+    el("label", { for: "shipped", text: "Shipped default" }), pick,
+    el("label", { for: "new-scope", text: "Scope" }), scope,
+    el("label", { for: "new-target", text: "Applies to (tenant slug, MAC or model; empty for every phone of the family)" }), target,
+    el("p", {}, el("button", { type: "button", text: "Create", onclick: create })),
+    message);
 }
 
 function keyFields(t) {
@@ -353,6 +383,7 @@ async function route() {
   document.getElementById("nav").hidden = false;
   const [, section, id] = location.hash.split("/");
   if (section === "templates" && id) return templateView(decodeURIComponent(id));
+  if (section === "new-template") return newTemplateView();
   if (section === "phones" && id) return phoneView(decodeURIComponent(id));
   if (section === "phones") return phonesView();
   if (section === "directory") return directoryView();
