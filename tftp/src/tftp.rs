@@ -303,11 +303,20 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
         let _active = ActiveTransfer::start();
         let shared = _done.shared.clone();
         let started = std::time::Instant::now();
-        let outcome = match transfer(&shared, peer, request, source).await {
-            Ok(()) => "ok",
-            Err(e) => {
+        let file = request.file.clone();
+        let running = std::panic::AssertUnwindSafe(transfer(&shared, peer, request, source));
+        // A panic costs this phone its transfer (the guards free its slot),
+        // never the server; it is logged and counted.
+        let outcome = match futures::FutureExt::catch_unwind(running).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
                 tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
                 "incomplete"
+            }
+            Err(_) => {
+                metrics::counter!("dialtone_tftp_transfer_panics_total").increment(1);
+                tracing::error!(client = %peer, file, "TFTP transfer panicked");
+                "panic"
             }
         };
         metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => "tftp", "outcome" => outcome)
