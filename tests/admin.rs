@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,29 +13,6 @@ use serde_json::{json, Value};
 
 const DEMO_YEALINK: &str = "0015654aa937";
 const SECRET: &str = "e2e-line-secret-Zz9";
-
-fn create_token(dir: &Path, url: &str) -> String {
-    let mut cmd = dialtone(dir, url);
-    cmd.args([
-        "token",
-        "create",
-        "--scope",
-        "global-admin",
-        "--name",
-        "e2e",
-    ]);
-    let out = run(cmd);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
-
-fn tftp_fetch(dir: &Path, url: &str, server: std::net::SocketAddr, file: &str) -> Option<String> {
-    let mut cmd = dialtone(dir, url);
-    cmd.args(["phlem", "fetch", "--timeout-ms", "300", "--retries", "2"])
-        .arg(format!("tftp://{server}/{file}"));
-    let out = run(cmd);
-    out.status.success().then(|| text(&out.stdout))
-}
 
 struct Api {
     client: reqwest::Client,
@@ -96,7 +72,11 @@ async fn an_edit_on_node_a_is_served_by_node_b_over_http_and_tftp() {
     assert!(wait_until(Duration::from_secs(10), || b.phones() > 0
         && b.phones() == a.phones())
     .is_some());
-    let token = create_token(dir.path(), &db.url);
+    let token = create_token(
+        dir.path(),
+        &db.url,
+        &["--scope", "global-admin", "--name", "e2e"],
+    );
     let api = Api {
         client: {
             // Plain HTTP on loopback, but reqwest wants a provider chosen.

@@ -15,10 +15,6 @@ fn free_phone_listeners(cmd: &mut std::process::Command) {
         .arg(free_udp_addr().to_string());
 }
 
-fn sqlite_url(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("dialtone.db").display())
-}
-
 #[test]
 fn invalid_config_names_key_and_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,10 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn sqlite_url(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("dialtone.db").display())
-}
-
 /// Sends `request` as is and returns status and body.
 fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();

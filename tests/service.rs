@@ -3,16 +3,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use common::*;
 use dialtone_sync::testing::TestDb;
-
-fn sqlite_url(dir: &std::path::Path) -> String {
-    format!("sqlite://{}/dialtone.db", dir.display())
-}
 
 /// A metric name, its labels and its value.
 type Sample = (String, Vec<(String, String)>, f64);
@@ -104,22 +100,6 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         .reduce(|a, b| a + b)
 }
 
-fn tftp_fetch(dir: &std::path::Path, url: &str, server: SocketAddr, file: &str) -> bool {
-    let mut cmd = dialtone(dir, url);
-    cmd.args([
-        "phlem",
-        "fetch",
-        "--timeout-ms",
-        "300",
-        "--retries",
-        "2",
-        "-o",
-        "/dev/null",
-    ])
-    .arg(format!("tftp://{server}/{file}"));
-    run(cmd).status.success()
-}
-
 #[test]
 fn metrics_parse_as_prometheus_text_and_have_the_series() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,18 +113,13 @@ fn metrics_parse_as_prometheus_text_and_have_the_series() {
         http_get(server.prov_addr, "/001565ffffff.cfg").unwrap().0,
         404
     );
-    assert!(tftp_fetch(
+    assert!(tftp_fetch(dir.path(), &url, server.tftp_addr, "0015654aa937.cfg").is_some());
+    // A lookup, with a lookup token made on the command line.
+    let token = create_token(
         dir.path(),
         &url,
-        server.tftp_addr,
-        "0015654aa937.cfg"
-    ));
-    // A lookup, with a lookup token made on the command line.
-    let mut cmd = dialtone(dir.path(), &url);
-    cmd.args([
-        "token", "create", "--scope", "lookup", "--tenant", "demo", "--name", "pbx",
-    ]);
-    let token = text(&run(cmd).stdout).trim().to_string();
+        &["--scope", "lookup", "--tenant", "demo", "--name", "pbx"],
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         server
             .try_get(&format!("/v1/lookup?number=%2B15550101234&key={token}"))
@@ -229,12 +204,7 @@ fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
         http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
         Some(200)
     );
-    assert!(tftp_fetch(
-        dir.path(),
-        &url,
-        server.tftp_addr,
-        "0015654aa937.cfg"
-    ));
+    assert!(tftp_fetch(dir.path(), &url, server.tftp_addr, "0015654aa937.cfg").is_some());
 
     server.signal("TERM");
     let len = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");

@@ -8,10 +8,6 @@ use std::process::Output;
 
 use common::*;
 
-fn sqlite_url(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("dialtone.db").display())
-}
-
 fn serve(dir: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Command {
     let mut cmd = dialtone(dir, url);
     cmd.arg("serve")

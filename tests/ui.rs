@@ -39,18 +39,13 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
             .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/dialtone.db", dir.path().display());
+    let url = sqlite_url(dir.path());
     let server = Server::start(dir.path(), &url, &["--demo"]);
-    let mut cmd = dialtone(dir.path(), &url);
-    cmd.args([
-        "token",
-        "create",
-        "--scope",
-        "global-admin",
-        "--name",
-        "browser",
-    ]);
-    let token = text(&run(cmd).stdout).trim().to_string();
+    let token = create_token(
+        dir.path(),
+        &url,
+        &["--scope", "global-admin", "--name", "browser"],
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let api = format!("http://{}", server.addr);

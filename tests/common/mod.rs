@@ -270,3 +270,26 @@ pub fn phones_csv(first: u32, count: u32) -> String {
     }
     s
 }
+
+/// The SQLite database a test's `serve` uses, in its temp dir.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("dialtone.db").display())
+}
+
+/// `dialtone token create ARGS...`; the token it prints once.
+pub fn create_token(dir: &Path, url: &str, args: &[&str]) -> String {
+    let mut cmd = dialtone(dir, url);
+    cmd.args(["token", "create"]).args(args);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// One file over TFTP with `phlem fetch`, as a phone would; `None` on failure.
+pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Option<String> {
+    let mut cmd = dialtone(dir, url);
+    cmd.args(["phlem", "fetch", "--timeout-ms", "300", "--retries", "2"])
+        .arg(format!("tftp://{server}/{file}"));
+    let out = run(cmd);
+    out.status.success().then(|| text(&out.stdout))
+}

@@ -102,7 +102,8 @@ pub async fn serve(
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
-                    let path = request.uri().path().to_string();
+                    // Kept for a panic's log line; cloning a Uri copies no bytes.
+                    let uri = request.uri().clone();
                     let router = router.clone();
                     async move {
                         // A panicking handler costs its own request a 500,
@@ -111,7 +112,7 @@ pub async fn serve(
                             Ok(response) => response,
                             Err(panic) => {
                                 metrics::counter!("dialtone_request_panics_total").increment(1);
-                                tracing::error!(%peer, path, panic = panic_text(&*panic), "HTTP handler panicked");
+                                tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
                                 Ok(axum::response::IntoResponse::into_response((
                                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                                     "internal error\n",
