@@ -211,6 +211,15 @@ pub(crate) fn json_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
+/// A name from the data layer's closed sets (family, scope, kind) given in
+/// a request; the refusal lists the names it knows.
+pub(crate) fn parse_name<T: std::str::FromStr<Err = dialtone_sync::SyncError>>(
+    text: &str,
+) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))
+}
+
 /// A JSON object given in a request, stored as text.
 pub(crate) fn object_text(value: Option<Value>, field: &str) -> Result<String, ApiError> {
     match value {

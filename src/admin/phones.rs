@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{
-    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
-    Principal,
+    commit, commit_if_match, json_value, object_text, page_size, parse_name, tagged, AdminState,
+    Change, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -149,43 +149,72 @@ fn line_view(l: &Line) -> LineView {
     }
 }
 
-fn matches(
-    state: &MirrorState,
-    phone: &Phone,
-    query: &PhoneQuery,
-    prefix: &str,
-    family: Option<Family>,
+/// A list query's filters, normalized once rather than per phone scanned.
+struct PhoneFilter {
     tenant: Option<i64>,
-) -> bool {
-    if tenant.is_some_and(|t| t != phone.tenant_id)
-        || family.is_some_and(|f| f != phone.family)
-        || !phone.mac.to_string().starts_with(prefix)
-        || query
-            .model
+    family: Option<Family>,
+    /// Hex digits, lowercase, no separators.
+    mac_prefix: String,
+    model: Option<String>,
+    /// The search text, lowercase.
+    q: Option<String>,
+    /// The search text as MAC digits, when it is one (hex and separators).
+    q_mac: Option<String>,
+}
+
+impl PhoneFilter {
+    fn new(
+        query: &PhoneQuery,
+        tenant: Option<i64>,
+        family: Option<Family>,
+        mac_prefix: String,
+    ) -> Self {
+        let q = query
+            .q
             .as_deref()
-            .is_some_and(|m| phone.model.as_deref() != Some(m))
-    {
-        return false;
+            .map(str::to_lowercase)
+            .filter(|q| !q.is_empty());
+        let q_mac = q
+            .as_deref()
+            .map(|q| q.replace([':', '-', '.'], ""))
+            .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_hexdigit()));
+        PhoneFilter {
+            tenant,
+            family,
+            mac_prefix,
+            model: query.model.clone(),
+            q,
+            q_mac,
+        }
     }
-    let Some(q) = query
-        .q
-        .as_deref()
-        .map(str::to_lowercase)
-        .filter(|q| !q.is_empty())
-    else {
-        return true;
-    };
-    let compact: String = q.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (!compact.is_empty()
-        && compact.len() == q.replace([':', '-', '.'], "").len()
-        && phone.mac.to_string().contains(&compact))
-        || phone
-            .label
+
+    fn matches(&self, state: &MirrorState, phone: &Phone) -> bool {
+        let mac = phone.mac.to_string();
+        if self.tenant.is_some_and(|t| t != phone.tenant_id)
+            || self.family.is_some_and(|f| f != phone.family)
+            || !mac.starts_with(&self.mac_prefix)
+            || self
+                .model
+                .as_deref()
+                .is_some_and(|m| phone.model.as_deref() != Some(m))
+        {
+            return false;
+        }
+        let Some(q) = &self.q else {
+            return true;
+        };
+        self.q_mac
             .as_deref()
-            .is_some_and(|l| l.to_lowercase().contains(&q))
-        || state.lines_of(phone.id).iter().any(|l| {
-            l.extension.to_lowercase().contains(&q) || l.display_name.to_lowercase().contains(&q)
-        })
+            .is_some_and(|digits| mac.contains(digits))
+            || phone
+                .label
+                .as_deref()
+                .is_some_and(|l| l.to_lowercase().contains(q.as_str()))
+            || state.lines_of(phone.id).iter().any(|l| {
+                l.extension.to_lowercase().contains(q.as_str())
+                    || l.display_name.to_lowercase().contains(q.as_str())
+            })
+    }
 }
 
 #[utoipa::path(get, operation_id = "phones_list", path = "/v1/phones", tag = "phones", params(PhoneQuery),
@@ -231,10 +260,11 @@ pub async fn list(
         Some(text) => Some(parse_mac(text)?),
         None => None,
     };
+    let filter = PhoneFilter::new(&query, tenant, family, prefix);
     let mut phones: Vec<&Arc<Phone>> = mirror
         .phones()
         .filter(|p| after.is_none_or(|a| p.mac > a))
-        .filter(|p| matches(&mirror, p, &query, &prefix, family, tenant))
+        .filter(|p| filter.matches(&mirror, p))
         .collect();
     phones.sort_by_key(|p| p.mac);
     let next = (phones.len() > limit).then(|| phones[limit - 1].mac.to_string());
@@ -274,10 +304,7 @@ fn input(
     body: PhoneBody,
     before: Option<(&Phone, &[Arc<Line>])>,
 ) -> Result<PhoneInput, ApiError> {
-    let family: Family = body
-        .family
-        .parse()
-        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))?;
+    let family: Family = parse_name(&body.family)?;
     let open = |purpose, sealed: &dialtone_sync::Sealed| {
         state
             .key

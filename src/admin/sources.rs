@@ -21,7 +21,9 @@ use utoipa::ToSchema;
 
 use super::directory::tenant_of;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use super::{commit, commit_if_match, json_value, tagged, AdminState, Change, Principal};
+use super::{
+    commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Principal,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct SourceView {
@@ -132,10 +134,7 @@ fn source_input(
     if name.trim().is_empty() || name.len() > 64 {
         return Err(ApiError::invalid("name: 1 to 64 characters"));
     }
-    let kind: SourceKind = body
-        .kind
-        .parse()
-        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))?;
+    let kind: SourceKind = parse_name(&body.kind)?;
     if !body.settings.is_object() {
         return Err(ApiError::invalid("settings must be a JSON object"));
     }

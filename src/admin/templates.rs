@@ -18,7 +18,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::parse_mac;
-use super::{commit, commit_if_match, digest, page_size, tagged, AdminState, Change, Principal};
+use super::{
+    commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Principal,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct TemplateView {
@@ -165,11 +167,6 @@ pub(crate) fn stored(
     Ok(template)
 }
 
-fn parse<T: std::str::FromStr<Err = dialtone_sync::SyncError>>(text: &str) -> Result<T, ApiError> {
-    text.parse()
-        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))
-}
-
 /// The natural key a new template's fields name, and the tenant it belongs to.
 pub(crate) fn key_of(
     state: &MirrorState,
@@ -180,8 +177,8 @@ pub(crate) fn key_of(
     mac: Option<&str>,
     model: Option<&str>,
 ) -> Result<(TemplateKey, Option<Id>), ApiError> {
-    let scope: TemplateScope = parse(scope)?;
-    let family: Family = parse(family)?;
+    let scope: TemplateScope = parse_name(scope)?;
+    let family: Family = parse_name(family)?;
     let (scope_key, owner) = match scope {
         TemplateScope::Family => (String::new(), None),
         TemplateScope::Model => (
@@ -262,8 +259,8 @@ pub async fn list(
     ApiQuery(query): ApiQuery<TemplateQuery>,
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
-    let scope: Option<TemplateScope> = query.scope.as_deref().map(parse).transpose()?;
-    let family: Option<Family> = query.family.as_deref().map(parse).transpose()?;
+    let scope: Option<TemplateScope> = query.scope.as_deref().map(parse_name).transpose()?;
+    let family: Option<Family> = query.family.as_deref().map(parse_name).transpose()?;
     let tenant = match query.tenant.as_deref() {
         Some(slug) => {
             let what = format!("tenant {slug}");

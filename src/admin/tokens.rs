@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use super::{commit, AdminState, Change, Principal};
+use super::{commit, parse_name, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenView {
@@ -92,10 +92,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<Response, ApiError> {
     principal.require_global()?;
-    let scope: TokenScope = body
-        .scope
-        .parse()
-        .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))?;
+    let scope: TokenScope = parse_name(&body.scope)?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("name: 1 to 100 characters"));
     }
