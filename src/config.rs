@@ -151,6 +151,9 @@ pub struct ProvisioningConfig {
     pub templates_dir: PathBuf,
     /// Bound of the rendered-file cache; a change on SIGHUP empties it.
     pub render_cache_mb: u64,
+    /// Cached files rendered again and compared each second, a canary for
+    /// a cache that serves what a fresh render would not; 0 turns it off.
+    pub render_self_check_per_s: usize,
     /// Firmware and other static files, served as they are; indexed at start
     /// and on SIGHUP. Unset: none served.
     pub static_dir: Option<PathBuf>,
@@ -192,6 +195,7 @@ impl Default for ProvisioningConfig {
             base_url: None,
             templates_dir: PathBuf::from("templates"),
             render_cache_mb: 64,
+            render_self_check_per_s: 20,
             static_dir: None,
             https_listen: None,
             tls_cert: None,

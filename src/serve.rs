@@ -341,6 +341,15 @@ pub async fn run(
         });
     }
     {
+        let (provisioner, cancel2) = (provisioner.clone(), cancel.clone());
+        let per_second = config.provisioning.render_self_check_per_s;
+        supervisor.spawn("render-self-check", move || {
+            provisioner
+                .clone()
+                .run_self_check(per_second, cancel2.clone().cancelled_owned())
+        });
+    }
+    {
         let (lookups, cancel2) = (lookups.clone(), cancel.clone());
         supervisor.spawn("lookup-cache-invalidator", move || {
             lookups.clone().follow(cancel2.clone().cancelled_owned())

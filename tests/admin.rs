@@ -14,52 +14,6 @@ use serde_json::{json, Value};
 const DEMO_YEALINK: &str = "0015654aa937";
 const SECRET: &str = "e2e-line-secret-Zz9";
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-    /// Every response body, to search for secrets at the end.
-    seen: std::sync::Mutex<String>,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        if_match: Option<&str>,
-    ) -> (u16, String, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        if let Some(tag) = if_match {
-            request = request.header("if-match", tag);
-        }
-        let response = request.send().await.expect("API answers");
-        let status = response.status().as_u16();
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let text = response.text().await.unwrap();
-        self.seen.lock().unwrap().push_str(&text);
-        (
-            status,
-            etag,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_on_node_a_is_served_by_node_b_over_http_and_tftp() {
     let db = TestDb::postgres().await;
@@ -77,16 +31,7 @@ async fn an_edit_on_node_a_is_served_by_node_b_over_http_and_tftp() {
         &db.url,
         &["--scope", "global-admin", "--name", "e2e"],
     );
-    let api = Api {
-        client: {
-            // Plain HTTP on loopback, but reqwest wants a provider chosen.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::new()
-        },
-        base: format!("http://{}", a.addr),
-        token,
-        seen: Default::default(),
-    };
+    let api = Api::new(a.addr, token);
     // The token reached node A through the change log.
     let mut tenants = (0, String::new(), Value::Null);
     for _ in 0..200 {

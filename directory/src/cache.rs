@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use dialtone_sync::Id;
+use dialtone_sync::stamp::Input;
+use dialtone_sync::{Id, MirrorState};
 use moka::future::Cache;
 use moka::Expiry;
 
@@ -44,7 +45,32 @@ pub struct Entry {
     /// Clock time when the answer was stored.
     pub stored_at: Duration,
     pub ttl: Duration,
+    pub tag: Tag,
+}
+
+/// What an answer was computed under: the tenant's generation (bumped by
+/// the change stream and by hand) and the mirror's stamps of the tenant's
+/// directory and sources. An entry or a running load answers only for the
+/// same tag, and the stamps make that hold even if the change stream is
+/// late or its follower down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
     pub generation: u64,
+    pub directory: u64,
+    pub sources: u64,
+}
+
+impl Tag {
+    /// Takes the generation first: a load that sees a generation from after
+    /// an invalidation also sees the state it was made for.
+    pub fn of(generations: &Generations, state: &MirrorState, tenant: Id) -> Tag {
+        let generation = generations.current(tenant);
+        Tag {
+            generation,
+            directory: state.stamp(Input::Directory(tenant)),
+            sources: state.stamp(Input::Sources(tenant)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +192,7 @@ mod tests {
             resolved: Resolved::unavailable(),
             stored_at: Duration::from_secs(10),
             ttl: Duration::from_secs(60),
-            generation: 0,
+            tag: Tag::default(),
         };
         let stale = Duration::from_secs(30);
         assert_eq!(

@@ -92,7 +92,10 @@ impl LookupService {
 
     fn explain_local(&self, tenant: Id, e164: &str) -> SourceReport {
         let started = Instant::now();
-        let found = self.inner.local.lookup(tenant, e164);
+        let found = self
+            .inner
+            .local
+            .lookup(&self.inner.mirror.load(), tenant, e164);
         let name = found.and_then(|f| clean_name(&f.entry.name));
         SourceReport {
             source: LOCAL_SOURCE.into(),

@@ -1,12 +1,15 @@
 //! The local directory source: a tenant's `directory_entries` from the
 //! mirror, indexed by normalized number. The index of a tenant is built on
-//! its first lookup and dropped when the mirror says its entries (or its
-//! region) changed, so lookups never scan and never touch SQL.
+//! its first lookup and used while the mirror's stamp of the tenant's
+//! directory (its entries and its region) is the one it was built at, so
+//! lookups never scan, never touch SQL and never see an outdated index. The
+//! change stream drops outdated indexes early, to free memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use dialtone_sync::{ChangeEvent, DirectoryEntry, Entity, Id, Mirror};
+use dialtone_sync::stamp::Input;
+use dialtone_sync::{ChangeEvent, DirectoryEntry, Entity, Id, Mirror, MirrorState};
 use moka::sync::Cache;
 
 use crate::normalize::{normalize, suffix};
@@ -16,6 +19,8 @@ pub const DEFAULT_SUFFIX_LEN: usize = 7;
 
 #[derive(Default)]
 struct TenantIndex {
+    /// The tenant's directory stamp it was built at.
+    stamp: u64,
     by_e164: HashMap<String, Vec<Arc<DirectoryEntry>>>,
     by_suffix: HashMap<String, Vec<Arc<DirectoryEntry>>>,
 }
@@ -42,13 +47,18 @@ impl LocalDirectory {
         }
     }
 
-    fn index(&self, tenant_id: Id) -> Option<Arc<TenantIndex>> {
-        if let Some(index) = self.tenants.get(&tenant_id) {
-            return Some(index);
-        }
-        let state = self.mirror.load();
+    fn index(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
         let tenant = state.tenant(tenant_id)?;
-        let mut index = TenantIndex::default();
+        let stamp = state.stamp(Input::Directory(tenant_id));
+        if let Some(index) = self.tenants.get(&tenant_id) {
+            if index.stamp == stamp {
+                return Some(index);
+            }
+        }
+        let mut index = TenantIndex {
+            stamp,
+            ..Default::default()
+        };
         let mut entries = state.directory_of(tenant_id);
         // Stable order: the same number in two entries resolves the same way.
         entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -70,22 +80,22 @@ impl LocalDirectory {
             }
         }
         let index = Arc::new(index);
-        self.tenants.insert(tenant_id, index.clone());
+        // Built from a state that has moved on, it would be outdated the
+        // moment it landed: serve this lookup from it, keep it for none.
+        if self.mirror.load().stamp(Input::Directory(tenant_id)) == stamp {
+            self.tenants.insert(tenant_id, index.clone());
+        }
         Some(index)
     }
 
     /// Who has `number` in the tenant's directory. An exact E.164 match
     /// wins; otherwise a suffix match counts only when it is unambiguous,
     /// since showing the wrong name is worse than showing none.
-    pub fn lookup(&self, tenant_id: Id, number: &str) -> Option<Found> {
-        let region = self
-            .mirror
-            .load()
-            .tenant(tenant_id)?
-            .default_region
-            .to_string();
-        let index = self.index(tenant_id)?;
-        let e164 = normalize(number, &region).ok();
+    /// Answers from `state`, the one mirror state the caller works from.
+    pub fn lookup(&self, state: &MirrorState, tenant_id: Id, number: &str) -> Option<Found> {
+        let region = &state.tenant(tenant_id)?.default_region;
+        let index = self.index(state, tenant_id)?;
+        let e164 = normalize(number, region).ok();
         if let Some(entry) = e164
             .as_ref()
             .and_then(|n| index.by_e164.get(n))

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, SecretKey};
+use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, MirrorState, SecretKey};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::future::Cache;
 use tokio::time::Instant;
 
-use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved};
+use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved, Tag};
 use crate::clock::Clock;
 use crate::error::DirectoryError;
 use crate::local::LocalDirectory;
@@ -116,7 +116,7 @@ type SharedLoad = Shared<BoxFuture<'static, Resolved>>;
 
 struct Inflight {
     id: u64,
-    generation: u64,
+    tag: Tag,
     load: SharedLoad,
 }
 
@@ -251,38 +251,33 @@ impl LookupService {
         started: Instant,
     ) -> Result<Answer, DirectoryError> {
         let inner = &self.inner;
-        let region = inner
-            .mirror
-            .load()
+        let state = inner.mirror.load();
+        let tag = Tag::of(&inner.generations, &state, tenant);
+        let region = state
             .tenant(tenant)
             .ok_or(DirectoryError::UnknownTenant)?
             .default_region
             .clone();
         let e164 = self.normalized(number, &region)?;
         let key: Key = (tenant, e164.clone());
-        let generation = inner.generations.current(tenant);
         let answer = |resolved, cache| Answer {
             number: e164.clone(),
             resolved,
             cache,
         };
-        let cached = inner
-            .cache
-            .get(&key)
-            .await
-            .filter(|entry| entry.generation == generation);
+        let cached = inner.cache.get(&key).await.filter(|entry| entry.tag == tag);
         if let Some(entry) = &cached {
             match entry.freshness(inner.clock.now(), inner.options.max_stale) {
                 Freshness::Fresh => return Ok(answer(entry.resolved.clone(), CacheStatus::Hit)),
                 Freshness::Stale => {
                     // Refresh in the background; the caller does not wait.
-                    let _ = self.join_or_start(&key, generation);
+                    let _ = self.join_or_start(&key, tag, &state);
                     return Ok(answer(entry.resolved.clone(), CacheStatus::Stale));
                 }
                 Freshness::Expired => {}
             }
         }
-        let Some((load, started_here)) = self.join_or_start(&key, generation) else {
+        let Some((load, started_here)) = self.join_or_start(&key, tag, &state) else {
             return Ok(answer(Resolved::unavailable(), CacheStatus::Shed));
         };
         let deadline = started + inner.options.deadline;
@@ -314,12 +309,18 @@ impl LookupService {
 
     /// The running load for `key`, or a new one. `None` when too many loads
     /// are running already. The flag says whether this call started it.
-    fn join_or_start(&self, key: &Key, generation: u64) -> Option<(SharedLoad, bool)> {
+    /// The load answers from `state`, the one `tag` was taken from.
+    fn join_or_start(
+        &self,
+        key: &Key,
+        tag: Tag,
+        state: &Arc<MirrorState>,
+    ) -> Option<(SharedLoad, bool)> {
         let inner = &self.inner;
         let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = inflight.get(key) {
             // A load from before an invalidation does not answer for after it.
-            if running.generation == generation {
+            if running.tag == tag {
                 return Some((running.load.clone(), false));
             }
         }
@@ -328,7 +329,7 @@ impl LookupService {
             return None;
         }
         let id = inner.load_ids.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(self.clone().load(key.clone(), generation, id));
+        let task = tokio::spawn(self.clone().load(key.clone(), tag, state.clone(), id));
         let load = async move { task.await.unwrap_or_else(|_| Resolved::unavailable()) }
             .boxed()
             .shared();
@@ -336,7 +337,7 @@ impl LookupService {
             key.clone(),
             Inflight {
                 id,
-                generation,
+                tag,
                 load: load.clone(),
             },
         );
@@ -344,7 +345,7 @@ impl LookupService {
         Some((load, true))
     }
 
-    async fn load(self, key: Key, generation: u64, id: u64) -> Resolved {
+    async fn load(self, key: Key, tag: Tag, state: Arc<MirrorState>, id: u64) -> Resolved {
         // Leaves the in-flight map however the load ends, a panic included
         // (a malformed server reply can panic inside ldap3); otherwise the
         // key would stay joined to a dead load.
@@ -354,17 +355,18 @@ impl LookupService {
             id,
         };
         let deadline = Instant::now() + self.inner.options.deadline;
-        let resolved = self.resolve(key.0, &key.1, deadline).await;
-        self.store(&key, generation, &resolved).await;
+        let resolved = self.resolve(&state, key.0, &key.1, deadline).await;
+        drop(state);
+        self.store(&key, tag, &resolved).await;
         resolved
     }
 
-    /// Caches a load's result unless the tenant was invalidated while it
-    /// ran (the answer may predate the change), and never lets a failed
-    /// refresh replace a name we still know.
-    async fn store(&self, key: &Key, generation: u64, resolved: &Resolved) {
+    /// Caches a load's result unless the tenant was invalidated or its
+    /// inputs changed while it ran (the answer may predate the change), and
+    /// never lets a failed refresh replace a name we still know.
+    async fn store(&self, key: &Key, tag: Tag, resolved: &Resolved) {
         let inner = &self.inner;
-        if inner.generations.current(key.0) != generation {
+        if Tag::of(&inner.generations, &inner.mirror.load(), key.0) != tag {
             metrics::counter!("dialtone_lookup_stale_fills_dropped_total").increment(1);
             return;
         }
@@ -374,7 +376,7 @@ impl LookupService {
             (None, true) => inner.options.negative_ttl,
             (None, false) => {
                 let known = inner.cache.get(key).await.filter(|e| {
-                    e.generation == generation
+                    e.tag == tag
                         && e.resolved.name.is_some()
                         && e.freshness(now, inner.options.max_stale) != Freshness::Expired
                 });
@@ -388,7 +390,7 @@ impl LookupService {
             resolved: resolved.clone(),
             stored_at: now,
             ttl,
-            generation,
+            tag,
         };
         inner.cache.insert(key.clone(), Arc::new(entry)).await;
     }
@@ -397,10 +399,15 @@ impl LookupService {
     /// number or the deadline passes. Sources run one after another, not
     /// all at once: an upstream CNAM dip often costs money, and asking it
     /// for numbers the directory knows would waste it.
-    async fn resolve(&self, tenant: Id, e164: &str, deadline: Instant) -> Resolved {
+    async fn resolve(
+        &self,
+        state: &MirrorState,
+        tenant: Id,
+        e164: &str,
+        deadline: Instant,
+    ) -> Resolved {
         let inner = &self.inner;
-        let state = inner.mirror.load();
-        let remotes = inner.sources.sources_of(&state, tenant);
+        let remotes = inner.sources.sources_of(state, tenant);
         let (before, after): (Vec<_>, Vec<_>) = remotes
             .into_iter()
             .partition(|s| s.priority < LOCAL_PRIORITY);
@@ -412,7 +419,7 @@ impl LookupService {
                 Err(()) => definitive = false,
             }
         }
-        if let Some(found) = inner.local.lookup(tenant, e164) {
+        if let Some(found) = inner.local.lookup(state, tenant, e164) {
             if let Some(name) = clean_name(&found.entry.name) {
                 metrics::counter!("dialtone_lookup_source_requests_total", "kind" => "local", "outcome" => "found")
                     .increment(1);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_sync::{DirectorySource, Id, Millis, MirrorState, Purpose, SecretKey, SourceKind};
+use dialtone_sync::{DirectorySource, Id, MirrorState, Purpose, SecretKey, SourceKind};
 
 use crate::breaker::Breaker;
 use crate::clock::Clock;
@@ -27,7 +27,6 @@ pub struct RemoteSource {
     pub timeout: Duration,
     pub remote: Remote,
     pub breaker: Breaker,
-    updated_at: Millis,
 }
 
 impl RemoteSource {
@@ -106,17 +105,22 @@ pub fn build_source(
         timeout: Duration::from_millis(row.timeout_ms.max(1) as u64),
         remote,
         breaker: Breaker::new(breaker.threshold, breaker.cooldown, clock),
-        updated_at: row.updated_at,
     })
 }
+
+/// A built source and the row it was built from.
+type Built = (Arc<DirectorySource>, Arc<RemoteSource>);
 
 pub struct SourceRegistry {
     key: Option<SecretKey>,
     breaker: BreakerOptions,
     clock: Clock,
-    built: Mutex<HashMap<Id, Arc<RemoteSource>>>,
-    /// Rows that would not build, by version, so each is logged once.
-    broken: Mutex<HashMap<Id, Millis>>,
+    /// Each built source with the row it was built from: it is used only
+    /// while the mirror holds that very row (a timestamp could repeat
+    /// within a millisecond; the row cannot).
+    built: Mutex<HashMap<Id, Built>>,
+    /// Rows that would not build, so each is logged once.
+    broken: Mutex<HashMap<Id, Arc<DirectorySource>>>,
 }
 
 impl SourceRegistry {
@@ -144,10 +148,10 @@ impl SourceRegistry {
         out
     }
 
-    fn get_or_build(&self, row: &DirectorySource) -> Option<Arc<RemoteSource>> {
+    fn get_or_build(&self, row: &Arc<DirectorySource>) -> Option<Arc<RemoteSource>> {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(source) = built.get(&row.id) {
-            if source.updated_at == row.updated_at {
+        if let Some((from, source)) = built.get(&row.id) {
+            if Arc::ptr_eq(from, row) || **from == **row {
                 return Some(source.clone());
             }
         }
@@ -156,14 +160,14 @@ impl SourceRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&row.id)
-            == Some(&row.updated_at)
+            .is_some_and(|from| Arc::ptr_eq(from, row) || **from == **row)
         {
             return None;
         }
         match build_source(row, self.key.as_ref(), self.breaker, self.clock.clone()) {
             Ok(source) => {
                 let source = Arc::new(source);
-                built.insert(row.id, source.clone());
+                built.insert(row.id, (row.clone(), source.clone()));
                 Some(source)
             }
             Err(e) => {
@@ -173,7 +177,7 @@ impl SourceRegistry {
                 self.broken
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(row.id, row.updated_at);
+                    .insert(row.id, row.clone());
                 None
             }
         }

@@ -80,33 +80,47 @@ async fn finds_by_any_form_within_the_tenant_only() {
         "011 1 555 010 1234",
     ] {
         let found = local
-            .lookup(acme, input)
+            .lookup(&mirror.load(), acme, input)
             .unwrap_or_else(|| panic!("{input} not found"));
         assert_eq!(&*found.entry.name, "Alice Example", "{input}");
         assert!(!found.by_suffix);
     }
     assert_eq!(
-        &*local.lookup(acme, "+441632960123").unwrap().entry.name,
+        &*local
+            .lookup(&mirror.load(), acme, "+441632960123")
+            .unwrap()
+            .entry
+            .name,
         "Bob Sample"
     );
     assert_eq!(
-        &*local.lookup(acme, "011441632960123").unwrap().entry.name,
+        &*local
+            .lookup(&mirror.load(), acme, "011441632960123")
+            .unwrap()
+            .entry
+            .name,
         "Bob Sample"
     );
     // An entry whose number will not normalize is still found by its suffix.
     let odd = local
-        .lookup(acme, "+1 555 010 0042")
+        .lookup(&mirror.load(), acme, "+1 555 010 0042")
         .expect("found by suffix");
     assert_eq!((&*odd.entry.name, odd.by_suffix), ("Odd Format", true));
     // Tenant isolation: the British tenant's entry is not acme's.
-    assert!(local.lookup(acme, "+441632960777").is_none());
+    assert!(local
+        .lookup(&mirror.load(), acme, "+441632960777")
+        .is_none());
     assert_eq!(
-        &*local.lookup(brit, "01632 960777").unwrap().entry.name,
+        &*local
+            .lookup(&mirror.load(), brit, "01632 960777")
+            .unwrap()
+            .entry
+            .name,
         "Brit Only"
     );
     // Misses are misses; garbage is a miss, not an error.
-    assert!(local.lookup(acme, "+15550109999").is_none());
-    assert!(local.lookup(acme, "*)(uid=*").is_none());
+    assert!(local.lookup(&mirror.load(), acme, "+15550109999").is_none());
+    assert!(local.lookup(&mirror.load(), acme, "*)(uid=*").is_none());
 
     // An edit invalidates the tenant's index through the change stream.
     let mut events = mirror.subscribe();
@@ -122,12 +136,45 @@ async fn finds_by_any_form_within_the_tenant_only() {
         local.invalidate(&event);
     }
     assert_eq!(
-        &*local.lookup(acme, "5550101234").unwrap().entry.name,
+        &*local
+            .lookup(&mirror.load(), acme, "5550101234")
+            .unwrap()
+            .entry
+            .name,
         "Alice Renamed"
     );
     assert!(
-        local.lookup(acme, "5550101299").is_none(),
+        local.lookup(&mirror.load(), acme, "5550101299").is_none(),
         "the removed number still resolves"
+    );
+
+    // An index built from a state older than the edit (a lookup that
+    // started before it) answers that lookup, and is never kept for later
+    // ones, even with no change stream followed at all.
+    let before = mirror.load();
+    store
+        .apply(
+            &[entry("acme", "1", "Alice Again", &["+1 (555) 010-1234"])],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert_eq!(
+        &*local
+            .lookup(&before, acme, "5550101234")
+            .unwrap()
+            .entry
+            .name,
+        "Alice Renamed"
+    );
+    assert_eq!(
+        &*local
+            .lookup(&mirror.load(), acme, "5550101234")
+            .unwrap()
+            .entry
+            .name,
+        "Alice Again"
     );
 }
 
@@ -150,11 +197,15 @@ async fn ambiguous_suffixes_are_not_guessed() {
     let mirror = Arc::new(Mirror::new());
     watcher::full_load(&mirror, &*store).await.unwrap();
     let acme = mirror.load().tenant_by_slug("acme").unwrap().id;
-    let local = LocalDirectory::new(mirror, 7, 100);
+    let local = LocalDirectory::new(mirror.clone(), 7, 100);
     // Two entries end in 0101234: no guess.
-    assert!(local.lookup(acme, "+1 555 010 1234").is_none());
+    assert!(local
+        .lookup(&mirror.load(), acme, "+1 555 010 1234")
+        .is_none());
     // One entry ends in 0109876: a suffix match, marked as such.
-    let found = local.lookup(acme, "+1 555 010 9876").unwrap();
+    let found = local
+        .lookup(&mirror.load(), acme, "+1 555 010 9876")
+        .unwrap();
     assert_eq!(&*found.entry.name, "Three");
     assert!(found.by_suffix);
 }

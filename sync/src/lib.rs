@@ -18,6 +18,7 @@ pub mod mirror;
 pub mod model;
 mod shard;
 pub mod snapshot;
+pub mod stamp;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::model::*;
 use crate::shard::ShardedMap;
+use crate::stamp::{Input, Stamps};
 use crate::store::RowChange;
 
 /// Bound of the change stream. A subscriber that falls further behind gets
@@ -57,6 +58,7 @@ pub struct MirrorState {
     sources_by_tenant: ShardedMap<Id, Group>,
     tokens: ShardedMap<Id, Arc<ApiToken>>,
     token_by_hash: ShardedMap<Box<str>, Id>,
+    stamps: Stamps,
 }
 
 fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
@@ -184,6 +186,7 @@ impl MirrorState {
                 api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
             ),
             tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
+            stamps: Stamps::new(version),
         }
     }
 
@@ -193,6 +196,16 @@ impl MirrorState {
 
     pub fn cursor(&self) -> Cursor {
         self.cursor
+    }
+
+    /// The version at which `input` last changed (see [`crate::stamp`]).
+    pub fn stamp(&self, input: Input<'_>) -> u64 {
+        self.stamps.get(input)
+    }
+
+    /// How many inputs changed since the last full build.
+    pub fn stamped_inputs(&self) -> usize {
+        self.stamps.len()
     }
 
     pub fn meta(&self) -> &Meta {
@@ -237,6 +250,14 @@ impl MirrorState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A phone's line ids in key order. Any change to any line of the
+    /// phone (a new line, a removed or moved one, a new value) gives a new
+    /// `Arc`, so a held one compared by pointer tells whether the phone's
+    /// lines are still the ones it was taken with.
+    pub fn line_ids(&self, phone_id: Id) -> Option<&Arc<[Id]>> {
+        self.lines_by_phone.get(&phone_id)
     }
 
     /// The phone a line belongs to.
@@ -354,7 +375,14 @@ impl MirrorState {
         }
     }
 
-    fn apply_row(&mut self, entity: Entity, id: Id, row: Option<Row>) -> bool {
+    /// Stamp slots the change touches are pushed onto `bumps`.
+    fn apply_row(
+        &mut self,
+        entity: Entity,
+        id: Id,
+        row: Option<Row>,
+        bumps: &mut Vec<u64>,
+    ) -> bool {
         if let Some(row) = &row {
             if row.entity() != entity || row.id() != id {
                 tracing::error!(
@@ -378,6 +406,7 @@ impl MirrorState {
                 let Some((old, new)) = swap(&mut self.tenants, id, take!(Tenant)) else {
                     return false;
                 };
+                bumps.extend([Input::Directory(id).slot(), Input::Sources(id).slot()]);
                 if let Some(old) = old {
                     unindex(&mut self.tenant_by_slug, &old.slug, id);
                 }
@@ -411,6 +440,9 @@ impl MirrorState {
                 let Some((old, new)) = swap(&mut self.templates, id, take!(Template)) else {
                     return false;
                 };
+                for t in old.iter().chain(new.iter()) {
+                    bumps.push(Input::TemplateFile(t.family, &t.file_pattern).slot());
+                }
                 if let Some(old) = old {
                     unindex(&mut self.template_by_key, &old.key(), id);
                 }
@@ -422,6 +454,9 @@ impl MirrorState {
                 let Some((old, new)) = swap(&mut self.directory, id, take!(DirectoryEntry)) else {
                     return false;
                 };
+                for d in old.iter().chain(new.iter()) {
+                    bumps.push(Input::Directory(d.tenant_id).slot());
+                }
                 if let Some(old) = old {
                     group_remove(&mut self.directory_by_tenant, old.tenant_id, id);
                 }
@@ -433,6 +468,9 @@ impl MirrorState {
                 let Some((old, new)) = swap(&mut self.sources, id, take!(DirectorySource)) else {
                     return false;
                 };
+                for d in old.iter().chain(new.iter()) {
+                    bumps.push(Input::Sources(d.tenant_id).slot());
+                }
                 if let Some(old) = old {
                     group_remove(&mut self.sources_by_tenant, old.tenant_id, id);
                 }
@@ -639,9 +677,10 @@ impl Mirror {
         let mut next = (*current).clone();
         let mut keys = Vec::new();
         let mut tenants = BTreeSet::new();
+        let mut bumps = Vec::new();
         for (entity, id, row) in changes {
             let before = next.tenant_of(entity, id);
-            if next.apply_row(entity, id, row) {
+            if next.apply_row(entity, id, row, &mut bumps) {
                 keys.push((entity, id));
                 tenants.extend(before);
                 tenants.extend(next.tenant_of(entity, id));
@@ -652,6 +691,9 @@ impl Mirror {
         let changed = keys.len();
         if changed > 0 {
             next.version += 1;
+            for slot in bumps {
+                next.stamps.bump(slot, next.version);
+            }
         }
         let version = next.version;
         self.state.store(Arc::new(next));

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -292,4 +292,115 @@ pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Opti
         .arg(format!("tftp://{server}/{file}"));
     let out = run(cmd);
     out.status.success().then(|| text(&out.stdout))
+}
+
+/// One file over TFTP in process (RFC 1350: 512-byte blocks, no options),
+/// cheap enough to keep a server busy from a test. `None` on an error
+/// packet, or when the server stays silent through three timeouts.
+pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let mut last = vec![0, 1];
+    last.extend_from_slice(file.as_bytes());
+    last.push(0);
+    last.extend_from_slice(b"octet\0");
+    let mut to = server;
+    socket.send_to(&last, to).ok()?;
+    let (mut body, mut expected, mut silent) = (Vec::new(), 1u16, 0);
+    let mut buf = [0u8; 516];
+    // At most 64 KiB of blocks and a few timeouts: the loop always ends.
+    for _ in 0..(128 + 3) {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(_) => {
+                silent += 1;
+                if silent > 3 {
+                    return None;
+                }
+                socket.send_to(&last, to).ok()?;
+                continue;
+            }
+        };
+        if n < 4 || (expected > 1 && from != to) {
+            continue;
+        }
+        match u16::from_be_bytes([buf[0], buf[1]]) {
+            3 => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                if block == expected {
+                    body.extend_from_slice(&buf[4..n]);
+                    to = from;
+                    expected = expected.wrapping_add(1);
+                }
+                last = vec![0, 4, buf[2], buf[3]];
+                socket.send_to(&last, to).ok()?;
+                if block == expected.wrapping_sub(1) && n < 516 {
+                    return Some(body);
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The admin API with one bearer token; every response body is kept so a
+/// test can search them all at the end.
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    pub seen: std::sync::Mutex<String>,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr, token: String) -> Api {
+        // Plain HTTP on loopback, but reqwest wants a provider chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            client: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+            token,
+            seen: Default::default(),
+        }
+    }
+
+    /// Status, ETag header and JSON body (Null when not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> (u16, String, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let response = request.send().await.expect("API answers");
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = response.text().await.unwrap();
+        self.seen.lock().unwrap().push_str(&text);
+        (
+            status,
+            etag,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
 }

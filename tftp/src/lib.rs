@@ -2,6 +2,8 @@
 //! the mirror, and serve it. Both transports call [`Provisioner::provision`].
 
 mod admission;
+#[cfg(test)]
+mod cache_tests;
 pub mod digest;
 pub mod error;
 pub mod guard;
@@ -12,6 +14,8 @@ pub mod phonebook;
 pub mod preview;
 pub mod provision;
 pub mod render;
+mod render_cache;
+mod selfcheck;
 pub mod statics;
 pub mod templates;
 pub mod tftp;

@@ -1,15 +1,16 @@
 //! The one core both transports call: identify the request, find the phone
 //! in the mirror, resolve and render the template, and cache the result.
 //!
-//! The render cache is keyed by what a file depends on and invalidated from
-//! the mirror's change stream, so an edit reaches a phone's next fetch and
-//! nothing else is re-rendered. Nothing here touches the database.
+//! A cached file is served only while the inputs it was rendered from are
+//! the mirror's current ones (see `render_cache`), so an edit reaches a
+//! phone's next fetch and nothing else is re-rendered. Nothing here touches
+//! the database.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dialtone_sync::{ChangeEvent, Entity, Family, Id, Mirror, MirrorState, Phone, SecretKey};
+use dialtone_sync::{ChangeEvent, Family, Id, Mirror, MirrorState, Phone, SecretKey};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
@@ -24,8 +25,9 @@ use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
 use crate::phonebook;
 use crate::render::{compile, content_type, render, Subject};
+use crate::render_cache::{Inputs, RenderCache, RenderKey};
 use crate::statics::{StaticFile, StaticIndex};
-use crate::templates::{resolve, Origin, Shipped};
+use crate::templates::{resolve, Origin, Resolved, Shipped};
 
 #[derive(Clone, Debug)]
 pub struct ProvisionOptions {
@@ -61,25 +63,8 @@ pub struct Rendered {
     pub family: Option<Family>,
     /// A static file to stream instead of `body` (which is then empty).
     pub file: Option<Arc<StaticFile>>,
-    deps: Deps,
-}
-
-/// What a cached file was made from, for invalidation.
-#[derive(Clone, Debug, Default)]
-struct Deps {
-    phone: Option<Id>,
-    tenant: Option<Id>,
-    lines: Arc<[Id]>,
-    template: Option<Origin>,
-    family: Option<Family>,
-    name: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct RenderKey {
-    family: Family,
-    file: Box<str>,
-    phone: Option<Id>,
+    /// What a rendered (cacheable) file was made from.
+    pub(crate) inputs: Option<Arc<Inputs>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,16 +94,11 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
 }
 
-fn render_cache(bytes: u64) -> Cache<RenderKey, Rendered> {
-    Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|k: &RenderKey, v: &Rendered| {
-            (v.body.len() + v.etag.len() + k.file.len() + 128)
-                .try_into()
-                .unwrap_or(u32::MAX)
-        })
-        .support_invalidation_closures()
-        .build()
+/// A compiled template and the body it was compiled from: a key names a
+/// version, the body proves it.
+struct Compiled {
+    body: Arc<str>,
+    engine: tera::Tera,
 }
 
 /// The `outcome` label of a provisioning request: a short, bounded set.
@@ -138,9 +118,8 @@ pub struct Provisioner {
     pub(crate) key: SecretKey,
     pub(crate) options: ProvisionOptions,
     pub(crate) shipped: ArcSwap<Shipped>,
-    compiled: Cache<CompiledKey, Arc<tera::Tera>>,
-    /// Swapped whole (emptied) when its size changes on SIGHUP.
-    rendered: ArcSwap<Cache<RenderKey, Rendered>>,
+    compiled: Cache<CompiledKey, Arc<Compiled>>,
+    pub(crate) rendered: RenderCache,
     guard: Guard,
     history: Option<HistorySink>,
     digest: DigestAuth,
@@ -163,7 +142,7 @@ impl Provisioner {
             compiled: Cache::builder()
                 .max_capacity(options.compiled_cache_entries)
                 .build(),
-            rendered: ArcSwap::from_pointee(render_cache(options.render_cache_bytes)),
+            rendered: RenderCache::new(options.render_cache_bytes),
             guard: Guard::new(options.guard.clone()),
             history: None,
             statics: ArcSwap::from_pointee(StaticIndex::default()),
@@ -221,7 +200,7 @@ impl Provisioner {
         let shipped = Shipped::load(dir, generation)?;
         let count = shipped.len();
         self.shipped.store(Arc::new(shipped));
-        self.rendered.load().invalidate_all();
+        self.rendered.clear();
         Ok(count)
     }
 
@@ -257,11 +236,20 @@ impl Provisioner {
 
     /// Serves one request. Safe to call from any thread; never blocks on I/O.
     pub fn provision(&self, request: &Request<'_>) -> Result<Rendered, ProvisionError> {
+        self.provision_at(&self.mirror.load(), request)
+    }
+
+    /// Serves one request from `state`: identified, admitted and rendered
+    /// from this one mirror version.
+    pub(crate) fn provision_at(
+        &self,
+        state: &MirrorState,
+        request: &Request<'_>,
+    ) -> Result<Rendered, ProvisionError> {
         if request.remote.is_some_and(|ip| self.guard.is_banned(ip)) {
             return Err(ProvisionError::Banned);
         }
         let identity = identify(request.path, request.user_agent);
-        let state = self.mirror.load();
         let phone = identity
             .as_ref()
             .ok()
@@ -269,14 +257,14 @@ impl Provisioner {
             .and_then(|mac| state.phone_by_mac(&mac));
         let result = match &identity {
             Err(e) => Err(e.clone().into()),
-            Ok(_) if !admission::admitted(&state, phone.map(|p| &**p), request) => {
+            Ok(_) if !admission::admitted(state, phone.map(|p| &**p), request) => {
                 Err(ProvisionError::NotFound)
             }
             Ok(id) => match id.kind {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
-                    self.render_file(&state, phone, id)
+                    self.render_file(state, phone, id)
                 }
-                FileKind::PhoneDirectory => self.render_directory(&state, phone, id, request.query),
+                FileKind::PhoneDirectory => self.render_directory(state, phone, id, request.query),
                 FileKind::Static => self.static_file(request.path, id),
                 // Log uploads are writes; this core only reads.
                 FileKind::LogUpload => Err(ProvisionError::NotFound),
@@ -347,7 +335,7 @@ impl Provisioner {
             kind: FileKind::Static,
             family: identity.family,
             file: Some(file),
-            deps: Deps::default(),
+            inputs: None,
         })
     }
 
@@ -377,7 +365,7 @@ impl Provisioner {
             kind: FileKind::PhoneDirectory,
             family: Some(phone.family),
             file: None,
-            deps: Deps::default(),
+            inputs: None,
         })
     }
 
@@ -411,146 +399,127 @@ impl Provisioner {
             file: identity.file.as_str().into(),
             phone: phone.as_ref().map(|p| p.id),
         };
-        if let Some(hit) = self.rendered.load().get(&key) {
-            metrics::counter!("dialtone_render_cache_total", "result" => "hit").increment(1);
+        let shipped = self.shipped.load();
+        let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
+        if let Some(hit) = self.rendered.get(&key, state, shipped.generation, model) {
             return Ok(hit);
         }
         metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
-        let model = phone
-            .as_ref()
-            .and_then(|p| p.model.as_deref())
-            .or(identity.model.as_deref());
-        let shipped = self.shipped.load();
-        let template = resolve(
-            state,
-            &shipped,
+        let target = Target {
             family,
-            identity.template,
-            phone.as_deref(),
+            template: identity.template,
+            kind: identity.kind,
+            file: &identity.file,
+            phone: phone.as_ref(),
             model,
-        )
-        .ok_or(ProvisionError::NotFound)?;
-        let compiled_key = match template.origin {
-            Origin::Stored { id, version } => CompiledKey::Stored { id, version },
-            Origin::Shipped { generation } => CompiledKey::Shipped {
-                generation,
-                family,
-                name: template.name,
-            },
-            // `resolve` is given no draft here.
-            Origin::Draft => return Err(ProvisionError::NotFound),
         };
-        let engine = match self.compiled.get(&compiled_key) {
-            Some(engine) => engine,
-            None => {
-                let engine = Arc::new(compile(&template)?);
-                self.compiled.insert(compiled_key, engine.clone());
-                engine
-            }
-        };
-        let tenant = phone
-            .as_ref()
-            .and_then(|p| state.tenant(p.tenant_id))
-            .cloned();
-        let lines = phone
-            .as_ref()
-            .map(|p| state.lines_of(p.id))
-            .unwrap_or_default();
+        let rendered = self.render_target(state, &shipped, &target, true)?;
+        let latest = self.mirror.load();
+        self.rendered.fill(
+            key,
+            &rendered,
+            &latest,
+            self.shipped.load().generation,
+            model,
+        );
+        Ok(rendered)
+    }
+
+    /// Renders one file from `state`, uncached. `reuse_compiled` false
+    /// compiles the template afresh (the self-check trusts no cache).
+    pub(crate) fn render_target(
+        &self,
+        state: &MirrorState,
+        shipped: &Shipped,
+        target: &Target<'_>,
+        reuse_compiled: bool,
+    ) -> Result<Rendered, ProvisionError> {
+        let Target {
+            family,
+            template: name,
+            kind,
+            file,
+            phone,
+            model,
+        } = *target;
+        let template = resolve(state, shipped, family, name, phone.map(|p| &**p), model)
+            .ok_or(ProvisionError::NotFound)?;
+        let engine = self.engine(&template, reuse_compiled)?;
+        let tenant = phone.and_then(|p| state.tenant(p.tenant_id)).cloned();
+        let lines = phone.map(|p| state.lines_of(p.id)).unwrap_or_default();
         let subject = Subject {
             mask_secrets: false,
             family,
-            phone: phone.as_deref(),
+            phone: phone.map(|p| &**p),
             lines: &lines,
             tenant: tenant.as_deref(),
             model,
-            file: &identity.file,
+            file,
         };
         let body = render(
-            &engine,
+            &engine.engine,
             &template,
             &subject,
             &self.key,
             &self.options.base_url,
         )?;
         let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..16]));
-        let rendered = Rendered {
+        Ok(Rendered {
             body: body.into(),
             etag: etag.into(),
             content_type: content_type(family),
-            kind: identity.kind,
+            kind,
             family: Some(family),
             file: None,
-            deps: Deps {
-                phone: phone.as_ref().map(|p| p.id),
-                tenant: phone.as_ref().map(|p| p.tenant_id),
-                lines: lines.iter().map(|l| l.id).collect(),
-                template: Some(template.origin.clone()),
-                family: Some(family),
-                name: template.name,
-            },
-        };
-        self.rendered.load().insert(key, rendered.clone());
-        Ok(rendered)
+            inputs: Some(Arc::new(Inputs::of(
+                state,
+                shipped.generation,
+                family,
+                name,
+                phone,
+                model,
+            ))),
+        })
     }
 
-    /// Drops exactly the cached files a mirror change touches.
-    pub fn invalidate(&self, event: &ChangeEvent) {
-        let keys = match event {
-            ChangeEvent::Reset { .. } => {
-                self.rendered.load().invalidate_all();
-                return;
-            }
-            ChangeEvent::Changed { keys, .. } => keys.clone(),
+    fn engine(
+        &self,
+        template: &Resolved,
+        reuse_compiled: bool,
+    ) -> Result<Arc<Compiled>, ProvisionError> {
+        let compile = || -> Result<Arc<Compiled>, ProvisionError> {
+            Ok(Arc::new(Compiled {
+                engine: compile(template)?,
+                body: template.body.clone(),
+            }))
         };
-        let state = self.mirror.load();
-        let mut phones = Vec::new();
-        let mut tenants = Vec::new();
-        let mut lines = Vec::new();
-        let mut templates = Vec::new();
-        for (entity, id) in keys.iter() {
-            match entity {
-                Entity::Phone => phones.push(*id),
-                Entity::Tenant => tenants.push(*id),
-                Entity::Line => {
-                    lines.push(*id);
-                    // A new line belongs to a phone whose files list no line of it yet.
-                    if let Some(line) = state.phone_of_line(*id) {
-                        phones.push(line);
-                    }
-                }
-                Entity::Template => {
-                    // Stored templates shadow by key: a new one can take over
-                    // files that used to come from elsewhere.
-                    let key = state
-                        .template(*id)
-                        .map(|t| (t.family, t.file_pattern.clone()));
-                    templates.push((*id, key));
-                }
-                _ => {}
+        if !reuse_compiled {
+            return compile();
+        }
+        let key = match template.origin {
+            Origin::Stored { id, version } => CompiledKey::Stored { id, version },
+            Origin::Shipped { generation } => CompiledKey::Shipped {
+                generation,
+                family: template.family,
+                name: template.name,
+            },
+            // `resolve` is given no draft here.
+            Origin::Draft => return Err(ProvisionError::NotFound),
+        };
+        if let Some(compiled) = self.compiled.get(&key) {
+            if compiled.body == template.body {
+                return Ok(compiled);
             }
         }
-        if phones.is_empty() && tenants.is_empty() && lines.is_empty() && templates.is_empty() {
-            return;
-        }
-        let result = self
-            .rendered
-            .load()
-            .invalidate_entries_if(move |_, v: &Rendered| {
-                let d = &v.deps;
-                d.phone.is_some_and(|p| phones.contains(&p))
-                    || d.tenant.is_some_and(|t| tenants.contains(&t))
-                    || d.lines.iter().any(|l| lines.contains(l))
-                    || templates.iter().any(|(id, key)| {
-                        matches!(&d.template, Some(Origin::Stored { id: used, .. }) if used == id)
-                            || key.as_ref().is_some_and(|(family, name)| {
-                                d.family == Some(*family) && &**name == d.name
-                            })
-                    })
-            });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "precise invalidation unavailable; dropping the render cache");
-            self.rendered.load().invalidate_all();
-        }
+        let compiled = compile()?;
+        self.compiled.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Drops the cached files a mirror change makes outdated, to free
+    /// memory early; reads check every entry's inputs regardless.
+    pub fn invalidate(&self, event: &ChangeEvent) {
+        self.rendered.invalidate(&self.mirror.load(), event);
     }
 
     /// Follows the mirror's change stream until `shutdown` completes or the
@@ -573,7 +542,7 @@ impl Provisioner {
                         missed = n,
                         "render cache fell behind the change stream; dropping it"
                     );
-                    self.rendered.load().invalidate_all();
+                    self.rendered.clear();
                 }
                 Err(RecvError::Closed) => break,
             }
@@ -582,23 +551,28 @@ impl Provisioner {
 
     /// A render cache of a new size, empty (SIGHUP); a no-op when unchanged.
     pub fn resize_render_cache(&self, bytes: u64) -> bool {
-        let current = self.rendered.load().policy().max_capacity();
-        if current == Some(bytes) {
-            return false;
-        }
-        self.rendered.store(Arc::new(render_cache(bytes)));
-        true
+        self.rendered.resize(bytes)
     }
 
     /// Empties the render cache (benchmarks of the render path, SIGHUP).
     pub fn clear_render_cache(&self) {
-        self.rendered.load().invalidate_all();
+        self.rendered.clear();
     }
 
     pub fn cached_files(&self) -> u64 {
-        self.rendered.load().run_pending_tasks();
-        self.rendered.load().entry_count()
+        self.rendered.len()
     }
+}
+
+/// One file to render: what `provision()` identified, for a phone (or none).
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub family: Family,
+    pub template: &'static str,
+    pub kind: FileKind,
+    pub file: &'a str,
+    pub phone: Option<&'a Arc<Phone>>,
+    pub model: Option<&'a str>,
 }
 
 fn rand_suffix() -> u64 {
