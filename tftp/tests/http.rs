@@ -324,3 +324,44 @@ async fn basic_is_accepted_only_over_tls() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A phone holding the ETag of a file that has since changed gets the new
+/// bytes, even before the change stream has been followed at all.
+#[tokio::test]
+async fn an_old_etag_gets_the_new_bytes_after_an_edit() {
+    let f = Fixture::new().await;
+    let (_, _, tagged) = get(&f, "192.0.2.10:5060", "/001565000001.cfg", &[]).await;
+    let old = tagged.lines().next().unwrap().to_string();
+    f.store
+        .apply(
+            &[phone(
+                "00:15:65:00:00:01",
+                Family::Yealink,
+                "T46S",
+                &["Moved desk"],
+            )],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    watcher::catch_up(&f.mirror, &*f.store).await.unwrap();
+    let (status, _, tagged) = get(
+        &f,
+        "192.0.2.10:5060",
+        "/001565000001.cfg",
+        &[(header::IF_NONE_MATCH, old.clone())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(tagged.contains("display_name = Moved desk"), "{tagged}");
+    let new = tagged.lines().next().unwrap().to_string();
+    assert_ne!(new, old);
+    let (status, _, _) = get(
+        &f,
+        "192.0.2.10:5060",
+        "/001565000001.cfg",
+        &[(header::IF_NONE_MATCH, new)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+}
