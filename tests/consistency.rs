@@ -504,6 +504,13 @@ async fn storm(db_url: &str, nodes: usize) {
         }
         // A boot storm on each node, as phones rebooting after an outage
         // would make: renders under contention are what race the edits.
+        let served = |servers: &[Server]| -> f64 {
+            servers
+                .iter()
+                .map(|s| metric(s, "dialtone_provision_requests_total"))
+                .sum()
+        };
+        let served_before = served(&servers);
         let storms: Vec<Storm> = servers
             .iter()
             .map(|s| Storm::start(dir.path(), db_url, s))
@@ -520,18 +527,11 @@ async fn storm(db_url: &str, nodes: usize) {
         }
         stop.store(true, Ordering::Relaxed);
         drop(storms);
+        let served = served(&servers) - served_before;
         for f in fetchers {
             f.join().unwrap();
         }
         let edits = editor.count - edits_before;
-
-        // Caught up: every node at node A's cursor (A answered every edit
-        // only after reading it back).
-        let cursor = servers[0].readyz()["cursor"].clone();
-        let caught_up = wait_until(Duration::from_secs(15), || {
-            servers.iter().all(|s| s.readyz()["cursor"] == cursor)
-        });
-        assert!(caught_up.is_some(), "round {round}: nodes never caught up");
 
         let out = dir.path().join(format!("render-{round}"));
         let expected = expected_files(dir.path(), db_url, &out, &phones);
@@ -540,26 +540,43 @@ async fn storm(db_url: &str, nodes: usize) {
             "render --all wrote {} files",
             expected.len()
         );
-        let mut stale = Vec::new();
-        for (i, server) in servers.iter().enumerate() {
-            for (name, want) in &expected {
-                let tftp = tftp_get(server.tftp_addr, name);
-                let http =
-                    http_get(server.prov_addr, &format!("/{name}")).map(|(_, b)| b.into_bytes());
-                for (protocol, got) in [("tftp", tftp), ("http", http)] {
-                    match got {
-                        Some(got) if got == *want => {}
-                        Some(got) => stale.push(format!(
-                            "node {i} {protocol} {name}: {}",
-                            first_difference(&got, want)
-                        )),
-                        None => stale.push(format!("node {i} {protocol} {name}: no answer")),
-                    }
-                }
+        // Node B catches up on its own: a file may be behind for a moment,
+        // but a stale entry stays stale, so what still differs after the
+        // catch-up deadline is stale.
+        let mut pending: Vec<(usize, &str, &String)> = (0..servers.len())
+            .flat_map(|i| {
+                expected
+                    .keys()
+                    .flat_map(move |name| [(i, "tftp", name), (i, "http", name)])
+            })
+            .collect();
+        let fetch = |(i, protocol, name): (usize, &str, &String)| -> Option<Vec<u8>> {
+            let server = &servers[i];
+            match protocol {
+                "tftp" => tftp_get(server.tftp_addr, name),
+                _ => http_get(server.prov_addr, &format!("/{name}")).map(|(_, b)| b.into_bytes()),
             }
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            pending.retain(|&target| fetch(target).as_ref() != Some(&expected[target.2]));
+            if pending.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let stale: Vec<String> = pending
+            .iter()
+            .map(|&(i, protocol, name)| match fetch((i, protocol, name)) {
+                Some(got) => format!(
+                    "node {i} {protocol} {name}: {}",
+                    first_difference(&got, &expected[name])
+                ),
+                None => format!("node {i} {protocol} {name}: no answer"),
+            })
+            .collect();
         eprintln!(
-            "round {round} ({burst} burst): {edits} edits, {} fetches during them; {} files x {} nodes x 2 protocols compared, {} stale",
+            "round {round} ({burst} burst): {edits} edits while the nodes served {served} requests ({} from the test's own fetchers); {} files x {} nodes x 2 protocols compared, {} stale",
             fetched.load(Ordering::Relaxed),
             expected.len(),
             servers.len(),

@@ -17,6 +17,8 @@ bench_edits() {
     psql "$DIALTONE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS edits" -c "CREATE DATABASE edits" >/dev/null
     export DIALTONE_DATABASE__URL="${DIALTONE_TEST_PG_URL%/postgres}/edits"
     export DIALTONE_PROVISIONING__BASE_URL="http://prov.example.net"
+    DIALTONE_SECRETS__KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    export DIALTONE_SECRETS__KEY
     log "seeding 50 tenants and 2,000 phones"
     python3 - "$d" <<'PY'
 import sys
@@ -41,7 +43,9 @@ PY
         "$bin" serve --listen "127.0.0.1:$api" --provisioning-listen "127.0.0.1:$http" \
             --tftp-listen "127.0.0.1:$tftp" 2>"$d/serve-$node.log" &
         pids+=($!)
-        for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$api/readyz" >/dev/null && break; sleep 0.1; done
+        local ready=""
+        for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$api/readyz" >/dev/null && ready=1 && break; sleep 0.1; done
+        [ -n "$ready" ] || { log "node $node never became ready: $(tail -1 "$d/serve-$node.log")"; kill "${pids[@]}"; return 1; }
         node_args+=(--node "http://127.0.0.1:$api,http://127.0.0.1:$http,127.0.0.1:$tftp")
     done
     log "150 edits of one tenant's template through node A during a boot storm of both nodes"
@@ -50,7 +54,7 @@ PY
         --work "$d" "${node_args[@]}" | tee -a "$d/results.jsonl" || status=$?
     kill "${pids[@]}"
     wait "${pids[@]}" 2>/dev/null || true
-    unset DIALTONE_DATABASE__URL DIALTONE_PROVISIONING__BASE_URL
+    unset DIALTONE_DATABASE__URL DIALTONE_PROVISIONING__BASE_URL DIALTONE_SECRETS__KEY
     python3 - "$d/results.jsonl" <<'PY'
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])][-1]

@@ -5,13 +5,12 @@
 //! persistent HAMT costs several times the memory per entry and is slower to
 //! bulk-build, which is what cold start does).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap as StdHashMap;
 
 /// foldhash: several times faster than SipHash on integer and MAC keys, and
 /// still seeded per map, so crafted keys cannot be aimed at a known layout.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 const SHARDS: usize = 64;
@@ -31,11 +30,20 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
     }
 }
 
+/// One seed for the process: a key's shard (and a stamp's slot) never
+/// changes while it runs, and differs between runs, so crafted keys cannot
+/// be aimed at one shard. foldhash rather than SipHash: this runs several
+/// times per request on the hot path.
+static STABLE: std::sync::LazyLock<foldhash::fast::RandomState> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A hash of `value` that is the same for the whole life of the process.
+pub(crate) fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
+    STABLE.hash_one(value)
+}
+
 fn shard_of<K: Hash>(key: &K) -> usize {
-    // DefaultHasher::new() has fixed keys: the shard of a key never changes.
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % SHARDS
+    (stable_hash(key) as usize) % SHARDS
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {

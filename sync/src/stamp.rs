@@ -10,7 +10,7 @@
 //! ("the templates that could render yealink `{mac}.cfg`", "a tenant's
 //! directory"), where a row that appears is a change too.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use crate::model::{Family, Id};
 
@@ -32,10 +32,7 @@ impl Input<'_> {
     /// a change to either looks like a change to both, which costs a
     /// re-render and never serves a stale one.
     pub(crate) fn slot(&self) -> u64 {
-        // Fixed keys: the same input always lands in the same slot.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+        crate::shard::stable_hash(self)
     }
 }
 
