@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use super::phones::parse_mac;
+use super::phones::{parse_mac, visible_phone};
 use super::{commit, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
@@ -104,18 +104,21 @@ pub async fn list(
     principal: Principal,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = match (&principal.tenant, params.tenant) {
+    // A tenant token reads its own tenant row's audit trail, by id: never
+    // that of an earlier tenant with the same slug.
+    let (tenant, tenant_id) = match (&principal.tenant, params.tenant) {
         (Some(own), Some(asked)) if *own.slug != *asked => {
             return Err(ApiError::not_found(format!("tenant {asked}")))
         }
-        (Some(own), _) if !principal.is_global() => Some(own.slug.to_string()),
-        (_, asked) => asked,
+        (Some(own), _) if !principal.is_global() => (None, Some(own.id)),
+        (_, asked) => (asked, None),
     };
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state
         .store
         .audit_log(&AuditQuery {
             tenant,
+            tenant_id,
             entity: params.entity,
             actor: params.actor,
             before_id: params.before,
@@ -143,17 +146,15 @@ pub async fn history(
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
-    {
-        let mirror = state.mirror.load();
-        let what = format!("phone {mac}");
-        let phone = mirror
-            .phone_by_mac(&mac)
-            .ok_or_else(|| ApiError::not_found(&what))?;
-        principal.read(phone.tenant_id, &what)?;
-    }
+    let owner = visible_phone(&state.mirror.load(), &principal, &mac)
+        .map(|p| p.tenant_id)
+        .ok_or_else(|| ApiError::not_found(format!("phone {mac}")))?;
+    // Only fetches made while the phone was this tenant's: the previous
+    // owner of the MAC keeps theirs. Global admins see every fetch.
+    let tenant = (!principal.is_global()).then_some(owner);
     let boots = state
         .store
-        .recent_boots(&mac, params.limit.unwrap_or(50).clamp(1, 500))
+        .recent_boots(&mac, tenant, params.limit.unwrap_or(50).clamp(1, 500))
         .await?;
     let views: Vec<BootView> = boots
         .into_iter()

@@ -118,6 +118,8 @@ impl From<SyncError> for ApiError {
                 "precondition_failed",
                 format!("{what} changed since you read it (If-Match does not match); reload and edit again"),
             ),
+            // Names the key the caller sent, never who holds it.
+            SyncError::Taken(what) => ApiError::conflict(format!("{what} already exists")),
             SyncError::NotFound(what) => ApiError::not_found(what),
             SyncError::Rejected { reason, .. } => ApiError::invalid(reason),
             SyncError::Invalid(reason) => ApiError::invalid(reason),

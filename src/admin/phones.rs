@@ -110,6 +110,19 @@ pub struct PhoneQuery {
     pub limit: Option<usize>,
 }
 
+/// The phone with `mac`, if the caller may see it. Every field that names a
+/// phone resolves through this, so another tenant's MAC is answered exactly
+/// like one that does not exist.
+pub(crate) fn visible_phone<'a>(
+    state: &'a MirrorState,
+    principal: &Principal,
+    mac: &Mac,
+) -> Option<&'a Arc<Phone>> {
+    state
+        .phone_by_mac(mac)
+        .filter(|p| principal.read(p.tenant_id, "phone").is_ok())
+}
+
 pub(crate) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a MAC address")))
@@ -395,13 +408,9 @@ pub async fn create(
     {
         let mirror = state.mirror.load();
         target_tenant(&mirror, &principal, &body.tenant)?;
-        if let Some(existing) = mirror.phone_by_mac(&mac) {
-            // Another tenant's phone is "taken", not described.
-            return Err(if principal.read(existing.tenant_id, "").is_ok() {
-                ApiError::conflict(format!("phone {mac} already exists"))
-            } else {
-                ApiError::conflict(format!("MAC {mac} is not available"))
-            });
+        if mirror.phone_by_mac(&mac).is_some() {
+            // The same words whoever holds it: nothing says which tenant.
+            return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
     }
     let input = input(&state, mac, body, None)?;
@@ -416,7 +425,15 @@ pub async fn create(
             tenant: Some(&tenant),
             detail: summary(&input),
         },
-        vec![Mutation::UpsertPhone(input)],
+        // The mirror check above is only the fast answer: this one, in the
+        // writing transaction, is what stops a create from taking over a
+        // MAC another tenant (or node) has just created.
+        vec![
+            Mutation::ExpectAbsent {
+                target: Target::Phone { mac },
+            },
+            Mutation::UpsertPhone(input),
+        ],
     )
     .await?;
     let mirror = state.mirror.load();

@@ -106,6 +106,7 @@ pub async fn preview(
             };
             let (key, _) = key_of(
                 &mirror,
+                &principal,
                 &field(&request.scope, "scope")?,
                 &field(&request.family, "family")?,
                 &field(&request.file_pattern, "file_pattern")?,

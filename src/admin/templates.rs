@@ -17,7 +17,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::phones::parse_mac;
+use super::phones::{parse_mac, visible_phone};
 use super::{
     commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Principal,
 };
@@ -168,8 +168,11 @@ pub(crate) fn stored(
 }
 
 /// The natural key a new template's fields name, and the tenant it belongs to.
+/// A tenant or phone the caller may not see is named exactly like one that
+/// does not exist.
 pub(crate) fn key_of(
     state: &MirrorState,
+    principal: &Principal,
     scope: &str,
     family: &str,
     file_pattern: &str,
@@ -193,6 +196,7 @@ pub(crate) fn key_of(
                 tenant.ok_or_else(|| ApiError::invalid("a tenant-scope template needs tenant"))?;
             let tenant = state
                 .tenant_by_slug(slug)
+                .filter(|t| principal.read(t.id, "tenant").is_ok())
                 .ok_or_else(|| ApiError::invalid(format!("tenant {slug} does not exist")))?;
             (tenant.id.to_string(), Some(tenant.id))
         }
@@ -200,8 +204,7 @@ pub(crate) fn key_of(
             let mac = parse_mac(
                 mac.ok_or_else(|| ApiError::invalid("a phone-scope template needs mac"))?,
             )?;
-            let phone = state
-                .phone_by_mac(&mac)
+            let phone = visible_phone(state, principal, &mac)
                 .ok_or_else(|| ApiError::invalid(format!("phone {mac} does not exist")))?;
             (mac.to_string(), Some(phone.tenant_id))
         }
@@ -222,24 +225,29 @@ fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiErro
     }
 }
 
-/// Syntax, file pattern and a trial render; 422 with line and column.
+/// Syntax, file pattern and a trial render; 422 with line and column. The
+/// sample is a phone the caller may see, or "does not exist".
 fn check(
     state: &AdminState,
+    principal: &Principal,
     key: &TemplateKey,
     body: &str,
     sample_mac: Option<&str>,
 ) -> Result<Validation, ApiError> {
     let mirror = state.mirror.load();
-    let sample =
-        match sample_mac {
-            Some(mac) => {
-                let mac = parse_mac(mac)?;
-                Some(mirror.phone_by_mac(&mac).cloned().ok_or_else(|| {
-                    ApiError::invalid(format!("sample phone {mac} does not exist"))
-                })?)
-            }
-            None => sample_phone(&mirror, key.scope, key.family, &key.scope_key).cloned(),
-        };
+    let sample = match sample_mac {
+        Some(mac) => {
+            let mac = parse_mac(mac)?;
+            Some(
+                visible_phone(&mirror, principal, &mac)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("sample phone {mac} does not exist"))
+                    })?,
+            )
+        }
+        None => sample_phone(&mirror, key.scope, key.family, &key.scope_key).cloned(),
+    };
     let rendered =
         state
             .provisioner
@@ -308,6 +316,7 @@ pub async fn validate(
         let mirror = state.mirror.load();
         key_of(
             &mirror,
+            &principal,
             &body.scope,
             &body.family,
             &body.file_pattern,
@@ -320,7 +329,14 @@ pub async fn validate(
         Some(tenant) => principal.read(tenant, "tenant")?,
         None => principal.require_global()?,
     }
-    Ok(axum::Json(check(&state, &key, &body.body, body.sample_mac.as_deref())?).into_response())
+    Ok(axum::Json(check(
+        &state,
+        &principal,
+        &key,
+        &body.body,
+        body.sample_mac.as_deref(),
+    )?)
+    .into_response())
 }
 
 #[utoipa::path(post, operation_id = "templates_create", path = "/v1/templates", tag = "templates", request_body = NewTemplate,
@@ -336,6 +352,7 @@ pub async fn create(
         let mirror = state.mirror.load();
         let (key, owner) = key_of(
             &mirror,
+            &principal,
             &body.scope,
             &body.family,
             &body.file_pattern,
@@ -352,7 +369,13 @@ pub async fn create(
         }
         (key, owner)
     };
-    check(&state, &key, &body.body, body.sample_mac.as_deref())?;
+    check(
+        &state,
+        &principal,
+        &key,
+        &body.body,
+        body.sample_mac.as_deref(),
+    )?;
     let tenant_slug =
         owner.and_then(|id| state.mirror.load().tenant(id).map(|t| t.slug.to_string()));
     commit(
@@ -412,7 +435,7 @@ pub(crate) async fn save_body(
     action: &'static str,
 ) -> Result<Response, ApiError> {
     let key = template.key();
-    check(state, &key, &body, sample_mac)?;
+    check(state, principal, &key, &body, sample_mac)?;
     let tenant = {
         let mirror = state.mirror.load();
         scope_tenant(&mirror, template)

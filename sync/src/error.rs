@@ -53,10 +53,20 @@ pub enum SyncError {
     /// An `Expect` mutation found the row changed since the caller read it.
     #[error("{0} was changed by someone else; reload it and edit again")]
     Conflict(String),
+
+    /// A create found its key taken: by an `ExpectAbsent` check, or by a
+    /// concurrent writer at the unique index.
+    #[error("{0} already exists")]
+    Taken(String),
 }
 
 impl From<sqlx::Error> for SyncError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return SyncError::Taken("a row with the same key".into());
+            }
+        }
         SyncError::Database(e)
     }
 }

@@ -345,6 +345,7 @@ async fn history_body(db: TestDb) {
         bytes: 4096,
         model: Some("T46S".into()),
         firmware: Some("66.86.0.15".into()),
+        tenant_id: Some(7),
     };
     // The same fetch again within the repeat window is recorded once.
     sink.record(record(0, "y000000000066.cfg".into()));
@@ -366,10 +367,22 @@ async fn history_body(db: TestDb) {
         sink.dropped()
     );
     let recent = store
-        .recent_boots(&"001565000001".parse().unwrap(), 3)
+        .recent_boots(&"001565000001".parse().unwrap(), Some(7), 3)
         .await
         .unwrap();
     assert_eq!(recent.len(), 3);
+    assert_eq!(recent[0].tenant_id, Some(7));
+    // Another owner of the MAC sees none of it; a global reader sees all.
+    let other = store
+        .recent_boots(&"001565000001".parse().unwrap(), Some(8), 3)
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    let all = store
+        .recent_boots(&"001565000001".parse().unwrap(), None, 3)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
     assert!(recent[0].at >= recent[1].at, "newest first");
     assert_eq!(recent[0].firmware.as_deref(), Some("66.86.0.15"));
     let pruned = store.prune_boots(Duration::from_millis(500)).await.unwrap();

@@ -277,7 +277,7 @@ impl Provisioner {
         }
         // Only phones we know: a scanner's misses must not fill the table.
         if let (Some(history), Ok(identity), Some(phone)) = (&self.history, &identity, phone) {
-            self.record(history, request, identity, phone.mac, &result);
+            self.record(history, request, identity, phone, &result);
         }
         let vendor = match (&result, &identity) {
             (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),
@@ -299,7 +299,7 @@ impl Provisioner {
         history: &HistorySink,
         request: &Request<'_>,
         identity: &Identity,
-        mac: dialtone_sync::Mac,
+        phone: &Phone,
         result: &Result<Rendered, ProvisionError>,
     ) {
         let (outcome, bytes) = match result {
@@ -308,7 +308,8 @@ impl Provisioner {
             Err(e) => (format!("error: {e}"), 0),
         };
         history.record(BootRecord {
-            mac: mac.to_string(),
+            mac: phone.mac.to_string(),
+            tenant_id: Some(phone.tenant_id),
             at: dialtone_sync::now_millis(),
             remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: request.user_agent.map(str::to_string),

@@ -303,7 +303,7 @@ async fn fetches_by_known_phones_are_recorded() {
     cancel.cancel();
     writer.run(cancel).await;
     let mac: Mac = "001565000001".parse().unwrap();
-    let boots = f.store.recent_boots(&mac, 10).await.unwrap();
+    let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
     assert_eq!(boots.len(), 1, "{boots:?}");
     let boot = &boots[0];
     assert_eq!(
@@ -318,7 +318,12 @@ async fn fetches_by_known_phones_are_recorded() {
     assert_eq!(boot.firmware.as_deref(), Some("66.86.0.15"));
     // The unknown MAC left no row (scanners must not fill the table).
     let unknown: Mac = "001565777777".parse().unwrap();
-    assert!(f.store.recent_boots(&unknown, 10).await.unwrap().is_empty());
+    assert!(f
+        .store
+        .recent_boots(&unknown, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

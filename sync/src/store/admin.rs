@@ -102,6 +102,13 @@ macro_rules! admin_sql {
             }
         }
 
+        async fn expect_absent(conn: &mut $conn, target: &Target) -> Result<(), SyncError> {
+            match locate(conn, target).await? {
+                (_, Some(_)) => Err(SyncError::Taken(target.to_string())),
+                (_, None) => Ok(()),
+            }
+        }
+
         async fn delete_template(conn: &mut $conn, id: Id, report: &mut WriteReport) -> Result<(), SyncError> {
             report.templates.deleted += sqlx::query("DELETE FROM templates WHERE id = $1")
                 .bind(id)
@@ -149,16 +156,20 @@ macro_rules! admin_sql {
                     sql.push_str(&format!(" AND {column} = ${}", texts.len()));
                 }
             }
-            if query.before_id.is_some() {
-                sql.push_str(&format!(" AND id < ${}", texts.len() + 1));
+            let mut ids: Vec<Id> = Vec::new();
+            for (condition, value) in [("tenant_id =", query.tenant_id), ("id <", query.before_id)] {
+                if let Some(value) = value {
+                    ids.push(value);
+                    sql.push_str(&format!(" AND {condition} ${}", texts.len() + ids.len()));
+                }
             }
             sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit.clamp(1, 1000)));
             let mut select = sqlx::query_as::<_, (Id, Millis, String, String, String, String, Option<String>, String)>(&sql);
             for text in texts {
                 select = select.bind(text);
             }
-            if let Some(before) = query.before_id {
-                select = select.bind(before);
+            for id in ids {
+                select = select.bind(id);
             }
             Ok(select
                 .fetch_all(&mut *conn)

@@ -239,10 +239,16 @@ macro_rules! shared_sql {
                         .http_password
                         .as_deref()
                         .map(|pw| key.seal(Purpose::DeviceHttpPassword, pw).0.to_string());
-                    let existing: Option<Id> = sqlx::query_scalar("SELECT id FROM phones WHERE mac = $1")
+                    let existing: Option<(Id, Id)> = sqlx::query_as("SELECT id, tenant_id FROM phones WHERE mac = $1")
                         .bind(&mac)
                         .fetch_optional(&mut *conn)
                         .await?;
+                    if existing.is_some_and(|(_, owner)| owner != tenant) {
+                        // Phone-scope templates belong to the phone's tenant:
+                        // they do not move with it.
+                        delete_phone_templates(conn, &mac, report).await?;
+                    }
+                    let existing = existing.map(|(id, _)| id);
                     let (phone_id, affected) = match existing {
                         None => {
                             let id: Id = sqlx::query_scalar(
@@ -370,6 +376,21 @@ macro_rules! shared_sql {
                     count(&mut report.directory_entries, existing.is_some(), affected);
                 }
                 Mutation::UpsertTemplate(t) => {
+                    if t.scope == TemplateScope::Phone {
+                        // Locked, so the phone cannot be deleted or moved
+                        // (which removes its templates) before this commits.
+                        let phone: Option<Id> =
+                            sqlx::query_scalar(concat!("SELECT id FROM phones WHERE mac = $1", $lock))
+                                .bind(&t.scope_key)
+                                .fetch_optional(&mut *conn)
+                                .await?;
+                        if phone.is_none() {
+                            return Err(SyncError::Invalid(format!(
+                                "phone {} does not exist; a phone-scope template needs its phone",
+                                t.scope_key
+                            )));
+                        }
+                    }
                     let existing: Option<(Id, i64, String)> = sqlx::query_as(
                         "SELECT id, version, body FROM templates \
                          WHERE scope = $1 AND family = $2 AND scope_key = $3 AND file_pattern = $4",
@@ -431,6 +452,18 @@ macro_rules! shared_sql {
                     .await?;
                 }
                 Mutation::DeleteTenant { slug } => {
+                    // Its templates go with it (its phones' and its own), so
+                    // none waits for a later owner of a MAC.
+                    report.templates.deleted += sqlx::query(
+                        "DELETE FROM templates WHERE \
+                         (scope = 'phone' AND scope_key IN (SELECT mac FROM phones WHERE tenant_id = \
+                             (SELECT id FROM tenants WHERE slug = $1))) \
+                         OR (scope = 'tenant' AND scope_key = CAST((SELECT id FROM tenants WHERE slug = $1) AS TEXT))",
+                    )
+                    .bind(slug)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
                     report.tenants.deleted += sqlx::query("DELETE FROM tenants WHERE slug = $1")
                         .bind(slug)
                         .execute(&mut *conn)
@@ -438,11 +471,15 @@ macro_rules! shared_sql {
                         .rows_affected();
                 }
                 Mutation::DeletePhone { mac } => {
-                    report.phones.deleted += sqlx::query("DELETE FROM phones WHERE mac = $1")
+                    let deleted = sqlx::query("DELETE FROM phones WHERE mac = $1")
                         .bind(mac.to_string())
                         .execute(&mut *conn)
                         .await?
                         .rows_affected();
+                    report.phones.deleted += deleted;
+                    if deleted > 0 {
+                        delete_phone_templates(conn, &mac.to_string(), report).await?;
+                    }
                 }
                 Mutation::UpsertDirectorySource(source) => upsert_source(conn, key, source, now, report).await?,
                 Mutation::DeleteDirectorySource { tenant, name } => delete_source(conn, tenant, name, report).await?,
@@ -450,6 +487,7 @@ macro_rules! shared_sql {
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
                 Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
+                Mutation::ExpectAbsent { target } => expect_absent(conn, target).await?,
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=
@@ -491,8 +529,8 @@ macro_rules! shared_sql {
             }
             let summary = serde_json::json!({ "detail": audit.detail, "result": report });
             sqlx::query(
-                "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant, tenant_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT id FROM tenants WHERE slug = $7))",
             )
             .bind(now)
             .bind(&audit.actor)
@@ -510,11 +548,11 @@ macro_rules! shared_sql {
         /// (for SQLite, a hop to sqlx's worker thread), and a boot storm
         /// records thousands of fetches a second.
         pub(super) async fn insert_boots(conn: &mut $conn, records: &[BootRecord]) -> Result<(), SyncError> {
-            // 10 parameters a row, well under every backend's limit.
+            // 11 parameters a row, well under every backend's limit.
             for chunk in records.chunks(200) {
                 let mut insert = sqlx::QueryBuilder::<<$conn as sqlx::Connection>::Database>::new(
                     "INSERT INTO provisioning_history (mac, at, remote_ip, user_agent, protocol, file, outcome, \
-                     bytes, model, firmware) ",
+                     bytes, model, firmware, tenant_id) ",
                 );
                 insert.push_values(chunk, |mut row, r| {
                     row.push_bind(&r.mac)
@@ -526,22 +564,43 @@ macro_rules! shared_sql {
                         .push_bind(&r.outcome)
                         .push_bind(r.bytes)
                         .push_bind(&r.model)
-                        .push_bind(&r.firmware);
+                        .push_bind(&r.firmware)
+                        .push_bind(r.tenant_id);
                 });
                 insert.build().execute(&mut *conn).await?;
             }
             Ok(())
         }
 
-        pub(super) async fn recent_boots(conn: &mut $conn, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
-            Ok(sqlx::query_as(
-                "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, firmware \
-                 FROM provisioning_history WHERE mac = $1 ORDER BY at DESC, id DESC LIMIT $2",
-            )
-            .bind(mac.to_string())
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?)
+        pub(super) async fn recent_boots(
+            conn: &mut $conn,
+            mac: &Mac,
+            tenant: Option<Id>,
+            limit: i64,
+        ) -> Result<Vec<BootRecord>, SyncError> {
+            const COLUMNS: &str = "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, \
+                                   firmware, tenant_id FROM provisioning_history WHERE mac = $1";
+            let query = match tenant {
+                Some(_) => format!("{COLUMNS} AND tenant_id = $3 ORDER BY at DESC, id DESC LIMIT $2"),
+                None => format!("{COLUMNS} ORDER BY at DESC, id DESC LIMIT $2"),
+            };
+            let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit);
+            if let Some(tenant) = tenant {
+                select = select.bind(tenant);
+            }
+            Ok(select.fetch_all(&mut *conn).await?)
+        }
+
+        /// A phone's phone-scope templates, when the phone is deleted or
+        /// moves to another tenant. Their versions stay in
+        /// `template_versions` (and the audit trail) for global admins.
+        async fn delete_phone_templates(conn: &mut $conn, mac: &str, report: &mut WriteReport) -> Result<(), SyncError> {
+            report.templates.deleted += sqlx::query("DELETE FROM templates WHERE scope = 'phone' AND scope_key = $1")
+                .bind(mac)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(())
         }
 
         pub(super) async fn delete_boots_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {

@@ -187,6 +187,14 @@ pub enum Mutation {
         target: Target,
         etag: String,
     },
+    /// Fails the whole write with [`SyncError::Taken`] if a row answers
+    /// `target` (in any tenant): a create that must not turn into an update
+    /// of someone else's row. Checked inside the transaction; two creates
+    /// racing past the check collide on the unique key, reported the same
+    /// way.
+    ExpectAbsent {
+        target: Target,
+    },
 }
 
 /// One row (for a phone: with its lines) as an API addresses it.
@@ -231,8 +239,12 @@ pub struct TemplateVersion {
 /// Which audit rows to read, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
-    /// Only rows of this tenant (a tenant admin's view).
+    /// Only rows of this tenant slug (a global admin's filter: rows of
+    /// earlier tenants that had the slug included).
     pub tenant: Option<String>,
+    /// Only rows of this tenant row (a tenant token's view: never rows of an
+    /// earlier tenant that had the same slug).
+    pub tenant_id: Option<Id>,
     pub entity: Option<String>,
     pub actor: Option<String>,
     /// Rows with an id below this one (keyset pagination).
@@ -314,6 +326,9 @@ pub struct BootRecord {
     pub bytes: i64,
     pub model: Option<String>,
     pub firmware: Option<String>,
+    /// The tenant that owned the phone at the time: the next owner of the
+    /// MAC does not see it.
+    pub tenant_id: Option<Id>,
 }
 
 /// Told how many mutations of a write are done, for progress bars.
@@ -373,7 +388,14 @@ pub trait Store: Send + Sync + 'static {
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
 
     /// The latest fetches by one phone, newest first.
-    async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError>;
+    /// A phone's latest fetches; with `tenant`, only those made while that
+    /// tenant owned it.
+    async fn recent_boots(
+        &self,
+        mac: &Mac,
+        tenant: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<BootRecord>, SyncError>;
 
     /// Every kept version of a template, oldest first.
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError>;

@@ -248,9 +248,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn recent_boots(&self, mac: &Mac, limit: i64) -> Result<Vec<BootRecord>, SyncError> {
+    async fn recent_boots(
+        &self,
+        mac: &Mac,
+        tenant: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, limit).await
+        sql::recent_boots(&mut conn, mac, tenant, limit).await
     }
 
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
