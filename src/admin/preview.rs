@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::phones::parse_mac;
-use super::templates::{key_of, stored};
+use super::templates::{key_of, stored, KeyFields};
 use super::versions::unified_diff;
 use super::{AdminState, Principal};
 
@@ -104,16 +104,20 @@ pub async fn preview(
                     ApiError::invalid(format!("a draft without template_id needs {name}"))
                 })
             };
-            let (key, _) = key_of(
-                &mirror,
-                &principal,
-                &field(&request.scope, "scope")?,
-                &field(&request.family, "family")?,
-                &field(&request.file_pattern, "file_pattern")?,
-                request.tenant.as_deref(),
-                Some(&request.mac),
-                request.model.as_deref(),
-            )?;
+            let (scope, family, file_pattern) = (
+                field(&request.scope, "scope")?,
+                field(&request.family, "family")?,
+                field(&request.file_pattern, "file_pattern")?,
+            );
+            let fields = KeyFields {
+                scope: &scope,
+                family: &family,
+                file_pattern: &file_pattern,
+                tenant: request.tenant.as_deref(),
+                mac: Some(&request.mac),
+                model: request.model.as_deref(),
+            };
+            let (key, _) = key_of(&mirror, &principal, fields)?;
             Some(Draft {
                 key,
                 body: body.into(),

@@ -167,19 +167,45 @@ pub(crate) fn stored(
     Ok(template)
 }
 
+/// The fields of a request that name a template's key.
+pub(crate) struct KeyFields<'a> {
+    pub scope: &'a str,
+    pub family: &'a str,
+    pub file_pattern: &'a str,
+    pub tenant: Option<&'a str>,
+    pub mac: Option<&'a str>,
+    pub model: Option<&'a str>,
+}
+
+impl<'a> From<&'a NewTemplate> for KeyFields<'a> {
+    fn from(body: &'a NewTemplate) -> Self {
+        KeyFields {
+            scope: &body.scope,
+            family: &body.family,
+            file_pattern: &body.file_pattern,
+            tenant: body.tenant.as_deref(),
+            mac: body.mac.as_deref(),
+            model: body.model.as_deref(),
+        }
+    }
+}
+
 /// The natural key a new template's fields name, and the tenant it belongs to.
 /// A tenant or phone the caller may not see is named exactly like one that
 /// does not exist.
 pub(crate) fn key_of(
     state: &MirrorState,
     principal: &Principal,
-    scope: &str,
-    family: &str,
-    file_pattern: &str,
-    tenant: Option<&str>,
-    mac: Option<&str>,
-    model: Option<&str>,
+    fields: KeyFields<'_>,
 ) -> Result<(TemplateKey, Option<Id>), ApiError> {
+    let KeyFields {
+        scope,
+        family,
+        file_pattern,
+        tenant,
+        mac,
+        model,
+    } = fields;
     let scope: TemplateScope = parse_name(scope)?;
     let family: Family = parse_name(family)?;
     let (scope_key, owner) = match scope {
@@ -314,16 +340,7 @@ pub async fn validate(
 ) -> Result<Response, ApiError> {
     let (key, owner) = {
         let mirror = state.mirror.load();
-        key_of(
-            &mirror,
-            &principal,
-            &body.scope,
-            &body.family,
-            &body.file_pattern,
-            body.tenant.as_deref(),
-            body.mac.as_deref(),
-            body.model.as_deref(),
-        )?
+        key_of(&mirror, &principal, (&body).into())?
     };
     match owner {
         Some(tenant) => principal.read(tenant, "tenant")?,
@@ -350,16 +367,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let (key, owner) = {
         let mirror = state.mirror.load();
-        let (key, owner) = key_of(
-            &mirror,
-            &principal,
-            &body.scope,
-            &body.family,
-            &body.file_pattern,
-            body.tenant.as_deref(),
-            body.mac.as_deref(),
-            body.model.as_deref(),
-        )?;
+        let (key, owner) = key_of(&mirror, &principal, (&body).into())?;
         may_write_key(&principal, owner)?;
         if let Some(existing) = mirror.template_by_key(&key) {
             return Err(ApiError::conflict(format!(
