@@ -428,12 +428,7 @@ pub async fn create(
         // The mirror check above is only the fast answer: this one, in the
         // writing transaction, is what stops a create from taking over a
         // MAC another tenant (or node) has just created.
-        vec![
-            Mutation::ExpectAbsent {
-                target: Target::Phone { mac },
-            },
-            Mutation::UpsertPhone(input),
-        ],
+        vec![Mutation::CreatePhone(input)],
     )
     .await?;
     let mirror = state.mirror.load();

@@ -54,8 +54,8 @@ pub enum SyncError {
     #[error("{0} was changed by someone else; reload it and edit again")]
     Conflict(String),
 
-    /// A create found its key taken: by an `ExpectAbsent` check, or by a
-    /// concurrent writer at the unique index.
+    /// A create found its key taken: by its own check, or by a concurrent
+    /// writer at the unique index.
     #[error("{0} already exists")]
     Taken(String),
 }

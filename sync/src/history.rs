@@ -55,6 +55,8 @@ impl HistorySink {
             &r.outcome,
             &r.protocol,
             &r.remote_ip,
+            // A new owner's first fetch is never a repeat of the last owner's.
+            r.tenant_id,
         ));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = recent.get(&key) {

@@ -102,13 +102,6 @@ macro_rules! admin_sql {
             }
         }
 
-        async fn expect_absent(conn: &mut $conn, target: &Target) -> Result<(), SyncError> {
-            match locate(conn, target).await? {
-                (_, Some(_)) => Err(SyncError::Taken(target.to_string())),
-                (_, None) => Ok(()),
-            }
-        }
-
         async fn delete_template(conn: &mut $conn, id: Id, report: &mut WriteReport) -> Result<(), SyncError> {
             report.templates.deleted += sqlx::query("DELETE FROM templates WHERE id = $1")
                 .bind(id)

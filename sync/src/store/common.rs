@@ -232,7 +232,7 @@ macro_rules! shared_sql {
                     .rows_affected();
                     count(&mut report.tenants, existing.is_some(), affected);
                 }
-                Mutation::UpsertPhone(p) => {
+                Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => {
                     let tenant = tenant_id(conn, &p.tenant).await?;
                     let mac = p.mac.to_string();
                     let http_password = p
@@ -243,6 +243,9 @@ macro_rules! shared_sql {
                         .bind(&mac)
                         .fetch_optional(&mut *conn)
                         .await?;
+                    if existing.is_some() && matches!(mutation, Mutation::CreatePhone(_)) {
+                        return Err(SyncError::Taken(format!("phone {mac}")));
+                    }
                     if existing.is_some_and(|(_, owner)| owner != tenant) {
                         // Phone-scope templates belong to the phone's tenant:
                         // they do not move with it.
@@ -487,7 +490,6 @@ macro_rules! shared_sql {
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
                 Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
-                Mutation::ExpectAbsent { target } => expect_absent(conn, target).await?,
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=

@@ -151,6 +151,11 @@ pub struct ApiTokenInput {
 pub enum Mutation {
     UpsertTenant(TenantInput),
     UpsertPhone(PhoneInput),
+    /// Like `UpsertPhone`, but fails the whole write with
+    /// [`SyncError::Taken`] if the MAC exists in any tenant: a create never
+    /// turns into an update of someone else's phone. Two creates racing
+    /// collide on the unique MAC, reported the same way.
+    CreatePhone(PhoneInput),
     UpsertDirectoryEntry(DirectoryEntryInput),
     /// Creates or replaces a template; a changed body is a new version, and
     /// every version is kept in `template_versions`.
@@ -186,14 +191,6 @@ pub enum Mutation {
     Expect {
         target: Target,
         etag: String,
-    },
-    /// Fails the whole write with [`SyncError::Taken`] if a row answers
-    /// `target` (in any tenant): a create that must not turn into an update
-    /// of someone else's row. Checked inside the transaction; two creates
-    /// racing past the check collide on the unique key, reported the same
-    /// way.
-    ExpectAbsent {
-        target: Target,
     },
 }
 

