@@ -252,6 +252,12 @@ pub struct LookupConfig {
     pub suffix_digits: usize,
     /// Tenants whose directory index is kept in memory.
     pub indexed_tenants: u64,
+    /// Where directory sources (which tenants configure) may connect:
+    /// `"public"` (every globally routable address) and networks or
+    /// addresses. Customer AD over a private network is one more entry:
+    /// `["public", "10.20.0.0/16"]`. This node's own listeners are refused
+    /// whatever the list says.
+    pub source_networks: Vec<String>,
 }
 
 impl Default for LookupConfig {
@@ -268,14 +274,23 @@ impl Default for LookupConfig {
             breaker_cooldown_s: 10,
             suffix_digits: 7,
             indexed_tenants: 10_000,
+            source_networks: vec!["public".into()],
         }
     }
 }
 
 impl LookupConfig {
-    pub fn options(&self) -> dialtone_directory::LookupOptions {
+    /// The lookup options; `listeners` are this node's own, which sources
+    /// may never reach.
+    pub fn options(
+        &self,
+        listeners: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<dialtone_directory::LookupOptions> {
         use std::time::Duration;
-        dialtone_directory::LookupOptions {
+        let networks = dialtone_directory::SourceNetworks::parse(&self.source_networks)
+            .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?
+            .with_own_listeners(listeners);
+        Ok(dialtone_directory::LookupOptions {
             deadline: Duration::from_millis(self.deadline_ms),
             positive_ttl: Duration::from_secs(self.positive_ttl_s),
             negative_ttl: Duration::from_secs(self.negative_ttl_s),
@@ -287,7 +302,8 @@ impl LookupConfig {
             breaker_cooldown: Duration::from_secs(self.breaker_cooldown_s),
             suffix_len: self.suffix_digits,
             max_indexed_tenants: self.indexed_tenants,
-        }
+            source_networks: networks.shared(),
+        })
     }
 }
 
@@ -404,6 +420,8 @@ impl Config {
         if self.mirror.history_queue == 0 {
             bail!("mirror.history_queue must be at least 1");
         }
+        dialtone_directory::SourceNetworks::parse(&self.lookup.source_networks)
+            .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?;
         if !(10..=10_000).contains(&self.lookup.deadline_ms) {
             bail!("lookup.deadline_ms must be between 10 and 10000");
         }

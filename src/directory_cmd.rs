@@ -81,7 +81,7 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         .tenant_by_slug(&args.tenant)
         .map(|t| t.id)
         .with_context(|| format!("no tenant {:?}", args.tenant))?;
-    let service = LookupService::new(mirror, Some(key), config.lookup.options());
+    let service = LookupService::new(mirror, Some(key), config.lookup.options([])?);
     let report = service
         .explain(tenant, &args.number)
         .await

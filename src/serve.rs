@@ -252,7 +252,18 @@ pub async fn run(
         .with_history(history),
     );
 
-    let lookups = LookupService::new(mirror.clone(), Some(key.clone()), config.lookup.options());
+    // Sources tenants configure may never reach this node's own listeners.
+    let own = [
+        Some(config.http.listen),
+        Some(config.provisioning.http_listen),
+        config.provisioning.https_listen,
+        config.provisioning.tftp_listen,
+    ];
+    let lookups = LookupService::new(
+        mirror.clone(),
+        Some(key.clone()),
+        config.lookup.options(own.into_iter().flatten())?,
+    );
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -426,6 +437,7 @@ pub async fn run(
         counts = ?mirror.load().counts(),
         "dialtone ready"
     );
+    let source_networks = lookups.source_networks().clone();
     let server = tokio::spawn(dialtone_tftp::http_server::serve(
         listener,
         app(state)
@@ -436,6 +448,7 @@ pub async fn run(
                 store: store.clone(),
                 provisioner: provisioner.clone(),
                 key: key.clone(),
+                source_networks,
             })),
         dialtone_tftp::http_server::HttpServerOptions::default(),
         cancel.clone(),

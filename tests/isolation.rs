@@ -34,7 +34,7 @@ struct Tenants {
 }
 
 impl Tenants {
-    async fn new(url: String, dir: tempfile::TempDir) -> Tenants {
+    async fn new(url: String, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Tenants {
         let tenants = write_file(
             dir.path(),
             "tenants.csv",
@@ -53,7 +53,7 @@ impl Tenants {
         cmd.arg("import").arg(&tenants).arg(&phones);
         let out = run(cmd);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let server = Server::start(dir.path(), &url, &[]);
+        let server = Server::start_with_env(dir.path(), &url, &[], env);
         let token = |args: &[&str]| create_token(dir.path(), &url, args);
         let global = Api::new(
             server.addr,
@@ -143,13 +143,20 @@ impl Tenants {
 async fn sqlite() -> Tenants {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    Tenants::new(url, dir).await
+    Tenants::new(url, dir, &[]).await
 }
 
 async fn postgres() -> (TestDb, Tenants) {
+    postgres_with(&[]).await
+}
+
+async fn postgres_with(env: &[(&str, &str)]) -> (TestDb, Tenants) {
     let db = TestDb::postgres().await;
     let url = db.url.clone();
-    (db, Tenants::new(url, tempfile::tempdir().unwrap()).await)
+    (
+        db,
+        Tenants::new(url, tempfile::tempdir().unwrap(), env).await,
+    )
 }
 
 /// Item 1: a template check with another tenant's phone as its sample is
@@ -434,4 +441,90 @@ async fn a_mac_is_created_once_on_sqlite() {
 async fn a_mac_is_created_once_on_postgresql() {
     let (_db, t) = postgres().await;
     a_mac_is_created_once(t).await;
+}
+
+/// Item 4: a tenant's directory source cannot reach the node itself, the
+/// metadata service or loopback, nor make the node read a file; the test
+/// call says only what a lookup would.
+async fn sources_reach_only_what_the_operator_allows(t: Tenants, loopback_allowed: bool) {
+    let api_port = t.server.addr.port();
+    let source = |name: String, url: String| {
+        json!({ "name": name, "kind": "http", "timeout_ms": 1000,
+                "settings": { "url": url, "format": "text" } })
+    };
+    let mut urls = vec![
+        format!("http://127.0.0.1:{api_port}/readyz?n={{digits}}"),
+        format!("http://localhost:{api_port}/readyz?n={{digits}}"),
+        format!("http://[::ffff:127.0.0.1]:{api_port}/readyz?n={{digits}}"),
+        format!("http://127.0.0.1:{}/metrics?n={{digits}}", t.server.prov_addr.port()),
+    ];
+    if !loopback_allowed {
+        urls.push("http://169.254.169.254/latest/meta-data/?n={digits}".into());
+        urls.push("http://10.0.0.1/?n={digits}".into());
+    }
+    for (i, url) in urls.into_iter().enumerate() {
+        let name = format!("probe{i}");
+        let (status, _, answer) = t
+            .acme_admin
+            .send(
+                Method::POST,
+                "/v1/tenants/acme/directory-sources",
+                Some(source(name.clone(), url.clone())),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{url}: {answer}");
+        let (status, _, report) = t
+            .acme_admin
+            .send(
+                Method::POST,
+                &format!("/v1/tenants/acme/directory-sources/{name}/test"),
+                Some(json!({ "number": "+15550101234" })),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{url}: {report}");
+        assert_eq!(report["outcome"], "error", "{url}: {report}");
+        assert_eq!(report["error"], "refused", "{url}: {report}");
+        let text = report.to_string();
+        for internal in ["ready", "cursor", "dialtone_", "mirror"] {
+            assert!(!text.contains(internal), "{url}: {text}");
+        }
+    }
+    // CA certificates are text stored with the source, never a path.
+    for path in ["/etc/shadow", "/dev/zero", "/nonexistent"] {
+        let (status, _, answer) = t
+            .acme_admin
+            .send(
+                Method::POST,
+                "/v1/tenants/acme/directory-sources",
+                Some(json!({ "name": "files", "kind": "ldap", "settings": {
+                    "url": "ldaps://dc1.example.net/", "base_dn": "dc=example,dc=net",
+                    "ca_file": path } })),
+                None,
+            )
+            .await;
+        assert_eq!(status, 422, "{path}: {answer}");
+        let text = answer.to_string();
+        assert!(
+            !text.contains("No such file") && !text.contains("ermission"),
+            "{path}: the answer tells whether the file exists: {text}"
+        );
+    }
+    t.assert_no_globex_reached_acme();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_reach_only_what_the_operator_allows_on_sqlite() {
+    sources_reach_only_what_the_operator_allows(sqlite().await, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_never_reach_the_node_itself_even_where_loopback_is_allowed() {
+    let (_db, t) = postgres_with(&[(
+        "DIALTONE_LOOKUP__SOURCE_NETWORKS",
+        r#"["public", "127.0.0.0/8"]"#,
+    )])
+    .await;
+    sources_reach_only_what_the_operator_allows(t, true).await;
 }

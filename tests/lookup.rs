@@ -66,7 +66,17 @@ fn pbx_shaped_requests_against_the_binary() {
     let url = sqlite_url(dir.path());
     let key = setup(dir.path(), &url);
     assert!(key.starts_with("dt_"), "{key}");
-    let server = Server::start(dir.path(), &url, &[]);
+    // The directory source the setup configured is the test's slapd, on
+    // loopback: the operator allows it.
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &[],
+        &[(
+            "DIALTONE_LOOKUP__SOURCE_NETWORKS",
+            r#"["public", "127.0.0.0/8"]"#,
+        )],
+    );
     let host = server.addr;
 
     // FreeSWITCH mod_cidlookup: digits only, key in the query, its User-Agent.
@@ -120,7 +130,11 @@ fn pbx_shaped_requests_against_the_binary() {
 
     // The operator's view, past the cache.
     let mut cli = dialtone(dir.path(), &url);
-    cli.args(["lookup", "(555) 010-1240", "--tenant", "acme"]);
+    cli.args(["lookup", "(555) 010-1240", "--tenant", "acme"])
+        .env(
+            "DIALTONE_LOOKUP__SOURCE_NETWORKS",
+            r#"["public", "127.0.0.0/8"]"#,
+        );
     let out = run(cli);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);

@@ -51,7 +51,17 @@ async fn service_with(mutations: Vec<Mutation>) -> (LookupService, Id, tempfile:
     watcher::full_load(&mirror, &*store).await.unwrap();
     let tenant = mirror.load().tenant_by_slug("bench").unwrap().id;
     (
-        LookupService::new(mirror, Some(key), LookupOptions::default()),
+        LookupService::new(
+            mirror,
+            Some(key),
+            LookupOptions {
+                // The bench's slapd listens on loopback.
+                source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+                    .unwrap()
+                    .shared(),
+                ..LookupOptions::default()
+            },
+        ),
         tenant,
         dir,
     )
@@ -149,8 +159,15 @@ async fn ldap_miss(url: &str, n: usize) {
     // The source alone: our multi-spelling filter and name handling, no cache.
     let settings =
         dialtone_directory::settings::LdapSettings::parse("ad", &settings.to_string()).unwrap();
-    let source =
-        dialtone_directory::ldap::LdapSource::new("ad", settings, Some("secret".into())).unwrap();
+    let source = dialtone_directory::ldap::LdapSource::new(
+        "ad",
+        settings,
+        Some("secret".into()),
+        dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
+    )
+    .unwrap();
     let mut source_only = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();

@@ -11,6 +11,9 @@ pub enum DirectoryError {
     Settings { source_name: String, reason: String },
     #[error("LDAP: {0}")]
     Ldap(String),
+    /// The source refused our credentials (LDAP bind, HTTP 401/403).
+    #[error("authentication failed: {0}")]
+    Auth(String),
     #[error("HTTP upstream: {0}")]
     Upstream(String),
     #[error("timed out")]
@@ -19,6 +22,9 @@ pub enum DirectoryError {
     BreakerOpen,
     #[error("too many lookups in flight")]
     Overloaded,
+    /// The source's address is outside `lookup.source_networks`.
+    #[error("{0} is not an address sources may reach (lookup.source_networks)")]
+    Refused(String),
 }
 
 impl DirectoryError {
@@ -29,10 +35,12 @@ impl DirectoryError {
             DirectoryError::UnknownTenant => "unknown_tenant",
             DirectoryError::Settings { .. } => "settings",
             DirectoryError::Ldap(_) => "ldap",
+            DirectoryError::Auth(_) => "auth",
             DirectoryError::Upstream(_) => "upstream",
             DirectoryError::Timeout => "timeout",
             DirectoryError::BreakerOpen => "breaker_open",
             DirectoryError::Overloaded => "overloaded",
+            DirectoryError::Refused(_) => "refused",
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::error::DirectoryError;
 use crate::filter::{build_filter, number_forms};
+use crate::networks::{resolve, SourceNetworks};
 use crate::settings::{tls_config, LdapScope, LdapSettings};
 
 /// LDAP result codes that still carry a usable answer.
@@ -28,6 +29,7 @@ pub struct LdapSource {
     tls: Option<Arc<rustls::ClientConfig>>,
     attributes: Vec<String>,
     connection: Mutex<Option<Ldap>>,
+    networks: Arc<SourceNetworks>,
     searches: AtomicU64,
     connects: AtomicU64,
 }
@@ -37,10 +39,11 @@ impl LdapSource {
         name: &str,
         settings: LdapSettings,
         password: Option<String>,
+        networks: Arc<SourceNetworks>,
     ) -> Result<LdapSource, DirectoryError> {
         let needs_tls = settings.starttls || settings.url.starts_with("ldaps://");
         let tls = needs_tls
-            .then(|| tls_config(name, settings.ca_file.as_deref()))
+            .then(|| tls_config(name, settings.ca_pem.as_deref()))
             .transpose()?;
         Ok(LdapSource {
             name: name.to_string(),
@@ -49,6 +52,7 @@ impl LdapSource {
             password,
             tls,
             connection: Mutex::new(None),
+            networks,
             searches: AtomicU64::new(0),
             connects: AtomicU64::new(0),
         })
@@ -114,8 +118,9 @@ impl LdapSource {
         if let Some(tls) = &self.tls {
             conn_settings = conn_settings.set_config(tls.clone());
         }
+        let url = self.checked_url().await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
-        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &self.settings.url)
+        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &url)
             .await
             .map_err(|e| DirectoryError::Ldap(format!("connect {}: {e}", self.settings.url)))?;
         let name = self.name.clone();
@@ -129,10 +134,36 @@ impl LdapSource {
                 .simple_bind(dn, self.password.as_deref().unwrap_or_default())
                 .await
                 .and_then(|r| r.success())
-                .map_err(|e| DirectoryError::Ldap(format!("bind as {dn}: {e}")))?;
+                .map_err(|e| DirectoryError::Auth(format!("LDAP bind as {dn}: {e}")))?;
         }
         *slot = Some(ldap.clone());
         Ok(ldap)
+    }
+
+    /// The URL to connect to, once its host resolved to an address the
+    /// operator lets sources reach. Plain LDAP connects to that very
+    /// address, so a second DNS answer cannot point it elsewhere; TLS keeps
+    /// the name, which the server's certificate must then prove.
+    async fn checked_url(&self) -> Result<String, DirectoryError> {
+        let url = url::Url::parse(&self.settings.url)
+            .map_err(|e| DirectoryError::Ldap(format!("url: {e}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| DirectoryError::Ldap("url has no host".into()))?;
+        let tls = url.scheme() == "ldaps";
+        let port = url.port().unwrap_or(if tls { 636 } else { 389 });
+        let allowed = resolve(&self.networks, host, port).await?;
+        if tls || self.settings.starttls {
+            return Ok(self.settings.url.clone());
+        }
+        let mut pinned = url.clone();
+        pinned
+            .set_ip_host(allowed[0].ip())
+            .map_err(|_| DirectoryError::Ldap("url cannot carry an address".into()))?;
+        pinned
+            .set_port(Some(port))
+            .map_err(|_| DirectoryError::Ldap("url cannot carry a port".into()))?;
+        Ok(pinned.to_string())
     }
 
     async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod ldap;
 pub mod local;
 pub mod name;
+pub mod networks;
 pub mod normalize;
 pub mod service;
 pub mod settings;
@@ -24,5 +25,6 @@ pub mod upstream;
 
 pub use clock::Clock;
 pub use error::DirectoryError;
+pub use networks::SourceNetworks;
 pub use normalize::{normalize, suffix, NormalizeError};
 pub use service::{Answer, CacheStatus, LookupOptions, LookupService};

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::error::DirectoryError;
 use crate::local::LocalDirectory;
 use crate::name::clean_name;
+use crate::networks::SourceNetworks;
 use crate::normalize::normalize;
 use crate::sources::{BreakerOptions, RemoteSource, SourceRegistry};
 
@@ -51,6 +52,9 @@ pub struct LookupOptions {
     pub suffix_len: usize,
     /// Tenants whose local directory index is kept in memory.
     pub max_indexed_tenants: u64,
+    /// Where tenant-configured sources may connect (public addresses only
+    /// by default).
+    pub source_networks: Arc<SourceNetworks>,
 }
 
 impl Default for LookupOptions {
@@ -67,6 +71,7 @@ impl Default for LookupOptions {
             breaker_cooldown: Duration::from_secs(10),
             suffix_len: crate::local::DEFAULT_SUFFIX_LEN,
             max_indexed_tenants: 10_000,
+            source_networks: SourceNetworks::default().shared(),
         }
     }
 }
@@ -191,7 +196,12 @@ impl LookupService {
                     options.suffix_len,
                     options.max_indexed_tenants,
                 ),
-                sources: SourceRegistry::new(key, breaker, clock.clone()),
+                sources: SourceRegistry::new(
+                    key,
+                    breaker,
+                    clock.clone(),
+                    options.source_networks.clone(),
+                ),
                 cache: cache::build(options.cache_bytes, options.max_stale),
                 generations: Generations::default(),
                 inflight: Mutex::default(),
@@ -203,6 +213,12 @@ impl LookupService {
                 clock,
             }),
         }
+    }
+
+    /// Where this service's sources may connect (the admin API's source
+    /// test builds its sources under the same rule).
+    pub fn source_networks(&self) -> &Arc<SourceNetworks> {
+        &self.inner.options.source_networks
     }
 
     pub fn mirror(&self) -> &Arc<Mirror> {

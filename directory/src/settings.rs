@@ -2,7 +2,6 @@
 //! with `deny_unknown_fields`, so a typo is an error at write time instead
 //! of a silently ignored option.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -17,10 +16,12 @@ pub struct LdapSettings {
     /// Upgrade an `ldap://` connection with StartTLS before binding.
     #[serde(default)]
     pub starttls: bool,
-    /// PEM file of CAs to trust instead of the system store. Certificates
-    /// are always verified: a name lookup is not worth a MITM.
+    /// CA certificates (PEM text, stored with the source) to trust instead
+    /// of the system store. Never a path: a tenant must not make the node
+    /// read its files. Certificates are always verified: a name lookup is
+    /// not worth a MITM.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<String>,
     /// Simple bind DN; the password is the source's (sealed) secret.
     /// Without it the search runs anonymously.
     #[serde(default)]
@@ -90,8 +91,9 @@ pub struct HttpSettings {
     /// For JSON: a JSON pointer (`/name`, `/data/0/cnam`) to the name.
     #[serde(default)]
     pub name_field: Option<String>,
+    /// CA certificates as PEM text, as for LDAP.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<String>,
     /// How the source's secret is sent.
     #[serde(default)]
     pub auth: HttpAuth,
@@ -224,24 +226,30 @@ impl HttpSettings {
     }
 }
 
-/// A rustls client config trusting `ca_file`, or the system's CAs.
+/// Bound of a source's CA text: a few certificates, not a store.
+const MAX_CA_PEM: usize = 64 * 1024;
+
+/// A rustls client config trusting `ca_pem`, or the system's CAs.
 pub fn tls_config(
     source: &str,
-    ca_file: Option<&std::path::Path>,
+    ca_pem: Option<&str>,
 ) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
+    match ca_pem {
+        Some(pem) => {
+            if pem.len() > MAX_CA_PEM {
+                return Err(invalid(
+                    source,
+                    format!("ca_pem is over {} KiB", MAX_CA_PEM / 1024),
+                ));
+            }
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| invalid(source, format!("ca_pem: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| invalid(source, format!("ca_file {}: {e}", path.display())))?;
+                    .map_err(|e| invalid(source, format!("ca_pem: {e}")))?;
             }
         }
         None => {

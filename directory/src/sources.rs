@@ -12,6 +12,7 @@ use crate::breaker::Breaker;
 use crate::clock::Clock;
 use crate::error::DirectoryError;
 use crate::ldap::LdapSource;
+use crate::networks::SourceNetworks;
 use crate::settings::{HttpSettings, LdapSettings};
 use crate::upstream::HttpSource;
 
@@ -70,6 +71,7 @@ pub fn build_source(
     key: Option<&SecretKey>,
     breaker: BreakerOptions,
     clock: Clock,
+    networks: &Arc<SourceNetworks>,
 ) -> Result<RemoteSource, DirectoryError> {
     let secret = match (&row.secret, key) {
         (None, _) => None,
@@ -91,11 +93,13 @@ pub fn build_source(
             &row.name,
             LdapSettings::parse(&row.name, &row.settings)?,
             secret,
+            networks.clone(),
         )?)),
         SourceKind::Http => Remote::Http(HttpSource::new(
             &row.name,
             HttpSettings::parse(&row.name, &row.settings)?,
             secret,
+            networks.clone(),
         )?),
     };
     Ok(RemoteSource {
@@ -115,6 +119,7 @@ pub struct SourceRegistry {
     key: Option<SecretKey>,
     breaker: BreakerOptions,
     clock: Clock,
+    networks: Arc<SourceNetworks>,
     /// Each built source with the row it was built from: it is used only
     /// while the mirror holds that very row (a timestamp could repeat
     /// within a millisecond; the row cannot).
@@ -124,11 +129,17 @@ pub struct SourceRegistry {
 }
 
 impl SourceRegistry {
-    pub fn new(key: Option<SecretKey>, breaker: BreakerOptions, clock: Clock) -> SourceRegistry {
+    pub fn new(
+        key: Option<SecretKey>,
+        breaker: BreakerOptions,
+        clock: Clock,
+        networks: Arc<SourceNetworks>,
+    ) -> SourceRegistry {
         SourceRegistry {
             key,
             breaker,
             clock,
+            networks,
             built: Mutex::default(),
             broken: Mutex::default(),
         }
@@ -164,7 +175,13 @@ impl SourceRegistry {
         {
             return None;
         }
-        match build_source(row, self.key.as_ref(), self.breaker, self.clock.clone()) {
+        match build_source(
+            row,
+            self.key.as_ref(),
+            self.breaker,
+            self.clock.clone(),
+            &self.networks,
+        ) {
             Ok(source) => {
                 let source = Arc::new(source);
                 built.insert(row.id, (row.clone(), source.clone()));

@@ -1,9 +1,11 @@
 //! The upstream HTTP CNAM source: a URL template, a plain-text or JSON
 //! answer, certificates verified (system CAs or a configured CA file).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::DirectoryError;
+use crate::networks::{resolve, PolicyResolver, SourceNetworks};
 use crate::settings::{tls_config, HttpAuth, HttpFormat, HttpSettings};
 
 /// Bodies larger than this are not a name; stop reading.
@@ -14,10 +16,24 @@ pub struct HttpSource {
     settings: HttpSettings,
     secret: Option<String>,
     client: reqwest::Client,
+    networks: Arc<SourceNetworks>,
 }
 
 fn upstream(e: impl std::fmt::Display) -> DirectoryError {
     DirectoryError::Upstream(e.to_string())
+}
+
+/// A connection our resolver refused is "refused", not an upstream failure:
+/// the error comes back wrapped in reqwest's own.
+fn refused_or_upstream(e: reqwest::Error) -> DirectoryError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(inner) = cause {
+        if let Some(DirectoryError::Refused(host)) = inner.downcast_ref::<DirectoryError>() {
+            return DirectoryError::Refused(host.clone());
+        }
+        cause = inner.source();
+    }
+    upstream(e)
 }
 
 impl HttpSource {
@@ -25,11 +41,32 @@ impl HttpSource {
         name: &str,
         settings: HttpSettings,
         secret: Option<String>,
+        networks: Arc<SourceNetworks>,
     ) -> Result<HttpSource, DirectoryError> {
-        let tls = tls_config(name, settings.ca_file.as_deref())?;
+        let tls = tls_config(name, settings.ca_pem.as_deref())?;
+        // The port is fixed by the URL (placeholders fill the path and
+        // query); the resolver checks every address against it.
+        let port = url::Url::parse(
+            &settings
+                .url
+                .replace("{e164}", "1")
+                .replace("{digits}", "1")
+                .replace("{national}", "1"),
+        )
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .ok_or_else(|| DirectoryError::Settings {
+            source_name: name.to_string(),
+            reason: "url must be an absolute http:// or https:// URL".into(),
+        })?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .dns_resolver(PolicyResolver {
+                networks: networks.clone(),
+                port,
+            })
+            // A redirect could lead anywhere: an answer is a name or nothing.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(8)
             .user_agent(concat!("dialtone/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -42,6 +79,7 @@ impl HttpSource {
             settings,
             secret,
             client,
+            networks,
         })
     }
 
@@ -73,7 +111,19 @@ impl HttpSource {
     }
 
     async fn fetch(&self, e164: &str) -> Result<Option<String>, DirectoryError> {
-        let mut request = self.client.get(self.url(e164));
+        let url = url::Url::parse(&self.url(e164)).map_err(upstream)?;
+        // A name goes through the checking resolver; an address does not,
+        // so it is checked here.
+        if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
+            let host = url.host_str().unwrap_or_default();
+            resolve(
+                &self.networks,
+                host,
+                url.port_or_known_default().unwrap_or(80),
+            )
+            .await?;
+        }
+        let mut request = self.client.get(url);
         request = match (self.settings.auth, &self.secret) {
             (HttpAuth::Bearer, Some(token)) => request.bearer_auth(token),
             (HttpAuth::Basic, password) => request.basic_auth(
@@ -85,10 +135,13 @@ impl HttpSource {
         if self.settings.format == HttpFormat::Json {
             request = request.header("Accept", "application/json");
         }
-        let mut response = request.send().await.map_err(upstream)?;
+        let mut response = request.send().await.map_err(refused_or_upstream)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(DirectoryError::Auth(format!("status {status}")));
         }
         if !status.is_success() {
             return Err(upstream(format!("status {status}")));

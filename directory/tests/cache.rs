@@ -120,6 +120,10 @@ async fn fixture(
 fn options() -> LookupOptions {
     LookupOptions {
         deadline: Duration::from_secs(5),
+        // The test's upstream listens on loopback.
+        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
         ..LookupOptions::default()
     }
 }

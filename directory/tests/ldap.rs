@@ -21,7 +21,15 @@ const SLACK: Duration = Duration::from_millis(400);
 
 fn direct_source(settings: serde_json::Value) -> LdapSource {
     let settings = LdapSettings::parse("ad", &settings.to_string()).unwrap();
-    LdapSource::new("ad", settings, Some(LDAP_PASSWORD.into())).unwrap()
+    LdapSource::new("ad", settings, Some(LDAP_PASSWORD.into()), loopback()).unwrap()
+}
+
+/// The test slapd listens on loopback, which sources may reach only when
+/// the operator says so.
+fn loopback() -> std::sync::Arc<dialtone_directory::SourceNetworks> {
+    dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+        .unwrap()
+        .shared()
 }
 
 /// A service for tenant "acme" (region US) whose only remote source is LDAP at `url`.
@@ -49,6 +57,7 @@ async fn ldap_service(
         deadline: DEADLINE,
         breaker_threshold: 3,
         breaker_cooldown: Duration::from_secs(30),
+        source_networks: loopback(),
         ..LookupOptions::default()
     };
     let id = tenant_id(&mirror, "acme");
@@ -208,14 +217,9 @@ async fn hundred_concurrent_misses_cost_one_search() {
 async fn starttls_with_the_right_ca_and_not_with_a_wrong_one() {
     let tls = test_tls();
     let slapd = PrivateSlapd::start(Some(&tls));
-    let dir = tempfile::tempdir().unwrap();
-    let good_ca = dir.path().join("good.pem");
-    let wrong_ca = dir.path().join("wrong.pem");
-    std::fs::write(&good_ca, &tls.ca_pem).unwrap();
-    std::fs::write(&wrong_ca, test_tls().ca_pem).unwrap();
     let mut settings = ldap_settings(&slapd.url());
     settings["starttls"] = true.into();
-    settings["ca_file"] = good_ca.to_str().unwrap().into();
+    settings["ca_pem"] = tls.ca_pem.clone().into();
     let trusted = direct_source(settings.clone());
     assert_eq!(
         trusted
@@ -225,7 +229,7 @@ async fn starttls_with_the_right_ca_and_not_with_a_wrong_one() {
             .as_deref(),
         Some("Alice Example")
     );
-    settings["ca_file"] = wrong_ca.to_str().unwrap().into();
+    settings["ca_pem"] = test_tls().ca_pem.into();
     let untrusted = direct_source(settings);
     let err = untrusted
         .lookup("+15550101234", Duration::from_secs(5))

@@ -46,6 +46,8 @@ pub struct AdminState {
     pub store: Arc<dyn Store>,
     pub provisioner: Arc<Provisioner>,
     pub key: SecretKey,
+    /// Where sources may connect: the source test obeys it like lookups do.
+    pub source_networks: Arc<dialtone_directory::SourceNetworks>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -345,6 +345,7 @@ pub async fn test_source(
             cooldown: std::time::Duration::from_secs(1),
         },
         dialtone_directory::Clock::system(),
+        &state.source_networks,
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
     let started = Instant::now();
@@ -357,10 +358,20 @@ pub async fn test_source(
     } else {
         None
     };
+    // Only what a lookup would give a PBX (the cleaned name) and a coarse
+    // class of error: never a body, an address or a local error text,
+    // which could tell a tenant about the node's own network. The detail
+    // goes to the log.
     let (outcome, found, error) = match first {
-        Ok(Some(name)) => ("found", Some(name), None),
+        Ok(Some(raw)) => match dialtone_directory::name::clean_name(&raw) {
+            Some(name) => ("found", Some(name), None),
+            None => ("not_found", None, None),
+        },
         Ok(None) => ("not_found", None, None),
-        Err(e) => ("error", None, Some(e.to_string())),
+        Err(e) => {
+            tracing::info!(tenant = %tenant.slug, source = %name, error = %e, "directory source test failed");
+            ("error", None, Some(e.kind().to_string()))
+        }
     };
     Ok(axum::Json(SourceTestView {
         source: name,

@@ -279,6 +279,10 @@ impl Harness {
             store: store.clone(),
             provisioner: provisioner.clone(),
             key: test_key(),
+            // The test slapd listens on loopback.
+            source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+                .unwrap()
+                .shared(),
         });
         Harness {
             _db: db,

@@ -418,10 +418,7 @@ async fn a_directory_source_test_binds_and_searches_the_real_server() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let failed = test("+1 555 010 1234").await.json();
     assert_eq!(failed["outcome"], "error", "{failed}");
-    let error = failed["error"].as_str().unwrap_or_default().to_lowercase();
-    assert!(
-        error.contains("bind") || error.contains("credentials"),
-        "{failed}"
-    );
+    // A coarse class, never the server's own words.
+    assert_eq!(failed["error"], "auth", "{failed}");
     assert!(!failed.to_string().contains("not-the-password"));
 }

@@ -1,0 +1,217 @@
+//! Where tenant-configured sources may connect. A tenant writes a source's
+//! URL, so without a check a tenant could make the node fetch its own
+//! internal endpoints, a cloud metadata service, or anything on the
+//! operator's private networks, and read the answer back.
+//!
+//! The operator's config decides (`lookup.source_networks`): by default
+//! public addresses only. The check is made on the addresses a name
+//! resolves to, at connection time (HTTP: in the resolver the client
+//! connects with, so a second answer cannot differ from the checked one;
+//! LDAP: on the resolved addresses, the connection then made to a checked
+//! address for plain LDAP, and under certificate verification for TLS).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+/// The operator's allow-list for sources tenants configure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceNetworks {
+    /// Every globally routable address.
+    public: bool,
+    allowed: Vec<IpNet>,
+    /// This node's own listeners: never a source, whatever else is allowed.
+    own: Vec<SocketAddr>,
+}
+
+impl Default for SourceNetworks {
+    fn default() -> Self {
+        SourceNetworks {
+            public: true,
+            allowed: Vec::new(),
+            own: Vec::new(),
+        }
+    }
+}
+
+impl SourceNetworks {
+    /// `public` and CIDRs or addresses, as the config lists them.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<SourceNetworks, String> {
+        let mut networks = SourceNetworks {
+            public: false,
+            ..Default::default()
+        };
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry == "public" {
+                networks.public = true;
+                continue;
+            }
+            let net = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{entry:?} is neither \"public\" nor a network (10.0.0.0/8, 2001:db8::/32) or an address"))?;
+            networks.allowed.push(net);
+        }
+        Ok(networks)
+    }
+
+    /// The node's own listeners, refused even where their network is allowed.
+    pub fn with_own_listeners(mut self, listeners: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.own.extend(listeners);
+        self
+    }
+
+    pub fn shared(self) -> Arc<SourceNetworks> {
+        Arc::new(self)
+    }
+
+    /// Whether a source may connect to `addr`.
+    pub fn allows(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        let own = self.own.iter().any(|l| {
+            l.port() == addr.port()
+                && (canonical(l.ip()) == ip || l.ip().is_unspecified() || ip.is_loopback())
+        });
+        if own || ip.is_unspecified() {
+            return false;
+        }
+        self.allowed.iter().any(|net| net.contains(&ip)) || (self.public && is_public(ip))
+    }
+}
+
+/// An IPv4 address mapped into IPv6 is judged as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Globally routable: none of the special-purpose ranges (loopback,
+/// private, link-local and cloud metadata, shared/CGNAT, documentation,
+/// benchmarking, multicast, reserved; for IPv6 also unique-local).
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (18..20).contains(&b))
+        || a >= 240)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b))
+}
+
+/// The addresses `host` resolves to that a source may connect to on
+/// `port`; an error naming the host when there are none.
+pub async fn resolve(
+    networks: &SourceNetworks,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, crate::DirectoryError> {
+    let refused = || crate::DirectoryError::Refused(host.to_string());
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| crate::DirectoryError::Upstream(format!("resolving {host}: {e}")))?
+            .collect(),
+    };
+    let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| networks.allows(*a)).collect();
+    if allowed.is_empty() {
+        return Err(refused());
+    }
+    Ok(allowed)
+}
+
+/// reqwest's resolver for one source: only addresses the policy allows, on
+/// the one port the source's URL names (redirects are not followed).
+pub(crate) struct PolicyResolver {
+    pub networks: Arc<SourceNetworks>,
+    pub port: u16,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (networks, port, host) = (self.networks.clone(), self.port, name.as_str().to_string());
+        Box::pin(async move {
+            let addrs = resolve(&networks, &host, port).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn public_only_by_default() {
+        let n = SourceNetworks::default();
+        assert!(n.allows(at("203.0.114.10:389")));
+        assert!(n.allows(at("8.8.8.8:443")));
+        for refused in [
+            "127.0.0.1:8080",
+            "169.254.169.254:80",
+            "10.1.2.3:389",
+            "192.168.1.1:80",
+            "172.16.0.1:80",
+            "100.64.0.1:80",
+            "0.0.0.0:80",
+            "[::1]:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[::ffff:169.254.169.254]:80",
+            "198.51.100.7:80",
+        ] {
+            assert!(!n.allows(at(refused)), "{refused}");
+        }
+    }
+
+    #[test]
+    fn operators_allow_networks_but_never_the_node_itself() {
+        let n = SourceNetworks::parse(&["10.0.0.0/8", "127.0.0.1"])
+            .unwrap()
+            .with_own_listeners([at("0.0.0.0:8080"), at("127.0.0.1:8081")]);
+        assert!(n.allows(at("10.20.30.40:636")));
+        assert!(!n.allows(at("8.8.8.8:443")), "public was not listed");
+        assert!(n.allows(at("127.0.0.1:389")));
+        assert!(!n.allows(at("127.0.0.1:8081")), "the node's own listener");
+        assert!(
+            !n.allows(at("10.20.30.40:8080")),
+            "a wildcard listener's port"
+        );
+        assert!(SourceNetworks::parse(&["everything"]).is_err());
+    }
+}
