@@ -22,6 +22,9 @@ pub struct Config {
     pub lookup: LookupConfig,
     pub log: LogConfig,
     pub supervision: SupervisionConfig,
+    /// Per-tenant defaults; a global admin sets a tenant's own in its
+    /// settings (`"quotas": {"phones": 50000}`).
+    pub quotas: crate::admin::quotas::QuotaConfig,
 }
 
 /// Background tasks are restarted with backoff; past this many restarts of

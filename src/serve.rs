@@ -449,6 +449,7 @@ pub async fn run(
                 provisioner: provisioner.clone(),
                 key: key.clone(),
                 source_networks,
+                quotas: Arc::new(config.quotas.clone()),
             })),
         dialtone_tftp::http_server::HttpServerOptions::default(),
         cancel.clone(),

@@ -123,6 +123,15 @@ impl Tenants {
         t
     }
 
+    /// A template check may be made with a read token; saving needs admin.
+    fn acme_read_or_admin(&self, path: &str) -> &Api {
+        if path.ends_with("/validate") {
+            &self.acme_read
+        } else {
+            &self.acme_admin
+        }
+    }
+
     /// Nothing of globex in anything acme's tokens were answered, nor in
     /// the log.
     fn assert_no_globex_reached_acme(&self) {
@@ -456,7 +465,10 @@ async fn sources_reach_only_what_the_operator_allows(t: Tenants, loopback_allowe
         format!("http://127.0.0.1:{api_port}/readyz?n={{digits}}"),
         format!("http://localhost:{api_port}/readyz?n={{digits}}"),
         format!("http://[::ffff:127.0.0.1]:{api_port}/readyz?n={{digits}}"),
-        format!("http://127.0.0.1:{}/metrics?n={{digits}}", t.server.prov_addr.port()),
+        format!(
+            "http://127.0.0.1:{}/metrics?n={{digits}}",
+            t.server.prov_addr.port()
+        ),
     ];
     if !loopback_allowed {
         urls.push("http://169.254.169.254/latest/meta-data/?n={digits}".into());
@@ -527,4 +539,256 @@ async fn sources_never_reach_the_node_itself_even_where_loopback_is_allowed() {
     )])
     .await;
     sources_reach_only_what_the_operator_allows(t, true).await;
+}
+
+/// Item 5: a tenant admin grows its tenant only within its quotas, which
+/// only a global admin changes; past one, a 422 names it.
+async fn a_tenant_grows_only_within_its_quotas(t: Tenants) {
+    let quota_of = |answer: &Value| answer["error"]["details"]["quota"].clone();
+    let phone = |n: u32, lines: usize| {
+        json!({ "mac": format!("0015650e{n:04x}"), "tenant": "acme", "family": "yealink",
+                "model": "T46S",
+                "lines": (0..lines).map(|i| json!({ "extension": format!("{}", 500 + i),
+                    "display_name": "x", "registrar": "sip.example.net" })).collect::<Vec<_>>() })
+    };
+    // acme has one phone; the quota is two.
+    let (status, _, answer) = t
+        .acme_admin
+        .send(Method::POST, "/v1/phones", Some(phone(1, 1)), None)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _, answer) = t
+        .acme_admin
+        .send(Method::POST, "/v1/phones", Some(phone(2, 1)), None)
+        .await;
+    assert_eq!(
+        (status, quota_of(&answer)),
+        (422, json!("phones")),
+        "{answer}"
+    );
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::PUT,
+            &format!("/v1/phones/{ACME_PHONE}"),
+            Some(json!({
+            "tenant": "acme", "family": "yealink", "model": "T46S",
+            "lines": phone(0, 3)["lines"] })),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, quota_of(&answer)),
+        (422, json!("lines_per_phone")),
+        "{answer}"
+    );
+
+    // Its own token cannot raise a quota; a global admin can.
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(json!({ "name": "Acme Inc",
+            "settings": { "quotas": { "phones": 1000 } } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _, _) = t
+        .acme_admin
+        .send(Method::POST, "/v1/phones", Some(phone(2, 1)), None)
+        .await;
+    assert_eq!(status, 422, "the tenant raised its own quota");
+    let (status, _, answer) = t
+        .global
+        .send(
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(json!({ "name": "Acme Inc",
+            "settings": { "quotas": { "phones": 3, "nonsense": 1 } } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "an unknown quota: {answer}");
+    let (status, _, answer) = t
+        .global
+        .send(
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(json!({ "name": "Acme Inc",
+            "settings": { "quotas": { "phones": 3 } } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _, answer) = t
+        .acme_admin
+        .send(Method::POST, "/v1/phones", Some(phone(2, 1)), None)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+
+    // Templates: size, count, and versions kept.
+    let template = |pattern: &str, body: String| {
+        json!({ "scope": "tenant", "tenant": "acme", "family": "yealink",
+                "file_pattern": pattern, "body": body })
+    };
+    let big = format!("#!version:1.0.0.1\n# {}\n", "x".repeat(2000));
+    for path in ["/v1/templates/validate", "/v1/templates"] {
+        let (status, _, answer) = t
+            .acme_read_or_admin(path)
+            .send(
+                Method::POST,
+                path,
+                Some(template("{mac}.cfg", big.clone())),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, quota_of(&answer)),
+            (422, json!("template_bytes")),
+            "{path}: {answer}"
+        );
+    }
+    let (status, mut etag, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/templates",
+            Some(template("{mac}.cfg", "#!version:1.0.0.1\n# v1\n".into())),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/templates",
+            Some(template("{mac}.boot", "#!version:1.0.0.1\n".into())),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, quota_of(&answer)),
+        (422, json!("templates")),
+        "{answer}"
+    );
+    for n in 2..=5 {
+        let (status, next, answer) = t
+            .acme_admin
+            .send(
+                Method::PUT,
+                &format!("/v1/templates/{id}"),
+                Some(json!({ "body": format!("#!version:1.0.0.1\n# v{n}\n") })),
+                Some(&etag),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        etag = next;
+    }
+    let (_, _, versions) = t
+        .acme_admin
+        .send(
+            Method::GET,
+            &format!("/v1/templates/{id}/versions"),
+            None,
+            None,
+        )
+        .await;
+    let kept: Vec<i64> = versions["items"]
+        .as_array()
+        .or(versions.as_array())
+        .unwrap_or(&Vec::new())
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        3,
+        "the live version and 2 earlier ones: {versions}"
+    );
+
+    // Directory entries and sources.
+    let entry = |id: &str| {
+        json!({ "external_id": id, "name": "Someone",
+                                   "numbers": [{ "number": "+15550100001", "kind": "work" }] })
+    };
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/tenants/acme/directory",
+            Some(entry("e1")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/tenants/acme/directory",
+            Some(entry("e2")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, quota_of(&answer)),
+        (422, json!("directory_entries")),
+        "{answer}"
+    );
+    let source = |name: &str| {
+        json!({ "name": name, "kind": "http",
+        "settings": { "url": "https://cnam.example.net/{digits}" } })
+    };
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/tenants/acme/directory-sources",
+            Some(source("s1")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/tenants/acme/directory-sources",
+            Some(source("s2")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, quota_of(&answer)),
+        (422, json!("directory_sources")),
+        "{answer}"
+    );
+    t.assert_no_globex_reached_acme();
+}
+
+const SMALL_QUOTAS: [(&str, &str); 7] = [
+    ("DIALTONE_QUOTAS__PHONES", "2"),
+    ("DIALTONE_QUOTAS__LINES_PER_PHONE", "2"),
+    ("DIALTONE_QUOTAS__TEMPLATES", "1"),
+    ("DIALTONE_QUOTAS__TEMPLATE_VERSIONS", "2"),
+    ("DIALTONE_QUOTAS__TEMPLATE_BYTES", "1000"),
+    ("DIALTONE_QUOTAS__DIRECTORY_ENTRIES", "1"),
+    ("DIALTONE_QUOTAS__DIRECTORY_SOURCES", "1"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_grows_only_within_its_quotas_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    a_tenant_grows_only_within_its_quotas(Tenants::new(url, dir, &SMALL_QUOTAS).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_grows_only_within_its_quotas_on_postgresql() {
+    let (_db, t) = postgres_with(&SMALL_QUOTAS).await;
+    a_tenant_grows_only_within_its_quotas(t).await;
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::quotas::Quota;
 use super::{commit, commit_if_match, page_size, tagged, AdminState, Change, Principal};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
@@ -226,6 +227,10 @@ pub async fn create_entry(
             "directory entry {external_id} already exists"
         )));
     }
+    let entries = state.mirror.load().directory_of(tenant.id).len();
+    state
+        .quotas
+        .check(&tenant, Quota::DirectoryEntries, entries as u64 + 1)?;
     let input = entry_input(&slug, external_id.clone(), body)?;
     let detail = json!({ "numbers": input.numbers.len() });
     commit(

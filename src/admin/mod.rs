@@ -14,6 +14,7 @@ pub mod error;
 mod openapi;
 mod phones;
 mod preview;
+pub mod quotas;
 mod sources;
 mod templates;
 mod tenants;
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub key: SecretKey,
     /// Where sources may connect: the source test obeys it like lookups do.
     pub source_networks: Arc<dialtone_directory::SourceNetworks>,
+    /// The operator's per-tenant quota defaults.
+    pub quotas: Arc<quotas::QuotaConfig>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -8,12 +8,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::{LineInput, PhoneInput};
-use dialtone_sync::{phone_etag, Family, Line, Mac, MirrorState, Mutation, Phone, Purpose, Target};
+use dialtone_sync::{
+    phone_etag, Family, Line, Mac, MirrorState, Mutation, Phone, Purpose, Target, Tenant,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::quotas::Quota;
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, parse_name, tagged, AdminState,
     Change, Principal,
@@ -375,13 +378,39 @@ fn input(
 }
 
 /// The tenant a body names, checked against what the caller may write.
-fn target_tenant(state: &MirrorState, principal: &Principal, slug: &str) -> Result<i64, ApiError> {
+fn target_tenant<'a>(
+    state: &'a MirrorState,
+    principal: &Principal,
+    slug: &str,
+) -> Result<&'a Arc<Tenant>, ApiError> {
     let what = format!("tenant {slug}");
     let tenant = state
         .tenant_by_slug(slug)
+        .filter(|t| principal.read(t.id, "tenant").is_ok())
         .ok_or_else(|| ApiError::invalid(format!("{what} does not exist")))?;
     principal.write(tenant.id, &what)?;
-    Ok(tenant.id)
+    Ok(tenant)
+}
+
+/// The phones and lines quotas of `tenant`, for a phone with `lines` that
+/// is new to it.
+fn check_quotas(
+    state: &AdminState,
+    mirror: &MirrorState,
+    tenant: &Tenant,
+    lines: usize,
+    new_to_tenant: bool,
+) -> Result<(), ApiError> {
+    state
+        .quotas
+        .check(tenant, Quota::LinesPerPhone, lines as u64)?;
+    if new_to_tenant {
+        let phones = mirror.phones().filter(|p| p.tenant_id == tenant.id).count();
+        state
+            .quotas
+            .check(tenant, Quota::Phones, phones as u64 + 1)?;
+    }
+    Ok(())
 }
 
 fn summary(input: &PhoneInput) -> Value {
@@ -407,11 +436,12 @@ pub async fn create(
     )?;
     {
         let mirror = state.mirror.load();
-        target_tenant(&mirror, &principal, &body.tenant)?;
+        let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
         if mirror.phone_by_mac(&mac).is_some() {
             // The same words whoever holds it: nothing says which tenant.
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
+        check_quotas(&state, &mirror, tenant, body.lines.len(), true)?;
     }
     let input = input(&state, mac, body, None)?;
     let tenant = input.tenant.clone();
@@ -465,7 +495,14 @@ pub async fn update(
         .phone_by_mac(&mac)
         .ok_or_else(|| ApiError::not_found(&what))?;
     principal.write(phone.tenant_id, &what)?;
-    target_tenant(&mirror, &principal, &body.tenant)?;
+    let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
+    check_quotas(
+        &state,
+        &mirror,
+        tenant,
+        body.lines.len(),
+        tenant.id != phone.tenant_id,
+    )?;
     let lines = mirror.lines_of(phone.id);
     let before = phone_etag(phone, &lines);
     let input = input(&state, mac, body, Some((phone, &lines)))?;

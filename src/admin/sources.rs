@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 
 use super::directory::tenant_of;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::quotas::Quota;
 use super::{
     commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Principal,
 };
@@ -183,6 +184,10 @@ pub async fn create_source(
             "directory source {name} already exists"
         )));
     }
+    let sources = state.mirror.load().sources_of(tenant.id).len();
+    state
+        .quotas
+        .check(&tenant, Quota::DirectorySources, sources as u64 + 1)?;
     let input = source_input(&slug, name.clone(), body, None)?;
     let detail = json!({ "kind": input.kind, "secret_set": input.secret.as_deref().is_some_and(|s| !s.is_empty()) });
     commit(

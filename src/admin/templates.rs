@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, visible_phone};
+use super::quotas::Quota;
 use super::{
     commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Principal,
 };
@@ -251,6 +252,34 @@ fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiErro
     }
 }
 
+/// The quotas a template of `owner` (none: a family or model template,
+/// global admins only) must keep: its size, and the tenant's count when it
+/// is new. Returns how many earlier versions to keep.
+fn template_quotas(
+    state: &AdminState,
+    owner: Option<Id>,
+    bytes: usize,
+    new: bool,
+) -> Result<Option<u64>, ApiError> {
+    let mirror = state.mirror.load();
+    let Some(tenant) = owner.and_then(|id| mirror.tenant(id)) else {
+        return Ok(None);
+    };
+    state
+        .quotas
+        .check(tenant, Quota::TemplateBytes, bytes as u64)?;
+    if new {
+        let count = mirror
+            .templates()
+            .filter(|t| scope_tenant(&mirror, t) == Some(tenant.id))
+            .count();
+        state
+            .quotas
+            .check(tenant, Quota::Templates, count as u64 + 1)?;
+    }
+    Ok(Some(state.quotas.limit(tenant, Quota::TemplateVersions)))
+}
+
 /// Syntax, file pattern and a trial render; 422 with line and column. The
 /// sample is a phone the caller may see, or "does not exist".
 fn check(
@@ -346,6 +375,8 @@ pub async fn validate(
         Some(tenant) => principal.read(tenant, "tenant")?,
         None => principal.require_global()?,
     }
+    // A check is work a tenant causes: it obeys the size quota too.
+    template_quotas(&state, owner, body.body.len(), false)?;
     Ok(axum::Json(check(
         &state,
         &principal,
@@ -377,6 +408,7 @@ pub async fn create(
         }
         (key, owner)
     };
+    let keep_versions = template_quotas(&state, owner, body.body.len(), true)?;
     check(
         &state,
         &principal,
@@ -406,6 +438,7 @@ pub async fn create(
             file_pattern: key.file_pattern.to_string(),
             body: body.body,
             updated_by: principal.actor(),
+            keep_versions,
         })],
     )
     .await?;
@@ -443,6 +476,8 @@ pub(crate) async fn save_body(
     action: &'static str,
 ) -> Result<Response, ApiError> {
     let key = template.key();
+    let owner = scope_tenant(&state.mirror.load(), template);
+    let keep_versions = template_quotas(state, owner, body.len(), false)?;
     check(state, principal, &key, &body, sample_mac)?;
     let tenant = {
         let mirror = state.mirror.load();
@@ -473,6 +508,7 @@ pub(crate) async fn save_body(
             file_pattern: key.file_pattern.to_string(),
             body,
             updated_by: principal.actor(),
+            keep_versions,
         }),
     )
     .await?;

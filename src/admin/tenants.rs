@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::quotas::{keep_quotas, QuotaConfig};
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
     Principal,
@@ -79,6 +80,35 @@ pub(crate) fn view(t: &Tenant) -> TenantView {
         updated_at: t.updated_at,
         etag: etag_of(t),
     }
+}
+
+/// A `quotas` object in tenant settings names known quotas with whole
+/// numbers.
+fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
+    if let Some(quotas) = settings.get("quotas") {
+        let known = QuotaConfig::default();
+        let known = serde_json::to_value(known).unwrap_or_default();
+        let Some(quotas) = quotas.as_object() else {
+            return Err(ApiError::invalid("settings.quotas must be an object"));
+        };
+        for (key, value) in quotas {
+            if known.get(key).is_none() {
+                return Err(ApiError::invalid(format!(
+                    "settings.quotas.{key} is not a quota (known: {})",
+                    known
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default()
+                )));
+            }
+            if value.as_u64().is_none() {
+                return Err(ApiError::invalid(format!(
+                    "settings.quotas.{key} must be a whole number"
+                )));
+            }
+        }
+    }
+    Ok(settings)
 }
 
 pub(crate) fn check_slug(slug: &str) -> Result<(), ApiError> {
@@ -152,7 +182,10 @@ pub async fn create(
         slug: body.slug.clone(),
         name: body.name,
         default_region: region(body.default_region)?,
-        settings: object_text(body.settings, "settings")?,
+        settings: object_text(
+            body.settings.map(check_quotas_setting).transpose()?,
+            "settings",
+        )?,
     };
     commit(
         &state,
@@ -227,7 +260,11 @@ pub async fn update(
                 .or(Some(before.default_region.to_string())),
         )?,
         settings: match body.settings {
-            Some(settings) => object_text(Some(settings), "settings")?,
+            // A tenant's own token cannot change its quotas.
+            Some(settings) if !principal.is_global() => {
+                object_text(Some(keep_quotas(settings, &before.settings)), "settings")?
+            }
+            Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
             None => before.settings.to_string(),
         },
     };

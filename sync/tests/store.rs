@@ -459,6 +459,7 @@ async fn templates_body(db: TestDb) {
             file_pattern: "{mac}.cfg".into(),
             body: body.into(),
             updated_by: "test".into(),
+            keep_versions: None,
         })
     };
     let first = store
@@ -711,6 +712,7 @@ async fn template_history_body(db: TestDb) {
             file_pattern: "{mac}.xml".into(),
             body: body.into(),
             updated_by: "test".into(),
+            keep_versions: None,
         })
     };
     for body in ["<a/>", "<b/>", "<c/>"] {

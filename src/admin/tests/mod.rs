@@ -106,6 +106,7 @@ fn template(scope: TemplateScope, scope_key: &str, pattern: &str, body: &str) ->
         file_pattern: pattern.into(),
         body: body.into(),
         updated_by: "seed".into(),
+        keep_versions: None,
     })
 }
 
@@ -283,6 +284,7 @@ impl Harness {
             source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
                 .unwrap()
                 .shared(),
+            quotas: Default::default(),
         });
         Harness {
             _db: db,

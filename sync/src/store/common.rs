@@ -453,6 +453,14 @@ macro_rules! shared_sql {
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
+                    if let Some(keep) = t.keep_versions {
+                        // The live version plus `keep` earlier ones.
+                        sqlx::query("DELETE FROM template_versions WHERE template_id = $1 AND version < $2")
+                            .bind(id)
+                            .bind(version.saturating_sub(keep as i64))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                 }
                 Mutation::DeleteTenant { slug } => {
                     // Its templates go with it (its phones' and its own), so

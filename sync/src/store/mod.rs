@@ -118,6 +118,10 @@ pub struct TemplateInput {
     pub file_pattern: String,
     pub body: String,
     pub updated_by: String,
+    /// Earlier versions to keep in `template_versions`; older ones are
+    /// deleted with this write. `None` keeps every version.
+    #[serde(default)]
+    pub keep_versions: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,7 @@ pub fn template(
         file_pattern: name.into(),
         body: body.into(),
         updated_by: "test".into(),
+        keep_versions: None,
     })
 }
 

@@ -1,0 +1,141 @@
+//! Per-tenant quotas. Everything a tenant stores sits in memory on every
+//! node, so a tenant admin may not grow it without bound. The operator's
+//! config sets the defaults (`[quotas]`); a global admin raises or lowers
+//! them for one tenant in the tenant's settings (`"quotas": {"phones":
+//! 50000}`), which a tenant's own tokens cannot change.
+//!
+//! Counts come from the mirror, so two creates racing on two nodes can pass
+//! a quota by one each; the bound still holds to within the number of
+//! concurrent writers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use dialtone_sync::Tenant;
+
+use super::error::ApiError;
+
+/// One per-tenant limit: the key in `[quotas]` and in `settings.quotas`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quota {
+    Phones,
+    LinesPerPhone,
+    Templates,
+    TemplateVersions,
+    TemplateBytes,
+    DirectoryEntries,
+    DirectorySources,
+}
+
+impl Quota {
+    pub fn key(self) -> &'static str {
+        match self {
+            Quota::Phones => "phones",
+            Quota::LinesPerPhone => "lines_per_phone",
+            Quota::Templates => "templates",
+            Quota::TemplateVersions => "template_versions",
+            Quota::TemplateBytes => "template_bytes",
+            Quota::DirectoryEntries => "directory_entries",
+            Quota::DirectorySources => "directory_sources",
+        }
+    }
+}
+
+/// The defaults, sized for a large customer: a few big tenants fit, and no
+/// tenant can fill a node's memory.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Phones a tenant may have.
+    pub phones: u64,
+    /// Lines (accounts) one phone may have.
+    pub lines_per_phone: u64,
+    /// Tenant- and phone-scope templates a tenant may have.
+    pub templates: u64,
+    /// Earlier versions kept per template of a tenant (older ones are
+    /// deleted as new ones are saved; rollback reaches back this far).
+    pub template_versions: u64,
+    /// Largest template body a tenant may save, in bytes.
+    pub template_bytes: u64,
+    /// Directory entries a tenant may have.
+    pub directory_entries: u64,
+    /// Directory sources (LDAP, HTTP) a tenant may have.
+    pub directory_sources: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            phones: 20_000,
+            lines_per_phone: 48,
+            templates: 500,
+            template_versions: 50,
+            template_bytes: 256 * 1024,
+            directory_entries: 200_000,
+            directory_sources: 10,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// `quota` for `tenant`: its own setting, or the default.
+    pub fn limit(&self, tenant: &Tenant, quota: Quota) -> u64 {
+        overrides(&tenant.settings)
+            .and_then(|q| q.get(quota.key()).and_then(Value::as_u64))
+            .unwrap_or(match quota {
+                Quota::Phones => self.phones,
+                Quota::LinesPerPhone => self.lines_per_phone,
+                Quota::Templates => self.templates,
+                Quota::TemplateVersions => self.template_versions,
+                Quota::TemplateBytes => self.template_bytes,
+                Quota::DirectoryEntries => self.directory_entries,
+                Quota::DirectorySources => self.directory_sources,
+            })
+    }
+
+    /// 422 naming the quota when `wanted` would pass it.
+    pub fn check(&self, tenant: &Tenant, quota: Quota, wanted: u64) -> Result<(), ApiError> {
+        let limit = self.limit(tenant, quota);
+        if wanted <= limit {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "quota_exceeded",
+            format!(
+                "tenant {}: this would need {wanted} against the {} quota of {limit}; a global admin can raise it",
+                tenant.slug,
+                quota.key()
+            ),
+        )
+        .with_details(json!({ "quota": quota.key(), "limit": limit, "wanted": wanted })))
+    }
+}
+
+/// The `quotas` object of a tenant's settings, if any.
+fn overrides(settings: &str) -> Option<serde_json::Map<String, Value>> {
+    if !settings.contains("quotas") {
+        return None;
+    }
+    match serde_json::from_str::<Value>(settings).ok()? {
+        Value::Object(mut map) => match map.remove("quotas")? {
+            Value::Object(quotas) => Some(quotas),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The settings a tenant's own token may store: its `quotas` stay as they
+/// were, whatever it sent. Only a global admin changes quotas.
+pub(crate) fn keep_quotas(sent: Value, stored: &str) -> Value {
+    let mut sent = match sent {
+        Value::Object(map) => map,
+        other => return other,
+    };
+    sent.remove("quotas");
+    if let Some(quotas) = overrides(stored) {
+        sent.insert("quotas".into(), Value::Object(quotas));
+    }
+    Value::Object(sent)
+}
