@@ -21,6 +21,8 @@ const SIZE_LIMIT_EXCEEDED: u32 = 4;
 /// A referral is an answer of "not here"; referrals are not chased, since
 /// following one to another AD domain costs more time than a lookup has.
 const REFERRAL: u32 = 10;
+/// Attribute bytes read from one search at most.
+const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 pub struct LdapSource {
     name: String,
@@ -179,28 +181,52 @@ impl LdapSource {
             .sizelimit(self.settings.size_limit)
             .timelimit(budget.as_secs().max(1) as i32);
         self.searches.fetch_add(1, Ordering::Relaxed);
-        let result = ldap
+        let search = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
+        let mut stream = ldap
             .with_timeout(budget)
             .with_search_options(options)
-            .search(&self.settings.base_dn, scope, &filter, &self.attributes)
+            .streaming_search(&self.settings.base_dn, scope, &filter, &self.attributes)
             .await
-            .map_err(|e| DirectoryError::Ldap(format!("search: {e}")))?;
-        let (entries, outcome) = (result.0, result.1);
-        match outcome.rc {
-            SUCCESS | SIZE_LIMIT_EXCEEDED => {}
-            REFERRAL => return Ok(None),
-            rc => {
-                return Err(DirectoryError::Ldap(format!(
-                    "search failed: rc={rc} {}",
-                    outcome.text
-                )))
+            .map_err(search)?;
+        // The server is the tenant's: its size limit is a request, not a
+        // promise. Read entries one at a time, keep the first name, and stop
+        // reading past `size_limit` entries or MAX_REPLY_BYTES.
+        let (mut entries, mut bytes, mut found) = (0, 0, None);
+        while let Some(entry) = stream.next().await.map_err(search)? {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            let entry = SearchEntry::construct(entry);
+            entries += 1;
+            bytes += entry
+                .attrs
+                .values()
+                .flatten()
+                .map(String::len)
+                .sum::<usize>();
+            if found.is_none() {
+                found = self.name_of(&entry.attrs);
+            }
+            if entries > self.settings.size_limit || bytes > MAX_REPLY_BYTES {
+                break;
             }
         }
-        Ok(entries
-            .into_iter()
-            .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(SearchEntry::construct)
-            .find_map(|entry| self.name_of(&entry.attrs)))
+        let done = stream.state() == ldap3::StreamState::Done;
+        let outcome = stream.finish().await;
+        if !done {
+            // Stopped early: tell the server, and keep the connection.
+            let id = stream.ldap_handle().last_id();
+            let _ = stream.ldap_handle().abandon(id).await;
+            return Ok(found);
+        }
+        match outcome.rc {
+            SUCCESS | SIZE_LIMIT_EXCEEDED => Ok(found),
+            REFERRAL => Ok(None),
+            rc => Err(DirectoryError::Ldap(format!(
+                "search failed: rc={rc} {}",
+                outcome.text
+            ))),
+        }
     }
 
     /// The first configured name attribute the entry has, case-insensitively
