@@ -541,6 +541,19 @@ async fn sources_never_reach_the_node_itself_even_where_loopback_is_allowed() {
     sources_reach_only_what_the_operator_allows(t, true).await;
 }
 
+/// The first create is accepted; the next is refused, naming `quota`.
+async fn one_then_quota(api: &Api, path: &str, first: Value, next: Value, quota: &str) -> Value {
+    let (status, _, created) = api.send(Method::POST, path, Some(first), None).await;
+    assert_eq!(status, 201, "{path}: {created}");
+    let (status, _, answer) = api.send(Method::POST, path, Some(next), None).await;
+    assert_eq!(
+        (status, answer["error"]["details"]["quota"].clone()),
+        (422, json!(quota)),
+        "{path}: {answer}"
+    );
+    created
+}
+
 /// Item 5: a tenant admin grows its tenant only within its quotas, which
 /// only a global admin changes; past one, a 422 names it.
 async fn a_tenant_grows_only_within_its_quotas(t: Tenants) {
@@ -650,30 +663,17 @@ async fn a_tenant_grows_only_within_its_quotas(t: Tenants) {
             "{path}: {answer}"
         );
     }
-    let (status, mut etag, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/templates",
-            Some(template("{mac}.cfg", "#!version:1.0.0.1\n# v1\n".into())),
-            None,
-        )
-        .await;
-    assert_eq!(status, 201, "{answer}");
-    let id = answer["id"].as_i64().unwrap();
-    let (status, _, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/templates",
-            Some(template("{mac}.boot", "#!version:1.0.0.1\n".into())),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, quota_of(&answer)),
-        (422, json!("templates")),
-        "{answer}"
+    let created = one_then_quota(
+        &t.acme_admin,
+        "/v1/templates",
+        template("{mac}.cfg", "#!version:1.0.0.1\n# v1\n".into()),
+        template("{mac}.boot", "#!version:1.0.0.1\n".into()),
+        "templates",
+    )
+    .await;
+    let (id, mut etag) = (
+        created["id"].as_i64().unwrap(),
+        created["etag"].as_str().unwrap().to_string(),
     );
     for n in 2..=5 {
         let (status, next, answer) = t
@@ -713,60 +713,30 @@ async fn a_tenant_grows_only_within_its_quotas(t: Tenants) {
     // Directory entries and sources.
     let entry = |id: &str| {
         json!({ "external_id": id, "name": "Someone",
-                                   "numbers": [{ "number": "+15550100001", "kind": "work" }] })
+                "numbers": [{ "number": "+15550100001", "kind": "work" }] })
     };
-    let (status, _, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/tenants/acme/directory",
-            Some(entry("e1")),
-            None,
-        )
-        .await;
-    assert_eq!(status, 201, "{answer}");
-    let (status, _, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/tenants/acme/directory",
-            Some(entry("e2")),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, quota_of(&answer)),
-        (422, json!("directory_entries")),
-        "{answer}"
-    );
+    let directory = "/v1/tenants/acme/directory";
+    one_then_quota(
+        &t.acme_admin,
+        directory,
+        entry("e1"),
+        entry("e2"),
+        "directory_entries",
+    )
+    .await;
     let source = |name: &str| {
         json!({ "name": name, "kind": "http",
-        "settings": { "url": "https://cnam.example.net/{digits}" } })
+                "settings": { "url": "https://cnam.example.net/{digits}" } })
     };
-    let (status, _, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/tenants/acme/directory-sources",
-            Some(source("s1")),
-            None,
-        )
-        .await;
-    assert_eq!(status, 201, "{answer}");
-    let (status, _, answer) = t
-        .acme_admin
-        .send(
-            Method::POST,
-            "/v1/tenants/acme/directory-sources",
-            Some(source("s2")),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, quota_of(&answer)),
-        (422, json!("directory_sources")),
-        "{answer}"
-    );
+    let sources = "/v1/tenants/acme/directory-sources";
+    one_then_quota(
+        &t.acme_admin,
+        sources,
+        source("s1"),
+        source("s2"),
+        "directory_sources",
+    )
+    .await;
     t.assert_no_globex_reached_acme();
 }
 
