@@ -596,6 +596,18 @@ async fn a_tenant_grows_only_within_its_quotas(t: Tenants) {
         "{answer}"
     );
 
+    // Settings are bounded too: every node holds them.
+    let (status, _, answer) = t
+        .acme_admin
+        .send(
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(json!({ "name": "Acme Inc", "settings": { "pad": "x".repeat(70_000) } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+
     // Its own token cannot raise a quota; a global admin can.
     let (status, _, answer) = t
         .acme_admin

@@ -172,6 +172,9 @@ pub async fn list_entries(
     Ok(axum::Json(EntryList { items, next }).into_response())
 }
 
+const MAX_ENTRY_NUMBERS: usize = 16;
+const MAX_ENTRY_FIELD: usize = 256;
+
 fn entry_input(
     slug: &str,
     external_id: String,
@@ -179,6 +182,17 @@ fn entry_input(
 ) -> Result<DirectoryEntryInput, ApiError> {
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid("name must not be empty"));
+    }
+    // An entry is a person or a place, not a store: every node holds it.
+    let long = [Some(&body.name), body.company.as_ref(), Some(&external_id)]
+        .into_iter()
+        .flatten()
+        .chain(body.numbers.iter().flat_map(|n| [&n.number, &n.kind]))
+        .any(|text| text.len() > MAX_ENTRY_FIELD);
+    if long || body.numbers.len() > MAX_ENTRY_NUMBERS {
+        return Err(ApiError::invalid(format!(
+            "an entry has at most {MAX_ENTRY_NUMBERS} numbers and fields of at most {MAX_ENTRY_FIELD} bytes"
+        )));
     }
     if body.numbers.is_empty()
         || body

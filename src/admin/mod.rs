@@ -225,11 +225,23 @@ pub(crate) fn parse_name<T: std::str::FromStr<Err = dialtone_sync::SyncError>>(
         .map_err(|e: dialtone_sync::SyncError| ApiError::invalid(e.to_string()))
 }
 
+/// Largest JSON object (settings, variables) a request may store: it is
+/// held in memory on every node and parsed into every render.
+const MAX_OBJECT_BYTES: usize = 64 * 1024;
+
 /// A JSON object given in a request, stored as text.
 pub(crate) fn object_text(value: Option<Value>, field: &str) -> Result<String, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok("{}".into()),
-        Some(v @ Value::Object(_)) => Ok(v.to_string()),
-        Some(_) => Err(ApiError::invalid(format!("{field} must be a JSON object"))),
+    let text = match value {
+        None | Some(Value::Null) => return Ok("{}".into()),
+        Some(v @ Value::Object(_)) => v.to_string(),
+        Some(_) => return Err(ApiError::invalid(format!("{field} must be a JSON object"))),
+    };
+    if text.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::invalid(format!(
+            "{field} is {} KiB; at most {} KiB",
+            text.len() / 1024,
+            MAX_OBJECT_BYTES / 1024
+        )));
     }
+    Ok(text)
 }
