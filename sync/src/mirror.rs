@@ -441,7 +441,7 @@ impl MirrorState {
                     return false;
                 };
                 for t in old.iter().chain(new.iter()) {
-                    bumps.push(Input::TemplateFile(t.family, &t.file_pattern).slot());
+                    bumps.push(Input::of_template(t).slot());
                 }
                 if let Some(old) = old {
                     unindex(&mut self.template_by_key, &old.key(), id);

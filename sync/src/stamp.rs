@@ -12,19 +12,59 @@
 
 use std::hash::Hash;
 
-use crate::model::{Family, Id};
+use crate::model::{Family, Id, Mac, Template, TemplateScope};
 
 /// An input a derived cache depends on, as a set of rows.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Input<'a> {
-    /// Every stored template of one family and file pattern, at any scope:
-    /// which of them applies, and its body.
-    TemplateFile(Family, &'a str),
+    /// The stored template at one key, or its absence: a template that
+    /// appears, changes or goes is a change. One key, not every template of
+    /// the file, so one tenant's edits never outdate another's files.
+    Template {
+        family: Family,
+        file: &'a str,
+        scope: ScopeKey<'a>,
+    },
     /// A tenant's directory entries, and the tenant row (its region decides
     /// how their numbers normalize).
     Directory(Id),
     /// A tenant's directory sources, and the tenant row.
     Sources(Id),
+}
+
+/// A template key's scope, typed the way resolution meets it (a phone's
+/// MAC, a tenant's id), so checking needs no text built on the hot path.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ScopeKey<'a> {
+    Family,
+    Model(&'a str),
+    Tenant(Id),
+    Phone(Mac),
+    /// A stored key that reads as neither (it can never apply).
+    Other(&'a str),
+}
+
+impl<'a> Input<'a> {
+    /// The key a stored template occupies.
+    pub fn of_template(t: &'a Template) -> Input<'a> {
+        let scope = match t.scope {
+            TemplateScope::Family => ScopeKey::Family,
+            TemplateScope::Model => ScopeKey::Model(&t.scope_key),
+            TemplateScope::Tenant => t
+                .scope_key
+                .parse()
+                .map_or(ScopeKey::Other(&t.scope_key), ScopeKey::Tenant),
+            TemplateScope::Phone => t
+                .scope_key
+                .parse()
+                .map_or(ScopeKey::Other(&t.scope_key), ScopeKey::Phone),
+        };
+        Input::Template {
+            family: t.family,
+            file: &t.file_pattern,
+            scope,
+        }
+    }
 }
 
 impl Input<'_> {
@@ -143,8 +183,13 @@ mod tests {
             Meta::default(),
             LoadedFrom::Database,
         );
-        let cfg = Input::TemplateFile(Family::Yealink, "{mac}.cfg");
-        let boot = Input::TemplateFile(Family::Yealink, "{mac}.boot");
+        let key = |file, scope| Input::Template {
+            family: Family::Yealink,
+            file,
+            scope,
+        };
+        let cfg = key("{mac}.cfg", ScopeKey::Family);
+        let boot = key("{mac}.boot", ScopeKey::Family);
         let stamps = |m: &Mirror| {
             let s = m.load();
             [
@@ -199,6 +244,26 @@ mod tests {
         // A row written again unchanged is no change.
         set(&mirror, tenant(1, "GB"));
         assert_eq!(stamps(&mirror), region);
+
+        // One tenant's template is a change to its key only: another
+        // tenant's files of the same name are untouched.
+        let (own, other) = (
+            key("{mac}.cfg", ScopeKey::Tenant(1)),
+            key("{mac}.cfg", ScopeKey::Tenant(2)),
+        );
+        let before = mirror.load();
+        let mut tenant_template = match template(12, "{mac}.cfg", "t") {
+            Row::Template(t) => t,
+            _ => unreachable!(),
+        };
+        tenant_template.scope = TemplateScope::Tenant;
+        tenant_template.scope_key = "1".into();
+        set(&mirror, Row::Template(tenant_template));
+        let after = mirror.load();
+        assert_ne!(after.stamp(own), before.stamp(own));
+        assert_eq!(after.stamp(other), before.stamp(other));
+        assert_eq!(after.stamp(cfg), before.stamp(cfg));
+        let region = stamps(&mirror);
 
         // A full reload changes every stamp.
         let data = mirror.load().to_dataset();

@@ -372,3 +372,41 @@ fn the_self_check_drops_outdated_entries_without_counting_them_stale() {
     assert_eq!((report.outdated, report.stale), (1, 0), "{report:?}");
     assert_eq!(f.provisioner.cached_files(), 0);
 }
+
+/// One tenant's template edits outdate only the files they could render:
+/// another tenant's cached files stay hits.
+#[test]
+fn a_tenants_template_leaves_other_tenants_cached() {
+    let mut data = dataset();
+    data.tenants.push(Tenant {
+        id: 2,
+        slug: "globex".into(),
+        ..tenant("Globex")
+    });
+    data.phones.push(Phone {
+        tenant_id: 2,
+        ..phone(3, "001565000003", "theirs")
+    });
+    let f = Fixture::new(data);
+    let theirs = "001565000003.cfg";
+    let request = Request {
+        path: theirs,
+        ..Default::default()
+    };
+    let before = f.provisioner.provision(&request).unwrap();
+    for version in 1..=3 {
+        f.apply(vec![Row::Template(template(
+            30,
+            TemplateScope::Tenant,
+            "1",
+            &format!("acme v{version}\n"),
+            version,
+        ))]);
+        assert_eq!(f.get(FILE), format!("acme v{version}\n"));
+        let after = f.provisioner.provision(&request).unwrap();
+        assert!(
+            Arc::ptr_eq(&before.body, &after.body),
+            "acme's edit re-rendered globex's file"
+        );
+    }
+}

@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dialtone_sync::stamp::Input;
-use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState, Phone, Tenant};
+use dialtone_sync::stamp::{Input, ScopeKey};
+use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState, Phone, Template, Tenant};
 use moka::sync::Cache;
 
 use crate::provision::Rendered;
@@ -36,8 +36,8 @@ pub(crate) struct Inputs {
     pub phone: Option<Arc<Phone>>,
     pub tenant: Option<Arc<Tenant>>,
     pub line_ids: Option<Arc<[Id]>>,
-    /// Stamp of the stored templates that could render this file.
-    pub templates: u64,
+    /// Stamps of the template keys resolution looks at for this file.
+    pub templates: [u64; 4],
     /// Generation of the shipped templates.
     pub shipped: u64,
     /// The model the render saw: the phone's, or the request's when the
@@ -72,7 +72,7 @@ impl Inputs {
             phone: phone.cloned(),
             tenant: phone.and_then(|p| state.tenant(p.tenant_id)).cloned(),
             line_ids: phone.and_then(|p| state.line_ids(p.id)).cloned(),
-            templates: state.stamp(Input::TemplateFile(family, template)),
+            templates: template_stamps(state, family, template, phone.map(|p| &**p), model),
             shipped,
             model: model.map(Box::from),
         }
@@ -84,7 +84,14 @@ impl Inputs {
     pub fn is_current(&self, state: &MirrorState, shipped: u64, model: Option<&str>) -> bool {
         if self.shipped != shipped
             || self.model.as_deref() != model
-            || self.templates != state.stamp(Input::TemplateFile(self.family, self.template))
+            || self.templates
+                != template_stamps(
+                    state,
+                    self.family,
+                    self.template,
+                    self.phone.as_deref(),
+                    self.model.as_deref(),
+                )
         {
             return false;
         }
@@ -103,6 +110,55 @@ impl Inputs {
         requested: Option<&'a str>,
     ) -> Option<&'a str> {
         phone.and_then(|p| p.model.as_deref()).or(requested)
+    }
+}
+
+/// The stamps of the keys `templates::resolve` looks at, in its order
+/// (phone, tenant, model, family); 0 for a key it does not look at. Only
+/// these: another tenant's template of the same file is no change here.
+fn template_stamps(
+    state: &MirrorState,
+    family: Family,
+    file: &str,
+    phone: Option<&Phone>,
+    model: Option<&str>,
+) -> [u64; 4] {
+    let key = |scope| {
+        state.stamp(Input::Template {
+            family,
+            file,
+            scope,
+        })
+    };
+    [
+        phone.map_or(0, |p| key(ScopeKey::Phone(p.mac))),
+        phone.map_or(0, |p| key(ScopeKey::Tenant(p.tenant_id))),
+        model
+            .filter(|m| !m.is_empty())
+            .map_or(0, |m| key(ScopeKey::Model(m))),
+        key(ScopeKey::Family),
+    ]
+}
+
+/// Whether a template at `t`'s key could render the file `i` describes.
+fn may_render(t: &Template, i: &Inputs) -> bool {
+    let Input::Template {
+        family,
+        file,
+        scope,
+    } = Input::of_template(t)
+    else {
+        return false;
+    };
+    if family != i.family || file != i.template {
+        return false;
+    }
+    match scope {
+        ScopeKey::Family => true,
+        ScopeKey::Model(model) => i.model.as_deref() == Some(model),
+        ScopeKey::Tenant(tenant) => i.phone.as_ref().is_some_and(|p| p.tenant_id == tenant),
+        ScopeKey::Phone(mac) => i.phone.as_ref().is_some_and(|p| p.mac == mac),
+        ScopeKey::Other(_) => false,
     }
 }
 
@@ -238,11 +294,7 @@ impl RenderCache {
                 Entity::Line => phones.extend(state.phone_of_line(*id)),
                 // A deleted template's key is gone with it; its files are
                 // outdated by stamp and replaced when next read.
-                Entity::Template => templates.extend(
-                    state
-                        .template(*id)
-                        .map(|t| (t.family, t.file_pattern.clone())),
-                ),
+                Entity::Template => templates.extend(state.template(*id).cloned()),
                 _ => {}
             }
         }
@@ -257,9 +309,7 @@ impl RenderCache {
                 i.phone
                     .as_ref()
                     .is_some_and(|p| phones.contains(&p.id) || tenants.contains(&p.tenant_id))
-                    || templates
-                        .iter()
-                        .any(|(family, name)| i.family == *family && &**name == i.template)
+                    || templates.iter().any(|t| may_render(t, i))
             });
         if let Err(e) = result {
             tracing::warn!(error = %e, "precise invalidation unavailable; dropping the render cache");
