@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use dialtone_sync::Id;
+use dialtone_sync::{Id, MirrorState};
 use serde::Serialize;
 
 use crate::error::DirectoryError;
@@ -54,7 +54,7 @@ impl LookupService {
         let mut local_done = false;
         for source in remotes.iter() {
             if !local_done && source.priority >= LOCAL_PRIORITY {
-                reports.push(self.explain_local(tenant, &e164));
+                reports.push(self.explain_local(&state, tenant, &e164));
                 local_done = true;
             }
             let started = Instant::now();
@@ -78,7 +78,7 @@ impl LookupService {
             });
         }
         if !local_done {
-            reports.push(self.explain_local(tenant, &e164));
+            reports.push(self.explain_local(&state, tenant, &e164));
         }
         let first = reports.iter().find(|r| r.name.is_some());
         Ok(Explanation {
@@ -90,12 +90,9 @@ impl LookupService {
         })
     }
 
-    fn explain_local(&self, tenant: Id, e164: &str) -> SourceReport {
+    fn explain_local(&self, state: &MirrorState, tenant: Id, e164: &str) -> SourceReport {
         let started = Instant::now();
-        let found = self
-            .inner
-            .local
-            .lookup(&self.inner.mirror.load(), tenant, e164);
+        let found = self.inner.local.lookup(state, tenant, e164);
         let name = found.and_then(|f| clean_name(&f.entry.name));
         SourceReport {
             source: LOCAL_SOURCE.into(),

@@ -28,6 +28,16 @@ pub enum Quota {
 }
 
 impl Quota {
+    pub const ALL: [Quota; 7] = [
+        Quota::Phones,
+        Quota::LinesPerPhone,
+        Quota::Templates,
+        Quota::TemplateVersions,
+        Quota::TemplateBytes,
+        Quota::DirectoryEntries,
+        Quota::DirectorySources,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             Quota::Phones => "phones",
@@ -110,6 +120,32 @@ impl QuotaConfig {
         )
         .with_details(json!({ "quota": quota.key(), "limit": limit, "wanted": wanted })))
     }
+}
+
+/// A `quotas` object in tenant settings (a global admin's) names known
+/// quotas with whole numbers.
+pub(crate) fn check_setting(settings: &Value) -> Result<(), ApiError> {
+    let Some(quotas) = settings.get("quotas") else {
+        return Ok(());
+    };
+    let Some(quotas) = quotas.as_object() else {
+        return Err(ApiError::invalid("settings.quotas must be an object"));
+    };
+    for (key, value) in quotas {
+        if !Quota::ALL.iter().any(|q| q.key() == key) {
+            let known: Vec<&str> = Quota::ALL.iter().map(|q| q.key()).collect();
+            return Err(ApiError::invalid(format!(
+                "settings.quotas.{key} is not a quota (known: {})",
+                known.join(", ")
+            )));
+        }
+        if value.as_u64().is_none() {
+            return Err(ApiError::invalid(format!(
+                "settings.quotas.{key} must be a whole number"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `quotas` object of a tenant's settings, if any.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::quotas::{keep_quotas, QuotaConfig};
+use super::quotas::{check_setting, keep_quotas};
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
     Principal,
@@ -82,32 +82,9 @@ pub(crate) fn view(t: &Tenant) -> TenantView {
     }
 }
 
-/// A `quotas` object in tenant settings names known quotas with whole
-/// numbers.
+/// Settings as a global admin sends them: quotas, if any, checked.
 fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
-    if let Some(quotas) = settings.get("quotas") {
-        let known = QuotaConfig::default();
-        let known = serde_json::to_value(known).unwrap_or_default();
-        let Some(quotas) = quotas.as_object() else {
-            return Err(ApiError::invalid("settings.quotas must be an object"));
-        };
-        for (key, value) in quotas {
-            if known.get(key).is_none() {
-                return Err(ApiError::invalid(format!(
-                    "settings.quotas.{key} is not a quota (known: {})",
-                    known
-                        .as_object()
-                        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default()
-                )));
-            }
-            if value.as_u64().is_none() {
-                return Err(ApiError::invalid(format!(
-                    "settings.quotas.{key} must be a whole number"
-                )));
-            }
-        }
-    }
+    check_setting(&settings)?;
     Ok(settings)
 }
 

@@ -44,10 +44,10 @@ pub enum ScopeKey<'a> {
     Other(&'a str),
 }
 
-impl<'a> Input<'a> {
-    /// The key a stored template occupies.
-    pub fn of_template(t: &'a Template) -> Input<'a> {
-        let scope = match t.scope {
+impl<'a> ScopeKey<'a> {
+    /// The scope a stored template's key names.
+    pub fn of(t: &'a Template) -> ScopeKey<'a> {
+        match t.scope {
             TemplateScope::Family => ScopeKey::Family,
             TemplateScope::Model => ScopeKey::Model(&t.scope_key),
             TemplateScope::Tenant => t
@@ -58,11 +58,17 @@ impl<'a> Input<'a> {
                 .scope_key
                 .parse()
                 .map_or(ScopeKey::Other(&t.scope_key), ScopeKey::Phone),
-        };
+        }
+    }
+}
+
+impl<'a> Input<'a> {
+    /// The key a stored template occupies.
+    pub fn of_template(t: &'a Template) -> Input<'a> {
         Input::Template {
             family: t.family,
             file: &t.file_pattern,
-            scope,
+            scope: ScopeKey::of(t),
         }
     }
 }

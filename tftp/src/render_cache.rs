@@ -142,18 +142,10 @@ fn template_stamps(
 
 /// Whether a template at `t`'s key could render the file `i` describes.
 fn may_render(t: &Template, i: &Inputs) -> bool {
-    let Input::Template {
-        family,
-        file,
-        scope,
-    } = Input::of_template(t)
-    else {
-        return false;
-    };
-    if family != i.family || file != i.template {
+    if t.family != i.family || *t.file_pattern != *i.template {
         return false;
     }
-    match scope {
+    match ScopeKey::of(t) {
         ScopeKey::Family => true,
         ScopeKey::Model(model) => i.model.as_deref() == Some(model),
         ScopeKey::Tenant(tenant) => i.phone.as_ref().is_some_and(|p| p.tenant_id == tenant),
