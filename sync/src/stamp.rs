@@ -6,9 +6,10 @@
 //!
 //! Rows need no stamp: an unchanged row keeps its `Arc` across versions and a
 //! changed one gets a new one, so holding the `Arc` and comparing pointers is
-//! the row's stamp. Stamps cover what a row pointer cannot: a set of rows
-//! ("the templates that could render yealink `{mac}.cfg`", "a tenant's
-//! directory"), where a row that appears is a change too.
+//! the row's stamp. Stamps cover what a row pointer cannot: a key or a set
+//! of rows ("the tenant-scope template of tenant 7 for yealink
+//! `{mac}.cfg`", "a tenant's directory"), where a row that appears or goes
+//! is a change too.
 
 use std::hash::Hash;
 
