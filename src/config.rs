@@ -7,8 +7,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use dialtone_tftp::engine::Budget;
+use dialtone_tftp::pool::PoolOptions;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -157,6 +160,17 @@ pub struct ProvisioningConfig {
     /// Cached files rendered again and compared each second, a canary for
     /// a cache that serves what a fresh render would not; 0 turns it off.
     pub render_self_check_per_s: usize,
+    /// What one render may spend (tenants write templates): MiniJinja fuel
+    /// (one per instruction, one per 64 bytes built), output size, time.
+    pub render_fuel: u64,
+    pub render_output_kb: usize,
+    pub render_time_ms: u64,
+    /// Renders at once (0: one per core), per tenant (0: half of them),
+    /// and waiting (overall, per tenant); past those, "busy".
+    pub render_threads: usize,
+    pub render_per_tenant: usize,
+    pub render_queue: usize,
+    pub render_tenant_queue: usize,
     /// Firmware and other static files, served as they are; indexed at start
     /// and on SIGHUP. Unset: none served.
     pub static_dir: Option<PathBuf>,
@@ -199,6 +213,13 @@ impl Default for ProvisioningConfig {
             templates_dir: PathBuf::from("templates"),
             render_cache_mb: 64,
             render_self_check_per_s: 20,
+            render_fuel: 500_000,
+            render_output_kb: 1024,
+            render_time_ms: 250,
+            render_threads: 0,
+            render_per_tenant: 0,
+            render_queue: 4096,
+            render_tenant_queue: 1024,
             static_dir: None,
             https_listen: None,
             tls_cert: None,
@@ -219,6 +240,23 @@ impl Default for ProvisioningConfig {
 }
 
 impl ProvisioningConfig {
+    /// The render budget and pool as the provisioning crate takes them.
+    pub fn render_options(&self) -> (Budget, PoolOptions) {
+        (
+            Budget {
+                fuel: self.render_fuel,
+                output_bytes: self.render_output_kb << 10,
+                time: Duration::from_millis(self.render_time_ms),
+            },
+            PoolOptions {
+                threads: self.render_threads,
+                per_tenant: self.render_per_tenant,
+                queue: self.render_queue,
+                tenant_queue: self.render_tenant_queue,
+            },
+        )
+    }
+
     pub fn base_url(&self) -> String {
         self.base_url
             .clone()
@@ -414,6 +452,13 @@ impl Config {
         if self.provisioning.tftp_blksize_limit < 8 || self.provisioning.tftp_windowsize_limit == 0
         {
             bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
+        }
+        let p = &self.provisioning;
+        if !(10_000..=100_000_000).contains(&p.render_fuel)
+            || !(16..=65_536).contains(&p.render_output_kb)
+            || !(10..=10_000).contains(&p.render_time_ms)
+        {
+            bail!("provisioning: render_fuel must be 10000..=100000000, render_output_kb 16..=65536 and render_time_ms 10..=10000");
         }
         if self.provisioning.https_listen.is_some()
             && (self.provisioning.tls_cert.is_none() || self.provisioning.tls_key.is_none())

@@ -66,6 +66,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         shipped,
         ProvisionOptions {
             base_url: config.provisioning.base_url(),
+            budget: config.provisioning.render_options().0,
             ..Default::default()
         },
     );

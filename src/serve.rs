@@ -240,6 +240,8 @@ pub async fn run(
             ProvisionOptions {
                 base_url: config.provisioning.base_url(),
                 render_cache_bytes: config.provisioning.render_cache_mb << 20,
+                budget: config.provisioning.render_options().0,
+                pool: config.provisioning.render_options().1,
                 guard: dialtone_tftp::guard::GuardOptions {
                     burst: config.provisioning.ban_burst,
                     per_minute: config.provisioning.ban_per_minute,

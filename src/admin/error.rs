@@ -156,6 +156,11 @@ impl From<ProvisionError> for ApiError {
                 "template": template, "line": line, "column": column, "message": message,
             })),
             ProvisionError::NotFound => ApiError::not_found("file"),
+            ProvisionError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many renders are waiting; try again",
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -5,6 +5,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use dialtone_sync::Phone;
 use dialtone_tftp::preview::PreviewFile;
 use dialtone_tftp::templates::Draft;
 use serde::{Deserialize, Serialize};
@@ -131,9 +132,9 @@ pub async fn preview(
     };
     let mut views = Vec::with_capacity(files.len());
     for file in files {
-        let now = state.provisioner.preview(&mac, &file, None)?;
+        let now = preview_on_pool(&state, &phone, &file, None).await?;
         let next = match &draft {
-            Some(draft) => state.provisioner.preview(&mac, &file, Some(draft))?,
+            Some(draft) => preview_on_pool(&state, &phone, &file, Some(draft.clone())).await?,
             None => now.clone(),
         };
         views.push(file_view(&now, next));
@@ -166,7 +167,7 @@ pub async fn phone_files(
     };
     let mut views = Vec::new();
     for file in state.provisioner.rendered_files_of(&phone) {
-        let now = state.provisioner.preview(&mac, &file, None)?;
+        let now = preview_on_pool(&state, &phone, &file, None).await?;
         views.push(file_view(&now, now.clone()));
     }
     Ok(axum::Json(PreviewView {
@@ -174,4 +175,22 @@ pub async fn phone_files(
         files: views,
     })
     .into_response())
+}
+
+/// One file's preview, rendered on the render pool under the phone's
+/// tenant's share: a draft is tenant-written work like any render.
+async fn preview_on_pool(
+    state: &AdminState,
+    phone: &Phone,
+    file: &str,
+    draft: Option<Draft>,
+) -> Result<PreviewFile, ApiError> {
+    let provisioner = state.provisioner.clone();
+    let (mac, file) = (phone.mac, file.to_string());
+    Ok(state
+        .provisioner
+        .on_pool(Some(phone.tenant_id), move || {
+            provisioner.preview(&mac, &file, draft.as_ref())
+        })
+        .await?)
 }

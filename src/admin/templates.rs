@@ -282,12 +282,14 @@ fn template_quotas(
 
 /// Syntax, file pattern and a trial render; 422 with line and column. The
 /// sample is a phone the caller may see, or "does not exist".
-fn check(
+/// The trial render runs on the render pool under `owner`'s share.
+async fn check(
     state: &AdminState,
     principal: &Principal,
     key: &TemplateKey,
     body: &str,
     sample_mac: Option<&str>,
+    owner: Option<Id>,
 ) -> Result<Validation, ApiError> {
     let mirror = state.mirror.load();
     let sample = match sample_mac {
@@ -303,10 +305,15 @@ fn check(
         }
         None => sample_phone(&mirror, key.scope, key.family, &key.scope_key).cloned(),
     };
-    let rendered =
-        state
-            .provisioner
-            .check_template(key.family, &key.file_pattern, body, sample.as_deref())?;
+    let provisioner = state.provisioner.clone();
+    let (family, file_pattern, body) = (key.family, key.file_pattern.clone(), body.to_string());
+    let trial = sample.clone();
+    let rendered = state
+        .provisioner
+        .on_pool(owner, move || {
+            provisioner.check_template(family, &file_pattern, &body, trial.as_deref())
+        })
+        .await?;
     Ok(Validation {
         ok: true,
         sample_mac: sample.map(|p| p.mac.to_string()),
@@ -377,13 +384,17 @@ pub async fn validate(
     }
     // A check is work a tenant causes: it obeys the size quota too.
     template_quotas(&state, owner, body.body.len(), false)?;
-    Ok(axum::Json(check(
-        &state,
-        &principal,
-        &key,
-        &body.body,
-        body.sample_mac.as_deref(),
-    )?)
+    Ok(axum::Json(
+        check(
+            &state,
+            &principal,
+            &key,
+            &body.body,
+            body.sample_mac.as_deref(),
+            owner,
+        )
+        .await?,
+    )
     .into_response())
 }
 
@@ -415,7 +426,9 @@ pub async fn create(
         &key,
         &body.body,
         body.sample_mac.as_deref(),
-    )?;
+        owner,
+    )
+    .await?;
     let tenant_slug =
         owner.and_then(|id| state.mirror.load().tenant(id).map(|t| t.slug.to_string()));
     commit(
@@ -478,7 +491,7 @@ pub(crate) async fn save_body(
     let key = template.key();
     let owner = scope_tenant(&state.mirror.load(), template);
     let keep_versions = template_quotas(state, owner, body.len(), false)?;
-    check(state, principal, &key, &body, sample_mac)?;
+    check(state, principal, &key, &body, sample_mac, owner).await?;
     let tenant = {
         let mirror = state.mirror.load();
         scope_tenant(&mirror, template)

@@ -23,6 +23,11 @@ pub enum ProvisionError {
         message: String,
     },
 
+    /// The render pool has too many renders waiting (for this tenant, or
+    /// overall); the client should retry.
+    #[error("too many renders waiting; try again")]
+    Busy,
+
     /// Data the render needs is unusable (a secret that will not decrypt).
     #[error("cannot render for this phone: {0}")]
     Data(String),

@@ -110,7 +110,7 @@ async fn fetch(
             }
         }
     }
-    match provisioner.provision(&request) {
+    match provisioner.provision_async(&request).await {
         Ok(file) => {
             let etag = HeaderValue::from_str(&file.etag).ok();
             let not_modified = headers
@@ -199,6 +199,12 @@ fn error_response(path: &str, user_agent: Option<&str>, error: ProvisionError) -
             tracing::info!(path, reason = why, "refused provisioning path");
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
+        ProvisionError::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+            "busy, try again\n",
+        )
+            .into_response(),
         other => {
             tracing::error!(path, user_agent, error = %other, "provisioning failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()

@@ -5,12 +5,17 @@ mod admission;
 #[cfg(test)]
 mod cache_tests;
 pub mod digest;
+pub mod engine;
+mod engine_check;
+#[cfg(test)]
+mod engine_tests;
 pub mod error;
 pub mod guard;
 pub mod http;
 pub mod http_server;
 pub mod identify;
 pub mod phonebook;
+pub mod pool;
 pub mod preview;
 pub mod provision;
 pub mod render;

@@ -139,7 +139,7 @@ impl Provisioner {
         model: Option<&str>,
         file: &str,
     ) -> Result<Vec<u8>, ProvisionError> {
-        let engine = compile(template)?;
+        let engine = compile(template, &self.options.budget)?;
         let lines = phone.map(|p| state.lines_of(p.id)).unwrap_or_default();
         let tenant = phone.and_then(|p| state.tenant(p.tenant_id));
         let subject = Subject {
@@ -157,6 +157,7 @@ impl Provisioner {
             &subject,
             &self.key,
             &self.options.base_url,
+            &self.options.budget,
         )
     }
 }

@@ -20,10 +20,12 @@ use dialtone_sync::store::BootRecord;
 
 use crate::admission;
 use crate::digest::DigestAuth;
+use crate::engine::{Budget, Engine};
 use crate::error::ProvisionError;
 use crate::guard::{Guard, GuardOptions};
-use crate::identify::{identify, FileKind, Identity};
+use crate::identify::{identify, FileKind, IdentifyError, Identity};
 use crate::phonebook;
+use crate::pool::{PoolOptions, RenderPool};
 use crate::render::{compile, content_type, render, Subject};
 use crate::render_cache::{Inputs, RenderCache, RenderKey};
 use crate::statics::{StaticFile, StaticIndex};
@@ -38,6 +40,9 @@ pub struct ProvisionOptions {
     /// Bound of the compiled-template cache, in templates.
     pub compiled_cache_entries: u64,
     pub guard: GuardOptions,
+    /// What each render may spend.
+    pub budget: Budget,
+    pub pool: PoolOptions,
 }
 
 impl Default for ProvisionOptions {
@@ -47,6 +52,8 @@ impl Default for ProvisionOptions {
             render_cache_bytes: 64 << 20,
             compiled_cache_entries: 2048,
             guard: GuardOptions::default(),
+            budget: Budget::default(),
+            pool: PoolOptions::default(),
         }
     }
 }
@@ -98,7 +105,7 @@ pub struct Request<'a> {
 /// version, the body proves it.
 struct Compiled {
     body: Arc<str>,
-    engine: tera::Tera,
+    engine: Engine,
 }
 
 /// The `outcome` label of a provisioning request: a short, bounded set.
@@ -109,6 +116,7 @@ fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
         Err(ProvisionError::Banned) => "banned",
         Err(ProvisionError::BadPath(_)) => "refused",
         Err(ProvisionError::Render { .. }) => "render_error",
+        Err(ProvisionError::Busy) => "busy",
         Err(_) => "error",
     }
 }
@@ -124,6 +132,7 @@ pub struct Provisioner {
     history: Option<HistorySink>,
     digest: DigestAuth,
     statics: ArcSwap<StaticIndex>,
+    pool: RenderPool,
 }
 
 impl Provisioner {
@@ -146,6 +155,7 @@ impl Provisioner {
             guard: Guard::new(options.guard.clone()),
             history: None,
             statics: ArcSwap::from_pointee(StaticIndex::default()),
+            pool: RenderPool::new(options.pool),
             // Every node derives the same nonce key, so a nonce one issued
             // is good at another behind the same load balancer.
             digest: DigestAuth::new(digest_key, std::time::Duration::from_secs(300), 100_000),
@@ -158,6 +168,18 @@ impl Provisioner {
     pub fn with_history(mut self, sink: HistorySink) -> Self {
         self.history = Some(sink);
         self
+    }
+
+    /// Runs `job` (a preview, a check) on the render pool under `tenant`'s
+    /// share, waiting at most the render time budget.
+    pub async fn on_pool<T, F>(&self, tenant: Option<Id>, job: F) -> Result<T, ProvisionError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ProvisionError> + Send + 'static,
+    {
+        self.pool
+            .run(tenant, self.options.budget.time, "the template", job)
+            .await
     }
 
     pub fn guard(&self) -> &Guard {
@@ -235,6 +257,8 @@ impl Provisioner {
     }
 
     /// Serves one request. Safe to call from any thread; never blocks on I/O.
+    /// Serves one request, rendering on the calling thread: for tools and
+    /// tests. Servers use [`Provisioner::provision_async`].
     pub fn provision(&self, request: &Request<'_>) -> Result<Rendered, ProvisionError> {
         self.provision_at(&self.mirror.load(), request)
     }
@@ -243,9 +267,51 @@ impl Provisioner {
     /// from this one mirror version.
     pub(crate) fn provision_at(
         &self,
-        state: &MirrorState,
+        state: &Arc<MirrorState>,
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
+        let (identity, phone, step) = self.decide(state, request)?;
+        let result = match step {
+            Step::Done(result) => result,
+            Step::Render(job) => self.finish(*job),
+        };
+        self.conclude(request, &identity, phone.as_ref(), &result);
+        result
+    }
+
+    /// Serves one request; a render (a cache miss) runs on the render pool,
+    /// under its tenant's share, so this never blocks the caller's thread.
+    pub async fn provision_async(
+        self: &Arc<Self>,
+        request: &Request<'_>,
+    ) -> Result<Rendered, ProvisionError> {
+        let state = self.mirror.load();
+        let (identity, phone, step) = self.decide(&state, request)?;
+        let result = match step {
+            Step::Done(result) => result,
+            Step::Render(job) => {
+                let this = self.clone();
+                let tenant = job.phone.as_ref().map(|p| p.tenant_id);
+                let label = job.file.clone();
+                self.pool
+                    .run(tenant, self.options.budget.time, &label, move || {
+                        this.finish(*job)
+                    })
+                    .await
+            }
+        };
+        self.conclude(request, &identity, phone.as_ref(), &result);
+        result
+    }
+
+    /// Everything but the render: the ban, identification, admission, the
+    /// caches. One decision for both entry points.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        state: &Arc<MirrorState>,
+        request: &Request<'_>,
+    ) -> Result<(Result<Identity, IdentifyError>, Option<Arc<Phone>>, Step), ProvisionError> {
         if request.remote.is_some_and(|ip| self.guard.is_banned(ip)) {
             return Err(ProvisionError::Banned);
         }
@@ -254,32 +320,46 @@ impl Provisioner {
             .as_ref()
             .ok()
             .and_then(|id| id.mac)
-            .and_then(|mac| state.phone_by_mac(&mac));
-        let result = match &identity {
-            Err(e) => Err(e.clone().into()),
-            Ok(_) if !admission::admitted(state, phone.map(|p| &**p), request) => {
-                Err(ProvisionError::NotFound)
+            .and_then(|mac| state.phone_by_mac(&mac))
+            .cloned();
+        let step = match &identity {
+            Err(e) => Step::Done(Err(e.clone().into())),
+            Ok(_) if !admission::admitted(state, phone.as_deref(), request) => {
+                Step::Done(Err(ProvisionError::NotFound))
             }
             Ok(id) => match id.kind {
                 FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
-                    self.render_file(state, phone, id)
+                    self.render_file(state, phone.as_ref(), id)
                 }
-                FileKind::PhoneDirectory => self.render_directory(state, phone, id, request.query),
-                FileKind::Static => self.static_file(request.path, id),
+                FileKind::PhoneDirectory => {
+                    Step::Done(self.render_directory(state, phone.as_ref(), id, request.query))
+                }
+                FileKind::Static => Step::Done(self.static_file(request.path, id)),
                 // Log uploads are writes; this core only reads.
-                FileKind::LogUpload => Err(ProvisionError::NotFound),
+                FileKind::LogUpload => Step::Done(Err(ProvisionError::NotFound)),
             },
         };
+        Ok((identity, phone, step))
+    }
+
+    /// Counts misses toward a ban, records history, counts the outcome.
+    fn conclude(
+        &self,
+        request: &Request<'_>,
+        identity: &Result<Identity, IdentifyError>,
+        phone: Option<&Arc<Phone>>,
+        result: &Result<Rendered, ProvisionError>,
+    ) {
         if let (Err(ProvisionError::NotFound | ProvisionError::BadPath(_)), Some(ip)) =
-            (&result, request.remote)
+            (result, request.remote)
         {
             self.guard.miss(ip);
         }
         // Only phones we know: a scanner's misses must not fill the table.
-        if let (Some(history), Ok(identity), Some(phone)) = (&self.history, &identity, phone) {
-            self.record(history, request, identity, phone, &result);
+        if let (Some(history), Ok(identity), Some(phone)) = (&self.history, identity, phone) {
+            self.record(history, request, identity, phone, result);
         }
-        let vendor = match (&result, &identity) {
+        let vendor = match (result, identity) {
             (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),
             (_, Ok(id)) => id.family.map_or("unknown", |f| f.as_str()),
             _ => "unknown",
@@ -288,10 +368,9 @@ impl Provisioner {
             "dialtone_provision_requests_total",
             "protocol" => request.protocol,
             "vendor" => vendor,
-            "outcome" => outcome_label(&result),
+            "outcome" => outcome_label(result),
         )
         .increment(1);
-        result
     }
 
     fn record(
@@ -374,23 +453,24 @@ impl Provisioner {
     /// one request is answered from one consistent mirror version.
     fn render_file(
         &self,
-        state: &MirrorState,
+        state: &Arc<MirrorState>,
         phone: Option<&Arc<Phone>>,
         identity: &Identity,
-    ) -> Result<Rendered, ProvisionError> {
+    ) -> Step {
         let phone = phone.cloned();
         if identity.kind == FileKind::DeviceConfig && phone.is_none() {
             // Unknown MAC: the same answer as an unknown file name.
-            return Err(ProvisionError::NotFound);
+            return Step::Done(Err(ProvisionError::NotFound));
         }
         // The phone's record is the authority on its family; a file name
         // that its family does not use is not found.
-        let family = match &phone {
-            Some(p) if identity.candidates.contains(&p.family) => p.family,
-            Some(_) if identity.kind == FileKind::DeviceConfig => {
-                return Err(ProvisionError::NotFound)
+        let family = match (&phone, identity.family) {
+            (Some(p), _) if identity.candidates.contains(&p.family) => p.family,
+            (Some(_), _) if identity.kind == FileKind::DeviceConfig => {
+                return Step::Done(Err(ProvisionError::NotFound))
             }
-            _ => identity.family.ok_or(ProvisionError::NotFound)?,
+            (_, Some(family)) => family,
+            (_, None) => return Step::Done(Err(ProvisionError::NotFound)),
         };
         // A phone known by its User-Agent MAC on a common file of another
         // family does not lend it its data.
@@ -403,27 +483,62 @@ impl Provisioner {
         let shipped = self.shipped.load();
         let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
         if let Some(hit) = self.rendered.get(&key, state, shipped.generation, model) {
-            return Ok(hit);
+            return Step::Done(Ok(hit));
+        }
+        // A render that failed fails the same way from the same inputs: a
+        // template that blows its budget for one phone costs it once.
+        if let Some(failure) = self.rendered.failed(&key, state, shipped.generation, model) {
+            return Step::Done(Err(failure));
         }
         metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
-        let target = Target {
+        Step::Render(Box::new(RenderJob {
+            state: state.clone(),
+            model: model.map(str::to_string),
+            key,
             family,
             template: identity.template,
             kind: identity.kind,
-            file: &identity.file,
-            phone: phone.as_ref(),
+            file: identity.file.clone(),
+            phone,
+        }))
+    }
+
+    /// Renders what `render_file` could not answer from the cache, and
+    /// caches the outcome if it is still current.
+    fn finish(&self, job: RenderJob) -> Result<Rendered, ProvisionError> {
+        let shipped = self.shipped.load();
+        let model = job.model.as_deref();
+        let target = Target {
+            family: job.family,
+            template: job.template,
+            kind: job.kind,
+            file: &job.file,
+            phone: job.phone.as_ref(),
             model,
         };
-        let rendered = self.render_target(state, &shipped, &target, true)?;
+        let result = self.render_target(&job.state, &shipped, &target, true);
         let latest = self.mirror.load();
-        self.rendered.fill(
-            key,
-            &rendered,
-            &latest,
-            self.shipped.load().generation,
-            model,
-        );
-        Ok(rendered)
+        let generation = self.shipped.load().generation;
+        match &result {
+            Ok(rendered) => {
+                self.rendered
+                    .fill(job.key, rendered, &latest, generation, model);
+            }
+            Err(error @ ProvisionError::Render { .. }) => {
+                let inputs = Inputs::of(
+                    &job.state,
+                    shipped.generation,
+                    job.family,
+                    job.template,
+                    job.phone.as_ref(),
+                    model,
+                );
+                self.rendered
+                    .fail(job.key, inputs, error, &latest, generation, model);
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// Renders one file from `state`, uncached. `reuse_compiled` false
@@ -463,6 +578,7 @@ impl Provisioner {
             &subject,
             &self.key,
             &self.options.base_url,
+            &self.options.budget,
         )?;
         let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..16]));
         Ok(Rendered {
@@ -490,7 +606,7 @@ impl Provisioner {
     ) -> Result<Arc<Compiled>, ProvisionError> {
         let compile = || -> Result<Arc<Compiled>, ProvisionError> {
             Ok(Arc::new(Compiled {
-                engine: compile(template)?,
+                engine: compile(template, &self.options.budget)?,
                 body: template.body.clone(),
             }))
         };
@@ -563,6 +679,25 @@ impl Provisioner {
     pub fn cached_files(&self) -> u64 {
         self.rendered.len()
     }
+}
+
+/// What `decide` concluded: an answer, or a render still to do.
+enum Step {
+    Done(Result<Rendered, ProvisionError>),
+    Render(Box<RenderJob>),
+}
+
+/// A render `decide` could not answer from the cache; it owns what it
+/// needs, so it can run on the pool.
+struct RenderJob {
+    state: Arc<MirrorState>,
+    key: RenderKey,
+    family: Family,
+    template: &'static str,
+    kind: FileKind,
+    file: String,
+    phone: Option<Arc<Phone>>,
+    model: Option<String>,
 }
 
 /// One file to render: what `provision()` identified, for a phone (or none).

@@ -1,6 +1,7 @@
-//! Rendering: the template context, the Tera engine, and escaping. Output is
-//! deterministic by construction: Tera 2's core has no clock or random
-//! functions, the context's maps are sorted, and lines come in key order.
+//! Rendering: the template context and escaping; the engine and its budget
+//! are in `engine.rs`. Output is deterministic by construction: the engine
+//! has no clock or random functions, the context's maps are sorted, and
+//! lines come in key order.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use dialtone_sync::{Family, Line, Phone, Purpose, SecretKey, Tenant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::engine::{Budget, Engine, Escape};
 use crate::error::ProvisionError;
 use crate::templates::Resolved;
 
@@ -25,73 +27,20 @@ pub fn content_type(family: Family) -> &'static str {
     }
 }
 
-fn escape_xml(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut last = 0;
-    for (i, c) in input.char_indices() {
-        let entity = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            '"' => "&quot;",
-            '\'' => "&apos;",
-            _ => continue,
-        };
-        out.write_all(&input.as_bytes()[last..i])?;
-        out.write_all(entity.as_bytes())?;
-        last = i + 1;
-    }
-    out.write_all(&input.as_bytes()[last..])
-}
-
-fn escape_text(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    for (i, part) in input.split(['\r', '\n']).enumerate() {
-        if i > 0 {
-            out.write_all(b" ")?;
-        }
-        out.write_all(part.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// Compiles one template into an engine of its own.
-pub fn compile(template: &Resolved) -> Result<tera::Tera, ProvisionError> {
-    let mut tera = tera::Tera::default();
-    tera.set_escape_fn(if is_xml(template.family) {
-        escape_xml
+/// Compiles one template with the escaping of its family's file format.
+pub fn compile(template: &Resolved, budget: &Budget) -> Result<Engine, ProvisionError> {
+    let escape = if is_xml(template.family) {
+        Escape::Xml
     } else {
-        escape_text
-    });
-    // Every name ends with "": escape every template's output.
-    tera.autoescape_on([""]);
-    tera.add_raw_template(template.name, &template.body)
-        .map_err(|e| template_error(&template.label(), &e))?;
-    Ok(tera)
-}
-
-/// Finds the line and column Tera reports, anywhere in the error chain.
-pub fn template_error(label: &str, error: &tera::Error) -> ProvisionError {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(te) = e.downcast_ref::<tera::Error>() {
-            if let tera::ErrorKind::SyntaxError(report) | tera::ErrorKind::RenderingError(report) =
-                te.kind()
-            {
-                return ProvisionError::Render {
-                    template: label.to_string(),
-                    line: Some(report.span().start_line),
-                    column: Some(report.span().start_col + 1),
-                    message: report.message().to_string(),
-                };
-            }
-        }
-        current = e.source();
-    }
-    ProvisionError::Render {
-        template: label.to_string(),
-        line: None,
-        column: None,
-        message: error.to_string(),
-    }
+        Escape::Text
+    };
+    Engine::compile(
+        &template.label(),
+        template.name,
+        &template.body,
+        escape,
+        budget,
+    )
 }
 
 #[derive(Serialize)]
@@ -192,12 +141,23 @@ pub struct Subject<'a> {
 }
 
 pub fn render(
-    engine: &tera::Tera,
+    engine: &Engine,
     template: &Resolved,
     subject: &Subject<'_>,
     key: &SecretKey,
     base_url: &str,
+    budget: &Budget,
 ) -> Result<Vec<u8>, ProvisionError> {
+    let context = context(subject, key, base_url)?;
+    engine.render(&template.label(), &template.body, context, budget)
+}
+
+/// The render context of TEMPLATES.md, as the engine's value.
+pub fn context(
+    subject: &Subject<'_>,
+    key: &SecretKey,
+    base_url: &str,
+) -> Result<minijinja::Value, ProvisionError> {
     let mac = subject.phone.map(|p| p.mac);
     let mac_text = mac.map(|m| m.to_string()).unwrap_or_default();
     let mac_colon = mac
@@ -254,46 +214,20 @@ pub fn render(
         },
         file: FileCtx { name: subject.file },
     };
-    let context = tera::Context::from_serialize(&context)
-        .map_err(|e| template_error(&template.label(), &e))?;
-    // A panic inside the engine must cost this phone its file, not the
-    // server its worker.
-    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.render(template.name, &context)
-    }));
-    match rendered {
-        Ok(Ok(text)) => Ok(text.into_bytes()),
-        Ok(Err(e)) => Err(template_error(&template.label(), &e)),
-        Err(_) => Err(ProvisionError::Render {
-            template: template.label(),
-            line: None,
-            column: None,
-            message: "the template engine panicked".into(),
-        }),
-    }
+    Ok(minijinja::Value::from(minijinja::value::Serde(&context)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    type EscapeFn = fn(&str, &mut dyn std::io::Write) -> std::io::Result<()>;
-
-    fn escaped(f: EscapeFn, s: &str) -> String {
-        let mut out = Vec::new();
-        f(s, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
+    use crate::engine::{write_text, write_xml};
 
     #[test]
     fn escapes() {
-        assert_eq!(
-            escaped(escape_xml, r#"a&b<c>"d'"#),
-            "a&amp;b&lt;c&gt;&quot;d&apos;"
-        );
-        assert_eq!(
-            escaped(escape_text, "pw\nsip.evil = 1\r\n"),
-            "pw sip.evil = 1  "
-        );
+        let mut xml = String::new();
+        write_xml(&mut xml, r#"a&b<c>"d'"#).unwrap();
+        assert_eq!(xml, "a&amp;b&lt;c&gt;&quot;d&apos;");
+        let mut text = String::new();
+        write_text(&mut text, "pw\nsip.evil = 1\r\n").unwrap();
+        assert_eq!(text, "pw sip.evil = 1  ");
     }
 }

@@ -17,7 +17,11 @@ use dialtone_sync::stamp::{Input, ScopeKey};
 use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState, Phone, Template, Tenant};
 use moka::sync::Cache;
 
+use crate::error::ProvisionError;
 use crate::provision::Rendered;
+
+/// Failed renders remembered at most; each is a key and an error message.
+const FAILURES: u64 = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct RenderKey {
@@ -170,6 +174,9 @@ fn build(bytes: u64) -> Cache<RenderKey, Rendered> {
 pub(crate) struct RenderCache {
     /// Swapped whole (emptied) when its size changes on SIGHUP.
     files: ArcSwap<Cache<RenderKey, Rendered>>,
+    /// Renders that failed (a template error, a blown budget), with what
+    /// they were made from: served like files, while still current.
+    failures: Cache<RenderKey, Arc<(Inputs, ProvisionError)>>,
     /// Keys the self-check has yet to visit in its current pass.
     unchecked: Mutex<Vec<RenderKey>>,
 }
@@ -178,6 +185,7 @@ impl RenderCache {
     pub fn new(bytes: u64) -> RenderCache {
         RenderCache {
             files: ArcSwap::from_pointee(build(bytes)),
+            failures: Cache::new(FAILURES),
             unchecked: Mutex::default(),
         }
     }
@@ -226,6 +234,36 @@ impl RenderCache {
         current
     }
 
+    /// The error a render from what `state` holds now ended with, if any.
+    pub fn failed(
+        &self,
+        key: &RenderKey,
+        state: &MirrorState,
+        shipped: u64,
+        model: Option<&str>,
+    ) -> Option<ProvisionError> {
+        let failure = self.failures.get(key)?;
+        failure
+            .0
+            .is_current(state, shipped, model)
+            .then(|| failure.1.clone())
+    }
+
+    /// Remembers a failed render, on the same terms as `fill`.
+    pub fn fail(
+        &self,
+        key: RenderKey,
+        inputs: Inputs,
+        error: &ProvisionError,
+        latest: &MirrorState,
+        shipped: u64,
+        model: Option<&str>,
+    ) {
+        if inputs.is_current(latest, shipped, model) {
+            self.failures.insert(key, Arc::new((inputs, error.clone())));
+        }
+    }
+
     pub fn peek(&self, key: &RenderKey) -> Option<Rendered> {
         self.files.load().get(key)
     }
@@ -241,6 +279,7 @@ impl RenderCache {
 
     pub fn clear(&self) {
         self.files.load().invalidate_all();
+        self.failures.invalidate_all();
     }
 
     pub fn len(&self) -> u64 {

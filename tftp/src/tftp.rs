@@ -271,37 +271,46 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
         send_error(shared, peer, 0, "server busy, try again");
         return; // `done` releases the slot and the entry
     }
-    let source = match shared.provisioner.provision(&Request {
-        path: &request.file,
-        user_agent: None,
-        remote: Some(peer.ip()),
-        protocol: "tftp",
-        query: None,
-    }) {
-        Ok(rendered) => match &rendered.file {
-            Some(file) => Source::File {
-                path: file.path.clone(),
-                len: file.len,
-            },
-            None => Source::Memory(rendered.body.clone()),
-        },
-        // A banned source learns nothing: it looks like any unknown file.
-        Err(ProvisionError::NotFound | ProvisionError::Banned) => {
-            return send_error(shared, peer, ERR_NOT_FOUND, "File not found")
-        }
-        Err(ProvisionError::BadPath(why)) => {
-            tracing::info!(client = %peer, path = request.file, reason = why, "refused TFTP path");
-            return send_error(shared, peer, ERR_ACCESS, "Access violation");
-        }
-        Err(e) => {
-            tracing::error!(client = %peer, path = request.file, error = %e, "TFTP provisioning failed");
-            return send_error(shared, peer, 0, "internal error");
-        }
-    };
+    // Provisioning runs in the transfer's own task: a render (a cache miss)
+    // waits for the render pool there, never on this listener.
+    let shared = shared.clone();
     tokio::spawn(async move {
         let _done = done;
+        let provisioned = shared
+            .provisioner
+            .provision_async(&Request {
+                path: &request.file,
+                user_agent: None,
+                remote: Some(peer.ip()),
+                protocol: "tftp",
+                query: None,
+            })
+            .await;
+        let source = match provisioned {
+            Ok(rendered) => match &rendered.file {
+                Some(file) => Source::File {
+                    path: file.path.clone(),
+                    len: file.len,
+                },
+                None => Source::Memory(rendered.body.clone()),
+            },
+            // A banned source learns nothing: it looks like any unknown file.
+            Err(ProvisionError::NotFound | ProvisionError::Banned) => {
+                return send_error(&shared, peer, ERR_NOT_FOUND, "File not found")
+            }
+            Err(ProvisionError::BadPath(why)) => {
+                tracing::info!(client = %peer, path = request.file, reason = why, "refused TFTP path");
+                return send_error(&shared, peer, ERR_ACCESS, "Access violation");
+            }
+            Err(ProvisionError::Busy) => {
+                return send_error(&shared, peer, 0, "server busy, try again")
+            }
+            Err(e) => {
+                tracing::error!(client = %peer, path = request.file, error = %e, "TFTP provisioning failed");
+                return send_error(&shared, peer, 0, "internal error");
+            }
+        };
         let _active = ActiveTransfer::start();
-        let shared = _done.shared.clone();
         let started = std::time::Instant::now();
         let file = request.file.clone();
         let running = std::panic::AssertUnwindSafe(transfer(&shared, peer, request, source));

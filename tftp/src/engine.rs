@@ -1,0 +1,343 @@
+//! The template engine and the budget every render runs under.
+//!
+//! Templates are written by tenant admins, so a render is untrusted work:
+//! it must stop by itself, whatever the template does. MiniJinja's fuel is
+//! the engine-side budget: every instruction costs fuel, and so does every
+//! byte a render produces (output, concatenated or repeated strings, filter
+//! results), checked before large allocations. A loop that runs too long, a
+//! string that doubles and an output that grows all run out of fuel. On top
+//! of that the output is capped in bytes and the render checks a wall-clock
+//! deadline at every write; the render pool (`pool.rs`) enforces the same
+//! deadline on whoever waits, and keeps renders off the TFTP listener and
+//! the async workers.
+//!
+//! The syntax is the one users wrote for Tera: Jinja's, plus Tera's keyword
+//! forms `range(end=…)`, `default(value=…)` and `throw(message=…)`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use minijinja::value::{Kwargs, Rest};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+use crate::error::ProvisionError;
+
+/// What one render may spend. Defaults leave the largest shipped file (a
+/// phone with the most lines and keys its family has) far inside every
+/// limit; `tests/budget.rs` checks that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// MiniJinja fuel: one per instruction, plus one per 64 bytes of data
+    /// produced. Also bounds the memory a render can build up.
+    pub fuel: u64,
+    /// Largest rendered file.
+    pub output_bytes: usize,
+    /// Longest a render may take, from the moment it starts running.
+    pub time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            fuel: 500_000,
+            output_bytes: 1 << 20,
+            time: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Longest list `range()` builds; both Tera and Jinja stop there.
+const MAX_RANGE: i64 = 100_000;
+
+/// One template, compiled, with the escaping of its file format.
+pub struct Engine {
+    env: Environment<'static>,
+    name: &'static str,
+}
+
+/// How `{{ }}` output is made safe for the file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    Xml,
+    /// `key = value` formats: no line breaks inside a value.
+    Text,
+}
+
+impl Engine {
+    /// Parses `body`. Syntax errors carry the line and column.
+    pub fn compile(
+        label: &str,
+        name: &'static str,
+        body: &str,
+        escape: Escape,
+        budget: &Budget,
+    ) -> Result<Engine, ProvisionError> {
+        crate::engine_check::check(name, body).map_err(|refused| ProvisionError::Render {
+            template: label.to_string(),
+            line: Some(refused.line),
+            column: Some(refused.column),
+            message: refused.message,
+        })?;
+        let mut env = Environment::new();
+        env.set_debug(true);
+        // Tera keeps it, and a phone re-applies a file on any byte change.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(|e| template_error(label, body, &e, None))?;
+        env.set_syntax(syntax);
+        env.set_fuel(Some(budget.fuel));
+        // Like Tera: an unknown name is an error (a typo fails the preview,
+        // not a phone), but `{% if x %}` and `is defined` may ask about it.
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_formatter(move |out, _state, value| format_value(out, value, escape));
+        env.add_function("range", range);
+        env.add_function("throw", throw);
+        env.add_filter("default", default);
+        env.add_filter("d", default);
+        env.add_template_owned(name, body.to_string())
+            .map_err(|e| template_error(label, body, &e, None))?;
+        Ok(Engine { env, name })
+    }
+
+    /// Renders with `context`, within `budget`.
+    pub fn render(
+        &self,
+        label: &str,
+        body: &str,
+        context: Value,
+        budget: &Budget,
+    ) -> Result<Vec<u8>, ProvisionError> {
+        let template = self
+            .env
+            .get_template(self.name)
+            .map_err(|e| template_error(label, body, &e, None))?;
+        let mut out = Bounded {
+            buf: Vec::new(),
+            limit: budget.output_bytes,
+            deadline: Instant::now() + budget.time,
+            exceeded: None,
+        };
+        // A panic inside the engine must cost this phone its file, not the
+        // server its worker.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            template.render_captured_to(context, &mut out).map(|_| ())
+        }));
+        match rendered {
+            Ok(Ok(())) => Ok(out.buf),
+            Ok(Err(e)) => {
+                let exceeded = out.exceeded.map(|limit| limit.describe(budget));
+                Err(template_error(label, body, &e, exceeded))
+            }
+            Err(_) => Err(ProvisionError::Render {
+                template: label.to_string(),
+                line: None,
+                column: None,
+                message: "the template engine panicked".into(),
+            }),
+        }
+    }
+
+    /// The fuel one render with `context` consumes (budget checks in tests).
+    pub fn fuel_used(&self, context: Value) -> Result<u64, Error> {
+        let template = self.env.get_template(self.name)?;
+        let captured = template.render_captured(context)?;
+        Ok(captured.state().fuel_levels().map_or(0, |(used, _)| used))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Output,
+    Time,
+}
+
+impl Limit {
+    fn describe(self, budget: &Budget) -> String {
+        match self {
+            Limit::Output => format!(
+                "the rendered file passed its size budget of {} bytes",
+                budget.output_bytes
+            ),
+            Limit::Time => format!(
+                "the render passed its time budget of {} ms",
+                budget.time.as_millis()
+            ),
+        }
+    }
+}
+
+/// The render's output: capped in bytes, and the deadline is checked at
+/// every write, so a loop that writes stops on time as well as on fuel.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+    deadline: Instant,
+    exceeded: Option<Limit>,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let limit = if self.buf.len() + data.len() > self.limit {
+            Limit::Output
+        } else if Instant::now() > self.deadline {
+            Limit::Time
+        } else {
+            self.buf.extend_from_slice(data);
+            return Ok(data.len());
+        };
+        self.exceeded = Some(limit);
+        Err(std::io::Error::other("render budget exceeded"))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn format_value(out: &mut minijinja::Output, value: &Value, escape: Escape) -> Result<(), Error> {
+    if value.is_undefined() {
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            "this name is not in the render context",
+        ));
+    }
+    if value.is_none() {
+        return Ok(());
+    }
+    let text = value.to_string();
+    let written = if value.is_safe() {
+        out.write_str(&text)
+    } else {
+        match escape {
+            Escape::Xml => write_xml(out, &text),
+            Escape::Text => write_text(out, &text),
+        }
+    };
+    written.map_err(|_| Error::new(ErrorKind::WriteFailure, "the output was refused"))
+}
+
+pub(crate) fn write_xml(out: &mut impl std::fmt::Write, input: &str) -> std::fmt::Result {
+    let mut last = 0;
+    for (i, c) in input.char_indices() {
+        let entity = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&quot;",
+            '\'' => "&apos;",
+            _ => continue,
+        };
+        out.write_str(&input[last..i])?;
+        out.write_str(entity)?;
+        last = i + 1;
+    }
+    out.write_str(&input[last..])
+}
+
+pub(crate) fn write_text(out: &mut impl std::fmt::Write, input: &str) -> std::fmt::Result {
+    for (i, part) in input.split(['\r', '\n']).enumerate() {
+        if i > 0 {
+            out.write_str(" ")?;
+        }
+        out.write_str(part)?;
+    }
+    Ok(())
+}
+
+/// `range(5)`, `range(1, 5)`, `range(1, 10, 2)` and Tera's
+/// `range(end=5)`, `range(start=1, end=5, step_by=2)`.
+fn range(args: Rest<i64>, kwargs: Kwargs) -> Result<Value, Error> {
+    let keyword = |name: &str| kwargs.get::<Option<i64>>(name);
+    let (start, end, step) = match args.as_slice() {
+        [] => (
+            keyword("start")?.unwrap_or(0),
+            keyword("end")?
+                .ok_or_else(|| Error::new(ErrorKind::MissingArgument, "range needs an end"))?,
+            keyword("step_by")?.unwrap_or(1),
+        ),
+        [end] => (0, *end, 1),
+        [start, end] => (*start, *end, 1),
+        [start, end, step] => (*start, *end, *step),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::TooManyArguments,
+                "range takes at most three numbers",
+            ))
+        }
+    };
+    kwargs.assert_all_used()?;
+    if step == 0 {
+        return Err(Error::new(ErrorKind::InvalidOperation, "range step is 0"));
+    }
+    let count = if (step > 0 && end > start) || (step < 0 && end < start) {
+        (end.abs_diff(start) - 1) / step.unsigned_abs() + 1
+    } else {
+        0
+    };
+    if count > MAX_RANGE as u64 {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("range of {count} numbers; at most {MAX_RANGE}"),
+        ));
+    }
+    let numbers: Vec<i64> = (0..count as i64).map(|i| start + i * step).collect();
+    Ok(Value::from(numbers))
+}
+
+/// Tera's `throw(message=…)`: fail the render with a message of the
+/// template's own.
+fn throw(args: Rest<String>, kwargs: Kwargs) -> Result<Value, Error> {
+    let message = match args.first() {
+        Some(m) => m.clone(),
+        None => kwargs.get::<String>("message")?,
+    };
+    kwargs.assert_all_used()?;
+    Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// Jinja's `default(x)` and Tera's `default(value=x)`: `x` when the value
+/// is undefined or none.
+fn default(value: Value, fallback: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let fallback = match fallback {
+        Some(v) => v,
+        None => kwargs.get::<Option<Value>>("value")?.unwrap_or_default(),
+    };
+    kwargs.assert_all_used()?;
+    Ok(if value.is_undefined() || value.is_none() {
+        fallback
+    } else {
+        value
+    })
+}
+
+/// Where MiniJinja says the error is, as a line and a 1-based column;
+/// `exceeded` replaces the engine's message when a limit of ours stopped it.
+fn template_error(
+    label: &str,
+    body: &str,
+    error: &Error,
+    exceeded: Option<String>,
+) -> ProvisionError {
+    let column = error.range().and_then(|range| {
+        let before = body.get(..range.start)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Some(before[line_start..].chars().count() + 1)
+    });
+    let message = match (exceeded, error.kind()) {
+        (Some(limit), _) => limit,
+        (None, ErrorKind::OutOfFuel) => "the render used up its budget of steps: a loop runs \
+             too long or builds too much text"
+            .to_string(),
+        (None, kind) => match error.detail() {
+            Some(detail) => format!("{kind}: {detail}"),
+            None => kind.to_string(),
+        },
+    };
+    ProvisionError::Render {
+        template: label.to_string(),
+        line: error.line(),
+        column,
+        message,
+    }
+}

@@ -1,0 +1,189 @@
+//! The engine's syntax (what users wrote for Tera still works) and its
+//! budget (what a hostile template can do stops, with a position).
+
+use std::time::{Duration, Instant};
+
+use minijinja::Value;
+
+use crate::engine::{Budget, Engine, Escape};
+use crate::error::ProvisionError;
+
+fn context() -> Value {
+    Value::from(minijinja::value::Serde(serde_json::json!({
+        "phone": {"mac": "001565000001", "label": "Lobby <1>"},
+        "lines": [{"position": 1, "display_name": "A\nB"}, {"position": 2, "display_name": "C"}],
+        "settings": {"line_keys": []},
+    })))
+}
+
+fn render_with(body: &str, escape: Escape, budget: &Budget) -> Result<String, ProvisionError> {
+    let engine = Engine::compile("test/t", "t", body, escape, budget)?;
+    let bytes = engine.render("test/t", body, context(), budget)?;
+    Ok(String::from_utf8(bytes).unwrap())
+}
+
+fn render(body: &str) -> Result<String, ProvisionError> {
+    render_with(body, Escape::Xml, &Budget::default())
+}
+
+fn render_error(body: &str, budget: &Budget) -> (Option<usize>, Option<usize>, String) {
+    match render_with(body, Escape::Text, budget) {
+        Err(ProvisionError::Render {
+            line,
+            column,
+            message,
+            ..
+        }) => (line, column, message),
+        other => panic!("expected a template error, got {other:?}"),
+    }
+}
+
+#[test]
+fn tera_forms_still_work() {
+    let body = "{% for i in range(end=3) %}{{ i }}{% endfor %}|\
+                {% for i in range(start=1, end=7, step_by=2) %}{{ i }}{% endfor %}|\
+                {{ nothing | default(value=\"x\") }}{{ nothing | default(\"y\") }}|\
+                {% if nothing is defined %}no{% else %}yes{% endif %}|\
+                {% for line in lines %}{{ loop.index }}{{ line.position }}{% endfor %}";
+    assert_eq!(render(body).unwrap(), "012|135|xy|yes|1122");
+    let (_, _, message) = render_error("{{ throw(message=\"stop here\") }}", &Budget::default());
+    assert!(message.contains("stop here"), "{message}");
+}
+
+#[test]
+fn output_is_escaped_for_the_format() {
+    assert_eq!(render("{{ phone.label }}").unwrap(), "Lobby &lt;1&gt;");
+    assert_eq!(
+        render_with(
+            "{% for l in lines %}{{ l.display_name }};{% endfor %}",
+            Escape::Text,
+            &Budget::default()
+        )
+        .unwrap(),
+        "A B;C;"
+    );
+}
+
+#[test]
+fn unknown_names_are_errors_with_a_position() {
+    let (line, column, _) = render_error(
+        "ok\n  {{ phone.mac }}{{ phone.nope.deeper }}",
+        &Budget::default(),
+    );
+    assert_eq!(line, Some(2));
+    assert!(column.is_some_and(|c| c >= 3), "{column:?}");
+    // A syntax error points at the tag.
+    let (line, _, _) = render_error("a\nb\n{% for %}", &Budget::default());
+    assert_eq!(line, Some(3));
+    // Statements that need other templates do not exist here.
+    let (_, _, message) = render_error("{% include \"other\" %}", &Budget::default());
+    assert!(
+        message.contains("include") || message.contains("syntax"),
+        "{message}"
+    );
+}
+
+/// Each of these ran for minutes or until the process aborted under Tera.
+/// Here each stops on its own budget, quickly, with a position.
+#[test]
+fn bombs_stop_within_budget() {
+    let budget = Budget::default();
+    let bombs = [
+        // Nested loops that write nothing: fuel.
+        "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}",
+        // Nested loops that write: output bytes or fuel.
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ phone.mac }}{% endfor %}{% endfor %}",
+        // One huge repeat: checked before it is allocated.
+        "{% for i in range(100000) %}{{ (\"x\" * 100000) | length }}{% endfor %}",
+        "{{ ([phone.mac] * 100000) | string | length }}{% for i in range(100000) %}{{ ([phone.mac] * 100000) ~ \"\" }}{% endfor %}",
+        // Long chains in one expression.
+        "{{ (lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines) | length }}{% for i in range(100000) %}{{ (phone.mac ~ phone.mac ~ phone.mac ~ phone.mac) | length }}{% endfor %}",
+        // Joining a big range into text over and over.
+        "{% for i in range(100000) %}{% if (range(100000) | join(\",\")) == \"\" %}x{% endif %}{% endfor %}",
+    ];
+    for bomb in bombs {
+        eprintln!("BOMB {bomb}");
+        let started = Instant::now();
+        let (line, _, message) = render_error(bomb, &budget);
+        eprintln!("  -> {message} in {:?}", started.elapsed());
+        let took = started.elapsed();
+        assert!(line.is_some(), "{bomb}: no line in {message}");
+        assert!(
+            message.contains("budget"),
+            "{bomb}: stopped for another reason: {message}"
+        );
+        // Generous for a loaded debug build; the point is seconds, not minutes.
+        assert!(took < Duration::from_secs(10), "{bomb}: took {took:?}");
+    }
+}
+
+/// Rebinding names to computed values builds shared values that fuel
+/// cannot see the size of; such templates are refused at compile time.
+#[test]
+fn rebinding_is_refused_with_a_position() {
+    for (body, line) in [
+        ("a\n{% set n = namespace(l=[1]) %}", 2),
+        (
+            "{% for i in lines %}\n  {% set x = [i, i] %}{% endfor %}",
+            2,
+        ),
+        ("{% with x = lines %}{% endwith %}", 1),
+        ("\n\n{{ lines + lines }}", 3),
+        ("{{ phone.mac * phone.mac }}", 1),
+        ("{{ lines * 1000000 }}", 1),
+        ("{% for x in [lines, lines] %}{% endfor %}", 1),
+        ("{% for x in lines ~ lines %}{% endfor %}", 1),
+        ("{% for x in lines recursive %}{{ loop(x) }}{% endfor %}", 1),
+    ] {
+        let (got, column, message) = render_error(body, &Budget::default());
+        assert_eq!(got, Some(line), "{body}: {message}");
+        assert!(column.is_some(), "{body}");
+        assert!(
+            message.contains("not supported")
+                || message.contains("need")
+                || message.contains("loop may"),
+            "{body}: {message}"
+        );
+    }
+    // What the check allows.
+    assert_eq!(
+        render("{% for l in lines | reverse %}{{ l.position + 10 }}{{ loop.index * 2 }}{% endfor %}{% for x in [1, 2] %}{{ x }}{% endfor %}")
+            .unwrap(),
+        "12211412"
+    );
+}
+
+#[test]
+fn each_limit_stops_a_render_by_itself() {
+    let loop_writing = "{% for i in range(100000) %}{{ phone.mac }}{% endfor %}";
+    let output = Budget {
+        output_bytes: 1000,
+        ..Budget::default()
+    };
+    let (_, _, message) = render_error(loop_writing, &output);
+    assert!(message.contains("1000 bytes"), "{message}");
+    let time = Budget {
+        time: Duration::ZERO,
+        ..Budget::default()
+    };
+    let (_, _, message) = render_error(loop_writing, &time);
+    assert!(message.contains("time budget"), "{message}");
+    let fuel = Budget {
+        fuel: 1000,
+        ..Budget::default()
+    };
+    let (_, _, message) = render_error(loop_writing, &fuel);
+    assert!(message.contains("budget of steps"), "{message}");
+    // The same template within its budget renders.
+    let ample = Budget {
+        fuel: 10_000_000,
+        output_bytes: 10 << 20,
+        time: Duration::from_secs(60),
+    };
+    assert_eq!(
+        render_with(loop_writing, Escape::Text, &ample)
+            .unwrap()
+            .len(),
+        1_200_000
+    );
+}
