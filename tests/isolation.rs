@@ -171,7 +171,8 @@ async fn postgres_with(env: &[(&str, &str)]) -> (TestDb, Tenants) {
 /// Item 1: a template check with another tenant's phone as its sample is
 /// answered exactly like one with a phone that does not exist.
 async fn sample_phones_of_another_tenant_do_not_exist(t: Tenants) {
-    let probe = "{{ throw(message=(tenant|str) ~ \" | \" ~ phone.label ~ \" | \" ~ (lines|str)) }}";
+    let probe =
+        "{{ throw(message=(tenant|string) ~ \" | \" ~ phone.label ~ \" | \" ~ (lines|string)) }}";
     let ask = |mac: &str| {
         json!({ "scope": "tenant", "tenant": "acme", "family": "yealink",
                 "file_pattern": "{mac}.cfg", "body": probe, "sample_mac": mac })
@@ -773,4 +774,158 @@ async fn a_tenant_grows_only_within_its_quotas_on_sqlite() {
 async fn a_tenant_grows_only_within_its_quotas_on_postgresql() {
     let (_db, t) = postgres_with(&SMALL_QUOTAS).await;
     a_tenant_grows_only_within_its_quotas(t).await;
+}
+
+/// Templates that would run for minutes or until the process aborts.
+const BOMBS: [&str; 3] = [
+    "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{{ phone.mac }}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{{ (phone.mac * 100000) | length }}{% endfor %}",
+];
+
+/// The first packet a TFTP server answers an RRQ with.
+fn tftp_first_packet(server: std::net::SocketAddr, file: &str) -> Option<Vec<u8>> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(file.as_bytes());
+    rrq.extend_from_slice(b"\0octet\0");
+    socket.send_to(&rrq, server).ok()?;
+    let mut buf = [0u8; 1024];
+    let (len, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..len].to_vec())
+}
+
+/// Item 3: a template bomb, checked, previewed or stored and fired by its
+/// phone's fetch, stops on its budget with a template error; the other
+/// tenant's phone and the server carry on.
+async fn render_bombs_stop_on_their_budget(t: Tenants) {
+    // Checks and previews (a read token may check): 422 with a position.
+    for bomb in BOMBS {
+        let validate = json!({ "scope": "tenant", "tenant": "acme", "family": "yealink",
+                               "file_pattern": "{mac}.cfg", "body": bomb });
+        let preview = json!({ "mac": ACME_PHONE, "file": format!("{ACME_PHONE}.cfg"),
+                              "scope": "tenant", "tenant": "acme", "family": "yealink",
+                              "file_pattern": "{mac}.cfg", "body": bomb });
+        for (api, path, body) in [
+            (&t.acme_read, "/v1/templates/validate", validate),
+            (&t.acme_admin, "/v1/preview", preview),
+        ] {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(60),
+                api.send(Method::POST, path, Some(body), None),
+            )
+            .await
+            .expect("a bomb must not hold a request");
+            let (status, _, reply) = answer;
+            assert_eq!(status, 422, "{path}: {reply}");
+            assert_eq!(reply["error"]["code"], "template_error", "{reply}");
+            assert!(reply["error"]["details"]["line"].is_number(), "{reply}");
+            assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("budget"),
+                "{reply}"
+            );
+        }
+    }
+    // Rebinding names to computed values is refused before anything runs.
+    let (status, _, reply) = t
+        .acme_read
+        .send(
+            Method::POST,
+            "/v1/templates/validate",
+            Some(json!({ "scope": "tenant", "tenant": "acme", "family": "yealink",
+                "file_pattern": "{mac}.cfg",
+                "body": "{% set s = namespace(v=\"xx\") %}{% for i in range(64) %}{% set s.v = s.v ~ s.v %}{% endfor %}" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(reply["error"]["details"]["line"], 1, "{reply}");
+
+    // A stored bomb that fires only for one phone passes its check...
+    let guarded = format!(
+        "{{% if phone.label == \"boom\" %}}{}{{% endif %}}ok\n",
+        BOMBS[0]
+    );
+    let (status, _, reply) = t
+        .acme_admin
+        .send(
+            Method::POST,
+            "/v1/templates",
+            Some(
+                json!({ "scope": "phone", "mac": ACME_PHONE, "family": "yealink",
+                         "file_pattern": "{mac}.cfg", "body": guarded }),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, _, reply) = t
+        .acme_admin
+        .send(
+            Method::PUT,
+            &format!("/v1/phones/{ACME_PHONE}"),
+            Some(
+                json!({ "tenant": "acme", "family": "yealink", "model": "T46S", "label": "boom",
+                "lines": [{ "extension": "100", "display_name": "Alice Example",
+                            "registrar": "sip.acme.example" }] }),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // ...then its phone's fetches fail cleanly, every time, once the edit
+    // is live; the other tenant's phone is served all along.
+    let prov = t.server.prov_addr;
+    let tftp = t.server.tftp_addr;
+    let mut failed = 0;
+    for _ in 0..100 {
+        let http =
+            tokio::task::spawn_blocking(move || http_get(prov, &format!("/{ACME_PHONE}.cfg")))
+                .await
+                .unwrap();
+        if http.as_ref().is_some_and(|(status, _)| *status == 500) {
+            failed += 1;
+            if failed == 3 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(failed, 3, "the bomb never fired");
+    let packet =
+        tokio::task::spawn_blocking(move || tftp_first_packet(tftp, &format!("{ACME_PHONE}.cfg")))
+            .await
+            .unwrap()
+            .expect("TFTP answers");
+    assert_eq!(packet[..2], [0, 5], "a TFTP error packet");
+    let theirs =
+        tokio::task::spawn_blocking(move || http_get(prov, &format!("/{GLOBEX_PHONE}.cfg")))
+            .await
+            .unwrap()
+            .expect("globex's phone is served");
+    assert_eq!(theirs.0, 200);
+    assert!(theirs.1.contains("Hank Scorpio"), "{}", theirs.1);
+    let theirs =
+        tokio::task::spawn_blocking(move || tftp_get(tftp, &format!("{GLOBEX_PHONE}.cfg")))
+            .await
+            .unwrap()
+            .expect("globex's phone is served over TFTP");
+    assert!(String::from_utf8_lossy(&theirs).contains("Hank Scorpio"));
+    t.assert_no_globex_reached_acme();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_bombs_stop_on_their_budget_on_sqlite() {
+    render_bombs_stop_on_their_budget(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_bombs_stop_on_their_budget_on_postgresql() {
+    let (_db, t) = postgres().await;
+    render_bombs_stop_on_their_budget(t).await;
 }

@@ -90,7 +90,12 @@ impl Engine {
         // Like Tera: an unknown name is an error (a typo fails the preview,
         // not a phone), but `{% if x %}` and `is defined` may ask about it.
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        env.set_formatter(move |out, _state, value| format_value(out, value, escape));
+        env.set_formatter(move |out, state, value| {
+            if EXCEEDED.get().is_some() {
+                state.consume_fuel(u64::MAX)?;
+            }
+            format_value(out, value, escape)
+        });
         env.add_function("range", range);
         env.add_function("throw", throw);
         env.add_filter("default", default);
@@ -112,23 +117,29 @@ impl Engine {
             .env
             .get_template(self.name)
             .map_err(|e| template_error(label, body, &e, None))?;
+        EXCEEDED.set(None);
         let mut out = Bounded {
             buf: Vec::new(),
             limit: budget.output_bytes,
             deadline: Instant::now() + budget.time,
-            exceeded: None,
         };
         // A panic inside the engine must cost this phone its file, not the
         // server its worker.
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             template.render_captured_to(context, &mut out).map(|_| ())
         }));
+        let exceeded = EXCEEDED.take().map(|limit| limit.describe(budget));
         match rendered {
-            Ok(Ok(())) => Ok(out.buf),
-            Ok(Err(e)) => {
-                let exceeded = out.exceeded.map(|limit| limit.describe(budget));
-                Err(template_error(label, body, &e, exceeded))
-            }
+            Ok(Ok(())) if exceeded.is_none() => Ok(out.buf),
+            // Output that ran past its cap with no `{{ }}` after it: the
+            // render ended, but the file is not whole.
+            Ok(Ok(())) => Err(ProvisionError::Render {
+                template: label.to_string(),
+                line: None,
+                column: None,
+                message: exceeded.unwrap_or_default(),
+            }),
+            Ok(Err(e)) => Err(template_error(label, body, &e, exceeded)),
             Err(_) => Err(ProvisionError::Render {
                 template: label.to_string(),
                 line: None,
@@ -146,7 +157,7 @@ impl Engine {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Limit {
     Output,
     Time,
@@ -167,27 +178,35 @@ impl Limit {
     }
 }
 
+thread_local! {
+    /// The limit of ours a render on this thread ran into, if any.
+    static EXCEEDED: std::cell::Cell<Option<Limit>> = const { std::cell::Cell::new(None) };
+}
+
 /// The render's output: capped in bytes, and the deadline is checked at
-/// every write, so a loop that writes stops on time as well as on fuel.
+/// every write. Past either it keeps nothing more and raises `EXCEEDED`;
+/// the next `{{ }}` then empties the fuel, so the engine stops with the
+/// position of that expression (an I/O error would lose it), and a loop
+/// with no `{{ }}` stops when its fuel runs out.
 struct Bounded {
     buf: Vec<u8>,
     limit: usize,
     deadline: Instant,
-    exceeded: Option<Limit>,
 }
 
 impl Write for Bounded {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let limit = if self.buf.len() + data.len() > self.limit {
-            Limit::Output
+        if EXCEEDED.get().is_some() {
+            return Ok(data.len());
+        }
+        if self.buf.len() + data.len() > self.limit {
+            EXCEEDED.set(Some(Limit::Output));
         } else if Instant::now() > self.deadline {
-            Limit::Time
+            EXCEEDED.set(Some(Limit::Time));
         } else {
             self.buf.extend_from_slice(data);
-            return Ok(data.len());
-        };
-        self.exceeded = Some(limit);
-        Err(std::io::Error::other("render budget exceeded"))
+        }
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

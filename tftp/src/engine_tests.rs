@@ -102,10 +102,8 @@ fn bombs_stop_within_budget() {
         "{% for i in range(100000) %}{% if (range(100000) | join(\",\")) == \"\" %}x{% endif %}{% endfor %}",
     ];
     for bomb in bombs {
-        eprintln!("BOMB {bomb}");
         let started = Instant::now();
         let (line, _, message) = render_error(bomb, &budget);
-        eprintln!("  -> {message} in {:?}", started.elapsed());
         let took = started.elapsed();
         assert!(line.is_some(), "{bomb}: no line in {message}");
         assert!(
@@ -160,14 +158,23 @@ fn each_limit_stops_a_render_by_itself() {
         output_bytes: 1000,
         ..Budget::default()
     };
-    let (_, _, message) = render_error(loop_writing, &output);
+    let (line, _, message) = render_error(loop_writing, &output);
     assert!(message.contains("1000 bytes"), "{message}");
+    assert_eq!(line, Some(1), "{message}");
+    // Text alone past the cap: no position to give, still an error.
+    let raw = Budget {
+        output_bytes: 16,
+        ..Budget::default()
+    };
+    let (_, _, message) = render_error("0123456789abcdefghijklmnopq", &raw);
+    assert!(message.contains("16 bytes"), "{message}");
     let time = Budget {
         time: Duration::ZERO,
         ..Budget::default()
     };
-    let (_, _, message) = render_error(loop_writing, &time);
+    let (line, _, message) = render_error(loop_writing, &time);
     assert!(message.contains("time budget"), "{message}");
+    assert_eq!(line, Some(1), "{message}");
     let fuel = Budget {
         fuel: 1000,
         ..Budget::default()

@@ -3,6 +3,8 @@
 
 mod admission;
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod cache_tests;
 pub mod digest;
 pub mod engine;

@@ -1,0 +1,113 @@
+//! Every shipped template renders far inside the default budget for the
+//! biggest phone a family has: the budget stops bombs, never real files.
+//! Fuel is the engine's own count, so this holds on any machine.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dialtone_sync::{Family, Line, Mac, Phone, Purpose, SecretKey, Tenant};
+
+use crate::engine::Budget;
+use crate::identify::template_names;
+use crate::render::{compile, context, Subject};
+use crate::templates::{Origin, Resolved, Shipped};
+
+/// More than any family takes: Poly VVX and Yealink T5x register at most 16
+/// to 34 lines, and Yealink with three expansion modules has 27 + 120 keys.
+const LINES: i32 = 34;
+const LINE_KEYS: usize = 160;
+
+fn biggest_phone(key: &SecretKey, family: Family) -> (Phone, Vec<Arc<Line>>, Tenant) {
+    let long = |what: &str, n: i32| format!("{what} {n} {}", "x".repeat(48));
+    let keys: Vec<_> = (0..LINE_KEYS)
+        .map(|i| serde_json::json!({"type": 16, "value": format!("{}", 2000 + i), "label": long("Key", i as i32)}))
+        .collect();
+    let phone = Phone {
+        id: 1,
+        tenant_id: 1,
+        mac: "001565aabbcc".parse::<Mac>().unwrap(),
+        family,
+        model: Some("T46S".into()),
+        label: Some(long("Front desk", 0).into()),
+        variables: serde_json::json!({ "line_keys": keys }).to_string().into(),
+        http_user: None,
+        http_password: None,
+        updated_at: 0,
+    };
+    let lines = (1..=LINES)
+        .map(|position| {
+            Arc::new(Line {
+                id: position.into(),
+                phone_id: 1,
+                position,
+                extension: format!("{}", 1000 + position).into(),
+                display_name: long("Reception & <Sales>", position).into(),
+                auth_user: long("auth", position).into(),
+                password: Some(key.seal(Purpose::LinePassword, &long("secret", position))),
+                registrar: "sip.pbx.example.net".into(),
+                proxy: Some("proxy.example.net".into()),
+                settings: "{}".into(),
+                updated_at: 0,
+            })
+        })
+        .collect();
+    let tenant = Tenant {
+        id: 1,
+        slug: "acme".into(),
+        name: "Acme Incorporated".into(),
+        default_region: "US".into(),
+        settings: r#"{"timezone": "America/New_York", "utc_offset": "-5"}"#.into(),
+        updated_at: 0,
+    };
+    (phone, lines, tenant)
+}
+
+#[test]
+fn shipped_templates_render_far_inside_the_default_budget() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let shipped = Shipped::load(&dir, 1).unwrap();
+    let key = SecretKey::parse(&"11".repeat(32)).unwrap();
+    let budget = Budget::default();
+    let mut checked = 0;
+    for family in Family::ALL.iter().copied() {
+        let (phone, lines, tenant) = biggest_phone(&key, family);
+        for name in template_names(family) {
+            let Some(body) = shipped.get(family, name) else {
+                continue;
+            };
+            let template = Resolved {
+                origin: Origin::Shipped { generation: 1 },
+                family,
+                name,
+                body: body.clone(),
+            };
+            let subject = Subject {
+                mask_secrets: false,
+                family,
+                phone: Some(&phone),
+                lines: &lines,
+                tenant: Some(&tenant),
+                model: None,
+                file: name,
+            };
+            let engine = compile(&template, &budget).unwrap();
+            let context = context(&subject, &key, "http://prov.example.net").unwrap();
+            let fuel = engine.fuel_used(context.clone()).unwrap();
+            let bytes = engine
+                .render(&template.label(), body, context, &budget)
+                .unwrap()
+                .len();
+            eprintln!("{family}/{name}: fuel {fuel}, {bytes} bytes");
+            assert!(
+                fuel * 10 <= budget.fuel,
+                "{family}/{name} uses {fuel} fuel, over a tenth of the budget"
+            );
+            assert!(
+                bytes * 10 <= budget.output_bytes,
+                "{family}/{name} is {bytes} bytes, over a tenth of the budget"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} shipped templates found");
+}
