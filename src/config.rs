@@ -153,8 +153,10 @@ pub struct ProvisioningConfig {
     /// How phones reach the provisioning listener; templates build URLs
     /// (profile rules, directory) from it. Default: `http://<http_listen>`.
     pub base_url: Option<String>,
-    /// Shipped templates, `<dir>/<family>/<name>.tera`; re-read on SIGHUP.
-    pub templates_dir: PathBuf,
+    /// Templates in place of (or beside) the built-in shipped ones,
+    /// `<dir>/<family>/<name>.tera`; re-read on SIGHUP. Unset: the
+    /// built-in set only.
+    pub templates_dir: Option<PathBuf>,
     /// Bound of the rendered-file cache; a change on SIGHUP empties it.
     pub render_cache_mb: u64,
     /// Cached files rendered again and compared each second, a canary for
@@ -210,7 +212,7 @@ impl Default for ProvisioningConfig {
         ProvisioningConfig {
             http_listen: "127.0.0.1:8081".parse().expect("valid default"),
             base_url: None,
-            templates_dir: PathBuf::from("templates"),
+            templates_dir: None,
             render_cache_mb: 64,
             render_self_check_per_s: 20,
             render_fuel: 500_000,
@@ -240,6 +242,14 @@ impl Default for ProvisioningConfig {
 }
 
 impl ProvisioningConfig {
+    /// The shipped templates: built in, with `templates_dir` over them.
+    pub fn shipped_source(&self) -> dialtone_tftp::templates::Source {
+        match &self.templates_dir {
+            Some(dir) => dialtone_tftp::templates::Source::BuiltInWith(dir.clone()),
+            None => dialtone_tftp::templates::Source::BuiltIn,
+        }
+    }
+
     /// The render budget and pool as the provisioning crate takes them.
     pub fn render_options(&self) -> (Budget, PoolOptions) {
         (

@@ -1,5 +1,5 @@
-//! The API listener's router. This issue serves health and readiness; the
-//! admin API and lookups join it later.
+//! Health and readiness on the API listener (`/healthz`, `/readyz`), and
+//! the readiness rules they report.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,6 +9,7 @@ mod directory_cmd;
 mod http;
 mod import_cmd;
 mod logging;
+mod metric_help;
 mod phlem;
 mod prometheus;
 mod render_cmd;
@@ -50,7 +51,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: the data layer plus its HTTP health endpoints.
+    /// Run the server: provisioning (TFTP, HTTP, HTTPS), caller-name lookups,
+    /// the admin API and page, health and metrics, on one mirror.
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,

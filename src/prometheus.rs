@@ -21,9 +21,11 @@ const DURATION_BUCKETS: &[f64] = &[
 
 /// Installs the process-wide recorder. Only `serve` does.
 pub fn install() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)?
-        .install_recorder()
+        .install_recorder()?;
+    crate::metric_help::describe();
+    Ok(handle)
 }
 
 #[derive(Clone)]
@@ -47,7 +49,7 @@ pub async fn render(State(state): State<MetricsState>) -> Response {
     metrics::gauge!("dialtone_mirror_lag_seconds").set(seconds(health.last_sync_at));
     metrics::gauge!("dialtone_mirror_stale_seconds").set(seconds(health.stale_since));
     metrics::gauge!("dialtone_mirror_version").set(mirror.version() as f64);
-    metrics::gauge!("dialtone_mirror_full_reloads").set(health.full_reloads as f64);
+    metrics::counter!("dialtone_mirror_full_reloads_total").absolute(health.full_reloads);
     let counts = mirror.counts();
     for (table, rows) in [
         ("tenants", counts.tenants),

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dialtone_sync::{watcher, Mac, Mirror};
 use dialtone_tftp::identify::file_names;
-use dialtone_tftp::{ProvisionError, ProvisionOptions, Provisioner, Request, Shipped};
+use dialtone_tftp::{Protocol, ProvisionError, ProvisionOptions, Provisioner, Request, Shipped};
 
 use crate::config::Config;
 
@@ -30,7 +30,7 @@ pub struct RenderArgs {
 fn render(provisioner: &Provisioner, name: &str) -> Result<Option<Arc<[u8]>>, ProvisionError> {
     let request = Request {
         path: name,
-        protocol: "tftp",
+        protocol: Protocol::Render,
         ..Default::default()
     };
     match provisioner.provision(&request) {
@@ -51,15 +51,9 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     watcher::full_load(&mirror, &*store)
         .await
         .context("loading the database")?;
-    let dir = &config.provisioning.templates_dir;
-    let shipped = Shipped::load(dir, 1)
-        .with_context(|| format!("reading shipped templates from {}", dir.display()))?;
-    if shipped.is_empty() {
-        eprintln!(
-            "warning: no shipped templates in {} (provisioning.templates_dir); only stored templates render",
-            dir.display()
-        );
-    }
+    let source = config.provisioning.shipped_source();
+    let shipped = Shipped::from_source(&source, 1)
+        .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let provisioner = Provisioner::new(
         mirror.clone(),
         key,

@@ -222,12 +222,9 @@ pub async fn run(
         }
         _ => None,
     };
-    let templates_dir = config.provisioning.templates_dir.clone();
-    let shipped = Shipped::load(&templates_dir, 1)
-        .with_context(|| format!("reading shipped templates from {}", templates_dir.display()))?;
-    if shipped.is_empty() {
-        tracing::warn!(dir = %templates_dir.display(), "no shipped templates found; only stored templates will render");
-    }
+    let source = config.provisioning.shipped_source();
+    let shipped = Shipped::from_source(&source, 1)
+        .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let mirror = Arc::new(Mirror::new());
     load_mirror(&config, &*store, &key, &mirror, demo).await?;
     let (history, history_writer) =
@@ -394,7 +391,7 @@ pub async fn run(
                     );
                 }
             }
-            match provisioner.reload_shipped(&templates_dir) {
+            match provisioner.reload_shipped() {
                 Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
                 Err(e) => {
                     tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
@@ -478,7 +475,8 @@ pub async fn run(
         }
         None => None,
     };
-    // TFTP runs on async-tftp's own executor, on a thread of its own.
+    // TFTP runs on a runtime of its own, on a thread of its own, so a flood
+    // of UDP never competes with the API's workers.
     let tftp = match tftp_socket {
         Some(socket) => Some(
             dialtone_tftp::tftp::spawn(
@@ -535,8 +533,8 @@ pub async fn run(
         }
     }
     if let Some(tftp) = tftp {
-        // Stops taking requests at once; a transfer in flight is cut short,
-        // and the phone retries (TFTP has no graceful close).
+        // Refuses new requests at once (an error packet) and lets running
+        // transfers finish within their grace period.
         match tokio::task::spawn_blocking(move || tftp.join()).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),

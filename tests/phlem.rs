@@ -392,6 +392,50 @@ fn phones_with_credentials_answer_digest_challenges() {
         text(&out.stderr)
     );
     assert_eq!(report(&json)["steps"]["yealink {mac}.cfg"]["transfers"], 1);
+    // The review tool shows the protected phone's files too, and they are
+    // the bytes HTTP serves the phone with its credentials.
+    let rendered = dir.path().join("rendered");
+    let mut render = dialtone(dir.path(), &url);
+    // Same base URL as the server: templates build URLs from it.
+    render
+        .args(["render", "--all", "--out"])
+        .arg(&rendered)
+        .env("DIALTONE_PROVISIONING__BASE_URL", &target);
+    let out = run(render);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        rendered.join("001565000044.cfg").is_file(),
+        "{}",
+        text(&out.stdout)
+    );
+    let verify = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--phones",
+            "database",
+            "--quiet",
+            "--verify",
+            rendered.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    let mut list = dialtone(dir.path(), &url);
+    list.args(["render", "001565000044"]);
+    let out = run(list);
+    assert!(
+        text(&out.stdout).contains("001565000044.cfg"),
+        "{}",
+        text(&out.stdout)
+    );
     // The same phone without its credentials is refused, and phlem says so.
     let csv = write_file(dir.path(), "nocreds.csv", "001565000044,yealink,T46S\n");
     let out = phlem(

@@ -68,10 +68,15 @@ fn scrape(server: &Server) -> Samples {
     let (status, body) = server.try_get("/metrics").expect("/metrics answers");
     assert_eq!(status, 200);
     let mut samples = Vec::new();
+    let (mut typed, mut described) = (Vec::new(), std::collections::HashSet::new());
     for line in body.lines().filter(|l| !l.is_empty()) {
         if let Some(comment) = line.strip_prefix('#') {
             let words: Vec<&str> = comment.split_whitespace().collect();
+            if words.first() == Some(&"HELP") && words.len() > 2 {
+                described.insert(words[1].to_string());
+            }
             if words.first() == Some(&"TYPE") {
+                typed.push(words[1].to_string());
                 assert!(
                     matches!(
                         words.get(2),
@@ -83,6 +88,9 @@ fn scrape(server: &Server) -> Samples {
             continue;
         }
         samples.push(parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line:?}")));
+    }
+    for name in typed {
+        assert!(described.contains(&name), "{name} has no # HELP line");
     }
     samples
 }
@@ -139,6 +147,7 @@ fn metrics_parse_as_prometheus_text_and_have_the_series() {
         "dialtone_mirror_lag_seconds",
         "dialtone_mirror_stale_seconds",
         "dialtone_mirror_rows",
+        "dialtone_mirror_full_reloads_total",
         "dialtone_lookups_total",
         "dialtone_lookup_duration_seconds_count",
         "dialtone_task_restarts_total",
@@ -455,4 +464,38 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The shipped templates are built in: `serve` and `render` started from a
+/// directory with no `templates/` folder, and no `templates_dir`, still
+/// render every family's files.
+#[test]
+fn shipped_templates_do_not_depend_on_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!dir.path().join("templates").exists());
+    let url = sqlite_url(dir.path());
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[("DIALTONE_PROVISIONING__TEMPLATES_DIR", "")],
+    );
+    let (status, body) = http_get(server.prov_addr, "/0015654aa937.cfg").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("account.1.enable"), "{body}");
+    let base = format!("http://{}", server.prov_addr);
+    let mut render = dialtone(dir.path(), &url);
+    render
+        .args(["render", "0015654aa937", "0015654aa937.cfg"])
+        .env("DIALTONE_PROVISIONING__BASE_URL", &base);
+    let out = run(render);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim_end(), body.trim_end());
+    let all = dir.path().join("all");
+    let mut render = dialtone(dir.path(), &url);
+    render.args(["render", "--all", "--out"]).arg(&all);
+    let out = run(render);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = std::fs::read_dir(&all).unwrap().count();
+    assert!(files >= 10, "{files} files: {}", text(&out.stdout));
 }

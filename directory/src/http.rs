@@ -1,5 +1,5 @@
 //! Lookup routes on the API listener, shaped for the PBXes that call them
-//! (see `../shared/lookup-formats.md`):
+//! (see `docs/pbx-formats.md`):
 //!
 //! - `GET /v1/lookup?number=N&key=K`: the name as the whole plain-text body,
 //!   empty on a miss (mod_cidlookup and Asterisk `CURL()` take the body as

@@ -140,7 +140,7 @@ pub fn suffix(number: &str, len: usize) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Messy inputs from ../shared/README.md's fictional ranges.
+    /// Messy inputs from the fictional ranges of docs/test-data.md.
     const CASES: &[(&str, &str, &str)] = &[
         // NANP 555-01xx, region US
         ("+1 (555) 010-1234", "US", "+15550101234"),

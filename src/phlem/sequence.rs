@@ -1,5 +1,5 @@
 //! What each family's phones request at boot, in order, and the User-Agent
-//! they send (from ../shared/vendors.md). A step may depend on an earlier
+//! they send (from docs/vendors.md). A step may depend on an earlier
 //! answer: Poly phones fetch the files their master file names.
 
 use dialtone_sync::{Family, Mac};
@@ -41,7 +41,7 @@ fn optional(file: String, pattern: &'static str) -> Step {
     }
 }
 
-/// Yealink's model-common file codes (vendors.md).
+/// Yealink's model-common file codes (docs/vendors.md).
 const YEALINK_CODES: &[(&str, &str)] = &[
     ("T46G", "28"),
     ("T48G", "35"),

@@ -167,7 +167,7 @@ macro_rules! text_enum {
 }
 
 text_enum!(
-    /// Vendor families, as named in `../shared/vendors.md`.
+    /// Vendor families, as named in `docs/vendors.md`.
     Family {
         Yealink = "yealink",
         Poly = "poly",

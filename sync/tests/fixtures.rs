@@ -1,5 +1,5 @@
 //! Data builders shared by the sync tests. MACs use real vendor OUIs and
-//! numbers the reserved fictional ranges (see ../shared/README.md).
+//! numbers the reserved fictional ranges (see docs/test-data.md).
 #![allow(dead_code)]
 
 use std::sync::Arc;

@@ -5,14 +5,14 @@ use std::net::IpAddr;
 
 use dialtone_sync::{MirrorState, Phone, Tenant};
 
-use crate::provision::Request;
+use crate::provision::{Protocol, Request};
 
 /// False means "answer as if the phone did not exist".
 pub(crate) fn admitted(state: &MirrorState, phone: Option<&Phone>, request: &Request<'_>) -> bool {
     let Some(phone) = phone else { return true };
     // Credentials protect a phone over HTTP; TFTP cannot carry them, so
     // such a phone's files are not served over TFTP at all.
-    if request.protocol == "tftp" && phone.http_user.is_some() {
+    if request.protocol == Protocol::Tftp && phone.http_user.is_some() {
         return false;
     }
     if !tenant_prefix_matches(state, request.path, phone) {

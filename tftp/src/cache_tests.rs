@@ -285,7 +285,7 @@ fn every_input_is_checked_on_read_without_the_change_stream() {
                     "# shipped v2\n",
                 )
                 .unwrap();
-                f.provisioner.reload_shipped(f._dir.path()).unwrap();
+                f.provisioner.reload_shipped().unwrap();
             }),
         ),
     ];

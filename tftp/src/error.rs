@@ -23,6 +23,11 @@ pub enum ProvisionError {
         message: String,
     },
 
+    /// The phone has HTTP credentials and the request did not prove them;
+    /// `stale`: only the Digest nonce expired.
+    #[error("device authentication required")]
+    Unauthorized { stale: bool },
+
     /// The render pool has too many renders waiting (for this tenant, or
     /// overall); the client should retry.
     #[error("too many renders waiting; try again")]

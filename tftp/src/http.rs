@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::digest::Verdict;
+use crate::device_auth::HttpAuth;
 use crate::error::ProvisionError;
-use crate::provision::{Provisioner, Request};
+use crate::provision::{Protocol, Provisioner, Request};
 
 #[derive(Clone)]
 struct Front {
@@ -74,42 +74,21 @@ async fn fetch(
         path: &path,
         user_agent,
         remote: Some(remote.ip()),
-        protocol: if secure { "https" } else { "http" },
+        protocol: if secure {
+            Protocol::Https
+        } else {
+            Protocol::Http
+        },
         query: query.as_deref(),
-    };
-    if let Some((user, password)) = provisioner.device_credentials(&request) {
-        if provisioner.guard().is_banned(remote.ip()) {
-            return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
-        }
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
         // HEAD is answered by the GET route; the client signed its own method.
-        let verdict = match authorization.and_then(|a| a.strip_prefix("Basic ")) {
-            // Basic sends the password itself: only inside TLS.
-            Some(basic) if secure => basic_verdict(basic, &user, &password),
-            Some(_) => Verdict::Denied,
-            None => provisioner.digest().verify(
-                authorization,
-                method.as_str(),
-                target,
-                &user,
-                &password,
-            ),
-        };
-        match verdict {
-            Verdict::Ok => {}
-            Verdict::Stale => return unauthorized(&provisioner, true),
-            verdict => {
-                if authorization.is_some() {
-                    tracing::info!(%remote, path, ?verdict, "device authentication failed");
-                    provisioner.guard().miss(remote.ip());
-                }
-                return unauthorized(&provisioner, false);
-            }
-        }
-    }
+        auth: Some(HttpAuth {
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+            method: method.as_str(),
+            target: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+        }),
+    };
     match provisioner.provision_async(&request).await {
         Ok(file) => {
             let etag = HeaderValue::from_str(&file.etag).ok();
@@ -159,20 +138,7 @@ async fn fetch(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        Err(e) => error_response(&path, user_agent, e),
-    }
-}
-
-fn basic_verdict(encoded: &str, user: &str, password: &str) -> Verdict {
-    use base64::Engine;
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return Verdict::Denied;
-    };
-    let expected = format!("{user}:{password}");
-    if crate::digest::constant_time_eq(&decoded, expected.as_bytes()) {
-        Verdict::Ok
-    } else {
-        Verdict::Denied
+        Err(e) => error_response(&provisioner, &path, user_agent, e),
     }
 }
 
@@ -189,7 +155,12 @@ fn unauthorized(provisioner: &Provisioner, stale: bool) -> Response {
 }
 
 /// Clients get a status and generic text; the detail goes to the log.
-fn error_response(path: &str, user_agent: Option<&str>, error: ProvisionError) -> Response {
+fn error_response(
+    provisioner: &Provisioner,
+    path: &str,
+    user_agent: Option<&str>,
+    error: ProvisionError,
+) -> Response {
     match error {
         ProvisionError::NotFound => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         ProvisionError::Banned => {
@@ -199,6 +170,7 @@ fn error_response(path: &str, user_agent: Option<&str>, error: ProvisionError) -
             tracing::info!(path, reason = why, "refused provisioning path");
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
+        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale),
         ProvisionError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("5"))],

@@ -1,7 +1,7 @@
 //! Device identification: which phone asks for which file. Pure functions
 //! over the request path (TFTP file name or HTTP path) and the HTTP
 //! User-Agent, driven by the table in [`RULES`]. Facts come from
-//! `../shared/vendors.md`; the tests cite its rows.
+//! `docs/vendors.md`; the tests check its examples family by family.
 //!
 //! Identification never consults the database. Where a file name alone does
 //! not tell the family (`<mac>.cfg` is Yealink, Poly and Fanvil), the
@@ -291,7 +291,7 @@ fn match_tokens<'a>(tokens: &[Tok], input: &'a str, caps: &mut Captures<'a>) -> 
     }
 }
 
-/// Yealink's per-model codes in `y0000000000XX.cfg` (vendors.md).
+/// Yealink's per-model codes in `y0000000000XX.cfg` (docs/vendors.md).
 #[rustfmt::skip]
 const YEALINK_CODES: &[(&str, &str)] = &[("28", "T46G"), ("35", "T48G"), ("66", "T46S"), ("96", "T54W"), ("25", "W52P")];
 
@@ -498,7 +498,7 @@ fn mac_in(text: &str) -> Option<Mac> {
     trimmed.parse().ok().filter(|m: &Mac| m.0 != [0; 6])
 }
 
-/// Reads the User-Agent formats of vendors.md. Anything else is `None`.
+/// Reads the User-Agent formats of docs/vendors.md. Anything else is `None`.
 pub fn parse_user_agent(ua: &str) -> Option<UserAgent> {
     let ua = ua.trim();
     let words: Vec<&str> = ua.split_whitespace().collect();

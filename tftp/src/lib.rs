@@ -6,6 +6,7 @@ mod admission;
 mod budget_tests;
 #[cfg(test)]
 mod cache_tests;
+pub mod device_auth;
 pub mod digest;
 pub mod engine;
 mod engine_check;
@@ -31,5 +32,5 @@ pub use error::ProvisionError;
 pub use identify::{
     identify, parse_user_agent, sanitize_path, FileKind, IdentifyError, Identity, UserAgent,
 };
-pub use provision::{ProvisionOptions, Provisioner, Rendered, Request};
+pub use provision::{Protocol, ProvisionOptions, Provisioner, Rendered, Request};
 pub use templates::Shipped;

@@ -19,6 +19,7 @@ use dialtone_sync::history::HistorySink;
 use dialtone_sync::store::BootRecord;
 
 use crate::admission;
+use crate::device_auth::HttpAuth;
 use crate::digest::DigestAuth;
 use crate::engine::{Budget, Engine};
 use crate::error::ProvisionError;
@@ -87,6 +88,30 @@ enum CompiledKey {
     },
 }
 
+/// Who asks: decides admission (credentials, TFTP) and labels history and
+/// metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Tftp,
+    Http,
+    Https,
+    /// `dialtone render`: the operator's review tool, which sees every
+    /// phone's files as the phone would get them.
+    Render,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tftp => "tftp",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Render => "render",
+        }
+    }
+}
+
 /// A request as either transport sees it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Request<'a> {
@@ -95,8 +120,9 @@ pub struct Request<'a> {
     pub user_agent: Option<&'a str>,
     /// The source address: for bans and history. `None` in tools and tests.
     pub remote: Option<std::net::IpAddr>,
-    /// `tftp`, `http` or `https`, for history.
-    pub protocol: &'static str,
+    pub protocol: Protocol,
+    /// What an HTTP request brings to prove it is the phone.
+    pub auth: Option<HttpAuth<'a>>,
     /// The HTTP query string (directory paging and search).
     pub query: Option<&'a str>,
 }
@@ -117,6 +143,7 @@ fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
         Err(ProvisionError::BadPath(_)) => "refused",
         Err(ProvisionError::Render { .. }) => "render_error",
         Err(ProvisionError::Busy) => "busy",
+        Err(ProvisionError::Unauthorized { .. }) => "unauthorized",
         Err(_) => "error",
     }
 }
@@ -190,36 +217,11 @@ impl Provisioner {
         &self.digest
     }
 
-    /// The per-device HTTP credentials of the phone a request names, if it
-    /// has any: such a phone's files are served only to requests that
-    /// prove them.
-    pub fn device_credentials(&self, request: &Request<'_>) -> Option<(String, String)> {
-        let identity = identify(request.path, request.user_agent).ok()?;
-        let state = self.mirror.load();
-        let phone = state.phone_by_mac(&identity.mac?)?;
-        let user = phone.http_user.as_deref()?.to_string();
-        let password = match &phone.http_password {
-            Some(sealed) => match self
-                .key
-                .open(dialtone_sync::Purpose::DeviceHttpPassword, sealed)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(mac = %phone.mac, error = %e, "device HTTP password will not open; refusing");
-                    // Nothing can match this: the phone is locked out, not opened up.
-                    format!("\0unusable-{}", rand_suffix())
-                }
-            },
-            None => String::new(),
-        };
-        Some((user, password))
-    }
-
-    /// Re-reads the shipped templates (start, SIGHUP). On error the running
-    /// set stays.
-    pub fn reload_shipped(&self, dir: &Path) -> Result<usize, ProvisionError> {
-        let generation = self.shipped.load().generation + 1;
-        let shipped = Shipped::load(dir, generation)?;
+    /// Re-reads the shipped templates from where they came from (SIGHUP).
+    /// On error the running set stays.
+    pub fn reload_shipped(&self) -> Result<usize, ProvisionError> {
+        let current = self.shipped.load();
+        let shipped = Shipped::from_source(&current.source, current.generation + 1)?;
         let count = shipped.len();
         self.shipped.store(Arc::new(shipped));
         self.rendered.clear();
@@ -327,19 +329,32 @@ impl Provisioner {
             Ok(_) if !admission::admitted(state, phone.as_deref(), request) => {
                 Step::Done(Err(ProvisionError::NotFound))
             }
-            Ok(id) => match id.kind {
-                FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
-                    self.render_file(state, phone.as_ref(), id)
-                }
-                FileKind::PhoneDirectory => {
-                    Step::Done(self.render_directory(state, phone.as_ref(), id, request.query))
-                }
-                FileKind::Static => Step::Done(self.static_file(request.path, id)),
-                // Log uploads are writes; this core only reads.
-                FileKind::LogUpload => Step::Done(Err(ProvisionError::NotFound)),
+            Ok(id) => match phone.as_ref().map(|p| self.check_device(p, request)) {
+                Some(Err(refused)) => Step::Done(Err(refused)),
+                _ => self.serve_identified(state, phone.as_ref(), id, request),
             },
         };
         Ok((identity, phone, step))
+    }
+
+    fn serve_identified(
+        &self,
+        state: &Arc<MirrorState>,
+        phone: Option<&Arc<Phone>>,
+        id: &Identity,
+        request: &Request<'_>,
+    ) -> Step {
+        match id.kind {
+            FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
+                self.render_file(state, phone, id)
+            }
+            FileKind::PhoneDirectory => {
+                Step::Done(self.render_directory(state, phone, id, request.query))
+            }
+            FileKind::Static => Step::Done(self.static_file(request.path, id)),
+            // Log uploads are writes; this core only reads.
+            FileKind::LogUpload => Step::Done(Err(ProvisionError::NotFound)),
+        }
     }
 
     /// Counts misses toward a ban, records history, counts the outcome.
@@ -356,7 +371,11 @@ impl Provisioner {
             self.guard.miss(ip);
         }
         // Only phones we know: a scanner's misses must not fill the table.
-        if let (Some(history), Ok(identity), Some(phone)) = (&self.history, identity, phone) {
+        // A 401 is Digest's normal first step, not a fetch.
+        let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }));
+        if let (Some(history), Ok(identity), Some(phone), false) =
+            (&self.history, identity, phone, challenged)
+        {
             self.record(history, request, identity, phone, result);
         }
         let vendor = match (result, identity) {
@@ -366,7 +385,7 @@ impl Provisioner {
         };
         metrics::counter!(
             "dialtone_provision_requests_total",
-            "protocol" => request.protocol,
+            "protocol" => request.protocol.as_str(),
             "vendor" => vendor,
             "outcome" => outcome_label(result),
         )
@@ -392,7 +411,7 @@ impl Provisioner {
             at: dialtone_sync::now_millis(),
             remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: request.user_agent.map(str::to_string),
-            protocol: request.protocol.to_string(),
+            protocol: request.protocol.as_str().to_string(),
             file: identity.file.clone(),
             outcome,
             bytes,
@@ -709,11 +728,6 @@ pub(crate) struct Target<'a> {
     pub file: &'a str,
     pub phone: Option<&'a Arc<Phone>>,
     pub model: Option<&'a str>,
-}
-
-fn rand_suffix() -> u64 {
-    use rand::RngCore;
-    rand::thread_rng().next_u64()
 }
 
 fn hex(bytes: &[u8]) -> String {

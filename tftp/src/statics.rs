@@ -2,8 +2,7 @@
 //! folder. The folder is indexed at start and on SIGHUP; a request is only
 //! ever looked up in that index, never joined onto a path, so no request can
 //! name a file outside it. Symbolic links are not followed. Contents are not
-//! loaded: front ends stream them, TFTP from a blocking-pool reader outside
-//! async-tftp's mutex.
+//! loaded: front ends stream them, TFTP block by block from the file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -13,16 +13,76 @@ use dialtone_sync::{Family, Id, MirrorState, Phone, TemplateKey, TemplateScope};
 
 use crate::error::ProvisionError;
 
-/// The shipped templates, read from `<dir>/<family>/<name>.tera`.
+/// The templates shipped in `templates/`, built into the binary, so
+/// `dialtone` renders the same files from whatever directory it starts in.
+static BUILT_IN: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../templates");
+
+/// Where a set of shipped templates comes from, so a reload (SIGHUP) reads
+/// the same place again.
+#[derive(Clone, Debug, Default)]
+pub enum Source {
+    /// The built-in set, with the files of an optional directory
+    /// (`<dir>/<family>/<name>.tera`) in place of or beside them.
+    #[default]
+    BuiltIn,
+    BuiltInWith(PathBuf),
+    /// Only the files of a directory (tests, benchmarks).
+    Dir(PathBuf),
+}
+
+/// The shipped templates by family and name.
 #[derive(Default)]
 pub struct Shipped {
     templates: HashMap<(Family, String), Arc<str>>,
     /// Bumped on every reload so compiled copies of old files are not reused.
     pub generation: u64,
-    pub dir: PathBuf,
+    pub source: Source,
 }
 
 impl Shipped {
+    /// Reads `source`.
+    pub fn from_source(source: &Source, generation: u64) -> Result<Shipped, ProvisionError> {
+        let mut shipped = match source {
+            Source::Dir(dir) => Shipped::load(dir, generation)?,
+            Source::BuiltIn => Shipped::built_in(generation),
+            Source::BuiltInWith(dir) => {
+                let mut shipped = Shipped::built_in(generation);
+                shipped
+                    .templates
+                    .extend(Shipped::load(dir, generation)?.templates);
+                shipped
+            }
+        };
+        shipped.source = source.clone();
+        Ok(shipped)
+    }
+
+    /// The set built into the binary.
+    pub fn built_in(generation: u64) -> Shipped {
+        let mut templates = HashMap::new();
+        for family in Family::ALL {
+            let Some(folder) = BUILT_IN.get_dir(family.as_str()) else {
+                continue;
+            };
+            for file in folder.files() {
+                let name = file.path().file_name().and_then(|n| n.to_str());
+                let (Some(name), Some(body)) = (
+                    name.and_then(|n| n.strip_suffix(".tera")),
+                    file.contents_utf8(),
+                ) else {
+                    continue;
+                };
+                templates.insert((*family, name.to_string()), Arc::from(body));
+            }
+        }
+        Shipped {
+            templates,
+            generation,
+            source: Source::BuiltIn,
+        }
+    }
+
     /// Reads every family folder. A missing folder is an empty set (a
     /// deployment may use only stored templates); an unreadable file is an
     /// error, so a bad deploy is noticed at start or at SIGHUP.
@@ -56,7 +116,7 @@ impl Shipped {
         Ok(Shipped {
             templates,
             generation,
-            dir: dir.to_path_buf(),
+            source: Source::Dir(dir.to_path_buf()),
         })
     }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::ProvisionError;
-use crate::provision::{Provisioner, Request};
+use crate::provision::{Protocol, Provisioner, Request};
 
 #[derive(Clone, Debug)]
 pub struct TftpOptions {
@@ -282,8 +282,9 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
                 path: &request.file,
                 user_agent: None,
                 remote: Some(peer.ip()),
-                protocol: "tftp",
+                protocol: Protocol::Tftp,
                 query: None,
+                auth: None,
             })
             .await;
         let source = match provisioned {

@@ -292,7 +292,7 @@ async fn protected_phones_are_not_served_over_tftp() {
     let f = with_protected_phone().await;
     let over_tftp = f.provisioner.provision(&Request {
         path: "001565000044.cfg",
-        protocol: "tftp",
+        protocol: dialtone_tftp::Protocol::Tftp,
         remote: Some("192.0.2.44".parse().unwrap()),
         ..Default::default()
     });

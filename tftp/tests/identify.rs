@@ -1,5 +1,6 @@
-//! Identification, row by row against ../shared/vendors.md: every file name
-//! and User-Agent example there, plus the cases that must be refused.
+//! Identification, family by family against docs/vendors.md: every file name
+//! dialtone identifies and every User-Agent example there, plus the cases
+//! that must be refused.
 
 use dialtone_sync::Family::{self, *};
 use dialtone_tftp::{identify, parse_user_agent, FileKind, IdentifyError};

@@ -242,7 +242,7 @@ fn from(ip: std::net::IpAddr, path: &str) -> Request<'_> {
     Request {
         path,
         remote: Some(ip),
-        protocol: "http",
+        protocol: dialtone_tftp::Protocol::Http,
         ..Default::default()
     }
 }
@@ -295,8 +295,9 @@ async fn fetches_by_known_phones_are_recorded() {
             path,
             user_agent: Some(ua),
             remote: Some("192.0.2.10".parse().unwrap()),
-            protocol: "http",
+            protocol: dialtone_tftp::Protocol::Http,
             query: None,
+            auth: None,
         });
     }
     let cancel = tokio_util::sync::CancellationToken::new();

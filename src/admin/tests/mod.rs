@@ -383,8 +383,9 @@ impl Harness {
                 path: file,
                 user_agent: None,
                 remote: None,
-                protocol: "http",
+                protocol: dialtone_tftp::Protocol::Http,
                 query: None,
+                auth: None,
             })
             .unwrap()
             .body

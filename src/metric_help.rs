@@ -1,0 +1,153 @@
+//! One `# HELP` line for every metric dialtone exports: the list of what
+//! `/metrics` holds, kept where an operator (and a dashboard test) can read
+//! it. A metric recorded anywhere must be described here; a test in
+//! `tests/service.rs` compares a scrape against this list.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Counters: (name, help).
+pub const COUNTERS: &[(&str, &str)] = &[
+    (
+        "dialtone_history_dropped_total",
+        "Provisioning-history records dropped because the queue was full.",
+    ),
+    (
+        "dialtone_http_connections_shed_total",
+        "HTTP connections refused with 503 past the listener's connection cap.",
+    ),
+    (
+        "dialtone_lookup_shed_total",
+        "Caller-name lookups shed past lookup.max_inflight.",
+    ),
+    (
+        "dialtone_lookup_source_config_errors_total",
+        "Directory sources whose stored settings could not be used.",
+    ),
+    (
+        "dialtone_lookup_source_requests_total",
+        "Requests to lookup sources, by source kind and outcome.",
+    ),
+    (
+        "dialtone_lookup_stale_fills_dropped_total",
+        "Lookup answers not cached because the tenant's data changed during the load.",
+    ),
+    (
+        "dialtone_lookups_total",
+        "Caller-name lookups, by cache outcome and result.",
+    ),
+    (
+        "dialtone_mirror_full_reloads_total",
+        "Times the mirror reloaded every row instead of catching up.",
+    ),
+    (
+        "dialtone_provision_requests_total",
+        "Provisioning requests, by protocol, vendor and outcome.",
+    ),
+    (
+        "dialtone_provisioning_bans_total",
+        "Sources banned for too many misses.",
+    ),
+    (
+        "dialtone_render_cache_checked_total",
+        "Cached files the self-check rendered again and compared.",
+    ),
+    (
+        "dialtone_render_cache_fills_dropped_total",
+        "Renders not cached because the mirror moved on while they ran.",
+    ),
+    (
+        "dialtone_render_cache_stale_total",
+        "Cached files that differed from a fresh render (should stay 0).",
+    ),
+    (
+        "dialtone_render_cache_total",
+        "Render cache lookups, by result (hit, miss, outdated).",
+    ),
+    (
+        "dialtone_render_pool_refused_total",
+        "Renders refused because too many were waiting (overall or for one tenant).",
+    ),
+    (
+        "dialtone_render_pool_timeouts_total",
+        "Renders whose caller stopped waiting at the render time budget.",
+    ),
+    (
+        "dialtone_request_panics_total",
+        "Request handlers that panicked (answered 500).",
+    ),
+    (
+        "dialtone_task_panics_total",
+        "Supervised background tasks that panicked, by task.",
+    ),
+    (
+        "dialtone_task_restarts_total",
+        "Supervised background tasks restarted, by task.",
+    ),
+    (
+        "dialtone_tftp_refused_total",
+        "TFTP requests refused, by reason.",
+    ),
+    (
+        "dialtone_tftp_transfer_panics_total",
+        "TFTP transfers that panicked.",
+    ),
+];
+
+/// Gauges: (name, help).
+pub const GAUGES: &[(&str, &str)] = &[
+    (
+        "dialtone_degraded",
+        "1 while a supervised task restarts too often, by task.",
+    ),
+    ("dialtone_lookup_inflight", "Caller-name lookups in flight."),
+    (
+        "dialtone_mirror_lag_seconds",
+        "Seconds since the mirror last caught up with the database.",
+    ),
+    ("dialtone_mirror_loaded", "1 once the mirror holds data."),
+    ("dialtone_mirror_rows", "Rows in the mirror, by table."),
+    (
+        "dialtone_mirror_stale_seconds",
+        "Seconds the mirror has been unable to reach the database (0 when fresh).",
+    ),
+    ("dialtone_mirror_version", "The mirror state's version."),
+    (
+        "dialtone_provisioning_banned_sources",
+        "Sources banned right now.",
+    ),
+    ("dialtone_render_cache_files", "Files in the render cache."),
+    ("dialtone_tftp_active_transfers", "TFTP transfers running."),
+];
+
+/// Histograms, all in seconds: (name, help).
+pub const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        "dialtone_lookup_duration_seconds",
+        "Caller-name lookup time, all sources together.",
+    ),
+    (
+        "dialtone_lookup_source_duration_seconds",
+        "Time of one request to a lookup source, by kind.",
+    ),
+    (
+        "dialtone_render_pool_wait_seconds",
+        "Time a render waited for a render-pool slot.",
+    ),
+    (
+        "dialtone_transfer_duration_seconds",
+        "Provisioning transfer time, by protocol and outcome.",
+    ),
+];
+
+/// Registers every description with the installed recorder.
+pub fn describe() {
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
+    for (name, help) in HISTOGRAMS {
+        describe_histogram!(*name, Unit::Seconds, *help);
+    }
+}

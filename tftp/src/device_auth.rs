@@ -1,0 +1,99 @@
+//! Per-device HTTP credentials: a phone with an `http_user` is served only
+//! to a client that proves its password, Digest over HTTP, Digest or Basic
+//! over HTTPS. Decided inside `provision()`, from the phone it already
+//! looked up, after admission, so the password is opened only for a request
+//! that would otherwise be served.
+
+use dialtone_sync::{Phone, Purpose};
+
+use crate::digest::{constant_time_eq, Verdict};
+use crate::error::ProvisionError;
+use crate::provision::{Protocol, Provisioner, Request};
+
+/// What an HTTP request brings to prove who it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpAuth<'a> {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// The method and request target the client signed (Digest).
+    pub method: &'a str,
+    pub target: &'a str,
+}
+
+impl Provisioner {
+    /// `Ok` when `phone` needs no credentials for `request` or they check
+    /// out; otherwise the 401 to answer (stale: the nonce only expired).
+    pub(crate) fn check_device(
+        &self,
+        phone: &Phone,
+        request: &Request<'_>,
+    ) -> Result<(), ProvisionError> {
+        let Some(user) = phone.http_user.as_deref() else {
+            return Ok(());
+        };
+        let auth = match request.protocol {
+            // The operator's own review tool.
+            Protocol::Render => return Ok(()),
+            // TFTP cannot carry credentials (admission already refused it).
+            Protocol::Tftp => return Err(ProvisionError::NotFound),
+            Protocol::Http | Protocol::Https => request.auth.unwrap_or_default(),
+        };
+        let password = match &phone.http_password {
+            Some(sealed) => match self.key.open(Purpose::DeviceHttpPassword, sealed) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(mac = %phone.mac, error = %e, "device HTTP password will not open; refusing");
+                    // Nothing can match: the phone is locked out, not opened up.
+                    None
+                }
+            },
+            None => Some(String::new()),
+        };
+        let verdict = match (
+            password,
+            auth.authorization.and_then(|a| a.strip_prefix("Basic ")),
+        ) {
+            (None, _) => Verdict::Denied,
+            // Basic sends the password itself: only inside TLS.
+            (Some(password), Some(basic)) if request.protocol == Protocol::Https => {
+                basic_verdict(basic, user, &password)
+            }
+            (Some(_), Some(_)) => Verdict::Denied,
+            (Some(password), None) => self.digest().verify(
+                auth.authorization,
+                auth.method,
+                auth.target,
+                user,
+                &password,
+            ),
+        };
+        match verdict {
+            Verdict::Ok => Ok(()),
+            Verdict::Stale => Err(ProvisionError::Unauthorized { stale: true }),
+            verdict => {
+                // A request with no credentials is the normal first step of
+                // Digest; only a wrong answer counts toward a ban.
+                if auth.authorization.is_some() {
+                    tracing::info!(remote = ?request.remote, path = request.path, ?verdict, "device authentication failed");
+                    if let Some(ip) = request.remote {
+                        self.guard().miss(ip);
+                    }
+                }
+                Err(ProvisionError::Unauthorized { stale: false })
+            }
+        }
+    }
+}
+
+fn basic_verdict(encoded: &str, user: &str, password: &str) -> Verdict {
+    use base64::Engine;
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return Verdict::Denied;
+    };
+    let expected = format!("{user}:{password}");
+    if constant_time_eq(&decoded, expected.as_bytes()) {
+        Verdict::Ok
+    } else {
+        Verdict::Denied
+    }
+}
