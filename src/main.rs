@@ -7,6 +7,9 @@ mod config;
 mod demo;
 mod directory_cmd;
 mod http;
+mod http_server;
+#[cfg(test)]
+mod http_server_tests;
 mod import_cmd;
 mod logging;
 mod metric_help;

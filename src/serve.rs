@@ -205,19 +205,14 @@ pub async fn run(
     };
     let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                    "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key)",
+            let tls = crate::http_server::tls_acceptor(cert, key).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
                     cert.display(),
                     key.display()
                 )
-                })?;
-            let listener = bind_tcp(addr, "provisioning.https_listen")
-                .await?
-                .into_std()
-                .context("configuring the HTTPS listener")?;
+            })?;
+            let listener = bind_tcp(addr, "provisioning.https_listen").await?;
             Some((listener, tls))
         }
         _ => None,
@@ -437,7 +432,7 @@ pub async fn run(
         "dialtone ready"
     );
     let source_networks = lookups.source_networks().clone();
-    let server = tokio::spawn(dialtone_tftp::http_server::serve(
+    let server = tokio::spawn(crate::http_server::serve(
         listener,
         app(state)
             .merge(metrics_routes)
@@ -450,31 +445,32 @@ pub async fn run(
                 source_networks,
                 quotas: Arc::new(config.quotas.clone()),
             })),
-        dialtone_tftp::http_server::HttpServerOptions::default(),
+        crate::http_server::HttpServerOptions::default(),
         cancel.clone(),
     ));
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    let provisioning = tokio::spawn(dialtone_tftp::http_server::serve(
+    let provisioning_options = crate::http_server::HttpServerOptions {
+        max_connections: config.provisioning.http_max_connections,
+        header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
+        tls: None,
+    };
+    let provisioning = tokio::spawn(crate::http_server::serve(
         provisioning_listener,
         dialtone_tftp::http::router(provisioner.clone()),
-        dialtone_tftp::http_server::HttpServerOptions {
-            max_connections: config.provisioning.http_max_connections,
-            header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
-        },
+        provisioning_options.clone(),
         cancel.clone(),
     ));
-    let https_handle = axum_server::Handle::new();
-    let https = match https {
-        Some((listener, tls)) => {
-            let app = dialtone_tftp::http::router_with(provisioner.clone(), true)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let server = axum_server::from_tcp_rustls(listener, tls)
-                .context("starting the HTTPS listener")?
-                .handle(https_handle.clone());
-            Some(tokio::spawn(async move { server.serve(app).await }))
-        }
-        None => None,
-    };
+    let https = https.map(|(listener, tls)| {
+        tokio::spawn(crate::http_server::serve(
+            listener,
+            dialtone_tftp::http::router_with(provisioner.clone(), true),
+            crate::http_server::HttpServerOptions {
+                tls: Some(tls),
+                ..provisioning_options.clone()
+            },
+            cancel.clone(),
+        ))
+    });
     // TFTP runs on a runtime of its own, on a thread of its own, so a flood
     // of UDP never competes with the API's workers.
     let tftp = match tftp_socket {
@@ -514,7 +510,12 @@ pub async fn run(
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("draining"),
     ]);
-    for (name, task) in [("API", server), ("provisioning", provisioning)] {
+    let listeners = [
+        ("API", Some(server)),
+        ("provisioning", Some(provisioning)),
+        ("HTTPS", https),
+    ];
+    for (name, task) in listeners.into_iter().filter_map(|(n, t)| Some((n, t?))) {
         match tokio::time::timeout(grace, task).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
@@ -522,14 +523,6 @@ pub async fn run(
                 listener = name,
                 "in-flight requests did not finish within the grace period"
             ),
-        }
-    }
-    if let Some(https) = https {
-        https_handle.graceful_shutdown(Some(grace));
-        match https.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTPS server error at shutdown"),
-            Err(e) => tracing::warn!(error = %e, "HTTPS server task failed"),
         }
     }
     if let Some(tftp) = tftp {

@@ -15,7 +15,6 @@ mod engine_tests;
 pub mod error;
 pub mod guard;
 pub mod http;
-pub mod http_server;
 pub mod identify;
 pub mod phonebook;
 pub mod pool;

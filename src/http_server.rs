@@ -1,5 +1,7 @@
-//! The plain-HTTP provisioning listener's accept loop: HTTP/1.1 only, a
-//! bounded number of connections, and a deadline on request headers.
+//! The accept loop of every HTTP listener (the API, HTTP and HTTPS
+//! provisioning): HTTP/1.1 only, a bounded number of connections, a
+//! deadline on request headers (and on the TLS handshake), and a panicking
+//! handler costs its request a 500.
 //!
 //! Phones speak HTTP/1.x and many open a connection per file. `axum::serve`
 //! is built for any client: it sniffs every connection for HTTP/2, wires up
@@ -11,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,20 +23,23 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-/// Limits of one HTTP listener.
-#[derive(Debug, Clone, Copy)]
+/// Limits of one HTTP listener, and its TLS if it is HTTPS.
+#[derive(Clone)]
 pub struct HttpServerOptions {
     /// Open connections at most; more are answered 503 and closed.
     pub max_connections: usize,
     /// A client must send a request's headers within this time, the first
     /// request and every keep-alive request after it.
     pub header_timeout: Duration,
+    /// HTTPS: the handshake must also finish within `header_timeout`.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for HttpServerOptions {
@@ -41,8 +47,33 @@ impl Default for HttpServerOptions {
         HttpServerOptions {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
+}
+
+/// A TLS acceptor from PEM files, speaking HTTP/1.1 only (ALPN): phones
+/// need nothing else, and HTTP/2 would bring limits of its own to set.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Connections being told "503" at once, at most.
@@ -88,8 +119,18 @@ pub async fn serve(
             metrics::counter!("dialtone_http_connections_shed_total").increment(1);
             // Refusals are bounded too: past that, the connection just closes.
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                let tls = options.tls.clone();
                 connections.spawn(async move {
-                    refuse(stream).await;
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(Ok(stream)) =
+                                tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
+                            {
+                                refuse(stream).await;
+                            }
+                        }
+                        None => refuse(stream).await,
+                    }
                     drop(refusal);
                 });
             }
@@ -98,6 +139,8 @@ pub async fn serve(
         let router = router.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = options.tls.clone();
+        let header_timeout = options.header_timeout;
         connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -121,17 +164,15 @@ pub async fn serve(
                         }
                     }
                 });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                log_connection_error(peer, &e);
+            match tls {
+                None => serve_connection(&builder, stream, service, &shutdown, peer).await,
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(&builder, stream, service, &shutdown, peer).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+                },
             }
             drop(permit);
         });
@@ -142,8 +183,35 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// Answers 503 and closes gently: closing with the client's request still
-/// unread would send a reset, and the client might never see the answer.
+/// How long a refused connection may take to be told so.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+async fn serve_connection<S, F>(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: S,
+    service: F,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>,
+    F::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F::Future: Send + 'static,
+{
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        log_connection_error(peer, &e);
+    }
+}
+
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -152,8 +220,13 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-text panic".into())
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+/// Answers 503 and closes gently: closing with the client's request still
+/// unread would send a reset, and the client might never see the answer.
+async fn refuse<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(REFUSAL_TIME, async {
         stream.write_all(BUSY).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 1024];
