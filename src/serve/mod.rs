@@ -1,0 +1,353 @@
+//! `dialtone serve`, in the order it happens: startup (`startup.rs`: key,
+//! store, sockets, shipped templates, mirror), the services (provisioning
+//! and lookups over one mirror), the background tasks (`tasks.rs`), the API
+//! router (`api_router`, which tests can `oneshot`), the listeners, and the
+//! drain on SIGTERM or Ctrl-C (`signals.rs` for signals and systemd).
+
+mod signals;
+mod startup;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dialtone_directory::LookupService;
+use dialtone_sync::{snapshot, Mirror, SecretKey, Store};
+use dialtone_tftp::{ProvisionOptions, Provisioner, Shipped};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::{app, AppState};
+use crate::http_server::{serve, HttpServerOptions};
+use crate::logging::LogHandle;
+use crate::supervise::{Intensity, Supervisor};
+use signals::notify_systemd;
+pub use startup::open_store;
+use startup::Sockets;
+
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    demo: bool,
+    log: LogHandle,
+) -> Result<()> {
+    startup::raise_open_file_limit(&config);
+    let (store, key) = open_store(&config).await?;
+    let sockets = Sockets::bind(&config).await?;
+    let source = config.provisioning.shipped_source();
+    let shipped = Shipped::from_source(&source, 1)
+        .with_context(|| format!("reading shipped templates ({source:?})"))?;
+    let mirror = Arc::new(Mirror::new());
+    startup::load_mirror(&config, &*store, &key, &mirror, demo).await?;
+
+    let (history, history_writer) =
+        dialtone_sync::history::channel(store.clone(), config.mirror.history_queue);
+    let provisioner = Arc::new(
+        Provisioner::new(
+            mirror.clone(),
+            key.clone(),
+            shipped,
+            provision_options(&config),
+        )
+        .with_history(history),
+    );
+    // Sources tenants configure may never reach this node's own listeners.
+    let own = [
+        Some(config.http.listen),
+        Some(config.provisioning.http_listen),
+        config.provisioning.https_listen,
+        config.provisioning.tftp_listen,
+    ];
+    let lookups = LookupService::new(
+        mirror.clone(),
+        Some(key.clone()),
+        config.lookup.options(own.into_iter().flatten())?,
+    );
+    let static_dir = config.provisioning.static_dir.clone();
+    if let Some(dir) = &static_dir {
+        let files = provisioner.reload_static(dir).with_context(|| {
+            format!(
+                "indexing static files in {} (provisioning.static_dir)",
+                dir.display()
+            )
+        })?;
+        tracing::info!(files, dir = %dir.display(), "static files indexed");
+    }
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let supervisor = Supervisor::new(
+        &tracker,
+        &cancel,
+        Intensity {
+            max_restarts: config.supervision.max_restarts,
+            window: Duration::from_secs(config.supervision.window_s.max(1)),
+        },
+    );
+    let metrics = tasks::spawn(
+        tasks::Parts {
+            config: &config,
+            store: &store,
+            mirror: &mirror,
+            provisioner: &provisioner,
+            lookups: &lookups,
+        },
+        history_writer,
+        &supervisor,
+        &tracker,
+        &cancel,
+    );
+    // Not tracked: after the first signal it waits for a second one.
+    tokio::spawn(signals::signals(
+        cancel.clone(),
+        config_path,
+        log,
+        signals::reload_live(provisioner.clone(), static_dir),
+    )?);
+
+    let router = api_router(ApiParts {
+        config: &config,
+        mirror: &mirror,
+        store: &store,
+        key: &key,
+        provisioner: &provisioner,
+        lookups,
+        supervisor: &supervisor,
+        metrics,
+    });
+    tracing::info!(
+        listen = %config.http.listen,
+        provisioning = %config.provisioning.http_listen,
+        tftp = ?config.provisioning.tftp_listen,
+        templates = provisioner.shipped_count(),
+        counts = ?mirror.load().counts(),
+        "dialtone ready"
+    );
+    let listeners = Listeners::start(&config, sockets, router, &provisioner, &cancel)?;
+    // Every listener is bound and serving, and the mirror is loaded.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        // Pings come from the runtime itself: if it wedges, they stop and
+        // systemd restarts the service.
+        let cancel2 = cancel.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = cancel2.cancelled() => return,
+                    _ = tick.tick() => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                }
+            }
+        });
+    }
+    cancel.cancelled().await;
+    drain(&config, listeners, tracker, &mirror, &*store).await;
+    Ok(())
+}
+
+fn provision_options(config: &Config) -> ProvisionOptions {
+    let p = &config.provisioning;
+    let (budget, pool) = p.render_options();
+    ProvisionOptions {
+        base_url: p.base_url(),
+        render_cache_bytes: p.render_cache_mb << 20,
+        budget,
+        pool,
+        guard: dialtone_tftp::guard::GuardOptions {
+            burst: p.ban_burst,
+            per_minute: p.ban_per_minute,
+            ban: Duration::from_secs(p.ban_s),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// What the API listener's router is made of.
+pub struct ApiParts<'a> {
+    pub config: &'a Config,
+    pub mirror: &'a Arc<Mirror>,
+    pub store: &'a Arc<dyn Store>,
+    pub key: &'a SecretKey,
+    pub provisioner: &'a Arc<Provisioner>,
+    pub lookups: LookupService,
+    pub supervisor: &'a Supervisor,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The API listener's router: health and readiness, `/metrics`, lookups
+/// and the admin API with its page.
+pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
+    let ApiParts {
+        config,
+        mirror,
+        store,
+        key,
+        provisioner,
+        lookups,
+        supervisor,
+        metrics,
+    } = parts;
+    let state = AppState {
+        mirror: mirror.clone(),
+        max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
+        degraded: {
+            let supervisor = supervisor.clone();
+            Arc::new(move || supervisor.degraded())
+        },
+    };
+    let metrics_routes = match metrics {
+        Some(handle) => axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::prometheus::render))
+            .with_state(crate::prometheus::MetricsState {
+                handle,
+                mirror: mirror.clone(),
+                provisioner: provisioner.clone(),
+                supervisor: supervisor.clone(),
+            }),
+        None => axum::Router::new(),
+    };
+    let source_networks = lookups.source_networks().clone();
+    app(state)
+        .merge(metrics_routes)
+        .merge(dialtone_directory::http::router(lookups))
+        .merge(crate::admin::router(crate::admin::AdminState {
+            mirror: mirror.clone(),
+            store: store.clone(),
+            provisioner: provisioner.clone(),
+            key: key.clone(),
+            source_networks,
+            quotas: Arc::new(config.quotas.clone()),
+        }))
+}
+
+/// The running listeners, for the drain.
+struct Listeners {
+    http: Vec<(&'static str, JoinHandle<()>)>,
+    tftp: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Listeners {
+    fn start(
+        config: &Config,
+        sockets: Sockets,
+        router: axum::Router,
+        provisioner: &Arc<Provisioner>,
+        cancel: &CancellationToken,
+    ) -> Result<Listeners> {
+        let provisioning = HttpServerOptions {
+            max_connections: config.provisioning.http_max_connections,
+            header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
+            tls: None,
+        };
+        let mut http = vec![
+            (
+                "API",
+                tokio::spawn(serve(
+                    sockets.api,
+                    router,
+                    HttpServerOptions::default(),
+                    cancel.clone(),
+                )),
+            ),
+            (
+                "provisioning",
+                tokio::spawn(serve(
+                    sockets.provisioning,
+                    dialtone_tftp::http::router(provisioner.clone()),
+                    provisioning.clone(),
+                    cancel.clone(),
+                )),
+            ),
+        ];
+        if let Some((listener, tls)) = sockets.https {
+            let options = HttpServerOptions {
+                tls: Some(tls),
+                ..provisioning
+            };
+            let router = dialtone_tftp::http::router_with(provisioner.clone(), true);
+            http.push((
+                "HTTPS",
+                tokio::spawn(serve(listener, router, options, cancel.clone())),
+            ));
+        }
+        // TFTP runs on a runtime of its own, on a thread of its own, so a
+        // flood of UDP never competes with the API's workers.
+        let tftp = match sockets.tftp {
+            Some(socket) => Some(
+                dialtone_tftp::tftp::spawn(
+                    socket,
+                    provisioner.clone(),
+                    sockets.tftp_options,
+                    cancel.clone().cancelled_owned(),
+                )
+                .context("starting the TFTP server")?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, tftp })
+    }
+}
+
+/// Listeners first (they refuse new work and let what runs finish within
+/// the grace period), then the background tasks, then the final snapshot.
+async fn drain(
+    config: &Config,
+    listeners: Listeners,
+    tracker: TaskTracker,
+    mirror: &Arc<Mirror>,
+    store: &dyn Store,
+) {
+    tracing::info!("shutting down");
+    notify_systemd(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+    ]);
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    for (name, task) in listeners.http {
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!(
+                listener = name,
+                "in-flight requests did not finish within the grace period"
+            ),
+        }
+    }
+    if let Some(tftp) = listeners.tftp {
+        // Refuses new requests at once (an error packet) and lets running
+        // transfers finish within their grace period.
+        match tokio::task::spawn_blocking(move || tftp.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
+            _ => tracing::warn!("TFTP server thread failed"),
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop within the grace period");
+    }
+    if mirror.is_loaded() {
+        let (m, path) = (mirror.clone(), config.snapshot_path());
+        let source = snapshot::source_id(&config.database.url);
+        let written = path.clone();
+        match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
+            Ok(Ok(h)) => {
+                tracing::info!(cursor = %h.cursor, path = %written.display(), "snapshot written")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
+            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+        }
+    }
+    store.close().await;
+}

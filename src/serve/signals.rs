@@ -1,0 +1,118 @@
+//! Signals and systemd: SIGTERM/SIGINT drain, SIGHUP reloads what can
+//! change live, systemd hears about readiness, draining and liveness.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use dialtone_tftp::Provisioner;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::logging::LogHandle;
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise).
+pub(super) fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. A second: exit at once.
+/// SIGHUP: re-read the config file and apply what can change live, and
+/// re-read the shipped templates.
+///
+/// The handlers are installed before this returns, not when the task first
+/// runs: a signal that arrives as soon as the listeners answer must not meet
+/// the default action (death by SIGTERM, skipping the drain).
+pub(super) fn signals(
+    cancel: CancellationToken,
+    config_path: Option<PathBuf>,
+    log: LogHandle,
+    reload_live: impl Fn(Option<&Config>) + Send + 'static,
+) -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let config = reload(config_path.as_deref(), &log);
+                    reload_live(config.as_ref());
+                }
+                _ = cancel.cancelled() => return,
+            }
+        }
+        cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("dialtone: second signal, exiting immediately");
+        std::process::exit(130);
+    })
+}
+
+/// Re-reads the config and applies the log settings; the new config, or
+/// `None` when it is invalid (the running one stays).
+fn reload(path: Option<&std::path::Path>, log: &LogHandle) -> Option<Config> {
+    // First, so the lines below land in the new file.
+    if let Err(e) = log.reopen() {
+        tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
+    }
+    match Config::load(path) {
+        Ok(config) => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                if let Err(e) = log.set_filter(&config.log.filter) {
+                    tracing::warn!(error = %e, "SIGHUP: log filter not changed");
+                }
+            }
+            tracing::info!("SIGHUP: configuration reloaded");
+            Some(config)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one");
+            None
+        }
+    }
+}
+
+/// What SIGHUP applies without a restart: ban limits, the render cache's
+/// size, the shipped templates and the static files.
+pub(super) fn reload_live(
+    provisioner: Arc<Provisioner>,
+    static_dir: Option<PathBuf>,
+) -> impl Fn(Option<&Config>) + Send + 'static {
+    move |config: Option<&Config>| {
+        if let Some(config) = config {
+            let p = &config.provisioning;
+            provisioner
+                .guard()
+                .set_limits(p.ban_burst, p.ban_per_minute);
+            if provisioner.resize_render_cache(p.render_cache_mb << 20) {
+                tracing::info!(
+                    mb = p.render_cache_mb,
+                    "SIGHUP: render cache resized (and emptied)"
+                );
+            }
+        }
+        match provisioner.reload_shipped() {
+            Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
+            }
+        }
+        if let Some(dir) = &static_dir {
+            match provisioner.reload_static(dir) {
+                Ok(n) => tracing::info!(files = n, "SIGHUP: static files re-indexed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; keeping the running index")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Startup: the key and the store, the listeners (bound before anything
+//! slow, so a taken port fails fast with its own message), the shipped
+//! templates and the mirror. Every failure here is one line and a non-zero
+//! exit.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dialtone_sync::store::StoreOptions;
+use dialtone_sync::{snapshot, watcher, LoadedFrom, Mirror, SecretKey, Store, SyncError};
+use dialtone_tftp::tftp::TftpOptions;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+pub fn load_key(config: &Config) -> Result<SecretKey> {
+    if let Some(key) = &config.secrets.key {
+        return SecretKey::parse(key).context("secrets.key");
+    }
+    let path = config
+        .key_file()
+        .context("secrets.key: no key configured")?;
+    SecretKey::load_or_create(&path).with_context(|| format!("secret key file {}", path.display()))
+}
+
+pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
+    let key = load_key(config)?;
+    let options = StoreOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
+        max_catch_up_rows: config.mirror.max_catch_up_rows,
+        ..Default::default()
+    };
+    let store = dialtone_sync::open(&config.database.url, key.clone(), &options)
+        .await
+        .with_context(|| format!("cannot open database {}", masked(&config.database.url)))?;
+    Ok((store, key))
+}
+
+fn masked(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(s, rest)| rest.split_once('@').map(|(_, h)| (s, h)))
+    {
+        Some((scheme, host)) => format!("{scheme}://…@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<SyncError>()
+            .is_some_and(SyncError::is_transient)
+    })
+}
+
+/// Loads the mirror: from the snapshot plus a catch-up when both exist and
+/// agree, from the database alone otherwise, and from the snapshot alone
+/// when the database is unreachable.
+pub(super) async fn load_mirror(
+    config: &Config,
+    store: &dyn Store,
+    key: &SecretKey,
+    mirror: &Mirror,
+    demo: bool,
+) -> Result<()> {
+    let path = config.snapshot_path();
+    let started = Instant::now();
+    let snap = match snapshot::read(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the snapshot");
+            None
+        }
+    };
+    let source = snapshot::source_id(&config.database.url);
+    let snap = match snap {
+        Some((header, _)) if header.source != source => {
+            tracing::warn!(snapshot = %path.display(), "the snapshot was taken from another database URL; ignoring it");
+            None
+        }
+        other => other,
+    };
+    let schema = match store.ping().await {
+        Ok(()) => crate::prepare_schema(config, store).await,
+        Err(e) => Err(anyhow::Error::new(e).context("connecting")),
+    };
+    if let Err(e) = schema {
+        if !unreachable(&e) {
+            return Err(e);
+        }
+        let Some((header, data)) = snap else {
+            bail!(
+                "database {} is unreachable and there is no snapshot at {} to serve from: {e:#}",
+                masked(&config.database.url),
+                path.display()
+            );
+        };
+        mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+        mirror.mark_unreachable(&format!("{e:#}"));
+        tracing::warn!(snapshot = %path.display(), written_at = header.written_at, "database unreachable; serving from the snapshot");
+        return Ok(());
+    }
+    if demo {
+        let report = crate::demo::seed(store, key).await?;
+        tracing::info!(changed = report.changed(), "demo tenant seeded");
+    }
+    let meta = store
+        .meta()
+        .await
+        .context("reading the database's meta row")?;
+    match snap {
+        Some((header, data)) if header.meta.database_id == meta.database_id => {
+            mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+            let changed = watcher::catch_up(mirror, store)
+                .await
+                .context("catching up after the snapshot")?;
+            mirror.mark_synced();
+            tracing::info!(
+                changed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "mirror loaded from snapshot and caught up"
+            );
+        }
+        other => {
+            if other.is_some() {
+                tracing::warn!("the snapshot belongs to another database; ignoring it");
+            }
+            watcher::full_load(mirror, store)
+                .await
+                .context("loading the mirror")?;
+        }
+    }
+    Ok(())
+}
+
+/// Every TFTP transfer and HTTP connection is an open file, and a boot
+/// storm needs thousands; the usual soft limit is 1024. Raise it to the
+/// hard limit (as Go and nginx do), and say so when even that is short.
+pub(super) fn raise_open_file_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), maximum) = (limit.current, limit.maximum) else {
+        return; // unlimited
+    };
+    let target = maximum.unwrap_or(u64::MAX).min(1 << 20);
+    let mut effective = current;
+    if target > current {
+        let raised = rustix::process::Rlimit {
+            current: Some(target),
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => effective = target,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let needed = config.provisioning.tftp_max_transfers as u64 + 1024;
+    if effective < needed {
+        tracing::warn!(
+            limit = effective,
+            needed,
+            "open-file limit below what provisioning.tftp_max_transfers needs; raise LimitNOFILE"
+        );
+    }
+}
+
+/// Every socket `serve` listens on, bound.
+pub(super) struct Sockets {
+    pub api: TcpListener,
+    pub provisioning: TcpListener,
+    pub https: Option<(TcpListener, TlsAcceptor)>,
+    pub tftp: Option<std::net::UdpSocket>,
+    pub tftp_options: TftpOptions,
+}
+
+impl Sockets {
+    pub async fn bind(config: &Config) -> Result<Sockets> {
+        let api = bind_tcp(config.http.listen, "http.listen").await?;
+        let provisioning =
+            bind_tcp(config.provisioning.http_listen, "provisioning.http_listen").await?;
+        let p = &config.provisioning;
+        let tftp_options = TftpOptions {
+            max_transfers: p.tftp_max_transfers,
+            blksize_limit: p.tftp_blksize_limit,
+            windowsize_limit: p.tftp_windowsize_limit,
+            timeout: Duration::from_millis(p.tftp_timeout_ms),
+            max_send_retries: p.tftp_max_send_retries,
+            shutdown_grace: Duration::from_secs(config.http.shutdown_grace_s),
+            ..Default::default()
+        };
+        let tftp = match p.tftp_listen {
+            Some(addr) => Some(
+                dialtone_tftp::tftp::bind(addr, tftp_options.recv_buffer, false).with_context(
+                    || format!("cannot listen on {addr}/udp (provisioning.tftp_listen)"),
+                )?,
+            ),
+            None => None,
+        };
+        let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let tls = crate::http_server::tls_acceptor(cert, key).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                Some((bind_tcp(addr, "provisioning.https_listen").await?, tls))
+            }
+            _ => None,
+        };
+        Ok(Sockets {
+            api,
+            provisioning,
+            https,
+            tftp,
+            tftp_options,
+        })
+    }
+}
+
+/// Binds a TCP listener; the error names the config key, and for a
+/// privileged port the capability that is missing.
+async fn bind_tcp(addr: SocketAddr, key: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            format!(
+                ": port {} is privileged: run with CAP_NET_BIND_SERVICE \
+                 (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE) or use a port above 1023",
+                addr.port()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
+    })
+}

@@ -1,0 +1,136 @@
+//! The supervised background tasks of `serve`: the change listener and the
+//! mirror watcher, the change-log pruner, the snapshot writer, the cache
+//! invalidators and the render self-check, metrics upkeep, and the history
+//! writer (which owns its queue and runs to the end on its own).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_directory::LookupService;
+use dialtone_sync::history::HistoryWriter;
+use dialtone_sync::{snapshot, watcher, Mirror, Store};
+use dialtone_tftp::Provisioner;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::supervise::Supervisor;
+
+/// What the tasks work on.
+pub(super) struct Parts<'a> {
+    pub config: &'a Config,
+    pub store: &'a Arc<dyn Store>,
+    pub mirror: &'a Arc<Mirror>,
+    pub provisioner: &'a Arc<Provisioner>,
+    pub lookups: &'a LookupService,
+}
+
+/// Starts every background task; returns the metrics handle when the
+/// recorder could be installed.
+pub(super) fn spawn(
+    parts: Parts<'_>,
+    history_writer: HistoryWriter,
+    supervisor: &Supervisor,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Option<PrometheusHandle> {
+    let Parts {
+        config,
+        store,
+        mirror,
+        provisioner,
+        lookups,
+    } = parts;
+    let metrics = match crate::prometheus::install() {
+        Ok(handle) => {
+            let (h, cancel2) = (handle.clone(), cancel.clone());
+            supervisor.spawn("metrics-upkeep", move || {
+                crate::prometheus::upkeep(h.clone(), cancel2.clone())
+            });
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+            None
+        }
+    };
+    // Flushes what is queued when cancelled, so it runs to the end on its own.
+    tracker.spawn(history_writer.run(cancel.clone()));
+    {
+        // Two tasks: the change listener holds a database connection and
+        // fails when it drops (counted, restarted); the watcher catches up
+        // on each wake and polls regardless, so it never waits on the
+        // listener's recovery.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (store2, wake2, cancel2) = (store.clone(), wake.clone(), cancel.clone());
+        supervisor.spawn("change-listener", move || {
+            watcher::listen(store2.clone(), wake2.clone(), cancel2.clone())
+        });
+        let (mirror, store, cancel2) = (mirror.clone(), store.clone(), cancel.clone());
+        let options = watcher::WatchOptions {
+            poll_interval: Duration::from_millis(config.mirror.poll_interval_ms),
+            ..Default::default()
+        };
+        supervisor.spawn("mirror-watcher", move || {
+            watcher::run_woken(
+                mirror.clone(),
+                store.clone(),
+                options.clone(),
+                wake.clone(),
+                cancel2.clone(),
+            )
+        });
+    }
+    {
+        let (store, cancel2, m) = (store.clone(), cancel.clone(), config.mirror.clone());
+        supervisor.spawn("change-log-pruner", move || {
+            watcher::run_pruner(
+                store.clone(),
+                Duration::from_secs(m.prune_interval_s.max(1)),
+                Duration::from_secs(m.change_log_retention_s),
+                m.change_log_max_rows,
+                Duration::from_secs(m.history_retention_days * 86_400),
+                cancel2.clone(),
+            )
+        });
+    }
+    if config.mirror.snapshot_interval_s > 0 {
+        let (mirror, path, cancel2) = (mirror.clone(), config.snapshot_path(), cancel.clone());
+        let source = snapshot::source_id(&config.database.url);
+        let interval = Duration::from_secs(config.mirror.snapshot_interval_s);
+        supervisor.spawn("snapshot-writer", move || {
+            snapshot::run_writer(
+                mirror.clone(),
+                path.clone(),
+                source.clone(),
+                interval,
+                cancel2.clone(),
+            )
+        });
+    }
+    {
+        let (provisioner, mirror, cancel2) = (provisioner.clone(), mirror.clone(), cancel.clone());
+        supervisor.spawn("render-cache-invalidator", move || {
+            provisioner
+                .clone()
+                .follow(mirror.subscribe(), cancel2.clone().cancelled_owned())
+        });
+    }
+    {
+        let (provisioner, cancel2) = (provisioner.clone(), cancel.clone());
+        let per_second = config.provisioning.render_self_check_per_s;
+        supervisor.spawn("render-self-check", move || {
+            provisioner
+                .clone()
+                .run_self_check(per_second, cancel2.clone().cancelled_owned())
+        });
+    }
+    {
+        let (lookups, cancel2) = (lookups.clone(), cancel.clone());
+        supervisor.spawn("lookup-cache-invalidator", move || {
+            lookups.clone().follow(cancel2.clone().cancelled_owned())
+        });
+    }
+    metrics
+}
