@@ -13,6 +13,7 @@ mod engine_check;
 #[cfg(test)]
 mod engine_tests;
 pub mod error;
+mod files;
 pub mod guard;
 pub mod http;
 pub mod identify;

@@ -21,16 +21,15 @@ use dialtone_sync::store::BootRecord;
 use crate::admission;
 use crate::device_auth::HttpAuth;
 use crate::digest::DigestAuth;
-use crate::engine::{Budget, Engine};
+use crate::engine::Budget;
 use crate::error::ProvisionError;
+use crate::files::{Compiled, CompiledKey, Step};
 use crate::guard::{Guard, GuardOptions};
 use crate::identify::{identify, FileKind, IdentifyError, Identity};
-use crate::phonebook;
 use crate::pool::{PoolOptions, RenderPool};
-use crate::render::{compile, content_type, render, Subject};
-use crate::render_cache::{Inputs, RenderCache, RenderKey};
+use crate::render_cache::{Inputs, RenderCache};
 use crate::statics::{StaticFile, StaticIndex};
-use crate::templates::{resolve, Origin, Resolved, Shipped};
+use crate::templates::Shipped;
 
 #[derive(Clone, Debug)]
 pub struct ProvisionOptions {
@@ -75,19 +74,6 @@ pub struct Rendered {
     pub(crate) inputs: Option<Arc<Inputs>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum CompiledKey {
-    Stored {
-        id: Id,
-        version: i64,
-    },
-    Shipped {
-        generation: u64,
-        family: Family,
-        name: &'static str,
-    },
-}
-
 /// Who asks: decides admission (credentials, TFTP) and labels history and
 /// metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,13 +113,6 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
 }
 
-/// A compiled template and the body it was compiled from: a key names a
-/// version, the body proves it.
-struct Compiled {
-    body: Arc<str>,
-    engine: Engine,
-}
-
 /// The `outcome` label of a provisioning request: a short, bounded set.
 fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
     match result {
@@ -153,12 +132,12 @@ pub struct Provisioner {
     pub(crate) key: SecretKey,
     pub(crate) options: ProvisionOptions,
     pub(crate) shipped: ArcSwap<Shipped>,
-    compiled: Cache<CompiledKey, Arc<Compiled>>,
+    pub(crate) compiled: Cache<CompiledKey, Arc<Compiled>>,
     pub(crate) rendered: RenderCache,
     guard: Guard,
     history: Option<HistorySink>,
     digest: DigestAuth,
-    statics: ArcSwap<StaticIndex>,
+    pub(crate) statics: ArcSwap<StaticIndex>,
     pool: RenderPool,
 }
 
@@ -420,238 +399,6 @@ impl Provisioner {
         });
     }
 
-    fn static_file(&self, path: &str, identity: &Identity) -> Result<Rendered, ProvisionError> {
-        let segments = crate::identify::sanitize_path(path)?;
-        let index = self.statics.load();
-        let file = index
-            .find(&segments)
-            .ok_or(ProvisionError::NotFound)?
-            .clone();
-        Ok(Rendered {
-            body: Arc::from(Vec::new()),
-            etag: file.etag.as_str().into(),
-            content_type: "application/octet-stream",
-            kind: FileKind::Static,
-            family: identity.family,
-            file: Some(file),
-            inputs: None,
-        })
-    }
-
-    /// The tenant's directory in the phone's format. Not cached: it is
-    /// written straight from the mirror, so it is always current.
-    fn render_directory(
-        &self,
-        state: &MirrorState,
-        phone: Option<&Arc<Phone>>,
-        identity: &Identity,
-        query: Option<&str>,
-    ) -> Result<Rendered, ProvisionError> {
-        let phone = phone.ok_or(ProvisionError::NotFound)?;
-        let tenant = state.tenant(phone.tenant_id);
-        let query = phonebook::Query::parse(query);
-        let entries =
-            phonebook::sorted(state.directory_of(phone.tenant_id), query.search.as_deref());
-        let title = tenant.map(|t| &*t.name).unwrap_or("Directory");
-        let self_url = format!("{}/{}", self.options.base_url, identity.file);
-        let body = phonebook::render(phone.family, title, &entries, &query, &self_url)
-            .ok_or(ProvisionError::NotFound)?;
-        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
-        Ok(Rendered {
-            body: body.into_bytes().into(),
-            etag: etag.into(),
-            content_type: "text/xml; charset=utf-8",
-            kind: FileKind::PhoneDirectory,
-            family: Some(phone.family),
-            file: None,
-            inputs: None,
-        })
-    }
-
-    /// `state` and `phone` are the ones `provision()` already looked up, so
-    /// one request is answered from one consistent mirror version.
-    fn render_file(
-        &self,
-        state: &Arc<MirrorState>,
-        phone: Option<&Arc<Phone>>,
-        identity: &Identity,
-    ) -> Step {
-        let phone = phone.cloned();
-        if identity.kind == FileKind::DeviceConfig && phone.is_none() {
-            // Unknown MAC: the same answer as an unknown file name.
-            return Step::Done(Err(ProvisionError::NotFound));
-        }
-        // The phone's record is the authority on its family; a file name
-        // that its family does not use is not found.
-        let family = match (&phone, identity.family) {
-            (Some(p), _) if identity.candidates.contains(&p.family) => p.family,
-            (Some(_), _) if identity.kind == FileKind::DeviceConfig => {
-                return Step::Done(Err(ProvisionError::NotFound))
-            }
-            (_, Some(family)) => family,
-            (_, None) => return Step::Done(Err(ProvisionError::NotFound)),
-        };
-        // A phone known by its User-Agent MAC on a common file of another
-        // family does not lend it its data.
-        let phone = phone.filter(|p| p.family == family);
-        let key = RenderKey {
-            family,
-            file: identity.file.as_str().into(),
-            phone: phone.as_ref().map(|p| p.id),
-        };
-        let shipped = self.shipped.load();
-        let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
-        if let Some(hit) = self.rendered.get(&key, state, shipped.generation, model) {
-            return Step::Done(Ok(hit));
-        }
-        // A render that failed fails the same way from the same inputs: a
-        // template that blows its budget for one phone costs it once.
-        if let Some(failure) = self.rendered.failed(&key, state, shipped.generation, model) {
-            return Step::Done(Err(failure));
-        }
-        metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
-        Step::Render(Box::new(RenderJob {
-            state: state.clone(),
-            model: model.map(str::to_string),
-            key,
-            family,
-            template: identity.template,
-            kind: identity.kind,
-            file: identity.file.clone(),
-            phone,
-        }))
-    }
-
-    /// Renders what `render_file` could not answer from the cache, and
-    /// caches the outcome if it is still current.
-    fn finish(&self, job: RenderJob) -> Result<Rendered, ProvisionError> {
-        let shipped = self.shipped.load();
-        let model = job.model.as_deref();
-        let target = Target {
-            family: job.family,
-            template: job.template,
-            kind: job.kind,
-            file: &job.file,
-            phone: job.phone.as_ref(),
-            model,
-        };
-        let result = self.render_target(&job.state, &shipped, &target, true);
-        let latest = self.mirror.load();
-        let generation = self.shipped.load().generation;
-        match &result {
-            Ok(rendered) => {
-                self.rendered
-                    .fill(job.key, rendered, &latest, generation, model);
-            }
-            Err(error @ ProvisionError::Render { .. }) => {
-                let inputs = Inputs::of(
-                    &job.state,
-                    shipped.generation,
-                    job.family,
-                    job.template,
-                    job.phone.as_ref(),
-                    model,
-                );
-                self.rendered
-                    .fail(job.key, inputs, error, &latest, generation, model);
-            }
-            Err(_) => {}
-        }
-        result
-    }
-
-    /// Renders one file from `state`, uncached. `reuse_compiled` false
-    /// compiles the template afresh (the self-check trusts no cache).
-    pub(crate) fn render_target(
-        &self,
-        state: &MirrorState,
-        shipped: &Shipped,
-        target: &Target<'_>,
-        reuse_compiled: bool,
-    ) -> Result<Rendered, ProvisionError> {
-        let Target {
-            family,
-            template: name,
-            kind,
-            file,
-            phone,
-            model,
-        } = *target;
-        let template = resolve(state, shipped, family, name, phone.map(|p| &**p), model)
-            .ok_or(ProvisionError::NotFound)?;
-        let engine = self.engine(&template, reuse_compiled)?;
-        let tenant = phone.and_then(|p| state.tenant(p.tenant_id)).cloned();
-        let lines = phone.map(|p| state.lines_of(p.id)).unwrap_or_default();
-        let subject = Subject {
-            mask_secrets: false,
-            family,
-            phone: phone.map(|p| &**p),
-            lines: &lines,
-            tenant: tenant.as_deref(),
-            model,
-            file,
-        };
-        let body = render(
-            &engine.engine,
-            &template,
-            &subject,
-            &self.key,
-            &self.options.base_url,
-            &self.options.budget,
-        )?;
-        let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..16]));
-        Ok(Rendered {
-            body: body.into(),
-            etag: etag.into(),
-            content_type: content_type(family),
-            kind,
-            family: Some(family),
-            file: None,
-            inputs: Some(Arc::new(Inputs::of(
-                state,
-                shipped.generation,
-                family,
-                name,
-                phone,
-                model,
-            ))),
-        })
-    }
-
-    fn engine(
-        &self,
-        template: &Resolved,
-        reuse_compiled: bool,
-    ) -> Result<Arc<Compiled>, ProvisionError> {
-        let compile = || -> Result<Arc<Compiled>, ProvisionError> {
-            Ok(Arc::new(Compiled {
-                engine: compile(template, &self.options.budget)?,
-                body: template.body.clone(),
-            }))
-        };
-        if !reuse_compiled {
-            return compile();
-        }
-        let key = match template.origin {
-            Origin::Stored { id, version } => CompiledKey::Stored { id, version },
-            Origin::Shipped { generation } => CompiledKey::Shipped {
-                generation,
-                family: template.family,
-                name: template.name,
-            },
-            // `resolve` is given no draft here.
-            Origin::Draft => return Err(ProvisionError::NotFound),
-        };
-        if let Some(compiled) = self.compiled.get(&key) {
-            if compiled.body == template.body {
-                return Ok(compiled);
-            }
-        }
-        let compiled = compile()?;
-        self.compiled.insert(key, compiled.clone());
-        Ok(compiled)
-    }
-
     /// Drops the cached files a mirror change makes outdated, to free
     /// memory early; reads check every entry's inputs regardless.
     pub fn invalidate(&self, event: &ChangeEvent) {
@@ -698,38 +445,4 @@ impl Provisioner {
     pub fn cached_files(&self) -> u64 {
         self.rendered.len()
     }
-}
-
-/// What `decide` concluded: an answer, or a render still to do.
-enum Step {
-    Done(Result<Rendered, ProvisionError>),
-    Render(Box<RenderJob>),
-}
-
-/// A render `decide` could not answer from the cache; it owns what it
-/// needs, so it can run on the pool.
-struct RenderJob {
-    state: Arc<MirrorState>,
-    key: RenderKey,
-    family: Family,
-    template: &'static str,
-    kind: FileKind,
-    file: String,
-    phone: Option<Arc<Phone>>,
-    model: Option<String>,
-}
-
-/// One file to render: what `provision()` identified, for a phone (or none).
-#[derive(Clone, Copy)]
-pub(crate) struct Target<'a> {
-    pub family: Family,
-    pub template: &'static str,
-    pub kind: FileKind,
-    pub file: &'a str,
-    pub phone: Option<&'a Arc<Phone>>,
-    pub model: Option<&'a str>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::provision::{Provisioner, Target};
+use crate::files::Target;
+use crate::provision::Provisioner;
 
 /// What one round of the self-check found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
