@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use dialtone_sync::import::{plan_files, ImportError, ImportPlan};
-use dialtone_sync::{Audit, Mutation, SourceKind, SyncError};
+use dialtone_sync::import::{plan_files, ImportPlan};
+use dialtone_sync::{Audit, SyncError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -25,36 +25,9 @@ fn print_errors(plan: &ImportPlan) {
     }
 }
 
-/// Source settings are the directory crate's business: check them here,
-/// so a typo in an LDAP filter fails the import instead of the first call.
-pub(crate) fn check_sources(plan: &mut ImportPlan) {
-    use dialtone_directory::settings::{HttpSettings, LdapSettings};
-    let mut errors = Vec::new();
-    plan.items.retain(|(mutation, location)| {
-        let Mutation::UpsertDirectorySource(source) = mutation else {
-            return true;
-        };
-        let checked = match source.kind {
-            SourceKind::Ldap => LdapSettings::parse(&source.name, &source.settings).map(drop),
-            SourceKind::Http => HttpSettings::parse(&source.name, &source.settings).map(drop),
-        };
-        match checked {
-            Ok(()) => true,
-            Err(e) => {
-                errors.push(ImportError {
-                    location: location.clone(),
-                    message: e.to_string(),
-                });
-                false
-            }
-        }
-    });
-    plan.errors.extend(errors);
-}
-
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     let mut plan = plan_files(&args.files);
-    check_sources(&mut plan);
+    dialtone_directory::settings::check_import(&mut plan);
     if !plan.errors.is_empty() {
         print_errors(&plan);
         if !args.skip_invalid {

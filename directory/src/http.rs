@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use dialtone_sync::{now_millis, token_hash, Id, TokenScope};
+use dialtone_sync::{now_millis, token_hash, Id, MirrorState, TokenScope};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -101,11 +101,7 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
 }
 
 /// The tenant a key may look up for.
-fn authorize(
-    service: &LookupService,
-    query: &LookupQuery,
-    headers: &HeaderMap,
-) -> Result<Id, Refusal> {
+fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> Result<Id, Refusal> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -124,7 +120,6 @@ fn authorize(
                 "a lookup key is required",
             )
         })?;
-    let state = service.mirror().load();
     let invalid = || {
         refusal(
             StatusCode::UNAUTHORIZED,
@@ -171,7 +166,9 @@ async fn answer(
     number: Option<&str>,
     mode: Mode,
 ) -> Result<Answer, Response> {
-    let tenant = authorize(service, query, headers).map_err(|r| r.into_response(mode))?;
+    // One mirror state for the key, the tenant and the answer.
+    let state = service.mirror().load();
+    let tenant = authorize(&state, query, headers).map_err(|r| r.into_response(mode))?;
     let number = number.filter(|n| !n.trim().is_empty()).ok_or_else(|| {
         refusal(
             StatusCode::BAD_REQUEST,
@@ -180,7 +177,7 @@ async fn answer(
         )
         .into_response(mode)
     })?;
-    service.lookup(tenant, number).await.map_err(|e| {
+    service.lookup_at(state, tenant, number).await.map_err(|e| {
         let refused = match &e {
             DirectoryError::Number(reason) => refusal(
                 StatusCode::BAD_REQUEST,

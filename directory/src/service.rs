@@ -138,7 +138,9 @@ pub(crate) struct Inner {
     /// Set once a change follower has run.
     followed: AtomicBool,
     /// (region, input) to E.164, for inputs that normalize.
-    normalized: moka::sync::Cache<(String, String), Arc<str>>,
+    /// Keyed by `region NUL number`, so a hit allocates nothing (a region
+    /// is an ISO code and never holds a NUL).
+    normalized: moka::sync::Cache<String, Arc<str>>,
 }
 
 struct LoadDone<'a> {
@@ -236,8 +238,20 @@ impl LookupService {
     /// the caller must fix (bad number, unknown tenant); a source failure
     /// is an answer without a name.
     pub async fn lookup(&self, tenant: Id, number: &str) -> Result<Answer, DirectoryError> {
+        self.lookup_at(self.inner.mirror.load(), tenant, number)
+            .await
+    }
+
+    /// `lookup` from `state`, the mirror state the caller already holds
+    /// (the API authorizes and looks up from one load).
+    pub async fn lookup_at(
+        &self,
+        state: Arc<MirrorState>,
+        tenant: Id,
+        number: &str,
+    ) -> Result<Answer, DirectoryError> {
         let started = Instant::now();
-        let result = self.lookup_inner(tenant, number, started).await;
+        let result = self.lookup_inner(state, tenant, number, started).await;
         let elapsed = started.elapsed().as_secs_f64();
         match &result {
             Ok(answer) => {
@@ -262,12 +276,12 @@ impl LookupService {
 
     async fn lookup_inner(
         &self,
+        state: Arc<MirrorState>,
         tenant: Id,
         number: &str,
         started: Instant,
     ) -> Result<Answer, DirectoryError> {
         let inner = &self.inner;
-        let state = inner.mirror.load();
         let tag = Tag::of(&inner.generations, &state, tenant);
         let region = state
             .tenant(tenant)
@@ -314,13 +328,21 @@ impl LookupService {
     /// number, most of a cache hit, and PBXes ask about the same callers
     /// over and over in the same few spellings.
     fn normalized(&self, number: &str, region: &str) -> Result<Arc<str>, DirectoryError> {
-        let key = (region.to_string(), number.to_string());
-        if let Some(known) = self.inner.normalized.get(&key) {
-            return Ok(known);
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let e164: Arc<str> = normalize(number, region)?.into();
-        self.inner.normalized.insert(key, e164.clone());
-        Ok(e164)
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(region);
+            key.push('\0');
+            key.push_str(number);
+            if let Some(known) = self.inner.normalized.get(key.as_str()) {
+                return Ok(known);
+            }
+            let e164: Arc<str> = normalize(number, region)?.into();
+            self.inner.normalized.insert(key.clone(), e164.clone());
+            Ok(e164)
+        })
     }
 
     /// The running load for `key`, or a new one. `None` when too many loads

@@ -6,7 +6,41 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use dialtone_sync::import::{ImportError, ImportPlan};
+use dialtone_sync::{Mutation, SourceKind};
+
 use crate::error::DirectoryError;
+
+/// Checks a source's settings JSON for its kind: one check for the admin
+/// API and for imports, so a typo fails the write, not the first call.
+pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryError> {
+    match kind {
+        SourceKind::Ldap => LdapSettings::parse(name, json).map(drop),
+        SourceKind::Http => HttpSettings::parse(name, json).map(drop),
+    }
+}
+
+/// Drops the sources of an import plan whose settings do not check, and
+/// records each as an error at its place in the file.
+pub fn check_import(plan: &mut ImportPlan) {
+    let mut errors = Vec::new();
+    plan.items.retain(|(mutation, location)| {
+        let Mutation::UpsertDirectorySource(source) = mutation else {
+            return true;
+        };
+        match check(source.kind, &source.name, &source.settings) {
+            Ok(()) => true,
+            Err(e) => {
+                errors.push(ImportError {
+                    location: location.clone(),
+                    message: e.to_string(),
+                });
+                false
+            }
+        }
+    });
+    plan.errors.extend(errors);
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

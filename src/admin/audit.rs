@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use super::phones::{parse_mac, visible_phone};
+use super::phones::{parse_mac, phone_for, Access};
 use super::{commit, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
@@ -146,9 +146,7 @@ pub async fn history(
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
-    let owner = visible_phone(&state.mirror.load(), &principal, &mac)
-        .map(|p| p.tenant_id)
-        .ok_or_else(|| ApiError::not_found(format!("phone {mac}")))?;
+    let owner = phone_for(&state.mirror.load(), &principal, &mac, Access::Read)?.tenant_id;
     // Only fetches made while the phone was this tenant's: the previous
     // owner of the MAC keeps theirs. Global admins see every fetch.
     let tenant = (!principal.is_global()).then_some(owner);
@@ -201,7 +199,7 @@ pub async fn import(
         ));
     };
     let mut plan = plan_text("request", json, &body);
-    crate::import_cmd::check_sources(&mut plan);
+    dialtone_directory::settings::check_import(&mut plan);
     if !plan.errors.is_empty() {
         let errors: Vec<Value> = plan
             .errors

@@ -203,7 +203,7 @@ pub(crate) fn tagged<T: Serialize>(etag: &str, body: T) -> Response {
 pub(crate) fn digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
     let hash = Sha256::digest(text.as_bytes());
-    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&hash[..8])
 }
 
 /// Page size bounds for every list.

@@ -126,6 +126,33 @@ pub(crate) fn visible_phone<'a>(
         .filter(|p| principal.read(p.tenant_id, "phone").is_ok())
 }
 
+/// What a caller wants to do with a row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// The phone with `mac`, if `principal` may `access` it: one place for
+/// "find it, check the caller may see it". Another tenant's phone is 404,
+/// like a missing one.
+pub(crate) fn phone_for<'a>(
+    state: &'a MirrorState,
+    principal: &Principal,
+    mac: &Mac,
+    access: Access,
+) -> Result<&'a Arc<Phone>, ApiError> {
+    let what = format!("phone {mac}");
+    let phone = state
+        .phone_by_mac(mac)
+        .ok_or_else(|| ApiError::not_found(&what))?;
+    match access {
+        Access::Read => principal.read(phone.tenant_id, &what)?,
+        Access::Write => principal.write(phone.tenant_id, &what)?,
+    }
+    Ok(phone)
+}
+
 pub(crate) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a MAC address")))
@@ -303,11 +330,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
     let mirror = state.mirror.load();
-    let what = format!("phone {mac}");
-    let phone = mirror
-        .phone_by_mac(&mac)
-        .ok_or_else(|| ApiError::not_found(&what))?;
-    principal.read(phone.tenant_id, &what)?;
+    let phone = phone_for(&mirror, &principal, &mac, Access::Read)?;
     let view = view(&mirror, phone);
     Ok(tagged(&view.etag.clone(), view))
 }
@@ -491,10 +514,7 @@ pub async fn update(
     }
     let what = format!("phone {mac}");
     let mirror = state.mirror.load();
-    let phone = mirror
-        .phone_by_mac(&mac)
-        .ok_or_else(|| ApiError::not_found(&what))?;
-    principal.write(phone.tenant_id, &what)?;
+    let phone = phone_for(&mirror, &principal, &mac, Access::Write)?;
     let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
     check_quotas(
         &state,
@@ -543,13 +563,9 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
-    let what = format!("phone {mac}");
     let tenant = {
         let mirror = state.mirror.load();
-        let phone = mirror
-            .phone_by_mac(&mac)
-            .ok_or_else(|| ApiError::not_found(&what))?;
-        principal.write(phone.tenant_id, &what)?;
+        let phone = phone_for(&mirror, &principal, &mac, Access::Write)?;
         mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string())
     };
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use super::phones::parse_mac;
+use super::phones::{parse_mac, phone_for, Access};
 use super::templates::{key_of, stored, KeyFields};
 use super::versions::unified_diff;
 use super::{AdminState, Principal};
@@ -87,12 +87,7 @@ pub async fn preview(
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&request.mac)?;
     let mirror = state.mirror.load();
-    let what = format!("phone {mac}");
-    let phone = mirror
-        .phone_by_mac(&mac)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&what))?;
-    principal.read(phone.tenant_id, &what)?;
+    let phone = phone_for(&mirror, &principal, &mac, Access::Read)?.clone();
     let draft = match (request.template_id, request.body) {
         (Some(id), Some(body)) => Some(Draft {
             key: stored(&mirror, &principal, id)?.key(),
@@ -155,16 +150,7 @@ pub async fn phone_files(
     ApiPath(mac): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
-    let phone = {
-        let mirror = state.mirror.load();
-        let what = format!("phone {mac}");
-        let phone = mirror
-            .phone_by_mac(&mac)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&what))?;
-        principal.read(phone.tenant_id, &what)?;
-        phone
-    };
+    let phone = phone_for(&state.mirror.load(), &principal, &mac, Access::Read)?.clone();
     let mut views = Vec::new();
     for file in state.provisioner.rendered_files_of(&phone) {
         let now = preview_on_pool(&state, &phone, &file, None).await?;

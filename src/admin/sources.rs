@@ -9,7 +9,6 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dialtone_directory::settings::{HttpSettings, LdapSettings};
 use dialtone_directory::sources::{build_source, BreakerOptions};
 use dialtone_sync::{
     etag_of, DirectorySource, DirectorySourceInput, MirrorState, Mutation, SourceKind, Target,
@@ -140,11 +139,8 @@ fn source_input(
         return Err(ApiError::invalid("settings must be a JSON object"));
     }
     let settings = body.settings.to_string();
-    let checked = match kind {
-        SourceKind::Ldap => LdapSettings::parse(&name, &settings).map(drop),
-        SourceKind::Http => HttpSettings::parse(&name, &settings).map(drop),
-    };
-    checked.map_err(|e| ApiError::invalid(e.to_string()))?;
+    dialtone_directory::settings::check(kind, &name, &settings)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let timeout_ms = body
         .timeout_ms
         .or(before.map(|b| b.timeout_ms))

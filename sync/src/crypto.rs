@@ -49,10 +49,7 @@ pub fn generate_token() -> String {
 /// stay a single map probe.
 pub fn token_hash(token: &str) -> String {
     use sha2::Digest;
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 impl fmt::Debug for Sealed {
@@ -142,7 +139,7 @@ impl SecretKey {
     pub fn generate_hex() -> String {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
-        key.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(key)
     }
 
     /// Reads the key file, or creates it (mode 0600) with a fresh key when it

@@ -14,13 +14,7 @@ pub fn etag_of<T: Serialize + ?Sized>(row: &T) -> String {
     // one binary, and the tag only has to match within one deployment.
     let bytes = postcard::to_allocvec(row).expect("rows always serialize");
     let digest = Sha256::digest(&bytes);
-    let mut tag = String::with_capacity(26);
-    tag.push('"');
-    for byte in &digest[..12] {
-        tag.push_str(&format!("{byte:02x}"));
-    }
-    tag.push('"');
-    tag
+    format!("\"{}\"", hex::encode(&digest[..12]))
 }
 
 /// A phone and its lines are edited as one resource, so they share a tag.

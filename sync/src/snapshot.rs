@@ -111,7 +111,7 @@ pub fn source_id(database_url: &str) -> String {
         None => database_url.to_string(),
     };
     let digest = sha2::Sha256::digest(without_password.as_bytes());
-    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 /// Reads a snapshot. `Ok(None)` when there is none.

@@ -25,8 +25,8 @@ pub enum Algorithm {
 impl Algorithm {
     fn hash(self, input: &str) -> String {
         match self {
-            Algorithm::Md5 => hex(&md5::Md5::digest(input.as_bytes())),
-            Algorithm::Sha256 => hex(&Sha256::digest(input.as_bytes())),
+            Algorithm::Md5 => hex(md5::Md5::digest(input.as_bytes())),
+            Algorithm::Sha256 => hex(Sha256::digest(input.as_bytes())),
         }
     }
 
@@ -38,9 +38,7 @@ impl Algorithm {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use hex::encode as hex;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

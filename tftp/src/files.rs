@@ -305,6 +305,4 @@ pub(crate) struct Target<'a> {
     pub model: Option<&'a str>,
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use hex::encode as hex;
