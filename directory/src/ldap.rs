@@ -34,6 +34,7 @@ pub struct LdapSource {
     networks: Arc<SourceNetworks>,
     searches: AtomicU64,
     connects: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 impl LdapSource {
@@ -57,6 +58,7 @@ impl LdapSource {
             networks,
             searches: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
         })
     }
 
@@ -72,6 +74,11 @@ impl LdapSource {
     /// Connections opened since this source was built.
     pub fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Searches stopped before the server's last entry (and abandoned).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Who has `e164`, within `budget`. `Ok(None)` is a definite miss.
@@ -192,6 +199,7 @@ impl LdapSource {
         // promise. Read entries one at a time, keep the first name, and stop
         // reading past `size_limit` entries or MAX_REPLY_BYTES.
         let (mut entries, mut bytes, mut found) = (0, 0, None);
+        let mut stopped_early = false;
         while let Some(entry) = stream.next().await.map_err(search)? {
             if entry.is_ref() || entry.is_intermediate() {
                 continue;
@@ -208,12 +216,16 @@ impl LdapSource {
                 found = self.name_of(&entry.attrs);
             }
             if entries > self.settings.size_limit || bytes > MAX_REPLY_BYTES {
+                stopped_early = true;
                 break;
             }
         }
-        let done = stream.state() == ldap3::StreamState::Done;
+        // Not `stream.state()`: without adapters ldap3 leaves a stream read
+        // to its end `Active`, and abandoning every finished search cost
+        // each one 40 ms (Nagle against the server's delayed ACK).
         let outcome = stream.finish().await;
-        if !done {
+        if stopped_early {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
             // Stopped early: tell the server, and keep the connection.
             let id = stream.ldap_handle().last_id();
             let _ = stream.ldap_handle().abandon(id).await;

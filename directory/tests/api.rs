@@ -2,14 +2,14 @@
 //! (digits only, key in the query, body is the name), Asterisk `CURL()`,
 //! OpenCNAM-style clients. Plus keys and tenant isolation on every route.
 
-mod support;
+mod common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use common::*;
 use dialtone_directory::{LookupOptions, LookupService};
 use dialtone_sync::{ApiTokenInput, Mutation, TokenScope};
 use http_body_util::BodyExt;
-use support::*;
 use tower::ServiceExt;
 
 struct Api {
@@ -37,9 +37,9 @@ async fn api() -> Api {
         tenant("acme", "US"),
         tenant("globex", "US"),
         // The same number in both tenants, under different names.
-        entry("acme", "a1", "Alice Example", "+1 (555) 010-1234"),
-        entry("globex", "g1", "Globex Reception", "555.010.1234"),
-        entry("globex", "g2", "Globex Only", "555-010-1299"),
+        entry("acme", "a1", "Alice Example", &["+1 (555) 010-1234"]),
+        entry("globex", "g1", "Globex Reception", &["555.010.1234"]),
+        entry("globex", "g2", "Globex Only", &["555-010-1299"]),
         acme_token,
         globex_token,
         revoked_token,
@@ -57,7 +57,7 @@ async fn api() -> Api {
         .unwrap()
         .id;
     store
-        .apply(&[Mutation::RevokeApiToken { id }], &audit())
+        .apply(&[Mutation::RevokeApiToken { id }], &audit("setup"))
         .await
         .unwrap();
     let mirror = std::sync::Arc::new(dialtone_sync::Mirror::new());

@@ -3,7 +3,7 @@
 //! order. The remote source is an upstream HTTP CNAM server run by the test
 //! (on loopback), so every request it gets is counted.
 
-mod support;
+mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,10 +13,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use common::*;
 use dialtone_directory::{CacheStatus, Clock, LookupOptions, LookupService};
 use dialtone_sync::testing::eventually;
 use dialtone_sync::{Id, Mutation, SourceKind};
-use support::*;
 use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug)]
@@ -259,7 +259,7 @@ async fn a_directory_edit_invalidates_the_tenant() {
         Reply::NotFound,
         false,
         10,
-        &[entry("acme", "e1", "Old Name", "+1 (555) 010-1234")],
+        &[entry("acme", "e1", "Old Name", &["+1 (555) 010-1234"])],
         options(),
     )
     .await;
@@ -275,8 +275,8 @@ async fn a_directory_edit_invalidates_the_tenant() {
     assert_eq!(f.lookup("5550101234").await.cache, CacheStatus::Hit);
     f.store
         .apply(
-            &[entry("acme", "e1", "New Name", "+1 (555) 010-1234")],
-            &audit(),
+            &[entry("acme", "e1", "New Name", &["+1 (555) 010-1234"])],
+            &audit("setup"),
         )
         .await
         .unwrap();
@@ -293,7 +293,7 @@ async fn a_directory_edit_invalidates_the_tenant() {
 
 #[tokio::test]
 async fn sources_run_in_priority_order() {
-    let local = [entry("acme", "e1", "Local Name", "555-010-1234")];
+    let local = [entry("acme", "e1", "Local Name", &["555-010-1234"])];
     let after = fixture(Reply::Name("Upstream Name"), false, 10, &local, options()).await;
     assert_eq!(
         after

@@ -3,45 +3,9 @@
 use std::sync::Arc;
 
 use dialtone_directory::local::LocalDirectory;
-use dialtone_sync::store::{DirectoryEntryInput, TenantInput};
+use dialtone_sync::testing::build::{audit, entry, tenant};
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
-
-fn audit() -> Audit {
-    Audit {
-        tenant: None,
-        actor: "t".into(),
-        action: "t".into(),
-        entity: "t".into(),
-        entity_key: String::new(),
-        detail: serde_json::json!({}),
-    }
-}
-
-fn tenant(slug: &str, region: &str) -> Mutation {
-    Mutation::UpsertTenant(TenantInput {
-        slug: slug.into(),
-        name: slug.into(),
-        default_region: region.into(),
-        settings: "{}".into(),
-    })
-}
-
-fn entry(tenant: &str, id: &str, name: &str, numbers: &[&str]) -> Mutation {
-    Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-        tenant: tenant.into(),
-        external_id: id.into(),
-        name: name.into(),
-        company: None,
-        numbers: numbers
-            .iter()
-            .map(|n| DirectoryNumber {
-                number: (*n).into(),
-                kind: "work".into(),
-            })
-            .collect(),
-    })
-}
 
 #[tokio::test]
 async fn finds_by_any_form_within_the_tenant_only() {
@@ -62,7 +26,7 @@ async fn finds_by_any_form_within_the_tenant_only() {
                 entry("acme", "3", "Odd Format", &["call 010-0042 please"]),
                 entry("brit", "1", "Brit Only", &["01632 960777"]),
             ],
-            &audit(),
+            &audit("setup"),
         )
         .await
         .unwrap();
@@ -127,7 +91,7 @@ async fn finds_by_any_form_within_the_tenant_only() {
     store
         .apply(
             &[entry("acme", "1", "Alice Renamed", &["+1 (555) 010-1234"])],
-            &audit(),
+            &audit("setup"),
         )
         .await
         .unwrap();
@@ -155,7 +119,7 @@ async fn finds_by_any_form_within_the_tenant_only() {
     store
         .apply(
             &[entry("acme", "1", "Alice Again", &["+1 (555) 010-1234"])],
-            &audit(),
+            &audit("setup"),
         )
         .await
         .unwrap();
@@ -190,7 +154,7 @@ async fn ambiguous_suffixes_are_not_guessed() {
                 entry("acme", "2", "Two", &["+44 20 7010 1234"]),
                 entry("acme", "3", "Three", &["0109876"]),
             ],
-            &audit(),
+            &audit("setup"),
         )
         .await
         .unwrap();

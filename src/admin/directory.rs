@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
-use super::{commit, commit_if_match, page_size, tagged, AdminState, Change, Principal};
+use super::{commit, commit_if_match, page_size, tagged, AdminState, Change, Edit, Principal};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct NumberView {
@@ -314,10 +314,8 @@ pub async fn update_entry(
             tenant: slug.clone(),
             external_id: external_id.clone(),
         },
-        Change {
+        Edit {
             action: "update",
-            entity: "directory_entry",
-            key: format!("{slug}/{external_id}"),
             tenant: Some(&slug),
             detail,
         },
@@ -350,10 +348,8 @@ pub async fn remove_entry(
             tenant: slug.clone(),
             external_id: external_id.clone(),
         },
-        Change {
+        Edit {
             action: "delete",
-            entity: "directory_entry",
-            key: format!("{slug}/{external_id}"),
             tenant: Some(&slug),
             detail: json!({}),
         },

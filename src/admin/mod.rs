@@ -170,12 +170,45 @@ pub(crate) async fn commit_if_match(
     principal: &Principal,
     headers: &HeaderMap,
     target: Target,
-    change: Change<'_>,
+    edit: Edit<'_>,
     mutation: Mutation,
 ) -> Result<WriteReport, ApiError> {
+    let (entity, key) = audit_name(&target);
+    let change = Change {
+        action: edit.action,
+        entity,
+        key,
+        tenant: edit.tenant,
+        detail: edit.detail,
+    };
     let mut mutations: Vec<Mutation> = expectation(headers, target).into_iter().collect();
     mutations.push(mutation);
     commit(state, principal, change, mutations).await
+}
+
+/// A write to one existing row: the audit row's entity and key come from
+/// the row's `Target`, so no handler restates them.
+pub(crate) struct Edit<'a> {
+    pub action: &'static str,
+    pub tenant: Option<&'a str>,
+    /// Summaries and hashes only: never a secret.
+    pub detail: Value,
+}
+
+/// How the audit log names a row.
+fn audit_name(target: &Target) -> (&'static str, String) {
+    match target {
+        Target::Tenant { slug } => ("tenant", slug.clone()),
+        Target::Phone { mac } => ("phone", mac.to_string()),
+        Target::Template { id } => ("template", format!("#{id}")),
+        Target::DirectoryEntry {
+            tenant,
+            external_id,
+        } => ("directory_entry", format!("{tenant}/{external_id}")),
+        Target::DirectorySource { tenant, name } => {
+            ("directory_source", format!("{tenant}/{name}"))
+        }
+    }
 }
 
 /// The `Expect` mutation an `If-Match` header asks for, if any. `*` only

@@ -19,7 +19,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, parse_name, tagged, AdminState,
-    Change, Principal,
+    Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -534,10 +534,8 @@ pub async fn update(
         &principal,
         &headers,
         Target::Phone { mac },
-        Change {
+        Edit {
             action: "update",
-            entity: "phone",
-            key: mac.to_string(),
             tenant: Some(&tenant),
             detail,
         },
@@ -574,10 +572,8 @@ pub async fn remove(
         &principal,
         &headers,
         Target::Phone { mac },
-        Change {
+        Edit {
             action: "delete",
-            entity: "phone",
-            key: mac.to_string(),
             tenant: tenant.as_deref(),
             detail: json!({}),
         },

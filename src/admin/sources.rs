@@ -22,7 +22,7 @@ use super::directory::tenant_of;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Principal,
+    commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -247,10 +247,8 @@ pub async fn update_source(
             tenant: slug.clone(),
             name: name.clone(),
         },
-        Change {
+        Edit {
             action: "update",
-            entity: "directory_source",
-            key: format!("{slug}/{name}"),
             tenant: Some(&slug),
             detail,
         },
@@ -283,10 +281,8 @@ pub async fn remove_source(
             tenant: slug.clone(),
             name: name.clone(),
         },
-        Change {
+        Edit {
             action: "delete",
-            entity: "directory_source",
-            key: format!("{slug}/{name}"),
             tenant: Some(&slug),
             detail: json!({}),
         },

@@ -20,7 +20,8 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, visible_phone};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Principal,
+    commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Edit,
+    Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -507,10 +508,8 @@ pub(crate) async fn save_body(
         principal,
         headers,
         Target::Template { id: template.id },
-        Change {
+        Edit {
             action,
-            entity: "template",
-            key: format!("#{}", template.id),
             tenant: tenant.as_deref(),
             detail,
         },
@@ -583,10 +582,8 @@ pub async fn remove(
         &principal,
         &headers,
         Target::Template { id },
-        Change {
+        Edit {
             action: "delete",
-            entity: "template",
-            key: format!("#{id}"),
             tenant: tenant.as_deref(),
             detail: json!({ "before": digest(&template.body), "version": template.version }),
         },

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::{check_setting, keep_quotas};
 use super::{
-    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change,
+    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change, Edit,
     Principal,
 };
 
@@ -251,10 +251,8 @@ pub async fn update(
         &principal,
         &headers,
         Target::Tenant { slug: slug.clone() },
-        Change {
+        Edit {
             action: "update",
-            entity: "tenant",
-            key: slug.clone(),
             tenant: Some(&slug),
             detail: json!({ "before": etag_of(&*before) }),
         },
@@ -304,10 +302,8 @@ pub async fn remove(
         &principal,
         &headers,
         Target::Tenant { slug: slug.clone() },
-        Change {
+        Edit {
             action: "delete",
-            entity: "tenant",
-            key: slug.clone(),
             tenant: Some(&slug),
             detail: json!({ "phones": phones, "directory_entries": entries }),
         },

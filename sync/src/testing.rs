@@ -238,3 +238,99 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Data builders for tests of every crate: one set, so a fixture means the
+/// same thing everywhere. MACs use real vendor OUIs and numbers the
+/// reserved fictional ranges (docs/test-data.md).
+pub mod build {
+    use crate::store::{
+        DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput,
+    };
+    use crate::{Audit, DirectoryNumber, Family, Mutation, SourceKind};
+
+    pub fn tenant(slug: &str, region: &str) -> Mutation {
+        Mutation::UpsertTenant(TenantInput {
+            slug: slug.into(),
+            name: format!("{slug} Ltd"),
+            default_region: region.into(),
+            settings: "{}".into(),
+        })
+    }
+
+    pub fn line(ext: &str, password: &str) -> LineInput {
+        LineInput {
+            extension: ext.into(),
+            display_name: format!("Desk {ext}"),
+            auth_user: ext.into(),
+            password: Some(password.into()),
+            registrar: "sip.example.net".into(),
+            proxy: None,
+            settings: "{}".into(),
+        }
+    }
+
+    /// A Yealink phone (OUI 00:15:65) numbered `n`.
+    pub fn phone(tenant: &str, n: u32, lines: usize) -> Mutation {
+        Mutation::UpsertPhone(PhoneInput {
+            tenant: tenant.into(),
+            mac: format!("001565{n:06x}").parse().expect("a valid MAC"),
+            family: Family::Yealink,
+            model: Some("T46S".into()),
+            label: None,
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            lines: (0..lines)
+                .map(|i| line(&format!("{}", 100 + i), &format!("pw-{n}-{i}")))
+                .collect(),
+        })
+    }
+
+    /// A directory entry with `numbers` as work numbers.
+    pub fn entry(tenant: &str, id: &str, name: &str, numbers: &[&str]) -> Mutation {
+        Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+            tenant: tenant.into(),
+            external_id: id.into(),
+            name: name.into(),
+            company: None,
+            numbers: numbers
+                .iter()
+                .map(|n| DirectoryNumber {
+                    number: (*n).into(),
+                    kind: "work".into(),
+                })
+                .collect(),
+        })
+    }
+
+    pub fn source(
+        tenant: &str,
+        name: &str,
+        kind: SourceKind,
+        settings: serde_json::Value,
+        secret: Option<&str>,
+        timeout_ms: i32,
+    ) -> Mutation {
+        Mutation::UpsertDirectorySource(DirectorySourceInput {
+            tenant: tenant.into(),
+            name: name.into(),
+            kind,
+            priority: 10,
+            enabled: true,
+            settings: settings.to_string(),
+            secret: secret.map(Into::into),
+            timeout_ms,
+        })
+    }
+
+    pub fn audit(action: &str) -> Audit {
+        Audit {
+            tenant: None,
+            actor: "test".into(),
+            action: action.into(),
+            entity: "test".into(),
+            entity_key: String::new(),
+            detail: serde_json::json!({}),
+        }
+    }
+}

@@ -2,14 +2,14 @@
 //! data. Each runs against a real server started by scripts/test (or a
 //! private cluster where the test stops the server).
 
-mod fixtures;
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::*;
 use dialtone_sync::testing::{PrivatePostgres, TestDb};
 use dialtone_sync::watcher::WatchOptions;
 use dialtone_sync::*;
-use fixtures::*;
 
 fn mac(n: u32) -> Mac {
     format!("001565{n:06x}").parse().unwrap()
@@ -28,7 +28,7 @@ async fn a_out_of_order_commits_are_not_skipped() {
     let db = TestDb::postgres().await;
     let store = db.store().await;
     store
-        .apply(&[tenant("acme")], &audit("setup"))
+        .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
         .unwrap();
     let node = RunningMirror::start(store.clone()).await;
@@ -82,7 +82,7 @@ async fn b_killed_listener_loses_nothing() {
     let db = TestDb::postgres().await;
     let store = db.store().await;
     store
-        .apply(&[tenant("acme")], &audit("setup"))
+        .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
         .unwrap();
     let node = RunningMirror::start_with(store.clone(), notify_only()).await;
@@ -148,7 +148,10 @@ async fn c_server_outage_keeps_serving_then_catches_up() {
     .unwrap();
     store.migrate().await.unwrap();
     store
-        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("setup"))
+        .apply(
+            &[tenant("acme", "US"), phone("acme", 1, 2)],
+            &audit("setup"),
+        )
         .await
         .unwrap();
     let node = RunningMirror::start_with(

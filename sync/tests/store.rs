@@ -1,14 +1,14 @@
 //! Store and mirror behaviour, written once and run against both SQLite and
 //! PostgreSQL (real servers, started by scripts/test).
 
-mod fixtures;
+mod common;
 
 use std::time::Duration;
 
+use common::*;
 use dialtone_sync::store::Backend;
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
-use fixtures::*;
 use rand::{Rng, SeedableRng};
 
 macro_rules! both_backends {
@@ -36,9 +36,9 @@ both_backends!(upserts_are_idempotent, upserts_are_idempotent_body);
 async fn upserts_are_idempotent_body(db: TestDb) {
     let store = db.store().await;
     let batch = vec![
-        tenant("acme"),
+        tenant("acme", "US"),
         phone("acme", 1, 2),
-        entry("acme", "e1", "Alice", "+1 (555) 010-1234"),
+        entry("acme", "e1", "Alice", &["+1 (555) 010-1234"]),
     ];
     let first = store.apply(&batch, &audit("import")).await.unwrap();
     assert_eq!(
@@ -70,7 +70,10 @@ both_backends!(secrets_are_sealed_at_rest, secrets_are_sealed_body);
 async fn secrets_are_sealed_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), phone("acme", 7, 1)], &audit("import"))
+        .apply(
+            &[tenant("acme", "US"), phone("acme", 7, 1)],
+            &audit("import"),
+        )
         .await
         .unwrap();
     let data = db_rows(&*store).await;
@@ -84,7 +87,7 @@ both_backends!(failed_write_leaves_nothing, failed_write_body);
 async fn failed_write_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme")], &audit("setup"))
+        .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
         .unwrap();
     let before = db_rows(&*store).await;
@@ -111,7 +114,7 @@ both_backends!(change_feed_reports_deletes, change_feed_body);
 async fn change_feed_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("a"))
+        .apply(&[tenant("acme", "US"), phone("acme", 1, 2)], &audit("a"))
         .await
         .unwrap();
     let (_, cursor, _) = store.load_all().await.unwrap();
@@ -158,7 +161,7 @@ both_backends!(mirror_follows_writes, mirror_follows_body);
 async fn mirror_follows_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("a"))
+        .apply(&[tenant("acme", "US"), phone("acme", 1, 2)], &audit("a"))
         .await
         .unwrap();
     let node = RunningMirror::start(store.clone()).await;
@@ -168,7 +171,7 @@ async fn mirror_follows_body(db: TestDb) {
         .apply(
             &[
                 phone("acme", 2, 3),
-                entry("acme", "x", "Bob", "555.010.1234"),
+                entry("acme", "x", "Bob", &["555.010.1234"]),
             ],
             &audit("b"),
         )
@@ -215,7 +218,7 @@ both_backends!(pruned_past_cursor_reloads, pruned_body);
 async fn pruned_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), phone("acme", 1, 1)], &audit("a"))
+        .apply(&[tenant("acme", "US"), phone("acme", 1, 1)], &audit("a"))
         .await
         .unwrap();
     let mirror = Mirror::new();
@@ -251,7 +254,10 @@ async fn pruned_body(db: TestDb) {
 both_backends!(epoch_bump_reloads, epoch_body);
 async fn epoch_body(db: TestDb) {
     let store = db.store().await;
-    store.apply(&[tenant("acme")], &audit("a")).await.unwrap();
+    store
+        .apply(&[tenant("acme", "US")], &audit("a"))
+        .await
+        .unwrap();
     let mirror = Mirror::new();
     watcher::full_load(&mirror, &*store).await.unwrap();
     store.bump_epoch().await.unwrap();
@@ -297,10 +303,10 @@ async fn snapshot_body(db: TestDb) {
     store
         .apply(
             &[
-                tenant("acme"),
+                tenant("acme", "US"),
                 phone("acme", 1, 2),
                 phone("acme", 2, 1),
-                entry("acme", "a", "Al", "01632 960123"),
+                entry("acme", "a", "Al", &["01632 960123"]),
             ],
             &audit("a"),
         )
@@ -393,7 +399,10 @@ both_backends!(randomized_writers_converge, randomized_body);
 async fn randomized_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), tenant("beta")], &audit("setup"))
+        .apply(
+            &[tenant("acme", "US"), tenant("beta", "US")],
+            &audit("setup"),
+        )
         .await
         .unwrap();
     let node = RunningMirror::start(store.clone()).await;
@@ -420,7 +429,7 @@ async fn randomized_body(db: TestDb) {
                         t,
                         &format!("e{n}"),
                         &format!("Name {}", rng.gen::<u16>()),
-                        "+44 1632 960123",
+                        &["+44 1632 960123"],
                     )],
                     _ => vec![Mutation::DeleteDirectoryEntry {
                         tenant: t.into(),
@@ -507,7 +516,10 @@ async fn sources_and_tokens_body(db: TestDb) {
     let store = db.store().await;
     store
         .apply(
-            &[tenant("acme"), ldap_source("acme", "ad", Some("bind-pw"))],
+            &[
+                tenant("acme", "US"),
+                ldap_source("acme", "ad", Some("bind-pw")),
+            ],
             &audit("setup"),
         )
         .await
@@ -592,7 +604,7 @@ both_backends!(expectations, expectations_body);
 async fn expectations_body(db: TestDb) {
     let store = db.store().await;
     store
-        .apply(&[tenant("acme"), phone("acme", 1, 2)], &audit("seed"))
+        .apply(&[tenant("acme", "US"), phone("acme", 1, 2)], &audit("seed"))
         .await
         .unwrap();
     let mirror = Mirror::new();

@@ -1,76 +1,15 @@
-//! Data builders shared by the sync tests. MACs use real vendor OUIs and
+//! Helpers shared by the sync tests; the data builders are
+//! `dialtone_sync::testing::build`. MACs use real vendor OUIs and
 //! numbers the reserved fictional ranges (see docs/test-data.md).
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_sync::store::{DirectoryEntryInput, LineInput, PhoneInput, TenantInput};
+pub use dialtone_sync::testing::build::*;
 use dialtone_sync::testing::eventually;
 use dialtone_sync::*;
 use tokio_util::sync::CancellationToken;
-
-pub fn tenant(slug: &str) -> Mutation {
-    Mutation::UpsertTenant(TenantInput {
-        slug: slug.into(),
-        name: format!("{slug} Ltd"),
-        default_region: "US".into(),
-        settings: "{}".into(),
-    })
-}
-
-pub fn line(ext: &str, password: &str) -> LineInput {
-    LineInput {
-        extension: ext.into(),
-        display_name: format!("Desk {ext}"),
-        auth_user: ext.into(),
-        password: Some(password.into()),
-        registrar: "sip.example.net".into(),
-        proxy: None,
-        settings: "{}".into(),
-    }
-}
-
-/// A Yealink phone (OUI 00:15:65) numbered `n`.
-pub fn phone(tenant: &str, n: u32, lines: usize) -> Mutation {
-    Mutation::UpsertPhone(PhoneInput {
-        tenant: tenant.into(),
-        mac: format!("001565{n:06x}").parse().unwrap(),
-        family: Family::Yealink,
-        model: Some("T46S".into()),
-        label: None,
-        variables: "{}".into(),
-        http_user: None,
-        http_password: None,
-        lines: (0..lines)
-            .map(|i| line(&format!("{}", 100 + i), &format!("pw-{n}-{i}")))
-            .collect(),
-    })
-}
-
-pub fn entry(tenant: &str, id: &str, name: &str, number: &str) -> Mutation {
-    Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-        tenant: tenant.into(),
-        external_id: id.into(),
-        name: name.into(),
-        company: None,
-        numbers: vec![DirectoryNumber {
-            number: number.into(),
-            kind: "work".into(),
-        }],
-    })
-}
-
-pub fn audit(action: &str) -> Audit {
-    Audit {
-        tenant: None,
-        actor: "test".into(),
-        action: action.into(),
-        entity: "test".into(),
-        entity_key: String::new(),
-        detail: serde_json::json!({}),
-    }
-}
 
 /// The database's rows, sorted, as the mirror should hold them.
 pub async fn db_rows(store: &dyn Store) -> Dataset {

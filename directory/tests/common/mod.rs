@@ -6,7 +6,7 @@ pub mod slapd;
 
 use std::sync::Arc;
 
-use dialtone_sync::store::{DirectoryEntryInput, DirectorySourceInput, TenantInput};
+pub use dialtone_sync::testing::build::*;
 use dialtone_sync::*;
 
 pub const LDAP_BASE: &str = "dc=example,dc=com";
@@ -17,59 +17,6 @@ pub const LDAP_PASSWORD: &str = "secret";
 pub fn shared_ldap_url() -> String {
     std::env::var("DIALTONE_TEST_LDAP_URL")
         .expect("DIALTONE_TEST_LDAP_URL is not set: run the tests through scripts/test")
-}
-
-pub fn audit() -> Audit {
-    Audit {
-        tenant: None,
-        actor: "test".into(),
-        action: "setup".into(),
-        entity: "test".into(),
-        entity_key: String::new(),
-        detail: serde_json::json!({}),
-    }
-}
-
-pub fn tenant(slug: &str, region: &str) -> Mutation {
-    Mutation::UpsertTenant(TenantInput {
-        slug: slug.into(),
-        name: format!("{slug} Ltd"),
-        default_region: region.into(),
-        settings: "{}".into(),
-    })
-}
-
-pub fn entry(tenant: &str, id: &str, name: &str, number: &str) -> Mutation {
-    Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-        tenant: tenant.into(),
-        external_id: id.into(),
-        name: name.into(),
-        company: None,
-        numbers: vec![DirectoryNumber {
-            number: number.into(),
-            kind: "work".into(),
-        }],
-    })
-}
-
-pub fn source(
-    tenant: &str,
-    name: &str,
-    kind: SourceKind,
-    settings: serde_json::Value,
-    secret: Option<&str>,
-    timeout_ms: i32,
-) -> Mutation {
-    Mutation::UpsertDirectorySource(DirectorySourceInput {
-        tenant: tenant.into(),
-        name: name.into(),
-        kind,
-        priority: 10,
-        enabled: true,
-        settings: settings.to_string(),
-        secret: secret.map(Into::into),
-        timeout_ms,
-    })
 }
 
 /// LDAP source settings for `url`, names in the order the acceptance tests use.
@@ -101,7 +48,7 @@ pub async fn mirror_of(
 ) -> (dialtone_sync::testing::TestDb, Arc<dyn Store>, Arc<Mirror>) {
     let db = dialtone_sync::testing::TestDb::sqlite();
     let store = db.store().await;
-    store.apply(mutations, &audit()).await.unwrap();
+    store.apply(mutations, &audit("setup")).await.unwrap();
     let mirror = Arc::new(Mirror::new());
     watcher::full_load(&mirror, &*store).await.unwrap();
     (db, store, mirror)
