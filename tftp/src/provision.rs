@@ -274,11 +274,15 @@ impl Provisioner {
                 let this = self.clone();
                 let tenant = job.phone.as_ref().map(|p| p.tenant_id);
                 let label = job.file.clone();
-                self.pool
-                    .run(tenant, self.options.budget.time, &label, move || {
-                        this.finish(*job)
-                    })
-                    .await
+                // Boxed: only a miss pays for the pool's (large) future, and
+                // the hit path's future stays small.
+                Box::pin(
+                    self.pool
+                        .run(tenant, self.options.budget.time, &label, move || {
+                            this.finish(*job)
+                        }),
+                )
+                .await
             }
         };
         self.conclude(request, &identity, phone.as_ref(), &result);
