@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dialtone_sync::*;
 
+use crate::error::ProvisionError;
 use crate::provision::{ProvisionOptions, Provisioner, Request};
 use crate::render_cache::RenderKey;
 use crate::templates::Shipped;
@@ -409,4 +410,57 @@ fn a_tenants_template_leaves_other_tenants_cached() {
             "acme's edit re-rendered globex's file"
         );
     }
+}
+
+/// A failed render is remembered like a file: only while its inputs are
+/// current. A fix reaches the next fetch with no change stream followed,
+/// and a failure rendered from an older state never sticks.
+#[test]
+fn a_failed_render_is_forgotten_when_its_inputs_change() {
+    let f = Fixture::new(dataset());
+    let request = Request {
+        path: FILE,
+        ..Default::default()
+    };
+    let broken = "{{ throw(message=\"broken\") }}";
+    f.apply(vec![Row::Template(template(
+        40,
+        TemplateScope::Tenant,
+        "1",
+        broken,
+        1,
+    ))]);
+    for _ in 0..2 {
+        let failed = f.provisioner.provision(&request);
+        assert!(
+            matches!(failed, Err(ProvisionError::Render { .. })),
+            "{failed:?}"
+        );
+    }
+    f.apply(vec![Row::Template(template(
+        40,
+        TemplateScope::Tenant,
+        "1",
+        "fixed\n",
+        2,
+    ))]);
+    assert_eq!(f.get(FILE), "fixed\n");
+    // A failure from the state before the fix does not replace it.
+    f.apply(vec![Row::Template(template(
+        40,
+        TemplateScope::Tenant,
+        "1",
+        broken,
+        3,
+    ))]);
+    let current = f.mirror.load();
+    f.apply(vec![Row::Template(template(
+        40,
+        TemplateScope::Tenant,
+        "1",
+        "fixed again\n",
+        4,
+    ))]);
+    assert!(f.provisioner.provision_at(&current, &request).is_err());
+    assert_eq!(f.get(FILE), "fixed again\n");
 }
