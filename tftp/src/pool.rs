@@ -2,28 +2,43 @@
 //! TFTP listener or blocks an async worker, and one tenant's renders cannot
 //! take every core.
 //!
-//! A render needs a permit of its tenant (at most `per_tenant` at once)
-//! and then one of the pool (`threads`), and runs on tokio's blocking
-//! threads holding both until it really ends. A caller stops waiting at the
-//! render's time budget; the render itself stops on its fuel soon after,
-//! and only then frees its permits, so the pool's bound is real. Waiting is
-//! bounded too: per tenant and overall, past which a request is refused.
+//! A render waits in its tenant's queue for a slot of the pool (`threads`),
+//! then runs on tokio's blocking threads holding the slot until it really
+//! ends. A caller stops waiting at the render's time budget; the render
+//! itself stops on its fuel soon after, and only then frees its slot, so the
+//! pool's bound is real. Waiting is bounded too: per tenant and overall,
+//! past which a request is refused.
+//!
+//! Free slots go first to tenants running fewer than their share
+//! (`per_tenant`), round robin, so a tenant that floods the pool cannot make
+//! another wait behind its queue. A slot nobody under their share wants is
+//! lent past the share (work-conserving: one tenant's cold cache renders on
+//! every core), but only to a tenant whose renders have been quick: a lent
+//! slot is taken back only when its render ends, so a tenant that ran a
+//! render longer than `BORROW_LIMIT` lends nothing for `SLOW_FOR`. The most
+//! another tenant can wait for a lent slot is then one such render per
+//! `SLOW_FOR`, and a render is always budgeted.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use dialtone_sync::Id;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::error::ProvisionError;
+
+/// A render this long stops its tenant from borrowing slots past its share.
+const BORROW_LIMIT: Duration = Duration::from_millis(5);
+/// For how long.
+const SLOW_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolOptions {
     /// Renders running at once; 0: one per core.
     pub threads: usize,
-    /// Renders one tenant may run at once; 0: half the threads (at least 1).
+    /// Renders one tenant may run at once while others wait; 0: half the
+    /// threads (at least 1).
     pub per_tenant: usize,
     /// Renders waiting for a slot, all tenants together.
     pub queue: usize,
@@ -58,70 +73,199 @@ impl PoolOptions {
     }
 }
 
-struct TenantSlots {
-    running: Arc<Semaphore>,
-    waiting: usize,
+/// `None` is renders for no known phone (common files).
+type Owner = Option<Id>;
+
+#[derive(Default)]
+struct Tenant {
+    running: usize,
+    queue: VecDeque<oneshot::Sender<Slot>>,
+    slow_until: Option<Instant>,
 }
 
-pub struct RenderPool {
-    slots: Arc<Semaphore>,
+impl Tenant {
+    fn may_borrow(&self, now: Instant) -> bool {
+        self.slow_until.is_none_or(|until| until <= now)
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.running == 0 && self.queue.is_empty() && self.may_borrow(now)
+    }
+}
+
+struct Schedule {
+    free: usize,
+    waiting: usize,
+    tenants: HashMap<Owner, Tenant>,
+    /// Tenants with renders waiting, in the order they are next served.
+    turns: VecDeque<Owner>,
+}
+
+struct Inner {
     per_tenant: usize,
     queue: usize,
     tenant_queue: usize,
-    waiting: AtomicUsize,
-    /// Only tenants with renders waiting or running; `None` is renders for
-    /// no known phone (common files).
-    tenants: Mutex<HashMap<Option<Id>, TenantSlots>>,
+    schedule: Mutex<Schedule>,
 }
 
-/// Counts a caller as waiting, per tenant and overall, until dropped.
-struct Waiting<'a> {
-    pool: &'a RenderPool,
-    tenant: Option<Id>,
+/// A pool slot held by one render; handing it back serves the next waiter.
+struct Slot {
+    inner: Arc<Inner>,
+    owner: Owner,
+    started: Option<Instant>,
+    /// False for a slot that never reached its caller: nothing to hand back.
+    counted: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.pool.waiting.fetch_sub(1, Ordering::AcqRel);
-        let mut tenants = self.pool.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slots) = tenants.get_mut(&self.tenant) {
-            slots.waiting -= 1;
+        if !self.counted {
+            return;
+        }
+        let now = Instant::now();
+        let mut schedule = self.inner.lock();
+        schedule.free += 1;
+        if let Some(tenant) = schedule.tenants.get_mut(&self.owner) {
+            tenant.running -= 1;
+            if self.started.is_some_and(|s| now - s > BORROW_LIMIT) {
+                tenant.slow_until = Some(now + SLOW_FOR);
+            }
+            if tenant.idle(now) {
+                schedule.tenants.remove(&self.owner);
+            }
+        }
+        self.inner.dispatch(&mut schedule, now);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands free slots to waiters: first to tenants under their share in
+    /// turn, then, if any slot is left, to tenants allowed to borrow.
+    fn dispatch(self: &Arc<Self>, schedule: &mut Schedule, now: Instant) {
+        while schedule.free > 0 {
+            let under_share = |t: &Tenant| t.running < self.per_tenant;
+            let borrower = |t: &Tenant| t.may_borrow(now);
+            let Some(position) = schedule
+                .turns
+                .iter()
+                .position(|o| schedule.tenants.get(o).is_some_and(under_share))
+                .or_else(|| {
+                    schedule
+                        .turns
+                        .iter()
+                        .position(|o| schedule.tenants.get(o).is_some_and(borrower))
+                })
+            else {
+                return;
+            };
+            let Some(owner) = schedule.turns.remove(position) else {
+                return;
+            };
+            let Some(tenant) = schedule.tenants.get_mut(&owner) else {
+                continue;
+            };
+            let Some(waiter) = tenant.queue.pop_front() else {
+                continue;
+            };
+            schedule.waiting -= 1;
+            if !tenant.queue.is_empty() {
+                schedule.turns.push_back(owner);
+            }
+            if waiter.is_closed() {
+                continue; // its caller stopped waiting
+            }
+            tenant.running += 1;
+            schedule.free -= 1;
+            let slot = Slot {
+                inner: self.clone(),
+                owner,
+                started: None,
+                counted: true,
+            };
+            // A caller that went away since the check above: the slot goes
+            // to the next waiter. (One that goes away after this hands it
+            // back from its own thread, once this lock is released.)
+            if let Err(mut slot) = waiter.send(slot) {
+                slot.counted = false;
+                schedule.free += 1;
+                if let Some(tenant) = schedule.tenants.get_mut(&owner) {
+                    tenant.running -= 1;
+                }
+            }
         }
     }
+
+    /// Drops waiters whose callers have gone, so they do not count against
+    /// the queue bounds.
+    fn prune(schedule: &mut Schedule) {
+        let mut removed = 0;
+        for tenant in schedule.tenants.values_mut() {
+            let before = tenant.queue.len();
+            tenant.queue.retain(|w| !w.is_closed());
+            removed += before - tenant.queue.len();
+        }
+        schedule.waiting -= removed;
+        let Schedule { turns, tenants, .. } = schedule;
+        turns.retain(|o| tenants.get(o).is_some_and(|t| !t.queue.is_empty()));
+    }
+}
+
+pub struct RenderPool {
+    inner: Arc<Inner>,
 }
 
 impl RenderPool {
     pub fn new(options: PoolOptions) -> Self {
         RenderPool {
-            slots: Arc::new(Semaphore::new(options.threads())),
-            per_tenant: options.per_tenant(),
-            queue: options.queue.max(1),
-            tenant_queue: options.tenant_queue.max(1),
-            waiting: AtomicUsize::new(0),
-            tenants: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                per_tenant: options.per_tenant(),
+                queue: options.queue.max(1),
+                tenant_queue: options.tenant_queue.max(1),
+                schedule: Mutex::new(Schedule {
+                    free: options.threads(),
+                    waiting: 0,
+                    tenants: HashMap::new(),
+                    turns: VecDeque::new(),
+                }),
+            }),
         }
     }
 
-    fn enter(&self, tenant: Option<Id>) -> Result<(Waiting<'_>, Arc<Semaphore>), ProvisionError> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget tenants that have nothing waiting or running, so the map
-        // stays as small as the work in flight.
-        if tenants.len() > 64 {
-            tenants.retain(|_, s| s.waiting > 0 || Arc::strong_count(&s.running) > 1);
+    fn enter(&self, owner: Owner) -> Result<oneshot::Receiver<Slot>, ProvisionError> {
+        let inner = &self.inner;
+        let mut schedule = inner.lock();
+        let full = |s: &Schedule| {
+            s.waiting >= inner.queue
+                || s.tenants
+                    .get(&owner)
+                    .is_some_and(|t| t.queue.len() >= inner.tenant_queue)
+        };
+        if full(&schedule) {
+            Inner::prune(&mut schedule);
+            if full(&schedule) {
+                metrics::counter!("dialtone_render_pool_refused_total").increment(1);
+                return Err(ProvisionError::Busy);
+            }
         }
-        let slots = tenants.entry(tenant).or_insert_with(|| TenantSlots {
-            running: Arc::new(Semaphore::new(self.per_tenant)),
-            waiting: 0,
-        });
-        if slots.waiting >= self.tenant_queue || self.waiting.load(Ordering::Acquire) >= self.queue
-        {
-            metrics::counter!("dialtone_render_pool_refused_total").increment(1);
-            return Err(ProvisionError::Busy);
+        let now = Instant::now();
+        // Tenants remembered only as slow are forgotten once that passes.
+        if schedule.tenants.len() > 1024 {
+            schedule.tenants.retain(|_, t| !t.idle(now));
         }
-        slots.waiting += 1;
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let running = slots.running.clone();
-        Ok((Waiting { pool: self, tenant }, running))
+        let (sender, receiver) = oneshot::channel();
+        let tenant = schedule.tenants.entry(owner).or_default();
+        if tenant.queue.is_empty() {
+            schedule.turns.push_back(owner);
+        }
+        let tenant = schedule.tenants.entry(owner).or_default();
+        tenant.queue.push_back(sender);
+        schedule.waiting += 1;
+        inner.dispatch(&mut schedule, now);
+        Ok(receiver)
     }
 
     /// Runs `job` for `tenant` on the pool; waits for it at most `time`
@@ -137,16 +281,16 @@ impl RenderPool {
         T: Send + 'static,
         F: FnOnce() -> Result<T, ProvisionError> + Send + 'static,
     {
-        let (waiting, running) = self.enter(tenant)?;
-        let queued = std::time::Instant::now();
-        let closed = |_| ProvisionError::Busy;
-        let tenant_permit = running.acquire_owned().await.map_err(closed)?;
-        let pool_permit = self.slots.clone().acquire_owned().await.map_err(closed)?;
-        drop(waiting);
+        let queued = Instant::now();
+        let mut slot = self
+            .enter(tenant)?
+            .await
+            .map_err(|_| ProvisionError::Busy)?;
         metrics::histogram!("dialtone_render_pool_wait_seconds")
             .record(queued.elapsed().as_secs_f64());
         let task = tokio::task::spawn_blocking(move || {
-            let _permits = (tenant_permit, pool_permit);
+            slot.started = Some(Instant::now());
+            let _slot = slot;
             job()
         });
         // The engine checks the same deadline itself; the slack covers a
@@ -174,3 +318,7 @@ impl RenderPool {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
