@@ -192,6 +192,21 @@ pub struct ProvisioningConfig {
     /// after about timeout x (retries + 1).
     pub tftp_timeout_ms: u64,
     pub tftp_max_send_retries: u32,
+    /// Largest timeout (RFC 2349, seconds) a client may negotiate; a larger
+    /// one is declined and `tftp_timeout_ms` applies.
+    pub tftp_max_timeout_s: u8,
+    /// A transfer with no new ACK for this long ends with an error packet
+    /// and frees its slot, whatever the timeout and retries.
+    pub tftp_stall_s: u64,
+    /// Transfers one source (IPv4 address, IPv6 /64) may have at once;
+    /// past it, its requests get an error packet.
+    pub tftp_max_per_source: usize,
+    /// Transfers one source may have that its client has not acknowledged
+    /// yet (forged sources never do); past it, its requests are dropped
+    /// without a reply and a real phone retransmits.
+    pub tftp_max_unacked_per_source: usize,
+    /// Networks without the per-source cap (they still count globally).
+    pub tftp_per_source_exempt: Vec<String>,
     /// Open HTTP provisioning connections at most; past it, new connections
     /// get 503 with Retry-After.
     pub http_max_connections: usize,
@@ -199,12 +214,20 @@ pub struct ProvisioningConfig {
     /// connection is closed (slow and idle clients hold no slot for long).
     pub http_header_timeout_s: u64,
     /// Misses (unknown files, refused paths, failed device logins) a source
-    /// may make in a burst, and per minute sustained, before it is banned.
-    /// Both change on SIGHUP.
+    /// may make in a burst, and per minute sustained (0: one an hour),
+    /// before it is banned. Both change on SIGHUP.
     pub ban_burst: u32,
     pub ban_per_minute: u32,
     /// How long a ban lasts (fixed at start).
     pub ban_s: u64,
+    /// Sources (IPv4 addresses, IPv6 /64s) tracked for misses, and banned,
+    /// at once (fixed at start).
+    pub ban_sources: usize,
+    /// A banned source still gets the files of the phones that fetched
+    /// their own files from it within this time (changes on SIGHUP).
+    pub ban_known_ttl_s: u64,
+    /// Phones whose sources are remembered at once (fixed at start).
+    pub ban_known_phones: usize,
 }
 
 impl Default for ProvisioningConfig {
@@ -232,11 +255,21 @@ impl Default for ProvisioningConfig {
             tftp_windowsize_limit: 16,
             tftp_timeout_ms: 2000,
             tftp_max_send_retries: 4,
+            tftp_max_timeout_s: 5,
+            tftp_stall_s: 15,
+            tftp_max_per_source: 64,
+            tftp_max_unacked_per_source: 8,
+            tftp_per_source_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             http_max_connections: 4096,
             http_header_timeout_s: 10,
             ban_burst: 30,
             ban_per_minute: 10,
             ban_s: 600,
+            ban_sources: 100_000,
+            // Phones fetch at every boot and most resync daily or weekly; a
+            // month covers a phone that only reboots with the office's power.
+            ban_known_ttl_s: 30 * 86_400,
+            ban_known_phones: 200_000,
         }
     }
 }
@@ -464,6 +497,21 @@ impl Config {
             bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
         }
         let p = &self.provisioning;
+        if p.tftp_max_timeout_s == 0 || !(1..=3600).contains(&p.tftp_stall_s) {
+            bail!("provisioning: tftp_max_timeout_s must be 1..=255 and tftp_stall_s 1..=3600");
+        }
+        if p.ban_sources == 0 || p.ban_known_ttl_s == 0 {
+            bail!("provisioning: ban_sources and ban_known_ttl_s must be at least 1");
+        }
+        if p.tftp_max_unacked_per_source == 0 {
+            bail!("provisioning.tftp_max_unacked_per_source must be at least 1");
+        }
+        if p.tftp_max_per_source == 0 {
+            bail!("provisioning.tftp_max_per_source must be at least 1 (exempt trusted networks with tftp_per_source_exempt)");
+        }
+        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt) {
+            bail!("provisioning.tftp_per_source_exempt: {e}");
+        }
         if !(10_000..=100_000_000).contains(&p.render_fuel)
             || !(16..=65_536).contains(&p.render_output_kb)
             || !(10..=10_000).contains(&p.render_time_ms)
@@ -632,6 +680,22 @@ mod tests {
             err.contains("listen") || err.contains("invalid type"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tftp_source_limits_are_checked() {
+        let err = load(
+            "[provisioning]\ntftp_per_source_exempt = [\"10.0.0.0/8\", \"office\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tftp_per_source_exempt") && err.contains("office"),
+            "{err}"
+        );
+        assert!(load("[provisioning]\ntftp_max_per_source = 0\n", &[]).is_err());
+        assert!(load("[provisioning]\ntftp_max_timeout_s = 300\n", &[]).is_err());
     }
 
     #[test]

@@ -44,8 +44,20 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Provisioning requests, by protocol, vendor and outcome.",
     ),
     (
+        "dialtone_provisioning_ban_passes_total",
+        "Requests from a banned source served because its phone fetched its own files from there before.",
+    ),
+    (
         "dialtone_provisioning_bans_total",
         "Sources banned for too many misses.",
+    ),
+    (
+        "dialtone_provisioning_misses_total",
+        "Misses counted toward a ban, by kind (not_found, refused, login, blind).",
+    ),
+    (
+        "dialtone_provisioning_sources_evicted_total",
+        "Sources forgotten to make room in the full miss table (those owing least first).",
     ),
     (
         "dialtone_render_cache_checked_total",
@@ -84,8 +96,16 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Supervised background tasks restarted, by task.",
     ),
     (
+        "dialtone_task_unreachable_total",
+        "Background task stops because the database was unreachable, by task; restarted, not counted toward degraded.",
+    ),
+    (
         "dialtone_tftp_refused_total",
-        "TFTP requests refused, by reason.",
+        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed).",
+    ),
+    (
+        "dialtone_tftp_stalled_total",
+        "TFTP transfers ended with an error after no acknowledgement within the retries or provisioning.tftp_stall_s.",
     ),
     (
         "dialtone_tftp_transfer_panics_total",

@@ -6,6 +6,11 @@
 //! Intensity limit (as in Erlang/OTP): a task restarted more than
 //! `max_restarts` times within `window` marks the node degraded. Serving
 //! goes on; `/readyz` and `/metrics` say so until the window passes quietly.
+//!
+//! A task that stops because the database cannot be reached ([`Exit::Unreachable`])
+//! is restarted the same way but not counted toward that limit: an outage
+//! is the database's state, which the mirror reports as staleness, while
+//! operators read `degraded` as "this node is broken".
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -25,6 +30,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Intensity {
     pub max_restarts: usize,
     pub window: Duration,
+}
+
+/// How one run of a task ended, as far as the intensity limit cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Returned or failed on its own: counted.
+    Failed,
+    /// Could not reach the database: not counted.
+    Unreachable,
+}
+
+/// What a task's future returns: `()` (every return is a failure) or a
+/// reason the supervisor can weigh.
+pub trait TaskEnd: Send + 'static {
+    fn exit(self) -> Exit;
+}
+
+impl TaskEnd for () {
+    fn exit(self) -> Exit {
+        Exit::Failed
+    }
+}
+
+impl TaskEnd for Exit {
+    fn exit(self) -> Exit {
+        self
+    }
+}
+
+impl TaskEnd for dialtone_sync::watcher::ListenEnd {
+    fn exit(self) -> Exit {
+        match self {
+            dialtone_sync::watcher::ListenEnd::Unreachable => Exit::Unreachable,
+            _ => Exit::Failed,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -87,12 +128,14 @@ impl Supervisor {
     pub fn spawn<F, Fut>(&self, name: &'static str, make: F)
     where
         F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskEnd,
     {
         let this = self.clone();
         // Zero until it first restarts, so the series exists from the start.
         metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(0);
         metrics::counter!("dialtone_task_panics_total", "task" => name).increment(0);
+        metrics::counter!("dialtone_task_unreachable_total", "task" => name).increment(0);
         self.tracker.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             loop {
@@ -101,8 +144,16 @@ impl Supervisor {
                 if this.cancel.is_cancelled() {
                     break;
                 }
-                match outcome {
-                    Ok(()) => tracing::warn!(task = name, "background task stopped; restarting"),
+                let counted = match outcome.map(TaskEnd::exit) {
+                    Ok(Exit::Unreachable) => {
+                        // The task logged the cause; the mirror reports the outage.
+                        tracing::debug!(task = name, "database unreachable; restarting later");
+                        false
+                    }
+                    Ok(Exit::Failed) => {
+                        tracing::warn!(task = name, "background task stopped; restarting");
+                        true
+                    }
                     Err(e) if e.is_panic() => {
                         let panic = e.into_panic();
                         let message = panic
@@ -112,11 +163,20 @@ impl Supervisor {
                             .unwrap_or_else(|| "non-text panic".into());
                         metrics::counter!("dialtone_task_panics_total", "task" => name).increment(1);
                         tracing::error!(task = name, panic = %message, "background task panicked; restarting");
+                        true
                     }
-                    Err(_) => tracing::warn!(task = name, "background task cancelled; restarting"),
+                    Err(_) => {
+                        tracing::warn!(task = name, "background task cancelled; restarting");
+                        true
+                    }
+                };
+                if counted {
+                    metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(1);
+                    this.record_restart(name);
+                } else {
+                    metrics::counter!("dialtone_task_unreachable_total", "task" => name)
+                        .increment(1);
                 }
-                metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(1);
-                this.record_restart(name);
                 if started.elapsed() >= HEALTHY_RUN {
                     backoff = FIRST_BACKOFF;
                 }
@@ -179,6 +239,46 @@ mod tests {
             .await
             .expect("supervisor stops on cancel");
         assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted after cancel");
+    }
+
+    #[tokio::test]
+    async fn stops_for_an_unreachable_database_are_restarted_but_not_counted() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let supervisor = Supervisor::new(
+            &tracker,
+            &cancel,
+            Intensity {
+                max_restarts: 1,
+                window: Duration::from_secs(60),
+            },
+        );
+        let (counter, token) = (runs.clone(), cancel.clone());
+        supervisor.spawn("listener", move || {
+            let (counter, token) = (counter.clone(), token.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 3 {
+                    return Exit::Unreachable;
+                }
+                token.cancelled().await;
+                Exit::Failed
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 4 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 4, "restarted after each stop");
+        assert!(
+            supervisor.degraded().is_empty(),
+            "three stops past a limit of one, none counted"
+        );
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("supervisor stops on cancel");
     }
 
     #[tokio::test]

@@ -100,6 +100,10 @@ fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
                     (true, 3) if buf[2..4] == [0, 1] => "first block",
                     (true, 3) => "later block",
                     (true, 5) if String::from_utf8_lossy(&buf[4..len]).contains("busy") => "busy",
+                    // A transfer the client never ACKs ends at its stall bound.
+                    (true, 5) if String::from_utf8_lossy(&buf[4..len]).contains("timed out") => {
+                        "stalled"
+                    }
                     (true, 5) => "other error",
                     _ => "other",
                 };

@@ -167,7 +167,9 @@ fn provision_options(config: &Config) -> ProvisionOptions {
             burst: p.ban_burst,
             per_minute: p.ban_per_minute,
             ban: Duration::from_secs(p.ban_s),
-            ..Default::default()
+            max_sources: p.ban_sources,
+            known_ttl: Duration::from_secs(p.ban_known_ttl_s),
+            known_phones: p.ban_known_phones,
         },
         ..Default::default()
     }

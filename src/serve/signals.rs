@@ -81,8 +81,8 @@ fn reload(path: Option<&std::path::Path>, log: &LogHandle) -> Option<Config> {
     }
 }
 
-/// What SIGHUP applies without a restart: ban limits, the render cache's
-/// size, the shipped templates and the static files.
+/// What SIGHUP applies without a restart: ban limits and how long known
+/// phones are remembered, the render cache's size, the shipped templates and the static files.
 pub(super) fn reload_live(
     provisioner: Arc<Provisioner>,
     static_dir: Option<PathBuf>,
@@ -93,6 +93,9 @@ pub(super) fn reload_live(
             provisioner
                 .guard()
                 .set_limits(p.ban_burst, p.ban_per_minute);
+            provisioner
+                .guard()
+                .set_known_ttl(std::time::Duration::from_secs(p.ban_known_ttl_s));
             if provisioner.resize_render_cache(p.render_cache_mb << 20) {
                 tracing::info!(
                     mb = p.render_cache_mb,

@@ -190,6 +190,13 @@ impl Sockets {
             windowsize_limit: p.tftp_windowsize_limit,
             timeout: Duration::from_millis(p.tftp_timeout_ms),
             max_send_retries: p.tftp_max_send_retries,
+            max_timeout: Duration::from_secs(p.tftp_max_timeout_s.into()),
+            stall: Duration::from_secs(p.tftp_stall_s),
+            max_per_source: p.tftp_max_per_source,
+            max_unacked_per_source: p.tftp_max_unacked_per_source,
+            // Checked by Config::validate.
+            per_source_exempt: dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt)
+                .unwrap_or_default(),
             shutdown_grace: Duration::from_secs(config.http.shutdown_grace_s),
             ..Default::default()
         };

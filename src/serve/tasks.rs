@@ -59,9 +59,10 @@ pub(super) fn spawn(
     tracker.spawn(history_writer.run(cancel.clone()));
     {
         // Two tasks: the change listener holds a database connection and
-        // fails when it drops (counted, restarted); the watcher catches up
-        // on each wake and polls regardless, so it never waits on the
-        // listener's recovery.
+        // fails when it drops (restarted; counted toward `degraded` unless
+        // the database is unreachable, which the watcher reports as
+        // staleness); the watcher catches up on each wake and polls
+        // regardless, so it never waits on the listener's recovery.
         let wake = Arc::new(tokio::sync::Notify::new());
         let (store2, wake2, cancel2) = (store.clone(), wake.clone(), cancel.clone());
         supervisor.spawn("change-listener", move || {

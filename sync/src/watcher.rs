@@ -84,7 +84,7 @@ pub async fn run(
             let mut backoff = Duration::from_millis(100);
             while !cancel.is_cancelled() {
                 let started = tokio::time::Instant::now();
-                listen(store.clone(), wake.clone(), cancel.clone()).await;
+                let _ = listen(store.clone(), wake.clone(), cancel.clone()).await;
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(100);
                 }
@@ -99,30 +99,59 @@ pub async fn run(
     tokio::join!(listener, run_woken(mirror, store, options, wake, cancel));
 }
 
+/// Why [`listen`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenEnd {
+    Cancelled,
+    /// The listener failed while the database could be reached (its
+    /// connection was killed, LISTEN was refused): a fault of its own.
+    Failed,
+    /// The database could not be reached: an outage, which the watcher
+    /// reports as staleness, and no fault of the listener's.
+    Unreachable,
+}
+
 /// Holds the change listener (PostgreSQL LISTEN, SQLite's file watch) and
 /// wakes the watcher on each notification. Returns when the listener fails
 /// (after logging why) or on `cancel`; its supervisor restarts it.
-pub async fn listen(store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
+pub async fn listen(
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> ListenEnd {
     let mut notifier = match store.notifier().await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "change listener unavailable");
-            return;
+            return if e.is_transient() {
+                ListenEnd::Unreachable
+            } else {
+                ListenEnd::Failed
+            };
         }
     };
     // Whatever happened while the listener was down is in the log.
     wake.notify_one();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return ListenEnd::Cancelled,
             woke = notifier.wait() => match woke {
                 Ok(()) => wake.notify_one(),
                 Err(e) => {
                     tracing::warn!(error = %e, "change listener failed");
-                    return;
+                    // The watcher's next catch-up notices an outage now, not
+                    // at its next poll.
+                    wake.notify_one();
+                    break;
                 }
             },
         }
+    }
+    // A lost connection reads the same whether the database went away or
+    // only this connection did; a fresh one tells them apart.
+    match store.ping().await {
+        Err(e) if e.is_transient() => ListenEnd::Unreachable,
+        _ => ListenEnd::Failed,
     }
 }
 

@@ -2,10 +2,81 @@
 //! mirror state and phone the core already looked up.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use dialtone_sync::{MirrorState, Phone, Tenant};
 
+use crate::identify::{IdentifyError, Identity};
 use crate::provision::{Protocol, Request};
+
+/// Who a request is answered for, settled once in `decide` and read again
+/// by `conclude` (history, misses, known pairs).
+pub(crate) struct Decision {
+    pub identity: Result<Identity, IdentifyError>,
+    /// The phone whose MAC the request carries (path or User-Agent).
+    pub named: Option<Arc<Phone>>,
+    /// `named`, when admitted and of a family the file belongs to: the
+    /// phone the answer is made for.
+    pub served: Option<Arc<Phone>>,
+    /// The file name carries a MAC not answered for here: "not found".
+    pub refused: bool,
+    /// A common file asked for with a MAC it is not answered for here: it
+    /// gets the answer an unknown MAC gets, and costs a miss like one, so
+    /// neither the answer nor its cost tells a known MAC from an unknown.
+    pub blind: bool,
+}
+
+impl Decision {
+    /// The phone whose own file (its MAC in the name) this request is.
+    pub fn owner(&self) -> Option<&Arc<Phone>> {
+        let own = self.identity.as_ref().is_ok_and(Identity::mac_in_path);
+        self.served.as_ref().filter(|_| own)
+    }
+
+    /// The phone whose history this request belongs to: one it named in
+    /// the file name (served or not), or the one a common file was made for.
+    pub fn history_phone(&self) -> Option<&Arc<Phone>> {
+        let own = self.identity.as_ref().is_ok_and(Identity::mac_in_path);
+        if own {
+            self.named.as_ref()
+        } else {
+            self.served.as_ref()
+        }
+    }
+}
+
+/// Admission first, for every file: a known phone outside its tenant's
+/// networks, prefix or transport is answered exactly as an unknown MAC.
+pub(crate) fn screen(
+    state: &MirrorState,
+    identity: Result<Identity, IdentifyError>,
+    named: Option<Arc<Phone>>,
+    request: &Request<'_>,
+) -> Decision {
+    let (served, refused, blind) = match &identity {
+        Err(_) => (None, false, false),
+        Ok(id) => {
+            let served = named
+                .clone()
+                .filter(|p| id.candidates.contains(&p.family))
+                .filter(|p| admitted(state, Some(p), request));
+            if id.mac_in_path() {
+                let refused = named.is_some() && served.is_none();
+                (served, refused, false)
+            } else {
+                let blind = id.mac.is_some() && served.is_none();
+                (served, false, blind)
+            }
+        }
+    };
+    Decision {
+        identity,
+        named,
+        served,
+        refused,
+        blind,
+    }
+}
 
 /// False means "answer as if the phone did not exist".
 pub(crate) fn admitted(state: &MirrorState, phone: Option<&Phone>, request: &Request<'_>) -> bool {

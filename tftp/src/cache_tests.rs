@@ -352,6 +352,7 @@ fn the_self_check_finds_a_corrupted_entry_and_drops_it() {
         family: Family::Yealink,
         file: FILE.into(),
         phone: Some(1),
+        directory: None,
     };
     let mut bad = f.provisioner.rendered.peek(&key).unwrap();
     bad.body = Arc::from(&b"# not what the template says\n"[..]);

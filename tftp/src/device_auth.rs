@@ -72,12 +72,10 @@ impl Provisioner {
             Verdict::Stale => Err(ProvisionError::Unauthorized { stale: true }),
             verdict => {
                 // A request with no credentials is the normal first step of
-                // Digest; only a wrong answer counts toward a ban.
+                // Digest; only a wrong answer counts toward a ban (in
+                // `conclude`, with every other miss).
                 if auth.authorization.is_some() {
                     tracing::info!(remote = ?request.remote, path = request.path, ?verdict, "device authentication failed");
-                    if let Some(ip) = request.remote {
-                        self.guard().miss(ip);
-                    }
                 }
                 Err(ProvisionError::Unauthorized { stale: false })
             }

@@ -1,7 +1,7 @@
 //! The files `provision()` answers with once it has decided: a static
-//! file, the phone directory, or a rendered template (from the render
-//! cache, or rendered on the pool and cached), and the compiled-template
-//! cache behind renders.
+//! file or a rendered template (from the render cache, or rendered on the
+//! pool and cached; the phone directory is `phonebook.rs`), and the
+//! compiled-template cache behind renders.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::Engine;
 use crate::error::ProvisionError;
 use crate::identify::{FileKind, Identity};
-use crate::phonebook;
+use crate::phonebook::DirectoryJob;
 use crate::provision::{Provisioner, Rendered};
 use crate::render::{compile, content_type, render, Subject};
 use crate::render_cache::{Inputs, RenderKey};
@@ -60,36 +60,6 @@ impl Provisioner {
         })
     }
 
-    /// The tenant's directory in the phone's format. Not cached: it is
-    /// written straight from the mirror, so it is always current.
-    pub(crate) fn render_directory(
-        &self,
-        state: &MirrorState,
-        phone: Option<&Arc<Phone>>,
-        identity: &Identity,
-        query: Option<&str>,
-    ) -> Result<Rendered, ProvisionError> {
-        let phone = phone.ok_or(ProvisionError::NotFound)?;
-        let tenant = state.tenant(phone.tenant_id);
-        let query = phonebook::Query::parse(query);
-        let entries =
-            phonebook::sorted(state.directory_of(phone.tenant_id), query.search.as_deref());
-        let title = tenant.map(|t| &*t.name).unwrap_or("Directory");
-        let self_url = format!("{}/{}", self.options.base_url, identity.file);
-        let body = phonebook::render(phone.family, title, &entries, &query, &self_url)
-            .ok_or(ProvisionError::NotFound)?;
-        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
-        Ok(Rendered {
-            body: body.into_bytes().into(),
-            etag: etag.into(),
-            content_type: "text/xml; charset=utf-8",
-            kind: FileKind::PhoneDirectory,
-            family: Some(phone.family),
-            file: None,
-            inputs: None,
-        })
-    }
-
     /// `state` and `phone` are the ones `provision()` already looked up, so
     /// one request is answered from one consistent mirror version.
     pub(crate) fn render_file(
@@ -99,8 +69,9 @@ impl Provisioner {
         identity: &Identity,
     ) -> Step {
         let phone = phone.cloned();
-        if identity.kind == FileKind::DeviceConfig && phone.is_none() {
-            // Unknown MAC: the same answer as an unknown file name.
+        if identity.mac_in_path() && phone.is_none() {
+            // A phone's own file (`<mac>.cfg`, `<mac>.boot`) for a MAC not
+            // answered for here: the same answer as an unknown file name.
             return Step::Done(Err(ProvisionError::NotFound));
         }
         // The phone's record is the authority on its family; a file name
@@ -120,6 +91,7 @@ impl Provisioner {
             family,
             file: identity.file.as_str().into(),
             phone: phone.as_ref().map(|p| p.id),
+            directory: None,
         };
         let shipped = self.shipped.load();
         let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
@@ -279,6 +251,8 @@ impl Provisioner {
 pub(crate) enum Step {
     Done(Result<Rendered, ProvisionError>),
     Render(Box<RenderJob>),
+    /// A phone directory to build (`phonebook.rs`).
+    Directory(Box<DirectoryJob>),
 }
 
 /// A render `decide` could not answer from the cache; it owns what it

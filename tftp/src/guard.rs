@@ -1,26 +1,49 @@
 //! Anti-enumeration. A MAC is not a secret (one vendor prefix is 16.7M
 //! addresses) and scanners walk them against provisioning servers, so every
-//! miss (unknown file or phone, refused path, failed auth) costs the source a
-//! token from its bucket, shared by TFTP and HTTP. A source with an empty
-//! bucket is banned for a while. Bans are per source address: a known phone
-//! elsewhere is never slowed by someone else's scan.
+//! miss (unknown file or phone, refused path, failed auth, a common file
+//! asked for with a MAC it is not answered for) costs the source, shared by
+//! TFTP and HTTP. A source that misses faster than its allowance is banned
+//! for a while. Bans are per source: a known phone elsewhere is never slowed
+//! by someone else's scan.
+//!
+//! TFTP sources can be forged, so a ban must not lock out an office's own
+//! phones: a banned source still gets the files of the phones that fetched
+//! them from it before (`known.rs`), and nothing else.
+//!
+//! A "source" is an IPv4 address or an IPv6 /64: one host picks addresses
+//! in its /64 at will, so anything finer would let it reset its own count.
 
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dialtone_sync::{Family, Phone};
 use moka::sync::Cache;
+
+use crate::admission::Decision;
+use crate::debts::Debts;
+use crate::error::ProvisionError;
+use crate::identify::{IdentifyError, Identity};
+use crate::known::Known;
+use crate::provision::Request;
 
 #[derive(Clone, Debug)]
 pub struct GuardOptions {
     /// Misses a source may make in a burst.
     pub burst: u32,
-    /// Misses a source may make per minute, sustained.
+    /// Misses a source may make per minute, sustained (0: one an hour).
     pub per_minute: u32,
     /// How long a source stays banned.
     pub ban: Duration,
-    /// Sources tracked at once (bounded memory under a spoofed-address flood).
-    pub max_sources: u64,
+    /// Sources tracked at once, and banned at once (bounded memory under a
+    /// spoofed-address flood).
+    pub max_sources: usize,
+    /// How long a (source, phone) pair is remembered after the phone last
+    /// fetched one of its own files from that source.
+    pub known_ttl: Duration,
+    /// Phones whose sources are remembered at once.
+    pub known_phones: usize,
 }
 
 impl Default for GuardOptions {
@@ -30,7 +53,21 @@ impl Default for GuardOptions {
             per_minute: 10,
             ban: Duration::from_secs(600),
             max_sources: 100_000,
+            known_ttl: Duration::from_secs(30 * 86_400),
+            known_phones: 200_000,
         }
+    }
+}
+
+/// The unit a budget, a ban and a known pair belong to.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        // A dual-stack listener sees IPv4 clients as mapped addresses.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -38,83 +75,86 @@ fn pack(burst: u32, per_minute: u32) -> u64 {
     (u64::from(burst) << 32) | u64::from(per_minute)
 }
 
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
-}
-
 pub struct Guard {
     options: GuardOptions,
     /// `burst` and `per_minute`, changeable while running (SIGHUP).
-    limits: std::sync::atomic::AtomicU64,
-    buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    limits: AtomicU64,
+    epoch: Instant,
+    debts: Mutex<Debts>,
     bans: Cache<IpAddr, ()>,
+    known: Known,
 }
 
 impl Guard {
     pub fn new(options: GuardOptions) -> Guard {
         Guard {
-            buckets: Cache::builder()
-                .max_capacity(options.max_sources)
-                // An idle bucket is full again by then; forget it.
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
             bans: Cache::builder()
-                .max_capacity(options.max_sources)
+                .max_capacity(options.max_sources as u64)
                 .time_to_live(options.ban)
                 .build(),
-            limits: std::sync::atomic::AtomicU64::new(pack(options.burst, options.per_minute)),
+            limits: AtomicU64::new(pack(options.burst, options.per_minute)),
+            epoch: Instant::now(),
+            debts: Mutex::new(Debts::new(options.max_sources)),
+            known: Known::new(options.known_ttl, options.known_phones),
             options,
         }
     }
 
     /// New miss limits for every source from now on (SIGHUP). The ban
-    /// length and the number of sources tracked are fixed at start.
+    /// length and the table sizes are fixed at start.
     pub fn set_limits(&self, burst: u32, per_minute: u32) {
-        self.limits.store(
-            pack(burst, per_minute),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.limits
+            .store(pack(burst, per_minute), Ordering::Relaxed);
+    }
+
+    /// How long known pairs are remembered, from now on (SIGHUP).
+    pub fn set_known_ttl(&self, ttl: Duration) {
+        self.known.set_ttl(ttl);
     }
 
     fn limits(&self) -> (u32, u32) {
-        let packed = self.limits.load(std::sync::atomic::Ordering::Relaxed);
+        let packed = self.limits.load(Ordering::Relaxed);
         ((packed >> 32) as u32, packed as u32)
     }
 
+    pub fn known(&self) -> &Known {
+        &self.known
+    }
+
     pub fn is_banned(&self, source: IpAddr) -> bool {
-        self.bans.contains_key(&source)
+        self.bans.contains_key(&source_key(source))
     }
 
     /// Counts a miss; returns true when it got the source banned.
     pub fn miss(&self, source: IpAddr) -> bool {
+        let source = source_key(source);
         let (burst, per_minute) = self.limits();
-        let burst = f64::from(burst.max(1));
-        let bucket = self.buckets.get_with(source, || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: burst,
-                refilled: Instant::now(),
-            }))
-        });
-        let exhausted = {
-            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let refill =
-                now.duration_since(b.refilled).as_secs_f64() * f64::from(per_minute) / 60.0;
-            b.tokens = (b.tokens + refill).min(burst) - 1.0;
-            b.refilled = now;
-            b.tokens < 0.0
+        let interval: u64 = match per_minute {
+            0 => 3_600_000_000,
+            n => 60_000_000 / u64::from(n),
         };
-        if exhausted && !self.is_banned(source) {
+        let tolerance = u64::from(burst.max(1)) * interval;
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let exhausted = {
+            let mut debts = self.debts.lock().unwrap_or_else(|e| e.into_inner());
+            let exhausted = debts.charge(source, now, interval) > tolerance;
+            if exhausted {
+                // The ban takes over; its table holds the source now.
+                debts.forget(source);
+            }
+            exhausted
+        };
+        if exhausted && !self.bans.contains_key(&source) {
             self.bans.insert(source, ());
-            self.buckets.invalidate(&source);
-            // Recorded through the `metrics` facade; the exporter comes with
-            // the observability work.
             metrics::counter!("dialtone_provisioning_bans_total").increment(1);
+            let whole = match source {
+                IpAddr::V6(_) => " (its whole /64)",
+                IpAddr::V4(_) => "",
+            };
             // One line fail2ban can match: "... ban <address> ...".
             tracing::warn!(
                 target: "dialtone::ban",
-                "provisioning: ban {source} for {}s after repeated misses",
+                "provisioning: ban {source} for {}s after repeated misses{whole}",
                 self.options.ban.as_secs()
             );
             return true;
@@ -122,10 +162,81 @@ impl Guard {
         false
     }
 
+    /// Sources owing misses right now (tests, diagnostics).
+    pub fn tracked_sources(&self) -> usize {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.debts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len(now)
+    }
+
     pub fn banned_sources(&self) -> u64 {
         self.bans.run_pending_tasks();
         self.bans.entry_count()
     }
+
+    /// Whether a banned source may still have this file: only a file of a
+    /// phone that fetched its own files from that source before, or a file
+    /// naming no MAC that such a phone's family asks for.
+    pub(crate) fn lets_through(
+        &self,
+        source: IpAddr,
+        identity: &Result<Identity, IdentifyError>,
+        named: Option<&Phone>,
+    ) -> bool {
+        let Ok(id) = identity else { return false };
+        let through = match (id.mac, named) {
+            (Some(_), Some(phone)) => self.known.knows(source, phone.id),
+            (Some(_), None) => false,
+            (None, _) => match id.family {
+                Some(family) => self.known.knows_family(source, &[family]),
+                None => self.known.knows_family(source, id.candidates),
+            },
+        };
+        if through {
+            metrics::counter!("dialtone_provisioning_ban_passes_total").increment(1);
+        }
+        through
+    }
+}
+
+/// What a request's answer costs its source, if anything: the `kind` of
+/// miss. Free: hits, the first (credential-less) step of Digest, and the
+/// misses every real phone makes ([`Identity::is_probe`]) when they name no
+/// MAC or one answered for here. A probe for a MAC not answered for here
+/// costs like any unknown name, so a free miss tells nothing about a MAC.
+pub(crate) fn miss_kind(
+    request: &Request<'_>,
+    decision: &Decision,
+    result: &Result<impl Sized, ProvisionError>,
+) -> Option<&'static str> {
+    if decision.blind {
+        return Some("blind");
+    }
+    match result {
+        Err(ProvisionError::BadPath(_)) => Some("refused"),
+        Err(ProvisionError::NotFound) => {
+            let expected = decision
+                .identity
+                .as_ref()
+                .is_ok_and(|id| id.is_probe() && (!id.mac_in_path() || decision.served.is_some()));
+            (!expected).then_some("not_found")
+        }
+        // A wrong answer; a request without credentials is Digest's first step.
+        Err(ProvisionError::Unauthorized { stale: false })
+            if request.auth.is_some_and(|a| a.authorization.is_some()) =>
+        {
+            Some("login")
+        }
+        _ => None,
+    }
+}
+
+/// The bit of `family` in a set of families.
+pub(crate) fn family_bit(family: Family) -> u8 {
+    let index = Family::ALL.iter().position(|f| *f == family).unwrap_or(0);
+    1u8.checked_shl(index as u32).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -179,5 +290,89 @@ mod tests {
         assert!(guard.miss(scanner));
         std::thread::sleep(Duration::from_millis(250));
         assert!(!guard.is_banned(scanner));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let guard = Guard::new(GuardOptions {
+            burst: 3,
+            per_minute: 1,
+            ..Default::default()
+        });
+        // Each miss from a new address of the same /64 still counts.
+        let banned = (1..=4)
+            .map(|n| guard.miss(format!("2001:db8:1:2::{n:x}").parse().unwrap()))
+            .collect::<Vec<_>>();
+        assert_eq!(banned, [false, false, false, true]);
+        assert!(guard.is_banned("2001:db8:1:2:ffff::1".parse().unwrap()));
+        assert!(!guard.is_banned("2001:db8:1:3::1".parse().unwrap()));
+        // IPv4 as a dual-stack listener reports it is the IPv4 source.
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            source_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_source_table_is_bounded() {
+        let guard = Guard::new(GuardOptions {
+            burst: 5,
+            per_minute: 1,
+            max_sources: 100,
+            ..Default::default()
+        });
+        for n in 0..10_000u32 {
+            guard.miss(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + n)));
+        }
+        assert_eq!(guard.tracked_sources(), 100);
+    }
+
+    /// The eviction answer: a flood of forged one-shot sources, many times
+    /// the table's size, between each of a real scanner's misses, never
+    /// pushes the scanner out: it is banned within two misses of when it
+    /// would be without the flood (those it made before the sketch had
+    /// seen it miss more often than the one-shots tracked).
+    #[test]
+    fn a_flood_of_one_shot_sources_never_evicts_a_scanner() {
+        let guard = Guard::new(GuardOptions {
+            burst: 10,
+            per_minute: 1,
+            max_sources: 1_000,
+            ..Default::default()
+        });
+        let scanner: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut forged = 0x0a00_0000u32;
+        let mut banned_at = None;
+        for n in 1..=20 {
+            for _ in 0..5_000 {
+                forged += 1;
+                assert!(!guard.miss(IpAddr::from(std::net::Ipv4Addr::from(forged))));
+            }
+            if guard.miss(scanner) {
+                banned_at = Some(n);
+                break;
+            }
+        }
+        assert!(
+            banned_at.is_some_and(|n| (11..=13).contains(&n)),
+            "banned at {banned_at:?}"
+        );
+        assert!(guard.is_banned(scanner));
+        assert!(guard.tracked_sources() <= 1_000);
+    }
+
+    /// A source whose allowance is whole again owes nothing and is dropped.
+    #[test]
+    fn settled_sources_are_forgotten() {
+        let guard = Guard::new(GuardOptions {
+            burst: 2,
+            per_minute: 60_000_000,
+            ..Default::default()
+        });
+        guard.miss("192.0.2.1".parse().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(guard.tracked_sources(), 0);
     }
 }

@@ -74,6 +74,34 @@ pub struct Identity {
     pub template: &'static str,
 }
 
+/// Rules whose files real phones ask for and often do not find: trust
+/// lists, Grandstream's binary configs, Poly's optional per-phone extras.
+/// dialtone serves them only from the static folder, if at all.
+const PROBES: &[&str] = &[
+    "CTLSEP{mac}.tlv",
+    "ITLSEP{mac}.tlv",
+    "ITLFile.tlv",
+    "cfg{mac}",
+    "cfg{mac}.bin",
+    "{mac}-license.cfg",
+    "{mac}-{model}.cfg",
+];
+
+impl Identity {
+    /// The file name carries the MAC (it is one phone's own file); otherwise
+    /// any MAC came from the User-Agent.
+    pub fn mac_in_path(&self) -> bool {
+        self.template.contains("{mac}")
+    }
+
+    /// A name phones ask for on every boot and may not find: boot and model
+    /// files a family probes, and the [`PROBES`].
+    pub fn is_probe(&self) -> bool {
+        matches!(self.kind, FileKind::Boot | FileKind::ModelCommon)
+            || PROBES.contains(&self.template)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdentifyError {
     /// Not a file any supported phone asks for. Reveals nothing more.

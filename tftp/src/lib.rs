@@ -6,6 +6,7 @@ mod admission;
 mod budget_tests;
 #[cfg(test)]
 mod cache_tests;
+mod debts;
 pub mod device_auth;
 pub mod digest;
 pub mod engine;
@@ -17,6 +18,8 @@ mod files;
 pub mod guard;
 pub mod http;
 pub mod identify;
+pub mod known;
+mod outcome;
 pub mod phonebook;
 pub mod pool;
 pub mod preview;

@@ -1,13 +1,25 @@
 //! The tenant's directory served to its phones, in each family's own XML:
 //! Yealink `YealinkIPPhoneDirectory`, Cisco `CiscoIPPhoneDirectory` (with
 //! paging and search), Poly `<mac>-directory.xml`, Snom
-//! `SnomIPPhoneDirectory`, Grandstream `AddressBook`. Built straight from
-//! the mirror on each fetch (directories change often and are cheap to
-//! write), sorted by name so the bytes only change when the data does.
+//! `SnomIPPhoneDirectory`, Grandstream `AddressBook`, sorted by name so
+//! the bytes only change when the data does.
+//!
+//! A large tenant's directory is costly to sort and write, and every phone
+//! of the tenant fetches the same one, so it is built on the render pool
+//! under the tenant's share and kept in the render cache per tenant, family
+//! and query, until the tenant's directory stamp or row changes.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
-use dialtone_sync::{DirectoryEntry, Family};
+use dialtone_sync::{DirectoryEntry, Family, MirrorState, Phone};
+use sha2::{Digest, Sha256};
+
+use crate::error::ProvisionError;
+use crate::files::{hex, Step};
+use crate::identify::{FileKind, Identity};
+use crate::provision::{Provisioner, Rendered};
+use crate::render_cache::{DirectoryKey, Inputs, RenderKey};
 
 /// Cisco phones show at most 32 entries per page.
 pub const CISCO_PAGE: usize = 32;
@@ -59,25 +71,35 @@ impl Query {
 }
 
 /// Entries sorted by name (then id), each with its numbers in stored order.
-pub fn sorted(
-    mut entries: Vec<std::sync::Arc<DirectoryEntry>>,
-    search: Option<&str>,
-) -> Vec<std::sync::Arc<DirectoryEntry>> {
-    if let Some(term) = search {
-        entries.retain(|e| {
-            e.name.to_lowercase().contains(term)
-                || e.company
-                    .as_deref()
-                    .is_some_and(|c| c.to_lowercase().contains(term))
-        });
-    }
-    entries.sort_by(|a, b| {
-        a.name
-            .to_lowercase()
-            .cmp(&b.name.to_lowercase())
-            .then(a.id.cmp(&b.id))
-    });
-    entries
+pub fn sorted(entries: Vec<Arc<DirectoryEntry>>, search: Option<&str>) -> Vec<Arc<DirectoryEntry>> {
+    // Each name lowercased once, not once per comparison.
+    let mut keyed: Vec<(String, Arc<DirectoryEntry>)> = entries
+        .into_iter()
+        .map(|e| (e.name.to_lowercase(), e))
+        .filter(|(name, e)| {
+            search.is_none_or(|term| {
+                name.contains(term)
+                    || e.company
+                        .as_deref()
+                        .is_some_and(|c| c.to_lowercase().contains(term))
+            })
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
+    keyed.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Whether `family` has a directory format here.
+pub fn supported(family: Family) -> bool {
+    family != Family::Fanvil
+}
+
+/// Whether the family's format pages (and links to its own URL).
+fn paged(family: Family) -> bool {
+    matches!(
+        family,
+        Family::CiscoSpa | Family::CiscoMpp | Family::CiscoSep
+    )
 }
 
 fn split_name(name: &str) -> (&str, &str) {
@@ -92,7 +114,7 @@ fn split_name(name: &str) -> (&str, &str) {
 pub fn render(
     family: Family,
     title: &str,
-    entries: &[std::sync::Arc<DirectoryEntry>],
+    entries: &[Arc<DirectoryEntry>],
     query: &Query,
     self_url: &str,
 ) -> Option<String> {
@@ -213,3 +235,111 @@ pub fn render(
     }
     Some(x)
 }
+
+/// A directory `decide` could not answer from the cache; it owns what the
+/// build needs, so it can run on the pool.
+pub(crate) struct DirectoryJob {
+    state: Arc<MirrorState>,
+    key: RenderKey,
+    template: &'static str,
+    pub(crate) file: String,
+}
+
+impl DirectoryJob {
+    pub(crate) fn tenant(&self) -> Option<dialtone_sync::Id> {
+        self.key.directory.as_ref().map(|d| d.tenant)
+    }
+}
+
+impl Provisioner {
+    /// The phone's tenant directory from the cache, or a build to run.
+    /// `state` and `phone` are the ones the request was decided on.
+    pub(crate) fn directory_step(
+        &self,
+        state: &Arc<MirrorState>,
+        phone: Option<&Arc<Phone>>,
+        identity: &Identity,
+        query: Option<&str>,
+    ) -> Step {
+        let Some(phone) = phone.filter(|p| supported(p.family)) else {
+            return Step::Done(Err(ProvisionError::NotFound));
+        };
+        let query = Query::parse(query);
+        let paged = paged(phone.family);
+        let key = RenderKey {
+            family: phone.family,
+            // Only a paged format's bytes name the file (its page links);
+            // the others are one entry for every phone of the tenant.
+            file: if paged {
+                identity.file.as_str().into()
+            } else {
+                identity.template.into()
+            },
+            phone: None,
+            directory: Some(DirectoryKey {
+                tenant: phone.tenant_id,
+                page: if paged { query.page } else { 0 },
+                search: query.search.map(Box::from),
+            }),
+        };
+        if let Some(hit) = self.rendered.get(&key, state, 0, None) {
+            return Step::Done(Ok(hit));
+        }
+        metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
+        Step::Directory(Box::new(DirectoryJob {
+            state: state.clone(),
+            key,
+            template: identity.template,
+            file: identity.file.clone(),
+        }))
+    }
+
+    /// Builds what `directory_step` could not answer from the cache, and
+    /// caches it if it is still current. A build that outlasts the
+    /// caller's wait still lands in the cache for the next fetch.
+    pub(crate) fn build_directory(&self, job: DirectoryJob) -> Result<Rendered, ProvisionError> {
+        let rendered = self.directory_file(&job.state, &job.key, job.template)?;
+        self.rendered
+            .fill(job.key, &rendered, &self.mirror.load(), 0, None);
+        Ok(rendered)
+    }
+
+    /// The directory `key` names, built from `state`, uncached.
+    pub(crate) fn directory_file(
+        &self,
+        state: &MirrorState,
+        key: &RenderKey,
+        template: &'static str,
+    ) -> Result<Rendered, ProvisionError> {
+        let which = key.directory.as_ref().ok_or(ProvisionError::NotFound)?;
+        let query = Query {
+            page: which.page,
+            search: which.search.as_deref().map(str::to_string),
+        };
+        let entries = sorted(state.directory_of(which.tenant), query.search.as_deref());
+        let tenant = state.tenant(which.tenant);
+        let title = tenant.map(|t| &*t.name).unwrap_or("Directory");
+        let self_url = format!("{}/{}", self.options.base_url, key.file);
+        let body = render(key.family, title, &entries, &query, &self_url)
+            .ok_or(ProvisionError::NotFound)?;
+        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
+        Ok(Rendered {
+            body: body.into_bytes().into(),
+            etag: etag.into(),
+            content_type: "text/xml; charset=utf-8",
+            kind: FileKind::PhoneDirectory,
+            family: Some(key.family),
+            file: None,
+            inputs: Some(Arc::new(Inputs::directory(
+                state,
+                key.family,
+                template,
+                which.tenant,
+            ))),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "phonebook_tests.rs"]
+mod tests;

@@ -16,16 +16,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
 use dialtone_sync::history::HistorySink;
-use dialtone_sync::store::BootRecord;
 
-use crate::admission;
+use crate::admission::{self, Decision};
 use crate::device_auth::HttpAuth;
 use crate::digest::DigestAuth;
 use crate::engine::Budget;
 use crate::error::ProvisionError;
 use crate::files::{Compiled, CompiledKey, Step};
-use crate::guard::{Guard, GuardOptions};
-use crate::identify::{identify, FileKind, IdentifyError, Identity};
+use crate::guard::{self, Guard, GuardOptions};
+use crate::identify::{identify, FileKind, Identity};
+use crate::outcome::outcome_label;
 use crate::pool::{PoolOptions, RenderPool};
 use crate::render_cache::{Inputs, RenderCache};
 use crate::statics::{StaticFile, StaticIndex};
@@ -111,20 +111,6 @@ pub struct Request<'a> {
     pub auth: Option<HttpAuth<'a>>,
     /// The HTTP query string (directory paging and search).
     pub query: Option<&'a str>,
-}
-
-/// The `outcome` label of a provisioning request: a short, bounded set.
-fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(ProvisionError::NotFound) => "not_found",
-        Err(ProvisionError::Banned) => "banned",
-        Err(ProvisionError::BadPath(_)) => "refused",
-        Err(ProvisionError::Render { .. }) => "render_error",
-        Err(ProvisionError::Busy) => "busy",
-        Err(ProvisionError::Unauthorized { .. }) => "unauthorized",
-        Err(_) => "error",
-    }
 }
 
 pub struct Provisioner {
@@ -251,12 +237,13 @@ impl Provisioner {
         state: &Arc<MirrorState>,
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
-        let (identity, phone, step) = self.decide(state, request)?;
+        let (decision, step) = self.decide(state, request)?;
         let result = match step {
             Step::Done(result) => result,
             Step::Render(job) => self.finish(*job),
+            Step::Directory(job) => self.build_directory(*job),
         };
-        self.conclude(request, &identity, phone.as_ref(), &result);
+        self.conclude(request, &decision, &result);
         result
     }
 
@@ -267,7 +254,7 @@ impl Provisioner {
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
         let state = self.mirror.load();
-        let (identity, phone, step) = self.decide(&state, request)?;
+        let (decision, step) = self.decide(&state, request)?;
         let result = match step {
             Step::Done(result) => result,
             Step::Render(job) => {
@@ -284,40 +271,57 @@ impl Provisioner {
                 )
                 .await
             }
+            Step::Directory(job) => {
+                let this = self.clone();
+                let (tenant, label) = (job.tenant(), job.file.clone());
+                Box::pin(
+                    self.pool
+                        .run(tenant, self.options.budget.time, &label, move || {
+                            this.build_directory(*job)
+                        }),
+                )
+                .await
+            }
         };
-        self.conclude(request, &identity, phone.as_ref(), &result);
+        self.conclude(request, &decision, &result);
         result
     }
 
-    /// Everything but the render: the ban, identification, admission, the
-    /// caches. One decision for both entry points.
-    #[allow(clippy::type_complexity)]
+    /// Everything but the render: identification, the ban (which a phone
+    /// known at that source passes for its own files), admission, device
+    /// credentials, the caches. One decision for both entry points.
     fn decide(
         &self,
         state: &Arc<MirrorState>,
         request: &Request<'_>,
-    ) -> Result<(Result<Identity, IdentifyError>, Option<Arc<Phone>>, Step), ProvisionError> {
-        if request.remote.is_some_and(|ip| self.guard.is_banned(ip)) {
-            return Err(ProvisionError::Banned);
-        }
+    ) -> Result<(Decision, Step), ProvisionError> {
         let identity = identify(request.path, request.user_agent);
-        let phone = identity
+        let named = identity
             .as_ref()
             .ok()
             .and_then(|id| id.mac)
             .and_then(|mac| state.phone_by_mac(&mac))
             .cloned();
-        let step = match &identity {
-            Err(e) => Step::Done(Err(e.clone().into())),
-            Ok(_) if !admission::admitted(state, phone.as_deref(), request) => {
-                Step::Done(Err(ProvisionError::NotFound))
+        if let Some(ip) = request.remote {
+            if self.guard.is_banned(ip) && !self.guard.lets_through(ip, &identity, named.as_deref())
+            {
+                return Err(ProvisionError::Banned);
             }
-            Ok(id) => match phone.as_ref().map(|p| self.check_device(p, request)) {
+        }
+        let decision = admission::screen(state, identity, named, request);
+        let step = match &decision.identity {
+            Err(e) => Step::Done(Err(e.clone().into())),
+            Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),
+            Ok(id) => match decision
+                .served
+                .as_ref()
+                .map(|p| self.check_device(p, request))
+            {
                 Some(Err(refused)) => Step::Done(Err(refused)),
-                _ => self.serve_identified(state, phone.as_ref(), id, request),
+                _ => self.serve_identified(state, decision.served.as_ref(), id, request),
             },
         };
-        Ok((identity, phone, step))
+        Ok((decision, step))
     }
 
     fn serve_identified(
@@ -331,34 +335,40 @@ impl Provisioner {
             FileKind::DeviceConfig | FileKind::ModelCommon | FileKind::Boot => {
                 self.render_file(state, phone, id)
             }
-            FileKind::PhoneDirectory => {
-                Step::Done(self.render_directory(state, phone, id, request.query))
-            }
+            FileKind::PhoneDirectory => self.directory_step(state, phone, id, request.query),
             FileKind::Static => Step::Done(self.static_file(request.path, id)),
             // Log uploads are writes; this core only reads.
             FileKind::LogUpload => Step::Done(Err(ProvisionError::NotFound)),
         }
     }
 
-    /// Counts misses toward a ban, records history, counts the outcome.
+    /// Counts misses toward a ban (or remembers the source of a phone's
+    /// own fetch), records history, counts the outcome.
     fn conclude(
         &self,
         request: &Request<'_>,
-        identity: &Result<Identity, IdentifyError>,
-        phone: Option<&Arc<Phone>>,
+        decision: &Decision,
         result: &Result<Rendered, ProvisionError>,
     ) {
-        if let (Err(ProvisionError::NotFound | ProvisionError::BadPath(_)), Some(ip)) =
-            (result, request.remote)
-        {
-            self.guard.miss(ip);
+        if let (Some(ip), false) = (request.remote, request.protocol == Protocol::Render) {
+            if let Some(kind) = guard::miss_kind(request, decision, result) {
+                metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind)
+                    .increment(1);
+                self.guard.miss(ip);
+            } else if let (Ok(_), Some(phone)) = (result, decision.owner()) {
+                self.guard.known().record(ip, phone.id, phone.family);
+            }
         }
+        let identity = &decision.identity;
         // Only phones we know: a scanner's misses must not fill the table.
         // A 401 is Digest's normal first step, not a fetch.
         let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }));
-        if let (Some(history), Ok(identity), Some(phone), false) =
-            (&self.history, identity, phone, challenged)
-        {
+        if let (Some(history), Ok(identity), Some(phone), false) = (
+            &self.history,
+            identity,
+            decision.history_phone(),
+            challenged,
+        ) {
             self.record(history, request, identity, phone, result);
         }
         let vendor = match (result, identity) {
@@ -373,34 +383,6 @@ impl Provisioner {
             "outcome" => outcome_label(result),
         )
         .increment(1);
-    }
-
-    fn record(
-        &self,
-        history: &HistorySink,
-        request: &Request<'_>,
-        identity: &Identity,
-        phone: &Phone,
-        result: &Result<Rendered, ProvisionError>,
-    ) {
-        let (outcome, bytes) = match result {
-            Ok(file) => ("ok".to_string(), file.body.len() as i64),
-            Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
-            Err(e) => (format!("error: {e}"), 0),
-        };
-        history.record(BootRecord {
-            mac: phone.mac.to_string(),
-            tenant_id: Some(phone.tenant_id),
-            at: dialtone_sync::now_millis(),
-            remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
-            user_agent: request.user_agent.map(str::to_string),
-            protocol: request.protocol.as_str().to_string(),
-            file: identity.file.clone(),
-            outcome,
-            bytes,
-            model: identity.model.clone(),
-            firmware: identity.firmware.clone(),
-        });
     }
 
     /// Drops the cached files a mirror change makes outdated, to free

@@ -9,6 +9,10 @@
 //! chose from), checked against the current state on fill and on every
 //! read. The change stream still drops entries early, but only to free
 //! memory: correctness never depends on it.
+//!
+//! Phone directories live here too, one entry per tenant, family and query
+//! (not per phone: every phone of the tenant gets the same bytes), current
+//! while the tenant's directory stamp and row are.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +32,18 @@ pub(crate) struct RenderKey {
     pub family: Family,
     pub file: Box<str>,
     pub phone: Option<Id>,
+    /// Set for a phone directory, which is no template render.
+    pub directory: Option<DirectoryKey>,
+}
+
+/// Which phone directory: whose, and the page and search the request
+/// asked for, normalized (`phonebook::Query`), so spellings of one query
+/// share an entry and the variants are bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DirectoryKey {
+    pub tenant: Id,
+    pub page: usize,
+    pub search: Option<Box<str>>,
 }
 
 /// Everything a rendered file was made from besides the node's fixed
@@ -47,6 +63,9 @@ pub(crate) struct Inputs {
     /// The model the render saw: the phone's, or the request's when the
     /// phone has none (or there is no phone).
     pub model: Option<Box<str>>,
+    /// A phone directory's tenant and its directory stamp; for these the
+    /// template fields above are unused.
+    pub directory: Option<(Id, u64)>,
 }
 
 fn same<T>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool
@@ -79,6 +98,28 @@ impl Inputs {
             templates: template_stamps(state, family, template, phone.map(|p| &**p), model),
             shipped,
             model: model.map(Box::from),
+            directory: None,
+        }
+    }
+
+    /// The inputs of `tenant`'s phone directory built from `state`: its
+    /// entries (by stamp) and its row (the title).
+    pub fn directory(
+        state: &MirrorState,
+        family: Family,
+        template: &'static str,
+        tenant: Id,
+    ) -> Inputs {
+        Inputs {
+            family,
+            template,
+            phone: None,
+            tenant: state.tenant(tenant).cloned(),
+            line_ids: None,
+            templates: [0; 4],
+            shipped: 0,
+            model: None,
+            directory: Some((tenant, state.stamp(Input::Directory(tenant)))),
         }
     }
 
@@ -86,6 +127,10 @@ impl Inputs {
     /// use exactly these inputs. Held `Arc`s make pointer equality exact:
     /// an allocation cannot be reused while the entry holds it.
     pub fn is_current(&self, state: &MirrorState, shipped: u64, model: Option<&str>) -> bool {
+        if let Some((tenant, stamp)) = self.directory {
+            return state.stamp(Input::Directory(tenant)) == stamp
+                && same(state.tenant(tenant), self.tenant.as_ref());
+        }
         if self.shipped != shipped
             || self.model.as_deref() != model
             || self.templates
@@ -163,7 +208,8 @@ fn build(bytes: u64) -> Cache<RenderKey, Rendered> {
         .max_capacity(bytes)
         .weigher(|k: &RenderKey, v: &Rendered| {
             // The held rows are shared with the mirror; count their pointers.
-            (v.body.len() + v.etag.len() + k.file.len() + 256)
+            let search = k.directory.as_ref().and_then(|d| d.search.as_ref());
+            (v.body.len() + v.etag.len() + k.file.len() + search.map_or(0, |s| s.len()) + 256)
                 .try_into()
                 .unwrap_or(u32::MAX)
         })
@@ -311,10 +357,15 @@ impl RenderCache {
     /// Drops the entries a mirror change makes outdated. Only to free
     /// memory early: reads check inputs anyway.
     pub fn invalidate(&self, state: &MirrorState, event: &ChangeEvent) {
-        let keys = match event {
+        let (keys, touched) = match event {
             ChangeEvent::Reset { .. } => return self.clear(),
-            ChangeEvent::Changed { keys, .. } => keys.clone(),
+            ChangeEvent::Changed { keys, tenants, .. } => (keys.clone(), tenants.clone()),
         };
+        // A directory entry or tenant row changed: the tenants it belonged
+        // to, before or after, have new directories.
+        let directories = keys
+            .iter()
+            .any(|(e, _)| matches!(e, Entity::DirectoryEntry | Entity::Tenant));
         let mut phones = Vec::new();
         let mut tenants = Vec::new();
         let mut templates = Vec::new();
@@ -329,7 +380,7 @@ impl RenderCache {
                 _ => {}
             }
         }
-        if phones.is_empty() && tenants.is_empty() && templates.is_empty() {
+        if phones.is_empty() && tenants.is_empty() && templates.is_empty() && !directories {
             return;
         }
         let result = self
@@ -337,6 +388,9 @@ impl RenderCache {
             .load()
             .invalidate_entries_if(move |_, v: &Rendered| {
                 let Some(i) = &v.inputs else { return false };
+                if let Some((tenant, _)) = i.directory {
+                    return directories && touched.contains(&tenant);
+                }
                 i.phone
                     .as_ref()
                     .is_some_and(|p| phones.contains(&p.id) || tenants.contains(&p.tenant_id))

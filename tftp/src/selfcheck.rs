@@ -54,7 +54,10 @@ impl Provisioner {
                 model,
             };
             report.compared += 1;
-            let fresh = self.render_target(&state, &shipped, &target, false);
+            let fresh = match key.directory {
+                Some(_) => self.directory_file(&state, &key, inputs.template),
+                None => self.render_target(&state, &shipped, &target, false),
+            };
             let same = fresh
                 .as_ref()
                 .is_ok_and(|f| f.body == cached.body && f.etag == cached.etag);

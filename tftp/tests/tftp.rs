@@ -258,6 +258,14 @@ async fn options_are_negotiated() {
     }
     let (_, oack, _) = fetch_raw(server.addr, "001565000009.cfg", &[("timeout", "3")]);
     assert!(oack.contains(&("timeout".into(), "3".into())), "{oack:?}");
+    // Past the cap: declined, never answered with another value (RFC 2349).
+    let (data, oack, _) = fetch_raw(
+        server.addr,
+        "001565000009.cfg",
+        &[("timeout", "6"), ("tsize", "0")],
+    );
+    assert_eq!(data, want);
+    assert_eq!(oack, [("tsize".into(), want.len().to_string())]);
 }
 
 #[tokio::test]

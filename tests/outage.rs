@@ -1,0 +1,176 @@
+//! A PostgreSQL outage under a running node, made by cutting a proxy
+//! between the two (the shared server is never stopped): the node serves
+//! on, reports the outage as staleness and not as `degraded`, and recovers
+//! when the database is back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::testing::TestDb;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A TCP proxy on loopback. `cut` drops every connection through it and
+/// refuses new ones (the port is closed); `restore` opens the same port.
+struct Proxy {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    target: String,
+    accepting: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut proxy = Proxy {
+            runtime,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            target: target.to_string(),
+            accepting: Mutex::default(),
+        };
+        proxy.addr = proxy.open();
+        proxy
+    }
+
+    fn open(&self) -> SocketAddr {
+        let _enter = self.runtime.enter();
+        let socket = TcpSocket::new_v4().unwrap();
+        // The closed port still has its cut connections in TIME_WAIT.
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener = socket.listen(64).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = self.target.clone();
+        let task = self.runtime.spawn(async move {
+            // Owned by this task: aborting it drops every connection.
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        let target = target.clone();
+                        connections.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(&target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        *self.accepting.lock().unwrap() = Some(task);
+        addr
+    }
+
+    fn cut(&self) {
+        if let Some(task) = self.accepting.lock().unwrap().take() {
+            task.abort();
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    fn restore(&self) {
+        self.open();
+    }
+}
+
+/// `postgres://user@host:port/db` with host and port replaced.
+fn through(url: &str, addr: SocketAddr) -> (String, String) {
+    let (scheme_user, rest) = url.split_once('@').expect("a URL with a user");
+    let (host_port, db) = rest.split_once('/').expect("a URL with a database");
+    (format!("{scheme_user}@{addr}/{db}"), host_port.to_string())
+}
+
+/// The sum of a metric's samples that carry `label`.
+fn metric(server: &Server, name: &str, label: &str) -> f64 {
+    let (_, body) = server.try_get("/metrics").expect("/metrics answers");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_database_outage_is_reported_as_stale_not_degraded_and_recovers() {
+    let (_, target) = through(&dialtone_sync::testing::pg_server_url(), free_addr());
+    let proxy = Proxy::start(&target);
+    let db = proxy.runtime.block_on(TestDb::postgres());
+    let (url, _) = through(&db.url, proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    // A low limit: the old behaviour trips it within seconds of the cut.
+    let max_restarts = 3;
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[
+            (
+                "DIALTONE_SUPERVISION__MAX_RESTARTS",
+                &max_restarts.to_string(),
+            ),
+            ("DIALTONE_SUPERVISION__WINDOW_S", "300"),
+        ],
+    );
+    assert_eq!(server.readyz()["status"], "ready");
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+
+    proxy.cut();
+    let listener = "task=\"change-listener\"";
+    let stops = || {
+        metric(&server, "dialtone_task_restarts_total", listener)
+            + metric(&server, "dialtone_task_unreachable_total", listener)
+    };
+    // The listener stops again and again while the database is away: more
+    // often than the limit allows.
+    let stopped = wait_until(Duration::from_secs(90), || {
+        stops() > (max_restarts + 1) as f64
+    });
+    assert!(
+        stopped.is_some(),
+        "the listener never stopped {} times: {}",
+        max_restarts + 2,
+        server.stderr()
+    );
+    let readyz = server.readyz();
+    assert!(readyz["stale_since"].is_number(), "{readyz}");
+    assert_eq!(readyz["ready"], true, "{readyz}");
+    assert_eq!(
+        readyz["status"], "ready",
+        "an outage is not degraded: {readyz}"
+    );
+    assert_eq!(readyz["degraded_tasks"], serde_json::json!([]), "{readyz}");
+    assert_eq!(metric(&server, "dialtone_degraded", ""), 0.0);
+    assert!(metric(&server, "dialtone_task_unreachable_total", listener) > 0.0);
+    // Phones still get their files: one cached, one rendered in the outage.
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+    let fresh = tftp_get(server.tftp_addr, "805ec0123456.cfg").expect("TFTP answers");
+    assert!(String::from_utf8_lossy(&fresh).contains("account.1"));
+
+    proxy.restore();
+    let recovered = wait_until(Duration::from_secs(60), || {
+        server.readyz()["stale_since"].is_null()
+    });
+    let readyz = server.readyz();
+    assert!(
+        recovered.is_some(),
+        "still stale after the restore: {readyz}"
+    );
+    assert_eq!(readyz["status"], "ready", "{readyz}");
+    assert_eq!(server.stop(), 0);
+}

@@ -1,0 +1,237 @@
+//! Known-good (source, phone) pairs: a phone that fetched one of its own
+//! files (a name with its MAC in it) from a source is remembered there for
+//! a while, so a ban of that source (perhaps earned by forged TFTP misses)
+//! still lets it boot. Keyed like the guard: IPv4 address or IPv6 /64.
+//!
+//! Bounded two ways. Only known phones' own files create entries, so the
+//! phone table never holds more than the phones there are, and never more
+//! than `known_phones`. Each phone keeps at most [`ADDRESSES_PER_PHONE`]
+//! sources, and a live one is never replaced: forged fetches of a phone
+//! whose MAC an attacker knows can take its free places, not push out the
+//! source it really boots from. A phone past its places (or a table at its
+//! bound) is just not remembered: it boots as before, without the exception.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dialtone_sync::{Family, Id};
+
+use crate::guard::{family_bit, source_key};
+
+/// Sources remembered per phone: an office's IPv4 and IPv6 and a move or two.
+pub const ADDRESSES_PER_PHONE: usize = 4;
+
+/// A full table is swept of expired entries at most this often (seconds).
+const SWEEP_EVERY_S: u32 = 60;
+
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    source: Option<IpAddr>,
+    /// Seconds since the table started.
+    at: u32,
+}
+
+/// The families of the phones known behind one source.
+#[derive(Clone, Copy)]
+struct Behind {
+    families: u8,
+    at: u32,
+}
+
+#[derive(Default)]
+struct Tables {
+    phones: HashMap<Id, [Seen; ADDRESSES_PER_PHONE]>,
+    sources: HashMap<IpAddr, Behind>,
+    next_sweep: u32,
+}
+
+pub struct Known {
+    ttl_s: AtomicU32,
+    max_phones: usize,
+    epoch: Instant,
+    tables: Mutex<Tables>,
+}
+
+impl Known {
+    pub fn new(ttl: Duration, max_phones: usize) -> Known {
+        Known {
+            ttl_s: AtomicU32::new(clamp_secs(ttl)),
+            max_phones,
+            epoch: Instant::now(),
+            tables: Mutex::new(Tables::default()),
+        }
+    }
+
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_s.store(clamp_secs(ttl), Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn live(&self, now: u32) -> impl Fn(u32) -> bool {
+        let ttl = self.ttl_s.load(Ordering::Relaxed);
+        move |at| now.saturating_sub(at) < ttl
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `phone` (of `family`) fetched one of its own files from `source`.
+    /// False when it could not be remembered (no place left).
+    pub fn record(&self, source: IpAddr, phone: Id, family: Family) -> bool {
+        let source = source_key(source);
+        let now = self.now();
+        let live = self.live(now);
+        let mut tables = self.lock();
+        if !tables.phones.contains_key(&phone) && tables.phones.len() >= self.max_phones {
+            self.sweep(&mut tables, now);
+            if tables.phones.len() >= self.max_phones {
+                return false;
+            }
+        }
+        let places = tables.phones.entry(phone).or_default();
+        if let Some(seen) = places.iter_mut().find(|s| s.source == Some(source)) {
+            seen.at = now;
+        } else if let Some(free) = places
+            .iter_mut()
+            .find(|s| s.source.is_none() || !live(s.at))
+        {
+            *free = Seen {
+                source: Some(source),
+                at: now,
+            };
+        } else {
+            return false;
+        }
+        let max_sources = self.max_phones.saturating_mul(ADDRESSES_PER_PHONE);
+        if !tables.sources.contains_key(&source) && tables.sources.len() >= max_sources {
+            self.sweep(&mut tables, now);
+            if tables.sources.len() >= max_sources {
+                // The phone's own files still pass; only common files won't.
+                return true;
+            }
+        }
+        let behind = tables.sources.entry(source).or_insert(Behind {
+            families: 0,
+            at: now,
+        });
+        if !live(behind.at) {
+            behind.families = 0;
+        }
+        behind.families |= family_bit(family);
+        behind.at = now;
+        true
+    }
+
+    /// Drops expired entries; throttled, as it walks both tables.
+    fn sweep(&self, tables: &mut Tables, now: u32) {
+        if now < tables.next_sweep {
+            return;
+        }
+        tables.next_sweep = now.saturating_add(SWEEP_EVERY_S);
+        let live = self.live(now);
+        tables
+            .phones
+            .retain(|_, places| places.iter().any(|s| s.source.is_some() && live(s.at)));
+        tables.sources.retain(|_, behind| live(behind.at));
+    }
+
+    /// Whether `phone` fetched its own files from `source` lately.
+    pub fn knows(&self, source: IpAddr, phone: Id) -> bool {
+        let source = source_key(source);
+        let live = self.live(self.now());
+        self.lock().phones.get(&phone).is_some_and(|places| {
+            places
+                .iter()
+                .any(|s| s.source == Some(source) && live(s.at))
+        })
+    }
+
+    /// Whether a phone of one of `families` is known behind `source`.
+    pub fn knows_family(&self, source: IpAddr, families: &[Family]) -> bool {
+        let source = source_key(source);
+        let live = self.live(self.now());
+        let wanted = families.iter().fold(0u8, |m, f| m | family_bit(*f));
+        self.lock()
+            .sources
+            .get(&source)
+            .is_some_and(|b| live(b.at) && b.families & wanted != 0)
+    }
+
+    /// Phones remembered right now (tests, diagnostics).
+    pub fn phones(&self) -> usize {
+        self.lock().phones.len()
+    }
+}
+
+fn clamp_secs(ttl: Duration) -> u32 {
+    u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_pair_is_known_per_source_and_phone() {
+        let known = Known::new(Duration::from_secs(3600), 10);
+        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
+        assert!(known.knows(ip("192.0.2.5"), 1));
+        assert!(!known.knows(ip("192.0.2.5"), 2), "another phone");
+        assert!(!known.knows(ip("192.0.2.6"), 1), "another source");
+        assert!(known.knows_family(ip("192.0.2.5"), &[Family::Yealink]));
+        assert!(!known.knows_family(ip("192.0.2.5"), &[Family::Poly]));
+        assert!(!known.knows_family(ip("192.0.2.6"), &[Family::Yealink]));
+        // IPv6 by /64, like the guard.
+        known.record(ip("2001:db8:5:6::10"), 3, Family::Snom);
+        assert!(known.knows(ip("2001:db8:5:6::99"), 3));
+        assert!(!known.knows(ip("2001:db8:5:7::10"), 3));
+    }
+
+    #[test]
+    fn pairs_expire() {
+        let known = Known::new(Duration::from_secs(3600), 10);
+        known.record(ip("192.0.2.5"), 1, Family::Yealink);
+        // A shorter time (SIGHUP) applies to pairs already remembered.
+        known.set_ttl(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(!known.knows(ip("192.0.2.5"), 1));
+        assert!(!known.knows_family(ip("192.0.2.5"), &[Family::Yealink]));
+    }
+
+    /// Forged fetches of a phone from many sources take its free places and
+    /// no more: the source it boots from stays, and the table stays small.
+    #[test]
+    fn forged_sources_never_push_out_a_phones_real_source() {
+        let known = Known::new(Duration::from_secs(3600), 2);
+        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
+        for n in 0..10_000u32 {
+            known.record(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + n)),
+                1,
+                Family::Yealink,
+            );
+        }
+        assert!(known.knows(ip("192.0.2.5"), 1));
+        assert!(
+            known.record(ip("192.0.2.5"), 1, Family::Yealink),
+            "a refresh"
+        );
+        assert_eq!(known.phones(), 1);
+        assert!(known.lock().sources.len() <= ADDRESSES_PER_PHONE);
+        // The phone table is bounded too: a third phone finds no place.
+        assert!(known.record(ip("192.0.2.7"), 2, Family::Yealink));
+        assert!(!known.record(ip("192.0.2.8"), 3, Family::Yealink));
+        assert_eq!(known.phones(), 2);
+    }
+}

@@ -1,0 +1,55 @@
+//! What a request leaves behind once answered: its `outcome` label and,
+//! for a known phone, a line of provisioning history. Apart from
+//! `provision.rs` so the core stays one decision.
+
+use dialtone_sync::history::HistorySink;
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::Phone;
+
+use crate::error::ProvisionError;
+use crate::identify::Identity;
+use crate::provision::{Provisioner, Rendered, Request};
+
+/// The `outcome` label of a provisioning request: a short, bounded set.
+pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ProvisionError::NotFound) => "not_found",
+        Err(ProvisionError::Banned) => "banned",
+        Err(ProvisionError::BadPath(_)) => "refused",
+        Err(ProvisionError::Render { .. }) => "render_error",
+        Err(ProvisionError::Busy) => "busy",
+        Err(ProvisionError::Unauthorized { .. }) => "unauthorized",
+        Err(_) => "error",
+    }
+}
+
+impl Provisioner {
+    pub(crate) fn record(
+        &self,
+        history: &HistorySink,
+        request: &Request<'_>,
+        identity: &Identity,
+        phone: &Phone,
+        result: &Result<Rendered, ProvisionError>,
+    ) {
+        let (outcome, bytes) = match result {
+            Ok(file) => ("ok".to_string(), file.body.len() as i64),
+            Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
+            Err(e) => (format!("error: {e}"), 0),
+        };
+        history.record(BootRecord {
+            mac: phone.mac.to_string(),
+            tenant_id: Some(phone.tenant_id),
+            at: dialtone_sync::now_millis(),
+            remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: request.user_agent.map(str::to_string),
+            protocol: request.protocol.as_str().to_string(),
+            file: identity.file.clone(),
+            outcome,
+            bytes,
+            model: identity.model.clone(),
+            firmware: identity.firmware.clone(),
+        });
+    }
+}

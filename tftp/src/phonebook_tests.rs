@@ -1,0 +1,253 @@
+//! The phone directory in the render cache: one entry per tenant, family
+//! and query, served while the tenant's directory and row are unchanged,
+//! and built on the render pool.
+
+use std::sync::Arc;
+
+use dialtone_sync::*;
+
+use crate::pool::PoolOptions;
+use crate::provision::{ProvisionOptions, Provisioner, Request};
+use crate::templates::Shipped;
+
+fn tenant(id: Id, name: &str) -> Tenant {
+    Tenant {
+        id,
+        slug: format!("t{id}").into(),
+        name: name.into(),
+        default_region: "US".into(),
+        settings: "{}".into(),
+        updated_at: 1,
+    }
+}
+
+fn phone(id: Id, tenant_id: Id, mac: &str, family: Family) -> Phone {
+    Phone {
+        id,
+        tenant_id,
+        mac: mac.parse().unwrap(),
+        family,
+        model: None,
+        label: None,
+        variables: "{}".into(),
+        http_user: None,
+        http_password: None,
+        updated_at: 1,
+    }
+}
+
+fn entry(id: Id, tenant_id: Id, name: &str) -> DirectoryEntry {
+    DirectoryEntry {
+        id,
+        tenant_id,
+        external_id: None,
+        name: name.into(),
+        company: None,
+        numbers: vec![DirectoryNumber {
+            number: format!("+1555010{id:04}").into(),
+            kind: "work".into(),
+        }],
+        updated_at: 1,
+    }
+}
+
+const YEALINK_A: &str = "001565000001-directory.xml";
+const YEALINK_B: &str = "001565000002-directory.xml";
+const CISCO: &str = "001b54000003-directory.xml";
+const OTHER_TENANT: &str = "001565000009-directory.xml";
+
+struct Fixture {
+    mirror: Arc<Mirror>,
+    provisioner: Arc<Provisioner>,
+}
+
+impl Fixture {
+    fn new(pool: PoolOptions) -> Fixture {
+        let mut directory: Vec<DirectoryEntry> = (1..=40)
+            .map(|n| entry(n, 1, &format!("Person {n:02}")))
+            .collect();
+        directory.push(entry(100, 2, "Globex Only"));
+        let data = Dataset {
+            tenants: vec![tenant(1, "Acme"), tenant(2, "Globex")],
+            phones: vec![
+                phone(1, 1, "001565000001", Family::Yealink),
+                phone(2, 1, "001565000002", Family::Yealink),
+                phone(3, 1, "001b54000003", Family::CiscoSep),
+                phone(9, 2, "001565000009", Family::Yealink),
+            ],
+            directory_entries: directory,
+            ..Default::default()
+        };
+        let mirror = Arc::new(Mirror::new());
+        mirror.reset(
+            data,
+            Cursor::default(),
+            Meta::default(),
+            LoadedFrom::Database,
+        );
+        let provisioner = Provisioner::new(
+            mirror.clone(),
+            dialtone_sync::testing::test_key(),
+            Shipped::built_in(1),
+            ProvisionOptions {
+                pool,
+                ..Default::default()
+            },
+        );
+        Fixture {
+            mirror,
+            provisioner: Arc::new(provisioner),
+        }
+    }
+
+    fn fetch(&self, path: &str, query: Option<&str>) -> Arc<[u8]> {
+        self.provisioner
+            .provision(&Request {
+                path,
+                query,
+                ..Default::default()
+            })
+            .unwrap()
+            .body
+    }
+
+    fn text(&self, path: &str, query: Option<&str>) -> String {
+        String::from_utf8(self.fetch(path, query).to_vec()).unwrap()
+    }
+
+    fn apply(&self, row: Row) {
+        let current = self.mirror.load();
+        self.mirror.apply(
+            vec![(row.entity(), row.id(), Some(row))],
+            current.cursor(),
+            current.meta().clone(),
+        );
+    }
+}
+
+#[test]
+fn a_tenants_phones_share_one_cached_directory() {
+    let f = Fixture::new(PoolOptions::default());
+    let first = f.fetch(YEALINK_A, None);
+    assert_eq!(f.provisioner.cached_files(), 1);
+    // The very bytes of the first build: a hit, not a rebuild.
+    assert!(Arc::ptr_eq(&first, &f.fetch(YEALINK_A, None)));
+    assert!(Arc::ptr_eq(&first, &f.fetch(YEALINK_B, None)));
+    assert_eq!(f.provisioner.cached_files(), 1);
+    // Another tenant's phone gets its own, and nothing of this one.
+    let other = f.text(OTHER_TENANT, None);
+    assert!(
+        other.contains("Globex Only") && !other.contains("Person 01"),
+        "{other}"
+    );
+    assert!(!String::from_utf8_lossy(&first).contains("Globex"));
+    assert_eq!(f.provisioner.cached_files(), 2);
+}
+
+#[test]
+fn an_edit_of_the_directory_or_the_tenant_reaches_the_next_fetch() {
+    let f = Fixture::new(PoolOptions::default());
+    assert!(!f.text(YEALINK_A, None).contains("Aaron New"));
+    // No change stream here: the entry's stamp alone outdates it.
+    f.apply(Row::DirectoryEntry(entry(41, 1, "Aaron New")));
+    let edited = f.text(YEALINK_A, None);
+    assert!(edited.contains("Aaron New"), "{edited}");
+    f.apply(Row::Tenant(tenant(1, "Acme Renamed")));
+    assert!(f
+        .text(YEALINK_A, None)
+        .contains("<Title>Acme Renamed</Title>"));
+    // Another tenant's edit leaves this one cached.
+    let before = f.fetch(YEALINK_A, None);
+    f.apply(Row::DirectoryEntry(entry(101, 2, "Globex Two")));
+    assert!(Arc::ptr_eq(&before, &f.fetch(YEALINK_A, None)));
+}
+
+#[test]
+fn the_change_stream_drops_only_the_changed_tenants_directories() {
+    let f = Fixture::new(PoolOptions::default());
+    let mut events = f.mirror.subscribe();
+    f.fetch(YEALINK_A, None);
+    f.fetch(OTHER_TENANT, None);
+    assert_eq!(f.provisioner.cached_files(), 2);
+    f.apply(Row::DirectoryEntry(entry(101, 2, "Globex Two")));
+    while let Ok(event) = events.try_recv() {
+        f.provisioner.invalidate(&event);
+    }
+    assert_eq!(f.provisioner.cached_files(), 1);
+    assert!(f.text(OTHER_TENANT, None).contains("Globex Two"));
+}
+
+#[test]
+fn pages_and_searches_are_keyed_by_their_normal_form() {
+    let f = Fixture::new(PoolOptions::default());
+    let second = f.fetch(CISCO, Some("page=1"));
+    assert!(String::from_utf8_lossy(&second).contains("Page 2 of 2"));
+    assert!(Arc::ptr_eq(&second, &f.fetch(CISCO, Some("page=01&x=y"))));
+    let found = f.fetch(CISCO, Some("q=Person+07"));
+    assert!(Arc::ptr_eq(&found, &f.fetch(CISCO, Some("q=+person+07+"))));
+    assert_eq!(
+        String::from_utf8_lossy(&found)
+            .matches("<DirectoryEntry>")
+            .count(),
+        1
+    );
+    // Yealink does not page: every page asked for is the one entry.
+    let all = f.fetch(YEALINK_A, None);
+    assert!(Arc::ptr_eq(&all, &f.fetch(YEALINK_A, Some("page=3"))));
+}
+
+#[test]
+fn the_self_check_compares_cached_directories() {
+    let f = Fixture::new(PoolOptions::default());
+    f.fetch(YEALINK_A, None);
+    f.fetch(CISCO, Some("page=1"));
+    let report = f.provisioner.self_check(10);
+    assert_eq!((report.compared, report.stale), (2, 0), "{report:?}");
+    f.apply(Row::DirectoryEntry(entry(41, 1, "Aaron New")));
+    let report = f.provisioner.self_check(10);
+    assert_eq!(report.outdated, 2, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_is_built_on_the_pool_under_the_tenants_share() {
+    let f = Fixture::new(PoolOptions {
+        threads: 1,
+        per_tenant: 1,
+        ..Default::default()
+    });
+    // The tenant's only slot is taken until `release` is sent.
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let busy = {
+        let p = f.provisioner.clone();
+        tokio::spawn(async move {
+            p.on_pool(Some(1), move || {
+                let _ = started.send(());
+                let _ = hold.recv();
+                Ok(())
+            })
+            .await
+        })
+    };
+    running.await.unwrap();
+    let fetch = {
+        let p = f.provisioner.clone();
+        tokio::spawn(async move {
+            p.provision_async(&Request {
+                path: YEALINK_A,
+                ..Default::default()
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !fetch.is_finished(),
+        "the build waits for the tenant's slot"
+    );
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
+    let file = fetch.await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&file.body).contains("Person 01"));
+    assert_eq!(f.provisioner.cached_files(), 1);
+}

@@ -1,0 +1,354 @@
+//! Who may hold a transfer slot: the per-source share, the global cap, and
+//! the retransmitted-request check, decided together under one lock so a
+//! refusal never leaves anything behind. Also the rate limit on the log
+//! lines refusals would otherwise write one per packet.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+
+/// The transfer table. Every entry belongs to a running transfer, so the
+/// table is bounded by `max_transfers`.
+pub(super) struct Slots {
+    max_transfers: usize,
+    max_per_source: usize,
+    max_unacked_per_source: usize,
+    exempt: Vec<IpNet>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: usize,
+    /// Transfers by client address, with the file each is for. A second
+    /// request from the same address and port for the same file is a
+    /// retransmitted request and is ignored; for another file it is the
+    /// phone's next file (phones often keep one source port), and it is
+    /// served even if the previous transfer is still being wound down.
+    by_peer: HashMap<SocketAddr, (u64, String)>,
+    /// Running transfers per source (see `source_key`).
+    by_source: HashMap<IpAddr, usize>,
+    /// Of those, the ones whose client has not acknowledged anything yet.
+    unacked_by_source: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+pub(super) enum Admission {
+    Granted(Slot),
+    Retransmission,
+    /// The source has `max_unacked_per_source` transfers that no ACK has
+    /// answered yet: dropped without a reply (see `admit`).
+    Unacked,
+    PerSource,
+    Busy,
+}
+
+impl Slots {
+    pub fn new(
+        max_transfers: usize,
+        max_per_source: usize,
+        max_unacked_per_source: usize,
+        exempt: Vec<IpNet>,
+    ) -> Slots {
+        Slots {
+            max_transfers: max_transfers.max(1),
+            max_per_source: max_per_source.max(1),
+            max_unacked_per_source: max_unacked_per_source.max(1),
+            exempt,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn active(&self) -> usize {
+        self.lock().active
+    }
+
+    /// The per-source share is checked before the global cap: one source
+    /// past its share must hear so even while the server has room, and it
+    /// can never be what fills the server.
+    ///
+    /// A source address can be forged, and a forged source never ACKs
+    /// (our packets go to the real owner of the address, or nowhere), so
+    /// its transfers would each hold a slot until the stall bound. An ACK
+    /// on the transfer's own port proves the client receives what we send:
+    /// until then a transfer is unacknowledged, and a source may have only
+    /// a few of those. Past that its requests are dropped without a reply:
+    /// a real phone retransmits its request after its timeout, and a
+    /// forged one gets no error packet reflected at someone else.
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr, file: &str) -> Admission {
+        let ip = canonical(peer.ip());
+        let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
+        let mut inner = self.lock();
+        if inner.by_peer.get(&peer).is_some_and(|(_, f)| f == file) {
+            return Admission::Retransmission;
+        }
+        if let Some(key) = source {
+            if inner.unacked_by_source.get(&key).copied().unwrap_or(0)
+                >= self.max_unacked_per_source
+            {
+                return Admission::Unacked;
+            }
+            if inner.by_source.get(&key).copied().unwrap_or(0) >= self.max_per_source {
+                return Admission::PerSource;
+            }
+        }
+        if inner.active >= self.max_transfers {
+            return Admission::Busy;
+        }
+        inner.active += 1;
+        if let Some(key) = source {
+            *inner.by_source.entry(key).or_default() += 1;
+            *inner.unacked_by_source.entry(key).or_default() += 1;
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.by_peer.insert(peer, (id, file.to_string()));
+        Admission::Granted(Slot {
+            slots: self.clone(),
+            peer,
+            source,
+            id,
+            unacked: AtomicBool::new(source.is_some()),
+        })
+    }
+}
+
+fn decrement(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
+    if let Some(count) = map.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// A transfer's slot, released however the transfer ends (a panic included).
+pub(super) struct Slot {
+    slots: Arc<Slots>,
+    peer: SocketAddr,
+    source: Option<IpAddr>,
+    id: u64,
+    /// Counted in `unacked_by_source` until the client's first ACK.
+    unacked: AtomicBool,
+}
+
+impl Slot {
+    /// The client acknowledged a packet on the transfer's port: it is not
+    /// a forged source, and stops counting against its source's few.
+    pub fn acknowledged(&self) {
+        if let (Some(key), true) = (self.source, self.unacked.swap(false, Ordering::AcqRel)) {
+            decrement(&mut self.slots.lock().unacked_by_source, key);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.slots.lock();
+        inner.active -= 1;
+        if let Some(key) = self.source {
+            decrement(&mut inner.by_source, key);
+            if *self.unacked.get_mut() {
+                decrement(&mut inner.unacked_by_source, key);
+            }
+        }
+        if inner
+            .by_peer
+            .get(&self.peer)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            inner.by_peer.remove(&self.peer);
+        }
+    }
+}
+
+/// An IPv4 client seen through a dual-stack socket is still an IPv4
+/// client: keyed and matched as one.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What one source is: an IPv4 address, or an IPv6 /64, since one host
+/// usually has a whole /64 to pick addresses from.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !0u128 << 64)),
+        v4 => v4,
+    }
+}
+
+/// One log line a second for a kind of refusal; a flood of refused packets
+/// must not become a flood of log lines.
+pub(super) struct LogLimit {
+    last: AtomicI64,
+    skipped: AtomicU64,
+}
+
+impl LogLimit {
+    pub const fn new() -> LogLimit {
+        LogLimit {
+            last: AtomicI64::new(i64::MIN),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines left out since the last one)` when a line may be written.
+    pub fn allow(&self) -> Option<u64> {
+        // Monotonic: a wall clock stepped back would silence the log.
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as i64;
+        let last = self.last.load(Ordering::Relaxed);
+        if last > now.saturating_sub(1000)
+            || self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Counts a running transfer in `dialtone_tftp_active_transfers` until
+/// dropped, however the transfer ends (a panic included).
+pub(super) struct ActiveTransfer;
+
+impl ActiveTransfer {
+    pub fn start() -> ActiveTransfer {
+        metrics::gauge!("dialtone_tftp_active_transfers").increment(1.0);
+        ActiveTransfer
+    }
+}
+
+impl Drop for ActiveTransfer {
+    fn drop(&mut self) {
+        metrics::gauge!("dialtone_tftp_active_transfers").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_are_their_64_and_mapped_ipv4_is_ipv4() {
+        let a = source_key(canonical("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = source_key(canonical("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        let c = source_key(canonical("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Behind a dual-stack listener every IPv4 client is ::ffff:a.b.c.d;
+        // a /64 of those would put all of IPv4 in one source.
+        let d = source_key(canonical("::ffff:192.0.2.1".parse().unwrap()));
+        let e = source_key(canonical("::ffff:192.0.2.2".parse().unwrap()));
+        assert_eq!(d, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_ne!(d, e);
+    }
+
+    #[test]
+    fn a_source_past_its_share_is_refused_and_its_slots_come_back() {
+        let slots = Arc::new(Slots::new(10, 2, 8, vec!["10.9.0.0/16".parse().unwrap()]));
+        let one = slots.admit(addr("[2001:db8::1]:1000"), "a");
+        let two = slots.admit(addr("[2001:db8::2]:1000"), "a");
+        assert!(matches!(
+            slots.admit(addr("[2001:db8::3]:1000"), "a"),
+            Admission::PerSource
+        ));
+        assert!(matches!(
+            slots.admit(addr("[2001:db8::1]:1000"), "a"),
+            Admission::Retransmission
+        ));
+        // Another /64 and an exempt network are not held back.
+        assert!(matches!(
+            slots.admit(addr("[2001:db8:0:1::1]:1000"), "a"),
+            Admission::Granted(_)
+        ));
+        let exempt: Vec<_> = (0..5)
+            .map(|n| slots.admit(addr(&format!("10.9.0.1:{}", 1000 + n)), "a"))
+            .collect();
+        assert!(exempt.iter().all(|a| matches!(a, Admission::Granted(_))));
+        drop((one, two));
+        assert!(matches!(
+            slots.admit(addr("[2001:db8::3]:1000"), "a"),
+            Admission::Granted(_)
+        ));
+        drop(exempt);
+        assert_eq!(slots.active(), 0);
+        assert!(slots.lock().by_source.is_empty() && slots.lock().by_peer.is_empty());
+    }
+
+    #[test]
+    fn the_global_cap_still_holds() {
+        let slots = Arc::new(Slots::new(2, 64, 8, vec![]));
+        let held: Vec<_> = ["192.0.2.1:1", "192.0.2.2:1"]
+            .iter()
+            .map(|a| slots.admit(addr(a), "a"))
+            .collect();
+        assert!(matches!(
+            slots.admit(addr("192.0.2.3:1"), "a"),
+            Admission::Busy
+        ));
+        drop(held);
+    }
+
+    #[test]
+    fn a_source_may_have_few_unacknowledged_transfers() {
+        let slots = Arc::new(Slots::new(100, 64, 2, vec!["10.9.0.0/16".parse().unwrap()]));
+        let first = slots.admit(addr("192.0.2.1:1"), "a");
+        let second = slots.admit(addr("192.0.2.1:2"), "a");
+        assert!(matches!(
+            slots.admit(addr("192.0.2.1:3"), "a"),
+            Admission::Unacked
+        ));
+        // Others, and exempt networks, are not held back by this source.
+        assert!(matches!(
+            slots.admit(addr("192.0.2.2:1"), "a"),
+            Admission::Granted(_)
+        ));
+        let exempt: Vec<_> = (0..4)
+            .map(|n| slots.admit(addr(&format!("10.9.0.1:{n}")), "a"))
+            .collect();
+        assert!(exempt.iter().all(|a| matches!(a, Admission::Granted(_))));
+        // An acknowledged transfer keeps its slot but no longer counts.
+        let Admission::Granted(first) = first else {
+            panic!("granted")
+        };
+        first.acknowledged();
+        first.acknowledged();
+        let third = slots.admit(addr("192.0.2.1:3"), "a");
+        assert!(matches!(third, Admission::Granted(_)));
+        assert!(matches!(
+            slots.admit(addr("192.0.2.1:4"), "a"),
+            Admission::Unacked
+        ));
+        drop((first, second, third, exempt));
+        assert!(slots.lock().unacked_by_source.is_empty() && slots.lock().by_source.is_empty());
+    }
+
+    #[test]
+    fn log_lines_are_limited() {
+        let limit = LogLimit::new();
+        assert_eq!(limit.allow(), Some(0));
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+    }
+}
