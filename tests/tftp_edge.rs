@@ -245,6 +245,8 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few() {
         &["--demo"],
         &[
             ("DIALTONE_PROVISIONING__TFTP_MAX_UNACKED_PER_SOURCE", "3"),
+            // The limit applies once a quarter of the slots are taken.
+            ("DIALTONE_PROVISIONING__TFTP_MAX_TRANSFERS", "12"),
             ("DIALTONE_PROVISIONING__TFTP_TIMEOUT_MS", "5000"),
             ("DIALTONE_PROVISIONING__TFTP_STALL_S", "60"),
             ("DIALTONE_PROVISIONING__TFTP_PER_SOURCE_EXEMPT", "[]"),
@@ -273,7 +275,8 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few() {
     // Another source is not held back by this one.
     let other = client_on("127.0.0.6");
     other.send_to(&request, server.tftp_addr).unwrap();
-    assert_eq!(recv(&other).0[1], 3);
+    let (first, other_peer) = recv(&other);
+    assert_eq!(first[1], 3);
     // One ACK proves a client is real: its source has room again, and the
     // dropped client's retransmitted request is served.
     let (s, _, peer) = &held[0];
@@ -281,13 +284,15 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few() {
     let (next, _) = recv(s); // the ACK has been taken: block 2 or the end
     assert!(next[1] == 3 || next[1] == 5, "{next:?}");
     dropped.send_to(&request, server.tftp_addr).unwrap();
-    let (first, _) = recv(&dropped);
+    let (first, dropped_peer) = recv(&dropped);
     assert_eq!(first[1], 3, "{first:?}");
     assert!(metric(&server, "dialtone_tftp_refused_total", "reason=\"unacked\"") >= 1.0);
     // The clients end their transfers, so the server stops at once.
     for (s, _, peer) in &held {
         s.send_to(&[0, 5, 0, 0, 0], *peer).unwrap();
     }
+    other.send_to(&[0, 5, 0, 0, 0], other_peer).unwrap();
+    dropped.send_to(&[0, 5, 0, 0, 0], dropped_peer).unwrap();
     assert_eq!(server.stop(), 0);
 }
 

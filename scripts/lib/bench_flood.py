@@ -143,6 +143,17 @@ def metric(api, name):
     return 0.0
 
 
+def refused(api):
+    """dialtone_tftp_refused_total by reason (0 for a server without it)."""
+    text = urllib.request.urlopen(f"http://{api}/metrics", timeout=2).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("dialtone_tftp_refused_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def memory(pid):
     fields = {}
     for line in open(f"/proc/{pid}/status"):
@@ -191,6 +202,7 @@ def flooded_boot(args, subnet, real_share, seconds):
         "peak_active_transfers": peak[0],
         "slots_free_after_s": drained,
         "bans_total": metric(args.api, "dialtone_provisioning_bans_total"),
+        "refused": refused(args.api),
         "memory_mb": memory(args.pid),
     }
 
@@ -201,6 +213,7 @@ def run(args):
     # Warm the render cache as a restart's first boots would, untimed.
     boot_all(args)
     quiet = boot_all(args)
+    quiet["refused"] = refused(args.api)
     mem_quiet = memory(args.pid)
     seconds = max(quiet["elapsed_s"] * 2, 3.0)
     result = {
@@ -233,10 +246,12 @@ def summary(args):
     for label, x in rows:
         ratio = x["p99_ms"] / q["p99_ms"] if x["p99_ms"] and q["p99_ms"] else float("nan")
         print(f"{label:<9} {x['failed']:>7} {x['transfers']:>10} {x['p50_ms']:>8} {x['p99_ms']:>8} {x['max_ms']:>8} {x['elapsed_s']:>7} {ratio:>9.2f}x")
+    print(f"quiet: requests refused, by reason: {q.get('refused')}")
     for k in ("random", "existing"):
         f = r[k]
         print(f"{k}: answers {f['replies']}")
         print(f"  peak active transfers {f['peak_active_transfers']:.0f}; all slots free {f['slots_free_after_s']} s after the flood; bans so far {f['bans_total']:.0f}")
+        print(f"  requests refused so far, by reason: {f.get('refused')}")
         if f["boot"]["failures"]:
             print(f"  first failures: {f['boot']['failures']}")
     m = r["memory_mb"]

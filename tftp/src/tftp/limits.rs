@@ -81,7 +81,10 @@ impl Slots {
     /// until then a transfer is unacknowledged, and a source may have only
     /// a few of those. Past that its requests are dropped without a reply:
     /// a real phone retransmits its request after its timeout, and a
-    /// forged one gets no error packet reflected at someone else.
+    /// forged one gets no error packet reflected at someone else. The
+    /// limit applies only once a quarter of the slots are taken: an office
+    /// of phones behind one address that boots at once costs nothing while
+    /// there is room, and a flood meets the limit long before the cap.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr, file: &str) -> Admission {
         let ip = canonical(peer.ip());
         let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
@@ -90,8 +93,9 @@ impl Slots {
             return Admission::Retransmission;
         }
         if let Some(key) = source {
-            if inner.unacked_by_source.get(&key).copied().unwrap_or(0)
-                >= self.max_unacked_per_source
+            if inner.active >= self.max_transfers / 4
+                && inner.unacked_by_source.get(&key).copied().unwrap_or(0)
+                    >= self.max_unacked_per_source
             {
                 return Admission::Unacked;
             }
@@ -312,7 +316,8 @@ mod tests {
 
     #[test]
     fn a_source_may_have_few_unacknowledged_transfers() {
-        let slots = Arc::new(Slots::new(100, 64, 2, vec!["10.9.0.0/16".parse().unwrap()]));
+        // Room for 8: the limit applies from 2 running transfers on.
+        let slots = Arc::new(Slots::new(8, 64, 2, vec!["10.9.0.0/16".parse().unwrap()]));
         let first = slots.admit(addr("192.0.2.1:1"), "a");
         let second = slots.admit(addr("192.0.2.1:2"), "a");
         assert!(matches!(
@@ -324,7 +329,7 @@ mod tests {
             slots.admit(addr("192.0.2.2:1"), "a"),
             Admission::Granted(_)
         ));
-        let exempt: Vec<_> = (0..4)
+        let exempt: Vec<_> = (0..2)
             .map(|n| slots.admit(addr(&format!("10.9.0.1:{n}")), "a"))
             .collect();
         assert!(exempt.iter().all(|a| matches!(a, Admission::Granted(_))));
@@ -342,6 +347,24 @@ mod tests {
         ));
         drop((first, second, third, exempt));
         assert!(slots.lock().unacked_by_source.is_empty() && slots.lock().by_source.is_empty());
+    }
+
+    #[test]
+    fn while_there_is_room_unacknowledged_transfers_are_not_limited() {
+        let slots = Arc::new(Slots::new(100, 64, 2, vec![]));
+        let office: Vec<_> = (0..20)
+            .map(|n| slots.admit(addr(&format!("192.0.2.1:{n}")), "a"))
+            .collect();
+        assert!(office.iter().all(|a| matches!(a, Admission::Granted(_))));
+        let more: Vec<_> = (0..5)
+            .map(|n| slots.admit(addr(&format!("192.0.2.2:{n}")), "a"))
+            .collect();
+        assert!(more.iter().all(|a| matches!(a, Admission::Granted(_))));
+        // 25 of 100 taken: from now on the limit holds.
+        assert!(matches!(
+            slots.admit(addr("192.0.2.1:99"), "a"),
+            Admission::Unacked
+        ));
     }
 
     #[test]
