@@ -17,51 +17,13 @@ fn loopback(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
 }
 
-/// One file over TFTP (RFC 1350, 512-byte blocks) from 127.0.0.`from`:
-/// the bytes, or the error packet's text.
+/// One file over TFTP from 127.0.0.`from`: the bytes, or the error
+/// packet's text.
 async fn tftp(from: u8, server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
-    let socket = UdpSocket::bind((loopback(from), 0)).await.unwrap();
-    let mut last = vec![0, 1];
-    last.extend_from_slice(file.as_bytes());
-    last.extend_from_slice(b"\0octet\0");
-    let mut to = server;
-    socket.send_to(&last, to).await.unwrap();
-    let (mut body, mut expected, mut silent) = (Vec::new(), 1u16, 0);
-    let mut buf = [0u8; 516];
-    // At most 64 KiB of blocks and a few timeouts: the loop always ends.
-    for _ in 0..(128 + 4) {
-        let received =
-            tokio::time::timeout(Duration::from_millis(1000), socket.recv_from(&mut buf)).await;
-        let Ok(Ok((n, peer))) = received else {
-            silent += 1;
-            if silent > 3 {
-                return Err("no answer".into());
-            }
-            socket.send_to(&last, to).await.unwrap();
-            continue;
-        };
-        if n < 4 {
-            continue;
-        }
-        match u16::from_be_bytes([buf[0], buf[1]]) {
-            3 => {
-                let block = u16::from_be_bytes([buf[2], buf[3]]);
-                if block == expected {
-                    body.extend_from_slice(&buf[4..n]);
-                    expected = expected.wrapping_add(1);
-                    to = peer;
-                }
-                last = vec![0, 4, buf[2], buf[3]];
-                socket.send_to(&last, peer).await.unwrap();
-                if block == expected.wrapping_sub(1) && n < 516 {
-                    return Ok(body);
-                }
-            }
-            5 => return Err(String::from_utf8_lossy(&buf[4..n.saturating_sub(1)]).into()),
-            _ => {}
-        }
-    }
-    Err("too long".into())
+    let file = file.to_string();
+    tokio::task::spawn_blocking(move || tftp_read(loopback(from), server, &file))
+        .await
+        .unwrap()
 }
 
 /// What tells two HTTP answers apart: status, content type, ETag, body.

@@ -298,16 +298,27 @@ pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Opti
 /// cheap enough to keep a server busy from a test. `None` on an error
 /// packet, or when the server stays silent through three timeouts.
 pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    tftp_read(std::net::Ipv4Addr::LOCALHOST, server, file).ok()
+}
+
+/// `tftp_get` from a client socket on `source` (127.0.0.N stands for a
+/// source of its own): the bytes, or the error packet's text.
+pub fn tftp_read(
+    source: std::net::Ipv4Addr,
+    server: SocketAddr,
+    file: &str,
+) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let socket = UdpSocket::bind((source, 0)).map_err(io)?;
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
+        .map_err(io)?;
     let mut last = vec![0, 1];
     last.extend_from_slice(file.as_bytes());
     last.push(0);
     last.extend_from_slice(b"octet\0");
     let mut to = server;
-    socket.send_to(&last, to).ok()?;
+    socket.send_to(&last, to).map_err(io)?;
     let (mut body, mut expected, mut silent) = (Vec::new(), 1u16, 0);
     let mut buf = [0u8; 516];
     // At most 64 KiB of blocks and a few timeouts: the loop always ends.
@@ -317,9 +328,9 @@ pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
             Err(_) => {
                 silent += 1;
                 if silent > 3 {
-                    return None;
+                    return Err("no answer".into());
                 }
-                socket.send_to(&last, to).ok()?;
+                socket.send_to(&last, to).map_err(io)?;
                 continue;
             }
         };
@@ -335,15 +346,16 @@ pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
                     expected = expected.wrapping_add(1);
                 }
                 last = vec![0, 4, buf[2], buf[3]];
-                socket.send_to(&last, to).ok()?;
+                socket.send_to(&last, to).map_err(io)?;
                 if block == expected.wrapping_sub(1) && n < 516 {
-                    return Some(body);
+                    return Ok(body);
                 }
             }
-            _ => return None,
+            5 => return Err(String::from_utf8_lossy(&buf[4..n.saturating_sub(1)]).into()),
+            op => return Err(format!("opcode {op}")),
         }
     }
-    None
+    Err("too long".into())
 }
 
 /// The admin API with one bearer token; every response body is kept so a
