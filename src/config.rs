@@ -28,6 +28,101 @@ pub struct Config {
     /// Per-tenant defaults; a global admin sets a tenant's own in its
     /// settings (`"quotas": {"phones": 50000}`).
     pub quotas: crate::admin::quotas::QuotaConfig,
+    pub resync: ResyncConfig,
+}
+
+/// Pushing a re-provision to running phones: a SIP NOTIFY (`check-sync`,
+/// `resync`) sent through the platform's SIP proxy, which knows where each
+/// phone registered. Unset `proxy` (and `direct` off): not configured, and
+/// the resync routes answer 503.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResyncConfig {
+    /// `host:port` of the SIP proxy (Kamailio, OpenSIPS, the PBX's edge).
+    pub proxy: Option<String>,
+    /// Local UDP address NOTIFYs leave from and answers come back to.
+    pub listen: SocketAddr,
+    /// RFC 3261 timers: retransmissions start T1 apart and back off to T2;
+    /// no final answer within 64 x T1 is a failure.
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    /// NOTIFYs sent per second, overall and per tenant.
+    pub rate_per_s: u32,
+    pub tenant_rate_per_s: u32,
+    /// Resyncs waiting to be sent, overall (past it: 503) and per tenant
+    /// (past it: 429).
+    pub queue: usize,
+    pub tenant_queue: usize,
+    /// NOTIFYs awaiting an answer at once; past it, sending waits.
+    pub max_inflight: usize,
+    /// Send straight to the address the phone last fetched from, port 5060,
+    /// instead of the proxy: for sites where dialtone and the phones share
+    /// a LAN.
+    pub direct: bool,
+    /// Host of the From header (`sip:dialtone@<from_domain>`). Default: the
+    /// proxy's host, which phones that trust only their registrar expect.
+    pub from_domain: Option<String>,
+}
+
+impl Default for ResyncConfig {
+    fn default() -> Self {
+        ResyncConfig {
+            proxy: None,
+            listen: "0.0.0.0:0".parse().expect("valid default"),
+            t1_ms: 500,
+            t2_ms: 4000,
+            rate_per_s: 50,
+            tenant_rate_per_s: 10,
+            queue: 10_000,
+            tenant_queue: 2000,
+            max_inflight: 1024,
+            direct: false,
+            from_domain: None,
+        }
+    }
+}
+
+impl ResyncConfig {
+    pub fn enabled(&self) -> bool {
+        self.proxy.is_some() || self.direct
+    }
+
+    /// The From host: `from_domain`, else the proxy's host.
+    pub fn sender_host(&self) -> String {
+        if let Some(d) = &self.from_domain {
+            return d.clone();
+        }
+        let proxy = self.proxy.as_deref().unwrap_or("dialtone.invalid");
+        match proxy.strip_prefix('[') {
+            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+            None => proxy.split(':').next().unwrap_or(proxy).to_string(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(proxy) = &self.proxy {
+            let port = proxy.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) {
+                bail!("resync.proxy must be host:port (got {proxy:?})");
+            }
+        }
+        if !(1..=60_000).contains(&self.t1_ms) || self.t2_ms < self.t1_ms || self.t2_ms > 600_000 {
+            bail!("resync: t1_ms must be 1..=60000 and t2_ms between t1_ms and 600000");
+        }
+        if self.rate_per_s == 0 || self.tenant_rate_per_s == 0 {
+            bail!("resync: rate_per_s and tenant_rate_per_s must be at least 1");
+        }
+        if self.queue == 0 || self.tenant_queue == 0 || self.max_inflight == 0 {
+            bail!("resync: queue, tenant_queue and max_inflight must be at least 1");
+        }
+        if self.queue > 1_000_000 {
+            bail!("resync.queue must be at most 1000000");
+        }
+        if !crate::resync::sip::valid_domain(&self.sender_host()) {
+            bail!("resync.from_domain must be a host name or address");
+        }
+        Ok(())
+    }
 }
 
 /// Background tasks are restarted with backoff; past this many restarts of
@@ -228,6 +323,13 @@ pub struct ProvisioningConfig {
     pub ban_known_ttl_s: u64,
     /// Phones whose sources are remembered at once (fixed at start).
     pub ban_known_phones: usize,
+    /// List an unknown phone's fetch from outside every tenant's
+    /// `provisioning_networks` too, on the unassigned list only global
+    /// admins see. Off: anyone on the internet could fill that list.
+    pub record_unclaimed_anywhere: bool,
+    /// Bound of the queue between the front ends and the unclaimed-devices
+    /// writer; past it, sightings are dropped and counted.
+    pub unclaimed_queue: usize,
 }
 
 impl Default for ProvisioningConfig {
@@ -270,6 +372,8 @@ impl Default for ProvisioningConfig {
             // month covers a phone that only reboots with the office's power.
             ban_known_ttl_s: 30 * 86_400,
             ban_known_phones: 200_000,
+            record_unclaimed_anywhere: false,
+            unclaimed_queue: 4096,
         }
     }
 }
@@ -523,6 +627,9 @@ impl Config {
         {
             bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
         }
+        if self.provisioning.unclaimed_queue == 0 {
+            bail!("provisioning.unclaimed_queue must be at least 1");
+        }
         if self.mirror.history_queue == 0 {
             bail!("mirror.history_queue must be at least 1");
         }
@@ -537,6 +644,7 @@ impl Config {
         if !(4..=15).contains(&self.lookup.suffix_digits) {
             bail!("lookup.suffix_digits must be between 4 and 15");
         }
+        self.resync.validate()?;
         Ok(())
     }
 
@@ -696,6 +804,23 @@ mod tests {
         );
         assert!(load("[provisioning]\ntftp_max_per_source = 0\n", &[]).is_err());
         assert!(load("[provisioning]\ntftp_max_timeout_s = 300\n", &[]).is_err());
+    }
+
+    #[test]
+    fn resync_section_reads_from_file_and_environment() {
+        let c = load(
+            "[resync]\nproxy = \"sip.example.net:5060\"\nt1_ms = 100\n",
+            &[("DIALTONE_RESYNC__TENANT_RATE_PER_S", "3")],
+        )
+        .unwrap();
+        assert!(c.resync.enabled());
+        assert_eq!((c.resync.t1_ms, c.resync.tenant_rate_per_s), (100, 3));
+        assert_eq!(c.resync.sender_host(), "sip.example.net");
+        assert!(!Config::default().resync.enabled());
+        assert!(load("[resync]\nproxy = \"sip.example.net\"\n", &[]).is_err());
+        assert!(load("[resync]\nt1_ms = 500\nt2_ms = 100\n", &[]).is_err());
+        assert!(load("[resync]\nfrom_domain = \"a b\"\n", &[]).is_err());
+        assert!(load("[resync]\nqueu = 1\n", &[]).is_err());
     }
 
     #[test]

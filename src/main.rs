@@ -16,6 +16,7 @@ mod metric_help;
 mod phlem;
 mod prometheus;
 mod render_cmd;
+mod resync;
 mod serve;
 mod supervise;
 

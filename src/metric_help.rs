@@ -8,6 +8,14 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 /// Counters: (name, help).
 pub const COUNTERS: &[(&str, &str)] = &[
     (
+        "dialtone_unclaimed_dropped_total",
+        "Unclaimed-device sightings dropped: queue full, or the batch could not be written.",
+    ),
+    (
+        "dialtone_unclaimed_claimed_total",
+        "Unclaimed devices claimed as phones through the admin API.",
+    ),
+    (
         "dialtone_history_dropped_total",
         "Provisioning-history records dropped because the queue was full.",
     ),
@@ -88,6 +96,30 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Request handlers that panicked (answered 500).",
     ),
     (
+        "dialtone_resync_answered_total",
+        "Final SIP responses to resync NOTIFYs, by status class (2xx, 4xx, ...).",
+    ),
+    (
+        "dialtone_resync_failed_total",
+        "Resyncs that ended without a 2xx, by reason (rejected, timeout, no_address, send).",
+    ),
+    (
+        "dialtone_resync_queued_total",
+        "Resyncs queued by the admin API.",
+    ),
+    (
+        "dialtone_resync_refetched_total",
+        "Resynced phones seen fetching their own configuration after the NOTIFY.",
+    ),
+    (
+        "dialtone_resync_refused_total",
+        "Resyncs refused because the queue was full, by reason (queue, tenant_queue).",
+    ),
+    (
+        "dialtone_resync_sent_total",
+        "Resync NOTIFYs sent (first transmissions).",
+    ),
+    (
         "dialtone_task_panics_total",
         "Supervised background tasks that panicked, by task.",
     ),
@@ -136,6 +168,11 @@ pub const GAUGES: &[(&str, &str)] = &[
         "Sources banned right now.",
     ),
     ("dialtone_render_cache_files", "Files in the render cache."),
+    (
+        "dialtone_resync_inflight",
+        "Resync NOTIFYs awaiting a final answer.",
+    ),
+    ("dialtone_resync_waiting", "Resyncs queued, not sent yet."),
     ("dialtone_tftp_active_transfers", "TFTP transfers running."),
 ];
 

@@ -32,6 +32,40 @@ async fn call(
     serde_json::from_str(&text).unwrap()
 }
 
+/// A UDP socket that answers each SIP request with 200 OK, echoing the
+/// headers a client matches the answer by. Lives as long as the test.
+fn sip_answerer() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if request.starts_with("SIP/2.0") {
+                continue;
+            }
+            let mut answer = String::from("SIP/2.0 200 OK\r\n");
+            for line in request.split("\r\n").take_while(|l| !l.is_empty()) {
+                let name = line
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"]
+                    .contains(&name.as_str())
+                {
+                    answer.push_str(line);
+                    answer.push_str("\r\n");
+                }
+            }
+            answer.push_str("Content-Length: 0\r\n\r\n");
+            let _ = socket.send_to(answer.as_bytes(), from);
+        }
+    });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
     let ui_dir = PathBuf::from(
@@ -40,7 +74,21 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
     );
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let server = Server::start(dir.path(), &url, &["--demo"]);
+    // Resyncs go to a stand-in SIP proxy that answers every NOTIFY, so the
+    // page's resync table has rows to show.
+    let proxy = sip_answerer();
+    let proxy_addr = proxy.to_string();
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[
+            ("DIALTONE_RESYNC__PROXY", &proxy_addr),
+            ("DIALTONE_RESYNC__LISTEN", "127.0.0.1:0"),
+            ("DIALTONE_RESYNC__T1_MS", "50"),
+            ("DIALTONE_RESYNC__T2_MS", "200"),
+        ],
+    );
     let token = create_token(
         dir.path(),
         &url,
@@ -132,6 +180,9 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         "phone.png",
         "directory.png",
         "tenant-view.png",
+        "fleet.png",
+        "resync-offer.png",
+        "resyncs.png",
     ] {
         let path = artifacts.join(shot);
         assert!(

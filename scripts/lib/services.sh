@@ -1,7 +1,7 @@
-# Throwaway test services: PostgreSQL and slapd on free loopback ports, in
-# temp dirs, stopped on exit. Sourced by scripts/test and scripts/bench.
-# Exports DIALTONE_TEST_PG_URL, DIALTONE_TEST_PG_BIN, DIALTONE_TEST_LDAP_URL
-# and friends for the tests.
+# Throwaway test services: PostgreSQL, slapd and Kamailio on free loopback
+# ports, in temp dirs, stopped on exit. Sourced by scripts/test and
+# scripts/bench. Exports DIALTONE_TEST_PG_URL, DIALTONE_TEST_PG_BIN,
+# DIALTONE_TEST_LDAP_URL, DIALTONE_TEST_SIP_PROXY and friends for the tests.
 
 SERVICES_DIR=""
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -50,6 +50,8 @@ ensure_packages() {
     # The admin page's browser test: Debian's Chromium, driven by node.
     [ -x /usr/bin/chromium ] || want+=(chromium)
     command -v node >/dev/null 2>&1 || want+=(nodejs npm)
+    # The SIP proxy and registrar resync NOTIFYs go through.
+    [ -x /usr/sbin/kamailio ] || want+=(kamailio)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
         # Keep the package's own slapd/postgres from starting: we run ours.
@@ -173,15 +175,128 @@ stop_slapd() {
     fi
 }
 
+# Kamailio as the platform's proxy and registrar: whoever REGISTERs (any
+# domain, no auth) is kept in memory, and a request outside a dialog for a
+# registered AOR is relayed to its contact, 404 otherwise. The AOR includes
+# the domain, as tenants may reuse extensions under their own registrar.
+start_kamailio() {
+    local port dir modules
+    port="$(free_port)"
+    dir="$SERVICES_DIR/kamailio"
+    mkdir -p "$dir/run"
+    modules="$(dirname "$(dpkg -L kamailio | grep '/modules/tm\.so$' | head -1)")"
+    cat >"$dir/kamailio.cfg" <<CONF
+#!KAMAILIO
+debug=1
+log_stderror=yes
+children=2
+disable_tcp=yes
+dns=no
+rev_dns=no
+auto_aliases=no
+listen=udp:127.0.0.1:$port
+
+mpath="$modules/"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "xlog.so"
+
+modparam("usrloc", "db_mode", 0)
+modparam("usrloc", "use_domain", 1)
+modparam("registrar", "max_expires", 7200)
+# Longer than the final-response timer a resync sender runs in tests, so
+# that what fails a silent phone is the sender's own timer F.
+modparam("tm", "fr_timer", 8000)
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    if (is_method("REGISTER")) {
+        if (!save("location")) {
+            sl_reply_error();
+        }
+        exit;
+    }
+    if (has_totag()) {
+        sl_send_reply("481", "No Such Dialog");
+        exit;
+    }
+    if (is_method("OPTIONS") && \$rU == \$null) {
+        sl_send_reply("200", "Alive");
+        exit;
+    }
+    if (is_method("ACK")) {
+        t_relay();
+        exit;
+    }
+    if (!lookup("location")) {
+        sl_send_reply("404", "Not Found");
+        exit;
+    }
+    if (!t_relay()) {
+        sl_reply_error();
+    }
+}
+CONF
+    log "starting Kamailio on 127.0.0.1:$port"
+    kamailio -DD -E -f "$dir/kamailio.cfg" -Y "$dir/run" -m 64 -M 8 >"$dir/kamailio.log" 2>&1 &
+    KAMAILIO_PID=$!
+    # Ready once it answers an OPTIONS.
+    if ! python3 - "$port" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(0.2)
+me = s.getsockname()[1]
+msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+       f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKprobe{int(time.time())}\r\n"
+       f"From: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+       f"Call-ID: probe-{me}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+for _ in range(100):
+    s.sendto(msg.encode(), ("127.0.0.1", port))
+    try:
+        if s.recv(4096).startswith(b"SIP/2.0 200"):
+            sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+PY
+    then
+        cat "$dir/kamailio.log" >&2
+        return 1
+    fi
+    export DIALTONE_TEST_SIP_PROXY="127.0.0.1:$port"
+}
+
+stop_kamailio() {
+    if [ -n "${KAMAILIO_PID:-}" ]; then
+        kill "$KAMAILIO_PID" 2>/dev/null || true
+        wait "$KAMAILIO_PID" 2>/dev/null || true
+        KAMAILIO_PID=""
+    fi
+}
+
 start_services() {
     SERVICES_DIR="$(mktemp -d /tmp/dialtone-test.XXXXXX)"
     chmod 755 "$SERVICES_DIR"
     trap stop_services EXIT
     start_postgres
     start_slapd
+    start_kamailio
 }
 
 stop_services() {
+    stop_kamailio
     stop_slapd
     stop_postgres
     [ -n "$SERVICES_DIR" ] && rm -rf "$SERVICES_DIR"

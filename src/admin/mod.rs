@@ -11,10 +11,12 @@ mod audit;
 mod auth;
 mod directory;
 pub mod error;
+mod fleet;
 mod openapi;
 mod phones;
 mod preview;
 pub mod quotas;
+mod resync;
 mod sources;
 mod templates;
 mod tenants;
@@ -22,6 +24,7 @@ mod tenants;
 mod tests;
 mod tokens;
 mod ui;
+mod unclaimed;
 mod versions;
 
 use std::sync::Arc;
@@ -51,6 +54,8 @@ pub struct AdminState {
     pub source_networks: Arc<dialtone_directory::SourceNetworks>,
     /// The operator's per-tenant quota defaults.
     pub quotas: Arc<quotas::QuotaConfig>,
+    /// Sends resync NOTIFYs; `None` when `[resync]` is not configured.
+    pub resync: Option<crate::resync::ResyncService>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -62,12 +67,16 @@ pub fn router(state: AdminState) -> Router {
                 .put(tenants::update)
                 .delete(tenants::remove),
         )
+        .route("/v1/tenants/{slug}/fleet", get(fleet::fleet))
         .route("/v1/phones", get(phones::list).post(phones::create))
         .route(
             "/v1/phones/{mac}",
             get(phones::show).put(phones::update).delete(phones::remove),
         )
         .route("/v1/phones/{mac}/history", get(audit::history))
+        .route("/v1/phones/{mac}/resync", post(resync::resync_phone))
+        .route("/v1/tenants/{slug}/resync", post(resync::resync_tenant))
+        .route("/v1/resyncs", get(resync::list))
         .route("/v1/phones/{mac}/files", get(preview::phone_files))
         .route(
             "/v1/templates",
@@ -91,6 +100,7 @@ pub fn router(state: AdminState) -> Router {
             get(versions::version),
         )
         .route("/v1/templates/{id}/diff", get(versions::diff))
+        .route("/v1/templates/{id}/phones", get(preview::template_phones))
         .route("/v1/templates/{id}/rollback", post(versions::rollback))
         .route("/v1/preview", post(preview::preview))
         .route(
@@ -117,6 +127,12 @@ pub fn router(state: AdminState) -> Router {
             "/v1/tenants/{slug}/directory-sources/{name}/test",
             post(sources::test_source),
         )
+        .route("/v1/tenants/{slug}/unclaimed", get(unclaimed::tenant_list))
+        .route(
+            "/v1/tenants/{slug}/unclaimed/{mac}/claim",
+            post(unclaimed::claim),
+        )
+        .route("/v1/unclaimed", get(unclaimed::unassigned_list))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))

@@ -457,20 +457,31 @@ pub async fn create(
             .as_deref()
             .ok_or_else(|| ApiError::invalid("mac is required"))?,
     )?;
+    create_phone(&state, &principal, mac, body).await
+}
+
+/// Creates a phone: one path for `POST /v1/phones` and a claim of an
+/// unclaimed device, so both check the same tenant, quotas and MAC.
+pub(crate) async fn create_phone(
+    state: &AdminState,
+    principal: &Principal,
+    mac: Mac,
+    body: PhoneBody,
+) -> Result<Response, ApiError> {
     {
         let mirror = state.mirror.load();
-        let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
+        let tenant = target_tenant(&mirror, principal, &body.tenant)?;
         if mirror.phone_by_mac(&mac).is_some() {
             // The same words whoever holds it: nothing says which tenant.
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
-        check_quotas(&state, &mirror, tenant, body.lines.len(), true)?;
+        check_quotas(state, &mirror, tenant, body.lines.len(), true)?;
     }
-    let input = input(&state, mac, body, None)?;
+    let input = input(state, mac, body, None)?;
     let tenant = input.tenant.clone();
     commit(
-        &state,
-        &principal,
+        state,
+        principal,
         Change {
             action: "create",
             entity: "phone",

@@ -11,7 +11,7 @@ use dialtone_tftp::templates::Draft;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
 use super::templates::{key_of, stored, KeyFields};
 use super::versions::unified_diff;
@@ -179,4 +179,64 @@ async fn preview_on_pool(
             provisioner.preview(&mac, &file, draft.as_ref())
         })
         .await?)
+}
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReachParams {
+    /// At most this many phones (1–10,000; default 1,000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReachedPhone {
+    pub mac: String,
+    pub tenant: String,
+    pub model: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReachView {
+    pub phones: Vec<ReachedPhone>,
+    /// More phones than `limit` use the template.
+    pub truncated: bool,
+}
+
+/// The phones a stored template reaches now: the ones a change to it
+/// changes, and the ones "resync affected phones" tells.
+#[utoipa::path(get, operation_id = "templates_phones", path = "/v1/templates/{id}/phones", tag = "templates",
+    params(("id" = i64, Path), ReachParams),
+    responses((status = 200, body = ReachView), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn template_phones(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(params): ApiQuery<ReachParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let mirror = state.mirror.load();
+    // Family and model templates are global admins' only: a tenant caller
+    // gets 404 for them, as for their other routes.
+    let template = stored(&mirror, &principal, id)?;
+    let provisioner = state.provisioner.clone();
+    // A family template walks every phone: off the async workers.
+    let (phones, truncated) =
+        tokio::task::spawn_blocking(move || provisioner.phones_using(&template, limit))
+            .await
+            .map_err(|_| ApiError::internal("listing the template's phones failed"))?;
+    let phones = phones
+        .iter()
+        .map(|p| ReachedPhone {
+            mac: p.mac.to_string(),
+            tenant: mirror
+                .tenant(p.tenant_id)
+                .map_or_else(String::new, |t| t.slug.to_string()),
+            model: p.model.as_deref().map(str::to_string),
+        })
+        .collect();
+    Ok(axum::Json(ReachView { phones, truncated }).into_response())
 }

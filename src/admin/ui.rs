@@ -11,6 +11,9 @@ use axum::Router;
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
+const FLEET: &str = include_str!("ui/fleet.js");
+const RESYNC: &str = include_str!("ui/resync.js");
+const UNCLAIMED: &str = include_str!("ui/unclaimed.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
 img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -25,6 +28,18 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/fleet.js",
+            get(|| async { asset("text/javascript; charset=utf-8", FLEET) }),
+        )
+        .route(
+            "/ui/resync.js",
+            get(|| async { asset("text/javascript; charset=utf-8", RESYNC) }),
+        )
+        .route(
+            "/ui/unclaimed.js",
+            get(|| async { asset("text/javascript; charset=utf-8", UNCLAIMED) }),
         )
         .route(
             "/ui/app.css",

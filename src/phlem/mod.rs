@@ -6,6 +6,8 @@ pub mod pbx;
 pub mod report;
 pub mod run;
 pub mod sequence;
+pub mod sip;
+pub mod sip_phone;
 pub mod tftp;
 
 use std::io::Write;

@@ -28,6 +28,9 @@ pub struct Report {
     pub failures: BTreeMap<String, u64>,
     /// Files a phone asks for and may lack (CTL/ITL), answered "not found".
     pub expected_missing: u64,
+    /// Registrations and NOTIFYs, with `--sip-proxy`.
+    #[serde(default)]
+    pub sip: super::sip_phone::SipStats,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -73,6 +76,7 @@ impl Report {
             merged.phones += r.phones;
             merged.elapsed_s = merged.elapsed_s.max(r.elapsed_s);
             merged.expected_missing += r.expected_missing;
+            merged.sip.merge(r.sip);
             for (reason, n) in r.failures {
                 *merged.failures.entry(reason).or_default() += n;
             }
@@ -127,6 +131,18 @@ impl Report {
         ));
         for (reason, n) in &self.failures {
             out.push_str(&format!("  failed: {reason} x{n}\n"));
+        }
+        let sip = &self.sip;
+        if sip.registered + sip.notifies > 0 {
+            out.push_str(&format!(
+                "sip: {} registered, {} NOTIFYs ({} answered 200, {} bad event, {} retransmitted), {} re-fetches\n",
+                sip.registered,
+                sip.notifies,
+                sip.answered,
+                sip.bad_events,
+                sip.retransmissions,
+                sip.refetches.len()
+            ));
         }
         out
     }

@@ -22,8 +22,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub target: String,
     /// Which phones: `demo` (the demo tenant's), `database` (every phone in
-    /// the configured database, with their HTTP credentials), or a CSV file
-    /// of `mac,family,model[,http_user,http_password]` lines.
+    /// the configured database, with their HTTP credentials and first
+    /// lines), or a CSV file of `mac,family,model[,http_user,http_password][,aor]`
+    /// lines (`aor`: `user@registrar`, for `--sip-proxy`).
     #[arg(long, default_value = "demo")]
     pub phones: String,
     /// Boot each phone this many times.
@@ -56,6 +57,8 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub sip: super::sip_phone::SipArgs,
 }
 
 enum Target {
@@ -131,6 +134,7 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
             family,
             model: model.to_string(),
             credentials: None,
+            aor: None,
         })
     };
     match source {
@@ -141,6 +145,17 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
         "database" => {
             let (store, key) = crate::serve::open_store(config).await?;
             let (data, _, _) = store.load_all().await.context("reading phones")?;
+            // The first line's AOR as the shipped templates make phones
+            // register it, and as resync NOTIFYs name it: the extension at
+            // the line's registrar (the auth user only authenticates).
+            let mut first_lines: std::collections::HashMap<_, &dialtone_sync::Line> =
+                Default::default();
+            for line in &data.lines {
+                let first = first_lines.entry(line.phone_id).or_insert(line);
+                if line.position < first.position {
+                    *first = line;
+                }
+            }
             let mut phones = Vec::with_capacity(data.phones.len());
             for p in data.phones {
                 let credentials = match (&p.http_user, &p.http_password) {
@@ -152,7 +167,12 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
                     }
                     _ => None,
                 };
+                let aor = first_lines.get(&p.id).map(|l| super::sip::Aor {
+                    user: l.extension.to_string(),
+                    host: l.registrar.to_string(),
+                });
                 phones.push(Phone {
+                    aor,
                     mac: p.mac,
                     family: p.family,
                     model: p.model.as_deref().unwrap_or_default().to_string(),
@@ -171,21 +191,30 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
                 }
                 let at = || format!("{path}:{}", n + 1);
                 let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-                let (mac, family, model, credentials) = match fields[..] {
-                    [mac, family, model] => (mac, family, model, None),
-                    [mac, family, model, user, password] => (
+                let (mac, family, model, credentials, aor) = match fields[..] {
+                    [mac, family, model] => (mac, family, model, None, None),
+                    [mac, family, model, aor] => (mac, family, model, None, Some(aor)),
+                    [mac, family, model, user, password, ref aor @ ..] if aor.len() < 2 => (
                         mac,
                         family,
                         model,
                         Some((user.to_string(), password.to_string())),
+                        aor.first().copied(),
                     ),
-                    _ => bail!("{}: want mac,family,model[,http_user,http_password]", at()),
+                    _ => bail!(
+                        "{}: want mac,family,model[,http_user,http_password][,aor]",
+                        at()
+                    ),
                 };
                 let family: Family = family
                     .parse()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
                 let mut parsed = phone(mac, family, model).with_context(at)?;
                 parsed.credentials = credentials;
+                parsed.aor = aor
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
                 phones.push(parsed);
             }
             Ok(phones)
@@ -275,6 +304,9 @@ fn expected(verify: Option<&std::path::Path>, file: &str) -> Option<std::io::Res
     verify.map(|dir| std::fs::read(dir.join(file)))
 }
 
+/// Fetched files and their bytes, or why not, for re-fetches to report.
+type Fetched = Vec<(String, Result<Vec<u8>, String>)>;
+
 async fn boot(
     target: &Target,
     phone: &Phone,
@@ -282,7 +314,8 @@ async fn boot(
     verify: Option<&std::path::Path>,
     same_port: bool,
     report: &Mutex<Report>,
-) {
+) -> Fetched {
+    let mut fetched = Fetched::new();
     let port = match (target, same_port) {
         (Target::Tftp(server), true) => match tftp::socket_for(*server).await {
             Ok(socket) => Some(socket),
@@ -291,7 +324,7 @@ async fn boot(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record_failure("bind", "io");
-                return;
+                return fetched;
             }
         },
         _ => None,
@@ -313,21 +346,31 @@ async fn boot(
                     .as_ref()
                     .is_some_and(|w| w.as_ref().map_or(true, |w| *w != body)) =>
             {
-                report.record_failure(&name, "mismatch")
+                report.record_failure(&name, "mismatch");
+                fetched.push((step.file, Err("mismatch".into())));
             }
             Ok((body, retransmits)) => match phone.well_formed(&step, &body) {
                 Ok(()) => {
                     report.record_ok(&name, elapsed, body.len(), retransmits);
                     queue.extend(phone.follow_ups(&step, &body));
+                    fetched.push((step.file, Ok(body)));
                 }
-                Err(why) => report.record_failure(&name, &format!("malformed ({why})")),
+                Err(why) => {
+                    let reason = format!("malformed ({why})");
+                    report.record_failure(&name, &reason);
+                    fetched.push((step.file, Err(reason)));
+                }
             },
             Err(reason) if reason == "not_found" && step.may_be_missing => {
                 report.expected_missing += 1
             }
-            Err(reason) => report.record_failure(&name, &reason),
+            Err(reason) => {
+                report.record_failure(&name, &reason);
+                fetched.push((step.file, Err(reason)));
+            }
         }
     }
+    fetched
 }
 
 pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
@@ -420,8 +463,20 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let elapsed_s = began.elapsed().as_secs_f64();
+    // Phones told to check their configuration fetch it again as at boot,
+    // minus `--verify`: its files are from before the change.
+    let refetch: super::sip_phone::Fetcher = {
+        let (target, report) = (target.clone(), report.clone());
+        let (options, same_port) = (options.clone(), args.same_port);
+        Arc::new(move |phone: Phone| {
+            let (target, report, options) = (target.clone(), report.clone(), options.clone());
+            Box::pin(async move { boot(&target, &phone, &options, None, same_port, &report).await })
+        })
+    };
+    super::sip_phone::hold(&args.sip, &phones, refetch, report.clone()).await?;
     let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()));
-    report.elapsed_s = began.elapsed().as_secs_f64();
+    report.elapsed_s = elapsed_s;
     Ok(report)
 }
 

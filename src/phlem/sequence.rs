@@ -12,6 +12,8 @@ pub struct Phone {
     pub model: String,
     /// Device HTTP credentials, for Digest challenges.
     pub credentials: Option<(String, String)>,
+    /// The first line's address of record, registered with `--sip-proxy`.
+    pub aor: Option<super::sip::Aor>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +211,7 @@ mod tests {
             family,
             model: model.into(),
             credentials: None,
+            aor: None,
         }
     }
 

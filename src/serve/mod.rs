@@ -49,6 +49,20 @@ pub async fn run(
 
     let (history, history_writer) =
         dialtone_sync::history::channel(store.clone(), config.mirror.history_queue);
+    // Bound before anything serves, so a bad `resync.listen` stops startup;
+    // it also sees this node's history sink, so a phone's fetch after a
+    // resync is recorded even if it repeats one from moments before.
+    let resync = if config.resync.enabled() {
+        Some(crate::resync::ResyncService::new(
+            &config.resync,
+            store.clone(),
+            Some(history.clone()),
+        )?)
+    } else {
+        None
+    };
+    let (unclaimed, unclaimed_writer) =
+        dialtone_sync::unclaimed::channel(store.clone(), config.provisioning.unclaimed_queue);
     let provisioner = Arc::new(
         Provisioner::new(
             mirror.clone(),
@@ -56,7 +70,8 @@ pub async fn run(
             shipped,
             provision_options(&config),
         )
-        .with_history(history),
+        .with_history(history)
+        .with_unclaimed(unclaimed, config.provisioning.record_unclaimed_anywhere),
     );
     // Sources tenants configure may never reach this node's own listeners.
     let own = [
@@ -91,6 +106,8 @@ pub async fn run(
             window: Duration::from_secs(config.supervision.window_s.max(1)),
         },
     );
+    // Writes what is queued when cancelled, so it runs to the end on its own.
+    tracker.spawn(unclaimed_writer.run(cancel.clone()));
     let metrics = tasks::spawn(
         tasks::Parts {
             config: &config,
@@ -104,6 +121,10 @@ pub async fn run(
         &tracker,
         &cancel,
     );
+    if let Some(resync) = &resync {
+        let (resync, cancel2) = (resync.clone(), cancel.clone());
+        supervisor.spawn("resync", move || resync.clone().run(cancel2.clone()));
+    }
     // Not tracked: after the first signal it waits for a second one.
     tokio::spawn(signals::signals(
         cancel.clone(),
@@ -121,6 +142,7 @@ pub async fn run(
         lookups,
         supervisor: &supervisor,
         metrics,
+        resync,
     });
     tracing::info!(
         listen = %config.http.listen,
@@ -185,6 +207,7 @@ pub struct ApiParts<'a> {
     pub lookups: LookupService,
     pub supervisor: &'a Supervisor,
     pub metrics: Option<PrometheusHandle>,
+    pub resync: Option<crate::resync::ResyncService>,
 }
 
 /// The API listener's router: health and readiness, `/metrics`, lookups
@@ -199,6 +222,7 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
         lookups,
         supervisor,
         metrics,
+        resync,
     } = parts;
     let state = AppState {
         mirror: mirror.clone(),
@@ -230,6 +254,7 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
             key: key.clone(),
             source_networks,
             quotas: Arc::new(config.quotas.clone()),
+            resync,
         }))
 }
 

@@ -55,6 +55,7 @@ async fn the_api_router_answers_for_every_part() {
         lookups,
         supervisor: &supervisor,
         metrics: None,
+        resync: None,
     });
     for (path, status) in [
         ("/healthz", StatusCode::OK),

@@ -25,6 +25,8 @@ use crate::store::{BootRecord, Store};
 pub const REPEAT_WINDOW_MS: Millis = 60_000;
 /// Fetches remembered for de-duplication; past it, old ones are forgotten.
 const REMEMBERED: usize = 100_000;
+/// Phones whose fetches are recorded in full at once (resyncs in flight).
+pub const FRESH: usize = 20_000;
 
 #[derive(Clone)]
 pub struct HistorySink {
@@ -33,6 +35,11 @@ pub struct HistorySink {
     repeats: Arc<AtomicU64>,
     /// Hash of a fetch → when it was last recorded.
     recent: Arc<Mutex<HashMap<u64, Millis>>>,
+    /// MAC → until when its fetches are never repeats (a resync asked for
+    /// a fetch, and its row is how the fetch is seen). Counted apart so
+    /// the hot path takes no extra lock while it is empty.
+    fresh: Arc<Mutex<HashMap<String, Millis>>>,
+    fresh_len: Arc<AtomicU64>,
 }
 
 impl HistorySink {
@@ -48,7 +55,40 @@ impl HistorySink {
         }
     }
 
+    /// Records every fetch of `mac` until `until`, repeats included.
+    /// At most [`FRESH`] phones at once; past it, expired ones go, and if
+    /// none has, the request is ignored (the fetch may then go unseen).
+    pub fn record_next(&self, mac: &str, until: Millis) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if fresh.len() >= FRESH && !fresh.contains_key(mac) {
+            let now = crate::model::now_millis();
+            fresh.retain(|_, u| *u > now);
+            if fresh.len() >= FRESH {
+                return;
+            }
+        }
+        fresh.insert(mac.to_string(), until);
+        self.fresh_len.store(fresh.len() as u64, Ordering::Relaxed);
+    }
+
+    fn is_fresh(&self, r: &BootRecord) -> bool {
+        if self.fresh_len.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        match fresh.get(&r.mac) {
+            Some(until) if r.at <= *until => true,
+            Some(_) => {
+                fresh.remove(&r.mac);
+                self.fresh_len.store(fresh.len() as u64, Ordering::Relaxed);
+                false
+            }
+            None => false,
+        }
+    }
+
     fn is_repeat(&self, r: &BootRecord) -> bool {
+        let fresh = self.is_fresh(r);
         let key = foldhash::fast::FixedState::with_seed(0x6869_7374).hash_one((
             &r.mac,
             &r.file,
@@ -59,7 +99,7 @@ impl HistorySink {
             r.tenant_id,
         ));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = recent.get(&key) {
+        if let Some(at) = recent.get(&key).filter(|_| !fresh) {
             if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {
                 return true;
             }
@@ -102,6 +142,8 @@ pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (HistorySink, HistoryW
             dropped: Arc::new(AtomicU64::new(0)),
             repeats: Arc::new(AtomicU64::new(0)),
             recent: Arc::default(),
+            fresh: Arc::default(),
+            fresh_len: Arc::default(),
         },
         HistoryWriter {
             rx,
@@ -144,5 +186,53 @@ impl HistoryWriter {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(at: Millis) -> BootRecord {
+        BootRecord {
+            mac: "001565000001".into(),
+            at,
+            remote_ip: "192.0.2.1".into(),
+            user_agent: None,
+            protocol: "http".into(),
+            file: "001565000001.cfg".into(),
+            outcome: "ok".into(),
+            bytes: 1,
+            model: None,
+            firmware: None,
+            tenant_id: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_fetch_asked_for_is_recorded_even_as_a_repeat() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sink = HistorySink {
+            tx,
+            dropped: Arc::default(),
+            repeats: Arc::default(),
+            recent: Arc::default(),
+            fresh: Arc::default(),
+            fresh_len: Arc::default(),
+        };
+        sink.record(fetch(1_000));
+        sink.record(fetch(2_000));
+        assert_eq!(sink.repeats(), 1);
+        sink.record_next("001565000001", 10_000);
+        sink.record(fetch(3_000));
+        sink.record(fetch(4_000));
+        // Past its window the filter is back.
+        sink.record(fetch(70_000));
+        sink.record(fetch(71_000));
+        let mut seen = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            seen.push(r.at);
+        }
+        assert_eq!(seen, [1_000, 3_000, 4_000, 70_000]);
     }
 }

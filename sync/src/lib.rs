@@ -22,6 +22,7 @@ pub mod stamp;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod unclaimed;
 pub mod watcher;
 
 pub use crypto::{generate_token, token_hash, Purpose, Sealed, SecretKey};

@@ -2,6 +2,8 @@
 //! `/readyz`, stop with a signal. Loops are bounded and stop by themselves.
 #![allow(dead_code)]
 
+pub mod sip;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

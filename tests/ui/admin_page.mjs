@@ -149,6 +149,86 @@ try {
   if (phoneRows.length === 0 || phoneRows.some((r) => !r.includes("other"))) fail(`phones of another tenant are listed: ${phoneRows}`);
   await tenantPage.screenshot({ path: `${artifacts}/tenant-view.png`, fullPage: true });
 
+  step(12, "seed boot history: good fetches with firmware, and a phone whose file fails to render");
+  const fetchAs = (file, agent) => fetch(`${prov}/${file}`, { headers: { "User-Agent": agent } });
+  // A phone the steps above have not fetched for: within a minute, the
+  // history records one fetch of a file, whatever the User-Agent.
+  const poly = "0004f2abcd01";
+  for (let i = 0; i < 3; i++) {
+    const r = await fetchAs(`${poly}.cfg`, "FileTransport PolycomVVX-VVX_450-UA/6.4.3.1234 Type/Application");
+    if (r.status !== 200) fail(`the Poly phone got ${r.status}`);
+  }
+  const failingMac = "805ec0123456";
+  const made = await fetch(`${api}/v1/templates`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scope: "phone", mac: failingMac, family: "yealink", file_pattern: "{mac}.cfg", body: "{% if phone.label == \"broken\" %}{{ throw(\"seeded failure\") }}{% endif %}ok = 1\n" }),
+  });
+  if (made.status !== 201) fail(`the failing template was not created: ${made.status} ${await made.text()}`);
+  // The template is checked when saved, so it breaks only once the phone
+  // it renders for changes.
+  const auth = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+  const p = await (await fetch(`${api}/v1/phones/${failingMac}`, { headers: auth })).json();
+  const relabelled = await fetch(`${api}/v1/phones/${failingMac}`, {
+    method: "PUT",
+    headers: auth,
+    body: JSON.stringify({ tenant: p.tenant, family: p.family, model: p.model, label: "broken",
+      lines: p.lines.map((l) => ({ extension: l.extension, display_name: l.display_name, registrar: l.registrar })) }),
+  });
+  if (relabelled.status !== 200) fail(`the phone was not relabelled: ${relabelled.status} ${await relabelled.text()}`);
+  await fetchAs(`${failingMac}.cfg`, "Yealink SIP-T54W 96.86.0.100 80:5e:c0:12:34:56");
+  // History is written in batches: wait until the API sees both phones.
+  let fleet = null;
+  for (let i = 0; i < 100; i++) {
+    fleet = await (await fetch(`${api}/v1/tenants/demo/fleet`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    if (fleet.failing.length && fleet.models.some((m) => m.firmware === "6.4.3.1234")) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!fleet.failing.some((f) => f.mac === failingMac)) fail(`no failing phone in the fleet: ${JSON.stringify(fleet)}`);
+
+  step(13, "the fleet view: charts, phones not seen, failing phones and resyncs");
+  await page.goto(`${api}/ui/#/fleet`);
+  await page.getByLabel("Tenant").selectOption("demo");
+  await page.locator("#models-chart rect.bar").first().waitFor();
+  const bars = await page.locator("#models-chart text.label").allTextContents();
+  if (!bars.some((b) => b.includes("VVX 450") && b.includes("6.4.3.1234"))) fail(`no VVX 450 6.4.3.1234 bar: ${bars}`);
+  const tall = await page.locator("#boots-chart rect.bar").evaluateAll((rs) => rs.filter((r) => Number(r.getAttribute("height")) > 0).length);
+  if (tall === 0) fail("the boots plot is empty");
+  await page.locator("#failing tbody tr", { hasText: failingMac }).waitFor();
+  if (!(await page.locator("#failing tbody tr", { hasText: failingMac }).textContent()).includes("seeded failure")) fail("the failure's reason is missing");
+  await page.locator("#not-seen tbody tr").first().waitFor();
+  await page.getByLabel("Not seen for (days)").fill("1");
+  await page.getByLabel("Not seen for (days)").dispatchEvent("change");
+  await page.getByRole("heading", { name: /Not seen for 1 day / }).waitFor();
+  await page.locator("#resyncs-status").filter({ hasText: /./ }).or(page.locator("#resync-table tbody tr").first()).first().waitFor();
+  await page.screenshot({ path: `${artifacts}/fleet.png`, fullPage: true });
+
+  step(14, "after a save, resync the template's phones, and see the answer");
+  await page.goto(`${api}/ui/#/templates/${templateId}`);
+  await editor.waitFor();
+  await editor.fill((await editor.inputValue()) + "\n# resync me\n");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#save-status.ok").waitFor();
+  await page.locator("#affected", { hasText: mac }).waitFor();
+  await page.getByRole("button", { name: "Resync affected phones" }).click();
+  await page.locator("#resync-result").filter({ hasText: /demo: / }).waitFor();
+  const answer = await page.locator("#resync-result").textContent();
+  if (!/demo: 2 queued/.test(answer)) fail(`the resyncs were not queued: ${answer}`);
+  await page.screenshot({ path: `${artifacts}/resync-offer.png`, fullPage: true });
+  await page.goto(`${api}/ui/#/fleet`);
+  await page.getByLabel("Tenant").selectOption("demo");
+  await page.locator("#resync-table").waitFor();
+  await page.locator("#resync-table tbody tr", { hasText: mac }).waitFor();
+  // Polled: the proxy's answer shows up without a reload.
+  await page.locator("#resync-table tbody tr.resync-answered").first().waitFor();
+  await page.screenshot({ path: `${artifacts}/resyncs.png`, fullPage: true });
+
+  step(15, "a tenant's fleet shows only its own phones");
+  await tenantPage.goto(`${api}/ui/#/fleet`);
+  await tenantPage.locator("#models-chart").waitFor();
+  const tenantFleet = await tenantPage.locator("#fleet").textContent();
+  if (tenantFleet.includes(mac) || tenantFleet.includes(failingMac)) fail("another tenant's phones are in the fleet view");
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

@@ -109,29 +109,40 @@ fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool
 /// A tenant may restrict its phones to source networks (tenant setting
 /// `provisioning_networks`, a list of CIDRs or addresses).
 fn network_allowed(tenant: &Tenant, remote: IpAddr) -> bool {
-    // Most tenants have no list: skip parsing their settings on every fetch.
-    if !tenant.settings.contains("provisioning_networks") {
-        return true;
-    }
-    let Ok(serde_json::Value::Object(settings)) =
-        serde_json::from_str::<serde_json::Value>(&tenant.settings)
-    else {
+    let Some(networks) = provisioning_networks(tenant) else {
         return true;
     };
-    let Some(serde_json::Value::Array(networks)) = settings.get("provisioning_networks") else {
-        return true;
-    };
-    let allowed = networks
-        .iter()
-        .filter_map(|n| n.as_str())
-        .filter_map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .ok()
-                .or_else(|| n.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
-        })
-        .any(|net| net.contains(&remote));
+    let allowed = networks.iter().any(|net| net.contains(&remote));
     if !allowed {
         tracing::info!(%remote, tenant = %tenant.slug, "fetch from outside the tenant's provisioning networks");
     }
     allowed
+}
+
+/// The tenant's `provisioning_networks`, `None` when it sets none (or its
+/// settings are not an object). Entries that are not networks are skipped.
+pub(crate) fn provisioning_networks(tenant: &Tenant) -> Option<Vec<ipnet::IpNet>> {
+    // Most tenants have no list: skip parsing their settings on every fetch.
+    if !tenant.settings.contains("provisioning_networks") {
+        return None;
+    }
+    let Ok(serde_json::Value::Object(settings)) =
+        serde_json::from_str::<serde_json::Value>(&tenant.settings)
+    else {
+        return None;
+    };
+    let Some(serde_json::Value::Array(networks)) = settings.get("provisioning_networks") else {
+        return None;
+    };
+    Some(
+        networks
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter_map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| n.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect(),
+    )
 }

@@ -30,6 +30,7 @@ mod selfcheck;
 pub mod statics;
 pub mod templates;
 pub mod tftp;
+mod unclaimed;
 
 pub use error::ProvisionError;
 pub use identify::{

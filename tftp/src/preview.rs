@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use dialtone_sync::{Family, Mac, MirrorState, Phone, TemplateScope};
+use dialtone_sync::{Family, Mac, MirrorState, Phone, Template, TemplateScope};
 
 use crate::error::ProvisionError;
 use crate::identify::{file_names, identify, template_names, FileKind};
 use crate::provision::Provisioner;
 use crate::render::{compile, content_type, render, Subject};
-use crate::templates::{resolve_with, Draft, Origin, Resolved};
+use crate::templates::{resolve, resolve_with, Draft, Origin, Resolved};
 
 /// One file as a phone would get it.
 #[derive(Clone, Debug)]
@@ -43,6 +43,62 @@ impl Provisioner {
                 })
             })
             .collect()
+    }
+
+    /// The phones `template` reaches right now: those of its family in its
+    /// scope whose file resolves to it, not to a template nearer the phone.
+    /// These, and no others, see a change to it (and are the ones to tell
+    /// with a resync). At most `limit`; the flag says whether there were more.
+    pub fn phones_using(&self, template: &Template, limit: usize) -> (Vec<Arc<Phone>>, bool) {
+        let Some(name) = template_names(template.family)
+            .into_iter()
+            .find(|n| *n == &*template.file_pattern)
+        else {
+            return (Vec::new(), false);
+        };
+        let state = self.mirror.load();
+        let shipped = self.shipped.load();
+        let key = &*template.scope_key;
+        let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match template.scope {
+            // One phone: a lookup, not a walk over every phone.
+            TemplateScope::Phone => Box::new(
+                key.parse::<Mac>()
+                    .ok()
+                    .and_then(|mac| state.phone_by_mac(&mac))
+                    .into_iter(),
+            ),
+            TemplateScope::Tenant => Box::new(
+                state
+                    .phones()
+                    .filter(move |p| p.tenant_id.to_string() == key),
+            ),
+            TemplateScope::Model => Box::new(
+                state
+                    .phones()
+                    .filter(move |p| p.model.as_deref() == Some(key)),
+            ),
+            TemplateScope::Family => Box::new(state.phones()),
+        };
+        let mut phones = Vec::new();
+        for phone in candidates.filter(|p| p.family == template.family) {
+            let resolved = resolve(
+                &state,
+                &shipped,
+                phone.family,
+                name,
+                Some(phone),
+                phone.model.as_deref(),
+            );
+            if resolved
+                .is_some_and(|r| matches!(r.origin, Origin::Stored { id, .. } if id == template.id))
+            {
+                if phones.len() == limit {
+                    return (phones, true);
+                }
+                phones.push(phone.clone());
+            }
+        }
+        (phones, false)
     }
 
     /// Renders `file` for the phone with `mac` from the current mirror, with

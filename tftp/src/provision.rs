@@ -122,6 +122,7 @@ pub struct Provisioner {
     pub(crate) rendered: RenderCache,
     guard: Guard,
     history: Option<HistorySink>,
+    unclaimed: Option<crate::unclaimed::Unclaimed>,
     digest: DigestAuth,
     pub(crate) statics: ArcSwap<StaticIndex>,
     pool: RenderPool,
@@ -146,6 +147,7 @@ impl Provisioner {
             rendered: RenderCache::new(options.render_cache_bytes),
             guard: Guard::new(options.guard.clone()),
             history: None,
+            unclaimed: None,
             statics: ArcSwap::from_pointee(StaticIndex::default()),
             pool: RenderPool::new(options.pool),
             // Every node derives the same nonce key, so a nonce one issued
@@ -159,6 +161,17 @@ impl Provisioner {
     /// history, off the hot path.
     pub fn with_history(mut self, sink: HistorySink) -> Self {
         self.history = Some(sink);
+        self
+    }
+
+    /// Lists fetches by unknown phones for admins to claim: from a tenant's
+    /// networks under that tenant, from elsewhere only if `anywhere`.
+    pub fn with_unclaimed(
+        mut self,
+        sink: dialtone_sync::unclaimed::UnclaimedSink,
+        anywhere: bool,
+    ) -> Self {
+        self.unclaimed = Some(crate::unclaimed::Unclaimed::new(sink, anywhere));
         self
     }
 
@@ -355,6 +368,9 @@ impl Provisioner {
                 metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind)
                     .increment(1);
                 self.guard.miss(ip);
+                if let Some(unclaimed) = &self.unclaimed {
+                    unclaimed.note(&self.mirror.load(), request, decision);
+                }
             } else if let (Ok(_), Some(phone)) = (result, decision.owner()) {
                 self.guard.known().record(ip, phone.id, phone.family);
             }

@@ -43,6 +43,12 @@ fn rows() -> Vec<Row> {
     vec![
         r(M::GET, "/v1/tenants", None, "AAAFU"),
         r(M::GET, "/v1/tenants/acme", None, "AAAFU"),
+        r(
+            M::GET,
+            "/v1/tenants/acme/fleet?days=7&hours=72",
+            None,
+            "AAAFU",
+        ),
         r(M::GET, "/v1/phones", None, "AAAFU"),
         r(
             M::GET,
@@ -53,6 +59,16 @@ fn rows() -> Vec<Row> {
         r(M::GET, "/v1/phones/001565000001", None, "AAAFU"),
         r(M::GET, "/v1/phones/001565000001/history", None, "AAAFU"),
         r(M::GET, "/v1/phones/001565000001/files", None, "AAAFU"),
+        r(M::GET, "/v1/resyncs", None, "AAAFU"),
+        r(M::GET, "/v1/resyncs?mac=001565000001", None, "AAAFU"),
+        r(M::POST, "/v1/phones/001565000001/resync", None, "AAFFU"),
+        r(M::POST, "/v1/tenants/acme/resync", None, "AAFFU"),
+        r(
+            M::POST,
+            "/v1/tenants/acme/resync",
+            Some(r#"{"family": "yealink", "model": "T46S", "macs": ["001565000001"]}"#),
+            "AAFFU",
+        ),
         r(M::GET, "/v1/templates", None, "AAAFU"),
         r(M::GET, "/v1/templates/{acme_template}", None, "AAAFU"),
         r(M::GET, "/v1/templates/{family_template}", None, "ANNFU"),
@@ -74,6 +90,18 @@ fn rows() -> Vec<Row> {
             None,
             "AAAFU",
         ),
+        r(
+            M::GET,
+            "/v1/templates/{acme_template}/phones",
+            None,
+            "AAAFU",
+        ),
+        r(
+            M::GET,
+            "/v1/templates/{family_template}/phones",
+            None,
+            "ANNFU",
+        ),
         r(M::GET, "/v1/tenants/acme/directory", None, "AAAFU"),
         r(M::GET, "/v1/tenants/acme/directory/e1", None, "AAAFU"),
         r(M::GET, "/v1/tenants/acme/directory-sources", None, "AAAFU"),
@@ -89,6 +117,16 @@ fn rows() -> Vec<Row> {
             "/v1/shipped-templates/yealink/%7Bmac%7D.cfg",
             None,
             "AAAFU",
+        ),
+        r(M::GET, "/v1/tenants/acme/unclaimed", None, "AAAFU"),
+        r(M::GET, "/v1/unclaimed", None, "AFFFU"),
+        r(
+            M::POST,
+            "/v1/tenants/acme/unclaimed/001565000077/claim",
+            Some(
+                r#"{"name": "Lobby", "lines": [{"extension": "277", "display_name": "Lobby", "registrar": "sip.example.net"}]}"#,
+            ),
+            "AAFFU",
         ),
         r(M::GET, "/v1/tokens", None, "AFFFU"),
         r(M::GET, "/v1/audit", None, "AAAFU"),
@@ -283,7 +321,13 @@ async fn every_scope_against_every_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_admin_never_reaches_another_tenant() {
-    let lists = ["/v1/tenants", "/v1/phones", "/v1/templates", "/v1/audit"];
+    let lists = [
+        "/v1/tenants",
+        "/v1/phones",
+        "/v1/templates",
+        "/v1/audit",
+        "/v1/resyncs",
+    ];
     let mut failures = Vec::new();
     for row in rows() {
         let h = Harness::new(Backend::Sqlite).await;
@@ -330,6 +374,7 @@ async fn a_tenant_admin_never_reaches_another_tenant() {
         "/v1/phones?tenant=acme",
         "/v1/templates?tenant=acme",
         "/v1/audit?tenant=acme",
+        "/v1/resyncs?tenant=acme",
     ] {
         let status = h.get("globex-admin", path).await.status.as_u16();
         if status != 404 {

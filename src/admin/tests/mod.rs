@@ -2,9 +2,14 @@
 //! SQLite by default, PostgreSQL where concurrency matters. The end-to-end
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
+mod fleet;
 mod matrix;
 mod openapi;
+mod reach;
+mod resync;
+mod resync_limits;
 mod templates;
+mod unclaimed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +50,10 @@ pub struct Harness {
     pub app: Router,
     /// By role: global, acme-admin, acme-read, acme-lookup, globex-admin.
     pub tokens: HashMap<&'static str, String>,
+    /// The resync service, its NOTIFYs sent to `proxy` (a socket nobody
+    /// reads unless a test does; nothing is sent unless a test runs it).
+    pub resync: crate::resync::ResyncService,
+    pub proxy: std::net::UdpSocket,
     /// Placeholders in paths and bodies: `{acme_template}` and friends.
     pub ids: HashMap<&'static str, String>,
     /// The mirror's change stream, applied to the render cache before each
@@ -263,6 +272,8 @@ impl Harness {
             .unwrap()
             .id;
         ids.insert("{globex_token}", globex_token.to_string());
+        // An unknown phone seen from acme's network, and one from nowhere.
+        unclaimed::seed(&*store, acme_id).await;
         let shipped = Shipped::load(
             &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
             1,
@@ -275,6 +286,19 @@ impl Harness {
             ProvisionOptions::default(),
         ));
         let events = std::sync::Mutex::new(mirror.subscribe());
+        let proxy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let resync = crate::resync::ResyncService::new(
+            &crate::config::ResyncConfig {
+                proxy: Some(proxy.local_addr().unwrap().to_string()),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                t1_ms: 20,
+                t2_ms: 80,
+                ..Default::default()
+            },
+            store.clone(),
+            None,
+        )
+        .unwrap();
         let app = router(AdminState {
             mirror: mirror.clone(),
             store: store.clone(),
@@ -285,6 +309,7 @@ impl Harness {
                 .unwrap()
                 .shared(),
             quotas: Default::default(),
+            resync: Some(resync.clone()),
         });
         Harness {
             _db: db,
@@ -292,6 +317,8 @@ impl Harness {
             mirror,
             provisioner,
             app,
+            resync,
+            proxy,
             tokens,
             ids,
             events,

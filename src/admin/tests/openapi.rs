@@ -11,10 +11,14 @@ use super::Harness;
 const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tenants", &["get", "post"]),
     ("/v1/tenants/{slug}", &["get", "put", "delete"]),
+    ("/v1/tenants/{slug}/fleet", &["get"]),
     ("/v1/phones", &["get", "post"]),
     ("/v1/phones/{mac}", &["get", "put", "delete"]),
     ("/v1/phones/{mac}/history", &["get"]),
     ("/v1/phones/{mac}/files", &["get"]),
+    ("/v1/phones/{mac}/resync", &["post"]),
+    ("/v1/tenants/{slug}/resync", &["post"]),
+    ("/v1/resyncs", &["get"]),
     ("/v1/templates", &["get", "post"]),
     ("/v1/templates/validate", &["post"]),
     ("/v1/shipped-templates", &["get"]),
@@ -23,6 +27,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/templates/{id}/versions", &["get"]),
     ("/v1/templates/{id}/versions/{version}", &["get"]),
     ("/v1/templates/{id}/diff", &["get"]),
+    ("/v1/templates/{id}/phones", &["get"]),
     ("/v1/templates/{id}/rollback", &["post"]),
     ("/v1/preview", &["post"]),
     ("/v1/tenants/{slug}/directory", &["get", "post"]),
@@ -43,6 +48,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokens/{id}", &["delete"]),
     ("/v1/audit", &["get"]),
     ("/v1/import", &["post"]),
+    ("/v1/tenants/{slug}/unclaimed", &["get"]),
+    ("/v1/tenants/{slug}/unclaimed/{mac}/claim", &["post"]),
+    ("/v1/unclaimed", &["get"]),
 ];
 
 fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
@@ -132,6 +140,9 @@ async fn the_admin_page_forbids_inline_script() {
     for (path, kind) in [
         ("/ui/", "text/html"),
         ("/ui/app.js", "text/javascript"),
+        ("/ui/fleet.js", "text/javascript"),
+        ("/ui/resync.js", "text/javascript"),
+        ("/ui/unclaimed.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
     ] {
         let reply = h.call(None, Method::GET, path, None, &[]).await;

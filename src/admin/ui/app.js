@@ -172,6 +172,7 @@ async function templateView(id) {
   body.value = template.body;
   const validation = status("validation");
   const saveStatus = status("save-status");
+  const resyncOffer = el("div", { id: "resync-offer" });
   const mac = el("input", { id: "preview-mac", placeholder: "0015654aa937" });
   const previewOut = el("div", { id: "preview" });
   const versionsOut = el("div", { id: "versions" });
@@ -230,6 +231,7 @@ async function templateView(id) {
     if (r.status === 200) {
       template = r.data; etag = r.etag;
       say(saveStatus, "Saved as version " + template.version + ".", "ok");
+      offerResync(template, resyncOffer);
       await loadVersions();
     } else if (r.status === 412) {
       say(saveStatus, "Conflict: someone else changed this template since you opened it. Your text is kept here; reload to see theirs.", "error");
@@ -274,7 +276,7 @@ async function templateView(id) {
       el("div", {}, el("label", { for: "preview-mac", text: "Preview for phone (MAC)" }), mac),
       el("button", { type: "button", id: "preview-button", text: "Preview", onclick: preview }),
       el("button", { type: "button", id: "save-button", text: "Save", onclick: save })),
-    saveStatus,
+    saveStatus, resyncOffer,
     el("h3", { text: "Preview" }), previewOut,
     el("h3", { text: "Versions" }), versionsOut);
   numberLines(null);
@@ -387,6 +389,8 @@ async function route() {
   if (section === "phones" && id) return phoneView(decodeURIComponent(id));
   if (section === "phones") return phonesView();
   if (section === "directory") return directoryView();
+  if (section === "fleet") return fleetView();
+  if (section === "unclaimed") return unclaimedView();
   if (section === "login") return loginView();
   return templatesView();
 }

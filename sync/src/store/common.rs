@@ -17,6 +17,8 @@ macro_rules! shared_sql {
 
         crate::store::access::access_sql!($conn);
         crate::store::admin::admin_sql!($conn, $lock);
+        crate::store::unclaimed::unclaimed_sql!($conn);
+        crate::store::fleet::fleet_sql!($conn);
 
         macro_rules! load_table {
             ($c:expr, $raw:ty, $table:literal, $out:expr) => {{

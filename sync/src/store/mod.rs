@@ -4,9 +4,11 @@
 mod access;
 mod admin;
 mod common;
+mod fleet;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod unclaimed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,9 @@ use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
 
+pub use fleet::FleetHistory;
 pub use rows::NumberJson;
+pub use unclaimed::{UnclaimedDevice, UNASSIGNED};
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -398,6 +402,16 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError>;
 
+    /// For the fleet view: the latest fetch of each of `macs` made while
+    /// `tenant` owned it, and the tenant's fetches per hour since `since`
+    /// (only those of `macs`). The caller bounds `macs`.
+    async fn fleet_history(
+        &self,
+        tenant: Id,
+        macs: &[Mac],
+        since: Millis,
+    ) -> Result<FleetHistory, SyncError>;
+
     /// Every kept version of a template, oldest first.
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError>;
 
@@ -406,6 +420,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes boot history older than `retain`.
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError>;
+
+    /// Upserts unclaimed devices (each (tenant, mac) once, `count` the
+    /// fetches to add), then keeps each touched tenant's `per_tenant` most
+    /// recently seen.
+    async fn record_unclaimed(
+        &self,
+        devices: &[UnclaimedDevice],
+        per_tenant: i64,
+    ) -> Result<(), SyncError>;
+
+    /// A tenant's (or [`UNASSIGNED`]'s) unclaimed devices, last seen first.
+    async fn unclaimed_devices(
+        &self,
+        tenant: Id,
+        limit: i64,
+    ) -> Result<Vec<UnclaimedDevice>, SyncError>;
+
+    /// Forgets one unclaimed device; false if it was not listed.
+    async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError>;
 
     async fn close(&self);
 }

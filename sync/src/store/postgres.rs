@@ -268,6 +268,16 @@ impl Store for PgStore {
         sql::recent_boots(&mut conn, mac, tenant, limit).await
     }
 
+    async fn fleet_history(
+        &self,
+        tenant: Id,
+        macs: &[Mac],
+        since: Millis,
+    ) -> Result<super::FleetHistory, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::fleet_history(&mut conn, tenant, macs, since).await
+    }
+
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::template_versions(&mut conn, template_id).await
@@ -281,6 +291,31 @@ impl Store for PgStore {
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::delete_boots_before(&mut conn, now_millis() - retain.as_millis() as i64).await
+    }
+
+    async fn record_unclaimed(
+        &self,
+        devices: &[super::UnclaimedDevice],
+        per_tenant: i64,
+    ) -> Result<(), SyncError> {
+        let mut tx = self.pool.begin().await?;
+        sql::upsert_unclaimed(&mut tx, devices, per_tenant).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unclaimed_devices(
+        &self,
+        tenant: Id,
+        limit: i64,
+    ) -> Result<Vec<super::UnclaimedDevice>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::unclaimed_devices(&mut conn, tenant, limit).await
+    }
+
+    async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::delete_unclaimed(&mut conn, tenant, mac).await
     }
 
     async fn close(&self) {

@@ -258,6 +258,16 @@ impl Store for SqliteStore {
         sql::recent_boots(&mut conn, mac, tenant, limit).await
     }
 
+    async fn fleet_history(
+        &self,
+        tenant: Id,
+        macs: &[Mac],
+        since: Millis,
+    ) -> Result<super::FleetHistory, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::fleet_history(&mut conn, tenant, macs, since).await
+    }
+
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::template_versions(&mut conn, template_id).await
@@ -272,6 +282,35 @@ impl Store for SqliteStore {
         let cutoff = now_millis() - retain.as_millis() as i64;
         self.write_txn(move |conn| {
             Box::pin(async move { sql::delete_boots_before(conn, cutoff).await })
+        })
+        .await
+    }
+
+    async fn record_unclaimed(
+        &self,
+        devices: &[super::UnclaimedDevice],
+        per_tenant: i64,
+    ) -> Result<(), SyncError> {
+        let devices = devices.to_vec();
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::upsert_unclaimed(conn, &devices, per_tenant).await })
+        })
+        .await
+    }
+
+    async fn unclaimed_devices(
+        &self,
+        tenant: Id,
+        limit: i64,
+    ) -> Result<Vec<super::UnclaimedDevice>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::unclaimed_devices(&mut conn, tenant, limit).await
+    }
+
+    async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
+        let mac = *mac;
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::delete_unclaimed(conn, tenant, &mac).await })
         })
         .await
     }

@@ -1,0 +1,264 @@
+//! `GET /v1/tenants/{slug}/fleet`: a tenant's phones at a glance, for the
+//! admin page's fleet view. Phones come from the mirror; what they last
+//! did comes from provisioning history, read per MAC (see
+//! `Store::fleet_history`) for at most `PHONE_LIMIT` phones, so one request
+//! costs a bounded number of short indexed reads however big the tenant.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::{now_millis, Mac};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::directory::tenant_of;
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::{AdminState, Principal};
+
+/// Phones whose history one request reads; the rest are counted only.
+const PHONE_LIMIT: usize = 20_000;
+/// Rows per list in the answer: a page shows a few hundred, not a fleet.
+const LIST_LIMIT: usize = 500;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FleetParams {
+    /// A phone not seen for this many days is listed in `not_seen` (1–365, default 7).
+    pub days: Option<i64>,
+    /// Hours of `boots_per_hour`, ending with the current one (1–168, default 72).
+    pub hours: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelCount {
+    pub family: String,
+    /// As configured, else as the phone last said in its User-Agent.
+    pub model: Option<String>,
+    /// From the latest fetch's User-Agent; null if never seen.
+    pub firmware: Option<String>,
+    pub phones: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotSeen {
+    pub mac: String,
+    pub model: Option<String>,
+    /// The latest fetch (ms), or null if the phone never fetched a file.
+    pub last_seen: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HourCount {
+    /// Start of the hour, ms since the epoch.
+    pub hour: i64,
+    pub boots: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Failing {
+    pub mac: String,
+    pub at: i64,
+    /// `not_found`, `auth`, `banned`, `render_error`, `busy`, `refused` or `error`.
+    pub outcome: String,
+    /// What the history recorded.
+    pub reason: String,
+    pub protocol: String,
+    pub file: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FleetView {
+    pub tenant: String,
+    pub days: i64,
+    pub hours: i64,
+    /// The tenant's phones.
+    pub phones: usize,
+    /// Phones whose history was read (all, unless `truncated`).
+    pub examined: usize,
+    /// More phones than one request reads: the figures cover `examined`.
+    pub truncated: bool,
+    pub models: Vec<ModelCount>,
+    /// Never seen first, then the longest unseen; at most 500.
+    pub not_seen: Vec<NotSeen>,
+    pub not_seen_total: usize,
+    /// Every hour of the window, oldest first, empty hours as 0.
+    pub boots_per_hour: Vec<HourCount>,
+    /// Phones whose latest fetch failed, newest first; at most 500.
+    pub failing: Vec<Failing>,
+    pub failing_total: usize,
+}
+
+fn bounded(value: Option<i64>, default: i64, max: i64, name: &str) -> Result<i64, ApiError> {
+    let value = value.unwrap_or(default);
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(format!(
+            "{name} must be between 1 and {max}, not {value}"
+        )))
+    }
+}
+
+/// The short class of a recorded outcome and its reason; `None` for a
+/// success. The history keeps the provisioning error's text, so the class
+/// is read back from it.
+fn failure(outcome: &str) -> Option<(&'static str, String)> {
+    if outcome == "ok" {
+        return None;
+    }
+    if outcome == "not-found" || outcome == "not_found" {
+        return Some(("not_found", "no such file for this phone".into()));
+    }
+    let reason = outcome.strip_prefix("error: ").unwrap_or(outcome);
+    let class = if reason.starts_with("source banned") {
+        "banned"
+    } else if reason.starts_with("device authentication") {
+        "auth"
+    } else if reason.starts_with("template") || reason.starts_with("cannot render") {
+        "render_error"
+    } else if reason.starts_with("too many renders") {
+        "busy"
+    } else if reason.starts_with("refused path") {
+        "refused"
+    } else {
+        "error"
+    };
+    Some((class, reason.to_string()))
+}
+
+#[utoipa::path(get, operation_id = "tenants_fleet", path = "/v1/tenants/{slug}/fleet", tag = "tenants",
+    params(("slug" = String, Path, example = "acme"), FleetParams),
+    responses((status = 200, body = FleetView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn fleet(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+    ApiQuery(params): ApiQuery<FleetParams>,
+) -> Result<Response, ApiError> {
+    let days = bounded(params.days, 7, 365, "days")?;
+    let hours = bounded(params.hours, 72, 168, "hours")?;
+    let mirror = state.mirror.load();
+    let tenant = tenant_of(&mirror, &principal, &slug, false)?;
+    let mut phones: Vec<_> = mirror
+        .phones()
+        .filter(|p| p.tenant_id == tenant.id)
+        .cloned()
+        .collect();
+    drop(mirror);
+    let total = phones.len();
+    phones.sort_unstable_by_key(|p| p.mac);
+    phones.truncate(PHONE_LIMIT);
+
+    let now = now_millis();
+    let first_hour = (now / HOUR - (hours - 1)) * HOUR;
+    let macs: Vec<Mac> = phones.iter().map(|p| p.mac).collect();
+    let history = state
+        .store
+        .fleet_history(tenant.id, &macs, first_hour)
+        .await?;
+    let latest: HashMap<String, BootRecord> = history
+        .latest
+        .into_iter()
+        .map(|r| (r.mac.clone(), r))
+        .collect();
+
+    let mut models = BTreeMap::<(String, Option<String>, Option<String>), usize>::new();
+    let mut not_seen = Vec::new();
+    let mut failing = Vec::new();
+    let cutoff = now - days * DAY;
+    for phone in &phones {
+        let mac = phone.mac.to_string();
+        let last = latest.get(&mac);
+        let model = phone
+            .model
+            .as_deref()
+            .map(str::to_string)
+            .or_else(|| last.and_then(|l| l.model.clone()));
+        let firmware = last.and_then(|l| l.firmware.clone());
+        *models
+            .entry((phone.family.as_str().to_string(), model.clone(), firmware))
+            .or_default() += 1;
+        match last {
+            Some(l) if l.at >= cutoff => {}
+            _ => not_seen.push(NotSeen {
+                mac: mac.clone(),
+                model,
+                last_seen: last.map(|l| l.at),
+            }),
+        }
+        if let Some((class, reason)) = last.and_then(|l| failure(&l.outcome)) {
+            let l = &latest[&mac];
+            failing.push(Failing {
+                mac,
+                at: l.at,
+                outcome: class.into(),
+                reason,
+                protocol: l.protocol.clone(),
+                file: l.file.clone(),
+            });
+        }
+    }
+    // Never seen (None) sorts before any time: those need a look first.
+    not_seen.sort_by_key(|n| n.last_seen);
+    failing.sort_by_key(|f| std::cmp::Reverse(f.at));
+    let (not_seen_total, failing_total) = (not_seen.len(), failing.len());
+    not_seen.truncate(LIST_LIMIT);
+    failing.truncate(LIST_LIMIT);
+
+    let counted: HashMap<i64, i64> = history.boots_per_hour.into_iter().collect();
+    let boots_per_hour = (0..hours)
+        .map(|i| {
+            let hour = first_hour + i * HOUR;
+            HourCount {
+                hour,
+                boots: counted.get(&hour).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(axum::Json(FleetView {
+        tenant: tenant.slug.to_string(),
+        days,
+        hours,
+        phones: total,
+        examined: phones.len(),
+        truncated: total > phones.len(),
+        models: models
+            .into_iter()
+            .map(|((family, model, firmware), phones)| ModelCount {
+                family,
+                model,
+                firmware,
+                phones,
+            })
+            .collect(),
+        not_seen,
+        not_seen_total,
+        boots_per_hour,
+        failing,
+        failing_total,
+    })
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure;
+
+    #[test]
+    fn recorded_outcomes_are_classed() {
+        assert_eq!(failure("ok"), None);
+        assert_eq!(failure("not-found").unwrap().0, "not_found");
+        assert_eq!(failure("error: source banned").unwrap().0, "banned");
+        let (class, reason) = failure("error: template {mac}.cfg at 3:1: boom").unwrap();
+        assert_eq!(
+            (class, reason.as_str()),
+            ("render_error", "template {mac}.cfg at 3:1: boom")
+        );
+        assert_eq!(failure("error: something new").unwrap().0, "error");
+    }
+}

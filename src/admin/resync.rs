@@ -1,0 +1,290 @@
+//! Resyncs: asking running phones to fetch their configuration again (a
+//! SIP NOTIFY through the platform's proxy, `crate::resync`), and what
+//! became of each. Asking is a write (tenant-admin of the phone's tenant,
+//! or global-admin) and leaves one audit row; reading is tenant-read.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::{Family, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::phones::{parse_mac, phone_for, Access};
+use super::{commit, page_size, parse_name, AdminState, Change, Principal};
+use crate::resync::queue::Full;
+use crate::resync::track::Resync;
+use crate::resync::{plan, Job, ResyncService};
+
+/// Most MACs one tenant resync may name.
+const MAX_MACS: usize = 10_000;
+
+#[derive(Serialize, ToSchema)]
+pub struct ResyncOne {
+    pub resync: Resync,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Skipped {
+    pub mac: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResyncMany {
+    pub queued: usize,
+    pub resyncs: Vec<Resync>,
+    /// Phones matched but not resynced (no line, a family without NOTIFY).
+    pub skipped: usize,
+    pub skipped_reasons: Vec<Skipped>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResyncList {
+    pub resyncs: Vec<Resync>,
+}
+
+/// Every field narrows; none given: every phone of the tenant.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantResyncBody {
+    pub family: Option<String>,
+    pub model: Option<String>,
+    /// Only these phones (each must be the tenant's).
+    pub macs: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResyncQuery {
+    /// Only this tenant's resyncs (slug).
+    pub tenant: Option<String>,
+    /// Only this phone's.
+    pub mac: Option<String>,
+    pub limit: Option<usize>,
+}
+
+fn service(state: &AdminState) -> Result<&ResyncService, ApiError> {
+    state.resync.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "resync is not configured",
+        )
+    })
+}
+
+fn refusal(service: &ResyncService, full: Full) -> Response {
+    match full {
+        Full::Tenant => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "too many resyncs of this tenant are waiting; try again when they are sent",
+        )
+        .into_response(),
+        Full::Global => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many resyncs are waiting; try again later",
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&service.retry_after().to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+    }
+}
+
+/// Checks room, writes the audit row, then queues: a refused request
+/// leaves no row. A resync queued between the check and the write can
+/// still take the room; the request is then refused after its row.
+async fn queue(
+    state: &AdminState,
+    principal: &Principal,
+    change: Change<'_>,
+    tenant: dialtone_sync::Id,
+    jobs: Vec<Job>,
+) -> Result<Result<Vec<Resync>, Response>, ApiError> {
+    let service = service(state)?;
+    if let Err(full) = service.check(tenant, jobs.len()) {
+        return Ok(Err(refusal(service, full)));
+    }
+    commit(state, principal, change, Vec::new()).await?;
+    Ok(service
+        .enqueue(tenant, jobs)
+        .map_err(|f| refusal(service, f)))
+}
+
+#[utoipa::path(post, operation_id = "resync_phone", path = "/v1/phones/{mac}/resync", tag = "resync",
+    params(("mac" = String, Path, example = "0015654aa937")),
+    responses((status = 202, body = ResyncOne), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resync_phone(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(mac): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    service(&state)?;
+    let mac = parse_mac(&mac)?;
+    let job = {
+        let mirror = state.mirror.load();
+        let phone = phone_for(&mirror, &principal, &mac, Access::Write)?;
+        plan(&mirror, phone)
+            .map_err(|reason| ApiError::invalid(format!("phone {mac}: {reason}")))?
+    };
+    let (tenant, slug) = (job.tenant_id, job.tenant.clone());
+    let change = Change {
+        action: "resync",
+        entity: "phone",
+        key: mac.to_string(),
+        tenant: Some(&slug),
+        detail: json!({ "event": job.event, "target": job.target }),
+    };
+    match queue(&state, &principal, change, tenant, vec![job]).await? {
+        Ok(mut resyncs) => {
+            let resync = resyncs
+                .pop()
+                .ok_or_else(|| ApiError::internal("resync not queued"))?;
+            Ok((StatusCode::ACCEPTED, axum::Json(ResyncOne { resync })).into_response())
+        }
+        Err(refused) => Ok(refused),
+    }
+}
+
+#[utoipa::path(post, operation_id = "resync_tenant", path = "/v1/tenants/{slug}/resync", tag = "resync",
+    params(("slug" = String, Path)), request_body(content = Option<TenantResyncBody>),
+    responses((status = 202, body = ResyncMany), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resync_tenant(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    service(&state)?;
+    let body: TenantResyncBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TenantResyncBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
+    };
+    let (tenant, jobs, skipped) = {
+        let mirror = state.mirror.load();
+        let what = format!("tenant {slug}");
+        let tenant = mirror
+            .tenant_by_slug(&slug)
+            .ok_or_else(|| ApiError::not_found(&what))?
+            .clone();
+        principal.write(tenant.id, &what)?;
+        let family: Option<Family> = body.family.as_deref().map(parse_name).transpose()?;
+        let model = body.model.as_deref().filter(|m| !m.is_empty());
+        let wanted: Option<BTreeSet<Mac>> = match &body.macs {
+            None => None,
+            Some(macs) if macs.len() > MAX_MACS => {
+                return Err(ApiError::invalid(format!("macs: at most {MAX_MACS}")))
+            }
+            Some(macs) => Some(
+                macs.iter()
+                    .map(|m| parse_mac(m))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let phones: Vec<_> = match &wanted {
+            // Each named phone must be this tenant's: any other is "not
+            // found", whoever holds it.
+            Some(macs) => macs
+                .iter()
+                .map(|mac| {
+                    mirror
+                        .phone_by_mac(mac)
+                        .filter(|p| p.tenant_id == tenant.id)
+                        .ok_or_else(|| ApiError::not_found(format!("phone {mac}")))
+                })
+                .collect::<Result<_, _>>()?,
+            None => {
+                let mut all: Vec<_> = mirror
+                    .phones()
+                    .filter(|p| p.tenant_id == tenant.id)
+                    .collect();
+                all.sort_by_key(|p| p.mac);
+                all
+            }
+        };
+        let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
+        for phone in phones {
+            if family.is_some_and(|f| f != phone.family)
+                || model.is_some_and(|m| phone.model.as_deref() != Some(m))
+            {
+                continue;
+            }
+            match plan(&mirror, phone) {
+                Ok(job) => jobs.push(job),
+                Err(reason) => skipped.push(Skipped {
+                    mac: phone.mac.to_string(),
+                    reason,
+                }),
+            }
+        }
+        (tenant, jobs, skipped)
+    };
+    let change = Change {
+        action: "resync",
+        entity: "tenant",
+        key: slug.clone(),
+        tenant: Some(&slug),
+        detail: json!({
+            "phones": jobs.len(), "skipped": skipped.len(),
+            "family": body.family, "model": body.model,
+            "macs": body.macs.as_ref().map(Vec::len),
+        }),
+    };
+    match queue(&state, &principal, change, tenant.id, jobs).await? {
+        Ok(resyncs) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(ResyncMany {
+                queued: resyncs.len(),
+                resyncs,
+                skipped: skipped.len(),
+                skipped_reasons: skipped,
+            }),
+        )
+            .into_response()),
+        Err(refused) => Ok(refused),
+    }
+}
+
+#[utoipa::path(get, operation_id = "resync_list", path = "/v1/resyncs", tag = "resync", params(ResyncQuery),
+    responses((status = 200, body = ResyncList), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ResyncQuery>,
+) -> Result<Response, ApiError> {
+    let service = service(&state)?;
+    let tenant = match query.tenant.as_deref() {
+        None => principal.tenant_filter(),
+        Some(slug) => {
+            let mirror = state.mirror.load();
+            let what = format!("tenant {slug}");
+            let tenant = mirror
+                .tenant_by_slug(slug)
+                .ok_or_else(|| ApiError::not_found(&what))?;
+            principal.read(tenant.id, &what)?;
+            Some(tenant.id)
+        }
+    };
+    let mac = query.mac.as_deref().map(parse_mac).transpose()?;
+    let resyncs = service.list(page_size(query.limit), |e| {
+        tenant.is_none_or(|t| t == e.tenant_id) && mac.is_none_or(|m| m == e.mac)
+    });
+    Ok(axum::Json(ResyncList { resyncs }).into_response())
+}

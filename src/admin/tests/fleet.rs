@@ -1,0 +1,90 @@
+//! `GET /v1/tenants/{slug}/fleet`: figures from the mirror and history,
+//! only the tenant's own, and bad parameters refused with a reason.
+
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::{now_millis, Backend};
+
+use super::{Harness, ACME_MAC, GLOBEX_MAC};
+
+fn boot(mac: &str, tenant: i64, at: i64, outcome: &str) -> BootRecord {
+    BootRecord {
+        mac: mac.into(),
+        at,
+        remote_ip: "192.0.2.9".into(),
+        user_agent: Some("Yealink SIP-T46S 66.86.0.15".into()),
+        protocol: "http".into(),
+        file: format!("{mac}.cfg"),
+        outcome: outcome.into(),
+        bytes: 0,
+        model: Some("T46S".into()),
+        firmware: Some("66.86.0.15".into()),
+        tenant_id: Some(tenant),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_counts_only_the_tenants_own_phones() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let state = h.mirror.load();
+    let id = |slug: &str| state.tenant_by_slug(slug).unwrap().id;
+    let (acme, globex) = (id("acme"), id("globex"));
+    let now = now_millis();
+    h.store
+        .record_boots(&[
+            boot(ACME_MAC, acme, now - 2 * 3_600_000, "ok"),
+            boot(
+                ACME_MAC,
+                acme,
+                now - 1000,
+                "error: template {mac}.cfg at 1:1: boom",
+            ),
+            boot(GLOBEX_MAC, globex, now - 500, "ok"),
+        ])
+        .await
+        .unwrap();
+
+    let reply = h
+        .get("acme-read", "/v1/tenants/acme/fleet?days=7&hours=5")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let fleet = reply.json();
+    assert!(!reply.text.contains(GLOBEX_MAC), "{}", reply.text);
+    assert_eq!(fleet["phones"], 1);
+    assert_eq!(fleet["models"][0]["firmware"], "66.86.0.15");
+    assert_eq!(fleet["models"][0]["phones"], 1);
+    assert_eq!(fleet["not_seen"].as_array().unwrap().len(), 0);
+    let hours = fleet["boots_per_hour"].as_array().unwrap();
+    assert_eq!(hours.len(), 5);
+    let total: i64 = hours.iter().map(|h| h["boots"].as_i64().unwrap()).sum();
+    assert_eq!(total, 2);
+    assert_eq!(fleet["failing"][0]["mac"], ACME_MAC);
+    assert_eq!(fleet["failing"][0]["outcome"], "render_error");
+    assert!(fleet["failing"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("boom"));
+
+    // Globex's phone never fetched anything as far as a fresh window goes.
+    let reply = h
+        .get("globex-admin", "/v1/tenants/globex/fleet?days=1")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(!reply.text.contains(ACME_MAC));
+    assert_eq!(reply.json()["failing"].as_array().unwrap().len(), 0);
+
+    for bad in ["days=0", "days=366", "hours=169", "hours=-1", "days=seven"] {
+        let reply = h
+            .get("global", &format!("/v1/tenants/acme/fleet?{bad}"))
+            .await;
+        assert!(
+            reply.status.is_client_error() && reply.json()["error"]["message"].is_string(),
+            "{bad}: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+    let reply = h.get("globex-admin", "/v1/tenants/acme/fleet").await;
+    assert_eq!(reply.status, 404);
+    let reply = h.get("global", "/v1/tenants/nosuch/fleet").await;
+    assert_eq!(reply.status, 404);
+}

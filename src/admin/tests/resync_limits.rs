@@ -1,0 +1,163 @@
+//! Resync settings seen through the API: full queues answer 429 (the
+//! tenant's) and 503 with Retry-After (everyone's), no `[resync]` answers
+//! 503, and `direct` sends to the phone's last known address.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::testing::test_key;
+use dialtone_sync::Backend;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{Harness, ACME_MAC, GLOBEX_MAC};
+use crate::admin::{router, AdminState};
+use crate::config::ResyncConfig;
+use crate::resync::track::State;
+use crate::resync::ResyncService;
+
+/// The router over `h`'s data with another resync service (or none).
+async fn call_with(
+    h: &Harness,
+    resync: Option<ResyncService>,
+    method: Method,
+    path: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let app = router(AdminState {
+        mirror: h.mirror.clone(),
+        store: h.store.clone(),
+        provisioner: h.provisioner.clone(),
+        key: test_key(),
+        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
+        quotas: Default::default(),
+        resync,
+    });
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", h.tokens["global"]))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_answer_429_and_503_and_no_config_503() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let config = |queue, tenant_queue| ResyncConfig {
+        proxy: Some("127.0.0.1:9".into()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        queue,
+        tenant_queue,
+        ..Default::default()
+    };
+    // Nothing sends (the service is not run), so the queue only fills.
+    let small = ResyncService::new(&config(10, 1), h.store.clone(), None).unwrap();
+    let acme = format!("/v1/phones/{ACME_MAC}/resync");
+    let (status, ..) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, body) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // Another tenant still has its share.
+    let (status, ..) = call_with(
+        &h,
+        Some(small),
+        Method::POST,
+        &format!("/v1/phones/{GLOBEX_MAC}/resync"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let tiny = ResyncService::new(&config(1, 5), h.store.clone(), None).unwrap();
+    call_with(&h, Some(tiny.clone()), Method::POST, &acme).await;
+    let (status, headers, body) = call_with(
+        &h,
+        Some(tiny),
+        Method::POST,
+        &format!("/v1/phones/{GLOBEX_MAC}/resync"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.get("retry-after").is_some());
+
+    for (method, path) in [
+        (Method::POST, acme.as_str()),
+        (Method::POST, "/v1/tenants/acme/resync"),
+        (Method::GET, "/v1/resyncs"),
+    ] {
+        let (status, _, body) = call_with(&h, None, method, path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(body["error"]["message"], "resync is not configured");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let config = ResyncConfig {
+        direct: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        t1_ms: 5,
+        t2_ms: 20,
+        ..Default::default()
+    };
+    let direct = ResyncService::new(&config, h.store.clone(), None).unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(direct.clone().run(cancel.clone()));
+    let path = format!("/v1/phones/{ACME_MAC}/resync");
+    // Until the newest resync has finished.
+    let wait = || {
+        let direct = direct.clone();
+        async move {
+            for _ in 0..400 {
+                let newest = direct.list(1, |_| true).remove(0);
+                if matches!(newest.state, State::Failed | State::Answered) {
+                    return newest;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never finished");
+        }
+    };
+    let (status, _, body) = call_with(&h, Some(direct.clone()), Method::POST, &path).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["resync"]["via"], "direct");
+    let failed = wait().await;
+    assert_eq!(failed.state, State::Failed);
+    assert!(failed.sent_at.is_none(), "nothing to send to, nothing sent");
+    assert!(failed.reason.unwrap().starts_with("no known address"));
+
+    // Sent to the address history has (whatever answers there, if anything).
+    let acme = h.mirror.load().tenant_by_slug("acme").unwrap().id;
+    let fetch = BootRecord {
+        mac: ACME_MAC.into(),
+        at: dialtone_sync::now_millis(),
+        remote_ip: "127.0.0.2".into(),
+        user_agent: None,
+        protocol: "http".into(),
+        file: format!("{ACME_MAC}.cfg"),
+        outcome: "ok".into(),
+        bytes: 1,
+        model: None,
+        firmware: None,
+        tenant_id: Some(acme),
+    };
+    h.store.record_boots(&[fetch]).await.unwrap();
+    call_with(&h, Some(direct.clone()), Method::POST, &path).await;
+    let done = wait().await;
+    assert!(done.sent_at.is_some(), "{done:?}");
+    cancel.cancel();
+}

@@ -1,0 +1,98 @@
+// The unclaimed view (#/unclaimed): per tenant, the phones that asked for
+// their own files from the tenant's networks with a MAC nobody has, each
+// with a form that claims it as a phone in one step; for global admins also
+// the unassigned list. Uses el/api/show/status/say/errorText from app.js.
+"use strict";
+
+const FAMILIES = ["yealink", "poly", "cisco-spa", "cisco-mpp", "cisco-sep", "grandstream", "snom", "fanvil"];
+
+// Minutes are enough to tell phones apart; the cell's title has the rest.
+function seenAt(ms) {
+  const iso = new Date(ms).toISOString();
+  return el("td", { title: iso, text: iso.slice(0, 16).replace("T", " ") + " UTC" });
+}
+
+// The claim form of one device: name, an optional first line, and the
+// family when the phone did not tell it. `slugOf` names the target tenant.
+function claimForm(device, slugOf, done) {
+  const id = "claim-" + device.mac;
+  const out = status(id + "-status");
+  const name = el("input", { id: id + "-name", size: 12 });
+  const extension = el("input", { id: id + "-ext", size: 6 });
+  const registrar = el("input", { id: id + "-registrar", size: 16 });
+  const family = device.family ? null
+    : el("select", { id: id + "-family" }, ...FAMILIES.map((f) => el("option", { value: f, text: f })));
+  const claim = async () => {
+    const body = { name: name.value || undefined, lines: [] };
+    if (family) body.family = family.value;
+    if (extension.value || registrar.value) {
+      body.lines.push({ extension: extension.value, display_name: name.value || extension.value, registrar: registrar.value });
+    }
+    say(out, "Claiming...");
+    const path = "/v1/tenants/" + encodeURIComponent(slugOf()) + "/unclaimed/" + encodeURIComponent(device.mac) + "/claim";
+    const r = await api("POST", path, { body });
+    if (r.status !== 201) return say(out, "Not claimed: " + errorText(r), "error");
+    // The list is drawn again without the device; the note stays above it.
+    done("Claimed " + device.mac + " as a phone of " + r.data.tenant + ".");
+  };
+  return el("div", { class: "row" },
+    el("label", { for: id + "-name", text: "Name" }), name,
+    family && el("label", { for: id + "-family", text: "Family" }), family,
+    el("label", { for: id + "-ext", text: "Extension" }), extension,
+    el("label", { for: id + "-registrar", text: "Registrar" }), registrar,
+    el("button", { type: "button", text: "Claim", "aria-label": "Claim " + device.mac, onclick: claim }), out);
+}
+
+// replaceChildren would print a null, so an absent note is no node at all.
+function noted(note) {
+  return note ? [el("p", { class: "status ok", role: "status", text: note })] : [];
+}
+
+function unclaimedTable(devices, slugOf, reload) {
+  if (!devices.length) return el("p", { class: "muted", text: "No unclaimed phones." });
+  return el("table", { class: "unclaimed" },
+    el("thead", {}, el("tr", {}, ...["MAC", "Family", "Model", "Firmware", "Source", "First seen", "Last seen", "Fetches", ""]
+      .map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...devices.map((d) => el("tr", {},
+      el("td", { text: d.mac }), el("td", { text: d.family || "unknown" }),
+      el("td", { text: d.model || "unknown" }), el("td", { text: d.firmware || "unknown" }),
+      el("td", { text: d.source }), seenAt(d.first_seen),
+      seenAt(d.last_seen), el("td", { text: String(d.count) }),
+      el("td", {}, claimForm(d, slugOf, reload))))));
+}
+
+async function unclaimedView() {
+  const tenants = await api("GET", "/v1/tenants");
+  const items = (tenants.data && tenants.data.items) || [];
+  const sections = [];
+  for (const t of items) {
+    const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unclaimed phones of " + t.name });
+    const load = async (note) => {
+      const r = await api("GET", "/v1/tenants/" + encodeURIComponent(t.slug) + "/unclaimed");
+      const devices = (r.data && r.data.devices) || [];
+      box.replaceChildren(el("h3", { text: t.name + " (" + devices.length + ")" }), ...noted(note),
+        r.status === 200 ? unclaimedTable(devices, () => t.slug, load) : el("p", { class: "status error", text: errorText(r) }));
+    };
+    await load();
+    sections.push(box);
+  }
+  // Only global admins have the unassigned list (403 otherwise: not shown).
+  const stray = await api("GET", "/v1/unclaimed");
+  if (stray.status === 200 && items.length) {
+    const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unassigned unclaimed phones" });
+    const target = el("select", { id: "unassigned-tenant" },
+      ...items.map((t) => el("option", { value: t.slug, text: t.name })));
+    const load = async (note) => {
+      const r = await api("GET", "/v1/unclaimed");
+      const devices = (r.data && r.data.devices) || [];
+      box.replaceChildren(el("h3", { text: "Unassigned (" + devices.length + ")" }), ...noted(note),
+        el("label", { for: "unassigned-tenant", text: "Claim into tenant" }), target,
+        unclaimedTable(devices, () => target.value, load));
+    };
+    await load();
+    sections.push(box);
+  }
+  show("Unclaimed phones",
+    el("p", { class: "muted", text: "Unknown phones that asked for their own files from a tenant's provisioning networks." }),
+    ...sections);
+}

@@ -1,0 +1,177 @@
+//! Unclaimed devices: phones that asked for their own files from a tenant's
+//! networks with a MAC nobody has, and claiming one as a phone. Read from
+//! the store, not the mirror: the list is not mirrored, and rarely read.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::{UnclaimedDevice, UNASSIGNED};
+use dialtone_sync::unclaimed::PER_TENANT;
+use dialtone_sync::{Id, Mac, MirrorState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::directory::tenant_of;
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::phones::{create_phone, parse_mac, LineBody, PhoneBody};
+use super::{AdminState, Principal};
+
+#[derive(Serialize, ToSchema)]
+pub struct UnclaimedView {
+    /// Twelve lowercase hex digits.
+    pub mac: String,
+    /// What the file name or User-Agent told; absent when neither did.
+    pub family: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    /// The address of its latest fetch.
+    pub source: String,
+    /// Milliseconds since the epoch.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Fetches seen.
+    pub count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UnclaimedList {
+    /// Most recently seen first; at most 1,000.
+    pub devices: Vec<UnclaimedView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Needed only when the phone did not tell its family.
+    pub family: Option<String>,
+    /// In place of the model the phone told.
+    pub model: Option<String>,
+    /// The phone's label.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub lines: Vec<LineBody>,
+}
+
+/// The list of `tenant`, without MACs that have become phones since (a
+/// phone created by hand, or claimed on another node moments ago).
+async fn devices(
+    state: &AdminState,
+    mirror: &MirrorState,
+    tenant: Id,
+) -> Result<Vec<UnclaimedDevice>, ApiError> {
+    let mut devices = state.store.unclaimed_devices(tenant, PER_TENANT).await?;
+    devices.retain(|d| {
+        d.mac
+            .parse::<Mac>()
+            .is_ok_and(|mac| mirror.phone_by_mac(&mac).is_none())
+    });
+    Ok(devices)
+}
+
+fn view(d: UnclaimedDevice) -> UnclaimedView {
+    UnclaimedView {
+        mac: d.mac,
+        family: d.family,
+        model: d.model,
+        firmware: d.firmware,
+        source: d.source,
+        first_seen: d.first_seen,
+        last_seen: d.last_seen,
+        count: d.count,
+    }
+}
+
+fn list(devices: Vec<UnclaimedDevice>) -> Response {
+    let devices = devices.into_iter().map(view).collect();
+    axum::Json(UnclaimedList { devices }).into_response()
+}
+
+#[utoipa::path(get, operation_id = "unclaimed_list", path = "/v1/tenants/{slug}/unclaimed", tag = "unclaimed",
+    params(("slug" = String, Path, example = "demo")),
+    responses((status = 200, body = UnclaimedList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn tenant_list(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let mirror = state.mirror.load();
+    let tenant = tenant_of(&mirror, &principal, &slug, false)?;
+    Ok(list(devices(&state, &mirror, tenant.id).await?))
+}
+
+#[utoipa::path(get, operation_id = "unclaimed_unassigned", path = "/v1/unclaimed", tag = "unclaimed",
+    responses((status = 200, body = UnclaimedList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn unassigned_list(
+    State(state): State<AdminState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require_global()?;
+    let mirror = state.mirror.load();
+    Ok(list(devices(&state, &mirror, UNASSIGNED).await?))
+}
+
+#[utoipa::path(post, operation_id = "unclaimed_claim", path = "/v1/tenants/{slug}/unclaimed/{mac}/claim",
+    tag = "unclaimed", request_body = ClaimBody,
+    params(("slug" = String, Path, example = "demo"), ("mac" = String, Path, example = "0015654aa937")),
+    responses((status = 201, body = super::phones::PhoneView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn claim(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath((slug, mac)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let mirror = state.mirror.load();
+    let tenant = tenant_of(&mirror, &principal, &slug, true)?;
+    if mirror.phone_by_mac(&mac).is_some() {
+        // The same words whoever holds it: nothing says which tenant.
+        return Err(ApiError::conflict(format!("phone {mac} already exists")));
+    }
+    // Only global admins may hand a device from the unassigned list to a
+    // tenant: a tenant never sees who fetched outside its networks.
+    let mut lists = vec![tenant.id];
+    if principal.is_global() {
+        lists.push(UNASSIGNED);
+    }
+    let mut found = None;
+    for list in &lists {
+        let text = mac.to_string();
+        if let Some(d) = devices(&state, &mirror, *list)
+            .await?
+            .into_iter()
+            .find(|d| d.mac == text)
+        {
+            found = Some(d);
+            break;
+        }
+    }
+    let device = found.ok_or_else(|| ApiError::not_found(format!("unclaimed device {mac}")))?;
+    let family = body.family.or(device.family).ok_or_else(|| {
+        ApiError::invalid("family is required: the phone did not tell its family")
+    })?;
+    let phone = PhoneBody {
+        mac: Some(mac.to_string()),
+        tenant: tenant.slug.to_string(),
+        family,
+        model: body.model.or(device.model),
+        label: body.name,
+        variables: None,
+        http_user: None,
+        http_password: None,
+        lines: body.lines,
+    };
+    let created = create_phone(&state, &principal, mac, phone).await?;
+    drop(mirror);
+    for list in lists {
+        // The phone exists; a row left behind is hidden from every list
+        // and falls off the bound in time.
+        if let Err(e) = state.store.remove_unclaimed(list, &mac).await {
+            tracing::warn!(error = %e, %mac, "claimed device left on the unclaimed list");
+        }
+    }
+    metrics::counter!("dialtone_unclaimed_claimed_total").increment(1);
+    Ok(created)
+}

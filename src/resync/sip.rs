@@ -1,0 +1,304 @@
+//! The one SIP request dialtone sends (an out-of-dialog NOTIFY) and the
+//! little of a response it reads (status, reason, top Via branch, CSeq
+//! method). Hand-written: a full SIP stack would bring dialogs, transports
+//! and parsers for a request that never changes shape.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use dialtone_sync::Family;
+
+/// What `Event:` asks a family's phones for, or why they cannot be asked.
+/// Where the firmware honours `reboot=false` it is sent, so a resync only
+/// fetches; elsewhere the bare event, which those phones answer by fetching
+/// and rebooting only when a change needs it (see docs/vendors.md).
+pub fn event(family: Family) -> Result<&'static str, &'static str> {
+    match family {
+        Family::Yealink | Family::Snom => Ok("check-sync;reboot=false"),
+        Family::Poly | Family::Grandstream | Family::Fanvil => Ok("check-sync"),
+        Family::CiscoSpa | Family::CiscoMpp => Ok("resync"),
+        Family::CiscoSep => {
+            Err("cisco-sep phones are reset by their call manager, not by SIP NOTIFY")
+        }
+    }
+}
+
+/// Characters a SIP URI's user part may hold unescaped (RFC 3261 25.1:
+/// unreserved and user-unreserved); everything else is %-escaped, so
+/// tenant data can never end the URI or the header line.
+fn user_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c)
+}
+
+/// `sip:<user>@<host>` for a line, as the shipped templates register it:
+/// the extension is the user part (`user_name`, `User_ID`, `reg.address`,
+/// `P35`), the registrar the host. Refuses a host that is not a hostname,
+/// an IPv4 address or a bracketed IPv6 address, with an optional port.
+pub fn aor(user: &str, registrar: &str) -> Result<String, &'static str> {
+    if user.is_empty() {
+        return Err("line 1 has no extension");
+    }
+    let host = registrar.trim();
+    let host = host
+        .strip_prefix("sip:")
+        .or_else(|| host.strip_prefix("SIP:"))
+        .unwrap_or(host);
+    if !valid_host(host) {
+        return Err("line 1's registrar is not a SIP host");
+    }
+    let mut uri = String::from("sip:");
+    for &b in user.as_bytes() {
+        if user_char(b) {
+            uri.push(b as char);
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri.push('@');
+    uri.push_str(host);
+    Ok(uri)
+}
+
+fn valid_host(text: &str) -> bool {
+    let (host_ok, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let host = text.split(':').next().unwrap_or("");
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && !host.starts_with(['-', '.'])
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            (ok, &text[host.len()..])
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
+}
+
+/// A hostname for the From header, by the same rule as a registrar.
+pub fn valid_domain(text: &str) -> bool {
+    valid_host(text)
+}
+
+/// Everything that differs between two NOTIFYs.
+pub struct Notify<'a> {
+    pub aor: &'a str,
+    pub event: &'a str,
+    /// Our address as the far end should answer it (Via sent-by).
+    pub local: SocketAddr,
+    /// Starts with the RFC 3261 magic cookie `z9hG4bK`.
+    pub branch: &'a str,
+    pub from_domain: &'a str,
+    pub from_tag: &'a str,
+    pub call_id: &'a str,
+}
+
+impl Notify<'_> {
+    /// The request as sent. `rport` (RFC 3581) makes the answer come back
+    /// to the port we sent from, through NAT and whatever `local` says.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let sent_by = match self.local {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        format!(
+            "NOTIFY {aor} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {sent_by};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:dialtone@{from}>;tag={tag}\r\n\
+             To: <{aor}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 NOTIFY\r\n\
+             Event: {event}\r\n\
+             Subscription-State: terminated\r\n\
+             User-Agent: dialtone\r\n\
+             Content-Length: 0\r\n\r\n",
+            aor = self.aor,
+            branch = self.branch,
+            from = self.from_domain,
+            tag = self.from_tag,
+            call_id = self.call_id,
+            event = self.event,
+        )
+        .into_bytes()
+    }
+}
+
+/// The parts of a response a client transaction is matched and ended by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub branch: String,
+    pub method: String,
+}
+
+/// Longest reason phrase kept: it is shown to tenants and stored.
+const MAX_REASON: usize = 96;
+
+/// Reads a response; `None` for requests, garbage and responses without a
+/// branch or CSeq (they cannot be matched to a transaction).
+pub fn parse_response(bytes: &[u8]) -> Option<Response> {
+    let head_end = find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
+    let text = std::str::from_utf8(&bytes[..head_end]).ok()?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?.strip_prefix("SIP/2.0 ")?;
+    let (code, reason) = status_line.split_once(' ').unwrap_or((status_line, ""));
+    let status: u16 = code.parse().ok().filter(|s| (100..700).contains(s))?;
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON)
+        .collect();
+    let (mut branch, mut method) = (None, None);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if branch.is_none() && (name.eq_ignore_ascii_case("via") || name == "v") {
+            // Only the top Via names our transaction; a header may list several.
+            let top = value.split(',').next().unwrap_or("");
+            branch = top
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("branch"))
+                .map(|(_, v)| v.trim().to_string());
+        } else if method.is_none() && name.eq_ignore_ascii_case("cseq") {
+            method = value.split_whitespace().nth(1).map(str::to_string);
+        }
+    }
+    Some(Response {
+        status,
+        reason: reason.trim().to_string(),
+        branch: branch?,
+        method: method?,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Random lowercase hex: tags, Call-IDs and branches must be unique and,
+/// since a branch is all that ties a response to us, unguessable.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notify_has_every_header_in_order() {
+        let n = Notify {
+            aor: "sip:1001@sip.example.net",
+            event: "check-sync;reboot=false",
+            local: "192.0.2.10:5070".parse().unwrap(),
+            branch: "z9hG4bKabc",
+            from_domain: "sip.example.net",
+            from_tag: "t1",
+            call_id: "c1",
+        };
+        let text = String::from_utf8(n.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "NOTIFY sip:1001@sip.example.net SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKabc;rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:dialtone@sip.example.net>;tag=t1\r\n\
+             To: <sip:1001@sip.example.net>\r\n\
+             Call-ID: c1\r\n\
+             CSeq: 1 NOTIFY\r\n\
+             Event: check-sync;reboot=false\r\n\
+             Subscription-State: terminated\r\n\
+             User-Agent: dialtone\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let v6 = Notify {
+            local: "[2001:db8::1]:5060".parse().unwrap(),
+            ..n
+        };
+        let text = String::from_utf8(v6.to_bytes()).unwrap();
+        assert!(text.contains("Via: SIP/2.0/UDP [2001:db8::1]:5060;branch="));
+    }
+
+    #[test]
+    fn tenant_data_cannot_break_out_of_the_uri() {
+        assert_eq!(
+            aor("1001", "sip.example.net").unwrap(),
+            "sip:1001@sip.example.net"
+        );
+        assert_eq!(
+            aor("+1 555>\r\nX", "pbx:5080").unwrap(),
+            "sip:+1%20555%3E%0D%0AX@pbx:5080"
+        );
+        assert_eq!(aor("7", "sip:10.0.0.1").unwrap(), "sip:7@10.0.0.1");
+        assert_eq!(
+            aor("7", "[2001:db8::2]:5060").unwrap(),
+            "sip:7@[2001:db8::2]:5060"
+        );
+        for bad in [
+            "",
+            "pbx\r\nX: y",
+            "pbx:0",
+            "pbx:x",
+            "a b",
+            "[zz]",
+            "-pbx",
+            "pbx:5060:1",
+        ] {
+            assert!(aor("7", bad).is_err(), "{bad:?}");
+        }
+        assert!(aor("", "pbx").is_err());
+    }
+
+    #[test]
+    fn every_family_has_an_event_or_a_reason() {
+        for f in Family::ALL {
+            let e = event(*f);
+            assert!(e.is_ok() || *f == Family::CiscoSep, "{f}");
+        }
+        assert_eq!(event(Family::CiscoMpp), Ok("resync"));
+    }
+
+    #[test]
+    fn responses_are_matched_by_top_via_branch_and_cseq() {
+        let r = parse_response(
+            b"SIP/2.0 404 Not Found\r\nv: SIP/2.0/UDP 10.0.0.1:5060;rport=5;branch=z9hG4bKx, SIP/2.0/UDP b;branch=z9hG4bKy\r\nVia: SIP/2.0/UDP c;branch=z9hG4bKz\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Response {
+                status: 404,
+                reason: "Not Found".into(),
+                branch: "z9hG4bKx".into(),
+                method: "NOTIFY".into()
+            }
+        );
+        for bad in [
+            &b"NOTIFY sip:a@b SIP/2.0\r\nVia: x;branch=y\r\nCSeq: 1 NOTIFY\r\n\r\n"[..],
+            b"SIP/2.0 99 Odd\r\nVia: x;branch=y\r\nCSeq: 1 NOTIFY\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nCSeq: 1 NOTIFY\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nVia: x;branch=y\r\n\r\n",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(parse_response(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! What became of each resync, in memory and bounded: newest last, and
+//! when full the oldest finished entry goes first. Entries are per node
+//! and do not survive a restart; they are a view of recent work, not a
+//! record (the audit log records who asked).
+
+use std::collections::BTreeMap;
+
+use dialtone_sync::{Id, Mac, Millis};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Queued,
+    Sent,
+    Answered,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Proxy,
+    Direct,
+}
+
+/// One resync as the API shows it. Times are Unix milliseconds.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Resync {
+    pub id: String,
+    pub tenant: String,
+    pub mac: String,
+    pub family: String,
+    /// The `Event` header sent.
+    pub event: String,
+    /// The Request-URI: the address of record of the phone's first line.
+    pub target: String,
+    pub via: Via,
+    pub state: State,
+    /// The final SIP status, once there is one.
+    pub status: Option<u16>,
+    /// The final response's reason phrase, or why there is none.
+    pub reason: Option<String>,
+    pub queued_at: Millis,
+    pub sent_at: Option<Millis>,
+    /// When the final response arrived.
+    pub answered_at: Option<Millis>,
+    /// The phone's first fetch of its own configuration after `sent_at`.
+    pub refetched_at: Option<Millis>,
+}
+
+/// A tracked resync with what the API does not show.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub tenant_id: Id,
+    pub mac: Mac,
+    pub view: Resync,
+}
+
+impl Entry {
+    fn finished(&self) -> bool {
+        matches!(self.view.state, State::Answered | State::Failed)
+    }
+}
+
+pub struct Table {
+    capacity: usize,
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl Table {
+    pub fn new(capacity: usize) -> Table {
+        Table {
+            capacity: capacity.max(1),
+            entries: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds an entry, making room first. Only when nothing has finished
+    /// (which the queue bounds keep from happening) does the oldest go.
+    pub fn insert(&mut self, seq: u64, entry: Entry) {
+        while self.entries.len() >= self.capacity {
+            let victim = self
+                .entries
+                .iter()
+                .find(|(_, e)| e.finished())
+                .map(|(k, _)| *k)
+                .or_else(|| self.entries.keys().next().copied());
+            match victim {
+                Some(k) => self.entries.remove(&k),
+                None => break,
+            };
+        }
+        self.entries.insert(seq, entry);
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Entry> {
+        self.entries.get(&seq)
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&seq)
+    }
+
+    /// Newest first, at most `limit`, those `keep` says yes to.
+    pub fn newest(&self, limit: usize, keep: impl Fn(&Entry) -> bool) -> Vec<Resync> {
+        self.entries
+            .values()
+            .rev()
+            .filter(|e| keep(e))
+            .take(limit)
+            .map(|e| e.view.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: State) -> Entry {
+        Entry {
+            tenant_id: 1,
+            mac: "001565000001".parse().unwrap(),
+            view: Resync {
+                id: String::new(),
+                tenant: "acme".into(),
+                mac: "001565000001".into(),
+                family: "yealink".into(),
+                event: "check-sync".into(),
+                target: "sip:1@x".into(),
+                via: Via::Proxy,
+                state,
+                status: None,
+                reason: None,
+                queued_at: 0,
+                sent_at: None,
+                answered_at: None,
+                refetched_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_full_table_drops_the_oldest_finished_first() {
+        let mut t = Table::new(3);
+        t.insert(1, entry(State::Queued));
+        t.insert(2, entry(State::Answered));
+        t.insert(3, entry(State::Failed));
+        t.insert(4, entry(State::Queued));
+        assert!(t.get(1).is_some() && t.get(2).is_none() && t.get(3).is_some());
+        t.insert(5, entry(State::Sent));
+        assert!(t.get(3).is_none());
+        // Nothing finished: the oldest goes, the bound holds.
+        t.insert(6, entry(State::Queued));
+        assert!(t.get(1).is_none());
+        assert_eq!(t.len(), 3);
+        let ids: Vec<_> = t.entries.keys().rev().copied().collect();
+        assert_eq!(ids, [6, 5, 4]);
+        assert_eq!(t.newest(2, |_| true).len(), 2);
+    }
+}
