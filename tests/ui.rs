@@ -32,11 +32,12 @@ async fn call(
     serde_json::from_str(&text).unwrap()
 }
 
-/// A UDP socket that answers each SIP request with 200 OK, echoing the
-/// headers a client matches the answer by. Lives as long as the test.
-fn sip_answerer() -> std::net::SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
+/// A phone's SIP side: `aor` registered with the test Kamailio, and every
+/// request relayed to it (a resync's NOTIFY) answered with 200 OK, echoing
+/// the headers the sender matches the answer by. Lives as long as the test.
+fn registered_phone(aor: &str) {
+    let socket = common::sip::register(aor);
+    socket.set_read_timeout(None).unwrap();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
@@ -63,7 +64,6 @@ fn sip_answerer() -> std::net::SocketAddr {
             let _ = socket.send_to(answer.as_bytes(), from);
         }
     });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,10 +74,9 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
     );
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    // Resyncs go to a stand-in SIP proxy that answers every NOTIFY, so the
-    // page's resync table has rows to show.
-    let proxy = sip_answerer();
-    let proxy_addr = proxy.to_string();
+    // Resyncs go through the test Kamailio to the demo phones registered
+    // below, so the page's resync table shows real answers.
+    let proxy_addr = common::sip::proxy().to_string();
     let server = Server::start_with_env(
         dir.path(),
         &url,
@@ -112,6 +111,24 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(tenants.is_object(), "the token never reached the API");
+    let phones = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{api}/v1/phones?tenant=demo&limit=1000"),
+        &token,
+        Value::Null,
+    )
+    .await;
+    for phone in phones["items"].as_array().unwrap() {
+        if let Some(line) = phone["lines"].as_array().and_then(|l| l.first()) {
+            let (ext, registrar) = (&line["extension"], &line["registrar"]);
+            registered_phone(&format!(
+                "{}@{}",
+                ext.as_str().unwrap(),
+                registrar.as_str().unwrap()
+            ));
+        }
+    }
 
     // A second tenant with its own phone, template and admin. (The page
     // itself creates the demo tenant's Yealink template.)

@@ -213,7 +213,9 @@ try {
   await page.getByRole("button", { name: "Resync affected phones" }).click();
   await page.locator("#resync-result").filter({ hasText: /demo: / }).waitFor();
   const answer = await page.locator("#resync-result").textContent();
-  if (!/demo: 2 queued/.test(answer)) fail(`the resyncs were not queued: ${answer}`);
+  // Of the demo's two Yealink phones, one has a template of its own since
+  // step 12: the saved template does not reach it, so it is not told.
+  if (!/demo: 1 queued/.test(answer)) fail(`the resyncs were not queued: ${answer}`);
   await page.screenshot({ path: `${artifacts}/resync-offer.png`, fullPage: true });
   await page.goto(`${api}/ui/#/fleet`);
   await page.getByLabel("Tenant").selectOption("demo");
