@@ -394,15 +394,7 @@ fn phones_with_credentials_answer_digest_challenges() {
     assert_eq!(report(&json)["steps"]["yealink {mac}.cfg"]["transfers"], 1);
     // The review tool shows the protected phone's files too, and they are
     // the bytes HTTP serves the phone with its credentials.
-    let rendered = dir.path().join("rendered");
-    let mut render = dialtone(dir.path(), &url);
-    // Same base URL as the server: templates build URLs from it.
-    render
-        .args(["render", "--all", "--out"])
-        .arg(&rendered)
-        .env("DIALTONE_PROVISIONING__BASE_URL", &target);
-    let out = run(render);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = render_all(dir.path(), &url, &target);
     assert!(
         rendered.join("001565000044.cfg").is_file(),
         "{}",

@@ -110,14 +110,7 @@ fn phones_register_answer_notifies_and_fetch_again() {
     assert_eq!(refetches.len(), 3, "{sip}");
     // Each re-fetch got the bytes the server renders for that phone (its
     // own files: `render --all` renders shared ones without a phone).
-    let rendered = dir.path().join("rendered");
-    let mut render = dialtone(dir.path(), &url);
-    render
-        .args(["render", "--all", "--out"])
-        .arg(&rendered)
-        .env("DIALTONE_PROVISIONING__BASE_URL", &target);
-    let out = run(render);
-    assert!(out.status.success(), "{}", output_text(&out));
+    let rendered = render_all(dir.path(), &url, &target);
     for r in refetches {
         let files = r["files"].as_object().unwrap();
         assert!(r["failed"].as_array().unwrap().is_empty(), "{r}");

@@ -267,14 +267,7 @@ async fn a_template_edit_reaches_the_affected_phones_through_kamailio() {
         "{sip}"
     );
     // The bytes they fetched are the new ones.
-    let rendered = dir.path().join("rendered");
-    let mut render = dialtone(dir.path(), &url);
-    render
-        .args(["render", "--all", "--out"])
-        .arg(&rendered)
-        .env("DIALTONE_PROVISIONING__BASE_URL", &target);
-    let out = run(render);
-    assert!(out.status.success(), "{}", output_text(&out));
+    let rendered = render_all(dir.path(), &url, &target);
     for r in sip["refetches"].as_array().unwrap() {
         let mac = r["mac"].as_str().unwrap();
         if !mac.starts_with("001565") {

@@ -159,23 +159,14 @@ impl HistoryWriter {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut pending = Vec::with_capacity(self.batch);
         loop {
-            let mut stop = tokio::select! {
-                _ = cancel.cancelled() => true,
-                n = self.rx.recv_many(&mut pending, self.batch) => n == 0,
-            };
-            if !stop && pending.len() < self.batch {
-                // Not polling the queue meanwhile, so senders wake nobody.
-                stop = tokio::select! {
-                    _ = cancel.cancelled() => true,
-                    _ = tokio::time::sleep(self.linger) => false,
-                };
-            }
-            while pending.len() < self.batch || stop {
-                match self.rx.try_recv() {
-                    Ok(r) => pending.push(r),
-                    Err(_) => break,
-                }
-            }
+            let stop = crate::batch::next_batch(
+                &mut self.rx,
+                &mut pending,
+                self.batch,
+                self.linger,
+                &cancel,
+            )
+            .await;
             if !pending.is_empty() {
                 if let Err(e) = self.store.record_boots(&pending).await {
                     tracing::warn!(error = %e, records = pending.len(), "dropping provisioning history batch");

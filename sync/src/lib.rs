@@ -8,6 +8,7 @@
 //! - [`snapshot`]: the mirror on local disk, for fast and database-less starts.
 //! - [`import`]: CSV/JSON bulk import into mutations.
 
+mod batch;
 pub mod crypto;
 pub mod error;
 pub mod etag;

@@ -116,23 +116,14 @@ impl UnclaimedWriter {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut pending = Vec::with_capacity(self.batch);
         loop {
-            let mut stop = tokio::select! {
-                _ = cancel.cancelled() => true,
-                n = self.rx.recv_many(&mut pending, self.batch) => n == 0,
-            };
-            if !stop && pending.len() < self.batch {
-                stop = tokio::select! {
-                    _ = cancel.cancelled() => true,
-                    _ = tokio::time::sleep(self.linger) => false,
-                };
-            }
-            // At shutdown, everything queued goes in this last write.
-            while pending.len() < self.batch || stop {
-                match self.rx.try_recv() {
-                    Ok(s) => pending.push(s),
-                    Err(_) => break,
-                }
-            }
+            let stop = crate::batch::next_batch(
+                &mut self.rx,
+                &mut pending,
+                self.batch,
+                self.linger,
+                &cancel,
+            )
+            .await;
             if !pending.is_empty() {
                 let devices = fold(&pending);
                 if let Err(e) = self.store.record_unclaimed(&devices, PER_TENANT).await {

@@ -296,6 +296,26 @@ pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Opti
     out.status.success().then(|| text(&out.stdout))
 }
 
+/// `dialtone render --all` into `dir/rendered`, with the server's base URL
+/// (templates build URLs from it), so its files compare with what phones
+/// fetched.
+pub fn render_all(dir: &Path, url: &str, base_url: &str) -> PathBuf {
+    let rendered = dir.join("rendered");
+    let mut render = dialtone(dir, url);
+    render
+        .args(["render", "--all", "--out"])
+        .arg(&rendered)
+        .env("DIALTONE_PROVISIONING__BASE_URL", base_url);
+    let out = run(render);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    rendered
+}
+
 /// One file over TFTP in process (RFC 1350: 512-byte blocks, no options),
 /// cheap enough to keep a server busy from a test. `None` on an error
 /// packet, or when the server stays silent through three timeouts.
