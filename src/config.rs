@@ -491,6 +491,7 @@ impl LookupConfig {
             suffix_len: self.suffix_digits,
             max_indexed_tenants: self.indexed_tenants,
             source_networks: networks.shared(),
+            ..Default::default()
         })
     }
 }
@@ -664,6 +665,15 @@ impl Config {
             .key_file
             .clone()
             .or_else(|| self.sqlite_path().map(|p| p.with_extension("key")))
+    }
+
+    /// Where mirrored LDAP sources keep their files: the snapshot's
+    /// directory (`ldap-mirror-<source id>.bin`).
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.snapshot_path()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
     }
 
     pub fn snapshot_path(&self) -> PathBuf {

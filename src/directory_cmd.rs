@@ -81,7 +81,10 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         .tenant_by_slug(&args.tenant)
         .map(|t| t.id)
         .with_context(|| format!("no tenant {:?}", args.tenant))?;
-    let service = LookupService::new(mirror, Some(key), config.lookup.options([])?);
+    let mut options = config.lookup.options([])?;
+    options.mirror_dir = Some(config.mirror_dir());
+    options.mirror_entry_quota = config.quotas.directory_entries;
+    let service = LookupService::new(mirror, Some(key), options);
     let report = service
         .explain(tenant, &args.number)
         .await
@@ -101,6 +104,12 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
             "{:<8} {:<5} {detail} ({:.2} ms)",
             s.source, s.kind, s.millis
         );
+        if let Some(m) = &s.mirror {
+            let age = m.age_ms.map_or("never synced".to_string(), |ms| {
+                format!("age {}s", ms / 1000)
+            });
+            println!("         mirror: {} entries, {age}", m.entries);
+        }
     }
     match (&report.name, &report.answered_by) {
         (Some(name), Some(by)) => println!("answer   {name} (from {by})"),

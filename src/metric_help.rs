@@ -143,6 +143,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "dialtone_tftp_transfer_panics_total",
         "TFTP transfers that panicked.",
     ),
+    (
+        "dialtone_directory_mirror_sync_errors_total",
+        "Failed syncs of a mirrored LDAP source, by source id and kind (full, incremental).",
+    ),
 ];
 
 /// Gauges: (name, help).
@@ -174,6 +178,10 @@ pub const GAUGES: &[(&str, &str)] = &[
     ),
     ("dialtone_resync_waiting", "Resyncs queued, not sent yet."),
     ("dialtone_tftp_active_transfers", "TFTP transfers running."),
+    (
+        "dialtone_directory_mirror_entries",
+        "Entries in a mirrored LDAP source's in-memory index, by source id.",
+    ),
 ];
 
 /// Histograms, all in seconds: (name, help).
@@ -193,6 +201,10 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
     (
         "dialtone_transfer_duration_seconds",
         "Provisioning transfer time, by protocol and outcome.",
+    ),
+    (
+        "dialtone_directory_mirror_sync_seconds",
+        "Time of one sync of a mirrored LDAP source, by source id and kind (full, incremental).",
     ),
 ];
 

@@ -156,6 +156,12 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         "name": "cnam", "kind": "http", "timeout_ms": 500, "settings": { "url": "http://127.0.0.1:9/{e164}" },
     }))
     .await;
+    // A mirrored source that never syncs: the page shows its (empty) copy.
+    call(&client, post.clone(), format!("{api}/v1/tenants/demo/directory-sources"), &token, json!({
+        "name": "ad", "kind": "ldap", "timeout_ms": 500,
+        "settings": { "url": "ldap://127.0.0.1:9/", "base_dn": "dc=example,dc=com", "mode": "mirror" },
+    }))
+    .await;
     let tenant_token = call(
         &client,
         post,

@@ -25,6 +25,14 @@ pub enum DirectoryError {
     /// The source's address is outside `lookup.source_networks`.
     #[error("{0} is not an address sources may reach (lookup.source_networks)")]
     Refused(String),
+    /// A mirrored source has neither synced nor loaded its file yet.
+    #[error("the mirror has not synced yet")]
+    MirrorNotReady,
+    #[error("mirror file {0}")]
+    MirrorFile(String),
+    /// A mirror sync stopped at one of its bounds (pages, bytes, time).
+    #[error("mirror sync: {0}")]
+    MirrorLimit(String),
 }
 
 impl DirectoryError {
@@ -41,6 +49,9 @@ impl DirectoryError {
             DirectoryError::BreakerOpen => "breaker_open",
             DirectoryError::Overloaded => "overloaded",
             DirectoryError::Refused(_) => "refused",
+            DirectoryError::MirrorNotReady => "mirror_not_ready",
+            DirectoryError::MirrorFile(_) => "mirror_file",
+            DirectoryError::MirrorLimit(_) => "mirror_limit",
         }
     }
 }

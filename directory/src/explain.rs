@@ -23,6 +23,9 @@ pub struct SourceReport {
     pub name: Option<String>,
     pub error: Option<String>,
     pub millis: f64,
+    /// For a mirrored source: the mirror's state (the answer came from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<crate::mirror::MirrorStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,6 +60,7 @@ impl LookupService {
                 reports.push(self.explain_local(&state, tenant, &e164));
                 local_done = true;
             }
+            self.load_mirror(source).await;
             let started = Instant::now();
             let result = source.lookup(&e164, source.timeout).await;
             let elapsed = millis(started.elapsed());
@@ -75,6 +79,7 @@ impl LookupService {
                 name,
                 error,
                 millis: elapsed,
+                mirror: source.mirror.as_ref().map(|m| m.status()),
             });
         }
         if !local_done {
@@ -102,6 +107,7 @@ impl LookupService {
             name,
             error: None,
             millis: millis(started.elapsed()),
+            mirror: None,
         }
     }
 }

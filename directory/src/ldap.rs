@@ -116,6 +116,15 @@ impl LdapSource {
             }
         }
         *slot = None;
+        let ldap = self.open(budget).await?;
+        *slot = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// A new connection, bound, with the same TLS, address checks and
+    /// secret as lookups use, kept by no one: the mirror's syncs run on
+    /// their own, so a long paged read never delays a live search.
+    pub(crate) async fn open(&self, budget: Duration) -> Result<Ldap, DirectoryError> {
         let connect_timeout = self
             .settings
             .connect_timeout_ms
@@ -145,8 +154,19 @@ impl LdapSource {
                 .and_then(|r| r.success())
                 .map_err(|e| DirectoryError::Auth(format!("LDAP bind as {dn}: {e}")))?;
         }
-        *slot = Some(ldap.clone());
         Ok(ldap)
+    }
+
+    pub(crate) fn settings(&self) -> &LdapSettings {
+        &self.settings
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        match self.settings.scope {
+            LdapScope::Base => Scope::Base,
+            LdapScope::One => Scope::OneLevel,
+            LdapScope::Sub => Scope::Subtree,
+        }
     }
 
     /// The URL to connect to, once its host resolved to an address the
@@ -178,11 +198,7 @@ impl LdapSource {
     async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {
         let filter = build_filter(&self.settings, &number_forms(e164));
         let mut ldap = self.connect(budget).await?;
-        let scope = match self.settings.scope {
-            LdapScope::Base => Scope::Base,
-            LdapScope::One => Scope::OneLevel,
-            LdapScope::Sub => Scope::Subtree,
-        };
+        let scope = self.scope();
         // The server-side time limit is in whole seconds; ours is finer.
         let options = SearchOptions::new()
             .sizelimit(self.settings.size_limit)
@@ -243,7 +259,7 @@ impl LdapSource {
 
     /// The first configured name attribute the entry has, case-insensitively
     /// (servers return attribute names in their schema's spelling).
-    fn name_of(&self, attrs: &HashMap<String, Vec<String>>) -> Option<String> {
+    pub(crate) fn name_of(&self, attrs: &HashMap<String, Vec<String>>) -> Option<String> {
         let get = |name: &str| -> Option<&str> {
             attrs
                 .iter()

@@ -3,6 +3,7 @@
 //! - [`normalize`]: any number format to E.164.
 //! - [`local`], [`ldap`], [`upstream`]: the sources (the tenant's directory
 //!   from the mirror, LDAP/AD, upstream HTTP CNAM); only this crate knows LDAP.
+//! - [`mirror`]: LDAP sources in mirror mode, synced into memory and disk.
 //! - [`service`]: cache, coalescing, deadline and breakers around them.
 //! - [`http`]: the lookup routes on the API listener.
 
@@ -15,6 +16,7 @@ pub mod filter;
 pub mod http;
 pub mod ldap;
 pub mod local;
+pub mod mirror;
 pub mod name;
 pub mod networks;
 pub mod normalize;
@@ -25,6 +27,7 @@ pub mod upstream;
 
 pub use clock::Clock;
 pub use error::DirectoryError;
+pub use mirror::MirrorStatus;
 pub use networks::SourceNetworks;
 pub use normalize::{normalize, suffix, NormalizeError};
 pub use service::{Answer, CacheStatus, LookupOptions, LookupService};

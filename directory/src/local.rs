@@ -17,12 +17,71 @@ use crate::normalize::{normalize, suffix};
 /// How many trailing digits identify a number that will not normalize.
 pub const DEFAULT_SUFFIX_LEN: usize = 7;
 
-#[derive(Default)]
+/// Numbers to whoever has them: exact E.164, and the last digits for
+/// numbers that do not normalize. Shared by the local directory and the
+/// LDAP mirror (`crate::mirror`), so both match a number the same way.
+pub struct NumberIndex<T> {
+    suffix_len: usize,
+    by_e164: HashMap<Box<str>, Vec<T>>,
+    by_suffix: HashMap<Box<str>, Vec<T>>,
+}
+
+impl<T: Clone> NumberIndex<T> {
+    pub fn new(suffix_len: usize) -> NumberIndex<T> {
+        NumberIndex {
+            suffix_len: suffix_len.max(4),
+            by_e164: HashMap::new(),
+            by_suffix: HashMap::new(),
+        }
+    }
+
+    /// Files `item` under a number already normalized (`e164`), or under
+    /// the raw spelling's last digits when it would not normalize.
+    pub fn insert(&mut self, raw: &str, e164: Option<&str>, item: T) {
+        let spelled = e164.unwrap_or(raw);
+        if let Some(s) = suffix(spelled, self.suffix_len) {
+            self.by_suffix
+                .entry(s.into_boxed_str())
+                .or_default()
+                .push(item.clone());
+        }
+        if let Some(e164) = e164 {
+            self.by_e164.entry(e164.into()).or_default().push(item);
+        }
+    }
+
+    /// An exact E.164 match wins; otherwise a suffix match counts only
+    /// when every item under it is the same one (`same`), since showing
+    /// the wrong name is worse than showing none. The flag says "by suffix".
+    pub fn find(
+        &self,
+        e164: Option<&str>,
+        raw: &str,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> Option<(&T, bool)> {
+        if let Some(item) = e164
+            .and_then(|n| self.by_e164.get(n))
+            .and_then(|v| v.first())
+        {
+            return Some((item, false));
+        }
+        let key = suffix(e164.unwrap_or(raw), self.suffix_len)?;
+        match self.by_suffix.get(key.as_str()).map(Vec::as_slice) {
+            Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => Some((first, true)),
+            _ => None,
+        }
+    }
+
+    /// Numbers filed under E.164.
+    pub fn numbers(&self) -> usize {
+        self.by_e164.len()
+    }
+}
+
 struct TenantIndex {
     /// The tenant's directory stamp it was built at.
     stamp: u64,
-    by_e164: HashMap<String, Vec<Arc<DirectoryEntry>>>,
-    by_suffix: HashMap<String, Vec<Arc<DirectoryEntry>>>,
+    numbers: NumberIndex<Arc<DirectoryEntry>>,
 }
 
 pub struct LocalDirectory {
@@ -57,26 +116,17 @@ impl LocalDirectory {
         }
         let mut index = TenantIndex {
             stamp,
-            ..Default::default()
+            numbers: NumberIndex::new(self.suffix_len),
         };
         let mut entries = state.directory_of(tenant_id);
         // Stable order: the same number in two entries resolves the same way.
         entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         for entry in entries {
             for n in &entry.numbers {
-                match normalize(&n.number, &tenant.default_region) {
-                    Ok(e164) => {
-                        if let Some(s) = suffix(&e164, self.suffix_len) {
-                            index.by_suffix.entry(s).or_default().push(entry.clone());
-                        }
-                        index.by_e164.entry(e164).or_default().push(entry.clone());
-                    }
-                    Err(_) => {
-                        if let Some(s) = suffix(&n.number, self.suffix_len) {
-                            index.by_suffix.entry(s).or_default().push(entry.clone());
-                        }
-                    }
-                }
+                let e164 = normalize(&n.number, &tenant.default_region).ok();
+                index
+                    .numbers
+                    .insert(&n.number, e164.as_deref(), entry.clone());
             }
         }
         let index = Arc::new(index);
@@ -96,28 +146,13 @@ impl LocalDirectory {
         let region = &state.tenant(tenant_id)?.default_region;
         let index = self.index(state, tenant_id)?;
         let e164 = normalize(number, region).ok();
-        if let Some(entry) = e164
-            .as_ref()
-            .and_then(|n| index.by_e164.get(n))
-            .and_then(|v| v.first())
-        {
-            return Some(Found {
-                entry: entry.clone(),
-                by_suffix: false,
-            });
-        }
-        let key = suffix(e164.as_deref().unwrap_or(number), self.suffix_len)?;
-        match index.by_suffix.get(&key).map(Vec::as_slice) {
-            Some([only]) => Some(Found {
-                entry: only.clone(),
-                by_suffix: true,
-            }),
-            Some([first, rest @ ..]) if rest.iter().all(|e| e.id == first.id) => Some(Found {
-                entry: first.clone(),
-                by_suffix: true,
-            }),
-            _ => None,
-        }
+        let (entry, by_suffix) = index
+            .numbers
+            .find(e164.as_deref(), number, |a, b| a.id == b.id)?;
+        Some(Found {
+            entry: entry.clone(),
+            by_suffix,
+        })
     }
 
     /// Drops the indexes a mirror change makes stale.

@@ -55,6 +55,12 @@ pub struct LookupOptions {
     /// Where tenant-configured sources may connect (public addresses only
     /// by default).
     pub source_networks: Arc<SourceNetworks>,
+    /// Where mirrored LDAP sources keep their files (beside the node's
+    /// snapshot); `None` keeps mirrors in memory only.
+    pub mirror_dir: Option<std::path::PathBuf>,
+    /// The default `directory_entries` quota, which also caps a tenant's
+    /// mirrored entries per source.
+    pub mirror_entry_quota: u64,
 }
 
 impl Default for LookupOptions {
@@ -72,6 +78,8 @@ impl Default for LookupOptions {
             suffix_len: crate::local::DEFAULT_SUFFIX_LEN,
             max_indexed_tenants: 10_000,
             source_networks: SourceNetworks::default().shared(),
+            mirror_dir: None,
+            mirror_entry_quota: 200_000,
         }
     }
 }
@@ -127,7 +135,7 @@ struct Inflight {
 
 pub(crate) struct Inner {
     pub(crate) mirror: Arc<Mirror>,
-    options: LookupOptions,
+    pub(crate) options: LookupOptions,
     clock: Clock,
     pub(crate) local: LocalDirectory,
     pub(crate) sources: SourceRegistry,
@@ -307,6 +315,16 @@ impl LookupService {
                 Freshness::Expired => {}
             }
         }
+        if self.answers_from_memory(&state, tenant) {
+            // Nothing to wait for (the local directory and mirrored sources
+            // without a live fallback): resolved on this task. A spawned,
+            // coalesced load costs more than such an answer (a worker
+            // hand-off: 0.15 ms a miss against 0.06 ms inline).
+            let deadline = started + inner.options.deadline;
+            let resolved = self.resolve(&state, tenant, &e164, deadline).await;
+            self.store(&key, tag, &resolved).await;
+            return Ok(answer(resolved, CacheStatus::Miss));
+        }
         let Some((load, started_here)) = self.join_or_start(&key, tag, &state) else {
             return Ok(answer(Resolved::unavailable(), CacheStatus::Shed));
         };
@@ -322,6 +340,16 @@ impl LookupService {
             }
             Err(_) => Ok(answer(Resolved::unavailable(), CacheStatus::Shed)),
         }
+    }
+
+    /// Whether every source of `tenant` answers from memory: none would
+    /// search a server or fetch a URL.
+    fn answers_from_memory(&self, state: &MirrorState, tenant: Id) -> bool {
+        self.inner
+            .sources
+            .sources_of(state, tenant)
+            .iter()
+            .all(|s| s.mirror.as_ref().is_some_and(|m| !m.live_fallback))
     }
 
     /// `normalize`, memoized: libphonenumber's rules cost about 9 µs a
@@ -499,7 +527,9 @@ impl LookupService {
             outcome("deadline");
             return Err(());
         }
-        if source.breaker.permit().is_none() {
+        // A mirrored source's breaker guards only its live fallback.
+        let mirrored = source.mirror.is_some();
+        if !mirrored && source.breaker.permit().is_none() {
             outcome("breaker_open");
             return Err(());
         }
@@ -509,7 +539,9 @@ impl LookupService {
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(found) => {
-                source.breaker.success();
+                if !mirrored {
+                    source.breaker.success();
+                }
                 match found.as_deref().and_then(clean_name) {
                     Some(name) => {
                         outcome("found");
@@ -526,7 +558,9 @@ impl LookupService {
                 }
             }
             Err(e) => {
-                source.breaker.failure();
+                if !mirrored {
+                    source.breaker.failure();
+                }
                 outcome(e.kind());
                 tracing::warn!(source = %source.name, kind, error = %e, "directory source failed");
                 Err(())

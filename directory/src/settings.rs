@@ -81,6 +81,52 @@ pub struct LdapSettings {
     /// TCP connect (and TLS handshake) limit; defaults to the source timeout.
     #[serde(default)]
     pub connect_timeout_ms: Option<u64>,
+    /// `live` searches per lookup; `mirror` keeps a synced copy in memory
+    /// and answers from it alone (see `crate::mirror`).
+    #[serde(default)]
+    pub mode: LdapMode,
+    /// Mirror: seconds between full syncs.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_s: u64,
+    /// Mirror: seconds between incremental syncs; 0 = full syncs only.
+    #[serde(default = "default_incremental_interval")]
+    pub incremental_interval_s: u64,
+    /// Mirror: search live (within the deadline) for numbers the mirror lacks.
+    #[serde(default)]
+    pub live_fallback: bool,
+    /// Mirror: entries kept at most (also capped by the tenant's quota).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Mirror: entries asked for per page (AD serves at most 1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapMode {
+    #[default]
+    Live,
+    Mirror,
+}
+
+/// A mirror past this many entries is a bad filter, whatever a setting says.
+pub const MAX_MIRROR_ENTRIES: u64 = 2_000_000;
+
+fn default_sync_interval() -> u64 {
+    900
+}
+
+fn default_incremental_interval() -> u64 {
+    60
+}
+
+fn default_max_entries() -> u64 {
+    200_000
+}
+
+fn default_page_size() -> i32 {
+    500
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -207,6 +253,18 @@ impl LdapSettings {
         if !(1..=1000).contains(&settings.size_limit) {
             return Err(invalid(source, "size_limit must be between 1 and 1000"));
         }
+        if settings.sync_interval_s < 10 {
+            return Err(invalid(source, "sync_interval_s must be at least 10"));
+        }
+        if !(1..=MAX_MIRROR_ENTRIES).contains(&settings.max_entries) {
+            return Err(invalid(
+                source,
+                format!("max_entries must be between 1 and {MAX_MIRROR_ENTRIES}"),
+            ));
+        }
+        if !(1..=1000).contains(&settings.page_size) {
+            return Err(invalid(source, "page_size must be between 1 and 1000"));
+        }
         Ok(settings)
     }
 
@@ -317,6 +375,21 @@ mod tests {
         let ok =
             LdapSettings::parse("ad", r#"{"url":"ldap://dc1:389/","base_dn":"dc=x"}"#).unwrap();
         assert_eq!(ok.scope, LdapScope::Sub);
+        assert_eq!(ok.mode, LdapMode::Live);
+        let mirror = LdapSettings::parse(
+            "ad",
+            r#"{"url":"ldap://dc1/","base_dn":"dc=x","mode":"mirror","incremental_interval_s":0,"live_fallback":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                mirror.mode,
+                mirror.sync_interval_s,
+                mirror.incremental_interval_s
+            ),
+            (LdapMode::Mirror, 900, 0)
+        );
+        assert_eq!((mirror.max_entries, mirror.page_size), (200_000, 500));
         assert!(ok.number_attributes.contains(&"ipPhone".to_string()));
         assert_eq!(
             ok.requested_attributes(),
@@ -341,6 +414,22 @@ mod tests {
                 "unknown field",
             ),
             (r#"{"url":"ldap://x/"}"#, "base_dn"),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","mode":"cached"}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":5}"#,
+                "sync_interval_s",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","page_size":1001}"#,
+                "page_size",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","max_entries":0}"#,
+                "max_entries",
+            ),
         ] {
             let err = LdapSettings::parse("ad", json).unwrap_err().to_string();
             assert!(err.contains(why), "{json}: {err}");

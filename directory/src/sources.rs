@@ -12,8 +12,9 @@ use crate::breaker::Breaker;
 use crate::clock::Clock;
 use crate::error::DirectoryError;
 use crate::ldap::LdapSource;
+use crate::mirror::{MirrorAnswer, SourceMirror};
 use crate::networks::SourceNetworks;
-use crate::settings::{HttpSettings, LdapSettings};
+use crate::settings::{HttpSettings, LdapMode, LdapSettings};
 use crate::upstream::HttpSource;
 
 pub enum Remote {
@@ -28,6 +29,8 @@ pub struct RemoteSource {
     pub timeout: Duration,
     pub remote: Remote,
     pub breaker: Breaker,
+    /// Set for LDAP sources in mirror mode: lookups answer from it.
+    pub mirror: Option<Arc<SourceMirror>>,
 }
 
 impl RemoteSource {
@@ -43,6 +46,28 @@ impl RemoteSource {
         e164: &str,
         budget: Duration,
     ) -> Result<Option<String>, DirectoryError> {
+        if let (Some(mirror), Remote::Ldap(source)) = (&self.mirror, &self.remote) {
+            match mirror.lookup(e164) {
+                MirrorAnswer::Found(name) => return Ok(Some(name)),
+                MirrorAnswer::Missing if !mirror.live_fallback => return Ok(None),
+                MirrorAnswer::NotReady if !mirror.live_fallback => {
+                    return Err(DirectoryError::MirrorNotReady)
+                }
+                // The mirror answers whatever the directory's state, so
+                // the breaker guards only the live fallback.
+                _ => {
+                    if self.breaker.permit().is_none() {
+                        return Err(DirectoryError::BreakerOpen);
+                    }
+                    let result = source.lookup(e164, budget).await;
+                    match &result {
+                        Ok(_) => self.breaker.success(),
+                        Err(_) => self.breaker.failure(),
+                    }
+                    return result;
+                }
+            }
+        }
         match &self.remote {
             Remote::Ldap(source) => source.lookup(e164, budget).await,
             Remote::Http(source) => source.lookup(e164, budget).await,
@@ -109,6 +134,7 @@ pub fn build_source(
         timeout: Duration::from_millis(row.timeout_ms.max(1) as u64),
         remote,
         breaker: Breaker::new(breaker.threshold, breaker.cooldown, clock),
+        mirror: None,
     })
 }
 
@@ -182,7 +208,17 @@ impl SourceRegistry {
             self.clock.clone(),
             &self.networks,
         ) {
-            Ok(source) => {
+            Ok(mut source) => {
+                // Only the registry's sources mirror (and are synced by
+                // `run_mirrors`); one built for the admin API's test call
+                // asks the directory live.
+                if let Remote::Ldap(ldap) = &source.remote {
+                    let settings = ldap.settings();
+                    if settings.mode == LdapMode::Mirror {
+                        source.mirror =
+                            Some(Arc::new(SourceMirror::new(row, settings.live_fallback)));
+                    }
+                }
                 let source = Arc::new(source);
                 built.insert(row.id, (row.clone(), source.clone()));
                 Some(source)
@@ -215,6 +251,12 @@ impl SourceRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| live.contains(id));
+    }
+
+    /// The source built for `id`, if one is.
+    pub fn built(&self, id: Id) -> Option<Arc<RemoteSource>> {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built.get(&id).map(|(_, source)| source.clone())
     }
 
     /// A built source by name, for tests and diagnostics.

@@ -12,6 +12,7 @@ mod auth;
 mod directory;
 pub mod error;
 mod fleet;
+mod mirror_view;
 mod openapi;
 mod phones;
 mod preview;
@@ -56,6 +57,9 @@ pub struct AdminState {
     pub quotas: Arc<quotas::QuotaConfig>,
     /// Sends resync NOTIFYs; `None` when `[resync]` is not configured.
     pub resync: Option<crate::resync::ResyncService>,
+    /// The node's lookups, for the state of mirrored sources; `None` where
+    /// no lookups run (router tests).
+    pub lookups: Option<dialtone_directory::LookupService>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 
 use super::directory::tenant_of;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::mirror_view::MirrorView;
 use super::quotas::Quota;
 use super::{
     commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Edit, Principal,
@@ -39,6 +40,10 @@ pub struct SourceView {
     pub timeout_ms: i32,
     pub updated_at: i64,
     pub etag: String,
+    /// A mirrored LDAP source's copy on the node that answered; absent for
+    /// live sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorView>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -78,7 +83,12 @@ pub struct SourceTestView {
     pub repeat_ms: Option<f64>,
 }
 
-fn source_view(s: &DirectorySource) -> SourceView {
+fn source_view(state: &AdminState, s: &DirectorySource) -> SourceView {
+    let mirror = state
+        .lookups
+        .as_ref()
+        .and_then(|l| l.mirror_status(s.id))
+        .map(MirrorView::from);
     SourceView {
         name: s.name.to_string(),
         kind: s.kind.to_string(),
@@ -89,6 +99,7 @@ fn source_view(s: &DirectorySource) -> SourceView {
         timeout_ms: s.timeout_ms,
         updated_at: s.updated_at,
         etag: etag_of(s),
+        mirror,
     }
 }
 
@@ -118,7 +129,7 @@ pub async fn list_sources(
     let views: Vec<SourceView> = mirror
         .sources_of(tenant.id)
         .iter()
-        .map(|s| source_view(s))
+        .map(|s| source_view(&state, s))
         .collect();
     Ok(axum::Json(views).into_response())
 }
@@ -199,7 +210,7 @@ pub async fn create_source(
         vec![Mutation::UpsertDirectorySource(input)],
     )
     .await?;
-    let view = source_view(&*find_source(&state.mirror.load(), &tenant, &name)?);
+    let view = source_view(&state, &*find_source(&state.mirror.load(), &tenant, &name)?);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
@@ -214,7 +225,7 @@ pub async fn show_source(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let view = source_view(&*find_source(&mirror, &tenant, &name)?);
+    let view = source_view(&state, &*find_source(&mirror, &tenant, &name)?);
     Ok(tagged(&view.etag.clone(), view))
 }
 
@@ -255,7 +266,7 @@ pub async fn update_source(
         Mutation::UpsertDirectorySource(input),
     )
     .await?;
-    let view = source_view(&*find_source(&state.mirror.load(), &tenant, &name)?);
+    let view = source_view(&state, &*find_source(&state.mirror.load(), &tenant, &name)?);
     Ok(tagged(&view.etag.clone(), view))
 }
 

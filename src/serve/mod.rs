@@ -80,11 +80,10 @@ pub async fn run(
         config.provisioning.https_listen,
         config.provisioning.tftp_listen,
     ];
-    let lookups = LookupService::new(
-        mirror.clone(),
-        Some(key.clone()),
-        config.lookup.options(own.into_iter().flatten())?,
-    );
+    let mut lookup_options = config.lookup.options(own.into_iter().flatten())?;
+    lookup_options.mirror_dir = Some(config.mirror_dir());
+    lookup_options.mirror_entry_quota = config.quotas.directory_entries;
+    let lookups = LookupService::new(mirror.clone(), Some(key.clone()), lookup_options);
     let static_dir = config.provisioning.static_dir.clone();
     if let Some(dir) = &static_dir {
         let files = provisioner.reload_static(dir).with_context(|| {
@@ -244,6 +243,7 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
         None => axum::Router::new(),
     };
     let source_networks = lookups.source_networks().clone();
+    let admin_lookups = lookups.clone();
     app(state)
         .merge(metrics_routes)
         .merge(dialtone_directory::http::router(lookups))
@@ -255,6 +255,7 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
             source_networks,
             quotas: Arc::new(config.quotas.clone()),
             resync,
+            lookups: Some(admin_lookups),
         }))
 }
 

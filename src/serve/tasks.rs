@@ -128,6 +128,16 @@ pub(super) fn spawn(
         });
     }
     {
+        // Each mirrored LDAP source's sync runs as its own tracked task,
+        // cancelled with the node (or when its row changes).
+        let (lookups, tracker2, cancel2) = (lookups.clone(), tracker.clone(), cancel.clone());
+        supervisor.spawn("ldap-mirrors", move || {
+            lookups
+                .clone()
+                .run_mirrors(tracker2.clone(), cancel2.clone())
+        });
+    }
+    {
         let (lookups, cancel2) = (lookups.clone(), cancel.clone());
         supervisor.spawn("lookup-cache-invalidator", move || {
             lookups.clone().follow(cancel2.clone().cancelled_owned())

@@ -130,6 +130,7 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll("tbody tr").length < n, everyone);
   await page.getByRole("button", { name: "Test cnam" }).click();
   await page.locator("#test-cnam", { hasText: " ms" }).waitFor();
+  await page.locator("#mirror-ad", { hasText: "Mirror: 0 entries" }).waitFor();
   await page.screenshot({ path: `${artifacts}/directory.png`, fullPage: true });
 
   step(11, "a tenant's token sees only its own templates and phones");

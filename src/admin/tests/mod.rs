@@ -310,6 +310,7 @@ impl Harness {
                 .shared(),
             quotas: Default::default(),
             resync: Some(resync.clone()),
+            lookups: None,
         });
         Harness {
             _db: db,

@@ -37,6 +37,7 @@ async fn call_with(
             .shared(),
         quotas: Default::default(),
         resync,
+        lookups: None,
     });
     let request = Request::builder()
         .method(method)

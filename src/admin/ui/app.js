@@ -338,6 +338,30 @@ async function phoneView(mac) {
 
 // ---- directory ---------------------------------------------------------
 
+function ago(ms) {
+  if (ms === null || ms === undefined) return "never";
+  const s = Math.round(ms / 1000);
+  return s < 120 ? s + " s ago" : s < 7200 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+}
+
+// A mirrored LDAP source's copy on the node that answered: size, age, the
+// last syncs and the last error, all as text.
+function mirrorLine(src) {
+  const m = src.mirror;
+  const now = Date.now();
+  const since = (at) => (at === null || at === undefined ? "never" : ago(now - at));
+  const parts = [
+    "Mirror: " + m.entries + " entries, current as of " + ago(m.age_ms),
+    "full sync " + since(m.last_full_sync) + (m.last_full_ms !== null ? " (" + m.last_full_ms + " ms)" : ""),
+    m.incremental
+      ? "incremental (" + m.incremental + ") " + since(m.last_incremental_sync) +
+        (m.last_incremental_ms !== null ? " (" + m.last_incremental_ms + " ms)" : "")
+      : "full syncs only",
+  ];
+  return el("p", { id: "mirror-" + src.name, class: m.last_error ? "status error" : "status" },
+    parts.join("; ") + (m.last_error ? ". Last error: " + m.last_error : ""));
+}
+
 async function directoryView() {
   const tenants = await api("GET", "/v1/tenants");
   const tenant = el("select", { id: "tenant" },
@@ -356,6 +380,7 @@ async function directoryView() {
       const out = status("test-" + src.name);
       return el("div", {},
         el("h4", { text: src.name + " (" + src.kind + ", priority " + src.priority + (src.enabled ? "" : ", disabled") + ")" }),
+        src.mirror ? mirrorLine(src) : null,
         el("button", { type: "button", text: "Test " + src.name, onclick: async () => {
           say(out, "Testing...");
           const r = await api("POST", "/v1/tenants/" + slug + "/directory-sources/" + encodeURIComponent(src.name) + "/test", { body: {} });

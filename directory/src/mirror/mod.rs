@@ -1,0 +1,314 @@
+//! Mirror mode for LDAP sources (`"mode": "mirror"`): every entry that
+//! matches the source's filter and has a number is read on a schedule into
+//! an in-memory index, and lookups answer from that index alone, so a slow
+//! or down directory costs nothing at call time.
+//!
+//! - `sync`: reading the directory (paged full reads, incremental reads by
+//!   `uSNChanged` or `modifyTimestamp`), under caps a hostile server
+//!   cannot talk its way past.
+//! - `store`: the mirror on local disk, so a node restarted while the
+//!   directory is unreachable still answers.
+//! - `tasks`: one sync task per mirrored source, following its row.
+
+pub(crate) mod store;
+pub(crate) mod sync;
+pub(crate) mod tasks;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use dialtone_sync::{now_millis, DirectorySource, Id};
+use serde::{Deserialize, Serialize};
+
+use crate::local::NumberIndex;
+use crate::normalize::normalize;
+
+/// One directory entry as the mirror keeps it: what a lookup shows and
+/// the numbers it is found by (normalized once, at sync).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorEntry {
+    pub name: Box<str>,
+    pub numbers: Vec<MirrorNumber>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorNumber {
+    pub raw: Box<str>,
+    /// With the tenant's region at the time; `None` when it would not
+    /// normalize (then only its last digits find it).
+    pub e164: Option<Box<str>>,
+}
+
+/// Where the next incremental read starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Watermark {
+    /// Active Directory: the DC's `highestCommittedUSN` before the last read.
+    Usn(u64),
+    /// OpenLDAP and others: the newest `modifyTimestamp` seen.
+    ModifyTimestamp(String),
+}
+
+impl Watermark {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Watermark::Usn(_) => "uSNChanged",
+            Watermark::ModifyTimestamp(_) => "modifyTimestamp",
+        }
+    }
+}
+
+/// What a sync task owns and a file keeps: the entries by DN and where
+/// they stand.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MirrorData {
+    /// The region the numbers were normalized with.
+    pub region: Box<str>,
+    pub entries: BTreeMap<Box<str>, Arc<MirrorEntry>>,
+    pub watermark: Option<Watermark>,
+    pub last_full_sync: Option<i64>,
+    pub last_full_ms: Option<u64>,
+    pub last_incremental_sync: Option<i64>,
+    pub last_incremental_ms: Option<u64>,
+}
+
+impl MirrorData {
+    /// When the data was last known current (Unix ms).
+    pub fn synced_at(&self) -> Option<i64> {
+        self.last_full_sync.max(self.last_incremental_sync)
+    }
+
+    /// Normalizes every number again after the tenant's region changed.
+    pub fn renormalize(&mut self, region: &str) {
+        if *self.region == *region {
+            return;
+        }
+        for entry in self.entries.values_mut() {
+            let mut changed = (**entry).clone();
+            for n in &mut changed.numbers {
+                n.e164 = normalize(&n.raw, region).ok().map(String::into_boxed_str);
+            }
+            *entry = Arc::new(changed);
+        }
+        self.region = region.into();
+    }
+
+    /// The lookup index of the current entries, in DN order so that a
+    /// number two entries share resolves the same way every time.
+    pub fn index(&self, suffix_len: usize) -> Loaded {
+        let mut index = NumberIndex::new(suffix_len);
+        for entry in self.entries.values() {
+            for n in &entry.numbers {
+                index.insert(&n.raw, n.e164.as_deref(), entry.clone());
+            }
+        }
+        Loaded {
+            index,
+            entries: self.entries.len(),
+            synced_at: self.synced_at(),
+        }
+    }
+}
+
+/// An entry as read from the directory, before normalization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub dn: Box<str>,
+    /// `None` when the entry has no name attribute: it is not kept.
+    pub name: Option<Box<str>>,
+    pub numbers: Vec<Box<str>>,
+}
+
+fn normalized(raw: RawEntry, region: &str) -> Option<(Box<str>, Arc<MirrorEntry>)> {
+    let name = raw.name?;
+    if raw.numbers.is_empty() {
+        return None;
+    }
+    let numbers = raw
+        .numbers
+        .into_iter()
+        .map(|raw| MirrorNumber {
+            e164: normalize(&raw, region).ok().map(String::into_boxed_str),
+            raw,
+        })
+        .collect();
+    Some((raw.dn, Arc::new(MirrorEntry { name, numbers })))
+}
+
+/// The entries of a full read, replacing all others.
+pub fn from_full(raw: Vec<RawEntry>, region: &str) -> BTreeMap<Box<str>, Arc<MirrorEntry>> {
+    raw.into_iter()
+        .filter_map(|e| normalized(e, region))
+        .collect()
+}
+
+/// Applies an incremental read: changed entries replace theirs, entries
+/// that lost their name or numbers go. Stops adding new DNs at `max`.
+/// Returns whether anything changed and whether the cap was hit.
+pub fn merge(data: &mut MirrorData, raw: Vec<RawEntry>, max: usize) -> (bool, bool) {
+    let (mut changed, mut capped) = (false, false);
+    for entry in raw {
+        let dn = entry.dn.clone();
+        match normalized(entry, &data.region) {
+            Some((dn, entry)) => {
+                let known = data.entries.contains_key(&dn);
+                if !known && data.entries.len() >= max {
+                    capped = true;
+                    continue;
+                }
+                if data.entries.get(&dn).map(|e| &**e) != Some(&*entry) {
+                    data.entries.insert(dn, entry);
+                    changed = true;
+                }
+            }
+            None => changed |= data.entries.remove(&dn).is_some(),
+        }
+    }
+    (changed, capped)
+}
+
+/// The published, read-only side of a mirror.
+pub struct Loaded {
+    index: NumberIndex<Arc<MirrorEntry>>,
+    pub entries: usize,
+    pub synced_at: Option<i64>,
+}
+
+impl Loaded {
+    /// The name for `e164`, by the same rules as the local directory.
+    pub fn find(&self, e164: &str) -> Option<&str> {
+        self.index
+            .find(Some(e164), e164, Arc::ptr_eq)
+            .map(|(entry, _)| &*entry.name)
+    }
+}
+
+/// A mirrored source's state, as the admin API and `dialtone lookup` show
+/// it. Times are Unix ms, durations ms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorStatus {
+    pub entries: u64,
+    pub last_full_sync: Option<i64>,
+    pub last_full_ms: Option<u64>,
+    pub last_incremental_sync: Option<i64>,
+    pub last_incremental_ms: Option<u64>,
+    /// The last sync's failure, or the entry cap it hit; never a secret.
+    pub last_error: Option<String>,
+    /// Since the mirror was last known current; `None` before any sync.
+    pub age_ms: Option<u64>,
+    /// How changes between full syncs are found: `"uSNChanged"`,
+    /// `"modifyTimestamp"`, or `None` (full syncs only).
+    pub incremental: Option<&'static str>,
+}
+
+/// What the mirror says about a number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MirrorAnswer {
+    Found(String),
+    Missing,
+    /// Nothing synced or loaded yet: not a miss.
+    NotReady,
+}
+
+/// One mirrored source: the index lookups read (swapped whole after each
+/// sync) and its status. Built with the source; synced by `tasks`.
+pub struct SourceMirror {
+    pub source_id: Id,
+    pub tenant_id: Id,
+    /// Names the settings the data was read with; a file for other
+    /// settings (another server, base, filter or bind DN) is not loaded.
+    pub fingerprint: String,
+    pub live_fallback: bool,
+    loaded: ArcSwapOption<Loaded>,
+    status: Mutex<MirrorStatus>,
+}
+
+impl SourceMirror {
+    pub fn new(row: &DirectorySource, live_fallback: bool) -> SourceMirror {
+        SourceMirror {
+            source_id: row.id,
+            tenant_id: row.tenant_id,
+            fingerprint: fingerprint(row),
+            live_fallback,
+            loaded: ArcSwapOption::empty(),
+            status: Mutex::default(),
+        }
+    }
+
+    pub fn lookup(&self, e164: &str) -> MirrorAnswer {
+        match &*self.loaded.load() {
+            None => MirrorAnswer::NotReady,
+            Some(loaded) => match loaded.find(e164) {
+                Some(name) => MirrorAnswer::Found(name.to_string()),
+                None => MirrorAnswer::Missing,
+            },
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load().is_some()
+    }
+
+    /// Publishes a new index and the status that goes with it.
+    pub(crate) fn publish(&self, loaded: Option<Loaded>, data: &MirrorData) {
+        if let Some(loaded) = loaded {
+            self.loaded.store(Some(Arc::new(loaded)));
+        }
+        let entries = data.entries.len();
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.entries = entries as u64;
+        status.last_full_sync = data.last_full_sync;
+        status.last_full_ms = data.last_full_ms;
+        status.last_incremental_sync = data.last_incremental_sync;
+        status.last_incremental_ms = data.last_incremental_ms;
+        status.incremental = data.watermark.as_ref().map(Watermark::label);
+        let id = self.source_id.to_string();
+        metrics::gauge!("dialtone_directory_mirror_entries", "source" => id).set(entries as f64);
+    }
+
+    pub(crate) fn set_error(&self, error: Option<String>) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = error;
+    }
+
+    pub fn status(&self) -> MirrorStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let synced = status.last_full_sync.max(status.last_incremental_sync);
+        status.age_ms = synced.map(|at| now_millis().saturating_sub(at).max(0) as u64);
+        status
+    }
+}
+
+/// Hex SHA-256 of what identifies a source's data: tenant, source id and
+/// settings (server, base, filter, bind DN, attributes). Hashed so that a
+/// file name or header never shows them.
+fn fingerprint(row: &DirectorySource) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(row.tenant_id.to_le_bytes());
+    hash.update(row.id.to_le_bytes());
+    hash.update(row.settings.as_bytes());
+    hex::encode(&hash.finalize()[..16])
+}
+
+/// The tenant's `directory_entries` quota: its own setting
+/// (`settings.quotas.directory_entries`, set by a global admin) or the
+/// operator's default. Mirrored entries count against it as local ones do.
+pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
+    if !tenant_settings.contains("directory_entries") {
+        return default;
+    }
+    serde_json::from_str::<serde_json::Value>(tenant_settings)
+        .ok()
+        .and_then(|v| v.pointer("/quotas/directory_entries")?.as_u64())
+        .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests;

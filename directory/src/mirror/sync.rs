@@ -1,0 +1,331 @@
+//! Reading a directory for its mirror. The server is the tenant's and may
+//! be hostile: pages, entries, bytes and time are all capped here, values
+//! past a sane size are dropped, and nothing the server sends is put in a
+//! filter unchecked and unescaped.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ldap3::controls::{Control, PagedResults, RawControl};
+use ldap3::{ldap_escape, Ldap, Scope, SearchEntry};
+
+use super::{RawEntry, Watermark};
+use crate::error::DirectoryError;
+use crate::ldap::LdapSource;
+
+const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+/// A DN past this is not a person's; the entry is skipped.
+const MAX_DN: usize = 1024;
+const MAX_NAME: usize = 256;
+const MAX_NUMBER: usize = 64;
+const MAX_NUMBERS_PER_ENTRY: usize = 16;
+/// Attribute bytes a sync reads per entry it may keep, on average.
+const BYTES_PER_ENTRY: usize = 8 * 1024;
+/// A paging cookie is an opaque handle, not a payload.
+const MAX_COOKIE: usize = 4096;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_entries: usize,
+    pub page_size: i32,
+    /// Each LDAP operation (one page) at most.
+    pub op_timeout: Duration,
+}
+
+impl Limits {
+    fn max_pages(&self) -> usize {
+        // Servers may return short pages (AD's MaxPageSize, filtered
+        // entries); four times the pages a full read needs is generous,
+        // and a server paging empty pages forever still stops.
+        (self.max_entries / self.page_size.max(1) as usize + 1) * 4 + 16
+    }
+
+    fn max_bytes(&self) -> usize {
+        self.max_entries.saturating_mul(BYTES_PER_ENTRY)
+    }
+}
+
+/// What one read brought: the entries, whether `max_entries` cut it short,
+/// and the newest `modifyTimestamp` seen.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub entries: Vec<RawEntry>,
+    pub capped: bool,
+    pub newest: Option<String>,
+}
+
+/// How this server shows changes, read from its root DSE: AD publishes
+/// `highestCommittedUSN`; others are asked for `modifyTimestamp` on entries.
+pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>, DirectoryError> {
+    let search = |e: ldap3::LdapError| DirectoryError::Ldap(format!("root DSE: {e}"));
+    let (entries, _) = ldap
+        .with_timeout(timeout)
+        .search(
+            "",
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["highestCommittedUSN"],
+        )
+        .await
+        .map_err(search)?
+        .success()
+        .map_err(search)?;
+    Ok(entries.into_iter().take(1).find_map(|e| {
+        let e = SearchEntry::construct(e);
+        first(&e.attrs, "highestCommittedUSN").and_then(|v| v.trim().parse().ok())
+    }))
+}
+
+/// The search filter: the source's own, entries with a number, and for an
+/// incremental read only what changed since `since`. Without the number
+/// clause an incremental read also returns entries that lost their
+/// numbers, so the merge can drop them.
+pub fn filter(
+    source_filter: Option<&str>,
+    number_attributes: &[String],
+    since: Option<&Watermark>,
+) -> String {
+    let mut parts = String::new();
+    if let Some(f) = source_filter {
+        parts.push_str(f);
+    }
+    match since {
+        None => {
+            parts.push_str("(|");
+            for attr in number_attributes {
+                parts.push_str(&format!("({attr}=*)"));
+            }
+            parts.push(')');
+        }
+        Some(Watermark::Usn(usn)) => {
+            parts.push_str(&format!("(uSNChanged>={})", usn.saturating_add(1)));
+        }
+        Some(Watermark::ModifyTimestamp(at)) => {
+            parts.push_str(&format!("(modifyTimestamp>={})", ldap_escape(at.as_str())));
+        }
+    }
+    format!("(&{parts})")
+}
+
+/// A GeneralizedTime as servers write `modifyTimestamp`
+/// (`20261130145500Z`, maybe with a fraction): the only shape accepted
+/// back into a filter.
+pub fn is_generalized_time(value: &str) -> bool {
+    let Some(body) = value.strip_suffix('Z') else {
+        return false;
+    };
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, "0"));
+    whole.len() == 14
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && !fraction.is_empty()
+        && fraction.len() <= 9
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Reads every entry `filter` matches, page by page (RFC 2696).
+pub async fn read_all(
+    source: &LdapSource,
+    ldap: &mut Ldap,
+    filter: &str,
+    limits: Limits,
+) -> Result<Read, DirectoryError> {
+    let settings = source.settings();
+    let mut attrs = settings.requested_attributes();
+    attrs.extend(settings.number_attributes.iter().cloned());
+    attrs.push("modifyTimestamp".into());
+    let failed = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
+    let (mut read, mut bytes, mut cookie) = (Read::default(), 0usize, Vec::new());
+    for _ in 0..limits.max_pages() {
+        let control = RawControl::from(PagedResults {
+            size: limits.page_size,
+            cookie: std::mem::take(&mut cookie),
+        });
+        let mut stream = ldap
+            .with_timeout(limits.op_timeout)
+            .with_controls(vec![control])
+            .streaming_search(&settings.base_dn, source.scope(), filter, &attrs)
+            .await
+            .map_err(failed)?;
+        while let Some(entry) = stream.next().await.map_err(failed)? {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            let entry = SearchEntry::construct(entry);
+            bytes += entry.dn.len()
+                + entry
+                    .attrs
+                    .values()
+                    .flatten()
+                    .map(String::len)
+                    .sum::<usize>();
+            if bytes > limits.max_bytes() {
+                return Err(DirectoryError::MirrorLimit(format!(
+                    "the server sent over {} MiB",
+                    limits.max_bytes() >> 20
+                )));
+            }
+            if read.entries.len() >= limits.max_entries {
+                read.capped = true;
+                break;
+            }
+            if let Some(at) = first(&entry.attrs, "modifyTimestamp") {
+                if is_generalized_time(at) && read.newest.as_deref().is_none_or(|n| at > n) {
+                    read.newest = Some(at.to_string());
+                }
+            }
+            if let Some(raw) = raw_entry(source, entry) {
+                read.entries.push(raw);
+            }
+        }
+        if read.capped {
+            // Closing the connection ends the search; it is not reused.
+            return Ok(read);
+        }
+        let done = stream.finish().await;
+        if done.rc != 0 {
+            // A size or time limit here means a partial read, which would
+            // drop every entry not read: the old mirror is better.
+            return Err(DirectoryError::Ldap(format!(
+                "search failed: rc={} {}",
+                done.rc,
+                done.text.chars().take(200).collect::<String>()
+            )));
+        }
+        cookie = done
+            .ctrls
+            .iter()
+            .find_map(|Control(_, raw)| (raw.ctype == PAGED_RESULTS_OID).then(|| paged_cookie(raw)))
+            .flatten()
+            .unwrap_or_default();
+        if cookie.len() > MAX_COOKIE {
+            return Err(DirectoryError::MirrorLimit(
+                "paging cookie too large".into(),
+            ));
+        }
+        if cookie.is_empty() {
+            return Ok(read);
+        }
+    }
+    Err(DirectoryError::MirrorLimit(format!(
+        "more than {} pages",
+        limits.max_pages()
+    )))
+}
+
+/// The cookie of a paged-results response control, parsed without
+/// panicking (ldap3's own parser panics on a malformed value).
+fn paged_cookie(raw: &RawControl) -> Option<Vec<u8>> {
+    let (_, tag) = ldap3::asn1::parse_tag(raw.val.as_deref()?).ok()?;
+    let mut parts = tag.expect_constructed()?.into_iter();
+    let _estimate = parts.next()?;
+    parts.next()?.expect_primitive()
+}
+
+fn first<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(String::as_str)
+}
+
+/// The parts of an entry the mirror keeps, each bounded.
+fn raw_entry(source: &LdapSource, entry: SearchEntry) -> Option<RawEntry> {
+    if entry.dn.len() > MAX_DN {
+        return None;
+    }
+    let name = source.name_of(&entry.attrs).map(|n| {
+        let end = n.char_indices().nth(MAX_NAME).map_or(n.len(), |(i, _)| i);
+        n[..end].into()
+    });
+    let mut numbers: Vec<Box<str>> = Vec::new();
+    for attr in &source.settings().number_attributes {
+        let values = entry
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
+            .flat_map(|(_, v)| v);
+        for value in values {
+            let value = value.trim();
+            if !value.is_empty()
+                && value.len() <= MAX_NUMBER
+                && numbers.len() < MAX_NUMBERS_PER_ENTRY
+                && !numbers.iter().any(|n| **n == *value)
+            {
+                numbers.push(value.into());
+            }
+        }
+    }
+    Some(RawEntry {
+        dn: entry.dn.into(),
+        name,
+        numbers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_escape_what_the_server_sent() {
+        let attrs = vec!["mobile".to_string(), "ipPhone".to_string()];
+        let full = filter(Some("(objectClass=person)"), &attrs, None);
+        assert_eq!(full, "(&(objectClass=person)(|(mobile=*)(ipPhone=*)))");
+        let usn = filter(None, &attrs, Some(&Watermark::Usn(41)));
+        assert_eq!(usn, "(&(uSNChanged>=42))");
+        let hostile = filter(
+            None,
+            &attrs,
+            Some(&Watermark::ModifyTimestamp("2026)(cn=*".into())),
+        );
+        assert_eq!(hostile, r"(&(modifyTimestamp>=2026\29\28cn=\2a))");
+        for f in [full, usn, hostile] {
+            assert!(ldap3::parse_filter(&f).is_ok(), "{f}");
+        }
+    }
+
+    #[test]
+    fn only_generalized_times_are_watermarks() {
+        assert!(is_generalized_time("20261130145500Z"));
+        assert!(is_generalized_time("20261130145500.123Z"));
+        for bad in [
+            "",
+            "Z",
+            "2026113014550Z",
+            "20261130145500",
+            "2026)(cn=*Z",
+            "20261130145500.Z",
+        ] {
+            assert!(!is_generalized_time(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_caps_scale_with_entries() {
+        let limits = Limits {
+            max_entries: 1000,
+            page_size: 500,
+            op_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(limits.max_pages(), 28);
+        assert_eq!(limits.max_bytes(), 1000 * BYTES_PER_ENTRY);
+    }
+
+    #[test]
+    fn malformed_cookies_are_none() {
+        let raw = |val: Option<Vec<u8>>| RawControl {
+            ctype: PAGED_RESULTS_OID.into(),
+            crit: false,
+            val,
+        };
+        assert_eq!(paged_cookie(&raw(None)), None);
+        assert_eq!(paged_cookie(&raw(Some(vec![0xff, 0x03, 1]))), None);
+        let good: RawControl = PagedResults {
+            size: 0,
+            cookie: b"abc".to_vec(),
+        }
+        .into();
+        assert_eq!(paged_cookie(&good), Some(b"abc".to_vec()));
+    }
+}

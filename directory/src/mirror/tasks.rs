@@ -1,0 +1,395 @@
+//! The sync tasks: one per mirrored source, following the source's row.
+//! A changed row builds a new source (`sources.rs`) with a new, empty
+//! mirror; its old task is cancelled and a new one starts, which loads
+//! the file if the settings it was read with are still the source's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_sync::{now_millis, Entity, Id};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::sync::{filter, read_all, root_usn, Limits, Read};
+use super::{entry_quota, from_full, merge, store, MirrorData, SourceMirror, Watermark};
+use crate::error::DirectoryError;
+use crate::ldap::LdapSource;
+use crate::service::LookupService;
+use crate::sources::{Remote, RemoteSource};
+
+/// Each LDAP operation of a sync (connect, bind, one page) at most.
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A whole sync at most, whatever the server does.
+const MAX_FULL_SYNC: Duration = Duration::from_secs(15 * 60);
+const MAX_INCREMENTAL_SYNC: Duration = Duration::from_secs(5 * 60);
+/// First wait after a failed sync; doubles up to the full-sync interval.
+const RETRY: Duration = Duration::from_secs(30);
+/// Running tasks are checked (and dead ones restarted) at least this often.
+const RECONCILE: Duration = Duration::from_secs(30);
+
+struct Running {
+    source: Arc<RemoteSource>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// However `run_mirrors` ends (a panic included, after which the
+/// supervisor starts a new one), its sync tasks end with it, so a source
+/// never has two.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl LookupService {
+    /// Runs a sync task for every enabled source in mirror mode until
+    /// `cancel`, starting, stopping and rebuilding them as rows change.
+    /// Mirror files live in `lookup` options' `mirror_dir` (none: memory only).
+    pub async fn run_mirrors(self, tracker: TaskTracker, cancel: CancellationToken) {
+        let mut events = self.inner.mirror.subscribe();
+        let mut running: HashMap<Id, Running> = HashMap::new();
+        let mut tick = tokio::time::interval(RECONCILE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let due = tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => true,
+                event = events.recv() => match event {
+                    Ok(dialtone_sync::ChangeEvent::Changed { keys, .. }) => keys
+                        .iter()
+                        .any(|(e, _)| matches!(e, Entity::DirectorySource | Entity::Tenant)),
+                    Ok(dialtone_sync::ChangeEvent::Reset { .. }) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            };
+            if due {
+                self.reconcile(&mut running, &tracker, &cancel);
+            }
+        }
+    }
+
+    fn reconcile(
+        &self,
+        running: &mut HashMap<Id, Running>,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) {
+        let state = self.inner.mirror.load();
+        let mut wanted: HashMap<Id, Arc<RemoteSource>> = HashMap::new();
+        for tenant in state.tenants() {
+            for source in self.inner.sources.sources_of(&state, tenant.id) {
+                if source.mirror.is_some() {
+                    wanted.insert(source.id, source);
+                }
+            }
+        }
+        running.retain(|id, r| {
+            let keep =
+                !r.task.is_finished() && wanted.get(id).is_some_and(|w| Arc::ptr_eq(w, &r.source));
+            if !keep {
+                r.cancel.cancel();
+                let tenant = r.source.mirror.as_ref().map_or(0, |m| m.tenant_id);
+                let exists = state.sources_of(tenant).iter().any(|s| s.id == *id);
+                if let (false, Some(dir)) = (exists, &self.inner.options.mirror_dir) {
+                    store::remove(dir, *id);
+                }
+            }
+            keep
+        });
+        for (id, source) in wanted {
+            if running.contains_key(&id) {
+                continue;
+            }
+            let token = cancel.child_token();
+            let task = tracker.spawn(self.clone().run_source(source.clone(), token.clone()));
+            running.insert(
+                id,
+                Running {
+                    source,
+                    cancel: token,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// A mirrored source's status, for the admin API and `dialtone lookup`:
+    /// entries, the last full and incremental syncs (Unix ms) and their
+    /// durations (ms), the last error, the age and the incremental method.
+    /// `None` for a source that is not mirrored (or not built on this node).
+    pub fn mirror_status(&self, source_id: Id) -> Option<super::MirrorStatus> {
+        let source = self.inner.sources.built(source_id)?;
+        source.mirror.as_ref().map(|m| m.status())
+    }
+
+    /// Loads a mirrored source's file if it has none in memory yet (for
+    /// `dialtone lookup`, which runs no sync tasks).
+    pub async fn load_mirror(&self, source: &RemoteSource) {
+        let (Some(mirror), Remote::Ldap(ldap)) = (&source.mirror, &source.remote) else {
+            return;
+        };
+        if !mirror.is_loaded() {
+            self.load_file(mirror, ldap).await;
+        }
+    }
+
+    async fn load_file(&self, mirror: &SourceMirror, ldap: &LdapSource) -> Option<MirrorData> {
+        let dir = self.inner.options.mirror_dir.clone()?;
+        let region = self.region(mirror.tenant_id)?;
+        let max = self.max_entries(mirror.tenant_id, ldap);
+        let (id, fp) = (mirror.source_id, mirror.fingerprint.clone());
+        let suffix_len = self.inner.options.suffix_len;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut data = store::read(&store::path(&dir, id), &fp, max)?;
+            let loaded = data.as_mut().map(|d| {
+                d.renormalize(&region);
+                d.index(suffix_len)
+            });
+            Ok::<_, DirectoryError>(data.zip(loaded))
+        })
+        .await;
+        match read {
+            Ok(Ok(Some((data, loaded)))) => {
+                mirror.publish(Some(loaded), &data);
+                Some(data)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(source = id, error = %e, "ignoring the mirror file");
+                None
+            }
+            Err(e) => {
+                tracing::error!(source = id, error = %e, "loading the mirror file failed");
+                None
+            }
+        }
+    }
+
+    fn region(&self, tenant: Id) -> Option<Box<str>> {
+        Some(
+            self.inner
+                .mirror
+                .load()
+                .tenant(tenant)?
+                .default_region
+                .clone(),
+        )
+    }
+
+    fn max_entries(&self, tenant: Id, ldap: &LdapSource) -> usize {
+        let quota = self
+            .inner
+            .mirror
+            .load()
+            .tenant(tenant)
+            .map_or(self.inner.options.mirror_entry_quota, |t| {
+                entry_quota(&t.settings, self.inner.options.mirror_entry_quota)
+            });
+        ldap.settings().max_entries.min(quota).max(1) as usize
+    }
+
+    async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
+        let (Some(mirror), Remote::Ldap(ldap)) = (&source.mirror, &source.remote) else {
+            return;
+        };
+        let settings = ldap.settings();
+        let mut data = self.load_file(mirror, ldap).await.unwrap_or_default();
+        let full_every = settings.sync_interval_s as i64 * 1000;
+        let incremental_every = settings.incremental_interval_s as i64 * 1000;
+        let mut failures = 0u32;
+        let mut failed_at = 0i64;
+        loop {
+            let next_full = data.last_full_sync.map_or(0, |t| t + full_every);
+            let next_incremental = match (&data.watermark, incremental_every) {
+                (Some(_), every) if every > 0 => data.synced_at().map_or(0, |t| t + every),
+                _ => i64::MAX,
+            };
+            let full = next_full <= next_incremental;
+            let backoff = (RETRY.as_millis() as i64)
+                .saturating_mul(1 << failures.min(10))
+                .min(full_every);
+            let due = next_full.min(next_incremental).max(if failures > 0 {
+                failed_at + backoff
+            } else {
+                0
+            });
+            let wait = Duration::from_millis(due.saturating_sub(now_millis()).max(0) as u64);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let Some(region) = self.region(mirror.tenant_id) else {
+                return;
+            };
+            data.renormalize(&region);
+            let kind = if full { "full" } else { "incremental" };
+            let started = Instant::now();
+            let limit = if full {
+                MAX_FULL_SYNC
+            } else {
+                MAX_INCREMENTAL_SYNC
+            };
+            let max = self.max_entries(mirror.tenant_id, ldap);
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = tokio::time::timeout(limit, sync_once(ldap, &mut data, full, max)) => {
+                    r.unwrap_or_else(|_| Err(DirectoryError::MirrorLimit(format!("took over {} s", limit.as_secs()))))
+                }
+            };
+            let id = mirror.source_id.to_string();
+            metrics::histogram!("dialtone_directory_mirror_sync_seconds", "source" => id.clone(), "kind" => kind)
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcome) => {
+                    failures = 0;
+                    let elapsed = started.elapsed().as_millis() as u64;
+                    if full {
+                        data.last_full_ms = Some(elapsed);
+                    } else {
+                        data.last_incremental_ms = Some(elapsed);
+                    }
+                    if incremental_every == 0 {
+                        data.watermark = None;
+                    }
+                    mirror.set_error(outcome.capped.then(|| {
+                        format!("over {max} entries (max_entries or the tenant's directory_entries quota); the rest were not mirrored")
+                    }));
+                    self.publish(mirror, &data, outcome.changed, full).await;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    failed_at = now_millis();
+                    metrics::counter!("dialtone_directory_mirror_sync_errors_total", "source" => id, "kind" => kind)
+                        .increment(1);
+                    tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
+                    mirror.set_error(Some(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Swaps in a new index when something changed (dropping the tenant's
+    /// cached answers) and rewrites the file when something changed or a
+    /// full sync ran (so its time survives a restart); otherwise only the
+    /// status moves on.
+    async fn publish(&self, mirror: &SourceMirror, data: &MirrorData, changed: bool, full: bool) {
+        let rebuild = changed || !mirror.is_loaded();
+        let dir = self
+            .inner
+            .options
+            .mirror_dir
+            .clone()
+            .filter(|_| changed || full);
+        if !rebuild && dir.is_none() {
+            mirror.publish(None, data);
+            return;
+        }
+        let snapshot = data.clone();
+        let suffix_len = self.inner.options.suffix_len;
+        let fp = mirror.fingerprint.clone();
+        let id = mirror.source_id;
+        let built = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = dir {
+                if let Err(e) = store::write(&store::path(&dir, id), &fp, &snapshot) {
+                    tracing::warn!(source = id, error = %e, "writing the mirror file failed");
+                }
+            }
+            rebuild.then(|| snapshot.index(suffix_len))
+        })
+        .await;
+        match built {
+            Ok(loaded) => {
+                mirror.publish(loaded, data);
+                if changed {
+                    self.invalidate_tenant(mirror.tenant_id);
+                }
+            }
+            Err(e) => tracing::error!(source = id, error = %e, "building the mirror index failed"),
+        }
+    }
+}
+
+pub(super) struct Outcome {
+    pub changed: bool,
+    pub capped: bool,
+}
+
+/// One sync on its own connection, closed at the end.
+pub(super) async fn sync_once(
+    ldap: &LdapSource,
+    data: &mut MirrorData,
+    full: bool,
+    max: usize,
+) -> Result<Outcome, DirectoryError> {
+    let settings = ldap.settings();
+    let started_at = now_millis();
+    let mut conn = ldap.open(OP_TIMEOUT).await?;
+    // Read before the search: a change made during it is read again next
+    // time rather than missed. A root DSE that cannot be read means full
+    // syncs only.
+    let usn = root_usn(&mut conn, OP_TIMEOUT).await.unwrap_or_else(|e| {
+        tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
+        None
+    });
+    let since = if full { None } else { data.watermark.clone() };
+    let search = filter(
+        settings.filter.as_deref(),
+        &settings.number_attributes,
+        since.as_ref(),
+    );
+    let limits = Limits {
+        max_entries: max,
+        page_size: settings.page_size,
+        op_timeout: OP_TIMEOUT,
+    };
+    let read = read_all(ldap, &mut conn, &search, limits).await;
+    let _ = conn.unbind().await;
+    let Read {
+        entries,
+        capped,
+        newest,
+    } = read?;
+    let region = data.region.clone();
+    let outcome = if full {
+        let entries = tokio::task::spawn_blocking(move || from_full(entries, &region))
+            .await
+            .map_err(|e| DirectoryError::Ldap(format!("normalizing: {e}")))?;
+        let changed = entries != data.entries;
+        data.entries = entries;
+        data.last_full_sync = Some(started_at);
+        data.watermark = usn
+            .map(Watermark::Usn)
+            .or(newest.map(Watermark::ModifyTimestamp));
+        Outcome { changed, capped }
+    } else {
+        let mut taken = std::mem::take(data);
+        let (back, changed, merge_capped) = tokio::task::spawn_blocking(move || {
+            let (changed, capped) = merge(&mut taken, entries, max);
+            (taken, changed, capped)
+        })
+        .await
+        .map_err(|e| DirectoryError::Ldap(format!("merging: {e}")))?;
+        *data = back;
+        data.last_incremental_sync = Some(started_at);
+        // A read cut short at the cap has not seen every change: start the
+        // next one where this one started.
+        let newest = newest.filter(|_| !capped);
+        let usn = usn.filter(|_| !capped);
+        data.watermark = match (data.watermark.take(), usn, newest) {
+            (Some(Watermark::Usn(_)), Some(usn), _) => Some(Watermark::Usn(usn)),
+            (Some(Watermark::ModifyTimestamp(old)), _, Some(new)) if new > old => {
+                Some(Watermark::ModifyTimestamp(new))
+            }
+            (old, _, _) => old,
+        };
+        Outcome {
+            changed,
+            capped: capped || merge_capped,
+        }
+    };
+    Ok(outcome)
+}

@@ -1,0 +1,359 @@
+use super::*;
+
+fn raw(dn: &str, name: Option<&str>, numbers: &[&str]) -> RawEntry {
+    RawEntry {
+        dn: dn.into(),
+        name: name.map(Into::into),
+        numbers: numbers.iter().map(|n| (*n).into()).collect(),
+    }
+}
+
+fn data(entries: Vec<RawEntry>) -> MirrorData {
+    MirrorData {
+        region: "US".into(),
+        entries: from_full(entries, "US"),
+        last_full_sync: Some(1_000),
+        ..Default::default()
+    }
+}
+
+fn row(settings: &str) -> DirectorySource {
+    DirectorySource {
+        id: 7,
+        tenant_id: 3,
+        name: "ad".into(),
+        kind: dialtone_sync::SourceKind::Ldap,
+        priority: 10,
+        enabled: true,
+        settings: settings.into(),
+        secret: None,
+        timeout_ms: 200,
+        updated_at: 0,
+    }
+}
+
+#[test]
+fn the_index_matches_like_the_local_directory() {
+    let d = data(vec![
+        raw(
+            "cn=ann",
+            Some("Ann Example"),
+            &["+1 (555) 010-1234", "555.010.9999"],
+        ),
+        raw("cn=bob", Some("Bob Example"), &["5550104321 x12"]),
+        // Two entries share a line: the exact match still picks one, in
+        // DN order; the suffix alone would be ambiguous.
+        raw("cn=desk", Some("Front Desk"), &["555-010-7777"]),
+        raw("cn=eve", Some("Eve Example"), &["(555) 010-7777"]),
+        // Does not normalize: found by its last seven digits only.
+        raw("cn=old", Some("Old Line"), &["99-0106666"]),
+        // Not kept: no name, or no number.
+        raw("cn=noname", None, &["5550105555"]),
+        raw("cn=nonumber", Some("Nobody"), &[]),
+    ]);
+    assert_eq!(d.entries.len(), 5);
+    let loaded = d.index(7);
+    assert_eq!(loaded.entries, 5);
+    assert_eq!(loaded.find("+15550101234"), Some("Ann Example"));
+    assert_eq!(loaded.find("+15550109999"), Some("Ann Example"));
+    assert_eq!(loaded.find("+15550104321"), Some("Bob Example"));
+    assert_eq!(loaded.find("+15550107777"), Some("Front Desk"));
+    assert_eq!(loaded.find("+15550105555"), None);
+    assert_eq!(loaded.find("+15550000000"), None);
+    assert_eq!(loaded.find("+4420106666"), Some("Old Line"));
+}
+
+#[test]
+fn incremental_reads_merge_and_drop() {
+    let mut d = data(vec![
+        raw("cn=ann", Some("Ann"), &["5550101234"]),
+        raw("cn=bob", Some("Bob"), &["5550104321"]),
+    ]);
+    let before = d.entries.clone();
+    // The same entry again changes nothing.
+    assert_eq!(
+        merge(
+            &mut d,
+            vec![raw("cn=ann", Some("Ann"), &["5550101234"])],
+            10
+        ),
+        (false, false)
+    );
+    assert_eq!(d.entries, before);
+    let (changed, capped) = merge(
+        &mut d,
+        vec![
+            raw("cn=ann", Some("Ann Renamed"), &["5550101234"]),
+            // Lost its numbers: no longer in the mirror.
+            raw("cn=bob", Some("Bob"), &[]),
+            raw("cn=cat", Some("Cat"), &["5550102222"]),
+            raw("cn=dan", Some("Dan"), &["5550103333"]),
+        ],
+        2,
+    );
+    assert!(changed);
+    // Bob left, Cat came in, Dan found the mirror full.
+    assert!(capped);
+    let loaded = d.index(7);
+    assert_eq!(loaded.find("+15550101234"), Some("Ann Renamed"));
+    assert_eq!(loaded.find("+15550104321"), None);
+    assert_eq!(loaded.find("+15550102222"), Some("Cat"));
+    assert_eq!(loaded.find("+15550103333"), None);
+}
+
+#[test]
+fn a_new_region_renormalizes() {
+    let mut d = data(vec![raw("cn=ann", Some("Ann"), &["01632 960123"])]);
+    let e164 = |d: &MirrorData| d.entries["cn=ann"].numbers[0].e164.clone();
+    assert_eq!(e164(&d), None);
+    d.renormalize("GB");
+    assert_eq!(&*d.region, "GB");
+    assert_eq!(e164(&d).as_deref(), Some("+441632960123"));
+    assert_eq!(d.index(7).find("+441632960123"), Some("Ann"));
+}
+
+#[test]
+fn files_round_trip_for_their_own_settings_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = data(vec![
+        raw("cn=ann", Some("Ann"), &["5550101234"]),
+        raw("cn=bob", Some("Bob"), &["5550104321"]),
+    ]);
+    d.watermark = Some(Watermark::ModifyTimestamp("20261130145500Z".into()));
+    d.last_incremental_sync = Some(2_000);
+    d.last_full_ms = Some(42);
+    let path = store::path(dir.path(), 7);
+    assert!(path.ends_with("ldap-mirror-7.bin"));
+    store::write(&path, "fp1", &d).unwrap();
+    assert_eq!(store::read(&path, "fp1", 10).unwrap(), Some(d.clone()));
+    // Another source's settings: not this mirror.
+    assert_eq!(store::read(&path, "fp2", 10).unwrap(), None);
+    // More entries than allowed, or garbage: refused, not loaded.
+    assert!(store::read(&path, "fp1", 1).is_err());
+    std::fs::write(&path, b"DTLDAPM\x01\xff\xff\xff").unwrap();
+    assert!(store::read(&path, "fp1", 10).is_err());
+    std::fs::write(&path, b"something else").unwrap();
+    assert!(store::read(&path, "fp1", 10).is_err());
+    store::remove(dir.path(), 7);
+    assert_eq!(store::read(&path, "fp1", 10).unwrap(), None);
+}
+
+#[test]
+fn a_source_mirror_answers_and_reports() {
+    let r = row(r#"{"url":"ldap://dc1/","base_dn":"dc=x","mode":"mirror"}"#);
+    let mirror = SourceMirror::new(&r, false);
+    assert_eq!(mirror.lookup("+15550101234"), MirrorAnswer::NotReady);
+    assert_eq!(mirror.status(), MirrorStatus::default());
+    let mut d = data(vec![raw("cn=ann", Some("Ann"), &["5550101234"])]);
+    d.last_full_sync = Some(now_millis() - 5_000);
+    d.watermark = Some(Watermark::Usn(99));
+    mirror.publish(Some(d.index(7)), &d);
+    mirror.set_error(Some("over 1 entries".into()));
+    assert_eq!(
+        mirror.lookup("+15550101234"),
+        MirrorAnswer::Found("Ann".into())
+    );
+    assert_eq!(mirror.lookup("+15550109999"), MirrorAnswer::Missing);
+    let status = mirror.status();
+    assert_eq!(status.entries, 1);
+    assert_eq!(status.incremental, Some("uSNChanged"));
+    assert_eq!(status.last_error.as_deref(), Some("over 1 entries"));
+    assert!(status
+        .age_ms
+        .is_some_and(|age| (5_000..60_000).contains(&age)));
+    let json = serde_json::to_value(&status).unwrap();
+    for key in [
+        "entries",
+        "last_full_sync",
+        "last_full_ms",
+        "last_incremental_sync",
+        "last_incremental_ms",
+        "last_error",
+        "age_ms",
+        "incremental",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing from {json}");
+    }
+    // Another source, or other settings: another fingerprint.
+    let other = row(r#"{"url":"ldap://dc2/","base_dn":"dc=x","mode":"mirror"}"#);
+    assert_ne!(
+        SourceMirror::new(&other, false).fingerprint,
+        mirror.fingerprint
+    );
+}
+
+#[test]
+fn quotas_cap_entries() {
+    assert_eq!(entry_quota("{}", 200_000), 200_000);
+    assert_eq!(
+        entry_quota(r#"{"quotas":{"directory_entries":500}}"#, 200_000),
+        500
+    );
+    assert_eq!(entry_quota(r#"{"directory_entries":"x"#, 9), 9);
+}
+
+mod service {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dialtone_sync::testing::{build, eventually, TestDb};
+    use dialtone_sync::{watcher, Id, Mirror, SourceKind};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::{LookupOptions, LookupService, SourceNetworks};
+
+    /// A tenant whose mirrored source points at a port nothing listens on:
+    /// the directory is down for the whole test.
+    async fn setup(dir: &std::path::Path) -> (TestDb, LookupService, Id) {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let source = build::source(
+            "acme",
+            "ad",
+            SourceKind::Ldap,
+            serde_json::json!({"url": "ldap://127.0.0.1:9/", "base_dn": "dc=x", "mode": "mirror"}),
+            None,
+            200,
+        );
+        store
+            .apply(
+                &[build::tenant("acme", "US"), source],
+                &build::audit("setup"),
+            )
+            .await
+            .unwrap();
+        let mirror = Arc::new(Mirror::new());
+        watcher::full_load(&mirror, &*store).await.unwrap();
+        let acme = mirror.load().tenant_by_slug("acme").unwrap().id;
+        let options = LookupOptions {
+            source_networks: SourceNetworks::parse(&["127.0.0.0/8"]).unwrap().shared(),
+            mirror_dir: Some(dir.to_path_buf()),
+            ..LookupOptions::default()
+        };
+        (db, LookupService::new(mirror, None, options), acme)
+    }
+
+    #[tokio::test]
+    async fn lookups_answer_from_the_mirror_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, service, acme) = setup(dir.path()).await;
+        let answer = service.lookup(acme, "+15550101234").await.unwrap();
+        assert_eq!((answer.name(), answer.resolved.definitive), (None, false));
+        let source = service.source(acme, "ad").unwrap();
+        let mirror = source.mirror.clone().unwrap();
+        assert_eq!(service.mirror_status(source.id).unwrap().entries, 0);
+        let d = data(vec![raw("cn=ann", Some("Ann Example"), &["5550101234"])]);
+        mirror.publish(Some(d.index(7)), &d);
+        service.invalidate_tenant(acme);
+        let answer = service.lookup(acme, "(555) 010-1234").await.unwrap();
+        assert_eq!(answer.name(), Some("Ann Example"));
+        assert_eq!(answer.resolved.source.as_deref(), Some("ad"));
+        let miss = service.lookup(acme, "+15550109999").await.unwrap();
+        assert_eq!((miss.name(), miss.resolved.definitive), (None, true));
+        assert_eq!(source.searches(), 0);
+        assert_eq!(service.mirror_status(source.id).unwrap().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_node_answers_from_its_file_while_the_directory_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, service, acme) = setup(dir.path()).await;
+        let source = service.source(acme, "ad").unwrap();
+        let fingerprint = source.mirror.as_ref().unwrap().fingerprint.clone();
+        let mut d = data(vec![raw("cn=ann", Some("Ann Example"), &["5550101234"])]);
+        d.last_full_sync = Some(now_millis() - 1_000);
+        store::write(&store::path(dir.path(), source.id), &fingerprint, &d).unwrap();
+
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        tokio::spawn(service.clone().run_mirrors(tracker.clone(), cancel.clone()));
+        let loaded = eventually(Duration::from_secs(5), || {
+            service
+                .mirror_status(source.id)
+                .is_some_and(|s| s.entries == 1)
+        })
+        .await;
+        assert!(loaded, "{:?}", service.mirror_status(source.id));
+        let answer = service.lookup(acme, "5550101234").await.unwrap();
+        assert_eq!(answer.name(), Some("Ann Example"));
+        let status = service.mirror_status(source.id).unwrap();
+        assert_eq!(status.last_full_sync, d.last_full_sync);
+        assert!(status.age_ms.is_some());
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, service, acme) = setup(dir.path()).await;
+        let source = service.source(acme, "ad").unwrap();
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        tokio::spawn(service.clone().run_mirrors(tracker.clone(), cancel.clone()));
+        let failed = eventually(Duration::from_secs(10), || {
+            service
+                .mirror_status(source.id)
+                .is_some_and(|s| s.last_error.is_some())
+        })
+        .await;
+        let status = service.mirror_status(source.id).unwrap();
+        assert!(failed, "{status:?}");
+        assert_eq!((status.entries, status.last_full_sync), (0, None));
+        assert!(!store::path(dir.path(), source.id).exists());
+        cancel.cancel();
+    }
+}
+
+/// A smoke test of the reads against the slapd `scripts/test` starts (the
+/// end-to-end tests live in `tests/`).
+#[tokio::test]
+async fn slapd_reads_page_by_page_and_incrementally() {
+    let need = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
+    };
+    let (url, password) = (
+        need("DIALTONE_TEST_LDAP_URL"),
+        need("DIALTONE_TEST_LDAP_BIND_PASSWORD"),
+    );
+    let settings = crate::settings::LdapSettings::parse(
+        "t",
+        &serde_json::json!({
+            "url": url,
+            "bind_dn": "cn=admin,dc=example,dc=com",
+            "base_dn": "ou=people,dc=example,dc=com",
+            "filter": "(objectClass=inetOrgPerson)",
+            "mode": "mirror",
+            "page_size": 1,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let networks = crate::SourceNetworks::parse(&["127.0.0.0/8"])
+        .unwrap()
+        .shared();
+    let ldap = crate::ldap::LdapSource::new("t", settings, Some(password), networks).unwrap();
+    let mut d = MirrorData {
+        region: "US".into(),
+        ..Default::default()
+    };
+    let full = tasks::sync_once(&ldap, &mut d, true, 1000).await.unwrap();
+    assert!(full.changed && !full.capped);
+    assert!(d.entries.len() >= 3, "{:?}", d.entries.keys());
+    assert!(
+        matches!(d.watermark, Some(Watermark::ModifyTimestamp(_))),
+        "{:?}",
+        d.watermark
+    );
+    assert_eq!(d.index(7).find("+15550101234"), Some("Alice Example"));
+    let incremental = tasks::sync_once(&ldap, &mut d, false, 1000).await.unwrap();
+    assert!(!incremental.changed);
+    assert!(d.last_incremental_sync.is_some());
+    let capped = tasks::sync_once(&ldap, &mut d, true, 2).await.unwrap();
+    assert!(capped.capped);
+    assert_eq!(d.entries.len(), 2);
+}

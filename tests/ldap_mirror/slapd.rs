@@ -1,0 +1,179 @@
+//! A slapd of the test's own, loaded from a generated LDIF: the mirror tests
+//! stop, freeze and edit it, which the shared slapd of scripts/test must
+//! never see. Configured as services.sh's `start_slapd` is, plus what the
+//! tests read: the `stats` log (every search is a `SRCH` line) and an index
+//! for the `modifyTimestamp` searches of incremental syncs.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ldif::{ADMIN, BASE, PASSWORD};
+
+pub struct Slapd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn sbin(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found; scripts/test installs slapd"))
+}
+
+impl Slapd {
+    pub fn start(ldif: &str) -> Slapd {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             pidfile {d}/slapd.pid\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             database mdb\n\
+             maxsize 1073741824\n\
+             suffix \"{BASE}\"\n\
+             rootdn \"{ADMIN}\"\n\
+             rootpw {PASSWORD}\n\
+             directory {db}\n\
+             index objectClass eq\n\
+             index modifyTimestamp eq\n",
+            d = dir.path().display(),
+            db = db.display()
+        );
+        std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
+        std::fs::write(dir.path().join("data.ldif"), ldif).unwrap();
+        let out = Command::new(sbin("slapadd"))
+            .arg("-f")
+            .arg(dir.path().join("slapd.conf"))
+            .arg("-l")
+            .arg(dir.path().join("data.ldif"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "slapadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut slapd = Slapd {
+            dir,
+            port,
+            child: None,
+        };
+        slapd.resume();
+        slapd
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}/", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("stats.log")
+    }
+
+    /// Starts (or restarts) slapd on the same port and data; waits until it accepts.
+    pub fn resume(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        // `-d stats` keeps slapd in the foreground (our child to stop) and
+        // logs each operation to stderr.
+        let child = Command::new(sbin("slapd"))
+            .arg("-f")
+            .arg(self.dir.path().join("slapd.conf"))
+            .arg("-h")
+            .arg(self.url())
+            .args(["-d", "stats"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start slapd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "slapd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills slapd: connections are refused until `resume`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// SIGSTOP: the kernel still accepts connections, nobody answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    /// Searches slapd has received so far (its `SRCH` log lines).
+    pub fn searches(&self) -> usize {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" SRCH base="))
+            .count()
+    }
+
+    /// Runs `tool` (ldapadd, ldapmodify, ldapdelete) as the admin with `input` on stdin.
+    pub fn edit(&self, tool: &str, input: &str) {
+        let mut child = Command::new(tool)
+            .args(["-x", "-H", &self.url(), "-D", ADMIN, "-w", PASSWORD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e}; scripts/test installs ldap-utils"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
