@@ -5,7 +5,8 @@
 //! spawned task with its own deadline, so a caller that gives up (the PBX
 //! hung up, the HTTP client went away) never stalls the others: the shared
 //! future outlives any one waiter (moka's `get_with` would not; see its
-//! issue 240).
+//! issue 240). A tenant whose sources all answer from memory has nothing
+//! to wait for and is resolved on the caller's task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
