@@ -302,6 +302,13 @@ pub struct ProvisioningConfig {
     pub tftp_max_unacked_per_source: usize,
     /// Networks without the per-source cap (they still count globally).
     pub tftp_per_source_exempt: Vec<String>,
+    /// Answer every transfer from the listening port, told apart by the
+    /// client's address and port (phones behind a NAT or firewall that only
+    /// lets answers in from that port), instead of a port per transfer.
+    pub tftp_single_port: bool,
+    /// Single-port mode: sockets sharing the port, a thread each (0: one
+    /// per core).
+    pub tftp_listeners: usize,
     /// Open HTTP provisioning connections at most; past it, new connections
     /// get 503 with Retry-After.
     pub http_max_connections: usize,
@@ -362,6 +369,8 @@ impl Default for ProvisioningConfig {
             tftp_max_per_source: 64,
             tftp_max_unacked_per_source: 8,
             tftp_per_source_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            tftp_single_port: false,
+            tftp_listeners: 0,
             http_max_connections: 4096,
             http_header_timeout_s: 10,
             ban_burst: 30,
@@ -610,6 +619,9 @@ impl Config {
         }
         if p.tftp_max_unacked_per_source == 0 {
             bail!("provisioning.tftp_max_unacked_per_source must be at least 1");
+        }
+        if p.tftp_listeners > 256 {
+            bail!("provisioning.tftp_listeners must be at most 256 (a thread each; 0 is one per core)");
         }
         if p.tftp_max_per_source == 0 {
             bail!("provisioning.tftp_max_per_source must be at least 1 (exempt trusted networks with tftp_per_source_exempt)");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use dialtone_directory::LookupService;
 use dialtone_sync::{
     generate_token, now_millis, token_hash, watcher, ApiTokenInput, Audit, Mirror, Mutation,
@@ -29,9 +29,9 @@ pub struct LookupArgs {
 pub enum TokenCommand {
     /// Create a token and print it once; only its hash is stored.
     Create {
-        /// global-admin, tenant-admin, tenant-read or lookup.
-        #[arg(long)]
-        scope: String,
+        /// What the token may do.
+        #[arg(long, value_enum, ignore_case = true)]
+        scope: Scope,
         /// Required for every scope but global-admin.
         #[arg(long)]
         tenant: Option<String>,
@@ -43,9 +43,36 @@ pub enum TokenCommand {
         expires_days: Option<u64>,
     },
     /// Revoke a token by id; requests with it fail from then on, on every node.
-    Revoke { id: i64 },
+    Revoke {
+        /// The token's id, as `dialtone token list` shows it.
+        id: i64,
+    },
     /// List tokens (never the tokens themselves).
     List,
+}
+
+/// `--scope`: the admin API's token scopes, spelled as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    /// Every tenant and the platform: tenants, tokens, quotas.
+    GlobalAdmin,
+    /// One tenant (--tenant): read and change its phones, templates, directory and sources.
+    TenantAdmin,
+    /// One tenant (--tenant): read only.
+    TenantRead,
+    /// One tenant's caller-name lookups (the key a PBX sends).
+    Lookup,
+}
+
+impl From<Scope> for TokenScope {
+    fn from(scope: Scope) -> TokenScope {
+        match scope {
+            Scope::GlobalAdmin => TokenScope::GlobalAdmin,
+            Scope::TenantAdmin => TokenScope::TenantAdmin,
+            Scope::TenantRead => TokenScope::TenantRead,
+            Scope::Lookup => TokenScope::Lookup,
+        }
+    }
 }
 
 fn actor() -> String {
@@ -136,9 +163,7 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             name,
             expires_days,
         } => {
-            let scope: TokenScope = scope.parse().map_err(|e| {
-                anyhow::anyhow!("--scope: {e} (global-admin, tenant-admin, tenant-read or lookup)")
-            })?;
+            let scope = TokenScope::from(*scope);
             let token = generate_token();
             let expires_at = expires_days.map(|d| now_millis() + (d as i64) * 86_400_000);
             store
@@ -205,4 +230,24 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--scope` takes exactly the spellings the store and the API use.
+    #[test]
+    fn scope_values_are_the_stored_spellings() {
+        for scope in Scope::value_variants() {
+            let name = scope.to_possible_value().unwrap().get_name().to_string();
+            let stored = TokenScope::from(*scope);
+            assert_eq!(name, stored.as_str());
+            assert_eq!(name.parse::<TokenScope>().unwrap(), stored);
+        }
+        // And every stored scope can be given.
+        for stored in TokenScope::ALL {
+            assert!(Scope::from_str(stored.as_str(), false).is_ok(), "{stored}");
+        }
+    }
 }

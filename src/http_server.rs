@@ -14,7 +14,10 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -23,8 +26,8 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,6 +85,33 @@ const MAX_REFUSALS: usize = 256;
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
 Content-Type: text/plain\r\nContent-Length: 17\r\n\r\nserver too busy\r\n";
 
+/// What every connection of one listener shares, behind one `Arc`: a
+/// connection costs one reference count, not a clone of each part.
+struct Shared {
+    router: Router,
+    builder: hyper::server::conn::http1::Builder,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+    max_connections: usize,
+    /// Connections being served (refusals not counted).
+    open: AtomicUsize,
+    /// Set once the listener drains; `drain` wakes the connections that
+    /// wait on it. Our own flag and `Notify` rather than a clone of the
+    /// process's `CancellationToken` per connection: that token takes a
+    /// mutex on every clone, drop and poll, shared by all connections.
+    draining: AtomicBool,
+    drain: Notify,
+}
+
+/// A connection's place under `max_connections`, given back when dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`, then lets open
 /// connections finish their current request and returns once all are closed
 /// (the caller bounds that wait by its grace period). Handlers see the peer
@@ -92,34 +122,63 @@ pub async fn serve(
     options: HttpServerOptions,
     shutdown: CancellationToken,
 ) {
-    let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    // Small answers go out at once. Linux copies TCP_NODELAY from the
+    // listening socket to every accepted one, so it is set here once
+    // rather than by a system call per connection.
+    let nodelay_inherited = cfg!(target_os = "linux")
+        && socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .is_ok();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        router,
+        builder,
+        tls: options.tls,
+        header_timeout: options.header_timeout,
+        max_connections: options.max_connections.max(1),
+        open: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        drain: Notify::new(),
+    });
+    let connections = TaskTracker::new();
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
+        // Accepting comes first, so `cancelled` (a mutex per poll) is only
+        // polled when no connection is waiting; a flood of connections
+        // still sees the shutdown, by the check after each accept.
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or the peer gave up before
                     // the accept: pause briefly rather than spin.
                     tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                        _ = &mut cancelled => break,
+                    }
                 }
             },
+            _ = &mut cancelled => break,
         };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
+        if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
+            shared.open.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("dialtone_http_connections_shed_total").increment(1);
             // Refusals are bounded too: past that, the connection just closes.
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                let tls = options.tls.clone();
+                let tls = shared.tls.clone();
                 connections.spawn(async move {
                     match tls {
                         Some(tls) => {
@@ -135,50 +194,21 @@ pub async fn serve(
                 });
             }
             continue;
-        };
-        let router = router.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        let tls = options.tls.clone();
-        let header_timeout = options.header_timeout;
-        connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    // Kept for a panic's log line; cloning a Uri copies no bytes.
-                    let uri = request.uri().clone();
-                    let router = router.clone();
-                    async move {
-                        // A panicking handler costs its own request a 500,
-                        // not the connection, and is counted.
-                        match AssertUnwindSafe(router.oneshot(request)).catch_unwind().await {
-                            Ok(response) => response,
-                            Err(panic) => {
-                                metrics::counter!("dialtone_request_panics_total").increment(1);
-                                tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
-                                Ok(axum::response::IntoResponse::into_response((
-                                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                                    "internal error\n",
-                                )))
-                            }
-                        }
-                    }
-                });
-            match tls {
-                None => serve_connection(&builder, stream, service, &shutdown, peer).await,
-                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        serve_connection(&builder, stream, service, &shutdown, peer).await
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
-                },
-            }
-            drop(permit);
-        });
+        }
+        let slot = Slot(shared.clone());
+        // Two tasks of their own types: the plain one carries no TLS state,
+        // so the future a connection costs (allocated and moved into its
+        // task) is no bigger than hyper's connection.
+        if shared.tls.is_some() {
+            connections.spawn(serve_tls(stream, peer, slot));
+        } else {
+            connections.spawn(serve_plain(stream, peer, slot));
+        }
     }
     // New connections are refused from now on, not left in the backlog.
     drop(listener);
+    shared.draining.store(true, Ordering::Release);
+    shared.drain.notify_waiters();
     connections.close();
     connections.wait().await;
 }
@@ -186,29 +216,120 @@ pub async fn serve(
 /// How long a refused connection may take to be told so.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
-async fn serve_connection<S, F>(
-    builder: &hyper::server::conn::http1::Builder,
-    stream: S,
-    service: F,
-    shutdown: &CancellationToken,
-    peer: SocketAddr,
-) where
+async fn serve_plain(stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    serve_connection(&slot.0, PlainTcp(stream), peer).await;
+}
+
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let shared = &slot.0;
+    let Some(tls) = &shared.tls else { return };
+    match tokio::time::timeout(shared.header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(shared, stream, peer).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+    }
+}
+
+async fn serve_connection<S>(shared: &Shared, stream: S, peer: SocketAddr)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>,
-    F::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    F::Future: Send + 'static,
 {
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let router = &shared.router;
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        // Kept for a panic's log line; cloning a Uri copies no bytes.
+        let uri = request.uri().clone();
+        let router = router.clone();
+        async move {
+            // A panicking handler costs its own request a 500, not the
+            // connection, and is counted.
+            match AssertUnwindSafe(router.oneshot(request))
+                .catch_unwind()
+                .await
+            {
+                Ok(response) => response,
+                Err(panic) => {
+                    metrics::counter!("dialtone_request_panics_total").increment(1);
+                    tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
+                    Ok(axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error\n",
+                    )))
+                }
+            }
+        }
+    });
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // Created before the flag is read: `notify_waiters` reaches it even if
+    // it has not been polled yet, so a drain between the two is not missed.
+    let drain = shared.drain.notified();
+    let result = if shared.draining.load(Ordering::Acquire) {
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    } else {
+        // The connection first: a request that is already complete is
+        // answered without the drain's waiter ever being registered.
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => result,
+            _ = drain => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         }
     };
     if let Err(e) = result {
         log_connection_error(peer, &e);
+    }
+}
+
+/// A plain TCP stream whose write shutdown is left to `close`: once hyper
+/// has written its last response, the `shutdown` call it makes would send
+/// the FIN that closing the socket a moment later sends anyway, at the
+/// cost of a system call per connection. (TLS keeps its shutdown: that
+/// is its close_notify.)
+struct PlainTcp(TcpStream);
+
+impl tokio::io::AsyncRead for PlainTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PlainTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -13,12 +13,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+/// A body far past the socket buffers, so it is written over many polls.
+const BIG: usize = 4 << 20;
+
 fn router() -> Router {
     Router::new()
         .route(
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
         )
+        .route("/big", get(|| async { "x".repeat(BIG) }))
         .route(
             "/slow",
             get(|| async {
@@ -100,6 +104,94 @@ async fn connections_past_the_cap_get_503() {
     assert!(after.starts_with("HTTP/1.1 200"), "{after}");
     shutdown.cancel();
     task.await.unwrap();
+}
+
+/// A connection's slot comes back when it ends, whatever the client did:
+/// many connections one after another never exhaust a small cap.
+#[tokio::test]
+async fn slots_come_back_after_each_connection() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 2,
+        header_timeout: Duration::from_millis(200),
+        tls: None,
+    })
+    .await;
+    for i in 0..60 {
+        match i % 3 {
+            // Served and closed by the server (`Connection: close`).
+            0 => assert!(request(addr, "/peer").await.starts_with("HTTP/1.1 200")),
+            // Closed by the client before sending anything.
+            1 => drop(TcpStream::connect(addr).await.unwrap()),
+            // Half a request, then gone.
+            _ => {
+                let mut half = TcpStream::connect(addr).await.unwrap();
+                half.write_all(b"GET /peer HTT").await.unwrap();
+            }
+        }
+    }
+    // Closing is seen by the server a moment later; then both slots are
+    // free again: two holders fit and a third connection is refused.
+    let mut served = String::new();
+    for _ in 0..100 {
+        served = request(addr, "/peer").await;
+        if served.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    // Anything still open by now is cut off by the header deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _holders = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = request(addr, "/peer").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// A response larger than the socket buffers arrives whole before the
+/// connection closes (plain TCP leaves the FIN to `close`).
+#[tokio::test]
+async fn a_large_response_arrives_whole_before_the_close() {
+    let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
+    let reply = request(addr, "/big").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{}", &reply[..40]);
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    assert_eq!(body.len(), BIG);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// An idle keep-alive connection does not hold up the drain: it is closed
+/// once the listener stops, and `serve` returns.
+#[tokio::test]
+async fn the_drain_closes_idle_keep_alive_connections() {
+    let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&reply).ends_with("127.0.0.1") {
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve returns once the idle connection is closed")
+        .unwrap();
+    let rest = read_to_end(&mut idle).await;
+    assert!(rest.is_empty(), "{rest}");
 }
 
 #[tokio::test]

@@ -64,6 +64,10 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         return Ok(());
     }
     let bar = progress_bar(plan.items.len() as u64);
+    // Mutations and their positions apart, so the mutations are not copied
+    // for the store (a million phones are hundreds of MB).
+    let (mut mutations, mut locations): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut plan.items).into_iter().unzip();
     // A rejection by the database names the mutation; map it back to its
     // file position. With --skip-invalid, drop it and try again.
     let report = loop {
@@ -71,15 +75,14 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         let progress: Option<dialtone_sync::store::Progress> = progress_bar
             .map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
         match store
-            .apply_with_progress(&plan.mutations(), &audit, progress)
+            .apply_with_progress(&mutations, &audit, progress)
             .await
         {
             Ok(report) => break report,
             Err(SyncError::Rejected { index, reason }) => {
-                let location = plan
-                    .items
+                let location = locations
                     .get(index)
-                    .map(|(_, l)| l.to_string())
+                    .map(|l: &dialtone_sync::import::Location| l.to_string())
                     .unwrap_or_default();
                 if !args.skip_invalid {
                     if let Some(b) = &bar {
@@ -88,8 +91,9 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
                     bail!("{location}: {reason}; nothing was written");
                 }
                 eprintln!("{location}: {reason} (skipped)");
-                plan.items.remove(index);
-                if plan.items.is_empty() {
+                mutations.remove(index);
+                locations.remove(index);
+                if mutations.is_empty() {
                     bail!("nothing left to import");
                 }
             }
@@ -118,14 +122,17 @@ fn summary(c: dialtone_sync::store::Counts) -> String {
     )
 }
 
-/// Only on a terminal; scripts and CI get the summary line alone.
+/// Only on a terminal; scripts and CI get the summary line alone. A row is
+/// one tenant, phone (with its lines) or directory entry of the files.
 fn progress_bar(len: u64) -> Option<ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} changes {elapsed}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows, {per_sec}, {elapsed}")
+    {
         bar.set_style(style);
     }
     Some(bar)

@@ -3,6 +3,7 @@
 //! line and an exit code.
 
 mod admin;
+mod assets_cmd;
 mod config;
 mod demo;
 mod directory_cmd;
@@ -80,6 +81,10 @@ enum Command {
     /// PHLEM, the phone emulator and load tool.
     #[command(subcommand)]
     Phlem(phlem::PhlemCommand),
+    /// Write shell completions and man pages, generated from these
+    /// definitions, into a folder (scripts/package ships them).
+    #[command(hide = true)]
+    GenerateAssets(assets_cmd::AssetsArgs),
 }
 
 #[derive(Args)]
@@ -122,6 +127,16 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: it only describes the command line.
+    if let Command::GenerateAssets(args) = &cli.command {
+        return match assets_cmd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dialtone: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -186,6 +201,8 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            // Answered above, before the configuration is read.
+            Command::GenerateAssets(args) => assets_cmd::run(&args),
             Command::Demo => {
                 let (store, key) = serve::open_store(&config).await?;
                 prepare_schema(&config, &*store).await?;

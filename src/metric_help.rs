@@ -3,7 +3,7 @@
 //! it. A metric recorded anywhere must be described here; a test in
 //! `tests/service.rs` compares a scrape against this list.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Label, Unit};
 
 /// Counters: (name, help).
 pub const COUNTERS: &[(&str, &str)] = &[
@@ -208,7 +208,37 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Registers every description with the installed recorder.
+/// Series registered at 0 when the recorder is installed: one that first
+/// appears at its first increment hides that increment from `increase()`,
+/// so an alert on a rare event (a panic, a dropped history record, the
+/// first refusals) would stay silent. Labeled series are listed where the
+/// label values are a fixed set.
+pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
+    ("dialtone_history_dropped_total", &[]),
+    ("dialtone_http_connections_shed_total", &[]),
+    ("dialtone_lookup_shed_total", &[]),
+    ("dialtone_provisioning_bans_total", &[]),
+    ("dialtone_render_cache_stale_total", &[]),
+    ("dialtone_render_pool_refused_total", &[]),
+    ("dialtone_render_pool_timeouts_total", &[]),
+    ("dialtone_request_panics_total", &[]),
+    ("dialtone_tftp_stalled_total", &[]),
+    ("dialtone_tftp_transfer_panics_total", &[]),
+    ("dialtone_unclaimed_dropped_total", &[]),
+    ("dialtone_tftp_refused_total", &[("reason", "busy")]),
+    ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
+    ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
+    ("dialtone_tftp_refused_total", &[("reason", "write")]),
+    ("dialtone_tftp_refused_total", &[("reason", "malformed")]),
+];
+
+/// Gauges registered at 0 when the recorder is installed: those set only
+/// on a path a node may never take (lookups that all answer from memory
+/// never spawn a load), which a dashboard would otherwise show as no data.
+pub const GAUGES_AT_ZERO: &[&str] = &["dialtone_lookup_inflight", "dialtone_tftp_active_transfers"];
+
+/// Registers every description with the installed recorder, and the
+/// series that start at zero.
 pub fn describe() {
     for (name, help) in COUNTERS {
         describe_counter!(*name, *help);
@@ -218,5 +248,27 @@ pub fn describe() {
     }
     for (name, help) in HISTOGRAMS {
         describe_histogram!(*name, Unit::Seconds, *help);
+    }
+    for (name, labels) in START_AT_ZERO {
+        let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+        metrics::counter!(*name, labels).increment(0);
+    }
+    for name in GAUGES_AT_ZERO {
+        metrics::gauge!(*name).set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_that_start_at_zero_are_described_counters() {
+        for (name, _) in START_AT_ZERO {
+            assert!(COUNTERS.iter().any(|(n, _)| n == name), "{name}");
+        }
+        for name in GAUGES_AT_ZERO {
+            assert!(GAUGES.iter().any(|(n, _)| n == name), "{name}");
+        }
     }
 }

@@ -24,6 +24,7 @@ pub struct RenderArgs {
     pub out: Option<PathBuf>,
     /// One phone: print the named file, or list the phone's files.
     pub mac: Option<String>,
+    /// The file to print, by the name the phone asks for (e.g. 0015654aa937.cfg).
     pub file: Option<String>,
 }
 

@@ -116,11 +116,17 @@ fn yealink_ua(mac: &str) -> String {
     format!("Yealink SIP-T46S 66.86.0.15 {}", colons.join(":"))
 }
 
+tftp_modes!(
+    tokio: forged_misses_ban_the_address_not_its_phones,
+    normal_misses_are_free_and_unknown_macs_are_not,
+    known_and_unknown_macs_cannot_be_told_apart_for_free,
+    a_flood_of_one_shot_sources_does_not_save_a_scanner
+);
+
 /// Acceptance: a phone boots from 127.0.0.5, a flood of misses "from"
 /// 127.0.0.5 bans the address, and the phone boots again at once over TFTP
 /// and HTTP, while anything else from 127.0.0.5 is refused as banned.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_misses_ban_the_address_not_its_phones() {
+async fn forged_misses_ban_the_address_not_its_phones(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     import_json(
@@ -133,7 +139,7 @@ async fn forged_misses_ban_the_address_not_its_phones() {
         }),
     );
     // The defaults: 30 misses in a burst, the 31st bans.
-    let server = Server::start(dir.path(), &url, &[]);
+    let server = Server::start_with_env(dir.path(), &url, &[], &mode.env());
     let boot = [
         format!("{YEALINK_5}.boot"),
         "y000000000000.cfg".to_string(),
@@ -221,8 +227,7 @@ const POLY: &str = "0004f2aa0009";
 /// answered for here (or no MAC); for any other MAC they cost like any
 /// unknown name. HTTP misses count (a completed TCP connection cannot be
 /// forged), and a common file asked with an unknown MAC costs one too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn normal_misses_are_free_and_unknown_macs_are_not() {
+async fn normal_misses_are_free_and_unknown_macs_are_not(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     import_json(
@@ -240,7 +245,7 @@ async fn normal_misses_are_free_and_unknown_macs_are_not() {
         ("DIALTONE_PROVISIONING__BAN_BURST", "5"),
         ("DIALTONE_PROVISIONING__BAN_PER_MINUTE", "1"),
     ];
-    let server = Server::start_with_env(dir.path(), &url, &[], &env);
+    let server = Server::start_with_env(dir.path(), &url, &[], &mode.with(&env));
 
     // Ten boots' worth of normal misses from one address: 70 misses that
     // would have banned it 10 times over.
@@ -421,8 +426,7 @@ const PROTECTED: &str = "001565a00009";
 /// phone's own file and for a phone with HTTP credentials (404, not 401:
 /// admission comes first); and each costs the same miss. Inside, the known
 /// phone gets its own answers free, and the unknown MAC pays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn known_and_unknown_macs_cannot_be_told_apart_for_free() {
+async fn known_and_unknown_macs_cannot_be_told_apart_for_free(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let mut phones: Vec<serde_json::Value> = FAMILIES
@@ -448,7 +452,7 @@ async fn known_and_unknown_macs_cannot_be_told_apart_for_free() {
     );
     // No ban gets in the way of the comparison; the metric shows the cost.
     let env = [("DIALTONE_PROVISIONING__BAN_BURST", "100000")];
-    let server = Server::start_with_env(dir.path(), &url, &[], &env);
+    let server = Server::start_with_env(dir.path(), &url, &[], &mode.with(&env));
     let blind = || {
         counter(
             &server,
@@ -582,8 +586,7 @@ async fn known_and_unknown_macs_cannot_be_told_apart_for_free() {
 /// times the table). The scanner is still banned within a couple of misses
 /// of its allowance (the first ones may go uncounted while the table is
 /// full of one-shots), and the flood itself bans no one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_one_shot_sources_does_not_save_a_scanner() {
+async fn a_flood_of_one_shot_sources_does_not_save_a_scanner(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let env = [
@@ -591,7 +594,7 @@ async fn a_flood_of_one_shot_sources_does_not_save_a_scanner() {
         ("DIALTONE_PROVISIONING__BAN_PER_MINUTE", "1"),
         ("DIALTONE_PROVISIONING__BAN_SOURCES", "20"),
     ];
-    let server = Server::start_with_env(dir.path(), &url, &[], &env);
+    let server = Server::start_with_env(dir.path(), &url, &[], &mode.with(&env));
     let mut banned_at = None;
     for round in 0..12u16 {
         for n in 0..60u16 {

@@ -59,20 +59,21 @@ async fn admin_api(dir: &std::path::Path, url: &str, server: &Server) -> Api {
     panic!("the token never reached the node: {}", server.stderr());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_render_does_not_hold_up_another_phones_request() {
+tftp_modes!(tokio: a_slow_render_does_not_hold_up_another_phones_request);
+
+async fn a_slow_render_does_not_hold_up_another_phones_request(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let server = Server::start_with_env(
         dir.path(),
         &url,
         &["--demo"],
-        &[
+        &mode.with(&[
             ("DIALTONE_PROVISIONING__RENDER_TIME_MS", "10000"),
             ("DIALTONE_PROVISIONING__RENDER_FUEL", "100000000"),
             ("DIALTONE_PROVISIONING__RENDER_THREADS", "2"),
             ("DIALTONE_PROVISIONING__RENDER_PER_TENANT", "2"),
-        ],
+        ]),
     );
     let api = admin_api(dir.path(), &url, &server).await;
     let (status, _, created) = api

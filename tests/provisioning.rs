@@ -26,7 +26,8 @@ fn demo_phone_config_over_http_with_curl() {
     // Both nodes sit behind one name, as in a real deployment.
     let base = [("DIALTONE_PROVISIONING__BASE_URL", "http://prov.example.net")];
     let a = Server::start_with_env(dir.path(), &url, &["--demo"], &base);
-    let b = Server::start_with_env(dir.path(), &url, &[], &base);
+    // And b answers TFTP from its listening port (issue 19).
+    let b = Server::start_with_env(dir.path(), &url, &[], &TftpMode::SinglePort.with(&base));
 
     let (status, headers, body) = http_get_with(a.prov_addr, DEMO_YEALINK, &[]).unwrap();
     assert_eq!(status, 200, "{body}");
@@ -84,41 +85,44 @@ fn demo_phone_config_over_http_with_curl() {
         .any(|(k, v)| k == "content-type" && v.starts_with("application/xml")));
     assert!(body.contains("<device>"), "{body}");
 
-    // TFTP serves the very same bytes, to both common clients.
-    let port = a.tftp_addr.port().to_string();
-    let atftp_out = dir.path().join("atftp.cfg");
-    let status = Command::new("atftp")
-        .args([
-            "--option",
-            "blksize 1428",
-            "--get",
-            "-r",
-            "0015654aa937.cfg",
-            "-l",
-        ])
-        .arg(&atftp_out)
-        .args(["127.0.0.1", &port])
-        .status()
-        .expect("atftp is installed by scripts/test");
-    assert!(status.success());
+    // TFTP serves the very same bytes, to both common clients, in both
+    // modes.
     let http_body = http_get(a.prov_addr, DEMO_YEALINK).unwrap().1;
-    assert_eq!(std::fs::read_to_string(&atftp_out).unwrap(), http_body);
-    let hpa_out = dir.path().join("hpa.cfg");
-    let status = Command::new("tftp")
-        .args([
-            "-m",
-            "binary",
-            "127.0.0.1",
-            &port,
-            "-c",
-            "get",
-            "0015654aa937.cfg",
-        ])
-        .arg(&hpa_out)
-        .status()
-        .expect("tftp-hpa is installed by scripts/test");
-    assert!(status.success());
-    assert_eq!(std::fs::read_to_string(&hpa_out).unwrap(), http_body);
+    for tftp in [a.tftp_addr, b.tftp_addr] {
+        let port = tftp.port().to_string();
+        let atftp_out = dir.path().join("atftp.cfg");
+        let status = Command::new("atftp")
+            .args([
+                "--option",
+                "blksize 1428",
+                "--get",
+                "-r",
+                "0015654aa937.cfg",
+                "-l",
+            ])
+            .arg(&atftp_out)
+            .args(["127.0.0.1", &port])
+            .status()
+            .expect("atftp is installed by scripts/test");
+        assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&atftp_out).unwrap(), http_body);
+        let hpa_out = dir.path().join("hpa.cfg");
+        let status = Command::new("tftp")
+            .args([
+                "-m",
+                "binary",
+                "127.0.0.1",
+                &port,
+                "-c",
+                "get",
+                "0015654aa937.cfg",
+            ])
+            .arg(&hpa_out)
+            .status()
+            .expect("tftp-hpa is installed by scripts/test");
+        assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&hpa_out).unwrap(), http_body);
+    }
 
     // Unknown phones and odd paths reveal nothing.
     assert_eq!(

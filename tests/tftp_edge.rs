@@ -102,18 +102,25 @@ fn finish(s: &UdpSocket, mut packet: Vec<u8>, peer: SocketAddr, blksize: usize) 
     panic!("transfer did not end");
 }
 
-#[test]
-fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error() {
+tftp_modes!(
+    test: a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error,
+    one_source_gets_its_share_and_past_it_an_error,
+    a_source_that_never_acknowledges_is_dropped_past_a_few,
+    refusals_come_from_the_listener_and_their_log_lines_are_limited,
+    netascii_is_converted_for_a_real_client_and_on_the_wire
+);
+
+fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let server = Server::start_with_env(
         dir.path(),
         &url,
         &["--demo"],
-        &[
+        &mode.with(&[
             ("DIALTONE_PROVISIONING__TFTP_MAX_TIMEOUT_S", "60"),
             ("DIALTONE_PROVISIONING__TFTP_STALL_S", "2"),
-        ],
+        ]),
     );
     // Past the cap: declined (RFC 2349 allows no other value), the other
     // options still acknowledged.
@@ -159,15 +166,14 @@ fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error() {
     assert_eq!(server.stop(), 0);
 }
 
-#[test]
-fn one_source_gets_its_share_and_past_it_an_error() {
+fn one_source_gets_its_share_and_past_it_an_error(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let server = Server::start_with_env(
         dir.path(),
         &url,
         &["--demo"],
-        &[
+        &mode.with(&[
             ("DIALTONE_PROVISIONING__TFTP_MAX_PER_SOURCE", "2"),
             // The held transfers must outlive the rest of the test.
             ("DIALTONE_PROVISIONING__TFTP_TIMEOUT_MS", "5000"),
@@ -176,7 +182,7 @@ fn one_source_gets_its_share_and_past_it_an_error() {
                 "DIALTONE_PROVISIONING__TFTP_PER_SOURCE_EXEMPT",
                 "[\"127.0.0.9\"]",
             ),
-        ],
+        ]),
     );
     let want = http_get(server.prov_addr, &format!("/{DEMO_YEALINK}"))
         .unwrap()
@@ -235,22 +241,21 @@ fn one_source_gets_its_share_and_past_it_an_error() {
 /// A forged source never ACKs. Its requests past a few unacknowledged
 /// transfers get no answer at all (nothing reflected at the address's real
 /// owner), and a client that does ACK is served as before.
-#[test]
-fn a_source_that_never_acknowledges_is_dropped_past_a_few() {
+fn a_source_that_never_acknowledges_is_dropped_past_a_few(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let server = Server::start_with_env(
         dir.path(),
         &url,
         &["--demo"],
-        &[
+        &mode.with(&[
             ("DIALTONE_PROVISIONING__TFTP_MAX_UNACKED_PER_SOURCE", "3"),
             // The limit applies once a quarter of the slots are taken.
             ("DIALTONE_PROVISIONING__TFTP_MAX_TRANSFERS", "12"),
             ("DIALTONE_PROVISIONING__TFTP_TIMEOUT_MS", "5000"),
             ("DIALTONE_PROVISIONING__TFTP_STALL_S", "60"),
             ("DIALTONE_PROVISIONING__TFTP_PER_SOURCE_EXEMPT", "[]"),
-        ],
+        ]),
     );
     let request = rrq(DEMO_YEALINK, "octet", &[]);
     let held: Vec<(UdpSocket, Vec<u8>, SocketAddr)> = (0..3)
@@ -296,11 +301,10 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few() {
     assert_eq!(server.stop(), 0);
 }
 
-#[test]
-fn refusals_come_from_the_listener_and_their_log_lines_are_limited() {
+fn refusals_come_from_the_listener_and_their_log_lines_are_limited(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let server = Server::start_with_env(dir.path(), &url, &["--demo"], &mode.env());
     let s = client_on("127.0.0.2");
     let started = Instant::now();
     const WRITES: usize = 300;
@@ -357,8 +361,7 @@ fn to_netascii(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-#[test]
-fn netascii_is_converted_for_a_real_client_and_on_the_wire() {
+fn netascii_is_converted_for_a_real_client_and_on_the_wire(mode: TftpMode) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let statics = dir.path().join("static");
@@ -375,10 +378,10 @@ fn netascii_is_converted_for_a_real_client_and_on_the_wire() {
         dir.path(),
         &url,
         &["--demo"],
-        &[(
+        &mode.with(&[(
             "DIALTONE_PROVISIONING__STATIC_DIR",
             statics.to_str().unwrap(),
-        )],
+        )]),
     );
     let config = http_get(server.prov_addr, &format!("/{DEMO_YEALINK}"))
         .unwrap()

@@ -1,13 +1,16 @@
 # Boot-storm and HTTP provisioning bench, sourced by scripts/bench.
 #
-# 2,000 Yealink phones with 2 lines and 60 line keys each (a ~4.8 KB config).
-# TFTP: phlem boots every phone (boot file, model file, MAC file) against
-# dialtone rendering from its mirror, then against dnsmasq serving the
-# `dialtone render --all` output, in two cases: 100 at once with 512-byte
-# blocks, and 1,000 at once with blksize 1428 and tsize. HTTP: wrk fetches
-# the MAC files from dialtone and from nginx (one worker) serving the same
-# bytes, with keep-alive and without. Besides throughput, each server's CPU
-# time (user + system, from /proc/PID/stat) per transfer.
+# 2,000 phones of three families, round robin: Yealink T46S with 2 lines and
+# 40 BLF keys (a ~3.9 KB config), Poly VVX450 and Cisco MPP CP-8841-3PCC.
+# TFTP (issue 19): an independent client (tftp/examples/tftp_load.rs, no
+# code shared with the server or phlem) fetches the `dialtone render --all`
+# output from dialtone with a port per transfer, from dialtone in
+# single-port mode, and from dnsmasq serving the same files, in two cases:
+# 100 at once with 512-byte blocks, and 1,000 at once with blksize 1428 and
+# tsize; then system calls per transfer (strace -c) of each server. HTTP:
+# wrk fetches the MAC files from dialtone and from nginx (one worker)
+# serving the same bytes, with keep-alive and without. Besides throughput,
+# each server's CPU time (user + system, from /proc/PID/stat) per transfer.
 
 cpu_ticks() { # total user+system ticks of PIDs
     local t=0 p
@@ -19,12 +22,7 @@ cpu_ticks() { # total user+system ticks of PIDs
 
 bench_storm() {
     command -v wrk >/dev/null 2>&1 || apt_install wrk
-    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || {
-        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-        as_root chmod +x /usr/sbin/policy-rc.d
-        apt_install nginx-light
-        as_root rm -f /usr/sbin/policy-rc.d
-    }
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install_no_start nginx-light
     local phones="${STORM_PHONES:-2000}" d="$SERVICES_DIR/storm" bin=target/release/dialtone
     mkdir -p "$d"
     chmod 755 "$d"
@@ -34,17 +32,21 @@ bench_storm() {
     local prov_port tftp_port api_port
     prov_port="$(free_port)"; tftp_port="$(free_port)"; api_port="$(free_port)"
     export DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$prov_port"
-    log "seeding $phones phones (2 lines, 60 line keys each)"
+    log "seeding $phones phones (Yealink with 40 BLF keys, Poly, Cisco MPP)"
     python3 - "$d" "$phones" <<'PY'
 import json, sys
 d, n = sys.argv[1], int(sys.argv[2])
-keys = [{"type": 16, "value": str(200 + k), "label": f"D{200 + k}"} for k in range(60)]
+keys = [{"type": 16, "value": str(200 + k), "label": f"D{200 + k}"} for k in range(40)]
+families = [("001565", "yealink", "T46S", {"line_keys": keys}),
+            ("0004f2", "poly", "VVX450", {}),
+            ("0062ec", "cisco-mpp", "CP-8841-3PCC", {})]
 phones, macs = [], []
 for i in range(n):
-    mac = f"001565{i:06x}"
-    macs.append(f"{mac},yealink,T46S")
-    phones.append({"tenant": "storm", "mac": mac, "family": "yealink", "model": "T46S",
-                   "variables": {"line_keys": keys},
+    prefix, family, model, variables = families[i % 3]
+    mac = f"{prefix}{i:06x}"
+    macs.append(f"{mac},{family},{model}")
+    phones.append({"tenant": "storm", "mac": mac, "family": family, "model": model,
+                   "variables": variables,
                    "lines": [{"extension": str(1000 + 4 * i + l), "display_name": f"User {i} line {l + 1}",
                               "password": f"pw-{i}-{l}-x8Jk2", "registrar": "sip.example.net"} for l in range(2)]})
 json.dump({"tenants": [{"slug": "storm", "name": "Storm Test", "default_region": "US"}], "phones": phones},
@@ -70,32 +72,56 @@ PY
     local dm=$!
     sleep 0.5
 
-    storm() { # storm NAME TARGET PID CONCURRENCY [phlem options]
+    # The same dialtone data in single-port mode (issue 19), on ports of its own.
+    local sp_api sp_tftp sp_prov
+    sp_api="$(free_port)"; sp_tftp="$(free_port)"; sp_prov="$(free_port)"
+    DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$sp_prov" DIALTONE_PROVISIONING__TFTP_SINGLE_PORT=true \
+        "$bin" serve --listen "127.0.0.1:$sp_api" --tftp-listen "127.0.0.1:$sp_tftp" 2>"$d/serve-single.log" &
+    local ds=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$sp_api/readyz" >/dev/null && break; sleep 0.1; done
+    local nfiles
+    nfiles="$(find "$d/static" -maxdepth 1 -type f | wc -l)"
+
+    load() { # load NAME TARGET PID CONCURRENCY [client options]: one run of the independent client
         local name="$1" target="$2" pid="$3" conc="$4"
         shift 4
         local before after
         before="$(cpu_ticks "$pid")"
-        # phlem's own user + system seconds: the client must cost less than the server.
-        local TIMEFORMAT='%U %S' client
-        client="$( { time "$bin" phlem run --quiet --target "$target" --phones "$d/phones.csv" --concurrency "$conc" \
-            --timeout-ms 1000 --retries 5 --json "$d/$name.json" "$@" >"$d/$name.txt" 2>&1; } 2>&1 | tail -1)"
+        target/release/examples/tftp_load --target "$target" --dir "$d/static" --concurrency "$conc" \
+            --transfers "${STORM_TRANSFERS:-20000}" "$@" >"$d/$name.json" 2>"$d/$name.err"
         after="$(cpu_ticks "$pid")"
-        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before)), \"client_s\": $(echo "$client" | awk '{print $1 + $2}')}" >>"$d/cpu.jsonl"
+        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before))}" >>"$d/cpu.jsonl"
+    }
+    syscalls() { # syscalls NAME TARGET PID: system calls per transfer, c=100, blksize 512
+        local name="$1" target="$2" pid="$3"
+        as_root strace -c -f -p "$pid" -o "$d/$name.strace" &
+        local st=$!
+        sleep 1
+        target/release/examples/tftp_load --target "$target" --dir "$d/static" --concurrency 100 \
+            --transfers 4000 --timeout-ms 3000 >"$d/$name.json" 2>"$d/$name.err"
+        as_root kill -INT "$st"; wait "$st" 2>/dev/null || true
     }
     local cases=",${STORM_CASES:-tftp,http},"
     if [[ $cases == *,tftp,* ]]; then
-        log "TFTP storms (a warm-up pass renders dialtone's cache first)"
-        storm warmup "tftp://127.0.0.1:$tftp_port" "$dt" 100
+        log "TFTP storms with an independent client (a warm-up pass renders dialtone's caches first)"
+        cargo build --release -q -p dialtone-tftp --example tftp_load
+        command -v strace >/dev/null 2>&1 || apt_install strace
+        STORM_TRANSFERS="$nfiles" load warmup "127.0.0.1:$tftp_port" "$dt" 100
+        STORM_TRANSFERS="$nfiles" load warmup-single "127.0.0.1:$sp_tftp" "$ds" 100
         for round in 1 2; do
-            storm "dialtone-c100-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 100
-            storm "dnsmasq-c100-r$round" "tftp://127.0.0.69:69" "$dm" 100
-            storm "dialtone-c1000-r$round" "tftp://127.0.0.1:$tftp_port" "$dt" 1000 --blksize 1428 --tsize
-            storm "dnsmasq-c1000-r$round" "tftp://127.0.0.69:69" "$dm" 1000 --blksize 1428 --tsize
+            load "dialtone-c100-r$round" "127.0.0.1:$tftp_port" "$dt" 100
+            load "single-c100-r$round" "127.0.0.1:$sp_tftp" "$ds" 100
+            load "dnsmasq-c100-r$round" "127.0.0.69:69" "$dm" 100
+            load "dialtone-c1000-r$round" "127.0.0.1:$tftp_port" "$dt" 1000 --blksize 1428 --tsize
+            load "single-c1000-r$round" "127.0.0.1:$sp_tftp" "$ds" 1000 --blksize 1428 --tsize
+            load "dnsmasq-c1000-r$round" "127.0.0.69:69" "$dm" 1000 --blksize 1428 --tsize
         done
-        # Phones that keep one source port for all their files (many do).
-        storm "dialtone-sameport-r1" "tftp://127.0.0.1:$tftp_port" "$dt" 100 --same-port
-        storm "dnsmasq-sameport-r1" "tftp://127.0.0.69:69" "$dm" 100 --same-port
+        log "system calls per transfer (strace -c, 4,000 transfers each)"
+        syscalls dialtone-syscalls "127.0.0.1:$tftp_port" "$dt"
+        syscalls single-syscalls "127.0.0.1:$sp_tftp" "$ds"
+        syscalls dnsmasq-syscalls "127.0.0.69:69" "$dm"
     fi
+    kill "$ds"; wait "$ds" 2>/dev/null || true
     kill "$dm"
 
     local ng="$d/nginx" ngport
@@ -126,9 +152,11 @@ CONF
         shift 3
         local before after
         before="$(cpu_ticks $pids)"
-        wrk -t2 -c64 -d"${HTTP_SECONDS:-10}s" --latency -s "$d/paths.lua" "$@" "$url" >"$d/$name.txt"
+        # wrk's own user + system seconds: the client must not be what bounds the figure.
+        local TIMEFORMAT='%U %S' client
+        client="$( { time wrk -t2 -c64 -d"${HTTP_SECONDS:-10}s" --latency -s "$d/paths.lua" "$@" "$url" >"$d/$name.txt"; } 2>&1 | tail -1)"
         after="$(cpu_ticks $pids)"
-        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before))}" >>"$d/cpu.jsonl"
+        echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before)), \"client_s\": $(echo "$client" | awk '{print $1 + $2}')}" >>"$d/cpu.jsonl"
     }
     if [[ $cases == *,http,* ]]; then
         log "HTTP: wrk against dialtone and nginx, keep-alive and not"
@@ -164,28 +192,37 @@ def storm(name):
     retrans = sum(st["retransmits"] for st in r["steps"].values())
     failed = sum(r["failures"].values())
     return ok / r["elapsed_s"], p99, failed, retrans, cpu[name] / max(ok, 1) * 1e6, client[name] / max(ok, 1) * 1e6
+def load(name):
+    r = json.load(open(f"{d}/{name}.json"))
+    ok = max(r["transfers"], 1)
+    return r["per_s"], r["p99_ms"], r["failed"], r["retransmits"], cpu[name] / ok * 1e6, r["client_cpu_s"] / ok * 1e6
+def syscalls(name):
+    calls = 0
+    for line in open(f"{d}/{name}.strace"):
+        f = line.split()
+        if f and f[-1] == "total":
+            calls = int(f[3])
+    return calls / max(json.load(open(f"{d}/{name}.json"))["transfers"], 1)
 if ",tftp," in cases:
     print()
-    print("TFTP boot storm, 2,000 phones x 3 files (boot, model, MAC file of ~4.8 KB); best of 2 rounds by throughput")
-    print(f"{'case':<34} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16} {'phlem us/transfer':>18}")
+    print("TFTP boot storm, render --all of 2,000 phones (Yealink 40 BLF keys, Poly, Cisco MPP); independent client; best of 2 rounds by throughput")
+    print(f"{'case':<44} {'transfers/s':>11} {'p99 ms':>8} {'failed':>7} {'retrans':>8} {'CPU us/transfer':>16} {'client us/transfer':>19}")
     rows = {}
+    servers = (("dialtone", "dialtone, a port per transfer"), ("single", "dialtone, single port"), ("dnsmasq", "dnsmasq"))
     for case in ("c100", "c1000"):
-        for server in ("dialtone", "dnsmasq"):
-            runs = [storm(f"{server}-{case}-r{r}") for r in (1, 2)]
+        for server, title in servers:
+            runs = [load(f"{server}-{case}-r{r}") for r in (1, 2)]
             best = max(runs, key=lambda x: x[0])
             rows[(server, case)] = best
-            label = f"{server}, " + ("100 at once, blksize 512" if case == "c100" else "1,000 at once, blksize 1428")
-            print(f"{label:<34} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.0f} {best[5]:>18.0f}")
-            reasons = json.load(open(f"{d}/{server}-{case}-r1.json"))["failures"]
-            if reasons:
-                print(f"    round 1 failures: {reasons}")
-    for server in ("dialtone", "dnsmasq"):
-        r = storm(f"{server}-sameport-r1")
-        label = f"{server}, 100 at once, same port"
-        print(f"{label:<34} {r[0]:>11.0f} {r[1]:>8.1f} {r[2]:>7} {r[3]:>8} {r[4]:>16.0f} {r[5]:>18.0f}")
+            label = f"{title}, " + ("c=100, 512" if case == "c100" else "c=1000, 1428+tsize")
+            print(f"{label:<44} {best[0]:>11.0f} {best[1]:>8.1f} {best[2]:>7} {best[3]:>8} {best[4]:>16.1f} {best[5]:>19.1f}")
     for case in ("c100", "c1000"):
-        a, b = rows[("dialtone", case)], rows[("dnsmasq", case)]
-        print(f"{case}: throughput dialtone/dnsmasq {a[0] / b[0]:.2f}x (target >= 1.0); CPU per transfer dialtone/dnsmasq {a[4] / b[4]:.2f} (target <= 1.0)")
+        b = rows[("dnsmasq", case)]
+        for server, title in servers[:2]:
+            a = rows[(server, case)]
+            print(f"{case} {title}: throughput / dnsmasq {a[0] / b[0]:.2f}x; CPU per transfer / dnsmasq {a[4] / b[4]:.2f}")
+    print("system calls per transfer (c=100, blksize 512, strace -c -f): " + ", ".join(
+        f"{title} {syscalls(server + '-syscalls'):.1f}" for server, title in servers))
 def wrk(name):
     text = open(f"{d}/{name}.txt").read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -193,18 +230,19 @@ def wrk(name):
     m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)", text, re.M)
     p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return rps, p99, int(errors.group(1)) if errors else 0, cpu[name] / max(total, 1) * 1e6
+    return (rps, p99, int(errors.group(1)) if errors else 0, cpu[name] / max(total, 1) * 1e6,
+            client[name] / max(total, 1) * 1e6)
 if ",http," in cases:
     print()
     print("HTTP provisioning, MAC files of 2,000 phones, wrk -t2 -c64 (on the same 2 cores)")
-    print(f"{'case':<24} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
+    print(f"{'case':<24} {'req/s':>9} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11} {'wrk us/req':>11}")
     if ",tftp," not in cases:
         r = wrk("dialtone-cold")
-        print(f"{'dialtone, cold cache, 2 s':<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f}")
+        print(f"{'dialtone, cold cache, 2 s':<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f} {r[4]:>11.1f}")
     for mode in ("keepalive", "close"):
         for server in ("dialtone", "nginx"):
             r = wrk(f"{server}-{mode}")
-            print(f"{server + ', ' + mode:<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f}")
+            print(f"{server + ', ' + mode:<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f} {r[4]:>11.1f}")
         a, b = wrk(f"dialtone-{mode}"), wrk(f"nginx-{mode}")
         print(f"{mode}: req/s dialtone/nginx {a[0] / b[0]:.2f}x (target >= 1.0); CPU per request dialtone/nginx {a[3] / b[3]:.2f} (target <= 1.0)")
 PY

@@ -19,11 +19,62 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
+# The newest PostgreSQL installed: Debian ships one version a release (15 in
+# Debian 12, 17 in 13), installed as the `postgresql` package.
+PG_LIB_DIR="${PG_LIB_DIR:-/usr/lib/postgresql}"
 find_pg_bin() {
     local d
-    for d in /usr/lib/postgresql/*/bin; do
+    for d in "$PG_LIB_DIR"/*/bin; do
         if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; fi
     done | sort -V | tail -1
+}
+
+# apt_install_no_start PKG...: install packages whose daemons must not start
+# (the tests run their own) behind a policy-rc.d that refuses; one that was
+# there before is put back afterwards, or by the EXIT trap if the install
+# fails midway.
+POLICY_RC="${POLICY_RC:-/usr/sbin/policy-rc.d}"
+POLICY_RC_RESTORE=""
+apt_install_no_start() {
+    if [ -e "$POLICY_RC" ]; then
+        as_root mv "$POLICY_RC" "$POLICY_RC.dialtone-saved"
+        POLICY_RC_RESTORE="$POLICY_RC.dialtone-saved"
+    else
+        POLICY_RC_RESTORE=remove
+    fi
+    trap stop_services EXIT
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$POLICY_RC" >/dev/null
+    as_root chmod +x "$POLICY_RC"
+    apt_install "$@"
+    restore_policy_rc
+}
+
+restore_policy_rc() {
+    case "$POLICY_RC_RESTORE" in
+        "") ;;
+        remove) as_root rm -f "$POLICY_RC" ;;
+        *) as_root mv -f "$POLICY_RC_RESTORE" "$POLICY_RC" ;;
+    esac
+    POLICY_RC_RESTORE=""
+}
+
+# wait_ready NAME LOG TRIES CMD...: runs CMD every 0.2 s until it succeeds;
+# after TRIES failures, fails showing the end of the service's LOG.
+wait_ready() {
+    local name="$1" logfile="$2" tries="$3" i
+    shift 3
+    for i in $(seq 1 "$tries"); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    not_ready "$name" "$logfile"
+}
+
+# not_ready NAME LOG: says so with the end of the service's LOG; fails.
+not_ready() {
+    log "$1 never became ready; the end of $2:"
+    tail -n 40 "$2" >&2 2>/dev/null || true
+    return 1
 }
 
 free_port() {
@@ -38,7 +89,7 @@ PY
 
 ensure_packages() {
     local want=()
-    [ -n "$(find_pg_bin)" ] || want+=(postgresql-15)
+    [ -n "$(find_pg_bin)" ] || want+=(postgresql)
     command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || want+=(slapd)
     command -v ldapsearch >/dev/null 2>&1 || want+=(ldap-utils)
     command -v curl >/dev/null 2>&1 || want+=(curl)
@@ -52,13 +103,13 @@ ensure_packages() {
     command -v node >/dev/null 2>&1 || want+=(nodejs npm)
     # The SIP proxy and registrar resync NOTIFYs go through.
     [ -x /usr/sbin/kamailio ] || want+=(kamailio)
+    # Alert rules are checked and unit-tested with promtool; the .deb with lintian.
+    command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+    command -v lintian >/dev/null 2>&1 || want+=(lintian)
     if [ ${#want[@]} -gt 0 ]; then
         log "installing ${want[*]}"
-        # Keep the package's own slapd/postgres from starting: we run ours.
-        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-        as_root chmod +x /usr/sbin/policy-rc.d
-        apt_install "${want[@]}"
-        as_root rm -f /usr/sbin/policy-rc.d
+        # Keep the packages' own slapd, postgres and prometheus from starting: we run ours.
+        apt_install_no_start "${want[@]}"
     fi
     id postgres >/dev/null 2>&1 || as_root useradd --system --home-dir /var/lib/postgresql postgres
     ensure_atftpd
@@ -118,7 +169,7 @@ start_postgres() {
         || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
     pg_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
         -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c max_connections=300 -c synchronous_commit=off" \
-        start >&2
+        start >&2 || not_ready PostgreSQL "$dir/log"
     export DIALTONE_TEST_PG_URL="postgres://dialtone@127.0.0.1:$port/postgres"
     export DIALTONE_TEST_PG_BIN="$bin"
     export DIALTONE_TEST_PG_DATA="$dir/data"
@@ -156,12 +207,9 @@ CONF
     "$(dirname "$slapd")/slapadd" -f "$dir/slapd.conf" -l "$ROOT/directory/tests/data/directory.ldif" >"$dir/slapadd.log" 2>&1 \
         || { cat "$dir/slapadd.log" >&2; return 1; }
     log "starting slapd on 127.0.0.1:$port"
-    "$slapd" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" >"$dir/slapd.log" 2>&1
-    local i
-    for i in $(seq 1 50); do
-        ldapsearch -x -H "ldap://127.0.0.1:$port/" -b "" -s base >/dev/null 2>&1 && break
-        sleep 0.2
-    done
+    # In the foreground (`-d none`), so that errors reach its log.
+    "$slapd" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" -d none >"$dir/slapd.log" 2>&1 &
+    wait_ready slapd "$dir/slapd.log" 50 ldapsearch -x -H "ldap://127.0.0.1:$port/" -b "" -s base || return 1
     export DIALTONE_TEST_LDAP_URL="ldap://127.0.0.1:$port/"
     export DIALTONE_TEST_LDAP_BASE="dc=example,dc=com"
     export DIALTONE_TEST_LDAP_BIND_DN="cn=admin,dc=example,dc=com"
@@ -272,8 +320,7 @@ for _ in range(100):
 sys.exit(1)
 PY
     then
-        cat "$dir/kamailio.log" >&2
-        return 1
+        not_ready Kamailio "$dir/kamailio.log"
     fi
     export DIALTONE_TEST_SIP_PROXY="127.0.0.1:$port"
 }
@@ -296,8 +343,9 @@ start_services() {
 }
 
 stop_services() {
+    restore_policy_rc
     stop_kamailio
     stop_slapd
     stop_postgres
-    [ -n "$SERVICES_DIR" ] && rm -rf "$SERVICES_DIR"
+    if [ -n "$SERVICES_DIR" ]; then rm -rf "$SERVICES_DIR"; fi
 }

@@ -26,6 +26,7 @@ pub struct PbxArgs {
     /// Lookups a second, sent on schedule whether or not earlier ones returned.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
+    /// How long to send lookups.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Share of lookups for numbers nobody has (random fictional numbers).
@@ -34,6 +35,7 @@ pub struct PbxArgs {
     /// What a PBX would wait at most (mod_cidlookup's default is 2 s).
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// Write the report as JSON here too (for `phlem merge`).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

@@ -70,10 +70,24 @@ pub(super) async fn load_mirror(
 ) -> Result<()> {
     let path = config.snapshot_path();
     let started = Instant::now();
-    let snap = match snapshot::read(&path) {
-        Ok(s) => s,
+    // Decoded on blocking threads while the database is reached and its
+    // schema checked, which are round trips that need no CPU here.
+    let reading = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || snapshot::load(&path)
+    });
+    let schema = match store.ping().await {
+        Ok(()) => crate::prepare_schema(config, store).await,
+        Err(e) => Err(anyhow::Error::new(e).context("connecting")),
+    };
+    let snap = match reading.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ignoring the snapshot; the mirror loads from the database");
+            None
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "ignoring the snapshot");
+            tracing::warn!(error = %e, "reading the snapshot failed; the mirror loads from the database");
             None
         }
     };
@@ -84,10 +98,6 @@ pub(super) async fn load_mirror(
             None
         }
         other => other,
-    };
-    let schema = match store.ping().await {
-        Ok(()) => crate::prepare_schema(config, store).await,
-        Err(e) => Err(anyhow::Error::new(e).context("connecting")),
     };
     if let Err(e) = schema {
         if !unreachable(&e) {
@@ -100,7 +110,7 @@ pub(super) async fn load_mirror(
                 path.display()
             );
         };
-        mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+        mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
         mirror.mark_unreachable(&format!("{e:#}"));
         tracing::warn!(snapshot = %path.display(), written_at = header.written_at, "database unreachable; serving from the snapshot");
         return Ok(());
@@ -115,7 +125,7 @@ pub(super) async fn load_mirror(
         .context("reading the database's meta row")?;
     match snap {
         Some((header, data)) if header.meta.database_id == meta.database_id => {
-            mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+            mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
             let changed = watcher::catch_up(mirror, store)
                 .await
                 .context("catching up after the snapshot")?;
@@ -174,7 +184,7 @@ pub(super) struct Sockets {
     pub api: TcpListener,
     pub provisioning: TcpListener,
     pub https: Option<(TcpListener, TlsAcceptor)>,
-    pub tftp: Option<std::net::UdpSocket>,
+    pub tftp: Option<dialtone_tftp::tftp::Bound>,
     pub tftp_options: TftpOptions,
 }
 
@@ -198,14 +208,14 @@ impl Sockets {
             per_source_exempt: dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt)
                 .unwrap_or_default(),
             shutdown_grace: Duration::from_secs(config.http.shutdown_grace_s),
+            single_port: p.tftp_single_port,
+            listeners: p.tftp_listeners,
             ..Default::default()
         };
         let tftp = match p.tftp_listen {
-            Some(addr) => Some(
-                dialtone_tftp::tftp::bind(addr, tftp_options.recv_buffer, false).with_context(
-                    || format!("cannot listen on {addr}/udp (provisioning.tftp_listen)"),
-                )?,
-            ),
+            Some(addr) => Some(dialtone_tftp::tftp::bind(addr, &tftp_options).with_context(
+                || format!("cannot listen on {addr}/udp (provisioning.tftp_listen)"),
+            )?),
             None => None,
         };
         let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {

@@ -182,9 +182,9 @@ async fn load(url: &str, snapshot_out: Option<&str>) {
     let before = rss_bytes();
     let mirror = Mirror::new();
     let started = Instant::now();
-    let (data, cursor, meta) = s.load_all().await.unwrap();
+    let (loading, cursor, meta) = s.load_tables().await.unwrap();
     let read = started.elapsed().as_secs_f64();
-    mirror.reset(data, cursor, meta, LoadedFrom::Database);
+    mirror.reset_loaded(loading, cursor, meta, LoadedFrom::Database);
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("read {read:.3}s, build {:.3}s", seconds - read);
     report("load", kind(url), &mirror, seconds, before);
@@ -207,12 +207,12 @@ async fn load(url: &str, snapshot_out: Option<&str>) {
 fn load_snapshot(path: &str) {
     let before = rss_bytes();
     let started = Instant::now();
-    let (header, data) = snapshot::read(std::path::Path::new(path))
+    let (header, loading) = snapshot::load(std::path::Path::new(path))
         .unwrap()
         .expect("snapshot exists");
     eprintln!("read {:.3}s", started.elapsed().as_secs_f64());
     let mirror = Mirror::new();
-    mirror.reset(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+    mirror.reset_loaded(loading, header.cursor, header.meta, LoadedFrom::Snapshot);
     report(
         "load",
         "snapshot",

@@ -193,6 +193,30 @@ impl SecretKey {
         Sealed(format!("{PREFIX}{}", B64.encode(blob)).into())
     }
 
+    /// Whether `stored` is what [`SecretKey::seal`] makes of `plaintext`,
+    /// without sealing it: the nonce is an HMAC of the plaintext, so equal
+    /// nonces (and lengths) mean equal secrets. The bulk import compares a
+    /// million passwords this way at a fraction of the cost of sealing them.
+    pub fn seals_to(&self, purpose: Purpose, plaintext: &str, stored: &str) -> bool {
+        let Some(body) = stored.strip_prefix(PREFIX) else {
+            return false;
+        };
+        // 12 nonce bytes are exactly 16 base64 characters.
+        let expected_len = (12 + plaintext.len() + 16) * 4;
+        if body.len() != expected_len.div_ceil(3) || body.len() < 16 {
+            return false;
+        }
+        let Ok(nonce) = B64.decode(&body[..16]) else {
+            return false;
+        };
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.nonce_key).expect("any key length");
+        mac.update(purpose.aad());
+        mac.update(&[0]);
+        mac.update(plaintext.as_bytes());
+        mac.finalize().into_bytes()[..12] == nonce[..]
+    }
+
     pub fn open(&self, purpose: Purpose, sealed: &Sealed) -> Result<String, SyncError> {
         let blob = sealed
             .0
@@ -233,6 +257,10 @@ mod tests {
         assert_ne!(a, k.seal(Purpose::LinePassword, "s3cret?"));
         assert!(!a.0.contains("s3cret"));
         assert_eq!(k.open(Purpose::LinePassword, &a).unwrap(), "s3cret!");
+        assert!(k.seals_to(Purpose::LinePassword, "s3cret!", &a.0));
+        assert!(!k.seals_to(Purpose::LinePassword, "s3cret?", &a.0));
+        assert!(!k.seals_to(Purpose::DeviceHttpPassword, "s3cret!", &a.0));
+        assert!(!k.seals_to(Purpose::LinePassword, "s3cret!", "v1:short"));
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::shard::ShardedMap;
 use crate::stamp::{Input, Stamps};
 use crate::store::RowChange;
 
+mod build;
+pub use build::{LineRows, Loading, PhoneRows};
+
 /// Bound of the change stream. A subscriber that falls further behind gets
 /// `RecvError::Lagged` and must treat it like [`ChangeEvent::Reset`].
 pub const CHANGE_STREAM_CAPACITY: usize = 4096;
@@ -111,20 +114,6 @@ fn swap<T: PartialEq>(
     Some((old, new))
 }
 
-type LineIndex = (ShardedMap<Id, Arc<Line>>, ShardedMap<Id, Arc<[Id]>>);
-
-fn build_lines(mut lines: Vec<Line>) -> LineIndex {
-    lines.sort_unstable_by_key(|l| (l.phone_id, l.position, l.id));
-    let mut by_phone: Vec<(Id, Arc<[Id]>)> = Vec::new();
-    for group in lines.chunk_by(|a, b| a.phone_id == b.phone_id) {
-        by_phone.push((group[0].phone_id, group.iter().map(|l| l.id).collect()));
-    }
-    (
-        ShardedMap::from_entries(lines.into_iter().map(|l| (l.id, Arc::new(l)))),
-        ShardedMap::from_entries(by_phone),
-    )
-}
-
 /// Removes `key` from a unique index only if it still points at `id`.
 fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K, id: Id) {
     if map.get(key) == Some(&id) {
@@ -135,59 +124,7 @@ fn unindex<K: std::hash::Hash + Eq + Clone>(map: &mut ShardedMap<K, Id>, key: &K
 impl MirrorState {
     /// Builds every table and index from a full dataset (cold start, reload).
     pub fn build(data: Dataset, cursor: Cursor, meta: Meta, version: u64) -> MirrorState {
-        let Dataset {
-            tenants,
-            phones,
-            lines,
-            templates,
-            directory_entries,
-            directory_sources,
-            api_tokens,
-        } = data;
-        // Phones and lines are nearly all of a large mirror: index them on
-        // two threads, since cold start is what this is for.
-        let ((phones, phone_by_mac), (lines, lines_by_phone)) = std::thread::scope(|scope| {
-            let phone_part = scope.spawn(move || {
-                let by_mac = ShardedMap::from_entries(phones.iter().map(|p| (p.mac, p.id)));
-                (
-                    ShardedMap::from_entries(phones.into_iter().map(|p| (p.id, Arc::new(p)))),
-                    by_mac,
-                )
-            });
-            let line_part = build_lines(lines);
-            (
-                phone_part.join().expect("phone index build panicked"),
-                line_part,
-            )
-        });
-        MirrorState {
-            version,
-            cursor,
-            meta,
-            tenant_by_slug: ShardedMap::from_entries(
-                tenants.iter().map(|t| (t.slug.clone(), t.id)),
-            ),
-            tenants: ShardedMap::from_entries(tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
-            phones,
-            phone_by_mac,
-            lines,
-            lines_by_phone,
-            template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),
-            templates: ShardedMap::from_entries(templates.into_iter().map(|t| (t.id, Arc::new(t)))),
-            directory_by_tenant: group_build(directory_entries.iter().map(|d| (d.tenant_id, d.id))),
-            directory: ShardedMap::from_entries(
-                directory_entries.into_iter().map(|d| (d.id, Arc::new(d))),
-            ),
-            sources_by_tenant: group_build(directory_sources.iter().map(|s| (s.tenant_id, s.id))),
-            sources: ShardedMap::from_entries(
-                directory_sources.into_iter().map(|s| (s.id, Arc::new(s))),
-            ),
-            token_by_hash: ShardedMap::from_entries(
-                api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
-            ),
-            tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
-            stamps: Stamps::new(version),
-        }
+        MirrorState::from_loading(Loading::from_dataset(data), cursor, meta, version)
     }
 
     pub fn version(&self) -> u64 {
@@ -516,48 +453,63 @@ impl MirrorState {
     }
 }
 
-/// Borrowed view of all tables, serialized by the snapshot writer without
+/// Borrowed view of all tables, written by the snapshot writer without
 /// first copying the rows.
 pub(crate) struct Tables<'a> {
     state: &'a MirrorState,
 }
 
-impl Tables<'_> {
+impl<'a> Tables<'a> {
     pub(crate) fn cursor(&self) -> Cursor {
         self.state.cursor
     }
     pub(crate) fn meta(&self) -> &Meta {
         &self.state.meta
     }
-}
-
-struct Seq<'a, T>(&'a ShardedMap<Id, Arc<T>>);
-
-impl<T: Serialize> Serialize for Seq<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for value in self.0.values() {
-            seq.serialize_element(&**value)?;
-        }
-        seq.end()
+    pub(crate) fn tenants(&self) -> impl Iterator<Item = &'a Tenant> {
+        self.state.tenants.values().map(|v| &**v)
     }
-}
-
-/// Serializes exactly like [`Dataset`], so the snapshot reads back as one.
-impl Serialize for Tables<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
+    pub(crate) fn phones(&self) -> impl Iterator<Item = &'a Phone> {
+        self.state.phones.values().map(|v| &**v)
+    }
+    /// Each phone's lines together, in key order, so that a load groups
+    /// them without reordering.
+    pub(crate) fn lines_by_phone(&self) -> Vec<&'a Line> {
         let s = self.state;
-        let mut st = serializer.serialize_struct("Dataset", 7)?;
-        st.serialize_field("tenants", &Seq(&s.tenants))?;
-        st.serialize_field("phones", &Seq(&s.phones))?;
-        st.serialize_field("lines", &Seq(&s.lines))?;
-        st.serialize_field("templates", &Seq(&s.templates))?;
-        st.serialize_field("directory_entries", &Seq(&s.directory))?;
-        st.serialize_field("directory_sources", &Seq(&s.sources))?;
-        st.serialize_field("api_tokens", &Seq(&s.tokens))?;
-        st.end()
+        let mut phones: Vec<(Id, &Arc<[Id]>)> = s
+            .phones
+            .values()
+            .filter_map(|p| Some((p.id, s.lines_by_phone.get(&p.id)?)))
+            .collect();
+        phones.sort_unstable_by_key(|(id, _)| *id);
+        let mut lines: Vec<&Line> = Vec::with_capacity(s.lines.len());
+        for (_, ids) in phones {
+            lines.extend(ids.iter().filter_map(|id| s.lines.get(id).map(|l| &**l)));
+        }
+        // Lines of phones that are not (yet) in the mirror: kept all the same.
+        if lines.len() < s.lines.len() {
+            let mut orphans: Vec<&Line> = s
+                .lines
+                .values()
+                .filter(|l| s.phones.get(&l.phone_id).is_none())
+                .map(|l| &**l)
+                .collect();
+            orphans.sort_unstable_by_key(|l| (l.phone_id, l.position, l.id));
+            lines.extend(orphans);
+        }
+        lines
+    }
+    pub(crate) fn templates(&self) -> impl Iterator<Item = &'a Template> {
+        self.state.templates.values().map(|v| &**v)
+    }
+    pub(crate) fn directory_entries(&self) -> impl Iterator<Item = &'a DirectoryEntry> {
+        self.state.directory.values().map(|v| &**v)
+    }
+    pub(crate) fn directory_sources(&self) -> impl Iterator<Item = &'a DirectorySource> {
+        self.state.sources.values().map(|v| &**v)
+    }
+    pub(crate) fn api_tokens(&self) -> impl Iterator<Item = &'a ApiToken> {
+        self.state.tokens.values().map(|v| &**v)
     }
 }
 
@@ -645,9 +597,14 @@ impl Mirror {
 
     /// Replaces everything (cold start, snapshot, full reload).
     pub fn reset(&self, data: Dataset, cursor: Cursor, meta: Meta, from: LoadedFrom) {
+        self.reset_loaded(Loading::from_dataset(data), cursor, meta, from);
+    }
+
+    /// Replaces everything with a load built as it was read.
+    pub fn reset_loaded(&self, loading: Loading, cursor: Cursor, meta: Meta, from: LoadedFrom) {
         let version = self.load().version + 1;
-        self.state
-            .store(Arc::new(MirrorState::build(data, cursor, meta, version)));
+        let state = MirrorState::from_loading(loading, cursor, meta, version);
+        self.state.store(Arc::new(state));
         let now = now_millis();
         self.update_health(|h| {
             if h.loaded_from.is_some() {

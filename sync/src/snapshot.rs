@@ -3,7 +3,6 @@
 //! before, or without, the database, and makes the normal start a catch-up
 //! instead of a full read. Secrets in it stay sealed, as in the mirror.
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
-use crate::mirror::Mirror;
+use crate::mirror::{Loading, Mirror};
 use crate::model::*;
 
-const MAGIC: &[u8; 8] = b"DTSNAP\x00\x01";
+mod format;
+#[cfg(test)]
+mod tests;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotHeader {
@@ -26,18 +27,6 @@ pub struct SnapshotHeader {
     pub cursor: Cursor,
     pub meta: Meta,
     pub version: u64,
-}
-
-#[derive(Serialize)]
-struct Out<'a> {
-    header: SnapshotHeader,
-    tables: crate::mirror::Tables<'a>,
-}
-
-#[derive(Deserialize)]
-struct In {
-    header: SnapshotHeader,
-    tables: Dataset,
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
@@ -72,19 +61,7 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
     ));
     let result = (|| -> Result<(), SyncError> {
         let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(MAGIC).map_err(|e| SyncError::io(&tmp, e))?;
-        postcard::to_io(
-            &Out {
-                header: header.clone(),
-                tables,
-            },
-            &mut out,
-        )
-        .map_err(|e| err(path, e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| SyncError::io(&tmp, e.into_error()))?;
+        let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -114,22 +91,24 @@ pub fn source_id(database_url: &str) -> String {
     hex::encode(&digest[..12])
 }
 
-/// Reads a snapshot. `Ok(None)` when there is none.
-pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+/// Loads a snapshot into the mirror's tables, built as they are read
+/// (blocking: two threads decode phones and lines). `Ok(None)` when there is
+/// none; an error for a file this binary cannot load (another format, not a
+/// snapshot, damaged), which callers answer by loading from the database.
+pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError> {
+    // Opened once: a snapshot written meanwhile replaces the file by rename
+    // and never changes the one being read.
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SyncError::io(path, e)),
     };
-    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
-        err(
-            path,
-            "not a dialtone snapshot (or from an incompatible version)",
-        )
-    })?;
-    let decoded: In = crate::intern::with_interner(|| postcard::from_bytes(body))
-        .map_err(|e| err(path, format!("corrupt or from another version: {e}")))?;
-    Ok(Some((decoded.header, decoded.tables)))
+    format::load(&file).map(Some).map_err(|e| err(path, e))
+}
+
+/// Reads a snapshot as rows (tools and tests). `Ok(None)` when there is none.
+pub fn read(path: &Path) -> Result<Option<(SnapshotHeader, Dataset)>, SyncError> {
+    Ok(load(path)?.map(|(header, loading)| (header, loading.into_dataset())))
 }
 
 /// Writes a snapshot whenever the mirror moved on, every `interval`.

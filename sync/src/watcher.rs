@@ -33,9 +33,9 @@ impl Default for WatchOptions {
 /// Loads the mirror from the database (cold start or forced reload).
 pub async fn full_load(mirror: &Mirror, store: &dyn Store) -> Result<(), SyncError> {
     let started = std::time::Instant::now();
-    let (data, cursor, meta) = store.load_all().await?;
-    let rows = data.row_count();
-    mirror.reset(data, cursor, meta, LoadedFrom::Database);
+    let (loading, cursor, meta) = store.load_tables().await?;
+    let rows = loading.row_count();
+    mirror.reset_loaded(loading, cursor, meta, LoadedFrom::Database);
     tracing::info!(rows, %cursor, elapsed_ms = started.elapsed().as_millis() as u64, "mirror loaded from the database");
     Ok(())
 }

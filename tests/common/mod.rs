@@ -67,6 +67,64 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The TFTP server's two modes (issue 19): a port per transfer, or every
+/// transfer from the listening port. TFTP tests run in both.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TftpMode {
+    Ported,
+    SinglePort,
+}
+
+impl TftpMode {
+    /// The environment that selects the mode, for `Server::start_with_env`.
+    pub fn env(self) -> [(&'static str, &'static str); 1] {
+        let on = if self == TftpMode::SinglePort {
+            "true"
+        } else {
+            "false"
+        };
+        [("DIALTONE_PROVISIONING__TFTP_SINGLE_PORT", on)]
+    }
+
+    /// `env` after `base`.
+    pub fn with<'a>(self, base: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        base.iter().copied().chain(self.env()).collect()
+    }
+}
+
+/// `name::ported` and `name::single_port` for each TFTP test `name(mode)`:
+/// `tftp_modes!(test: a, b)` for plain tests, `tftp_modes!(tokio: c)` for
+/// ones on a two-worker runtime.
+#[allow(unused_macros)]
+macro_rules! tftp_modes {
+    (test: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn ported() {
+                super::$name($crate::common::TftpMode::Ported)
+            }
+            #[test]
+            fn single_port() {
+                super::$name($crate::common::TftpMode::SinglePort)
+            }
+        }
+    )*};
+    (tokio: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ported() {
+                super::$name($crate::common::TftpMode::Ported).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn single_port() {
+                super::$name($crate::common::TftpMode::SinglePort).await
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use tftp_modes;
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,

@@ -1,12 +1,17 @@
-//! The TFTP front end: RFC 1350 reads with options (RFC 2347), blksize
+//! The TFTP server: RFC 1350 reads with options (RFC 2347), blksize
 //! (2348), tsize and timeout (2349) and windowsize (7440), in octet or
-//! netascii mode, on tokio. Each request calls the same `provision()` core
-//! HTTP uses, which answers from memory, so the listener never waits; each
-//! transfer then runs as a task of its own with its own port. Transfers are
-//! capped per source and overall, a transfer without progress ends after
-//! `stall`, a client's ERROR ends its transfer at once, and duplicate ACKs
-//! never trigger resends. Refusals are answered from the listening socket:
-//! a flood of bad requests costs a packet each, not a socket and a task.
+//! netascii mode. Each request calls the same `provision()` core HTTP
+//! uses, which answers from memory, so a listener never waits on a render.
+//! Two front ends drive one transfer state machine (`transfer.rs`):
+//! by default (`ported.rs`) each transfer runs as a task with a port of its
+//! own; in single-port mode (`single.rs`) every transfer is answered from
+//! the listening port, demultiplexed by the client's address and port, on
+//! `listeners` sockets sharing the port (SO_REUSEPORT) that read and write
+//! in batches. Transfers are capped per source and overall, a transfer
+//! without progress ends after `stall`, a client's ERROR ends its transfer
+//! at once, and duplicate ACKs never trigger resends. Refusals are answered
+//! from the listening socket: a flood of bad requests costs a packet each,
+//! not a socket and a task.
 //!
 //! It replaced async-tftp, which ignores a request from an address whose
 //! previous transfer it has not wound down yet. Phones that keep one source
@@ -14,8 +19,12 @@
 //! files to that, a retry timeout each (see BENCHMARKS.md).
 
 mod limits;
+mod mmsg;
 mod packet;
+mod ported;
+mod single;
 mod transfer;
+mod wheel;
 
 use std::future::Future;
 use std::io;
@@ -27,9 +36,9 @@ use ipnet::IpNet;
 
 use crate::error::ProvisionError;
 use crate::provision::{Protocol, Provisioner, Request};
-use limits::{ActiveTransfer, Admission, LogLimit, Slots};
-use packet::{error_packet, parse_request, ERR_ACCESS, ERR_NOT_FOUND, MAX_REQUEST, OP_RRQ, OP_WRQ};
-use transfer::{transfer, Source};
+use limits::{Admission, LogLimit, Slot, Slots};
+use packet::{parse_request, ReadRequest, ERR_ACCESS, ERR_NOT_FOUND, OP_RRQ, OP_WRQ};
+use transfer::Source;
 
 #[derive(Clone, Debug)]
 pub struct TftpOptions {
@@ -63,6 +72,13 @@ pub struct TftpOptions {
     /// At shutdown, how long running transfers get to finish; requests
     /// that arrive meanwhile are answered with an error.
     pub shutdown_grace: Duration,
+    /// Serve every transfer from the listening port (like dnsmasq's
+    /// `--tftp-single-port`), so clients behind a NAT or firewall that only
+    /// lets answers in from the port they asked work too.
+    pub single_port: bool,
+    /// Single-port mode: sockets sharing the port (SO_REUSEPORT), a thread
+    /// each; 0 is one per core.
+    pub listeners: usize,
 }
 
 impl Default for TftpOptions {
@@ -83,6 +99,8 @@ impl Default for TftpOptions {
             stall: Duration::from_secs(15),
             recv_buffer: 4 << 20,
             shutdown_grace: Duration::from_secs(10),
+            single_port: false,
+            listeners: 0,
         }
     }
 }
@@ -108,14 +126,55 @@ pub fn parse_networks(list: &[String]) -> Result<Vec<IpNet>, String> {
         })
         .collect()
 }
-/// Binds the UDP socket with a large receive buffer (and SO_REUSEPORT when
-/// asked, for several server instances on one port). Permission errors on
-/// privileged ports say what to do about them.
-pub fn bind(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Result<UdpSocket> {
+/// The bound listening sockets: one, or in single-port mode one per
+/// listener, all on the same address and port.
+pub struct Bound {
+    sockets: Vec<UdpSocket>,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sockets[0].local_addr()
+    }
+}
+
+/// Binds the listening socket(s) with a large receive buffer. In
+/// single-port mode that is `options.listeners` sockets sharing the port
+/// with SO_REUSEPORT: the kernel spreads clients over them by a hash of
+/// their address and port, so each client's packets always reach the same
+/// socket, and the port is bound before anything is served. Permission
+/// errors on privileged ports say what to do about them.
+pub fn bind(addr: SocketAddr, options: &TftpOptions) -> io::Result<Bound> {
+    if !options.single_port {
+        return Ok(Bound {
+            sockets: vec![bind_one(addr, options.recv_buffer, false)?],
+        });
+    }
+    let first = bind_one(addr, options.recv_buffer, true)?;
+    // Port 0 picks one port for the first; the others join it.
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..listener_count(options) {
+        sockets.push(bind_one(addr, options.recv_buffer, true)?);
+    }
+    Ok(Bound { sockets })
+}
+
+fn listener_count(options: &TftpOptions) -> usize {
+    match options.listeners {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+fn bind_one(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if reuse_port {
         socket.set_reuse_port(true)?;
+        // Every answer leaves from here: a window burst of a thousand
+        // transfers must not hit a full send buffer.
+        let _ = socket.set_send_buffer_size(recv_buffer);
     }
     // The kernel may cap this (net.core.rmem_max); a smaller buffer still works.
     let _ = socket.set_recv_buffer_size(recv_buffer);
@@ -133,99 +192,86 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Resul
             e
         }
     })?;
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-/// Serves TFTP on `socket` until `shutdown` completes, on a thread of its
-/// own with its own single-threaded runtime: a storm of phones never
+/// Serves TFTP on `bound` until `shutdown` completes, on threads of its
+/// own, each with its own single-threaded runtime: a storm of phones never
 /// competes with the HTTP side for workers, and the other way round.
 pub fn spawn(
-    socket: UdpSocket,
+    bound: Bound,
     provisioner: Arc<Provisioner>,
     options: TftpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
-    socket.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Slots::new(
+            options.max_transfers,
+            options.max_per_source,
+            options.max_unacked_per_source,
+            options.per_source_exempt.clone(),
+        )),
+        provisioner,
+        options,
+    });
+    let mut sockets = bound.sockets;
+    if !shared.options.single_port {
+        let socket = sockets.remove(0);
+        return std::thread::Builder::new()
+            .name("tftp".into())
+            .spawn(move || runtime.block_on(ported::serve(socket, shared, shutdown)));
+    }
+    // Listener 0 runs on this thread and passes the shutdown on to the rest.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let first = sockets.remove(0);
+    let mut others = Vec::new();
+    for (n, socket) in sockets.into_iter().enumerate() {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        others.push(
+            std::thread::Builder::new()
+                .name(format!("tftp-{}", n + 1))
+                .spawn(move || runtime.block_on(single::serve(socket, shared, cancel)))?,
+        );
+    }
     std::thread::Builder::new()
-        .name("tftp".into())
-        .spawn(move || runtime.block_on(serve(socket, provisioner, options, shutdown)))
+        .name("tftp-0".into())
+        .spawn(move || {
+            let result = runtime.block_on(async {
+                let watch = cancel.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    watch.cancel();
+                });
+                single::serve(first, shared, cancel).await
+            });
+            for other in others {
+                match other.join() {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::Error::other("a TFTP listener panicked")),
+                }
+            }
+            result
+        })
 }
 
-/// What every transfer task shares.
+/// What every listener and transfer shares.
 struct Shared {
     provisioner: Arc<Provisioner>,
     options: TftpOptions,
-    /// Refusals go out from here too.
-    listener: tokio::net::UdpSocket,
-    local_ip: IpAddr,
     slots: Arc<Slots>,
 }
 
-async fn serve(
-    socket: UdpSocket,
-    provisioner: Arc<Provisioner>,
-    options: TftpOptions,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let listener = tokio::net::UdpSocket::from_std(socket)?;
-    let local_ip = listener.local_addr()?.ip();
-    let slots = Arc::new(Slots::new(
-        options.max_transfers,
-        options.max_per_source,
-        options.max_unacked_per_source,
-        options.per_source_exempt.clone(),
-    ));
-    let shared = Arc::new(Shared {
-        provisioner,
-        options,
-        listener,
-        local_ip,
-        slots,
-    });
-    let mut buf = vec![0u8; MAX_REQUEST];
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            received = shared.listener.recv_from(&mut buf) => match received {
-                Ok((len, peer)) => handle_request(&shared, &buf[..len], peer),
-                // ICMP port-unreachable from an earlier send and the like:
-                // about some other peer, never fatal for the listener.
-                Err(e) => tracing::debug!(error = %e, "TFTP receive error"),
-            },
-        }
-    }
-    // Draining: running transfers finish within the grace period; a new
-    // request gets an error at once, so the phone tries another server
-    // instead of waiting out its timeout on one that will not answer.
-    let deadline = tokio::time::Instant::now() + shared.options.shutdown_grace;
-    let mut refused = 0u64;
-    while shared.slots.active() > 0 {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(
-                    transfers = shared.slots.active(),
-                    "TFTP transfers still running at the end of the grace period"
-                );
-                break;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            received = shared.listener.recv_from(&mut buf) => if let Ok((len, peer)) = received {
-                if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
-                    refused += 1;
-                    send_error(&shared, peer, 0, "server shutting down, try again");
-                }
-            },
-        }
-    }
-    if refused > 0 {
-        tracing::info!(refused, "TFTP requests refused while draining");
-    }
-    Ok(())
-}
+/// Why a request gets an error packet instead of a file: code and text.
+type Refusal = (u16, &'static str);
+
+const SHUTTING_DOWN: Refusal = (0, "server shutting down, try again");
 
 // One line a second for each kind of refusal, however many packets.
 static WRITE_LOG: LogLimit = LogLimit::new();
@@ -235,9 +281,19 @@ static PER_SOURCE_LOG: LogLimit = LogLimit::new();
 static UNACKED_LOG: LogLimit = LogLimit::new();
 static BUSY_LOG: LogLimit = LogLimit::new();
 
-fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
+/// A packet on a listening socket that is not part of a running
+/// transfer's exchange: a read request gets its slot, or is refused
+/// through `refuse` (WRQ, malformed, over a cap) or dropped (DATA and the
+/// like, a retransmitted request, a source with too many unacknowledged
+/// transfers). Both front ends decide admission here.
+fn admit(
+    shared: &Shared,
+    packet: &[u8],
+    peer: SocketAddr,
+    refuse: &mut dyn FnMut(SocketAddr, Refusal),
+) -> Option<(ReadRequest, Slot)> {
     if packet.len() < 4 {
-        return;
+        return None;
     }
     match u16::from_be_bytes([packet[0], packet[1]]) {
         OP_RRQ => {}
@@ -246,24 +302,26 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
             if let Some(skipped) = WRITE_LOG.allow() {
                 tracing::info!(client = %peer, skipped, "TFTP write refused (read-only server; logged at most once a second)");
             }
-            return send_error(shared, peer, ERR_ACCESS, "Access violation");
+            refuse(peer, (ERR_ACCESS, "Access violation"));
+            return None;
         }
         // DATA, ACK or ERROR on the listening port belong to no transfer.
-        _ => return,
+        _ => return None,
     }
     let request = match parse_request(packet) {
         Ok(r) => r,
-        Err((code, message)) => {
+        Err(refusal) => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "malformed").increment(1);
             if let Some(skipped) = MALFORMED_LOG.allow() {
-                tracing::info!(client = %peer, reason = message, skipped, "TFTP request refused (logged at most once a second)");
+                tracing::info!(client = %peer, reason = refusal.1, skipped, "TFTP request refused (logged at most once a second)");
             }
-            return send_error(shared, peer, code, message);
+            refuse(peer, refusal);
+            return None;
         }
     };
-    let slot = match shared.slots.admit(peer, &request.file) {
-        Admission::Granted(slot) => slot,
-        Admission::Retransmission => return, // its transfer is running
+    match shared.slots.admit(peer, &request.file) {
+        Admission::Granted(slot) => Some((request, slot)),
+        Admission::Retransmission => None, // its transfer is running
         Admission::Unacked => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "unacked").increment(1);
             if let Some(skipped) = UNACKED_LOG.allow() {
@@ -274,7 +332,7 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
                     "TFTP source has too many unacknowledged transfers (forged?); dropping its requests (logged at most once a second)"
                 );
             }
-            return;
+            None
         }
         Admission::PerSource => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "per_source").increment(1);
@@ -286,97 +344,60 @@ fn handle_request(shared: &Arc<Shared>, packet: &[u8], peer: SocketAddr) {
                     "TFTP source has too many transfers; refusing (logged at most once a second)"
                 );
             }
-            return send_error(
-                shared,
-                peer,
-                0,
-                "too many transfers from your address, try again",
-            );
+            refuse(peer, (0, "too many transfers from your address, try again"));
+            None
         }
         Admission::Busy => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "busy").increment(1);
             if let Some(skipped) = BUSY_LOG.allow() {
                 tracing::warn!(client = %peer, path = request.file, skipped, "TFTP transfer cap reached; refusing (logged at most once a second)");
             }
-            return send_error(shared, peer, 0, "server busy, try again");
+            refuse(peer, (0, "server busy, try again"));
+            None
         }
-    };
-    // Provisioning runs in the transfer's own task: a render (a cache miss)
-    // waits for the render pool there, never on this listener.
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let provisioned = shared
-            .provisioner
-            .provision_async(&Request {
-                path: &request.file,
-                user_agent: None,
-                remote: Some(peer.ip()),
-                protocol: Protocol::Tftp,
-                query: None,
-                auth: None,
-            })
-            .await;
-        let source = match provisioned {
-            Ok(rendered) => match &rendered.file {
-                Some(file) => Source::File {
-                    path: file.path.clone(),
-                    len: file.len,
-                },
-                None => Source::Memory(rendered.body.clone()),
-            },
-            // A banned source learns nothing: it looks like any unknown file.
-            Err(ProvisionError::NotFound | ProvisionError::Banned) => {
-                return send_error(&shared, peer, ERR_NOT_FOUND, "File not found")
-            }
-            Err(ProvisionError::BadPath(why)) => {
-                if let Some(skipped) = BAD_PATH_LOG.allow() {
-                    tracing::info!(client = %peer, path = request.file, reason = why, skipped, "refused TFTP path (logged at most once a second)");
-                }
-                return send_error(&shared, peer, ERR_ACCESS, "Access violation");
-            }
-            Err(ProvisionError::Busy) => {
-                return send_error(&shared, peer, 0, "server busy, try again")
-            }
-            Err(e) => {
-                tracing::error!(client = %peer, path = request.file, error = %e, "TFTP provisioning failed");
-                return send_error(&shared, peer, 0, "internal error");
-            }
-        };
-        let _active = ActiveTransfer::start();
-        let started = std::time::Instant::now();
-        let file = request.file.clone();
-        let running = std::panic::AssertUnwindSafe(transfer(
-            &shared.options,
-            shared.local_ip,
-            peer,
-            request,
-            source,
-            &slot,
-        ));
-        // A panic costs this phone its transfer (the guards free its slot),
-        // never the server; it is logged and counted.
-        let outcome = match futures::FutureExt::catch_unwind(running).await {
-            Ok(Ok(())) => "ok",
-            Ok(Err(e)) => {
-                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
-                "incomplete"
-            }
-            Err(_) => {
-                metrics::counter!("dialtone_tftp_transfer_panics_total").increment(1);
-                tracing::error!(client = %peer, file, "TFTP transfer panicked");
-                "panic"
-            }
-        };
-        metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => "tftp", "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-    });
+    }
 }
 
-/// Errors to requests go out from the listening socket and are never
-/// retransmitted: no socket, no task, no wait. When the socket's send
-/// buffer is full the error is dropped; the client's retry asks again.
-fn send_error(shared: &Shared, peer: SocketAddr, code: u16, message: &str) {
-    let _ = shared
-        .listener
-        .try_send_to(&error_packet(code, message), peer);
+/// The provisioning core's answer to a request, as a transfer's source or
+/// the error packet it gets instead. A render waits for the render pool
+/// here, in whatever task the front end runs this in, never on a listener.
+async fn provision(
+    provisioner: &Arc<Provisioner>,
+    file: &str,
+    peer: SocketAddr,
+) -> Result<Source, Refusal> {
+    let provisioned = provisioner
+        .provision_async(&Request {
+            path: file,
+            user_agent: None,
+            remote: Some(peer.ip()),
+            protocol: Protocol::Tftp,
+            query: None,
+            auth: None,
+        })
+        .await;
+    match provisioned {
+        Ok(rendered) => Ok(match &rendered.file {
+            Some(file) => Source::File {
+                path: file.path.clone(),
+                len: file.len,
+            },
+            None => Source::Memory(rendered.body.clone()),
+        }),
+        // A banned source learns nothing: it looks like any unknown file.
+        Err(ProvisionError::NotFound | ProvisionError::Banned) => {
+            Err((ERR_NOT_FOUND, "File not found"))
+        }
+        Err(ProvisionError::BadPath(why)) => {
+            if let Some(skipped) = BAD_PATH_LOG.allow() {
+                tracing::info!(client = %peer, path = file, reason = why, skipped, "refused TFTP path (logged at most once a second)");
+            }
+            Err((ERR_ACCESS, "Access violation"))
+        }
+        Err(ProvisionError::Busy) => Err((0, "server busy, try again")),
+        Err(e) => {
+            tracing::error!(client = %peer, path = file, error = %e, "TFTP provisioning failed");
+            Err((0, "internal error"))
+        }
+    }
 }

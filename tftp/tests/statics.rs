@@ -76,32 +76,37 @@ async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
         "the symlink must not be indexed"
     );
 
-    let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), 1 << 20, false).unwrap();
-    let addr = socket.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = tftp::spawn(
-        socket,
-        f.provisioner.clone(),
-        TftpOptions::default(),
-        async move {
+    // Both TFTP modes: a port per transfer, and everything from the
+    // listening port.
+    for single_port in [false, true] {
+        let options = TftpOptions {
+            single_port,
+            listeners: 2,
+            ..Default::default()
+        };
+        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = tftp::spawn(socket, f.provisioner.clone(), options, async move {
             let _ = stopped.await;
-        },
-    )
-    .unwrap();
-    let (a, b) = (addr, addr);
-    assert_eq!(
-        tokio::task::spawn_blocking(move || tftp_get(a, "sip.ld"))
-            .await
-            .unwrap(),
-        sip
-    );
-    // By folder and file name, or by the file name alone.
-    let got = tokio::task::spawn_blocking(move || tftp_get(b, "yealink/T46S-66.86.0.15.rom"))
-        .await
+        })
         .unwrap();
-    assert_eq!(got, rom);
-    let _ = stop.send(());
-    thread.join().unwrap().unwrap();
+        let (a, b) = (addr, addr);
+        assert_eq!(
+            tokio::task::spawn_blocking(move || tftp_get(a, "sip.ld"))
+                .await
+                .unwrap(),
+            sip,
+            "single_port {single_port}"
+        );
+        // By folder and file name, or by the file name alone.
+        let got = tokio::task::spawn_blocking(move || tftp_get(b, "yealink/T46S-66.86.0.15.rom"))
+            .await
+            .unwrap();
+        assert_eq!(got, rom, "single_port {single_port}");
+        let _ = stop.send(());
+        thread.join().unwrap().unwrap();
+    }
 
     let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
         "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),

@@ -19,10 +19,39 @@ struct Server {
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Every test runs in both modes (see `both_modes!`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// A port per transfer, the default.
+    Ported,
+    /// Every transfer from the listening port; two listeners share it.
+    SinglePort,
+}
+
+/// `name::ported` and `name::single_port` for each test `name(mode)`.
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn ported() {
+                super::$name(super::Mode::Ported).await
+            }
+            #[tokio::test]
+            async fn single_port() {
+                super::$name(super::Mode::SinglePort).await
+            }
+        }
+    )*};
+}
+
 impl Server {
-    fn start(provisioner: Arc<Provisioner>, options: TftpOptions) -> Server {
-        let socket =
-            tftp::bind("127.0.0.1:0".parse().unwrap(), options.recv_buffer, false).unwrap();
+    fn start(mode: Mode, provisioner: Arc<Provisioner>, options: TftpOptions) -> Server {
+        let options = TftpOptions {
+            single_port: mode == Mode::SinglePort,
+            listeners: 2,
+            ..options
+        };
+        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
         let addr = socket.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = tftp::spawn(socket, provisioner, options, async move {
@@ -162,10 +191,21 @@ fn error_of(server: SocketAddr, packet: &[u8]) -> (u16, String) {
 
 // ---- tests ----
 
-#[tokio::test]
-async fn real_clients_get_the_rendered_bytes() {
+both_modes!(
+    real_clients_get_the_rendered_bytes,
+    options_are_negotiated,
+    a_lost_ack_is_recovered_by_retransmission,
+    writes_unknown_files_and_escapes_are_refused,
+    the_transfer_cap_answers_busy,
+    duplicate_acks_cause_no_data_storm,
+    a_client_error_frees_the_slot_at_once,
+    the_next_file_from_the_same_port_is_served_at_once,
+    a_client_that_only_hears_the_listening_port,
+);
+
+async fn real_clients_get_the_rendered_bytes(mode: Mode) {
     let f = Fixture::new().await;
-    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
     let want = expected(&f, "001565000001.cfg");
     let dir = tempfile::tempdir().unwrap();
     let port = server.addr.port().to_string();
@@ -211,8 +251,7 @@ async fn real_clients_get_the_rendered_bytes() {
     assert_eq!(std::fs::read(&out).unwrap(), want);
 }
 
-#[tokio::test]
-async fn options_are_negotiated() {
+async fn options_are_negotiated(mode: Mode) {
     let f = Fixture::new().await;
     // Eighty lines: a file of many blocks at every size but the largest.
     f.write(&[phone(
@@ -225,6 +264,7 @@ async fn options_are_negotiated() {
     let want = expected(&f, "001565000009.cfg");
     assert!(want.len() > 6000, "test file too small: {}", want.len());
     let server = Server::start(
+        mode,
         f.provisioner.clone(),
         TftpOptions {
             blksize_limit: 65464,
@@ -268,11 +308,11 @@ async fn options_are_negotiated() {
     assert_eq!(oack, [("tsize".into(), want.len().to_string())]);
 }
 
-#[tokio::test]
-async fn a_lost_ack_is_recovered_by_retransmission() {
+async fn a_lost_ack_is_recovered_by_retransmission(mode: Mode) {
     let f = Fixture::new().await;
     let want = expected(&f, "001565000001.cfg");
     let server = Server::start(
+        mode,
         f.provisioner.clone(),
         TftpOptions {
             timeout: Duration::from_millis(300),
@@ -312,10 +352,9 @@ async fn a_lost_ack_is_recovered_by_retransmission() {
     assert_eq!(data, want);
 }
 
-#[tokio::test]
-async fn writes_unknown_files_and_escapes_are_refused() {
+async fn writes_unknown_files_and_escapes_are_refused(mode: Mode) {
     let f = Fixture::new().await;
-    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
     let (code, _) = error_of(server.addr, &request(2, "001565000001.cfg", &[]));
     assert_eq!(code, 2, "WRQ must be an access violation");
     let (code, _) = error_of(server.addr, &request(1, "001565999999.cfg", &[]));
@@ -338,10 +377,10 @@ async fn writes_unknown_files_and_escapes_are_refused() {
     }
 }
 
-#[tokio::test]
-async fn the_transfer_cap_answers_busy() {
+async fn the_transfer_cap_answers_busy(mode: Mode) {
     let f = Fixture::new().await;
     let server = Server::start(
+        mode,
         f.provisioner.clone(),
         TftpOptions {
             max_transfers: 1,
@@ -375,11 +414,10 @@ async fn the_transfer_cap_answers_busy() {
     }
 }
 
-#[tokio::test]
-async fn duplicate_acks_cause_no_data_storm() {
+async fn duplicate_acks_cause_no_data_storm(mode: Mode) {
     let f = Fixture::new().await;
     let want = expected(&f, "001565000001.cfg");
-    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
     let s = client();
     s.send_to(
         &request(1, "001565000001.cfg", &[("blksize", "8")]),
@@ -417,10 +455,10 @@ async fn duplicate_acks_cause_no_data_storm() {
     );
 }
 
-#[tokio::test]
-async fn a_client_error_frees_the_slot_at_once() {
+async fn a_client_error_frees_the_slot_at_once(mode: Mode) {
     let f = Fixture::new().await;
     let server = Server::start(
+        mode,
         f.provisioner.clone(),
         TftpOptions {
             max_transfers: 1,
@@ -454,10 +492,9 @@ async fn a_client_error_frees_the_slot_at_once() {
     }
 }
 
-#[tokio::test]
-async fn the_next_file_from_the_same_port_is_served_at_once() {
+async fn the_next_file_from_the_same_port_is_served_at_once(mode: Mode) {
     let f = Fixture::new().await;
-    let server = Server::start(f.provisioner.clone(), TftpOptions::default());
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
     let s = client();
     for file in ["001565000001.cfg", "001565000002.cfg", "001565000001.cfg"] {
         let want = expected(&f, file);
@@ -475,5 +512,81 @@ async fn the_next_file_from_the_same_port_is_served_at_once() {
             }
         }
         assert_eq!(data, want, "{file}");
+    }
+}
+
+/// A client behind a strict NAT or firewall: its socket is connected to
+/// the server's listening address and port, so nothing from another port
+/// reaches it. The file's bytes, or why there are none; at most three
+/// silent timeouts, so it always ends.
+fn strict_fetch(
+    server: SocketAddr,
+    file: &str,
+    options: &[(&str, &str)],
+) -> Result<Vec<u8>, String> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let blksize: usize = options
+        .iter()
+        .find(|(k, _)| *k == "blksize")
+        .map_or(512, |(_, v)| v.parse().unwrap());
+    let mut last = request(1, file, options);
+    s.send(&last).unwrap();
+    let (mut data, mut next, mut silent) = (Vec::new(), 1u16, 0);
+    let mut buf = vec![0u8; 70_000];
+    for _ in 0..2_000 {
+        let n = match s.recv(&mut buf) {
+            Ok(n) => n,
+            Err(_) => {
+                silent += 1;
+                if silent > 3 {
+                    return Err("no answer from the listening port".into());
+                }
+                s.send(&last).unwrap();
+                continue;
+            }
+        };
+        match buf[1] {
+            6 => last = vec![0, 4, 0, 0],
+            3 if u16::from_be_bytes([buf[2], buf[3]]) == next => {
+                data.extend_from_slice(&buf[4..n]);
+                last = vec![0, 4, buf[2], buf[3]];
+                next = next.wrapping_add(1);
+                if n - 4 < blksize {
+                    s.send(&last).unwrap();
+                    return Ok(data);
+                }
+            }
+            3 => {}
+            _ => return Err(format!("error packet: {:?}", &buf[..n])),
+        }
+        s.send(&last).unwrap();
+    }
+    Err("too many packets".into())
+}
+
+async fn a_client_that_only_hears_the_listening_port(mode: Mode) {
+    let f = Fixture::new().await;
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
+    for (file, options) in [
+        ("001565000001.cfg", &[][..]),
+        (
+            "001565000002.cfg",
+            &[("blksize", "1428"), ("tsize", "0")][..],
+        ),
+        (
+            "001565000001.cfg",
+            &[("blksize", "8"), ("windowsize", "4")][..],
+        ),
+    ] {
+        let got = strict_fetch(server.addr, file, options);
+        match mode {
+            Mode::SinglePort => assert_eq!(got.unwrap(), expected(&f, file), "{file} {options:?}"),
+            // The answer leaves from a port of the transfer's own, which
+            // this client never hears: it gives up, bounded, with no file.
+            Mode::Ported => assert!(got.is_err(), "{file} {options:?}: {got:?}"),
+        }
     }
 }

@@ -98,7 +98,8 @@ impl CsvRow<'_> {
     }
 }
 
-pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
+/// Reads `input` as it goes: a file is never held whole in memory.
+pub(super) fn plan(file: &Path, input: impl std::io::Read, plan: &mut ImportPlan) {
     let at = |line: u64, column: u64, message: String| ImportError {
         location: Location {
             file: file.to_path_buf(),
@@ -111,7 +112,7 @@ pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
     let mut reader = ::csv::ReaderBuilder::new()
         .trim(::csv::Trim::Headers)
         .flexible(false)
-        .from_reader(text.as_bytes());
+        .from_reader(input);
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
         Err(e) => {

@@ -19,6 +19,7 @@ macro_rules! shared_sql {
         crate::store::admin::admin_sql!($conn, $lock);
         crate::store::unclaimed::unclaimed_sql!($conn);
         crate::store::fleet::fleet_sql!($conn);
+        crate::store::bulk::bulk_sql!($conn, $ids_filter);
 
         macro_rules! load_table {
             ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
@@ -33,6 +34,7 @@ macro_rules! shared_sql {
 
         /// Every mirrored table; lines only when `with_lines` (a caller may
         /// read them on a second connection in parallel).
+        #[allow(dead_code)] // PostgreSQL loads through COPY (postgres/load.rs)
         pub(super) async fn load_dataset(conn: &mut $conn, with_lines: bool) -> Result<Dataset, SyncError> {
             let mut data = Dataset::default();
             load_table!(conn, RawTenant, "tenants", data.tenants);
@@ -63,7 +65,7 @@ macro_rules! shared_sql {
             Ok(out)
         }
 
-        #[allow(dead_code)] // SQLite reads lines with everything else
+        #[allow(dead_code)] // SQLite reads lines with everything else, PostgreSQL through COPY
         pub(super) async fn load_lines(conn: &mut $conn) -> Result<Vec<Line>, SyncError> {
             load_decoded(conn, "lines", LINE_COLUMNS, |r, i| r.line(i)).await
         }
@@ -514,6 +516,23 @@ macro_rules! shared_sql {
             Ok(())
         }
 
+        /// The run of `UpsertPhone`s `mutations` starts with, when it is long
+        /// enough to write in bulk and names each MAC once.
+        fn phone_run(mutations: &[Mutation]) -> Option<Vec<&crate::store::PhoneInput>> {
+            let run: Vec<&crate::store::PhoneInput> = mutations
+                .iter()
+                .map_while(|m| match m {
+                    Mutation::UpsertPhone(p) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            if run.len() < crate::store::bulk::BULK_MIN_PHONES {
+                return None;
+            }
+            let macs: std::collections::HashSet<Mac> = run.iter().map(|p| p.mac).collect();
+            (macs.len() == run.len()).then_some(run)
+        }
+
         /// Runs inside the caller's transaction.
         pub(super) async fn apply_all(
             conn: &mut $conn,
@@ -524,7 +543,16 @@ macro_rules! shared_sql {
         ) -> Result<WriteReport, SyncError> {
             let now = now_millis();
             let mut report = WriteReport::default();
+            let mut bulk_until = 0;
             for (index, mutation) in mutations.iter().enumerate() {
+                if index < bulk_until {
+                    continue;
+                }
+                if let Some(run) = phone_run(&mutations[index..]) {
+                    bulk_phones(conn, key, &run, index, now, &mut report, progress.as_ref()).await?;
+                    bulk_until = index + run.len();
+                    continue;
+                }
                 apply_one(conn, key, mutation, now, &mut report).await.map_err(|e| match e {
                     SyncError::Invalid(reason) => SyncError::Rejected { index, reason },
                     // Constraint violations are the data's fault, not the database's.

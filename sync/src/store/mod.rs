@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod bulk;
 mod common;
 mod fleet;
 pub mod postgres;
@@ -362,6 +363,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every mirrored row, consistent with the returned cursor.
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError>;
+
+    /// The same rows, built into the mirror's tables as they are read
+    /// (cold start, full reload).
+    async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
+        let (data, cursor, meta) = self.load_all().await?;
+        Ok((crate::mirror::Loading::from_dataset(data), cursor, meta))
+    }
 
     /// Changes after `cursor`, each with its row's current state.
     async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError>;

@@ -15,6 +15,9 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
 
+mod copy;
+mod load;
+
 mod sql {
     super::super::common::shared_sql!(
         sqlx::PgConnection,
@@ -110,34 +113,12 @@ impl Store for PgStore {
     }
 
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
-            .fetch_one(&mut *tx)
-            .await?;
-        // Lines are read on a second connection that shares this exact
-        // snapshot, in parallel with everything else: cold start is bound by
-        // reading rows, and this shortens the longest chain.
-        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-            .fetch_one(&mut *tx)
-            .await?;
-        let pool = self.pool.clone();
-        let lines = tokio::spawn(async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-            let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
-            sqlx::query(&set).execute(&mut *tx).await?;
-            let lines = sql::load_lines(&mut tx).await?;
-            tx.commit().await?;
-            Ok::<_, SyncError>(lines)
-        });
-        let meta = sql::read_meta(&mut tx).await?;
-        let mut data = sql::load_dataset(&mut tx, false).await?;
-        data.lines = lines
-            .await
-            .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
-        tx.commit().await?;
-        Ok((data, Cursor { txid: xmin, seq: 0 }, meta))
+        let (loading, cursor, meta) = load::load(&self.pool).await?;
+        Ok((loading.into_dataset(), cursor, meta))
+    }
+
+    async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
+        load::load(&self.pool).await
     }
 
     async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
@@ -346,3 +327,7 @@ impl Notifier for PgNotifier {
         }
     }
 }
+
+// Bulk imports: the hooks `store/bulk.rs` calls.
+mod bulk;
+use bulk::{drop_staging, lock_for_import, loud_change_log, quiet_change_log, reserve_ids, Stager};

@@ -196,13 +196,32 @@ impl Store for SqliteStore {
         audit: &Audit,
         progress: Option<Progress>,
     ) -> Result<WriteReport, SyncError> {
-        let key = self.key.clone();
-        let mutations = mutations.to_vec();
-        let audit = audit.clone();
-        self.write_txn(move |conn| {
-            Box::pin(async move { sql::apply_all(conn, &key, &mutations, &audit, progress).await })
-        })
-        .await
+        // Not through `write_txn`: its closure would need the mutations
+        // copied (an import's are hundreds of MB).
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = sql::apply_all(&mut conn, &self.key, mutations, audit, progress).await;
+        let result = match result {
+            Ok(report) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(|_| report)
+                .map_err(SyncError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(report) => {
+                self.local_commit.notify_one();
+                Ok(report)
+            }
+            Err(e) => {
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    // Never hand a connection with an open transaction back to the pool.
+                    let _ = conn.detach().close().await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
@@ -353,3 +372,7 @@ impl Notifier for SqliteNotifier {
         }
     }
 }
+
+// Bulk imports: the hooks `store/bulk.rs` calls.
+mod bulk;
+use bulk::{drop_staging, lock_for_import, loud_change_log, quiet_change_log, reserve_ids, Stager};

@@ -144,6 +144,12 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Unique per transfer: tells one transfer of a client address and port
+    /// from the next.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The client acknowledged a packet on the transfer's port: it is not
     /// a forged source, and stops counting against its source's few.
     pub fn acknowledged(&self) {

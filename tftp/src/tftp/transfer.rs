@@ -1,30 +1,36 @@
-//! One read transfer on a port of its own: option negotiation, the file's
-//! blocks (converted to netascii when asked), windows, retransmission, and
-//! the bound on how long a transfer may go without progress.
+//! One read transfer as a state machine that does no I/O of its own:
+//! option negotiation, the file's blocks (converted to netascii when
+//! asked), windows, when to resend and when to give up, and the outcome.
+//! Both front ends drive it: the default one from a task with a port of
+//! its own, the single-port one from its listener's demux table and timer
+//! wheel. So every rule a transfer follows is decided here, once.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::limits::Slot;
+use super::limits::{ActiveTransfer, Slot};
 use super::packet::{error_packet, oack_packet, ReadRequest, OP_ACK, OP_DATA, OP_ERROR};
 use super::TftpOptions;
 
+/// What a transfer sends: a rendered body, or a static file read as it goes.
 pub(super) enum Source {
     Memory(Arc<[u8]>),
     File { path: std::path::PathBuf, len: u64 },
 }
 
-/// The stored bytes, read in order.
+/// The stored bytes, read in order. Static files are read with plain
+/// reads: they are firmware images the page cache holds after the first
+/// phone, and a window is at most a few dozen KB.
 enum Raw {
     Memory { body: Arc<[u8]>, position: usize },
-    File(tokio::io::BufReader<tokio::fs::File>),
+    File(io::BufReader<std::fs::File>),
 }
 
 impl Raw {
     /// Like `read`: 0 only at the end.
-    async fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         match self {
             Raw::Memory { body, position } => {
                 let n = out.len().min(body.len() - *position);
@@ -32,7 +38,7 @@ impl Raw {
                 *position += n;
                 Ok(n)
             }
-            Raw::File(file) => tokio::io::AsyncReadExt::read(file, out).await,
+            Raw::File(file) => file.read(out),
         }
     }
 }
@@ -60,13 +66,13 @@ struct Reader {
 
 impl Reader {
     /// Appends the next block to `out`: `size` bytes, fewer only at the end.
-    async fn block(&mut self, out: &mut Vec<u8>, size: usize) -> io::Result<()> {
+    fn block(&mut self, out: &mut Vec<u8>, size: usize) -> io::Result<()> {
         let Some(ascii) = &mut self.netascii else {
             let start = out.len();
             out.resize(start + size, 0);
             let mut filled = 0;
             while filled < size {
-                let n = self.raw.read(&mut out[start + filled..]).await?;
+                let n = self.raw.read(&mut out[start + filled..])?;
                 if n == 0 {
                     break;
                 }
@@ -83,7 +89,7 @@ impl Reader {
             }
             if ascii.start == ascii.end {
                 ascii.start = 0;
-                ascii.end = self.raw.read(&mut ascii.buf).await?;
+                ascii.end = self.raw.read(&mut ascii.buf)?;
                 if ascii.end == 0 {
                     break;
                 }
@@ -106,213 +112,341 @@ impl Reader {
     }
 }
 
-/// Negotiates, then sends windows of blocks until the last is
-/// acknowledged. A transfer that stops making progress ends with an ERROR
-/// to the client, so its slot is free again after `stall` at most.
-pub(super) async fn transfer(
-    options: &TftpOptions,
-    local_ip: IpAddr,
-    peer: SocketAddr,
-    request: ReadRequest,
-    source: Source,
-    slot: &Slot,
-) -> io::Result<()> {
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
-    socket.connect(peer).await?;
-    let result = send(&socket, options, request, source, slot).await;
-    if let Err(e) = &result {
-        if e.kind() == io::ErrorKind::TimedOut {
-            metrics::counter!("dialtone_tftp_stalled_total").increment(1);
-            // A client that is merely slow learns the transfer is over
-            // instead of waiting out its own timeouts.
-            let _ = socket
-                .send(&error_packet(0, "timed out waiting for an acknowledgement"))
-                .await;
-        }
-    }
-    result
+/// What a packet from the client did to the transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Nothing new (a duplicate or old ACK, something else): send nothing.
+    /// Answering a duplicate ACK with a resend is the Sorcerer's Apprentice.
+    Ignored,
+    /// The window moved: send `outgoing()`.
+    Advanced,
+    /// The last block is acknowledged.
+    Done,
+    /// The client sent an ERROR: the transfer ends, and nothing is sent.
+    Aborted,
 }
 
-async fn send(
-    socket: &tokio::net::UdpSocket,
-    options: &TftpOptions,
-    request: ReadRequest,
-    source: Source,
-    slot: &Slot,
-) -> io::Result<()> {
-    let (raw, tsize) = match source {
-        Source::Memory(body) => {
-            let len = if request.netascii {
-                netascii_len(&body)
-            } else {
-                body.len() as u64
-            };
-            (Raw::Memory { body, position: 0 }, Some(len))
-        }
-        Source::File { path, len } => (
-            Raw::File(tokio::io::BufReader::new(
-                tokio::fs::File::open(&path).await?,
-            )),
-            // The converted size of a file would cost reading it twice;
-            // tsize is optional, so a netascii client goes without.
-            (!request.netascii).then_some(len),
-        ),
-    };
-    let mut reader = Reader {
-        raw,
-        netascii: request.netascii.then(|| Netascii {
-            pending: None,
-            buf: vec![0; 4096].into(),
-            start: 0,
-            end: 0,
-        }),
-    };
-    let mut oack: Vec<(&str, String)> = Vec::new();
-    let blksize = match request.blksize {
-        Some(b) => {
-            let b = b.min(options.blksize_limit.max(8));
-            oack.push(("blksize", b.to_string()));
-            b as usize
-        }
-        None => 512,
-    };
-    let windowsize = match request.windowsize {
-        Some(w) => {
-            let w = w.min(options.windowsize_limit.max(1));
-            oack.push(("windowsize", w.to_string()));
-            w
-        }
-        None => 1,
-    };
-    let mut pace = Pace {
-        timeout: options.timeout,
-        retries: options.max_send_retries,
-        stall: options.stall,
-    };
-    if let Some(t) = request.timeout {
-        // RFC 2349 lets the server only accept the client's timeout as it
-        // is or decline it: past our cap it is left out of the OACK and
-        // our own applies.
-        let asked = Duration::from_secs(t.into());
-        if asked <= options.max_timeout {
-            pace.timeout = asked;
-            oack.push(("timeout", t.to_string()));
-        }
-    }
-    if let (true, Some(size)) = (request.tsize, tsize) {
-        oack.push(("tsize", size.to_string()));
-    }
-    let mut ack_buf = [0u8; 516];
-    if !oack.is_empty() {
-        exchange(socket, &[oack_packet(&oack)], 0, 1, &pace, &mut ack_buf).await?;
-        slot.acknowledged();
-    }
-    // The window: blocks sent and not yet acknowledged, oldest first.
-    let mut window: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
-    let mut base: u16 = 1;
-    let mut read_all = false;
-    loop {
-        while !read_all && window.len() < windowsize as usize {
-            let number = base.wrapping_add(window.len() as u16);
-            let mut packet = Vec::with_capacity(4 + blksize);
-            packet.extend_from_slice(&OP_DATA.to_be_bytes());
-            packet.extend_from_slice(&number.to_be_bytes());
-            reader.block(&mut packet, blksize).await?;
-            read_all = packet.len() - 4 < blksize;
-            window.push_back(packet);
-        }
-        let count = window.len() as u16;
-        let acked = exchange(
-            socket,
-            window.make_contiguous(),
-            base,
-            count,
-            &pace,
-            &mut ack_buf,
-        )
-        .await?;
-        slot.acknowledged();
-        window.drain(..acked as usize);
-        base = base.wrapping_add(acked);
-        if read_all && window.is_empty() {
-            return Ok(());
-        }
-    }
+/// What a transfer's timer says when it fires.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// Not yet due (the deadline moved since the timer was set).
+    Wait,
+    /// Send `outgoing()` again.
+    Resend,
+    /// No progress within the retries or `stall`: send `stalled_packet()`
+    /// and end the transfer.
+    Stalled,
 }
 
-/// How long to wait for an ACK, how often to resend, and how long a
-/// transfer may go without a new ACK at all, whatever the first two say.
-struct Pace {
+pub(super) struct Transfer {
+    slot: Slot,
+    _active: ActiveTransfer,
+    started: Instant,
+    reader: Reader,
+    blksize: usize,
+    windowsize: usize,
     timeout: Duration,
     retries: u32,
     stall: Duration,
+    /// Packets sent and not yet acknowledged, oldest first: the OACK
+    /// ("block 0") alone, or a window of DATA blocks from `base` on.
+    window: VecDeque<Vec<u8>>,
+    /// Acknowledged DATA buffers, reused for the next blocks.
+    spare: Vec<Vec<u8>>,
+    base: u16,
+    read_all: bool,
+    /// Resends of the current window so far.
+    resent: u32,
+    give_up: Instant,
+    deadline: Instant,
 }
 
-/// Sends `packets` (blocks `base..base+count`; an OACK is "block 0") and
-/// waits for an ACK inside that range; returns how many were acknowledged.
-/// Duplicate ACKs are ignored (no Sorcerer's Apprentice); silence is
-/// answered by resending, within `pace`; an ERROR from the client ends the
-/// transfer at once.
-async fn exchange(
-    socket: &tokio::net::UdpSocket,
-    packets: &[Vec<u8>],
-    base: u16,
-    count: u16,
-    pace: &Pace,
-    buf: &mut [u8],
-) -> io::Result<u16> {
-    let give_up = tokio::time::Instant::now() + pace.stall;
-    for _ in 0..=pace.retries {
-        if tokio::time::Instant::now() >= give_up {
-            break;
-        }
-        for packet in packets {
-            socket.send(packet).await?;
-        }
-        let deadline = (tokio::time::Instant::now() + pace.timeout).min(give_up);
-        loop {
-            let received = match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
-                Err(_) => break, // resend
-                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(io::Error::new(e.kind(), "client went away"))
-                }
-                Ok(received) => received?,
-            };
-            if received < 4 {
-                continue;
+impl Transfer {
+    /// Negotiates (RFC 2347-2349, 7440) and prepares the first packets:
+    /// the OACK if any option was accepted, else the first window.
+    pub fn start(
+        options: &TftpOptions,
+        request: &ReadRequest,
+        source: Source,
+        slot: Slot,
+        now: Instant,
+    ) -> io::Result<Transfer> {
+        let (raw, tsize) = match source {
+            Source::Memory(body) => {
+                let len = if request.netascii {
+                    netascii_len(&body)
+                } else {
+                    body.len() as u64
+                };
+                (Raw::Memory { body, position: 0 }, Some(len))
             }
-            match u16::from_be_bytes([buf[0], buf[1]]) {
-                OP_ACK => {
-                    let block = u16::from_be_bytes([buf[2], buf[3]]);
-                    // How far into this window the ACK reaches (1..=count),
-                    // with block numbers wrapping past 65535.
-                    let reach = block.wrapping_sub(base).wrapping_add(1);
-                    if (1..=count).contains(&reach) {
-                        return Ok(reach);
-                    }
-                    // An old or duplicate ACK: never answered with a resend.
-                }
-                OP_ERROR => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "client sent an error",
-                    ))
-                }
-                _ => {}
+            Source::File { path, len } => (
+                Raw::File(io::BufReader::new(std::fs::File::open(&path)?)),
+                // The converted size of a file would cost reading it twice;
+                // tsize is optional, so a netascii client goes without.
+                (!request.netascii).then_some(len),
+            ),
+        };
+        let reader = Reader {
+            raw,
+            netascii: request.netascii.then(|| Netascii {
+                pending: None,
+                buf: vec![0; 4096].into(),
+                start: 0,
+                end: 0,
+            }),
+        };
+        let mut oack: Vec<(&str, String)> = Vec::new();
+        let blksize = match request.blksize {
+            Some(b) => {
+                let b = b.min(options.blksize_limit.max(8));
+                oack.push(("blksize", b.to_string()));
+                b as usize
+            }
+            None => 512,
+        };
+        let windowsize = match request.windowsize {
+            Some(w) => {
+                let w = w.min(options.windowsize_limit.max(1));
+                oack.push(("windowsize", w.to_string()));
+                w as usize
+            }
+            None => 1,
+        };
+        let mut timeout = options.timeout;
+        if let Some(t) = request.timeout {
+            // RFC 2349 lets the server only accept the client's timeout as
+            // it is or decline it: past our cap it is left out of the OACK
+            // and our own applies.
+            let asked = Duration::from_secs(t.into());
+            if asked <= options.max_timeout {
+                timeout = asked;
+                oack.push(("timeout", t.to_string()));
             }
         }
+        if let (true, Some(size)) = (request.tsize, tsize) {
+            oack.push(("tsize", size.to_string()));
+        }
+        let mut transfer = Transfer {
+            slot,
+            _active: ActiveTransfer::start(),
+            started: now,
+            reader,
+            blksize,
+            windowsize,
+            timeout,
+            retries: options.max_send_retries,
+            stall: options.stall,
+            window: VecDeque::with_capacity(windowsize.min(16)),
+            spare: Vec::new(),
+            base: 0,
+            read_all: false,
+            resent: 0,
+            give_up: now,
+            deadline: now,
+        };
+        if oack.is_empty() {
+            transfer.base = 1;
+            transfer.fill()?;
+        } else {
+            transfer.window.push_back(oack_packet(&oack));
+        }
+        transfer.progressed(now);
+        Ok(transfer)
     }
-    Err(io::Error::new(
-        io::ErrorKind::TimedOut,
-        "no acknowledgement",
-    ))
+
+    /// The transfer's slot id: tells one transfer of a client address and
+    /// port from the next.
+    pub fn id(&self) -> u64 {
+        self.slot.id()
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// When `on_timer` is next due. It only ever moves later.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The packets to send now: the whole current window.
+    pub fn outgoing(&self) -> impl Iterator<Item = &[u8]> {
+        self.window.iter().map(Vec::as_slice)
+    }
+
+    /// The error that ends a stalled transfer: a client that is merely
+    /// slow learns it is over instead of waiting out its own timeouts.
+    pub fn stalled_packet() -> Vec<u8> {
+        error_packet(0, "timed out waiting for an acknowledgement")
+    }
+
+    /// A packet from the client, at `now`. An error reading the file ends
+    /// the transfer (`Err`).
+    pub fn on_packet(&mut self, packet: &[u8], now: Instant) -> io::Result<Step> {
+        if packet.len() < 4 {
+            return Ok(Step::Ignored);
+        }
+        match u16::from_be_bytes([packet[0], packet[1]]) {
+            OP_ACK => {}
+            OP_ERROR => return Ok(Step::Aborted),
+            _ => return Ok(Step::Ignored),
+        }
+        let block = u16::from_be_bytes([packet[2], packet[3]]);
+        // How far into the window the ACK reaches (1..=len), with block
+        // numbers wrapping past 65535.
+        let reach = block.wrapping_sub(self.base).wrapping_add(1) as usize;
+        if !(1..=self.window.len()).contains(&reach) {
+            return Ok(Step::Ignored);
+        }
+        // The client gets what we send: not a forged source.
+        self.slot.acknowledged();
+        for mut packet in self.window.drain(..reach) {
+            packet.clear();
+            self.spare.push(packet);
+        }
+        self.base = self.base.wrapping_add(reach as u16);
+        if self.read_all && self.window.is_empty() {
+            return Ok(Step::Done);
+        }
+        self.fill()?;
+        self.progressed(now);
+        Ok(Step::Advanced)
+    }
+
+    /// The deadline passed (or a timer set for an older deadline fired).
+    pub fn on_timer(&mut self, now: Instant) -> Timer {
+        if now < self.deadline {
+            return Timer::Wait;
+        }
+        if self.resent >= self.retries || now >= self.give_up {
+            metrics::counter!("dialtone_tftp_stalled_total").increment(1);
+            return Timer::Stalled;
+        }
+        self.resent += 1;
+        self.deadline = (now + self.timeout).min(self.give_up);
+        Timer::Resend
+    }
+
+    /// Reads blocks until the window is full or the file ends.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.base == 0 {
+            return Ok(()); // the OACK is still out
+        }
+        while !self.read_all && self.window.len() < self.windowsize {
+            let number = self.base.wrapping_add(self.window.len() as u16);
+            let mut packet = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(4 + self.blksize));
+            packet.extend_from_slice(&OP_DATA.to_be_bytes());
+            packet.extend_from_slice(&number.to_be_bytes());
+            self.reader.block(&mut packet, self.blksize)?;
+            self.read_all = packet.len() - 4 < self.blksize;
+            self.window.push_back(packet);
+        }
+        Ok(())
+    }
+
+    /// A new window went out: the retries and the stall bound start over.
+    fn progressed(&mut self, now: Instant) {
+        self.resent = 0;
+        self.give_up = now + self.stall;
+        self.deadline = (now + self.timeout).min(self.give_up);
+    }
+}
+
+/// Every transfer's end is recorded the same way, whichever front end ran
+/// it: "ok", "incomplete" or "panic".
+pub(super) fn record_outcome(started: Instant, outcome: &'static str) {
+    if outcome == "panic" {
+        metrics::counter!("dialtone_tftp_transfer_panics_total").increment(1);
+    }
+    metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => "tftp", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::limits::{Admission, Slots};
+    use super::super::packet::parse_request;
     use super::*;
 
-    async fn convert(body: &[u8], size: usize) -> Vec<Vec<u8>> {
+    fn start(rrq: &[u8], body: &[u8], options: &TftpOptions, now: Instant) -> Transfer {
+        let slots = Arc::new(Slots::new(4, 4, 4, vec![]));
+        let Admission::Granted(slot) = slots.admit("192.0.2.1:1000".parse().unwrap(), "f") else {
+            panic!("granted")
+        };
+        let request = parse_request(rrq).unwrap();
+        Transfer::start(options, &request, Source::Memory(body.into()), slot, now).unwrap()
+    }
+
+    fn blocks(t: &Transfer) -> Vec<u16> {
+        t.outgoing()
+            .map(|p| u16::from_be_bytes([p[2], p[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn duplicate_acks_send_nothing_and_windows_slide() {
+        let now = Instant::now();
+        let body = vec![7u8; 8 * 5 + 3];
+        let rrq = b"\0\x01f\0octet\0blksize\x008\0windowsize\x002\0";
+        let mut t = start(rrq, &body, &TftpOptions::default(), now);
+        assert_eq!(t.outgoing().next().unwrap()[1], 6, "the OACK first");
+        assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Advanced);
+        assert_eq!(blocks(&t), [1, 2]);
+        // An ACK of the OACK again, or of nothing sent yet: nothing.
+        assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Ignored);
+        assert_eq!(t.on_packet(&[0, 4, 0, 9], now).unwrap(), Step::Ignored);
+        // A partial ACK slides the window by one.
+        assert_eq!(t.on_packet(&[0, 4, 0, 1], now).unwrap(), Step::Advanced);
+        assert_eq!(blocks(&t), [2, 3]);
+        assert_eq!(t.on_packet(&[0, 4, 0, 1], now).unwrap(), Step::Ignored);
+        assert_eq!(t.on_packet(&[0, 4, 0, 3], now).unwrap(), Step::Advanced);
+        assert_eq!(blocks(&t), [4, 5]);
+        assert_eq!(t.on_packet(&[0, 4, 0, 5], now).unwrap(), Step::Advanced);
+        assert_eq!(blocks(&t), [6]);
+        assert_eq!(t.outgoing().next().unwrap().len(), 4 + 3);
+        assert_eq!(t.on_packet(&[0, 4, 0, 6], now).unwrap(), Step::Done);
+    }
+
+    #[test]
+    fn silence_is_resent_within_the_retries_then_the_transfer_stalls() {
+        let now = Instant::now();
+        let options = TftpOptions {
+            timeout: Duration::from_secs(1),
+            max_send_retries: 2,
+            ..Default::default()
+        };
+        let mut t = start(b"\0\x01f\0octet\0", b"abc", &options, now);
+        assert_eq!(t.deadline(), now + Duration::from_secs(1));
+        assert_eq!(t.on_timer(now), Timer::Wait);
+        let mut at = t.deadline();
+        assert_eq!(t.on_timer(at), Timer::Resend);
+        at = t.deadline();
+        assert_eq!(t.on_timer(at), Timer::Resend);
+        at = t.deadline();
+        assert_eq!(t.on_timer(at), Timer::Stalled);
+        // A client's ERROR ends it at once.
+        let mut t = start(b"\0\x01f\0octet\0", b"abc", &options, now);
+        assert_eq!(t.on_packet(b"\0\x05\0\0x\0", now).unwrap(), Step::Aborted);
+    }
+
+    #[test]
+    fn the_stall_bound_holds_whatever_the_timeout() {
+        let now = Instant::now();
+        let options = TftpOptions {
+            max_timeout: Duration::from_secs(60),
+            stall: Duration::from_secs(15),
+            ..Default::default()
+        };
+        let mut t = start(b"\0\x01f\0octet\0timeout\x0060\0", b"abc", &options, now);
+        assert_eq!(t.deadline(), now + Duration::from_secs(15));
+        assert_eq!(t.on_timer(t.deadline()), Timer::Stalled);
+    }
+
+    fn convert(body: &[u8], size: usize) -> Vec<Vec<u8>> {
         let mut reader = Reader {
             raw: Raw::Memory {
                 body: body.into(),
@@ -328,7 +462,7 @@ mod tests {
         let mut blocks = Vec::new();
         loop {
             let mut block = Vec::new();
-            reader.block(&mut block, size).await.unwrap();
+            reader.block(&mut block, size).unwrap();
             let last = block.len() < size;
             blocks.push(block);
             if last {
@@ -337,10 +471,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn netascii_pairs_split_across_blocks() {
+    #[test]
+    fn netascii_pairs_split_across_blocks() {
         let body = b"a\nb\rc\r\n\n";
-        let blocks = convert(body, 2).await;
+        let blocks = convert(body, 2);
         let joined: Vec<u8> = blocks.concat();
         assert_eq!(joined, b"a\r\nb\r\0c\r\0\r\n\r\n");
         assert_eq!(netascii_len(body), joined.len() as u64);
@@ -348,6 +482,6 @@ mod tests {
         assert_eq!(blocks.len(), 7);
         assert_eq!(blocks[6], b"\n");
         // Converted to a whole number of blocks: an empty one ends it.
-        assert_eq!(convert(b"ab\n", 2).await, [&b"ab"[..], b"\r\n", b""]);
+        assert_eq!(convert(b"ab\n", 2), [&b"ab"[..], b"\r\n", b""]);
     }
 }

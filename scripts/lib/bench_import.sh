@@ -1,0 +1,169 @@
+# Bulk import (issue 20), sourced by scripts/bench: part of `data`, or alone
+# as `scripts/bench import [PHONES]`.
+#
+# PHONES phones with one line each, as one CSV, through the release binary:
+#   - into an empty PostgreSQL database (baseline: psql \copy of the same
+#     rows into a plain table, in the same run), with peak RSS;
+#   - the same file again: rows written counted from pg_stat_user_tables
+#     and the change log, not from our own report;
+#   - 10,000 phones changed (their line's display name): the import's time,
+#     and when a second node (`dialtone serve` on the same database) serves
+#     each changed phone's new file over HTTP, counted from the commit;
+#   - into SQLite.
+
+bench_import() {
+    # BENCH_BIN: a binary already built (then nothing is built).
+    local phones="${1:-1000000}" d="$SERVICES_DIR/import" bin="${BENCH_BIN:-target/release/dialtone}"
+    mkdir -p "$d"
+    chmod 755 "$d"
+    if [ -z "${BENCH_BIN:-}" ]; then
+        log "building (release)"
+        cargo build --release -q --bin dialtone -p dialtone
+    fi
+    psql "$DIALTONE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS import_bench" -c "CREATE DATABASE import_bench" >/dev/null
+    local pg="${DIALTONE_TEST_PG_URL%/postgres}/import_bench" out="$d/results.jsonl"
+    : >"$out"
+    DIALTONE_SECRETS__KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    export DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL="http://prov.example.net"
+    log "writing $phones phones (one line each) as CSV"
+    python3 - "$d" "$phones" <<'PY'
+import sys
+d, n = sys.argv[1], int(sys.argv[2])
+changed = set(range(0, n, max(1, n // 10_000)))
+with open(f"{d}/tenants.csv", "w") as t:
+    t.write("slug,name,default_region\n")
+    for i in range(20):
+        t.write(f"t{i:02d},Tenant {i},US\n")
+head = "tenant,mac,family,model,line,extension,display_name,password,registrar\n"
+with open(f"{d}/phones.csv", "w") as a, open(f"{d}/phones-changed.csv", "w") as b, open(f"{d}/macs-changed.txt", "w") as m:
+    a.write(head); b.write(head)
+    for i in range(n):
+        mac = f"001565{0x100000 + i:06x}"
+        row = f"t{i % 20:02d},{mac},yealink,T46S,1,{100000 + i},User {i},pw-{i}-Qx7,sip{i % 5}.example.net\n"
+        a.write(row)
+        if i in changed:
+            b.write(row.replace(f",User {i},", f",Renamed {i},"))
+            m.write(f"{mac} Renamed {i}\n")
+        else:
+            b.write(row)
+PY
+    local size
+    size="$(stat -c %s "$d/phones.csv")"
+    "$bin" --database-url "$pg" migrate >/dev/null
+    "$bin" --database-url "$pg" import "$d/tenants.csv" >/dev/null
+
+    log "baseline: psql \\copy of the same rows into a plain table"
+    psql "$pg" -qc "CREATE TABLE copy_baseline (tenant TEXT, mac TEXT, family TEXT, model TEXT, line INT, extension TEXT, display_name TEXT, password TEXT, registrar TEXT)"
+    local t0 t1
+    t0="$(date +%s.%N)"
+    psql "$pg" -qc "\\copy copy_baseline FROM '$d/phones.csv' WITH (FORMAT csv, HEADER true)"
+    t1="$(date +%s.%N)"
+    echo "{\"step\": \"copy\", \"seconds\": $(awk "BEGIN { print $t1 - $t0 }")}" >>"$out"
+    psql "$pg" -qc "DROP TABLE copy_baseline"
+
+    # Rows written to the mirrored tables and the change log, from PostgreSQL's own counters.
+    written() {
+        psql "$pg" -Atc "SELECT pg_stat_force_next_flush()" >/dev/null 2>&1 || true
+        psql "$pg" -Atc "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables \
+            WHERE relname IN ('tenants', 'phones', 'lines', 'directory_entries', 'directory_sources', 'change_log')"
+    }
+    timed_import() { # step file [extra json]
+        local step="$1" file="$2" before after s rss
+        sleep 1
+        before="$(written)"
+        s="$( { /usr/bin/time -f '%e %M' "$bin" --database-url "$3" import "$file" >"$d/$step.out"; } 2>&1 | tail -1)"
+        # The commit is the last thing before the process exits.
+        date +%s.%N >"$d/$step.end"
+        sleep 1
+        after="$(written)"
+        rss="${s#* }"
+        echo "{\"step\": \"$step\", \"seconds\": ${s% *}, \"max_rss_kb\": $rss, \"written\": $((after - before)), \"file_bytes\": $size}" >>"$out"
+    }
+    log "import into PostgreSQL: first"
+    timed_import first "$d/phones.csv" "$pg"
+    log "import into PostgreSQL: the same file again"
+    timed_import again "$d/phones.csv" "$pg"
+
+    log "second node on the same database"
+    local api http pid
+    api="$(free_port)"; http="$(free_port)"
+    DIALTONE_DATABASE__URL="$pg" "$bin" serve --listen "127.0.0.1:$api" --provisioning-listen "127.0.0.1:$http" \
+        --tftp-listen "127.0.0.1:$(free_port)" 2>"$d/serve.log" &
+    pid=$!
+    local ready=""
+    for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$api/readyz" >/dev/null && ready=1 && break; sleep 0.1; done
+    [ -n "$ready" ] || { log "the second node never became ready: $(tail -1 "$d/serve.log")"; kill "$pid"; return 1; }
+    log "10,000 phones changed: import, and the second node's files polled until each is new"
+    python3 - "$d" "$http" >"$d/poll.json" <<'PY' &
+import sys, time, threading, http.client, json
+d, port = sys.argv[1], sys.argv[2]
+targets = [l.split(" ", 1) for l in open(f"{d}/macs-changed.txt").read().splitlines()]
+seen = {}
+# Each thread sweeps its pending phones over one keep-alive connection
+# until each shows its new value; a phone's time is when a sweep first saw it.
+def poll(chunk):
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+    pending = [(mac, marker.encode()) for mac, marker in chunk]
+    deadline = time.time() + 120
+    while pending and time.time() < deadline:
+        left = []
+        for mac, marker in pending:
+            try:
+                conn.request("GET", f"/{mac}.cfg")
+                body = conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+                body = b""
+            if marker in body:
+                seen[mac] = time.time()
+            else:
+                left.append((mac, marker))
+        pending = left
+chunks = [targets[i::8] for i in range(8)]
+threads = [threading.Thread(target=poll, args=(c,)) for c in chunks]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"served": len(seen), "targets": len(targets),
+                  "first": min(seen.values()) if seen else None, "last": max(seen.values()) if seen else None}))
+PY
+    local poller=$!
+    sleep 1
+    timed_import changed "$d/phones-changed.csv" "$pg"
+    wait "$poller" || true
+    echo "{\"step\": \"served\", \"commit\": $(cat "$d/changed.end"), \"poll\": $(cat "$d/poll.json")}" >>"$out"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+
+    log "import into SQLite"
+    local sq="sqlite://$d/import.db"
+    "$bin" --database-url "$sq" migrate >/dev/null
+    "$bin" --database-url "$sq" import "$d/tenants.csv" >/dev/null
+    local s
+    s="$( { /usr/bin/time -f '%e %M' "$bin" --database-url "$sq" import "$d/phones.csv" >"$d/sqlite.out"; } 2>&1 | tail -1)"
+    echo "{\"step\": \"sqlite\", \"seconds\": ${s% *}, \"max_rss_kb\": ${s#* }}" >>"$out"
+    unset DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL
+
+    python3 - "$out" "$phones" <<'PY'
+import json, sys
+rows = {r["step"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
+n = int(sys.argv[2])
+copy, first, again, changed, served, sqlite = (rows[k] for k in ("copy", "first", "again", "changed", "served", "sqlite"))
+print()
+print(f"bulk import, {n:,} phones with one line each ({first['file_bytes'] / 1e6:.1f} MB of CSV)")
+print(f"{'run':<34} {'seconds':>8} {'phones/s':>10} {'rows written':>13}  target")
+copy_label = "psql \\copy into a plain table"
+print(f"{copy_label:<34} {copy['seconds']:>8.2f} {n / copy['seconds']:>10,.0f} {'':>13}  (baseline)")
+print(f"{'PostgreSQL, first':<34} {first['seconds']:>8.2f} {n / first['seconds']:>10,.0f} {first['written']:>13,}  >= 50,000/s, <= 3x copy: {first['seconds'] / copy['seconds']:.2f}x")
+print(f"{'PostgreSQL, same file again':<34} {again['seconds']:>8.2f} {n / again['seconds']:>10,.0f} {again['written']:>13,}  <= 5 s, 0 rows")
+print(f"{'PostgreSQL, 10,000 changed':<34} {changed['seconds']:>8.2f} {n / changed['seconds']:>10,.0f} {changed['written']:>13,}  <= 2 s")
+print(f"{'SQLite, first':<34} {sqlite['seconds']:>8.2f} {n / sqlite['seconds']:>10,.0f} {'':>13}  >= 20,000/s")
+p = served["poll"]
+lag = (p["last"] - served["commit"]) * 1000 if p["last"] else float("nan")
+first_lag = (p["first"] - served["commit"]) * 1000 if p["first"] else float("nan")
+print(f"second node: {p['served']:,} of {p['targets']:,} changed phones served new files; first {first_lag:.0f} ms, "
+      f"last {lag:.0f} ms after the commit (target <= 1000 ms; the last is also bound by sweeping 10,000 files over HTTP)")
+print(f"peak RSS: first {first['max_rss_kb'] / 1024:.0f} MiB, again {again['max_rss_kb'] / 1024:.0f} MiB, "
+      f"SQLite {sqlite['max_rss_kb'] / 1024:.0f} MiB; file {first['file_bytes'] / 2**20:.0f} MiB "
+      f"(target: growth <= 2x the file: {first['max_rss_kb'] * 1024 / first['file_bytes']:.2f}x)")
+PY
+}

@@ -1,0 +1,240 @@
+//! Building the mirror's tables while the rows arrive (cold start from the
+//! database or the snapshot). Phones and lines, nearly all of a large
+//! mirror, go into their final `Arc` and their shard the moment they are
+//! decoded, into maps sized from the row count: no table is ever held
+//! twice, nothing is copied to grow, and every page the load touches is one
+//! the mirror keeps. On the machines this runs on, first touches of memory
+//! cost more than decoding (BENCHMARKS.md, issue 20).
+
+use std::sync::Arc;
+
+use super::{group_build, MirrorState};
+use crate::model::*;
+use crate::shard::{Filling, ShardedMap};
+use crate::stamp::Stamps;
+
+/// Phones by id and by MAC, filled one row at a time.
+pub struct PhoneRows {
+    phones: Filling<Id, Arc<Phone>>,
+    by_mac: Filling<Mac, Id>,
+}
+
+impl PhoneRows {
+    /// Sized for about `rows` phones (exact from the snapshot, an estimate
+    /// from PostgreSQL's statistics).
+    pub fn with_capacity(rows: usize) -> PhoneRows {
+        PhoneRows {
+            phones: Filling::with_capacity(rows),
+            by_mac: Filling::with_capacity(rows),
+        }
+    }
+
+    pub fn push(&mut self, phone: Phone) {
+        self.by_mac.push(phone.mac, phone.id);
+        self.phones.push(phone.id, Arc::new(phone));
+    }
+
+    /// Rows pushed.
+    pub fn len(&self) -> usize {
+        self.phones.pushed()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Lines by id, plus what the per-phone index is built from at the end.
+pub struct LineRows {
+    lines: Filling<Id, Arc<Line>>,
+    /// `(phone, position, line)`: sorted once, it groups each phone's lines
+    /// in key order.
+    order: Vec<(Id, i32, Id)>,
+}
+
+impl LineRows {
+    pub fn with_capacity(rows: usize) -> LineRows {
+        LineRows {
+            lines: Filling::with_capacity(rows),
+            order: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn push(&mut self, line: Line) {
+        self.order.push((line.phone_id, line.position, line.id));
+        self.lines.push(line.id, Arc::new(line));
+    }
+
+    /// Rows pushed.
+    pub fn len(&self) -> usize {
+        self.lines.pushed()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lines and each phone's line ids in key order.
+    fn finish(self) -> (ShardedMap<Id, Arc<Line>>, ShardedMap<Id, Arc<[Id]>>) {
+        let LineRows { lines, mut order } = self;
+        // Rows mostly arrive in phone order already, which the sort
+        // detects, so this is close to a linear pass in the common case.
+        order.sort_unstable();
+        let phones = order.chunk_by(|a, b| a.0 == b.0).count();
+        let mut by_phone = Filling::with_capacity(phones);
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            by_phone.push(group[0].0, group.iter().map(|&(_, _, id)| id).collect());
+        }
+        (lines.finish(), by_phone.finish())
+    }
+}
+
+/// Every table of a cold load: phones and lines built as they arrive, the
+/// small tables as rows, indexed when the load is complete.
+pub struct Loading {
+    pub tenants: Vec<Tenant>,
+    pub phones: PhoneRows,
+    pub lines: LineRows,
+    pub templates: Vec<Template>,
+    pub directory_entries: Vec<DirectoryEntry>,
+    pub directory_sources: Vec<DirectorySource>,
+    pub api_tokens: Vec<ApiToken>,
+}
+
+impl Default for Loading {
+    fn default() -> Self {
+        Loading::with_capacity(0, 0)
+    }
+}
+
+impl Loading {
+    pub fn with_capacity(phones: usize, lines: usize) -> Loading {
+        Loading {
+            tenants: Vec::new(),
+            phones: PhoneRows::with_capacity(phones),
+            lines: LineRows::with_capacity(lines),
+            templates: Vec::new(),
+            directory_entries: Vec::new(),
+            directory_sources: Vec::new(),
+            api_tokens: Vec::new(),
+        }
+    }
+
+    /// From rows already in memory: phones and lines on two threads.
+    pub fn from_dataset(data: Dataset) -> Loading {
+        let Dataset {
+            tenants,
+            phones,
+            lines,
+            templates,
+            directory_entries,
+            directory_sources,
+            api_tokens,
+        } = data;
+        let (phone_rows, line_rows) = std::thread::scope(|scope| {
+            let phone_part = scope.spawn(move || {
+                let mut rows = PhoneRows::with_capacity(phones.len());
+                phones.into_iter().for_each(|p| rows.push(p));
+                rows
+            });
+            let mut line_rows = LineRows::with_capacity(lines.len());
+            lines.into_iter().for_each(|l| line_rows.push(l));
+            (
+                phone_part.join().expect("phone index build panicked"),
+                line_rows,
+            )
+        });
+        Loading {
+            tenants,
+            phones: phone_rows,
+            lines: line_rows,
+            templates,
+            directory_entries,
+            directory_sources,
+            api_tokens,
+        }
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.tenants.len()
+            + self.phones.len()
+            + self.lines.len()
+            + self.templates.len()
+            + self.directory_entries.len()
+            + self.directory_sources.len()
+            + self.api_tokens.len()
+    }
+
+    /// The rows as a [`Dataset`] (tests and tools compare those).
+    pub fn into_dataset(self) -> Dataset {
+        fn rows<T: Clone>(map: ShardedMap<Id, Arc<T>>) -> Vec<T> {
+            map.into_values()
+                .map(|v| Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()))
+                .collect()
+        }
+        let mut data = Dataset {
+            tenants: self.tenants,
+            phones: rows(self.phones.phones.finish()),
+            lines: rows(self.lines.lines.finish()),
+            templates: self.templates,
+            directory_entries: self.directory_entries,
+            directory_sources: self.directory_sources,
+            api_tokens: self.api_tokens,
+        };
+        data.sort();
+        data
+    }
+}
+
+impl MirrorState {
+    /// Indexes a finished load.
+    pub(crate) fn from_loading(
+        loading: Loading,
+        cursor: Cursor,
+        meta: Meta,
+        version: u64,
+    ) -> MirrorState {
+        let Loading {
+            tenants,
+            phones,
+            lines,
+            templates,
+            directory_entries,
+            directory_sources,
+            api_tokens,
+        } = loading;
+        let PhoneRows {
+            phones: phone_map,
+            by_mac,
+        } = phones;
+        let (lines, lines_by_phone) = lines.finish();
+        MirrorState {
+            version,
+            cursor,
+            meta,
+            tenant_by_slug: ShardedMap::from_entries(
+                tenants.iter().map(|t| (t.slug.clone(), t.id)),
+            ),
+            tenants: ShardedMap::from_entries(tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
+            phones: phone_map.finish(),
+            phone_by_mac: by_mac.finish(),
+            lines,
+            lines_by_phone,
+            template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),
+            templates: ShardedMap::from_entries(templates.into_iter().map(|t| (t.id, Arc::new(t)))),
+            directory_by_tenant: group_build(directory_entries.iter().map(|d| (d.tenant_id, d.id))),
+            directory: ShardedMap::from_entries(
+                directory_entries.into_iter().map(|d| (d.id, Arc::new(d))),
+            ),
+            sources_by_tenant: group_build(directory_sources.iter().map(|s| (s.tenant_id, s.id))),
+            sources: ShardedMap::from_entries(
+                directory_sources.into_iter().map(|s| (s.id, Arc::new(s))),
+            ),
+            token_by_hash: ShardedMap::from_entries(
+                api_tokens.iter().map(|t| (t.token_hash.clone(), t.id)),
+            ),
+            tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
+            stamps: Stamps::new(version),
+        }
+    }
+}

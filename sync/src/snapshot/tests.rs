@@ -1,0 +1,319 @@
+use std::path::Path;
+
+use super::*;
+use crate::crypto::{Purpose, Sealed, SecretKey};
+use crate::mirror::LoadedFrom;
+
+fn key() -> SecretKey {
+    SecretKey::parse(&"5a".repeat(32)).unwrap()
+}
+
+const MAC_BASE: u64 = 0x0015_6500_0000;
+
+fn mac(n: u64) -> Mac {
+    format!("{:012x}", MAC_BASE + n).parse().unwrap()
+}
+
+/// Every table, every field set and unset, text beyond ASCII, sealed secrets.
+fn every_field() -> Dataset {
+    let k = key();
+    let mut data = Dataset {
+        tenants: vec![Tenant {
+            id: 1,
+            slug: "zoë".into(),
+            name: "Zoë & Søn — 東京支店".into(),
+            default_region: "DK".into(),
+            settings: r#"{"quotas":{"phones":5}}"#.into(),
+            updated_at: -1,
+        }],
+        phones: vec![
+            Phone {
+                id: 10,
+                tenant_id: 1,
+                mac: mac(1),
+                family: Family::CiscoSep,
+                model: Some("CP-8845".into()),
+                label: Some("Réception 🎧".into()),
+                variables: r#"{"tz":"Europe/København"}"#.into(),
+                http_user: Some("üser".into()),
+                http_password: Some(k.seal(Purpose::DeviceHttpPassword, "s€cret")),
+                updated_at: i64::MAX,
+            },
+            Phone {
+                id: 11,
+                tenant_id: 1,
+                mac: mac(2),
+                family: Family::Yealink,
+                model: None,
+                label: None,
+                variables: "{}".into(),
+                http_user: None,
+                http_password: None,
+                updated_at: 0,
+            },
+        ],
+        lines: vec![
+            Line {
+                id: 100,
+                phone_id: 10,
+                position: 2,
+                extension: "+45 3312 3456".into(),
+                display_name: "Ærø Østergård".into(),
+                auth_user: "ærø".into(),
+                password: Some(k.seal(Purpose::LinePassword, "pässwörd")),
+                registrar: "sip.example.net".into(),
+                proxy: Some("proxy.example.net:5061".into()),
+                settings: r#"{"codec":"opus"}"#.into(),
+                updated_at: 5,
+            },
+            Line {
+                id: 101,
+                phone_id: 10,
+                position: 1,
+                extension: "".into(),
+                display_name: "".into(),
+                auth_user: "".into(),
+                password: None,
+                registrar: "sip.example.net".into(),
+                proxy: None,
+                settings: "{}".into(),
+                updated_at: i64::MIN,
+            },
+        ],
+        templates: vec![Template {
+            id: 7,
+            scope: TemplateScope::Phone,
+            family: Family::CiscoSep,
+            scope_key: mac(1).to_string().into(),
+            file_pattern: "SEP{mac}.cnf.xml".into(),
+            body: "<device>{{ phone.label }} — ✓</device>\n".into(),
+            version: 3,
+            updated_by: "admin@example.net".into(),
+            updated_at: 9,
+        }],
+        directory_entries: vec![DirectoryEntry {
+            id: 20,
+            tenant_id: 1,
+            external_id: Some("ext-ü".into()),
+            name: "Åsa Öberg".into(),
+            company: None,
+            numbers: vec![
+                DirectoryNumber {
+                    number: "+46 8 123 456".into(),
+                    kind: "work".into(),
+                },
+                DirectoryNumber {
+                    number: "070-1740605".into(),
+                    kind: "mobile".into(),
+                },
+            ],
+            updated_at: 1,
+        }],
+        directory_sources: vec![DirectorySource {
+            id: 30,
+            tenant_id: 1,
+            name: "AD".into(),
+            kind: SourceKind::Ldap,
+            priority: -3,
+            enabled: false,
+            settings: r#"{"url":"ldaps://dc.example.net"}"#.into(),
+            secret: Some(k.seal(Purpose::SourceSecret, "bind-pw")),
+            timeout_ms: 750,
+            updated_at: 2,
+        }],
+        api_tokens: vec![ApiToken {
+            id: 40,
+            name: "robot".into(),
+            token_hash: "ab".repeat(32).into(),
+            scope: TokenScope::TenantRead,
+            tenant_id: Some(1),
+            created_at: 3,
+            expires_at: None,
+            revoked: true,
+            updated_at: 4,
+        }],
+    };
+    data.sort();
+    data
+}
+
+fn meta() -> Meta {
+    Meta {
+        epoch: 2,
+        pruned_through: Cursor { txid: 5, seq: 6 },
+        database_id: "db-ü".into(),
+    }
+}
+
+fn mirror_of(data: &Dataset) -> Mirror {
+    let mirror = Mirror::new();
+    mirror.reset(
+        data.clone(),
+        Cursor { txid: 7, seq: 8 },
+        meta(),
+        LoadedFrom::Database,
+    );
+    mirror
+}
+
+fn loaded(path: &Path) -> Mirror {
+    let (header, loading) = load(path).unwrap().unwrap();
+    let mirror = Mirror::new();
+    mirror.reset_loaded(loading, header.cursor, header.meta, LoadedFrom::Snapshot);
+    mirror
+}
+
+#[test]
+fn every_field_round_trips() {
+    let data = every_field();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let header = write(&mirror_of(&data), &path, "source-a").unwrap();
+    let (read_header, read_data) = read(&path).unwrap().unwrap();
+    assert_eq!(read_header, header);
+    assert_eq!(read_header.source, "source-a");
+    assert_eq!(read_header.cursor, Cursor { txid: 7, seq: 8 });
+    assert_eq!(read_header.meta, meta());
+    assert_eq!(read_data, data);
+    // The secrets still open with the key.
+    let line = read_data.lines.iter().find(|l| l.id == 100).unwrap();
+    assert_eq!(
+        key()
+            .open(Purpose::LinePassword, line.password.as_ref().unwrap())
+            .unwrap(),
+        "pässwörd"
+    );
+    // A mirror built from it answers as the one it was written from.
+    let state = loaded(&path).load();
+    let phone = state.phone_by_mac(&mac(1)).unwrap();
+    assert_eq!(phone.id, 10);
+    let positions: Vec<i32> = state.lines_of(10).iter().map(|l| l.position).collect();
+    assert_eq!(positions, [1, 2]);
+    assert!(state.lines_of(11).is_empty());
+    assert_eq!(state.tenant_by_slug("zoë").unwrap().id, 1);
+    assert_eq!(state.token_by_hash(&"ab".repeat(32)).unwrap().id, 40);
+    assert_eq!(state.directory_of(1).len(), 1);
+    assert_eq!(state.sources_of(1).len(), 1);
+    assert_eq!(state.to_dataset(), data);
+}
+
+#[test]
+fn large_tables_cross_the_read_buffer() {
+    let mut data = every_field();
+    // Rows that span many 1 MiB reads, a row larger than the buffer, and
+    // phones with several lines written out of key order.
+    data.templates[0].body = "x".repeat(3 << 20).into();
+    for n in 0..30_000i64 {
+        data.phones.push(Phone {
+            id: 1000 + n,
+            tenant_id: 1,
+            mac: mac(1000 + n as u64),
+            family: Family::Poly,
+            model: Some(["VVX 450", "T46S"][n as usize % 2].into()),
+            label: Some(format!("Desk {n} — ü").into()),
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            updated_at: n,
+        });
+        for position in (1..=(n % 3 + 1) as i32).rev() {
+            data.lines.push(Line {
+                id: 100_000 + n * 4 + position as i64,
+                phone_id: 1000 + n,
+                position,
+                extension: format!("{}", 2000 + n).into(),
+                display_name: format!("User {n}").into(),
+                auth_user: format!("u{n}").into(),
+                password: Some(Sealed(format!("v1:{n:0>72}").into())),
+                registrar: "sip.example.net".into(),
+                proxy: None,
+                settings: "{}".into(),
+                updated_at: n,
+            });
+        }
+    }
+    data.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    write(&mirror_of(&data), &path, "s").unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 4 << 20);
+    let state = loaded(&path).load();
+    assert_eq!(state.to_dataset(), data);
+    let positions: Vec<i32> = state
+        .lines_of(1000 + 29_999)
+        .iter()
+        .map(|l| l.position)
+        .collect();
+    assert_eq!(positions, [1, 2, 3]);
+    // Shared strings are shared again after the load.
+    let a = state.phone(1000).unwrap().model.clone().unwrap();
+    let b = state.phone(1002).unwrap().model.clone().unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+fn load_error(path: &Path) -> String {
+    match load(path) {
+        Err(SyncError::Snapshot { reason, .. }) => reason,
+        Err(e) => panic!("not a snapshot error: {e}"),
+        Ok(_) => panic!("{} loaded", path.display()),
+    }
+}
+
+#[test]
+fn an_older_format_is_refused_and_says_so() {
+    // Format 1: the header and every table as one postcard value.
+    let data = every_field();
+    let header = SnapshotHeader {
+        source: "s".into(),
+        written_at: 1,
+        cursor: Cursor::default(),
+        meta: meta(),
+        version: 1,
+    };
+    let mut bytes = b"DTSNAP\x00\x01".to_vec();
+    bytes.extend(postcard::to_allocvec(&(header, data)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old");
+    std::fs::write(&path, bytes).unwrap();
+    let reason = load_error(&path);
+    assert!(
+        reason.contains("format 1") && reason.contains("reads format 2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn foreign_and_damaged_files_are_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    for foreign in [&b""[..], b"DTSNAP", b"{\"tenants\": []}\n", &[0xff; 64]] {
+        std::fs::write(&path, foreign).unwrap();
+        assert!(load_error(&path).contains("not a dialtone snapshot"));
+    }
+    assert!(load(&dir.path().join("missing")).unwrap().is_none());
+
+    let good = dir.path().join("good");
+    write(&mirror_of(&every_field()), &good, "s").unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    // Cut anywhere: always refused, since every table's length and row
+    // count and the index's place must add up.
+    for cut in 0..bytes.len() {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        load_error(&path);
+    }
+    // Any byte changed: refused or loaded, but never a panic.
+    for at in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x5a;
+        std::fs::write(&path, &damaged).unwrap();
+        let _ = load(&path);
+    }
+    // A row count that disagrees with the bytes.
+    let index_at = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let (mut index, _) = postcard::take_from_bytes::<format::Index>(&bytes[index_at..]).unwrap();
+    index.sections[1].rows += 1;
+    let mut damaged = bytes[..index_at].to_vec();
+    damaged.extend(postcard::to_allocvec(&index).unwrap());
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(load_error(&path).contains("row"), "{}", load_error(&path));
+}

@@ -1,0 +1,342 @@
+//! Bulk phone upserts (imports): the rows a run of `UpsertPhone`s would
+//! change are found by comparing the run with the tables, read once inside
+//! the writing transaction after the tables are locked against other
+//! writers (so the comparison is exact), and only those rows are written:
+//! staged into temporary tables (PostgreSQL: COPY; SQLite: multi-row
+//! INSERTs), then applied with one set-based statement each. Secrets are
+//! compared without sealing ([`crate::crypto::SecretKey::seals_to`]); only
+//! rows that change are sealed.
+//!
+//! Each backend provides `lock_for_import`, `Stager` (open/row/finish) and
+//! `quiet_change_log`/`loud_change_log`; the SQL here is shared.
+
+/// Runs of `UpsertPhone` shorter than this go row by row: reading the whole
+/// phone table costs more than a few hundred point queries.
+pub(crate) const BULK_MIN_PHONES: usize = 200;
+
+/// Above this many changed rows the change log gets no row per change:
+/// every node would reload everything anyway (a watcher further behind
+/// than `max_catch_up_rows` does), so the import bumps the epoch instead,
+/// and writing millions of change-log rows would cost more than the rows.
+pub(crate) const QUIET_CHANGE_LOG_ROWS: u64 = 50_000;
+
+/// How a line of the run compares with its row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineState {
+    Missing,
+    Same,
+    Changed,
+}
+
+/// One cell of a staged row, as text (`None` is NULL).
+pub(crate) type Cell<'a> = Option<std::borrow::Cow<'a, str>>;
+
+/// New phones and lines go straight into their tables, with ids reserved
+/// up front (so lines know their phone's id without a join); changed ones
+/// are staged by id and applied with one UPDATE each.
+pub(crate) const PHONE_COLUMNS: &[&str] = &[
+    "id",
+    "mac",
+    "tenant_id",
+    "family",
+    "model",
+    "label",
+    "variables",
+    "http_user",
+    "http_password",
+    "updated_at",
+];
+pub(crate) const LINE_COLUMNS: &[&str] = &[
+    "id",
+    "phone_id",
+    "position",
+    "extension",
+    "display_name",
+    "auth_user",
+    "password",
+    "registrar",
+    "proxy",
+    "settings",
+    "updated_at",
+];
+pub(crate) const PHONE_STAGE: &str = "import_phones";
+pub(crate) const LINE_STAGE: &str = "import_lines";
+
+/// Phone-scope templates belong to the phone's tenant: they do not move
+/// with it. Runs before the phones are updated.
+pub(crate) const DELETE_MOVED_TEMPLATES: &str = "DELETE FROM templates WHERE scope = 'phone' AND scope_key IN \
+     (SELECT p.mac FROM import_phones s JOIN phones p ON p.id = s.id WHERE p.tenant_id <> s.tenant_id)";
+
+pub(crate) const UPDATE_STAGED: &[&str] = &[
+    "UPDATE phones SET tenant_id = s.tenant_id, family = s.family, model = s.model, label = s.label, \
+     variables = s.variables, http_user = s.http_user, http_password = s.http_password, updated_at = s.updated_at \
+     FROM import_phones s WHERE phones.id = s.id",
+    "UPDATE lines SET extension = s.extension, display_name = s.display_name, auth_user = s.auth_user, \
+     password = s.password, registrar = s.registrar, proxy = s.proxy, settings = s.settings, \
+     updated_at = s.updated_at FROM import_lines s WHERE lines.id = s.id",
+];
+
+/// Whether a stored secret is the one given (both absent, or the same seal).
+pub(crate) fn same_secret(
+    key: &crate::crypto::SecretKey,
+    purpose: crate::crypto::Purpose,
+    given: Option<&str>,
+    stored: Option<&str>,
+) -> bool {
+    match (given, stored) {
+        (None, None) => true,
+        (Some(given), Some(stored)) => key.seals_to(purpose, given, stored),
+        _ => false,
+    }
+}
+
+/// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
+macro_rules! bulk_sql {
+    ($conn:ty, $ids_filter:literal) => {
+        /// A phone row as the comparison reads it.
+        type PhoneRowRead = (Id, String, Id, String, Option<String>, Option<String>, String, Option<String>, Option<String>);
+        /// A line row as the comparison reads it.
+        type LineRowRead = (
+            Id,
+            Id,
+            i32,
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            String,
+        );
+
+        /// Upserts `phones` (mutations `first..first + phones.len()`, MACs
+        /// distinct) writing only what differs from the tables.
+        pub(super) async fn bulk_phones(
+            conn: &mut $conn,
+            key: &SecretKey,
+            phones: &[&crate::store::PhoneInput],
+            first: usize,
+            now: Millis,
+            report: &mut WriteReport,
+            progress: Option<&crate::store::Progress>,
+        ) -> Result<(), SyncError> {
+            use std::borrow::Cow;
+            use std::collections::HashMap;
+            use crate::store::bulk::*;
+
+            let started = std::time::Instant::now();
+            super::lock_for_import(&mut *conn).await?;
+            let tenants: HashMap<String, Id> = sqlx::query_as::<_, (String, Id)>("SELECT slug, id FROM tenants")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+            let mut tenant_ids = Vec::with_capacity(phones.len());
+            for (i, p) in phones.iter().enumerate() {
+                match tenants.get(&p.tenant) {
+                    Some(id) => tenant_ids.push(*id),
+                    None => {
+                        return Err(SyncError::Rejected { index: first + i, reason: format!("unknown tenant {:?}", p.tenant) })
+                    }
+                }
+            }
+            let by_mac: HashMap<Mac, usize> = phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect();
+            let mut existing: Vec<Option<Id>> = vec![None; phones.len()];
+            let mut changed = vec![false; phones.len()];
+            let mut by_id: HashMap<Id, usize> = HashMap::new();
+            {
+                let mut rows = sqlx::query_as::<_, PhoneRowRead>(
+                    "SELECT id, mac, tenant_id, family, model, label, variables, http_user, http_password FROM phones",
+                )
+                .fetch(&mut *conn);
+                while let Some((id, mac, tenant, family, model, label, variables, http_user, http_password)) =
+                    rows.try_next().await?
+                {
+                    let Some(&i) = mac.parse::<Mac>().ok().as_ref().and_then(|m| by_mac.get(m)) else { continue };
+                    let p = phones[i];
+                    existing[i] = Some(id);
+                    by_id.insert(id, i);
+                    changed[i] = tenant != tenant_ids[i]
+                        || family != p.family.as_str()
+                        || model != p.model
+                        || label != p.label
+                        || variables != p.variables
+                        || http_user != p.http_user
+                        || !same_secret(key, Purpose::DeviceHttpPassword, p.http_password.as_deref(), http_password.as_deref());
+                }
+            }
+            // Lines, flat: phone i's lines start at offsets[i].
+            let mut offsets = Vec::with_capacity(phones.len() + 1);
+            let mut total = 0usize;
+            for p in phones {
+                offsets.push(total);
+                total += p.lines.len();
+            }
+            offsets.push(total);
+            let mut lines = vec![LineState::Missing; total];
+            let mut line_ids: Vec<Id> = vec![0; total];
+            let mut gone: Vec<Id> = Vec::new();
+            {
+                let mut rows = sqlx::query_as::<_, LineRowRead>(
+                    "SELECT id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, \
+                     settings FROM lines",
+                )
+                .fetch(&mut *conn);
+                while let Some((id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, settings)) =
+                    rows.try_next().await?
+                {
+                    let Some(&i) = by_id.get(&phone_id) else { continue };
+                    let p = phones[i];
+                    let Some(line) = usize::try_from(position - 1).ok().and_then(|at| p.lines.get(at)) else {
+                        gone.push(id);
+                        continue;
+                    };
+                    let same = line.extension == extension
+                        && line.display_name == display_name
+                        && line.auth_user == auth_user
+                        && line.registrar == registrar
+                        && line.proxy == proxy
+                        && line.settings == settings
+                        && same_secret(key, Purpose::LinePassword, line.password.as_deref(), password.as_deref());
+                    lines[offsets[i] + position as usize - 1] = if same { LineState::Same } else { LineState::Changed };
+                    line_ids[offsets[i] + position as usize - 1] = id;
+                }
+            }
+            drop(by_id);
+            let mut staged_phones = 0u64;
+            for i in 0..phones.len() {
+                match (existing[i], changed[i]) {
+                    (None, _) => report.phones.inserted += 1,
+                    (Some(_), true) => report.phones.updated += 1,
+                    (Some(_), false) => report.phones.unchanged += 1,
+                }
+                staged_phones += u64::from(existing[i].is_none() || changed[i]);
+            }
+            for state in &lines {
+                match state {
+                    LineState::Missing => report.lines.inserted += 1,
+                    LineState::Changed => report.lines.updated += 1,
+                    LineState::Same => report.lines.unchanged += 1,
+                }
+            }
+            report.lines.deleted += gone.len() as u64;
+            let staged_lines = (report.lines.inserted + report.lines.updated) as u64;
+            if let Some(progress) = progress {
+                progress(first as u64 + phones.len() as u64 / 2);
+            }
+            let writes = staged_phones + staged_lines + gone.len() as u64;
+            let compared = started.elapsed();
+            if writes == 0 {
+                return Ok(());
+            }
+            let quiet = writes > QUIET_CHANGE_LOG_ROWS && super::quiet_change_log(&mut *conn).await?;
+
+            let now_text = now.to_string();
+            let new_phones = existing.iter().filter(|e| e.is_none()).count();
+            let mut next_phone = super::reserve_ids(&mut *conn, "phones", new_phones as i64).await?;
+            let mut phone_ids = Vec::with_capacity(phones.len());
+            for e in &existing {
+                phone_ids.push(e.unwrap_or_else(|| {
+                    next_phone += 1;
+                    next_phone - 1
+                }));
+            }
+            let phone_cells = |i: usize| -> [Cell; 10] {
+                let p = phones[i];
+                [
+                    Some(Cow::Owned(phone_ids[i].to_string())),
+                    Some(Cow::Owned(p.mac.to_string())),
+                    Some(Cow::Owned(tenant_ids[i].to_string())),
+                    Some(Cow::Borrowed(p.family.as_str())),
+                    p.model.as_deref().map(Cow::Borrowed),
+                    p.label.as_deref().map(Cow::Borrowed),
+                    Some(Cow::Borrowed(p.variables.as_str())),
+                    p.http_user.as_deref().map(Cow::Borrowed),
+                    p.http_password
+                        .as_deref()
+                        .map(|pw| Cow::Owned(key.seal(Purpose::DeviceHttpPassword, pw).0.into())),
+                    Some(Cow::Borrowed(now_text.as_str())),
+                ]
+            };
+            // Inserts first (lines need their phones), then the staged updates.
+            for (target, wanted) in [("phones", true), (PHONE_STAGE, false)] {
+                let mut stager = super::Stager::open(&mut *conn, target, PHONE_COLUMNS).await?;
+                for i in 0..phones.len() {
+                    if existing[i].is_none() == wanted && (wanted || changed[i]) {
+                        stager.row(&phone_cells(i)).await?;
+                    }
+                }
+                stager.finish().await?;
+            }
+            let new_lines = lines.iter().filter(|s| matches!(s, LineState::Missing)).count();
+            let first_line = super::reserve_ids(&mut *conn, "lines", new_lines as i64).await?;
+            for (target, wanted) in [("lines", LineState::Missing), (LINE_STAGE, LineState::Changed)] {
+                let mut next_line = first_line;
+                let mut stager = super::Stager::open(&mut *conn, target, LINE_COLUMNS).await?;
+                for (i, p) in phones.iter().enumerate() {
+                    let phone_id = phone_ids[i].to_string();
+                    for (at, line) in p.lines.iter().enumerate() {
+                        let state = lines[offsets[i] + at];
+                        if state != wanted {
+                            continue;
+                        }
+                        let id = match state {
+                            LineState::Missing => {
+                                next_line += 1;
+                                next_line - 1
+                            }
+                            _ => line_ids[offsets[i] + at],
+                        };
+                        let password =
+                            line.password.as_deref().map(|pw| Cow::Owned(key.seal(Purpose::LinePassword, pw).0.into()));
+                        let cells: [Cell; 11] = [
+                            Some(Cow::Owned(id.to_string())),
+                            Some(Cow::Borrowed(phone_id.as_str())),
+                            Some(Cow::Owned((at + 1).to_string())),
+                            Some(Cow::Borrowed(line.extension.as_str())),
+                            Some(Cow::Borrowed(line.display_name.as_str())),
+                            Some(Cow::Borrowed(line.auth_user.as_str())),
+                            password,
+                            Some(Cow::Borrowed(line.registrar.as_str())),
+                            line.proxy.as_deref().map(Cow::Borrowed),
+                            Some(Cow::Borrowed(line.settings.as_str())),
+                            Some(Cow::Borrowed(now_text.as_str())),
+                        ];
+                        stager.row(&cells).await?;
+                    }
+                }
+                stager.finish().await?;
+            }
+            report.templates.deleted +=
+                sqlx::query(DELETE_MOVED_TEMPLATES).execute(&mut *conn).await?.rows_affected();
+            for statement in UPDATE_STAGED {
+                sqlx::query(statement).execute(&mut *conn).await?;
+            }
+            for chunk in gone.chunks(10_000) {
+                let ids = serde_json::to_string(chunk).expect("ids serialize");
+                sqlx::query(concat!("DELETE FROM lines WHERE ", $ids_filter))
+                    .bind(ids)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if quiet {
+                super::loud_change_log(&mut *conn).await?;
+            }
+            super::drop_staging(&mut *conn).await?;
+            tracing::info!(
+                phones = phones.len(),
+                rows_written = writes,
+                quiet,
+                compare_ms = compared.as_millis() as u64,
+                write_ms = (started.elapsed() - compared).as_millis() as u64,
+                "bulk phone import"
+            );
+            if let Some(progress) = progress {
+                progress((first + phones.len()) as u64);
+            }
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use bulk_sql;

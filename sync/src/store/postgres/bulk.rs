@@ -1,0 +1,162 @@
+//! PostgreSQL's part of bulk imports (`store/bulk.rs`): the lock, ids,
+//! COPY into staging and target tables, and the quiet change log.
+
+use sqlx::PgConnection;
+
+use super::{sql, NOTIFY_CHANNEL};
+use crate::error::SyncError;
+use crate::model::Id;
+
+use crate::store::bulk::Cell;
+
+/// Other writers of the imported tables wait until the import commits
+/// (readers do not), so what the import compared against stays exact.
+pub(super) async fn lock_for_import(conn: &mut PgConnection) -> Result<(), SyncError> {
+    sqlx::query("LOCK TABLE phones, lines IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    for ddl in [
+        "DROP TABLE IF EXISTS pg_temp.import_phones",
+        "DROP TABLE IF EXISTS pg_temp.import_lines",
+        "CREATE TEMP TABLE import_phones (id BIGINT NOT NULL, mac TEXT NOT NULL, tenant_id BIGINT NOT NULL, \
+         family TEXT NOT NULL, model TEXT, label TEXT, variables TEXT NOT NULL, http_user TEXT, http_password TEXT, \
+         updated_at BIGINT NOT NULL) ON COMMIT DROP",
+        "CREATE TEMP TABLE import_lines (id BIGINT NOT NULL, phone_id BIGINT NOT NULL, position INTEGER NOT NULL, \
+         extension TEXT NOT NULL, display_name TEXT NOT NULL, auth_user TEXT NOT NULL, password TEXT, \
+         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at BIGINT NOT NULL) ON COMMIT DROP",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `n` ids of `table` (phones, lines) for rows inserted with their ids;
+/// returns the first. Nobody else inserts into the table until the import
+/// commits (`lock_for_import`), so the range is ours.
+pub(super) async fn reserve_ids(
+    conn: &mut PgConnection,
+    table: &'static str,
+    n: i64,
+) -> Result<Id, SyncError> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let first: Id = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence($1, 'id'))")
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?;
+    if n > 1 {
+        sqlx::query("SELECT setval(pg_get_serial_sequence($1, 'id'), $2)")
+            .bind(table)
+            .bind(first + n - 1)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(first)
+}
+
+/// Staged rows leave with the transaction (`ON COMMIT DROP`).
+pub(super) async fn drop_staging(_conn: &mut PgConnection) -> Result<(), SyncError> {
+    Ok(())
+}
+
+/// Rows into a staging table through one COPY, sent in 1 MiB pieces.
+pub(super) struct Stager<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+    buf: Vec<u8>,
+}
+
+const COPY_PIECE: usize = 1 << 20;
+
+impl<'c> Stager<'c> {
+    pub(super) async fn open(
+        conn: &'c mut PgConnection,
+        table: &'static str,
+        columns: &'static [&'static str],
+    ) -> Result<Self, SyncError> {
+        let statement = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
+        Ok(Stager {
+            copy: conn.copy_in_raw(&statement).await?,
+            buf: Vec::with_capacity(COPY_PIECE + 4096),
+        })
+    }
+
+    pub(super) async fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SyncError> {
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b'\t');
+            }
+            match cell {
+                None => self.buf.extend_from_slice(b"\\N"),
+                Some(text) => copy_escape(text, &mut self.buf),
+            }
+        }
+        self.buf.push(b'\n');
+        if self.buf.len() >= COPY_PIECE {
+            let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_PIECE + 4096));
+            self.copy.send(piece).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn finish(mut self) -> Result<(), SyncError> {
+        if !self.buf.is_empty() {
+            self.copy.send(std::mem::take(&mut self.buf)).await?;
+        }
+        self.copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// COPY's text format: backslash escapes for the delimiter, line breaks and
+/// the backslash itself.
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// For an import that changes more rows than a watcher would fetch one by
+/// one: the phones' and lines' change-log triggers are off for this
+/// transaction (DDL, so it commits or rolls back with it), and
+/// [`loud_change_log`] bumps the epoch so every node reloads. Only the
+/// tables' owner may; anyone else logs every row.
+pub(super) async fn quiet_change_log(conn: &mut PgConnection) -> Result<bool, SyncError> {
+    let owner: bool = sqlx::query_scalar(
+        "SELECT bool_and(pg_has_role(current_user, relowner, 'USAGE')) FROM pg_class \
+         WHERE oid IN ('phones'::regclass, 'lines'::regclass)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !owner {
+        return Ok(false);
+    }
+    for ddl in [
+        "ALTER TABLE phones DISABLE TRIGGER phones_log",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    Ok(true)
+}
+
+pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncError> {
+    for ddl in [
+        "ALTER TABLE phones ENABLE TRIGGER phones_log",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    sql::bump_epoch(conn).await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Cold load from PostgreSQL. Phones and lines, nearly all of a large
+//! mirror, come through binary COPY (`copy.rs`) on two connections that
+//! share one exported snapshot, and each row goes straight into the
+//! mirror's tables (`mirror::Loading`) as it is decoded: no row objects, no
+//! intermediate vectors, maps sized from the planner's row estimates. The
+//! small tables are read as rows on the first connection.
+
+use futures::TryStreamExt;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool};
+
+use super::copy::{CopyDecoder, FieldError, Tuple};
+use super::{sql, READ_SNAPSHOT, SNAPSHOT_XMIN};
+use crate::crypto::Sealed;
+use crate::error::SyncError;
+use crate::intern::Interner;
+use crate::mirror::{LineRows, Loading, PhoneRows};
+use crate::model::*;
+use crate::store::rows::{
+    RawApiToken, RawDirectoryEntry, RawDirectorySource, RawTemplate, RawTenant, LINE_COLUMNS,
+    PHONE_COLUMNS,
+};
+
+pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+    let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
+        .fetch_one(&mut *tx)
+        .await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let (phones_estimate, lines_estimate): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT reltuples::int8 FROM pg_class WHERE oid = 'phones'::regclass), \
+                (SELECT reltuples::int8 FROM pg_class WHERE oid = 'lines'::regclass)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let pool = pool.clone();
+    let lines = tokio::spawn(async move {
+        let mut tx = pool.begin().await?;
+        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+        let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+        sqlx::query(&set).execute(&mut *tx).await?;
+        let mut rows = LineRows::with_capacity(estimate(lines_estimate));
+        let mut interner = Interner::default();
+        copy(&mut tx, "lines", LINE_COLUMNS, |t| {
+            rows.push(line(t, &mut interner)?);
+            Ok(())
+        })
+        .await?;
+        tx.commit().await?;
+        Ok::<_, SyncError>(rows)
+    });
+    let meta = sql::read_meta(&mut tx).await?;
+    let mut loading = Loading {
+        tenants: small(
+            &mut tx,
+            "tenants",
+            RawTenant::COLUMNS,
+            RawTenant::into_model,
+        )
+        .await?,
+        phones: PhoneRows::with_capacity(estimate(phones_estimate)),
+        lines: LineRows::with_capacity(0),
+        templates: small(
+            &mut tx,
+            "templates",
+            RawTemplate::COLUMNS,
+            RawTemplate::into_model,
+        )
+        .await?,
+        directory_entries: small(
+            &mut tx,
+            "directory_entries",
+            RawDirectoryEntry::COLUMNS,
+            RawDirectoryEntry::into_model,
+        )
+        .await?,
+        directory_sources: small(
+            &mut tx,
+            "directory_sources",
+            RawDirectorySource::COLUMNS,
+            RawDirectorySource::into_model,
+        )
+        .await?,
+        api_tokens: small(
+            &mut tx,
+            "api_tokens",
+            RawApiToken::COLUMNS,
+            RawApiToken::into_model,
+        )
+        .await?,
+    };
+    let mut interner = Interner::default();
+    let phones = &mut loading.phones;
+    copy(&mut tx, "phones", PHONE_COLUMNS, |t| {
+        phones.push(phone(t, &mut interner)?);
+        Ok(())
+    })
+    .await?;
+    loading.lines = lines
+        .await
+        .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
+    tx.commit().await?;
+    Ok((loading, Cursor { txid: xmin, seq: 0 }, meta))
+}
+
+/// The planner's row count: -1 for a table never analyzed, and only ever
+/// used to size maps (a wrong one costs a rehash or is given back).
+fn estimate(reltuples: i64) -> usize {
+    usize::try_from(reltuples).unwrap_or(0)
+}
+
+async fn small<R, T>(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    into_model: fn(R, &mut Interner) -> Result<T, SyncError>,
+) -> Result<Vec<T>, SyncError>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let sql = format!("SELECT {columns} FROM {table}");
+    let raws: Vec<R> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+    let mut interner = Interner::default();
+    raws.into_iter()
+        .map(|r| into_model(r, &mut interner))
+        .collect()
+}
+
+/// Every row of `table` through binary COPY, decoded by `each`.
+async fn copy(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    mut each: impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
+    let statement = format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)");
+    let fields = columns.split(',').count();
+    let mut decoder = CopyDecoder::default();
+    let mut stream = conn.copy_out_raw(&statement).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        decoder.feed(&chunk, |t| {
+            if t.len() != fields {
+                return Err(SyncError::Invalid(format!(
+                    "{table}: COPY sent {} fields for {fields} columns",
+                    t.len()
+                )));
+            }
+            each(t)
+        })?;
+    }
+    drop(stream);
+    decoder.finish()?;
+    Ok(())
+}
+
+/// A field that does not fit its column, named by table, row and column.
+fn bad(table: &str, id: Option<i64>, column: &str, what: impl std::fmt::Display) -> SyncError {
+    match id {
+        Some(id) => SyncError::Invalid(format!("{table} id={id}: {column}: {what}")),
+        None => SyncError::Invalid(format!("{table}: {column}: {what}")),
+    }
+}
+
+/// Reads the columns of one row, naming the column in any error.
+struct Fields<'t, 'a> {
+    table: &'static str,
+    tuple: &'t Tuple<'a>,
+    id: Option<i64>,
+}
+
+impl<'a> Fields<'_, 'a> {
+    fn get<T>(
+        &self,
+        i: usize,
+        column: &str,
+        read: impl FnOnce(&Tuple<'a>, usize) -> Result<T, FieldError>,
+    ) -> Result<T, SyncError> {
+        read(self.tuple, i).map_err(|e| bad(self.table, self.id, column, e))
+    }
+}
+
+/// A family as stored (lowercase), without `FromStr`'s allocation per row.
+fn family(text: &str) -> Result<Family, SyncError> {
+    Family::ALL
+        .iter()
+        .copied()
+        .find(|f| f.as_str() == text)
+        .map_or_else(|| text.parse(), Ok)
+}
+
+fn phone(t: &Tuple<'_>, interner: &mut Interner) -> Result<Phone, SyncError> {
+    let mut f = Fields {
+        table: "phones",
+        tuple: t,
+        id: None,
+    };
+    let id = f.get(0, "id", Tuple::int8)?;
+    f.id = Some(id);
+    let mac = f.get(2, "mac", Tuple::text)?;
+    let family_text = f.get(3, "family", Tuple::text)?;
+    Ok(Phone {
+        id,
+        tenant_id: f.get(1, "tenant_id", Tuple::int8)?,
+        mac: mac.parse().map_err(|e| bad("phones", Some(id), "mac", e))?,
+        family: family(family_text).map_err(|e| bad("phones", Some(id), "family", e))?,
+        model: f
+            .get(4, "model", Tuple::opt_text)?
+            .map(|m| interner.intern(m)),
+        label: f.get(5, "label", Tuple::opt_text)?.map(Box::from),
+        variables: interner.intern(f.get(6, "variables", Tuple::text)?),
+        http_user: f.get(7, "http_user", Tuple::opt_text)?.map(Box::from),
+        http_password: f
+            .get(8, "http_password", Tuple::opt_text)?
+            .map(|s| Sealed(s.into())),
+        updated_at: f.get(9, "updated_at", Tuple::int8)?,
+    })
+}
+
+fn line(t: &Tuple<'_>, interner: &mut Interner) -> Result<Line, SyncError> {
+    let mut f = Fields {
+        table: "lines",
+        tuple: t,
+        id: None,
+    };
+    let id = f.get(0, "id", Tuple::int8)?;
+    f.id = Some(id);
+    Ok(Line {
+        id,
+        phone_id: f.get(1, "phone_id", Tuple::int8)?,
+        position: f.get(2, "position", Tuple::int4)?,
+        extension: f.get(3, "extension", Tuple::text)?.into(),
+        display_name: f.get(4, "display_name", Tuple::text)?.into(),
+        auth_user: f.get(5, "auth_user", Tuple::text)?.into(),
+        password: f
+            .get(6, "password", Tuple::opt_text)?
+            .map(|s| Sealed(s.into())),
+        registrar: interner.intern(f.get(7, "registrar", Tuple::text)?),
+        proxy: f
+            .get(8, "proxy", Tuple::opt_text)?
+            .map(|p| interner.intern(p)),
+        settings: interner.intern(f.get(9, "settings", Tuple::text)?),
+        updated_at: f.get(10, "updated_at", Tuple::int8)?,
+    })
+}

@@ -1,0 +1,129 @@
+//! SQLite's part of bulk imports (`store/bulk.rs`): staging tables, ids
+//! and multi-row INSERTs.
+
+use sqlx::SqliteConnection;
+
+use crate::error::SyncError;
+use crate::model::Id;
+
+use crate::store::bulk::Cell;
+
+/// The transaction began IMMEDIATE, so it already excludes other writers;
+/// the staging tables are keyed for the joins that apply them.
+pub(super) async fn lock_for_import(conn: &mut SqliteConnection) -> Result<(), SyncError> {
+    drop_staging(conn).await?;
+    for ddl in [
+        "CREATE TEMP TABLE import_phones (id INTEGER PRIMARY KEY, mac TEXT NOT NULL, tenant_id INTEGER NOT NULL, \
+         family TEXT NOT NULL, model TEXT, label TEXT, variables TEXT NOT NULL, http_user TEXT, http_password TEXT, \
+         updated_at INTEGER NOT NULL)",
+        "CREATE TEMP TABLE import_lines (id INTEGER PRIMARY KEY, phone_id INTEGER NOT NULL, position INTEGER NOT NULL, \
+         extension TEXT NOT NULL, display_name TEXT NOT NULL, auth_user TEXT NOT NULL, password TEXT, \
+         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at INTEGER NOT NULL)",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `n` ids of `table` (phones, lines) for rows inserted with their ids;
+/// returns the first. AUTOINCREMENT never reuses an id, so the range starts
+/// past both the highest row and the highest id ever handed out.
+pub(super) async fn reserve_ids(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    n: i64,
+) -> Result<Id, SyncError> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let sql = format!(
+        "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = $1), 0), \
+         COALESCE((SELECT max(id) FROM {table}), 0)) + 1"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Temporary tables outlive the transaction on a pooled connection.
+pub(super) async fn drop_staging(conn: &mut SqliteConnection) -> Result<(), SyncError> {
+    for ddl in [
+        "DROP TABLE IF EXISTS temp.import_phones",
+        "DROP TABLE IF EXISTS temp.import_lines",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Bound parameters per statement, under SQLite's limit (32,766).
+const STAGE_PARAMETERS: usize = 32_000;
+
+/// Rows into a staging table, many per INSERT.
+pub(super) struct Stager<'c> {
+    conn: &'c mut SqliteConnection,
+    table: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl<'c> Stager<'c> {
+    pub(super) async fn open(
+        conn: &'c mut SqliteConnection,
+        table: &'static str,
+        columns: &'static [&'static str],
+    ) -> Result<Self, SyncError> {
+        Ok(Stager {
+            conn,
+            table,
+            columns,
+            rows: Vec::new(),
+        })
+    }
+
+    pub(super) async fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SyncError> {
+        self.rows.push(
+            cells
+                .iter()
+                .map(|c| c.as_deref().map(str::to_string))
+                .collect(),
+        );
+        if (self.rows.len() + 1) * self.columns.len() > STAGE_PARAMETERS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SyncError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "INSERT INTO {} ({}) ",
+            self.table,
+            self.columns.join(", ")
+        ));
+        insert.push_values(self.rows.drain(..), |mut row, cells| {
+            for cell in cells {
+                row.push_bind(cell);
+            }
+        });
+        insert.build().execute(&mut *self.conn).await?;
+        Ok(())
+    }
+
+    pub(super) async fn finish(mut self) -> Result<(), SyncError> {
+        self.flush().await
+    }
+}
+
+/// SQLite's change log is cheap (row triggers in its own VM), and a watcher
+/// further behind than it fetches reloads anyway: every row is logged.
+pub(super) async fn quiet_change_log(_conn: &mut SqliteConnection) -> Result<bool, SyncError> {
+    Ok(false)
+}
+
+pub(super) async fn loud_change_log(_conn: &mut SqliteConnection) -> Result<(), SyncError> {
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Bulk imports (runs of phone upserts long enough to be compared and
+//! written set-based): what they write, what the change log says, and what
+//! a second node's mirror sees, on SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::store::{LineInput, PhoneInput};
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::*;
+use sqlx::Connection;
+
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(TestDb::new(dialtone_sync::Backend::Sqlite).await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(TestDb::new(dialtone_sync::Backend::Postgres).await).await;
+            }
+            use super::*;
+        }
+    };
+}
+
+/// Enough phones to take the bulk path.
+const PHONES: u32 = 300;
+
+/// Counted with SQL, not from the store's own report.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
+async fn change_log_rows(db: &TestDb) -> i64 {
+    scalar(db, "SELECT count(*) FROM change_log").await
+}
+
+fn fleet() -> Vec<Mutation> {
+    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
+    for n in 0..PHONES {
+        let Mutation::UpsertPhone(mut p) = phone("acme", n, 2) else {
+            unreachable!()
+        };
+        if n % 10 == 0 {
+            p.http_user = Some(format!("dev{n}"));
+            p.http_password = Some(format!("device-{n}"));
+        }
+        batch.push(Mutation::UpsertPhone(p));
+    }
+    batch
+}
+
+fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
+    match &mut batch[2 + n as usize] {
+        Mutation::UpsertPhone(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+both_backends!(reimport_writes_nothing, reimport_body);
+async fn reimport_body(db: TestDb) {
+    let store = db.store().await;
+    let batch = fleet();
+    let first = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        (first.phones.inserted, first.lines.inserted),
+        (PHONES as u64, 2 * PHONES as u64)
+    );
+    let data = db_rows(&*store).await;
+    assert_eq!(
+        (data.phones.len(), data.lines.len()),
+        (PHONES as usize, 2 * PHONES as usize)
+    );
+    // Secrets are sealed, and open to what was imported.
+    let key = dialtone_sync::testing::test_key();
+    let sealed = data.lines[0].password.clone().unwrap();
+    assert!(!sealed.0.contains("pw-"));
+    assert!(key
+        .open(crypto::Purpose::LinePassword, &sealed)
+        .unwrap()
+        .starts_with("pw-"));
+
+    let logged = change_log_rows(&db).await;
+    let audits = scalar(&db, "SELECT count(*) FROM audit_log").await;
+    let again = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(again.changed(), 0, "{again:?}");
+    assert_eq!(
+        (again.phones.unchanged, again.lines.unchanged),
+        (PHONES as u64, 2 * PHONES as u64)
+    );
+    assert_eq!(change_log_rows(&db).await, logged, "a re-import wrote rows");
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM audit_log").await,
+        audits + 1
+    );
+    assert_eq!(db_rows(&*store).await, data, "nothing was re-sealed");
+}
+
+both_backends!(changed_subset_is_all_that_is_written, subset_body);
+async fn subset_body(db: TestDb) {
+    let store = db.store().await;
+    let mut batch = fleet();
+    store.apply(&batch, &audit("import")).await.unwrap();
+    // A phone-scope template, which must not follow its phone to another tenant.
+    let moved_mac = phone_mut(&mut batch, 11).mac;
+    store
+        .apply(
+            &[Mutation::UpsertTemplate(store::TemplateInput {
+                scope: TemplateScope::Phone,
+                family: Family::Yealink,
+                scope_key: moved_mac.to_string(),
+                file_pattern: "{mac}.cfg".into(),
+                body: "phone {{ mac }}".into(),
+                updated_by: "test".into(),
+                keep_versions: None,
+            })],
+            &audit("template"),
+        )
+        .await
+        .unwrap();
+    let node = RunningMirror::start(store.clone()).await;
+    let before = change_log_rows(&db).await;
+
+    for n in [3, 50, 51, 299] {
+        phone_mut(&mut batch, n).lines[0].display_name = format!("Renamed {n}");
+    }
+    phone_mut(&mut batch, 7).lines[1].password = Some("new secret".into());
+    phone_mut(&mut batch, 20).http_password = Some("other device secret".into());
+    phone_mut(&mut batch, 11).tenant = "beta".into();
+    phone_mut(&mut batch, 12).lines.truncate(1);
+    phone_mut(&mut batch, 13).lines.push(LineInput {
+        extension: "777".into(),
+        display_name: "Third".into(),
+        auth_user: "777".into(),
+        password: None,
+        registrar: "sip.example.net".into(),
+        proxy: Some("proxy.example.net".into()),
+        settings: "{}".into(),
+    });
+    let Mutation::UpsertPhone(new_phone) = phone("beta", 5000, 1) else {
+        unreachable!()
+    };
+    batch.push(Mutation::UpsertPhone(new_phone));
+
+    let report = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        (
+            report.phones.inserted,
+            report.phones.updated,
+            report.phones.unchanged
+        ),
+        (1, 2, PHONES as u64 - 2),
+        "{report:?}"
+    );
+    assert_eq!(
+        (
+            report.lines.inserted,
+            report.lines.updated,
+            report.lines.deleted
+        ),
+        (2, 5, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.templates.deleted, 1, "{report:?}");
+    // One change-log row per changed row: 3 phones, 2 + 5 + 1 lines, 1 template.
+    assert_eq!(change_log_rows(&db).await - before, 3 + 8 + 1);
+
+    let data = db_rows(&*store).await;
+    let moved = data.phones.iter().find(|p| p.mac == moved_mac).unwrap();
+    let beta = data.tenants.iter().find(|t| &*t.slug == "beta").unwrap();
+    assert_eq!(moved.tenant_id, beta.id);
+    assert!(
+        data.templates.is_empty(),
+        "the moved phone's template stayed"
+    );
+    // The second node's mirror sees exactly the database.
+    node.assert_converges(&*store, Duration::from_secs(10))
+        .await;
+    node.stop().await;
+}
+
+both_backends!(unknown_tenant_is_located, unknown_tenant_body);
+async fn unknown_tenant_body(db: TestDb) {
+    let store = db.store().await;
+    let mut batch = fleet();
+    phone_mut(&mut batch, 40).tenant = "nobody".into();
+    match store.apply(&batch, &audit("import")).await {
+        Err(SyncError::Rejected { index, reason }) => {
+            assert_eq!(index, 42);
+            assert!(reason.contains("unknown tenant \"nobody\""), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(scalar(&db, "SELECT count(*) FROM phones").await, 0);
+    assert_eq!(scalar(&db, "SELECT count(*) FROM tenants").await, 0);
+}
+
+/// Past the threshold PostgreSQL writes no change-log row per row but bumps
+/// the epoch; a second node reloads and matches the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_import_moves_the_epoch_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("import"))
+        .await
+        .unwrap();
+    let node = RunningMirror::start(store.clone()).await;
+    let before = change_log_rows(&db).await;
+    let batch: Vec<Mutation> = (0..30_000).map(|n| phone("acme", n, 1)).collect();
+    let report = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        (report.phones.inserted, report.lines.inserted),
+        (30_000, 30_000)
+    );
+    assert_eq!(
+        change_log_rows(&db).await,
+        before,
+        "rows were logged one by one"
+    );
+    assert_eq!(store.meta().await.unwrap().epoch, 2);
+    node.assert_converges(&*store, Duration::from_secs(30))
+        .await;
+    assert!(node.mirror.health().full_reloads >= 1);
+    node.stop().await;
+}

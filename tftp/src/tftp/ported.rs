@@ -1,0 +1,160 @@
+//! The default front end: one listener, and each transfer a task with a
+//! port of its own (RFC 1350's transfer identifier). A blind forger cannot
+//! see that random port, so an ACK on it proves the client is real; a
+//! client behind a NAT that only lets answers in from the port it asked
+//! cannot use it (single-port mode is for those).
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::limits::Slot;
+use super::packet::{error_packet, ReadRequest, MAX_REQUEST, OP_RRQ};
+use super::transfer::{record_outcome, Step, Timer, Transfer};
+use super::{admit, provision, Refusal, Shared, SHUTTING_DOWN};
+
+pub(super) async fn serve(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let listener = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
+    let mut buf = vec![0u8; MAX_REQUEST];
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            received = listener.recv_from(&mut buf) => match received {
+                Ok((len, peer)) => {
+                    let mut refuse = |peer, refusal| send_error(&listener, peer, refusal);
+                    if let Some((request, slot)) = admit(&shared, &buf[..len], peer, &mut refuse) {
+                        tokio::spawn(run(shared.clone(), listener.clone(), peer, request, slot));
+                    }
+                }
+                // ICMP port-unreachable from an earlier send and the like:
+                // about some other peer, never fatal for the listener.
+                Err(e) => tracing::debug!(error = %e, "TFTP receive error"),
+            },
+        }
+    }
+    // Draining: running transfers finish within the grace period; a new
+    // request gets an error at once, so the phone tries another server
+    // instead of waiting out its timeout on one that will not answer.
+    let deadline = tokio::time::Instant::now() + shared.options.shutdown_grace;
+    let mut refused = 0u64;
+    while shared.slots.active() > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    transfers = shared.slots.active(),
+                    "TFTP transfers still running at the end of the grace period"
+                );
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            received = listener.recv_from(&mut buf) => if let Ok((len, peer)) = received {
+                if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
+                    refused += 1;
+                    send_error(&listener, peer, SHUTTING_DOWN);
+                }
+            },
+        }
+    }
+    if refused > 0 {
+        tracing::info!(refused, "TFTP requests refused while draining");
+    }
+    Ok(())
+}
+
+/// One admitted request: provisioning (a render waits for the pool here,
+/// in this task, never on the listener), then the transfer on its port.
+async fn run(
+    shared: Arc<Shared>,
+    listener: Arc<tokio::net::UdpSocket>,
+    peer: SocketAddr,
+    request: ReadRequest,
+    slot: Slot,
+) {
+    let source = match provision(&shared.provisioner, &request.file, peer).await {
+        Ok(source) => source,
+        Err(refusal) => return send_error(&listener, peer, refusal),
+    };
+    let started = Instant::now();
+    let local_ip = listener.local_addr().map(|a| a.ip());
+    let running =
+        std::panic::AssertUnwindSafe(drive(&shared, local_ip, peer, &request, source, slot));
+    // A panic costs this phone its transfer (the guards free its slot),
+    // never the server; it is logged and counted.
+    let outcome = match futures::FutureExt::catch_unwind(running).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+            "incomplete"
+        }
+        Err(_) => {
+            tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+            "panic"
+        }
+    };
+    record_outcome(started, outcome);
+}
+
+/// Runs the state machine on a socket of its own, connected to the client.
+async fn drive(
+    shared: &Shared,
+    local_ip: io::Result<std::net::IpAddr>,
+    peer: SocketAddr,
+    request: &ReadRequest,
+    source: super::Source,
+    slot: Slot,
+) -> io::Result<()> {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip?, 0)).await?;
+    socket.connect(peer).await?;
+    let mut transfer = Transfer::start(&shared.options, request, source, slot, Instant::now())?;
+    let mut buf = [0u8; 516];
+    loop {
+        for packet in transfer.outgoing() {
+            socket.send(packet).await?;
+        }
+        loop {
+            let deadline = tokio::time::Instant::from_std(transfer.deadline());
+            let received = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                Err(_) => match transfer.on_timer(Instant::now()) {
+                    Timer::Wait => continue,
+                    Timer::Resend => break,
+                    Timer::Stalled => {
+                        let _ = socket.send(&Transfer::stalled_packet()).await;
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no acknowledgement",
+                        ));
+                    }
+                },
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(io::Error::new(e.kind(), "client went away"))
+                }
+                Ok(received) => received?,
+            };
+            match transfer.on_packet(&buf[..received], Instant::now())? {
+                Step::Ignored => {}
+                Step::Advanced => break,
+                Step::Done => return Ok(()),
+                Step::Aborted => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "client sent an error",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Errors to requests go out from the listening socket and are never
+/// retransmitted: no socket, no task, no wait. When the socket's send
+/// buffer is full the error is dropped; the client's retry asks again.
+fn send_error(listener: &tokio::net::UdpSocket, peer: SocketAddr, (code, message): Refusal) {
+    let _ = listener.try_send_to(&error_packet(code, message), peer);
+}

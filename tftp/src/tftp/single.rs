@@ -1,0 +1,408 @@
+//! Single-port mode: every transfer is answered from the listening port
+//! and told apart by the client's address and port, so a client behind a
+//! NAT or firewall that only lets answers in from the port it asked gets
+//! its files. Each listener (one of several sockets sharing the port) owns
+//! a demux table of its transfers, reads with `recvmmsg` and answers with
+//! `sendmmsg` in batches, and drives every retransmission and stall bound
+//! from one timer wheel: no socket, task or timer per transfer.
+//!
+//! Provisioning is tried inline once: a cache hit answers at once; a miss
+//! (a render waiting for the pool) continues as a task of its own and hands
+//! its answer back, so a slow render never holds up the listener.
+//!
+//! What an ACK proves here is less than with a port per transfer: the
+//! listening port is public, so a forger who sends requests from a forged
+//! address and port can send that transfer's ACKs too (block 0 or 1 is
+//! predictable). `tftp_max_unacked_per_source` then stops only forgers
+//! that do not bother; the per-source and global caps and `tftp_stall_s`
+//! still bound what a forged source holds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::Slot;
+use super::mmsg::{self, Receiver, BATCH};
+use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
+use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
+use super::wheel::Wheel;
+use super::{admit, provision, Refusal, Shared, SHUTTING_DOWN};
+
+pub(super) async fn serve(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let listener = Listener {
+        socket: tokio::net::UdpSocket::from_std(socket)?,
+        shared,
+        table: HashMap::default(),
+        wheel: Wheel::new(Instant::now()),
+        due: Vec::new(),
+        errors: Vec::new(),
+        dirty: Vec::new(),
+        done_tx,
+        draining: false,
+        refused: 0,
+    };
+    listener.run(done_rx, cancel).await
+}
+
+type Provisioning = Pin<Box<dyn Future<Output = Result<Source, Refusal>> + Send>>;
+
+/// A client address and port's transfer on this listener.
+enum Entry {
+    /// Admitted; its provisioning runs as a task (a render).
+    Pending { request: ReadRequest, slot: Slot },
+    Running {
+        transfer: Box<Transfer>,
+        /// Already in `dirty`: its window goes out at the next flush.
+        queued: bool,
+    },
+}
+
+/// A provisioning task's answer.
+struct Provisioned {
+    peer: SocketAddr,
+    id: u64,
+    result: Result<Source, Refusal>,
+}
+
+struct Listener {
+    socket: tokio::net::UdpSocket,
+    shared: Arc<Shared>,
+    /// Bounded: every entry holds a transfer slot.
+    table: HashMap<SocketAddr, Entry, foldhash::fast::RandomState>,
+    /// (client, transfer id): an entry of a transfer that has ended since
+    /// is dropped when it fires.
+    wheel: Wheel<(SocketAddr, u64)>,
+    due: Vec<(SocketAddr, u64)>,
+    /// Error packets to send at the next flush (bounded by one batch of
+    /// received packets and the transfers ending in one tick).
+    errors: Vec<(SocketAddr, Vec<u8>)>,
+    /// Transfers whose window goes out at the next flush.
+    dirty: Vec<(SocketAddr, u64)>,
+    done_tx: mpsc::UnboundedSender<Provisioned>,
+    draining: bool,
+    refused: u64,
+}
+
+impl Listener {
+    async fn run(
+        mut self,
+        mut done_rx: mpsc::UnboundedReceiver<Provisioned>,
+        cancel: CancellationToken,
+    ) -> io::Result<()> {
+        let mut rx = Receiver::new();
+        let fd = self.socket.as_raw_fd();
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep_until(far);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut grace = far;
+        loop {
+            let wake = self.wheel.next_wake();
+            if wake != armed {
+                timer
+                    .as_mut()
+                    .reset(wake.map_or(far, tokio::time::Instant::from_std));
+                armed = wake;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if !self.draining => {
+                    // Draining: running transfers finish within the grace
+                    // period; a new request gets an error at once.
+                    self.draining = true;
+                    grace = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+                }
+                ready = self.socket.readable() => {
+                    ready?;
+                    // A few batches, then timers and answers get their turn.
+                    for _ in 0..8 {
+                        match self.socket.try_io(Interest::READABLE, || rx.recv(fd)) {
+                            Ok(n) => {
+                                let now = Instant::now();
+                                for i in 0..n {
+                                    if let (packet, Some(peer)) = rx.packet(i) {
+                                        self.on_packet(packet, peer, now);
+                                    }
+                                }
+                                if n < BATCH {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP errors from earlier sends and the like:
+                            // about some peer, never fatal for the listener.
+                            Err(e) => {
+                                tracing::debug!(error = %e, "TFTP receive error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    self.on_provisioned(done);
+                    while let Ok(done) = done_rx.try_recv() {
+                        self.on_provisioned(done);
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.on_tick(Instant::now());
+                }
+                _ = tokio::time::sleep_until(grace), if self.draining => {
+                    tracing::warn!(
+                        transfers = self.table.len(),
+                        "TFTP transfers still running at the end of the grace period"
+                    );
+                    break;
+                }
+            }
+            self.flush().await;
+            if self.draining && self.table.is_empty() {
+                break;
+            }
+        }
+        if self.refused > 0 {
+            tracing::info!(
+                refused = self.refused,
+                "TFTP requests refused while draining"
+            );
+        }
+        for (_, entry) in self.table.drain() {
+            if let Entry::Running { transfer, .. } = entry {
+                record_outcome(transfer.started(), "incomplete");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_packet(&mut self, packet: &[u8], peer: SocketAddr, now: Instant) {
+        if packet.len() < 2 {
+            return;
+        }
+        let opcode = u16::from_be_bytes([packet[0], packet[1]]);
+        if opcode == OP_RRQ || opcode == OP_WRQ {
+            return self.on_request(packet, peer);
+        }
+        let Some(Entry::Running { transfer, queued }) = self.table.get_mut(&peer) else {
+            return; // belongs to no transfer
+        };
+        let id = transfer.id();
+        // A panic costs this phone its transfer, never the listener.
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| transfer.on_packet(packet, now)));
+        match step {
+            Ok(Ok(Step::Ignored)) => {}
+            Ok(Ok(Step::Advanced)) => {
+                if !*queued {
+                    *queued = true;
+                    self.dirty.push((peer, id));
+                }
+            }
+            Ok(Ok(Step::Done)) => self.end(peer, "ok"),
+            Ok(Ok(Step::Aborted)) => self.end(peer, "incomplete"),
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+                self.end(peer, "incomplete");
+            }
+            Err(_) => {
+                tracing::error!(client = %peer, "TFTP transfer panicked");
+                self.end(peer, "panic");
+            }
+        }
+    }
+
+    fn on_request(&mut self, packet: &[u8], peer: SocketAddr) {
+        if self.draining {
+            if u16::from_be_bytes([packet[0], packet[1]]) == OP_RRQ {
+                self.refused += 1;
+                self.refuse(peer, SHUTTING_DOWN);
+            }
+            return;
+        }
+        let errors = &mut self.errors;
+        let mut refuse = |peer, (code, message): Refusal| {
+            errors.push((peer, error_packet(code, message)));
+        };
+        let Some((request, slot)) = admit(&self.shared, packet, peer, &mut refuse) else {
+            return;
+        };
+        // Not a retransmission (admission said so): the client's next
+        // file. Whatever ran on this address and port is over.
+        self.end(peer, "incomplete");
+        let provisioner = self.shared.provisioner.clone();
+        let file = request.file.clone();
+        let mut provisioning: Provisioning =
+            Box::pin(async move { provision(&provisioner, &file, peer).await });
+        // A cache hit is ready at once; a render continues as a task (the
+        // noop waker is replaced by the task's own when it polls again).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match provisioning.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => self.start(peer, request, slot, result),
+            Poll::Pending => {
+                let (done, id) = (self.done_tx.clone(), slot.id());
+                self.table.insert(peer, Entry::Pending { request, slot });
+                tokio::spawn(async move {
+                    let result = provisioning.await;
+                    let _ = done.send(Provisioned { peer, id, result });
+                });
+            }
+        }
+    }
+
+    fn on_provisioned(&mut self, done: Provisioned) {
+        // Only if the client has not moved on to another file meanwhile.
+        let current = matches!(self.table.get(&done.peer),
+            Some(Entry::Pending { slot, .. }) if slot.id() == done.id);
+        if current {
+            if let Some(Entry::Pending { request, slot }) = self.table.remove(&done.peer) {
+                self.start(done.peer, request, slot, done.result);
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        peer: SocketAddr,
+        request: ReadRequest,
+        slot: Slot,
+        result: Result<Source, Refusal>,
+    ) {
+        let source = match result {
+            Ok(source) => source,
+            Err(refusal) => return self.refuse(peer, refusal),
+        };
+        let now = Instant::now();
+        let options = &self.shared.options;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            Transfer::start(options, &request, source, slot, now)
+        }));
+        match started {
+            Ok(Ok(transfer)) => {
+                let id = transfer.id();
+                self.wheel.insert(transfer.deadline(), (peer, id));
+                self.dirty.push((peer, id));
+                let transfer = Box::new(transfer);
+                self.table.insert(
+                    peer,
+                    Entry::Running {
+                        transfer,
+                        queued: true,
+                    },
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+                record_outcome(now, "incomplete");
+            }
+            Err(_) => {
+                tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+                record_outcome(now, "panic");
+            }
+        }
+    }
+
+    /// Fires the timers due: resends, or the end of a stalled transfer.
+    fn on_tick(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.expire(now, &mut due);
+        for (peer, id) in due.drain(..) {
+            let Some(Entry::Running { transfer, queued }) = self.table.get_mut(&peer) else {
+                continue;
+            };
+            if transfer.id() != id {
+                continue; // that transfer ended; this one has its own entry
+            }
+            match transfer.on_timer(now) {
+                Timer::Wait => self.wheel.insert(transfer.deadline(), (peer, id)),
+                Timer::Resend => {
+                    self.wheel.insert(transfer.deadline(), (peer, id));
+                    if !*queued {
+                        *queued = true;
+                        self.dirty.push((peer, id));
+                    }
+                }
+                Timer::Stalled => {
+                    self.errors.push((peer, Transfer::stalled_packet()));
+                    self.end(peer, "incomplete");
+                }
+            }
+        }
+        self.due = due;
+    }
+
+    /// Ends whatever `peer` has on this listener (its slot is freed).
+    fn end(&mut self, peer: SocketAddr, outcome: &'static str) {
+        if let Some(Entry::Running { transfer, .. }) = self.table.remove(&peer) {
+            record_outcome(transfer.started(), outcome);
+        }
+    }
+
+    fn refuse(&mut self, peer: SocketAddr, (code, message): Refusal) {
+        self.errors.push((peer, error_packet(code, message)));
+    }
+
+    /// Sends what the last events produced, in batches: error packets,
+    /// then the window of every transfer that moved or timed out.
+    async fn flush(&mut self) {
+        if self.errors.is_empty() && self.dirty.is_empty() {
+            return;
+        }
+        for (peer, id) in &self.dirty {
+            if let Some(Entry::Running { transfer, queued }) = self.table.get_mut(peer) {
+                if transfer.id() == *id {
+                    *queued = false;
+                }
+            }
+        }
+        let mut batch: Vec<(SocketAddr, &[u8])> =
+            Vec::with_capacity(self.errors.len() + self.dirty.len());
+        batch.extend(self.errors.iter().map(|(peer, p)| (*peer, p.as_slice())));
+        for (peer, id) in &self.dirty {
+            if let Some(Entry::Running { transfer, .. }) = self.table.get(peer) {
+                if transfer.id() == *id {
+                    batch.extend(transfer.outgoing().map(|p| (*peer, p)));
+                }
+            }
+        }
+        let mut sent = 0;
+        while sent < batch.len() {
+            let rest = &batch[sent..];
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || mmsg::send(self.socket.as_fd(), rest))
+            {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The send buffer is full: it drains in microseconds.
+                    if self.socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                // The first packet could not go (an unreachable address):
+                // it is lost like any datagram, the rest still go.
+                Err(e) => {
+                    tracing::debug!(client = %rest[0].0, error = %e, "TFTP send failed");
+                    sent += 1;
+                }
+            }
+        }
+        drop(batch);
+        self.errors.clear();
+        self.dirty.clear();
+    }
+}
