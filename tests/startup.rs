@@ -135,3 +135,36 @@ fn an_unreadable_tls_key_is_named() {
         );
     }
 }
+
+/// A snapshot this binary cannot load (another format, or not a snapshot
+/// at all) is logged and ignored: the mirror loads from the database, and
+/// the next shutdown writes a current one.
+#[test]
+fn a_snapshot_of_another_format_falls_back_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let counts = server.readyz()["counts"].clone();
+    assert_eq!(server.stop(), 0);
+    let snapshot = dir.path().join("dialtone.snapshot");
+    for (bytes, reason) in [
+        (&b"DTSNAP\x00\x01 written by an older dialtone"[..], "format 1"),
+        (&b"PK\x03\x04 not a snapshot at all"[..], "not a dialtone snapshot"),
+    ] {
+        std::fs::write(&snapshot, bytes).unwrap();
+        let server = Server::start(dir.path(), &url, &[]);
+        let ready = server.readyz();
+        assert_eq!(ready["loaded_from"], "database");
+        assert_eq!(ready["counts"], counts);
+        let log = server.stderr();
+        assert!(
+            log.contains("ignoring the snapshot") && log.contains(reason),
+            "{log}"
+        );
+        assert_eq!(server.stop(), 0);
+        // The shutdown replaced it with one this binary reads.
+        let server = Server::start(dir.path(), &url, &[]);
+        assert_eq!(server.readyz()["loaded_from"], "snapshot");
+        assert_eq!(server.stop(), 0);
+    }
+}

@@ -75,7 +75,9 @@ PY
     # The same dialtone data in single-port mode (issue 19), on ports of its own.
     local sp_api sp_tftp sp_prov
     sp_api="$(free_port)"; sp_tftp="$(free_port)"; sp_prov="$(free_port)"
-    DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$sp_prov" DIALTONE_PROVISIONING__TFTP_SINGLE_PORT=true \
+    # Its files name the first node's HTTP address, like the rendered ones.
+    DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$sp_prov" DIALTONE_PROVISIONING__BASE_URL="http://127.0.0.1:$prov_port" \
+        DIALTONE_PROVISIONING__TFTP_SINGLE_PORT=true \
         "$bin" serve --listen "127.0.0.1:$sp_api" --tftp-listen "127.0.0.1:$sp_tftp" 2>"$d/serve-single.log" &
     local ds=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$sp_api/readyz" >/dev/null && break; sleep 0.1; done
@@ -94,12 +96,13 @@ PY
     }
     syscalls() { # syscalls NAME TARGET PID: system calls per transfer, c=100, blksize 512
         local name="$1" target="$2" pid="$3"
-        as_root strace -c -f -p "$pid" -o "$d/$name.strace" &
+        # Started directly (not through a shell function), so $! is strace.
+        strace -c -f -p "$pid" -o "$d/$name.strace" &
         local st=$!
         sleep 1
         target/release/examples/tftp_load --target "$target" --dir "$d/static" --concurrency 100 \
             --transfers 4000 --timeout-ms 3000 >"$d/$name.json" 2>"$d/$name.err"
-        as_root kill -INT "$st"; wait "$st" 2>/dev/null || true
+        kill -INT "$st"; wait "$st" 2>/dev/null || true
     }
     local cases=",${STORM_CASES:-tftp,http},"
     if [[ $cases == *,tftp,* ]]; then

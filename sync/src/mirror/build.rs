@@ -44,6 +44,9 @@ impl PhoneRows {
     }
 }
 
+/// Lines by id, and each phone's line ids in key order.
+type LineIndex = (ShardedMap<Id, Arc<Line>>, ShardedMap<Id, Arc<[Id]>>);
+
 /// Lines by id, plus what the per-phone index is built from at the end.
 pub struct LineRows {
     lines: Filling<Id, Arc<Line>>,
@@ -75,7 +78,7 @@ impl LineRows {
     }
 
     /// The lines and each phone's line ids in key order.
-    fn finish(self) -> (ShardedMap<Id, Arc<Line>>, ShardedMap<Id, Arc<[Id]>>) {
+    fn finish(self) -> LineIndex {
         let LineRows { lines, mut order } = self;
         // Rows mostly arrive in phone order already, which the sort
         // detects, so this is close to a linear pass in the common case.
