@@ -148,8 +148,14 @@ fn a_snapshot_of_another_format_falls_back_to_the_database() {
     assert_eq!(server.stop(), 0);
     let snapshot = dir.path().join("dialtone.snapshot");
     for (bytes, reason) in [
-        (&b"DTSNAP\x00\x01 written by an older dialtone"[..], "format 1"),
-        (&b"PK\x03\x04 not a snapshot at all"[..], "not a dialtone snapshot"),
+        (
+            &b"DTSNAP\x00\x01 written by an older dialtone"[..],
+            "format 1",
+        ),
+        (
+            &b"PK\x03\x04 not a snapshot at all"[..],
+            "not a dialtone snapshot",
+        ),
     ] {
         std::fs::write(&snapshot, bytes).unwrap();
         let server = Server::start(dir.path(), &url, &[]);

@@ -1,8 +1,9 @@
 //! The CSV import formats: one kind per file, told apart by its header.
 //! Phones take one row per line, gathered by MAC.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::*;
 use crate::store::{DirectoryEntryInput, LineInput, PhoneInput, TenantInput};
@@ -49,26 +50,26 @@ const PHONE_COLUMNS: &[&str] = &[
 const DIRECTORY_COLUMNS: &[&str] = &["tenant", "external_id", "name", "company"];
 
 struct CsvRow<'a> {
-    file: &'a Path,
+    file: &'a Arc<Path>,
     headers: &'a [String],
     record: &'a ::csv::StringRecord,
     line: u64,
 }
 
 impl CsvRow<'_> {
-    fn get(&self, column: &str) -> String {
+    /// The cell, borrowed: a row allocates only what its mutation keeps.
+    fn get(&self, column: &str) -> &str {
         self.headers
             .iter()
             .position(|h| h == column)
             .and_then(|i| self.record.get(i))
             .unwrap_or("")
-            .to_string()
     }
 
     fn location(&self, column: Option<&str>) -> Location {
         let index = column.and_then(|c| self.headers.iter().position(|h| h == c));
         Location {
-            file: self.file.to_path_buf(),
+            file: self.file.clone(),
             line: self.line,
             column: index.map_or(1, |i| i as u64 + 1),
             field: column.map(str::to_string),
@@ -88,7 +89,7 @@ impl CsvRow<'_> {
         if raw.trim().is_empty() {
             return Ok("{}".into());
         }
-        let value: serde_json::Value = serde_json::from_str(&raw).map_err(|e| {
+        let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
             self.fail(
                 column,
                 format!("not valid JSON: {}", strip_position(&e.to_string())),
@@ -99,10 +100,10 @@ impl CsvRow<'_> {
 }
 
 /// Reads `input` as it goes: a file is never held whole in memory.
-pub(super) fn plan(file: &Path, input: impl std::io::Read, plan: &mut ImportPlan) {
+pub(super) fn plan(file: &Arc<Path>, input: impl std::io::Read, plan: &mut ImportPlan) {
     let at = |line: u64, column: u64, message: String| ImportError {
         location: Location {
-            file: file.to_path_buf(),
+            file: file.clone(),
             line,
             column,
             field: None,
@@ -151,9 +152,11 @@ pub(super) fn plan(file: &Path, input: impl std::io::Read, plan: &mut ImportPlan
             ));
         }
     }
-    // Phones span several rows (one per line); gather them by MAC first.
-    let mut phones: BTreeMap<Mac, PendingPhone> = BTreeMap::new();
-    let mut phone_order: Vec<Mac> = Vec::new();
+    // Phones span several rows (one per line): a phone goes into the plan
+    // at its first row, later rows add lines to it there. Each line's
+    // position is kept beside it, in file order, until all rows are read.
+    let mut phones: HashMap<Mac, usize> = HashMap::new();
+    let mut positions: Vec<(usize, i32)> = Vec::new();
     let mut record = ::csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -178,21 +181,32 @@ pub(super) fn plan(file: &Path, input: impl std::io::Read, plan: &mut ImportPlan
         let result = match kind {
             CsvKind::Tenants => csv_tenant(&row).map(|m| plan.items.push((m, row.location(None)))),
             CsvKind::Directory => csv_directory(&row).map(|m| plan.items.push((m, row.location(None)))),
-            CsvKind::Phones => csv_phone(&row).and_then(|(phone, line_input)| {
+            CsvKind::Phones => csv_phone(&row).and_then(|(mut phone, line_input)| {
                 let mac = phone.mac;
-                match phones.get_mut(&mac) {
+                match phones.get(&mac) {
                     None => {
-                        phone_order.push(mac);
-                        phones.insert(mac, (row.location(None), phone, line_input.into_iter().collect()));
+                        let item = plan.items.len();
+                        phones.insert(mac, item);
+                        if let Some((position, line)) = line_input {
+                            positions.push((item, position));
+                            phone.lines.push(line);
+                        }
+                        plan.items.push((Mutation::UpsertPhone(phone), row.location(None)));
                     }
-                    Some((_, first, lines)) => {
+                    Some(&item) => {
+                        let Mutation::UpsertPhone(first) = &mut plan.items[item].0 else {
+                            unreachable!("phones index only phone mutations")
+                        };
                         if first.tenant != phone.tenant || first.family != phone.family || first.model != phone.model {
                             return Err(row.fail(
                                 "mac",
                                 format!("phone {mac} appears again with a different tenant, family or model"),
                             ));
                         }
-                        lines.extend(line_input);
+                        if let Some((position, line)) = line_input {
+                            positions.push((item, position));
+                            first.lines.push(line);
+                        }
                     }
                 }
                 Ok(())
@@ -202,37 +216,67 @@ pub(super) fn plan(file: &Path, input: impl std::io::Read, plan: &mut ImportPlan
             plan.errors.push(e);
         }
     }
-    for mac in phone_order {
-        let Some((location, mut phone, mut lines)) = phones.remove(&mac) else {
+    drop(phones);
+    order_lines(plan, positions);
+}
+
+/// Puts each phone's lines in position order, and drops (with an error)
+/// phones whose positions do not run 1, 2, 3... `positions` holds each
+/// line's phone (plan index) and position, in the order the lines were
+/// added to the phone.
+fn order_lines(plan: &mut ImportPlan, mut positions: Vec<(usize, i32)>) {
+    // Stable: a phone's lines stay in file order.
+    if !positions.is_sorted_by_key(|p| p.0) {
+        positions.sort_by_key(|p| p.0);
+    }
+    let mut dropped: Vec<usize> = Vec::new();
+    for group in positions.chunk_by(|a, b| a.0 == b.0) {
+        // The usual case: one row per line, in order.
+        if group.iter().enumerate().all(|(i, p)| p.1 == i as i32 + 1) {
+            continue;
+        }
+        let item = group[0].0;
+        let (Mutation::UpsertPhone(phone), location) = &mut plan.items[item] else {
             continue;
         };
-        lines.sort_by_key(|(pos, _)| *pos);
-        let positions: Vec<i32> = lines.iter().map(|(p, _)| *p).collect();
-        if positions
+        let mut lines: Vec<(i32, LineInput)> = group
             .iter()
-            .enumerate()
-            .any(|(i, p)| *p != i as i32 + 1)
-        {
+            .map(|p| p.1)
+            .zip(phone.lines.drain(..))
+            .collect();
+        lines.sort_by_key(|(pos, _)| *pos);
+        let sorted: Vec<i32> = lines.iter().map(|(p, _)| *p).collect();
+        if sorted.iter().enumerate().any(|(i, p)| *p != i as i32 + 1) {
             plan.errors.push(ImportError {
-                location,
-                message: format!("phone {mac}: line numbers must run 1, 2, 3... without gaps or repeats, got {positions:?}"),
+                location: location.clone(),
+                message: format!(
+                    "phone {}: line numbers must run 1, 2, 3... without gaps or repeats, got {sorted:?}",
+                    phone.mac
+                ),
             });
+            dropped.push(item);
             continue;
         }
         phone.lines = lines.into_iter().map(|(_, l)| l).collect();
-        plan.items.push((Mutation::UpsertPhone(phone), location));
+    }
+    if !dropped.is_empty() {
+        let mut index = 0;
+        plan.items.retain(|_| {
+            index += 1;
+            dropped.binary_search(&(index - 1)).is_err()
+        });
     }
 }
 
 fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
     let region = row.get("default_region");
     Ok(Mutation::UpsertTenant(TenantInput {
-        slug: check_slug(&row.get("slug")).map_err(|m| row.fail("slug", m))?,
-        name: non_empty("name", &row.get("name")).map_err(|m| row.fail("name", m))?,
+        slug: check_slug(row.get("slug")).map_err(|m| row.fail("slug", m))?,
+        name: non_empty("name", row.get("name")).map_err(|m| row.fail("name", m))?,
         default_region: if region.trim().is_empty() {
             "US".to_string()
         } else {
-            check_region(&region).map_err(|m| row.fail("default_region", m))?
+            check_region(region).map_err(|m| row.fail("default_region", m))?
         },
         settings: row.object("settings")?,
     }))
@@ -241,12 +285,9 @@ fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
 /// A CSV row of a phones file: the phone, and the line it carries if any.
 type PhoneRow = (PhoneInput, Option<(i32, LineInput)>);
 
-/// A phone gathered from its rows: where it first appeared, and its lines by position.
-type PendingPhone = (Location, PhoneInput, Vec<(i32, LineInput)>);
-
 fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
     let phone = PhoneInput {
-        tenant: check_slug(&row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
+        tenant: check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
         mac: row
             .get("mac")
             .parse()
@@ -255,17 +296,18 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
             .get("family")
             .parse()
             .map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?,
-        model: opt(Some(row.get("model"))),
-        label: opt(Some(row.get("label"))),
+        model: opt_str(row.get("model")),
+        label: opt_str(row.get("label")),
         variables: row.object("variables")?,
-        http_user: opt(Some(row.get("http_user"))),
-        http_password: opt(Some(row.get("http_password"))),
+        http_user: opt_str(row.get("http_user")),
+        http_password: opt_str(row.get("http_password")),
         lines: Vec::new(),
     };
-    let extension = row.get("extension").trim().to_string();
+    let extension = row.get("extension").trim();
     if extension.is_empty() {
         return Ok((phone, None));
     }
+    let extension = extension.to_string();
     let line_text = row.get("line");
     let position: i32 = if line_text.trim().is_empty() {
         1
@@ -283,13 +325,15 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
             })?
     };
     let registrar =
-        non_empty("registrar", &row.get("registrar")).map_err(|m| row.fail("registrar", m))?;
+        non_empty("registrar", row.get("registrar")).map_err(|m| row.fail("registrar", m))?;
     let line = LineInput {
-        display_name: opt(Some(row.get("display_name"))).unwrap_or_else(|| extension.clone()),
-        auth_user: opt(Some(row.get("auth_user"))).unwrap_or_else(|| extension.clone()),
-        password: Some(row.get("password")).filter(|p| !p.is_empty()),
+        display_name: opt_str(row.get("display_name")).unwrap_or_else(|| extension.clone()),
+        auth_user: opt_str(row.get("auth_user")).unwrap_or_else(|| extension.clone()),
+        password: Some(row.get("password"))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
         registrar,
-        proxy: opt(Some(row.get("proxy"))),
+        proxy: opt_str(row.get("proxy")),
         settings: row.object("line_settings")?,
         extension,
     };
@@ -297,7 +341,7 @@ fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
 }
 
 fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {
-    let name = non_empty("name", &row.get("name")).map_err(|m| row.fail("name", m))?;
+    let name = non_empty("name", row.get("name")).map_err(|m| row.fail("name", m))?;
     let numbers = NUMBER_KINDS
         .iter()
         .map(|kind| DirectoryNumber {
@@ -311,9 +355,9 @@ fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {
         .copied()
         .unwrap_or("work");
     Ok(Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-        tenant: check_slug(&row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
-        external_id: external_id_or_name(Some(row.get("external_id")), &name),
-        company: opt(Some(row.get("company"))),
+        tenant: check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
+        external_id: external_id_or_name(Some(row.get("external_id").to_string()), &name),
+        company: opt_str(row.get("company")),
         numbers: check_numbers(numbers).map_err(|m| row.fail(first_number_column, m))?,
         name,
     }))

@@ -3,6 +3,7 @@
 //! reports the line and column of the bad value itself.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -227,13 +228,13 @@ fn element_positions(text: &str, member: &str) -> Vec<(u64, u64)> {
     out
 }
 
-pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
+pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan) {
     let parsed: JsonFile = match serde_json::from_str(text) {
         Ok(p) => p,
         Err(e) => {
             plan.errors.push(ImportError {
                 location: Location {
-                    file: file.to_path_buf(),
+                    file: file.clone(),
                     line: e.line() as u64,
                     column: e.column() as u64,
                     field: None,
@@ -246,7 +247,7 @@ pub(super) fn plan(file: &Path, text: &str, plan: &mut ImportPlan) {
     let loc = |member: &str, positions: &[(u64, u64)], index: usize| {
         let (line, column) = positions.get(index).copied().unwrap_or((0, 0));
         Location {
-            file: file.to_path_buf(),
+            file: file.clone(),
             line,
             column,
             field: Some(format!("{member}[{index}]")),
