@@ -97,7 +97,7 @@ PY
     syscalls() { # syscalls NAME TARGET PID: system calls per transfer, c=100, blksize 512
         local name="$1" target="$2" pid="$3"
         # Started directly (not through a shell function), so $! is strace.
-        strace -c -f -p "$pid" -o "$d/$name.strace" &
+        strace -c -f -p "$pid" -o "$d/$name.strace" 2>/dev/null &
         local st=$!
         sleep 1
         target/release/examples/tftp_load --target "$target" --dir "$d/static" --concurrency 100 \

@@ -1,7 +1,6 @@
 //! The CSV import formats: one kind per file, told apart by its header.
 //! Phones take one row per line, gathered by MAC.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -155,7 +154,7 @@ pub(super) fn plan(file: &Arc<Path>, input: impl std::io::Read, plan: &mut Impor
     // Phones span several rows (one per line): a phone goes into the plan
     // at its first row, later rows add lines to it there. Each line's
     // position is kept beside it, in file order, until all rows are read.
-    let mut phones: HashMap<Mac, usize> = HashMap::new();
+    let mut phones: foldhash::HashMap<Mac, usize> = Default::default();
     let mut positions: Vec<(usize, i32)> = Vec::new();
     let mut record = ::csv::StringRecord::new();
     loop {

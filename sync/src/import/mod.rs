@@ -5,7 +5,6 @@
 //!
 //! Formats are documented in the README ("Import formats").
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,7 +145,8 @@ fn check_duplicates(plan: &mut ImportPlan) {
         Entry(&'a str, &'a str),
         Source(&'a str, &'a str),
     }
-    let mut seen: HashMap<Key, usize> = HashMap::with_capacity(plan.items.len());
+    let mut seen: foldhash::HashMap<Key, usize> =
+        foldhash::HashMap::with_capacity_and_hasher(plan.items.len(), Default::default());
     let mut errors = Vec::new();
     for (index, (m, loc)) in plan.items.iter().enumerate() {
         let key = match m {

@@ -140,10 +140,13 @@ macro_rules! bulk_sql {
                     }
                 }
             }
-            let by_mac: HashMap<Mac, usize> = phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect();
+            // foldhash: the comparison is a lookup per stored row, and SipHash
+            // showed in its profile.
+            let by_mac: foldhash::HashMap<Mac, usize> = phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect();
             let mut existing: Vec<Option<Id>> = vec![None; phones.len()];
             let mut changed = vec![false; phones.len()];
-            let mut by_id: HashMap<Id, usize> = HashMap::new();
+            let mut by_id: foldhash::HashMap<Id, usize> =
+                foldhash::HashMap::with_capacity_and_hasher(phones.len(), Default::default());
             {
                 let mut rows = sqlx::query_as::<_, PhoneRowRead>(
                     "SELECT id, mac, tenant_id, family, model, label, variables, http_user, http_password FROM phones",
