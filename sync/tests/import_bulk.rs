@@ -233,6 +233,27 @@ async fn big_import_moves_the_epoch_on_postgres() {
         "rows were logged one by one"
     );
     assert_eq!(store.meta().await.unwrap().epoch, 2);
+    // The foreign keys dropped for the import are back, and checked.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+             AND conrelid IN ('phones'::regclass, 'lines'::regclass) AND convalidated"
+        )
+        .await,
+        2
+    );
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let orphan = sqlx::query(
+        "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, registrar, settings, updated_at) \
+         VALUES (-1, 1, '1', '1', '1', 'r', '{}', 0)",
+    )
+    .execute(&mut c)
+    .await;
+    assert!(
+        orphan.is_err_and(|e| e.to_string().contains("foreign key")),
+        "a line without its phone was accepted"
+    );
     node.assert_converges(&*store, Duration::from_secs(30))
         .await;
     assert!(node.mirror.health().full_reloads >= 1);

@@ -181,9 +181,10 @@ pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncE
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
-    let keys: Vec<String> = sqlx::query_scalar("SELECT ddl FROM import_foreign_keys ORDER BY tab, name")
-        .fetch_all(&mut *conn)
-        .await?;
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT ddl FROM import_foreign_keys ORDER BY tab, name")
+            .fetch_all(&mut *conn)
+            .await?;
     for ddl in keys {
         sqlx::query(&ddl).execute(&mut *conn).await?;
     }
