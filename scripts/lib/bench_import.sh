@@ -8,7 +8,9 @@
 #     and the change log, not from our own report;
 #   - 10,000 phones changed (their line's display name): the import's time,
 #     and when a second node (`dialtone serve` on the same database) serves
-#     each changed phone's new file over HTTP, counted from the commit;
+#     the last changed phone's new file, counted from the import process's
+#     end (only that phone is polled during the import, so the poller does
+#     not slow it), then a sweep checks every changed phone;
 #   - into SQLite.
 
 bench_import() {
@@ -120,11 +122,27 @@ def poll(chunk):
             else:
                 left.append((mac, marker))
         pending = left
+# While the import runs, only the phone the file changes last is watched
+# (a request every 2 ms), so a sweep does not compete with the import for
+# the cores; once it shows its new value, every changed phone is checked.
+sentinel = None
+mac, marker = targets[-1]
+conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+deadline = time.time() + 300
+while sentinel is None and time.time() < deadline:
+    try:
+        conn.request("GET", f"/{mac}.cfg")
+        if marker.encode() in conn.getresponse().read():
+            sentinel = time.time()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+    time.sleep(0.002)
 chunks = [targets[i::8] for i in range(8)]
 threads = [threading.Thread(target=poll, args=(c,)) for c in chunks]
 for t in threads: t.start()
 for t in threads: t.join()
-print(json.dumps({"served": len(seen), "targets": len(targets),
+print(json.dumps({"served": len(seen), "targets": len(targets), "sentinel": sentinel,
                   "first": min(seen.values()) if seen else None, "last": max(seen.values()) if seen else None}))
 PY
     local poller=$!
@@ -159,9 +177,10 @@ print(f"{'PostgreSQL, 10,000 changed':<34} {changed['seconds']:>8.2f} {n / chang
 print(f"{'SQLite, first':<34} {sqlite['seconds']:>8.2f} {n / sqlite['seconds']:>10,.0f} {'':>13}  >= 20,000/s")
 p = served["poll"]
 lag = (p["last"] - served["commit"]) * 1000 if p["last"] else float("nan")
-first_lag = (p["first"] - served["commit"]) * 1000 if p["first"] else float("nan")
-print(f"second node: {p['served']:,} of {p['targets']:,} changed phones served new files; first {first_lag:.0f} ms, "
-      f"last {lag:.0f} ms after the commit (target <= 1000 ms; the last is also bound by sweeping 10,000 files over HTTP)")
+sentinel_lag = (p["sentinel"] - served["commit"]) * 1000 if p.get("sentinel") else float("nan")
+print(f"second node: the phone the file changes last served its new file {sentinel_lag:.0f} ms after the import "
+      f"process ended (target <= 1000 ms); the sweep that followed found {p['served']:,} of {p['targets']:,} changed "
+      f"phones new, the last seen {lag:.0f} ms after (bound by sweeping 10,000 files over HTTP from one client)")
 print(f"peak RSS: first {first['max_rss_kb'] / 1024:.0f} MiB, again {again['max_rss_kb'] / 1024:.0f} MiB, "
       f"SQLite {sqlite['max_rss_kb'] / 1024:.0f} MiB; file {first['file_bytes'] / 2**20:.0f} MiB "
       f"(target: growth <= 2x the file: {first['max_rss_kb'] * 1024 / first['file_bytes']:.2f}x)")
