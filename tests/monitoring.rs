@@ -245,26 +245,7 @@ fn every_series_the_dashboard_and_alerts_query_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let server = Server::start(dir.path(), &url, &["--demo"]);
-    assert_eq!(
-        http_get(server.prov_addr, "/0015654aa937.cfg").unwrap().0,
-        200
-    );
-    assert_eq!(
-        http_get(server.prov_addr, "/001565ffffff.cfg").unwrap().0,
-        404
-    );
-    assert!(tftp_fetch(dir.path(), &url, server.tftp_addr, "0015654aa937.cfg").is_some());
-    let token = create_token(
-        dir.path(),
-        &url,
-        &["--scope", "lookup", "--tenant", "demo", "--name", "pbx"],
-    );
-    assert!(wait_until(Duration::from_secs(10), || {
-        server
-            .try_get(&format!("/v1/lookup?number=%2B15550101234&key={token}"))
-            .is_some_and(|(status, _)| status == 200)
-    })
-    .is_some());
+    exercise_demo_node(dir.path(), &url, &server);
 
     // Some series come from background work (the render self-check), so
     // scrape until nothing is missing, within a bound.

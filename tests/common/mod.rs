@@ -353,6 +353,31 @@ pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Opti
     let out = run(cmd);
     out.status.success().then(|| text(&out.stdout))
 }
+/// Has a `--demo` node serve something of every kind its metrics count: an
+/// HTTP file, an HTTP miss, a TFTP file, and a lookup with a token made on
+/// the command line.
+pub fn exercise_demo_node(dir: &Path, url: &str, server: &Server) {
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").unwrap().0,
+        200
+    );
+    assert_eq!(
+        http_get(server.prov_addr, "/001565ffffff.cfg").unwrap().0,
+        404
+    );
+    assert!(tftp_fetch(dir, url, server.tftp_addr, "0015654aa937.cfg").is_some());
+    let token = create_token(
+        dir,
+        url,
+        &["--scope", "lookup", "--tenant", "demo", "--name", "pbx"],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        server
+            .try_get(&format!("/v1/lookup?number=%2B15550101234&key={token}"))
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .is_some());
+}
 
 /// `dialtone render --all` into `dir/rendered`, with the server's base URL
 /// (templates build URLs from it), so its files compare with what phones
