@@ -6,12 +6,19 @@
 //! Phones speak HTTP/1.x and many open a connection per file. `axum::serve`
 //! is built for any client: it sniffs every connection for HTTP/2, wires up
 //! upgrades and a shutdown watcher per connection, and has no connection
-//! cap. Here a connection costs one task and hyper's HTTP/1 state, a slow or
-//! silent client is cut off after `header_timeout`, and past
-//! `max_connections` a connection is answered 503 at once instead of queuing
-//! without bound.
+//! cap. Here a connection costs one task, a slow or silent client is cut
+//! off after `header_timeout`, and past `max_connections` a connection is
+//! answered 503 at once instead of queuing without bound.
+//!
+//! Connections are accepted with our own `accept4` (non-blocking, not yet
+//! known to tokio's reactor), so a plain first request that has already
+//! arrived is answered without registering the socket at all
+//! (`first_request`); everything else is hyper's.
+
+mod first_request;
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::pin::Pin;
@@ -20,11 +27,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use axum::Router;
 use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -143,6 +153,18 @@ pub async fn serve(
         draining: AtomicBool::new(false),
         drain: Notify::new(),
     });
+    // SAFETY: a std `TcpListener` owns its descriptor and reports the same
+    // one until it is dropped, which is what `register` asks for.
+    let listener = match listener
+        .into_std()
+        .and_then(|listener| unsafe { AsyncFd::register(listener) }.map_err(Into::into))
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "an HTTP listener could not be set up");
+            return;
+        }
+    };
     let connections = TaskTracker::new();
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let cancelled = shutdown.cancelled();
@@ -153,7 +175,7 @@ pub async fn serve(
         // still sees the shutdown, by the check after each accept.
         let (stream, peer) = tokio::select! {
             biased;
-            accepted = listener.accept() => match accepted {
+            accepted = accept(&listener) => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or the peer gave up before
@@ -170,6 +192,7 @@ pub async fn serve(
         if shutdown.is_cancelled() {
             break;
         }
+        let stream = std::net::TcpStream::from(stream);
         if !nodelay_inherited {
             let _ = stream.set_nodelay(true);
         }
@@ -180,6 +203,9 @@ pub async fn serve(
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                 let tls = shared.tls.clone();
                 connections.spawn(async move {
+                    let Ok(stream) = TcpStream::from_std(stream) else {
+                        return;
+                    };
                     match tls {
                         Some(tls) => {
                             if let Ok(Ok(stream)) =
@@ -216,13 +242,52 @@ pub async fn serve(
 /// How long a refused connection may take to be told so.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, slot: Slot) {
-    serve_connection(&slot.0, PlainTcp(stream), peer).await;
+/// The next connection: non-blocking and close-on-exec from the start
+/// (no extra system calls), and not registered with the reactor.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(OwnedFd, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    loop {
+        let mut ready = listener.readable().await?;
+        let accepted = ready.try_io(|listener| {
+            Ok(acceptfrom_with(
+                listener,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            )?)
+        });
+        let Ok(accepted) = accepted else { continue };
+        let (stream, peer) = accepted?;
+        let peer = peer
+            .and_then(|peer| SocketAddr::try_from(peer).ok())
+            .ok_or_else(|| std::io::Error::other("accepted a connection without an IP peer"))?;
+        return Ok((stream, peer));
+    }
 }
 
-async fn serve_tls(stream: TcpStream, peer: SocketAddr, slot: Slot) {
+async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
+    let shared = &slot.0;
+    let (stream, prefix) = if shared.draining.load(Ordering::Acquire) {
+        // hyper answers with `Connection: close` while draining.
+        match TcpStream::from_std(stream) {
+            Ok(stream) => (stream, Bytes::new()),
+            Err(_) => return,
+        }
+    } else {
+        match first_request::serve(shared, stream, peer).await {
+            first_request::Next::Close => return,
+            first_request::Next::Hyper(stream, prefix) => (stream, prefix),
+        }
+    };
+    serve_connection(shared, PlainTcp { stream, prefix }, peer).await;
+}
+
+async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let shared = &slot.0;
     let Some(tls) = &shared.tls else { return };
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
     match tokio::time::timeout(shared.header_timeout, tls.accept(stream)).await {
         Ok(Ok(stream)) => serve_connection(shared, stream, peer).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -237,27 +302,7 @@ where
     let router = &shared.router;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        // Kept for a panic's log line; cloning a Uri copies no bytes.
-        let uri = request.uri().clone();
-        let router = router.clone();
-        async move {
-            // A panicking handler costs its own request a 500, not the
-            // connection, and is counted.
-            match AssertUnwindSafe(router.oneshot(request))
-                .catch_unwind()
-                .await
-            {
-                Ok(response) => response,
-                Err(panic) => {
-                    metrics::counter!("dialtone_request_panics_total").increment(1);
-                    tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
-                    Ok(axum::response::IntoResponse::into_response((
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal error\n",
-                    )))
-                }
-            }
-        }
+        async move { Ok::<_, std::convert::Infallible>(respond(router, request, peer).await) }
     });
     let connection = shared
         .builder
@@ -286,12 +331,42 @@ where
     }
 }
 
+/// Runs one request through the router. A panicking handler costs its own
+/// request a 500, not the connection, and is counted.
+async fn respond<B>(router: &Router, request: hyper::Request<B>, peer: SocketAddr) -> Response
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    // Kept for a panic's log line; cloning a Uri copies no bytes.
+    let uri = request.uri().clone();
+    match AssertUnwindSafe(router.clone().oneshot(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(panic) => {
+            metrics::counter!("dialtone_request_panics_total").increment(1);
+            tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
+            axum::response::IntoResponse::into_response((
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error\n",
+            ))
+        }
+    }
+}
+
 /// A plain TCP stream whose write shutdown is left to `close`: once hyper
 /// has written its last response, the `shutdown` call it makes would send
 /// the FIN that closing the socket a moment later sends anyway, at the
 /// cost of a system call per connection. (TLS keeps its shutdown: that
-/// is its close_notify.)
-struct PlainTcp(TcpStream);
+/// is its close_notify.) `prefix` is what was read before hyper took over,
+/// handed to hyper first.
+struct PlainTcp {
+    stream: TcpStream,
+    prefix: Bytes,
+}
 
 impl tokio::io::AsyncRead for PlainTcp {
     fn poll_read(
@@ -299,7 +374,13 @@ impl tokio::io::AsyncRead for PlainTcp {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if !self.prefix.is_empty() {
+            let take = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(take);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -309,7 +390,7 @@ impl tokio::io::AsyncWrite for PlainTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -317,15 +398,15 @@ impl tokio::io::AsyncWrite for PlainTcp {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
