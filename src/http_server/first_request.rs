@@ -49,13 +49,13 @@ thread_local! {
     /// connections never share it across a suspension.
     static READ: RefCell<Box<[u8; READ_BUFFER]>> = RefCell::new(Box::new([0; READ_BUFFER]));
     /// `Date:` for the current second, formatted once per second.
-    static DATE: RefCell<(u64, HeaderValue)> = RefCell::new((u64::MAX, HeaderValue::from_static("")));
+    static DATE: RefCell<(u64, HeaderValue)> = const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
 }
 
 /// A request taken from the socket, or why not.
 enum Read {
     Plain {
-        request: Request<Body>,
+        request: Box<Request<Body>>,
         keep_alive: bool,
     },
     /// Not for this path: hyper takes these bytes and the rest.
@@ -68,7 +68,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
         Read::Plain {
             request,
             keep_alive,
-        } => (request, keep_alive),
+        } => (*request, keep_alive),
         Read::Hyper(prefix) => return register(stream, prefix),
         Read::Gone => return Next::Close,
     };
@@ -185,7 +185,7 @@ fn read_request(stream: &std::net::TcpStream) -> Read {
         let bytes = &buffer[..read];
         match plain_request(bytes) {
             Some((request, keep_alive)) if read < READ_BUFFER => Read::Plain {
-                request,
+                request: Box::new(request),
                 keep_alive,
             },
             _ => Read::Hyper(Bytes::copy_from_slice(bytes)),

@@ -99,7 +99,14 @@ impl CsvRow<'_> {
 }
 
 /// Reads `input` as it goes: a file is never held whole in memory.
-pub(super) fn plan(file: &Arc<Path>, input: impl std::io::Read, plan: &mut ImportPlan) {
+/// `lines` (its line breaks, at least its records less one) sizes the
+/// plan up front.
+pub(super) fn plan(
+    file: &Arc<Path>,
+    input: impl std::io::Read,
+    lines: usize,
+    plan: &mut ImportPlan,
+) {
     let at = |line: u64, column: u64, message: String| ImportError {
         location: Location {
             file: file.clone(),
@@ -154,8 +161,14 @@ pub(super) fn plan(file: &Arc<Path>, input: impl std::io::Read, plan: &mut Impor
     // Phones span several rows (one per line): a phone goes into the plan
     // at its first row, later rows add lines to it there. Each line's
     // position is kept beside it, in file order, until all rows are read.
-    let mut phones: foldhash::HashMap<Mac, usize> = Default::default();
-    let mut positions: Vec<(usize, i32)> = Vec::new();
+    // Sized from the line count: a multi-line phone file over-reserves
+    // address space that is never touched.
+    let rows = lines + 1;
+    plan.items.reserve(rows);
+    let phone_rows = if kind == CsvKind::Phones { rows } else { 0 };
+    let mut phones: foldhash::HashMap<Mac, usize> =
+        foldhash::HashMap::with_capacity_and_hasher(phone_rows, Default::default());
+    let mut positions: Vec<(usize, i32)> = Vec::with_capacity(phone_rows);
     let mut record = ::csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {

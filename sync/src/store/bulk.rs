@@ -7,8 +7,10 @@
 //! compared without sealing ([`crate::crypto::SecretKey::seals_to`]); only
 //! rows that change are sealed.
 //!
-//! Each backend provides `lock_for_import`, `Stager` (open/row/finish) and
-//! `quiet_change_log`/`loud_change_log`; the SQL here is shared.
+//! Each backend provides `lock_for_import`, `read_phones`/`read_lines`
+//! (rows borrowed as [`StoredPhone`]/[`StoredLine`], `bulk/compare.rs`),
+//! `Stager` (open/row/finish) and `quiet_change_log`/`loud_change_log`;
+//! the SQL here is shared.
 
 /// Runs of `UpsertPhone` shorter than this go row by row: reading the whole
 /// phone table costs more than a few hundred point queries.
@@ -76,39 +78,12 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
      updated_at = s.updated_at FROM import_lines s WHERE lines.id = s.id",
 ];
 
-/// Whether a stored secret is the one given (both absent, or the same seal).
-pub(crate) fn same_secret(
-    key: &crate::crypto::SecretKey,
-    purpose: crate::crypto::Purpose,
-    given: Option<&str>,
-    stored: Option<&str>,
-) -> bool {
-    match (given, stored) {
-        (None, None) => true,
-        (Some(given), Some(stored)) => key.seals_to(purpose, given, stored),
-        _ => false,
-    }
-}
+mod compare;
+pub(crate) use compare::{find, same_secret, Lazy, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
 macro_rules! bulk_sql {
     ($conn:ty, $ids_filter:literal) => {
-        /// A phone row as the comparison reads it.
-        type PhoneRowRead = (Id, String, Id, String, Option<String>, Option<String>, String, Option<String>, Option<String>);
-        /// A line row as the comparison reads it.
-        type LineRowRead = (
-            Id,
-            Id,
-            i32,
-            String,
-            String,
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            String,
-        );
-
         /// Upserts `phones` (mutations `first..first + phones.len()`, MACs
         /// distinct) writing only what differs from the tables.
         pub(super) async fn bulk_phones(
@@ -120,54 +95,33 @@ macro_rules! bulk_sql {
             report: &mut WriteReport,
             progress: Option<&crate::store::Progress>,
         ) -> Result<(), SyncError> {
+            use crate::store::bulk::*;
             use std::borrow::Cow;
             use std::collections::HashMap;
-            use crate::store::bulk::*;
 
             let started = std::time::Instant::now();
             super::lock_for_import(&mut *conn).await?;
-            let tenants: HashMap<String, Id> = sqlx::query_as::<_, (String, Id)>("SELECT slug, id FROM tenants")
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .collect();
+            let locked_at = started.elapsed();
+            let tenants: HashMap<String, Id> =
+                sqlx::query_as::<_, (String, Id)>("SELECT slug, id FROM tenants")
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect();
             let mut tenant_ids = Vec::with_capacity(phones.len());
             for (i, p) in phones.iter().enumerate() {
                 match tenants.get(&p.tenant) {
                     Some(id) => tenant_ids.push(*id),
                     None => {
-                        return Err(SyncError::Rejected { index: first + i, reason: format!("unknown tenant {:?}", p.tenant) })
+                        return Err(SyncError::Rejected {
+                            index: first + i,
+                            reason: format!("unknown tenant {:?}", p.tenant),
+                        })
                     }
                 }
             }
-            // foldhash: the comparison is a lookup per stored row, and SipHash
-            // showed in its profile.
-            let by_mac: foldhash::HashMap<Mac, usize> = phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect();
             let mut existing: Vec<Option<Id>> = vec![None; phones.len()];
             let mut changed = vec![false; phones.len()];
-            let mut by_id: foldhash::HashMap<Id, usize> =
-                foldhash::HashMap::with_capacity_and_hasher(phones.len(), Default::default());
-            {
-                let mut rows = sqlx::query_as::<_, PhoneRowRead>(
-                    "SELECT id, mac, tenant_id, family, model, label, variables, http_user, http_password FROM phones",
-                )
-                .fetch(&mut *conn);
-                while let Some((id, mac, tenant, family, model, label, variables, http_user, http_password)) =
-                    rows.try_next().await?
-                {
-                    let Some(&i) = mac.parse::<Mac>().ok().as_ref().and_then(|m| by_mac.get(m)) else { continue };
-                    let p = phones[i];
-                    existing[i] = Some(id);
-                    by_id.insert(id, i);
-                    changed[i] = tenant != tenant_ids[i]
-                        || family != p.family.as_str()
-                        || model != p.model
-                        || label != p.label
-                        || variables != p.variables
-                        || http_user != p.http_user
-                        || !same_secret(key, Purpose::DeviceHttpPassword, p.http_password.as_deref(), http_password.as_deref());
-                }
-            }
             // Lines, flat: phone i's lines start at offsets[i].
             let mut offsets = Vec::with_capacity(phones.len() + 1);
             let mut total = 0usize;
@@ -179,33 +133,89 @@ macro_rules! bulk_sql {
             let mut lines = vec![LineState::Missing; total];
             let mut line_ids: Vec<Id> = vec![0; total];
             let mut gone: Vec<Id> = Vec::new();
-            {
-                let mut rows = sqlx::query_as::<_, LineRowRead>(
-                    "SELECT id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, \
-                     settings FROM lines",
-                )
-                .fetch(&mut *conn);
-                while let Some((id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, settings)) =
-                    rows.try_next().await?
-                {
-                    let Some(&i) = by_id.get(&phone_id) else { continue };
-                    let p = phones[i];
-                    let Some(line) = usize::try_from(position - 1).ok().and_then(|at| p.lines.get(at)) else {
-                        gone.push(id);
-                        continue;
-                    };
-                    let same = line.extension == extension
-                        && line.display_name == display_name
-                        && line.auth_user == auth_user
-                        && line.registrar == registrar
-                        && line.proxy == proxy
-                        && line.settings == settings
-                        && same_secret(key, Purpose::LinePassword, line.password.as_deref(), password.as_deref());
-                    lines[offsets[i] + position as usize - 1] = if same { LineState::Same } else { LineState::Changed };
-                    line_ids[offsets[i] + position as usize - 1] = id;
-                }
-            }
+            // Rows come back in about the order they went in, which is the
+            // order of a file that is imported again: each row is first
+            // tried against the phone after the last one found, and a map
+            // (a cache miss per lookup, most of the read's CPU) is built
+            // only when that guess fails.
+            let mut by_mac =
+                Lazy::new(|| phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect());
+            let mut next = 0usize;
+            super::read_phones(&mut *conn, |row: StoredPhone<'_>| {
+                let Some(i) = find(phones, &mut by_mac, next, row.mac) else {
+                    return Ok(());
+                };
+                next = i + 1;
+                let p = phones[i];
+                existing[i] = Some(row.id);
+                // The seal's HMAC last: any other difference decides first.
+                changed[i] = row.tenant_id != tenant_ids[i]
+                    || row.family != p.family.as_str()
+                    || row.model != p.model.as_deref()
+                    || row.label != p.label.as_deref()
+                    || row.variables != p.variables
+                    || row.http_user != p.http_user.as_deref()
+                    || !same_secret(
+                        key,
+                        Purpose::DeviceHttpPassword,
+                        p.http_password.as_deref(),
+                        row.http_password,
+                    );
+                Ok(())
+            })
+            .await?;
+            drop(by_mac);
+            let read_phones_at = started.elapsed();
+            // Lines name their phone by id: the same guess (this line's phone
+            // is the last one's or the next), then a map of the ids just read.
+            let mut by_id = Lazy::new(|| {
+                existing
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, id)| id.map(|id| (id, i)))
+                    .collect()
+            });
+            let mut next = 0usize;
+            super::read_lines(&mut *conn, |row: StoredLine<'_>| {
+                let guess = [next, next + 1]
+                    .into_iter()
+                    .find(|&i| existing.get(i) == Some(&Some(row.phone_id)));
+                let Some(i) = guess.or_else(|| by_id.get().get(&row.phone_id).copied()) else {
+                    return Ok(());
+                };
+                next = i;
+                let p = phones[i];
+                let Some(at) = usize::try_from(row.position - 1)
+                    .ok()
+                    .filter(|&at| at < p.lines.len())
+                else {
+                    gone.push(row.id);
+                    return Ok(());
+                };
+                let line = &p.lines[at];
+                let same = line.extension == row.extension
+                    && line.display_name == row.display_name
+                    && line.auth_user == row.auth_user
+                    && line.registrar == row.registrar
+                    && line.proxy.as_deref() == row.proxy
+                    && line.settings == row.settings
+                    && same_secret(
+                        key,
+                        Purpose::LinePassword,
+                        line.password.as_deref(),
+                        row.password,
+                    );
+                lines[offsets[i] + at] = if same {
+                    LineState::Same
+                } else {
+                    LineState::Changed
+                };
+                line_ids[offsets[i] + at] = row.id;
+                Ok(())
+            })
+            .await?;
             drop(by_id);
+            let read_lines_at = started.elapsed();
             let mut staged_phones = 0u64;
             for i in 0..phones.len() {
                 match (existing[i], changed[i]) {
@@ -229,14 +239,29 @@ macro_rules! bulk_sql {
             }
             let writes = staged_phones + staged_lines + gone.len() as u64;
             let compared = started.elapsed();
+            tracing::debug!(
+                locked_ms = locked_at.as_millis() as u64,
+                read_phones_ms = (read_phones_at - locked_at).as_millis() as u64,
+                read_lines_ms = (read_lines_at - read_phones_at).as_millis() as u64,
+                rows_to_write = writes,
+                "bulk phone import: compared"
+            );
             if writes == 0 {
+                tracing::info!(
+                    phones = phones.len(),
+                    rows_written = 0,
+                    compare_ms = compared.as_millis() as u64,
+                    "bulk phone import"
+                );
                 return Ok(());
             }
-            let quiet = writes > QUIET_CHANGE_LOG_ROWS && super::quiet_change_log(&mut *conn).await?;
+            let quiet =
+                writes > QUIET_CHANGE_LOG_ROWS && super::quiet_change_log(&mut *conn).await?;
 
             let now_text = now.to_string();
             let new_phones = existing.iter().filter(|e| e.is_none()).count();
-            let mut next_phone = super::reserve_ids(&mut *conn, "phones", new_phones as i64).await?;
+            let mut next_phone =
+                super::reserve_ids(&mut *conn, "phones", new_phones as i64).await?;
             let mut phone_ids = Vec::with_capacity(phones.len());
             for e in &existing {
                 phone_ids.push(e.unwrap_or_else(|| {
@@ -271,9 +296,15 @@ macro_rules! bulk_sql {
                 }
                 stager.finish().await?;
             }
-            let new_lines = lines.iter().filter(|s| matches!(s, LineState::Missing)).count();
+            let new_lines = lines
+                .iter()
+                .filter(|s| matches!(s, LineState::Missing))
+                .count();
             let first_line = super::reserve_ids(&mut *conn, "lines", new_lines as i64).await?;
-            for (target, wanted) in [("lines", LineState::Missing), (LINE_STAGE, LineState::Changed)] {
+            for (target, wanted) in [
+                ("lines", LineState::Missing),
+                (LINE_STAGE, LineState::Changed),
+            ] {
                 let mut next_line = first_line;
                 let mut stager = super::Stager::open(&mut *conn, target, LINE_COLUMNS).await?;
                 for (i, p) in phones.iter().enumerate() {
@@ -290,8 +321,10 @@ macro_rules! bulk_sql {
                             }
                             _ => line_ids[offsets[i] + at],
                         };
-                        let password =
-                            line.password.as_deref().map(|pw| Cow::Owned(key.seal(Purpose::LinePassword, pw).0.into()));
+                        let password = line
+                            .password
+                            .as_deref()
+                            .map(|pw| Cow::Owned(key.seal(Purpose::LinePassword, pw).0.into()));
                         let cells: [Cell; 11] = [
                             Some(Cow::Owned(id.to_string())),
                             Some(Cow::Borrowed(phone_id.as_str())),
@@ -310,8 +343,11 @@ macro_rules! bulk_sql {
                 }
                 stager.finish().await?;
             }
-            report.templates.deleted +=
-                sqlx::query(DELETE_MOVED_TEMPLATES).execute(&mut *conn).await?.rows_affected();
+            let staged_at = started.elapsed();
+            report.templates.deleted += sqlx::query(DELETE_MOVED_TEMPLATES)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             for statement in UPDATE_STAGED {
                 sqlx::query(statement).execute(&mut *conn).await?;
             }
@@ -322,9 +358,16 @@ macro_rules! bulk_sql {
                     .execute(&mut *conn)
                     .await?;
             }
+            let updated_at = started.elapsed();
             if quiet {
                 super::loud_change_log(&mut *conn).await?;
             }
+            tracing::debug!(
+                stage_ms = (staged_at - compared).as_millis() as u64,
+                update_ms = (updated_at - staged_at).as_millis() as u64,
+                change_log_ms = (started.elapsed() - updated_at).as_millis() as u64,
+                "bulk phone import: written"
+            );
             super::drop_staging(&mut *conn).await?;
             tracing::info!(
                 phones = phones.len(),

@@ -529,8 +529,10 @@ macro_rules! shared_sql {
             if run.len() < crate::store::bulk::BULK_MIN_PHONES {
                 return None;
             }
-            let macs: std::collections::HashSet<Mac> = run.iter().map(|p| p.mac).collect();
-            (macs.len() == run.len()).then_some(run)
+            // foldhash: SipHash over a million MACs showed in the re-import's profile.
+            let mut macs: foldhash::HashSet<Mac> =
+                foldhash::HashSet::with_capacity_and_hasher(run.len(), Default::default());
+            run.iter().all(|p| macs.insert(p.mac)).then_some(run)
         }
 
         /// Runs inside the caller's transaction.

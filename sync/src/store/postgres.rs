@@ -330,4 +330,7 @@ impl Notifier for PgNotifier {
 
 // Bulk imports: the hooks `store/bulk.rs` calls.
 mod bulk;
-use bulk::{drop_staging, lock_for_import, loud_change_log, quiet_change_log, reserve_ids, Stager};
+use bulk::{
+    drop_staging, lock_for_import, loud_change_log, quiet_change_log, read_lines, read_phones,
+    reserve_ids, Stager,
+};

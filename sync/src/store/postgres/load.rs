@@ -129,8 +129,9 @@ where
         .collect()
 }
 
-/// Every row of `table` through binary COPY, decoded by `each`.
-async fn copy(
+/// Every row of `table` through binary COPY, decoded by `each` (also the
+/// bulk import's read of what it compares with, `bulk.rs`).
+pub(super) async fn copy(
     conn: &mut PgConnection,
     table: &str,
     columns: &str,

@@ -1,12 +1,60 @@
-//! SQLite's part of bulk imports (`store/bulk.rs`): staging tables, ids
-//! and multi-row INSERTs.
+//! SQLite's part of bulk imports (`store/bulk.rs`): the read of what is
+//! stored, staging tables, ids and multi-row INSERTs.
 
-use sqlx::SqliteConnection;
+use futures::TryStreamExt;
+use sqlx::{Row, SqliteConnection};
 
 use crate::error::SyncError;
 use crate::model::Id;
 
-use crate::store::bulk::Cell;
+use crate::store::bulk::{Cell, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+
+/// Every phone row, its text borrowed from the row.
+pub(super) async fn read_phones(
+    conn: &mut SqliteConnection,
+    mut each: impl FnMut(StoredPhone<'_>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
+    let sql = format!("SELECT {PHONE_READ} FROM phones");
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
+    while let Some(r) = rows.try_next().await? {
+        each(StoredPhone {
+            id: r.try_get(0)?,
+            mac: r.try_get(1)?,
+            tenant_id: r.try_get(2)?,
+            family: r.try_get(3)?,
+            model: r.try_get(4)?,
+            label: r.try_get(5)?,
+            variables: r.try_get(6)?,
+            http_user: r.try_get(7)?,
+            http_password: r.try_get(8)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Every line row, its text borrowed from the row.
+pub(super) async fn read_lines(
+    conn: &mut SqliteConnection,
+    mut each: impl FnMut(StoredLine<'_>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
+    let sql = format!("SELECT {LINE_READ} FROM lines");
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
+    while let Some(r) = rows.try_next().await? {
+        each(StoredLine {
+            id: r.try_get(0)?,
+            phone_id: r.try_get(1)?,
+            position: r.try_get(2)?,
+            extension: r.try_get(3)?,
+            display_name: r.try_get(4)?,
+            auth_user: r.try_get(5)?,
+            password: r.try_get(6)?,
+            registrar: r.try_get(7)?,
+            proxy: r.try_get(8)?,
+            settings: r.try_get(9)?,
+        })?;
+    }
+    Ok(())
+}
 
 /// The transaction began IMMEDIATE, so it already excludes other writers;
 /// the staging tables are keyed for the joins that apply them.
