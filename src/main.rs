@@ -11,6 +11,8 @@ mod http;
 mod http_server;
 #[cfg(test)]
 mod http_server_tests;
+#[cfg(test)]
+mod http_server_wire_tests;
 mod import_cmd;
 mod logging;
 mod metric_help;

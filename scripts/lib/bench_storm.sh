@@ -9,8 +9,10 @@
 # 100 at once with 512-byte blocks, and 1,000 at once with blksize 1428 and
 # tsize; then system calls per transfer (strace -c) of each server. HTTP:
 # wrk fetches the MAC files from dialtone and from nginx (one worker)
-# serving the same bytes, with keep-alive and without. Besides throughput,
-# each server's CPU time (user + system, from /proc/PID/stat) per transfer.
+# serving the same bytes, with keep-alive and without, over HTTP_ROUNDS
+# rounds (default 3) that alternate which server goes first; the summary
+# gives each round and the medians. Besides throughput, each server's CPU
+# time (user + system, from /proc/PID/stat) per transfer.
 
 cpu_ticks() { # total user+system ticks of PIDs
     local t=0 p
@@ -168,10 +170,24 @@ CONF
             # short pass does, and is reported as the cold start it is.
             HTTP_SECONDS=2 http dialtone-cold "http://127.0.0.1:$prov_port" "$dt"
         fi
-        http dialtone-keepalive "http://127.0.0.1:$prov_port" "$dt"
-        http nginx-keepalive "http://127.0.0.1:$ngport" "$ngpids"
-        http dialtone-close "http://127.0.0.1:$prov_port" "$dt" -H "Connection: close"
-        http nginx-close "http://127.0.0.1:$ngport" "$ngpids" -H "Connection: close"
+        # Rounds alternate which server goes first, and the summary takes
+        # medians: on shared cores one run of one server swung +-10%.
+        local round first
+        for round in $(seq 1 "${HTTP_ROUNDS:-3}"); do
+            for mode in keepalive close; do
+                local opts=()
+                [ "$mode" = close ] && opts=(-H "Connection: close")
+                first=dialtone
+                (( round % 2 == 0 )) && first=nginx
+                for server in $first $([ $first = dialtone ] && echo nginx || echo dialtone); do
+                    if [ "$server" = dialtone ]; then
+                        http "dialtone-$mode-r$round" "http://127.0.0.1:$prov_port" "$dt" "${opts[@]}"
+                    else
+                        http "nginx-$mode-r$round" "http://127.0.0.1:$ngport" "$ngpids" "${opts[@]}"
+                    fi
+                done
+            done
+        done
     fi
     kill "$(cat "$ng/nginx.pid")"
     kill "$dt"; wait "$dt" 2>/dev/null || true
@@ -179,9 +195,9 @@ CONF
     rm -rf target/bench-storm && mkdir -p target/bench-storm
     cp "$d"/*.json "$d"/*.txt "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
 
-    python3 - "$d" "$(getconf CLK_TCK)" "$cases" <<'PY'
-import json, re, sys
-d, hz, cases = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    python3 - "$d" "$(getconf CLK_TCK)" "$cases" "${HTTP_ROUNDS:-3}" <<'PY'
+import json, re, statistics, sys
+d, hz, cases, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 cpu, client = {}, {}
 for l in open(f"{d}/cpu.jsonl"):
     r = json.loads(l)
@@ -242,11 +258,19 @@ if ",http," in cases:
     if ",tftp," not in cases:
         r = wrk("dialtone-cold")
         print(f"{'dialtone, cold cache, 2 s':<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f} {r[4]:>11.1f}")
+    med = statistics.median
     for mode in ("keepalive", "close"):
-        for server in ("dialtone", "nginx"):
-            r = wrk(f"{server}-{mode}")
-            print(f"{server + ', ' + mode:<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f} {r[4]:>11.1f}")
-        a, b = wrk(f"dialtone-{mode}"), wrk(f"nginx-{mode}")
-        print(f"{mode}: req/s dialtone/nginx {a[0] / b[0]:.2f}x (target >= 1.0); CPU per request dialtone/nginx {a[3] / b[3]:.2f} (target <= 1.0)")
+        runs = {s: [wrk(f"{s}-{mode}-r{r}") for r in range(1, rounds + 1)] for s in ("dialtone", "nginx")}
+        for server, rs in runs.items():
+            for r, x in enumerate(rs, 1):
+                label = f"{server}, {mode}, r{r}"
+                print(f"{label:<24} {x[0]:>9.0f} {x[1]:>8.2f} {x[2]:>8} {x[3]:>11.1f} {x[4]:>11.1f}")
+        # Each round's two servers ran back to back: ratios are paired by round.
+        cpu_ratios = [a[3] / b[3] for a, b in zip(runs["dialtone"], runs["nginx"])]
+        rps_ratios = [a[0] / b[0] for a, b in zip(runs["dialtone"], runs["nginx"])]
+        print(f"{mode}, median of {rounds} rounds: CPU us/req dialtone {med(x[3] for x in runs['dialtone']):.1f}, "
+              f"nginx {med(x[3] for x in runs['nginx']):.1f}; CPU per request dialtone/nginx {med(cpu_ratios):.2f} "
+              f"(rounds {', '.join(f'{x:.2f}' for x in cpu_ratios)}; target <= 1.0); "
+              f"req/s dialtone/nginx {med(rps_ratios):.2f}x (target >= 1.0)")
 PY
 }
