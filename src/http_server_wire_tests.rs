@@ -31,7 +31,7 @@ fn router() -> Router {
         .route(
             "/stream",
             get(|| async {
-                let pieces = ["one,", "two,", "three"].map(|p| Ok::<_, std::io::Error>(p));
+                let pieces = ["one,", "two,", "three"].map(Ok::<_, std::io::Error>);
                 Body::from_stream(futures::stream::iter(pieces))
             }),
         )
