@@ -81,15 +81,16 @@ async fn connections_past_the_cap_get_503() {
         tls: None,
     })
     .await;
-    // The first connection holds the only slot by sending nothing yet.
+    // The first connection holds the only slot with half a request.
     let mut holder = TcpStream::connect(addr).await.unwrap();
+    holder.write_all(b"GET /peer HTT").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("Retry-After: 5"), "{refused}");
     // The holder is served normally, and its slot is free afterwards.
     holder
-        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"P/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     assert!(read_to_end(&mut holder).await.starts_with("HTTP/1.1 200"));
@@ -142,10 +143,13 @@ async fn slots_come_back_after_each_connection() {
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     // Anything still open by now is cut off by the header deadline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _holders = [
+    let mut holders = [
         TcpStream::connect(addr).await.unwrap(),
         TcpStream::connect(addr).await.unwrap(),
     ];
+    for holder in &mut holders {
+        holder.write_all(b"GET /peer HTT").await.unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
@@ -192,6 +196,39 @@ async fn the_drain_closes_idle_keep_alive_connections() {
         .unwrap();
     let rest = read_to_end(&mut idle).await;
     assert!(rest.is_empty(), "{rest}");
+}
+
+/// Connections that have sent nothing yet wait in the kernel
+/// (TCP_DEFER_ACCEPT), not in a slot: a crowd of silent connections does
+/// not lock phones out.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn silent_connections_hold_no_slot() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 1,
+        header_timeout: Duration::from_secs(10),
+        tls: None,
+    })
+    .await;
+    // Served once first: the listener is set up by the time this returns.
+    assert!(request(addr, "/peer").await.starts_with("HTTP/1.1 200"));
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = request(addr, "/peer").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Once one speaks, it is accepted and served like any other.
+    silent[0]
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_end(&mut silent[0])
+        .await
+        .starts_with("HTTP/1.1 200"));
+    shutdown.cancel();
+    task.await.unwrap();
 }
 
 #[tokio::test]
@@ -287,9 +324,10 @@ async fn https_is_served_capped_and_cut_off_like_http() {
     .await;
     let reply = tls_request(addr, &connector, "/peer").await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    // A client that connects and says nothing holds the only slot until
-    // the deadline, and meanwhile others get 503 over TLS.
+    // A client that starts its handshake and stops holds the only slot
+    // until the deadline, and meanwhile others get 503 over TLS.
     let mut silent = TcpStream::connect(addr).await.unwrap();
+    silent.write_all(b"\x16\x03\x01").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let refused = tls_request(addr, &connector, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");

@@ -158,9 +158,17 @@ CONF
         local before after
         before="$(cpu_ticks $pids)"
         # wrk's own user + system seconds: the client must not be what bounds the figure.
-        local TIMEFORMAT='%U %S' client
+        local TIMEFORMAT='%U %S' client perf=
+        # STORM_PERF=NAME: a call-graph profile of that case's server, kept
+        # in target/bench-storm/NAME.perf (its CPU figure then includes perf's cost).
+        if [ "${STORM_PERF:-}" = "$name" ]; then
+            perf record -q -g -o "$d/$name.perf" -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
+            perf=$!
+            sleep 0.5
+        fi
         client="$( { time wrk -t2 -c64 -d"${HTTP_SECONDS:-10}s" --latency -s "$d/paths.lua" "$@" "$url" >"$d/$name.txt"; } 2>&1 | tail -1)"
         after="$(cpu_ticks $pids)"
+        if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2>/dev/null || true; fi
         echo "{\"case\": \"$name\", \"cpu_ticks\": $((after - before)), \"client_s\": $(echo "$client" | awk '{print $1 + $2}')}" >>"$d/cpu.jsonl"
     }
     if [[ $cases == *,http,* ]]; then
@@ -193,7 +201,7 @@ CONF
     kill "$dt"; wait "$dt" 2>/dev/null || true
     # Keep the raw results (the services dir is removed on exit).
     rm -rf target/bench-storm && mkdir -p target/bench-storm
-    cp "$d"/*.json "$d"/*.txt "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
+    cp "$d"/*.json "$d"/*.txt "$d"/*.perf "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
 
     python3 - "$d" "$(getconf CLK_TCK)" "$cases" "${HTTP_ROUNDS:-3}" <<'PY'
 import json, re, statistics, sys

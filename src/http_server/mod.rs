@@ -139,6 +139,7 @@ pub async fn serve(
         && socket2::SockRef::from(&listener)
             .set_tcp_nodelay(true)
             .is_ok();
+    defer_accept(&listener, options.header_timeout);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -237,6 +238,37 @@ pub async fn serve(
     shared.drain.notify_waiters();
     connections.close();
     connections.wait().await;
+}
+
+/// Connections reach `accept` once their first bytes are in
+/// (TCP_DEFER_ACCEPT), so the first read finds the request and the
+/// first-request path serves it; woken by the bare handshake instead, the
+/// read came too early for a share of connections, which then went through
+/// the reactor and hyper. A connection that stays silent waits in the
+/// kernel's bounded queue of half-open ones, not in a slot, and is
+/// accepted after about `wait` (then the header deadline runs as before).
+fn defer_accept(listener: &TcpListener, wait: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let seconds = wait.as_secs().clamp(1, 30) as libc::c_int;
+        // SAFETY: the descriptor is the listener's, open for this call, and
+        // the option reads exactly one `c_int` from a live local.
+        let set = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_DEFER_ACCEPT not set");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, wait);
 }
 
 /// How long a refused connection may take to be told so.
