@@ -142,7 +142,8 @@ http {
     sendfile on;
     keepalive_requests 1000000;
     server {
-        listen 127.0.0.1:$ngport;
+        # Deferred accept, like dialtone's listeners: the same kernel help for both.
+        listen 127.0.0.1:$ngport deferred;
         root $d/static;
     }
 }

@@ -229,7 +229,28 @@ pub async fn serve(
         if shared.tls.is_some() {
             connections.spawn(serve_tls(stream, peer, slot));
         } else {
-            connections.spawn(serve_plain(stream, peer, slot));
+            // Polled here once before it gets a task: a request already in
+            // (deferred accept) with its file in the render cache is
+            // answered and closed within this poll, and a task, its
+            // scheduling and the wake-up of another worker were a tenth
+            // of such a connection's CPU. Anything that waits (a render in
+            // the pool, a slow reader, keep-alive, hyper) is spawned and
+            // re-polled by its own task, which takes over its wakers. Only
+            // hits run here, so the accept loop is never held by a render.
+            // A panic in it must not end the loop: it is caught and ends
+            // only its connection, as it would in a task of its own.
+            let mut connection = Box::pin(
+                std::panic::AssertUnwindSafe(serve_plain(stream, peer, slot))
+                    .catch_unwind()
+                    .map(move |served| {
+                        if served.is_err() {
+                            tracing::error!(%peer, "an HTTP connection panicked; closed");
+                        }
+                    }),
+            );
+            if futures::poll!(connection.as_mut()).is_pending() {
+                connections.spawn(connection);
+            }
         }
     }
     // New connections are refused from now on, not left in the backlog.
