@@ -10,8 +10,9 @@
 # tsize; then system calls per transfer (strace -c) of each server. HTTP:
 # wrk fetches the MAC files from dialtone and from nginx (one worker)
 # serving the same bytes, with keep-alive and without, over HTTP_ROUNDS
-# rounds (default 3) that alternate which server goes first; the summary
-# gives each round and the medians. Besides throughput, each server's CPU
+# rounds (default 3) that rotate which server goes first; the summary
+# gives each round and the medians (STORM_BASELINE_BIN adds another
+# dialtone build to every round). Besides throughput, each server's CPU
 # time (user + system, from /proc/PID/stat) per transfer.
 
 cpu_ticks() { # total user+system ticks of PIDs
@@ -179,24 +180,39 @@ CONF
             # short pass does, and is reported as the cold start it is.
             HTTP_SECONDS=2 http dialtone-cold "http://127.0.0.1:$prov_port" "$dt"
         fi
-        # Rounds alternate which server goes first, and the summary takes
+        # STORM_BASELINE_BIN=PATH: another dialtone build (say, the commit
+        # before) serves the same data on ports of its own and takes its
+        # turn in every round, for a before/after in the same run.
+        local servers="dialtone nginx" bl_api bl_prov bl=
+        if [ -n "${STORM_BASELINE_BIN:-}" ]; then
+            bl_api="$(free_port)"; bl_prov="$(free_port)"
+            DIALTONE_PROVISIONING__HTTP_LISTEN="127.0.0.1:$bl_prov" \
+                "$STORM_BASELINE_BIN" serve --listen "127.0.0.1:$bl_api" --tftp-listen "127.0.0.1:$(free_port)" \
+                2>"$d/serve-baseline.log" &
+            bl=$!
+            for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$bl_api/readyz" >/dev/null && break; sleep 0.1; done
+            HTTP_SECONDS=2 http baseline-cold "http://127.0.0.1:$bl_prov" "$bl"
+            servers="dialtone nginx baseline"
+        fi
+        # Rounds rotate which server goes first, and the summary takes
         # medians: on shared cores one run of one server swung +-10%.
-        local round first
+        local round order
         for round in $(seq 1 "${HTTP_ROUNDS:-3}"); do
+            # shellcheck disable=SC2086
+            order="$(printf '%s\n' $servers | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}')"
             for mode in keepalive close; do
                 local opts=()
                 [ "$mode" = close ] && opts=(-H "Connection: close")
-                first=dialtone
-                (( round % 2 == 0 )) && first=nginx
-                for server in $first $([ $first = dialtone ] && echo nginx || echo dialtone); do
-                    if [ "$server" = dialtone ]; then
-                        http "dialtone-$mode-r$round" "http://127.0.0.1:$prov_port" "$dt" "${opts[@]}"
-                    else
-                        http "nginx-$mode-r$round" "http://127.0.0.1:$ngport" "$ngpids" "${opts[@]}"
-                    fi
+                for server in $order; do
+                    case "$server" in
+                        dialtone) http "dialtone-$mode-r$round" "http://127.0.0.1:$prov_port" "$dt" "${opts[@]}" ;;
+                        nginx) http "nginx-$mode-r$round" "http://127.0.0.1:$ngport" "$ngpids" "${opts[@]}" ;;
+                        baseline) http "baseline-$mode-r$round" "http://127.0.0.1:$bl_prov" "$bl" "${opts[@]}" ;;
+                    esac
                 done
             done
         done
+        if [ -n "$bl" ]; then kill "$bl"; wait "$bl" 2>/dev/null || true; fi
     fi
     kill "$(cat "$ng/nginx.pid")"
     kill "$dt"; wait "$dt" 2>/dev/null || true
@@ -204,9 +220,9 @@ CONF
     rm -rf target/bench-storm && mkdir -p target/bench-storm
     cp "$d"/*.json "$d"/*.txt "$d"/*.perf "$d"/cpu.jsonl target/bench-storm/ 2>/dev/null || true
 
-    python3 - "$d" "$(getconf CLK_TCK)" "$cases" "${HTTP_ROUNDS:-3}" <<'PY'
+    python3 - "$d" "$(getconf CLK_TCK)" "$cases" "${HTTP_ROUNDS:-3}" "${STORM_BASELINE_BIN:-}" <<'PY'
 import json, re, statistics, sys
-d, hz, cases, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+d, hz, cases, rounds, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cpu, client = {}, {}
 for l in open(f"{d}/cpu.jsonl"):
     r = json.loads(l)
@@ -269,7 +285,8 @@ if ",http," in cases:
         print(f"{'dialtone, cold cache, 2 s':<24} {r[0]:>9.0f} {r[1]:>8.2f} {r[2]:>8} {r[3]:>11.1f} {r[4]:>11.1f}")
     med = statistics.median
     for mode in ("keepalive", "close"):
-        runs = {s: [wrk(f"{s}-{mode}-r{r}") for r in range(1, rounds + 1)] for s in ("dialtone", "nginx")}
+        servers = ("dialtone", "nginx", "baseline") if baseline else ("dialtone", "nginx")
+        runs = {s: [wrk(f"{s}-{mode}-r{r}") for r in range(1, rounds + 1)] for s in servers}
         for server, rs in runs.items():
             for r, x in enumerate(rs, 1):
                 label = f"{server}, {mode}, r{r}"
@@ -281,5 +298,10 @@ if ",http," in cases:
               f"nginx {med(x[3] for x in runs['nginx']):.1f}; CPU per request dialtone/nginx {med(cpu_ratios):.2f} "
               f"(rounds {', '.join(f'{x:.2f}' for x in cpu_ratios)}; target <= 1.0); "
               f"req/s dialtone/nginx {med(rps_ratios):.2f}x (target >= 1.0)")
+        if baseline:
+            before = [a[3] / b[3] for a, b in zip(runs["dialtone"], runs["baseline"])]
+            print(f"{mode}: CPU per request dialtone/baseline ({baseline}) {med(before):.2f} "
+                  f"(rounds {', '.join(f'{x:.2f}' for x in before)}); baseline/nginx "
+                  f"{med(a[3] / b[3] for a, b in zip(runs['baseline'], runs['nginx'])):.2f}")
 PY
 }
