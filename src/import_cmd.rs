@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use dialtone_sync::import::{plan_files, ImportPlan};
-use dialtone_sync::{Audit, SyncError};
+use dialtone_sync::{Audit, Mutation, SyncError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -26,13 +26,13 @@ fn print_errors(plan: &ImportPlan) {
 }
 
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
-    // The plan is a large heap built once (a million phones: ~1.1 GB).
-    // With transparent huge pages the kernel zeroed it 2 MiB at a time:
-    // most of a re-import's system time and its spread (0.3 to 3.4 s; the
-    // parse alone 3.1 s with them, 1.8 s without). This process only
-    // imports, so it does without them (`serve` keeps them for its
-    // mirror). Best effort: a kernel without the setting imports all the
-    // same.
+    // The plan is a large heap built once (a million phones: ~110 MB,
+    // ~1.1 GB before phones were held as one batch). With transparent
+    // huge pages the kernel zeroed it 2 MiB at a time: most of a
+    // re-import's system time and its spread (0.3 to 3.4 s; the parse
+    // alone 3.1 s with them, 1.8 s without). This process only imports,
+    // so it does without them (`serve` keeps them for its mirror). Best
+    // effort: a kernel without the setting imports all the same.
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         tracing::debug!(error = %e, "transparent huge pages stay on");
     }
@@ -40,7 +40,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     let mut plan = plan_files(&args.files);
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
-        rows = plan.items.len(),
+        rows = plan.changes(),
         errors = plan.errors.len(),
         "import: files parsed"
     );
@@ -55,7 +55,8 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         }
         eprintln!("skipping {} invalid rows", plan.errors.len());
     }
-    if plan.items.is_empty() {
+    let changes = plan.changes();
+    if changes == 0 {
         bail!("nothing to import");
     }
     let (store, _) = crate::serve::open_store(config).await?;
@@ -70,19 +71,19 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         action: "import".into(),
         entity: "import".into(),
         entity_key: files.join(","),
-        detail: serde_json::json!({ "files": files, "changes": plan.items.len() }),
+        detail: serde_json::json!({ "files": files, "changes": changes }),
     };
     if args.dry_run {
         println!(
             "{} changes planned from {} files; nothing written (dry run)",
-            plan.items.len(),
+            changes,
             files.len()
         );
         return Ok(());
     }
-    let bar = progress_bar(plan.items.len() as u64);
+    let bar = progress_bar(changes as u64);
     // Mutations and their positions apart, so the mutations are not copied
-    // for the store (a million phones are hundreds of MB).
+    // for the store; the phones' positions stay in `plan.phones`.
     let (mut mutations, mut locations): (Vec<_>, Vec<_>) =
         std::mem::take(&mut plan.items).into_iter().unzip();
     // A rejection by the database names the mutation; map it back to its
@@ -96,11 +97,20 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
             .await
         {
             Ok(report) => break report,
-            Err(SyncError::Rejected { index, reason }) => {
-                let location = locations
-                    .get(index)
-                    .map(|l: &dialtone_sync::import::Location| l.to_string())
-                    .unwrap_or_default();
+            Err(SyncError::Rejected {
+                index,
+                item,
+                reason,
+            }) => {
+                let location = match item {
+                    Some(phone) if phone < plan.phones.len() => {
+                        plan.phones.location(phone).to_string()
+                    }
+                    _ => locations
+                        .get(index)
+                        .map(|l: &dialtone_sync::import::Location| l.to_string())
+                        .unwrap_or_default(),
+                };
                 if !args.skip_invalid {
                     if let Some(b) = &bar {
                         b.abandon();
@@ -108,8 +118,16 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
                     bail!("{location}: {reason}; nothing was written");
                 }
                 eprintln!("{location}: {reason} (skipped)");
-                mutations.remove(index);
-                locations.remove(index);
+                match (item, mutations.get_mut(index)) {
+                    (Some(phone), Some(Mutation::UpsertPhones(batch))) if batch.len() > 1 => {
+                        batch.remove(phone);
+                        plan.phones.remove(phone);
+                    }
+                    _ => {
+                        mutations.remove(index);
+                        locations.remove(index);
+                    }
+                }
                 if mutations.is_empty() {
                     bail!("nothing left to import");
                 }
@@ -130,8 +148,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     );
     store.close().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "import: done");
-    // The plan's millions of small allocations are given back by the
-    // exit at once rather than freed one by one.
+    // The plan's allocations are given back by the exit at once.
     std::mem::forget((mutations, locations, plan));
     Ok(())
 }

@@ -213,10 +213,10 @@ pub async fn import(
         ))
         .with_details(json!({ "errors": errors })));
     }
-    if plan.items.is_empty() {
+    let changes = plan.changes();
+    if changes == 0 {
         return Err(ApiError::invalid("nothing to import"));
     }
-    let changes = plan.items.len();
     if params.dry_run == Some(true) {
         return Ok(axum::Json(ImportResult {
             changes,
@@ -225,7 +225,7 @@ pub async fn import(
         })
         .into_response());
     }
-    let mutations = plan.mutations();
+    let mutations = plan.take_mutations();
     let written = commit(
         &state,
         &principal,

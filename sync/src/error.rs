@@ -43,9 +43,14 @@ pub enum SyncError {
     #[error("{0}")]
     Import(#[from] crate::import::ImportError),
 
-    /// One mutation of a write was refused; `index` is its place in the batch.
+    /// One mutation of a write was refused; `index` is its place in the
+    /// batch, `item` the phone's place within an `UpsertPhones`.
     #[error("change #{}: {reason}", index + 1)]
-    Rejected { index: usize, reason: String },
+    Rejected {
+        index: usize,
+        item: Option<usize>,
+        reason: String,
+    },
 
     #[error("not found: {0}")]
     NotFound(String),

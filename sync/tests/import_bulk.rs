@@ -193,13 +193,79 @@ async fn subset_body(db: TestDb) {
     node.stop().await;
 }
 
+both_backends!(phone_batch_writes_as_a_run, phone_batch_body);
+/// An import's phones come as one `UpsertPhones`: it writes what the same
+/// phones as single upserts would, and a refusal names the phone within it,
+/// in bulk and one by one (a batch under the bulk threshold).
+async fn phone_batch_body(db: TestDb) {
+    let store = db.store().await;
+    let run = fleet();
+    let phones: Vec<PhoneInput> = run[2..]
+        .iter()
+        .map(|m| match m {
+            Mutation::UpsertPhone(p) => p.clone(),
+            other => unreachable!("{other:?}"),
+        })
+        .collect();
+    let mut bad = phones.clone();
+    bad[40].tenant = "nobody".into();
+    bad[41].tenant = "nobody".into();
+    for (batch, item) in [
+        (bad.iter().collect::<store::PhoneBatch>(), 40),
+        (bad[38..42].iter().collect(), 2),
+    ] {
+        let write = [
+            run[0].clone(),
+            run[1].clone(),
+            Mutation::UpsertPhones(batch),
+        ];
+        match store.apply(&write, &audit("import")).await {
+            Err(SyncError::Rejected {
+                index,
+                item: Some(at),
+                reason,
+            }) => {
+                assert_eq!((index, at), (2, item));
+                assert!(reason.contains("unknown tenant \"nobody\""), "{reason}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    assert_eq!(scalar(&db, "SELECT count(*) FROM phones").await, 0);
+
+    let batch: store::PhoneBatch = phones.iter().collect();
+    let write = [
+        run[0].clone(),
+        run[1].clone(),
+        Mutation::UpsertPhones(batch),
+    ];
+    let first = store.apply(&write, &audit("import")).await.unwrap();
+    assert_eq!(
+        (first.phones.inserted, first.lines.inserted),
+        (PHONES as u64, 2 * PHONES as u64)
+    );
+    let data = db_rows(&*store).await;
+    let again = store.apply(&run, &audit("import")).await.unwrap();
+    assert_eq!(again.changed(), 0, "{again:?}");
+    assert_eq!(db_rows(&*store).await, data);
+    // And a changed line through the batch is found and written.
+    let mut changed = phones.clone();
+    changed[7].lines[1].display_name = "Renamed".into();
+    let write = [Mutation::UpsertPhones(changed.iter().collect())];
+    let report = store.apply(&write, &audit("import")).await.unwrap();
+    assert_eq!(
+        (report.lines.updated, report.lines.unchanged),
+        (1, 2 * PHONES as u64 - 1)
+    );
+}
+
 both_backends!(unknown_tenant_is_located, unknown_tenant_body);
 async fn unknown_tenant_body(db: TestDb) {
     let store = db.store().await;
     let mut batch = fleet();
     phone_mut(&mut batch, 40).tenant = "nobody".into();
     match store.apply(&batch, &audit("import")).await {
-        Err(SyncError::Rejected { index, reason }) => {
+        Err(SyncError::Rejected { index, reason, .. }) => {
             assert_eq!(index, 42);
             assert!(reason.contains("unknown tenant \"nobody\""), "{reason}");
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::store::{DirectoryEntryInput, LineInput, PhoneInput, TenantInput};
+use crate::store::{DirectoryEntryInput, LineRef, PhoneFields, TenantInput};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CsvKind {
@@ -98,14 +98,74 @@ impl CsvRow<'_> {
     }
 }
 
+/// The input as csv reads it, noting where its line breaks are. csv's
+/// own position of a record is where its read began, before the blank
+/// lines it skipped, so every error after a blank line named a line too
+/// early; a record's line is found from where it ends instead. Only the
+/// breaks csv has read ahead and not yet passed are kept (its buffer's).
+struct Lines<R> {
+    inner: R,
+    read: u64,
+    ahead: std::collections::VecDeque<u64>,
+    passed: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Lines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            self.ahead.push_back(self.read + i as u64);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Lines<R> {
+    fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            read: 0,
+            ahead: Default::default(),
+            passed: 0,
+        }
+    }
+
+    /// The line (from 1) of byte `at`; `at` never goes back.
+    fn line_of(&mut self, at: u64) -> u64 {
+        while self.ahead.front().is_some_and(|&b| b < at) {
+            self.ahead.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+/// The line `record` (just read) starts on: the line of its last byte (its
+/// terminator, or its last field's at the end of the input) less the line
+/// breaks inside its quoted fields.
+fn start_line<R: std::io::Read>(
+    reader: &mut ::csv::Reader<Lines<R>>,
+    record: &::csv::StringRecord,
+) -> u64 {
+    let inner: usize = record
+        .iter()
+        .map(|f| f.bytes().filter(|&b| b == b'\n').count())
+        .sum();
+    let end = reader.position().byte();
+    let last = reader.get_mut().line_of(end.saturating_sub(1));
+    last.saturating_sub(inner as u64).max(1)
+}
+
 /// Reads `input` as it goes: a file is never held whole in memory.
-/// `lines` (its line breaks, at least its records less one) sizes the
-/// plan up front.
+/// `size` (its line breaks, at least its records less one, and its bytes)
+/// sizes the plan up front. Phones go to `phones`, a row at a time.
 pub(super) fn plan(
     file: &Arc<Path>,
     input: impl std::io::Read,
-    lines: usize,
+    size: (usize, usize),
     plan: &mut ImportPlan,
+    phones: &mut Phones,
 ) {
     let at = |line: u64, column: u64, message: String| ImportError {
         location: Location {
@@ -119,7 +179,7 @@ pub(super) fn plan(
     let mut reader = ::csv::ReaderBuilder::new()
         .trim(::csv::Trim::Headers)
         .flexible(false)
-        .from_reader(input);
+        .from_reader(Lines::new(input));
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
         Err(e) => {
@@ -158,17 +218,20 @@ pub(super) fn plan(
             ));
         }
     }
-    // Phones span several rows (one per line): a phone goes into the plan
-    // at its first row, later rows add lines to it there. Each line's
-    // position is kept beside it, in file order, until all rows are read.
-    // Sized from the line count: a multi-line phone file over-reserves
-    // address space that is never touched.
-    let rows = lines + 1;
-    plan.items.reserve(rows);
-    let phone_rows = if kind == CsvKind::Phones { rows } else { 0 };
-    let mut phones: foldhash::HashMap<Mac, usize> =
-        foldhash::HashMap::with_capacity_and_hasher(phone_rows, Default::default());
-    let mut positions: Vec<(usize, i32)> = Vec::with_capacity(phone_rows);
+    let rows = size.0 + 1;
+    let source = if kind == CsvKind::Phones {
+        // A phone's text takes about its row's bytes; the reservation is
+        // address space, touched only as it fills.
+        phones.reserve(rows, size.1 + size.1 / 4);
+        let mac_column = headers
+            .iter()
+            .position(|h| h == "mac")
+            .map_or(1, |i| i as u64 + 1);
+        phones.csv_file(file, mac_column)
+    } else {
+        plan.items.reserve(rows);
+        0
+    };
     let mut record = ::csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -180,7 +243,7 @@ pub(super) fn plan(
                 break;
             }
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = start_line(&mut reader, &record);
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -192,91 +255,14 @@ pub(super) fn plan(
         };
         let result = match kind {
             CsvKind::Tenants => csv_tenant(&row).map(|m| plan.items.push((m, row.location(None)))),
-            CsvKind::Directory => csv_directory(&row).map(|m| plan.items.push((m, row.location(None)))),
-            CsvKind::Phones => csv_phone(&row).and_then(|(mut phone, line_input)| {
-                let mac = phone.mac;
-                match phones.get(&mac) {
-                    None => {
-                        let item = plan.items.len();
-                        phones.insert(mac, item);
-                        if let Some((position, line)) = line_input {
-                            positions.push((item, position));
-                            phone.lines.push(line);
-                        }
-                        plan.items.push((Mutation::UpsertPhone(phone), row.location(None)));
-                    }
-                    Some(&item) => {
-                        let Mutation::UpsertPhone(first) = &mut plan.items[item].0 else {
-                            unreachable!("phones index only phone mutations")
-                        };
-                        if first.tenant != phone.tenant || first.family != phone.family || first.model != phone.model {
-                            return Err(row.fail(
-                                "mac",
-                                format!("phone {mac} appears again with a different tenant, family or model"),
-                            ));
-                        }
-                        if let Some((position, line)) = line_input {
-                            positions.push((item, position));
-                            first.lines.push(line);
-                        }
-                    }
-                }
-                Ok(())
-            }),
+            CsvKind::Directory => {
+                csv_directory(&row).map(|m| plan.items.push((m, row.location(None))))
+            }
+            CsvKind::Phones => csv_phone(&row, phones, source),
         };
         if let Err(e) = result {
             plan.errors.push(e);
         }
-    }
-    drop(phones);
-    order_lines(plan, positions);
-}
-
-/// Puts each phone's lines in position order, and drops (with an error)
-/// phones whose positions do not run 1, 2, 3... `positions` holds each
-/// line's phone (plan index) and position, in the order the lines were
-/// added to the phone.
-fn order_lines(plan: &mut ImportPlan, mut positions: Vec<(usize, i32)>) {
-    // Stable: a phone's lines stay in file order.
-    if !positions.is_sorted_by_key(|p| p.0) {
-        positions.sort_by_key(|p| p.0);
-    }
-    let mut dropped: Vec<usize> = Vec::new();
-    for group in positions.chunk_by(|a, b| a.0 == b.0) {
-        // The usual case: one row per line, in order.
-        if group.iter().enumerate().all(|(i, p)| p.1 == i as i32 + 1) {
-            continue;
-        }
-        let item = group[0].0;
-        let (Mutation::UpsertPhone(phone), location) = &mut plan.items[item] else {
-            continue;
-        };
-        let mut lines: Vec<(i32, LineInput)> = group
-            .iter()
-            .map(|p| p.1)
-            .zip(phone.lines.drain(..))
-            .collect();
-        lines.sort_by_key(|(pos, _)| *pos);
-        let sorted: Vec<i32> = lines.iter().map(|(p, _)| *p).collect();
-        if sorted.iter().enumerate().any(|(i, p)| *p != i as i32 + 1) {
-            plan.errors.push(ImportError {
-                location: location.clone(),
-                message: format!(
-                    "phone {}: line numbers must run 1, 2, 3... without gaps or repeats, got {sorted:?}",
-                    phone.mac
-                ),
-            });
-            dropped.push(item);
-            continue;
-        }
-        phone.lines = lines.into_iter().map(|(_, l)| l).collect();
-    }
-    if !dropped.is_empty() {
-        let mut index = 0;
-        plan.items.retain(|_| {
-            index += 1;
-            dropped.binary_search(&(index - 1)).is_err()
-        });
     }
 }
 
@@ -294,62 +280,81 @@ fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
     }))
 }
 
-/// A CSV row of a phones file: the phone, and the line it carries if any.
-type PhoneRow = (PhoneInput, Option<(i32, LineInput)>);
+/// A trimmed cell, `None` when empty, borrowed.
+fn trimmed(value: &str) -> Option<&str> {
+    let v = value.trim();
+    (!v.is_empty()).then_some(v)
+}
 
-fn csv_phone(row: &CsvRow) -> Result<PhoneRow, ImportError> {
-    let phone = PhoneInput {
-        tenant: check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
-        mac: row
-            .get("mac")
-            .parse()
-            .map_err(|e: crate::SyncError| row.fail("mac", e.to_string()))?,
-        family: row
-            .get("family")
-            .parse()
-            .map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?,
-        model: opt_str(row.get("model")),
-        label: opt_str(row.get("label")),
-        variables: row.object("variables")?,
-        http_user: opt_str(row.get("http_user")),
-        http_password: opt_str(row.get("http_password")),
-        lines: Vec::new(),
-    };
+/// A row of a phones file: its phone, and the line it carries if any,
+/// into `phones` (or nothing, if anything in the row is invalid). Later
+/// rows of the same MAC are merged into the first by `Phones::finish`.
+fn csv_phone(row: &CsvRow, phones: &mut Phones, source: u32) -> Result<(), ImportError> {
+    let tenant = check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?;
+    let mac = row
+        .get("mac")
+        .parse()
+        .map_err(|e: crate::SyncError| row.fail("mac", e.to_string()))?;
+    let family = row
+        .get("family")
+        .parse()
+        .map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?;
+    let variables = row.object("variables")?;
     let extension = row.get("extension").trim();
-    if extension.is_empty() {
-        return Ok((phone, None));
-    }
-    let extension = extension.to_string();
-    let line_text = row.get("line");
-    let position: i32 = if line_text.trim().is_empty() {
-        1
+    let line = if extension.is_empty() {
+        None
     } else {
-        line_text
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| (1..=128).contains(p))
-            .ok_or_else(|| {
-                row.fail(
-                    "line",
-                    format!("line {line_text:?} must be a number from 1 to 128"),
-                )
-            })?
+        let line_text = row.get("line");
+        let position: u32 = if line_text.trim().is_empty() {
+            1
+        } else {
+            line_text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .ok_or_else(|| {
+                    row.fail(
+                        "line",
+                        format!("line {line_text:?} must be a number from 1 to 128"),
+                    )
+                })?
+        };
+        let registrar = row.get("registrar").trim();
+        if registrar.is_empty() {
+            return Err(row.fail("registrar", "registrar is required".into()));
+        }
+        Some((position, registrar, row.object("line_settings")?))
     };
-    let registrar =
-        non_empty("registrar", row.get("registrar")).map_err(|m| row.fail("registrar", m))?;
-    let line = LineInput {
-        display_name: opt_str(row.get("display_name")).unwrap_or_else(|| extension.clone()),
-        auth_user: opt_str(row.get("auth_user")).unwrap_or_else(|| extension.clone()),
-        password: Some(row.get("password"))
-            .filter(|p| !p.is_empty())
-            .map(str::to_string),
-        registrar,
-        proxy: opt_str(row.get("proxy")),
-        settings: row.object("line_settings")?,
-        extension,
+    let fields = PhoneFields {
+        tenant: &tenant,
+        mac,
+        family,
+        model: trimmed(row.get("model")),
+        label: trimmed(row.get("label")),
+        variables: &variables,
+        http_user: trimmed(row.get("http_user")),
+        http_password: trimmed(row.get("http_password")),
     };
-    Ok((phone, Some((position, line))))
+    let phone = phones
+        .add(&fields, source, row.line)
+        .ok_or_else(|| row.fail("mac", "the file has too many lines".into()))?;
+    if let Some((position, registrar, settings)) = line {
+        phones.builder.line(
+            phone,
+            position,
+            &LineRef {
+                extension,
+                display_name: trimmed(row.get("display_name")).unwrap_or(extension),
+                auth_user: trimmed(row.get("auth_user")).unwrap_or(extension),
+                password: Some(row.get("password")).filter(|p| !p.is_empty()),
+                registrar,
+                proxy: trimmed(row.get("proxy")),
+                settings: &settings,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {

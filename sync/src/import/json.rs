@@ -228,7 +228,7 @@ fn element_positions(text: &str, member: &str) -> Vec<(u64, u64)> {
     out
 }
 
-pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan) {
+pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: &mut Phones) {
     let parsed: JsonFile = match serde_json::from_str(text) {
         Ok(p) => p,
         Err(e) => {
@@ -266,21 +266,25 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan) {
         ));
     }
     let phone_pos = element_positions(text, "phones");
+    let source = phones.json_file(file, phone_pos.clone());
     for (i, p) in parsed.phones.into_iter().enumerate() {
-        plan.items.push((
-            Mutation::UpsertPhone(PhoneInput {
-                tenant: p.tenant,
-                mac: p.mac,
-                family: p.family,
-                model: opt(p.model),
-                label: opt(p.label),
-                variables: p.variables,
-                http_user: opt(p.http_user),
-                http_password: p.http_password.filter(|p| !p.is_empty()),
-                lines: p.lines.into_iter().map(line_input).collect(),
-            }),
-            loc("phones", &phone_pos, i),
-        ));
+        let phone = PhoneInput {
+            tenant: p.tenant,
+            mac: p.mac,
+            family: p.family,
+            model: opt(p.model),
+            label: opt(p.label),
+            variables: p.variables,
+            http_user: opt(p.http_user),
+            http_password: p.http_password.filter(|p| !p.is_empty()),
+            lines: p.lines.into_iter().map(line_input).collect(),
+        };
+        if phones.add_input(&phone, source, i as u64).is_none() {
+            plan.errors.push(ImportError {
+                location: loc("phones", &phone_pos, i),
+                message: "too many phones in one file".into(),
+            });
+        }
     }
     let dir_pos = element_positions(text, "directory");
     for (i, d) in parsed.directory.into_iter().enumerate() {

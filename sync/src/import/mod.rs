@@ -14,6 +14,10 @@ use crate::store::Mutation;
 
 mod csv;
 mod json;
+mod phones;
+
+pub use phones::PhoneOrigins;
+use phones::Phones;
 
 /// Where a mutation came from in its file. The file name is shared by
 /// every row of the file (a million phones cost no path each).
@@ -44,22 +48,42 @@ pub struct ImportError {
 }
 
 /// Mutations with their origins, in apply order: tenants, phones, directory.
+/// The phones are one `UpsertPhones` (its location is its first phone's),
+/// each phone's origin in `phones`.
 #[derive(Debug, Default)]
 pub struct ImportPlan {
     pub items: Vec<(Mutation, Location)>,
     pub errors: Vec<ImportError>,
+    pub phones: PhoneOrigins,
 }
 
 impl ImportPlan {
-    pub fn mutations(&self) -> Vec<Mutation> {
-        self.items.iter().map(|(m, _)| m.clone()).collect()
+    /// Rows to write, a batch of phones counting each phone (what the
+    /// audit row and the progress bar count).
+    pub fn changes(&self) -> usize {
+        self.items
+            .iter()
+            .map(|(m, _)| match m {
+                Mutation::UpsertPhones(batch) => batch.len(),
+                _ => 1,
+            })
+            .sum()
+    }
+
+    /// The mutations, leaving the plan without them (a million phones are
+    /// not copied).
+    pub fn take_mutations(&mut self) -> Vec<Mutation> {
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect()
     }
 
     fn sort(&mut self) {
         fn rank(m: &Mutation) -> u8 {
             match m {
                 Mutation::UpsertTenant(_) => 0,
-                Mutation::UpsertPhone(_) => 1,
+                Mutation::UpsertPhone(_) | Mutation::UpsertPhones(_) => 1,
                 Mutation::UpsertDirectoryEntry(_) => 2,
                 Mutation::UpsertDirectorySource(_) => 3,
                 _ => 4,
@@ -79,6 +103,7 @@ impl ImportPlan {
 /// fix a file in one pass), not returned early.
 pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
     let mut plan = ImportPlan::default();
+    let mut phones = Phones::default();
     for path in files {
         let file: Arc<Path> = Arc::from(path.as_path());
         let file = &file;
@@ -99,15 +124,16 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
         };
         match ext.as_str() {
             "json" => match std::fs::read_to_string(path) {
-                Ok(text) => json::plan(file, &text, &mut plan),
+                Ok(text) => json::plan(file, &text, &mut plan, &mut phones),
                 Err(e) => plan.errors.push(cannot_read(e)),
             },
             "csv" => match std::fs::File::open(path).and_then(|f| Ok((count_lines(&f)?, f))) {
-                Ok((lines, f)) => csv::plan(
+                Ok(((lines, bytes), f)) => csv::plan(
                     file,
                     std::io::BufReader::with_capacity(1 << 16, f),
-                    lines,
+                    (lines, bytes),
                     &mut plan,
+                    &mut phones,
                 ),
                 Err(e) => plan.errors.push(cannot_read(e)),
             },
@@ -117,17 +143,29 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
             }),
         }
     }
+    finish(plan, phones)
+}
+
+/// The phones into the plan, duplicates reported, kinds in apply order.
+fn finish(mut plan: ImportPlan, phones: Phones) -> ImportPlan {
+    let (batch, origins) = phones.finish(&mut plan.errors);
+    if !batch.is_empty() {
+        plan.items
+            .push((Mutation::UpsertPhones(batch), origins.location(0)));
+    }
+    plan.phones = origins;
     check_duplicates(&mut plan);
     plan.sort();
     plan
 }
 
 /// Line breaks in `file` (an upper bound of its records), read through
-/// once so the plan's vectors and maps are sized before the parse: growing
-/// them by doubling copied a million phones' mutations into fresh pages
-/// again and again (the copies and their page faults were about a quarter
-/// of a re-import's profile). The file is left at its start.
-fn count_lines(mut file: &std::fs::File) -> std::io::Result<usize> {
+/// once so the plan's vectors are sized before the parse: growing them by
+/// doubling copied them into fresh pages again and again (the copies and
+/// their page faults were about a quarter of a re-import's profile), and
+/// for a moment held both. Also its size in bytes. The file is left at
+/// its start.
+fn count_lines(mut file: &std::fs::File) -> std::io::Result<(usize, usize)> {
     use std::io::{Read, Seek};
     let mut buf = vec![0u8; 1 << 16];
     let mut lines = 0;
@@ -139,76 +177,66 @@ fn count_lines(mut file: &std::fs::File) -> std::io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
+    let bytes = file.stream_position()? as usize;
     file.rewind()?;
-    Ok(lines)
+    Ok((lines, bytes))
 }
 
 /// Parses one document given as text (the admin API's bulk import); `name`
 /// stands in for the file name in error locations.
 pub fn plan_text(name: &str, json: bool, text: &str) -> ImportPlan {
     let mut plan = ImportPlan::default();
+    let mut phones = Phones::default();
     let path: Arc<Path> = Arc::from(Path::new(name));
     if json {
-        json::plan(&path, text, &mut plan);
+        json::plan(&path, text, &mut plan, &mut phones);
     } else {
         let lines = text.bytes().filter(|&b| b == b'\n').count();
-        csv::plan(&path, text.as_bytes(), lines, &mut plan);
+        csv::plan(
+            &path,
+            text.as_bytes(),
+            (lines, text.len()),
+            &mut plan,
+            &mut phones,
+        );
     }
-    check_duplicates(&mut plan);
-    plan.sort();
-    plan
+    finish(plan, phones)
 }
 
+/// Tenants, directory entries and sources given twice (phones are
+/// checked as their batch is built).
 fn check_duplicates(plan: &mut ImportPlan) {
     use std::collections::hash_map::Entry;
-    /// Borrowed natural keys: a million phones cost no string per phone.
+    /// Borrowed natural keys.
     #[derive(PartialEq, Eq, Hash)]
     enum Key<'a> {
         Tenant(&'a str),
         Entry(&'a str, &'a str),
         Source(&'a str, &'a str),
     }
-    // Phones in a map of their own: 16 bytes a slot instead of the
-    // borrowed pairs' 48, for the one kind that comes by the million.
-    let mut macs: foldhash::HashMap<Mac, usize> =
-        foldhash::HashMap::with_capacity_and_hasher(plan.items.len(), Default::default());
     let mut seen: foldhash::HashMap<Key, usize> = Default::default();
     let mut errors = Vec::new();
     for (index, (m, loc)) in plan.items.iter().enumerate() {
-        let first = match m {
-            Mutation::UpsertPhone(p) => match macs.entry(p.mac) {
-                Entry::Occupied(e) => (*e.get(), format!("phone {}", p.mac)),
-                Entry::Vacant(e) => {
-                    e.insert(index);
-                    continue;
-                }
-            },
-            other => {
-                let key = match other {
-                    Mutation::UpsertTenant(t) => Key::Tenant(&t.slug),
-                    Mutation::UpsertDirectoryEntry(d) => Key::Entry(&d.tenant, &d.external_id),
-                    Mutation::UpsertDirectorySource(s) => Key::Source(&s.tenant, &s.name),
-                    _ => continue,
+        let key = match m {
+            Mutation::UpsertTenant(t) => Key::Tenant(&t.slug),
+            Mutation::UpsertDirectoryEntry(d) => Key::Entry(&d.tenant, &d.external_id),
+            Mutation::UpsertDirectorySource(s) => Key::Source(&s.tenant, &s.name),
+            _ => continue,
+        };
+        let (first, what) = match seen.entry(key) {
+            Entry::Occupied(e) => {
+                let what = match *e.key() {
+                    Key::Tenant(slug) => format!("tenant {slug:?}"),
+                    Key::Entry(tenant, id) => format!("directory entry {tenant:?}/{id:?}"),
+                    Key::Source(tenant, name) => format!("directory source {tenant:?}/{name:?}"),
                 };
-                match seen.entry(key) {
-                    Entry::Occupied(e) => {
-                        let what = match *e.key() {
-                            Key::Tenant(slug) => format!("tenant {slug:?}"),
-                            Key::Entry(tenant, id) => format!("directory entry {tenant:?}/{id:?}"),
-                            Key::Source(tenant, name) => {
-                                format!("directory source {tenant:?}/{name:?}")
-                            }
-                        };
-                        (*e.get(), what)
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(index);
-                        continue;
-                    }
-                }
+                (*e.get(), what)
+            }
+            Entry::Vacant(e) => {
+                e.insert(index);
+                continue;
             }
         };
-        let (first, what) = first;
         errors.push(ImportError {
             location: loc.clone(),
             message: format!("duplicate {what}, first given at {}", plan.items[first].1),
@@ -312,172 +340,4 @@ fn strip_position(message: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::PhoneInput;
-
-    fn plan_text(name: &str, text: &str) -> ImportPlan {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        plan_files(&[path])
-    }
-
-    #[test]
-    fn csv_phones_group_lines_by_mac() {
-        let plan = plan_text(
-            "phones.csv",
-            "tenant,mac,family,model,line,extension,display_name,password,registrar\n\
-             acme,00:15:65:aa:bb:01,yealink,T46S,2,102,Reception 2,pw2,sip.example.net\n\
-             acme,001565aabb01,yealink,T46S,1,101,Reception,pw1,sip.example.net\n\
-             acme,0004f2aabb02,poly,VVX 450,,201,,,sip.example.net\n",
-        );
-        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
-        assert_eq!(plan.items.len(), 2);
-        let Mutation::UpsertPhone(p) = &plan.items[0].0 else {
-            panic!()
-        };
-        assert_eq!(p.mac.to_string(), "001565aabb01");
-        assert_eq!(p.lines.len(), 2);
-        assert_eq!(p.lines[0].extension, "101");
-        assert_eq!(p.lines[1].display_name, "Reception 2");
-        let Mutation::UpsertPhone(p) = &plan.items[1].0 else {
-            panic!()
-        };
-        assert_eq!(p.lines[0].display_name, "201");
-        assert_eq!(p.lines[0].password, None);
-    }
-
-    #[test]
-    fn csv_lines_ordered_and_gaps_rejected() {
-        let plan = plan_text(
-            "phones.csv",
-            "tenant,mac,family,line,extension,registrar\n\
-             acme,0004f2000001,poly,3,103,sip\n\
-             acme,0004f2000002,poly,2,202,sip\n\
-             acme,0004f2000001,poly,1,101,sip\n\
-             acme,0004f2000003,poly,1,301,sip\n\
-             acme,0004f2000001,poly,2,102,sip\n",
-        );
-        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(text.len(), 1, "{text:?}");
-        assert!(
-            text[0].contains("phones.csv:3:1: phone 0004f2000002: line numbers must run")
-                && text[0].ends_with("got [2]"),
-            "{text:?}"
-        );
-        let phones: Vec<&PhoneInput> = plan
-            .items
-            .iter()
-            .map(|(m, _)| match m {
-                Mutation::UpsertPhone(p) => p,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(phones.len(), 2);
-        assert_eq!(phones[0].mac.to_string(), "0004f2000001");
-        let extensions: Vec<&str> = phones[0]
-            .lines
-            .iter()
-            .map(|l| l.extension.as_str())
-            .collect();
-        assert_eq!(extensions, ["101", "102", "103"]);
-        assert_eq!(phones[1].lines[0].extension, "301");
-        assert_eq!(plan.items[1].1.line, 5);
-    }
-
-    #[test]
-    fn csv_bad_mac_names_line_and_column() {
-        let plan = plan_text(
-            "phones.csv",
-            "tenant,mac,family,extension,registrar\nacme,001565aabb01,yealink,101,sip\nacme,00156zzz,yealink,102,sip\n",
-        );
-        assert_eq!(plan.errors.len(), 1);
-        let e = &plan.errors[0];
-        assert_eq!((e.location.line, e.location.column), (3, 2));
-        assert!(e.to_string().contains("phones.csv:3:2 (mac)"), "{e}");
-        assert!(e.message.contains("not a MAC"), "{e}");
-    }
-
-    #[test]
-    fn json_bad_value_names_line_and_column() {
-        let plan = plan_text(
-            "data.json",
-            "{\n  \"tenants\": [{\"slug\": \"acme\", \"name\": \"Acme\"}],\n  \"phones\": [\n    {\"tenant\": \"acme\", \"mac\": \"nope\", \"family\": \"snom\"}\n  ]\n}\n",
-        );
-        assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
-        let e = &plan.errors[0];
-        assert_eq!(e.location.line, 4);
-        assert!(e.location.column > 20, "{e}");
-        assert!(e.message.contains("not a MAC"), "{e}");
-    }
-
-    #[test]
-    fn json_positions_and_order() {
-        let plan = plan_text(
-            "data.json",
-            "{\"phones\": [\n {\"tenant\": \"acme\", \"mac\": \"0004132a0001\", \"family\": \"snom\", \"lines\": [{\"extension\": \"1\", \"registrar\": \"r\"}]}\n],\n\"tenants\": [\n {\"slug\": \"acme\", \"name\": \"Acme\", \"default_region\": \"gb\"}\n],\n\"directory\": [{\"tenant\": \"acme\", \"name\": \"Bob\", \"numbers\": [{\"number\": \"+1 (555) 010-1234\"}]}]}",
-        );
-        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
-        assert!(matches!(&plan.items[0].0, Mutation::UpsertTenant(t) if t.default_region == "GB"));
-        assert_eq!(plan.items[1].1.line, 2);
-        assert!(
-            matches!(&plan.items[2].0, Mutation::UpsertDirectoryEntry(d) if d.external_id == "name:bob")
-        );
-    }
-
-    #[test]
-    fn duplicates_and_unknown_columns_are_errors() {
-        let plan = plan_text(
-            "t.csv",
-            "slug,name,colour\nacme,Acme,red\nacme,Acme again,blue\n",
-        );
-        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-        assert!(
-            text.iter().any(|e| e.contains("unknown column \"colour\"")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter()
-                .any(|e| e.contains("duplicate tenant") && e.contains("t.csv:3")),
-            "{text:?}"
-        );
-    }
-
-    #[test]
-    fn duplicate_phone_across_files_names_both() {
-        let dir = tempfile::tempdir().unwrap();
-        let head = "tenant,mac,family,extension,registrar\n";
-        let a = dir.path().join("a.csv");
-        let b = dir.path().join("b.csv");
-        std::fs::write(&a, format!("{head}acme,001565aabb01,yealink,101,sip\n")).unwrap();
-        std::fs::write(
-            &b,
-            format!("{head}acme,001565aabb02,yealink,102,sip\nacme,001565AABB01,yealink,103,sip\n"),
-        )
-        .unwrap();
-        let plan = plan_files(&[a, b]);
-        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(text.len(), 1, "{text:?}");
-        assert!(
-            text[0].contains("b.csv:3:1: duplicate phone 001565aabb01, first given at ")
-                && text[0].ends_with("a.csv:2:1"),
-            "{text:?}"
-        );
-    }
-
-    #[test]
-    fn directory_csv_collects_number_columns() {
-        let plan = plan_text(
-            "dir.csv",
-            "tenant,external_id,name,company,work,mobile\nacme,42,Alice,Acme,555.010.1234,\nacme,,Bob,,,\n",
-        );
-        assert_eq!(plan.errors.len(), 1);
-        assert!(plan.errors[0].message.contains("at least one number"));
-        let Mutation::UpsertDirectoryEntry(d) = &plan.items[0].0 else {
-            panic!()
-        };
-        assert_eq!(d.numbers.len(), 1);
-        assert_eq!(&*d.numbers[0].kind, "work");
-    }
-}
+mod tests;

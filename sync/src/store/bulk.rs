@@ -22,6 +22,14 @@ pub(crate) const BULK_MIN_PHONES: usize = 200;
 /// and writing millions of change-log rows would cost more than the rows.
 pub(crate) const QUIET_CHANGE_LOG_ROWS: u64 = 50_000;
 
+/// How a phone of the run compares with its row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhoneState {
+    New,
+    Same,
+    Changed,
+}
+
 /// How a line of the run compares with its row.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LineState {
@@ -79,18 +87,23 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 ];
 
 mod compare;
-pub(crate) use compare::{find, same_secret, Lazy, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+pub(crate) use compare::{
+    find, same_secret, Sorted, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
+};
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
 macro_rules! bulk_sql {
     ($conn:ty, $ids_filter:literal) => {
-        /// Upserts `phones` (mutations `first..first + phones.len()`, MACs
-        /// distinct) writing only what differs from the tables.
+        /// Upserts `phones` (MACs distinct) writing only what differs from
+        /// the tables. `reject` names phone `i` in a refusal; `done` rows of
+        /// the write came before these (for `progress`).
+        #[allow(clippy::too_many_arguments)]
         pub(super) async fn bulk_phones(
             conn: &mut $conn,
             key: &SecretKey,
-            phones: &[&crate::store::PhoneInput],
-            first: usize,
+            phones: &crate::store::PhoneBatch,
+            reject: &(dyn Fn(usize, String) -> SyncError + Send + Sync),
+            done: u64,
             now: Millis,
             report: &mut WriteReport,
             progress: Option<&crate::store::Progress>,
@@ -108,122 +121,114 @@ macro_rules! bulk_sql {
                     .await?
                     .into_iter()
                     .collect();
-            let mut tenant_ids = Vec::with_capacity(phones.len());
-            for (i, p) in phones.iter().enumerate() {
-                match tenants.get(&p.tenant) {
-                    Some(id) => tenant_ids.push(*id),
-                    None => {
-                        return Err(SyncError::Rejected {
-                            index: first + i,
-                            reason: format!("unknown tenant {:?}", p.tenant),
-                        })
-                    }
-                }
+            // By the batch's small tenant table, not per phone.
+            let tenant_ids: Vec<Option<Id>> = phones
+                .tenants()
+                .iter()
+                .map(|slug| tenants.get(&**slug).copied())
+                .collect();
+            if let Some(i) =
+                (0..phones.len()).find(|&i| tenant_ids[phones.tenant_index(i)].is_none())
+            {
+                return Err(reject(
+                    i,
+                    format!("unknown tenant {:?}", phones.get(i).tenant),
+                ));
             }
-            let mut existing: Vec<Option<Id>> = vec![None; phones.len()];
-            let mut changed = vec![false; phones.len()];
-            // Lines, flat: phone i's lines start at offsets[i].
-            let mut offsets = Vec::with_capacity(phones.len() + 1);
-            let mut total = 0usize;
-            for p in phones {
-                offsets.push(total);
-                total += p.lines.len();
-            }
-            offsets.push(total);
-            let mut lines = vec![LineState::Missing; total];
-            let mut line_ids: Vec<Id> = vec![0; total];
+            let tenant_id = |i: usize| tenant_ids[phones.tenant_index(i)].unwrap_or_default();
+            let n = phones.len();
+            // Each phone's id (stored, or reserved below for a new one).
+            let mut ids: Vec<Id> = vec![0; n];
+            let mut states = vec![PhoneState::New; n];
+            // Per line of the batch (`PhoneBatch::line_range`).
+            let mut lines = vec![LineState::Missing; phones.total_lines()];
+            let mut line_ids: Vec<Id> = vec![0; phones.total_lines()];
             let mut gone: Vec<Id> = Vec::new();
             // Rows come back in about the order they went in, which is the
             // order of a file that is imported again: each row is first
-            // tried against the phone after the last one found, and a map
-            // (a cache miss per lookup, most of the read's CPU) is built
-            // only when that guess fails.
-            let mut by_mac =
-                Lazy::new(|| phones.iter().enumerate().map(|(i, p)| (p.mac, i)).collect());
+            // tried against the phone after the last one found, and an
+            // index is built only when that guess fails.
+            let mut by_mac = Sorted::default();
             let mut next = 0usize;
             super::read_phones(&mut *conn, |row: StoredPhone<'_>| {
                 let Some(i) = find(phones, &mut by_mac, next, row.mac) else {
                     return Ok(());
                 };
                 next = i + 1;
-                let p = phones[i];
-                existing[i] = Some(row.id);
+                let p = phones.get(i);
+                ids[i] = row.id;
                 // The seal's HMAC last: any other difference decides first.
-                changed[i] = row.tenant_id != tenant_ids[i]
+                let changed = row.tenant_id != tenant_id(i)
                     || row.family != p.family.as_str()
-                    || row.model != p.model.as_deref()
-                    || row.label != p.label.as_deref()
+                    || row.model != p.model
+                    || row.label != p.label
                     || row.variables != p.variables
-                    || row.http_user != p.http_user.as_deref()
+                    || row.http_user != p.http_user
                     || !same_secret(
                         key,
                         Purpose::DeviceHttpPassword,
-                        p.http_password.as_deref(),
+                        p.http_password,
                         row.http_password,
                     );
+                states[i] = if changed {
+                    PhoneState::Changed
+                } else {
+                    PhoneState::Same
+                };
                 Ok(())
             })
             .await?;
             drop(by_mac);
             let read_phones_at = started.elapsed();
             // Lines name their phone by id: the same guess (this line's phone
-            // is the last one's or the next), then a map of the ids just read.
-            let mut by_id = Lazy::new(|| {
-                existing
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, id)| id.map(|id| (id, i)))
-                    .collect()
-            });
+            // is the last one's or the next), then an index of the ids just read.
+            let mut by_id = Sorted::default();
+            let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);
             let mut next = 0usize;
             super::read_lines(&mut *conn, |row: StoredLine<'_>| {
                 let guess = [next, next + 1]
                     .into_iter()
-                    .find(|&i| existing.get(i) == Some(&Some(row.phone_id)));
-                let Some(i) = guess.or_else(|| by_id.get().get(&row.phone_id).copied()) else {
+                    .find(|&i| i < n && stored_id(i) == Some(row.phone_id));
+                let Some(i) = guess.or_else(|| by_id.find(n, stored_id, &row.phone_id)) else {
                     return Ok(());
                 };
                 next = i;
-                let p = phones[i];
-                let Some(at) = usize::try_from(row.position - 1)
+                let range = phones.line_range(i);
+                let Some(flat) = usize::try_from(row.position - 1)
                     .ok()
-                    .filter(|&at| at < p.lines.len())
+                    .filter(|&at| at < range.len())
+                    .map(|at| range.start + at)
                 else {
                     gone.push(row.id);
                     return Ok(());
                 };
-                let line = &p.lines[at];
+                let line = phones.line(flat);
                 let same = line.extension == row.extension
                     && line.display_name == row.display_name
                     && line.auth_user == row.auth_user
                     && line.registrar == row.registrar
-                    && line.proxy.as_deref() == row.proxy
+                    && line.proxy == row.proxy
                     && line.settings == row.settings
-                    && same_secret(
-                        key,
-                        Purpose::LinePassword,
-                        line.password.as_deref(),
-                        row.password,
-                    );
-                lines[offsets[i] + at] = if same {
+                    && same_secret(key, Purpose::LinePassword, line.password, row.password);
+                lines[flat] = if same {
                     LineState::Same
                 } else {
                     LineState::Changed
                 };
-                line_ids[offsets[i] + at] = row.id;
+                line_ids[flat] = row.id;
                 Ok(())
             })
             .await?;
             drop(by_id);
             let read_lines_at = started.elapsed();
             let mut staged_phones = 0u64;
-            for i in 0..phones.len() {
-                match (existing[i], changed[i]) {
-                    (None, _) => report.phones.inserted += 1,
-                    (Some(_), true) => report.phones.updated += 1,
-                    (Some(_), false) => report.phones.unchanged += 1,
+            for state in &states {
+                match state {
+                    PhoneState::New => report.phones.inserted += 1,
+                    PhoneState::Changed => report.phones.updated += 1,
+                    PhoneState::Same => report.phones.unchanged += 1,
                 }
-                staged_phones += u64::from(existing[i].is_none() || changed[i]);
+                staged_phones += u64::from(*state != PhoneState::Same);
             }
             for state in &lines {
                 match state {
@@ -235,7 +240,7 @@ macro_rules! bulk_sql {
             report.lines.deleted += gone.len() as u64;
             let staged_lines = (report.lines.inserted + report.lines.updated) as u64;
             if let Some(progress) = progress {
-                progress(first as u64 + phones.len() as u64 / 2);
+                progress(done + n as u64 / 2);
             }
             let writes = staged_phones + staged_lines + gone.len() as u64;
             let compared = started.elapsed();
@@ -248,7 +253,7 @@ macro_rules! bulk_sql {
             );
             if writes == 0 {
                 tracing::info!(
-                    phones = phones.len(),
+                    phones = n,
                     rows_written = 0,
                     compare_ms = compared.as_millis() as u64,
                     "bulk phone import"
@@ -259,38 +264,39 @@ macro_rules! bulk_sql {
                 writes > QUIET_CHANGE_LOG_ROWS && super::quiet_change_log(&mut *conn).await?;
 
             let now_text = now.to_string();
-            let new_phones = existing.iter().filter(|e| e.is_none()).count();
+            let new_phones = states.iter().filter(|s| **s == PhoneState::New).count();
             let mut next_phone =
                 super::reserve_ids(&mut *conn, "phones", new_phones as i64).await?;
-            let mut phone_ids = Vec::with_capacity(phones.len());
-            for e in &existing {
-                phone_ids.push(e.unwrap_or_else(|| {
+            for (id, state) in ids.iter_mut().zip(&states) {
+                if *state == PhoneState::New {
+                    *id = next_phone;
                     next_phone += 1;
-                    next_phone - 1
-                }));
+                }
             }
             let phone_cells = |i: usize| -> [Cell; 10] {
-                let p = phones[i];
+                let p = phones.get(i);
                 [
-                    Some(Cow::Owned(phone_ids[i].to_string())),
+                    Some(Cow::Owned(ids[i].to_string())),
                     Some(Cow::Owned(p.mac.to_string())),
-                    Some(Cow::Owned(tenant_ids[i].to_string())),
+                    Some(Cow::Owned(tenant_id(i).to_string())),
                     Some(Cow::Borrowed(p.family.as_str())),
-                    p.model.as_deref().map(Cow::Borrowed),
-                    p.label.as_deref().map(Cow::Borrowed),
-                    Some(Cow::Borrowed(p.variables.as_str())),
-                    p.http_user.as_deref().map(Cow::Borrowed),
+                    p.model.map(Cow::Borrowed),
+                    p.label.map(Cow::Borrowed),
+                    Some(Cow::Borrowed(p.variables)),
+                    p.http_user.map(Cow::Borrowed),
                     p.http_password
-                        .as_deref()
                         .map(|pw| Cow::Owned(key.seal(Purpose::DeviceHttpPassword, pw).0.into())),
                     Some(Cow::Borrowed(now_text.as_str())),
                 ]
             };
             // Inserts first (lines need their phones), then the staged updates.
-            for (target, wanted) in [("phones", true), (PHONE_STAGE, false)] {
+            for (target, wanted) in [
+                ("phones", PhoneState::New),
+                (PHONE_STAGE, PhoneState::Changed),
+            ] {
                 let mut stager = super::Stager::open(&mut *conn, target, PHONE_COLUMNS).await?;
-                for i in 0..phones.len() {
-                    if existing[i].is_none() == wanted && (wanted || changed[i]) {
+                for i in 0..n {
+                    if states[i] == wanted {
                         stager.row(&phone_cells(i)).await?;
                     }
                 }
@@ -307,10 +313,10 @@ macro_rules! bulk_sql {
             ] {
                 let mut next_line = first_line;
                 let mut stager = super::Stager::open(&mut *conn, target, LINE_COLUMNS).await?;
-                for (i, p) in phones.iter().enumerate() {
-                    let phone_id = phone_ids[i].to_string();
-                    for (at, line) in p.lines.iter().enumerate() {
-                        let state = lines[offsets[i] + at];
+                for i in 0..n {
+                    let phone_id = ids[i].to_string();
+                    for (at, flat) in phones.line_range(i).enumerate() {
+                        let state = lines[flat];
                         if state != wanted {
                             continue;
                         }
@@ -319,23 +325,23 @@ macro_rules! bulk_sql {
                                 next_line += 1;
                                 next_line - 1
                             }
-                            _ => line_ids[offsets[i] + at],
+                            _ => line_ids[flat],
                         };
+                        let line = phones.line(flat);
                         let password = line
                             .password
-                            .as_deref()
                             .map(|pw| Cow::Owned(key.seal(Purpose::LinePassword, pw).0.into()));
                         let cells: [Cell; 11] = [
                             Some(Cow::Owned(id.to_string())),
                             Some(Cow::Borrowed(phone_id.as_str())),
                             Some(Cow::Owned((at + 1).to_string())),
-                            Some(Cow::Borrowed(line.extension.as_str())),
-                            Some(Cow::Borrowed(line.display_name.as_str())),
-                            Some(Cow::Borrowed(line.auth_user.as_str())),
+                            Some(Cow::Borrowed(line.extension)),
+                            Some(Cow::Borrowed(line.display_name)),
+                            Some(Cow::Borrowed(line.auth_user)),
                             password,
-                            Some(Cow::Borrowed(line.registrar.as_str())),
-                            line.proxy.as_deref().map(Cow::Borrowed),
-                            Some(Cow::Borrowed(line.settings.as_str())),
+                            Some(Cow::Borrowed(line.registrar)),
+                            line.proxy.map(Cow::Borrowed),
+                            Some(Cow::Borrowed(line.settings)),
                             Some(Cow::Borrowed(now_text.as_str())),
                         ];
                         stager.row(&cells).await?;
@@ -370,7 +376,7 @@ macro_rules! bulk_sql {
             );
             super::drop_staging(&mut *conn).await?;
             tracing::info!(
-                phones = phones.len(),
+                phones = n,
                 rows_written = writes,
                 quiet,
                 compare_ms = compared.as_millis() as u64,
@@ -378,7 +384,7 @@ macro_rules! bulk_sql {
                 "bulk phone import"
             );
             if let Some(progress) = progress {
-                progress((first + phones.len()) as u64);
+                progress(done + n as u64);
             }
             Ok(())
         }

@@ -236,6 +236,13 @@ macro_rules! shared_sql {
                     .rows_affected();
                     count(&mut report.tenants, existing.is_some(), affected);
                 }
+                Mutation::UpsertPhones(batch) => {
+                    // `apply_all` takes batches itself (in bulk, or one by
+                    // one naming the phone); this is the same one by one.
+                    for i in 0..batch.len() {
+                        Box::pin(apply_one(conn, key, &Mutation::UpsertPhone(batch.to_input(i)), now, report)).await?;
+                    }
+                }
                 Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => {
                     let tenant = tenant_id(conn, &p.tenant).await?;
                     let mac = p.mac.to_string();
@@ -535,7 +542,21 @@ macro_rules! shared_sql {
             run.iter().all(|p| macs.insert(p.mac)).then_some(run)
         }
 
-        /// Runs inside the caller's transaction.
+        /// A refusal of mutation `index` (of phone `item` of a batch), when
+        /// the data is at fault rather than the database.
+        fn rejected(e: SyncError, index: usize, item: Option<usize>) -> SyncError {
+            match e {
+                SyncError::Invalid(reason) => SyncError::Rejected { index, item, reason },
+                // Constraint violations are the data's fault, not the database's.
+                SyncError::Database(sqlx::Error::Database(db)) if db.constraint().is_some() || db.code().is_some_and(|c| c.starts_with("23")) => {
+                    SyncError::Rejected { index, item, reason: db.message().to_string() }
+                }
+                other => other,
+            }
+        }
+
+        /// Runs inside the caller's transaction. Progress counts rows: a
+        /// batch of phones counts each phone.
         pub(super) async fn apply_all(
             conn: &mut $conn,
             key: &SecretKey,
@@ -546,26 +567,46 @@ macro_rules! shared_sql {
             let now = now_millis();
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
+            let mut done = 0u64;
             for (index, mutation) in mutations.iter().enumerate() {
                 if index < bulk_until {
                     continue;
                 }
-                if let Some(run) = phone_run(&mutations[index..]) {
-                    bulk_phones(conn, key, &run, index, now, &mut report, progress.as_ref()).await?;
-                    bulk_until = index + run.len();
+                if let Mutation::UpsertPhones(batch) = mutation {
+                    if batch.len() >= crate::store::bulk::BULK_MIN_PHONES && batch.macs_distinct() {
+                        let reject = |item: usize, reason: String| SyncError::Rejected { index, item: Some(item), reason };
+                        bulk_phones(conn, key, batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                    } else {
+                        for item in 0..batch.len() {
+                            let phone = Mutation::UpsertPhone(batch.to_input(item));
+                            apply_one(conn, key, &phone, now, &mut report)
+                                .await
+                                .map_err(|e| rejected(e, index, Some(item)))?;
+                        }
+                    }
+                    done += batch.len() as u64;
+                    if let Some(progress) = &progress {
+                        progress(done);
+                    }
                     continue;
                 }
-                apply_one(conn, key, mutation, now, &mut report).await.map_err(|e| match e {
-                    SyncError::Invalid(reason) => SyncError::Rejected { index, reason },
-                    // Constraint violations are the data's fault, not the database's.
-                    SyncError::Database(sqlx::Error::Database(db)) if db.constraint().is_some() || db.code().is_some_and(|c| c.starts_with("23")) => {
-                        SyncError::Rejected { index, reason: db.message().to_string() }
-                    }
-                    other => other,
-                })?;
+                if let Some(run) = phone_run(&mutations[index..]) {
+                    // The same compact form an import's phones come in (a
+                    // copy, for the API's runs of a few thousand at most).
+                    let batch: crate::store::PhoneBatch = run.iter().copied().collect();
+                    let reject = |item: usize, reason: String| SyncError::Rejected { index: index + item, item: None, reason };
+                    bulk_phones(conn, key, &batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                    bulk_until = index + run.len();
+                    done += run.len() as u64;
+                    continue;
+                }
+                apply_one(conn, key, mutation, now, &mut report)
+                    .await
+                    .map_err(|e| rejected(e, index, None))?;
+                done += 1;
                 if let Some(progress) = &progress {
                     if index % 64 == 63 || index + 1 == mutations.len() {
-                        progress(index as u64 + 1);
+                        progress(done);
                     }
                 }
             }

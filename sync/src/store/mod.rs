@@ -6,6 +6,7 @@ mod admin;
 mod bulk;
 mod common;
 mod fleet;
+mod phone_batch;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -22,6 +23,9 @@ use crate::error::SyncError;
 use crate::model::*;
 
 pub use fleet::FleetHistory;
+pub use phone_batch::{
+    BatchFull, Finished, LineRef, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneRef,
+};
 pub use rows::NumberJson;
 pub use unclaimed::{UnclaimedDevice, UNASSIGNED};
 
@@ -165,6 +169,10 @@ pub enum Mutation {
     /// turns into an update of someone else's phone. Two creates racing
     /// collide on the unique MAC, reported the same way.
     CreatePhone(PhoneInput),
+    /// Many `UpsertPhone`s at once, held compactly (an import's phones):
+    /// MACs distinct, applied as one run. A refusal names the phone as
+    /// [`SyncError::Rejected`]'s `item`.
+    UpsertPhones(PhoneBatch),
     UpsertDirectoryEntry(DirectoryEntryInput),
     /// Creates or replaces a template; a changed body is a new version, and
     /// every version is kept in `template_versions`.

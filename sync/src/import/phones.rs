@@ -1,0 +1,235 @@
+//! An import's phones, gathered into one compact [`PhoneBatch`] with where
+//! each came from: a file index and a line (CSV) or element (JSON) number
+//! per phone, 8 bytes, the file name and column computed only for an
+//! error. A CSV phone spans rows (one per line): every row is added as it
+//! comes, and [`Phones::finish`] sorts the MACs to find a phone's other
+//! rows (4 bytes a row, where a map took 16 to 32) and to report a phone
+//! given twice.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{ImportError, Location};
+use crate::store::{Finished, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneInput};
+
+/// Where the phones of a plan's `UpsertPhones` came from, phone by phone.
+#[derive(Clone, Debug, Default)]
+pub struct PhoneOrigins {
+    files: Vec<Source>,
+    /// Per phone: its file (index into `files`) and its line (CSV) or its
+    /// place in the `phones` array (JSON).
+    phones: Vec<(u32, u32)>,
+}
+
+#[derive(Clone, Debug)]
+struct Source {
+    file: Arc<Path>,
+    kind: SourceKind,
+}
+
+#[derive(Clone, Debug)]
+enum SourceKind {
+    /// Rows of one MAC are one phone; `mac_column` is where a row that
+    /// disagrees with the first is reported.
+    Csv { mac_column: u64 },
+    /// Each element a whole phone, at these lines and columns.
+    Json { positions: Vec<(u64, u64)> },
+}
+
+impl PhoneOrigins {
+    pub fn len(&self) -> usize {
+        self.phones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.phones.is_empty()
+    }
+
+    /// Where phone `i` came from (its first row).
+    pub fn location(&self, i: usize) -> Location {
+        let (file, n) = self.phones[i];
+        let source = &self.files[file as usize];
+        match &source.kind {
+            SourceKind::Csv { .. } => Location {
+                file: source.file.clone(),
+                line: u64::from(n),
+                column: 1,
+                field: None,
+            },
+            SourceKind::Json { positions } => {
+                let (line, column) = positions.get(n as usize).copied().unwrap_or((0, 0));
+                Location {
+                    file: source.file.clone(),
+                    line,
+                    column,
+                    field: Some(format!("phones[{n}]")),
+                }
+            }
+        }
+    }
+
+    /// Forgets phone `i`, as [`PhoneBatch::remove`] does.
+    pub fn remove(&mut self, i: usize) {
+        self.phones.remove(i);
+    }
+}
+
+/// The phones of a plan while its files are read.
+#[derive(Default)]
+pub(super) struct Phones {
+    pub(super) builder: PhoneBatchBuilder,
+    origins: PhoneOrigins,
+}
+
+impl Phones {
+    /// Sized for `rows` more rows of `bytes` more text (address space only).
+    pub(super) fn reserve(&mut self, rows: usize, bytes: usize) {
+        if self.builder.is_empty() {
+            self.builder = PhoneBatchBuilder::with_capacity(rows, bytes);
+            self.origins.phones.reserve(rows);
+        }
+    }
+
+    /// A CSV file begins; returns its index for [`Phones::row`].
+    pub(super) fn csv_file(&mut self, file: &Arc<Path>, mac_column: u64) -> u32 {
+        self.source(file, SourceKind::Csv { mac_column })
+    }
+
+    /// A JSON file begins; `positions` are its phones' lines and columns.
+    pub(super) fn json_file(&mut self, file: &Arc<Path>, positions: Vec<(u64, u64)>) -> u32 {
+        self.source(file, SourceKind::Json { positions })
+    }
+
+    fn source(&mut self, file: &Arc<Path>, kind: SourceKind) -> u32 {
+        self.origins.files.push(Source {
+            file: file.clone(),
+            kind,
+        });
+        self.origins.files.len() as u32 - 1
+    }
+
+    /// Adds a phone (its lines to follow through `builder`) from line or
+    /// element `n` of file `file`. `None` when the number does not fit
+    /// (a file of over 4 billion rows).
+    pub(super) fn add(&mut self, p: &PhoneFields<'_>, file: u32, n: u64) -> Option<usize> {
+        let n = u32::try_from(n).ok()?;
+        self.origins.phones.push((file, n));
+        Some(self.builder.phone(p))
+    }
+
+    /// Adds a whole phone with its lines (JSON).
+    pub(super) fn add_input(&mut self, p: &PhoneInput, file: u32, n: u64) -> Option<usize> {
+        let n = u32::try_from(n).ok()?;
+        self.origins.phones.push((file, n));
+        Some(self.builder.input(p))
+    }
+
+    /// Merges each CSV phone's rows, reports phones given twice and lines
+    /// out of order (appending to `errors`, in file order), and returns the
+    /// batch and its origins.
+    pub(super) fn finish(self, errors: &mut Vec<ImportError>) -> (PhoneBatch, PhoneOrigins) {
+        let Phones {
+            mut builder,
+            mut origins,
+        } = self;
+        if builder.is_full() {
+            errors.push(too_many(&origins));
+            origins.phones.clear();
+            return (PhoneBatch::default(), origins);
+        }
+        let n = builder.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        // By MAC, then in the order given: a group's first is the phone.
+        order.sort_unstable_by_key(|&i| (builder.mac(i as usize), i));
+        let mut found: Vec<(u32, u32, ImportError)> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let mac = builder.mac(order[start] as usize);
+            let len = order[start..]
+                .iter()
+                .take_while(|&&i| builder.mac(i as usize) == mac)
+                .count();
+            let group = &order[start..start + len];
+            start += len;
+            let first = group[0] as usize;
+            builder.keep(first);
+            for &again in &group[1..] {
+                let again = again as usize;
+                let (file, line) = origins.phones[again];
+                let same_file = origins.phones[first].0 == file;
+                let message = match &origins.files[file as usize].kind {
+                    SourceKind::Csv { mac_column } if same_file => {
+                        let (a, b) = (builder.get(first), builder.get(again));
+                        if a.tenant == b.tenant && a.family == b.family && a.model == b.model {
+                            builder.merge(again, first);
+                            continue;
+                        }
+                        let mut location = origins.location(again);
+                        location.column = *mac_column;
+                        location.field = Some("mac".into());
+                        found.push((
+                            file,
+                            line,
+                            ImportError {
+                                location,
+                                message: format!(
+                                    "phone {mac} appears again with a different tenant, family or model"
+                                ),
+                            },
+                        ));
+                        continue;
+                    }
+                    _ => format!(
+                        "duplicate phone {mac}, first given at {}",
+                        origins.location(first)
+                    ),
+                };
+                found.push((
+                    file,
+                    line,
+                    ImportError {
+                        location: origins.location(again),
+                        message,
+                    },
+                ));
+            }
+        }
+        drop(order);
+        found.sort_by_key(|f| (f.0, f.1));
+        errors.extend(found.into_iter().map(|f| f.2));
+        let mut kept = 0;
+        let mut bad = Vec::new();
+        let result = builder.finish(|f| match f {
+            Finished::Kept(i) => {
+                origins.phones[kept] = origins.phones[i];
+                kept += 1;
+            }
+            // Its origin is not overwritten yet: only places before it are.
+            Finished::BadLines(i, mac, positions) => bad.push(ImportError {
+                location: origins.location(i),
+                message: format!(
+                    "phone {mac}: line numbers must run 1, 2, 3... without gaps or repeats, got {positions:?}"
+                ),
+            }),
+        });
+        errors.extend(bad);
+        let batch = result.unwrap_or_else(|_| {
+            errors.push(too_many(&origins));
+            kept = 0;
+            PhoneBatch::default()
+        });
+        origins.phones.truncate(kept);
+        origins.phones.shrink_to_fit();
+        (batch, origins)
+    }
+}
+
+/// A run's phones past what one batch addresses ([`crate::store::BatchFull`]).
+fn too_many(origins: &PhoneOrigins) -> ImportError {
+    ImportError {
+        location: origins.location(0),
+        message:
+            "too many phones for one import (over 4 GiB of their text): import them in several runs"
+                .into(),
+    }
+}

@@ -1,0 +1,431 @@
+//! A run of phone upserts held compactly, for imports of a million phones:
+//! every text field of every phone and line in one shared buffer, a
+//! phone's tenant as an index into a small table, and per phone 20 bytes
+//! of fixed fields and 4 per line. As `PhoneInput`s with a `Location`
+//! each, a phone with one line cost ~1.2 KB of heap in a dozen
+//! allocations (the line vector alone reserved four 168-byte slots); here
+//! it costs its text plus 24 bytes, which is what keeps an import's peak
+//! memory near its file's size.
+//!
+//! Fields are read back borrowed ([`PhoneRef`], [`LineRef`]); the bulk
+//! path compares and stages from them without materialising a phone.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{LineInput, PhoneInput};
+use crate::model::{Family, Mac};
+
+/// Phones in order; phone `i`'s lines are `lines[phones[i].first_line ..
+/// phones[i + 1].first_line]` (the last phone's run to the end).
+///
+/// In `text`, a phone's record holds model, label, variables, http_user
+/// and http_password; a line's record extension, display_name,
+/// auth_user, password, registrar, proxy and settings. Each field is a
+/// LEB128 varint of its length plus one (0: absent), then its bytes.
+#[derive(Clone, Default)]
+pub struct PhoneBatch {
+    text: Vec<u8>,
+    tenants: Vec<Box<str>>,
+    phones: Vec<Packed>,
+    /// Offsets into `text` of each line's record. Offsets are 32 bits (4
+    /// GiB of text, tens of millions of phones): a batch past that is
+    /// refused ([`BatchFull`]) rather than costing every phone 8 bytes more.
+    lines: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed {
+    /// Offset into `text` of the phone's record.
+    at: u32,
+    /// While a builder holds the phone: what becomes of it (`DROPPED`,
+    /// `KEPT`, or the phone it is merged into).
+    first_line: u32,
+    tenant: u32,
+    mac: Mac,
+    family: Family,
+}
+
+/// One phone of a batch, its text borrowed from the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhoneRef<'a> {
+    pub mac: Mac,
+    pub family: Family,
+    pub tenant: &'a str,
+    /// The tenant's place in [`PhoneBatch::tenants`].
+    pub tenant_index: usize,
+    pub model: Option<&'a str>,
+    pub label: Option<&'a str>,
+    pub variables: &'a str,
+    pub http_user: Option<&'a str>,
+    pub http_password: Option<&'a str>,
+}
+
+/// One line of a phone of a batch (see [`LineInput`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRef<'a> {
+    pub extension: &'a str,
+    pub display_name: &'a str,
+    pub auth_user: &'a str,
+    pub password: Option<&'a str>,
+    pub registrar: &'a str,
+    pub proxy: Option<&'a str>,
+    pub settings: &'a str,
+}
+
+impl<'a> From<&'a LineInput> for LineRef<'a> {
+    fn from(l: &'a LineInput) -> Self {
+        LineRef {
+            extension: &l.extension,
+            display_name: &l.display_name,
+            auth_user: &l.auth_user,
+            password: l.password.as_deref(),
+            registrar: &l.registrar,
+            proxy: l.proxy.as_deref(),
+            settings: &l.settings,
+        }
+    }
+}
+
+impl LineRef<'_> {
+    pub fn to_input(&self) -> LineInput {
+        LineInput {
+            extension: self.extension.into(),
+            display_name: self.display_name.into(),
+            auth_user: self.auth_user.into(),
+            password: self.password.map(Into::into),
+            registrar: self.registrar.into(),
+            proxy: self.proxy.map(Into::into),
+            settings: self.settings.into(),
+        }
+    }
+}
+
+/// A phone's fields other than its lines, as [`PhoneBatchBuilder::phone`]
+/// takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct PhoneFields<'a> {
+    pub tenant: &'a str,
+    pub mac: Mac,
+    pub family: Family,
+    pub model: Option<&'a str>,
+    pub label: Option<&'a str>,
+    pub variables: &'a str,
+    pub http_user: Option<&'a str>,
+    pub http_password: Option<&'a str>,
+}
+
+fn put(text: &mut Vec<u8>, field: Option<&str>) {
+    let mut n = field.map_or(0, |f| f.len() as u64 + 1);
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            text.push(byte);
+            break;
+        }
+        text.push(byte | 0x80);
+    }
+    if let Some(f) = field {
+        text.extend_from_slice(f.as_bytes());
+    }
+}
+
+/// Reads the fields of one record in order.
+struct Fields<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        let mut n = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = self.text[self.at];
+            self.at += 1;
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let len = n.checked_sub(1)? as usize;
+        let bytes = &self.text[self.at..self.at + len];
+        self.at += len;
+        // Only whole `&str`s are ever put into `text`.
+        Some(std::str::from_utf8(bytes).expect("batch text is UTF-8"))
+    }
+
+    fn text(&mut self) -> &'a str {
+        self.next().unwrap_or("")
+    }
+}
+
+impl PhoneBatch {
+    pub fn len(&self) -> usize {
+        self.phones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.phones.is_empty()
+    }
+
+    /// The distinct tenant slugs the phones name, indexed by
+    /// [`PhoneRef::tenant_index`].
+    pub fn tenants(&self) -> &[Box<str>] {
+        &self.tenants
+    }
+
+    pub fn mac(&self, i: usize) -> Mac {
+        self.phones[i].mac
+    }
+
+    pub fn tenant_index(&self, i: usize) -> usize {
+        self.phones[i].tenant as usize
+    }
+
+    pub fn get(&self, i: usize) -> PhoneRef<'_> {
+        let p = &self.phones[i];
+        let mut f = Fields {
+            text: &self.text,
+            at: p.at as usize,
+        };
+        PhoneRef {
+            mac: p.mac,
+            family: p.family,
+            tenant: &self.tenants[p.tenant as usize],
+            tenant_index: p.tenant as usize,
+            model: f.next(),
+            label: f.next(),
+            variables: f.text(),
+            http_user: f.next(),
+            http_password: f.next(),
+        }
+    }
+
+    /// Phone `i`'s lines as indices into every line of the batch (so one
+    /// flat array can hold a value per line).
+    pub fn line_range(&self, i: usize) -> Range<usize> {
+        let start = self.phones[i].first_line as usize;
+        let end = self
+            .phones
+            .get(i + 1)
+            .map_or(self.lines.len(), |p| p.first_line as usize);
+        start..end
+    }
+
+    /// Every line of the batch.
+    pub fn total_lines(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Line `flat` of the batch (see [`PhoneBatch::line_range`]).
+    pub fn line(&self, flat: usize) -> LineRef<'_> {
+        let mut f = Fields {
+            text: &self.text,
+            at: self.lines[flat] as usize,
+        };
+        LineRef {
+            extension: f.text(),
+            display_name: f.text(),
+            auth_user: f.text(),
+            password: f.next(),
+            registrar: f.text(),
+            proxy: f.next(),
+            settings: f.text(),
+        }
+    }
+
+    pub fn to_input(&self, i: usize) -> PhoneInput {
+        let p = self.get(i);
+        PhoneInput {
+            tenant: p.tenant.into(),
+            mac: p.mac,
+            family: p.family,
+            model: p.model.map(Into::into),
+            label: p.label.map(Into::into),
+            variables: p.variables.into(),
+            http_user: p.http_user.map(Into::into),
+            http_password: p.http_password.map(Into::into),
+            lines: self
+                .line_range(i)
+                .map(|l| self.line(l).to_input())
+                .collect(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = PhoneInput> + '_ {
+        (0..self.len()).map(|i| self.to_input(i))
+    }
+
+    /// Takes phone `i` out (its text stays in the buffer): a rejected
+    /// phone skipped by `dialtone import --skip-invalid`.
+    pub fn remove(&mut self, i: usize) {
+        let lines = self.line_range(i);
+        let removed = lines.len() as u32;
+        self.lines.drain(lines);
+        self.phones.remove(i);
+        for p in &mut self.phones[i..] {
+            p.first_line -= removed;
+        }
+    }
+
+    /// Whether no MAC is given twice (the bulk path needs one phone per
+    /// MAC). Sorts a copy of the MACs: 6 bytes a phone, not a hash map's
+    /// 16 to 32.
+    pub fn macs_distinct(&self) -> bool {
+        let mut macs: Vec<Mac> = self.phones.iter().map(|p| p.mac).collect();
+        macs.sort_unstable();
+        macs.windows(2).all(|w| w[0] != w[1])
+    }
+}
+
+impl<'a> FromIterator<&'a PhoneInput> for PhoneBatch {
+    fn from_iter<I: IntoIterator<Item = &'a PhoneInput>>(phones: I) -> Self {
+        let mut builder = PhoneBatchBuilder::default();
+        for p in phones {
+            let i = builder.input(p);
+            builder.keep(i);
+        }
+        // Lines come in order and every phone is kept: nothing to report.
+        builder.finish(|_| {}).unwrap_or_default()
+    }
+}
+
+/// The same phones with the same lines, in the same order (the buffers may
+/// differ: a builder leaves merged rows' text behind).
+impl PartialEq for PhoneBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for PhoneBatch {}
+
+impl std::fmt::Debug for PhoneBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for PhoneBatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneBatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let phones = Vec::<PhoneInput>::deserialize(d)?;
+        Ok(phones.iter().collect())
+    }
+}
+
+mod builder;
+pub use builder::{BatchFull, Finished, PhoneBatchBuilder};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(n: u8, lines: usize) -> PhoneInput {
+        PhoneInput {
+            tenant: format!("t{}", n % 3),
+            mac: Mac([0, 0x15, 0x65, 0, 0, n]),
+            family: Family::ALL[n as usize % Family::ALL.len()],
+            model: n.is_multiple_of(2).then(|| format!("model {n}")),
+            label: None,
+            variables: if n.is_multiple_of(4) {
+                "{}".into()
+            } else {
+                format!("{{\"n\":{n}}}")
+            },
+            http_user: n.is_multiple_of(3).then(|| "admin".into()),
+            http_password: n.is_multiple_of(3).then(|| "x".repeat(200)),
+            lines: (0..lines)
+                .map(|l| LineInput {
+                    extension: format!("{n}{l}"),
+                    display_name: format!("Line {l} of {n}"),
+                    auth_user: String::new(),
+                    password: (l % 2 == 0).then(|| "é".repeat(70)),
+                    registrar: "sip.example.net".into(),
+                    proxy: (l == 1).then(|| "proxy".into()),
+                    settings: "{}".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn inputs_come_back_as_they_went_in() {
+        let inputs: Vec<PhoneInput> = (0..40).map(|n| phone(n, n as usize % 4)).collect();
+        let batch: PhoneBatch = inputs.iter().collect();
+        assert_eq!(batch.len(), 40);
+        assert_eq!(batch.iter().collect::<Vec<_>>(), inputs);
+        assert_eq!(batch.tenants().len(), 3);
+        assert_eq!(batch.get(5).tenant, "t2");
+        assert_eq!(batch.line_range(3), 3..6);
+        let json = serde_json::to_string(&batch).unwrap();
+        let back: PhoneBatch = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, batch);
+    }
+
+    /// The import's memory target rests on these (BENCHMARKS.md, round 4).
+    #[test]
+    fn fixed_fields_stay_small() {
+        assert_eq!(std::mem::size_of::<Packed>(), 20);
+        let batch: PhoneBatch = [phone(1, 1)].iter().collect();
+        assert_eq!(std::mem::size_of_val(&batch.lines[0]), 4);
+    }
+
+    #[test]
+    fn remove_keeps_the_others_lines() {
+        let inputs: Vec<PhoneInput> = (0..6).map(|n| phone(n, 2)).collect();
+        let mut batch: PhoneBatch = inputs.iter().collect();
+        batch.remove(2);
+        let mut expected = inputs.clone();
+        expected.remove(2);
+        assert_eq!(batch.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(batch.total_lines(), 10);
+    }
+
+    #[test]
+    fn builder_groups_orders_and_drops() {
+        let mut b = PhoneBatchBuilder::default();
+        let a = phone(1, 0);
+        let line = |ext: &str| LineInput {
+            extension: ext.into(),
+            ..phone(0, 1).lines.remove(0)
+        };
+        let first = b.input(&a);
+        b.keep(first);
+        b.line(first, 2, &(&line("102")).into());
+        let gap = b.input(&phone(2, 0));
+        b.keep(gap);
+        b.line(gap, 2, &(&line("202")).into());
+        let again = b.input(&a);
+        b.merge(again, first);
+        b.line(again, 1, &(&line("101")).into());
+        let dropped = b.input(&phone(3, 1));
+        let last = b.input(&phone(4, 1));
+        b.keep(last);
+        let _ = dropped;
+        let mut bad = Vec::new();
+        let mut kept = Vec::new();
+        let batch = b
+            .finish(|f| match f {
+                Finished::Kept(i) => kept.push(i),
+                Finished::BadLines(i, mac, p) => bad.push((i, mac, p.to_vec())),
+            })
+            .unwrap();
+        assert_eq!(bad, [(gap, phone(2, 0).mac, vec![2])]);
+        assert_eq!(kept, [first, last]);
+        assert_eq!(batch.len(), 2);
+        let got = batch.to_input(0);
+        let extensions: Vec<&str> = got.lines.iter().map(|l| l.extension.as_str()).collect();
+        assert_eq!(extensions, ["101", "102"]);
+        assert_eq!(batch.to_input(1), phone(4, 1));
+    }
+}
