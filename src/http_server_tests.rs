@@ -346,3 +346,25 @@ async fn https_is_served_capped_and_cut_off_like_http() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// A multi-threaded runtime runs an accept loop per worker on the one
+/// socket: every connection is served once, and shutdown stops them all
+/// and closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn accept_loops_per_worker_serve_and_stop_together() {
+    let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
+    let clients: Vec<_> = (0..60)
+        .map(|_| tokio::spawn(request(addr, "/peer")))
+        .collect();
+    for client in clients {
+        let reply = client.await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("127.0.0.1"), "{reply}");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("every loop stops")
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+}

@@ -167,98 +167,143 @@ pub async fn serve(
         }
     };
     let connections = TaskTracker::new();
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        // Accepting comes first, so `cancelled` (a mutex per poll) is only
-        // polled when no connection is waiting; a flood of connections
-        // still sees the shutdown, by the check after each accept.
-        let (stream, peer) = tokio::select! {
-            biased;
-            accepted = accept(&listener) => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, or the peer gave up before
-                    // the accept: pause briefly rather than spin.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
-                        _ = &mut cancelled => break,
-                    }
-                }
-            },
-            _ = &mut cancelled => break,
-        };
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let stream = std::net::TcpStream::from(stream);
-        if !nodelay_inherited {
-            let _ = stream.set_nodelay(true);
-        }
-        if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
-            shared.open.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("dialtone_http_connections_shed_total").increment(1);
-            // Refusals are bounded too: past that, the connection just closes.
-            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                let tls = shared.tls.clone();
-                connections.spawn(async move {
-                    let Ok(stream) = TcpStream::from_std(stream) else {
-                        return;
-                    };
-                    match tls {
-                        Some(tls) => {
-                            if let Ok(Ok(stream)) =
-                                tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
-                            {
-                                refuse(stream).await;
-                            }
-                        }
-                        None => refuse(stream).await,
-                    }
-                    drop(refusal);
-                });
-            }
-            continue;
-        }
-        let slot = Slot(shared.clone());
-        // Two tasks of their own types: the plain one carries no TLS state,
-        // so the future a connection costs (allocated and moved into its
-        // task) is no bigger than hyper's connection.
-        if shared.tls.is_some() {
-            connections.spawn(serve_tls(stream, peer, slot));
-        } else {
-            // Polled here once before it gets a task: a request already in
-            // (deferred accept) with its file in the render cache is
-            // answered and closed within this poll, and a task, its
-            // scheduling and the wake-up of another worker were a tenth
-            // of such a connection's CPU. Anything that waits (a render in
-            // the pool, a slow reader, keep-alive, hyper) is spawned and
-            // re-polled by its own task, which takes over its wakers. Only
-            // hits run here, so the accept loop is never held by a render.
-            // A panic in it must not end the loop: it is caught and ends
-            // only its connection, as it would in a task of its own.
-            let mut connection = Box::pin(
-                std::panic::AssertUnwindSafe(serve_plain(stream, peer, slot))
-                    .catch_unwind()
-                    .map(move |served| {
-                        if served.is_err() {
-                            tracing::error!(%peer, "an HTTP connection panicked; closed");
-                        }
-                    }),
-            );
-            if futures::poll!(connection.as_mut()).is_pending() {
-                connections.spawn(connection);
-            }
-        }
+    let listener = Arc::new(listener);
+    // A loop answers cache hits on its own task (`serve_plain`'s first
+    // poll), so one loop is one core's worth of them: one per worker
+    // thread, all waiting on the same socket, keeps every core in use.
+    let loops = tokio::runtime::Handle::current()
+        .metrics()
+        .num_workers()
+        .clamp(1, 64);
+    let accepting = Accepting {
+        shared: shared.clone(),
+        listener: listener.clone(),
+        connections: connections.clone(),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+        shutdown,
+        nodelay_inherited,
+    };
+    let mut others = tokio::task::JoinSet::new();
+    for _ in 1..loops {
+        others.spawn(accepting.clone().run());
     }
+    accepting.run().await;
+    while others.join_next().await.is_some() {}
     // New connections are refused from now on, not left in the backlog.
     drop(listener);
     shared.draining.store(true, Ordering::Release);
     shared.drain.notify_waiters();
     connections.close();
     connections.wait().await;
+}
+
+/// One accept loop of a listener; all of them share everything here.
+#[derive(Clone)]
+struct Accepting {
+    shared: Arc<Shared>,
+    listener: Arc<AsyncFd<std::net::TcpListener>>,
+    connections: TaskTracker,
+    refusals: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    nodelay_inherited: bool,
+}
+
+impl Accepting {
+    async fn run(self) {
+        let Accepting {
+            shared,
+            listener,
+            connections,
+            refusals,
+            shutdown,
+            nodelay_inherited,
+        } = self;
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            // Accepting comes first, so `cancelled` (a mutex per poll) is only
+            // polled when no connection is waiting; a flood of connections
+            // still sees the shutdown, by the check after each accept.
+            let (stream, peer) = tokio::select! {
+                biased;
+                accepted = accept(&listener) => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, or the peer gave up before
+                        // the accept: pause briefly rather than spin.
+                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                            _ = &mut cancelled => break,
+                        }
+                    }
+                },
+                _ = &mut cancelled => break,
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let stream = std::net::TcpStream::from(stream);
+            if !nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
+            if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
+                shared.open.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!("dialtone_http_connections_shed_total").increment(1);
+                // Refusals are bounded too: past that, the connection just closes.
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    let tls = shared.tls.clone();
+                    connections.spawn(async move {
+                        let Ok(stream) = TcpStream::from_std(stream) else {
+                            return;
+                        };
+                        match tls {
+                            Some(tls) => {
+                                if let Ok(Ok(stream)) =
+                                    tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
+                                {
+                                    refuse(stream).await;
+                                }
+                            }
+                            None => refuse(stream).await,
+                        }
+                        drop(refusal);
+                    });
+                }
+                continue;
+            }
+            let slot = Slot(shared.clone());
+            // Two tasks of their own types: the plain one carries no TLS state,
+            // so the future a connection costs (allocated and moved into its
+            // task) is no bigger than hyper's connection.
+            if shared.tls.is_some() {
+                connections.spawn(serve_tls(stream, peer, slot));
+            } else {
+                // Polled here once before it gets a task: a request already in
+                // (deferred accept) with its file in the render cache is
+                // answered and closed within this poll, and a task, its
+                // scheduling and the wake-up of another worker were a tenth
+                // of such a connection's CPU. Anything that waits (a render in
+                // the pool, a slow reader, keep-alive, hyper) is spawned and
+                // re-polled by its own task, which takes over its wakers. Only
+                // hits run here, so the accept loop is never held by a render.
+                // A panic in it must not end the loop: it is caught and ends
+                // only its connection, as it would in a task of its own.
+                let mut connection = Box::pin(
+                    std::panic::AssertUnwindSafe(serve_plain(stream, peer, slot))
+                        .catch_unwind()
+                        .map(move |served| {
+                            if served.is_err() {
+                                tracing::error!(%peer, "an HTTP connection panicked; closed");
+                            }
+                        }),
+                );
+                if futures::poll!(connection.as_mut()).is_pending() {
+                    connections.spawn(connection);
+                }
+            }
+        }
+    }
 }
 
 /// Connections reach `accept` once their first bytes are in
