@@ -347,10 +347,10 @@ async fn https_is_served_capped_and_cut_off_like_http() {
     task.await.unwrap();
 }
 
-/// A multi-threaded runtime runs an accept loop per worker on the one
-/// socket: every connection is served once, and shutdown stops them all
-/// and closes the socket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+/// A runtime with many workers runs several accept loops on the one
+/// socket (one per four workers): every connection is served once, and
+/// shutdown stops them all and closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 12)]
 async fn accept_loops_per_worker_serve_and_stop_together() {
     let (addr, shutdown, task) = start(HttpServerOptions::default()).await;
     let clients: Vec<_> = (0..60)

@@ -169,12 +169,17 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let listener = Arc::new(listener);
     // A loop answers cache hits on its own task (`serve_plain`'s first
-    // poll), so one loop is one core's worth of them: one per worker
-    // thread, all waiting on the same socket, keeps every core in use.
+    // poll), so one loop is one core's worth of them (~35,000 connections
+    // a second here). More loops wait on the same socket and all wake for
+    // each connection: on 2 cores, two loops cost 6% more CPU per
+    // connection than one at the same throughput (BENCHMARKS.md). So a
+    // loop per four workers: one on small machines, more cores' worth
+    // where there are cores to spare.
     let loops = tokio::runtime::Handle::current()
         .metrics()
         .num_workers()
-        .clamp(1, 64);
+        .div_ceil(4)
+        .clamp(1, 16);
     let accepting = Accepting {
         shared: shared.clone(),
         listener: listener.clone(),
