@@ -88,7 +88,7 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 
 mod compare;
 pub(crate) use compare::{
-    find, same_secret, Sorted, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
+    find, same_secret, Sorted, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
 };
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
@@ -101,6 +101,7 @@ macro_rules! bulk_sql {
         pub(super) async fn bulk_phones(
             conn: &mut $conn,
             key: &SecretKey,
+            second: &super::SecondReader,
             phones: &crate::store::PhoneBatch,
             reject: &(dyn Fn(usize, String) -> SyncError + Send + Sync),
             done: u64,
@@ -147,79 +148,91 @@ macro_rules! bulk_sql {
             // Rows come back in about the order they went in, which is the
             // order of a file that is imported again: each row is first
             // tried against the phone after the last one found, and an
-            // index is built only when that guess fails.
+            // index is built only when that guess fails. Lines name their
+            // phone by id: the same guess (this line's phone is the last
+            // one's or the next), then an index of the ids read.
             let mut by_mac = Sorted::default();
-            let mut next = 0usize;
-            super::read_phones(&mut *conn, |row: StoredPhone<'_>| {
-                let Some(i) = find(phones, &mut by_mac, next, row.mac) else {
-                    return Ok(());
-                };
-                next = i + 1;
-                let p = phones.get(i);
-                ids[i] = row.id;
-                // The seal's HMAC last: any other difference decides first.
-                let changed = row.tenant_id != tenant_id(i)
-                    || row.family != p.family.as_str()
-                    || row.model != p.model
-                    || row.label != p.label
-                    || row.variables != p.variables
-                    || row.http_user != p.http_user
-                    || !same_secret(
-                        key,
-                        Purpose::DeviceHttpPassword,
-                        p.http_password,
-                        row.http_password,
-                    );
-                states[i] = if changed {
-                    PhoneState::Changed
-                } else {
-                    PhoneState::Same
-                };
-                Ok(())
-            })
-            .await?;
-            drop(by_mac);
-            let read_phones_at = started.elapsed();
-            // Lines name their phone by id: the same guess (this line's phone
-            // is the last one's or the next), then an index of the ids just read.
             let mut by_id = Sorted::default();
-            let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);
-            let mut next = 0usize;
-            super::read_lines(&mut *conn, |row: StoredLine<'_>| {
-                let guess = [next, next + 1]
-                    .into_iter()
-                    .find(|&i| i < n && stored_id(i) == Some(row.phone_id));
-                let Some(i) = guess.or_else(|| by_id.find(n, stored_id, &row.phone_id)) else {
-                    return Ok(());
-                };
-                next = i;
-                let range = phones.line_range(i);
-                let Some(flat) = usize::try_from(row.position - 1)
-                    .ok()
-                    .filter(|&at| at < range.len())
-                    .map(|at| range.start + at)
-                else {
-                    gone.push(row.id);
-                    return Ok(());
-                };
-                let line = phones.line(flat);
-                let same = line.extension == row.extension
-                    && line.display_name == row.display_name
-                    && line.auth_user == row.auth_user
-                    && line.registrar == row.registrar
-                    && line.proxy == row.proxy
-                    && line.settings == row.settings
-                    && same_secret(key, Purpose::LinePassword, line.password, row.password);
-                lines[flat] = if same {
-                    LineState::Same
-                } else {
-                    LineState::Changed
-                };
-                line_ids[flat] = row.id;
-                Ok(())
+            let (mut next_phone, mut next_line) = (0usize, 0usize);
+            let mut phones_read = false;
+            let mut read_phones_at = started.elapsed();
+            super::read_stored(&mut *conn, second, n, |stored| {
+                match stored {
+                    Stored::Phone(row) => {
+                        let Some(i) = find(phones, &mut by_mac, next_phone, row.mac) else {
+                            return Ok(true);
+                        };
+                        next_phone = i + 1;
+                        let p = phones.get(i);
+                        ids[i] = row.id;
+                        // The seal's HMAC last: any other difference decides first.
+                        let changed = row.tenant_id != tenant_id(i)
+                            || row.family != p.family.as_str()
+                            || row.model != p.model
+                            || row.label != p.label
+                            || row.variables != p.variables
+                            || row.http_user != p.http_user
+                            || !same_secret(
+                                key,
+                                Purpose::DeviceHttpPassword,
+                                p.http_password,
+                                row.http_password,
+                            );
+                        states[i] = if changed {
+                            PhoneState::Changed
+                        } else {
+                            PhoneState::Same
+                        };
+                    }
+                    Stored::PhonesRead => {
+                        phones_read = true;
+                        by_mac = Sorted::default();
+                        read_phones_at = started.elapsed();
+                    }
+                    Stored::Line(row) => {
+                        let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);
+                        let guess = [next_line, next_line + 1]
+                            .into_iter()
+                            .find(|&i| i < n && stored_id(i) == Some(row.phone_id));
+                        let i = match guess {
+                            Some(i) => i,
+                            // Its phone may come yet: the index waits for all.
+                            None if !phones_read => return Ok(false),
+                            None => match by_id.find(n, stored_id, &row.phone_id) {
+                                Some(i) => i,
+                                None => return Ok(true),
+                            },
+                        };
+                        next_line = i;
+                        let range = phones.line_range(i);
+                        let Some(flat) = usize::try_from(row.position - 1)
+                            .ok()
+                            .filter(|&at| at < range.len())
+                            .map(|at| range.start + at)
+                        else {
+                            gone.push(row.id);
+                            return Ok(true);
+                        };
+                        let line = phones.line(flat);
+                        let same = line.extension == row.extension
+                            && line.display_name == row.display_name
+                            && line.auth_user == row.auth_user
+                            && line.registrar == row.registrar
+                            && line.proxy == row.proxy
+                            && line.settings == row.settings
+                            && same_secret(key, Purpose::LinePassword, line.password, row.password);
+                        lines[flat] = if same {
+                            LineState::Same
+                        } else {
+                            LineState::Changed
+                        };
+                        line_ids[flat] = row.id;
+                    }
+                }
+                Ok(true)
             })
             .await?;
-            drop(by_id);
+            drop((by_mac, by_id));
             let read_lines_at = started.elapsed();
             let mut staged_phones = 0u64;
             for state in &states {

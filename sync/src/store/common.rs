@@ -560,6 +560,7 @@ macro_rules! shared_sql {
         pub(super) async fn apply_all(
             conn: &mut $conn,
             key: &SecretKey,
+            second: &super::SecondReader,
             mutations: &[Mutation],
             audit: &Audit,
             progress: Option<crate::store::Progress>,
@@ -575,7 +576,7 @@ macro_rules! shared_sql {
                 if let Mutation::UpsertPhones(batch) = mutation {
                     if batch.len() >= crate::store::bulk::BULK_MIN_PHONES && batch.macs_distinct() {
                         let reject = |item: usize, reason: String| SyncError::Rejected { index, item: Some(item), reason };
-                        bulk_phones(conn, key, batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                        bulk_phones(conn, key, second, batch, &reject, done, now, &mut report, progress.as_ref()).await?;
                     } else {
                         for item in 0..batch.len() {
                             let phone = Mutation::UpsertPhone(batch.to_input(item));
@@ -595,7 +596,7 @@ macro_rules! shared_sql {
                     // copy, for the API's runs of a few thousand at most).
                     let batch: crate::store::PhoneBatch = run.iter().copied().collect();
                     let reject = |item: usize, reason: String| SyncError::Rejected { index: index + item, item: None, reason };
-                    bulk_phones(conn, key, &batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                    bulk_phones(conn, key, second, &batch, &reject, done, now, &mut report, progress.as_ref()).await?;
                     bulk_until = index + run.len();
                     done += run.len() as u64;
                     continue;

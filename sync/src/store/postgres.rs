@@ -178,7 +178,12 @@ impl Store for PgStore {
         progress: Option<Progress>,
     ) -> Result<WriteReport, SyncError> {
         let mut tx = self.pool.begin().await?;
-        let report = sql::apply_all(&mut tx, &self.key, mutations, audit, progress).await?;
+        let second = SecondReader {
+            connect: self.connect.clone(),
+            timeout: self.connect_timeout,
+        };
+        let report =
+            sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -330,7 +335,6 @@ impl Notifier for PgNotifier {
 
 // Bulk imports: the hooks `store/bulk.rs` calls.
 mod bulk;
-use bulk::{
-    drop_staging, lock_for_import, loud_change_log, quiet_change_log, read_lines, read_phones,
-    reserve_ids, Stager,
-};
+mod bulk_read;
+use bulk::{drop_staging, lock_for_import, loud_change_log, quiet_change_log, reserve_ids, Stager};
+use bulk_read::{read_stored, SecondReader};

@@ -200,7 +200,15 @@ impl Store for SqliteStore {
         // copied (an import's are hundreds of MB).
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = sql::apply_all(&mut conn, &self.key, mutations, audit, progress).await;
+        let result = sql::apply_all(
+            &mut conn,
+            &self.key,
+            &SecondReader,
+            mutations,
+            audit,
+            progress,
+        )
+        .await;
         let result = match result {
             Ok(report) => sqlx::query("COMMIT")
                 .execute(&mut *conn)
@@ -376,6 +384,6 @@ impl Notifier for SqliteNotifier {
 // Bulk imports: the hooks `store/bulk.rs` calls.
 mod bulk;
 use bulk::{
-    drop_staging, lock_for_import, loud_change_log, quiet_change_log, read_lines, read_phones,
-    reserve_ids, Stager,
+    drop_staging, lock_for_import, loud_change_log, quiet_change_log, read_stored, reserve_ids,
+    SecondReader, Stager,
 };

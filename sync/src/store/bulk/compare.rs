@@ -38,6 +38,19 @@ pub(crate) struct StoredLine<'a> {
 pub(crate) const LINE_READ: &str =
     "id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, settings";
 
+/// What a backend's read of the stored rows hands the comparison, in this
+/// order: every phone, then `PhonesRead`, then every line, except that a
+/// backend reading both tables at once offers lines while phones still
+/// come. The comparison answers `false` for a line it cannot place yet (its
+/// phone not seen so far), and the backend offers that line again after
+/// more phones, at the latest after `PhonesRead`, from when every row must
+/// be taken.
+pub(crate) enum Stored<'a> {
+    Phone(StoredPhone<'a>),
+    PhonesRead,
+    Line(StoredLine<'a>),
+}
+
 /// The run's phones in the order of a key, built on first use: a read in
 /// the run's own order never needs it. 4 bytes a phone, where a hash map
 /// of the keys took 16 to 32 (an import's memory is counted against its

@@ -1,6 +1,6 @@
-//! PostgreSQL's part of bulk imports (`store/bulk.rs`): the lock, the
-//! read of what is stored (binary COPY, as the cold load), ids, COPY into
-//! staging and target tables, and the quiet change log.
+//! PostgreSQL's part of bulk imports (`store/bulk.rs`): the lock, ids,
+//! COPY into staging and target tables, and the quiet change log. The
+//! read of what is stored is `bulk_read.rs`.
 
 use sqlx::PgConnection;
 
@@ -8,65 +8,7 @@ use super::{sql, NOTIFY_CHANNEL};
 use crate::error::SyncError;
 use crate::model::Id;
 
-use super::copy::{FieldError, Tuple};
-use crate::store::bulk::{Cell, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
-
-/// A stored field that does not fit its column.
-fn bad_field(table: &str, column: usize, what: FieldError) -> SyncError {
-    SyncError::Invalid(format!("{table}: column {}: {what}", column + 1))
-}
-
-/// Every phone row, borrowed from the COPY stream: a row object and a
-/// `String` per cell through sqlx cost the re-import most of its read.
-pub(super) async fn read_phones(
-    conn: &mut PgConnection,
-    mut each: impl FnMut(StoredPhone<'_>) -> Result<(), SyncError>,
-) -> Result<(), SyncError> {
-    super::load::copy(conn, "phones", PHONE_READ, |t: &Tuple<'_>| {
-        let row = (|| {
-            Ok::<_, (usize, FieldError)>(StoredPhone {
-                id: t.int8(0).map_err(|e| (0, e))?,
-                mac: t.text(1).map_err(|e| (1, e))?,
-                tenant_id: t.int8(2).map_err(|e| (2, e))?,
-                family: t.text(3).map_err(|e| (3, e))?,
-                model: t.opt_text(4).map_err(|e| (4, e))?,
-                label: t.opt_text(5).map_err(|e| (5, e))?,
-                variables: t.text(6).map_err(|e| (6, e))?,
-                http_user: t.opt_text(7).map_err(|e| (7, e))?,
-                http_password: t.opt_text(8).map_err(|e| (8, e))?,
-            })
-        })()
-        .map_err(|(column, e)| bad_field("phones", column, e))?;
-        each(row)
-    })
-    .await
-}
-
-/// Every line row (see [`read_phones`]).
-pub(super) async fn read_lines(
-    conn: &mut PgConnection,
-    mut each: impl FnMut(StoredLine<'_>) -> Result<(), SyncError>,
-) -> Result<(), SyncError> {
-    super::load::copy(conn, "lines", LINE_READ, |t: &Tuple<'_>| {
-        let row = (|| {
-            Ok::<_, (usize, FieldError)>(StoredLine {
-                id: t.int8(0).map_err(|e| (0, e))?,
-                phone_id: t.int8(1).map_err(|e| (1, e))?,
-                position: t.int4(2).map_err(|e| (2, e))?,
-                extension: t.text(3).map_err(|e| (3, e))?,
-                display_name: t.text(4).map_err(|e| (4, e))?,
-                auth_user: t.text(5).map_err(|e| (5, e))?,
-                password: t.opt_text(6).map_err(|e| (6, e))?,
-                registrar: t.text(7).map_err(|e| (7, e))?,
-                proxy: t.opt_text(8).map_err(|e| (8, e))?,
-                settings: t.text(9).map_err(|e| (9, e))?,
-            })
-        })()
-        .map_err(|(column, e)| bad_field("lines", column, e))?;
-        each(row)
-    })
-    .await
-}
+use crate::store::bulk::Cell;
 
 /// Other writers of the imported tables wait until the import commits
 /// (readers do not), so what the import compared against stays exact.

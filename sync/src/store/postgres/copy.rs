@@ -97,17 +97,30 @@ impl CopyDecoder {
         chunk: &[u8],
         mut each: impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
     ) -> Result<(), SyncError> {
+        self.feed_while(chunk, |t| each(t).map(|()| true)).map(drop)
+    }
+
+    /// As [`feed`](Self::feed), but `each` may leave a tuple for later
+    /// (`false`): that tuple and the rest wait in `pending`, and a later
+    /// call (with more data, or none) offers it again. Returns whether
+    /// every complete tuple was taken.
+    pub(crate) fn feed_while(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&Tuple<'_>) -> Result<bool, SyncError>,
+    ) -> Result<bool, SyncError> {
         if self.pending.is_empty() {
-            let used = self.decode(chunk, &mut each)?;
+            let (used, all) = self.decode(chunk, &mut each)?;
             self.pending.extend_from_slice(&chunk[used..]);
+            Ok(all)
         } else {
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(chunk);
-            let used = self.decode(&pending, &mut each)?;
+            let (used, all) = self.decode(&pending, &mut each)?;
             pending.drain(..used);
             self.pending = pending;
+            Ok(all)
         }
-        Ok(())
     }
 
     /// Rows decoded; an error unless the data ended properly.
@@ -118,17 +131,18 @@ impl CopyDecoder {
         Ok(self.rows)
     }
 
-    /// Decodes the complete tuples at the start of `data`; returns how many
-    /// bytes they took.
+    /// Decodes the complete tuples at the start of `data` until `each`
+    /// leaves one; returns how many bytes the taken ones used, and whether
+    /// none was left.
     fn decode(
         &mut self,
         data: &[u8],
-        each: &mut impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
-    ) -> Result<usize, SyncError> {
+        each: &mut impl FnMut(&Tuple<'_>) -> Result<bool, SyncError>,
+    ) -> Result<(usize, bool), SyncError> {
         let mut at = 0;
         if !self.header_read {
             if data.len() < SIGNATURE.len() + 8 {
-                return Ok(0);
+                return Ok((0, true));
             }
             if &data[..SIGNATURE.len()] != SIGNATURE {
                 return Err(bad("not binary COPY data"));
@@ -144,7 +158,7 @@ impl CopyDecoder {
                 return Err(bad("negative header extension length"));
             };
             if data.len() < 19 + extension {
-                return Ok(0);
+                return Ok((0, true));
             }
             at = 19 + extension;
             self.header_read = true;
@@ -154,7 +168,7 @@ impl CopyDecoder {
                 return Err(bad("data after the end marker"));
             }
             let Some(mut next) = at.checked_add(2).filter(|&n| n <= data.len()) else {
-                return Ok(at);
+                return Ok((at, true));
             };
             let count = be_i16(&data[at..]);
             if count == -1 {
@@ -172,7 +186,7 @@ impl CopyDecoder {
             };
             for field in tuple.fields.iter_mut().take(count) {
                 if next + 4 > data.len() {
-                    return Ok(at);
+                    return Ok((at, true));
                 }
                 let len = be_i32(&data[next..]);
                 next += 4;
@@ -181,16 +195,18 @@ impl CopyDecoder {
                 }
                 let len = usize::try_from(len).map_err(|_| bad("negative field length"))?;
                 if len > data.len() - next {
-                    return Ok(at);
+                    return Ok((at, true));
                 }
                 *field = Some(&data[next..next + len]);
                 next += len;
             }
-            each(&tuple)?;
+            if !each(&tuple)? {
+                return Ok((at, false));
+            }
             self.rows += 1;
             at = next;
         }
-        Ok(at)
+        Ok((at, true))
     }
 }
 
@@ -257,6 +273,48 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = data.chunks(1).collect();
         assert_eq!(collect(&bytes).unwrap(), want);
+    }
+
+    #[test]
+    fn a_tuple_left_for_later_is_offered_again() {
+        let mut data = header();
+        for id in 1i64..=3 {
+            data.extend(tuple(&[Some(&id.to_be_bytes()), None]));
+        }
+        data.extend((-1i16).to_be_bytes());
+        for cut in 1..data.len() {
+            let (a, b) = data.split_at(cut);
+            let mut decoder = CopyDecoder::default();
+            let mut seen = Vec::new();
+            let take = |t: &Tuple<'_>, seen: &mut Vec<i64>, allow_two: bool| {
+                let id = t.int8(0).map_err(bad)?;
+                if id == 2 && !allow_two {
+                    return Ok(false);
+                }
+                seen.push(id);
+                Ok(true)
+            };
+            let first = decoder
+                .feed_while(a, |t| take(t, &mut seen, false))
+                .unwrap();
+            let second = decoder
+                .feed_while(b, |t| take(t, &mut seen, false))
+                .unwrap();
+            assert!(
+                !(first && second),
+                "cut at {cut}: the second tuple was refused"
+            );
+            assert_eq!(seen, [1], "cut at {cut}");
+            // Offered again with no new data, and refused again: nothing lost.
+            assert!(!decoder
+                .feed_while(&[], |t| take(t, &mut seen, false))
+                .unwrap());
+            assert!(decoder
+                .feed_while(&[], |t| take(t, &mut seen, true))
+                .unwrap());
+            assert_eq!(seen, [1, 2, 3], "cut at {cut}");
+            assert_eq!(decoder.finish().unwrap(), 3);
+        }
     }
 
     #[test]

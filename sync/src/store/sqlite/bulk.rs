@@ -7,10 +7,35 @@ use sqlx::{Row, SqliteConnection};
 use crate::error::SyncError;
 use crate::model::Id;
 
-use crate::store::bulk::{Cell, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+use crate::store::bulk::{Cell, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+
+/// SQLite reads one table after the other, on the one connection.
+pub(crate) struct SecondReader;
+
+/// Every phone row, then every line row, offered to `each` as [`Stored`]
+/// describes.
+pub(super) async fn read_stored(
+    conn: &mut SqliteConnection,
+    _: &SecondReader,
+    _phones_in_run: usize,
+    mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
+) -> Result<(), SyncError> {
+    read_phones(&mut *conn, |row| each(Stored::Phone(row)).map(drop)).await?;
+    each(Stored::PhonesRead)?;
+    read_lines(&mut *conn, |row| {
+        if each(Stored::Line(row))? {
+            Ok(())
+        } else {
+            Err(SyncError::Invalid(
+                "bulk import: a stored line matched no stored phone after all were read".into(),
+            ))
+        }
+    })
+    .await
+}
 
 /// Every phone row, its text borrowed from the row.
-pub(super) async fn read_phones(
+async fn read_phones(
     conn: &mut SqliteConnection,
     mut each: impl FnMut(StoredPhone<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {
@@ -33,7 +58,7 @@ pub(super) async fn read_phones(
 }
 
 /// Every line row, its text borrowed from the row.
-pub(super) async fn read_lines(
+async fn read_lines(
     conn: &mut SqliteConnection,
     mut each: impl FnMut(StoredLine<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {

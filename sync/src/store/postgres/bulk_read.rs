@@ -1,0 +1,236 @@
+//! The bulk import's read of what is stored (`store/bulk.rs`), through
+//! binary COPY as the cold load, rows borrowed from the stream: a row
+//! object and a `String` per cell through sqlx cost the re-import most of
+//! its read.
+//!
+//! A large run reads phones and lines at once, on two connections that
+//! share one snapshot, so PostgreSQL produces both streams on two cores
+//! while this task compares. Read one after the other, PostgreSQL's side
+//! alone was ~0.8 s of a re-import of 1,000,000 phones. A line is taken
+//! only once its phone has been (the comparison places a line through its
+//! phone's stored id), so the line stream trails the phone stream, and
+//! waits in PostgreSQL's send buffer where it would get ahead.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use super::copy::{CopyDecoder, FieldError, Tuple};
+use crate::error::SyncError;
+use crate::store::bulk::{Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+
+/// Below this many phones in a run, a second connection costs more than
+/// reading one table after the other.
+const TWO_CONNECTIONS_MIN_PHONES: usize = 20_000;
+
+/// Fields of a row of [`PHONE_READ`] and of [`LINE_READ`].
+const PHONE_FIELDS: usize = column_count(PHONE_READ);
+const LINE_FIELDS: usize = column_count(LINE_READ);
+
+const fn column_count(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut at, mut count) = (0, 1);
+    while at < bytes.len() {
+        if bytes[at] == b',' {
+            count += 1;
+        }
+        at += 1;
+    }
+    count
+}
+
+/// How a bulk import opens its second connection: the store's settings.
+pub(crate) struct SecondReader {
+    pub connect: PgConnectOptions,
+    pub timeout: Duration,
+}
+
+/// Every phone and line row, offered to `each` as [`Stored`] describes.
+pub(crate) async fn read_stored(
+    conn: &mut PgConnection,
+    second: &SecondReader,
+    phones_in_run: usize,
+    mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
+) -> Result<(), SyncError> {
+    let other = if phones_in_run >= TWO_CONNECTIONS_MIN_PHONES {
+        second_connection(conn, second).await?
+    } else {
+        None
+    };
+    let Some(mut other) = other else {
+        super::load::copy(conn, "phones", PHONE_READ, |t| offer_phone(t, &mut each)).await?;
+        each(Stored::PhonesRead)?;
+        return super::load::copy(conn, "lines", LINE_READ, |t| {
+            taken(offer_line(t, &mut each)?)
+        })
+        .await;
+    };
+    let read = both_at_once(conn, &mut other, &mut each).await;
+    if read.is_ok() {
+        // It only read: closing ends its transaction.
+        let _ = other.close().await;
+    }
+    read
+}
+
+/// A connection that sees what `conn`'s transaction sees, or `None` where
+/// there can be none: that transaction has written to phones or lines
+/// already (another connection would not see those writes), or the
+/// connection fails (then the read goes on one connection, slower).
+async fn second_connection(
+    conn: &mut PgConnection,
+    second: &SecondReader,
+) -> Result<Option<PgConnection>, SyncError> {
+    let (own_writes, counted): (i64, bool) = sqlx::query_as(
+        "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8, \
+         current_setting('track_counts')::bool \
+         FROM pg_stat_xact_user_tables WHERE relid IN ('phones'::regclass, 'lines'::regclass)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if own_writes > 0 || !counted {
+        return Ok(None);
+    }
+    // Taken after the import's lock: no other writer can commit until the
+    // import does, so this snapshot and the one `conn` reads with agree.
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+    let open = async {
+        let mut other = second.connect.connect().await?;
+        for statement in ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &set] {
+            sqlx::query(statement).execute(&mut other).await?;
+        }
+        Ok::<_, sqlx::Error>(other)
+    };
+    match tokio::time::timeout(second.timeout, open).await {
+        Ok(Ok(other)) => Ok(Some(other)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "bulk phone import: no second connection, reading on one");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::debug!("bulk phone import: no second connection in time, reading on one");
+            Ok(None)
+        }
+    }
+}
+
+/// Phones on `conn`, lines on `other`, each line taken as soon as the
+/// comparison can place it.
+async fn both_at_once(
+    conn: &mut PgConnection,
+    other: &mut PgConnection,
+    each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
+) -> Result<(), SyncError> {
+    let mut phones = conn.copy_out_raw(&statement("phones", PHONE_READ)).await?;
+    let mut lines = other.copy_out_raw(&statement("lines", LINE_READ)).await?;
+    let (mut phone_rows, mut line_rows) = (CopyDecoder::default(), CopyDecoder::default());
+    let (mut phones_open, mut lines_open, mut line_waits) = (true, true, false);
+    while phones_open || lines_open {
+        tokio::select! {
+            biased;
+            chunk = lines.try_next(), if lines_open && !line_waits => match chunk? {
+                Some(chunk) => line_waits = !line_rows.feed_while(&chunk, |t| offer_line(t, each))?,
+                None => lines_open = false,
+            },
+            chunk = phones.try_next(), if phones_open => {
+                match chunk? {
+                    Some(chunk) => phone_rows.feed(&chunk, |t| offer_phone(t, each))?,
+                    None => {
+                        phones_open = false;
+                        each(Stored::PhonesRead)?;
+                    }
+                }
+                if line_waits {
+                    line_waits = !line_rows.feed_while(&[], |t| offer_line(t, each))?;
+                }
+            },
+            else => break,
+        }
+    }
+    drop((phones, lines));
+    taken(!line_waits)?;
+    phone_rows.finish()?;
+    line_rows.finish()?;
+    Ok(())
+}
+
+fn statement(table: &str, columns: &str) -> String {
+    format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)")
+}
+
+/// Every line must be taken once every phone has been.
+fn taken(all: bool) -> Result<(), SyncError> {
+    if all {
+        Ok(())
+    } else {
+        Err(SyncError::Invalid(
+            "bulk import: a stored line matched no stored phone after all were read".into(),
+        ))
+    }
+}
+
+/// A stored field that does not fit its column.
+fn bad_field(table: &str, column: usize, what: FieldError) -> SyncError {
+    SyncError::Invalid(format!("{table}: column {}: {what}", column + 1))
+}
+
+fn fields(table: &str, t: &Tuple<'_>, want: usize) -> Result<(), SyncError> {
+    if t.len() == want {
+        Ok(())
+    } else {
+        Err(SyncError::Invalid(format!(
+            "{table}: COPY sent {} fields for {want} columns",
+            t.len()
+        )))
+    }
+}
+
+fn offer_phone(
+    t: &Tuple<'_>,
+    each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
+) -> Result<(), SyncError> {
+    fields("phones", t, PHONE_FIELDS)?;
+    let row = (|| {
+        Ok::<_, (usize, FieldError)>(StoredPhone {
+            id: t.int8(0).map_err(|e| (0, e))?,
+            mac: t.text(1).map_err(|e| (1, e))?,
+            tenant_id: t.int8(2).map_err(|e| (2, e))?,
+            family: t.text(3).map_err(|e| (3, e))?,
+            model: t.opt_text(4).map_err(|e| (4, e))?,
+            label: t.opt_text(5).map_err(|e| (5, e))?,
+            variables: t.text(6).map_err(|e| (6, e))?,
+            http_user: t.opt_text(7).map_err(|e| (7, e))?,
+            http_password: t.opt_text(8).map_err(|e| (8, e))?,
+        })
+    })()
+    .map_err(|(column, e)| bad_field("phones", column, e))?;
+    each(Stored::Phone(row)).map(drop)
+}
+
+fn offer_line(
+    t: &Tuple<'_>,
+    each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
+) -> Result<bool, SyncError> {
+    fields("lines", t, LINE_FIELDS)?;
+    let row = (|| {
+        Ok::<_, (usize, FieldError)>(StoredLine {
+            id: t.int8(0).map_err(|e| (0, e))?,
+            phone_id: t.int8(1).map_err(|e| (1, e))?,
+            position: t.int4(2).map_err(|e| (2, e))?,
+            extension: t.text(3).map_err(|e| (3, e))?,
+            display_name: t.text(4).map_err(|e| (4, e))?,
+            auth_user: t.text(5).map_err(|e| (5, e))?,
+            password: t.opt_text(6).map_err(|e| (6, e))?,
+            registrar: t.text(7).map_err(|e| (7, e))?,
+            proxy: t.opt_text(8).map_err(|e| (8, e))?,
+            settings: t.text(9).map_err(|e| (9, e))?,
+        })
+    })()
+    .map_err(|(column, e)| bad_field("lines", column, e))?;
+    each(Stored::Line(row))
+}

@@ -1,0 +1,155 @@
+//! Runs long enough that PostgreSQL reads phones and lines on two
+//! connections at once (`store/postgres/bulk_read.rs`): the comparison
+//! stays exact whatever order the rows are stored and given in, and a run
+//! after its transaction's own writes still sees them.
+
+mod common;
+
+use common::*;
+use dialtone_sync::store::{LineInput, PhoneInput};
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::*;
+
+/// Past the two-connection threshold (20,000 phones).
+const BIG: u32 = 24_000;
+
+/// Every fourth phone has two lines, every tenth a device secret.
+fn big_fleet() -> Vec<Mutation> {
+    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
+    for n in 0..BIG {
+        let Mutation::UpsertPhone(mut p) = phone("acme", n, if n % 4 == 0 { 2 } else { 1 }) else {
+            unreachable!()
+        };
+        if n % 10 == 0 {
+            p.http_user = Some(format!("dev{n}"));
+            p.http_password = Some(format!("device-{n}"));
+        }
+        batch.push(Mutation::UpsertPhone(p));
+    }
+    batch
+}
+
+const BIG_LINES: u64 = BIG as u64 + BIG as u64 / 4;
+
+fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
+    match &mut batch[2 + n as usize] {
+        Mutation::UpsertPhone(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+fn counts(r: &store::WriteReport) -> [u64; 7] {
+    [
+        r.phones.inserted,
+        r.phones.updated,
+        r.phones.unchanged,
+        r.lines.inserted,
+        r.lines.updated,
+        r.lines.unchanged,
+        r.lines.deleted,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_compares_exactly_in_any_order_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let mut batch = big_fleet();
+    let first = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        counts(&first),
+        [BIG as u64, 0, 0, BIG_LINES, 0, 0, 0],
+        "{first:?}"
+    );
+
+    for n in (0..BIG).step_by(50) {
+        phone_mut(&mut batch, n).lines[0].display_name = format!("Renamed {n}");
+    }
+    phone_mut(&mut batch, 20).http_password = Some("another device secret".into());
+    phone_mut(&mut batch, 11).tenant = "beta".into();
+    phone_mut(&mut batch, 12).lines.truncate(1);
+    phone_mut(&mut batch, 13).lines.push(LineInput {
+        extension: "777".into(),
+        display_name: "Second".into(),
+        auth_user: "777".into(),
+        password: Some("line secret".into()),
+        registrar: "sip.example.net".into(),
+        proxy: None,
+        settings: "{}".into(),
+    });
+    batch.push(phone("beta", BIG + 5, 1));
+    let renamed = BIG as u64 / 50;
+    let changed = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(
+        counts(&changed),
+        [1, 2, BIG as u64 - 2, 2, renamed, BIG_LINES - renamed - 1, 1],
+        "{changed:?}"
+    );
+    let data = db_rows(&*store).await;
+    let phone_50 = data
+        .phones
+        .iter()
+        .find(|p| p.mac == phone_mut(&mut batch, 50).mac)
+        .unwrap();
+    assert!(data
+        .lines
+        .iter()
+        .any(|l| l.phone_id == phone_50.id && &*l.display_name == "Renamed 50"));
+
+    // The updated rows now lie elsewhere in the tables than their
+    // neighbours, and then the whole run comes reversed: every guess of
+    // the next row fails, and lines wait for every phone.
+    let again = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(again.changed(), 0, "{again:?}");
+    batch[2..].reverse();
+    let reversed = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(reversed.changed(), 0, "{reversed:?}");
+    assert_eq!(db_rows(&*store).await, data, "a re-import wrote");
+}
+
+/// A second connection would not see the transaction's earlier writes: a
+/// line changed earlier in the same apply would compare as unchanged with
+/// the run (which sets it back) and keep the earlier value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_sees_its_own_transaction_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let mut batch = big_fleet();
+    store.apply(&batch, &audit("import")).await.unwrap();
+    let before = db_rows(&*store).await;
+    let gone = phone_mut(&mut batch, 9).mac;
+    let mut interim = phone_mut(&mut batch, 8).clone();
+    interim.lines[0].display_name = "Interim".into();
+    // Apart from the run (a DeletePhone between), so each goes on its own.
+    let mut again = vec![
+        Mutation::UpsertPhone(interim),
+        Mutation::DeletePhone { mac: gone },
+    ];
+    again.extend(batch[2..].iter().cloned());
+    let report = store.apply(&again, &audit("import")).await.unwrap();
+    assert_eq!(report.phones.deleted, 1, "{report:?}");
+    assert!(report.lines.updated >= 1, "{report:?}");
+    let after = db_rows(&*store).await;
+    let eight = before
+        .phones
+        .iter()
+        .find(|p| p.mac == phone_mut(&mut batch, 8).mac)
+        .unwrap();
+    let names = |data: &Dataset| -> Vec<String> {
+        data.lines
+            .iter()
+            .filter(|l| l.phone_id == eight.id)
+            .map(|l| l.display_name.to_string())
+            .collect()
+    };
+    assert_eq!(names(&after), names(&before), "the interim name stayed");
+    let back = after.phones.iter().find(|p| p.mac == gone).unwrap();
+    assert_eq!(
+        after.lines.iter().filter(|l| l.phone_id == back.id).count(),
+        1
+    );
+    assert_eq!(
+        (after.phones.len(), after.lines.len()),
+        (before.phones.len(), before.lines.len())
+    );
+}
