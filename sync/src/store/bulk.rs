@@ -7,10 +7,11 @@
 //! compared without sealing ([`crate::crypto::SecretKey::seals_to`]); only
 //! rows that change are sealed.
 //!
-//! Each backend provides `lock_for_import`, `read_phones`/`read_lines`
-//! (rows borrowed as [`StoredPhone`]/[`StoredLine`], `bulk/compare.rs`),
-//! `Stager` (open/row/finish) and `quiet_change_log`/`loud_change_log`;
-//! the SQL here is shared.
+//! Each backend provides `lock_for_import`, `read_stored` (rows borrowed
+//! as [`StoredPhone`]/[`StoredLine`], `bulk/compare.rs`, fed to the
+//! [`Comparison`], `bulk/comparison.rs`), `Stager` (open/row/finish),
+//! `probe_joins` and `quiet_change_log`/`loud_change_log`; the SQL here is
+//! shared.
 
 /// Runs of `UpsertPhone` shorter than this go row by row: reading the whole
 /// phone table costs more than a few hundred point queries.
@@ -87,9 +88,9 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 ];
 
 mod compare;
-pub(crate) use compare::{
-    find, same_secret, Sorted, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
-};
+mod comparison;
+pub(crate) use compare::{Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+pub(crate) use comparison::Comparison;
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
 macro_rules! bulk_sql {
@@ -138,101 +139,24 @@ macro_rules! bulk_sql {
             }
             let tenant_id = |i: usize| tenant_ids[phones.tenant_index(i)].unwrap_or_default();
             let n = phones.len();
-            // Each phone's id (stored, or reserved below for a new one).
-            let mut ids: Vec<Id> = vec![0; n];
-            let mut states = vec![PhoneState::New; n];
-            // Per line of the batch (`PhoneBatch::line_range`).
-            let mut lines = vec![LineState::Missing; phones.total_lines()];
-            let mut line_ids: Vec<Id> = vec![0; phones.total_lines()];
-            let mut gone: Vec<Id> = Vec::new();
-            // Rows come back in about the order they went in, which is the
-            // order of a file that is imported again: each row is first
-            // tried against the phone after the last one found, and an
-            // index is built only when that guess fails. Lines name their
-            // phone by id: the same guess (this line's phone is the last
-            // one's or the next), then an index of the ids read.
-            let mut by_mac = Sorted::default();
-            let mut by_id = Sorted::default();
-            let (mut next_phone, mut next_line) = (0usize, 0usize);
-            let mut phones_read = false;
+            let mut comparison = Comparison::new(key, phones, &tenant_ids);
             let mut read_phones_at = started.elapsed();
             super::read_stored(&mut *conn, second, n, |stored| {
-                match stored {
-                    Stored::Phone(row) => {
-                        let Some(i) = find(phones, &mut by_mac, next_phone, row.mac) else {
-                            return Ok(true);
-                        };
-                        next_phone = i + 1;
-                        let p = phones.get(i);
-                        ids[i] = row.id;
-                        // The seal's HMAC last: any other difference decides first.
-                        let changed = row.tenant_id != tenant_id(i)
-                            || row.family != p.family.as_str()
-                            || row.model != p.model
-                            || row.label != p.label
-                            || row.variables != p.variables
-                            || row.http_user != p.http_user
-                            || !same_secret(
-                                key,
-                                Purpose::DeviceHttpPassword,
-                                p.http_password,
-                                row.http_password,
-                            );
-                        states[i] = if changed {
-                            PhoneState::Changed
-                        } else {
-                            PhoneState::Same
-                        };
-                    }
-                    Stored::PhonesRead => {
-                        phones_read = true;
-                        by_mac = Sorted::default();
-                        read_phones_at = started.elapsed();
-                    }
-                    Stored::Line(row) => {
-                        let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);
-                        let guess = [next_line, next_line + 1]
-                            .into_iter()
-                            .find(|&i| i < n && stored_id(i) == Some(row.phone_id));
-                        let i = match guess {
-                            Some(i) => i,
-                            // Its phone may come yet: the index waits for all.
-                            None if !phones_read => return Ok(false),
-                            None => match by_id.find(n, stored_id, &row.phone_id) {
-                                Some(i) => i,
-                                None => return Ok(true),
-                            },
-                        };
-                        next_line = i;
-                        let range = phones.line_range(i);
-                        let Some(flat) = usize::try_from(row.position - 1)
-                            .ok()
-                            .filter(|&at| at < range.len())
-                            .map(|at| range.start + at)
-                        else {
-                            gone.push(row.id);
-                            return Ok(true);
-                        };
-                        let line = phones.line(flat);
-                        let same = line.extension == row.extension
-                            && line.display_name == row.display_name
-                            && line.auth_user == row.auth_user
-                            && line.registrar == row.registrar
-                            && line.proxy == row.proxy
-                            && line.settings == row.settings
-                            && same_secret(key, Purpose::LinePassword, line.password, row.password);
-                        lines[flat] = if same {
-                            LineState::Same
-                        } else {
-                            LineState::Changed
-                        };
-                        line_ids[flat] = row.id;
-                    }
+                if matches!(stored, Stored::PhonesRead) {
+                    read_phones_at = started.elapsed();
                 }
-                Ok(true)
+                Ok(comparison.offer(stored))
             })
             .await?;
-            drop((by_mac, by_id));
+            let Comparison {
+                mut ids,
+                states,
+                lines,
+                line_ids,
+                gone,
+                stored_rows,
+                ..
+            } = comparison;
             let read_lines_at = started.elapsed();
             let mut staged_phones = 0u64;
             for state in &states {
@@ -363,12 +287,19 @@ macro_rules! bulk_sql {
                 stager.finish().await?;
             }
             let staged_at = started.elapsed();
+            // Staged rows join their tables by id: a few against many go by
+            // index, one probe a row.
+            let few = 8 * (staged_phones + staged_lines) < stored_rows;
+            super::probe_joins(&mut *conn, few).await?;
             report.templates.deleted += sqlx::query(DELETE_MOVED_TEMPLATES)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
             for statement in UPDATE_STAGED {
                 sqlx::query(statement).execute(&mut *conn).await?;
+            }
+            if few {
+                super::probe_joins(&mut *conn, false).await?;
             }
             for chunk in gone.chunks(10_000) {
                 let ids = serde_json::to_string(chunk).expect("ids serialize");

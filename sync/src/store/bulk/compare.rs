@@ -38,14 +38,17 @@ pub(crate) struct StoredLine<'a> {
 pub(crate) const LINE_READ: &str =
     "id, phone_id, position, extension, display_name, auth_user, password, registrar, proxy, settings";
 
-/// What a backend's read of the stored rows hands the comparison, in this
-/// order: every phone, then `PhonesRead`, then every line, except that a
-/// backend reading both tables at once offers lines while phones still
-/// come. The comparison answers `false` for a line it cannot place yet (its
-/// phone not seen so far), and the backend offers that line again after
-/// more phones, at the latest after `PhonesRead`, from when every row must
-/// be taken.
+/// What a backend's read of the stored rows hands the comparison
+/// (`comparison.rs`), in this order: every phone, then `PhonesRead`, then
+/// every line. A backend that reads both tables at once says `Beside`
+/// first, and then offers lines while phones still come. The comparison
+/// answers `false` for a row it does not take yet: a line whose phone may
+/// come yet, or a phone too far ahead of the lines. The backend offers
+/// that row again once the other stream has moved on, and after
+/// `PhonesRead` every row is taken; the comparison never refuses both a
+/// phone and a line at the same time.
 pub(crate) enum Stored<'a> {
+    Beside,
     Phone(StoredPhone<'a>),
     PhonesRead,
     Line(StoredLine<'a>),

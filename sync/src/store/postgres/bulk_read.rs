@@ -8,8 +8,9 @@
 //! while this task compares. Read one after the other, PostgreSQL's side
 //! alone was ~0.8 s of a re-import of 1,000,000 phones. A line is taken
 //! only once its phone has been (the comparison places a line through its
-//! phone's stored id), so the line stream trails the phone stream, and
-//! waits in PostgreSQL's send buffer where it would get ahead.
+//! phone's stored id), and phones only a bounded way ahead of the lines
+//! (`bulk/comparison.rs`): a stream the comparison holds back is not
+//! polled, and waits in PostgreSQL's send buffer.
 
 use std::time::Duration;
 
@@ -60,7 +61,10 @@ pub(crate) async fn read_stored(
         None
     };
     let Some(mut other) = other else {
-        super::load::copy(conn, "phones", PHONE_READ, |t| offer_phone(t, &mut each)).await?;
+        super::load::copy(conn, "phones", PHONE_READ, |t| {
+            taken(offer_phone(t, &mut each)?)
+        })
+        .await?;
         each(Stored::PhonesRead)?;
         return super::load::copy(conn, "lines", LINE_READ, |t| {
             taken(offer_line(t, &mut each)?)
@@ -126,20 +130,29 @@ async fn both_at_once(
     other: &mut PgConnection,
     each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
+    each(Stored::Beside)?;
     let mut phones = conn.copy_out_raw(&statement("phones", PHONE_READ)).await?;
     let mut lines = other.copy_out_raw(&statement("lines", LINE_READ)).await?;
     let (mut phone_rows, mut line_rows) = (CopyDecoder::default(), CopyDecoder::default());
-    let (mut phones_open, mut lines_open, mut line_waits) = (true, true, false);
+    let (mut phones_open, mut lines_open) = (true, true);
+    // A stream whose next row the comparison left waits, not polled, until
+    // the other has moved on.
+    let (mut phone_waits, mut line_waits) = (false, false);
     while phones_open || lines_open {
         tokio::select! {
             biased;
-            chunk = lines.try_next(), if lines_open && !line_waits => match chunk? {
-                Some(chunk) => line_waits = !line_rows.feed_while(&chunk, |t| offer_line(t, each))?,
-                None => lines_open = false,
-            },
-            chunk = phones.try_next(), if phones_open => {
+            chunk = lines.try_next(), if lines_open && !line_waits => {
                 match chunk? {
-                    Some(chunk) => phone_rows.feed(&chunk, |t| offer_phone(t, each))?,
+                    Some(chunk) => line_waits = !line_rows.feed_while(&chunk, |t| offer_line(t, each))?,
+                    None => lines_open = false,
+                }
+                if phone_waits {
+                    phone_waits = !phone_rows.feed_while(&[], |t| offer_phone(t, each))?;
+                }
+            },
+            chunk = phones.try_next(), if phones_open && !phone_waits => {
+                match chunk? {
+                    Some(chunk) => phone_waits = !phone_rows.feed_while(&chunk, |t| offer_phone(t, each))?,
                     None => {
                         phones_open = false;
                         each(Stored::PhonesRead)?;
@@ -149,11 +162,12 @@ async fn both_at_once(
                     line_waits = !line_rows.feed_while(&[], |t| offer_line(t, each))?;
                 }
             },
+            // Both wait: the comparison broke its word (checked below).
             else => break,
         }
     }
     drop((phones, lines));
-    taken(!line_waits)?;
+    taken(!line_waits && !phone_waits)?;
     phone_rows.finish()?;
     line_rows.finish()?;
     Ok(())
@@ -163,13 +177,13 @@ fn statement(table: &str, columns: &str) -> String {
     format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)")
 }
 
-/// Every line must be taken once every phone has been.
+/// Every row must be taken where the other stream cannot move on.
 fn taken(all: bool) -> Result<(), SyncError> {
     if all {
         Ok(())
     } else {
         Err(SyncError::Invalid(
-            "bulk import: a stored line matched no stored phone after all were read".into(),
+            "bulk import: the comparison left a stored row it had to take".into(),
         ))
     }
 }
@@ -193,7 +207,7 @@ fn fields(table: &str, t: &Tuple<'_>, want: usize) -> Result<(), SyncError> {
 fn offer_phone(
     t: &Tuple<'_>,
     each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
-) -> Result<(), SyncError> {
+) -> Result<bool, SyncError> {
     fields("phones", t, PHONE_FIELDS)?;
     let row = (|| {
         Ok::<_, (usize, FieldError)>(StoredPhone {
@@ -209,7 +223,7 @@ fn offer_phone(
         })
     })()
     .map_err(|(column, e)| bad_field("phones", column, e))?;
-    each(Stored::Phone(row)).map(drop)
+    each(Stored::Phone(row))
 }
 
 fn offer_line(

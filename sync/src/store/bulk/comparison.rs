@@ -1,0 +1,295 @@
+//! The comparison of a run with the stored rows, fed row by row as a
+//! backend reads them ([`Stored`]), with what it found per phone and line.
+//!
+//! Rows come back in about the order they went in, which is the order of a
+//! file imported again: each phone row is first tried against the phone
+//! after the last one found, and an index is built only when that guess
+//! fails. Lines name their phone by id. Read after every phone, a line is
+//! placed the same way (its phone is the last line's or the next), then by
+//! an index of the ids read. Read beside the phones, a line looks for its
+//! phone among those read lately, in the order they were read (the two
+//! tables were written in the same order), a little ahead of the last
+//! line's; a line that lies elsewhere is kept aside until every phone is
+//! read, up to a bound, after which lines wait for every phone.
+
+use super::compare::{find, same_secret, Sorted};
+use super::{LineState, PhoneState, Stored, StoredLine, StoredPhone};
+use crate::crypto::{Purpose, SecretKey};
+use crate::model::Id;
+use crate::store::PhoneBatch;
+
+/// Phones read ahead of the lines, at most: the phone stream waits beyond.
+/// (Small in unit tests, so that each bound is reached.)
+const RECENT: usize = if cfg!(test) { 32 } else { 1 << 16 };
+/// How far past the last line's phone a line looks for its own.
+const LOOK_AHEAD: u64 = if cfg!(test) { 8 } else { 64 };
+/// Lines kept aside (copied) while phones are still read.
+const KEPT_ASIDE: usize = if cfg!(test) { 16 } else { 4096 };
+/// A phone read that is not in the run.
+const NOT_IN_RUN: u32 = u32::MAX;
+
+pub(crate) struct Comparison<'r> {
+    key: &'r SecretKey,
+    phones: &'r PhoneBatch,
+    tenant_ids: &'r [Option<Id>],
+    /// Each phone's stored id (where its state is not `New`).
+    pub ids: Vec<Id>,
+    pub states: Vec<PhoneState>,
+    /// Per line of the batch (`PhoneBatch::line_range`).
+    pub lines: Vec<LineState>,
+    pub line_ids: Vec<Id>,
+    /// Stored lines past the end of their phone's lines in the run.
+    pub gone: Vec<Id>,
+    /// Phone and line rows read.
+    pub stored_rows: u64,
+    by_mac: Sorted,
+    by_id: Sorted,
+    next_phone: usize,
+    next_line: usize,
+    phones_read: bool,
+    beside: Option<Beside>,
+}
+
+/// While lines come beside the phones.
+struct Beside {
+    /// (stored id, index in the run) of the phones read lately, by read
+    /// number modulo [`RECENT`].
+    recent: Vec<(Id, u32)>,
+    read: u64,
+    /// The read number of the last line's phone.
+    cursor: u64,
+    aside: Vec<OwnedLine>,
+    /// Too many lines out of order: the rest wait for every phone.
+    wait_for_all: bool,
+}
+
+impl<'r> Comparison<'r> {
+    /// `tenant_ids`: the stored id of each of the batch's tenants.
+    pub(crate) fn new(
+        key: &'r SecretKey,
+        phones: &'r PhoneBatch,
+        tenant_ids: &'r [Option<Id>],
+    ) -> Self {
+        Comparison {
+            key,
+            phones,
+            tenant_ids,
+            ids: vec![0; phones.len()],
+            states: vec![PhoneState::New; phones.len()],
+            lines: vec![LineState::Missing; phones.total_lines()],
+            line_ids: vec![0; phones.total_lines()],
+            gone: Vec::new(),
+            stored_rows: 0,
+            by_mac: Sorted::default(),
+            by_id: Sorted::default(),
+            next_phone: 0,
+            next_line: 0,
+            phones_read: false,
+            beside: None,
+        }
+    }
+
+    fn tenant_id(&self, i: usize) -> Id {
+        self.tenant_ids[self.phones.tenant_index(i)].unwrap_or_default()
+    }
+
+    /// Whether the row was taken (see [`Stored`]).
+    pub(crate) fn offer(&mut self, stored: Stored<'_>) -> bool {
+        match stored {
+            Stored::Beside => {
+                self.beside = Some(Beside {
+                    recent: vec![(0, NOT_IN_RUN); RECENT],
+                    read: 0,
+                    cursor: 0,
+                    aside: Vec::new(),
+                    wait_for_all: false,
+                });
+                true
+            }
+            Stored::Phone(row) => self.phone(row),
+            Stored::PhonesRead => {
+                self.phones_read = true;
+                self.by_mac = Sorted::default();
+                if let Some(beside) = self.beside.take() {
+                    for line in &beside.aside {
+                        self.line_after_phones(&line.borrowed());
+                    }
+                }
+                true
+            }
+            Stored::Line(row) if self.phones_read => {
+                self.stored_rows += 1;
+                self.line_after_phones(&row);
+                true
+            }
+            Stored::Line(row) => self.line_beside(&row),
+        }
+    }
+
+    fn phone(&mut self, row: StoredPhone<'_>) -> bool {
+        if let Some(beside) = &self.beside {
+            if !beside.wait_for_all && beside.read - beside.cursor >= RECENT as u64 {
+                return false;
+            }
+        }
+        self.stored_rows += 1;
+        let found = find(self.phones, &mut self.by_mac, self.next_phone, row.mac);
+        if let Some(beside) = &mut self.beside {
+            let at = (beside.read % RECENT as u64) as usize;
+            beside.recent[at] = (row.id, found.map_or(NOT_IN_RUN, |i| i as u32));
+            beside.read += 1;
+        }
+        let Some(i) = found else {
+            return true;
+        };
+        self.next_phone = i + 1;
+        let p = self.phones.get(i);
+        self.ids[i] = row.id;
+        // The seal's HMAC last: any other difference decides first.
+        let changed = row.tenant_id != self.tenant_id(i)
+            || row.family != p.family.as_str()
+            || row.model != p.model
+            || row.label != p.label
+            || row.variables != p.variables
+            || row.http_user != p.http_user
+            || !same_secret(
+                self.key,
+                Purpose::DeviceHttpPassword,
+                p.http_password,
+                row.http_password,
+            );
+        self.states[i] = if changed {
+            PhoneState::Changed
+        } else {
+            PhoneState::Same
+        };
+        true
+    }
+
+    fn line_beside(&mut self, row: &StoredLine<'_>) -> bool {
+        let Some(beside) = &mut self.beside else {
+            // A backend that reads lines after phones only: not yet.
+            return false;
+        };
+        if beside.wait_for_all {
+            return false;
+        }
+        let end = beside.read.min(beside.cursor + LOOK_AHEAD);
+        let found = (beside.cursor..end)
+            .find(|&k| beside.recent[(k % RECENT as u64) as usize].0 == row.phone_id);
+        match found {
+            Some(k) => {
+                beside.cursor = k;
+                let i = beside.recent[(k % RECENT as u64) as usize].1;
+                if i != NOT_IN_RUN {
+                    self.compare_line(i as usize, row);
+                }
+                self.stored_rows += 1;
+                true
+            }
+            // Its phone may be among the next ones read.
+            None if end < beside.cursor + LOOK_AHEAD => false,
+            None if beside.aside.len() < KEPT_ASIDE => {
+                beside.aside.push(OwnedLine::from(row));
+                self.stored_rows += 1;
+                true
+            }
+            None => {
+                beside.wait_for_all = true;
+                false
+            }
+        }
+    }
+
+    fn line_after_phones(&mut self, row: &StoredLine<'_>) {
+        let n = self.phones.len();
+        let (states, ids) = (&self.states, &self.ids);
+        let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);
+        let guess = [self.next_line, self.next_line + 1]
+            .into_iter()
+            .find(|&i| i < n && stored_id(i) == Some(row.phone_id));
+        let Some(i) = guess.or_else(|| self.by_id.find(n, stored_id, &row.phone_id)) else {
+            return;
+        };
+        self.next_line = i;
+        self.compare_line(i, row);
+    }
+
+    fn compare_line(&mut self, i: usize, row: &StoredLine<'_>) {
+        let range = self.phones.line_range(i);
+        let Some(flat) = usize::try_from(row.position - 1)
+            .ok()
+            .filter(|&at| at < range.len())
+            .map(|at| range.start + at)
+        else {
+            self.gone.push(row.id);
+            return;
+        };
+        let line = self.phones.line(flat);
+        let same = line.extension == row.extension
+            && line.display_name == row.display_name
+            && line.auth_user == row.auth_user
+            && line.registrar == row.registrar
+            && line.proxy == row.proxy
+            && line.settings == row.settings
+            && same_secret(self.key, Purpose::LinePassword, line.password, row.password);
+        self.lines[flat] = if same {
+            LineState::Same
+        } else {
+            LineState::Changed
+        };
+        self.line_ids[flat] = row.id;
+    }
+}
+
+/// A line kept aside: its row's buffer is gone by the time it is placed.
+struct OwnedLine {
+    id: Id,
+    phone_id: Id,
+    position: i32,
+    extension: String,
+    display_name: String,
+    auth_user: String,
+    password: Option<String>,
+    registrar: String,
+    proxy: Option<String>,
+    settings: String,
+}
+
+impl From<&StoredLine<'_>> for OwnedLine {
+    fn from(row: &StoredLine<'_>) -> Self {
+        OwnedLine {
+            id: row.id,
+            phone_id: row.phone_id,
+            position: row.position,
+            extension: row.extension.into(),
+            display_name: row.display_name.into(),
+            auth_user: row.auth_user.into(),
+            password: row.password.map(String::from),
+            registrar: row.registrar.into(),
+            proxy: row.proxy.map(String::from),
+            settings: row.settings.into(),
+        }
+    }
+}
+
+impl OwnedLine {
+    fn borrowed(&self) -> StoredLine<'_> {
+        StoredLine {
+            id: self.id,
+            phone_id: self.phone_id,
+            position: self.position,
+            extension: &self.extension,
+            display_name: &self.display_name,
+            auth_user: &self.auth_user,
+            password: self.password.as_deref(),
+            registrar: &self.registrar,
+            proxy: self.proxy.as_deref(),
+            settings: &self.settings,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "comparison_tests.rs"]
+mod tests;

@@ -1,0 +1,311 @@
+//! The comparison finds the same thing whether lines come after every
+//! phone or beside them, in any order of either table and any
+//! interleaving of the two streams, and it never leaves a row in both at
+//! once. The bounds are small here (`RECENT`, `LOOK_AHEAD`, `KEPT_ASIDE`),
+//! so each is reached.
+
+use super::*;
+use crate::crypto::{Purpose, SecretKey};
+use crate::model::{Family, Id};
+use crate::store::{LineInput, PhoneInput};
+
+const N: u32 = 300;
+
+fn key() -> SecretKey {
+    SecretKey::parse(&"5a".repeat(32)).unwrap()
+}
+
+fn input(n: u32) -> PhoneInput {
+    PhoneInput {
+        tenant: "acme".into(),
+        mac: format!("001565{n:06x}").parse().unwrap(),
+        family: Family::Yealink,
+        model: Some("T46S".into()),
+        label: None,
+        variables: "{}".into(),
+        http_user: None,
+        http_password: n.is_multiple_of(10).then(|| format!("device-{n}")),
+        lines: (0..1 + n as usize % 2)
+            .map(|i| LineInput {
+                extension: format!("{}", 100 + i),
+                display_name: format!("Desk {n}"),
+                auth_user: format!("{n}-{i}"),
+                password: Some(format!("pw-{n}-{i}")),
+                registrar: "sip.example.net".into(),
+                proxy: None,
+                settings: "{}".into(),
+            })
+            .collect(),
+    }
+}
+
+/// A stored row's text, owned, lent out as the backend would.
+struct Phone {
+    id: Id,
+    mac: String,
+    model: Option<String>,
+    http_password: Option<String>,
+}
+
+/// Phones of the run as stored, some changed, some not stored (new), and
+/// phones outside the run; their lines, some changed, some past the end of
+/// their phone's lines in the run.
+fn stored(key: &SecretKey, run: &[PhoneInput]) -> (Vec<Phone>, Vec<OwnedLine>) {
+    let (mut phones, mut lines) = (Vec::new(), Vec::new());
+    let others = (0..20).map(|k| input(N + 1000 + k));
+    for (n, p) in run.iter().cloned().chain(others).enumerate() {
+        let n = n as u32;
+        if n % 37 == 5 {
+            continue;
+        }
+        let id = 10_000 + Id::from(n);
+        phones.push(Phone {
+            id,
+            mac: p.mac.to_string(),
+            model: if n.is_multiple_of(23) { None } else { p.model },
+            http_password: p
+                .http_password
+                .map(|pw| key.seal(Purpose::DeviceHttpPassword, &pw).0.into()),
+        });
+        let mut stored_lines = p.lines;
+        if n % 29 == 3 {
+            stored_lines.push(stored_lines[0].clone());
+        }
+        for (at, l) in stored_lines.into_iter().enumerate() {
+            lines.push(OwnedLine {
+                id: 100_000 + 10 * Id::from(n) + at as Id,
+                phone_id: id,
+                position: at as i32 + 1,
+                extension: l.extension,
+                display_name: if n % 19 == 7 {
+                    "Renamed".into()
+                } else {
+                    l.display_name
+                },
+                auth_user: l.auth_user,
+                password: l
+                    .password
+                    .map(|pw| key.seal(Purpose::LinePassword, &pw).0.into()),
+                registrar: l.registrar,
+                proxy: l.proxy,
+                settings: l.settings,
+            });
+        }
+    }
+    (phones, lines)
+}
+
+fn stored_phone(p: &Phone) -> Stored<'_> {
+    Stored::Phone(StoredPhone {
+        id: p.id,
+        mac: &p.mac,
+        tenant_id: 1,
+        family: "yealink",
+        model: p.model.as_deref(),
+        label: None,
+        variables: "{}",
+        http_user: None,
+        http_password: p.http_password.as_deref(),
+    })
+}
+
+type Outcome = (
+    Vec<PhoneState>,
+    Vec<Id>,
+    Vec<LineState>,
+    Vec<Id>,
+    Vec<Id>,
+    u64,
+);
+
+fn outcome(c: Comparison<'_>) -> Outcome {
+    let ids = (c.states.iter().zip(&c.ids))
+        .map(|(s, id)| if *s == PhoneState::New { 0 } else { *id })
+        .collect();
+    let line_ids = (c.lines.iter().zip(&c.line_ids))
+        .map(|(s, id)| if *s == LineState::Missing { 0 } else { *id })
+        .collect();
+    let mut gone = c.gone;
+    gone.sort_unstable();
+    (c.states, ids, c.lines, line_ids, gone, c.stored_rows)
+}
+
+fn after_phones(c: &mut Comparison<'_>, phones: &[&Phone], lines: &[&OwnedLine]) {
+    for p in phones {
+        assert!(c.offer(stored_phone(p)));
+    }
+    assert!(c.offer(Stored::PhonesRead));
+    for l in lines {
+        assert!(c.offer(Stored::Line(l.borrowed())));
+    }
+}
+
+/// As the PostgreSQL reader does: a stream whose row was left is not
+/// polled, and its row is offered again after each row of the other.
+fn beside(c: &mut Comparison<'_>, phones: &[&Phone], lines: &[&OwnedLine], seed: u64) {
+    let mut rng = seed;
+    let mut coin = || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        rng >> 63 == 1
+    };
+    assert!(c.offer(Stored::Beside));
+    let (mut p, mut l, mut phones_done) = (0, 0, false);
+    let (mut phone_waits, mut line_waits) = (false, false);
+    loop {
+        let poll_phones = !phones_done && !phone_waits;
+        let poll_lines = l < lines.len() && !line_waits;
+        if !poll_phones && !poll_lines {
+            assert!(phones_done && l == lines.len(), "both streams wait");
+            return;
+        }
+        if if poll_phones && poll_lines {
+            coin()
+        } else {
+            poll_phones
+        } {
+            if p == phones.len() {
+                assert!(c.offer(Stored::PhonesRead));
+                phones_done = true;
+            } else if c.offer(stored_phone(phones[p])) {
+                p += 1;
+            } else {
+                phone_waits = true;
+            }
+            if line_waits && c.offer(Stored::Line(lines[l].borrowed())) {
+                l += 1;
+                line_waits = false;
+            }
+        } else {
+            if c.offer(Stored::Line(lines[l].borrowed())) {
+                l += 1;
+            } else {
+                line_waits = true;
+            }
+            if phone_waits && c.offer(stored_phone(phones[p])) {
+                p += 1;
+                phone_waits = false;
+            }
+        }
+    }
+}
+
+fn shuffled<T>(mut v: Vec<T>, mut seed: u64) -> Vec<T> {
+    for i in (1..v.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    v
+}
+
+#[test]
+fn lines_beside_phones_find_what_lines_after_them_do() {
+    let key = key();
+    let run: Vec<PhoneInput> = (0..N).map(input).collect();
+    let batch: PhoneBatch = run.iter().collect();
+    let tenant_ids = vec![Some(1); batch.tenants().len()];
+    let (phones, lines) = stored(&key, &run);
+    let in_order: (Vec<&Phone>, Vec<&OwnedLine>) =
+        (phones.iter().collect(), lines.iter().collect());
+    let mut want = Comparison::new(&key, &batch, &tenant_ids);
+    after_phones(&mut want, &in_order.0, &in_order.1);
+    let want = outcome(want);
+    // The data has every case in it.
+    for state in [PhoneState::New, PhoneState::Same, PhoneState::Changed] {
+        assert!(want.0.contains(&state));
+    }
+    for state in [LineState::Missing, LineState::Same, LineState::Changed] {
+        assert!(want.2.contains(&state));
+    }
+    assert!(!want.4.is_empty(), "no line past its phone's");
+
+    let moved_to_end = |every: usize| -> Vec<&OwnedLine> {
+        let (mut kept, mut moved) = (Vec::new(), Vec::new());
+        for (k, l) in lines.iter().enumerate() {
+            if k % every == 0 {
+                moved.push(l)
+            } else {
+                kept.push(l)
+            }
+        }
+        kept.extend(moved);
+        kept
+    };
+    let moved_to_start = |every: usize| -> Vec<&OwnedLine> {
+        let mut v = moved_to_end(every);
+        v.rotate_right(lines.len().div_ceil(every));
+        v
+    };
+    let orders: Vec<(&str, Vec<&Phone>, Vec<&OwnedLine>)> = vec![
+        ("stored order", in_order.0.clone(), in_order.1.clone()),
+        (
+            "a few lines moved to the end",
+            in_order.0.clone(),
+            moved_to_end(40),
+        ),
+        (
+            "many lines moved to the end",
+            in_order.0.clone(),
+            moved_to_end(3),
+        ),
+        (
+            "lines moved to the start",
+            in_order.0.clone(),
+            moved_to_start(40),
+        ),
+        (
+            "phones reversed",
+            in_order.0.iter().rev().copied().collect(),
+            in_order.1.clone(),
+        ),
+        (
+            "lines reversed",
+            in_order.0.clone(),
+            in_order.1.iter().rev().copied().collect(),
+        ),
+        (
+            "both shuffled",
+            shuffled(in_order.0.clone(), 7),
+            shuffled(in_order.1.clone(), 8),
+        ),
+    ];
+    for (what, phones, lines) in &orders {
+        let mut after = Comparison::new(&key, &batch, &tenant_ids);
+        after_phones(&mut after, phones, lines);
+        assert!(outcome(after) == want, "{what}: lines after phones");
+        for seed in 1..=12 {
+            let mut c = Comparison::new(&key, &batch, &tenant_ids);
+            beside(&mut c, phones, lines, seed);
+            assert!(outcome(c) == want, "{what}, interleaving {seed}");
+        }
+    }
+}
+
+#[test]
+fn phones_wait_for_lines_that_lag_and_lines_wait_for_their_phone() {
+    let key = key();
+    let run: Vec<PhoneInput> = (0..N).map(input).collect();
+    let batch: PhoneBatch = run.iter().collect();
+    let tenant_ids = vec![Some(1); batch.tenants().len()];
+    let (phones, lines) = stored(&key, &run);
+    let mut c = Comparison::new(&key, &batch, &tenant_ids);
+    assert!(c.offer(Stored::Beside));
+    // A line before any phone waits.
+    assert!(!c.offer(Stored::Line(lines[0].borrowed())));
+    // Phones run ahead of the lines only so far.
+    let taken = phones
+        .iter()
+        .take_while(|p| c.offer(stored_phone(p)))
+        .count();
+    assert_eq!(taken, RECENT);
+    // Lines of the first phone hold the phones back still; one of the
+    // second phone's lets the next phone in.
+    assert_eq!(lines[1].phone_id, phones[1].id);
+    assert!(c.offer(Stored::Line(lines[0].borrowed())));
+    assert!(!c.offer(stored_phone(&phones[taken])));
+    assert!(c.offer(Stored::Line(lines[1].borrowed())));
+    assert!(c.offer(stored_phone(&phones[taken])));
+}
