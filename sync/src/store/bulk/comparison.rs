@@ -23,8 +23,10 @@ use crate::store::PhoneBatch;
 const RECENT: usize = if cfg!(test) { 32 } else { 1 << 16 };
 /// How far past the last line's phone a line looks for its own.
 const LOOK_AHEAD: u64 = if cfg!(test) { 8 } else { 64 };
-/// Lines kept aside (copied) while phones are still read.
-const KEPT_ASIDE: usize = if cfg!(test) { 16 } else { 4096 };
+/// Bytes of lines kept aside (copied) while phones are still read: ~25,000
+/// lines of the bench's rows, as many as lie out of order after a few
+/// imports that changed 10,000 lines each.
+const KEPT_ASIDE_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
 /// A phone read that is not in the run.
 const NOT_IN_RUN: u32 = u32::MAX;
 
@@ -58,7 +60,7 @@ struct Beside {
     read: u64,
     /// The read number of the last line's phone.
     cursor: u64,
-    aside: Vec<OwnedLine>,
+    aside: Aside,
     /// Too many lines out of order: the rest wait for every phone.
     wait_for_all: bool,
 }
@@ -101,7 +103,7 @@ impl<'r> Comparison<'r> {
                     recent: vec![(0, NOT_IN_RUN); RECENT],
                     read: 0,
                     cursor: 0,
-                    aside: Vec::new(),
+                    aside: Aside::default(),
                     wait_for_all: false,
                 });
                 true
@@ -111,8 +113,8 @@ impl<'r> Comparison<'r> {
                 self.phones_read = true;
                 self.by_mac = Sorted::default();
                 if let Some(beside) = self.beside.take() {
-                    for line in &beside.aside {
-                        self.line_after_phones(&line.borrowed());
+                    for k in 0..beside.aside.rows.len() {
+                        self.line_after_phones(&beside.aside.get(k));
                     }
                 }
                 true
@@ -189,8 +191,8 @@ impl<'r> Comparison<'r> {
             }
             // Its phone may be among the next ones read.
             None if end < beside.cursor + LOOK_AHEAD => false,
-            None if beside.aside.len() < KEPT_ASIDE => {
-                beside.aside.push(OwnedLine::from(row));
+            None if beside.aside.bytes() < KEPT_ASIDE_BYTES => {
+                beside.aside.push(row);
                 self.stored_rows += 1;
                 true
             }
@@ -242,50 +244,74 @@ impl<'r> Comparison<'r> {
     }
 }
 
-/// A line kept aside: its row's buffer is gone by the time it is placed.
-struct OwnedLine {
+/// Lines kept aside: their rows' buffers are gone by the time they are
+/// placed. One text buffer, as the batch keeps its own (a `String` a
+/// field cost three times the bytes).
+#[derive(Default)]
+struct Aside {
+    text: String,
+    rows: Vec<AsideRow>,
+}
+
+struct AsideRow {
     id: Id,
     phone_id: Id,
     position: i32,
-    extension: String,
-    display_name: String,
-    auth_user: String,
-    password: Option<String>,
-    registrar: String,
-    proxy: Option<String>,
-    settings: String,
+    /// Where each text field ends in `text` (the first starts at `start`).
+    start: u32,
+    ends: [u32; 7],
+    /// Password and proxy present.
+    present: [bool; 2],
 }
 
-impl From<&StoredLine<'_>> for OwnedLine {
-    fn from(row: &StoredLine<'_>) -> Self {
-        OwnedLine {
+impl Aside {
+    fn bytes(&self) -> usize {
+        self.text.len() + self.rows.len() * std::mem::size_of::<AsideRow>()
+    }
+
+    fn push(&mut self, row: &StoredLine<'_>) {
+        let start = self.text.len() as u32;
+        let mut ends = [0; 7];
+        let fields = [
+            row.extension,
+            row.display_name,
+            row.auth_user,
+            row.password.unwrap_or_default(),
+            row.registrar,
+            row.proxy.unwrap_or_default(),
+            row.settings,
+        ];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            self.text.push_str(field);
+            *end = self.text.len() as u32;
+        }
+        self.rows.push(AsideRow {
             id: row.id,
             phone_id: row.phone_id,
             position: row.position,
-            extension: row.extension.into(),
-            display_name: row.display_name.into(),
-            auth_user: row.auth_user.into(),
-            password: row.password.map(String::from),
-            registrar: row.registrar.into(),
-            proxy: row.proxy.map(String::from),
-            settings: row.settings.into(),
-        }
+            start,
+            ends,
+            present: [row.password.is_some(), row.proxy.is_some()],
+        });
     }
-}
 
-impl OwnedLine {
-    fn borrowed(&self) -> StoredLine<'_> {
+    fn get(&self, k: usize) -> StoredLine<'_> {
+        let row = &self.rows[k];
+        let field = |i: usize| {
+            let from = if i == 0 { row.start } else { row.ends[i - 1] };
+            &self.text[from as usize..row.ends[i] as usize]
+        };
         StoredLine {
-            id: self.id,
-            phone_id: self.phone_id,
-            position: self.position,
-            extension: &self.extension,
-            display_name: &self.display_name,
-            auth_user: &self.auth_user,
-            password: self.password.as_deref(),
-            registrar: &self.registrar,
-            proxy: self.proxy.as_deref(),
-            settings: &self.settings,
+            id: row.id,
+            phone_id: row.phone_id,
+            position: row.position,
+            extension: field(0),
+            display_name: field(1),
+            auth_user: field(2),
+            password: row.present[0].then(|| field(3)),
+            registrar: field(4),
+            proxy: row.present[1].then(|| field(5)),
+            settings: field(6),
         }
     }
 }

@@ -95,6 +95,37 @@ fn stored(key: &SecretKey, run: &[PhoneInput]) -> (Vec<Phone>, Vec<OwnedLine>) {
     (phones, lines)
 }
 
+/// A stored line's text, owned.
+struct OwnedLine {
+    id: Id,
+    phone_id: Id,
+    position: i32,
+    extension: String,
+    display_name: String,
+    auth_user: String,
+    password: Option<String>,
+    registrar: String,
+    proxy: Option<String>,
+    settings: String,
+}
+
+impl OwnedLine {
+    fn borrowed(&self) -> StoredLine<'_> {
+        StoredLine {
+            id: self.id,
+            phone_id: self.phone_id,
+            position: self.position,
+            extension: &self.extension,
+            display_name: &self.display_name,
+            auth_user: &self.auth_user,
+            password: self.password.as_deref(),
+            registrar: &self.registrar,
+            proxy: self.proxy.as_deref(),
+            settings: &self.settings,
+        }
+    }
+}
+
 fn stored_phone(p: &Phone) -> Stored<'_> {
     Stored::Phone(StoredPhone {
         id: p.id,
@@ -308,4 +339,62 @@ fn phones_wait_for_lines_that_lag_and_lines_wait_for_their_phone() {
     assert!(!c.offer(stored_phone(&phones[taken])));
     assert!(c.offer(Stored::Line(lines[1].borrowed())));
     assert!(c.offer(stored_phone(&phones[taken])));
+}
+
+#[test]
+fn a_line_kept_aside_comes_back_as_it_was() {
+    let lines = [
+        OwnedLine {
+            id: 1,
+            phone_id: 2,
+            position: 3,
+            extension: "100".into(),
+            display_name: "Zoë 東京".into(),
+            auth_user: String::new(),
+            password: Some(String::new()),
+            registrar: "sip.example.net".into(),
+            proxy: None,
+            settings: "{}".into(),
+        },
+        OwnedLine {
+            id: -4,
+            phone_id: 5,
+            position: -1,
+            extension: String::new(),
+            display_name: "x".into(),
+            auth_user: "u".into(),
+            password: None,
+            registrar: String::new(),
+            proxy: Some("proxy".into()),
+            settings: String::new(),
+        },
+    ];
+    let mut aside = Aside::default();
+    for line in &lines {
+        aside.push(&line.borrowed());
+    }
+    for (k, line) in lines.iter().enumerate() {
+        let (got, want) = (aside.get(k), line.borrowed());
+        assert_eq!(
+            (got.id, got.phone_id, got.position),
+            (want.id, want.phone_id, want.position)
+        );
+        assert_eq!(
+            [
+                got.extension,
+                got.display_name,
+                got.auth_user,
+                got.registrar,
+                got.settings
+            ],
+            [
+                want.extension,
+                want.display_name,
+                want.auth_user,
+                want.registrar,
+                want.settings
+            ]
+        );
+        assert_eq!((got.password, got.proxy), (want.password, want.proxy));
+    }
 }
