@@ -160,8 +160,12 @@ pub(super) async fn quiet_change_log(conn: &mut PgConnection) -> Result<bool, Sy
         return Ok(false);
     }
     for ddl in [
-        "ALTER TABLE phones DISABLE TRIGGER phones_log",
-        "ALTER TABLE lines DISABLE TRIGGER lines_log",
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_insert",
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_update",
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_delete",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_insert",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_update",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_delete",
         "DROP TABLE IF EXISTS pg_temp.import_foreign_keys",
         "CREATE TEMP TABLE import_foreign_keys ON COMMIT DROP AS \
          SELECT conrelid::regclass::text AS tab, conname AS name, \
@@ -192,8 +196,12 @@ fn quote_ident(name: &str) -> String {
 
 pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncError> {
     for ddl in [
-        "ALTER TABLE phones ENABLE TRIGGER phones_log",
-        "ALTER TABLE lines ENABLE TRIGGER lines_log",
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_insert",
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_update",
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_delete",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_insert",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_update",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_delete",
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
