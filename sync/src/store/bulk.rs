@@ -155,6 +155,7 @@ macro_rules! bulk_sql {
                 line_ids,
                 gone,
                 stored_rows,
+                held,
                 ..
             } = comparison;
             let read_lines_at = started.elapsed();
@@ -186,6 +187,7 @@ macro_rules! bulk_sql {
                 read_phones_ms = (read_phones_at - locked_at).as_millis() as u64,
                 read_lines_ms = (read_lines_at - read_phones_at).as_millis() as u64,
                 rows_to_write = writes,
+                ?held,
                 "bulk phone import: compared"
             );
             if writes == 0 {

@@ -44,12 +44,26 @@ pub(crate) struct Comparison<'r> {
     pub gone: Vec<Id>,
     /// Phone and line rows read.
     pub stored_rows: u64,
+    /// How the read went beside the phones, for the debug log.
+    pub held: Held,
     by_mac: Sorted,
     by_id: Sorted,
     next_phone: usize,
     next_line: usize,
     phones_read: bool,
     beside: Option<Beside>,
+}
+
+/// Rows held back while lines came beside the phones.
+#[derive(Default, Debug)]
+pub(crate) struct Held {
+    /// Phone rows refused (too far ahead of the lines).
+    pub phones: u64,
+    /// Line rows refused (their phone not read yet).
+    pub lines: u64,
+    pub kept_aside: u64,
+    /// Whether lines ended up waiting for every phone.
+    pub lines_waited_for_all: bool,
 }
 
 /// While lines come beside the phones.
@@ -82,6 +96,7 @@ impl<'r> Comparison<'r> {
             line_ids: vec![0; phones.total_lines()],
             gone: Vec::new(),
             stored_rows: 0,
+            held: Held::default(),
             by_mac: Sorted::default(),
             by_id: Sorted::default(),
             next_phone: 0,
@@ -131,6 +146,7 @@ impl<'r> Comparison<'r> {
     fn phone(&mut self, row: StoredPhone<'_>) -> bool {
         if let Some(beside) = &self.beside {
             if !beside.wait_for_all && beside.read - beside.cursor >= RECENT as u64 {
+                self.held.phones += 1;
                 return false;
             }
         }
@@ -190,14 +206,19 @@ impl<'r> Comparison<'r> {
                 true
             }
             // Its phone may be among the next ones read.
-            None if end < beside.cursor + LOOK_AHEAD => false,
+            None if end < beside.cursor + LOOK_AHEAD => {
+                self.held.lines += 1;
+                false
+            }
             None if beside.aside.bytes() < KEPT_ASIDE_BYTES => {
                 beside.aside.push(row);
+                self.held.kept_aside += 1;
                 self.stored_rows += 1;
                 true
             }
             None => {
                 beside.wait_for_all = true;
+                self.held.lines_waited_for_all = true;
                 false
             }
         }
