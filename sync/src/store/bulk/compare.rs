@@ -3,17 +3,20 @@
 //! comparison.
 
 /// A phone row as the comparison reads it, borrowed from the backend's
-/// buffer: no allocation per row or cell.
+/// buffer: no allocation per row or cell. Text stays bytes: it is only
+/// compared with the run's, so checking it as UTF-8 (a third of the read's
+/// decoding) buys nothing; a stored value that is not UTF-8 differs from
+/// every run's and is written anew.
 pub(crate) struct StoredPhone<'a> {
     pub id: crate::model::Id,
-    pub mac: &'a str,
+    pub mac: &'a [u8],
     pub tenant_id: crate::model::Id,
-    pub family: &'a str,
-    pub model: Option<&'a str>,
-    pub label: Option<&'a str>,
-    pub variables: &'a str,
-    pub http_user: Option<&'a str>,
-    pub http_password: Option<&'a str>,
+    pub family: &'a [u8],
+    pub model: Option<&'a [u8]>,
+    pub label: Option<&'a [u8]>,
+    pub variables: &'a [u8],
+    pub http_user: Option<&'a [u8]>,
+    pub http_password: Option<&'a [u8]>,
 }
 
 /// What the comparison reads of phones, in [`StoredPhone`]'s order.
@@ -25,13 +28,13 @@ pub(crate) struct StoredLine<'a> {
     pub id: crate::model::Id,
     pub phone_id: crate::model::Id,
     pub position: i32,
-    pub extension: &'a str,
-    pub display_name: &'a str,
-    pub auth_user: &'a str,
-    pub password: Option<&'a str>,
-    pub registrar: &'a str,
-    pub proxy: Option<&'a str>,
-    pub settings: &'a str,
+    pub extension: &'a [u8],
+    pub display_name: &'a [u8],
+    pub auth_user: &'a [u8],
+    pub password: Option<&'a [u8]>,
+    pub registrar: &'a [u8],
+    pub proxy: Option<&'a [u8]>,
+    pub settings: &'a [u8],
 }
 
 /// What the comparison reads of lines, in [`StoredLine`]'s order.
@@ -91,11 +94,11 @@ pub(crate) fn same_secret(
     key: &crate::crypto::SecretKey,
     purpose: crate::crypto::Purpose,
     given: Option<&str>,
-    stored: Option<&str>,
+    stored: Option<&[u8]>,
 ) -> bool {
-    match (given, stored) {
+    match (given, stored.map(std::str::from_utf8)) {
         (None, None) => true,
-        (Some(given), Some(stored)) => key.seals_to(purpose, given, stored),
+        (Some(given), Some(Ok(stored))) => key.seals_to(purpose, given, stored),
         _ => false,
     }
 }
@@ -107,9 +110,9 @@ pub(crate) fn find(
     phones: &crate::store::PhoneBatch,
     macs: &mut Sorted,
     next: usize,
-    mac: &str,
+    mac: &[u8],
 ) -> Option<usize> {
-    let mac: crate::model::Mac = mac.parse().ok()?;
+    let mac: crate::model::Mac = std::str::from_utf8(mac).ok()?.parse().ok()?;
     for guess in [next, next + 1] {
         if guess < phones.len() && phones.mac(guess) == mac {
             return Some(guess);

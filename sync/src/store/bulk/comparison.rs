@@ -165,11 +165,11 @@ impl<'r> Comparison<'r> {
         self.ids[i] = row.id;
         // The seal's HMAC last: any other difference decides first.
         let changed = row.tenant_id != self.tenant_id(i)
-            || row.family != p.family.as_str()
-            || row.model != p.model
-            || row.label != p.label
-            || row.variables != p.variables
-            || row.http_user != p.http_user
+            || row.family != p.family.as_str().as_bytes()
+            || row.model != p.model.map(str::as_bytes)
+            || row.label != p.label.map(str::as_bytes)
+            || row.variables != p.variables.as_bytes()
+            || row.http_user != p.http_user.map(str::as_bytes)
             || !same_secret(
                 self.key,
                 Purpose::DeviceHttpPassword,
@@ -249,12 +249,12 @@ impl<'r> Comparison<'r> {
             return;
         };
         let line = self.phones.line(flat);
-        let same = line.extension == row.extension
-            && line.display_name == row.display_name
-            && line.auth_user == row.auth_user
-            && line.registrar == row.registrar
-            && line.proxy == row.proxy
-            && line.settings == row.settings
+        let same = line.extension.as_bytes() == row.extension
+            && line.display_name.as_bytes() == row.display_name
+            && line.auth_user.as_bytes() == row.auth_user
+            && line.registrar.as_bytes() == row.registrar
+            && line.proxy.map(str::as_bytes) == row.proxy
+            && line.settings.as_bytes() == row.settings
             && same_secret(self.key, Purpose::LinePassword, line.password, row.password);
         self.lines[flat] = if same {
             LineState::Same
@@ -270,7 +270,7 @@ impl<'r> Comparison<'r> {
 /// field cost three times the bytes).
 #[derive(Default)]
 struct Aside {
-    text: String,
+    text: Vec<u8>,
     rows: Vec<AsideRow>,
 }
 
@@ -303,7 +303,7 @@ impl Aside {
             row.settings,
         ];
         for (end, field) in ends.iter_mut().zip(fields) {
-            self.text.push_str(field);
+            self.text.extend_from_slice(field);
             *end = self.text.len() as u32;
         }
         self.rows.push(AsideRow {

@@ -115,13 +115,13 @@ impl OwnedLine {
             id: self.id,
             phone_id: self.phone_id,
             position: self.position,
-            extension: &self.extension,
-            display_name: &self.display_name,
-            auth_user: &self.auth_user,
-            password: self.password.as_deref(),
-            registrar: &self.registrar,
-            proxy: self.proxy.as_deref(),
-            settings: &self.settings,
+            extension: self.extension.as_bytes(),
+            display_name: self.display_name.as_bytes(),
+            auth_user: self.auth_user.as_bytes(),
+            password: self.password.as_deref().map(str::as_bytes),
+            registrar: self.registrar.as_bytes(),
+            proxy: self.proxy.as_deref().map(str::as_bytes),
+            settings: self.settings.as_bytes(),
         }
     }
 }
@@ -129,14 +129,14 @@ impl OwnedLine {
 fn stored_phone(p: &Phone) -> Stored<'_> {
     Stored::Phone(StoredPhone {
         id: p.id,
-        mac: &p.mac,
+        mac: p.mac.as_bytes(),
         tenant_id: 1,
-        family: "yealink",
-        model: p.model.as_deref(),
+        family: b"yealink",
+        model: p.model.as_deref().map(str::as_bytes),
         label: None,
-        variables: "{}",
+        variables: b"{}",
         http_user: None,
-        http_password: p.http_password.as_deref(),
+        http_password: p.http_password.as_deref().map(str::as_bytes),
     })
 }
 

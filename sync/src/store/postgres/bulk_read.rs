@@ -212,14 +212,14 @@ fn offer_phone(
     let row = (|| {
         Ok::<_, (usize, FieldError)>(StoredPhone {
             id: t.int8(0).map_err(|e| (0, e))?,
-            mac: t.text(1).map_err(|e| (1, e))?,
+            mac: t.bytes(1).map_err(|e| (1, e))?,
             tenant_id: t.int8(2).map_err(|e| (2, e))?,
-            family: t.text(3).map_err(|e| (3, e))?,
-            model: t.opt_text(4).map_err(|e| (4, e))?,
-            label: t.opt_text(5).map_err(|e| (5, e))?,
-            variables: t.text(6).map_err(|e| (6, e))?,
-            http_user: t.opt_text(7).map_err(|e| (7, e))?,
-            http_password: t.opt_text(8).map_err(|e| (8, e))?,
+            family: t.bytes(3).map_err(|e| (3, e))?,
+            model: t.opt_bytes(4),
+            label: t.opt_bytes(5),
+            variables: t.bytes(6).map_err(|e| (6, e))?,
+            http_user: t.opt_bytes(7),
+            http_password: t.opt_bytes(8),
         })
     })()
     .map_err(|(column, e)| bad_field("phones", column, e))?;
@@ -236,13 +236,13 @@ fn offer_line(
             id: t.int8(0).map_err(|e| (0, e))?,
             phone_id: t.int8(1).map_err(|e| (1, e))?,
             position: t.int4(2).map_err(|e| (2, e))?,
-            extension: t.text(3).map_err(|e| (3, e))?,
-            display_name: t.text(4).map_err(|e| (4, e))?,
-            auth_user: t.text(5).map_err(|e| (5, e))?,
-            password: t.opt_text(6).map_err(|e| (6, e))?,
-            registrar: t.text(7).map_err(|e| (7, e))?,
-            proxy: t.opt_text(8).map_err(|e| (8, e))?,
-            settings: t.text(9).map_err(|e| (9, e))?,
+            extension: t.bytes(3).map_err(|e| (3, e))?,
+            display_name: t.bytes(4).map_err(|e| (4, e))?,
+            auth_user: t.bytes(5).map_err(|e| (5, e))?,
+            password: t.opt_bytes(6),
+            registrar: t.bytes(7).map_err(|e| (7, e))?,
+            proxy: t.opt_bytes(8),
+            settings: t.bytes(9).map_err(|e| (9, e))?,
         })
     })()
     .map_err(|(column, e)| bad_field("lines", column, e))?;

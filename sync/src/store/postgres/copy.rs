@@ -56,6 +56,15 @@ impl<'a> Tuple<'a> {
             .map_err(|_| "not a 4-byte integer")
     }
 
+    /// Text as sent, not checked as UTF-8.
+    pub(crate) fn opt_bytes(&self, i: usize) -> Option<&'a [u8]> {
+        self.field(i)
+    }
+
+    pub(crate) fn bytes(&self, i: usize) -> Result<&'a [u8], FieldError> {
+        self.field(i).ok_or("NULL")
+    }
+
     pub(crate) fn opt_text(&self, i: usize) -> Result<Option<&'a str>, FieldError> {
         self.field(i)
             .map(|b| std::str::from_utf8(b).map_err(|_| "not UTF-8"))

@@ -42,14 +42,14 @@ async fn read_phones(
     while let Some(r) = rows.try_next().await? {
         each(StoredPhone {
             id: r.try_get(0)?,
-            mac: r.try_get(1)?,
+            mac: r.try_get::<&str, _>(1)?.as_bytes(),
             tenant_id: r.try_get(2)?,
-            family: r.try_get(3)?,
-            model: r.try_get(4)?,
-            label: r.try_get(5)?,
-            variables: r.try_get(6)?,
-            http_user: r.try_get(7)?,
-            http_password: r.try_get(8)?,
+            family: r.try_get::<&str, _>(3)?.as_bytes(),
+            model: r.try_get::<Option<&str>, _>(4)?.map(str::as_bytes),
+            label: r.try_get::<Option<&str>, _>(5)?.map(str::as_bytes),
+            variables: r.try_get::<&str, _>(6)?.as_bytes(),
+            http_user: r.try_get::<Option<&str>, _>(7)?.map(str::as_bytes),
+            http_password: r.try_get::<Option<&str>, _>(8)?.map(str::as_bytes),
         })?;
     }
     Ok(())
@@ -67,13 +67,13 @@ async fn read_lines(
             id: r.try_get(0)?,
             phone_id: r.try_get(1)?,
             position: r.try_get(2)?,
-            extension: r.try_get(3)?,
-            display_name: r.try_get(4)?,
-            auth_user: r.try_get(5)?,
-            password: r.try_get(6)?,
-            registrar: r.try_get(7)?,
-            proxy: r.try_get(8)?,
-            settings: r.try_get(9)?,
+            extension: r.try_get::<&str, _>(3)?.as_bytes(),
+            display_name: r.try_get::<&str, _>(4)?.as_bytes(),
+            auth_user: r.try_get::<&str, _>(5)?.as_bytes(),
+            password: r.try_get::<Option<&str>, _>(6)?.map(str::as_bytes),
+            registrar: r.try_get::<&str, _>(7)?.as_bytes(),
+            proxy: r.try_get::<Option<&str>, _>(8)?.map(str::as_bytes),
+            settings: r.try_get::<&str, _>(9)?.as_bytes(),
         })?;
     }
     Ok(())
