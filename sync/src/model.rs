@@ -92,18 +92,21 @@ impl FromStr for Mac {
         let trimmed = s.trim();
         let mut digits = [0u8; 12];
         let mut n = 0;
-        for c in trimmed.chars() {
-            match c {
-                ':' | '-' | '.' => continue,
-                c if c.is_ascii_hexdigit() => {
-                    if n == 12 {
-                        return Err(invalid());
-                    }
-                    digits[n] = c.to_digit(16).unwrap_or(0) as u8;
-                    n += 1;
-                }
+        // Bytes, not chars: anything outside ASCII is invalid either way,
+        // and a million-phone import parses a MAC a row.
+        for b in trimmed.bytes() {
+            let digit = match b {
+                b':' | b'-' | b'.' => continue,
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
                 _ => return Err(invalid()),
+            };
+            if n == 12 {
+                return Err(invalid());
             }
+            digits[n] = digit;
+            n += 1;
         }
         if n != 12 {
             return Err(invalid());

@@ -172,7 +172,7 @@ fn count_lines(mut file: &std::fs::File) -> std::io::Result<(usize, usize)> {
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            Ok(n) => lines += memchr::memchr_iter(b'\n', &buf[..n]).count(),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
