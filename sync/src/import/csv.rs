@@ -189,7 +189,7 @@ fn start_line<R: std::io::Read>(
 /// sizes the plan up front. Phones go to `phones`, a row at a time.
 pub(super) fn plan(
     file: &Arc<Path>,
-    input: impl std::io::Read,
+    input: impl std::io::Read + Send,
     size: (usize, usize),
     plan: &mut ImportPlan,
     phones: &mut Phones,
@@ -263,37 +263,102 @@ pub(super) fn plan(
         .iter()
         .map(|c| headers.iter().position(|h| h == c))
         .collect();
-    let mut record = ::csv::StringRecord::new();
+    // csv's tokenizing and the line count run on a thread of their own,
+    // a batch of records ahead; the checks and the packing of each row run
+    // here: the two halves of the parse on two cores.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<ReadAhead>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<(::csv::StringRecord, u64)>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_ahead(reader, &full_tx, &empty_rx));
+        for ReadAhead {
+            records,
+            filled,
+            failed,
+        } in full_rx
+        {
+            for (record, line) in &records[..filled] {
+                let row = CsvRow {
+                    file,
+                    headers: &headers,
+                    phone_cells: &phone_cells,
+                    record,
+                    line: *line,
+                };
+                let result = match kind {
+                    CsvKind::Tenants => {
+                        csv_tenant(&row).map(|m| plan.items.push((m, row.location(None))))
+                    }
+                    CsvKind::Directory => {
+                        csv_directory(&row).map(|m| plan.items.push((m, row.location(None))))
+                    }
+                    CsvKind::Phones => csv_phone(&row, phones, source),
+                };
+                if let Err(e) = result {
+                    plan.errors.push(e);
+                }
+            }
+            if let Some((line, message)) = failed {
+                plan.errors.push(at(line, 1, message));
+            }
+            // The reader may have stopped: then the batch is simply dropped.
+            let _ = empty_tx.send(records);
+        }
+    });
+}
+
+/// Records per hand-over: large enough that the channel costs nothing per
+/// row, small enough to stay in cache (~0.5 MB).
+const READ_AHEAD: usize = 2048;
+
+/// A batch of non-blank records with the line each starts on; `filled` of
+/// them are this batch's (the vector is reused). `failed` ends the input.
+struct ReadAhead {
+    records: Vec<(::csv::StringRecord, u64)>,
+    filled: usize,
+    failed: Option<(u64, String)>,
+}
+
+fn read_ahead<R: std::io::Read>(
+    mut reader: ::csv::Reader<Lines<R>>,
+    full: &std::sync::mpsc::SyncSender<ReadAhead>,
+    empty: &std::sync::mpsc::Receiver<Vec<(::csv::StringRecord, u64)>>,
+) {
     loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                plan.errors.push(at(line, 1, format!("malformed CSV: {e}")));
-                break;
+        let mut records = empty.try_recv().unwrap_or_default();
+        records.resize_with(READ_AHEAD, Default::default);
+        let (mut filled, mut failed, mut ended) = (0, None, false);
+        while filled < READ_AHEAD {
+            let record = &mut records[filled].0;
+            match reader.read_record(record) {
+                Ok(true) => {}
+                Ok(false) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    failed = Some((line, format!("malformed CSV: {e}")));
+                    break;
+                }
             }
-        }
-        let line = start_line(&mut reader, &record);
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        let row = CsvRow {
-            file,
-            headers: &headers,
-            phone_cells: &phone_cells,
-            record: &record,
-            line,
-        };
-        let result = match kind {
-            CsvKind::Tenants => csv_tenant(&row).map(|m| plan.items.push((m, row.location(None)))),
-            CsvKind::Directory => {
-                csv_directory(&row).map(|m| plan.items.push((m, row.location(None))))
+            let line = start_line(&mut reader, record);
+            if record.iter().all(|f| f.trim().is_empty()) {
+                continue;
             }
-            CsvKind::Phones => csv_phone(&row, phones, source),
-        };
-        if let Err(e) = result {
-            plan.errors.push(e);
+            records[filled].1 = line;
+            filled += 1;
+        }
+        let last = ended || failed.is_some();
+        if full
+            .send(ReadAhead {
+                records,
+                filled,
+                failed,
+            })
+            .is_err()
+            || last
+        {
+            return;
         }
     }
 }
