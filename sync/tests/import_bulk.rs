@@ -309,7 +309,28 @@ async fn big_import_moves_the_epoch_on_postgres() {
         .await,
         2
     );
+    // So are the indexes and key constraints, dropped for the load into
+    // empty tables and built after it.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM pg_index WHERE indrelid IN ('phones'::regclass, 'lines'::regclass) \
+             AND indisvalid"
+        )
+        .await,
+        5
+    );
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let twin = sqlx::query(
+        "INSERT INTO phones (mac, tenant_id, family, variables, updated_at) \
+         SELECT mac, tenant_id, family, variables, 0 FROM phones LIMIT 1",
+    )
+    .execute(&mut c)
+    .await;
+    assert!(
+        twin.is_err_and(|e| e.to_string().contains("phones_mac_key")),
+        "a second phone with the same MAC was accepted"
+    );
     let orphan = sqlx::query(
         "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, registrar, settings, updated_at) \
          VALUES (-1, 1, '1', '1', '1', 'r', '{}', 0)",

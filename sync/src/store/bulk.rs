@@ -199,8 +199,8 @@ macro_rules! bulk_sql {
                 );
                 return Ok(());
             }
-            let quiet =
-                writes > QUIET_CHANGE_LOG_ROWS && super::quiet_change_log(&mut *conn).await?;
+            let quiet = writes > QUIET_CHANGE_LOG_ROWS
+                && super::quiet_change_log(&mut *conn, stored_rows == 0).await?;
 
             let now_text = now.to_string();
             let new_phones = states.iter().filter(|s| **s == PhoneState::New).count();

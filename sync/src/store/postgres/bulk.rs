@@ -149,7 +149,16 @@ fn copy_escape(text: &str, out: &mut Vec<u8>) {
 /// instead of a trigger query per row inserted, which took half of a
 /// first import's time. The drop locks readers of the two tables out until
 /// the commit, which a change this large makes every node reload anyway.
-pub(super) async fn quiet_change_log(conn: &mut PgConnection) -> Result<bool, SyncError> {
+///
+/// When both tables were empty (`empty`, a first import), their indexes
+/// and key constraints go too and are built again after the load, by sort
+/// instead of a row at a time: on the server alone, `COPY` of 1,000,000
+/// phones and 1,000,000 lines into the indexed tables took 4.6 s, into
+/// bare ones 1.65 s and then the five indexes 1.37 s.
+pub(super) async fn quiet_change_log(
+    conn: &mut PgConnection,
+    empty: bool,
+) -> Result<bool, SyncError> {
     let owner: bool = sqlx::query_scalar(
         "SELECT bool_and(pg_has_role(current_user, relowner, 'USAGE')) FROM pg_class \
          WHERE oid IN ('phones'::regclass, 'lines'::regclass)",
@@ -186,7 +195,75 @@ pub(super) async fn quiet_change_log(conn: &mut PgConnection) -> Result<bool, Sy
         .execute(&mut *conn)
         .await?;
     }
+    if empty {
+        drop_indexes(conn).await?;
+    }
     Ok(true)
+}
+
+/// Saves the definitions of the two tables' indexes (those behind primary
+/// key and unique constraints as the constraints) and drops them; read
+/// from the catalog, so they cannot drift from the migrations.
+async fn drop_indexes(conn: &mut PgConnection) -> Result<(), SyncError> {
+    // A key another table's foreign key depends on cannot be dropped.
+    let referenced: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_constraint WHERE contype = 'f' \
+         AND confrelid IN ('phones'::regclass, 'lines'::regclass) \
+         AND conrelid NOT IN ('phones'::regclass, 'lines'::regclass))",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if referenced {
+        return Ok(());
+    }
+    for ddl in [
+        "DROP TABLE IF EXISTS pg_temp.import_indexes",
+        "CREATE TEMP TABLE import_indexes ON COMMIT DROP AS \
+         SELECT i.indrelid::regclass::text AS tab, i.indexrelid::regclass::text AS index_name, \
+         c.conname AS constraint_name, COALESCE(c.contype = 'p', false) AS primary_key, \
+         CASE WHEN c.oid IS NULL THEN pg_get_indexdef(i.indexrelid) \
+         ELSE format('ALTER TABLE %s ADD CONSTRAINT %I %s', i.indrelid::regclass, c.conname, pg_get_constraintdef(c.oid)) \
+         END AS ddl \
+         FROM pg_index i LEFT JOIN pg_constraint c \
+         ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u') \
+         WHERE i.indrelid IN ('phones'::regclass, 'lines'::regclass)",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
+    let indexes: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT tab, index_name, constraint_name FROM import_indexes ORDER BY tab, index_name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (table, index, constraint) in indexes {
+        let ddl = match constraint {
+            Some(name) => format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote_ident(&name)),
+            None => format!("DROP INDEX {index}"),
+        };
+        sqlx::query(&ddl).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Builds again what [`drop_indexes`] dropped in this transaction, primary
+/// keys first (the foreign keys added after need them).
+async fn rebuild_indexes(conn: &mut PgConnection) -> Result<(), SyncError> {
+    let dropped: bool =
+        sqlx::query_scalar("SELECT to_regclass('pg_temp.import_indexes') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !dropped {
+        return Ok(());
+    }
+    let ddls: Vec<String> = sqlx::query_scalar(
+        "SELECT ddl FROM import_indexes ORDER BY primary_key DESC, tab, index_name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for ddl in ddls {
+        sqlx::query(&ddl).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A constraint name as an SQL identifier.
@@ -205,6 +282,7 @@ pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncE
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
+    rebuild_indexes(conn).await?;
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT ddl FROM import_foreign_keys ORDER BY tab, name")
             .fetch_all(&mut *conn)

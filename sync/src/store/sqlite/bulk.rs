@@ -196,7 +196,10 @@ impl<'c> Stager<'c> {
 
 /// SQLite's change log is cheap (row triggers in its own VM), and a watcher
 /// further behind than it fetches reloads anyway: every row is logged.
-pub(super) async fn quiet_change_log(_conn: &mut SqliteConnection) -> Result<bool, SyncError> {
+pub(super) async fn quiet_change_log(
+    _conn: &mut SqliteConnection,
+    _empty: bool,
+) -> Result<bool, SyncError> {
     Ok(false)
 }
 
