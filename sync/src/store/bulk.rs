@@ -89,7 +89,7 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 
 mod compare;
 mod comparison;
-pub(crate) use compare::{Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+pub(crate) use compare::{taken, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 pub(crate) use comparison::Comparison;
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.

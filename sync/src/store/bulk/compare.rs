@@ -57,6 +57,16 @@ pub(crate) enum Stored<'a> {
     Line(StoredLine<'a>),
 }
 
+/// A backend's check that the comparison took a row it had to (see
+/// [`Stored`]): every row once phones are read, and never none of both.
+pub(crate) fn taken(all: bool) -> Result<(), crate::error::SyncError> {
+    all.then_some(()).ok_or_else(|| {
+        crate::error::SyncError::Invalid(
+            "bulk import: the comparison left a stored row it had to take".into(),
+        )
+    })
+}
+
 /// The run's phones in the order of a key, built on first use: a read in
 /// the run's own order never needs it. 4 bytes a phone, where a hash map
 /// of the keys took 16 to 32 (an import's memory is counted against its

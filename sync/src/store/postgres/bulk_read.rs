@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::copy::{CopyDecoder, FieldError, Tuple};
 use crate::error::SyncError;
-use crate::store::bulk::{Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+use crate::store::bulk::{taken, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 
 /// Below this many phones in a run, a second connection costs more than
 /// reading one table after the other.
@@ -175,17 +175,6 @@ async fn both_at_once(
 
 fn statement(table: &str, columns: &str) -> String {
     format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)")
-}
-
-/// Every row must be taken where the other stream cannot move on.
-fn taken(all: bool) -> Result<(), SyncError> {
-    if all {
-        Ok(())
-    } else {
-        Err(SyncError::Invalid(
-            "bulk import: the comparison left a stored row it had to take".into(),
-        ))
-    }
 }
 
 /// A stored field that does not fit its column.

@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 use crate::error::SyncError;
 use crate::model::Id;
 
-use crate::store::bulk::{Cell, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+use crate::store::bulk::{taken, Cell, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 
 /// SQLite reads one table after the other, on the one connection.
 pub(crate) struct SecondReader;
@@ -20,13 +20,6 @@ pub(super) async fn read_stored(
     _phones_in_run: usize,
     mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
-    let taken = |all: bool| {
-        all.then_some(()).ok_or_else(|| {
-            SyncError::Invalid(
-                "bulk import: the comparison left a stored row it had to take".into(),
-            )
-        })
-    };
     read_phones(&mut *conn, |row| taken(each(Stored::Phone(row))?)).await?;
     each(Stored::PhonesRead)?;
     read_lines(&mut *conn, |row| taken(each(Stored::Line(row))?)).await
