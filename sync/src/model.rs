@@ -80,6 +80,18 @@ impl Mac {
     pub fn to_upper(&self) -> String {
         self.to_string().to_ascii_uppercase()
     }
+
+    /// The twelve lowercase hex digits, without a formatter: imports write
+    /// a million of them.
+    pub fn hex(&self) -> [u8; 12] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 12];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        out
+    }
 }
 
 impl FromStr for Mac {
@@ -121,10 +133,8 @@ impl FromStr for Mac {
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        let hex = self.hex();
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 

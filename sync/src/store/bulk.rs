@@ -39,8 +39,32 @@ pub(crate) enum LineState {
     Changed,
 }
 
-/// One cell of a staged row, as text (`None` is NULL).
-pub(crate) type Cell<'a> = Option<std::borrow::Cow<'a, str>>;
+/// One cell of a staged row. Numbers and MACs are written by the stager
+/// itself, so a staged row allocates nothing but its sealed secrets.
+pub(crate) enum Cell<'a> {
+    Null,
+    Text(&'a str),
+    Sealed(String),
+    Int(i64),
+    Mac(crate::model::Mac),
+}
+
+impl<'a> Cell<'a> {
+    pub(crate) fn text_or_null(text: Option<&'a str>) -> Self {
+        text.map_or(Cell::Null, Cell::Text)
+    }
+
+    /// The cell as a bound parameter would carry it (`None` is NULL).
+    pub(crate) fn to_text(&self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            Cell::Text(text) => Some((*text).to_owned()),
+            Cell::Sealed(text) => Some(text.clone()),
+            Cell::Int(n) => Some(n.to_string()),
+            Cell::Mac(mac) => Some(mac.to_string()),
+        }
+    }
+}
 
 /// New phones and lines go straight into their tables, with ids reserved
 /// up front (so lines know their phone's id without a join); changed ones
@@ -111,7 +135,6 @@ macro_rules! bulk_sql {
             progress: Option<&crate::store::Progress>,
         ) -> Result<(), SyncError> {
             use crate::store::bulk::*;
-            use std::borrow::Cow;
             use std::collections::HashMap;
 
             let started = std::time::Instant::now();
@@ -202,7 +225,6 @@ macro_rules! bulk_sql {
             let quiet = writes > QUIET_CHANGE_LOG_ROWS
                 && super::quiet_change_log(&mut *conn, stored_rows == 0).await?;
 
-            let now_text = now.to_string();
             let new_phones = states.iter().filter(|s| **s == PhoneState::New).count();
             let mut next_phone =
                 super::reserve_ids(&mut *conn, "phones", new_phones as i64).await?;
@@ -215,17 +237,18 @@ macro_rules! bulk_sql {
             let phone_cells = |i: usize| -> [Cell; 10] {
                 let p = phones.get(i);
                 [
-                    Some(Cow::Owned(ids[i].to_string())),
-                    Some(Cow::Owned(p.mac.to_string())),
-                    Some(Cow::Owned(tenant_id(i).to_string())),
-                    Some(Cow::Borrowed(p.family.as_str())),
-                    p.model.map(Cow::Borrowed),
-                    p.label.map(Cow::Borrowed),
-                    Some(Cow::Borrowed(p.variables)),
-                    p.http_user.map(Cow::Borrowed),
-                    p.http_password
-                        .map(|pw| Cow::Owned(key.seal(Purpose::DeviceHttpPassword, pw).0.into())),
-                    Some(Cow::Borrowed(now_text.as_str())),
+                    Cell::Int(ids[i]),
+                    Cell::Mac(p.mac),
+                    Cell::Int(tenant_id(i)),
+                    Cell::Text(p.family.as_str()),
+                    Cell::text_or_null(p.model),
+                    Cell::text_or_null(p.label),
+                    Cell::Text(p.variables),
+                    Cell::text_or_null(p.http_user),
+                    p.http_password.map_or(Cell::Null, |pw| {
+                        Cell::Sealed(key.seal(Purpose::DeviceHttpPassword, pw).0.into())
+                    }),
+                    Cell::Int(now),
                 ]
             };
             // Inserts first (lines need their phones), then the staged updates.
@@ -253,7 +276,6 @@ macro_rules! bulk_sql {
                 let mut next_line = first_line;
                 let mut stager = super::Stager::open(&mut *conn, target, LINE_COLUMNS).await?;
                 for i in 0..n {
-                    let phone_id = ids[i].to_string();
                     for (at, flat) in phones.line_range(i).enumerate() {
                         let state = lines[flat];
                         if state != wanted {
@@ -267,21 +289,21 @@ macro_rules! bulk_sql {
                             _ => line_ids[flat],
                         };
                         let line = phones.line(flat);
-                        let password = line
-                            .password
-                            .map(|pw| Cow::Owned(key.seal(Purpose::LinePassword, pw).0.into()));
+                        let password = line.password.map_or(Cell::Null, |pw| {
+                            Cell::Sealed(key.seal(Purpose::LinePassword, pw).0.into())
+                        });
                         let cells: [Cell; 11] = [
-                            Some(Cow::Owned(id.to_string())),
-                            Some(Cow::Borrowed(phone_id.as_str())),
-                            Some(Cow::Owned((at + 1).to_string())),
-                            Some(Cow::Borrowed(line.extension)),
-                            Some(Cow::Borrowed(line.display_name)),
-                            Some(Cow::Borrowed(line.auth_user)),
+                            Cell::Int(id),
+                            Cell::Int(ids[i]),
+                            Cell::Int(at as i64 + 1),
+                            Cell::Text(line.extension),
+                            Cell::Text(line.display_name),
+                            Cell::Text(line.auth_user),
                             password,
-                            Some(Cow::Borrowed(line.registrar)),
-                            line.proxy.map(Cow::Borrowed),
-                            Some(Cow::Borrowed(line.settings)),
-                            Some(Cow::Borrowed(now_text.as_str())),
+                            Cell::Text(line.registrar),
+                            Cell::text_or_null(line.proxy),
+                            Cell::Text(line.settings),
+                            Cell::Int(now),
                         ];
                         stager.row(&cells).await?;
                     }

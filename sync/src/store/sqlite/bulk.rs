@@ -152,12 +152,7 @@ impl<'c> Stager<'c> {
     }
 
     pub(super) async fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SyncError> {
-        self.rows.push(
-            cells
-                .iter()
-                .map(|c| c.as_deref().map(str::to_string))
-                .collect(),
-        );
+        self.rows.push(cells.iter().map(Cell::to_text).collect());
         if (self.rows.len() + 1) * self.columns.len() > STAGE_PARAMETERS {
             self.flush().await?;
         }
