@@ -1,7 +1,8 @@
 //! Runs long enough that PostgreSQL reads phones and lines on two
 //! connections at once (`store/postgres/bulk_read.rs`): the comparison
-//! stays exact whatever order the rows are stored and given in, and a run
-//! after its transaction's own writes still sees them.
+//! stays exact whatever order the rows are stored and given in, a run
+//! after its transaction's own writes still sees them, and a watching node
+//! follows such runs and single edits committed in between.
 
 mod common;
 
@@ -152,4 +153,52 @@ async fn a_large_run_sees_its_own_transaction_on_postgres() {
         (after.phones.len(), after.lines.len()),
         (before.phones.len(), before.lines.len())
     );
+}
+
+/// A node that watches while large imports (their changes logged row by
+/// row through the statement-level triggers) and single edits of the same
+/// phones commit in between ends with exactly the database, having
+/// followed the change log without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let mut batch = big_fleet();
+    store.apply(&batch, &audit("import")).await.unwrap();
+    let node = RunningMirror::start(store.clone()).await;
+    let editor = tokio::spawn({
+        let store = store.clone();
+        async move {
+            for round in 0..40u32 {
+                let Mutation::UpsertPhone(mut p) = phone("acme", (round * 599) % BIG, 1) else {
+                    unreachable!()
+                };
+                p.lines[0].display_name = format!("Edited {round}");
+                store
+                    .apply(&[Mutation::UpsertPhone(p)], &audit("edit"))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    for round in 0..4u32 {
+        for n in (round..BIG).step_by(50) {
+            phone_mut(&mut batch, n).lines[0].display_name = format!("Import {round} of {n}");
+        }
+        // A line more for one phone, one fewer for another.
+        let extra = phone_mut(&mut batch, 1 + round).lines[0].clone();
+        phone_mut(&mut batch, 1 + round).lines.push(extra);
+        phone_mut(&mut batch, 4 * (round + 1)).lines.truncate(1);
+        let report = store.apply(&batch, &audit("import")).await.unwrap();
+        assert!(report.lines.updated >= u64::from(BIG / 50), "{report:?}");
+    }
+    editor.await.unwrap();
+    node.assert_converges(&*store, std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        node.mirror.health().full_reloads,
+        0,
+        "the node reloaded instead of following the change log"
+    );
+    node.stop().await;
 }
