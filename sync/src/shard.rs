@@ -86,6 +86,8 @@ pub struct Filling<K, V> {
     shards: Vec<HashMap<K, V>>,
     queued: Vec<Vec<(K, V)>>,
     pushed: usize,
+    /// The shards this filling takes keys for (all but in [`Filling::parts`]).
+    owned: std::ops::Range<usize>,
 }
 
 const QUEUED: usize = 64;
@@ -103,11 +105,59 @@ impl<K: Hash + Eq + Clone, V: Clone> Filling<K, V> {
                 .collect(),
             queued: (0..count).map(|_| Vec::new()).collect(),
             pushed: 0,
+            owned: 0..count,
         }
+    }
+
+    /// `parts` fillings for about `entries` entries in all, each taking the
+    /// keys of its own run of shards ([`Filling::owns`]) and reserving only
+    /// those: filled on as many threads, then [`Filling::join`]ed. A load
+    /// is bound by first touches of fresh memory, which then happen on
+    /// every core.
+    pub fn parts(entries: usize, parts: usize) -> Vec<Self> {
+        let count = shard_count(entries);
+        let per_shard = reservation(entries, count);
+        (0..parts.max(1))
+            .map(|j| {
+                let owned = count * j / parts.max(1)..count * (j + 1) / parts.max(1);
+                Filling {
+                    shards: (0..count)
+                        .map(|i| {
+                            let capacity = if owned.contains(&i) { per_shard } else { 0 };
+                            HashMap::with_capacity_and_hasher(capacity, Default::default())
+                        })
+                        .collect(),
+                    queued: (0..count).map(|_| Vec::new()).collect(),
+                    pushed: 0,
+                    owned,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `key` belongs to this filling's shards.
+    pub fn owns(&self, key: &K) -> bool {
+        self.owned.contains(&shard_of(key, self.shards.len()))
+    }
+
+    /// The parts of one [`Filling::parts`] as one filling.
+    pub fn join(parts: Vec<Self>) -> Self {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next().expect("at least one part");
+        for mut part in parts {
+            for i in part.owned.clone() {
+                all.shards[i] = std::mem::take(&mut part.shards[i]);
+                all.queued[i] = std::mem::take(&mut part.queued[i]);
+            }
+            all.pushed += part.pushed;
+            all.owned = all.owned.start.min(part.owned.start)..all.owned.end.max(part.owned.end);
+        }
+        all
     }
 
     pub fn push(&mut self, key: K, value: V) {
         let i = shard_of(&key, self.shards.len());
+        debug_assert!(self.owned.contains(&i), "a key of another part");
         let queue = &mut self.queued[i];
         if queue.capacity() == 0 {
             queue.reserve_exact(QUEUED);
@@ -263,6 +313,33 @@ mod tests {
             map.insert(-5, 5);
             assert_eq!(map.remove(&-5), Some(5));
             assert_eq!(map.len(), rows.max(1) as usize);
+        }
+    }
+
+    #[test]
+    fn parts_filled_apart_join_into_the_whole_map() {
+        for (rows, parts) in [(0, 2), (10, 3), (100_000, 2), (100_000, 5)] {
+            let keys = || (0..rows).map(|i: i64| i * 104_729);
+            let mut fillings = Filling::parts(rows as usize, parts);
+            assert_eq!(fillings.len(), parts);
+            for filling in &mut fillings {
+                for key in keys() {
+                    if filling.owns(&key) {
+                        filling.push(key, -key);
+                    }
+                }
+            }
+            // Every key has exactly one owner.
+            for key in keys() {
+                assert_eq!(fillings.iter().filter(|f| f.owns(&key)).count(), 1);
+            }
+            let whole = Filling::join(fillings);
+            assert_eq!(whole.pushed(), rows as usize);
+            let map = whole.finish();
+            assert_eq!(map.len(), rows as usize);
+            for key in keys() {
+                assert_eq!(map.get(&key), Some(&-key), "{rows} rows in {parts} parts");
+            }
         }
     }
 

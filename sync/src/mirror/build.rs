@@ -84,12 +84,43 @@ impl LineRows {
         // detects, so this is close to a linear pass in the common case.
         order.sort_unstable();
         let phones = order.chunk_by(|a, b| a.0 == b.0).count();
-        let mut by_phone = Filling::with_capacity(phones);
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            by_phone.push(group[0].0, group.iter().map(|&(_, _, id)| id).collect());
-        }
+        // Half the phones on another thread: this runs after both decoders
+        // are done, one core idle, and is bound by fresh memory (an `Arc`
+        // and a map entry per phone): ~75 ms for 1,000,000 on one.
+        let parts = if phones >= SPLIT_LINE_INDEX { 2 } else { 1 };
+        let mut parts = Filling::parts(phones, parts);
+        let by_phone = std::thread::scope(|scope| {
+            let order = &order;
+            let others: Vec<_> = parts
+                .drain(1..)
+                .map(|part| scope.spawn(move || group_lines(order, part)))
+                .collect();
+            let mut done = vec![group_lines(order, parts.pop().expect("one part"))];
+            done.extend(
+                others
+                    .into_iter()
+                    .map(|t| t.join().expect("line index build panicked")),
+            );
+            Filling::join(done)
+        });
         (lines.finish(), by_phone.finish())
     }
+}
+
+/// Phones from which the per-phone line index is built on two threads.
+const SPLIT_LINE_INDEX: usize = 20_000;
+
+/// Each phone of `order` (sorted) that `part` owns, with its line ids.
+fn group_lines(
+    order: &[(Id, i32, Id)],
+    mut part: Filling<Id, Arc<[Id]>>,
+) -> Filling<Id, Arc<[Id]>> {
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        if part.owns(&group[0].0) {
+            part.push(group[0].0, group.iter().map(|&(_, _, id)| id).collect());
+        }
+    }
+    part
 }
 
 /// Every table of a cold load: phones and lines built as they arrive, the

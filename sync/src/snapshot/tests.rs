@@ -245,6 +245,14 @@ fn large_tables_cross_the_read_buffer() {
         .map(|l| l.position)
         .collect();
     assert_eq!(positions, [1, 2, 3]);
+    // Every phone's line list (built on two threads at this size).
+    for n in 0..30_000i64 {
+        assert_eq!(
+            state.lines_of(1000 + n).len() as i64,
+            n % 3 + 1,
+            "phone {n}"
+        );
+    }
     // Shared strings are shared again after the load.
     let a = state.phone(1000).unwrap().model.clone().unwrap();
     let b = state.phone(1002).unwrap().model.clone().unwrap();
