@@ -26,16 +26,6 @@ fn print_errors(plan: &ImportPlan) {
 }
 
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
-    // The plan is a large heap built once (a million phones: ~110 MB,
-    // ~1.1 GB before phones were held as one batch). With transparent
-    // huge pages the kernel zeroed it 2 MiB at a time: most of a
-    // re-import's system time and its spread (0.3 to 3.4 s; the parse
-    // alone 3.1 s with them, 1.8 s without). This process only imports,
-    // so it does without them (`serve` keeps them for its mirror). Best
-    // effort: a kernel without the setting imports all the same.
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!(error = %e, "transparent huge pages stay on");
-    }
     let started = std::time::Instant::now();
     let mut plan = plan_files(&args.files);
     tracing::debug!(

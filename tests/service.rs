@@ -1,5 +1,6 @@
 //! `dialtone serve` as a service: systemd readiness, Prometheus metrics,
-//! graceful drain of TFTP, and supervision of the database listener.
+//! graceful drain of TFTP, supervision of the database listener, and the
+//! process settings it runs with.
 
 mod common;
 
@@ -478,4 +479,20 @@ fn shipped_templates_do_not_depend_on_the_working_directory() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let files = std::fs::read_dir(&all).unwrap().count();
     assert!(files >= 10, "{files} files: {}", text(&out.stdout));
+}
+
+/// The process runs without transparent huge pages (`main.rs`): its
+/// mirror is built once, and faulting it in 2 MiB at a time made cold
+/// starts up to twice as long.
+#[test]
+fn serve_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let setting = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(setting, Some("0"), "{status}");
 }
