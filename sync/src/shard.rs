@@ -97,16 +97,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Filling<K, V> {
     /// the database's statistics: a wrong one costs a rehash, or is given
     /// back by [`Filling::finish`]).
     pub fn with_capacity(entries: usize) -> Self {
-        let count = shard_count(entries);
-        let per_shard = reservation(entries, count);
-        Filling {
-            shards: (0..count)
-                .map(|_| HashMap::with_capacity_and_hasher(per_shard, Default::default()))
-                .collect(),
-            queued: (0..count).map(|_| Vec::new()).collect(),
-            pushed: 0,
-            owned: 0..count,
-        }
+        Self::parts(entries, 1).pop().expect("one part")
     }
 
     /// `parts` fillings for about `entries` entries in all, each taking the
@@ -115,11 +106,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Filling<K, V> {
     /// is bound by first touches of fresh memory, which then happen on
     /// every core.
     pub fn parts(entries: usize, parts: usize) -> Vec<Self> {
-        let count = shard_count(entries);
+        let (count, parts) = (shard_count(entries), parts.max(1));
         let per_shard = reservation(entries, count);
-        (0..parts.max(1))
+        (0..parts)
             .map(|j| {
-                let owned = count * j / parts.max(1)..count * (j + 1) / parts.max(1);
+                let owned = count * j / parts..count * (j + 1) / parts;
                 Filling {
                     shards: (0..count)
                         .map(|i| {
