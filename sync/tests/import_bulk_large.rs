@@ -30,6 +30,15 @@ fn big_fleet() -> Vec<Mutation> {
     batch
 }
 
+/// A PostgreSQL database holding [`big_fleet`], and the fleet.
+async fn stored_big_fleet() -> (TestDb, std::sync::Arc<dyn store::Store>, Vec<Mutation>) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let batch = big_fleet();
+    store.apply(&batch, &audit("import")).await.unwrap();
+    (db, store, batch)
+}
+
 const BIG_LINES: u64 = BIG as u64 + BIG as u64 / 4;
 
 fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
@@ -113,10 +122,7 @@ async fn a_large_run_compares_exactly_in_any_order_on_postgres() {
 /// the run (which sets it back) and keep the earlier value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_run_sees_its_own_transaction_on_postgres() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    let mut batch = big_fleet();
-    store.apply(&batch, &audit("import")).await.unwrap();
+    let (_db, store, mut batch) = stored_big_fleet().await;
     let before = db_rows(&*store).await;
     let gone = phone_mut(&mut batch, 9).mac;
     let mut interim = phone_mut(&mut batch, 8).clone();
@@ -161,10 +167,7 @@ async fn a_large_run_sees_its_own_transaction_on_postgres() {
 /// followed the change log without a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    let mut batch = big_fleet();
-    store.apply(&batch, &audit("import")).await.unwrap();
+    let (_db, store, mut batch) = stored_big_fleet().await;
     let node = RunningMirror::start(store.clone()).await;
     let editor = tokio::spawn({
         let store = store.clone();

@@ -62,12 +62,23 @@ pub(super) async fn reserve_ids(
 /// a pass over the whole table or its index: 10,000 lines of 1,000,000 took
 /// 200-260 ms to join that way and 23 ms by probing the id index per row.
 pub(super) async fn probe_joins(conn: &mut PgConnection, few: bool) -> Result<(), SyncError> {
-    let value = if few { "off" } else { "DEFAULT" };
     for setting in ["enable_hashjoin", "enable_mergejoin"] {
-        sqlx::query(&format!("SET LOCAL {setting} TO {value}"))
-            .execute(&mut *conn)
-            .await?;
+        join_method(conn, setting, !few).await?;
     }
+    Ok(())
+}
+
+/// Turns a join method (`enable_hashjoin`, ...) off for the rest of the
+/// transaction, or back to the server's setting.
+async fn join_method(
+    conn: &mut PgConnection,
+    setting: &'static str,
+    allowed: bool,
+) -> Result<(), SyncError> {
+    let value = if allowed { "DEFAULT" } else { "off" };
+    sqlx::query(&format!("SET LOCAL {setting} TO {value}"))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -302,15 +313,11 @@ pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncE
             .await?;
     for (ddl, within) in keys {
         if within {
-            sqlx::query("SET LOCAL enable_hashjoin TO off")
-                .execute(&mut *conn)
-                .await?;
+            join_method(conn, "enable_hashjoin", false).await?;
         }
         sqlx::query(&ddl).execute(&mut *conn).await?;
         if within {
-            sqlx::query("SET LOCAL enable_hashjoin TO DEFAULT")
-                .execute(&mut *conn)
-                .await?;
+            join_method(conn, "enable_hashjoin", true).await?;
         }
     }
     sql::bump_epoch(conn).await?;
