@@ -17,7 +17,7 @@ use crate::stamp::{Input, Stamps};
 use crate::store::RowChange;
 
 mod build;
-pub use build::{LineRows, Loading, PhoneRows};
+pub use build::{LineGroups, LineKey, LineRows, Loading, PhoneRows};
 
 /// Bound of the change stream. A subscriber that falls further behind gets
 /// `RecvError::Lagged` and must treat it like [`ChangeEvent::Reset`].
