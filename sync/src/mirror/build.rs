@@ -93,6 +93,15 @@ impl LineRows {
         self.index = LineIndexing::Grouped(groups);
     }
 
+    /// Whether [`LineRows::finish`] takes the index the load built.
+    #[cfg(test)]
+    pub(crate) fn index_built_while_loading(self) -> bool {
+        match self.index {
+            LineIndexing::Grouped(groups) => groups.finish().is_some(),
+            _ => false,
+        }
+    }
+
     /// Rows pushed.
     pub fn len(&self) -> usize {
         self.lines.pushed()

@@ -232,11 +232,20 @@ fn large_tables_cross_the_read_buffer() {
             });
         }
     }
+    // Lines of a phone that is not in the mirror: written after the rest.
+    for (id, position) in [(99, 2), (98, 1)] {
+        let mut orphan = data.lines[0].clone();
+        (orphan.id, orphan.phone_id, orphan.position) = (id, 999_999, position);
+        data.lines.push(orphan);
+    }
     data.sort();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     write(&mirror_of(&data), &path, "s").unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 4 << 20);
+    // Written in the order the load indexes lines by phone without a sort.
+    let (_, loading) = load(&path).unwrap().unwrap();
+    assert!(loading.lines.index_built_while_loading());
     let state = loaded(&path).load();
     assert_eq!(state.to_dataset(), data);
     let positions: Vec<i32> = state
@@ -245,6 +254,8 @@ fn large_tables_cross_the_read_buffer() {
         .map(|l| l.position)
         .collect();
     assert_eq!(positions, [1, 2, 3]);
+    let orphans: Vec<Id> = state.lines_of(999_999).iter().map(|l| l.id).collect();
+    assert_eq!(orphans, [98, 99]);
     // Every phone's line list (built on two threads at this size).
     for n in 0..30_000i64 {
         assert_eq!(
