@@ -39,27 +39,35 @@ pub(crate) enum LineState {
     Changed,
 }
 
-/// One cell of a staged row. Numbers and MACs are written by the stager
-/// itself, so a staged row allocates nothing but its sealed secrets.
+/// One cell of a staged row. Text is borrowed from the run but for sealed
+/// secrets, and numbers and MACs are written by the stager itself, so a
+/// staged row allocates nothing but its secrets.
 pub(crate) enum Cell<'a> {
     Null,
-    Text(&'a str),
-    Sealed(String),
+    Text(std::borrow::Cow<'a, str>),
     Int(i64),
     Mac(crate::model::Mac),
 }
 
 impl<'a> Cell<'a> {
+    pub(crate) fn text(text: &'a str) -> Self {
+        Cell::Text(text.into())
+    }
+
     pub(crate) fn text_or_null(text: Option<&'a str>) -> Self {
-        text.map_or(Cell::Null, Cell::Text)
+        text.map_or(Cell::Null, Cell::text)
+    }
+
+    /// A secret sealed for storage.
+    pub(crate) fn sealed(sealed: crate::crypto::Sealed) -> Self {
+        Cell::Text(String::from(sealed.0).into())
     }
 
     /// The cell as a bound parameter would carry it (`None` is NULL).
     pub(crate) fn to_text(&self) -> Option<String> {
         match self {
             Cell::Null => None,
-            Cell::Text(text) => Some((*text).to_owned()),
-            Cell::Sealed(text) => Some(text.clone()),
+            Cell::Text(text) => Some(text.as_ref().to_owned()),
             Cell::Int(n) => Some(n.to_string()),
             Cell::Mac(mac) => Some(mac.to_string()),
         }
@@ -240,13 +248,13 @@ macro_rules! bulk_sql {
                     Cell::Int(ids[i]),
                     Cell::Mac(p.mac),
                     Cell::Int(tenant_id(i)),
-                    Cell::Text(p.family.as_str()),
+                    Cell::text(p.family.as_str()),
                     Cell::text_or_null(p.model),
                     Cell::text_or_null(p.label),
-                    Cell::Text(p.variables),
+                    Cell::text(p.variables),
                     Cell::text_or_null(p.http_user),
                     p.http_password.map_or(Cell::Null, |pw| {
-                        Cell::Sealed(key.seal(Purpose::DeviceHttpPassword, pw).0.into())
+                        Cell::sealed(key.seal(Purpose::DeviceHttpPassword, pw))
                     }),
                     Cell::Int(now),
                 ]
@@ -290,19 +298,19 @@ macro_rules! bulk_sql {
                         };
                         let line = phones.line(flat);
                         let password = line.password.map_or(Cell::Null, |pw| {
-                            Cell::Sealed(key.seal(Purpose::LinePassword, pw).0.into())
+                            Cell::sealed(key.seal(Purpose::LinePassword, pw))
                         });
                         let cells: [Cell; 11] = [
                             Cell::Int(id),
                             Cell::Int(ids[i]),
                             Cell::Int(at as i64 + 1),
-                            Cell::Text(line.extension),
-                            Cell::Text(line.display_name),
-                            Cell::Text(line.auth_user),
+                            Cell::text(line.extension),
+                            Cell::text(line.display_name),
+                            Cell::text(line.auth_user),
                             password,
-                            Cell::Text(line.registrar),
+                            Cell::text(line.registrar),
                             Cell::text_or_null(line.proxy),
-                            Cell::Text(line.settings),
+                            Cell::text(line.settings),
                             Cell::Int(now),
                         ];
                         stager.row(&cells).await?;

@@ -117,7 +117,6 @@ impl<'c> Stager<'c> {
             match cell {
                 Cell::Null => self.buf.extend_from_slice(b"\\N"),
                 Cell::Text(text) => copy_escape(text, &mut self.buf),
-                Cell::Sealed(text) => copy_escape(text, &mut self.buf),
                 Cell::Int(n) => self.buf.extend_from_slice(digits.format(*n).as_bytes()),
                 Cell::Mac(mac) => self.buf.extend_from_slice(&mac.hex()),
             }
