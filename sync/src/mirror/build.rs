@@ -120,6 +120,9 @@ impl LineRows {
             LineIndexing::Beside => None,
         };
         let by_phone = grouped.unwrap_or_else(|| {
+            tracing::debug!(
+                "lines did not come grouped by phone in key order: indexing them by sort"
+            );
             index_by_sort(
                 lines
                     .values()
