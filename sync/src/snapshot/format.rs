@@ -46,6 +46,15 @@ pub(super) struct Section {
     pub(super) rows: u64,
 }
 
+impl Section {
+    /// What to size a phone or line table for: the rows the bytes can hold
+    /// at least (a row of either is more than 8 bytes), so a damaged count
+    /// cannot ask for much.
+    fn row_capacity(&self) -> usize {
+        self.rows.min(self.len / 8) as usize
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(super) struct Index {
     header: SnapshotHeader,
@@ -266,9 +275,7 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
         let lines = scope.spawn(move || {
             with_interner(|| {
                 let s = sections[LINES];
-                // Sized by the rows the bytes can hold at least (a line is
-                // more than 8 bytes), so a damaged count cannot ask for much.
-                let mut rows = LineRows::indexed_beside(s.rows.min(s.len / 8) as usize);
+                let mut rows = LineRows::indexed_beside(s.row_capacity());
                 let mut batch = Vec::with_capacity(KEY_BATCH);
                 SectionReader::new(file, s).rows(s.rows, |l: Line| {
                     batch.push((l.phone_id, l.position, l.id));
@@ -285,12 +292,12 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
         });
         let phones = with_interner(|| {
             let s = sections[PHONES];
-            let mut rows = PhoneRows::with_capacity(s.rows.min(s.len / 8) as usize);
+            let mut rows = PhoneRows::with_capacity(s.row_capacity());
             SectionReader::new(file, s).rows(s.rows, |p: Phone| rows.push(p))?;
             Ok::<_, String>(rows)
         });
-        let s = sections[PHONES];
-        let mut groups = LineGroups::with_capacity(s.rows.min(s.len / 8) as usize);
+        let decoded = phones.as_ref().map_or(0, PhoneRows::len);
+        let mut groups = LineGroups::with_capacity(decoded);
         // Ends when the line thread drops its sender, done or failed.
         for batch in arriving {
             batch.into_iter().for_each(|key| groups.push(key));
