@@ -81,6 +81,12 @@ impl Mac {
         self.to_string().to_ascii_uppercase()
     }
 
+    /// The address as a number, ordered as the MACs are.
+    pub fn number(&self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+    }
+
     /// The twelve lowercase hex digits, without a formatter: imports write
     /// a million of them.
     pub fn hex(&self) -> [u8; 12] {

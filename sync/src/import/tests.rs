@@ -88,6 +88,26 @@ fn csv_lines_ordered_and_gaps_rejected() {
 }
 
 #[test]
+fn csv_phone_given_again_differently_is_an_error_in_any_order() {
+    let head = "tenant,mac,family,extension,registrar\n";
+    // In MAC order, and not.
+    for rows in [
+        "acme,0004f2000001,poly,101,sip\nacme,0004f2000002,poly,201,sip\nbeta,0004f2000002,poly,202,sip\n",
+        "acme,0004f2000002,poly,201,sip\nacme,0004f2000001,poly,101,sip\nbeta,0004f2000002,poly,202,sip\n",
+    ] {
+        let plan = plan_text("phones.csv", &format!("{head}{rows}"));
+        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(
+            text[0].contains("phones.csv:4:2 (mac): phone 0004f2000002 appears again"),
+            "{text:?}"
+        );
+        let macs: Vec<String> = phones(&plan).iter().map(|p| p.mac.to_string()).collect();
+        assert_eq!(macs.len(), 2, "{macs:?}");
+    }
+}
+
+#[test]
 fn csv_bad_mac_names_line_and_column() {
     let plan = plan_text(
         "phones.csv",

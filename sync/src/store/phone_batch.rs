@@ -276,10 +276,14 @@ impl PhoneBatch {
     }
 
     /// Whether no MAC is given twice (the bulk path needs one phone per
-    /// MAC). Sorts a copy of the MACs: 6 bytes a phone, not a hash map's
-    /// 16 to 32.
+    /// MAC). MACs already rising need no more; otherwise a copy of them is
+    /// sorted, as numbers (8 bytes a phone, not a hash map's 16 to 32; a
+    /// number compares in one step where six bytes took a loop).
     pub fn macs_distinct(&self) -> bool {
-        let mut macs: Vec<Mac> = self.phones.iter().map(|p| p.mac).collect();
+        if self.phones.windows(2).all(|w| w[0].mac < w[1].mac) {
+            return true;
+        }
+        let mut macs: Vec<u64> = self.phones.iter().map(|p| p.mac.number()).collect();
         macs.sort_unstable();
         macs.windows(2).all(|w| w[0] != w[1])
     }

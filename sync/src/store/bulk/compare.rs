@@ -68,34 +68,91 @@ pub(crate) fn taken(all: bool) -> Result<(), crate::error::SyncError> {
 }
 
 /// The run's phones in the order of a key, built on first use: a read in
-/// the run's own order never needs it. 4 bytes a phone, where a hash map
-/// of the keys took 16 to 32 (an import's memory is counted against its
-/// file's size).
-#[derive(Default)]
-pub(crate) struct Sorted {
-    order: Option<Vec<u32>>,
+/// the run's own order never needs it. Memory is counted against the
+/// file's size, and time against a file in any order, so the index is the
+/// least that serves:
+/// - keys already rising through the run (ids a first import gave, MACs of
+///   a file in MAC order): nothing, or the phones that have a key (4 bytes
+///   each), searched in place;
+/// - otherwise each phone's key beside its index (12 bytes a phone for a
+///   MAC, 16 for an id), sorted. Sorting bare indexes by a key looked up in
+///   the run missed the cache on every comparison: 0.2 s for a million
+///   phones in a shuffled file, against ~40 ms for the pairs.
+pub(crate) struct Sorted<K> {
+    order: Option<Order<K>>,
 }
 
-impl Sorted {
+enum Order<K> {
+    /// Every phone has a key, rising with its index.
+    Run,
+    /// The phones with a key, whose keys rise in this order.
+    Listed(Vec<u32>),
+    Pairs(Vec<(K, u32)>),
+}
+
+impl<K> Default for Sorted<K> {
+    fn default() -> Self {
+        Sorted { order: None }
+    }
+}
+
+/// The position among `len` sorted keys holding `key`. A key missing
+/// sorts first (the index holds only phones with one, so it never is).
+fn search<K: Ord>(len: usize, key_at: impl Fn(usize) -> Option<K>, key: &K) -> Option<usize> {
+    let (mut low, mut high) = (0, len);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match key_at(mid).as_ref().cmp(&Some(key)) {
+            std::cmp::Ordering::Less => low = mid + 1,
+            std::cmp::Ordering::Greater => high = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
+}
+
+impl<K: Ord + Copy> Sorted<K> {
     /// The phone whose key is `key`, among `0..n`; `key_of` is `None` for
     /// phones without one. Keys are distinct.
-    pub(crate) fn find<K: Ord>(
+    pub(crate) fn find(
         &mut self,
         n: usize,
         key_of: impl Fn(usize) -> Option<K>,
         key: &K,
     ) -> Option<usize> {
         let order = self.order.get_or_insert_with(|| {
-            let mut order: Vec<u32> = (0..n as u32)
-                .filter(|&i| key_of(i as usize).is_some())
-                .collect();
-            order.sort_unstable_by_key(|&i| key_of(i as usize));
-            order
+            let mut keyed = (0..n).filter_map(|i| key_of(i).map(|k| (k, i)));
+            let rising = keyed.next().is_none_or(|first| {
+                keyed
+                    .try_fold(first.0, |last, (k, _)| (last < k).then_some(k))
+                    .is_some()
+            });
+            let count = (0..n).filter(|&i| key_of(i).is_some()).count();
+            match (rising, count == n) {
+                (true, true) => Order::Run,
+                (true, false) => Order::Listed(
+                    (0..n as u32)
+                        .filter(|&i| key_of(i as usize).is_some())
+                        .collect(),
+                ),
+                (false, _) => {
+                    let mut pairs: Vec<(K, u32)> = (0..n)
+                        .filter_map(|i| key_of(i).map(|k| (k, i as u32)))
+                        .collect();
+                    pairs.sort_unstable_by_key(|pair| pair.0);
+                    Order::Pairs(pairs)
+                }
+            }
         });
-        order
-            .binary_search_by(|&i| key_of(i as usize).as_ref().cmp(&Some(key)))
-            .ok()
-            .map(|at| order[at] as usize)
+        match order {
+            Order::Run => search(n, &key_of, key),
+            Order::Listed(list) => {
+                search(list.len(), |at| key_of(list[at] as usize), key).map(|at| list[at] as usize)
+            }
+            Order::Pairs(pairs) => {
+                search(pairs.len(), |at| Some(pairs[at].0), key).map(|at| pairs[at].1 as usize)
+            }
+        }
     }
 }
 
@@ -118,15 +175,49 @@ pub(crate) fn same_secret(
 /// `None` for a phone not in the run.
 pub(crate) fn find(
     phones: &crate::store::PhoneBatch,
-    macs: &mut Sorted,
+    macs: &mut Sorted<crate::model::Mac>,
     next: usize,
     mac: &[u8],
 ) -> Option<usize> {
-    let mac: crate::model::Mac = std::str::from_utf8(mac).ok()?.parse().ok()?;
+    // Stored MACs are written as `Mac::hex` writes them: a guess compares
+    // text, and only a row out of place pays for a parse.
     for guess in [next, next + 1] {
-        if guess < phones.len() && phones.mac(guess) == mac {
+        if guess < phones.len() && phones.mac(guess).hex() == mac {
             return Some(guess);
         }
     }
+    let mac: crate::model::Mac = std::str::from_utf8(mac).ok()?.parse().ok()?;
     macs.find(phones.len(), |i| Some(phones.mac(i)), &mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sorted;
+
+    /// Every way the index can be built finds each key where it is, and
+    /// nothing for a key the run does not hold.
+    #[test]
+    fn sorted_finds_keys_in_any_order() {
+        let rising: Vec<Option<i64>> = (0..100).map(|i| Some(10 * i)).collect();
+        let with_gaps: Vec<Option<i64>> =
+            (0..100).map(|i| (i % 3 != 0).then_some(10 * i)).collect();
+        let shuffled: Vec<Option<i64>> = (0..100i64)
+            .map(|i| (i % 7 != 0).then_some((i * 37) % 101))
+            .collect();
+        for keys in [rising, with_gaps, shuffled] {
+            let mut index = Sorted::default();
+            for (i, key) in keys.iter().enumerate() {
+                if let Some(key) = key {
+                    assert_eq!(
+                        index.find(keys.len(), |j| keys[j], key),
+                        Some(i),
+                        "{keys:?}"
+                    );
+                }
+            }
+            for absent in [-1, 1_001, 1_000_000] {
+                assert_eq!(index.find(keys.len(), |j| keys[j], &absent), None);
+            }
+        }
+    }
 }

@@ -46,8 +46,8 @@ pub(crate) struct Comparison<'r> {
     pub stored_rows: u64,
     /// How the read went beside the phones, for the debug log.
     pub held: Held,
-    by_mac: Sorted,
-    by_id: Sorted,
+    by_mac: Sorted<crate::model::Mac>,
+    by_id: Sorted<Id>,
     next_phone: usize,
     next_line: usize,
     phones_read: bool,
