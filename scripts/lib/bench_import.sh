@@ -12,6 +12,8 @@
 #     end (only that phone is polled during the import, so the poller does
 #     not slow it), then a sweep checks every changed phone;
 #   - into SQLite.
+# IMPORT_ORDER=shuffled writes the file in random order and changes phones'
+# own rows too (see below).
 
 bench_import() {
     # BENCH_BIN: a binary already built (then nothing is built).
@@ -27,23 +29,44 @@ bench_import() {
     : >"$out"
     DIALTONE_SECRETS__KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
     export DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL="http://prov.example.net"
-    log "writing $phones phones (one line each) as CSV"
-    python3 - "$d" "$phones" <<'PY'
-import sys
-d, n = sys.argv[1], int(sys.argv[2])
-changed = set(range(0, n, max(1, n // 10_000)))
+    # IMPORT_ORDER=shuffled: the same phones in a seeded random order, with
+    # a `variables` column, and half of the 10,000 changes made to the
+    # phone's own row (its NTP server, which its file shows) instead of its
+    # line: a file not sorted by MAC, and stored phones that move, which
+    # the default file (in MAC order, only lines changed) never has.
+    local order="${IMPORT_ORDER:-mac}"
+    case "$order" in mac|shuffled) ;; *) log "IMPORT_ORDER is mac or shuffled, not $order"; return 2 ;; esac
+    log "writing $phones phones (one line each) as CSV, in $order order"
+    python3 - "$d" "$phones" "$order" <<'PY'
+import random, sys
+d, n, order = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+shuffled = order == "shuffled"
+step = max(1, n // 10_000)
+changed = set(range(0, n, step))
+numbers = list(range(n))
+if shuffled:
+    random.Random(20).shuffle(numbers)
 with open(f"{d}/tenants.csv", "w") as t:
     t.write("slug,name,default_region\n")
     for i in range(20):
         t.write(f"t{i:02d},Tenant {i},US\n")
-head = "tenant,mac,family,model,line,extension,display_name,password,registrar\n"
+columns = ["tenant", "mac", "family", "model", "line", "extension", "display_name", "password", "registrar"]
+if shuffled:
+    columns.append("variables")
+with open(f"{d}/columns.sql", "w") as c:
+    c.write(", ".join(f"{k} {'INT' if k == 'line' else 'TEXT'}" for k in columns))
+head = ",".join(columns) + "\n"
 with open(f"{d}/phones.csv", "w") as a, open(f"{d}/phones-changed.csv", "w") as b, open(f"{d}/macs-changed.txt", "w") as m:
     a.write(head); b.write(head)
-    for i in range(n):
+    for i in numbers:
         mac = f"001565{0x100000 + i:06x}"
-        row = f"t{i % 20:02d},{mac},yealink,T46S,1,{100000 + i},User {i},pw-{i}-Qx7,sip{i % 5}.example.net\n"
+        row = f"t{i % 20:02d},{mac},yealink,T46S,1,{100000 + i},User {i},pw-{i}-Qx7,sip{i % 5}.example.net" + (",\n" if shuffled else "\n")
         a.write(row)
-        if i in changed:
+        if i in changed and shuffled and (i // step) % 2:
+            ntp = f"ntp-moved-{i}.example.net"
+            b.write(row[:-2] + f',"{{""ntp_server"": ""{ntp}""}}"\n')
+            m.write(f"{mac} {ntp}\n")
+        elif i in changed:
             b.write(row.replace(f",User {i},", f",Renamed {i},"))
             m.write(f"{mac} Renamed {i}\n")
         else:
@@ -55,7 +78,7 @@ PY
     "$bin" --database-url "$pg" import "$d/tenants.csv" >/dev/null
 
     log "baseline: psql \\copy of the same rows into a plain table"
-    psql "$pg" -qc "CREATE TABLE copy_baseline (tenant TEXT, mac TEXT, family TEXT, model TEXT, line INT, extension TEXT, display_name TEXT, password TEXT, registrar TEXT)"
+    psql "$pg" -qc "CREATE TABLE copy_baseline ($(cat "$d/columns.sql"))"
     local t0 t1
     t0="$(date +%s.%N)"
     psql "$pg" -qc "\\copy copy_baseline FROM '$d/phones.csv' WITH (FORMAT csv, HEADER true)"
@@ -169,13 +192,13 @@ PY
     echo "{\"step\": \"sqlite\", \"seconds\": ${s% *}, \"max_rss_kb\": ${s#* }}" >>"$out"
     unset DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL
 
-    python3 - "$out" "$phones" <<'PY'
+    python3 - "$out" "$phones" "$order" <<'PY'
 import json, sys
 rows = {r["step"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
 n = int(sys.argv[2])
 copy, first, again, changed, served, sqlite = (rows[k] for k in ("copy", "first", "again", "changed", "served", "sqlite"))
 print()
-print(f"bulk import, {n:,} phones with one line each ({first['file_bytes'] / 1e6:.1f} MB of CSV)")
+print(f"bulk import, {n:,} phones with one line each ({first['file_bytes'] / 1e6:.1f} MB of CSV, {sys.argv[3]} order)")
 print(f"{'run':<34} {'seconds':>8} {'phones/s':>10} {'rows written':>13}  target")
 copy_label = "psql \\copy into a plain table"
 print(f"{copy_label:<34} {copy['seconds']:>8.2f} {n / copy['seconds']:>10,.0f} {'':>13}  (baseline)")

@@ -208,14 +208,17 @@ impl SecretKey {
         if body.len() != expected_len.div_ceil(3) || body.len() < 16 {
             return false;
         }
-        let Ok(nonce) = B64.decode(&body[..16]) else {
+        // Decoded on the stack: an allocation per secret showed in the
+        // profile of a million-phone re-import.
+        let mut nonce = [0u8; 12];
+        if B64.decode_slice(&body[..16], &mut nonce) != Ok(12) {
             return false;
-        };
+        }
         let mut mac = self.nonce_mac.clone();
         mac.update(purpose.aad());
         mac.update(&[0]);
         mac.update(plaintext.as_bytes());
-        mac.finalize().into_bytes()[..12] == nonce[..]
+        mac.finalize().into_bytes()[..12] == nonce
     }
 
     pub fn open(&self, purpose: Purpose, sealed: &Sealed) -> Result<String, SyncError> {
