@@ -12,6 +12,8 @@
 # phones. Baseline: sync_bench raw-scan, reading the same rows on one
 # connection and building nothing, in the same rounds. COLDSTART_BIN runs
 # another build of dialtone instead (to compare with an older one).
+# COLDSTART_ROWS=varied seeds rows nearer a real fleet's (250 tenants, six
+# vendors, labels, provisioning credentials, proxies; `sync_bench seed`).
 
 bench_coldstart() {
     local phones="${1:-1000000}" d="$SERVICES_DIR/coldstart" bin="${COLDSTART_BIN:-target/release/dialtone}"
@@ -24,17 +26,18 @@ bench_coldstart() {
     psql "$DIALTONE_TEST_PG_URL" -q -c "DROP DATABASE IF EXISTS coldstart" -c "CREATE DATABASE coldstart" \
         -c "DROP DATABASE IF EXISTS coldstart_empty" -c "CREATE DATABASE coldstart_empty" >/dev/null
     local base="${DIALTONE_TEST_PG_URL%/postgres}"
-    log "seeding $phones phones (one line each) into PostgreSQL"
-    target/release/examples/sync_bench seed "$base/coldstart" "$phones" >/dev/null
-    target/release/examples/sync_bench seed "$base/coldstart_empty" 0 >/dev/null
+    local rows="${COLDSTART_ROWS:-plain}"
+    log "seeding $phones phones (one line each, $rows rows) into PostgreSQL"
+    target/release/examples/sync_bench seed "$base/coldstart" "$phones" "$rows" >/dev/null
+    target/release/examples/sync_bench seed "$base/coldstart_empty" 0 "$rows" >/dev/null
     # Let PostgreSQL finish writing the bulk load out before timing reads.
     psql "$base/coldstart" -qc "CHECKPOINT" >/dev/null
     sleep 2
     log "cold starts of dialtone serve (${COLDSTART_ROUNDS:-5} rounds)"
-    python3 - "$bin" target/release/examples/sync_bench "$d" "$base" "$phones" "${COLDSTART_ROUNDS:-5}" <<'PY'
+    python3 - "$bin" target/release/examples/sync_bench "$d" "$base" "$phones" "${COLDSTART_ROUNDS:-5}" "$rows" <<'PY'
 import json, os, signal, socket, statistics, subprocess, sys, time
 
-binary, sync_bench, d, base, phones, rounds = sys.argv[1:7]
+binary, sync_bench, d, base, phones, rounds, rows = sys.argv[1:8]
 phones, rounds = int(phones), int(rounds)
 
 def free_port():
@@ -116,7 +119,7 @@ size = os.path.getsize(snap)
 empty_rss = statistics.median(m for _, m in runs["empty"])
 scan = min(s for s, _ in runs["raw-scan"])
 print()
-print(f"cold start of dialtone serve to the first 200 on /readyz, {phones:,} phones with one line each, {rounds} rounds")
+print(f"cold start of dialtone serve to the first 200 on /readyz, {phones:,} phones with one line each ({rows} rows), {rounds} rounds")
 print(f"{'source':<10} {'best s':>7} {'median s':>9} {'baseline s':>11} {'ratio':>6} {'bytes/phone':>12}  target")
 for source, target in (("postgres", "<= 1.5 s"), ("snapshot", "<= 0.5 s")):
     times = sorted(s for s, _ in runs[source])

@@ -1,7 +1,10 @@
 //! Data-layer benchmark driver, run by `scripts/bench` (not in CI). Each
 //! subcommand runs in its own process so resident memory is measured clean.
 //!
-//!   sync_bench seed URL PHONES            bulk-load PHONES phones, one line each
+//!   sync_bench seed URL PHONES [varied]   bulk-load PHONES phones, one line each;
+//!                                         `varied` (PostgreSQL): 250 tenants, six
+//!                                         vendors, labels, provisioning credentials,
+//!                                         proxies, registrars per tenant
 //!   sync_bench raw-scan URL               baseline: read the rows, build nothing
 //!   sync_bench load URL [SNAPSHOT_OUT]    cold start of the mirror from the database
 //!   sync_bench load-snapshot PATH         cold start of the mirror from a snapshot
@@ -53,7 +56,51 @@ async fn store(url: &str) -> Arc<dyn Store> {
 
 const MAC_BASE: i64 = 0x0015_6500_0000;
 
-async fn seed(url: &str, phones: i64) {
+/// Rows less uniform than the plain seed's, nearer a provider's fleet: a
+/// row's strings vary in length and in how many are set, and the interned
+/// ones (models, registrars) have hundreds of values, not one.
+async fn seed_varied(c: &mut sqlx::PgConnection, phones: i64, line_password: &str) {
+    let http_password = key()
+        .seal(Purpose::DeviceHttpPassword, "Xq7-provisioning-secret")
+        .0
+        .to_string();
+    sqlx::query(
+        "INSERT INTO tenants (slug, name, default_region, settings, updated_at) \
+         SELECT 'tenant-' || t, 'Tenant ' || t || ', Inc.', 'US', '{}', 0 FROM generate_series(1, 250) t",
+    )
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO phones (tenant_id, mac, family, model, label, variables, http_user, http_password, updated_at) \
+         SELECT (SELECT min(id) FROM tenants) + (g * 7919) % 250, lpad(to_hex($1 + g), 12, '0'), \
+           (ARRAY['yealink', 'poly', 'snom', 'grandstream', 'fanvil', 'cisco-mpp'])[1 + g % 6], \
+           (ARRAY['T54W', 'VVX450', 'D785', 'GRP2614', 'X6U', 'CP-8841-3PCC'])[1 + g % 6], \
+           CASE WHEN g % 3 <> 0 THEN 'Desk ' || (g % 500) END, '{}', \
+           CASE WHEN g % 4 = 0 THEN 'prov' || g END, CASE WHEN g % 4 = 0 THEN $3 END, 0 \
+         FROM generate_series(1, $2) g",
+    )
+    .bind(MAC_BASE)
+    .bind(phones)
+    .bind(&http_password)
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, password, registrar, proxy, settings, updated_at) \
+         SELECT id, 1, (2000 + id % 7000)::text, \
+           (ARRAY['Ana', 'Bjorn', 'Chloé', 'Dmitri', 'Eve', 'Farah', 'Günter', 'Hiro', 'Ines', 'José', 'Kai', 'Lena', 'Mía', 'Noor', 'Olu'])[1 + id % 15] \
+             || ' ' || (ARRAY['Smith', 'Okafor', 'Müller', 'Nakamura', 'García', 'Ivanova', 'O''Brien', 'Svensson', 'Rossi', 'Kowalski'])[1 + (id / 15) % 10], \
+           'user' || id, $1, 'pbx' || tenant_id || '.voip.example.com', \
+           CASE WHEN id % 2 = 1 THEN 'sbc.voip.example.com' END, '{}', 0 FROM phones",
+    )
+    .bind(line_password)
+    .execute(&mut *c)
+    .await
+    .unwrap();
+}
+
+async fn seed(url: &str, phones: i64, varied: bool) {
     let started = Instant::now();
     let password = key()
         .seal(Purpose::LinePassword, "a-realistic-sip-password")
@@ -67,25 +114,29 @@ async fn seed(url: &str, phones: i64) {
             .execute(&mut c)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO tenants (slug, name, default_region, settings, updated_at) VALUES ('bench', 'Bench', 'US', '{}', 0)").execute(&mut c).await.unwrap();
-        sqlx::query(
-            "INSERT INTO phones (tenant_id, mac, family, model, variables, updated_at) \
-             SELECT (SELECT id FROM tenants WHERE slug = 'bench'), lpad(to_hex($1 + g), 12, '0'), 'yealink', 'T46S', '{}', 0 \
-             FROM generate_series(1, $2) g",
-        )
-        .bind(MAC_BASE)
-        .bind(phones)
-        .execute(&mut c)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, password, registrar, settings, updated_at) \
-             SELECT id, 1, (1000 + id)::text, 'Desk ' || id, 'u' || id, $1, 'sip.example.net', '{}', 0 FROM phones",
-        )
-        .bind(&password)
-        .execute(&mut c)
-        .await
-        .unwrap();
+        if varied {
+            seed_varied(&mut c, phones, &password).await;
+        } else {
+            sqlx::query("INSERT INTO tenants (slug, name, default_region, settings, updated_at) VALUES ('bench', 'Bench', 'US', '{}', 0)").execute(&mut c).await.unwrap();
+            sqlx::query(
+                "INSERT INTO phones (tenant_id, mac, family, model, variables, updated_at) \
+                 SELECT (SELECT id FROM tenants WHERE slug = 'bench'), lpad(to_hex($1 + g), 12, '0'), 'yealink', 'T46S', '{}', 0 \
+                 FROM generate_series(1, $2) g",
+            )
+            .bind(MAC_BASE)
+            .bind(phones)
+            .execute(&mut c)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO lines (phone_id, position, extension, display_name, auth_user, password, registrar, settings, updated_at) \
+                 SELECT id, 1, (1000 + id)::text, 'Desk ' || id, 'u' || id, $1, 'sip.example.net', '{}', 0 FROM phones",
+            )
+            .bind(&password)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
         sqlx::query("VACUUM ANALYZE").execute(&mut c).await.unwrap();
     } else {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
@@ -345,9 +396,18 @@ async fn main() {
     let arg = |i: usize| args.get(i).map(String::as_str);
     match (arg(0), arg(1)) {
         (Some("seed"), Some(url)) => {
+            let varied = match arg(3) {
+                None | Some("plain") => false,
+                Some("varied") if url.starts_with("postgres") => true,
+                Some(other) => {
+                    eprintln!("seed: rows are plain, or varied on PostgreSQL, not {other:?}");
+                    std::process::exit(2)
+                }
+            };
             seed(
                 url,
                 arg(2).and_then(|n| n.parse().ok()).unwrap_or(1_000_000),
+                varied,
             )
             .await
         }
