@@ -2,12 +2,19 @@
 //! empty settings) across the rows of a cold load. A million phones mostly
 //! name a few dozen models and registrars; one `Arc<str>` each instead of a
 //! million allocations saves memory and, above all, allocator time.
+//!
+//! A load from the database shares through an [`Interner`] (a hash and a
+//! compare per field). The snapshot does better: its writer gives each
+//! value an index the first time a section has it ([`writing_section`],
+//! the model's `serialize_with`), and its reader takes the shared value by
+//! that index ([`reading_section`], `deserialize_with`). Outside those two,
+//! the fields are plain strings, in any format.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde::de::Visitor;
-use serde::Deserializer;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Past this many distinct values a field is not low-cardinality after all;
 /// new values are then allocated as usual, so the interner stays bounded.
@@ -31,26 +38,6 @@ impl Interner {
     }
 }
 
-thread_local! {
-    static ACTIVE: RefCell<Option<Interner>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (a synchronous deserialization) with an interner that the
-/// `deserialize_with` functions below use.
-pub fn with_interner<T>(f: impl FnOnce() -> T) -> T {
-    ACTIVE.with(|a| *a.borrow_mut() = Some(Interner::default()));
-    let result = f();
-    ACTIVE.with(|a| *a.borrow_mut() = None);
-    result
-}
-
-fn share(value: &str) -> Arc<str> {
-    ACTIVE.with(|a| match a.borrow_mut().as_mut() {
-        Some(interner) => interner.intern(value),
-        None => Arc::from(value),
-    })
-}
-
 struct Shared;
 
 impl<'de> Visitor<'de> for Shared {
@@ -62,7 +49,7 @@ impl<'de> Visitor<'de> for Shared {
 
     // Borrowed from the input where the format allows: no temporary String.
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
-        Ok(share(v))
+        Ok(Arc::from(v))
     }
 }
 
@@ -85,11 +72,122 @@ impl<'de> Visitor<'de> for OptionalShared {
 }
 
 pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    if reading_coded() {
+        return Coded::deserialize(d).and_then(decode::<D::Error>);
+    }
     d.deserialize_str(Shared)
 }
 
 pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    if reading_coded() {
+        return Option::<Coded>::deserialize(d)?
+            .map(decode::<D::Error>)
+            .transpose();
+    }
     d.deserialize_option(OptionalShared)
+}
+
+/// Writes an interned field: as text, or coded inside [`writing_section`].
+pub fn ser<S: Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    match WRITING.with(|w| w.borrow_mut().as_mut().map(|written| written.code(value))) {
+        None => s.serialize_str(value),
+        Some(None) => Coded::New(value).serialize(s),
+        Some(Some(at)) => Coded::Known(at).serialize(s),
+    }
+}
+
+pub fn ser_opt<S: Serializer>(value: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&Field(v)),
+        None => s.serialize_none(),
+    }
+}
+
+/// An interned field in a snapshot: its value the first time a section
+/// has it, then the index it was given. Decoding a row then neither hashes
+/// nor compares nor checks the field again (interning was a tenth of a
+/// start from the snapshot). Values past [`MAX_DISTINCT`] are written out
+/// each time, as they are allocated each time.
+#[derive(Serialize, Deserialize)]
+enum Coded<'a> {
+    New(&'a str),
+    Known(u32),
+}
+
+/// An `Arc<str>` written as [`ser`] writes it, for `serialize_some`.
+struct Field<'a>(&'a Arc<str>);
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ser(self.0, s)
+    }
+}
+
+/// The values a section's writer has given indexes.
+#[derive(Default)]
+struct WrittenValues {
+    index: foldhash::HashMap<Arc<str>, u32>,
+}
+
+impl WrittenValues {
+    /// `value`'s index, or `None` when it is written out (new, or past the
+    /// bound; the reader keeps to the same bound).
+    fn code(&mut self, value: &Arc<str>) -> Option<u32> {
+        if let Some(&at) = self.index.get(value) {
+            return Some(at);
+        }
+        if self.index.len() < MAX_DISTINCT {
+            let at = self.index.len() as u32;
+            self.index.insert(value.clone(), at);
+        }
+        None
+    }
+}
+
+thread_local! {
+    static WRITING: RefCell<Option<WrittenValues>> = const { RefCell::new(None) };
+    /// The values a section's reader has seen, by index.
+    static READING: RefCell<Option<Vec<Arc<str>>>> = const { RefCell::new(None) };
+}
+
+fn reading_coded() -> bool {
+    READING.with(|r| r.borrow().is_some())
+}
+
+fn decode<E: serde::de::Error>(coded: Coded<'_>) -> Result<Arc<str>, E> {
+    READING.with(|r| {
+        let mut seen = r.borrow_mut();
+        let seen = seen.get_or_insert_with(Vec::new);
+        match coded {
+            Coded::New(value) => {
+                let shared: Arc<str> = Arc::from(value);
+                if seen.len() < MAX_DISTINCT {
+                    seen.push(shared.clone());
+                }
+                Ok(shared)
+            }
+            Coded::Known(at) => seen
+                .get(at as usize)
+                .cloned()
+                .ok_or_else(|| E::custom("a shared value's index before its value")),
+        }
+    })
+}
+
+/// Serializes one snapshot section (`f`) with its interned fields coded.
+pub fn writing_section<T>(f: impl FnOnce() -> T) -> T {
+    WRITING.with(|w| *w.borrow_mut() = Some(WrittenValues::default()));
+    let result = f();
+    WRITING.with(|w| *w.borrow_mut() = None);
+    result
+}
+
+/// Deserializes one snapshot section (`f`) written by [`writing_section`].
+pub fn reading_section<T>(f: impl FnOnce() -> T) -> T {
+    READING.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    let result = f();
+    READING.with(|r| *r.borrow_mut() = None);
+    result
 }
 
 #[cfg(test)]

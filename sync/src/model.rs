@@ -243,11 +243,17 @@ pub struct Phone {
     pub tenant_id: Id,
     pub mac: Mac,
     pub family: Family,
-    #[serde(deserialize_with = "crate::intern::de_opt")]
+    #[serde(
+        serialize_with = "crate::intern::ser_opt",
+        deserialize_with = "crate::intern::de_opt"
+    )]
     pub model: Option<Arc<str>>,
     pub label: Option<Box<str>>,
     /// JSON object text: per-phone template variables.
-    #[serde(deserialize_with = "crate::intern::de")]
+    #[serde(
+        serialize_with = "crate::intern::ser",
+        deserialize_with = "crate::intern::de"
+    )]
     pub variables: Arc<str>,
     pub http_user: Option<Box<str>>,
     pub http_password: Option<Sealed>,
@@ -264,12 +270,21 @@ pub struct Line {
     pub display_name: Box<str>,
     pub auth_user: Box<str>,
     pub password: Option<Sealed>,
-    #[serde(deserialize_with = "crate::intern::de")]
+    #[serde(
+        serialize_with = "crate::intern::ser",
+        deserialize_with = "crate::intern::de"
+    )]
     pub registrar: Arc<str>,
-    #[serde(deserialize_with = "crate::intern::de_opt")]
+    #[serde(
+        serialize_with = "crate::intern::ser_opt",
+        deserialize_with = "crate::intern::de_opt"
+    )]
     pub proxy: Option<Arc<str>>,
     /// JSON object text.
-    #[serde(deserialize_with = "crate::intern::de")]
+    #[serde(
+        serialize_with = "crate::intern::ser",
+        deserialize_with = "crate::intern::de"
+    )]
     pub settings: Arc<str>,
     pub updated_at: Millis,
 }

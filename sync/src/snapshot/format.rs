@@ -1,7 +1,7 @@
-//! The snapshot file, format 2:
+//! The snapshot file, format 3:
 //!
 //! ```text
-//! "DTSNAP\0\x02"           magic and format
+//! "DTSNAP\0\x03"           magic and format
 //! u64 (little endian)      where the index starts
 //! 7 sections               one per table, rows postcard-encoded back to back
 //! index                    postcard: the header and each section's offset,
@@ -11,8 +11,12 @@
 //! A section per table, with its row count, lets a load size every map
 //! exactly and decode phones and lines on two threads at once, each reading
 //! its own part of the file through one reused buffer (positional reads, so
-//! nothing as large as the file is ever allocated). Format 1 was one
-//! postcard value for the whole file, decoded into vectors first.
+//! nothing as large as the file is ever allocated). Within a section, an
+//! interned field (a model, a registrar, `{}` settings) is written out the
+//! first time and as an index after (`intern::writing_section`), so a load
+//! takes the shared value without hashing or checking the text again.
+//! Format 1 was one postcard value for the whole file, decoded into
+//! vectors first; format 2 wrote every interned field out.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -25,7 +29,7 @@ use super::SnapshotHeader;
 use crate::mirror::{LineGroups, LineKey, LineRows, Loading, PhoneRows, Tables};
 use crate::model::*;
 
-pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x02";
+pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x03";
 /// What every format's magic starts with; the last byte is the format.
 const FAMILY: &[u8; 7] = b"DTSNAP\x00";
 const PREFIX: u64 = 16;
@@ -84,10 +88,13 @@ fn section<'a, T: Serialize + 'a, W: Write>(
 ) -> Result<Section, String> {
     let offset = out.at;
     let mut count = 0;
-    for row in rows {
-        postcard::to_io(row, &mut *out).map_err(|e| e.to_string())?;
-        count += 1;
-    }
+    crate::intern::writing_section(|| {
+        for row in rows {
+            postcard::to_io(row, &mut *out).map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        Ok::<_, String>(())
+    })?;
     Ok(Section {
         offset,
         len: out.at - offset,
@@ -215,7 +222,9 @@ impl<'f> SectionReader<'f> {
 fn table<T: DeserializeOwned>(file: &File, section: Section) -> Result<Vec<T>, String> {
     // Small tables: a count from a damaged index must not size an allocation.
     let mut rows = Vec::with_capacity(section.rows.min(section.len) as usize);
-    SectionReader::new(file, section).rows(section.rows, |r| rows.push(r))?;
+    crate::intern::reading_section(|| {
+        SectionReader::new(file, section).rows(section.rows, |r| rows.push(r))
+    })?;
     Ok(rows)
 }
 
@@ -268,12 +277,12 @@ fn index(file: &File) -> Result<Index, String> {
 /// thread after both, that index had been the load's last ~60 ms.
 pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
     let Index { header, sections } = index(file)?;
-    use crate::intern::with_interner;
+    use crate::intern::reading_section;
     let (phones, lines) = std::thread::scope(|scope| {
         // Bounded by the section's rows, as the maps they index are.
         let (keys, arriving) = std::sync::mpsc::channel::<Vec<LineKey>>();
         let lines = scope.spawn(move || {
-            with_interner(|| {
+            reading_section(|| {
                 let s = sections[LINES];
                 let mut rows = LineRows::indexed_beside(s.row_capacity());
                 let mut batch = Vec::with_capacity(KEY_BATCH);
@@ -290,7 +299,7 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
                 Ok::<_, String>(rows)
             })
         });
-        let phones = with_interner(|| {
+        let phones = reading_section(|| {
             let s = sections[PHONES];
             let mut rows = PhoneRows::with_capacity(s.row_capacity());
             SectionReader::new(file, s).rows(s.rows, |p: Phone| rows.push(p))?;
