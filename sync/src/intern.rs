@@ -177,17 +177,25 @@ fn decode<E: serde::de::Error>(coded: Coded<'_>) -> Result<Arc<str>, E> {
 /// Serializes one snapshot section (`f`) with its interned fields coded.
 pub fn writing_section<T>(f: impl FnOnce() -> T) -> T {
     WRITING.with(|w| *w.borrow_mut() = Some(WrittenValues::default()));
-    let result = f();
-    WRITING.with(|w| *w.borrow_mut() = None);
-    result
+    let _done = Ended(&WRITING);
+    f()
 }
 
 /// Deserializes one snapshot section (`f`) written by [`writing_section`].
 pub fn reading_section<T>(f: impl FnOnce() -> T) -> T {
     READING.with(|r| *r.borrow_mut() = Some(Vec::new()));
-    let result = f();
-    READING.with(|r| *r.borrow_mut() = None);
-    result
+    let _done = Ended(&READING);
+    f()
+}
+
+/// Ends a section's coding however `f` ends, a panic included: the thread
+/// (a pool's, reused) must not code some later, unrelated (de)serialization.
+struct Ended<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<T>>>);
+
+impl<T: 'static> Drop for Ended<T> {
+    fn drop(&mut self) {
+        self.0.with(|coding| *coding.borrow_mut() = None);
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +209,22 @@ mod tests {
         let b = i.intern("T46S");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(&*i.intern("VVX 450"), "VVX 450");
+    }
+
+    #[test]
+    fn a_section_ends_even_when_it_panics() {
+        let _ = std::panic::catch_unwind(|| reading_section(|| panic!("a damaged row")));
+        assert!(!reading_coded());
+        let _ = std::panic::catch_unwind(|| writing_section(|| panic!("a failed write")));
+        assert!(WRITING.with(|w| w.borrow().is_none()));
+        // Outside a section the fields are plain text again.
+        let mut text = Vec::new();
+        ser(
+            &Arc::from("T46S"),
+            &mut serde_json::Serializer::new(&mut text),
+        )
+        .unwrap();
+        assert_eq!(text, b"\"T46S\"");
     }
 
     #[test]
