@@ -12,6 +12,9 @@
 #     end (only that phone is polled during the import, so the poller does
 #     not slow it), then a sweep checks every changed phone;
 #   - into SQLite.
+# For the baseline and the first import it also prints the CPU time the
+# whole machine was busy: over the core count, the least time the step
+# could take.
 # IMPORT_ORDER=shuffled writes the file in random order and changes phones'
 # own rows too (see below).
 
@@ -77,13 +80,22 @@ PY
     "$bin" --database-url "$pg" migrate >/dev/null
     "$bin" --database-url "$pg" import "$d/tenants.csv" >/dev/null
 
+    # CPU-seconds the whole machine spent busy (every process: the client,
+    # PostgreSQL's backend, its parallel workers and WAL writer), from
+    # /proc/stat: on N cores no step can finish in less than its busy time
+    # over N, which is what bounds the first import against its baseline.
+    busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat; }
+
     log "baseline: psql \\copy of the same rows into a plain table"
     psql "$pg" -qc "CREATE TABLE copy_baseline ($(cat "$d/columns.sql"))"
-    local t0 t1
+    local t0 t1 b0 b1
+    sleep 1
+    b0="$(busy)"
     t0="$(date +%s.%N)"
     psql "$pg" -qc "\\copy copy_baseline FROM '$d/phones.csv' WITH (FORMAT csv, HEADER true)"
     t1="$(date +%s.%N)"
-    echo "{\"step\": \"copy\", \"seconds\": $(awk "BEGIN { print $t1 - $t0 }")}" >>"$out"
+    b1="$(busy)"
+    echo "{\"step\": \"copy\", \"seconds\": $(awk "BEGIN { print $t1 - $t0 }"), \"cpu_busy\": $(awk "BEGIN { print $b1 - $b0 }")}" >>"$out"
     psql "$pg" -qc "DROP TABLE copy_baseline"
 
     # Rows written to the mirrored tables and the change log, from PostgreSQL's own counters.
@@ -93,16 +105,18 @@ PY
             WHERE relname IN ('tenants', 'phones', 'lines', 'directory_entries', 'directory_sources', 'change_log')"
     }
     timed_import() { # step file [extra json]
-        local step="$1" file="$2" before after s rss
+        local step="$1" file="$2" before after s b0 b1 f
         sleep 1
         before="$(written)"
-        s="$( { /usr/bin/time -f '%e %M' "$bin" --database-url "$3" import "$file" >"$d/$step.out"; } 2>&1 | tail -1)"
+        b0="$(busy)"
+        s="$( { /usr/bin/time -f '%e %M %U %S' "$bin" --database-url "$3" import "$file" >"$d/$step.out"; } 2>&1 | tail -1)"
         # The commit is the last thing before the process exits.
         date +%s.%N >"$d/$step.end"
+        b1="$(busy)"
         sleep 1
         after="$(written)"
-        rss="${s#* }"
-        echo "{\"step\": \"$step\", \"seconds\": ${s% *}, \"max_rss_kb\": $rss, \"written\": $((after - before)), \"file_bytes\": $size}" >>"$out"
+        read -r -a f <<<"$s" # seconds, max RSS (KiB), user and system CPU
+        echo "{\"step\": \"$step\", \"seconds\": ${f[0]}, \"max_rss_kb\": ${f[1]}, \"written\": $((after - before)), \"file_bytes\": $size, \"cpu_busy\": $(awk "BEGIN { print $b1 - $b0 }"), \"cpu_client\": $(awk "BEGIN { print ${f[2]} + ${f[3]} }")}" >>"$out"
     }
     log "import into PostgreSQL: first"
     timed_import first "$d/phones.csv" "$pg"
@@ -212,6 +226,12 @@ sentinel_lag = (p["sentinel"] - served["commit"]) * 1000 if p.get("sentinel") el
 print(f"second node: the phone the file changes last served its new file {sentinel_lag:.0f} ms after the import "
       f"process ended (target <= 1000 ms); the sweep that followed found {p['served']:,} of {p['targets']:,} changed "
       f"phones new, the last seen {lag:.0f} ms after (bound by sweeping 10,000 files over HTTP from one client)")
+import os
+cores = os.cpu_count() or 1
+print(f"machine CPU busy: \\copy {copy['cpu_busy']:.2f} s; first import {first['cpu_busy']:.2f} s, of which the import "
+      f"process {first['cpu_client']:.2f} s and the rest mostly PostgreSQL's. On {cores} cores the first import cannot take less than "
+      f"{first['cpu_busy'] / cores:.2f} s ({first['cpu_busy'] / cores / copy['seconds']:.2f}x the copy); 3x the copy "
+      f"is {3 * copy['seconds']:.2f} s, {3 * copy['seconds'] * cores:.2f} CPU-seconds")
 print(f"peak RSS: first {first['max_rss_kb'] / 1024:.0f} MiB, again {again['max_rss_kb'] / 1024:.0f} MiB, "
       f"SQLite {sqlite['max_rss_kb'] / 1024:.0f} MiB; file {first['file_bytes'] / 2**20:.0f} MiB "
       f"(target: growth <= 2x the file: {first['max_rss_kb'] * 1024 / first['file_bytes']:.2f}x)")
