@@ -207,7 +207,7 @@ PY
     unset DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL
 
     python3 - "$out" "$phones" "$order" <<'PY'
-import json, sys
+import json, os, sys
 rows = {r["step"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
 n = int(sys.argv[2])
 copy, first, again, changed, served, sqlite = (rows[k] for k in ("copy", "first", "again", "changed", "served", "sqlite"))
@@ -226,7 +226,6 @@ sentinel_lag = (p["sentinel"] - served["commit"]) * 1000 if p.get("sentinel") el
 print(f"second node: the phone the file changes last served its new file {sentinel_lag:.0f} ms after the import "
       f"process ended (target <= 1000 ms); the sweep that followed found {p['served']:,} of {p['targets']:,} changed "
       f"phones new, the last seen {lag:.0f} ms after (bound by sweeping 10,000 files over HTTP from one client)")
-import os
 cores = os.cpu_count() or 1
 print(f"machine CPU busy: \\copy {copy['cpu_busy']:.2f} s; first import {first['cpu_busy']:.2f} s, of which the import "
       f"process {first['cpu_client']:.2f} s and the rest mostly PostgreSQL's. On {cores} cores the first import cannot take less than "
