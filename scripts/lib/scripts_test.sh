@@ -2,8 +2,8 @@
 # Checks of scripts/lib/services.sh itself, on stand-ins (no apt, no real
 # service): a service that never becomes ready fails with its log's tail,
 # an existing policy-rc.d is put back, the newest PostgreSQL is found
-# whatever its version; fuzzers' caches are not committed. scripts/test
-# runs this first.
+# whatever its version; the test build's disk plan; fuzzers' caches are not
+# committed. scripts/test runs this first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/services.sh
@@ -46,6 +46,28 @@ for v in 9.6 15 17; do mkdir -p "$tmp/pg/$v/bin" && touch "$tmp/pg/$v/bin/initdb
 [ "$(PG_LIB_DIR="$tmp/pg" find_pg_bin)" = "$tmp/pg/17/bin" ] || fail "find_pg_bin: $(PG_LIB_DIR="$tmp/pg" find_pg_bin)"
 rm -rf "$tmp/pg/17"
 [ "$(PG_LIB_DIR="$tmp/pg" find_pg_bin)" = "$tmp/pg/15/bin" ] || fail "find_pg_bin without 17"
+
+# plan_build_disk: incremental compilation off under CI or a short disk,
+# left alone when the caller chose; a warning when the build may not fit.
+plan() {
+    (
+        . scripts/lib/build_disk.sh
+        stand_in_free="$1"
+        target_free_mib() { echo "$stand_in_free"; }
+        unset CI CARGO_INCREMENTAL
+        [ -z "$2" ] || export CI="$2"
+        [ -z "$3" ] || export CARGO_INCREMENTAL="$3"
+        plan_build_disk 2>"$tmp/plan.log"
+        echo "${CARGO_INCREMENTAL-unset}"
+    )
+}
+[ "$(plan 50000 "" "")" = unset ] || fail "incremental turned off on a roomy disk"
+[ "$(plan 50000 true "")" = 0 ] || fail "incremental left on under CI"
+[ "$(plan 5000 "" "")" = 0 ] || fail "incremental left on with 5000 MiB free"
+[ "$(plan 5000 "" 1)" = 1 ] || fail "an explicit CARGO_INCREMENTAL overridden"
+plan 2000 "" "" >/dev/null
+grep -q "only 2000 MiB are free" "$tmp/plan.log" || fail "no warning with 2000 MiB free: $(cat "$tmp/plan.log")"
+[ "$(plan unknown "" "")" = unset ] || fail "an unreadable df changed the build"
 
 # Caches of the tools scripts/fuzz runs stay out of the repository.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
