@@ -309,6 +309,28 @@ async fn newer_schema_body(db: TestDb) {
     }
 }
 
+/// Every table's MAC column compares as bytes (migration 0008), whatever
+/// the database's default collation; SQLite's default is bytes already.
+#[tokio::test]
+async fn postgres_mac_columns_compare_as_bytes() {
+    let db = TestDb::postgres().await;
+    db.store().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let columns: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, coll.collname::text FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+         LEFT JOIN pg_collation coll ON coll.oid = a.attcollation \
+         WHERE c.relkind = 'r' AND a.attname = 'mac' AND NOT a.attisdropped ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = ["phones", "provisioning_history", "unclaimed_devices"]
+        .map(|table| (table.to_string(), Some("C".to_string())));
+    assert_eq!(columns, expected);
+}
+
 both_backends!(snapshot_round_trip, snapshot_body);
 async fn snapshot_body(db: TestDb) {
     let store = db.store().await;
