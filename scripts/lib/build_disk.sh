@@ -1,4 +1,5 @@
-# How the test build fits the disk it has. Sourced by scripts/test.
+# How the test build fits the disk it has. Sourced by scripts/test after
+# services.sh (for `log`).
 #
 # A clean clone's clippy and test build, measured: 12.6 GiB with full debug
 # info, 4.3 GiB with line tables only (Cargo.toml), of which 1.8 GiB is

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checks of scripts/lib/services.sh itself, on stand-ins (no apt, no real
-# service): a service that never becomes ready fails with its log's tail,
-# an existing policy-rc.d is put back, the newest PostgreSQL is found
-# whatever its version; the test build's disk plan; fuzzers' caches are not
-# committed. scripts/test runs this first.
+# Checks of scripts/lib/services.sh and build_disk.sh themselves, on
+# stand-ins (no apt, no real service, no real disk): a service that never
+# becomes ready fails with its log's tail, an existing policy-rc.d is put
+# back, the newest PostgreSQL is found whatever its version; the test
+# build's disk plan; fuzzers' caches are not committed. scripts/test runs
+# this first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/services.sh
