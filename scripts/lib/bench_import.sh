@@ -16,7 +16,8 @@
 # whole machine was busy: over the core count, the least time the step
 # could take.
 # IMPORT_ORDER=shuffled writes the file in random order and changes phones'
-# own rows too (see below).
+# own rows too; IMPORT_ROWS=varied writes heavier rows of every family
+# (see below). The files come from scripts/lib/bench_import_rows.py.
 
 bench_import() {
     # BENCH_BIN: a binary already built (then nothing is built).
@@ -37,44 +38,13 @@ bench_import() {
     # phone's own row (its NTP server, which its file shows) instead of its
     # line: a file not sorted by MAC, and stored phones that move, which
     # the default file (in MAC order, only lines changed) never has.
-    local order="${IMPORT_ORDER:-mac}"
+    # IMPORT_ROWS=varied: heavier rows nearer a real fleet's, in random
+    # order (scripts/lib/bench_import_rows.py says what they hold).
+    local order="${IMPORT_ORDER:-mac}" rows="${IMPORT_ROWS:-plain}"
     case "$order" in mac|shuffled) ;; *) log "IMPORT_ORDER is mac or shuffled, not $order"; return 2 ;; esac
-    log "writing $phones phones (one line each) as CSV, in $order order"
-    python3 - "$d" "$phones" "$order" <<'PY'
-import random, sys
-d, n, order = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-shuffled = order == "shuffled"
-step = max(1, n // 10_000)
-changed = set(range(0, n, step))
-numbers = list(range(n))
-if shuffled:
-    random.Random(20).shuffle(numbers)
-with open(f"{d}/tenants.csv", "w") as t:
-    t.write("slug,name,default_region\n")
-    for i in range(20):
-        t.write(f"t{i:02d},Tenant {i},US\n")
-columns = ["tenant", "mac", "family", "model", "line", "extension", "display_name", "password", "registrar"]
-if shuffled:
-    columns.append("variables")
-with open(f"{d}/columns.sql", "w") as c:
-    c.write(", ".join(f"{k} {'INT' if k == 'line' else 'TEXT'}" for k in columns))
-head = ",".join(columns) + "\n"
-with open(f"{d}/phones.csv", "w") as a, open(f"{d}/phones-changed.csv", "w") as b, open(f"{d}/macs-changed.txt", "w") as m:
-    a.write(head); b.write(head)
-    for i in numbers:
-        mac = f"001565{0x100000 + i:06x}"
-        row = f"t{i % 20:02d},{mac},yealink,T46S,1,{100000 + i},User {i},pw-{i}-Qx7,sip{i % 5}.example.net" + (",\n" if shuffled else "\n")
-        a.write(row)
-        if i in changed and shuffled and (i // step) % 2:
-            ntp = f"ntp-moved-{i}.example.net"
-            b.write(row[:-2] + f',"{{""ntp_server"": ""{ntp}""}}"\n')
-            m.write(f"{mac} {ntp}\n")
-        elif i in changed:
-            b.write(row.replace(f",User {i},", f",Renamed {i},"))
-            m.write(f"{mac} Renamed {i}\n")
-        else:
-            b.write(row)
-PY
+    case "$rows" in plain) ;; varied) order=shuffled ;; *) log "IMPORT_ROWS is plain or varied, not $rows"; return 2 ;; esac
+    log "writing $phones phones (one line each, $rows rows) as CSV, in $order order"
+    python3 scripts/lib/bench_import_rows.py "$d" "$phones" "$order" "$rows"
     local size
     size="$(stat -c %s "$d/phones.csv")"
     "$bin" --database-url "$pg" migrate >/dev/null
@@ -142,28 +112,29 @@ PY
     python3 - "$d" "$http" >"$d/poll.json" <<'PY' &
 import sys, time, threading, http.client, json
 d, port = sys.argv[1], sys.argv[2]
-targets = [l.split(" ", 1) for l in open(f"{d}/macs-changed.txt").read().splitlines()]
+# Per changed phone: the path of its own file, and what that file shows once the change is served.
+targets = [l.split(" ", 1) for l in open(f"{d}/changed.txt").read().splitlines()]
 seen = {}
 # Each thread sweeps its pending phones over one keep-alive connection
 # until each shows its new value; a phone's time is when a sweep first saw it.
 def poll(chunk):
     conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
-    pending = [(mac, marker.encode()) for mac, marker in chunk]
+    pending = [(path, marker.encode()) for path, marker in chunk]
     deadline = time.time() + 120
     while pending and time.time() < deadline:
         left = []
-        for mac, marker in pending:
+        for path, marker in pending:
             try:
-                conn.request("GET", f"/{mac}.cfg")
+                conn.request("GET", f"/{path}")
                 body = conn.getresponse().read()
             except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
                 body = b""
             if marker in body:
-                seen[mac] = time.time()
+                seen[path] = time.time()
             else:
-                left.append((mac, marker))
+                left.append((path, marker))
         pending = left
 # While the import runs, only the phone the file changes last is watched
 # (a request every 10 ms), so a sweep does not compete with the import for
@@ -171,12 +142,12 @@ def poll(chunk):
 # At 2 ms this loop took ~10% of a core, which the import (on both cores
 # since it reads phones and lines at once) paid for: ~0.15 s.
 sentinel = None
-mac, marker = targets[-1]
+path, marker = targets[-1]
 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
 deadline = time.time() + 300
 while sentinel is None and time.time() < deadline:
     try:
-        conn.request("GET", f"/{mac}.cfg")
+        conn.request("GET", f"/{path}")
         if marker.encode() in conn.getresponse().read():
             sentinel = time.time()
     except (OSError, http.client.HTTPException):
@@ -206,13 +177,13 @@ PY
     echo "{\"step\": \"sqlite\", \"seconds\": ${s% *}, \"max_rss_kb\": ${s#* }}" >>"$out"
     unset DIALTONE_SECRETS__KEY DIALTONE_PROVISIONING__BASE_URL
 
-    python3 - "$out" "$phones" "$order" <<'PY'
+    python3 - "$out" "$phones" "$order" "$rows" <<'PY'
 import json, os, sys
 rows = {r["step"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
 n = int(sys.argv[2])
 copy, first, again, changed, served, sqlite = (rows[k] for k in ("copy", "first", "again", "changed", "served", "sqlite"))
 print()
-print(f"bulk import, {n:,} phones with one line each ({first['file_bytes'] / 1e6:.1f} MB of CSV, {sys.argv[3]} order)")
+print(f"bulk import, {n:,} phones with one line each ({first['file_bytes'] / 1e6:.1f} MB of CSV, {sys.argv[4]} rows, {sys.argv[3]} order)")
 print(f"{'run':<34} {'seconds':>8} {'phones/s':>10} {'rows written':>13}  target")
 copy_label = "psql \\copy into a plain table"
 print(f"{copy_label:<34} {copy['seconds']:>8.2f} {n / copy['seconds']:>10,.0f} {'':>13}  (baseline)")
