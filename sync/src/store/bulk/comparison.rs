@@ -9,7 +9,8 @@
 //! an index of the ids read. Read beside the phones, a line looks for its
 //! phone among those read lately, in the order they were read (the two
 //! tables were written in the same order), a little ahead of the last
-//! line's; a line that lies elsewhere is kept aside until every phone is
+//! line's or a little behind it (a row updated in place moves within its
+//! page); a line that lies elsewhere is kept aside until every phone is
 //! read, up to a bound, after which lines wait for every phone.
 
 use super::compare::{find, same_secret, Sorted};
@@ -18,11 +19,21 @@ use crate::crypto::{Purpose, SecretKey};
 use crate::model::Id;
 use crate::store::PhoneBatch;
 
-/// Phones read ahead of the lines, at most: the phone stream waits beyond.
-/// (Small in unit tests, so that each bound is reached.)
+/// Phones read lately, kept for lines to look among. (Small in unit
+/// tests, so that each bound is reached.)
 const RECENT: usize = if cfg!(test) { 32 } else { 1 << 16 };
 /// How far past the last line's phone a line looks for its own.
 const LOOK_AHEAD: u64 = if cfg!(test) { 8 } else { 64 };
+/// How far before it: a row updated in place (PostgreSQL's HOT update,
+/// which the lines' fill factor makes the common case) is read at the end
+/// of its page, up to a page of rows (~35 lines) late. Without this, every
+/// line edited since its phone was last written came back kept aside, and
+/// after a few imports of 10,000 changes the bound made lines wait for
+/// every phone.
+const LOOK_BEHIND: u64 = if cfg!(test) { 8 } else { 64 };
+/// Phones read ahead of the lines, at most: the phone stream waits beyond,
+/// so the phones a line looks behind at are still among the recent ones.
+const AHEAD: u64 = RECENT as u64 - LOOK_BEHIND;
 /// Bytes of lines kept aside (copied) while phones are still read: ~25,000
 /// lines of the bench's rows, as many as lie out of order after a few
 /// imports that changed 10,000 lines each.
@@ -145,7 +156,7 @@ impl<'r> Comparison<'r> {
 
     fn phone(&mut self, row: StoredPhone<'_>) -> bool {
         if let Some(beside) = &self.beside {
-            if !beside.wait_for_all && beside.read - beside.cursor >= RECENT as u64 {
+            if !beside.wait_for_all && beside.read - beside.cursor >= AHEAD {
                 self.held.phones += 1;
                 return false;
             }
@@ -193,11 +204,18 @@ impl<'r> Comparison<'r> {
             return false;
         }
         let end = beside.read.min(beside.cursor + LOOK_AHEAD);
+        let is_its_phone = |k: u64| beside.recent[(k % RECENT as u64) as usize].0 == row.phone_id;
+        // Not behind what the ring still holds (all of it but once the
+        // lines wait for every phone).
+        let oldest = (beside.cursor.saturating_sub(LOOK_BEHIND))
+            .max(beside.read.saturating_sub(RECENT as u64));
         let found = (beside.cursor..end)
-            .find(|&k| beside.recent[(k % RECENT as u64) as usize].0 == row.phone_id);
+            .find(|&k| is_its_phone(k))
+            .or_else(|| (oldest..beside.cursor).rev().find(|&k| is_its_phone(k)));
         match found {
             Some(k) => {
-                beside.cursor = k;
+                // A late line leaves the cursor where the lines are.
+                beside.cursor = beside.cursor.max(k);
                 let i = beside.recent[(k % RECENT as u64) as usize].1;
                 if i != NOT_IN_RUN {
                     self.compare_line(i as usize, row);
