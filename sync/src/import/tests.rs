@@ -40,6 +40,56 @@ fn csv_phones_group_lines_by_mac() {
     assert_eq!(p.model.as_deref(), Some("VVX 450"));
 }
 
+#[test]
+fn csv_json_cells_are_canonical_however_often_they_repeat() {
+    // Written two ways and repeated (the cache's hits), and one past the
+    // length the cache keeps.
+    let long = format!("{{\"\"k\"\": \"\"{}\"\"}}", "x".repeat(300));
+    let plan = plan_text(
+        "phones.csv",
+        &format!(
+            "tenant,mac,family,extension,registrar,variables,line_settings\n\
+             acme,001565aabb01,yealink,101,sip,\"{{\"\"b\"\": 1, \"\"a\"\": 2}}\",\"{{\"\"codec\"\": \"\"G722\"\"}}\"\n\
+             acme,001565aabb02,yealink,102,sip,\"{{\"\"a\"\":2,\"\"b\"\":1}}\",\n\
+             acme,001565aabb03,yealink,103,sip,\"{{\"\"b\"\": 1, \"\"a\"\": 2}}\",\"{{\"\"codec\"\": \"\"G722\"\"}}\"\n\
+             acme,001565aabb04,yealink,104,sip,\"{long}\",\"{long}\"\n\
+             acme,001565aabb05,yealink,105,sip,\"{long}\",\n"
+        ),
+    );
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let phones = phones(&plan);
+    let long_canonical = format!("{{\"k\":\"{}\"}}", "x".repeat(300));
+    let got: Vec<(&str, &str)> = phones
+        .iter()
+        .map(|p| (p.variables.as_str(), p.lines[0].settings.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (r#"{"a":2,"b":1}"#, r#"{"codec":"G722"}"#),
+            (r#"{"a":2,"b":1}"#, "{}"),
+            (r#"{"a":2,"b":1}"#, r#"{"codec":"G722"}"#),
+            (long_canonical.as_str(), long_canonical.as_str()),
+            (long_canonical.as_str(), "{}"),
+        ]
+    );
+    // A bad cell is reported on every row that has it, not once.
+    let plan = plan_text(
+        "phones.csv",
+        "tenant,mac,family,extension,registrar,variables\n\
+         acme,001565aabb01,yealink,101,sip,[1]\n\
+         acme,001565aabb02,yealink,102,sip,[1]\n",
+    );
+    let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    for (e, line) in text.iter().zip(["phones.csv:2:6", "phones.csv:3:6"]) {
+        assert!(
+            e.contains(line) && e.contains("must be a JSON object"),
+            "{e}"
+        );
+    }
+}
+
 /// The plan's phones, from its one batch.
 fn phones(plan: &ImportPlan) -> Vec<PhoneInput> {
     let batches: Vec<&crate::store::PhoneBatch> = plan
