@@ -2,11 +2,15 @@
 //! Phones take one row per line, gathered by MAC.
 
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use super::*;
 use crate::store::{DirectoryEntryInput, LineRef, PhoneFields, TenantInput};
+use objects::Objects;
+use read::{read_ahead, Lines, ReadAhead};
+
+mod objects;
+mod read;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CsvKind {
@@ -127,106 +131,6 @@ impl CsvRow<'_> {
         })?;
         check_object(column, &value).map_err(|m| self.fail(column, m))
     }
-}
-
-/// The canonical text of JSON-object cells seen lately, by their text as
-/// written. A fleet's variables and line settings repeat (a tenant's time
-/// zone and NTP server, a codec list), and parsing and writing each cell
-/// again was ~135 ms of the checking thread for 1,000,000 phones of which
-/// a third had variables and a fifth line settings. Direct-mapped: at most
-/// [`OBJECT_SLOTS`] cells of up to [`OBJECT_CACHED_BYTES`] each (~130 KiB),
-/// and a cell never seen again costs a hash and a compare. Errors are not
-/// kept, so each row with a bad cell is reported where it is.
-struct Objects {
-    slots: Vec<Option<(Box<str>, Rc<str>)>>,
-}
-
-const OBJECT_SLOTS: usize = 256;
-const OBJECT_CACHED_BYTES: usize = 256;
-
-impl Default for Objects {
-    fn default() -> Self {
-        Objects {
-            slots: vec![None; OBJECT_SLOTS],
-        }
-    }
-}
-
-impl Objects {
-    /// [`CsvRow::object`] of `raw`, from the cache where it can be.
-    fn canonical(&mut self, row: &CsvRow, column: &str, raw: &str) -> Result<Rc<str>, ImportError> {
-        if raw.len() > OBJECT_CACHED_BYTES {
-            return row.object(column, raw).map(Rc::from);
-        }
-        use std::hash::BuildHasher;
-        let slot = &mut self.slots[foldhash::fast::FixedState::with_seed(0x6a73_6f6e).hash_one(raw)
-            as usize
-            % OBJECT_SLOTS];
-        if let Some((seen, canonical)) = slot {
-            if **seen == *raw {
-                return Ok(canonical.clone());
-            }
-        }
-        let canonical: Rc<str> = row.object(column, raw)?.into();
-        *slot = Some((raw.into(), canonical.clone()));
-        Ok(canonical)
-    }
-}
-
-/// The input as csv reads it, noting where its line breaks are. csv's
-/// own position of a record is where its read began, before the blank
-/// lines it skipped, so every error after a blank line named a line too
-/// early; a record's line is found from where it ends instead. Only the
-/// breaks csv has read ahead and not yet passed are kept (its buffer's).
-struct Lines<R> {
-    inner: R,
-    read: u64,
-    ahead: std::collections::VecDeque<u64>,
-    passed: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Lines<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
-            self.ahead.push_back(self.read + i as u64);
-        }
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> Lines<R> {
-    fn new(inner: R) -> Self {
-        Lines {
-            inner,
-            read: 0,
-            ahead: Default::default(),
-            passed: 0,
-        }
-    }
-
-    /// The line (from 1) of byte `at`; `at` never goes back.
-    fn line_of(&mut self, at: u64) -> u64 {
-        while self.ahead.front().is_some_and(|&b| b < at) {
-            self.ahead.pop_front();
-            self.passed += 1;
-        }
-        self.passed + 1
-    }
-}
-
-/// The line `record` (just read) starts on: the line of its last byte (its
-/// terminator, or its last field's at the end of the input) less the line
-/// breaks inside its quoted fields.
-fn start_line<R: std::io::Read>(
-    reader: &mut ::csv::Reader<Lines<R>>,
-    record: &::csv::StringRecord,
-) -> u64 {
-    let inner = memchr::memchr_iter(b'\n', record.as_slice().as_bytes()).count();
-    let end = reader.position().byte();
-    let last = reader.get_mut().line_of(end.saturating_sub(1));
-    last.saturating_sub(inner as u64).max(1)
 }
 
 /// Reads `input` as it goes: a file is never held whole in memory.
@@ -350,63 +254,6 @@ pub(super) fn plan(
             let _ = empty_tx.send(records);
         }
     });
-}
-
-/// Records per hand-over: large enough that the channel costs nothing per
-/// row, small enough to stay in cache (~0.5 MB).
-const READ_AHEAD: usize = 2048;
-
-/// A batch of non-blank records with the line each starts on; `filled` of
-/// them are this batch's (the vector is reused). `failed` ends the input.
-struct ReadAhead {
-    records: Vec<(::csv::StringRecord, u64)>,
-    filled: usize,
-    failed: Option<(u64, String)>,
-}
-
-fn read_ahead<R: std::io::Read>(
-    mut reader: ::csv::Reader<Lines<R>>,
-    full: &std::sync::mpsc::SyncSender<ReadAhead>,
-    empty: &std::sync::mpsc::Receiver<Vec<(::csv::StringRecord, u64)>>,
-) {
-    loop {
-        let mut records = empty.try_recv().unwrap_or_default();
-        records.resize_with(READ_AHEAD, Default::default);
-        let (mut filled, mut failed, mut ended) = (0, None, false);
-        while filled < READ_AHEAD {
-            let record = &mut records[filled].0;
-            match reader.read_record(record) {
-                Ok(true) => {}
-                Ok(false) => {
-                    ended = true;
-                    break;
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    failed = Some((line, format!("malformed CSV: {e}")));
-                    break;
-                }
-            }
-            let line = start_line(&mut reader, record);
-            if record.iter().all(|f| f.trim().is_empty()) {
-                continue;
-            }
-            records[filled].1 = line;
-            filled += 1;
-        }
-        let last = ended || failed.is_some();
-        if full
-            .send(ReadAhead {
-                records,
-                filled,
-                failed,
-            })
-            .is_err()
-            || last
-        {
-            return;
-        }
-    }
 }
 
 fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
