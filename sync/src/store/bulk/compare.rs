@@ -111,6 +111,14 @@ fn search<K: Ord>(len: usize, key_at: impl Fn(usize) -> Option<K>, key: &K) -> O
     None
 }
 
+impl<K> Sorted<K> {
+    /// Whether the index was needed.
+    #[cfg(test)]
+    pub(crate) fn is_built(&self) -> bool {
+        self.order.is_some()
+    }
+}
+
 impl<K: Ord + Copy> Sorted<K> {
     /// The phone whose key is `key`, among `0..n`; `key_of` is `None` for
     /// phones without one. Keys are distinct.
@@ -170,18 +178,19 @@ pub(crate) fn same_secret(
     }
 }
 
-/// The run's index of the phone with stored MAC `mac`: first the guess
-/// (the phone at `next`, then the one after), then the sorted index.
-/// `None` for a phone not in the run.
+/// The run's index of the phone with stored MAC `mac`: first the guesses
+/// (the phone at `next`, the one after, then `by_id`), then the sorted
+/// index. `None` for a phone not in the run.
 pub(crate) fn find(
     phones: &crate::store::PhoneBatch,
     macs: &mut Sorted<crate::model::Mac>,
     next: usize,
+    by_id: Option<usize>,
     mac: &[u8],
 ) -> Option<usize> {
     // Stored MACs are written as `Mac::hex` writes them: a guess compares
     // text, and only a row out of place pays for a parse.
-    for guess in [next, next + 1] {
+    for guess in [Some(next), Some(next + 1), by_id].into_iter().flatten() {
         if guess < phones.len() && phones.mac(guess).hex() == mac {
             return Some(guess);
         }

@@ -3,8 +3,10 @@
 //!
 //! Rows come back in about the order they went in, which is the order of a
 //! file imported again: each phone row is first tried against the phone
-//! after the last one found, and an index is built only when that guess
-//! fails. Lines name their phone by id. Read after every phone, a line is
+//! after the last one found, then against the one as far from it as the
+//! row's id is from its id (ids were given in a run's order, and a row
+//! read out of place keeps its id), and an index is built only when those
+//! guesses fail. Lines name their phone by id. Read after every phone, a line is
 //! placed the same way (its phone is the last line's or the next), then by
 //! an index of the ids read. Read beside the phones, a line looks for its
 //! phone among those read lately, in the order they were read (the two
@@ -60,6 +62,8 @@ pub(crate) struct Comparison<'r> {
     by_mac: Sorted<crate::model::Mac>,
     by_id: Sorted<Id>,
     next_phone: usize,
+    /// The last phone found: (stored id, index in the run).
+    last_found: Option<(Id, usize)>,
     next_line: usize,
     phones_read: bool,
     beside: Option<Beside>,
@@ -111,6 +115,7 @@ impl<'r> Comparison<'r> {
             by_mac: Sorted::default(),
             by_id: Sorted::default(),
             next_phone: 0,
+            last_found: None,
             next_line: 0,
             phones_read: false,
             beside: None,
@@ -162,7 +167,21 @@ impl<'r> Comparison<'r> {
             }
         }
         self.stored_rows += 1;
-        let found = find(self.phones, &mut self.by_mac, self.next_phone, row.mac);
+        // A row read out of place (written into an earlier page's free
+        // space, or moved by an update) keeps its id, and ids were given
+        // in the run's order: its place is as far from the last phone
+        // found as its id is from that phone's.
+        let by_id = self.last_found.and_then(|(id, at)| {
+            let at = (at as i64).checked_add(row.id.checked_sub(id)?)?;
+            usize::try_from(at).ok()
+        });
+        let found = find(
+            self.phones,
+            &mut self.by_mac,
+            self.next_phone,
+            by_id,
+            row.mac,
+        );
         if let Some(beside) = &mut self.beside {
             let at = (beside.read % RECENT as u64) as usize;
             beside.recent[at] = (row.id, found.map_or(NOT_IN_RUN, |i| i as u32));
@@ -172,6 +191,7 @@ impl<'r> Comparison<'r> {
             return true;
         };
         self.next_phone = i + 1;
+        self.last_found = Some((row.id, i));
         let p = self.phones.get(i);
         self.ids[i] = row.id;
         // The seal's HMAC last: any other difference decides first.

@@ -359,6 +359,57 @@ fn lines_updated_in_place_are_placed_beside_their_phones() {
 }
 
 #[test]
+fn phones_read_out_of_place_are_found_by_their_id_without_the_mac_index() {
+    let key = key();
+    let run: Vec<PhoneInput> = (0..N).map(input).collect();
+    let batch: PhoneBatch = run.iter().collect();
+    let tenant_ids = vec![Some(1); batch.tenants().len()];
+    let (phones, lines) = stored(&key, &run);
+    // Only the run's phones: one outside it is looked up in the index.
+    let first_outside = 10_000 + Id::from(N);
+    let phones: Vec<&Phone> = phones.iter().filter(|p| p.id < first_outside).collect();
+    let lines: Vec<&OwnedLine> = lines
+        .iter()
+        .filter(|l| l.phone_id < first_outside)
+        .collect();
+    let mut want = Comparison::new(&key, &batch, &tenant_ids);
+    after_phones(&mut want, &phones, &lines);
+    let want = outcome(want);
+    // Every tenth phone read 30 places early (written into an earlier
+    // page's free space), or at the end (moved by an update).
+    let early = {
+        let mut v = phones.clone();
+        for k in (40..v.len()).step_by(10) {
+            let p = v.remove(k);
+            v.insert(k - 30, p);
+        }
+        v
+    };
+    let (mut kept, mut moved) = (Vec::new(), Vec::new());
+    for (k, p) in phones.iter().enumerate() {
+        if k % 10 == 3 {
+            moved.push(*p)
+        } else {
+            kept.push(*p)
+        }
+    }
+    kept.extend(moved);
+    for (what, order) in [("early", &early), ("at the end", &kept)] {
+        let mut c = Comparison::new(&key, &batch, &tenant_ids);
+        for p in order.iter() {
+            assert!(c.offer(stored_phone(p)));
+        }
+        // (Dropped once every phone is read.)
+        assert!(!c.by_mac.is_built(), "{what}: the MAC index was built");
+        assert!(c.offer(Stored::PhonesRead));
+        for l in &lines {
+            assert!(c.offer(Stored::Line(l.borrowed())));
+        }
+        assert!(outcome(c) == want, "{what}");
+    }
+}
+
+#[test]
 fn phones_wait_for_lines_that_lag_and_lines_wait_for_their_phone() {
     let key = key();
     let run: Vec<PhoneInput> = (0..N).map(input).collect();
