@@ -149,6 +149,43 @@ type Outcome = (
     u64,
 );
 
+/// The run the tests compare with, and its rows as stored ([`stored`]).
+struct Fixture {
+    key: SecretKey,
+    batch: PhoneBatch,
+    tenant_ids: Vec<Option<Id>>,
+    phones: Vec<Phone>,
+    lines: Vec<OwnedLine>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let key = key();
+        let run: Vec<PhoneInput> = (0..N).map(input).collect();
+        let batch: PhoneBatch = run.iter().collect();
+        let tenant_ids = vec![Some(1); batch.tenants().len()];
+        let (phones, lines) = stored(&key, &run);
+        Fixture {
+            key,
+            batch,
+            tenant_ids,
+            phones,
+            lines,
+        }
+    }
+
+    fn comparison(&self) -> Comparison<'_> {
+        Comparison::new(&self.key, &self.batch, &self.tenant_ids)
+    }
+
+    /// What the comparison finds reading `phones`, then `lines`.
+    fn after_phones(&self, phones: &[&Phone], lines: &[&OwnedLine]) -> Outcome {
+        let mut c = self.comparison();
+        after_phones(&mut c, phones, lines);
+        outcome(c)
+    }
+}
+
 fn outcome(c: Comparison<'_>) -> Outcome {
     let ids = (c.states.iter().zip(&c.ids))
         .map(|(s, id)| if *s == PhoneState::New { 0 } else { *id })
@@ -249,16 +286,11 @@ fn shuffled<T>(mut v: Vec<T>, mut seed: u64) -> Vec<T> {
 
 #[test]
 fn lines_beside_phones_find_what_lines_after_them_do() {
-    let key = key();
-    let run: Vec<PhoneInput> = (0..N).map(input).collect();
-    let batch: PhoneBatch = run.iter().collect();
-    let tenant_ids = vec![Some(1); batch.tenants().len()];
-    let (phones, lines) = stored(&key, &run);
+    let f = Fixture::new();
+    let (phones, lines) = (&f.phones, &f.lines);
     let in_order: (Vec<&Phone>, Vec<&OwnedLine>) =
         (phones.iter().collect(), lines.iter().collect());
-    let mut want = Comparison::new(&key, &batch, &tenant_ids);
-    after_phones(&mut want, &in_order.0, &in_order.1);
-    let want = outcome(want);
+    let want = f.after_phones(&in_order.0, &in_order.1);
     // The data has every case in it.
     for state in [PhoneState::New, PhoneState::Same, PhoneState::Changed] {
         assert!(want.0.contains(&state));
@@ -324,11 +356,11 @@ fn lines_beside_phones_find_what_lines_after_them_do() {
         ),
     ];
     for (what, phones, lines) in &orders {
-        let mut after = Comparison::new(&key, &batch, &tenant_ids);
+        let mut after = f.comparison();
         after_phones(&mut after, phones, lines);
         assert!(outcome(after) == want, "{what}: lines after phones");
         for seed in 1..=12 {
-            let mut c = Comparison::new(&key, &batch, &tenant_ids);
+            let mut c = f.comparison();
             beside(&mut c, phones, lines, seed);
             assert!(outcome(c) == want, "{what}, interleaving {seed}");
         }
@@ -337,21 +369,16 @@ fn lines_beside_phones_find_what_lines_after_them_do() {
 
 #[test]
 fn lines_updated_in_place_are_placed_beside_their_phones() {
-    let key = key();
-    let run: Vec<PhoneInput> = (0..N).map(input).collect();
-    let batch: PhoneBatch = run.iter().collect();
-    let tenant_ids = vec![Some(1); batch.tenants().len()];
-    let (phones, lines) = stored(&key, &run);
+    let f = Fixture::new();
+    let (phones, lines) = (&f.phones, &f.lines);
     let phones: Vec<&Phone> = phones.iter().collect();
     let lines: Vec<&OwnedLine> = lines.iter().collect();
-    let mut want = Comparison::new(&key, &batch, &tenant_ids);
-    after_phones(&mut want, &phones, &lines);
-    let want = outcome(want);
+    let want = f.after_phones(&phones, &lines);
     // Each row at most 3 places from where it was written: with the
     // phones as far off the other way, within what a line looks behind.
     let (phones, lines) = (updated_in_place(&phones, 4), updated_in_place(&lines, 4));
     for seed in 1..=12 {
-        let mut c = Comparison::new(&key, &batch, &tenant_ids);
+        let mut c = f.comparison();
         beside(&mut c, &phones, &lines, seed);
         assert_eq!(c.held.kept_aside, 0, "interleaving {seed}");
         assert!(outcome(c) == want, "interleaving {seed}");
@@ -360,11 +387,8 @@ fn lines_updated_in_place_are_placed_beside_their_phones() {
 
 #[test]
 fn phones_read_out_of_place_are_found_by_their_id_without_the_mac_index() {
-    let key = key();
-    let run: Vec<PhoneInput> = (0..N).map(input).collect();
-    let batch: PhoneBatch = run.iter().collect();
-    let tenant_ids = vec![Some(1); batch.tenants().len()];
-    let (phones, lines) = stored(&key, &run);
+    let f = Fixture::new();
+    let (phones, lines) = (&f.phones, &f.lines);
     // Only the run's phones: one outside it is looked up in the index.
     let first_outside = 10_000 + Id::from(N);
     let phones: Vec<&Phone> = phones.iter().filter(|p| p.id < first_outside).collect();
@@ -372,9 +396,7 @@ fn phones_read_out_of_place_are_found_by_their_id_without_the_mac_index() {
         .iter()
         .filter(|l| l.phone_id < first_outside)
         .collect();
-    let mut want = Comparison::new(&key, &batch, &tenant_ids);
-    after_phones(&mut want, &phones, &lines);
-    let want = outcome(want);
+    let want = f.after_phones(&phones, &lines);
     // Every tenth phone read 30 places early (written into an earlier
     // page's free space), or at the end (moved by an update).
     let early = {
@@ -395,7 +417,7 @@ fn phones_read_out_of_place_are_found_by_their_id_without_the_mac_index() {
     }
     kept.extend(moved);
     for (what, order) in [("early", &early), ("at the end", &kept)] {
-        let mut c = Comparison::new(&key, &batch, &tenant_ids);
+        let mut c = f.comparison();
         for p in order.iter() {
             assert!(c.offer(stored_phone(p)));
         }
@@ -411,12 +433,9 @@ fn phones_read_out_of_place_are_found_by_their_id_without_the_mac_index() {
 
 #[test]
 fn phones_wait_for_lines_that_lag_and_lines_wait_for_their_phone() {
-    let key = key();
-    let run: Vec<PhoneInput> = (0..N).map(input).collect();
-    let batch: PhoneBatch = run.iter().collect();
-    let tenant_ids = vec![Some(1); batch.tenants().len()];
-    let (phones, lines) = stored(&key, &run);
-    let mut c = Comparison::new(&key, &batch, &tenant_ids);
+    let f = Fixture::new();
+    let (phones, lines) = (&f.phones, &f.lines);
+    let mut c = f.comparison();
     assert!(c.offer(Stored::Beside));
     // A line before any phone waits.
     assert!(!c.offer(Stored::Line(lines[0].borrowed())));
