@@ -238,7 +238,8 @@ fn main() -> ExitCode {
     // The command runs as a task on a worker, not on this thread: a future
     // blocked on from outside the pool is woken across threads for every
     // socket it waits on (the workers poll the sockets), which cost a
-    // re-import of a million phones ~0.15 s of system time and wall time.
+    // re-import of a million phones ~0.13 s of system time and ~0.12 s of
+    // wall time.
     // phlem's single thread polls its own sockets.
     let result = if on_one_thread {
         runtime.block_on(command)

@@ -6,9 +6,9 @@
 //! after the last one found, then against the one as far from it as the
 //! row's id is from its id (ids were given in a run's order, and a row
 //! read out of place keeps its id), and an index is built only when those
-//! guesses fail. Lines name their phone by id. Read after every phone, a line is
-//! placed the same way (its phone is the last line's or the next), then by
-//! an index of the ids read. Read beside the phones, a line looks for its
+//! guesses fail. Lines name their phone by id. Read after every phone, a
+//! line is placed the same way (its phone is the last line's or the
+//! next), then by an index of the ids read. Read beside the phones, a line looks for its
 //! phone among those read lately, in the order they were read (the two
 //! tables were written in the same order), a little ahead of the last
 //! line's or a little behind it (a row updated in place moves within its
