@@ -146,21 +146,31 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let server = Self::spawn(dir, database_url, extra, env);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some((200, _)) = server.try_get("/readyz") {
-                return server;
+        // A port found free can be taken before the child binds it (by
+        // another test's listener or outgoing connection): a start that
+        // failed only for that goes again on fresh ports, a few times.
+        const STARTS: u32 = 3;
+        for start in 1..=STARTS {
+            let server = Self::spawn(dir, database_url, extra, env);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some((200, _)) = server.try_get("/readyz") {
+                    return server;
+                }
+                if let Some(status) = server.child_exited() {
+                    let stderr = server.stderr();
+                    if start < STARTS && stderr.contains("Address already in use") {
+                        break;
+                    }
+                    panic!("dialtone serve exited early ({status}): {stderr}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if let Some(status) = server.child_exited() {
-                panic!(
-                    "dialtone serve exited early ({status}): {}",
-                    server.stderr()
-                );
+            if server.child_exited().is_none() {
+                panic!("dialtone serve never became ready: {}", server.stderr());
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("dialtone serve never became ready: {}", server.stderr());
+        unreachable!("the last start either returns or panics")
     }
 
     pub fn spawn(dir: &Path, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
