@@ -153,7 +153,7 @@ impl Server {
         for start in 1..=STARTS {
             let server = Self::spawn(dir, database_url, extra, env);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
+            loop {
                 if let Some((200, _)) = server.try_get("/readyz") {
                     return server;
                 }
@@ -164,13 +164,13 @@ impl Server {
                     }
                     panic!("dialtone serve exited early ({status}): {stderr}");
                 }
+                if Instant::now() >= deadline {
+                    panic!("dialtone serve never became ready: {}", server.stderr());
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if server.child_exited().is_none() {
-                panic!("dialtone serve never became ready: {}", server.stderr());
-            }
         }
-        unreachable!("the last start either returns or panics")
+        unreachable!("the last start returns or panics")
     }
 
     pub fn spawn(dir: &Path, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {

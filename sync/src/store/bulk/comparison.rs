@@ -225,8 +225,8 @@ impl<'r> Comparison<'r> {
         }
         let end = beside.read.min(beside.cursor + LOOK_AHEAD);
         let is_its_phone = |k: u64| beside.recent[(k % RECENT as u64) as usize].0 == row.phone_id;
-        // Not behind what the ring still holds (all of it but once the
-        // lines wait for every phone).
+        // Never behind what the ring still holds (phones stop AHEAD past
+        // the cursor, so this only guards).
         let oldest = (beside.cursor.saturating_sub(LOOK_BEHIND))
             .max(beside.read.saturating_sub(RECENT as u64));
         let found = (beside.cursor..end)
