@@ -6,12 +6,70 @@ mod common;
 
 use std::time::Duration;
 
-use common::bulk::*;
 use common::*;
 use dialtone_sync::store::{LineInput, PhoneInput};
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
 use sqlx::Connection;
+
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(TestDb::new(dialtone_sync::Backend::Sqlite).await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(TestDb::new(dialtone_sync::Backend::Postgres).await).await;
+            }
+            use super::*;
+        }
+    };
+}
+
+/// Enough phones to take the bulk path.
+const PHONES: u32 = 300;
+
+/// Counted with SQL, not from the store's own report.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
+async fn change_log_rows(db: &TestDb) -> i64 {
+    scalar(db, "SELECT count(*) FROM change_log").await
+}
+
+fn fleet() -> Vec<Mutation> {
+    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
+    for n in 0..PHONES {
+        let Mutation::UpsertPhone(mut p) = phone("acme", n, 2) else {
+            unreachable!()
+        };
+        if n % 10 == 0 {
+            p.http_user = Some(format!("dev{n}"));
+            p.http_password = Some(format!("device-{n}"));
+        }
+        batch.push(Mutation::UpsertPhone(p));
+    }
+    batch
+}
+
+fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
+    match &mut batch[2 + n as usize] {
+        Mutation::UpsertPhone(p) => p,
+        _ => unreachable!(),
+    }
+}
 
 both_backends!(reimport_writes_nothing, reimport_body);
 async fn reimport_body(db: TestDb) {

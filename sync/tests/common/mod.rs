@@ -11,10 +11,6 @@ use dialtone_sync::testing::eventually;
 use dialtone_sync::*;
 use tokio_util::sync::CancellationToken;
 
-// Used by the bulk import's tests only.
-#[allow(unused_macros, unused_imports)]
-pub mod bulk;
-
 /// The database's rows, sorted, as the mirror should hold them.
 pub async fn db_rows(store: &dyn Store) -> Dataset {
     let (mut data, _, _) = store.load_all().await.unwrap();
