@@ -86,17 +86,6 @@ pub struct SecretKey {
     nonce_mac: Hmac<Sha256>,
 }
 
-/// See [`SecretKey::digest_key`].
-#[derive(Clone)]
-pub(crate) struct DigestKey(Hmac<Sha256>);
-
-impl DigestKey {
-    /// A digest to feed: 16 bytes of an HMAC-SHA-256.
-    pub(crate) fn start(&self) -> Hmac<Sha256> {
-        self.0.clone()
-    }
-}
-
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKey(..)")
@@ -134,16 +123,6 @@ impl SecretKey {
             nonce_mac: <Hmac<Sha256> as hmac::Mac>::new_from_slice(&nonce_key)
                 .expect("any key length"),
         }
-    }
-
-    /// The key of the bulk import's phone digests (`store/bulk/digest.rs`).
-    /// A digest covers secrets, so it is keyed: without this key a digest
-    /// read from the database says nothing of what it covers.
-    pub(crate) fn digest_key(&self) -> DigestKey {
-        let mut mac = self.nonce_mac.clone();
-        mac.update(b"digest\0bulk import phone v1");
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
-        DigestKey(<Hmac<Sha256> as hmac::Mac>::new_from_slice(&key).expect("any key length"))
     }
 
     /// A stable secret derived from the key, e.g. for demo passwords that

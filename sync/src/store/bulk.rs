@@ -24,7 +24,7 @@ pub(crate) const BULK_MIN_PHONES: usize = 200;
 pub(crate) const QUIET_CHANGE_LOG_ROWS: u64 = 50_000;
 
 /// How a phone of the run compares with its row.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PhoneState {
     New,
     Same,
@@ -32,7 +32,7 @@ pub(crate) enum PhoneState {
 }
 
 /// How a line of the run compares with its row.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LineState {
     Missing,
     Same,
@@ -121,66 +121,12 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 
 mod compare;
 mod comparison;
-mod digest;
 pub(crate) use compare::{taken, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 pub(crate) use comparison::Comparison;
-pub(crate) use digest::{
-    by_id_pays, run_digests, Digest, Digested, StoredDigest, DIGEST_COLUMNS, DIGEST_SELECT,
-    DIGEST_TABLE,
-};
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
 macro_rules! bulk_sql {
     ($conn:ty, $ids_filter:literal) => {
-        /// The digests (`bulk/digest.rs`) of the stored phones of the run
-        /// that lack the run's, once their rows are written: the writes
-        /// made the database forget what it held of them, unless a large
-        /// run turned the triggers off, so differing digests are deleted
-        /// here too. Phones inserted by this run get theirs next time.
-        /// Evaluates to the digests written.
-        macro_rules! write_digests {
-            ($c:expr, $phones:expr, $states:expr, $digested:expr, $ids:expr, $digests:expr) => {{
-                let (phones, states, digested, ids, digests): (
-                    &crate::store::PhoneBatch,
-                    &[PhoneState],
-                    &[Digested],
-                    &[Id],
-                    &[Digest],
-                ) = ($phones, $states, $digested, $ids, $digests);
-                let replaced: Vec<Id> = (0..states.len())
-                    .filter(|&i| digested[i] == Digested::Differs)
-                    .map(|i| ids[i])
-                    .collect();
-                for chunk in replaced.chunks(10_000) {
-                    let ids = serde_json::to_string(chunk).expect("ids serialize");
-                    sqlx::query(concat!("DELETE FROM phone_digests WHERE ", $ids_filter))
-                        .bind(ids)
-                        .execute(&mut *$c)
-                        .await?;
-                }
-                let mut written = 0u64;
-                let wanted = |i: &usize| digested[*i] != Digested::Same;
-                if (0..states.len()).any(|i| wanted(&i)) {
-                    let mut stager =
-                        super::Stager::open(&mut *$c, DIGEST_TABLE, DIGEST_COLUMNS).await?;
-                    for i in (0..states.len()).filter(wanted) {
-                        let [high, low] = digests[i];
-                        stager
-                            .row(&[
-                                Cell::Int(ids[i]),
-                                Cell::Mac(phones.mac(i)),
-                                Cell::Int(high),
-                                Cell::Int(low),
-                            ])
-                            .await?;
-                        written += 1;
-                    }
-                    stager.finish().await?;
-                }
-                written
-            }};
-        }
-
         /// Upserts `phones` (MACs distinct) writing only what differs from
         /// the tables. `reject` names phone `i` in a refusal; `done` rows of
         /// the write came before these (for `progress`).
@@ -224,41 +170,15 @@ macro_rules! bulk_sql {
             }
             let tenant_id = |i: usize| tenant_ids[phones.tenant_index(i)].unwrap_or_default();
             let n = phones.len();
-            let digests = run_digests(key, phones, &tenant_ids);
-            let digested_at = started.elapsed();
-            let mut comparison = Comparison::new(key, phones, &tenant_ids, &digests);
-            super::read_digests(&mut *conn, |row| comparison.offer_digest(row)).await?;
-            let digests_read_at = started.elapsed();
-            let (unsettled_ids, unsettled_macs) = comparison.unsettled();
-            let unsettled = unsettled_ids.len() + unsettled_macs.len();
-            let by_id = by_id_pays(unsettled, n);
-            let mut read_phones_at = digests_read_at;
-            let mut mark = |stored: &Stored| {
+            let mut comparison = Comparison::new(key, phones, &tenant_ids);
+            let mut read_phones_at = started.elapsed();
+            super::read_stored(&mut *conn, second, n, |stored| {
                 if matches!(stored, Stored::PhonesRead) {
                     read_phones_at = started.elapsed();
                 }
-            };
-            if by_id {
-                comparison.read_unsettled();
-                if unsettled > 0 {
-                    super::read_by_id(&mut *conn, &unsettled_ids, &unsettled_macs, |stored| {
-                        mark(&stored);
-                        Ok(comparison.offer(stored))
-                    })
-                    .await?;
-                }
-            } else {
-                // Too many to read by id: both tables whole, compared
-                // afresh, as without digests.
-                let digested = std::mem::take(&mut comparison.digested);
-                comparison = Comparison::new(key, phones, &tenant_ids, &digests);
-                comparison.digested = digested;
-                super::read_stored(&mut *conn, second, n, |stored| {
-                    mark(&stored);
-                    Ok(comparison.offer(stored))
-                })
-                .await?;
-            }
+                Ok(comparison.offer(stored))
+            })
+            .await?;
             let Comparison {
                 mut ids,
                 states,
@@ -267,7 +187,6 @@ macro_rules! bulk_sql {
                 gone,
                 stored_rows,
                 held,
-                digested,
                 ..
             } = comparison;
             let read_lines_at = started.elapsed();
@@ -296,25 +215,16 @@ macro_rules! bulk_sql {
             let compared = started.elapsed();
             tracing::debug!(
                 locked_ms = locked_at.as_millis() as u64,
-                digest_ms = (digested_at - locked_at).as_millis() as u64,
-                read_digests_ms = (digests_read_at - digested_at).as_millis() as u64,
-                unsettled,
-                by_id,
-                read_phones_ms = (read_phones_at - digests_read_at).as_millis() as u64,
+                read_phones_ms = (read_phones_at - locked_at).as_millis() as u64,
                 read_lines_ms = (read_lines_at - read_phones_at).as_millis() as u64,
                 rows_to_write = writes,
                 ?held,
                 "bulk phone import: compared"
             );
             if writes == 0 {
-                // Digests are the import's bookkeeping, not rows it wrote:
-                // stale ones of unchanged phones are replaced all the same.
-                let digests_written =
-                    write_digests!(conn, phones, &states, &digested, &ids, &digests);
                 tracing::info!(
                     phones = n,
                     rows_written = 0,
-                    digests_written,
                     compare_ms = compared.as_millis() as u64,
                     "bulk phone import"
                 );
@@ -322,7 +232,6 @@ macro_rules! bulk_sql {
             }
             let quiet = writes > QUIET_CHANGE_LOG_ROWS
                 && super::quiet_change_log(&mut *conn, stored_rows == 0).await?;
-            super::import_keeps_digests(&mut *conn, true).await?;
 
             let new_phones = states.iter().filter(|s| **s == PhoneState::New).count();
             let mut next_phone =
@@ -421,29 +330,15 @@ macro_rules! bulk_sql {
             for statement in UPDATE_STAGED {
                 sqlx::query(statement).execute(&mut *conn).await?;
             }
+            if few {
+                super::probe_joins(&mut *conn, false).await?;
+            }
             for chunk in gone.chunks(10_000) {
                 let ids = serde_json::to_string(chunk).expect("ids serialize");
                 sqlx::query(concat!("DELETE FROM lines WHERE ", $ids_filter))
                     .bind(ids)
                     .execute(&mut *conn)
                     .await?;
-            }
-            let inserted = (states.iter().zip(&ids))
-                .filter(|(state, _)| **state == PhoneState::New)
-                .map(|(_, id)| *id);
-            if let (Some(first), Some(last)) = (inserted.clone().min(), inserted.max()) {
-                // No digest can name a new phone's id, but one written while
-                // rows came in with ids of their own and triggers off.
-                sqlx::query("DELETE FROM phone_digests WHERE id BETWEEN $1 AND $2")
-                    .bind(first)
-                    .bind(last)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let digests_written = write_digests!(conn, phones, &states, &digested, &ids, &digests);
-            super::import_keeps_digests(&mut *conn, false).await?;
-            if few {
-                super::probe_joins(&mut *conn, false).await?;
             }
             let updated_at = started.elapsed();
             if quiet {
@@ -452,7 +347,6 @@ macro_rules! bulk_sql {
             tracing::debug!(
                 stage_ms = (staged_at - compared).as_millis() as u64,
                 update_ms = (updated_at - staged_at).as_millis() as u64,
-                digests_written,
                 change_log_ms = (started.elapsed() - updated_at).as_millis() as u64,
                 "bulk phone import: written"
             );

@@ -337,7 +337,7 @@ impl Notifier for PgNotifier {
 mod bulk;
 mod bulk_read;
 use bulk::{
-    drop_staging, import_keeps_digests, lock_for_import, loud_change_log, probe_joins,
-    quiet_change_log, reserve_ids, Stager,
+    drop_staging, lock_for_import, loud_change_log, probe_joins, quiet_change_log, reserve_ids,
+    Stager,
 };
-use bulk_read::{read_by_id, read_digests, read_stored, SecondReader};
+use bulk_read::{read_stored, SecondReader};

@@ -384,6 +384,6 @@ impl Notifier for SqliteNotifier {
 // Bulk imports: the hooks `store/bulk.rs` calls.
 mod bulk;
 use bulk::{
-    drop_staging, import_keeps_digests, lock_for_import, loud_change_log, probe_joins,
-    quiet_change_log, read_by_id, read_digests, read_stored, reserve_ids, SecondReader, Stager,
+    drop_staging, lock_for_import, loud_change_log, probe_joins, quiet_change_log, read_stored,
+    reserve_ids, SecondReader, Stager,
 };

@@ -16,7 +16,6 @@
 //! read, up to a bound, after which lines wait for every phone.
 
 use super::compare::{find, same_secret, Sorted};
-use super::digest::{Digest, Digested, StoredDigest};
 use super::{LineState, PhoneState, Stored, StoredLine, StoredPhone};
 use crate::crypto::{Purpose, SecretKey};
 use crate::model::Id;
@@ -48,17 +47,6 @@ pub(crate) struct Comparison<'r> {
     key: &'r SecretKey,
     phones: &'r PhoneBatch,
     tenant_ids: &'r [Option<Id>],
-    /// The run's digests (`digest.rs`), by phone.
-    digests: &'r [Digest],
-    /// What the digest read found, by phone.
-    pub digested: Vec<Digested>,
-    /// While only the unsettled phones are read: those whose digest
-    /// differs, and (once phones are read) those found by MAC, as (stored
-    /// id, index in the run) by id.
-    unsettled_by_id: Option<Vec<(Id, u32)>>,
-    /// The phones without a digest, by MAC, and those of them found.
-    undigested: Vec<(crate::model::Mac, u32)>,
-    found_by_mac: Vec<(Id, u32)>,
     /// Each phone's stored id (where its state is not `New`).
     pub ids: Vec<Id>,
     pub states: Vec<PhoneState>,
@@ -107,23 +95,16 @@ struct Beside {
 }
 
 impl<'r> Comparison<'r> {
-    /// `tenant_ids`: the stored id of each of the batch's tenants;
-    /// `digests`: each phone's digest.
+    /// `tenant_ids`: the stored id of each of the batch's tenants.
     pub(crate) fn new(
         key: &'r SecretKey,
         phones: &'r PhoneBatch,
         tenant_ids: &'r [Option<Id>],
-        digests: &'r [Digest],
     ) -> Self {
         Comparison {
             key,
             phones,
             tenant_ids,
-            digests,
-            digested: vec![Digested::None; phones.len()],
-            unsettled_by_id: None,
-            undigested: Vec::new(),
-            found_by_mac: Vec::new(),
             ids: vec![0; phones.len()],
             states: vec![PhoneState::New; phones.len()],
             lines: vec![LineState::Missing; phones.total_lines()],
@@ -161,10 +142,6 @@ impl<'r> Comparison<'r> {
             Stored::Phone(row) => self.phone(row),
             Stored::PhonesRead => {
                 self.phones_read = true;
-                if let Some(by_id) = &mut self.unsettled_by_id {
-                    by_id.append(&mut self.found_by_mac);
-                    by_id.sort_unstable();
-                }
                 self.by_mac = Sorted::default();
                 if let Some(beside) = self.beside.take() {
                     for k in 0..beside.aside.rows.len() {
@@ -182,96 +159,6 @@ impl<'r> Comparison<'r> {
         }
     }
 
-    /// The first read of a re-import: a stored digest. A phone whose
-    /// digest is the run's is the same, lines and all; the others are read
-    /// next ([`Comparison::read_unsettled`]), or both tables are.
-    pub(crate) fn offer_digest(&mut self, row: StoredDigest<'_>) {
-        let Some(i) = self.locate(row.id, row.mac) else {
-            return;
-        };
-        self.ids[i] = row.id;
-        if row.digest == self.digests[i] {
-            self.digested[i] = Digested::Same;
-            self.states[i] = PhoneState::Same;
-            let range = self.phones.line_range(i);
-            self.stored_rows += 1 + range.len() as u64;
-            self.lines[range].fill(LineState::Same);
-        } else {
-            self.digested[i] = Digested::Differs;
-        }
-    }
-
-    /// After the digest read: the stored ids of the phones whose digest
-    /// differs, and the MACs of those without one.
-    pub(crate) fn unsettled(&self) -> (Vec<Id>, Vec<crate::model::Mac>) {
-        let (mut ids, mut macs) = (Vec::new(), Vec::new());
-        for (i, digested) in self.digested.iter().enumerate() {
-            match digested {
-                Digested::Differs => ids.push(self.ids[i]),
-                Digested::None => macs.push(self.phones.mac(i)),
-                Digested::Same => {}
-            }
-        }
-        (ids, macs)
-    }
-
-    /// Only the unsettled phones' rows follow ([`Comparison::unsettled`]):
-    /// each is placed by its id or, without a digest, its MAC.
-    pub(crate) fn read_unsettled(&mut self) {
-        let mut by_id = Vec::new();
-        for (i, digested) in self.digested.iter().enumerate() {
-            match digested {
-                Digested::Differs => by_id.push((self.ids[i], i as u32)),
-                Digested::None => self.undigested.push((self.phones.mac(i), i as u32)),
-                Digested::Same => {}
-            }
-        }
-        by_id.sort_unstable();
-        self.undigested.sort_unstable();
-        self.unsettled_by_id = Some(by_id);
-    }
-
-    /// The run's index of an unsettled phone read by id or MAC.
-    fn unsettled_index(&mut self, id: Id, mac: &[u8]) -> Option<usize> {
-        let by_id = self.unsettled_by_id.as_ref()?;
-        if let Ok(at) = by_id.binary_search_by_key(&id, |pair| pair.0) {
-            return Some(by_id[at].1 as usize);
-        }
-        let mac: crate::model::Mac = std::str::from_utf8(mac).ok()?.parse().ok()?;
-        let at = self
-            .undigested
-            .binary_search_by_key(&mac, |pair| pair.0)
-            .ok()?;
-        let i = self.undigested[at].1;
-        self.found_by_mac.push((id, i));
-        Some(i as usize)
-    }
-
-    /// The run's index of a line's phone, while only unsettled phones are
-    /// read (all of them by now).
-    fn unsettled_line_index(&self, phone_id: Id) -> Option<usize> {
-        let by_id = self.unsettled_by_id.as_ref()?;
-        let at = by_id.binary_search_by_key(&phone_id, |pair| pair.0).ok()?;
-        Some(by_id[at].1 as usize)
-    }
-
-    /// The run's index of the stored phone (`id`, `mac`), by the guesses
-    /// and then the index (`compare::find`).
-    fn locate(&mut self, id: Id, mac: &[u8]) -> Option<usize> {
-        // A row read out of place (written into an earlier page's free
-        // space, or moved by an update) keeps its id, and ids were given
-        // in the run's order: its place is as far from the last phone
-        // found as its id is from that phone's.
-        let by_id = self.last_found.and_then(|(last, at)| {
-            let at = (at as i64).checked_add(id.checked_sub(last)?)?;
-            usize::try_from(at).ok()
-        });
-        let found = find(self.phones, &mut self.by_mac, self.next_phone, by_id, mac)?;
-        self.next_phone = found + 1;
-        self.last_found = Some((id, found));
-        Some(found)
-    }
-
     fn phone(&mut self, row: StoredPhone<'_>) -> bool {
         if let Some(beside) = &self.beside {
             if !beside.wait_for_all && beside.read - beside.cursor >= AHEAD {
@@ -280,11 +167,21 @@ impl<'r> Comparison<'r> {
             }
         }
         self.stored_rows += 1;
-        let found = if self.unsettled_by_id.is_some() {
-            self.unsettled_index(row.id, row.mac)
-        } else {
-            self.locate(row.id, row.mac)
-        };
+        // A row read out of place (written into an earlier page's free
+        // space, or moved by an update) keeps its id, and ids were given
+        // in the run's order: its place is as far from the last phone
+        // found as its id is from that phone's.
+        let by_id = self.last_found.and_then(|(id, at)| {
+            let at = (at as i64).checked_add(row.id.checked_sub(id)?)?;
+            usize::try_from(at).ok()
+        });
+        let found = find(
+            self.phones,
+            &mut self.by_mac,
+            self.next_phone,
+            by_id,
+            row.mac,
+        );
         if let Some(beside) = &mut self.beside {
             let at = (beside.read % RECENT as u64) as usize;
             beside.recent[at] = (row.id, found.map_or(NOT_IN_RUN, |i| i as u32));
@@ -293,6 +190,8 @@ impl<'r> Comparison<'r> {
         let Some(i) = found else {
             return true;
         };
+        self.next_phone = i + 1;
+        self.last_found = Some((row.id, i));
         let p = self.phones.get(i);
         self.ids[i] = row.id;
         // The seal's HMAC last: any other difference decides first.
@@ -364,12 +263,6 @@ impl<'r> Comparison<'r> {
     }
 
     fn line_after_phones(&mut self, row: &StoredLine<'_>) {
-        if self.unsettled_by_id.is_some() {
-            if let Some(i) = self.unsettled_line_index(row.phone_id) {
-                self.compare_line(i, row);
-            }
-            return;
-        }
         let n = self.phones.len();
         let (states, ids) = (&self.states, &self.ids);
         let stored_id = |i: usize| (states[i] != PhoneState::New).then(|| ids[i]);

@@ -7,7 +7,6 @@
 use super::*;
 use crate::crypto::{Purpose, SecretKey};
 use crate::model::{Family, Id};
-use crate::store::bulk::run_digests;
 use crate::store::{LineInput, PhoneInput};
 
 const N: u32 = 300;
@@ -155,7 +154,6 @@ struct Fixture {
     key: SecretKey,
     batch: PhoneBatch,
     tenant_ids: Vec<Option<Id>>,
-    digests: Vec<Digest>,
     phones: Vec<Phone>,
     lines: Vec<OwnedLine>,
 }
@@ -167,19 +165,17 @@ impl Fixture {
         let batch: PhoneBatch = run.iter().collect();
         let tenant_ids = vec![Some(1); batch.tenants().len()];
         let (phones, lines) = stored(&key, &run);
-        let digests = run_digests(&key, &batch, &tenant_ids);
         Fixture {
             key,
             batch,
             tenant_ids,
-            digests,
             phones,
             lines,
         }
     }
 
     fn comparison(&self) -> Comparison<'_> {
-        Comparison::new(&self.key, &self.batch, &self.tenant_ids, &self.digests)
+        Comparison::new(&self.key, &self.batch, &self.tenant_ids)
     }
 
     /// What the comparison finds reading `phones`, then `lines`.
@@ -514,94 +510,4 @@ fn a_line_kept_aside_comes_back_as_it_was() {
         );
         assert_eq!((got.password, got.proxy), (want.password, want.proxy));
     }
-}
-
-/// A digest read settles the phones whose stored digest is the run's, and
-/// what follows (the other phones' rows, by id or by MAC, in any order)
-/// finds the rest as a whole read does. A phone without a digest (new, or
-/// an edit made the database forget it) or with another one (another key)
-/// is unsettled even where nothing changed.
-#[test]
-fn a_digest_read_and_the_unsettled_phones_find_what_a_whole_read_does() {
-    use std::collections::{HashMap, HashSet};
-    let f = Fixture::new();
-    let (phones, lines): (Vec<&Phone>, Vec<&OwnedLine>) =
-        (f.phones.iter().collect(), f.lines.iter().collect());
-    let whole = f.after_phones(&phones, &lines);
-    let (states, ids, line_states, line_ids, gone, _) = &whole;
-    let run_index: HashMap<String, usize> = (0..f.batch.len())
-        .map(|i| (f.batch.mac(i).to_string(), i))
-        .collect();
-    let gone_from: HashSet<Id> = (f.lines.iter())
-        .filter(|l| gone.contains(&l.id))
-        .map(|l| l.phone_id)
-        .collect();
-    let untouched = |i: usize| {
-        states[i] == PhoneState::Same
-            && f.batch
-                .line_range(i)
-                .all(|k| line_states[k] == LineState::Same)
-            && !gone_from.contains(&ids[i])
-    };
-    let mut settled_somewhere = false;
-    for seed in 0..6u64 {
-        let mut c = f.comparison();
-        let mut want = vec![Digested::None; f.batch.len()];
-        for (k, p) in shuffled(phones.clone(), seed).into_iter().enumerate() {
-            let i = run_index.get(&p.mac).copied();
-            let digest = match i {
-                // Forgotten, and written under another key.
-                Some(i) if untouched(i) && k % 5 == 1 => None,
-                Some(i) if untouched(i) && k % 7 == 2 => Some([f.digests[i][0] ^ 1, 0]),
-                Some(i) if untouched(i) => Some(f.digests[i]),
-                Some(_) if k % 2 == 0 => None,
-                _ => Some([k as i64, seed as i64]),
-            };
-            let Some(digest) = digest else { continue };
-            if let Some(i) = i {
-                want[i] = if digest == f.digests[i] {
-                    Digested::Same
-                } else {
-                    Digested::Differs
-                };
-            }
-            c.offer_digest(StoredDigest {
-                id: p.id,
-                mac: p.mac.as_bytes(),
-                digest,
-            });
-        }
-        assert_eq!(c.digested, want, "seed {seed}");
-        let settled = want.iter().filter(|d| **d == Digested::Same).count();
-        settled_somewhere |= settled > f.batch.len() / 3;
-        let (by_id, by_mac) = c.unsettled();
-        assert_eq!(by_id.len() + by_mac.len(), f.batch.len() - settled);
-        c.read_unsettled();
-        let (by_id, by_mac): (HashSet<Id>, HashSet<String>) = (
-            by_id.into_iter().collect(),
-            by_mac.iter().map(ToString::to_string).collect(),
-        );
-        let read: Vec<&Phone> = shuffled(phones.clone(), seed + 100)
-            .into_iter()
-            .filter(|p| by_id.contains(&p.id) || by_mac.contains(&p.mac))
-            .collect();
-        let read_ids: HashSet<Id> = read.iter().map(|p| p.id).collect();
-        let read_lines: Vec<&OwnedLine> = shuffled(lines.clone(), seed + 200)
-            .into_iter()
-            .filter(|l| read_ids.contains(&l.phone_id))
-            .collect();
-        after_phones(&mut c, &read, &read_lines);
-        let got = outcome(c);
-        assert_eq!(got.0, *states, "seed {seed}");
-        assert_eq!(got.1, *ids, "seed {seed}");
-        assert_eq!(got.2, *line_states, "seed {seed}");
-        assert_eq!(got.4, *gone, "seed {seed}");
-        // A line's id is needed only to update the line.
-        for (k, state) in line_states.iter().enumerate() {
-            if *state == LineState::Changed {
-                assert_eq!(got.3[k], line_ids[k], "seed {seed}, line {k}");
-            }
-        }
-    }
-    assert!(settled_somewhere, "no phone was settled by its digest");
 }

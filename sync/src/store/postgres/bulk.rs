@@ -82,23 +82,6 @@ async fn join_method(
     Ok(())
 }
 
-/// While `on`, the import's own writes do not make the database forget
-/// digests (migration 0009): the import replaces those of every phone it
-/// writes (`bulk/digest.rs`). Transaction-local, so an import that fails
-/// leaves it off.
-pub(super) async fn import_keeps_digests(
-    conn: &mut PgConnection,
-    on: bool,
-) -> Result<(), SyncError> {
-    let value = if on { "on" } else { "off" };
-    sqlx::query(&format!(
-        "SET LOCAL dialtone.import_keeps_digests TO {value}"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Staged rows leave with the transaction (`ON COMMIT DROP`).
 pub(super) async fn drop_staging(_conn: &mut PgConnection) -> Result<(), SyncError> {
     Ok(())
@@ -206,15 +189,20 @@ pub(super) async fn quiet_change_log(
 ) -> Result<bool, SyncError> {
     let owner: bool = sqlx::query_scalar(
         "SELECT bool_and(pg_has_role(current_user, relowner, 'USAGE')) FROM pg_class \
-         WHERE oid IN ('phones'::regclass, 'lines'::regclass, 'phone_digests'::regclass)",
+         WHERE oid IN ('phones'::regclass, 'lines'::regclass)",
     )
     .fetch_one(&mut *conn)
     .await?;
     if !owner {
         return Ok(false);
     }
-    switch_triggers(conn, "DISABLE").await?;
     for ddl in [
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_insert",
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_update",
+        "ALTER TABLE phones DISABLE TRIGGER phones_log_delete",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_insert",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_update",
+        "ALTER TABLE lines DISABLE TRIGGER lines_log_delete",
         "DROP TABLE IF EXISTS pg_temp.import_foreign_keys",
         "CREATE TEMP TABLE import_foreign_keys ON COMMIT DROP AS \
          SELECT conrelid::regclass::text AS tab, conname AS name, \
@@ -242,34 +230,6 @@ pub(super) async fn quiet_change_log(
     Ok(true)
 }
 
-/// The row triggers a quiet import turns off: the change log's, and those
-/// that forget a phone's digest (the import writes its own digests, and
-/// deletes those it replaces).
-const QUIET_TRIGGERS: &[(&str, &str)] = &[
-    ("phones", "phones_log_insert"),
-    ("phones", "phones_log_update"),
-    ("phones", "phones_log_delete"),
-    ("lines", "lines_log_insert"),
-    ("lines", "lines_log_update"),
-    ("lines", "lines_log_delete"),
-    ("phones", "phones_forget_digest_insert"),
-    ("phones", "phones_forget_digest_update"),
-    ("phones", "phones_forget_digest_delete"),
-    ("lines", "lines_forget_digest_insert"),
-    ("lines", "lines_forget_digest_update"),
-    ("lines", "lines_forget_digest_delete"),
-];
-
-/// `ENABLE`s or `DISABLE`s [`QUIET_TRIGGERS`].
-async fn switch_triggers(conn: &mut PgConnection, how: &str) -> Result<(), SyncError> {
-    for (table, trigger) in QUIET_TRIGGERS {
-        sqlx::query(&format!("ALTER TABLE {table} {how} TRIGGER {trigger}"))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Saves the definitions of the two tables' indexes (those behind primary
 /// key and unique constraints as the constraints) and drops them; read
 /// from the catalog, so they cannot drift from the migrations.
@@ -295,7 +255,7 @@ async fn drop_indexes(conn: &mut PgConnection) -> Result<(), SyncError> {
          END AS ddl \
          FROM pg_index i LEFT JOIN pg_constraint c \
          ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u') \
-         WHERE i.indrelid IN ('phones'::regclass, 'lines'::regclass, 'phone_digests'::regclass)",
+         WHERE i.indrelid IN ('phones'::regclass, 'lines'::regclass)",
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
@@ -341,7 +301,16 @@ fn quote_ident(name: &str) -> String {
 }
 
 pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncError> {
-    switch_triggers(conn, "ENABLE").await?;
+    for ddl in [
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_insert",
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_update",
+        "ALTER TABLE phones ENABLE TRIGGER phones_log_delete",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_insert",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_update",
+        "ALTER TABLE lines ENABLE TRIGGER lines_log_delete",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await?;
+    }
     rebuild_indexes(conn).await?;
     // A key between the two tables is checked by one join of both, each
     // just indexed by the joined column: merged along the indexes it took

@@ -20,10 +20,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::copy::{CopyDecoder, FieldError, Tuple};
 use crate::error::SyncError;
-use crate::model::{Id, Mac};
-use crate::store::bulk::{
-    taken, Stored, StoredDigest, StoredLine, StoredPhone, DIGEST_SELECT, LINE_READ, PHONE_READ,
-};
+use crate::store::bulk::{taken, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 
 /// Below this many phones in a run, a second connection costs more than
 /// reading one table after the other.
@@ -80,92 +77,6 @@ pub(crate) async fn read_stored(
         let _ = other.close().await;
     }
     read
-}
-
-/// Every stored digest (`bulk/digest.rs`), the first read of a re-import.
-pub(crate) async fn read_digests(
-    conn: &mut PgConnection,
-    mut each: impl FnMut(StoredDigest<'_>),
-) -> Result<(), SyncError> {
-    super::load::copy_query(conn, "phone_digests", DIGEST_SELECT, 4, |t| {
-        let row = (|| {
-            Ok::<_, (usize, FieldError)>(StoredDigest {
-                id: t.int8(0).map_err(|e| (0, e))?,
-                mac: t.bytes(1).map_err(|e| (1, e))?,
-                digest: [
-                    t.int8(2).map_err(|e| (2, e))?,
-                    t.int8(3).map_err(|e| (3, e))?,
-                ],
-            })
-        })()
-        .map_err(|(column, e)| bad_field("phone_digests", column, e))?;
-        each(row);
-        Ok(())
-    })
-    .await
-}
-
-/// The phones with ids `ids` or MACs `macs`, and their lines, offered to
-/// `each` as [`Stored`] describes, one table after the other; lines by the
-/// ids of the phones read, so that each table is probed by an index (a
-/// condition joining the two, or either list empty in an `OR`, made
-/// PostgreSQL scan both tables whole: 250 ms against ~40 ms for 10,000 of
-/// 1,000,000 phones). COPY takes no parameters: ids and MACs go in as
-/// array literals, which hold nothing but digits, hex and commas.
-pub(crate) async fn read_by_id(
-    conn: &mut PgConnection,
-    ids: &[Id],
-    macs: &[Mac],
-    mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
-) -> Result<(), SyncError> {
-    let mut wanted = Vec::new();
-    if !ids.is_empty() {
-        wanted.push(format!("id = ANY('{}'::int8[])", int_array(ids)));
-    }
-    if !macs.is_empty() {
-        let macs = macs
-            .iter()
-            .map(Mac::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        wanted.push(format!("mac = ANY('{{{macs}}}'::text[])"));
-    }
-    let mut read = Vec::with_capacity(ids.len() + macs.len());
-    for condition in wanted {
-        let phones = format!("SELECT {PHONE_READ} FROM phones WHERE {condition}");
-        super::load::copy_query(conn, "phones", &phones, PHONE_FIELDS, |t| {
-            read.push(t.int8(0).map_err(|e| bad_field("phones", 0, e))?);
-            taken(offer_phone(t, &mut each)?)
-        })
-        .await?;
-    }
-    each(Stored::PhonesRead)?;
-    if read.is_empty() {
-        return Ok(());
-    }
-    let lines = format!(
-        "SELECT {LINE_READ} FROM lines WHERE phone_id = ANY('{}'::int8[])",
-        int_array(&read)
-    );
-    super::load::copy_query(conn, "lines", &lines, LINE_FIELDS, |t| {
-        taken(offer_line(t, &mut each)?)
-    })
-    .await
-}
-
-/// `{1,2,...}`, an array's text form.
-fn int_array(ids: &[Id]) -> String {
-    let mut digits = itoa::Buffer::new();
-    let mut list = String::with_capacity(ids.len() * 8 + 2);
-    list.push('{');
-    for (k, id) in ids.iter().enumerate() {
-        if k > 0 {
-            list.push(',');
-        }
-        list.push_str(digits.format(*id));
-    }
-    list.push('}');
-    list
 }
 
 /// A connection that sees what `conn`'s transaction sees, or `None` where

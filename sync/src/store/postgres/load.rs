@@ -135,22 +135,10 @@ pub(super) async fn copy(
     conn: &mut PgConnection,
     table: &str,
     columns: &str,
-    each: impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
-) -> Result<(), SyncError> {
-    let query = format!("SELECT {columns} FROM {table}");
-    copy_query(conn, table, &query, columns.split(',').count(), each).await
-}
-
-/// Every row of `query` (`fields` columns) through binary COPY; `table`
-/// names it in errors.
-pub(super) async fn copy_query(
-    conn: &mut PgConnection,
-    table: &str,
-    query: &str,
-    fields: usize,
     mut each: impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {
-    let statement = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+    let statement = format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)");
+    let fields = columns.split(',').count();
     let mut decoder = CopyDecoder::default();
     let mut stream = conn.copy_out_raw(&statement).await?;
     while let Some(chunk) = stream.try_next().await? {

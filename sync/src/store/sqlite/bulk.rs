@@ -5,12 +5,9 @@ use futures::TryStreamExt;
 use sqlx::{Row, SqliteConnection};
 
 use crate::error::SyncError;
-use crate::model::{Id, Mac};
+use crate::model::Id;
 
-use crate::store::bulk::{
-    taken, Cell, Stored, StoredDigest, StoredLine, StoredPhone, DIGEST_SELECT, LINE_READ,
-    PHONE_READ,
-};
+use crate::store::bulk::{taken, Cell, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 
 /// SQLite reads one table after the other, on the one connection.
 pub(crate) struct SecondReader;
@@ -23,72 +20,18 @@ pub(super) async fn read_stored(
     _phones_in_run: usize,
     mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
-    read_phones(&mut *conn, "", None, |row| taken(each(Stored::Phone(row))?)).await?;
+    read_phones(&mut *conn, |row| taken(each(Stored::Phone(row))?)).await?;
     each(Stored::PhonesRead)?;
-    read_lines(&mut *conn, "", None, |row| taken(each(Stored::Line(row))?)).await
+    read_lines(&mut *conn, |row| taken(each(Stored::Line(row))?)).await
 }
 
-/// Every stored digest (`bulk/digest.rs`).
-pub(super) async fn read_digests(
-    conn: &mut SqliteConnection,
-    mut each: impl FnMut(StoredDigest<'_>),
-) -> Result<(), SyncError> {
-    let mut rows = sqlx::query(DIGEST_SELECT).fetch(&mut *conn);
-    while let Some(r) = rows.try_next().await? {
-        each(StoredDigest {
-            id: r.try_get(0)?,
-            mac: r.try_get::<&str, _>(1)?.as_bytes(),
-            digest: [r.try_get(2)?, r.try_get(3)?],
-        });
-    }
-    Ok(())
-}
-
-/// The phones with ids `ids` or MACs `macs`, and their lines (by the ids
-/// of the phones read), offered to `each` as [`Stored`] describes.
-pub(super) async fn read_by_id(
-    conn: &mut SqliteConnection,
-    ids: &[Id],
-    macs: &[Mac],
-    mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
-) -> Result<(), SyncError> {
-    let macs: Vec<String> = macs.iter().map(Mac::to_string).collect();
-    let lists = [
-        ("id", serde_json::to_string(ids).expect("ids serialize")),
-        ("mac", serde_json::to_string(&macs).expect("MACs serialize")),
-    ];
-    let mut read = Vec::new();
-    for (column, list) in lists {
-        let filter = format!(" WHERE {column} IN (SELECT value FROM json_each($1))");
-        read_phones(&mut *conn, &filter, Some(&list), |row| {
-            read.push(row.id);
-            taken(each(Stored::Phone(row))?)
-        })
-        .await?;
-    }
-    each(Stored::PhonesRead)?;
-    let read = serde_json::to_string(&read).expect("ids serialize");
-    let filter = " WHERE phone_id IN (SELECT value FROM json_each($1))";
-    read_lines(&mut *conn, filter, Some(&read), |row| {
-        taken(each(Stored::Line(row))?)
-    })
-    .await
-}
-
-/// Every phone row `filter` keeps (binding `ids`, a JSON list), its text
-/// borrowed from the row.
+/// Every phone row, its text borrowed from the row.
 async fn read_phones(
     conn: &mut SqliteConnection,
-    filter: &str,
-    ids: Option<&str>,
     mut each: impl FnMut(StoredPhone<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {
-    let sql = format!("SELECT {PHONE_READ} FROM phones{filter}");
-    let mut query = sqlx::query(&sql);
-    if let Some(ids) = ids {
-        query = query.bind(ids);
-    }
-    let mut rows = query.fetch(&mut *conn);
+    let sql = format!("SELECT {PHONE_READ} FROM phones");
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
     while let Some(r) = rows.try_next().await? {
         each(StoredPhone {
             id: r.try_get(0)?,
@@ -105,19 +48,13 @@ async fn read_phones(
     Ok(())
 }
 
-/// Every line row `filter` keeps (see [`read_phones`]).
+/// Every line row, its text borrowed from the row.
 async fn read_lines(
     conn: &mut SqliteConnection,
-    filter: &str,
-    ids: Option<&str>,
     mut each: impl FnMut(StoredLine<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {
-    let sql = format!("SELECT {LINE_READ} FROM lines{filter}");
-    let mut query = sqlx::query(&sql);
-    if let Some(ids) = ids {
-        query = query.bind(ids);
-    }
-    let mut rows = query.fetch(&mut *conn);
+    let sql = format!("SELECT {LINE_READ} FROM lines");
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
     while let Some(r) = rows.try_next().await? {
         each(StoredLine {
             id: r.try_get(0)?,
@@ -186,15 +123,6 @@ pub(super) async fn drop_staging(conn: &mut SqliteConnection) -> Result<(), Sync
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
-    Ok(())
-}
-
-/// SQLite's triggers forget a digest a row at a time, in its own VM, at no
-/// cost worth a switch.
-pub(super) async fn import_keeps_digests(
-    _: &mut SqliteConnection,
-    _on: bool,
-) -> Result<(), SyncError> {
     Ok(())
 }
 
