@@ -19,6 +19,12 @@ pub type Id = i64;
 /// both backends store it the same way.
 pub type Millis = i64;
 
+/// Why text holding U+0000 is refused wherever it comes in (an import's
+/// row, the API, the database's own refusal): PostgreSQL cannot store it in
+/// text, and SQLite would keep it to be cut short wherever a C string is
+/// made of it.
+pub const NUL_TEXT: &str = "contains U+0000 (NUL), which no text field may hold";
+
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

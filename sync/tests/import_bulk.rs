@@ -483,3 +483,42 @@ async fn own_transaction_body(db: TestDb) {
         (PHONES as usize, 2 * PHONES as usize)
     );
 }
+
+// U+0000 in a phone's text is refused before anything is written, alone
+// or in a run long enough for the bulk path, the same on both backends
+// (PostgreSQL could not store it; SQLite would cut it short). Other text
+// PostgreSQL refuses is named as the data's fault, not the database's.
+both_backends!(nul_text_is_refused_before_a_write, nul_text_body);
+async fn nul_text_body(db: TestDb) {
+    let store = db.store().await;
+    let mut batch = fleet();
+    phone_mut(&mut batch, 7).lines[1].display_name = "Front\0Desk".into();
+    let err = store.apply(&batch, &audit("import")).await.unwrap_err();
+    match &err {
+        SyncError::Rejected { index, reason, .. } => {
+            assert_eq!(*index, 2 + 7, "{err}");
+            assert!(reason.contains("line 2 display_name"), "{err}");
+            assert!(reason.contains("U+0000"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(scalar(&db, "SELECT count(*) FROM phones").await, 0);
+    let one = vec![batch[0].clone(), batch[2 + 7].clone()];
+    let err = store.apply(&one, &audit("api")).await.unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Rejected { index: 1, reason, .. } if reason.contains("U+0000")),
+        "{err:?}"
+    );
+    if db.backend == Backend::Postgres {
+        let Mutation::UpsertTenant(mut named) = tenant("nul", "US") else {
+            unreachable!()
+        };
+        named.name = "Acme\0Corp".into();
+        let named = vec![Mutation::UpsertTenant(named)];
+        let err = store.apply(&named, &audit("api")).await.unwrap_err();
+        assert!(
+            matches!(&err, SyncError::Rejected { index: 0, reason, .. } if reason.contains("U+0000")),
+            "{err:?}"
+        );
+    }
+}

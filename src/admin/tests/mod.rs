@@ -4,6 +4,7 @@
 
 mod fleet;
 mod matrix;
+mod nul_text;
 mod openapi;
 mod reach;
 mod resync;

@@ -111,6 +111,24 @@ impl CsvRow<'_> {
         }
     }
 
+    /// The first cell holding U+0000, refused: PostgreSQL cannot store it
+    /// in text, and SQLite would cut it short wherever a C string is made
+    /// of it; the same file imports the same way into either.
+    fn nul_cell(&self) -> ImportError {
+        let index = (self.record.iter())
+            .position(|cell| cell.contains('\0'))
+            .unwrap_or(0);
+        ImportError {
+            location: Location {
+                file: self.file.clone(),
+                line: self.line,
+                column: index as u64 + 1,
+                field: self.headers.get(index).cloned(),
+            },
+            message: crate::model::NUL_TEXT.into(),
+        }
+    }
+
     fn fail(&self, column: &str, message: String) -> ImportError {
         ImportError {
             location: self.location(Some(column)),
@@ -235,6 +253,9 @@ pub(super) fn plan(
                     line: *line,
                 };
                 let result = match kind {
+                    _ if memchr::memchr(0, record.as_slice().as_bytes()).is_some() => {
+                        Err(row.nul_cell())
+                    }
                     CsvKind::Tenants => {
                         csv_tenant(&row).map(|m| plan.items.push((m, row.location(None))))
                     }

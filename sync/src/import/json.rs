@@ -279,6 +279,15 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
             http_password: p.http_password.filter(|p| !p.is_empty()),
             lines: p.lines.into_iter().map(line_input).collect(),
         };
+        if let Some(field) = phone.nul_field() {
+            let mut location = loc("phones", &phone_pos, i);
+            location.field = Some(format!("phones[{i}] {field}"));
+            plan.errors.push(ImportError {
+                location,
+                message: crate::model::NUL_TEXT.into(),
+            });
+            continue;
+        }
         if phones.add_input(&phone, source, i as u64).is_none() {
             plan.errors.push(ImportError {
                 location: loc("phones", &phone_pos, i),

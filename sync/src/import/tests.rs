@@ -363,3 +363,39 @@ fn csv_errors_name_their_own_line_after_blank_lines_and_quoted_breaks() {
         );
     }
 }
+
+/// U+0000 is refused at its own row and cell, in CSV and JSON alike:
+/// PostgreSQL cannot store it in text, and SQLite would cut it short.
+#[test]
+fn nul_characters_are_refused_where_they_are() {
+    let plan = plan_text(
+        "phones.csv",
+        "tenant,mac,family,model,line,extension,display_name,password,registrar\n\
+         acme,001565aabb01,yealink,T46S,1,101,Recep\0tion,pw1,sip.example.net\n\
+         acme,001565aabb02,yealink,T46S,1,102,Fine,pw2,sip.example.net\n",
+    );
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    let e = &plan.errors[0];
+    assert!(
+        e.to_string().contains("phones.csv:2:7 (display_name)"),
+        "{e}"
+    );
+    assert!(e.message.contains("U+0000"), "{e}");
+    assert_eq!(phones(&plan).len(), 1, "the other row stands");
+
+    let plan = plan_text(
+        "data.json",
+        "{\"phones\": [\n {\"tenant\": \"acme\", \"mac\": \"0004132a0001\", \"family\": \"snom\", \
+         \"lines\": [{\"extension\": \"1\", \"registrar\": \"r\"}, \
+         {\"extension\": \"2\", \"display_name\": \"a\\u0000b\", \"registrar\": \"r\"}]}\n]}",
+    );
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    let e = &plan.errors[0];
+    assert_eq!(e.location.line, 2, "{e}");
+    assert_eq!(
+        e.location.field.as_deref(),
+        Some("phones[0] line 2 display_name")
+    );
+    assert!(e.message.contains("U+0000"), "{e}");
+    assert!(phones(&plan).is_empty());
+}

@@ -244,6 +244,9 @@ macro_rules! shared_sql {
                     }
                 }
                 Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => {
+                    if let Some(field) = p.nul_field() {
+                        return Err(SyncError::Invalid(format!("{field} {}", crate::model::NUL_TEXT)));
+                    }
                     let tenant = tenant_id(conn, &p.tenant).await?;
                     let mac = p.mac.to_string();
                     let http_password = p
@@ -551,6 +554,11 @@ macro_rules! shared_sql {
                 SyncError::Database(sqlx::Error::Database(db)) if db.constraint().is_some() || db.code().is_some_and(|c| c.starts_with("23")) => {
                     SyncError::Rejected { index, item, reason: db.message().to_string() }
                 }
+                // PostgreSQL's refusal of U+0000 in text (character not in
+                // repertoire), for what is not checked before the write.
+                SyncError::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c == "22021") => {
+                    SyncError::Rejected { index, item, reason: format!("a text field {}", crate::model::NUL_TEXT) }
+                }
                 other => other,
             }
         }
@@ -592,6 +600,11 @@ macro_rules! shared_sql {
                     continue;
                 }
                 if let Some(run) = phone_run(&mutations[index..]) {
+                    let nul = run.iter().enumerate().find_map(|(item, p)| Some((item, p.nul_field()?)));
+                    if let Some((item, field)) = nul {
+                        let reason = format!("{field} {}", crate::model::NUL_TEXT);
+                        return Err(SyncError::Rejected { index: index + item, item: None, reason });
+                    }
                     // The same compact form an import's phones come in (a
                     // copy, for the API's runs of a few thousand at most).
                     let batch: crate::store::PhoneBatch = run.iter().copied().collect();
