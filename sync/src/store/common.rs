@@ -244,6 +244,8 @@ macro_rules! shared_sql {
                     }
                 }
                 Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => {
+                    // A batch's phones come here one by one, unchecked by
+                    // `apply_all`.
                     if let Some(field) = p.nul_field() {
                         return Err(SyncError::Invalid(format!("{field} {}", crate::model::NUL_TEXT)));
                     }
@@ -573,6 +575,16 @@ macro_rules! shared_sql {
             audit: &Audit,
             progress: Option<crate::store::Progress>,
         ) -> Result<WriteReport, SyncError> {
+            // Before the first statement, so that both backends refuse the
+            // same text the same way (store/nul.rs).
+            let nul = mutations.iter().enumerate().find_map(|(index, m)| Some((index, m.nul_field()?)));
+            if let Some((index, field)) = nul {
+                let reason = format!("{field} {}", crate::model::NUL_TEXT);
+                return Err(SyncError::Rejected { index, item: None, reason });
+            }
+            if let Some(field) = audit.nul_field() {
+                return Err(SyncError::Invalid(format!("{field} {}", crate::model::NUL_TEXT)));
+            }
             let now = now_millis();
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
@@ -600,11 +612,6 @@ macro_rules! shared_sql {
                     continue;
                 }
                 if let Some(run) = phone_run(&mutations[index..]) {
-                    let nul = run.iter().enumerate().find_map(|(item, p)| Some((item, p.nul_field()?)));
-                    if let Some((item, field)) = nul {
-                        let reason = format!("{field} {}", crate::model::NUL_TEXT);
-                        return Err(SyncError::Rejected { index: index + item, item: None, reason });
-                    }
                     // The same compact form an import's phones come in (a
                     // copy, for the API's runs of a few thousand at most).
                     let batch: crate::store::PhoneBatch = run.iter().copied().collect();

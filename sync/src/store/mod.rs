@@ -6,6 +6,7 @@ mod admin;
 mod bulk;
 mod common;
 mod fleet;
+mod nul;
 mod phone_batch;
 pub mod postgres;
 mod rows;
@@ -107,39 +108,6 @@ pub struct PhoneInput {
     pub http_password: Option<String>,
     /// The phone's complete line list, in key order; lines beyond it are removed.
     pub lines: Vec<LineInput>,
-}
-
-impl PhoneInput {
-    /// The first field holding U+0000 ([`crate::model::NUL_TEXT`]), named
-    /// as an import's columns are: such a phone is refused before anything
-    /// is written, the same on either backend.
-    pub fn nul_field(&self) -> Option<String> {
-        let has_nul = |(_, text): &(&str, Option<&str>)| text.is_some_and(|t| t.contains('\0'));
-        let phone = [
-            ("tenant", Some(self.tenant.as_str())),
-            ("model", self.model.as_deref()),
-            ("label", self.label.as_deref()),
-            ("variables", Some(self.variables.as_str())),
-            ("http_user", self.http_user.as_deref()),
-            ("http_password", self.http_password.as_deref()),
-        ];
-        if let Some((name, _)) = phone.iter().find(|field| has_nul(field)) {
-            return Some((*name).to_string());
-        }
-        self.lines.iter().enumerate().find_map(|(k, l)| {
-            let line = [
-                ("extension", Some(l.extension.as_str())),
-                ("display_name", Some(l.display_name.as_str())),
-                ("auth_user", Some(l.auth_user.as_str())),
-                ("password", l.password.as_deref()),
-                ("registrar", Some(l.registrar.as_str())),
-                ("proxy", l.proxy.as_deref()),
-                ("line_settings", Some(l.settings.as_str())),
-            ];
-            let (name, _) = line.iter().find(|field| has_nul(field))?;
-            Some(format!("line {} {name}", k + 1))
-        })
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,250 @@
+//! Text holding U+0000 is bad input on either backend
+//! ([`crate::model::NUL_TEXT`]). PostgreSQL refuses it with an error that
+//! names no field; SQLite stores it. Checking every write's text here,
+//! before the first statement, gives both backends the same answer, and
+//! names the field.
+//!
+//! An import's batch ([`Mutation::UpsertPhones`]) is checked where its rows
+//! are parsed, which can name the file's line and column; its packed text
+//! is not scanned again.
+
+use super::{Audit, Mutation, PhoneInput, Target};
+
+/// The first named text that holds U+0000.
+fn first<'a>(fields: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Option<String> {
+    fields
+        .into_iter()
+        .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+        .map(|(name, _)| name.to_string())
+}
+
+impl PhoneInput {
+    /// The first field holding U+0000, named as an import's columns are.
+    pub fn nul_field(&self) -> Option<String> {
+        let phone = first([
+            ("tenant", Some(self.tenant.as_str())),
+            ("model", self.model.as_deref()),
+            ("label", self.label.as_deref()),
+            ("variables", Some(self.variables.as_str())),
+            ("http_user", self.http_user.as_deref()),
+            ("http_password", self.http_password.as_deref()),
+        ]);
+        phone.or_else(|| {
+            self.lines.iter().enumerate().find_map(|(k, l)| {
+                let field = first([
+                    ("extension", Some(l.extension.as_str())),
+                    ("display_name", Some(l.display_name.as_str())),
+                    ("auth_user", Some(l.auth_user.as_str())),
+                    ("password", l.password.as_deref()),
+                    ("registrar", Some(l.registrar.as_str())),
+                    ("proxy", l.proxy.as_deref()),
+                    ("line_settings", Some(l.settings.as_str())),
+                ])?;
+                Some(format!("line {} {field}", k + 1))
+            })
+        })
+    }
+}
+
+impl Target {
+    fn nul_field(&self) -> Option<String> {
+        match self {
+            Target::Tenant { slug } => first([("slug", Some(slug.as_str()))]),
+            Target::Phone { .. } | Target::Template { .. } => None,
+            Target::DirectoryEntry {
+                tenant,
+                external_id,
+            } => first([
+                ("tenant", Some(tenant.as_str())),
+                ("external_id", Some(external_id.as_str())),
+            ]),
+            Target::DirectorySource { tenant, name } => first([
+                ("tenant", Some(tenant.as_str())),
+                ("name", Some(name.as_str())),
+            ]),
+        }
+    }
+}
+
+impl Mutation {
+    /// The first text field of this change holding U+0000, as `what field`
+    /// (`tenant name`, `template body`, `phone line 2 display_name`).
+    /// `None` for an import's batch: see the module's note.
+    pub fn nul_field(&self) -> Option<String> {
+        let (what, field) = match self {
+            Mutation::UpsertTenant(t) => (
+                "tenant",
+                first([
+                    ("slug", Some(t.slug.as_str())),
+                    ("name", Some(t.name.as_str())),
+                    ("default_region", Some(t.default_region.as_str())),
+                    ("settings", Some(t.settings.as_str())),
+                ]),
+            ),
+            Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => ("phone", p.nul_field()),
+            Mutation::UpsertPhones(_) => return None,
+            Mutation::UpsertDirectoryEntry(e) => {
+                let numbers = e.numbers.iter().flat_map(|n| {
+                    [
+                        ("number", Some(&*n.number)),
+                        ("number kind", Some(&*n.kind)),
+                    ]
+                });
+                let fields = [
+                    ("tenant", Some(e.tenant.as_str())),
+                    ("external_id", Some(e.external_id.as_str())),
+                    ("name", Some(e.name.as_str())),
+                    ("company", e.company.as_deref()),
+                ];
+                ("directory entry", first(fields.into_iter().chain(numbers)))
+            }
+            Mutation::UpsertTemplate(t) => (
+                "template",
+                first([
+                    ("scope_key", Some(t.scope_key.as_str())),
+                    ("file_pattern", Some(t.file_pattern.as_str())),
+                    ("body", Some(t.body.as_str())),
+                    ("updated_by", Some(t.updated_by.as_str())),
+                ]),
+            ),
+            Mutation::DeleteTenant { slug } => ("tenant", first([("slug", Some(slug.as_str()))])),
+            Mutation::DeletePhone { .. }
+            | Mutation::RevokeApiToken { .. }
+            | Mutation::DeleteTemplate { .. } => return None,
+            Mutation::DeleteDirectoryEntry {
+                tenant,
+                external_id,
+            } => (
+                "directory entry",
+                first([
+                    ("tenant", Some(tenant.as_str())),
+                    ("external_id", Some(external_id.as_str())),
+                ]),
+            ),
+            Mutation::UpsertDirectorySource(s) => (
+                "directory source",
+                first([
+                    ("tenant", Some(s.tenant.as_str())),
+                    ("name", Some(s.name.as_str())),
+                    ("settings", Some(s.settings.as_str())),
+                    ("secret", s.secret.as_deref()),
+                ]),
+            ),
+            Mutation::DeleteDirectorySource { tenant, name } => (
+                "directory source",
+                first([
+                    ("tenant", Some(tenant.as_str())),
+                    ("name", Some(name.as_str())),
+                ]),
+            ),
+            Mutation::CreateApiToken(t) => (
+                "token",
+                first([
+                    ("name", Some(t.name.as_str())),
+                    ("token_hash", Some(t.token_hash.as_str())),
+                    ("tenant", t.tenant.as_deref()),
+                ]),
+            ),
+            Mutation::Expect { target, etag } => (
+                "expected",
+                target
+                    .nul_field()
+                    .or_else(|| first([("etag", Some(etag.as_str()))])),
+            ),
+        };
+        field.map(|field| format!("{what} {field}"))
+    }
+}
+
+impl Audit {
+    /// The audit row is written in the same transaction as its changes, so
+    /// its text is held to the same rule.
+    pub fn nul_field(&self) -> Option<String> {
+        let field = first([
+            ("actor", Some(self.actor.as_str())),
+            ("tenant", self.tenant.as_deref()),
+            ("action", Some(self.action.as_str())),
+            ("entity", Some(self.entity.as_str())),
+            ("entity_key", Some(self.entity_key.as_str())),
+        ])?;
+        Some(format!("audit {field}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, TemplateScope};
+    use crate::store::{LineInput, TemplateInput, TenantInput};
+
+    fn tenant(name: &str) -> Mutation {
+        Mutation::UpsertTenant(TenantInput {
+            slug: "acme".into(),
+            name: name.into(),
+            default_region: "US".into(),
+            settings: "{}".into(),
+        })
+    }
+
+    #[test]
+    fn every_kind_of_text_is_named() {
+        assert_eq!(tenant("Acme").nul_field(), None);
+        assert_eq!(tenant("Ac\0me").nul_field().as_deref(), Some("tenant name"));
+        let template = |body: &str| {
+            Mutation::UpsertTemplate(TemplateInput {
+                scope: TemplateScope::Tenant,
+                family: Family::Yealink,
+                scope_key: "1".into(),
+                file_pattern: "{mac}.cfg".into(),
+                body: body.into(),
+                updated_by: "ops".into(),
+                keep_versions: None,
+            })
+        };
+        assert_eq!(template("#!version:1.0.0.1\n").nul_field(), None);
+        assert_eq!(
+            template("a\0b").nul_field().as_deref(),
+            Some("template body")
+        );
+        let line = |name: &str| LineInput {
+            extension: "200".into(),
+            display_name: name.into(),
+            auth_user: "200".into(),
+            password: None,
+            registrar: "sip.example.net".into(),
+            proxy: None,
+            settings: "{}".into(),
+        };
+        let phone = PhoneInput {
+            tenant: "acme".into(),
+            mac: "001565aabb01".parse().unwrap(),
+            family: Family::Yealink,
+            model: None,
+            label: None,
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            lines: vec![line("Front"), line("Back\0Office")],
+        };
+        assert_eq!(
+            Mutation::CreatePhone(phone).nul_field().as_deref(),
+            Some("phone line 2 display_name")
+        );
+        let expect = Mutation::Expect {
+            target: Target::DirectorySource {
+                tenant: "acme".into(),
+                name: "l\0dap".into(),
+            },
+            etag: "x".into(),
+        };
+        assert_eq!(expect.nul_field().as_deref(), Some("expected name"));
+        assert_eq!(
+            Mutation::DeleteTenant {
+                slug: "acme\0".into()
+            }
+            .nul_field()
+            .as_deref(),
+            Some("tenant slug")
+        );
+    }
+}
