@@ -247,7 +247,7 @@ macro_rules! shared_sql {
                     // A batch's phones come here one by one, unchecked by
                     // `apply_all`.
                     if let Some(field) = p.nul_field() {
-                        return Err(SyncError::Invalid(format!("{field} {}", crate::model::NUL_TEXT)));
+                        return Err(SyncError::Invalid(crate::store::nul::reason(&field)));
                     }
                     let tenant = tenant_id(conn, &p.tenant).await?;
                     let mac = p.mac.to_string();
@@ -559,7 +559,7 @@ macro_rules! shared_sql {
                 // PostgreSQL's refusal of U+0000 in text (character not in
                 // repertoire), for what is not checked before the write.
                 SyncError::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c == "22021") => {
-                    SyncError::Rejected { index, item, reason: format!("a text field {}", crate::model::NUL_TEXT) }
+                    SyncError::Rejected { index, item, reason: crate::store::nul::reason("a text field") }
                 }
                 other => other,
             }
@@ -579,11 +579,10 @@ macro_rules! shared_sql {
             // same text the same way (store/nul.rs).
             let nul = mutations.iter().enumerate().find_map(|(index, m)| Some((index, m.nul_field()?)));
             if let Some((index, field)) = nul {
-                let reason = format!("{field} {}", crate::model::NUL_TEXT);
-                return Err(SyncError::Rejected { index, item: None, reason });
+                return Err(SyncError::Rejected { index, item: None, reason: crate::store::nul::reason(&field) });
             }
             if let Some(field) = audit.nul_field() {
-                return Err(SyncError::Invalid(format!("{field} {}", crate::model::NUL_TEXT)));
+                return Err(SyncError::Invalid(crate::store::nul::reason(&field)));
             }
             let now = now_millis();
             let mut report = WriteReport::default();

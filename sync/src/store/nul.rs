@@ -10,6 +10,16 @@
 
 use super::{Audit, Mutation, PhoneInput, Target};
 
+/// A refusal's reason: the field, then why.
+pub(crate) fn reason(field: &str) -> String {
+    format!("{field} {}", crate::model::NUL_TEXT)
+}
+
+/// A directory entry's or source's key, as a change or a `Target` holds it.
+fn keyed<'a>(tenant: &'a str, key: (&'a str, &'a str)) -> Option<String> {
+    first([("tenant", Some(tenant)), (key.0, Some(key.1))])
+}
+
 /// The first named text that holds U+0000.
 fn first<'a>(fields: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Option<String> {
     fields
@@ -54,14 +64,8 @@ impl Target {
             Target::DirectoryEntry {
                 tenant,
                 external_id,
-            } => first([
-                ("tenant", Some(tenant.as_str())),
-                ("external_id", Some(external_id.as_str())),
-            ]),
-            Target::DirectorySource { tenant, name } => first([
-                ("tenant", Some(tenant.as_str())),
-                ("name", Some(name.as_str())),
-            ]),
+            } => keyed(tenant, ("external_id", external_id)),
+            Target::DirectorySource { tenant, name } => keyed(tenant, ("name", name)),
         }
     }
 }
@@ -116,10 +120,7 @@ impl Mutation {
                 external_id,
             } => (
                 "directory entry",
-                first([
-                    ("tenant", Some(tenant.as_str())),
-                    ("external_id", Some(external_id.as_str())),
-                ]),
+                keyed(tenant, ("external_id", external_id)),
             ),
             Mutation::UpsertDirectorySource(s) => (
                 "directory source",
@@ -130,13 +131,9 @@ impl Mutation {
                     ("secret", s.secret.as_deref()),
                 ]),
             ),
-            Mutation::DeleteDirectorySource { tenant, name } => (
-                "directory source",
-                first([
-                    ("tenant", Some(tenant.as_str())),
-                    ("name", Some(name.as_str())),
-                ]),
-            ),
+            Mutation::DeleteDirectorySource { tenant, name } => {
+                ("directory source", keyed(tenant, ("name", name)))
+            }
             Mutation::CreateApiToken(t) => (
                 "token",
                 first([
@@ -175,19 +172,18 @@ impl Audit {
 mod tests {
     use super::*;
     use crate::model::{Family, TemplateScope};
-    use crate::store::{LineInput, TemplateInput, TenantInput};
-
-    fn tenant(name: &str) -> Mutation {
-        Mutation::UpsertTenant(TenantInput {
-            slug: "acme".into(),
-            name: name.into(),
-            default_region: "US".into(),
-            settings: "{}".into(),
-        })
-    }
+    use crate::store::TemplateInput;
+    use crate::testing::build;
 
     #[test]
     fn every_kind_of_text_is_named() {
+        let tenant = |name: &str| match build::tenant("acme", "US") {
+            Mutation::UpsertTenant(mut t) => {
+                t.name = name.into();
+                Mutation::UpsertTenant(t)
+            }
+            other => other,
+        };
         assert_eq!(tenant("Acme").nul_field(), None);
         assert_eq!(tenant("Ac\0me").nul_field().as_deref(), Some("tenant name"));
         let template = |body: &str| {
@@ -206,26 +202,10 @@ mod tests {
             template("a\0b").nul_field().as_deref(),
             Some("template body")
         );
-        let line = |name: &str| LineInput {
-            extension: "200".into(),
-            display_name: name.into(),
-            auth_user: "200".into(),
-            password: None,
-            registrar: "sip.example.net".into(),
-            proxy: None,
-            settings: "{}".into(),
+        let Mutation::UpsertPhone(mut phone) = build::phone("acme", 1, 2) else {
+            unreachable!("the builder makes an upsert")
         };
-        let phone = PhoneInput {
-            tenant: "acme".into(),
-            mac: "001565aabb01".parse().unwrap(),
-            family: Family::Yealink,
-            model: None,
-            label: None,
-            variables: "{}".into(),
-            http_user: None,
-            http_password: None,
-            lines: vec![line("Front"), line("Back\0Office")],
-        };
+        phone.lines[1].display_name = "Back\0Office".into();
         assert_eq!(
             Mutation::CreatePhone(phone).nul_field().as_deref(),
             Some("phone line 2 display_name")

@@ -124,7 +124,7 @@ impl<'c> Stager<'c> {
     }
 
     pub(super) async fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SyncError> {
-        encode_row(cells, &mut self.buf);
+        encode_row(cells, &mut self.buf)?;
         if self.buf.len() >= COPY_PIECE {
             let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_PIECE + 4096));
             self.copy.send(piece).await?;
@@ -142,23 +142,28 @@ impl<'c> Stager<'c> {
 
 /// One row of binary COPY: the field count, then each field's length (-1
 /// for NULL) and bytes, big-endian, as the column's type takes it.
-fn encode_row(cells: &[Cell<'_>], out: &mut Vec<u8>) {
-    let count = i16::try_from(cells.len()).expect("a staged row has a few columns");
+/// A row or cell past what the format can say is refused, never a panic.
+fn encode_row(cells: &[Cell<'_>], out: &mut Vec<u8>) -> Result<(), SyncError> {
+    let count = i16::try_from(cells.len())
+        .map_err(|_| SyncError::Invalid(format!("a row of {} columns", cells.len())))?;
     out.extend_from_slice(&count.to_be_bytes());
     let field = |out: &mut Vec<u8>, bytes: &[u8]| {
-        let len = i32::try_from(bytes.len()).expect("a cell under 2 GiB");
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| SyncError::Invalid(format!("a text field of {} bytes", bytes.len())))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(bytes);
+        Ok::<(), SyncError>(())
     };
     for cell in cells {
         match cell {
             Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
-            Cell::Text(text) => field(out, text.as_bytes()),
-            Cell::Int(n) => field(out, &n.to_be_bytes()),
-            Cell::Int32(n) => field(out, &n.to_be_bytes()),
-            Cell::Mac(mac) => field(out, &mac.hex()),
+            Cell::Text(text) => field(out, text.as_bytes())?,
+            Cell::Int(n) => field(out, &n.to_be_bytes())?,
+            Cell::Int32(n) => field(out, &n.to_be_bytes())?,
+            Cell::Mac(mac) => field(out, &mac.hex())?,
         }
     }
+    Ok(())
 }
 
 /// For an import that changes more rows than a watcher would fetch one by
@@ -351,7 +356,7 @@ mod tests {
             Cell::Mac(mac),
         ];
         let mut out = Vec::new();
-        encode_row(&cells, &mut out);
+        encode_row(&cells, &mut out).unwrap();
         let mut want = vec![0, 5];
         want.extend_from_slice(&[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
         want.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 3]);
