@@ -42,8 +42,8 @@ fn csv_phones_group_lines_by_mac() {
 
 #[test]
 fn csv_json_cells_are_canonical_however_often_they_repeat() {
-    // Written two ways and repeated (the cache's hits), and one past the
-    // length the cache keeps.
+    // Written two ways and repeated (the cache's hits), one past the
+    // length the cache keeps, and blank ones (answered before the cache).
     let long = format!("{{\"\"k\"\": \"\"{}\"\"}}", "x".repeat(300));
     let plan = plan_text(
         "phones.csv",
@@ -53,7 +53,8 @@ fn csv_json_cells_are_canonical_however_often_they_repeat() {
              acme,001565aabb02,yealink,102,sip,\"{{\"\"a\"\":2,\"\"b\"\":1}}\",\n\
              acme,001565aabb03,yealink,103,sip,\"{{\"\"b\"\": 1, \"\"a\"\": 2}}\",\"{{\"\"codec\"\": \"\"G722\"\"}}\"\n\
              acme,001565aabb04,yealink,104,sip,\"{long}\",\"{long}\"\n\
-             acme,001565aabb05,yealink,105,sip,\"{long}\",\n"
+             acme,001565aabb05,yealink,105,sip,\"{long}\",\n\
+             acme,001565aabb06,yealink,106,sip,\"  \",\" \"\n"
         ),
     );
     assert!(plan.errors.is_empty(), "{:?}", plan.errors);
@@ -71,6 +72,7 @@ fn csv_json_cells_are_canonical_however_often_they_repeat() {
             (r#"{"a":2,"b":1}"#, r#"{"codec":"G722"}"#),
             (long_canonical.as_str(), long_canonical.as_str()),
             (long_canonical.as_str(), "{}"),
+            ("{}", "{}"),
         ]
     );
     // A bad cell is reported on every row that has it, not once.
