@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
+use crate::model::trim;
 use crate::store::{DirectoryEntryInput, LineRef, PhoneFields, TenantInput};
 use objects::Objects;
 use read::{read_ahead, Lines, ReadAhead};
@@ -293,7 +294,7 @@ fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
 
 /// A trimmed cell, `None` when empty, borrowed.
 fn trimmed(value: &str) -> Option<&str> {
-    let v = value.trim();
+    let v = trim(value);
     (!v.is_empty()).then_some(v)
 }
 
@@ -307,7 +308,7 @@ fn csv_phone(
     objects: &mut Objects,
 ) -> Result<(), ImportError> {
     let tenant =
-        check_slug(row.phone_cell(phone_column::TENANT)).map_err(|m| row.fail("tenant", m))?;
+        slug_of(row.phone_cell(phone_column::TENANT)).map_err(|m| row.fail("tenant", m))?;
     let mac = row
         .phone_cell(phone_column::MAC)
         .parse()
@@ -317,16 +318,15 @@ fn csv_phone(
         .parse()
         .map_err(|e: crate::SyncError| row.fail("family", e.to_string()))?;
     let variables = objects.canonical(row, "variables", row.phone_cell(phone_column::VARIABLES))?;
-    let extension = row.phone_cell(phone_column::EXTENSION).trim();
+    let extension = trim(row.phone_cell(phone_column::EXTENSION));
     let line = if extension.is_empty() {
         None
     } else {
         let line_text = row.phone_cell(phone_column::LINE);
-        let position: u32 = if line_text.trim().is_empty() {
+        let position: u32 = if trim(line_text).is_empty() {
             1
         } else {
-            line_text
-                .trim()
+            trim(line_text)
                 .parse()
                 .ok()
                 .filter(|p| (1..=128).contains(p))
@@ -337,7 +337,7 @@ fn csv_phone(
                     )
                 })?
         };
-        let registrar = row.phone_cell(phone_column::REGISTRAR).trim();
+        let registrar = trim(row.phone_cell(phone_column::REGISTRAR));
         if registrar.is_empty() {
             return Err(row.fail("registrar", "registrar is required".into()));
         }
@@ -352,7 +352,7 @@ fn csv_phone(
         ))
     };
     let fields = PhoneFields {
-        tenant: &tenant,
+        tenant,
         mac,
         family,
         model: trimmed(row.phone_cell(phone_column::MODEL)),

@@ -248,18 +248,24 @@ fn check_duplicates(plan: &mut ImportPlan) {
 // ---- validation shared by both formats ----
 
 fn check_slug(slug: &str) -> Result<String, String> {
-    let s = slug.trim();
+    slug_of(slug).map(str::to_string)
+}
+
+/// [`check_slug`], borrowed: a phones row names its tenant, and the batch
+/// keeps a tenant's slug once, not a copy a row.
+fn slug_of(slug: &str) -> Result<&str, String> {
+    let s = crate::model::trim(slug);
     if s.is_empty()
         || s.len() > 63
         || !s
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
     {
         return Err(format!(
             "tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -"
         ));
     }
-    Ok(s.to_string())
+    Ok(s)
 }
 
 fn check_region(region: &str) -> Result<String, String> {

@@ -42,7 +42,7 @@ impl Objects {
         // empty `Box<str>`, whose pointer is dangling, and glibc's AVX-512
         // `memcmp` with a masked load there takes a fault-suppression assist
         // (~140 ns against ~3 ns) on every row without the column.
-        if raw.trim().is_empty() {
+        if crate::model::trim(raw).is_empty() {
             return Ok(self.empty.clone());
         }
         if raw.len() > OBJECT_CACHED_BYTES {

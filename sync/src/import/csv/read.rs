@@ -93,7 +93,7 @@ pub(super) fn read_ahead<R: std::io::Read>(
                 }
             }
             let line = start_line(&mut reader, record);
-            if record.iter().all(|f| f.trim().is_empty()) {
+            if record.iter().all(|f| crate::model::trim(f).is_empty()) {
                 continue;
             }
             records[filled].1 = line;
