@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use dialtone_sync::import::{plan_files, ImportPlan};
+use dialtone_sync::store::Ending;
 use dialtone_sync::{Audit, Mutation, SyncError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -63,14 +64,13 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         entity_key: files.join(","),
         detail: serde_json::json!({ "files": files, "changes": changes }),
     };
-    if args.dry_run {
-        println!(
-            "{} changes planned from {} files; nothing written (dry run)",
-            changes,
-            files.len()
-        );
-        return Ok(());
-    }
+    // A dry run is the import itself, rolled back: the database's own
+    // refusals (an unknown tenant, say) and the counts are the real ones.
+    let ending = if args.dry_run {
+        Ending::RollBack
+    } else {
+        Ending::Commit
+    };
     let bar = progress_bar(changes as u64);
     // Mutations and their positions apart, so the mutations are not copied
     // for the store; the phones' positions stay in `plan.phones`.
@@ -83,7 +83,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         let progress: Option<dialtone_sync::store::Progress> = progress_bar
             .map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
         match store
-            .apply_with_progress(&mutations, &audit, progress)
+            .apply_with_progress(&mutations, &audit, progress, ending)
             .await
         {
             Ok(report) => break report,
@@ -129,12 +129,22 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         b.finish_and_clear();
     }
     println!(
-        "imported: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}",
+        "{}: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}{}",
+        if args.dry_run {
+            "would import"
+        } else {
+            "imported"
+        },
         summary(report.tenants),
         summary(report.phones),
         summary(report.lines),
         summary(report.directory_entries),
-        summary(report.directory_sources)
+        summary(report.directory_sources),
+        if args.dry_run {
+            "; nothing written (dry run)"
+        } else {
+            ""
+        }
     );
     store.close().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "import: done");

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::import::plan_text;
+use dialtone_sync::store::Ending;
 use dialtone_sync::{AuditQuery, AuditRecord, WriteReport};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -70,7 +71,8 @@ pub struct HistoryParams {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ImportParams {
-    /// Check and count, write nothing.
+    /// Run the import and roll it back: the same counts and refusals,
+    /// nothing written.
     pub dry_run: Option<bool>,
 }
 
@@ -78,7 +80,7 @@ pub struct ImportParams {
 pub struct ImportResult {
     pub changes: usize,
     pub dry_run: bool,
-    /// What the write did, per table (absent on a dry run).
+    /// What the write did, per table; on a dry run, what it would do.
     #[schema(value_type = Option<Object>)]
     pub written: Option<WriteReport>,
 }
@@ -217,31 +219,29 @@ pub async fn import(
     if changes == 0 {
         return Err(ApiError::invalid("nothing to import"));
     }
-    if params.dry_run == Some(true) {
-        return Ok(axum::Json(ImportResult {
-            changes,
-            dry_run: true,
-            written: None,
-        })
-        .into_response());
-    }
     let mutations = plan.take_mutations();
-    let written = commit(
-        &state,
-        &principal,
-        Change {
-            action: "import",
-            entity: "import",
-            key: format!("{changes} changes"),
-            tenant: None,
-            detail: json!({ "changes": changes }),
-        },
-        mutations,
-    )
-    .await?;
+    let change = Change {
+        action: "import",
+        entity: "import",
+        key: format!("{changes} changes"),
+        tenant: None,
+        detail: json!({ "changes": changes }),
+    };
+    let dry_run = params.dry_run == Some(true);
+    let written = if dry_run {
+        // The import itself, rolled back: the database's refusals and the
+        // counts are the real ones, and nothing reaches the mirror.
+        let audit = super::audit_of(&principal, change);
+        state
+            .store
+            .apply_with_progress(&mutations, &audit, None, Ending::RollBack)
+            .await?
+    } else {
+        commit(&state, &principal, change, mutations).await?
+    };
     Ok(axum::Json(ImportResult {
         changes,
-        dry_run: false,
+        dry_run,
         written: Some(written),
     })
     .into_response())

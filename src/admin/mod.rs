@@ -168,20 +168,25 @@ pub(crate) async fn commit(
     change: Change<'_>,
     mutations: Vec<Mutation>,
 ) -> Result<WriteReport, ApiError> {
-    let audit = Audit {
-        actor: principal.actor(),
-        tenant: change.tenant.map(str::to_string),
-        action: change.action.into(),
-        entity: change.entity.into(),
-        entity_key: change.key,
-        detail: change.detail,
-    };
+    let audit = audit_of(principal, change);
     let report = state.store.apply(&mutations, &audit).await?;
     if let Err(e) = watcher::catch_up(&state.mirror, &*state.store).await {
         // Written and committed; the watcher will catch up on its own.
         tracing::warn!(error = %e, "admin write: could not refresh the mirror at once");
     }
     Ok(report)
+}
+
+/// The audit row of `change`, made by `principal`.
+pub(crate) fn audit_of(principal: &Principal, change: Change<'_>) -> Audit {
+    Audit {
+        actor: principal.actor(),
+        tenant: change.tenant.map(str::to_string),
+        action: change.action.into(),
+        entity: change.entity.into(),
+        entity_key: change.key,
+        detail: change.detail,
+    }
 }
 
 /// [`commit`] of one mutation, after the check an `If-Match` header asks for.

@@ -301,6 +301,16 @@ pub struct Counts {
     pub deleted: u64,
 }
 
+/// How [`Store::apply_with_progress`] ends its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Commit,
+    /// A dry run: every statement runs, under the same locks, so the report
+    /// and any refusal are the import's own; then the transaction is rolled
+    /// back. Only sequences (ids) stay advanced, as after any rollback.
+    RollBack,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReport {
     pub templates: Counts,
@@ -389,15 +399,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies all mutations and the audit row in one transaction.
     async fn apply(&self, mutations: &[Mutation], audit: &Audit) -> Result<WriteReport, SyncError> {
-        self.apply_with_progress(mutations, audit, None).await
+        self.apply_with_progress(mutations, audit, None, Ending::Commit)
+            .await
     }
 
-    /// As [`Store::apply`], calling `progress` with the number of mutations done.
+    /// As [`Store::apply`], calling `progress` with the number of mutations
+    /// done; with [`Ending::RollBack`], a rehearsal.
     async fn apply_with_progress(
         &self,
         mutations: &[Mutation],
         audit: &Audit,
         progress: Option<Progress>,
+        ending: Ending,
     ) -> Result<WriteReport, SyncError>;
 
     /// Deletes change-log rows older than `retain`, and beyond `max_rows`.

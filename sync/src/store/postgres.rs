@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
+use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod copy;
 mod load;
@@ -176,6 +176,7 @@ impl Store for PgStore {
         mutations: &[Mutation],
         audit: &Audit,
         progress: Option<Progress>,
+        ending: Ending,
     ) -> Result<WriteReport, SyncError> {
         let mut tx = self.pool.begin().await?;
         let second = SecondReader {
@@ -184,7 +185,10 @@ impl Store for PgStore {
         };
         let report =
             sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
-        tx.commit().await?;
+        match ending {
+            Ending::Commit => tx.commit().await?,
+            Ending::RollBack => tx.rollback().await?,
+        }
         Ok(report)
     }
 

@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::Notify;
 
-use super::{Backend, ChangeBatch, Notifier, Store, StoreOptions};
+use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod sql {
     super::super::common::shared_sql!(
@@ -195,6 +195,7 @@ impl Store for SqliteStore {
         mutations: &[Mutation],
         audit: &Audit,
         progress: Option<Progress>,
+        ending: Ending,
     ) -> Result<WriteReport, SyncError> {
         // Not through `write_txn`: its closure would need the mutations
         // copied (an import's are hundreds of MB).
@@ -209,13 +210,21 @@ impl Store for SqliteStore {
             progress,
         )
         .await;
-        let result = match result {
-            Ok(report) => sqlx::query("COMMIT")
+        let result = match (result, ending) {
+            (Ok(report), Ending::Commit) => sqlx::query("COMMIT")
                 .execute(&mut *conn)
                 .await
                 .map(|_| report)
                 .map_err(SyncError::from),
-            Err(e) => Err(e),
+            (result, _) => {
+                // A failure, or a rehearsal: roll back.
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    // Never hand a connection with an open transaction back
+                    // to the pool; closing it rolls back.
+                    let _ = conn.detach().close().await;
+                }
+                return result;
+            }
         };
         match result {
             Ok(report) => {
@@ -224,7 +233,6 @@ impl Store for SqliteStore {
             }
             Err(e) => {
                 if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    // Never hand a connection with an open transaction back to the pool.
                     let _ = conn.detach().close().await;
                 }
                 Err(e)
