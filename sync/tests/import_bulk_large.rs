@@ -2,7 +2,7 @@
 //! connections at once (`store/postgres/bulk_read.rs`): the comparison
 //! stays exact whatever order the rows are stored and given in, a run
 //! after its transaction's own writes still sees them, and a watching node
-//! follows such runs and single edits committed in between.
+//! follows such runs, dry runs and single edits committed in between.
 
 mod common;
 
@@ -204,4 +204,161 @@ async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
         "the node reloaded instead of following the change log"
     );
     node.stop().await;
+}
+
+/// Dry runs, one of them past the quiet change log's threshold, while a
+/// node watches and single edits commit: nothing rehearsed is stored or
+/// reaches the node, and the node follows the edits without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_leave_no_trace_for_a_watching_node_on_postgres() {
+    let (_db, store, mut batch) = stored_big_fleet().await;
+    let node = RunningMirror::start(store.clone()).await;
+    let editor = tokio::spawn({
+        let store = store.clone();
+        async move {
+            for round in 0..20u32 {
+                let Mutation::UpsertPhone(mut p) = phone("acme", (round * 997) % BIG, 1) else {
+                    unreachable!()
+                };
+                p.lines[0].display_name = format!("Edited {round}");
+                store
+                    .apply(&[Mutation::UpsertPhone(p)], &audit("edit"))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    // Step 1 changes every phone and line: past the quiet threshold.
+    for (round, step) in [1u32, 50, 7].into_iter().enumerate() {
+        for n in (0..BIG).step_by(step as usize) {
+            let p = phone_mut(&mut batch, n);
+            p.label = Some(format!("Rehearsal {round}"));
+            p.lines[0].display_name = format!("Rehearsal {round}");
+        }
+        let report = store
+            .apply_with_progress(&batch, &audit("import"), None, store::Ending::RollBack)
+            .await
+            .unwrap();
+        let expected = u64::from(BIG.div_ceil(step));
+        assert!(report.phones.updated >= expected, "{report:?}");
+        assert!(report.lines.updated >= expected, "{report:?}");
+    }
+    editor.await.unwrap();
+    node.assert_converges(&*store, std::time::Duration::from_secs(30))
+        .await;
+    let stored = format!("{:?}", db_rows(&*store).await);
+    assert!(!stored.contains("Rehearsal"), "a dry run was stored");
+    assert!(stored.contains("Edited 19"), "the last edit is missing");
+    assert_eq!(
+        node.mirror.health().full_reloads,
+        0,
+        "a dry run made the node reload"
+    );
+    node.stop().await;
+}
+
+/// Every phone and line changed: past the quiet change log's threshold.
+fn change_everything(batch: &mut [Mutation]) {
+    for n in 0..BIG {
+        let p = phone_mut(batch, n);
+        p.label = Some("Imported".into());
+        for line in &mut p.lines {
+            line.display_name = format!("Imported {n}");
+        }
+    }
+}
+
+/// An edit that has read phones and then writes waits on a large import's
+/// lock; the import must not then wait on the edit's read for the quiet
+/// path's locks, or PostgreSQL aborts one of the two as a deadlock. Both
+/// commit (the import logging every row), and a watching node follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_waiting_on_a_large_import_does_not_deadlock_on_postgres() {
+    use sqlx::Connection;
+    let (db, store, mut batch) = stored_big_fleet().await;
+    let node = RunningMirror::start(store.clone()).await;
+    let mut editor = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut observer = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut editor).await.unwrap();
+    let edited: i64 = sqlx::query_scalar("SELECT min(id) FROM phones")
+        .fetch_one(&mut editor)
+        .await
+        .unwrap();
+    change_everything(&mut batch);
+    let import = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply(&batch, &audit("import")).await }
+    });
+    let mut import_holds_its_lock = false;
+    for _ in 0..1200 {
+        import_holds_its_lock = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'phones'::regclass \
+             AND mode = 'ShareRowExclusiveLock' AND granted)",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if import_holds_its_lock || import.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(import_holds_its_lock, "the import never took its lock");
+    sqlx::query("UPDATE phones SET label = 'Edited' WHERE id = $1")
+        .bind(edited)
+        .execute(&mut editor)
+        .await
+        .expect("the edit failed");
+    sqlx::query("COMMIT").execute(&mut editor).await.unwrap();
+    let report = import.await.unwrap().expect("the import failed");
+    assert_eq!(report.phones.updated, u64::from(BIG), "{report:?}");
+    let labelled = |label: &'static str| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM phones WHERE label = $1").bind(label)
+    };
+    assert_eq!(
+        labelled("Edited").fetch_one(&mut observer).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        labelled("Imported").fetch_one(&mut observer).await.unwrap(),
+        i64::from(BIG) - 1
+    );
+    node.assert_converges(&*store, std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        node.mirror.health().full_reloads,
+        0,
+        "logged rows, not reloads"
+    );
+    node.stop().await;
+}
+
+/// A read held open for the whole of a large import (a report, a stuck
+/// client) does not hold the import up: it logs every row instead of
+/// waiting for the quiet path's locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_read_does_not_hold_up_a_large_import_on_postgres() {
+    use sqlx::Connection;
+    let (db, store, mut batch) = stored_big_fleet().await;
+    let mut reader = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM phones")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    change_everything(&mut batch);
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        store.apply(&batch, &audit("import")),
+    )
+    .await
+    .expect("the import waited for the reader")
+    .unwrap();
+    assert_eq!(report.phones.updated, u64::from(BIG), "{report:?}");
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM change_log WHERE entity = 'phones'")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert!(logged >= i64::from(BIG), "{logged} phone rows logged");
 }

@@ -175,8 +175,10 @@ fn encode_row(cells: &[Cell<'_>], out: &mut Vec<u8>) -> Result<(), SyncError> {
 /// Their foreign keys are dropped too and [`loud_change_log`] adds them
 /// back, from the definitions saved here: one set-based check of every row
 /// instead of a trigger query per row inserted, which took half of a
-/// first import's time. The drop locks readers of the two tables out until
-/// the commit, which a change this large makes every node reload anyway.
+/// first import's time. The drop locks readers of the two tables and of
+/// tenants out until the commit, which a change this large makes every
+/// node reload anyway; [`lock_exclusively`] takes those locks first, so
+/// that the import cannot deadlock with an edit.
 ///
 /// When both tables were empty (`empty`, a first import), their indexes
 /// and key constraints go too and are built again after the load, by sort
@@ -193,7 +195,7 @@ pub(super) async fn quiet_change_log(
     )
     .fetch_one(&mut *conn)
     .await?;
-    if !owner {
+    if !owner || !lock_exclusively(conn).await? {
         return Ok(false);
     }
     for ddl in [
@@ -229,6 +231,75 @@ pub(super) async fn quiet_change_log(
     }
     Ok(true)
 }
+
+/// Takes the locks the quiet path's DDL needs (`ACCESS EXCLUSIVE` on
+/// phones, lines and the tables their foreign keys reference) at once, or
+/// answers false and leaves the transaction as it was.
+///
+/// Never by waiting in the lock queue. The import already holds `SHARE ROW
+/// EXCLUSIVE` on phones and lines, so an edit that read them and then
+/// writes waits on the import; had the import queued for these locks
+/// behind that edit's read, PostgreSQL would abort one of the two as a
+/// deadlock, and an edit arriving while the import queued would be
+/// aborted at once (its read blocks the queued import). So each try is
+/// `NOWAIT`, in a savepoint, and a busy table is tried again shortly: a
+/// watching node's reads last milliseconds. Tables still busy after
+/// [`QUIET_LOCK_TRIES`] (an edit waiting on the import, or a long read)
+/// make the import log every row instead.
+async fn lock_exclusively(conn: &mut PgConnection) -> Result<bool, SyncError> {
+    let lock: String = sqlx::query_scalar(
+        "SELECT 'LOCK TABLE ' || string_agg(DISTINCT t::regclass::text, ', ') \
+         || ' IN ACCESS EXCLUSIVE MODE NOWAIT' FROM ( \
+         SELECT unnest(ARRAY['phones'::regclass, 'lines'::regclass]) AS t UNION \
+         SELECT confrelid FROM pg_constraint WHERE contype = 'f' \
+         AND conrelid IN ('phones'::regclass, 'lines'::regclass)) tables",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    for attempt in 1..=QUIET_LOCK_TRIES {
+        sqlx::query("SAVEPOINT import_quiet_locks")
+            .execute(&mut *conn)
+            .await?;
+        match sqlx::query(&lock).execute(&mut *conn).await {
+            Ok(_) => {
+                release_savepoint(conn).await?;
+                return Ok(true);
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                // Releases whatever part of the list was locked.
+                sqlx::query("ROLLBACK TO SAVEPOINT import_quiet_locks")
+                    .execute(&mut *conn)
+                    .await?;
+                release_savepoint(conn).await?;
+                if attempt < QUIET_LOCK_TRIES {
+                    tokio::time::sleep(QUIET_LOCK_PAUSE).await;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(
+        tries = QUIET_LOCK_TRIES,
+        "bulk import: phones or lines stayed in use; logging every row"
+    );
+    Ok(false)
+}
+
+async fn release_savepoint(conn: &mut PgConnection) -> Result<(), SyncError> {
+    sqlx::query("RELEASE SAVEPOINT import_quiet_locks")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How often, and how far apart, [`lock_exclusively`] tries: about a
+/// second in all, against the seconds a change log row per row would cost
+/// an import this large.
+const QUIET_LOCK_TRIES: u32 = 40;
+const QUIET_LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// SQLSTATE of a lock not granted at once under `NOWAIT`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Saves the definitions of the two tables' indexes (those behind primary
 /// key and unique constraints as the constraints) and drops them; read
