@@ -60,6 +60,40 @@ fn counts(r: &store::WriteReport) -> [u64; 7] {
     ]
 }
 
+/// `rounds` single edits, one after another, of phones `stride` apart;
+/// the last names its line "Edited {rounds - 1}".
+fn spawn_edits(
+    store: std::sync::Arc<dyn store::Store>,
+    rounds: u32,
+    stride: u32,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for round in 0..rounds {
+            let Mutation::UpsertPhone(mut p) = phone("acme", (round * stride) % BIG, 1) else {
+                unreachable!()
+            };
+            p.lines[0].display_name = format!("Edited {round}");
+            store
+                .apply(&[Mutation::UpsertPhone(p)], &audit("edit"))
+                .await
+                .unwrap();
+        }
+    })
+}
+
+/// The node ends with exactly the database, having followed the change
+/// log row by row.
+async fn followed_without_reload(node: RunningMirror, store: &dyn store::Store) {
+    node.assert_converges(store, std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        node.mirror.health().full_reloads,
+        0,
+        "the node reloaded instead of following the change log"
+    );
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_run_compares_exactly_in_any_order_on_postgres() {
     let db = TestDb::new(Backend::Postgres).await;
@@ -169,21 +203,7 @@ async fn a_large_run_sees_its_own_transaction_on_postgres() {
 async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
     let (_db, store, mut batch) = stored_big_fleet().await;
     let node = RunningMirror::start(store.clone()).await;
-    let editor = tokio::spawn({
-        let store = store.clone();
-        async move {
-            for round in 0..40u32 {
-                let Mutation::UpsertPhone(mut p) = phone("acme", (round * 599) % BIG, 1) else {
-                    unreachable!()
-                };
-                p.lines[0].display_name = format!("Edited {round}");
-                store
-                    .apply(&[Mutation::UpsertPhone(p)], &audit("edit"))
-                    .await
-                    .unwrap();
-            }
-        }
-    });
+    let editor = spawn_edits(store.clone(), 40, 599);
     for round in 0..4u32 {
         for n in (round..BIG).step_by(50) {
             phone_mut(&mut batch, n).lines[0].display_name = format!("Import {round} of {n}");
@@ -196,14 +216,7 @@ async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
         assert!(report.lines.updated >= u64::from(BIG / 50), "{report:?}");
     }
     editor.await.unwrap();
-    node.assert_converges(&*store, std::time::Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        node.mirror.health().full_reloads,
-        0,
-        "the node reloaded instead of following the change log"
-    );
-    node.stop().await;
+    followed_without_reload(node, &*store).await;
 }
 
 /// Dry runs, one of them past the quiet change log's threshold, while a
@@ -213,21 +226,7 @@ async fn a_watching_node_follows_imports_and_edits_at_once_on_postgres() {
 async fn dry_runs_leave_no_trace_for_a_watching_node_on_postgres() {
     let (_db, store, mut batch) = stored_big_fleet().await;
     let node = RunningMirror::start(store.clone()).await;
-    let editor = tokio::spawn({
-        let store = store.clone();
-        async move {
-            for round in 0..20u32 {
-                let Mutation::UpsertPhone(mut p) = phone("acme", (round * 997) % BIG, 1) else {
-                    unreachable!()
-                };
-                p.lines[0].display_name = format!("Edited {round}");
-                store
-                    .apply(&[Mutation::UpsertPhone(p)], &audit("edit"))
-                    .await
-                    .unwrap();
-            }
-        }
-    });
+    let editor = spawn_edits(store.clone(), 20, 997);
     // Step 1 changes every phone and line: past the quiet threshold.
     for (round, step) in [1u32, 50, 7].into_iter().enumerate() {
         for n in (0..BIG).step_by(step as usize) {
@@ -244,17 +243,10 @@ async fn dry_runs_leave_no_trace_for_a_watching_node_on_postgres() {
         assert!(report.lines.updated >= expected, "{report:?}");
     }
     editor.await.unwrap();
-    node.assert_converges(&*store, std::time::Duration::from_secs(30))
-        .await;
     let stored = format!("{:?}", db_rows(&*store).await);
     assert!(!stored.contains("Rehearsal"), "a dry run was stored");
     assert!(stored.contains("Edited 19"), "the last edit is missing");
-    assert_eq!(
-        node.mirror.health().full_reloads,
-        0,
-        "a dry run made the node reload"
-    );
-    node.stop().await;
+    followed_without_reload(node, &*store).await;
 }
 
 /// Every phone and line changed: past the quiet change log's threshold.
@@ -323,14 +315,7 @@ async fn an_edit_waiting_on_a_large_import_does_not_deadlock_on_postgres() {
         labelled("Imported").fetch_one(&mut observer).await.unwrap(),
         i64::from(BIG) - 1
     );
-    node.assert_converges(&*store, std::time::Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        node.mirror.health().full_reloads,
-        0,
-        "logged rows, not reloads"
-    );
-    node.stop().await;
+    followed_without_reload(node, &*store).await;
 }
 
 /// A read held open for the whole of a large import (a report, a stuck
