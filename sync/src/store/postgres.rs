@@ -339,9 +339,8 @@ impl Notifier for PgNotifier {
 
 // Bulk imports: the hooks `store/bulk.rs` calls.
 mod bulk;
+mod bulk_quiet;
 mod bulk_read;
-use bulk::{
-    drop_staging, lock_for_import, loud_change_log, probe_joins, quiet_change_log, reserve_ids,
-    Stager,
-};
+use bulk::{drop_staging, lock_for_import, probe_joins, reserve_ids, Stager};
+use bulk_quiet::{loud_change_log, quiet_change_log};
 use bulk_read::{read_stored, SecondReader};
