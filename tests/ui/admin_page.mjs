@@ -128,6 +128,21 @@ try {
   const everyone = await page.locator("tbody tr").count();
   await page.getByLabel("Search entries").fill("alice");
   await page.waitForFunction((n) => document.querySelectorAll("tbody tr").length < n, everyone);
+  // Replies out of order: a slow reply listing every entry, landing after
+  // the search's, must not replace it.
+  const unfiltered = /\/directory\?q=$/;
+  await page.route(unfiltered, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await route.continue();
+  });
+  const late = page.waitForResponse((r) => unfiltered.test(r.url()));
+  await page.getByLabel("Search entries").fill("");
+  await page.getByLabel("Search entries").fill("alice");
+  await (await late).finished();
+  await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 300)));
+  const shown = await page.locator("tbody tr").count();
+  if (shown >= everyone) fail(`a late reply listing every entry replaced the search's: ${shown} of ${everyone} rows`);
+  await page.unroute(unfiltered);
   await page.getByRole("button", { name: "Test cnam" }).click();
   await page.locator("#test-cnam", { hasText: " ms" }).waitFor();
   await page.locator("#mirror-ad", { hasText: "Mirror: 0 entries" }).waitFor();

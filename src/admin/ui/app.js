@@ -28,6 +28,18 @@ function say(node, text, kind) {
   node.className = "status" + (kind ? " " + kind : "");
 }
 
+// A list reloads on every keystroke or filter change, and replies can come
+// back out of order: a slow reply to "" landing after the reply to "alice"
+// would show every entry under a search for alice. Each load takes a ticket
+// and applies its reply only while its ticket is still the newest.
+function tickets() {
+  let newest = 0;
+  return () => {
+    const mine = ++newest;
+    return () => mine === newest;
+  };
+}
+
 async function api(method, path, { body, etag } = {}) {
   const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -102,9 +114,12 @@ async function templatesView() {
     el("option", { value: "", text: "every scope" }),
     ...["family", "model", "tenant", "phone"].map((s) => el("option", { value: s, text: s })));
   const tbody = el("tbody");
+  const ticket = tickets();
   const load = async () => {
+    const newest = ticket();
     const query = scope.value ? "?scope=" + encodeURIComponent(scope.value) : "";
     const reply = await api("GET", "/v1/templates" + query);
+    if (!newest()) return;
     tbody.replaceChildren();
     for (const t of (reply.data && reply.data.items) || []) {
       tbody.append(el("tr", {},
@@ -288,8 +303,11 @@ async function templateView(id) {
 async function phonesView() {
   const q = el("input", { id: "phone-search", type: "search", placeholder: "MAC, extension or name" });
   const tbody = el("tbody");
+  const ticket = tickets();
   const load = async () => {
+    const newest = ticket();
     const reply = await api("GET", "/v1/phones?limit=200&q=" + encodeURIComponent(q.value));
+    if (!newest()) return;
     tbody.replaceChildren();
     for (const p of (reply.data && reply.data.items) || []) {
       tbody.append(el("tr", {},
@@ -369,13 +387,24 @@ async function directoryView() {
   const q = el("input", { id: "entry-search", type: "search" });
   const entries = el("tbody");
   const sources = el("div", { id: "sources" });
-  const load = async () => {
+  const entriesTicket = tickets();
+  const loadEntries = async () => {
+    const newest = entriesTicket();
     const slug = encodeURIComponent(tenant.value);
     const e = await api("GET", "/v1/tenants/" + slug + "/directory?q=" + encodeURIComponent(q.value));
+    if (!newest()) return;
     entries.replaceChildren(...((e.data && e.data.items) || []).map((x) => el("tr", {},
       el("td", { text: x.name }), el("td", { text: x.company || "" }),
       el("td", { text: x.numbers.map((n) => n.number + " (" + n.kind + ")").join(", ") }))));
+  };
+  // Sources load with the tenant, not with each keystroke of the search,
+  // so a source test under way keeps its result on the page.
+  const sourcesTicket = tickets();
+  const loadSources = async () => {
+    const newest = sourcesTicket();
+    const slug = encodeURIComponent(tenant.value);
     const s = await api("GET", "/v1/tenants/" + slug + "/directory-sources");
+    if (!newest()) return;
     sources.replaceChildren(...(s.data || []).map((src) => {
       const out = status("test-" + src.name);
       return el("div", {},
@@ -392,8 +421,9 @@ async function directoryView() {
         } }), out);
     }));
   };
+  const load = () => Promise.all([loadEntries(), loadSources()]);
   tenant.addEventListener("change", load);
-  q.addEventListener("input", load);
+  q.addEventListener("input", loadEntries);
   show("Directory",
     el("label", { for: "tenant", text: "Tenant" }), tenant,
     el("label", { for: "entry-search", text: "Search entries" }), q,
