@@ -208,8 +208,11 @@ async function templateView(id) {
   };
   body.addEventListener("scroll", () => { gutter.scrollTop = body.scrollTop; });
   let timer = null;
+  const validationTicket = tickets();
   const validate = async () => {
+    const newest = validationTicket();
     const r = await api("POST", "/v1/templates/validate", { body: { ...keyFields(template), body: body.value } });
+    if (!newest()) return;
     if (r.status === 200) {
       numberLines(null);
       say(validation, "Valid: renders " + r.data.rendered_bytes + " bytes" +

@@ -95,10 +95,13 @@ async function fleetView() {
   const message = status("fleet-status");
   const out = el("div", { id: "fleet" });
   const resyncs = el("div", { id: "resyncs" });
+  const ticket = tickets();
   const load = async () => {
+    const newest = ticket();
     const slug = encodeURIComponent(tenant.value);
     const r = await api("GET", "/v1/tenants/" + slug + "/fleet?days=" + encodeURIComponent(days.value) +
       "&hours=" + encodeURIComponent(hours.value));
+    if (!newest()) return;
     if (r.status !== 200) {
       out.replaceChildren();
       return say(message, "Fleet not loaded: " + errorText(r), "error");
