@@ -128,23 +128,17 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    let (verb, tail) = match ending {
+        Ending::RollBack => ("would import", "; nothing written (dry run)"),
+        Ending::Commit => ("imported", ""),
+    };
     println!(
-        "{}: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}{}",
-        if args.dry_run {
-            "would import"
-        } else {
-            "imported"
-        },
+        "{verb}: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}{tail}",
         summary(report.tenants),
         summary(report.phones),
         summary(report.lines),
         summary(report.directory_entries),
         summary(report.directory_sources),
-        if args.dry_run {
-            "; nothing written (dry run)"
-        } else {
-            ""
-        }
     );
     store.close().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "import: done");

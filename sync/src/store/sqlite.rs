@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Notify;
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
@@ -83,23 +84,35 @@ impl SqliteStore {
     {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        match body(&mut conn).await {
-            Ok(value) => {
-                if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(e.into());
+        let result = body(&mut conn).await;
+        self.end(conn, result, Ending::Commit).await
+    }
+
+    /// Commits (`Ending::Commit` and `result` Ok) or rolls back the
+    /// connection's transaction, and answers `result` or the commit's error.
+    async fn end<T>(
+        &self,
+        mut conn: PoolConnection<Sqlite>,
+        result: Result<T, SyncError>,
+        ending: Ending,
+    ) -> Result<T, SyncError> {
+        let result = match (result, ending) {
+            (Ok(value), Ending::Commit) => match sqlx::query("COMMIT").execute(&mut *conn).await {
+                Ok(_) => {
+                    self.local_commit.notify_one();
+                    return Ok(value);
                 }
-                self.local_commit.notify_one();
-                Ok(value)
-            }
-            Err(e) => {
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    // Never hand a connection with an open transaction back to the pool.
-                    let _ = conn.detach().close().await;
-                }
-                Err(e)
-            }
+                Err(e) => Err(e.into()),
+            },
+            // A failure, or a rehearsal.
+            (result, _) => result,
+        };
+        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            // Never hand a connection with an open transaction back to the
+            // pool; closing it rolls back.
+            let _ = conn.detach().close().await;
         }
+        result
     }
 }
 
@@ -210,34 +223,7 @@ impl Store for SqliteStore {
             progress,
         )
         .await;
-        let result = match (result, ending) {
-            (Ok(report), Ending::Commit) => sqlx::query("COMMIT")
-                .execute(&mut *conn)
-                .await
-                .map(|_| report)
-                .map_err(SyncError::from),
-            (result, _) => {
-                // A failure, or a rehearsal: roll back.
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    // Never hand a connection with an open transaction back
-                    // to the pool; closing it rolls back.
-                    let _ = conn.detach().close().await;
-                }
-                return result;
-            }
-        };
-        match result {
-            Ok(report) => {
-                self.local_commit.notify_one();
-                Ok(report)
-            }
-            Err(e) => {
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    let _ = conn.detach().close().await;
-                }
-                Err(e)
-            }
-        }
+        self.end(conn, result, ending).await
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
