@@ -2,13 +2,14 @@
 //! connections at once (`store/postgres/bulk_read.rs`): the comparison
 //! stays exact whatever order the rows are stored and given in, a run
 //! after its transaction's own writes still sees them, and a watching node
-//! follows such runs, dry runs and single edits committed in between.
+//! follows such runs, dry runs and single edits committed in between,
+//! showing each run whole.
 
 mod common;
 
 use common::*;
 use dialtone_sync::store::{LineInput, PhoneInput};
-use dialtone_sync::testing::TestDb;
+use dialtone_sync::testing::{eventually, TestDb};
 use dialtone_sync::*;
 
 /// Past the two-connection threshold (20,000 phones).
@@ -346,4 +347,79 @@ async fn a_long_read_does_not_hold_up_a_large_import_on_postgres() {
         .await
         .unwrap();
     assert!(logged >= i64::from(BIG), "{logged} phone rows logged");
+}
+
+/// A node shows each import whole or not at all. Sampled as often as it can
+/// load its state while imports commit (each logged row by row, 2,000
+/// phones and their lines), the phones an import changes never show part
+/// old and part new labels, and no phone's label disagrees with its line's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_node_shows_each_import_whole_on_postgres() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const STEP: usize = 12;
+    const ROUNDS: u32 = 4;
+    let (_db, store, mut batch) = stored_big_fleet().await;
+    let node = RunningMirror::start(store.clone()).await;
+    let changed: Vec<Mac> = (0..BIG)
+        .step_by(STEP)
+        .map(|n| phone_mut(&mut batch, n).mac)
+        .collect();
+    let changed_last = changed[changed.len() - 1];
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (mirror, stop) = (node.mirror.clone(), stop.clone());
+        move || {
+            let (mut samples, mut labels_seen) = (0u32, std::collections::BTreeSet::new());
+            while !stop.load(Ordering::Relaxed) {
+                let state = mirror.load();
+                let mut labels = std::collections::BTreeMap::<String, usize>::new();
+                for mac in &changed {
+                    let phone = state.phone_by_mac(mac).expect("a changed phone vanished");
+                    let label = phone.label.as_deref().unwrap_or("").to_string();
+                    let line = state.lines_of(phone.id)[0].display_name.to_string();
+                    let expected = if label.is_empty() { "Desk" } else { &label };
+                    assert!(
+                        line.starts_with(expected),
+                        "phone {mac} is labelled {label:?} but its line is {line:?}"
+                    );
+                    *labels.entry(label).or_default() += 1;
+                }
+                assert_eq!(labels.len(), 1, "part of an import was visible: {labels:?}");
+                labels_seen.extend(labels.into_keys());
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            (samples, labels_seen)
+        }
+    });
+    for round in 1..=ROUNDS {
+        for n in (0..BIG).step_by(STEP) {
+            let p = phone_mut(&mut batch, n);
+            p.label = Some(format!("Import {round}"));
+            for line in &mut p.lines {
+                line.display_name = format!("Import {round} of {n}");
+            }
+        }
+        let report = store.apply(&batch, &audit("import")).await.unwrap();
+        assert_eq!(
+            report.phones.updated,
+            u64::from(BIG.div_ceil(STEP as u32)),
+            "{report:?}"
+        );
+        let label = format!("Import {round}");
+        let shown = eventually(std::time::Duration::from_secs(30), || {
+            let state = node.mirror.load();
+            let phone = state.phone_by_mac(&changed_last);
+            phone.is_some_and(|p| p.label.as_deref() == Some(label.as_str()))
+        })
+        .await;
+        assert!(shown, "the node never showed import {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (samples, labels_seen) = sampler.join().expect("the sampler saw a torn state");
+    assert!(
+        samples >= 50 && labels_seen.len() >= 3,
+        "{samples} samples saw {labels_seen:?}: the node was hardly watched"
+    );
+    followed_without_reload(node, &*store).await;
 }
