@@ -151,10 +151,14 @@ pub(super) struct Transfer {
     /// Packets sent and not yet acknowledged, oldest first: the OACK
     /// ("block 0") alone, or a window of DATA blocks from `base` on.
     window: VecDeque<Vec<u8>>,
+    /// The OACK is out and unacknowledged. Its own flag, not `base == 0`:
+    /// DATA block numbers roll over from 65535 to 0, so past 32 MiB at 512
+    /// bytes a block, a window can start at block 0 too.
     /// Acknowledged DATA buffers, reused for the next blocks.
     spare: Vec<Vec<u8>>,
     base: u16,
     read_all: bool,
+    oack_out: bool,
     /// Resends of the current window so far.
     resent: u32,
     give_up: Instant,
@@ -240,6 +244,7 @@ impl Transfer {
             window: VecDeque::with_capacity(windowsize.min(16)),
             spare: Vec::new(),
             base: 0,
+            oack_out: !oack.is_empty(),
             read_all: false,
             resent: 0,
             give_up: now,
@@ -306,6 +311,7 @@ impl Transfer {
             self.spare.push(packet);
         }
         self.base = self.base.wrapping_add(reach as u16);
+        self.oack_out = false;
         if self.read_all && self.window.is_empty() {
             return Ok(Step::Done);
         }
@@ -330,8 +336,8 @@ impl Transfer {
 
     /// Reads blocks until the window is full or the file ends.
     fn fill(&mut self) -> io::Result<()> {
-        if self.base == 0 {
-            return Ok(()); // the OACK is still out
+        if self.oack_out {
+            return Ok(());
         }
         while !self.read_all && self.window.len() < self.windowsize {
             let number = self.base.wrapping_add(self.window.len() as u16);
@@ -409,6 +415,52 @@ mod tests {
         assert_eq!(blocks(&t), [6]);
         assert_eq!(t.outgoing().next().unwrap().len(), 4 + 3);
         assert_eq!(t.on_packet(&[0, 4, 0, 6], now).unwrap(), Step::Done);
+    }
+
+    /// Drives a transfer to its end, acknowledging each window whole, and
+    /// returns the bytes sent and the block numbers seen.
+    fn run_to_end(t: &mut Transfer, now: Instant) -> (Vec<u8>, Vec<u16>) {
+        let (mut received, mut numbers) = (Vec::new(), Vec::new());
+        for _ in 0..1_000_000 {
+            let last = *blocks(t).last().expect("a window to send");
+            for p in t.outgoing() {
+                received.extend_from_slice(&p[4..]);
+                numbers.push(u16::from_be_bytes([p[2], p[3]]));
+            }
+            let [hi, lo] = last.to_be_bytes();
+            match t.on_packet(&[0, 4, hi, lo], now).unwrap() {
+                Step::Advanced => {}
+                Step::Done => return (received, numbers),
+                other => panic!("after block {last}: {other:?}"),
+            }
+        }
+        panic!("the transfer never ended");
+    }
+
+    #[test]
+    fn block_numbers_roll_over_past_65535() {
+        let now = Instant::now();
+        // 65,537 full blocks and a short one: past the rollover, at the
+        // smallest block size, in windows of 1 and of 5 (a divisor of
+        // 65535, so a window ends exactly on it), with and without an OACK.
+        let body: Vec<u8> = (0..8 * 65_537 + 3).map(|i: u32| (i % 251) as u8).collect();
+        for rrq in [
+            &b"\0\x01f\0octet\0blksize\x008\0"[..],
+            b"\0\x01f\0octet\0blksize\x008\0windowsize\x005\0",
+        ] {
+            let mut t = start(rrq, &body, &TftpOptions::default(), now);
+            assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Advanced);
+            let (received, numbers) = run_to_end(&mut t, now);
+            assert_eq!(received, body, "the bytes sent");
+            assert_eq!(numbers.len(), 65_538);
+            assert_eq!(&numbers[65_533..], [65_534, 65_535, 0, 1, 2]);
+        }
+        // Without options (512-byte blocks): 65,536 blocks, the last one empty.
+        let body = vec![1u8; 512 * 65_535];
+        let mut t = start(b"\0\x01f\0octet\0", &body, &TftpOptions::default(), now);
+        let (received, numbers) = run_to_end(&mut t, now);
+        assert_eq!(received.len(), body.len());
+        assert_eq!(numbers.last(), Some(&0));
     }
 
     #[test]
