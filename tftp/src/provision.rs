@@ -113,6 +113,19 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
 }
 
+impl Request<'_> {
+    /// With the source as IPv4 when a dual-stack socket (`[::]`) gave an
+    /// IPv4 phone as `::ffff:a.b.c.d`: tenants' networks, bans and history
+    /// all speak of IPv4 phones in IPv4, and a mapped address would match
+    /// none of their IPv4 networks.
+    fn canonical(&self) -> Self {
+        Request {
+            remote: self.remote.map(|ip| ip.to_canonical()),
+            ..*self
+        }
+    }
+}
+
 pub struct Provisioner {
     pub(crate) mirror: Arc<Mirror>,
     pub(crate) key: SecretKey,
@@ -250,6 +263,7 @@ impl Provisioner {
         state: &Arc<MirrorState>,
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
+        let request = &request.canonical();
         let (decision, step) = self.decide(state, request)?;
         let result = match step {
             Step::Done(result) => result,
@@ -266,6 +280,7 @@ impl Provisioner {
         self: &Arc<Self>,
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
+        let request = &request.canonical();
         let state = self.mirror.load();
         let (decision, step) = self.decide(&state, request)?;
         let result = match step {

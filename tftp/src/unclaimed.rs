@@ -1,6 +1,6 @@
 //! Which fetches by unknown phones are worth telling an admin about, and
 //! under which tenant: the one whose `provisioning_networks` hold the
-//! source (the most specific network wins), or, when the operator asks
+//! source (when two tenants' do, neither), or, when the operator asks
 //! for it, the unassigned list. The answer to the phone does not change.
 
 use std::net::IpAddr;
@@ -16,7 +16,7 @@ use crate::admission::{provisioning_networks, Decision};
 use crate::identify::FileKind;
 use crate::provision::{Protocol, Request};
 
-/// Every tenant network, most specific first, for one mirror state.
+/// Every tenant network narrow enough to list phones, for one mirror state.
 struct Networks {
     state: Weak<MirrorState>,
     by_prefix: Vec<(IpNet, Id)>,
@@ -77,22 +77,20 @@ impl Unclaimed {
 }
 
 impl NetworkIndex {
-    /// The tenant whose most specific network holds `remote`; none when
-    /// two tenants list equally specific ones (neither may see the other's
-    /// phones).
+    /// The one tenant whose networks hold `remote`; none when another
+    /// tenant's do too. Tenants set their own networks, so a narrower one
+    /// inside another tenant's is no claim to that tenant's phones: with
+    /// "most specific wins", a tenant listing a /32 of a neighbour's /24
+    /// would see (and could claim) the neighbour's new phones.
     fn tenant_of(&self, state: &Arc<MirrorState>, remote: IpAddr) -> Option<Id> {
         let networks = self.networks_for(state);
-        let mut found = networks
+        let mut holders = networks
             .by_prefix
             .iter()
-            .filter(|(net, _)| net.contains(&remote));
-        let (best, tenant) = found.next()?;
-        match found.next() {
-            Some((next, other)) if next.prefix_len() == best.prefix_len() && other != tenant => {
-                None
-            }
-            _ => Some(*tenant),
-        }
+            .filter(|(net, _)| net.contains(&remote))
+            .map(|(_, tenant)| *tenant);
+        let tenant = holders.next()?;
+        holders.all(|other| other == tenant).then_some(tenant)
     }
 
     fn networks_for(&self, state: &Arc<MirrorState>) -> Arc<Networks> {
@@ -107,7 +105,7 @@ impl NetworkIndex {
             .flat_map(|(nets, id)| nets.into_iter().map(move |n| (n.trunc(), id)))
             .filter(|(net, _)| narrow_enough(net))
             .collect();
-        by_prefix.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.1.cmp(&b.1)));
+        by_prefix.sort_unstable();
         by_prefix.dedup();
         let built = Arc::new(Networks {
             state: Arc::downgrade(state),
@@ -147,13 +145,14 @@ mod tests {
     }
 
     #[test]
-    fn the_most_specific_network_decides_and_a_tie_gives_nobody() {
+    fn only_a_source_no_other_tenant_holds_is_listed() {
         let mirror = Mirror::new();
         let tenants = vec![
             tenant(1, &["10.0.0.0/16", "0.0.0.0/0", "::/0"]),
             tenant(2, &["10.0.1.0/24", "not a network"]),
             tenant(3, &["10.2.0.0/16"]),
             tenant(4, &["10.2.0.0/16", "10.2.0.9"]),
+            tenant(6, &["10.5.0.0/16", "10.5.1.0/24"]),
             Tenant {
                 settings: "{}".into(),
                 ..tenant(5, &[])
@@ -172,13 +171,16 @@ mod tests {
         let index = NetworkIndex::default();
         let state = mirror.load();
         let of = |ip: &str| index.tenant_of(&state, ip.parse().unwrap());
-        assert_eq!(of("10.0.1.3"), Some(2));
+        // A narrower network inside another tenant's: neither.
+        assert_eq!(of("10.0.1.3"), None);
         assert_eq!(of("10.0.3.1"), Some(1));
         // Wider than a site lists nothing.
         assert_eq!(of("10.3.0.1"), None);
         assert_eq!(of("2001:db8::1"), None);
         assert_eq!(of("10.2.0.1"), None);
-        assert_eq!(of("10.2.0.9"), Some(4));
+        assert_eq!(of("10.2.0.9"), None);
+        // A tenant's own networks may nest.
+        assert_eq!(of("10.5.1.1"), Some(6));
         assert_eq!(of("192.0.2.1"), None);
         // Built once per mirror state.
         let first = index.0.load_full().unwrap();

@@ -450,3 +450,48 @@ async fn a_tenant_prefix_must_match_the_phone() {
     // A folder that is no tenant is just a folder.
     assert!(f.get("/configs/001565000001.cfg").is_ok());
 }
+
+/// A dual-stack listener (`[::]`) sees IPv4 phones as `::ffff:a.b.c.d`:
+/// they are the same phones, inside or outside their tenant's IPv4
+/// networks, and history records them as IPv4.
+#[tokio::test]
+async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
+    let f = Fixture::new().await;
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: r#"{"provisioning_networks":["192.0.2.0/24"]}"#.into(),
+    })])
+    .await;
+    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
+    let provisioner = Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::load(f._dir.path(), 1).unwrap(),
+        ProvisionOptions::default(),
+    )
+    .with_history(sink);
+    let inside: std::net::IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+    let outside: std::net::IpAddr = "::ffff:198.51.100.1".parse().unwrap();
+    assert!(provisioner
+        .provision(&from(inside, "001565000001.cfg"))
+        .is_ok());
+    assert_eq!(
+        provisioner
+            .provision(&from(outside, "001565000001.cfg"))
+            .err(),
+        Some(ProvisionError::NotFound)
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel).await;
+    let mac: Mac = "001565000001".parse().unwrap();
+    let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
+    let sources: Vec<&str> = boots.iter().map(|b| b.remote_ip.as_str()).collect();
+    assert!(sources.contains(&"192.0.2.10"), "{sources:?}");
+    assert!(
+        sources.iter().all(|s| !s.starts_with("::ffff")),
+        "{sources:?}"
+    );
+}
