@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::DirectoryError;
 use crate::name::clean_name;
-use crate::normalize::normalize;
+use crate::normalize::{check_lookup_len, normalize};
 use crate::service::{LookupService, LOCAL_PRIORITY, LOCAL_SOURCE};
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +51,7 @@ impl LookupService {
             .ok_or(DirectoryError::UnknownTenant)?
             .default_region
             .to_string();
+        check_lookup_len(number)?;
         let e164 = normalize(number, &region)?;
         let mut reports = Vec::new();
         let remotes = inner.sources.sources_of(&state, tenant);

@@ -19,6 +19,27 @@ pub enum NormalizeError {
     NotANumber(String),
     #[error("unknown region {0:?}")]
     Region(String),
+    #[error("number too long ({0} bytes, at most {MAX_LOOKUP_LEN})")]
+    TooLong(usize),
+}
+
+/// The longest number a lookup accepts, in bytes. E.164 has at most 15
+/// digits; the most verbose spelling a PBX or person sends, with an
+/// international prefix, a bracketed trunk prefix, separators between
+/// digit groups and an extension (`0011 (0) 61 2 5550 1234 ext. 12345`,
+/// 35 bytes), fits with room to spare. `clean` ignores whatever follows an
+/// extension marker, so without this bound any amount of text would read
+/// as a number and become a key of the lookup service's memo.
+pub const MAX_LOOKUP_LEN: usize = 64;
+
+/// Refuses lookup input longer than any number, before anything keeps it.
+/// Directory values are not checked here: they are the tenant's data,
+/// bounded where they are read.
+pub fn check_lookup_len(input: &str) -> Result<(), NormalizeError> {
+    if input.len() > MAX_LOOKUP_LEN {
+        return Err(NormalizeError::TooLong(input.len()));
+    }
+    Ok(())
 }
 
 /// The digits and whether the number began with `+`, with any extension
@@ -205,6 +226,22 @@ mod tests {
         // and a national number that does not read back as itself.
         assert!(normalize("9006691263 12091", "DE").unwrap().len() <= 16);
         assert!(normalize("0006626612", "DE").is_err());
+    }
+
+    #[test]
+    fn lookup_input_past_any_number_is_refused() {
+        let longest = "0011 (0) 61 2 5550 1234 ext. 12345";
+        assert_eq!(check_lookup_len(longest), Ok(()));
+        assert_eq!(normalize(longest, "AU").as_deref(), Ok("+61255501234"));
+        // Text after an extension marker is ignored, so this normalizes...
+        let padded = format!("5550101234#{}", "z".repeat(MAX_LOOKUP_LEN));
+        assert_eq!(normalize(&padded, "US").as_deref(), Ok("+15550101234"));
+        // ...and only the length check refuses it.
+        assert_eq!(
+            check_lookup_len(&padded),
+            Err(NormalizeError::TooLong(padded.len()))
+        );
+        assert_eq!(check_lookup_len(&"1".repeat(MAX_LOOKUP_LEN)), Ok(()));
     }
 
     #[test]

@@ -24,15 +24,17 @@ use crate::error::DirectoryError;
 use crate::local::LocalDirectory;
 use crate::name::clean_name;
 use crate::networks::SourceNetworks;
-use crate::normalize::normalize;
+use crate::normalize::{check_lookup_len, normalize};
 use crate::sources::{BreakerOptions, RemoteSource, SourceRegistry};
 
 /// The local directory's priority: remote sources with a lower number run
 /// before it, the rest after it.
 pub const LOCAL_PRIORITY: i32 = 0;
 pub const LOCAL_SOURCE: &str = "local";
-/// Distinct (region, spelling) pairs remembered by the normalization memo.
-const NORMALIZED_CAPACITY: u64 = 200_000;
+/// Bytes the normalization memo may hold: about 200,000 (region, spelling)
+/// pairs as PBXes send them. Weighed rather than counted, so the memo's
+/// cost does not depend on what callers send.
+const NORMALIZED_BYTES: u64 = 32 << 20;
 
 #[derive(Clone, Debug)]
 pub struct LookupOptions {
@@ -218,7 +220,11 @@ impl LookupService {
                 inflight: Mutex::default(),
                 load_ids: AtomicU64::new(0),
                 followed: AtomicBool::new(false),
-                normalized: moka::sync::Cache::new(NORMALIZED_CAPACITY),
+                normalized: moka::sync::Cache::builder()
+                    // moka's own per-entry overhead, roughly, plus the strings.
+                    .weigher(|key: &String, e164: &Arc<str>| (128 + key.len() + e164.len()) as u32)
+                    .max_capacity(NORMALIZED_BYTES)
+                    .build(),
                 mirror,
                 options,
                 clock,
@@ -357,6 +363,8 @@ impl LookupService {
     /// number, most of a cache hit, and PBXes ask about the same callers
     /// over and over in the same few spellings.
     fn normalized(&self, number: &str, region: &str) -> Result<Arc<str>, DirectoryError> {
+        // Before the memo key is built: the key is the raw input.
+        check_lookup_len(number)?;
         thread_local! {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }

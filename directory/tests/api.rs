@@ -270,6 +270,45 @@ async fn json_mode_explains_errors() {
     }
 }
 
+/// Text after an extension marker is ignored when reading a number, so
+/// without a length bound any amount of it would be a valid lookup (and a
+/// key the service remembers).
+#[tokio::test]
+async fn numbers_padded_past_any_real_length_are_refused() {
+    let api = api().await;
+    let padded = format!("5550101234x{}", "a".repeat(4000));
+    for uri in [
+        format!(
+            "/v1/lookup?number={padded}&format=json&key={}",
+            api.acme_key
+        ),
+        format!("/v3/phone/{padded}?key={}", api.acme_key),
+    ] {
+        let reply = api.get(&uri, &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        let value: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(value["error"]["code"], "invalid_number");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("too long"),
+            "{value}"
+        );
+    }
+    // The same number with a real extension still answers.
+    let hit = api
+        .get(
+            &format!(
+                "/v1/lookup?number=5550101234x205&format=json&key={}",
+                api.acme_key
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(hit.status, StatusCode::OK, "{}", hit.body);
+}
+
 #[tokio::test]
 async fn a_key_never_sees_another_tenants_entries() {
     let api = api().await;
