@@ -82,37 +82,87 @@ impl SqliteStore {
             &'c mut SqliteConnection,
         ) -> futures::future::BoxFuture<'c, Result<T, SyncError>>,
     {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = body(&mut conn).await;
-        self.end(conn, result, Ending::Commit).await
+        let mut writing = Writing::begin(&self.pool).await?;
+        let result = body(writing.conn()).await;
+        self.end(writing, result, Ending::Commit).await
     }
 
     /// Commits (`Ending::Commit` and `result` Ok) or rolls back the
-    /// connection's transaction, and answers `result` or the commit's error.
+    /// write transaction, and answers `result` or the commit's error.
     async fn end<T>(
         &self,
-        mut conn: PoolConnection<Sqlite>,
+        mut writing: Writing,
         result: Result<T, SyncError>,
         ending: Ending,
     ) -> Result<T, SyncError> {
         let result = match (result, ending) {
-            (Ok(value), Ending::Commit) => match sqlx::query("COMMIT").execute(&mut *conn).await {
-                Ok(_) => {
-                    self.local_commit.notify_one();
-                    return Ok(value);
+            (Ok(value), Ending::Commit) => {
+                match sqlx::query("COMMIT").execute(writing.conn()).await {
+                    Ok(_) => {
+                        drop(writing.release());
+                        self.local_commit.notify_one();
+                        return Ok(value);
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            },
+            }
             // A failure, or a rehearsal.
             (result, _) => result,
         };
-        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+        match sqlx::query("ROLLBACK").execute(writing.conn()).await {
+            Ok(_) => drop(writing.release()),
             // Never hand a connection with an open transaction back to the
             // pool; closing it rolls back.
-            let _ = conn.detach().close().await;
+            Err(_) => {
+                let _ = writing.release().detach().close().await;
+            }
         }
         result
+    }
+}
+
+/// A pooled connection inside BEGIN IMMEDIATE, until [`SqliteStore::end`]
+/// releases it. The transaction is ours, not a sqlx `Transaction`: that one
+/// would roll back on drop too, but it keeps the connection, so `end` could
+/// not close one whose ROLLBACK failed, and its depth count stays up when
+/// SQLite has already rolled back by itself (SQLITE_FULL, say), so every
+/// later `begin_with` on that pooled connection would fail.
+struct Writing(Option<PoolConnection<Sqlite>>);
+
+impl Writing {
+    async fn begin(pool: &SqlitePool) -> Result<Writing, SyncError> {
+        // Armed before BEGIN: waiting out busy_timeout for the lock is where
+        // a cancelled write most likely is, and the BEGIN goes on to take
+        // the lock on its connection with no one left to await it.
+        let mut writing = Writing(Some(pool.acquire().await?));
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(writing.conn()).await {
+            // No transaction began: the connection is fit for the pool.
+            drop(writing.release());
+            return Err(e.into());
+        }
+        Ok(writing)
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("a write transaction's connection")
+    }
+
+    fn release(&mut self) -> PoolConnection<Sqlite> {
+        self.0.take().expect("a write transaction's connection")
+    }
+}
+
+impl Drop for Writing {
+    /// Dropped before `end`: the write's future was cancelled (a client gone
+    /// mid-import, hyper dropping its handler) or a panic unwound. Back in
+    /// the pool the connection would keep the transaction: SQLite's write
+    /// lock, so every other writer gets "database is locked", and its partial
+    /// write, seen by its next reader. Closed instead, SQLite rolls back; no
+    /// await is possible here, and closing needs none.
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
     }
 }
 
@@ -212,10 +262,9 @@ impl Store for SqliteStore {
     ) -> Result<WriteReport, SyncError> {
         // Not through `write_txn`: its closure would need the mutations
         // copied (an import's are hundreds of MB).
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut writing = Writing::begin(&self.pool).await?;
         let result = sql::apply_all(
-            &mut conn,
+            writing.conn(),
             &self.key,
             &SecondReader,
             mutations,
@@ -223,7 +272,7 @@ impl Store for SqliteStore {
             progress,
         )
         .await;
-        self.end(conn, result, ending).await
+        self.end(writing, result, ending).await
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {

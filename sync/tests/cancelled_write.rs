@@ -1,0 +1,141 @@
+//! A write whose future is dropped part way (the client of `POST /v1/import`
+//! gone, a cancelled admin request, a panic) must leave nothing behind: no
+//! lock that stops the next writer, no rows that a reader sees.
+
+mod common;
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::store::{Ending, Progress};
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::*;
+
+const PHONES: u32 = 3_000;
+const ENTRIES: u32 = 3_000;
+
+/// Far more than any step here needs; a hang fails the test instead of
+/// stalling the suite.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Sqlite).await,
+                )
+                .await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+both_backends!(
+    a_write_dropped_midway_leaves_no_lock_and_no_rows,
+    a_write_dropped_midway_body
+);
+async fn a_write_dropped_midway_body(db: TestDb) {
+    let store = db
+        .store_with(&StoreOptions {
+            // Short, so that a leftover lock fails the next write in
+            // seconds; still far above what a write here waits for.
+            busy_timeout: Duration::from_secs(2),
+            ..StoreOptions::default()
+        })
+        .await;
+
+    // Phones (written set-based, as an import's are), then directory
+    // entries one by one, with progress every 64: the first report past the
+    // phones comes with them written, inside the transaction, and the write
+    // far from done.
+    let mut write = vec![tenant("acme", "US")];
+    write.extend((1..=PHONES).map(|n| phone("acme", n, 1)));
+    write.extend((1..=ENTRIES).map(|n| {
+        entry(
+            "acme",
+            &format!("e{n}"),
+            &format!("Person {n}"),
+            &["+1 555 0100"],
+        )
+    }));
+
+    // The write reports it is under way, then waits until it has been
+    // aborted, so that the abort lands mid-write, every run.
+    let (under_way, is_under_way) = tokio::sync::oneshot::channel::<()>();
+    let (aborted, is_aborted) = mpsc::channel::<()>();
+    let handshake = Mutex::new(Some((under_way, is_aborted)));
+    let progress: Progress = Arc::new(move |done| {
+        if done <= u64::from(PHONES) + 1 {
+            return;
+        }
+        if let Some((under_way, is_aborted)) = handshake.lock().unwrap().take() {
+            let _ = under_way.send(());
+            let _ = is_aborted.recv_timeout(PATIENCE);
+        }
+    });
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .apply_with_progress(&write, &audit("import"), Some(progress), Ending::Commit)
+                .await
+        })
+    };
+    tokio::time::timeout(PATIENCE, is_under_way)
+        .await
+        .expect("the write never got past its phones")
+        .expect("the write ended before it got past its phones");
+    writer.abort();
+    aborted.send(()).unwrap();
+    let ended = tokio::time::timeout(PATIENCE, writer)
+        .await
+        .expect("the aborted write never ended");
+    assert!(
+        ended.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the abort did not land mid-write: {ended:?}"
+    );
+
+    // The next writer gets the lock, on whichever pooled connection.
+    for round in 0..3 {
+        let small = [tenant("other", "GB"), phone("other", PHONES + 1 + round, 1)];
+        tokio::time::timeout(PATIENCE, store.apply(&small, &audit("edit")))
+            .await
+            .expect("the write after the aborted one hung")
+            .unwrap_or_else(|e| panic!("write {round} after the aborted one failed: {e}"));
+    }
+
+    // And no reader, on any pooled connection (sqlx hands idle ones out in
+    // turn), sees any of the aborted write.
+    for _ in 0..2 * StoreOptions::default().max_connections {
+        let data = tokio::time::timeout(PATIENCE, db_rows(&*store))
+            .await
+            .expect("a read after the aborted write hung");
+        let tenants: Vec<&str> = data.tenants.iter().map(|t| &*t.slug).collect();
+        assert_eq!(tenants, ["other"]);
+        assert_eq!((data.phones.len(), data.lines.len()), (3, 3));
+        assert!(
+            data.directory_entries.is_empty(),
+            "{} of the aborted write's entries are visible",
+            data.directory_entries.len()
+        );
+    }
+    let audit_rows = store
+        .audit_log(&AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit_rows.iter().map(|r| &*r.action).collect();
+    assert_eq!(actions, ["edit"; 3]);
+}
