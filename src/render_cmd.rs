@@ -104,6 +104,14 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     for phone in state.phones() {
         phones += 1;
         for name in file_names(phone.family, &phone.mac, phone.model.as_deref()) {
+            // A model is stored as given (an import, a claimed phone's
+            // User-Agent): a name that is not one plain file would write
+            // outside --out.
+            if !is_plain_file_name(&name) {
+                eprintln!("{} {name:?}: not a plain file name; skipped", phone.mac);
+                errors += 1;
+                continue;
+            }
             let body = match render(&provisioner, &name) {
                 Ok(Some(body)) => body,
                 Ok(None) => continue,
@@ -137,4 +145,30 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         bail!("{errors} files failed to render");
     }
     Ok(())
+}
+
+fn is_plain_file_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains(['/', '\\', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_one_plain_component_is_a_file_name() {
+        for good in ["001565000001.cfg", "snomD785.htm", "cfgT46S.xml"] {
+            assert!(super::is_plain_file_name(good), "{good}");
+        }
+        for bad in [
+            "/etc/x-3PCC.xml",
+            "a/b.cfg",
+            "../x.cfg",
+            "..",
+            ".",
+            "",
+            "a\\b.cfg",
+            "a/.",
+        ] {
+            assert!(!super::is_plain_file_name(bad), "{bad}");
+        }
+    }
 }

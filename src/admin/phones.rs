@@ -344,6 +344,7 @@ fn input(
     before: Option<(&Phone, &[Arc<Line>])>,
 ) -> Result<PhoneInput, ApiError> {
     let family: Family = parse_name(&body.family)?;
+    check_sizes(&body)?;
     let open = |purpose, sealed: &dialtone_sync::Sealed| {
         state
             .key
@@ -398,6 +399,53 @@ fn input(
         http_password,
         lines,
     })
+}
+
+/// The longest text field of a phone or line. Every node holds every
+/// phone in memory, so a tenant's phones cost what the quotas allow, not
+/// what a request body can carry (JSON settings have their own cap).
+const MAX_PHONE_FIELD: usize = 256;
+
+/// Text fields within `MAX_PHONE_FIELD`; a model also names files
+/// (`snom{model}.htm`, `{model}-3PCC.xml`), so it is a plain name.
+fn check_sizes(body: &PhoneBody) -> Result<(), ApiError> {
+    let phone = [
+        &body.model,
+        &body.label,
+        &body.http_user,
+        &body.http_password,
+    ];
+    let lines = body.lines.iter().flat_map(|l| {
+        [
+            Some(&l.extension),
+            Some(&l.display_name),
+            Some(&l.registrar),
+        ]
+        .into_iter()
+        .flatten()
+        .chain([&l.auth_user, &l.password, &l.proxy].into_iter().flatten())
+    });
+    if phone
+        .into_iter()
+        .flatten()
+        .chain(lines)
+        .any(|f| f.len() > MAX_PHONE_FIELD)
+    {
+        return Err(ApiError::invalid(format!(
+            "a phone's and its lines' text fields are at most {MAX_PHONE_FIELD} bytes"
+        )));
+    }
+    let model_ok = |m: &str| {
+        m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
+            && !m.starts_with(['.', ' '])
+    };
+    match body.model.as_deref() {
+        Some(model) if !model_ok(model) => Err(ApiError::invalid(
+            "model: letters, digits, spaces, '-', '_', '.' and '+' only, not starting with '.' or a space",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The tenant a body names, checked against what the caller may write.

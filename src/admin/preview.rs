@@ -132,7 +132,11 @@ pub async fn preview(
             Some(draft) => preview_on_pool(&state, &phone, &file, Some(draft.clone())).await?,
             None => now.clone(),
         };
-        views.push(file_view(&now, next));
+        let view = state
+            .provisioner
+            .on_pool(Some(phone.tenant_id), move || Ok(file_view(&now, next)))
+            .await?;
+        views.push(view);
     }
     Ok(axum::Json(PreviewView {
         mac: mac.to_string(),

@@ -95,7 +95,7 @@ pub struct TemplateQuery {
     pub limit: Option<usize>,
 }
 
-fn scope_tenant(state: &MirrorState, template: &Template) -> Option<Id> {
+pub(crate) fn scope_tenant(state: &MirrorState, template: &Template) -> Option<Id> {
     match template.scope {
         TemplateScope::Tenant => template.scope_key.parse().ok(),
         TemplateScope::Phone => template

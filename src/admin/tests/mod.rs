@@ -6,6 +6,7 @@ mod fleet;
 mod matrix;
 mod nul_text;
 mod openapi;
+mod phone_limits;
 mod reach;
 mod resync;
 mod resync_limits;

@@ -1,0 +1,56 @@
+//! A phone's text fields are bounded (every node holds every phone), and
+//! its model, which names files, is a plain name.
+
+use axum::http::{Method, StatusCode};
+use dialtone_sync::Backend;
+
+use super::{Harness, ACME_MAC};
+
+fn body(model: &str, label: &str, display_name: &str) -> String {
+    serde_json::json!({
+        "tenant": "acme", "family": "yealink", "model": model, "label": label,
+        "lines": [{"extension": "200", "display_name": display_name, "registrar": "sip.example.net"}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_fields_and_path_like_models_are_refused() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let path = format!("/v1/phones/{ACME_MAC}");
+    let refused = [
+        body("T46S", &"x".repeat(257), "Front"),
+        body("T46S", "Desk", &"y".repeat(10_000)),
+        body("/etc/cron.d/x", "Desk", "Front"),
+        body("../T46S", "Desk", "Front"),
+        body(".hidden", "Desk", "Front"),
+    ];
+    for refused in refused {
+        let reply = h
+            .call(Some("acme-admin"), Method::PUT, &path, Some(&refused), &[])
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains("256 bytes") || reply.text.contains("model:"),
+            "{}",
+            reply.text
+        );
+    }
+    assert!(!h.get("acme-admin", &path).await.text.contains("cron"));
+    // At the bound, and a model with a space (Poly's "VVX 450"), are fine.
+    let fine = body("VVX 450", &"x".repeat(256), "Front");
+    let reply = h
+        .call(Some("acme-admin"), Method::PUT, &path, Some(&fine), &[])
+        .await;
+    assert!(
+        reply.status.is_success(),
+        "{}: {}",
+        reply.status,
+        reply.text
+    );
+}
