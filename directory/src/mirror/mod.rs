@@ -10,6 +10,7 @@
 //!   directory is unreachable still answers.
 //! - `tasks`: one sync task per mirrored source, following its row.
 
+mod budget;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tasks;
@@ -310,5 +311,7 @@ pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

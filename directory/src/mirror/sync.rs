@@ -9,6 +9,7 @@ use std::time::Duration;
 use ldap3::controls::{Control, PagedResults, RawControl};
 use ldap3::{ldap_escape, Ldap, Scope, SearchEntry};
 
+use super::budget::{next_entry, ByteBudget};
 use super::{RawEntry, Watermark};
 use crate::error::DirectoryError;
 use crate::ldap::LdapSource;
@@ -21,6 +22,8 @@ const MAX_NUMBER: usize = 64;
 const MAX_NUMBERS_PER_ENTRY: usize = 16;
 /// Attribute bytes a sync reads per entry it may keep, on average.
 const BYTES_PER_ENTRY: usize = 8 * 1024;
+/// A root DSE is one entry, and only one attribute of it is asked for.
+const MAX_ROOT_DSE_BYTES: usize = 64 * 1024;
 /// A paging cookie is an opaque handle, not a payload.
 const MAX_COOKIE: usize = 4096;
 
@@ -56,24 +59,48 @@ pub struct Read {
 
 /// How this server shows changes, read from its root DSE: AD publishes
 /// `highestCommittedUSN`; others are asked for `modifyTimestamp` on entries.
+/// An unreadable root DSE is an `Ldap` error (full syncs only); one that
+/// breaks a bound (more than one entry, too many bytes, not done in
+/// `timeout`) is a `MirrorLimit`, and the server is read no further.
 pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>, DirectoryError> {
-    let search = |e: ldap3::LdapError| DirectoryError::Ldap(format!("root DSE: {e}"));
-    let (entries, _) = ldap
-        .with_timeout(timeout)
-        .search(
-            "",
-            Scope::Base,
-            "(objectClass=*)",
-            vec!["highestCommittedUSN"],
-        )
+    let failed: fn(_) -> _ = |e: ldap3::LdapError| DirectoryError::Ldap(format!("root DSE: {e}"));
+    let read = async {
+        let mut stream = ldap
+            .with_timeout(timeout)
+            .streaming_search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["highestCommittedUSN"],
+            )
+            .await
+            .map_err(failed)?;
+        let mut budget = ByteBudget::new("root DSE", MAX_ROOT_DSE_BYTES);
+        let mut usn = None;
+        let mut seen = false;
+        while let Some(entry) = next_entry(&mut stream, &mut budget, failed).await? {
+            if seen {
+                // A base search names one entry; a server sending more
+                // would go on for as long as it is read.
+                return Err(DirectoryError::MirrorLimit(
+                    "root DSE: more than one entry".into(),
+                ));
+            }
+            seen = true;
+            usn = first(&entry.attrs, "highestCommittedUSN").and_then(|v| v.trim().parse().ok());
+        }
+        stream.finish().await.success().map_err(failed)?;
+        Ok(usn)
+    };
+    // ldap3's timeout is per message: a server trickling messages is cut here.
+    tokio::time::timeout(timeout, read)
         .await
-        .map_err(search)?
-        .success()
-        .map_err(search)?;
-    Ok(entries.into_iter().take(1).find_map(|e| {
-        let e = SearchEntry::construct(e);
-        first(&e.attrs, "highestCommittedUSN").and_then(|v| v.trim().parse().ok())
-    }))
+        .unwrap_or_else(|_| {
+            Err(DirectoryError::MirrorLimit(format!(
+                "root DSE: not read within {} s",
+                timeout.as_secs()
+            )))
+        })
 }
 
 /// The search filter: the source's own, entries with a number, and for an
@@ -133,8 +160,9 @@ pub async fn read_all(
     let mut attrs = settings.requested_attributes();
     attrs.extend(settings.number_attributes.iter().cloned());
     attrs.push("modifyTimestamp".into());
-    let failed = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
-    let (mut read, mut bytes, mut cookie) = (Read::default(), 0usize, Vec::new());
+    let failed: fn(_) -> _ = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
+    let mut budget = ByteBudget::new("search", limits.max_bytes());
+    let (mut read, mut cookie) = (Read::default(), Vec::new());
     for _ in 0..limits.max_pages() {
         let control = RawControl::from(PagedResults {
             size: limits.page_size,
@@ -146,24 +174,7 @@ pub async fn read_all(
             .streaming_search(&settings.base_dn, source.scope(), filter, &attrs)
             .await
             .map_err(failed)?;
-        while let Some(entry) = stream.next().await.map_err(failed)? {
-            if entry.is_ref() || entry.is_intermediate() {
-                continue;
-            }
-            let entry = SearchEntry::construct(entry);
-            bytes += entry.dn.len()
-                + entry
-                    .attrs
-                    .values()
-                    .flatten()
-                    .map(String::len)
-                    .sum::<usize>();
-            if bytes > limits.max_bytes() {
-                return Err(DirectoryError::MirrorLimit(format!(
-                    "the server sent over {} MiB",
-                    limits.max_bytes() >> 20
-                )));
-            }
+        while let Some(entry) = next_entry(&mut stream, &mut budget, failed).await? {
             if read.entries.len() >= limits.max_entries {
                 read.capped = true;
                 break;

@@ -331,10 +331,19 @@ pub(super) async fn sync_once(
     // Read before the search: a change made during it is read again next
     // time rather than missed. A root DSE that cannot be read means full
     // syncs only.
-    let usn = root_usn(&mut conn, OP_TIMEOUT).await.unwrap_or_else(|e| {
-        tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
-        None
-    });
+    let usn = match root_usn(&mut conn, OP_TIMEOUT).await {
+        Ok(usn) => usn,
+        // Not merely unreadable: a server that floods its root DSE would
+        // flood the search too.
+        Err(e @ DirectoryError::MirrorLimit(_)) => {
+            let _ = conn.unbind().await;
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
+            None
+        }
+    };
     let since = if full { None } else { data.watermark.clone() };
     let search = filter(
         settings.filter.as_deref(),
