@@ -78,7 +78,7 @@ async fn connections_past_the_cap_get_503() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 1,
         header_timeout: Duration::from_secs(10),
-        tls: None,
+        ..HttpServerOptions::default()
     })
     .await;
     // The first connection holds the only slot with half a request.
@@ -114,7 +114,7 @@ async fn slots_come_back_after_each_connection() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 2,
         header_timeout: Duration::from_millis(200),
-        tls: None,
+        ..HttpServerOptions::default()
     })
     .await;
     for i in 0..60 {
@@ -153,6 +153,40 @@ async fn slots_come_back_after_each_connection() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// A client that asks for a large file and then reads nothing loses its
+/// connection once the writes have stalled for `write_stall`, and its
+/// slot with it, whether the response went out on the accept loop's own
+/// first poll or through hyper (a keep-alive connection's second request).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 1,
+        write_stall: Duration::from_millis(300),
+        ..HttpServerOptions::default()
+    })
+    .await;
+    for requests in [
+        "GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /peer HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        // A small receive window, so the server's writes block early.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = socket.connect(addr).await.unwrap();
+        stalled.write_all(requests.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Its slot (the only one) is free again.
+        let served = request(addr, "/peer").await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        // What it reads now ends short of the body.
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got)).await;
+        assert!(got.len() < BIG, "the whole body came after the stall");
+    }
     shutdown.cancel();
     task.await.unwrap();
 }
@@ -207,7 +241,7 @@ async fn silent_connections_hold_no_slot() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 1,
         header_timeout: Duration::from_secs(10),
-        tls: None,
+        ..HttpServerOptions::default()
     })
     .await;
     // Served once first: the listener is set up by the time this returns.
@@ -236,7 +270,7 @@ async fn a_silent_client_is_cut_off() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 8,
         header_timeout: Duration::from_millis(200),
-        tls: None,
+        ..HttpServerOptions::default()
     })
     .await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -320,6 +354,7 @@ async fn https_is_served_capped_and_cut_off_like_http() {
         max_connections: 1,
         header_timeout: Duration::from_millis(300),
         tls: Some(acceptor),
+        ..HttpServerOptions::default()
     })
     .await;
     let reply = tls_request(addr, &connector, "/peer").await;

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::io::{IoSlice, Write};
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
@@ -106,7 +106,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
 
     let mut out = Output::Raw(stream);
     if bodiless {
-        if out.write(&[&head]).await.is_err() {
+        if out.write(shared.write_stall, &[&head]).await.is_err() {
             return Next::Close;
         }
     } else {
@@ -135,7 +135,11 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
                 }
                 None => data,
             };
-            if out.write(&[pending, &data]).await.is_err() {
+            if out
+                .write(shared.write_stall, &[pending, &data])
+                .await
+                .is_err()
+            {
                 return Next::Close;
             }
             pending = &[];
@@ -143,7 +147,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
                 break;
             }
         }
-        if !pending.is_empty() && out.write(&[pending]).await.is_err() {
+        if !pending.is_empty() && out.write(shared.write_stall, &[pending]).await.is_err() {
             return Next::Close;
         }
         if remaining.is_some_and(|left| left > 0) {
@@ -305,7 +309,7 @@ enum Output {
 }
 
 impl Output {
-    async fn write(&mut self, pieces: &[&[u8]]) -> std::io::Result<()> {
+    async fn write(&mut self, stall: Duration, pieces: &[&[u8]]) -> std::io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> = pieces
             .iter()
             .filter(|p| !p.is_empty())
@@ -333,6 +337,7 @@ impl Output {
         let Output::Registered(stream) = self else {
             return Err(std::io::ErrorKind::NotConnected.into());
         };
+        let mut stream = super::stall::Stalling::new(stream, stall);
         for slice in slices.iter() {
             stream.write_all(slice).await?;
         }

@@ -1,7 +1,8 @@
 //! The accept loop of every HTTP listener (the API, HTTP and HTTPS
 //! provisioning): HTTP/1.1 only, a bounded number of connections, a
-//! deadline on request headers (and on the TLS handshake), and a panicking
-//! handler costs its request a 500.
+//! deadline on request headers (and on the TLS handshake), a bound on how
+//! long a response may wait for a client that reads none of it, and a
+//! panicking handler costs its request a 500.
 //!
 //! Phones speak HTTP/1.x and many open a connection per file. `axum::serve`
 //! is built for any client: it sniffs every connection for HTTP/2, wires up
@@ -16,6 +17,7 @@
 //! (`first_request`); everything else is hyper's.
 
 mod first_request;
+mod stall;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -53,6 +55,9 @@ pub struct HttpServerOptions {
     pub header_timeout: Duration,
     /// HTTPS: the handshake must also finish within `header_timeout`.
     pub tls: Option<TlsAcceptor>,
+    /// A response that the client reads none of for this long is given up
+    /// and its connection closed (`stall.rs`).
+    pub write_stall: Duration,
 }
 
 impl Default for HttpServerOptions {
@@ -61,6 +66,7 @@ impl Default for HttpServerOptions {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             tls: None,
+            write_stall: WRITE_STALL,
         }
     }
 }
@@ -102,6 +108,7 @@ struct Shared {
     builder: hyper::server::conn::http1::Builder,
     tls: Option<TlsAcceptor>,
     header_timeout: Duration,
+    write_stall: Duration,
     max_connections: usize,
     /// Connections being served (refusals not counted).
     open: AtomicUsize,
@@ -149,6 +156,7 @@ pub async fn serve(
         builder,
         tls: options.tls,
         header_timeout: options.header_timeout,
+        write_stall: options.write_stall,
         max_connections: options.max_connections.max(1),
         open: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -345,6 +353,10 @@ fn defer_accept(listener: &TcpListener, wait: Duration) {
 /// How long a refused connection may take to be told so.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
+/// A phone on a poor link still reads something every few seconds; 30 s
+/// of nothing is a client that has stopped reading.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
 /// The next connection: non-blocking and close-on-exec from the start
 /// (no extra system calls), and not registered with the reactor.
 async fn accept(
@@ -407,9 +419,10 @@ where
         request.extensions_mut().insert(ConnectInfo(peer));
         async move { Ok::<_, std::convert::Infallible>(respond(router, request, peer).await) }
     });
-    let connection = shared
-        .builder
-        .serve_connection(TokioIo::new(stream), service);
+    let connection = shared.builder.serve_connection(
+        TokioIo::new(stall::Stalling::new(stream, shared.write_stall)),
+        service,
+    );
     tokio::pin!(connection);
     // Created before the flag is read: `notify_waiters` reaches it even if
     // it has not been polled yet, so a drain between the two is not missed.

@@ -276,7 +276,7 @@ impl Listeners {
         let provisioning = HttpServerOptions {
             max_connections: config.provisioning.http_max_connections,
             header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
-            tls: None,
+            ..HttpServerOptions::default()
         };
         let mut http = vec![
             (
