@@ -73,7 +73,13 @@ impl<K> Wheel<K> {
 
     /// When `expire` next has something to do.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.next.map(|tick| self.origin + TICK * tick as u32)
+        // In u64 nanoseconds: `TICK * tick as u32` wrapped after 2^32 ticks
+        // (~497 days up), a wake in the past and a listener spinning on it.
+        // Saturating only matters past ~584 years.
+        self.next.map(|tick| {
+            let nanos = (TICK.as_nanos() as u64).saturating_mul(tick);
+            self.origin + Duration::from_nanos(nanos)
+        })
     }
 }
 
@@ -105,5 +111,25 @@ mod tests {
         wheel.expire(t0 + Duration::from_secs(11), &mut due);
         assert_eq!(due, ['z']);
         assert_eq!(wheel.next_wake(), None);
+    }
+
+    #[test]
+    fn wakes_stay_ahead_past_two_to_the_32_ticks() {
+        let t0 = Instant::now();
+        let mut wheel = Wheel::new(t0);
+        // 2^32 + 5 ticks of 10 ms: about 497 days up.
+        let now = t0 + TICK * 5 + Duration::from_millis(10 << 32);
+        let mut due = Vec::new();
+        wheel.expire(now, &mut due);
+        wheel.insert(now + Duration::from_millis(25), 'a');
+        let wake = wheel.next_wake().expect("an entry is waiting");
+        assert!(
+            wake > now,
+            "wake {:?} behind now",
+            now.saturating_duration_since(wake)
+        );
+        assert_eq!(wake, now + Duration::from_millis(30));
+        wheel.expire(wake, &mut due);
+        assert_eq!(due, ['a']);
     }
 }
