@@ -67,8 +67,8 @@ pub struct LineBody {
     pub display_name: String,
     /// Defaults to the extension.
     pub auth_user: Option<String>,
-    /// Write-only. Absent: keep the password of the line at this position;
-    /// empty: remove it.
+    /// Write-only. Absent: keep the password of the line at this position
+    /// (none when the phone moves to another tenant); empty: remove it.
     pub password: Option<String>,
     pub registrar: String,
     pub proxy: Option<String>,
@@ -90,7 +90,8 @@ pub struct PhoneBody {
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Value>,
     pub http_user: Option<String>,
-    /// Write-only. Absent: keep; empty: remove.
+    /// Write-only. Absent: keep (none when the phone moves to another
+    /// tenant); empty: remove.
     pub http_password: Option<String>,
     #[serde(default)]
     pub lines: Vec<LineBody>,
@@ -584,7 +585,10 @@ pub async fn update(
     )?;
     let lines = mirror.lines_of(phone.id);
     let before = phone_etag(phone, &lines);
-    let input = input(&state, mac, body, Some((phone, &lines)))?;
+    // A phone moving to another tenant takes none of its stored secrets
+    // along: its new owner would read them in the files it renders.
+    let kept_from = (tenant.id == phone.tenant_id).then_some((&**phone, &lines[..]));
+    let input = input(&state, mac, body, kept_from)?;
     let tenant = input.tenant.clone();
     let mut detail = summary(&input);
     detail["before"] = json!(before);

@@ -54,3 +54,49 @@ async fn long_fields_and_path_like_models_are_refused() {
         reply.text
     );
 }
+
+/// A phone a global admin moves to another tenant, without naming its
+/// passwords, arrives without the old tenant's secrets; an edit within
+/// the tenant keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_phone_leaves_its_secrets_behind() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let path = format!("/v1/phones/{ACME_MAC}");
+    let moved = |tenant: &str| {
+        serde_json::json!({
+            "tenant": tenant, "family": "yealink", "model": "T46S",
+            "lines": [{"extension": "200", "display_name": "Front", "registrar": "sip.example.net"}],
+        })
+        .to_string()
+    };
+    let has_password = |text: &str| {
+        let view: serde_json::Value = serde_json::from_str(text).unwrap();
+        view["lines"][0]["has_password"].as_bool().unwrap()
+    };
+    let kept = h
+        .call(
+            Some("global"),
+            Method::PUT,
+            &path,
+            Some(&moved("acme")),
+            &[],
+        )
+        .await;
+    assert!(kept.status.is_success(), "{}", kept.text);
+    assert!(
+        has_password(&kept.text),
+        "an edit in place kept the password: {}",
+        kept.text
+    );
+    let reply = h
+        .call(
+            Some("global"),
+            Method::PUT,
+            &path,
+            Some(&moved("globex")),
+            &[],
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    assert!(!has_password(&reply.text), "{}", reply.text);
+}
