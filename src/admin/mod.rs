@@ -18,6 +18,7 @@ mod phones;
 mod preview;
 pub mod quotas;
 mod resync;
+pub mod running;
 mod sources;
 mod templates;
 mod tenants;
@@ -60,7 +61,12 @@ pub struct AdminState {
     /// The node's lookups, for the state of mirrored sources; `None` where
     /// no lookups run (router tests).
     pub lookups: Option<dialtone_directory::LookupService>,
+    /// Source tests each tenant has running (`SOURCE_TESTS_PER_TENANT`).
+    pub source_tests: Arc<running::Running>,
 }
+
+/// Source tests one tenant may run at once; more are answered 429.
+pub const SOURCE_TESTS_PER_TENANT: usize = 2;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()

@@ -312,7 +312,8 @@ fn millis(started: Instant) -> f64 {
 
 #[utoipa::path(post, operation_id = "directory_test_source", path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
     params(("slug" = String, Path, example = "demo"), ("name" = String, Path)), request_body = SourceTestRequest,
-    responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test_source(
     State(state): State<AdminState>,
@@ -337,6 +338,16 @@ pub async fn test_source(
             .map(|n| n.number.to_string());
         (tenant, source, sample)
     };
+    let _place = state.source_tests.take(tenant.id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!(
+                "this tenant already runs {} source tests; try again when one ends",
+                state.source_tests.per_tenant()
+            ),
+        )
+    })?;
     let number = request
         .number
         .or(sample)

@@ -256,6 +256,9 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
             quotas: Arc::new(config.quotas.clone()),
             resync,
             lookups: Some(admin_lookups),
+            source_tests: crate::admin::running::Running::new(
+                crate::admin::SOURCE_TESTS_PER_TENANT,
+            ),
         }))
 }
 

@@ -10,6 +10,7 @@ mod phone_limits;
 mod reach;
 mod resync;
 mod resync_limits;
+mod source_tests;
 mod templates;
 mod unclaimed;
 
@@ -313,6 +314,9 @@ impl Harness {
             quotas: Default::default(),
             resync: Some(resync.clone()),
             lookups: None,
+            source_tests: crate::admin::running::Running::new(
+                crate::admin::SOURCE_TESTS_PER_TENANT,
+            ),
         });
         Harness {
             _db: db,

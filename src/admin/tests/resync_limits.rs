@@ -38,6 +38,7 @@ async fn call_with(
         quotas: Default::default(),
         resync,
         lookups: None,
+        source_tests: crate::admin::running::Running::new(crate::admin::SOURCE_TESTS_PER_TENANT),
     });
     let request = Request::builder()
         .method(method)
