@@ -280,6 +280,7 @@ static BAD_PATH_LOG: LogLimit = LogLimit::new();
 static PER_SOURCE_LOG: LogLimit = LogLimit::new();
 static UNACKED_LOG: LogLimit = LogLimit::new();
 static BUSY_LOG: LogLimit = LogLimit::new();
+static READ_FAILED_LOG: LogLimit = LogLimit::new();
 
 /// A packet on a listening socket that is not part of a running
 /// transfer's exchange: a read request gets its slot, or is refused
@@ -399,5 +400,24 @@ async fn provision(
             tracing::error!(client = %peer, path = file, error = %e, "TFTP provisioning failed");
             Err((0, "internal error"))
         }
+    }
+}
+
+/// The error packet for a transfer that could not start (its static file
+/// gone since it was indexed, no file descriptor or socket left) or could
+/// not read on. Without one the phone waits out its own retries on a
+/// server that has already given up. A vanished file is "not found" like
+/// any other; anything else gets a generic text, the detail is the
+/// operator's (a stale index or an exhausted host is worth a log line).
+fn transfer_failed(peer: SocketAddr, file: Option<&str>, e: &io::Error) -> Refusal {
+    metrics::counter!("dialtone_tftp_transfer_failed_total").increment(1);
+    if let Some(skipped) = READ_FAILED_LOG.allow() {
+        let file = file.unwrap_or("-");
+        tracing::warn!(client = %peer, file, error = %e, skipped, "TFTP transfer failed on our side (logged at most once a second)");
+    }
+    if e.kind() == io::ErrorKind::NotFound {
+        (ERR_NOT_FOUND, "File not found")
+    } else {
+        (0, "internal error")
     }
 }

@@ -149,3 +149,78 @@ async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
     });
     assert_eq!(outside.err(), Some(ProvisionError::NotFound));
 }
+
+/// The first answer to `rrq`, after acknowledging an OACK if one comes:
+/// (opcode, error code or block number).
+fn first_answer(server: SocketAddr, rrq: &[u8]) -> (u16, u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.send_to(rrq, server).unwrap();
+    let mut buf = vec![0u8; 2000];
+    let (_, peer) = s.recv_from(&mut buf).expect("an answer, not silence");
+    if buf[1] == 6 {
+        s.send_to(&[0, 4, 0, 0], peer).unwrap();
+        s.recv_from(&mut buf)
+            .expect("an answer to the ACK, not silence");
+    }
+    let word = |i: usize| u16::from_be_bytes([buf[i], buf[i + 1]]);
+    (word(0), word(2))
+}
+
+fn rrq(file: &str, options: &[&str]) -> Vec<u8> {
+    let mut p = vec![0, 1];
+    for part in [file, "octet"].iter().chain(options) {
+        p.extend_from_slice(part.as_bytes());
+        p.push(0);
+    }
+    p
+}
+
+#[tokio::test]
+async fn a_static_file_that_cannot_be_read_is_an_error_packet_not_silence() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gone.ld"), firmware(5_000)).unwrap();
+    std::fs::write(dir.path().join("unreadable.ld"), firmware(5_000)).unwrap();
+    assert_eq!(f.provisioner.reload_static(dir.path()).unwrap(), 2);
+    // Removed since it was indexed; and one that opens but cannot be read
+    // (a directory in its place: EISDIR on the first read).
+    std::fs::remove_file(dir.path().join("gone.ld")).unwrap();
+    std::fs::remove_file(dir.path().join("unreadable.ld")).unwrap();
+    std::fs::create_dir(dir.path().join("unreadable.ld")).unwrap();
+
+    for single_port in [false, true] {
+        let options = TftpOptions {
+            single_port,
+            listeners: 2,
+            ..Default::default()
+        };
+        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = tftp::spawn(socket, f.provisioner.clone(), options, async move {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        let answers = tokio::task::spawn_blocking(move || {
+            [
+                first_answer(addr, &rrq("gone.ld", &[])),
+                first_answer(addr, &rrq("gone.ld", &["blksize", "1428"])),
+                // The read fails as the transfer starts, or (after the
+                // OACK) as it answers the client's first ACK.
+                first_answer(addr, &rrq("unreadable.ld", &[])),
+                first_answer(addr, &rrq("unreadable.ld", &["blksize", "1428"])),
+            ]
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            answers,
+            [(5, 1), (5, 1), (5, 0), (5, 0)],
+            "(ERROR, code) each; single_port {single_port}"
+        );
+        let _ = stop.send(());
+        thread.join().unwrap().unwrap();
+    }
+}

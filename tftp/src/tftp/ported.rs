@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::limits::Slot;
 use super::packet::{error_packet, ReadRequest, MAX_REQUEST, OP_RRQ};
 use super::transfer::{record_outcome, Step, Timer, Transfer};
-use super::{admit, provision, Refusal, Shared, SHUTTING_DOWN};
+use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
 
 pub(super) async fn serve(
     socket: UdpSocket,
@@ -82,9 +82,8 @@ async fn run(
         Err(refusal) => return send_error(&listener, peer, refusal),
     };
     let started = Instant::now();
-    let local_ip = listener.local_addr().map(|a| a.ip());
     let running =
-        std::panic::AssertUnwindSafe(drive(&shared, local_ip, peer, &request, source, slot));
+        std::panic::AssertUnwindSafe(drive(&shared, &listener, peer, &request, source, slot));
     // A panic costs this phone its transfer (the guards free its slot),
     // never the server; it is logged and counted.
     let outcome = match futures::FutureExt::catch_unwind(running).await {
@@ -104,15 +103,32 @@ async fn run(
 /// Runs the state machine on a socket of its own, connected to the client.
 async fn drive(
     shared: &Shared,
-    local_ip: io::Result<std::net::IpAddr>,
+    listener: &tokio::net::UdpSocket,
     peer: SocketAddr,
     request: &ReadRequest,
     source: super::Source,
     slot: Slot,
 ) -> io::Result<()> {
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip?, 0)).await?;
-    socket.connect(peer).await?;
-    let mut transfer = Transfer::start(&shared.options, request, source, slot, Instant::now())?;
+    let setup = async {
+        let transfer = Transfer::start(&shared.options, request, source, slot, Instant::now())?;
+        let local_ip = listener.local_addr()?.ip();
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+        socket.connect(peer).await?;
+        io::Result::Ok((transfer, socket))
+    };
+    // Nothing went out from a port of this transfer yet: the error comes
+    // from the one the client asked.
+    let (mut transfer, socket) = match setup.await {
+        Ok(started) => started,
+        Err(e) => {
+            send_error(
+                listener,
+                peer,
+                transfer_failed(peer, Some(&request.file), &e),
+            );
+            return Err(e);
+        }
+    };
     let mut buf = [0u8; 516];
     loop {
         for packet in transfer.outgoing() {
@@ -137,7 +153,15 @@ async fn drive(
                 }
                 Ok(received) => received?,
             };
-            match transfer.on_packet(&buf[..received], Instant::now())? {
+            let step = match transfer.on_packet(&buf[..received], Instant::now()) {
+                Ok(step) => step,
+                Err(e) => {
+                    let (code, message) = transfer_failed(peer, Some(&request.file), &e);
+                    let _ = socket.send(&error_packet(code, message)).await;
+                    return Err(e);
+                }
+            };
+            match step {
                 Step::Ignored => {}
                 Step::Advanced => break,
                 Step::Done => return Ok(()),

@@ -37,7 +37,7 @@ use super::mmsg::{self, Receiver, BATCH};
 use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
 use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
-use super::{admit, provision, Refusal, Shared, SHUTTING_DOWN};
+use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
 
 pub(super) async fn serve(
     socket: UdpSocket,
@@ -216,7 +216,7 @@ impl Listener {
             Ok(Ok(Step::Done)) => self.end(peer, "ok"),
             Ok(Ok(Step::Aborted)) => self.end(peer, "incomplete"),
             Ok(Err(e)) => {
-                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+                self.refuse(peer, transfer_failed(peer, None, &e));
                 self.end(peer, "incomplete");
             }
             Err(_) => {
@@ -306,7 +306,7 @@ impl Listener {
                 );
             }
             Ok(Err(e)) => {
-                tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
+                self.refuse(peer, transfer_failed(peer, Some(&request.file), &e));
                 record_outcome(now, "incomplete");
             }
             Err(_) => {
