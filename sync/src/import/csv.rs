@@ -236,38 +236,67 @@ pub(super) fn plan(
     // here: the two halves of the parse on two cores.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<ReadAhead>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<(::csv::StringRecord, u64)>>();
+    let mac_cell = (kind == CsvKind::Phones)
+        .then_some(phone_cells[phone_column::MAC])
+        .flatten();
     let mut objects = Objects::default();
     std::thread::scope(|scope| {
-        scope.spawn(move || read_ahead(reader, &full_tx, &empty_rx));
+        scope.spawn(move || read_ahead(reader, mac_cell, &full_tx, &empty_rx));
         for ReadAhead {
             records,
             filled,
+            malformed,
             failed,
         } in full_rx
         {
-            for (record, line) in &records[..filled] {
-                let row = CsvRow {
-                    file,
-                    headers: &headers,
-                    phone_cells: &phone_cells,
-                    record,
-                    line: *line,
-                };
-                let result = match kind {
-                    _ if memchr::memchr(0, record.as_slice().as_bytes()).is_some() => {
-                        Err(row.nul_cell())
+            // Good records up to each malformed one, then it: errors stay
+            // in file order, and a batch without one is a single run.
+            let mut from = 0;
+            for bad in malformed.into_iter().map(Some).chain([None]) {
+                let to = bad.as_ref().map_or(filled, |b| b.before);
+                for (record, line) in &records[from..to] {
+                    let row = CsvRow {
+                        file,
+                        headers: &headers,
+                        phone_cells: &phone_cells,
+                        record,
+                        line: *line,
+                    };
+                    let result = match kind {
+                        _ if memchr::memchr(0, record.as_slice().as_bytes()).is_some() => {
+                            Err(row.nul_cell())
+                        }
+                        CsvKind::Tenants => {
+                            csv_tenant(&row).map(|m| plan.items.push((m, row.location(None))))
+                        }
+                        CsvKind::Directory => {
+                            csv_directory(&row).map(|m| plan.items.push((m, row.location(None))))
+                        }
+                        CsvKind::Phones => csv_phone(&row, phones, source, &mut objects),
+                    };
+                    if let Err(e) = result {
+                        if kind == CsvKind::Phones {
+                            if let Ok(mac) = row.phone_cell(phone_column::MAC).parse() {
+                                phones.invalid_row(mac, source, row.line);
+                            }
+                        }
+                        plan.errors.push(e);
                     }
-                    CsvKind::Tenants => {
-                        csv_tenant(&row).map(|m| plan.items.push((m, row.location(None))))
-                    }
-                    CsvKind::Directory => {
-                        csv_directory(&row).map(|m| plan.items.push((m, row.location(None))))
-                    }
-                    CsvKind::Phones => csv_phone(&row, phones, source, &mut objects),
-                };
-                if let Err(e) = result {
-                    plan.errors.push(e);
                 }
+                from = to;
+                let Some(bad) = bad else { break };
+                if let Some(mac) = bad.mac {
+                    phones.invalid_row(mac, source, bad.line);
+                }
+                plan.errors.push(ImportError {
+                    location: Location {
+                        file: file.clone(),
+                        line: bad.line,
+                        column: bad.cell.map_or(1, |c| c as u64 + 1),
+                        field: bad.cell.and_then(|c| headers.get(c).cloned()),
+                    },
+                    message: bad.message,
+                });
             }
             if let Some((line, message)) = failed {
                 plan.errors.push(at(line, 1, message));

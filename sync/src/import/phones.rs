@@ -80,6 +80,8 @@ impl PhoneOrigins {
 pub(super) struct Phones {
     pub(super) builder: PhoneBatchBuilder,
     origins: PhoneOrigins,
+    /// CSV rows in error, by the MAC they name: file and line.
+    invalid: Vec<(Mac, u32, u32)>,
 }
 
 impl Phones {
@@ -118,6 +120,13 @@ impl Phones {
         Some(self.builder.phone(p))
     }
 
+    /// A CSV row of file `file` at line `n`, naming phone `mac`, is in
+    /// error: the phone is left out whole (see [`Phones::finish`]).
+    pub(super) fn invalid_row(&mut self, mac: Mac, file: u32, n: u64) {
+        self.invalid
+            .push((mac, file, u32::try_from(n).unwrap_or(u32::MAX)));
+    }
+
     /// Adds a whole phone with its lines (JSON).
     pub(super) fn add_input(&mut self, p: &PhoneInput, file: u32, n: u64) -> Option<usize> {
         let n = u32::try_from(n).ok()?;
@@ -127,12 +136,18 @@ impl Phones {
 
     /// Merges each CSV phone's rows, reports phones given twice and lines
     /// out of order (appending to `errors`, in file order), and returns the
-    /// batch and its origins.
+    /// batch and its origins. A phone one of whose rows is in error (or
+    /// disagrees with its first) is left out and reported: a phone's line
+    /// list is complete, so with `--skip-invalid` its other rows alone
+    /// would delete the stored line the bad row was to give.
     pub(super) fn finish(self, errors: &mut Vec<ImportError>) -> (PhoneBatch, PhoneOrigins) {
         let Phones {
             mut builder,
             mut origins,
+            mut invalid,
         } = self;
+        // By MAC, each MAC's first bad row first.
+        invalid.sort_unstable();
         if builder.is_full() {
             errors.push(too_many(&origins));
             origins.phones.clear();
@@ -169,7 +184,12 @@ impl Phones {
             let group = start..start + len;
             start += len;
             let first = first as usize;
-            builder.keep(first);
+            let mut bad_row = if invalid.is_empty() {
+                None
+            } else {
+                let i = invalid.partition_point(|r| r.0 < mac);
+                invalid.get(i).filter(|r| r.0 == mac).map(|r| (r.1, r.2))
+            };
             for k in group.skip(1) {
                 let again = at(&builder, k).1 as usize;
                 let (file, line) = origins.phones[again];
@@ -181,6 +201,7 @@ impl Phones {
                             builder.merge(again, first);
                             continue;
                         }
+                        bad_row = Some(bad_row.map_or((file, line), |b| b.min((file, line))));
                         let mut location = origins.location(again);
                         location.column = *mac_column;
                         location.field = Some("mac".into());
@@ -210,6 +231,23 @@ impl Phones {
                     },
                 ));
             }
+            let Some((file, line)) = bad_row else {
+                builder.keep(first);
+                continue;
+            };
+            let (first_file, first_line) = origins.phones[first];
+            found.push((
+                first_file,
+                first_line,
+                ImportError {
+                    location: origins.location(first),
+                    message: format!(
+                        "phone {mac} is left out: its row at {}:{line} is invalid, and its other rows \
+                         alone would replace all of its stored lines",
+                        origins.files[file as usize].file.display()
+                    ),
+                },
+            ));
         }
         drop(order);
         found.sort_by_key(|f| (f.0, f.1));

@@ -149,13 +149,18 @@ fn csv_phone_given_again_differently_is_an_error_in_any_order() {
     ] {
         let plan = plan_text("phones.csv", &format!("{head}{rows}"));
         let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(text.len(), 1, "{text:?}");
+        assert_eq!(text.len(), 2, "{text:?}");
         assert!(
-            text[0].contains("phones.csv:4:2 (mac): phone 0004f2000002 appears again"),
+            text[0].contains(": phone 0004f2000002 is left out: its row at ")
+                && text[0].ends_with("phones.csv:4 is invalid, and its other rows alone would replace all of its stored lines"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("phones.csv:4:2 (mac): phone 0004f2000002 appears again"),
             "{text:?}"
         );
         let macs: Vec<String> = phones(&plan).iter().map(|p| p.mac.to_string()).collect();
-        assert_eq!(macs.len(), 2, "{macs:?}");
+        assert_eq!(macs, ["0004f2000001"]);
     }
 }
 
@@ -251,23 +256,26 @@ fn csv_row_disagreeing_with_its_phone_names_its_mac_cell() {
     );
     let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
     let again = "(mac): phone 0004f2000001 appears again with a different tenant, family or model";
-    assert_eq!(text.len(), 2, "{text:?}");
+    assert_eq!(text.len(), 3, "{text:?}");
     assert!(
-        text[0].ends_with(&format!("/phones.csv:4:2 {again}")),
+        text[0].contains("/phones.csv:2:1: phone 0004f2000001 is left out: its row at ")
+            && text[0].contains("/phones.csv:4 is invalid"),
         "{text:?}"
     );
     assert!(
-        text[1].ends_with(&format!("/phones.csv:5:2 {again}")),
+        text[1].ends_with(&format!("/phones.csv:4:2 {again}")),
         "{text:?}"
     );
-    // The phone keeps its first row; the rows in error add nothing.
+    assert!(
+        text[2].ends_with(&format!("/phones.csv:5:2 {again}")),
+        "{text:?}"
+    );
+    // Not the phone with its first row only: its line list is complete,
+    // so that would delete its other stored lines under --skip-invalid.
     let phones = phones(&plan);
-    assert_eq!(phones.len(), 2);
-    assert_eq!(phones[0].lines.len(), 1);
-    assert_eq!(
-        (plan.phones.location(0).line, plan.phones.location(1).line),
-        (2, 3)
-    );
+    assert_eq!(phones.len(), 1);
+    assert_eq!(phones[0].mac.to_string(), "0004f2000002");
+    assert_eq!(plan.phones.location(0).line, 3);
 }
 
 #[test]
@@ -400,4 +408,173 @@ fn nul_characters_are_refused_where_they_are() {
     );
     assert!(e.message.contains("U+0000"), "{e}");
     assert!(phones(&plan).is_empty());
+}
+
+/// Writes `bytes` (not necessarily UTF-8) as `name` and plans it.
+fn plan_bytes(name: &str, bytes: &[u8]) -> ImportPlan {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    plan_files(&[path])
+}
+
+fn places(plan: &ImportPlan) -> Vec<String> {
+    plan.errors
+        .iter()
+        .map(|e| {
+            let l = &e.location;
+            format!(
+                "{}:{} {}",
+                l.line,
+                l.column,
+                l.field.as_deref().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+/// A record csv cannot take (a cell too many or too few, text that is not
+/// UTF-8) spoils its own row only: each is reported at its line, and the
+/// rows after it are still read and checked.
+#[test]
+fn csv_malformed_records_are_each_reported_and_the_rest_is_read() {
+    let text: &[u8] = b"tenant,mac,family,extension,display_name,registrar\n\
+        acme,001565aabb01,yealink,101,a,sip\n\
+        \n\
+        acme,001565aabb02,yealink,102,Smith, Jo,sip\n\
+        acme,001565aabb03,yealink,103,c,sip\n\
+        acme,001565aabb04,yealink,104,Ren\xe9e,sip\n\
+        acme,001565zzzz05,yealink,105,e,sip\n\
+        acme,001565aabb06,yealink,106,\"two\nlines\",sip,extra\n\
+        \x20\x20\n\
+        acme,001565aabb07,yealink,107,\"Ren\xe9e\non two lines\",sip\n\
+        acme,001565aabb08,yealink\n\
+        acme,001565aabb09,nofamily,109,i,sip\n\
+        acme,001565aabb10,yealink,110,j,sip\n";
+    let plan = plan_bytes("phones.csv", text);
+    // Line 4 one cell too many; 6 Latin-1 in display_name; 7 a bad MAC;
+    // 8 (a quoted break to 9) a cell too many; 10 blank but for spaces;
+    // 11 (to 12) Latin-1 again; 13 cells missing; 14 a bad family.
+    assert_eq!(
+        places(&plan),
+        [
+            "4:1 -",
+            "6:5 display_name",
+            "7:2 mac",
+            "8:1 -",
+            "11:5 display_name",
+            "13:1 -",
+            "14:3 family",
+        ],
+        "{:?}",
+        plan.errors
+    );
+    assert!(
+        plan.errors[0]
+            .message
+            .contains("malformed CSV: 7 cells where the header has 6"),
+        "{}",
+        plan.errors[0]
+    );
+    assert!(
+        plan.errors[1].message.contains("not valid UTF-8"),
+        "{}",
+        plan.errors[1]
+    );
+    assert!(
+        plan.errors[5]
+            .message
+            .contains("malformed CSV: 3 cells where the header has 6"),
+        "{}",
+        plan.errors[5]
+    );
+    let macs: Vec<String> = phones(&plan).iter().map(|p| p.mac.to_string()).collect();
+    assert_eq!(macs, ["001565aabb01", "001565aabb03", "001565aabb10"]);
+
+    // Other kinds of file alike.
+    let plan = plan_bytes(
+        "tenants.csv",
+        b"slug,name\nacme,Acme\nbeta,Beta,Inc\ncaf\xe9,Cafe\ndelta,Delta\n",
+    );
+    assert_eq!(places(&plan), ["3:1 -", "4:1 slug"], "{:?}", plan.errors);
+    assert_eq!(plan.items.len(), 2);
+}
+
+/// A phone one of whose rows is in error is left out whole, and said so:
+/// its line list is complete, so importing its other rows would delete
+/// the stored line the bad row was to give.
+#[test]
+fn csv_phone_with_an_invalid_row_is_left_out_whole() {
+    let text: &[u8] = b"tenant,mac,family,line,extension,display_name,registrar\n\
+        acme,001565aabb01,yealink,1,101,a,sip\n\
+        acme,001565aabb01,yealink,2,102,Smith, Jo,sip\n\
+        acme,001565aabb02,yealink,1,201,b,sip\n\
+        acme,001565aabb02,yealink,2,202,Ren\xe9e,sip\n\
+        acme,001565aabb03,yealink,1,301,c,sip\n\
+        acme,001565aabb03,yealink,2,302,c,\n\
+        acme,001565aabb04,yealink,1,401,d,sip\n\
+        acme,001565aabb04,yealink,2,402,d,sip\n";
+    let plan = plan_bytes("phones.csv", text);
+    assert_eq!(
+        places(&plan),
+        [
+            "3:1 -",
+            "5:6 display_name",
+            "7:7 registrar",
+            "2:1 -",
+            "4:1 -",
+            "6:1 -"
+        ],
+        "{:?}",
+        plan.errors
+    );
+    for (e, (mac, row)) in plan.errors[3..].iter().zip([
+        ("001565aabb01", 3),
+        ("001565aabb02", 5),
+        ("001565aabb03", 7),
+    ]) {
+        assert!(
+            e.message
+                .starts_with(&format!("phone {mac} is left out: its row at "))
+                && e.message.contains(&format!("phones.csv:{row} is invalid")),
+            "{e}"
+        );
+    }
+    let phones = phones(&plan);
+    assert_eq!(phones.len(), 1);
+    assert_eq!(phones[0].mac.to_string(), "001565aabb04");
+    assert_eq!(phones[0].lines.len(), 2);
+}
+
+/// Failing to read the input is no row's fault: it ends the file, after
+/// the rows read before it are checked.
+#[test]
+fn csv_read_failure_ends_the_file() {
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+    }
+    let text = "tenant,mac,family,extension,registrar\n\
+                acme,001565aabb01,yealink,101,sip\n\
+                acme,00156zzz,yealink,102,sip\n";
+    let file: Arc<Path> = Arc::from(Path::new("phones.csv"));
+    let mut plan = ImportPlan::default();
+    let mut phones_ = Phones::default();
+    super::csv::plan(
+        &file,
+        std::io::Read::chain(text.as_bytes(), Broken),
+        (3, text.len()),
+        &mut plan,
+        &mut phones_,
+    );
+    let plan = finish(plan, phones_);
+    assert_eq!(places(&plan), ["3:2 mac", "4:1 -"], "{:?}", plan.errors);
+    assert!(
+        plan.errors[1].message.contains("cannot read: disk on fire"),
+        "{}",
+        plan.errors[1]
+    );
+    assert_eq!(phones(&plan).len(), 1);
 }
