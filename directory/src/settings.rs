@@ -297,6 +297,20 @@ impl HttpSettings {
                 "url must contain {e164}, {digits} or {national}",
             ));
         }
+        // The host and port are checked once, when the client is built
+        // (`upstream.rs`): a number in them would connect to a port (the
+        // national number's) or host that check never saw.
+        let authority = settings
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+            .unwrap_or("");
+        if authority.contains('{') {
+            return Err(invalid(
+                source,
+                "placeholders belong in the url's path or query, not its host or port",
+            ));
+        }
         if settings.format == HttpFormat::Json && settings.name_field.is_none() {
             return Err(invalid(
                 source,
@@ -447,6 +461,14 @@ mod tests {
                 "name_field",
             ),
             (r#"{"url":"https://x/{e164}","auth":"basic"}"#, "user"),
+            (
+                r#"{"url":"http://cnam.example:{national}/"}"#,
+                "not its host or port",
+            ),
+            (
+                r#"{"url":"http://{digits}.cnam.example/"}"#,
+                "not its host or port",
+            ),
         ] {
             let err = HttpSettings::parse("cnam", json).unwrap_err().to_string();
             assert!(err.contains(why), "{json}: {err}");
