@@ -6,7 +6,8 @@
 //! hung up, the HTTP client went away) never stalls the others: the shared
 //! future outlives any one waiter (moka's `get_with` would not; see its
 //! issue 240). A tenant whose sources all answer from memory has nothing
-//! to wait for and is resolved on the caller's task.
+//! to wait for but its directory index's build (on a blocking thread, and
+//! for no longer than the deadline) and is resolved on the caller's task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved, Tag};
 use crate::clock::Clock;
 use crate::error::DirectoryError;
-use crate::local::LocalDirectory;
+use crate::local::{LocalDirectory, NotReady};
 use crate::name::clean_name;
 use crate::networks::SourceNetworks;
 use crate::normalize::{check_lookup_len, normalize};
@@ -242,6 +243,11 @@ impl LookupService {
         &self.inner.mirror
     }
 
+    /// The tenant directories' indexes, for tests and diagnostics.
+    pub fn local(&self) -> &LocalDirectory {
+        &self.inner.local
+    }
+
     /// A tenant's built remote source, for tests and diagnostics.
     pub fn source(&self, tenant: Id, name: &str) -> Option<Arc<RemoteSource>> {
         self.inner
@@ -328,7 +334,9 @@ impl LookupService {
             // coalesced load costs more than such an answer (a worker
             // hand-off: 0.15 ms a miss against 0.06 ms inline).
             let deadline = started + inner.options.deadline;
-            let resolved = self.resolve(&state, tenant, &e164, deadline).await;
+            let Ok(resolved) = self.resolve(&state, tenant, &e164, deadline).await else {
+                return Ok(answer(Resolved::unavailable(), CacheStatus::Shed));
+            };
             self.store(&key, tag, &resolved).await;
             return Ok(answer(resolved, CacheStatus::Miss));
         }
@@ -432,6 +440,9 @@ impl LookupService {
         let deadline = Instant::now() + self.inner.options.deadline;
         let resolved = self.resolve(&state, key.0, &key.1, deadline).await;
         drop(state);
+        let Ok(resolved) = resolved else {
+            return Resolved::unavailable();
+        };
         self.store(&key, tag, &resolved).await;
         resolved
     }
@@ -473,14 +484,16 @@ impl LookupService {
     /// Runs the tenant's sources in priority order until one knows the
     /// number or the deadline passes. Sources run one after another, not
     /// all at once: an upstream CNAM dip often costs money, and asking it
-    /// for numbers the directory knows would waste it.
+    /// for numbers the directory knows would waste it. `NotReady` when the
+    /// tenant's directory index was still building at the deadline: that
+    /// answer is not cached, so the index answers as soon as it is built.
     async fn resolve(
         &self,
-        state: &MirrorState,
+        state: &Arc<MirrorState>,
         tenant: Id,
         e164: &str,
         deadline: Instant,
-    ) -> Resolved {
+    ) -> Result<Resolved, NotReady> {
         let inner = &self.inner;
         let remotes = inner.sources.sources_of(state, tenant);
         let (before, after): (Vec<_>, Vec<_>) = remotes
@@ -489,34 +502,39 @@ impl LookupService {
         let mut definitive = true;
         for source in &before {
             match self.ask(source, e164, deadline).await {
-                Ok(Some(found)) => return found,
+                Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(()) => definitive = false,
             }
         }
-        if let Some(found) = inner.local.lookup(state, tenant, e164) {
+        let local = inner.local.find(state, tenant, e164, deadline).await;
+        if local.is_err() {
+            metrics::counter!("dialtone_lookup_source_requests_total", "kind" => "local", "outcome" => "deadline")
+                .increment(1);
+        }
+        if let Some(found) = local? {
             if let Some(name) = clean_name(&found.entry.name) {
                 metrics::counter!("dialtone_lookup_source_requests_total", "kind" => "local", "outcome" => "found")
                     .increment(1);
-                return Resolved {
+                return Ok(Resolved {
                     name: Some(name.into()),
                     source: Some(LOCAL_SOURCE.into()),
                     definitive: true,
-                };
+                });
             }
         }
         for source in &after {
             match self.ask(source, e164, deadline).await {
-                Ok(Some(found)) => return found,
+                Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(()) => definitive = false,
             }
         }
-        Resolved {
+        Ok(Resolved {
             name: None,
             source: None,
             definitive,
-        }
+        })
     }
 
     /// One remote source, within its own timeout and what is left of the

@@ -1,0 +1,156 @@
+//! One tenant's load never reaches another's lookups: a large directory's
+//! index builds off the runtime's workers, once, and a tenant's slow
+//! source holds only its share of the loads in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_directory::{CacheStatus, LookupOptions, LookupService};
+use dialtone_sync::*;
+
+const BIG: Id = 1;
+const SMALL: Id = 2;
+/// Enough that an index build takes seconds, well past the deadline, on a
+/// fast machine, and cheap to set up: the mirror is loaded from a dataset
+/// in memory, not through SQL.
+const BIG_ENTRIES: i64 = 100_000;
+
+fn tenant(id: Id, slug: &str) -> Tenant {
+    Tenant {
+        id,
+        slug: slug.into(),
+        name: slug.into(),
+        default_region: "US".into(),
+        settings: "{}".into(),
+        updated_at: 0,
+    }
+}
+
+fn entry(id: Id, tenant_id: Id, name: String, numbers: &[String]) -> DirectoryEntry {
+    DirectoryEntry {
+        id,
+        tenant_id,
+        external_id: None,
+        name: name.into(),
+        company: None,
+        numbers: numbers
+            .iter()
+            .map(|n| DirectoryNumber {
+                number: n.as_str().into(),
+                kind: "work".into(),
+            })
+            .collect(),
+        updated_at: 0,
+    }
+}
+
+/// The big tenant's `i`th number, as its directory spells it.
+fn big_number(i: i64) -> String {
+    format!("(201) {:03}-{:04}", 200 + i / 10_000, i % 10_000)
+}
+
+fn big_mirror() -> Arc<Mirror> {
+    let mut data = Dataset {
+        tenants: vec![tenant(BIG, "big"), tenant(SMALL, "small")],
+        ..Dataset::default()
+    };
+    for i in 0..BIG_ENTRIES {
+        data.directory_entries
+            .push(entry(10 + i, BIG, format!("Big {i}"), &[big_number(i)]));
+    }
+    data.directory_entries.push(entry(
+        1,
+        SMALL,
+        "Small Caller".into(),
+        &["+1 555 010 1234".into()],
+    ));
+    let mirror = Arc::new(Mirror::new());
+    mirror.reset(
+        data,
+        Cursor::default(),
+        Meta::default(),
+        LoadedFrom::Database,
+    );
+    mirror
+}
+
+/// Spawns a lookup and returns its answer with the time from spawn to
+/// answer, so a task that waited for a free worker shows it.
+fn spawn_lookup(
+    service: &LookupService,
+    tenant: Id,
+    number: String,
+) -> tokio::task::JoinHandle<(dialtone_directory::Answer, Duration)> {
+    let service = service.clone();
+    let spawned = Instant::now();
+    tokio::spawn(async move {
+        let answer = service.lookup(tenant, &number).await.unwrap();
+        (answer, spawned.elapsed())
+    })
+}
+
+/// Two workers, as on a small machine: with the index built on them, a
+/// few lookups of the big tenant would hold both, and another tenant's
+/// lookup would wait a whole build for a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_directory_builds_once_off_the_workers_within_the_deadline() {
+    let mirror = big_mirror();
+    let service = LookupService::new(mirror, None, LookupOptions::default());
+    let deadline = LookupOptions::default().deadline;
+
+    let started = Instant::now();
+    let big: Vec<_> = (0..8)
+        .map(|i| spawn_lookup(&service, BIG, big_number(i * 1_000)))
+        .collect();
+    // The test's own thread is not a worker: it can wait while they are busy.
+    while service.local().builds() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no build started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let small = spawn_lookup(&service, SMALL, "555-010-1234".into());
+
+    let guard = Duration::from_secs(120);
+    let (small, small_took) = tokio::time::timeout(guard, small).await.unwrap().unwrap();
+    assert_eq!(small.name(), Some("Small Caller"));
+    let mut big_took = Vec::new();
+    for lookup in big {
+        let (answer, took) = tokio::time::timeout(guard, lookup).await.unwrap().unwrap();
+        big_took.push((answer.name().map(str::to_string), answer.cache, took));
+    }
+    // The index is ready once a lookup finds a name in it.
+    let built = loop {
+        let answer = service.lookup(BIG, &big_number(7_000)).await.unwrap();
+        if answer.name().is_some() {
+            assert_eq!(answer.name(), Some("Big 7000"));
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < guard, "the index was never built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("built in {built:?}; small answered in {small_took:?}; big: {big_took:?}");
+    assert!(
+        built > deadline * 3,
+        "the directory is too small to show anything: built in {built:?}"
+    );
+    // Relative to the build, not to a fixed time, so a slow machine does
+    // not fail it: the other tenant did not wait for the build.
+    assert!(
+        small_took < built / 2,
+        "another tenant's lookup waited {small_took:?} for a build of {built:?}"
+    );
+    // The big tenant's own lookups got the deadline's answer, not the build's.
+    for (name, cache, took) in &big_took {
+        assert_eq!((name.as_deref(), *cache), (None, CacheStatus::Shed));
+        assert!(
+            *took < built / 2,
+            "a lookup waited {took:?} for a build of {built:?}"
+        );
+    }
+    // Eight concurrent lookups, one build; the small tenant's is the other.
+    assert_eq!(service.local().builds(), 2);
+}
