@@ -38,6 +38,14 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     dialtone_directory::settings::check_import(&mut plan);
     if !plan.errors.is_empty() {
         print_errors(&plan);
+        if plan.whole_file_errors > 0 {
+            bail!(
+                "{} invalid rows, {} of them spoiling a whole file (unreadable, not parsed, or a wrong header); \
+                 nothing was written (--skip-invalid skips rows, not files)",
+                plan.errors.len(),
+                plan.whole_file_errors
+            );
+        }
         if !args.skip_invalid {
             bail!(
                 "{} invalid rows; nothing was written (use --skip-invalid to import the rest)",

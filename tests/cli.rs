@@ -143,6 +143,51 @@ fn malformed_import_names_position_and_writes_nothing() {
     );
 }
 
+/// `--skip-invalid` skips rows, never a whole file: a JSON document that
+/// does not parse, or a CSV whose header has a misspelt column, stops the
+/// run and nothing of it is written.
+#[test]
+fn skip_invalid_does_not_skip_a_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let phones = write_file(dir.path(), "phones.csv", &phones_csv(1, 3));
+    let broken_json = write_file(
+        dir.path(),
+        "more.json",
+        r#"{"phones": [{"tenant": "acme", "mac": "001565000042", "family": "yealink", "lines": 7}]}"#,
+    );
+    let misspelt = write_file(
+        dir.path(),
+        "misspelt.csv",
+        &phones_csv(40, 2).replacen("display_name", "dispaly_name", 1),
+    );
+    for spoiled in [&broken_json, &misspelt] {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import")
+            .arg("--skip-invalid")
+            .arg(&tenants)
+            .arg(&phones)
+            .arg(spoiled);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("skips rows, not files") && err.contains("nothing was written"),
+            "{err}"
+        );
+    }
+    // Nothing of either run was written: the tenant is new now.
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants);
+    let out = run(cmd);
+    assert!(
+        text(&out.stdout).contains("tenants +1 ~0 =0"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
 fn unknown_tenant_rejected_by_the_database_is_located() {
     let dir = tempfile::tempdir().unwrap();

@@ -177,14 +177,10 @@ pub(super) fn plan(
         .from_reader(Lines::new(input));
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-        Err(e) => {
-            return plan
-                .errors
-                .push(at(1, 1, format!("unreadable header: {e}")))
-        }
+        Err(e) => return plan.whole_file_error(at(1, 1, format!("unreadable header: {e}"))),
     };
     let Some(kind) = csv_kind(&headers) else {
-        return plan.errors.push(at(
+        return plan.whole_file_error(at(
             1,
             1,
             "cannot tell what this CSV holds: a tenants file has a `slug` column, a phones file a `mac` \
@@ -203,7 +199,7 @@ pub(super) fn plan(
     };
     for (i, h) in headers.iter().enumerate() {
         if !known.contains(&h.as_str()) {
-            plan.errors.push(at(
+            plan.whole_file_error(at(
                 1,
                 i as u64 + 1,
                 format!(
@@ -299,7 +295,7 @@ pub(super) fn plan(
                 });
             }
             if let Some((line, message)) = failed {
-                plan.errors.push(at(line, 1, message));
+                plan.whole_file_error(at(line, 1, message));
             }
             // The reader may have stopped: then the batch is simply dropped.
             let _ = empty_tx.send(records);

@@ -232,7 +232,7 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
     let parsed: JsonFile = match serde_json::from_str(text) {
         Ok(p) => p,
         Err(e) => {
-            plan.errors.push(ImportError {
+            plan.whole_file_error(ImportError {
                 location: Location {
                     file: file.clone(),
                     line: e.line() as u64,

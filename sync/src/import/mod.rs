@@ -55,9 +55,19 @@ pub struct ImportPlan {
     pub items: Vec<(Mutation, Location)>,
     pub errors: Vec<ImportError>,
     pub phones: PhoneOrigins,
+    /// Of `errors`, those that spoil a whole file: it could not be read
+    /// to its end or parsed, or its header is wrong. `--skip-invalid`
+    /// skips rows, not files, so any of these stops the import: skipping
+    /// one would import the rest of the run without part of its data.
+    pub whole_file_errors: usize,
 }
 
 impl ImportPlan {
+    pub(crate) fn whole_file_error(&mut self, error: ImportError) {
+        self.whole_file_errors += 1;
+        self.errors.push(error);
+    }
+
     /// Rows to write, a batch of phones counting each phone (what the
     /// audit row and the progress bar count).
     pub fn changes(&self) -> usize {
@@ -125,7 +135,7 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
         match ext.as_str() {
             "json" => match std::fs::read_to_string(path) {
                 Ok(text) => json::plan(file, &text, &mut plan, &mut phones),
-                Err(e) => plan.errors.push(cannot_read(e)),
+                Err(e) => plan.whole_file_error(cannot_read(e)),
             },
             "csv" => match std::fs::File::open(path).and_then(|f| Ok((count_lines(&f)?, f))) {
                 Ok(((lines, bytes), f)) => csv::plan(
@@ -135,9 +145,9 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
                     &mut plan,
                     &mut phones,
                 ),
-                Err(e) => plan.errors.push(cannot_read(e)),
+                Err(e) => plan.whole_file_error(cannot_read(e)),
             },
-            other => plan.errors.push(ImportError {
+            other => plan.whole_file_error(ImportError {
                 location: at(0, 0),
                 message: format!("unknown file type {other:?}: expected .csv or .json"),
             }),
