@@ -50,6 +50,8 @@ pub struct LookupOptions {
     pub max_stale: Duration,
     pub cache_bytes: u64,
     /// Loads running at once; lookups beyond it answer "unavailable" at once.
+    /// One tenant may hold at most a quarter of them (at least one), so a
+    /// tenant whose source is slow to answer cannot shed everyone else's.
     pub max_inflight: usize,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
@@ -145,7 +147,7 @@ pub(crate) struct Inner {
     pub(crate) sources: SourceRegistry,
     cache: Cache<Key, Arc<Entry>>,
     generations: Generations,
-    inflight: Mutex<HashMap<Key, Inflight>>,
+    inflight: Mutex<Loads>,
     load_ids: AtomicU64,
     /// Set once a change follower has run.
     followed: AtomicBool,
@@ -153,6 +155,17 @@ pub(crate) struct Inner {
     /// Keyed by `region NUL number`, so a hit allocates nothing (a region
     /// is an ISO code and never holds a NUL).
     normalized: moka::sync::Cache<String, Arc<str>>,
+}
+
+/// The part of `max_inflight` one tenant may hold.
+const TENANT_SHARE_OF_INFLIGHT: usize = 4;
+
+#[derive(Default)]
+struct Loads {
+    by_key: HashMap<Key, Inflight>,
+    /// Load tasks running per tenant, counted until they end: a load an
+    /// invalidation replaced in `by_key` still holds a connection.
+    by_tenant: HashMap<Id, usize>,
 }
 
 struct LoadDone<'a> {
@@ -163,18 +176,26 @@ struct LoadDone<'a> {
 
 impl Drop for LoadDone<'_> {
     fn drop(&mut self) {
-        let mut inflight = self
+        let mut loads = self
             .inner
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if inflight
+        if loads
+            .by_key
             .get(self.key)
             .is_some_and(|running| running.id == self.id)
         {
-            inflight.remove(self.key);
+            loads.by_key.remove(self.key);
         }
-        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
+        let tenant = self.key.0;
+        if let Some(running) = loads.by_tenant.get_mut(&tenant) {
+            *running -= 1;
+            if *running == 0 {
+                loads.by_tenant.remove(&tenant);
+            }
+        }
+        metrics::gauge!("dialtone_lookup_inflight").set(loads.by_key.len() as f64);
     }
 }
 
@@ -391,7 +412,8 @@ impl LookupService {
     }
 
     /// The running load for `key`, or a new one. `None` when too many loads
-    /// are running already. The flag says whether this call started it.
+    /// are running already, in all or for the key's tenant. The flag says
+    /// whether this call started it.
     /// The load answers from `state`, the one `tag` was taken from.
     fn join_or_start(
         &self,
@@ -400,23 +422,26 @@ impl LookupService {
         state: &Arc<MirrorState>,
     ) -> Option<(SharedLoad, bool)> {
         let inner = &self.inner;
-        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(running) = inflight.get(key) {
+        let mut loads = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = loads.by_key.get(key) {
             // A load from before an invalidation does not answer for after it.
             if running.tag == tag {
                 return Some((running.load.clone(), false));
             }
         }
-        if inflight.len() >= inner.options.max_inflight {
+        let tenant_max = (inner.options.max_inflight / TENANT_SHARE_OF_INFLIGHT).max(1);
+        let tenant_running = loads.by_tenant.get(&key.0).copied().unwrap_or(0);
+        if loads.by_key.len() >= inner.options.max_inflight || tenant_running >= tenant_max {
             metrics::counter!("dialtone_lookup_shed_total").increment(1);
             return None;
         }
         let id = inner.load_ids.fetch_add(1, Ordering::Relaxed);
+        *loads.by_tenant.entry(key.0).or_default() += 1;
         let task = tokio::spawn(self.clone().load(key.clone(), tag, state.clone(), id));
         let load = async move { task.await.unwrap_or_else(|_| Resolved::unavailable()) }
             .boxed()
             .shared();
-        inflight.insert(
+        loads.by_key.insert(
             key.clone(),
             Inflight {
                 id,
@@ -424,14 +449,15 @@ impl LookupService {
                 load: load.clone(),
             },
         );
-        metrics::gauge!("dialtone_lookup_inflight").set(inflight.len() as f64);
+        metrics::gauge!("dialtone_lookup_inflight").set(loads.by_key.len() as f64);
         Some((load, true))
     }
 
     async fn load(self, key: Key, tag: Tag, state: Arc<MirrorState>, id: u64) -> Resolved {
         // Leaves the in-flight map however the load ends, a panic included
         // (a malformed server reply can panic inside ldap3); otherwise the
-        // key would stay joined to a dead load.
+        // key would stay joined to a dead load and its tenant would lose
+        // one of its slots for good.
         let _done = LoadDone {
             inner: &self.inner,
             key: &key,

@@ -154,3 +154,126 @@ async fn a_large_directory_builds_once_off_the_workers_within_the_deadline() {
     // Eight concurrent lookups, one build; the small tenant's is the other.
     assert_eq!(service.local().builds(), 2);
 }
+
+/// An upstream CNAM server on loopback that counts requests and, when
+/// gated, holds each one until the test lets it go; it answers `reply`.
+struct Upstream {
+    requests: std::sync::atomic::AtomicU64,
+    gate: tokio::sync::Semaphore,
+    gated: bool,
+    reply: (axum::http::StatusCode, &'static str),
+}
+
+async fn start_upstream(
+    gated: bool,
+    reply: (axum::http::StatusCode, &'static str),
+) -> (Arc<Upstream>, String) {
+    use axum::extract::State;
+    let up = Arc::new(Upstream {
+        requests: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+        gated,
+        reply,
+    });
+    let app = axum::Router::new()
+        .route(
+            "/cnam/{digits}",
+            axum::routing::get(|State(up): State<Arc<Upstream>>| async move {
+                up.requests
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if up.gated {
+                    up.gate.acquire().await.unwrap().forget();
+                }
+                up.reply
+            }),
+        )
+        .with_state(up.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cnam/{{digits}}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (up, url)
+}
+
+/// A tenant whose source answers only at the deadline (a 404 then is a
+/// success to its breaker) and that asks for many numbers at once holds
+/// its share of the loads in flight, not all of them: the rest of its
+/// lookups are shed, as past the global bound, and another tenant's miss
+/// is still loaded.
+#[tokio::test]
+async fn a_tenant_with_a_slow_source_holds_only_its_share_of_the_loads() {
+    use axum::http::StatusCode;
+    use common::{mirror_of, source, tenant as tenant_row, tenant_id};
+    let (slow, slow_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
+    let (_fast, fast_url) = start_upstream(false, (StatusCode::OK, "Acme Name")).await;
+    let (_db, _store, mirror) = mirror_of(&[
+        tenant_row("hostile", "US"),
+        tenant_row("acme", "US"),
+        source(
+            "hostile",
+            "cnam",
+            SourceKind::Http,
+            serde_json::json!({ "url": slow_url }),
+            None,
+            5_000,
+        ),
+        source(
+            "acme",
+            "cnam",
+            SourceKind::Http,
+            serde_json::json!({ "url": fast_url }),
+            None,
+            5_000,
+        ),
+    ])
+    .await;
+    let (hostile, acme) = (tenant_id(&mirror, "hostile"), tenant_id(&mirror, "acme"));
+    let options = LookupOptions {
+        max_inflight: 8,
+        deadline: Duration::from_secs(5),
+        // The test's upstreams listen on loopback.
+        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
+        ..LookupOptions::default()
+    };
+    let service = LookupService::new(mirror, None, options);
+
+    let flood: Vec<_> = (0..8)
+        .map(|i| spawn_lookup(&service, hostile, format!("+1 201 555 {:04}", 100 + i)))
+        .collect();
+    // Every lookup of the flood has either reached the upstream or been shed.
+    let settled = || {
+        let reached = slow.requests.load(std::sync::atomic::Ordering::SeqCst) as usize;
+        reached + flood.iter().filter(|h| h.is_finished()).count() == flood.len()
+    };
+    assert!(
+        testing::eventually(Duration::from_secs(10), settled).await,
+        "the flood never settled"
+    );
+
+    let other = service.lookup(acme, "+1 201 555 0001").await.unwrap();
+    assert_eq!(
+        (other.name(), other.cache),
+        (Some("Acme Name"), CacheStatus::Miss),
+        "another tenant's miss was not loaded"
+    );
+
+    slow.gate.add_permits(flood.len());
+    let mut shed = 0;
+    for lookup in flood {
+        let (answer, _) = lookup.await.unwrap();
+        assert_eq!(answer.name(), None);
+        if answer.cache == CacheStatus::Shed {
+            shed += 1;
+        }
+    }
+    // A quarter of eight may load; the rest are shed at once.
+    assert_eq!(shed, 6);
+    // The slots come back once its loads end.
+    slow.gate.add_permits(1);
+    let again = service.lookup(hostile, "+1 201 555 0999").await.unwrap();
+    assert_eq!(
+        (again.resolved.definitive, again.cache),
+        (true, CacheStatus::Miss)
+    );
+}
