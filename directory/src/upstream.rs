@@ -65,6 +65,9 @@ impl HttpSource {
                 networks: networks.clone(),
                 port,
             })
+            // A proxy from the environment (HTTP_PROXY and the like) would
+            // resolve the tenant's host itself, past the resolver's check.
+            .no_proxy()
             // A redirect could lead anywhere: an answer is a name or nothing.
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(8)
