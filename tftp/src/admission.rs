@@ -24,6 +24,9 @@ pub(crate) struct Decision {
     /// gets the answer an unknown MAC gets, and costs a miss like one, so
     /// neither the answer nor its cost tells a known MAC from an unknown.
     pub blind: bool,
+    /// A model-common or boot file for a model no phone here has and no
+    /// stored template names (`models.rs`): "not found", and a miss.
+    pub unmodeled: bool,
 }
 
 impl Decision {
@@ -75,6 +78,7 @@ pub(crate) fn screen(
         served,
         refused,
         blind,
+        unmodeled: false,
     }
 }
 

@@ -116,6 +116,23 @@ impl Provisioner {
         }))
     }
 
+    /// Whether a model-common or boot file names a model (in its name, its
+    /// User-Agent or through its model code) that this deployment does not
+    /// have: see `models.rs` for why that is "not found".
+    pub(crate) fn names_unknown_model(
+        &self,
+        state: &Arc<MirrorState>,
+        identity: &Identity,
+        job: &RenderJob,
+    ) -> bool {
+        if !matches!(identity.kind, FileKind::ModelCommon | FileKind::Boot) {
+            return false;
+        }
+        let known = |model: &str| self.models.knows(state, job.family, model);
+        !(identity.file_model.as_deref().is_none_or(known)
+            && job.model.as_deref().is_none_or(known))
+    }
+
     /// Renders what `render_file` could not answer from the cache, and
     /// caches the outcome if it is still current.
     pub(crate) fn finish(&self, job: RenderJob) -> Result<Rendered, ProvisionError> {

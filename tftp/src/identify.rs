@@ -66,6 +66,9 @@ pub struct Identity {
     pub model: Option<String>,
     /// Model code from a model-common file name (Yealink `28`, Fanvil …).
     pub model_code: Option<String>,
+    /// The model as the file name spells it (`504g` in `spa504g.cfg`),
+    /// whatever the User-Agent says.
+    pub file_model: Option<String>,
     pub firmware: Option<String>,
     /// The file name as requested, without directories.
     pub file: String,
@@ -421,6 +424,7 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
         mac,
         model,
         model_code,
+        file_model: caps.model.map(str::to_string),
         firmware: ua.and_then(|u| u.firmware),
         file: file.to_string(),
         template,
@@ -454,15 +458,7 @@ pub fn file_names(family: Family, mac: &Mac, model: Option<&str>) -> Vec<String>
     let lower = mac.to_string();
     let upper = lower.to_ascii_uppercase();
     let model = model.unwrap_or_default();
-    let model_in_file = match family {
-        Family::CiscoSpa => model.trim_start_matches("SPA").to_ascii_lowercase(),
-        Family::CiscoMpp => model
-            .trim_start_matches("CP-")
-            .trim_end_matches("-3PCC")
-            .to_string(),
-        Family::Grandstream => model.to_ascii_lowercase(),
-        _ => model.to_string(),
-    };
+    let model_in_file = model_in_file(family, model);
     let code = match family {
         Family::Yealink => YEALINK_CODES
             .iter()
@@ -502,6 +498,20 @@ pub fn file_names(family: Family, mac: &Mac, model: Option<&str>) -> Vec<String>
         }
     }
     names
+}
+
+/// A model as `family`'s file names spell it (`SPA504G` is `504g`,
+/// `CP-8851-3PCC` is `8851`).
+pub(crate) fn model_in_file(family: Family, model: &str) -> String {
+    match family {
+        Family::CiscoSpa => model.trim_start_matches("SPA").to_ascii_lowercase(),
+        Family::CiscoMpp => model
+            .trim_start_matches("CP-")
+            .trim_end_matches("-3PCC")
+            .to_string(),
+        Family::Grandstream => model.to_ascii_lowercase(),
+        _ => model.to_string(),
+    }
 }
 
 /// Turns a model as it appears in a file name into the model's usual name.

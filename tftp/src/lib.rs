@@ -19,6 +19,7 @@ pub mod guard;
 pub mod http;
 pub mod identify;
 pub mod known;
+mod models;
 mod outcome;
 pub mod phonebook;
 pub mod pool;

@@ -139,6 +139,7 @@ pub struct Provisioner {
     digest: DigestAuth,
     pub(crate) statics: ArcSwap<StaticIndex>,
     pool: RenderPool,
+    pub(crate) models: crate::models::ModelIndex,
 }
 
 impl Provisioner {
@@ -163,6 +164,7 @@ impl Provisioner {
             unclaimed: None,
             statics: ArcSwap::from_pointee(StaticIndex::default()),
             pool: RenderPool::new(options.pool),
+            models: Default::default(),
             // Every node derives the same nonce key, so a nonce one issued
             // is good at another behind the same load balancer.
             digest: DigestAuth::new(digest_key, std::time::Duration::from_secs(300), 100_000),
@@ -336,8 +338,8 @@ impl Provisioner {
                 return Err(ProvisionError::Banned);
             }
         }
-        let decision = admission::screen(state, identity, named, request);
-        let step = match &decision.identity {
+        let mut decision = admission::screen(state, identity, named, request);
+        let mut step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
             Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),
             Ok(id) => match decision
@@ -349,6 +351,13 @@ impl Provisioner {
                 _ => self.serve_identified(state, decision.served.as_ref(), id, request),
             },
         };
+        // Only a render about to start is checked: cache hits stay free.
+        if let (Step::Render(job), Ok(id)) = (&step, &decision.identity) {
+            if self.names_unknown_model(state, id, job) {
+                decision.unmodeled = true;
+                step = Step::Done(Err(ProvisionError::NotFound));
+            }
+        }
         Ok((decision, step))
     }
 

@@ -1,0 +1,93 @@
+//! Model-common and boot files: served for the models this deployment has,
+//! and for a made-up model a miss, not a render.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use common::*;
+use dialtone_sync::testing::test_key;
+use dialtone_sync::{Family, TemplateScope};
+use dialtone_tftp::{ProvisionError, ProvisionOptions, Provisioner, Request, Shipped};
+
+fn ask<'a>(ip: IpAddr, path: &'a str, user_agent: Option<&'a str>) -> Request<'a> {
+    Request {
+        path,
+        user_agent,
+        remote: Some(ip),
+        protocol: dialtone_tftp::Protocol::Http,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn made_up_models_are_misses_that_ban_and_never_render() {
+    let f = Fixture::new().await;
+    // The shipped templates: every family's common files render.
+    let provisioner = Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions::default(),
+    ));
+    let scanner: IpAddr = "192.0.2.66".parse().unwrap();
+    let phone: IpAddr = "192.0.2.10".parse().unwrap();
+
+    let mut banned_after = None;
+    for n in 0..200u32 {
+        let (path, agent) = match n % 5 {
+            0 => (format!("spax{n}.cfg"), None),
+            1 => (format!("snomX{n}.htm"), None),
+            2 => (format!("cfgx{n}.xml"), None),
+            3 => (format!("X{n}-3PCC.xml"), None),
+            _ => (
+                "y000000000066.cfg".to_string(),
+                Some(format!("Yealink SIP-X{n} 66.86.0.15")),
+            ),
+        };
+        match provisioner.provision(&ask(scanner, &path, agent.as_deref())) {
+            Err(ProvisionError::Banned) => {
+                banned_after = Some(n);
+                break;
+            }
+            other => assert_eq!(other.err(), Some(ProvisionError::NotFound), "{path}"),
+        }
+    }
+    // The default burst is 30 misses.
+    assert_eq!(banned_after, Some(31), "made-up models must cost misses");
+    assert_eq!(provisioner.cached_files(), 0, "a made-up model rendered");
+
+    // A stored model's common and boot files still serve, however the
+    // file or the User-Agent spells it, and with no User-Agent (TFTP).
+    for (path, agent) in [
+        ("snomD785.htm", None),
+        ("snomd785.htm", None),
+        ("y000000000066.cfg", None),
+        ("y000000000066.cfg", Some("Yealink SIP-t46s 66.86.0.15")),
+        ("y000000000000.boot", None),
+        ("y000000000000.boot", Some("Yealink SIP-T54W 96.86.0.15")),
+    ] {
+        let served = provisioner.provision(&ask(phone, path, agent));
+        assert!(served.is_ok(), "{path} {agent:?}: {served:?}");
+    }
+    // A model no phone has yet, named by a model template: served.
+    assert_eq!(
+        provisioner
+            .provision(&ask(phone, "spa504g.cfg", None))
+            .err(),
+        Some(ProvisionError::NotFound)
+    );
+    f.write(&[template(
+        TemplateScope::Model,
+        Family::CiscoSpa,
+        "SPA504G",
+        "spa{model}.cfg",
+        "<flat-profile></flat-profile>\n",
+    )])
+    .await;
+    assert!(provisioner
+        .provision(&ask(phone, "spa504g.cfg", None))
+        .is_ok());
+    assert!(!provisioner.guard().is_banned(phone));
+}
