@@ -318,6 +318,7 @@ pub async fn update_entry(
             action: "update",
             tenant: Some(&slug),
             detail,
+            seen: None,
         },
         Mutation::UpsertDirectoryEntry(input),
     )
@@ -352,6 +353,7 @@ pub async fn remove_entry(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({}),
+            seen: None,
         },
         Mutation::DeleteDirectoryEntry {
             tenant: slug.clone(),

@@ -31,7 +31,7 @@ mod versions;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -205,6 +205,7 @@ pub(crate) async fn commit_if_match(
     mutation: Mutation,
 ) -> Result<WriteReport, ApiError> {
     let (entity, key) = audit_name(&target);
+    let changed = format!("{entity} {key}");
     let change = Change {
         action: edit.action,
         entity,
@@ -212,9 +213,25 @@ pub(crate) async fn commit_if_match(
         tenant: edit.tenant,
         detail: edit.detail,
     };
-    let mut mutations: Vec<Mutation> = expectation(headers, target).into_iter().collect();
+    let asked = expectation(headers, target.clone());
+    // A tenant's caller was checked against this node's mirror, which may
+    // lag: the write applies only to the row as checked, or a phone that
+    // has just moved to another tenant could be written (and taken back).
+    let implied = match (&asked, principal.is_global(), edit.seen) {
+        (None, false, Some(etag)) => Some(Mutation::Expect { target, etag }),
+        _ => None,
+    };
+    let was_implied = implied.is_some();
+    let mut mutations: Vec<Mutation> = asked.into_iter().chain(implied).collect();
     mutations.push(mutation);
-    commit(state, principal, change, mutations).await
+    commit(state, principal, change, mutations)
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::PRECONDITION_FAILED if was_implied => ApiError::conflict(format!(
+                "{changed} changed a moment ago, on this or another node; read it again and retry"
+            )),
+            _ => e,
+        })
 }
 
 /// A write to one existing row: the audit row's entity and key come from
@@ -224,6 +241,9 @@ pub(crate) struct Edit<'a> {
     pub tenant: Option<&'a str>,
     /// Summaries and hashes only: never a secret.
     pub detail: Value,
+    /// The row's tag as the caller's rights were checked against it (see
+    /// `commit_if_match`); `None` where ownership cannot move.
+    pub seen: Option<String>,
 }
 
 /// How the audit log names a row.

@@ -555,7 +555,7 @@ pub(crate) async fn create_phone(
 #[utoipa::path(put, operation_id = "phones_update", path = "/v1/phones/{mac}", tag = "phones", request_body = PhoneBody,
     params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AdminState>,
@@ -601,6 +601,7 @@ pub async fn update(
             action: "update",
             tenant: Some(&tenant),
             detail,
+            seen: Some(before),
         },
         Mutation::UpsertPhone(input),
     )
@@ -615,7 +616,8 @@ pub async fn update(
 
 #[utoipa::path(delete, operation_id = "phones_remove", path = "/v1/phones/{mac}", tag = "phones",
     params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AdminState>,
@@ -624,10 +626,14 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&mac)?;
-    let tenant = {
+    let (tenant, seen) = {
         let mirror = state.mirror.load();
         let phone = phone_for(&mirror, &principal, &mac, Access::Write)?;
-        mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string())
+        let seen = phone_etag(phone, &mirror.lines_of(phone.id));
+        (
+            mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string()),
+            seen,
+        )
     };
 
     commit_if_match(
@@ -639,6 +645,7 @@ pub async fn remove(
             action: "delete",
             tenant: tenant.as_deref(),
             detail: json!({}),
+            seen: Some(seen),
         },
         Mutation::DeletePhone { mac },
     )

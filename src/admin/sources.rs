@@ -262,6 +262,7 @@ pub async fn update_source(
             action: "update",
             tenant: Some(&slug),
             detail,
+            seen: None,
         },
         Mutation::UpsertDirectorySource(input),
     )
@@ -296,6 +297,7 @@ pub async fn remove_source(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({}),
+            seen: None,
         },
         Mutation::DeleteDirectorySource {
             tenant: slug.clone(),

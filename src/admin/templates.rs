@@ -512,6 +512,8 @@ pub(crate) async fn save_body(
             action,
             tenant: tenant.as_deref(),
             detail,
+            // A phone's template goes when its phone changes tenant.
+            seen: Some(dialtone_sync::etag_of(template)),
         },
         Mutation::UpsertTemplate(TemplateInput {
             scope: key.scope,
@@ -586,6 +588,7 @@ pub async fn remove(
             action: "delete",
             tenant: tenant.as_deref(),
             detail: json!({ "before": digest(&template.body), "version": template.version }),
+            seen: None,
         },
         Mutation::DeleteTemplate { id },
     )

@@ -255,6 +255,7 @@ pub async fn update(
             action: "update",
             tenant: Some(&slug),
             detail: json!({ "before": etag_of(&*before) }),
+            seen: None,
         },
         Mutation::UpsertTenant(input),
     )
@@ -306,6 +307,7 @@ pub async fn remove(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({ "phones": phones, "directory_entries": entries }),
+            seen: None,
         },
         Mutation::DeleteTenant { slug: slug.clone() },
     )
