@@ -61,7 +61,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_provisioning_misses_total",
-        "Misses counted toward a ban, by kind (not_found, refused, login, blind).",
+        "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file of a model no phone or template has).",
     ),
     (
         "dialtone_provisioning_sources_evicted_total",
@@ -144,6 +144,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "TFTP transfers that panicked.",
     ),
     (
+        "dialtone_tftp_transfer_failed_total",
+        "TFTP transfers that could not start or read their file (answered with an error packet).",
+    ),
+    (
+        "dialtone_directory_local_index_builds_total",
+        "Builds of a tenant's local directory index (one per tenant at a time, off the async workers).",
+    ),
+    (
         "dialtone_directory_mirror_sync_errors_total",
         "Failed syncs of a mirrored LDAP source, by source id and kind (full, incremental).",
     ),
@@ -224,6 +232,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_request_panics_total", &[]),
     ("dialtone_tftp_stalled_total", &[]),
     ("dialtone_tftp_transfer_panics_total", &[]),
+    ("dialtone_tftp_transfer_failed_total", &[]),
     ("dialtone_unclaimed_dropped_total", &[]),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
