@@ -206,8 +206,8 @@ impl Guard {
 /// misses every real phone makes ([`Identity::is_probe`]) when they name no
 /// MAC or one answered for here. A probe for a MAC not answered for here
 /// costs like any unknown name, so a free miss tells nothing about a MAC.
-/// A common file for a model this deployment lacks is a miss too
-/// (`models.rs`): its names are endless, each one a render.
+/// A common file rendered for a model this deployment lacks is a miss
+/// too, though served (`models.rs`): its names are endless, each a render.
 pub(crate) fn miss_kind(
     request: &Request<'_>,
     decision: &Decision,

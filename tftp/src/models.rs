@@ -1,7 +1,7 @@
 //! Which models this deployment has: the ones its phones are recorded as,
 //! and the ones a stored model-scope template names. A model-common or
-//! boot file rendered for a model outside this set is answered "not found"
-//! and costs a miss.
+//! boot file rendered for a model outside this set is still served, but
+//! costs its source a miss.
 //!
 //! Why: every new model name is a new render (the cache key is the file
 //! name, its inputs the model), all of them anonymous, on the share real
@@ -9,9 +9,11 @@
 //! made-up `User-Agent: Yealink SIP-…` each rendered the shipped template
 //! and, being answered, never counted toward a ban, so one source could
 //! keep the pool's queue full and real phones' boot files busy after a
-//! cache clear. No phone of ours needs a file for a model we have no phone
-//! of; an operator rolling one out records it (or a model template) first,
-//! and a scanner's made-up names are now misses like any other.
+//! cache clear. Refusing such files outright would cost real phones too:
+//! phones are often recorded without a model, and theirs is then in no
+//! record. So the render goes ahead and counts as a miss: a phone costs
+//! one per model and cache fill, far below a ban, and a scanner's endless
+//! names ban it after the usual burst.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};

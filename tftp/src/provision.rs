@@ -339,7 +339,7 @@ impl Provisioner {
             }
         }
         let mut decision = admission::screen(state, identity, named, request);
-        let mut step = match &decision.identity {
+        let step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
             Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),
             Ok(id) => match decision
@@ -352,11 +352,10 @@ impl Provisioner {
             },
         };
         // Only a render about to start is checked: cache hits stay free.
+        // Still served: a phone recorded without a model needs its common
+        // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&step, &decision.identity) {
-            if self.names_unknown_model(state, id, job) {
-                decision.unmodeled = true;
-                step = Step::Done(Err(ProvisionError::NotFound));
-            }
+            decision.unmodeled = self.names_unknown_model(state, id, job);
         }
         Ok((decision, step))
     }

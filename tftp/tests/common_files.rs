@@ -1,5 +1,6 @@
-//! Model-common and boot files: served for the models this deployment has,
-//! and for a made-up model a miss, not a render.
+//! Model-common and boot files: served for the models this deployment has
+//! for free, and for any other model served too, but at a miss, so a
+//! scanner's made-up models get it banned after the usual burst.
 
 mod common;
 
@@ -22,7 +23,7 @@ fn ask<'a>(ip: IpAddr, path: &'a str, user_agent: Option<&'a str>) -> Request<'a
 }
 
 #[tokio::test]
-async fn made_up_models_are_misses_that_ban_and_never_render() {
+async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
     let f = Fixture::new().await;
     // The shipped templates: every family's common files render.
     let provisioner = Arc::new(Provisioner::new(
@@ -51,12 +52,12 @@ async fn made_up_models_are_misses_that_ban_and_never_render() {
                 banned_after = Some(n);
                 break;
             }
-            other => assert_eq!(other.err(), Some(ProvisionError::NotFound), "{path}"),
+            other => assert!(other.is_ok(), "{path}: {other:?}"),
         }
     }
     // The default burst is 30 misses.
     assert_eq!(banned_after, Some(31), "made-up models must cost misses");
-    assert_eq!(provisioner.cached_files(), 0, "a made-up model rendered");
+    assert!(provisioner.cached_files() <= 31, "renders past the ban");
 
     // A stored model's common and boot files still serve, however the
     // file or the User-Agent spells it, and with no User-Agent (TFTP).
@@ -71,13 +72,12 @@ async fn made_up_models_are_misses_that_ban_and_never_render() {
         let served = provisioner.provision(&ask(phone, path, agent));
         assert!(served.is_ok(), "{path} {agent:?}: {served:?}");
     }
-    // A model no phone has yet, named by a model template: served.
-    assert_eq!(
-        provisioner
-            .provision(&ask(phone, "spa504g.cfg", None))
-            .err(),
-        Some(ProvisionError::NotFound)
-    );
+    // A model no phone is recorded as (phones are often recorded without
+    // one) is still served; it costs one miss, not a ban.
+    assert!(provisioner
+        .provision(&ask(phone, "spa504g.cfg", None))
+        .is_ok());
+    // Named by a model template, it is known and served too.
     f.write(&[template(
         TemplateScope::Model,
         Family::CiscoSpa,
