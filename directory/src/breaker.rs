@@ -21,7 +21,11 @@ pub enum BreakerState {
 struct Inner {
     consecutive_failures: u32,
     open_until: Option<Duration>,
-    probing: bool,
+    /// When the probe now out was let through. A probe whose caller never
+    /// reports (its lookup cancelled at a deadline, or a panic in the
+    /// client) would otherwise keep the source refused until its row
+    /// changes; after a cool-down another probe may go.
+    probing: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -46,7 +50,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 consecutive_failures: 0,
                 open_until: None,
-                probing: false,
+                probing: None,
             }),
             threshold: threshold.max(1),
             cooldown,
@@ -61,11 +65,18 @@ impl Breaker {
     /// `None` while open: do not call the source.
     pub fn permit(&self) -> Option<Permit> {
         let mut inner = self.lock();
+        let now = self.clock.now();
         match inner.open_until {
             None => Some(Permit::Call),
-            Some(_) if inner.probing => None,
-            Some(until) if self.clock.now() >= until => {
-                inner.probing = true;
+            Some(_)
+                if inner
+                    .probing
+                    .is_some_and(|since| now < since + self.cooldown) =>
+            {
+                None
+            }
+            Some(until) if now >= until => {
+                inner.probing = Some(now);
                 Some(Permit::Probe)
             }
             Some(_) => None,
@@ -79,14 +90,14 @@ impl Breaker {
         }
         inner.consecutive_failures = 0;
         inner.open_until = None;
-        inner.probing = false;
+        inner.probing = None;
     }
 
     pub fn failure(&self) {
         let mut inner = self.lock();
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
-        let reopen = inner.probing || inner.consecutive_failures >= self.threshold;
-        inner.probing = false;
+        let reopen = inner.probing.is_some() || inner.consecutive_failures >= self.threshold;
+        inner.probing = None;
         if reopen {
             if inner.open_until.is_none() {
                 tracing::warn!(
@@ -102,8 +113,8 @@ impl Breaker {
         let inner = self.lock();
         match (inner.open_until, inner.probing) {
             (None, _) => BreakerState::Closed,
-            (Some(_), true) => BreakerState::HalfOpen,
-            (Some(_), false) => BreakerState::Open,
+            (Some(_), Some(_)) => BreakerState::HalfOpen,
+            (Some(_), None) => BreakerState::Open,
         }
     }
 }
@@ -137,6 +148,22 @@ mod tests {
         assert_eq!(breaker.permit(), Some(Permit::Probe));
         breaker.success();
         assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(breaker.permit(), Some(Permit::Call));
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_close_the_source_for_good() {
+        let clock = Clock::manual();
+        let breaker = Breaker::new(1, Duration::from_secs(5), clock.clone());
+        breaker.failure();
+        clock.advance(Duration::from_secs(5));
+        // Its caller was cancelled (or panicked): no success, no failure.
+        assert_eq!(breaker.permit(), Some(Permit::Probe));
+        clock.advance(Duration::from_millis(4999));
+        assert_eq!(breaker.permit(), None);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(breaker.permit(), Some(Permit::Probe));
+        breaker.success();
         assert_eq!(breaker.permit(), Some(Permit::Call));
     }
 
