@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use dialtone_sync::import::{plan_files, ImportPlan};
-use dialtone_sync::store::Ending;
+use dialtone_sync::store::{unknown_tenant, Ending};
 use dialtone_sync::{Audit, Mutation, SyncError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,6 +25,10 @@ fn print_errors(plan: &ImportPlan) {
         );
     }
 }
+
+/// Tenants that do not exist named in one run without `--skip-invalid`:
+/// each costs a rehearsal of the whole import.
+const MAX_REHEARSALS: usize = 10;
 
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     let started = std::time::Instant::now();
@@ -86,14 +90,29 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         std::mem::take(&mut plan.items).into_iter().unzip();
     // A rejection by the database names the mutation; map it back to its
     // file position. With --skip-invalid, drop it and try again.
+    // Without --skip-invalid, a refused tenant's phones are set aside and
+    // the run rehearsed again (rolled back), so one run names every
+    // tenant that does not exist, up to `MAX_REHEARSALS` of them.
+    let (mut refused, mut rehearsals) = (0usize, 0usize);
     let report = loop {
         let progress_bar = bar.clone();
         let progress: Option<dialtone_sync::store::Progress> = progress_bar
             .map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
+        let this_time = if refused > 0 {
+            Ending::RollBack
+        } else {
+            ending
+        };
         match store
-            .apply_with_progress(&mutations, &audit, progress, ending)
+            .apply_with_progress(&mutations, &audit, progress, this_time)
             .await
         {
+            Ok(_) if refused > 0 => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                bail!("{refused} phones refused by the database; nothing was written");
+            }
             Ok(report) => break report,
             Err(SyncError::Rejected {
                 index,
@@ -109,15 +128,51 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
                         .map(|l: &dialtone_sync::import::Location| l.to_string())
                         .unwrap_or_default(),
                 };
-                if !args.skip_invalid {
-                    if let Some(b) = &bar {
-                        b.abandon();
+                // Every phone of a tenant that does not exist is refused at
+                // once: all reported, and with --skip-invalid all skipped in
+                // one retry instead of one whole retry each.
+                let same_tenant = match (item, mutations.get(index)) {
+                    (Some(phone), Some(Mutation::UpsertPhones(batch))) if phone < batch.len() => {
+                        let tenant = batch.tenant_index(phone);
+                        let unknown = unknown_tenant(&batch.tenants()[tenant]);
+                        (reason == unknown).then(|| {
+                            (0..batch.len())
+                                .filter(|&i| batch.tenant_index(i) == tenant)
+                                .collect::<Vec<usize>>()
+                        })
                     }
-                    bail!("{location}: {reason}; nothing was written");
+                    _ => None,
+                };
+                let verdict = if args.skip_invalid { " (skipped)" } else { "" };
+                match &same_tenant {
+                    Some(phones) if phones.len() > 1 => {
+                        for &phone in phones {
+                            eprintln!("{}: {reason}{verdict}", plan.phones.location(phone));
+                        }
+                    }
+                    _ => eprintln!("{location}: {reason}{verdict}"),
                 }
-                eprintln!("{location}: {reason} (skipped)");
+                if !args.skip_invalid {
+                    refused += same_tenant.as_ref().map_or(1, Vec::len);
+                    rehearsals += 1;
+                    if same_tenant.is_none() || rehearsals >= MAX_REHEARSALS {
+                        if let Some(b) = &bar {
+                            b.abandon();
+                        }
+                        bail!("{refused} phones refused by the database (the last: {reason}); nothing was written");
+                    }
+                }
                 match (item, mutations.get_mut(index)) {
-                    (Some(phone), Some(Mutation::UpsertPhones(batch))) if batch.len() > 1 => {
+                    (Some(_), Some(Mutation::UpsertPhones(batch)))
+                        if same_tenant.as_ref().is_some_and(|p| p.len() < batch.len()) =>
+                    {
+                        let phones = same_tenant.as_deref().unwrap_or_default();
+                        batch.remove_all(phones);
+                        plan.phones.remove_all(phones);
+                    }
+                    (Some(phone), Some(Mutation::UpsertPhones(batch)))
+                        if same_tenant.is_none() && batch.len() > 1 =>
+                    {
                         batch.remove(phone);
                         plan.phones.remove(phone);
                     }

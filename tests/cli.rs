@@ -188,6 +188,70 @@ fn skip_invalid_does_not_skip_a_whole_file() {
     );
 }
 
+/// Phones naming tenants that do not exist are every one reported, and
+/// `--skip-invalid` skips them all and imports the rest, on the bulk path
+/// (thousands of phones) as on the row-by-row one.
+#[test]
+fn every_phone_of_an_unknown_tenant_is_reported_and_skipped() {
+    for phones in [3000u32, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(dir.path());
+        let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+        let mut csv = phones_csv(1, phones);
+        let mut lines: Vec<String> = csv.lines().map(str::to_string).collect();
+        // Every third phone names a tenant no one created, one a second.
+        for (n, line) in lines.iter_mut().enumerate().skip(1) {
+            if n % 3 == 0 {
+                *line = line.replacen("acme,", "acne,", 1);
+            }
+        }
+        lines[2] = lines[2].replacen("acme,", "acme-typo,", 1);
+        csv = lines.join("\n") + "\n";
+        let refused = (1..=phones as usize).filter(|n| n % 3 == 0).count() + 1;
+        let path = write_file(dir.path(), "phones.csv", &csv);
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import").arg(&tenants).arg(&path);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        // One run names them all, each tenant that does not exist.
+        let reported = err.lines().filter(|l| l.contains("unknown tenant")).count();
+        assert_eq!(reported, refused, "{phones}: {err}");
+        assert!(
+            err.contains("phones.csv:4:1: unknown tenant \"acne\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("phones.csv:3:1: unknown tenant \"acme-typo\""),
+            "{err}"
+        );
+        assert!(err.contains(&format!("{refused} phones refused")), "{err}");
+        assert!(err.contains("nothing was written"), "{err}");
+        // Nothing of it was written: the tenant file's tenant is new now.
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import").arg(&tenants);
+        assert!(text(&run(cmd).stdout).contains("tenants +1"));
+
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("import").arg("--skip-invalid").arg(&path);
+        let out = run(cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        let skipped = err.lines().filter(|l| l.ends_with("(skipped)")).count();
+        assert_eq!(skipped, refused, "{err}");
+        assert!(
+            err.contains("unknown tenant \"acme-typo\" (skipped)"),
+            "{err}"
+        );
+        let imported = format!("phones +{}", phones as usize - refused);
+        assert!(
+            text(&out.stdout).contains(&imported),
+            "{imported}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn unknown_tenant_rejected_by_the_database_is_located() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,6 +73,18 @@ impl PhoneOrigins {
     pub fn remove(&mut self, i: usize) {
         self.phones.remove(i);
     }
+
+    /// Forgets the phones `gone` lists (ascending), as
+    /// [`PhoneBatch::remove_all`] does.
+    pub fn remove_all(&mut self, gone: &[usize]) {
+        let mut gone = gone.iter().copied().peekable();
+        let mut i = 0;
+        self.phones.retain(|_| {
+            let keep = gone.next_if_eq(&i).is_none();
+            i += 1;
+            keep
+        });
+    }
 }
 
 /// The phones of a plan while its files are read.

@@ -170,7 +170,7 @@ macro_rules! bulk_sql {
             {
                 return Err(reject(
                     i,
-                    format!("unknown tenant {:?}", phones.get(i).tenant),
+                    crate::store::unknown_tenant(&phones.get(i).tenant),
                 ));
             }
             let tenant_id = |i: usize| tenant_ids[phones.tenant_index(i)].unwrap_or_default();

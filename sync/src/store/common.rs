@@ -191,7 +191,7 @@ macro_rules! shared_sql {
                 .bind(slug)
                 .fetch_optional(&mut *conn)
                 .await?
-                .ok_or_else(|| SyncError::Invalid(format!("unknown tenant {slug:?}")))
+                .ok_or_else(|| SyncError::Invalid(crate::store::unknown_tenant(slug)))
         }
 
         fn count(c: &mut Counts, existed: bool, rows_affected: u64) {

@@ -493,6 +493,13 @@ pub async fn open(
     }
 }
 
+/// How a write refuses a row that names a tenant no one has created. One
+/// text, so `dialtone import` can tell this refusal from others and report
+/// (or skip) every phone of that tenant at once.
+pub fn unknown_tenant(slug: &str) -> String {
+    format!("unknown tenant {slug:?}")
+}
+
 pub fn backend_of(url: &str) -> Result<Backend, SyncError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
