@@ -118,7 +118,8 @@ impl Provisioner {
 
     /// Whether a model-common or boot file names a model (in its name, its
     /// User-Agent or through its model code) that this deployment does not
-    /// have: see `models.rs` for why that is "not found".
+    /// have, or only a code no model is known by: such a render is served
+    /// but costs its source a miss (`models.rs` says why).
     pub(crate) fn names_unknown_model(
         &self,
         state: &Arc<MirrorState>,
@@ -127,6 +128,12 @@ impl Provisioner {
     ) -> bool {
         if !matches!(identity.kind, FileKind::ModelCommon | FileKind::Boot) {
             return false;
+        }
+        // A model code nothing ties to a model (Fanvil's `f` and ten
+        // characters, a Yealink code not in the table) names no model we
+        // could check, and its names are as endless.
+        if identity.file_model.is_none() && job.model.is_none() && identity.model_code.is_some() {
+            return true;
         }
         let known = |model: &str| self.models.knows(state, job.family, model);
         !(identity.file_model.as_deref().is_none_or(known)

@@ -59,6 +59,23 @@ async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
     assert_eq!(banned_after, Some(31), "made-up models must cost misses");
     assert!(provisioner.cached_files() <= 31, "renders past the ban");
 
+    // Model codes nothing ties to a model (Fanvil's ten characters) too.
+    let coder: IpAddr = "192.0.2.67".parse().unwrap();
+    let banned_after = (0..200u32).find(|n| {
+        let path = format!("f{n:010}.cfg");
+        let answer = provisioner.provision(&ask(coder, &path, None));
+        assert!(
+            matches!(answer, Ok(_) | Err(ProvisionError::Banned)),
+            "{path}: {answer:?}"
+        );
+        answer.is_err()
+    });
+    assert_eq!(
+        banned_after,
+        Some(31),
+        "made-up model codes must cost misses"
+    );
+
     // A stored model's common and boot files still serve, however the
     // file or the User-Agent spells it, and with no User-Agent (TFTP).
     for (path, agent) in [
