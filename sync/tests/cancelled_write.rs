@@ -2,6 +2,7 @@
 //! gone, a cancelled admin request, a panic) must leave nothing behind: no
 //! lock that stops the next writer, no rows that a reader sees.
 
+#[macro_use]
 mod common;
 
 use std::sync::{mpsc, Arc, Mutex};
@@ -18,27 +19,6 @@ const ENTRIES: u32 = 3_000;
 /// Far more than any step here needs; a hang fails the test instead of
 /// stalling the suite.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(
-                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Sqlite).await,
-                )
-                .await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(
-                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await,
-                )
-                .await;
-            }
-        }
-    };
-}
 
 both_backends!(
     a_write_dropped_midway_leaves_no_lock_and_no_rows,

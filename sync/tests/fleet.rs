@@ -1,24 +1,12 @@
 //! `Store::fleet_history` against both SQLite and PostgreSQL: the latest
 //! fetch per phone and fetches per hour, each only the asking tenant's.
 
-use dialtone_sync::store::{Backend, BootRecord};
+#[macro_use]
+mod common;
+
+use dialtone_sync::store::BootRecord;
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::{now_millis, Mac};
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::TestDb::new(super::Backend::Sqlite).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::TestDb::new(super::Backend::Postgres).await).await;
-            }
-        }
-    };
-}
 
 const HOUR: i64 = 3_600_000;
 

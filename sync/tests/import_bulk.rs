@@ -2,6 +2,7 @@
 //! written set-based): what they write, what the change log says, and what
 //! a second node's mirror sees, on SQLite and PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -11,22 +12,6 @@ use dialtone_sync::store::{LineInput, PhoneInput};
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
 use sqlx::Connection;
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Sqlite).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Postgres).await).await;
-            }
-            use super::*;
-        }
-    };
-}
 
 /// Enough phones to take the bulk path.
 const PHONES: u32 = 300;

@@ -4,28 +4,13 @@
 //! a malformed one are imported, and no phone loses stored lines because
 //! one of its rows was skipped.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use dialtone_sync::import::plan_files;
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Sqlite).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Postgres).await).await;
-            }
-            use super::*;
-        }
-    };
-}
 
 const HEAD: &str = "tenant,mac,family,model,line,extension,display_name,password,registrar\n";
 

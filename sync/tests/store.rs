@@ -1,6 +1,7 @@
 //! Store and mirror behaviour, written once and run against both SQLite and
 //! PostgreSQL (real servers, started by scripts/test).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -10,27 +11,6 @@ use dialtone_sync::store::Backend;
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
 use rand::{Rng, SeedableRng};
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(
-                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Sqlite).await,
-                )
-                .await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(
-                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await,
-                )
-                .await;
-            }
-        }
-    };
-}
 
 both_backends!(upserts_are_idempotent, upserts_are_idempotent_body);
 async fn upserts_are_idempotent_body(db: TestDb) {

@@ -1,6 +1,9 @@
 //! The unclaimed-devices table on both backends: upsert by (tenant, MAC),
 //! the per-tenant bound, tenant isolation, and the writer's batching.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,22 +13,6 @@ use dialtone_sync::testing::TestDb;
 use dialtone_sync::unclaimed::{channel, fold, Sighting};
 use dialtone_sync::*;
 use tokio_util::sync::CancellationToken;
-
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Sqlite).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(TestDb::new(dialtone_sync::Backend::Postgres).await).await;
-            }
-            use dialtone_sync::testing::TestDb;
-        }
-    };
-}
 
 fn sighting(tenant_id: Id, mac: u64, at: Millis, model: Option<&str>) -> Sighting {
     let bytes = mac.to_be_bytes();

@@ -3,9 +3,34 @@
 //! numbers the reserved fictional ranges (see docs/test-data.md).
 #![allow(dead_code)]
 
+/// `both_backends!(name, body)`: tests `name::sqlite` and `name::postgres`,
+/// each calling `body` with a fresh database of that backend.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Sqlite).await,
+                )
+                .await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(
+                    dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(unused_imports)] // a test file may include this module for `both_backends!` alone
 pub use dialtone_sync::testing::build::*;
 use dialtone_sync::testing::eventually;
 use dialtone_sync::*;
