@@ -283,9 +283,9 @@ async fn scanners_get_banned_while_phones_keep_booting() {
     assert_eq!(f.provisioner.guard().banned_sources(), 1);
 }
 
-#[tokio::test]
-async fn fetches_by_known_phones_are_recorded() {
-    let f = Fixture::new().await;
+/// A provisioner over the fixture's mirror that records provisioning
+/// history, and the writer that stores it.
+fn recording(f: &Fixture) -> (Provisioner, dialtone_sync::history::HistoryWriter) {
     let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
     let provisioner = Provisioner::new(
         f.mirror.clone(),
@@ -294,6 +294,20 @@ async fn fetches_by_known_phones_are_recorded() {
         ProvisionOptions::default(),
     )
     .with_history(sink);
+    (provisioner, writer)
+}
+
+/// Stores what the writer has queued, then stops it.
+async fn stored(writer: dialtone_sync::history::HistoryWriter) {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel).await;
+}
+
+#[tokio::test]
+async fn fetches_by_known_phones_are_recorded() {
+    let f = Fixture::new().await;
+    let (provisioner, history) = recording(&f);
     let ua = "Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01";
     for path in ["001565000001.cfg", "001565777777.cfg"] {
         let _ = provisioner.provision(&Request {
@@ -305,9 +319,7 @@ async fn fetches_by_known_phones_are_recorded() {
             auth: None,
         });
     }
-    let cancel = tokio_util::sync::CancellationToken::new();
-    cancel.cancel();
-    writer.run(cancel).await;
+    stored(history).await;
     let mac: Mac = "001565000001".parse().unwrap();
     let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
     assert_eq!(boots.len(), 1, "{boots:?}");
@@ -464,14 +476,7 @@ async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
         settings: r#"{"provisioning_networks":["192.0.2.0/24"]}"#.into(),
     })])
     .await;
-    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
-    let provisioner = Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::load(f._dir.path(), 1).unwrap(),
-        ProvisionOptions::default(),
-    )
-    .with_history(sink);
+    let (provisioner, history) = recording(&f);
     let inside: std::net::IpAddr = "::ffff:192.0.2.10".parse().unwrap();
     let outside: std::net::IpAddr = "::ffff:198.51.100.1".parse().unwrap();
     assert!(provisioner
@@ -483,9 +488,7 @@ async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
             .err(),
         Some(ProvisionError::NotFound)
     );
-    let cancel = tokio_util::sync::CancellationToken::new();
-    cancel.cancel();
-    writer.run(cancel).await;
+    stored(history).await;
     let mac: Mac = "001565000001".parse().unwrap();
     let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
     let sources: Vec<&str> = boots.iter().map(|b| b.remote_ip.as_str()).collect();
