@@ -227,6 +227,21 @@ async fn starttls_with_the_right_ca_and_not_with_a_wrong_one() {
     let slapd = PrivateSlapd::start(Some(&tls));
     let mut settings = ldap_settings(&slapd.url());
     settings["starttls"] = true.into();
+    verified_against_ca(settings, &tls).await;
+}
+
+/// ldaps:// by name: the connection is opened to the checked address, and
+/// the certificate still has to prove the name in the URL.
+#[tokio::test]
+async fn ldaps_with_the_right_ca_and_not_with_a_wrong_one() {
+    let tls = test_tls();
+    let slapd = PrivateSlapd::start(Some(&tls));
+    verified_against_ca(ldap_settings(&slapd.ldaps_url()), &tls).await;
+}
+
+/// Found with the CA that signed the server's certificate; refused, before
+/// any search, with another.
+async fn verified_against_ca(mut settings: serde_json::Value, tls: &common::slapd::Tls) {
     settings["ca_pem"] = tls.ca_pem.clone().into();
     let trusted = direct_source(settings.clone());
     assert_eq!(

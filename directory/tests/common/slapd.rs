@@ -16,6 +16,8 @@ pub struct Tls {
 pub struct PrivateSlapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// With TLS, also LDAP over TLS from the first byte (ldaps://).
+    pub ldaps_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -85,6 +87,7 @@ impl PrivateSlapd {
         let mut slapd = PrivateSlapd {
             dir,
             port: free_port(),
+            ldaps_port: tls.map(|_| free_port()),
             child: None,
         };
         slapd.resume_serving();
@@ -95,15 +98,25 @@ impl PrivateSlapd {
         format!("ldap://127.0.0.1:{}/", self.port)
     }
 
+    /// The ldaps:// listener, by the name its certificate also carries.
+    pub fn ldaps_url(&self) -> String {
+        let port = self.ldaps_port.expect("started with TLS");
+        format!("ldaps://localhost:{port}/")
+    }
+
     /// Starts (or restarts) the server on the same port and waits until it accepts.
     pub fn resume_serving(&mut self) {
         let conf = self.dir.path().join("slapd.conf");
+        let mut listeners = self.url();
+        if let Some(port) = self.ldaps_port {
+            listeners.push_str(&format!(" ldaps://127.0.0.1:{port}/"));
+        }
         // `-d 0` keeps slapd in the foreground, so it is our child to stop.
         let child = Command::new(slapd_bin("slapd"))
             .arg("-f")
             .arg(&conf)
             .arg("-h")
-            .arg(self.url())
+            .arg(listeners)
             .args(["-d", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -111,13 +124,14 @@ impl PrivateSlapd {
             .expect("start slapd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not start on {}",
-                self.url()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for port in std::iter::once(self.port).chain(self.ldaps_port) {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "slapd did not start on 127.0.0.1:{port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
