@@ -21,6 +21,7 @@
 mod limits;
 mod mmsg;
 mod packet;
+mod pktinfo;
 mod ported;
 mod single;
 mod transfer;
@@ -192,6 +193,7 @@ fn bind_one(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Resul
             e
         }
     })?;
+    pktinfo::enable(&socket, addr)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }

@@ -46,12 +46,21 @@ macro_rules! both_modes {
 
 impl Server {
     fn start(mode: Mode, provisioner: Arc<Provisioner>, options: TftpOptions) -> Server {
+        Server::start_on("127.0.0.1:0", mode, provisioner, options)
+    }
+
+    fn start_on(
+        addr: &str,
+        mode: Mode,
+        provisioner: Arc<Provisioner>,
+        options: TftpOptions,
+    ) -> Server {
         let options = TftpOptions {
             single_port: mode == Mode::SinglePort,
             listeners: 2,
             ..options
         };
-        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let socket = tftp::bind(addr.parse().unwrap(), &options).unwrap();
         let addr = socket.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = tftp::spawn(socket, provisioner, options, async move {
@@ -201,6 +210,7 @@ both_modes!(
     a_client_error_frees_the_slot_at_once,
     the_next_file_from_the_same_port_is_served_at_once,
     a_client_that_only_hears_the_listening_port,
+    every_answer_leaves_from_the_address_asked,
 );
 
 async fn real_clients_get_the_rendered_bytes(mode: Mode) {
@@ -587,6 +597,72 @@ async fn a_client_that_only_hears_the_listening_port(mode: Mode) {
             // The answer leaves from a port of the transfer's own, which
             // this client never hears: it gives up, bounded, with no file.
             Mode::Ported => assert!(got.is_err(), "{file} {options:?}: {got:?}"),
+        }
+    }
+}
+
+/// Reads `file` from `server` over a socket bound to `client_ip`, block by
+/// block; returns the bytes and every address an answer came from.
+fn fetch_noting_sources(
+    client_ip: &str,
+    server: SocketAddr,
+    file: &str,
+) -> (Vec<u8>, Vec<SocketAddr>) {
+    let s = UdpSocket::bind((client_ip, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(&request(1, file, &[]), server).unwrap();
+    let (mut data, mut sources) = (Vec::new(), Vec::new());
+    for expected_block in 1..=200u16 {
+        let (packet, from) = recv(&s);
+        sources.push(from);
+        assert_eq!(packet[1], 3, "expected DATA, got {packet:?}");
+        assert_eq!(u16::from_be_bytes([packet[2], packet[3]]), expected_block);
+        data.extend_from_slice(&packet[4..]);
+        ack(&s, from, expected_block);
+        if packet.len() < 516 {
+            return (data, sources);
+        }
+    }
+    panic!("{file} did not end within 200 blocks");
+}
+
+/// A listener on a wildcard address (as on a host with a floating or
+/// secondary address) answers every request from the address the phone
+/// sent it to, not from whichever address the route back prefers
+/// (127.0.0.1 here): data, refusals and errors alike; on `[::]` too, for
+/// IPv4 phones. The listener is bound to the wildcard for this, but every
+/// packet stays on loopback.
+async fn every_answer_leaves_from_the_address_asked(mode: Mode) {
+    let f = Fixture::new().await;
+    for wildcard in ["0.0.0.0:0", "[::]:0"] {
+        let provisioner = f.provisioner.clone();
+        let server = Server::start_on(wildcard, mode, provisioner, TftpOptions::default());
+        let port = server.addr.port();
+        for asked in ["127.0.0.5", "127.0.0.6"] {
+            let to: SocketAddr = format!("{asked}:{port}").parse().unwrap();
+            let (data, sources) = fetch_noting_sources("127.0.0.9", to, "001565000001.cfg");
+            assert_eq!(data, expected(&f, "001565000001.cfg"));
+            for from in sources {
+                assert_eq!(
+                    from.ip().to_string(),
+                    asked,
+                    "{wildcard}: DATA from {from}, asked {to}"
+                );
+                if mode == Mode::SinglePort {
+                    assert_eq!(from.port(), port);
+                }
+            }
+            for (packet, code) in [
+                (request(2, "001565000001.cfg", &[]), 2),
+                (request(1, "001565999999.cfg", &[]), 1),
+            ] {
+                let s = UdpSocket::bind("127.0.0.9:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.send_to(&packet, to).unwrap();
+                let (reply, from) = recv(&s);
+                assert_eq!((reply[1], reply[3] as u16), (5, code), "{reply:?}");
+                assert_eq!(from, to, "{wildcard}: the error to {to} came from {from}");
+            }
         }
     }
 }

@@ -7,11 +7,15 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
+
 use super::limits::Slot;
 use super::packet::{error_packet, ReadRequest, MAX_REQUEST, OP_RRQ};
+use super::pktinfo::{self, Local};
 use super::transfer::{record_outcome, Step, Timer, Transfer};
 use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
 
@@ -22,17 +26,24 @@ pub(super) async fn serve(
 ) -> io::Result<()> {
     let listener = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
     let mut buf = vec![0u8; MAX_REQUEST];
+    let mut control = pktinfo::control_buffer();
+    let fd = listener.as_raw_fd();
     tokio::pin!(shutdown);
     loop {
+        let received = listener.async_io(Interest::READABLE, || {
+            pktinfo::recv(fd, &mut buf, &mut control)
+        });
         tokio::select! {
             _ = &mut shutdown => break,
-            received = listener.recv_from(&mut buf) => match received {
-                Ok((len, peer)) => {
-                    let mut refuse = |peer, refusal| send_error(&listener, peer, refusal);
+            received = received => match received {
+                Ok((len, Some(peer), local)) => {
+                    let mut refuse = |peer, refusal| send_error(&listener, peer, local, refusal);
                     if let Some((request, slot)) = admit(&shared, &buf[..len], peer, &mut refuse) {
-                        tokio::spawn(run(shared.clone(), listener.clone(), peer, request, slot));
+                        let to = Client { peer, local };
+                        tokio::spawn(run(shared.clone(), listener.clone(), to, request, slot));
                     }
                 }
+                Ok((_, None, _)) => {}
                 // ICMP port-unreachable from an earlier send and the like:
                 // about some other peer, never fatal for the listener.
                 Err(e) => tracing::debug!(error = %e, "TFTP receive error"),
@@ -54,10 +65,12 @@ pub(super) async fn serve(
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            received = listener.recv_from(&mut buf) => if let Ok((len, peer)) = received {
-                if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
-                    refused += 1;
-                    send_error(&listener, peer, SHUTTING_DOWN);
+            received = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf, &mut control)) => {
+                if let Ok((len, Some(peer), local)) = received {
+                    if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
+                        refused += 1;
+                        send_error(&listener, peer, local, SHUTTING_DOWN);
+                    }
                 }
             },
         }
@@ -68,22 +81,31 @@ pub(super) async fn serve(
     Ok(())
 }
 
+/// Who asked: the client, and which of our addresses it asked (on a
+/// wildcard listener), which every answer leaves from.
+#[derive(Clone, Copy)]
+struct Client {
+    peer: SocketAddr,
+    local: Option<Local>,
+}
+
 /// One admitted request: provisioning (a render waits for the pool here,
 /// in this task, never on the listener), then the transfer on its port.
 async fn run(
     shared: Arc<Shared>,
     listener: Arc<tokio::net::UdpSocket>,
-    peer: SocketAddr,
+    client: Client,
     request: ReadRequest,
     slot: Slot,
 ) {
+    let Client { peer, local } = client;
     let source = match provision(&shared.provisioner, &request.file, peer).await {
         Ok(source) => source,
-        Err(refusal) => return send_error(&listener, peer, refusal),
+        Err(refusal) => return send_error(&listener, peer, local, refusal),
     };
     let started = Instant::now();
     let running =
-        std::panic::AssertUnwindSafe(drive(&shared, &listener, peer, &request, source, slot));
+        std::panic::AssertUnwindSafe(drive(&shared, &listener, client, &request, source, slot));
     // A panic costs this phone its transfer (the guards free its slot),
     // never the server; it is logged and counted.
     let outcome = match futures::FutureExt::catch_unwind(running).await {
@@ -104,15 +126,18 @@ async fn run(
 async fn drive(
     shared: &Shared,
     listener: &tokio::net::UdpSocket,
-    peer: SocketAddr,
+    Client { peer, local }: Client,
     request: &ReadRequest,
     source: super::Source,
     slot: Slot,
 ) -> io::Result<()> {
     let setup = async {
         let transfer = Transfer::start(&shared.options, request, source, slot, Instant::now())?;
-        let local_ip = listener.local_addr()?.ip();
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+        let bind = match local {
+            Some(local) => local.bind_addr(),
+            None => SocketAddr::new(listener.local_addr()?.ip(), 0),
+        };
+        let socket = tokio::net::UdpSocket::bind(bind).await?;
         socket.connect(peer).await?;
         io::Result::Ok((transfer, socket))
     };
@@ -124,6 +149,7 @@ async fn drive(
             send_error(
                 listener,
                 peer,
+                local,
                 transfer_failed(peer, Some(&request.file), &e),
             );
             return Err(e);
@@ -176,9 +202,15 @@ async fn drive(
     }
 }
 
-/// Errors to requests go out from the listening socket and are never
-/// retransmitted: no socket, no task, no wait. When the socket's send
-/// buffer is full the error is dropped; the client's retry asks again.
-fn send_error(listener: &tokio::net::UdpSocket, peer: SocketAddr, (code, message): Refusal) {
-    let _ = listener.try_send_to(&error_packet(code, message), peer);
+/// Errors to requests go out from the listening socket (from the address
+/// the client asked) and are never retransmitted: no socket, no task, no
+/// wait. When the socket's send buffer is full the error is dropped; the
+/// client's retry asks again.
+fn send_error(
+    listener: &tokio::net::UdpSocket,
+    peer: SocketAddr,
+    local: Option<Local>,
+    (code, message): Refusal,
+) {
+    pktinfo::try_send(listener, &error_packet(code, message), peer, local);
 }

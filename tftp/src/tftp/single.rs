@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Slot;
-use super::mmsg::{self, Receiver, BATCH};
+use super::mmsg::{self, Outgoing, Receiver, BATCH};
 use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
+use super::pktinfo::Local;
 use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
 use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
@@ -65,9 +66,16 @@ type Provisioning = Pin<Box<dyn Future<Output = Result<Source, Refusal>> + Send>
 /// A client address and port's transfer on this listener.
 enum Entry {
     /// Admitted; its provisioning runs as a task (a render).
-    Pending { request: ReadRequest, slot: Slot },
+    Pending {
+        request: ReadRequest,
+        slot: Slot,
+        local: Option<Local>,
+    },
     Running {
         transfer: Box<Transfer>,
+        /// Which of our addresses the client asked (a wildcard listener):
+        /// every packet of the transfer leaves from it.
+        local: Option<Local>,
         /// Already in `dirty`: its window goes out at the next flush.
         queued: bool,
     },
@@ -90,8 +98,9 @@ struct Listener {
     wheel: Wheel<(SocketAddr, u64)>,
     due: Vec<(SocketAddr, u64)>,
     /// Error packets to send at the next flush (bounded by one batch of
-    /// received packets and the transfers ending in one tick).
-    errors: Vec<(SocketAddr, Vec<u8>)>,
+    /// received packets and the transfers ending in one tick), each with
+    /// the address it leaves from.
+    errors: Vec<(SocketAddr, Option<Local>, Vec<u8>)>,
     /// Transfers whose window goes out at the next flush.
     dirty: Vec<(SocketAddr, u64)>,
     done_tx: mpsc::UnboundedSender<Provisioned>,
@@ -105,7 +114,8 @@ impl Listener {
         mut done_rx: mpsc::UnboundedReceiver<Provisioned>,
         cancel: CancellationToken,
     ) -> io::Result<()> {
-        let mut rx = Receiver::new();
+        let destinations = self.socket.local_addr()?.ip().is_unspecified();
+        let mut rx = Receiver::new(destinations);
         let fd = self.socket.as_raw_fd();
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep_until(far);
@@ -136,8 +146,8 @@ impl Listener {
                             Ok(n) => {
                                 let now = Instant::now();
                                 for i in 0..n {
-                                    if let (packet, Some(peer)) = rx.packet(i) {
-                                        self.on_packet(packet, peer, now);
+                                    if let (packet, Some(peer), local) = rx.packet(i) {
+                                        self.on_packet(packet, peer, local, now);
                                     }
                                 }
                                 if n < BATCH {
@@ -191,18 +201,23 @@ impl Listener {
         Ok(())
     }
 
-    fn on_packet(&mut self, packet: &[u8], peer: SocketAddr, now: Instant) {
+    fn on_packet(&mut self, packet: &[u8], peer: SocketAddr, local: Option<Local>, now: Instant) {
         if packet.len() < 2 {
             return;
         }
         let opcode = u16::from_be_bytes([packet[0], packet[1]]);
         if opcode == OP_RRQ || opcode == OP_WRQ {
-            return self.on_request(packet, peer);
+            return self.on_request(packet, peer, local);
         }
-        let Some(Entry::Running { transfer, queued }) = self.table.get_mut(&peer) else {
+        let Some(Entry::Running {
+            transfer,
+            queued,
+            local,
+        }) = self.table.get_mut(&peer)
+        else {
             return; // belongs to no transfer
         };
-        let id = transfer.id();
+        let (id, local) = (transfer.id(), *local);
         // A panic costs this phone its transfer, never the listener.
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| transfer.on_packet(packet, now)));
         match step {
@@ -216,7 +231,7 @@ impl Listener {
             Ok(Ok(Step::Done)) => self.end(peer, "ok"),
             Ok(Ok(Step::Aborted)) => self.end(peer, "incomplete"),
             Ok(Err(e)) => {
-                self.refuse(peer, transfer_failed(peer, None, &e));
+                self.refuse(peer, local, transfer_failed(peer, None, &e));
                 self.end(peer, "incomplete");
             }
             Err(_) => {
@@ -226,17 +241,17 @@ impl Listener {
         }
     }
 
-    fn on_request(&mut self, packet: &[u8], peer: SocketAddr) {
+    fn on_request(&mut self, packet: &[u8], peer: SocketAddr, local: Option<Local>) {
         if self.draining {
             if u16::from_be_bytes([packet[0], packet[1]]) == OP_RRQ {
                 self.refused += 1;
-                self.refuse(peer, SHUTTING_DOWN);
+                self.refuse(peer, local, SHUTTING_DOWN);
             }
             return;
         }
         let errors = &mut self.errors;
         let mut refuse = |peer, (code, message): Refusal| {
-            errors.push((peer, error_packet(code, message)));
+            errors.push((peer, local, error_packet(code, message)));
         };
         let Some((request, slot)) = admit(&self.shared, packet, peer, &mut refuse) else {
             return;
@@ -252,10 +267,17 @@ impl Listener {
         // noop waker is replaced by the task's own when it polls again).
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match provisioning.as_mut().poll(&mut cx) {
-            Poll::Ready(result) => self.start(peer, request, slot, result),
+            Poll::Ready(result) => self.start(peer, local, request, slot, result),
             Poll::Pending => {
                 let (done, id) = (self.done_tx.clone(), slot.id());
-                self.table.insert(peer, Entry::Pending { request, slot });
+                self.table.insert(
+                    peer,
+                    Entry::Pending {
+                        request,
+                        slot,
+                        local,
+                    },
+                );
                 tokio::spawn(async move {
                     let result = provisioning.await;
                     let _ = done.send(Provisioned { peer, id, result });
@@ -269,8 +291,13 @@ impl Listener {
         let current = matches!(self.table.get(&done.peer),
             Some(Entry::Pending { slot, .. }) if slot.id() == done.id);
         if current {
-            if let Some(Entry::Pending { request, slot }) = self.table.remove(&done.peer) {
-                self.start(done.peer, request, slot, done.result);
+            if let Some(Entry::Pending {
+                request,
+                slot,
+                local,
+            }) = self.table.remove(&done.peer)
+            {
+                self.start(done.peer, local, request, slot, done.result);
             }
         }
     }
@@ -278,13 +305,14 @@ impl Listener {
     fn start(
         &mut self,
         peer: SocketAddr,
+        local: Option<Local>,
         request: ReadRequest,
         slot: Slot,
         result: Result<Source, Refusal>,
     ) {
         let source = match result {
             Ok(source) => source,
-            Err(refusal) => return self.refuse(peer, refusal),
+            Err(refusal) => return self.refuse(peer, local, refusal),
         };
         let now = Instant::now();
         let options = &self.shared.options;
@@ -301,12 +329,13 @@ impl Listener {
                     peer,
                     Entry::Running {
                         transfer,
+                        local,
                         queued: true,
                     },
                 );
             }
             Ok(Err(e)) => {
-                self.refuse(peer, transfer_failed(peer, Some(&request.file), &e));
+                self.refuse(peer, local, transfer_failed(peer, Some(&request.file), &e));
                 record_outcome(now, "incomplete");
             }
             Err(_) => {
@@ -321,7 +350,12 @@ impl Listener {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.expire(now, &mut due);
         for (peer, id) in due.drain(..) {
-            let Some(Entry::Running { transfer, queued }) = self.table.get_mut(&peer) else {
+            let Some(Entry::Running {
+                transfer,
+                queued,
+                local,
+            }) = self.table.get_mut(&peer)
+            else {
                 continue;
             };
             if transfer.id() != id {
@@ -337,7 +371,7 @@ impl Listener {
                     }
                 }
                 Timer::Stalled => {
-                    self.errors.push((peer, Transfer::stalled_packet()));
+                    self.errors.push((peer, *local, Transfer::stalled_packet()));
                     self.end(peer, "incomplete");
                 }
             }
@@ -352,8 +386,8 @@ impl Listener {
         }
     }
 
-    fn refuse(&mut self, peer: SocketAddr, (code, message): Refusal) {
-        self.errors.push((peer, error_packet(code, message)));
+    fn refuse(&mut self, peer: SocketAddr, local: Option<Local>, (code, message): Refusal) {
+        self.errors.push((peer, local, error_packet(code, message)));
     }
 
     /// Sends what the last events produced, in batches: error packets,
@@ -363,19 +397,32 @@ impl Listener {
             return;
         }
         for (peer, id) in &self.dirty {
-            if let Some(Entry::Running { transfer, queued }) = self.table.get_mut(peer) {
+            if let Some(Entry::Running {
+                transfer, queued, ..
+            }) = self.table.get_mut(peer)
+            {
                 if transfer.id() == *id {
                     *queued = false;
                 }
             }
         }
-        let mut batch: Vec<(SocketAddr, &[u8])> =
-            Vec::with_capacity(self.errors.len() + self.dirty.len());
-        batch.extend(self.errors.iter().map(|(peer, p)| (*peer, p.as_slice())));
+        let mut batch: Vec<Outgoing<'_>> = Vec::with_capacity(self.errors.len() + self.dirty.len());
+        batch.extend(self.errors.iter().map(|(peer, local, p)| Outgoing {
+            to: *peer,
+            from: *local,
+            packet: p,
+        }));
         for (peer, id) in &self.dirty {
-            if let Some(Entry::Running { transfer, .. }) = self.table.get(peer) {
+            if let Some(Entry::Running {
+                transfer, local, ..
+            }) = self.table.get(peer)
+            {
                 if transfer.id() == *id {
-                    batch.extend(transfer.outgoing().map(|p| (*peer, p)));
+                    batch.extend(transfer.outgoing().map(|packet| Outgoing {
+                        to: *peer,
+                        from: *local,
+                        packet,
+                    }));
                 }
             }
         }
@@ -396,7 +443,7 @@ impl Listener {
                 // The first packet could not go (an unreachable address):
                 // it is lost like any datagram, the rest still go.
                 Err(e) => {
-                    tracing::debug!(client = %rest[0].0, error = %e, "TFTP send failed");
+                    tracing::debug!(client = %rest[0].to, error = %e, "TFTP send failed");
                     sent += 1;
                 }
             }
