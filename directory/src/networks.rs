@@ -7,8 +7,9 @@
 //! public addresses only. The check is made on the addresses a name
 //! resolves to, at connection time (HTTP: in the resolver the client
 //! connects with, so a second answer cannot differ from the checked one;
-//! LDAP: on the resolved addresses, the connection then made to a checked
-//! address for plain LDAP, and under certificate verification for TLS).
+//! LDAP: on the resolved addresses, the connection then opened to a checked
+//! one for every scheme and handed to ldap3, TLS verifying the certificate
+//! against the URL's name).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
