@@ -8,13 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{
-    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions, StdStream,
-};
+use ldap3::{Ldap, Scope, SearchEntry, SearchOptions};
 use tokio::sync::Mutex;
 
 use crate::error::DirectoryError;
 use crate::filter::{build_filter, number_forms};
+use crate::ldap_wire::{self, Security};
 use crate::networks::{resolve, SourceNetworks};
 use crate::settings::{tls_config, LdapScope, LdapSettings};
 
@@ -133,14 +132,18 @@ impl LdapSource {
             .connect_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(budget);
-        let addrs = self.checked_addresses().await?;
-        let mut conn_settings = LdapConnSettings::new().set_starttls(self.settings.starttls);
-        if let Some(tls) = &self.tls {
-            conn_settings = conn_settings.set_config(tls.clone());
-        }
+        let (addrs, host, security) = self.checked_addresses().await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
+        let tls = self.tls.clone();
         let (conn, mut ldap) =
-            connect_to(&addrs, &self.settings.url, conn_settings, connect_timeout).await?;
+            ldap_wire::connect(&addrs, &host, security, tls, connect_timeout, &self.name)
+                .await
+                .map_err(|e| match e {
+                    DirectoryError::Ldap(why) => {
+                        DirectoryError::Ldap(format!("connect {}: {why}", self.settings.url))
+                    }
+                    other => other,
+                })?;
         let name = self.name.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
@@ -170,17 +173,26 @@ impl LdapSource {
     }
 
     /// The addresses the URL's host resolves to that the operator lets
-    /// sources reach, on the URL's port.
-    async fn checked_addresses(&self) -> Result<Vec<SocketAddr>, DirectoryError> {
+    /// sources reach, on the URL's port; the host, which a TLS certificate
+    /// must name; and how the session is protected.
+    async fn checked_addresses(
+        &self,
+    ) -> Result<(Vec<SocketAddr>, String, Security), DirectoryError> {
         let url = url::Url::parse(&self.settings.url)
             .map_err(|e| DirectoryError::Ldap(format!("url: {e}")))?;
         let host = url
             .host_str()
             .ok_or_else(|| DirectoryError::Ldap("url has no host".into()))?;
+        let security = match (url.scheme(), self.settings.starttls) {
+            ("ldaps", _) => Security::Tls,
+            (_, true) => Security::StartTls,
+            _ => Security::Plain,
+        };
         let port = url
             .port()
-            .unwrap_or(if url.scheme() == "ldaps" { 636 } else { 389 });
-        resolve(&self.networks, host, port).await
+            .unwrap_or(if security == Security::Tls { 636 } else { 389 });
+        let addrs = resolve(&self.networks, host, port).await?;
+        Ok((addrs, host.to_string(), security))
     }
 
     async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {
@@ -258,131 +270,5 @@ impl LdapSource {
             let parts: Vec<&str> = spec.split('+').filter_map(get).collect();
             (parts.len() == spec.split('+').count()).then(|| parts.join(" "))
         })
-    }
-}
-
-/// An LDAP connection over TCP to the first of `addrs` that accepts, with
-/// `url` deciding only TLS or not and, under TLS, the name the server's
-/// certificate must carry. Left to open the socket itself, ldap3 would
-/// resolve the URL's host again, and a tenant's DNS can answer that second
-/// time with an address the network check never saw.
-///
-/// `timeout` bounds TCP, StartTLS and the TLS handshake together, as
-/// ldap3's own connect timeout would; `settings` should not carry one.
-async fn connect_to(
-    addrs: &[SocketAddr],
-    url: &str,
-    settings: LdapConnSettings,
-    timeout: Duration,
-) -> Result<(LdapConnAsync, Ldap), DirectoryError> {
-    let failed = |e: LdapError| DirectoryError::Ldap(format!("connect {url}: {e}"));
-    let connect = async {
-        let stream = first_to_accept(addrs).await.map_err(|e| failed(e.into()))?;
-        LdapConnAsync::with_settings(settings.set_std_stream(StdStream::Tcp(stream)), url)
-            .await
-            .map_err(failed)
-    };
-    tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|e| failed(e.into()))?
-}
-
-/// Nagle stays on, as on the sockets ldap3 opens itself: handing ldap3 our
-/// socket changes where it connects and nothing else.
-async fn first_to_accept(addrs: &[SocketAddr]) -> std::io::Result<std::net::TcpStream> {
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to");
-    for addr in addrs {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(stream) => return stream.into_std(),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-    use tokio::time::timeout;
-
-    /// Listeners on one port at 127.0.0.2 and at 127.0.0.1, the only
-    /// address `localhost` resolves to here.
-    async fn checked_and_by_name() -> (TcpListener, TcpListener) {
-        for _ in 0..20 {
-            let checked = TcpListener::bind("127.0.0.2:0").await.unwrap();
-            let port = checked.local_addr().unwrap().port();
-            if let Ok(by_name) = TcpListener::bind(("127.0.0.1", port)).await {
-                return (checked, by_name);
-            }
-        }
-        panic!("no port free on both 127.0.0.1 and 127.0.0.2");
-    }
-
-    fn any_tls() -> Arc<rustls::ClientConfig> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        crate::settings::tls_config("t", Some(&ca.pem())).unwrap()
-    }
-
-    /// The name in the URL stands for a tenant's host whose DNS answers a
-    /// second lookup differently: only the checked address may be dialled.
-    #[tokio::test]
-    async fn every_scheme_connects_to_the_checked_address_not_the_name() {
-        let (checked, by_name) = checked_and_by_name().await;
-        let port = checked.local_addr().unwrap().port();
-        let addrs = [SocketAddr::from(([127, 0, 0, 2], port))];
-        for (url, starttls) in [
-            (format!("ldaps://localhost:{port}/"), false),
-            (format!("ldap://localhost:{port}/"), true),
-            (format!("ldap://localhost:{port}/"), false),
-        ] {
-            let settings = LdapConnSettings::new()
-                .set_starttls(starttls)
-                .set_config(any_tls());
-            // How the handshake ends (an EOF for TLS, the timeout for
-            // StartTLS, success for plain LDAP) is beside the point.
-            let accept = async {
-                let (stream, _) = timeout(Duration::from_secs(2), checked.accept())
-                    .await
-                    .unwrap_or_else(|_| panic!("{url}: nothing reached the checked address"))
-                    .unwrap();
-                drop(stream);
-            };
-            let connect = connect_to(&addrs, &url, settings, Duration::from_millis(500));
-            let (_, ()) = tokio::join!(connect, accept);
-            assert!(
-                timeout(Duration::from_millis(200), by_name.accept())
-                    .await
-                    .is_err(),
-                "{url} (starttls {starttls}): connected where the name resolves"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refusing_address_passes_to_the_next_and_none_left_is_a_connect_error() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let refusing = closed.local_addr().unwrap();
-        drop(closed);
-        let open = TcpListener::bind("127.0.0.2:0").await.unwrap();
-        let url = format!("ldap://localhost:{}/", refusing.port());
-        let plain = || LdapConnSettings::new();
-        let second = [refusing, open.local_addr().unwrap()];
-        let (connected, accepted) = tokio::join!(
-            connect_to(&second, &url, plain(), Duration::from_secs(2)),
-            timeout(Duration::from_secs(2), open.accept()),
-        );
-        assert!(connected.is_ok() && accepted.is_ok(), "the second address");
-        let Err(err) = connect_to(&[refusing], &url, plain(), Duration::from_secs(2)).await else {
-            panic!("connected to a closed port");
-        };
-        assert!(
-            matches!(&err, DirectoryError::Ldap(m) if m.starts_with(&format!("connect {url}: "))),
-            "{err}"
-        );
     }
 }

@@ -1,0 +1,191 @@
+use super::*;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+/// A message `0x30` around `content`, with the shortest length form.
+fn sequence(content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![0x30];
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend([0x81, len as u8]),
+        _ => out.extend([0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A search-result-done with message id 2 (`30 0c 02 01 02 65 07 ...`).
+fn search_done() -> Vec<u8> {
+    sequence(&[
+        0x02, 0x01, 0x02, 0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+    ])
+}
+
+#[test]
+fn headers_are_read_as_ldap3_reads_them_and_odd_forms_refused() {
+    assert_eq!(header(&[0x30]), Ok(None));
+    assert_eq!(header(&[0x30, 0x05]), Ok(Some((2, 5))));
+    assert_eq!(header(&[0x30, 0x82, 0x01]), Ok(None));
+    assert_eq!(header(&[0x30, 0x82, 0x01, 0x00]), Ok(Some((4, 256))));
+    assert_eq!(header(&[0x30, 0x84, 0, 0, 0, 1]), Ok(Some((6, 1))));
+    assert!(header(&[0x30, 0x80]).is_err(), "indefinite length");
+    assert!(
+        header(&[0x30, 0x85, 0, 0, 0, 0, 1]).is_err(),
+        "5-byte length"
+    );
+}
+
+#[test]
+fn a_message_is_known_whole_and_bounded_from_its_header() {
+    assert_eq!(message_len(&[]), Ok(None));
+    assert_eq!(message_len(&search_done()[..3]), Ok(Some(14)));
+    assert!(message_len(&[0x02, 0x01]).is_err(), "not a SEQUENCE");
+    // Exactly 1 MiB with its header passes; a byte more does not.
+    let header = 5;
+    let at_limit = MAX_MESSAGE - header;
+    let bytes = |n: usize| [0x30, 0x83, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+    assert_eq!(message_len(&bytes(at_limit)), Ok(Some(MAX_MESSAGE)));
+    assert!(message_len(&bytes(at_limit + 1)).is_err());
+    assert!(message_len(&[0x30, 0x84, 0x40, 0, 0, 0]).is_err(), "1 GiB");
+}
+
+#[test]
+fn only_well_formed_shallow_messages_with_an_id_pass() {
+    assert_eq!(check(&search_done()), Ok(()));
+    assert!(check(&sequence(&[])).is_err(), "no id, no operation");
+    assert!(
+        check(&sequence(&[0x02, 0x01, 0x02])).is_err(),
+        "no operation"
+    );
+    assert!(
+        check(&sequence(&[0x04, 0x00, 0x65, 0x00])).is_err(),
+        "id not an INTEGER"
+    );
+    // A child claiming more than its parent holds.
+    assert!(check(&sequence(&[0x02, 0x01, 0x02, 0x65, 0x09, 0x0a, 0x01, 0x00])).is_err());
+    // Constructed elements nested MAX_DEPTH deep (the message itself is the
+    // first) pass, one more does not.
+    let nested = |depth: usize| {
+        let mut inner = vec![0x04, 0x00];
+        for _ in 0..depth - 1 {
+            inner = sequence(&inner);
+        }
+        sequence(&[&[0x02, 0x01, 0x02][..], &inner].concat())
+    };
+    assert_eq!(check(&nested(MAX_DEPTH)), Ok(()));
+    assert!(check(&nested(MAX_DEPTH + 1)).is_err());
+}
+
+#[test]
+fn a_start_tls_answer_is_read_for_its_id_and_code() {
+    let answer = |id: u8, code: u8| {
+        sequence(&[
+            0x02, 0x01, id, 0x78, 0x07, 0x0a, 0x01, code, 0x04, 0x00, 0x04, 0x00,
+        ])
+    };
+    assert_eq!(extended_result(&answer(1, 0)), Some((1, 0)));
+    assert_eq!(extended_result(&answer(1, 2)), Some((1, 2)));
+    assert_eq!(extended_result(&answer(0, 52)), Some((0, 52)));
+    assert_eq!(extended_result(&search_done()), None);
+}
+
+/// Listeners on one port at 127.0.0.2 and at 127.0.0.1, the only address
+/// `localhost` resolves to here.
+async fn checked_and_by_name() -> (TcpListener, TcpListener) {
+    for _ in 0..20 {
+        let checked = TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = checked.local_addr().unwrap().port();
+        if let Ok(by_name) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (checked, by_name);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+fn any_tls() -> Arc<rustls::ClientConfig> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    crate::settings::tls_config("t", Some(&ca.pem())).unwrap()
+}
+
+/// `localhost` stands for a tenant's host whose DNS answers a second
+/// lookup differently: only the checked address may be dialled.
+#[tokio::test]
+async fn every_scheme_connects_to_the_checked_address_not_the_name() {
+    let (checked, by_name) = checked_and_by_name().await;
+    let port = checked.local_addr().unwrap().port();
+    let addrs = [SocketAddr::from(([127, 0, 0, 2], port))];
+    for security in [Security::Tls, Security::StartTls, Security::Plain] {
+        // How the handshake ends (an EOF for TLS and StartTLS, success
+        // for plain LDAP) is beside the point.
+        let accept = async {
+            let (stream, _) = timeout(Duration::from_secs(2), checked.accept())
+                .await
+                .unwrap_or_else(|_| panic!("{security:?}: nothing reached the checked address"))
+                .unwrap();
+            drop(stream);
+        };
+        let tls = Some(any_tls());
+        let timeout_ = Duration::from_millis(500);
+        let connect = connect(&addrs, "localhost", security, tls, timeout_, "t");
+        let (_, ()) = tokio::join!(connect, accept);
+        assert!(
+            timeout(Duration::from_millis(200), by_name.accept())
+                .await
+                .is_err(),
+            "{security:?}: connected where the name resolves"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusing_address_passes_to_the_next_and_none_left_is_an_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing = closed.local_addr().unwrap();
+    drop(closed);
+    let open = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let second = [refusing, open.local_addr().unwrap()];
+    let wait = Duration::from_secs(2);
+    let (connected, accepted) = tokio::join!(
+        connect(&second, "localhost", Security::Plain, None, wait, "t"),
+        timeout(wait, open.accept()),
+    );
+    assert!(connected.is_ok() && accepted.is_ok(), "the second address");
+    let refused = connect(&[refusing], "localhost", Security::Plain, None, wait, "t").await;
+    assert!(matches!(refused, Err(DirectoryError::Ldap(_))));
+}
+
+/// What the server sends reaches ldap3 whole, however it is cut up on the
+/// way, and a message past the bounds ends the relay with its reason.
+#[tokio::test]
+async fn the_relay_joins_split_messages_and_stops_at_a_bad_one() {
+    let (server, mut far) = tokio::io::duplex(64);
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    let relaying = tokio::spawn(relay(server, ours));
+    let done = search_done();
+    for byte in done.iter().chain(&done) {
+        far.write_all(&[*byte]).await.unwrap();
+    }
+    theirs.set_nonblocking(true).unwrap();
+    let mut theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
+    let mut got = vec![0; done.len() * 2];
+    theirs.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, [done.clone(), done].concat());
+    far.write_all(&[0x30, 0x84, 0x40, 0, 0, 0]).await.unwrap();
+    let closed = timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed, Err("a message over 1 MiB"));
+    assert_eq!(
+        theirs.read(&mut got).await.unwrap(),
+        0,
+        "ldap3 sees the end"
+    );
+}

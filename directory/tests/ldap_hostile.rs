@@ -1,0 +1,102 @@
+//! An LDAP server that breaks the protocol's bounds on purpose (a tenant's
+//! server is untrusted): what it can make a node read, hold or parse.
+//! Loopback only; every wait is bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_directory::ldap::LdapSource;
+use dialtone_directory::settings::LdapSettings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Sends `reply` to the first request on one connection, then streams
+/// `filler` until the connection fails or `cap` bytes went in all, or 20 s
+/// pass. Returns the bytes written.
+async fn hostile_server(
+    reply: Vec<u8>,
+    filler: usize,
+    cap: usize,
+) -> (String, tokio::task::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ldap://{}/", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move {
+        let Ok(Ok((mut stream, _))) =
+            tokio::time::timeout(Duration::from_secs(20), listener.accept()).await
+        else {
+            return 0;
+        };
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).await;
+        let mut written = 0;
+        if stream.write_all(&reply).await.is_err() {
+            return written;
+        }
+        written += reply.len();
+        let chunk = vec![0x04u8; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while filler > 0 && written < cap && tokio::time::Instant::now() < deadline {
+            let send = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&chunk));
+            match send.await {
+                Ok(Ok(())) => written += chunk.len(),
+                _ => break,
+            }
+        }
+        written
+    });
+    (url, serving)
+}
+
+fn source(url: &str) -> LdapSource {
+    let settings = serde_json::json!({
+        "url": url,
+        "base_dn": "dc=example,dc=com",
+        "filter": "(objectClass=person)",
+        "number_attributes": ["telephoneNumber"],
+        "name_attributes": ["cn"],
+    });
+    let settings = LdapSettings::parse("hostile", &settings.to_string()).unwrap();
+    let networks = dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+        .unwrap()
+        .shared();
+    LdapSource::new("hostile", settings, None, networks).unwrap()
+}
+
+/// A reply announcing 1 GiB (ldap3 would buffer it all, whatever the
+/// deadline lets through) ends the connection once its header is read:
+/// the server gets to write little more than the sockets' buffers hold.
+#[tokio::test]
+async fn a_reply_announcing_a_gigabyte_is_cut_off_at_its_header() {
+    const CAP: usize = 256 << 20;
+    let header = vec![0x30, 0x84, 0x40, 0x00, 0x00, 0x00];
+    let (url, serving) = hostile_server(header, 1, CAP).await;
+    let answer = source(&url)
+        .lookup("+15550101234", Duration::from_secs(5))
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    let written = serving.await.unwrap();
+    assert!(
+        written < 32 << 20,
+        "the server wrote {} MiB into a connection that should have closed",
+        written >> 20
+    );
+}
+
+/// A reply of ~600 KB nested 100,000 deep: ldap3's decoder recurses once
+/// per level, which would overflow the stack and kill the process (every
+/// tenant's lookups with it). It is refused before ldap3 sees it.
+#[tokio::test]
+async fn a_deeply_nested_reply_is_refused_not_parsed() {
+    let depth = 100_000usize;
+    let mut reply = Vec::with_capacity(depth * 6);
+    for level in 0..depth {
+        let content = (6 * (depth - 1 - level)) as u32;
+        reply.extend([0x30, 0x84]);
+        reply.extend(content.to_be_bytes());
+    }
+    let (url, serving) = hostile_server(reply, 0, 0).await;
+    let source = Arc::new(source(&url));
+    let answer = source.lookup("+15550101234", Duration::from_secs(5)).await;
+    assert!(answer.is_err(), "{answer:?}");
+    serving.await.unwrap();
+}
