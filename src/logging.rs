@@ -22,8 +22,8 @@ pub struct LogHandle {
 
 impl LogHandle {
     pub fn set_filter(&self, filter: &str) -> Result<(), String> {
-        let parsed =
-            EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
+        let parsed = EnvFilter::try_new(quiet_ldap3(filter))
+            .map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
         self.filter.reload(parsed).map_err(|e| e.to_string())
     }
 
@@ -93,7 +93,8 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
             "warn".to_string()
         }
     });
-    let filter = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(quiet_ldap3(&wanted))
+        .unwrap_or_else(|_| EnvFilter::new(quiet_ldap3("info")));
     let (filter_layer, handle) = reload::Layer::new(filter);
     let file = match (&config.file, serving) {
         (Some(path), true) => match LogFile::open(path) {
@@ -136,5 +137,38 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
     LogHandle {
         filter: handle,
         file,
+    }
+}
+
+/// ldap3 logs a warning for every message a server sends that matches no
+/// request. The server is a tenant's, so it could fill the operator's logs
+/// at its network's rate; our own errors for its sources say what went
+/// wrong. Unless a filter names ldap3 itself, only its errors get through.
+fn quiet_ldap3(filter: &str) -> String {
+    if filter.contains("ldap3") {
+        filter.to_string()
+    } else if filter.trim().is_empty() {
+        "ldap3=error".to_string()
+    } else {
+        format!("{filter},ldap3=error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_ldap3;
+    use tracing_subscriber::EnvFilter;
+
+    #[test]
+    fn ldap3_warnings_stay_out_unless_a_filter_names_ldap3() {
+        for (given, used) in [
+            ("info", "info,ldap3=error"),
+            ("warn,dialtone_sync=debug", "warn,dialtone_sync=debug,ldap3=error"),
+            ("", "ldap3=error"),
+            ("info,ldap3=debug", "info,ldap3=debug"),
+        ] {
+            assert_eq!(quiet_ldap3(given), used);
+            assert!(EnvFilter::try_new(quiet_ldap3(given)).is_ok(), "{given:?}");
+        }
     }
 }
