@@ -163,7 +163,10 @@ mod tests {
     fn ldap3_warnings_stay_out_unless_a_filter_names_ldap3() {
         for (given, used) in [
             ("info", "info,ldap3=error"),
-            ("warn,dialtone_sync=debug", "warn,dialtone_sync=debug,ldap3=error"),
+            (
+                "warn,dialtone_sync=debug",
+                "warn,dialtone_sync=debug,ldap3=error",
+            ),
             ("", "ldap3=error"),
             ("info,ldap3=debug", "info,ldap3=debug"),
         ] {
