@@ -6,6 +6,9 @@
 //! Intensity limit (as in Erlang/OTP): a task restarted more than
 //! `max_restarts` times within `window` marks the node degraded. Serving
 //! goes on; `/readyz` and `/metrics` say so until the window passes quietly.
+//! A task that keeps failing stays degraded even once its backoff has grown
+//! past the window: more than `max_restarts` failures in a row, none after
+//! a healthy run, count until a run lasts `HEALTHY_RUN`.
 //!
 //! A task that stops because the database cannot be reached ([`Exit::Unreachable`])
 //! is restarted the same way but not counted toward that limit: an outage
@@ -73,8 +76,19 @@ pub struct Supervisor {
     tracker: TaskTracker,
     cancel: CancellationToken,
     intensity: Intensity,
-    /// Recent restart times per task, within the window.
-    restarts: Arc<Mutex<HashMap<&'static str, VecDeque<Instant>>>>,
+    restarts: Arc<Mutex<HashMap<&'static str, Restarts>>>,
+}
+
+/// One task's restart history.
+#[derive(Default)]
+struct Restarts {
+    /// Recent restart times, within the window.
+    times: VecDeque<Instant>,
+    /// Failures in a row, none after a run of `HEALTHY_RUN` or longer.
+    streak: usize,
+    /// When the current run started; `None` while the task waits out its
+    /// backoff after a failure.
+    running_since: Option<Instant>,
 }
 
 impl Supervisor {
@@ -91,25 +105,44 @@ impl Supervisor {
     pub fn degraded(&self) -> Vec<&'static str> {
         let now = Instant::now();
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let max = self.intensity.max_restarts;
         let mut names: Vec<&'static str> = restarts
             .iter_mut()
-            .filter_map(|(name, times)| {
+            .filter_map(|(name, task)| {
+                let times = &mut task.times;
                 while times
                     .front()
                     .is_some_and(|t| now.duration_since(*t) > self.intensity.window)
                 {
                     times.pop_front();
                 }
-                (times.len() > self.intensity.max_restarts).then_some(*name)
+                let recovering = task
+                    .running_since
+                    .is_some_and(|t| now.duration_since(t) >= HEALTHY_RUN);
+                let failing = task.streak > max && !recovering;
+                (times.len() > max || failing).then_some(*name)
             })
             .collect();
         names.sort_unstable();
         names
     }
 
-    fn record_restart(&self, name: &'static str) {
+    fn record_start(&self, name: &'static str) {
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
-        let times = restarts.entry(name).or_default();
+        restarts.entry(name).or_default().running_since = Some(Instant::now());
+    }
+
+    /// A counted failure of a run that lasted `ran_for`.
+    fn record_restart(&self, name: &'static str, ran_for: Duration) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let task = restarts.entry(name).or_default();
+        task.running_since = None;
+        task.streak = if ran_for >= HEALTHY_RUN {
+            1
+        } else {
+            task.streak.saturating_add(1)
+        };
+        let times = &mut task.times;
         times.push_back(Instant::now());
         // Bounded: only the window's worth matters.
         while times.len() > self.intensity.max_restarts + 1 {
@@ -140,6 +173,7 @@ impl Supervisor {
             let mut backoff = FIRST_BACKOFF;
             loop {
                 let started = Instant::now();
+                this.record_start(name);
                 let outcome = tokio::spawn(make()).await;
                 if this.cancel.is_cancelled() {
                     break;
@@ -172,7 +206,7 @@ impl Supervisor {
                 };
                 if counted {
                     metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(1);
-                    this.record_restart(name);
+                    this.record_restart(name, started.elapsed());
                 } else {
                     metrics::counter!("dialtone_task_unreachable_total", "task" => name)
                         .increment(1);
@@ -291,11 +325,39 @@ mod tests {
                 window: Duration::from_millis(50),
             },
         );
+        // Each after a healthy run: only the window counts them.
         for _ in 0..3 {
-            supervisor.record_restart("watcher");
+            supervisor.record_restart("watcher", HEALTHY_RUN);
         }
         assert_eq!(supervisor.degraded(), ["watcher"]);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(supervisor.degraded().is_empty());
+    }
+
+    /// With the backoff doubling to 30 s, a task that fails at once every
+    /// time soon restarts less often than the window counts: it must stay
+    /// degraded all the same.
+    #[tokio::test]
+    async fn a_task_that_keeps_failing_stays_degraded_past_the_window() {
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let supervisor = Supervisor::new(
+            &tracker,
+            &cancel,
+            Intensity {
+                max_restarts: 2,
+                window: Duration::from_secs(1),
+            },
+        );
+        supervisor.spawn("dead", || async {});
+        // Restarts at about 0.1, 0.3, 0.7, 1.5 and 3.1 s: from about 2.5 s
+        // on, no second of it holds more than one.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(supervisor.degraded(), ["dead"]);
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("supervisor stops on cancel");
     }
 }
