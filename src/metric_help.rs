@@ -153,7 +153,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_directory_mirror_sync_errors_total",
-        "Failed syncs of a mirrored LDAP source, by source id and kind (full, incremental).",
+        "Failed syncs of mirrored LDAP sources, by kind (full, incremental).",
     ),
 ];
 
@@ -188,7 +188,7 @@ pub const GAUGES: &[(&str, &str)] = &[
     ("dialtone_tftp_active_transfers", "TFTP transfers running."),
     (
         "dialtone_directory_mirror_entries",
-        "Entries in a mirrored LDAP source's in-memory index, by source id.",
+        "Entries in the in-memory indexes of all mirrored LDAP sources on this node.",
     ),
 ];
 
@@ -212,7 +212,7 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_directory_mirror_sync_seconds",
-        "Time of one sync of a mirrored LDAP source, by source id and kind (full, incremental).",
+        "Time of one sync of a mirrored LDAP source, by kind (full, incremental).",
     ),
 ];
 

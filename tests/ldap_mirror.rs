@@ -71,6 +71,7 @@ fn every_pbx_form_finds_every_entry() {
     let setup = setup(dir.path(), &url, &slapd, serde_json::json!({}));
     let server = serve(dir.path(), &url);
     wait_synced(&server, &setup.admin);
+    let mut mirrored = 0;
     for (ou, region) in REGIONS {
         let with_numbers = directory
             .people
@@ -80,7 +81,19 @@ fn every_pbx_form_finds_every_entry() {
         let status = mirror_status(&server, &setup.admin, &tenant_of(region));
         assert_eq!(status["entries"], with_numbers, "{region}: {status}");
         assert!(status["last_error"].is_null(), "{status}");
+        mirrored += with_numbers;
     }
+    // The node's total, and nothing per source: ids never repeat, so a
+    // label per source would let a tenant grow the registry by churning
+    // sources, and show every tenant's directory size.
+    let (_, metrics) = server.try_get("/metrics").expect("/metrics answers");
+    assert!(!metrics.contains("source=\""), "a per-source metric label");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("dialtone_directory_mirror_entries {mirrored}")),
+        "the total of {mirrored} entries is not reported"
+    );
 
     let wrong = ask_all(&server, &setup, &cases);
     assert!(

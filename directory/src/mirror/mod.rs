@@ -16,6 +16,7 @@ pub(crate) mod sync;
 pub(crate) mod tasks;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -222,6 +223,15 @@ pub struct SourceMirror {
     pub live_fallback: bool,
     loaded: ArcSwapOption<Loaded>,
     status: Mutex<MirrorStatus>,
+    /// Entries this mirror counts in `dialtone_directory_mirror_entries`.
+    reported: AtomicU64,
+}
+
+impl Drop for SourceMirror {
+    fn drop(&mut self) {
+        let reported = self.reported.load(Ordering::Relaxed);
+        metrics::gauge!("dialtone_directory_mirror_entries").decrement(reported as f64);
+    }
 }
 
 impl SourceMirror {
@@ -233,6 +243,7 @@ impl SourceMirror {
             live_fallback,
             loaded: ArcSwapOption::empty(),
             status: Mutex::default(),
+            reported: AtomicU64::new(0),
         }
     }
 
@@ -263,8 +274,12 @@ impl SourceMirror {
         status.last_incremental_sync = data.last_incremental_sync;
         status.last_incremental_ms = data.last_incremental_ms;
         status.incremental = data.watermark.as_ref().map(Watermark::label);
-        let id = self.source_id.to_string();
-        metrics::gauge!("dialtone_directory_mirror_entries", "source" => id).set(entries as f64);
+        // One total for the node (see `tasks.rs` on labels): each mirror
+        // adds what it holds beyond what it reported, and takes it all
+        // back when dropped.
+        let before = self.reported.swap(entries as u64, Ordering::Relaxed);
+        metrics::gauge!("dialtone_directory_mirror_entries")
+            .increment(entries as f64 - before as f64);
     }
 
     pub(crate) fn set_error(&self, error: Option<String>) {

@@ -240,8 +240,10 @@ impl LookupService {
                     r.unwrap_or_else(|_| Err(DirectoryError::MirrorLimit(format!("took over {} s", limit.as_secs()))))
                 }
             };
-            let id = mirror.source_id.to_string();
-            metrics::histogram!("dialtone_directory_mirror_sync_seconds", "source" => id.clone(), "kind" => kind)
+            // No source label: ids never repeat, so a tenant churning
+            // sources would grow every node's registry for good, and
+            // `/metrics` would show other tenants' directories.
+            metrics::histogram!("dialtone_directory_mirror_sync_seconds", "kind" => kind)
                 .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(outcome) => {
@@ -263,7 +265,7 @@ impl LookupService {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     failed_at = now_millis();
-                    metrics::counter!("dialtone_directory_mirror_sync_errors_total", "source" => id, "kind" => kind)
+                    metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                         .increment(1);
                     tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
                     mirror.set_error(Some(e.to_string()));
