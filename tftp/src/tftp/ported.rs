@@ -104,10 +104,21 @@ async fn run(
         Err(refusal) => return send_error(&listener, peer, local, refusal),
     };
     let started = Instant::now();
-    let running =
-        std::panic::AssertUnwindSafe(drive(&shared, &listener, client, &request, source, slot));
+    let socket = match transfer_socket(&listener, client).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            // Nothing can go out from a port of this transfer: the error
+            // comes from the one the client asked.
+            let refusal = transfer_failed(peer, Some(&request.file), &e);
+            send_error(&listener, peer, local, refusal);
+            return record_outcome(started, "incomplete");
+        }
+    };
+    let running = std::panic::AssertUnwindSafe(drive(
+        &shared, &listener, &socket, client, &request, source, slot,
+    ));
     // A panic costs this phone its transfer (the guards free its slot),
-    // never the server; it is logged and counted.
+    // never the server; it is logged and counted, and the phone told.
     let outcome = match futures::FutureExt::catch_unwind(running).await {
         Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
@@ -116,42 +127,46 @@ async fn run(
         }
         Err(_) => {
             tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+            let _ = socket.try_send(&error_packet(0, "internal error"));
             "panic"
         }
     };
     record_outcome(started, outcome);
 }
 
-/// Runs the state machine on a socket of its own, connected to the client.
+/// A port of the transfer's own, on the address the client asked,
+/// connected to the client.
+async fn transfer_socket(
+    listener: &tokio::net::UdpSocket,
+    Client { peer, local }: Client,
+) -> io::Result<tokio::net::UdpSocket> {
+    let bind = match local {
+        Some(local) => local.bind_addr(),
+        None => SocketAddr::new(listener.local_addr()?.ip(), 0),
+    };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(peer).await?;
+    Ok(socket)
+}
+
+/// Runs the state machine on the transfer's own socket.
 async fn drive(
     shared: &Shared,
     listener: &tokio::net::UdpSocket,
+    socket: &tokio::net::UdpSocket,
     Client { peer, local }: Client,
     request: &ReadRequest,
     source: super::Source,
     slot: Slot,
 ) -> io::Result<()> {
-    let setup = async {
-        let transfer = Transfer::start(&shared.options, request, source, slot, Instant::now())?;
-        let bind = match local {
-            Some(local) => local.bind_addr(),
-            None => SocketAddr::new(listener.local_addr()?.ip(), 0),
-        };
-        let socket = tokio::net::UdpSocket::bind(bind).await?;
-        socket.connect(peer).await?;
-        io::Result::Ok((transfer, socket))
-    };
-    // Nothing went out from a port of this transfer yet: the error comes
-    // from the one the client asked.
-    let (mut transfer, socket) = match setup.await {
-        Ok(started) => started,
+    // Nothing went out from the transfer's port yet: the error comes from
+    // the one the client asked.
+    let mut transfer = match Transfer::start(&shared.options, request, source, slot, Instant::now())
+    {
+        Ok(transfer) => transfer,
         Err(e) => {
-            send_error(
-                listener,
-                peer,
-                local,
-                transfer_failed(peer, Some(&request.file), &e),
-            );
+            let refusal = transfer_failed(peer, Some(&request.file), &e);
+            send_error(listener, peer, local, refusal);
             return Err(e);
         }
     };

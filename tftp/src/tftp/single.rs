@@ -70,6 +70,10 @@ enum Entry {
         request: ReadRequest,
         slot: Slot,
         local: Option<Local>,
+        /// The provisioning task: stopped when the entry goes (the client
+        /// moved on), so a client switching files cannot pile renders up
+        /// behind its one slot.
+        task: tokio::task::AbortHandle,
     },
     Running {
         transfer: Box<Transfer>,
@@ -194,8 +198,9 @@ impl Listener {
             );
         }
         for (_, entry) in self.table.drain() {
-            if let Entry::Running { transfer, .. } = entry {
-                record_outcome(transfer.started(), "incomplete");
+            match entry {
+                Entry::Running { transfer, .. } => record_outcome(transfer.started(), "incomplete"),
+                Entry::Pending { task, .. } => task.abort(),
             }
         }
         Ok(())
@@ -236,6 +241,7 @@ impl Listener {
             }
             Err(_) => {
                 tracing::error!(client = %peer, "TFTP transfer panicked");
+                self.refuse(peer, local, (0, "internal error"));
                 self.end(peer, "panic");
             }
         }
@@ -266,23 +272,30 @@ impl Listener {
         // A cache hit is ready at once; a render continues as a task (the
         // noop waker is replaced by the task's own when it polls again).
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match provisioning.as_mut().poll(&mut cx) {
-            Poll::Ready(result) => self.start(peer, local, request, slot, result),
-            Poll::Pending => {
+        // A panic costs this phone its request, never the listener.
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| provisioning.as_mut().poll(&mut cx)));
+        match polled {
+            Ok(Poll::Ready(result)) => self.start(peer, local, request, slot, result),
+            Ok(Poll::Pending) => {
                 let (done, id) = (self.done_tx.clone(), slot.id());
+                let task = tokio::spawn(async move {
+                    let result = futures::FutureExt::catch_unwind(AssertUnwindSafe(provisioning))
+                        .await
+                        .unwrap_or_else(|_| Err(provisioning_panicked(peer)));
+                    let _ = done.send(Provisioned { peer, id, result });
+                });
                 self.table.insert(
                     peer,
                     Entry::Pending {
                         request,
                         slot,
                         local,
+                        task: task.abort_handle(),
                     },
                 );
-                tokio::spawn(async move {
-                    let result = provisioning.await;
-                    let _ = done.send(Provisioned { peer, id, result });
-                });
             }
+            Err(_) => self.refuse(peer, local, provisioning_panicked(peer)),
         }
     }
 
@@ -295,6 +308,7 @@ impl Listener {
                 request,
                 slot,
                 local,
+                ..
             }) = self.table.remove(&done.peer)
             {
                 self.start(done.peer, local, request, slot, done.result);
@@ -381,8 +395,10 @@ impl Listener {
 
     /// Ends whatever `peer` has on this listener (its slot is freed).
     fn end(&mut self, peer: SocketAddr, outcome: &'static str) {
-        if let Some(Entry::Running { transfer, .. }) = self.table.remove(&peer) {
-            record_outcome(transfer.started(), outcome);
+        match self.table.remove(&peer) {
+            Some(Entry::Running { transfer, .. }) => record_outcome(transfer.started(), outcome),
+            Some(Entry::Pending { task, .. }) => task.abort(),
+            None => {}
         }
     }
 
@@ -452,4 +468,12 @@ impl Listener {
         self.errors.clear();
         self.dirty.clear();
     }
+}
+
+/// A provisioning call that panicked: logged, and answered like any other
+/// failure on our side.
+fn provisioning_panicked(peer: SocketAddr) -> Refusal {
+    tracing::error!(client = %peer, "TFTP provisioning panicked");
+    record_outcome(Instant::now(), "panic");
+    (0, "internal error")
 }
