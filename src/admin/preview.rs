@@ -227,11 +227,24 @@ pub async fn template_phones(
     // gets 404 for them, as for their other routes.
     let template = stored(&mirror, &principal, id)?;
     let provisioner = state.provisioner.clone();
-    // A family template walks every phone: off the async workers.
-    let (phones, truncated) =
-        tokio::task::spawn_blocking(move || provisioner.phones_using(&template, limit))
+    // The walk is off the async workers either way. A tenant's runs on the
+    // render pool under its share, so its requests queue behind each other
+    // (and past the share get 429), not in tokio's blocking pool that every
+    // tenant's renders need. A global admin's family template may walk every
+    // phone for longer than a render may take, so it keeps a thread.
+    let (phones, truncated) = match principal.tenant_filter() {
+        Some(tenant) => {
+            let walker = provisioner.clone();
+            provisioner
+                .on_pool(Some(tenant), move || {
+                    Ok(walker.phones_using(&template, limit))
+                })
+                .await?
+        }
+        None => tokio::task::spawn_blocking(move || provisioner.phones_using(&template, limit))
             .await
-            .map_err(|_| ApiError::internal("listing the template's phones failed"))?;
+            .map_err(|_| ApiError::internal("listing the template's phones failed"))?,
+    };
     let phones = phones
         .iter()
         .map(|p| ReachedPhone {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use dialtone_sync::{Family, Mac, MirrorState, Phone, Template, TemplateScope};
+use dialtone_sync::{Family, Id, Mac, MirrorState, Phone, Template, TemplateScope};
 
 use crate::error::ProvisionError;
 use crate::identify::{file_names, identify, template_names, FileKind};
@@ -67,11 +67,12 @@ impl Provisioner {
                     .and_then(|mac| state.phone_by_mac(&mac))
                     .into_iter(),
             ),
-            TemplateScope::Tenant => Box::new(
-                state
-                    .phones()
-                    .filter(move |p| p.tenant_id.to_string() == key),
-            ),
+            TemplateScope::Tenant => {
+                // Parsed once: a string per phone made the walk of a
+                // million phones an allocation each.
+                let tenant = key.parse::<Id>().ok();
+                Box::new(state.phones().filter(move |p| Some(p.tenant_id) == tenant))
+            }
             TemplateScope::Model => Box::new(
                 state
                     .phones()
