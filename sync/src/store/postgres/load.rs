@@ -37,7 +37,10 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
     .fetch_one(&mut *tx)
     .await?;
     let pool = pool.clone();
-    let lines = tokio::spawn(async move {
+    // Aborted if this load fails or is dropped first: a detached loader
+    // would hold a pooled connection and the whole lines table, and the
+    // watcher retries a failed load every poll.
+    let lines = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut tx = pool.begin().await?;
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
         let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
@@ -51,7 +54,7 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         .await?;
         tx.commit().await?;
         Ok::<_, SyncError>(rows)
-    });
+    }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
         tenants: small(
