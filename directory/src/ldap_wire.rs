@@ -221,20 +221,26 @@ where
     let (mut ldap3_rx, mut ldap3_tx) = ldap3.into_split();
     let requests = tokio::io::copy(&mut ldap3_rx, &mut server_tx);
     let replies = async {
-        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            while let Some(len) = message_len(&buf)? {
-                if buf.len() < len {
+            // Every whole message read so far goes on in one write: a
+            // read of a directory sync holds dozens of entries.
+            let mut whole = 0;
+            while let Some(len) = message_len(&buf[whole..])? {
+                if buf.len() - whole < len {
                     break;
                 }
-                check(&buf[..len])?;
-                if ldap3_tx.write_all(&buf[..len]).await.is_err() {
+                check(&buf[whole..whole + len])?;
+                whole += len;
+            }
+            if whole > 0 {
+                if ldap3_tx.write_all(&buf[..whole]).await.is_err() {
                     return Ok(()); // ldap3 is gone
                 }
-                buf.drain(..len);
+                buf.drain(..whole);
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
             }
             match server_rx.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return Ok(()),
