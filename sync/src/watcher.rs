@@ -19,6 +19,11 @@ pub struct WatchOptions {
     pub poll_interval: Duration,
     /// Longest wait between attempts to rebuild a failed listener.
     pub max_backoff: Duration,
+    /// Longest one catch-up or full load may take. A query that never
+    /// returns (a lock held by someone, a connection gone silent with no
+    /// keepalive) would otherwise freeze the mirror while the node reports
+    /// itself current; past this it is an outage like any other.
+    pub catch_up_limit: Duration,
 }
 
 impl Default for WatchOptions {
@@ -26,6 +31,7 @@ impl Default for WatchOptions {
         WatchOptions {
             poll_interval: Duration::from_secs(5),
             max_backoff: Duration::from_secs(10),
+            catch_up_limit: Duration::from_secs(120),
         }
     }
 }
@@ -167,14 +173,20 @@ pub async fn run_woken(
     cancel: CancellationToken,
 ) {
     loop {
-        let caught_up = if mirror.is_loaded() {
-            catch_up(&mirror, &*store).await.map(|_| ())
-        } else {
-            full_load(&mirror, &*store).await
+        let attempt = async {
+            if mirror.is_loaded() {
+                catch_up(&mirror, &*store).await.map(|_| ())
+            } else {
+                full_load(&mirror, &*store).await
+            }
         };
-        match caught_up {
-            Ok(()) => mirror.mark_synced(),
-            Err(e) => mirror.mark_unreachable(&e.to_string()),
+        match tokio::time::timeout(options.catch_up_limit, attempt).await {
+            Ok(Ok(())) => mirror.mark_synced(),
+            Ok(Err(e)) => mirror.mark_unreachable(&e.to_string()),
+            Err(_) => mirror.mark_unreachable(&format!(
+                "the database did not answer a catch-up within {} s",
+                options.catch_up_limit.as_secs()
+            )),
         }
         tokio::select! {
             _ = cancel.cancelled() => break,

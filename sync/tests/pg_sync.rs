@@ -20,6 +20,7 @@ fn notify_only() -> WatchOptions {
     WatchOptions {
         poll_interval: Duration::from_secs(120),
         max_backoff: Duration::from_millis(500),
+        ..Default::default()
     }
 }
 
@@ -159,6 +160,7 @@ async fn c_server_outage_keeps_serving_then_catches_up() {
         WatchOptions {
             poll_interval: Duration::from_millis(500),
             max_backoff: Duration::from_secs(1),
+            ..Default::default()
         },
     )
     .await;
@@ -213,4 +215,54 @@ async fn c_server_outage_keeps_serving_then_catches_up() {
     );
     node.assert_converges(&*store, Duration::from_secs(5)).await;
     node.stop().await;
+}
+
+/// A catch-up whose query never returns (here: blocked behind a lock
+/// another session holds) is an outage after `catch_up_limit`, not a
+/// mirror that silently stops while the node reports itself current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_that_never_returns_reads_as_an_outage() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    let node = RunningMirror::start_with(
+        store.clone(),
+        WatchOptions {
+            poll_interval: Duration::from_millis(100),
+            catch_up_limit: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(node.mirror.health().stale_since.is_none());
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE change_log IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.mirror.health().stale_since.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = node.mirror.health();
+    assert!(health.stale_since.is_some(), "still current: {health:?}");
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not answer"),
+        "{health:?}"
+    );
+    // Once the lock goes, the next catch-up clears it.
+    locker.rollback().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.mirror.health().stale_since.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node.mirror.health().stale_since.is_none());
 }
