@@ -11,8 +11,12 @@
 //! one for every scheme and handed to ldap3, TLS verifying the certificate
 //! against the URL's name).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 use ipnet::IpNet;
 
@@ -138,16 +142,72 @@ pub async fn resolve(
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+        Err(_) => lookup(host, port)
             .await
-            .map_err(|e| crate::DirectoryError::Upstream(format!("resolving {host}: {e}")))?
-            .collect(),
+            .map_err(|e| crate::DirectoryError::Upstream(format!("resolving {host}: {e}")))?,
     };
     let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| networks.allows(*a)).collect();
     if allowed.is_empty() {
         return Err(refused());
     }
     Ok(allowed)
+}
+
+type Resolution = Shared<BoxFuture<'static, Result<Vec<SocketAddr>, String>>>;
+
+/// Names being resolved now, each once: (name, port) to (id, resolution).
+type InFlight = HashMap<(String, u16), (u64, Resolution)>;
+static IN_FLIGHT: LazyLock<Mutex<InFlight>> = LazyLock::new(Mutex::default);
+static RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Names resolving at once, all tenants: past it a source's lookup fails
+/// at once. Each takes a blocking thread, and a tenant's sources are few.
+const MAX_NAMES_IN_FLIGHT: usize = 256;
+
+/// `getaddrinfo` blocks a thread of tokio's blocking pool, which the render
+/// pool needs too, and cannot be cancelled: a tenant's DNS that never
+/// answers would hold a thread per lookup, and a burst of lookups could
+/// fill the pool. So every concurrent lookup of one name waits for one
+/// resolution, run as a task of its own that finishes whoever still waits.
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let resolution = {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (host.to_string(), port);
+        match in_flight.get(&key) {
+            Some((_, resolution)) => resolution.clone(),
+            None => {
+                if in_flight.len() >= MAX_NAMES_IN_FLIGHT {
+                    return Err("too many host names being resolved at once".into());
+                }
+                let id = RESOLUTIONS.fetch_add(1, Ordering::Relaxed);
+                #[cfg(test)]
+                tests::STARTED.lock().unwrap().push(key.clone());
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let name = key.clone();
+                tokio::spawn(async move {
+                    let found = tokio::net::lookup_host((name.0.as_str(), name.1))
+                        .await
+                        .map(Iterator::collect)
+                        .map_err(|e| e.to_string());
+                    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+                    if in_flight.get(&name).is_some_and(|(entry, _)| *entry == id) {
+                        in_flight.remove(&name);
+                    }
+                    drop(in_flight);
+                    let _ = tx.send(found);
+                });
+                let resolution = async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err("the resolver task ended".into()))
+                }
+                .boxed()
+                .shared();
+                in_flight.insert(key, (id, resolution.clone()));
+                resolution
+            }
+        }
+    };
+    resolution.await
 }
 
 /// reqwest's resolver for one source: only addresses the policy allows, on
@@ -171,6 +231,32 @@ impl reqwest::dns::Resolve for PolicyResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every resolution started, by name and port.
+    pub(super) static STARTED: Mutex<Vec<(String, u16)>> = Mutex::new(Vec::new());
+
+    /// Fifty lookups of one name at once start one resolution, all get its
+    /// answer, and nothing is left in flight after.
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_name_share_one_resolution() {
+        // A port no other test asks for.
+        let port = 40_000 + (std::process::id() % 20_000) as u16;
+        let answers = futures::future::join_all((0..50).map(|_| lookup("localhost", port))).await;
+        let started = STARTED.lock().unwrap();
+        let ours = started
+            .iter()
+            .filter(|(name, p)| name == "localhost" && *p == port);
+        assert_eq!(ours.count(), 1);
+        drop(started);
+        for answer in answers {
+            let addrs = answer.unwrap();
+            assert!(addrs
+                .iter()
+                .any(|a| a.ip().is_loopback() && a.port() == port));
+        }
+        let in_flight = IN_FLIGHT.lock().unwrap();
+        assert!(!in_flight.contains_key(&("localhost".to_string(), port)));
+    }
 
     fn at(text: &str) -> SocketAddr {
         text.parse().unwrap()
