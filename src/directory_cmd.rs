@@ -25,6 +25,9 @@ pub struct LookupArgs {
     pub json: bool,
 }
 
+/// `--expires-days` at most: a hundred years.
+const MAX_EXPIRES_DAYS: i64 = 36_500;
+
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it once; only its hash is stored.
@@ -38,9 +41,9 @@ pub enum TokenCommand {
         /// What the token is for ("pbx1 cidlookup"), shown in lists and the audit log.
         #[arg(long)]
         name: String,
-        /// Expire after this many days.
-        #[arg(long)]
-        expires_days: Option<u64>,
+        /// Expire after this many days (1 to 36500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_EXPIRES_DAYS))]
+        expires_days: Option<u32>,
     },
     /// Revoke a token by id; requests with it fail from then on, on every node.
     Revoke {
@@ -165,7 +168,15 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
         } => {
             let scope = TokenScope::from(*scope);
             let token = generate_token();
-            let expires_at = expires_days.map(|d| now_millis() + (d as i64) * 86_400_000);
+            let expires_at = match expires_days {
+                Some(days) => Some(
+                    i64::from(*days)
+                        .checked_mul(86_400_000)
+                        .and_then(|ms| now_millis().checked_add(ms))
+                        .with_context(|| format!("--expires-days {days} is too far ahead"))?,
+                ),
+                None => None,
+            };
             store
                 .apply(
                     &[Mutation::CreateApiToken(ApiTokenInput {

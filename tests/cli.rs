@@ -425,3 +425,59 @@ fn configuration_precedence_is_defaults_file_environment_flags() {
         "flag beats environment: {shown}"
     );
 }
+
+/// `token create --expires-days` takes 1 to 36500: 0 or a count whose
+/// milliseconds overflow would have created a token already expired (or
+/// panicked) and exited 0.
+#[test]
+fn token_expiry_out_of_range_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    for days in [
+        "0",
+        "36501",
+        "4294967296",
+        "106751991167",
+        "18446744073709551615",
+    ] {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.args([
+            "token",
+            "create",
+            "--scope",
+            "global-admin",
+            "--name",
+            "ops",
+            "--expires-days",
+            days,
+        ]);
+        let out = run(cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--expires-days {days}: {err}");
+        assert!(err.contains("--expires-days"), "{days}: {err}");
+        assert!(
+            text(&out.stdout).trim().is_empty(),
+            "{days}: a token was printed"
+        );
+    }
+    // The longest allowed is a token that is active now.
+    create_token(
+        dir.path(),
+        &url,
+        &[
+            "--scope",
+            "global-admin",
+            "--name",
+            "ops",
+            "--expires-days",
+            "36500",
+        ],
+    );
+    let mut list = dialtone(dir.path(), &url);
+    list.args(["token", "list"]);
+    let out = run(list);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert_eq!(shown.lines().count(), 2, "one token only: {shown}");
+    assert!(shown.contains("active"), "{shown}");
+}
