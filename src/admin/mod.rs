@@ -151,9 +151,24 @@ pub fn router(state: AdminState) -> Router {
             // A platform's worth of phones in one document.
             post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
         )
+        // Every answer above carries tenants' data (phones, line settings,
+        // template bodies, directory entries): no browser or proxy keeps it.
+        // The page's assets and the API document keep their own caching.
+        .layer(axum::middleware::map_response(private_answer))
         .route("/openapi.json", get(openapi::document))
         .merge(ui::router())
         .with_state(state)
+}
+
+/// `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on an
+/// admin API answer, errors included.
+async fn private_answer(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// What one write endpoint records: exactly one audit row per call.

@@ -2,6 +2,7 @@
 //! SQLite by default, PostgreSQL where concurrency matters. The end-to-end
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
+mod caching;
 mod fleet;
 mod matrix;
 mod nul_text;
