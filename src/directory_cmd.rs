@@ -127,12 +127,14 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
     for s in &report.sources {
         let detail = match (&s.name, &s.error) {
             (Some(name), _) => format!("found {name:?}"),
-            (None, Some(error)) => format!("error: {error}"),
+            (None, Some(error)) => format!("error: {}", printable(error)),
             (None, None) => "not found".to_string(),
         };
         println!(
             "{:<8} {:<5} {detail} ({:.2} ms)",
-            s.source, s.kind, s.millis
+            printable(&s.source),
+            s.kind,
+            s.millis
         );
         if let Some(m) = &s.mirror {
             let age = m.age_ms.map_or("never synced".to_string(), |ms| {
@@ -142,10 +144,27 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         }
     }
     match (&report.name, &report.answered_by) {
-        (Some(name), Some(by)) => println!("answer   {name} (from {by})"),
+        (Some(name), Some(by)) => {
+            println!("answer   {} (from {})", printable(name), printable(by))
+        }
         _ => println!("answer   none: callers from this number show their own name"),
     }
     Ok(())
+}
+
+/// Text from tenants' sources and servers (names, errors) as the terminal
+/// may show it: control characters, which could make up escape sequences,
+/// are written out (`\u{1b}`) instead of sent.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
@@ -246,6 +265,16 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_writes_control_characters_out() {
+        assert_eq!(printable("José Núñez"), "José Núñez");
+        assert_eq!(
+            printable("LDAP: busy\x1b]0;pwned\x07\u{9b}2J"),
+            "LDAP: busy\\u{1b}]0;pwned\\u{7}\\u{9b}2J"
+        );
+        assert_eq!(printable("a\r\nb"), "a\\r\\nb");
+    }
 
     /// `--scope` takes exactly the spellings the store and the API use.
     #[test]

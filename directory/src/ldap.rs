@@ -25,6 +25,31 @@ const SIZE_LIMIT_EXCEEDED: u32 = 4;
 const REFERRAL: u32 = 10;
 /// Attribute bytes read from one search at most.
 const MAX_REPLY_BYTES: usize = 256 * 1024;
+/// Characters of a server's own text (a diagnostic message) an error keeps.
+const MAX_SERVER_TEXT: usize = 200;
+
+/// Text a tenant's server chose (a result's diagnostic message, or an ldap3
+/// error quoting one), made fit for where errors go: operators' terminals
+/// (`dialtone lookup`), logs and the admin API. A terminal obeys escape
+/// sequences (ESC, OSC with BEL, CSI in C1), so every control character
+/// becomes `?`, as do the bidirectional overrides that reorder what is
+/// shown; past `MAX_SERVER_TEXT` characters the text is cut, marked `…`.
+pub fn server_text(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut clean: String = chars
+        .by_ref()
+        .take(MAX_SERVER_TEXT)
+        .map(|c| match c {
+            c if c.is_control() => '?',
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '?',
+            c => c,
+        })
+        .collect();
+    if chars.next().is_some() {
+        clean.push('…');
+    }
+    clean
+}
 
 pub struct LdapSource {
     name: String,
@@ -155,7 +180,12 @@ impl LdapSource {
                 .simple_bind(dn, self.password.as_deref().unwrap_or_default())
                 .await
                 .and_then(|r| r.success())
-                .map_err(|e| DirectoryError::Auth(format!("LDAP bind as {dn}: {e}")))?;
+                .map_err(|e| {
+                    DirectoryError::Auth(format!(
+                        "LDAP bind as {dn}: {}",
+                        server_text(&e.to_string())
+                    ))
+                })?;
         }
         Ok(ldap)
     }
@@ -204,7 +234,9 @@ impl LdapSource {
             .sizelimit(self.settings.size_limit)
             .timelimit(budget.as_secs().max(1) as i32);
         self.searches.fetch_add(1, Ordering::Relaxed);
-        let search = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
+        let search = |e: ldap3::LdapError| {
+            DirectoryError::Ldap(format!("search: {}", server_text(&e.to_string())))
+        };
         let mut stream = ldap
             .with_timeout(budget)
             .with_search_options(options)
@@ -252,7 +284,7 @@ impl LdapSource {
             REFERRAL => Ok(None),
             rc => Err(DirectoryError::Ldap(format!(
                 "search failed: rc={rc} {}",
-                outcome.text
+                server_text(&outcome.text)
             ))),
         }
     }
@@ -270,5 +302,26 @@ impl LdapSource {
             let parts: Vec<&str> = spec.split('+').filter_map(get).collect();
             (parts.len() == spec.split('+').count()).then(|| parts.join(" "))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_text;
+
+    #[test]
+    fn server_text_loses_terminal_controls_and_is_bounded() {
+        assert_eq!(server_text("no such object"), "no such object");
+        assert_eq!(
+            server_text("busy\x1b]0;pwned\x07\x1b[2J\r\n\u{9b}31m\u{7f}"),
+            "busy?]0;pwned??[2J???31m?"
+        );
+        assert_eq!(server_text("a\u{202e}b\u{2066}c"), "a?b?c");
+        // Characters, not bytes: never cut inside one.
+        let long = "é".repeat(500);
+        let cut = server_text(&long);
+        assert_eq!(cut.chars().count(), 201, "200 and the mark");
+        assert!(cut.ends_with('…'));
+        assert_eq!(server_text(&"x".repeat(200)), "x".repeat(200));
     }
 }

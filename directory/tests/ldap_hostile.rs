@@ -100,3 +100,88 @@ async fn a_deeply_nested_reply_is_refused_not_parsed() {
     assert!(answer.is_err(), "{answer:?}");
     serving.await.unwrap();
 }
+
+/// `bytes` with a BER tag and the shortest length form.
+fn tagged(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match bytes.len() {
+        len @ 0..=0x7f => out.push(len as u8),
+        len @ 0x80..=0xff => out.extend([0x81, len as u8]),
+        len => out.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The message id of an LDAP request (`30 len 02 n id...`), encoded.
+fn request_id(request: &[u8]) -> Vec<u8> {
+    let start = match request[1] {
+        len if len < 0x80 => 2,
+        long => 2 + usize::from(long & 0x7f),
+    };
+    assert_eq!(request[start], 0x02, "a message id: {request:02x?}");
+    let len = usize::from(request[start + 1]);
+    tagged(0x02, &request[start + 2..start + 2 + len])
+}
+
+/// Answers the first search on one connection with a searchResultDone of
+/// `rc` whose diagnosticMessage is `text`.
+async fn failing_server(rc: u8, text: &[u8]) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ldap://{}/", listener.local_addr().unwrap());
+    let text = text.to_vec();
+    let serving = tokio::spawn(async move {
+        let Ok(Ok((mut stream, _))) =
+            tokio::time::timeout(Duration::from_secs(20), listener.accept()).await
+        else {
+            return;
+        };
+        let mut request = vec![0u8; 4096];
+        let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut request)).await
+        else {
+            return;
+        };
+        let done = [
+            &[0x0a, 0x01, rc][..],
+            &tagged(0x04, b""),
+            &tagged(0x04, &text),
+        ]
+        .concat();
+        let reply = tagged(
+            0x30,
+            &[request_id(&request[..n]), tagged(0x65, &done)].concat(),
+        );
+        let _ = stream.write_all(&reply).await;
+        // Held open until the client is done with it.
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut request)).await;
+    });
+    (url, serving)
+}
+
+/// A tenant's server writes what it likes into a result's diagnostic
+/// message; the error that reaches `dialtone lookup`, the logs and the
+/// admin API carries no escape sequence for the operator's terminal, and
+/// no more than a line of it.
+#[tokio::test]
+async fn a_diagnostic_message_cannot_reach_a_terminal_as_escapes() {
+    let mut text = b"busy \x1b]0;pwned\x07\x1b[2J\r\n".to_vec();
+    text.extend("\u{9b}31m".as_bytes());
+    text.extend([b'A'; 1000]);
+    let (url, serving) = failing_server(53, &text).await;
+    let answer = source(&url)
+        .lookup("+15550101234", Duration::from_secs(5))
+        .await;
+    let error = answer.expect_err("rc 53 is a failure").to_string();
+    assert!(
+        error.contains("rc=53") && error.contains("pwned"),
+        "{error:?}"
+    );
+    assert!(!error.chars().any(char::is_control), "{error:?}");
+    assert!(
+        error.chars().count() < 300,
+        "{} chars",
+        error.chars().count()
+    );
+    serving.abort();
+}

@@ -12,7 +12,7 @@ use ldap3::{ldap_escape, Ldap, Scope, SearchEntry};
 use super::budget::{next_entry, ByteBudget};
 use super::{RawEntry, Watermark};
 use crate::error::DirectoryError;
-use crate::ldap::LdapSource;
+use crate::ldap::{server_text, LdapSource};
 
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// A DN past this is not a person's; the entry is skipped.
@@ -63,7 +63,9 @@ pub struct Read {
 /// breaks a bound (more than one entry, too many bytes, not done in
 /// `timeout`) is a `MirrorLimit`, and the server is read no further.
 pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>, DirectoryError> {
-    let failed: fn(_) -> _ = |e: ldap3::LdapError| DirectoryError::Ldap(format!("root DSE: {e}"));
+    let failed: fn(_) -> _ = |e: ldap3::LdapError| {
+        DirectoryError::Ldap(format!("root DSE: {}", server_text(&e.to_string())))
+    };
     let read = async {
         let mut stream = ldap
             .with_timeout(timeout)
@@ -160,7 +162,9 @@ pub async fn read_all(
     let mut attrs = settings.requested_attributes();
     attrs.extend(settings.number_attributes.iter().cloned());
     attrs.push("modifyTimestamp".into());
-    let failed: fn(_) -> _ = |e: ldap3::LdapError| DirectoryError::Ldap(format!("search: {e}"));
+    let failed: fn(_) -> _ = |e: ldap3::LdapError| {
+        DirectoryError::Ldap(format!("search: {}", server_text(&e.to_string())))
+    };
     let mut budget = ByteBudget::new("search", limits.max_bytes());
     let (mut read, mut cookie) = (Read::default(), Vec::new());
     for _ in 0..limits.max_pages() {
@@ -199,7 +203,7 @@ pub async fn read_all(
             return Err(DirectoryError::Ldap(format!(
                 "search failed: rc={} {}",
                 done.rc,
-                done.text.chars().take(200).collect::<String>()
+                server_text(&done.text)
             )));
         }
         cookie = done
