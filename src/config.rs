@@ -657,6 +657,14 @@ impl Config {
         if !(4..=15).contains(&self.lookup.suffix_digits) {
             bail!("lookup.suffix_digits must be between 4 and 15");
         }
+        // Checked here, not only where logging starts: a bad filter there
+        // can only fall back (to `info`), and `check-config` would pass it.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            bail!(
+                "log.filter {:?} is not a tracing filter: {e}",
+                self.log.filter
+            );
+        }
         self.resync.validate()?;
         Ok(())
     }
@@ -843,6 +851,29 @@ mod tests {
         assert!(load("[resync]\nt1_ms = 500\nt2_ms = 100\n", &[]).is_err());
         assert!(load("[resync]\nfrom_domain = \"a b\"\n", &[]).is_err());
         assert!(load("[resync]\nqueu = 1\n", &[]).is_err());
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_named() {
+        for bad in ["info,dialtone_sync=loud", "dialtone=verbose", "[{x"] {
+            let err = load(&format!("[log]\nfilter = {bad:?}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("log.filter"), "{bad:?}: {err}");
+        }
+        let err = load("", &[("DIALTONE_LOG__FILTER", "debug,ldap3=chatty")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.filter"), "{err}");
+        for good in [
+            "info",
+            "",
+            "warn,dialtone_sync=debug,ldap3=error",
+            "dialtone=trace",
+        ] {
+            let c = load(&format!("[log]\nfilter = {good:?}\n"), &[]).unwrap();
+            assert_eq!(c.log.filter, good);
+        }
     }
 
     #[test]

@@ -93,8 +93,11 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
             "warn".to_string()
         }
     });
-    let filter = EnvFilter::try_new(quiet_ldap3(&wanted))
-        .unwrap_or_else(|_| EnvFilter::new(quiet_ldap3("info")));
+    // `log.filter` was checked with the config; RUST_LOG was not.
+    let filter = EnvFilter::try_new(quiet_ldap3(&wanted)).unwrap_or_else(|e| {
+        eprintln!("dialtone: ignoring the log filter {wanted:?} (RUST_LOG): {e}; logging at info");
+        EnvFilter::new(quiet_ldap3("info"))
+    });
     let (filter_layer, handle) = reload::Layer::new(filter);
     let file = match (&config.file, serving) {
         (Some(path), true) => match LogFile::open(path) {
