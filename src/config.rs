@@ -712,7 +712,7 @@ impl Config {
         if shown.secrets.key.is_some() {
             shown.secrets.key = Some("********".into());
         }
-        shown.database.url = mask_url_password(&shown.database.url);
+        shown.database.url = dialtone_sync::store::masked_url(&shown.database.url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
@@ -760,18 +760,6 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     }
     current.insert(last.clone(), value);
     Ok(())
-}
-
-fn mask_url_password(url: &str) -> String {
-    // scheme://user:password@host → scheme://user:********@host
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:********@{host}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 #[cfg(test)]
@@ -920,5 +908,31 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("u:********@db"), "{shown}");
+    }
+
+    /// Wherever the password is (the user part, the query, with an `@` in
+    /// it), and whatever the scheme, `check-config` and the errors for a
+    /// database URL never show it.
+    #[test]
+    fn database_passwords_are_masked_in_every_form() {
+        let key = "[secrets]\nkey = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n";
+        for url in [
+            "postgres://u@db/x?password=s3cret",
+            // The old masking showed what follows the first `@`.
+            "postgres://u:hunter@s3cret@db/x",
+            "postgres://u:s3cret@db:99999/x",
+        ] {
+            let c = load(&format!("[database]\nurl = {url:?}\n{key}"), &[]).unwrap();
+            let shown = c.to_masked_toml();
+            assert!(
+                !shown.contains("s3cret") && shown.contains("********"),
+                "{url}: {shown}"
+            );
+        }
+        let err = load("[database]\nurl = \"postgress://u:s3cret@db/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -481,3 +481,54 @@ fn token_expiry_out_of_range_is_refused_naming_the_flag() {
     assert_eq!(shown.lines().count(), 2, "one token only: {shown}");
     assert!(shown.contains("active"), "{shown}");
 }
+
+/// A database password never reaches the output, wherever the URL holds it
+/// and whatever its scheme: `check-config`, a configuration error, and a
+/// failed start.
+#[test]
+fn database_passwords_are_masked_in_every_form() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "postgres://dialtone@db.example.net/dialtone?password=s3cret",
+        "postgres://dialtone:hunter@s3cret@db.example.net/dialtone",
+    ] {
+        let mut cmd = dialtone(dir.path(), url);
+        cmd.arg("check-config");
+        let out = run(cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(
+            shown.contains("db.example.net") && shown.contains("********"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter"),
+            "{shown}"
+        );
+    }
+    let mut cmd = dialtone(
+        dir.path(),
+        "postgress://dialtone:s3cret@db.example.net/dialtone",
+    );
+    cmd.arg("check-config");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("database.url"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+
+    let port = free_addr().port();
+    let mut cmd = dialtone(
+        dir.path(),
+        &format!("postgres://dialtone@127.0.0.1:{port}/none?password=s3cret"),
+    );
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(free_addr().to_string());
+    free_phone_listeners(&mut cmd);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dialtone_sync::store::StoreOptions;
+use dialtone_sync::store::{masked_url, StoreOptions};
 use dialtone_sync::{snapshot, watcher, LoadedFrom, Mirror, SecretKey, Store, SyncError};
 use dialtone_tftp::tftp::TftpOptions;
 use std::sync::Arc;
@@ -36,18 +36,8 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
     };
     let store = dialtone_sync::open(&config.database.url, key.clone(), &options)
         .await
-        .with_context(|| format!("cannot open database {}", masked(&config.database.url)))?;
+        .with_context(|| format!("cannot open database {}", masked_url(&config.database.url)))?;
     Ok((store, key))
-}
-
-fn masked(url: &str) -> String {
-    match url
-        .split_once("://")
-        .and_then(|(s, rest)| rest.split_once('@').map(|(_, h)| (s, h)))
-    {
-        Some((scheme, host)) => format!("{scheme}://…@{host}"),
-        None => url.to_string(),
-    }
 }
 
 fn unreachable(e: &anyhow::Error) -> bool {
@@ -106,7 +96,7 @@ pub(super) async fn load_mirror(
         let Some((header, data)) = snap else {
             bail!(
                 "database {} is unreachable and there is no snapshot at {} to serve from: {e:#}",
-                masked(&config.database.url),
+                masked_url(&config.database.url),
                 path.display()
             );
         };

@@ -6,6 +6,7 @@ mod admin;
 mod bulk;
 mod common;
 mod fleet;
+mod masked;
 mod nul;
 mod phone_batch;
 pub mod postgres;
@@ -24,6 +25,7 @@ use crate::error::SyncError;
 use crate::model::*;
 
 pub use fleet::FleetHistory;
+pub use masked::masked_url;
 pub use phone_batch::{
     BatchFull, Finished, LineRef, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneRef,
 };
@@ -489,7 +491,7 @@ pub async fn open(
             postgres::PgStore::connect(url, key, options).await?,
         ))
     } else {
-        Err(SyncError::UnsupportedUrl(url.to_string()))
+        Err(SyncError::UnsupportedUrl(masked_url(url)))
     }
 }
 
@@ -506,6 +508,6 @@ pub fn backend_of(url: &str) -> Result<Backend, SyncError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
-        Err(SyncError::UnsupportedUrl(url.to_string()))
+        Err(SyncError::UnsupportedUrl(masked_url(url)))
     }
 }
