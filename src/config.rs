@@ -706,6 +706,30 @@ impl Config {
             })
     }
 
+    /// This node's own listeners (API, provisioning, HTTPS, TFTP), which
+    /// sources tenants configure may never reach.
+    pub fn own_listeners(&self) -> Vec<SocketAddr> {
+        [
+            Some(self.http.listen),
+            Some(self.provisioning.http_listen),
+            self.provisioning.https_listen,
+            self.provisioning.tftp_listen,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The lookup options `serve` and `dialtone lookup` both run with: the
+    /// `[lookup]` section, this node's own listeners refused, and mirrored
+    /// sources' files and quota.
+    pub fn lookup_options(&self) -> Result<dialtone_directory::LookupOptions> {
+        let mut options = self.lookup.options(self.own_listeners())?;
+        options.mirror_dir = Some(self.mirror_dir());
+        options.mirror_entry_quota = self.quotas.directory_entries;
+        Ok(options)
+    }
+
     /// The effective config as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();

@@ -111,10 +111,9 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         .tenant_by_slug(&args.tenant)
         .map(|t| t.id)
         .with_context(|| format!("no tenant {:?}", args.tenant))?;
-    let mut options = config.lookup.options([])?;
-    options.mirror_dir = Some(config.mirror_dir());
-    options.mirror_entry_quota = config.quotas.directory_entries;
-    let service = LookupService::new(mirror, Some(key), options);
+    // The same options as `serve`: this node's own listeners are refused
+    // to the tenant's sources here too.
+    let service = LookupService::new(mirror, Some(key), config.lookup_options()?);
     let report = service
         .explain(tenant, &args.number)
         .await

@@ -532,3 +532,54 @@ fn database_passwords_are_masked_in_every_form() {
     assert!(err.contains("unreachable"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// `dialtone lookup` runs with `serve`'s lookup options: a tenant's source
+/// pointed at this node's own API listener is refused there too, though
+/// `lookup.source_networks` allows its network.
+#[test]
+fn the_operators_lookup_refuses_the_nodes_own_listeners() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    // Stands for this node's API (a `serve` running beside): it answers.
+    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = own.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in own.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nMallory",
+            );
+        }
+    });
+    let data = write_file(
+        dir.path(),
+        "acme.json",
+        &serde_json::json!({
+            "tenants": [{ "slug": "acme", "name": "Acme", "default_region": "US" }],
+            "directory_sources": [{
+                "tenant": "acme", "name": "self", "kind": "http", "timeout_ms": 1000,
+                "settings": { "url": format!("http://{api}/cnam/{{e164}}") }
+            }]
+        })
+        .to_string(),
+    );
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&data);
+    let out = run(import);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut cli = dialtone(dir.path(), &url);
+    cli.args(["lookup", "+1 555 010 1299", "--tenant", "acme"])
+        .env("DIALTONE_HTTP__LISTEN", api.to_string())
+        .env("DIALTONE_LOOKUP__SOURCE_NETWORKS", r#"["127.0.0.0/8"]"#);
+    let out = run(cli);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("not an address sources may reach") && !shown.contains("Mallory"),
+        "{shown}"
+    );
+}

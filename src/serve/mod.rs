@@ -74,16 +74,7 @@ pub async fn run(
         .with_unclaimed(unclaimed, config.provisioning.record_unclaimed_anywhere),
     );
     // Sources tenants configure may never reach this node's own listeners.
-    let own = [
-        Some(config.http.listen),
-        Some(config.provisioning.http_listen),
-        config.provisioning.https_listen,
-        config.provisioning.tftp_listen,
-    ];
-    let mut lookup_options = config.lookup.options(own.into_iter().flatten())?;
-    lookup_options.mirror_dir = Some(config.mirror_dir());
-    lookup_options.mirror_entry_quota = config.quotas.directory_entries;
-    let lookups = LookupService::new(mirror.clone(), Some(key.clone()), lookup_options);
+    let lookups = LookupService::new(mirror.clone(), Some(key.clone()), config.lookup_options()?);
     let static_dir = config.provisioning.static_dir.clone();
     if let Some(dir) = &static_dir {
         let files = provisioner.reload_static(dir).with_context(|| {
