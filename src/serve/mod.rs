@@ -142,7 +142,7 @@ pub async fn run(
         counts = ?mirror.load().counts(),
         "dialtone ready"
     );
-    let listeners = Listeners::start(&config, sockets, router, &provisioner, &cancel)?;
+    let mut listeners = Listeners::start(&config, sockets, router, &provisioner, &cancel)?;
     // Every listener is bound and serving, and the mirror is loaded.
     notify_systemd(&[
         sd_notify::NotifyState::Ready,
@@ -162,9 +162,27 @@ pub async fn run(
             }
         });
     }
-    cancel.cancelled().await;
+    // A listener that ends by itself (a setup error after start, a panic
+    // on its thread) would leave a node that answers /readyz but not
+    // phones: stop, and let the service manager start it afresh.
+    let stopped = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => None,
+        // Listeners end on the cancel too: only one that ended first counts.
+        name = listeners.first_to_stop() => (!cancel.is_cancelled()).then_some(name),
+    };
+    if let Some(name) = stopped {
+        tracing::error!(
+            listener = name,
+            "a listener stopped by itself; shutting down"
+        );
+        cancel.cancel();
+    }
     drain(&config, listeners, tracker, &mirror, &*store).await;
-    Ok(())
+    match stopped {
+        Some(name) => anyhow::bail!("the {name} listener stopped by itself"),
+        None => Ok(()),
+    }
 }
 
 fn provision_options(config: &Config) -> ProvisionOptions {
@@ -256,7 +274,38 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
 /// The running listeners, for the drain.
 struct Listeners {
     http: Vec<(&'static str, JoinHandle<()>)>,
-    tftp: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// The TFTP thread's join, waited for on a blocking thread.
+    tftp: Option<JoinHandle<std::thread::Result<std::io::Result<()>>>>,
+}
+
+impl Listeners {
+    /// The name of the first listener to end, taken out of the set (a
+    /// finished task is not awaited twice); pending while all run.
+    async fn first_to_stop(&mut self) -> &'static str {
+        use std::future::Future;
+        use std::task::Poll;
+        let stopped = std::future::poll_fn(|cx| {
+            for (i, (_, task)) in self.http.iter_mut().enumerate() {
+                if std::pin::Pin::new(task).poll(cx).is_ready() {
+                    return Poll::Ready(Some(i));
+                }
+            }
+            if let Some(tftp) = &mut self.tftp {
+                if std::pin::Pin::new(tftp).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match stopped {
+            Some(i) => self.http.remove(i).0,
+            None => {
+                self.tftp = None;
+                "TFTP"
+            }
+        }
+    }
 }
 
 impl Listeners {
@@ -306,15 +355,16 @@ impl Listeners {
         // TFTP runs on a runtime of its own, on a thread of its own, so a
         // flood of UDP never competes with the API's workers.
         let tftp = match sockets.tftp {
-            Some(socket) => Some(
-                dialtone_tftp::tftp::spawn(
+            Some(socket) => {
+                let thread = dialtone_tftp::tftp::spawn(
                     socket,
                     provisioner.clone(),
                     sockets.tftp_options,
                     cancel.clone().cancelled_owned(),
                 )
-                .context("starting the TFTP server")?,
-            ),
+                .context("starting the TFTP server")?;
+                Some(tokio::task::spawn_blocking(move || thread.join()))
+            }
             None => None,
         };
         Ok(Listeners { http, tftp })
@@ -349,7 +399,7 @@ async fn drain(
     if let Some(tftp) = listeners.tftp {
         // Refuses new requests at once (an error packet) and lets running
         // transfers finish within their grace period.
-        match tokio::task::spawn_blocking(move || tftp.join()).await {
+        match tftp.await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
             _ => tracing::warn!("TFTP server thread failed"),

@@ -75,3 +75,27 @@ async fn the_api_router_answers_for_every_part() {
         assert_eq!(response.status(), status, "{path}");
     }
 }
+
+/// A listener that ends while the others run is named and taken out of
+/// the set (so the drain does not await it twice); while all run, nothing.
+#[tokio::test]
+async fn the_first_listener_to_stop_by_itself_is_named() {
+    let running = || tokio::spawn(std::future::pending::<()>());
+    let mut listeners = super::Listeners {
+        http: vec![("API", running()), ("provisioning", tokio::spawn(async {}))],
+        tftp: Some(tokio::task::spawn_blocking(|| Ok(Ok(())))),
+    };
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), listeners.first_to_stop());
+    let first = first.await.expect("a finished listener is noticed");
+    assert!(["provisioning", "TFTP"].contains(&first), "{first}");
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), listeners.first_to_stop());
+    let second = second.await.expect("and the next one");
+    assert!(["provisioning", "TFTP"].contains(&second) && second != first);
+    let none = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        listeners.first_to_stop(),
+    );
+    assert!(none.await.is_err(), "a running listener is not reported");
+    assert_eq!(listeners.http.len(), 1);
+    assert!(listeners.tftp.is_none());
+}
