@@ -119,6 +119,7 @@ pub async fn run(
     tokio::spawn(signals::signals(
         cancel.clone(),
         config_path,
+        config.clone(),
         log,
         signals::reload_live(provisioner.clone(), static_dir),
     )?);

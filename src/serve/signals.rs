@@ -28,6 +28,7 @@ pub(super) fn notify_systemd(state: &[sd_notify::NotifyState]) {
 pub(super) fn signals(
     cancel: CancellationToken,
     config_path: Option<PathBuf>,
+    started_with: Config,
     log: LogHandle,
     reload_live: impl Fn(Option<&Config>) + Send + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
@@ -42,6 +43,15 @@ pub(super) fn signals(
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     let config = reload(config_path.as_deref(), &log);
+                    if let Some(new) = &config {
+                        let waiting = needs_restart(&started_with, new);
+                        if !waiting.is_empty() {
+                            tracing::warn!(
+                                settings = %waiting.join(", "),
+                                "SIGHUP: these settings changed but apply only after a restart; the running values stay"
+                            );
+                        }
+                    }
                     reload_live(config.as_ref());
                 }
                 _ = cancel.cancelled() => return,
@@ -81,6 +91,62 @@ fn reload(path: Option<&std::path::Path>, log: &LogHandle) -> Option<Config> {
     }
 }
 
+/// The settings SIGHUP applies (with the log file, reopened by name, and
+/// the shipped templates and static files, re-read whatever changed).
+const LIVE: &[&str] = &[
+    "log.filter",
+    "provisioning.ban_burst",
+    "provisioning.ban_per_minute",
+    "provisioning.ban_known_ttl_s",
+    "provisioning.render_cache_mb",
+];
+
+/// Settings that differ between the config `serve` started with and `new`
+/// but only take effect on a restart, by dotted name. Without this an
+/// operator who tightens, say, `lookup.source_networks` and sends SIGHUP
+/// reads "reloaded" while tenants still reach the old networks.
+fn needs_restart(started_with: &Config, new: &Config) -> Vec<String> {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    flatten(
+        "",
+        &serde_json::to_value(started_with).unwrap_or_default(),
+        &mut before,
+    );
+    flatten(
+        "",
+        &serde_json::to_value(new).unwrap_or_default(),
+        &mut after,
+    );
+    let before: std::collections::BTreeMap<_, _> = before.into_iter().collect();
+    let after: std::collections::BTreeMap<_, _> = after.into_iter().collect();
+    let mut changed: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k) && !LIVE.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    changed.sort_unstable();
+    changed.dedup();
+    changed
+}
+
+/// Every leaf of `value` (arrays count as one) with its dotted path.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                flatten(&path, field, out);
+            }
+        }
+        leaf => out.push((prefix.to_string(), leaf.clone())),
+    }
+}
+
 /// What SIGHUP applies without a restart: ban limits and how long known
 /// phones are remembered, the render cache's size, the shipped templates and the static files.
 pub(super) fn reload_live(
@@ -117,5 +183,27 @@ pub(super) fn reload_live(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_restart;
+    use crate::config::Config;
+
+    #[test]
+    fn a_reload_names_the_changes_that_wait_for_a_restart() {
+        let running = Config::default();
+        let mut new = running.clone();
+        assert!(needs_restart(&running, &new).is_empty());
+        new.provisioning.ban_burst += 1;
+        new.log.filter = "debug".into();
+        assert!(needs_restart(&running, &new).is_empty(), "both apply live");
+        new.lookup.source_networks = vec!["10.0.0.0/8".into()];
+        new.quotas.phones += 1;
+        assert_eq!(
+            needs_restart(&running, &new),
+            ["lookup.source_networks", "quotas.phones"]
+        );
     }
 }
