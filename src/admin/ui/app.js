@@ -64,6 +64,57 @@ function errorText(reply) {
   return error ? error.message : "request failed (" + reply.status + ")";
 }
 
+// ---- lists -------------------------------------------------------------
+
+// A list route answers one page at a time: `items`, and `next` to pass as
+// `after` for the following page (absent on the last). listAll reads every
+// page, the largest the server gives (1,000), but stops after LIST_PAGES
+// pages so that no list, however long, keeps the page loading: `cut` then
+// says the list is not whole, and `error` says why it stopped early.
+const LIST_PAGE_SIZE = 1000;
+const LIST_PAGES = 100;
+
+async function listAll(path) {
+  const items = [];
+  let after = null;
+  for (let n = 0; n < LIST_PAGES; n++) {
+    const query = "limit=" + LIST_PAGE_SIZE + (after === null ? "" : "&after=" + encodeURIComponent(after));
+    const reply = await api("GET", path + (path.includes("?") ? "&" : "?") + query);
+    if (reply.status !== 200) return { items, cut: true, error: errorText(reply) };
+    const page = reply.data || {};
+    items.push(...(page.items || []));
+    if (page.next === null || page.next === undefined || page.next === "") return { items, cut: false, error: null };
+    // A cursor that does not move would read the same page again.
+    if (String(page.next) === after) return { items, cut: true, error: "the list repeated a page" };
+    after = String(page.next);
+  }
+  return { items, cut: true, error: null };
+}
+
+// A list's note: nothing when the list is whole, or which part is shown.
+function cutNote(node, list, what) {
+  if (list.error) say(node, "Only " + list.items.length + " " + what + " listed: " + list.error, "error");
+  else if (list.cut) say(node, "Only the first " + list.items.length + " " + what + " are listed; there are more.", "error");
+  else say(node, "");
+}
+
+// A tenant in a picker: its name, and its slug where that differs (two
+// companies of thousands may share a name).
+function tenantOption(t) {
+  return el("option", { value: t.slug, text: t.name === t.slug ? t.name : t.name + " (" + t.slug + ")" });
+}
+
+// Every tenant the token sees (a tenant's own token sees one), as a select,
+// with a note under it when the list is not whole. Each view with a tenant
+// picker builds it here.
+async function tenantPicker(id) {
+  const list = await listAll("/v1/tenants");
+  const select = el("select", { id }, ...list.items.map(tenantOption));
+  const note = status(id + "-note");
+  cutNote(note, list, "tenants");
+  return { select, note, tenants: list.items };
+}
+
 function diffView(diff) {
   const pre = el("pre", { class: "diff" });
   for (const line of diff.split("\n")) {
@@ -91,7 +142,7 @@ function loginView() {
     onsubmit: async (event) => {
       event.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      const reply = await api("GET", "/v1/tenants");
+      const reply = await api("GET", "/v1/tenants?limit=1");
       if (reply.status === 200) {
         location.hash = "#/templates";
       } else {
@@ -177,7 +228,12 @@ function keyFields(t) {
 }
 
 async function templateView(id) {
-  const reply = await api("GET", "/v1/templates/" + id);
+  // The id comes from the address bar: only a number names a template, so
+  // nothing like "../tenants/x" can make this page ask for another route.
+  if (id === null || !/^\d+$/.test(id)) {
+    return show("Template", el("p", { class: "status error", text: "No such template: a template's address ends in its number." }));
+  }
+  const reply = await api("GET", "/v1/templates/" + encodeURIComponent(id));
   if (reply.status !== 200) return show("Template", el("p", { text: errorText(reply) }));
   let template = reply.data;
   let etag = reply.etag;
@@ -329,6 +385,7 @@ async function phonesView() {
 }
 
 async function phoneView(mac) {
+  if (mac === null) return show("Phone", el("p", { class: "status error", text: "No such phone." }));
   const reply = await api("GET", "/v1/phones/" + encodeURIComponent(mac));
   if (reply.status !== 200) return show("Phone", el("p", { text: errorText(reply) }));
   const p = reply.data;
@@ -384,9 +441,8 @@ function mirrorLine(src) {
 }
 
 async function directoryView() {
-  const tenants = await api("GET", "/v1/tenants");
-  const tenant = el("select", { id: "tenant" },
-    ...((tenants.data && tenants.data.items) || []).map((t) => el("option", { value: t.slug, text: t.name })));
+  const picker = await tenantPicker("tenant");
+  const tenant = picker.select;
   const q = el("input", { id: "entry-search", type: "search" });
   const entries = el("tbody");
   const sources = el("div", { id: "sources" });
@@ -408,6 +464,9 @@ async function directoryView() {
     const slug = encodeURIComponent(tenant.value);
     const s = await api("GET", "/v1/tenants/" + slug + "/directory-sources");
     if (!newest()) return;
+    if (s.status !== 200) {
+      return sources.replaceChildren(el("p", { class: "status error", text: "Sources not loaded: " + errorText(s) }));
+    }
     sources.replaceChildren(...(s.data || []).map((src) => {
       const out = status("test-" + src.name);
       return el("div", {},
@@ -428,7 +487,7 @@ async function directoryView() {
   tenant.addEventListener("change", load);
   q.addEventListener("input", loadEntries);
   show("Directory",
-    el("label", { for: "tenant", text: "Tenant" }), tenant,
+    el("label", { for: "tenant", text: "Tenant" }), tenant, picker.note,
     el("label", { for: "entry-search", text: "Search entries" }), q,
     el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Name" }), el("th", { text: "Company" }),
       el("th", { text: "Numbers" }))), entries),
@@ -438,13 +497,23 @@ async function directoryView() {
 
 // ---- routing -----------------------------------------------------------
 
+// A part of the address bar's hash as text; null for a malformed escape
+// (a lone "%"), which decodeURIComponent would throw on.
+function hashPart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
+}
+
 async function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return loginView();
   document.getElementById("nav").hidden = false;
   const [, section, id] = location.hash.split("/");
-  if (section === "templates" && id) return templateView(decodeURIComponent(id));
+  if (section === "templates" && id) return templateView(hashPart(id));
   if (section === "new-template") return newTemplateView();
-  if (section === "phones" && id) return phoneView(decodeURIComponent(id));
+  if (section === "phones" && id) return phoneView(hashPart(id));
   if (section === "phones") return phonesView();
   if (section === "directory") return directoryView();
   if (section === "fleet") return fleetView();
@@ -453,12 +522,21 @@ async function route() {
   return templatesView();
 }
 
-window.addEventListener("hashchange", route);
+// A view that fails says so on the page instead of leaving it blank; the
+// error still reaches the console.
+function go() {
+  return route().catch((e) => {
+    show("Error", el("p", { class: "status error", text: "This view failed: " + e.message }));
+    throw e;
+  });
+}
+
+window.addEventListener("hashchange", go);
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     location.hash = "#/login";
-    route();
+    go();
   });
-  route();
+  go();
 });

@@ -2,7 +2,8 @@
 // boots per hour, phones not seen lately and phones whose last fetch
 // failed, from GET /v1/tenants/{slug}/fleet. Charts are SVG built node by
 // node (no markup strings), so tenant data only ever lands in text nodes
-// and attributes. Uses el/api/show/status/say/errorText from app.js.
+// and attributes. Uses el/api/show/status/say/errorText/tenantPicker
+// from app.js.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -86,9 +87,8 @@ function phoneLink(mac) {
 }
 
 async function fleetView() {
-  const tenants = await api("GET", "/v1/tenants");
-  const tenant = el("select", { id: "fleet-tenant" },
-    ...((tenants.data && tenants.data.items) || []).map((t) => el("option", { value: t.slug, text: t.name })));
+  const picker = await tenantPicker("fleet-tenant");
+  const tenant = picker.select;
   const days = el("input", { id: "fleet-days", type: "number", min: "1", max: "365", value: "7" });
   const hours = el("select", { id: "fleet-hours" },
     ...[24, 72, 168].map((h) => el("option", { value: String(h), text: h + " hours", selected: h === 72 })));
@@ -128,7 +128,7 @@ async function fleetView() {
       el("div", {}, el("label", { for: "fleet-tenant", text: "Tenant" }), tenant),
       el("div", {}, el("label", { for: "fleet-days", text: "Not seen for (days)" }), days),
       el("div", {}, el("label", { for: "fleet-hours", text: "Boots over" }), hours)),
-    message, out,
+    picker.note, message, out,
     el("h3", { text: "Resyncs" }), resyncs);
   await load();
 }

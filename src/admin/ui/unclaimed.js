@@ -1,7 +1,8 @@
 // The unclaimed view (#/unclaimed): per tenant, the phones that asked for
 // their own files from the tenant's networks with a MAC nobody has, each
 // with a form that claims it as a phone in one step; for global admins also
-// the unassigned list. Uses el/api/show/status/say/errorText from app.js.
+// the unassigned list. Uses el/api/show/status/say/errorText/tickets/
+// tenantPicker/tenantOption from app.js.
 "use strict";
 
 const FAMILIES = ["yealink", "poly", "cisco-spa", "cisco-mpp", "cisco-sep", "grandstream", "snom", "fanvil"];
@@ -61,27 +62,87 @@ function unclaimedTable(devices, slugOf, reload) {
       el("td", {}, claimForm(d, slugOf, reload))))));
 }
 
+// One tenant's section: its list, drawn again after a claim.
+function tenantSection(t) {
+  const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unclaimed phones of " + t.name });
+  const load = async (note) => {
+    const r = await api("GET", "/v1/tenants/" + encodeURIComponent(t.slug) + "/unclaimed");
+    const devices = (r.data && r.data.devices) || [];
+    box.replaceChildren(el("h3", { text: t.name + " (" + devices.length + ")" }), ...noted(note),
+      r.status === 200 ? unclaimedTable(devices, () => t.slug, load) : el("p", { class: "status error", text: errorText(r) }));
+  };
+  return { box, load };
+}
+
+// Requests in flight at once when every tenant is checked.
+const SCAN_AT_ONCE = 4;
+
+// The lists are per tenant and read from the database, and a provider has
+// thousands of tenants: the page loads the chosen tenant's list only (and,
+// for global admins, the unassigned list). "Check every tenant" walks all
+// of them on request, SCAN_AT_ONCE at a time, and lists the tenants that
+// have unclaimed phones; picking one shows its list.
 async function unclaimedView() {
-  const tenants = await api("GET", "/v1/tenants");
-  const items = (tenants.data && tenants.data.items) || [];
-  const sections = [];
-  for (const t of items) {
-    const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unclaimed phones of " + t.name });
-    const load = async (note) => {
-      const r = await api("GET", "/v1/tenants/" + encodeURIComponent(t.slug) + "/unclaimed");
-      const devices = (r.data && r.data.devices) || [];
-      box.replaceChildren(el("h3", { text: t.name + " (" + devices.length + ")" }), ...noted(note),
-        r.status === 200 ? unclaimedTable(devices, () => t.slug, load) : el("p", { class: "status error", text: errorText(r) }));
+  const picker = await tenantPicker("unclaimed-tenant");
+  const items = picker.tenants;
+  const bySlug = new Map(items.map((t) => [t.slug, t]));
+  const shown = el("div", { id: "unclaimed-shown" });
+  const ticket = tickets();
+  const showTenant = async () => {
+    const newest = ticket();
+    const t = bySlug.get(picker.select.value);
+    if (!t) return shown.replaceChildren(el("p", { class: "muted", text: "No tenants." }));
+    const section = tenantSection(t);
+    await section.load();
+    if (newest()) shown.replaceChildren(section.box);
+  };
+  picker.select.addEventListener("change", showTenant);
+
+  const scanStatus = status("unclaimed-scan-status");
+  const found = el("ul", { id: "unclaimed-found" });
+  const scanButton = el("button", { type: "button", id: "unclaimed-scan", text: "Check every tenant", onclick: () => scan() });
+  const scan = async () => {
+    scanButton.disabled = true;
+    found.replaceChildren();
+    const hits = [];
+    const failed = [];
+    let next = 0;
+    let checked = 0;
+    const worker = async () => {
+      // Leaving the view stops the walk after the requests in flight.
+      while (next < items.length && found.isConnected) {
+        const index = next++;
+        const t = items[index];
+        const r = await api("GET", "/v1/tenants/" + encodeURIComponent(t.slug) + "/unclaimed");
+        checked++;
+        const devices = (r.data && r.data.devices) || [];
+        if (r.status !== 200) failed.push(t.name);
+        else if (devices.length) hits.push({ index, t, count: devices.length });
+        say(scanStatus, "Checked " + checked + " of " + items.length + " tenants; " + hits.length + " with unclaimed phones.");
+      }
     };
-    await load();
-    sections.push(box);
-  }
+    await Promise.all(Array.from({ length: Math.min(SCAN_AT_ONCE, items.length) }, worker));
+    if (!found.isConnected) return;
+    hits.sort((a, b) => a.index - b.index);
+    found.replaceChildren(...hits.map(({ t, count }) => el("li", {},
+      el("button", { type: "button", text: t.name + " (" + count + ")", onclick: () => {
+        picker.select.value = t.slug;
+        showTenant();
+      } }))));
+    const unchecked = failed.length <= 10 ? failed.join(", ")
+      : failed.slice(0, 10).join(", ") + " and " + (failed.length - 10) + " more";
+    say(scanStatus, hits.length + " of " + items.length + " tenants have unclaimed phones." +
+      (failed.length ? " Not checked: " + unchecked + "." : ""), failed.length ? "error" : "ok");
+    scanButton.disabled = false;
+  };
+
+  const sections = [];
   // Only global admins have the unassigned list (403 otherwise: not shown).
   const stray = await api("GET", "/v1/unclaimed");
   if (stray.status === 200 && items.length) {
     const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unassigned unclaimed phones" });
     const target = el("select", { id: "unassigned-tenant" },
-      ...items.map((t) => el("option", { value: t.slug, text: t.name })));
+      ...items.map(tenantOption));
     const load = async (note) => {
       const r = await api("GET", "/v1/unclaimed");
       const devices = (r.data && r.data.devices) || [];
@@ -92,7 +153,10 @@ async function unclaimedView() {
     await load();
     sections.push(box);
   }
+  await showTenant();
   show("Unclaimed phones",
     el("p", { class: "muted", text: "Unknown phones that asked for their own files from a tenant's provisioning networks." }),
-    ...sections);
+    el("label", { for: "unclaimed-tenant", text: "Tenant" }), picker.select, picker.note,
+    ...(items.length > 1 ? [el("p", {}, scanButton)] : []), scanStatus, found,
+    shown, ...sections);
 }
