@@ -217,3 +217,105 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
     assert!(!server.stderr().contains(&token), "the token was logged");
     assert_eq!(server.stop(), 0);
 }
+
+/// More tenants than one page of `/v1/tenants` (100 by default): every
+/// tenant picker (Directory, Fleet, Unclaimed) offers the last one, the
+/// unclaimed view does not ask for every tenant's list on load, and a
+/// template address that is not a number makes no request at all
+/// (tests/ui/tenant_pickers.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_picks_a_tenant_past_the_first_page() {
+    const TENANTS: usize = 150;
+    let ui_dir = PathBuf::from(
+        std::env::var("DIALTONE_TEST_UI_DIR")
+            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let slug = |n: usize| format!("t{n:03}");
+    let name = |n: usize| format!("Company {n:03}");
+    let last = TENANTS - 1;
+    // The last tenant by slug provisions from 127.0.0.1, where the test's
+    // unknown phone fetches from, and has a phone and a directory entry.
+    let tenants: Vec<Value> = (0..TENANTS)
+        .map(|n| {
+            let mut t = json!({ "slug": slug(n), "name": name(n), "default_region": "US" });
+            if n == last {
+                t["settings"] = json!({ "provisioning_networks": ["127.0.0.1/32"] });
+            }
+            t
+        })
+        .collect();
+    let data = json!({
+        "tenants": tenants,
+        "phones": [{
+            "tenant": slug(last), "mac": "001565cc0149", "family": "yealink", "model": "T46S",
+            "lines": [{ "extension": "149", "registrar": "sip.example.net" }],
+        }],
+        "directory": [{
+            "tenant": slug(last), "name": "Zed Lastentry", "numbers": [{ "number": "+15550100149" }],
+        }],
+    });
+    let file = write_file(dir.path(), "tenants.json", &data.to_string());
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&file);
+    let out = run(import);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = create_token(
+        dir.path(),
+        &url,
+        &["--scope", "global-admin", "--name", "browser"],
+    );
+    let server = Server::start(dir.path(), &url, &[]);
+    let api = Api::new(server.addr, token.clone());
+
+    // An unknown phone asks for its file from the last tenant's network.
+    let unclaimed = "001565dd0149";
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/{unclaimed}.cfg", server.prov_addr))
+        .header(
+            "user-agent",
+            "Yealink SIP-T46U 108.86.0.20 00:15:65:dd:01:49",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 404);
+    let listed = format!("/v1/tenants/{}/unclaimed", slug(last));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, _, body) = api.send(reqwest::Method::GET, &listed, None, None).await;
+        assert_eq!(status, 200, "{body}");
+        if body["devices"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unknown phone was never listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let script = ui_dir.join("tenant_pickers.mjs");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/tenant_pickers.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .env("UI_API", format!("http://{}", server.addr))
+        .env("UI_TOKEN", &token)
+        .env("UI_TENANTS", TENANTS.to_string())
+        .env("UI_LAST", slug(last))
+        .env("UI_LAST_NAME", name(last))
+        .env("UI_LAST_ENTRY", "Zed Lastentry")
+        .env("UI_UNCLAIMED_MAC", unclaimed)
+        .output()
+        .expect("run node");
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("{log}");
+    assert!(out.status.success(), "the browser run failed:\n{log}");
+    assert!(!server.stderr().contains(&token), "the token was logged");
+    assert_eq!(server.stop(), 0);
+}

@@ -1,0 +1,162 @@
+// The admin page's tenant pickers with more tenants than one page of
+// /v1/tenants (100 by default), and the template route's address-bar
+// checks, in Debian's Chromium (playwright-core). Called by tests/ui.rs,
+// which imports the tenants (UI_LAST is the last by slug, with one
+// directory entry, one phone and one unclaimed phone). Exits non-zero on
+// the first failed step.
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const api = env("UI_API");
+const token = env("UI_TOKEN");
+const tenants = Number(env("UI_TENANTS"));
+const last = env("UI_LAST");
+const lastName = env("UI_LAST_NAME");
+const lastEntry = env("UI_LAST_ENTRY");
+const unclaimedMac = env("UI_UNCLAIMED_MAC");
+
+const step = (n, what) => console.log(`step ${n}: ${what}`);
+const fail = (message) => { throw new Error(message); };
+const settle = (page) => page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 300)));
+let pageError = null;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
+  page.setDefaultTimeout(15000);
+  const cspViolations = [];
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
+  page.on("pageerror", (e) => { pageError = pageError || e.message; });
+  const checkErrors = () => { if (pageError) fail(`script error on the page: ${pageError}`); };
+  // Every admin API request the page makes, in order.
+  const requests = [];
+  page.on("request", (r) => {
+    const path = new URL(r.url()).pathname;
+    if (path.startsWith("/v1/")) requests.push(new URL(r.url()).pathname + new URL(r.url()).search);
+  });
+
+  step(1, "log in");
+  await page.goto(`${api}/ui/`);
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+
+  step(2, `the directory lists all ${tenants} tenants, and the last one is picked`);
+  await page.goto(`${api}/ui/#/directory`);
+  await page.locator("#tenant").waitFor();
+  await page.getByRole("heading", { name: "Directory" }).waitFor();
+  const directoryOptions = await page.locator("#tenant option").count();
+  if (directoryOptions !== tenants) fail(`the directory's picker has ${directoryOptions} of ${tenants} tenants`);
+  await page.locator("#tenant").selectOption(last);
+  await page.locator("tbody tr", { hasText: lastEntry }).waitFor();
+  if ((await page.locator("#tenant-note").textContent()) !== "") fail("the whole list is noted as cut");
+  checkErrors();
+
+  step(3, "the fleet view picks the last tenant too");
+  await page.goto(`${api}/ui/#/fleet`);
+  await page.getByRole("heading", { name: "Fleet" }).waitFor();
+  const fleetOptions = await page.locator("#fleet-tenant option").count();
+  if (fleetOptions !== tenants) fail(`the fleet's picker has ${fleetOptions} of ${tenants} tenants`);
+  await page.locator("#fleet-tenant").selectOption(last);
+  await page.locator("#fleet-status", { hasText: /^1 phones/ }).waitFor();
+  checkErrors();
+
+  step(4, "the unclaimed view loads one tenant's list, not every tenant's");
+  await page.goto(`${api}/ui/#/templates`);
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+  const perTenant = /^\/v1\/tenants\/[^/]+\/unclaimed$/;
+  let before = requests.length;
+  await page.goto(`${api}/ui/#/unclaimed`);
+  await page.getByRole("heading", { name: "Unclaimed phones" }).waitFor();
+  await page.locator("section.unclaimed-tenant").first().waitFor();
+  await settle(page);
+  const loaded = requests.slice(before).filter((r) => perTenant.test(r));
+  if (loaded.length > 1) fail(`opening the view asked for ${loaded.length} tenants' lists`);
+  const unclaimedOptions = await page.locator("#unclaimed-tenant option").count();
+  if (unclaimedOptions !== tenants) fail(`the unclaimed view's picker has ${unclaimedOptions} of ${tenants} tenants`);
+  await page.locator("#unclaimed-tenant").selectOption(last);
+  const lastSection = page.getByRole("region", { name: `Unclaimed phones of ${lastName}` });
+  await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
+  const claimTargets = await page.locator("#unassigned-tenant option").count();
+  if (claimTargets !== tenants) fail(`the unassigned list claims into ${claimTargets} of ${tenants} tenants`);
+  checkErrors();
+
+  step(5, "checking every tenant keeps a few requests in flight and finds the last tenant's phone");
+  await page.locator("#unclaimed-tenant").selectOption({ index: 0 });
+  await page.getByRole("region", { name: /^Unclaimed phones of / }).filter({ hasNotText: unclaimedMac }).waitFor();
+  let inFlight = 0;
+  let most = 0;
+  const isList = (r) => perTenant.test(new URL(r.url()).pathname);
+  const started = (r) => { if (isList(r)) { inFlight++; most = Math.max(most, inFlight); } };
+  const ended = (r) => { if (isList(r)) inFlight--; };
+  page.on("request", started);
+  page.on("requestfinished", ended);
+  page.on("requestfailed", ended);
+  before = requests.length;
+  await page.getByRole("button", { name: "Check every tenant" }).click();
+  await page.locator("#unclaimed-scan-status", { hasText: `1 of ${tenants} tenants have unclaimed phones.` }).waitFor();
+  const scanned = requests.slice(before).filter((r) => perTenant.test(r)).length;
+  if (scanned !== tenants) fail(`the check asked for ${scanned} of ${tenants} tenants' lists`);
+  if (most > 4) fail(`the check had ${most} requests in flight at once`);
+  await page.getByRole("button", { name: `${lastName} (1)` }).click();
+  await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
+  checkErrors();
+
+  step(6, "a list that never ends is cut after 100 pages, and says so");
+  let pages = 0;
+  await page.route(/\/v1\/tenants\?/, (route) => {
+    pages++;
+    route.fulfill({
+      contentType: "application/json",
+      body: JSON.stringify({ items: [{ slug: `fake-${pages}`, name: `fake ${pages}` }], next: `fake-${pages}` }),
+    });
+  });
+  await page.goto(`${api}/ui/#/templates`);
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+  await page.goto(`${api}/ui/#/directory`);
+  await page.locator("#tenant-note", { hasText: "Only the first 100 tenants are listed" }).waitFor();
+  if (pages !== 100) fail(`the page read ${pages} pages of an endless list`);
+  await page.unroute(/\/v1\/tenants\?/);
+  checkErrors();
+
+  step(7, "a template address that is not a number asks for nothing and leaves the page readable");
+  // A fresh document: no poll of an earlier view (the fleet's resyncs)
+  // lands among the requests counted here.
+  await page.goto(`${api}/ui/#/templates`);
+  await page.reload();
+  for (const hash of ["#/templates/..%2Ftenants%2Fx", "#/templates/..%2F..%2Fv1%2Ftokens", "#/templates/%E0%A4%A", "#/templates/%", "#/phones/%zz"]) {
+    await page.goto(`${api}/ui/#/templates`);
+    await page.getByRole("heading", { name: "Templates" }).waitFor();
+    await settle(page);
+    for (const how of ["hashchange", "load"]) {
+      before = requests.length;
+      if (how === "hashchange") await page.evaluate((h) => { location.hash = h; }, hash);
+      else await page.reload();
+      await settle(page);
+      const asked = requests.slice(before).filter((r) => !/^\/v1\/templates\/\d+$/.test(r));
+      if (asked.length) fail(`${hash} (${how}) asked for ${asked.join(", ")}`);
+      const heading = await page.locator("#main h2").textContent();
+      if (!/^(Template|Phone)$/.test(heading)) fail(`${hash} (${how}) shows "${heading}"`);
+      if (!(await page.locator("#main p.status.error").textContent()).startsWith("No such")) fail(`${hash} (${how}) explains nothing`);
+      checkErrors();
+    }
+  }
+  before = requests.length;
+  await page.evaluate(() => { location.hash = "#/templates/999999"; });
+  await page.locator("#main p", { hasText: /not found|no template/i }).waitFor();
+  const control = requests.slice(before);
+  if (control.join() !== "/v1/templates/999999") fail(`a numeric id asked for ${control.join(", ")}`);
+
+  checkErrors();
+  if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
+  console.log("all steps passed");
+} finally {
+  await browser.close();
+}
