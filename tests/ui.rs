@@ -220,8 +220,10 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
 
 /// More tenants than one page of `/v1/tenants` (100 by default): every
 /// tenant picker (Directory, Fleet, Unclaimed) offers the last one, the
-/// unclaimed view does not ask for every tenant's list on load, and a
-/// template address that is not a number makes no request at all
+/// unclaimed view does not ask for every tenant's list on load, a
+/// template address that is not a number makes no request at all, the
+/// resyncs poll stops asking once the fleet view is left, and the
+/// templates list shows every tenant template, not the first page
 /// (tests/ui/tenant_pickers.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_picks_a_tenant_past_the_first_page() {
@@ -268,6 +270,19 @@ async fn the_admin_page_picks_a_tenant_past_the_first_page() {
     );
     let server = Server::start(dir.path(), &url, &[]);
     let api = Api::new(server.addr, token.clone());
+
+    // One tenant-scope template per tenant: more than one page of
+    // /v1/templates, the last one (by id) the last tenant's.
+    for n in 0..TENANTS {
+        let template = json!({
+            "scope": "tenant", "tenant": slug(n), "family": "yealink",
+            "file_pattern": "{mac}.cfg", "body": format!("# {}\n", slug(n)),
+        });
+        let (status, _, body) = api
+            .send(reqwest::Method::POST, "/v1/templates", Some(template), None)
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
 
     // An unknown phone asks for its file from the last tenant's network.
     let unclaimed = "001565dd0149";

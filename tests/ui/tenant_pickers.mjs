@@ -1,9 +1,11 @@
 // The admin page's tenant pickers with more tenants than one page of
 // /v1/tenants (100 by default), and the template route's address-bar
-// checks, in Debian's Chromium (playwright-core). Called by tests/ui.rs,
-// which imports the tenants (UI_LAST is the last by slug, with one
-// directory entry, one phone and one unclaimed phone). Exits non-zero on
-// the first failed step.
+// checks, the fleet's resyncs poll after the view is left, and the
+// templates list past its first page, in Debian's Chromium
+// (playwright-core). Called by tests/ui.rs, which imports the tenants
+// (UI_LAST is the last by slug, with one directory entry, one phone and
+// one unclaimed phone) and stores one tenant template per tenant. Exits
+// non-zero on the first failed step.
 import { chromium } from "playwright-core";
 
 const env = (name) => {
@@ -64,15 +66,28 @@ try {
   await page.getByRole("heading", { name: "Fleet" }).waitFor();
   const fleetOptions = await page.locator("#fleet-tenant option").count();
   if (fleetOptions !== tenants) fail(`the fleet's picker has ${fleetOptions} of ${tenants} tenants`);
+  const resyncsAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/resyncs" &&
+    new URL(r.url()).searchParams.get("tenant") === last);
   await page.locator("#fleet-tenant").selectOption(last);
   await page.locator("#fleet-status", { hasText: /^1 phones/ }).waitFor();
+  await resyncsAnswered;
+  checkErrors();
+
+  step("3b", "after leaving the fleet view, its resyncs poll asks for nothing more");
+  let before = requests.length;
+  await page.goto(`${api}/ui/#/templates`);
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+  // The poll runs every 3 s (RESYNC_POLL_MS): wait past its next turn.
+  await page.waitForTimeout(4000);
+  const polled = requests.slice(before).filter((r) => r.startsWith("/v1/resyncs"));
+  if (polled.length) fail(`after leaving the fleet view the page asked for ${polled.join(", ")}`);
   checkErrors();
 
   step(4, "the unclaimed view loads one tenant's list, not every tenant's");
   await page.goto(`${api}/ui/#/templates`);
   await page.getByRole("heading", { name: "Templates" }).waitFor();
   const perTenant = /^\/v1\/tenants\/[^/]+\/unclaimed$/;
-  let before = requests.length;
+  before = requests.length;
   await page.goto(`${api}/ui/#/unclaimed`);
   await page.getByRole("heading", { name: "Unclaimed phones" }).waitFor();
   await page.locator("section.unclaimed-tenant").first().waitFor();
@@ -155,6 +170,33 @@ try {
   if (control.join() !== "/v1/templates/999999") fail(`a numeric id asked for ${control.join(", ")}`);
 
   checkErrors();
+
+  step(8, `the templates list shows all ${tenants} tenant templates, the last one too; an endless list is cut and says so`);
+  await page.goto(`${api}/ui/#/templates`);
+  await page.getByRole("heading", { name: "Templates" }).waitFor();
+  await page.locator("#main table tbody tr").first().waitFor();
+  const answered = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/templates" && new URL(r.url()).search.startsWith("?scope=tenant"));
+  await page.locator("#scope-filter").selectOption("tenant");
+  await answered;
+  await settle(page);
+  const rows = await page.locator("#main table tbody tr").count();
+  if (rows !== tenants) fail(`the templates list shows ${rows} of ${tenants} tenant templates`);
+  if (!(await page.locator("#main table tbody tr", { hasText: last }).count())) fail(`the templates list has no row for ${last}`);
+  if ((await page.locator("#templates-note").textContent()) !== "") fail("the whole templates list is noted as cut");
+  let templatePages = 0;
+  await page.route(/\/v1\/templates\?/, (route) => {
+    templatePages++;
+    route.fulfill({
+      contentType: "application/json",
+      body: JSON.stringify({ items: [{ id: templatePages, scope: "tenant", family: "yealink", file_pattern: "x", version: 1 }], next: String(templatePages) }),
+    });
+  });
+  await page.locator("#scope-filter").selectOption("");
+  await page.locator("#templates-note", { hasText: "Only the first 100 templates are listed" }).waitFor();
+  if (templatePages !== 100) fail(`the templates list read ${templatePages} pages of an endless list`);
+  await page.unroute(/\/v1\/templates\?/);
+  checkErrors();
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

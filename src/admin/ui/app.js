@@ -165,14 +165,19 @@ async function templatesView() {
     el("option", { value: "", text: "every scope" }),
     ...["family", "model", "tenant", "phone"].map((s) => el("option", { value: s, text: s })));
   const tbody = el("tbody");
+  // Every template of the chosen scope, page after page (listAll), not the
+  // server's first page of 100; the note says when the list is not whole.
+  const note = status("templates-note");
   const ticket = tickets();
   const load = async () => {
     const newest = ticket();
+    say(note, "Loading templates...");
     const query = scope.value ? "?scope=" + encodeURIComponent(scope.value) : "";
-    const reply = await api("GET", "/v1/templates" + query);
+    const list = await listAll("/v1/templates" + query);
     if (!newest()) return;
+    cutNote(note, list, "templates");
     tbody.replaceChildren();
-    for (const t of (reply.data && reply.data.items) || []) {
+    for (const t of list.items) {
       tbody.append(el("tr", {},
         el("td", {}, el("a", { href: "#/templates/" + t.id, text: t.family + " " + t.file_pattern })),
         el("td", { text: t.scope }),
@@ -183,8 +188,8 @@ async function templatesView() {
   scope.addEventListener("change", load);
   show("Templates",
     el("p", {}, el("a", { href: "#/new-template", text: "New template" })),
-    el("label", { for: "scope-filter", text: "Scope" }), scope,
-    el("table", {}, el("thead", {}, el("tr", {},
+    el("label", { for: "scope-filter", text: "Scope" }), scope, note,
+    el("table", { id: "template-list" }, el("thead", {}, el("tr", {},
       el("th", { text: "Template" }), el("th", { text: "Scope" }),
       el("th", { text: "Applies to" }), el("th", { text: "Version" }))), tbody));
   await load();

@@ -69,7 +69,11 @@ function resyncTable(out, slug) {
   out.replaceChildren(message, el("table", { id: "resync-table" },
     el("thead", {}, el("tr", {}, ["MAC", "State", "Status", "Reason", "Queued", "Sent", "Answered", "Refetched"]
       .map((h) => el("th", { text: h })))), tbody));
+  // The table is checked before each request (a timer that fires after
+  // the view was left asks for nothing) and again after it (the view may
+  // have been left while the request was out).
   const poll = async () => {
+    if (!tbody.isConnected) return;
     const r = await api("GET", "/v1/resyncs?tenant=" + encodeURIComponent(slug));
     if (!tbody.isConnected) return;
     if (r.status !== 200) {
