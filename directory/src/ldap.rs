@@ -55,6 +55,8 @@ pub struct LdapSource {
     name: String,
     settings: LdapSettings,
     password: Option<String>,
+    /// Decided once, from the URL's scheme and `starttls`.
+    security: Security,
     tls: Option<Arc<rustls::ClientConfig>>,
     attributes: Vec<String>,
     connection: Mutex<Option<Ldap>>,
@@ -71,8 +73,12 @@ impl LdapSource {
         password: Option<String>,
         networks: Arc<SourceNetworks>,
     ) -> Result<LdapSource, DirectoryError> {
-        let needs_tls = settings.starttls || settings.url.starts_with("ldaps://");
-        let tls = needs_tls
+        let security = match (settings.url.starts_with("ldaps://"), settings.starttls) {
+            (true, _) => Security::Tls,
+            (false, true) => Security::StartTls,
+            (false, false) => Security::Plain,
+        };
+        let tls = (security != Security::Plain)
             .then(|| tls_config(name, settings.ca_pem.as_deref()))
             .transpose()?;
         Ok(LdapSource {
@@ -80,6 +86,7 @@ impl LdapSource {
             attributes: settings.requested_attributes(),
             settings,
             password,
+            security,
             tls,
             connection: Mutex::new(None),
             networks,
@@ -157,9 +164,9 @@ impl LdapSource {
             .connect_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(budget);
-        let (addrs, host, security) = self.checked_addresses().await?;
+        let (addrs, host) = self.checked_addresses().await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
-        let tls = self.tls.clone();
+        let (tls, security) = (self.tls.clone(), self.security);
         let (conn, mut ldap) =
             ldap_wire::connect(&addrs, &host, security, tls, connect_timeout, &self.name)
                 .await
@@ -203,26 +210,22 @@ impl LdapSource {
     }
 
     /// The addresses the URL's host resolves to that the operator lets
-    /// sources reach, on the URL's port; the host, which a TLS certificate
-    /// must name; and how the session is protected.
-    async fn checked_addresses(
-        &self,
-    ) -> Result<(Vec<SocketAddr>, String, Security), DirectoryError> {
+    /// sources reach, on the URL's port, and the host, which a TLS
+    /// certificate must name.
+    async fn checked_addresses(&self) -> Result<(Vec<SocketAddr>, String), DirectoryError> {
         let url = url::Url::parse(&self.settings.url)
             .map_err(|e| DirectoryError::Ldap(format!("url: {e}")))?;
         let host = url
             .host_str()
             .ok_or_else(|| DirectoryError::Ldap("url has no host".into()))?;
-        let security = match (url.scheme(), self.settings.starttls) {
-            ("ldaps", _) => Security::Tls,
-            (_, true) => Security::StartTls,
-            _ => Security::Plain,
+        let default_port = if self.security == Security::Tls {
+            636
+        } else {
+            389
         };
-        let port = url
-            .port()
-            .unwrap_or(if security == Security::Tls { 636 } else { 389 });
+        let port = url.port().unwrap_or(default_port);
         let addrs = resolve(&self.networks, host, port).await?;
-        Ok((addrs, host.to_string(), security))
+        Ok((addrs, host.to_string()))
     }
 
     async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {
