@@ -35,7 +35,7 @@ fn setup(dir: &std::path::Path, url: &str) -> String {
                 { "tenant": "acme", "external_id": "r1", "name": "Acme Reception", "numbers": [{ "number": "+1 (555) 010-1200" }] }
             ],
             "directory_sources": [{
-                "tenant": "acme", "name": "ad", "kind": "ldap", "timeout_ms": 250,
+                "tenant": "acme", "name": "ad", "kind": "ldap", "timeout_ms": 5000,
                 "settings": { "url": ldap, "bind_dn": "cn=admin,dc=example,dc=com", "base_dn": "ou=people,dc=example,dc=com" },
                 "secret": "secret"
             }]
@@ -72,10 +72,16 @@ fn pbx_shaped_requests_against_the_binary() {
         dir.path(),
         &url,
         &[],
-        &[(
-            "DIALTONE_LOOKUP__SOURCE_NETWORKS",
-            r#"["public", "127.0.0.0/8"]"#,
-        )],
+        &[
+            (
+                "DIALTONE_LOOKUP__SOURCE_NETWORKS",
+                r#"["public", "127.0.0.0/8"]"#,
+            ),
+            // This test is about the shapes of PBX requests, not speed: on a
+            // loaded CI machine a first LDAP bind and search can outlast the
+            // 300 ms default deadline and answer "" instead of the name.
+            ("DIALTONE_LOOKUP__DEADLINE_MS", "5000"),
+        ],
     );
     let host = server.addr;
 
@@ -134,7 +140,8 @@ fn pbx_shaped_requests_against_the_binary() {
         .env(
             "DIALTONE_LOOKUP__SOURCE_NETWORKS",
             r#"["public", "127.0.0.0/8"]"#,
-        );
+        )
+        .env("DIALTONE_LOOKUP__DEADLINE_MS", "5000");
     let out = run(cli);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
