@@ -16,6 +16,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Unclaimed devices claimed as phones through the admin API.",
     ),
     (
+        "dialtone_admin_database_refused_total",
+        "Admin API requests refused with 429: their tenant already ran its share of database-bound requests.",
+    ),
+    (
         "dialtone_history_dropped_total",
         "Provisioning-history records dropped because the queue was full.",
     ),

@@ -32,7 +32,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`,
     /// `bad_request`, `conflict`, `precondition_failed`, `invalid`,
-    /// `template_error`, `unavailable`, `internal`.
+    /// `template_error`, `busy` (429 or 503: retry later), `unavailable`,
+    /// `internal`.
     pub code: String,
     pub message: String,
     #[schema(value_type = Option<Object>)]

@@ -9,6 +9,7 @@
 
 mod audit;
 mod auth;
+pub mod database_share;
 mod directory;
 pub mod error;
 mod fleet;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use dialtone_sync::{watcher, Audit, Mirror, Mutation, SecretKey, Store, Target, WriteReport};
 use dialtone_tftp::Provisioner;
@@ -63,46 +64,37 @@ pub struct AdminState {
     pub lookups: Option<dialtone_directory::LookupService>,
     /// Source tests each tenant has running (`SOURCE_TESTS_PER_TENANT`).
     pub source_tests: Arc<running::Running>,
+    /// Database-bound requests each tenant has running
+    /// (`database_share::per_tenant` of the pool).
+    pub database_share: Arc<running::Running>,
 }
 
 /// Source tests one tenant may run at once; more are answered 429.
 pub const SOURCE_TESTS_PER_TENANT: usize = 2;
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+    // Every handler here awaits the store, holding a pool connection while
+    // its statements run: a tenant runs these under its share of the pool.
+    let database = Router::new()
+        .route("/v1/tenants", post(tenants::create))
         .route(
             "/v1/tenants/{slug}",
-            get(tenants::show)
-                .put(tenants::update)
-                .delete(tenants::remove),
+            put(tenants::update).delete(tenants::remove),
         )
         .route("/v1/tenants/{slug}/fleet", get(fleet::fleet))
-        .route("/v1/phones", get(phones::list).post(phones::create))
+        .route("/v1/phones", post(phones::create))
         .route(
             "/v1/phones/{mac}",
-            get(phones::show).put(phones::update).delete(phones::remove),
+            put(phones::update).delete(phones::remove),
         )
         .route("/v1/phones/{mac}/history", get(audit::history))
+        // A resync writes its audit row before it is queued.
         .route("/v1/phones/{mac}/resync", post(resync::resync_phone))
         .route("/v1/tenants/{slug}/resync", post(resync::resync_tenant))
-        .route("/v1/resyncs", get(resync::list))
-        .route("/v1/phones/{mac}/files", get(preview::phone_files))
-        .route(
-            "/v1/templates",
-            get(templates::list).post(templates::create),
-        )
-        .route("/v1/templates/validate", post(templates::validate))
-        .route("/v1/shipped-templates", get(templates::shipped))
-        .route(
-            "/v1/shipped-templates/{family}/{file_pattern}",
-            get(templates::shipped_one),
-        )
+        .route("/v1/templates", post(templates::create))
         .route(
             "/v1/templates/{id}",
-            get(templates::show)
-                .put(templates::update)
-                .delete(templates::remove),
+            put(templates::update).delete(templates::remove),
         )
         .route("/v1/templates/{id}/versions", get(versions::versions))
         .route(
@@ -110,32 +102,22 @@ pub fn router(state: AdminState) -> Router {
             get(versions::version),
         )
         .route("/v1/templates/{id}/diff", get(versions::diff))
-        .route("/v1/templates/{id}/phones", get(preview::template_phones))
         .route("/v1/templates/{id}/rollback", post(versions::rollback))
-        .route("/v1/preview", post(preview::preview))
         .route(
             "/v1/tenants/{slug}/directory",
-            get(directory::list_entries).post(directory::create_entry),
+            post(directory::create_entry),
         )
         .route(
             "/v1/tenants/{slug}/directory/{external_id}",
-            get(directory::show_entry)
-                .put(directory::update_entry)
-                .delete(directory::remove_entry),
+            put(directory::update_entry).delete(directory::remove_entry),
         )
         .route(
             "/v1/tenants/{slug}/directory-sources",
-            get(sources::list_sources).post(sources::create_source),
+            post(sources::create_source),
         )
         .route(
             "/v1/tenants/{slug}/directory-sources/{name}",
-            get(sources::show_source)
-                .put(sources::update_source)
-                .delete(sources::remove_source),
-        )
-        .route(
-            "/v1/tenants/{slug}/directory-sources/{name}/test",
-            post(sources::test_source),
+            put(sources::update_source).delete(sources::remove_source),
         )
         .route("/v1/tenants/{slug}/unclaimed", get(unclaimed::tenant_list))
         .route(
@@ -143,14 +125,56 @@ pub fn router(state: AdminState) -> Router {
             post(unclaimed::claim),
         )
         .route("/v1/unclaimed", get(unclaimed::unassigned_list))
-        .route("/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/v1/tokens", post(tokens::create))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))
         .route(
             "/v1/import",
             // A platform's worth of phones in one document.
             post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            database_share::admit,
+        ));
+    // Answered from the mirror, the render pool or memory: no connection.
+    Router::new()
+        .route("/v1/tenants", get(tenants::list))
+        .route("/v1/tenants/{slug}", get(tenants::show))
+        .route("/v1/phones", get(phones::list))
+        .route("/v1/phones/{mac}", get(phones::show))
+        .route("/v1/resyncs", get(resync::list))
+        .route("/v1/phones/{mac}/files", get(preview::phone_files))
+        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates/validate", post(templates::validate))
+        .route("/v1/shipped-templates", get(templates::shipped))
+        .route(
+            "/v1/shipped-templates/{family}/{file_pattern}",
+            get(templates::shipped_one),
+        )
+        .route("/v1/templates/{id}", get(templates::show))
+        .route("/v1/templates/{id}/phones", get(preview::template_phones))
+        .route("/v1/preview", post(preview::preview))
+        .route("/v1/tenants/{slug}/directory", get(directory::list_entries))
+        .route(
+            "/v1/tenants/{slug}/directory/{external_id}",
+            get(directory::show_entry),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory-sources",
+            get(sources::list_sources),
+        )
+        .route(
+            "/v1/tenants/{slug}/directory-sources/{name}",
+            get(sources::show_source),
+        )
+        // Reaches out of the node, not to the database; its own cap.
+        .route(
+            "/v1/tenants/{slug}/directory-sources/{name}/test",
+            post(sources::test_source),
+        )
+        .route("/v1/tokens", get(tokens::list))
+        .merge(database)
         // Every answer above carries tenants' data (phones, line settings,
         // template bodies, directory entries): no browser or proxy keeps it.
         // The page's assets and the API document keep their own caching.

@@ -1,7 +1,9 @@
-//! How many of one kind of outbound work a tenant has running. A source
-//! test opens a connection to wherever the tenant's source points and may
-//! wait out two lookup timeouts; without a cap one tenant could hold any
-//! number of them open at once.
+//! How many of one kind of work a tenant has running, where one tenant's
+//! could crowd out everyone else's. A source test opens a connection to
+//! wherever the tenant's source points and may wait out two lookup
+//! timeouts; a database-bound admin request holds one of the pool's few
+//! connections (`database_share.rs`). Without a cap one tenant could hold
+//! any number of either at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

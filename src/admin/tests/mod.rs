@@ -8,6 +8,7 @@ mod matrix;
 mod nul_text;
 mod openapi;
 mod phone_limits;
+mod pool_share;
 mod reach;
 mod resync;
 mod resync_limits;
@@ -317,6 +318,11 @@ impl Harness {
             lookups: None,
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
+            ),
+            database_share: crate::admin::running::Running::new(
+                crate::admin::database_share::per_tenant(
+                    dialtone_sync::store::StoreOptions::default().max_connections,
+                ),
             ),
         });
         Harness {
