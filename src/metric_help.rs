@@ -9,7 +9,7 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Label, Unit}
 pub const COUNTERS: &[(&str, &str)] = &[
     (
         "dialtone_unclaimed_dropped_total",
-        "Unclaimed-device sightings dropped: queue full, or the batch could not be written.",
+        "Unclaimed-device sightings dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), shutdown, write_failed, panic.",
     ),
     (
         "dialtone_unclaimed_claimed_total",
@@ -21,7 +21,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_history_dropped_total",
-        "Provisioning-history records dropped because the queue was full.",
+        "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), shutdown, write_failed, panic.",
     ),
     (
         "dialtone_http_connections_shed_total",
@@ -226,7 +226,6 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// first refusals) would stay silent. Labeled series are listed where the
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
-    ("dialtone_history_dropped_total", &[]),
     ("dialtone_http_connections_shed_total", &[]),
     ("dialtone_lookup_shed_total", &[]),
     ("dialtone_provisioning_bans_total", &[]),
@@ -237,7 +236,37 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_stalled_total", &[]),
     ("dialtone_tftp_transfer_panics_total", &[]),
     ("dialtone_tftp_transfer_failed_total", &[]),
-    ("dialtone_unclaimed_dropped_total", &[]),
+    (
+        "dialtone_history_dropped_total",
+        &[("reason", "queue_full")],
+    ),
+    (
+        "dialtone_history_dropped_total",
+        &[("reason", "tenant_share")],
+    ),
+    ("dialtone_history_dropped_total", &[("reason", "shutdown")]),
+    (
+        "dialtone_history_dropped_total",
+        &[("reason", "write_failed")],
+    ),
+    ("dialtone_history_dropped_total", &[("reason", "panic")]),
+    (
+        "dialtone_unclaimed_dropped_total",
+        &[("reason", "queue_full")],
+    ),
+    (
+        "dialtone_unclaimed_dropped_total",
+        &[("reason", "tenant_share")],
+    ),
+    (
+        "dialtone_unclaimed_dropped_total",
+        &[("reason", "shutdown")],
+    ),
+    (
+        "dialtone_unclaimed_dropped_total",
+        &[("reason", "write_failed")],
+    ),
+    ("dialtone_unclaimed_dropped_total", &[("reason", "panic")]),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
@@ -282,6 +311,23 @@ mod tests {
         }
         for name in GAUGES_AT_ZERO {
             assert!(GAUGES.iter().any(|(n, _)| n == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_drop_reason_of_the_writers_starts_at_zero() {
+        for name in [
+            "dialtone_history_dropped_total",
+            "dialtone_unclaimed_dropped_total",
+        ] {
+            for reason in dialtone_sync::DROP_REASONS {
+                assert!(
+                    START_AT_ZERO
+                        .iter()
+                        .any(|(n, labels)| *n == name && *labels == [("reason", reason)]),
+                    "{name} {reason}"
+                );
+            }
         }
     }
 }

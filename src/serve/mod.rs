@@ -96,17 +96,16 @@ pub async fn run(
             window: Duration::from_secs(config.supervision.window_s.max(1)),
         },
     );
-    // Writes what is queued when cancelled, so it runs to the end on its own.
-    tracker.spawn(unclaimed_writer.run(cancel.clone()));
     let metrics = tasks::spawn(
         tasks::Parts {
+            history_writer,
+            unclaimed_writer,
             config: &config,
             store: &store,
             mirror: &mirror,
             provisioner: &provisioner,
             lookups: &lookups,
         },
-        history_writer,
         &supervisor,
         &tracker,
         &cancel,

@@ -1,13 +1,14 @@
 //! The supervised background tasks of `serve`: the change listener and the
 //! mirror watcher, the change-log pruner, the snapshot writer, the cache
-//! invalidators and the render self-check, metrics upkeep, and the history
-//! writer (which owns its queue and runs to the end on its own).
+//! invalidators and the render self-check, metrics upkeep, and the two
+//! writers of what provisioning records (history, unclaimed devices).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_directory::LookupService;
 use dialtone_sync::history::HistoryWriter;
+use dialtone_sync::unclaimed::UnclaimedWriter;
 use dialtone_sync::{snapshot, watcher, Mirror, Store};
 use dialtone_tftp::Provisioner;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -19,6 +20,8 @@ use crate::supervise::Supervisor;
 
 /// What the tasks work on.
 pub(super) struct Parts<'a> {
+    pub history_writer: HistoryWriter,
+    pub unclaimed_writer: UnclaimedWriter,
     pub config: &'a Config,
     pub store: &'a Arc<dyn Store>,
     pub mirror: &'a Arc<Mirror>,
@@ -30,12 +33,13 @@ pub(super) struct Parts<'a> {
 /// recorder could be installed.
 pub(super) fn spawn(
     parts: Parts<'_>,
-    history_writer: HistoryWriter,
     supervisor: &Supervisor,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Option<PrometheusHandle> {
     let Parts {
+        history_writer,
+        unclaimed_writer,
         config,
         store,
         mirror,
@@ -55,8 +59,20 @@ pub(super) fn spawn(
             None
         }
     };
-    // Flushes what is queued when cancelled, so it runs to the end on its own.
-    tracker.spawn(history_writer.run(cancel.clone()));
+    {
+        // A writer contains a panic in a batch's write itself and goes on;
+        // a restart is for anything else. Its clones share one queue, so a
+        // restarted run resumes on it, and a run that is cancelled writes
+        // what is queued before it returns.
+        let cancel2 = cancel.clone();
+        supervisor.spawn("history-writer", move || {
+            history_writer.clone().run(cancel2.clone())
+        });
+        let cancel2 = cancel.clone();
+        supervisor.spawn("unclaimed-writer", move || {
+            unclaimed_writer.clone().run(cancel2.clone())
+        });
+    }
     {
         // Two tasks: the change listener holds a database connection and
         // fails when it drops (restarted; counted toward `degraded` unless

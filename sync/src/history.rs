@@ -1,7 +1,8 @@
 //! Provisioning history, off the hot path. Front ends hand records to a
 //! bounded queue without waiting; a background task writes them in batches.
-//! When the queue is full (database slow or down) records are dropped and
-//! counted: history is worth less than answering the next phone.
+//! When the queue is full (database slow or down), or a tenant holds its
+//! share of it (`crate::queue`), records are dropped and counted: history
+//! is worth less than answering the next phone.
 //!
 //! History says when each phone last booted and what it fetched; it is not
 //! a request log. The same fetch (phone, file, outcome, protocol, source)
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use crate::model::Millis;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Write, Writer};
+use crate::queue;
 use crate::store::{BootRecord, Store};
 
 /// Repeats of one fetch within this window are recorded once.
@@ -30,7 +32,7 @@ pub const FRESH: usize = 20_000;
 
 #[derive(Clone)]
 pub struct HistorySink {
-    tx: mpsc::Sender<BootRecord>,
+    tx: queue::Sender<BootRecord>,
     dropped: Arc<AtomicU64>,
     repeats: Arc<AtomicU64>,
     /// Hash of a fetch → when it was last recorded.
@@ -49,9 +51,8 @@ impl HistorySink {
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.tx.try_send(record).is_err() {
+        if self.tx.send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("dialtone_history_dropped_total").increment(1);
         }
     }
 
@@ -119,24 +120,59 @@ impl HistorySink {
         self.repeats.load(Ordering::Relaxed)
     }
 
+    /// Records the queue refused: full, over their tenant's share, or the
+    /// writer stopped. Batches the writer drops (a database error, a
+    /// panic) are counted on `dialtone_history_dropped_total` only.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-pub struct HistoryWriter {
-    rx: mpsc::Receiver<BootRecord>,
-    store: Arc<dyn Store>,
-    batch: usize,
-    /// After the first record of a batch, how long to gather more. In a
-    /// boot storm this turns thousands of one-row transactions (and as many
-    /// wake-ups) into a few large ones; it was half the server's CPU.
-    linger: Duration,
-}
+/// Writes the queued records in batches. Clones share the queue, one run
+/// at a time: a restarted run resumes where the last one stopped.
+#[derive(Clone)]
+pub struct HistoryWriter(Writer<BootRecord>);
+
+/// Records dropped, by reason (`crate::queue::DROP_REASONS`).
+const DROPPED: &str = "dialtone_history_dropped_total";
+const BATCH: usize = 500;
+/// After the first record of a batch, how long to gather more. In a boot
+/// storm this turns thousands of one-row transactions (and as many
+/// wake-ups) into a few large ones; it was half the server's CPU.
+const LINGER: Duration = Duration::from_millis(200);
 
 pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (HistorySink, HistoryWriter) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    channel_with(
+        capacity,
+        LINGER,
+        Box::new(move |records| {
+            let store = store.clone();
+            Box::pin(async move { store.record_boots(records).await })
+        }),
+    )
+}
+
+/// [`channel`] with the batch write given: tests stall it or make it panic.
+fn channel_with(
+    capacity: usize,
+    linger: Duration,
+    write: Write<BootRecord>,
+) -> (HistorySink, HistoryWriter) {
+    let (tx, rx) = queue::bounded(capacity, DROPPED, |r: &BootRecord| r.tenant_id);
     (
+        HistorySink::new(tx),
+        HistoryWriter(Writer::new(
+            rx,
+            write,
+            BATCH,
+            linger,
+            "provisioning history",
+        )),
+    )
+}
+
+impl HistorySink {
+    fn new(tx: queue::Sender<BootRecord>) -> Self {
         HistorySink {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -144,45 +180,24 @@ pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (HistorySink, HistoryW
             recent: Arc::default(),
             fresh: Arc::default(),
             fresh_len: Arc::default(),
-        },
-        HistoryWriter {
-            rx,
-            store,
-            batch: 500,
-            linger: Duration::from_millis(200),
-        },
-    )
+        }
+    }
 }
 
 impl HistoryWriter {
-    /// Runs until cancelled, then flushes what is queued.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut pending = Vec::with_capacity(self.batch);
-        loop {
-            let stop = crate::batch::next_batch(
-                &mut self.rx,
-                &mut pending,
-                self.batch,
-                self.linger,
-                &cancel,
-            )
-            .await;
-            if !pending.is_empty() {
-                if let Err(e) = self.store.record_boots(&pending).await {
-                    tracing::warn!(error = %e, records = pending.len(), "dropping provisioning history batch");
-                }
-                pending.clear();
-            }
-            if stop {
-                break;
-            }
-        }
+    /// Runs until cancelled, then flushes what is queued. A batch whose
+    /// write panics is dropped and counted; the run goes on.
+    pub async fn run(self, cancel: CancellationToken) {
+        self.0.run(cancel).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Id, Mac};
+    use crate::testing::TestDb;
+    use tokio::sync::{mpsc, Semaphore};
 
     fn fetch(at: Millis) -> BootRecord {
         BootRecord {
@@ -200,17 +215,29 @@ mod tests {
         }
     }
 
+    /// A fetch of `file` by `tenant`'s phone (no repeat of another file).
+    fn fetch_of(tenant: Option<Id>, mac: &str, file: &str) -> BootRecord {
+        BootRecord {
+            mac: mac.into(),
+            file: file.into(),
+            tenant_id: tenant,
+            ..fetch(crate::model::now_millis())
+        }
+    }
+
+    async fn stored(store: &dyn Store, mac: &str, tenant: Id) -> usize {
+        let mac: Mac = mac.parse().unwrap();
+        store
+            .recent_boots(&mac, Some(tenant), 10_000)
+            .await
+            .unwrap()
+            .len()
+    }
+
     #[test]
     fn a_fetch_asked_for_is_recorded_even_as_a_repeat() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let sink = HistorySink {
-            tx,
-            dropped: Arc::default(),
-            repeats: Arc::default(),
-            recent: Arc::default(),
-            fresh: Arc::default(),
-            fresh_len: Arc::default(),
-        };
+        let (tx, mut rx) = queue::bounded(16, DROPPED, |r: &BootRecord| r.tenant_id);
+        let sink = HistorySink::new(tx);
         sink.record(fetch(1_000));
         sink.record(fetch(2_000));
         assert_eq!(sink.repeats(), 1);
@@ -221,9 +248,97 @@ mod tests {
         sink.record(fetch(70_000));
         sink.record(fetch(71_000));
         let mut seen = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            seen.push(r.at);
-        }
+        rx.try_recv_many(&mut seen, usize::MAX);
+        let seen: Vec<Millis> = seen.iter().map(|r| r.at).collect();
         assert_eq!(seen, [1_000, 3_000, 4_000, 70_000]);
+    }
+
+    /// One tenant's phones (or requests forged in their name) flood the
+    /// sink while the writer is stuck on a slow database: another tenant's
+    /// fetches, and unknown phones', still get in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_tenant_flooding_leaves_room_for_the_others() {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
+        let gate = Arc::new(Semaphore::new(0));
+        let write: Write<BootRecord> = {
+            let (store, gate) = (store.clone(), gate.clone());
+            Box::new(move |records| {
+                let (store, gate, entered) = (store.clone(), gate.clone(), entered_tx.clone());
+                Box::pin(async move {
+                    let _ = entered.send(());
+                    let _slow = gate.acquire().await;
+                    store.record_boots(records).await
+                })
+            })
+        };
+        let (sink, writer) = channel_with(64, Duration::ZERO, write);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+        sink.record(fetch_of(Some(1), "001565000001", "first.cfg"));
+        entered
+            .recv()
+            .await
+            .expect("the writer takes the first batch");
+
+        for n in 0..1_000 {
+            sink.record(fetch_of(Some(1), "001565000001", &format!("{n}.cfg")));
+        }
+        for n in 0..3 {
+            sink.record(fetch_of(Some(2), "001565000002", &format!("{n}.cfg")));
+            sink.record(fetch_of(None, "001565999999", &format!("{n}.cfg")));
+        }
+        assert_eq!(sink.dropped(), 1_000 - 16, "tenant 1 holds a quarter of 64");
+
+        gate.add_permits(Semaphore::MAX_PERMITS);
+        cancel.cancel();
+        task.await.unwrap();
+        assert_eq!(stored(&*store, "001565000002", 2).await, 3);
+        let unknown = store
+            .recent_boots(&"001565999999".parse().unwrap(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(unknown.len(), 3);
+        assert_eq!(stored(&*store, "001565000001", 1).await, 1 + 16);
+    }
+
+    /// The store panics on one batch: that batch is dropped, the writer
+    /// lives on and writes the next ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_panics_costs_that_batch_only() {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let (written_tx, mut written) = mpsc::unbounded_channel();
+        let write: Write<BootRecord> = {
+            let store = store.clone();
+            Box::new(move |records| {
+                let (store, written) = (store.clone(), written_tx.clone());
+                Box::pin(async move {
+                    let result = if records.iter().any(|r| r.file == "poison.cfg") {
+                        let _ = written.send(false);
+                        panic!("injected: the store panics on this batch");
+                    } else {
+                        store.record_boots(records).await
+                    };
+                    let _ = written.send(true);
+                    result
+                })
+            })
+        };
+        let (sink, writer) = channel_with(16, Duration::ZERO, write);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+
+        sink.record(fetch_of(Some(1), "001565000001", "poison.cfg"));
+        assert_eq!(written.recv().await, Some(false));
+        for round in 0..3 {
+            sink.record(fetch_of(Some(1), "001565000001", &format!("{round}.cfg")));
+            assert_eq!(written.recv().await, Some(true), "round {round}");
+        }
+        assert_eq!(stored(&*store, "001565000001", 1).await, 3);
+        cancel.cancel();
+        task.await
+            .expect("the writer ends on cancel, not by a panic");
     }
 }

@@ -17,6 +17,7 @@ pub mod import;
 mod intern;
 pub mod mirror;
 pub mod model;
+mod queue;
 mod shard;
 pub mod snapshot;
 pub mod stamp;
@@ -31,6 +32,7 @@ pub use error::SyncError;
 pub use etag::{etag_of, phone_etag};
 pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
+pub use queue::DROP_REASONS;
 pub use store::{
     open, ApiTokenInput, Audit, AuditQuery, AuditRecord, Backend, DirectorySourceInput, Mutation,
     Store, StoreOptions, Target, TemplateVersion, WriteReport,

@@ -3,17 +3,19 @@
 //! background task folds them by (tenant, MAC) and upserts them in batches.
 //!
 //! Sightings come from anyone who can reach a tenant's network, forged MACs
-//! included, so every stage is bounded: the queue (beyond it sightings are
-//! dropped and counted), a batch, and each tenant's list in the database.
+//! included, so every stage is bounded: the queue, with a share per tenant
+//! (`crate::queue`; beyond it sightings are dropped and counted), a batch,
+//! and each tenant's list in the database.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Write, Writer};
 use crate::model::{Id, Mac, Millis};
+use crate::queue;
 use crate::store::{Store, UnclaimedDevice};
 
 /// Devices kept per tenant (and on the unassigned list); the least recently
@@ -36,37 +38,47 @@ pub struct Sighting {
 
 #[derive(Clone)]
 pub struct UnclaimedSink {
-    tx: mpsc::Sender<Sighting>,
+    tx: queue::Sender<Sighting>,
 }
 
 impl UnclaimedSink {
     /// Never blocks.
     pub fn record(&self, sighting: Sighting) {
-        if self.tx.try_send(sighting).is_err() {
-            metrics::counter!("dialtone_unclaimed_dropped_total").increment(1);
-        }
+        // Counted by the queue when refused.
+        let _ = self.tx.send(sighting);
     }
 }
 
-pub struct UnclaimedWriter {
-    rx: mpsc::Receiver<Sighting>,
-    store: Arc<dyn Store>,
-    batch: usize,
-    /// Gathers a boot storm's sightings into one write.
-    linger: Duration,
-}
+/// Writes the queued sightings in batches. Clones share the queue, one run
+/// at a time: a restarted run resumes where the last one stopped.
+#[derive(Clone)]
+pub struct UnclaimedWriter(Writer<Sighting>);
+
+/// Sightings dropped, by reason (`crate::queue::DROP_REASONS`).
+const DROPPED: &str = "dialtone_unclaimed_dropped_total";
+const BATCH: usize = 2_000;
+/// Gathers a boot storm's sightings into one write.
+const LINGER: Duration = Duration::from_millis(200);
 
 pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (UnclaimedSink, UnclaimedWriter) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    // The operator's list (`UNASSIGNED`) is a tenant id of its own here.
+    let (tx, rx) = queue::bounded(capacity, DROPPED, |s: &Sighting| Some(s.tenant_id));
+    let write: Write<Sighting> = Box::new(move |sightings| {
+        let store = store.clone();
+        Box::pin(async move { store.record_unclaimed(&fold(sightings), PER_TENANT).await })
+    });
     (
         UnclaimedSink { tx },
-        UnclaimedWriter {
-            rx,
-            store,
-            batch: 2_000,
-            linger: Duration::from_millis(200),
-        },
+        UnclaimedWriter(Writer::new(rx, write, BATCH, LINGER, "unclaimed devices")),
     )
+}
+
+impl UnclaimedWriter {
+    /// Runs until cancelled, then writes what is queued. A batch whose
+    /// write panics is dropped and counted; the run goes on.
+    pub async fn run(self, cancel: CancellationToken) {
+        self.0.run(cancel).await
+    }
 }
 
 /// Folds a batch by (tenant, MAC), sorted so that two nodes writing the
@@ -109,33 +121,4 @@ fn clip(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_string()
-}
-
-impl UnclaimedWriter {
-    /// Runs until cancelled, then writes what is queued.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut pending = Vec::with_capacity(self.batch);
-        loop {
-            let stop = crate::batch::next_batch(
-                &mut self.rx,
-                &mut pending,
-                self.batch,
-                self.linger,
-                &cancel,
-            )
-            .await;
-            if !pending.is_empty() {
-                let devices = fold(&pending);
-                if let Err(e) = self.store.record_unclaimed(&devices, PER_TENANT).await {
-                    metrics::counter!("dialtone_unclaimed_dropped_total")
-                        .increment(pending.len() as u64);
-                    tracing::warn!(error = %e, devices = devices.len(), "dropping unclaimed devices batch");
-                }
-                pending.clear();
-            }
-            if stop {
-                break;
-            }
-        }
-    }
 }

@@ -187,3 +187,35 @@ async fn writer_body(db: TestDb) {
     cancel.cancel();
     task.await.unwrap();
 }
+
+both_backends!(unclaimed_flood_leaves_room, flood_body);
+async fn flood_body(db: TestDb) {
+    let store = db.store().await;
+    let (acme, globex) = two_tenants(&*store).await;
+    let (sink, writer) = channel(store.clone(), 16);
+    // Forged MACs from acme's network flood the queue while nothing takes
+    // from it (the writer stuck on a slow database is the same): globex's
+    // phones, and the operator's list, still get their sightings in.
+    for n in 0..1_000u64 {
+        sink.record(sighting(acme, 0x0015_6550_0000 + n, 1_000, None));
+    }
+    sink.record(sighting(globex, 0x0015_6560_0000, 2_000, None));
+    sink.record(sighting(UNASSIGNED, 0x0015_6570_0000, 2_000, None));
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel).await;
+    assert_eq!(
+        store.unclaimed_devices(globex, 1_000).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store
+            .unclaimed_devices(UNASSIGNED, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A quarter of the queue's 16.
+    assert_eq!(store.unclaimed_devices(acme, 1_000).await.unwrap().len(), 4);
+}
