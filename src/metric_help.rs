@@ -17,7 +17,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_refused_total",
-        "Admin API requests refused with 429: their tenant already ran its share of database-bound requests.",
+        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them).",
     ),
     (
         "dialtone_history_dropped_total",
@@ -267,6 +267,14 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         &[("reason", "write_failed")],
     ),
     ("dialtone_unclaimed_dropped_total", &[("reason", "panic")]),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "tenant")],
+    ),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "all_tenants")],
+    ),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),

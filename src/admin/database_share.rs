@@ -5,21 +5,30 @@
 //! another tenant's request waited out the pool's acquire timeout and
 //! failed as if the database were down.
 //!
-//! A tenant runs at most [`per_tenant`] such requests at once; one more is
-//! refused at once with 429 and `Retry-After` rather than made to wait: a
-//! waiting request still holds its HTTP connection and task, and only a
-//! refusal tells the client to slow down. The count is per tenant, not per
-//! token, so more tokens buy no more. Global-admin tokens are the
-//! operator's, trusted, and not counted: an import or a rollout script
-//! must not be throttled by the limit that protects tenants from each
-//! other.
+//! A tenant runs at most [`per_tenant`] such requests at once, and all
+//! tenants together at most [`all_tenants`]: several tenants at their
+//! shares (or one customer holding several tenant accounts) would
+//! otherwise still fill the pool, and the watcher's catch-up, the history
+//! writers and the operator's own requests wait on the same connections.
+//! Past either, a request is refused at once with 429 and `Retry-After`
+//! rather than made to wait: a waiting request still holds its HTTP
+//! connection and task, and only a refusal tells the client to slow down.
+//! The count is per tenant, not per token, so more tokens buy no more.
+//! Global-admin tokens are the operator's, trusted, and not counted: an
+//! import or a rollout script must not be throttled by the limit that
+//! protects tenants from each other, and the reserve is theirs to use.
+
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use dialtone_sync::Id;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
+use super::running::{Place, Running};
 use super::{AdminState, Principal};
 
 /// Database-bound requests one tenant may run at once: a quarter of
@@ -29,9 +38,101 @@ pub fn per_tenant(max_connections: u32) -> usize {
     (max_connections as usize / 4).max(1)
 }
 
-/// Runs a database-bound request under its tenant's share. Requests
-/// without a valid token pass through: the handler refuses them before it
-/// touches the store.
+/// Database-bound requests all tenants together may run at once: the pool
+/// less a reserve of one tenant's share (a quarter, at least one), kept
+/// for the watcher, the background writers and global admins. Never below
+/// one, or no tenant could write at all: pools of 1, 2, 3 and 4 leave
+/// tenants 1, 1, 2 and 3 (a pool of one keeps no reserve), the default 8
+/// leaves 6, and 20 leaves 15.
+pub fn all_tenants(max_connections: u32) -> usize {
+    let pool = max_connections.max(1) as usize;
+    (pool - per_tenant(max_connections).min(pool)).max(1)
+}
+
+/// Who was out of places when a request was refused; also the metric's
+/// `scope` label, a fixed set so that no tenant becomes a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Tenant,
+    AllTenants,
+}
+
+impl Scope {
+    pub fn label(self) -> &'static str {
+        match self {
+            Scope::Tenant => "tenant",
+            Scope::AllTenants => "all_tenants",
+        }
+    }
+}
+
+/// The places of the node's tenants in the database pool.
+pub struct DatabaseShare {
+    tenants: Arc<Running>,
+    all: Arc<Semaphore>,
+    all_places: usize,
+}
+
+/// A request's places, its tenant's and the node's; given back when
+/// dropped.
+pub struct Admission {
+    _tenant: Place,
+    _all: OwnedSemaphorePermit,
+}
+
+impl DatabaseShare {
+    pub fn new(max_connections: u32) -> Arc<DatabaseShare> {
+        let all_places = all_tenants(max_connections);
+        Arc::new(DatabaseShare {
+            tenants: Running::new(per_tenant(max_connections)),
+            all: Arc::new(Semaphore::new(all_places)),
+            all_places,
+        })
+    }
+
+    /// Places for one request of `tenant`, or who had none left. The
+    /// tenant's own share is asked first, so a tenant past it hears that,
+    /// whatever the others run.
+    pub fn admit(&self, tenant: Id) -> Result<Admission, Scope> {
+        let place = self.tenants.take(tenant).ok_or(Scope::Tenant)?;
+        let all = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Scope::AllTenants)?;
+        Ok(Admission {
+            _tenant: place,
+            _all: all,
+        })
+    }
+
+    fn refusal(&self, scope: Scope) -> Response {
+        let message = match scope {
+            Scope::Tenant => format!(
+                "this tenant already runs {} requests that use the database, \
+                 its share; retry when one ends",
+                self.tenants.per_tenant()
+            ),
+            Scope::AllTenants => format!(
+                "this node's share of the database for all tenants together ({} \
+                 requests at once) is in use; this tenant is within its own share; \
+                 retry in a moment",
+                self.all_places
+            ),
+        };
+        let mut response =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message).into_response();
+        // Such requests take milliseconds; a second is enough for one to end.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+/// Runs a database-bound request under its tenant's share and the
+/// tenants' part of the pool. Requests without a valid token pass
+/// through: the handler refuses them before it touches the store.
 pub(super) async fn admit(
     State(state): State<AdminState>,
     request: Request,
@@ -46,33 +147,20 @@ pub(super) async fn admit(
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };
-    let Some(_place) = state.database_share.take(tenant) else {
-        metrics::counter!("dialtone_admin_database_refused_total").increment(1);
-        return refusal(state.database_share.per_tenant());
+    let _admission = match state.database_share.admit(tenant) {
+        Ok(admission) => admission,
+        Err(scope) => {
+            metrics::counter!("dialtone_admin_database_refused_total", "scope" => scope.label())
+                .increment(1);
+            return state.database_share.refusal(scope);
+        }
     };
     next.run(request).await
 }
 
-fn refusal(per_tenant: usize) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "busy",
-        format!(
-            "this tenant already runs {per_tenant} requests that use the database, \
-             its share; retry when one ends"
-        ),
-    )
-    .into_response();
-    // Such requests take milliseconds; a second is enough for one to end.
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
 #[cfg(test)]
 mod tests {
-    use super::per_tenant;
+    use super::{all_tenants, per_tenant, DatabaseShare, Scope};
 
     #[test]
     fn a_share_is_a_quarter_of_the_pool_and_never_none() {
@@ -80,5 +168,28 @@ mod tests {
         assert_eq!(per_tenant(20), 5);
         assert_eq!(per_tenant(3), 1);
         assert_eq!(per_tenant(1), 1);
+    }
+
+    #[test]
+    fn tenants_together_leave_a_reserve_but_are_never_shut_out() {
+        let table = [(1, 1), (2, 1), (3, 2), (4, 3), (5, 4), (8, 6), (20, 15)];
+        for (pool, tenants) in table {
+            assert_eq!(all_tenants(pool), tenants, "pool of {pool}");
+            assert!(per_tenant(pool) <= all_tenants(pool), "pool of {pool}");
+        }
+        assert_eq!(all_tenants(0), 1);
+    }
+
+    #[test]
+    fn the_tenants_part_runs_out_before_a_tenant_share_does() {
+        // Pool 4: a share of 1, tenants together 3.
+        let share = DatabaseShare::new(4);
+        let held: Vec<_> = (1..=3).map(|t| share.admit(t).unwrap()).collect();
+        assert_eq!(share.admit(1).err(), Some(Scope::Tenant));
+        assert_eq!(share.admit(4).err(), Some(Scope::AllTenants));
+        drop(held);
+        // Tenant 4's refusal left no place of its own behind.
+        let again: Vec<_> = (2..=4).map(|t| share.admit(t).unwrap()).collect();
+        assert_eq!(again.len(), 3);
     }
 }

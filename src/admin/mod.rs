@@ -64,9 +64,9 @@ pub struct AdminState {
     pub lookups: Option<dialtone_directory::LookupService>,
     /// Source tests each tenant has running (`SOURCE_TESTS_PER_TENANT`).
     pub source_tests: Arc<running::Running>,
-    /// Database-bound requests each tenant has running
-    /// (`database_share::per_tenant` of the pool).
-    pub database_share: Arc<running::Running>,
+    /// Database-bound requests each tenant, and all tenants together, have
+    /// running (`database_share.rs`).
+    pub database_share: Arc<database_share::DatabaseShare>,
 }
 
 /// Source tests one tenant may run at once; more are answered 429.
@@ -74,7 +74,9 @@ pub const SOURCE_TESTS_PER_TENANT: usize = 2;
 
 pub fn router(state: AdminState) -> Router {
     // Every handler here awaits the store, holding a pool connection while
-    // its statements run: a tenant runs these under its share of the pool.
+    // its statements run: a tenant runs these under its share of the pool,
+    // and all tenants under theirs. `openapi.rs` documents the 429 of
+    // exactly these routes (its `DatabaseRoutes`).
     let database = Router::new()
         .route("/v1/tenants", post(tenants::create))
         .route(

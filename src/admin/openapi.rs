@@ -2,8 +2,14 @@
 //! served at `/openapi.json` (no token needed: it describes, it reveals
 //! nothing).
 
+use std::collections::BTreeMap;
+
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::{Object, Ref, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -14,31 +20,128 @@ use super::{
 #[derive(OpenApi)]
 #[openapi(
     info(title = "dialtone admin API", description = "Tenants, phones, templates, directories, tokens and audit. Every write is one transaction with its audit row and reaches every node through the change log."),
+    // Answered from the mirror, the render pool or memory; the routes that
+    // use the database are `DatabaseRoutes`, added by `DatabaseBound`.
     paths(
-        tenants::list, tenants::create, tenants::show, tenants::update, tenants::remove,
-        fleet::fleet,
-        phones::list, phones::create, phones::show, phones::update, phones::remove,
-        audit::history, preview::phone_files,
-        resync::resync_phone, resync::resync_tenant, resync::list,
-        templates::list, templates::create, templates::validate, templates::show, templates::update,
-        templates::remove, templates::shipped, templates::shipped_one, versions::versions, versions::version, versions::diff, preview::template_phones,
-        versions::rollback, preview::preview,
-        directory::list_entries, directory::create_entry, directory::show_entry,
-        directory::update_entry, directory::remove_entry,
-        sources::list_sources, sources::create_source, sources::show_source,
-        sources::update_source, sources::remove_source, sources::test_source,
-        tokens::list, tokens::create, tokens::revoke,
-        audit::list, audit::import,
-        unclaimed::tenant_list, unclaimed::unassigned_list, unclaimed::claim,
+        tenants::list, tenants::show,
+        phones::list, phones::show,
+        preview::phone_files, resync::list,
+        templates::list, templates::validate, templates::show, templates::shipped,
+        templates::shipped_one, preview::template_phones, preview::preview,
+        directory::list_entries, directory::show_entry,
+        sources::list_sources, sources::show_source, sources::test_source,
+        tokens::list,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &DatabaseBound),
     tags(
         (name = "tenants"), (name = "phones"), (name = "templates"), (name = "directory"),
         (name = "tokens"), (name = "audit"), (name = "import"), (name = "resync"), (name = "unclaimed"),
     )
 )]
 pub struct ApiDoc;
+
+/// The operations of `router()`'s `database` router, the ones a tenant runs
+/// under its share of the pool. A test holds this list to the router both
+/// ways: an operation is here exactly when the share's layer guards it.
+#[derive(OpenApi)]
+#[openapi(paths(
+    tenants::create,
+    tenants::update,
+    tenants::remove,
+    fleet::fleet,
+    phones::create,
+    phones::update,
+    phones::remove,
+    audit::history,
+    resync::resync_phone,
+    resync::resync_tenant,
+    templates::create,
+    templates::update,
+    templates::remove,
+    versions::versions,
+    versions::version,
+    versions::diff,
+    versions::rollback,
+    directory::create_entry,
+    directory::update_entry,
+    directory::remove_entry,
+    sources::create_source,
+    sources::update_source,
+    sources::remove_source,
+    tokens::create,
+    tokens::revoke,
+    audit::list,
+    audit::import,
+    unclaimed::tenant_list,
+    unclaimed::unassigned_list,
+    unclaimed::claim,
+))]
+struct DatabaseRoutes;
+
+/// Adds [`DatabaseRoutes`] to the document, each operation with the 429 the
+/// share's layer answers, so that no handler's annotation has to repeat it.
+struct DatabaseBound;
+
+impl Modify for DatabaseBound {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut routes = DatabaseRoutes::openapi();
+        for item in routes.paths.paths.values_mut() {
+            for operation in operations(item) {
+                add_busy(&mut operation.responses.responses);
+            }
+        }
+        openapi.merge(routes);
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+const BUSY: &str = "`busy`: the caller's tenant already runs its share of requests that use \
+    the database, or the node's tenants together run all the pool leaves them; nothing was \
+    done. Never for a global-admin token.";
+
+/// The share's 429, kept beside one the handler documents for a limit of
+/// its own (a resync queue's), which has the same body.
+fn add_busy(responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>) {
+    let retry_after = HeaderBuilder::new()
+        .schema(Object::with_type(Type::Integer))
+        .description(Some("Seconds to wait before retrying."))
+        .build();
+    match responses.get_mut("429") {
+        Some(RefOr::T(own)) => {
+            own.description = match own.description.trim() {
+                "" => BUSY.to_string(),
+                text => format!("{text} Or {BUSY}"),
+            };
+            own.headers.insert("Retry-After".into(), retry_after);
+        }
+        _ => {
+            let busy = ResponseBuilder::new()
+                .description(BUSY)
+                .header("Retry-After", retry_after)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build();
+            responses.insert("429".into(), busy.into());
+        }
+    }
+}
 
 struct BearerAuth;
 

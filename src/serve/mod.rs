@@ -268,8 +268,8 @@ pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),
-            database_share: crate::admin::running::Running::new(
-                crate::admin::database_share::per_tenant(config.database.max_connections),
+            database_share: crate::admin::database_share::DatabaseShare::new(
+                config.database.max_connections,
             ),
         }))
 }

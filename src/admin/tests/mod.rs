@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use dialtone_sync::store::{
-    DirectoryEntryInput, LineInput, PhoneInput, TemplateInput, TenantInput,
+    DirectoryEntryInput, LineInput, PhoneInput, StoreOptions, TemplateInput, TenantInput,
 };
 use dialtone_sync::testing::{test_key, TestDb};
 use dialtone_sync::*;
@@ -53,6 +53,8 @@ pub struct Harness {
     pub mirror: Arc<Mirror>,
     pub provisioner: Arc<Provisioner>,
     pub app: Router,
+    /// The router's database share, for tests that take its places.
+    pub database_share: Arc<crate::admin::database_share::DatabaseShare>,
     /// By role: global, acme-admin, acme-read, acme-lookup, globex-admin.
     pub tokens: HashMap<&'static str, String>,
     /// The resync service, its NOTIFYs sent to `proxy` (a socket nobody
@@ -129,8 +131,14 @@ pub const ACME_V2: &str = "#!version:1.0.0.1\n# acme v2\naccount.1.label = {{ li
 
 impl Harness {
     pub async fn new(backend: Backend) -> Harness {
+        Harness::with_options(backend, &StoreOptions::default()).await
+    }
+
+    /// The harness over a store opened with `options`, the database share
+    /// sized from its pool as `serve` sizes it.
+    pub async fn with_options(backend: Backend, options: &StoreOptions) -> Harness {
         let db = TestDb::new(backend).await;
-        let store = db.store().await;
+        let store = db.store_with(options).await;
         let seed = Audit {
             actor: "seed".into(),
             tenant: None,
@@ -304,6 +312,8 @@ impl Harness {
             None,
         )
         .unwrap();
+        let database_share =
+            crate::admin::database_share::DatabaseShare::new(options.max_connections);
         let app = router(AdminState {
             mirror: mirror.clone(),
             store: store.clone(),
@@ -319,11 +329,7 @@ impl Harness {
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),
-            database_share: crate::admin::running::Running::new(
-                crate::admin::database_share::per_tenant(
-                    dialtone_sync::store::StoreOptions::default().max_connections,
-                ),
-            ),
+            database_share: database_share.clone(),
         });
         Harness {
             _db: db,
@@ -331,6 +337,7 @@ impl Harness {
             mirror,
             provisioner,
             app,
+            database_share,
             resync,
             proxy,
             tokens,

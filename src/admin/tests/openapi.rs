@@ -132,6 +132,76 @@ async fn the_document_covers_every_route_and_resolves() {
     }
 }
 
+/// The document's 429s are the router's: with every place the node gives
+/// tenants taken, a tenant's call to each route is refused `busy` exactly
+/// where the document says it can be, with its `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_that_use_the_database_document_their_429() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let doc = h
+        .call(None, Method::GET, "/openapi.json", None, &[])
+        .await
+        .json();
+    // Other tenants' places, not acme's: acme is within its own share.
+    let held: Vec<_> = (1_000_000..1_000_100)
+        .map_while(|tenant| h.database_share.admit(tenant).ok())
+        .collect();
+    assert!(
+        !held.is_empty() && held.len() < 100,
+        "{} places",
+        held.len()
+    );
+    let mut refused = 0;
+    for (path, methods) in ROUTES {
+        let concrete = path
+            .replace("{slug}", "acme")
+            .replace("{mac}", super::ACME_MAC)
+            .replace("{id}", "{acme_template}")
+            .replace("{version}", "1")
+            .replace("{external_id}", "e1")
+            .replace("{name}", "cnam")
+            .replace("{family}", "yealink")
+            .replace("{file_pattern}", "x.cfg");
+        for method in *methods {
+            // The share's 429, told from a handler's own (a source test's).
+            let documented = doc["paths"][*path][*method]["responses"]
+                .get("429")
+                .filter(|r| {
+                    r["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("database"))
+                })
+                .cloned();
+            let body = (*method != "get" && *method != "delete").then_some("{}");
+            let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let reply = h.call(Some("acme-admin"), verb, &concrete, body, &[]).await;
+            let busy = reply.status == StatusCode::TOO_MANY_REQUESTS;
+            assert_eq!(
+                busy,
+                documented.is_some(),
+                "{method} {path}: answered {}, 429 documented: {documented:?}",
+                reply.status
+            );
+            if let Some(response) = documented {
+                refused += 1;
+                assert_eq!(reply.json()["error"]["code"], "busy", "{}", reply.text);
+                assert!(reply.headers.contains_key("retry-after"), "{method} {path}");
+                assert!(
+                    response["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: {response}"
+                );
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    assert!(refused > 20, "only {refused} routes use the database");
+    drop(held);
+}
+
 /// The admin page is served with a CSP that forbids inline script, and has
 /// none: every script and style comes from /ui/ itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,17 @@
 //! One tenant cannot take the database pool from the others: it runs at
 //! most its share of database-bound admin requests at once, and the rest
 //! are refused at once (429) instead of queueing for a connection that
-//! another tenant's request then cannot get.
+//! another tenant's request then cannot get. Nor can tenants together: a
+//! part of the pool is kept from all of them for the operator.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use dialtone_sync::store::StoreOptions;
-use dialtone_sync::Backend;
+use dialtone_sync::store::{StoreOptions, TenantInput};
+use dialtone_sync::{
+    generate_token, token_hash, watcher, ApiTokenInput, Audit, Backend, Mutation, TokenScope,
+};
 use sqlx::Connection;
 
 use super::{Harness, Reply, ACME_MAC};
@@ -127,9 +130,172 @@ fn assert_busy(reply: &Reply) {
     assert_eq!(body["error"]["code"], "busy", "{}", reply.text);
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("database"), "{message}");
-    assert!(
-        reply.headers.get("retry-after").is_some(),
-        "no Retry-After: {:?}",
+    assert_eq!(
+        reply.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..]),
+        "{:?}",
         reply.headers
     );
+}
+
+/// Refused because the node's tenants together hold their part of the
+/// pool, and told so: not this tenant's share.
+fn assert_all_tenants_busy(reply: &Reply) {
+    assert_busy(reply);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("all tenants together") && message.contains("within its own share"),
+        "{message}"
+    );
+}
+
+/// A directory entry for `slug`, whose insert waits on the tenant row's
+/// lock (the foreign key's check) while it holds a pool connection.
+async fn held_write(h: &Harness, slug: &str, id: usize) -> Reply {
+    let body = format!(
+        r#"{{"external_id": "held-{id}", "name": "Held {id}", "numbers": [{{"number": "+1 555 555 01{id:02}", "kind": "work"}}]}}"#
+    );
+    h.call(
+        Some(&format!("{slug}-admin")),
+        Method::POST,
+        &format!("/v1/tenants/{slug}/directory"),
+        Some(&body),
+        &[],
+    )
+    .await
+}
+
+/// Two more tenants with an admin token each, beside the harness's acme and
+/// globex.
+async fn two_more_tenants(h: &mut Harness) {
+    let mut mutations = Vec::new();
+    for (slug, role) in [("initech", "initech-admin"), ("umbrella", "umbrella-admin")] {
+        let token = generate_token();
+        mutations.push(Mutation::UpsertTenant(TenantInput {
+            slug: slug.into(),
+            name: format!("{slug} Inc"),
+            default_region: "US".into(),
+            settings: "{}".into(),
+        }));
+        mutations.push(Mutation::CreateApiToken(ApiTokenInput {
+            name: role.into(),
+            token_hash: token_hash(&token),
+            scope: TokenScope::TenantAdmin,
+            tenant: Some(slug.into()),
+            expires_at: None,
+        }));
+        h.tokens.insert(role, token);
+    }
+    let seed = Audit {
+        actor: "seed".into(),
+        tenant: None,
+        action: "seed".into(),
+        entity: "test".into(),
+        entity_key: String::new(),
+        detail: serde_json::json!({}),
+    };
+    h.store.apply(&mutations, &seed).await.unwrap();
+    watcher::catch_up(&h.mirror, &*h.store).await.unwrap();
+}
+
+async fn lock_waiters(watch: &mut sqlx::PgConnection) -> usize {
+    let waiting: i64 = sqlx::query_scalar(LOCK_WAITERS)
+        .fetch_one(watch)
+        .await
+        .unwrap();
+    waiting as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_together_cannot_hold_every_pool_connection() {
+    // A pool of 4: a tenant's share is 1, all tenants' together 3.
+    let options = StoreOptions {
+        max_connections: 4,
+        ..StoreOptions::default()
+    };
+    let mut h = Harness::with_options(Backend::Postgres, &options).await;
+    two_more_tenants(&mut h).await;
+    let holders = ["acme", "globex", "initech"];
+    // Every tenant's write waits on this lock, umbrella's too: without the
+    // reserve its write would take the pool's last connection.
+    let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants FOR UPDATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+
+    let holding = futures::future::join_all(
+        holders
+            .iter()
+            .enumerate()
+            .map(|(i, slug)| held_write(&h, slug, i)),
+    );
+    let answered = AtomicBool::new(false);
+    let while_held = async {
+        let mut waiting = 0;
+        for _ in 0..600 {
+            waiting = lock_waiters(&mut watch).await;
+            if waiting >= holders.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let fourth = async {
+            let reply =
+                tokio::time::timeout(Duration::from_secs(20), held_write(&h, "umbrella", 9)).await;
+            answered.store(true, Ordering::SeqCst);
+            reply
+        };
+        let operator = async {
+            // Once umbrella has its answer, or (without the reserve) waits
+            // on the lock holding the pool's last connection.
+            for _ in 0..600 {
+                if answered.load(Ordering::SeqCst) || lock_waiters(&mut watch).await > waiting {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let global = tokio::time::timeout(
+                Duration::from_secs(60),
+                h.get("global", "/v1/audit?limit=5"),
+            )
+            .await;
+            // acme's second request is past acme's own share.
+            let acme_again = held_write(&h, "acme", 8).await;
+            (global, acme_again)
+        };
+        let (fourth, (global, acme_again)) = tokio::join!(fourth, operator);
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        (waiting, fourth, global, acme_again)
+    };
+    let (writes, (waiting, fourth, global, acme_again)) = tokio::join!(holding, while_held);
+
+    assert_eq!(
+        waiting,
+        holders.len(),
+        "the three tenants' writes did not all block on the lock"
+    );
+    let global = global.expect("the operator's read was answered");
+    assert_eq!(
+        global.status,
+        StatusCode::OK,
+        "the operator's read was not served beside three tenants at their shares: {}",
+        global.text
+    );
+    let fourth = fourth.expect("umbrella's write was answered while the others held the pool");
+    assert_all_tenants_busy(&fourth);
+    assert_busy(&acme_again);
+    let message = acme_again.json()["error"]["message"].to_string();
+    assert!(message.contains("this tenant already runs"), "{message}");
+    for (slug, reply) in holders.iter().zip(&writes) {
+        assert_eq!(reply.status, StatusCode::CREATED, "{slug}: {}", reply.text);
+    }
+    // The places came back: umbrella is served now.
+    let after = held_write(&h, "umbrella", 10).await;
+    assert_eq!(after.status, StatusCode::CREATED, "{}", after.text);
 }

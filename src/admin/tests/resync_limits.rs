@@ -39,7 +39,7 @@ async fn call_with(
         resync,
         lookups: None,
         source_tests: crate::admin::running::Running::new(crate::admin::SOURCE_TESTS_PER_TENANT),
-        database_share: crate::admin::running::Running::new(1),
+        database_share: crate::admin::database_share::DatabaseShare::new(1),
     });
     let request = Request::builder()
         .method(method)
