@@ -1,7 +1,8 @@
 //! Background tasks run under a supervisor: a task that panics or returns
 //! early is logged, counted and restarted with exponential backoff, and the
 //! process keeps serving. Every task selects on the shared cancellation
-//! token.
+//! token, but for the writers of what the listeners record, which stop on
+//! a token of their own once the listeners have drained (`spawn_until`).
 //!
 //! Intensity limit (as in Erlang/OTP): a task restarted more than
 //! `max_restarts` times within `window` marks the node degraded. Serving
@@ -158,7 +159,21 @@ impl Supervisor {
         }
     }
 
+    /// Runs `make`'s task until the node's shutdown, restarting it.
     pub fn spawn<F, Fut>(&self, name: &'static str, make: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskEnd,
+    {
+        self.spawn_until(name, self.cancel.clone(), make)
+    }
+
+    /// Like [`Supervisor::spawn`], for a task that outlives the shutdown's
+    /// start (the history and unclaimed-devices writers, stopped once the
+    /// listeners have drained): it is restarted until `stop`, and a run
+    /// that ends after `stop` is the shutdown, not a failure.
+    pub fn spawn_until<F, Fut>(&self, name: &'static str, stop: CancellationToken, make: F)
     where
         F: Fn() -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
@@ -175,7 +190,7 @@ impl Supervisor {
                 let started = Instant::now();
                 this.record_start(name);
                 let outcome = tokio::spawn(make()).await;
-                if this.cancel.is_cancelled() {
+                if stop.is_cancelled() {
                     break;
                 }
                 let counted = match outcome.map(TaskEnd::exit) {
@@ -215,7 +230,7 @@ impl Supervisor {
                     backoff = FIRST_BACKOFF;
                 }
                 tokio::select! {
-                    _ = this.cancel.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -273,6 +288,51 @@ mod tests {
             .await
             .expect("supervisor stops on cancel");
         assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted after cancel");
+    }
+
+    /// A writer runs on through the drain: after the node's cancel it is
+    /// still restarted when it fails, and only its own stop ends it.
+    #[tokio::test]
+    async fn a_task_spawned_until_its_own_stop_outlives_the_cancel() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let tracker = TaskTracker::new();
+        let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+        let supervisor = Supervisor::new(
+            &tracker,
+            &cancel,
+            Intensity {
+                max_restarts: 5,
+                window: Duration::from_secs(60),
+            },
+        );
+        cancel.cancel();
+        let (counter, token) = (runs.clone(), stop.clone());
+        supervisor.spawn_until("writer", stop.clone(), move || {
+            let (counter, token) = (counter.clone(), token.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("injected failure during the drain");
+                }
+                token.cancelled().await;
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted after the cancel");
+        tracker.close();
+        let waited = tokio::time::timeout(Duration::from_millis(200), tracker.wait());
+        assert!(waited.await.is_err(), "still running until its own stop");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("ends on its own stop");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "not restarted after its stop"
+        );
     }
 
     #[tokio::test]

@@ -87,6 +87,8 @@ pub async fn run(
     }
 
     let cancel = CancellationToken::new();
+    // Cancelled by the drain after the listeners, not with `cancel`.
+    let writers_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let supervisor = Supervisor::new(
         &tracker,
@@ -100,6 +102,7 @@ pub async fn run(
         tasks::Parts {
             history_writer,
             unclaimed_writer,
+            writers_stop: &writers_stop,
             config: &config,
             store: &store,
             mirror: &mirror,
@@ -178,7 +181,7 @@ pub async fn run(
         );
         cancel.cancel();
     }
-    drain(&config, listeners, tracker, &mirror, &*store).await;
+    drain(&config, listeners, writers_stop, tracker, &mirror, &*store).await;
     match stopped {
         Some(name) => anyhow::bail!("the {name} listener stopped by itself"),
         None => Ok(()),
@@ -374,11 +377,19 @@ impl Listeners {
     }
 }
 
+/// How long the history and unclaimed-devices writers may take over their
+/// last batch: the drain's grace period.
+fn final_write_limit(config: &Config) -> Duration {
+    Duration::from_secs(config.http.shutdown_grace_s)
+}
+
 /// Listeners first (they refuse new work and let what runs finish within
-/// the grace period), then the background tasks, then the final snapshot.
+/// the grace period), then the writers of what they recorded, with the
+/// other background tasks, then the final snapshot.
 async fn drain(
     config: &Config,
     listeners: Listeners,
+    writers_stop: CancellationToken,
     tracker: TaskTracker,
     mirror: &Arc<Mirror>,
     store: &dyn Store,
@@ -408,8 +419,15 @@ async fn drain(
             _ => tracing::warn!("TFTP server thread failed"),
         }
     }
+    // Nothing records any more (a request still running past its grace
+    // period may, and its records are dropped as `shutdown`).
+    writers_stop.cancel();
     tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    // Longer than the writers' own bound, so that a last batch the
+    // database did not take is dropped, counted and logged by its writer,
+    // not cut off unseen by the exit.
+    let wait = grace.max(final_write_limit(config)) + Duration::from_secs(1);
+    if tokio::time::timeout(wait, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop within the grace period");
     }
     if mirror.is_loaded() {

@@ -22,6 +22,9 @@ use crate::supervise::Supervisor;
 pub(super) struct Parts<'a> {
     pub history_writer: HistoryWriter,
     pub unclaimed_writer: UnclaimedWriter,
+    /// Stops the two writers; the drain cancels it once the listeners have
+    /// stopped, so what they record while draining is written.
+    pub writers_stop: &'a CancellationToken,
     pub config: &'a Config,
     pub store: &'a Arc<dyn Store>,
     pub mirror: &'a Arc<Mirror>,
@@ -40,6 +43,7 @@ pub(super) fn spawn(
     let Parts {
         history_writer,
         unclaimed_writer,
+        writers_stop,
         config,
         store,
         mirror,
@@ -62,15 +66,19 @@ pub(super) fn spawn(
     {
         // A writer contains a panic in a batch's write itself and goes on;
         // a restart is for anything else. Its clones share one queue, so a
-        // restarted run resumes on it, and a run that is cancelled writes
-        // what is queued before it returns.
-        let cancel2 = cancel.clone();
-        supervisor.spawn("history-writer", move || {
-            history_writer.clone().run(cancel2.clone())
+        // restarted run resumes on it. The writers outlive the node's
+        // cancel: the listeners still answer (and record) what was in
+        // flight, so they stop on their own token, and their last batch
+        // gets the drain's grace period, a database that does not answer
+        // costing that batch, not the shutdown.
+        let final_limit = super::final_write_limit(config);
+        let stop = writers_stop.clone();
+        supervisor.spawn_until("history-writer", stop.clone(), move || {
+            history_writer.clone().run(stop.clone(), final_limit)
         });
-        let cancel2 = cancel.clone();
-        supervisor.spawn("unclaimed-writer", move || {
-            unclaimed_writer.clone().run(cancel2.clone())
+        let stop = writers_stop.clone();
+        supervisor.spawn_until("unclaimed-writer", stop.clone(), move || {
+            unclaimed_writer.clone().run(stop.clone(), final_limit)
         });
     }
     {

@@ -70,9 +70,12 @@ impl<T: Send + Sync> Writer<T> {
         }
     }
 
-    /// Runs until cancelled (or every sender is gone), then writes what is
-    /// queued.
-    pub(crate) async fn run(self, cancel: CancellationToken) {
+    /// Runs until `stop` (or every sender is gone), then takes what is
+    /// queued and writes it within `final_limit`. The caller cancels `stop`
+    /// only once nothing sends any more, so the last records are written,
+    /// not dropped; the limit is there so that a dead database cannot hold
+    /// the shutdown forever.
+    pub(crate) async fn run(self, stop: CancellationToken, final_limit: Duration) {
         let mut inner = self.inner.lock().await;
         if !inner.pending.is_empty() {
             // Left by a run that panicked between taking and writing.
@@ -87,18 +90,42 @@ impl<T: Send + Sync> Writer<T> {
                 linger,
                 ..
             } = &mut *inner;
-            let stop = next_batch(queue, pending, *batch, *linger, &cancel).await;
+            if next_batch(queue, pending, *batch, *linger, &stop).await {
+                inner.write_final(final_limit).await;
+                break;
+            }
             if !inner.pending.is_empty() {
                 inner.write_pending().await;
-            }
-            if stop {
-                break;
             }
         }
     }
 }
 
 impl<T: Send + Sync> Inner<T> {
+    /// The last batch: everything that was queued, at most the queue's
+    /// capacity (plus sends that were under way).
+    async fn write_final(&mut self, limit: Duration) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if tokio::time::timeout(limit, self.write_pending())
+            .await
+            .is_err()
+        {
+            // Whatever the cut-off write left (it may have committed, which
+            // nobody can tell from here) counts as lost to the shutdown.
+            let records = self.pending.len();
+            Dropped::Stopped.count(self.queue.metric(), records);
+            tracing::warn!(
+                records,
+                what = self.what,
+                limit_s = limit.as_secs_f64(),
+                "the database did not take the final batch in time; dropped it"
+            );
+            self.pending.clear();
+        }
+    }
+
     async fn write_pending(&mut self) {
         let records = self.pending.len();
         // The closure is called inside, so a panic before its future
@@ -140,23 +167,23 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 /// Fills `pending` with the next batch from `queue`: waits for a first
 /// item, then up to `linger` for more, then takes what is queued up to
 /// `batch` (everything, at shutdown, after closing the queue). True when
-/// the writer stops after writing this batch: cancelled, or every sender
+/// the writer stops after writing this batch: stopped, or every sender
 /// gone.
 pub(crate) async fn next_batch<T>(
     queue: &mut queue::Receiver<T>,
     pending: &mut Vec<T>,
     batch: usize,
     linger: Duration,
-    cancel: &CancellationToken,
+    stop_token: &CancellationToken,
 ) -> bool {
     let mut stop = tokio::select! {
-        _ = cancel.cancelled() => true,
+        _ = stop_token.cancelled() => true,
         n = queue.recv_many(pending, batch) => n == 0,
     };
     if !stop && pending.len() < batch {
         // Not polling the queue meanwhile, so senders wake nobody.
         stop = tokio::select! {
-            _ = cancel.cancelled() => true,
+            _ = stop_token.cancelled() => true,
             _ = tokio::time::sleep(linger) => false,
         };
     }

@@ -185,10 +185,12 @@ impl HistorySink {
 }
 
 impl HistoryWriter {
-    /// Runs until cancelled, then flushes what is queued. A batch whose
-    /// write panics is dropped and counted; the run goes on.
-    pub async fn run(self, cancel: CancellationToken) {
-        self.0.run(cancel).await
+    /// Runs until `stop`, then writes what is queued within `final_limit`
+    /// (past it, the rest is dropped and counted as `shutdown`). Cancel
+    /// `stop` once nothing records any more, or the last fetches are lost.
+    /// A batch whose write panics is dropped and counted; the run goes on.
+    pub async fn run(self, stop: CancellationToken, final_limit: Duration) {
+        self.0.run(stop, final_limit).await
     }
 }
 
@@ -275,7 +277,7 @@ mod tests {
         };
         let (sink, writer) = channel_with(64, Duration::ZERO, write);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(writer.run(cancel.clone()));
+        let task = tokio::spawn(writer.run(cancel.clone(), Duration::from_secs(10)));
         sink.record(fetch_of(Some(1), "001565000001", "first.cfg"));
         entered
             .recv()
@@ -303,6 +305,21 @@ mod tests {
         assert_eq!(stored(&*store, "001565000001", 1).await, 1 + 16);
     }
 
+    /// A database that never answers cannot hold the shutdown: the last
+    /// batch gets its limit, then the writer ends.
+    #[tokio::test]
+    async fn a_final_batch_the_database_never_takes_ends_at_its_limit() {
+        let write: Write<BootRecord> = Box::new(|_| Box::pin(std::future::pending()));
+        let (sink, writer) = channel_with(16, Duration::from_secs(3_600), write);
+        sink.record(fetch_of(Some(1), "001565000001", "last.cfg"));
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let run = writer.run(stop, Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the writer ends at its limit");
+    }
+
     /// The store panics on one batch: that batch is dropped, the writer
     /// lives on and writes the next ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +345,7 @@ mod tests {
         };
         let (sink, writer) = channel_with(16, Duration::ZERO, write);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(writer.run(cancel.clone()));
+        let task = tokio::spawn(writer.run(cancel.clone(), Duration::from_secs(10)));
 
         sink.record(fetch_of(Some(1), "001565000001", "poison.cfg"));
         assert_eq!(written.recv().await, Some(false));

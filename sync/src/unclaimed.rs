@@ -74,10 +74,10 @@ pub fn channel(store: Arc<dyn Store>, capacity: usize) -> (UnclaimedSink, Unclai
 }
 
 impl UnclaimedWriter {
-    /// Runs until cancelled, then writes what is queued. A batch whose
-    /// write panics is dropped and counted; the run goes on.
-    pub async fn run(self, cancel: CancellationToken) {
-        self.0.run(cancel).await
+    /// Runs until `stop`, then writes what is queued within `final_limit`,
+    /// like [`crate::history::HistoryWriter::run`].
+    pub async fn run(self, stop: CancellationToken, final_limit: Duration) {
+        self.0.run(stop, final_limit).await
     }
 }
 

@@ -353,7 +353,7 @@ async fn history_body(db: TestDb) {
     let store = db.store().await;
     let (sink, writer) = history::channel(store.clone(), 16);
     let cancel = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(writer.run(cancel.clone()));
+    let task = tokio::spawn(writer.run(cancel.clone(), std::time::Duration::from_secs(10)));
     let record = |i: i64, file: String| store::BootRecord {
         mac: "001565000001".into(),
         at: now_millis() - 1000 * i,

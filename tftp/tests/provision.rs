@@ -301,7 +301,7 @@ fn recording(f: &Fixture) -> (Provisioner, dialtone_sync::history::HistoryWriter
 async fn stored(writer: dialtone_sync::history::HistoryWriter) {
     let cancel = tokio_util::sync::CancellationToken::new();
     cancel.cancel();
-    writer.run(cancel).await;
+    writer.run(cancel, std::time::Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
