@@ -159,7 +159,7 @@ async fn writer_body(db: TestDb) {
     let (acme, _) = two_tenants(&*store).await;
     let (sink, writer) = channel(store.clone(), 16);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(writer.run(cancel.clone()));
+    let task = tokio::spawn(writer.run(cancel.clone(), std::time::Duration::from_secs(10)));
     // Far more than the queue holds, at once: the excess is dropped, and
     // recording never waits.
     let started = std::time::Instant::now();
@@ -203,7 +203,7 @@ async fn flood_body(db: TestDb) {
     sink.record(sighting(UNASSIGNED, 0x0015_6570_0000, 2_000, None));
     let cancel = CancellationToken::new();
     cancel.cancel();
-    writer.run(cancel).await;
+    writer.run(cancel, std::time::Duration::from_secs(10)).await;
     assert_eq!(
         store.unclaimed_devices(globex, 1_000).await.unwrap().len(),
         1
