@@ -2,12 +2,18 @@
 //! unclaimed devices): many small sends from the hot path become one
 //! statement every `linger` at most.
 //!
-//! A batch whose write panics is dropped, counted and logged, and the
-//! writer goes on with the next: the panic costs that batch, not every
-//! record after it. Writing it again could panic again, and the records
-//! that caused it may come from a hostile tenant's phones.
+//! A batch holds several tenants' records, and the one that makes its
+//! write panic, or the database refuse it, may come from a hostile
+//! tenant's phones. So a failed batch is split in halves and each written
+//! again, down to the records that fail alone: those are dropped, counted
+//! and logged, the others written, and the writer goes on. One bad record
+//! in a batch of n costs 2·log2(n) more writes; a batch never costs more
+//! than 2·log2(n) + 2 in all, and what is still unwritten then is dropped.
+//! A database that cannot be reached is not bisected: every half would
+//! fail too.
 
 use std::any::Any;
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +53,8 @@ struct Inner<T> {
     what: &'static str,
     /// Taken off the queue and not yet written.
     pending: Vec<T>,
+    /// Of `pending`, how many a write under way has written or dropped.
+    settled: usize,
 }
 
 impl<T: Send + Sync> Writer<T> {
@@ -64,6 +72,7 @@ impl<T: Send + Sync> Writer<T> {
             linger,
             what,
             pending: Vec::with_capacity(batch),
+            settled: 0,
         };
         Writer {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
@@ -114,7 +123,7 @@ impl<T: Send + Sync> Inner<T> {
         {
             // Whatever the cut-off write left (it may have committed, which
             // nobody can tell from here) counts as lost to the shutdown.
-            let records = self.pending.len();
+            let records = self.pending.len() - self.settled;
             Dropped::Stopped.count(self.queue.metric(), records);
             tracing::warn!(
                 records,
@@ -123,33 +132,126 @@ impl<T: Send + Sync> Inner<T> {
                 "the database did not take the final batch in time; dropped it"
             );
             self.pending.clear();
+            self.settled = 0;
         }
     }
 
+    /// Writes `pending`. A batch the database refuses for what is in it,
+    /// or whose write panics, is split in halves and each written again,
+    /// down to the records that fail alone, which are dropped: within
+    /// [`max_writes`], past which what is left is dropped too. A database
+    /// that cannot be reached is not bisected: every write would fail.
     async fn write_pending(&mut self) {
-        let records = self.pending.len();
+        self.settled = 0;
+        let n = self.pending.len();
+        let budget = max_writes(n);
+        let mut writes = 0;
+        // Depth first, each range with why its parent failed.
+        let mut ranges: Vec<(Range<usize>, Dropped)> = vec![(0..n, Dropped::Failed)];
+        while let Some((range, parent)) = ranges.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            if writes == budget {
+                self.drop_range(range, parent, "past the batch's rewrites");
+                continue;
+            }
+            writes += 1;
+            let failure = match self.attempt(range.clone()).await {
+                Ok(()) => {
+                    self.settled += range.len();
+                    continue;
+                }
+                Err(failure) => failure,
+            };
+            let reason = failure.reason();
+            if failure.is_transient() {
+                self.drop_range(range, reason, &failure.to_string());
+                for (range, _) in ranges.drain(..) {
+                    self.drop_range(range, reason, "the database is unreachable");
+                }
+                break;
+            }
+            if range.len() == 1 {
+                self.drop_range(range, reason, &failure.to_string());
+                continue;
+            }
+            let mid = range.start + range.len() / 2;
+            ranges.push((mid..range.end, reason));
+            ranges.push((range.start..mid, reason));
+        }
+        self.pending.clear();
+        self.settled = 0;
+    }
+
+    async fn attempt(&self, range: Range<usize>) -> Result<(), Failure> {
+        let records = &self.pending[range];
         // The closure is called inside, so a panic before its future
         // exists is caught too.
-        let written = AssertUnwindSafe(async { (self.write)(&self.pending).await })
+        match AssertUnwindSafe(async { (self.write)(records).await })
             .catch_unwind()
-            .await;
-        self.pending.clear();
-        let metric = self.queue.metric();
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                Dropped::Failed.count(metric, records);
-                tracing::warn!(error = %e, records, what = self.what, "dropping a batch the database did not take");
-            }
-            Err(panic) => {
-                Dropped::Panicked.count(metric, records);
-                tracing::error!(
-                    panic = %panic_text(&*panic),
-                    records,
-                    what = self.what,
-                    "writing a batch panicked; dropped it, writing on"
-                );
-            }
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::Refused(e)),
+            Err(panic) => Err(Failure::Panicked(panic_text(&*panic).to_string())),
+        }
+    }
+
+    fn drop_range(&mut self, range: Range<usize>, reason: Dropped, cause: &str) {
+        let records = range.len();
+        self.settled += records;
+        reason.count(self.queue.metric(), records);
+        let what = self.what;
+        if reason == Dropped::Panicked {
+            tracing::error!(
+                records,
+                what,
+                cause,
+                "writing records panicked; dropped them, writing on"
+            );
+        } else {
+            tracing::warn!(
+                records,
+                what,
+                cause,
+                "dropping records the database did not take; writing on"
+            );
+        }
+    }
+}
+
+/// The writes one batch of `n` may cost: the first, and then enough to
+/// bisect down to one bad record (two a level).
+fn max_writes(n: usize) -> usize {
+    let levels = n.max(1).next_power_of_two().trailing_zeros() as usize;
+    2 * levels + 2
+}
+
+/// Why a write did not go through.
+enum Failure {
+    Refused(SyncError),
+    Panicked(String),
+}
+
+impl Failure {
+    fn reason(&self) -> Dropped {
+        match self {
+            Failure::Refused(_) => Dropped::Failed,
+            Failure::Panicked(_) => Dropped::Panicked,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, Failure::Refused(e) if e.is_transient())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(e) => write!(f, "{e}"),
+            Failure::Panicked(text) => write!(f, "the write panicked: {text}"),
         }
     }
 }

@@ -320,6 +320,69 @@ mod tests {
             .expect("the writer ends at its limit");
     }
 
+    /// One poison record in a batch with another tenant's: the batch is
+    /// bisected down to it, and only it is dropped, within 2·log2(n) + 2
+    /// writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poison_record_costs_itself_not_its_batch() {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let writes = Arc::new(AtomicU64::new(0));
+        let write: Write<BootRecord> = {
+            let (store, writes) = (store.clone(), writes.clone());
+            Box::new(move |records| {
+                let (store, writes) = (store.clone(), writes.clone());
+                Box::pin(async move {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    if records.iter().any(|r| r.file == "poison.cfg") {
+                        panic!("injected: the store panics on this record");
+                    }
+                    store.record_boots(records).await
+                })
+            })
+        };
+        // Room for tenant 2's sixteen within its share.
+        let (sink, writer) = channel_with(256, Duration::ZERO, write);
+        for n in 0..5 {
+            sink.record(fetch_of(Some(2), "001565000002", &format!("{n}.cfg")));
+        }
+        sink.record(fetch_of(Some(1), "001565000001", "poison.cfg"));
+        for n in 5..16 {
+            sink.record(fetch_of(Some(2), "001565000002", &format!("{n}.cfg")));
+        }
+        // Stopped before it runs: all 17 are one batch.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        writer.run(stop, Duration::from_secs(10)).await;
+        assert_eq!(sink.dropped(), 0);
+        assert_eq!(stored(&*store, "001565000002", 2).await, 16);
+        assert_eq!(stored(&*store, "001565000001", 1).await, 0);
+        // 17 records: five levels of halves, two writes each, and the first.
+        assert!(writes.load(Ordering::Relaxed) <= 2 * 5 + 2, "{writes:?}");
+    }
+
+    /// A database that cannot be reached fails every half too: the batch
+    /// is dropped after one write, not bisected.
+    #[tokio::test]
+    async fn an_unreachable_database_is_not_bisected() {
+        let writes = Arc::new(AtomicU64::new(0));
+        let write: Write<BootRecord> = {
+            let writes = writes.clone();
+            Box::new(move |_| {
+                writes.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Err(crate::SyncError::Database(sqlx::Error::PoolTimedOut)) })
+            })
+        };
+        let (sink, writer) = channel_with(256, Duration::ZERO, write);
+        for n in 0..16 {
+            sink.record(fetch_of(Some(n), "001565000002", "a.cfg"));
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        writer.run(stop, Duration::from_secs(10)).await;
+        assert_eq!(writes.load(Ordering::Relaxed), 1);
+    }
+
     /// The store panics on one batch: that batch is dropped, the writer
     /// lives on and writes the next ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
