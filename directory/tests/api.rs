@@ -64,7 +64,15 @@ async fn api() -> Api {
     dialtone_sync::watcher::full_load(&mirror, &*store)
         .await
         .unwrap();
-    let service = LookupService::new(mirror, None, LookupOptions::default());
+    // These tests are about request shapes and keys, not speed: the first
+    // lookup builds the tenant's directory index off the workers, and on a
+    // loaded CI machine that outlasted the 300 ms default deadline, which
+    // answers "" (the name unknown) instead of the entry.
+    let options = LookupOptions {
+        deadline: std::time::Duration::from_secs(5),
+        ..LookupOptions::default()
+    };
+    let service = LookupService::new(mirror, None, options);
     Api {
         router: dialtone_directory::http::router(service),
         acme_key,
