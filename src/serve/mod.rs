@@ -400,8 +400,14 @@ async fn drain(
         sd_notify::NotifyState::Status("draining"),
     ]);
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    // Every listener began draining at the same cancel, so they share one
+    // deadline: a grace period each, one after another, would let three
+    // slow listeners and the writers' last batch outlast the unit's
+    // `TimeoutStopSec` (30 s), and systemd's SIGKILL would lose the
+    // snapshot.
+    let listeners_done = tokio::time::Instant::now() + grace;
     for (name, task) in listeners.http {
-        match tokio::time::timeout(grace, task).await {
+        match tokio::time::timeout_at(listeners_done, task).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!(
