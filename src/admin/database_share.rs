@@ -108,11 +108,15 @@ impl DatabaseShare {
 
     fn refusal(&self, scope: Scope) -> Response {
         let message = match scope {
-            Scope::Tenant => format!(
-                "this tenant already runs {} requests that use the database, \
-                 its share; retry when one ends",
-                self.tenants.per_tenant()
-            ),
+            Scope::Tenant => match self.tenants.per_tenant() {
+                1 => "this tenant already runs a request that uses the database, \
+                      its share; retry when it ends"
+                    .to_string(),
+                n => format!(
+                    "this tenant already runs {n} requests that use the database, \
+                     its share; retry when one ends"
+                ),
+            },
             Scope::AllTenants => format!(
                 "this node's share of the database for all tenants together ({} \
                  requests at once) is in use; this tenant is within its own share; \
