@@ -93,10 +93,16 @@ pub(crate) fn admitted(state: &MirrorState, phone: Option<&Phone>, request: &Req
     if !tenant_prefix_matches(state, request.path, phone) {
         return false;
     }
-    match (request.remote, state.tenant(phone.tenant_id)) {
-        (Some(remote), Some(tenant)) => network_allowed(tenant, remote),
-        _ => true,
-    }
+    // Without its tenant a phone's networks cannot be checked. Only a full
+    // load read while a first import committed (rows written frozen, seen
+    // beside an older snapshot's tenants) holds such a phone, until the
+    // reload that import forces.
+    let Some(tenant) = state.tenant(phone.tenant_id) else {
+        return false;
+    };
+    request
+        .remote
+        .is_none_or(|remote| network_allowed(tenant, remote))
 }
 
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must

@@ -444,6 +444,31 @@ async fn a_tenant_network_allow_list_is_enforced() {
     assert_eq!(outside.err(), Some(ProvisionError::NotFound));
 }
 
+/// A mirror can hold a phone whose tenant its snapshot lacks (a full load
+/// read while a first import committed frozen rows): its tenant's networks
+/// cannot be checked, so it is answered as an unknown phone until the
+/// reload that follows brings the tenant.
+#[tokio::test]
+async fn a_phone_without_its_tenant_is_not_served() {
+    let f = Fixture::new().await;
+    let state = f.mirror.load();
+    let mut data = state.to_dataset();
+    data.tenants.clear();
+    f.mirror.reset(
+        data,
+        state.cursor(),
+        state.meta().clone(),
+        LoadedFrom::Database,
+    );
+    for ip in ["192.0.2.77", "127.0.0.1"] {
+        let answer = f
+            .provisioner
+            .provision(&from(ip.parse().unwrap(), "001565000001.cfg"));
+        assert_eq!(answer.err(), Some(ProvisionError::NotFound), "from {ip}");
+    }
+    assert_eq!(f.get("001565000001.cfg"), Err(ProvisionError::NotFound));
+}
+
 #[tokio::test]
 async fn a_tenant_prefix_must_match_the_phone() {
     let f = Fixture::new().await;
