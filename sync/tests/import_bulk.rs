@@ -35,25 +35,7 @@ async fn change_log_rows(db: &TestDb) -> i64 {
 }
 
 fn fleet() -> Vec<Mutation> {
-    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
-    for n in 0..PHONES {
-        let Mutation::UpsertPhone(mut p) = phone("acme", n, 2) else {
-            unreachable!()
-        };
-        if n % 10 == 0 {
-            p.http_user = Some(format!("dev{n}"));
-            p.http_password = Some(format!("device-{n}"));
-        }
-        batch.push(Mutation::UpsertPhone(p));
-    }
-    batch
-}
-
-fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
-    match &mut batch[2 + n as usize] {
-        Mutation::UpsertPhone(p) => p,
-        _ => unreachable!(),
-    }
+    fleet_of(PHONES, |_| 2)
 }
 
 both_backends!(reimport_writes_nothing, reimport_body);

@@ -8,46 +8,11 @@
 mod common;
 
 use common::*;
-use dialtone_sync::store::{LineInput, PhoneInput};
+use dialtone_sync::store::LineInput;
 use dialtone_sync::testing::{eventually, TestDb};
 use dialtone_sync::*;
 
-/// Past the two-connection threshold (20,000 phones).
-const BIG: u32 = 24_000;
-
-/// Every fourth phone has two lines, every tenth a device secret.
-fn big_fleet() -> Vec<Mutation> {
-    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
-    for n in 0..BIG {
-        let Mutation::UpsertPhone(mut p) = phone("acme", n, if n % 4 == 0 { 2 } else { 1 }) else {
-            unreachable!()
-        };
-        if n % 10 == 0 {
-            p.http_user = Some(format!("dev{n}"));
-            p.http_password = Some(format!("device-{n}"));
-        }
-        batch.push(Mutation::UpsertPhone(p));
-    }
-    batch
-}
-
-/// A PostgreSQL database holding [`big_fleet`], and the fleet.
-async fn stored_big_fleet() -> (TestDb, std::sync::Arc<dyn store::Store>, Vec<Mutation>) {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    let batch = big_fleet();
-    store.apply(&batch, &audit("import")).await.unwrap();
-    (db, store, batch)
-}
-
 const BIG_LINES: u64 = BIG as u64 + BIG as u64 / 4;
-
-fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut PhoneInput {
-    match &mut batch[2 + n as usize] {
-        Mutation::UpsertPhone(p) => p,
-        _ => unreachable!(),
-    }
-}
 
 fn counts(r: &store::WriteReport) -> [u64; 7] {
     [

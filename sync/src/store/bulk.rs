@@ -23,6 +23,20 @@ pub(crate) const BULK_MIN_PHONES: usize = 200;
 /// and writing millions of change-log rows would cost more than the rows.
 pub(crate) const QUIET_CHANGE_LOG_ROWS: u64 = 50_000;
 
+/// How an import's writes reach the change log: what each backend's
+/// `quiet_change_log` chose.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ChangeLog {
+    /// A change-log row per row written, as for any other write.
+    PerRow,
+    /// No row per change; `loud_change_log` bumps the epoch instead.
+    Quiet,
+    /// Quiet, and phones and lines were empty and emptied anew in this
+    /// transaction (PostgreSQL's `TRUNCATE`), so rows inserted into them
+    /// can be written frozen (`COPY ... FREEZE`).
+    QuietOverFreshTables,
+}
+
 /// How a phone of the run compares with its row.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PhoneState {
@@ -235,8 +249,17 @@ macro_rules! bulk_sql {
                 );
                 return Ok(());
             }
-            let quiet = writes > QUIET_CHANGE_LOG_ROWS
-                && super::quiet_change_log(&mut *conn, stored_rows == 0).await?;
+            let change_log = if writes > QUIET_CHANGE_LOG_ROWS {
+                super::quiet_change_log(&mut *conn, stored_rows == 0).await?
+            } else {
+                ChangeLog::PerRow
+            };
+            let quiet = change_log != ChangeLog::PerRow;
+            // Only the tables themselves were emptied anew, not the stages.
+            let frozen = |target: &str| {
+                change_log == ChangeLog::QuietOverFreshTables
+                    && matches!(target, "phones" | "lines")
+            };
 
             let new_phones = states.iter().filter(|s| **s == PhoneState::New).count();
             let mut next_phone =
@@ -269,7 +292,8 @@ macro_rules! bulk_sql {
                 ("phones", PhoneState::New),
                 (PHONE_STAGE, PhoneState::Changed),
             ] {
-                let mut stager = super::Stager::open(&mut *conn, target, PHONE_COLUMNS).await?;
+                let mut stager =
+                    super::Stager::open(&mut *conn, target, PHONE_COLUMNS, frozen(target)).await?;
                 for i in 0..n {
                     if states[i] == wanted {
                         stager.row(&phone_cells(i)).await?;
@@ -287,7 +311,8 @@ macro_rules! bulk_sql {
                 (LINE_STAGE, LineState::Changed),
             ] {
                 let mut next_line = first_line;
-                let mut stager = super::Stager::open(&mut *conn, target, LINE_COLUMNS).await?;
+                let mut stager =
+                    super::Stager::open(&mut *conn, target, LINE_COLUMNS, frozen(target)).await?;
                 for i in 0..n {
                     for (at, flat) in phones.line_range(i).enumerate() {
                         let state = lines[flat];
@@ -359,7 +384,7 @@ macro_rules! bulk_sql {
             tracing::info!(
                 phones = n,
                 rows_written = writes,
-                quiet,
+                ?change_log,
                 compare_ms = compared.as_millis() as u64,
                 write_ms = (started.elapsed() - compared).as_millis() as u64,
                 "bulk phone import"

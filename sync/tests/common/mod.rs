@@ -116,3 +116,49 @@ pub fn ldap_source(tenant: &str, name: &str, secret: Option<&str>) -> Mutation {
         timeout_ms: 200,
     })
 }
+
+/// Past the two-connection threshold (20,000 phones).
+pub const BIG: u32 = 24_000;
+
+/// Tenants acme and beta, and `phones` phones of acme, phone `n` with
+/// `lines_of(n)` lines and every tenth with a device secret.
+pub fn fleet_of(phones: u32, lines_of: impl Fn(u32) -> usize) -> Vec<Mutation> {
+    let mut batch = vec![tenant("acme", "US"), tenant("beta", "GB")];
+    for n in 0..phones {
+        let Mutation::UpsertPhone(mut p) = phone("acme", n, lines_of(n)) else {
+            unreachable!()
+        };
+        if n % 10 == 0 {
+            p.http_user = Some(format!("dev{n}"));
+            p.http_password = Some(format!("device-{n}"));
+        }
+        batch.push(Mutation::UpsertPhone(p));
+    }
+    batch
+}
+
+/// Phone `n` of a [`fleet_of`] batch.
+pub fn phone_mut(batch: &mut [Mutation], n: u32) -> &mut store::PhoneInput {
+    match &mut batch[2 + n as usize] {
+        Mutation::UpsertPhone(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+/// Every fourth phone has two lines.
+pub fn big_fleet() -> Vec<Mutation> {
+    fleet_of(BIG, |n| if n % 4 == 0 { 2 } else { 1 })
+}
+
+/// A PostgreSQL database holding [`big_fleet`], and the fleet.
+pub async fn stored_big_fleet() -> (
+    dialtone_sync::testing::TestDb,
+    Arc<dyn store::Store>,
+    Vec<Mutation>,
+) {
+    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let batch = big_fleet();
+    store.apply(&batch, &audit("import")).await.unwrap();
+    (db, store, batch)
+}

@@ -109,10 +109,15 @@ impl<'c> Stager<'c> {
         conn: &'c mut PgConnection,
         table: &'static str,
         columns: &'static [&'static str],
+        frozen: bool,
     ) -> Result<Self, SyncError> {
+        // `FREEZE` only into a table emptied anew in this transaction
+        // (`ChangeLog::QuietOverFreshTables`); PostgreSQL refuses it
+        // elsewhere.
         let statement = format!(
-            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-            columns.join(", ")
+            "COPY {table} ({}) FROM STDIN (FORMAT binary{})",
+            columns.join(", "),
+            if frozen { ", FREEZE" } else { "" }
         );
         let mut buf = Vec::with_capacity(COPY_PIECE + 4096);
         buf.extend_from_slice(BINARY_HEADER);

@@ -97,10 +97,23 @@ async fn second_connection(
     if own_writes > 0 || !counted {
         return Ok(None);
     }
+    // Nothing to read; and an export would rule out the first import's
+    // frozen load (`bulk_quiet.rs`).
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT FROM phones)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if empty {
+        return Ok(None);
+    }
     // Taken after the import's lock: no other writer can commit until the
     // import does, so this snapshot and the one `conn` reads with agree.
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *conn)
+        .await?;
+    // Held to the end of the transaction: `bulk_quiet.rs` writes nothing
+    // frozen after one.
+    sqlx::query("SET LOCAL dialtone.snapshot_exported = 'on'")
+        .execute(&mut *conn)
         .await?;
     let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
     let open = async {

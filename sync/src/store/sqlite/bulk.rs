@@ -7,7 +7,9 @@ use sqlx::{Row, SqliteConnection};
 use crate::error::SyncError;
 use crate::model::Id;
 
-use crate::store::bulk::{taken, Cell, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
+use crate::store::bulk::{
+    taken, Cell, ChangeLog, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
+};
 
 /// SQLite reads one table after the other, on the one connection.
 pub(crate) struct SecondReader;
@@ -142,6 +144,8 @@ impl<'c> Stager<'c> {
         conn: &'c mut SqliteConnection,
         table: &'static str,
         columns: &'static [&'static str],
+        // SQLite has no frozen rows: every row it writes is final.
+        _frozen: bool,
     ) -> Result<Self, SyncError> {
         Ok(Stager {
             conn,
@@ -187,8 +191,8 @@ impl<'c> Stager<'c> {
 pub(super) async fn quiet_change_log(
     _conn: &mut SqliteConnection,
     _empty: bool,
-) -> Result<bool, SyncError> {
-    Ok(false)
+) -> Result<ChangeLog, SyncError> {
+    Ok(ChangeLog::PerRow)
 }
 
 pub(super) async fn loud_change_log(_conn: &mut SqliteConnection) -> Result<(), SyncError> {
