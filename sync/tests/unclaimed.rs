@@ -37,6 +37,14 @@ async fn two_tenants(store: &dyn Store) -> (Id, Id) {
     (id("acme"), id("globex"))
 }
 
+/// `tenant`'s list and the operator's (no tenant) hold one device each.
+async fn assert_one_each(store: &dyn Store, tenant: Id) {
+    for list in [tenant, UNASSIGNED] {
+        let devices = store.unclaimed_devices(list, 1_000).await.unwrap();
+        assert_eq!(devices.len(), 1, "list {list}: {devices:?}");
+    }
+}
+
 both_backends!(unclaimed_store_upserts, upserts_body);
 async fn upserts_body(db: TestDb) {
     let store = db.store().await;
@@ -119,18 +127,7 @@ async fn bounded_body(db: TestDb) {
     assert_eq!(kept[0].last_seen, 10_059);
     assert_eq!(kept[24].last_seen, 10_035);
     // One tenant's flood costs another nothing.
-    assert_eq!(
-        store.unclaimed_devices(globex, 1_000).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        store
-            .unclaimed_devices(UNASSIGNED, 1_000)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_one_each(&*store, globex).await;
 
     // A deleted tenant's list goes at the next write.
     store
@@ -204,18 +201,7 @@ async fn flood_body(db: TestDb) {
     let cancel = CancellationToken::new();
     cancel.cancel();
     writer.run(cancel, std::time::Duration::from_secs(10)).await;
-    assert_eq!(
-        store.unclaimed_devices(globex, 1_000).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        store
-            .unclaimed_devices(UNASSIGNED, 1_000)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_one_each(&*store, globex).await;
     // A quarter of the queue's 16.
     assert_eq!(store.unclaimed_devices(acme, 1_000).await.unwrap().len(), 4);
 }

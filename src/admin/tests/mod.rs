@@ -129,6 +129,18 @@ fn template(scope: TemplateScope, scope_key: &str, pattern: &str, body: &str) ->
 pub const ACME_V1: &str = "#!version:1.0.0.1\n# acme v1\naccount.1.label = {{ lines[0].display_name }}\naccount.1.password = {{ lines[0].password }}\n";
 pub const ACME_V2: &str = "#!version:1.0.0.1\n# acme v2\naccount.1.label = {{ lines[0].display_name }}\naccount.1.password = {{ lines[0].password }}\n";
 
+/// The audit row of writes a test makes to set up its data.
+pub(super) fn seed_audit() -> Audit {
+    Audit {
+        actor: "seed".into(),
+        tenant: None,
+        action: "seed".into(),
+        entity: "test".into(),
+        entity_key: String::new(),
+        detail: serde_json::json!({}),
+    }
+}
+
 impl Harness {
     pub async fn new(backend: Backend) -> Harness {
         Harness::with_options(backend, &StoreOptions::default()).await
@@ -139,14 +151,7 @@ impl Harness {
     pub async fn with_options(backend: Backend, options: &StoreOptions) -> Harness {
         let db = TestDb::new(backend).await;
         let store = db.store_with(options).await;
-        let seed = Audit {
-            actor: "seed".into(),
-            tenant: None,
-            action: "seed".into(),
-            entity: "test".into(),
-            entity_key: String::new(),
-            detail: serde_json::json!({}),
-        };
+        let seed = seed_audit();
         let tenant = |slug: &str| {
             Mutation::UpsertTenant(TenantInput {
                 slug: slug.into(),

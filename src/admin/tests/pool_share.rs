@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use dialtone_sync::store::{StoreOptions, TenantInput};
 use dialtone_sync::{
-    generate_token, token_hash, watcher, ApiTokenInput, Audit, Backend, Mutation, TokenScope,
+    generate_token, token_hash, watcher, ApiTokenInput, Backend, Mutation, TokenScope,
 };
 use sqlx::Connection;
 
-use super::{Harness, Reply, ACME_MAC};
+use super::{seed_audit, Harness, Reply, ACME_MAC};
 
 const UPDATE: &str = r#"{"tenant": "acme", "family": "yealink", "model": "T46S", "label": "held", "lines": [{"extension": "200", "display_name": "Front", "registrar": "sip.example.net"}]}"#;
 
@@ -189,15 +189,7 @@ async fn two_more_tenants(h: &mut Harness) {
         }));
         h.tokens.insert(role, token);
     }
-    let seed = Audit {
-        actor: "seed".into(),
-        tenant: None,
-        action: "seed".into(),
-        entity: "test".into(),
-        entity_key: String::new(),
-        detail: serde_json::json!({}),
-    };
-    h.store.apply(&mutations, &seed).await.unwrap();
+    h.store.apply(&mutations, &seed_audit()).await.unwrap();
     watcher::catch_up(&h.mirror, &*h.store).await.unwrap();
 }
 
