@@ -150,7 +150,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections for the watcher, writers and admin queries; the hot path uses none.
     pub max_connections: u32,
-    /// How long to wait for a connection before calling the database unreachable.
+    /// How long to wait for a connection (all taken, or none opens) before an
+    /// admin request is answered 503 `busy`.
     pub acquire_timeout_ms: u64,
     /// Apply pending migrations at `serve` start.
     pub auto_migrate: bool,

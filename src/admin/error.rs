@@ -101,6 +101,12 @@ impl IntoResponse for ApiError {
             body["details"] = details;
         }
         let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
+        // Whoever answers `busy` with a better estimate overrides this.
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -124,6 +130,17 @@ impl From<SyncError> for ApiError {
             SyncError::NotFound(what) => ApiError::not_found(what),
             SyncError::Rejected { reason, .. } => ApiError::invalid(reason),
             SyncError::Invalid(reason) => ApiError::invalid(reason),
+            // Every connection stayed taken (or none could be opened) for
+            // the pool's acquire timeout: sqlx cannot tell which, and both
+            // pass, so the caller is told to come back.
+            e if e.is_pool_timeout() => {
+                tracing::warn!("admin request: no database connection within the acquire timeout");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the database did not answer in time (busy or unreachable); nothing was changed; try again",
+                )
+            }
             SyncError::Database(db) => {
                 tracing::warn!(error = %db, "admin write: database unavailable");
                 ApiError::new(
@@ -222,5 +239,32 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_timeout_is_busy_and_says_when_to_retry() {
+        let busy = ApiError::from(SyncError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(
+            (busy.status, busy.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        );
+        let response = busy.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        let down = ApiError::from(SyncError::Database(sqlx::Error::PoolClosed));
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(down
+            .into_response()
+            .headers()
+            .get(header::RETRY_AFTER)
+            .is_none());
     }
 }

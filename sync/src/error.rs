@@ -90,6 +90,12 @@ impl SyncError {
         }
     }
 
+    /// True when no pooled connection came free within the acquire timeout:
+    /// every one was busy, or none could be opened (sqlx cannot tell which).
+    pub fn is_pool_timeout(&self) -> bool {
+        matches!(self, SyncError::Database(sqlx::Error::PoolTimedOut))
+    }
+
     /// True when the failure is the database being unreachable or overloaded,
     /// as opposed to a bug or bad data: the caller should back off and retry.
     pub fn is_transient(&self) -> bool {
