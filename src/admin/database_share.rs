@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::Id;
@@ -124,13 +124,9 @@ impl DatabaseShare {
                 self.all_places
             ),
         };
-        let mut response =
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message).into_response();
-        // Such requests take milliseconds; a second is enough for one to end.
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        // `busy` carries `Retry-After: 1`: such requests take milliseconds,
+        // and a second is enough for one to end.
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message).into_response()
     }
 }
 
