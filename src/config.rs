@@ -227,6 +227,13 @@ impl Default for MirrorConfig {
 pub struct HttpConfig {
     /// The API listener: health, readiness, metrics, lookups and the admin API.
     pub listen: SocketAddr,
+    /// A listener for monitoring alone: `/healthz`, `/readyz` with its
+    /// full body and `/metrics`. Once set, the API listener (which tenants
+    /// and phones may reach) keeps `/healthz` and a `/readyz` that says
+    /// only whether the node is ready, and no longer serves `/metrics`:
+    /// both show the whole platform (row counts, error text, counters).
+    /// Unset (the default): all of it is on the API listener.
+    pub monitoring_listen: Option<SocketAddr>,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_grace_s: u64,
 }
@@ -235,6 +242,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
+            monitoring_listen: None,
             shutdown_grace_s: 10,
         }
     }
@@ -707,11 +715,12 @@ impl Config {
             })
     }
 
-    /// This node's own listeners (API, provisioning, HTTPS, TFTP), which
-    /// sources tenants configure may never reach.
+    /// This node's own listeners (API, monitoring, provisioning, HTTPS,
+    /// TFTP), which sources tenants configure may never reach.
     pub fn own_listeners(&self) -> Vec<SocketAddr> {
         [
             Some(self.http.listen),
+            self.http.monitoring_listen,
             Some(self.provisioning.http_listen),
             self.provisioning.https_listen,
             self.provisioning.tftp_listen,
@@ -807,6 +816,22 @@ mod tests {
         assert_eq!(c.database.url, "sqlite://./dialtone.db");
         assert_eq!(c.key_file().unwrap(), PathBuf::from("./dialtone.key"));
         assert_eq!(c.snapshot_path(), PathBuf::from("./dialtone.snapshot"));
+    }
+
+    /// The monitoring listener is one of this node's own: no source a
+    /// tenant configures may reach it.
+    #[test]
+    fn the_monitoring_listener_is_one_of_the_nodes_own() {
+        let c = load(
+            "[http]\nlisten = \"127.0.0.1:8080\"\n",
+            &[("DIALTONE_HTTP__MONITORING_LISTEN", "10.0.0.5:9464")],
+        )
+        .unwrap();
+        let monitoring: SocketAddr = "10.0.0.5:9464".parse().unwrap();
+        assert_eq!(c.http.monitoring_listen, Some(monitoring));
+        assert!(c.own_listeners().contains(&monitoring));
+        let unset = Config::load_from(None, std::iter::empty()).unwrap();
+        assert_eq!(unset.http.monitoring_listen, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Health and readiness on the API listener (`/healthz`, `/readyz`), and
-//! the readiness rules they report.
+//! Health and readiness (`/healthz`, `/readyz`), and the readiness rules
+//! they report. On the API listener, and with the full body on the
+//! monitoring listener when one is configured.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,11 @@ pub struct AppState {
     pub max_staleness: Option<Duration>,
     /// Tasks past their restart intensity (empty: none).
     pub degraded: Arc<dyn Fn() -> Vec<&'static str> + Send + Sync>,
+    /// Whether `/readyz` tells where the data came from, how current it
+    /// is and how much of it there is (every tenant's rows counted
+    /// together), or only whether the node is ready: a listener tenants
+    /// and phones reach gets only that once monitoring has its own.
+    pub details: bool,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -52,7 +58,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (true, true) => "ready",
         (true, false) => "degraded",
     };
-    let body = json!({
+    let body = if !state.details {
+        json!({ "ready": ready, "status": status })
+    } else {
+        json!({
         "ready": ready,
         "status": status,
         "degraded_tasks": degraded,
@@ -65,7 +74,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "last_error": health.last_error,
         "full_reloads": health.full_reloads,
         "counts": mirror.counts(),
-    });
+        })
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -103,6 +113,7 @@ mod tests {
             mirror: mirror.clone(),
             max_staleness: Some(Duration::from_secs(60)),
             degraded: Arc::new(Vec::new),
+            details: true,
         };
         let (status, body) = get_json(app(state.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -131,11 +142,44 @@ mod tests {
             mirror: mirror.clone(),
             max_staleness: Some(Duration::from_millis(1)),
             degraded: Arc::new(Vec::new),
+            details: true,
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let (status, body) = get_json(app(strict), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
+    }
+
+    /// Without details, readiness and its status only: no counts, no
+    /// error text, nothing about the data behind them.
+    #[tokio::test]
+    async fn readyz_without_details_says_only_whether_it_is_ready() {
+        let mirror = Arc::new(Mirror::new());
+        let brief = AppState {
+            mirror: mirror.clone(),
+            max_staleness: Some(Duration::from_millis(1)),
+            degraded: Arc::new(|| vec!["mirror-watcher"]),
+            details: false,
+        };
+        let (status, body) = get_json(app(brief.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"ready": false, "status": "not_ready"}));
+
+        mirror.reset(
+            Dataset::default(),
+            Cursor { txid: 0, seq: 7 },
+            Meta::default(),
+            LoadedFrom::Snapshot,
+        );
+        let (status, body) = get_json(app(brief.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"ready": true, "status": "degraded"}));
+
+        mirror.mark_unreachable("connection refused to tenant-42.example");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, body) = get_json(app(brief), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"ready": false, "status": "not_ready"}));
     }
 
     #[tokio::test]
@@ -144,6 +188,7 @@ mod tests {
             mirror: Arc::new(Mirror::new()),
             max_staleness: None,
             degraded: Arc::new(|| vec!["mirror-watcher"]),
+            details: true,
         };
         let response = app(state)
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())

@@ -108,6 +108,9 @@ struct ServeArgs {
     /// Overrides http.listen (the API listener).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Overrides http.monitoring_listen (/metrics and the full /readyz, apart from the API).
+    #[arg(long)]
+    monitoring_listen: Option<std::net::SocketAddr>,
     /// Overrides provisioning.http_listen (where phones fetch their files).
     #[arg(long)]
     provisioning_listen: Option<std::net::SocketAddr>,
@@ -185,6 +188,9 @@ fn main() -> ExitCode {
                 let mut config = config;
                 if let Some(listen) = args.listen {
                     config.http.listen = listen;
+                }
+                if let Some(listen) = args.monitoring_listen {
+                    config.http.monitoring_listen = Some(listen);
                 }
                 if let Some(listen) = args.provisioning_listen {
                     config.provisioning.http_listen = listen;

@@ -92,16 +92,24 @@ fn taken_port_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
-    cmd.arg("serve").arg("--listen").arg(addr.to_string());
-    free_phone_listeners(&mut cmd);
-    let out = run(cmd);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(&addr.to_string()) && err.contains("cannot listen"),
-        "{err}"
-    );
+    for (flag, key) in [
+        ("--listen", "(http.listen)"),
+        ("--monitoring-listen", "(http.monitoring_listen)"),
+    ] {
+        let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
+        cmd.arg("serve").arg(flag).arg(addr.to_string());
+        if flag != "--listen" {
+            cmd.arg("--listen").arg(free_addr().to_string());
+        }
+        free_phone_listeners(&mut cmd);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&addr.to_string()) && err.contains("cannot listen") && err.contains(key),
+            "{flag}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -272,6 +272,36 @@ fn every_series_the_dashboard_and_alerts_query_is_exported() {
     assert_eq!(server.stop(), 0);
 }
 
+/// A node with a monitoring listener of its own: Prometheus scrapes it
+/// there, and the API listener, which tenants and phones reach, shows no
+/// metrics and a `/readyz` without counts.
+#[test]
+fn a_monitoring_listener_serves_metrics_and_the_api_listener_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let monitoring = free_addr();
+    let server = Server::start(
+        dir.path(),
+        &url,
+        &["--demo", "--monitoring-listen", &monitoring.to_string()],
+    );
+    let (status, body) = server
+        .try_get("/metrics")
+        .expect("the API listener answers");
+    assert_eq!(status, 404, "{body}");
+    let brief = server.readyz();
+    assert_eq!(brief, serde_json::json!({"ready": true, "status": "ready"}));
+
+    let (status, metrics) = http_get(monitoring, "/metrics").expect("monitoring answers");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("dialtone_mirror_loaded 1"), "{metrics}");
+    let (status, readyz) = http_get(monitoring, "/readyz").expect("monitoring answers");
+    assert_eq!(status, 200);
+    let readyz: serde_json::Value = serde_json::from_str(&readyz).unwrap();
+    assert!(readyz["counts"]["phones"].as_u64() > Some(0), "{readyz}");
+    assert_eq!(server.stop(), 0);
+}
+
 #[test]
 fn label_names_are_read_past_escaped_quotes() {
     assert_eq!(

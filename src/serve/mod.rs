@@ -1,9 +1,10 @@
 //! `dialtone serve`, in the order it happens: startup (`startup.rs`: key,
 //! store, sockets, shipped templates, mirror), the services (provisioning
 //! and lookups over one mirror), the background tasks (`tasks.rs`), the API
-//! router (`api_router`, which tests can `oneshot`), the listeners, and the
+//! routers (`router.rs`, which tests can `oneshot`), the listeners, and the
 //! drain on SIGTERM or Ctrl-C (`signals.rs` for signals and systemd).
 
+mod router;
 mod signals;
 mod startup;
 mod tasks;
@@ -16,18 +17,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dialtone_directory::LookupService;
-use dialtone_sync::{snapshot, Mirror, SecretKey, Store};
+use dialtone_sync::{snapshot, Mirror, Store};
 use dialtone_tftp::{ProvisionOptions, Provisioner, Shipped};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{app, AppState};
 use crate::http_server::{serve, HttpServerOptions};
 use crate::logging::LogHandle;
 use crate::supervise::{Intensity, Supervisor};
+pub use router::{api_router, ApiParts, Routers};
 use signals::notify_systemd;
 pub use startup::open_store;
 use startup::Sockets;
@@ -126,7 +126,7 @@ pub async fn run(
         signals::reload_live(provisioner.clone(), static_dir),
     )?);
 
-    let router = api_router(ApiParts {
+    let routers = api_router(ApiParts {
         config: &config,
         mirror: &mirror,
         store: &store,
@@ -139,13 +139,14 @@ pub async fn run(
     });
     tracing::info!(
         listen = %config.http.listen,
+        monitoring = ?config.http.monitoring_listen,
         provisioning = %config.provisioning.http_listen,
         tftp = ?config.provisioning.tftp_listen,
         templates = provisioner.shipped_count(),
         counts = ?mirror.load().counts(),
         "dialtone ready"
     );
-    let mut listeners = Listeners::start(&config, sockets, router, &provisioner, &cancel)?;
+    let mut listeners = Listeners::start(&config, sockets, routers, &provisioner, &cancel)?;
     // Every listener is bound and serving, and the mirror is loaded.
     notify_systemd(&[
         sd_notify::NotifyState::Ready,
@@ -208,75 +209,6 @@ fn provision_options(config: &Config) -> ProvisionOptions {
     }
 }
 
-/// What the API listener's router is made of.
-pub struct ApiParts<'a> {
-    pub config: &'a Config,
-    pub mirror: &'a Arc<Mirror>,
-    pub store: &'a Arc<dyn Store>,
-    pub key: &'a SecretKey,
-    pub provisioner: &'a Arc<Provisioner>,
-    pub lookups: LookupService,
-    pub supervisor: &'a Supervisor,
-    pub metrics: Option<PrometheusHandle>,
-    pub resync: Option<crate::resync::ResyncService>,
-}
-
-/// The API listener's router: health and readiness, `/metrics`, lookups
-/// and the admin API with its page.
-pub fn api_router(parts: ApiParts<'_>) -> axum::Router {
-    let ApiParts {
-        config,
-        mirror,
-        store,
-        key,
-        provisioner,
-        lookups,
-        supervisor,
-        metrics,
-        resync,
-    } = parts;
-    let state = AppState {
-        mirror: mirror.clone(),
-        max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
-        degraded: {
-            let supervisor = supervisor.clone();
-            Arc::new(move || supervisor.degraded())
-        },
-    };
-    let metrics_routes = match metrics {
-        Some(handle) => axum::Router::new()
-            .route("/metrics", axum::routing::get(crate::prometheus::render))
-            .with_state(crate::prometheus::MetricsState {
-                handle,
-                mirror: mirror.clone(),
-                provisioner: provisioner.clone(),
-                supervisor: supervisor.clone(),
-            }),
-        None => axum::Router::new(),
-    };
-    let source_networks = lookups.source_networks().clone();
-    let admin_lookups = lookups.clone();
-    app(state)
-        .merge(metrics_routes)
-        .merge(dialtone_directory::http::router(lookups))
-        .merge(crate::admin::router(crate::admin::AdminState {
-            mirror: mirror.clone(),
-            store: store.clone(),
-            provisioner: provisioner.clone(),
-            key: key.clone(),
-            source_networks,
-            quotas: Arc::new(config.quotas.clone()),
-            resync,
-            lookups: Some(admin_lookups),
-            source_tests: crate::admin::running::Running::new(
-                crate::admin::SOURCE_TESTS_PER_TENANT,
-            ),
-            database_share: crate::admin::database_share::DatabaseShare::new(
-                config.database.max_connections,
-            ),
-        }))
-}
-
 /// The running listeners, for the drain.
 struct Listeners {
     http: Vec<(&'static str, JoinHandle<()>)>,
@@ -318,7 +250,7 @@ impl Listeners {
     fn start(
         config: &Config,
         sockets: Sockets,
-        router: axum::Router,
+        routers: Routers,
         provisioner: &Arc<Provisioner>,
         cancel: &CancellationToken,
     ) -> Result<Listeners> {
@@ -332,7 +264,7 @@ impl Listeners {
                 "API",
                 tokio::spawn(serve(
                     sockets.api,
-                    router,
+                    routers.api,
                     HttpServerOptions::default(),
                     cancel.clone(),
                 )),
@@ -347,6 +279,17 @@ impl Listeners {
                 )),
             ),
         ];
+        if let (Some(listener), Some(router)) = (sockets.monitoring, routers.monitoring) {
+            http.push((
+                "monitoring",
+                tokio::spawn(serve(
+                    listener,
+                    router,
+                    HttpServerOptions::default(),
+                    cancel.clone(),
+                )),
+            ));
+        }
         if let Some((listener, tls)) = sockets.https {
             let options = HttpServerOptions {
                 tls: Some(tls),

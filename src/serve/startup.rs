@@ -172,6 +172,7 @@ pub(super) fn raise_open_file_limit(config: &Config) {
 /// Every socket `serve` listens on, bound.
 pub(super) struct Sockets {
     pub api: TcpListener,
+    pub monitoring: Option<TcpListener>,
     pub provisioning: TcpListener,
     pub https: Option<(TcpListener, TlsAcceptor)>,
     pub tftp: Option<dialtone_tftp::tftp::Bound>,
@@ -181,6 +182,10 @@ pub(super) struct Sockets {
 impl Sockets {
     pub async fn bind(config: &Config) -> Result<Sockets> {
         let api = bind_tcp(config.http.listen, "http.listen").await?;
+        let monitoring = match config.http.monitoring_listen {
+            Some(addr) => Some(bind_tcp(addr, "http.monitoring_listen").await?),
+            None => None,
+        };
         let provisioning =
             bind_tcp(config.provisioning.http_listen, "provisioning.http_listen").await?;
         let p = &config.provisioning;
@@ -223,6 +228,7 @@ impl Sockets {
         };
         Ok(Sockets {
             api,
+            monitoring,
             provisioning,
             https,
             tftp,
