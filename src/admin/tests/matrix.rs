@@ -9,7 +9,7 @@ use dialtone_sync::Backend;
 use super::{Harness, ACME_MAC};
 
 /// `A` allowed (2xx), `F` 403, `N` 404, `U` 401; one per role in ROLES.
-const ROLES: [Option<&str>; 5] = [
+pub(super) const ROLES: [Option<&str>; 5] = [
     Some("global"),
     Some("acme-admin"),
     Some("acme-read"),
@@ -17,15 +17,15 @@ const ROLES: [Option<&str>; 5] = [
     None,
 ];
 
-struct Row {
-    method: Method,
-    path: &'static str,
-    body: Option<&'static str>,
+pub(super) struct Row {
+    pub method: Method,
+    pub path: &'static str,
+    pub body: Option<&'static str>,
     write: bool,
-    expect: &'static str,
+    pub expect: &'static str,
 }
 
-fn rows() -> Vec<Row> {
+pub(super) fn rows() -> Vec<Row> {
     let r = |method: Method,
              path: &'static str,
              body: Option<&'static str>,
@@ -262,7 +262,7 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-fn class(status: u16) -> char {
+pub(super) fn class(status: u16) -> char {
     match status {
         200..=299 => 'A',
         401 => 'U',

@@ -5,6 +5,7 @@
 mod caching;
 mod fleet;
 mod matrix;
+mod no_database;
 mod nul_text;
 mod openapi;
 mod phone_limits;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Harness;
 
-const ROUTES: &[(&str, &[&str])] = &[
+pub(super) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tenants", &["get", "post"]),
     ("/v1/tenants/{slug}", &["get", "put", "delete"]),
     ("/v1/tenants/{slug}/fleet", &["get"]),
