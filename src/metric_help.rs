@@ -17,7 +17,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_refused_total",
-        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them).",
+        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place).",
     ),
     (
         "dialtone_history_dropped_total",
@@ -274,6 +274,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     (
         "dialtone_admin_database_refused_total",
         &[("scope", "all_tenants")],
+    ),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "others_waiting")],
     ),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),

@@ -14,11 +14,21 @@
 //! rather than made to wait: a waiting request still holds its HTTP
 //! connection and task, and only a refusal tells the client to slow down.
 //! The count is per tenant, not per token, so more tokens buy no more.
+//!
+//! Three tenants at a share of two fill the default six places between
+//! them, and a fourth would be refused for as long as they keep sending.
+//! So once a tenant has been refused for want of room in the tenants'
+//! part, every tenant is held to one place for [`CONTENTION_WINDOW`]
+//! (longer than the `Retry-After` it was told): the busy tenants' extra
+//! requests are refused as they come, their running ones end, and the
+//! places they free go to the tenant that waited. A tenant's first place
+//! is never taken back, and without contention each keeps its full share.
 //! Global-admin tokens are the operator's, trusted, and not counted: an
 //! import or a rollout script must not be throttled by the limit that
 //! protects tenants from each other, and the reserve is theirs to use.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
@@ -55,6 +65,9 @@ pub fn all_tenants(max_connections: u32) -> usize {
 pub enum Scope {
     Tenant,
     AllTenants,
+    /// Another tenant was refused for want of room lately, and this one
+    /// already runs a request.
+    OthersWaiting,
 }
 
 impl Scope {
@@ -62,15 +75,24 @@ impl Scope {
         match self {
             Scope::Tenant => "tenant",
             Scope::AllTenants => "all_tenants",
+            Scope::OthersWaiting => "others_waiting",
         }
     }
 }
+
+/// How long after a tenant was refused for want of room every tenant is
+/// held to one place: past the `Retry-After: 1` the refused tenant heard,
+/// so that its retry finds the places the others gave up.
+pub const CONTENTION_WINDOW: Duration = Duration::from_secs(3);
 
 /// The places of the node's tenants in the database pool.
 pub struct DatabaseShare {
     tenants: Arc<Running>,
     all: Arc<Semaphore>,
     all_places: usize,
+    /// Until when tenants are held to one place each (see the module).
+    contended_until: Mutex<Option<Instant>>,
+    window: Duration,
 }
 
 /// A request's places, its tenant's and the node's; given back when
@@ -82,11 +104,17 @@ pub struct Admission {
 
 impl DatabaseShare {
     pub fn new(max_connections: u32) -> Arc<DatabaseShare> {
+        Self::with_window(max_connections, CONTENTION_WINDOW)
+    }
+
+    fn with_window(max_connections: u32, window: Duration) -> Arc<DatabaseShare> {
         let all_places = all_tenants(max_connections);
         Arc::new(DatabaseShare {
             tenants: Running::new(per_tenant(max_connections)),
             all: Arc::new(Semaphore::new(all_places)),
             all_places,
+            contended_until: Mutex::new(None),
+            window,
         })
     }
 
@@ -94,16 +122,30 @@ impl DatabaseShare {
     /// tenant's own share is asked first, so a tenant past it hears that,
     /// whatever the others run.
     pub fn admit(&self, tenant: Id) -> Result<Admission, Scope> {
-        let place = self.tenants.take(tenant).ok_or(Scope::Tenant)?;
-        let all = self
-            .all
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Scope::AllTenants)?;
+        let (place, running) = self.tenants.take_counted(tenant).ok_or(Scope::Tenant)?;
+        if running > 1 && self.contended() {
+            return Err(Scope::OthersWaiting);
+        }
+        let Ok(all) = self.all.clone().try_acquire_owned() else {
+            let until = Instant::now() + self.window;
+            *self
+                .contended_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(until);
+            return Err(Scope::AllTenants);
+        };
         Ok(Admission {
             _tenant: place,
             _all: all,
         })
+    }
+
+    fn contended(&self) -> bool {
+        let until = *self
+            .contended_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|until| Instant::now() < until)
     }
 
     fn refusal(&self, scope: Scope) -> Response {
@@ -123,6 +165,10 @@ impl DatabaseShare {
                  retry in a moment",
                 self.all_places
             ),
+            Scope::OthersWaiting => "other tenants are waiting for this node's share of the \
+                 database, and this tenant already runs a request that uses it; \
+                 retry when it ends"
+                .to_string(),
         };
         // `busy` carries `Retry-After: 1`: such requests take milliseconds,
         // and a second is enough for one to end.
@@ -160,6 +206,8 @@ pub(super) async fn admit(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::{all_tenants, per_tenant, DatabaseShare, Scope};
 
     #[test]
@@ -191,5 +239,41 @@ mod tests {
         // Tenant 4's refusal left no place of its own behind.
         let again: Vec<_> = (2..=4).map(|t| share.admit(t).unwrap()).collect();
         assert_eq!(again.len(), 3);
+    }
+
+    /// Three tenants at their shares of two fill the default pool's six
+    /// places. Once a fourth has been refused, a busy tenant's place that
+    /// ends goes to the fourth on its retry, not back to the busy tenant.
+    #[test]
+    fn a_refused_tenant_gets_the_next_place_before_busy_ones_get_a_second() {
+        let share = DatabaseShare::with_window(8, Duration::from_secs(60));
+        let mut held: Vec<_> = [1, 1, 2, 2, 3, 3]
+            .into_iter()
+            .map(|t| share.admit(t).unwrap())
+            .collect();
+        assert_eq!(share.admit(4).err(), Some(Scope::AllTenants));
+        held.pop(); // One of tenant 3's requests ends.
+        assert_eq!(share.admit(3).err(), Some(Scope::OthersWaiting));
+        assert_eq!(share.admit(1).err(), Some(Scope::Tenant));
+        let fourth = share
+            .admit(4)
+            .expect("the waiting tenant gets the freed place");
+        // Its second waits like everyone's.
+        held.pop();
+        assert_eq!(share.admit(4).err(), Some(Scope::OthersWaiting));
+        // A tenant's first place is never refused for others waiting.
+        let fifth = share.admit(5).expect("a first place while one is free");
+        drop((fourth, fifth));
+    }
+
+    #[test]
+    fn without_contention_each_tenant_keeps_its_full_share() {
+        let share = DatabaseShare::with_window(8, Duration::from_millis(1));
+        let held: Vec<_> = (1..=6).map(|i| share.admit(1 + i / 2).unwrap()).collect();
+        assert_eq!(share.admit(9).err(), Some(Scope::AllTenants));
+        drop(held);
+        std::thread::sleep(Duration::from_millis(5));
+        let again: Vec<_> = [1, 1, 2, 2].into_iter().map(|t| share.admit(t)).collect();
+        assert!(again.iter().all(Result::is_ok), "the window passed");
     }
 }

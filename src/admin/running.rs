@@ -31,16 +31,26 @@ impl Running {
 
     /// A place for `tenant`, or `None` when it already runs `per_tenant`.
     pub fn take(self: &Arc<Self>, tenant: Id) -> Option<Place> {
+        self.take_counted(tenant).map(|(place, _)| place)
+    }
+
+    /// A place for `tenant` and how many it runs with this one (1: this is
+    /// its only one), or `None` when it already runs `per_tenant`.
+    pub fn take_counted(self: &Arc<Self>, tenant: Id) -> Option<(Place, usize)> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(tenant).or_default();
         if *count >= self.per_tenant {
             return None;
         }
         *count += 1;
-        Some(Place {
-            running: self.clone(),
-            tenant,
-        })
+        let running = *count;
+        Some((
+            Place {
+                running: self.clone(),
+                tenant,
+            },
+            running,
+        ))
     }
 
     pub fn per_tenant(&self) -> usize {
