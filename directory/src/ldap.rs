@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::error::DirectoryError;
 use crate::filter::{build_filter, number_forms};
+use crate::ldap_searches::{Past, SearchBounds};
 use crate::ldap_wire::{self, Security};
 use crate::networks::{resolve, SourceNetworks};
 use crate::settings::{tls_config, LdapScope, LdapSettings};
@@ -150,15 +151,30 @@ impl LdapSource {
             }
         }
         *slot = None;
-        let ldap = self.open(budget).await?;
+        let ldap = self.open(budget, self.lookup_bounds()).await?;
         *slot = Some(ldap.clone());
         Ok(ldap)
     }
 
+    /// What a lookup's search reads at most (see `search`): the relay
+    /// passes no more of it on.
+    fn lookup_bounds(&self) -> SearchBounds {
+        SearchBounds {
+            entries: self.settings.size_limit.max(1) as usize + 1,
+            bytes: MAX_REPLY_BYTES + ldap_wire::MAX_MESSAGE,
+            past: Past::Drop,
+        }
+    }
+
     /// A new connection, bound, with the same TLS, address checks and
     /// secret as lookups use, kept by no one: the mirror's syncs run on
-    /// their own, so a long paged read never delays a live search.
-    pub(crate) async fn open(&self, budget: Duration) -> Result<Ldap, DirectoryError> {
+    /// their own, so a long paged read never delays a live search. Each
+    /// search on it passes at most `bounds` on to ldap3.
+    pub(crate) async fn open(
+        &self,
+        budget: Duration,
+        bounds: SearchBounds,
+    ) -> Result<Ldap, DirectoryError> {
         let connect_timeout = self
             .settings
             .connect_timeout_ms
@@ -167,15 +183,22 @@ impl LdapSource {
         let (addrs, host) = self.checked_addresses().await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
         let (tls, security) = (self.tls.clone(), self.security);
-        let (conn, mut ldap) =
-            ldap_wire::connect(&addrs, &host, security, tls, connect_timeout, &self.name)
-                .await
-                .map_err(|e| match e {
-                    DirectoryError::Ldap(why) => {
-                        DirectoryError::Ldap(format!("connect {}: {why}", self.settings.url))
-                    }
-                    other => other,
-                })?;
+        let (conn, mut ldap) = ldap_wire::connect(
+            &addrs,
+            &host,
+            security,
+            tls,
+            connect_timeout,
+            &self.name,
+            bounds,
+        )
+        .await
+        .map_err(|e| match e {
+            DirectoryError::Ldap(why) => {
+                DirectoryError::Ldap(format!("connect {}: {why}", self.settings.url))
+            }
+            other => other,
+        })?;
         let name = self.name.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {

@@ -10,9 +10,11 @@
 //! at most `MAX_DEPTH` deep; anything else closes the connection, which
 //! ldap3 sees as the server hanging up. ldap3 still encodes requests,
 //! matches answers and runs searches; requests pass through unchanged.
+//! Each search's entries pass only up to the connection's
+//! `SearchBounds` (`ldap_searches.rs`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, StdStream};
@@ -21,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::DirectoryError;
+use crate::ldap_searches::{SearchBounds, Searches};
 
 /// Largest LDAP message passed on to ldap3. An entry carries only the
 /// attributes a source asks for (a name and a few numbers), so this is
@@ -43,7 +46,8 @@ pub(crate) enum Security {
 
 /// An ldap3 connection to the first of `addrs` that accepts, through the
 /// relay. `host` is the name the server's certificate must carry. One
-/// `timeout` bounds TCP, StartTLS and the TLS handshake together.
+/// `timeout` bounds TCP, StartTLS and the TLS handshake together; `bounds`
+/// what each search passes on.
 pub(crate) async fn connect(
     addrs: &[SocketAddr],
     host: &str,
@@ -51,6 +55,7 @@ pub(crate) async fn connect(
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     source: &str,
+    bounds: SearchBounds,
 ) -> Result<(LdapConnAsync, Ldap), DirectoryError> {
     let connect = async {
         let mut tcp = first_to_accept(addrs)
@@ -61,11 +66,11 @@ pub(crate) async fn connect(
                 .ok_or_else(|| DirectoryError::Ldap("TLS without a configuration".into()))
         };
         let ldap3_end = match security {
-            Security::Plain => spawn_relay(tcp, source)?,
-            Security::Tls => spawn_relay(handshake(tcp, host, config()?).await?, source)?,
+            Security::Plain => spawn_relay(tcp, source, bounds)?,
+            Security::Tls => spawn_relay(handshake(tcp, host, config()?).await?, source, bounds)?,
             Security::StartTls => {
                 start_tls(&mut tcp).await?;
-                spawn_relay(handshake(tcp, host, config()?).await?, source)?
+                spawn_relay(handshake(tcp, host, config()?).await?, source, bounds)?
             }
         };
         // ldap3 takes a socket pair's end only under the `ldapi` scheme;
@@ -171,13 +176,13 @@ fn extended_result(message: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// One element of a message: its tag byte and its content.
-struct Element<'a> {
-    tag: u8,
-    content: &'a [u8],
+pub(crate) struct Element<'a> {
+    pub tag: u8,
+    pub content: &'a [u8],
 }
 
 /// The element at the start of `bytes`, and what follows it.
-fn element(bytes: &[u8]) -> Option<(Element<'_>, &[u8])> {
+pub(crate) fn element(bytes: &[u8]) -> Option<(Element<'_>, &[u8])> {
     let (header, len) = header(bytes).ok()??;
     let end = header.checked_add(len)?;
     let content = bytes.get(header..end)?;
@@ -192,7 +197,11 @@ fn element(bytes: &[u8]) -> Option<(Element<'_>, &[u8])> {
 
 /// ldap3's end of a socket pair whose other end a task relays to and from
 /// `server`.
-fn spawn_relay<S>(server: S, source: &str) -> Result<std::os::unix::net::UnixStream, DirectoryError>
+fn spawn_relay<S>(
+    server: S,
+    source: &str,
+    bounds: SearchBounds,
+) -> Result<std::os::unix::net::UnixStream, DirectoryError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -204,41 +213,100 @@ where
     let (ours, theirs) = pair().map_err(|e| DirectoryError::Ldap(format!("relay: {e}")))?;
     let source = source.to_string();
     tokio::spawn(async move {
-        if let Err(why) = relay(server, ours).await {
+        let searches = Mutex::new(Searches::new(bounds));
+        if let Err(why) = relay(server, ours, &searches).await {
             tracing::info!(source, reason = %why, "LDAP connection closed: the server broke the protocol's bounds");
+        }
+        let dropped = lock(&searches).dropped;
+        if dropped > 0 {
+            tracing::info!(
+                source,
+                dropped,
+                max_entries = bounds.entries,
+                max_bytes = bounds.bytes,
+                "LDAP server sent searches more results than this node reads; the rest were dropped"
+            );
         }
     });
     Ok(theirs)
 }
 
 /// Until either side closes: requests pass as they are, replies only as
-/// whole checked messages. Returns why it closed the connection itself.
-async fn relay<S>(server: S, ldap3: tokio::net::UnixStream) -> Result<(), &'static str>
+/// whole checked messages, each search's results up to the bounds in
+/// `searches`. Returns why it closed the connection itself.
+async fn relay<S>(
+    server: S,
+    ldap3: tokio::net::UnixStream,
+    searches: &Mutex<Searches>,
+) -> Result<(), &'static str>
 where
     S: AsyncRead + AsyncWrite,
 {
     let (mut server_rx, mut server_tx) = tokio::io::split(server);
     let (mut ldap3_rx, mut ldap3_tx) = ldap3.into_split();
-    let requests = tokio::io::copy(&mut ldap3_rx, &mut server_tx);
+    // ldap3's own requests, whole, so that a search's count starts with it
+    // and ends with its abandon. (The two loops take turns on one task and
+    // hold the lock across no await: it is never contended.)
+    let requests = async {
+        let mut buf = Vec::with_capacity(4 * 1024);
+        loop {
+            let mut whole = 0;
+            while let Ok(Some(len)) = message_len(&buf[whole..]) {
+                if buf.len() - whole < len {
+                    break;
+                }
+                lock(searches).request(&buf[whole..whole + len]);
+                whole += len;
+            }
+            if whole > 0 {
+                if server_tx.write_all(&buf[..whole]).await.is_err() {
+                    return;
+                }
+                buf.drain(..whole);
+            }
+            if message_len(&buf).is_err() {
+                // Never from ldap3; passed on untracked rather than held.
+                if server_tx.write_all(&buf).await.is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+            match ldap3_rx.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
     let replies = async {
         let mut buf = Vec::with_capacity(64 * 1024);
+        // What goes on when some of the messages read are dropped.
+        let mut kept = Vec::new();
         loop {
             // Every whole message read so far goes on in one write: a
             // read of a directory sync holds dozens of entries.
-            let mut whole = 0;
+            let (mut whole, mut dropping) = (0, false);
+            kept.clear();
             while let Some(len) = message_len(&buf[whole..])? {
                 if buf.len() - whole < len {
                     break;
                 }
-                check(&buf[whole..whole + len])?;
+                let message = &buf[whole..whole + len];
+                check(message)?;
+                let pass = lock(searches).pass(message)?;
+                if !pass && !dropping {
+                    dropping = true;
+                    kept.extend_from_slice(&buf[..whole]);
+                }
+                if pass && dropping {
+                    kept.extend_from_slice(message);
+                }
                 whole += len;
             }
-            if whole > 0 {
-                if ldap3_tx.write_all(&buf[..whole]).await.is_err() {
-                    return Ok(()); // ldap3 is gone
-                }
-                buf.drain(..whole);
+            let out = if dropping { &kept[..] } else { &buf[..whole] };
+            if !out.is_empty() && ldap3_tx.write_all(out).await.is_err() {
+                return Ok(()); // ldap3 is gone
             }
+            buf.drain(..whole);
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
@@ -252,6 +320,10 @@ where
         _ = requests => Ok(()),
         closed = replies => closed,
     }
+}
+
+fn lock(searches: &Mutex<Searches>) -> std::sync::MutexGuard<'_, Searches> {
+    searches.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The length of the message at the start of `buf`, header included, once

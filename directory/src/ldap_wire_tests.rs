@@ -1,6 +1,36 @@
 use super::*;
+use crate::ldap_searches::Past;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
+
+const BOUNDS: SearchBounds = SearchBounds {
+    entries: 10,
+    bytes: 1 << 20,
+    past: Past::Drop,
+};
+
+/// How a relay ended, and how many results it dropped.
+type Relaying = tokio::task::JoinHandle<(Result<(), &'static str>, u64)>;
+
+/// The relay between a duplex "server" and the ldap3 end it hands out.
+fn relayed(bounds: SearchBounds) -> (tokio::io::DuplexStream, tokio::net::UnixStream, Relaying) {
+    let (server, far) = tokio::io::duplex(64 * 1024);
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    let relaying = tokio::spawn(async move {
+        let searches = Mutex::new(Searches::new(bounds));
+        let closed = relay(server, ours, &searches).await;
+        let dropped = lock(&searches).dropped;
+        (closed, dropped)
+    });
+    (
+        far,
+        tokio::net::UnixStream::from_std(theirs).unwrap(),
+        relaying,
+    )
+}
 
 /// A message `0x30` around `content`, with the shortest length form.
 fn sequence(content: &[u8]) -> Vec<u8> {
@@ -131,7 +161,7 @@ async fn every_scheme_connects_to_the_checked_address_not_the_name() {
         };
         let tls = Some(any_tls());
         let timeout_ = Duration::from_millis(500);
-        let connect = connect(&addrs, "localhost", security, tls, timeout_, "t");
+        let connect = connect(&addrs, "localhost", security, tls, timeout_, "t", BOUNDS);
         let (_, ()) = tokio::join!(connect, accept);
         assert!(
             timeout(Duration::from_millis(200), by_name.accept())
@@ -151,11 +181,28 @@ async fn a_refusing_address_passes_to_the_next_and_none_left_is_an_error() {
     let second = [refusing, open.local_addr().unwrap()];
     let wait = Duration::from_secs(2);
     let (connected, accepted) = tokio::join!(
-        connect(&second, "localhost", Security::Plain, None, wait, "t"),
+        connect(
+            &second,
+            "localhost",
+            Security::Plain,
+            None,
+            wait,
+            "t",
+            BOUNDS
+        ),
         timeout(wait, open.accept()),
     );
     assert!(connected.is_ok() && accepted.is_ok(), "the second address");
-    let refused = connect(&[refusing], "localhost", Security::Plain, None, wait, "t").await;
+    let refused = connect(
+        &[refusing],
+        "localhost",
+        Security::Plain,
+        None,
+        wait,
+        "t",
+        BOUNDS,
+    )
+    .await;
     assert!(matches!(refused, Err(DirectoryError::Ldap(_))));
 }
 
@@ -163,22 +210,16 @@ async fn a_refusing_address_passes_to_the_next_and_none_left_is_an_error() {
 /// way, and a message past the bounds ends the relay with its reason.
 #[tokio::test]
 async fn the_relay_joins_split_messages_and_stops_at_a_bad_one() {
-    let (server, mut far) = tokio::io::duplex(64);
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    ours.set_nonblocking(true).unwrap();
-    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
-    let relaying = tokio::spawn(relay(server, ours));
+    let (mut far, mut theirs, relaying) = relayed(BOUNDS);
     let done = search_done();
     for byte in done.iter().chain(&done) {
         far.write_all(&[*byte]).await.unwrap();
     }
-    theirs.set_nonblocking(true).unwrap();
-    let mut theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
     let mut got = vec![0; done.len() * 2];
     theirs.read_exact(&mut got).await.unwrap();
     assert_eq!(got, [done.clone(), done].concat());
     far.write_all(&[0x30, 0x84, 0x40, 0, 0, 0]).await.unwrap();
-    let closed = timeout(Duration::from_secs(5), relaying)
+    let (closed, _) = timeout(Duration::from_secs(5), relaying)
         .await
         .unwrap()
         .unwrap();
@@ -188,4 +229,81 @@ async fn the_relay_joins_split_messages_and_stops_at_a_bad_one() {
         0,
         "ldap3 sees the end"
     );
+}
+
+/// A search entry for message 2: a DN of `dn_len` bytes, no attributes.
+fn search_entry(dn_len: usize) -> Vec<u8> {
+    let mut dn = vec![0x04, 0x82, (dn_len >> 8) as u8, dn_len as u8];
+    dn.resize(4 + dn_len, b'x');
+    let mut op = vec![0x64, 0x82];
+    let len = dn.len() + 2;
+    op.extend([(len >> 8) as u8, len as u8]);
+    op.extend(dn);
+    op.extend([0x30, 0x00]);
+    let mut content = vec![0x02, 0x01, 0x02];
+    content.extend(op);
+    sequence(&content)
+}
+
+/// A server that answers a search with many times the entries it was
+/// asked for: ldap3 is handed the bound and then the result, and the
+/// connection stays up for the next search.
+#[tokio::test]
+async fn a_search_past_its_bound_hands_ldap3_only_the_bound() {
+    let (mut far, mut theirs, relaying) = relayed(BOUNDS);
+    let entry = search_entry(1000);
+    let done = search_done();
+    let server = tokio::spawn(async move {
+        for _ in 0..500 {
+            far.write_all(&entry).await.unwrap();
+        }
+        far.write_all(&done).await.unwrap();
+        far
+    });
+    let want = BOUNDS.entries * search_entry(1000).len() + search_done().len();
+    let mut got = vec![0; want];
+    timeout(Duration::from_secs(10), theirs.read_exact(&mut got))
+        .await
+        .expect("the bound and the result arrive")
+        .unwrap();
+    assert_eq!(&got[want - search_done().len()..], &search_done()[..]);
+    let _far = server.await.unwrap();
+    // Nothing more: the rest of the entries were dropped.
+    let mut more = [0u8; 1];
+    let extra = timeout(Duration::from_millis(200), theirs.read(&mut more)).await;
+    assert!(extra.is_err(), "ldap3 got more than the bound");
+    drop(theirs);
+    let (_, dropped) = timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dropped, 490);
+}
+
+/// On a sync's connection the same flood ends the connection instead, so
+/// that the sync fails rather than keep a read that misses entries.
+#[tokio::test]
+async fn a_sync_search_past_its_bound_closes_the_connection() {
+    let bounds = SearchBounds {
+        past: Past::Close,
+        ..BOUNDS
+    };
+    let (mut far, mut theirs, relaying) = relayed(bounds);
+    let entry = search_entry(100);
+    tokio::spawn(async move {
+        for _ in 0..500 {
+            if far.write_all(&entry).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (closed, _) = timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(closed.is_err(), "{closed:?}");
+    let mut all = Vec::new();
+    theirs.read_to_end(&mut all).await.unwrap();
+    // What was read with the entry past the bound is not handed on either.
+    assert!(all.len() <= bounds.entries * search_entry(100).len());
 }

@@ -27,6 +27,22 @@ const MAX_ROOT_DSE_BYTES: usize = 64 * 1024;
 /// A paging cookie is an opaque handle, not a payload.
 const MAX_COOKIE: usize = 4096;
 
+/// What one search of a sync may pass on before the relay closes the
+/// connection (`ldap_searches.rs`). A server that ignores paging sends
+/// everything in one search, and the read counts only entries it keeps
+/// and only their attributes' bytes, so the relay allows twice what a
+/// whole read may hold: the read stops at its own limits first, and a
+/// server that sends past those faster than they are read is cut off.
+pub(crate) fn search_bounds(max_entries: usize) -> crate::ldap_searches::SearchBounds {
+    crate::ldap_searches::SearchBounds {
+        entries: max_entries.saturating_mul(2).saturating_add(16),
+        bytes: max_entries
+            .saturating_mul(2 * BYTES_PER_ENTRY)
+            .saturating_add(crate::ldap_wire::MAX_MESSAGE),
+        past: crate::ldap_searches::Past::Close,
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_entries: usize,

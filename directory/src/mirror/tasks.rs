@@ -329,7 +329,9 @@ pub(super) async fn sync_once(
 ) -> Result<Outcome, DirectoryError> {
     let settings = ldap.settings();
     let started_at = now_millis();
-    let mut conn = ldap.open(OP_TIMEOUT).await?;
+    let mut conn = ldap
+        .open(OP_TIMEOUT, super::sync::search_bounds(max))
+        .await?;
     // Read before the search: a change made during it is read again next
     // time rather than missed. A root DSE that cannot be read means full
     // syncs only.
