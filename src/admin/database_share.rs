@@ -39,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::running::{Place, Running};
+use super::auth::Authenticated;
 use super::{AdminState, Principal};
 
 /// Database-bound requests one tenant may run at once: a quarter of
@@ -185,10 +186,14 @@ pub(super) async fn admit(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let tenant = match Principal::from_request_parts(&mut parts, &state).await {
-        Ok(principal) if !principal.is_global() => principal.tenant.map(|t| t.id),
+    let principal = Principal::from_request_parts(&mut parts, &state).await.ok();
+    let tenant = match &principal {
+        Some(principal) if !principal.is_global() => principal.tenant.as_ref().map(|t| t.id),
         _ => None,
     };
+    if let Some(principal) = principal {
+        parts.extensions.insert(Authenticated(principal));
+    }
     let request = Request::from_parts(parts, body);
     let Some(tenant) = tenant else {
         return next.run(request).await;
