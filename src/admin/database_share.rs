@@ -37,9 +37,9 @@ use axum::response::{IntoResponse, Response};
 use dialtone_sync::Id;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::auth::Authenticated;
 use super::error::ApiError;
 use super::running::{Place, Running};
-use super::auth::Authenticated;
 use super::{AdminState, Principal};
 
 /// Database-bound requests one tenant may run at once: a quarter of
