@@ -27,6 +27,9 @@ mod single;
 mod transfer;
 mod wheel;
 
+#[cfg(test)]
+mod fault_tests;
+
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -361,6 +364,15 @@ fn admit(
     }
 }
 
+/// A provisioning call that panicked: logged, and answered like any other
+/// failure on our side. Both front ends catch it, so a panic costs the
+/// phone its request, never the listener, and the phone is told at once.
+fn provisioning_panicked(peer: SocketAddr) -> Refusal {
+    tracing::error!(client = %peer, "TFTP provisioning panicked");
+    transfer::record_outcome(std::time::Instant::now(), "panic");
+    (0, "internal error")
+}
+
 /// The provisioning core's answer to a request, as a transfer's source or
 /// the error packet it gets instead. A render waits for the render pool
 /// here, in whatever task the front end runs this in, never on a listener.
@@ -369,6 +381,8 @@ async fn provision(
     file: &str,
     peer: SocketAddr,
 ) -> Result<Source, Refusal> {
+    #[cfg(test)]
+    fault_tests::inject(file).await;
     let provisioned = provisioner
         .provision_async(&Request {
             path: file,

@@ -17,7 +17,9 @@ use super::limits::Slot;
 use super::packet::{error_packet, ReadRequest, MAX_REQUEST, OP_RRQ};
 use super::pktinfo::{self, Local};
 use super::transfer::{record_outcome, Step, Timer, Transfer};
-use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
+use super::{
+    admit, provision, provisioning_panicked, transfer_failed, Refusal, Shared, SHUTTING_DOWN,
+};
 
 pub(super) async fn serve(
     socket: UdpSocket,
@@ -99,9 +101,15 @@ async fn run(
     slot: Slot,
 ) {
     let Client { peer, local } = client;
-    let source = match provision(&shared.provisioner, &request.file, peer).await {
-        Ok(source) => source,
-        Err(refusal) => return send_error(&listener, peer, local, refusal),
+    // A panic costs this phone its request, never the server (tokio would
+    // end only this task, but the phone would hear nothing until its
+    // timeout, and nothing would count it).
+    let provisioning =
+        std::panic::AssertUnwindSafe(provision(&shared.provisioner, &request.file, peer));
+    let source = match futures::FutureExt::catch_unwind(provisioning).await {
+        Ok(Ok(source)) => source,
+        Ok(Err(refusal)) => return send_error(&listener, peer, local, refusal),
+        Err(_) => return send_error(&listener, peer, local, provisioning_panicked(peer)),
     };
     let started = Instant::now();
     let socket = match transfer_socket(&listener, client).await {

@@ -38,7 +38,9 @@ use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
 use super::pktinfo::Local;
 use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
-use super::{admit, provision, transfer_failed, Refusal, Shared, SHUTTING_DOWN};
+use super::{
+    admit, provision, provisioning_panicked, transfer_failed, Refusal, Shared, SHUTTING_DOWN,
+};
 
 pub(super) async fn serve(
     socket: UdpSocket,
@@ -468,12 +470,4 @@ impl Listener {
         self.errors.clear();
         self.dirty.clear();
     }
-}
-
-/// A provisioning call that panicked: logged, and answered like any other
-/// failure on our side.
-fn provisioning_panicked(peer: SocketAddr) -> Refusal {
-    tracing::error!(client = %peer, "TFTP provisioning panicked");
-    record_outcome(Instant::now(), "panic");
-    (0, "internal error")
 }
