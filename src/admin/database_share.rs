@@ -14,6 +14,9 @@
 //! rather than made to wait: a waiting request still holds its HTTP
 //! connection and task, and only a refusal tells the client to slow down.
 //! The count is per tenant, not per token, so more tokens buy no more.
+//! Global-admin tokens are the operator's, trusted, and not counted: an
+//! import or a rollout script must not be throttled by the limit that
+//! protects tenants from each other, and the reserve is theirs to use.
 //!
 //! Three tenants at a share of two fill the default six places between
 //! them, and a fourth would be refused for as long as they keep sending.
@@ -23,9 +26,6 @@
 //! requests are refused as they come, their running ones end, and the
 //! places they free go to the tenant that waited. A tenant's first place
 //! is never taken back, and without contention each keeps its full share.
-//! Global-admin tokens are the operator's, trusted, and not counted: an
-//! import or a rollout script must not be throttled by the limit that
-//! protects tenants from each other, and the reserve is theirs to use.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
