@@ -281,4 +281,52 @@ mod tests {
         let again: Vec<_> = [1, 1, 2, 2].into_iter().map(|t| share.admit(t)).collect();
         assert!(again.iter().all(Result::is_ok), "the window passed");
     }
+
+    /// Under contention from many threads at once, with the window
+    /// opening and closing as refusals come: never more admitted than the
+    /// tenants' part, nor more for one tenant than its share.
+    #[test]
+    fn concurrent_admissions_never_pass_either_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let share = DatabaseShare::with_window(8, Duration::from_millis(2));
+        let total = Arc::new(AtomicUsize::new(0));
+        let per: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+        let (most, most_per) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..10)
+            .map(|thread| {
+                let (share, total, per) = (share.clone(), total.clone(), per.clone());
+                let (most, most_per) = (most.clone(), most_per.clone());
+                std::thread::spawn(move || {
+                    let tenant = thread % 5;
+                    let mut admitted = 0;
+                    for _ in 0..2_000 {
+                        let Ok(admission) = share.admit(tenant as i64 + 1) else {
+                            continue;
+                        };
+                        // Counted after the admission and uncounted before
+                        // its release: never more than truly hold places.
+                        let now = total.fetch_add(1, Ordering::SeqCst) + 1;
+                        let mine = per[tenant].fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        most_per.fetch_max(mine, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        per[tenant].fetch_sub(1, Ordering::SeqCst);
+                        total.fetch_sub(1, Ordering::SeqCst);
+                        drop(admission);
+                        admitted += 1;
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(admitted > 0);
+        assert!(most.load(Ordering::SeqCst) <= all_tenants(8));
+        assert!(most_per.load(Ordering::SeqCst) <= per_tenant(8));
+        // Every place came back.
+        let all: Vec<_> = (1..=6).map(|t| share.admit(t).unwrap()).collect();
+        assert_eq!(all.len(), 6);
+    }
 }
