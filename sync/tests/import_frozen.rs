@@ -2,6 +2,7 @@
 //! writes its rows frozen (`store/postgres/bulk_quiet.rs`), so the key
 //! checks that end it read indexes alone; a run whose transaction holds
 //! exported snapshots must not try, as PostgreSQL would refuse the `COPY`.
+//! A node loading meanwhile waits for the import before its snapshot.
 
 mod common;
 
@@ -86,4 +87,90 @@ async fn a_run_after_exported_snapshots_is_written_unfrozen_on_postgres() {
     assert_eq!(stored.phones.len(), BIG as usize);
     assert_eq!(stored.lines.len(), (BIG + BIG / 4) as usize);
     assert_eq!(keys_and_indexes(&db.url).await.len(), 7);
+}
+
+/// A node's cold load that begins while a first import is writing frozen
+/// rows, and waits on the import's locks, must see all of the import or
+/// none of it. Frozen rows are visible to a snapshot taken before their
+/// commit, while the tenants created in the same run are not: a load whose
+/// snapshot predated the commit held every new phone without its tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let batch = big_fleet();
+    // The last progress report comes once every row is written, the keys
+    // are back and the epoch is bumped, before the commit: the import
+    // holds its exclusive locks there until the test lets it go on.
+    let (written_tx, written_rx) = mpsc::channel::<()>();
+    let (go_on_tx, go_on_rx) = mpsc::channel::<()>();
+    let go_on_rx = Mutex::new(go_on_rx);
+    let progress: store::Progress = Arc::new(move |n| {
+        if n >= u64::from(BIG) {
+            let _ = written_tx.send(());
+            let _ = go_on_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60));
+        }
+    });
+    let importer = store.clone();
+    let import = tokio::spawn(async move {
+        importer
+            .apply_with_progress(
+                &batch,
+                &audit("import"),
+                Some(progress),
+                store::Ending::Commit,
+            )
+            .await
+    });
+    tokio::task::spawn_blocking(move || written_rx.recv_timeout(Duration::from_secs(120)))
+        .await
+        .unwrap()
+        .expect("the import reached its last progress report");
+
+    let loader = db.store().await;
+    let load = tokio::spawn(async move { loader.load_all().await });
+    // The load is under way once one of its connections waits on a lock.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the load never waited on the import"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !load.is_finished(),
+        "the load ended under the import's locks"
+    );
+    go_on_tx.send(()).unwrap();
+    let report = import.await.unwrap().unwrap();
+    assert_eq!(report.phones.inserted, u64::from(BIG), "{report:?}");
+
+    let (mut loaded, _, _) = load.await.unwrap().unwrap();
+    loaded.sort();
+    let tenants: std::collections::HashSet<_> = loaded.tenants.iter().map(|t| t.id).collect();
+    let orphans = loaded
+        .phones
+        .iter()
+        .filter(|p| !tenants.contains(&p.tenant_id))
+        .count();
+    assert_eq!(orphans, 0, "phones loaded without their tenant");
+    assert_eq!(loaded, db_rows(&*store).await);
 }

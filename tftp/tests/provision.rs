@@ -444,10 +444,10 @@ async fn a_tenant_network_allow_list_is_enforced() {
     assert_eq!(outside.err(), Some(ProvisionError::NotFound));
 }
 
-/// A mirror can hold a phone whose tenant its snapshot lacks (a full load
-/// read while a first import committed frozen rows): its tenant's networks
-/// cannot be checked, so it is answered as an unknown phone until the
-/// reload that follows brings the tenant.
+/// Should a mirror hold a phone whose tenant it lacks (a full load once
+/// read a first import's frozen rows beside an older snapshot's tenants;
+/// the load now waits for such an import first), its tenant's networks
+/// cannot be checked, so it is answered as an unknown phone.
 #[tokio::test]
 async fn a_phone_without_its_tenant_is_not_served() {
     let f = Fixture::new().await;

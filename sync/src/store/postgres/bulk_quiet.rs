@@ -88,8 +88,9 @@ pub(super) async fn quiet_change_log(
 /// Frozen rows ignore MVCC: a transaction whose snapshot predates the
 /// commit sees them once it can read the tables (the `ACCESS EXCLUSIVE`
 /// lock holds it off until then), where it would have seen the empty
-/// tables. Only committed rows are seen early, and the epoch bump makes
-/// every node reload regardless.
+/// tables. The full load (`load.rs`) locks its tables before it takes its
+/// snapshot so that it never does; a catch-up fetches only rows of changes
+/// logged before the import, whose ids the import's rows never take.
 ///
 /// PostgreSQL refuses `FREEZE` once the transaction holds more than one
 /// registered snapshot, and each snapshot exported for the second reader

@@ -21,9 +21,24 @@ use crate::store::rows::{
     PHONE_COLUMNS,
 };
 
+/// Every table a load reads.
+const LOADED_TABLES: &str = "dialtone_meta, tenants, phones, lines, templates, \
+     directory_entries, directory_sources, api_tokens";
+
 pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncError> {
     let mut tx = pool.begin().await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+    // Locked before the snapshot is taken (the first query takes it), so a
+    // first import holding its exclusive locks (`bulk_quiet.rs`) is waited
+    // for before the snapshot and not after it. Its rows are written
+    // frozen, visible even to a snapshot older than its commit, while the
+    // tenants created in the same run are not: a load that took its
+    // snapshot first held every new phone without its tenant until the
+    // next reload. The lock conflicts with nothing but such exclusive
+    // locks, and the load takes it on each table anyway as it reads.
+    sqlx::query(&format!("LOCK TABLE {LOADED_TABLES} IN ACCESS SHARE MODE"))
+        .execute(&mut *tx)
+        .await?;
     let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
         .fetch_one(&mut *tx)
         .await?;
