@@ -382,7 +382,9 @@ async fn provision(
     peer: SocketAddr,
 ) -> Result<Source, Refusal> {
     #[cfg(test)]
-    fault_tests::inject(file).await;
+    if let Some(source) = fault_tests::inject(file).await {
+        return Ok(source);
+    }
     let provisioned = provisioner
         .provision_async(&Request {
             path: file,

@@ -298,6 +298,8 @@ impl Transfer {
             _ => return Ok(Step::Ignored),
         }
         let block = u16::from_be_bytes([packet[2], packet[3]]);
+        #[cfg(test)]
+        super::fault_tests::on_ack(self.window.front().map(Vec::as_slice));
         // How far into the window the ACK reaches (1..=len), with block
         // numbers wrapping past 65535.
         let reach = block.wrapping_sub(self.base).wrapping_add(1) as usize;
