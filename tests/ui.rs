@@ -220,7 +220,8 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
 
 /// More tenants than one page of `/v1/tenants` (100 by default): every
 /// tenant picker (Directory, Fleet, Unclaimed) offers the last one, the
-/// unclaimed view does not ask for every tenant's list on load, a
+/// unclaimed view does not ask for every tenant's list on load and checks
+/// every tenant in one request, a
 /// template address that is not a number makes no request at all, the
 /// resyncs poll stops asking once the fleet view is left, and the
 /// templates list shows every tenant template, not the first page

@@ -127,6 +127,7 @@ pub fn router(state: AdminState) -> Router {
             post(unclaimed::claim),
         )
         .route("/v1/unclaimed", get(unclaimed::unassigned_list))
+        .route("/v1/unclaimed/counts", get(unclaimed::counts))
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))

@@ -75,6 +75,7 @@ pub struct ApiDoc;
     audit::import,
     unclaimed::tenant_list,
     unclaimed::unassigned_list,
+    unclaimed::counts,
     unclaimed::claim,
 ))]
 struct DatabaseRoutes;

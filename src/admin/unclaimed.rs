@@ -38,6 +38,24 @@ pub struct UnclaimedList {
     pub devices: Vec<UnclaimedView>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct UnclaimedCount {
+    pub slug: String,
+    pub name: String,
+    /// Devices its list holds (at most 1,000).
+    pub count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UnclaimedCounts {
+    /// The tenants whose lists hold a device, by name. A tenant token sees
+    /// its own tenant alone.
+    pub tenants: Vec<UnclaimedCount>,
+    /// The unassigned list's length; for global admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unassigned: Option<i64>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
@@ -109,6 +127,49 @@ pub async fn unassigned_list(
     principal.require_global()?;
     let mirror = state.mirror.load();
     Ok(list(devices(&state, &mirror, UNASSIGNED).await?))
+}
+
+/// Which tenants have unclaimed phones, in one request: the page's "check
+/// every tenant" for a provider with thousands of them. One grouped count
+/// in the database; a MAC that is a phone by now is not counted.
+#[utoipa::path(get, operation_id = "unclaimed_counts", path = "/v1/unclaimed/counts", tag = "unclaimed",
+    responses((status = 200, body = UnclaimedCounts)),
+    security(("bearer" = [])))]
+pub async fn counts(
+    State(state): State<AdminState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let only = principal.tenant_filter();
+    let counted = state.store.unclaimed_counts(only).await?;
+    let mirror = state.mirror.load();
+    let mut unassigned = principal.is_global().then_some(0);
+    let mut tenants = Vec::new();
+    for (tenant, count) in counted {
+        if tenant == UNASSIGNED {
+            if let Some(total) = unassigned.as_mut() {
+                *total = count;
+            }
+            continue;
+        }
+        // The store was asked for this principal's tenant alone; the check
+        // holds even so, and a tenant deleted since is left out.
+        if only.is_some_and(|own| own != tenant) {
+            continue;
+        }
+        if let Some(t) = mirror.tenant(tenant) {
+            tenants.push(UnclaimedCount {
+                slug: t.slug.to_string(),
+                name: t.name.to_string(),
+                count,
+            });
+        }
+    }
+    tenants.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.slug.cmp(&b.slug)));
+    Ok(axum::Json(UnclaimedCounts {
+        tenants,
+        unassigned,
+    })
+    .into_response())
 }
 
 #[utoipa::path(post, operation_id = "unclaimed_claim", path = "/v1/tenants/{slug}/unclaimed/{mac}/claim",

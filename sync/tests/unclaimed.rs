@@ -205,3 +205,38 @@ async fn flood_body(db: TestDb) {
     // A quarter of the queue's 16.
     assert_eq!(store.unclaimed_devices(acme, 1_000).await.unwrap().len(), 4);
 }
+
+both_backends!(unclaimed_store_counts, counts_body);
+async fn counts_body(db: TestDb) {
+    let store = db.store().await;
+    let (acme, globex) = two_tenants(&*store).await;
+    let seen = [
+        sighting(acme, 0x0015_6500_0001, 1_000, None),
+        sighting(acme, 0x0015_6500_0002, 1_000, None),
+        sighting(acme, 0x0015_6500_0003, 1_000, None),
+        sighting(globex, 0x0015_6500_0002, 1_000, None),
+        sighting(UNASSIGNED, 0x0015_6500_0009, 1_000, None),
+    ];
+    store.record_unclaimed(&fold(&seen), 10).await.unwrap();
+    assert_eq!(
+        store.unclaimed_counts(None).await.unwrap(),
+        [(UNASSIGNED, 1), (acme, 3), (globex, 1)]
+    );
+    // 000002 becomes globex's phone: neither list counts it any more.
+    store
+        .apply(
+            &[dialtone_sync::testing::build::phone("globex", 2, 1)],
+            &audit("p"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unclaimed_counts(None).await.unwrap(),
+        [(UNASSIGNED, 1), (acme, 2)]
+    );
+    assert_eq!(
+        store.unclaimed_counts(Some(acme)).await.unwrap(),
+        [(acme, 2)]
+    );
+    assert_eq!(store.unclaimed_counts(Some(globex)).await.unwrap(), []);
+}

@@ -120,6 +120,7 @@ pub(super) fn rows() -> Vec<Row> {
         ),
         r(M::GET, "/v1/tenants/acme/unclaimed", None, "AAAFU"),
         r(M::GET, "/v1/unclaimed", None, "AFFFU"),
+        r(M::GET, "/v1/unclaimed/counts", None, "AAAFU"),
         r(
             M::POST,
             "/v1/tenants/acme/unclaimed/001565000077/claim",
@@ -327,6 +328,7 @@ async fn a_tenant_admin_never_reaches_another_tenant() {
         "/v1/templates",
         "/v1/audit",
         "/v1/resyncs",
+        "/v1/unclaimed/counts",
     ];
     let mut failures = Vec::new();
     for row in rows() {

@@ -51,6 +51,7 @@ pub(super) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tenants/{slug}/unclaimed", &["get"]),
     ("/v1/tenants/{slug}/unclaimed/{mac}/claim", &["post"]),
     ("/v1/unclaimed", &["get"]),
+    ("/v1/unclaimed/counts", &["get"]),
 ];
 
 fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {

@@ -63,6 +63,22 @@ async fn lists_and_claims() {
         unassigned.text
     );
 
+    // One request says which tenants have unclaimed phones: a tenant's
+    // token its own alone, and only a global admin the unassigned list.
+    let counts = h.get("global", "/v1/unclaimed/counts").await;
+    assert_eq!(counts.status, 200, "{}", counts.text);
+    assert_eq!(
+        counts.json(),
+        serde_json::json!({"tenants": [{"slug": "acme", "name": "acme Inc", "count": 2}], "unassigned": 1})
+    );
+    let own = h.get("acme-read", "/v1/unclaimed/counts").await;
+    assert_eq!(
+        own.json(),
+        serde_json::json!({"tenants": [{"slug": "acme", "name": "acme Inc", "count": 2}]})
+    );
+    let other = h.get("globex-admin", "/v1/unclaimed/counts").await;
+    assert_eq!(other.json(), serde_json::json!({"tenants": []}));
+
     let claim = |role, path: &'static str, body: &'static str| {
         h.call(Some(role), Method::POST, path, Some(body), &[])
     };

@@ -469,6 +469,11 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<UnclaimedDevice>, SyncError>;
 
+    /// How many unclaimed devices each tenant (and [`UNASSIGNED`]) lists,
+    /// MACs that are phones now left out; `only` one tenant's. Tenants
+    /// listing none are absent.
+    async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError>;
+
     /// Forgets one unclaimed device; false if it was not listed.
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError>;
 

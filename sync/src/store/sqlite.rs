@@ -377,6 +377,11 @@ impl Store for SqliteStore {
         sql::unclaimed_devices(&mut conn, tenant, limit).await
     }
 
+    async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::unclaimed_counts(&mut conn, only).await
+    }
+
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
         let mac = *mac;
         self.write_txn(move |conn| {

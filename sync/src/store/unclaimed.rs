@@ -119,6 +119,32 @@ macro_rules! unclaimed_sql {
             .await?)
         }
 
+        /// How many devices each tenant (or [`UNASSIGNED`]) lists, `only`
+        /// one tenant's or every one's; tenants listing none are absent.
+        /// A MAC that has become a phone since it was seen is not counted,
+        /// as the lists leave it out.
+        pub(super) async fn unclaimed_counts(
+            conn: &mut $conn,
+            only: Option<Id>,
+        ) -> Result<Vec<(Id, i64)>, SyncError> {
+            const COUNTED: &str = "SELECT u.tenant_id, count(*) FROM unclaimed_devices u \
+                 WHERE NOT EXISTS (SELECT 1 FROM phones p WHERE p.mac = u.mac)";
+            let counts = match only {
+                Some(tenant) => {
+                    sqlx::query_as(&format!("{COUNTED} AND u.tenant_id = $1 GROUP BY u.tenant_id"))
+                        .bind(tenant)
+                        .fetch_all(&mut *conn)
+                        .await?
+                }
+                None => {
+                    sqlx::query_as(&format!("{COUNTED} GROUP BY u.tenant_id ORDER BY u.tenant_id"))
+                        .fetch_all(&mut *conn)
+                        .await?
+                }
+            };
+            Ok(counts)
+        }
+
         pub(super) async fn delete_unclaimed(conn: &mut $conn, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
             Ok(sqlx::query("DELETE FROM unclaimed_devices WHERE tenant_id = $1 AND mac = $2")
                 .bind(tenant)
