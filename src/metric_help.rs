@@ -159,6 +159,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "dialtone_directory_mirror_sync_errors_total",
         "Failed syncs of mirrored LDAP sources, by kind (full, incremental).",
     ),
+    (
+        "dialtone_directory_ldap_results_dropped_total",
+        "Search results an LDAP server sent past what a lookup reads (its size limit plus one, 256 KiB), dropped by the node.",
+    ),
 ];
 
 /// Gauges: (name, help).

@@ -214,7 +214,17 @@ where
     let source = source.to_string();
     tokio::spawn(async move {
         let searches = Mutex::new(Searches::new(bounds));
-        if let Err(why) = relay(server, ours, &searches).await {
+        // A lookup's connection lives as long as its pool keeps it: the
+        // first drop is told when it happens, the sum when it closes.
+        let first_drop = || {
+            tracing::info!(
+                source,
+                max_entries = bounds.entries,
+                max_bytes = bounds.bytes,
+                "LDAP server sent a search more results than this node reads; dropping the rest (once per connection)"
+            );
+        };
+        if let Err(why) = relay(server, ours, &searches, first_drop).await {
             tracing::info!(source, reason = %why, "LDAP connection closed: the server broke the protocol's bounds");
         }
         let dropped = lock(&searches).dropped;
@@ -222,9 +232,7 @@ where
             tracing::info!(
                 source,
                 dropped,
-                max_entries = bounds.entries,
-                max_bytes = bounds.bytes,
-                "LDAP server sent searches more results than this node reads; the rest were dropped"
+                "LDAP connection closed; it dropped this many search results past the bounds"
             );
         }
     });
@@ -238,6 +246,7 @@ async fn relay<S>(
     server: S,
     ldap3: tokio::net::UnixStream,
     searches: &Mutex<Searches>,
+    first_drop: impl FnOnce(),
 ) -> Result<(), &'static str>
 where
     S: AsyncRead + AsyncWrite,
@@ -281,10 +290,12 @@ where
         let mut buf = Vec::with_capacity(64 * 1024);
         // What goes on when some of the messages read are dropped.
         let mut kept = Vec::new();
+        let mut first_drop = Some(first_drop);
         loop {
             // Every whole message read so far goes on in one write: a
             // read of a directory sync holds dozens of entries.
             let (mut whole, mut dropping) = (0, false);
+            let dropped_before = lock(searches).dropped;
             kept.clear();
             while let Some(len) = message_len(&buf[whole..])? {
                 if buf.len() - whole < len {
@@ -301,6 +312,13 @@ where
                     kept.extend_from_slice(message);
                 }
                 whole += len;
+            }
+            if dropping {
+                metrics::counter!("dialtone_directory_ldap_results_dropped_total")
+                    .increment(lock(searches).dropped - dropped_before);
+                if let Some(tell) = first_drop.take() {
+                    tell();
+                }
             }
             let out = if dropping { &kept[..] } else { &buf[..whole] };
             if !out.is_empty() && ldap3_tx.write_all(out).await.is_err() {

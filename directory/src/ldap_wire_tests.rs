@@ -1,5 +1,7 @@
 use super::*;
 use crate::ldap_searches::Past;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
@@ -14,6 +16,21 @@ type Relaying = tokio::task::JoinHandle<(Result<(), &'static str>, u64)>;
 
 /// The relay between a duplex "server" and the ldap3 end it hands out.
 fn relayed(bounds: SearchBounds) -> (tokio::io::DuplexStream, tokio::net::UnixStream, Relaying) {
+    let (far, theirs, relaying, _) = relayed_telling(bounds);
+    (far, theirs, relaying)
+}
+
+/// [`relayed`], and how often it has told of a first drop.
+fn relayed_telling(
+    bounds: SearchBounds,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::net::UnixStream,
+    Relaying,
+    Arc<AtomicU32>,
+) {
+    let told = Arc::new(AtomicU32::new(0));
+    let telling = told.clone();
     let (server, far) = tokio::io::duplex(64 * 1024);
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
@@ -21,7 +38,10 @@ fn relayed(bounds: SearchBounds) -> (tokio::io::DuplexStream, tokio::net::UnixSt
     let ours = tokio::net::UnixStream::from_std(ours).unwrap();
     let relaying = tokio::spawn(async move {
         let searches = Mutex::new(Searches::new(bounds));
-        let closed = relay(server, ours, &searches).await;
+        let tell = move || {
+            telling.fetch_add(1, Ordering::Relaxed);
+        };
+        let closed = relay(server, ours, &searches, tell).await;
         let dropped = lock(&searches).dropped;
         (closed, dropped)
     });
@@ -29,6 +49,7 @@ fn relayed(bounds: SearchBounds) -> (tokio::io::DuplexStream, tokio::net::UnixSt
         far,
         tokio::net::UnixStream::from_std(theirs).unwrap(),
         relaying,
+        told,
     )
 }
 
@@ -250,7 +271,7 @@ fn search_entry(dn_len: usize) -> Vec<u8> {
 /// connection stays up for the next search.
 #[tokio::test]
 async fn a_search_past_its_bound_hands_ldap3_only_the_bound() {
-    let (mut far, mut theirs, relaying) = relayed(BOUNDS);
+    let (mut far, mut theirs, relaying, told) = relayed_telling(BOUNDS);
     let entry = search_entry(1000);
     let done = search_done();
     let server = tokio::spawn(async move {
@@ -272,6 +293,8 @@ async fn a_search_past_its_bound_hands_ldap3_only_the_bound() {
     let mut more = [0u8; 1];
     let extra = timeout(Duration::from_millis(200), theirs.read(&mut more)).await;
     assert!(extra.is_err(), "ldap3 got more than the bound");
+    // Told while the connection is still up, and once.
+    assert_eq!(told.load(Ordering::Relaxed), 1);
     drop(theirs);
     let (_, dropped) = timeout(Duration::from_secs(5), relaying)
         .await
