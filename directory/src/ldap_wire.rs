@@ -11,19 +11,20 @@
 //! ldap3 sees as the server hanging up. ldap3 still encodes requests,
 //! matches answers and runs searches; requests pass through unchanged.
 //! Each search's entries pass only up to the connection's
-//! `SearchBounds` (`ldap_searches.rs`).
+//! `SearchBounds` (`ldap_searches.rs`); the relay is `ldap_relay.rs`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, StdStream};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::DirectoryError;
-use crate::ldap_searches::{SearchBounds, Searches};
+use crate::ldap_relay::spawn_relay;
+use crate::ldap_searches::SearchBounds;
 
 /// Largest LDAP message passed on to ldap3. An entry carries only the
 /// attributes a source asks for (a name and a few numbers), so this is
@@ -195,158 +196,9 @@ pub(crate) fn element(bytes: &[u8]) -> Option<(Element<'_>, &[u8])> {
     ))
 }
 
-/// ldap3's end of a socket pair whose other end a task relays to and from
-/// `server`.
-fn spawn_relay<S>(
-    server: S,
-    source: &str,
-    bounds: SearchBounds,
-) -> Result<std::os::unix::net::UnixStream, DirectoryError>
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let pair = || -> std::io::Result<_> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
-        Ok((tokio::net::UnixStream::from_std(ours)?, theirs))
-    };
-    let (ours, theirs) = pair().map_err(|e| DirectoryError::Ldap(format!("relay: {e}")))?;
-    let source = source.to_string();
-    tokio::spawn(async move {
-        let searches = Mutex::new(Searches::new(bounds));
-        // A lookup's connection lives as long as its pool keeps it: the
-        // first drop is told when it happens, the sum when it closes.
-        let first_drop = || {
-            tracing::info!(
-                source,
-                max_entries = bounds.entries,
-                max_bytes = bounds.bytes,
-                "LDAP server sent a search more results than this node reads; dropping the rest (once per connection)"
-            );
-        };
-        if let Err(why) = relay(server, ours, &searches, first_drop).await {
-            tracing::info!(source, reason = %why, "LDAP connection closed: the server broke the protocol's bounds");
-        }
-        let dropped = lock(&searches).dropped;
-        if dropped > 0 {
-            tracing::info!(
-                source,
-                dropped,
-                "LDAP connection closed; it dropped this many search results past the bounds"
-            );
-        }
-    });
-    Ok(theirs)
-}
-
-/// Until either side closes: requests pass as they are, replies only as
-/// whole checked messages, each search's results up to the bounds in
-/// `searches`. Returns why it closed the connection itself.
-async fn relay<S>(
-    server: S,
-    ldap3: tokio::net::UnixStream,
-    searches: &Mutex<Searches>,
-    first_drop: impl FnOnce(),
-) -> Result<(), &'static str>
-where
-    S: AsyncRead + AsyncWrite,
-{
-    let (mut server_rx, mut server_tx) = tokio::io::split(server);
-    let (mut ldap3_rx, mut ldap3_tx) = ldap3.into_split();
-    // ldap3's own requests, whole, so that a search's count starts with it
-    // and ends with its abandon. (The two loops take turns on one task and
-    // hold the lock across no await: it is never contended.)
-    let requests = async {
-        let mut buf = Vec::with_capacity(4 * 1024);
-        loop {
-            let mut whole = 0;
-            while let Ok(Some(len)) = message_len(&buf[whole..]) {
-                if buf.len() - whole < len {
-                    break;
-                }
-                lock(searches).request(&buf[whole..whole + len]);
-                whole += len;
-            }
-            if whole > 0 {
-                if server_tx.write_all(&buf[..whole]).await.is_err() {
-                    return;
-                }
-                buf.drain(..whole);
-            }
-            if message_len(&buf).is_err() {
-                // Never from ldap3; passed on untracked rather than held.
-                if server_tx.write_all(&buf).await.is_err() {
-                    return;
-                }
-                buf.clear();
-            }
-            match ldap3_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    let replies = async {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        // What goes on when some of the messages read are dropped.
-        let mut kept = Vec::new();
-        let mut first_drop = Some(first_drop);
-        loop {
-            // Every whole message read so far goes on in one write: a
-            // read of a directory sync holds dozens of entries.
-            let (mut whole, mut dropping) = (0, false);
-            let dropped_before = lock(searches).dropped;
-            kept.clear();
-            while let Some(len) = message_len(&buf[whole..])? {
-                if buf.len() - whole < len {
-                    break;
-                }
-                let message = &buf[whole..whole + len];
-                check(message)?;
-                let pass = lock(searches).pass(message)?;
-                if !pass && !dropping {
-                    dropping = true;
-                    kept.extend_from_slice(&buf[..whole]);
-                }
-                if pass && dropping {
-                    kept.extend_from_slice(message);
-                }
-                whole += len;
-            }
-            if dropping {
-                metrics::counter!("dialtone_directory_ldap_results_dropped_total")
-                    .increment(lock(searches).dropped - dropped_before);
-                if let Some(tell) = first_drop.take() {
-                    tell();
-                }
-            }
-            let out = if dropping { &kept[..] } else { &buf[..whole] };
-            if !out.is_empty() && ldap3_tx.write_all(out).await.is_err() {
-                return Ok(()); // ldap3 is gone
-            }
-            buf.drain(..whole);
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            match server_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = requests => Ok(()),
-        closed = replies => closed,
-    }
-}
-
-fn lock(searches: &Mutex<Searches>) -> std::sync::MutexGuard<'_, Searches> {
-    searches.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The length of the message at the start of `buf`, header included, once
 /// its header is there; an error for what ldap3 must never be handed.
-fn message_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+pub(crate) fn message_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -390,7 +242,7 @@ fn header(bytes: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
 /// fits inside its parent exactly, none nests deeper than `MAX_DEPTH`,
 /// and the message holds a message id and an operation (ldap3 panics on
 /// a message without them).
-fn check(message: &[u8]) -> Result<(), &'static str> {
+pub(crate) fn check(message: &[u8]) -> Result<(), &'static str> {
     let overrun = "an element longer than what holds it";
     let mut open: Vec<usize> = Vec::with_capacity(MAX_DEPTH);
     let (mut pos, mut top_level) = (0, 0);

@@ -1,7 +1,10 @@
 use super::*;
+use crate::ldap_relay::{lock, relay};
 use crate::ldap_searches::Past;
+use crate::ldap_searches::Searches;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod filter;
 pub mod http;
 pub mod ldap;
+mod ldap_relay;
 mod ldap_searches;
 mod ldap_wire;
 pub mod local;
