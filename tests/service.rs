@@ -200,6 +200,19 @@ fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
     let len = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
     let message = String::from_utf8_lossy(&buf[..len]).into_owned();
     assert!(message.lines().any(|l| l == "STOPPING=1"), "{message}");
+    // The stop timeout is extended to cover the whole drain: two grace
+    // periods (10 s each here: listeners, then the writers' last batch)
+    // and the snapshot, past the unit's 30 s.
+    let extended: u64 = message
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC: {message}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (21_000_000..=3_600_000_000).contains(&extended),
+        "{extended}"
+    );
     assert_eq!(server.wait_exit(), 0);
 }
 

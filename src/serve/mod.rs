@@ -4,6 +4,7 @@
 //! routers (`router.rs`, which tests can `oneshot`), the listeners, and the
 //! drain on SIGTERM or Ctrl-C (`signals.rs` for signals and systemd).
 
+mod drain;
 mod router;
 mod signals;
 mod startup;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dialtone_directory::LookupService;
-use dialtone_sync::{snapshot, Mirror, Store};
+use dialtone_sync::Mirror;
 use dialtone_tftp::{ProvisionOptions, Provisioner, Shipped};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ use crate::config::Config;
 use crate::http_server::{serve, HttpServerOptions};
 use crate::logging::LogHandle;
 use crate::supervise::{Intensity, Supervisor};
+use drain::drain;
 pub use router::{api_router, ApiParts, Routers};
 use signals::notify_systemd;
 pub use startup::open_store;
@@ -318,78 +320,4 @@ impl Listeners {
         };
         Ok(Listeners { http, tftp })
     }
-}
-
-/// How long the history and unclaimed-devices writers may take over their
-/// last batch: the drain's grace period.
-fn final_write_limit(config: &Config) -> Duration {
-    Duration::from_secs(config.http.shutdown_grace_s)
-}
-
-/// Listeners first (they refuse new work and let what runs finish within
-/// the grace period), then the writers of what they recorded, with the
-/// other background tasks, then the final snapshot.
-async fn drain(
-    config: &Config,
-    listeners: Listeners,
-    writers_stop: CancellationToken,
-    tracker: TaskTracker,
-    mirror: &Arc<Mirror>,
-    store: &dyn Store,
-) {
-    tracing::info!("shutting down");
-    notify_systemd(&[
-        sd_notify::NotifyState::Stopping,
-        sd_notify::NotifyState::Status("draining"),
-    ]);
-    let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    // Every listener began draining at the same cancel, so they share one
-    // deadline: a grace period each, one after another, would let three
-    // slow listeners and the writers' last batch outlast the unit's
-    // `TimeoutStopSec` (30 s), and systemd's SIGKILL would lose the
-    // snapshot.
-    let listeners_done = tokio::time::Instant::now() + grace;
-    for (name, task) in listeners.http {
-        match tokio::time::timeout_at(listeners_done, task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
-            Err(_) => tracing::warn!(
-                listener = name,
-                "in-flight requests did not finish within the grace period"
-            ),
-        }
-    }
-    if let Some(tftp) = listeners.tftp {
-        // Refuses new requests at once (an error packet) and lets running
-        // transfers finish within their grace period.
-        match tftp.await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
-            _ => tracing::warn!("TFTP server thread failed"),
-        }
-    }
-    // Nothing records any more (a request still running past its grace
-    // period may, and its records are dropped as `shutdown`).
-    writers_stop.cancel();
-    tracker.close();
-    // Longer than the writers' own bound, so that a last batch the
-    // database did not take is dropped, counted and logged by its writer,
-    // not cut off unseen by the exit.
-    let wait = grace.max(final_write_limit(config)) + Duration::from_secs(1);
-    if tokio::time::timeout(wait, tracker.wait()).await.is_err() {
-        tracing::warn!("background tasks did not stop within the grace period");
-    }
-    if mirror.is_loaded() {
-        let (m, path) = (mirror.clone(), config.snapshot_path());
-        let source = snapshot::source_id(&config.database.url);
-        let written = path.clone();
-        match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
-            Ok(Ok(h)) => {
-                tracing::info!(cursor = %h.cursor, path = %written.display(), "snapshot written")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
-            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
-        }
-    }
-    store.close().await;
 }

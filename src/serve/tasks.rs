@@ -71,7 +71,7 @@ pub(super) fn spawn(
         // flight, so they stop on their own token, and their last batch
         // gets the drain's grace period, a database that does not answer
         // costing that batch, not the shutdown.
-        let final_limit = super::final_write_limit(config);
+        let final_limit = super::drain::final_write_limit(config);
         let stop = writers_stop.clone();
         supervisor.spawn_until("history-writer", stop.clone(), move || {
             history_writer.clone().run(stop.clone(), final_limit)

@@ -1,0 +1,101 @@
+//! The drain after SIGTERM/SIGINT: listeners, then the writers of what
+//! they recorded, then the final snapshot, within a budget systemd is told.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_sync::{snapshot, Mirror, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::signals::notify_systemd;
+use super::Listeners;
+use crate::config::Config;
+
+/// How long the history and unclaimed-devices writers may take over their
+/// last batch: the drain's grace period.
+pub(super) fn final_write_limit(config: &Config) -> Duration {
+    Duration::from_secs(config.http.shutdown_grace_s)
+}
+
+/// The longest a drain takes: the listeners' grace period, the writers'
+/// last batch, and the final snapshot (a million phones is written in a
+/// few seconds). systemd hears it with STOPPING=1, so a grace period
+/// raised past the unit's `TimeoutStopSec` does not end in a SIGKILL that
+/// loses the snapshot.
+fn drain_budget(config: &Config) -> Duration {
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    grace + grace.max(final_write_limit(config)) + Duration::from_secs(1) + SNAPSHOT_ALLOWANCE
+}
+
+const SNAPSHOT_ALLOWANCE: Duration = Duration::from_secs(15);
+
+/// Listeners first (they refuse new work and let what runs finish within
+/// the grace period), then the writers of what they recorded, with the
+/// other background tasks, then the final snapshot.
+pub(super) async fn drain(
+    config: &Config,
+    listeners: Listeners,
+    writers_stop: CancellationToken,
+    tracker: TaskTracker,
+    mirror: &Arc<Mirror>,
+    store: &dyn Store,
+) {
+    tracing::info!("shutting down");
+    let budget = u32::try_from(drain_budget(config).as_micros()).unwrap_or(u32::MAX);
+    notify_systemd(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+        sd_notify::NotifyState::ExtendTimeoutUsec(budget),
+    ]);
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    // Every listener began draining at the same cancel, so they share one
+    // deadline: a grace period each, one after another, would let three
+    // slow listeners and the writers' last batch outlast the unit's
+    // `TimeoutStopSec` (30 s), and systemd's SIGKILL would lose the
+    // snapshot.
+    let listeners_done = tokio::time::Instant::now() + grace;
+    for (name, task) in listeners.http {
+        match tokio::time::timeout_at(listeners_done, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(listener = name, error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!(
+                listener = name,
+                "in-flight requests did not finish within the grace period"
+            ),
+        }
+    }
+    if let Some(tftp) = listeners.tftp {
+        // Refuses new requests at once (an error packet) and lets running
+        // transfers finish within their grace period.
+        match tftp.await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
+            _ => tracing::warn!("TFTP server thread failed"),
+        }
+    }
+    // Nothing records any more (a request still running past its grace
+    // period may, and its records are dropped as `shutdown`).
+    writers_stop.cancel();
+    tracker.close();
+    // Longer than the writers' own bound, so that a last batch the
+    // database did not take is dropped, counted and logged by its writer,
+    // not cut off unseen by the exit.
+    let wait = grace.max(final_write_limit(config)) + Duration::from_secs(1);
+    if tokio::time::timeout(wait, tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop within the grace period");
+    }
+    if mirror.is_loaded() {
+        let (m, path) = (mirror.clone(), config.snapshot_path());
+        let source = snapshot::source_id(&config.database.url);
+        let written = path.clone();
+        match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
+            Ok(Ok(h)) => {
+                tracing::info!(cursor = %h.cursor, path = %written.display(), "snapshot written")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
+            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+        }
+    }
+    store.close().await;
+}
