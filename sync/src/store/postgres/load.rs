@@ -21,6 +21,9 @@ use crate::store::rows::{
     PHONE_COLUMNS,
 };
 
+/// How long a load waits on its tables' locks before it says so.
+const LOCK_WAIT_TOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every table a load reads.
 const LOADED_TABLES: &str = "dialtone_meta, tenants, phones, lines, templates, \
      directory_entries, directory_sources, api_tokens";
@@ -36,9 +39,22 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
     // snapshot first held every new phone without its tenant until the
     // next reload. The lock conflicts with nothing but such exclusive
     // locks, and the load takes it on each table anyway as it reads.
-    sqlx::query(&format!("LOCK TABLE {LOADED_TABLES} IN ACCESS SHARE MODE"))
-        .execute(&mut *tx)
-        .await?;
+    {
+        let lock = format!("LOCK TABLE {LOADED_TABLES} IN ACCESS SHARE MODE");
+        let mut locking = std::pin::pin!(sqlx::query(&lock).execute(&mut *tx));
+        if let Ok(locked) = tokio::time::timeout(LOCK_WAIT_TOLD_AFTER, &mut locking).await {
+            locked?;
+        } else {
+            // A node starting now would otherwise wait without a word.
+            tracing::warn!(
+                waited_s = LOCK_WAIT_TOLD_AFTER.as_secs(),
+                "mirror load: waiting for the mirrored tables, which another \
+                 transaction holds exclusively (a large import or a migration)"
+            );
+            locking.await?;
+            tracing::info!("mirror load: the mirrored tables are free; loading");
+        }
+    }
     let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
         .fetch_one(&mut *tx)
         .await?;
