@@ -75,6 +75,13 @@ impl PgStore {
 /// Must be the first statement of the transaction, before the snapshot is taken.
 const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 const SNAPSHOT_XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// SQLSTATE of a lock not granted at once under `NOWAIT`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Whether `e` is PostgreSQL refusing a `NOWAIT` lock.
+fn lock_not_available(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
+}
 
 #[async_trait]
 impl Store for PgStore {

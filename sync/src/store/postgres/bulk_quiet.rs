@@ -148,7 +148,7 @@ async fn lock_exclusively(conn: &mut PgConnection) -> Result<bool, SyncError> {
                 release_savepoint(conn).await?;
                 return Ok(true);
             }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+            Err(e) if super::lock_not_available(&e) => {
                 // Releases whatever part of the list was locked.
                 sqlx::query("ROLLBACK TO SAVEPOINT import_quiet_locks")
                     .execute(&mut *conn)
@@ -180,9 +180,6 @@ async fn release_savepoint(conn: &mut PgConnection) -> Result<(), SyncError> {
 /// an import this large.
 const QUIET_LOCK_TRIES: u32 = 40;
 const QUIET_LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// SQLSTATE of a lock not granted at once under `NOWAIT`.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Saves the definitions of the two tables' indexes (those behind primary
 /// key and unique constraints as the constraints) and drops them; read

@@ -81,8 +81,10 @@ pub(crate) async fn read_stored(
 
 /// A connection that sees what `conn`'s transaction sees, or `None` where
 /// there can be none: that transaction has written to phones or lines
-/// already (another connection would not see those writes), or the
-/// connection fails (then the read goes on one connection, slower).
+/// already (another connection would not see those writes), the
+/// connection fails, or it cannot lock the tables at once because an
+/// exclusive request waits ([`super::load::second_reader_locks`]); then the
+/// read goes on one connection, slower.
 async fn second_connection(
     conn: &mut PgConnection,
     second: &SecondReader,
@@ -121,10 +123,18 @@ async fn second_connection(
         for statement in ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &set] {
             sqlx::query(statement).execute(&mut other).await?;
         }
-        Ok::<_, sqlx::Error>(other)
+        let locked = super::load::second_reader_locks(&mut other, "phones, lines").await?;
+        Ok::<_, SyncError>(locked.then_some(other))
     };
     match tokio::time::timeout(second.timeout, open).await {
-        Ok(Ok(other)) => Ok(Some(other)),
+        Ok(Ok(Some(other))) => Ok(Some(other)),
+        Ok(Ok(None)) => {
+            tracing::info!(
+                "bulk phone import: another transaction waits to lock phones or lines \
+                 exclusively; reading on one connection"
+            );
+            Ok(None)
+        }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "bulk phone import: no second connection, reading on one");
             Ok(None)

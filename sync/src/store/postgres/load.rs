@@ -3,7 +3,8 @@
 //! share one exported snapshot, and each row goes straight into the
 //! mirror's tables (`mirror::Loading`) as it is decoded: no row objects, no
 //! intermediate vectors, maps sized from the planner's row estimates. The
-//! small tables are read as rows on the first connection.
+//! small tables are read as rows on the first connection, and lines too
+//! when the second cannot lock them at once ([`second_reader_locks`]).
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
@@ -76,15 +77,12 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
         let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
         sqlx::query(&set).execute(&mut *tx).await?;
-        let mut rows = LineRows::with_capacity(estimate(lines_estimate));
-        let mut interner = Interner::default();
-        copy(&mut tx, "lines", LINE_COLUMNS, |t| {
-            rows.push(line(t, &mut interner)?);
-            Ok(())
-        })
-        .await?;
+        if !second_reader_locks(&mut tx, "lines").await? {
+            return Ok(None);
+        }
+        let rows = read_lines(&mut tx, lines_estimate).await?;
         tx.commit().await?;
-        Ok::<_, SyncError>(rows)
+        Ok::<_, SyncError>(Some(rows))
     }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
@@ -133,11 +131,52 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         Ok(())
     })
     .await?;
-    loading.lines = lines
+    let lines = lines
         .await
         .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
+    loading.lines = match lines {
+        Some(rows) => rows,
+        None => {
+            tracing::info!(
+                "mirror load: another transaction waits to lock lines exclusively; \
+                 reading lines after phones, on one connection"
+            );
+            read_lines(&mut tx, lines_estimate).await?
+        }
+    };
     tx.commit().await?;
     Ok((loading, Cursor { txid: xmin, seq: 0 }, meta))
+}
+
+/// Locks `tables` for a connection that reads beside one already holding
+/// their locks, or says it cannot at once (`false`). Queued, its request
+/// would wait behind any exclusive one made since (a migration's `ALTER
+/// TABLE`), which itself waits for the first connection, which waits for
+/// this one's rows: a cycle through the client that PostgreSQL's deadlock
+/// check cannot see, and every later query on the table queued behind it.
+/// `NOWAIT` fails instead, and the first connection reads alone: its own
+/// locks let it pass the waiting request.
+pub(super) async fn second_reader_locks(
+    conn: &mut PgConnection,
+    tables: &str,
+) -> Result<bool, SyncError> {
+    let lock = format!("LOCK TABLE {tables} IN ACCESS SHARE MODE NOWAIT");
+    match sqlx::query(&lock).execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        Err(e) if super::lock_not_available(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn read_lines(conn: &mut PgConnection, lines_estimate: i64) -> Result<LineRows, SyncError> {
+    let mut rows = LineRows::with_capacity(estimate(lines_estimate));
+    let mut interner = Interner::default();
+    copy(conn, "lines", LINE_COLUMNS, |t| {
+        rows.push(line(t, &mut interner)?);
+        Ok(())
+    })
+    .await?;
+    Ok(rows)
 }
 
 /// The planner's row count: -1 for a table never analyzed, and only ever

@@ -1,0 +1,129 @@
+//! The cold load and a large import's read each read one table on a second
+//! connection beside a first that already holds its locks. An exclusive
+//! lock requested between the two (a migration's `ALTER TABLE` while a
+//! node starts or imports) waits for the first connection; a second
+//! connection queued behind that request would wait for ever, and so would
+//! the migration and every later query on the table. These tests put a
+//! request there and expect the reader to go on alone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dialtone_sync::*;
+use sqlx::{Connection, PgConnection};
+
+/// Waits until `n` of the database's backends wait on a lock.
+async fn lock_waiters(url: &str, n: i64) {
+    let mut watch = PgConnection::connect(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} lock waiters never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A connection inside a transaction that has run `lock`.
+async fn holding(url: &str, lock: &str) -> PgConnection {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query(lock).execute(&mut conn).await.unwrap();
+    conn
+}
+
+/// A migration's lock on `table`, requested now and granted later: the
+/// task ends with its connection once PostgreSQL grants it.
+async fn migration_waiting_on(url: &str, table: &str) -> tokio::task::JoinHandle<PgConnection> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let lock = format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
+    tokio::spawn(async move {
+        sqlx::query(&lock).execute(&mut conn).await.unwrap();
+        conn
+    })
+}
+
+async fn let_go(mut conn: PgConnection, how: &str) {
+    sqlx::query(how).execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_goes_on_past_a_migration_queued_behind_it_on_postgres() {
+    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    store
+        .apply(&fleet_of(40, |n| 1 + n as usize % 3), &audit("seed"))
+        .await
+        .unwrap();
+    // api_tokens is the last table the load locks: it holds lines while it
+    // waits here.
+    let holder = holding(&db.url, "LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE").await;
+    let loader = db.store().await;
+    let load = tokio::spawn(async move { loader.load_all().await });
+    lock_waiters(&db.url, 1).await;
+    let migration = migration_waiting_on(&db.url, "lines").await;
+    lock_waiters(&db.url, 2).await;
+    let_go(holder, "COMMIT").await;
+
+    let (mut loaded, _, _) = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .expect("the load stalled behind the migration's lock request")
+        .unwrap()
+        .unwrap();
+    let migration = tokio::time::timeout(Duration::from_secs(30), migration)
+        .await
+        .expect("the migration never got its lock")
+        .unwrap();
+    let_go(migration, "ROLLBACK").await;
+    loaded.sort();
+    assert!(!loaded.lines.is_empty());
+    assert_eq!(loaded, db_rows(&*store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_goes_on_past_a_migration_queued_behind_it_on_postgres() {
+    let (db, store, mut batch) = stored_big_fleet().await;
+    phone_mut(&mut batch, 7).label = Some("moved to reception".into());
+    // The import reads tenants after locking phones and lines: it holds
+    // both while it waits here (the batch's tenants, upserted first, are
+    // left out).
+    let holder = holding(&db.url, "LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE").await;
+    let importer = store.clone();
+    let import = tokio::spawn({
+        let batch = batch[2..].to_vec();
+        async move { importer.apply(&batch, &audit("import")).await }
+    });
+    lock_waiters(&db.url, 1).await;
+    let migration = migration_waiting_on(&db.url, "lines").await;
+    lock_waiters(&db.url, 2).await;
+    let_go(holder, "COMMIT").await;
+
+    let report = tokio::time::timeout(Duration::from_secs(120), import)
+        .await
+        .expect("the import stalled behind the migration's lock request")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.phones.updated, 1, "{report:?}");
+    let migration = tokio::time::timeout(Duration::from_secs(30), migration)
+        .await
+        .expect("the migration never got its lock")
+        .unwrap();
+    let_go(migration, "ROLLBACK").await;
+    let stored = db_rows(&*store).await;
+    let phone = stored
+        .phones
+        .iter()
+        .find(|p| p.label.as_deref() == Some("moved to reception"));
+    assert!(phone.is_some(), "the change was not stored");
+}
