@@ -16,6 +16,14 @@ pub enum SyncError {
     Migrate(sqlx::migrate::MigrateError),
 
     #[error(
+        "migrating: a table the migration alters stayed in use for {tried_s} s \
+         (a large import, a long query, or another node migrating), and the \
+         migration stepped back each time so that queries on it went on; \
+         run it again when that work is done ({detail})"
+    )]
+    MigrationLocked { tried_s: u64, detail: String },
+
+    #[error(
         "the database schema is at migration {found}, newer than this binary knows ({known}); \
          upgrade dialtone before pointing it at this database"
     )]

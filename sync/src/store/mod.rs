@@ -44,6 +44,12 @@ pub struct StoreOptions {
     /// A watcher further behind than this many change-log rows does a full
     /// reload instead, which is cheaper than fetching each row.
     pub max_catch_up_rows: i64,
+    /// PostgreSQL: how long a migration waits for one table's lock before
+    /// it steps back and tries again. Queries on that table queue behind
+    /// the waiting migration, so this is how long they can be held up.
+    pub migration_lock_wait: Duration,
+    /// PostgreSQL: how long a migration keeps trying before it fails.
+    pub migration_retry_for: Duration,
 }
 
 impl Default for StoreOptions {
@@ -53,6 +59,8 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(3),
             busy_timeout: Duration::from_secs(5),
             max_catch_up_rows: 100_000,
+            migration_lock_wait: Duration::from_secs(2),
+            migration_retry_for: Duration::from_secs(60),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod copy;
 mod load;
+mod migrate;
 
 mod sql {
     super::super::common::shared_sql!(
@@ -43,6 +44,7 @@ pub struct PgStore {
     connect_timeout: Duration,
     key: SecretKey,
     max_catch_up_rows: i64,
+    migration_locks: migrate::MigrationLocks,
 }
 
 impl PgStore {
@@ -64,6 +66,10 @@ impl PgStore {
             connect_timeout: options.acquire_timeout,
             key,
             max_catch_up_rows: options.max_catch_up_rows,
+            migration_locks: migrate::MigrationLocks {
+                wait: options.migration_lock_wait,
+                retry_for: options.migration_retry_for,
+            },
         })
     }
 
@@ -110,8 +116,7 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await?;
         sql::refuse_newer(&mut conn, latest_known()).await?;
         drop(conn);
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
