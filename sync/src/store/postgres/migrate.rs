@@ -34,16 +34,16 @@ pub(super) async fn run(
     locks: &MigrationLocks,
 ) -> Result<(), SyncError> {
     let started = Instant::now();
-    // The session's setting covers sqlx's advisory lock too: a node
-    // waiting for another node's migration tries again as well.
-    let timeout = format!("{}ms", locks.wait.as_millis().max(1));
-    let connect = connect
-        .clone()
-        .options([("lock_timeout", timeout.as_str())]);
+    // Set by statement, not as a startup option, which a connection
+    // pooler in front of PostgreSQL may refuse. The session's setting
+    // covers sqlx's advisory lock too: a node waiting for another node's
+    // migration tries again as well.
+    let set_timeout = format!("SET lock_timeout = {}", locks.wait.as_millis().max(1));
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let mut conn = connect.connect().await?;
+        sqlx::query(&set_timeout).execute(&mut conn).await?;
         // `run` would take the connection through `Acquire`, whose future
         // is not `Send` for every lifetime inside an `async_trait` method;
         // sqlx offers `run_direct` for that.
