@@ -155,6 +155,13 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// Apply pending migrations at `serve` start.
     pub auto_migrate: bool,
+    /// PostgreSQL: how long a migration waits for one table's lock before it
+    /// steps back and tries again; queries on that table queue behind it
+    /// meanwhile, so this is how long they can be held up.
+    pub migration_lock_wait_ms: u64,
+    /// PostgreSQL: how long a migration keeps stepping back and trying
+    /// before `migrate` (or `serve`'s start) fails and says why.
+    pub migration_retry_s: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -164,6 +171,8 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             acquire_timeout_ms: 3000,
             auto_migrate: true,
+            migration_lock_wait_ms: 2000,
+            migration_retry_s: 60,
         }
     }
 }
@@ -612,6 +621,10 @@ impl Config {
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
+        if !(1..=600_000).contains(&self.database.migration_lock_wait_ms) {
+            // PostgreSQL reads 0 as no limit: the wait this setting bounds.
+            bail!("database.migration_lock_wait_ms must be between 1 and 600000");
+        }
         if self.mirror.poll_interval_ms == 0 || self.mirror.poll_interval_ms > 10_000 {
             bail!("mirror.poll_interval_ms must be between 1 and 10000 (it is also the heartbeat)");
         }
@@ -832,6 +845,20 @@ mod tests {
         assert!(c.own_listeners().contains(&monitoring));
         let unset = Config::load_from(None, std::iter::empty()).unwrap();
         assert_eq!(unset.http.monitoring_listen, None);
+    }
+
+    /// PostgreSQL reads a lock timeout of 0 as none: the migration would
+    /// wait, and every query behind it, for as long as the table is busy.
+    #[test]
+    fn a_migration_lock_wait_of_zero_is_refused() {
+        let err = load("[database]\nmigration_lock_wait_ms = 0\n", &[])
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.migration_lock_wait_ms"), "{err}");
+        let c = load("[database]\nmigration_lock_wait_ms = 500\n", &[]).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.database.migration_retry_s, 60);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
         max_connections: config.database.max_connections,
         acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
         max_catch_up_rows: config.mirror.max_catch_up_rows,
+        migration_lock_wait: Duration::from_millis(config.database.migration_lock_wait_ms),
+        migration_retry_for: Duration::from_secs(config.database.migration_retry_s),
         ..Default::default()
     };
     let store = dialtone_sync::open(&config.database.url, key.clone(), &options)

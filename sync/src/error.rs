@@ -16,7 +16,7 @@ pub enum SyncError {
     Migrate(sqlx::migrate::MigrateError),
 
     #[error(
-        "migrating: a table the migration alters stayed in use for {tried_s} s \
+        "a table the migration alters stayed in use for {tried_s} s \
          (a large import, a long query, or another node migrating), and the \
          migration stepped back each time so that queries on it went on; \
          run it again when that work is done ({detail})"
