@@ -69,6 +69,7 @@ impl PgStore {
             migration_locks: migrate::MigrationLocks {
                 wait: options.migration_lock_wait,
                 retry_for: options.migration_retry_for,
+                connect_timeout: options.acquire_timeout,
             },
         })
     }

@@ -18,10 +18,12 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::error::SyncError;
 
-/// How long a try waits for one lock, and how long tries go on.
+/// How long a try waits for one lock, and how long tries go on; and how
+/// long a try's connection may take to open (the pool's acquire timeout).
 pub(super) struct MigrationLocks {
     pub wait: Duration,
     pub retry_for: Duration,
+    pub connect_timeout: Duration,
 }
 
 /// Between tries: long enough for the queue behind the called-off request
@@ -42,7 +44,9 @@ pub(super) async fn run(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let mut conn = connect.connect().await?;
+        let mut conn = tokio::time::timeout(locks.connect_timeout, connect.connect())
+            .await
+            .map_err(|_| SyncError::Database(sqlx::Error::PoolTimedOut))??;
         sqlx::query(&set_timeout).execute(&mut conn).await?;
         // `run` would take the connection through `Acquire`, whose future
         // is not `Send` for every lifetime inside an `async_trait` method;
