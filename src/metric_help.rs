@@ -124,6 +124,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Resync NOTIFYs sent (first transmissions).",
     ),
     (
+        "dialtone_store_large_reads_total",
+        "PostgreSQL reads of phones and lines on two connections at once (the mirror's load; a large import's comparison), by read (mirror_load, import) and connections: two_connections, or one, slower, because another transaction waited to lock a table exclusively (lock_queued, often a migration) or no second connection opened in time (no_connection).",
+    ),
+    (
         "dialtone_task_panics_total",
         "Supervised background tasks that panicked, by task.",
     ),
@@ -282,6 +286,18 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     (
         "dialtone_admin_database_refused_total",
         &[("scope", "others_waiting")],
+    ),
+    (
+        "dialtone_store_large_reads_total",
+        &[("read", "mirror_load"), ("connections", "lock_queued")],
+    ),
+    (
+        "dialtone_store_large_reads_total",
+        &[("read", "import"), ("connections", "lock_queued")],
+    ),
+    (
+        "dialtone_store_large_reads_total",
+        &[("read", "import"), ("connections", "no_connection")],
     ),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),

@@ -97,7 +97,7 @@ async fn a_run_after_exported_snapshots_is_written_unfrozen_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
     use std::sync::{mpsc, Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
@@ -136,25 +136,7 @@ async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
     let loader = db.store().await;
     let load = tokio::spawn(async move { loader.load_all().await });
     // The load is under way once one of its connections waits on a lock.
-    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the load never waited on the import"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lock_waiters(&db.url, 1, "the load never waited on the import").await;
     assert!(
         !load.is_finished(),
         "the load ended under the import's locks"

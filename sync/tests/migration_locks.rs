@@ -4,8 +4,11 @@
 //! pending migration here is 0008 (a column's collation set again to what
 //! it is: it locks phones exclusively and changes nothing).
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::lock_waiters;
 use dialtone_sync::testing::TestDb;
 use dialtone_sync::*;
 use sqlx::{Connection, PgConnection};
@@ -62,22 +65,7 @@ async fn a_migration_waiting_for_a_lock_lets_queries_through_on_postgres() {
         async move { store.migrate().await }
     });
     // The migration is under way once it waits for the lock.
-    let mut watch = PgConnection::connect(&db.url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never waited");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    lock_waiters(&db.url, 1, "the migration never waited").await;
     // Queued behind a migration that waited on, this read would wait for
     // the long one to end.
     let mut reader = PgConnection::connect(&db.url).await.unwrap();

@@ -8,31 +8,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use dialtone_sync::*;
 use sqlx::{Connection, PgConnection};
-
-/// Waits until `n` of the database's backends wait on a lock.
-async fn lock_waiters(url: &str, n: i64) {
-    let mut watch = PgConnection::connect(url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{n} lock waiters never showed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A connection inside a transaction that has run `lock`.
 async fn holding(url: &str, lock: &str) -> PgConnection {
@@ -60,20 +39,16 @@ async fn let_go(mut conn: PgConnection, how: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_load_goes_on_past_a_migration_queued_behind_it_on_postgres() {
-    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    store
-        .apply(&fleet_of(40, |n| 1 + n as usize % 3), &audit("seed"))
-        .await
-        .unwrap();
+    counters();
+    let (db, store) = stored_small_fleet().await;
     // api_tokens is the last table the load locks: it holds lines while it
     // waits here.
     let holder = holding(&db.url, "LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE").await;
     let loader = db.store().await;
     let load = tokio::spawn(async move { loader.load_all().await });
-    lock_waiters(&db.url, 1).await;
+    lock_waiters(&db.url, 1, "the reader never waited on the holder").await;
     let migration = migration_waiting_on(&db.url, "lines").await;
-    lock_waiters(&db.url, 2).await;
+    lock_waiters(&db.url, 2, "the migration never queued").await;
     let_go(holder, "COMMIT").await;
 
     let (mut loaded, _, _) = tokio::time::timeout(Duration::from_secs(60), load)
@@ -86,6 +61,8 @@ async fn a_load_goes_on_past_a_migration_queued_behind_it_on_postgres() {
         .expect("the migration never got its lock")
         .unwrap();
     let_go(migration, "ROLLBACK").await;
+    assert_eq!(large_reads("mirror_load", "lock_queued"), 1);
+    assert_eq!(large_reads("mirror_load", "two_connections"), 0);
     loaded.sort();
     assert!(!loaded.lines.is_empty());
     assert_eq!(loaded, db_rows(&*store).await);
@@ -93,6 +70,7 @@ async fn a_load_goes_on_past_a_migration_queued_behind_it_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_import_goes_on_past_a_migration_queued_behind_it_on_postgres() {
+    counters();
     let (db, store, mut batch) = stored_big_fleet().await;
     phone_mut(&mut batch, 7).label = Some("moved to reception".into());
     // The import reads tenants after locking phones and lines: it holds
@@ -104,9 +82,9 @@ async fn an_import_goes_on_past_a_migration_queued_behind_it_on_postgres() {
         let batch = batch[2..].to_vec();
         async move { importer.apply(&batch, &audit("import")).await }
     });
-    lock_waiters(&db.url, 1).await;
+    lock_waiters(&db.url, 1, "the reader never waited on the holder").await;
     let migration = migration_waiting_on(&db.url, "lines").await;
-    lock_waiters(&db.url, 2).await;
+    lock_waiters(&db.url, 2, "the migration never queued").await;
     let_go(holder, "COMMIT").await;
 
     let report = tokio::time::timeout(Duration::from_secs(120), import)
@@ -115,6 +93,8 @@ async fn an_import_goes_on_past_a_migration_queued_behind_it_on_postgres() {
         .unwrap()
         .unwrap();
     assert_eq!(report.phones.updated, 1, "{report:?}");
+    assert_eq!(large_reads("import", "lock_queued"), 1);
+    assert_eq!(large_reads("import", "two_connections"), 0);
     let migration = tokio::time::timeout(Duration::from_secs(30), migration)
         .await
         .expect("the migration never got its lock")

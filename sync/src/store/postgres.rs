@@ -90,6 +90,34 @@ fn lock_not_available(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
 }
 
+/// How a large read was done; an operator seeing `lock_queued` or
+/// `no_connection` often knows why loads and imports ran slow.
+#[derive(Clone, Copy)]
+enum LargeRead {
+    /// Two tables read at once, one on each connection.
+    TwoConnections,
+    /// One connection: another transaction waited to lock a table exclusively.
+    LockQueued,
+    /// One connection: a second could not be opened in time.
+    NoConnection,
+}
+
+impl LargeRead {
+    /// `read` is `mirror_load` or `import`.
+    fn count(self, read: &'static str) {
+        let connections = match self {
+            LargeRead::TwoConnections => "two_connections",
+            LargeRead::LockQueued => "lock_queued",
+            LargeRead::NoConnection => "no_connection",
+        };
+        metrics::counter!(LARGE_READS_METRIC, "read" => read, "connections" => connections)
+            .increment(1);
+    }
+}
+
+/// The counter [`LargeRead::count`] increments (described by the binary).
+const LARGE_READS_METRIC: &str = "dialtone_store_large_reads_total";
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -192,9 +220,15 @@ impl Store for PgStore {
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
         let mut tx = self.pool.begin().await?;
+        let writes_before = if SecondReader::wanted(mutations) {
+            Some(bulk_read::writes_counted(&mut tx).await?.0)
+        } else {
+            None
+        };
         let second = SecondReader {
             connect: self.connect.clone(),
             timeout: self.connect_timeout,
+            writes_before,
         };
         let report =
             sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;

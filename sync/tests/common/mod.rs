@@ -150,15 +150,133 @@ pub fn big_fleet() -> Vec<Mutation> {
     fleet_of(BIG, |n| if n % 4 == 0 { 2 } else { 1 })
 }
 
-/// A PostgreSQL database holding [`big_fleet`], and the fleet.
-pub async fn stored_big_fleet() -> (
+/// Waits until at least `n` of the database's backends wait on a lock;
+/// panics naming `what` if they never do within 30 s.
+pub async fn lock_waiters(url: &str, n: i64, what: &str) {
+    use sqlx::Connection;
+    let mut watch = sqlx::PgConnection::connect(url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A PostgreSQL database holding `batch`, and the batch.
+pub async fn stored_fleet(
+    batch: Vec<Mutation>,
+) -> (
     dialtone_sync::testing::TestDb,
     Arc<dyn store::Store>,
     Vec<Mutation>,
 ) {
     let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
-    let batch = big_fleet();
     store.apply(&batch, &audit("import")).await.unwrap();
     (db, store, batch)
+}
+
+/// A PostgreSQL database holding [`big_fleet`], and the fleet.
+pub async fn stored_big_fleet() -> (
+    dialtone_sync::testing::TestDb,
+    Arc<dyn store::Store>,
+    Vec<Mutation>,
+) {
+    stored_fleet(big_fleet()).await
+}
+
+/// A PostgreSQL database holding 40 phones of one to three lines (79 lines).
+pub async fn stored_small_fleet() -> (dialtone_sync::testing::TestDb, Arc<dyn store::Store>) {
+    let (db, store, _) = stored_fleet(fleet_of(40, |n| 1 + n as usize % 3)).await;
+    (db, store)
+}
+
+/// Counters this test process recorded, by name and labels.
+#[derive(Default)]
+pub struct CountersSeen(
+    std::sync::Mutex<std::collections::HashMap<metrics::Key, Arc<std::sync::atomic::AtomicU64>>>,
+);
+
+impl CountersSeen {
+    /// The value of counter `name` with exactly these labels (0 if never touched).
+    pub fn get(&self, name: &str, labels: &[(&'static str, &'static str)]) -> u64 {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        let key = metrics::Key::from_parts(name.to_string(), labels);
+        self.0
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+struct Recording(&'static CountersSeen);
+
+impl metrics::Recorder for Recording {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let mut seen = self.0 .0.lock().unwrap();
+        metrics::Counter::from_arc(seen.entry(key.clone()).or_default().clone())
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// The process's counters, recording from the first call on.
+pub fn counters() -> &'static CountersSeen {
+    static SEEN: std::sync::OnceLock<&'static CountersSeen> = std::sync::OnceLock::new();
+    SEEN.get_or_init(|| {
+        let seen: &'static CountersSeen = Box::leak(Box::default());
+        metrics::set_global_recorder(Recording(seen)).expect("no other recorder in a test process");
+        seen
+    })
+}
+
+/// `dialtone_store_large_reads_total` for `read` (mirror_load, import) and `connections`.
+pub fn large_reads(read: &'static str, connections: &'static str) -> u64 {
+    counters().get(
+        "dialtone_store_large_reads_total",
+        &[("read", read), ("connections", connections)],
+    )
 }

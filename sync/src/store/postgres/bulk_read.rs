@@ -42,10 +42,48 @@ const fn column_count(list: &str) -> usize {
     count
 }
 
-/// How a bulk import opens its second connection: the store's settings.
+/// How a bulk import opens its second connection: the store's settings,
+/// and what the transaction's statistics counted before it wrote.
 pub(crate) struct SecondReader {
     pub connect: PgConnectOptions,
     pub timeout: Duration,
+    /// Rows of phones and lines [`writes_counted`] gave as the transaction
+    /// began, or `None` where no run of it is large enough to read on two
+    /// connections. A backend sends its counts to the shared statistics at
+    /// most about once a second, and only between transactions; until then
+    /// `pg_stat_xact_user_tables` adds the earlier transactions' rows to
+    /// the current one's, so a pooled connection that wrote a moment ago
+    /// would otherwise look as if this transaction had.
+    pub writes_before: Option<i64>,
+}
+
+impl SecondReader {
+    /// Whether `mutations` may hold a run of phones read on two connections.
+    pub fn wanted(mutations: &[crate::store::Mutation]) -> bool {
+        use crate::store::Mutation;
+        let phones: usize = mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::UpsertPhones(batch) => batch.len(),
+                Mutation::UpsertPhone(_) => 1,
+                _ => 0,
+            })
+            .sum();
+        phones >= TWO_CONNECTIONS_MIN_PHONES
+    }
+}
+
+/// Inserted, updated and deleted rows of phones and lines that `conn`'s
+/// statistics hold and have not sent yet (see [`SecondReader`]), and
+/// whether rows are counted at all (`track_counts`).
+pub(crate) async fn writes_counted(conn: &mut PgConnection) -> Result<(i64, bool), SyncError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8, \
+         current_setting('track_counts')::bool \
+         FROM pg_stat_xact_user_tables WHERE relid IN ('phones'::regclass, 'lines'::regclass)",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Every phone and line row, offered to `each` as [`Stored`] describes.
@@ -89,14 +127,11 @@ async fn second_connection(
     conn: &mut PgConnection,
     second: &SecondReader,
 ) -> Result<Option<PgConnection>, SyncError> {
-    let (own_writes, counted): (i64, bool) = sqlx::query_as(
-        "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8, \
-         current_setting('track_counts')::bool \
-         FROM pg_stat_xact_user_tables WHERE relid IN ('phones'::regclass, 'lines'::regclass)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if own_writes > 0 || !counted {
+    let Some(writes_before) = second.writes_before else {
+        return Ok(None);
+    };
+    let (writes, counted) = writes_counted(conn).await?;
+    if writes > writes_before || !counted {
         return Ok(None);
     }
     // Nothing to read; and an export would rule out the first import's
@@ -126,7 +161,14 @@ async fn second_connection(
         let locked = super::load::second_reader_locks(&mut other, "phones, lines").await?;
         Ok::<_, SyncError>(locked.then_some(other))
     };
-    match tokio::time::timeout(second.timeout, open).await {
+    let opened = tokio::time::timeout(second.timeout, open).await;
+    let how = match &opened {
+        Ok(Ok(Some(_))) => super::LargeRead::TwoConnections,
+        Ok(Ok(None)) => super::LargeRead::LockQueued,
+        Ok(Err(_)) | Err(_) => super::LargeRead::NoConnection,
+    };
+    how.count("import");
+    match opened {
         Ok(Ok(Some(other))) => Ok(Some(other)),
         Ok(Ok(None)) => {
             tracing::info!(

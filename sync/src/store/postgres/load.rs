@@ -135,8 +135,12 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         .await
         .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
     loading.lines = match lines {
-        Some(rows) => rows,
+        Some(rows) => {
+            super::LargeRead::TwoConnections.count("mirror_load");
+            rows
+        }
         None => {
+            super::LargeRead::LockQueued.count("mirror_load");
             tracing::info!(
                 "mirror load: another transaction waits to lock lines exclusively; \
                  reading lines after phones, on one connection"
