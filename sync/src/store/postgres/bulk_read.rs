@@ -196,8 +196,12 @@ async fn both_at_once(
     each: &mut impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
     each(Stored::Beside)?;
-    let mut phones = conn.copy_out_raw(&statement("phones", PHONE_READ)).await?;
-    let mut lines = other.copy_out_raw(&statement("lines", LINE_READ)).await?;
+    let mut phones = conn
+        .copy_out_raw(&super::load::copy_out("phones", PHONE_READ))
+        .await?;
+    let mut lines = other
+        .copy_out_raw(&super::load::copy_out("lines", LINE_READ))
+        .await?;
     let (mut phone_rows, mut line_rows) = (CopyDecoder::default(), CopyDecoder::default());
     let (mut phones_open, mut lines_open) = (true, true);
     // A stream whose next row the comparison left waits, not polled, until
@@ -236,10 +240,6 @@ async fn both_at_once(
     phone_rows.finish()?;
     line_rows.finish()?;
     Ok(())
-}
-
-fn statement(table: &str, columns: &str) -> String {
-    format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)")
 }
 
 /// A stored field that does not fit its column.

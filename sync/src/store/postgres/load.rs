@@ -206,6 +206,16 @@ where
         .collect()
 }
 
+/// The statement that streams `columns` of every row of `table`. The
+/// table form, not `COPY (SELECT …)`: it scans the heap without the
+/// executor's plan and projection, and PostgreSQL's own `COPY` of
+/// 1,000,000 phones to `/dev/null` took 0.49–0.72 s against 0.62–0.80 s
+/// (lines: 0.70–1.05 s against 0.77–0.96 s). The mirrored tables are
+/// plain tables (the migrations make them), which the table form needs.
+pub(super) fn copy_out(table: &str, columns: &str) -> String {
+    format!("COPY {table} ({columns}) TO STDOUT (FORMAT binary)")
+}
+
 /// Every row of `table` through binary COPY, decoded by `each` (also the
 /// bulk import's read of what it compares with, `bulk.rs`).
 pub(super) async fn copy(
@@ -214,7 +224,7 @@ pub(super) async fn copy(
     columns: &str,
     mut each: impl FnMut(&Tuple<'_>) -> Result<(), SyncError>,
 ) -> Result<(), SyncError> {
-    let statement = format!("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT binary)");
+    let statement = copy_out(table, columns);
     let fields = columns.split(',').count();
     let mut decoder = CopyDecoder::default();
     let mut stream = conn.copy_out_raw(&statement).await?;
