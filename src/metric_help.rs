@@ -125,7 +125,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_store_large_reads_total",
-        "PostgreSQL reads of phones and lines on two connections at once (the mirror's load; a large import's comparison), by read (mirror_load, import) and connections: two_connections, or one, slower, because another transaction waited to lock a table exclusively (lock_queued, often a migration) or no second connection opened in time (no_connection).",
+        "PostgreSQL reads of phones and lines on two connections at once (the mirror's load; a large import's comparison), by read (mirror_load, import) and connections: two_connections, or one, slower, because another transaction waited to lock a table exclusively (lock_queued, often a migration) or no second connection came in time (no_connection: the pool was held by other work, or the connection failed).",
     ),
     (
         "dialtone_task_panics_total",
@@ -290,6 +290,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     (
         "dialtone_store_large_reads_total",
         &[("read", "mirror_load"), ("connections", "lock_queued")],
+    ),
+    (
+        "dialtone_store_large_reads_total",
+        &[("read", "mirror_load"), ("connections", "no_connection")],
     ),
     (
         "dialtone_store_large_reads_total",

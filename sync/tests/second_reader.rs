@@ -107,3 +107,45 @@ async fn an_import_goes_on_past_a_migration_queued_behind_it_on_postgres() {
         .find(|p| p.label.as_deref() == Some("moved to reception"));
     assert!(phone.is_some(), "the change was not stored");
 }
+
+/// A busy node's pool can be held by other work (admin requests, the
+/// writers): here its other connection is an edit waiting on a lock. The
+/// load's lines wait the acquire timeout for a second connection, then
+/// come on the first; before, the whole load failed and was tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_reads_lines_on_one_connection_when_the_pool_has_none_to_spare() {
+    counters();
+    let db = dialtone_sync::testing::TestDb::new(dialtone_sync::Backend::Postgres).await;
+    let options = dialtone_sync::StoreOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+        ..dialtone_sync::StoreOptions::default()
+    };
+    let store = db.store_with(&options).await;
+    store
+        .apply(&fleet_of(40, |n| 1 + n as usize % 3), &audit("seed"))
+        .await
+        .unwrap();
+    let want = db_rows(&*store).await;
+    let read_on_two = large_reads("mirror_load", "two_connections");
+    // audit_log is not mirrored, so the load does not wait on it; the edit
+    // writes its audit row last, holding its pooled connection meanwhile.
+    let holder = holding(&db.url, "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE").await;
+    let editing = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply(&[tenant("gamma", "DE")], &audit("edit")).await }
+    });
+    lock_waiters(&db.url, 1, "the edit never waited on the audit log").await;
+
+    let loaded = tokio::time::timeout(Duration::from_secs(60), store.load_all())
+        .await
+        .expect("the load never ended");
+    let (mut loaded, _, _) = loaded.expect("the load failed for want of a second connection");
+    assert_eq!(large_reads("mirror_load", "no_connection"), 1);
+    assert_eq!(large_reads("mirror_load", "two_connections"), read_on_two);
+    let_go(holder, "ROLLBACK").await;
+    editing.await.unwrap().unwrap();
+    loaded.sort();
+    assert_eq!(loaded.lines.len(), 79);
+    assert_eq!(loaded, want);
+}

@@ -4,14 +4,15 @@
 //! mirror's tables (`mirror::Loading`) as it is decoded: no row objects, no
 //! intermediate vectors, maps sized from the planner's row estimates. The
 //! small tables are read as rows on the first connection, and lines too
-//! when the second cannot lock them at once ([`second_reader_locks`]).
+//! when the second cannot lock them at once ([`second_reader_locks`]) or
+//! the pool has no second connection to give.
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool};
 
 use super::copy::{CopyDecoder, FieldError, Tuple};
-use super::{sql, READ_SNAPSHOT, SNAPSHOT_XMIN};
+use super::{sql, LargeRead, READ_SNAPSHOT, SNAPSHOT_XMIN};
 use crate::crypto::Sealed;
 use crate::error::SyncError;
 use crate::intern::Interner;
@@ -73,16 +74,26 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
     // would hold a pooled connection and the whole lines table, and the
     // watcher retries a failed load every poll.
     let lines = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut tx = pool.begin().await?;
+        // A pool that other work holds (admin requests, the writers) would
+        // otherwise fail the whole load after the acquire timeout, and a
+        // node that reloads after a large import would keep its old data
+        // until it found two connections free at once.
+        let mut tx = match pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::debug!(error = %e, "mirror load: no second connection");
+                return Ok(Err(LargeRead::NoConnection));
+            }
+        };
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
         let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
         sqlx::query(&set).execute(&mut *tx).await?;
         if !second_reader_locks(&mut tx, "lines").await? {
-            return Ok(None);
+            return Ok(Err(LargeRead::LockQueued));
         }
         let rows = read_lines(&mut tx, lines_estimate).await?;
         tx.commit().await?;
-        Ok::<_, SyncError>(Some(rows))
+        Ok::<_, SyncError>(Ok(rows))
     }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
@@ -135,15 +146,18 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         .await
         .map_err(|e| SyncError::Invalid(format!("line loader failed: {e}")))??;
     loading.lines = match lines {
-        Some(rows) => {
-            super::LargeRead::TwoConnections.count("mirror_load");
+        Ok(rows) => {
+            LargeRead::TwoConnections.count("mirror_load");
             rows
         }
-        None => {
-            super::LargeRead::LockQueued.count("mirror_load");
+        Err(why) => {
+            why.count("mirror_load");
             tracing::info!(
-                "mirror load: another transaction waits to lock lines exclusively; \
-                 reading lines after phones, on one connection"
+                "mirror load: reading lines after phones, on one connection ({})",
+                match why {
+                    LargeRead::LockQueued => "another transaction waits to lock lines exclusively",
+                    _ => "no second connection from the pool",
+                }
             );
             read_lines(&mut tx, lines_estimate).await?
         }
