@@ -2,13 +2,17 @@
 //! writes its rows frozen (`store/postgres/bulk_quiet.rs`), so the key
 //! checks that end it read indexes alone; a run whose transaction holds
 //! exported snapshots must not try, as PostgreSQL would refuse the `COPY`.
-//! A node loading meanwhile waits for the import before its snapshot.
+//! A node loading meanwhile waits for the import before its snapshot. A
+//! first import cut off before its commit leaves the tables, their keys
+//! and triggers as they were.
 
 mod common;
 
 use common::*;
 use dialtone_sync::*;
 use sqlx::Connection;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 /// Pages of `table` and how many of them the visibility map marks
 /// all-visible, as `ANALYZE` counts them.
@@ -89,22 +93,19 @@ async fn a_run_after_exported_snapshots_is_written_unfrozen_on_postgres() {
     assert_eq!(keys_and_indexes(&db.url).await.len(), 7);
 }
 
-/// A node's cold load that begins while a first import is writing frozen
-/// rows, and waits on the import's locks, must see all of the import or
-/// none of it. Frozen rows are visible to a snapshot taken before their
-/// commit, while the tenants created in the same run are not: a load whose
-/// snapshot predated the commit held every new phone without its tenant.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
-    use std::sync::{mpsc, Arc, Mutex};
-    use std::time::Duration;
+type HeldImport = (
+    tokio::task::JoinHandle<Result<store::WriteReport, SyncError>>,
+    std::sync::mpsc::Sender<()>,
+);
 
-    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    let batch = big_fleet();
-    // The last progress report comes once every row is written, the keys
-    // are back and the epoch is bumped, before the commit: the import
-    // holds its exclusive locks there until the test lets it go on.
+/// Starts a first import of `batch` and returns once it is held at its
+/// last progress report, which comes once every row is written, the keys
+/// are back and the epoch is bumped, before the commit: the import holds
+/// its exclusive locks there until the sender is sent to (or 60 s pass).
+async fn import_held_before_commit(
+    store: Arc<dyn store::Store>,
+    batch: Vec<Mutation>,
+) -> HeldImport {
     let (written_tx, written_rx) = mpsc::channel::<()>();
     let (go_on_tx, go_on_rx) = mpsc::channel::<()>();
     let go_on_rx = Mutex::new(go_on_rx);
@@ -117,9 +118,8 @@ async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
                 .recv_timeout(Duration::from_secs(60));
         }
     });
-    let importer = store.clone();
     let import = tokio::spawn(async move {
-        importer
+        store
             .apply_with_progress(
                 &batch,
                 &audit("import"),
@@ -132,6 +132,20 @@ async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
         .await
         .unwrap()
         .expect("the import reached its last progress report");
+    (import, go_on_tx)
+}
+
+/// A node's cold load that begins while a first import is writing frozen
+/// rows, and waits on the import's locks, must see all of the import or
+/// none of it. Frozen rows are visible to a snapshot taken before their
+/// commit, while the tenants created in the same run are not: a load whose
+/// snapshot predated the commit held every new phone without its tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
+    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let batch = big_fleet();
+    let (import, go_on_tx) = import_held_before_commit(store.clone(), batch).await;
 
     let loader = db.store().await;
     let load = tokio::spawn(async move { loader.load_all().await });
@@ -155,4 +169,96 @@ async fn a_load_waiting_on_a_first_import_sees_all_of_it_on_postgres() {
         .count();
     assert_eq!(orphans, 0, "phones loaded without their tenant");
     assert_eq!(loaded, db_rows(&*store).await);
+}
+
+/// The two tables' triggers that are not enabled, by name.
+async fn triggers_off(url: &str) -> Vec<String> {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger \
+         WHERE tgrelid IN ('phones'::regclass, 'lines'::regclass) \
+         AND NOT tgisinternal AND tgenabled <> 'O' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// Rows of every table a first import writes, and the epoch it bumps.
+async fn written_rows(url: &str) -> Vec<(String, i64)> {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut counts = Vec::new();
+    for table in ["tenants", "phones", "lines", "change_log", "audit_log"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        counts.push((table.to_string(), n));
+    }
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM dialtone_meta")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    counts.push(("epoch".to_string(), epoch));
+    counts
+}
+
+/// A first import whose connection dies after it has truncated the
+/// tables, dropped and rebuilt their keys, turned the change log's
+/// triggers off and on and written every row frozen, but before its
+/// commit: PostgreSQL must undo all of it (the DDL is the transaction's),
+/// the store must answer with an error rather than hang or panic, and the
+/// same import must then go through on the pool's next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_import_cut_off_before_its_commit_changes_nothing_on_postgres() {
+    let db = dialtone_sync::testing::TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let keys_before = keys_and_indexes(&db.url).await;
+    assert_eq!(keys_before.len(), 7, "{keys_before:?}");
+    let rows_before = written_rows(&db.url).await;
+    let batch = big_fleet();
+
+    let (import, go_on_tx) = import_held_before_commit(store.clone(), batch.clone()).await;
+
+    // On a runtime of its own: while the import blocks a worker in its
+    // progress callback, a connection made on this runtime stalled until
+    // the callback returned (the blocked worker can be the one that drives
+    // the runtime's I/O).
+    let url = db.url.clone();
+    let ended: Vec<bool> = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND state = 'idle in transaction'",
+            )
+            .fetch_all(&mut admin)
+            .await
+            .unwrap()
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(ended, [true], "the import's connection, and only it");
+    go_on_tx.send(()).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), import)
+        .await
+        .expect("the import ended once its connection was gone")
+        .expect("the import did not panic");
+    assert!(outcome.is_err(), "a commit on a dead connection succeeded");
+
+    assert_eq!(keys_and_indexes(&db.url).await, keys_before);
+    assert_eq!(triggers_off(&db.url).await, Vec::<String>::new());
+    assert_eq!(written_rows(&db.url).await, rows_before);
+
+    let report = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(report.phones.inserted, u64::from(BIG), "{report:?}");
+    for table in ["phones", "lines"] {
+        let (pages, visible) = visible_pages(&db.url, table).await;
+        assert_eq!(visible, pages, "{table}: the retry was not written frozen");
+    }
+    assert_eq!(keys_and_indexes(&db.url).await, keys_before);
+    assert_eq!(db_rows(&*store).await.phones.len(), BIG as usize);
 }
