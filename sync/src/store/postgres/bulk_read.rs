@@ -161,31 +161,26 @@ async fn second_connection(
         let locked = super::load::second_reader_locks(&mut other, "phones, lines").await?;
         Ok::<_, SyncError>(locked.then_some(other))
     };
-    let opened = tokio::time::timeout(second.timeout, open).await;
-    let how = match &opened {
-        Ok(Ok(Some(_))) => super::LargeRead::TwoConnections,
-        Ok(Ok(None)) => super::LargeRead::LockQueued,
-        Ok(Err(_)) | Err(_) => super::LargeRead::NoConnection,
-    };
-    how.count("import");
-    match opened {
-        Ok(Ok(Some(other))) => Ok(Some(other)),
+    let (how, other) = match tokio::time::timeout(second.timeout, open).await {
+        Ok(Ok(Some(other))) => (super::LargeRead::TwoConnections, Some(other)),
         Ok(Ok(None)) => {
             tracing::info!(
                 "bulk phone import: another transaction waits to lock phones or lines \
                  exclusively; reading on one connection"
             );
-            Ok(None)
+            (super::LargeRead::LockQueued, None)
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "bulk phone import: no second connection, reading on one");
-            Ok(None)
+            (super::LargeRead::NoConnection, None)
         }
         Err(_) => {
             tracing::debug!("bulk phone import: no second connection in time, reading on one");
-            Ok(None)
+            (super::LargeRead::NoConnection, None)
         }
-    }
+    };
+    how.count("import");
+    Ok(other)
 }
 
 /// Phones on `conn`, lines on `other`, each line taken as soon as the
