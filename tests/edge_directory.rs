@@ -17,11 +17,8 @@ const SLOW_TEMPLATE: &str = "#!version:1.0.0.1\n\
 {% for i in range(end=8000) %}{% for j in range(end=1000) %}{% endfor %}{% endfor %}\
 account.1.label = slow\n";
 
-fn rrq(socket: &UdpSocket, server: SocketAddr, file: &str) {
-    let mut packet = vec![0, 1];
-    packet.extend_from_slice(file.as_bytes());
-    packet.extend_from_slice(b"\0octet\0");
-    socket.send_to(&packet, server).unwrap();
+fn send_rrq(socket: &UdpSocket, server: SocketAddr, file: &str) {
+    socket.send_to(&rrq(file), server).unwrap();
 }
 
 /// The rest of a transfer whose first packet is `first` (from `from`).
@@ -93,7 +90,7 @@ async fn a_slow_render_does_not_hold_up_another_phones_request(mode: TftpMode) {
     let (slow, other) = tokio::task::spawn_blocking(move || {
         let slow = UdpSocket::bind("127.0.0.1:0").unwrap();
         let asked = std::time::Instant::now();
-        rrq(&slow, tftp, "0015654aa937.cfg");
+        send_rrq(&slow, tftp, "0015654aa937.cfg");
         // Another phone of the same tenant, cold too, asked for after.
         let other = tftp_get(tftp, "805ec0123456.cfg");
         eprintln!("other answered after {:?}", asked.elapsed());

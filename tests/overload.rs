@@ -14,13 +14,6 @@ const REQUESTS: u32 = 20_000;
 const CAP: u32 = 1_000;
 const SOCKETS: u32 = 500;
 
-fn rrq(file: &str) -> Vec<u8> {
-    let mut packet = vec![0, 1];
-    packet.extend_from_slice(file.as_bytes());
-    packet.extend_from_slice(b"\0octet\0");
-    packet
-}
-
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

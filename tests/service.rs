@@ -216,14 +216,6 @@ fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
     assert_eq!(server.wait_exit(), 0);
 }
 
-fn rrq(file: &str) -> Vec<u8> {
-    let mut packet = vec![0, 1];
-    packet.extend_from_slice(file.as_bytes());
-    packet.push(0);
-    packet.extend_from_slice(b"octet\0");
-    packet
-}
-
 #[test]
 fn sigterm_lets_a_slow_transfer_finish_and_refuses_new_requests() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,18 +15,6 @@ use common::*;
 
 const DEMO_YEALINK: &str = "0015654aa937.cfg";
 
-fn rrq(file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = vec![0, 1];
-    for part in [file, mode]
-        .into_iter()
-        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
-    {
-        p.extend_from_slice(part.as_bytes());
-        p.push(0);
-    }
-    p
-}
-
 /// A client socket on `ip` (127.0.0.N: a source of its own).
 fn client_on(ip: &str) -> UdpSocket {
     let s = UdpSocket::bind((ip, 0)).unwrap();
@@ -125,7 +113,7 @@ fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error(mode: Tf
     // Past the cap: declined (RFC 2349 allows no other value), the other
     // options still acknowledged.
     let s = client_on("127.0.0.2");
-    let request = rrq(
+    let request = rrq_with(
         DEMO_YEALINK,
         "octet",
         &[("timeout", "255"), ("blksize", "512")],
@@ -146,7 +134,7 @@ fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error(mode: Tf
     stuck
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let request = rrq(DEMO_YEALINK, "octet", &[("timeout", "60")]);
+    let request = rrq_with(DEMO_YEALINK, "octet", &[("timeout", "60")]);
     stuck.send_to(&request, server.tftp_addr).unwrap();
     let (oack, peer) = recv(&stuck);
     assert_eq!(
@@ -188,7 +176,7 @@ fn one_source_gets_its_share_and_past_it_an_error(mode: TftpMode) {
         .unwrap()
         .1
         .into_bytes();
-    let request = rrq(DEMO_YEALINK, "octet", &[]);
+    let request = rrq_with(DEMO_YEALINK, "octet", &[]);
     // Two transfers from 127.0.0.2 run (never acknowledged yet)...
     let held: Vec<(UdpSocket, Vec<u8>, SocketAddr)> = (0..2)
         .map(|_| {
@@ -257,7 +245,7 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few(mode: TftpMode) {
             ("DIALTONE_PROVISIONING__TFTP_PER_SOURCE_EXEMPT", "[]"),
         ]),
     );
-    let request = rrq(DEMO_YEALINK, "octet", &[]);
+    let request = rrq_with(DEMO_YEALINK, "octet", &[]);
     let held: Vec<(UdpSocket, Vec<u8>, SocketAddr)> = (0..3)
         .map(|_| {
             let s = client_on("127.0.0.4");
@@ -310,9 +298,9 @@ fn refusals_come_from_the_listener_and_their_log_lines_are_limited(mode: TftpMod
     const WRITES: usize = 300;
     let mut from_listener = 0;
     for _ in 0..WRITES {
-        s.send_to(&rrq("x.cfg", "octet", &[])[..], server.tftp_addr)
+        s.send_to(&rrq_with("x.cfg", "octet", &[])[..], server.tftp_addr)
             .unwrap();
-        let mut wrq = rrq("x.cfg", "octet", &[]);
+        let mut wrq = rrq_with("x.cfg", "octet", &[]);
         wrq[1] = 2;
         s.send_to(&wrq, server.tftp_addr).unwrap();
         // The unknown file's error (after the provisioning core) and the
@@ -331,7 +319,7 @@ fn refusals_come_from_the_listener_and_their_log_lines_are_limited(mode: TftpMod
     }
     assert_eq!(from_listener, 2 * WRITES);
     // A malformed request and an unsupported mode: errors too.
-    for bad in [&b"\0\x01x.cfg\0octet"[..], &rrq("x.cfg", "mail", &[])] {
+    for bad in [&b"\0\x01x.cfg\0octet"[..], &rrq_with("x.cfg", "mail", &[])] {
         s.send_to(bad, server.tftp_addr).unwrap();
         let (packet, from) = recv(&s);
         assert_eq!((error_message(&packet).0, from), (4, server.tftp_addr));
@@ -410,7 +398,7 @@ fn netascii_is_converted_for_a_real_client_and_on_the_wire(mode: TftpMode) {
     // left out (stored files, whose converted size is not known up front).
     for (file, want, tsize) in [(DEMO_YEALINK, &config, true), ("notes.bin", &text, false)] {
         let s = client_on("127.0.0.2");
-        let request = rrq(file, "netascii", &[("blksize", "8"), ("tsize", "0")]);
+        let request = rrq_with(file, "netascii", &[("blksize", "8"), ("tsize", "0")]);
         s.send_to(&request, server.tftp_addr).unwrap();
         let (oack, peer) = recv(&s);
         let options = oack_options(&oack);

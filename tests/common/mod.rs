@@ -412,6 +412,22 @@ pub fn render_all(dir: &Path, url: &str, base_url: &str) -> PathBuf {
 /// One file over TFTP in process (RFC 1350: 512-byte blocks, no options),
 /// cheap enough to keep a server busy from a test. `None` on an error
 /// packet, or when the server stays silent through three timeouts.
+/// A TFTP read request for `file` in `mode`, with options as name and value.
+pub fn rrq_with(file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut packet = vec![0, 1];
+    let fields = options.iter().flat_map(|(name, value)| [*name, *value]);
+    for field in [file, mode].into_iter().chain(fields) {
+        packet.extend_from_slice(field.as_bytes());
+        packet.push(0);
+    }
+    packet
+}
+
+/// A plain octet-mode read request for `file`, as most phones send it.
+pub fn rrq(file: &str) -> Vec<u8> {
+    rrq_with(file, "octet", &[])
+}
+
 pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
     tftp_read(std::net::Ipv4Addr::LOCALHOST, server, file).ok()
 }
@@ -428,10 +444,7 @@ pub fn tftp_read(
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(io)?;
-    let mut last = vec![0, 1];
-    last.extend_from_slice(file.as_bytes());
-    last.push(0);
-    last.extend_from_slice(b"octet\0");
+    let mut last = rrq(file);
     let mut to = server;
     socket.send_to(&last, to).map_err(io)?;
     let (mut body, mut expected, mut silent) = (Vec::new(), 1u16, 0);
