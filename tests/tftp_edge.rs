@@ -176,7 +176,7 @@ fn one_source_gets_its_share_and_past_it_an_error(mode: TftpMode) {
         .unwrap()
         .1
         .into_bytes();
-    let request = rrq_with(DEMO_YEALINK, "octet", &[]);
+    let request = rrq(DEMO_YEALINK);
     // Two transfers from 127.0.0.2 run (never acknowledged yet)...
     let held: Vec<(UdpSocket, Vec<u8>, SocketAddr)> = (0..2)
         .map(|_| {
@@ -245,7 +245,7 @@ fn a_source_that_never_acknowledges_is_dropped_past_a_few(mode: TftpMode) {
             ("DIALTONE_PROVISIONING__TFTP_PER_SOURCE_EXEMPT", "[]"),
         ]),
     );
-    let request = rrq_with(DEMO_YEALINK, "octet", &[]);
+    let request = rrq(DEMO_YEALINK);
     let held: Vec<(UdpSocket, Vec<u8>, SocketAddr)> = (0..3)
         .map(|_| {
             let s = client_on("127.0.0.4");
@@ -298,9 +298,8 @@ fn refusals_come_from_the_listener_and_their_log_lines_are_limited(mode: TftpMod
     const WRITES: usize = 300;
     let mut from_listener = 0;
     for _ in 0..WRITES {
-        s.send_to(&rrq_with("x.cfg", "octet", &[])[..], server.tftp_addr)
-            .unwrap();
-        let mut wrq = rrq_with("x.cfg", "octet", &[]);
+        s.send_to(&rrq("x.cfg")[..], server.tftp_addr).unwrap();
+        let mut wrq = rrq("x.cfg");
         wrq[1] = 2;
         s.send_to(&wrq, server.tftp_addr).unwrap();
         // The unknown file's error (after the provisioning core) and the

@@ -409,9 +409,6 @@ pub fn render_all(dir: &Path, url: &str, base_url: &str) -> PathBuf {
     rendered
 }
 
-/// One file over TFTP in process (RFC 1350: 512-byte blocks, no options),
-/// cheap enough to keep a server busy from a test. `None` on an error
-/// packet, or when the server stays silent through three timeouts.
 /// A TFTP read request for `file` in `mode`, with options as name and value.
 pub fn rrq_with(file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
     let mut packet = vec![0, 1];
@@ -428,6 +425,9 @@ pub fn rrq(file: &str) -> Vec<u8> {
     rrq_with(file, "octet", &[])
 }
 
+/// One file over TFTP in process (RFC 1350: 512-byte blocks, no options),
+/// cheap enough to keep a server busy from a test. `None` on an error
+/// packet, or when the server stays silent through three timeouts.
 pub fn tftp_get(server: SocketAddr, file: &str) -> Option<Vec<u8>> {
     tftp_read(std::net::Ipv4Addr::LOCALHOST, server, file).ok()
 }
