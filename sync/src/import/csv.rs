@@ -34,7 +34,7 @@ fn csv_kind(headers: &[String]) -> Option<CsvKind> {
 }
 
 const TENANT_COLUMNS: &[&str] = &["slug", "name", "default_region", "settings"];
-const PHONE_COLUMNS: &[&str] = &[
+pub(super) const PHONE_COLUMNS: &[&str] = &[
     "tenant",
     "mac",
     "family",
@@ -214,11 +214,7 @@ pub(super) fn plan(
         // A phone's text takes about its row's bytes; the reservation is
         // address space, touched only as it fills.
         phones.reserve(rows, size.1 + size.1 / 4);
-        let mac_column = headers
-            .iter()
-            .position(|h| h == "mac")
-            .map_or(1, |i| i as u64 + 1);
-        phones.csv_file(file, mac_column)
+        phones.csv_file(file, &headers)
     } else {
         plan.items.reserve(rows);
         0
@@ -384,7 +380,9 @@ fn csv_phone(
         label: trimmed(row.phone_cell(phone_column::LABEL)),
         variables: &variables,
         http_user: trimmed(row.phone_cell(phone_column::HTTP_USER)),
-        http_password: trimmed(row.phone_cell(phone_column::HTTP_PASSWORD)),
+        // Passwords are taken as written, spaces and all, as the line's is
+        // here and both are from JSON and the API.
+        http_password: Some(row.phone_cell(phone_column::HTTP_PASSWORD)).filter(|p| !p.is_empty()),
     };
     let phone = phones
         .add(&fields, source, row.line)

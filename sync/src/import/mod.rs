@@ -356,4 +356,6 @@ fn strip_position(message: &str) -> String {
 }
 
 #[cfg(test)]
+mod generated_tests;
+#[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::{ImportError, Location};
 use crate::model::Mac;
-use crate::store::{Finished, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneInput};
+use crate::store::{Finished, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneInput, PhoneRef};
 
 /// Where the phones of a plan's `UpsertPhones` came from, phone by phone.
 #[derive(Clone, Debug, Default)]
@@ -30,9 +30,9 @@ struct Source {
 
 #[derive(Clone, Debug)]
 enum SourceKind {
-    /// Rows of one MAC are one phone; `mac_column` is where a row that
-    /// disagrees with the first is reported.
-    Csv { mac_column: u64 },
+    /// Rows of one MAC are one phone; a row that disagrees with the first
+    /// is reported at the column (from 1) of the field it differs in.
+    Csv { columns: Vec<(String, u64)> },
     /// Each element a whole phone, at these lines and columns.
     Json { positions: Vec<(u64, u64)> },
 }
@@ -105,9 +105,13 @@ impl Phones {
         }
     }
 
-    /// A CSV file begins; returns its index for [`Phones::row`].
-    pub(super) fn csv_file(&mut self, file: &Arc<Path>, mac_column: u64) -> u32 {
-        self.source(file, SourceKind::Csv { mac_column })
+    /// A CSV file with these `headers` begins; returns its index for
+    /// [`Phones::add`].
+    pub(super) fn csv_file(&mut self, file: &Arc<Path>, headers: &[String]) -> u32 {
+        let columns = (headers.iter().enumerate())
+            .map(|(i, h)| (h.clone(), i as u64 + 1))
+            .collect();
+        self.source(file, SourceKind::Csv { columns })
     }
 
     /// A JSON file begins; `positions` are its phones' lines and columns.
@@ -207,23 +211,27 @@ impl Phones {
                 let (file, line) = origins.phones[again];
                 let same_file = origins.phones[first].0 == file;
                 let message = match &origins.files[file as usize].kind {
-                    SourceKind::Csv { mac_column } if same_file => {
-                        let (a, b) = (builder.get(first), builder.get(again));
-                        if a.tenant == b.tenant && a.family == b.family && a.model == b.model {
+                    SourceKind::Csv { columns } if same_file => {
+                        let Some(field) = differing_field(&builder.get(first), &builder.get(again))
+                        else {
                             builder.merge(again, first);
                             continue;
-                        }
+                        };
                         bad_row = Some(bad_row.map_or((file, line), |b| b.min((file, line))));
                         let mut location = origins.location(again);
-                        location.column = *mac_column;
-                        location.field = Some("mac".into());
+                        location.column = (columns.iter())
+                            .find(|(name, _)| name == field)
+                            .map_or(1, |c| c.1);
+                        location.field = Some(field.into());
                         found.push((
                             file,
                             line,
                             ImportError {
                                 location,
                                 message: format!(
-                                    "phone {mac} appears again with a different tenant, family or model"
+                                    "phone {mac} appears again with another {field} than on its first row, \
+                                     line {}: every row of a phone repeats the phone's own fields",
+                                    origins.phones[first].1
                                 ),
                             },
                         ));
@@ -289,6 +297,24 @@ impl Phones {
         origins.phones.shrink_to_fit();
         (batch, origins)
     }
+}
+
+/// The first of a phone's own fields (all but its MAC, which two rows of
+/// one phone share) that `a` and `b` give differently. Every one is
+/// compared: a later row's label or password, kept silently, would have
+/// been lost or taken depending on the rows' order.
+fn differing_field(a: &PhoneRef<'_>, b: &PhoneRef<'_>) -> Option<&'static str> {
+    [
+        ("tenant", a.tenant == b.tenant),
+        ("family", a.family == b.family),
+        ("model", a.model == b.model),
+        ("label", a.label == b.label),
+        ("variables", a.variables == b.variables),
+        ("http_user", a.http_user == b.http_user),
+        ("http_password", a.http_password == b.http_password),
+    ]
+    .into_iter()
+    .find_map(|(field, same)| (!same).then_some(field))
 }
 
 /// A run's phones past what one batch addresses ([`crate::store::BatchFull`]).

@@ -156,7 +156,7 @@ fn csv_phone_given_again_differently_is_an_error_in_any_order() {
             "{text:?}"
         );
         assert!(
-            text[1].contains("phones.csv:4:2 (mac): phone 0004f2000002 appears again"),
+            text[1].contains("phones.csv:4:1 (tenant): phone 0004f2000002 appears again"),
             "{text:?}"
         );
         let macs: Vec<String> = phones(&plan).iter().map(|p| p.mac.to_string()).collect();
@@ -204,6 +204,26 @@ fn json_positions_and_order() {
     );
 }
 
+/// Element positions come from the root object's members only: a
+/// tenant's setting or name spelling `"phones": [` first does not move
+/// them, and a member's key may be escaped.
+#[test]
+fn json_positions_are_the_root_members_elements() {
+    let text = "{\"tenants\": [{\"slug\": \"acme\", \"name\": \"\\\"phones\\\": [{\",\n\
+                \"settings\": {\"phones\": [{\"a\": 1}, {\"b\": [2, {}]}]}}],\n\
+                \"ph\\u006fnes\": [\n\
+                \x20 {\"tenant\": \"acme\", \"mac\": \"0004f2000001\", \"family\": \"poly\"},\n\
+                \x20    {\"tenant\": \"acme\", \"mac\": \"0004f2000001\", \"family\": \"poly\"}\n\
+                ]}";
+    let plan = super::plan_text("data.json", true, text);
+    let errors: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        ["data.json:5:6 (phones[1]): duplicate phone 0004f2000001, first given at data.json:4:3 (phones[0])"]
+    );
+    assert_eq!(plan.items[0].1.line, 1, "the tenant");
+}
+
 #[test]
 fn duplicates_and_unknown_columns_are_errors() {
     let plan = plan_text(
@@ -245,36 +265,53 @@ fn duplicate_phone_across_files_names_both() {
 }
 
 #[test]
-fn csv_row_disagreeing_with_its_phone_names_its_mac_cell() {
+fn csv_row_disagreeing_with_its_phone_names_the_field_it_differs_in() {
     let plan = plan_text(
         "phones.csv",
-        "tenant,mac,family,model,line,extension,registrar\n\
-         acme,0004f2000001,poly,VVX,1,101,sip\n\
-         acme,0004f2000002,poly,VVX,1,201,sip\n\
-         beta,0004f2000001,poly,VVX,2,102,sip\n\
-         acme,0004f2000001,poly,VVX 2,3,103,sip\n",
+        "tenant,mac,family,model,label,http_password,line,extension,registrar\n\
+         acme,0004f2000001,poly,VVX,,,1,101,sip\n\
+         acme,0004f2000002,poly,VVX,Desk,pw,1,201,sip\n\
+         beta,0004f2000001,poly,VVX,,,2,102,sip\n\
+         acme,0004f2000001,poly,VVX 2,,,3,103,sip\n\
+         acme,0004f2000003,poly,VVX,Hall,,1,301,sip\n\
+         acme,0004f2000003,poly,VVX,Lobby,,2,302,sip\n\
+         acme,0004f2000004,poly,VVX,,pw,1,401,sip\n\
+         acme,0004f2000004,poly,VVX,,pw ,2,402,sip\n\
+         acme,0004f2000002,poly,VVX,Desk,pw,2,202,sip\n",
     );
     let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
-    let again = "(mac): phone 0004f2000001 appears again with a different tenant, family or model";
-    assert_eq!(text.len(), 3, "{text:?}");
-    assert!(
-        text[0].contains("/phones.csv:2:1: phone 0004f2000001 is left out: its row at ")
-            && text[0].contains("/phones.csv:4 is invalid"),
-        "{text:?}"
-    );
-    assert!(
-        text[1].ends_with(&format!("/phones.csv:4:2 {again}")),
-        "{text:?}"
-    );
-    assert!(
-        text[2].ends_with(&format!("/phones.csv:5:2 {again}")),
-        "{text:?}"
-    );
+    let again = |mac: &str, field: &str, first: u32| {
+        format!(
+            "({field}): phone {mac} appears again with another {field} than on its first row, \
+             line {first}: every row of a phone repeats the phone's own fields"
+        )
+    };
+    let left_out = |mac: &str| format!("phone {mac} is left out: its row at ");
+    let expected = [
+        ("2:1", left_out("0004f2000001"), "/phones.csv:4 is invalid"),
+        ("4:1", again("0004f2000001", "tenant", 2), ""),
+        ("5:4", again("0004f2000001", "model", 2), ""),
+        ("6:1", left_out("0004f2000003"), "/phones.csv:7 is invalid"),
+        ("7:5", again("0004f2000003", "label", 6), ""),
+        ("8:1", left_out("0004f2000004"), "/phones.csv:9 is invalid"),
+        ("9:6", again("0004f2000004", "http_password", 8), ""),
+    ];
+    assert_eq!(text.len(), expected.len(), "{text:?}");
+    for (text, (place, message, tail)) in text.iter().zip(expected) {
+        let at = format!("/phones.csv:{place}");
+        assert!(
+            text.contains(&at) && text.contains(&message) && text.contains(tail),
+            "{text:?}: {at} {message} {tail}"
+        );
+    }
+    // A password's value is never echoed into an error.
+    assert!(!text.iter().any(|t| t.contains("pw ")), "{text:?}");
     // Not the phone with its first row only: its line list is complete,
     // so that would delete its other stored lines under --skip-invalid.
     let phones = phones(&plan);
     assert_eq!(phones.len(), 1);
     assert_eq!(phones[0].mac.to_string(), "0004f2000002");
+    assert_eq!(phones[0].lines.len(), 2);
     assert_eq!(plan.phones.location(0).line, 3);
 }
 
