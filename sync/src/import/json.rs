@@ -5,23 +5,26 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::*;
 use crate::store::{DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput};
+use positions::ElementPositions;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonFile {
-    #[serde(default)]
+mod positions;
+
+/// The document's members but its phones, which are packed as they are
+/// read ([`PhoneSink`]): held as parsed structs, a million phones took
+/// over a gigabyte, seven times their file.
+#[derive(Default)]
+struct JsonRest {
     tenants: Vec<JsonTenant>,
-    #[serde(default)]
-    phones: Vec<JsonPhone>,
-    #[serde(default)]
     directory: Vec<JsonDirectoryEntry>,
-    #[serde(default)]
     directory_sources: Vec<JsonSource>,
 }
+
+const MEMBERS: &[&str] = &["tenants", "phones", "directory", "directory_sources"];
 
 fn default_priority() -> i32 {
     10
@@ -178,102 +181,36 @@ fn line_input(l: JsonLine) -> LineInput {
     }
 }
 
-/// Where each element of the document's top-level arrays (`tenants`,
-/// `phones`, …) begins, as line and byte column from 1, for errors found
-/// after parsing (duplicates, database rejections). Read from a document
-/// serde has already accepted, in one pass: an element's line was once
-/// counted from the start of the text, so a JSON import of 40,000 phones
-/// took three minutes, and only a key of the root object names a member
-/// (the first `"phones"` anywhere in the text, a tenant's setting say,
-/// put every phone at the wrong place).
-#[derive(Default)]
-struct ElementPositions {
-    members: Vec<(String, Vec<(u64, u64)>)>,
-}
-
-impl ElementPositions {
-    fn read(text: &str) -> Self {
-        let bytes = text.as_bytes();
-        let mut members: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
-        let (mut line, mut line_start) = (1u64, 0usize);
-        let (mut depth, mut in_str, mut escape) = (0u32, false, false);
-        // The root object's last key, and the array its value is, if any.
-        let (mut key_start, mut key, mut array): (usize, Option<&str>, Option<usize>) =
-            (0, None, None);
-        let mut element_next = false;
-        for (i, &c) in bytes.iter().enumerate() {
-            if c == b'\n' {
-                (line, line_start) = (line + 1, i + 1);
-            }
-            if in_str {
-                match (escape, c) {
-                    (true, _) => escape = false,
-                    (false, b'\\') => escape = true,
-                    (false, b'"') => {
-                        in_str = false;
-                        if depth == 1 {
-                            key = Some(&text[key_start..i]);
-                        }
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            if c.is_ascii_whitespace() {
-                continue;
-            }
-            if element_next && depth == 2 && c != b']' {
-                if let Some(array) = array {
-                    members[array].1.push((line, (i - line_start) as u64 + 1));
-                }
-                element_next = false;
-            }
-            match c {
-                b'"' => (in_str, key_start) = (true, i + 1),
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth == 2 && c == b'[' {
-                        members.push((unescape(key.take().unwrap_or_default()), Vec::new()));
-                        array = Some(members.len() - 1);
-                        element_next = true;
-                    }
-                }
-                b']' | b'}' => {
-                    depth = depth.saturating_sub(1);
-                    if depth == 1 {
-                        array = None;
-                    }
-                }
-                b',' if depth == 2 => element_next = true,
-                b',' if depth == 1 => key = None,
-                _ => {}
-            }
-        }
-        ElementPositions { members }
-    }
-
-    /// The positions of `member`'s elements, taken out.
-    fn take(&mut self, member: &str) -> Vec<(u64, u64)> {
-        (self.members.iter_mut())
-            .find(|(name, _)| name == member)
-            .map(|(_, positions)| std::mem::take(positions))
-            .unwrap_or_default()
-    }
-}
-
-/// A key as its raw text between quotes, escapes decoded (`"ph\u006fnes"`
-/// is the member `phones` to serde too).
-fn unescape(raw: &str) -> String {
-    if !raw.contains('\\') {
-        return raw.to_string();
-    }
-    serde_json::from_str(&format!("\"{raw}\"")).unwrap_or_default()
-}
-
 pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: &mut Phones) {
-    let parsed: JsonFile = match serde_json::from_str(text) {
+    let loc = |member: &str, positions: &[(u64, u64)], index: usize| {
+        let (line, column) = positions.get(index).copied().unwrap_or((0, 0));
+        Location {
+            file: file.clone(),
+            line,
+            column,
+            field: Some(format!("{member}[{index}]")),
+        }
+    };
+    let mut positions = ElementPositions::read(text);
+    let phone_pos = positions.take("phones");
+    let before = phones.len();
+    let mut sink = PhoneSink {
+        source: phones.json_file(file, phone_pos.clone()),
+        phones,
+        read: 0,
+        refused: Vec::new(),
+    };
+    let mut document = serde_json::Deserializer::from_str(text);
+    let parsed = (Document { sink: &mut sink })
+        .deserialize(&mut document)
+        .and_then(|rest| document.end().map(|()| rest));
+    let refused = std::mem::take(&mut sink.refused);
+    let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
+            // Its phones read before the error go too: the file is refused
+            // whole, and they would only be reported again as duplicates.
+            phones.forget_since(before);
             plan.whole_file_error(ImportError {
                 location: Location {
                     file: file.clone(),
@@ -286,16 +223,6 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
             return;
         }
     };
-    let loc = |member: &str, positions: &[(u64, u64)], index: usize| {
-        let (line, column) = positions.get(index).copied().unwrap_or((0, 0));
-        Location {
-            file: file.clone(),
-            line,
-            column,
-            field: Some(format!("{member}[{index}]")),
-        }
-    };
-    let mut positions = ElementPositions::read(text);
     let tenant_pos = positions.take("tenants");
     for (i, t) in parsed.tenants.into_iter().enumerate() {
         plan.items.push((
@@ -308,35 +235,16 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
             loc("tenants", &tenant_pos, i),
         ));
     }
-    let phone_pos = positions.take("phones");
-    let source = phones.json_file(file, phone_pos.clone());
-    for (i, p) in parsed.phones.into_iter().enumerate() {
-        let phone = PhoneInput {
-            tenant: p.tenant,
-            mac: p.mac,
-            family: p.family,
-            model: opt(p.model),
-            label: opt(p.label),
-            variables: p.variables,
-            http_user: opt(p.http_user),
-            http_password: p.http_password.filter(|p| !p.is_empty()),
-            lines: p.lines.into_iter().map(line_input).collect(),
+    for (i, refusal) in refused {
+        let mut location = loc("phones", &phone_pos, i);
+        let message = match refusal {
+            Refusal::Nul(field) => {
+                location.field = Some(format!("phones[{i}] {field}"));
+                crate::model::NUL_TEXT.to_string()
+            }
+            Refusal::TooMany => "too many phones in one file".into(),
         };
-        if let Some(field) = phone.nul_field() {
-            let mut location = loc("phones", &phone_pos, i);
-            location.field = Some(format!("phones[{i}] {field}"));
-            plan.errors.push(ImportError {
-                location,
-                message: crate::model::NUL_TEXT.into(),
-            });
-            continue;
-        }
-        if phones.add_input(&phone, source, i as u64).is_none() {
-            plan.errors.push(ImportError {
-                location: loc("phones", &phone_pos, i),
-                message: "too many phones in one file".into(),
-            });
-        }
+        plan.errors.push(ImportError { location, message });
     }
     let dir_pos = positions.take("directory");
     for (i, d) in parsed.directory.into_iter().enumerate() {
@@ -386,5 +294,117 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
             }),
             location,
         ));
+    }
+}
+
+/// Takes the document's phones one by one into the plan's batch, so no
+/// phone is held as a parsed struct past its own element.
+struct PhoneSink<'a> {
+    phones: &'a mut Phones,
+    source: u32,
+    /// Elements of `phones` read so far.
+    read: usize,
+    /// Phones not taken, by element.
+    refused: Vec<(usize, Refusal)>,
+}
+
+enum Refusal {
+    /// A field holding U+0000.
+    Nul(String),
+    TooMany,
+}
+
+impl PhoneSink<'_> {
+    fn take(&mut self, p: JsonPhone) {
+        let i = self.read;
+        self.read += 1;
+        let phone = PhoneInput {
+            tenant: p.tenant,
+            mac: p.mac,
+            family: p.family,
+            model: opt(p.model),
+            label: opt(p.label),
+            variables: p.variables,
+            http_user: opt(p.http_user),
+            http_password: p.http_password.filter(|p| !p.is_empty()),
+            lines: p.lines.into_iter().map(line_input).collect(),
+        };
+        if let Some(field) = phone.nul_field() {
+            self.refused.push((i, Refusal::Nul(field)));
+        } else if self
+            .phones
+            .add_input(&phone, self.source, i as u64)
+            .is_none()
+        {
+            self.refused.push((i, Refusal::TooMany));
+        }
+    }
+}
+
+/// The root object, as `#[serde(deny_unknown_fields)]` with every member
+/// optional would read it, but its `phones` go to the sink.
+struct Document<'s, 'a> {
+    sink: &'s mut PhoneSink<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Document<'_, '_> {
+    type Value = JsonRest;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<JsonRest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Document<'_, '_> {
+    type Value = JsonRest;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of tenants, phones, directory and directory_sources")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRest, A::Error> {
+        let mut rest = JsonRest::default();
+        let mut seen = [false; MEMBERS.len()];
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(member) = MEMBERS.iter().position(|m| *m == key) else {
+                return Err(de::Error::unknown_field(&key, MEMBERS));
+            };
+            if std::mem::replace(&mut seen[member], true) {
+                return Err(de::Error::duplicate_field(MEMBERS[member]));
+            }
+            match MEMBERS[member] {
+                "tenants" => rest.tenants = map.next_value()?,
+                "phones" => map.next_value_seed(PhoneArray(&mut *self.sink))?,
+                "directory" => rest.directory = map.next_value()?,
+                _ => rest.directory_sources = map.next_value()?,
+            }
+        }
+        Ok(rest)
+    }
+}
+
+/// The `phones` array, each element into the sink as soon as it is read.
+struct PhoneArray<'s, 'a>(&'s mut PhoneSink<'a>);
+
+impl<'de> DeserializeSeed<'de> for PhoneArray<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PhoneArray<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sequence of phones")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(phone) = seq.next_element::<JsonPhone>()? {
+            self.0.take(phone);
+        }
+        Ok(())
     }
 }

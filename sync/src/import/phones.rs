@@ -143,6 +143,18 @@ impl Phones {
             .push((mac, file, u32::try_from(n).unwrap_or(u32::MAX)));
     }
 
+    /// Phones added so far, over every file.
+    pub(super) fn len(&self) -> usize {
+        self.origins.phones.len()
+    }
+
+    /// Forgets the phones added after the first `len` (a file refused
+    /// whole after some of its phones were read).
+    pub(super) fn forget_since(&mut self, len: usize) {
+        self.origins.phones.truncate(len);
+        self.builder.truncate(len);
+    }
+
     /// Adds a whole phone with its lines (JSON).
     pub(super) fn add_input(&mut self, p: &PhoneInput, file: u32, n: u64) -> Option<usize> {
         let n = u32::try_from(n).ok()?;

@@ -190,6 +190,44 @@ fn json_bad_value_names_line_and_column() {
     assert!(e.message.contains("not a MAC"), "{e}");
 }
 
+/// A JSON file's phones are packed as they are read; one the parse then
+/// refuses leaves none behind, so nothing but its own error is reported
+/// (not its phones again as duplicates of another file's).
+#[test]
+fn json_refused_after_its_phones_leaves_only_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("phones.csv");
+    std::fs::write(&csv, "tenant,mac,family\nacme,0004f2000001,poly\n").unwrap();
+    let phone = "{\"tenant\": \"acme\", \"mac\": \"0004f2000001\", \"family\": \"poly\"}";
+    for (document, error) in [
+        (format!("{{\"phones\": [{phone}]}} ,"), ":1:"),
+        (
+            format!("{{\"phones\": [{phone}], \"phone\": []}}"),
+            "unknown field `phone`, expected one of `tenants`, `phones`",
+        ),
+        (
+            format!("{{\"phones\": [{phone}], \"phones\": []}}"),
+            "duplicate field `phones`",
+        ),
+        (
+            format!("{{\"phones\": [{phone}, 7]}}"),
+            "invalid type: integer `7`",
+        ),
+    ] {
+        let json = dir.path().join("data.json");
+        std::fs::write(&json, &document).unwrap();
+        let plan = plan_files(&[csv.clone(), json]);
+        let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 1, "{document}: {text:?}");
+        assert!(
+            text[0].contains("data.json") && text[0].contains(error),
+            "{document}: {text:?}"
+        );
+        assert_eq!(plan.whole_file_errors, 1);
+        assert_eq!(phones(&plan).len(), 1, "{document}: the CSV's phone alone");
+    }
+}
+
 #[test]
 fn json_positions_and_order() {
     let plan = plan_text(

@@ -116,6 +116,22 @@ impl PhoneBatchBuilder {
         i
     }
 
+    /// Drops every phone from the `len`-th on, with their lines and text.
+    /// Every line added after phone `len` must be one of theirs, as when
+    /// phones come whole ([`PhoneBatchBuilder::input`]).
+    pub fn truncate(&mut self, len: usize) {
+        let Some(first) = self.batch.phones.get(len) else {
+            return;
+        };
+        self.batch.text.truncate(first.at as usize);
+        self.batch.phones.truncate(len);
+        self.lines.retain(|&(phone, _, _)| (phone as usize) < len);
+        debug_assert!(self
+            .lines
+            .iter()
+            .all(|l| (l.2 as usize) < self.batch.text.len()));
+    }
+
     /// Where the next record starts.
     fn offset(&mut self) -> u32 {
         let at = u32::try_from(self.batch.text.len());
