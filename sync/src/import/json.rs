@@ -193,9 +193,12 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
     };
     let mut positions = ElementPositions::read(text);
     let phone_pos = positions.take("phones");
+    // Address space only, as for CSV: the batch does not grow by copies.
+    phones.reserve(phone_pos.len(), text.len());
     let before = phones.len();
+    let source = phones.json_file(file, phone_pos);
     let mut sink = PhoneSink {
-        source: phones.json_file(file, phone_pos.clone()),
+        source,
         phones,
         read: 0,
         refused: Vec::new(),
@@ -236,7 +239,13 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
         ));
     }
     for (i, refusal) in refused {
-        let mut location = loc("phones", &phone_pos, i);
+        let (line, column) = phones.element_position(source, i);
+        let mut location = Location {
+            file: file.clone(),
+            line,
+            column,
+            field: Some(format!("phones[{i}]")),
+        };
         let message = match refusal {
             Refusal::Nul(field) => {
                 location.field = Some(format!("phones[{i}] {field}"));

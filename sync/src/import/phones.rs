@@ -119,6 +119,14 @@ impl Phones {
         self.source(file, SourceKind::Json { positions })
     }
 
+    /// Where element `n` of JSON file `source`'s phones begins.
+    pub(super) fn element_position(&self, source: u32, n: usize) -> (u64, u64) {
+        match &self.origins.files[source as usize].kind {
+            SourceKind::Json { positions } => positions.get(n).copied().unwrap_or((0, 0)),
+            SourceKind::Csv { .. } => (0, 0),
+        }
+    }
+
     fn source(&mut self, file: &Arc<Path>, kind: SourceKind) -> u32 {
         self.origins.files.push(Source {
             file: file.clone(),
