@@ -200,8 +200,16 @@ pub async fn import(
             "send application/json or text/csv",
         ));
     };
-    let mut plan = plan_text("request", json, &body);
-    dialtone_directory::settings::check_import(&mut plan);
+    // Seconds of CPU for a platform's worth of phones: on a blocking
+    // thread, so that the runtime's workers go on answering phones and
+    // lookups meanwhile.
+    let mut plan = tokio::task::spawn_blocking(move || {
+        let mut plan = plan_text("request", json, &body);
+        dialtone_directory::settings::check_import(&mut plan);
+        plan
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("parsing an import: {e}")))?;
     if !plan.errors.is_empty() {
         let errors: Vec<Value> = plan
             .errors
