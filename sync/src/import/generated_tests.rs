@@ -7,6 +7,7 @@
 //! families in every accepted spelling, padding that trimming removes, and
 //! passwords whose spaces it must not; rows come shuffled, with blank lines
 //! between, and more of them than one read-ahead batch carries.
+
 use std::collections::BTreeSet;
 
 use super::*;
