@@ -133,8 +133,21 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
             message: format!("cannot read: {e}"),
         };
         match ext.as_str() {
-            "json" => match std::fs::read_to_string(path) {
-                Ok(text) => json::plan(file, &text, &mut plan, &mut phones),
+            "json" => match std::fs::read(path).map(String::from_utf8) {
+                Ok(Ok(text)) => json::plan(file, &text, &mut plan, &mut phones),
+                Ok(Err(e)) => {
+                    // Where, as for any other fault of the document.
+                    let bytes = e.as_bytes();
+                    let valid = &bytes[..e.utf8_error().valid_up_to()];
+                    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    plan.whole_file_error(ImportError {
+                        location: at(
+                            memchr::memchr_iter(b'\n', valid).count() as u64 + 1,
+                            (valid.len() - line_start) as u64 + 1,
+                        ),
+                        message: "not UTF-8 text: JSON must be UTF-8".into(),
+                    })
+                }
                 Err(e) => plan.whole_file_error(cannot_read(e)),
             },
             "csv" => match std::fs::File::open(path).and_then(|f| Ok((count_lines(&f)?, f))) {

@@ -229,6 +229,21 @@ fn json_refused_after_its_phones_leaves_only_its_error() {
 }
 
 #[test]
+fn json_not_utf8_names_where() {
+    let plan = plan_bytes(
+        "data.json",
+        b"{\"phones\": [\n  {\"label\": \"Desk \xff\"}]}",
+    );
+    let text: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(
+        text[0].ends_with("data.json:2:19: not UTF-8 text: JSON must be UTF-8"),
+        "{text:?}"
+    );
+    assert_eq!(plan.whole_file_errors, 1);
+}
+
+#[test]
 fn json_positions_and_order() {
     let plan = plan_text(
         "data.json",
