@@ -239,13 +239,7 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
         ));
     }
     for (i, refusal) in refused {
-        let (line, column) = phones.element_position(source, i);
-        let mut location = Location {
-            file: file.clone(),
-            line,
-            column,
-            field: Some(format!("phones[{i}]")),
-        };
+        let mut location = phones.element_location(source, u32::try_from(i).unwrap_or(u32::MAX));
         let message = match refusal {
             Refusal::Nul(field) => {
                 location.field = Some(format!("phones[{i}] {field}"));

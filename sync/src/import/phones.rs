@@ -49,24 +49,7 @@ impl PhoneOrigins {
     /// Where phone `i` came from (its first row).
     pub fn location(&self, i: usize) -> Location {
         let (file, n) = self.phones[i];
-        let source = &self.files[file as usize];
-        match &source.kind {
-            SourceKind::Csv { .. } => Location {
-                file: source.file.clone(),
-                line: u64::from(n),
-                column: 1,
-                field: None,
-            },
-            SourceKind::Json { positions } => {
-                let (line, column) = positions.get(n as usize).copied().unwrap_or((0, 0));
-                Location {
-                    file: source.file.clone(),
-                    line,
-                    column,
-                    field: Some(format!("phones[{n}]")),
-                }
-            }
-        }
+        self.files[file as usize].location(n)
     }
 
     /// Forgets phone `i`, as [`PhoneBatch::remove`] does.
@@ -84,6 +67,29 @@ impl PhoneOrigins {
             i += 1;
             keep
         });
+    }
+}
+
+impl Source {
+    /// Line `n` of a CSV file, or element `n` of a JSON file's phones.
+    fn location(&self, n: u32) -> Location {
+        match &self.kind {
+            SourceKind::Csv { .. } => Location {
+                file: self.file.clone(),
+                line: u64::from(n),
+                column: 1,
+                field: None,
+            },
+            SourceKind::Json { positions } => {
+                let (line, column) = positions.get(n as usize).copied().unwrap_or((0, 0));
+                Location {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    field: Some(format!("phones[{n}]")),
+                }
+            }
+        }
     }
 }
 
@@ -119,12 +125,9 @@ impl Phones {
         self.source(file, SourceKind::Json { positions })
     }
 
-    /// Where element `n` of JSON file `source`'s phones begins.
-    pub(super) fn element_position(&self, source: u32, n: usize) -> (u64, u64) {
-        match &self.origins.files[source as usize].kind {
-            SourceKind::Json { positions } => positions.get(n).copied().unwrap_or((0, 0)),
-            SourceKind::Csv { .. } => (0, 0),
-        }
+    /// Where element `n` of JSON file `source`'s phones is, added or not.
+    pub(super) fn element_location(&self, source: u32, n: u32) -> Location {
+        self.origins.files[source as usize].location(n)
     }
 
     fn source(&mut self, file: &Arc<Path>, kind: SourceKind) -> u32 {
