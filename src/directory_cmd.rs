@@ -1,14 +1,11 @@
 //! `dialtone lookup` and `dialtone token`: the operator's view of caller-name
 //! lookups and of the keys that PBXes and admins use.
 
-use std::sync::Arc;
-
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use dialtone_directory::LookupService;
 use dialtone_sync::{
-    generate_token, now_millis, token_hash, watcher, ApiTokenInput, Audit, Mirror, Mutation,
-    TokenScope,
+    generate_token, now_millis, token_hash, ApiTokenInput, Audit, Mutation, TokenScope,
 };
 
 use crate::config::Config;
@@ -85,27 +82,8 @@ fn actor() -> String {
     )
 }
 
-async fn loaded_mirror(
-    config: &Config,
-) -> Result<(
-    Arc<dyn dialtone_sync::Store>,
-    Arc<Mirror>,
-    dialtone_sync::SecretKey,
-)> {
-    let (store, key) = crate::serve::open_store(config).await?;
-    store
-        .check_schema()
-        .await
-        .context("checking the database schema")?;
-    let mirror = Arc::new(Mirror::new());
-    watcher::full_load(&mirror, &*store)
-        .await
-        .context("loading the database")?;
-    Ok((store, mirror, key))
-}
-
 pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
-    let (_store, mirror, key) = loaded_mirror(config).await?;
+    let (_store, mirror, key) = crate::loaded_mirror(config).await?;
     let tenant = mirror
         .load()
         .tenant_by_slug(&args.tenant)

@@ -7,6 +7,7 @@ mod assets_cmd;
 mod config;
 mod demo;
 mod directory_cmd;
+mod export_cmd;
 mod http;
 mod http_server;
 #[cfg(test)]
@@ -79,6 +80,9 @@ enum Command {
     Migrate,
     /// Import tenants, phones with lines, and directory entries from CSV or JSON.
     Import(ImportArgs),
+    /// Write tenants, phones with lines, directory entries and sources in
+    /// the import formats (secrets in clear), to back up, move or edit.
+    Export(export_cmd::ExportArgs),
     /// Validate the configuration and print it, secrets masked.
     CheckConfig,
     /// Seed the demo tenant (phones of every vendor, lines, directory entries).
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
             Command::Phlem(command) => phlem::run(&command, &config).await,
             Command::Render(args) => render_cmd::run(&config, &args).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
+            Command::Export(args) => export_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());
                 Ok(())
@@ -270,6 +275,28 @@ async fn migrate(config: &Config) -> Result<()> {
     store.migrate().await.context("migrating the database")?;
     println!("database schema is current");
     Ok(())
+}
+
+/// For commands that read the data as a node serves it (render, lookup,
+/// export): the store, checked but not migrated, and the mirror loaded
+/// from it in one snapshot.
+pub async fn loaded_mirror(
+    config: &Config,
+) -> Result<(
+    std::sync::Arc<dyn dialtone_sync::Store>,
+    std::sync::Arc<dialtone_sync::Mirror>,
+    dialtone_sync::SecretKey,
+)> {
+    let (store, key) = crate::serve::open_store(config).await?;
+    store
+        .check_schema()
+        .await
+        .context("checking the database schema")?;
+    let mirror = std::sync::Arc::new(dialtone_sync::Mirror::new());
+    dialtone_sync::watcher::full_load(&mirror, &*store)
+        .await
+        .context("loading the database")?;
+    Ok((store, mirror, key))
 }
 
 /// Migrates when allowed (and always for the embedded SQLite default), else

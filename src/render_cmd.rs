@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dialtone_sync::{watcher, Mac, Mirror};
+use dialtone_sync::Mac;
 use dialtone_tftp::identify::file_names;
 use dialtone_tftp::{Protocol, ProvisionError, ProvisionOptions, Provisioner, Request, Shipped};
 
@@ -43,15 +43,7 @@ fn render(provisioner: &Provisioner, name: &str) -> Result<Option<Arc<[u8]>>, Pr
 }
 
 pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
-    let (store, key) = crate::serve::open_store(config).await?;
-    store
-        .check_schema()
-        .await
-        .context("checking the database schema")?;
-    let mirror = Arc::new(Mirror::new());
-    watcher::full_load(&mirror, &*store)
-        .await
-        .context("loading the database")?;
+    let (_store, mirror, key) = crate::loaded_mirror(config).await?;
     let source = config.provisioning.shipped_source();
     let shipped = Shipped::from_source(&source, 1)
         .with_context(|| format!("reading shipped templates ({source:?})"))?;

@@ -51,6 +51,11 @@ pub enum SyncError {
     #[error("{0}")]
     Import(#[from] crate::import::ImportError),
 
+    /// A row an export cannot write in the format asked for, or the writer
+    /// failing; names the row.
+    #[error("export: {0}")]
+    Export(String),
+
     /// One mutation of a write was refused; `index` is its place in the
     /// batch, `item` the phone's place within an `UpsertPhones`.
     #[error("change #{}: {reason}", index + 1)]

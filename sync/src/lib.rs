@@ -12,6 +12,7 @@ mod batch;
 pub mod crypto;
 pub mod error;
 pub mod etag;
+pub mod export;
 pub mod history;
 pub mod import;
 mod intern;

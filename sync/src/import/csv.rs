@@ -33,8 +33,8 @@ fn csv_kind(headers: &[String]) -> Option<CsvKind> {
     }
 }
 
-const TENANT_COLUMNS: &[&str] = &["slug", "name", "default_region", "settings"];
-pub(super) const PHONE_COLUMNS: &[&str] = &[
+pub(crate) const TENANT_COLUMNS: &[&str] = &["slug", "name", "default_region", "settings"];
+pub(crate) const PHONE_COLUMNS: &[&str] = &[
     "tenant",
     "mac",
     "family",
@@ -52,7 +52,7 @@ pub(super) const PHONE_COLUMNS: &[&str] = &[
     "proxy",
     "line_settings",
 ];
-const DIRECTORY_COLUMNS: &[&str] = &["tenant", "external_id", "name", "company"];
+pub(crate) const DIRECTORY_COLUMNS: &[&str] = &["tenant", "external_id", "name", "company"];
 
 /// Indexes into [`PHONE_COLUMNS`]: a phones file's cells are found through
 /// positions resolved once per file (by name, a row's fourteen lookups were

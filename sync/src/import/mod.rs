@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::model::*;
 use crate::store::Mutation;
 
-mod csv;
+pub(crate) mod csv;
 mod json;
 mod phones;
 

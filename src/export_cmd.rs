@@ -1,0 +1,173 @@
+//! `dialtone export`: the fleet written out in the import formats, from
+//! one consistent read of the database, to back it up, move it to
+//! another database, or edit it in bulk and import it again.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use dialtone_sync::export::{write_csv, write_json, Exported, Kind, Selection};
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Where to write: FILE.json (every kind, or those given with --kind),
+    /// FILE.csv (one kind), or - for standard output. A file is written
+    /// whole or not at all, readable by its owner only: it holds every
+    /// secret in clear.
+    pub out: PathBuf,
+    /// The format, when the file's name does not say it (standard output:
+    /// JSON unless told).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Only this tenant (by slug); repeat for more. Default: every tenant.
+    #[arg(long = "tenant", value_name = "SLUG")]
+    pub tenants: Vec<String>,
+    /// What to write; repeat for more. JSON: default every kind. CSV: one
+    /// kind, default phones (directory sources have no CSV form).
+    #[arg(long = "kind", value_enum)]
+    pub kinds: Vec<KindArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Tenants,
+    Phones,
+    Directory,
+    DirectorySources,
+}
+
+impl From<KindArg> for Kind {
+    fn from(kind: KindArg) -> Kind {
+        match kind {
+            KindArg::Tenants => Kind::Tenants,
+            KindArg::Phones => Kind::Phones,
+            KindArg::Directory => Kind::Directory,
+            KindArg::DirectorySources => Kind::DirectorySources,
+        }
+    }
+}
+
+enum Format {
+    Json(Vec<Kind>),
+    Csv(Kind),
+}
+
+fn format(args: &ExportArgs) -> Result<Format> {
+    let mut kinds: Vec<Kind> = args.kinds.iter().map(|&k| k.into()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let extension = args.out.extension().and_then(|e| e.to_str());
+    let csv = match (
+        args.format,
+        extension.map(str::to_ascii_lowercase).as_deref(),
+    ) {
+        (Some(format), _) => format == FormatArg::Csv,
+        (None, Some("csv")) => true,
+        (None, Some("json")) => false,
+        (None, _) if args.out == Path::new("-") => false,
+        (None, _) => bail!(
+            "{}: name the file .json or .csv, or give --format",
+            args.out.display()
+        ),
+    };
+    if !csv {
+        return Ok(Format::Json(if kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            kinds
+        }));
+    }
+    match kinds[..] {
+        [] => Ok(Format::Csv(Kind::Phones)),
+        [Kind::DirectorySources] => {
+            bail!("directory sources have no CSV form; export them to a .json file")
+        }
+        [kind] => Ok(Format::Csv(kind)),
+        _ => bail!("a CSV file holds one kind; give one --kind, or export to a .json file"),
+    }
+}
+
+pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let format = format(args)?;
+    // The mirror's load reads every table in one snapshot, so the file is
+    // one moment of the database even while others write.
+    let (store, mirror, key) = crate::loaded_mirror(config).await?;
+    store.close().await;
+    let state = mirror.load();
+    let selection = Selection::new(&state, &args.tenants)?;
+    let write = |out: &mut dyn Write| match &format {
+        Format::Json(kinds) => write_json(&selection, &key, kinds, out),
+        Format::Csv(kind) => write_csv(&selection, &key, *kind, out),
+    };
+    let exported = if args.out == Path::new("-") {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        write(&mut out)?
+    } else {
+        write_whole(&args.out, write)?
+    };
+    eprintln!(
+        "exported: tenants {}, phones {}, lines {}, directory entries {}, directory sources {} ({:.2} s)",
+        exported.tenants,
+        exported.phones,
+        exported.lines,
+        exported.directory_entries,
+        exported.directory_sources,
+        started.elapsed().as_secs_f64()
+    );
+    warn_drift(&exported);
+    // The mirror's allocations are given back by the exit at once.
+    std::mem::forget(state);
+    Ok(())
+}
+
+/// Into a temporary file beside `path` (owner-only, as `tempfile` makes
+/// them), synced, then renamed over it: a failure leaves no half file and
+/// any earlier one as it was.
+fn write_whole(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<Exported, dialtone_sync::SyncError>,
+) -> Result<Exported> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".dialtone-export-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, temp);
+    let exported = write(&mut out)?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(exported)
+}
+
+fn warn_drift(exported: &Exported) {
+    if let Some(first) = &exported.drift.first {
+        eprintln!(
+            "warning: {} values are stored with surrounding spaces or empty, and an import \
+             would trim them or read them as absent (the first: {first}); importing this file \
+             changes them",
+            exported.drift.values
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The import formats written back out (`dialtone export`): a fleet's
+//! tenants, phones with their lines, directory entries and directory
+//! sources, from one mirror state, in a file `dialtone import` reads back
+//! to the same rows. Secrets are opened, since an import seals them anew:
+//! the file is as secret as the key.
+//!
+//! The order is fixed (tenants by slug, phones by tenant then MAC,
+//! entries and sources by tenant then key), so two exports of the same
+//! data are the same bytes and a diff between two shows what changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use crate::crypto::{Purpose, Sealed, SecretKey};
+use crate::model::{DirectoryEntry, DirectorySource, Id, Line, Phone, Tenant};
+use crate::{MirrorState, SyncError};
+
+mod csv;
+mod json;
+
+pub use self::csv::write_csv;
+pub use self::json::write_json;
+
+/// What an export holds. CSV files hold one kind each; directory sources
+/// have no CSV form, as for import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Tenants,
+    Phones,
+    Directory,
+    DirectorySources,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Tenants,
+        Kind::Phones,
+        Kind::Directory,
+        Kind::DirectorySources,
+    ];
+}
+
+/// The tenants an export covers, in slug order, with their rows found in
+/// one mirror state.
+pub struct Selection<'a> {
+    state: &'a MirrorState,
+    tenants: Vec<&'a Arc<Tenant>>,
+    /// Tenant id to its place in `tenants`.
+    places: HashMap<Id, usize>,
+}
+
+impl<'a> Selection<'a> {
+    /// Every tenant when `slugs` is empty; else those named, each of which
+    /// must exist.
+    pub fn new(state: &'a MirrorState, slugs: &[String]) -> Result<Selection<'a>, SyncError> {
+        let mut tenants: Vec<&Arc<Tenant>> = if slugs.is_empty() {
+            state.tenants().collect()
+        } else {
+            (slugs.iter())
+                .map(|slug| {
+                    (state.tenant_by_slug(slug))
+                        .ok_or_else(|| SyncError::NotFound(format!("tenant {slug:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
+        tenants.dedup_by_key(|t| t.id);
+        let places = (tenants.iter().enumerate())
+            .map(|(place, t)| (t.id, place))
+            .collect();
+        Ok(Selection {
+            state,
+            tenants,
+            places,
+        })
+    }
+
+    fn slug(&self, tenant_id: Id) -> &'a str {
+        self.places
+            .get(&tenant_id)
+            .map_or("", |&place| &self.tenants[place].slug)
+    }
+
+    fn phones(&self) -> Vec<&'a Arc<Phone>> {
+        let mut phones: Vec<&Arc<Phone>> = (self.state.phones())
+            .filter(|p| self.places.contains_key(&p.tenant_id))
+            .collect();
+        phones.sort_unstable_by_key(|p| (self.places[&p.tenant_id], p.mac));
+        phones
+    }
+
+    /// A phone's lines, which the import formats number 1, 2, 3… by
+    /// place: a gap (only SQL by hand can leave one) would move them.
+    fn lines(&self, phone: &Phone) -> Result<Vec<Arc<Line>>, SyncError> {
+        let lines = self.state.lines_of(phone.id);
+        if let Some((i, line)) =
+            (lines.iter().enumerate()).find(|(i, l)| l.position != *i as i32 + 1)
+        {
+            return Err(SyncError::Export(format!(
+                "phone {}: its line {} is at position {}; the import formats number lines 1, 2, 3…",
+                phone.mac,
+                i + 1,
+                line.position
+            )));
+        }
+        Ok(lines)
+    }
+
+    fn directory(&self) -> Vec<(usize, Arc<DirectoryEntry>)> {
+        let mut entries: Vec<_> = (self.tenants.iter().enumerate())
+            .flat_map(|(place, t)| {
+                let mut of_tenant = self.state.directory_of(t.id);
+                of_tenant.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+                of_tenant.into_iter().map(move |e| (place, e))
+            })
+            .collect();
+        entries.shrink_to_fit();
+        entries
+    }
+
+    fn sources(&self) -> Vec<(usize, Arc<DirectorySource>)> {
+        (self.tenants.iter().enumerate())
+            .flat_map(|(place, t)| {
+                let mut of_tenant = self.state.sources_of(t.id);
+                of_tenant.sort_by(|a, b| a.name.cmp(&b.name));
+                of_tenant.into_iter().map(move |s| (place, s))
+            })
+            .collect()
+    }
+}
+
+/// What was written, and how many values an import would not read back
+/// as they are stored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Exported {
+    pub tenants: u64,
+    pub phones: u64,
+    pub lines: u64,
+    pub directory_entries: u64,
+    pub directory_sources: u64,
+    pub drift: Drift,
+}
+
+/// Values the import formats cannot carry as stored: the import trims
+/// text (passwords aside) and reads an empty optional value as none, so a
+/// label stored with surrounding spaces through the API comes back
+/// trimmed. Counted, with the first one named, so the operator knows a
+/// re-import will change them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub values: u64,
+    pub first: Option<String>,
+}
+
+impl Drift {
+    fn check(&mut self, value: &str, name: impl FnOnce() -> String) {
+        if value.is_empty() || value.trim() != value {
+            self.values += 1;
+            if self.first.is_none() {
+                self.first = Some(name());
+            }
+        }
+    }
+}
+
+/// Opens a stored secret, naming the row when the key does not fit.
+fn open(
+    key: &SecretKey,
+    purpose: Purpose,
+    sealed: &Option<Sealed>,
+    whose: impl FnOnce() -> String,
+) -> Result<Option<String>, SyncError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    key.open(purpose, sealed).map(Some).map_err(|_| {
+        SyncError::Export(format!(
+            "{}: the stored secret does not open with this key (another node's key, or the wrong secrets.key)",
+            whose()
+        ))
+    })
+}
+
+/// A stored JSON object's text, written as JSON rather than as a string.
+fn object(text: &str, whose: impl FnOnce() -> String) -> Result<&RawValue, SyncError> {
+    serde_json::from_str(text)
+        .map_err(|e| SyncError::Export(format!("{}: stored text is not JSON ({e})", whose())))
+}
+
+/// The derived key of an entry imported without an id (see the import):
+/// written as no id, which the import derives again.
+fn given_external_id(entry: &DirectoryEntry) -> Option<&str> {
+    let id = entry.external_id.as_deref()?;
+    match id.strip_prefix("name:") {
+        Some(name) if *name == entry.name.trim().to_lowercase() => None,
+        _ => Some(id),
+    }
+}
+
+fn write_err(e: impl std::fmt::Display) -> SyncError {
+    SyncError::Export(format!("cannot write: {e}"))
+}
+
+/// One JSON document with the `kinds` asked for, one array element a line.
+fn optional<'t>(
+    drift: &mut Drift,
+    value: Option<&'t str>,
+    name: impl FnOnce() -> String,
+) -> Option<&'t str> {
+    let value = value?;
+    drift.check(value, name);
+    Some(value)
+}
+
+/// A line's name or user, left out when it is the extension, which the
+/// import takes for either when absent.
+fn defaulted<'t>(value: &'t str, line: &Line) -> Option<&'t str> {
+    (value != &*line.extension).then_some(value)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! CSV exports: one kind a file, with the import's own columns (the
+//! header tells kinds apart), every one written, so a spreadsheet shows
+//! them all.
+
+use std::io::Write;
+
+use super::*;
+use crate::import::csv::{DIRECTORY_COLUMNS, PHONE_COLUMNS, TENANT_COLUMNS};
+use crate::import::NUMBER_KINDS;
+
+/// `kind` as a CSV file. Directory sources have no CSV form; an entry
+/// with two numbers of one kind, or a kind without a column, has none
+/// either, and is refused by name rather than written short.
+pub fn write_csv(
+    selection: &Selection<'_>,
+    key: &SecretKey,
+    kind: Kind,
+    out: &mut dyn Write,
+) -> Result<Exported, SyncError> {
+    let mut writer = ::csv::WriterBuilder::new().flexible(false).from_writer(out);
+    let mut exported = Exported::default();
+    match kind {
+        Kind::Tenants => tenants(selection, &mut writer, &mut exported)?,
+        Kind::Phones => phones(selection, key, &mut writer, &mut exported)?,
+        Kind::Directory => directory(selection, &mut writer, &mut exported)?,
+        Kind::DirectorySources => {
+            return Err(SyncError::Export(
+                "directory sources have no CSV form; export them as JSON".into(),
+            ))
+        }
+    }
+    writer.flush().map_err(write_err)?;
+    Ok(exported)
+}
+
+type Writer<'w> = ::csv::Writer<&'w mut dyn Write>;
+
+fn tenants(
+    selection: &Selection<'_>,
+    writer: &mut Writer<'_>,
+    exported: &mut Exported,
+) -> Result<(), SyncError> {
+    writer.write_record(TENANT_COLUMNS).map_err(write_err)?;
+    for t in &selection.tenants {
+        exported
+            .drift
+            .check(&t.name, || format!("tenant {}: name", t.slug));
+        object(&t.settings, || format!("tenant {}", t.slug))?;
+        writer
+            .write_record([&*t.slug, &t.name, &t.default_region, &t.settings])
+            .map_err(write_err)?;
+        exported.tenants += 1;
+    }
+    Ok(())
+}
+
+fn phones(
+    selection: &Selection<'_>,
+    key: &SecretKey,
+    writer: &mut Writer<'_>,
+    exported: &mut Exported,
+) -> Result<(), SyncError> {
+    writer.write_record(PHONE_COLUMNS).map_err(write_err)?;
+    for phone in selection.phones() {
+        let mac = phone.mac.to_string();
+        let whose = || format!("phone {mac}");
+        let drift = &mut exported.drift;
+        let model = optional(drift, phone.model.as_deref(), || {
+            format!("{}: model", whose())
+        });
+        let label = optional(drift, phone.label.as_deref(), || {
+            format!("{}: label", whose())
+        });
+        let http_user = optional(drift, phone.http_user.as_deref(), || {
+            format!("{}: http_user", whose())
+        });
+        let http_password = open(
+            key,
+            Purpose::DeviceHttpPassword,
+            &phone.http_password,
+            whose,
+        )?;
+        object(&phone.variables, whose)?;
+        // Every row repeats the phone's own cells, as the import requires.
+        let phone_cells = [
+            selection.slug(phone.tenant_id),
+            &mac,
+            phone.family.as_str(),
+            model.unwrap_or(""),
+            label.unwrap_or(""),
+            &phone.variables,
+            http_user.unwrap_or(""),
+            http_password.as_deref().unwrap_or(""),
+        ];
+        let lines = selection.lines(phone)?;
+        if lines.is_empty() {
+            // A row without an extension is a phone with no line.
+            let row = phone_cells.iter().copied().chain([""; 8]);
+            writer.write_record(row).map_err(write_err)?;
+        }
+        for line in &lines {
+            let whose = || format!("phone {mac} line {}", line.position);
+            drift.check(&line.extension, || format!("{}: extension", whose()));
+            drift.check(&line.display_name, || format!("{}: display_name", whose()));
+            drift.check(&line.auth_user, || format!("{}: auth_user", whose()));
+            drift.check(&line.registrar, || format!("{}: registrar", whose()));
+            let proxy = optional(drift, line.proxy.as_deref(), || {
+                format!("{}: proxy", whose())
+            });
+            let password = open(key, Purpose::LinePassword, &line.password, whose)?;
+            object(&line.settings, whose)?;
+            let position = line.position.to_string();
+            let line_cells = [
+                position.as_str(),
+                &line.extension,
+                &line.display_name,
+                &line.auth_user,
+                password.as_deref().unwrap_or(""),
+                &line.registrar,
+                proxy.unwrap_or(""),
+                &line.settings,
+            ];
+            let row = phone_cells.iter().copied().chain(line_cells);
+            writer.write_record(row).map_err(write_err)?;
+        }
+        exported.phones += 1;
+        exported.lines += lines.len() as u64;
+    }
+    Ok(())
+}
+
+fn directory(
+    selection: &Selection<'_>,
+    writer: &mut Writer<'_>,
+    exported: &mut Exported,
+) -> Result<(), SyncError> {
+    let header = DIRECTORY_COLUMNS.iter().copied().chain(NUMBER_KINDS);
+    writer.write_record(header).map_err(write_err)?;
+    for (place, entry) in selection.directory() {
+        let tenant = &*selection.tenants[place].slug;
+        let whose = || format!("directory entry {:?} of {tenant}", entry.name);
+        let mut numbers = [""; NUMBER_KINDS.len()];
+        for n in &entry.numbers {
+            let column = NUMBER_KINDS.iter().position(|k| *k == &*n.kind);
+            match column {
+                Some(c) if numbers[c].is_empty() => numbers[c] = &n.number,
+                Some(_) => {
+                    return Err(SyncError::Export(format!(
+                        "{}: two {} numbers, and a CSV row holds one of each kind; export the directory as JSON",
+                        whose(),
+                        n.kind
+                    )))
+                }
+                None => {
+                    return Err(SyncError::Export(format!(
+                        "{}: a number of kind {:?}, which has no CSV column; export the directory as JSON",
+                        whose(),
+                        n.kind
+                    )))
+                }
+            }
+        }
+        let drift = &mut exported.drift;
+        drift.check(&entry.name, || format!("{}: name", whose()));
+        for n in &entry.numbers {
+            drift.check(&n.number, || format!("{}: number", whose()));
+        }
+        let company = optional(drift, entry.company.as_deref(), || {
+            format!("{}: company", whose())
+        });
+        let row = [
+            tenant,
+            given_external_id(&entry).unwrap_or(""),
+            &entry.name,
+            company.unwrap_or(""),
+        ]
+        .into_iter()
+        .chain(numbers);
+        writer.write_record(row).map_err(write_err)?;
+        exported.directory_entries += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `dialtone export` through the binary: a fleet exported from one
+//! backend imports into the other as the same rows (the same export,
+//! byte for byte), an export imported again writes nothing, an edited
+//! CSV changes just its edit, and the file is its owner's alone.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use dialtone_sync::testing::TestDb;
+use dialtone_sync::Backend;
+
+fn dt(dir: &Path, url: &str, args: &[&str]) -> (String, String) {
+    let mut cmd = dialtone(dir, url);
+    cmd.args(args);
+    let out = run(cmd);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "dialtone {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+const DIRECTORY_CSV: &str = "tenant,external_id,name,company,work,mobile\n\
+acme,42,Alice Example,\"Example, Inc\",+1 555 0100,+1 555 0199\n\
+acme,,Bob Builder,,+1 555 0101,\n";
+
+const SOURCES_JSON: &str = r#"{"tenants": [{"slug": "globex", "name": "Globex", "default_region": "GB"}],
+"directory_sources": [{"tenant": "acme", "name": "ad", "kind": "ldap",
+  "settings": {"url": "ldap://127.0.0.1:1/", "base_dn": "dc=example,dc=net"}, "secret": "bind \"pw\""}],
+"phones": [{"tenant": "globex", "mac": "00:04:f2:00:00:01", "family": "poly", "model": "VVX 450",
+  "http_user": "admin", "http_password": " spaced ",
+  "lines": [{"extension": "200", "password": "p,w", "registrar": "sip.example.net",
+             "proxy": "edge.example.net", "settings": {"blf": ["201"]}}]}]}"#;
+
+/// No row inserted, updated or deleted, by the summary line.
+fn wrote_nothing(summary: &str) -> bool {
+    summary.starts_with("imported: ")
+        && summary.matches(" +0 ~0 ").count() == 5
+        && summary.matches(" -0").count() == 5
+}
+
+#[test]
+fn a_fleet_moves_between_backends_through_an_export() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let from = rt.block_on(TestDb::new(Backend::Sqlite));
+    let to = rt.block_on(TestDb::new(Backend::Postgres));
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        write_file(dir.path(), "tenants.csv", TENANTS_CSV),
+        write_file(dir.path(), "phones.csv", &phones_csv(1, 300)),
+        write_file(dir.path(), "directory.csv", DIRECTORY_CSV),
+        write_file(dir.path(), "more.json", SOURCES_JSON),
+    ];
+    let mut import = vec!["import"];
+    import.extend(files.iter().map(|f| f.to_str().unwrap()));
+    dt(dir.path(), &from.url, &import);
+
+    let (_, said) = dt(dir.path(), &from.url, &["export", "first.json"]);
+    assert!(
+        said.contains("tenants 2, phones 301, lines 301, directory entries 2, directory sources 1"),
+        "{said}"
+    );
+    assert!(!said.contains("warning"), "{said}");
+    let first = dir.path().join("first.json");
+    let mode = std::fs::metadata(&first).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "an export holds secrets in clear");
+    let exported = std::fs::read_to_string(&first).unwrap();
+    assert!(exported.contains(r#""secret":"bind \"pw\"""#), "{exported}");
+
+    // Imported again where it came from: nothing written.
+    let (summary, _) = dt(dir.path(), &from.url, &["import", "first.json"]);
+    assert!(wrote_nothing(&summary), "{summary}");
+
+    // Into PostgreSQL, then out again: the same file.
+    dt(dir.path(), &to.url, &["import", "first.json"]);
+    dt(dir.path(), &to.url, &["export", "second.json"]);
+    let second = std::fs::read_to_string(dir.path().join("second.json")).unwrap();
+    assert!(exported == second, "the two backends' exports differ");
+
+    // A CSV of one tenant's phones, one label edited: one phone updated.
+    let (csv, _) = dt(
+        dir.path(),
+        &to.url,
+        &["export", "--tenant", "acme", "--format", "csv", "-"],
+    );
+    assert_eq!(csv.lines().count(), 301, "a header and 300 phones");
+    assert!(!csv.contains("globex"));
+    let edited = csv.replacen(",T46S,,{}", ",T46S,Lobby,{}", 1);
+    assert_ne!(edited, csv);
+    let edited = write_file(dir.path(), "edited.csv", &edited);
+    let (summary, _) = dt(dir.path(), &to.url, &["import", edited.to_str().unwrap()]);
+    assert!(summary.contains("phones +0 ~1 =299 -0"), "{summary}");
+    assert!(summary.contains("lines +0 ~0 =300 -0"), "{summary}");
+}
+
+#[test]
+fn export_refusals_are_clear_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    dt(dir.path(), &url, &["demo"]);
+    let refused = |args: &[&str], says: &str| {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.args(args);
+        let out = run(cmd);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    refused(&["export", "out.txt"], "name the file .json or .csv");
+    refused(
+        &["export", "--kind", "directory-sources", "out.csv"],
+        "no CSV form",
+    );
+    refused(
+        &["export", "--kind", "tenants", "--kind", "phones", "out.csv"],
+        "a CSV file holds one kind",
+    );
+    refused(&["export", "--tenant", "nobody", "out.json"], "\"nobody\"");
+    // Another key cannot open the secrets: refused, naming the row.
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.env("DIALTONE_SECRETS__KEY", "6b".repeat(32))
+        .args(["export", "out.json"]);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("does not open"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("out") || name.starts_with(".dialtone-export"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "refusals leave no file");
+}
