@@ -11,6 +11,8 @@
 #     the last changed phone's new file, counted from the import process's
 #     end (only that phone is polled during the import, so the poller does
 #     not slow it), then a sweep checks every changed phone;
+#   - `dialtone export` to JSON and to CSV, each file imported again (no
+#     row may be written);
 #   - into SQLite.
 # For the baseline and the first import it also prints the CPU time the
 # whole machine was busy: over the core count, the least time the step
@@ -195,6 +197,17 @@ PY
     done
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
+    # The fleet written back out (`dialtone export`), and each export
+    # imported again: other files of the same phones (every column, MACs
+    # spelled as dialtone spells them, JSON), which must write no row.
+    local fmt e
+    for fmt in json csv; do
+        log "export to $fmt, then that file imported again"
+        e="$( { /usr/bin/time -f '%e %M' "$bin" --database-url "$pg" export "$d/exported.$fmt"; } 2>&1 | tail -1)"
+        echo "{\"step\": \"export\", \"format\": \"$fmt\", \"seconds\": ${e% *}, \"max_rss_kb\": ${e#* }, \"file_bytes\": $(stat -c %s "$d/exported.$fmt")}" >>"$out"
+        timed_import "reimport-$fmt" "$d/exported.$fmt" "$pg" 1
+    done
+
     log "import into SQLite"
     local sq="sqlite://$d/import.db"
     "$bin" --database-url "$sq" migrate >/dev/null
@@ -264,6 +277,12 @@ print(f"{'SQLite, first':<34} {sqlite['seconds']:>8.2f} {n / sqlite['seconds']:>
 print(f"{'PostgreSQL, first, from JSON':<34} {from_json['seconds']:>8.2f} {n / from_json['seconds']:>10,.0f} "
       f"{from_json['written']:>13,}  >= 50,000/s; peak RSS {from_json['max_rss_kb'] / 1024:.0f} MiB for "
       f"{from_json['file_bytes'] / 2**20:.0f} MiB of JSON ({from_json['max_rss_kb'] * 1024 / from_json['file_bytes']:.2f}x)")
+for x in steps["export"]:
+    again_x = steps[f"reimport-{x['format']}"][0]
+    print(f"{'export, ' + x['format'].upper():<34} {x['seconds']:>8.2f} {n / x['seconds']:>10,.0f} {'':>13}  "
+          f"peak RSS {x['max_rss_kb'] / 1024:.0f} MiB, file {x['file_bytes'] / 2**20:.0f} MiB")
+    print(f"{'  that file imported again':<34} {again_x['seconds']:>8.2f} {n / again_x['seconds']:>10,.0f} "
+          f"{again_x['written']:>13,}  0 rows")
 p = served["poll"]
 lag = (p["last"] - served["commit"]) * 1000 if p["last"] else float("nan")
 sentinel_lag = (p["sentinel"] - served["commit"]) * 1000 if p.get("sentinel") else float("nan")

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::crypto::{Purpose, Sealed, SecretKey};
-use crate::model::{DirectoryEntry, DirectorySource, Id, Line, Phone, Tenant};
+use crate::model::{DirectoryEntry, DirectorySource, Id, Line, Mac, Phone, Tenant};
 use crate::{MirrorState, SyncError};
 
 mod csv;
@@ -77,18 +77,18 @@ impl<'a> Selection<'a> {
         })
     }
 
-    fn slug(&self, tenant_id: Id) -> &'a str {
-        self.places
-            .get(&tenant_id)
-            .map_or("", |&place| &self.tenants[place].slug)
-    }
-
-    fn phones(&self) -> Vec<&'a Arc<Phone>> {
-        let mut phones: Vec<&Arc<Phone>> = (self.state.phones())
-            .filter(|p| self.places.contains_key(&p.tenant_id))
+    /// The selected tenants' phones with their tenant's slug, by tenant
+    /// then MAC. Each phone's tenant is looked up once, not at each of
+    /// the sort's comparisons (a third of a million-phone export did).
+    fn phones(&self) -> Vec<(&'a str, &'a Arc<Phone>)> {
+        let mut phones: Vec<(usize, Mac, &Arc<Phone>)> = (self.state.phones())
+            .filter_map(|p| Some((*self.places.get(&p.tenant_id)?, p.mac, p)))
             .collect();
-        phones.sort_unstable_by_key(|p| (self.places[&p.tenant_id], p.mac));
-        phones
+        phones.sort_unstable_by_key(|&(place, mac, _)| (place, mac));
+        let tenants = &self.tenants;
+        (phones.into_iter())
+            .map(|(place, _, p)| (&*tenants[place].slug, p))
+            .collect()
     }
 
     /// A phone's lines, which the import formats number 1, 2, 3… by

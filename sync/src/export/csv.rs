@@ -61,7 +61,7 @@ fn phones(
     exported: &mut Exported,
 ) -> Result<(), SyncError> {
     writer.write_record(PHONE_COLUMNS).map_err(write_err)?;
-    for phone in selection.phones() {
+    for (tenant, phone) in selection.phones() {
         let mac = phone.mac.to_string();
         let whose = || format!("phone {mac}");
         let drift = &mut exported.drift;
@@ -83,7 +83,7 @@ fn phones(
         object(&phone.variables, whose)?;
         // Every row repeats the phone's own cells, as the import requires.
         let phone_cells = [
-            selection.slug(phone.tenant_id),
+            tenant,
             &mac,
             phone.family.as_str(),
             model.unwrap_or(""),

@@ -166,7 +166,7 @@ fn phones_json(
     array: &mut JsonArray<'_>,
     exported: &mut Exported,
 ) -> Result<(), SyncError> {
-    for phone in selection.phones() {
+    for (tenant, phone) in selection.phones() {
         let mac = phone.mac.to_string();
         let lines = selection.lines(phone)?;
         let drift = &mut exported.drift;
@@ -193,7 +193,7 @@ fn phones_json(
         }
         let whose = || format!("phone {mac}");
         array.push(&PhoneOut {
-            tenant: selection.slug(phone.tenant_id),
+            tenant,
             family: phone.family.as_str(),
             model: optional(drift, phone.model.as_deref(), || {
                 format!("{}: model", whose())
