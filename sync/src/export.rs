@@ -189,21 +189,40 @@ fn object(text: &str, whose: impl FnOnce() -> String) -> Result<&RawValue, SyncE
         .map_err(|e| SyncError::Export(format!("{}: stored text is not JSON ({e})", whose())))
 }
 
-/// The derived key of an entry imported without an id (see the import):
-/// written as no id, which the import derives again.
-fn given_external_id(entry: &DirectoryEntry) -> Option<&str> {
-    let id = entry.external_id.as_deref()?;
-    match id.strip_prefix("name:") {
-        Some(name) if *name == entry.name.trim().to_lowercase() => None,
-        _ => Some(id),
+/// An entry's optional cells as the import formats give them, its text
+/// checked for drift: the key is none when it is the one the import
+/// derives from the name (an entry imported without an id), so the import
+/// derives it again. A key the import would read otherwise (padded, or
+/// none stored at all) would make a second entry, and counts as drift.
+fn entry_cells<'e>(
+    entry: &'e DirectoryEntry,
+    drift: &mut Drift,
+    whose: impl Fn() -> String,
+) -> (Option<&'e str>, Option<&'e str>) {
+    drift.check(&entry.name, || format!("{}: name", whose()));
+    for n in &entry.numbers {
+        drift.check(&n.number, || format!("{}: number", whose()));
     }
+    let derived = format!("name:{}", entry.name.trim().to_lowercase());
+    let external_id = match entry.external_id.as_deref() {
+        Some(id) if id == derived => None,
+        Some(id) => optional(drift, Some(id), || format!("{}: external_id", whose())),
+        None => {
+            drift.check("", || format!("{}: external_id", whose()));
+            None
+        }
+    };
+    let company = optional(drift, entry.company.as_deref(), || {
+        format!("{}: company", whose())
+    });
+    (external_id, company)
 }
 
 fn write_err(e: impl std::fmt::Display) -> SyncError {
     SyncError::Export(format!("cannot write: {e}"))
 }
 
-/// One JSON document with the `kinds` asked for, one array element a line.
+/// Optional text as the import reads it: absent when empty.
 fn optional<'t>(
     drift: &mut Drift,
     value: Option<&'t str>,

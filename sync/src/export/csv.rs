@@ -160,17 +160,10 @@ fn directory(
                 }
             }
         }
-        let drift = &mut exported.drift;
-        drift.check(&entry.name, || format!("{}: name", whose()));
-        for n in &entry.numbers {
-            drift.check(&n.number, || format!("{}: number", whose()));
-        }
-        let company = optional(drift, entry.company.as_deref(), || {
-            format!("{}: company", whose())
-        });
+        let (external_id, company) = entry_cells(&entry, &mut exported.drift, whose);
         let row = [
             tenant,
-            given_external_id(&entry).unwrap_or(""),
+            external_id.unwrap_or(""),
             &entry.name,
             company.unwrap_or(""),
         ]

@@ -91,6 +91,7 @@ struct SourceOut<'a> {
     secret: Option<String>,
 }
 
+/// One JSON document with the `kinds` asked for, one array element a line.
 pub fn write_json(
     selection: &Selection<'_>,
     key: &SecretKey,
@@ -159,7 +160,6 @@ fn tenants_json(
     Ok(())
 }
 
-/// Optional text as the import reads it: absent when empty.
 fn phones_json(
     selection: &Selection<'_>,
     key: &SecretKey,
@@ -228,18 +228,12 @@ fn directory_json(
     for (place, entry) in selection.directory() {
         let tenant = &selection.tenants[place].slug;
         let whose = || format!("directory entry {:?} of {tenant}", entry.name);
-        let drift = &mut exported.drift;
-        drift.check(&entry.name, || format!("{}: name", whose()));
-        for n in &entry.numbers {
-            drift.check(&n.number, || format!("{}: number", whose()));
-        }
+        let (external_id, company) = entry_cells(&entry, &mut exported.drift, whose);
         array.push(&EntryOut {
             tenant,
-            external_id: given_external_id(&entry),
+            external_id,
             name: &entry.name,
-            company: optional(drift, entry.company.as_deref(), || {
-                format!("{}: company", whose())
-            }),
+            company,
             numbers: (entry.numbers.iter())
                 .map(|n| NumberOut {
                     number: &n.number,
