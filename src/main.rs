@@ -128,7 +128,8 @@ struct ServeArgs {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Files to import (.csv or .json), in one transaction.
+    /// Files to import (.csv or .json), in one transaction. `-` reads
+    /// standard input: JSON if it starts with `{`, else CSV.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Import the valid rows and report the invalid ones, instead of writing nothing.

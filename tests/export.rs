@@ -1,6 +1,6 @@
 //! `dialtone export` through the binary: a fleet exported from one
 //! backend imports into the other as the same rows (the same export,
-//! byte for byte), an export imported again writes nothing, an edited
+//! byte for byte, also piped from `export -` to `import -`), an export imported again writes nothing, an edited
 //! CSV changes just its edit, and the file is its owner's alone.
 
 mod common;
@@ -16,6 +16,28 @@ fn dt(dir: &Path, url: &str, args: &[&str]) -> (String, String) {
     let mut cmd = dialtone(dir, url);
     cmd.args(args);
     let out = run(cmd);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "dialtone {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// `dialtone ARGS` with `input` on standard input.
+fn with_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = dialtone(dir, url)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `dt` with `input` on standard input.
+fn dt_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> (String, String) {
+    let out = with_input(dir, url, args, input);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "dialtone {args:?}: {stderr}");
     (stdout, stderr)
@@ -72,8 +94,12 @@ fn a_fleet_moves_between_backends_through_an_export() {
     let (summary, _) = dt(dir.path(), &from.url, &["import", "first.json"]);
     assert!(wrote_nothing(&summary), "{summary}");
 
-    // Into PostgreSQL, then out again: the same file.
-    dt(dir.path(), &to.url, &["import", "first.json"]);
+    // Piped into PostgreSQL (`export -` to `import -`), then out again:
+    // the same file.
+    let (piped, _) = dt(dir.path(), &from.url, &["export", "-"]);
+    assert!(piped == exported, "the file and standard output differ");
+    let (summary, _) = dt_input(dir.path(), &to.url, &["import", "-"], piped.as_bytes());
+    assert!(summary.contains("phones +301 ~0 =0 -0"), "{summary}");
     dt(dir.path(), &to.url, &["export", "second.json"]);
     let second = std::fs::read_to_string(dir.path().join("second.json")).unwrap();
     assert!(exported == second, "the two backends' exports differ");
@@ -134,4 +160,27 @@ fn export_refusals_are_clear_and_leave_no_file() {
         .filter(|name| name.starts_with("out") || name.starts_with(".dialtone-export"))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "refusals leave no file");
+}
+
+#[test]
+fn import_reads_standard_input_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    dt(dir.path(), &url, &["migrate"]);
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let mut csv = phones_csv(1, 3);
+    csv.push_str("acme,00:15:65:zz:00:09,yealink,T46S,1,109,Desk,pw,sip.example.net\n");
+    let refused = |args: &[&str], input: &[u8], says: &str| {
+        let out = with_input(dir.path(), &url, args, input);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    let tenants = tenants.to_str().unwrap();
+    refused(&["import", tenants, "-"], csv.as_bytes(), "stdin:5:2 (mac)");
+    refused(&["import", "-"], b" \n", "standard input is empty");
+    refused(&["import", "-", "-"], b"", "given twice");
+    let good = phones_csv(1, 3);
+    let (summary, _) = dt_input(dir.path(), &url, &["import", tenants, "-"], good.as_bytes());
+    assert!(summary.contains("phones +3 ~0 =0 -0"), "{summary}");
 }

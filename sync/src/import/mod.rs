@@ -1,7 +1,8 @@
 //! Bulk import: CSV and JSON files of tenants, phones with lines, and
 //! directory entries, turned into [`Mutation`]s. Every mutation remembers
-//! where it came from, so an error names file, line and column. The caller
-//! applies them in one transaction.
+//! where it came from, so an error names file, line and column (`-` is
+//! standard input, named `stdin`). The caller applies them in one
+//! transaction.
 //!
 //! Formats are documented in the README ("Import formats").
 
@@ -13,9 +14,11 @@ use crate::model::*;
 use crate::store::Mutation;
 
 pub(crate) mod csv;
+mod input;
 mod json;
 mod phones;
 
+use input::{count_lines, plan_json_bytes, plan_stdin};
 pub use phones::PhoneOrigins;
 use phones::Phones;
 
@@ -114,6 +117,7 @@ impl ImportPlan {
 pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
     let mut plan = ImportPlan::default();
     let mut phones = Phones::default();
+    let mut stdin_read = false;
     for path in files {
         let file: Arc<Path> = Arc::from(path.as_path());
         let file = &file;
@@ -132,22 +136,13 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
             location: at(0, 0),
             message: format!("cannot read: {e}"),
         };
+        if path.as_os_str() == "-" {
+            plan_stdin(&mut plan, &mut phones, &mut stdin_read);
+            continue;
+        }
         match ext.as_str() {
-            "json" => match std::fs::read(path).map(String::from_utf8) {
-                Ok(Ok(text)) => json::plan(file, &text, &mut plan, &mut phones),
-                Ok(Err(e)) => {
-                    // Where, as for any other fault of the document.
-                    let bytes = e.as_bytes();
-                    let valid = &bytes[..e.utf8_error().valid_up_to()];
-                    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    plan.whole_file_error(ImportError {
-                        location: at(
-                            memchr::memchr_iter(b'\n', valid).count() as u64 + 1,
-                            (valid.len() - line_start) as u64 + 1,
-                        ),
-                        message: "not UTF-8 text: JSON must be UTF-8".into(),
-                    })
-                }
+            "json" => match std::fs::read(path) {
+                Ok(bytes) => plan_json_bytes(file, bytes, &mut plan, &mut phones),
                 Err(e) => plan.whole_file_error(cannot_read(e)),
             },
             "csv" => match std::fs::File::open(path).and_then(|f| Ok((count_lines(&f)?, f))) {
@@ -180,29 +175,6 @@ fn finish(mut plan: ImportPlan, phones: Phones) -> ImportPlan {
     check_duplicates(&mut plan);
     plan.sort();
     plan
-}
-
-/// Line breaks in `file` (an upper bound of its records), read through
-/// once so the plan's vectors are sized before the parse: growing them by
-/// doubling copied them into fresh pages again and again (the copies and
-/// their page faults were about a quarter of a re-import's profile), and
-/// for a moment held both. Also its size in bytes. The file is left at
-/// its start.
-fn count_lines(mut file: &std::fs::File) -> std::io::Result<(usize, usize)> {
-    use std::io::{Read, Seek};
-    let mut buf = vec![0u8; 1 << 16];
-    let mut lines = 0;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => lines += memchr::memchr_iter(b'\n', &buf[..n]).count(),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let bytes = file.stream_position()? as usize;
-    file.rewind()?;
-    Ok((lines, bytes))
 }
 
 /// Parses one document given as text (the admin API's bulk import); `name`
