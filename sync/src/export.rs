@@ -233,6 +233,64 @@ fn optional<'t>(
     Some(value)
 }
 
+/// A phone's own values as both formats write them: text checked for
+/// drift, the HTTP password opened, variables checked as JSON.
+struct PhoneCells<'p> {
+    model: Option<&'p str>,
+    label: Option<&'p str>,
+    variables: &'p RawValue,
+    http_user: Option<&'p str>,
+    http_password: Option<String>,
+}
+
+fn phone_cells<'p>(
+    phone: &'p Phone,
+    mac: &str,
+    key: &SecretKey,
+    drift: &mut Drift,
+) -> Result<PhoneCells<'p>, SyncError> {
+    let whose = || format!("phone {mac}");
+    let field = |name: &str| format!("{}: {name}", whose());
+    Ok(PhoneCells {
+        model: optional(drift, phone.model.as_deref(), || field("model")),
+        label: optional(drift, phone.label.as_deref(), || field("label")),
+        variables: object(&phone.variables, whose)?,
+        http_user: optional(drift, phone.http_user.as_deref(), || field("http_user")),
+        http_password: open(
+            key,
+            Purpose::DeviceHttpPassword,
+            &phone.http_password,
+            whose,
+        )?,
+    })
+}
+
+/// A line's values as both formats write them, likewise.
+struct LineCells<'l> {
+    password: Option<String>,
+    proxy: Option<&'l str>,
+    settings: &'l RawValue,
+}
+
+fn line_cells<'l>(
+    line: &'l Line,
+    mac: &str,
+    key: &SecretKey,
+    drift: &mut Drift,
+) -> Result<LineCells<'l>, SyncError> {
+    let whose = || format!("phone {mac} line {}", line.position);
+    let field = |name: &str| format!("{}: {name}", whose());
+    drift.check(&line.extension, || field("extension"));
+    drift.check(&line.display_name, || field("display_name"));
+    drift.check(&line.auth_user, || field("auth_user"));
+    drift.check(&line.registrar, || field("registrar"));
+    Ok(LineCells {
+        password: open(key, Purpose::LinePassword, &line.password, whose)?,
+        proxy: optional(drift, line.proxy.as_deref(), || field("proxy")),
+        settings: object(&line.settings, whose)?,
+    })
+}
+
 /// A line's name or user, left out when it is the extension, which the
 /// import takes for either when absent.
 fn defaulted<'t>(value: &'t str, line: &Line) -> Option<&'t str> {

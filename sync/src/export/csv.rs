@@ -63,34 +63,18 @@ fn phones(
     writer.write_record(PHONE_COLUMNS).map_err(write_err)?;
     for (tenant, phone) in selection.phones() {
         let mac = phone.mac.to_string();
-        let whose = || format!("phone {mac}");
         let drift = &mut exported.drift;
-        let model = optional(drift, phone.model.as_deref(), || {
-            format!("{}: model", whose())
-        });
-        let label = optional(drift, phone.label.as_deref(), || {
-            format!("{}: label", whose())
-        });
-        let http_user = optional(drift, phone.http_user.as_deref(), || {
-            format!("{}: http_user", whose())
-        });
-        let http_password = open(
-            key,
-            Purpose::DeviceHttpPassword,
-            &phone.http_password,
-            whose,
-        )?;
-        object(&phone.variables, whose)?;
+        let cells = phone_cells(phone, &mac, key, drift)?;
         // Every row repeats the phone's own cells, as the import requires.
         let phone_cells = [
             tenant,
             &mac,
             phone.family.as_str(),
-            model.unwrap_or(""),
-            label.unwrap_or(""),
-            &phone.variables,
-            http_user.unwrap_or(""),
-            http_password.as_deref().unwrap_or(""),
+            cells.model.unwrap_or(""),
+            cells.label.unwrap_or(""),
+            cells.variables.get(),
+            cells.http_user.unwrap_or(""),
+            cells.http_password.as_deref().unwrap_or(""),
         ];
         let lines = selection.lines(phone)?;
         if lines.is_empty() {
@@ -99,26 +83,17 @@ fn phones(
             writer.write_record(row).map_err(write_err)?;
         }
         for line in &lines {
-            let whose = || format!("phone {mac} line {}", line.position);
-            drift.check(&line.extension, || format!("{}: extension", whose()));
-            drift.check(&line.display_name, || format!("{}: display_name", whose()));
-            drift.check(&line.auth_user, || format!("{}: auth_user", whose()));
-            drift.check(&line.registrar, || format!("{}: registrar", whose()));
-            let proxy = optional(drift, line.proxy.as_deref(), || {
-                format!("{}: proxy", whose())
-            });
-            let password = open(key, Purpose::LinePassword, &line.password, whose)?;
-            object(&line.settings, whose)?;
+            let cells = line_cells(line, &mac, key, drift)?;
             let position = line.position.to_string();
             let line_cells = [
                 position.as_str(),
                 &line.extension,
                 &line.display_name,
                 &line.auth_user,
-                password.as_deref().unwrap_or(""),
+                cells.password.as_deref().unwrap_or(""),
                 &line.registrar,
-                proxy.unwrap_or(""),
-                &line.settings,
+                cells.proxy.unwrap_or(""),
+                cells.settings.get(),
             ];
             let row = phone_cells.iter().copied().chain(line_cells);
             writer.write_record(row).map_err(write_err)?;

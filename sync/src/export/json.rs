@@ -172,45 +172,26 @@ fn phones_json(
         let drift = &mut exported.drift;
         let mut lines_out = Vec::with_capacity(lines.len());
         for line in &lines {
-            let whose = || format!("phone {mac} line {}", line.position);
-            drift.check(&line.extension, || format!("{}: extension", whose()));
-            drift.check(&line.registrar, || format!("{}: registrar", whose()));
+            let cells = line_cells(line, &mac, key, drift)?;
             lines_out.push(LineOut {
                 extension: &line.extension,
-                display_name: optional(drift, defaulted(&line.display_name, line), || {
-                    format!("{}: display_name", whose())
-                }),
-                auth_user: optional(drift, defaulted(&line.auth_user, line), || {
-                    format!("{}: auth_user", whose())
-                }),
-                password: open(key, Purpose::LinePassword, &line.password, whose)?,
+                display_name: defaulted(&line.display_name, line),
+                auth_user: defaulted(&line.auth_user, line),
+                password: cells.password,
                 registrar: &line.registrar,
-                proxy: optional(drift, line.proxy.as_deref(), || {
-                    format!("{}: proxy", whose())
-                }),
-                settings: object(&line.settings, whose)?,
+                proxy: cells.proxy,
+                settings: cells.settings,
             });
         }
-        let whose = || format!("phone {mac}");
+        let cells = phone_cells(phone, &mac, key, drift)?;
         array.push(&PhoneOut {
             tenant,
             family: phone.family.as_str(),
-            model: optional(drift, phone.model.as_deref(), || {
-                format!("{}: model", whose())
-            }),
-            label: optional(drift, phone.label.as_deref(), || {
-                format!("{}: label", whose())
-            }),
-            variables: object(&phone.variables, whose)?,
-            http_user: optional(drift, phone.http_user.as_deref(), || {
-                format!("{}: http_user", whose())
-            }),
-            http_password: open(
-                key,
-                Purpose::DeviceHttpPassword,
-                &phone.http_password,
-                whose,
-            )?,
+            model: cells.model,
+            label: cells.label,
+            variables: cells.variables,
+            http_user: cells.http_user,
+            http_password: cells.http_password,
             lines: lines_out,
             mac: mac.clone(),
         })?;

@@ -173,6 +173,7 @@ async fn what_a_format_cannot_carry_is_refused_or_counted_by_name() {
     ));
     if let Some(Mutation::UpsertPhone(p)) = seeded.get_mut(3) {
         p.label = Some(" Lobby ".into());
+        p.lines[0].display_name = "Desk 100 ".into();
     }
     // Through the API a key is stored as given; the import would trim it
     // and make a second entry.
@@ -186,11 +187,17 @@ async fn what_a_format_cannot_carry_is_refused_or_counted_by_name() {
     // JSON carries both numbers; the padded label is counted and named.
     let (text, exported) = export_json(&state, &[]);
     assert!(text.contains("+1 555 0103"));
-    assert_eq!(exported.drift.values, 2, "{:?}", exported.drift);
+    assert_eq!(exported.drift.values, 3, "{:?}", exported.drift);
     assert_eq!(
         exported.drift.first.as_deref(),
-        Some("phone 001565000003: label")
+        Some("phone 001565000003 line 1: display_name")
     );
+    // Both formats count a phone's values alike.
+    let selection = Selection::new(&state, &[]).unwrap();
+    let (mut json, mut csv) = (Vec::new(), Vec::new());
+    let json = write_json(&selection, &test_key(), &[Kind::Phones], &mut json).unwrap();
+    let csv = write_csv(&selection, &test_key(), Kind::Phones, &mut csv).unwrap();
+    assert_eq!((json.drift.values, csv.drift.values), (2, 2));
 }
 
 #[tokio::test]
