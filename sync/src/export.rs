@@ -109,15 +109,13 @@ impl<'a> Selection<'a> {
     }
 
     fn directory(&self) -> Vec<(usize, Arc<DirectoryEntry>)> {
-        let mut entries: Vec<_> = (self.tenants.iter().enumerate())
+        (self.tenants.iter().enumerate())
             .flat_map(|(place, t)| {
                 let mut of_tenant = self.state.directory_of(t.id);
                 of_tenant.sort_by(|a, b| a.external_id.cmp(&b.external_id));
                 of_tenant.into_iter().map(move |e| (place, e))
             })
-            .collect();
-        entries.shrink_to_fit();
-        entries
+            .collect()
     }
 
     fn sources(&self) -> Vec<(usize, Arc<DirectorySource>)> {
@@ -231,6 +229,13 @@ fn optional<'t>(
     let value = value?;
     drift.check(value, name);
     Some(value)
+}
+
+/// A tenant's settings as both formats write them, its name checked for
+/// drift.
+fn tenant_settings<'t>(tenant: &'t Tenant, drift: &mut Drift) -> Result<&'t RawValue, SyncError> {
+    drift.check(&tenant.name, || format!("tenant {}: name", tenant.slug));
+    object(&tenant.settings, || format!("tenant {}", tenant.slug))
 }
 
 /// A phone's own values as both formats write them: text checked for

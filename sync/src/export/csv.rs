@@ -42,10 +42,7 @@ fn tenants(
 ) -> Result<(), SyncError> {
     writer.write_record(TENANT_COLUMNS).map_err(write_err)?;
     for t in &selection.tenants {
-        exported
-            .drift
-            .check(&t.name, || format!("tenant {}: name", t.slug));
-        object(&t.settings, || format!("tenant {}", t.slug))?;
+        tenant_settings(t, &mut exported.drift)?;
         writer
             .write_record([&*t.slug, &t.name, &t.default_region, &t.settings])
             .map_err(write_err)?;

@@ -146,14 +146,12 @@ fn tenants_json(
     exported: &mut Exported,
 ) -> Result<(), SyncError> {
     for t in &selection.tenants {
-        exported
-            .drift
-            .check(&t.name, || format!("tenant {}: name", t.slug));
+        let settings = tenant_settings(t, &mut exported.drift)?;
         array.push(&TenantOut {
             slug: &t.slug,
             name: &t.name,
             default_region: &t.default_region,
-            settings: object(&t.settings, || format!("tenant {}", t.slug))?,
+            settings,
         })?;
         exported.tenants += 1;
     }
@@ -193,7 +191,7 @@ fn phones_json(
             http_user: cells.http_user,
             http_password: cells.http_password,
             lines: lines_out,
-            mac: mac.clone(),
+            mac,
         })?;
         exported.phones += 1;
         exported.lines += lines.len() as u64;
