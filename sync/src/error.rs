@@ -12,6 +12,10 @@ pub enum SyncError {
     #[error("database error: {0}")]
     Database(sqlx::Error),
 
+    /// The cold load's own SQLite connection (`store/sqlite/load.rs`).
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+
     #[error("migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
 
@@ -89,6 +93,12 @@ impl From<sqlx::Error> for SyncError {
     }
 }
 
+impl From<rusqlite::Error> for SyncError {
+    fn from(e: rusqlite::Error) -> Self {
+        SyncError::Sqlite(e)
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for SyncError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         SyncError::Migrate(e)
@@ -122,5 +132,10 @@ impl SyncError {
                     | sqlx::Error::WorkerCrashed
             )
         ) || matches!(self, SyncError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")))
+            || matches!(
+                self,
+                SyncError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
     }
 }

@@ -7,8 +7,6 @@
 /// `$ids_filter` is a predicate on `id` for one bound JSON array of ids.
 macro_rules! shared_sql {
     ($conn:ty, $ids_filter:literal, $lock:literal) => {
-        use futures::TryStreamExt;
-
         use crate::crypto::{Purpose, SecretKey};
         use crate::error::SyncError;
         use crate::model::*;
@@ -21,93 +19,21 @@ macro_rules! shared_sql {
         crate::store::fleet::fleet_sql!($conn);
         crate::store::bulk::bulk_sql!($conn, $ids_filter);
 
-        macro_rules! load_table {
-            ($c:expr, $raw:ty, $table:literal, $out:expr) => {{
-                let sql = format!("SELECT {} FROM {}", <$raw>::COLUMNS, $table);
-                let mut stream = sqlx::query_as::<_, $raw>(&sql).fetch(&mut *$c);
-                let mut interner = crate::intern::Interner::default();
-                while let Some(raw) = stream.try_next().await? {
-                    $out.push(raw.into_model(&mut interner)?);
-                }
-            }};
-        }
-
-        /// Every mirrored table; lines only when `with_lines` (a caller may
-        /// read them on a second connection in parallel).
-        #[allow(dead_code)] // PostgreSQL loads through COPY (postgres/load.rs)
-        pub(super) async fn load_dataset(conn: &mut $conn, with_lines: bool) -> Result<Dataset, SyncError> {
-            let mut data = Dataset::default();
-            load_table!(conn, RawTenant, "tenants", data.tenants);
-            data.phones = load_decoded(conn, "phones", PHONE_COLUMNS, |r, i| r.phone(i)).await?;
-            if with_lines {
-                data.lines = load_lines(conn).await?;
-            }
-            load_table!(conn, RawTemplate, "templates", data.templates);
-            load_table!(conn, RawDirectoryEntry, "directory_entries", data.directory_entries);
-            load_table!(conn, RawDirectorySource, "directory_sources", data.directory_sources);
-            load_table!(conn, RawApiToken, "api_tokens", data.api_tokens);
-            Ok(data)
-        }
-
-        async fn load_decoded<T>(
-            conn: &mut $conn,
-            table: &str,
-            columns: &str,
-            decode: impl Fn(&<<$conn as sqlx::Connection>::Database as sqlx::Database>::Row, &mut crate::intern::Interner) -> Result<T, SyncError>,
-        ) -> Result<Vec<T>, SyncError> {
-            let sql = format!("SELECT {columns} FROM {table}");
-            let mut stream = sqlx::query(&sql).fetch(&mut *conn);
-            let mut interner = crate::intern::Interner::default();
-            let mut out = Vec::new();
-            while let Some(row) = stream.try_next().await? {
-                out.push(decode(&row, &mut interner)?);
-            }
-            Ok(out)
-        }
-
-        #[allow(dead_code)] // SQLite reads lines with everything else, PostgreSQL through COPY
-        pub(super) async fn load_lines(conn: &mut $conn) -> Result<Vec<Line>, SyncError> {
-            load_decoded(conn, "lines", LINE_COLUMNS, |r, i| r.line(i)).await
-        }
-
-        macro_rules! reload_table {
-            ($c:expr, $raw:ty, $table:literal, $ids:expr, $variant:ident) => {{
-                let sql = format!("SELECT {} FROM {} WHERE {}", <$raw>::COLUMNS, $table, $ids_filter);
-                let raws = sqlx::query_as::<_, $raw>(&sql).bind($ids).fetch_all(&mut *$c).await?;
-                let mut interner = crate::intern::Interner::default();
-                raws.into_iter()
-                    .map(|r| r.into_model(&mut interner).map(Row::$variant))
-                    .collect::<Result<Vec<Row>, SyncError>>()?
-            }};
-        }
-
-        macro_rules! reload_decoded {
-            ($c:expr, $table:literal, $columns:expr, $ids:expr, $method:ident, $variant:ident) => {{
-                let sql = format!("SELECT {} FROM {} WHERE {}", $columns, $table, $ids_filter);
-                let rows = sqlx::query(&sql).bind($ids).fetch_all(&mut *$c).await?;
-                let mut interner = crate::intern::Interner::default();
-                rows.iter()
-                    .map(|r| DecodeRow::$method(r, &mut interner).map(Row::$variant))
-                    .collect::<Result<Vec<Row>, SyncError>>()?
-            }};
-        }
-
         /// Current rows of `entity` among `ids`; an id with no row was deleted.
         pub(super) async fn reload(conn: &mut $conn, entity: Entity, ids: &[Id]) -> Result<Vec<Row>, SyncError> {
             let ids = serde_json::to_string(ids).expect("ids serialize");
-            Ok(match entity {
-                Entity::Tenant => reload_table!(conn, RawTenant, "tenants", ids, Tenant),
-                Entity::Phone => reload_decoded!(conn, "phones", PHONE_COLUMNS, ids, phone, Phone),
-                Entity::Line => reload_decoded!(conn, "lines", LINE_COLUMNS, ids, line, Line),
-                Entity::Template => reload_table!(conn, RawTemplate, "templates", ids, Template),
-                Entity::DirectoryEntry => {
-                    reload_table!(conn, RawDirectoryEntry, "directory_entries", ids, DirectoryEntry)
-                }
-                Entity::DirectorySource => {
-                    reload_table!(conn, RawDirectorySource, "directory_sources", ids, DirectorySource)
-                }
-                Entity::ApiToken => reload_table!(conn, RawApiToken, "api_tokens", ids, ApiToken),
-            })
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {}",
+                crate::store::rows::columns(entity),
+                entity.table(),
+                $ids_filter
+            );
+            let found = sqlx::query(&sql).bind(ids).fetch_all(&mut *conn).await?;
+            let mut interner = crate::intern::Interner::default();
+            found
+                .iter()
+                .map(|r| crate::store::rows::decode(entity, r, &mut interner))
+                .collect()
         }
 
         /// Groups a change-log page by entity and reloads each group.

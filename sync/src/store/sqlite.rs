@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
+mod load;
 mod sql {
     super::super::common::shared_sql!(
         sqlx::SqliteConnection,
@@ -37,6 +38,7 @@ const DATA_VERSION_POLL: Duration = Duration::from_millis(500);
 pub struct SqliteStore {
     pool: SqlitePool,
     connect: SqliteConnectOptions,
+    load_source: load::LoadSource,
     key: SecretKey,
     max_catch_up_rows: i64,
     /// Our own commits wake the watcher at once instead of at the next poll.
@@ -62,6 +64,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool,
+            load_source: load::LoadSource::new(&connect, options.busy_timeout),
             connect,
             key,
             max_catch_up_rows: options.max_catch_up_rows,
@@ -191,16 +194,15 @@ impl Store for SqliteStore {
     }
 
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        // The first read fixes the WAL snapshot every following read sees.
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM change_log")
-            .fetch_one(&mut *tx)
-            .await?;
-        let meta = sql::read_meta(&mut tx).await?;
-        let data = sql::load_dataset(&mut tx, true).await?;
-        tx.commit().await?;
-        Ok((data, Cursor { txid: 0, seq }, meta))
+        let (loading, cursor, meta) = self.load_tables().await?;
+        Ok((loading.into_dataset(), cursor, meta))
+    }
+
+    async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
+        let source = self.load_source.clone();
+        tokio::task::spawn_blocking(move || source.load())
+            .await
+            .map_err(|e| SyncError::Invalid(format!("mirror load failed: {e}")))?
     }
 
     async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {

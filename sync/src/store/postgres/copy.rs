@@ -7,6 +7,7 @@
 //! which sqlx sets to UTF-8, and is checked all the same.
 
 use crate::error::SyncError;
+use crate::store::rows::CellError;
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// More columns than any mirrored table has.
@@ -70,9 +71,24 @@ impl<'a> Tuple<'a> {
             .map(|b| std::str::from_utf8(b).map_err(|_| "not UTF-8"))
             .transpose()
     }
+}
 
-    pub(crate) fn text(&self, i: usize) -> Result<&'a str, FieldError> {
-        self.opt_text(i)?.ok_or("NULL")
+impl crate::store::rows::Cells for Tuple<'_> {
+    fn opt_int8(&self, i: usize) -> Result<Option<i64>, CellError> {
+        Tuple::opt_int8(self, i).map_err(CellError::Borrowed)
+    }
+    fn int4(&self, i: usize) -> Result<i32, CellError> {
+        Tuple::int4(self, i).map_err(CellError::Borrowed)
+    }
+    fn flag(&self, i: usize) -> Result<bool, CellError> {
+        match self.bytes(i)? {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err(CellError::Borrowed("not a boolean")),
+        }
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<&str>, CellError> {
+        Tuple::opt_text(self, i).map_err(CellError::Borrowed)
     }
 }
 

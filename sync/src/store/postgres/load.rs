@@ -9,19 +9,15 @@
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
-use super::copy::{CopyDecoder, FieldError, Tuple};
+use super::copy::{CopyDecoder, Tuple};
 use super::{sql, LargeRead, READ_SNAPSHOT, SNAPSHOT_XMIN};
-use crate::crypto::Sealed;
 use crate::error::SyncError;
 use crate::intern::Interner;
 use crate::mirror::{LineRows, Loading, PhoneRows};
 use crate::model::*;
-use crate::store::rows::{
-    RawApiToken, RawDirectoryEntry, RawDirectorySource, RawTemplate, RawTenant, LINE_COLUMNS,
-    PHONE_COLUMNS,
-};
+use crate::store::rows::{self, line, phone, LINE_COLUMNS, PHONE_COLUMNS};
 
 /// How long a load waits on its tables' locks before it says so.
 const LOCK_WAIT_TOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -97,41 +93,29 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
     }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
-        tenants: small(
-            &mut tx,
-            "tenants",
-            RawTenant::COLUMNS,
-            RawTenant::into_model,
-        )
-        .await?,
+        tenants: small(&mut tx, "tenants", rows::TENANT_COLUMNS, rows::tenant).await?,
         phones: PhoneRows::with_capacity(estimate(phones_estimate)),
         lines: LineRows::with_capacity(0),
-        templates: small(
-            &mut tx,
-            "templates",
-            RawTemplate::COLUMNS,
-            RawTemplate::into_model,
-        )
-        .await?,
+        templates: small(&mut tx, "templates", rows::TEMPLATE_COLUMNS, rows::template).await?,
         directory_entries: small(
             &mut tx,
             "directory_entries",
-            RawDirectoryEntry::COLUMNS,
-            RawDirectoryEntry::into_model,
+            rows::DIRECTORY_ENTRY_COLUMNS,
+            rows::directory_entry,
         )
         .await?,
         directory_sources: small(
             &mut tx,
             "directory_sources",
-            RawDirectorySource::COLUMNS,
-            RawDirectorySource::into_model,
+            rows::DIRECTORY_SOURCE_COLUMNS,
+            rows::directory_source,
         )
         .await?,
         api_tokens: small(
             &mut tx,
             "api_tokens",
-            RawApiToken::COLUMNS,
-            RawApiToken::into_model,
+            rows::API_TOKEN_COLUMNS,
+            rows::api_token,
         )
         .await?,
     };
@@ -203,21 +187,16 @@ fn estimate(reltuples: i64) -> usize {
     usize::try_from(reltuples).unwrap_or(0)
 }
 
-async fn small<R, T>(
+async fn small<T>(
     conn: &mut PgConnection,
     table: &str,
     columns: &str,
-    into_model: fn(R, &mut Interner) -> Result<T, SyncError>,
-) -> Result<Vec<T>, SyncError>
-where
-    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
+    decode: fn(&PgRow, &mut Interner) -> Result<T, SyncError>,
+) -> Result<Vec<T>, SyncError> {
     let sql = format!("SELECT {columns} FROM {table}");
-    let raws: Vec<R> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+    let found = sqlx::query(&sql).fetch_all(&mut *conn).await?;
     let mut interner = Interner::default();
-    raws.into_iter()
-        .map(|r| into_model(r, &mut interner))
-        .collect()
+    found.iter().map(|r| decode(r, &mut interner)).collect()
 }
 
 /// The statement that streams `columns` of every row of `table`. The
@@ -256,94 +235,4 @@ pub(super) async fn copy(
     drop(stream);
     decoder.finish()?;
     Ok(())
-}
-
-/// A field that does not fit its column, named by table, row and column.
-fn bad(table: &str, id: Option<i64>, column: &str, what: impl std::fmt::Display) -> SyncError {
-    match id {
-        Some(id) => SyncError::Invalid(format!("{table} id={id}: {column}: {what}")),
-        None => SyncError::Invalid(format!("{table}: {column}: {what}")),
-    }
-}
-
-/// Reads the columns of one row, naming the column in any error.
-struct Fields<'t, 'a> {
-    table: &'static str,
-    tuple: &'t Tuple<'a>,
-    id: Option<i64>,
-}
-
-impl<'a> Fields<'_, 'a> {
-    fn get<T>(
-        &self,
-        i: usize,
-        column: &str,
-        read: impl FnOnce(&Tuple<'a>, usize) -> Result<T, FieldError>,
-    ) -> Result<T, SyncError> {
-        read(self.tuple, i).map_err(|e| bad(self.table, self.id, column, e))
-    }
-}
-
-/// A family as stored (lowercase), without `FromStr`'s allocation per row.
-fn family(text: &str) -> Result<Family, SyncError> {
-    Family::ALL
-        .iter()
-        .copied()
-        .find(|f| f.as_str() == text)
-        .map_or_else(|| text.parse(), Ok)
-}
-
-fn phone(t: &Tuple<'_>, interner: &mut Interner) -> Result<Phone, SyncError> {
-    let mut f = Fields {
-        table: "phones",
-        tuple: t,
-        id: None,
-    };
-    let id = f.get(0, "id", Tuple::int8)?;
-    f.id = Some(id);
-    let mac = f.get(2, "mac", Tuple::text)?;
-    let family_text = f.get(3, "family", Tuple::text)?;
-    Ok(Phone {
-        id,
-        tenant_id: f.get(1, "tenant_id", Tuple::int8)?,
-        mac: mac.parse().map_err(|e| bad("phones", Some(id), "mac", e))?,
-        family: family(family_text).map_err(|e| bad("phones", Some(id), "family", e))?,
-        model: f
-            .get(4, "model", Tuple::opt_text)?
-            .map(|m| interner.intern(m)),
-        label: f.get(5, "label", Tuple::opt_text)?.map(Box::from),
-        variables: interner.intern(f.get(6, "variables", Tuple::text)?),
-        http_user: f.get(7, "http_user", Tuple::opt_text)?.map(Box::from),
-        http_password: f
-            .get(8, "http_password", Tuple::opt_text)?
-            .map(|s| Sealed(s.into())),
-        updated_at: f.get(9, "updated_at", Tuple::int8)?,
-    })
-}
-
-fn line(t: &Tuple<'_>, interner: &mut Interner) -> Result<Line, SyncError> {
-    let mut f = Fields {
-        table: "lines",
-        tuple: t,
-        id: None,
-    };
-    let id = f.get(0, "id", Tuple::int8)?;
-    f.id = Some(id);
-    Ok(Line {
-        id,
-        phone_id: f.get(1, "phone_id", Tuple::int8)?,
-        position: f.get(2, "position", Tuple::int4)?,
-        extension: f.get(3, "extension", Tuple::text)?.into(),
-        display_name: f.get(4, "display_name", Tuple::text)?.into(),
-        auth_user: f.get(5, "auth_user", Tuple::text)?.into(),
-        password: f
-            .get(6, "password", Tuple::opt_text)?
-            .map(|s| Sealed(s.into())),
-        registrar: interner.intern(f.get(7, "registrar", Tuple::text)?),
-        proxy: f
-            .get(8, "proxy", Tuple::opt_text)?
-            .map(|p| interner.intern(p)),
-        settings: interner.intern(f.get(9, "settings", Tuple::text)?),
-        updated_at: f.get(10, "updated_at", Tuple::int8)?,
-    })
 }
