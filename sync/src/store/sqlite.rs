@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
+mod borrowed;
 mod load;
 mod sql {
     super::super::common::shared_sql!(

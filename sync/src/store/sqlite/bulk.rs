@@ -26,30 +26,12 @@ pub(super) async fn read_stored(
     _phones_in_run: usize,
     mut each: impl FnMut(Stored<'_>) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
-    let mut locked = conn.lock_handle().await?;
-    let handle = locked.as_raw_handle();
-    blocking_here(|| {
-        // SAFETY: `locked` keeps sqlx's worker off this handle until it is
-        // dropped, after `borrowed`; `from_handle` neither closes nor
-        // configures it, and every statement prepared on `borrowed` is
-        // finalized when it drops. sqlx and rusqlite link the one
-        // libsqlite3-sys (Cargo.toml pins both to its 0.30), so the
-        // handle's type is the type rusqlite expects.
-        let borrowed = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
-        read_phones(&borrowed, |row| taken(each(Stored::Phone(row))?))?;
+    super::borrowed::on_connection(conn, |conn| {
+        read_phones(conn, |row| taken(each(Stored::Phone(row))?))?;
         each(Stored::PhonesRead)?;
-        read_lines(&borrowed, |row| taken(each(Stored::Line(row))?))
+        read_lines(conn, |row| taken(each(Stored::Line(row))?))
     })
-}
-
-/// Runs `f`, a scan of seconds that holds the connection, without stalling
-/// the tasks queued on this worker thread (a runtime with workers hands
-/// them to another); a single-threaded runtime has none to hand them to.
-fn blocking_here<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
+    .await
 }
 
 /// The bytes of a text cell (NULL an error), as the comparison takes them.
