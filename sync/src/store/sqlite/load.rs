@@ -81,10 +81,12 @@ impl LoadSource {
             let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
             let building = scope.spawn(move || build(batches, phone_count, line_count));
             let read = read_phones_and_lines(&tx, send);
+            // A builder that panicked fails this load like any other
+            // error; the watcher tries again.
             let built = building
                 .join()
-                .expect("the mirror's table builder panicked");
-            read.map(|()| built)
+                .map_err(|_| SyncError::Invalid("the mirror's table builder panicked".into()));
+            built.and_then(|tables| read.map(|()| tables))
         })?;
         let loading = Loading {
             tenants: all(&tx, Entity::Tenant, |r, i| rows::tenant(r, i))?,
