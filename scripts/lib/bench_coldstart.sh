@@ -7,6 +7,9 @@
 #   - from PostgreSQL, with no snapshot on disk;
 #   - from the snapshot the previous run wrote at shutdown (which still asks
 #     PostgreSQL for its meta row and the changes since the snapshot);
+#   - from SQLite, with no snapshot on disk: the same rows, copied from
+#     PostgreSQL by `dialtone export - | dialtone import -` (no target in
+#     issue 20; SQLite is the embedded default);
 #   - on an empty database, for the process's own resident memory.
 # Bytes per phone = (RSS at ready - RSS at ready on the empty database) /
 # phones. Baseline: sync_bench raw-scan, reading the same rows on one
@@ -30,6 +33,11 @@ bench_coldstart() {
     log "seeding $phones phones (one line each, $rows rows) into PostgreSQL"
     target/release/examples/sync_bench seed "$base/coldstart" "$phones" "$rows" >/dev/null
     target/release/examples/sync_bench seed "$base/coldstart_empty" 0 "$rows" >/dev/null
+    log "copying them into SQLite (export - | import -)"
+    rm -f "$d/coldstart.db" "$d/coldstart.db-wal" "$d/coldstart.db-shm"
+    DIALTONE_SECRETS__KEY="$(printf '5a%.0s' $(seq 32))" "$bin" --database-url "sqlite://$d/coldstart.db" migrate >/dev/null
+    DIALTONE_SECRETS__KEY="$(printf '5a%.0s' $(seq 32))" "$bin" --database-url "$base/coldstart" export - |
+        DIALTONE_SECRETS__KEY="$(printf '5a%.0s' $(seq 32))" "$bin" --database-url "sqlite://$d/coldstart.db" import - >/dev/null
     # Let PostgreSQL finish writing the bulk load out before timing reads.
     psql "$base/coldstart" -qc "CHECKPOINT" >/dev/null
     sleep 2
@@ -71,12 +79,12 @@ def readyz(port):
     finally:
         s.close()
 
-def serve(db, snapshot, name):
+def serve(url, snapshot, name):
     """Starts `dialtone serve`; returns seconds from before exec to the
     first 200 on /readyz, and the RSS then."""
     api, prov = free_port(), free_port()
     env = dict(os.environ,
-               DIALTONE_DATABASE__URL=f"{base}/{db}",
+               DIALTONE_DATABASE__URL=url,
                DIALTONE_SECRETS__KEY="5a" * 32,
                DIALTONE_MIRROR__SNAPSHOT_PATH=snapshot,
                DIALTONE_HTTP__LISTEN=f"127.0.0.1:{api}",
@@ -103,16 +111,17 @@ def serve(db, snapshot, name):
     return seconds, at_ready
 
 snap = f"{d}/coldstart.snapshot"
-runs = {"postgres": [], "snapshot": [], "empty": [], "raw-scan": []}
+runs = {"postgres": [], "snapshot": [], "sqlite": [], "empty": [], "raw-scan": []}
 for r in range(rounds):
     out = subprocess.run([sync_bench, "raw-scan", f"{base}/coldstart"], capture_output=True, check=True, text=True)
     runs["raw-scan"].append((json.loads(out.stdout)["seconds"], 0))
-    for leftover in (snap, snap + ".empty"):
+    for leftover in (snap, snap + ".empty", snap + ".sqlite"):
         if os.path.exists(leftover):
             os.remove(leftover)
-    runs["postgres"].append(serve("coldstart", snap, "postgres"))
-    runs["snapshot"].append(serve("coldstart", snap, "snapshot"))
-    runs["empty"].append(serve("coldstart_empty", snap + ".empty", "empty"))
+    runs["postgres"].append(serve(f"{base}/coldstart", snap, "postgres"))
+    runs["snapshot"].append(serve(f"{base}/coldstart", snap, "snapshot"))
+    runs["sqlite"].append(serve(f"sqlite://{d}/coldstart.db", snap + ".sqlite", "sqlite"))
+    runs["empty"].append(serve(f"{base}/coldstart_empty", snap + ".empty", "empty"))
     print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.3f} s" for k, v in runs.items()), file=sys.stderr)
 
 size = os.path.getsize(snap)
@@ -121,7 +130,7 @@ scan = min(s for s, _ in runs["raw-scan"])
 print()
 print(f"cold start of dialtone serve to the first 200 on /readyz, {phones:,} phones with one line each ({rows} rows), {rounds} rounds")
 print(f"{'source':<10} {'best s':>7} {'median s':>9} {'baseline s':>11} {'ratio':>6} {'bytes/phone':>12}  target")
-for source, target in (("postgres", "<= 1.5 s"), ("snapshot", "<= 0.5 s")):
+for source, target in (("postgres", "<= 1.5 s"), ("snapshot", "<= 0.5 s"), ("sqlite", "no time target")):
     times = sorted(s for s, _ in runs[source])
     per_phone = (statistics.median(m for _, m in runs[source]) - empty_rss) / max(phones, 1)
     print(f"{source:<10} {times[0]:>7.2f} {statistics.median(times):>9.2f} {scan:>11.2f} {times[0] / scan:>6.2f}"
