@@ -12,7 +12,9 @@ pub enum SyncError {
     #[error("database error: {0}")]
     Database(sqlx::Error),
 
-    /// The cold load's own SQLite connection (`store/sqlite/load.rs`).
+    /// SQLite through rusqlite: the cold load's own connection
+    /// (`store/sqlite/load.rs`) and an import's borrowed one
+    /// (`store/sqlite/borrowed.rs`).
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
 

@@ -63,9 +63,7 @@ macro_rules! shared_sql {
         }
 
         pub(super) async fn read_meta(conn: &mut $conn) -> Result<Meta, SyncError> {
-            let (epoch, txid, seq, database_id): (i64, i64, i64, String) = sqlx::query_as(
-                "SELECT epoch, pruned_txid, pruned_seq, database_id FROM dialtone_meta WHERE singleton = 1",
-            )
+            let (epoch, txid, seq, database_id): (i64, i64, i64, String) = sqlx::query_as(READ_META)
             .fetch_one(&mut *conn)
             .await?;
             Ok(Meta {

@@ -390,14 +390,15 @@ pub trait Store: Send + Sync + 'static {
     /// Refuses a database that is not migrated, or migrated by a newer binary.
     async fn check_schema(&self) -> Result<(), SyncError>;
 
-    /// Every mirrored row, consistent with the returned cursor.
-    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError>;
+    /// Every mirrored row, built into the mirror's tables as it is read
+    /// (cold start, full reload), and the cursor the rows are consistent
+    /// with.
+    async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError>;
 
-    /// The same rows, built into the mirror's tables as they are read
-    /// (cold start, full reload).
-    async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
-        let (data, cursor, meta) = self.load_all().await?;
-        Ok((crate::mirror::Loading::from_dataset(data), cursor, meta))
+    /// The same rows as plain rows (tools and tests compare those).
+    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
+        let (loading, cursor, meta) = self.load_tables().await?;
+        Ok((loading.into_dataset(), cursor, meta))
     }
 
     /// Changes after `cursor`, each with its row's current state.

@@ -153,11 +153,6 @@ impl Store for PgStore {
         sql::check_schema(&mut conn, latest_known()).await
     }
 
-    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
-        let (loading, cursor, meta) = load::load(&self.pool).await?;
-        Ok((loading.into_dataset(), cursor, meta))
-    }
-
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
         load::load(&self.pool).await
     }

@@ -139,6 +139,10 @@ fn family(text: &str) -> Result<Family, <Family as std::str::FromStr>::Err> {
         .map_or_else(|| text.parse(), Ok)
 }
 
+/// The singleton meta row: epoch, pruned cursor, database id.
+pub const READ_META: &str =
+    "SELECT epoch, pruned_txid, pruned_seq, database_id FROM dialtone_meta WHERE singleton = 1";
+
 pub const TENANT_COLUMNS: &str = "id, slug, name, default_region, settings, updated_at";
 
 pub(crate) fn tenant<R: Cells>(row: &R, _: &mut Interner) -> Result<Tenant, SyncError> {

@@ -194,11 +194,6 @@ impl Store for SqliteStore {
         sql::check_schema(&mut conn, latest_known()).await
     }
 
-    async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
-        let (loading, cursor, meta) = self.load_tables().await?;
-        Ok((loading.into_dataset(), cursor, meta))
-    }
-
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
         let source = self.load_source.clone();
         tokio::task::spawn_blocking(move || source.load())

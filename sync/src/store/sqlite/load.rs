@@ -62,20 +62,16 @@ impl LoadSource {
         let seq: i64 = tx.query_row("SELECT COALESCE(max(seq), 0) FROM change_log", [], |r| {
             r.get(0)
         })?;
-        let meta = tx.query_row(
-            "SELECT epoch, pruned_txid, pruned_seq, database_id FROM dialtone_meta WHERE singleton = 1",
-            [],
-            |r| {
-                Ok(Meta {
-                    epoch: r.get(0)?,
-                    pruned_through: Cursor {
-                        txid: r.get(1)?,
-                        seq: r.get(2)?,
-                    },
-                    database_id: r.get(3)?,
-                })
-            },
-        )?;
+        let meta = tx.query_row(rows::READ_META, [], |r| {
+            Ok(Meta {
+                epoch: r.get(0)?,
+                pruned_through: Cursor {
+                    txid: r.get(1)?,
+                    seq: r.get(2)?,
+                },
+                database_id: r.get(3)?,
+            })
+        })?;
         let (phone_count, line_count) = (count(&tx, "phones")?, count(&tx, "lines")?);
         let (phones, lines) = std::thread::scope(|scope| {
             let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
