@@ -17,7 +17,10 @@ use crate::stamp::{Input, Stamps};
 use crate::store::RowChange;
 
 mod build;
+mod group;
+
 pub use build::{LineGroups, LineKey, LineRows, Loading, PhoneRows};
+use group::IdGroup;
 
 /// Bound of the change stream. A subscriber that falls further behind gets
 /// `RecvError::Lagged` and must treat it like [`ChangeEvent::Reset`].
@@ -38,7 +41,8 @@ pub enum ChangeEvent {
     Reset { version: u64 },
 }
 
-type Group = Arc<BTreeSet<Id>>;
+/// A tenant's ids of one table (`mirror/group.rs`).
+type Group = Arc<IdGroup>;
 
 /// One consistent version of every mirrored table.
 #[derive(Clone, Default)]
@@ -65,32 +69,38 @@ pub struct MirrorState {
 }
 
 fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
-    let mut set = map.get(&group).map(|g| (**g).clone()).unwrap_or_default();
-    if set.insert(id) {
-        map.insert(group, Arc::new(set));
+    if map.get(&group).is_some_and(|g| g.contains(id)) {
+        return;
     }
+    let mut ids = map.get(&group).map(|g| (**g).clone()).unwrap_or_default();
+    ids.insert(id);
+    map.insert(group, Arc::new(ids));
 }
 
 fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
     if let Some(g) = map.get(&group) {
-        if g.contains(&id) {
-            let mut set = (**g).clone();
-            set.remove(&id);
-            if set.is_empty() {
+        if g.contains(id) {
+            let mut ids = (**g).clone();
+            ids.remove(id);
+            if ids.is_empty() {
                 map.remove(&group);
             } else {
-                map.insert(group, Arc::new(set));
+                map.insert(group, Arc::new(ids));
             }
         }
     }
 }
 
 fn group_build(pairs: impl Iterator<Item = (Id, Id)>) -> ShardedMap<Id, Group> {
-    let mut groups: std::collections::HashMap<Id, BTreeSet<Id>> = Default::default();
+    let mut groups: std::collections::HashMap<Id, Vec<Id>> = Default::default();
     for (group, id) in pairs {
-        groups.entry(group).or_default().insert(id);
+        groups.entry(group).or_default().push(id);
     }
-    ShardedMap::from_entries(groups.into_iter().map(|(g, s)| (g, Arc::new(s))))
+    ShardedMap::from_entries(
+        groups
+            .into_iter()
+            .map(|(g, ids)| (g, Arc::new(IdGroup::from_ids(ids)))),
+    )
 }
 
 type Swapped<T> = (Option<Arc<T>>, Option<Arc<T>>);
@@ -225,7 +235,7 @@ impl MirrorState {
             .get(&tenant_id)
             .map(|ids| {
                 ids.iter()
-                    .filter_map(|id| self.directory.get(id).cloned())
+                    .filter_map(|id| self.directory.get(&id).cloned())
                     .collect()
             })
             .unwrap_or_default()
@@ -238,7 +248,7 @@ impl MirrorState {
             .get(&tenant_id)
             .map(|ids| {
                 ids.iter()
-                    .filter_map(|id| self.sources.get(id).cloned())
+                    .filter_map(|id| self.sources.get(&id).cloned())
                     .collect()
             })
             .unwrap_or_default();

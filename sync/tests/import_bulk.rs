@@ -16,20 +16,6 @@ use sqlx::Connection;
 /// Enough phones to take the bulk path.
 const PHONES: u32 = 300;
 
-/// Counted with SQL, not from the store's own report.
-async fn scalar(db: &TestDb, sql: &str) -> i64 {
-    match db.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
-        }
-    }
-}
-
 async fn change_log_rows(db: &TestDb) -> i64 {
     scalar(db, "SELECT count(*) FROM change_log").await
 }

@@ -140,6 +140,7 @@ pub(crate) const UPDATE_STAGED: &[&str] = &[
 
 mod compare;
 mod comparison;
+pub(crate) mod directory;
 pub(crate) use compare::{taken, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ};
 pub(crate) use comparison::Comparison;
 
@@ -162,17 +163,11 @@ macro_rules! bulk_sql {
             progress: Option<&crate::store::Progress>,
         ) -> Result<(), SyncError> {
             use crate::store::bulk::*;
-            use std::collections::HashMap;
 
             let started = std::time::Instant::now();
             super::lock_for_import(&mut *conn).await?;
             let locked_at = started.elapsed();
-            let tenants: HashMap<String, Id> =
-                sqlx::query_as::<_, (String, Id)>("SELECT slug, id FROM tenants")
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .into_iter()
-                    .collect();
+            let tenants = tenant_ids_by_slug(&mut *conn).await?;
             // By the batch's small tenant table, not per phone.
             let tenant_ids: Vec<Option<Id>> = phones
                 .tenants()

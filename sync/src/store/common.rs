@@ -18,6 +18,7 @@ macro_rules! shared_sql {
         crate::store::unclaimed::unclaimed_sql!($conn);
         crate::store::fleet::fleet_sql!($conn);
         crate::store::bulk::bulk_sql!($conn, $ids_filter);
+        crate::store::bulk::directory::bulk_directory_sql!($conn);
 
         /// Current rows of `entity` among `ids`; an id with no row was deleted.
         pub(super) async fn reload(conn: &mut $conn, entity: Entity, ids: &[Id]) -> Result<Vec<Row>, SyncError> {
@@ -116,6 +117,16 @@ macro_rules! shared_sql {
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or_else(|| SyncError::Invalid(crate::store::unknown_tenant(slug)))
+        }
+
+        /// Every tenant's id by slug: a bulk run resolves its tenants from
+        /// this small table once, not with a query per row.
+        async fn tenant_ids_by_slug(conn: &mut $conn) -> Result<std::collections::HashMap<String, Id>, SyncError> {
+            Ok(sqlx::query_as::<_, (String, Id)>("SELECT slug, id FROM tenants")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect())
         }
 
         fn count(c: &mut Counts, existed: bool, rows_affected: u64) {
@@ -529,6 +540,18 @@ macro_rules! shared_sql {
                         }
                     }
                     done += batch.len() as u64;
+                    if let Some(progress) = &progress {
+                        progress(done);
+                    }
+                    continue;
+                }
+                if let Some(run) = crate::store::bulk::directory::directory_run(&mutations[index..]) {
+                    let reject = |item: usize, reason: String| SyncError::Rejected { index: index + item, item: None, reason };
+                    bulk_directory(conn, &run, &reject, now, &mut report)
+                        .await
+                        .map_err(|e| rejected(e, index, None))?;
+                    bulk_until = index + run.len();
+                    done += run.len() as u64;
                     if let Some(progress) = &progress {
                         progress(done);
                     }

@@ -388,6 +388,6 @@ impl Notifier for PgNotifier {
 mod bulk;
 mod bulk_quiet;
 mod bulk_read;
-use bulk::{drop_staging, lock_for_import, probe_joins, reserve_ids, Stager};
+use bulk::{drop_staging, lock_for_import, probe_joins, reserve_ids, stage_directory, Stager};
 use bulk_quiet::{loud_change_log, quiet_change_log};
 use bulk_read::{read_stored, SecondReader};

@@ -431,5 +431,5 @@ impl Notifier for SqliteNotifier {
 mod bulk;
 use bulk::{
     drop_staging, lock_for_import, loud_change_log, probe_joins, quiet_change_log, read_stored,
-    reserve_ids, SecondReader, Stager,
+    reserve_ids, stage_directory, SecondReader, Stager,
 };

@@ -36,6 +36,21 @@ use dialtone_sync::testing::eventually;
 use dialtone_sync::*;
 use tokio_util::sync::CancellationToken;
 
+/// One number counted with SQL (not from the store's own report).
+pub async fn scalar(db: &dialtone_sync::testing::TestDb, sql: &str) -> i64 {
+    use sqlx::Connection;
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
 /// The database's rows, sorted, as the mirror should hold them.
 pub async fn db_rows(store: &dyn Store) -> Dataset {
     let (mut data, _, _) = store.load_all().await.unwrap();

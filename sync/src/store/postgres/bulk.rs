@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use crate::error::SyncError;
 use crate::model::Id;
 
+use crate::store::bulk::directory::DIRECTORY_STAGE_COLUMNS;
 use crate::store::bulk::Cell;
 
 /// Other writers of the imported tables wait until the import commits
@@ -27,6 +28,20 @@ pub(super) async fn lock_for_import(conn: &mut PgConnection) -> Result<(), SyncE
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// The directory entries' staging table, empty: dropped at commit, and
+/// dropped here first for a second run in the same transaction.
+pub(super) async fn stage_directory(conn: &mut PgConnection) -> Result<(), SyncError> {
+    sqlx::query("DROP TABLE IF EXISTS pg_temp.import_directory")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE import_directory {DIRECTORY_STAGE_COLUMNS} ON COMMIT DROP"
+    ))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use super::load::each_row;
 use crate::error::SyncError;
 use crate::model::Id;
 
+use crate::store::bulk::directory::DIRECTORY_STAGE_COLUMNS;
 use crate::store::bulk::{
     taken, Cell, ChangeLog, Stored, StoredLine, StoredPhone, LINE_READ, PHONE_READ,
 };
@@ -135,11 +136,25 @@ pub(super) async fn probe_joins(_: &mut SqliteConnection, _few: bool) -> Result<
     Ok(())
 }
 
+/// The directory entries' staging table, empty.
+pub(super) async fn stage_directory(conn: &mut SqliteConnection) -> Result<(), SyncError> {
+    sqlx::query("DROP TABLE IF EXISTS temp.import_directory")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE import_directory {DIRECTORY_STAGE_COLUMNS}"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Temporary tables outlive the transaction on a pooled connection.
 pub(super) async fn drop_staging(conn: &mut SqliteConnection) -> Result<(), SyncError> {
     for ddl in [
         "DROP TABLE IF EXISTS temp.import_phones",
         "DROP TABLE IF EXISTS temp.import_lines",
+        "DROP TABLE IF EXISTS temp.import_directory",
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
