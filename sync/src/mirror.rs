@@ -69,10 +69,11 @@ pub struct MirrorState {
 }
 
 fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
-    if map.get(&group).is_some_and(|g| g.contains(id)) {
-        return;
-    }
-    let mut ids = map.get(&group).map(|g| (**g).clone()).unwrap_or_default();
+    let mut ids = match map.get(&group) {
+        Some(g) if g.contains(id) => return,
+        Some(g) => (**g).clone(),
+        None => IdGroup::default(),
+    };
     ids.insert(id);
     map.insert(group, Arc::new(ids));
 }
