@@ -157,7 +157,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_directory_local_index_builds_total",
-        "Builds of a tenant's local directory index (one per tenant at a time, off the async workers).",
+        "Local directory indexes made, by kind: full (every number normalized) or update (from the tenant's last index, only changed entries normalized). One per tenant at a time, off the async workers.",
     ),
     (
         "dialtone_directory_mirror_sync_errors_total",

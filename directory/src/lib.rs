@@ -10,6 +10,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod clock;
+mod cow_map;
 pub mod error;
 pub mod explain;
 pub mod filter;
@@ -23,9 +24,11 @@ pub mod mirror;
 pub mod name;
 pub mod networks;
 pub mod normalize;
+mod number_index;
 pub mod service;
 pub mod settings;
 pub mod sources;
+mod tenant_index;
 pub mod upstream;
 
 pub use clock::Clock;

@@ -1,97 +1,33 @@
 //! The local directory source: a tenant's `directory_entries` from the
-//! mirror, indexed by normalized number. The index of a tenant is built on
-//! its first lookup and used while the mirror's stamp of the tenant's
-//! directory (its entries and its region) is the one it was built at, so
-//! lookups never scan, never touch SQL and never see an outdated index. The
-//! change stream drops outdated indexes early, to free memory.
+//! mirror, indexed by normalized number (`TenantIndex`). The index of a
+//! tenant is made on its first lookup and used while the mirror's stamp of
+//! the tenant's directory (its entries and its region) is the one it was
+//! made at, so lookups never scan, never touch SQL and never see an
+//! outdated index.
 //!
-//! A build is seconds of CPU at the entry quota, and any edit of the
-//! tenant's directory starts the next one, so builds run on blocking
-//! threads, one per tenant at a time, and a lookup waits for one no longer
-//! than its deadline: a tenant's directory never holds a runtime worker
-//! that other tenants' lookups (and their deadlines) need.
+//! An outdated index is kept, not dropped: the next one is made from it,
+//! normalizing only the entries that changed (milliseconds for an edit),
+//! where a first build normalizes every number (seconds at the entry
+//! quota). Either runs on a blocking thread, one per tenant at a time, and
+//! a lookup waits for one no longer than its deadline: a tenant's
+//! directory never holds a runtime worker that other tenants' lookups (and
+//! their deadlines) need.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dialtone_sync::stamp::Input;
-use dialtone_sync::{ChangeEvent, DirectoryEntry, Entity, Id, Mirror, MirrorState};
+use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, MirrorState};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::sync::Cache;
 use tokio::time::Instant;
 
-use crate::normalize::{normalize, suffix};
+pub use crate::tenant_index::Found;
+use crate::tenant_index::TenantIndex;
 
 /// How many trailing digits identify a number that will not normalize.
 pub const DEFAULT_SUFFIX_LEN: usize = 7;
-
-/// Numbers to whoever has them: exact E.164, and the last digits for
-/// numbers that do not normalize. Shared by the local directory and the
-/// LDAP mirror (`crate::mirror`), so both match a number the same way.
-pub struct NumberIndex<T> {
-    suffix_len: usize,
-    by_e164: HashMap<Box<str>, Vec<T>>,
-    by_suffix: HashMap<Box<str>, Vec<T>>,
-}
-
-impl<T: Clone> NumberIndex<T> {
-    pub fn new(suffix_len: usize) -> NumberIndex<T> {
-        NumberIndex {
-            suffix_len: suffix_len.max(4),
-            by_e164: HashMap::new(),
-            by_suffix: HashMap::new(),
-        }
-    }
-
-    /// Files `item` under a number already normalized (`e164`), or under
-    /// the raw spelling's last digits when it would not normalize.
-    pub fn insert(&mut self, raw: &str, e164: Option<&str>, item: T) {
-        let spelled = e164.unwrap_or(raw);
-        if let Some(s) = suffix(spelled, self.suffix_len) {
-            self.by_suffix
-                .entry(s.into_boxed_str())
-                .or_default()
-                .push(item.clone());
-        }
-        if let Some(e164) = e164 {
-            self.by_e164.entry(e164.into()).or_default().push(item);
-        }
-    }
-
-    /// An exact E.164 match wins; otherwise a suffix match counts only
-    /// when every item under it is the same one (`same`), since showing
-    /// the wrong name is worse than showing none. The flag says "by suffix".
-    pub fn find(
-        &self,
-        e164: Option<&str>,
-        raw: &str,
-        same: impl Fn(&T, &T) -> bool,
-    ) -> Option<(&T, bool)> {
-        if let Some(item) = e164
-            .and_then(|n| self.by_e164.get(n))
-            .and_then(|v| v.first())
-        {
-            return Some((item, false));
-        }
-        let key = suffix(e164.unwrap_or(raw), self.suffix_len)?;
-        match self.by_suffix.get(key.as_str()).map(Vec::as_slice) {
-            Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => Some((first, true)),
-            _ => None,
-        }
-    }
-
-    /// Numbers filed under E.164.
-    pub fn numbers(&self) -> usize {
-        self.by_e164.len()
-    }
-}
-
-struct TenantIndex {
-    /// The tenant's directory stamp it was built at.
-    stamp: u64,
-    numbers: NumberIndex<Arc<DirectoryEntry>>,
-}
 
 /// A build's outcome, shared by every lookup waiting on it; `None` when
 /// the build panicked.
@@ -111,17 +47,12 @@ struct Indexes {
     building: Mutex<HashMap<Id, Building>>,
     /// Builds started, for tests and diagnostics.
     builds: AtomicU64,
+    /// Of those, indexes made from the tenant's last one.
+    updates: AtomicU64,
 }
 
 pub struct LocalDirectory {
     indexes: Arc<Indexes>,
-}
-
-/// A match: the entry and whether it came from the weaker suffix index.
-#[derive(Clone, Debug)]
-pub struct Found {
-    pub entry: Arc<DirectoryEntry>,
-    pub by_suffix: bool,
 }
 
 /// The tenant's index was not ready by the deadline (or its build failed):
@@ -160,30 +91,38 @@ impl Indexes {
             .filter(|index| index.stamp == stamp)
     }
 
-    /// Normalizes every number of the tenant's directory: about 20 µs a
-    /// number, seconds at the entry quota, so never on a runtime worker.
+    /// The tenant's index at `state`: made from its last one when there is
+    /// one, normalizing what changed, else built whole (about 20 µs a
+    /// number, seconds at the entry quota). Never on a runtime worker.
     fn build(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
         let tenant = state.tenant(tenant_id)?;
         let stamp = state.stamp(Input::Directory(tenant_id));
         self.builds.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("dialtone_directory_local_index_builds_total").increment(1);
-        let mut index = TenantIndex {
-            stamp,
-            numbers: NumberIndex::new(self.suffix_len),
-        };
-        let mut entries = state.directory_of(tenant_id);
-        // Stable order: the same number in two entries resolves the same way.
-        entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        for entry in entries {
-            for n in &entry.numbers {
-                let e164 = normalize(&n.number, &tenant.default_region).ok();
-                index
-                    .numbers
-                    .insert(&n.number, e164.as_deref(), entry.clone());
-            }
+        let last = self.tenants.get(&tenant_id);
+        if let Some(last) = last.as_ref().filter(|last| last.stamp == stamp) {
+            return Some(last.clone());
         }
-        let index = Arc::new(index);
-        // Built from a state that has moved on, it would be outdated the
+        let started = std::time::Instant::now();
+        let updated = last.and_then(|last| last.update(state, tenant, stamp));
+        let kind = if updated.is_some() {
+            self.updates.fetch_add(1, Ordering::Relaxed);
+            "update"
+        } else {
+            "full"
+        };
+        metrics::counter!("dialtone_directory_local_index_builds_total", "kind" => kind)
+            .increment(1);
+        let index = Arc::new(
+            updated.unwrap_or_else(|| TenantIndex::build(state, tenant, stamp, self.suffix_len)),
+        );
+        tracing::debug!(
+            tenant = tenant_id,
+            kind,
+            entries = index.entries(),
+            ms = started.elapsed().as_millis() as u64,
+            "local directory index made"
+        );
+        // Made from a state that has moved on, it would be outdated the
         // moment it landed: serve the lookups of that state, keep it for none.
         if self.mirror.load().stamp(Input::Directory(tenant_id)) == stamp {
             self.tenants.insert(tenant_id, index.clone());
@@ -253,6 +192,7 @@ impl LocalDirectory {
                 tenants: Cache::builder().max_capacity(max_tenants).build(),
                 building: Mutex::default(),
                 builds: AtomicU64::new(0),
+                updates: AtomicU64::new(0),
             }),
         }
     }
@@ -260,6 +200,12 @@ impl LocalDirectory {
     /// Index builds started so far.
     pub fn builds(&self) -> u64 {
         self.indexes.builds.load(Ordering::Relaxed)
+    }
+
+    /// Of those, indexes made from the tenant's last one (normalizing only
+    /// the entries that changed) rather than built whole.
+    pub fn updates(&self) -> u64 {
+        self.indexes.updates.load(Ordering::Relaxed)
     }
 
     /// Who has `number` in the tenant's directory, answered by `deadline`.
@@ -276,9 +222,9 @@ impl LocalDirectory {
         number: &str,
         deadline: Instant,
     ) -> Result<Option<Found>, NotReady> {
-        let Some(tenant) = state.tenant(tenant_id) else {
+        if state.tenant(tenant_id).is_none() {
             return Ok(None);
-        };
+        }
         let stamp = state.stamp(Input::Directory(tenant_id));
         let index = match self.indexes.cached(tenant_id, stamp) {
             Some(index) => index,
@@ -286,49 +232,44 @@ impl LocalDirectory {
                 .await
                 .map_err(|_| NotReady)??,
         };
-        Ok(found_in(&index, &tenant.default_region, number))
+        Ok(index.find(number))
     }
 
     /// `find` without a deadline, building on the calling thread when the
     /// index is missing: for the operator's `dialtone lookup` and tests,
     /// never for the lookup service.
     pub fn lookup(&self, state: &MirrorState, tenant_id: Id, number: &str) -> Option<Found> {
-        let region = &state.tenant(tenant_id)?.default_region;
+        state.tenant(tenant_id)?;
         let stamp = state.stamp(Input::Directory(tenant_id));
         let index = match self.indexes.cached(tenant_id, stamp) {
             Some(index) => index,
             None => self.indexes.build(state, tenant_id)?,
         };
-        found_in(&index, region, number)
+        index.find(number)
     }
 
-    /// Drops the indexes a mirror change makes stale.
+    /// Drops the indexes of tenants a mirror change removed. An index
+    /// that is only outdated stays: the tenant's next one is made from it,
+    /// after an edit and after a reload alike (a reload reads every entry
+    /// anew, and an entry read the same is not normalized again).
     pub fn invalidate(&self, event: &ChangeEvent) {
+        let state = self.indexes.mirror.load();
+        let gone = |tenant: &Id| state.tenant(*tenant).is_none();
         match event {
-            ChangeEvent::Reset { .. } => self.indexes.tenants.invalidate_all(),
-            ChangeEvent::Changed { keys, tenants, .. } => {
-                let relevant = keys
-                    .iter()
-                    .any(|(entity, _)| matches!(entity, Entity::Tenant | Entity::DirectoryEntry));
-                if relevant {
-                    for tenant in tenants.iter() {
-                        self.indexes.tenants.invalidate(tenant);
+            ChangeEvent::Reset { .. } => {
+                for (tenant, _) in self.indexes.tenants.iter() {
+                    if gone(&tenant) {
+                        self.indexes.tenants.invalidate(&*tenant);
+                    }
+                }
+            }
+            ChangeEvent::Changed { keys, .. } => {
+                for (entity, id) in keys.iter() {
+                    if *entity == Entity::Tenant && gone(id) {
+                        self.indexes.tenants.invalidate(id);
                     }
                 }
             }
         }
     }
-}
-
-/// An exact E.164 match wins; otherwise a suffix match counts only when it
-/// is unambiguous, since showing the wrong name is worse than showing none.
-fn found_in(index: &TenantIndex, region: &str, number: &str) -> Option<Found> {
-    let e164 = normalize(number, region).ok();
-    let (entry, by_suffix) = index
-        .numbers
-        .find(e164.as_deref(), number, |a, b| a.id == b.id)?;
-    Some(Found {
-        entry: entry.clone(),
-        by_suffix,
-    })
 }

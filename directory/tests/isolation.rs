@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialtone_directory::{CacheStatus, LookupOptions, LookupService};
+use dialtone_sync::testing::build::{mirror_of, work_numbers};
 use dialtone_sync::*;
 
 const BIG: Id = 1;
@@ -35,13 +36,7 @@ fn entry(id: Id, tenant_id: Id, name: String, numbers: &[String]) -> DirectoryEn
         external_id: None,
         name: name.into(),
         company: None,
-        numbers: numbers
-            .iter()
-            .map(|n| DirectoryNumber {
-                number: n.as_str().into(),
-                kind: "work".into(),
-            })
-            .collect(),
+        numbers: work_numbers(numbers),
         updated_at: 0,
     }
 }
@@ -66,14 +61,7 @@ fn big_mirror() -> Arc<Mirror> {
         "Small Caller".into(),
         &["+1 555 010 1234".into()],
     ));
-    let mirror = Arc::new(Mirror::new());
-    mirror.reset(
-        data,
-        Cursor::default(),
-        Meta::default(),
-        LoadedFrom::Database,
-    );
-    mirror
+    mirror_of(data)
 }
 
 /// Spawns a lookup and returns its answer with the time from spawn to
@@ -153,6 +141,65 @@ async fn a_large_directory_builds_once_off_the_workers_within_the_deadline() {
     }
     // Eight concurrent lookups, one build; the small tenant's is the other.
     assert_eq!(service.local().builds(), 2);
+}
+
+/// After an edit, a large directory's next index is made from its last
+/// one: only the edited entry is normalized again, so the tenant's lookups
+/// answer the edit at once instead of shedding for a whole build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_large_directory_is_indexed_without_a_build() {
+    let mirror = big_mirror();
+    let service = LookupService::new(mirror.clone(), None, LookupOptions::default());
+    let guard = Duration::from_secs(120);
+
+    // Polls until the big tenant's lookup of `number` names `name`; the time
+    // from the first try.
+    async fn answered(service: &LookupService, number: &str, name: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let answer = service.lookup(BIG, number).await.unwrap();
+            if answer.name() == Some(name) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let built = tokio::time::timeout(guard, answered(&service, &big_number(7_000), "Big 7000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (service.local().builds(), service.local().updates()),
+        (1, 0)
+    );
+
+    let state = mirror.load();
+    let renamed = entry(10 + 7_000, BIG, "Big Renamed".into(), &[big_number(7_000)]);
+    mirror.apply(
+        vec![(
+            Entity::DirectoryEntry,
+            renamed.id,
+            Some(Row::DirectoryEntry(renamed)),
+        )],
+        state.cursor(),
+        state.meta().clone(),
+    );
+    let edited = tokio::time::timeout(guard, answered(&service, &big_number(7_000), "Big Renamed"))
+        .await
+        .unwrap();
+    eprintln!("built in {built:?}; the edit answered in {edited:?}");
+    assert_eq!(
+        (service.local().builds(), service.local().updates()),
+        (2, 1)
+    );
+    // Relative to the build, not to a fixed time: the edit did not cost one.
+    assert!(
+        edited < built / 4,
+        "the edit took {edited:?} against a build of {built:?}"
+    );
 }
 
 /// An upstream CNAM server on loopback that counts requests and, when

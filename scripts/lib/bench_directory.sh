@@ -12,6 +12,10 @@
 #     node publishes the change (its `dialtone_mirror_version` moves) and
 #     the CPU it spent applying it, during which no other change lands on
 #     that node;
+#   - the node's lookup index of the tenant (a lookup key, /v1/lookup):
+#     the first lookup's wait for it (a whole build: the baseline), the
+#     wait after the 5% change is published, and after one entry edited
+#     through the API, each with the CPU the node spent;
 #   - into SQLite: first, again, changed.
 # Names, companies and numbers are seeded random (the UK drama ranges and
 # 555-01XX), not the sequence the tests use.
@@ -44,6 +48,8 @@ for i in range(n):
     work = f"+44 20 7946 {rng.randrange(1000):04d}"
     mobile = f"+1 202-555-01{rng.randrange(100):02d}" if rng.random() < 0.6 else ""
     rows.append([f"bigco", f"crm-{rng.randrange(16**10):010x}-{i}", name, company, work, mobile])
+# The probe the lookup steps ask for: the one entry with this number.
+rows[0][4] = "+44 113 496 0000"
 header = "tenant,external_id,name,company,work,mobile\n"
 def write(path, rows):
     with open(path, "w") as f:
@@ -54,6 +60,8 @@ write(f"{d}/entries.csv", rows)
 for r in rows[::20]:
     r[2] = r[2] + " (moved)"
 write(f"{d}/entries-changed.csv", rows)
+with open(f"{d}/probe", "w") as f:
+    f.write(f"{rows[0][1]}\n{rows[0][2].removesuffix(' (moved)')}\n{rows[0][2]}\n")
 with open(f"{d}/columns.sql", "w") as f:
     f.write("tenant TEXT, external_id TEXT, name TEXT, company TEXT, work TEXT, mobile TEXT")
 PY
@@ -93,7 +101,9 @@ PY
     timed again "$d/entries.csv" "$pg"
 
     log "5% changed, with a node on the database"
-    local api pid ready="" v0 ticks0 ticks1 moved=""
+    local api pid ready="" v0 ticks0 ticks1 moved="" admin key
+    admin="$("$bin" --database-url "$pg" token create --scope global-admin --name bench 2>/dev/null)"
+    key="$("$bin" --database-url "$pg" token create --scope lookup --tenant bigco --name bench 2>/dev/null)"
     api="$(free_port)"
     DIALTONE_DATABASE__URL="$pg" DIALTONE_MIRROR__SNAPSHOT_PATH="$d/node.snapshot" "$bin" serve \
         --listen "127.0.0.1:$api" --provisioning-listen "127.0.0.1:$(free_port)" \
@@ -103,6 +113,19 @@ PY
     [ -n "$ready" ] || { log "the node never became ready: $(tail -1 "$d/serve.log")"; kill "$pid"; return 1; }
     version() { curl -s -m 5 "http://127.0.0.1:$api/metrics" | awk '/^dialtone_mirror_version / { print $2 }'; }
     ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+    # Seconds until the probe's lookup names $1, and the node's CPU meanwhile.
+    indexed() {
+        local s t c
+        s="$(date +%s.%N)"
+        t="$(ticks)"
+        for _ in $(seq 1 6000); do
+            [ "$(curl -s -m 5 "http://127.0.0.1:$api/v1/lookup?number=%2B441134960000&key=$key")" = "$1" ] && break
+            sleep 0.02
+        done
+        c="$(ticks)"
+        echo "{\"step\": \"$2\", \"seconds\": $(awk "BEGIN { print $(date +%s.%N) - $s }"), \"cpu_s\": $(awk -v hz="$(getconf CLK_TCK)" "BEGIN { print ($c - $t) / hz }")}" >>"$out"
+    }
+    indexed "$(sed -n 2p "$d/probe")" index-first
     v0="$(version)"
     ticks0="$(ticks)"
     rm -f "$d/moved"
@@ -120,8 +143,13 @@ PY
     wait "$poller" || true
     [ -s "$d/moved" ] && moved="$(cat "$d/moved")"
     ticks1="$(ticks)"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
     echo "{\"step\": \"node\", \"end\": $(cat "$d/changed.end"), \"moved\": ${moved:-null}, \"cpu_s\": $(awk -v hz="$(getconf CLK_TCK)" "BEGIN { print ($ticks1 - $ticks0) / hz }")}" >>"$out"
+    indexed "$(sed -n 3p "$d/probe")" index-changed
+    curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+        -d '{"name": "Edited Probe", "numbers": [{"number": "+44 113 496 0000", "kind": "work"}]}' \
+        "http://127.0.0.1:$api/v1/tenants/bigco/directory/$(sed -n 1p "$d/probe")" || log "the edit was refused"
+    indexed "Edited Probe" index-edit
+    kill "$pid"; wait "$pid" 2>/dev/null || true
 
     log "import into SQLite: first, again, 5% changed"
     local sq="sqlite://$d/directory.db"
@@ -152,5 +180,11 @@ node = steps["node"]
 lag = f"{node['moved'] - node['end']:.2f} s" if node["moved"] else "never (within 300 s of the import starting)"
 print(f"node: published the 5% change {lag} after the import process ended, spending {node['cpu_s']:.2f} s of CPU "
       "(no other change lands on a node while it applies one)")
+first = steps["index-first"]
+print(f"the node's lookup index of the tenant, until a lookup answers (first: a whole build, the baseline):")
+for step, what in (("index-first", "first lookup"), ("index-changed", "after the 5% change was published"),
+                   ("index-edit", "after one entry edited (API)")):
+    r = steps[step]
+    print(f"  {what:<36} {r['seconds']:>7.2f} s {r['seconds'] / first['seconds']:>6.3f}x  CPU {r['cpu_s']:.2f} s")
 PY
 }

@@ -246,7 +246,12 @@ pub mod build {
     use crate::store::{
         DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput,
     };
-    use crate::{Audit, DirectoryNumber, Family, Mutation, SourceKind};
+    use std::sync::Arc;
+
+    use crate::{
+        Audit, Cursor, Dataset, DirectoryNumber, Family, LoadedFrom, Meta, Mirror, Mutation,
+        SourceKind,
+    };
 
     pub fn tenant(slug: &str, region: &str) -> Mutation {
         Mutation::UpsertTenant(TenantInput {
@@ -293,14 +298,31 @@ pub mod build {
             external_id: id.into(),
             name: name.into(),
             company: None,
-            numbers: numbers
-                .iter()
-                .map(|n| DirectoryNumber {
-                    number: (*n).into(),
-                    kind: "work".into(),
-                })
-                .collect(),
+            numbers: work_numbers(numbers),
         })
+    }
+
+    /// `numbers` as a directory entry's work numbers.
+    pub fn work_numbers<S: AsRef<str>>(numbers: &[S]) -> Vec<DirectoryNumber> {
+        numbers
+            .iter()
+            .map(|n| DirectoryNumber {
+                number: n.as_ref().into(),
+                kind: "work".into(),
+            })
+            .collect()
+    }
+
+    /// A mirror holding `data`, as a full load from the database leaves it.
+    pub fn mirror_of(data: Dataset) -> Arc<Mirror> {
+        let mirror = Arc::new(Mirror::new());
+        mirror.reset(
+            data,
+            Cursor::default(),
+            Meta::default(),
+            LoadedFrom::Database,
+        );
+        mirror
     }
 
     pub fn source(

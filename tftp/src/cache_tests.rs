@@ -96,13 +96,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("yealink")).unwrap();
         std::fs::write(dir.path().join("yealink/{mac}.cfg.tera"), SHIPPED_CFG).unwrap();
-        let mirror = Arc::new(Mirror::new());
-        mirror.reset(
-            data,
-            Cursor::default(),
-            Meta::default(),
-            LoadedFrom::Database,
-        );
+        let mirror = dialtone_sync::testing::build::mirror_of(data);
         let provisioner = Self::provisioner(&mirror, dir.path());
         Fixture {
             _dir: dir,

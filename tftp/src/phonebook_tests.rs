@@ -78,13 +78,7 @@ impl Fixture {
             directory_entries: directory,
             ..Default::default()
         };
-        let mirror = Arc::new(Mirror::new());
-        mirror.reset(
-            data,
-            Cursor::default(),
-            Meta::default(),
-            LoadedFrom::Database,
-        );
+        let mirror = dialtone_sync::testing::build::mirror_of(data);
         let provisioner = Provisioner::new(
             mirror.clone(),
             dialtone_sync::testing::test_key(),

@@ -1,0 +1,242 @@
+//! One tenant's directory indexed by number, as of one mirror stamp.
+//!
+//! Normalizing is what an index costs (tens of microseconds a number, so
+//! seconds at the entry quota). A new index is therefore made from the
+//! tenant's last one whenever there is one: the entries an edit did not
+//! touch keep their filing, and only the numbers of changed, new and
+//! removed entries are normalized again. Both indexes share every shard
+//! the change did not reach, so the old one stays whole for the lookups
+//! still using it.
+
+use std::sync::Arc;
+
+use dialtone_sync::{DirectoryEntry, Id, MirrorState, Tenant};
+
+use crate::cow_map::CowMap;
+use crate::normalize::normalize;
+use crate::number_index::NumberIndex;
+
+pub(crate) struct TenantIndex {
+    /// The tenant's directory stamp it is current at.
+    pub stamp: u64,
+    /// The region its national numbers were read in.
+    region: Box<str>,
+    /// Entry ids by number; the ids under a number in (name, id) order,
+    /// so a number two entries share resolves the same way every time.
+    numbers: NumberIndex<Id>,
+    /// The tenant's entries at `stamp`: what a match shows, and what the
+    /// next index compares with.
+    entries: CowMap<Id, Arc<DirectoryEntry>>,
+}
+
+/// A match: the entry and whether it came from the weaker suffix index.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub entry: Arc<DirectoryEntry>,
+    pub by_suffix: bool,
+}
+
+/// Whether two versions of an entry are filed under the same numbers in
+/// the same place: the rest of an entry is only shown.
+fn same_filing(a: &DirectoryEntry, b: &DirectoryEntry) -> bool {
+    a.name == b.name
+        && a.numbers.len() == b.numbers.len()
+        && a.numbers
+            .iter()
+            .zip(&b.numbers)
+            .all(|(x, y)| x.number == y.number)
+}
+
+/// Every number with its entry ids, and every entry by id.
+#[cfg(test)]
+type Listing = (Vec<(String, Vec<Id>)>, Vec<(Id, Arc<DirectoryEntry>)>);
+
+/// A number as it was filed: its spelling and its E.164 reading.
+type Reading<'a> = (&'a str, Option<String>);
+
+fn numbers_of<'a>(entries: impl IntoIterator<Item = &'a Arc<DirectoryEntry>>) -> usize {
+    entries.into_iter().map(|e| e.numbers.len()).sum()
+}
+
+impl TenantIndex {
+    /// Normalizes every number of the tenant's directory.
+    pub fn build(
+        state: &MirrorState,
+        tenant: &Tenant,
+        stamp: u64,
+        suffix_len: usize,
+    ) -> TenantIndex {
+        let mut entries = state.directory_of(tenant.id);
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let mut index = TenantIndex {
+            stamp,
+            region: tenant.default_region.clone(),
+            numbers: NumberIndex::with_capacity(suffix_len, numbers_of(&entries)),
+            entries: CowMap::with_capacity(entries.len()),
+        };
+        for entry in entries {
+            // In (name, id) order already: each is filed after the rest.
+            for n in &entry.numbers {
+                let e164 = normalize(&n.number, &index.region).ok();
+                index.numbers.insert(&n.number, e164.as_deref(), entry.id);
+            }
+            index.entries.insert(entry.id, entry);
+        }
+        index
+    }
+
+    /// This index brought to `state`, normalizing only what changed; `None`
+    /// when a build would normalize fewer numbers (most entries changed) or
+    /// must normalize all of them (the tenant's region changed).
+    pub fn update(&self, state: &MirrorState, tenant: &Tenant, stamp: u64) -> Option<TenantIndex> {
+        if self.region != tenant.default_region {
+            return None;
+        }
+        let now = state.directory_of(tenant.id);
+        let mut next = TenantIndex {
+            stamp,
+            region: self.region.clone(),
+            numbers: self.numbers.clone(),
+            entries: self.entries.clone(),
+        };
+        // Each changed entry with its last version, if it had one.
+        let (mut kept, mut changed) = (0, Vec::new());
+        for entry in now.iter() {
+            match self.entries.get(&entry.id) {
+                Some(old) if Arc::ptr_eq(old, entry) => kept += 1,
+                Some(old) if same_filing(old, entry) => {
+                    // A new company, or the same row read again by a reload.
+                    kept += 1;
+                    next.entries.insert(entry.id, entry.clone());
+                }
+                Some(old) => {
+                    kept += 1;
+                    changed.push((Some(old.clone()), entry.clone()));
+                }
+                None => changed.push((None, entry.clone())),
+            }
+        }
+        let removed: Vec<Arc<DirectoryEntry>> = if kept < self.entries.len() {
+            self.entries
+                .iter()
+                .filter(|(id, _)| {
+                    state
+                        .directory_entry(**id)
+                        .is_none_or(|e| e.tenant_id != tenant.id)
+                })
+                .map(|(_, entry)| entry.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A number an entry keeps through a change is read once.
+        let to_normalize = numbers_of(&removed)
+            + changed
+                .iter()
+                .map(|(old, new)| {
+                    let old = old.as_deref().map_or(&[][..], |o| &o.numbers[..]);
+                    old.len()
+                        + new
+                            .numbers
+                            .iter()
+                            .filter(|n| !old.iter().any(|o| o.number == n.number))
+                            .count()
+                })
+                .sum::<usize>();
+        if to_normalize >= numbers_of(&now) {
+            return None;
+        }
+        for old in &removed {
+            next.unfile(old);
+            next.entries.remove(&old.id);
+        }
+        let readings: Vec<Vec<Reading>> = changed
+            .iter()
+            .map(|(old, _)| old.as_deref().map(|o| next.unfile(o)).unwrap_or_default())
+            .collect();
+        // Every entry is in `entries` before any is filed: filing orders
+        // by the names of the entries already under a number.
+        for (_, entry) in &changed {
+            next.entries.insert(entry.id, entry.clone());
+        }
+        for ((_, entry), known) in changed.iter().zip(&readings) {
+            next.file(entry, known);
+        }
+        next.numbers.fit();
+        next.entries.fit();
+        Some(next)
+    }
+
+    /// Files the entry's numbers, reading each anew unless `known` has it.
+    fn file(&mut self, entry: &DirectoryEntry, known: &[Reading]) {
+        let entries = &self.entries;
+        let name = |id: &Id| entries.get(id).map(|e| &*e.name);
+        for n in &entry.numbers {
+            let e164 = match known.iter().find(|(raw, _)| **raw == *n.number) {
+                Some((_, e164)) => e164.clone(),
+                None => normalize(&n.number, &self.region).ok(),
+            };
+            self.numbers
+                .insert_by(&n.number, e164.as_deref(), entry.id, |a, b| {
+                    name(a).cmp(&name(b)).then(a.cmp(b))
+                });
+        }
+    }
+
+    /// Takes the entry off its numbers; how each was read.
+    fn unfile<'a>(&mut self, entry: &'a DirectoryEntry) -> Vec<Reading<'a>> {
+        entry
+            .numbers
+            .iter()
+            .map(|n| {
+                let e164 = normalize(&n.number, &self.region).ok();
+                self.numbers
+                    .remove(&n.number, e164.as_deref(), |id| *id == entry.id);
+                (&*n.number, e164)
+            })
+            .collect()
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// An exact E.164 match wins; otherwise a suffix match counts only when
+    /// it is unambiguous, since showing the wrong name is worse than
+    /// showing none.
+    pub fn find(&self, number: &str) -> Option<Found> {
+        let e164 = normalize(number, &self.region).ok();
+        let (id, by_suffix) = self.numbers.find(e164.as_deref(), number, |a, b| a == b)?;
+        Some(Found {
+            entry: self.entries.get(id)?.clone(),
+            by_suffix,
+        })
+    }
+
+    /// Every number with its entry ids, and the entries, for comparing an
+    /// updated index with a built one.
+    #[cfg(test)]
+    pub fn listing(&self) -> Listing {
+        let mut entries: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        entries.sort_by_key(|(id, _)| *id);
+        (self.numbers.listing(), entries)
+    }
+
+    /// Shards shared with `other`, and this index's shard count.
+    #[cfg(test)]
+    pub fn shared_with(&self, other: &TenantIndex) -> (usize, usize) {
+        let (numbers, of) = self.numbers.shared_with(&other.numbers);
+        (
+            numbers + self.entries.shared_with(&other.entries),
+            of + self.entries.shard_count(),
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "tenant_index_tests.rs"]
+mod tests;
