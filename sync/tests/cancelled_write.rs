@@ -15,6 +15,8 @@ use dialtone_sync::*;
 
 const PHONES: u32 = 3_000;
 const ENTRIES: u32 = 3_000;
+/// Fewer than a set-based directory write takes (200).
+const TAIL: u32 = 150;
 
 /// Far more than any step here needs; a hang fails the test instead of
 /// stalling the suite.
@@ -34,20 +36,28 @@ async fn a_write_dropped_midway_body(db: TestDb) {
         })
         .await;
 
-    // Phones (written set-based, as an import's are), then directory
-    // entries one by one, with progress every 64: the first report past the
-    // phones comes with them written, inside the transaction, and the write
-    // far from done.
+    // Phones and directory entries (both written set-based, as an import's
+    // are), then a tail of changes written one by one: the first progress
+    // report past the phones comes with the entries written, inside the
+    // transaction, and the tail's statements still to come. Without the
+    // tail the abort could only land on the audit row or the commit, and
+    // on SQLite both can finish before the task yields: the write
+    // committed, then was cancelled.
     let mut write = vec![tenant("acme", "US")];
     write.extend((1..=PHONES).map(|n| phone("acme", n, 1)));
-    write.extend((1..=ENTRIES).map(|n| {
+    let entry_n = |n: u32| {
         entry(
             "acme",
             &format!("e{n}"),
             &format!("Person {n}"),
             &["+1 555 0100"],
         )
-    }));
+    };
+    write.extend((1..=ENTRIES).map(entry_n));
+    // A tenant between the runs, so the tail is a run of its own, too
+    // short for the set-based path.
+    write.push(tenant("acme", "US"));
+    write.extend((ENTRIES + 1..=ENTRIES + TAIL).map(entry_n));
 
     // The write reports it is under way, then waits until it has been
     // aborted, so that the abort lands mid-write, every run.
