@@ -27,7 +27,7 @@ fn national_spellings(grouped: &str) -> Vec<String> {
 pub fn number_forms(e164: &str) -> Vec<String> {
     let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
     let mut forms = vec![e164.to_string(), digits];
-    if let Ok(number) = phonenumber::parse(None, e164) {
+    if let Ok(number) = crate::normalize::parse_number(None, e164) {
         let code = number.code().value();
         let national = number.format().mode(Mode::National).to_string();
         let international = number.format().mode(Mode::International).to_string();

@@ -92,7 +92,7 @@ impl HttpSource {
 
     fn url(&self, e164: &str) -> String {
         let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
-        let national = phonenumber::parse(None, e164)
+        let national = crate::normalize::parse_number(None, e164)
             .map(|n| n.national().to_string())
             .unwrap_or_else(|_| digits.clone());
         self.settings
