@@ -9,6 +9,7 @@
 //! - [`import`]: CSV/JSON bulk import into mutations.
 
 mod batch;
+mod blocking;
 pub mod crypto;
 pub mod error;
 pub mod etag;

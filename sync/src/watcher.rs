@@ -70,8 +70,23 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
         full_load(mirror, store).await?;
         return Ok(mirror.load().counts().phones);
     }
-    Ok(mirror.apply(batch.changes, batch.next_cursor, batch.meta))
+    let rows = batch.changes.len();
+    let apply = move || mirror.apply(batch.changes, batch.next_cursor, batch.meta);
+    Ok(if rows >= APPLY_OFF_THE_WORKER_ROWS {
+        crate::blocking::blocking_here(apply)
+    } else {
+        apply()
+    })
 }
+
+/// A catch-up of this many rows or more is applied with the worker's other
+/// tasks moved elsewhere first. Applying is synchronous, and copies each
+/// shard the batch touches: on a table of 1,000,000 rows, 1,000 changed
+/// rows took 52 ms (every shard copied) and 100,000 (`max_catch_up_rows`)
+/// 278 ms, while the lookups, fetches and health checks queued on that
+/// worker waited. A few rows copy a few shards, less than moving the
+/// tasks costs.
+const APPLY_OFF_THE_WORKER_ROWS: usize = 64;
 
 /// The watcher loop with its own change listener, rebuilt after failures:
 /// for tools and tests. `serve` runs [`listen`] and [`run_woken`] as two

@@ -36,12 +36,7 @@ async fn phones_created_after(store: &dyn Store, mut cursor: Cursor) -> BTreeSet
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_while_phones_are_written_shows_one_moment() {
-    let db = TestDb::sqlite();
-    let store = db.store().await;
-    store
-        .apply(&[tenant("acme", "US")], &audit("setup"))
-        .await
-        .unwrap();
+    let (_db, store) = sqlite_with_acme().await;
     // More phones and lines than one of the load's batches holds.
     let seed: Vec<Mutation> = (0..SEEDED)
         .map(|n| phone("acme", n, LINES_PER_PHONE))

@@ -36,6 +36,17 @@ use dialtone_sync::testing::eventually;
 use dialtone_sync::*;
 use tokio_util::sync::CancellationToken;
 
+/// A SQLite store holding one tenant, `acme` (US).
+pub async fn sqlite_with_acme() -> (dialtone_sync::testing::TestDb, Arc<dyn Store>) {
+    let db = dialtone_sync::testing::TestDb::sqlite();
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    (db, store)
+}
+
 /// One number counted with SQL (not from the store's own report).
 pub async fn scalar(db: &dialtone_sync::testing::TestDb, sql: &str) -> i64 {
     use sqlx::Connection;

@@ -18,7 +18,7 @@ pub(super) async fn on_connection<T>(
 ) -> Result<T, SyncError> {
     let mut locked = conn.lock_handle().await?;
     let handle = locked.as_raw_handle();
-    blocking_here(|| {
+    crate::blocking::blocking_here(|| {
         // SAFETY: `locked` keeps sqlx's worker off this handle until it is
         // dropped, after `borrowed`; `from_handle` neither closes nor
         // configures it, and every statement prepared on `borrowed` is
@@ -28,13 +28,4 @@ pub(super) async fn on_connection<T>(
         let borrowed = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
         f(&borrowed)
     })
-}
-
-/// Runs `f`, seconds of work that hold the connection, without stalling
-/// the tasks queued on this worker thread.
-fn blocking_here<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }

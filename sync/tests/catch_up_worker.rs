@@ -1,0 +1,82 @@
+//! A large catch-up is applied with the worker's other tasks moved off it
+//! first: applying is synchronous, and copies every shard it touches.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dialtone_sync::*;
+
+/// One worker: a task that held it would hold every other task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
+    let (_db, store) = sqlite_with_acme().await;
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    // A directory held in memory only, large enough that applying a
+    // thousand changes copies tables of hundreds of thousands of rows.
+    let state = mirror.load();
+    let mut data = state.to_dataset();
+    let acme = data.tenants[0].id;
+    for id in 1_000_000..1_500_000 {
+        data.directory_entries.push(DirectoryEntry {
+            id,
+            tenant_id: acme,
+            external_id: None,
+            name: format!("Held {id}").into(),
+            company: None,
+            numbers: work_numbers(&["+1 555 010 1234"]),
+            updated_at: 0,
+        });
+    }
+    mirror.reset(
+        data,
+        state.cursor(),
+        state.meta().clone(),
+        LoadedFrom::Database,
+    );
+    let edits: Vec<Mutation> = (0..1_000)
+        .map(|n| entry("acme", &format!("e{n}"), "Edited", &["+1 555 010 0000"]))
+        .collect();
+    store.apply(&edits, &audit("edit")).await.unwrap();
+
+    // The longest the worker's other task waited between its ticks.
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut longest = Duration::ZERO;
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            longest
+        }
+    });
+    // Let the ticker start before the catch-up takes the worker.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let catch_up = tokio::spawn({
+        let (mirror, store) = (mirror.clone(), store.clone());
+        async move {
+            let started = Instant::now();
+            let changed = watcher::catch_up(&mirror, &*store).await.unwrap();
+            (changed, started.elapsed())
+        }
+    });
+    let (changed, took) = catch_up.await.unwrap();
+    done.store(true, Ordering::Relaxed);
+    let longest = ticker.await.unwrap();
+    assert_eq!(changed, 1_000);
+    eprintln!("the catch-up took {took:?}; the other task waited at most {longest:?}");
+    // Relative to the catch-up, not a fixed time: applied in place, the
+    // other task would have waited for all of it.
+    assert!(
+        longest < took / 2,
+        "the other task waited {longest:?} during a catch-up of {took:?}"
+    );
+}
