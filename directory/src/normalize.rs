@@ -171,15 +171,21 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
     }
     candidates
         .into_iter()
-        .filter_map(|(region, text)| parse_number(region, &text).ok())
-        .filter(acceptable)
-        .map(|n| e164(&n))
+        .filter_map(|(region, text)| {
+            let number = parse_number(region, &text).ok().filter(acceptable)?;
+            let e164 = e164(&number);
+            // A reading without a region that formats to its own text reads
+            // back as itself: the check below would parse that text again.
+            let reads_back = region.is_none() && e164 == text;
+            Some((e164, reads_back))
+        })
         // E.164 allows at most 15 digits; some countries' metadata allows
         // national lengths that would exceed it after the country code.
-        .filter(|e| e.len() <= MAX_E164_LEN)
+        .filter(|(e, _)| e.len() <= MAX_E164_LEN)
         // Odd inputs ("0006626612" in DE) can format to an E.164 string that
         // reads back as another number; such readings are not numbers.
-        .find(|e| parse_number(None, e).is_ok_and(|n| e164(&n) == *e))
+        .find(|(e, reads_back)| *reads_back || parse_number(None, e).is_ok_and(|n| e164(&n) == *e))
+        .map(|(e, _)| e)
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
