@@ -92,8 +92,8 @@ impl Indexes {
     }
 
     /// The tenant's index at `state`: made from its last one when there is
-    /// one, normalizing what changed, else built whole (about 20 µs a
-    /// number, seconds at the entry quota). Never on a runtime worker.
+    /// one, normalizing what changed, else built whole (25–45 µs a number,
+    /// 10–18 s at the entry quota). Never on a runtime worker.
     fn build(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
         let tenant = state.tenant(tenant_id)?;
         let stamp = state.stamp(Input::Directory(tenant_id));
