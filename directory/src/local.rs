@@ -122,9 +122,16 @@ impl Indexes {
             ms = started.elapsed().as_millis() as u64,
             "local directory index made"
         );
-        // Made from a state that has moved on, it would be outdated the
-        // moment it landed: serve the lookups of that state, keep it for none.
-        if self.mirror.load().stamp(Input::Directory(tenant_id)) == stamp {
+        // Kept unless a newer one is: one made from a state the mirror has
+        // since moved past answers no later lookup (`cached` wants the
+        // current stamp), but the next index is made from it. Under edits
+        // faster than a build, keeping only current ones kept none, and
+        // every lookup built whole.
+        if self
+            .tenants
+            .get(&tenant_id)
+            .is_none_or(|kept| kept.stamp < stamp)
+        {
             self.tenants.insert(tenant_id, index.clone());
         }
         Some(index)
