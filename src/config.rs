@@ -467,6 +467,13 @@ pub struct LookupConfig {
     pub suffix_digits: usize,
     /// Tenants whose directory index is kept in memory.
     pub indexed_tenants: u64,
+    /// Build, when the node starts, the index of every tenant directory of
+    /// 1,000 entries or more (largest first, up to `indexed_tenants`, one
+    /// at a time on one thread). Off: each is built on its tenant's first
+    /// lookup, and a directory too large to index within `deadline_ms`
+    /// answers no names (from any source) until its build ends, seconds at
+    /// the entry quota.
+    pub warm_directories: bool,
     /// Where directory sources (which tenants configure) may connect:
     /// `"public"` (every globally routable address) and networks or
     /// addresses. Customer AD over a private network is one more entry:
@@ -489,6 +496,7 @@ impl Default for LookupConfig {
             breaker_cooldown_s: 10,
             suffix_digits: 7,
             indexed_tenants: 10_000,
+            warm_directories: true,
             source_networks: vec!["public".into()],
         }
     }
@@ -517,6 +525,7 @@ impl LookupConfig {
             breaker_cooldown: Duration::from_secs(self.breaker_cooldown_s),
             suffix_len: self.suffix_digits,
             max_indexed_tenants: self.indexed_tenants,
+            warm_directories: self.warm_directories,
             source_networks: networks.shared(),
             ..Default::default()
         })

@@ -18,6 +18,7 @@ use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, MirrorState, SecretKey};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::future::Cache;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved, Tag};
 use crate::clock::Clock;
@@ -58,6 +59,10 @@ pub struct LookupOptions {
     pub suffix_len: usize,
     /// Tenants whose local directory index is kept in memory.
     pub max_indexed_tenants: u64,
+    /// Whether a node builds the large directories' indexes when it starts
+    /// ([`LookupService::warm_directories`]) rather than on their first
+    /// lookups.
+    pub warm_directories: bool,
     /// Where tenant-configured sources may connect (public addresses only
     /// by default).
     pub source_networks: Arc<SourceNetworks>,
@@ -83,6 +88,7 @@ impl Default for LookupOptions {
             breaker_cooldown: Duration::from_secs(10),
             suffix_len: crate::local::DEFAULT_SUFFIX_LEN,
             max_indexed_tenants: 10_000,
+            warm_directories: true,
             source_networks: SourceNetworks::default().shared(),
             mirror_dir: None,
             mirror_entry_quota: 200_000,
@@ -657,6 +663,31 @@ impl LookupService {
                 }
             }
         }
+    }
+
+    /// For a node's life, from its start: builds the local directory
+    /// indexes of the tenants whose first build would not fit a lookup's
+    /// deadline, one at a time (see [`LocalDirectory::warm`]), unless the
+    /// options turn it off, since the index cache is empty at a start and
+    /// a restart would otherwise leave those tenants without caller names
+    /// for seconds; then, at `shutdown`, ends every whole build still
+    /// running, so none holds the process's exit.
+    pub async fn warm_directories(&self, shutdown: CancellationToken) {
+        if self.inner.options.warm_directories {
+            let started = std::time::Instant::now();
+            let warmed = self.inner.local.warm(shutdown.cancelled()).await;
+            if warmed.tenants > 0 || warmed.stopped {
+                tracing::info!(
+                    tenants = warmed.tenants,
+                    entries = warmed.entries,
+                    stopped = warmed.stopped,
+                    ms = started.elapsed().as_millis() as u64,
+                    "local directory indexes built ahead of lookups"
+                );
+            }
+        }
+        shutdown.cancelled().await;
+        self.inner.local.stop_building();
     }
 
     /// Follows the mirror's change stream until `shutdown` resolves. A

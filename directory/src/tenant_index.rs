@@ -60,12 +60,27 @@ fn numbers_of<'a>(entries: impl IntoIterator<Item = &'a Arc<DirectoryEntry>>) ->
 
 impl TenantIndex {
     /// Normalizes every number of the tenant's directory.
+    #[cfg(test)]
     pub fn build(
         state: &MirrorState,
         tenant: &Tenant,
         stamp: u64,
         suffix_len: usize,
     ) -> TenantIndex {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        Self::build_unless(state, tenant, stamp, suffix_len, &never).expect("not stopped")
+    }
+
+    /// [`TenantIndex::build`], or `None` soon after `stop` is set: a build
+    /// runs seconds on a blocking thread, which the runtime waits for
+    /// before the process can exit.
+    pub fn build_unless(
+        state: &MirrorState,
+        tenant: &Tenant,
+        stamp: u64,
+        suffix_len: usize,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<TenantIndex> {
         let mut entries = state.directory_of(tenant.id);
         entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         let mut index = TenantIndex {
@@ -74,7 +89,10 @@ impl TenantIndex {
             numbers: NumberIndex::with_capacity(suffix_len, numbers_of(&entries)),
             entries: CowMap::with_capacity(entries.len()),
         };
-        for entry in entries {
+        for (i, entry) in entries.into_iter().enumerate() {
+            if i % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             // In (name, id) order already: each is filed after the rest.
             for n in &entry.numbers {
                 let e164 = normalize(&n.number, &index.region).ok();
@@ -82,7 +100,7 @@ impl TenantIndex {
             }
             index.entries.insert(entry.id, entry);
         }
-        index
+        Some(index)
     }
 
     /// This index brought to `state`, normalizing only what changed; `None`

@@ -162,6 +162,13 @@ pub(super) fn spawn(
         });
     }
     {
+        // Not supervised: it runs once, and a build that panics is
+        // contained by its blocking task (the tenant's next lookup builds
+        // again).
+        let (lookups, cancel2) = (lookups.clone(), cancel.clone());
+        tracker.spawn(async move { lookups.warm_directories(cancel2).await });
+    }
+    {
         let (lookups, cancel2) = (lookups.clone(), cancel.clone());
         supervisor.spawn("lookup-cache-invalidator", move || {
             lookups.clone().follow(cancel2.clone().cancelled_owned())

@@ -242,6 +242,13 @@ impl MirrorState {
             .unwrap_or_default()
     }
 
+    /// How many directory entries the tenant has, without collecting them.
+    pub fn directory_len(&self, tenant_id: Id) -> usize {
+        self.directory_by_tenant
+            .get(&tenant_id)
+            .map_or(0, |ids| ids.len())
+    }
+
     /// A tenant's directory sources, in priority order.
     pub fn sources_of(&self, tenant_id: Id) -> Vec<Arc<DirectorySource>> {
         let mut list: Vec<Arc<DirectorySource>> = self

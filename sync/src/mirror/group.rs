@@ -40,8 +40,7 @@ impl IdGroup {
         self.chunks.is_empty()
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum()
     }
 
