@@ -23,7 +23,7 @@ use arc_swap::ArcSwapOption;
 use dialtone_sync::{now_millis, DirectorySource, Id};
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::normalize;
+use crate::normalize::Readings;
 use crate::number_index::NumberIndex;
 
 /// One directory entry as the mirror keeps it: what a lookup shows and
@@ -85,10 +85,11 @@ impl MirrorData {
         if *self.region == *region {
             return;
         }
+        let mut readings = Readings::new(region, self.entries.len());
         for entry in self.entries.values_mut() {
             let mut changed = (**entry).clone();
             for n in &mut changed.numbers {
-                n.e164 = normalize(&n.raw, region).ok().map(String::into_boxed_str);
+                n.e164 = readings.read(&n.raw).map(Box::from);
             }
             *entry = Arc::new(changed);
         }
@@ -121,7 +122,7 @@ pub struct RawEntry {
     pub numbers: Vec<Box<str>>,
 }
 
-fn normalized(raw: RawEntry, region: &str) -> Option<(Box<str>, Arc<MirrorEntry>)> {
+fn normalized(raw: RawEntry, readings: &mut Readings) -> Option<(Box<str>, Arc<MirrorEntry>)> {
     let name = raw.name?;
     if raw.numbers.is_empty() {
         return None;
@@ -130,7 +131,7 @@ fn normalized(raw: RawEntry, region: &str) -> Option<(Box<str>, Arc<MirrorEntry>
         .numbers
         .into_iter()
         .map(|raw| MirrorNumber {
-            e164: normalize(&raw, region).ok().map(String::into_boxed_str),
+            e164: readings.read(&raw).map(Box::from),
             raw,
         })
         .collect();
@@ -139,8 +140,9 @@ fn normalized(raw: RawEntry, region: &str) -> Option<(Box<str>, Arc<MirrorEntry>
 
 /// The entries of a full read, replacing all others.
 pub fn from_full(raw: Vec<RawEntry>, region: &str) -> BTreeMap<Box<str>, Arc<MirrorEntry>> {
+    let mut readings = Readings::new(region, raw.len());
     raw.into_iter()
-        .filter_map(|e| normalized(e, region))
+        .filter_map(|e| normalized(e, &mut readings))
         .collect()
 }
 
@@ -149,9 +151,11 @@ pub fn from_full(raw: Vec<RawEntry>, region: &str) -> BTreeMap<Box<str>, Arc<Mir
 /// Returns whether anything changed and whether the cap was hit.
 pub fn merge(data: &mut MirrorData, raw: Vec<RawEntry>, max: usize) -> (bool, bool) {
     let (mut changed, mut capped) = (false, false);
+    let region = data.region.clone();
+    let mut readings = Readings::new(&region, raw.len());
     for entry in raw {
         let dn = entry.dn.clone();
-        match normalized(entry, &data.region) {
+        match normalized(entry, &mut readings) {
             Some((dn, entry)) => {
                 let known = data.entries.contains_key(&dn);
                 if !known && data.entries.len() >= max {
