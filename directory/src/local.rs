@@ -49,7 +49,7 @@ pub struct Warmed {
 }
 
 /// A build's outcome, shared by every lookup waiting on it; `None` when
-/// the build panicked.
+/// the build panicked or the node is shutting down (`stop_building`).
 type Built = Shared<BoxFuture<'static, Option<Arc<TenantIndex>>>>;
 
 /// The one build a tenant may have running.
