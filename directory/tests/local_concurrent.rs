@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_directory::local::LocalDirectory;
+use dialtone_directory::local::{LocalDirectory, WARM_MIN_ENTRIES};
 use dialtone_sync::testing::build::{mirror_of, work_numbers};
 use dialtone_sync::*;
 
 const ENTRIES: Id = 500;
+/// Enough that a warm-up builds the tenant through the edits' removals.
+const WARMED_ENTRIES: Id = WARM_MIN_ENTRIES as Id + 500;
 
 /// Entry `id`'s number, spelled two ways: an edit may change the spelling
 /// (the entry is filed again) without changing the number.
@@ -37,6 +39,25 @@ fn entry(id: Id, name: String, spelling: u64) -> DirectoryEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_answer_from_their_own_state_while_entries_change() {
+    let (checked, warm_ups) = lookups_during_edits(ENTRIES, false).await;
+    assert!(checked > 400, "only {checked} lookups ran");
+    assert_eq!(warm_ups, 0);
+}
+
+/// The same with a node's warm-up building the tenant again and again
+/// beside the lookups, through the same per-tenant build slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_answer_from_their_own_state_while_a_warm_up_builds() {
+    let (checked, warm_ups) = lookups_during_edits(WARMED_ENTRIES, true).await;
+    assert!(checked > 400, "only {checked} lookups ran");
+    assert!(warm_ups > 10, "only {warm_ups} warm-ups readied the tenant");
+}
+
+/// Four lookup tasks check every answer against the state they read while
+/// a writer edits, removes and re-adds entries of a tenant of `entries`;
+/// with `warm`, a fifth task runs `warm` in a loop. Lookups checked, and
+/// warm-ups that readied the tenant.
+async fn lookups_during_edits(entries: Id, warm: bool) -> (u64, u64) {
     let data = Dataset {
         tenants: vec![Tenant {
             id: 1,
@@ -46,7 +67,7 @@ async fn lookups_answer_from_their_own_state_while_entries_change() {
             settings: "{}".into(),
             updated_at: 0,
         }],
-        directory_entries: (1..=ENTRIES)
+        directory_entries: (1..=entries)
             .map(|id| entry(id, format!("E{id}"), 0))
             .collect(),
         ..Dataset::default()
@@ -65,7 +86,7 @@ async fn lookups_answer_from_their_own_state_while_entries_change() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let id = 1 + (x % ENTRIES as u64) as Id;
+                    let id = 1 + (x % entries as u64) as Id;
                     let state = mirror.load();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                     let found = local
@@ -87,6 +108,18 @@ async fn lookups_answer_from_their_own_state_while_entries_change() {
         })
         .collect();
 
+    let warm_up = warm.then(|| {
+        let (local, done) = (local.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut readied = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                readied += local.warm(std::future::pending()).await.tenants as u64;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            readied
+        })
+    });
+
     // Edits, spellings, removals and re-additions, one batch at a time.
     let writer = {
         let mirror = mirror.clone();
@@ -98,7 +131,7 @@ async fn lookups_answer_from_their_own_state_while_entries_change() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let id = 1 + (x % ENTRIES as u64) as Id;
+                    let id = 1 + (x % entries as u64) as Id;
                     let row = match x % 4 {
                         3 => None,
                         _ => Some(Row::DirectoryEntry(entry(
@@ -121,11 +154,15 @@ async fn lookups_answer_from_their_own_state_while_entries_change() {
     for reader in readers {
         checked += reader.await.unwrap();
     }
+    let warm_ups = match warm_up {
+        Some(task) => task.await.unwrap(),
+        None => 0,
+    };
     eprintln!(
-        "{checked} lookups checked; {} indexes made, {} of them updates",
+        "{checked} lookups checked; {} indexes made, {} of them updates; {warm_ups} warm-ups",
         local.builds(),
         local.updates()
     );
-    assert!(checked > 400, "only {checked} lookups ran");
     assert!(local.updates() > 50, "only {} updates", local.updates());
+    (checked, warm_ups)
 }
