@@ -25,6 +25,8 @@ pub mod name;
 pub mod networks;
 pub mod normalize;
 mod number_index;
+mod readings;
+mod replace_file;
 pub mod service;
 pub mod settings;
 pub mod sources;

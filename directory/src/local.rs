@@ -18,35 +18,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dialtone_sync::stamp::Input;
-use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, MirrorState};
+use dialtone_sync::{ChangeEvent, Entity, Id, Mirror, MirrorState, Tenant};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::sync::Cache;
 use tokio::time::Instant;
 
+use crate::readings::{KeptReadings, ReadingMap};
 pub use crate::tenant_index::Found;
 use crate::tenant_index::TenantIndex;
 
 /// How many trailing digits identify a number that will not normalize.
 pub const DEFAULT_SUFFIX_LEN: usize = 7;
 
-/// The smallest directory [`LocalDirectory::warm`] builds ahead of its
-/// lookups. Below it a first build takes tens of milliseconds (25–45 µs a
-/// number), within a lookup's deadline; above a few thousand entries it
-/// does not fit the default 300 ms, and the tenant's first lookups after a
-/// start answer `NotReady` (no name, not even from the sources after the
-/// directory) until the build ends: seconds at the entry quota.
-pub const WARM_MIN_ENTRIES: usize = 1_000;
-
-/// What one [`LocalDirectory::warm`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Warmed {
-    /// Tenants whose index is ready (built now, or already).
-    pub tenants: usize,
-    /// Their entries.
-    pub entries: usize,
-    /// Whether shutdown stopped it before the last tenant.
-    pub stopped: bool,
-}
+pub use warm::{Warmed, WARM_MIN_ENTRIES};
 
 /// A build's outcome, shared by every lookup waiting on it; `None` when
 /// the build panicked or the node is shutting down (`stop_building`).
@@ -68,9 +52,14 @@ struct Indexes {
     builds: AtomicU64,
     /// Of those, indexes made from the tenant's last one.
     updates: AtomicU64,
+    /// Readings whole builds took from the kept ones instead of making.
+    readings_taken: AtomicU64,
     /// Set when the node shuts down: whole builds end early instead of
     /// holding the process's exit for seconds.
     stopping: AtomicBool,
+    /// Where large directories' whole builds keep their readings for the
+    /// next, across restarts; `None` keeps nothing.
+    kept: Option<KeptReadings>,
 }
 
 pub struct LocalDirectory {
@@ -134,16 +123,19 @@ impl Indexes {
         };
         metrics::counter!("dialtone_directory_local_index_builds_total", "kind" => kind)
             .increment(1);
-        let index = Arc::new(match updated {
-            Some(updated) => updated,
+        let (index, kept) = match updated {
+            Some(updated) => (updated, None),
             None => {
-                TenantIndex::build_unless(state, tenant, stamp, self.suffix_len, &self.stopping)?
+                let (built, kept) = self.build_whole(state, tenant, stamp)?;
+                (built, Some(kept))
             }
-        });
+        };
+        let index = Arc::new(index);
         tracing::debug!(
             tenant = tenant_id,
             kind,
             entries = index.entries(),
+            kept_readings_taken = kept.as_ref().map_or(0, |(_, taken)| *taken),
             ms = started.elapsed().as_millis() as u64,
             "local directory index made"
         );
@@ -159,7 +151,36 @@ impl Indexes {
         {
             self.tenants.insert(tenant_id, index.clone());
         }
+        if let (Some(files), Some((Some(readings), _))) = (&self.kept, kept) {
+            files.write(tenant_id, &tenant.default_region, &readings);
+        }
         Some(index)
+    }
+
+    /// A whole build; for a directory of [`WARM_MIN_ENTRIES`] or more, from
+    /// the readings its last whole build kept, and keeping this one's
+    /// (written once the index is in use). Below that a build fits a
+    /// lookup's deadline without them.
+    fn build_whole(
+        &self,
+        state: &MirrorState,
+        tenant: &Tenant,
+        stamp: u64,
+    ) -> Option<(TenantIndex, (Option<ReadingMap>, usize))> {
+        let files = self
+            .kept
+            .as_ref()
+            .filter(|_| state.directory_len(tenant.id) >= WARM_MIN_ENTRIES);
+        let kept = |numbers| match files {
+            Some(files) => files.read(tenant.id, &tenant.default_region, numbers),
+            None => ReadingMap::new(),
+        };
+        let built =
+            TenantIndex::build_unless(state, tenant, stamp, self.suffix_len, &self.stopping, kept)?;
+        self.readings_taken
+            .fetch_add(built.taken as u64, Ordering::Relaxed);
+        let readings = files.map(|_| built.readings);
+        Some((built.index, (readings, built.taken)))
     }
 
     /// The tenant's running build, or a new one on a blocking thread. The
@@ -217,6 +238,18 @@ impl Indexes {
 
 impl LocalDirectory {
     pub fn new(mirror: Arc<Mirror>, suffix_len: usize, max_tenants: u64) -> LocalDirectory {
+        Self::keeping_readings(mirror, suffix_len, max_tenants, None)
+    }
+
+    /// [`LocalDirectory::new`], keeping the readings of large directories'
+    /// whole builds in `readings_dir` (the node's snapshot's directory), so
+    /// that after a restart those builds normalize only numbers added since.
+    pub fn keeping_readings(
+        mirror: Arc<Mirror>,
+        suffix_len: usize,
+        max_tenants: u64,
+        readings_dir: Option<std::path::PathBuf>,
+    ) -> LocalDirectory {
         LocalDirectory {
             indexes: Arc::new(Indexes {
                 mirror,
@@ -225,7 +258,9 @@ impl LocalDirectory {
                 building: Mutex::default(),
                 builds: AtomicU64::new(0),
                 updates: AtomicU64::new(0),
+                readings_taken: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                kept: readings_dir.map(KeptReadings::new),
             }),
         }
     }
@@ -239,6 +274,12 @@ impl LocalDirectory {
     /// the entries that changed) rather than built whole.
     pub fn updates(&self) -> u64 {
         self.indexes.updates.load(Ordering::Relaxed)
+    }
+
+    /// Numbers whole builds filed by a reading kept from an earlier build
+    /// (across a restart) instead of normalizing them.
+    pub fn readings_taken(&self) -> u64 {
+        self.indexes.readings_taken.load(Ordering::Relaxed)
     }
 
     /// Who has `number` in the tenant's directory, answered by `deadline`.
@@ -274,53 +315,6 @@ impl LocalDirectory {
     /// exits, seconds at the entry quota.
     pub fn stop_building(&self) {
         self.indexes.stopping.store(true, Ordering::Relaxed);
-    }
-
-    /// Makes ready, one tenant after another, the indexes of every tenant
-    /// with at least [`WARM_MIN_ENTRIES`] entries, largest first and no
-    /// more than the index cache keeps, so that a node's first lookups
-    /// after a start find them built. One build at a time, on a blocking
-    /// thread, each the very build a lookup of the tenant would start or
-    /// join: a start costs one core for the while, not every core, and a
-    /// lookup arriving meanwhile never builds the same index twice. Each
-    /// tenant is built at the mirror's state when its turn comes, so edits
-    /// made meanwhile are in. Stops between tenants when `shutdown`
-    /// resolves (a build already running ends on its own).
-    pub async fn warm(&self, shutdown: impl std::future::Future<Output = ()>) -> Warmed {
-        let indexes = &self.indexes;
-        let state = indexes.mirror.load();
-        let mut queue: Vec<(usize, Id)> = state
-            .tenants()
-            .map(|t| (state.directory_len(t.id), t.id))
-            .filter(|(len, _)| *len >= WARM_MIN_ENTRIES)
-            .collect();
-        queue.sort_unstable_by(|a, b| b.cmp(a));
-        let capacity = usize::try_from(indexes.tenants.policy().max_capacity().unwrap_or(0))
-            .unwrap_or(usize::MAX);
-        queue.truncate(capacity);
-        drop(state);
-        let mut warmed = Warmed::default();
-        tokio::pin!(shutdown);
-        for (_, tenant_id) in queue {
-            let state = indexes.mirror.load();
-            if state.tenant(tenant_id).is_none() {
-                continue;
-            }
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => {
-                    warmed.stopped = true;
-                    break;
-                }
-                built = indexes.ready(&state, tenant_id) => {
-                    if let Ok(index) = built {
-                        warmed.tenants += 1;
-                        warmed.entries += index.entries();
-                    }
-                }
-            }
-        }
-        warmed
     }
 
     /// `find` without a deadline, building on the calling thread when the
@@ -361,3 +355,6 @@ impl LocalDirectory {
         }
     }
 }
+
+#[path = "local_warm.rs"]
+mod warm;

@@ -8,7 +8,6 @@
 //! brand-new ranges the metadata does not know yet) are still accepted:
 //! a directory lookup must match what a directory holds, not judge it.
 
-use std::collections::HashMap;
 use std::sync::Once;
 
 use phonenumber::country::Id;
@@ -190,36 +189,6 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
-/// The E.164 readings of the spellings one pass over a directory has met,
-/// in one region. Directories list one number under many entries (a
-/// switchboard; a CRM export puts the company's line on every contact),
-/// and normalizing is nearly all a pass costs, so each spelling is read
-/// once a pass. Dropped with the pass: its size is the directory's
-/// distinct spellings, which the directory's own bound limits.
-pub(crate) struct Readings<'r> {
-    region: &'r str,
-    seen: HashMap<Box<str>, Option<Box<str>>>,
-}
-
-impl<'r> Readings<'r> {
-    pub(crate) fn new(region: &'r str, spellings: usize) -> Self {
-        Readings {
-            region,
-            seen: HashMap::with_capacity(spellings),
-        }
-    }
-
-    /// `normalize(spelling, region).ok()`, read once.
-    pub(crate) fn read(&mut self, spelling: &str) -> Option<&str> {
-        let Readings { region, seen } = self;
-        if !seen.contains_key(spelling) {
-            let e164 = normalize(spelling, region).ok().map(String::into_boxed_str);
-            seen.insert(spelling.into(), e164);
-        }
-        seen.get(spelling).and_then(|e164| e164.as_deref())
-    }
-}
-
 /// The last `len` digits of a number: the fallback index for directory
 /// numbers that will not normalize, and for matching across formats.
 pub fn suffix(number: &str, len: usize) -> Option<String> {
@@ -382,22 +351,5 @@ mod tests {
     fn suffixes() {
         assert_eq!(suffix("+1 (555) 010-1234", 7).as_deref(), Some("0101234"));
         assert_eq!(suffix("123", 7), None);
-    }
-
-    #[test]
-    fn readings_are_what_normalize_reads_each_time() {
-        let mut readings = Readings::new("GB", 4);
-        for _ in 0..3 {
-            for (input, region, _) in CASES.iter().filter(|(_, r, _)| *r == "GB") {
-                assert_eq!(
-                    readings.read(input),
-                    normalize(input, region).ok().as_deref(),
-                    "{input}"
-                );
-            }
-            for odd in ["", "call me", "01632 96", "+44 1632 960123 ext 9"] {
-                assert_eq!(readings.read(odd), normalize(odd, "GB").ok().as_deref());
-            }
-        }
     }
 }

@@ -66,8 +66,9 @@ pub struct LookupOptions {
     /// Where tenant-configured sources may connect (public addresses only
     /// by default).
     pub source_networks: Arc<SourceNetworks>,
-    /// Where mirrored LDAP sources keep their files (beside the node's
-    /// snapshot); `None` keeps mirrors in memory only.
+    /// Where mirrored LDAP sources keep their files, and large local
+    /// directories their numbers' readings (beside the node's snapshot);
+    /// `None` keeps both in memory only.
     pub mirror_dir: Option<std::path::PathBuf>,
     /// The default `directory_entries` quota, which also caps a tenant's
     /// mirrored entries per source.
@@ -232,10 +233,11 @@ impl LookupService {
         };
         LookupService {
             inner: Arc::new(Inner {
-                local: LocalDirectory::new(
+                local: LocalDirectory::keeping_readings(
                     mirror.clone(),
                     options.suffix_len,
                     options.max_indexed_tenants,
+                    options.mirror_dir.clone(),
                 ),
                 sources: SourceRegistry::new(
                     key,

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use dialtone_sync::{DirectoryEntry, Id, MirrorState, Tenant};
 
 use crate::cow_map::CowMap;
-use crate::normalize::{normalize, Readings};
+use crate::normalize::normalize;
 use crate::number_index::NumberIndex;
+use crate::readings::{ReadingMap, Readings};
 
 pub(crate) struct TenantIndex {
     /// The tenant's directory stamp it is current at.
@@ -27,6 +28,15 @@ pub(crate) struct TenantIndex {
     /// The tenant's entries at `stamp`: what a match shows, and what the
     /// next index compares with.
     entries: CowMap<Id, Arc<DirectoryEntry>>,
+}
+
+/// A whole build: the index, and the readings it made or took.
+pub(crate) struct WholeBuild {
+    pub index: TenantIndex,
+    /// Every spelling of the directory with its reading.
+    pub readings: ReadingMap,
+    /// How many of them were taken from kept readings, not made.
+    pub taken: usize,
 }
 
 /// A match: the entry and whether it came from the weaker suffix index.
@@ -68,29 +78,36 @@ impl TenantIndex {
         suffix_len: usize,
     ) -> TenantIndex {
         let never = std::sync::atomic::AtomicBool::new(false);
-        Self::build_unless(state, tenant, stamp, suffix_len, &never).expect("not stopped")
+        Self::build_unless(state, tenant, stamp, suffix_len, &never, |_| {
+            ReadingMap::new()
+        })
+        .expect("not stopped")
+        .index
     }
 
-    /// [`TenantIndex::build`], or `None` soon after `stop` is set: a build
-    /// runs seconds on a blocking thread, which the runtime waits for
-    /// before the process can exit.
+    /// [`TenantIndex::build`], from the readings `kept` gives (asked once,
+    /// with the directory's count of numbers), or `None` soon after `stop`
+    /// is set: a build runs seconds on a blocking thread, which the
+    /// runtime waits for before the process can exit.
     pub fn build_unless(
         state: &MirrorState,
         tenant: &Tenant,
         stamp: u64,
         suffix_len: usize,
         stop: &std::sync::atomic::AtomicBool,
-    ) -> Option<TenantIndex> {
+        kept: impl FnOnce(usize) -> ReadingMap,
+    ) -> Option<WholeBuild> {
         let mut entries = state.directory_of(tenant.id);
         entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let numbers = numbers_of(&entries);
         let mut index = TenantIndex {
             stamp,
             region: tenant.default_region.clone(),
-            numbers: NumberIndex::with_capacity(suffix_len, numbers_of(&entries)),
+            numbers: NumberIndex::with_capacity(suffix_len, numbers),
             entries: CowMap::with_capacity(entries.len()),
         };
         // About 30 MB at the quota while it runs when every number differs.
-        let mut readings = Readings::new(&tenant.default_region, numbers_of(&entries));
+        let mut readings = Readings::with_kept(&tenant.default_region, numbers, kept(numbers));
         for (i, entry) in entries.iter().enumerate() {
             if i % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return None;
@@ -102,7 +119,11 @@ impl TenantIndex {
             }
             index.entries.insert(entry.id, entry.clone());
         }
-        Some(index)
+        Some(WholeBuild {
+            index,
+            taken: readings.taken(),
+            readings: readings.into_map(),
+        })
     }
 
     /// This index brought to `state`, normalizing only what changed; `None`

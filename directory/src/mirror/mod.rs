@@ -23,8 +23,8 @@ use arc_swap::ArcSwapOption;
 use dialtone_sync::{now_millis, DirectorySource, Id};
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::Readings;
 use crate::number_index::NumberIndex;
+use crate::readings::Readings;
 
 /// One directory entry as the mirror keeps it: what a lookup shows and
 /// the numbers it is found by (normalized once, at sync).

@@ -6,9 +6,8 @@
 //! costs a warning, not the node's memory.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dialtone_sync::Id;
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MirrorData, MirrorEntry, Watermark};
 use crate::error::DirectoryError;
+use crate::replace_file::replace_file;
 
 const MAGIC: &[u8; 8] = b"DTLDAPM\x01";
 /// Bytes per entry a file may average: a DN, a name and a few numbers.
@@ -54,21 +54,6 @@ fn io(path: &Path, e: impl std::fmt::Display) -> DirectoryError {
 
 /// Writes `data` to `path` atomically. Blocking.
 pub fn write(path: &Path, fingerprint: &str, data: &MirrorData) -> Result<(), DirectoryError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("mirror");
-    // A replaced sync task may still be writing while its successor does.
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{name}.tmp{}.{}",
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
     let out = Out {
         header: Header {
             fingerprint: fingerprint.to_string(),
@@ -81,23 +66,13 @@ pub fn write(path: &Path, fingerprint: &str, data: &MirrorData) -> Result<(), Di
         },
         entries: data.entries.iter().map(|(dn, e)| (&**dn, &**e)).collect(),
     };
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        let mut writer = BufWriter::with_capacity(1 << 20, file);
-        writer.write_all(MAGIC).map_err(|e| io(&tmp, e))?;
-        postcard::to_io(&out, &mut writer).map_err(|e| io(&tmp, e))?;
-        let file = writer.into_inner().map_err(|e| io(&tmp, e.error()))?;
-        file.sync_all().map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    // Synced: a lost file costs a full sync from the tenant's server.
+    replace_file(path, true, |writer| {
+        writer.write_all(MAGIC).map_err(|e| e.to_string())?;
+        postcard::to_io(&out, writer).map_err(|e| e.to_string())?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    })
+    .map_err(DirectoryError::MirrorFile)
 }
 
 /// Reads the file at `path` if it is this source's (same fingerprint) and

@@ -1,0 +1,253 @@
+//! Each spelling of a number read once: within one pass over a directory
+//! ([`Readings`]), and across a node's restarts for the directories whose
+//! whole index build would otherwise keep their first lookups waiting
+//! ([`KeptReadings`]).
+//!
+//! Normalizing is nearly all an index build costs: 25–45 µs a number,
+//! seconds at the entry quota, where filing a number already read takes
+//! well under a microsecond. A reading depends only on the spelling, the
+//! region and the normalizer, so a reading made once stays right for as
+//! long as those three do; the file says which region and normalizer made
+//! its readings, and one made by any other is not used.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use dialtone_sync::Id;
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::normalize;
+use crate::replace_file::{is_foreign_temporary, replace_file};
+
+/// Spellings and their E.164 readings (`None`: not a number).
+pub(crate) type ReadingMap = HashMap<Box<str>, Option<Box<str>>>;
+
+/// The E.164 readings of the spellings one pass over a directory has met,
+/// in one region. Directories list one number under many entries (a
+/// switchboard; a CRM export puts the company's line on every contact),
+/// so each spelling is read once a pass. Dropped with the pass, or kept
+/// for the next whole build ([`Readings::into_map`]): its size is the
+/// directory's distinct spellings, which the directory's own bound limits.
+pub(crate) struct Readings<'r> {
+    region: &'r str,
+    seen: ReadingMap,
+    /// Readings an earlier pass kept: taken when met, not made again.
+    kept: ReadingMap,
+    taken: usize,
+}
+
+impl<'r> Readings<'r> {
+    pub(crate) fn new(region: &'r str, spellings: usize) -> Self {
+        Self::with_kept(region, spellings, ReadingMap::new())
+    }
+
+    /// Starting from readings an earlier pass in the same region kept
+    /// ([`KeptReadings::read`]).
+    pub(crate) fn with_kept(region: &'r str, spellings: usize, kept: ReadingMap) -> Self {
+        Readings {
+            region,
+            seen: HashMap::with_capacity(spellings),
+            kept,
+            taken: 0,
+        }
+    }
+
+    /// `normalize(spelling, region).ok()`, read once.
+    pub(crate) fn read(&mut self, spelling: &str) -> Option<&str> {
+        let Readings {
+            region,
+            seen,
+            kept,
+            taken,
+        } = self;
+        if !seen.contains_key(spelling) {
+            // Moved, not copied: what is left in `kept` at the end are the
+            // spellings the directory no longer has, which are not kept again.
+            match kept.remove_entry(spelling) {
+                Some((spelling, e164)) => {
+                    *taken += 1;
+                    seen.insert(spelling, e164);
+                }
+                None => {
+                    let e164 = normalize(spelling, region).ok().map(String::into_boxed_str);
+                    seen.insert(spelling.into(), e164);
+                }
+            }
+        }
+        seen.get(spelling).and_then(|e164| e164.as_deref())
+    }
+
+    /// How many spellings were read from the kept readings.
+    pub(crate) fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// Every spelling this pass met, with its reading.
+    pub(crate) fn into_map(self) -> ReadingMap {
+        self.seen
+    }
+}
+
+/// Whole builds' readings of large directories, kept on the node's disk
+/// beside its snapshot (`<dir>/directory-readings-<tenant id>.bin`), so
+/// that a restarted node builds those indexes in a fraction of the time:
+/// only the numbers added since are normalized. A missing, damaged or
+/// foreign file costs a whole build, never a wrong reading: each file
+/// names its region and normalizer, and a sample of its readings is made
+/// again when it is read.
+pub(crate) struct KeptReadings {
+    dir: PathBuf,
+}
+
+const MAGIC: &[u8; 8] = b"DTREADS\x01";
+const FILE_PREFIX: &str = "directory-readings-";
+
+/// What made a file's readings. phonenumber's version carries the
+/// libphonenumber metadata it reads numbers with;
+/// `normalizer_names_the_locked_phonenumber` holds it to Cargo.lock.
+const NORMALIZER: &str = concat!(
+    "dialtone-directory ",
+    env!("CARGO_PKG_VERSION"),
+    "; phonenumber 0.3.10+9.0.33"
+);
+
+/// Readings made again from each file read: a file of a normalizer that
+/// reads any of them otherwise is not used.
+const SPOT_CHECKS: usize = 16;
+
+/// The most a kept reading may take in the file, on average: a spelling
+/// as a directory holds it and its E.164 text, with their lengths.
+const BYTES_PER_READING: u64 = 256;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    normalizer: Box<str>,
+    region: Box<str>,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    header: Header,
+    readings: &'a ReadingMap,
+}
+
+#[derive(Deserialize)]
+struct In {
+    header: Header,
+    readings: ReadingMap,
+}
+
+impl KeptReadings {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        KeptReadings { dir }
+    }
+
+    fn path(&self, tenant_id: Id) -> PathBuf {
+        self.dir.join(format!("{FILE_PREFIX}{tenant_id}.bin"))
+    }
+
+    /// The readings kept for the tenant in `region`, if there are at most
+    /// `max` of them and they pass the spot checks; empty otherwise, with
+    /// a warning for a file that is damaged or past `max`. Blocking.
+    pub(crate) fn read(&self, tenant_id: Id, region: &str, max: usize) -> ReadingMap {
+        let path = self.path(tenant_id);
+        match read_file(&path, region, max) {
+            Ok(Some(readings)) => readings,
+            Ok(None) => ReadingMap::new(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "kept number readings not used");
+                ReadingMap::new()
+            }
+        }
+    }
+
+    /// Keeps the readings of the tenant's whole build for its next one,
+    /// replacing the file at once (a temporary file renamed). Blocking.
+    pub(crate) fn write(&self, tenant_id: Id, region: &str, readings: &ReadingMap) {
+        let path = self.path(tenant_id);
+        if let Err(e) = write_file(&path, region, readings) {
+            tracing::warn!(path = %path.display(), error = %e, "keeping number readings failed");
+        }
+    }
+
+    /// Removes the files of the tenants `keep` refuses, and temporary files
+    /// another process left. Blocking.
+    pub(crate) fn remove_except(&self, keep: impl Fn(Id) -> bool) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = match name.strip_prefix(FILE_PREFIX) {
+                Some(rest) => rest
+                    .strip_suffix(".bin")
+                    .and_then(|id| id.parse::<Id>().ok())
+                    .is_some_and(|id| !keep(id)),
+                None => is_foreign_temporary(name, FILE_PREFIX),
+            };
+            if stale {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+}
+
+/// `Ok(None)`: no file, or one of another region or normalizer.
+fn read_file(path: &Path, region: &str, max: usize) -> Result<Option<ReadingMap>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let limit = (max as u64 + 1).saturating_mul(BYTES_PER_READING);
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {max} readings allow"));
+    }
+    let body = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a readings file of this version")?;
+    let decoded: In = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    drop(bytes);
+    if *decoded.header.normalizer != *NORMALIZER || *decoded.header.region != *region {
+        return Ok(None);
+    }
+    if decoded.readings.len() > max {
+        return Err(format!("more than {max} readings"));
+    }
+    let agrees = decoded
+        .readings
+        .iter()
+        .take(SPOT_CHECKS)
+        .all(|(spelling, e164)| normalize(spelling, region).ok().as_deref() == e164.as_deref());
+    if !agrees {
+        return Err("a reading differs from this normalizer's".into());
+    }
+    Ok(Some(decoded.readings))
+}
+
+fn write_file(path: &Path, region: &str, readings: &ReadingMap) -> Result<(), String> {
+    let out = Out {
+        header: Header {
+            normalizer: NORMALIZER.into(),
+            region: region.into(),
+        },
+        readings,
+    };
+    // Not synced: a file a crash leaves torn or empty fails to decode and
+    // costs one whole build, as no file does.
+    replace_file(path, false, |writer| {
+        writer.write_all(MAGIC).map_err(|e| e.to_string())?;
+        postcard::to_io(&out, writer).map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+#[path = "readings_tests.rs"]
+mod tests;

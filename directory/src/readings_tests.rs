@@ -1,0 +1,179 @@
+use super::*;
+
+/// GB spellings of the drama ranges, a US one, and text that is no number.
+const SPELLINGS: &[&str] = &[
+    "01632 960123",
+    "+44 (0)1632 960123",
+    "0044 1632 960123",
+    "020 7946 0123",
+    "+1 (555) 010-1234",
+    "+44 1632 960123 ext 9",
+    "",
+    "call me",
+    "01632 96",
+];
+
+fn made(region: &str) -> ReadingMap {
+    let mut readings = Readings::new(region, SPELLINGS.len());
+    for spelling in SPELLINGS {
+        readings.read(spelling);
+    }
+    readings.into_map()
+}
+
+#[test]
+fn readings_are_what_normalize_reads_each_time() {
+    let mut readings = Readings::new("GB", 4);
+    for _ in 0..3 {
+        for spelling in SPELLINGS {
+            assert_eq!(
+                readings.read(spelling),
+                normalize(spelling, "GB").ok().as_deref(),
+                "{spelling}"
+            );
+        }
+    }
+    assert_eq!(readings.taken(), 0);
+    assert_eq!(readings.into_map().len(), SPELLINGS.len());
+}
+
+/// A kept reading is taken as it is, not made again (a wrong one planted
+/// shows through), and what the pass did not meet is not kept again.
+#[test]
+fn kept_readings_are_taken_and_only_met_ones_kept_again() {
+    let mut kept = made("GB");
+    kept.insert("01632 960123".into(), Some("+15550000000".into()));
+    kept.insert("gone from the directory".into(), None);
+    let mut readings = Readings::with_kept("GB", 4, kept);
+    assert_eq!(readings.read("01632 960123"), Some("+15550000000"));
+    assert_eq!(readings.read("020 7946 0123"), Some("+442079460123"));
+    assert_eq!(readings.read("+61 2 5550 1234"), Some("+61255501234"));
+    assert_eq!(readings.read("01632 960123"), Some("+15550000000"));
+    assert_eq!(readings.taken(), 2);
+    let again = readings.into_map();
+    let mut spellings: Vec<&str> = again.keys().map(|s| &**s).collect();
+    spellings.sort_unstable();
+    assert_eq!(
+        spellings,
+        ["+61 2 5550 1234", "01632 960123", "020 7946 0123"]
+    );
+}
+
+fn dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dialtone-readings-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_kept_file_is_read_back_in_its_own_region_only() {
+    let dir = dir("round-trip");
+    let files = KeptReadings::new(dir.clone());
+    let readings = made("GB");
+    files.write(7, "GB", &readings);
+    assert_eq!(files.read(7, "GB", 100), readings);
+    assert!(files.read(7, "US", 100).is_empty(), "another region's");
+    assert!(files.read(8, "GB", 100).is_empty(), "another tenant's");
+    assert!(
+        files.read(7, "GB", SPELLINGS.len() - 1).is_empty(),
+        "more readings than the directory has numbers"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn damaged_or_foreign_files_cost_a_whole_build_not_a_wrong_reading() {
+    let dir = dir("damaged");
+    let files = KeptReadings::new(dir.clone());
+    let readings = made("GB");
+    files.write(1, "GB", &readings);
+    let path = files.path(1);
+    let whole = std::fs::read(&path).unwrap();
+
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    assert!(files.read(1, "GB", 100).is_empty(), "torn");
+    std::fs::write(&path, b"").unwrap();
+    assert!(files.read(1, "GB", 100).is_empty(), "empty");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    assert!(files.read(1, "GB", 100).is_empty(), "zeros");
+
+    // Another normalizer's file: same shape, another name.
+    let out = Out {
+        header: Header {
+            normalizer: "dialtone-directory 0.0.0; phonenumber 0.0.0".into(),
+            region: "GB".into(),
+        },
+        readings: &readings,
+    };
+    let mut foreign = MAGIC.to_vec();
+    foreign.extend(postcard::to_allocvec(&out).unwrap());
+    std::fs::write(&path, foreign).unwrap();
+    assert!(files.read(1, "GB", 100).is_empty(), "another normalizer's");
+
+    // This normalizer's name on readings it does not make: every reading
+    // is spot-checked when there are no more than SPOT_CHECKS.
+    let mut wrong = readings.clone();
+    wrong.insert("020 7946 0123".into(), Some("+15550000000".into()));
+    files.write(1, "GB", &wrong);
+    assert!(files.read(1, "GB", 100).is_empty(), "a wrong reading");
+
+    files.write(1, "GB", &readings);
+    assert_eq!(files.read(1, "GB", 100), readings);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn files_of_tenants_no_longer_built_ahead_are_removed() {
+    let dir = dir("remove");
+    let files = KeptReadings::new(dir.clone());
+    let readings = made("US");
+    for tenant in [1, 2, 3] {
+        files.write(tenant, "US", &readings);
+    }
+    std::fs::write(
+        dir.join(".directory-readings-4.bin.1.tmp0"),
+        b"left by a crash",
+    )
+    .unwrap();
+    let ours = dir.join(format!(
+        ".directory-readings-5.bin.{}.tmp9",
+        std::process::id()
+    ));
+    std::fs::write(&ours, b"being written").unwrap();
+    std::fs::write(dir.join("node.snapshot"), b"not ours").unwrap();
+    files.remove_except(|tenant| tenant == 2);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort_unstable();
+    let ours = ours.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(
+        left,
+        [
+            ours,
+            "directory-readings-2.bin".into(),
+            "node.snapshot".into()
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A phonenumber upgrade brings new metadata, and readings made with the
+/// old one must not be taken: the normalizer's name changes with it.
+#[test]
+fn normalizer_names_the_locked_phonenumber() {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+        .expect("the workspace's Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"phonenumber\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("phonenumber in Cargo.lock");
+    assert!(
+        NORMALIZER.ends_with(&format!("phonenumber {version}")),
+        "{NORMALIZER} against phonenumber {version}: update NORMALIZER"
+    );
+}
