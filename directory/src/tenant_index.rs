@@ -61,9 +61,6 @@ fn same_filing(a: &DirectoryEntry, b: &DirectoryEntry) -> bool {
 #[cfg(test)]
 type Listing = (Vec<(String, Vec<Id>)>, Vec<(Id, Arc<DirectoryEntry>)>);
 
-/// A number as it was filed: its spelling and its E.164 reading.
-type Reading<'a> = (&'a str, Option<String>);
-
 fn numbers_of<'a>(entries: impl IntoIterator<Item = &'a Arc<DirectoryEntry>>) -> usize {
     entries.into_iter().map(|e| e.numbers.len()).sum()
 }
@@ -187,55 +184,50 @@ impl TenantIndex {
         if to_normalize >= numbers_of(&now) {
             return None;
         }
+        // One spelling is read once however many entries a change moves
+        // it on and off: a company's line under every renamed contact.
+        let region = self.region.clone();
+        let mut readings = Readings::new(&region, to_normalize);
         for old in &removed {
-            next.unfile(old);
+            next.unfile(old, &mut readings);
             next.entries.remove(&old.id);
         }
-        let readings: Vec<Vec<Reading>> = changed
-            .iter()
-            .map(|(old, _)| old.as_deref().map(|o| next.unfile(o)).unwrap_or_default())
-            .collect();
+        for (old, _) in &changed {
+            if let Some(old) = old {
+                next.unfile(old, &mut readings);
+            }
+        }
         // Every entry is in `entries` before any is filed: filing orders
         // by the names of the entries already under a number.
         for (_, entry) in &changed {
             next.entries.insert(entry.id, entry.clone());
         }
-        for ((_, entry), known) in changed.iter().zip(&readings) {
-            next.file(entry, known);
+        for (_, entry) in &changed {
+            next.file(entry, &mut readings);
         }
         next.numbers.fit();
         next.entries.fit();
         Some(next)
     }
 
-    /// Files the entry's numbers, reading each anew unless `known` has it.
-    fn file(&mut self, entry: &DirectoryEntry, known: &[Reading]) {
+    /// Files the entry's numbers under their readings.
+    fn file(&mut self, entry: &DirectoryEntry, readings: &mut Readings) {
         let entries = &self.entries;
         let name = |id: &Id| entries.get(id).map(|e| &*e.name);
         for n in &entry.numbers {
-            let e164 = match known.iter().find(|(raw, _)| **raw == *n.number) {
-                Some((_, e164)) => e164.clone(),
-                None => normalize(&n.number, &self.region).ok(),
-            };
             self.numbers
-                .insert_by(&n.number, e164.as_deref(), entry.id, |a, b| {
+                .insert_by(&n.number, readings.read(&n.number), entry.id, |a, b| {
                     name(a).cmp(&name(b)).then(a.cmp(b))
                 });
         }
     }
 
-    /// Takes the entry off its numbers; how each was read.
-    fn unfile<'a>(&mut self, entry: &'a DirectoryEntry) -> Vec<Reading<'a>> {
-        entry
-            .numbers
-            .iter()
-            .map(|n| {
-                let e164 = normalize(&n.number, &self.region).ok();
-                self.numbers
-                    .remove(&n.number, e164.as_deref(), |id| *id == entry.id);
-                (&*n.number, e164)
-            })
-            .collect()
+    /// Takes the entry off its numbers.
+    fn unfile(&mut self, entry: &DirectoryEntry, readings: &mut Readings) {
+        for n in &entry.numbers {
+            self.numbers
+                .remove(&n.number, readings.read(&n.number), |id| *id == entry.id);
+        }
     }
 
     pub fn entries(&self) -> usize {
