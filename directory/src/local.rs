@@ -171,8 +171,8 @@ impl Indexes {
             .kept
             .as_ref()
             .filter(|_| state.directory_len(tenant.id) >= WARM_MIN_ENTRIES);
-        let kept = |numbers| match files {
-            Some(files) => files.read(tenant.id, &tenant.default_region, numbers),
+        let kept = |bound| match files {
+            Some(files) => files.read(tenant.id, &tenant.default_region, bound),
             None => ReadingMap::new(),
         };
         let built =

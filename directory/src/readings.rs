@@ -116,9 +116,33 @@ const NORMALIZER: &str = concat!(
 /// reads any of them otherwise is not used.
 const SPOT_CHECKS: usize = 16;
 
-/// The most a kept reading may take in the file, on average: a spelling
-/// as a directory holds it and its E.164 text, with their lengths.
-const BYTES_PER_READING: u64 = 256;
+/// What a file of kept readings may hold for a directory as it is now:
+/// no more readings than it has numbers, and no more bytes than twice
+/// what those would take (spellings since changed may be longer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bound {
+    readings: usize,
+    bytes: u64,
+}
+
+/// A reading's bytes in a file besides its spelling: an E.164 text (16
+/// bytes at most), its option tag and two length prefixes.
+const BYTES_BESIDE_SPELLING: u64 = 32;
+
+impl Bound {
+    /// The bound of a directory whose numbers are spelled `spellings`.
+    pub(crate) fn of<'a>(spellings: impl Iterator<Item = &'a str>) -> Bound {
+        let (mut readings, mut bytes) = (0, 0u64);
+        for spelling in spellings {
+            readings += 1;
+            bytes += spelling.len() as u64 + BYTES_BESIDE_SPELLING;
+        }
+        Bound {
+            readings,
+            bytes: bytes.saturating_mul(2).saturating_add(4096),
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -147,12 +171,12 @@ impl KeptReadings {
         self.dir.join(format!("{FILE_PREFIX}{tenant_id}.bin"))
     }
 
-    /// The readings kept for the tenant in `region`, if there are at most
-    /// `max` of them and they pass the spot checks; empty otherwise, with
-    /// a warning for a file that is damaged or past `max`. Blocking.
-    pub(crate) fn read(&self, tenant_id: Id, region: &str, max: usize) -> ReadingMap {
+    /// The readings kept for the tenant in `region`, if they are within
+    /// `bound` and pass the spot checks; empty otherwise, with a warning
+    /// for a file that is damaged or past the bound. Blocking.
+    pub(crate) fn read(&self, tenant_id: Id, region: &str, bound: Bound) -> ReadingMap {
         let path = self.path(tenant_id);
-        match read_file(&path, region, max) {
+        match read_file(&path, region, bound) {
             Ok(Some(readings)) => readings,
             Ok(None) => ReadingMap::new(),
             Err(e) => {
@@ -195,19 +219,21 @@ impl KeptReadings {
 }
 
 /// `Ok(None)`: no file, or one of another region or normalizer.
-fn read_file(path: &Path, region: &str, max: usize) -> Result<Option<ReadingMap>, String> {
+fn read_file(path: &Path, region: &str, bound: Bound) -> Result<Option<ReadingMap>, String> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let limit = (max as u64 + 1).saturating_mul(BYTES_PER_READING);
     let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
+    file.take(bound.bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {max} readings allow"));
+    if bytes.len() as u64 > bound.bytes {
+        return Err(format!(
+            "larger than the directory's {} numbers allow",
+            bound.readings
+        ));
     }
     let body = bytes
         .strip_prefix(MAGIC.as_slice())
@@ -217,8 +243,11 @@ fn read_file(path: &Path, region: &str, max: usize) -> Result<Option<ReadingMap>
     if *decoded.header.normalizer != *NORMALIZER || *decoded.header.region != *region {
         return Ok(None);
     }
-    if decoded.readings.len() > max {
-        return Err(format!("more than {max} readings"));
+    if decoded.readings.len() > bound.readings {
+        return Err(format!(
+            "more readings than the directory's {} numbers",
+            bound.readings
+        ));
     }
     let agrees = decoded
         .readings

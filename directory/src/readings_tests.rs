@@ -13,6 +13,11 @@ const SPELLINGS: &[&str] = &[
     "01632 96",
 ];
 
+/// The bound of a directory with these spellings.
+fn bound(spellings: &[&str]) -> Bound {
+    Bound::of(spellings.iter().copied())
+}
+
 fn made(region: &str) -> ReadingMap {
     let mut readings = Readings::new(region, SPELLINGS.len());
     for spelling in SPELLINGS {
@@ -72,13 +77,35 @@ fn a_kept_file_is_read_back_in_its_own_region_only() {
     let files = KeptReadings::new(dir.clone());
     let readings = made("GB");
     files.write(7, "GB", &readings);
-    assert_eq!(files.read(7, "GB", 100), readings);
-    assert!(files.read(7, "US", 100).is_empty(), "another region's");
-    assert!(files.read(8, "GB", 100).is_empty(), "another tenant's");
+    assert_eq!(files.read(7, "GB", bound(SPELLINGS)), readings);
     assert!(
-        files.read(7, "GB", SPELLINGS.len() - 1).is_empty(),
+        files.read(7, "US", bound(SPELLINGS)).is_empty(),
+        "another region's"
+    );
+    assert!(
+        files.read(8, "GB", bound(SPELLINGS)).is_empty(),
+        "another tenant's"
+    );
+    assert!(
+        files.read(7, "GB", bound(&SPELLINGS[1..])).is_empty(),
         "more readings than the directory has numbers"
     );
+    // Spellings a tenant made long: its file is held to their size.
+    let long: Vec<String> = (0..9)
+        .map(|i| format!("{i} {}", "x".repeat(2_000)))
+        .collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let mut readings = Readings::new("GB", long.len());
+    for spelling in &long {
+        assert_eq!(readings.read(spelling), None);
+    }
+    let readings = readings.into_map();
+    files.write(9, "GB", &readings);
+    assert!(
+        files.read(9, "GB", bound(SPELLINGS)).is_empty(),
+        "more bytes than twice the directory's spellings"
+    );
+    assert_eq!(files.read(9, "GB", bound(&long)), readings);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -92,11 +119,11 @@ fn damaged_or_foreign_files_cost_a_whole_build_not_a_wrong_reading() {
     let whole = std::fs::read(&path).unwrap();
 
     std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
-    assert!(files.read(1, "GB", 100).is_empty(), "torn");
+    assert!(files.read(1, "GB", bound(SPELLINGS)).is_empty(), "torn");
     std::fs::write(&path, b"").unwrap();
-    assert!(files.read(1, "GB", 100).is_empty(), "empty");
+    assert!(files.read(1, "GB", bound(SPELLINGS)).is_empty(), "empty");
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
-    assert!(files.read(1, "GB", 100).is_empty(), "zeros");
+    assert!(files.read(1, "GB", bound(SPELLINGS)).is_empty(), "zeros");
 
     // Another normalizer's file: same shape, another name.
     let out = Out {
@@ -109,17 +136,23 @@ fn damaged_or_foreign_files_cost_a_whole_build_not_a_wrong_reading() {
     let mut foreign = MAGIC.to_vec();
     foreign.extend(postcard::to_allocvec(&out).unwrap());
     std::fs::write(&path, foreign).unwrap();
-    assert!(files.read(1, "GB", 100).is_empty(), "another normalizer's");
+    assert!(
+        files.read(1, "GB", bound(SPELLINGS)).is_empty(),
+        "another normalizer's"
+    );
 
     // This normalizer's name on readings it does not make: every reading
     // is spot-checked when there are no more than SPOT_CHECKS.
     let mut wrong = readings.clone();
     wrong.insert("020 7946 0123".into(), Some("+15550000000".into()));
     files.write(1, "GB", &wrong);
-    assert!(files.read(1, "GB", 100).is_empty(), "a wrong reading");
+    assert!(
+        files.read(1, "GB", bound(SPELLINGS)).is_empty(),
+        "a wrong reading"
+    );
 
     files.write(1, "GB", &readings);
-    assert_eq!(files.read(1, "GB", 100), readings);
+    assert_eq!(files.read(1, "GB", bound(SPELLINGS)), readings);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -15,7 +15,7 @@ use dialtone_sync::{DirectoryEntry, Id, MirrorState, Tenant};
 use crate::cow_map::CowMap;
 use crate::normalize::normalize;
 use crate::number_index::NumberIndex;
-use crate::readings::{ReadingMap, Readings};
+use crate::readings::{Bound, ReadingMap, Readings};
 
 pub(crate) struct TenantIndex {
     /// The tenant's directory stamp it is current at.
@@ -83,7 +83,7 @@ impl TenantIndex {
     }
 
     /// [`TenantIndex::build`], from the readings `kept` gives (asked once,
-    /// with the directory's count of numbers), or `None` soon after `stop`
+    /// with the directory's bound), or `None` soon after `stop`
     /// is set: a build runs seconds on a blocking thread, which the
     /// runtime waits for before the process can exit.
     pub fn build_unless(
@@ -92,7 +92,7 @@ impl TenantIndex {
         stamp: u64,
         suffix_len: usize,
         stop: &std::sync::atomic::AtomicBool,
-        kept: impl FnOnce(usize) -> ReadingMap,
+        kept: impl FnOnce(Bound) -> ReadingMap,
     ) -> Option<WholeBuild> {
         let mut entries = state.directory_of(tenant.id);
         entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -104,7 +104,8 @@ impl TenantIndex {
             entries: CowMap::with_capacity(entries.len()),
         };
         // About 30 MB at the quota while it runs when every number differs.
-        let mut readings = Readings::with_kept(&tenant.default_region, numbers, kept(numbers));
+        let bound = Bound::of(entries.iter().flat_map(|e| &e.numbers).map(|n| &*n.number));
+        let mut readings = Readings::with_kept(&tenant.default_region, numbers, kept(bound));
         for (i, entry) in entries.iter().enumerate() {
             if i % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return None;
