@@ -159,7 +159,7 @@ impl Indexes {
 
     /// A whole build; for a directory of [`WARM_MIN_ENTRIES`] or more, from
     /// the readings its last whole build kept, and keeping this one's
-    /// (written once the index is in use). Below that a build fits a
+    /// (written once the index is in use) unless they are those. Below that a build fits a
     /// lookup's deadline without them.
     fn build_whole(
         &self,
@@ -179,7 +179,8 @@ impl Indexes {
             TenantIndex::build_unless(state, tenant, stamp, self.suffix_len, &self.stopping, kept)?;
         self.readings_taken
             .fetch_add(built.taken as u64, Ordering::Relaxed);
-        let readings = files.map(|_| built.readings);
+        // A restart that changed nothing does not write the same file again.
+        let readings = files.filter(|_| !built.as_kept).map(|_| built.readings);
         Some((built.index, (readings, built.taken)))
     }
 

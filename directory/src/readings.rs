@@ -83,6 +83,12 @@ impl<'r> Readings<'r> {
         self.taken
     }
 
+    /// Whether this pass met exactly the kept readings, each of them and
+    /// nothing else: keeping its readings would write the same file again.
+    pub(crate) fn met_just_the_kept(&self) -> bool {
+        !self.seen.is_empty() && self.kept.is_empty() && self.taken == self.seen.len()
+    }
+
     /// Every spelling this pass met, with its reading.
     pub(crate) fn into_map(self) -> ReadingMap {
         self.seen

@@ -37,6 +37,8 @@ pub(crate) struct WholeBuild {
     pub readings: ReadingMap,
     /// How many of them were taken from kept readings, not made.
     pub taken: usize,
+    /// Whether they are just the kept readings, none made, none left.
+    pub as_kept: bool,
 }
 
 /// A match: the entry and whether it came from the weaker suffix index.
@@ -120,6 +122,7 @@ impl TenantIndex {
         Some(WholeBuild {
             index,
             taken: readings.taken(),
+            as_kept: readings.met_just_the_kept(),
             readings: readings.into_map(),
         })
     }
