@@ -123,19 +123,16 @@ impl Indexes {
         };
         metrics::counter!("dialtone_directory_local_index_builds_total", "kind" => kind)
             .increment(1);
-        let (index, kept) = match updated {
-            Some(updated) => (updated, None),
-            None => {
-                let (built, kept) = self.build_whole(state, tenant, stamp)?;
-                (built, Some(kept))
-            }
+        let (index, to_keep, taken) = match updated {
+            Some(updated) => (updated, None, 0),
+            None => self.build_whole(state, tenant, stamp)?,
         };
         let index = Arc::new(index);
         tracing::debug!(
             tenant = tenant_id,
             kind,
             entries = index.entries(),
-            kept_readings_taken = kept.as_ref().map_or(0, |(_, taken)| *taken),
+            kept_readings_taken = taken,
             ms = started.elapsed().as_millis() as u64,
             "local directory index made"
         );
@@ -151,7 +148,7 @@ impl Indexes {
         {
             self.tenants.insert(tenant_id, index.clone());
         }
-        if let (Some(files), Some((Some(readings), _))) = (&self.kept, kept) {
+        if let (Some(files), Some(readings)) = (&self.kept, to_keep) {
             files.write(tenant_id, &tenant.default_region, &readings);
         }
         Some(index)
@@ -166,7 +163,7 @@ impl Indexes {
         state: &MirrorState,
         tenant: &Tenant,
         stamp: u64,
-    ) -> Option<(TenantIndex, (Option<ReadingMap>, usize))> {
+    ) -> Option<(TenantIndex, Option<ReadingMap>, usize)> {
         let files = self
             .kept
             .as_ref()
@@ -181,7 +178,7 @@ impl Indexes {
             .fetch_add(built.taken as u64, Ordering::Relaxed);
         // A restart that changed nothing does not write the same file again.
         let readings = files.filter(|_| !built.as_kept).map(|_| built.readings);
-        Some((built.index, (readings, built.taken)))
+        Some((built.index, readings, built.taken))
     }
 
     /// The tenant's running build, or a new one on a blocking thread. The

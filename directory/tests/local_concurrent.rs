@@ -73,7 +73,26 @@ async fn lookups_during_edits(entries: Id, warm: bool) -> (u64, u64) {
         ..Dataset::default()
     };
     let mirror = mirror_of(data);
-    let local = Arc::new(LocalDirectory::new(mirror.clone(), 7, 100));
+    // The warm-up's whole builds also read and write kept readings.
+    let kept = warm.then(|| {
+        let dir = std::env::temp_dir().join(format!("dialtone-concurrent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    if kept.is_some() {
+        // A node before this one kept its readings: this one's first build
+        // takes them while the writer edits.
+        LocalDirectory::keeping_readings(mirror.clone(), 7, 100, kept.clone())
+            .warm(std::future::pending())
+            .await;
+    }
+    let local = Arc::new(LocalDirectory::keeping_readings(
+        mirror.clone(),
+        7,
+        100,
+        kept.clone(),
+    ));
     let done = Arc::new(AtomicBool::new(false));
 
     let readers: Vec<_> = (0..4u64)
@@ -159,10 +178,16 @@ async fn lookups_during_edits(entries: Id, warm: bool) -> (u64, u64) {
         None => 0,
     };
     eprintln!(
-        "{checked} lookups checked; {} indexes made, {} of them updates; {warm_ups} warm-ups",
+        "{checked} lookups checked; {} indexes made, {} of them updates; {warm_ups} warm-ups; \
+         {} readings taken from kept ones",
         local.builds(),
-        local.updates()
+        local.updates(),
+        local.readings_taken()
     );
+    if let Some(dir) = kept {
+        assert!(local.readings_taken() > 0, "no kept reading was taken");
+        let _ = std::fs::remove_dir_all(dir);
+    }
     assert!(local.updates() > 50, "only {} updates", local.updates());
     (checked, warm_ups)
 }
