@@ -104,7 +104,8 @@ impl Indexes {
 
     /// The tenant's index at `state`: made from its last one when there is
     /// one, normalizing what changed, else built whole (25–45 µs a number,
-    /// 10–18 s at the entry quota). Never on a runtime worker.
+    /// 10–18 s at the entry quota); `None` once the node is stopping. Never
+    /// on a runtime worker.
     fn build(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
         let tenant = state.tenant(tenant_id)?;
         let stamp = state.stamp(Input::Directory(tenant_id));
@@ -113,20 +114,25 @@ impl Indexes {
         if let Some(last) = last.as_ref().filter(|last| last.stamp == stamp) {
             return Some(last.clone());
         }
+        if self.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
         let started = std::time::Instant::now();
-        let updated = last.and_then(|last| last.update(state, tenant, stamp));
-        let kind = if updated.is_some() {
-            self.updates.fetch_add(1, Ordering::Relaxed);
-            "update"
-        } else {
-            "full"
+        let updated = last.and_then(|last| last.update(state, tenant, stamp, &self.stopping));
+        let (index, to_keep, taken, kind) = match updated {
+            Some(updated) => {
+                self.updates.fetch_add(1, Ordering::Relaxed);
+                (updated, None, 0, "update")
+            }
+            None if self.stopping.load(Ordering::Relaxed) => return None,
+            None => {
+                let (index, to_keep, taken) = self.build_whole(state, tenant, stamp)?;
+                (index, to_keep, taken, "full")
+            }
         };
+        // Counted once made: a build the node's stop ended made nothing.
         metrics::counter!("dialtone_directory_local_index_builds_total", "kind" => kind)
             .increment(1);
-        let (index, to_keep, taken) = match updated {
-            Some(updated) => (updated, None, 0),
-            None => self.build_whole(state, tenant, stamp)?,
-        };
         let index = Arc::new(index);
         tracing::debug!(
             tenant = tenant_id,

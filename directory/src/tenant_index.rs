@@ -8,6 +8,7 @@
 //! the change did not reach, so the old one stays whole for the lookups
 //! still using it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dialtone_sync::{DirectoryEntry, Id, MirrorState, Tenant};
@@ -76,7 +77,7 @@ impl TenantIndex {
         stamp: u64,
         suffix_len: usize,
     ) -> TenantIndex {
-        let never = std::sync::atomic::AtomicBool::new(false);
+        let never = AtomicBool::new(false);
         Self::build_unless(state, tenant, stamp, suffix_len, &never, |_| {
             ReadingMap::new()
         })
@@ -93,7 +94,7 @@ impl TenantIndex {
         tenant: &Tenant,
         stamp: u64,
         suffix_len: usize,
-        stop: &std::sync::atomic::AtomicBool,
+        stop: &AtomicBool,
         kept: impl FnOnce(Bound) -> ReadingMap,
     ) -> Option<WholeBuild> {
         let mut entries = state.directory_of(tenant.id);
@@ -109,7 +110,7 @@ impl TenantIndex {
         let bound = Bound::of(entries.iter().flat_map(|e| &e.numbers).map(|n| &*n.number));
         let mut readings = Readings::with_kept(&tenant.default_region, numbers, kept(bound));
         for (i, entry) in entries.iter().enumerate() {
-            if i % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
                 return None;
             }
             // In (name, id) order already: each is filed after the rest.
@@ -128,9 +129,16 @@ impl TenantIndex {
     }
 
     /// This index brought to `state`, normalizing only what changed; `None`
-    /// when a build would normalize fewer numbers (most entries changed) or
-    /// must normalize all of them (the tenant's region changed).
-    pub fn update(&self, state: &MirrorState, tenant: &Tenant, stamp: u64) -> Option<TenantIndex> {
+    /// when a build would normalize fewer numbers (most entries changed),
+    /// must normalize all of them (the tenant's region changed), or soon
+    /// after `stop` is set (an update normalizes up to half a directory).
+    pub fn update(
+        &self,
+        state: &MirrorState,
+        tenant: &Tenant,
+        stamp: u64,
+        stop: &AtomicBool,
+    ) -> Option<TenantIndex> {
         if self.region != tenant.default_region {
             return None;
         }
@@ -192,11 +200,18 @@ impl TenantIndex {
         // it on and off: a company's line under every renamed contact.
         let region = self.region.clone();
         let mut readings = Readings::new(&region, to_normalize);
-        for old in &removed {
+        let stopped = |i: usize| i.is_multiple_of(1024) && stop.load(Ordering::Relaxed);
+        for (i, old) in removed.iter().enumerate() {
+            if stopped(i) {
+                return None;
+            }
             next.unfile(old, &mut readings);
             next.entries.remove(&old.id);
         }
-        for (old, _) in &changed {
+        for (i, (old, _)) in changed.iter().enumerate() {
+            if stopped(i) {
+                return None;
+            }
             if let Some(old) = old {
                 next.unfile(old, &mut readings);
             }
@@ -206,7 +221,10 @@ impl TenantIndex {
         for (_, entry) in &changed {
             next.entries.insert(entry.id, entry.clone());
         }
-        for (_, entry) in &changed {
+        for (i, (_, entry)) in changed.iter().enumerate() {
+            if stopped(i) {
+                return None;
+            }
             next.file(entry, &mut readings);
         }
         next.numbers.fit();

@@ -47,7 +47,8 @@ fn built(state: &MirrorState, tenant_id: Id) -> TenantIndex {
 
 fn updated(last: &TenantIndex, state: &MirrorState, tenant_id: Id) -> Option<TenantIndex> {
     let stamp = state.stamp(Input::Directory(tenant_id));
-    last.update(state, state.tenant(tenant_id).unwrap(), stamp)
+    let never = std::sync::atomic::AtomicBool::new(false);
+    last.update(state, state.tenant(tenant_id).unwrap(), stamp, &never)
 }
 
 /// A small pool, so that entries share numbers and last digits, spell one
@@ -248,5 +249,26 @@ fn an_edit_shares_what_it_did_not_reach() {
     assert!(index.find("+12012000007").is_none());
     // The last index is untouched, for the lookups still holding it.
     assert_eq!(&*last.find("+12012000007").unwrap().entry.name, "N7");
+    assert_eq!(index.listing(), built(&state, 1).listing());
+}
+
+#[test]
+fn a_stopped_update_makes_no_index() {
+    let mirror = numbered(3_000, |id| format!("+1 201 555 {:04}", id));
+    let last = built(&mirror.load(), 1);
+    // A third of the entries renumbered: an update, not a build.
+    let batch = (1..=1_000)
+        .map(|id| {
+            let moved = format!("+1 202 555 {:04}", id);
+            let row = entry(id, 1, &format!("N{id}"), "Co", &[&moved]);
+            (Entity::DirectoryEntry, id, Some(Row::DirectoryEntry(row)))
+        })
+        .collect();
+    apply(&mirror, batch);
+    let state = mirror.load();
+    let (tenant, stamp) = (state.tenant(1).unwrap(), state.stamp(Input::Directory(1)));
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    assert!(last.update(&state, tenant, stamp, &stop).is_none());
+    let index = updated(&last, &state, 1).expect("an update when not stopped");
     assert_eq!(index.listing(), built(&state, 1).listing());
 }
