@@ -110,6 +110,11 @@ pub enum LdapMode {
     Mirror,
 }
 
+/// A source's own filter's longest text and most parts (parenthesized
+/// filters): a real one names a class or two and a few attributes.
+pub const MAX_FILTER_BYTES: usize = 1024;
+pub const MAX_FILTER_PARTS: usize = 32;
+
 /// A mirror past this many entries is a bad filter, whatever a setting says.
 pub const MAX_MIRROR_ENTRIES: u64 = 2_000_000;
 
@@ -230,6 +235,17 @@ impl LdapSettings {
             _ => return Err(invalid(source, "url must start with ldap:// or ldaps://")),
         }
         if let Some(filter) = &settings.filter {
+            // ldap3 parses a filter by recursion, one level per
+            // parenthesis, on the worker that checks or searches: a deep
+            // enough one overflows the stack and aborts the process.
+            if filter.len() > MAX_FILTER_BYTES || filter.matches('(').count() > MAX_FILTER_PARTS {
+                return Err(invalid(
+                    source,
+                    format!(
+                        "filter must be at most {MAX_FILTER_BYTES} bytes with at most {MAX_FILTER_PARTS} parentheses"
+                    ),
+                ));
+            }
             if ldap3::parse_filter(filter).is_err() {
                 return Err(invalid(source, format!("filter {filter:?} does not parse")));
             }
@@ -299,17 +315,31 @@ impl HttpSettings {
         }
         // The host and port are checked once, when the client is built
         // (`upstream.rs`): a number in them would connect to a port (the
-        // national number's) or host that check never saw.
-        let authority = settings
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
-            .unwrap_or("");
-        if authority.contains('{') {
-            return Err(invalid(
-                source,
-                "placeholders belong in the url's path or query, not its host or port",
-            ));
+        // national number's) or host that check never saw. Compared as
+        // the URL parser reads them, with the placeholders filled two
+        // ways: a URL's text can hide its host from a split on `/`
+        // (`http:///{digits}.example/`: the parser skips the slashes).
+        let filled = |with: &str| {
+            let url = ["{e164}", "{digits}", "{national}"]
+                .iter()
+                .fold(settings.url.clone(), |url, p| url.replace(p, with));
+            let url = url::Url::parse(&url).ok()?;
+            Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
+        };
+        match (filled("1"), filled("2")) {
+            (Some(one), Some(two)) if one == two => {}
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    source,
+                    "placeholders belong in the url's path or query, not its host or port",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    source,
+                    "url must be an absolute http:// or https:// URL with a host",
+                ))
+            }
         }
         if settings.format == HttpFormat::Json && settings.name_field.is_none() {
             return Err(invalid(
@@ -420,6 +450,21 @@ mod tests {
                 "does not parse",
             ),
             (
+                &format!(
+                    r#"{{"url":"ldap://x/","base_dn":"dc=x","filter":"{}(a=b){}"}}"#,
+                    "(!".repeat(200_000),
+                    ")".repeat(200_000)
+                ),
+                "at most 1024 bytes",
+            ),
+            (
+                &format!(
+                    r#"{{"url":"ldap://x/","base_dn":"dc=x","filter":"(&{})"}}"#,
+                    "(a=b)".repeat(40)
+                ),
+                "at most 32 parentheses",
+            ),
+            (
                 r#"{"url":"ldap://x/","base_dn":"dc=x","number_attributes":["mobile)(cn=*"]}"#,
                 "not an attribute",
             ),
@@ -453,6 +498,12 @@ mod tests {
     #[test]
     fn http_settings_are_checked() {
         HttpSettings::parse("cnam", r#"{"url":"https://cnam.example/v1/{digits}"}"#).unwrap();
+        // A number as the user name reaches no other host.
+        HttpSettings::parse(
+            "cnam",
+            r#"{"url":"https://{digits}@cnam.example:8443/?q={e164}"}"#,
+        )
+        .unwrap();
         for (json, why) in [
             (r#"{"url":"https://cnam.example/v1/"}"#, "must contain"),
             (r#"{"url":"ftp://x/{e164}"}"#, "https://"),
@@ -468,6 +519,19 @@ mod tests {
             (
                 r#"{"url":"http://{digits}.cnam.example/"}"#,
                 "not its host or port",
+            ),
+            // The parser skips the slashes: the host is the number's.
+            (
+                r#"{"url":"http:///{digits}.cnam.example/x"}"#,
+                "not its host or port",
+            ),
+            (
+                r#"{"url":"http://\\{national}.cnam.example/"}"#,
+                "not its host or port",
+            ),
+            (
+                r#"{"url":"http://user:{e164}@cnam.example:99999/"}"#,
+                "with a host",
             ),
         ] {
             let err = HttpSettings::parse("cnam", json).unwrap_err().to_string();

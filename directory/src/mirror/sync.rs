@@ -13,6 +13,7 @@ use super::budget::{next_entry, ByteBudget};
 use super::{RawEntry, Watermark};
 use crate::error::DirectoryError;
 use crate::ldap::{server_text, LdapSource};
+use crate::ldap_wire::element;
 
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// A DN past this is not a person's; the entry is skipped.
@@ -243,13 +244,18 @@ pub async fn read_all(
     )))
 }
 
-/// The cookie of a paged-results response control, parsed without
-/// panicking (ldap3's own parser panics on a malformed value).
+/// The cookie of a paged-results response control (a SEQUENCE of the
+/// size estimate and the cookie), read without recursion: the value is an
+/// OCTET STRING to the relay's check, so the server may nest anything in
+/// it, and a recursive BER parser (ldap3's) would overflow a worker's
+/// stack on a deep enough nesting; ldap3's control parser panics on a
+/// malformed value besides.
 fn paged_cookie(raw: &RawControl) -> Option<Vec<u8>> {
-    let (_, tag) = ldap3::asn1::parse_tag(raw.val.as_deref()?).ok()?;
-    let mut parts = tag.expect_constructed()?.into_iter();
-    let _estimate = parts.next()?;
-    parts.next()?.expect_primitive()
+    let (value, _) = element(raw.val.as_deref()?)?;
+    let (estimate, rest) = element(value.content)?;
+    let (cookie, _) = element(rest)?;
+    let shape = value.tag == 0x30 && estimate.tag == 0x02 && cookie.tag == 0x04;
+    shape.then(|| cookie.content.to_vec())
 }
 
 fn first<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
@@ -352,6 +358,21 @@ mod tests {
         };
         assert_eq!(paged_cookie(&raw(None)), None);
         assert_eq!(paged_cookie(&raw(Some(vec![0xff, 0x03, 1]))), None);
+        // A cookie that is itself a SEQUENCE, not an OCTET STRING.
+        assert_eq!(
+            paged_cookie(&raw(Some(vec![0x30, 5, 2, 1, 0, 0x30, 0]))),
+            None
+        );
+        // Nested 100,000 deep: refused at once, where a recursive parser
+        // overflowed the test thread's stack.
+        let levels = 100_000u32;
+        let mut deep = Vec::new();
+        for level in (0..levels).rev() {
+            deep.extend([0x30, 0x84]);
+            deep.extend((5 + 6 * level).to_be_bytes());
+        }
+        deep.extend([0x30, 3, 2, 1, 0]);
+        assert_eq!(paged_cookie(&raw(Some(deep))), None);
         let good: RawControl = PagedResults {
             size: 0,
             cookie: b"abc".to_vec(),
