@@ -173,6 +173,32 @@ pub async fn history(
     Ok(axum::Json(views).into_response())
 }
 
+/// An import request's body, whole: at most `IMPORT_LIMIT` bytes of UTF-8.
+async fn read_import(body: axum::body::Body) -> Result<String, ApiError> {
+    let bytes = axum::body::to_bytes(body, super::IMPORT_LIMIT)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_request",
+                format!(
+                    "an import is at most {} MiB, or the request ended early",
+                    super::IMPORT_LIMIT >> 20
+                ),
+            )
+        })?;
+    String::from_utf8(bytes.into()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the import is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
 #[utoipa::path(post, operation_id = "audit_import", path = "/v1/import", tag = "import", params(ImportParams),
     request_body(content = Object, description = "An import document, as for `dialtone import`: JSON (application/json) or CSV (text/csv)"),
     responses((status = 200, body = ImportResult), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -182,9 +208,12 @@ pub async fn import(
     principal: Principal,
     ApiQuery(params): ApiQuery<ImportParams>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // Before the body is read: any token may send one, and the route
+    // takes a platform's worth of phones (`IMPORT_LIMIT`).
     principal.require_global()?;
+    let body = read_import(body).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -133,7 +133,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route(
             "/v1/import",
-            // A platform's worth of phones in one document.
+            // A platform's worth of phones in one document, read by the
+            // handler once the token may import (`read_import`).
             post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
         )
         .route_layer(axum::middleware::from_fn_with_state(

@@ -4,6 +4,7 @@
 
 mod caching;
 mod fleet;
+mod import_body;
 mod matrix;
 mod no_database;
 mod nul_text;
