@@ -90,11 +90,15 @@ impl Engine {
         // Like Tera: an unknown name is an error (a typo fails the preview,
         // not a phone), but `{% if x %}` and `is defined` may ask about it.
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        let output_bytes = budget.output_bytes;
         env.set_formatter(move |out, state, value| {
+            if EXCEEDED.get().is_none() {
+                format_value(out, value, escape, output_bytes)?;
+            }
             if EXCEEDED.get().is_some() {
                 state.consume_fuel(u64::MAX)?;
             }
-            format_value(out, value, escape)
+            Ok(())
         });
         env.add_function("range", range);
         env.add_function("throw", throw);
@@ -214,7 +218,31 @@ impl Write for Bounded {
     }
 }
 
-fn format_value(out: &mut minijinja::Output, value: &Value, escape: Escape) -> Result<(), Error> {
+/// The text of a value, made no longer than the file may be: a value
+/// built by repeating data is printed by walking it, and its whole text
+/// (gigabytes from a template of a few lines) was made before the output
+/// cap could see it.
+struct CappedText {
+    text: String,
+    cap: usize,
+}
+
+impl std::fmt::Write for CappedText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.text.len() + s.len() > self.cap {
+            return Err(std::fmt::Error);
+        }
+        self.text.push_str(s);
+        Ok(())
+    }
+}
+
+fn format_value(
+    out: &mut minijinja::Output,
+    value: &Value,
+    escape: Escape,
+    output_bytes: usize,
+) -> Result<(), Error> {
     if value.is_undefined() {
         return Err(Error::new(
             ErrorKind::UndefinedError,
@@ -224,7 +252,15 @@ fn format_value(out: &mut minijinja::Output, value: &Value, escape: Escape) -> R
     if value.is_none() {
         return Ok(());
     }
-    let text = value.to_string();
+    let mut capped = CappedText {
+        text: String::new(),
+        cap: output_bytes,
+    };
+    if std::fmt::Write::write_fmt(&mut capped, format_args!("{value}")).is_err() {
+        EXCEEDED.set(Some(Limit::Output));
+        return Ok(());
+    }
+    let text = capped.text;
     let written = if value.is_safe() {
         out.write_str(&text)
     } else {

@@ -12,7 +12,16 @@
 //! `*` take a number literal on one side. Every value a render holds is then
 //! data or built by one expression from data, so no walk is bigger than the
 //! template times the data. Fuel, the output cap and the deadline bound the
-//! rest. Users' templates never needed these forms: TEMPLATES.md never
+//! rest.
+//!
+//! One expression can still nest repetitions: MiniJinja repeats a list
+//! lazily and charges nothing for it, so `[[[[1]*1000]*1000]*1000]*1000`
+//! passed as 4,000 slots of fuel and held 10^12 items, and printing it
+//! aborted the process on a 2 GiB allocation (printing now stops at the
+//! file's size, `engine.rs`). So a `*` that may repeat a list (its other
+//! side is not surely a number) repeats at most 1000 times and never sits
+//! inside a list, map, argument or another `*`, where walks of it would go
+//! uncharged. Users' templates never needed these forms: TEMPLATES.md never
 //! allowed `set`, and the shipped ones use variables, loops and conditions.
 
 use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt};
@@ -124,78 +133,158 @@ fn iterable(e: &Expr<'_>) -> bool {
     }
 }
 
-/// A number literal small enough that `list * n` stays a small multiple of
-/// the data (walking a repeated list is charged late).
+/// A number literal small enough for `number * n`.
 fn number_literal(e: &Expr<'_>) -> bool {
+    literal_at_most(e, MAX_FACTOR)
+}
+
+fn literal_at_most(e: &Expr<'_>, most: f64) -> bool {
     matches!(e, Expr::Const(c) if c.value.is_number()
-        && f64::try_from(c.value.clone()).is_ok_and(|n| n.abs() <= MAX_FACTOR))
+        && f64::try_from(c.value.clone()).is_ok_and(|n| n.abs() <= most))
 }
 
 const MAX_FACTOR: f64 = 100_000.0;
 
+/// The most a `*` may repeat a value that is not surely a number. MiniJinja
+/// repeats a list lazily, charging no fuel for it, and a walk of the
+/// result (a comparison, `| string`) is charged only at its top level.
+const MAX_REPEAT: f64 = 1_000.0;
+
+/// Surely a number: `*` on it multiplies rather than repeats.
+fn numeric(e: &Expr<'_>) -> bool {
+    match e {
+        Expr::Const(c) => c.value.is_number(),
+        Expr::UnaryOp(u) => numeric(&u.expr),
+        Expr::BinOp(b) => {
+            matches!(
+                b.op,
+                BinOpKind::Sub
+                    | BinOpKind::Div
+                    | BinOpKind::FloorDiv
+                    | BinOpKind::Rem
+                    | BinOpKind::Pow
+                    | BinOpKind::Add
+                    | BinOpKind::Mul
+            ) && numeric(&b.left)
+                && numeric(&b.right)
+        }
+        Expr::GetAttr(g) => {
+            matches!(&g.expr, Expr::Var(v) if v.id == "loop")
+                && matches!(
+                    g.name,
+                    "index" | "index0" | "revindex" | "revindex0" | "length" | "depth" | "depth0"
+                )
+        }
+        Expr::Filter(f) => matches!(
+            f.name,
+            "int" | "float" | "length" | "count" | "abs" | "round"
+        ),
+        _ => false,
+    }
+}
+
 fn args(args: &[CallArg<'_>]) -> Result<(), Refused> {
     args.iter().try_for_each(|arg| match arg {
         CallArg::Pos(e) | CallArg::Kwarg(_, e) | CallArg::PosSplat(e) | CallArg::KwargSplat(e) => {
-            expr(e)
+            inside(e)
         }
     })
 }
 
 fn expr(e: &Expr<'_>) -> Result<(), Refused> {
+    checked(e, false)
+}
+
+/// An expression whose value goes into another: a list, map or tuple
+/// item, an argument, or the value a `*` repeats.
+fn inside(e: &Expr<'_>) -> Result<(), Refused> {
+    checked(e, true)
+}
+
+/// Checks `e`; `nested` when its value ends up inside another value, where
+/// a repeated value would be walked uncharged (`[[1] * 1000] * 1000` is
+/// 10^6 items for 2,000 slots of fuel, and one more level is 10^9).
+fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
+    let same = |e| checked(e, nested);
     match e {
         Expr::Var(_) | Expr::Const(_) => Ok(()),
         Expr::BinOp(b) => {
-            if matches!(b.op, BinOpKind::Add | BinOpKind::Mul)
-                && !number_literal(&b.left)
-                && !number_literal(&b.right)
-            {
+            let mul_or_add = matches!(b.op, BinOpKind::Add | BinOpKind::Mul);
+            if mul_or_add && !number_literal(&b.left) && !number_literal(&b.right) {
                 return Err(refuse(
                     b.span(),
                     "`+` and `*` need a number literal (at most 100000) on one side \
                      (`loop.index + 1`); join text with `~`",
                 ));
             }
-            expr(&b.left)?;
-            expr(&b.right)
+            if matches!(b.op, BinOpKind::Mul) {
+                let (factor, repeated) = if number_literal(&b.left) {
+                    (&b.left, &b.right)
+                } else {
+                    (&b.right, &b.left)
+                };
+                if !numeric(repeated) {
+                    if nested {
+                        return Err(refuse(
+                            b.span(),
+                            "`*` on a value that is not surely a number (it may repeat a \
+                             list) may not sit inside a list, an argument or another `*`",
+                        ));
+                    }
+                    // Text is repeated at once, and charged for.
+                    let text = matches!(repeated, Expr::Const(c) if c.value.as_str().is_some());
+                    if !text && !literal_at_most(factor, MAX_REPEAT) {
+                        return Err(refuse(
+                            b.span(),
+                            "`*` on a value that is not surely a number (it may repeat a \
+                             list) takes a number literal of at most 1000; for arithmetic \
+                             on data, convert it first (`x | int * 3600`)",
+                        ));
+                    }
+                    return inside(repeated);
+                }
+            }
+            same(&b.left)?;
+            same(&b.right)
         }
-        Expr::UnaryOp(u) => expr(&u.expr),
+        Expr::UnaryOp(u) => same(&u.expr),
         Expr::Compare(c) => {
-            expr(&c.expr)?;
-            c.ops.iter().try_for_each(|op| expr(&op.expr))
+            same(&c.expr)?;
+            c.ops.iter().try_for_each(|op| same(&op.expr))
         }
         Expr::IfExpr(i) => {
-            expr(&i.test_expr)?;
-            expr(&i.true_expr)?;
-            i.false_expr.as_ref().map_or(Ok(()), expr)
+            same(&i.test_expr)?;
+            same(&i.true_expr)?;
+            i.false_expr.as_ref().map_or(Ok(()), same)
         }
         Expr::Filter(f) => {
-            if let Some(inner) = &f.expr {
-                expr(inner)?;
+            if let Some(input) = &f.expr {
+                same(input)?;
             }
             args(&f.args)
         }
         Expr::Test(t) => {
-            expr(&t.expr)?;
+            same(&t.expr)?;
             args(&t.args)
         }
-        Expr::GetAttr(g) => expr(&g.expr),
+        Expr::GetAttr(g) => same(&g.expr),
         Expr::GetItem(g) => {
-            expr(&g.expr)?;
-            expr(&g.subscript_expr)
+            same(&g.expr)?;
+            inside(&g.subscript_expr)
         }
         Expr::Slice(s) => {
-            expr(&s.expr)?;
+            same(&s.expr)?;
             [&s.start, &s.stop, &s.step]
                 .into_iter()
                 .flatten()
-                .try_for_each(expr)
+                .try_for_each(inside)
         }
         Expr::Call(c) => {
-            expr(&c.expr)?;
+            same(&c.expr)?;
             args(&c.args)
         }
-        Expr::List(l) => l.items.iter().try_for_each(expr),
-        Expr::Tuple(t) => t.items.iter().try_for_each(expr),
-        Expr::Map(m) => m.keys.iter().chain(&m.values).try_for_each(expr),
+        Expr::List(l) => l.items.iter().try_for_each(inside),
+        Expr::Tuple(t) => t.items.iter().try_for_each(inside),
+        Expr::Map(m) => m.keys.iter().chain(&m.values).try_for_each(inside),
     }
 }

@@ -95,7 +95,9 @@ fn bombs_stop_within_budget() {
         "{% for i in range(100000) %}{% for j in range(100000) %}{{ phone.mac }}{% endfor %}{% endfor %}",
         // One huge repeat: checked before it is allocated.
         "{% for i in range(100000) %}{{ (\"x\" * 100000) | length }}{% endfor %}",
-        "{{ ([phone.mac] * 100000) | string | length }}{% for i in range(100000) %}{{ ([phone.mac] * 100000) ~ \"\" }}{% endfor %}",
+        "{{ ([phone.mac] * 1000) | string | length }}{% for i in range(100000) %}{{ ([phone.mac] * 1000) ~ \"\" }}{% endfor %}",
+        // Repeated data compared over and over: each comparison is charged.
+        "{% for i in range(100000) %}{% if lines * 1000 == lines * 1000 %}{% endif %}{% endfor %}",
         // Long chains in one expression.
         "{{ (lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines ~ lines) | length }}{% for i in range(100000) %}{{ (phone.mac ~ phone.mac ~ phone.mac ~ phone.mac) | length }}{% endfor %}",
         // Joining a big range into text over and over.
@@ -129,6 +131,14 @@ fn rebinding_is_refused_with_a_position() {
         ("\n\n{{ lines + lines }}", 3),
         ("{{ phone.mac * phone.mac }}", 1),
         ("{{ lines * 1000000 }}", 1),
+        // Repeating what may be a list: at most 1000 times, and never a
+        // repeated value inside another (10^12 items for 4,000 of fuel).
+        ("{{ lines * 1001 }}", 1),
+        ("{{ [[[[1] * 1000] * 1000] * 1000] * 1000 }}", 1),
+        ("\n{% if [lines * 1000] == [lines * 1000] %}{% endif %}", 2),
+        ("{{ (lines * 10) * 10 }}", 1),
+        ("{{ dict(a=lines * 10) }}", 1),
+        ("{{ [\"x\" * 100000] * 1000 }}", 1),
         ("{% for x in [lines, lines] %}{% endfor %}", 1),
         ("{% for x in lines ~ lines %}{% endfor %}", 1),
         ("{% for x in lines recursive %}{{ loop(x) }}{% endfor %}", 1),
@@ -139,7 +149,8 @@ fn rebinding_is_refused_with_a_position() {
         assert!(
             message.contains("not supported")
                 || message.contains("need")
-                || message.contains("loop may"),
+                || message.contains("loop may")
+                || message.contains("surely a number"),
             "{body}: {message}"
         );
     }
@@ -149,6 +160,56 @@ fn rebinding_is_refused_with_a_position() {
             .unwrap(),
         "12211412"
     );
+    assert_eq!(
+        render("{{ \"-\" * 3 }}{{ \"2\" | int * 3600 }}{% for l in lines %}{{ loop.index * 100000 }}{% endfor %}{{ (lines * 2) | length }}")
+            .unwrap(),
+        "---72001000002000004"
+    );
+}
+
+/// A value far bigger than the file may be, as data a template prints:
+/// 1000 items nested `levels` deep (10^12 numbers at four), the shape a
+/// template made by repeating a repeated list.
+#[derive(Debug)]
+struct Huge {
+    levels: u32,
+}
+
+impl minijinja::value::Object for Huge {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Seq
+    }
+
+    fn get_value(self: &std::sync::Arc<Self>, key: &Value) -> Option<Value> {
+        let index = key.as_i64().filter(|i| (0..1000).contains(i))?;
+        Some(match self.levels {
+            0 | 1 => Value::from(index),
+            levels => Value::from_object(Huge { levels: levels - 1 }),
+        })
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Seq(1000)
+    }
+}
+
+/// Printing stops at the file's size: the whole text of a value (terabytes
+/// here) is never made.
+#[test]
+fn a_value_is_printed_no_further_than_the_file_may_grow() {
+    let budget = Budget {
+        output_bytes: 4096,
+        ..Budget::default()
+    };
+    let engine = Engine::compile("test/t", "t", "x\n{{ big }}", Escape::Text, &budget).unwrap();
+    let context = minijinja::context! { big => Value::from_object(Huge { levels: 4 }) };
+    match engine.render("test/t", "x\n{{ big }}", context, &budget) {
+        Err(ProvisionError::Render { line, message, .. }) => {
+            assert_eq!(line, Some(2), "{message}");
+            assert!(message.contains("4096 bytes"), "{message}");
+        }
+        other => panic!("expected the size budget, got {other:?}"),
+    }
 }
 
 #[test]
