@@ -774,5 +774,7 @@ async fn template_history_body(db: TestDb) {
         .unwrap();
     assert_eq!(deleted.templates.deleted, 1);
     assert!(db_rows(&*store).await.templates.is_empty());
-    assert_eq!(store.template_versions(id).await.unwrap().len(), 3);
+    // Its versions went with it: no route reads them, and kept they let a
+    // tenant grow the database by saving and deleting in a loop.
+    assert!(store.template_versions(id).await.unwrap().is_empty());
 }

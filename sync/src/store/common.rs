@@ -642,8 +642,8 @@ macro_rules! shared_sql {
         }
 
         /// A phone's phone-scope templates, when the phone is deleted or
-        /// moves to another tenant. Their versions stay in
-        /// `template_versions` (and the audit trail) for global admins.
+        /// moves to another tenant. Their versions go with them (a foreign
+        /// key); the audit trail keeps who changed what.
         async fn delete_phone_templates(conn: &mut $conn, mac: &str, report: &mut WriteReport) -> Result<(), SyncError> {
             report.templates.deleted += sqlx::query("DELETE FROM templates WHERE scope = 'phone' AND scope_key = $1")
                 .bind(mac)

@@ -208,7 +208,8 @@ pub enum Mutation {
     RevokeApiToken {
         id: Id,
     },
-    /// Removes a stored template; its versions stay readable.
+    /// Removes a stored template and its versions (a foreign key); the
+    /// audit trail keeps who changed it.
     DeleteTemplate {
         id: Id,
     },
