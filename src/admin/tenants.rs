@@ -255,7 +255,10 @@ pub async fn update(
             action: "update",
             tenant: Some(&slug),
             detail: json!({ "before": etag_of(&*before) }),
-            seen: None,
+            // A tenant's token writes back the quotas it read: a global
+            // admin's change committed meanwhile must fail this write, not
+            // be undone by it.
+            seen: Some(etag_of(&*before)),
         },
         Mutation::UpsertTenant(input),
     )

@@ -16,6 +16,7 @@ mod resync;
 mod resync_limits;
 mod source_tests;
 mod templates;
+mod tenant_race;
 mod unclaimed;
 
 use std::collections::HashMap;

@@ -1,0 +1,64 @@
+//! A tenant's own token may edit its tenant but never its quotas; a write
+//! it makes from a lagging mirror must not put back quotas a global admin
+//! has just changed.
+
+use axum::http::{Method, StatusCode};
+use dialtone_sync::store::TenantInput;
+use dialtone_sync::{Backend, Mutation};
+
+use super::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_edit_from_a_lagging_node_does_not_undo_a_quota_change() {
+    let h = Harness::new(Backend::Sqlite).await;
+    // A global admin lowers acme's phone quota on another node: straight in
+    // the database, which this harness's mirror has not caught up with.
+    let audit = dialtone_sync::Audit {
+        actor: "global elsewhere".into(),
+        tenant: None,
+        action: "update".into(),
+        entity: "tenant".into(),
+        entity_key: "acme".into(),
+        detail: serde_json::json!({}),
+    };
+    let lowered = TenantInput {
+        slug: "acme".into(),
+        name: "Acme".into(),
+        default_region: "US".into(),
+        settings: r#"{"quotas":{"phones":5}}"#.into(),
+    };
+    h.store
+        .apply(&[Mutation::UpsertTenant(lowered)], &audit)
+        .await
+        .unwrap();
+    let edit = r#"{"name": "Acme Renamed", "settings": {"note": "x"}}"#;
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(edit),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
+        .await
+        .unwrap();
+    let stored = h.get("global", "/v1/tenants/acme").await;
+    assert!(stored.text.contains(r#""phones":5"#), "{}", stored.text);
+    // Read again, the same edit goes through and keeps the new quota.
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(edit),
+            &[],
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let stored = h.get("global", "/v1/tenants/acme").await;
+    assert!(stored.text.contains(r#""phones":5"#), "{}", stored.text);
+    assert!(stored.text.contains("Acme Renamed"), "{}", stored.text);
+}
