@@ -83,12 +83,12 @@ pub struct SourceTestView {
     pub repeat_ms: Option<f64>,
 }
 
-fn source_view(state: &AdminState, s: &DirectorySource) -> SourceView {
+fn source_view(state: &AdminState, principal: &Principal, s: &DirectorySource) -> SourceView {
     let mirror = state
         .lookups
         .as_ref()
         .and_then(|l| l.mirror_status(s.id))
-        .map(MirrorView::from);
+        .map(|m| MirrorView::of(m, principal.is_global()));
     SourceView {
         name: s.name.to_string(),
         kind: s.kind.to_string(),
@@ -129,7 +129,7 @@ pub async fn list_sources(
     let views: Vec<SourceView> = mirror
         .sources_of(tenant.id)
         .iter()
-        .map(|s| source_view(&state, s))
+        .map(|s| source_view(&state, &principal, s))
         .collect();
     Ok(axum::Json(views).into_response())
 }
@@ -210,7 +210,11 @@ pub async fn create_source(
         vec![Mutation::UpsertDirectorySource(input)],
     )
     .await?;
-    let view = source_view(&state, &*find_source(&state.mirror.load(), &tenant, &name)?);
+    let view = source_view(
+        &state,
+        &principal,
+        &*find_source(&state.mirror.load(), &tenant, &name)?,
+    );
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
@@ -225,7 +229,7 @@ pub async fn show_source(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let view = source_view(&state, &*find_source(&mirror, &tenant, &name)?);
+    let view = source_view(&state, &principal, &*find_source(&mirror, &tenant, &name)?);
     Ok(tagged(&view.etag.clone(), view))
 }
 
@@ -267,7 +271,11 @@ pub async fn update_source(
         Mutation::UpsertDirectorySource(input),
     )
     .await?;
-    let view = source_view(&state, &*find_source(&state.mirror.load(), &tenant, &name)?);
+    let view = source_view(
+        &state,
+        &principal,
+        &*find_source(&state.mirror.load(), &tenant, &name)?,
+    );
     Ok(tagged(&view.etag.clone(), view))
 }
 

@@ -198,8 +198,13 @@ pub struct MirrorStatus {
     pub last_full_ms: Option<u64>,
     pub last_incremental_sync: Option<i64>,
     pub last_incremental_ms: Option<u64>,
-    /// The last sync's failure, or the entry cap it hit; never a secret.
+    /// The last sync's failure, or the entry cap it hit; never a secret,
+    /// but it may name this node's files or the addresses the tenant's host
+    /// resolved to here: for the operator.
     pub last_error: Option<String>,
+    /// The kind of that failure (`DirectoryError::kind`): what a tenant is
+    /// shown.
+    pub last_error_kind: Option<&'static str>,
     /// Since the mirror was last known current; `None` before any sync.
     pub age_ms: Option<u64>,
     /// How changes between full syncs are found: `"uSNChanged"`,
@@ -286,11 +291,10 @@ impl SourceMirror {
             .increment(entries as f64 - before as f64);
     }
 
-    pub(crate) fn set_error(&self, error: Option<String>) {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error = error;
+    pub(crate) fn set_error(&self, error: Option<(&'static str, String)>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.last_error_kind = error.as_ref().map(|(kind, _)| *kind);
+        status.last_error = error.map(|(_, text)| text);
     }
 
     pub fn status(&self) -> MirrorStatus {

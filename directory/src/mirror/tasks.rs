@@ -258,7 +258,7 @@ impl LookupService {
                         data.watermark = None;
                     }
                     mirror.set_error(outcome.capped.then(|| {
-                        format!("over {max} entries (max_entries or the tenant's directory_entries quota); the rest were not mirrored")
+                        ("mirror_limit", format!("over {max} entries (max_entries or the tenant's directory_entries quota); the rest were not mirrored"))
                     }));
                     self.publish(mirror, &data, outcome.changed, full).await;
                 }
@@ -268,7 +268,7 @@ impl LookupService {
                     metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                         .increment(1);
                     tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
-                    mirror.set_error(Some(e.to_string()));
+                    mirror.set_error(Some((e.kind(), e.to_string())));
                 }
             }
         }

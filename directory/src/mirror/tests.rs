@@ -148,7 +148,7 @@ fn a_source_mirror_answers_and_reports() {
     d.last_full_sync = Some(now_millis() - 5_000);
     d.watermark = Some(Watermark::Usn(99));
     mirror.publish(Some(d.index(7)), &d);
-    mirror.set_error(Some("over 1 entries".into()));
+    mirror.set_error(Some(("mirror_limit", "over 1 entries".into())));
     assert_eq!(
         mirror.lookup("+15550101234"),
         MirrorAnswer::Found("Ann".into())
