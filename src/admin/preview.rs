@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
+use super::quotas::Quota;
 use super::templates::{key_of, stored, KeyFields};
 use super::versions::unified_diff;
 use super::{AdminState, Principal};
@@ -121,6 +122,15 @@ pub async fn preview(
         }
         (None, None) => None,
     };
+    // A draft is compiled and rendered like a saved template: the phone's
+    // tenant's size quota holds for it as for a save or a check.
+    if let (Some(draft), false) = (&draft, principal.is_global()) {
+        if let Some(tenant) = mirror.tenant(phone.tenant_id) {
+            state
+                .quotas
+                .check(tenant, Quota::TemplateBytes, draft.body.len() as u64)?;
+        }
+    }
     let files = match request.file {
         Some(file) => vec![file],
         None => state.provisioner.rendered_files_of(&phone),

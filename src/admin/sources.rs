@@ -23,7 +23,8 @@ use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::mirror_view::MirrorView;
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, json_value, parse_name, tagged, AdminState, Change, Edit, Principal,
+    commit, commit_if_match, json_value, object_text, parse_name, tagged, AdminState, Change, Edit,
+    Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -134,6 +135,9 @@ pub async fn list_sources(
     Ok(axum::Json(views).into_response())
 }
 
+/// A bind password or an API key.
+const MAX_SECRET_BYTES: usize = 4096;
+
 /// Settings are checked against their kind before anything is written, as
 /// the import does.
 fn source_input(
@@ -149,7 +153,17 @@ fn source_input(
     if !body.settings.is_object() {
         return Err(ApiError::invalid("settings must be a JSON object"));
     }
-    let settings = body.settings.to_string();
+    // Every node holds every source and builds a client from it.
+    let settings = object_text(Some(body.settings), "settings")?;
+    if body
+        .secret
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SECRET_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "secret: at most {MAX_SECRET_BYTES} bytes"
+        )));
+    }
     dialtone_directory::settings::check(kind, &name, &settings)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let timeout_ms = body

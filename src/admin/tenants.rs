@@ -146,9 +146,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require_global()?;
     check_slug(&body.slug)?;
-    if body.name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
+    check_name(&body.name)?;
     if state.mirror.load().tenant_by_slug(&body.slug).is_some() {
         return Err(ApiError::conflict(format!(
             "tenant {} already exists",
@@ -226,9 +224,7 @@ pub async fn update(
         principal.write(tenant.id, &what)?;
         tenant.clone()
     };
-    if body.name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
+    check_name(&body.name)?;
     let input = TenantInput {
         slug: slug.clone(),
         name: body.name,
@@ -317,3 +313,19 @@ pub async fn remove(
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// A tenant's display name: every node holds it, and a tenant's own token
+/// may set it.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(format!(
+            "name: at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+const MAX_NAME_CHARS: usize = 256;

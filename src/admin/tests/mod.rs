@@ -14,6 +14,7 @@ mod pool_share;
 mod reach;
 mod resync;
 mod resync_limits;
+mod sizes;
 mod source_tests;
 mod templates;
 mod tenant_race;
