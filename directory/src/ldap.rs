@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{Ldap, Scope, SearchEntry, SearchOptions};
+use ldap3::{Ldap, Scope, SearchOptions};
 use tokio::sync::Mutex;
 
 use crate::error::DirectoryError;
@@ -278,7 +278,8 @@ impl LdapSource {
             if entry.is_ref() || entry.is_intermediate() {
                 continue;
             }
-            let entry = SearchEntry::construct(entry);
+            let entry = ldap_wire::search_entry(entry)
+                .ok_or_else(|| DirectoryError::Ldap("a malformed search result entry".into()))?;
             entries += 1;
             bytes += entry
                 .attrs

@@ -240,8 +240,8 @@ fn header(bytes: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
 
 /// Walks a whole message's elements without recursion: every element
 /// fits inside its parent exactly, none nests deeper than `MAX_DEPTH`,
-/// and the message holds a message id and an operation (ldap3 panics on
-/// a message without them).
+/// and the message holds a message id, an operation and well-formed
+/// controls if any (ldap3 panics on a message without them).
 pub(crate) fn check(message: &[u8]) -> Result<(), &'static str> {
     let overrun = "an element longer than what holds it";
     let mut open: Vec<usize> = Vec::with_capacity(MAX_DEPTH);
@@ -269,12 +269,91 @@ pub(crate) fn check(message: &[u8]) -> Result<(), &'static str> {
             open.pop();
         }
     }
-    let (whole, _) = element(message).ok_or(overrun)?;
-    let id_first = whole.content.first() == Some(&0x02);
-    if top_level < 2 || !id_first {
+    if top_level < 2 {
         return Err("a message without an id and an operation");
     }
-    Ok(())
+    shaped(message)
+}
+
+/// The message's top level as ldap3's decoder takes it without panicking:
+/// an INTEGER id, an operation (APPLICATION class), and at most the
+/// controls (`[0]`), each a type (UTF-8), an optional criticality with a
+/// value, and an optional value. The elements are already known to fit.
+fn shaped(message: &[u8]) -> Result<(), &'static str> {
+    let unshaped = "a message without an id and an operation";
+    let (whole, _) = element(message).ok_or(unshaped)?;
+    let (id, rest) = element(whole.content).ok_or(unshaped)?;
+    let (op, rest) = element(rest).ok_or(unshaped)?;
+    if id.tag != 0x02 || op.tag & 0xc0 != 0x40 {
+        return Err(unshaped);
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let bad = "controls ldap3 cannot read";
+    let (controls, rest) = element(rest).ok_or(bad)?;
+    if controls.tag != 0xa0 || !rest.is_empty() {
+        return Err(bad);
+    }
+    let mut next = controls.content;
+    while let Some((control, after)) = element(next) {
+        next = after;
+        let (ctype, mut parts) = element(control.content).ok_or(bad)?;
+        if control.tag != 0x30 || ctype.tag != 0x04 || std::str::from_utf8(ctype.content).is_err() {
+            return Err(bad);
+        }
+        if let Some((critical, after)) = element(parts).filter(|(e, _)| e.tag == 0x01) {
+            if critical.content.is_empty() {
+                return Err(bad);
+            }
+            parts = after;
+        }
+        if let Some((value, after)) = element(parts) {
+            if value.tag != 0x04 || !after.is_empty() {
+                return Err(bad);
+            }
+        } else if !parts.is_empty() {
+            return Err(bad);
+        }
+    }
+    if next.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
+/// A search result entry as ldap3's `SearchEntry`, or `None` where ldap3's
+/// `SearchEntry::construct` would panic: a DN or attribute type that is
+/// not UTF-8, or parts missing or of the wrong form. The relay bounds the
+/// nesting this walks.
+pub(crate) fn search_entry(message: ldap3::ResultEntry) -> Option<ldap3::SearchEntry> {
+    use ldap3::asn1::{StructureTag, PL};
+    fn text(tag: &StructureTag) -> bool {
+        matches!(&tag.payload, PL::P(bytes) if std::str::from_utf8(bytes).is_ok())
+    }
+    fn parts(tag: &StructureTag) -> Option<&[StructureTag]> {
+        match &tag.payload {
+            PL::C(parts) => Some(parts),
+            PL::P(_) => None,
+        }
+    }
+    let attribute = |attr: &StructureTag| match parts(attr) {
+        Some([kind, values, ..]) => {
+            text(kind)
+                && parts(values).is_some_and(|vs| vs.iter().all(|v| matches!(v.payload, PL::P(_))))
+        }
+        _ => false,
+    };
+    let entry = &message.0;
+    let well_formed = entry.id == 4
+        && match parts(entry) {
+            Some([dn, attrs, ..]) => {
+                text(dn) && parts(attrs).is_some_and(|attrs| attrs.iter().all(attribute))
+            }
+            _ => false,
+        };
+    well_formed.then(|| ldap3::SearchEntry::construct(message))
 }
 
 #[cfg(test)]

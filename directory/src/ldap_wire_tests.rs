@@ -122,13 +122,51 @@ fn only_well_formed_shallow_messages_with_an_id_pass() {
     // first) pass, one more does not.
     let nested = |depth: usize| {
         let mut inner = vec![0x04, 0x00];
-        for _ in 0..depth - 1 {
+        for _ in 0..depth - 2 {
             inner = sequence(&inner);
         }
-        sequence(&[&[0x02, 0x01, 0x02][..], &inner].concat())
+        // The operation: APPLICATION 5 (a SearchResultDone), constructed.
+        let mut op = sequence(&inner);
+        op[0] = 0x65;
+        sequence(&[&[0x02, 0x01, 0x02][..], &op].concat())
     };
     assert_eq!(check(&nested(MAX_DEPTH)), Ok(()));
     assert!(check(&nested(MAX_DEPTH + 1)).is_err());
+}
+
+/// What ldap3's decoder panics on is refused before it sees it: a message
+/// whose second element is not an operation, or whose controls are not
+/// the shape it reads.
+#[test]
+fn messages_ldap3_would_panic_on_do_not_pass() {
+    let done = [0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+    let message = |tail: &[u8]| sequence(&[&[0x02, 0x01, 0x02][..], &done, tail].concat());
+    assert_eq!(check(&message(&[])), Ok(()));
+    // SEQUENCE { id, [0] {} }: the controls read as the operation.
+    assert!(check(&sequence(&[0x02, 0x01, 0x01, 0xa0, 0x00])).is_err());
+    let control = |parts: &[u8]| {
+        let control = sequence(parts);
+        [&[0xa0, control.len() as u8][..], &control].concat()
+    };
+    let oid = [0x04, 0x03, b'1', b'.', b'2'];
+    assert_eq!(check(&message(&control(&oid))), Ok(()));
+    let with_value = [&oid[..], &[0x01, 0x01, 0xff, 0x04, 0x01, 0x07]].concat();
+    assert_eq!(check(&message(&control(&with_value))), Ok(()));
+    for bad in [
+        // An empty criticality (ldap3 reads its first byte).
+        [&oid[..], &[0x01, 0x00]].concat(),
+        // A type that is not UTF-8.
+        vec![0x04, 0x02, 0xff, 0xfe],
+        // A value that is not an OCTET STRING.
+        [&oid[..], &[0x30, 0x00]].concat(),
+        // Something after the value.
+        [&oid[..], &[0x04, 0x00, 0x04, 0x00]].concat(),
+    ] {
+        assert!(check(&message(&control(&bad))).is_err(), "{bad:02x?}");
+    }
+    // Controls that are not `[0]`, or more after them.
+    assert!(check(&message(&[0x30, 0x00])).is_err());
+    assert!(check(&message(&[0xa0, 0x00, 0x04, 0x00])).is_err());
 }
 
 #[test]
@@ -332,4 +370,41 @@ async fn a_sync_search_past_its_bound_closes_the_connection() {
     theirs.read_to_end(&mut all).await.unwrap();
     // What was read with the entry past the bound is not handed on either.
     assert!(all.len() <= bounds.entries * search_entry(100).len());
+}
+
+/// An entry ldap3 would panic building is `None`; a good one is built.
+#[test]
+fn search_entries_are_built_only_from_their_own_shape() {
+    use ldap3::asn1::{StructureTag, TagClass, PL};
+    let tag = |id: u64, payload: PL| StructureTag {
+        class: TagClass::Universal,
+        id,
+        payload,
+    };
+    let bytes = |b: &[u8]| tag(4, PL::P(b.to_vec()));
+    let attribute = |kind: &[u8], values: Vec<StructureTag>| {
+        tag(16, PL::C(vec![bytes(kind), tag(17, PL::C(values))]))
+    };
+    let entry = |dn: StructureTag, attrs: Vec<StructureTag>| {
+        let mut entry = tag(4, PL::C(vec![dn, tag(16, PL::C(attrs))]));
+        entry.class = TagClass::Application;
+        ldap3::ResultEntry::new(entry)
+    };
+    let good = entry(bytes(b"cn=a"), vec![attribute(b"cn", vec![bytes(b"Ann")])]);
+    let built = crate::ldap_wire::search_entry(good).expect("a well-formed entry");
+    assert_eq!(built.dn, "cn=a");
+    assert_eq!(built.attrs["cn"], ["Ann"]);
+    for bad in [
+        entry(bytes(b"cn=\xff"), vec![]),
+        entry(tag(16, PL::C(vec![])), vec![]),
+        entry(bytes(b"cn=a"), vec![attribute(b"\xfe", vec![])]),
+        entry(
+            bytes(b"cn=a"),
+            vec![attribute(b"cn", vec![tag(16, PL::C(vec![]))])],
+        ),
+        entry(bytes(b"cn=a"), vec![bytes(b"cn")]),
+        ldap3::ResultEntry::new(tag(4, PL::C(vec![bytes(b"cn=a")]))),
+    ] {
+        assert!(crate::ldap_wire::search_entry(bad).is_none());
+    }
 }

@@ -75,7 +75,9 @@ where
     while let Some(message) = stream.next().await.map_err(failed)? {
         budget.charge(&message)?;
         if !(message.is_ref() || message.is_intermediate()) {
-            return Ok(Some(SearchEntry::construct(message)));
+            return crate::ldap_wire::search_entry(message)
+                .map(Some)
+                .ok_or_else(|| DirectoryError::Ldap("a malformed search result entry".into()));
         }
     }
     Ok(None)
