@@ -152,6 +152,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "TFTP transfers that panicked.",
     ),
     (
+        "dialtone_tftp_evicted_total",
+        "TFTP transfers no ACK had answered that gave their slot to a new request because every slot was taken (a flood from forged sources, most likely).",
+    ),
+    (
         "dialtone_tftp_transfer_failed_total",
         "TFTP transfers that could not start or read their file (answered with an error packet).",
     ),

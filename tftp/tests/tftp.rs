@@ -206,6 +206,7 @@ both_modes!(
     a_lost_ack_is_recovered_by_retransmission,
     writes_unknown_files_and_escapes_are_refused,
     the_transfer_cap_answers_busy,
+    unacknowledged_requests_give_way_to_a_phone,
     duplicate_acks_cause_no_data_storm,
     a_client_error_frees_the_slot_at_once,
     the_next_file_from_the_same_port_is_served_at_once,
@@ -422,6 +423,38 @@ async fn the_transfer_cap_answers_busy(mode: Mode) {
         assert!(Instant::now() < deadline, "slot never freed");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Sources that ask and never acknowledge (forged ones, one address
+/// each, pass every per-source check) take every slot; a phone asking then
+/// is served, its request taking the oldest of their slots.
+async fn unacknowledged_requests_give_way_to_a_phone(mode: Mode) {
+    let f = Fixture::new().await;
+    let want = expected(&f, "001565000002.cfg");
+    let server = Server::start(
+        mode,
+        f.provisioner.clone(),
+        TftpOptions {
+            max_transfers: 4,
+            // Loopback is exempt by default; here it stands for the internet.
+            per_source_exempt: Vec::new(),
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+    let forged: Vec<UdpSocket> = (2..=5)
+        .map(|n| {
+            let s = UdpSocket::bind(format!("127.0.0.{n}:0")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+                .unwrap();
+            assert_eq!(recv(&s).0[1], 3, "each took a slot");
+            s
+        })
+        .collect();
+    let (data, _, _) = fetch_raw(server.addr, "001565000002.cfg", &[]);
+    assert_eq!(data, want);
+    drop(forged);
 }
 
 async fn duplicate_acks_cause_no_data_storm(mode: Mode) {

@@ -3,7 +3,7 @@
 //! refusal never leaves anything behind. Also the rate limit on the log
 //! lines refusals would otherwise write one per packet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,19 @@ struct Inner {
     by_source: HashMap<IpAddr, usize>,
     /// Of those, the ones whose client has not acknowledged anything yet.
     unacked_by_source: HashMap<IpAddr, usize>,
+    /// The same transfers (exempt networks' aside) by id, so oldest first:
+    /// who makes room when the server is full (see `admit`).
+    unacked: BTreeMap<u64, Arc<Eviction>>,
+    /// Transfers told to end that still hold their slots.
+    evicting: usize,
     next_id: u64,
+}
+
+/// How `admit` tells a transfer to end early.
+#[derive(Default)]
+struct Eviction {
+    evicted: AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 pub(super) enum Admission {
@@ -84,7 +96,10 @@ impl Slots {
     /// forged one gets no error packet reflected at someone else. The
     /// limit applies only once a quarter of the slots are taken: an office
     /// of phones behind one address that boots at once costs nothing while
-    /// there is room, and a flood meets the limit long before the cap.
+    /// there is room, and a flood from one source meets the limit long
+    /// before the cap. A flood from many forged sources, a transfer each,
+    /// meets the cap instead: there the oldest unacknowledged transfer
+    /// gives its slot to the new request.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr, file: &str) -> Admission {
         let ip = canonical(peer.ip());
         let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
@@ -103,16 +118,30 @@ impl Slots {
                 return Admission::PerSource;
             }
         }
-        if inner.active >= self.max_transfers {
-            return Admission::Busy;
+        if inner.active - inner.evicting >= self.max_transfers {
+            // Full. Forged sources spread over many addresses pass every
+            // per-source check and would keep every slot for the stall
+            // bound at a few hundred packets a second. A transfer no ACK
+            // has answered yet makes room instead, the oldest first: a
+            // real client's first ACK comes within a round trip, a forged
+            // one's never.
+            let Some((_, oldest)) = inner.unacked.pop_first() else {
+                return Admission::Busy;
+            };
+            oldest.evicted.store(true, Ordering::Release);
+            oldest.wake.notify_one();
+            inner.evicting += 1;
+            metrics::counter!("dialtone_tftp_evicted_total").increment(1);
         }
         inner.active += 1;
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let eviction = Arc::new(Eviction::default());
         if let Some(key) = source {
             *inner.by_source.entry(key).or_default() += 1;
             *inner.unacked_by_source.entry(key).or_default() += 1;
+            inner.unacked.insert(id, eviction.clone());
         }
-        let id = inner.next_id;
-        inner.next_id += 1;
         inner.by_peer.insert(peer, (id, file.to_string()));
         Admission::Granted(Slot {
             slots: self.clone(),
@@ -120,6 +149,7 @@ impl Slots {
             source,
             id,
             unacked: AtomicBool::new(source.is_some()),
+            eviction,
         })
     }
 }
@@ -141,6 +171,7 @@ pub(super) struct Slot {
     id: u64,
     /// Counted in `unacked_by_source` until the client's first ACK.
     unacked: AtomicBool,
+    eviction: Arc<Eviction>,
 }
 
 impl Slot {
@@ -154,7 +185,22 @@ impl Slot {
     /// a forged source, and stops counting against its source's few.
     pub fn acknowledged(&self) {
         if let (Some(key), true) = (self.source, self.unacked.swap(false, Ordering::AcqRel)) {
-            decrement(&mut self.slots.lock().unacked_by_source, key);
+            let mut inner = self.slots.lock();
+            decrement(&mut inner.unacked_by_source, key);
+            inner.unacked.remove(&self.id);
+        }
+    }
+
+    /// Told to end: the server was full and this transfer was the oldest
+    /// no ACK had answered.
+    pub fn is_evicted(&self) -> bool {
+        self.eviction.evicted.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the transfer is evicted (at once if it already is).
+    pub async fn evicted(&self) {
+        if !self.is_evicted() {
+            self.eviction.wake.notified().await;
         }
     }
 }
@@ -167,7 +213,11 @@ impl Drop for Slot {
             decrement(&mut inner.by_source, key);
             if *self.unacked.get_mut() {
                 decrement(&mut inner.unacked_by_source, key);
+                inner.unacked.remove(&self.id);
             }
+        }
+        if self.eviction.evicted.load(Ordering::Acquire) {
+            inner.evicting -= 1;
         }
         if inner
             .by_peer
@@ -306,18 +356,77 @@ mod tests {
         assert!(slots.lock().by_source.is_empty() && slots.lock().by_peer.is_empty());
     }
 
+    fn granted(admission: Admission) -> Slot {
+        match admission {
+            Admission::Granted(slot) => slot,
+            _ => panic!("not granted"),
+        }
+    }
+
     #[test]
     fn the_global_cap_still_holds() {
-        let slots = Arc::new(Slots::new(2, 64, 8, vec![]));
+        let slots = Arc::new(Slots::new(2, 64, 8, vec!["10.9.0.0/16".parse().unwrap()]));
         let held: Vec<_> = ["192.0.2.1:1", "192.0.2.2:1"]
             .iter()
-            .map(|a| slots.admit(addr(a), "a"))
+            .map(|a| granted(slots.admit(addr(a), "a")))
             .collect();
+        held.iter().for_each(Slot::acknowledged);
         assert!(matches!(
             slots.admit(addr("192.0.2.3:1"), "a"),
             Admission::Busy
         ));
         drop(held);
+        // Exempt networks' transfers are never made to give way.
+        let exempt: Vec<_> = (0..2)
+            .map(|n| granted(slots.admit(addr(&format!("10.9.0.1:{n}")), "a")))
+            .collect();
+        assert!(matches!(
+            slots.admit(addr("192.0.2.3:1"), "a"),
+            Admission::Busy
+        ));
+        drop(exempt);
+    }
+
+    /// Forged sources (one each) fill the server; the next request takes
+    /// the slot of the oldest transfer no ACK answered, which is told to
+    /// end, and every count comes back as the evicted ones end.
+    #[tokio::test]
+    async fn a_full_server_evicts_the_oldest_unacknowledged_transfer() {
+        let slots = Arc::new(Slots::new(4, 64, 8, vec![]));
+        let forged: Vec<Slot> = (1..=3)
+            .map(|n| granted(slots.admit(addr(&format!("198.51.100.{n}:1")), "a")))
+            .collect();
+        let phone = granted(slots.admit(addr("192.0.2.1:1"), "a"));
+        phone.acknowledged();
+        let late = granted(slots.admit(addr("192.0.2.9:1"), "a"));
+        assert!(forged[0].is_evicted());
+        forged[0].evicted().await;
+        assert!(!forged[1].is_evicted() && !phone.is_evicted() && !late.is_evicted());
+        // The evicted one still holds its slot until it ends; the rest are
+        // full again, so the next request takes the next oldest.
+        let later = granted(slots.admit(addr("192.0.2.10:1"), "a"));
+        assert!(forged[1].is_evicted());
+        drop(forged);
+        assert_eq!(slots.active(), 3);
+        // With room, nothing is evicted.
+        later.acknowledged();
+        let fourth = granted(slots.admit(addr("192.0.2.11:1"), "a"));
+        assert!(!late.is_evicted());
+        fourth.acknowledged();
+        // Full again, all acknowledged but one: that one gives way, and
+        // acknowledged transfers never do.
+        let last = granted(slots.admit(addr("192.0.2.12:1"), "a"));
+        assert!(late.is_evicted());
+        assert!(!phone.is_evicted() && !later.is_evicted() && !fourth.is_evicted());
+        last.acknowledged();
+        assert!(matches!(
+            slots.admit(addr("192.0.2.13:1"), "a"),
+            Admission::Busy
+        ));
+        drop((phone, late, later, fourth, last));
+        let inner = slots.lock();
+        assert_eq!((inner.active, inner.evicting), (0, 0));
+        assert!(inner.unacked.is_empty() && inner.unacked_by_source.is_empty());
     }
 
     #[test]

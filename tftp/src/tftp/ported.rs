@@ -185,7 +185,18 @@ async fn drive(
         }
         loop {
             let deadline = tokio::time::Instant::from_std(transfer.deadline());
-            let received = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            let waited = tokio::select! {
+                // Its slot went to a newer request: most likely a forged
+                // source, so nothing is sent to it.
+                _ = transfer.evicted() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "evicted unacknowledged from a full server",
+                    ))
+                }
+                waited = tokio::time::timeout_at(deadline, socket.recv(&mut buf)) => waited,
+            };
+            let received = match waited {
                 Err(_) => match transfer.on_timer(Instant::now()) {
                     Timer::Wait => continue,
                     Timer::Resend => break,

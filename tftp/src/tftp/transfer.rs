@@ -322,8 +322,18 @@ impl Transfer {
         Ok(Step::Advanced)
     }
 
+    /// Resolves once a full server has told this transfer, unacknowledged,
+    /// to give way (`Slots::admit`).
+    pub async fn evicted(&self) {
+        self.slot.evicted().await
+    }
+
     /// The deadline passed (or a timer set for an older deadline fired).
+    /// An evicted transfer ends at its next timer.
     pub fn on_timer(&mut self, now: Instant) -> Timer {
+        if self.slot.is_evicted() {
+            return Timer::Stalled;
+        }
         if now < self.deadline {
             return Timer::Wait;
         }
