@@ -180,16 +180,26 @@ impl LookupService {
         )
     }
 
+    /// The source's own `max_entries`, within its share of the tenant's
+    /// `directory_entries` quota: the quota split evenly over the tenant's
+    /// mirrored sources, so that ten of them hold no more than one would.
     fn max_entries(&self, tenant: Id, ldap: &LdapSource) -> usize {
-        let quota = self
-            .inner
-            .mirror
-            .load()
+        let state = self.inner.mirror.load();
+        let quota = state
             .tenant(tenant)
             .map_or(self.inner.options.mirror_entry_quota, |t| {
                 entry_quota(&t.settings, self.inner.options.mirror_entry_quota)
             });
-        ldap.settings().max_entries.min(quota).max(1) as usize
+        let mirrored = self
+            .inner
+            .sources
+            .sources_of(&state, tenant)
+            .iter()
+            .filter(|s| s.mirror.is_some())
+            .count();
+        ldap.settings()
+            .max_entries
+            .min(quota_share(quota, mirrored)) as usize
     }
 
     async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
@@ -321,6 +331,12 @@ pub(super) struct Outcome {
 }
 
 /// One sync on its own connection, closed at the end.
+/// One of `sources` mirrored sources' share of a tenant's entry quota: at
+/// least one entry each.
+pub(super) fn quota_share(quota: u64, sources: usize) -> u64 {
+    (quota / sources.max(1) as u64).max(1)
+}
+
 pub(super) async fn sync_once(
     ldap: &LdapSource,
     data: &mut MirrorData,

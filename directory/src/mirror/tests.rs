@@ -184,6 +184,13 @@ fn a_source_mirror_answers_and_reports() {
 
 #[test]
 fn quotas_cap_entries() {
+    // A tenant's mirrored sources share its quota: together never more.
+    use super::tasks::quota_share;
+    assert_eq!(quota_share(200_000, 1), 200_000);
+    assert_eq!(quota_share(200_000, 0), 200_000);
+    assert_eq!(quota_share(200_000, 3), 66_666);
+    assert!((1..=10).all(|n| quota_share(200_000, n) * n as u64 <= 200_000));
+    assert_eq!(quota_share(5, 10), 1);
     assert_eq!(entry_quota("{}", 200_000), 200_000);
     assert_eq!(
         entry_quota(r#"{"quotas":{"directory_entries":500}}"#, 200_000),
