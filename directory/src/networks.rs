@@ -120,15 +120,21 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240)
 }
 
+/// Not public either: the forms that carry an IPv4 address inside (NAT64,
+/// 6to4, Teredo, the old IPv4-compatible `::a.b.c.d`), since a relay or a
+/// host's own stack may deliver them to that address, a private one too.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let [first, second, ..] = ip.segments();
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b))
+        || (first == 0x2001 && second == 0x0db8)
+        || (first == 0x0064 && second == 0xff9b)
+        || first == 0x2002
+        || (first == 0x2001 && second == 0x0000)
+        || ip.segments()[..6] == [0; 6])
 }
 
 /// The addresses `host` resolves to that a source may connect to on
@@ -280,6 +286,10 @@ mod tests {
             "[fd00::1]:80",
             "[::ffff:127.0.0.1]:80",
             "[::ffff:169.254.169.254]:80",
+            "[::7f00:1]:80",
+            "[2002:a00:1::1]:80",
+            "[2001:0:a00:1::1]:80",
+            "[64:ff9b:1::a00:1]:80",
             "198.51.100.7:80",
         ] {
             assert!(!n.allows(at(refused)), "{refused}");
