@@ -330,6 +330,11 @@ pub struct ProvisioningConfig {
     /// Open HTTP provisioning connections at most; past it, new connections
     /// get 503 with Retry-After.
     pub http_max_connections: usize,
+    /// Of those, what one source (IPv4 address, IPv6 /64) may hold open;
+    /// past it, 503.
+    pub http_max_per_source: usize,
+    /// Networks without the HTTP per-source cap (they still count globally).
+    pub http_per_source_exempt: Vec<String>,
     /// A client must send each request's headers within this time, or its
     /// connection is closed (slow and idle clients hold no slot for long).
     pub http_header_timeout_s: u64,
@@ -390,6 +395,8 @@ impl Default for ProvisioningConfig {
             tftp_single_port: false,
             tftp_listeners: 0,
             http_max_connections: 4096,
+            http_max_per_source: 256,
+            http_per_source_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             http_header_timeout_s: 10,
             ban_burst: 30,
             ban_per_minute: 10,
@@ -659,6 +666,12 @@ impl Config {
         }
         if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt) {
             bail!("provisioning.tftp_per_source_exempt: {e}");
+        }
+        if p.http_max_per_source == 0 {
+            bail!("provisioning.http_max_per_source must be at least 1 (exempt trusted networks with http_per_source_exempt)");
+        }
+        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.http_per_source_exempt) {
+            bail!("provisioning.http_per_source_exempt: {e}");
         }
         if !(10_000..=100_000_000).contains(&p.render_fuel)
             || !(16..=65_536).contains(&p.render_output_kb)

@@ -403,3 +403,64 @@ async fn accept_loops_per_worker_serve_and_stop_together() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// A connection from `from` (a loopback address standing for a host).
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One host holds no more than its share of the connections; another is
+/// served meanwhile, and an exempt network has no share.
+#[tokio::test]
+async fn one_source_holds_no_more_than_its_share() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 100,
+        max_per_source: 2,
+        per_source_exempt: vec!["127.0.0.9/32".parse().unwrap()],
+        ..HttpServerOptions::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut holder = connect_from("127.0.0.2", addr).await;
+        holder.write_all(b"GET /peer HTT").await.unwrap();
+        held.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ask = |from: &'static str| async move {
+        let mut stream = connect_from(from, addr).await;
+        stream
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_to_end(&mut stream).await
+    };
+    let refused = ask("127.0.0.2").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let other = ask("127.0.0.3").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    let mut exempt = Vec::new();
+    for _ in 0..3 {
+        let mut holder = connect_from("127.0.0.9", addr).await;
+        holder.write_all(b"GET /peer HTT").await.unwrap();
+        exempt.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fourth = ask("127.0.0.9").await;
+    assert!(fourth.starts_with("HTTP/1.1 200"), "{fourth}");
+    // The share comes back when a connection ends.
+    drop(held.pop());
+    let mut again = String::new();
+    for _ in 0..50 {
+        again = ask("127.0.0.2").await;
+        if again.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    shutdown.cancel();
+    task.await.unwrap();
+}

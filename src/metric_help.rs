@@ -152,6 +152,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "TFTP transfers that panicked.",
     ),
     (
+        "dialtone_http_source_connections_shed_total",
+        "HTTP connections answered 503 because their source (an IPv4 address, an IPv6 /64) held http_max_per_source open already.",
+    ),
+    (
         "dialtone_tftp_evicted_total",
         "TFTP transfers no ACK had answered that gave their slot to a new request because every slot was taken (a flood from forged sources, most likely).",
     ),
@@ -239,6 +243,8 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_connections_shed_total", &[]),
+    ("dialtone_http_source_connections_shed_total", &[]),
+    ("dialtone_tftp_evicted_total", &[]),
     ("dialtone_lookup_shed_total", &[]),
     ("dialtone_provisioning_bans_total", &[]),
     ("dialtone_render_cache_stale_total", &[]),

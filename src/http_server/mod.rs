@@ -58,6 +58,12 @@ pub struct HttpServerOptions {
     /// A response that the client reads none of for this long is given up
     /// and its connection closed (`stall.rs`).
     pub write_stall: Duration,
+    /// Open connections one source (an IPv4 address, an IPv6 /64) may
+    /// have; past it, 503. One host holding every connection slot is
+    /// cheap: a byte of header each ten seconds.
+    pub max_per_source: usize,
+    /// Networks without the per-source cap (an office NAT of many phones).
+    pub per_source_exempt: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpServerOptions {
@@ -67,6 +73,8 @@ impl Default for HttpServerOptions {
             header_timeout: Duration::from_secs(10),
             tls: None,
             write_stall: WRITE_STALL,
+            max_per_source: 256,
+            per_source_exempt: dialtone_tftp::tftp::default_exempt(),
         }
     }
 }
@@ -112,6 +120,10 @@ struct Shared {
     max_connections: usize,
     /// Connections being served (refusals not counted).
     open: AtomicUsize,
+    max_per_source: usize,
+    per_source_exempt: Vec<ipnet::IpNet>,
+    /// Connections being served by source (exempt networks' aside).
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Set once the listener drains; `drain` wakes the connections that
     /// wait on it. Our own flag and `Notify` rather than a clone of the
     /// process's `CancellationToken` per connection: that token takes a
@@ -120,12 +132,43 @@ struct Shared {
     drain: Notify,
 }
 
-/// A connection's place under `max_connections`, given back when dropped.
-struct Slot(Arc<Shared>);
+/// A connection's place under `max_connections` and its source's share,
+/// given back when dropped.
+struct Slot(Arc<Shared>, Option<std::net::IpAddr>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(source) = self.1 {
+            let mut by_source = self.0.by_source.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = by_source.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    by_source.remove(&source);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Counts a connection against its source's share; `Err` past it.
+    fn take_share(&self, peer: std::net::IpAddr) -> Result<Option<std::net::IpAddr>, ()> {
+        let source = dialtone_tftp::tftp::source_of(peer);
+        if self
+            .per_source_exempt
+            .iter()
+            .any(|net| net.contains(&source))
+        {
+            return Ok(None);
+        }
+        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let count = by_source.entry(source).or_default();
+        if *count >= self.max_per_source {
+            return Err(());
+        }
+        *count += 1;
+        Ok(Some(source))
     }
 }
 
@@ -159,6 +202,9 @@ pub async fn serve(
         write_stall: options.write_stall,
         max_connections: options.max_connections.max(1),
         open: AtomicUsize::new(0),
+        max_per_source: options.max_per_source.max(1),
+        per_source_exempt: options.per_source_exempt,
+        by_source: Default::default(),
         draining: AtomicBool::new(false),
         drain: Notify::new(),
     });
@@ -260,9 +306,20 @@ impl Accepting {
             if !nodelay_inherited {
                 let _ = stream.set_nodelay(true);
             }
-            if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
+            let over_all = shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections;
+            let share = if over_all {
+                Err(())
+            } else {
+                shared.take_share(peer.ip())
+            };
+            let Ok(source) = share else {
                 shared.open.fetch_sub(1, Ordering::AcqRel);
-                metrics::counter!("dialtone_http_connections_shed_total").increment(1);
+                let counter = if over_all {
+                    "dialtone_http_connections_shed_total"
+                } else {
+                    "dialtone_http_source_connections_shed_total"
+                };
+                metrics::counter!(counter).increment(1);
                 // Refusals are bounded too: past that, the connection just closes.
                 if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                     let tls = shared.tls.clone();
@@ -284,8 +341,8 @@ impl Accepting {
                     });
                 }
                 continue;
-            }
-            let slot = Slot(shared.clone());
+            };
+            let slot = Slot(shared.clone(), source);
             // Two tasks of their own types: the plain one carries no TLS state,
             // so the future a connection costs (allocated and moved into its
             // task) is no bigger than hyper's connection.

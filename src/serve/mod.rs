@@ -259,6 +259,12 @@ impl Listeners {
         let provisioning = HttpServerOptions {
             max_connections: config.provisioning.http_max_connections,
             header_timeout: Duration::from_secs(config.provisioning.http_header_timeout_s),
+            max_per_source: config.provisioning.http_max_per_source,
+            // Checked when the configuration was read.
+            per_source_exempt: dialtone_tftp::tftp::parse_networks(
+                &config.provisioning.http_per_source_exempt,
+            )
+            .unwrap_or_default(),
             ..HttpServerOptions::default()
         };
         let mut http = vec![

@@ -19,6 +19,7 @@
 //! files to that, a retry timeout each (see BENCHMARKS.md).
 
 mod limits;
+pub use limits::source_of;
 mod mmsg;
 mod packet;
 mod pktinfo;

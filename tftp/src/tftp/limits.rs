@@ -229,6 +229,13 @@ impl Drop for Slot {
     }
 }
 
+/// The source `ip` counts as for per-source limits: an IPv4 address (also
+/// behind a dual-stack socket), or an IPv6 /64. Shared with the HTTP
+/// front end's per-source cap.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    source_key(canonical(ip))
+}
+
 /// An IPv4 client seen through a dual-stack socket is still an IPv4
 /// client: keyed and matched as one.
 fn canonical(ip: IpAddr) -> IpAddr {
