@@ -297,10 +297,27 @@ impl Provisioner {
     /// Builds what `directory_step` could not answer from the cache, and
     /// caches it if it is still current. A build that outlasts the
     /// caller's wait still lands in the cache for the next fetch.
+    ///
+    /// Searches and pages past the last one are not kept: a phone (MACs
+    /// are not secrets) could otherwise fill the render cache every tenant
+    /// shares with a new search or page number each request, pushing out
+    /// the others' files. Building them again runs on the render pool
+    /// under the tenant's share, like any render.
     pub(crate) fn build_directory(&self, job: DirectoryJob) -> Result<Rendered, ProvisionError> {
         let rendered = self.directory_file(&job.state, &job.key, job.template)?;
-        self.rendered
-            .fill(job.key, &rendered, &self.mirror.load(), 0, None);
+        let keep = job.key.directory.as_ref().is_some_and(|which| {
+            let rows: usize = job
+                .state
+                .directory_of(which.tenant)
+                .iter()
+                .map(|e| e.numbers.len())
+                .sum();
+            which.search.is_none() && which.page < rows.div_ceil(CISCO_PAGE).max(1)
+        });
+        if keep {
+            self.rendered
+                .fill(job.key, &rendered, &self.mirror.load(), 0, None);
+        }
         Ok(rendered)
     }
 

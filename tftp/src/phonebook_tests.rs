@@ -177,14 +177,23 @@ fn pages_and_searches_are_keyed_by_their_normal_form() {
     let second = f.fetch(CISCO, Some("page=1"));
     assert!(String::from_utf8_lossy(&second).contains("Page 2 of 2"));
     assert!(Arc::ptr_eq(&second, &f.fetch(CISCO, Some("page=01&x=y"))));
+    let cached = f.provisioner.cached_files();
     let found = f.fetch(CISCO, Some("q=Person+07"));
-    assert!(Arc::ptr_eq(&found, &f.fetch(CISCO, Some("q=+person+07+"))));
+    assert_eq!(found, f.fetch(CISCO, Some("q=+person+07+")));
     assert_eq!(
         String::from_utf8_lossy(&found)
             .matches("<DirectoryEntry>")
             .count(),
         1
     );
+    // Neither a search nor a page past the last is kept: a phone asking a
+    // new one each time would fill the cache every tenant shares.
+    let past = f.fetch(CISCO, Some("page=9999"));
+    assert!(String::from_utf8_lossy(&past).contains("Page 2 of 2"));
+    for n in 0..50 {
+        f.fetch(CISCO, Some(&format!("q=person+{n}")));
+    }
+    assert_eq!(f.provisioner.cached_files(), cached);
     // Yealink does not page: every page asked for is the one entry.
     let all = f.fetch(YEALINK_A, None);
     assert!(Arc::ptr_eq(&all, &f.fetch(YEALINK_A, Some("page=3"))));
