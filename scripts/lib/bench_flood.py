@@ -79,16 +79,21 @@ def rrq(name):
 
 
 class Flood:
-    """Sends `count` RRQs over `seconds` from 200 sources and never answers;
-    counts what comes back."""
+    """Sends `count` RRQs over `seconds` from `args.sources` sources and never
+    answers; counts what comes back. Up to 200 sources are 127.0.<subnet>.x;
+    more (forged sources spread over many addresses, a transfer or a few
+    each) are 127.<10 + subnet>.x.y."""
 
     def __init__(self, args, count, seconds, subnet, real_share):
         self.args, self.count, self.seconds = args, count, seconds
         self.real_share = real_share
         self.sockets = []
-        for i in range(200):
+        for i in range(args.sources):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.%d.%d" % (subnet, 1 + i), 0))
+            if args.sources <= 200:
+                s.bind(("127.0.%d.%d" % (subnet, 1 + i), 0))
+            else:
+                s.bind(("127.%d.%d.%d" % (10 + subnet, i // 250, 1 + i % 250), 0))
             s.setblocking(False)
             self.sockets.append(s)
         self.replies, self.sent, self.done = {}, 0, threading.Event()
@@ -110,7 +115,7 @@ class Flood:
             if wait > 0:
                 time.sleep(wait)
             try:
-                self.sockets[i % 200].sendto(rrq(self.names(rng)), (self.args.host, self.args.port))
+                self.sockets[i % len(self.sockets)].sendto(rrq(self.names(rng)), (self.args.host, self.args.port))
                 self.sent += 1
             except OSError:
                 pass
@@ -219,7 +224,7 @@ def run(args):
     result = {
         "case": "flood",
         "quiet": quiet,
-        "flood_sources": 200,
+        "flood_sources": args.sources,
         "flood_seconds": round(seconds, 2),
         # The issue's case: random names, so most are misses.
         "random": flooded_boot(args, 1, 0.25, seconds),
@@ -273,6 +278,7 @@ def main():
     r.add_argument("--pid", type=int, required=True)
     r.add_argument("--phones", type=int, default=1000)
     r.add_argument("--flood", type=int, default=20000)
+    r.add_argument("--sources", type=int, default=200)
     r.add_argument("--threads", type=int, default=32)
     r.add_argument("--timeout", type=float, default=2.0)
     r.add_argument("--retries", type=int, default=2)

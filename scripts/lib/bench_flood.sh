@@ -8,6 +8,10 @@
 # phases, what the flood got back, the peak of active transfers, how long
 # forged transfers held slots after the flood, and the server's memory.
 # Target: every phone boots under the flood (0 failures).
+# FLOOD_SOURCES (default 200) spreads the flood over that many addresses:
+# past a few hundred, forged sources of a transfer or a few each pass every
+# per-source limit and fill the transfer cap itself (4,096), where the
+# server evicts the oldest unacknowledged transfer for each new request.
 
 bench_flood() {
     local d="$SERVICES_DIR/flood" bin="${FLOOD_BIN:-target/release/dialtone}" py=scripts/lib/bench_flood.py
@@ -37,7 +41,7 @@ bench_flood() {
     else
         log "phones boot quiet, then under a flood of ${FLOOD_RRQS:-20000} RRQs"
         python3 "$py" run --tftp "$tftp" --api "$api" --pid "$pid" --phones "${FLOOD_PHONES:-1000}" \
-            --flood "${FLOOD_RRQS:-20000}" | tee "$d/results.jsonl" || status=$?
+            --flood "${FLOOD_RRQS:-20000}" --sources "${FLOOD_SOURCES:-200}" | tee "$d/results.jsonl" || status=$?
     fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
