@@ -123,8 +123,12 @@ fn network_allowed(tenant: &Tenant, remote: IpAddr) -> bool {
         return true;
     };
     let allowed = networks.iter().any(|net| net.contains(&remote));
+    // A forged UDP source can cause one of these per packet.
+    static OUTSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
     if !allowed {
-        tracing::info!(%remote, tenant = %tenant.slug, "fetch from outside the tenant's provisioning networks");
+        if let Some(skipped) = OUTSIDE_LOG.allow() {
+            tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second)");
+        }
     }
     allowed
 }

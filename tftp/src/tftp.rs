@@ -18,7 +18,7 @@
 //! port for all their files (many do) lost most of their second and third
 //! files to that, a retry timeout each (see BENCHMARKS.md).
 
-mod limits;
+pub(crate) mod limits;
 pub use limits::source_of;
 mod mmsg;
 mod packet;

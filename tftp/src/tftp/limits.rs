@@ -256,7 +256,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 
 /// One log line a second for a kind of refusal; a flood of refused packets
 /// must not become a flood of log lines.
-pub(super) struct LogLimit {
+pub(crate) struct LogLimit {
     last: AtomicI64,
     skipped: AtomicU64,
 }
