@@ -133,9 +133,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route(
             "/v1/import",
-            // A platform's worth of phones in one document, read by the
-            // handler once the token may import (`read_import`).
-            post(audit::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+            // A platform's worth of phones in one document, read (up to
+            // `IMPORT_LIMIT`) by the handler once the token may import.
+            post(audit::import),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -305,14 +305,18 @@ impl Provisioner {
     /// under the tenant's share, like any render.
     pub(crate) fn build_directory(&self, job: DirectoryJob) -> Result<Rendered, ProvisionError> {
         let rendered = self.directory_file(&job.state, &job.key, job.template)?;
+        // The first page always exists; the rows are counted only for others.
         let keep = job.key.directory.as_ref().is_some_and(|which| {
-            let rows: usize = job
-                .state
-                .directory_of(which.tenant)
-                .iter()
-                .map(|e| e.numbers.len())
-                .sum();
-            which.search.is_none() && which.page < rows.div_ceil(CISCO_PAGE).max(1)
+            let pages = || {
+                let state = &job.state;
+                let rows: usize = state
+                    .directory_of(which.tenant)
+                    .iter()
+                    .map(|e| e.numbers.len())
+                    .sum();
+                rows.div_ceil(CISCO_PAGE)
+            };
+            which.search.is_none() && (which.page == 0 || which.page < pages())
         });
         if keep {
             self.rendered

@@ -6,30 +6,32 @@ use dialtone_sync::Backend;
 
 use super::Harness;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_names_settings_secrets_and_drafts_are_refused() {
-    let h = Harness::new(Backend::Sqlite).await;
-    let long_name = serde_json::json!({ "name": "n".repeat(257) }).to_string();
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::PUT,
-            "/v1/tenants/acme",
-            Some(&long_name),
-            &[],
-        )
-        .await;
+/// Sends `body` as `role` and expects a 422 that says `why`.
+async fn refused(h: &Harness, role: &str, method: Method, path: &str, body: &str, why: &str) {
+    let reply = h.call(Some(role), method, path, Some(body), &[]).await;
     assert_eq!(
         reply.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         reply.text
     );
-    assert!(
-        reply.text.contains("at most 256 characters"),
-        "{}",
-        reply.text
-    );
+    assert!(reply.text.contains(why), "{why}: {}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_names_settings_secrets_and_drafts_are_refused() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let long_name = serde_json::json!({ "name": "n".repeat(257) }).to_string();
+    let tenant = "/v1/tenants/acme";
+    refused(
+        &h,
+        "acme-admin",
+        Method::PUT,
+        tenant,
+        &long_name,
+        "at most 256 characters",
+    )
+    .await;
 
     let source = |settings: serde_json::Value, secret: &str| {
         serde_json::json!({ "name": "cnam2", "kind": "http", "settings": settings, "secret": secret })
@@ -45,16 +47,7 @@ async fn oversized_names_settings_secrets_and_drafts_are_refused() {
             "secret: at most 4096 bytes",
         ),
     ] {
-        let reply = h
-            .call(Some("acme-admin"), Method::POST, path, Some(&body), &[])
-            .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.text
-        );
-        assert!(reply.text.contains(why), "{why}: {}", reply.text);
+        refused(&h, "acme-admin", Method::POST, path, &body, why).await;
     }
     let fits = source(serde_json::json!({ "url": url }), "k");
     let reply = h
@@ -69,20 +62,13 @@ async fn oversized_names_settings_secrets_and_drafts_are_refused() {
     })
     .to_string()
     .replace("\"{acme_template}\"", "{acme_template}");
-    let reply = h
-        .call(
-            Some("acme-read"),
-            Method::POST,
-            "/v1/preview",
-            Some(&draft),
-            &[],
-        )
-        .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.text
-    );
-    assert!(reply.text.contains("quota_exceeded"), "{}", reply.text);
+    refused(
+        &h,
+        "acme-read",
+        Method::POST,
+        "/v1/preview",
+        &draft,
+        "quota_exceeded",
+    )
+    .await;
 }

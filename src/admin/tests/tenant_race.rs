@@ -32,15 +32,16 @@ async fn a_tenant_edit_from_a_lagging_node_does_not_undo_a_quota_change() {
         .await
         .unwrap();
     let edit = r#"{"name": "Acme Renamed", "settings": {"note": "x"}}"#;
-    let reply = h
-        .call(
+    let edit_as_tenant = || {
+        h.call(
             Some("acme-admin"),
             Method::PUT,
             "/v1/tenants/acme",
             Some(edit),
             &[],
         )
-        .await;
+    };
+    let reply = edit_as_tenant().await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
         .await
@@ -48,15 +49,7 @@ async fn a_tenant_edit_from_a_lagging_node_does_not_undo_a_quota_change() {
     let stored = h.get("global", "/v1/tenants/acme").await;
     assert!(stored.text.contains(r#""phones":5"#), "{}", stored.text);
     // Read again, the same edit goes through and keeps the new quota.
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::PUT,
-            "/v1/tenants/acme",
-            Some(edit),
-            &[],
-        )
-        .await;
+    let reply = edit_as_tenant().await;
     assert!(reply.status.is_success(), "{}", reply.text);
     let stored = h.get("global", "/v1/tenants/acme").await;
     assert!(stored.text.contains(r#""phones":5"#), "{}", stored.text);
