@@ -29,7 +29,11 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_lookup_shed_total",
-        "Caller-name lookups shed past lookup.max_inflight.",
+        "Caller-name lookups shed past lookup.max_inflight, by reason (tenant_share: the tenant held its share; full: every slot and the reserve were taken).",
+    ),
+    (
+        "dialtone_lookup_reserve_loads_total",
+        "Lookup loads started from the reserve beyond lookup.max_inflight by a tenant holding almost none, while other tenants held every slot.",
     ),
     (
         "dialtone_lookup_source_config_errors_total",
@@ -245,7 +249,9 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_connections_shed_total", &[]),
     ("dialtone_http_source_connections_shed_total", &[]),
     ("dialtone_tftp_evicted_total", &[]),
-    ("dialtone_lookup_shed_total", &[]),
+    ("dialtone_lookup_reserve_loads_total", &[]),
+    ("dialtone_lookup_shed_total", &[("reason", "tenant_share")]),
+    ("dialtone_lookup_shed_total", &[("reason", "full")]),
     ("dialtone_provisioning_bans_total", &[]),
     ("dialtone_render_cache_stale_total", &[]),
     ("dialtone_render_pool_refused_total", &[]),

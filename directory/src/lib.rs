@@ -7,6 +7,7 @@
 //! - [`service`]: cache, coalescing, deadline and breakers around them.
 //! - [`http`]: the lookup routes on the API listener.
 
+mod admission;
 pub mod breaker;
 pub mod cache;
 pub mod clock;

@@ -20,6 +20,7 @@ use moka::future::Cache;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Admitted};
 use crate::cache::{self, Entry, Freshness, Generations, Key, Resolved, Tag};
 use crate::clock::Clock;
 use crate::error::DirectoryError;
@@ -51,8 +52,11 @@ pub struct LookupOptions {
     pub max_stale: Duration,
     pub cache_bytes: u64,
     /// Loads running at once; lookups beyond it answer "unavailable" at once.
-    /// One tenant may hold at most a quarter of them (at least one), so a
-    /// tenant whose source is slow to answer cannot shed everyone else's.
+    /// One tenant may hold at most a quarter of them (at least one), less
+    /// as more tenants load at once, and a tenant holding fewer than four
+    /// may start one from a reserve of a quarter more when all are taken:
+    /// tenants whose sources are slow to answer cannot shed everyone else's
+    /// (see `admission`).
     pub max_inflight: usize,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
@@ -164,15 +168,14 @@ pub(crate) struct Inner {
     normalized: moka::sync::Cache<String, Arc<str>>,
 }
 
-/// The part of `max_inflight` one tenant may hold.
-const TENANT_SHARE_OF_INFLIGHT: usize = 4;
-
 #[derive(Default)]
 struct Loads {
     by_key: HashMap<Key, Inflight>,
     /// Load tasks running per tenant, counted until they end: a load an
     /// invalidation replaced in `by_key` still holds a connection.
     by_tenant: HashMap<Id, usize>,
+    /// The sum of `by_tenant`.
+    running: usize,
 }
 
 struct LoadDone<'a> {
@@ -201,6 +204,7 @@ impl Drop for LoadDone<'_> {
             if *running == 0 {
                 loads.by_tenant.remove(&tenant);
             }
+            loads.running -= 1;
         }
         metrics::gauge!("dialtone_lookup_inflight").set(loads.by_key.len() as f64);
     }
@@ -437,14 +441,24 @@ impl LookupService {
                 return Some((running.load.clone(), false));
             }
         }
-        let tenant_max = (inner.options.max_inflight / TENANT_SHARE_OF_INFLIGHT).max(1);
-        let tenant_running = loads.by_tenant.get(&key.0).copied().unwrap_or(0);
-        if loads.by_key.len() >= inner.options.max_inflight || tenant_running >= tenant_max {
-            metrics::counter!("dialtone_lookup_shed_total").increment(1);
-            return None;
+        let own = loads.by_tenant.get(&key.0).copied().unwrap_or(0);
+        // Counted by tasks, not keys: a load an invalidation replaced in
+        // `by_key` still runs, and still holds a connection.
+        let admission = Admission::new(inner.options.max_inflight);
+        match admission.admit(own, loads.running, loads.by_tenant.len()) {
+            Ok(Admitted::Slot) => {}
+            Ok(Admitted::Reserve) => {
+                metrics::counter!("dialtone_lookup_reserve_loads_total").increment(1);
+            }
+            Err(refusal) => {
+                metrics::counter!("dialtone_lookup_shed_total", "reason" => refusal.label())
+                    .increment(1);
+                return None;
+            }
         }
         let id = inner.load_ids.fetch_add(1, Ordering::Relaxed);
         *loads.by_tenant.entry(key.0).or_default() += 1;
+        loads.running += 1;
         let task = tokio::spawn(self.clone().load(key.clone(), tag, state.clone(), id));
         let load = async move { task.await.unwrap_or_else(|_| Resolved::unavailable()) }
             .boxed()

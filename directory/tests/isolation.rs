@@ -241,86 +241,138 @@ async fn start_upstream(
     (up, url)
 }
 
-/// A tenant whose source answers only at the deadline (a 404 then is a
-/// success to its breaker) and that asks for many numbers at once holds
-/// its share of the loads in flight, not all of them: the rest of its
-/// lookups are shed, as past the global bound, and another tenant's miss
-/// is still loaded.
-#[tokio::test]
-async fn a_tenant_with_a_slow_source_holds_only_its_share_of_the_loads() {
-    use axum::http::StatusCode;
-    use common::{mirror_of, source, tenant as tenant_row, tenant_id};
-    let (slow, slow_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
-    let (_fast, fast_url) = start_upstream(false, (StatusCode::OK, "Acme Name")).await;
-    let (_db, _store, mirror) = mirror_of(&[
-        tenant_row("hostile", "US"),
-        tenant_row("acme", "US"),
-        source(
-            "hostile",
-            "cnam",
-            SourceKind::Http,
-            serde_json::json!({ "url": slow_url }),
-            None,
-            5_000,
-        ),
-        source(
-            "acme",
-            "cnam",
-            SourceKind::Http,
-            serde_json::json!({ "url": fast_url }),
-            None,
-            5_000,
-        ),
-    ])
-    .await;
-    let (hostile, acme) = (tenant_id(&mirror, "hostile"), tenant_id(&mirror, "acme"));
-    let options = LookupOptions {
-        max_inflight: 8,
-        deadline: Duration::from_secs(5),
-        // The test's upstreams listen on loopback.
-        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
-            .unwrap()
-            .shared(),
-        ..LookupOptions::default()
-    };
-    let service = LookupService::new(mirror, None, options);
+/// Tenants whose source answers only at the deadline (a 404 then is a
+/// success to its breaker), each asking for eight numbers at once, beside
+/// "acme", whose source answers at once; `max_inflight` is 8.
+struct SlowTenants {
+    service: LookupService,
+    slow: Arc<Upstream>,
+    acme: Id,
+    hostile: Vec<Id>,
+    flood: Vec<tokio::task::JoinHandle<(dialtone_directory::Answer, Duration)>>,
+    _db: (dialtone_sync::testing::TestDb, Arc<dyn Store>),
+}
 
-    let flood: Vec<_> = (0..8)
-        .map(|i| spawn_lookup(&service, hostile, format!("+1 201 555 {:04}", 100 + i)))
-        .collect();
-    // Every lookup of the flood has either reached the upstream or been shed.
-    let settled = || {
-        let reached = slow.requests.load(std::sync::atomic::Ordering::SeqCst) as usize;
-        reached + flood.iter().filter(|h| h.is_finished()).count() == flood.len()
-    };
-    assert!(
-        testing::eventually(Duration::from_secs(10), settled).await,
-        "the flood never settled"
-    );
-
-    let other = service.lookup(acme, "+1 201 555 0001").await.unwrap();
-    assert_eq!(
-        (other.name(), other.cache),
-        (Some("Acme Name"), CacheStatus::Miss),
-        "another tenant's miss was not loaded"
-    );
-
-    slow.gate.add_permits(flood.len());
-    let mut shed = 0;
-    for lookup in flood {
-        let (answer, _) = lookup.await.unwrap();
-        assert_eq!(answer.name(), None);
-        if answer.cache == CacheStatus::Shed {
-            shed += 1;
+impl SlowTenants {
+    /// Returns once every lookup of the flood has either reached the slow
+    /// upstream or been shed.
+    async fn flood(slugs: &[&str]) -> SlowTenants {
+        use axum::http::StatusCode;
+        use common::{mirror_of, source, tenant as tenant_row, tenant_id};
+        let (slow, slow_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
+        let (_fast, fast_url) = start_upstream(false, (StatusCode::OK, "Acme Name")).await;
+        let cnam = |slug: &str, url: &str| {
+            source(
+                slug,
+                "cnam",
+                SourceKind::Http,
+                serde_json::json!({ "url": url }),
+                None,
+                5_000,
+            )
+        };
+        let mut rows = vec![tenant_row("acme", "US"), cnam("acme", &fast_url)];
+        for slug in slugs {
+            rows.push(tenant_row(slug, "US"));
+            rows.push(cnam(slug, &slow_url));
+        }
+        let (db, store, mirror) = mirror_of(&rows).await;
+        let acme = tenant_id(&mirror, "acme");
+        let hostile: Vec<Id> = slugs.iter().map(|slug| tenant_id(&mirror, slug)).collect();
+        let options = LookupOptions {
+            max_inflight: 8,
+            deadline: Duration::from_secs(5),
+            // The test's upstreams listen on loopback.
+            source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+                .unwrap()
+                .shared(),
+            ..LookupOptions::default()
+        };
+        let service = LookupService::new(mirror, None, options);
+        let flood: Vec<_> = hostile
+            .iter()
+            .flat_map(|&tenant| (0..8).map(move |i| (tenant, format!("+1 201 555 {:04}", 100 + i))))
+            .map(|(tenant, number)| spawn_lookup(&service, tenant, number))
+            .collect();
+        let settled = || {
+            let reached = slow.requests.load(std::sync::atomic::Ordering::SeqCst) as usize;
+            reached + flood.iter().filter(|h| h.is_finished()).count() == flood.len()
+        };
+        assert!(
+            testing::eventually(Duration::from_secs(10), settled).await,
+            "the flood never settled"
+        );
+        SlowTenants {
+            service,
+            slow,
+            acme,
+            hostile,
+            flood,
+            _db: (db, store),
         }
     }
+
+    async fn acme_is_served(&self) {
+        let other = self
+            .service
+            .lookup(self.acme, "+1 201 555 0001")
+            .await
+            .unwrap();
+        assert_eq!(
+            (other.name(), other.cache),
+            (Some("Acme Name"), CacheStatus::Miss),
+            "another tenant's miss was not loaded"
+        );
+    }
+
+    /// Lets the flood's loads end; how many of its lookups were shed.
+    async fn release(&mut self) -> usize {
+        self.slow.gate.add_permits(self.flood.len());
+        let mut shed = 0;
+        for lookup in self.flood.drain(..) {
+            let (answer, _) = lookup.await.unwrap();
+            assert_eq!(answer.name(), None);
+            if answer.cache == CacheStatus::Shed {
+                shed += 1;
+            }
+        }
+        shed
+    }
+}
+
+/// A tenant with such a source holds its share of the loads in flight, not
+/// all of them: the rest of its lookups are shed, as past the global
+/// bound, and another tenant's miss is still loaded.
+#[tokio::test]
+async fn a_tenant_with_a_slow_source_holds_only_its_share_of_the_loads() {
+    let mut slow = SlowTenants::flood(&["hostile"]).await;
+    slow.acme_is_served().await;
     // A quarter of eight may load; the rest are shed at once.
-    assert_eq!(shed, 6);
+    assert_eq!(slow.release().await, 6);
     // The slots come back once its loads end.
-    slow.gate.add_permits(1);
-    let again = service.lookup(hostile, "+1 201 555 0999").await.unwrap();
+    slow.slow.gate.add_permits(1);
+    let again = slow
+        .service
+        .lookup(slow.hostile[0], "+1 201 555 0999")
+        .await
+        .unwrap();
     assert_eq!(
         (again.resolved.definitive, again.cache),
         (true, CacheStatus::Miss)
     );
+}
+
+/// Four such tenants take every slot between them (a quarter each).
+/// Another tenant's miss is still loaded, from the reserve beyond the
+/// slots; under a fixed quarter each, it was shed.
+#[tokio::test]
+async fn four_tenants_with_slow_sources_do_not_shed_a_fifth() {
+    let mut slow = SlowTenants::flood(&["h1", "h2", "h3", "h4"]).await;
+    assert_eq!(
+        slow.slow.requests.load(std::sync::atomic::Ordering::SeqCst),
+        8,
+        "the four tenants hold every slot, two each"
+    );
+    slow.acme_is_served().await;
+    assert_eq!(slow.release().await, 4 * 8 - 8);
 }
