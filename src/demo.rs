@@ -150,7 +150,12 @@ pub fn mutations(key: &SecretKey) -> Result<Vec<Mutation>> {
         slug: TENANT.into(),
         name: "Demo Company".into(),
         default_region: "US".into(),
-        settings: r#"{"ntp_server":"pool.ntp.org","timezone":"America/New_York"}"#.into(),
+        settings: serde_json::json!({
+            "ntp_server": "pool.ntp.org",
+            "timezone": "America/New_York",
+            "sip_domains": [REGISTRAR],
+        })
+        .to_string(),
     })];
     for DemoPhone {
         mac,

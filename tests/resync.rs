@@ -33,7 +33,9 @@ fn dataset(domain: &str) -> String {
                    "lines": [{"extension": ext, "password": "pw", "registrar": domain}]})
         })
         .collect();
-    json!({"tenants": [{"slug": "acme", "name": "Acme"}, {"slug": "other", "name": "Other"}],
+    let domains = json!({ "sip_domains": [domain] });
+    json!({"tenants": [{"slug": "acme", "name": "Acme", "settings": domains},
+                       {"slug": "other", "name": "Other", "settings": domains}],
            "phones": phones})
     .to_string()
 }

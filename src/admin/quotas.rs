@@ -122,9 +122,10 @@ impl QuotaConfig {
     }
 }
 
-/// A `quotas` object in tenant settings (a global admin's) names known
-/// quotas with whole numbers.
+/// Tenant settings as a global admin sends them: a `quotas` object names
+/// known quotas with whole numbers, and `sip_domains` lists hosts.
 pub(crate) fn check_setting(settings: &Value) -> Result<(), ApiError> {
+    crate::resync::domains::check_setting(settings).map_err(ApiError::invalid)?;
     let Some(quotas) = settings.get("quotas") else {
         return Ok(());
     };
@@ -162,16 +163,28 @@ fn overrides(settings: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
-/// The settings a tenant's own token may store: its `quotas` stay as they
-/// were, whatever it sent. Only a global admin changes quotas.
-pub(crate) fn keep_quotas(sent: Value, stored: &str) -> Value {
+/// Keys of tenant settings only a global admin changes: what the tenant
+/// may add (`quotas`) and where its resyncs may go (`sip_domains`).
+const OPERATOR_KEYS: [&str; 2] = ["quotas", crate::resync::domains::SETTING];
+
+/// The settings a tenant's own token may store: the operator's keys stay
+/// as they were, whatever it sent.
+pub(crate) fn keep_operator_settings(sent: Value, stored: &str) -> Value {
     let mut sent = match sent {
         Value::Object(map) => map,
         other => return other,
     };
-    sent.remove("quotas");
-    if let Some(quotas) = overrides(stored) {
-        sent.insert("quotas".into(), Value::Object(quotas));
+    for key in OPERATOR_KEYS {
+        sent.remove(key);
+    }
+    if OPERATOR_KEYS.iter().any(|key| stored.contains(key)) {
+        if let Ok(Value::Object(mut stored)) = serde_json::from_str::<Value>(stored) {
+            for key in OPERATOR_KEYS {
+                if let Some(value) = stored.remove(key) {
+                    sent.insert(key.into(), value);
+                }
+            }
+        }
     }
     Value::Object(sent)
 }

@@ -19,7 +19,7 @@ use super::phones::{parse_mac, phone_for, Access};
 use super::{commit, page_size, parse_name, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
-use crate::resync::{plan, Job, ResyncService};
+use crate::resync::{plan, Job, ResyncService, SipDomains};
 
 /// Most MACs one tenant resync may name.
 const MAX_MACS: usize = 10_000;
@@ -137,7 +137,11 @@ pub async fn resync_phone(
     let job = {
         let mirror = state.mirror.load();
         let phone = phone_for(&mirror, &principal, &mac, Access::Write)?;
-        plan(&mirror, phone)
+        let domains = mirror
+            .tenant(phone.tenant_id)
+            .map(|t| SipDomains::of(t))
+            .unwrap_or_default();
+        plan(&mirror, phone, &domains)
             .map_err(|reason| ApiError::invalid(format!("phone {mac}: {reason}")))?
     };
     let (tenant, slug) = (job.tenant_id, job.tenant.clone());
@@ -218,6 +222,7 @@ pub async fn resync_tenant(
                 all
             }
         };
+        let domains = SipDomains::of(&tenant);
         let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
         for phone in phones {
             if family.is_some_and(|f| f != phone.family)
@@ -225,7 +230,7 @@ pub async fn resync_tenant(
             {
                 continue;
             }
-            match plan(&mirror, phone) {
+            match plan(&mirror, phone, &domains) {
                 Ok(job) => jobs.push(job),
                 Err(reason) => skipped.push(Skipped {
                     mac: phone.mac.to_string(),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::quotas::{check_setting, keep_quotas};
+use super::quotas::{check_setting, keep_operator_settings};
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change, Edit,
     Principal,
@@ -82,7 +82,8 @@ pub(crate) fn view(t: &Tenant) -> TenantView {
     }
 }
 
-/// Settings as a global admin sends them: quotas, if any, checked.
+/// Settings as a global admin sends them: quotas and SIP domains, if
+/// any, checked.
 fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
     check_setting(&settings)?;
     Ok(settings)
@@ -233,10 +234,11 @@ pub async fn update(
                 .or(Some(before.default_region.to_string())),
         )?,
         settings: match body.settings {
-            // A tenant's own token cannot change its quotas.
-            Some(settings) if !principal.is_global() => {
-                object_text(Some(keep_quotas(settings, &before.settings)), "settings")?
-            }
+            // A tenant's own token cannot change its quotas or SIP domains.
+            Some(settings) if !principal.is_global() => object_text(
+                Some(keep_operator_settings(settings, &before.settings)),
+                "settings",
+            )?,
             Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
             None => before.settings.to_string(),
         },
@@ -251,7 +253,7 @@ pub async fn update(
             action: "update",
             tenant: Some(&slug),
             detail: json!({ "before": etag_of(&*before) }),
-            // A tenant's token writes back the quotas it read: a global
+            // A tenant's token writes back the quotas and domains it read: a global
             // admin's change committed meanwhile must fail this write, not
             // be undone by it.
             seen: Some(etag_of(&*before)),

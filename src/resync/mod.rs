@@ -11,6 +11,7 @@
 //! Everything is bounded: the queue overall and per tenant, transactions
 //! in flight, the tracking table (`track.rs`).
 
+pub mod domains;
 pub mod queue;
 pub mod sip;
 pub mod track;
@@ -27,6 +28,7 @@ use dialtone_sync::{now_millis, Family, Id, Mac, MirrorState, Phone, Store};
 use tokio::sync::Notify;
 
 use crate::config::ResyncConfig;
+pub use domains::SipDomains;
 use queue::{Full, Queue};
 use track::{Entry, Resync, State, Table, Via};
 use transaction::Transport;
@@ -45,8 +47,9 @@ pub struct Job {
     pub target: String,
 }
 
-/// The NOTIFY `phone` gets, or why it gets none.
-pub fn plan(state: &MirrorState, phone: &Phone) -> Result<Job, String> {
+/// The NOTIFY `phone` gets, or why it gets none. `domains` are the
+/// phone's tenant's ([`SipDomains::of`]).
+pub fn plan(state: &MirrorState, phone: &Phone, domains: &SipDomains) -> Result<Job, String> {
     let event = sip::event(phone.family)?;
     let lines = state.lines_of(phone.id);
     let line = lines
@@ -55,6 +58,7 @@ pub fn plan(state: &MirrorState, phone: &Phone) -> Result<Job, String> {
         .or(lines.first())
         .ok_or("the phone has no line")?;
     let target = sip::aor(&line.extension, &line.registrar)?;
+    domains.allow(sip::registrar_host(&line.registrar))?;
     let tenant = state
         .tenant(phone.tenant_id)
         .map(|t| t.slug.to_string())

@@ -38,11 +38,7 @@ pub fn aor(user: &str, registrar: &str) -> Result<String, &'static str> {
     if user.is_empty() {
         return Err("line 1 has no extension");
     }
-    let host = registrar.trim();
-    let host = host
-        .strip_prefix("sip:")
-        .or_else(|| host.strip_prefix("SIP:"))
-        .unwrap_or(host);
+    let host = registrar_host(registrar);
     if !valid_host(host) {
         return Err("line 1's registrar is not a SIP host");
     }
@@ -57,6 +53,14 @@ pub fn aor(user: &str, registrar: &str) -> Result<String, &'static str> {
     uri.push('@');
     uri.push_str(host);
     Ok(uri)
+}
+
+/// The host (with its port, if any) a line's registrar names.
+pub fn registrar_host(registrar: &str) -> &str {
+    let host = registrar.trim();
+    host.strip_prefix("sip:")
+        .or_else(|| host.strip_prefix("SIP:"))
+        .unwrap_or(host)
 }
 
 fn valid_host(text: &str) -> bool {

@@ -161,7 +161,9 @@ impl Harness {
                 slug: slug.into(),
                 name: format!("{slug} Inc"),
                 default_region: "US".into(),
-                settings: "{}".into(),
+                // Both tenants' lines register to the same domain, as on a
+                // platform with one shared domain.
+                settings: r#"{"sip_domains": ["sip.example.net"]}"#.into(),
             })
         };
         store

@@ -332,3 +332,116 @@ async fn phones_without_a_line_are_skipped_with_a_reason() {
         reply.text
     );
 }
+
+/// A NOTIFY goes only to a domain a global admin gave the tenant: a tenant
+/// that points its own phone's line at another domain (another tenant's,
+/// or any host) gets a reason, not a NOTIFY, and cannot add the domain to
+/// its own settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_goes_only_to_the_tenants_own_sip_domains() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let call = |role: &'static str, method: Method, path: &str, body: &'static str| {
+        let (h, path) = (&h, path.to_string());
+        let body = (!body.is_empty()).then_some(body);
+        async move { h.call(Some(role), method, &path, body, &[]).await }
+    };
+    let reply = call(
+        "acme-admin",
+        Method::POST,
+        "/v1/phones",
+        r#"{"mac": "001565000003", "tenant": "acme", "family": "yealink",
+            "lines": [{"extension": "300", "display_name": "x", "registrar": "globex.example.net:5060"}]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let reply = call(
+        "acme-admin",
+        Method::POST,
+        "/v1/phones/001565000003/resync",
+        "",
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.json()["error"]["message"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("phone 001565000003: line 1's registrar globex.example.net is not one of the tenant's SIP domains")
+        ),
+        "{}",
+        reply.text
+    );
+    let reply = call("acme-admin", Method::POST, "/v1/tenants/acme/resync", "{}").await;
+    let body = reply.json();
+    assert_eq!(
+        (
+            body["queued"].as_u64(),
+            body["skipped_reasons"][0]["mac"].as_str()
+        ),
+        (Some(1), Some("001565000003")),
+        "{body}"
+    );
+
+    // The tenant's own token cannot add a domain; the stored list stays.
+    let reply = call(
+        "acme-admin",
+        Method::PUT,
+        "/v1/tenants/acme",
+        r#"{"name": "acme Inc", "settings": {"sip_domains": ["globex.example.net"], "colour": "red"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json()["settings"],
+        serde_json::json!({"sip_domains": ["sip.example.net"], "colour": "red"})
+    );
+    let reply = call(
+        "acme-admin",
+        Method::POST,
+        "/v1/phones/001565000003/resync",
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+
+    // A global admin's list is checked, and an empty one stops every resync.
+    for bad in [
+        r#"{"name": "acme Inc", "settings": {"sip_domains": "sip.example.net"}}"#,
+        r#"{"name": "acme Inc", "settings": {"sip_domains": ["sip:sip.example.net"]}}"#,
+        r#"{"name": "acme Inc", "settings": {"sip_domains": ["sip.example.net:5060"]}}"#,
+    ] {
+        let reply = call("global", Method::PUT, "/v1/tenants/acme", bad).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            reply.text
+        );
+    }
+    let reply = call(
+        "global",
+        Method::PUT,
+        "/v1/tenants/acme",
+        r#"{"name": "acme Inc", "settings": {"sip_domains": []}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = call(
+        "acme-admin",
+        Method::POST,
+        &format!("/v1/phones/{ACME_MAC}/resync"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("no SIP domains"), "{}", reply.text);
+}
