@@ -174,6 +174,22 @@ fn decode<E: serde::de::Error>(coded: Coded<'_>) -> Result<Arc<str>, E> {
     })
 }
 
+/// How many shared values the section being read has given indexes so far.
+pub(crate) fn reading_mark() -> usize {
+    READING.with(|r| r.borrow().as_ref().map_or(0, Vec::len))
+}
+
+/// Forgets the values given indexes since `mark`: a row whose decoding was
+/// cut short is decoded again from its start, and values it had already
+/// met must not be counted twice.
+pub(crate) fn reading_rewind(mark: usize) {
+    READING.with(|r| {
+        if let Some(seen) = r.borrow_mut().as_mut() {
+            seen.truncate(mark);
+        }
+    })
+}
+
 /// Serializes one snapshot section (`f`) with its interned fields coded.
 pub fn writing_section<T>(f: impl FnOnce() -> T) -> T {
     WRITING.with(|w| *w.borrow_mut() = Some(WrittenValues::default()));

@@ -29,7 +29,12 @@ use super::SnapshotHeader;
 use crate::mirror::{LineGroups, LineKey, LineRows, Loading, PhoneRows, Tables};
 use crate::model::*;
 
-pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x03";
+/// Format 4 is laid out as format 3. Format 3's reader could give a row
+/// the wrong shared value (a row cut by the read buffer counted its new
+/// values twice), and a node then wrote its misread mirror into its next
+/// snapshot; a file from such a node is refused, so it loads from the
+/// database once.
+pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x04";
 /// What every format's magic starts with; the last byte is the format.
 const FAMILY: &[u8; 7] = b"DTSNAP\x00";
 const PREFIX: u64 = 16;
@@ -193,12 +198,18 @@ impl<'f> SectionReader<'f> {
     ) -> Result<(), String> {
         for _ in 0..rows {
             loop {
+                let mark = crate::intern::reading_mark();
                 let taken = match postcard::take_from_bytes::<T>(&self.buf[self.start..self.filled])
                 {
                     Ok((row, rest)) => Some((row, rest.len())),
                     // A row cut by the end of the buffer: read on, unless
-                    // the section ends there (then it is damaged).
-                    Err(postcard::Error::DeserializeUnexpectedEnd) => None,
+                    // the section ends there (then it is damaged). It is
+                    // decoded again from its start, so the shared values it
+                    // met before the cut are forgotten.
+                    Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                        crate::intern::reading_rewind(mark);
+                        None
+                    }
                     Err(e) => return Err(e.to_string()),
                 };
                 match taken {

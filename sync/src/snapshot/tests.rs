@@ -328,6 +328,63 @@ fn shared_fields_come_back_shared_and_past_the_bound() {
     assert_eq!(line(105_990).registrar, line(111_990).registrar);
 }
 
+/// A row cut by the end of the read buffer is decoded again from its start
+/// once more is read. Values it shared for the first time before the cut
+/// must not be counted twice: every later index would name the value
+/// before the right one (a line would come back with another row's
+/// registrar or settings, another tenant's among them).
+#[test]
+fn a_row_cut_after_a_new_shared_value_keeps_the_indexes_right() {
+    let mut data = every_field();
+    // 4,000 lines, each with a registrar and settings of its own (~1 KiB),
+    // so every 1 MiB edge falls inside a row whose registrar is new; then
+    // 4,000 more that refer back to them by index.
+    for n in 0..8_000i64 {
+        let own = n % 4_000;
+        data.phones.push(Phone {
+            id: 1000 + n,
+            tenant_id: 1,
+            mac: mac(1000 + n as u64),
+            family: Family::Yealink,
+            model: None,
+            label: None,
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            updated_at: n,
+        });
+        data.lines.push(Line {
+            id: 100_000 + n,
+            phone_id: 1000 + n,
+            position: 1,
+            extension: format!("{n}").into(),
+            display_name: format!("User {n}").into(),
+            auth_user: format!("u{n}").into(),
+            password: None,
+            registrar: format!("pbx{own}.example.net").into(),
+            proxy: None,
+            settings: format!("{{\"pad\":\"{own:0>1000}\"}}").into(),
+            updated_at: n,
+        });
+    }
+    data.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    write(&mirror_of(&data), &path, "s").unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 3 << 20);
+    let back = loaded(&path).load().to_dataset();
+    let wrong: Vec<_> = back
+        .lines
+        .iter()
+        .zip(&data.lines)
+        .filter(|(got, want)| got != want)
+        .map(|(got, want)| (want.id, got.registrar.clone(), want.registrar.clone()))
+        .take(3)
+        .collect();
+    assert!(wrong.is_empty(), "lines (id, got, wanted): {wrong:?}");
+    assert!(back == data);
+}
+
 fn load_error(path: &Path) -> String {
     match load(path) {
         Err(SyncError::Snapshot { reason, .. }) => reason,
@@ -354,7 +411,7 @@ fn an_older_format_is_refused_and_says_so() {
     std::fs::write(&path, bytes).unwrap();
     let reason = load_error(&path);
     assert!(
-        reason.contains("format 1") && reason.contains("reads format 3"),
+        reason.contains("format 1") && reason.contains("reads format 4"),
         "{reason}"
     );
 }
