@@ -710,6 +710,97 @@ impl Config {
             );
         }
         self.resync.validate()?;
+        self.check_durations()
+    }
+
+    /// Durations past what anyone means: a "keep forever" of
+    /// 9223372036854775807 days wrapped the history cutoff into the future
+    /// (every row pruned), and some overflow the clock's arithmetic or a
+    /// cache's own limit and panic at start or at shutdown.
+    fn check_durations(&self) -> Result<()> {
+        const TEN_YEARS_S: u64 = 10 * 366 * 86_400;
+        let (m, p, l, d) = (
+            &self.mirror,
+            &self.provisioning,
+            &self.lookup,
+            &self.database,
+        );
+        let bounds: [(&str, u64, u64, u64); 19] = [
+            (
+                "database.acquire_timeout_ms",
+                d.acquire_timeout_ms,
+                0,
+                3_600_000,
+            ),
+            ("database.migration_retry_s", d.migration_retry_s, 0, 86_400),
+            (
+                "mirror.snapshot_interval_s",
+                m.snapshot_interval_s,
+                0,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.change_log_retention_s",
+                m.change_log_retention_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.prune_interval_s",
+                m.prune_interval_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.history_retention_days",
+                m.history_retention_days,
+                1,
+                3_660,
+            ),
+            (
+                "mirror.max_staleness_s",
+                m.max_staleness_s.unwrap_or(1),
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "http.shutdown_grace_s",
+                self.http.shutdown_grace_s,
+                0,
+                3_600,
+            ),
+            (
+                "provisioning.tftp_timeout_ms",
+                p.tftp_timeout_ms,
+                1,
+                255_000,
+            ),
+            (
+                "provisioning.http_header_timeout_s",
+                p.http_header_timeout_s,
+                1,
+                300,
+            ),
+            ("provisioning.ban_s", p.ban_s, 1, TEN_YEARS_S),
+            (
+                "provisioning.ban_known_ttl_s",
+                p.ban_known_ttl_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            ("lookup.positive_ttl_s", l.positive_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.negative_ttl_s", l.negative_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.failure_ttl_s", l.failure_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.max_stale_s", l.max_stale_s, 0, TEN_YEARS_S),
+            ("lookup.breaker_cooldown_s", l.breaker_cooldown_s, 0, 86_400),
+            ("supervision.window_s", self.supervision.window_s, 1, 86_400),
+            ("mirror.poll_interval_ms", m.poll_interval_ms, 1, 10_000),
+        ];
+        for (name, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                bail!("{name} must be between {min} and {max} (got {value})");
+            }
+        }
         Ok(())
     }
 
@@ -881,6 +972,37 @@ mod tests {
         let c = load("[database]\nmigration_lock_wait_ms = 500\n", &[]).unwrap();
         assert!(c.validate().is_ok());
         assert_eq!(c.database.migration_retry_s, 60);
+    }
+
+    /// "Keep forever" written as the largest number, and other durations
+    /// past what the clock or a cache can hold, are refused by name, not
+    /// wrapped (the history cutoff went into the future: every row pruned)
+    /// and not left to panic at start or at shutdown.
+    #[test]
+    fn durations_past_their_bounds_are_refused_by_name() {
+        for (section, key, value) in [
+            ("mirror", "history_retention_days", "9223372036854775807"),
+            ("mirror", "history_retention_days", "0"),
+            ("mirror", "change_log_retention_s", "9223372036854775807"),
+            ("provisioning", "ban_s", "40000000000"),
+            ("provisioning", "http_header_timeout_s", "0"),
+            ("http", "shutdown_grace_s", "9223372036854775807"),
+            ("lookup", "max_stale_s", "9223372036854775807"),
+        ] {
+            let err = load(&format!("[{section}]\n{key} = {value}\n"), &[])
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{section}.{key} must be between")),
+                "{err}"
+            );
+        }
+        assert!(load("[mirror]\nhistory_retention_days = 3650\n", &[])
+            .unwrap()
+            .validate()
+            .is_ok());
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

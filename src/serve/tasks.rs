@@ -115,7 +115,7 @@ pub(super) fn spawn(
                 Duration::from_secs(m.prune_interval_s.max(1)),
                 Duration::from_secs(m.change_log_retention_s),
                 m.change_log_max_rows,
-                Duration::from_secs(m.history_retention_days * 86_400),
+                Duration::from_secs(m.history_retention_days.saturating_mul(86_400)),
                 cancel2.clone(),
             )
         });

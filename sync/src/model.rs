@@ -44,6 +44,14 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
+/// The time `retain` before now, for pruning what is older. Saturates: a
+/// retention longer than the clock reaches back prunes nothing, where a
+/// wrapped one would have put the cutoff in the future and pruned all.
+pub fn cutoff_before_now(retain: std::time::Duration) -> Millis {
+    let retain = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+    now_millis().saturating_sub(retain)
+}
+
 /// The mirrored tables. The change log names rows by `(Entity, Id)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Entity {
@@ -510,6 +518,17 @@ pub struct Meta {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_retention_past_the_clock_prunes_nothing() {
+        let now = now_millis();
+        assert!(cutoff_before_now(Duration::MAX) < 0);
+        assert!(cutoff_before_now(Duration::from_secs(u64::MAX)) < 0);
+        let day = cutoff_before_now(Duration::from_secs(86_400));
+        assert!((now - 86_400_000 - 1_000..=now).contains(&day));
+    }
+
     use super::*;
 
     #[test]

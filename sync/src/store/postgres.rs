@@ -235,7 +235,7 @@ impl Store for PgStore {
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
-        let cutoff = now_millis() - retain.as_millis() as i64;
+        let cutoff = crate::model::cutoff_before_now(retain);
         let mut tx = self.pool.begin().await?;
         // Prune a prefix in (txid, seq) order, and only below the horizon, so
         // "pruned through" is one cursor that every node can compare with.
@@ -322,7 +322,7 @@ impl Store for PgStore {
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::delete_boots_before(&mut conn, now_millis() - retain.as_millis() as i64).await
+        sql::delete_boots_before(&mut conn, crate::model::cutoff_before_now(retain)).await
     }
 
     async fn record_unclaimed(

@@ -274,7 +274,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
-        let cutoff = now_millis() - retain.as_millis() as i64;
+        let cutoff = crate::model::cutoff_before_now(retain);
         self.write_txn(move |conn| {
             Box::pin(async move {
                 let through: Option<i64> = sqlx::query_scalar(
@@ -347,7 +347,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
-        let cutoff = now_millis() - retain.as_millis() as i64;
+        let cutoff = crate::model::cutoff_before_now(retain);
         self.write_txn(move |conn| {
             Box::pin(async move { sql::delete_boots_before(conn, cutoff).await })
         })
