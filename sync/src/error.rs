@@ -2,6 +2,10 @@ use std::path::PathBuf;
 
 /// Every failure the data layer reports. Callers decide what is fatal; the
 /// variants keep enough context for a one-line operator message.
+/// The URL query parameters sqlx's PostgreSQL driver reads (0.8), for
+/// the error that names one it does not.
+pub const KNOWN_PG_PARAMS: &str = "sslmode, sslrootcert, sslcert, sslkey, statement-cache-capacity, host, hostaddr, port, dbname, user, password, application_name, options, options[NAME]";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("invalid data: {0}")]
@@ -37,6 +41,13 @@ pub enum SyncError {
 
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
+
+    #[error(
+        "database URL parameter {0:?} is not one the PostgreSQL driver reads \
+         (it would be ignored, and its value written to the log); known: {known}",
+        known = KNOWN_PG_PARAMS
+    )]
+    UnknownUrlParameter(String),
 
     #[error("secret key: {0}")]
     Key(String),

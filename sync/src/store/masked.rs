@@ -116,6 +116,25 @@ mod tests {
         }
     }
 
+    /// sqlx logs a parameter it ignores with its value, so one it would
+    /// ignore is refused, named, with the value left out.
+    #[test]
+    fn a_parameter_the_driver_ignores_is_refused_without_its_value() {
+        let err = crate::store::backend_of("postgres://u@db/x?sslmode=require&sslpassword=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"sslpassword\"") && !err.contains("s3cret"),
+            "{err}"
+        );
+        for known in [
+            "postgres://u:pw@db/x?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=a",
+            "postgresql:///x?host=/run/postgresql&options[statement_timeout]=5s",
+        ] {
+            assert!(crate::store::backend_of(known).is_ok(), "{known}");
+        }
+    }
+
     #[test]
     fn an_unsupported_url_is_named_masked() {
         let err = crate::store::backend_of("postgress://u:pw@db/x")

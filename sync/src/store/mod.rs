@@ -502,12 +502,49 @@ pub async fn open(
             sqlite::SqliteStore::connect(url, key, options).await?,
         ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        pg_params_known(url)?;
         Ok(Arc::new(
             postgres::PgStore::connect(url, key, options).await?,
         ))
     } else {
         Err(SyncError::UnsupportedUrl(masked_url(url)))
     }
+}
+
+/// Refuses a query parameter sqlx would ignore: it logs the ignored
+/// parameter's value as a warning, and `sslpassword=...` (libpq's, which
+/// sqlx does not read) would put a secret on the terminal and in the log.
+fn pg_params_known(url: &str) -> Result<(), SyncError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    for (key, _) in parsed.query_pairs() {
+        let known = matches!(
+            &*key,
+            "sslmode"
+                | "ssl-mode"
+                | "sslrootcert"
+                | "ssl-root-cert"
+                | "ssl-ca"
+                | "sslcert"
+                | "ssl-cert"
+                | "sslkey"
+                | "ssl-key"
+                | "statement-cache-capacity"
+                | "host"
+                | "hostaddr"
+                | "port"
+                | "dbname"
+                | "user"
+                | "password"
+                | "application_name"
+                | "options"
+        ) || (key.starts_with("options[") && key.ends_with(']'));
+        if !known {
+            return Err(SyncError::UnknownUrlParameter(key.into_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// How a write refuses a row that names a tenant no one has created. One
@@ -521,6 +558,7 @@ pub fn backend_of(url: &str) -> Result<Backend, SyncError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        pg_params_known(url)?;
         Ok(Backend::Postgres)
     } else {
         Err(SyncError::UnsupportedUrl(masked_url(url)))
