@@ -19,7 +19,7 @@ use super::phones::{parse_mac, phone_for, Access};
 use super::{commit, page_size, parse_name, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
-use crate::resync::{plan, Job, ResyncService, SipDomains};
+use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains};
 
 /// Most MACs one tenant resync may name.
 const MAX_MACS: usize = 10_000;
@@ -39,7 +39,10 @@ pub struct Skipped {
 pub struct ResyncMany {
     pub queued: usize,
     pub resyncs: Vec<Resync>,
-    /// Phones matched but not resynced (no line, a family without NOTIFY).
+    /// Phones matched but not resynced (no line, a family without NOTIFY,
+    /// a registrar outside the tenant's SIP domains, no room left in the
+    /// tenant's share of the queue). A phone already waiting from an earlier
+    /// request is in `resyncs` with that resync.
     pub skipped: usize,
     pub skipped_reasons: Vec<Skipped>,
 }
@@ -111,9 +114,9 @@ async fn queue(
     change: Change<'_>,
     tenant: dialtone_sync::Id,
     jobs: Vec<Job>,
-) -> Result<Result<Vec<Resync>, Response>, ApiError> {
+) -> Result<Result<Enqueued, Response>, ApiError> {
     let service = service(state)?;
-    if let Err(full) = service.check(tenant, jobs.len()) {
+    if let Err(full) = service.check(tenant, &jobs) {
         return Ok(Err(refusal(service, full)));
     }
     commit(state, principal, change, Vec::new()).await?;
@@ -121,6 +124,10 @@ async fn queue(
         .enqueue(tenant, jobs)
         .map_err(|f| refusal(service, f)))
 }
+
+/// Why a phone past the tenant's room in the queue was not queued.
+const DEFERRED: &str =
+    "not queued: the tenant's resync queue is full; ask again once these are sent";
 
 #[utoipa::path(post, operation_id = "resync_phone", path = "/v1/phones/{mac}/resync", tag = "resync",
     params(("mac" = String, Path, example = "0015654aa937")),
@@ -153,8 +160,9 @@ pub async fn resync_phone(
         detail: json!({ "event": job.event, "target": job.target }),
     };
     match queue(&state, &principal, change, tenant, vec![job]).await? {
-        Ok(mut resyncs) => {
-            let resync = resyncs
+        Ok(mut done) => {
+            let resync = done
+                .resyncs
                 .pop()
                 .ok_or_else(|| ApiError::internal("resync not queued"))?;
             Ok((StatusCode::ACCEPTED, axum::Json(ResyncOne { resync })).into_response())
@@ -180,7 +188,7 @@ pub async fn resync_tenant(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
     };
-    let (tenant, jobs, skipped) = {
+    let (tenant, jobs, mut skipped) = {
         let mirror = state.mirror.load();
         let what = format!("tenant {slug}");
         let tenant = mirror
@@ -252,16 +260,22 @@ pub async fn resync_tenant(
         }),
     };
     match queue(&state, &principal, change, tenant.id, jobs).await? {
-        Ok(resyncs) => Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(ResyncMany {
-                queued: resyncs.len(),
-                resyncs,
-                skipped: skipped.len(),
-                skipped_reasons: skipped,
-            }),
-        )
-            .into_response()),
+        Ok(done) => {
+            skipped.extend(done.deferred.iter().map(|job| Skipped {
+                mac: job.mac.to_string(),
+                reason: DEFERRED.into(),
+            }));
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(ResyncMany {
+                    queued: done.resyncs.len(),
+                    resyncs: done.resyncs,
+                    skipped: skipped.len(),
+                    skipped_reasons: skipped,
+                }),
+            )
+                .into_response())
+        }
         Err(refused) => Ok(refused),
     }
 }

@@ -18,7 +18,7 @@ pub mod track;
 pub mod transaction;
 mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -100,13 +100,39 @@ struct Inner {
     next: AtomicU64,
 }
 
+/// What [`ResyncService::enqueue`] did with a request's jobs.
+#[derive(Default)]
+pub struct Enqueued {
+    /// Queued now, or already waiting from an earlier request.
+    pub resyncs: Vec<Resync>,
+    /// Past the tenant's room in the queue: not queued.
+    pub deferred: Vec<Job>,
+}
+
 /// The queue, the table and the refetch watch list, under one lock: a
 /// resync moves between them in one step.
 struct Book {
     queue: Queue,
+    /// Each phone waiting in `queue`, by tenant: a second request for it
+    /// gets the resync already waiting, so a tenant cannot fill the queue
+    /// with one phone.
+    waiting: HashMap<(Id, Mac), u64>,
     table: Table,
     /// Sent resyncs whose refetch is not seen yet, oldest first.
     watch: VecDeque<u64>,
+}
+
+impl Book {
+    /// `seq` was taken from the queue to be sent: its phone may be queued
+    /// again.
+    fn leaves_queue(&mut self, seq: u64) {
+        if let Some(entry) = self.table.get(seq) {
+            let key = (entry.tenant_id, entry.mac);
+            if self.waiting.get(&key) == Some(&seq) {
+                self.waiting.remove(&key);
+            }
+        }
+    }
 }
 
 impl ResyncService {
@@ -137,6 +163,7 @@ impl ResyncService {
                         config.tenant_rate_per_s,
                     ),
                     table: Table::new(table),
+                    waiting: HashMap::new(),
                     watch: VecDeque::new(),
                 }),
                 wake: Notify::new(),
@@ -155,23 +182,35 @@ impl ResyncService {
         self.inner.transport.local_addr()
     }
 
-    /// Whether `n` resyncs of `tenant` would be queued now.
-    pub fn check(&self, tenant: Id, n: usize) -> Result<(), Full> {
-        let checked = self.book().queue.check(tenant, n);
-        if let Err(full) = checked {
-            refused(full, n);
+    /// Whether a request for `jobs` of `tenant` would queue anything, or be
+    /// refused as a whole (before its audit row is written).
+    pub fn check(&self, tenant: Id, jobs: &[Job]) -> Result<(), Full> {
+        let book = self.book();
+        let new = jobs
+            .iter()
+            .filter(|job| !book.waiting.contains_key(&(tenant, job.mac)))
+            .count();
+        if new == 0 {
+            return Ok(());
         }
-        checked
+        book.queue
+            .room(tenant)
+            .map(drop)
+            .inspect_err(|&full| refused(full, new))
     }
 
-    /// Seconds until a full queue has room again, at the global rate.
+    /// Seconds a refused request should wait: a full queue's worth at the
+    /// global rate, from the configuration alone (the queue's length says
+    /// how busy other tenants are).
     pub fn retry_after(&self) -> u64 {
-        let len = self.book().queue.len() as u64;
-        (len / u64::from(self.inner.config.rate_per_s.max(1))).max(1)
+        let config = &self.inner.config;
+        (config.queue as u64 / u64::from(config.rate_per_s.max(1))).clamp(1, 3600)
     }
 
-    /// Queues one tenant's jobs, all or none.
-    pub fn enqueue(&self, tenant: Id, jobs: Vec<Job>) -> Result<Vec<Resync>, Full> {
+    /// Queues one tenant's jobs. A phone already waiting keeps its place
+    /// and its resync is answered again; past the tenant's room the rest
+    /// are deferred, not queued. Refused only when nothing new fits.
+    pub fn enqueue(&self, tenant: Id, jobs: Vec<Job>) -> Result<Enqueued, Full> {
         let via = if self.inner.config.direct {
             Via::Direct
         } else {
@@ -179,13 +218,31 @@ impl ResyncService {
         };
         let now = now_millis();
         let mut book = self.book();
-        if let Err(full) = book.queue.check(tenant, jobs.len()) {
-            refused(full, jobs.len());
-            return Err(full);
-        }
-        let mut seqs = Vec::with_capacity(jobs.len());
-        let mut views = Vec::with_capacity(jobs.len());
+        let mut done = Enqueued::default();
+        let mut new = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let waiting = book.waiting.get(&(tenant, job.mac)).copied();
+            match waiting.and_then(|seq| book.table.get(seq)) {
+                Some(entry) => done.resyncs.push(entry.view.clone()),
+                None => new.push(job),
+            }
+        }
+        if new.is_empty() {
+            return Ok(done);
+        }
+        let room = match book.queue.room(tenant) {
+            Ok(room) => room,
+            Err(full) => {
+                refused(full, new.len());
+                return Err(full);
+            }
+        };
+        if new.len() > room {
+            done.deferred = new.split_off(room);
+            refused(Full::Tenant, done.deferred.len());
+        }
+        let mut seqs = Vec::with_capacity(new.len());
+        for job in new {
             let seq = self.inner.next.fetch_add(1, Ordering::Relaxed);
             let view = Resync {
                 id: format!("{}-{seq}", self.inner.prefix),
@@ -203,7 +260,8 @@ impl ResyncService {
                 answered_at: None,
                 refetched_at: None,
             };
-            views.push(view.clone());
+            done.resyncs.push(view.clone());
+            book.waiting.insert((tenant, job.mac), seq);
             book.table.insert(
                 seq,
                 Entry {
@@ -219,7 +277,7 @@ impl ResyncService {
         metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
         drop(book);
         self.inner.wake.notify_one();
-        Ok(views)
+        Ok(done)
     }
 
     /// Tracked resyncs, newest first: at most `limit` of those `keep`

@@ -78,6 +78,9 @@ pub struct Queue {
     len: usize,
 }
 
+/// A tenant may fill at most this part of the room other tenants leave.
+const TENANT_PART_OF_ROOM: usize = 4;
+
 /// Tenants' idle buckets are forgotten past this many (a forgotten bucket
 /// is a full one, which is what an idle bucket is anyway).
 const BUCKETS_KEPT: usize = 4096;
@@ -100,21 +103,36 @@ impl Queue {
         self.len
     }
 
-    /// Whether `n` more of `tenant`'s fit; the tenant's bound first, so a
-    /// tenant over its own share hears about its share.
-    pub fn check(&self, tenant: Id, n: usize) -> Result<(), Full> {
-        let queued = self.waiting.get(&tenant).map_or(0, VecDeque::len);
-        if queued + n > self.tenant_limit {
-            return Err(Full::Tenant);
+    /// How many more of `tenant`'s fit: at most `tenant_limit` waiting,
+    /// and at most a quarter of the room the other tenants leave, so a few
+    /// tenants together never fill the queue for everyone else (each new
+    /// one gets a quarter of what is left). `Full::Global` when the others
+    /// leave no room at all, `Full::Tenant` when this tenant holds its
+    /// share.
+    pub fn room(&self, tenant: Id) -> Result<usize, Full> {
+        let own = self.waiting.get(&tenant).map_or(0, VecDeque::len);
+        let left = self.limit.saturating_sub(self.len - own);
+        let share = left.div_ceil(TENANT_PART_OF_ROOM).min(self.tenant_limit);
+        match share.saturating_sub(own) {
+            0 if share == 0 => Err(Full::Global),
+            0 => Err(Full::Tenant),
+            room => Ok(room),
         }
-        if self.len + n > self.limit {
-            return Err(Full::Global);
+    }
+
+    /// Whether `n` more of `tenant`'s fit.
+    pub fn check(&self, tenant: Id, n: usize) -> Result<(), Full> {
+        if n > self.room(tenant)? {
+            return Err(Full::Tenant);
         }
         Ok(())
     }
 
     /// Queues `items` of one tenant, all or none.
     pub fn push(&mut self, tenant: Id, items: &[u64]) -> Result<(), Full> {
+        if items.is_empty() {
+            return Ok(());
+        }
         self.check(tenant, items.len())?;
         if items.is_empty() {
             return Ok(());
@@ -230,12 +248,39 @@ mod tests {
 
     #[test]
     fn bounds_refuse_whole_batches() {
-        let mut q = Queue::new(5, 3, 10, 10);
+        let mut q = Queue::new(12, 3, 10, 10);
         assert_eq!(q.push(1, &[1, 2, 3, 4]), Err(Full::Tenant));
         q.push(1, &[1, 2, 3]).unwrap();
         assert_eq!(q.push(1, &[4]), Err(Full::Tenant));
-        q.push(2, &[5, 6]).unwrap();
-        assert_eq!(q.push(3, &[7]), Err(Full::Global));
-        assert_eq!(q.len(), 5);
+        // A quarter of the 9 the first leaves.
+        assert_eq!(q.room(2), Ok(3));
+        q.push(2, &[5, 6, 7]).unwrap();
+        assert_eq!(q.room(3), Ok(2));
+        assert_eq!(q.len(), 6);
+    }
+
+    /// Five tenants each asking for their whole bound, again and again,
+    /// never fill the queue: a sixth still gets room.
+    #[test]
+    fn a_few_tenants_together_never_fill_the_queue() {
+        let mut q = Queue::new(10_000, 2_000, 10, 10);
+        let mut item = 0;
+        for tenant in 1..=5 {
+            while let Ok(room) = q.room(tenant) {
+                let items: Vec<u64> = (item..item + room as u64).collect();
+                item += room as u64;
+                q.push(tenant, &items).unwrap();
+            }
+        }
+        assert!(q.len() < 10_000, "{}", q.len());
+        assert!(q.room(6).unwrap() >= 100, "{:?}", q.room(6));
+    }
+
+    #[test]
+    fn the_last_places_are_everyones() {
+        let mut q = Queue::new(1, 5, 10, 10);
+        q.push(1, &[1]).unwrap();
+        assert_eq!(q.room(2), Err(Full::Global));
+        assert_eq!(q.room(1), Err(Full::Tenant));
     }
 }

@@ -52,6 +52,9 @@ impl ResyncService {
             let next = {
                 let mut book = self.book();
                 let next = book.queue.pop(tokio::time::Instant::now());
+                if let Next::Send(seq) = next {
+                    book.leaves_queue(seq);
+                }
                 metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
                 next
             };

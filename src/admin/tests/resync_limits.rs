@@ -67,13 +67,49 @@ async fn full_queues_answer_429_and_503_and_no_config_503() {
         tenant_queue,
         ..Default::default()
     };
+    // A second phone of acme's.
+    let second = h
+        .call(
+            Some("global"),
+            Method::POST,
+            "/v1/phones",
+            Some(r#"{"mac": "001565000003", "tenant": "acme", "family": "yealink",
+                "lines": [{"extension": "300", "display_name": "x", "registrar": "sip.example.net"}]}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
     // Nothing sends (the service is not run), so the queue only fills.
     let small = ResyncService::new(&config(10, 1), h.store.clone(), None).unwrap();
     let acme = format!("/v1/phones/{ACME_MAC}/resync");
-    let (status, ..) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
+    let (status, _, first) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _, body) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
+    // The same phone again is the resync already waiting, not a second one.
+    let (status, _, again) = call_with(&h, Some(small.clone()), Method::POST, &acme).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["resync"]["id"], first["resync"]["id"]);
+    let (status, _, body) = call_with(
+        &h,
+        Some(small.clone()),
+        Method::POST,
+        "/v1/phones/001565000003/resync",
+    )
+    .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // A whole tenant's request queues what fits and names the rest.
+    let fresh = ResyncService::new(&config(10, 1), h.store.clone(), None).unwrap();
+    let (status, _, body) =
+        call_with(&h, Some(fresh), Method::POST, "/v1/tenants/acme/resync").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["queued"].as_u64(), body["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    assert!(body["skipped_reasons"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("queue is full"));
     // Another tenant still has its share.
     let (status, ..) = call_with(
         &h,
