@@ -24,6 +24,23 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Datagrams the kernel dropped on the UDP sockets bound to `port` (all
+/// of the server's listeners share it), for their full receive buffers.
+fn kernel_drops(port: u16) -> u64 {
+    let wanted = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&wanted))
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,6 +77,7 @@ fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
             s
         })
         .collect();
+    let drops_before = kernel_drops(server.tftp_addr.port());
     let started = Instant::now();
     for n in 0..REQUESTS {
         let file = format!("00156500{:02x}{:02x}.cfg", n / 256, n % 256);
@@ -110,11 +128,12 @@ fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
         }
     }
     let peak = status_kib(pid, "VmHWM:");
+    let dropped = (kernel_drops(server.tftp_addr.port()) - drops_before) as u32;
     let accepted = transfers.len() as u32;
     let busy = answers.get("busy").copied().unwrap_or(0);
     eprintln!(
         "{REQUESTS} requests sent in {sent_in:?} with a cap of {CAP}: {accepted} transfers started, {busy} refused busy, \
-         packets {answers:?}; server RSS {rss_before} KiB before, peak {peak} KiB"
+         {dropped} dropped by the kernel, packets {answers:?}; server RSS {rss_before} KiB before, peak {peak} KiB"
     );
     assert!(accepted >= CAP, "the cap was reached: {accepted}");
     assert!(
@@ -122,10 +141,12 @@ fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
         "the excess was refused with errors: {busy}"
     );
     // What is neither served nor refused was dropped by the kernel when the
-    // listening socket's buffer overflowed; a phone retries those.
+    // listening socket's buffer overflowed (more of them when the machine
+    // is busy); a phone retries those. Every request the server read was
+    // answered one way or the other.
     assert!(
-        accepted + busy >= REQUESTS * 9 / 10,
-        "nearly every request was answered one way or the other: {answers:?}"
+        accepted + busy + dropped >= REQUESTS * 9 / 10,
+        "nearly every request was answered one way or the other: {answers:?}, {dropped} dropped"
     );
     assert_eq!(answers.get("other error"), None, "{answers:?}");
     // Bounded memory: a cap of 1,000 transfers, whatever the flood.
