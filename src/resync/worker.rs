@@ -25,6 +25,25 @@ const REFETCH_POLL: Duration = Duration::from_secs(1);
 /// The port phones listen for SIP on, when sent to directly.
 const PHONE_SIP_PORT: u16 = 5060;
 
+/// Ends a transaction that was dropped before its answer.
+struct Interrupted {
+    service: ResyncService,
+    seq: Option<u64>,
+}
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            self.service.finish(
+                seq,
+                None,
+                "interrupted: the resync task stopped before an answer".into(),
+                "interrupted",
+            );
+        }
+    }
+}
+
 impl ResyncService {
     /// Runs until cancelled. Queued and tracked resyncs live in the
     /// service, so a restart of this task loses only what was in flight.
@@ -77,18 +96,31 @@ impl ResyncService {
     }
 
     async fn transact(self, seq: u64, _slot: OwnedSemaphorePermit) {
-        let Some(entry) = self.book().table.get(seq).cloned() else {
+        // A transaction the sender's shutdown (or restart) aborts still
+        // ends in the table: otherwise it would show "sent" (or "queued")
+        // to its tenant for good, and never be the first evicted.
+        let mut interrupted = Interrupted {
+            service: self.clone(),
+            seq: Some(seq),
+        };
+        let Some((status, reason, label)) = self.exchange(seq).await else {
+            interrupted.seq = None;
             return;
         };
+        interrupted.seq = None;
+        self.finish(seq, status, reason, label);
+    }
+
+    /// Sends resync `seq` and waits for its final answer: the status, the
+    /// reason and the failure label, or `None` if it is no longer tracked.
+    async fn exchange(&self, seq: u64) -> Option<(Option<u16>, String, &'static str)> {
+        let entry = self.book().table.get(seq).cloned()?;
         let dest = match self
             .destination(entry.view.via, &entry.mac, entry.tenant_id)
             .await
         {
             Ok(dest) => dest,
-            Err((label, reason)) => {
-                self.finish(seq, None, reason.to_string(), label);
-                return;
-            }
+            Err((label, reason)) => return Some((None, reason.to_string(), label)),
         };
         let local = reachable_local(self.local_addr(), dest);
         let branch = format!("z9hG4bK{}", sip::random_hex(8));
@@ -114,14 +146,14 @@ impl ResyncService {
             .request(dest, &branch, &request, timers, || {})
             .await;
         metrics::gauge!("dialtone_resync_inflight").decrement(1.0);
-        match outcome {
-            Outcome::Final { status, reason } => self.finish(seq, Some(status), reason, "rejected"),
-            Outcome::Timeout => self.finish(seq, None, "no answer (timer F)".into(), "timeout"),
+        Some(match outcome {
+            Outcome::Final { status, reason } => (Some(status), reason, "rejected"),
+            Outcome::Timeout => (None, "no answer (timer F)".into(), "timeout"),
             Outcome::SendFailed(e) => {
                 tracing::warn!(error = %e, %dest, "resync: sending a NOTIFY failed");
-                self.finish(seq, None, "could not send".into(), "send")
+                (None, "could not send".into(), "send")
             }
-        }
+        })
     }
 
     /// Where the NOTIFY goes: the proxy, or the phone's last known address.
@@ -139,8 +171,14 @@ impl ResyncService {
                 .recent_boots(mac, Some(tenant), 20)
                 .await
                 .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
+            // Only fetches that were served: anyone can make a refused
+            // one (a forged TFTP source, an HTTP request without the
+            // phone's credentials) name any address. A served one came
+            // from inside the tenant's provisioning networks, when it has
+            // them.
             return rows
                 .iter()
+                .filter(|r| r.outcome == "ok")
                 .filter_map(|r| r.remote_ip.parse::<IpAddr>().ok())
                 .find(|ip| same_family(ours, *ip))
                 .map(|ip| SocketAddr::new(ip, PHONE_SIP_PORT))

@@ -194,9 +194,70 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
         firmware: None,
         tenant_id: Some(acme),
     };
-    h.store.record_boots(&[fetch]).await.unwrap();
+    h.store.record_boots(&[fetch.clone()]).await.unwrap();
     call_with(&h, Some(direct.clone()), Method::POST, &path).await;
     let done = wait().await;
     assert!(done.sent_at.is_some(), "{done:?}");
+
+    // A later refused fetch (anyone can forge one, from any source) does
+    // not move the phone: the NOTIFY goes to its last served fetch.
+    let phone = tokio::net::UdpSocket::bind("127.0.0.77:5060")
+        .await
+        .unwrap();
+    let served = BootRecord {
+        remote_ip: "127.0.0.77".into(),
+        at: dialtone_sync::now_millis(),
+        ..fetch.clone()
+    };
+    let forged = BootRecord {
+        remote_ip: "127.0.0.78".into(),
+        at: dialtone_sync::now_millis() + 1,
+        outcome: "unauthorized".into(),
+        ..fetch
+    };
+    h.store.record_boots(&[served, forged]).await.unwrap();
+    call_with(&h, Some(direct.clone()), Method::POST, &path).await;
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+        .await
+        .expect("no NOTIFY at the served fetch's address")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"NOTIFY "));
     cancel.cancel();
+}
+
+/// A NOTIFY in flight when the resync task stops (shutdown, or a restart
+/// by its supervisor) ends "failed: interrupted", not "sent" for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_in_flight_when_the_task_stops_ends_interrupted() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(h.resync.clone().run(cancel.clone()));
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            &format!("/v1/phones/{ACME_MAC}/resync"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    let newest = || h.resync.list(1, |_| true).remove(0);
+    for _ in 0..400 {
+        if newest().state == State::Sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        newest().state,
+        State::Sent,
+        "the proxy stand-in never answers"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+    let ended = newest();
+    assert_eq!(ended.state, State::Failed);
+    assert!(ended.reason.unwrap().starts_with("interrupted"));
 }
