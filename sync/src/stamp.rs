@@ -90,10 +90,20 @@ impl Input<'_> {
 pub(crate) struct Stamps {
     /// The version of the state's last full build.
     base: u64,
-    /// Slots are never removed: reading a removed one would give `base`
-    /// again, which an entry from before its last change may carry.
+    /// Slots are never removed one by one: reading a removed one would
+    /// give `base` again, which an entry from before its last change may
+    /// carry. Past [`MAX_STAMPED`] they are all dropped at once and `base`
+    /// moves to the change's version, which no earlier entry carries.
     changed: crate::shard::ShardedMap<u64, u64>,
 }
+
+/// Slots kept before they are all dropped. Every key that ever changed
+/// keeps one (a phone-scope template's key names a MAC), so a tenant that
+/// creates and deletes such templates in a loop would otherwise grow every
+/// node's mirror without end. Dropping them outdates every cached render
+/// at once, as a full reload does: at ~32 bytes a slot this is ~3 MB, and
+/// a tenant needs 100,000 such changes to cause it.
+const MAX_STAMPED: usize = 100_000;
 
 impl Stamps {
     pub(crate) fn new(base: u64) -> Stamps {
@@ -111,6 +121,11 @@ impl Stamps {
     }
 
     pub(crate) fn bump(&mut self, slot: u64, version: u64) {
+        if self.changed.len() >= MAX_STAMPED && self.changed.get(&slot).is_none() {
+            self.base = version;
+            self.changed = Default::default();
+            return;
+        }
         self.changed.insert(slot, version);
     }
 
@@ -124,6 +139,25 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn stamps_stay_bounded_and_never_read_as_an_earlier_version() {
+        let mut stamps = Stamps::new(1);
+        let mut version = 1;
+        let mut kept: Vec<(u64, u64)> = Vec::new();
+        for slot in 0..(MAX_STAMPED as u64 + 10) {
+            version += 1;
+            stamps.bump(slot, version);
+            kept.push((slot, version));
+            assert!(stamps.len() <= MAX_STAMPED);
+        }
+        // Whatever a cache entry stored before, reading its slot now gives
+        // a version no older than the change it missed.
+        for (slot, bumped) in kept {
+            let now = stamps.changed.get(&slot).copied().unwrap_or(stamps.base);
+            assert!(now >= bumped, "slot {slot}: {now} < {bumped}");
+        }
+    }
     use crate::mirror::{LoadedFrom, Mirror};
     use crate::model::*;
 
