@@ -489,7 +489,8 @@ macro_rules! shared_sql {
                 SyncError::Invalid(reason) => SyncError::Rejected { index, item, reason },
                 // Constraint violations are the data's fault, not the database's.
                 SyncError::Database(sqlx::Error::Database(db)) if db.constraint().is_some() || db.code().is_some_and(|c| c.starts_with("23")) => {
-                    SyncError::Rejected { index, item, reason: db.message().to_string() }
+                    tracing::debug!(error = %db, "a write refused by a constraint");
+                    SyncError::Rejected { index, item, reason: crate::store::constraint_reason(&*db).into() }
                 }
                 // PostgreSQL's refusal of U+0000 in text (character not in
                 // repertoire), for what is not checked before the write.

@@ -547,6 +547,22 @@ fn pg_params_known(url: &str) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// What a constraint's refusal says to whoever wrote the row: the
+/// database's own text names its tables and constraints, and differs
+/// between the backends (it goes to the debug log).
+pub(crate) fn constraint_reason(db: &dyn sqlx::error::DatabaseError) -> &'static str {
+    use sqlx::error::ErrorKind;
+    match db.kind() {
+        ErrorKind::UniqueViolation => "already exists (another row has the same key)",
+        ErrorKind::ForeignKeyViolation => {
+            "refers to a row that does not exist, or is still referred to"
+        }
+        ErrorKind::NotNullViolation => "a required value is missing",
+        ErrorKind::CheckViolation => "a value is outside what is allowed",
+        _ => "refused by a database constraint",
+    }
+}
+
 /// How a write refuses a row that names a tenant no one has created. One
 /// text, so `dialtone import` can tell this refusal from others and report
 /// (or skip) every phone of that tenant at once.
