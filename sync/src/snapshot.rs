@@ -52,12 +52,16 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Unique within the process too: the final write at shutdown may start
+    // while a periodic one still runs, and they must not share a file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}.{}",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("snapshot"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = (|| -> Result<(), SyncError> {
         let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;

@@ -231,8 +231,11 @@ impl<'f> SectionReader<'f> {
 }
 
 fn table<T: DeserializeOwned>(file: &File, section: Section) -> Result<Vec<T>, String> {
-    // Small tables: a count from a damaged index must not size an allocation.
-    let mut rows = Vec::with_capacity(section.rows.min(section.len) as usize);
+    // A count from a damaged index must not size an allocation: a row
+    // takes at least a byte, and a row of a large type (a directory entry)
+    // is ~100 bytes in memory, so the capacity is bounded by what the
+    // section's bytes could hold, and at most a page's worth of rows ahead.
+    let mut rows = Vec::with_capacity(section.rows.min(section.len).min(4096) as usize);
     crate::intern::reading_section(|| {
         SectionReader::new(file, section).rows(section.rows, |r| rows.push(r))
     })?;
