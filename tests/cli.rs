@@ -591,3 +591,31 @@ fn the_operators_lookup_refuses_the_nodes_own_listeners() {
         "{shown}"
     );
 }
+
+/// `serve --demo` seeds the demo tenant only when it is absent: a restart
+/// keeps what was changed since.
+#[test]
+fn serve_demo_keeps_an_edited_demo_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    assert_eq!(Server::start(dir.path(), &url, &["--demo"]).stop(), 0);
+    let tenants = write_file(
+        dir.path(),
+        "tenants.csv",
+        "slug,name,default_region,settings\ndemo,Renamed Demo,US,{}\n",
+    );
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&tenants);
+    let out = run(import);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(Server::start(dir.path(), &url, &["--demo"]).stop(), 0);
+    let mut export = dialtone(dir.path(), &url);
+    export.args(["export", "-", "--kind", "tenants", "--format", "csv"]);
+    let out = run(export);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("demo,Renamed Demo,US,{}"),
+        "{}",
+        text(&out.stdout)
+    );
+}

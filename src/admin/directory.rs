@@ -214,7 +214,8 @@ fn entry_input(
             .into_iter()
             .map(|n| DirectoryNumber {
                 number: n.number.into(),
-                kind: n.kind.into(),
+                // As an import reads it, so an export imports back the same.
+                kind: n.kind.trim().to_ascii_lowercase().into(),
             })
             .collect(),
     })

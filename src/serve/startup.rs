@@ -107,10 +107,6 @@ pub(super) async fn load_mirror(
         tracing::warn!(snapshot = %path.display(), written_at = header.written_at, "database unreachable; serving from the snapshot");
         return Ok(());
     }
-    if demo {
-        let report = crate::demo::seed(store, key).await?;
-        tracing::info!(changed = report.changed(), "demo tenant seeded");
-    }
     let meta = store
         .meta()
         .await
@@ -136,6 +132,15 @@ pub(super) async fn load_mirror(
                 .await
                 .context("loading the mirror")?;
         }
+    }
+    // Only when absent: a restart with `--demo` keeps what was edited
+    // since (`dialtone demo` seeds it again on purpose).
+    if demo && mirror.load().tenant_by_slug(crate::demo::TENANT).is_none() {
+        let report = crate::demo::seed(store, key).await?;
+        watcher::catch_up(mirror, store)
+            .await
+            .context("reading the demo tenant back")?;
+        tracing::info!(changed = report.changed(), "demo tenant seeded");
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::*;
-use crate::import::csv::{DIRECTORY_COLUMNS, PHONE_COLUMNS, TENANT_COLUMNS};
+use crate::import::csv::{DIRECTORY_COLUMNS, MAX_LINE, PHONE_COLUMNS, TENANT_COLUMNS};
 use crate::import::NUMBER_KINDS;
 
 /// `kind` as a CSV file. Directory sources have no CSV form; an entry
@@ -74,6 +74,12 @@ fn phones(
             cells.http_password.as_deref().unwrap_or(""),
         ];
         let lines = selection.lines(phone)?;
+        if let Some(line) = lines.iter().find(|l| l.position as u32 > MAX_LINE) {
+            return Err(SyncError::Export(format!(
+                "phone {mac} of {tenant} has a line {}, and CSV lines go up to {MAX_LINE}; export it as JSON",
+                line.position
+            )));
+        }
         if lines.is_empty() {
             // A row without an extension is a phone with no line.
             let row = phone_cells.iter().copied().chain([""; 8]);

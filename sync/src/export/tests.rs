@@ -198,6 +198,17 @@ async fn what_a_format_cannot_carry_is_refused_or_counted_by_name() {
     let json = write_json(&selection, &test_key(), &[Kind::Phones], &mut json).unwrap();
     let csv = write_csv(&selection, &test_key(), Kind::Phones, &mut csv).unwrap();
     assert_eq!((json.drift.values, csv.drift.values), (2, 2));
+
+    // Through the API, with its quota raised, a phone may have more lines
+    // than a CSV row can number; such a file would not import.
+    let (_db, _store, state) = stored(&[tenant("acme", "US"), phone("acme", 9, 129)]).await;
+    let refused = export_csv(&state, Kind::Phones).unwrap_err().to_string();
+    assert!(
+        refused.contains("phone 001565000009 of acme has a line 129") && refused.contains("JSON"),
+        "{refused}"
+    );
+    // JSON carries every line.
+    assert_eq!(export_json(&state, &[]).1.lines, 129);
 }
 
 #[tokio::test]

@@ -54,6 +54,9 @@ pub(crate) const PHONE_COLUMNS: &[&str] = &[
 ];
 pub(crate) const DIRECTORY_COLUMNS: &[&str] = &["tenant", "external_id", "name", "company"];
 
+/// The highest line number a CSV row may give (JSON has no such bound).
+pub const MAX_LINE: u32 = 128;
+
 /// Indexes into [`PHONE_COLUMNS`]: a phones file's cells are found through
 /// positions resolved once per file (by name, a row's fourteen lookups were
 /// a fifth of the parse).
@@ -350,11 +353,11 @@ fn csv_phone(
             trim(line_text)
                 .parse()
                 .ok()
-                .filter(|p| (1..=128).contains(p))
+                .filter(|p| (1..=MAX_LINE).contains(p))
                 .ok_or_else(|| {
                     row.fail(
                         "line",
-                        format!("line {line_text:?} must be a number from 1 to 128"),
+                        format!("line {line_text:?} must be a number from 1 to {MAX_LINE}"),
                     )
                 })?
         };
