@@ -250,14 +250,17 @@ fn check_slug(slug: &str) -> Result<String, String> {
 /// keeps a tenant's slug once, not a copy a row.
 fn slug_of(slug: &str) -> Result<&str, String> {
     let s = crate::model::trim(slug);
+    // As the admin API checks a new tenant's: a leading dash would read
+    // as an option on a command line (`--tenant -x`).
     if s.is_empty()
         || s.len() > 63
+        || s.starts_with('-')
         || !s
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
     {
         return Err(format!(
-            "tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -"
+            "tenant slug {slug:?} must be 1-63 of a-z, 0-9 and -, not starting with -"
         ));
     }
     Ok(s)

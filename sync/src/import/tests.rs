@@ -584,9 +584,14 @@ fn csv_malformed_records_are_each_reported_and_the_rest_is_read() {
     // Other kinds of file alike.
     let plan = plan_bytes(
         "tenants.csv",
-        b"slug,name\nacme,Acme\nbeta,Beta,Inc\ncaf\xe9,Cafe\ndelta,Delta\n",
+        b"slug,name\nacme,Acme\nbeta,Beta,Inc\ncaf\xe9,Cafe\ndelta,Delta\n-x,Dash\n",
     );
-    assert_eq!(places(&plan), ["3:1 -", "4:1 slug"], "{:?}", plan.errors);
+    assert_eq!(
+        places(&plan),
+        ["3:1 -", "4:1 slug", "6:1 slug"],
+        "{:?}",
+        plan.errors
+    );
     assert_eq!(plan.items.len(), 2);
 }
 
