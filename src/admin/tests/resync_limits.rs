@@ -194,7 +194,10 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
         firmware: None,
         tenant_id: Some(acme),
     };
-    h.store.record_boots(std::slice::from_ref(&fetch)).await.unwrap();
+    h.store
+        .record_boots(std::slice::from_ref(&fetch))
+        .await
+        .unwrap();
     call_with(&h, Some(direct.clone()), Method::POST, &path).await;
     let done = wait().await;
     assert!(done.sent_at.is_some(), "{done:?}");
