@@ -3,7 +3,7 @@
 //! and do not survive a restart; they are a view of recent work, not a
 //! record (the audit log records who asked).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use dialtone_sync::{Id, Mac, Millis};
 use serde::Serialize;
@@ -67,6 +67,8 @@ impl Entry {
 pub struct Table {
     capacity: usize,
     entries: BTreeMap<u64, Entry>,
+    /// Entries held per tenant.
+    held: HashMap<Id, usize>,
 }
 
 impl Table {
@@ -74,6 +76,7 @@ impl Table {
         Table {
             capacity: capacity.max(1),
             entries: BTreeMap::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -81,22 +84,47 @@ impl Table {
         self.entries.len()
     }
 
-    /// Adds an entry, making room first. Only when nothing has finished
-    /// (which the queue bounds keep from happening) does the oldest go.
+    /// Adds an entry, making room first: the oldest finished entry of the
+    /// tenant holding the most goes, so tenants that resync thousands of
+    /// phones age out their own results, not a small tenant's. Then the
+    /// oldest finished of anyone's, and only when nothing has finished
+    /// (which the queue bounds keep from happening) the oldest.
     pub fn insert(&mut self, seq: u64, entry: Entry) {
         while self.entries.len() >= self.capacity {
-            let victim = self
-                .entries
-                .iter()
-                .find(|(_, e)| e.finished())
-                .map(|(k, _)| *k)
+            let heaviest = self.held.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);
+            let oldest_finished = |of: Option<Id>| {
+                self.entries
+                    .iter()
+                    .find(|(_, e)| e.finished() && of.is_none_or(|t| e.tenant_id == t))
+                    .map(|(k, _)| *k)
+            };
+            let victim = oldest_finished(heaviest)
+                .or_else(|| oldest_finished(None))
                 .or_else(|| self.entries.keys().next().copied());
             match victim {
-                Some(k) => self.entries.remove(&k),
+                Some(k) => self.remove(k),
                 None => break,
             };
         }
-        self.entries.insert(seq, entry);
+        *self.held.entry(entry.tenant_id).or_default() += 1;
+        if let Some(replaced) = self.entries.insert(seq, entry) {
+            self.forget(replaced.tenant_id);
+        }
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(gone) = self.entries.remove(&seq) {
+            self.forget(gone.tenant_id);
+        }
+    }
+
+    fn forget(&mut self, tenant: Id) {
+        if let Some(n) = self.held.get_mut(&tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&tenant);
+            }
+        }
     }
 
     pub fn get(&self, seq: u64) -> Option<&Entry> {
@@ -144,6 +172,29 @@ mod tests {
                 refetched_at: None,
             },
         }
+    }
+
+    /// A tenant resyncing many phones ages out its own results, not those
+    /// of a tenant that resynced a few.
+    #[test]
+    fn the_tenant_holding_the_most_loses_its_oldest_first() {
+        let mut t = Table::new(10);
+        let of = |tenant: Id| Entry {
+            tenant_id: tenant,
+            ..entry(State::Answered)
+        };
+        t.insert(1, of(2));
+        t.insert(2, of(2));
+        for seq in 3..40 {
+            t.insert(seq, of(1));
+        }
+        assert_eq!(t.len(), 10);
+        assert!(
+            t.get(1).is_some() && t.get(2).is_some(),
+            "the small tenant's stay"
+        );
+        assert_eq!(t.held.get(&1), Some(&8));
+        assert_eq!(t.held.get(&2), Some(&2));
     }
 
     #[test]
