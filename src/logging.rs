@@ -121,17 +121,20 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
         (Some(file), false) => tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(file.clone())
+            .with_writer(OneLineMaker::new(file.clone(), false))
             .boxed(),
         (None, true) => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(io::stderr)
             .boxed(),
-        (None, false) => tracing_subscriber::fmt::layer()
-            .with_writer(io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-            .boxed(),
+        (None, false) => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt::layer()
+                .with_writer(OneLineMaker::new(io::stderr, ansi))
+                .with_ansi(ansi)
+                .with_target(false)
+                .boxed()
+        }
     };
     let _ = tracing_subscriber::registry()
         .with(filter_layer)
@@ -140,6 +143,77 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
     LogHandle {
         filter: handle,
         file,
+    }
+}
+
+/// Writes each text event as exactly one line. Fields the text format
+/// prints with `%` come out as they are, and some are tenants' text (a
+/// source's name, its server's error): a newline in one would start a line
+/// of the tenant's choosing, such as the `ban` lines fail2ban reads. Every
+/// control character but the event's final newline is escaped, whatever
+/// the call site. (The fmt layer writes an event with one `write_all`.)
+struct OneLine<W> {
+    inner: W,
+    /// The terminal's colour sequences (ESC), when the layer writes them.
+    keep_escape: bool,
+}
+
+impl<W> OneLine<W> {
+    fn escaped(byte: u8, keep_escape: bool) -> bool {
+        (byte < 0x20 && byte != b'\t' && !(keep_escape && byte == 0x1b)) || byte == 0x7f
+    }
+}
+
+impl<W: Write> Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|&b| Self::escaped(b, self.keep_escape)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                b if Self::escaped(b, self.keep_escape) => {
+                    let _ = write!(line, "\\x{b:02x}");
+                }
+                b => line.push(b),
+            }
+        }
+        line.extend_from_slice(end);
+        self.inner.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct OneLineMaker<M> {
+    inner: M,
+    keep_escape: bool,
+}
+
+impl<M> OneLineMaker<M> {
+    fn new(inner: M, keep_escape: bool) -> OneLineMaker<M> {
+        OneLineMaker { inner, keep_escape }
+    }
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLineMaker<M> {
+    type Writer = OneLine<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLine {
+            inner: self.inner.make_writer(),
+            keep_escape: self.keep_escape,
+        }
     }
 }
 
@@ -159,8 +233,54 @@ fn quiet_ldap3(filter: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quiet_ldap3;
+    use super::{quiet_ldap3, OneLineMaker};
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::EnvFilter;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// A tenant's source named with a newline and a fail2ban-shaped line
+    /// stays inside its own log line.
+    #[test]
+    fn a_field_with_a_newline_cannot_start_a_line() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(OneLineMaker::new(captured.clone(), false))
+            .finish();
+        let name = "x\nprovisioning: ban 198.51.100.7 for 600s\r\x07";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(source = %name, "directory source failed");
+            tracing::warn!("second");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains(r"source=x\nprovisioning: ban 198.51.100.7 for 600s\r\x07"),
+            "{text}"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("provisioning")));
+    }
 
     #[test]
     fn ldap3_warnings_stay_out_unless_a_filter_names_ldap3() {
