@@ -33,7 +33,9 @@ fn refused_or_upstream(e: reqwest::Error) -> DirectoryError {
         }
         cause = inner.source();
     }
-    upstream(e)
+    // reqwest's text ends with the URL, which holds the caller's number
+    // and perhaps the tenant's key in its query; the log says the source.
+    upstream(e.without_url())
 }
 
 impl HttpSource {
@@ -150,7 +152,7 @@ impl HttpSource {
             return Err(upstream(format!("status {status}")));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(upstream)? {
+        while let Some(chunk) = response.chunk().await.map_err(refused_or_upstream)? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY {
                 return Err(upstream("answer larger than 16 KiB"));
@@ -170,5 +172,36 @@ impl HttpSource {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed request's error (logged, and kept as the source's last
+    /// error) names neither the caller's number nor the URL's query.
+    #[tokio::test]
+    async fn a_failure_does_not_carry_the_url() {
+        // Bound, then closed: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let json =
+            format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}?auth_token=s3cret"}}"#);
+        let settings = HttpSettings::parse("cnam", &json).unwrap();
+        let networks = SourceNetworks::parse(&["127.0.0.0/8"]).unwrap().shared();
+        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        let error = source
+            .lookup("+15550104242", Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("s3cret") && !error.contains("15550104242"),
+            "{error}"
+        );
     }
 }
