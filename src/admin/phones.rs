@@ -393,6 +393,13 @@ fn input(
             settings: object_text(line.settings, &format!("line {position} settings"))?,
         });
     }
+    let http_user = body.http_user.filter(|u| !u.is_empty());
+    if http_user.is_some() && http_password.is_none() {
+        // Such a phone would refuse every fetch (`device_auth`).
+        return Err(ApiError::invalid(
+            "http_password: required when http_user is set",
+        ));
+    }
     Ok(PhoneInput {
         tenant: body.tenant,
         mac,
@@ -400,7 +407,7 @@ fn input(
         model: body.model.filter(|m| !m.is_empty()),
         label: body.label.filter(|l| !l.is_empty()),
         variables: object_text(body.variables, "variables")?,
-        http_user: body.http_user.filter(|u| !u.is_empty()),
+        http_user,
         http_password,
         lines,
     })

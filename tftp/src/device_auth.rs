@@ -47,7 +47,10 @@ impl Provisioner {
                     None
                 }
             },
-            None => Some(String::new()),
+            // A user with no password would open to the user name alone
+            // (a MAC is no secret): locked out instead. The admin API
+            // refuses such a phone; an import could still write one.
+            None => None,
         };
         let verdict = match (
             password,

@@ -365,3 +365,40 @@ async fn an_old_etag_gets_the_new_bytes_after_an_edit() {
     .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
 }
+
+/// A phone with a user and no password (an import can write one) opens to
+/// no answer at all, the empty password included: a MAC is no secret.
+#[tokio::test]
+async fn a_user_without_a_password_is_locked_not_open() {
+    let f = with_protected_phone().await;
+    f.write(&[Mutation::UpsertPhone(PhoneInput {
+        tenant: "acme".into(),
+        mac: "00:15:65:00:00:44".parse().unwrap(),
+        family: Family::Yealink,
+        model: Some("T46S".into()),
+        label: None,
+        variables: "{}".into(),
+        http_user: Some("desk44".into()),
+        http_password: None,
+        lines: Vec::new(),
+    })])
+    .await;
+    let (_, challenges, _) = get(&f, "192.0.2.10:5060", SECURE, &[]).await;
+    let auth = client_response(
+        &nonce_of(&challenges[0]),
+        Algorithm::Sha256,
+        "GET",
+        SECURE,
+        ("desk44", ""),
+        1,
+        "0a4f113b",
+    );
+    let (status, _, body) = get(
+        &f,
+        "192.0.2.10:5060",
+        SECURE,
+        &[(header::AUTHORIZATION, auth)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

@@ -72,3 +72,19 @@ async fn oversized_names_settings_secrets_and_drafts_are_refused() {
     )
     .await;
 }
+
+/// A device user without a password would lock the phone out of every
+/// fetch; the API says so instead of storing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_user_needs_a_password() {
+    let h = Harness::new(Backend::Sqlite).await;
+    refused(
+        &h,
+        "acme-admin",
+        Method::POST,
+        "/v1/phones",
+        r#"{"mac": "001565000003", "tenant": "acme", "family": "yealink", "http_user": "desk"}"#,
+        "http_password: required when http_user is set",
+    )
+    .await;
+}
