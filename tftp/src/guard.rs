@@ -82,6 +82,11 @@ pub struct Guard {
     epoch: Instant,
     debts: Mutex<Debts>,
     bans: Cache<IpAddr, ()>,
+    /// Phones a banned source answered a credential challenge for wrongly:
+    /// it gets no more tries at them until the ban ends. A known phone's
+    /// source passes its ban for that phone's files, so without this a
+    /// banned source could go on guessing the phone's password for ever.
+    failed_while_banned: Cache<(IpAddr, dialtone_sync::Id), ()>,
     known: Known,
 }
 
@@ -89,6 +94,10 @@ impl Guard {
     pub fn new(options: GuardOptions) -> Guard {
         Guard {
             bans: Cache::builder()
+                .max_capacity(options.max_sources as u64)
+                .time_to_live(options.ban)
+                .build(),
+            failed_while_banned: Cache::builder()
                 .max_capacity(options.max_sources as u64)
                 .time_to_live(options.ban)
                 .build(),
@@ -176,9 +185,19 @@ impl Guard {
         self.bans.entry_count()
     }
 
+    /// A banned `source` failed `phone`'s credentials: no more tries at
+    /// it for the ban's length.
+    pub(crate) fn failed_while_banned(&self, source: IpAddr, phone: dialtone_sync::Id) {
+        if self.is_banned(source) {
+            self.failed_while_banned
+                .insert((source_key(source), phone), ());
+        }
+    }
+
     /// Whether a banned source may still have this file: only a file of a
-    /// phone that fetched its own files from that source before, or a file
-    /// naming no MAC that such a phone's family asks for.
+    /// phone that fetched its own files from that source before (and whose
+    /// credentials it has not failed since the ban), or a file naming no
+    /// MAC that such a phone's family asks for.
     pub(crate) fn lets_through(
         &self,
         source: IpAddr,
@@ -187,7 +206,12 @@ impl Guard {
     ) -> bool {
         let Ok(id) = identity else { return false };
         let through = match (id.mac, named) {
-            (Some(_), Some(phone)) => self.known.knows(source, phone.id),
+            (Some(_), Some(phone)) => {
+                self.known.knows(source, phone.id)
+                    && !self
+                        .failed_while_banned
+                        .contains_key(&(source_key(source), phone.id))
+            }
             (Some(_), None) => false,
             (None, _) => match id.family {
                 Some(family) => self.known.knows_family(source, &[family]),

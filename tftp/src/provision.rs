@@ -347,7 +347,16 @@ impl Provisioner {
                 .as_ref()
                 .map(|p| self.check_device(p, request))
             {
-                Some(Err(refused)) => Step::Done(Err(refused)),
+                Some(Err(refused)) => {
+                    if let (Some(ip), Some(phone), ProvisionError::Unauthorized { stale: false }) =
+                        (request.remote, decision.served.as_ref(), &refused)
+                    {
+                        if request.auth.is_some_and(|a| a.authorization.is_some()) {
+                            self.guard.failed_while_banned(ip, phone.id);
+                        }
+                    }
+                    Step::Done(Err(refused))
+                }
                 _ => self.serve_identified(state, decision.served.as_ref(), id, request),
             },
         };

@@ -402,3 +402,50 @@ async fn a_user_without_a_password_is_locked_not_open() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
+
+/// A source the phone fetched from before passes its ban for the phone's
+/// own files, but not to go on guessing its password: after one wrong
+/// answer while banned it gets no more tries, right or wrong.
+#[tokio::test]
+async fn a_banned_source_cannot_go_on_guessing_a_known_phones_password() {
+    let f = with_protected_phone().await;
+    let from = "198.51.100.20:40000";
+    let answer = |password: &'static str, nc: u64| {
+        let f = &f;
+        async move {
+            let (status, challenges, _) = get(f, from, SECURE, &[]).await;
+            if challenges.is_empty() {
+                return status;
+            }
+            let auth = client_response(
+                &nonce_of(&challenges[0]),
+                Algorithm::Sha256,
+                "GET",
+                SECURE,
+                ("desk44", password),
+                nc,
+                "k",
+            );
+            get(f, from, SECURE, &[(header::AUTHORIZATION, auth)])
+                .await
+                .0
+        }
+    };
+    // The phone fetches from there: the source knows it.
+    assert_eq!(answer("hunter2!", 1).await, StatusCode::OK);
+    // Someone at the same address gets it banned on another phone's file.
+    let mut banned = false;
+    for n in 0..500 {
+        let (status, ..) = get(&f, from, &format!("/0015650{n:05x}.cfg"), &[]).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            banned = true;
+            break;
+        }
+    }
+    assert!(banned, "never banned");
+    // Banned, the known phone still gets its file with its password...
+    assert_eq!(answer("hunter2!", 1).await, StatusCode::OK);
+    // ...until a wrong answer: then no more tries while the ban lasts.
+    assert_eq!(answer("guess", 1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer("hunter2!", 1).await, StatusCode::TOO_MANY_REQUESTS);
+}
