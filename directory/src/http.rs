@@ -9,7 +9,8 @@
 //!   with `format=pbx` or `Accept: text/pbx`.
 //!
 //! The key comes from the query (`key`, or OpenCNAM's `auth_token`), since
-//! mod_cidlookup cannot add headers, or from `Authorization: Bearer`.
+//! mod_cidlookup cannot add headers, or from `Authorization: Bearer`. Only a
+//! lookup key may be given in the URL; admin tokens go in the header.
 //! In plain-text mode every error is an empty body: anything else would
 //! end up on phone screens as the caller's name.
 
@@ -107,19 +108,14 @@ fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let key = query
-        .key
-        .as_deref()
-        .or(query.auth_token.as_deref())
-        .or(bearer)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            refusal(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a lookup key is required",
-            )
-        })?;
+    let in_url = query.key.as_deref().or(query.auth_token.as_deref());
+    let key = in_url.or(bearer).filter(|k| !k.is_empty()).ok_or_else(|| {
+        refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a lookup key is required",
+        )
+    })?;
     let invalid = || {
         refusal(
             StatusCode::UNAUTHORIZED,
@@ -130,6 +126,15 @@ fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> R
     let token = state.token_by_hash(&token_hash(key)).ok_or_else(invalid)?;
     if token.revoked || token.expires_at.is_some_and(|at| at <= now_millis()) {
         return Err(invalid());
+    }
+    // A URL ends up in dialplans, PBX and proxy logs: only a lookup key
+    // goes there. An admin token works in the Authorization header only.
+    if in_url.is_some() && token.scope != TokenScope::Lookup {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a lookup key may be given in the URL; send an admin token as Authorization: Bearer",
+        ));
     }
     let wanted = query.tenant.as_deref().map(|slug| {
         state.tenant_by_slug(slug).map(|t| t.id).ok_or_else(|| {

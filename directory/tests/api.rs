@@ -384,17 +384,22 @@ async fn a_key_never_sees_another_tenants_entries() {
         "existence of tenants is not revealed"
     );
     // A global key must say which tenant it asks for.
-    let admin = |path: &str| format!("{path}&key={}", api.admin_key);
+    let bearer = format!("Bearer {}", api.admin_key);
+    let admin = [("authorization", bearer.as_str())];
     assert_eq!(
-        api.get(&admin("/v1/lookup?number=5550101299"), &[])
-            .await
-            .status,
+        api.get("/v1/lookup?number=5550101299", &admin).await.status,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        api.get(&admin("/v1/lookup?number=5550101299&tenant=globex"), &[])
+        api.get("/v1/lookup?number=5550101299&tenant=globex", &admin)
             .await
             .body,
         "Globex Only"
     );
+    // In the URL, which PBXes and proxies log, only a lookup key is taken.
+    let in_url = format!(
+        "/v1/lookup?number=5550101299&tenant=globex&key={}",
+        api.admin_key
+    );
+    assert_eq!(api.get(&in_url, &[]).await.status, StatusCode::FORBIDDEN);
 }
