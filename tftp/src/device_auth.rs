@@ -77,8 +77,12 @@ impl Provisioner {
                 // A request with no credentials is the normal first step of
                 // Digest; only a wrong answer counts toward a ban (in
                 // `conclude`, with every other miss).
+                static FAILED_LOG: crate::tftp::limits::LogLimit =
+                    crate::tftp::limits::LogLimit::new();
                 if auth.authorization.is_some() {
-                    tracing::info!(remote = ?request.remote, path = request.path, ?verdict, "device authentication failed");
+                    if let Some(skipped) = FAILED_LOG.allow() {
+                        tracing::info!(remote = ?request.remote, path = request.path, ?verdict, skipped, "device authentication failed (logged at most once a second)");
+                    }
                 }
                 Err(ProvisionError::Unauthorized { stale: false })
             }

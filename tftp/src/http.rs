@@ -2,6 +2,7 @@
 //! prefix a vendor's profile rule adds) answered by the same `provision()`
 //! core as TFTP. Runs on its own listener, apart from the admin API.
 
+use crate::tftp::limits::LogLimit;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -167,7 +168,15 @@ fn error_response(
             (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
         }
         ProvisionError::BadPath(why) => {
-            tracing::info!(path, reason = why, "refused provisioning path");
+            static REFUSED_LOG: LogLimit = LogLimit::new();
+            if let Some(skipped) = REFUSED_LOG.allow() {
+                tracing::info!(
+                    path,
+                    reason = why,
+                    skipped,
+                    "refused provisioning path (logged at most once a second)"
+                );
+            }
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
         ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale),
@@ -178,7 +187,11 @@ fn error_response(
         )
             .into_response(),
         other => {
-            tracing::error!(path, user_agent, error = %other, "provisioning failed");
+            // A tenant's failing template fails every request for it.
+            static FAILED_LOG: LogLimit = LogLimit::new();
+            if let Some(skipped) = FAILED_LOG.allow() {
+                tracing::error!(path, user_agent, error = %other, skipped, "provisioning failed (logged at most once a second)");
+            }
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }
     }

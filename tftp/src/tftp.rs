@@ -287,6 +287,7 @@ static PER_SOURCE_LOG: LogLimit = LogLimit::new();
 static UNACKED_LOG: LogLimit = LogLimit::new();
 static BUSY_LOG: LogLimit = LogLimit::new();
 static READ_FAILED_LOG: LogLimit = LogLimit::new();
+static FAILED_LOG: LogLimit = LogLimit::new();
 
 /// A packet on a listening socket that is not part of a running
 /// transfer's exchange: a read request gets its slot, or is refused
@@ -416,7 +417,10 @@ async fn provision(
         }
         Err(ProvisionError::Busy) => Err((0, "server busy, try again")),
         Err(e) => {
-            tracing::error!(client = %peer, path = file, error = %e, "TFTP provisioning failed");
+            // Per request, from a source UDP lets anyone forge.
+            if let Some(skipped) = FAILED_LOG.allow() {
+                tracing::error!(client = %peer, path = file, error = %e, skipped, "TFTP provisioning failed (logged at most once a second)");
+            }
             Err((0, "internal error"))
         }
     }
