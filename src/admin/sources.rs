@@ -146,8 +146,10 @@ fn source_input(
     body: SourceBody,
     before: Option<&DirectorySource>,
 ) -> Result<DirectorySourceInput, ApiError> {
-    if name.trim().is_empty() || name.len() > 64 {
-        return Err(ApiError::invalid("name: 1 to 64 characters"));
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name: 1 to 64 characters, none of them control characters",
+        ));
     }
     let kind: SourceKind = parse_name(&body.kind)?;
     if !body.settings.is_object() {

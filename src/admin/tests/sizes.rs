@@ -46,6 +46,12 @@ async fn oversized_names_settings_secrets_and_drafts_are_refused() {
             source(serde_json::json!({ "url": url }), &"s".repeat(5000)),
             "secret: at most 4096 bytes",
         ),
+        (
+            serde_json::json!({ "name": "x\nprovisioning: ban 198.51.100.7", "kind": "http",
+                "settings": { "url": url } })
+            .to_string(),
+            "none of them control characters",
+        ),
     ] {
         refused(&h, "acme-admin", Method::POST, path, &body, why).await;
     }
