@@ -63,6 +63,7 @@ impl Provisioner {
             }
             (Some(_), Some(_)) => Verdict::Denied,
             (Some(password), None) => self.digest().verify(
+                request.remote,
                 auth.authorization,
                 auth.method,
                 auth.target,

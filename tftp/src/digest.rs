@@ -5,6 +5,7 @@
 //! refused. Both SHA-256 and MD5 are offered, since many phones know only
 //! MD5. Basic is never offered on plain HTTP.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -72,33 +73,44 @@ impl DigestAuth {
         }
     }
 
-    fn sign(&self, payload: &[u8]) -> [u8; 16] {
+    /// Signs a nonce's payload together with the client's source (its
+    /// address, or its /64), which the nonce does not carry: an answer is
+    /// good only from where the challenge went. Replayed from elsewhere, on
+    /// this node or another, its nonce is not ours.
+    fn sign(&self, payload: &[u8], source: Option<IpAddr>) -> [u8; 16] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
         mac.update(payload);
+        match source.map(crate::guard::source_key) {
+            Some(IpAddr::V4(v4)) => mac.update(&v4.octets()),
+            Some(IpAddr::V6(v6)) => mac.update(&v6.octets()),
+            None => {}
+        }
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
     }
 
-    /// A fresh nonce: issue time, 8 random bytes, and their signature.
-    pub fn nonce(&self) -> String {
+    /// A fresh nonce for a client at `source`: issue time, 8 random bytes,
+    /// and their signature.
+    pub fn nonce(&self, source: Option<IpAddr>) -> String {
         let mut payload = [0u8; 16];
         payload[..8].copy_from_slice(&(dialtone_sync::now_millis() as u64).to_be_bytes());
         rand::thread_rng().fill_bytes(&mut payload[8..]);
         let mut blob = payload.to_vec();
-        blob.extend_from_slice(&self.sign(&payload));
+        blob.extend_from_slice(&self.sign(&payload, source));
         B64.encode(blob)
     }
 
-    /// Whether `nonce` is ours, and whether it is still fresh.
-    fn check_nonce(&self, nonce: &str) -> Option<bool> {
+    /// Whether `nonce` is ours for a client at `source`, and whether it is
+    /// still fresh.
+    fn check_nonce(&self, nonce: &str, source: Option<IpAddr>) -> Option<bool> {
         let blob = B64.decode(nonce).ok()?;
         if blob.len() != 32 {
             return None;
         }
         let (payload, signature) = blob.split_at(16);
-        let expected = self.sign(payload);
+        let expected = self.sign(payload, source);
         if !constant_time_eq(signature, &expected) {
             return None;
         }
@@ -107,9 +119,10 @@ impl DigestAuth {
         Some((0..self.lifetime.as_millis() as i64).contains(&age))
     }
 
-    /// `WWW-Authenticate` values to send with a 401, strongest first.
-    pub fn challenges(&self, stale: bool) -> Vec<String> {
-        let nonce = self.nonce();
+    /// `WWW-Authenticate` values to send with a 401 to a client at
+    /// `source`, strongest first.
+    pub fn challenges(&self, stale: bool, source: Option<IpAddr>) -> Vec<String> {
+        let nonce = self.nonce(source);
         [Algorithm::Sha256, Algorithm::Md5]
             .iter()
             .map(|a| {
@@ -122,9 +135,11 @@ impl DigestAuth {
             .collect()
     }
 
-    /// Checks an `Authorization` header against the phone's credentials.
+    /// Checks an `Authorization` header from a client at `source` against
+    /// the phone's credentials.
     pub fn verify(
         &self,
+        source: Option<IpAddr>,
         header: Option<&str>,
         method: &str,
         uri: &str,
@@ -162,7 +177,7 @@ impl DigestAuth {
         let Ok(nc) = u64::from_str_radix(nc_text, 16) else {
             return Verdict::Denied;
         };
-        let Some(fresh) = self.check_nonce(nonce) else {
+        let Some(fresh) = self.check_nonce(nonce, source) else {
             return Verdict::Denied;
         };
         let ha1 = algorithm.hash(&format!("{username}:{REALM}:{password}"));
@@ -279,17 +294,56 @@ mod tests {
         DigestAuth::new([7; 32], Duration::from_secs(300), 1000)
     }
 
+    /// An answer counts only from the source its challenge went to (an
+    /// IPv4 address, or an IPv6 /64): a request captured and replayed from
+    /// elsewhere, on this node or another sharing the key, is refused.
+    #[test]
+    fn a_nonce_is_good_only_from_where_it_was_sent() {
+        let a = auth();
+        let at = |ip: &str| Some(ip.parse::<IpAddr>().unwrap());
+        for (sent_to, answered_from, verdict) in [
+            ("192.0.2.10", "192.0.2.10", Verdict::Ok),
+            ("192.0.2.10", "192.0.2.11", Verdict::Denied),
+            ("2001:db8::1", "2001:db8::2", Verdict::Ok),
+            ("2001:db8::1", "2001:db8:0:1::1", Verdict::Denied),
+        ] {
+            let nonce = a.nonce(at(sent_to));
+            let h = client_response(
+                &nonce,
+                Algorithm::Sha256,
+                "GET",
+                "/x.cfg",
+                ("phone1", "s3cret"),
+                1,
+                "c",
+            );
+            let other = DigestAuth::new([7; 32], Duration::from_secs(300), 1000);
+            assert_eq!(
+                other.verify(
+                    at(answered_from),
+                    Some(&h),
+                    "GET",
+                    "/x.cfg",
+                    "phone1",
+                    "s3cret"
+                ),
+                verdict,
+                "{sent_to} -> {answered_from}"
+            );
+        }
+    }
+
     #[test]
     fn clients_read_our_challenges() {
         let a = auth();
         let parsed: Vec<_> = a
-            .challenges(false)
+            .challenges(false, None)
             .iter()
             .filter_map(|c| parse_challenge(c))
             .collect();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[1].0, Algorithm::Md5);
-        assert!(a.check_nonce(&parsed[1].1).is_some());
+        assert!(a.check_nonce(&parsed[1].1, None).is_some());
         assert_eq!(parse_challenge("Basic realm=\"x\""), None);
         assert_eq!(
             parse_challenge("Digest realm=\"x\", algorithm=SHA-512-256, nonce=\"n\""),
@@ -300,12 +354,12 @@ mod tests {
     #[test]
     fn right_credentials_pass_once_per_count() {
         let a = auth();
-        let nonce = a.nonce();
+        let nonce = a.nonce(None);
         for algorithm in [Algorithm::Md5, Algorithm::Sha256] {
             let nonce = if algorithm == Algorithm::Md5 {
                 nonce.clone()
             } else {
-                a.nonce()
+                a.nonce(None)
             };
             let h = client_response(
                 &nonce,
@@ -317,11 +371,25 @@ mod tests {
                 "abc",
             );
             assert_eq!(
-                a.verify(Some(&h), "GET", "/0015654aa937.cfg", "phone1", "s3cret"),
+                a.verify(
+                    None,
+                    Some(&h),
+                    "GET",
+                    "/0015654aa937.cfg",
+                    "phone1",
+                    "s3cret"
+                ),
                 Verdict::Ok
             );
             assert_eq!(
-                a.verify(Some(&h), "GET", "/0015654aa937.cfg", "phone1", "s3cret"),
+                a.verify(
+                    None,
+                    Some(&h),
+                    "GET",
+                    "/0015654aa937.cfg",
+                    "phone1",
+                    "s3cret"
+                ),
                 Verdict::Replay
             );
             let h2 = client_response(
@@ -334,7 +402,14 @@ mod tests {
                 "abd",
             );
             assert_eq!(
-                a.verify(Some(&h2), "GET", "/0015654aa937.cfg", "phone1", "s3cret"),
+                a.verify(
+                    None,
+                    Some(&h2),
+                    "GET",
+                    "/0015654aa937.cfg",
+                    "phone1",
+                    "s3cret"
+                ),
                 Verdict::Ok
             );
         }
@@ -343,7 +418,7 @@ mod tests {
     #[test]
     fn wrong_password_user_uri_or_forged_nonce_fail() {
         let a = auth();
-        let nonce = a.nonce();
+        let nonce = a.nonce(None);
         let h = client_response(
             &nonce,
             Algorithm::Md5,
@@ -354,7 +429,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
         let h = client_response(
@@ -367,7 +442,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
         let h = client_response(
@@ -380,7 +455,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
         let forged = B64.encode([0u8; 32]);
@@ -394,11 +469,12 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
         assert_eq!(
             a.verify(
+                None,
                 Some("Basic cGhvbmUxOnMzY3JldA=="),
                 "GET",
                 "/x.cfg",
@@ -408,7 +484,7 @@ mod tests {
             Verdict::Denied
         );
         assert_eq!(
-            a.verify(None, "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, None, "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
     }
@@ -416,7 +492,7 @@ mod tests {
     #[test]
     fn expired_nonces_are_stale() {
         let a = DigestAuth::new([7; 32], Duration::from_millis(50), 1000);
-        let nonce = a.nonce();
+        let nonce = a.nonce(None);
         std::thread::sleep(Duration::from_millis(120));
         let h = client_response(
             &nonce,
@@ -428,7 +504,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Stale
         );
     }

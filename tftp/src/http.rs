@@ -3,6 +3,7 @@
 //! core as TFTP. Runs on its own listener, apart from the admin API.
 
 use crate::tftp::limits::LogLimit;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -139,13 +140,13 @@ async fn fetch(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        Err(e) => error_response(&provisioner, &path, user_agent, e),
+        Err(e) => error_response(&provisioner, &path, user_agent, remote.ip(), e),
     }
 }
 
-fn unauthorized(provisioner: &Provisioner, stale: bool) -> Response {
+fn unauthorized(provisioner: &Provisioner, stale: bool, remote: IpAddr) -> Response {
     let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-    for challenge in provisioner.digest().challenges(stale) {
+    for challenge in provisioner.digest().challenges(stale, Some(remote)) {
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()
@@ -160,6 +161,7 @@ fn error_response(
     provisioner: &Provisioner,
     path: &str,
     user_agent: Option<&str>,
+    remote: IpAddr,
     error: ProvisionError,
 ) -> Response {
     match error {
@@ -179,7 +181,7 @@ fn error_response(
             }
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
-        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale),
+        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale, remote),
         ProvisionError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
