@@ -219,12 +219,30 @@ pub(crate) async fn commit(
 ) -> Result<WriteReport, ApiError> {
     let audit = audit_of(principal, change);
     let report = state.store.apply(&mutations, &audit).await?;
-    if let Err(e) = watcher::catch_up(&state.mirror, &*state.store).await {
+    // Bounded: the catch-up may have to wait for another one, or become a
+    // full reload (a node far behind, a transaction left open on the
+    // database), and the request holds its tenant's database share meanwhile.
+    match tokio::time::timeout(
+        WRITE_CATCH_UP_LIMIT,
+        watcher::catch_up(&state.mirror, &*state.store),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
         // Written and committed; the watcher will catch up on its own.
-        tracing::warn!(error = %e, "admin write: could not refresh the mirror at once");
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "admin write: could not refresh the mirror at once");
+        }
+        Err(_) => tracing::warn!(
+            limit_s = WRITE_CATCH_UP_LIMIT.as_secs(),
+            "admin write: the mirror was not refreshed in time; the write is committed"
+        ),
     }
     Ok(report)
 }
+
+/// How long a write waits for this node's mirror to show it.
+const WRITE_CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The audit row of `change`, made by `principal`.
 pub(crate) fn audit_of(principal: &Principal, change: Change<'_>) -> Audit {
