@@ -725,7 +725,7 @@ impl Config {
             &self.lookup,
             &self.database,
         );
-        let bounds: [(&str, u64, u64, u64); 19] = [
+        let bounds: [(&str, u64, u64, u64); 18] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -794,7 +794,6 @@ impl Config {
             ("lookup.max_stale_s", l.max_stale_s, 0, TEN_YEARS_S),
             ("lookup.breaker_cooldown_s", l.breaker_cooldown_s, 0, 86_400),
             ("supervision.window_s", self.supervision.window_s, 1, 86_400),
-            ("mirror.poll_interval_ms", m.poll_interval_ms, 1, 10_000),
         ];
         for (name, value, min, max) in bounds {
             if !(min..=max).contains(&value) {

@@ -24,7 +24,7 @@ use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -621,16 +621,9 @@ fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
         // A malformed request from anyone gets here once per connection,
         // with no ban behind it (it never reaches the provisioner): at most
         // one line a second, and the count of those left out.
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        static SKIPPED: AtomicU64 = AtomicU64::new(0);
-        let second = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if LAST.swap(second, Ordering::Relaxed) != second {
-            let skipped = SKIPPED.swap(0, Ordering::Relaxed);
+        static ERROR_LOG: dialtone_tftp::tftp::LogLimit = dialtone_tftp::tftp::LogLimit::new();
+        if let Some(skipped) = ERROR_LOG.allow() {
             tracing::info!(%peer, %error, skipped, "HTTP connection error");
-        } else {
-            SKIPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -79,14 +79,8 @@ fn without_port(host: &str) -> &str {
 /// without a port or scheme.
 pub fn check_domain(text: &str) -> Result<(), String> {
     let bare = text.trim_start_matches('[').trim_end_matches(']');
-    let hostname = !text.is_empty()
-        && text.len() <= 253
-        && !text.starts_with(['-', '.'])
-        && !text.ends_with(['-', '.'])
-        && !text.contains("..")
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let hostname =
+        super::sip::is_hostname(text) && !text.ends_with(['-', '.']) && !text.contains("..");
     if hostname || bare.parse::<std::net::Ipv6Addr>().is_ok() {
         Ok(())
     } else {

@@ -71,13 +71,7 @@ fn valid_host(text: &str) -> bool {
         },
         None => {
             let host = text.split(':').next().unwrap_or("");
-            let ok = !host.is_empty()
-                && host.len() <= 253
-                && !host.starts_with(['-', '.'])
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            (ok, &text[host.len()..])
+            (is_hostname(host), &text[host.len()..])
         }
     };
     let port_ok = port.is_empty()
@@ -85,6 +79,17 @@ fn valid_host(text: &str) -> bool {
             .strip_prefix(':')
             .is_some_and(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
     host_ok && port_ok
+}
+
+/// A hostname or IPv4 address as a registrar may name it: letters,
+/// digits, dashes and dots, not starting with a dash or a dot.
+pub fn is_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A hostname for the From header, by the same rule as a registrar.

@@ -2,10 +2,6 @@ use std::path::PathBuf;
 
 /// Every failure the data layer reports. Callers decide what is fatal; the
 /// variants keep enough context for a one-line operator message.
-/// The URL query parameters sqlx's PostgreSQL driver reads (0.8), for
-/// the error that names one it does not.
-pub const KNOWN_PG_PARAMS: &str = "sslmode, sslrootcert, sslcert, sslkey, statement-cache-capacity, host, hostaddr, port, dbname, user, password, application_name, options, options[NAME]";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("invalid data: {0}")]
@@ -44,8 +40,8 @@ pub enum SyncError {
 
     #[error(
         "database URL parameter {0:?} is not one the PostgreSQL driver reads \
-         (it would be ignored, and its value written to the log); known: {known}",
-        known = KNOWN_PG_PARAMS
+         (it would be ignored, and its value written to the log); known: {known}, options[NAME]",
+        known = crate::store::PG_URL_PARAMS.join(", ")
     )]
     UnknownUrlParameter(String),
 

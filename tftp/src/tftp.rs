@@ -41,7 +41,8 @@ use ipnet::IpNet;
 
 use crate::error::ProvisionError;
 use crate::provision::{Protocol, Provisioner, Request};
-use limits::{Admission, LogLimit, Slot, Slots};
+pub use limits::LogLimit;
+use limits::{Admission, Slot, Slots};
 use packet::{parse_request, ReadRequest, ERR_ACCESS, ERR_NOT_FOUND, OP_RRQ, OP_WRQ};
 use transfer::Source;
 

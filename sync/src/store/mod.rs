@@ -511,6 +511,29 @@ pub async fn open(
     }
 }
 
+/// The URL query parameters sqlx's PostgreSQL driver reads (0.8), besides
+/// `options[NAME]`.
+pub const PG_URL_PARAMS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
 /// Refuses a query parameter sqlx would ignore: it logs the ignored
 /// parameter's value as a warning, and `sslpassword=...` (libpq's, which
 /// sqlx does not read) would put a secret on the terminal and in the log.
@@ -519,27 +542,8 @@ fn pg_params_known(url: &str) -> Result<(), SyncError> {
         return Ok(());
     };
     for (key, _) in parsed.query_pairs() {
-        let known = matches!(
-            &*key,
-            "sslmode"
-                | "ssl-mode"
-                | "sslrootcert"
-                | "ssl-root-cert"
-                | "ssl-ca"
-                | "sslcert"
-                | "ssl-cert"
-                | "sslkey"
-                | "ssl-key"
-                | "statement-cache-capacity"
-                | "host"
-                | "hostaddr"
-                | "port"
-                | "dbname"
-                | "user"
-                | "password"
-                | "application_name"
-                | "options"
-        ) || (key.starts_with("options[") && key.ends_with(']'));
+        let known =
+            PG_URL_PARAMS.contains(&&*key) || (key.starts_with("options[") && key.ends_with(']'));
         if !known {
             return Err(SyncError::UnknownUrlParameter(key.into_owned()));
         }

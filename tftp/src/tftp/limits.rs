@@ -255,10 +255,17 @@ fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 /// One log line a second for a kind of refusal; a flood of refused packets
-/// must not become a flood of log lines.
-pub(crate) struct LogLimit {
+/// (or requests) must not become a flood of log lines. Shared with the
+/// HTTP accept loop.
+pub struct LogLimit {
     last: AtomicI64,
     skipped: AtomicU64,
+}
+
+impl Default for LogLimit {
+    fn default() -> LogLimit {
+        LogLimit::new()
+    }
 }
 
 impl LogLimit {
