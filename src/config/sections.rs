@@ -1,0 +1,263 @@
+//! The configuration's smaller sections and their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Pushing a re-provision to running phones: a SIP NOTIFY (`check-sync`,
+/// `resync`) sent through the platform's SIP proxy, which knows where each
+/// phone registered. Unset `proxy` (and `direct` off): not configured, and
+/// the resync routes answer 503.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResyncConfig {
+    /// `host:port` of the SIP proxy (Kamailio, OpenSIPS, the PBX's edge).
+    pub proxy: Option<String>,
+    /// Local UDP address NOTIFYs leave from and answers come back to.
+    pub listen: SocketAddr,
+    /// RFC 3261 timers: retransmissions start T1 apart and back off to T2;
+    /// no final answer within 64 x T1 is a failure.
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    /// NOTIFYs sent per second, overall and per tenant.
+    pub rate_per_s: u32,
+    pub tenant_rate_per_s: u32,
+    /// Resyncs waiting to be sent, overall (past it: 503) and per tenant
+    /// (past it: 429).
+    pub queue: usize,
+    pub tenant_queue: usize,
+    /// NOTIFYs awaiting an answer at once; past it, sending waits.
+    pub max_inflight: usize,
+    /// Send straight to the address the phone last fetched from, port 5060,
+    /// instead of the proxy: for sites where dialtone and the phones share
+    /// a LAN.
+    pub direct: bool,
+    /// Host of the From header (`sip:dialtone@<from_domain>`). Default: the
+    /// proxy's host, which phones that trust only their registrar expect.
+    pub from_domain: Option<String>,
+}
+
+impl Default for ResyncConfig {
+    fn default() -> Self {
+        ResyncConfig {
+            proxy: None,
+            listen: "0.0.0.0:0".parse().expect("valid default"),
+            t1_ms: 500,
+            t2_ms: 4000,
+            rate_per_s: 50,
+            tenant_rate_per_s: 10,
+            queue: 10_000,
+            tenant_queue: 2000,
+            max_inflight: 1024,
+            direct: false,
+            from_domain: None,
+        }
+    }
+}
+
+impl ResyncConfig {
+    pub fn enabled(&self) -> bool {
+        self.proxy.is_some() || self.direct
+    }
+
+    /// The From host: `from_domain`, else the proxy's host.
+    pub fn sender_host(&self) -> String {
+        if let Some(d) = &self.from_domain {
+            return d.clone();
+        }
+        let proxy = self.proxy.as_deref().unwrap_or("dialtone.invalid");
+        match proxy.strip_prefix('[') {
+            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+            None => proxy.split(':').next().unwrap_or(proxy).to_string(),
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        if let Some(proxy) = &self.proxy {
+            let port = proxy.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) {
+                bail!("resync.proxy must be host:port (got {proxy:?})");
+            }
+        }
+        if !(1..=60_000).contains(&self.t1_ms) || self.t2_ms < self.t1_ms || self.t2_ms > 600_000 {
+            bail!("resync: t1_ms must be 1..=60000 and t2_ms between t1_ms and 600000");
+        }
+        if self.rate_per_s == 0 || self.tenant_rate_per_s == 0 {
+            bail!("resync: rate_per_s and tenant_rate_per_s must be at least 1");
+        }
+        if self.queue == 0 || self.tenant_queue == 0 || self.max_inflight == 0 {
+            bail!("resync: queue, tenant_queue and max_inflight must be at least 1");
+        }
+        if self.queue > 1_000_000 {
+            bail!("resync.queue must be at most 1000000");
+        }
+        if !crate::resync::sip::valid_domain(&self.sender_host()) {
+            bail!("resync.from_domain must be a host name or address");
+        }
+        Ok(())
+    }
+}
+
+/// Background tasks are restarted with backoff; past this many restarts of
+/// one task within the window, the node reports itself degraded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    pub max_restarts: usize,
+    pub window_s: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: 5,
+            window_s: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded default) or `postgres://USER@HOST/DB`.
+    pub url: String,
+    /// Connections for the watcher, writers and admin queries; the hot path uses none.
+    pub max_connections: u32,
+    /// How long to wait for a connection (all taken, or none opens) before an
+    /// admin request is answered 503 `busy`.
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations at `serve` start.
+    pub auto_migrate: bool,
+    /// PostgreSQL: how long a migration waits for one table's lock before it
+    /// steps back and tries again; queries on that table queue behind it
+    /// meanwhile, so this is how long they can be held up.
+    pub migration_lock_wait_ms: u64,
+    /// PostgreSQL: how long a migration keeps stepping back and trying
+    /// before `migrate` (or `serve`'s start) fails and says why.
+    pub migration_retry_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://./dialtone.db".into(),
+            max_connections: 8,
+            acquire_timeout_ms: 3000,
+            auto_migrate: true,
+            migration_lock_wait_ms: 2000,
+            migration_retry_s: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 32 bytes as 64 hex digits (or base64). Required with PostgreSQL.
+    pub key: Option<String>,
+    /// File holding the key. Default with SQLite: `<database>.key`, created
+    /// (mode 0600) on first start.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// Where the mirror's snapshot is written. Default: beside the SQLite
+    /// database, or `./dialtone.snapshot` with PostgreSQL.
+    pub snapshot_path: Option<PathBuf>,
+    /// How often the snapshot is rewritten when the mirror changed; 0 = only at shutdown.
+    pub snapshot_interval_s: u64,
+    /// Catch-up poll when no notification arrives; also the heartbeat.
+    pub poll_interval_ms: u64,
+    /// Further behind than this many change-log rows, reload everything.
+    pub max_catch_up_rows: i64,
+    /// Change-log rows older than this are pruned...
+    pub change_log_retention_s: u64,
+    /// ...and never more than this many are kept.
+    pub change_log_max_rows: i64,
+    pub prune_interval_s: u64,
+    /// Provisioning history is kept this long.
+    pub history_retention_days: u64,
+    /// Bound of the queue between the front ends and the history writer.
+    pub history_queue: usize,
+    /// Report not-ready when the mirror has been stale (database unreachable)
+    /// for longer than this. Unset: keep serving and stay ready, since stale
+    /// configs beat no configs for phones.
+    pub max_staleness_s: Option<u64>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            snapshot_path: None,
+            snapshot_interval_s: 60,
+            poll_interval_ms: 5000,
+            max_catch_up_rows: 100_000,
+            change_log_retention_s: 24 * 3600,
+            change_log_max_rows: 1_000_000,
+            prune_interval_s: 300,
+            history_retention_days: 30,
+            history_queue: 10_000,
+            max_staleness_s: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The API listener: health, readiness, metrics, lookups and the admin API.
+    pub listen: SocketAddr,
+    /// A listener for monitoring alone: `/healthz`, `/readyz` with its
+    /// full body and `/metrics`. Once set, the API listener (which tenants
+    /// and phones may reach) keeps `/healthz` and a `/readyz` that says
+    /// only whether the node is ready, and no longer serves `/metrics`:
+    /// both show the whole platform (row counts, error text, counters).
+    /// Unset (the default): all of it is on the API listener.
+    pub monitoring_listen: Option<SocketAddr>,
+    /// How long in-flight requests get to finish at shutdown.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            monitoring_listen: None,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or `info,dialtone_sync=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `text` (human-readable) or `json` (one object a line).
+    pub format: LogFormat,
+    /// Append to this file instead of stderr; reopened on SIGHUP, for
+    /// logrotate. Unset: stderr (journald under systemd).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Text,
+            file: None,
+        }
+    }
+}

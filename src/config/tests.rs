@@ -1,0 +1,233 @@
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load_from(
+        Some(&path),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let c = Config::load_from(None, std::iter::empty()).unwrap();
+    assert_eq!(c.database.url, "sqlite://./dialtone.db");
+    assert_eq!(c.key_file().unwrap(), PathBuf::from("./dialtone.key"));
+    assert_eq!(c.snapshot_path(), PathBuf::from("./dialtone.snapshot"));
+}
+
+/// The monitoring listener is one of this node's own: no source a
+/// tenant configures may reach it.
+#[test]
+fn the_monitoring_listener_is_one_of_the_nodes_own() {
+    let c = load(
+        "[http]\nlisten = \"127.0.0.1:8080\"\n",
+        &[("DIALTONE_HTTP__MONITORING_LISTEN", "10.0.0.5:9464")],
+    )
+    .unwrap();
+    let monitoring: SocketAddr = "10.0.0.5:9464".parse().unwrap();
+    assert_eq!(c.http.monitoring_listen, Some(monitoring));
+    assert!(c.own_listeners().contains(&monitoring));
+    let unset = Config::load_from(None, std::iter::empty()).unwrap();
+    assert_eq!(unset.http.monitoring_listen, None);
+}
+
+/// PostgreSQL reads a lock timeout of 0 as none: the migration would
+/// wait, and every query behind it, for as long as the table is busy.
+#[test]
+fn a_migration_lock_wait_of_zero_is_refused() {
+    let err = load("[database]\nmigration_lock_wait_ms = 0\n", &[])
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.migration_lock_wait_ms"), "{err}");
+    let c = load("[database]\nmigration_lock_wait_ms = 500\n", &[]).unwrap();
+    assert!(c.validate().is_ok());
+    assert_eq!(c.database.migration_retry_s, 60);
+}
+
+/// "Keep forever" written as the largest number, and other durations
+/// past what the clock or a cache can hold, are refused by name, not
+/// wrapped (the history cutoff went into the future: every row pruned)
+/// and not left to panic at start or at shutdown.
+#[test]
+fn durations_past_their_bounds_are_refused_by_name() {
+    for (section, key, value) in [
+        ("mirror", "history_retention_days", "9223372036854775807"),
+        ("mirror", "history_retention_days", "0"),
+        ("mirror", "change_log_retention_s", "9223372036854775807"),
+        ("provisioning", "ban_s", "40000000000"),
+        ("provisioning", "http_header_timeout_s", "0"),
+        ("http", "shutdown_grace_s", "9223372036854775807"),
+        ("lookup", "max_stale_s", "9223372036854775807"),
+    ] {
+        let err = load(&format!("[{section}]\n{key} = {value}\n"), &[])
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{section}.{key} must be between")),
+            "{err}"
+        );
+    }
+    assert!(load("[mirror]\nhistory_retention_days = 3650\n", &[])
+        .unwrap()
+        .validate()
+        .is_ok());
+    assert!(Config::default().validate().is_ok());
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let err = load(
+        "[database]\nurl = \"sqlite://x.db\"\nmax_conections = 3\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_line() {
+    let err = load("[http]\n\nlisten = 8080\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("listen") || err.contains("invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tftp_source_limits_are_checked() {
+    let err = load(
+        "[provisioning]\ntftp_per_source_exempt = [\"10.0.0.0/8\", \"office\"]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("tftp_per_source_exempt") && err.contains("office"),
+        "{err}"
+    );
+    assert!(load("[provisioning]\ntftp_max_per_source = 0\n", &[]).is_err());
+    assert!(load("[provisioning]\ntftp_max_timeout_s = 300\n", &[]).is_err());
+}
+
+#[test]
+fn resync_section_reads_from_file_and_environment() {
+    let c = load(
+        "[resync]\nproxy = \"sip.example.net:5060\"\nt1_ms = 100\n",
+        &[("DIALTONE_RESYNC__TENANT_RATE_PER_S", "3")],
+    )
+    .unwrap();
+    assert!(c.resync.enabled());
+    assert_eq!((c.resync.t1_ms, c.resync.tenant_rate_per_s), (100, 3));
+    assert_eq!(c.resync.sender_host(), "sip.example.net");
+    assert!(!Config::default().resync.enabled());
+    assert!(load("[resync]\nproxy = \"sip.example.net\"\n", &[]).is_err());
+    assert!(load("[resync]\nt1_ms = 500\nt2_ms = 100\n", &[]).is_err());
+    assert!(load("[resync]\nfrom_domain = \"a b\"\n", &[]).is_err());
+    assert!(load("[resync]\nqueu = 1\n", &[]).is_err());
+}
+
+#[test]
+fn a_bad_log_filter_is_named() {
+    for bad in ["info,dialtone_sync=loud", "dialtone=verbose", "[{x"] {
+        let err = load(&format!("[log]\nfilter = {bad:?}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.filter"), "{bad:?}: {err}");
+    }
+    let err = load("", &[("DIALTONE_LOG__FILTER", "debug,ldap3=chatty")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log.filter"), "{err}");
+    for good in [
+        "info",
+        "",
+        "warn,dialtone_sync=debug,ldap3=error",
+        "dialtone=trace",
+    ] {
+        let c = load(&format!("[log]\nfilter = {good:?}\n"), &[]).unwrap();
+        assert_eq!(c.log.filter, good);
+    }
+}
+
+#[test]
+fn environment_beats_file() {
+    let c = load(
+        "[database]\nmax_connections = 3\n",
+        &[
+            ("DIALTONE_DATABASE__MAX_CONNECTIONS", "12"),
+            ("DIALTONE_HTTP__LISTEN", "127.0.0.1:9"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.database.max_connections, 12);
+    assert_eq!(c.http.listen.port(), 9);
+}
+
+#[test]
+fn bad_environment_names_the_variable() {
+    let err = load("", &[("DIALTONE_DATABASE__MAX_CONNECTIONS", "lots")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DIALTONE_DATABASE__MAX_CONNECTIONS"), "{err}");
+    let err = load("", &[("DIALTONE_NOPE", "1")]).unwrap_err().to_string();
+    assert!(
+        err.contains("DIALTONE_NOPE") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postgres_requires_a_key_and_masks_it() {
+    let err = load("[database]\nurl = \"postgres://u:pw@db/dialtone\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("secrets.key"), "{err}");
+    let c = load(
+        "[database]\nurl = \"postgres://u:pw@db/dialtone\"\n[secrets]\nkey = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n",
+        &[],
+    )
+    .unwrap();
+    let shown = c.to_masked_toml();
+    assert!(
+        !shown.contains("pw@") && !shown.contains("00112233"),
+        "{shown}"
+    );
+    assert!(shown.contains("u:********@db"), "{shown}");
+}
+
+/// Wherever the password is (the user part, the query, with an `@` in
+/// it), and whatever the scheme, `check-config` and the errors for a
+/// database URL never show it.
+#[test]
+fn database_passwords_are_masked_in_every_form() {
+    let key =
+        "[secrets]\nkey = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n";
+    for url in [
+        "postgres://u@db/x?password=s3cret",
+        // The old masking showed what follows the first `@`.
+        "postgres://u:hunter@s3cret@db/x",
+        "postgres://u:s3cret@db:99999/x",
+    ] {
+        let c = load(&format!("[database]\nurl = {url:?}\n{key}"), &[]).unwrap();
+        let shown = c.to_masked_toml();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("********"),
+            "{url}: {shown}"
+        );
+    }
+    let err = load("[database]\nurl = \"postgress://u:s3cret@db/x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.url"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -1,0 +1,189 @@
+//! Checks a loaded configuration: values a section's type cannot refuse
+//! by itself, each refused with its key named.
+
+use anyhow::{bail, Result};
+
+use super::Config;
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        let backend = dialtone_sync::store::backend_of(&self.database.url)
+            .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        if backend == dialtone_sync::Backend::Postgres
+            && self.secrets.key.is_none()
+            && self.secrets.key_file.is_none()
+        {
+            bail!(
+                "secrets.key: PostgreSQL needs a configured secret key shared by every node \
+                 (set secrets.key, secrets.key_file or DIALTONE_SECRETS__KEY; `openssl rand -hex 32` makes one)"
+            );
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if !(1..=600_000).contains(&self.database.migration_lock_wait_ms) {
+            // PostgreSQL reads 0 as no limit: the wait this setting bounds.
+            bail!("database.migration_lock_wait_ms must be between 1 and 600000");
+        }
+        if self.mirror.poll_interval_ms == 0 || self.mirror.poll_interval_ms > 10_000 {
+            bail!("mirror.poll_interval_ms must be between 1 and 10000 (it is also the heartbeat)");
+        }
+        if self.provisioning.tftp_blksize_limit < 8 || self.provisioning.tftp_windowsize_limit == 0
+        {
+            bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
+        }
+        let p = &self.provisioning;
+        if p.tftp_max_timeout_s == 0 || !(1..=3600).contains(&p.tftp_stall_s) {
+            bail!("provisioning: tftp_max_timeout_s must be 1..=255 and tftp_stall_s 1..=3600");
+        }
+        if p.ban_sources == 0 || p.ban_known_ttl_s == 0 {
+            bail!("provisioning: ban_sources and ban_known_ttl_s must be at least 1");
+        }
+        if p.tftp_max_unacked_per_source == 0 {
+            bail!("provisioning.tftp_max_unacked_per_source must be at least 1");
+        }
+        if p.tftp_listeners > 256 {
+            bail!("provisioning.tftp_listeners must be at most 256 (a thread each; 0 is one per core)");
+        }
+        if p.tftp_max_per_source == 0 {
+            bail!("provisioning.tftp_max_per_source must be at least 1 (exempt trusted networks with tftp_per_source_exempt)");
+        }
+        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt) {
+            bail!("provisioning.tftp_per_source_exempt: {e}");
+        }
+        if p.http_max_per_source == 0 {
+            bail!("provisioning.http_max_per_source must be at least 1 (exempt trusted networks with http_per_source_exempt)");
+        }
+        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.http_per_source_exempt) {
+            bail!("provisioning.http_per_source_exempt: {e}");
+        }
+        if !(10_000..=100_000_000).contains(&p.render_fuel)
+            || !(16..=65_536).contains(&p.render_output_kb)
+            || !(10..=10_000).contains(&p.render_time_ms)
+        {
+            bail!("provisioning: render_fuel must be 10000..=100000000, render_output_kb 16..=65536 and render_time_ms 10..=10000");
+        }
+        if self.provisioning.https_listen.is_some()
+            && (self.provisioning.tls_cert.is_none() || self.provisioning.tls_key.is_none())
+        {
+            bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
+        }
+        if self.provisioning.unclaimed_queue == 0 {
+            bail!("provisioning.unclaimed_queue must be at least 1");
+        }
+        if self.mirror.history_queue == 0 {
+            bail!("mirror.history_queue must be at least 1");
+        }
+        dialtone_directory::SourceNetworks::parse(&self.lookup.source_networks)
+            .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?;
+        if !(10..=10_000).contains(&self.lookup.deadline_ms) {
+            bail!("lookup.deadline_ms must be between 10 and 10000");
+        }
+        if self.lookup.max_inflight == 0 || self.lookup.cache_mb == 0 {
+            bail!("lookup.max_inflight and lookup.cache_mb must be at least 1");
+        }
+        if !(4..=15).contains(&self.lookup.suffix_digits) {
+            bail!("lookup.suffix_digits must be between 4 and 15");
+        }
+        // Checked here, not only where logging starts: a bad filter there
+        // can only fall back (to `info`), and `check-config` would pass it.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            bail!(
+                "log.filter {:?} is not a tracing filter: {e}",
+                self.log.filter
+            );
+        }
+        self.resync.validate()?;
+        self.check_durations()
+    }
+
+    /// Durations past what anyone means: a "keep forever" of
+    /// 9223372036854775807 days wrapped the history cutoff into the future
+    /// (every row pruned), and some overflow the clock's arithmetic or a
+    /// cache's own limit and panic at start or at shutdown.
+    fn check_durations(&self) -> Result<()> {
+        const TEN_YEARS_S: u64 = 10 * 366 * 86_400;
+        let (m, p, l, d) = (
+            &self.mirror,
+            &self.provisioning,
+            &self.lookup,
+            &self.database,
+        );
+        let bounds: [(&str, u64, u64, u64); 18] = [
+            (
+                "database.acquire_timeout_ms",
+                d.acquire_timeout_ms,
+                0,
+                3_600_000,
+            ),
+            ("database.migration_retry_s", d.migration_retry_s, 0, 86_400),
+            (
+                "mirror.snapshot_interval_s",
+                m.snapshot_interval_s,
+                0,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.change_log_retention_s",
+                m.change_log_retention_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.prune_interval_s",
+                m.prune_interval_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "mirror.history_retention_days",
+                m.history_retention_days,
+                1,
+                3_660,
+            ),
+            (
+                "mirror.max_staleness_s",
+                m.max_staleness_s.unwrap_or(1),
+                1,
+                TEN_YEARS_S,
+            ),
+            (
+                "http.shutdown_grace_s",
+                self.http.shutdown_grace_s,
+                0,
+                3_600,
+            ),
+            (
+                "provisioning.tftp_timeout_ms",
+                p.tftp_timeout_ms,
+                1,
+                255_000,
+            ),
+            (
+                "provisioning.http_header_timeout_s",
+                p.http_header_timeout_s,
+                1,
+                300,
+            ),
+            ("provisioning.ban_s", p.ban_s, 1, TEN_YEARS_S),
+            (
+                "provisioning.ban_known_ttl_s",
+                p.ban_known_ttl_s,
+                1,
+                TEN_YEARS_S,
+            ),
+            ("lookup.positive_ttl_s", l.positive_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.negative_ttl_s", l.negative_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.failure_ttl_s", l.failure_ttl_s, 0, TEN_YEARS_S),
+            ("lookup.max_stale_s", l.max_stale_s, 0, TEN_YEARS_S),
+            ("lookup.breaker_cooldown_s", l.breaker_cooldown_s, 0, 86_400),
+            ("supervision.window_s", self.supervision.window_s, 1, 86_400),
+        ];
+        for (name, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                bail!("{name} must be between {min} and {max} (got {value})");
+            }
+        }
+        Ok(())
+    }
+}
