@@ -64,6 +64,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Requests from a banned source served because its phone fetched its own files from there before.",
     ),
     (
+        "dialtone_provisioning_credentials_closed_total",
+        "Phones whose credentials were closed to sources they have not fetched from, after too many wrong answers from such sources.",
+    ),
+    (
+        "dialtone_provisioning_credential_tries_refused_total",
+        "Credential answers refused unchecked: the phone's credentials were closed to that source.",
+    ),
+    (
         "dialtone_provisioning_bans_total",
         "Sources banned for too many misses.",
     ),

@@ -105,6 +105,12 @@ pub struct ProvisioningConfig {
     pub ban_known_ttl_s: u64,
     /// Phones whose sources are remembered at once (fixed at start).
     pub ban_known_phones: usize,
+    /// Wrong credential answers one phone may get from sources it has not
+    /// fetched its files from, within `ban_s` of the first (per node);
+    /// past it only its known sources may try its credentials until
+    /// then. Above what one source can miss in `ban_s` unbanned, so that
+    /// one address alone never closes a phone. Changes on SIGHUP.
+    pub ban_phone_failures: u32,
     /// List an unknown phone's fetch from outside every tenant's
     /// `provisioning_networks` too, on the unassigned list only global
     /// admins see. Off: anyone on the internet could fill that list.
@@ -158,6 +164,7 @@ impl Default for ProvisioningConfig {
             // month covers a phone that only reboots with the office's power.
             ban_known_ttl_s: 30 * 86_400,
             ban_known_phones: 200_000,
+            ban_phone_failures: 200,
             record_unclaimed_anywhere: false,
             unclaimed_queue: 4096,
         }

@@ -36,8 +36,8 @@ impl Config {
         if p.tftp_max_timeout_s == 0 || !(1..=3600).contains(&p.tftp_stall_s) {
             bail!("provisioning: tftp_max_timeout_s must be 1..=255 and tftp_stall_s 1..=3600");
         }
-        if p.ban_sources == 0 || p.ban_known_ttl_s == 0 {
-            bail!("provisioning: ban_sources and ban_known_ttl_s must be at least 1");
+        if p.ban_sources == 0 || p.ban_known_ttl_s == 0 || p.ban_phone_failures == 0 {
+            bail!("provisioning: ban_sources, ban_known_ttl_s and ban_phone_failures must be at least 1");
         }
         if p.tftp_max_unacked_per_source == 0 {
             bail!("provisioning.tftp_max_unacked_per_source must be at least 1");

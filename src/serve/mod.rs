@@ -206,6 +206,7 @@ fn provision_options(config: &Config) -> ProvisionOptions {
             max_sources: p.ban_sources,
             known_ttl: Duration::from_secs(p.ban_known_ttl_s),
             known_phones: p.ban_known_phones,
+            phone_failures: p.ban_phone_failures,
         },
         ..Default::default()
     }

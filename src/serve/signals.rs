@@ -98,6 +98,7 @@ const LIVE: &[&str] = &[
     "provisioning.ban_burst",
     "provisioning.ban_per_minute",
     "provisioning.ban_known_ttl_s",
+    "provisioning.ban_phone_failures",
     "provisioning.render_cache_mb",
 ];
 
@@ -162,6 +163,7 @@ pub(super) fn reload_live(
             provisioner
                 .guard()
                 .set_known_ttl(std::time::Duration::from_secs(p.ban_known_ttl_s));
+            provisioner.guard().set_phone_failures(p.ban_phone_failures);
             if provisioner.resize_render_cache(p.render_cache_mb << 20) {
                 tracing::info!(
                     mb = p.render_cache_mb,

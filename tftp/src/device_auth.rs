@@ -38,6 +38,14 @@ impl Provisioner {
             Protocol::Tftp => return Err(ProvisionError::NotFound),
             Protocol::Http | Protocol::Https => request.auth.unwrap_or_default(),
         };
+        // Answered like a wrong password, unchecked: the guess is spent.
+        if let (Some(ip), Some(_)) = (request.remote, auth.authorization) {
+            if !self.guard().may_try_credentials(ip, phone.id) {
+                metrics::counter!("dialtone_provisioning_credential_tries_refused_total")
+                    .increment(1);
+                return Err(ProvisionError::Unauthorized { stale: false });
+            }
+        }
         let password = match &phone.http_password {
             Some(sealed) => match self.key.open(Purpose::DeviceHttpPassword, sealed) {
                 Ok(p) => Some(p),

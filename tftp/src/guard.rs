@@ -14,8 +14,8 @@
 //! in its /64 at will, so anything finer would let it reset its own count.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dialtone_sync::{Family, Phone};
@@ -44,6 +44,10 @@ pub struct GuardOptions {
     pub known_ttl: Duration,
     /// Phones whose sources are remembered at once.
     pub known_phones: usize,
+    /// Wrong credential answers one phone may get, within `ban` of the
+    /// first, from sources it has not fetched its files from; past it,
+    /// only its known sources may try its credentials until then.
+    pub phone_failures: u32,
 }
 
 impl Default for GuardOptions {
@@ -55,6 +59,10 @@ impl Default for GuardOptions {
             max_sources: 100_000,
             known_ttl: Duration::from_secs(30 * 86_400),
             known_phones: 200_000,
+            // Above what one source makes in a ban's length unbanned
+            // (30 at once, then 10 a minute for 10 minutes): closing a
+            // phone takes guesses from several sources.
+            phone_failures: 200,
         }
     }
 }
@@ -87,6 +95,12 @@ pub struct Guard {
     /// source passes its ban for that phone's files, so without this a
     /// banned source could go on guessing the phone's password for ever.
     failed_while_banned: Cache<(IpAddr, dialtone_sync::Id), ()>,
+    /// Wrong credential answers each phone got from sources it does not
+    /// know, counted from the first for `ban`. Bans are per source, so a
+    /// guesser spread over many addresses (an IPv6 /48 is 65,536 sources)
+    /// would otherwise get a ban's allowance of guesses from each.
+    phone_failures: Cache<dialtone_sync::Id, Arc<AtomicU32>>,
+    phone_failure_limit: AtomicU32,
     known: Known,
 }
 
@@ -101,6 +115,11 @@ impl Guard {
                 .max_capacity(options.max_sources as u64)
                 .time_to_live(options.ban)
                 .build(),
+            phone_failures: Cache::builder()
+                .max_capacity(options.known_phones as u64)
+                .time_to_live(options.ban)
+                .build(),
+            phone_failure_limit: AtomicU32::new(options.phone_failures.max(1)),
             limits: AtomicU64::new(pack(options.burst, options.per_minute)),
             epoch: Instant::now(),
             debts: Mutex::new(Debts::new(options.max_sources)),
@@ -114,6 +133,13 @@ impl Guard {
     pub fn set_limits(&self, burst: u32, per_minute: u32) {
         self.limits
             .store(pack(burst, per_minute), Ordering::Relaxed);
+    }
+
+    /// How many wrong answers from unknown sources close a phone's
+    /// credentials to them, from now on (SIGHUP).
+    pub fn set_phone_failures(&self, limit: u32) {
+        self.phone_failure_limit
+            .store(limit.max(1), Ordering::Relaxed);
     }
 
     /// How long known pairs are remembered, from now on (SIGHUP).
@@ -185,13 +211,41 @@ impl Guard {
         self.bans.entry_count()
     }
 
-    /// A banned `source` failed `phone`'s credentials: no more tries at
-    /// it for the ban's length.
-    pub(crate) fn failed_while_banned(&self, source: IpAddr, phone: dialtone_sync::Id) {
+    /// `source` answered `phone`'s credential challenge wrongly. A banned
+    /// source gets no more tries at it for the ban's length; a source the
+    /// phone has not fetched from counts toward closing the phone's
+    /// credentials to every such source ([`Guard::may_try_credentials`]).
+    pub(crate) fn credentials_failed(&self, source: IpAddr, phone: &Phone) {
         if self.is_banned(source) {
             self.failed_while_banned
-                .insert((source_key(source), phone), ());
+                .insert((source_key(source), phone.id), ());
         }
+        if self.known.knows(source, phone.id) {
+            return;
+        }
+        let failures = self
+            .phone_failures
+            .get_with(phone.id, || Arc::new(AtomicU32::new(0)));
+        let count = failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if count == self.phone_failure_limit.load(Ordering::Relaxed) {
+            metrics::counter!("dialtone_provisioning_credentials_closed_total").increment(1);
+            tracing::warn!(
+                mac = %phone.mac,
+                failures = count,
+                "provisioning: phone's credentials closed to sources it has not fetched from, for at most {}s, after wrong answers from them",
+                self.options.ban.as_secs()
+            );
+        }
+    }
+
+    /// Whether `source` may answer `phone`'s credential challenge: any
+    /// source while the phone's wrong answers from unknown sources are
+    /// under the limit, and after that only a source it fetched from.
+    pub(crate) fn may_try_credentials(&self, source: IpAddr, phone: dialtone_sync::Id) -> bool {
+        let closed = self.phone_failures.get(&phone).is_some_and(|failures| {
+            failures.load(Ordering::Relaxed) >= self.phone_failure_limit.load(Ordering::Relaxed)
+        });
+        !closed || self.known.knows(source, phone)
     }
 
     /// Whether a banned source may still have this file: only a file of a

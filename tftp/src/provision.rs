@@ -352,7 +352,7 @@ impl Provisioner {
                         (request.remote, decision.served.as_ref(), &refused)
                     {
                         if request.auth.is_some_and(|a| a.authorization.is_some()) {
-                            self.guard.failed_while_banned(ip, phone.id);
+                            self.guard.credentials_failed(ip, phone);
                         }
                     }
                     Step::Done(Err(refused))

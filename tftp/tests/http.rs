@@ -437,3 +437,59 @@ async fn a_banned_source_cannot_go_on_guessing_a_known_phones_password() {
     assert_eq!(answer("guess").await, StatusCode::UNAUTHORIZED);
     assert_eq!(answer("hunter2!").await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// Bans are per source, so guesses spread over many sources are counted
+/// per phone too: past the limit, only a source the phone fetched from may
+/// still try its credentials, and everyone else is answered as if wrong.
+#[tokio::test]
+async fn guesses_from_many_sources_close_a_phone_to_new_ones_not_to_its_own() {
+    let f = with_protected_phone().await;
+    // As SIGHUP sets it: a handful, so that no source here is banned.
+    let limit = 5;
+    f.provisioner.guard().set_phone_failures(limit);
+    let office = "198.51.100.30:40000";
+    assert_eq!(
+        answer_challenge(&f, office, "hunter2!").await.0,
+        StatusCode::OK
+    );
+    // One wrong answer from each of several addresses.
+    for n in 0..limit - 1 {
+        let from = format!("203.0.113.{}:5060", n + 1);
+        let (status, body) = answer_challenge(&f, &from, "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    // Under the limit a new source with the password still gets in.
+    let moved = "192.0.2.77:5060";
+    assert_eq!(
+        answer_challenge(&f, moved, "hunter2!").await.0,
+        StatusCode::OK
+    );
+    let last = answer_challenge(&f, "203.0.113.250:5060", "guess").await;
+    assert_eq!(last.0, StatusCode::UNAUTHORIZED);
+    // Closed: a new source is refused even with the right password...
+    let (status, _) = answer_challenge(&f, "192.0.2.78:5060", "hunter2!").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // ...while the phone's own sources still get in.
+    assert_eq!(
+        answer_challenge(&f, office, "hunter2!").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        answer_challenge(&f, moved, "hunter2!").await.0,
+        StatusCode::OK
+    );
+
+    // Wrong answers from sources the phone knows do not count.
+    let other = with_protected_phone().await;
+    other.provisioner.guard().set_phone_failures(limit);
+    assert_eq!(
+        answer_challenge(&other, office, "hunter2!").await.0,
+        StatusCode::OK
+    );
+    for _ in 0..limit * 2 {
+        let status = answer_challenge(&other, office, "guess").await.0;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let newcomer = answer_challenge(&other, "192.0.2.79:5060", "hunter2!").await;
+    assert_eq!(newcomer.0, StatusCode::OK);
+}
