@@ -6,10 +6,12 @@
 //! byte a render produces (output, concatenated or repeated strings, filter
 //! results), checked before large allocations. A loop that runs too long, a
 //! string that doubles and an output that grows all run out of fuel. On top
-//! of that the output is capped in bytes and the render checks a wall-clock
-//! deadline at every write; the render pool (`pool.rs`) enforces the same
-//! deadline on whoever waits, and keeps renders off the TFTP listener and
-//! the async workers.
+//! of that, comparisons of tenant data are charged for every item they
+//! visit, up to as many items as there is fuel (`data.rs`: MiniJinja
+//! charges only the outermost pair), the output is capped in bytes, and
+//! the render checks a wall-clock deadline at every write; the render pool
+//! (`pool.rs`) enforces the same deadline on whoever waits, and keeps
+//! renders off the TFTP listener and the async workers.
 //!
 //! The syntax is the one users wrote for Tera: Jinja's, plus Tera's keyword
 //! forms `range(end=…)`, `default(value=…)` and `throw(message=…)`.
@@ -95,7 +97,7 @@ impl Engine {
             if EXCEEDED.get().is_none() {
                 format_value(out, value, escape, output_bytes)?;
             }
-            if EXCEEDED.get().is_some() {
+            if EXCEEDED.get().is_some() || crate::data::exhausted() {
                 state.consume_fuel(u64::MAX)?;
             }
             Ok(())
@@ -122,6 +124,7 @@ impl Engine {
             .get_template(self.name)
             .map_err(|e| template_error(label, body, &e, None))?;
         EXCEEDED.set(None);
+        crate::data::start(budget.fuel);
         let mut out = Bounded {
             buf: Vec::new(),
             limit: budget.output_bytes,
@@ -132,7 +135,11 @@ impl Engine {
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             template.render_captured_to(context, &mut out).map(|_| ())
         }));
-        let exceeded = EXCEEDED.take().map(|limit| limit.describe(budget));
+        let compared_too_much = crate::data::finish();
+        let exceeded = EXCEEDED
+            .take()
+            .map(|limit| limit.describe(budget))
+            .or_else(|| compared_too_much.then(|| OUT_OF_STEPS.to_string()));
         match rendered {
             Ok(Ok(())) if exceeded.is_none() => Ok(out.buf),
             // Output that ran past its cap with no `{{ }}` after it: the
@@ -366,6 +373,9 @@ fn default(value: Value, fallback: Option<Value>, kwargs: Kwargs) -> Result<Valu
     })
 }
 
+const OUT_OF_STEPS: &str =
+    "the render used up its budget of steps: a loop runs too long or builds too much text";
+
 /// Where MiniJinja says the error is, as a line and a 1-based column;
 /// `exceeded` replaces the engine's message when a limit of ours stopped it.
 fn template_error(
@@ -381,9 +391,7 @@ fn template_error(
     });
     let message = match (exceeded, error.kind()) {
         (Some(limit), _) => limit,
-        (None, ErrorKind::OutOfFuel) => "the render used up its budget of steps: a loop runs \
-             too long or builds too much text"
-            .to_string(),
+        (None, ErrorKind::OutOfFuel) => OUT_OF_STEPS.to_string(),
         (None, kind) => match error.detail() {
             Some(detail) => format!("{kind}: {detail}"),
             None => kind.to_string(),

@@ -62,7 +62,7 @@ struct LineCtx<'a> {
     password: String,
     registrar: &'a str,
     proxy: &'a str,
-    settings: Value,
+    settings: minijinja::Value,
 }
 
 #[derive(Serialize)]
@@ -88,7 +88,7 @@ struct RenderContext<'a> {
     phone: PhoneCtx<'a>,
     lines: Vec<LineCtx<'a>>,
     tenant: TenantCtx<'a>,
-    settings: Map<String, Value>,
+    settings: minijinja::Value,
     server: ServerCtx,
     file: FileCtx<'a>,
 }
@@ -185,7 +185,7 @@ pub fn context(
             password,
             registrar: &line.registrar,
             proxy: line.proxy.as_deref().unwrap_or(""),
-            settings: Value::Object(object(&line.settings)),
+            settings: crate::data::map(&object(&line.settings)),
         });
     }
     let context = RenderContext {
@@ -207,7 +207,7 @@ pub fn context(
             name: subject.tenant.map(|t| &*t.name).unwrap_or(""),
             region: subject.tenant.map(|t| &*t.default_region).unwrap_or(""),
         },
-        settings: merged_settings(subject.tenant, subject.phone),
+        settings: crate::data::map(&merged_settings(subject.tenant, subject.phone)),
         server: ServerCtx {
             base_url: base_url.to_string(),
             directory_url: format!("{base_url}/{mac_text}-directory.xml"),

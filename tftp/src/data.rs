@@ -1,0 +1,249 @@
+//! Tenant JSON (settings, phone variables, line settings) as engine values
+//! whose comparisons are charged to the render.
+//!
+//! MiniJinja charges a comparison of two lists or maps for the items of
+//! the outer pair only. Items that are themselves lists are compared
+//! uncharged, so `{% if a == b %}` on two copies of `[[1, 1, …30,000]]`
+//! costs one step of fuel and 30,000 comparisons; in a loop that was 8 s
+//! of CPU against a 250 ms deadline (the deadline is only seen at a write).
+//! Variables are tenant data (up to 64 KiB), so every list and map built
+//! from them here compares itself, counting each pair of items it visits
+//! against the render's allowance. Once that runs out every comparison
+//! answers at once and the render fails with "used up its budget of steps".
+//!
+//! They behave as the engine's own lists and maps otherwise: same
+//! indexing, iteration, length, printing and order (maps by key).
+
+use std::cell::Cell;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::value::{DynObject, Enumerator, Object, ObjectExt, ObjectRepr};
+use minijinja::Value;
+
+thread_local! {
+    /// Items this thread's render may still visit comparing data; `None`
+    /// outside a render (nothing is counted).
+    static ALLOWANCE: Cell<Option<u64>> = const { Cell::new(None) };
+    static EXHAUSTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Starts counting for a render on this thread.
+pub(crate) fn start(allowance: u64) {
+    ALLOWANCE.set(Some(allowance));
+    EXHAUSTED.set(false);
+}
+
+/// Whether this thread's render ran out of its allowance.
+pub(crate) fn exhausted() -> bool {
+    EXHAUSTED.get()
+}
+
+/// Ends counting; answers whether the render ran out.
+pub(crate) fn finish() -> bool {
+    ALLOWANCE.set(None);
+    EXHAUSTED.replace(false)
+}
+
+/// Charges one pair of items; false once the allowance is gone.
+fn charge() -> bool {
+    match ALLOWANCE.get() {
+        None => true,
+        Some(0) => {
+            EXHAUSTED.set(true);
+            false
+        }
+        Some(left) => {
+            ALLOWANCE.set(Some(left - 1));
+            true
+        }
+    }
+}
+
+/// Converts JSON to engine values.
+pub(crate) fn value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::from(i),
+            (None, Some(u), _) => Value::from(u),
+            (None, None, Some(f)) => Value::from(f),
+            _ => Value::from(n.to_string()),
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            Value::from_object(DataSeq(items.iter().map(value).collect()))
+        }
+        serde_json::Value::Object(map) => Value::from_object(map_of(map)),
+    }
+}
+
+/// A JSON object as a map value (keys sorted, as the engine's own).
+pub(crate) fn map(map: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from_object(map_of(map))
+}
+
+fn map_of(map: &serde_json::Map<String, serde_json::Value>) -> DataMap {
+    DataMap(
+        map.iter()
+            .map(|(k, v)| (Value::from(k.as_str()), value(v)))
+            .collect(),
+    )
+}
+
+/// Compares item by item, charging each pair visited.
+fn compare<'a>(
+    mut a: impl Iterator<Item = (&'a Value, &'a Value)>,
+    mut b: impl Iterator<Item = (&'a Value, &'a Value)>,
+) -> Ordering {
+    loop {
+        if EXHAUSTED.get() {
+            return Ordering::Equal;
+        }
+        match (a.next(), b.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some((ak, av)), Some((bk, bv))) => {
+                if !charge() {
+                    return Ordering::Equal;
+                }
+                let ordering = ak.cmp(bk).then_with(|| av.cmp(bv));
+                if ordering != Ordering::Equal {
+                    return ordering;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DataSeq(Vec<Value>);
+
+impl Object for DataSeq {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_usize()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Seq(self.0.len())
+    }
+
+    fn custom_cmp(self: &Arc<Self>, other: &DynObject) -> Option<Ordering> {
+        let other = other.downcast_ref::<Self>()?;
+        // Positions stand in for keys: equal on both sides by construction.
+        let unit = Value::from(());
+        Some(compare(
+            self.0.iter().map(|v| (&unit, v)),
+            other.0.iter().map(|v| (&unit, v)),
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct DataMap(BTreeMap<Value, Value>);
+
+impl Object for DataMap {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_rev_key_value_enumerator(|this| {
+            Box::new(this.0.iter().map(|(k, v)| (k.clone(), v.clone())))
+        })
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
+    }
+
+    fn custom_cmp(self: &Arc<Self>, other: &DynObject) -> Option<Ordering> {
+        let other = other.downcast_ref::<Self>()?;
+        Some(compare(self.0.iter(), other.0.iter()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use minijinja::value::Serde;
+
+    use crate::engine::{Budget, Engine, Escape};
+
+    fn render(body: &str, context: minijinja::Value, fuel: u64) -> Result<String, String> {
+        let budget = Budget {
+            fuel,
+            ..Budget::default()
+        };
+        let engine = Engine::compile("t", "t", body, Escape::Text, &budget).unwrap();
+        engine
+            .render("t", body, context, &budget)
+            .map(|bytes| String::from_utf8(bytes).unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The same template over the same JSON, as the engine's own values and
+    /// as ours: every use a template makes of data answers alike.
+    #[test]
+    fn data_behaves_as_the_engines_own_values() {
+        let json = serde_json::json!({
+            "v": [[1, 2], [3]], "w": [[1, 2], [3]], "u": [[1, 2], [4]],
+            "m": {"b": 2, "a": [1, {"x": "y"}]},
+            "keys": [{"label": "B", "n": 2}, {"label": "A", "n": 1}, {"label": "A", "n": 1}],
+            "s": "text", "f": 1.5, "big": 18446744073709551615u64, "z": null, "t": true,
+        });
+        let body = "{{ v }}|{{ m }}|{{ v == w }}|{{ v == u }}|{{ v < u }}|{{ u > w }}|\
+            {{ v[0][1] }}|{{ v[-1] }}|{{ v|length }}|{{ m|length }}|{{ keys[0] }}|\
+            {% for k in m %}{{ k }},{% endfor %}|{% for k, x in m|items %}{{ k }}={{ x }};{% endfor %}|\
+            {{ keys|sort(attribute=\"label\")|map(attribute=\"n\")|join(\",\") }}|\
+            {{ [3] in v }}|{{ [4] in v }}|{{ \"a\" in m }}|{{ v|first }}|{{ v|last }}|\
+            {{ m is mapping }}|{{ v is sequence }}|{{ v|string }}|{{ m|string }}|\
+            {{ keys|sort|first }}|{{ keys|unique|list|length }}|{{ v|max }}|{{ v|min }}|\
+            {{ z is none }}|{{ f }}|{{ big }}|{{ t }}|{{ s }}|{{ m.a[1].x }}|{{ v|reverse|list }}|\
+            {{ keys|selectattr(\"n\", \"==\", 1)|list|length }}|{{ m|dictsort }}|{{ v|join(\"-\") }}";
+        let own = render(body, minijinja::Value::from(Serde(&json)), 500_000).unwrap();
+        let ours = render(body, super::value(&json), 500_000).unwrap();
+        assert_eq!(own, ours);
+        assert!(own.contains("|True|False|True|True|2|"), "{own}");
+    }
+
+    /// The engine charges a comparison for its outer pair of items only;
+    /// ours charge every pair they visit, within as many as there is fuel.
+    #[test]
+    fn nested_comparisons_are_charged_for_every_item() {
+        let inner: Vec<u32> = vec![1; 30_000];
+        let json = serde_json::json!({ "v": [inner.clone()], "w": [inner] });
+        let body = "{% if v == w %}same{% endif %}";
+        let own = render(body, minijinja::Value::from(Serde(&json)), 10_000);
+        assert_eq!(
+            own.as_deref(),
+            Ok("same"),
+            "the engine charges nested items now"
+        );
+        let ours = render(body, super::value(&json), 10_000).unwrap_err();
+        assert!(ours.contains("used up its budget of steps"), "{ours}");
+        assert_eq!(
+            render(body, super::value(&json), 100_000).as_deref(),
+            Ok("same")
+        );
+        // A loop of them stops at the allowance, not at the loop's fuel.
+        let looped = "{% for i in range(20000) %}{% if v == w %}{% endif %}{% endfor %}done";
+        let ours = render(looped, super::value(&json), 500_000).unwrap_err();
+        assert!(ours.contains("used up its budget of steps"), "{ours}");
+        // The allowance is per render: the next one starts afresh.
+        assert_eq!(
+            render(body, super::value(&json), 100_000).as_deref(),
+            Ok("same")
+        );
+    }
+}
