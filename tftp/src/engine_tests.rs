@@ -255,3 +255,25 @@ fn each_limit_stops_a_render_by_itself() {
         1_200_000
     );
 }
+
+/// The engine charges nothing for a function's result, so `range()` pays
+/// for the numbers it builds: inside a loop, `range(100000)` built 100,000
+/// numbers a step for one unit of fuel (3 s against a 250 ms budget).
+#[test]
+fn a_range_costs_a_unit_of_fuel_per_number() {
+    let budget = Budget::default();
+    let fuel = |body: &str| {
+        Engine::compile("test/t", "t", body, Escape::Text, &budget)
+            .unwrap()
+            .fuel_used(context())
+            .unwrap()
+    };
+    let small = fuel("{% if range(10)|length %}{% endif %}");
+    let large = fuel("{% if range(100000)|length %}{% endif %}");
+    assert!(large - small >= 99_990, "{small} then {large}");
+    let (_, _, message) = render_error(
+        "{% for i in range(10) %}{% if range(100000)|length %}{% endif %}{% endfor %}",
+        &budget,
+    );
+    assert!(message.contains("budget of steps"), "{message}");
+}
