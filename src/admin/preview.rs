@@ -196,6 +196,7 @@ async fn preview_on_pool(
 }
 
 #[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReachParams {
     /// At most this many phones (1–10,000; default 1,000).

@@ -111,6 +111,18 @@ async fn the_document_covers_every_route_and_resolves() {
                     "{method} {path}: path parameter {name} undeclared"
                 );
             }
+            // And every declared path parameter is in the template: one
+            // that is not (a query struct without `parameter_in = Query`)
+            // makes the document invalid, and clients cannot call it.
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: declares path parameter {name}, not in the path"
+                    );
+                }
+            }
         }
     }
     assert_eq!(
