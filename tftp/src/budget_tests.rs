@@ -111,3 +111,51 @@ fn shipped_templates_render_far_inside_the_default_budget() {
     }
     assert!(checked >= 20, "only {checked} shipped templates found");
 }
+
+/// Settings and variables reach the template as `data.rs` values, so their
+/// nested comparisons are charged through the real context too: the
+/// tenant's settings, the phone's variables and a line's settings.
+#[test]
+fn tenant_data_in_the_context_is_charged_for_nested_comparisons() {
+    let key = SecretKey::parse(&"11".repeat(32)).unwrap();
+    let (mut phone, mut lines, mut tenant) = biggest_phone(&key, Family::Yealink);
+    let nested = serde_json::json!({ "v": [vec![1; 20_000]] }).to_string();
+    tenant.settings = serde_json::json!({ "w": [vec![1; 20_000]] })
+        .to_string()
+        .into();
+    phone.variables = nested.clone().into();
+    let mut line = (*lines[0]).clone();
+    line.settings = nested.into();
+    lines[0] = Arc::new(line);
+    let subject = Subject {
+        mask_secrets: false,
+        family: Family::Yealink,
+        phone: Some(&phone),
+        lines: &lines,
+        tenant: Some(&tenant),
+        model: None,
+        file: "t",
+    };
+    let budget = Budget {
+        fuel: 10_000,
+        ..Budget::default()
+    };
+    for body in [
+        "{% if settings.v == settings.w %}same{% endif %}",
+        "{% if lines[0].settings.v == settings.w %}same{% endif %}",
+    ] {
+        let template = Resolved {
+            origin: Origin::Shipped { generation: 1 },
+            family: Family::Yealink,
+            name: "t",
+            body: body.into(),
+        };
+        let engine = compile(&template, &budget).unwrap();
+        let context = context(&subject, &key, "http://prov.example.net").unwrap();
+        let refused = engine.render("t", body, context, &budget).unwrap_err();
+        assert!(
+            refused.to_string().contains("budget of steps"),
+            "{body}: {refused}"
+        );
+    }
+}
