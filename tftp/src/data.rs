@@ -246,4 +246,32 @@ mod tests {
             Ok("same")
         );
     }
+
+    /// The allowance is each render's own: renders running at once on other
+    /// threads keep theirs while one runs out.
+    #[test]
+    fn one_render_running_out_leaves_the_others_theirs() {
+        let inner: Vec<u32> = vec![1; 30_000];
+        let json = serde_json::json!({ "v": [inner.clone()], "w": [inner] });
+        let looped = "{% for i in range(20000) %}{% if v == w %}{% endif %}{% endfor %}done";
+        let body = "{% if v == w %}same{% endif %}";
+        std::thread::scope(|threads| {
+            for _ in 0..2 {
+                threads.spawn(|| {
+                    for _ in 0..20 {
+                        let refused = render(looped, super::value(&json), 500_000).unwrap_err();
+                        assert!(refused.contains("budget of steps"), "{refused}");
+                    }
+                });
+            }
+            for _ in 0..3 {
+                threads.spawn(|| {
+                    for _ in 0..200 {
+                        let rendered = render(body, super::value(&json), 100_000);
+                        assert_eq!(rendered.as_deref(), Ok("same"));
+                    }
+                });
+            }
+        });
+    }
 }

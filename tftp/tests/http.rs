@@ -493,3 +493,34 @@ async fn guesses_from_many_sources_close_a_phone_to_new_ones_not_to_its_own() {
     let newcomer = answer_challenge(&other, "192.0.2.79:5060", "hunter2!").await;
     assert_eq!(newcomer.0, StatusCode::OK);
 }
+
+/// Wrong answers arriving at once are all counted: none is lost between
+/// the count and the check, and the phone closes at the limit, not later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_answers_at_once_are_all_counted() {
+    let f = std::sync::Arc::new(with_protected_phone().await);
+    let limit = 24;
+    f.provisioner.guard().set_phone_failures(limit);
+    let guesses = (0..limit - 1).map(|n| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let from = format!("203.0.113.{}:5060", n + 1);
+            answer_challenge(&f, &from, "guess").await.0
+        })
+    });
+    for status in futures::future::join_all(guesses).await {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let opened = answer_challenge(&f, "192.0.2.80:5060", "hunter2!").await;
+    assert_eq!(opened.0, StatusCode::OK, "closed before the limit");
+    assert_eq!(
+        answer_challenge(&f, "203.0.113.200:5060", "guess").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let closed = answer_challenge(&f, "192.0.2.81:5060", "hunter2!").await;
+    assert_eq!(
+        closed.0,
+        StatusCode::UNAUTHORIZED,
+        "still open at the limit"
+    );
+}
