@@ -40,6 +40,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Directory sources whose stored settings could not be used.",
     ),
     (
+        "dialtone_lookup_resolutions_refused_total",
+        "Host names of tenants' directory sources not resolved because too many were resolving already, by limit: tenant (names started by that tenant's sources held its share), node (the node's table was full).",
+    ),
+    (
         "dialtone_lookup_source_requests_total",
         "Requests to lookup sources, by source kind and outcome.",
     ),

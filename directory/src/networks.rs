@@ -18,6 +18,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use dialtone_sync::Id;
 use ipnet::IpNet;
 
 /// The operator's allow-list for sources tenants configure.
@@ -28,6 +29,9 @@ pub struct SourceNetworks {
     allowed: Vec<IpNet>,
     /// This node's own listeners: never a source, whatever else is allowed.
     own: Vec<SocketAddr>,
+    /// The tenant whose sources use these networks: the names they resolve
+    /// count against its share of the node's resolutions.
+    tenant: Option<Id>,
 }
 
 impl Default for SourceNetworks {
@@ -36,6 +40,7 @@ impl Default for SourceNetworks {
             public: true,
             allowed: Vec::new(),
             own: Vec::new(),
+            tenant: None,
         }
     }
 }
@@ -70,6 +75,15 @@ impl SourceNetworks {
 
     pub fn shared(self) -> Arc<SourceNetworks> {
         Arc::new(self)
+    }
+
+    /// The same policy for one tenant's sources, whose name resolutions
+    /// then count against that tenant's share ([`MAX_NAMES_PER_TENANT`]).
+    pub fn for_tenant(&self, tenant: Id) -> Arc<SourceNetworks> {
+        Arc::new(SourceNetworks {
+            tenant: Some(tenant),
+            ..self.clone()
+        })
     }
 
     /// Whether a source may connect to `addr`.
@@ -148,7 +162,7 @@ pub async fn resolve(
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => lookup(host, port)
+        Err(_) => lookup(networks.tenant, host, port)
             .await
             .map_err(|e| crate::DirectoryError::Upstream(format!("resolving {host}: {e}")))?,
     };
@@ -161,8 +175,33 @@ pub async fn resolve(
 
 type Resolution = Shared<BoxFuture<'static, Result<Vec<SocketAddr>, String>>>;
 
-/// Names being resolved now, each once: (name, port) to (id, resolution).
-type InFlight = HashMap<(String, u16), (u64, Resolution)>;
+/// Names being resolved now, each once, and how many each tenant started.
+#[derive(Default)]
+struct InFlight {
+    /// (name, port) to (id, the tenant that started it, resolution).
+    names: HashMap<(String, u16), (u64, Option<Id>, Resolution)>,
+    per_tenant: HashMap<Option<Id>, usize>,
+}
+
+impl InFlight {
+    fn finished(&mut self, name: &(String, u16), id: u64) {
+        let Some((entry, tenant, _)) = self.names.get(name) else {
+            return;
+        };
+        if *entry != id {
+            return;
+        }
+        let tenant = *tenant;
+        self.names.remove(name);
+        if let Some(count) = self.per_tenant.get_mut(&tenant) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_tenant.remove(&tenant);
+            }
+        }
+    }
+}
+
 static IN_FLIGHT: LazyLock<Mutex<InFlight>> = LazyLock::new(Mutex::default);
 static RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -170,19 +209,39 @@ static RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 /// at once. Each takes a blocking thread, and a tenant's sources are few.
 const MAX_NAMES_IN_FLIGHT: usize = 256;
 
+/// Names one tenant's sources may have resolving at once. A resolution
+/// cannot be cancelled and outlives the lookup that started it, so a
+/// tenant whose DNS never answers could otherwise fill the node's table by
+/// itself, by renaming a source's host again and again, and every other
+/// tenant's sources would fail to resolve. Above the default quota of
+/// sources, so only names that hang reach it; filling the node's table
+/// takes [`MAX_NAMES_IN_FLIGHT`] / this many tenants at once.
+pub const MAX_NAMES_PER_TENANT: usize = 16;
+
 /// `getaddrinfo` blocks a thread of tokio's blocking pool, which the render
 /// pool needs too, and cannot be cancelled: a tenant's DNS that never
 /// answers would hold a thread per lookup, and a burst of lookups could
 /// fill the pool. So every concurrent lookup of one name waits for one
 /// resolution, run as a task of its own that finishes whoever still waits.
-async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+/// A lookup that joins a resolution another tenant started is not counted
+/// again: the answer is the same whoever asks.
+async fn lookup(tenant: Option<Id>, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     let resolution = {
         let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
         let key = (host.to_string(), port);
-        match in_flight.get(&key) {
-            Some((_, resolution)) => resolution.clone(),
+        match in_flight.names.get(&key) {
+            Some((_, _, resolution)) => resolution.clone(),
             None => {
-                if in_flight.len() >= MAX_NAMES_IN_FLIGHT {
+                if in_flight.per_tenant.get(&tenant).copied().unwrap_or(0) >= MAX_NAMES_PER_TENANT {
+                    metrics::counter!("dialtone_lookup_resolutions_refused_total", "limit" => "tenant")
+                        .increment(1);
+                    return Err(
+                        "too many of this tenant's host names being resolved at once".into(),
+                    );
+                }
+                if in_flight.names.len() >= MAX_NAMES_IN_FLIGHT {
+                    metrics::counter!("dialtone_lookup_resolutions_refused_total", "limit" => "node")
+                        .increment(1);
                     return Err("too many host names being resolved at once".into());
                 }
                 let id = RESOLUTIONS.fetch_add(1, Ordering::Relaxed);
@@ -191,15 +250,11 @@ async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let name = key.clone();
                 tokio::spawn(async move {
-                    let found = tokio::net::lookup_host((name.0.as_str(), name.1))
-                        .await
-                        .map(Iterator::collect)
-                        .map_err(|e| e.to_string());
-                    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
-                    if in_flight.get(&name).is_some_and(|(entry, _)| *entry == id) {
-                        in_flight.remove(&name);
-                    }
-                    drop(in_flight);
+                    let found = resolve_now(&name).await;
+                    IN_FLIGHT
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .finished(&name, id);
                     let _ = tx.send(found);
                 });
                 let resolution = async move {
@@ -208,12 +263,26 @@ async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
                 }
                 .boxed()
                 .shared();
-                in_flight.insert(key, (id, resolution.clone()));
+                in_flight
+                    .names
+                    .insert(key, (id, tenant, resolution.clone()));
+                *in_flight.per_tenant.entry(tenant).or_default() += 1;
                 resolution
             }
         }
     };
     resolution.await
+}
+
+async fn resolve_now((host, port): &(String, u16)) -> Result<Vec<SocketAddr>, String> {
+    #[cfg(test)]
+    if let Some(held) = tests::held(host) {
+        return held.await;
+    }
+    tokio::net::lookup_host((host.as_str(), *port))
+        .await
+        .map(Iterator::collect)
+        .map_err(|e| e.to_string())
 }
 
 /// reqwest's resolver for one source: only addresses the policy allows, on
@@ -235,11 +304,103 @@ impl reqwest::dns::Resolve for PolicyResolver {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Every resolution started, by name and port.
     pub(super) static STARTED: Mutex<Vec<(String, u16)>> = Mutex::new(Vec::new());
+
+    /// Names under `<group>.held.test` stand for a DNS that does not
+    /// answer: they resolve to nothing once their group is released, not
+    /// before. Groups keep tests running in one process apart.
+    static RELEASED: LazyLock<tokio::sync::watch::Sender<Vec<String>>> =
+        LazyLock::new(|| tokio::sync::watch::channel(Vec::new()).0);
+
+    pub(super) fn held(host: &str) -> Option<BoxFuture<'static, Result<Vec<SocketAddr>, String>>> {
+        let group = host
+            .strip_suffix(".held.test")?
+            .rsplit('.')
+            .next()?
+            .to_string();
+        let mut released = RELEASED.subscribe();
+        Some(
+            async move {
+                let _ = released.wait_for(|groups| groups.contains(&group)).await;
+                Err("no answer".to_string())
+            }
+            .boxed(),
+        )
+    }
+
+    pub(crate) fn release_held(group: &str) {
+        RELEASED.send_modify(|groups| groups.push(group.to_string()));
+    }
+
+    pub(crate) fn in_flight_of(tenant: Id) -> usize {
+        let in_flight = IN_FLIGHT.lock().unwrap();
+        in_flight
+            .per_tenant
+            .get(&Some(tenant))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until a lookup of `host` gives up, as a source's timeout would,
+    /// and returns what it got by then (`None`: still resolving).
+    async fn briefly(tenant: Id, host: &str) -> Option<Result<Vec<SocketAddr>, String>> {
+        tokio::time::timeout(Duration::from_millis(20), lookup(Some(tenant), host, 389))
+            .await
+            .ok()
+    }
+
+    /// A tenant whose DNS never answers keeps at most its share of names
+    /// resolving, however many it asks for; another tenant still resolves
+    /// its own names and may share one of the first tenant's; when the
+    /// answers come, the shares are given back.
+    #[tokio::test]
+    async fn a_tenant_with_hanging_names_holds_only_its_share() {
+        // Tenant ids no other test uses: the table is the process's.
+        let (hostile, other) = (1_000_001, 1_000_002);
+        for n in 0..MAX_NAMES_PER_TENANT {
+            assert!(briefly(hostile, &format!("h{n}.share.held.test"))
+                .await
+                .is_none());
+        }
+        assert_eq!(in_flight_of(hostile), MAX_NAMES_PER_TENANT);
+        let refused = briefly(hostile, "one-more.share.held.test").await;
+        assert!(
+            matches!(&refused, Some(Err(e)) if e.contains("this tenant's")),
+            "{refused:?}"
+        );
+        assert_eq!(in_flight_of(hostile), MAX_NAMES_PER_TENANT);
+
+        let own = briefly(other, "localhost").await;
+        assert!(
+            matches!(&own, Some(Ok(addrs)) if !addrs.is_empty()),
+            "{own:?}"
+        );
+        assert!(
+            briefly(other, "h0.share.held.test").await.is_none(),
+            "shares a name in flight"
+        );
+        assert_eq!(
+            in_flight_of(other),
+            0,
+            "a shared name counts once, for whoever started it"
+        );
+
+        release_held("share");
+        for _ in 0..200 {
+            if in_flight_of(hostile) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(in_flight_of(hostile), 0);
+        let again = briefly(hostile, "localhost").await;
+        assert!(matches!(&again, Some(Ok(_))), "{again:?}");
+    }
 
     /// Fifty lookups of one name at once start one resolution, all get its
     /// answer, and nothing is left in flight after.
@@ -247,7 +408,8 @@ mod tests {
     async fn concurrent_lookups_of_one_name_share_one_resolution() {
         // A port no other test asks for.
         let port = 40_000 + (std::process::id() % 20_000) as u16;
-        let answers = futures::future::join_all((0..50).map(|_| lookup("localhost", port))).await;
+        let answers =
+            futures::future::join_all((0..50).map(|_| lookup(None, "localhost", port))).await;
         let started = STARTED.lock().unwrap();
         let ours = started
             .iter()
@@ -261,7 +423,9 @@ mod tests {
                 .any(|a| a.ip().is_loopback() && a.port() == port));
         }
         let in_flight = IN_FLIGHT.lock().unwrap();
-        assert!(!in_flight.contains_key(&("localhost".to_string(), port)));
+        assert!(!in_flight
+            .names
+            .contains_key(&("localhost".to_string(), port)));
     }
 
     fn at(text: &str) -> SocketAddr {

@@ -113,18 +113,19 @@ pub fn build_source(
             })
         }
     };
+    let networks = networks.for_tenant(row.tenant_id);
     let remote = match row.kind {
         SourceKind::Ldap => Remote::Ldap(Box::new(LdapSource::new(
             &row.name,
             LdapSettings::parse(&row.name, &row.settings)?,
             secret,
-            networks.clone(),
+            networks,
         )?)),
         SourceKind::Http => Remote::Http(HttpSource::new(
             &row.name,
             HttpSettings::parse(&row.name, &row.settings)?,
             secret,
-            networks.clone(),
+            networks,
         )?),
     };
     Ok(RemoteSource {
@@ -264,5 +265,58 @@ impl SourceRegistry {
         self.sources_of(state, tenant)
             .into_iter()
             .find(|s| &*s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::networks::tests::{in_flight_of, release_held};
+
+    fn row(tenant_id: Id, kind: SourceKind, settings: serde_json::Value) -> DirectorySource {
+        DirectorySource {
+            id: 1,
+            tenant_id,
+            name: "dir".into(),
+            kind,
+            priority: 10,
+            enabled: true,
+            settings: settings.to_string().into(),
+            secret: None,
+            timeout_ms: 20,
+            updated_at: 0,
+        }
+    }
+
+    /// A source resolves its host as its tenant's: a name that hangs
+    /// counts against that tenant's share and no one else's.
+    #[tokio::test]
+    async fn a_sources_names_count_against_its_own_tenant() {
+        let (tenant, neighbour) = (2_000_001, 2_000_002);
+        let networks = SourceNetworks::default().shared();
+        let breaker = BreakerOptions {
+            threshold: u32::MAX,
+            cooldown: Duration::from_secs(1),
+        };
+        for (kind, settings) in [
+            (
+                SourceKind::Ldap,
+                serde_json::json!({"url": "ldap://dc.scoped.held.test/", "base_dn": "dc=x"}),
+            ),
+            (
+                SourceKind::Http,
+                serde_json::json!({"url": "http://cnam.scoped.held.test/?n={e164}"}),
+            ),
+        ] {
+            let row = row(tenant, kind, settings);
+            let source = build_source(&row, None, breaker, Clock::system(), &networks).unwrap();
+            let answer = source
+                .lookup("+15550100001", Duration::from_millis(20))
+                .await;
+            assert!(answer.is_err(), "{answer:?}");
+        }
+        assert_eq!(in_flight_of(tenant), 2);
+        assert_eq!(in_flight_of(neighbour), 0);
+        release_held("scoped");
     }
 }
