@@ -138,7 +138,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, operation_id = "audit_history", path = "/v1/phones/{mac}/history", tag = "phones",
-    params(("mac" = String, Path, example = "0015654aa937"), HistoryParams),
+    params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937"), HistoryParams),
     responses((status = 200, body = Vec<BootView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn history(

@@ -112,7 +112,7 @@ fn find_entry(
 }
 
 #[utoipa::path(get, operation_id = "directory_list_entries", path = "/v1/tenants/{slug}/directory", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), EntryQuery),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), EntryQuery),
     responses((status = 200, body = EntryList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_entries(
@@ -222,7 +222,7 @@ fn entry_input(
 }
 
 #[utoipa::path(post, operation_id = "directory_create_entry", path = "/v1/tenants/{slug}/directory", tag = "directory",
-    params(("slug" = String, Path, example = "demo")), request_body = EntryBody,
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")), request_body = EntryBody,
     responses((status = 201, body = EntryView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_entry(
@@ -267,7 +267,7 @@ pub async fn create_entry(
 }
 
 #[utoipa::path(get, operation_id = "directory_show_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1")),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1")),
     responses((status = 200, body = EntryView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show_entry(
@@ -282,7 +282,7 @@ pub async fn show_entry(
 }
 
 #[utoipa::path(put, operation_id = "directory_update_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1"), ("If-Match" = Option<String>, Header)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1"), ("If-Match" = Option<String>, Header)),
     request_body = EntryBody,
     responses((status = 200, body = EntryView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -329,7 +329,7 @@ pub async fn update_entry(
 }
 
 #[utoipa::path(delete, operation_id = "directory_remove_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("external_id" = String, Path, example = "d1"), ("If-Match" = Option<String>, Header)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1"), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_entry(

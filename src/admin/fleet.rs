@@ -131,7 +131,7 @@ fn failure(outcome: &str) -> Option<(&'static str, String)> {
 }
 
 #[utoipa::path(get, operation_id = "tenants_fleet", path = "/v1/tenants/{slug}/fleet", tag = "tenants",
-    params(("slug" = String, Path, example = "acme"), FleetParams),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "acme"), FleetParams),
     responses((status = 200, body = FleetView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn fleet(

@@ -325,7 +325,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, operation_id = "phones_show", path = "/v1/phones/{mac}", tag = "phones",
-    params(("mac" = String, Path, example = "0015654aa937")),
+    params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -564,7 +564,7 @@ pub(crate) async fn create_phone(
 }
 
 #[utoipa::path(put, operation_id = "phones_update", path = "/v1/phones/{mac}", tag = "phones", request_body = PhoneBody,
-    params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
+    params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = PhoneView), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -626,7 +626,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, operation_id = "phones_remove", path = "/v1/phones/{mac}", tag = "phones",
-    params(("mac" = String, Path, example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
+    params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937"), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -155,7 +155,7 @@ pub async fn preview(
     .into_response())
 }
 
-#[utoipa::path(get, operation_id = "templates_phone_files", path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path, example = "0015654aa937")),
+#[utoipa::path(get, operation_id = "templates_phone_files", path = "/v1/phones/{mac}/files", tag = "phones", params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn phone_files(
@@ -220,7 +220,7 @@ pub struct ReachView {
 /// The phones a stored template reaches now: the ones a change to it
 /// changes, and the ones "resync affected phones" tells.
 #[utoipa::path(get, operation_id = "templates_phones", path = "/v1/templates/{id}/phones", tag = "templates",
-    params(("id" = i64, Path), ReachParams),
+    params(("id" = i64, Path, minimum = 1), ReachParams),
     responses((status = 200, body = ReachView), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn template_phones(

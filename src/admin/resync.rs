@@ -130,7 +130,7 @@ const DEFERRED: &str =
     "not queued: the tenant's resync queue is full; ask again once these are sent";
 
 #[utoipa::path(post, operation_id = "resync_phone", path = "/v1/phones/{mac}/resync", tag = "resync",
-    params(("mac" = String, Path, example = "0015654aa937")),
+    params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 202, body = ResyncOne), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -172,7 +172,7 @@ pub async fn resync_phone(
 }
 
 #[utoipa::path(post, operation_id = "resync_tenant", path = "/v1/tenants/{slug}/resync", tag = "resync",
-    params(("slug" = String, Path)), request_body(content = Option<TenantResyncBody>),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")), request_body(content = Option<TenantResyncBody>),
     responses((status = 202, body = ResyncMany), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -117,7 +117,7 @@ fn find_source(
 }
 
 #[utoipa::path(get, operation_id = "directory_list_sources", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path, example = "demo")),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")),
     responses((status = 200, body = Vec<SourceView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_sources(
@@ -188,7 +188,7 @@ fn source_input(
 }
 
 #[utoipa::path(post, operation_id = "directory_create_source", path = "/v1/tenants/{slug}/directory-sources", tag = "directory",
-    params(("slug" = String, Path, example = "demo")), request_body = SourceBody,
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")), request_body = SourceBody,
     responses((status = 201, body = SourceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_source(
@@ -235,7 +235,7 @@ pub async fn create_source(
 }
 
 #[utoipa::path(get, operation_id = "directory_show_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64)),
     responses((status = 200, body = SourceView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show_source(
@@ -250,7 +250,7 @@ pub async fn show_source(
 }
 
 #[utoipa::path(put, operation_id = "directory_update_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64), ("If-Match" = Option<String>, Header)),
     request_body = SourceBody,
     responses((status = 200, body = SourceView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -296,7 +296,7 @@ pub async fn update_source(
 }
 
 #[utoipa::path(delete, operation_id = "directory_remove_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_source(
@@ -337,7 +337,7 @@ fn millis(started: Instant) -> f64 {
 }
 
 #[utoipa::path(post, operation_id = "directory_test_source", path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
-    params(("slug" = String, Path, example = "demo"), ("name" = String, Path)), request_body = SourceTestRequest,
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64)), request_body = SourceTestRequest,
     responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]

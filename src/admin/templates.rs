@@ -464,7 +464,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
-#[utoipa::path(get, operation_id = "templates_show", path = "/v1/templates/{id}", tag = "templates", params(("id" = i64, Path, example = 1)),
+#[utoipa::path(get, operation_id = "templates_show", path = "/v1/templates/{id}", tag = "templates", params(("id" = i64, Path, minimum = 1, example = 1)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -535,7 +535,7 @@ pub(crate) async fn save_body(
 }
 
 #[utoipa::path(put, operation_id = "templates_update", path = "/v1/templates/{id}", tag = "templates", request_body = TemplateUpdate,
-    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
+    params(("id" = i64, Path, minimum = 1, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -560,7 +560,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, operation_id = "templates_remove", path = "/v1/templates/{id}", tag = "templates",
-    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
+    params(("id" = i64, Path, minimum = 1, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(

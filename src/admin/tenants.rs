@@ -185,7 +185,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, operation_id = "tenants_show", path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path, example = "demo")),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")),
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -204,7 +204,7 @@ pub async fn show(
 }
 
 #[utoipa::path(put, operation_id = "tenants_update", path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path, example = "demo"), ("If-Match" = Option<String>, Header)),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("If-Match" = Option<String>, Header)),
     request_body = TenantUpdate,
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -270,7 +270,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, operation_id = "tenants_remove", path = "/v1/tenants/{slug}", tag = "tenants",
-    params(("slug" = String, Path, example = "demo"), ("If-Match" = Option<String>, Header), DeleteQuery),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("If-Match" = Option<String>, Header), DeleteQuery),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]

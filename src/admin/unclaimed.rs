@@ -104,7 +104,7 @@ fn list(devices: Vec<UnclaimedDevice>) -> Response {
 }
 
 #[utoipa::path(get, operation_id = "unclaimed_list", path = "/v1/tenants/{slug}/unclaimed", tag = "unclaimed",
-    params(("slug" = String, Path, example = "demo")),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")),
     responses((status = 200, body = UnclaimedList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn tenant_list(
@@ -174,7 +174,7 @@ pub async fn counts(
 
 #[utoipa::path(post, operation_id = "unclaimed_claim", path = "/v1/tenants/{slug}/unclaimed/{mac}/claim",
     tag = "unclaimed", request_body = ClaimBody,
-    params(("slug" = String, Path, example = "demo"), ("mac" = String, Path, example = "0015654aa937")),
+    params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 201, body = super::phones::PhoneView), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]

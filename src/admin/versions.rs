@@ -58,7 +58,7 @@ fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionV
     }
 }
 
-#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, example = 1)),
+#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, minimum = 1, example = 1)),
     responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn versions(
@@ -77,7 +77,7 @@ pub async fn versions(
 }
 
 #[utoipa::path(get, operation_id = "templates_version", path = "/v1/templates/{id}/versions/{version}", tag = "templates",
-    params(("id" = i64, Path, example = 1), ("version" = i64, Path, example = 1)),
+    params(("id" = i64, Path, minimum = 1, example = 1), ("version" = i64, Path, minimum = 1, example = 1)),
     responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn version(
@@ -113,7 +113,7 @@ pub(crate) fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str)
 }
 
 #[utoipa::path(get, operation_id = "templates_diff", path = "/v1/templates/{id}/diff", tag = "templates",
-    params(("id" = i64, Path, example = 1), DiffQuery),
+    params(("id" = i64, Path, minimum = 1, example = 1), DiffQuery),
     responses((status = 200, body = DiffView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn diff(
@@ -149,7 +149,7 @@ pub async fn diff(
 }
 
 #[utoipa::path(post, operation_id = "templates_rollback", path = "/v1/templates/{id}/rollback", tag = "templates", request_body = Rollback,
-    params(("id" = i64, Path, example = 1), ("If-Match" = Option<String>, Header)),
+    params(("id" = i64, Path, minimum = 1, example = 1), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]

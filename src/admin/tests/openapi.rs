@@ -111,6 +111,11 @@ async fn the_document_covers_every_route_and_resolves() {
                     "{method} {path}: path parameter {name} undeclared"
                 );
             }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    path_parameter_agrees_with_the_server(&format!("{method} {path}"), p);
+                }
+            }
             // And every declared path parameter is in the template: one
             // that is not (a query struct without `parameter_in = Query`)
             // makes the document invalid, and clients cannot call it.
@@ -258,4 +263,55 @@ async fn the_admin_page_forbids_inline_script() {
     );
     let redirect = h.call(None, Method::GET, "/ui", None, &[]).await;
     assert_eq!(redirect.status, StatusCode::PERMANENT_REDIRECT);
+}
+
+/// A path parameter's declared format accepts every value the server
+/// does (a client that checks the document never refuses a good value),
+/// and a slug's is exactly the server's rule; ids start at 1. A route that
+/// leaves the format out fails here too.
+fn path_parameter_agrees_with_the_server(op: &str, parameter: &Value) {
+    let schema = &parameter["schema"];
+    let pattern = || {
+        let text = schema["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{op}: {} has no pattern", parameter["name"]));
+        regex::Regex::new(text).unwrap()
+    };
+    match parameter["name"].as_str().unwrap_or_default() {
+        "slug" => {
+            let pattern = pattern();
+            let long = "a".repeat(63);
+            let too_long = "a".repeat(64);
+            for sample in [
+                "demo", "a", "0", "a-", "a-b-9", &long, &too_long, "-a", "A", "a_b", "a b", "é", "",
+            ] {
+                assert_eq!(
+                    pattern.is_match(sample),
+                    crate::admin::tenants::check_slug(sample).is_ok(),
+                    "{op}: slug {sample:?}"
+                );
+            }
+        }
+        "mac" => {
+            let pattern = pattern();
+            for sample in [
+                "0015654aa937",
+                "00:15:65:4A:A9:37",
+                "00-15-65-4a-a9-37",
+                "0015.654a.a937",
+                "0015654aa93",
+                "0015654aa9377",
+                "zz15654aa937",
+                "../../etc/passwd",
+            ] {
+                if sample.parse::<dialtone_sync::Mac>().is_ok() {
+                    assert!(pattern.is_match(sample), "{op}: MAC {sample:?}");
+                }
+            }
+            assert!(!pattern.is_match("../../etc/passwd"), "{op}");
+        }
+        "id" | "version" => assert_eq!(schema["minimum"], 1, "{op}: {}", parameter["name"]),
+        "name" => assert_eq!(schema["maxLength"], 64, "{op}: name"),
+        _ => {}
+    }
 }
