@@ -331,6 +331,14 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         "dialtone_store_large_reads_total",
         &[("read", "import"), ("connections", "no_connection")],
     ),
+    (
+        "dialtone_lookup_resolutions_refused_total",
+        &[("limit", "tenant")],
+    ),
+    (
+        "dialtone_lookup_resolutions_refused_total",
+        &[("limit", "node")],
+    ),
     ("dialtone_tftp_refused_total", &[("reason", "busy")]),
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),

@@ -266,7 +266,16 @@ async fn lookup(tenant: Option<Id>, host: &str, port: u16) -> Result<Vec<SocketA
                 in_flight
                     .names
                     .insert(key, (id, tenant, resolution.clone()));
-                *in_flight.per_tenant.entry(tenant).or_default() += 1;
+                let held = in_flight.per_tenant.entry(tenant).or_default();
+                *held += 1;
+                if *held == MAX_NAMES_PER_TENANT {
+                    // Once per filling: each takes that many names that hang.
+                    tracing::warn!(
+                        tenant = tenant.unwrap_or_default(),
+                        names = MAX_NAMES_PER_TENANT,
+                        "a tenant's directory sources hold their share of names being resolved; its new names fail until one answers"
+                    );
+                }
                 resolution
             }
         }
