@@ -209,13 +209,21 @@ static RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 /// at once. Each takes a blocking thread, and a tenant's sources are few.
 const MAX_NAMES_IN_FLIGHT: usize = 256;
 
+/// Places past [`MAX_NAMES_IN_FLIGHT`] for tenants with no name resolving:
+/// a tenant whose DNS answers holds none almost always, so it still
+/// resolves while tenants whose names hang fill the table. Using them up
+/// as well takes this many more tenants, each with a name that hangs.
+/// Together with the table, still well inside tokio's 512 blocking threads.
+const RESERVED_NAMES: usize = 64;
+
 /// Names one tenant's sources may have resolving at once. A resolution
 /// cannot be cancelled and outlives the lookup that started it, so a
 /// tenant whose DNS never answers could otherwise fill the node's table by
 /// itself, by renaming a source's host again and again, and every other
 /// tenant's sources would fail to resolve. Above the default quota of
 /// sources, so only names that hang reach it; filling the node's table
-/// takes [`MAX_NAMES_IN_FLIGHT`] / this many tenants at once.
+/// takes [`MAX_NAMES_IN_FLIGHT`] / this many tenants at once, and the
+/// reserve one more tenant for each of its places.
 pub const MAX_NAMES_PER_TENANT: usize = 16;
 
 /// `getaddrinfo` blocks a thread of tokio's blocking pool, which the render
@@ -239,7 +247,13 @@ async fn lookup(tenant: Option<Id>, host: &str, port: u16) -> Result<Vec<SocketA
                         "too many of this tenant's host names being resolved at once".into(),
                     );
                 }
-                if in_flight.names.len() >= MAX_NAMES_IN_FLIGHT {
+                let holds_none = !in_flight.per_tenant.contains_key(&tenant);
+                let room = if holds_none {
+                    MAX_NAMES_IN_FLIGHT + RESERVED_NAMES
+                } else {
+                    MAX_NAMES_IN_FLIGHT
+                };
+                if in_flight.names.len() >= room {
                     metrics::counter!("dialtone_lookup_resolutions_refused_total", "limit" => "node")
                         .increment(1);
                     return Err("too many host names being resolved at once".into());
@@ -346,6 +360,9 @@ pub(crate) mod tests {
         RELEASED.send_modify(|groups| groups.push(group.to_string()));
     }
 
+    /// Tests that fill the process's table take turns.
+    pub(crate) static TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     pub(crate) fn in_flight_of(tenant: Id) -> usize {
         let in_flight = IN_FLIGHT.lock().unwrap();
         in_flight
@@ -363,12 +380,18 @@ pub(crate) mod tests {
             .ok()
     }
 
+    /// Whether a lookup of `host` started resolving (and was left to run).
+    fn started(tenant: Id, host: &str) -> bool {
+        lookup(Some(tenant), host, 389).now_or_never().is_none()
+    }
+
     /// A tenant whose DNS never answers keeps at most its share of names
     /// resolving, however many it asks for; another tenant still resolves
     /// its own names and may share one of the first tenant's; when the
     /// answers come, the shares are given back.
     #[tokio::test]
     async fn a_tenant_with_hanging_names_holds_only_its_share() {
+        let _turn = TABLE.lock().await;
         // Tenant ids no other test uses: the table is the process's.
         let (hostile, other) = (1_000_001, 1_000_002);
         for n in 0..MAX_NAMES_PER_TENANT {
@@ -483,5 +506,53 @@ pub(crate) mod tests {
             "a wildcard listener's port"
         );
         assert!(SourceNetworks::parse(&["everything"]).is_err());
+    }
+
+    /// Tenants whose names hang fill the node's table; a tenant with no
+    /// name resolving still resolves from the reserve, one already holding
+    /// a name does not, and the reserve is bounded too.
+    #[tokio::test]
+    async fn a_full_table_leaves_room_for_tenants_with_nothing_resolving() {
+        let _turn = TABLE.lock().await;
+        let first = 3_000_000;
+        let mut tenant = first;
+        let mut n = 0;
+        while IN_FLIGHT.lock().unwrap().names.len() < MAX_NAMES_IN_FLIGHT {
+            if in_flight_of(tenant) == MAX_NAMES_PER_TENANT {
+                tenant += 1;
+            }
+            assert!(started(tenant, &format!("f{n}.full.held.test")));
+            n += 1;
+        }
+        let holding_one = 3_100_000;
+        let reserved = briefly(holding_one, "r0.full.held.test").await;
+        assert!(
+            reserved.is_none(),
+            "a tenant holding none gets a reserved place: {reserved:?}"
+        );
+        let refused = briefly(holding_one, "r1.full.held.test").await;
+        assert!(
+            matches!(&refused, Some(Err(e)) if e == "too many host names being resolved at once"),
+            "{refused:?}"
+        );
+        let healthy = briefly(3_100_001, "localhost").await;
+        assert!(matches!(&healthy, Some(Ok(_))), "{healthy:?}");
+
+        let mut tenant = 3_200_000;
+        while IN_FLIGHT.lock().unwrap().names.len() < MAX_NAMES_IN_FLIGHT + RESERVED_NAMES {
+            assert!(started(tenant, &format!("t{tenant}.full.held.test")));
+            tenant += 1;
+        }
+        let none_left = briefly(tenant, "last.full.held.test").await;
+        assert!(matches!(&none_left, Some(Err(_))), "{none_left:?}");
+
+        release_held("full");
+        for _ in 0..200 {
+            if IN_FLIGHT.lock().unwrap().names.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(in_flight_of(first) == 0 && in_flight_of(holding_one) == 0);
     }
 }

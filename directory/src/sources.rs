@@ -292,6 +292,7 @@ mod tests {
     /// counts against that tenant's share and no one else's.
     #[tokio::test]
     async fn a_sources_names_count_against_its_own_tenant() {
+        let _turn = crate::networks::tests::TABLE.lock().await;
         let (tenant, neighbour) = (2_000_001, 2_000_002);
         let networks = SourceNetworks::default().shared();
         let breaker = BreakerOptions {
