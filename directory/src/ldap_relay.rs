@@ -81,24 +81,24 @@ where
                 if buf.len() - whole < len {
                     break;
                 }
-                lock(searches).request(&buf[whole..whole + len]);
+                lock(searches).request(&buf[whole..whole + len])?;
                 whole += len;
             }
             if whole > 0 {
                 if server_tx.write_all(&buf[..whole]).await.is_err() {
-                    return;
+                    return Ok(());
                 }
                 buf.drain(..whole);
             }
             if message_len(&buf).is_err() {
                 // Never from ldap3; passed on untracked rather than held.
                 if server_tx.write_all(&buf).await.is_err() {
-                    return;
+                    return Ok(());
                 }
                 buf.clear();
             }
             match ldap3_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return Ok(()),
                 Ok(_) => {}
             }
         }
@@ -152,7 +152,7 @@ where
         }
     };
     tokio::select! {
-        _ = requests => Ok(()),
+        closed = requests => closed,
         closed = replies => closed,
     }
 }

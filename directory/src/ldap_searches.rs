@@ -10,7 +10,7 @@
 //! silently, so past its (generous) bounds the relay closes the
 //! connection, and the sync fails and keeps the mirror it had.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What one search may pass on: entries (references count as entries)
 /// and their bytes, messages whole; and what happens to more.
@@ -43,14 +43,28 @@ struct Seen {
 pub(crate) const MAX_COUNTED_SEARCHES: usize = 1024;
 
 const SEARCH_REQUEST: u8 = 0x63;
+#[cfg(test)]
 const SEARCH_ENTRY: u8 = 0x64;
+#[cfg(test)]
 const SEARCH_DONE: u8 = 0x65;
-const SEARCH_REFERENCE: u8 = 0x73;
 const ABANDON_REQUEST: u8 = 0x50;
+
+/// Operation numbers (the tag's low five bits, whatever its class: that is
+/// how ldap3 tells them apart) of what may answer a search: an entry, an
+/// intermediate response, a reference, and the result.
+const ENTRY: u8 = 4;
+const DONE: u8 = 5;
+const REFERENCE: u8 = 19;
+const INTERMEDIATE: u8 = 25;
 
 /// The relay's count of the searches on one connection.
 pub(crate) struct Searches {
     bounds: SearchBounds,
+    /// Ids ldap3 sent a search under that have not had their result (nor
+    /// an abandon): the only ids a search's replies may carry. ldap3
+    /// panics on any other reply to a search, and reads a search's reply
+    /// to anything else as a result, with `expect`s.
+    open: HashSet<u32>,
     seen: HashMap<u32, Seen>,
     pub dropped: u64,
 }
@@ -59,6 +73,7 @@ impl Searches {
     pub fn new(bounds: SearchBounds) -> Searches {
         Searches {
             bounds,
+            open: HashSet::new(),
             seen: HashMap::new(),
             dropped: 0,
         }
@@ -66,30 +81,50 @@ impl Searches {
 
     /// A request ldap3 sends: a new search starts its count afresh (ids
     /// are not reused while one runs, but are after), an abandoned one is
-    /// forgotten, as the server sends it nothing more.
-    pub fn request(&mut self, message: &[u8]) {
-        match id_and_op(message) {
-            Some((id, SEARCH_REQUEST, _)) => {
-                self.seen.remove(&id);
+    /// forgotten, as the server sends it nothing more. An error when more
+    /// searches are open than ldap3 runs at once on a connection: a server
+    /// that finishes none of them (a lookup past its deadline drops its
+    /// search without abandoning it) gets a new connection.
+    pub fn request(&mut self, message: &[u8]) -> Result<(), &'static str> {
+        let Some((id, op, content)) = id_and_op(message) else {
+            return Ok(());
+        };
+        self.seen.remove(&id);
+        self.open.remove(&id);
+        match op {
+            SEARCH_REQUEST => {
+                if self.open.len() >= MAX_COUNTED_SEARCHES {
+                    return Err("more searches left unfinished than this node keeps open");
+                }
+                self.open.insert(id);
             }
-            Some((_, ABANDON_REQUEST, content)) => {
+            ABANDON_REQUEST => {
                 if let Some(abandoned) = integer(content) {
                     self.seen.remove(&abandoned);
+                    self.open.remove(&abandoned);
                 }
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Whether a reply (one whole, checked message) goes on to ldap3; an
     /// error when the server answers more searches at once than ldap3
     /// could have asked.
     pub fn pass(&mut self, message: &[u8]) -> Result<bool, &'static str> {
-        let Some((id, op, _)) = id_and_op(message) else {
+        let Some((id, op, content)) = id_and_op(message) else {
             return Ok(true);
         };
-        match op {
-            SEARCH_ENTRY | SEARCH_REFERENCE => {
+        let number = op & 0x1f;
+        if !self.open.contains(&id) {
+            if matches!(number, ENTRY | REFERENCE | INTERMEDIATE) {
+                return Err("search results under an id no search is open for");
+            }
+            return readable_result(op, content).map(|()| true);
+        }
+        match number {
+            ENTRY | REFERENCE | INTERMEDIATE => {
                 if !self.seen.contains_key(&id) && self.seen.len() >= MAX_COUNTED_SEARCHES {
                     return Err("results for more searches at once than were asked");
                 }
@@ -103,12 +138,69 @@ impl Searches {
                 self.dropped += u64::from(!within);
                 Ok(within)
             }
-            SEARCH_DONE => {
+            DONE => {
+                readable_result(op, content)?;
                 self.seen.remove(&id);
+                self.open.remove(&id);
                 Ok(true)
             }
-            _ => Ok(true),
+            _ => Err("a search answered with another operation's reply"),
         }
+    }
+}
+
+/// An operation holding an LDAPResult, in the form ldap3 takes apart with
+/// `expect`s (where it would panic on anything else): constructed, an
+/// ENUMERATED result code of one to four octets, the matched DN and the diagnostic message as
+/// primitive UTF-8, then any parts it reads by number: referrals (3) a
+/// constructed list of primitive UTF-8, SASL credentials (7) and an
+/// extended response's value (11) primitive, its name (10) primitive UTF-8.
+fn readable_result(op: u8, content: &[u8]) -> Result<(), &'static str> {
+    use crate::ldap_wire::{element, Element};
+    let unreadable = Err("a result ldap3 cannot read");
+    let text = |e: &Element| e.tag & 0x20 == 0 && std::str::from_utf8(e.content).is_ok();
+    if op & 0x20 == 0 {
+        return unreadable;
+    }
+    let Some((code, rest)) = element(content) else {
+        return unreadable;
+    };
+    let Some((matched, rest)) = element(rest) else {
+        return unreadable;
+    };
+    let Some((message, mut rest)) = element(rest) else {
+        return unreadable;
+    };
+    // BER gives an ENUMERATED one to four octets here (result codes are
+    // small); ldap3 would read none as success.
+    let code_fits = (1..=4).contains(&code.content.len());
+    if code.tag != 0x0a || !code_fits || !text(&matched) || !text(&message) {
+        return unreadable;
+    }
+    while let Some((part, after)) = element(rest) {
+        rest = after;
+        let readable = match part.tag & 0x1f {
+            3 => {
+                let mut uris = part.content;
+                let mut all_text = part.tag & 0x20 != 0;
+                while let Some((uri, after)) = element(uris) {
+                    all_text &= text(&uri);
+                    uris = after;
+                }
+                all_text && uris.is_empty()
+            }
+            7 | 11 => part.tag & 0x20 == 0,
+            10 => text(&part),
+            _ => true,
+        };
+        if !readable {
+            return unreadable;
+        }
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        unreadable
     }
 }
 
@@ -148,18 +240,35 @@ mod tests {
         message(id, SEARCH_ENTRY, &[0x04, 0x01, b'x', 0x30, 0x00])
     }
 
+    const RESULT: [u8; 7] = [0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+
     fn done(id: u8) -> Vec<u8> {
-        message(id, SEARCH_DONE, &[0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00])
+        message(id, SEARCH_DONE, &RESULT)
     }
+
+    fn searching(bounds: SearchBounds, ids: &[u8]) -> Searches {
+        let mut searches = Searches::new(bounds);
+        for id in ids {
+            searches
+                .request(&message(*id, SEARCH_REQUEST, &[]))
+                .unwrap();
+        }
+        searches
+    }
+
+    const ROOMY: SearchBounds = SearchBounds {
+        entries: 1000,
+        bytes: 1 << 20,
+        past: Past::Drop,
+    };
 
     #[test]
     fn a_search_passes_its_bound_of_entries_and_its_result() {
-        let mut searches = Searches::new(SearchBounds {
+        let bounds = SearchBounds {
             entries: 3,
-            bytes: 1 << 20,
-            past: Past::Drop,
-        });
-        searches.request(&message(7, SEARCH_REQUEST, &[]));
+            ..ROOMY
+        };
+        let mut searches = searching(bounds, &[7, 8]);
         let passed: Vec<bool> = (0..10).map(|_| searches.pass(&entry(7)).unwrap()).collect();
         assert_eq!(passed.iter().filter(|p| **p).count(), 3);
         assert!(passed[..3].iter().all(|p| *p), "the first ones pass");
@@ -168,64 +277,127 @@ mod tests {
         assert!(searches.pass(&entry(8)).unwrap());
         assert!(searches.pass(&done(7)).unwrap());
         // The id comes back for a new search, counted afresh.
-        searches.request(&message(7, SEARCH_REQUEST, &[]));
+        searches.request(&message(7, SEARCH_REQUEST, &[])).unwrap();
         assert!(searches.pass(&entry(7)).unwrap());
     }
 
     #[test]
     fn bytes_bound_a_search_as_entries_do() {
         let one = entry(3).len();
-        let mut searches = Searches::new(SearchBounds {
-            entries: 1000,
+        let bounds = SearchBounds {
             bytes: 2 * one,
-            past: Past::Drop,
-        });
+            ..ROOMY
+        };
+        let mut searches = searching(bounds, &[3]);
         let passed = (0..5).filter(|_| searches.pass(&entry(3)).unwrap()).count();
         assert_eq!(passed, 2);
     }
 
     #[test]
     fn an_abandoned_search_is_forgotten() {
-        let mut searches = Searches::new(SearchBounds {
+        let bounds = SearchBounds {
             entries: 1,
-            bytes: 1 << 20,
-            past: Past::Drop,
-        });
+            ..ROOMY
+        };
+        let mut searches = searching(bounds, &[5]);
         assert!(searches.pass(&entry(5)).unwrap());
         assert!(!searches.pass(&entry(5)).unwrap());
         // Message 9 abandons search 5: [APPLICATION 16], primitive, the id.
-        searches.request(&message(9, ABANDON_REQUEST, &[0x05]));
-        assert!(searches.seen.is_empty());
+        searches
+            .request(&message(9, ABANDON_REQUEST, &[0x05]))
+            .unwrap();
+        assert!(searches.seen.is_empty() && searches.open.is_empty());
+        assert!(searches.pass(&entry(5)).is_err(), "no search is open");
+    }
+
+    /// ldap3 panics on any other reply to a search, and reads a search's
+    /// reply to anything else as a result: neither reaches it.
+    #[test]
+    fn replies_must_match_what_was_asked() {
+        let mut searches = searching(ROOMY, &[2]);
+        for op in [0x61, 0x67, 0x69, 0x6b, 0x6d, 0x6f, 0x78, 0x41, 0x66] {
+            assert!(searches.pass(&message(2, op, &RESULT)).is_err(), "{op:#x}");
+        }
+        // An intermediate response counts as an entry; a reference too.
+        assert!(searches.pass(&message(2, 0x79, &[])).unwrap());
+        assert!(searches
+            .pass(&message(2, 0x73, &[0x04, 0x01, b'u']))
+            .unwrap());
+        assert_eq!(searches.seen[&2].entries, 2);
+        assert!(searches.pass(&done(2)).unwrap());
+        // A bind's (message 1 was no search) or an unsolicited notice's.
+        assert!(searches.pass(&message(1, 0x61, &RESULT)).unwrap());
+        assert!(searches.pass(&message(0, 0x78, &RESULT)).unwrap());
+        for tag in [SEARCH_ENTRY, 0x73, 0x79] {
+            assert!(searches.pass(&message(1, tag, &[])).is_err(), "{tag:#x}");
+        }
     }
 
     #[test]
-    fn results_for_invented_searches_close_the_connection() {
-        let mut searches = Searches::new(SearchBounds {
-            entries: 10,
-            bytes: 1 << 20,
-            past: Past::Drop,
-        });
+    fn results_are_passed_only_in_the_form_ldap3_reads() {
+        let readable: [&[u8]; 6] = [
+            &RESULT,
+            &[0x0a, 0x02, 0x00, 0x35, 0x04, 0x00, 0x04, 0x00],
+            // Referrals, SASL credentials, an extended name and value, and
+            // a part ldap3 does not read.
+            &[&RESULT[..], &[0xa3, 0x03, 0x04, 0x01, b'u']].concat(),
+            &[&RESULT[..], &[0x87, 0x01, 0xff]].concat(),
+            &[&RESULT[..], &[0x8a, 0x01, b'1', 0x8b, 0x01, 0xff]].concat(),
+            &[&RESULT[..], &[0x30, 0x00]].concat(),
+        ];
+        for content in readable {
+            assert_eq!(readable_result(0x65, content), Ok(()), "{content:02x?}");
+        }
+        let unreadable: [&[u8]; 13] = [
+            &[],
+            &[0x0a, 0x00, 0x04, 0x00, 0x04, 0x00],
+            &[0x0a, 0x05, 0, 0, 0, 0, 0x35, 0x04, 0x00, 0x04, 0x00],
+            &[0x0a, 0x01, 0x00],
+            &[0x0a, 0x01, 0x00, 0x04, 0x00],
+            &[0x02, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00],
+            &[0x0a, 0x01, 0x00, 0x30, 0x00, 0x04, 0x00],
+            &[0x0a, 0x01, 0x00, 0x04, 0x00, 0x30, 0x00],
+            &[0x0a, 0x01, 0x00, 0x04, 0x01, 0xff, 0x04, 0x00],
+            &[&RESULT[..], &[0x83, 0x01, b'u']].concat(),
+            &[&RESULT[..], &[0xa3, 0x03, 0x04, 0x01, 0xff]].concat(),
+            &[&RESULT[..], &[0xa7, 0x00]].concat(),
+            &[&RESULT[..], &[0x8a, 0x01, 0xff]].concat(),
+        ];
+        for content in unreadable {
+            assert!(readable_result(0x65, content).is_err(), "{content:02x?}");
+        }
+        // A primitive operation cannot hold a result.
+        assert!(readable_result(0x45, &RESULT).is_err());
+    }
+
+    #[test]
+    fn more_unfinished_searches_than_ldap3_runs_close_the_connection() {
+        let mut searches = Searches::new(ROOMY);
         let mut refused = None;
-        for id in 0..=MAX_COUNTED_SEARCHES as u32 {
+        for id in 1..=MAX_COUNTED_SEARCHES as u32 + 1 {
             let mut m = vec![0x30, 0x00, 0x02, 0x04];
             m.extend_from_slice(&id.to_be_bytes());
-            m.extend_from_slice(&[SEARCH_ENTRY, 0x03, 0x04, 0x01, b'x']);
+            m.extend_from_slice(&[SEARCH_REQUEST, 0x00]);
             m[1] = (m.len() - 2) as u8;
-            if let Err(why) = searches.pass(&m) {
+            if let Err(why) = searches.request(&m) {
                 refused = Some((id, why));
                 break;
             }
         }
-        assert_eq!(refused.map(|(id, _)| id), Some(MAX_COUNTED_SEARCHES as u32));
+        assert_eq!(
+            refused.map(|(id, _)| id),
+            Some(MAX_COUNTED_SEARCHES as u32 + 1)
+        );
     }
 
     #[test]
     fn a_sync_connection_closes_instead_of_missing_entries() {
-        let mut searches = Searches::new(SearchBounds {
+        let bounds = SearchBounds {
             entries: 2,
-            bytes: 1 << 20,
             past: Past::Close,
-        });
+            ..ROOMY
+        };
+        let mut searches = searching(bounds, &[4]);
         assert!(searches.pass(&entry(4)).unwrap());
         assert!(searches.pass(&entry(4)).unwrap());
         assert!(searches.pass(&entry(4)).is_err());

@@ -48,18 +48,27 @@ async fn hostile_server(
 }
 
 fn source(url: &str) -> LdapSource {
-    let settings = serde_json::json!({
+    source_binding(url, false)
+}
+
+/// A source that binds first (as a service account) when `binds`.
+fn source_binding(url: &str, binds: bool) -> LdapSource {
+    let mut settings = serde_json::json!({
         "url": url,
         "base_dn": "dc=example,dc=com",
         "filter": "(objectClass=person)",
         "number_attributes": ["telephoneNumber"],
         "name_attributes": ["cn"],
     });
+    if binds {
+        settings["bind_dn"] = "cn=dialtone,dc=example,dc=com".into();
+    }
     let settings = LdapSettings::parse("hostile", &settings.to_string()).unwrap();
     let networks = dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
         .unwrap()
         .shared();
-    LdapSource::new("hostile", settings, None, networks).unwrap()
+    let password = binds.then(|| "secret".to_string());
+    LdapSource::new("hostile", settings, password, networks).unwrap()
 }
 
 /// A reply announcing 1 GiB (ldap3 would buffer it all, whatever the
@@ -127,9 +136,20 @@ fn request_id(request: &[u8]) -> Vec<u8> {
 /// Answers the first search on one connection with a searchResultDone of
 /// `rc` whose diagnosticMessage is `text`.
 async fn failing_server(rc: u8, text: &[u8]) -> (String, tokio::task::JoinHandle<()>) {
+    let result = [
+        &[0x0a, 0x01, rc][..],
+        &tagged(0x04, b""),
+        &tagged(0x04, text),
+    ]
+    .concat();
+    replying_server(0x65, result).await
+}
+
+/// Answers the first request on one connection with `content` as the
+/// operation tagged `op`, whatever was asked.
+async fn replying_server(op: u8, content: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ldap://{}/", listener.local_addr().unwrap());
-    let text = text.to_vec();
     let serving = tokio::spawn(async move {
         let Ok(Ok((mut stream, _))) =
             tokio::time::timeout(Duration::from_secs(20), listener.accept()).await
@@ -142,15 +162,9 @@ async fn failing_server(rc: u8, text: &[u8]) -> (String, tokio::task::JoinHandle
         else {
             return;
         };
-        let done = [
-            &[0x0a, 0x01, rc][..],
-            &tagged(0x04, b""),
-            &tagged(0x04, &text),
-        ]
-        .concat();
         let reply = tagged(
             0x30,
-            &[request_id(&request[..n]), tagged(0x65, &done)].concat(),
+            &[request_id(&request[..n]), tagged(op, &content)].concat(),
         );
         let _ = stream.write_all(&reply).await;
         // Held open until the client is done with it.
@@ -184,4 +198,96 @@ async fn a_diagnostic_message_cannot_reach_a_terminal_as_escapes() {
         error.chars().count()
     );
     serving.abort();
+}
+
+/// Every panic anywhere in this process while `run` runs (ldap3's
+/// connection task included), by its message; each is also printed.
+async fn panics_during(run: impl std::future::Future<Output = ()>) -> Vec<String> {
+    let panics = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("{info}");
+        seen.lock().unwrap().push(info.to_string());
+    }));
+    run.await;
+    // Give a panicking connection task the moment it needs to report.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(previous);
+    let panics = panics.lock().unwrap().clone();
+    panics
+}
+
+/// A lookup through a server that answers its first request with
+/// `content` as operation `op`: an error, and no panic on the way.
+async fn refused_without_panic(binds: bool, op: u8, content: Vec<u8>, what: &str) {
+    let (url, serving) = replying_server(op, content).await;
+    let source = source_binding(&url, binds);
+    let panics = panics_during(async {
+        let answer = source.lookup("+15550101234", Duration::from_secs(2)).await;
+        assert!(answer.is_err(), "{what}: {answer:?}");
+    })
+    .await;
+    serving.abort();
+    assert!(panics.is_empty(), "{what}: {panics:#?}");
+}
+
+/// A server that answers a search with another operation's reply (a bind's,
+/// a modify's, an extended one's) gets an error for that lookup. ldap3
+/// panics on such a reply in its connection task; none may reach it.
+#[tokio::test]
+async fn a_reply_of_another_operation_to_a_search_is_an_error_not_a_panic() {
+    let result = [
+        &[0x0a, 0x01, 0x00][..],
+        &tagged(0x04, b""),
+        &tagged(0x04, b""),
+    ]
+    .concat();
+    // bindResponse, modifyResponse, addResponse, delResponse,
+    // modDNResponse, compareResponse, extendedResponse.
+    for op in [0x61, 0x67, 0x69, 0x6b, 0x6d, 0x6f, 0x78] {
+        refused_without_panic(false, op, result.clone(), &format!("op {op:#x}")).await;
+    }
+}
+
+/// Results ldap3 would take apart with `expect`: no parts, a result code
+/// that is not an ENUMERATED of one to four octets, a DN or message that
+/// is not a primitive UTF-8 string or is missing, referrals that are not a
+/// list of them. A search's result fails that lookup, a bind's the
+/// connection; neither panics (a bind's was read, and panicked, on the
+/// lookup's own task).
+#[tokio::test]
+async fn a_malformed_result_is_an_error_not_a_panic() {
+    let enumerated = [0x0a, 0x01, 0x00];
+    let empty = tagged(0x04, b"");
+    let results: Vec<Vec<u8>> = vec![
+        vec![],
+        enumerated.to_vec(),
+        [&enumerated[..], &empty].concat(),
+        [&[0x02, 0x01, 0x00][..], &empty, &empty].concat(),
+        [&enumerated[..], &tagged(0x30, b""), &empty].concat(),
+        [&enumerated[..], &empty, &tagged(0x30, b"")].concat(),
+        [&enumerated[..], &tagged(0x04, &[0xff]), &empty].concat(),
+        [&[0x0a, 0x00][..], &empty, &empty].concat(),
+        [
+            &enumerated[..],
+            &empty,
+            &empty,
+            &tagged(0xa3, &tagged(0x30, b"")),
+        ]
+        .concat(),
+        [
+            &enumerated[..],
+            &empty,
+            &empty,
+            &tagged(0xa3, &tagged(0x04, &[0xff])),
+        ]
+        .concat(),
+        [&enumerated[..], &empty, &empty, &tagged(0x83, b"ldap://x/")].concat(),
+    ];
+    for (n, result) in results.into_iter().enumerate() {
+        refused_without_panic(false, 0x65, result.clone(), &format!("search result {n}")).await;
+        refused_without_panic(true, 0x61, result, &format!("bind result {n}")).await;
+    }
 }
