@@ -10,7 +10,7 @@
 //! silently, so past its (generous) bounds the relay closes the
 //! connection, and the sync fails and keeps the mirror it had.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// What one search may pass on: entries (references count as entries)
 /// and their bytes, messages whole; and what happens to more.
@@ -42,6 +42,9 @@ struct Seen {
 /// inventing them, and the relay closes the connection.
 pub(crate) const MAX_COUNTED_SEARCHES: usize = 1024;
 
+/// Abandoned searches whose late replies are still dropped quietly.
+const RECENTLY_ABANDONED: usize = 64;
+
 const SEARCH_REQUEST: u8 = 0x63;
 #[cfg(test)]
 const SEARCH_ENTRY: u8 = 0x64;
@@ -65,6 +68,10 @@ pub(crate) struct Searches {
     /// panics on any other reply to a search, and reads a search's reply
     /// to anything else as a result, with `expect`s.
     open: HashSet<u32>,
+    /// The last searches ldap3 abandoned: replies already on their way
+    /// when the abandon reached the server are read and dropped (ldap3
+    /// has forgotten the id), not taken as a server inventing searches.
+    abandoned: VecDeque<u32>,
     seen: HashMap<u32, Seen>,
     pub dropped: u64,
 }
@@ -74,6 +81,7 @@ impl Searches {
         Searches {
             bounds,
             open: HashSet::new(),
+            abandoned: VecDeque::new(),
             seen: HashMap::new(),
             dropped: 0,
         }
@@ -91,6 +99,7 @@ impl Searches {
         };
         self.seen.remove(&id);
         self.open.remove(&id);
+        self.abandoned.retain(|a| *a != id);
         match op {
             SEARCH_REQUEST => {
                 if self.open.len() >= MAX_COUNTED_SEARCHES {
@@ -101,7 +110,12 @@ impl Searches {
             ABANDON_REQUEST => {
                 if let Some(abandoned) = integer(content) {
                     self.seen.remove(&abandoned);
-                    self.open.remove(&abandoned);
+                    if self.open.remove(&abandoned) {
+                        if self.abandoned.len() == RECENTLY_ABANDONED {
+                            self.abandoned.pop_front();
+                        }
+                        self.abandoned.push_back(abandoned);
+                    }
                 }
             }
             _ => {}
@@ -117,6 +131,10 @@ impl Searches {
             return Ok(true);
         };
         let number = op & 0x1f;
+        if self.abandoned.contains(&id) && matches!(number, ENTRY | REFERENCE | INTERMEDIATE | DONE)
+        {
+            return Ok(false);
+        }
         if !self.open.contains(&id) {
             if matches!(number, ENTRY | REFERENCE | INTERMEDIATE) {
                 return Err("search results under an id no search is open for");
@@ -230,7 +248,10 @@ mod tests {
     fn message(id: u8, tag: u8, content: &[u8]) -> Vec<u8> {
         let mut op = vec![tag, content.len() as u8];
         op.extend_from_slice(content);
-        let mut m = vec![0x30, (op.len() + 3) as u8, 0x02, 0x01, id];
+        // A positive INTEGER: a leading zero octet from 128 up.
+        let id = if id < 0x80 { vec![id] } else { vec![0, id] };
+        let mut m = vec![0x30, (op.len() + 2 + id.len()) as u8, 0x02, id.len() as u8];
+        m.extend(id);
         m.extend(op);
         m
     }
@@ -307,7 +328,19 @@ mod tests {
             .request(&message(9, ABANDON_REQUEST, &[0x05]))
             .unwrap();
         assert!(searches.seen.is_empty() && searches.open.is_empty());
+        // What was on its way when the abandon reached the server is
+        // dropped, not taken for an invented search.
+        assert!(!searches.pass(&entry(5)).unwrap());
+        assert!(!searches.pass(&done(5)).unwrap());
+        // Long after (many abandons later), it would be invented.
+        for id in 10..10 + RECENTLY_ABANDONED as u8 {
+            searches.request(&message(id, SEARCH_REQUEST, &[])).unwrap();
+            searches
+                .request(&message(id + 100, ABANDON_REQUEST, &[id]))
+                .unwrap();
+        }
         assert!(searches.pass(&entry(5)).is_err(), "no search is open");
+        assert_eq!(searches.abandoned.len(), RECENTLY_ABANDONED);
     }
 
     /// ldap3 panics on any other reply to a search, and reads a search's
