@@ -69,6 +69,7 @@ fn shipped_templates_render_far_inside_the_default_budget() {
     let key = SecretKey::parse(&"11".repeat(32)).unwrap();
     let budget = Budget::default();
     let mut checked = 0;
+    let mut largest_tag = 0;
     for family in Family::ALL.iter().copied() {
         let (phone, lines, tenant) = biggest_phone(&key, family);
         for name in template_names(family) {
@@ -90,6 +91,11 @@ fn shipped_templates_render_far_inside_the_default_budget() {
                 model: None,
                 file: name,
             };
+            crate::engine_check::scan_tags(body, |_, tokens| {
+                largest_tag = largest_tag.max(tokens);
+                Ok(())
+            })
+            .unwrap();
             let engine = compile(&template, &budget).unwrap();
             let context = context(&subject, &key, "http://prov.example.net").unwrap();
             let fuel = engine.fuel_used(context.clone()).unwrap();
@@ -110,6 +116,11 @@ fn shipped_templates_render_far_inside_the_default_budget() {
         }
     }
     assert!(checked >= 20, "only {checked} shipped templates found");
+    eprintln!("largest tag: {largest_tag} tokens");
+    assert!(
+        largest_tag * 4 <= crate::engine_check::MAX_TAG_TOKENS,
+        "a shipped tag holds {largest_tag} tokens, over a quarter of the limit"
+    );
 }
 
 /// Settings and variables reach the template as `data.rs` values, so their

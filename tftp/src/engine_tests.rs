@@ -277,3 +277,47 @@ fn a_range_costs_a_unit_of_fuel_per_number() {
     );
     assert!(message.contains("budget of steps"), "{message}");
 }
+
+/// Every chain a tag can hold (operators, filters, tests, attributes,
+/// subscripts, conditionals, unary minus) past the limit is refused with
+/// its position, before the parser builds it; `1+1+…` with 1,000 links
+/// overflowed a 2 MiB thread's stack and aborted the process. At the limit,
+/// inside the deepest nesting the parser allows, a template compiles and
+/// renders on such a thread, in this (debug) build.
+#[test]
+fn chains_a_tag_holds_are_bounded_and_fit_a_thread_stack() {
+    use crate::engine_check::MAX_TAG_TOKENS;
+    let links = MAX_TAG_TOKENS;
+    let chains = [
+        format!("{{{{ 1{} }}}}", "+1".repeat(links)),
+        format!("{{{{ 'a'{} }}}}", "|lower".repeat(links)),
+        format!("{{{{ phone{} }}}}", ".a".repeat(links)),
+        format!("{{{{ phone{} }}}}", "[0]".repeat(links)),
+        format!("{{{{ 1{} }}}}", " is number".repeat(links)),
+        format!("{{{{ 1{} }}}}", " if true else 1".repeat(links)),
+        format!("{{{{ {}1 }}}}", "-".repeat(links)),
+        format!("{{% if true{} %}}{{% endif %}}", " and true".repeat(links)),
+    ];
+    for body in &chains {
+        let (line, column, message) = render_error(body, &Budget::default());
+        assert_eq!((line, column), (Some(1), Some(1)), "{message}");
+        assert!(message.contains("at most"), "{message}");
+    }
+    // At the limit: 140 statements deep (the parser allows 150 levels), an
+    // expression of as many tokens as a tag may hold.
+    let depth = 140;
+    let chain = format!("1{}", "+1".repeat((MAX_TAG_TOKENS - 1) / 2));
+    let body = format!(
+        "{}{{{{ {chain} }}}}{}",
+        format!("{{% if {chain} %}}").repeat(depth),
+        "{% endif %}".repeat(depth)
+    );
+    let rendered = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || render_with(&body, Escape::Text, &Budget::default()))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rendered, format!("{}", (MAX_TAG_TOKENS - 1) / 2 + 1));
+}
