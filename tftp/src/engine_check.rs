@@ -67,8 +67,8 @@ fn tags_fit(body: &str) -> Result<(), Refused> {
         Err(refuse(
             start,
             format!(
-                "is too long: a tag may hold at most {MAX_TAG_TOKENS} names, values and operators \
-                 (split it into several tags, or move the logic into data)"
+                "this tag is too long: one tag holds at most {MAX_TAG_TOKENS} names, values and \
+                 operators (split it into several tags, or move the logic into data)"
             ),
         ))
     })
