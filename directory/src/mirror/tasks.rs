@@ -28,6 +28,14 @@ const MAX_INCREMENTAL_SYNC: Duration = Duration::from_secs(5 * 60);
 const RETRY: Duration = Duration::from_secs(30);
 /// Running tasks are checked (and dead ones restarted) at least this often.
 const RECONCILE: Duration = Duration::from_secs(30);
+/// A sync starts no sooner after the previous one of its kind than this
+/// many times that one's duration, whatever the source's interval says.
+/// The interval is the tenant's (10 s at least), and a full read of
+/// 96,000 entries took 2.9 s (BENCHMARKS.md, mirrored LDAP sources): at
+/// 10 s a tenant's sources would keep a thread busy for good. Spaced, a
+/// source's syncs take a twentieth of the time at most, and a directory
+/// that takes 3 s to read is read in full at most once a minute.
+const SYNC_SPACING: i64 = 20;
 
 struct Running {
     source: Arc<RemoteSource>,
@@ -42,6 +50,28 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// Whether the next sync is a full one, and when it is due (Unix ms): at
+/// the source's intervals, each spaced from the last sync of its kind by
+/// [`SYNC_SPACING`] times that sync's duration.
+pub(super) fn next_sync(data: &MirrorData, full_every: i64, incremental_every: i64) -> (bool, i64) {
+    let spaced = |every: i64, took: Option<u64>| {
+        every.max((took.unwrap_or(0) as i64).saturating_mul(SYNC_SPACING))
+    };
+    let next_full = data.last_full_sync.map_or(0, |t| {
+        t.saturating_add(spaced(full_every, data.last_full_ms))
+    });
+    let next_incremental = match (&data.watermark, incremental_every) {
+        (Some(_), every) if every > 0 => data.synced_at().map_or(0, |t| {
+            t.saturating_add(spaced(every, data.last_incremental_ms))
+        }),
+        _ => i64::MAX,
+    };
+    (
+        next_full <= next_incremental,
+        next_full.min(next_incremental),
+    )
 }
 
 impl LookupService {
@@ -213,20 +243,11 @@ impl LookupService {
         let mut failures = 0u32;
         let mut failed_at = 0i64;
         loop {
-            let next_full = data.last_full_sync.map_or(0, |t| t + full_every);
-            let next_incremental = match (&data.watermark, incremental_every) {
-                (Some(_), every) if every > 0 => data.synced_at().map_or(0, |t| t + every),
-                _ => i64::MAX,
-            };
-            let full = next_full <= next_incremental;
+            let (full, due) = next_sync(&data, full_every, incremental_every);
             let backoff = (RETRY.as_millis() as i64)
                 .saturating_mul(1 << failures.min(10))
                 .min(full_every);
-            let due = next_full.min(next_incremental).max(if failures > 0 {
-                failed_at + backoff
-            } else {
-                0
-            });
+            let due = due.max(if failures > 0 { failed_at + backoff } else { 0 });
             let wait = Duration::from_millis(due.saturating_sub(now_millis()).max(0) as u64);
             tokio::select! {
                 _ = cancel.cancelled() => return,

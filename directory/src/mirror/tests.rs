@@ -364,3 +364,33 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     assert!(capped.capped);
     assert_eq!(d.entries.len(), 2);
 }
+
+/// A sync waits for its interval, and for twenty times the last one of its
+/// kind took, whichever is later: a tenant's 10 s interval does not make a
+/// 3 s read run every 10 s.
+#[test]
+fn syncs_are_spaced_by_their_own_cost() {
+    use super::tasks::next_sync;
+    let mut data = MirrorData {
+        last_full_sync: Some(1_000_000),
+        last_full_ms: Some(100),
+        ..Default::default()
+    };
+    // Cheap: the interval rules. No watermark: full syncs only.
+    assert_eq!(next_sync(&data, 10_000, 5_000), (true, 1_010_000));
+    // A 3 s full read: next one a minute later, not 10 s.
+    data.last_full_ms = Some(3_000);
+    assert_eq!(next_sync(&data, 10_000, 5_000), (true, 1_060_000));
+    // Incremental syncs are spaced by their own last duration.
+    data.watermark = Some(Watermark::Usn(7));
+    data.last_incremental_sync = Some(1_001_000);
+    data.last_incremental_ms = Some(50);
+    assert_eq!(next_sync(&data, 10_000, 5_000), (false, 1_006_000));
+    data.last_incremental_ms = Some(2_000);
+    assert_eq!(next_sync(&data, 10_000, 5_000), (false, 1_041_000));
+    // An incremental read as slow as a full one waits past the full sync.
+    data.last_incremental_ms = Some(4_000);
+    assert_eq!(next_sync(&data, 10_000, 5_000), (true, 1_060_000));
+    // Never synced: due at once.
+    assert_eq!(next_sync(&MirrorData::default(), 10_000, 5_000), (true, 0));
+}
