@@ -166,6 +166,9 @@ pub(crate) struct Inner {
     /// Keyed by `region NUL number`, so a hit allocates nothing (a region
     /// is an ISO code and never holds a NUL).
     normalized: moka::sync::Cache<String, Arc<str>>,
+    /// Per tenant, when its mirrored sources may start their next sync
+    /// (`mirror/tasks.rs`).
+    pub(crate) sync_gates: crate::mirror::tasks::SyncGates,
 }
 
 #[derive(Default)]
@@ -259,6 +262,7 @@ impl LookupService {
                     .weigher(|key: &String, e164: &Arc<str>| (128 + key.len() + e164.len()) as u32)
                     .max_capacity(NORMALIZED_BYTES)
                     .build(),
+                sync_gates: Default::default(),
                 mirror,
                 options,
                 clock,

@@ -52,6 +52,30 @@ impl Drop for Running {
     }
 }
 
+/// Per tenant, the earliest a sync of any of its mirrored sources may start
+/// (Unix ms). A source's own spacing is lost when its row changes: the new
+/// task starts with an empty mirror and syncs at once. So every sync also
+/// moves its tenant's gate [`SYNC_SPACING`] times its duration on, and a
+/// tenant editing its sources again and again gets no more syncs than one
+/// left alone. One entry per tenant that has mirrored a source here.
+#[derive(Default)]
+pub(crate) struct SyncGates(std::sync::Mutex<HashMap<Id, i64>>);
+
+impl SyncGates {
+    pub(super) fn open_at(&self, tenant: Id) -> i64 {
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.get(&tenant).copied().unwrap_or(0)
+    }
+
+    /// A sync of `tenant`'s that ended at `ended` after `took` ms.
+    pub(super) fn synced(&self, tenant: Id, ended: i64, took: u64) {
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let gate = gates.entry(tenant).or_default();
+        let wait = (took as i64).saturating_mul(SYNC_SPACING - 1);
+        *gate = (*gate).max(ended).saturating_add(wait);
+    }
+}
+
 /// Whether the next sync is a full one, and when it is due (Unix ms): at
 /// the source's intervals, each spaced from the last sync of its kind by
 /// [`SYNC_SPACING`] times that sync's duration.
@@ -244,6 +268,7 @@ impl LookupService {
         let mut failed_at = 0i64;
         loop {
             let (full, due) = next_sync(&data, full_every, incremental_every);
+            let due = due.max(self.inner.sync_gates.open_at(mirror.tenant_id));
             let backoff = (RETRY.as_millis() as i64)
                 .saturating_mul(1 << failures.min(10))
                 .min(full_every);
@@ -252,6 +277,10 @@ impl LookupService {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+            }
+            // Another of the tenant's sources may have synced meanwhile.
+            if self.inner.sync_gates.open_at(mirror.tenant_id) > now_millis() {
+                continue;
             }
             let Some(region) = self.region(mirror.tenant_id) else {
                 return;
@@ -276,6 +305,11 @@ impl LookupService {
             // `/metrics` would show other tenants' directories.
             metrics::histogram!("dialtone_directory_mirror_sync_seconds", "kind" => kind)
                 .record(started.elapsed().as_secs_f64());
+            self.inner.sync_gates.synced(
+                mirror.tenant_id,
+                now_millis(),
+                started.elapsed().as_millis() as u64,
+            );
             match result {
                 Ok(outcome) => {
                     failures = 0;

@@ -394,3 +394,21 @@ fn syncs_are_spaced_by_their_own_cost() {
     // Never synced: due at once.
     assert_eq!(next_sync(&MirrorData::default(), 10_000, 5_000), (true, 0));
 }
+
+/// Every sync of a tenant's, from whichever source, moves the tenant's gate
+/// twenty times its duration on (nineteen after its end): a source whose
+/// row changed starts afresh, but not sooner than that.
+#[test]
+fn a_tenants_syncs_share_one_gate() {
+    let gates = super::tasks::SyncGates::default();
+    assert_eq!(gates.open_at(3), 0);
+    gates.synced(3, 10_000, 100);
+    assert_eq!(gates.open_at(3), 11_900);
+    // Another source of the tenant, ending before the gate: it adds on.
+    gates.synced(3, 11_000, 50);
+    assert_eq!(gates.open_at(3), 12_850);
+    // Long after: counted from its end.
+    gates.synced(3, 100_000, 10);
+    assert_eq!(gates.open_at(3), 100_190);
+    assert_eq!(gates.open_at(4), 0, "another tenant's gate is its own");
+}
