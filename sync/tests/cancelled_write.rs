@@ -39,10 +39,12 @@ async fn a_write_dropped_midway_body(db: TestDb) {
     // Phones and directory entries (both written set-based, as an import's
     // are), then a tail of changes written one by one: the first progress
     // report past the phones comes with the entries written, inside the
-    // transaction, and the tail's statements still to come. Without the
-    // tail the abort could only land on the audit row or the commit, and
-    // on SQLite both can finish before the task yields: the write
-    // committed, then was cancelled.
+    // transaction, and the tail's statements still to come. The write
+    // yields right after each report (`store::progress_point`), so the
+    // abort lands there. Before it did, a statement answered before it was
+    // read did not yield either, and on a busy machine the write could run
+    // through its tail to the COMMIT before the abort took: committed, then
+    // cancelled (in 23 of 150 runs with six busy loops on two cores).
     let mut write = vec![tenant("acme", "US")];
     write.extend((1..=PHONES).map(|n| phone("acme", n, 1)));
     let entry_n = |n: u32| {
@@ -104,21 +106,8 @@ async fn a_write_dropped_midway_body(db: TestDb) {
             .unwrap_or_else(|e| panic!("write {round} after the aborted one failed: {e}"));
     }
 
-    // And no reader, on any pooled connection (sqlx hands idle ones out in
-    // turn), sees any of the aborted write.
-    for _ in 0..2 * StoreOptions::default().max_connections {
-        let data = tokio::time::timeout(PATIENCE, db_rows(&*store))
-            .await
-            .expect("a read after the aborted write hung");
-        let tenants: Vec<&str> = data.tenants.iter().map(|t| &*t.slug).collect();
-        assert_eq!(tenants, ["other"]);
-        assert_eq!((data.phones.len(), data.lines.len()), (3, 3));
-        assert!(
-            data.directory_entries.is_empty(),
-            "{} of the aborted write's entries are visible",
-            data.directory_entries.len()
-        );
-    }
+    // The audit rows tell an aborted write that committed itself (its
+    // "import" row is there) from one committed by a later write.
     let audit_rows = store
         .audit_log(&AuditQuery {
             limit: 100,
@@ -127,5 +116,98 @@ async fn a_write_dropped_midway_body(db: TestDb) {
         .await
         .unwrap();
     let actions: Vec<&str> = audit_rows.iter().map(|r| &*r.action).collect();
+
+    // And no reader, on any pooled connection (sqlx hands idle ones out in
+    // turn), sees any of the aborted write.
+    for _ in 0..2 * StoreOptions::default().max_connections {
+        let data = tokio::time::timeout(PATIENCE, db_rows(&*store))
+            .await
+            .expect("a read after the aborted write hung");
+        let tenants: Vec<&str> = data.tenants.iter().map(|t| &*t.slug).collect();
+        assert_eq!(tenants, ["other"], "audit rows: {actions:?}");
+        assert_eq!((data.phones.len(), data.lines.len()), (3, 3));
+        assert!(
+            data.directory_entries.is_empty(),
+            "{} of the aborted write's entries are visible",
+            data.directory_entries.len()
+        );
+    }
     assert_eq!(actions, ["edit"; 3]);
+}
+
+/// A write cancelled while its `BEGIN` is on the wire (a client gone the
+/// moment it asked) must not leave its connection inside a transaction
+/// block: the pool would hand that connection on, and the next borrower's
+/// statements would run, and hold their locks, inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cancelled_during_begin_leaves_no_open_transaction() {
+    use std::future::Future;
+    use std::task::Context;
+
+    let db = TestDb::postgres().await;
+    let store = db
+        .store_with(&StoreOptions {
+            max_connections: 2,
+            ..StoreOptions::default()
+        })
+        .await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+
+    // Each write is polled a few times, with pauses for the server to
+    // answer: taking a pooled connection costs a round trip of its own (the
+    // pool pings it), so the BEGIN goes out on the first or a later poll.
+    // Then the write is dropped, its BEGIN's answer still unread, and every
+    // connection the pool holds must leave its transaction block once the
+    // pool has taken the dropped one back (the ROLLBACK queued, flushed).
+    let open = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                AND state LIKE 'idle in transaction%'";
+    let mut cancelled = 0;
+    for n in 0..30 {
+        let mutations = [phone("acme", n + 1, 1)];
+        let audit = audit("edit");
+        let mut write = Box::pin(store.apply(&mutations, &audit));
+        let waker = futures::task::noop_waker();
+        let mut pending = true;
+        for _ in 0..=n % 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            pending = write
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending();
+            if !pending {
+                break;
+            }
+        }
+        cancelled += u32::from(pending);
+        drop(write);
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let still_open = scalar(&db, open).await;
+            if still_open == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after write {n}, dropped after {} polls, {still_open} pooled \
+                 connections stay inside a transaction block",
+                n % 3 + 1
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(cancelled > 0, "no write was ever dropped unfinished");
+
+    // And the store goes on: a write and a read on every pooled connection.
+    store
+        .apply(&[phone("acme", 1000, 1)], &audit("edit"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let data = db_rows(&*store).await;
+        assert_eq!(data.tenants.len(), 1);
+    }
 }

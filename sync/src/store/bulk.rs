@@ -222,9 +222,7 @@ macro_rules! bulk_sql {
             }
             report.lines.deleted += gone.len() as u64;
             let staged_lines = (report.lines.inserted + report.lines.updated) as u64;
-            if let Some(progress) = progress {
-                progress(done + n as u64 / 2);
-            }
+            crate::store::progress_point(progress, done + n as u64 / 2).await;
             let writes = staged_phones + staged_lines + gone.len() as u64;
             let compared = started.elapsed();
             tracing::debug!(
@@ -384,9 +382,7 @@ macro_rules! bulk_sql {
                 write_ms = (started.elapsed() - compared).as_millis() as u64,
                 "bulk phone import"
             );
-            if let Some(progress) = progress {
-                progress(done + n as u64);
-            }
+            crate::store::progress_point(progress, done + n as u64).await;
             Ok(())
         }
     };

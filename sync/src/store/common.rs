@@ -538,12 +538,13 @@ macro_rules! shared_sql {
                             apply_one(conn, key, &phone, now, &mut report)
                                 .await
                                 .map_err(|e| rejected(e, index, Some(item)))?;
+                            if item % 64 == 63 {
+                                crate::store::progress_point(progress.as_ref(), done + item as u64 + 1).await;
+                            }
                         }
                     }
                     done += batch.len() as u64;
-                    if let Some(progress) = &progress {
-                        progress(done);
-                    }
+                    crate::store::progress_point(progress.as_ref(), done).await;
                     continue;
                 }
                 if let Some(run) = crate::store::bulk::directory::directory_run(&mutations[index..]) {
@@ -553,9 +554,7 @@ macro_rules! shared_sql {
                         .map_err(|e| rejected(e, index, None))?;
                     bulk_until = index + run.len();
                     done += run.len() as u64;
-                    if let Some(progress) = &progress {
-                        progress(done);
-                    }
+                    crate::store::progress_point(progress.as_ref(), done).await;
                     continue;
                 }
                 if let Some(run) = phone_run(&mutations[index..]) {
@@ -572,10 +571,8 @@ macro_rules! shared_sql {
                     .await
                     .map_err(|e| rejected(e, index, None))?;
                 done += 1;
-                if let Some(progress) = &progress {
-                    if index % 64 == 63 || index + 1 == mutations.len() {
-                        progress(done);
-                    }
+                if index % 64 == 63 || index + 1 == mutations.len() {
+                    crate::store::progress_point(progress.as_ref(), done).await;
                 }
             }
             let summary = serde_json::json!({ "detail": audit.detail, "result": report });

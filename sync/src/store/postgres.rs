@@ -79,6 +79,29 @@ impl PgStore {
     }
 }
 
+/// `pool.begin()`, in a task of its own so that it always finishes.
+///
+/// sqlx 0.8 counts a transaction only once `BEGIN` has been answered, and
+/// queues a `ROLLBACK` on drop only for a counted one. A caller dropped while
+/// `BEGIN` is on the wire (a client gone, a timeout) would leave the
+/// connection inside a transaction block, and the pool, whose release check
+/// does not look at the block, would hand it to the next borrower: its
+/// statements would run, and hold their locks, inside that block. Here the
+/// task finishes the `BEGIN`, and a transaction nobody waits for any more is
+/// dropped counted, so its `ROLLBACK` is flushed on release.
+/// (`tests/cancelled_write.rs` shows both.)
+pub(super) async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, SyncError> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(begun) => Ok(begun?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task.
+        Err(_) => Err(SyncError::Database(sqlx::Error::PoolClosed)),
+    }
+}
+
 /// Must be the first statement of the transaction, before the snapshot is taken.
 const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 const SNAPSHOT_XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
@@ -158,7 +181,7 @@ impl Store for PgStore {
     }
 
     async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
         let horizon: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
             .fetch_one(&mut *tx)
@@ -214,7 +237,7 @@ impl Store for PgStore {
         progress: Option<Progress>,
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let writes_before = if SecondReader::wanted(mutations) {
             Some(bulk_read::writes_counted(&mut tx).await?.0)
         } else {
@@ -236,7 +259,7 @@ impl Store for PgStore {
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
         let cutoff = crate::model::cutoff_before_now(retain);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         // Prune a prefix in (txid, seq) order, and only below the horizon, so
         // "pruned through" is one cursor that every node can compare with.
         let through: Option<(i64, i64)> = sqlx::query_as(
@@ -272,7 +295,7 @@ impl Store for PgStore {
     }
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let epoch = sql::bump_epoch(&mut tx).await?;
         // Wake the other nodes: the epoch row is not itself mirrored.
         sqlx::query("SELECT pg_notify($1, '')")
@@ -284,7 +307,7 @@ impl Store for PgStore {
     }
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sql::insert_boots(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
@@ -330,7 +353,7 @@ impl Store for PgStore {
         devices: &[super::UnclaimedDevice],
         per_tenant: i64,
     ) -> Result<(), SyncError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sql::upsert_unclaimed(&mut tx, devices, per_tenant).await?;
         tx.commit().await?;
         Ok(())

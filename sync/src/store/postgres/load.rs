@@ -27,7 +27,7 @@ const LOADED_TABLES: &str = "dialtone_meta, tenants, phones, lines, templates, \
      directory_entries, directory_sources, api_tokens";
 
 pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
     // Locked before the snapshot is taken (the first query takes it), so a
     // first import holding its exclusive locks (`bulk_quiet.rs`) is waited
@@ -74,7 +74,7 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         // otherwise fail the whole load after the acquire timeout, and a
         // node that reloads after a large import would keep its old data
         // until it found two connections free at once.
-        let mut tx = match pool.begin().await {
+        let mut tx = match super::begin(&pool).await {
             Ok(tx) => tx,
             Err(e) => {
                 tracing::debug!(error = %e, "mirror load: no second connection");
