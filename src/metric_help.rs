@@ -196,6 +196,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
 /// Gauges: (name, help).
 pub const GAUGES: &[(&str, &str)] = &[
     (
+        "dialtone_directory_mirror_jobs_waiting",
+        "Mirrored LDAP sources' jobs (normalizing, merging, indexing, files) waiting for one of lookup.mirror_threads.",
+    ),
+    (
         "dialtone_degraded",
         "1 while a supervised task restarts too often, by task.",
     ),
@@ -349,7 +353,11 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
 /// Gauges registered at 0 when the recorder is installed: those set only
 /// on a path a node may never take (lookups that all answer from memory
 /// never spawn a load), which a dashboard would otherwise show as no data.
-pub const GAUGES_AT_ZERO: &[&str] = &["dialtone_lookup_inflight", "dialtone_tftp_active_transfers"];
+pub const GAUGES_AT_ZERO: &[&str] = &[
+    "dialtone_lookup_inflight",
+    "dialtone_tftp_active_transfers",
+    "dialtone_directory_mirror_jobs_waiting",
+];
 
 /// Registers every description with the installed recorder, and the
 /// series that start at zero.

@@ -77,6 +77,9 @@ pub struct LookupOptions {
     /// The default `directory_entries` quota, which also caps a tenant's
     /// mirrored entries per source.
     pub mirror_entry_quota: u64,
+    /// Blocking threads mirrored sources' work (normalizing, merging,
+    /// indexing, their files) takes at most, node-wide.
+    pub mirror_threads: usize,
 }
 
 impl Default for LookupOptions {
@@ -97,8 +100,15 @@ impl Default for LookupOptions {
             source_networks: SourceNetworks::default().shared(),
             mirror_dir: None,
             mirror_entry_quota: 200_000,
+            mirror_threads: default_mirror_threads(),
         }
     }
+}
+
+/// Half the node's cores, at least one: mirror work is background work,
+/// and the other half is left to answering phones and lookups.
+pub fn default_mirror_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// How the answer was obtained.
@@ -169,6 +179,8 @@ pub(crate) struct Inner {
     /// Per tenant, when its mirrored sources may start their next sync
     /// (`mirror/tasks.rs`).
     pub(crate) sync_gates: crate::mirror::tasks::SyncGates,
+    /// Where mirrors' CPU work runs (`mirror/work.rs`).
+    pub(crate) mirror_work: crate::mirror::work::MirrorWork,
 }
 
 #[derive(Default)]
@@ -263,6 +275,7 @@ impl LookupService {
                     .max_capacity(NORMALIZED_BYTES)
                     .build(),
                 sync_gates: Default::default(),
+                mirror_work: crate::mirror::work::MirrorWork::new(options.mirror_threads),
                 mirror,
                 options,
                 clock,

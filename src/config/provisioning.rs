@@ -246,6 +246,11 @@ pub struct LookupConfig {
     /// `["public", "10.20.0.0/16"]`. This node's own listeners are refused
     /// whatever the list says.
     pub source_networks: Vec<String>,
+    /// Threads mirrored LDAP sources' work (normalizing and merging what a
+    /// sync read, building indexes, mirror files) takes at most, every
+    /// tenant together; more waits its turn. 0: half the node's cores, at
+    /// least one.
+    pub mirror_threads: usize,
 }
 
 impl Default for LookupConfig {
@@ -264,6 +269,7 @@ impl Default for LookupConfig {
             indexed_tenants: 10_000,
             warm_directories: true,
             source_networks: vec!["public".into()],
+            mirror_threads: 0,
         }
     }
 }
@@ -279,6 +285,7 @@ impl LookupConfig {
         let networks = dialtone_directory::SourceNetworks::parse(&self.source_networks)
             .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?
             .with_own_listeners(listeners);
+        let defaults = dialtone_directory::LookupOptions::default();
         Ok(dialtone_directory::LookupOptions {
             deadline: Duration::from_millis(self.deadline_ms),
             positive_ttl: Duration::from_secs(self.positive_ttl_s),
@@ -293,7 +300,11 @@ impl LookupConfig {
             max_indexed_tenants: self.indexed_tenants,
             warm_directories: self.warm_directories,
             source_networks: networks.shared(),
-            ..Default::default()
+            mirror_threads: match self.mirror_threads {
+                0 => defaults.mirror_threads,
+                n => n,
+            },
+            ..defaults
         })
     }
 }

@@ -231,3 +231,21 @@ fn database_passwords_are_masked_in_every_form() {
     assert!(err.contains("database.url"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// Past tokio's semaphore limit the node would panic at start; past a
+/// few hundred, mirror work would take the blocking threads name
+/// resolution needs.
+#[test]
+fn mirror_threads_are_bounded_and_zero_means_half_the_cores() {
+    let err = load("[lookup]\nmirror_threads = 4611686018427387904\n", &[])
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lookup.mirror_threads"), "{err}");
+    let auto = Config::default().lookup_options().unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(auto.mirror_threads, (cores / 2).max(1));
+    let set = load("[lookup]\nmirror_threads = 3\n", &[]).unwrap();
+    assert!(set.validate().is_ok());
+    assert_eq!(set.lookup_options().unwrap().mirror_threads, 3);
+}

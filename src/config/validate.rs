@@ -85,6 +85,11 @@ impl Config {
         if !(4..=15).contains(&self.lookup.suffix_digits) {
             bail!("lookup.suffix_digits must be between 4 and 15");
         }
+        if self.lookup.mirror_threads > 256 {
+            // tokio's blocking threads (512) also resolve names and write
+            // snapshots.
+            bail!("lookup.mirror_threads must be at most 256 (0 is half the cores)");
+        }
         // Checked here, not only where logging starts: a bad filter there
         // can only fall back (to `info`), and `check-config` would pass it.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

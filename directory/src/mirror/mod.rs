@@ -9,11 +9,13 @@
 //! - `store`: the mirror on local disk, so a node restarted while the
 //!   directory is unreachable still answers.
 //! - `tasks`: one sync task per mirrored source, following its row.
+//! - `work`: the node's places for the CPU work of every mirror.
 
 mod budget;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+pub(crate) mod work;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::sync::{filter, read_all, root_usn, Limits, Read};
+use super::work::MirrorWork;
 use super::{entry_quota, from_full, merge, store, MirrorData, SourceMirror, Watermark};
 use crate::error::DirectoryError;
 use crate::ldap::LdapSource;
@@ -197,15 +198,18 @@ impl LookupService {
         let max = self.max_entries(mirror.tenant_id, ldap);
         let (id, fp) = (mirror.source_id, mirror.fingerprint.clone());
         let suffix_len = self.inner.options.suffix_len;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut data = store::read(&store::path(&dir, id), &fp, max)?;
-            let loaded = data.as_mut().map(|d| {
-                d.renormalize(&region);
-                d.index(suffix_len)
-            });
-            Ok::<_, DirectoryError>(data.zip(loaded))
-        })
-        .await;
+        let read = self
+            .inner
+            .mirror_work
+            .run(move || {
+                let mut data = store::read(&store::path(&dir, id), &fp, max)?;
+                let loaded = data.as_mut().map(|d| {
+                    d.renormalize(&region);
+                    d.index(suffix_len)
+                });
+                Ok::<_, DirectoryError>(data.zip(loaded))
+            })
+            .await;
         match read {
             Ok(Ok(Some((data, loaded)))) => {
                 mirror.publish(Some(loaded), &data);
@@ -296,7 +300,7 @@ impl LookupService {
             let max = self.max_entries(mirror.tenant_id, ldap);
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(limit, sync_once(ldap, &mut data, full, max)) => {
+                r = tokio::time::timeout(limit, sync_once(ldap, &self.inner.mirror_work, &mut data, full, max)) => {
                     r.unwrap_or_else(|_| Err(DirectoryError::MirrorLimit(format!("took over {} s", limit.as_secs()))))
                 }
             };
@@ -359,15 +363,18 @@ impl LookupService {
         let suffix_len = self.inner.options.suffix_len;
         let fp = mirror.fingerprint.clone();
         let id = mirror.source_id;
-        let built = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = dir {
-                if let Err(e) = store::write(&store::path(&dir, id), &fp, &snapshot) {
-                    tracing::warn!(source = id, error = %e, "writing the mirror file failed");
+        let built = self
+            .inner
+            .mirror_work
+            .run(move || {
+                if let Some(dir) = dir {
+                    if let Err(e) = store::write(&store::path(&dir, id), &fp, &snapshot) {
+                        tracing::warn!(source = id, error = %e, "writing the mirror file failed");
+                    }
                 }
-            }
-            rebuild.then(|| snapshot.index(suffix_len))
-        })
-        .await;
+                rebuild.then(|| snapshot.index(suffix_len))
+            })
+            .await;
         match built {
             Ok(loaded) => {
                 mirror.publish(loaded, data);
@@ -394,6 +401,7 @@ pub(super) fn quota_share(quota: u64, sources: usize) -> u64 {
 
 pub(super) async fn sync_once(
     ldap: &LdapSource,
+    work: &MirrorWork,
     data: &mut MirrorData,
     full: bool,
     max: usize,
@@ -439,7 +447,8 @@ pub(super) async fn sync_once(
     } = read?;
     let region = data.region.clone();
     let outcome = if full {
-        let entries = tokio::task::spawn_blocking(move || from_full(entries, &region))
+        let entries = work
+            .run(move || from_full(entries, &region))
             .await
             .map_err(|e| DirectoryError::Ldap(format!("normalizing: {e}")))?;
         let changed = entries != data.entries;
@@ -451,12 +460,13 @@ pub(super) async fn sync_once(
         Outcome { changed, capped }
     } else {
         let mut taken = std::mem::take(data);
-        let (back, changed, merge_capped) = tokio::task::spawn_blocking(move || {
-            let (changed, capped) = merge(&mut taken, entries, max);
-            (taken, changed, capped)
-        })
-        .await
-        .map_err(|e| DirectoryError::Ldap(format!("merging: {e}")))?;
+        let (back, changed, merge_capped) = work
+            .run(move || {
+                let (changed, capped) = merge(&mut taken, entries, max);
+                (taken, changed, capped)
+            })
+            .await
+            .map_err(|e| DirectoryError::Ldap(format!("merging: {e}")))?;
         *data = back;
         data.last_incremental_sync = Some(started_at);
         // A read cut short at the cap has not seen every change: start the

@@ -348,7 +348,9 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         region: "US".into(),
         ..Default::default()
     };
-    let full = tasks::sync_once(&ldap, &mut d, true, 1000).await.unwrap();
+    let full = tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, true, 1000)
+        .await
+        .unwrap();
     assert!(full.changed && !full.capped);
     assert!(d.entries.len() >= 3, "{:?}", d.entries.keys());
     assert!(
@@ -357,10 +359,15 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         d.watermark
     );
     assert_eq!(d.index(7).find("+15550101234"), Some("Alice Example"));
-    let incremental = tasks::sync_once(&ldap, &mut d, false, 1000).await.unwrap();
+    let incremental =
+        tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, false, 1000)
+            .await
+            .unwrap();
     assert!(!incremental.changed);
     assert!(d.last_incremental_sync.is_some());
-    let capped = tasks::sync_once(&ldap, &mut d, true, 2).await.unwrap();
+    let capped = tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, true, 2)
+        .await
+        .unwrap();
     assert!(capped.capped);
     assert_eq!(d.entries.len(), 2);
 }
