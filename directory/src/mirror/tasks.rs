@@ -289,9 +289,31 @@ impl LookupService {
             let Some(region) = self.region(mirror.tenant_id) else {
                 return;
             };
-            data.renormalize(&region);
             let kind = if full { "full" } else { "incremental" };
+            // Counted in the sync's time (and so in its spacing): a tenant
+            // switching its region back and forth renormalizes every entry
+            // each time.
             let started = Instant::now();
+            if *data.region != *region {
+                let mut taken = std::mem::take(&mut data);
+                let to = region.clone();
+                let renormalized = self
+                    .inner
+                    .mirror_work
+                    .run(move || {
+                        taken.renormalize(&to);
+                        taken
+                    })
+                    .await;
+                // Lost on a panic: the mirror starts again with a full sync.
+                data = renormalized.unwrap_or_else(|e| {
+                    tracing::error!(source = %source.name, error = %e, "renormalizing the mirror failed");
+                    MirrorData {
+                        region: region.clone(),
+                        ..MirrorData::default()
+                    }
+                });
+            }
             let limit = if full {
                 MAX_FULL_SYNC
             } else {

@@ -140,10 +140,55 @@ mod tests {
             .unwrap();
     }
 
-    /// Every blocking job of the sync tasks goes through a place.
+    /// Every blocking job of the sync tasks goes through a place, and their
+    /// CPU work (reading numbers, indexing, the files) runs in those jobs,
+    /// not on the task: a tenant switching its region back and forth had
+    /// every mirrored entry renormalized on an async worker.
     #[test]
-    fn the_sync_tasks_start_no_blocking_job_of_their_own() {
+    fn the_sync_tasks_do_their_cpu_work_in_places() {
         let tasks = include_str!("tasks.rs");
         assert!(!tasks.contains(concat!("spawn", "_blocking")));
+        let jobs = closures_after(tasks, ".run(move ||");
+        let heavy = [
+            ".renormalize(",
+            "from_full(",
+            "merge(&mut",
+            ".index(",
+            "store::read(",
+            "store::write(",
+        ];
+        for call in heavy {
+            let found: Vec<usize> = tasks.match_indices(call).map(|(at, _)| at).collect();
+            assert!(!found.is_empty(), "{call} is no longer in tasks.rs");
+            for at in found {
+                assert!(
+                    jobs.iter().any(|job| job.contains(&at)),
+                    "{call} at byte {at} of tasks.rs runs outside a place"
+                );
+            }
+        }
+    }
+
+    /// The byte ranges of the closures that follow each `opening`, up to
+    /// the bracket that closes the call.
+    fn closures_after(text: &str, opening: &str) -> Vec<std::ops::Range<usize>> {
+        text.match_indices(opening)
+            .map(|(start, _)| {
+                let mut depth = 1;
+                let body = start + opening.len();
+                let end = text[body..]
+                    .char_indices()
+                    .find_map(|(i, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        (depth == 0).then_some(body + i)
+                    })
+                    .expect("a call that closes");
+                body..end
+            })
+            .collect()
     }
 }
