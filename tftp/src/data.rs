@@ -181,8 +181,12 @@ mod tests {
     use crate::engine::{Budget, Engine, Escape};
 
     fn render(body: &str, context: minijinja::Value, fuel: u64) -> Result<String, String> {
+        // Steps are what these tests count. The time budget (250 ms) is
+        // another test's: five debug renders at once on a busy two-core CI
+        // machine passed it before their steps ran out.
         let budget = Budget {
             fuel,
+            time: std::time::Duration::from_secs(60),
             ..Budget::default()
         };
         let engine = Engine::compile("t", "t", body, Escape::Text, &budget).unwrap();
