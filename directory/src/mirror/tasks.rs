@@ -260,7 +260,27 @@ impl LookupService {
             .min(quota_share(quota, mirrored)) as usize
     }
 
-    async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
+    /// Syncs `source` until `cancel`; then, if its row is gone, removes its
+    /// file. `reconcile` removes it too, when it cancels the task, but a
+    /// sync that was publishing then writes the file again after that:
+    /// deleted sources' directories stayed on disk for good, one file per
+    /// source a tenant created and deleted.
+    pub(super) async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
+        self.sync_source(&source, cancel).await;
+        let (Some(mirror), Some(dir)) = (&source.mirror, &self.inner.options.mirror_dir) else {
+            return;
+        };
+        let state = self.inner.mirror.load();
+        if !state
+            .sources_of(mirror.tenant_id)
+            .iter()
+            .any(|s| s.id == source.id)
+        {
+            store::remove(dir, source.id);
+        }
+    }
+
+    async fn sync_source(&self, source: &RemoteSource, cancel: CancellationToken) {
         let (Some(mirror), Remote::Ldap(ldap)) = (&source.mirror, &source.remote) else {
             return;
         };
@@ -322,9 +342,7 @@ impl LookupService {
             let max = self.max_entries(mirror.tenant_id, ldap);
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(limit, sync_once(ldap, &self.inner.mirror_work, &mut data, full, max)) => {
-                    r.unwrap_or_else(|_| Err(DirectoryError::MirrorLimit(format!("took over {} s", limit.as_secs()))))
-                }
+                r = sync_once(ldap, &self.inner.mirror_work, &mut data, full, max, limit) => r,
             };
             // No source label: ids never repeat, so a tenant churning
             // sources would grow every node's registry for good, and
@@ -421,52 +439,34 @@ pub(super) fn quota_share(quota: u64, sources: usize) -> u64 {
     (quota / sources.max(1) as u64).max(1)
 }
 
+/// One sync: the read on its own connection (closed at the end) within
+/// `limit`, then the merge, which is bounded by the entries read. The
+/// limit is the read's alone: cut short while the merge held the data
+/// taken out of `data`, a sync lost the mirror it had (its entries,
+/// watermark and timings), and a merge may wait for a place.
 pub(super) async fn sync_once(
     ldap: &LdapSource,
     work: &MirrorWork,
     data: &mut MirrorData,
     full: bool,
     max: usize,
+    limit: Duration,
 ) -> Result<Outcome, DirectoryError> {
-    let settings = ldap.settings();
     let started_at = now_millis();
-    let mut conn = ldap
-        .open(OP_TIMEOUT, super::sync::search_bounds(max))
-        .await?;
-    // Read before the search: a change made during it is read again next
-    // time rather than missed. A root DSE that cannot be read means full
-    // syncs only.
-    let usn = match root_usn(&mut conn, OP_TIMEOUT).await {
-        Ok(usn) => usn,
-        // Not merely unreadable: a server that floods its root DSE would
-        // flood the search too.
-        Err(e @ DirectoryError::MirrorLimit(_)) => {
-            let _ = conn.unbind().await;
-            return Err(e);
-        }
-        Err(e) => {
-            tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
-            None
-        }
-    };
     let since = if full { None } else { data.watermark.clone() };
-    let search = filter(
-        settings.filter.as_deref(),
-        &settings.number_attributes,
-        since.as_ref(),
-    );
-    let limits = Limits {
-        max_entries: max,
-        page_size: settings.page_size,
-        op_timeout: OP_TIMEOUT,
-    };
-    let read = read_all(ldap, &mut conn, &search, limits).await;
-    let _ = conn.unbind().await;
+    let (usn, read) = tokio::time::timeout(limit, read_source(ldap, since, max))
+        .await
+        .unwrap_or_else(|_| {
+            Err(DirectoryError::MirrorLimit(format!(
+                "took over {} s",
+                limit.as_secs()
+            )))
+        })?;
     let Read {
         entries,
         capped,
         newest,
-    } = read?;
+    } = read;
     let region = data.region.clone();
     let outcome = if full {
         let entries = work
@@ -508,4 +508,46 @@ pub(super) async fn sync_once(
         }
     };
     Ok(outcome)
+}
+
+/// The directory's root DSE (its change counter, if any) and the entries
+/// the source's filter finds, or those changed `since`.
+async fn read_source(
+    ldap: &LdapSource,
+    since: Option<Watermark>,
+    max: usize,
+) -> Result<(Option<u64>, Read), DirectoryError> {
+    let settings = ldap.settings();
+    let mut conn = ldap
+        .open(OP_TIMEOUT, super::sync::search_bounds(max))
+        .await?;
+    // Read before the search: a change made during it is read again next
+    // time rather than missed. A root DSE that cannot be read means full
+    // syncs only.
+    let usn = match root_usn(&mut conn, OP_TIMEOUT).await {
+        Ok(usn) => usn,
+        // Not merely unreadable: a server that floods its root DSE would
+        // flood the search too.
+        Err(e @ DirectoryError::MirrorLimit(_)) => {
+            let _ = conn.unbind().await;
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
+            None
+        }
+    };
+    let search = filter(
+        settings.filter.as_deref(),
+        &settings.number_attributes,
+        since.as_ref(),
+    );
+    let limits = Limits {
+        max_entries: max,
+        page_size: settings.page_size,
+        op_timeout: OP_TIMEOUT,
+    };
+    let read = read_all(ldap, &mut conn, &search, limits).await;
+    let _ = conn.unbind().await;
+    Ok((usn, read?))
 }

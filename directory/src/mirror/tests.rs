@@ -294,6 +294,44 @@ mod service {
             .unwrap();
     }
 
+    /// A sync task that ends after its source was deleted leaves no file
+    /// behind, whenever it ends: a sync publishing when `reconcile`
+    /// removed the file wrote it again.
+    #[tokio::test]
+    async fn a_deleted_sources_task_takes_its_file_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, service, acme) = setup(dir.path()).await;
+        let source = service.source(acme, "ad").unwrap();
+        let fingerprint = source.mirror.as_ref().unwrap().fingerprint.clone();
+        let file = store::path(dir.path(), source.id);
+        let d = data(vec![raw("cn=ann", Some("Ann Example"), &["5550101234"])]);
+        store::write(&file, &fingerprint, &d).unwrap();
+
+        // Cancelled at once, its source still there: the file stays.
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        service
+            .clone()
+            .run_source(source.clone(), cancelled.clone())
+            .await;
+        assert!(file.exists());
+
+        let store = db.store().await;
+        let delete = dialtone_sync::Mutation::DeleteDirectorySource {
+            tenant: "acme".into(),
+            name: "ad".into(),
+        };
+        store
+            .apply(&[delete], &build::audit("delete"))
+            .await
+            .unwrap();
+        watcher::full_load(&service.inner.mirror, &*store)
+            .await
+            .unwrap();
+        service.clone().run_source(source, cancelled).await;
+        assert!(!file.exists());
+    }
+
     #[tokio::test]
     async fn a_failed_sync_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -348,9 +386,16 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         region: "US".into(),
         ..Default::default()
     };
-    let full = tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, true, 1000)
-        .await
-        .unwrap();
+    let full = tasks::sync_once(
+        &ldap,
+        &super::work::MirrorWork::new(1),
+        &mut d,
+        true,
+        1000,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(full.changed && !full.capped);
     assert!(d.entries.len() >= 3, "{:?}", d.entries.keys());
     assert!(
@@ -359,15 +404,59 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         d.watermark
     );
     assert_eq!(d.index(7).find("+15550101234"), Some("Alice Example"));
-    let incremental =
-        tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, false, 1000)
-            .await
-            .unwrap();
+    let incremental = tasks::sync_once(
+        &ldap,
+        &super::work::MirrorWork::new(1),
+        &mut d,
+        false,
+        1000,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(!incremental.changed);
     assert!(d.last_incremental_sync.is_some());
-    let capped = tasks::sync_once(&ldap, &super::work::MirrorWork::new(1), &mut d, true, 2)
-        .await
-        .unwrap();
+    // A merge still waiting for a place when the sync's limit passes keeps
+    // the mirror: the limit is the read's (it covered the merge, which
+    // holds the data taken out of `d`, and a late merge emptied the mirror).
+    let work = super::work::MirrorWork::new(1);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+    let limit = std::time::Duration::from_secs(3);
+    let entries = d.entries.len();
+    let hold = work.run(move || {
+        let _ = held.send(());
+        let _ = released.recv_timeout(std::time::Duration::from_secs(60));
+    });
+    let late = async {
+        is_held.await.unwrap();
+        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit);
+        let watch = async {
+            // Past the read, waiting for the place; then past the limit.
+            while work.waiting() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(limit + std::time::Duration::from_millis(500)).await;
+            release.send(()).unwrap();
+        };
+        tokio::join!(sync, watch).0
+    };
+    let (held, late) = tokio::join!(hold, late);
+    held.unwrap();
+    late.unwrap();
+    assert_eq!(d.entries.len(), entries);
+    assert!(d.watermark.is_some() && d.last_full_sync.is_some());
+
+    let capped = tasks::sync_once(
+        &ldap,
+        &super::work::MirrorWork::new(1),
+        &mut d,
+        true,
+        2,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(capped.capped);
     assert_eq!(d.entries.len(), 2);
 }

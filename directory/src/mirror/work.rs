@@ -13,6 +13,7 @@
 //! threads whatever the number of tenants, and a tenant's job waits behind
 //! the jobs already queued, not behind its own later ones.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -22,6 +23,7 @@ const WAITING_METRIC: &str = "dialtone_directory_mirror_jobs_waiting";
 
 pub(crate) struct MirrorWork {
     places: Arc<Semaphore>,
+    waiting: AtomicUsize,
 }
 
 impl MirrorWork {
@@ -29,6 +31,7 @@ impl MirrorWork {
     pub(crate) fn new(places: usize) -> MirrorWork {
         MirrorWork {
             places: Arc::new(Semaphore::new(places.max(1))),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -40,7 +43,7 @@ impl MirrorWork {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, tokio::task::JoinError> {
-        let waiting = Waiting::new();
+        let waiting = Waiting::new(&self.waiting);
         // Never closed: the semaphore lives as long as `self`.
         let place = self.places.clone().acquire_owned().await.ok();
         drop(waiting);
@@ -50,27 +53,34 @@ impl MirrorWork {
         })
         .await
     }
-}
 
-/// Counts a job in the gauge while it waits, however the wait ends.
-struct Waiting;
-
-impl Waiting {
-    fn new() -> Waiting {
-        metrics::gauge!(WAITING_METRIC).increment(1.0);
-        Waiting
+    /// Jobs waiting for a place now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for Waiting {
+/// Counts a job (in the gauge too) while it waits, however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Waiting<'_> {
+    fn new(count: &AtomicUsize) -> Waiting<'_> {
+        count.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(WAITING_METRIC).increment(1.0);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(WAITING_METRIC).decrement(1.0);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
