@@ -291,11 +291,8 @@ pub(crate) fn miss_kind(
     decision: &Decision,
     result: &Result<impl Sized, ProvisionError>,
 ) -> Option<&'static str> {
-    if decision.blind {
-        return Some("blind");
-    }
-    if decision.unmodeled {
-        return Some("unknown_model");
+    if let Some(kind) = decided_miss(decision) {
+        return Some(kind);
     }
     match result {
         Err(ProvisionError::BadPath(_)) => Some("refused"),
@@ -313,6 +310,18 @@ pub(crate) fn miss_kind(
             Some("login")
         }
         _ => None,
+    }
+}
+
+/// The miss a request costs whatever its answer, known once it is decided
+/// and before its render: what a request dropped mid-render still pays.
+pub(crate) fn decided_miss(decision: &Decision) -> Option<&'static str> {
+    if decision.blind {
+        Some("blind")
+    } else if decision.unmodeled {
+        Some("unknown_model")
+    } else {
+        None
     }
 }
 

@@ -10,6 +10,8 @@ mod data;
 mod debts;
 pub mod device_auth;
 pub mod digest;
+#[cfg(test)]
+mod dropped_tests;
 pub mod engine;
 mod engine_check;
 #[cfg(test)]

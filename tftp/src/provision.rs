@@ -285,6 +285,12 @@ impl Provisioner {
         let request = &request.canonical();
         let state = self.mirror.load();
         let (decision, step) = self.decide(&state, request)?;
+        let unfinished = Unfinished {
+            provisioner: self,
+            request,
+            decision: &decision,
+            armed: true,
+        };
         let result = match step {
             Step::Done(result) => result,
             Step::Render(job) => {
@@ -313,6 +319,7 @@ impl Provisioner {
                 .await
             }
         };
+        unfinished.disarm();
         self.conclude(request, &decision, &result);
         result
     }
@@ -387,6 +394,22 @@ impl Provisioner {
         }
     }
 
+    /// A miss toward `ip`'s ban, and the device it names noted as
+    /// unclaimed.
+    fn charge_miss(
+        &self,
+        ip: std::net::IpAddr,
+        kind: &'static str,
+        request: &Request<'_>,
+        decision: &Decision,
+    ) {
+        metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind).increment(1);
+        self.guard.miss(ip);
+        if let Some(unclaimed) = &self.unclaimed {
+            unclaimed.note(&self.mirror.load(), request, decision);
+        }
+    }
+
     /// Counts misses toward a ban (or remembers the source of a phone's
     /// own fetch), records history, counts the outcome.
     fn conclude(
@@ -397,12 +420,7 @@ impl Provisioner {
     ) {
         if let (Some(ip), false) = (request.remote, request.protocol == Protocol::Render) {
             if let Some(kind) = guard::miss_kind(request, decision, result) {
-                metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind)
-                    .increment(1);
-                self.guard.miss(ip);
-                if let Some(unclaimed) = &self.unclaimed {
-                    unclaimed.note(&self.mirror.load(), request, decision);
-                }
+                self.charge_miss(ip, kind, request, decision);
             } else if let (Ok(_), Some(phone)) = (result, decision.owner()) {
                 self.guard.known().record(ip, phone.id, phone.family);
             }
@@ -478,5 +496,38 @@ impl Provisioner {
 
     pub fn cached_files(&self) -> u64 {
         self.rendered.len()
+    }
+}
+
+/// A request dropped before its render or phonebook ended (a client gone,
+/// a TFTP request replaced by the next one from its port) still pays the
+/// miss its decision named: renders for unknown models are what that miss
+/// is for, each name a new one, and a client hanging up on each before
+/// it ended was never charged.
+struct Unfinished<'a, 'r> {
+    provisioner: &'a Provisioner,
+    request: &'a Request<'r>,
+    decision: &'a Decision,
+    armed: bool,
+}
+
+impl Unfinished<'_, '_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unfinished<'_, '_> {
+    fn drop(&mut self) {
+        let Some(ip) = self.request.remote.filter(|_| self.armed) else {
+            return;
+        };
+        if self.request.protocol == Protocol::Render {
+            return;
+        }
+        if let Some(kind) = guard::decided_miss(self.decision) {
+            self.provisioner
+                .charge_miss(ip, kind, self.request, self.decision);
+        }
     }
 }
