@@ -33,7 +33,7 @@ pub struct LineView {
     pub registrar: String,
     pub proxy: Option<String>,
     #[schema(value_type = Object)]
-    pub settings: Value,
+    pub settings: Box<serde_json::value::RawValue>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -45,7 +45,7 @@ pub struct PhoneView {
     pub model: Option<String>,
     pub label: Option<String>,
     #[schema(value_type = Object)]
-    pub variables: Value,
+    pub variables: Box<serde_json::value::RawValue>,
     pub http_user: Option<String>,
     pub has_http_password: bool,
     pub lines: Vec<LineView>,
@@ -344,6 +344,7 @@ pub async fn show(
 /// the body leaves out.
 fn input(
     state: &AdminState,
+    tenant: &Tenant,
     mac: Mac,
     body: PhoneBody,
     before: Option<(&Phone, &[Arc<Line>])>,
@@ -400,13 +401,21 @@ fn input(
             "http_password: required when http_user is set",
         ));
     }
+    let variables = object_text(body.variables, "variables")?;
+    // Per phone, not only per object: 48 lines of 64 KiB settings each made
+    // a phone of 2 MiB (the request body's cap), 40 GB at the phones quota
+    // on every node, and a page of them far more once parsed for a list.
+    let json_bytes = variables.len() + lines.iter().map(|l| l.settings.len()).sum::<usize>();
+    state
+        .quotas
+        .check(tenant, Quota::PhoneJsonBytes, json_bytes as u64)?;
     Ok(PhoneInput {
         tenant: body.tenant,
         mac,
         family,
         model: body.model.filter(|m| !m.is_empty()),
         label: body.label.filter(|l| !l.is_empty()),
-        variables: object_text(body.variables, "variables")?,
+        variables,
         http_user,
         http_password,
         lines,
@@ -528,7 +537,7 @@ pub(crate) async fn create_phone(
     mac: Mac,
     body: PhoneBody,
 ) -> Result<Response, ApiError> {
-    {
+    let input = {
         let mirror = state.mirror.load();
         let tenant = target_tenant(&mirror, principal, &body.tenant)?;
         if mirror.phone_by_mac(&mac).is_some() {
@@ -536,8 +545,8 @@ pub(crate) async fn create_phone(
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
         check_quotas(state, &mirror, tenant, body.lines.len(), true)?;
-    }
-    let input = input(state, mac, body, None)?;
+        input(state, tenant, mac, body, None)?
+    };
     let tenant = input.tenant.clone();
     commit(
         state,
@@ -599,7 +608,7 @@ pub async fn update(
     // A phone moving to another tenant takes none of its stored secrets
     // along: its new owner would read them in the files it renders.
     let kept_from = (tenant.id == phone.tenant_id).then_some((&**phone, &lines[..]));
-    let input = input(&state, mac, body, kept_from)?;
+    let input = input(&state, tenant, mac, body, kept_from)?;
     let tenant = input.tenant.clone();
     let mut detail = summary(&input);
     detail["before"] = json!(before);

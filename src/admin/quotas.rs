@@ -25,12 +25,14 @@ pub enum Quota {
     TemplateBytes,
     DirectoryEntries,
     DirectorySources,
+    PhoneJsonBytes,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 7] = [
+    pub const ALL: [Quota; 8] = [
         Quota::Phones,
         Quota::LinesPerPhone,
+        Quota::PhoneJsonBytes,
         Quota::Templates,
         Quota::TemplateVersions,
         Quota::TemplateBytes,
@@ -47,6 +49,7 @@ impl Quota {
             Quota::TemplateBytes => "template_bytes",
             Quota::DirectoryEntries => "directory_entries",
             Quota::DirectorySources => "directory_sources",
+            Quota::PhoneJsonBytes => "phone_json_bytes",
         }
     }
 }
@@ -71,6 +74,9 @@ pub struct QuotaConfig {
     pub directory_entries: u64,
     /// Directory sources (LDAP, HTTP) a tenant may have.
     pub directory_sources: u64,
+    /// Bytes of JSON one phone may carry: its variables and all its lines'
+    /// settings together, as stored. Each object is also at most 64 KiB.
+    pub phone_json_bytes: u64,
 }
 
 impl Default for QuotaConfig {
@@ -83,6 +89,7 @@ impl Default for QuotaConfig {
             template_bytes: 256 * 1024,
             directory_entries: 200_000,
             directory_sources: 10,
+            phone_json_bytes: 16 * 1024,
         }
     }
 }
@@ -100,6 +107,7 @@ impl QuotaConfig {
                 Quota::TemplateBytes => self.template_bytes,
                 Quota::DirectoryEntries => self.directory_entries,
                 Quota::DirectorySources => self.directory_sources,
+                Quota::PhoneJsonBytes => self.phone_json_bytes,
             })
     }
 

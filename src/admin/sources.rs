@@ -35,7 +35,7 @@ pub struct SourceView {
     pub priority: i32,
     pub enabled: bool,
     #[schema(value_type = Object)]
-    pub settings: Value,
+    pub settings: Box<serde_json::value::RawValue>,
     /// Whether a secret is stored; it is never returned.
     pub has_secret: bool,
     pub timeout_ms: i32,

@@ -23,7 +23,7 @@ pub struct TenantView {
     /// ISO 3166 region numbers are read in (`US`, `GB`, …).
     pub default_region: String,
     #[schema(value_type = Object)]
-    pub settings: Value,
+    pub settings: Box<serde_json::value::RawValue>,
     pub updated_at: i64,
     pub etag: String,
 }

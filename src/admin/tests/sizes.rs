@@ -94,3 +94,77 @@ async fn a_device_user_needs_a_password() {
     )
     .await;
 }
+
+/// A phone's JSON is bounded as a whole, not only object by object: 48
+/// lines of 64 KiB settings each made a phone of 2 MiB (the request body's
+/// cap), held on every node and parsed for every page of a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phones_json_together_is_held_to_its_quota() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let phone = |mac: &str, variables: usize, settings: &[usize]| {
+        let lines: Vec<serde_json::Value> = settings
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                serde_json::json!({ "extension": format!("30{i}"), "display_name": "Desk",
+                    "registrar": "sip.example.net", "settings": { "pad": "s".repeat(*bytes) } })
+            })
+            .collect();
+        serde_json::json!({ "mac": mac, "tenant": "acme", "family": "yealink",
+            "variables": { "pad": "v".repeat(variables) }, "lines": lines })
+        .to_string()
+    };
+    // 10 + 4 + 4 KiB: each object fits its own 64 KiB, the phone does not
+    // fit the default 16 KiB.
+    let large = phone("001565000031", 10_000, &[4_000, 4_000]);
+    refused(
+        &h,
+        "acme-admin",
+        Method::POST,
+        "/v1/phones",
+        &large,
+        "phone_json_bytes",
+    )
+    .await;
+    let fits = phone("001565000032", 8_000, &[4_000, 3_000]);
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/phones",
+            Some(&fits),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    // Shown as stored.
+    let shown: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
+    assert_eq!(shown["variables"]["pad"].as_str().unwrap().len(), 8_000);
+    assert_eq!(
+        shown["lines"][1]["settings"]["pad"].as_str().unwrap().len(),
+        3_000
+    );
+
+    // A global admin raises it for the tenant; then the phone fits.
+    let raised = r#"{"name": "Acme", "settings": {"quotas": {"phone_json_bytes": 65536}}}"#;
+    let reply = h
+        .call(
+            Some("global"),
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(raised),
+            &[],
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/phones",
+            Some(&large),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
