@@ -36,6 +36,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::Id;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use super::auth::Authenticated;
 use super::error::ApiError;
@@ -198,7 +199,7 @@ pub(super) async fn admit(
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };
-    let _admission = match state.database_share.admit(tenant) {
+    let admission = match state.database_share.admit(tenant) {
         Ok(admission) => admission,
         Err(scope) => {
             metrics::counter!("dialtone_admin_database_refused_total", "scope" => scope.label())
@@ -206,7 +207,29 @@ pub(super) async fn admit(
             return state.database_share.refusal(scope);
         }
     };
-    next.run(request).await
+    // In a task of its own that holds the place until the request's work
+    // ends. A client that hangs up drops the request, but not its
+    // statements: the connection stays busy until they finish (sqlx waits
+    // for them before the pool takes it back). Held by the dropped future,
+    // the place was free at once, and a tenant that started slow requests
+    // and hung up on each held the whole pool.
+    let handled = tokio::spawn(
+        async move {
+            let _admission = admission;
+            next.run(request).await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    match handled.await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -291,3 +291,59 @@ async fn tenants_together_cannot_hold_every_pool_connection() {
     let after = held_write(&h, "umbrella", 10).await;
     assert_eq!(after.status, StatusCode::CREATED, "{}", after.text);
 }
+
+/// A client that hangs up does not give its place back while its request's
+/// statements still hold a connection: the place is held until the work
+/// ends, not until the client leaves. Before, a tenant that started slow
+/// writes and hung up on each held as many connections as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_does_not_free_a_place_the_work_still_holds() {
+    // A pool of 4: a tenant's share is 1.
+    let options = StoreOptions {
+        max_connections: 4,
+        ..StoreOptions::default()
+    };
+    let h = Harness::with_options(Backend::Postgres, &options).await;
+    let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE slug = 'acme' FOR UPDATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+
+    // acme's write waits on the lock with a connection; then its client
+    // hangs up (the request's future is dropped, as hyper drops it).
+    tokio::select! {
+        reply = held_write(&h, "acme", 1) => panic!("the write ended under the lock: {}", reply.text),
+        () = async {
+            for _ in 0..600 {
+                if lock_waiters(&mut watch).await >= 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("acme's write never waited on the lock");
+        } => {}
+    }
+    assert_eq!(lock_waiters(&mut watch).await, 1, "the statement went on");
+
+    // Its statement still holds the connection, and acme its place.
+    assert_busy(&h.get("acme-read", "/v1/audit?limit=5").await);
+    let other = h.get("globex-admin", "/v1/audit?limit=5").await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text);
+
+    // Once the work ends, the place is acme's again.
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let mut served = None;
+    for _ in 0..600 {
+        let reply = h.get("acme-read", "/v1/audit?limit=5").await;
+        if reply.status == StatusCode::OK {
+            served = Some(reply);
+            break;
+        }
+        assert_busy(&reply);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served.is_some(), "acme's place never came back");
+}
