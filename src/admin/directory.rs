@@ -17,7 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
-use super::{commit, commit_if_match, page_size, tagged, AdminState, Change, Edit, Principal};
+use super::{
+    commit, commit_if_match, off_workers, page_size, tagged, AdminState, Change, Edit, Principal,
+};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct NumberView {
@@ -134,42 +136,47 @@ pub async fn list_entries(
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
-    let mut entries: Vec<Arc<DirectoryEntry>> = mirror
-        .directory_of(tenant.id)
-        .into_iter()
-        .filter(|e| {
-            let Some(q) = &q else { return true };
-            e.name.to_lowercase().contains(q)
-                || e.company
+    let tenant_id = tenant.id;
+    let list = off_workers(&state, &principal, move || {
+        let mut entries: Vec<Arc<DirectoryEntry>> = mirror
+            .directory_of(tenant_id)
+            .into_iter()
+            .filter(|e| {
+                let Some(q) = &q else { return true };
+                e.name.to_lowercase().contains(q)
+                    || e.company
+                        .as_deref()
+                        .is_some_and(|c| c.to_lowercase().contains(q))
+                    || (!digits.is_empty()
+                        && e.numbers.iter().any(|n| {
+                            n.number
+                                .chars()
+                                .filter(char::is_ascii_digit)
+                                .collect::<String>()
+                                .contains(&digits)
+                        }))
+            })
+            .filter(|e| {
+                query
+                    .after
                     .as_deref()
-                    .is_some_and(|c| c.to_lowercase().contains(q))
-                || (!digits.is_empty()
-                    && e.numbers.iter().any(|n| {
-                        n.number
-                            .chars()
-                            .filter(char::is_ascii_digit)
-                            .collect::<String>()
-                            .contains(&digits)
-                    }))
-        })
-        .filter(|e| {
-            query
-                .after
+                    .is_none_or(|after| e.external_id.as_deref().unwrap_or("") > after)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+        let limit = page_size(query.limit);
+        let next = (entries.len() > limit).then(|| {
+            entries[limit - 1]
+                .external_id
                 .as_deref()
-                .is_none_or(|after| e.external_id.as_deref().unwrap_or("") > after)
-        })
-        .collect();
-    entries.sort_by(|a, b| a.external_id.cmp(&b.external_id));
-    let limit = page_size(query.limit);
-    let next = (entries.len() > limit).then(|| {
-        entries[limit - 1]
-            .external_id
-            .as_deref()
-            .unwrap_or("")
-            .to_string()
-    });
-    let items = entries.iter().take(limit).map(|e| entry_view(e)).collect();
-    Ok(axum::Json(EntryList { items, next }).into_response())
+                .unwrap_or("")
+                .to_string()
+        });
+        let items = entries.iter().take(limit).map(|e| entry_view(e)).collect();
+        EntryList { items, next }
+    })
+    .await?;
+    Ok(axum::Json(list).into_response())
 }
 
 const MAX_ENTRY_NUMBERS: usize = 16;

@@ -352,6 +352,38 @@ pub(crate) fn digest(text: &str) -> String {
     hex::encode(&hash[..8])
 }
 
+/// How long a list's walk may run once started: a tenant's whole
+/// directory (200,000 entries) searched takes well under a second.
+const WALK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a list's walk over the mirror off the async workers. A list walks a
+/// tenant's phones or entries (and every phone's or template's tenant id on
+/// the platform), tens of milliseconds at the quotas: on a worker, a tenant
+/// sending as many lists at once as there are workers held up every
+/// tenant's lookups and provisioning. A tenant's walks run on the render
+/// pool under its share, so they queue behind each other (and past the
+/// share get 429) while other tenants' renders go on; a global admin's,
+/// which may walk everything, on a blocking thread.
+pub(crate) async fn off_workers<T, F>(
+    state: &AdminState,
+    principal: &Principal,
+    job: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match principal.tenant_filter() {
+        Some(tenant) => Ok(state
+            .provisioner
+            .walk_on_pool(tenant, WALK_TIME, job)
+            .await?),
+        None => tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| ApiError::internal(format!("a list's walk failed: {e}"))),
+    }
+}
+
 /// Page size bounds for every list.
 pub(crate) fn page_size(limit: Option<usize>) -> usize {
     limit.unwrap_or(100).clamp(1, 1000)

@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, json_value, object_text, page_size, parse_name, tagged, AdminState,
-    Change, Edit, Principal,
+    commit, commit_if_match, json_value, object_text, off_workers, page_size, parse_name, tagged,
+    AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -309,19 +309,23 @@ pub async fn list(
         None => None,
     };
     let filter = PhoneFilter::new(&query, tenant, family, prefix);
-    let mut phones: Vec<&Arc<Phone>> = mirror
-        .phones()
-        .filter(|p| after.is_none_or(|a| p.mac > a))
-        .filter(|p| filter.matches(&mirror, p))
-        .collect();
-    phones.sort_by_key(|p| p.mac);
-    let next = (phones.len() > limit).then(|| phones[limit - 1].mac.to_string());
-    let items = phones
-        .into_iter()
-        .take(limit)
-        .map(|p| view(&mirror, p))
-        .collect();
-    Ok(axum::Json(PhoneList { items, next }).into_response())
+    let list = off_workers(&state, &principal, move || {
+        let mut phones: Vec<&Arc<Phone>> = mirror
+            .phones()
+            .filter(|p| after.is_none_or(|a| p.mac > a))
+            .filter(|p| filter.matches(&mirror, p))
+            .collect();
+        phones.sort_by_key(|p| p.mac);
+        let next = (phones.len() > limit).then(|| phones[limit - 1].mac.to_string());
+        let items = phones
+            .into_iter()
+            .take(limit)
+            .map(|p| view(&mirror, p))
+            .collect();
+        PhoneList { items, next }
+    })
+    .await?;
+    Ok(axum::Json(list).into_response())
 }
 
 #[utoipa::path(get, operation_id = "phones_show", path = "/v1/phones/{mac}", tag = "phones",

@@ -20,8 +20,8 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, visible_phone};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, digest, page_size, parse_name, tagged, AdminState, Change, Edit,
-    Principal,
+    commit, commit_if_match, digest, off_workers, page_size, parse_name, tagged, AdminState,
+    Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -304,15 +304,20 @@ async fn check(
                     })?,
             )
         }
-        None => sample_phone(&mirror, key.scope, key.family, &key.scope_key).cloned(),
+        // Found on the pool: it walks the platform's phones.
+        None => None,
     };
     let provisioner = state.provisioner.clone();
     let (family, file_pattern, body) = (key.family, key.file_pattern.clone(), body.to_string());
-    let trial = sample.clone();
-    let rendered = state
+    let (scope, scope_key) = (key.scope, key.scope_key.clone());
+    let (rendered, sample) = state
         .provisioner
         .on_pool(owner, move || {
-            provisioner.check_template(family, &file_pattern, &body, trial.as_deref())
+            let sample =
+                sample.or_else(|| sample_phone(&mirror, scope, family, &scope_key).cloned());
+            let rendered =
+                provisioner.check_template(family, &file_pattern, &body, sample.as_deref())?;
+            Ok((rendered, sample))
         })
         .await?;
     Ok(Validation {
@@ -344,27 +349,32 @@ pub async fn list(
         None => None,
     };
     let limit = page_size(query.limit);
-    let mut templates: Vec<&Arc<Template>> = mirror
-        .templates()
-        .filter(|t| may_read(&mirror, &principal, t).is_ok())
-        .filter(|t| scope.is_none_or(|s| s == t.scope) && family.is_none_or(|f| f == t.family))
-        .filter(|t| tenant.is_none_or(|id| scope_tenant(&mirror, t) == Some(id)))
-        .filter(|t| {
-            query
-                .file_pattern
-                .as_deref()
-                .is_none_or(|p| &*t.file_pattern == p)
-        })
-        .filter(|t| query.after.is_none_or(|after| t.id > after))
-        .collect();
-    templates.sort_by_key(|t| t.id);
-    let next = (templates.len() > limit).then(|| templates[limit - 1].id.to_string());
-    let items = templates
-        .into_iter()
-        .take(limit)
-        .map(|t| view(&mirror, t, false))
-        .collect();
-    Ok(axum::Json(TemplateList { items, next }).into_response())
+    let reader = principal.clone();
+    let list = off_workers(&state, &principal, move || {
+        let mut templates: Vec<&Arc<Template>> = mirror
+            .templates()
+            .filter(|t| may_read(&mirror, &reader, t).is_ok())
+            .filter(|t| scope.is_none_or(|s| s == t.scope) && family.is_none_or(|f| f == t.family))
+            .filter(|t| tenant.is_none_or(|id| scope_tenant(&mirror, t) == Some(id)))
+            .filter(|t| {
+                query
+                    .file_pattern
+                    .as_deref()
+                    .is_none_or(|p| &*t.file_pattern == p)
+            })
+            .filter(|t| query.after.is_none_or(|after| t.id > after))
+            .collect();
+        templates.sort_by_key(|t| t.id);
+        let next = (templates.len() > limit).then(|| templates[limit - 1].id.to_string());
+        let items = templates
+            .into_iter()
+            .take(limit)
+            .map(|t| view(&mirror, t, false))
+            .collect();
+        TemplateList { items, next }
+    })
+    .await?;
+    Ok(axum::Json(list).into_response())
 }
 
 #[utoipa::path(post, operation_id = "templates_validate", path = "/v1/templates/validate", tag = "templates", request_body = NewTemplate,

@@ -227,13 +227,21 @@ pub fn sample_phone<'a>(
     family: Family,
     scope_key: &str,
 ) -> Option<&'a Arc<Phone>> {
+    // The key read once, not written out for every phone on the platform.
+    let tenant = match scope {
+        TemplateScope::Phone => {
+            let mac = scope_key.parse().ok()?;
+            return state.phone_by_mac(&mac).filter(|p| p.family == family);
+        }
+        TemplateScope::Tenant => Some(scope_key.parse::<dialtone_sync::Id>().ok()?),
+        TemplateScope::Model | TemplateScope::Family => None,
+    };
     let matching = |p: &&Arc<Phone>| -> bool {
         p.family == family
             && match scope {
-                TemplateScope::Phone => p.mac.to_string() == scope_key,
-                TemplateScope::Tenant => p.tenant_id.to_string() == scope_key,
+                TemplateScope::Tenant => Some(p.tenant_id) == tenant,
                 TemplateScope::Model => p.model.as_deref() == Some(scope_key),
-                TemplateScope::Family => true,
+                TemplateScope::Phone | TemplateScope::Family => true,
             }
     };
     state.phones().filter(matching).min_by_key(|p| p.mac)

@@ -202,6 +202,23 @@ impl Provisioner {
             .await
     }
 
+    /// Runs `job` (a walk over a tenant's data for an admin list) on the
+    /// render pool under `tenant`'s share, waiting at most `time`.
+    pub async fn walk_on_pool<T, F>(
+        &self,
+        tenant: Id,
+        time: std::time::Duration,
+        job: F,
+    ) -> Result<T, ProvisionError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.pool
+            .run(Some(tenant), time, "the list", move || Ok(job()))
+            .await
+    }
+
     pub fn guard(&self) -> &Guard {
         &self.guard
     }

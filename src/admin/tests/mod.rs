@@ -20,6 +20,7 @@ mod source_tests;
 mod templates;
 mod tenant_race;
 mod unclaimed;
+mod walks;
 mod write_catch_up;
 
 use std::collections::HashMap;
