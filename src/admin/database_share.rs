@@ -225,7 +225,7 @@ pub(super) async fn admit(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            "unavailable",
             "the server is shutting down",
         )
         .into_response(),

@@ -32,8 +32,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`,
     /// `bad_request`, `conflict`, `precondition_failed`, `invalid`,
-    /// `template_error`, `busy` (429 or 503: retry later), `unavailable`,
-    /// `internal`.
+    /// `quota_exceeded`, `template_error`, `busy` (429 or 503: retry
+    /// later), `rate_limited` (429: retry after `Retry-After` seconds),
+    /// `unavailable`, `internal`.
     pub code: String,
     pub message: String,
     #[schema(value_type = Option<Object>)]

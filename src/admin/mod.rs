@@ -18,6 +18,7 @@ mod openapi;
 mod phones;
 mod preview;
 pub mod quotas;
+pub mod region_changes;
 mod resync;
 pub mod running;
 mod sources;
@@ -68,6 +69,8 @@ pub struct AdminState {
     /// Database-bound requests each tenant, and all tenants together, have
     /// running (`database_share.rs`).
     pub database_share: Arc<database_share::DatabaseShare>,
+    /// When each tenant's own tokens last changed its region here.
+    pub region_changes: Arc<region_changes::RegionChanges>,
 }
 
 /// Source tests one tenant may run at once; more are answered 429.

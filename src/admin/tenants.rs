@@ -207,7 +207,8 @@ pub async fn show(
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("If-Match" = Option<String>, Header)),
     request_body = TenantUpdate,
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AdminState>,
@@ -243,6 +244,14 @@ pub async fn update(
             None => before.settings.to_string(),
         },
     };
+    if !principal.is_global() && *input.default_region != *before.default_region {
+        if let Err(wait) = state
+            .region_changes
+            .take(before.id, std::time::Instant::now())
+        {
+            return Ok(region_changed_recently(wait));
+        }
+    }
 
     commit_if_match(
         &state,
@@ -267,6 +276,27 @@ pub async fn update(
         .ok_or_else(|| ApiError::not_found(&what))?;
     let view = view(tenant);
     Ok(tagged(&view.etag.clone(), view))
+}
+
+/// 429 for a region changed too soon by the tenant's own token, with when
+/// it may change again (`region_changes.rs` says why).
+fn region_changed_recently(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "default_region changed less than {} minutes ago: each change renormalizes \
+             every directory number of the tenant on every node; retry in {seconds} s",
+            crate::admin::region_changes::REGION_CHANGE_SPACING.as_secs() / 60
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(seconds),
+    );
+    response
 }
 
 #[utoipa::path(delete, operation_id = "tenants_remove", path = "/v1/tenants/{slug}", tag = "tenants",

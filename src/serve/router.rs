@@ -88,6 +88,7 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
             quotas: Arc::new(config.quotas.clone()),
             resync,
             lookups: Some(admin_lookups),
+            region_changes: Default::default(),
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),

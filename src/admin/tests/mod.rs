@@ -340,6 +340,7 @@ impl Harness {
             quotas: Default::default(),
             resync: Some(resync.clone()),
             lookups: None,
+            region_changes: Default::default(),
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),

@@ -38,6 +38,7 @@ async fn call_with(
         quotas: Default::default(),
         resync,
         lookups: None,
+        region_changes: Default::default(),
         source_tests: crate::admin::running::Running::new(crate::admin::SOURCE_TESTS_PER_TENANT),
         database_share: crate::admin::database_share::DatabaseShare::new(1),
     });

@@ -168,3 +168,51 @@ async fn a_phones_json_together_is_held_to_its_quota() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
+
+/// A tenant's own token changes its region at most once per ten minutes:
+/// each change renormalizes its whole directory on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_switch_its_region_back_and_forth() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let put = |role: &'static str, region: &'static str| {
+        let body = serde_json::json!({ "name": "Acme", "default_region": region }).to_string();
+        let h = &h;
+        async move {
+            h.call(
+                Some(role),
+                Method::PUT,
+                "/v1/tenants/acme",
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    let first = put("acme-admin", "GB").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let back = put("acme-admin", "US").await;
+    assert_eq!(back.status, StatusCode::TOO_MANY_REQUESTS, "{}", back.text);
+    assert!(back.text.contains("rate_limited"), "{}", back.text);
+    let retry: u64 = back.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((500..=600).contains(&retry), "{retry}");
+    // The same region again, or another field, is no change of region.
+    let same = put("acme-admin", "GB").await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.text);
+    // Another tenant is not held, nor is the operator.
+    let globex = h
+        .call(
+            Some("globex-admin"),
+            Method::PUT,
+            "/v1/tenants/globex",
+            Some(r#"{"name": "Globex", "default_region": "GB"}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(globex.status, StatusCode::OK, "{}", globex.text);
+    let operator = put("global", "US").await;
+    assert_eq!(operator.status, StatusCode::OK, "{}", operator.text);
+}
