@@ -139,13 +139,13 @@ impl ResyncService {
             t1: Duration::from_millis(self.inner.config.t1_ms),
             t2: Duration::from_millis(self.inner.config.t2_ms),
         };
-        metrics::gauge!("dialtone_resync_inflight").increment(1.0);
+        let inflight = Inflight::new();
         let outcome = self
             .inner
             .transport
             .request(dest, &branch, &request, timers, || {})
             .await;
-        metrics::gauge!("dialtone_resync_inflight").decrement(1.0);
+        drop(inflight);
         Some(match outcome {
             Outcome::Final { status, reason } => (Some(status), reason, "rejected"),
             Outcome::Timeout => (None, "no answer (timer F)".into(), "timeout"),
@@ -318,5 +318,23 @@ fn reachable_local(bound: std::io::Result<SocketAddr>, dest: SocketAddr) -> Sock
     match probe {
         Ok(a) => SocketAddr::new(a.ip(), bound.port()),
         Err(_) => bound,
+    }
+}
+
+/// One NOTIFY transaction in `dialtone_resync_inflight`, however it ends:
+/// a transaction task aborted at shutdown or after a panic left the gauge
+/// one too high for good.
+struct Inflight;
+
+impl Inflight {
+    fn new() -> Inflight {
+        metrics::gauge!("dialtone_resync_inflight").increment(1.0);
+        Inflight
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        metrics::gauge!("dialtone_resync_inflight").decrement(1.0);
     }
 }
