@@ -48,6 +48,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Requests to lookup sources, by source kind and outcome.",
     ),
     (
+        "dialtone_lookup_cache_share_full_total",
+        "Lookup answers served but not cached because the answer cache was three quarters full and their tenant held a quarter of it.",
+    ),
+    (
         "dialtone_lookup_stale_fills_dropped_total",
         "Lookup answers not cached because the tenant's data changed during the load.",
     ),
@@ -266,6 +270,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_source_connections_shed_total", &[]),
     ("dialtone_tftp_evicted_total", &[]),
     ("dialtone_lookup_reserve_loads_total", &[]),
+    ("dialtone_lookup_cache_share_full_total", &[]),
     ("dialtone_lookup_shed_total", &[("reason", "tenant_share")]),
     ("dialtone_lookup_shed_total", &[("reason", "full")]),
     ("dialtone_provisioning_bans_total", &[]),

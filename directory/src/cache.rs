@@ -121,12 +121,72 @@ fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
     (160 + strings) as u32
 }
 
-pub fn build(max_bytes: u64, max_stale: Duration) -> Cache<Key, Arc<Entry>> {
+pub fn build(
+    max_bytes: u64,
+    max_stale: Duration,
+    shares: Arc<TenantShares>,
+) -> Cache<Key, Arc<Entry>> {
     Cache::builder()
         .weigher(weight)
         .max_capacity(max_bytes)
         .expire_after(Lifetime { max_stale })
+        // Every entry put in is taken out once, whatever the cause (expired,
+        // replaced, evicted, or refused by moka's admission after the put).
+        .eviction_listener(move |key: Arc<Key>, entry: Arc<Entry>, _| {
+            shares.release(key.0, weight(&key, &entry));
+        })
         .build()
+}
+
+/// One tenant may hold this part of the answer cache at most.
+const TENANT_SHARE_DIVISOR: u64 = 4;
+
+/// The bytes of cached answers each tenant holds. The cache is the node's:
+/// without a share, a tenant looking up endless distinct numbers (each
+/// twice, to pass moka's admission) pushed every other tenant's answers
+/// out, and they paid again in upstream dips and post-dial delay. Once the
+/// cache is three quarters full, a tenant past its quarter has its new
+/// answers served but not cached; below that nobody is crowded out, and a
+/// big tenant caches what it likes.
+pub struct TenantShares {
+    max: u64,
+    held: std::sync::Mutex<HashMap<Id, u64>>,
+}
+
+impl TenantShares {
+    pub fn new(cache_bytes: u64) -> TenantShares {
+        TenantShares {
+            max: (cache_bytes / TENANT_SHARE_DIVISOR).max(1),
+            held: Default::default(),
+        }
+    }
+
+    /// Counts `bytes` more for `tenant`, unless the cache is `crowded` and
+    /// that passes the tenant's share.
+    pub fn take(&self, tenant: Id, bytes: u32, crowded: bool) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let now = held.entry(tenant).or_default();
+        if crowded && *now + u64::from(bytes) > self.max {
+            return false;
+        }
+        *now += u64::from(bytes);
+        true
+    }
+
+    fn release(&self, tenant: Id, bytes: u32) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(now) = held.get_mut(&tenant) {
+            *now = now.saturating_sub(u64::from(bytes));
+            if *now == 0 {
+                held.remove(&tenant);
+            }
+        }
+    }
+}
+
+/// Bytes an answer for `key` costs in the cache.
+pub fn weight_of(key: &Key, entry: &Arc<Entry>) -> u32 {
+    weight(key, entry)
 }
 
 /// Invalidation by generation: every entry and every load remembers the
@@ -172,6 +232,29 @@ impl Generations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_is_held_to_its_quarter_only_when_the_cache_is_crowded() {
+        let shares = TenantShares::new(1000);
+        assert!(shares.take(1, 200, true));
+        assert!(
+            !shares.take(1, 100, true),
+            "past its 250 in a crowded cache"
+        );
+        assert!(
+            shares.take(1, 100, false),
+            "a cache with room crowds nobody out"
+        );
+        assert!(
+            shares.take(2, 250, true),
+            "another tenant has its own quarter"
+        );
+        shares.release(1, 300);
+        assert!(shares.take(1, 250, true));
+        shares.release(1, 250);
+        shares.release(2, 250);
+        assert!(shares.held.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn generations_invalidate_one_tenant_or_all() {

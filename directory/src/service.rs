@@ -167,6 +167,8 @@ pub(crate) struct Inner {
     pub(crate) local: LocalDirectory,
     pub(crate) sources: SourceRegistry,
     cache: Cache<Key, Arc<Entry>>,
+    /// Each tenant's bytes in `cache` (`cache.rs`).
+    cache_shares: Arc<crate::cache::TenantShares>,
     generations: Generations,
     inflight: Mutex<Loads>,
     load_ids: AtomicU64,
@@ -250,6 +252,7 @@ impl LookupService {
             threshold: options.breaker_threshold,
             cooldown: options.breaker_cooldown,
         };
+        let cache_shares = Arc::new(crate::cache::TenantShares::new(options.cache_bytes));
         LookupService {
             inner: Arc::new(Inner {
                 local: LocalDirectory::keeping_readings(
@@ -264,7 +267,8 @@ impl LookupService {
                     clock.clone(),
                     options.source_networks.clone(),
                 ),
-                cache: cache::build(options.cache_bytes, options.max_stale),
+                cache: cache::build(options.cache_bytes, options.max_stale, cache_shares.clone()),
+                cache_shares,
                 generations: Generations::default(),
                 inflight: Mutex::default(),
                 load_ids: AtomicU64::new(0),
@@ -543,7 +547,32 @@ impl LookupService {
             ttl,
             tag,
         };
-        inner.cache.insert(key.clone(), Arc::new(entry)).await;
+        let entry = Arc::new(entry);
+        // A replaced answer's bytes are given back when moka drops it.
+        let crowded = inner.cache.weighted_size().saturating_mul(4)
+            >= inner.options.cache_bytes.saturating_mul(3);
+        if !inner.cache.contains_key(key)
+            && !inner
+                .cache_shares
+                .take(key.0, crate::cache::weight_of(key, &entry), crowded)
+        {
+            metrics::counter!("dialtone_lookup_cache_share_full_total").increment(1);
+            return;
+        }
+        inner.cache.insert(key.clone(), entry).await;
+    }
+
+    /// Bytes of cached answers by tenant, counted from the cache itself
+    /// (for tests of the tenants' shares).
+    #[doc(hidden)]
+    pub async fn cached_bytes_by_tenant(&self) -> HashMap<Id, u64> {
+        let cache = &self.inner.cache;
+        cache.run_pending_tasks().await;
+        let mut bytes = HashMap::new();
+        for (key, entry) in cache.iter() {
+            *bytes.entry(key.0).or_default() += u64::from(crate::cache::weight_of(&key, &entry));
+        }
+        bytes
     }
 
     /// Runs the tenant's sources in priority order until one knows the

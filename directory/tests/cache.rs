@@ -333,3 +333,68 @@ async fn loads_beyond_the_inflight_bound_are_shed_at_once() {
     f.up.gate.as_ref().unwrap().add_permits(1);
     assert_eq!(first.await.unwrap().name(), Some("Slow"));
 }
+
+/// One tenant asking endless distinct numbers (each twice, to pass moka's
+/// admission) does not push other tenants' answers out: once the cache is
+/// crowded, a tenant past its quarter has new answers served, not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
+    let (_up, url) = start_upstream(Reply::NotFound, false).await;
+    let cnam = |slug: &str| {
+        source(
+            slug,
+            "cnam",
+            SourceKind::Http,
+            serde_json::json!({ "url": url }),
+            None,
+            5_000,
+        )
+    };
+    let (_db, _store, mirror) = mirror_of(&[
+        tenant("acme", "US"),
+        cnam("acme"),
+        tenant("globex", "US"),
+        cnam("globex"),
+    ])
+    .await;
+    let (acme, globex) = (tenant_id(&mirror, "acme"), tenant_id(&mirror, "globex"));
+    // About 360 answers.
+    let cache_bytes: u64 = 64 << 10;
+    let service = LookupService::with_clock(
+        mirror,
+        None,
+        LookupOptions {
+            cache_bytes,
+            ..options()
+        },
+        Clock::manual(),
+    );
+    let globex_numbers: Vec<String> = (0..60).map(|n| format!("+1555010{n:04}")).collect();
+    for number in &globex_numbers {
+        service.lookup(globex, number).await.unwrap();
+    }
+    // Five caches' worth.
+    for n in 0..2_000 {
+        let number = format!("+1555011{n:04}");
+        for _ in 0..2 {
+            service.lookup(acme, &number).await.unwrap();
+        }
+    }
+    let held = service.cached_bytes_by_tenant().await;
+    let acme_bytes = held.get(&acme).copied().unwrap_or(0);
+    assert!(
+        acme_bytes <= cache_bytes * 3 / 4 + 4096,
+        "acme holds {acme_bytes} of {cache_bytes} bytes"
+    );
+    let mut kept = 0;
+    for number in &globex_numbers {
+        if service.lookup(globex, number).await.unwrap().cache == CacheStatus::Hit {
+            kept += 1;
+        }
+    }
+    assert_eq!(
+        kept,
+        globex_numbers.len(),
+        "globex's answers were pushed out"
+    );
+}

@@ -221,7 +221,8 @@ pub struct LookupConfig {
     pub failure_ttl_s: u64,
     /// How long past its TTL an answer is still served while one refresh runs.
     pub max_stale_s: u64,
-    /// Bound of the answer cache.
+    /// Bound of the answer cache. Once it is three quarters full, a tenant
+    /// holding a quarter of it caches no new answers.
     pub cache_mb: u64,
     /// Loads (cache misses) running at once; more are answered empty at once.
     pub max_inflight: usize,
