@@ -377,10 +377,19 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     match principal.tenant_filter() {
-        Some(tenant) => Ok(state
-            .provisioner
-            .walk_on_pool(tenant, WALK_TIME, job)
-            .await?),
+        Some(tenant) => match state.provisioner.walk_on_pool(tenant, WALK_TIME, job).await {
+            Ok(list) => Ok(list),
+            // The pool words a job past its time as a render's.
+            Err(dialtone_tftp::ProvisionError::Render { .. }) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "the list took over {} s; narrow it (q, vendor, mac_prefix) or try again",
+                    WALK_TIME.as_secs()
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        },
         None => tokio::task::spawn_blocking(job)
             .await
             .map_err(|e| ApiError::internal(format!("a list's walk failed: {e}"))),
