@@ -149,36 +149,58 @@ const TENANT_SHARE_DIVISOR: u64 = 4;
 /// answers served but not cached; below that nobody is crowded out, and a
 /// big tenant caches what it likes.
 pub struct TenantShares {
+    /// A tenant's share.
     max: u64,
-    held: std::sync::Mutex<HashMap<Id, u64>>,
+    cache_bytes: u64,
+    held: std::sync::Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    by_tenant: HashMap<Id, u64>,
+    /// Every tenant's together: counted at once on a put (moka's own size
+    /// follows only at its next maintenance, and a burst of puts ran past
+    /// the threshold before it did), given back when moka drops an entry.
+    total: u64,
 }
 
 impl TenantShares {
     pub fn new(cache_bytes: u64) -> TenantShares {
         TenantShares {
             max: (cache_bytes / TENANT_SHARE_DIVISOR).max(1),
+            cache_bytes,
             held: Default::default(),
         }
     }
 
-    /// Counts `bytes` more for `tenant`, unless the cache is `crowded` and
-    /// that passes the tenant's share.
-    pub fn take(&self, tenant: Id, bytes: u32, crowded: bool) -> bool {
+    /// Counts `bytes` more for `tenant` and says to cache them, unless the
+    /// cache is crowded and they are a new answer past the tenant's share.
+    /// A `replacing` answer is always counted: moka gives back the one it
+    /// replaces.
+    pub fn take(&self, tenant: Id, bytes: u32, replacing: bool) -> bool {
+        let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let now = held.entry(tenant).or_default();
-        if crowded && *now + u64::from(bytes) > self.max {
+        let crowded = held.total.saturating_mul(4) >= self.cache_bytes.saturating_mul(3);
+        let now = held.by_tenant.entry(tenant).or_default();
+        if !replacing && crowded && *now + bytes > self.max {
+            if *now == 0 {
+                held.by_tenant.remove(&tenant);
+            }
             return false;
         }
-        *now += u64::from(bytes);
+        *now += bytes;
+        held.total += bytes;
         true
     }
 
     fn release(&self, tenant: Id, bytes: u32) {
+        let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(now) = held.get_mut(&tenant) {
-            *now = now.saturating_sub(u64::from(bytes));
+        held.total = held.total.saturating_sub(bytes);
+        if let Some(now) = held.by_tenant.get_mut(&tenant) {
+            *now = now.saturating_sub(bytes);
             if *now == 0 {
-                held.remove(&tenant);
+                held.by_tenant.remove(&tenant);
             }
         }
     }
@@ -235,25 +257,26 @@ mod tests {
 
     #[test]
     fn a_tenant_is_held_to_its_quarter_only_when_the_cache_is_crowded() {
+        // A cache of 1,000 bytes: shares of 250, crowded from 750.
         let shares = TenantShares::new(1000);
-        assert!(shares.take(1, 200, true));
         assert!(
-            !shares.take(1, 100, true),
-            "past its 250 in a crowded cache"
-        );
-        assert!(
-            shares.take(1, 100, false),
+            shares.take(1, 600, false),
             "a cache with room crowds nobody out"
         );
+        assert!(shares.take(2, 100, false));
         assert!(
-            shares.take(2, 250, true),
-            "another tenant has its own quarter"
+            shares.take(2, 100, false),
+            "crowded now, but within its share"
         );
-        shares.release(1, 300);
-        assert!(shares.take(1, 250, true));
-        shares.release(1, 250);
-        shares.release(2, 250);
-        assert!(shares.held.lock().unwrap().is_empty());
+        assert!(!shares.take(1, 10, false), "crowded, and past its share");
+        assert!(!shares.take(3, 300, false), "past its share from the start");
+        assert!(shares.take(1, 10, true), "a replacement is always counted");
+        shares.release(1, 610);
+        assert!(shares.take(3, 250, false), "room again");
+        shares.release(2, 200);
+        shares.release(3, 250);
+        let held = shares.held.lock().unwrap();
+        assert!(held.by_tenant.is_empty() && held.total == 0);
     }
 
     #[test]

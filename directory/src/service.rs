@@ -548,13 +548,10 @@ impl LookupService {
             tag,
         };
         let entry = Arc::new(entry);
-        // A replaced answer's bytes are given back when moka drops it.
-        let crowded = inner.cache.weighted_size().saturating_mul(4)
-            >= inner.options.cache_bytes.saturating_mul(3);
-        if !inner.cache.contains_key(key)
-            && !inner
-                .cache_shares
-                .take(key.0, crate::cache::weight_of(key, &entry), crowded)
+        let replacing = inner.cache.contains_key(key);
+        if !inner
+            .cache_shares
+            .take(key.0, crate::cache::weight_of(key, &entry), replacing)
         {
             metrics::counter!("dialtone_lookup_cache_share_full_total").increment(1);
             return;
