@@ -114,7 +114,7 @@ impl Expiry<Key, Arc<Entry>> for Lifetime {
 }
 
 /// Bytes an entry costs, roughly: moka's own overhead plus the strings.
-fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
+pub fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
     let strings = key.1.len()
         + entry.resolved.name.as_ref().map_or(0, |n| n.len())
         + entry.resolved.source.as_ref().map_or(0, |s| s.len());
@@ -204,11 +204,6 @@ impl TenantShares {
             }
         }
     }
-}
-
-/// Bytes an answer for `key` costs in the cache.
-pub fn weight_of(key: &Key, entry: &Arc<Entry>) -> u32 {
-    weight(key, entry)
 }
 
 /// Invalidation by generation: every entry and every load remembers the

@@ -551,7 +551,7 @@ impl LookupService {
         let replacing = inner.cache.contains_key(key);
         if !inner
             .cache_shares
-            .take(key.0, crate::cache::weight_of(key, &entry), replacing)
+            .take(key.0, crate::cache::weight(key, &entry), replacing)
         {
             metrics::counter!("dialtone_lookup_cache_share_full_total").increment(1);
             return;
@@ -567,7 +567,7 @@ impl LookupService {
         cache.run_pending_tasks().await;
         let mut bytes = HashMap::new();
         for (key, entry) in cache.iter() {
-            *bytes.entry(key.0).or_default() += u64::from(crate::cache::weight_of(&key, &entry));
+            *bytes.entry(key.0).or_default() += u64::from(crate::cache::weight(&key, &entry));
         }
         bytes
     }

@@ -16,7 +16,7 @@ use axum::routing::get;
 use common::*;
 use dialtone_directory::{CacheStatus, Clock, LookupOptions, LookupService};
 use dialtone_sync::testing::eventually;
-use dialtone_sync::{Id, Mutation, SourceKind};
+use dialtone_sync::{Id, Mutation};
 use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug)]
@@ -90,14 +90,7 @@ async fn fixture(
     options: LookupOptions,
 ) -> Fixture {
     let (up, url) = start_upstream(reply, gated).await;
-    let mut upstream = source(
-        "acme",
-        "cnam",
-        SourceKind::Http,
-        serde_json::json!({ "url": url }),
-        None,
-        5_000,
-    );
+    let mut upstream = cnam_source("acme", &url);
     if let Mutation::UpsertDirectorySource(s) = &mut upstream {
         s.priority = priority;
     }
@@ -340,21 +333,11 @@ async fn loads_beyond_the_inflight_bound_are_shed_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
     let (_up, url) = start_upstream(Reply::NotFound, false).await;
-    let cnam = |slug: &str| {
-        source(
-            slug,
-            "cnam",
-            SourceKind::Http,
-            serde_json::json!({ "url": url }),
-            None,
-            5_000,
-        )
-    };
     let (_db, _store, mirror) = mirror_of(&[
         tenant("acme", "US"),
-        cnam("acme"),
+        cnam_source("acme", &url),
         tenant("globex", "US"),
-        cnam("globex"),
+        cnam_source("globex", &url),
     ])
     .await;
     let (acme, globex) = (tenant_id(&mirror, "acme"), tenant_id(&mirror, "globex"));

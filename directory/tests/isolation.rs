@@ -258,23 +258,13 @@ impl SlowTenants {
     /// upstream or been shed.
     async fn flood(slugs: &[&str]) -> SlowTenants {
         use axum::http::StatusCode;
-        use common::{mirror_of, source, tenant as tenant_row, tenant_id};
+        use common::{cnam_source, mirror_of, tenant as tenant_row, tenant_id};
         let (slow, slow_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
         let (_fast, fast_url) = start_upstream(false, (StatusCode::OK, "Acme Name")).await;
-        let cnam = |slug: &str, url: &str| {
-            source(
-                slug,
-                "cnam",
-                SourceKind::Http,
-                serde_json::json!({ "url": url }),
-                None,
-                5_000,
-            )
-        };
-        let mut rows = vec![tenant_row("acme", "US"), cnam("acme", &fast_url)];
+        let mut rows = vec![tenant_row("acme", "US"), cnam_source("acme", &fast_url)];
         for slug in slugs {
             rows.push(tenant_row(slug, "US"));
-            rows.push(cnam(slug, &slow_url));
+            rows.push(cnam_source(slug, &slow_url));
         }
         let (db, store, mirror) = mirror_of(&rows).await;
         let acme = tenant_id(&mirror, "acme");

@@ -19,6 +19,18 @@ pub fn shared_ldap_url() -> String {
         .expect("DIALTONE_TEST_LDAP_URL is not set: run the tests through scripts/test")
 }
 
+/// `tenant`'s upstream HTTP CNAM source `cnam` at `url` (priority 5,000).
+pub fn cnam_source(tenant: &str, url: &str) -> Mutation {
+    source(
+        tenant,
+        "cnam",
+        SourceKind::Http,
+        serde_json::json!({ "url": url }),
+        None,
+        5_000,
+    )
+}
+
 /// LDAP source settings for `url`, names in the order the acceptance tests use.
 pub fn ldap_settings(url: &str) -> serde_json::Value {
     serde_json::json!({
