@@ -379,7 +379,8 @@ where
     match principal.tenant_filter() {
         Some(tenant) => match state.provisioner.walk_on_pool(tenant, WALK_TIME, job).await {
             Ok(list) => Ok(list),
-            // The pool words a job past its time as a render's.
+            // The pool words a job past its time as a render's; a walk
+            // that panicked comes back as `Internal`, a 500 below.
             Err(dialtone_tftp::ProvisionError::Render { .. }) => Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "busy",

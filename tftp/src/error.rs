@@ -40,6 +40,11 @@ pub enum ProvisionError {
     /// Shipped templates could not be read.
     #[error("templates: {0}")]
     Templates(String),
+
+    /// Our own fault, not the data's: a walk on the pool panicked. Told
+    /// apart from a walk past its time, which the caller may narrow.
+    #[error("{0} failed")]
+    Internal(&'static str),
 }
 
 fn position(line: Option<usize>, column: Option<usize>) -> String {

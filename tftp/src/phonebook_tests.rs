@@ -9,6 +9,7 @@ use dialtone_sync::*;
 use crate::pool::PoolOptions;
 use crate::provision::{ProvisionOptions, Provisioner, Request};
 use crate::templates::Shipped;
+use crate::ProvisionError;
 
 fn tenant(id: Id, name: &str) -> Tenant {
     Tenant {
@@ -253,4 +254,35 @@ async fn a_directory_is_built_on_the_pool_under_the_tenants_share() {
     let file = fetch.await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&file.body).contains("Person 01"));
     assert_eq!(f.provisioner.cached_files(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_that_panics_is_told_apart_from_one_past_its_time() {
+    let f = Fixture::new(PoolOptions::default());
+    let panicked = f
+        .provisioner
+        .walk_on_pool(1, std::time::Duration::from_secs(30), || -> usize {
+            panic!("a bug in a walk")
+        })
+        .await;
+    assert!(
+        matches!(panicked, Err(ProvisionError::Internal(_))),
+        "{panicked:?}"
+    );
+    let slow = f
+        .provisioner
+        .walk_on_pool(1, std::time::Duration::from_millis(10), || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        })
+        .await;
+    assert!(
+        matches!(slow, Err(ProvisionError::Render { .. })),
+        "{slow:?}"
+    );
+    // The pool is still whole after both.
+    let walked = f
+        .provisioner
+        .walk_on_pool(1, std::time::Duration::from_secs(30), || 7)
+        .await;
+    assert_eq!(walked.unwrap(), 7);
 }

@@ -215,7 +215,10 @@ impl Provisioner {
         F: FnOnce() -> T + Send + 'static,
     {
         self.pool
-            .run(Some(tenant), time, "the list", move || Ok(job()))
+            .run(Some(tenant), time, "the list", move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                    .map_err(|_| ProvisionError::Internal("the list's walk"))
+            })
             .await
     }
 
