@@ -181,6 +181,9 @@ pub struct MirrorConfig {
     pub prune_interval_s: u64,
     /// Provisioning history is kept this long.
     pub history_retention_days: u64,
+    /// Audit rows are kept this long (a year and a month by default, for
+    /// a yearly review).
+    pub audit_retention_days: u64,
     /// Bound of the queue between the front ends and the history writer.
     pub history_queue: usize,
     /// Report not-ready when the mirror has been stale (database unreachable)
@@ -200,6 +203,7 @@ impl Default for MirrorConfig {
             change_log_max_rows: 1_000_000,
             prune_interval_s: 300,
             history_retention_days: 30,
+            audit_retention_days: 400,
             history_queue: 10_000,
             max_staleness_s: None,
         }

@@ -57,6 +57,8 @@ fn durations_past_their_bounds_are_refused_by_name() {
     for (section, key, value) in [
         ("mirror", "history_retention_days", "9223372036854775807"),
         ("mirror", "history_retention_days", "0"),
+        ("mirror", "audit_retention_days", "0"),
+        ("mirror", "audit_retention_days", "36601"),
         ("mirror", "change_log_retention_s", "9223372036854775807"),
         ("provisioning", "ban_s", "40000000000"),
         ("provisioning", "http_header_timeout_s", "0"),

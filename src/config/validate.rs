@@ -114,7 +114,7 @@ impl Config {
             &self.lookup,
             &self.database,
         );
-        let bounds: [(&str, u64, u64, u64); 18] = [
+        let bounds: [(&str, u64, u64, u64); 19] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -145,6 +145,12 @@ impl Config {
                 m.history_retention_days,
                 1,
                 3_660,
+            ),
+            (
+                "mirror.audit_retention_days",
+                m.audit_retention_days,
+                1,
+                36_600,
             ),
             (
                 "mirror.max_staleness_s",

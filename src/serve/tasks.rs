@@ -113,9 +113,12 @@ pub(super) fn spawn(
             watcher::run_pruner(
                 store.clone(),
                 Duration::from_secs(m.prune_interval_s.max(1)),
-                Duration::from_secs(m.change_log_retention_s),
-                m.change_log_max_rows,
-                Duration::from_secs(m.history_retention_days.saturating_mul(86_400)),
+                watcher::Retention {
+                    change_log: Duration::from_secs(m.change_log_retention_s),
+                    change_log_max_rows: m.change_log_max_rows,
+                    boots: Duration::from_secs(m.history_retention_days.saturating_mul(86_400)),
+                    audit: Duration::from_secs(m.audit_retention_days.saturating_mul(86_400)),
+                },
                 cancel2.clone(),
             )
         });

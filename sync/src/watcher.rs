@@ -212,13 +212,23 @@ pub async fn run_woken(
     tracing::debug!("watcher stopped");
 }
 
-/// Periodically bounds the change log and the boot history.
+/// How long the tables that only grow keep their rows.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub change_log: Duration,
+    pub change_log_max_rows: i64,
+    pub boots: Duration,
+    /// Every tenant's writes add audit rows; without a limit a tenant that
+    /// keeps editing grows the table, and its own filtered audit reads,
+    /// for ever.
+    pub audit: Duration,
+}
+
+/// Periodically bounds the change log, the boot history and the audit log.
 pub async fn run_pruner(
     store: Arc<dyn Store>,
     interval: Duration,
-    retain: Duration,
-    max_rows: i64,
-    history_retain: Duration,
+    retention: Retention,
     cancel: CancellationToken,
 ) {
     loop {
@@ -226,13 +236,21 @@ pub async fn run_pruner(
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        match store.prune_change_log(retain, max_rows).await {
+        match store
+            .prune_change_log(retention.change_log, retention.change_log_max_rows)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned change log"),
             Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
         }
-        if let Err(e) = store.prune_boots(history_retain).await {
+        if let Err(e) = store.prune_boots(retention.boots).await {
             tracing::warn!(error = %e, "pruning provisioning history failed");
+        }
+        match store.prune_audit(retention.audit).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned audit log"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
         }
     }
 }

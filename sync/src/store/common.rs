@@ -658,6 +658,14 @@ macro_rules! shared_sql {
                 .await?
                 .rows_affected())
         }
+
+        pub(super) async fn delete_audit_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {
+            Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected())
+        }
     };
 }
 

@@ -481,6 +481,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes boot history older than `retain`.
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError>;
 
+    /// Deletes audit rows older than `retain`.
+    async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError>;
+
     /// Upserts unclaimed devices (each (tenant, mac) once, `count` the
     /// fetches to add), then keeps each touched tenant's `per_tenant` most
     /// recently seen.

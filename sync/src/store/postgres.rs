@@ -348,6 +348,11 @@ impl Store for PgStore {
         sql::delete_boots_before(&mut conn, crate::model::cutoff_before_now(retain)).await
     }
 
+    async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::delete_audit_before(&mut conn, crate::model::cutoff_before_now(retain)).await
+    }
+
     async fn record_unclaimed(
         &self,
         devices: &[super::UnclaimedDevice],

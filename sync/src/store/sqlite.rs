@@ -354,6 +354,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError> {
+        let cutoff = crate::model::cutoff_before_now(retain);
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::delete_audit_before(conn, cutoff).await })
+        })
+        .await
+    }
+
     async fn record_unclaimed(
         &self,
         devices: &[super::UnclaimedDevice],
