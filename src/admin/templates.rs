@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::TemplateInput;
 use dialtone_sync::{
-    etag_of, Family, Id, Mac, MirrorState, Mutation, Target, Template, TemplateKey, TemplateScope,
+    etag_of, phone_etag, Family, Id, Mac, MirrorState, Mutation, Target, Template, TemplateKey,
+    TemplateScope,
 };
 use dialtone_tftp::preview::sample_phone;
 use serde::{Deserialize, Serialize};
@@ -418,7 +419,7 @@ pub async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<NewTemplate>,
 ) -> Result<Response, ApiError> {
-    let (key, owner) = {
+    let (key, owner, phone_seen) = {
         let mirror = state.mirror.load();
         let (key, owner) = key_of(&mirror, &principal, (&body).into())?;
         may_write_key(&principal, owner)?;
@@ -428,7 +429,21 @@ pub async fn create(
                 existing.id
             )));
         }
-        (key, owner)
+        // A phone's template renders its lines' passwords. The tenant was
+        // checked against this node's mirror, which may lag a move of the
+        // phone to another tenant: the write holds only for the phone as
+        // it was checked.
+        let phone_seen = match (key.scope, principal.is_global()) {
+            (TemplateScope::Phone, false) => key.scope_key.parse::<Mac>().ok().and_then(|mac| {
+                let phone = mirror.phone_by_mac(&mac)?;
+                Some(Mutation::Expect {
+                    target: Target::Phone { mac },
+                    etag: phone_etag(phone, &mirror.lines_of(phone.id)),
+                })
+            }),
+            _ => None,
+        };
+        (key, owner, phone_seen)
     };
     let keep_versions = template_quotas(&state, owner, body.body.len(), true)?;
     check(
@@ -455,17 +470,27 @@ pub async fn create(
             tenant: tenant_slug.as_deref(),
             detail: json!({ "after": digest(&body.body), "bytes": body.body.len() }),
         },
-        vec![Mutation::UpsertTemplate(TemplateInput {
-            scope: key.scope,
-            family: key.family,
-            scope_key: key.scope_key.to_string(),
-            file_pattern: key.file_pattern.to_string(),
-            body: body.body,
-            updated_by: principal.actor(),
-            keep_versions,
-        })],
+        phone_seen
+            .into_iter()
+            .chain([Mutation::UpsertTemplate(TemplateInput {
+                scope: key.scope,
+                family: key.family,
+                scope_key: key.scope_key.to_string(),
+                file_pattern: key.file_pattern.to_string(),
+                body: body.body,
+                updated_by: principal.actor(),
+                keep_versions,
+            })])
+            .collect(),
     )
-    .await?;
+    .await
+    .map_err(|e| match e.status {
+        StatusCode::PRECONDITION_FAILED => ApiError::conflict(format!(
+            "phone {} changed a moment ago, on this or another node; read it again and retry",
+            key.scope_key
+        )),
+        _ => e,
+    })?;
     let mirror = state.mirror.load();
     let template = mirror
         .template_by_key(&key)

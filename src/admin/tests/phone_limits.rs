@@ -103,7 +103,8 @@ async fn a_moved_phone_leaves_its_secrets_behind() {
 
 /// A node whose mirror lags has not seen a phone move to another tenant:
 /// the old tenant's edit or delete is refused (409), not applied to the
-/// phone that is now the other tenant's.
+/// phone that is now the other tenant's; nor is a template for it, which
+/// would render the new owner's line passwords.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_write_a_phone_that_moved_while_its_node_lagged() {
     let h = Harness::new(Backend::Sqlite).await;
@@ -134,6 +135,19 @@ async fn a_tenant_cannot_write_a_phone_that_moved_while_its_node_lagged() {
         .call(Some("acme-admin"), Method::DELETE, &path, None, &[])
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    let steal = format!(
+        r#"{{"scope": "phone", "mac": "{ACME_MAC}", "family": "yealink", "file_pattern": "{{mac}}.cfg", "body": "{{{{ lines }}}}\n"}}"#
+    );
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/templates",
+            Some(&steal),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     // globex still has it, as it was, once the node has caught up.
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
         .await
@@ -141,4 +155,7 @@ async fn a_tenant_cannot_write_a_phone_that_moved_while_its_node_lagged() {
     let stored = h.get("globex-admin", &path).await;
     assert!(stored.status.is_success(), "{}", stored.text);
     assert!(!stored.text.contains("Taken back"), "{}", stored.text);
+    let templates = h.get("globex-admin", "/v1/templates?scope=phone").await;
+    assert!(templates.status.is_success(), "{}", templates.text);
+    assert!(!templates.text.contains(ACME_MAC), "{}", templates.text);
 }
