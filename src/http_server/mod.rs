@@ -106,6 +106,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 /// Connections being told "503" at once, at most.
 const MAX_REFUSALS: usize = 256;
 
+/// Largest request head (line and headers) read, the read buffer's bound.
+/// A body is read through it in pieces, so this bounds no upload.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
 Content-Type: text/plain\r\nContent-Length: 17\r\n\r\nserver too busy\r\n";
 
@@ -191,9 +195,12 @@ pub async fn serve(
             .is_ok();
     defer_accept(&listener, options.header_timeout);
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own default lets a request's head reach ~400 KiB, every
+    // byte of it a client's; past this it answers 431 and closes.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let shared = Arc::new(Shared {
         router,
         builder,

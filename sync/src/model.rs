@@ -37,6 +37,16 @@ pub(crate) fn trim(text: &str) -> &str {
     }
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary: for text a
+/// client or a template sets that is kept in a queue, a cache or a row.
+pub fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -602,5 +612,14 @@ mod tests {
         for text in texts {
             assert_eq!(trim(text), text.trim(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abc", 10), "abc");
+        assert_eq!(clip("abc", 2), "ab");
+        assert_eq!(clip("aé", 2), "a");
+        assert_eq!(clip("€€", 5), "€");
+        assert_eq!(clip("€", 0), "");
     }
 }

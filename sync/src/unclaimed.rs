@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Write, Writer};
-use crate::model::{Id, Mac, Millis};
+use crate::model::{clip, Id, Mac, Millis};
 use crate::queue;
 use crate::store::{Store, UnclaimedDevice};
 
@@ -105,7 +105,7 @@ pub fn fold(sightings: &[Sighting]) -> Vec<UnclaimedDevice> {
             d.last_seen = d.last_seen.max(s.at);
             d.source = s.source.to_string();
         }
-        let said = |v: &Option<String>| v.as_deref().map(clip);
+        let said = |v: &Option<String>| v.as_deref().map(|t| clip(t, MAX_TEXT).to_string());
         d.family = s.family.map(str::to_string).or(d.family.take());
         d.model = said(&s.model).or(d.model.take());
         d.firmware = said(&s.firmware).or(d.firmware.take());
@@ -113,12 +113,4 @@ pub fn fold(sightings: &[Sighting]) -> Vec<UnclaimedDevice> {
     let mut devices: Vec<UnclaimedDevice> = folded.into_values().collect();
     devices.sort_by(|a, b| (a.tenant_id, &a.mac).cmp(&(b.tenant_id, &b.mac)));
     devices
-}
-
-fn clip(text: &str) -> String {
-    let mut end = text.len().min(MAX_TEXT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }

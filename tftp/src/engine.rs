@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 
+use dialtone_sync::model::clip;
+
 use crate::error::ProvisionError;
 
 /// What one render may spend. Defaults leave the largest shipped file (a
@@ -377,6 +379,12 @@ fn default(value: Value, fallback: Option<Value>, kwargs: Kwargs) -> Result<Valu
     })
 }
 
+/// Longest engine detail an error keeps. A template's `throw` sets the
+/// detail, up to the template's or a variable's size, and a failed render
+/// is cached (the failed-render cache counts entries, not bytes) and
+/// recorded with each fetch.
+const MAX_ERROR_DETAIL: usize = 1024;
+
 const OUT_OF_STEPS: &str =
     "the render used up its budget of steps: a loop runs too long or builds too much text";
 
@@ -397,7 +405,7 @@ fn template_error(
         (Some(limit), _) => limit,
         (None, ErrorKind::OutOfFuel) => OUT_OF_STEPS.to_string(),
         (None, kind) => match error.detail() {
-            Some(detail) => format!("{kind}: {detail}"),
+            Some(detail) => format!("{kind}: {}", clip(detail, MAX_ERROR_DETAIL)),
             None => kind.to_string(),
         },
     };

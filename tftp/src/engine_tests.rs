@@ -50,6 +50,16 @@ fn tera_forms_still_work() {
     assert!(message.contains("stop here"), "{message}");
 }
 
+/// A template's own error text is kept short: a failed render is cached
+/// and recorded with every fetch that hits it.
+#[test]
+fn a_thrown_message_is_clipped() {
+    let body = format!("{{{{ throw(message=\"{}\") }}}}", "é".repeat(20_000));
+    let (_, _, message) = render_error(&body, &Budget::default());
+    assert!(message.starts_with("invalid operation: éé"), "{message}");
+    assert!(message.len() <= 1100, "{} bytes", message.len());
+}
+
 #[test]
 fn output_is_escaped_for_the_format() {
     assert_eq!(render("{{ phone.label }}").unwrap(), "Lobby &lt;1&gt;");

@@ -71,7 +71,8 @@ async fn fetch(
 ) -> Response {
     let user_agent = headers
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .filter(|ua| ua.len() <= crate::identify::MAX_USER_AGENT);
     let request = Request {
         path: &path,
         user_agent,

@@ -536,6 +536,12 @@ fn mac_in(text: &str) -> Option<Mac> {
     trimmed.parse().ok().filter(|m: &Mac| m.0 != [0; 6])
 }
 
+/// Longest User-Agent read. Phones send under 100 bytes; a longer one is
+/// a client's own text that would otherwise ride along, whole, into the
+/// history queue and rows, the unclaimed-device queue and cached renders'
+/// inputs. One past this is read as no User-Agent.
+pub const MAX_USER_AGENT: usize = 512;
+
 /// Reads the User-Agent formats of docs/vendors.md. Anything else is `None`.
 pub fn parse_user_agent(ua: &str) -> Option<UserAgent> {
     let ua = ua.trim();

@@ -7,6 +7,10 @@ use dialtone_sync::store::BootRecord;
 use dialtone_sync::Phone;
 
 use crate::error::ProvisionError;
+
+/// Longest error text a boot record keeps: a template's own error text
+/// (`throw`) is the tenant's, and each failing fetch queues and stores one.
+const MAX_OUTCOME: usize = 512;
 use crate::identify::Identity;
 use crate::provision::{Provisioner, Rendered, Request};
 
@@ -36,7 +40,13 @@ impl Provisioner {
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
-            Err(e) => (format!("error: {e}"), 0),
+            Err(e) => (
+                format!(
+                    "error: {}",
+                    dialtone_sync::model::clip(&e.to_string(), MAX_OUTCOME)
+                ),
+                0,
+            ),
         };
         history.record(BootRecord {
             mac: phone.mac.to_string(),

@@ -523,3 +523,39 @@ async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
         "{sources:?}"
     );
 }
+
+/// A client's overlong User-Agent is read as none: its text would ride,
+/// whole, into the history queue and rows and the cached render's inputs.
+#[tokio::test]
+async fn an_overlong_user_agent_is_read_as_none() {
+    use axum::extract::connect_info::MockConnectInfo;
+    use tower::ServiceExt;
+
+    let f = Fixture::new().await;
+    let (provisioner, history) = recording(&f);
+    let provisioner = Arc::new(provisioner);
+    let short = "Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01";
+    let long = format!("Yealink SIP-T46S 66.86.0.15{}", " x".repeat(300));
+    // From two addresses: a repeat from one within a minute is recorded once.
+    for (ua, from) in [
+        (short.to_string(), "192.0.2.10:5060"),
+        (long, "192.0.2.11:5060"),
+    ] {
+        let app = dialtone_tftp::http::router(provisioner.clone()).layer(MockConnectInfo(
+            from.parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        let request = axum::http::Request::get("/001565000001.cfg")
+            .header(axum::http::header::USER_AGENT, ua)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let reply = app.oneshot(request).await.unwrap();
+        assert_eq!(reply.status(), axum::http::StatusCode::OK);
+    }
+    stored(history).await;
+    let mac: Mac = "001565000001".parse().unwrap();
+    let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
+    let agents: Vec<Option<&str>> = boots.iter().map(|b| b.user_agent.as_deref()).collect();
+    assert_eq!(boots.len(), 2, "{agents:?}");
+    assert!(agents.contains(&Some(short)), "{agents:?}");
+    assert!(agents.contains(&None), "{agents:?}");
+}
