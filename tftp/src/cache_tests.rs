@@ -459,3 +459,34 @@ fn a_failed_render_is_forgotten_when_its_inputs_change() {
     assert!(f.provisioner.provision_at(&current, &request).is_err());
     assert_eq!(f.get(FILE), "fixed again\n");
 }
+
+/// Compiled templates are counted by what they may hold, not by number: a
+/// tenant saving a large template again and again (each version its own
+/// entry) fills the cache's bytes, not 2,048 entries of up to ~6 MB.
+#[test]
+fn compiled_templates_are_bounded_by_their_size() {
+    let body = "a = b\n".repeat(40_000);
+    let f = Fixture::new(dataset());
+    for version in 1..=60 {
+        let mut versioned = body.clone();
+        versioned.push_str(&format!("version = {version}\n"));
+        f.apply(vec![Row::Template(template(
+            20,
+            TemplateScope::Family,
+            "",
+            &versioned,
+            version,
+        ))]);
+        assert!(f.get(FILE).ends_with(&format!("version = {version}\n")));
+    }
+    let compiled = &f.provisioner.compiled;
+    compiled.run_pending_tasks();
+    let capacity = ProvisionOptions::default().compiled_cache_bytes;
+    assert!(
+        compiled.weighted_size() <= capacity,
+        "{} of {capacity}",
+        compiled.weighted_size()
+    );
+    // ~5.8 MB each counted: about 22 fit.
+    assert!(compiled.entry_count() < 30, "{}", compiled.entry_count());
+}

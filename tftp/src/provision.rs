@@ -37,8 +37,9 @@ pub struct ProvisionOptions {
     pub base_url: String,
     /// Bound of the render cache, in bytes of rendered output.
     pub render_cache_bytes: u64,
-    /// Bound of the compiled-template cache, in templates.
-    pub compiled_cache_entries: u64,
+    /// Bound of the compiled-template cache, in bytes as `compiled_weight`
+    /// reckons them.
+    pub compiled_cache_bytes: u64,
     pub guard: GuardOptions,
     /// What each render may spend.
     pub budget: Budget,
@@ -50,7 +51,7 @@ impl Default for ProvisionOptions {
         ProvisionOptions {
             base_url: "http://127.0.0.1:8081".into(),
             render_cache_bytes: 64 << 20,
-            compiled_cache_entries: 2048,
+            compiled_cache_bytes: 128 << 20,
             guard: GuardOptions::default(),
             budget: Budget::default(),
             pool: PoolOptions::default(),
@@ -156,7 +157,8 @@ impl Provisioner {
             key,
             shipped: ArcSwap::from_pointee(shipped),
             compiled: Cache::builder()
-                .max_capacity(options.compiled_cache_entries)
+                .max_capacity(options.compiled_cache_bytes)
+                .weigher(|_, compiled: &Arc<Compiled>| compiled.weight())
                 .build(),
             rendered: RenderCache::new(options.render_cache_bytes),
             guard: Guard::new(options.guard.clone()),
