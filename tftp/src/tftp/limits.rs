@@ -124,7 +124,13 @@ impl Slots {
             // bound at a few hundred packets a second. A transfer no ACK
             // has answered yet makes room instead, the oldest first: a
             // real client's first ACK comes within a round trip, a forged
-            // one's never.
+            // one's never. An evicted transfer keeps its slot until it has
+            // ended (in single-port mode, at its next timer), so at most
+            // `max_transfers` of them: past that a flood would grow the
+            // transfer table by one entry a request.
+            if inner.evicting >= self.max_transfers {
+                return Admission::Busy;
+            }
             let Some((_, oldest)) = inner.unacked.pop_first() else {
                 return Admission::Busy;
             };
@@ -441,6 +447,36 @@ mod tests {
         let inner = slots.lock();
         assert_eq!((inner.active, inner.evicting), (0, 0));
         assert!(inner.unacked.is_empty() && inner.unacked_by_source.is_empty());
+    }
+
+    /// Evicted transfers end at their own pace (a single-port listener's at
+    /// their next timer), so a flood faster than that finds the server
+    /// busy once as many are ending as may run, instead of each request
+    /// evicting one more.
+    #[test]
+    fn evictions_still_ending_are_bounded() {
+        let slots = Arc::new(Slots::new(4, 64, 8, vec![]));
+        let mut held: Vec<Slot> = Vec::new();
+        let mut busy = 0;
+        for n in 0..100u32 {
+            let from = addr(&format!("198.51.{}.{}:1", n / 250, n % 250 + 1));
+            match slots.admit(from, "a") {
+                Admission::Granted(slot) => held.push(slot),
+                Admission::Busy => busy += 1,
+                _ => panic!("one request a source"),
+            }
+        }
+        // 4 running, 4 told to end and not yet gone; the rest were refused.
+        assert_eq!(held.len(), 8);
+        assert_eq!(busy, 92);
+        assert_eq!(held.iter().filter(|s| s.is_evicted()).count(), 4);
+        assert_eq!(slots.lock().evicting, 4);
+        // As the evicted ones end, the next requests evict again.
+        held.retain(|s| !s.is_evicted());
+        assert!(matches!(
+            slots.admit(addr("203.0.113.1:1"), "a"),
+            Admission::Granted(_)
+        ));
     }
 
     #[test]
