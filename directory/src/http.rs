@@ -14,19 +14,19 @@
 //! In plain-text mode every error is an empty body: anything else would
 //! end up on phone screens as the caller's name.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use dialtone_sync::{now_millis, token_hash, Id, MirrorState, TokenScope};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::DirectoryError;
 use crate::service::{Answer, LookupService};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct LookupQuery {
     number: Option<String>,
     key: Option<String>,
@@ -34,6 +34,48 @@ pub struct LookupQuery {
     /// Only for global-admin keys, which belong to no tenant.
     tenant: Option<String>,
     format: Option<String>,
+    /// A field given twice, refused once the mode is known.
+    repeated: Option<&'static str>,
+}
+
+impl LookupQuery {
+    /// Reads the query without failing: the PBX writes the caller's number
+    /// into it as the caller sent it, so a number holding `&tenant=` or
+    /// bytes that are not UTF-8 must get this route's refusal (an empty
+    /// body in plain-text mode), not the framework's error text, which the
+    /// PBX would show as the caller's name. A field given twice is
+    /// refused rather than one copy picked: the first could be the
+    /// caller's, written in ahead of the PBX's own `tenant` or `key`.
+    /// Unknown fields are ignored, as PBXes add their own.
+    fn parse(raw: Option<&str>) -> LookupQuery {
+        let mut query = LookupQuery::default();
+        for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let (field, slot) = match &*name {
+                "number" => ("number", &mut query.number),
+                "key" => ("key", &mut query.key),
+                "auth_token" => ("auth_token", &mut query.auth_token),
+                "tenant" => ("tenant", &mut query.tenant),
+                "format" => ("format", &mut query.format),
+                _ => continue,
+            };
+            if slot.is_some() {
+                query.repeated.get_or_insert(field);
+            }
+            *slot = Some(value.into_owned());
+        }
+        query
+    }
+
+    fn refused(&self, mode: Mode) -> Option<Response> {
+        self.repeated.map(|field| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{field} is given more than once"),
+            )
+            .into_response(mode)
+        })
+    }
 }
 
 pub fn router(service: LookupService) -> Router {
@@ -227,14 +269,18 @@ fn tag_cache(response: &mut Response, answer: &Answer) {
 
 async fn v1_lookup(
     State(service): State<LookupService>,
-    Query(query): Query<LookupQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let query = LookupQuery::parse(query.as_deref());
     let mode = if query.format.as_deref() == Some("json") || accepts(&headers, "application/json") {
         Mode::Json
     } else {
         Mode::Text
     };
+    if let Some(refused) = query.refused(mode) {
+        return refused;
+    }
     let answer = match answer(&service, &query, &headers, query.number.as_deref(), mode).await {
         Ok(answer) => answer,
         Err(response) => return response,
@@ -256,14 +302,27 @@ async fn v1_lookup(
 
 async fn v3_phone(
     State(service): State<LookupService>,
-    Path(number): Path<String>,
-    Query(query): Query<LookupQuery>,
+    number: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let query = LookupQuery::parse(query.as_deref());
     let mode = if query.format.as_deref() == Some("pbx") || accepts(&headers, "text/pbx") {
         Mode::Text
     } else {
         Mode::Json
+    };
+    if let Some(refused) = query.refused(mode) {
+        return refused;
+    }
+    // A number that does not decode (bytes that are not UTF-8) is no number.
+    let Ok(Path(number)) = number else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            "the number is not text",
+        )
+        .into_response(mode);
     };
     let answer = match answer(&service, &query, &headers, Some(&number), mode).await {
         Ok(answer) => answer,

@@ -278,6 +278,55 @@ async fn json_mode_explains_errors() {
     }
 }
 
+/// The PBX writes the caller's number into the URL as the caller sent it:
+/// one that breaks the query (a second `number`, bytes that are not
+/// UTF-8) still gets an empty body in plain-text mode, since any text
+/// would be shown as the caller's name, and the JSON error shape in JSON
+/// mode.
+#[tokio::test]
+async fn a_caller_id_that_breaks_the_query_gets_an_empty_body() {
+    let api = api().await;
+    let key = &api.acme_key;
+    for uri in [
+        format!("/v1/lookup?number=1&number=5550101234&key={key}"),
+        format!("/v1/lookup?number=5550101234&tenant=globex&tenant=acme&key={key}"),
+        format!("/v1/lookup?number=%FF%FE&key={key}"),
+        format!("/v3/phone/%FF%FE?format=pbx&key={key}"),
+        format!("/v3/phone/5550101234?format=pbx&key={key}&key={key}"),
+    ] {
+        let reply = api.get(&uri, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body, "", "{uri}");
+        assert!(reply.content_type.starts_with("text/plain"), "{uri}");
+    }
+    for (uri, code) in [
+        (format!("/v3/phone/%FF?key={key}"), "invalid_number"),
+        (
+            format!("/v3/phone/5550101234?number=1&number=2&key={key}"),
+            "bad_request",
+        ),
+        (
+            format!("/v1/lookup?number=1&number=2&format=json&key={key}"),
+            "bad_request",
+        ),
+    ] {
+        let reply = api.get(&uri, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.body
+        );
+        let value: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(value["error"]["code"], code, "{uri}");
+    }
+}
+
 /// Text after an extension marker is ignored when reading a number, so
 /// without a length bound any amount of it would be a valid lookup (and a
 /// key the service remembers).
