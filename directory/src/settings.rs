@@ -118,6 +118,9 @@ pub const MAX_FILTER_PARTS: usize = 32;
 /// A mirror past this many entries is a bad filter, whatever a setting says.
 pub const MAX_MIRROR_ENTRIES: u64 = 2_000_000;
 
+/// Longest interval between a mirror's syncs a tenant may set.
+pub const MAX_SYNC_INTERVAL_S: u64 = 30 * 86_400;
+
 fn default_sync_interval() -> u64 {
     900
 }
@@ -269,8 +272,20 @@ impl LdapSettings {
         if !(1..=1000).contains(&settings.size_limit) {
             return Err(invalid(source, "size_limit must be between 1 and 1000"));
         }
-        if settings.sync_interval_s < 10 {
-            return Err(invalid(source, "sync_interval_s must be at least 10"));
+        // A tenant sets these; past the bound the milliseconds a sync is
+        // due at no longer fit, and a wrapped interval made syncs run as
+        // often as the tenant's spacing allowed.
+        if !(10..=MAX_SYNC_INTERVAL_S).contains(&settings.sync_interval_s) {
+            return Err(invalid(
+                source,
+                format!("sync_interval_s must be between 10 and {MAX_SYNC_INTERVAL_S} (30 days)"),
+            ));
+        }
+        if settings.incremental_interval_s > MAX_SYNC_INTERVAL_S {
+            return Err(invalid(
+                source,
+                format!("incremental_interval_s must be at most {MAX_SYNC_INTERVAL_S} (30 days)"),
+            ));
         }
         if !(1..=MAX_MIRROR_ENTRIES).contains(&settings.max_entries) {
             return Err(invalid(
@@ -480,6 +495,14 @@ mod tests {
             (
                 r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":5}"#,
                 "sync_interval_s",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":18446744073709551615}"#,
+                "sync_interval_s must be between",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","incremental_interval_s":9300000000000000}"#,
+                "incremental_interval_s must be at most",
             ),
             (
                 r#"{"url":"ldap://x/","base_dn":"dc=x","page_size":1001}"#,

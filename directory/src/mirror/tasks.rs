@@ -286,8 +286,9 @@ impl LookupService {
         };
         let settings = ldap.settings();
         let mut data = self.load_file(mirror, ldap).await.unwrap_or_default();
-        let full_every = settings.sync_interval_s as i64 * 1000;
-        let incremental_every = settings.incremental_interval_s as i64 * 1000;
+        let millis = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+        let full_every = millis(settings.sync_interval_s);
+        let incremental_every = millis(settings.incremental_interval_s);
         let mut failures = 0u32;
         let mut failed_at = 0i64;
         loop {
