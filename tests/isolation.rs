@@ -498,7 +498,7 @@ async fn sources_reach_only_what_the_operator_allows(t: Tenants, loopback_allowe
             .await;
         assert_eq!(status, 200, "{url}: {report}");
         assert_eq!(report["outcome"], "error", "{url}: {report}");
-        assert_eq!(report["error"], "refused", "{url}: {report}");
+        assert_eq!(report["error"], "unreachable", "{url}: {report}");
         let text = report.to_string();
         for internal in ["ready", "cursor", "dialtone_", "mirror"] {
             assert!(!text.contains(internal), "{url}: {text}");

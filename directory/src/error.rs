@@ -25,6 +25,9 @@ pub enum DirectoryError {
     /// The source's address is outside `lookup.source_networks`.
     #[error("{0} is not an address sources may reach (lookup.source_networks)")]
     Refused(String),
+    /// The source's host name did not resolve here.
+    #[error("{0}")]
+    Unresolved(String),
     /// A mirrored source has neither synced nor loaded its file yet.
     #[error("the mirror has not synced yet")]
     MirrorNotReady,
@@ -36,6 +39,17 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
+    /// The class a tenant is told. A name that does not resolve and one
+    /// that resolves only to addresses sources may not reach look the
+    /// same: told apart, a tenant could list which internal names this
+    /// node's resolver knows by naming them as its source's host.
+    pub fn shown_to_tenant(&self) -> &'static str {
+        match self {
+            DirectoryError::Refused(_) | DirectoryError::Unresolved(_) => "unreachable",
+            other => other.kind(),
+        }
+    }
+
     /// A short, fixed label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -49,6 +63,7 @@ impl DirectoryError {
             DirectoryError::BreakerOpen => "breaker_open",
             DirectoryError::Overloaded => "overloaded",
             DirectoryError::Refused(_) => "refused",
+            DirectoryError::Unresolved(_) => "unresolved",
             DirectoryError::MirrorNotReady => "mirror_not_ready",
             DirectoryError::MirrorFile(_) => "mirror_file",
             DirectoryError::MirrorLimit(_) => "mirror_limit",

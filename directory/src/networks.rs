@@ -164,7 +164,7 @@ pub async fn resolve(
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => lookup(networks.tenant, host, port)
             .await
-            .map_err(|e| crate::DirectoryError::Upstream(format!("resolving {host}: {e}")))?,
+            .map_err(|e| crate::DirectoryError::Unresolved(format!("resolving {host}: {e}")))?,
     };
     let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| networks.allows(*a)).collect();
     if allowed.is_empty() {
@@ -462,6 +462,22 @@ pub(crate) mod tests {
 
     fn at(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    /// A host name that does not resolve and one that resolves only to
+    /// addresses sources may not reach are told to a tenant alike, so its
+    /// source's host cannot probe which internal names resolve here; the
+    /// log and metrics keep them apart.
+    #[tokio::test]
+    async fn a_tenant_cannot_tell_a_missing_name_from_an_internal_one() {
+        release_held("gone");
+        let networks = SourceNetworks::default();
+        let missing = resolve(&networks, "nothing.gone.held.test", 389)
+            .await
+            .unwrap_err();
+        let internal = resolve(&networks, "localhost", 389).await.unwrap_err();
+        assert_eq!((missing.kind(), internal.kind()), ("unresolved", "refused"));
+        assert_eq!(missing.shown_to_tenant(), internal.shown_to_tenant());
     }
 
     #[test]

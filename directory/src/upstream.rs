@@ -23,13 +23,18 @@ fn upstream(e: impl std::fmt::Display) -> DirectoryError {
     DirectoryError::Upstream(e.to_string())
 }
 
-/// A connection our resolver refused is "refused", not an upstream failure:
-/// the error comes back wrapped in reqwest's own.
+/// A connection our resolver refused, or a name it could not resolve, is
+/// that, not an upstream failure: the error comes back wrapped in
+/// reqwest's own.
 fn refused_or_upstream(e: reqwest::Error) -> DirectoryError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(inner) = cause {
-        if let Some(DirectoryError::Refused(host)) = inner.downcast_ref::<DirectoryError>() {
-            return DirectoryError::Refused(host.clone());
+        match inner.downcast_ref::<DirectoryError>() {
+            Some(DirectoryError::Refused(host)) => return DirectoryError::Refused(host.clone()),
+            Some(DirectoryError::Unresolved(why)) => {
+                return DirectoryError::Unresolved(why.clone())
+            }
+            _ => {}
         }
         cause = inner.source();
     }

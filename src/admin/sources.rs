@@ -77,6 +77,9 @@ pub struct SourceTestView {
     /// `found`, `not_found` or `error`.
     pub outcome: String,
     pub name: Option<String>,
+    /// A coarse class: `unreachable` (a name that does not resolve, or
+    /// resolves only to addresses sources may not reach), `auth`,
+    /// `timeout`, `ldap`, `upstream`, `settings`, ...
     pub error: Option<String>,
     /// First search, including connecting and binding.
     pub first_ms: f64,
@@ -415,7 +418,7 @@ pub async fn test_source(
         Ok(None) => ("not_found", None, None),
         Err(e) => {
             tracing::info!(tenant = %tenant.slug, source = %name, error = %e, "directory source test failed");
-            ("error", None, Some(e.kind().to_string()))
+            ("error", None, Some(e.shown_to_tenant().to_string()))
         }
     };
     Ok(axum::Json(SourceTestView {

@@ -378,7 +378,7 @@ impl LookupService {
                     metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                         .increment(1);
                     tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
-                    mirror.set_error(Some((e.kind(), e.to_string())));
+                    mirror.set_error(Some((e.shown_to_tenant(), e.to_string())));
                 }
             }
         }
