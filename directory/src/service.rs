@@ -680,7 +680,9 @@ impl LookupService {
                     source.breaker.failure();
                 }
                 outcome(e.kind());
-                tracing::warn!(source = %source.name, kind, error = %e, "directory source failed");
+                if let Some(skipped) = source.failure_log.allow() {
+                    tracing::warn!(source = %source.name, kind, error = %e, skipped, "directory source failed");
+                }
                 Err(())
             }
         }

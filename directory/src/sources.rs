@@ -31,6 +31,9 @@ pub struct RemoteSource {
     pub breaker: Breaker,
     /// Set for LDAP sources in mirror mode: lookups answer from it.
     pub mirror: Option<Arc<SourceMirror>>,
+    /// A failing source's lines in the log, one a second: a mirrored one
+    /// has no breaker, and each miss of a tenant's distinct numbers asks it.
+    pub failure_log: dialtone_sync::LogLimit,
 }
 
 impl RemoteSource {
@@ -136,6 +139,7 @@ pub fn build_source(
         remote,
         breaker: Breaker::new(breaker.threshold, breaker.cooldown, clock),
         mirror: None,
+        failure_log: dialtone_sync::LogLimit::new(),
     })
 }
 

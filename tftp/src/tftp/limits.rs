@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -260,49 +260,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// One log line a second for a kind of refusal; a flood of refused packets
-/// (or requests) must not become a flood of log lines. Shared with the
-/// HTTP accept loop.
-pub struct LogLimit {
-    last: AtomicI64,
-    skipped: AtomicU64,
-}
-
-impl Default for LogLimit {
-    fn default() -> LogLimit {
-        LogLimit::new()
-    }
-}
-
-impl LogLimit {
-    pub const fn new() -> LogLimit {
-        LogLimit {
-            last: AtomicI64::new(i64::MIN),
-            skipped: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines left out since the last one)` when a line may be written.
-    pub fn allow(&self) -> Option<u64> {
-        // Monotonic: a wall clock stepped back would silence the log.
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_millis() as i64;
-        let last = self.last.load(Ordering::Relaxed);
-        if last > now.saturating_sub(1000)
-            || self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.skipped.swap(0, Ordering::Relaxed))
-    }
-}
+pub use dialtone_sync::LogLimit;
 
 /// Counts a running transfer in `dialtone_tftp_active_transfers` until
 /// dropped, however the transfer ends (a panic included).
@@ -530,13 +488,5 @@ mod tests {
             slots.admit(addr("192.0.2.1:99"), "a"),
             Admission::Unacked
         ));
-    }
-
-    #[test]
-    fn log_lines_are_limited() {
-        let limit = LogLimit::new();
-        assert_eq!(limit.allow(), Some(0));
-        assert_eq!(limit.allow(), None);
-        assert_eq!(limit.allow(), None);
     }
 }
