@@ -29,6 +29,8 @@ pub struct Principal {
     pub scope: TokenScope,
     /// The token's tenant (every scope but global-admin has one).
     pub tenant: Option<Arc<Tenant>>,
+    /// The token row's tag as authenticated; every write checks it.
+    pub token_etag: String,
 }
 
 impl FromRequestParts<AdminState> for Principal {
@@ -73,6 +75,7 @@ impl FromRequestParts<AdminState> for Principal {
             token_name: row.name.to_string(),
             scope: row.scope,
             tenant,
+            token_etag: dialtone_sync::etag_of(&**row),
         })
     }
 }

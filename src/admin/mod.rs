@@ -222,7 +222,30 @@ pub(crate) async fn commit(
     mutations: Vec<Mutation>,
 ) -> Result<WriteReport, ApiError> {
     let audit = audit_of(principal, change);
-    let report = state.store.apply(&mutations, &audit).await?;
+    // The caller's token as this node authenticated it: a node whose
+    // mirror lags a revocation (or the token's tenant's deletion, whose
+    // slug a new tenant may already hold) writes nothing with it.
+    let token = Target::Token {
+        id: principal.token_id,
+    };
+    let mut checked = Vec::with_capacity(mutations.len() + 1);
+    checked.push(Mutation::Expect {
+        target: token.clone(),
+        etag: principal.token_etag.clone(),
+    });
+    checked.extend(mutations);
+    let report = state
+        .store
+        .apply(&checked, &audit)
+        .await
+        .map_err(|e| match &e {
+            dialtone_sync::SyncError::NotFound(what) | dialtone_sync::SyncError::Conflict(what)
+                if *what == token.to_string() =>
+            {
+                ApiError::unauthorized("invalid, expired or revoked token")
+            }
+            _ => ApiError::from(e),
+        })?;
     // Bounded: the catch-up may have to wait for another one, or become a
     // full reload (a node far behind, a transaction left open on the
     // database), and the request holds its tenant's database share meanwhile.
@@ -324,6 +347,7 @@ fn audit_name(target: &Target) -> (&'static str, String) {
         Target::DirectorySource { tenant, name } => {
             ("directory_source", format!("{tenant}/{name}"))
         }
+        Target::Token { id } => ("token", format!("#{id}")),
     }
 }
 

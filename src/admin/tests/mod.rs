@@ -17,6 +17,7 @@ mod resync;
 mod resync_limits;
 mod sizes;
 mod source_tests;
+mod stale_token;
 mod templates;
 mod tenant_race;
 mod unclaimed;

@@ -25,6 +25,15 @@ macro_rules! admin_sql {
                         .fetch_optional(&mut *conn)
                         .await?,
                 ),
+                // Unlocked: every write of a token checks it, and a lock
+                // would queue a token's writes behind its longest (an import).
+                Target::Token { id } => (
+                    Entity::ApiToken,
+                    sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = $1")
+                        .bind(*id)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                ),
                 Target::Template { id } => (
                     Entity::Template,
                     sqlx::query_scalar(concat!("SELECT id FROM templates WHERE id = $1", $lock))

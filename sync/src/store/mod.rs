@@ -226,11 +226,29 @@ pub enum Mutation {
 /// One row (for a phone: with its lines) as an API addresses it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
-    Tenant { slug: String },
-    Phone { mac: Mac },
-    Template { id: Id },
-    DirectoryEntry { tenant: String, external_id: String },
-    DirectorySource { tenant: String, name: String },
+    Tenant {
+        slug: String,
+    },
+    Phone {
+        mac: Mac,
+    },
+    Template {
+        id: Id,
+    },
+    DirectoryEntry {
+        tenant: String,
+        external_id: String,
+    },
+    DirectorySource {
+        tenant: String,
+        name: String,
+    },
+    /// The API token a write is made with: checked, not locked, so that a
+    /// token revoked (or gone with its tenant) on the database writes
+    /// nothing through a node whose mirror has not seen that yet.
+    Token {
+        id: Id,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -248,6 +266,7 @@ impl std::fmt::Display for Target {
             Target::DirectorySource { tenant, name } => {
                 write!(f, "directory source {tenant}/{name}")
             }
+            Target::Token { id } => write!(f, "token #{id}"),
         }
     }
 }

@@ -60,7 +60,7 @@ impl Target {
     fn nul_field(&self) -> Option<String> {
         match self {
             Target::Tenant { slug } => first([("slug", Some(slug.as_str()))]),
-            Target::Phone { .. } | Target::Template { .. } => None,
+            Target::Phone { .. } | Target::Template { .. } | Target::Token { .. } => None,
             Target::DirectoryEntry {
                 tenant,
                 external_id,
