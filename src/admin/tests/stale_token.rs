@@ -28,8 +28,7 @@ fn token_id(h: &Harness, role: &str) -> Id {
         .id
 }
 
-const ENTRY: &str =
-    r#"{"external_id": "k1", "name": "Planted Name", "numbers": [{"number": "+1 555 555 0142", "kind": "work"}]}"#;
+const ENTRY: &str = r#"{"external_id": "k1", "name": "Planted Name", "numbers": [{"number": "+1 555 555 0142", "kind": "work"}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_elsewhere_writes_nothing_through_a_lagging_node() {
