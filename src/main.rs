@@ -262,6 +262,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the command's task ended: {e}")))
         })
     };
+    // Dropping the runtime waits for every blocking thread, and one may
+    // be resolving a tenant's source host, or returning a connection to a
+    // database that stopped answering: the command's answer is known, so
+    // the exit does not wait on them.
+    runtime.shutdown_timeout(RUNTIME_EXIT_WAIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -270,6 +275,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the exit waits for blocking threads still running.
+const RUNTIME_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn migrate(config: &Config) -> Result<()> {
     let (store, _) = serve::open_store(config).await?;

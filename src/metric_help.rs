@@ -48,6 +48,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Requests to lookup sources, by source kind and outcome.",
     ),
     (
+        "dialtone_background_failures_total",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked).",
+    ),
+    (
         "dialtone_lookup_cache_share_full_total",
         "Lookup answers served but not cached because the answer cache was three quarters full and their tenant held a quarter of it.",
     ),
@@ -382,6 +386,10 @@ pub fn describe() {
     }
     for name in GAUGES_AT_ZERO {
         metrics::gauge!(*name).set(0.0);
+    }
+    for task in dialtone_sync::watcher::BACKGROUND_TASKS {
+        metrics::counter!(dialtone_sync::watcher::BACKGROUND_FAILURES, "task" => *task)
+            .increment(0);
     }
 }
 

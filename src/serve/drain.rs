@@ -19,13 +19,17 @@ pub(super) fn final_write_limit(config: &Config) -> Duration {
 }
 
 /// The longest a drain takes: the listeners' grace period, the writers'
-/// last batch, and the final snapshot (a million phones is written in a
-/// few seconds). systemd hears it with STOPPING=1, so a grace period
+/// last batch, the final snapshot (a million phones is written in a few
+/// seconds) and the wait for database connections. systemd hears it with STOPPING=1, so a grace period
 /// raised past the unit's `TimeoutStopSec` does not end in a SIGKILL that
 /// loses the snapshot.
 fn drain_budget(config: &Config) -> Duration {
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    grace + grace.max(final_write_limit(config)) + Duration::from_secs(1) + SNAPSHOT_ALLOWANCE
+    grace
+        + grace.max(final_write_limit(config))
+        + Duration::from_secs(1)
+        + SNAPSHOT_ALLOWANCE
+        + STORE_CLOSE_WAIT
 }
 
 const SNAPSHOT_ALLOWANCE: Duration = Duration::from_secs(15);
@@ -97,5 +101,19 @@ pub(super) async fn drain(
             Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
         }
     }
-    store.close().await;
+    // sqlx's close waits for every connection lent out to come back, and
+    // one a stuck query holds (or one whose return pings a database that
+    // no longer answers) would keep the process until TCP gives up.
+    if tokio::time::timeout(STORE_CLOSE_WAIT, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_s = STORE_CLOSE_WAIT.as_secs(),
+            "database connections were still in use; exiting without them"
+        );
+    }
 }
+
+/// How long the exit waits for database connections to come back.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);

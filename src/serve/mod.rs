@@ -125,7 +125,11 @@ pub async fn run(
         config_path,
         config.clone(),
         log,
-        signals::reload_live(provisioner.clone(), static_dir),
+        signals::reload_live(
+            provisioner.clone(),
+            static_dir,
+            sockets.https.as_ref().map(|(_, _, files)| files.clone()),
+        ),
     )?);
 
     let routers = api_router(ApiParts {
@@ -299,7 +303,7 @@ impl Listeners {
                 )),
             ));
         }
-        if let Some((listener, tls)) = sockets.https {
+        if let Some((listener, tls, _)) = sockets.https {
             let options = HttpServerOptions {
                 tls: Some(tls),
                 ..provisioning

@@ -42,17 +42,25 @@ pub(super) fn signals(
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    let config = reload(config_path.as_deref(), &log);
-                    if let Some(new) = &config {
-                        let waiting = needs_restart(&started_with, new);
-                        if !waiting.is_empty() {
-                            tracing::warn!(
-                                settings = %waiting.join(", "),
-                                "SIGHUP: these settings changed but apply only after a restart; the running values stay"
-                            );
+                    // This task alone hears SIGTERM: a reload that panicked
+                    // and ended it would leave the process deaf to a stop.
+                    let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let config = reload(config_path.as_deref(), &log);
+                        if let Some(new) = &config {
+                            let waiting = needs_restart(&started_with, new);
+                            if !waiting.is_empty() {
+                                tracing::warn!(
+                                    settings = %waiting.join(", "),
+                                    "SIGHUP: these settings changed but apply only after a restart; the running values stay"
+                                );
+                            }
                         }
+                        reload_live(config.as_ref());
+                    }));
+                    if reloaded.is_err() {
+                        dialtone_sync::watcher::failed("reload");
+                        tracing::error!("SIGHUP: the reload panicked; what it had applied stays, and signals are still heard");
                     }
-                    reload_live(config.as_ref());
                 }
                 _ = cancel.cancelled() => return,
             }
@@ -149,12 +157,24 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 }
 
 /// What SIGHUP applies without a restart: ban limits and how long known
-/// phones are remembered, the render cache's size, the shipped templates and the static files.
+/// phones are remembered, the render cache's size, the shipped templates,
+/// the static files and the HTTPS certificate (read again from its files).
 pub(super) fn reload_live(
     provisioner: Arc<Provisioner>,
     static_dir: Option<PathBuf>,
+    tls: Option<Arc<crate::http_server::TlsFiles>>,
 ) -> impl Fn(Option<&Config>) + Send + 'static {
     move |config: Option<&Config>| {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.cert_path().display(), "SIGHUP: TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one")
+                }
+            }
+        }
         if let Some(config) = config {
             let p = &config.provisioning;
             provisioner

@@ -181,7 +181,7 @@ pub(super) struct Sockets {
     pub api: TcpListener,
     pub monitoring: Option<TcpListener>,
     pub provisioning: TcpListener,
-    pub https: Option<(TcpListener, TlsAcceptor)>,
+    pub https: Option<(TcpListener, TlsAcceptor, Arc<crate::http_server::TlsFiles>)>,
     pub tftp: Option<dialtone_tftp::tftp::Bound>,
     pub tftp_options: TftpOptions,
 }
@@ -222,14 +222,18 @@ impl Sockets {
         };
         let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {
             (Some(addr), Some(cert), Some(key)) => {
-                let tls = crate::http_server::tls_acceptor(cert, key).map_err(|e| {
+                let (tls, files) = crate::http_server::tls_acceptor(cert, key).map_err(|e| {
                     anyhow::anyhow!(
                         "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
                         cert.display(),
                         key.display()
                     )
                 })?;
-                Some((bind_tcp(addr, "provisioning.https_listen").await?, tls))
+                Some((
+                    bind_tcp(addr, "provisioning.https_listen").await?,
+                    tls,
+                    files,
+                ))
             }
             _ => None,
         };

@@ -136,8 +136,14 @@ pub async fn run_writer(
         let (m, p, s) = (mirror.clone(), path.clone(), source.clone());
         match tokio::task::spawn_blocking(move || write(&m, &p, &s)).await {
             Ok(Ok(h)) => written_version = Some((h.version, h.cursor)),
-            Ok(Err(e)) => tracing::warn!(error = %e, "writing the snapshot failed"),
-            Err(e) => tracing::error!(error = %e, "snapshot writer panicked"),
+            Ok(Err(e)) => {
+                crate::watcher::failed("snapshot");
+                tracing::warn!(error = %e, "writing the snapshot failed")
+            }
+            Err(e) => {
+                crate::watcher::failed("snapshot");
+                tracing::error!(error = %e, "snapshot writer panicked")
+            }
         }
     }
 }

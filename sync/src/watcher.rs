@@ -195,7 +195,22 @@ pub async fn run_woken(
                 full_load(&mirror, &*store).await
             }
         };
-        match tokio::time::timeout(options.catch_up_limit, attempt).await {
+        // A catch-up that panics (a row `apply` cannot take, say) would end
+        // this task before marking anything, and every restart panic the
+        // same way: the node would look current, and ready past
+        // `max_staleness_s`, while its mirror stood still. So it counts as
+        // the database being unreachable, and the panic goes on to the
+        // supervisor.
+        let attempt =
+            std::panic::AssertUnwindSafe(tokio::time::timeout(options.catch_up_limit, attempt));
+        let attempt = match futures::FutureExt::catch_unwind(attempt).await {
+            Ok(attempt) => attempt,
+            Err(panic) => {
+                mirror.mark_unreachable("the catch-up panicked; the log says where");
+                std::panic::resume_unwind(panic)
+            }
+        };
+        match attempt {
             Ok(Ok(())) => mirror.mark_synced(),
             Ok(Err(e)) => mirror.mark_unreachable(&e.to_string()),
             Err(_) => mirror.mark_unreachable(&format!(
@@ -224,6 +239,24 @@ pub struct Retention {
     pub audit: Duration,
 }
 
+/// Counts a background job's failure (`dialtone_background_failures_total`):
+/// the loops go on after one, so without the count a snapshot that never
+/// gets written, or a table that stopped being pruned, shows only in logs.
+pub fn failed(task: &'static str) {
+    metrics::counter!(BACKGROUND_FAILURES, "task" => task).increment(1);
+}
+
+pub const BACKGROUND_FAILURES: &str = "dialtone_background_failures_total";
+
+/// The `task` label's values.
+pub const BACKGROUND_TASKS: &[&str] = &[
+    "snapshot",
+    "prune_change_log",
+    "prune_history",
+    "prune_audit",
+    "reload",
+];
+
 /// Periodically bounds the change log, the boot history and the audit log.
 pub async fn run_pruner(
     store: Arc<dyn Store>,
@@ -242,15 +275,22 @@ pub async fn run_pruner(
         {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned change log"),
-            Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
+            Err(e) => {
+                failed("prune_change_log");
+                tracing::warn!(error = %e, "pruning the change log failed")
+            }
         }
         if let Err(e) = store.prune_boots(retention.boots).await {
+            failed("prune_history");
             tracing::warn!(error = %e, "pruning provisioning history failed");
         }
         match store.prune_audit(retention.audit).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "pruned audit log"),
-            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+            Err(e) => {
+                failed("prune_audit");
+                tracing::warn!(error = %e, "pruning the audit log failed")
+            }
         }
     }
 }

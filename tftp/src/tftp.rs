@@ -233,18 +233,31 @@ pub fn spawn(
             .spawn(move || runtime.block_on(ported::serve(socket, shared, shutdown)));
     }
     // Listener 0 runs on this thread and passes the shutdown on to the rest.
+    // The caller watches this thread alone, so a listener that ends before
+    // the shutdown (an error, a panic) stops them all and this thread
+    // reports it: otherwise its port share would go quiet unseen until the
+    // shutdown joined it.
     let cancel = tokio_util::sync::CancellationToken::new();
+    let died = tokio_util::sync::CancellationToken::new();
     let first = sockets.remove(0);
     let mut others = Vec::new();
     for (n, socket) in sockets.into_iter().enumerate() {
-        let (shared, cancel) = (shared.clone(), cancel.clone());
+        let (shared, cancel, died) = (shared.clone(), cancel.clone(), died.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         others.push(
             std::thread::Builder::new()
                 .name(format!("tftp-{}", n + 1))
-                .spawn(move || runtime.block_on(single::serve(socket, shared, cancel)))?,
+                .spawn(move || {
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        runtime.block_on(single::serve(socket, shared, cancel.clone()))
+                    }));
+                    if !cancel.is_cancelled() {
+                        died.cancel();
+                    }
+                    served.unwrap_or_else(|_| Err(io::Error::other("a TFTP listener panicked")))
+                })?,
         );
     }
     std::thread::Builder::new()
@@ -256,7 +269,16 @@ pub fn spawn(
                     shutdown.await;
                     watch.cancel();
                 });
-                single::serve(first, shared, cancel).await
+                let serving = single::serve(first, shared, cancel.clone());
+                tokio::pin!(serving);
+                tokio::select! {
+                    served = &mut serving => served,
+                    _ = died.cancelled() => {
+                        cancel.cancel();
+                        let _ = (&mut serving).await;
+                        Err(io::Error::other("a TFTP listener stopped before the shutdown; the others were stopped with it"))
+                    }
+                }
             });
             for other in others {
                 match other.join() {

@@ -1,0 +1,158 @@
+//! The HTTPS listener's certificate, read from PEM files at start and again
+//! on SIGHUP: a certificate renewed in place (certbot and the like) is
+//! served from the next handshake on, without a restart that would drop
+//! every phone's connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+/// The certificate and key files, and what was last read from them.
+#[derive(Debug)]
+pub struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl TlsFiles {
+    /// Reads the files again; on any error the running certificate stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = certified_key(&self.cert, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+impl ResolvesServerCert for TlsFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The chain and key from PEM files, the key checked against the chain's
+/// first certificate, so a renewal that replaced one file but not yet the
+/// other is refused rather than served.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, key_der, provider)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
+}
+
+/// A TLS acceptor from PEM files, speaking HTTP/1.1 only (ALPN): phones
+/// need nothing else, and HTTP/2 would bring limits of its own to set.
+/// The files' handle reloads the certificate the acceptor serves.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<TlsFiles>), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let files = Arc::new(TlsFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        current: RwLock::new(Arc::new(certified_key(cert, key, &provider)?)),
+        provider: provider.clone(),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(files.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(config)), files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A self-signed certificate for `localhost`, written to the files.
+    fn issue(cert: &Path, key: &Path) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(cert, issued.cert.pem()).unwrap();
+        std::fs::write(key, issued.signing_key.serialize_pem()).unwrap();
+        issued
+    }
+
+    /// Whether a client trusting only `trusted` completes a handshake.
+    async fn handshake(acceptor: &TlsAcceptor, trusted: &rcgen::Certificate) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trusted.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let serving = {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut stream = acceptor.accept(server).await.ok()?;
+                stream.write_all(b"hi").await.ok()?;
+                stream.shutdown().await.ok()
+            })
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let Ok(mut stream) = connector.connect(name, client).await else {
+            return false;
+        };
+        let mut greeting = [0u8; 2];
+        let read = stream.read_exact(&mut greeting).await.is_ok();
+        let _ = serving.await;
+        read && &greeting == b"hi"
+    }
+
+    #[tokio::test]
+    async fn a_reload_serves_the_renewed_certificate_and_keeps_the_old_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let first = issue(&cert, &key);
+        let (acceptor, files) = tls_acceptor(&cert, &key).unwrap();
+        assert!(handshake(&acceptor, &first.cert).await);
+
+        // Renewed in place, then SIGHUP.
+        let renewed = issue(&cert, &key);
+        assert!(handshake(&acceptor, &first.cert).await, "until the reload");
+        files.reload().unwrap();
+        assert!(handshake(&acceptor, &renewed.cert).await);
+        assert!(!handshake(&acceptor, &first.cert).await);
+
+        // Half a renewal (a new certificate, the old key): refused, and
+        // the running certificate stays.
+        let half = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&cert, half.cert.pem()).unwrap();
+        let refused = files.reload().unwrap_err();
+        assert!(refused.contains("cert.pem"), "{refused}");
+        std::fs::write(&cert, "not a certificate").unwrap();
+        assert!(files.reload().is_err());
+        assert!(handshake(&acceptor, &renewed.cert).await);
+    }
+}
