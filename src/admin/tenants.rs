@@ -86,7 +86,43 @@ pub(crate) fn view(t: &Tenant) -> TenantView {
 /// any, checked.
 fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
     check_setting(&settings)?;
+    check_networks(&settings)?;
     Ok(settings)
+}
+
+/// Most networks a tenant's `provisioning_networks` may list. Every fetch
+/// naming one of its phones is checked against them.
+const MAX_PROVISIONING_NETWORKS: usize = 256;
+
+/// `provisioning_networks`, if set: a list of at most 256 networks
+/// (`10.1.0.0/16`) or addresses, each one readable. Before, anything was
+/// stored and what did not parse was skipped at every fetch.
+fn check_networks(settings: &Value) -> Result<(), ApiError> {
+    let Some(networks) = settings.get("provisioning_networks") else {
+        return Ok(());
+    };
+    let Some(networks) = networks.as_array() else {
+        return Err(ApiError::invalid(
+            "settings.provisioning_networks must be a list of networks",
+        ));
+    };
+    if networks.len() > MAX_PROVISIONING_NETWORKS {
+        return Err(ApiError::invalid(format!(
+            "settings.provisioning_networks lists {} networks; at most {MAX_PROVISIONING_NETWORKS}",
+            networks.len()
+        )));
+    }
+    for network in networks {
+        let readable = network.as_str().is_some_and(|n| {
+            n.parse::<ipnet::IpNet>().is_ok() || n.parse::<std::net::IpAddr>().is_ok()
+        });
+        if !readable {
+            return Err(ApiError::invalid(format!(
+                "settings.provisioning_networks: {network} is not a network (10.1.0.0/16) or an address"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn check_slug(slug: &str) -> Result<(), ApiError> {
@@ -236,10 +272,13 @@ pub async fn update(
         )?,
         settings: match body.settings {
             // A tenant's own token cannot change its quotas or SIP domains.
-            Some(settings) if !principal.is_global() => object_text(
-                Some(keep_operator_settings(settings, &before.settings)),
-                "settings",
-            )?,
+            Some(settings) if !principal.is_global() => {
+                check_networks(&settings)?;
+                object_text(
+                    Some(keep_operator_settings(settings, &before.settings)),
+                    "settings",
+                )?
+            }
             Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
             None => before.settings.to_string(),
         },

@@ -1,10 +1,11 @@
 //! Who may fetch a known phone's files, decided once per request from the
 //! mirror state and phone the core already looked up.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, RwLock, Weak};
 
-use dialtone_sync::{MirrorState, Phone, Tenant};
+use dialtone_sync::{Id, MirrorState, Phone, Tenant};
 
 use crate::identify::{IdentifyError, Identity};
 use crate::provision::{Protocol, Request};
@@ -118,7 +119,7 @@ fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool
 
 /// A tenant may restrict its phones to source networks (tenant setting
 /// `provisioning_networks`, a list of CIDRs or addresses).
-fn network_allowed(tenant: &Tenant, remote: IpAddr) -> bool {
+fn network_allowed(tenant: &Arc<Tenant>, remote: IpAddr) -> bool {
     let Some(networks) = provisioning_networks(tenant) else {
         return true;
     };
@@ -135,11 +136,44 @@ fn network_allowed(tenant: &Tenant, remote: IpAddr) -> bool {
 
 /// The tenant's `provisioning_networks`, `None` when it sets none (or its
 /// settings are not an object). Entries that are not networks are skipped.
-pub(crate) fn provisioning_networks(tenant: &Tenant) -> Option<Vec<ipnet::IpNet>> {
+/// Read once per version of the tenant's row: every fetch naming one of
+/// its phones asks, and parsing the settings (up to 64 KiB of the tenant's
+/// own JSON) each time let a tenant's fetches of its own cached file cost
+/// the listener twenty times what another's did.
+pub(crate) fn provisioning_networks(tenant: &Arc<Tenant>) -> Option<Arc<[ipnet::IpNet]>> {
     // Most tenants have no list: skip parsing their settings on every fetch.
     if !tenant.settings.contains("provisioning_networks") {
         return None;
     }
+    type Parsed = (Weak<Tenant>, Option<Arc<[ipnet::IpNet]>>);
+    static PARSED: LazyLock<RwLock<HashMap<Id, Parsed>>> = LazyLock::new(Default::default);
+    // A `Weak` keeps its allocation, so an address that matches is this
+    // version of the row, never a later one put where it was.
+    let same = |(row, _): &Parsed| std::ptr::eq(row.as_ptr(), Arc::as_ptr(tenant));
+    if let Some(entry) = PARSED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&tenant.id)
+        .filter(|e| same(e))
+    {
+        return entry.1.clone();
+    }
+    let parsed = parse_networks(tenant).map(Arc::from);
+    let mut memo = PARSED.write().unwrap_or_else(|e| e.into_inner());
+    // Only global admins add tenants; deleted ones' entries go now and then.
+    if memo.len() >= MEMO_TENANTS {
+        memo.retain(|_, (row, _)| row.strong_count() > 0);
+    }
+    if memo.len() < MEMO_TENANTS {
+        memo.insert(tenant.id, (Arc::downgrade(tenant), parsed.clone()));
+    }
+    parsed
+}
+
+/// Tenants whose parsed networks are kept, at most.
+const MEMO_TENANTS: usize = 100_000;
+
+fn parse_networks(tenant: &Tenant) -> Option<Vec<ipnet::IpNet>> {
     let Ok(serde_json::Value::Object(settings)) =
         serde_json::from_str::<serde_json::Value>(&tenant.settings)
     else {

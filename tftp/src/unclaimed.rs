@@ -102,7 +102,7 @@ impl NetworkIndex {
         let mut by_prefix: Vec<(IpNet, Id)> = state
             .tenants()
             .filter_map(|t| Some((provisioning_networks(t)?, t.id)))
-            .flat_map(|(nets, id)| nets.into_iter().map(move |n| (n.trunc(), id)))
+            .flat_map(|(nets, id)| nets.iter().map(|n| (n.trunc(), id)).collect::<Vec<_>>())
             .filter(|(net, _)| narrow_enough(net))
             .collect();
         by_prefix.sort_unstable();

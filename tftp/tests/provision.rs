@@ -442,6 +442,23 @@ async fn a_tenant_network_allow_list_is_enforced() {
         .provisioner
         .provision(&from("198.51.100.7".parse().unwrap(), "001565000001.cfg"));
     assert_eq!(outside.err(), Some(ProvisionError::NotFound));
+    // The networks are read once per version of the tenant's row: the
+    // next version's list holds from the next fetch.
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: r#"{"provisioning_networks":["198.51.100.0/24"]}"#.into(),
+    })])
+    .await;
+    let moved = f
+        .provisioner
+        .provision(&from("198.51.100.7".parse().unwrap(), "001565000001.cfg"));
+    assert!(moved.is_ok());
+    let left = f
+        .provisioner
+        .provision(&from("192.0.2.77".parse().unwrap(), "001565000001.cfg"));
+    assert_eq!(left.err(), Some(ProvisionError::NotFound));
 }
 
 /// Should a mirror hold a phone whose tenant it lacks (a full load once

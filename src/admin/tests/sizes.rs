@@ -216,3 +216,57 @@ async fn a_tenant_cannot_switch_its_region_back_and_forth() {
     let operator = put("global", "US").await;
     assert_eq!(operator.status, StatusCode::OK, "{}", operator.text);
 }
+
+/// Every fetch naming a tenant's phone is checked against its
+/// `provisioning_networks`: a list is at most 256 readable networks, from
+/// a tenant's token or the operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_networks_are_few_and_readable() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let put = |role: &'static str, networks: serde_json::Value| {
+        let body = serde_json::json!({
+            "name": "Acme",
+            "settings": { "provisioning_networks": networks },
+        })
+        .to_string();
+        let h = &h;
+        async move {
+            h.call(
+                Some(role),
+                Method::PUT,
+                "/v1/tenants/acme",
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    let many: Vec<String> = (0..257)
+        .map(|n| format!("10.{}.{}.0/24", n / 256, n % 256))
+        .collect();
+    for role in ["acme-admin", "global"] {
+        for (networks, why) in [
+            (serde_json::json!(many), "at most 256"),
+            (
+                serde_json::json!(["10.0.0.0/8", "not a network"]),
+                "is not a network",
+            ),
+            (serde_json::json!("10.0.0.0/8"), "must be a list"),
+        ] {
+            let refused = put(role, networks).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                refused.text
+            );
+            assert!(refused.text.contains(why), "{role}: {}", refused.text);
+        }
+    }
+    let ok = put(
+        "acme-admin",
+        serde_json::json!(["192.0.2.0/24", "2001:db8::1"]),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+}
