@@ -16,7 +16,9 @@
 //! names ban it after the usual burst.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use dialtone_sync::{Family, MirrorState, TemplateScope};
@@ -26,13 +28,37 @@ use crate::identify::model_in_file;
 /// The models of one mirror state, spelled as [`canonical`] spells them.
 struct Models {
     state: Weak<MirrorState>,
+    built: Instant,
     known: HashSet<(Family, String)>,
 }
 
-/// Rebuilt when the mirror state changes; only renders about to start
-/// read it, never cache hits.
+/// Only renders about to start read it, never cache hits. Rebuilt for a
+/// newer mirror state on a thread of its own, at most once per
+/// [`REBUILD_EVERY`]: a build walks every phone on the platform (0.22 s at
+/// a million, release build), and any tenant's edit makes a newer state;
+/// built where the request is decided, it held the TFTP listener that
+/// long after each edit. Until a rebuild lands, a model added meanwhile is
+/// unknown, which costs its phone's first fetch of a common file one miss,
+/// not a refusal. Only the first build is made in place.
 #[derive(Default)]
-pub(crate) struct ModelIndex(ArcSwapOption<Models>);
+pub(crate) struct ModelIndex(Arc<Index>);
+
+#[derive(Default)]
+struct Index {
+    current: ArcSwapOption<Models>,
+    building: AtomicBool,
+}
+
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
+
+/// Lets the next rebuild start once this one ends, however it ends.
+struct Building<'a>(&'a AtomicBool);
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// One spelling for a model, whichever way it came: a phone's record, a
 /// template's scope key, a User-Agent (`SPA504G`, `CP-8851-3PCC`) or a
@@ -49,30 +75,124 @@ impl ModelIndex {
     }
 
     fn models_of(&self, state: &Arc<MirrorState>) -> Arc<Models> {
-        if let Some(current) = self.0.load_full() {
-            if std::ptr::eq(current.state.as_ptr(), Arc::as_ptr(state)) {
-                return current;
+        let index = &self.0;
+        if let Some(current) = index.current.load_full() {
+            let same = std::ptr::eq(current.state.as_ptr(), Arc::as_ptr(state));
+            if !same
+                && current.built.elapsed() >= REBUILD_EVERY
+                && !index.building.swap(true, Ordering::AcqRel)
+            {
+                let (shared, state) = (index.clone(), state.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("model-index".into())
+                    .spawn(move || {
+                        let _building = Building(&shared.building);
+                        shared.current.store(Some(Self::build(&state)));
+                    });
+                if spawned.is_err() {
+                    index.building.store(false, Ordering::Release);
+                }
             }
+            return current;
         }
-        let phones = state
+        let built = Self::build(state);
+        index.current.store(Some(built.clone()));
+        built
+    }
+
+    fn build(state: &Arc<MirrorState>) -> Arc<Models> {
+        // A fleet has few distinct spellings: each is made canonical once,
+        // not once a phone (three strings each, most of a build's time).
+        let spellings: HashSet<(Family, &str)> = state
             .phones()
-            .filter_map(|p| Some((p.family, canonical(p.family, p.model.as_deref()?))));
+            .filter_map(|p| Some((p.family, p.model.as_deref()?)))
+            .collect();
+        let phones = spellings
+            .into_iter()
+            .map(|(family, model)| (family, canonical(family, model)));
         let templates = state
             .templates()
             .filter(|t| t.scope == TemplateScope::Model)
             .map(|t| (t.family, canonical(t.family, &t.scope_key)));
-        let built = Arc::new(Models {
+        Arc::new(Models {
             state: Arc::downgrade(state),
+            built: Instant::now(),
             known: phones.chain(templates).collect(),
-        });
-        self.0.store(Some(built.clone()));
-        built
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dialtone_sync::testing::build::mirror_of;
+    use dialtone_sync::{Dataset, Phone, Tenant};
+
+    fn phone(id: i64, model: &str) -> Phone {
+        Phone {
+            id,
+            tenant_id: 1,
+            mac: format!("0015650000{id:02}").parse().unwrap(),
+            family: Family::Yealink,
+            model: Some(model.into()),
+            label: None,
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            updated_at: 1,
+        }
+    }
+
+    fn state_with(models: &[&str]) -> Arc<MirrorState> {
+        let data = Dataset {
+            tenants: vec![Tenant {
+                id: 1,
+                slug: "acme".into(),
+                name: "Acme".into(),
+                default_region: "US".into(),
+                settings: "{}".into(),
+                updated_at: 1,
+            }],
+            phones: models
+                .iter()
+                .enumerate()
+                .map(|(n, m)| phone(n as i64 + 1, m))
+                .collect(),
+            ..Default::default()
+        };
+        mirror_of(data).load()
+    }
+
+    /// Any tenant's edit makes a new mirror state; the index is not walked
+    /// again for each, only once its last build is old enough.
+    #[test]
+    fn a_new_state_rebuilds_the_index_at_most_once_a_while() {
+        let index = ModelIndex::default();
+        let first = state_with(&["T46S"]);
+        assert!(index.knows(&first, Family::Yealink, "T46S"));
+        let second = state_with(&["T46S", "T54W"]);
+        assert!(
+            !index.knows(&second, Family::Yealink, "T54W"),
+            "not rebuilt yet"
+        );
+        // Once the last build is old enough, the next question rebuilds.
+        let old = index.0.current.load_full().unwrap();
+        index.0.current.store(Some(Arc::new(Models {
+            state: old.state.clone(),
+            built: Instant::now() - REBUILD_EVERY,
+            known: old.known.clone(),
+        })));
+        // The question that finds it old is answered from it; the rebuild
+        // runs elsewhere and lands.
+        assert!(!index.knows(&second, Family::Yealink, "T54W"));
+        for _ in 0..500 {
+            if !index.0.building.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(index.knows(&second, Family::Yealink, "T54W"));
+    }
 
     #[test]
     fn spellings_of_one_model_agree() {
