@@ -101,16 +101,21 @@ fn entry_view(e: &DirectoryEntry) -> EntryView {
     }
 }
 
-fn find_entry(
-    state: &MirrorState,
+/// The tenant's entry `external_id`, as of the mirror now. Finding it
+/// walks the tenant's ids (200,000 at the quota), so it runs off the async
+/// workers, under the tenant's share of the render pool, as the lists do.
+async fn find_entry(
+    state: &AdminState,
+    principal: &Principal,
     tenant: &Tenant,
     external_id: &str,
 ) -> Result<Arc<DirectoryEntry>, ApiError> {
-    state
-        .directory_of(tenant.id)
-        .into_iter()
-        .find(|e| e.external_id.as_deref() == Some(external_id))
-        .ok_or_else(|| ApiError::not_found(format!("directory entry {external_id}")))
+    let (mirror, id, wanted) = (state.mirror.load(), tenant.id, external_id.to_string());
+    off_workers(state, principal, move || {
+        mirror.directory_entry_by_external_id(id, &wanted).cloned()
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("directory entry {external_id}")))
 }
 
 #[utoipa::path(get, operation_id = "directory_list_entries", path = "/v1/tenants/{slug}/directory", tag = "directory",
@@ -244,12 +249,16 @@ pub async fn create_entry(
         .clone()
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("external_id is required"))?;
-    if find_entry(&state.mirror.load(), &tenant, &external_id).is_ok() {
-        return Err(ApiError::conflict(format!(
-            "directory entry {external_id} already exists"
-        )));
+    match find_entry(&state, &principal, &tenant, &external_id).await {
+        Ok(_) => {
+            return Err(ApiError::conflict(format!(
+                "directory entry {external_id} already exists"
+            )))
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => {}
+        Err(e) => return Err(e),
     }
-    let entries = state.mirror.load().directory_of(tenant.id).len();
+    let entries = state.mirror.load().directory_len(tenant.id);
     state
         .quotas
         .check(&tenant, Quota::DirectoryEntries, entries as u64 + 1)?;
@@ -268,7 +277,7 @@ pub async fn create_entry(
         vec![Mutation::UpsertDirectoryEntry(input)],
     )
     .await?;
-    let entry = find_entry(&state.mirror.load(), &tenant, &external_id)?;
+    let entry = find_entry(&state, &principal, &tenant, &external_id).await?;
     let view = entry_view(&entry);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
@@ -284,7 +293,7 @@ pub async fn show_entry(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let view = entry_view(&*find_entry(&mirror, &tenant, &external_id)?);
+    let view = entry_view(&*find_entry(&state, &principal, &tenant, &external_id).await?);
     Ok(tagged(&view.etag.clone(), view))
 }
 
@@ -302,7 +311,7 @@ pub async fn update_entry(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    let before = find_entry(&mirror, &tenant, &external_id)?;
+    let before = find_entry(&state, &principal, &tenant, &external_id).await?;
     if body
         .external_id
         .as_deref()
@@ -331,7 +340,7 @@ pub async fn update_entry(
         Mutation::UpsertDirectoryEntry(input),
     )
     .await?;
-    let view = entry_view(&*find_entry(&state.mirror.load(), &tenant, &external_id)?);
+    let view = entry_view(&*find_entry(&state, &principal, &tenant, &external_id).await?);
     Ok(tagged(&view.etag.clone(), view))
 }
 
@@ -347,7 +356,7 @@ pub async fn remove_entry(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    find_entry(&mirror, &tenant, &external_id)?;
+    find_entry(&state, &principal, &tenant, &external_id).await?;
 
     commit_if_match(
         &state,

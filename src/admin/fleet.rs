@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::directory::tenant_of;
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use super::{AdminState, Principal};
+use super::{off_workers, AdminState, Principal};
 
 /// Phones whose history one request reads; the rest are counted only.
 const PHONE_LIMIT: usize = 20_000;
@@ -144,15 +144,21 @@ pub async fn fleet(
     let hours = bounded(params.hours, 72, 168, "hours")?;
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    let mut phones: Vec<_> = mirror
-        .phones()
-        .filter(|p| p.tenant_id == tenant.id)
-        .cloned()
-        .collect();
-    drop(mirror);
-    let total = phones.len();
-    phones.sort_unstable_by_key(|p| p.mac);
-    phones.truncate(PHONE_LIMIT);
+    // Every phone on the platform is walked for the tenant's: off the
+    // async workers, as the lists are.
+    let id = tenant.id;
+    let (total, phones) = off_workers(&state, &principal, move || {
+        let mut phones: Vec<_> = mirror
+            .phones()
+            .filter(|p| p.tenant_id == id)
+            .cloned()
+            .collect();
+        let total = phones.len();
+        phones.sort_unstable_by_key(|p| p.mac);
+        phones.truncate(PHONE_LIMIT);
+        (total, phones)
+    })
+    .await?;
 
     let now = now_millis();
     let first_hour = (now / HOUR - (hours - 1)) * HOUR;

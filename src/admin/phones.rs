@@ -489,10 +489,14 @@ fn target_tenant<'a>(
 }
 
 /// The phones and lines quotas of `tenant`, for a phone with `lines` that
-/// is new to it.
-fn check_quotas(
+/// is new to it. Counting its phones walks every phone on the platform
+/// (the mirror keeps no count per tenant), so the count is taken off the
+/// async workers, as the lists are: a tenant at its quota could otherwise
+/// pin a worker per request it keeps sending.
+async fn check_quotas(
     state: &AdminState,
-    mirror: &MirrorState,
+    principal: &Principal,
+    mirror: &Arc<MirrorState>,
     tenant: &Tenant,
     lines: usize,
     new_to_tenant: bool,
@@ -501,7 +505,11 @@ fn check_quotas(
         .quotas
         .check(tenant, Quota::LinesPerPhone, lines as u64)?;
     if new_to_tenant {
-        let phones = mirror.phones().filter(|p| p.tenant_id == tenant.id).count();
+        let (walked, id) = (mirror.clone(), tenant.id);
+        let phones = off_workers(state, principal, move || {
+            walked.phones().filter(|p| p.tenant_id == id).count()
+        })
+        .await?;
         state
             .quotas
             .check(tenant, Quota::Phones, phones as u64 + 1)?;
@@ -548,7 +556,7 @@ pub(crate) async fn create_phone(
             // The same words whoever holds it: nothing says which tenant.
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
-        check_quotas(state, &mirror, tenant, body.lines.len(), true)?;
+        check_quotas(state, principal, &mirror, tenant, body.lines.len(), true).await?;
         input(state, tenant, mac, body, None)?
     };
     let tenant = input.tenant.clone();
@@ -602,11 +610,13 @@ pub async fn update(
     let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
     check_quotas(
         &state,
+        &principal,
         &mirror,
         tenant,
         body.lines.len(),
         tenant.id != phone.tenant_id,
-    )?;
+    )
+    .await?;
     let lines = mirror.lines_of(phone.id);
     let before = phone_etag(phone, &lines);
     // A phone moving to another tenant takes none of its stored secrets

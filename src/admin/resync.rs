@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
-use super::{commit, page_size, parse_name, AdminState, Change, Principal};
+use super::{commit, off_workers, page_size, parse_name, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
 use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains};
@@ -53,7 +53,7 @@ pub struct ResyncList {
 }
 
 /// Every field narrows; none given: every phone of the tenant.
-#[derive(Default, Deserialize, ToSchema)]
+#[derive(Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantResyncBody {
     pub family: Option<String>,
@@ -188,65 +188,72 @@ pub async fn resync_tenant(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
     };
+    // Planning walks the tenant's phones (every phone on the platform, when
+    // none are named): off the async workers, as the lists are.
     let (tenant, jobs, mut skipped) = {
+        let (slug, body, caller) = (slug.clone(), body.clone(), principal.clone());
         let mirror = state.mirror.load();
-        let what = format!("tenant {slug}");
-        let tenant = mirror
-            .tenant_by_slug(&slug)
-            .ok_or_else(|| ApiError::not_found(&what))?
-            .clone();
-        principal.write(tenant.id, &what)?;
-        let family: Option<Family> = body.family.as_deref().map(parse_name).transpose()?;
-        let model = body.model.as_deref().filter(|m| !m.is_empty());
-        let wanted: Option<BTreeSet<Mac>> = match &body.macs {
-            None => None,
-            Some(macs) if macs.len() > MAX_MACS => {
-                return Err(ApiError::invalid(format!("macs: at most {MAX_MACS}")))
-            }
-            Some(macs) => Some(
-                macs.iter()
-                    .map(|m| parse_mac(m))
+        off_workers(&state, &principal, move || -> Result<_, ApiError> {
+            let principal = caller;
+            let what = format!("tenant {slug}");
+            let tenant = mirror
+                .tenant_by_slug(&slug)
+                .ok_or_else(|| ApiError::not_found(&what))?
+                .clone();
+            principal.write(tenant.id, &what)?;
+            let family: Option<Family> = body.family.as_deref().map(parse_name).transpose()?;
+            let model = body.model.as_deref().filter(|m| !m.is_empty());
+            let wanted: Option<BTreeSet<Mac>> = match &body.macs {
+                None => None,
+                Some(macs) if macs.len() > MAX_MACS => {
+                    return Err(ApiError::invalid(format!("macs: at most {MAX_MACS}")))
+                }
+                Some(macs) => Some(
+                    macs.iter()
+                        .map(|m| parse_mac(m))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            let phones: Vec<_> = match &wanted {
+                // Each named phone must be this tenant's: any other is "not
+                // found", whoever holds it.
+                Some(macs) => macs
+                    .iter()
+                    .map(|mac| {
+                        mirror
+                            .phone_by_mac(mac)
+                            .filter(|p| p.tenant_id == tenant.id)
+                            .ok_or_else(|| ApiError::not_found(format!("phone {mac}")))
+                    })
                     .collect::<Result<_, _>>()?,
-            ),
-        };
-        let phones: Vec<_> = match &wanted {
-            // Each named phone must be this tenant's: any other is "not
-            // found", whoever holds it.
-            Some(macs) => macs
-                .iter()
-                .map(|mac| {
-                    mirror
-                        .phone_by_mac(mac)
+                None => {
+                    let mut all: Vec<_> = mirror
+                        .phones()
                         .filter(|p| p.tenant_id == tenant.id)
-                        .ok_or_else(|| ApiError::not_found(format!("phone {mac}")))
-                })
-                .collect::<Result<_, _>>()?,
-            None => {
-                let mut all: Vec<_> = mirror
-                    .phones()
-                    .filter(|p| p.tenant_id == tenant.id)
-                    .collect();
-                all.sort_by_key(|p| p.mac);
-                all
+                        .collect();
+                    all.sort_by_key(|p| p.mac);
+                    all
+                }
+            };
+            let domains = SipDomains::of(&tenant);
+            let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
+            for phone in phones {
+                if family.is_some_and(|f| f != phone.family)
+                    || model.is_some_and(|m| phone.model.as_deref() != Some(m))
+                {
+                    continue;
+                }
+                match plan(&mirror, phone, &domains) {
+                    Ok(job) => jobs.push(job),
+                    Err(reason) => skipped.push(Skipped {
+                        mac: phone.mac.to_string(),
+                        reason,
+                    }),
+                }
             }
-        };
-        let domains = SipDomains::of(&tenant);
-        let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
-        for phone in phones {
-            if family.is_some_and(|f| f != phone.family)
-                || model.is_some_and(|m| phone.model.as_deref() != Some(m))
-            {
-                continue;
-            }
-            match plan(&mirror, phone, &domains) {
-                Ok(job) => jobs.push(job),
-                Err(reason) => skipped.push(Skipped {
-                    mac: phone.mac.to_string(),
-                    reason,
-                }),
-            }
-        }
-        (tenant, jobs, skipped)
+            Ok((tenant, jobs, skipped))
+        })
+        .await??
     };
     let change = Change {
         action: "resync",

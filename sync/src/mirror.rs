@@ -242,6 +242,20 @@ impl MirrorState {
             .unwrap_or_default()
     }
 
+    /// The tenant's entry with `external_id`, found without collecting the
+    /// tenant's directory (a walk of its ids all the same).
+    pub fn directory_entry_by_external_id(
+        &self,
+        tenant_id: Id,
+        external_id: &str,
+    ) -> Option<&Arc<DirectoryEntry>> {
+        self.directory_by_tenant
+            .get(&tenant_id)?
+            .iter()
+            .filter_map(|id| self.directory.get(&id))
+            .find(|e| e.external_id.as_deref() == Some(external_id))
+    }
+
     /// How many directory entries the tenant has, without collecting them.
     pub fn directory_len(&self, tenant_id: Id) -> usize {
         self.directory_by_tenant

@@ -55,6 +55,10 @@ async fn a_tenants_lists_wait_for_its_place_on_the_render_pool() {
         "/v1/phones?q=front",
         "/v1/tenants/acme/directory?q=555",
         "/v1/templates",
+        // A directory entry is found, and a fleet's phones gathered, by a
+        // walk too.
+        "/v1/tenants/acme/directory/e1",
+        "/v1/tenants/acme/fleet",
     ];
     let mut lists: futures::stream::FuturesUnordered<_> = paths
         .iter()
