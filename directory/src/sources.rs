@@ -191,11 +191,15 @@ impl SourceRegistry {
     }
 
     fn get_or_build(&self, row: &Arc<DirectorySource>) -> Option<Arc<RemoteSource>> {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((from, source)) = built.get(&row.id) {
-            if Arc::ptr_eq(from, row) || **from == **row {
-                return Some(source.clone());
-            }
+        let same = |from: &Arc<DirectorySource>| Arc::ptr_eq(from, row) || **from == **row;
+        if let Some((_, source)) = self
+            .built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&row.id)
+            .filter(|(from, _)| same(from))
+        {
+            return Some(source.clone());
         }
         if self
             .broken
@@ -224,6 +228,13 @@ impl SourceRegistry {
                             Some(Arc::new(SourceMirror::new(row, settings.live_fallback)));
                     }
                 }
+                // Built outside the registry's lock, which every tenant's
+                // lookups take: one built meanwhile by another lookup of
+                // the same row is kept, so all share one breaker.
+                let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, source)) = built.get(&row.id).filter(|(from, _)| same(from)) {
+                    return Some(source.clone());
+                }
                 let source = Arc::new(source);
                 built.insert(row.id, (row.clone(), source.clone()));
                 Some(source)
@@ -231,7 +242,10 @@ impl SourceRegistry {
             Err(e) => {
                 tracing::error!(source = %row.name, tenant = row.tenant_id, error = %e, "directory source skipped");
                 metrics::counter!("dialtone_lookup_source_config_errors_total").increment(1);
-                built.remove(&row.id);
+                self.built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&row.id);
                 self.broken
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
