@@ -309,7 +309,7 @@ pub async fn list(
         }
     };
     let mac = query.mac.as_deref().map(parse_mac).transpose()?;
-    let resyncs = service.list(page_size(query.limit), |e| {
+    let resyncs = service.list(tenant, page_size(query.limit), |e| {
         tenant.is_none_or(|t| t == e.tenant_id) && mac.is_none_or(|m| m == e.mac)
     });
     Ok(axum::Json(ResyncList { resyncs }).into_response())

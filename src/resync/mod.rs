@@ -280,9 +280,14 @@ impl ResyncService {
         Ok(done)
     }
 
-    /// Tracked resyncs, newest first: at most `limit` of those `keep`
-    /// says yes to.
-    pub fn list(&self, limit: usize, keep: impl Fn(&Entry) -> bool) -> Vec<Resync> {
-        self.book().table.newest(limit, keep)
+    /// Tracked resyncs, newest first: at most `limit` of `tenant`'s (or
+    /// everyone's) that `keep` says yes to.
+    pub fn list(
+        &self,
+        tenant: Option<Id>,
+        limit: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<Resync> {
+        self.book().table.newest(tenant, limit, keep)
     }
 }

@@ -3,7 +3,7 @@
 //! and do not survive a restart; they are a view of recent work, not a
 //! record (the audit log records who asked).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dialtone_sync::{Id, Mac, Millis};
 use serde::Serialize;
@@ -69,6 +69,11 @@ pub struct Table {
     entries: BTreeMap<u64, Entry>,
     /// Entries held per tenant.
     held: HashMap<Id, usize>,
+    /// Each tenant's entries, oldest first: a tenant's list, and the
+    /// eviction of the heaviest tenant's oldest, read these rather than
+    /// scanning every tenant's entries under the one lock the sender and
+    /// every request share.
+    by_tenant: HashMap<Id, BTreeSet<u64>>,
 }
 
 impl Table {
@@ -77,6 +82,7 @@ impl Table {
             capacity: capacity.max(1),
             entries: BTreeMap::new(),
             held: HashMap::new(),
+            by_tenant: HashMap::new(),
         }
     }
 
@@ -92,14 +98,17 @@ impl Table {
     pub fn insert(&mut self, seq: u64, entry: Entry) {
         while self.entries.len() >= self.capacity {
             let heaviest = self.held.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);
-            let oldest_finished = |of: Option<Id>| {
-                self.entries
-                    .iter()
-                    .find(|(_, e)| e.finished() && of.is_none_or(|t| e.tenant_id == t))
-                    .map(|(k, _)| *k)
-            };
-            let victim = oldest_finished(heaviest)
-                .or_else(|| oldest_finished(None))
+            let finished = |seq: &&u64| self.entries.get(seq).is_some_and(Entry::finished);
+            let heaviests_oldest_finished = heaviest
+                .and_then(|t| self.by_tenant.get(&t))
+                .and_then(|seqs| seqs.iter().find(finished).copied());
+            let victim = heaviests_oldest_finished
+                .or_else(|| {
+                    self.entries
+                        .iter()
+                        .find(|(_, e)| e.finished())
+                        .map(|(k, _)| *k)
+                })
                 .or_else(|| self.entries.keys().next().copied());
             match victim {
                 Some(k) => self.remove(k),
@@ -107,22 +116,40 @@ impl Table {
             };
         }
         *self.held.entry(entry.tenant_id).or_default() += 1;
+        self.by_tenant
+            .entry(entry.tenant_id)
+            .or_default()
+            .insert(seq);
         if let Some(replaced) = self.entries.insert(seq, entry) {
-            self.forget(replaced.tenant_id);
+            self.forget(replaced.tenant_id, seq);
         }
     }
 
     fn remove(&mut self, seq: u64) {
         if let Some(gone) = self.entries.remove(&seq) {
-            self.forget(gone.tenant_id);
+            self.forget(gone.tenant_id, seq);
         }
     }
 
-    fn forget(&mut self, tenant: Id) {
+    /// `seq` no longer holds one of `tenant`'s entries.
+    fn forget(&mut self, tenant: Id, seq: u64) {
         if let Some(n) = self.held.get_mut(&tenant) {
             *n -= 1;
             if *n == 0 {
                 self.held.remove(&tenant);
+            }
+        }
+        if self
+            .entries
+            .get(&seq)
+            .is_some_and(|e| e.tenant_id == tenant)
+        {
+            return;
+        }
+        if let Some(seqs) = self.by_tenant.get_mut(&tenant) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.by_tenant.remove(&tenant);
             }
         }
     }
@@ -135,11 +162,25 @@ impl Table {
         self.entries.get_mut(&seq)
     }
 
-    /// Newest first, at most `limit`, those `keep` says yes to.
-    pub fn newest(&self, limit: usize, keep: impl Fn(&Entry) -> bool) -> Vec<Resync> {
-        self.entries
-            .values()
-            .rev()
+    /// Newest first, at most `limit` of `tenant`'s (or everyone's), those
+    /// `keep` says yes to.
+    pub fn newest(
+        &self,
+        tenant: Option<Id>,
+        limit: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<Resync> {
+        let entries: Box<dyn Iterator<Item = &Entry>> = match tenant {
+            Some(t) => Box::new(
+                self.by_tenant
+                    .get(&t)
+                    .into_iter()
+                    .flat_map(|seqs| seqs.iter().rev())
+                    .filter_map(|seq| self.entries.get(seq)),
+            ),
+            None => Box::new(self.entries.values().rev()),
+        };
+        entries
             .filter(|e| keep(e))
             .take(limit)
             .map(|e| e.view.clone())
@@ -195,6 +236,17 @@ mod tests {
         );
         assert_eq!(t.held.get(&1), Some(&8));
         assert_eq!(t.held.get(&2), Some(&2));
+        // Each tenant's list is its own, newest first, and in step.
+        let small: Vec<String> = t
+            .newest(Some(2), 10, |_| true)
+            .into_iter()
+            .map(|r| r.tenant)
+            .collect();
+        assert_eq!(small.len(), 2);
+        assert_eq!(t.newest(Some(1), 100, |_| true).len(), 8);
+        assert_eq!(t.by_tenant[&1].len(), 8);
+        assert_eq!(t.by_tenant[&1].first(), Some(&32));
+        assert!(t.newest(Some(3), 10, |_| true).is_empty());
     }
 
     #[test]
@@ -213,6 +265,6 @@ mod tests {
         assert_eq!(t.len(), 3);
         let ids: Vec<_> = t.entries.keys().rev().copied().collect();
         assert_eq!(ids, [6, 5, 4]);
-        assert_eq!(t.newest(2, |_| true).len(), 2);
+        assert_eq!(t.newest(None, 2, |_| true).len(), 2);
     }
 }

@@ -163,7 +163,7 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
         let direct = direct.clone();
         async move {
             for _ in 0..400 {
-                let newest = direct.list(1, |_| true).remove(0);
+                let newest = direct.list(None, 1, |_| true).remove(0);
                 if matches!(newest.state, State::Failed | State::Answered) {
                     return newest;
                 }
@@ -247,7 +247,7 @@ async fn a_resync_in_flight_when_the_task_stops_ends_interrupted() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
-    let newest = || h.resync.list(1, |_| true).remove(0);
+    let newest = || h.resync.list(None, 1, |_| true).remove(0);
     for _ in 0..400 {
         if newest().state == State::Sent {
             break;
