@@ -15,9 +15,38 @@ use crate::error::DirectoryError;
 /// API and for imports, so a typo fails the write, not the first call.
 pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryError> {
     match kind {
-        SourceKind::Ldap => LdapSettings::parse(name, json).map(drop),
+        SourceKind::Ldap => {
+            LdapSettings::parse(name, json)?;
+            check_intervals(name, json)
+        }
         SourceKind::Http => HttpSettings::parse(name, json).map(drop),
     }
+}
+
+/// A mirror's intervals as written: a tenant sets them, and past 30 days
+/// the milliseconds a sync is due at stop fitting (a wrapped interval made
+/// syncs run as often as the tenant's spacing allowed). Refused when
+/// written; a row stored before the bound is held to it when read.
+fn check_intervals(name: &str, json: &str) -> Result<(), DirectoryError> {
+    #[derive(Deserialize)]
+    struct Intervals {
+        sync_interval_s: Option<u64>,
+        incremental_interval_s: Option<u64>,
+    }
+    let written: Intervals =
+        serde_json::from_str(json).map_err(|e| invalid(name, e.to_string()))?;
+    for (field, value) in [
+        ("sync_interval_s", written.sync_interval_s),
+        ("incremental_interval_s", written.incremental_interval_s),
+    ] {
+        if value.is_some_and(|v| v > MAX_SYNC_INTERVAL_S) {
+            return Err(invalid(
+                name,
+                format!("{field} must be at most {MAX_SYNC_INTERVAL_S} (30 days)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Drops the sources of an import plan whose settings do not check, and
@@ -223,7 +252,7 @@ fn is_attribute_name(name: &str) -> bool {
 
 impl LdapSettings {
     pub fn parse(source: &str, json: &str) -> Result<LdapSettings, DirectoryError> {
-        let settings: LdapSettings =
+        let mut settings: LdapSettings =
             serde_json::from_str(json).map_err(|e| invalid(source, e.to_string()))?;
         let scheme = settings.url.split("://").next().unwrap_or_default();
         match scheme {
@@ -272,21 +301,12 @@ impl LdapSettings {
         if !(1..=1000).contains(&settings.size_limit) {
             return Err(invalid(source, "size_limit must be between 1 and 1000"));
         }
-        // A tenant sets these; past the bound the milliseconds a sync is
-        // due at no longer fit, and a wrapped interval made syncs run as
-        // often as the tenant's spacing allowed.
-        if !(10..=MAX_SYNC_INTERVAL_S).contains(&settings.sync_interval_s) {
-            return Err(invalid(
-                source,
-                format!("sync_interval_s must be between 10 and {MAX_SYNC_INTERVAL_S} (30 days)"),
-            ));
+        if settings.sync_interval_s < 10 {
+            return Err(invalid(source, "sync_interval_s must be at least 10"));
         }
-        if settings.incremental_interval_s > MAX_SYNC_INTERVAL_S {
-            return Err(invalid(
-                source,
-                format!("incremental_interval_s must be at most {MAX_SYNC_INTERVAL_S} (30 days)"),
-            ));
-        }
+        // A stored row from before the upper bound still builds, held to it.
+        settings.sync_interval_s = settings.sync_interval_s.min(MAX_SYNC_INTERVAL_S);
+        settings.incremental_interval_s = settings.incremental_interval_s.min(MAX_SYNC_INTERVAL_S);
         if !(1..=MAX_MIRROR_ENTRIES).contains(&settings.max_entries) {
             return Err(invalid(
                 source,
@@ -506,14 +526,6 @@ mod tests {
                 "sync_interval_s",
             ),
             (
-                r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":18446744073709551615}"#,
-                "sync_interval_s must be between",
-            ),
-            (
-                r#"{"url":"ldap://x/","base_dn":"dc=x","incremental_interval_s":9300000000000000}"#,
-                "incremental_interval_s must be at most",
-            ),
-            (
                 r#"{"url":"ldap://x/","base_dn":"dc=x","page_size":1001}"#,
                 "page_size",
             ),
@@ -525,6 +537,34 @@ mod tests {
             let err = LdapSettings::parse("ad", json).unwrap_err().to_string();
             assert!(err.contains(why), "{json}: {err}");
         }
+    }
+
+    /// Past 30 days an interval is refused when written; a row stored
+    /// before the bound still builds, held to it.
+    #[test]
+    fn mirror_intervals_are_bounded() {
+        for (json, why) in [
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":18446744073709551615}"#,
+                "sync_interval_s must be at most",
+            ),
+            (
+                r#"{"url":"ldap://x/","base_dn":"dc=x","incremental_interval_s":9300000000000000}"#,
+                "incremental_interval_s must be at most",
+            ),
+        ] {
+            let err = check(SourceKind::Ldap, "ad", json).unwrap_err().to_string();
+            assert!(err.contains(why), "{json}: {err}");
+            let stored = LdapSettings::parse("ad", json).unwrap();
+            assert!(stored.sync_interval_s <= MAX_SYNC_INTERVAL_S);
+            assert!(stored.incremental_interval_s <= MAX_SYNC_INTERVAL_S);
+        }
+        check(
+            SourceKind::Ldap,
+            "ad",
+            r#"{"url":"ldap://x/","base_dn":"dc=x","sync_interval_s":2592000}"#,
+        )
+        .unwrap();
     }
 
     #[test]

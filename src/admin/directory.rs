@@ -101,6 +101,22 @@ fn entry_view(e: &DirectoryEntry) -> EntryView {
     }
 }
 
+/// The entry a write just committed, to answer with. Found here, not on
+/// the render pool: a full pool would answer 503 for a write that is
+/// already committed, and its retry would then conflict with itself.
+fn written_entry(
+    state: &AdminState,
+    tenant: &Tenant,
+    external_id: &str,
+) -> Result<Arc<DirectoryEntry>, ApiError> {
+    state
+        .mirror
+        .load()
+        .directory_entry_by_external_id(tenant.id, external_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("directory entry {external_id}")))
+}
+
 /// The tenant's entry `external_id`, as of the mirror now. Finding it
 /// walks the tenant's ids (200,000 at the quota), so it runs off the async
 /// workers, under the tenant's share of the render pool, as the lists do.
@@ -277,7 +293,7 @@ pub async fn create_entry(
         vec![Mutation::UpsertDirectoryEntry(input)],
     )
     .await?;
-    let entry = find_entry(&state, &principal, &tenant, &external_id).await?;
+    let entry = written_entry(&state, &tenant, &external_id)?;
     let view = entry_view(&entry);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
@@ -340,7 +356,7 @@ pub async fn update_entry(
         Mutation::UpsertDirectoryEntry(input),
     )
     .await?;
-    let view = entry_view(&*find_entry(&state, &principal, &tenant, &external_id).await?);
+    let view = entry_view(&*written_entry(&state, &tenant, &external_id)?);
     Ok(tagged(&view.etag.clone(), view))
 }
 

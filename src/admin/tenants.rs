@@ -98,7 +98,10 @@ const MAX_PROVISIONING_NETWORKS: usize = 256;
 /// (`10.1.0.0/16`) or addresses, each one readable. Before, anything was
 /// stored and what did not parse was skipped at every fetch.
 fn check_networks(settings: &Value) -> Result<(), ApiError> {
-    let Some(networks) = settings.get("provisioning_networks") else {
+    let Some(networks) = settings
+        .get("provisioning_networks")
+        .filter(|n| !n.is_null())
+    else {
         return Ok(());
     };
     let Some(networks) = networks.as_array() else {

@@ -37,7 +37,7 @@ pub struct ProvisionOptions {
     pub base_url: String,
     /// Bound of the render cache, in bytes of rendered output.
     pub render_cache_bytes: u64,
-    /// Bound of the compiled-template cache, in bytes as `compiled_weight`
+    /// Bound of the compiled-template cache, in bytes as `Compiled::weight`
     /// reckons them.
     pub compiled_cache_bytes: u64,
     pub guard: GuardOptions,

@@ -271,14 +271,18 @@ pub fn spawn(
                 });
                 let serving = single::serve(first, shared, cancel.clone());
                 tokio::pin!(serving);
-                tokio::select! {
+                let served = tokio::select! {
                     served = &mut serving => served,
                     _ = died.cancelled() => {
                         cancel.cancel();
                         let _ = (&mut serving).await;
                         Err(io::Error::other("a TFTP listener stopped before the shutdown; the others were stopped with it"))
                     }
-                }
+                };
+                // However listener 0 ended (the shutdown, or an error of
+                // its own), the others end too before they are joined.
+                cancel.cancel();
+                served
             });
             for other in others {
                 match other.join() {

@@ -269,4 +269,7 @@ async fn provisioning_networks_are_few_and_readable() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    // `null` is no list, as before.
+    let none = put("acme-admin", serde_json::Value::Null).await;
+    assert_eq!(none.status, StatusCode::OK, "{}", none.text);
 }
