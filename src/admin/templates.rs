@@ -257,29 +257,37 @@ fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiErro
 /// The quotas a template of `owner` (none: a family or model template,
 /// global admins only) must keep: its size, and the tenant's count when it
 /// is new. Returns how many earlier versions to keep.
-fn template_quotas(
+async fn template_quotas(
     state: &AdminState,
+    principal: &Principal,
     owner: Option<Id>,
     bytes: usize,
     new: bool,
 ) -> Result<Option<u64>, ApiError> {
     let mirror = state.mirror.load();
-    let Some(tenant) = owner.and_then(|id| mirror.tenant(id)) else {
+    let Some(tenant) = owner.and_then(|id| mirror.tenant(id)).cloned() else {
         return Ok(None);
     };
     state
         .quotas
-        .check(tenant, Quota::TemplateBytes, bytes as u64)?;
+        .check(&tenant, Quota::TemplateBytes, bytes as u64)?;
     if new {
-        let count = mirror
-            .templates()
-            .filter(|t| scope_tenant(&mirror, t) == Some(tenant.id))
-            .count();
+        // Every stored template on the platform is walked for the tenant's
+        // (and a phone-scope one's phone looked up): off the async workers,
+        // as the lists are.
+        let id = tenant.id;
+        let count = off_workers(state, principal, move || {
+            mirror
+                .templates()
+                .filter(|t| scope_tenant(&mirror, t) == Some(id))
+                .count()
+        })
+        .await?;
         state
             .quotas
-            .check(tenant, Quota::Templates, count as u64 + 1)?;
+            .check(&tenant, Quota::Templates, count as u64 + 1)?;
     }
-    Ok(Some(state.quotas.limit(tenant, Quota::TemplateVersions)))
+    Ok(Some(state.quotas.limit(&tenant, Quota::TemplateVersions)))
 }
 
 /// Syntax, file pattern and a trial render; 422 with line and column. The
@@ -395,7 +403,7 @@ pub async fn validate(
         None => principal.require_global()?,
     }
     // A check is work a tenant causes: it obeys the size quota too.
-    template_quotas(&state, owner, body.body.len(), false)?;
+    template_quotas(&state, &principal, owner, body.body.len(), false).await?;
     Ok(axum::Json(
         check(
             &state,
@@ -445,7 +453,7 @@ pub async fn create(
         };
         (key, owner, phone_seen)
     };
-    let keep_versions = template_quotas(&state, owner, body.body.len(), true)?;
+    let keep_versions = template_quotas(&state, &principal, owner, body.body.len(), true).await?;
     check(
         &state,
         &principal,
@@ -526,7 +534,7 @@ pub(crate) async fn save_body(
 ) -> Result<Response, ApiError> {
     let key = template.key();
     let owner = scope_tenant(&state.mirror.load(), template);
-    let keep_versions = template_quotas(state, owner, body.len(), false)?;
+    let keep_versions = template_quotas(state, principal, owner, body.len(), false).await?;
     check(state, principal, &key, &body, sample_mac, owner).await?;
     let tenant = {
         let mirror = state.mirror.load();
