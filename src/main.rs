@@ -190,20 +190,16 @@ fn main() -> ExitCode {
     let command = async move {
         match cli.command {
             Command::Serve(args) => {
+                let overrides = config::Overrides {
+                    database_url: cli.database_url.clone(),
+                    listen: args.listen,
+                    monitoring_listen: args.monitoring_listen,
+                    provisioning_listen: args.provisioning_listen,
+                    tftp_listen: args.tftp_listen,
+                };
                 let mut config = config;
-                if let Some(listen) = args.listen {
-                    config.http.listen = listen;
-                }
-                if let Some(listen) = args.monitoring_listen {
-                    config.http.monitoring_listen = Some(listen);
-                }
-                if let Some(listen) = args.provisioning_listen {
-                    config.provisioning.http_listen = listen;
-                }
-                if let Some(listen) = args.tftp_listen {
-                    config.provisioning.tftp_listen = Some(listen);
-                }
-                serve::run(config, cli.config.clone(), args.demo, log).await
+                overrides.apply(&mut config);
+                serve::run(config, cli.config.clone(), overrides, args.demo, log).await
             }
             Command::Migrate => migrate(&config).await,
             Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,

@@ -211,3 +211,35 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     current.insert(last.clone(), value);
     Ok(())
 }
+
+/// Settings given on the command line, which win over the file: applied
+/// at start and again to each configuration SIGHUP reads, so a reload
+/// neither drops them nor reports them as changes awaiting a restart.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub monitoring_listen: Option<std::net::SocketAddr>,
+    pub provisioning_listen: Option<std::net::SocketAddr>,
+    pub tftp_listen: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.database_url {
+            config.database.url = url.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.http.listen = listen;
+        }
+        if let Some(listen) = self.monitoring_listen {
+            config.http.monitoring_listen = Some(listen);
+        }
+        if let Some(listen) = self.provisioning_listen {
+            config.provisioning.http_listen = listen;
+        }
+        if let Some(listen) = self.tftp_listen {
+            config.provisioning.tftp_listen = Some(listen);
+        }
+    }
+}

@@ -37,6 +37,7 @@ use startup::Sockets;
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
+    overrides: crate::config::Overrides,
     demo: bool,
     log: LogHandle,
 ) -> Result<()> {
@@ -123,6 +124,7 @@ pub async fn run(
     tokio::spawn(signals::signals(
         cancel.clone(),
         config_path,
+        overrides,
         config.clone(),
         log,
         signals::reload_live(

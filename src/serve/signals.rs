@@ -28,6 +28,7 @@ pub(super) fn notify_systemd(state: &[sd_notify::NotifyState]) {
 pub(super) fn signals(
     cancel: CancellationToken,
     config_path: Option<PathBuf>,
+    overrides: crate::config::Overrides,
     started_with: Config,
     log: LogHandle,
     reload_live: impl Fn(Option<&Config>) + Send + 'static,
@@ -45,7 +46,7 @@ pub(super) fn signals(
                     // This task alone hears SIGTERM: a reload that panicked
                     // and ended it would leave the process deaf to a stop.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let config = reload(config_path.as_deref(), &log);
+                        let config = reload(config_path.as_deref(), &overrides, &log);
                         if let Some(new) = &config {
                             let waiting = needs_restart(&started_with, new);
                             if !waiting.is_empty() {
@@ -77,12 +78,20 @@ pub(super) fn signals(
 
 /// Re-reads the config and applies the log settings; the new config, or
 /// `None` when it is invalid (the running one stays).
-fn reload(path: Option<&std::path::Path>, log: &LogHandle) -> Option<Config> {
+fn reload(
+    path: Option<&std::path::Path>,
+    overrides: &crate::config::Overrides,
+    log: &LogHandle,
+) -> Option<Config> {
     // First, so the lines below land in the new file.
     if let Err(e) = log.reopen() {
         tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
     }
-    match Config::load(path) {
+    match Config::load(path).and_then(|mut config| {
+        overrides.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }) {
         Ok(config) => {
             if std::env::var_os("RUST_LOG").is_none() {
                 if let Err(e) = log.set_filter(&config.log.filter) {
@@ -211,7 +220,29 @@ pub(super) fn reload_live(
 #[cfg(test)]
 mod tests {
     use super::needs_restart;
-    use crate::config::Config;
+    use crate::config::{Config, Overrides};
+
+    /// Listeners and the database given on the command line win over the
+    /// file at start and at each reload, so a reload does not name them
+    /// as changes awaiting a restart (it did, on every SIGHUP).
+    #[test]
+    fn command_line_settings_are_not_changes_awaiting_a_restart() {
+        let overrides = Overrides {
+            database_url: Some("sqlite:///var/lib/other.db".into()),
+            listen: Some("127.0.0.1:9999".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let mut running = Config::default();
+        overrides.apply(&mut running);
+        let mut reread = Config::default();
+        let before = needs_restart(&running, &reread);
+        assert!(
+            before.contains(&"http.listen".to_string()) && before.len() == 2,
+            "{before:?}"
+        );
+        overrides.apply(&mut reread);
+        assert!(needs_restart(&running, &reread).is_empty());
+    }
 
     #[test]
     fn a_reload_names_the_changes_that_wait_for_a_restart() {
