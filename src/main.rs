@@ -142,11 +142,27 @@ pub struct ImportArgs {
 
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
-    if let Some(url) = &cli.database_url {
-        config.database.url = url.clone();
+    if cli.database_url.is_some() {
+        overrides(cli).apply(&mut config);
         config.validate()?;
     }
     Ok(config)
+}
+
+/// What the command line sets over the file: `--database-url` for every
+/// command, and `serve`'s listeners.
+fn overrides(cli: &Cli) -> config::Overrides {
+    let mut overrides = config::Overrides {
+        database_url: cli.database_url.clone(),
+        ..config::Overrides::default()
+    };
+    if let Command::Serve(args) = &cli.command {
+        overrides.listen = args.listen;
+        overrides.monitoring_listen = args.monitoring_listen;
+        overrides.provisioning_listen = args.provisioning_listen;
+        overrides.tftp_listen = args.tftp_listen;
+    }
+    overrides
 }
 
 fn main() -> ExitCode {
@@ -187,16 +203,10 @@ fn main() -> ExitCode {
         }
     };
     let on_one_thread = matches!(cli.command, Command::Phlem(_));
+    let overrides = overrides(&cli);
     let command = async move {
         match cli.command {
             Command::Serve(args) => {
-                let overrides = config::Overrides {
-                    database_url: cli.database_url.clone(),
-                    listen: args.listen,
-                    monitoring_listen: args.monitoring_listen,
-                    provisioning_listen: args.provisioning_listen,
-                    tftp_listen: args.tftp_listen,
-                };
                 let mut config = config;
                 overrides.apply(&mut config);
                 serve::run(config, cli.config.clone(), overrides, args.demo, log).await

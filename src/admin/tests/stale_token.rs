@@ -30,6 +30,18 @@ fn token_id(h: &Harness, role: &str) -> Id {
 
 const ENTRY: &str = r#"{"external_id": "k1", "name": "Planted Name", "numbers": [{"number": "+1 555 555 0142", "kind": "work"}]}"#;
 
+/// A new directory entry for acme, as `role`.
+async fn post_entry(h: &Harness, role: &str) -> super::Reply {
+    h.call(
+        Some(role),
+        Method::POST,
+        "/v1/tenants/acme/directory",
+        Some(ENTRY),
+        &[],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_elsewhere_writes_nothing_through_a_lagging_node() {
     let h = Harness::new(Backend::Sqlite).await;
@@ -42,30 +54,14 @@ async fn a_token_revoked_elsewhere_writes_nothing_through_a_lagging_node() {
         .unwrap();
     let phone = format!("/v1/phones/{ACME_MAC}");
     assert!(h.get("acme-admin", &phone).await.status.is_success());
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::POST,
-            "/v1/tenants/acme/directory",
-            Some(ENTRY),
-            &[],
-        )
-        .await;
+    let reply = post_entry(&h, "acme-admin").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     let reply = h
         .call(Some("acme-admin"), Method::DELETE, &phone, None, &[])
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     // Another token's writes go on.
-    let reply = h
-        .call(
-            Some("global"),
-            Method::POST,
-            "/v1/tenants/acme/directory",
-            Some(ENTRY),
-            &[],
-        )
-        .await;
+    let reply = post_entry(&h, "global").await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
 
@@ -91,15 +87,7 @@ async fn a_deleted_tenants_token_cannot_write_into_the_next_tenant_of_its_slug()
         )
         .await
         .unwrap();
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::POST,
-            "/v1/tenants/acme/directory",
-            Some(ENTRY),
-            &[],
-        )
-        .await;
+    let reply = post_entry(&h, "acme-admin").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
         .await
