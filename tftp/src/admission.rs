@@ -194,3 +194,61 @@ fn parse_networks(tenant: &Tenant) -> Option<Vec<ipnet::IpNet>> {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: Id, network: &str) -> Arc<Tenant> {
+        Arc::new(Tenant {
+            id,
+            slug: "memo".into(),
+            name: "Memo".into(),
+            default_region: "US".into(),
+            settings: format!(r#"{{"provisioning_networks":["{network}"]}}"#).into(),
+            updated_at: 1,
+        })
+    }
+
+    /// Fetches read a tenant's networks while its row changes under them:
+    /// each gets the networks of the version it holds, never another's,
+    /// whichever version the memo held a moment before (old versions are
+    /// dropped and new ones made all the while, so addresses come round).
+    #[test]
+    fn each_version_of_a_row_reads_its_own_networks_under_concurrent_edits() {
+        // An id no other test uses: the memo is the process's.
+        const TENANT: Id = 9_000_001;
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for n in 0..2_000u32 {
+                        let network = format!("10.{}.{}.0/24", t, n % 256);
+                        let row = version(TENANT, &network);
+                        let expected: ipnet::IpNet = network.parse().unwrap();
+                        assert_eq!(
+                            provisioning_networks(&row).as_deref(),
+                            Some(&[expected][..])
+                        );
+                        // Some versions live on and are read again later.
+                        if n % 7 == 0 {
+                            held.push((row, expected));
+                        }
+                        if n % 50 == 0 {
+                            for (row, expected) in &held {
+                                assert_eq!(
+                                    provisioning_networks(row).as_deref(),
+                                    Some(&[*expected][..])
+                                );
+                            }
+                            held.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+}
