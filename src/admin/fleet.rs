@@ -144,15 +144,11 @@ pub async fn fleet(
     let hours = bounded(params.hours, 72, 168, "hours")?;
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, false)?;
-    // Every phone on the platform is walked for the tenant's: off the
-    // async workers, as the lists are.
+    // A large tenant's phones are sorted off the async workers, as the
+    // lists are.
     let id = tenant.id;
     let (total, phones) = off_workers(&state, &principal, move || {
-        let mut phones: Vec<_> = mirror
-            .phones()
-            .filter(|p| p.tenant_id == id)
-            .cloned()
-            .collect();
+        let mut phones: Vec<_> = mirror.phones_of(id).cloned().collect();
         let total = phones.len();
         phones.sort_unstable_by_key(|p| p.mac);
         phones.truncate(PHONE_LIMIT);

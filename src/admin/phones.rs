@@ -233,8 +233,8 @@ impl PhoneFilter {
     }
 
     fn matches(&self, state: &MirrorState, phone: &Phone) -> bool {
-        // A tenant's list walks every phone on the platform: the others
-        // cost a comparison, not a string.
+        // The caller walks the tenant's own phones already; this keeps the
+        // filter whole for a global list too.
         if self.tenant.is_some_and(|t| t != phone.tenant_id) {
             return false;
         }
@@ -310,8 +310,11 @@ pub async fn list(
     };
     let filter = PhoneFilter::new(&query, tenant, family, prefix);
     let list = off_workers(&state, &principal, move || {
-        let mut phones: Vec<&Arc<Phone>> = mirror
-            .phones()
+        let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match filter.tenant {
+            Some(id) => Box::new(mirror.phones_of(id)),
+            None => Box::new(mirror.phones()),
+        };
+        let mut phones: Vec<&Arc<Phone>> = candidates
             .filter(|p| after.is_none_or(|a| p.mac > a))
             .filter(|p| filter.matches(&mirror, p))
             .collect();
@@ -489,14 +492,11 @@ fn target_tenant<'a>(
 }
 
 /// The phones and lines quotas of `tenant`, for a phone with `lines` that
-/// is new to it. Counting its phones walks every phone on the platform
-/// (the mirror keeps no count per tenant), so the count is taken off the
-/// async workers, as the lists are: a tenant at its quota could otherwise
-/// pin a worker per request it keeps sending.
-async fn check_quotas(
+/// is new to it. The mirror counts each tenant's phones, so this is a
+/// lookup, not a walk.
+fn check_quotas(
     state: &AdminState,
-    principal: &Principal,
-    mirror: &Arc<MirrorState>,
+    mirror: &MirrorState,
     tenant: &Tenant,
     lines: usize,
     new_to_tenant: bool,
@@ -505,11 +505,7 @@ async fn check_quotas(
         .quotas
         .check(tenant, Quota::LinesPerPhone, lines as u64)?;
     if new_to_tenant {
-        let (walked, id) = (mirror.clone(), tenant.id);
-        let phones = off_workers(state, principal, move || {
-            walked.phones().filter(|p| p.tenant_id == id).count()
-        })
-        .await?;
+        let phones = mirror.phone_count(tenant.id);
         state
             .quotas
             .check(tenant, Quota::Phones, phones as u64 + 1)?;
@@ -556,7 +552,7 @@ pub(crate) async fn create_phone(
             // The same words whoever holds it: nothing says which tenant.
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
-        check_quotas(state, principal, &mirror, tenant, body.lines.len(), true).await?;
+        check_quotas(state, &mirror, tenant, body.lines.len(), true)?;
         input(state, tenant, mac, body, None)?
     };
     let tenant = input.tenant.clone();
@@ -610,13 +606,11 @@ pub async fn update(
     let tenant = target_tenant(&mirror, &principal, &body.tenant)?;
     check_quotas(
         &state,
-        &principal,
         &mirror,
         tenant,
         body.lines.len(),
         tenant.id != phone.tenant_id,
-    )
-    .await?;
+    )?;
     let lines = mirror.lines_of(phone.id);
     let before = phone_etag(phone, &lines);
     // A phone moving to another tenant takes none of its stored secrets

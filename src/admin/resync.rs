@@ -188,8 +188,8 @@ pub async fn resync_tenant(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
     };
-    // Planning walks the tenant's phones (every phone on the platform, when
-    // none are named): off the async workers, as the lists are.
+    // Planning walks and sorts the tenant's phones (all of them, when none
+    // are named): off the async workers, as the lists are.
     let (tenant, jobs, mut skipped) = {
         let (slug, body, caller) = (slug.clone(), body.clone(), principal.clone());
         let mirror = state.mirror.load();
@@ -227,10 +227,7 @@ pub async fn resync_tenant(
                     })
                     .collect::<Result<_, _>>()?,
                 None => {
-                    let mut all: Vec<_> = mirror
-                        .phones()
-                        .filter(|p| p.tenant_id == tenant.id)
-                        .collect();
+                    let mut all: Vec<_> = mirror.phones_of(tenant.id).collect();
                     all.sort_by_key(|p| p.mac);
                     all
                 }

@@ -361,7 +361,7 @@ pub async fn remove(
             .ok_or_else(|| ApiError::not_found(&what))?;
         principal.read(tenant.id, &what)?;
         principal.require_global()?;
-        let phones = mirror.phones().filter(|p| p.tenant_id == tenant.id).count();
+        let phones = mirror.phone_count(tenant.id);
         (phones, mirror.directory_of(tenant.id).len())
     };
     if (phones > 0 || entries > 0) && query.force != Some(true) {

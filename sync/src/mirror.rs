@@ -54,6 +54,9 @@ pub struct MirrorState {
     tenant_by_slug: ShardedMap<Box<str>, Id>,
     phones: ShardedMap<Id, Arc<Phone>>,
     phone_by_mac: ShardedMap<Mac, Id>,
+    /// Phone ids of each tenant, so that a tenant's lists, counts, fleets
+    /// and resyncs visit its own phones, not the platform's.
+    phones_by_tenant: ShardedMap<Id, Group>,
     lines: ShardedMap<Id, Arc<Line>>,
     /// Line ids of a phone, sorted by position.
     lines_by_phone: ShardedMap<Id, Arc<[Id]>>,
@@ -68,27 +71,35 @@ pub struct MirrorState {
     stamps: Stamps,
 }
 
+/// Adds `id` to `group`'s ids. The group and the chunk it edits are copied
+/// the first time a batch touches them, then changed in place: a batch of
+/// thousands of rows into one large tenant copies its chunk list once, not
+/// once per row.
 fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
-    let mut ids = match map.get(&group) {
-        Some(g) if g.contains(id) => return,
-        Some(g) => (**g).clone(),
-        None => IdGroup::default(),
-    };
-    ids.insert(id);
-    map.insert(group, Arc::new(ids));
+    if map.get(&group).is_some_and(|g| g.contains(id)) {
+        return;
+    }
+    match map.get_mut(&group) {
+        Some(ids) => {
+            Arc::make_mut(ids).insert(id);
+        }
+        None => {
+            map.insert(group, Arc::new(IdGroup::from_ids(vec![id])));
+        }
+    }
 }
 
 fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
-    if let Some(g) = map.get(&group) {
-        if g.contains(id) {
-            let mut ids = (**g).clone();
-            ids.remove(id);
-            if ids.is_empty() {
-                map.remove(&group);
-            } else {
-                map.insert(group, Arc::new(ids));
-            }
-        }
+    if !map.get(&group).is_some_and(|g| g.contains(id)) {
+        return;
+    }
+    let Some(ids) = map.get_mut(&group) else {
+        return;
+    };
+    let ids = Arc::make_mut(ids);
+    ids.remove(id);
+    if ids.is_empty() {
+        map.remove(&group);
     }
 }
 
@@ -184,8 +195,25 @@ impl MirrorState {
             .and_then(|id| self.phones.get(id))
     }
 
+    /// Every phone on the platform. A tenant's are [`MirrorState::phones_of`].
     pub fn phones(&self) -> impl Iterator<Item = &Arc<Phone>> {
         self.phones.values()
+    }
+
+    /// A tenant's phones, in id order, without visiting anyone else's.
+    pub fn phones_of(&self, tenant_id: Id) -> impl Iterator<Item = &Arc<Phone>> {
+        self.phones_by_tenant
+            .get(&tenant_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.phones.get(&id))
+    }
+
+    /// How many phones the tenant has, without visiting them.
+    pub fn phone_count(&self, tenant_id: Id) -> usize {
+        self.phones_by_tenant
+            .get(&tenant_id)
+            .map_or(0, |ids| ids.len())
     }
 
     /// A phone's lines in key order.
@@ -387,11 +415,23 @@ impl MirrorState {
                 let Some((old, new)) = swap(&mut self.phones, id, take!(Phone)) else {
                     return false;
                 };
+                let (old_tenant, new_tenant) = (
+                    old.as_ref().map(|p| p.tenant_id),
+                    new.as_ref().map(|p| p.tenant_id),
+                );
                 if let Some(old) = old {
                     unindex(&mut self.phone_by_mac, &old.mac, id);
                 }
                 if let Some(new) = new {
                     self.phone_by_mac.insert(new.mac, id);
+                }
+                if old_tenant != new_tenant {
+                    if let Some(tenant) = old_tenant {
+                        group_remove(&mut self.phones_by_tenant, tenant, id);
+                    }
+                    if let Some(tenant) = new_tenant {
+                        group_insert(&mut self.phones_by_tenant, tenant, id);
+                    }
                 }
             }
             Entity::Line => {
@@ -501,8 +541,12 @@ impl<'a> Tables<'a> {
     pub(crate) fn tenants(&self) -> impl Iterator<Item = &'a Tenant> {
         self.state.tenants.values().map(|v| &**v)
     }
+    /// In id order, as the lines are: a load then finds each tenant's
+    /// phone ids already sorted.
     pub(crate) fn phones(&self) -> impl Iterator<Item = &'a Phone> {
-        self.state.phones.values().map(|v| &**v)
+        let mut phones: Vec<&Phone> = self.state.phones.values().map(|v| &**v).collect();
+        phones.sort_unstable_by_key(|p| p.id);
+        phones.into_iter()
     }
     /// Each phone's lines together, in key order, so that a load groups
     /// them without reordering.

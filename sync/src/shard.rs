@@ -218,6 +218,16 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         old
     }
 
+    /// The value at `key` to change in place. Only its shard is copied,
+    /// and only if it is shared and holds `key`.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let shard = &mut self.shards[shard_of(key, self.shards.len())];
+        if !shard.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(key)
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let shard = &mut self.shards[shard_of(key, self.shards.len())];
         if !shard.contains_key(key) {

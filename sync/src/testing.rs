@@ -249,8 +249,8 @@ pub mod build {
     use std::sync::Arc;
 
     use crate::{
-        Audit, Cursor, Dataset, DirectoryNumber, Family, LoadedFrom, Meta, Mirror, Mutation,
-        SourceKind,
+        Audit, Cursor, Dataset, DirectoryNumber, Family, Id, LoadedFrom, Mac, Meta, Mirror,
+        Mutation, Phone, SourceKind,
     };
 
     pub fn tenant(slug: &str, region: &str) -> Mutation {
@@ -289,6 +289,23 @@ pub mod build {
                 .map(|i| line(&format!("{}", 100 + i), &format!("pw-{n}-{i}")))
                 .collect(),
         })
+    }
+
+    /// A phone row as the mirror holds it: no model, label, variables or
+    /// credentials.
+    pub fn phone_row(id: Id, tenant_id: Id, mac: Mac, family: Family) -> Phone {
+        Phone {
+            id,
+            tenant_id,
+            mac,
+            family,
+            model: None,
+            label: None,
+            variables: "{}".into(),
+            http_user: None,
+            http_password: None,
+            updated_at: 1,
+        }
     }
 
     /// A directory entry with `numbers` as work numbers.

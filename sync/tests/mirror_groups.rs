@@ -1,8 +1,10 @@
-//! A tenant's directory entries as the mirror lists them (`directory_of`,
-//! from the chunked id groups of `mirror/group.rs`) while a writer applies
-//! batches that add, remove and move entries between tenants: every state
-//! a reader holds stays as it was, and lists each of its entries under its
-//! own tenant exactly once.
+//! A tenant's directory entries and phones as the mirror lists them
+//! (`directory_of`, `phones_of`, from the chunked id groups of
+//! `mirror/group.rs`) while a writer applies batches that add, remove and
+//! move rows between tenants: every state a reader holds stays as it was,
+//! and lists each of its rows under its own tenant exactly once. A batch
+//! changes its groups in place once it has its own copy, so this is also
+//! what shows that a copy is taken before the first change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,8 +35,48 @@ fn entry(id: Id, tenant_id: Id) -> Row {
     })
 }
 
-/// The ids `state` lists for each tenant, checked against the entries.
-fn listed(state: &MirrorState) -> Vec<Vec<Id>> {
+fn phone(id: Id, tenant_id: Id) -> Row {
+    let mac = format!("{:012x}", 0x0015_6500_0000 + id);
+    Row::Phone(testing::build::phone_row(
+        id,
+        tenant_id,
+        mac.parse().expect("a MAC"),
+        Family::Yealink,
+    ))
+}
+
+/// The ids `state` lists for each tenant, entries then phones, checked
+/// against the rows.
+fn listed(state: &MirrorState) -> (Vec<Vec<Id>>, Vec<Vec<Id>>) {
+    (entries_listed(state), phones_listed(state))
+}
+
+fn phones_listed(state: &MirrorState) -> Vec<Vec<Id>> {
+    let mut total = 0;
+    let lists: Vec<Vec<Id>> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            let ids: Vec<Id> = state
+                .phones_of(t)
+                .map(|p| {
+                    assert_eq!(p.tenant_id, t, "phone {} listed under tenant {t}", p.id);
+                    p.id
+                })
+                .collect();
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "not ascending, or twice"
+            );
+            assert_eq!(state.phone_count(t), ids.len(), "tenant {t}'s count");
+            total += ids.len();
+            ids
+        })
+        .collect();
+    assert_eq!(total, state.counts().phones, "a phone is not listed");
+    lists
+}
+
+fn entries_listed(state: &MirrorState) -> Vec<Vec<Id>> {
     let mut total = 0;
     let lists: Vec<Vec<Id>> = [1, 2, 3]
         .iter()
@@ -73,6 +115,7 @@ fn readers_see_whole_states_while_groups_change() {
     // Several chunks per tenant, so that splits and shared chunks happen.
     for id in 1..=6_000 {
         data.push(entry(id, 1 + id % 3));
+        data.push(phone(id, 1 + id % 3));
     }
     mirror.reset(
         data,
@@ -110,23 +153,21 @@ fn readers_see_whole_states_while_groups_change() {
             x ^= x >> 7;
             x ^= x << 17;
             let id = (1 + x % (next_id as u64)) as Id;
+            // Entries and phones alike: new rows (half the changes, so
+            // the last chunks split), rows moved to another tenant, and
+            // removals.
+            let (entity, row): (Entity, fn(Id, Id) -> Row) = if (x >> 40).is_multiple_of(2) {
+                (Entity::DirectoryEntry, entry)
+            } else {
+                (Entity::Phone, phone)
+            };
             match x % 4 {
-                // New entries (half the changes: the last chunks split),
-                // entries moved to another tenant, and removals.
                 0 | 1 => {
-                    batch.push((
-                        Entity::DirectoryEntry,
-                        next_id,
-                        Some(entry(next_id, 1 + (x >> 8) as Id % 3)),
-                    ));
+                    batch.push((entity, next_id, Some(row(next_id, 1 + (x >> 8) as Id % 3))));
                     next_id += 1;
                 }
-                2 => batch.push((
-                    Entity::DirectoryEntry,
-                    id,
-                    Some(entry(id, 1 + (x >> 8) as Id % 3)),
-                )),
-                _ => batch.push((Entity::DirectoryEntry, id, None)),
+                2 => batch.push((entity, id, Some(row(id, 1 + (x >> 8) as Id % 3)))),
+                _ => batch.push((entity, id, None)),
             }
         }
         mirror.apply(batch, state.cursor(), state.meta().clone());

@@ -352,6 +352,11 @@ async fn snapshot_body(db: TestDb) {
     let mut data = data;
     data.sort();
     assert_eq!(data, mirror.load().to_dataset());
+    common::assert_tenant_index(&mirror.load());
+    let (header, loading) = snapshot::load(&path).unwrap().unwrap();
+    let loaded = Mirror::new();
+    loaded.reset_loaded(loading, header.cursor, header.meta, LoadedFrom::Snapshot);
+    common::assert_tenant_index(&loaded.load());
     // A truncated file is reported, not half-loaded.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

@@ -23,18 +23,7 @@ fn tenant(id: Id, name: &str) -> Tenant {
 }
 
 fn phone(id: Id, tenant_id: Id, mac: &str, family: Family) -> Phone {
-    Phone {
-        id,
-        tenant_id,
-        mac: mac.parse().unwrap(),
-        family,
-        model: None,
-        label: None,
-        variables: "{}".into(),
-        http_user: None,
-        http_password: None,
-        updated_at: 1,
-    }
+    dialtone_sync::testing::build::phone_row(id, tenant_id, mac.parse().unwrap(), family)
 }
 
 fn entry(id: Id, tenant_id: Id, name: &str) -> DirectoryEntry {

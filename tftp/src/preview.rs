@@ -68,10 +68,8 @@ impl Provisioner {
                     .into_iter(),
             ),
             TemplateScope::Tenant => {
-                // Parsed once: a string per phone made the walk of a
-                // million phones an allocation each.
                 let tenant = key.parse::<Id>().ok();
-                Box::new(state.phones().filter(move |p| Some(p.tenant_id) == tenant))
+                Box::new(tenant.into_iter().flat_map(|t| state.phones_of(t)))
             }
             TemplateScope::Model => Box::new(
                 state
@@ -244,5 +242,9 @@ pub fn sample_phone<'a>(
                 TemplateScope::Phone | TemplateScope::Family => true,
             }
     };
-    state.phones().filter(matching).min_by_key(|p| p.mac)
+    let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match tenant {
+        Some(id) => Box::new(state.phones_of(id)),
+        None => Box::new(state.phones()),
+    };
+    candidates.filter(matching).min_by_key(|p| p.mac)
 }

@@ -8,15 +8,56 @@
 
 use std::sync::Arc;
 
+use super::group::IdGroup;
 use super::{group_build, MirrorState};
 use crate::model::*;
 use crate::shard::{Filling, ShardedMap};
 use crate::stamp::Stamps;
 
-/// Phones by id and by MAC, filled one row at a time.
+/// Phones by id and by MAC, filled one row at a time, and each tenant's
+/// phone ids for the per-tenant index.
 pub struct PhoneRows {
     phones: Filling<Id, Arc<Phone>>,
     by_mac: Filling<Mac, Id>,
+    by_tenant: TenantPhones,
+}
+
+/// Each tenant's phone ids in the order they arrived. Rows come in long
+/// runs of one tenant (a snapshot and a fresh import hold them in id
+/// order), so the last tenant's place is kept and most rows skip the hash.
+#[derive(Default)]
+struct TenantPhones {
+    ids: Vec<Vec<Id>>,
+    place: std::collections::HashMap<Id, usize>,
+    last: Option<(Id, usize)>,
+}
+
+impl TenantPhones {
+    fn push(&mut self, tenant: Id, id: Id) {
+        let at = match self.last {
+            Some((last, at)) if last == tenant => at,
+            _ => {
+                let next = self.ids.len();
+                let at = *self.place.entry(tenant).or_insert(next);
+                if at == next {
+                    self.ids.push(Vec::new());
+                }
+                self.last = Some((tenant, at));
+                at
+            }
+        };
+        self.ids[at].push(id);
+    }
+
+    /// The per-tenant index. Ids that arrived in order (the snapshot's
+    /// and, nearly always, PostgreSQL's) make each group's sort a pass.
+    fn finish(self) -> ShardedMap<Id, Arc<IdGroup>> {
+        let mut ids = self.ids;
+        ShardedMap::from_entries(self.place.into_iter().map(|(tenant, at)| {
+            let group = IdGroup::from_ids(std::mem::take(&mut ids[at]));
+            (tenant, Arc::new(group))
+        }))
+    }
 }
 
 impl PhoneRows {
@@ -26,11 +67,13 @@ impl PhoneRows {
         PhoneRows {
             phones: Filling::with_capacity(rows),
             by_mac: Filling::with_capacity(rows),
+            by_tenant: TenantPhones::default(),
         }
     }
 
     pub fn push(&mut self, phone: Phone) {
         self.by_mac.push(phone.mac, phone.id);
+        self.by_tenant.push(phone.tenant_id, phone.id);
         self.phones.push(phone.id, Arc::new(phone));
     }
 
@@ -345,8 +388,18 @@ impl MirrorState {
         let PhoneRows {
             phones: phone_map,
             by_mac,
+            by_tenant,
         } = phones;
-        let (lines, lines_by_phone) = lines.finish();
+        // The tenant index beside the line index: on one thread after it,
+        // it would add its sort to the start's critical path.
+        let (phones_by_tenant, (lines, lines_by_phone)) = std::thread::scope(|scope| {
+            let by_tenant = scope.spawn(move || by_tenant.finish());
+            let lines = lines.finish();
+            (
+                by_tenant.join().expect("tenant index build panicked"),
+                lines,
+            )
+        });
         MirrorState {
             version,
             cursor,
@@ -357,6 +410,7 @@ impl MirrorState {
             tenants: ShardedMap::from_entries(tenants.into_iter().map(|t| (t.id, Arc::new(t)))),
             phones: phone_map.finish(),
             phone_by_mac: by_mac.finish(),
+            phones_by_tenant,
             lines,
             lines_by_phone,
             template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),

@@ -200,13 +200,16 @@ fn every_field_round_trips() {
 #[test]
 fn large_tables_cross_the_read_buffer() {
     let mut data = every_field();
+    let mut second = data.tenants[0].clone();
+    (second.id, second.slug) = (2, "second".into());
+    data.tenants.push(second);
     // Rows that span many 1 MiB reads, a row larger than the buffer, and
     // phones with several lines written out of key order.
     data.templates[0].body = "x".repeat(3 << 20).into();
     for n in 0..30_000i64 {
         data.phones.push(Phone {
             id: 1000 + n,
-            tenant_id: 1,
+            tenant_id: 1 + n % 2,
             mac: mac(1000 + n as u64),
             family: Family::Poly,
             model: Some(["VVX 450", "T46S"][n as usize % 2].into()),
@@ -263,6 +266,16 @@ fn large_tables_cross_the_read_buffer() {
             n % 3 + 1,
             "phone {n}"
         );
+    }
+    // Each tenant's phones, in id order, indexed as they were read.
+    for tenant in [1, 2] {
+        let expected: Vec<Id> = (data.phones.iter())
+            .filter(|p| p.tenant_id == tenant)
+            .map(|p| p.id)
+            .collect();
+        let listed: Vec<Id> = state.phones_of(tenant).map(|p| p.id).collect();
+        assert_eq!(listed, expected, "tenant {tenant}");
+        assert_eq!(state.phone_count(tenant), expected.len());
     }
     // Shared strings are shared again after the load.
     let a = state.phone(1000).unwrap().model.clone().unwrap();

@@ -62,6 +62,24 @@ pub async fn scalar(db: &dialtone_sync::testing::TestDb, sql: &str) -> i64 {
     }
 }
 
+/// The mirror's per-tenant phone index lists exactly the phones each
+/// tenant holds, in id order.
+pub fn assert_tenant_index(state: &MirrorState) {
+    let mut listed = 0;
+    for tenant in state.tenants() {
+        let mut expected: Vec<Id> = (state.phones())
+            .filter(|p| p.tenant_id == tenant.id)
+            .map(|p| p.id)
+            .collect();
+        expected.sort_unstable();
+        let indexed: Vec<Id> = state.phones_of(tenant.id).map(|p| p.id).collect();
+        assert_eq!(indexed, expected, "tenant {}'s phones", tenant.slug);
+        assert_eq!(state.phone_count(tenant.id), expected.len());
+        listed += indexed.len();
+    }
+    assert_eq!(listed, state.counts().phones, "phones of no tenant");
+}
+
 /// The database's rows, sorted, as the mirror should hold them.
 pub async fn db_rows(store: &dyn Store) -> Dataset {
     let (mut data, _, _) = store.load_all().await.unwrap();
@@ -100,8 +118,10 @@ impl RunningMirror {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let want = db_rows(store).await;
-            let have = self.mirror.load().to_dataset();
+            let state = self.mirror.load();
+            let have = state.to_dataset();
             if want == have {
+                assert_tenant_index(&state);
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
