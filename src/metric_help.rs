@@ -213,6 +213,10 @@ pub const GAUGES: &[(&str, &str)] = &[
     ),
     ("dialtone_lookup_inflight", "Caller-name lookups in flight."),
     (
+        "dialtone_tls_certificate_expiry_timestamp_seconds",
+        "When the HTTPS listener's certificate expires (Unix seconds), as last read at start or on SIGHUP. Absent without HTTPS.",
+    ),
+    (
         "dialtone_mirror_lag_seconds",
         "Seconds since the mirror last caught up with the database.",
     ),

@@ -241,10 +241,24 @@ fn every_series_the_dashboard_and_alerts_query_is_exported() {
     assert!(wanted.keys().any(|n| n.ends_with("_bucket")));
 
     // A node that has served what every panel shows: files over HTTP and
-    // TFTP (renders, the cache, transfers), a miss, and a lookup.
+    // TFTP (renders, the cache, transfers), a miss, and a lookup; with an
+    // HTTPS listener, whose certificate's expiry is a series of its own.
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = write_file(dir.path(), "cert.pem", &cert.cert.pem());
+    let key_path = write_file(dir.path(), "key.pem", &cert.signing_key.serialize_pem());
+    let https = free_addr().to_string();
+    let (cert_path, key_path) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let env = [
+        ("DIALTONE_PROVISIONING__HTTPS_LISTEN", https.as_str()),
+        ("DIALTONE_PROVISIONING__TLS_CERT", cert_path.as_str()),
+        ("DIALTONE_PROVISIONING__TLS_KEY", key_path.as_str()),
+    ];
+    let server = Server::start_with_env(dir.path(), &url, &["--demo"], &env);
     exercise_demo_node(dir.path(), &url, &server);
 
     // Some series come from background work (the render self-check), so
@@ -269,6 +283,13 @@ fn every_series_the_dashboard_and_alerts_query_is_exported() {
         "queried but not exported:\n{}",
         missing.join("\n")
     );
+    // rcgen's certificates run to 4096-01-01.
+    let (_, body) = server.try_get("/metrics").expect("/metrics answers");
+    let expiry = body
+        .lines()
+        .find_map(|l| l.strip_prefix("dialtone_tls_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(expiry, Some(67_090_118_400.0), "{body}");
     assert_eq!(server.stop(), 0);
 }
 

@@ -210,7 +210,7 @@ pub async fn create_source(
             "directory source {name} already exists"
         )));
     }
-    let sources = state.mirror.load().sources_of(tenant.id).len();
+    let sources = state.mirror.load().source_count(tenant.id);
     state
         .quotas
         .check(&tenant, Quota::DirectorySources, sources as u64 + 1)?;

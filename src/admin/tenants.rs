@@ -4,13 +4,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::TenantInput;
-use dialtone_sync::{etag_of, Mutation, Target, Tenant};
+use dialtone_sync::{etag_of, MirrorState, Mutation, Target, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::quotas::{check_setting, keep_operator_settings};
+use super::quotas::{check_setting, keep_operator_settings, Quota};
 use super::{
     commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change, Edit,
     Principal,
@@ -26,6 +26,25 @@ pub struct TenantView {
     pub settings: Box<serde_json::value::RawValue>,
     pub updated_at: i64,
     pub etag: String,
+    /// What the tenant holds against its quotas, as this node's mirror
+    /// has it. Not part of the ETag: it moves with the tenant's phones and
+    /// entries, not with its own row.
+    pub usage: TenantUsage,
+}
+
+/// A tenant's count of phones, directory entries and sources against
+/// each quota (its own or the platform's default).
+#[derive(Serialize, ToSchema)]
+pub struct TenantUsage {
+    pub phones: Usage,
+    pub directory_entries: Usage,
+    pub directory_sources: Usage,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    pub used: u64,
+    pub limit: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -71,7 +90,13 @@ pub struct DeleteQuery {
     pub force: Option<bool>,
 }
 
-pub(crate) fn view(t: &Tenant) -> TenantView {
+/// Counts kept by the mirror's per-tenant indexes: no walk of the
+/// tenant's rows, so a list of tenants costs a few lookups each.
+pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> TenantView {
+    let usage = |used: usize, quota: Quota| Usage {
+        used: used as u64,
+        limit: state.quotas.limit(t, quota),
+    };
     TenantView {
         slug: t.slug.to_string(),
         name: t.name.to_string(),
@@ -79,6 +104,11 @@ pub(crate) fn view(t: &Tenant) -> TenantView {
         settings: json_value(&t.settings),
         updated_at: t.updated_at,
         etag: etag_of(t),
+        usage: TenantUsage {
+            phones: usage(mirror.phone_count(t.id), Quota::Phones),
+            directory_entries: usage(mirror.directory_len(t.id), Quota::DirectoryEntries),
+            directory_sources: usage(mirror.source_count(t.id), Quota::DirectorySources),
+        },
     }
 }
 
@@ -171,7 +201,9 @@ pub async fn list(
         .collect();
     tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
     let next = (tenants.len() > limit).then(|| tenants[limit - 1].slug.to_string());
-    let items = tenants.into_iter().take(limit).map(|t| view(t)).collect();
+    let items = (tenants.into_iter().take(limit))
+        .map(|t| view(&state, &mirror, t))
+        .collect();
     Ok(axum::Json(TenantList { items, next }).into_response())
 }
 
@@ -219,7 +251,7 @@ pub async fn create(
     let tenant = mirror
         .tenant_by_slug(&body.slug)
         .ok_or_else(|| ApiError::internal("created tenant missing from the mirror"))?;
-    let view = view(tenant);
+    let view = view(&state, &mirror, tenant);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
 
@@ -238,7 +270,7 @@ pub async fn show(
         .tenant_by_slug(&slug)
         .ok_or_else(|| ApiError::not_found(&what))?;
     principal.read(tenant.id, &what)?;
-    let view = view(tenant);
+    let view = view(&state, &mirror, tenant);
     Ok(tagged(&view.etag.clone(), view))
 }
 
@@ -316,7 +348,7 @@ pub async fn update(
     let tenant = mirror
         .tenant_by_slug(&slug)
         .ok_or_else(|| ApiError::not_found(&what))?;
-    let view = view(tenant);
+    let view = view(&state, &mirror, tenant);
     Ok(tagged(&view.etag.clone(), view))
 }
 

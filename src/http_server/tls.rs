@@ -4,6 +4,7 @@
 //! every phone's connection.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -18,14 +19,52 @@ pub struct TlsFiles {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// When the served certificate expires (Unix seconds; 0 if its date
+    /// could not be read).
+    not_after: AtomicI64,
 }
+
+/// The gauge an expiry alert compares with `time()`.
+pub const EXPIRY_GAUGE: &str = "dialtone_tls_certificate_expiry_timestamp_seconds";
+
+/// Within this many days of its expiry, a certificate read is logged as
+/// a warning: a renewal that stopped working shows in the log weeks
+/// before phones refuse the handshake.
+const EXPIRY_WARNING_DAYS: i64 = 21;
 
 impl TlsFiles {
     /// Reads the files again; on any error the running certificate stays.
     pub fn reload(&self) -> Result<(), String> {
         let fresh = certified_key(&self.cert, &self.key, &self.provider)?;
+        let not_after = not_after(&fresh);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.not_after.store(not_after, Ordering::Relaxed);
+        self.record_expiry();
         Ok(())
+    }
+
+    /// When the served certificate expires (Unix seconds), if its date
+    /// could be read.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+
+    /// Sets the expiry gauge, and logs a certificate that has expired or
+    /// soon will. Called once the metrics recorder is installed, and after
+    /// each reload.
+    pub fn record_expiry(&self) {
+        let Some(not_after) = self.not_after() else {
+            tracing::warn!(cert = %self.cert.display(), "the TLS certificate's expiry date could not be read; no expiry gauge");
+            return;
+        };
+        metrics::gauge!(EXPIRY_GAUGE).set(not_after as f64);
+        let now = dialtone_sync::now_millis() / 1000;
+        let days = (not_after - now).div_euclid(86_400);
+        if not_after <= now {
+            tracing::error!(cert = %self.cert.display(), "the TLS certificate has expired; phones that check dates refuse it");
+        } else if days < EXPIRY_WARNING_DAYS {
+            tracing::warn!(cert = %self.cert.display(), days, "the TLS certificate expires soon");
+        }
     }
 
     pub fn cert_path(&self) -> &Path {
@@ -66,15 +105,26 @@ fn certified_key(
         .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
 }
 
+/// The expiry of the chain's first certificate, the one served for this
+/// node's name (Unix seconds), or 0.
+fn not_after(key: &CertifiedKey) -> i64 {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
+}
+
 /// A TLS acceptor from PEM files, speaking HTTP/1.1 only (ALPN): phones
 /// need nothing else, and HTTP/2 would bring limits of its own to set.
 /// The files' handle reloads the certificate the acceptor serves.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<TlsFiles>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let first = certified_key(cert, key, &provider)?;
     let files = Arc::new(TlsFiles {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
-        current: RwLock::new(Arc::new(certified_key(cert, key, &provider)?)),
+        not_after: AtomicI64::new(not_after(&first)),
+        current: RwLock::new(Arc::new(first)),
         provider: provider.clone(),
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -94,6 +144,20 @@ mod tests {
     /// A self-signed certificate for `localhost`, written to the files.
     fn issue(cert: &Path, key: &Path) -> rcgen::CertifiedKey<rcgen::KeyPair> {
         let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(cert, issued.cert.pem()).unwrap();
+        std::fs::write(key, issued.signing_key.serialize_pem()).unwrap();
+        issued
+    }
+
+    /// As [`issue`], valid until the first of January of `year`.
+    fn issue_until(cert: &Path, key: &Path, year: i32) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let signing_key = rcgen::KeyPair::generate().unwrap();
+        let issued = rcgen::CertifiedKey {
+            cert: params.self_signed(&signing_key).unwrap(),
+            signing_key,
+        };
         std::fs::write(cert, issued.cert.pem()).unwrap();
         std::fs::write(key, issued.signing_key.serialize_pem()).unwrap();
         issued
@@ -138,10 +202,14 @@ mod tests {
         let (acceptor, files) = tls_acceptor(&cert, &key).unwrap();
         assert!(handshake(&acceptor, &first.cert).await);
 
-        // Renewed in place, then SIGHUP.
-        let renewed = issue(&cert, &key);
+        // rcgen's default validity ends on 4096-01-01.
+        assert_eq!(files.not_after(), Some(67_090_118_400));
+
+        // Renewed in place, then SIGHUP; the expiry follows the renewal.
+        let renewed = issue_until(&cert, &key, 2031);
         assert!(handshake(&acceptor, &first.cert).await, "until the reload");
         files.reload().unwrap();
+        assert_eq!(files.not_after(), Some(1_924_992_000));
         assert!(handshake(&acceptor, &renewed.cert).await);
         assert!(!handshake(&acceptor, &first.cert).await);
 
@@ -154,5 +222,6 @@ mod tests {
         std::fs::write(&cert, "not a certificate").unwrap();
         assert!(files.reload().is_err());
         assert!(handshake(&acceptor, &renewed.cert).await);
+        assert_eq!(files.not_after(), Some(1_924_992_000), "the running one's");
     }
 }

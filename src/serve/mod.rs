@@ -305,7 +305,8 @@ impl Listeners {
                 )),
             ));
         }
-        if let Some((listener, tls, _)) = sockets.https {
+        if let Some((listener, tls, files)) = sockets.https {
+            files.record_expiry();
             let options = HttpServerOptions {
                 tls: Some(tls),
                 ..provisioning

@@ -291,6 +291,13 @@ impl MirrorState {
             .map_or(0, |ids| ids.len())
     }
 
+    /// How many directory sources the tenant has, without collecting them.
+    pub fn source_count(&self, tenant_id: Id) -> usize {
+        self.sources_by_tenant
+            .get(&tenant_id)
+            .map_or(0, |ids| ids.len())
+    }
+
     /// A tenant's directory sources, in priority order.
     pub fn sources_of(&self, tenant_id: Id) -> Vec<Arc<DirectorySource>> {
         let mut list: Vec<Arc<DirectorySource>> = self

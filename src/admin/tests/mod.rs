@@ -21,6 +21,7 @@ mod stale_token;
 mod templates;
 mod tenant_race;
 mod unclaimed;
+mod usage;
 mod walks;
 mod write_catch_up;
 
