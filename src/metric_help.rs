@@ -214,7 +214,7 @@ pub const GAUGES: &[(&str, &str)] = &[
     ("dialtone_lookup_inflight", "Caller-name lookups in flight."),
     (
         "dialtone_tls_certificate_expiry_timestamp_seconds",
-        "When the HTTPS listener's certificate expires (Unix seconds), as last read at start or on SIGHUP. Absent without HTTPS.",
+        "When the HTTPS listener's certificate expires (Unix seconds), as last read at start or on SIGHUP; 0 if its date could not be read. Absent without HTTPS.",
     ),
     (
         "dialtone_mirror_lag_seconds",

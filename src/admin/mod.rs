@@ -384,8 +384,8 @@ pub(crate) fn digest(text: &str) -> String {
 const WALK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a list's walk over the mirror off the async workers. A list walks a
-/// tenant's phones or entries (and every phone's or template's tenant id on
-/// the platform), tens of milliseconds at the quotas: on a worker, a tenant
+/// tenant's phones or entries (and every template's scope on the
+/// platform), tens of milliseconds at the quotas: on a worker, a tenant
 /// sending as many lists at once as there are workers held up every
 /// tenant's lookups and provisioning. A tenant's walks run on the render
 /// pool under its share, so they queue behind each other (and past the

@@ -97,8 +97,17 @@ impl Default for QuotaConfig {
 impl QuotaConfig {
     /// `quota` for `tenant`: its own setting, or the default.
     pub fn limit(&self, tenant: &Tenant, quota: Quota) -> u64 {
-        overrides(&tenant.settings)
-            .and_then(|q| q.get(quota.key()).and_then(Value::as_u64))
+        self.limit_in(overrides(&tenant.settings).as_ref(), quota)
+    }
+
+    /// Several of a tenant's quotas, its settings read once.
+    pub fn limits<const N: usize>(&self, tenant: &Tenant, quotas: [Quota; N]) -> [u64; N] {
+        let own = overrides(&tenant.settings);
+        quotas.map(|quota| self.limit_in(own.as_ref(), quota))
+    }
+
+    fn limit_in(&self, own: Option<&serde_json::Map<String, Value>>, quota: Quota) -> u64 {
+        own.and_then(|q| q.get(quota.key()).and_then(Value::as_u64))
             .unwrap_or(match quota {
                 Quota::Phones => self.phones,
                 Quota::LinesPerPhone => self.lines_per_phone,
@@ -157,16 +166,18 @@ pub(crate) fn check_setting(settings: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The `quotas` object of a tenant's settings, if any.
+/// The `quotas` object of a tenant's settings, if any. The rest of the
+/// settings (up to 64 KiB a tenant writes) is scanned, not built.
 fn overrides(settings: &str) -> Option<serde_json::Map<String, Value>> {
+    #[derive(serde::Deserialize)]
+    struct Settings {
+        quotas: Option<Value>,
+    }
     if !settings.contains("quotas") {
         return None;
     }
-    match serde_json::from_str::<Value>(settings).ok()? {
-        Value::Object(mut map) => match map.remove("quotas")? {
-            Value::Object(quotas) => Some(quotas),
-            _ => None,
-        },
+    match serde_json::from_str::<Settings>(settings).ok()?.quotas? {
+        Value::Object(quotas) => Some(quotas),
         _ => None,
     }
 }
@@ -195,4 +206,38 @@ pub(crate) fn keep_operator_settings(sent: Value, stored: &str) -> Value {
         }
     }
     Value::Object(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use dialtone_sync::testing::build::tenant_row as tenant;
+
+    /// A tenant's own quotas win, the rest come from the config, and
+    /// settings that are not an object, or quotas that are not one, count
+    /// as none.
+    #[test]
+    fn a_tenants_own_quotas_are_read_from_its_settings() {
+        let config = QuotaConfig::default();
+        let own = tenant(&format!(
+            r#"{{"pad": "{}", "quotas": {{"phones": 7, "directory_sources": 2}}, "x": {{"quotas": 1}}}}"#,
+            "quotas ".repeat(1000)
+        ));
+        assert_eq!(
+            config.limits(
+                &own,
+                [Quota::Phones, Quota::DirectorySources, Quota::Templates]
+            ),
+            [7, 2, config.templates]
+        );
+        assert_eq!(config.limit(&own, Quota::Phones), 7);
+        for settings in ["{}", r#"{"quotas": 5}"#, r#"["quotas"]"#, "not json quotas"] {
+            assert_eq!(
+                config.limit(&tenant(settings), Quota::Phones),
+                config.phones,
+                "{settings}"
+            );
+        }
+    }
 }

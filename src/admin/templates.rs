@@ -313,7 +313,8 @@ async fn check(
                     })?,
             )
         }
-        // Found on the pool: it walks the platform's phones.
+        // Found on the pool: it walks the tenant's phones (a model or
+        // family scope's, the platform's).
         None => None,
     };
     let provisioner = state.provisioner.clone();

@@ -93,9 +93,17 @@ pub struct DeleteQuery {
 /// Counts kept by the mirror's per-tenant indexes: no walk of the
 /// tenant's rows, so a list of tenants costs a few lookups each.
 pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> TenantView {
-    let usage = |used: usize, quota: Quota| Usage {
+    let [phones, entries, sources] = state.quotas.limits(
+        t,
+        [
+            Quota::Phones,
+            Quota::DirectoryEntries,
+            Quota::DirectorySources,
+        ],
+    );
+    let usage = |used: usize, limit: u64| Usage {
         used: used as u64,
-        limit: state.quotas.limit(t, quota),
+        limit,
     };
     TenantView {
         slug: t.slug.to_string(),
@@ -105,9 +113,9 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
         updated_at: t.updated_at,
         etag: etag_of(t),
         usage: TenantUsage {
-            phones: usage(mirror.phone_count(t.id), Quota::Phones),
-            directory_entries: usage(mirror.directory_len(t.id), Quota::DirectoryEntries),
-            directory_sources: usage(mirror.source_count(t.id), Quota::DirectorySources),
+            phones: usage(mirror.phone_count(t.id), phones),
+            directory_entries: usage(mirror.directory_len(t.id), entries),
+            directory_sources: usage(mirror.source_count(t.id), sources),
         },
     }
 }
@@ -394,7 +402,7 @@ pub async fn remove(
         principal.read(tenant.id, &what)?;
         principal.require_global()?;
         let phones = mirror.phone_count(tenant.id);
-        (phones, mirror.directory_of(tenant.id).len())
+        (phones, mirror.directory_len(tenant.id))
     };
     if (phones > 0 || entries > 0) && query.force != Some(true) {
         return Err(ApiError::conflict(format!(

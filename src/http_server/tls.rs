@@ -54,7 +54,9 @@ impl TlsFiles {
     /// each reload.
     pub fn record_expiry(&self) {
         let Some(not_after) = self.not_after() else {
-            tracing::warn!(cert = %self.cert.display(), "the TLS certificate's expiry date could not be read; no expiry gauge");
+            // 0, not the previous certificate's date: the alerts skip it.
+            metrics::gauge!(EXPIRY_GAUGE).set(0.0);
+            tracing::warn!(cert = %self.cert.display(), "the TLS certificate's expiry date could not be read; expiry gauge 0");
             return;
         };
         metrics::gauge!(EXPIRY_GAUGE).set(not_after as f64);

@@ -114,16 +114,7 @@ pub fn check_setting(settings: &Value) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn tenant(settings: &str) -> Tenant {
-        Tenant {
-            id: 1,
-            slug: "acme".into(),
-            name: "Acme".into(),
-            default_region: "US".into(),
-            settings: settings.into(),
-            updated_at: 0,
-        }
-    }
+    use dialtone_sync::testing::build::tenant_row as tenant;
 
     #[test]
     fn only_the_tenants_own_domains_are_allowed() {

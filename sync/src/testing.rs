@@ -250,7 +250,7 @@ pub mod build {
 
     use crate::{
         Audit, Cursor, Dataset, DirectoryNumber, Family, Id, LoadedFrom, Mac, Meta, Mirror,
-        Mutation, Phone, SourceKind,
+        Mutation, Phone, SourceKind, Tenant,
     };
 
     pub fn tenant(slug: &str, region: &str) -> Mutation {
@@ -289,6 +289,18 @@ pub mod build {
                 .map(|i| line(&format!("{}", 100 + i), &format!("pw-{n}-{i}")))
                 .collect(),
         })
+    }
+
+    /// A tenant row as the mirror holds it: `acme`, id 1, with `settings`.
+    pub fn tenant_row(settings: &str) -> Tenant {
+        Tenant {
+            id: 1,
+            slug: "acme".into(),
+            name: "Acme".into(),
+            default_region: "US".into(),
+            settings: settings.into(),
+            updated_at: 0,
+        }
     }
 
     /// A phone row as the mirror holds it: no model, label, variables or

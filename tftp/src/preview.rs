@@ -225,7 +225,7 @@ pub fn sample_phone<'a>(
     family: Family,
     scope_key: &str,
 ) -> Option<&'a Arc<Phone>> {
-    // The key read once, not written out for every phone on the platform.
+    // The key read once; a tenant scope visits only the tenant's phones.
     let tenant = match scope {
         TemplateScope::Phone => {
             let mac = scope_key.parse().ok()?;
@@ -237,9 +237,8 @@ pub fn sample_phone<'a>(
     let matching = |p: &&Arc<Phone>| -> bool {
         p.family == family
             && match scope {
-                TemplateScope::Tenant => Some(p.tenant_id) == tenant,
                 TemplateScope::Model => p.model.as_deref() == Some(scope_key),
-                TemplateScope::Phone | TemplateScope::Family => true,
+                TemplateScope::Tenant | TemplateScope::Phone | TemplateScope::Family => true,
             }
     };
     let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match tenant {

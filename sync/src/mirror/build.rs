@@ -28,7 +28,7 @@ pub struct PhoneRows {
 #[derive(Default)]
 struct TenantPhones {
     ids: Vec<Vec<Id>>,
-    place: std::collections::HashMap<Id, usize>,
+    place: std::collections::HashMap<Id, usize, foldhash::fast::RandomState>,
     last: Option<(Id, usize)>,
 }
 
