@@ -47,9 +47,19 @@ impl LookupQuery {
     /// refused rather than one copy picked: the first could be the
     /// caller's, written in ahead of the PBX's own `tenant` or `key`.
     /// Unknown fields are ignored, as PBXes add their own.
+    ///
+    /// Percent escapes are decoded, but a `+` stays a plus: a PBX that
+    /// writes `number=${CALLERID(num)}` sends `+4532123456` as it is, and
+    /// HTML forms' "`+` is a space" would read it as a local number
+    /// (`+14532123456` for a US tenant: someone else's name).
     fn parse(raw: Option<&str>) -> LookupQuery {
         let mut query = LookupQuery::default();
-        for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let decode = |text| percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+        let pairs = raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty());
+        for (name, value) in pairs.map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        }) {
             let (field, slot) = match &*name {
                 "number" => ("number", &mut query.number),
                 "key" => ("key", &mut query.key),
@@ -339,4 +349,27 @@ async fn v3_phone(
     .into_response();
     tag_cache(&mut response, &answer);
     response
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::LookupQuery;
+
+    /// A PBX writes the caller's number into the URL as it is: a `+`
+    /// stays a plus, escapes are decoded, and a field given twice is
+    /// noted, not picked.
+    #[test]
+    fn a_plus_is_a_plus_and_escapes_are_decoded() {
+        let query = LookupQuery::parse(Some("number=+4532123456&key=k+1&x=y"));
+        assert_eq!(query.number.as_deref(), Some("+4532123456"));
+        assert_eq!(query.key.as_deref(), Some("k+1"));
+        let query = LookupQuery::parse(Some("number=%2B1%20(555)%20010-1234&&format=json"));
+        assert_eq!(query.number.as_deref(), Some("+1 (555) 010-1234"));
+        assert_eq!(query.format.as_deref(), Some("json"));
+        assert_eq!(query.repeated, None);
+        let query = LookupQuery::parse(Some("number=%FF%FE&number=1"));
+        assert_eq!(query.repeated, Some("number"));
+        let query = LookupQuery::parse(Some("number"));
+        assert_eq!(query.number.as_deref(), Some(""));
+    }
 }

@@ -38,5 +38,5 @@ pub use clock::Clock;
 pub use error::DirectoryError;
 pub use mirror::MirrorStatus;
 pub use networks::SourceNetworks;
-pub use normalize::{check_lookup_len, normalize, suffix, NormalizeError, MAX_LOOKUP_LEN};
+pub use normalize::{check_lookup_len, normalize, NormalizeError, MAX_LOOKUP_LEN};
 pub use service::{Answer, CacheStatus, LookupOptions, LookupService};

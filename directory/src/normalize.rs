@@ -48,16 +48,11 @@ pub fn check_lookup_len(input: &str) -> Result<(), NormalizeError> {
 /// The digits and whether the number began with `+`, with any extension
 /// cut off. Letters other than an extension marker make it not a number.
 fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
-    let trimmed = input.trim();
+    let trimmed = uri_user(input.trim());
     if trimmed.is_empty() {
         return Err(NormalizeError::Empty);
     }
-    let lower = trimmed.to_ascii_lowercase();
-    let main = ["ext", "x", ";", ",", "#"]
-        .iter()
-        .filter_map(|marker| lower.find(marker))
-        .min()
-        .map_or(trimmed, |at| &trimmed[..at]);
+    let main = main_part(trimmed);
     let not_a_number = || NormalizeError::NotANumber(input.chars().take(40).collect());
     let mut digits = String::with_capacity(main.len());
     let mut plus = false;
@@ -75,6 +70,37 @@ fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
         return Err(not_a_number());
     }
     Ok((plus, digits))
+}
+
+/// A number without its extension or parameters (`ext`, `x`, `;`, `,`,
+/// `#` and what follows).
+fn main_part(number: &str) -> &str {
+    let lower = number.to_ascii_lowercase();
+    ["ext", "x", ";", ",", "#"]
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min()
+        .map_or(number, |at| &number[..at])
+}
+
+/// The user part of a SIP or tel URI (`sip:+15550101234@pbx;user=phone`,
+/// `<tel:+15550101234>`), which some PBXes send as the caller's number;
+/// anything else as it is.
+fn uri_user(input: &str) -> &str {
+    let bare = input
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .unwrap_or(input);
+    for scheme in ["sip:", "sips:", "tel:"] {
+        let is_scheme = bare
+            .get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme));
+        if is_scheme {
+            let rest = &bare[scheme.len()..];
+            return rest.split(['@', ';', '?']).next().unwrap_or(rest).trim();
+        }
+    }
+    input
 }
 
 /// Patterns phonenumber's pattern cache holds: more than its metadata has
@@ -189,11 +215,36 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
-/// The last `len` digits of a number: the fallback index for directory
-/// numbers that will not normalize, and for matching across formats.
-pub fn suffix(number: &str, len: usize) -> Option<String> {
-    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
-    (digits.len() >= len).then(|| digits[digits.len() - len..].to_string())
+/// What a directory number is filed under for matching by how a caller's
+/// number ends (`len` digits at least, else nothing):
+/// - one that normalized, all its digits (leading zeros dropped while
+///   `len` remain): `010-1234`, which reads as a 7-digit local number,
+///   still answers `+1 555 010 1234`, but `+44 20 7010 1234` answers only
+///   a number ending in all of `442070101234`, never `+1 555 010 1234`,
+///   which shares its last seven;
+/// - one that did not, its last `len` digits: spellings no reading makes
+///   sense of match by their end alone, when no other entry does.
+pub fn tail_key(number: &str, len: usize, normalized: bool) -> Option<String> {
+    let digits = digits_of(number);
+    if digits.len() < len {
+        return None;
+    }
+    let from = if normalized {
+        let zeros = digits.bytes().take_while(|b| *b == b'0').count();
+        zeros.min(digits.len() - len)
+    } else {
+        digits.len() - len
+    };
+    Some(digits[from..].to_string())
+}
+
+/// The digits of a number's main part (its URI's user part, without an
+/// extension): a caller's, for probing the tail keys.
+pub fn digits_of(number: &str) -> String {
+    main_part(uri_user(number.trim()))
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,6 +276,19 @@ mod tests {
         ("+61 2 5550 1234", "US", "+61255501234"),
         ("0011 61 2 5550 1234", "AU", "+61255501234"),
         ("61255501234", "GB", "+61255501234"),
+        // Whole URIs, as some PBXes send the caller
+        (
+            "sip:+15550101234@pbx.example.net;user=phone",
+            "GB",
+            "+15550101234",
+        ),
+        ("<sip:5550101234@10.0.0.1>", "US", "+15550101234"),
+        ("SIPS:+441632960123@pbx.example.net", "US", "+441632960123"),
+        (
+            "tel:+44-1632-960123;phone-context=example.net",
+            "US",
+            "+441632960123",
+        ),
     ];
 
     #[test]
@@ -253,6 +317,10 @@ mod tests {
             "*",
             "\0",
             "12345678901234567890",
+            "sip:anonymous@anonymous.invalid",
+            "sip:@pbx.example.net",
+            "tel:",
+            "sipé:5550101234",
         ] {
             assert!(normalize(input, "US").is_err(), "{input:?} was accepted");
         }
@@ -348,8 +416,20 @@ mod tests {
     }
 
     #[test]
-    fn suffixes() {
-        assert_eq!(suffix("+1 (555) 010-1234", 7).as_deref(), Some("0101234"));
-        assert_eq!(suffix("123", 7), None);
+    fn tail_keys() {
+        let key = |n, normalized| tail_key(n, 7, normalized);
+        assert_eq!(
+            key("+1 (555) 010-1234", true).as_deref(),
+            Some("15550101234")
+        );
+        assert_eq!(
+            key("0044 20 7010 1234", true).as_deref(),
+            Some("442070101234")
+        );
+        assert_eq!(key("010-1234", true).as_deref(), Some("0101234"));
+        assert_eq!(key("5550104321 x12", true).as_deref(), Some("5550104321"));
+        assert_eq!(key("99-0106666", false).as_deref(), Some("0106666"));
+        assert_eq!(key("123", false), None);
+        assert_eq!(digits_of("sip:+15550101234@pbx;user=phone"), "15550101234");
     }
 }

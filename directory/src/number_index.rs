@@ -1,11 +1,11 @@
-//! Numbers to whoever has them: exact E.164, and the last digits for
-//! numbers that do not normalize. Shared by the local directory and the
+//! Numbers to whoever has them: exact E.164, and by how a caller's number
+//! ends (`normalize::tail_key`). Shared by the local directory and the
 //! LDAP mirror (`crate::mirror`), so both match a number the same way.
 
 use std::cmp::Ordering;
 
 use crate::cow_map::CowMap;
-use crate::normalize::suffix;
+use crate::normalize::{digits_of, tail_key};
 
 #[derive(Clone)]
 pub struct NumberIndex<T> {
@@ -28,10 +28,10 @@ impl<T: Clone> NumberIndex<T> {
         }
     }
 
-    /// The keys a number is filed under: its last digits (of the E.164
-    /// form when there is one, else of the raw spelling), and its E.164.
+    /// The keys a number is filed under: its tail (`tail_key`: all its
+    /// digits if it normalized, else its last ones) and its E.164.
     fn keys<'a>(&self, raw: &'a str, e164: Option<&'a str>) -> (Option<String>, Option<&'a str>) {
-        (suffix(e164.unwrap_or(raw), self.suffix_len), e164)
+        (tail_key(raw, self.suffix_len, e164.is_some()), e164)
     }
 
     /// Files `item` under a number already normalized (`e164`), or under
@@ -83,9 +83,10 @@ impl<T: Clone> NumberIndex<T> {
         }
     }
 
-    /// An exact E.164 match wins; otherwise a suffix match counts only
-    /// when every item under it is the same one (`same`), since showing
-    /// the wrong name is worse than showing none. The flag says "by suffix".
+    /// An exact E.164 match wins; otherwise the longest tail key the
+    /// caller's number ends in, which counts only when every item under it
+    /// is the same one (`same`), since showing the wrong name is worse than
+    /// showing none. The flag says "by suffix".
     pub fn find(
         &self,
         e164: Option<&str>,
@@ -98,11 +99,23 @@ impl<T: Clone> NumberIndex<T> {
         {
             return Some((item, false));
         }
-        let key = suffix(e164.unwrap_or(raw), self.suffix_len)?;
-        match self.by_suffix.get(key.as_str()).map(Vec::as_slice) {
-            Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => Some((first, true)),
-            _ => None,
+        // At most 17 digits (longer numbers are refused), so a handful of
+        // probes.
+        let digits = digits_of(e164.unwrap_or(raw));
+        for len in (self.suffix_len..=digits.len()).rev() {
+            match self
+                .by_suffix
+                .get(&digits[digits.len() - len..])
+                .map(Vec::as_slice)
+            {
+                Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => {
+                    return Some((first, true))
+                }
+                Some(_) => return None,
+                None => {}
+            }
         }
+        None
     }
 
     /// Re-shards after the index grew or shrank fourfold (`CowMap::fit`).

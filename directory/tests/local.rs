@@ -151,8 +151,11 @@ async fn ambiguous_suffixes_are_not_guessed() {
             &[
                 tenant("acme", "US"),
                 entry("acme", "1", "One", &["0101234"]),
-                entry("acme", "2", "Two", &["+44 20 7010 1234"]),
+                entry("acme", "2", "Two", &["99-0101234"]),
                 entry("acme", "3", "Three", &["0109876"]),
+                // Normalizes: found by its own number only, never by the
+                // seven digits it shares with a caller across the ocean.
+                entry("acme", "4", "Four", &["+44 20 7010 5555"]),
             ],
             &audit("setup"),
         )
@@ -162,10 +165,17 @@ async fn ambiguous_suffixes_are_not_guessed() {
     watcher::full_load(&mirror, &*store).await.unwrap();
     let acme = mirror.load().tenant_by_slug("acme").unwrap().id;
     let local = LocalDirectory::new(mirror.clone(), 7, 100);
-    // Two entries end in 0101234: no guess.
+    // Two entries that do not normalize end in 0101234: no guess.
     assert!(local
         .lookup(&mirror.load(), acme, "+1 555 010 1234")
         .is_none());
+    assert!(local
+        .lookup(&mirror.load(), acme, "+1 555 010 5555")
+        .is_none());
+    let four = local
+        .lookup(&mirror.load(), acme, "+44 20 7010 5555")
+        .unwrap();
+    assert_eq!((&*four.entry.name, four.by_suffix), ("Four", false));
     // One entry ends in 0109876: a suffix match, marked as such.
     let found = local
         .lookup(&mirror.load(), acme, "+1 555 010 9876")

@@ -119,6 +119,24 @@ fn tftp_source_limits_are_checked() {
     );
     assert!(load("[provisioning]\ntftp_max_per_source = 0\n", &[]).is_err());
     assert!(load("[provisioning]\ntftp_max_timeout_s = 300\n", &[]).is_err());
+    // A window past half the block numbers would take an old ACK for a
+    // new one; a block past RFC 2348's largest cannot be negotiated.
+    for refused in [
+        "tftp_windowsize_limit = 0",
+        "tftp_windowsize_limit = 40000",
+        "tftp_blksize_limit = 7",
+        "tftp_blksize_limit = 65465",
+    ] {
+        let err = load(&format!("[provisioning]\n{refused}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tftp_windowsize_limit"), "{refused}: {err}");
+    }
+    assert!(load(
+        "[provisioning]\ntftp_windowsize_limit = 1024\ntftp_blksize_limit = 65464\n",
+        &[]
+    )
+    .is_ok());
 }
 
 #[test]

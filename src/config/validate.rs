@@ -28,9 +28,13 @@ impl Config {
         if self.mirror.poll_interval_ms == 0 || self.mirror.poll_interval_ms > 10_000 {
             bail!("mirror.poll_interval_ms must be between 1 and 10000 (it is also the heartbeat)");
         }
-        if self.provisioning.tftp_blksize_limit < 8 || self.provisioning.tftp_windowsize_limit == 0
+        // A transfer holds its window's blocks until acknowledged, and a
+        // window past half the block numbers (32,768) would read an old
+        // duplicate ACK as a new one; 1,024 is far past any phone's ask.
+        if !(8..=65_464).contains(&self.provisioning.tftp_blksize_limit)
+            || !(1..=1_024).contains(&self.provisioning.tftp_windowsize_limit)
         {
-            bail!("provisioning.tftp_blksize_limit must be at least 8 and tftp_windowsize_limit at least 1");
+            bail!("provisioning.tftp_blksize_limit must be 8..=65464 (RFC 2348) and tftp_windowsize_limit 1..=1024");
         }
         let p = &self.provisioning;
         if p.tftp_max_timeout_s == 0 || !(1..=3600).contains(&p.tftp_stall_s) {

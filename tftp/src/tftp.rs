@@ -337,7 +337,12 @@ fn admit(
             if let Some(skipped) = WRITE_LOG.allow() {
                 tracing::info!(client = %peer, skipped, "TFTP write refused (read-only server; logged at most once a second)");
             }
-            refuse(peer, (ERR_ACCESS, "Access violation"));
+            // Poly phones upload their boot and app logs at every boot:
+            // the words say why in their logs.
+            refuse(
+                peer,
+                (ERR_ACCESS, "Read-only server: uploads are not accepted"),
+            );
             return None;
         }
         // DATA, ACK or ERROR on the listening port belong to no transfer.
@@ -428,7 +433,6 @@ async fn provision(
         Ok(rendered) => Ok(match &rendered.file {
             Some(file) => Source::File {
                 path: file.path.clone(),
-                len: file.len,
             },
             None => Source::Memory(rendered.body.clone()),
         }),

@@ -37,6 +37,31 @@ fn fixture_files(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
     (sip, rom)
 }
 
+/// A TFTP server on a loopback port, serving the fixture's provisioner.
+struct Running {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    fn start(f: &Fixture, options: TftpOptions) -> Running {
+        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = tftp::spawn(socket, f.provisioner.clone(), options, async move {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        Running { addr, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
 fn tftp_get(server: SocketAddr, file: &str) -> Vec<u8> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -84,13 +109,8 @@ async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
             listeners: 2,
             ..Default::default()
         };
-        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = tftp::spawn(socket, f.provisioner.clone(), options, async move {
-            let _ = stopped.await;
-        })
-        .unwrap();
+        let server = Running::start(&f, options);
+        let addr = server.addr;
         let (a, b) = (addr, addr);
         assert_eq!(
             tokio::task::spawn_blocking(move || tftp_get(a, "sip.ld"))
@@ -104,8 +124,7 @@ async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
             .await
             .unwrap();
         assert_eq!(got, rom, "single_port {single_port}");
-        let _ = stop.send(());
-        thread.join().unwrap().unwrap();
+        server.stop();
     }
 
     let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
@@ -196,13 +215,8 @@ async fn a_static_file_that_cannot_be_read_is_an_error_packet_not_silence() {
             listeners: 2,
             ..Default::default()
         };
-        let socket = tftp::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = tftp::spawn(socket, f.provisioner.clone(), options, async move {
-            let _ = stopped.await;
-        })
-        .unwrap();
+        let server = Running::start(&f, options);
+        let addr = server.addr;
         let answers = tokio::task::spawn_blocking(move || {
             [
                 first_answer(addr, &rrq("gone.ld", &[])),
@@ -220,7 +234,46 @@ async fn a_static_file_that_cannot_be_read_is_an_error_packet_not_silence() {
             [(5, 1), (5, 1), (5, 0), (5, 0)],
             "(ERROR, code) each; single_port {single_port}"
         );
-        let _ = stop.send(());
-        thread.join().unwrap().unwrap();
+        server.stop();
     }
+}
+
+/// The `tsize` an OACK to `rrq` announces.
+fn announced_tsize(server: SocketAddr, rrq: &[u8]) -> Option<String> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.send_to(rrq, server).unwrap();
+    let mut buf = vec![0u8; 2000];
+    let (n, peer) = s.recv_from(&mut buf).expect("an answer, not silence");
+    assert_eq!(buf[1], 6, "expected OACK, got {:?}", &buf[..n]);
+    // Ended by the client, so the slot is free at once.
+    s.send_to(b"\0\x05\0\0done\0", peer).unwrap();
+    let fields: Vec<&[u8]> = buf[2..n].split(|b| *b == 0).collect();
+    fields
+        .chunks(2)
+        .find(|pair| pair[0].eq_ignore_ascii_case(b"tsize"))
+        .and_then(|pair| pair.get(1))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A firmware image copied over in place, with no SIGHUP since: its
+/// transfer announces the size it sends, not the one indexed.
+#[tokio::test]
+async fn a_file_replaced_in_place_announces_its_own_size() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sip.ld"), firmware(5_000)).unwrap();
+    assert_eq!(f.provisioner.reload_static(dir.path()).unwrap(), 1);
+    std::fs::write(dir.path().join("sip.ld"), firmware(7_321)).unwrap();
+
+    let server = Running::start(&f, TftpOptions::default());
+    let addr = server.addr;
+    let announced = tokio::task::spawn_blocking(move || {
+        announced_tsize(addr, &rrq("sip.ld", &["blksize", "1428", "tsize", "0"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(announced.as_deref(), Some("7321"));
+    server.stop();
 }

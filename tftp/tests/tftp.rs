@@ -366,8 +366,9 @@ async fn a_lost_ack_is_recovered_by_retransmission(mode: Mode) {
 async fn writes_unknown_files_and_escapes_are_refused(mode: Mode) {
     let f = Fixture::new().await;
     let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
-    let (code, _) = error_of(server.addr, &request(2, "001565000001.cfg", &[]));
+    let (code, text) = error_of(server.addr, &request(2, "001565000001.cfg", &[]));
     assert_eq!(code, 2, "WRQ must be an access violation");
+    assert!(text.contains("Read-only server"), "{text}");
     let (code, _) = error_of(server.addr, &request(1, "001565999999.cfg", &[]));
     assert_eq!(code, 1, "unknown phone is file-not-found");
     for path in [

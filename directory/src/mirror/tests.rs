@@ -61,6 +61,9 @@ fn the_index_matches_like_the_local_directory() {
     assert_eq!(loaded.find("+15550105555"), None);
     assert_eq!(loaded.find("+15550000000"), None);
     assert_eq!(loaded.find("+4420106666"), Some("Old Line"));
+    // Ann's number normalized: another country's number with her last
+    // seven digits is not hers.
+    assert_eq!(loaded.find("+442070101234"), None);
 }
 
 #[test]

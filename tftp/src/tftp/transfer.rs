@@ -17,7 +17,7 @@ use super::TftpOptions;
 /// What a transfer sends: a rendered body, or a static file read as it goes.
 pub(super) enum Source {
     Memory(Arc<[u8]>),
-    File { path: std::path::PathBuf, len: u64 },
+    File { path: std::path::PathBuf },
 }
 
 /// The stored bytes, read in order. Static files are read with plain
@@ -184,12 +184,21 @@ impl Transfer {
                 };
                 (Raw::Memory { body, position: 0 }, Some(len))
             }
-            Source::File { path, len } => (
-                Raw::File(io::BufReader::new(std::fs::File::open(&path)?)),
-                // The converted size of a file would cost reading it twice;
-                // tsize is optional, so a netascii client goes without.
-                (!request.netascii).then_some(len),
-            ),
+            Source::File { path } => {
+                let file = std::fs::File::open(&path)?;
+                // The size of what is opened, not the static index's: a
+                // firmware image copied over in place before the next
+                // SIGHUP has another length, and phones that check tsize
+                // refuse a transfer that disagrees with it.
+                let len = file.metadata()?.len();
+                (
+                    Raw::File(io::BufReader::new(file)),
+                    // The converted size of a file would cost reading it
+                    // twice; tsize is optional, so a netascii client goes
+                    // without.
+                    (!request.netascii).then_some(len),
+                )
+            }
         };
         let reader = Reader {
             raw,
