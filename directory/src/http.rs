@@ -51,7 +51,8 @@ impl LookupQuery {
     /// Percent escapes are decoded, but a `+` stays a plus: a PBX that
     /// writes `number=${CALLERID(num)}` sends `+4532123456` as it is, and
     /// HTML forms' "`+` is a space" would read it as a local number
-    /// (`+14532123456` for a US tenant: someone else's name).
+    /// (`+14532123456` for a US tenant: someone else's name). A `+` past
+    /// a number's first character is read as a space by `normalize`.
     fn parse(raw: Option<&str>) -> LookupQuery {
         let mut query = LookupQuery::default();
         let decode = |text| percent_encoding::percent_decode_str(text).decode_utf8_lossy();

@@ -62,7 +62,9 @@ fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
         match c {
             '0'..='9' => digits.push(c),
             '+' if i == 0 => plus = true,
-            ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
+            // Past the first character a `+` is a space as form encoders
+            // write one (`%2B1+555+010+1234`): the lookup query keeps `+`.
+            ' ' | '+' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
             _ => return Err(not_a_number()),
         }
     }
@@ -215,36 +217,26 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
-/// What a directory number is filed under for matching by how a caller's
-/// number ends (`len` digits at least, else nothing):
-/// - one that normalized, all its digits (leading zeros dropped while
-///   `len` remain): `010-1234`, which reads as a 7-digit local number,
-///   still answers `+1 555 010 1234`, but `+44 20 7010 1234` answers only
-///   a number ending in all of `442070101234`, never `+1 555 010 1234`,
-///   which shares its last seven;
-/// - one that did not, its last `len` digits: spellings no reading makes
-///   sense of match by their end alone, when no other entry does.
-pub fn tail_key(number: &str, len: usize, normalized: bool) -> Option<String> {
-    let digits = digits_of(number);
-    if digits.len() < len {
-        return None;
-    }
-    let from = if normalized {
-        let zeros = digits.bytes().take_while(|b| *b == b'0').count();
-        zeros.min(digits.len() - len)
-    } else {
-        digits.len() - len
-    };
-    Some(digits[from..].to_string())
+/// Digits (country code included) from which an E.164 reading is taken
+/// to be a whole number. A shorter one is a local number read without its
+/// area code (`010-1234` reads as `+10101234` in a US tenant): no whole
+/// number anywhere has fewer, bar a few small territories'.
+pub const WHOLE_E164_DIGITS: usize = 10;
+
+/// Whether an E.164 reading is a whole number (`WHOLE_E164_DIGITS`).
+pub fn is_whole(e164: &str) -> bool {
+    e164.bytes().filter(u8::is_ascii_digit).count() >= WHOLE_E164_DIGITS
 }
 
-/// The digits of a number's main part (its URI's user part, without an
-/// extension): a caller's, for probing the tail keys.
-pub fn digits_of(number: &str) -> String {
-    main_part(uri_user(number.trim()))
+/// The last `len` digits of a number's main part (its URI's user part,
+/// without an extension), if it has that many: the key of the match by
+/// last digits.
+pub fn suffix(number: &str, len: usize) -> Option<String> {
+    let digits: String = main_part(uri_user(number.trim()))
         .chars()
         .filter(char::is_ascii_digit)
-        .collect()
+        .collect();
+    (digits.len() >= len).then(|| digits[digits.len() - len..].to_string())
 }
 
 #[cfg(test)]
@@ -289,6 +281,9 @@ mod tests {
             "US",
             "+441632960123",
         ),
+        // Spaces as form encoders write them, past a leading plus
+        ("+1+555+010+1234", "GB", "+15550101234"),
+        ("(555)+010-1234", "US", "+15550101234"),
     ];
 
     #[test]
@@ -416,20 +411,17 @@ mod tests {
     }
 
     #[test]
-    fn tail_keys() {
-        let key = |n, normalized| tail_key(n, 7, normalized);
+    fn suffixes_and_whole_readings() {
+        assert_eq!(suffix("+1 (555) 010-1234", 7).as_deref(), Some("0101234"));
+        assert_eq!(suffix("5550104321 x12", 7).as_deref(), Some("0104321"));
         assert_eq!(
-            key("+1 (555) 010-1234", true).as_deref(),
-            Some("15550101234")
+            suffix("sip:+15550101234@pbx;user=phone", 7).as_deref(),
+            Some("0101234")
         );
-        assert_eq!(
-            key("0044 20 7010 1234", true).as_deref(),
-            Some("442070101234")
-        );
-        assert_eq!(key("010-1234", true).as_deref(), Some("0101234"));
-        assert_eq!(key("5550104321 x12", true).as_deref(), Some("5550104321"));
-        assert_eq!(key("99-0106666", false).as_deref(), Some("0106666"));
-        assert_eq!(key("123", false), None);
-        assert_eq!(digits_of("sip:+15550101234@pbx;user=phone"), "15550101234");
+        assert_eq!(suffix("123", 7), None);
+        assert_eq!(normalize("010-1234", "US").as_deref(), Ok("+10101234"));
+        assert!(!is_whole("+10101234"));
+        assert!(is_whole("+15550101234"));
+        assert!(is_whole("+4532123456"));
     }
 }

@@ -70,6 +70,15 @@ async fn finds_by_any_form_within_the_tenant_only() {
         .lookup(&mirror.load(), acme, "+1 555 010 0042")
         .expect("found by suffix");
     assert_eq!((&*odd.entry.name, odd.by_suffix), ("Odd Format", true));
+    // A caller sent without its area code matches a whole number by its
+    // last digits, when only one entry has them.
+    let local_caller = local
+        .lookup(&mirror.load(), acme, "010-1299")
+        .expect("found by suffix");
+    assert_eq!(
+        (&*local_caller.entry.name, local_caller.by_suffix),
+        ("Alice Example", true)
+    );
     // Tenant isolation: the British tenant's entry is not acme's.
     assert!(local
         .lookup(&mirror.load(), acme, "+441632960777")
