@@ -142,8 +142,11 @@ pub struct ImportArgs {
 
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
+    overrides(cli).apply(&mut config);
+    // The file was validated as read; of the command line's settings only
+    // the database URL takes part in a check (a PostgreSQL URL needs the
+    // secrets key).
     if cli.database_url.is_some() {
-        overrides(cli).apply(&mut config);
         config.validate()?;
     }
     Ok(config)
@@ -207,8 +210,6 @@ fn main() -> ExitCode {
     let command = async move {
         match cli.command {
             Command::Serve(args) => {
-                let mut config = config;
-                overrides.apply(&mut config);
                 serve::run(config, cli.config.clone(), overrides, args.demo, log).await
             }
             Command::Migrate => migrate(&config).await,

@@ -59,14 +59,7 @@ async fn lookups_answer_from_their_own_state_while_a_warm_up_builds() {
 /// warm-ups that readied the tenant.
 async fn lookups_during_edits(entries: Id, warm: bool) -> (u64, u64) {
     let data = Dataset {
-        tenants: vec![Tenant {
-            id: 1,
-            slug: "acme".into(),
-            name: "Acme".into(),
-            default_region: "US".into(),
-            settings: "{}".into(),
-            updated_at: 0,
-        }],
+        tenants: vec![dialtone_sync::testing::build::tenant_row("{}")],
         directory_entries: (1..=entries)
             .map(|id| entry(id, format!("E{id}"), 0))
             .collect(),

@@ -310,11 +310,7 @@ pub async fn list(
     };
     let filter = PhoneFilter::new(&query, tenant, family, prefix);
     let list = off_workers(&state, &principal, move || {
-        let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match filter.tenant {
-            Some(id) => Box::new(mirror.phones_of(id)),
-            None => Box::new(mirror.phones()),
-        };
-        let mut phones: Vec<&Arc<Phone>> = candidates
+        let mut phones: Vec<&Arc<Phone>> = (mirror.phones_within(filter.tenant))
             .filter(|p| after.is_none_or(|a| p.mac > a))
             .filter(|p| filter.matches(&mirror, p))
             .collect();

@@ -154,9 +154,9 @@ fn check_networks(settings: &Value) -> Result<(), ApiError> {
         )));
     }
     for network in networks {
-        let readable = network.as_str().is_some_and(|n| {
-            n.parse::<ipnet::IpNet>().is_ok() || n.parse::<std::net::IpAddr>().is_ok()
-        });
+        let readable = (network.as_str())
+            .and_then(dialtone_tftp::tftp::parse_network)
+            .is_some();
         if !readable {
             return Err(ApiError::invalid(format!(
                 "settings.provisioning_networks: {network} is not a network (10.1.0.0/16) or an address"

@@ -67,8 +67,6 @@ impl Entry {
 pub struct Table {
     capacity: usize,
     entries: BTreeMap<u64, Entry>,
-    /// Entries held per tenant.
-    held: HashMap<Id, usize>,
     /// Each tenant's entries, oldest first: a tenant's list, and the
     /// eviction of the heaviest tenant's oldest, read these rather than
     /// scanning every tenant's entries under the one lock the sender and
@@ -81,7 +79,6 @@ impl Table {
         Table {
             capacity: capacity.max(1),
             entries: BTreeMap::new(),
-            held: HashMap::new(),
             by_tenant: HashMap::new(),
         }
     }
@@ -96,8 +93,11 @@ impl Table {
     /// oldest finished of anyone's, and only when nothing has finished
     /// (which the queue bounds keep from happening) the oldest.
     pub fn insert(&mut self, seq: u64, entry: Entry) {
+        self.remove(seq);
         while self.entries.len() >= self.capacity {
-            let heaviest = self.held.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);
+            let heaviest = (self.by_tenant.iter())
+                .max_by_key(|(_, seqs)| seqs.len())
+                .map(|(t, _)| *t);
             let finished = |seq: &&u64| self.entries.get(seq).is_some_and(Entry::finished);
             let heaviests_oldest_finished = heaviest
                 .and_then(|t| self.by_tenant.get(&t))
@@ -115,41 +115,21 @@ impl Table {
                 None => break,
             };
         }
-        *self.held.entry(entry.tenant_id).or_default() += 1;
         self.by_tenant
             .entry(entry.tenant_id)
             .or_default()
             .insert(seq);
-        if let Some(replaced) = self.entries.insert(seq, entry) {
-            self.forget(replaced.tenant_id, seq);
-        }
+        self.entries.insert(seq, entry);
     }
 
     fn remove(&mut self, seq: u64) {
-        if let Some(gone) = self.entries.remove(&seq) {
-            self.forget(gone.tenant_id, seq);
-        }
-    }
-
-    /// `seq` no longer holds one of `tenant`'s entries.
-    fn forget(&mut self, tenant: Id, seq: u64) {
-        if let Some(n) = self.held.get_mut(&tenant) {
-            *n -= 1;
-            if *n == 0 {
-                self.held.remove(&tenant);
-            }
-        }
-        if self
-            .entries
-            .get(&seq)
-            .is_some_and(|e| e.tenant_id == tenant)
-        {
+        let Some(gone) = self.entries.remove(&seq) else {
             return;
-        }
-        if let Some(seqs) = self.by_tenant.get_mut(&tenant) {
+        };
+        if let Some(seqs) = self.by_tenant.get_mut(&gone.tenant_id) {
             seqs.remove(&seq);
             if seqs.is_empty() {
-                self.by_tenant.remove(&tenant);
+                self.by_tenant.remove(&gone.tenant_id);
             }
         }
     }
@@ -234,8 +214,8 @@ mod tests {
             t.get(1).is_some() && t.get(2).is_some(),
             "the small tenant's stay"
         );
-        assert_eq!(t.held.get(&1), Some(&8));
-        assert_eq!(t.held.get(&2), Some(&2));
+        assert_eq!(t.by_tenant.get(&1).map(BTreeSet::len), Some(8));
+        assert_eq!(t.by_tenant.get(&2).map(BTreeSet::len), Some(2));
         // Each tenant's list is its own, newest first, and in step.
         let small: Vec<String> = t
             .newest(Some(2), 10, |_| true)

@@ -104,15 +104,9 @@ fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
 }
 
 fn group_build(pairs: impl Iterator<Item = (Id, Id)>) -> ShardedMap<Id, Group> {
-    let mut groups: std::collections::HashMap<Id, Vec<Id>> = Default::default();
-    for (group, id) in pairs {
-        groups.entry(group).or_default().push(id);
-    }
-    ShardedMap::from_entries(
-        groups
-            .into_iter()
-            .map(|(g, ids)| (g, Arc::new(IdGroup::from_ids(ids)))),
-    )
+    let mut grouping = group::Grouping::default();
+    pairs.for_each(|(group, id)| grouping.push(group, id));
+    grouping.finish()
 }
 
 type Swapped<T> = (Option<Arc<T>>, Option<Arc<T>>);
@@ -207,6 +201,15 @@ impl MirrorState {
             .into_iter()
             .flat_map(|ids| ids.iter())
             .filter_map(|id| self.phones.get(&id))
+    }
+
+    /// A tenant's phones, or every phone on the platform when `tenant` is
+    /// `None` (a global admin's unfiltered list).
+    pub fn phones_within(&self, tenant: Option<Id>) -> Box<dyn Iterator<Item = &Arc<Phone>> + '_> {
+        match tenant {
+            Some(id) => Box::new(self.phones_of(id)),
+            None => Box::new(self.phones()),
+        }
     }
 
     /// How many phones the tenant has, without visiting them.

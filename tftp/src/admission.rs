@@ -186,11 +186,7 @@ fn parse_networks(tenant: &Tenant) -> Option<Vec<ipnet::IpNet>> {
         networks
             .iter()
             .filter_map(|n| n.as_str())
-            .filter_map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| n.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
-            })
+            .filter_map(crate::tftp::parse_network)
             .collect(),
     )
 }
@@ -200,13 +196,10 @@ mod tests {
     use super::*;
 
     fn version(id: Id, network: &str) -> Arc<Tenant> {
+        let settings = format!(r#"{{"provisioning_networks":["{network}"]}}"#);
         Arc::new(Tenant {
             id,
-            slug: "memo".into(),
-            name: "Memo".into(),
-            default_region: "US".into(),
-            settings: format!(r#"{{"provisioning_networks":["{network}"]}}"#).into(),
-            updated_at: 1,
+            ..dialtone_sync::testing::build::tenant_row(&settings)
         })
     }
 

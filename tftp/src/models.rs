@@ -125,34 +125,20 @@ impl ModelIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dialtone_sync::testing::build::mirror_of;
-    use dialtone_sync::{Dataset, Phone, Tenant};
+    use dialtone_sync::testing::build::{mirror_of, phone_row, tenant_row};
+    use dialtone_sync::{Dataset, Phone};
 
     fn phone(id: i64, model: &str) -> Phone {
+        let mac = format!("0015650000{id:02}").parse().unwrap();
         Phone {
-            id,
-            tenant_id: 1,
-            mac: format!("0015650000{id:02}").parse().unwrap(),
-            family: Family::Yealink,
             model: Some(model.into()),
-            label: None,
-            variables: "{}".into(),
-            http_user: None,
-            http_password: None,
-            updated_at: 1,
+            ..phone_row(id, 1, mac, Family::Yealink)
         }
     }
 
     fn state_with(models: &[&str]) -> Arc<MirrorState> {
         let data = Dataset {
-            tenants: vec![Tenant {
-                id: 1,
-                slug: "acme".into(),
-                name: "Acme".into(),
-                default_region: "US".into(),
-                settings: "{}".into(),
-                updated_at: 1,
-            }],
+            tenants: vec![tenant_row("{}")],
             phones: models
                 .iter()
                 .enumerate()

@@ -241,9 +241,7 @@ pub fn sample_phone<'a>(
                 TemplateScope::Tenant | TemplateScope::Phone | TemplateScope::Family => true,
             }
     };
-    let candidates: Box<dyn Iterator<Item = &Arc<Phone>>> = match tenant {
-        Some(id) => Box::new(state.phones_of(id)),
-        None => Box::new(state.phones()),
-    };
-    candidates.filter(matching).min_by_key(|p| p.mac)
+    (state.phones_within(tenant))
+        .filter(matching)
+        .min_by_key(|p| p.mac)
 }

@@ -125,12 +125,16 @@ pub fn default_exempt() -> Vec<IpNet> {
 /// or a bare address); the error names the one that is not.
 pub fn parse_networks(list: &[String]) -> Result<Vec<IpNet>, String> {
     list.iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{s:?} is not a network or an address"))
-        })
+        .map(|s| parse_network(s).ok_or_else(|| format!("{s:?} is not a network or an address")))
         .collect()
+}
+
+/// A network (`10.1.0.0/16`) or a bare address (a network of one), as
+/// the operator's config and tenants' `provisioning_networks` write them.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 /// The bound listening sockets: one, or in single-port mode one per
 /// listener, all on the same address and port.

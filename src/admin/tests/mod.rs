@@ -426,6 +426,19 @@ impl Harness {
         self.call(Some(role), Method::GET, path, None, &[]).await
     }
 
+    /// `PUT /v1/tenants/acme` with `body`, as `role`.
+    pub async fn put_acme(&self, role: &str, body: Value) -> Reply {
+        let body = body.to_string();
+        self.call(
+            Some(role),
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
     pub async fn audit_rows(&self) -> usize {
         self.store
             .audit_log(&AuditQuery {

@@ -169,27 +169,13 @@ async fn a_phones_json_together_is_held_to_its_quota() {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
 
-/// `PUT /v1/tenants/acme` with `body`, as `role`.
-async fn put_acme(h: &Harness, role: &str, body: serde_json::Value) -> super::Reply {
-    let body = body.to_string();
-    h.call(
-        Some(role),
-        Method::PUT,
-        "/v1/tenants/acme",
-        Some(&body),
-        &[],
-    )
-    .await
-}
-
 /// A tenant's own token changes its region at most once per ten minutes:
 /// each change renormalizes its whole directory on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_switch_its_region_back_and_forth() {
     let h = Harness::new(Backend::Sqlite).await;
     let put = |role: &'static str, region: &'static str| {
-        put_acme(
-            &h,
+        h.put_acme(
             role,
             serde_json::json!({ "name": "Acme", "default_region": region }),
         )
@@ -230,8 +216,7 @@ async fn a_tenant_cannot_switch_its_region_back_and_forth() {
 async fn provisioning_networks_are_few_and_readable() {
     let h = Harness::new(Backend::Sqlite).await;
     let put = |role: &'static str, networks: serde_json::Value| {
-        put_acme(
-            &h,
+        h.put_acme(
             role,
             serde_json::json!({
                 "name": "Acme",

@@ -27,24 +27,13 @@ async fn a_tenant_sees_its_own_usage_against_its_own_quotas() {
     assert_eq!(before["phones"]["used"], acme as u64, "{before}");
     let default_limit = before["phones"]["limit"].as_u64().unwrap();
     assert!(default_limit > acme as u64);
-    assert_eq!(
-        before["directory_entries"]["used"],
-        h.mirror
-            .load()
-            .directory_len(h.mirror.load().tenant_by_slug("acme").unwrap().id) as u64
-    );
+    let mirror = h.mirror.load();
+    let entries = mirror.directory_len(mirror.tenant_by_slug("acme").unwrap().id);
+    assert_eq!(before["directory_entries"]["used"], entries as u64);
 
     // A global admin sets acme's own phone quota; globex keeps the default.
-    let raised = r#"{"name": "Acme", "settings": {"quotas": {"phones": 7}}}"#;
-    let reply = h
-        .call(
-            Some("global"),
-            Method::PUT,
-            "/v1/tenants/acme",
-            Some(raised),
-            &[],
-        )
-        .await;
+    let raised = serde_json::json!({"name": "Acme", "settings": {"quotas": {"phones": 7}}});
+    let reply = h.put_acme("global", raised).await;
     assert!(reply.status.is_success(), "{}", reply.text);
     assert_eq!(usage(&reply)["phones"]["limit"], 7);
 

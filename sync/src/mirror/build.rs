@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::group::IdGroup;
+use super::group::Grouping;
 use super::{group_build, MirrorState};
 use crate::model::*;
 use crate::shard::{Filling, ShardedMap};
@@ -19,45 +19,7 @@ use crate::stamp::Stamps;
 pub struct PhoneRows {
     phones: Filling<Id, Arc<Phone>>,
     by_mac: Filling<Mac, Id>,
-    by_tenant: TenantPhones,
-}
-
-/// Each tenant's phone ids in the order they arrived. Rows come in long
-/// runs of one tenant (a snapshot and a fresh import hold them in id
-/// order), so the last tenant's place is kept and most rows skip the hash.
-#[derive(Default)]
-struct TenantPhones {
-    ids: Vec<Vec<Id>>,
-    place: std::collections::HashMap<Id, usize, foldhash::fast::RandomState>,
-    last: Option<(Id, usize)>,
-}
-
-impl TenantPhones {
-    fn push(&mut self, tenant: Id, id: Id) {
-        let at = match self.last {
-            Some((last, at)) if last == tenant => at,
-            _ => {
-                let next = self.ids.len();
-                let at = *self.place.entry(tenant).or_insert(next);
-                if at == next {
-                    self.ids.push(Vec::new());
-                }
-                self.last = Some((tenant, at));
-                at
-            }
-        };
-        self.ids[at].push(id);
-    }
-
-    /// The per-tenant index. Ids that arrived in order (the snapshot's
-    /// and, nearly always, PostgreSQL's) make each group's sort a pass.
-    fn finish(self) -> ShardedMap<Id, Arc<IdGroup>> {
-        let mut ids = self.ids;
-        ShardedMap::from_entries(self.place.into_iter().map(|(tenant, at)| {
-            let group = IdGroup::from_ids(std::mem::take(&mut ids[at]));
-            (tenant, Arc::new(group))
-        }))
-    }
+    by_tenant: Grouping,
 }
 
 impl PhoneRows {
@@ -67,7 +29,7 @@ impl PhoneRows {
         PhoneRows {
             phones: Filling::with_capacity(rows),
             by_mac: Filling::with_capacity(rows),
-            by_tenant: TenantPhones::default(),
+            by_tenant: Grouping::default(),
         }
     }
 

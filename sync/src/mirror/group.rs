@@ -10,9 +10,11 @@
 //! ids sit in sorted chunks behind their own `Arc`s: a change copies the
 //! list of chunk pointers and the one chunk it edits.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use crate::model::Id;
+use crate::shard::ShardedMap;
 
 /// A chunk splits in two past twice this many ids.
 const CHUNK: usize = 512;
@@ -97,6 +99,55 @@ impl IdGroup {
             self.chunks.remove(at);
         }
         true
+    }
+}
+
+/// Ids gathered by group for a whole build (a cold load's phones by
+/// tenant, a reload's directory entries and sources). Rows mostly come in
+/// runs of one group, so a run is kept apart and hashed in once.
+#[derive(Default)]
+pub(crate) struct Grouping {
+    groups: HashMap<Id, Vec<Id>, foldhash::fast::RandomState>,
+    run: Option<(Id, Vec<Id>)>,
+}
+
+impl Grouping {
+    pub(crate) fn push(&mut self, group: Id, id: Id) {
+        match &mut self.run {
+            Some((current, ids)) if *current == group => ids.push(id),
+            _ => {
+                let mut ids = self.end_run();
+                ids.push(id);
+                self.run = Some((group, ids));
+            }
+        }
+    }
+
+    /// Files the run under its group; returns an empty buffer for the next
+    /// (the run's own, when it was appended to ids gathered before).
+    fn end_run(&mut self) -> Vec<Id> {
+        let Some((group, mut ids)) = self.run.take() else {
+            return Vec::new();
+        };
+        match self.groups.entry(group) {
+            Entry::Occupied(mut gathered) => {
+                gathered.get_mut().append(&mut ids);
+                ids
+            }
+            Entry::Vacant(place) => {
+                place.insert(ids);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Each group's ids, sorted into chunks (a pass where they came in
+    /// order, as a snapshot's phones do).
+    pub(crate) fn finish(mut self) -> ShardedMap<Id, Arc<IdGroup>> {
+        self.end_run();
+        ShardedMap::from_entries(
+            (self.groups.into_iter()).map(|(group, ids)| (group, Arc::new(IdGroup::from_ids(ids)))),
+        )
     }
 }
 
