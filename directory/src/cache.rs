@@ -86,11 +86,28 @@ impl Entry {
         let age = now.saturating_sub(self.stored_at);
         if age < self.ttl {
             Freshness::Fresh
-        } else if age < self.ttl + max_stale {
+        } else if age < self.ttl + self.stale_window(max_stale) {
             Freshness::Stale
         } else {
             Freshness::Expired
         }
+    }
+
+    /// How long past its TTL the entry is still served while a refresh
+    /// runs. A failure is no answer: served stale, it would only hide a
+    /// source that has recovered from the first caller after it did, who
+    /// should wait (within the deadline) for the retry instead.
+    fn stale_window(&self, max_stale: Duration) -> Duration {
+        if self.resolved.name.is_some() || self.resolved.definitive {
+            max_stale
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// When moka may drop the entry: once it cannot be served even stale.
+    fn lifetime(&self, max_stale: Duration) -> Duration {
+        self.ttl.saturating_add(self.stale_window(max_stale))
     }
 }
 
@@ -100,7 +117,7 @@ struct Lifetime {
 
 impl Expiry<Key, Arc<Entry>> for Lifetime {
     fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(entry.ttl + self.max_stale)
+        Some(entry.lifetime(self.max_stale))
     }
     fn expire_after_update(
         &self,
@@ -109,7 +126,7 @@ impl Expiry<Key, Arc<Entry>> for Lifetime {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.ttl + self.max_stale)
+        Some(entry.lifetime(self.max_stale))
     }
 }
 
@@ -289,24 +306,39 @@ mod tests {
 
     #[test]
     fn freshness_windows() {
-        let entry = Entry {
-            resolved: Resolved::unavailable(),
+        let named = Entry {
+            resolved: Resolved {
+                name: Some("Alice Example".into()),
+                source: Some("local".into()),
+                definitive: true,
+            },
             stored_at: Duration::from_secs(10),
             ttl: Duration::from_secs(60),
             tag: Tag::default(),
         };
         let stale = Duration::from_secs(30);
-        assert_eq!(
-            entry.freshness(Duration::from_secs(69), stale),
-            Freshness::Fresh
-        );
-        assert_eq!(
-            entry.freshness(Duration::from_secs(70), stale),
-            Freshness::Stale
-        );
-        assert_eq!(
-            entry.freshness(Duration::from_secs(100), stale),
-            Freshness::Expired
-        );
+        let at = |entry: &Entry, s| entry.freshness(Duration::from_secs(s), stale);
+        assert_eq!(at(&named, 69), Freshness::Fresh);
+        assert_eq!(at(&named, 70), Freshness::Stale);
+        assert_eq!(at(&named, 100), Freshness::Expired);
+        assert_eq!(named.lifetime(stale), Duration::from_secs(90));
+
+        let miss = Entry {
+            resolved: Resolved {
+                name: None,
+                ..named.resolved.clone()
+            },
+            ..named.clone()
+        };
+        assert_eq!(at(&miss, 70), Freshness::Stale);
+
+        // A failure has no stale window: past its TTL the source is asked again.
+        let failed = Entry {
+            resolved: Resolved::unavailable(),
+            ..named.clone()
+        };
+        assert_eq!(at(&failed, 69), Freshness::Fresh);
+        assert_eq!(at(&failed, 70), Freshness::Expired);
+        assert_eq!(failed.lifetime(stale), Duration::from_secs(60));
     }
 }

@@ -156,6 +156,12 @@ impl HttpSource {
         if !status.is_success() {
             return Err(upstream(format!("status {status}")));
         }
+        let charset = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(charset_of)
+            .map(str::to_string);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(refused_or_upstream)? {
             body.extend_from_slice(&chunk);
@@ -163,7 +169,7 @@ impl HttpSource {
                 return Err(upstream("answer larger than 16 KiB"));
             }
         }
-        let text = String::from_utf8_lossy(&body);
+        let text = decode_body(charset.as_deref(), &body);
         match self.settings.format {
             HttpFormat::Text => Ok(text.lines().next().map(str::to_string)),
             HttpFormat::Json => {
@@ -177,6 +183,31 @@ impl HttpSource {
                 })
             }
         }
+    }
+}
+
+/// The `charset` parameter of a Content-Type value.
+fn charset_of(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// A body as text in its declared charset. Without a declared charset
+/// other than UTF-8, UTF-8 if it is valid; otherwise Windows-1252, the
+/// superset of Latin-1 that older CNAM services send undeclared (read as
+/// UTF-8, "Zoë" would come out "Zo\u{fffd}").
+fn decode_body<'a>(charset: Option<&str>, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    let declared = charset.and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()));
+    match declared {
+        Some(encoding) if encoding != encoding_rs::UTF_8 => encoding.decode(body).0,
+        _ => match std::str::from_utf8(body) {
+            Ok(text) => text.into(),
+            Err(_) => encoding_rs::WINDOWS_1252.decode(body).0,
+        },
     }
 }
 
@@ -208,5 +239,56 @@ mod tests {
             !error.contains("s3cret") && !error.contains("15550104242"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn bodies_are_read_in_their_charset() {
+        let latin1 = b"Zo\xeb \xc5lund";
+        let utf8 = "Zoë Ålund".as_bytes();
+        let cases: [(Option<&str>, &[u8]); 5] = [
+            (None, utf8),
+            (Some("utf-8"), utf8),
+            (None, latin1),
+            (Some("ISO-8859-1"), latin1),
+            (Some("utf-8"), latin1),
+        ];
+        for (charset, body) in cases {
+            assert_eq!(decode_body(charset, body), "Zoë Ålund", "{charset:?}");
+        }
+        // A declared charset wins over a guess (these bytes are valid UTF-8).
+        assert_eq!(decode_body(Some("iso-8859-1"), "Zoë".as_bytes()), "ZoÃ«");
+        assert_eq!(
+            charset_of("text/plain; format=flowed; Charset=\"ISO-8859-1\""),
+            Some("ISO-8859-1")
+        );
+        assert_eq!(charset_of("text/plain"), None);
+    }
+
+    /// End to end through the client: an undeclared Latin-1 answer.
+    #[tokio::test]
+    async fn a_latin1_answer_keeps_its_letters() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let app = axum::Router::new().route(
+                "/cnam/{digits}",
+                axum::routing::get(|| async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                        &b"M\xfcller GmbH\r\n"[..],
+                    )
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+        let json = format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}"}}"#);
+        let settings = HttpSettings::parse("cnam", &json).unwrap();
+        let networks = SourceNetworks::parse(&["127.0.0.0/8"]).unwrap().shared();
+        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        let name = source
+            .lookup("+15550104242", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("Müller GmbH"));
     }
 }

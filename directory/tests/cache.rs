@@ -224,6 +224,32 @@ async fn a_failed_refresh_never_replaces_a_known_name() {
     );
 }
 
+/// A failure is cached only for its own short TTL and never served stale:
+/// the first caller after a source recovers waits for the retry and gets
+/// the name, instead of a stale "unavailable" for up to `max_stale`.
+#[tokio::test]
+async fn a_failure_past_its_ttl_is_retried_not_served_stale() {
+    let f = fixture(Reply::Fail, false, 10, &[], options()).await;
+    let failed = f.lookup("+15550101234").await;
+    assert_eq!(
+        (failed.name(), failed.resolved.definitive, failed.cache),
+        (None, false, CacheStatus::Miss)
+    );
+    // Within the failure TTL the failure answers, and the source is spared.
+    f.up.set(Reply::Name("Alice Example"));
+    f.clock.advance(Duration::from_secs(9));
+    assert_eq!(f.lookup("+15550101234").await.cache, CacheStatus::Hit);
+    assert_eq!(f.up.requests(), 1);
+    // Past it, the caller waits for a new load rather than a stale failure.
+    f.clock.advance(Duration::from_secs(2));
+    let recovered = f.lookup("+15550101234").await;
+    assert_eq!(
+        (recovered.name(), recovered.cache),
+        (Some("Alice Example"), CacheStatus::Miss)
+    );
+    assert_eq!(f.up.requests(), 2);
+}
+
 #[tokio::test]
 async fn a_load_that_began_before_an_invalidation_does_not_fill_the_cache() {
     let f = fixture(Reply::Name("Before Edit"), true, 10, &[], options()).await;
