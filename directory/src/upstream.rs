@@ -264,6 +264,25 @@ mod tests {
         assert_eq!(charset_of("text/plain"), None);
     }
 
+    #[test]
+    fn url_placeholders() {
+        let settings = HttpSettings::parse(
+            "cnam",
+            r#"{"url": "https://cnam.example/{national}?e={e164}&d={digits}"}"#,
+        )
+        .unwrap();
+        let networks = SourceNetworks::parse(&["public"]).unwrap().shared();
+        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        assert_eq!(
+            source.url("+442070101234"),
+            "https://cnam.example/2070101234?e=%2B442070101234&d=442070101234"
+        );
+        assert_eq!(
+            source.url("+15550101234"),
+            "https://cnam.example/5550101234?e=%2B15550101234&d=15550101234"
+        );
+    }
+
     /// End to end through the client: an undeclared Latin-1 answer.
     #[tokio::test]
     async fn a_latin1_answer_keeps_its_letters() {
