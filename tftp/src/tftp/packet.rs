@@ -54,19 +54,24 @@ pub(super) fn parse_request(packet: &[u8]) -> Result<ReadRequest, (u16, &'static
         let value = std::str::from_utf8(value).unwrap_or_default();
         // Unknown or malformed options are left out of the OACK (RFC 2347).
         match name.as_str() {
-            "blksize" => {
-                request.blksize = value
-                    .parse()
-                    .ok()
-                    .filter(|b: &u16| (8..=65_464).contains(b))
-            }
-            "windowsize" => request.windowsize = value.parse().ok().filter(|w: &u16| *w >= 1),
+            // A size past the largest valid one (65535 is a common ask) is
+            // a request for the most we give, not a reason to fall back to
+            // 512-byte blocks: the OACK may answer with less (RFC 2348).
+            "blksize" => request.blksize = option_at_least(value, 8, 65_464),
+            "windowsize" => request.windowsize = option_at_least(value, 1, u16::MAX),
             "tsize" => request.tsize = true,
             "timeout" => request.timeout = value.parse().ok().filter(|t: &u8| *t >= 1),
             _ => {}
         }
     }
     Ok(request)
+}
+
+/// A numeric option of at least `min`, capped at `max`; `None` when it is
+/// not a number or under `min`.
+fn option_at_least(value: &str, min: u16, max: u16) -> Option<u16> {
+    let asked: u64 = value.parse().ok()?;
+    (asked >= u64::from(min)).then(|| asked.min(u64::from(max)) as u16)
 }
 
 pub(super) fn error_packet(code: u16, message: &str) -> Vec<u8> {
@@ -109,5 +114,10 @@ mod tests {
         assert!(parse_request(b"\0\x01a.cfg\0").is_err());
         let r = parse_request(b"\0\x01b\0NetASCII\0blksize\x004\0timeout\x00300\0").unwrap();
         assert_eq!((r.blksize, r.timeout, r.netascii), (None, None, true));
+        // Past the valid range: capped, not ignored.
+        let r = parse_request(b"\0\x01c\0octet\0blksize\x0065535\0windowsize\x0099999\0").unwrap();
+        assert_eq!((r.blksize, r.windowsize), (Some(65_464), Some(u16::MAX)));
+        let r = parse_request(b"\0\x01c\0octet\0blksize\x00-1\0windowsize\x001x\0").unwrap();
+        assert_eq!((r.blksize, r.windowsize), (None, None));
     }
 }
