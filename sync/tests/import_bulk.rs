@@ -251,7 +251,10 @@ async fn big_import_moves_the_epoch_on_postgres() {
         before,
         "rows were logged one by one"
     );
-    assert_eq!(store.meta().await.unwrap().epoch, 2);
+    assert!(
+        store.meta().await.unwrap().epoch > 1,
+        "the epoch was bumped"
+    );
     // The foreign keys dropped for the import are back, and checked.
     assert_eq!(
         scalar(

@@ -257,6 +257,24 @@ async fn pruned_body(db: TestDb) {
     watcher::catch_up(&mirror, &*store).await.unwrap();
     assert_eq!(mirror.health().full_reloads, 1);
     assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
+    // The reload's cursor is past the pruned point even with the log pruned
+    // empty: the next catch-ups reload nothing more.
+    store.prune_change_log(Duration::ZERO, 0).await.unwrap();
+    let fresh = Mirror::new();
+    watcher::full_load(&fresh, &*store).await.unwrap();
+    for node in [&mirror, &fresh] {
+        watcher::catch_up(node, &*store).await.unwrap();
+        watcher::catch_up(node, &*store).await.unwrap();
+    }
+    assert_eq!(mirror.health().full_reloads, 1);
+    assert_eq!(fresh.health().full_reloads, 0);
+    store
+        .apply(&[phone("acme", 4, 3)], &audit("d"))
+        .await
+        .unwrap();
+    watcher::catch_up(&fresh, &*store).await.unwrap();
+    assert_eq!(fresh.health().full_reloads, 0);
+    assert_eq!(fresh.load().to_dataset(), db_rows(&*store).await);
 }
 
 both_backends!(epoch_bump_reloads, epoch_body);
@@ -268,10 +286,86 @@ async fn epoch_body(db: TestDb) {
         .unwrap();
     let mirror = Mirror::new();
     watcher::full_load(&mirror, &*store).await.unwrap();
-    store.bump_epoch().await.unwrap();
+    let epoch = store.bump_epoch().await.unwrap();
     watcher::catch_up(&mirror, &*store).await.unwrap();
     assert_eq!(mirror.health().full_reloads, 1);
-    assert_eq!(mirror.load().meta().epoch, 2);
+    assert_eq!(mirror.load().meta().epoch, epoch);
+    assert!(epoch > 1);
+}
+
+// A backup taken at epoch E, the live database bumped to E+1 (an import),
+// the backup restored and `reload-all` run: the new epoch must not be E+1
+// again, or the nodes holding E+1 keep rows the restore took away.
+both_backends!(
+    an_epoch_bump_is_never_one_a_node_may_hold,
+    epoch_restore_body
+);
+async fn epoch_restore_body(db: TestDb) {
+    let store = db.store().await;
+    let mut seen = std::collections::HashSet::from([store.meta().await.unwrap().epoch]);
+    for _ in 0..20 {
+        let before = store.meta().await.unwrap().epoch;
+        let after = store.bump_epoch().await.unwrap();
+        assert!(after > before);
+        // Put back as a restore would; the next bump must land elsewhere.
+        exec(
+            &db,
+            &format!("UPDATE dialtone_meta SET epoch = {before} WHERE singleton = 1"),
+        )
+        .await;
+        let again = store.bump_epoch().await.unwrap();
+        assert_ne!(again, after, "a restored epoch bumped to the same value");
+        assert!(seen.insert(again));
+    }
+}
+
+// A database restored with pg_dump/pg_restore keeps the old cluster's
+// pruned point and log, ahead of the new cluster's transaction ids: every
+// catch-up would reload in full, or new changes sort below the cursor.
+// `reload-all` starts the feed anew.
+both_backends!(
+    reload_all_restarts_a_restored_change_feed,
+    restored_feed_body
+);
+async fn restored_feed_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US"), phone("acme", 1, 1)], &audit("a"))
+        .await
+        .unwrap();
+    exec(
+        &db,
+        "UPDATE dialtone_meta SET pruned_txid = pruned_txid + 10000000, \
+         pruned_seq = pruned_seq + 10000000 WHERE singleton = 1",
+    )
+    .await;
+    store.bump_epoch().await.unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    store
+        .apply(&[phone("acme", 2, 1)], &audit("b"))
+        .await
+        .unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert_eq!(mirror.health().full_reloads, 0);
+    assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
+}
+
+async fn exec(db: &TestDb, sql: &str) {
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
 }
 
 both_backends!(schema_from_newer_binary_is_refused, newer_schema_body);

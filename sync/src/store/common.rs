@@ -74,10 +74,29 @@ macro_rules! shared_sql {
             })
         }
 
+        /// A step of random size, not one: after a backup is restored,
+        /// its epoch plus one can be the very epoch the nodes loaded after
+        /// the backup was taken (an import bumped it meanwhile), and
+        /// `reload-all` would reload none of them.
+        /// `reload-all`: a new epoch, and the change feed started anew.
+        /// Every node reloads in full, so the log before this point serves
+        /// nobody; and after a restore it is the backup's, with a pruned
+        /// point and ids a node's cursor can never pass (PostgreSQL
+        /// transaction ids start again in a cluster `pg_restore` fills).
+        pub(super) async fn restart_change_feed(conn: &mut $conn) -> Result<i64, SyncError> {
+            sqlx::query("DELETE FROM change_log").execute(&mut *conn).await?;
+            sqlx::query("UPDATE dialtone_meta SET pruned_txid = 0, pruned_seq = 0 WHERE singleton = 1")
+                .execute(&mut *conn)
+                .await?;
+            bump_epoch(conn).await
+        }
+
         pub(super) async fn bump_epoch(conn: &mut $conn) -> Result<i64, SyncError> {
+            let step: i64 = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=1 << 31);
             Ok(sqlx::query_scalar(
-                "UPDATE dialtone_meta SET epoch = epoch + 1 WHERE singleton = 1 RETURNING epoch",
+                "UPDATE dialtone_meta SET epoch = epoch + $1 WHERE singleton = 1 RETURNING epoch",
             )
+            .bind(step)
             .fetch_one(&mut *conn)
             .await?)
         }

@@ -466,7 +466,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many rows went.
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError>;
 
-    /// Forces every node to do a full reload (after a restore, say).
+    /// Forces every node to do a full reload (after a restore, say), and
+    /// starts the change log anew: the old one is emptied and its pruned
+    /// point reset, since a restored one can lie ahead of every cursor.
     async fn bump_epoch(&self) -> Result<i64, SyncError>;
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;

@@ -296,7 +296,7 @@ impl Store for PgStore {
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
         let mut tx = begin(&self.pool).await?;
-        let epoch = sql::bump_epoch(&mut tx).await?;
+        let epoch = sql::restart_change_feed(&mut tx).await?;
         // Wake the other nodes: the epoch row is not itself mirrored.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)

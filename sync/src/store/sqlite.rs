@@ -304,7 +304,7 @@ impl Store for SqliteStore {
     }
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
-        self.write_txn(|conn| Box::pin(async move { sql::bump_epoch(conn).await }))
+        self.write_txn(|conn| Box::pin(async move { sql::restart_change_feed(conn).await }))
             .await
     }
 

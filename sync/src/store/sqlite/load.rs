@@ -98,6 +98,11 @@ impl LoadSource {
             api_tokens: all(&tx, Entity::ApiToken, |r, i| rows::api_token(r, i))?,
         };
         tx.commit()?;
+        // A log pruned empty leaves max(seq) at 0 while the meta row says
+        // it was pruned through N: a cursor of 0 would read as "pruned past
+        // us" and reload again at every poll until the next edit. The rows
+        // just read hold every change through N, so the cursor is N.
+        let seq = seq.max(meta.pruned_through.seq);
         Ok((loading, Cursor { txid: 0, seq }, meta))
     }
 }
