@@ -305,11 +305,15 @@ pub(crate) async fn commit_if_match(
     // A tenant's caller was checked against this node's mirror, which may
     // lag: the write applies only to the row as checked, or a phone that
     // has just moved to another tenant could be written (and taken back).
-    let implied = match (&asked, principal.is_global(), edit.seen) {
-        (None, false, Some(etag)) => Some(Mutation::Expect { target, etag }),
+    // An If-Match does not replace that check: a tag read from a node that
+    // has caught up matches the database while this node's row is older,
+    // and the write would put back what it carries over from that row
+    // (a tenant's operator-set quotas).
+    let implied = match (principal.is_global(), edit.seen) {
+        (false, Some(etag)) if !asks_for(&asked, &etag) => Some(Mutation::Expect { target, etag }),
         _ => None,
     };
-    let was_implied = implied.is_some();
+    let was_implied = asked.is_none() && implied.is_some();
     let mut mutations: Vec<Mutation> = asked.into_iter().chain(implied).collect();
     mutations.push(mutation);
     commit(state, principal, change, mutations)
@@ -353,6 +357,11 @@ fn audit_name(target: &Target) -> (&'static str, String) {
 
 /// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
 /// asks that the row exist, which the handlers check anyway.
+/// Whether the caller's own `If-Match` already asks for `etag`.
+fn asks_for(asked: &Option<Mutation>, etag: &str) -> bool {
+    matches!(asked, Some(Mutation::Expect { etag: wanted, .. }) if wanted == etag)
+}
+
 fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
     let wanted = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     if wanted == "*" || wanted.is_empty() {

@@ -4,7 +4,7 @@
 
 use axum::http::{Method, StatusCode};
 use dialtone_sync::store::TenantInput;
-use dialtone_sync::{Backend, Mutation};
+use dialtone_sync::{etag_of, watcher, Backend, Mirror, Mutation};
 
 use super::Harness;
 
@@ -43,6 +43,26 @@ async fn a_tenant_edit_from_a_lagging_node_does_not_undo_a_quota_change() {
     };
     let reply = edit_as_tenant().await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    // Nor with an If-Match read from a node that has caught up: the tag
+    // matches the database, but this node would write its older row's quotas.
+    let caught_up = Mirror::new();
+    watcher::full_load(&caught_up, &*h.store).await.unwrap();
+    let current = etag_of(&**caught_up.load().tenant_by_slug("acme").unwrap());
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(edit),
+            &[("if-match", &current)],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        reply.text
+    );
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
         .await
         .unwrap();
