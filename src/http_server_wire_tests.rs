@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -45,6 +45,7 @@ fn router() -> Router {
                 response
             }),
         )
+        .route("/unchanged", get(|| async { StatusCode::NOT_MODIFIED }))
         .route(
             "/panic",
             get(|| async {
@@ -269,6 +270,26 @@ async fn head_gets_the_length_and_no_body() {
         (200, FILE.as_bytes())
     );
     assert!(closed(&mut stream).await);
+    stop(shutdown, task).await;
+}
+
+/// A 304 carries no Content-Length (RFC 9110 8.6 allows only the 200's own
+/// length there, which a 304 handler does not know) and no body.
+#[tokio::test]
+async fn not_modified_has_no_length_and_no_body() {
+    let (addr, shutdown, task) = start().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buffered = Vec::new();
+    stream
+        .write_all(
+            b"GET /unchanged HTTP/1.1\r\nHost: p\r\n\r\nGET /file.cfg HTTP/1.1\r\nHost: p\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buffered, true).await;
+    assert_eq!((reply.status, reply.header("content-length")), (304, None));
+    let next = read_reply(&mut stream, &mut buffered, false).await;
+    assert_eq!((next.status, next.body.as_slice()), (200, FILE.as_bytes()));
     stop(shutdown, task).await;
 }
 

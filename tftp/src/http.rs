@@ -94,35 +94,43 @@ async fn fetch(
     };
     match provisioner.provision_async(&request).await {
         Ok(file) => {
-            let etag = HeaderValue::from_str(&file.etag).ok();
-            let not_modified = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|wanted| {
-                    wanted
-                        .split(',')
-                        .any(|tag| tag.trim() == &*file.etag || tag.trim() == "*")
-                });
-            let mut response = if not_modified {
-                StatusCode::NOT_MODIFIED.into_response()
-            } else if let Some(static_file) = &file.file {
-                match tokio::fs::File::open(&static_file.path).await {
-                    Ok(handle) => (
-                        [
-                            (
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static(file.content_type),
-                            ),
-                            (header::CONTENT_LENGTH, HeaderValue::from(static_file.len)),
-                        ],
-                        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle)),
-                    )
-                        .into_response(),
+            // A static file's length and validator are the open file's: one
+            // replaced in place since it was indexed was sent cut to the old
+            // length, with a 200, or matched the old file's tag for a 304.
+            let opened = match &file.file {
+                Some(static_file) => match open_static(&static_file.path).await {
+                    Ok(opened) => Some(opened),
                     Err(e) => {
                         tracing::warn!(path, error = %e, "static file vanished since it was indexed");
                         return (StatusCode::NOT_FOUND, "not found\n").into_response();
                     }
-                }
+                },
+                None => None,
+            };
+            let etag_text = opened.as_ref().map_or(&*file.etag, |o| o.etag.as_str());
+            let etag = HeaderValue::from_str(etag_text).ok();
+            let not_modified = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|wanted| none_match(wanted, etag_text));
+            let mut response = if not_modified {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else if let Some(OpenStatic { handle, len, .. }) = opened {
+                (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static(file.content_type),
+                        ),
+                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                    ],
+                    // Bytes appended while it is sent are not ours to send:
+                    // the length is promised.
+                    axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+                        tokio::io::AsyncReadExt::take(handle, len),
+                    )),
+                )
+                    .into_response()
             } else {
                 (
                     [(
@@ -143,6 +151,32 @@ async fn fetch(
         }
         Err(e) => error_response(&provisioner, &path, user_agent, remote.ip(), e),
     }
+}
+
+struct OpenStatic {
+    handle: tokio::fs::File,
+    len: u64,
+    etag: String,
+}
+
+async fn open_static(path: &std::path::Path) -> std::io::Result<OpenStatic> {
+    let handle = tokio::fs::File::open(path).await?;
+    let meta = handle.metadata().await?;
+    Ok(OpenStatic {
+        handle,
+        len: meta.len(),
+        etag: crate::statics::validator(&meta),
+    })
+}
+
+/// `If-None-Match` against our tag, compared weakly (RFC 9110 13.1.2): a
+/// client may send back a strong tag of ours marked `W/`.
+fn none_match(wanted: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    let ours = opaque(etag);
+    wanted
+        .split(',')
+        .any(|tag| tag.trim() == "*" || opaque(tag) == ours)
 }
 
 fn unauthorized(provisioner: &Provisioner, stale: bool, remote: IpAddr) -> Response {

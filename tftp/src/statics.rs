@@ -22,6 +22,16 @@ pub struct StaticFile {
     pub etag: String,
 }
 
+/// A file's weak validator: its size and modification time.
+pub fn validator(meta: &std::fs::Metadata) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    format!("W/\"{:x}-{:x}\"", meta.len(), mtime)
+}
+
 #[derive(Default)]
 pub struct StaticIndex {
     by_path: HashMap<String, Arc<StaticFile>>,
@@ -65,15 +75,10 @@ impl StaticIndex {
                             root.display()
                         )));
                     }
-                    let mtime = meta
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs());
                     let file = Arc::new(StaticFile {
                         path: entry.path(),
                         len: meta.len(),
-                        etag: format!("W/\"{:x}-{:x}\"", meta.len(), mtime),
+                        etag: validator(&meta),
                     });
                     index.by_name.entry(name).or_insert_with(|| file.clone());
                     index.by_path.insert(key, file);

@@ -136,6 +136,24 @@ async fn etag_and_not_modified() {
     .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(body.lines().nth(1).unwrap_or(""), "");
+    // If-None-Match compares weakly: our tag marked W/, in a list, matches.
+    let weak = format!("\"other\", W/{etag}");
+    let (status, _, _) = get(
+        &f,
+        "192.0.2.10:5060",
+        "/001565000001.cfg",
+        &[(header::IF_NONE_MATCH, weak)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let (status, _, _) = get(
+        &f,
+        "192.0.2.10:5060",
+        "/001565000001.cfg",
+        &[(header::IF_NONE_MATCH, "\"other\"".to_string())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -277,3 +277,46 @@ async fn a_file_replaced_in_place_announces_its_own_size() {
     assert_eq!(announced.as_deref(), Some("7321"));
     server.stop();
 }
+
+/// The same over HTTP: a file replaced in place (renamed over, as rsync
+/// does) is sent whole with its own length, and the old file's tag does not
+/// answer 304 for it.
+#[tokio::test]
+async fn a_file_replaced_in_place_is_sent_whole_over_http() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sip.ld"), firmware(5_000)).unwrap();
+    assert_eq!(f.provisioner.reload_static(dir.path()).unwrap(), 1);
+    let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ));
+    let get = |if_none_match: Option<String>| {
+        let mut request = HttpRequest::get("/sip.ld");
+        if let Some(tag) = if_none_match {
+            request = request.header(axum::http::header::IF_NONE_MATCH, tag);
+        }
+        app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    let first = get(None).await.unwrap();
+    let old_tag = first.headers()[axum::http::header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first.headers()[axum::http::header::CONTENT_LENGTH], "5000");
+
+    let longer = firmware(7_321);
+    std::fs::write(dir.path().join("sip.ld.new"), &longer).unwrap();
+    std::fs::rename(dir.path().join("sip.ld.new"), dir.path().join("sip.ld")).unwrap();
+    let response = get(Some(old_tag.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[axum::http::header::CONTENT_LENGTH],
+        "7321"
+    );
+    assert_ne!(
+        response.headers()[axum::http::header::ETAG],
+        old_tag.as_str()
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.to_vec(), longer);
+}
