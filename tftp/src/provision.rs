@@ -361,9 +361,9 @@ impl Provisioner {
             .and_then(|id| id.mac)
             .and_then(|mac| state.phone_by_mac(&mac))
             .cloned();
-        if let Some(ip) = request.remote {
-            if self.guard.is_banned(ip) && !self.guard.lets_through(ip, &identity, named.as_deref())
-            {
+        let banned = request.remote.is_some_and(|ip| self.guard.is_banned(ip));
+        if let (true, Some(ip)) = (banned, request.remote) {
+            if !self.guard.lets_through(ip, &identity, named.as_deref()) {
                 return Err(ProvisionError::Banned);
             }
         }
@@ -394,6 +394,12 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
+        }
+        // A ban passed for a known phone's family does not cover what would
+        // cost a miss: the miss is what bounds such requests, and a banned
+        // source's misses no longer add up to anything.
+        if banned && crate::guard::decided_miss(&decision).is_some() {
+            return Err(ProvisionError::Banned);
         }
         Ok((decision, step))
     }

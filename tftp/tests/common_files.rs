@@ -108,3 +108,47 @@ async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
         .is_ok());
     assert!(!provisioner.guard().is_banned(phone));
 }
+
+/// A banned source that fetched a phone's own file before passes its ban
+/// for that phone's files and its family's real common files, but not for
+/// made-up models: each of those is a render and a cache entry, and once
+/// banned, the misses it is charged no longer bound them.
+#[tokio::test]
+async fn a_ban_still_bounds_made_up_models_from_a_source_known_for_a_phone() {
+    let f = Fixture::new().await;
+    let provisioner = Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions::default(),
+    ));
+    let scanner: IpAddr = "192.0.2.68".parse().unwrap();
+    assert!(provisioner
+        .provision(&ask(scanner, "001565000001.cfg", None))
+        .is_ok());
+    // Every two-digit model code but 66 and 96, the T46S and T54W the
+    // fixture's phones are.
+    let mut answers = (0..100u32).filter(|n| ![66, 96].contains(n)).map(|n| {
+        let path = format!("y0000000000{n:02}.cfg");
+        let answer = provisioner.provision(&ask(scanner, &path, None));
+        assert!(
+            matches!(answer, Ok(_) | Err(ProvisionError::Banned)),
+            "{path}: {answer:?}"
+        );
+        answer.is_ok()
+    });
+    let served = answers.by_ref().take_while(|ok| *ok).count();
+    // The default burst is 30 misses; the one past it is served and bans.
+    assert_eq!(served, 31, "the burst, then the ban");
+    assert!(answers.all(|ok| !ok), "made-up models served past the ban");
+    assert!(
+        provisioner.cached_files() <= 32,
+        "{} files cached",
+        provisioner.cached_files()
+    );
+    // What the ban lets a known phone's source have, it still has.
+    for path in ["001565000001.cfg", "y000000000066.cfg"] {
+        let answer = provisioner.provision(&ask(scanner, path, None));
+        assert!(answer.is_ok(), "{path}: {answer:?}");
+    }
+}
