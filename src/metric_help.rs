@@ -89,7 +89,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_provisioning_misses_total",
-        "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served).",
+        "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
     (
         "dialtone_provisioning_sources_evicted_total",

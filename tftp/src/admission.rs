@@ -28,6 +28,9 @@ pub(crate) struct Decision {
     /// A model-common or boot file for a model no phone here has and no
     /// stored template names (`models.rs`): "not found", and a miss.
     pub unmodeled: bool,
+    /// A phone's own file in a spelling other than the one its render is
+    /// cached under (`render_cache.rs`): rendered, and a miss.
+    pub respelled: bool,
 }
 
 impl Decision {
@@ -80,6 +83,7 @@ pub(crate) fn screen(
         refused,
         blind,
         unmodeled: false,
+        respelled: false,
     }
 }
 

@@ -133,6 +133,12 @@ impl Provisioner {
         }))
     }
 
+    /// Whether `job` is a phone's own file asked for in another spelling
+    /// than the one its render is cached under: served, but a miss.
+    pub(crate) fn respelled(&self, job: &RenderJob) -> bool {
+        self.rendered.respelled(&job.key, job.template)
+    }
+
     /// Whether a model-common or boot file names a model (in its name, its
     /// User-Agent or through its model code) that this deployment does not
     /// have, or only a code no model is known by: such a render is served

@@ -320,6 +320,8 @@ pub(crate) fn decided_miss(decision: &Decision) -> Option<&'static str> {
         Some("blind")
     } else if decision.unmodeled {
         Some("unknown_model")
+    } else if decision.respelled {
+        Some("respelled")
     } else {
         None
     }

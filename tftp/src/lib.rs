@@ -30,6 +30,7 @@ pub mod preview;
 pub mod provision;
 pub mod render;
 mod render_cache;
+mod render_inputs;
 mod selfcheck;
 pub mod statics;
 pub mod templates;

@@ -394,11 +394,15 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
+            decision.respelled = self.respelled(job);
         }
-        // A ban passed for a known phone's family does not cover what would
-        // cost a miss: the miss is what bounds such requests, and a banned
-        // source's misses no longer add up to anything.
-        if banned && crate::guard::decided_miss(&decision).is_some() {
+        // A ban passed for a known phone's family does not cover a common
+        // file that would cost a miss: the miss is what bounds such
+        // requests, and a banned source's misses no longer add up to
+        // anything. (A respelled own file still passes: someone else's
+        // spelling in the cache must not lock the phone out; its entries
+        // stay one per rule whatever the source asks.)
+        if banned && (decision.blind || decision.unmodeled) {
             return Err(ProvisionError::Banned);
         }
         Ok((decision, step))

@@ -17,15 +17,22 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dialtone_sync::stamp::{Input, ScopeKey};
-use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState, Phone, Template, Tenant};
+use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState};
 use moka::sync::Cache;
 
 use crate::error::ProvisionError;
 use crate::provision::Rendered;
+use crate::render_inputs::may_render;
+pub(crate) use crate::render_inputs::Inputs;
 
 /// Failed renders remembered at most; each is a key and an error message.
 const FAILURES: u64 = 4096;
+
+/// Phone files whose spelling is remembered at most (about 100 bytes each).
+const SPELLINGS: u64 = 1 << 20;
+
+/// One phone's file by the rule it matched, whatever its spelling.
+type SpellingKey = (Family, Id, &'static str);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct RenderKey {
@@ -46,160 +53,13 @@ pub(crate) struct DirectoryKey {
     pub search: Option<Box<str>>,
 }
 
-/// Everything a rendered file was made from besides the node's fixed
-/// settings (secret key, base URL).
-#[derive(Debug)]
-pub(crate) struct Inputs {
-    pub family: Family,
-    /// The template name the file resolves through (`{mac}.cfg`).
-    pub template: &'static str,
-    pub phone: Option<Arc<Phone>>,
-    pub tenant: Option<Arc<Tenant>>,
-    pub line_ids: Option<Arc<[Id]>>,
-    /// Stamps of the template keys resolution looks at for this file.
-    pub templates: [u64; 4],
-    /// Generation of the shipped templates.
-    pub shipped: u64,
-    /// The model the render saw: the phone's, or the request's when the
-    /// phone has none (or there is no phone).
-    pub model: Option<Box<str>>,
-    /// A phone directory's tenant and its directory stamp; for these the
-    /// template fields above are unused.
-    pub directory: Option<(Id, u64)>,
-}
-
-fn same<T>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool
-where
-    T: ?Sized,
-{
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-impl Inputs {
-    /// The inputs of a render of `template` for `phone` from `state`.
-    pub fn of(
-        state: &MirrorState,
-        shipped: u64,
-        family: Family,
-        template: &'static str,
-        phone: Option<&Arc<Phone>>,
-        model: Option<&str>,
-    ) -> Inputs {
-        Inputs {
-            family,
-            template,
-            phone: phone.cloned(),
-            tenant: phone.and_then(|p| state.tenant(p.tenant_id)).cloned(),
-            line_ids: phone.and_then(|p| state.line_ids(p.id)).cloned(),
-            templates: template_stamps(state, family, template, phone.map(|p| &**p), model),
-            shipped,
-            model: model.map(Box::from),
-            directory: None,
+/// A phone's own template render: what one spelling per rule applies to.
+fn spelling_key(key: &RenderKey, rule: Option<&'static str>) -> Option<SpellingKey> {
+    match (key.phone, &key.directory, rule) {
+        (Some(phone), None, Some(rule)) if rule.contains("{mac}") => {
+            Some((key.family, phone, rule))
         }
-    }
-
-    /// The inputs of `tenant`'s phone directory built from `state`: its
-    /// entries (by stamp) and its row (the title).
-    pub fn directory(
-        state: &MirrorState,
-        family: Family,
-        template: &'static str,
-        tenant: Id,
-    ) -> Inputs {
-        Inputs {
-            family,
-            template,
-            phone: None,
-            tenant: state.tenant(tenant).cloned(),
-            line_ids: None,
-            templates: [0; 4],
-            shipped: 0,
-            model: None,
-            directory: Some((tenant, state.stamp(Input::Directory(tenant)))),
-        }
-    }
-
-    /// Whether a render from `state` (with the request's `model`) would
-    /// use exactly these inputs. Held `Arc`s make pointer equality exact:
-    /// an allocation cannot be reused while the entry holds it.
-    pub fn is_current(&self, state: &MirrorState, shipped: u64, model: Option<&str>) -> bool {
-        if let Some((tenant, stamp)) = self.directory {
-            return state.stamp(Input::Directory(tenant)) == stamp
-                && same(state.tenant(tenant), self.tenant.as_ref());
-        }
-        if self.shipped != shipped
-            || self.model.as_deref() != model
-            || self.templates
-                != template_stamps(
-                    state,
-                    self.family,
-                    self.template,
-                    self.phone.as_deref(),
-                    self.model.as_deref(),
-                )
-        {
-            return false;
-        }
-        let Some(phone) = &self.phone else {
-            return true;
-        };
-        same(state.phone(phone.id), Some(phone))
-            && same(state.tenant(phone.tenant_id), self.tenant.as_ref())
-            && same(state.line_ids(phone.id), self.line_ids.as_ref())
-    }
-
-    /// The input a request would have: the phone's model wins over the
-    /// request's.
-    pub fn effective_model<'a>(
-        phone: Option<&'a Arc<Phone>>,
-        requested: Option<&'a str>,
-    ) -> Option<&'a str> {
-        phone.and_then(|p| p.model.as_deref()).or(requested)
-    }
-}
-
-/// The stamps of the keys `templates::resolve` looks at, in its order
-/// (phone, tenant, model, family); 0 for a key it does not look at. Only
-/// these: another tenant's template of the same file is no change here.
-fn template_stamps(
-    state: &MirrorState,
-    family: Family,
-    file: &str,
-    phone: Option<&Phone>,
-    model: Option<&str>,
-) -> [u64; 4] {
-    let key = |scope| {
-        state.stamp(Input::Template {
-            family,
-            file,
-            scope,
-        })
-    };
-    [
-        phone.map_or(0, |p| key(ScopeKey::Phone(p.mac))),
-        phone.map_or(0, |p| key(ScopeKey::Tenant(p.tenant_id))),
-        model
-            .filter(|m| !m.is_empty())
-            .map_or(0, |m| key(ScopeKey::Model(m))),
-        key(ScopeKey::Family),
-    ]
-}
-
-/// Whether a template at `t`'s key could render the file `i` describes.
-fn may_render(t: &Template, i: &Inputs) -> bool {
-    if t.family != i.family || *t.file_pattern != *i.template {
-        return false;
-    }
-    match ScopeKey::of(t) {
-        ScopeKey::Family => true,
-        ScopeKey::Model(model) => i.model.as_deref() == Some(model),
-        ScopeKey::Tenant(tenant) => i.phone.as_ref().is_some_and(|p| p.tenant_id == tenant),
-        ScopeKey::Phone(mac) => i.phone.as_ref().is_some_and(|p| p.mac == mac),
-        ScopeKey::Other(_) => false,
+        _ => None,
     }
 }
 
@@ -225,6 +85,12 @@ pub(crate) struct RenderCache {
     failures: Cache<RenderKey, Arc<(Inputs, ProvisionError)>>,
     /// Keys the self-check has yet to visit in its current pass.
     unchecked: Mutex<Vec<RenderKey>>,
+    /// The spelling a phone's file is cached under, by rule. A file name's
+    /// case and a Snom name's model part are free, so one phone's file has
+    /// endless spellings, each a render; cached side by side, anyone who
+    /// knows a MAC could fill the cache every tenant shares. A phone keeps
+    /// one entry per rule, and a new spelling replaces the old one.
+    spellings: Cache<SpellingKey, Box<str>>,
 }
 
 impl RenderCache {
@@ -233,6 +99,7 @@ impl RenderCache {
             files: ArcSwap::from_pointee(build(bytes)),
             failures: Cache::new(FAILURES),
             unchecked: Mutex::default(),
+            spellings: Cache::new(SPELLINGS),
         }
     }
 
@@ -273,11 +140,30 @@ impl RenderCache {
             .as_ref()
             .is_some_and(|i| i.is_current(latest, shipped, model));
         if current {
+            let rule = file.inputs.as_ref().map(|i| i.template);
+            if let Some(spelling) = spelling_key(&key, rule) {
+                let before = self.spellings.get(&spelling);
+                if let Some(before) = before.filter(|b| **b != *key.file) {
+                    self.files.load().invalidate(&RenderKey {
+                        file: before,
+                        ..key.clone()
+                    });
+                }
+                self.spellings.insert(spelling, key.file.clone());
+            }
             self.files.load().insert(key, file.clone());
         } else {
             metrics::counter!("dialtone_render_cache_fills_dropped_total").increment(1);
         }
         current
+    }
+
+    /// Whether `key` is a phone's file cached under another spelling of the
+    /// same `rule`: the render it asks for costs its source a miss.
+    pub fn respelled(&self, key: &RenderKey, rule: &'static str) -> bool {
+        spelling_key(key, Some(rule))
+            .and_then(|spelling| self.spellings.get(&spelling))
+            .is_some_and(|cached| *cached != *key.file)
     }
 
     /// The error a render from what `state` holds now ended with, if any.
@@ -326,6 +212,7 @@ impl RenderCache {
     pub fn clear(&self) {
         self.files.load().invalidate_all();
         self.failures.invalidate_all();
+        self.spellings.invalidate_all();
     }
 
     pub fn len(&self) -> u64 {

@@ -283,6 +283,68 @@ async fn scanners_get_banned_while_phones_keep_booting() {
     assert_eq!(f.provisioner.guard().banned_sources(), 1);
 }
 
+/// A phone's own file has endless spellings (any case; any model part in
+/// a Snom name), each a render. They are served, but cached one per phone
+/// and rule, so no one who knows a MAC fills the cache every tenant
+/// shares, and each new spelling costs its source a miss.
+#[tokio::test]
+async fn spellings_of_a_phones_file_share_one_cache_entry_and_cost_misses() {
+    let f = Fixture::new().await;
+    let phone_ip: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    assert!(f
+        .provisioner
+        .provision(&from(phone_ip, "snomD785-000413000003.htm"))
+        .is_ok());
+    let before = f.provisioner.cached_files();
+
+    // From one source: served until its misses ban it.
+    let scanner: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+    let served = (0..100u32)
+        .take_while(|n| {
+            let path = format!("snomX{n}-000413000003.htm");
+            f.provisioner.provision(&from(scanner, &path)).is_ok()
+        })
+        .count();
+    assert!(served < 40, "{served} spellings served before a ban");
+    // From a hundred sources (TFTP's can be forged): all served, one entry.
+    for n in 0..100u32 {
+        let ip = std::net::IpAddr::from([198, 51, 100, n as u8]);
+        let path = format!("SNOMd{n}-000413000003.HTM");
+        assert!(f.provisioner.provision(&from(ip, &path)).is_ok(), "{path}");
+    }
+    assert!(
+        f.provisioner.cached_files() <= before,
+        "{} files cached, {before} before",
+        f.provisioner.cached_files()
+    );
+    // The phone's own spelling is still served, and its next ask is a hit.
+    for _ in 0..2 {
+        assert!(f
+            .provisioner
+            .provision(&from(phone_ip, "snomD785-000413000003.htm"))
+            .is_ok());
+    }
+    assert!(!f.provisioner.guard().is_banned(phone_ip));
+
+    // Nor does another spelling in the cache lock out a phone whose own
+    // source is banned (an office behind the scanner's address).
+    for n in 0..40u32 {
+        let _ = f
+            .provisioner
+            .provision(&from(phone_ip, &format!("0015650{n:05x}.cfg")));
+    }
+    assert!(f.provisioner.guard().is_banned(phone_ip));
+    let elsewhere = std::net::IpAddr::from([198, 51, 100, 200]);
+    assert!(f
+        .provisioner
+        .provision(&from(elsewhere, "snomElse-000413000003.htm"))
+        .is_ok());
+    assert!(f
+        .provisioner
+        .provision(&from(phone_ip, "snomD785-000413000003.htm"))
+        .is_ok());
+}
+
 /// A provisioner over the fixture's mirror that records provisioning
 /// history, and the writer that stores it.
 fn recording(f: &Fixture) -> (Provisioner, dialtone_sync::history::HistoryWriter) {
