@@ -64,6 +64,9 @@ fn durations_past_their_bounds_are_refused_by_name() {
         ("provisioning", "http_header_timeout_s", "0"),
         ("http", "shutdown_grace_s", "9223372036854775807"),
         ("lookup", "max_stale_s", "9223372036854775807"),
+        ("mirror", "max_catch_up_rows", "0"),
+        ("mirror", "max_catch_up_rows", "-1"),
+        ("mirror", "change_log_max_rows", "0"),
     ] {
         let err = load(&format!("[{section}]\n{key} = {value}\n"), &[])
             .and_then(|c| c.validate())

@@ -194,6 +194,27 @@ impl Config {
             ("lookup.breaker_cooldown_s", l.breaker_cooldown_s, 0, 86_400),
             ("supervision.window_s", self.supervision.window_s, 1, 86_400),
         ];
+        // Row counts: 0 is no "unlimited" here. A catch-up limit of 0 made
+        // every change a full reload, and -1 reloaded at every poll.
+        let counts: [(&str, i64, i64, i64); 2] = [
+            (
+                "mirror.max_catch_up_rows",
+                m.max_catch_up_rows,
+                1,
+                10_000_000,
+            ),
+            (
+                "mirror.change_log_max_rows",
+                m.change_log_max_rows,
+                1,
+                1_000_000_000_000,
+            ),
+        ];
+        for (name, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                bail!("{name} must be between {min} and {max} (got {value})");
+            }
+        }
         for (name, value, min, max) in bounds {
             if !(min..=max).contains(&value) {
                 bail!("{name} must be between {min} and {max} (got {value})");
