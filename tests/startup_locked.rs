@@ -33,6 +33,10 @@ fn a_start_on_locked_tables_says_so_and_serves_once_they_are_free() {
         server.stderr().contains("waiting for the mirrored tables")
     });
     assert!(told.is_some(), "nothing said: {}", server.stderr());
+    // A SIGHUP in this window (logrotate, systemctl reload) is no death:
+    // it is applied as a reload once the node is up.
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
     assert_ne!(
         server.try_get("/readyz").map(|(status, _)| status),
         Some(200),
@@ -46,6 +50,14 @@ fn a_start_on_locked_tables_says_so_and_serves_once_they_are_free() {
     });
     assert!(ready.is_some(), "never ready: {}", server.stderr());
     assert!(server.stderr().contains("the mirrored tables are free"));
+    let reloaded = wait_until(Duration::from_secs(10), || {
+        server.stderr().contains("SIGHUP")
+    });
+    assert!(
+        reloaded.is_some(),
+        "the early SIGHUP was lost: {}",
+        server.stderr()
+    );
     assert_eq!(server.stop(), 0);
 }
 

@@ -41,6 +41,7 @@ pub async fn run(
     demo: bool,
     log: LogHandle,
 ) -> Result<()> {
+    let hangup = signals::Hangup::install()?;
     startup::raise_open_file_limit(&config);
     let (store, key) = open_store(&config).await?;
     let sockets = Sockets::bind(&config).await?;
@@ -127,6 +128,7 @@ pub async fn run(
         overrides,
         config.clone(),
         log,
+        hangup,
         signals::reload_live(
             provisioner.clone(),
             static_dir,

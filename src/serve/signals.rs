@@ -31,18 +31,18 @@ pub(super) fn signals(
     overrides: crate::config::Overrides,
     started_with: Config,
     log: LogHandle,
+    mut hup: Hangup,
     reload_live: impl Fn(Option<&Config>) + Send + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     Ok(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => {
+                _ = hup.0.recv() => {
                     // This task alone hears SIGTERM: a reload that panicked
                     // and ended it would leave the process deaf to a stop.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -74,6 +74,23 @@ pub(super) fn signals(
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })
+}
+
+/// SIGHUP heard from the first moment of `serve`. Startup can take long
+/// (migration retries, a load waiting behind an import's lock), and
+/// SIGHUP's default action is death: a logrotate or `systemctl reload` in
+/// that window killed the node, and systemd counts a death by SIGHUP as a
+/// clean stop, so it was not restarted. One that arrives then is applied
+/// as a reload once the node is up.
+pub(super) struct Hangup(tokio::signal::unix::Signal);
+
+impl Hangup {
+    pub(super) fn install() -> Result<Hangup> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Hangup(
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        ))
+    }
 }
 
 /// Re-reads the config and applies the log settings; the new config, or
