@@ -25,6 +25,12 @@ use tokio_util::sync::CancellationToken;
 use crate::queue::{self, Dropped};
 use crate::SyncError;
 
+/// The longest one write may take before the database counts as gone. A
+/// batch is small and takes milliseconds; without a limit, a connection
+/// that went silent (a failover without a reset) held the writer for as
+/// long as TCP took to give up, while its queue filled and dropped.
+const WRITE_LIMIT: Duration = Duration::from_secs(60);
+
 /// Writes one batch.
 pub(crate) type Write<T> =
     Box<dyn for<'a> Fn(&'a [T]) -> BoxFuture<'a, Result<(), SyncError>> + Send + Sync>;
@@ -104,13 +110,45 @@ impl<T: Send + Sync> Writer<T> {
                 break;
             }
             if !inner.pending.is_empty() {
-                inner.write_pending().await;
+                inner.write_until_stopped(&stop, final_limit).await;
             }
         }
     }
 }
 
 impl<T: Send + Sync> Inner<T> {
+    /// A batch written while running; a stop that comes meanwhile gives it
+    /// `final_limit` more, as the last batch gets, and what it has not
+    /// written by then counts as lost to the shutdown.
+    async fn write_until_stopped(&mut self, stop: &CancellationToken, final_limit: Duration) {
+        let finished = {
+            let write = self.write_pending();
+            tokio::pin!(write);
+            tokio::select! {
+                _ = &mut write => true,
+                _ = stop.cancelled() => tokio::time::timeout(final_limit, &mut write).await.is_ok(),
+            }
+        };
+        if !finished {
+            self.lost_to_shutdown(final_limit);
+        }
+    }
+
+    fn lost_to_shutdown(&mut self, limit: Duration) {
+        // Whatever the cut-off write left (it may have committed, which
+        // nobody can tell from here) counts as lost to the shutdown.
+        let records = self.pending.len() - self.settled;
+        Dropped::Stopped.count(self.queue.metric(), records);
+        tracing::warn!(
+            records,
+            what = self.what,
+            limit_s = limit.as_secs_f64(),
+            "the database did not take a batch before the shutdown's limit; dropped it"
+        );
+        self.pending.clear();
+        self.settled = 0;
+    }
+
     /// The last batch: everything that was queued, at most the queue's
     /// capacity (plus sends that were under way).
     async fn write_final(&mut self, limit: Duration) {
@@ -121,18 +159,7 @@ impl<T: Send + Sync> Inner<T> {
             .await
             .is_err()
         {
-            // Whatever the cut-off write left (it may have committed, which
-            // nobody can tell from here) counts as lost to the shutdown.
-            let records = self.pending.len() - self.settled;
-            Dropped::Stopped.count(self.queue.metric(), records);
-            tracing::warn!(
-                records,
-                what = self.what,
-                limit_s = limit.as_secs_f64(),
-                "the database did not take the final batch in time; dropped it"
-            );
-            self.pending.clear();
-            self.settled = 0;
+            self.lost_to_shutdown(limit);
         }
     }
 
@@ -188,13 +215,12 @@ impl<T: Send + Sync> Inner<T> {
         let records = &self.pending[range];
         // The closure is called inside, so a panic before its future
         // exists is caught too.
-        match AssertUnwindSafe(async { (self.write)(records).await })
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Failure::Refused(e)),
-            Err(panic) => Err(Failure::Panicked(panic_text(&*panic).to_string())),
+        let write = AssertUnwindSafe(async { (self.write)(records).await }).catch_unwind();
+        match tokio::time::timeout(WRITE_LIMIT, write).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Failure::Refused(e)),
+            Ok(Err(panic)) => Err(Failure::Panicked(panic_text(&*panic).to_string())),
+            Err(_) => Err(Failure::Stalled),
         }
     }
 
@@ -232,18 +258,24 @@ fn max_writes(n: usize) -> usize {
 enum Failure {
     Refused(SyncError),
     Panicked(String),
+    /// No answer within [`WRITE_LIMIT`]: as good as unreachable.
+    Stalled,
 }
 
 impl Failure {
     fn reason(&self) -> Dropped {
         match self {
-            Failure::Refused(_) => Dropped::Failed,
+            Failure::Refused(_) | Failure::Stalled => Dropped::Failed,
             Failure::Panicked(_) => Dropped::Panicked,
         }
     }
 
     fn is_transient(&self) -> bool {
-        matches!(self, Failure::Refused(e) if e.is_transient())
+        match self {
+            Failure::Refused(e) => e.is_transient(),
+            Failure::Stalled => true,
+            Failure::Panicked(_) => false,
+        }
     }
 }
 
@@ -252,6 +284,11 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Refused(e) => write!(f, "{e}"),
             Failure::Panicked(text) => write!(f, "the write panicked: {text}"),
+            Failure::Stalled => write!(
+                f,
+                "no answer from the database within {} s",
+                WRITE_LIMIT.as_secs()
+            ),
         }
     }
 }
