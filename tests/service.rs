@@ -436,6 +436,18 @@ fn sighup_reloads_shipped_templates_and_reopens_the_log_file() {
             .contains("SIGHUP"),
         "nothing after the HUP went to the old file"
     );
+    // Another HUP with nothing changed (the next night's logrotate) keeps
+    // what is rendered.
+    server.signal("HUP");
+    let kept = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| {
+            text.contains("SIGHUP: shipped templates unchanged; rendered files kept")
+        })
+    });
+    assert!(
+        kept.is_some(),
+        "an unchanged set dropped the rendered files"
+    );
     assert_eq!(server.stop(), 0);
 }
 

@@ -218,7 +218,14 @@ pub(super) fn reload_live(
             }
         }
         match provisioner.reload_shipped() {
-            Ok(n) => tracing::info!(templates = n, "SIGHUP: shipped templates reloaded"),
+            Ok((n, true)) => tracing::info!(
+                templates = n,
+                "SIGHUP: shipped templates reloaded (rendered files dropped)"
+            ),
+            Ok((n, false)) => tracing::info!(
+                templates = n,
+                "SIGHUP: shipped templates unchanged; rendered files kept"
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
             }

@@ -371,6 +371,27 @@ fn the_self_check_drops_outdated_entries_without_counting_them_stale() {
 
 /// One tenant's template edits outdate only the files they could render:
 /// another tenant's cached files stay hits.
+/// A SIGHUP that finds the shipped templates as they were (logrotate's)
+/// keeps every rendered file; one that finds a change drops them.
+#[test]
+fn a_reload_of_unchanged_shipped_templates_keeps_rendered_files() {
+    let f = Fixture::new(dataset());
+    f.get(FILE);
+    let cached = f.provisioner.cached_files();
+    assert!(cached > 0);
+    let (_, changed) = f.provisioner.reload_shipped().unwrap();
+    assert!(!changed);
+    assert_eq!(f.provisioner.cached_files(), cached);
+    std::fs::write(
+        f._dir.path().join("yealink/{mac}.cfg.tera"),
+        "# shipped v2\n",
+    )
+    .unwrap();
+    let (_, changed) = f.provisioner.reload_shipped().unwrap();
+    assert!(changed);
+    assert_eq!(f.provisioner.cached_files(), 0);
+}
+
 #[test]
 fn a_tenants_template_leaves_other_tenants_cached() {
     let mut data = dataset();

@@ -233,14 +233,19 @@ impl Provisioner {
     }
 
     /// Re-reads the shipped templates from where they came from (SIGHUP).
-    /// On error the running set stays.
-    pub fn reload_shipped(&self) -> Result<usize, ProvisionError> {
+    /// On error the running set stays. Unchanged files change nothing: a
+    /// SIGHUP for logrotate must not make every phone's next fetch a
+    /// render. The count, and whether anything changed.
+    pub fn reload_shipped(&self) -> Result<(usize, bool), ProvisionError> {
         let current = self.shipped.load();
         let shipped = Shipped::from_source(&current.source, current.generation + 1)?;
         let count = shipped.len();
+        if shipped.same_files(&current) {
+            return Ok((count, false));
+        }
         self.shipped.store(Arc::new(shipped));
         self.rendered.clear();
-        Ok(count)
+        Ok((count, true))
     }
 
     /// Indexes the static-file folder (start, SIGHUP). On error the

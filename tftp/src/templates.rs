@@ -58,6 +58,11 @@ impl Shipped {
         Ok(shipped)
     }
 
+    /// Whether both hold the same files with the same text.
+    pub fn same_files(&self, other: &Shipped) -> bool {
+        self.templates == other.templates
+    }
+
     /// The set built into the binary.
     pub fn built_in(generation: u64) -> Shipped {
         let mut templates = HashMap::new();
