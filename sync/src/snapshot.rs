@@ -55,14 +55,15 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
     // Unique within the process too: the final write at shutdown may start
     // while a periodic one still runs, and they must not share a file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp{}.{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("snapshot"),
-        std::process::id(),
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("snapshot");
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if write == 0 {
+        remove_leftovers(dir, name);
+    }
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp{}.{write}", std::process::id()));
     let result = (|| -> Result<(), SyncError> {
         let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
         let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
@@ -77,6 +78,39 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|_| header)
+}
+
+/// Removes the half-written files of processes that died while writing
+/// (killed, out of memory, the machine lost): each is as large as a
+/// snapshot, and nothing else would ever remove them. A file of a process
+/// still running (another node sharing the folder) is left alone.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if pid != std::process::id() && !alive {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a snapshot a dead process left half-written")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a half-written snapshot")
+                }
+            }
+        }
+    }
 }
 
 /// A stable name for a database URL that leaves out any password: the

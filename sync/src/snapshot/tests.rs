@@ -197,6 +197,28 @@ fn every_field_round_trips() {
     assert_eq!(state.to_dataset(), data);
 }
 
+/// What a dead process left half-written beside the snapshot is removed
+/// (by a process's first write), and nothing else.
+#[test]
+fn a_dead_writers_leftovers_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    // Past any pid_max: no such process runs.
+    let dead = dir.path().join(".s.tmp99999999.0");
+    // pid 1 always runs; and a file of another snapshot's name.
+    let live = dir.path().join(".s.tmp1.0");
+    let other = dir.path().join(".t.tmp99999999.0");
+    for file in [&dead, &live, &other] {
+        std::fs::write(file, b"half").unwrap();
+    }
+    // Called directly: a process's first write calls it, and the tests
+    // share one process.
+    super::remove_leftovers(dir.path(), "s");
+    write(&mirror_of(&every_field()), &path, "source-a").unwrap();
+    assert!(!dead.exists());
+    assert!(live.exists() && other.exists() && path.exists());
+}
+
 #[test]
 fn large_tables_cross_the_read_buffer() {
     let mut data = every_field();
