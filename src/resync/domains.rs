@@ -42,7 +42,7 @@ impl SipDomains {
                     .filter_map(Value::as_str)
                     .filter(|d| check_domain(d).is_ok())
                     .take(MAX_DOMAINS)
-                    .map(str::to_ascii_lowercase)
+                    .map(comparable)
                     .collect()
             })
             .unwrap_or_default();
@@ -53,12 +53,13 @@ impl SipDomains {
     /// without a port).
     pub fn allow(&self, host: &str) -> Result<(), String> {
         let bare = without_port(host);
+        let wanted = comparable(bare);
         if self.0.is_empty() {
             return Err(format!(
                 "the tenant has no SIP domains (settings.{SETTING}, set by a global admin)"
             ));
         }
-        if self.0.iter().any(|d| d.eq_ignore_ascii_case(bare)) {
+        if self.0.contains(&wanted) {
             Ok(())
         } else {
             Err(format!(
@@ -68,7 +69,21 @@ impl SipDomains {
     }
 }
 
+/// A domain or host as compared: lowercase, and an address in its one
+/// canonical text, brackets off (`[2001:DB8:0::5]` is `2001:db8::5`, as a
+/// registrar's host names it).
+fn comparable(domain: &str) -> String {
+    let bare = domain.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(address) => address.to_string(),
+        Err(_) => domain.to_ascii_lowercase(),
+    }
+}
+
 fn without_port(host: &str) -> &str {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return host;
+    }
     match host.strip_prefix('[') {
         Some(rest) => rest.split_once(']').map_or(host, |(v6, _)| v6),
         None => host.split(':').next().unwrap_or(host),
@@ -134,6 +149,19 @@ mod tests {
         ] {
             assert!(acme.allow(other).is_err(), "{other}");
         }
+    }
+
+    /// An address set in brackets, or spelled another way, is the same
+    /// address a registrar names.
+    #[test]
+    fn addresses_match_however_they_are_spelled() {
+        let acme = SipDomains::of(&tenant(
+            r#"{"sip_domains": ["[2001:db8::5]", "2001:DB8:0:0::7"]}"#,
+        ));
+        assert_eq!(acme.allow("[2001:db8::5]:5060"), Ok(()));
+        assert_eq!(acme.allow("[2001:db8::7]"), Ok(()));
+        assert_eq!(acme.allow("2001:db8::5"), Ok(()));
+        assert!(acme.allow("[2001:db8::6]:5060").is_err());
     }
 
     #[test]
