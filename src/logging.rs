@@ -85,7 +85,7 @@ impl<'a> MakeWriter<'a> for LogFile {
 /// `RUST_LOG` wins over the configured filter. Commands other than `serve`
 /// log only warnings to stderr unless told otherwise, so their output stays
 /// readable; only `serve` writes the configured log file.
-pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
+pub fn init(config: &LogConfig, serving: bool) -> Result<LogHandle, String> {
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if serving {
             config.filter.clone()
@@ -100,16 +100,15 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
     });
     let (filter_layer, handle) = reload::Layer::new(filter);
     let file = match (&config.file, serving) {
-        (Some(path), true) => match LogFile::open(path) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                eprintln!(
-                    "dialtone: cannot open the log file {} (log.file): {e}; logging to stderr",
-                    path.display()
-                );
-                None
-            }
-        },
+        // A node that cannot write the log it was told to is not started:
+        // logging elsewhere, it would be silent where it is watched, and
+        // every SIGHUP's reopen would do nothing.
+        (Some(path), true) => Some(LogFile::open(path).map_err(|e| {
+            format!(
+                "cannot open the log file {} (log.file): {e}",
+                path.display()
+            )
+        })?),
         _ => None,
     };
     let json = config.format == LogFormat::Json;
@@ -140,10 +139,10 @@ pub fn init(config: &LogConfig, serving: bool) -> LogHandle {
         .with(filter_layer)
         .with(output)
         .try_init();
-    LogHandle {
+    Ok(LogHandle {
         filter: handle,
         file,
-    }
+    })
 }
 
 /// Writes each text event as exactly one line. Fields the text format

@@ -189,7 +189,13 @@ fn main() -> ExitCode {
         }
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    let log = logging::init(&config.log, serving);
+    let log = match logging::init(&config.log, serving) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("dialtone: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // phlem runs on one thread: on a machine it shares with the server it
     // leaves the other cores to the server, and it saves the cross-thread
     // wake-ups of a work-stealing pool. `--shard` spreads it over processes.

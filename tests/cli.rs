@@ -59,6 +59,27 @@ fn check_config_masks_secrets() {
     );
 }
 
+/// A log file that cannot be opened stops `serve` with the reason, rather
+/// than a node logging somewhere nobody watches.
+#[test]
+fn an_unwritable_log_file_stops_serve_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("no-such-folder").join("dialtone.log");
+    let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
+    cmd.env("DIALTONE_LOG__FILE", &log)
+        .arg("serve")
+        .arg("--listen")
+        .arg(free_addr().to_string());
+    free_phone_listeners(&mut cmd);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.trim().starts_with("dialtone: cannot open the log file") && err.contains("(log.file)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unreachable_database_without_snapshot_exits_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
