@@ -129,7 +129,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_resync_failed_total",
-        "Resyncs that ended without a 2xx, by reason (rejected, timeout, no_address, send).",
+        "Resyncs that ended without a 2xx, by reason (rejected, timeout, no_address, send, interrupted).",
     ),
     (
         "dialtone_resync_queued_total",
@@ -209,7 +209,7 @@ pub const GAUGES: &[(&str, &str)] = &[
     ),
     (
         "dialtone_degraded",
-        "1 while a supervised task restarts too often, by task.",
+        "1 while any supervised task restarts too often (which ones: /readyz's degraded list).",
     ),
     ("dialtone_lookup_inflight", "Caller-name lookups in flight."),
     (
@@ -361,6 +361,9 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
     ("dialtone_tftp_refused_total", &[("reason", "write")]),
     ("dialtone_tftp_refused_total", &[("reason", "malformed")]),
+    ("dialtone_resync_failed_total", &[("reason", "timeout")]),
+    ("dialtone_resync_failed_total", &[("reason", "send")]),
+    ("dialtone_resync_failed_total", &[("reason", "no_address")]),
 ];
 
 /// Gauges registered at 0 when the recorder is installed: those set only

@@ -191,6 +191,16 @@ impl Supervisor {
                 this.record_start(name);
                 let outcome = tokio::spawn(make()).await;
                 if stop.is_cancelled() {
+                    // No restart; but a panic on the way out (a final write,
+                    // a drain) is still a panic, and still says so.
+                    if let Err(e) = outcome {
+                        if e.is_panic() {
+                            let message = panic_message(e.into_panic());
+                            metrics::counter!("dialtone_task_panics_total", "task" => name)
+                                .increment(1);
+                            tracing::error!(task = name, panic = %message, "background task panicked while stopping");
+                        }
+                    }
                     break;
                 }
                 let counted = match outcome.map(TaskEnd::exit) {
@@ -204,12 +214,7 @@ impl Supervisor {
                         true
                     }
                     Err(e) if e.is_panic() => {
-                        let panic = e.into_panic();
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "non-text panic".into());
+                        let message = panic_message(e.into_panic());
                         metrics::counter!("dialtone_task_panics_total", "task" => name).increment(1);
                         tracing::error!(task = name, panic = %message, "background task panicked; restarting");
                         true
@@ -237,6 +242,15 @@ impl Supervisor {
             }
         });
     }
+}
+
+/// A panic's text, as `panic!` gave it.
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".into())
 }
 
 #[cfg(test)]

@@ -60,7 +60,18 @@ impl ResyncService {
         let slots = Arc::new(Semaphore::new(self.inner.config.max_inflight));
         let mut running = JoinSet::new();
         loop {
-            while running.try_join_next().is_some() {}
+            while let Some(done) = running.try_join_next() {
+                // Its resync already reads "interrupted" (`Interrupted`);
+                // the panic itself must not pass unseen.
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        let message = crate::supervise::panic_message(e.into_panic());
+                        metrics::counter!("dialtone_task_panics_total", "task" => "resync-transaction")
+                            .increment(1);
+                        tracing::error!(panic = %message, "a resync transaction panicked");
+                    }
+                }
+            }
             let permit = tokio::select! {
                 _ = cancel.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p {
