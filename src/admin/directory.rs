@@ -274,7 +274,7 @@ pub async fn create_entry(
         Err(e) if e.status == StatusCode::NOT_FOUND => {}
         Err(e) => return Err(e),
     }
-    let entries = state.mirror.load().directory_len(tenant.id);
+    let entries = super::tenants::entries_held(&state, &state.mirror.load(), tenant.id);
     state
         .quotas
         .check(&tenant, Quota::DirectoryEntries, entries as u64 + 1)?;

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::TenantInput;
-use dialtone_sync::{etag_of, MirrorState, Mutation, Target, Tenant};
+use dialtone_sync::{etag_of, Id, MirrorState, Mutation, Target, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -90,6 +90,16 @@ pub struct DeleteQuery {
     pub force: Option<bool>,
 }
 
+/// The directory entries `tenant` holds against its quota: its own, and
+/// those its mirrored LDAP sources hold on this node.
+pub(crate) fn entries_held(state: &AdminState, mirror: &MirrorState, tenant: Id) -> usize {
+    let mirrored = state
+        .lookups
+        .as_ref()
+        .map_or(0, |l| l.mirrored_entries(mirror, tenant));
+    mirror.directory_len(tenant) + mirrored as usize
+}
+
 /// Counts kept by the mirror's per-tenant indexes: no walk of the
 /// tenant's rows, so a list of tenants costs a few lookups each.
 pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> TenantView {
@@ -114,7 +124,7 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
         etag: etag_of(t),
         usage: TenantUsage {
             phones: usage(mirror.phone_count(t.id), phones),
-            directory_entries: usage(mirror.directory_len(t.id), entries),
+            directory_entries: usage(entries_held(state, mirror, t.id), entries),
             directory_sources: usage(mirror.source_count(t.id), sources),
         },
     }

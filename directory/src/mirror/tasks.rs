@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_sync::{now_millis, Entity, Id};
+use dialtone_sync::{now_millis, Entity, Id, MirrorState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -181,6 +181,18 @@ impl LookupService {
         source.mirror.as_ref().map(|m| m.status())
     }
 
+    /// The entries `tenant`'s mirrored sources hold on this node: with its
+    /// own entries, what its `directory_entries` quota bounds.
+    pub fn mirrored_entries(&self, state: &MirrorState, tenant: Id) -> u64 {
+        self.inner
+            .sources
+            .sources_of(state, tenant)
+            .iter()
+            .filter_map(|s| s.mirror.as_ref())
+            .map(|m| m.status().entries)
+            .sum()
+    }
+
     /// Loads a mirrored source's file if it has none in memory yet (for
     /// `dialtone lookup`, which runs no sync tasks).
     pub async fn load_mirror(&self, source: &RemoteSource) {
@@ -239,15 +251,18 @@ impl LookupService {
     }
 
     /// The source's own `max_entries`, within its share of the tenant's
-    /// `directory_entries` quota: the quota split evenly over the tenant's
-    /// mirrored sources, so that ten of them hold no more than one would.
-    fn max_entries(&self, tenant: Id, ldap: &LdapSource) -> usize {
+    /// `directory_entries` quota: what the tenant's own entries leave of
+    /// it, split evenly over the tenant's mirrored sources, so that ten of
+    /// them hold no more than one would, and mirrored and own entries
+    /// together no more than the quota.
+    pub(super) fn max_entries(&self, tenant: Id, ldap: &LdapSource) -> usize {
         let state = self.inner.mirror.load();
         let quota = state
             .tenant(tenant)
             .map_or(self.inner.options.mirror_entry_quota, |t| {
                 entry_quota(&t.settings, self.inner.options.mirror_entry_quota)
-            });
+            })
+            .saturating_sub(state.directory_len(tenant) as u64);
         let mirrored = self
             .inner
             .sources

@@ -245,6 +245,53 @@ mod service {
         (db, LookupService::new(mirror, None, options), acme)
     }
 
+    /// A tenant's own entries and its mirrored ones share one
+    /// `directory_entries` quota: a mirror gets what the own entries leave,
+    /// and what it holds counts for the admin API's next create.
+    #[tokio::test]
+    async fn own_and_mirrored_entries_share_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, service, acme) = setup(dir.path()).await;
+        let store = db.store().await;
+        let mut quota = build::tenant("acme", "US");
+        if let dialtone_sync::Mutation::UpsertTenant(t) = &mut quota {
+            t.settings = r#"{"quotas":{"directory_entries":10}}"#.into();
+        }
+        let own: Vec<_> = (0..4)
+            .map(|n| {
+                build::entry(
+                    "acme",
+                    &format!("e{n}"),
+                    "Own",
+                    &[&format!("+1555010{n:04}")],
+                )
+            })
+            .collect();
+        store
+            .apply(&[&[quota][..], &own[..]].concat(), &build::audit("quota"))
+            .await
+            .unwrap();
+        watcher::full_load(&service.inner.mirror, &*store)
+            .await
+            .unwrap();
+        let source = service.source(acme, "ad").unwrap();
+        let crate::sources::Remote::Ldap(ldap) = &source.remote else {
+            panic!("an LDAP source");
+        };
+        assert_eq!(service.max_entries(acme, ldap), 6);
+
+        let mirror = source.mirror.clone().unwrap();
+        let d = data(vec![
+            raw("cn=ann", Some("Ann"), &["5550101234"]),
+            raw("cn=bob", Some("Bob"), &["5550101235"]),
+        ]);
+        mirror.publish(Some(d.index(7)), &d);
+        assert_eq!(
+            service.mirrored_entries(&service.inner.mirror.load(), acme),
+            2
+        );
+    }
+
     #[tokio::test]
     async fn lookups_answer_from_the_mirror_alone() {
         let dir = tempfile::tempdir().unwrap();
