@@ -195,7 +195,7 @@ impl Supervisor {
                     // a drain) is still a panic, and still says so.
                     if let Err(e) = outcome {
                         if e.is_panic() {
-                            let message = panic_message(e.into_panic());
+                            let message = panic_message(&*e.into_panic());
                             metrics::counter!("dialtone_task_panics_total", "task" => name)
                                 .increment(1);
                             tracing::error!(task = name, panic = %message, "background task panicked while stopping");
@@ -214,7 +214,7 @@ impl Supervisor {
                         true
                     }
                     Err(e) if e.is_panic() => {
-                        let message = panic_message(e.into_panic());
+                        let message = panic_message(&*e.into_panic());
                         metrics::counter!("dialtone_task_panics_total", "task" => name).increment(1);
                         tracing::error!(task = name, panic = %message, "background task panicked; restarting");
                         true
@@ -245,7 +245,7 @@ impl Supervisor {
 }
 
 /// A panic's text, as `panic!` gave it.
-pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -355,13 +355,13 @@ fn audit_name(target: &Target) -> (&'static str, String) {
     }
 }
 
-/// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
-/// asks that the row exist, which the handlers check anyway.
 /// Whether the caller's own `If-Match` already asks for `etag`.
 fn asks_for(asked: &Option<Mutation>, etag: &str) -> bool {
     matches!(asked, Some(Mutation::Expect { etag: wanted, .. }) if wanted == etag)
 }
 
+/// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
+/// asks that the row exist, which the handlers check anyway.
 fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
     let wanted = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     if wanted == "*" || wanted.is_empty() {

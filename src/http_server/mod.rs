@@ -506,7 +506,7 @@ where
         Ok(Err(never)) => match never {},
         Err(panic) => {
             metrics::counter!("dialtone_request_panics_total").increment(1);
-            tracing::error!(%peer, path = uri.path(), panic = panic_text(&*panic), "HTTP handler panicked");
+            tracing::error!(%peer, path = uri.path(), panic = crate::supervise::panic_message(&*panic), "HTTP handler panicked");
             axum::response::IntoResponse::into_response((
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error\n",
@@ -570,14 +570,6 @@ impl tokio::io::AsyncWrite for PlainTcp {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-text panic".into())
 }
 
 /// Answers 503 and closes gently: closing with the client's request still

@@ -65,7 +65,7 @@ impl ResyncService {
                 // the panic itself must not pass unseen.
                 if let Err(e) = done {
                     if e.is_panic() {
-                        let message = crate::supervise::panic_message(e.into_panic());
+                        let message = crate::supervise::panic_message(&*e.into_panic());
                         metrics::counter!("dialtone_task_panics_total", "task" => "resync-transaction")
                             .increment(1);
                         tracing::error!(panic = %message, "a resync transaction panicked");

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{self, Dropped};
@@ -97,6 +98,9 @@ impl<T: Send + Sync> Writer<T> {
             Dropped::Panicked.count(inner.queue.metric(), inner.pending.len());
             inner.pending.clear();
         }
+        // One limit from the moment of the stop, for the batch under way
+        // and the last one together: the shutdown waits for no more.
+        let mut stopped_at = None;
         loop {
             let Inner {
                 queue,
@@ -106,11 +110,12 @@ impl<T: Send + Sync> Writer<T> {
                 ..
             } = &mut *inner;
             if next_batch(queue, pending, *batch, *linger, &stop).await {
-                inner.write_final(final_limit).await;
+                let spent = stopped_at.map_or(Duration::ZERO, |at: Instant| at.elapsed());
+                inner.write_final(final_limit.saturating_sub(spent)).await;
                 break;
             }
             if !inner.pending.is_empty() {
-                inner.write_until_stopped(&stop, final_limit).await;
+                stopped_at = inner.write_until_stopped(&stop, final_limit).await;
             }
         }
     }
@@ -120,18 +125,27 @@ impl<T: Send + Sync> Inner<T> {
     /// A batch written while running; a stop that comes meanwhile gives it
     /// `final_limit` more, as the last batch gets, and what it has not
     /// written by then counts as lost to the shutdown.
-    async fn write_until_stopped(&mut self, stop: &CancellationToken, final_limit: Duration) {
-        let finished = {
+    /// When the stop came during the write, that moment.
+    async fn write_until_stopped(
+        &mut self,
+        stop: &CancellationToken,
+        final_limit: Duration,
+    ) -> Option<Instant> {
+        let (finished, stopped_at) = {
             let write = self.write_pending();
             tokio::pin!(write);
             tokio::select! {
-                _ = &mut write => true,
-                _ = stop.cancelled() => tokio::time::timeout(final_limit, &mut write).await.is_ok(),
+                _ = &mut write => (true, None),
+                _ = stop.cancelled() => {
+                    let at = Instant::now();
+                    (tokio::time::timeout(final_limit, &mut write).await.is_ok(), Some(at))
+                }
             }
         };
         if !finished {
             self.lost_to_shutdown(final_limit);
         }
+        stopped_at
     }
 
     fn lost_to_shutdown(&mut self, limit: Duration) {

@@ -66,6 +66,9 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
     let tmp: PathBuf = dir.join(format!(".{name}.tmp{}.{write}", std::process::id()));
     let result = (|| -> Result<(), SyncError> {
         let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
+        // Held until the file is closed, or its writer dies: what tells
+        // `remove_leftovers` a live write from a dead one, on any host.
+        lock(&file, false).map_err(|e| SyncError::io(&tmp, e))?;
         let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
@@ -80,27 +83,43 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
     result.map(|_| header)
 }
 
+/// An exclusive `flock` on `file`; `try_only`: without waiting. The
+/// kernel drops it when the file is closed or its process dies, and over
+/// NFS Linux takes it on the server, so it is seen from other hosts too.
+fn lock(file: &std::fs::File, try_only: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let operation = if try_only {
+        libc::LOCK_EX | libc::LOCK_NB
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: a valid descriptor, borrowed from `file` for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Removes the half-written files of processes that died while writing
 /// (killed, out of memory, the machine lost): each is as large as a
-/// snapshot, and nothing else would ever remove them. A file of a process
-/// still running (another node sharing the folder) is left alone.
+/// snapshot, and nothing else would ever remove them. A file still being
+/// written (another node sharing the folder, on this host or another) is
+/// locked by its writer and left alone.
 fn remove_leftovers(dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let prefix = format!(".{name}.tmp");
     for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(pid) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
+        let named = entry.file_name();
+        if !named.to_str().is_some_and(|f| f.starts_with(&prefix)) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path()) else {
             continue;
         };
-        let alive = Path::new("/proc").join(pid.to_string()).exists();
-        if pid != std::process::id() && !alive {
+        if lock(&file, true).is_ok() {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     tracing::info!(file = %entry.path().display(), "removed a snapshot a dead process left half-written")

@@ -339,6 +339,14 @@ async fn restored_feed_body(db: TestDb) {
          pruned_seq = pruned_seq + 10000000 WHERE singleton = 1",
     )
     .await;
+    // And, on PostgreSQL, log rows from the old cluster's future.
+    if db.backend == Backend::Postgres {
+        exec(
+            &db,
+            "UPDATE change_log SET txid = (txid::text::bigint + 10000000)::text::xid8",
+        )
+        .await;
+    }
     store.bump_epoch().await.unwrap();
     let mirror = Mirror::new();
     watcher::full_load(&mirror, &*store).await.unwrap();

@@ -369,8 +369,6 @@ fn the_self_check_drops_outdated_entries_without_counting_them_stale() {
     assert_eq!(f.provisioner.cached_files(), 0);
 }
 
-/// One tenant's template edits outdate only the files they could render:
-/// another tenant's cached files stay hits.
 /// A SIGHUP that finds the shipped templates as they were (logrotate's)
 /// keeps every rendered file; one that finds a change drops them.
 #[test]
@@ -392,6 +390,8 @@ fn a_reload_of_unchanged_shipped_templates_keeps_rendered_files() {
     assert_eq!(f.provisioner.cached_files(), 0);
 }
 
+/// One tenant's template edits outdate only the files they could render:
+/// another tenant's cached files stay hits.
 #[test]
 fn a_tenants_template_leaves_other_tenants_cached() {
     let mut data = dataset();

@@ -130,11 +130,12 @@ impl Provisioner {
             kind: identity.kind,
             file: identity.file.clone(),
             phone,
+            fill: true,
         }))
     }
 
     /// Whether `job` is a phone's own file asked for in another spelling
-    /// than the one its render is cached under: served, but a miss.
+    /// than the one its render is cached under.
     pub(crate) fn respelled(&self, job: &RenderJob) -> bool {
         self.rendered.respelled(&job.key, job.template)
     }
@@ -180,10 +181,11 @@ impl Provisioner {
         let latest = self.mirror.load();
         let generation = self.shipped.load().generation;
         match &result {
-            Ok(rendered) => {
+            Ok(rendered) if job.fill => {
                 self.rendered
                     .fill(job.key, rendered, &latest, generation, model);
             }
+            Ok(_) => {}
             Err(error @ ProvisionError::Render { .. }) => {
                 let inputs = Inputs::of(
                     &job.state,
@@ -313,6 +315,11 @@ pub(crate) struct RenderJob {
     pub(crate) file: String,
     pub(crate) phone: Option<Arc<Phone>>,
     model: Option<String>,
+    /// Whether the result may be cached: not for another spelling of a
+    /// phone's file asked by a source known for the phone, which is served
+    /// uncharged but must not replace the cached spelling (forged, that
+    /// source could otherwise make every fetch of the phone a render).
+    pub(crate) fill: bool,
 }
 
 /// One file to render: what `provision()` identified, for a phone (or none).

@@ -373,7 +373,7 @@ impl Provisioner {
             }
         }
         let mut decision = admission::screen(state, identity, named, request);
-        let step = match &decision.identity {
+        let mut step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
             Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),
             Ok(id) => match decision
@@ -397,9 +397,20 @@ impl Provisioner {
         // Only a render about to start is checked: cache hits stay free.
         // Still served: a phone recorded without a model needs its common
         // file, and one miss per render is far below a ban.
-        if let (Step::Render(job), Ok(id)) = (&step, &decision.identity) {
+        if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
-            decision.respelled = self.respelled(job);
+            if self.respelled(job) {
+                // Served, never cached in place of the spelling cached
+                // first. A miss, unless it comes from where the phone is
+                // known to fetch: there another spelling is the phone's own
+                // (TFTP and HTTP clients spell a name differently), and
+                // must not cost the office misses.
+                job.fill = false;
+                decision.respelled = !request
+                    .remote
+                    .zip(decision.owner())
+                    .is_some_and(|(ip, phone)| self.guard.known().knows(ip, phone.id));
+            }
         }
         // A ban passed for a known phone's family does not cover a common
         // file that would cost a miss: the miss is what bounds such

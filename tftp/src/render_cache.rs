@@ -89,8 +89,13 @@ pub(crate) struct RenderCache {
     /// case and a Snom name's model part are free, so one phone's file has
     /// endless spellings, each a render; cached side by side, anyone who
     /// knows a MAC could fill the cache every tenant shares. A phone keeps
-    /// one entry per rule, and a new spelling replaces the old one.
+    /// one entry per rule: other spellings are rendered, not cached, while
+    /// it is held (`provision.rs` decides), and replace it once it is gone.
     spellings: Cache<SpellingKey, Box<str>>,
+    /// Held while a phone's file is filled: two renders of two spellings
+    /// filling at once would each see the same spelling before, both stay
+    /// cached, and only one be remembered, the other never dropped.
+    spelling_fills: Mutex<()>,
 }
 
 impl RenderCache {
@@ -100,6 +105,7 @@ impl RenderCache {
             failures: Cache::new(FAILURES),
             unchecked: Mutex::default(),
             spellings: Cache::new(SPELLINGS),
+            spelling_fills: Mutex::default(),
         }
     }
 
@@ -141,7 +147,13 @@ impl RenderCache {
             .is_some_and(|i| i.is_current(latest, shipped, model));
         if current {
             let rule = file.inputs.as_ref().map(|i| i.template);
-            if let Some(spelling) = spelling_key(&key, rule) {
+            let spelling = spelling_key(&key, rule);
+            let _one_at_a_time = spelling.is_some().then(|| {
+                self.spelling_fills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            });
+            if let Some(spelling) = spelling {
                 let before = self.spellings.get(&spelling);
                 if let Some(before) = before.filter(|b| **b != *key.file) {
                     self.files.load().invalidate(&RenderKey {
@@ -159,11 +171,18 @@ impl RenderCache {
     }
 
     /// Whether `key` is a phone's file cached under another spelling of the
-    /// same `rule`: the render it asks for costs its source a miss.
+    /// same `rule`, still held. Once that entry is gone (evicted, dropped by
+    /// an edit), the next spelling to be rendered takes its place.
     pub fn respelled(&self, key: &RenderKey, rule: &'static str) -> bool {
         spelling_key(key, Some(rule))
             .and_then(|spelling| self.spellings.get(&spelling))
-            .is_some_and(|cached| *cached != *key.file)
+            .filter(|cached| **cached != *key.file)
+            .is_some_and(|cached| {
+                self.files.load().contains_key(&RenderKey {
+                    file: cached,
+                    ..key.clone()
+                })
+            })
     }
 
     /// The error a render from what `state` holds now ended with, if any.

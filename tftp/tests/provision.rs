@@ -284,9 +284,10 @@ async fn scanners_get_banned_while_phones_keep_booting() {
 }
 
 /// A phone's own file has endless spellings (any case; any model part in
-/// a Snom name), each a render. They are served, but cached one per phone
-/// and rule, so no one who knows a MAC fills the cache every tenant
-/// shares, and each new spelling costs its source a miss.
+/// a Snom name), each a render. They are served, but only the spelling
+/// cached first is kept, so no one who knows a MAC fills the cache every
+/// tenant shares, and another spelling costs its source a miss unless the
+/// phone is known to fetch from there.
 #[tokio::test]
 async fn spellings_of_a_phones_file_share_one_cache_entry_and_cost_misses() {
     let f = Fixture::new().await;
@@ -317,14 +318,21 @@ async fn spellings_of_a_phones_file_share_one_cache_entry_and_cost_misses() {
         "{} files cached, {before} before",
         f.provisioner.cached_files()
     );
-    // The phone's own spelling is still served, and its next ask is a hit.
-    for _ in 0..2 {
+    // The phone's own spelling is still the one cached.
+    assert!(f
+        .provisioner
+        .provision(&from(phone_ip, "snomD785-000413000003.htm"))
+        .is_ok());
+    assert_eq!(f.provisioner.cached_files(), before);
+    // From where the phone fetches, another spelling costs nothing.
+    for _ in 0..50 {
         assert!(f
             .provisioner
-            .provision(&from(phone_ip, "snomD785-000413000003.htm"))
+            .provision(&from(phone_ip, "SNOMD785-000413000003.HTM"))
             .is_ok());
     }
     assert!(!f.provisioner.guard().is_banned(phone_ip));
+    assert_eq!(f.provisioner.cached_files(), before);
 
     // Nor does another spelling in the cache lock out a phone whose own
     // source is banned (an office behind the scanner's address).

@@ -203,14 +203,17 @@ fn every_field_round_trips() {
 fn a_dead_writers_leftovers_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    // Past any pid_max: no such process runs.
+    // Nobody holds it: its writer is gone.
     let dead = dir.path().join(".s.tmp99999999.0");
-    // pid 1 always runs; and a file of another snapshot's name.
+    // One being written (locked, as a live writer holds it), and a file
+    // of another snapshot's name.
     let live = dir.path().join(".s.tmp1.0");
     let other = dir.path().join(".t.tmp99999999.0");
     for file in [&dead, &live, &other] {
         std::fs::write(file, b"half").unwrap();
     }
+    let writing = std::fs::File::open(&live).unwrap();
+    super::lock(&writing, true).unwrap();
     // Called directly: a process's first write calls it, and the tests
     // share one process.
     super::remove_leftovers(dir.path(), "s");

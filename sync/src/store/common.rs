@@ -74,10 +74,6 @@ macro_rules! shared_sql {
             })
         }
 
-        /// A step of random size, not one: after a backup is restored,
-        /// its epoch plus one can be the very epoch the nodes loaded after
-        /// the backup was taken (an import bumped it meanwhile), and
-        /// `reload-all` would reload none of them.
         /// `reload-all`: a new epoch, and the change feed started anew.
         /// Every node reloads in full, so the log before this point serves
         /// nobody; and after a restore it is the backup's, with a pruned
@@ -91,6 +87,10 @@ macro_rules! shared_sql {
             bump_epoch(conn).await
         }
 
+        /// A step of random size, not one: after a backup is restored,
+        /// its epoch plus one can be the very epoch the nodes loaded after
+        /// the backup was taken (an import bumped it meanwhile), and
+        /// `reload-all` would reload none of them.
         pub(super) async fn bump_epoch(conn: &mut $conn) -> Result<i64, SyncError> {
             let step: i64 = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=1 << 31);
             Ok(sqlx::query_scalar(
