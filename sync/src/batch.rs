@@ -98,9 +98,9 @@ impl<T: Send + Sync> Writer<T> {
             Dropped::Panicked.count(inner.queue.metric(), inner.pending.len());
             inner.pending.clear();
         }
-        // One limit from the moment of the stop, for the batch under way
+        // One deadline from the moment of the stop, for the batch under way
         // and the last one together: the shutdown waits for no more.
-        let mut stopped_at = None;
+        let mut deadline = None;
         loop {
             let Inner {
                 queue,
@@ -110,12 +110,14 @@ impl<T: Send + Sync> Writer<T> {
                 ..
             } = &mut *inner;
             if next_batch(queue, pending, *batch, *linger, &stop).await {
-                let spent = stopped_at.map_or(Duration::ZERO, |at: Instant| at.elapsed());
-                inner.write_final(final_limit.saturating_sub(spent)).await;
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + final_limit);
+                inner.write_final(deadline, final_limit).await;
                 break;
             }
             if !inner.pending.is_empty() {
-                stopped_at = inner.write_until_stopped(&stop, final_limit).await;
+                inner
+                    .write_until_stopped(&stop, final_limit, &mut deadline)
+                    .await;
             }
         }
     }
@@ -125,27 +127,28 @@ impl<T: Send + Sync> Inner<T> {
     /// A batch written while running; a stop that comes meanwhile gives it
     /// `final_limit` more, as the last batch gets, and what it has not
     /// written by then counts as lost to the shutdown.
-    /// When the stop came during the write, that moment.
+    /// `deadline` is set when the stop comes, during this write or before.
     async fn write_until_stopped(
         &mut self,
         stop: &CancellationToken,
         final_limit: Duration,
-    ) -> Option<Instant> {
-        let (finished, stopped_at) = {
+        deadline: &mut Option<Instant>,
+    ) {
+        let finished = {
             let write = self.write_pending();
             tokio::pin!(write);
             tokio::select! {
-                _ = &mut write => (true, None),
+                biased;
+                _ = &mut write => true,
                 _ = stop.cancelled() => {
-                    let at = Instant::now();
-                    (tokio::time::timeout(final_limit, &mut write).await.is_ok(), Some(at))
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + final_limit);
+                    tokio::time::timeout_at(until, &mut write).await.is_ok()
                 }
             }
         };
         if !finished {
             self.lost_to_shutdown(final_limit);
         }
-        stopped_at
     }
 
     fn lost_to_shutdown(&mut self, limit: Duration) {
@@ -165,11 +168,11 @@ impl<T: Send + Sync> Inner<T> {
 
     /// The last batch: everything that was queued, at most the queue's
     /// capacity (plus sends that were under way).
-    async fn write_final(&mut self, limit: Duration) {
+    async fn write_final(&mut self, deadline: Instant, limit: Duration) {
         if self.pending.is_empty() {
             return;
         }
-        if tokio::time::timeout(limit, self.write_pending())
+        if tokio::time::timeout_at(deadline, self.write_pending())
             .await
             .is_err()
         {
@@ -329,13 +332,17 @@ pub(crate) async fn next_batch<T>(
     linger: Duration,
     stop_token: &CancellationToken,
 ) -> bool {
+    // A stop wins over a queue with more in it: after the stop, what is
+    // queued is one last batch, within the stop's deadline.
     let mut stop = tokio::select! {
+        biased;
         _ = stop_token.cancelled() => true,
         n = queue.recv_many(pending, batch) => n == 0,
     };
     if !stop && pending.len() < batch {
         // Not polling the queue meanwhile, so senders wake nobody.
         stop = tokio::select! {
+            biased;
             _ = stop_token.cancelled() => true,
             _ = tokio::time::sleep(linger) => false,
         };

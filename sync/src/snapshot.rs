@@ -52,23 +52,35 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Unique within the process too: the final write at shutdown may start
-    // while a periodic one still runs, and they must not share a file.
+    // Unique within the process too (the final write at shutdown may start
+    // while a periodic one still runs), and across hosts sharing the folder
+    // (pids repeat): they must not share a file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("snapshot");
-    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if write == 0 {
+    if WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
         remove_leftovers(dir, name);
     }
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp{}.{write}", std::process::id()));
+    let tmp: PathBuf = dir.join(format!(
+        ".{name}.tmp{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let result = (|| -> Result<(), SyncError> {
-        let file = std::fs::File::create(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| SyncError::io(&tmp, e))?;
         // Held until the file is closed, or its writer dies: what tells
-        // `remove_leftovers` a live write from a dead one, on any host.
-        lock(&file, false).map_err(|e| SyncError::io(&tmp, e))?;
+        // `remove_leftovers` a live write from a dead one, on any host. A
+        // filesystem without locks (NFS mounted `nolock`) still gets its
+        // snapshot; only its leftovers wait for an older age.
+        if let Err(e) = lock(&file, false) {
+            tracing::debug!(file = %tmp.display(), error = %e, "snapshot file not locked");
+        }
         let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
@@ -105,8 +117,10 @@ fn lock(file: &std::fs::File, try_only: bool) -> std::io::Result<()> {
 /// (killed, out of memory, the machine lost): each is as large as a
 /// snapshot, and nothing else would ever remove them. A file still being
 /// written (another node sharing the folder, on this host or another) is
-/// locked by its writer and left alone.
+/// locked by its writer, and one changed in the last ten minutes may be a
+/// write between its creation and its lock: both are left alone.
 fn remove_leftovers(dir: &Path, name: &str) {
+    const SETTLED: std::time::Duration = std::time::Duration::from_secs(600);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -116,10 +130,15 @@ fn remove_leftovers(dir: &Path, name: &str) {
         if !named.to_str().is_some_and(|f| f.starts_with(&prefix)) {
             continue;
         }
-        let Ok(file) = std::fs::File::open(entry.path()) else {
+        let settled = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= SETTLED));
+        // Open for writing: over NFS an exclusive lock needs it.
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(entry.path()) else {
             continue;
         };
-        if lock(&file, true).is_ok() {
+        if settled && lock(&file, true).is_ok() {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     tracing::info!(file = %entry.path().display(), "removed a snapshot a dead process left half-written")

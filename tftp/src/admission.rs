@@ -29,7 +29,8 @@ pub(crate) struct Decision {
     /// stored template names (`models.rs`): "not found", and a miss.
     pub unmodeled: bool,
     /// A phone's own file in a spelling other than the one its render is
-    /// cached under (`render_cache.rs`): rendered, and a miss.
+    /// cached under (`render_cache.rs`), from a source not known for the
+    /// phone: rendered, and a miss.
     pub respelled: bool,
 }
 

@@ -131,13 +131,15 @@ impl Provisioner {
             file: identity.file.clone(),
             phone,
             fill: true,
+            from_known: false,
         }))
     }
 
-    /// Whether `job` is a phone's own file asked for in another spelling
-    /// than the one its render is cached under.
-    pub(crate) fn respelled(&self, job: &RenderJob) -> bool {
-        self.rendered.respelled(&job.key, job.template)
+    /// When `job` is a phone's own file asked for in another spelling than
+    /// the one its render is cached under: whether a source known for the
+    /// phone filled that one.
+    pub(crate) fn other_spelling(&self, job: &RenderJob) -> Option<bool> {
+        self.rendered.other_spelling(&job.key, job.template)
     }
 
     /// Whether a model-common or boot file names a model (in its name, its
@@ -182,8 +184,14 @@ impl Provisioner {
         let generation = self.shipped.load().generation;
         match &result {
             Ok(rendered) if job.fill => {
-                self.rendered
-                    .fill(job.key, rendered, &latest, generation, model);
+                self.rendered.fill(
+                    job.key,
+                    rendered,
+                    &latest,
+                    generation,
+                    model,
+                    job.from_known,
+                );
             }
             Ok(_) => {}
             Err(error @ ProvisionError::Render { .. }) => {
@@ -316,10 +324,11 @@ pub(crate) struct RenderJob {
     pub(crate) phone: Option<Arc<Phone>>,
     model: Option<String>,
     /// Whether the result may be cached: not for another spelling of a
-    /// phone's file asked by a source known for the phone, which is served
-    /// uncharged but must not replace the cached spelling (forged, that
-    /// source could otherwise make every fetch of the phone a render).
+    /// phone's file while the cached one was filled by a source known for
+    /// the phone (`render_cache.rs`).
     pub(crate) fill: bool,
+    /// Asked by a source known for the phone whose own file this is.
+    pub(crate) from_known: bool,
 }
 
 /// One file to render: what `provision()` identified, for a phone (or none).

@@ -320,7 +320,7 @@ impl Provisioner {
         });
         if keep {
             self.rendered
-                .fill(job.key, &rendered, &self.mirror.load(), 0, None);
+                .fill(job.key, &rendered, &self.mirror.load(), 0, None, false);
         }
         Ok(rendered)
     }

@@ -399,17 +399,19 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
-            if self.respelled(job) {
-                // Served, never cached in place of the spelling cached
-                // first. A miss, unless it comes from where the phone is
-                // known to fetch: there another spelling is the phone's own
-                // (TFTP and HTTP clients spell a name differently), and
-                // must not cost the office misses.
-                job.fill = false;
-                decision.respelled = !request
-                    .remote
-                    .zip(decision.owner())
-                    .is_some_and(|(ip, phone)| self.guard.known().knows(ip, phone.id));
+            job.from_known = request
+                .remote
+                .zip(decision.owner())
+                .is_some_and(|(ip, phone)| self.guard.known().knows(ip, phone.id));
+            if let Some(held_by_known) = self.other_spelling(job) {
+                // Another spelling than the one cached: a miss, unless it
+                // comes from where the phone is known to fetch (TFTP and
+                // HTTP clients spell a name differently, and someone
+                // else's spelling in the cache must not cost the office
+                // misses). It replaces the cached one unless a known
+                // source filled that: the phone's own stays put.
+                decision.respelled = !job.from_known;
+                job.fill = !held_by_known;
             }
         }
         // A ban passed for a known phone's family does not cover a common

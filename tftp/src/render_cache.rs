@@ -34,6 +34,15 @@ const SPELLINGS: u64 = 1 << 20;
 /// One phone's file by the rule it matched, whatever its spelling.
 type SpellingKey = (Family, Id, &'static str);
 
+/// The spelling a phone's file is cached under, and whether a source known
+/// for the phone filled it: such a spelling stays put, any other may be
+/// replaced.
+#[derive(Clone)]
+struct Spelling {
+    file: Box<str>,
+    from_known: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct RenderKey {
     pub family: Family,
@@ -89,9 +98,10 @@ pub(crate) struct RenderCache {
     /// case and a Snom name's model part are free, so one phone's file has
     /// endless spellings, each a render; cached side by side, anyone who
     /// knows a MAC could fill the cache every tenant shares. A phone keeps
-    /// one entry per rule: other spellings are rendered, not cached, while
-    /// it is held (`provision.rs` decides), and replace it once it is gone.
-    spellings: Cache<SpellingKey, Box<str>>,
+    /// one entry per rule. Another spelling replaces it, unless a source
+    /// known for the phone filled it; then it is rendered and not cached
+    /// (`provision.rs` decides).
+    spellings: Cache<SpellingKey, Spelling>,
     /// Held while a phone's file is filled: two renders of two spellings
     /// filling at once would each see the same spelling before, both stay
     /// cached, and only one be remembered, the other never dropped.
@@ -132,7 +142,8 @@ impl RenderCache {
 
     /// Stores `file` only if its inputs are those of `latest`, the newest
     /// state: a render from a state that has moved on would be outdated
-    /// the moment it landed.
+    /// the moment it landed. `from_known`: asked by a source known for the
+    /// phone whose file it is.
     pub fn fill(
         &self,
         key: RenderKey,
@@ -140,6 +151,7 @@ impl RenderCache {
         latest: &MirrorState,
         shipped: u64,
         model: Option<&str>,
+        from_known: bool,
     ) -> bool {
         let current = file
             .inputs
@@ -155,13 +167,15 @@ impl RenderCache {
             });
             if let Some(spelling) = spelling {
                 let before = self.spellings.get(&spelling);
-                if let Some(before) = before.filter(|b| **b != *key.file) {
+                if let Some(before) = before.filter(|b| *b.file != *key.file) {
                     self.files.load().invalidate(&RenderKey {
-                        file: before,
+                        file: before.file,
                         ..key.clone()
                     });
                 }
-                self.spellings.insert(spelling, key.file.clone());
+                let file = key.file.clone();
+                self.spellings
+                    .insert(spelling, Spelling { file, from_known });
             }
             self.files.load().insert(key, file.clone());
         } else {
@@ -170,19 +184,21 @@ impl RenderCache {
         current
     }
 
-    /// Whether `key` is a phone's file cached under another spelling of the
-    /// same `rule`, still held. Once that entry is gone (evicted, dropped by
-    /// an edit), the next spelling to be rendered takes its place.
-    pub fn respelled(&self, key: &RenderKey, rule: &'static str) -> bool {
+    /// When `key` is a phone's file cached under another spelling of the
+    /// same `rule`, still held: whether a source known for the phone filled
+    /// that one. Once its entry is gone (evicted, dropped by an edit), the
+    /// next spelling to be rendered takes its place.
+    pub fn other_spelling(&self, key: &RenderKey, rule: &'static str) -> Option<bool> {
         spelling_key(key, Some(rule))
             .and_then(|spelling| self.spellings.get(&spelling))
-            .filter(|cached| **cached != *key.file)
-            .is_some_and(|cached| {
+            .filter(|cached| *cached.file != *key.file)
+            .filter(|cached| {
                 self.files.load().contains_key(&RenderKey {
-                    file: cached,
+                    file: cached.file.clone(),
                     ..key.clone()
                 })
             })
+            .map(|cached| cached.from_known)
     }
 
     /// The error a render from what `state` holds now ended with, if any.
@@ -229,6 +245,12 @@ impl RenderCache {
     }
 
     pub fn clear(&self) {
+        // Not between a fill's spelling and its file: that file would stay
+        // with no spelling recorded.
+        let _no_fill = self
+            .spelling_fills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.files.load().invalidate_all();
         self.failures.invalidate_all();
         self.spellings.invalidate_all();

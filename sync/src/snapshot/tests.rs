@@ -209,17 +209,24 @@ fn a_dead_writers_leftovers_are_removed() {
     // of another snapshot's name.
     let live = dir.path().join(".s.tmp1.0");
     let other = dir.path().join(".t.tmp99999999.0");
-    for file in [&dead, &live, &other] {
+    // And one just created, not yet locked by its writer.
+    let new = dir.path().join(".s.tmp1.1");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3_600);
+    for file in [&dead, &live, &other, &new] {
         std::fs::write(file, b"half").unwrap();
+        if file != &new {
+            let handle = std::fs::File::options().write(true).open(file).unwrap();
+            handle.set_modified(hour_ago).unwrap();
+        }
     }
-    let writing = std::fs::File::open(&live).unwrap();
+    let writing = std::fs::File::options().write(true).open(&live).unwrap();
     super::lock(&writing, true).unwrap();
     // Called directly: a process's first write calls it, and the tests
     // share one process.
     super::remove_leftovers(dir.path(), "s");
     write(&mirror_of(&every_field()), &path, "source-a").unwrap();
     assert!(!dead.exists());
-    assert!(live.exists() && other.exists() && path.exists());
+    assert!(live.exists() && other.exists() && new.exists() && path.exists());
 }
 
 #[test]
