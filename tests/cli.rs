@@ -15,6 +15,15 @@ fn free_phone_listeners(cmd: &mut std::process::Command) {
         .arg(free_udp_addr().to_string());
 }
 
+/// `serve` with every listener on a free port: for a start that is meant
+/// to fail before it binds anything.
+fn serve_on_free_ports(cmd: &mut std::process::Command) {
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(free_addr().to_string());
+    free_phone_listeners(cmd);
+}
+
 #[test]
 fn invalid_config_names_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,11 +75,8 @@ fn an_unwritable_log_file_stops_serve_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("no-such-folder").join("dialtone.log");
     let mut cmd = dialtone(dir.path(), &sqlite_url(dir.path()));
-    cmd.env("DIALTONE_LOG__FILE", &log)
-        .arg("serve")
-        .arg("--listen")
-        .arg(free_addr().to_string());
-    free_phone_listeners(&mut cmd);
+    cmd.env("DIALTONE_LOG__FILE", &log);
+    serve_on_free_ports(&mut cmd);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -88,10 +94,7 @@ fn unreachable_database_without_snapshot_exits_with_one_line() {
         dir.path(),
         &format!("postgres://dialtone@127.0.0.1:{port}/none"),
     );
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(free_addr().to_string());
-    free_phone_listeners(&mut cmd);
+    serve_on_free_ports(&mut cmd);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -557,10 +560,7 @@ fn database_passwords_are_masked_in_every_form() {
         dir.path(),
         &format!("postgres://dialtone@127.0.0.1:{port}/none?password=s3cret"),
     );
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(free_addr().to_string());
-    free_phone_listeners(&mut cmd);
+    serve_on_free_ports(&mut cmd);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

@@ -215,6 +215,13 @@ fn decode_body<'a>(charset: Option<&str>, body: &'a [u8]) -> std::borrow::Cow<'a
 mod tests {
     use super::*;
 
+    /// A source of `json` settings that may connect to `network`.
+    fn source_of(json: &str, network: &str) -> HttpSource {
+        let settings = HttpSettings::parse("cnam", json).unwrap();
+        let networks = SourceNetworks::parse(&[network]).unwrap().shared();
+        HttpSource::new("cnam", settings, None, networks).unwrap()
+    }
+
     /// A failed request's error (logged, and kept as the source's last
     /// error) names neither the caller's number nor the URL's query.
     #[tokio::test]
@@ -227,9 +234,7 @@ mod tests {
             .port();
         let json =
             format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}?auth_token=s3cret"}}"#);
-        let settings = HttpSettings::parse("cnam", &json).unwrap();
-        let networks = SourceNetworks::parse(&["127.0.0.0/8"]).unwrap().shared();
-        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        let source = source_of(&json, "127.0.0.0/8");
         let error = source
             .lookup("+15550104242", Duration::from_secs(5))
             .await
@@ -266,13 +271,10 @@ mod tests {
 
     #[test]
     fn url_placeholders() {
-        let settings = HttpSettings::parse(
-            "cnam",
+        let source = source_of(
             r#"{"url": "https://cnam.example/{national}?e={e164}&d={digits}"}"#,
-        )
-        .unwrap();
-        let networks = SourceNetworks::parse(&["public"]).unwrap().shared();
-        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+            "public",
+        );
         assert_eq!(
             source.url("+442070101234"),
             "https://cnam.example/2070101234?e=%2B442070101234&d=442070101234"
@@ -301,9 +303,7 @@ mod tests {
             axum::serve(listener, app).await.unwrap();
         });
         let json = format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}"}}"#);
-        let settings = HttpSettings::parse("cnam", &json).unwrap();
-        let networks = SourceNetworks::parse(&["127.0.0.0/8"]).unwrap().shared();
-        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        let source = source_of(&json, "127.0.0.0/8");
         let name = source
             .lookup("+15550104242", Duration::from_secs(5))
             .await

@@ -308,7 +308,7 @@ async fn epoch_restore_body(db: TestDb) {
         let after = store.bump_epoch().await.unwrap();
         assert!(after > before);
         // Put back as a restore would; the next bump must land elsewhere.
-        exec(
+        execute(
             &db,
             &format!("UPDATE dialtone_meta SET epoch = {before} WHERE singleton = 1"),
         )
@@ -333,7 +333,7 @@ async fn restored_feed_body(db: TestDb) {
         .apply(&[tenant("acme", "US"), phone("acme", 1, 1)], &audit("a"))
         .await
         .unwrap();
-    exec(
+    execute(
         &db,
         "UPDATE dialtone_meta SET pruned_txid = pruned_txid + 10000000, \
          pruned_seq = pruned_seq + 10000000 WHERE singleton = 1",
@@ -341,7 +341,7 @@ async fn restored_feed_body(db: TestDb) {
     .await;
     // And, on PostgreSQL, log rows from the old cluster's future.
     if db.backend == Backend::Postgres {
-        exec(
+        execute(
             &db,
             "UPDATE change_log SET txid = (txid::text::bigint + 10000000)::text::xid8",
         )
@@ -361,21 +361,6 @@ async fn restored_feed_body(db: TestDb) {
     assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
 }
 
-async fn exec(db: &TestDb, sql: &str) {
-    match db.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-}
-
 both_backends!(schema_from_newer_binary_is_refused, newer_schema_body);
 async fn newer_schema_body(db: TestDb) {
     let store = db.store().await;
@@ -387,16 +372,11 @@ async fn newer_schema_body(db: TestDb) {
     let pg_sql =
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
                   VALUES (9999, 'from the future', TRUE, '\\x00'::bytea, 1)";
-    match db.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query(pg_sql).execute(&pool).await.unwrap();
-        }
-    }
+    let sql = match db.backend {
+        Backend::Sqlite => sql,
+        Backend::Postgres => pg_sql,
+    };
+    execute(&db, sql).await;
     for result in [store.migrate().await, store.check_schema().await] {
         let err = result.unwrap_err();
         assert!(
@@ -630,22 +610,7 @@ async fn templates_body(db: TestDb) {
         (rows.templates[0].version, &*rows.templates[0].body),
         (2, "a = 2\n")
     );
-    let versions: i64 = match db.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query_scalar("SELECT count(*) FROM template_versions")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query_scalar("SELECT count(*) FROM template_versions")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let versions = scalar(&db, "SELECT count(*) FROM template_versions").await;
     assert_eq!(versions, 2, "every version is kept");
 }
 

@@ -366,8 +366,8 @@ impl Provisioner {
             .and_then(|id| id.mac)
             .and_then(|mac| state.phone_by_mac(&mac))
             .cloned();
-        let banned = request.remote.is_some_and(|ip| self.guard.is_banned(ip));
-        if let (true, Some(ip)) = (banned, request.remote) {
+        let banned = request.remote.filter(|ip| self.guard.is_banned(*ip));
+        if let Some(ip) = banned {
             if !self.guard.lets_through(ip, &identity, named.as_deref()) {
                 return Err(ProvisionError::Banned);
             }
@@ -420,7 +420,7 @@ impl Provisioner {
         // anything. (A respelled own file still passes: someone else's
         // spelling in the cache must not lock the phone out; its entries
         // stay one per rule whatever the source asks.)
-        if banned && (decision.blind || decision.unmodeled) {
+        if banned.is_some() && (decision.blind || decision.unmodeled) {
             return Err(ProvisionError::Banned);
         }
         Ok((decision, step))

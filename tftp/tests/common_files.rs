@@ -22,16 +22,21 @@ fn ask<'a>(ip: IpAddr, path: &'a str, user_agent: Option<&'a str>) -> Request<'a
     }
 }
 
-#[tokio::test]
-async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
-    let f = Fixture::new().await;
-    // The shipped templates: every family's common files render.
-    let provisioner = Arc::new(Provisioner::new(
+/// A provisioner over the fixture's mirror with the shipped templates:
+/// every family's common files render.
+fn with_built_in_templates(f: &Fixture) -> Arc<Provisioner> {
+    Arc::new(Provisioner::new(
         f.mirror.clone(),
         test_key(),
         Shipped::built_in(1),
         ProvisionOptions::default(),
-    ));
+    ))
+}
+
+#[tokio::test]
+async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
+    let f = Fixture::new().await;
+    let provisioner = with_built_in_templates(&f);
     let scanner: IpAddr = "192.0.2.66".parse().unwrap();
     let phone: IpAddr = "192.0.2.10".parse().unwrap();
 
@@ -116,12 +121,7 @@ async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
 #[tokio::test]
 async fn a_ban_still_bounds_made_up_models_from_a_source_known_for_a_phone() {
     let f = Fixture::new().await;
-    let provisioner = Arc::new(Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::built_in(1),
-        ProvisionOptions::default(),
-    ));
+    let provisioner = with_built_in_templates(&f);
     let scanner: IpAddr = "192.0.2.68".parse().unwrap();
     assert!(provisioner
         .provision(&ask(scanner, "001565000001.cfg", None))

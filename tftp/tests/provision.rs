@@ -353,6 +353,52 @@ async fn spellings_of_a_phones_file_share_one_cache_entry_and_cost_misses() {
         .is_ok());
 }
 
+/// The same under concurrency: spellings from many sources fill at once
+/// while the phone's office fetches and its lines are edited. Its file
+/// stays one cache entry, and after the last edit the office gets the
+/// edited file, not one a racing fill left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_spellings_and_edits_leave_one_current_entry() {
+    let f = Fixture::new().await;
+    let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let own = "snomD785-000413000003.htm";
+    assert!(f.provisioner.provision(&from(office, own)).is_ok());
+    let before = f.provisioner.cached_files();
+    let fetchers: Vec<_> = (0..5u8)
+        .map(|t| {
+            let provisioner = f.provisioner.clone();
+            tokio::task::spawn_blocking(move || {
+                for n in 0..40u8 {
+                    let (ip, path) = if t == 0 {
+                        (office, own.to_string())
+                    } else {
+                        let ip = std::net::IpAddr::from([198, 51, t, n]);
+                        (ip, format!("snom{t}x{n}-000413000003.htm"))
+                    };
+                    let answer = provisioner.provision(&from(ip, &path));
+                    assert!(answer.is_ok(), "{path}: {answer:?}");
+                }
+            })
+        })
+        .collect();
+    for n in 0..5 {
+        let label = format!("Lab {n}");
+        f.write(&[phone("00:04:13:00:00:03", Family::Snom, "D785", &[&label])])
+            .await;
+    }
+    for fetcher in fetchers {
+        fetcher.await.unwrap();
+    }
+    assert!(
+        f.provisioner.cached_files() <= before,
+        "{} files cached, {before} before",
+        f.provisioner.cached_files()
+    );
+    let served = f.provisioner.provision(&from(office, own)).unwrap();
+    let text = String::from_utf8(served.body.to_vec()).unwrap();
+    assert!(text.contains("Lab 4"), "{text}");
+}
+
 /// A provisioner over the fixture's mirror that records provisioning
 /// history, and the writer that stores it.
 fn recording(f: &Fixture) -> (Provisioner, dialtone_sync::history::HistoryWriter) {

@@ -62,6 +62,22 @@ pub async fn scalar(db: &dialtone_sync::testing::TestDb, sql: &str) -> i64 {
     }
 }
 
+/// One statement run with SQL, past the store (a restore's leftovers, a
+/// newer binary's rows).
+pub async fn execute(db: &dialtone_sync::testing::TestDb, sql: &str) {
+    use sqlx::Connection;
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
 /// The mirror's per-tenant phone index lists exactly the phones each
 /// tenant holds, in id order.
 pub fn assert_tenant_index(state: &MirrorState) {
