@@ -74,6 +74,11 @@ impl LookupQuery {
             }
             *slot = Some(value.into_owned());
         }
+        // One key under two names is a key given twice: the caller could
+        // have written one of them in ahead of the PBX's own.
+        if query.key.is_some() && query.auth_token.is_some() {
+            query.repeated.get_or_insert("key");
+        }
         query
     }
 
@@ -162,6 +167,15 @@ fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let in_url = query.key.as_deref().or(query.auth_token.as_deref());
+    // Picking one would let a caller ID carrying `&key=` choose the
+    // tenant that answers a PBX that sends its own key as a header.
+    if in_url.is_some() && bearer.is_some() {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a key is given both in the URL and as Authorization: give one",
+        ));
+    }
     let key = in_url.or(bearer).filter(|k| !k.is_empty()).ok_or_else(|| {
         refusal(
             StatusCode::UNAUTHORIZED,

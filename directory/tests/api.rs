@@ -293,6 +293,15 @@ async fn a_caller_id_that_breaks_the_query_gets_an_empty_body() {
         format!("/v1/lookup?number=%FF%FE&key={key}"),
         format!("/v3/phone/%FF%FE?format=pbx&key={key}"),
         format!("/v3/phone/5550101234?format=pbx&key={key}&key={key}"),
+        // The same key under its other name, after a caller's number.
+        format!(
+            "/v1/lookup?number=5550101234&key={}&auth_token={key}",
+            api.globex_key
+        ),
+        format!(
+            "/v3/phone/5550101234?auth_token={key}&key={}&format=pbx",
+            api.globex_key
+        ),
     ] {
         let reply = api.get(&uri, &[]).await;
         assert_eq!(
@@ -304,6 +313,12 @@ async fn a_caller_id_that_breaks_the_query_gets_an_empty_body() {
         assert_eq!(reply.body, "", "{uri}");
         assert!(reply.content_type.starts_with("text/plain"), "{uri}");
     }
+    // A key in the URL beside the PBX's own in the header.
+    let bearer = format!("Bearer {key}");
+    let uri = format!("/v1/lookup?number=5550101234&key={}", api.globex_key);
+    let reply = api.get(&uri, &[("authorization", &bearer)]).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body, "");
     for (uri, code) in [
         (format!("/v3/phone/%FF?key={key}"), "invalid_number"),
         (
