@@ -71,7 +71,10 @@ pub(crate) struct Searches {
     /// The last searches ldap3 abandoned: replies already on their way
     /// when the abandon reached the server are read and dropped (ldap3
     /// has forgotten the id), not taken as a server inventing searches.
-    abandoned: VecDeque<u32>,
+    /// They are counted against the search's bounds once more: a server
+    /// that goes on answering an abandoned search closes the connection,
+    /// or it could keep the relay busy on a shared worker for good.
+    abandoned: VecDeque<(u32, Seen)>,
     seen: HashMap<u32, Seen>,
     pub dropped: u64,
 }
@@ -99,7 +102,7 @@ impl Searches {
         };
         self.seen.remove(&id);
         self.open.remove(&id);
-        self.abandoned.retain(|a| *a != id);
+        self.abandoned.retain(|(a, _)| *a != id);
         match op {
             SEARCH_REQUEST => {
                 if self.open.len() >= MAX_COUNTED_SEARCHES {
@@ -114,7 +117,7 @@ impl Searches {
                         if self.abandoned.len() == RECENTLY_ABANDONED {
                             self.abandoned.pop_front();
                         }
-                        self.abandoned.push_back(abandoned);
+                        self.abandoned.push_back((abandoned, Seen::default()));
                     }
                 }
             }
@@ -131,9 +134,23 @@ impl Searches {
             return Ok(true);
         };
         let number = op & 0x1f;
-        if self.abandoned.contains(&id) && matches!(number, ENTRY | REFERENCE | INTERMEDIATE | DONE)
-        {
-            return Ok(false);
+        if let Some(at) = self.abandoned.iter().position(|(a, _)| *a == id) {
+            match number {
+                ENTRY | REFERENCE | INTERMEDIATE => {
+                    let late = &mut self.abandoned[at].1;
+                    late.entries += 1;
+                    late.bytes = late.bytes.saturating_add(message.len());
+                    if late.entries > self.bounds.entries || late.bytes > self.bounds.bytes {
+                        return Err("replies to an abandoned search past what one search may send");
+                    }
+                    return Ok(false);
+                }
+                DONE => {
+                    self.abandoned.remove(at);
+                    return Ok(false);
+                }
+                _ => {}
+            }
         }
         if !self.open.contains(&id) {
             if matches!(number, ENTRY | REFERENCE | INTERMEDIATE) {
@@ -332,6 +349,8 @@ mod tests {
         // dropped, not taken for an invented search.
         assert!(!searches.pass(&entry(5)).unwrap());
         assert!(!searches.pass(&done(5)).unwrap());
+        // Its result ends it: the id is free, and more is invented.
+        assert!(searches.pass(&entry(5)).is_err());
         // Long after (many abandons later), it would be invented.
         for id in 10..10 + RECENTLY_ABANDONED as u8 {
             searches.request(&message(id, SEARCH_REQUEST, &[])).unwrap();
@@ -341,6 +360,25 @@ mod tests {
         }
         assert!(searches.pass(&entry(5)).is_err(), "no search is open");
         assert_eq!(searches.abandoned.len(), RECENTLY_ABANDONED);
+    }
+
+    /// A server that goes on answering an abandoned search, and never
+    /// ends it, is cut off once it has sent as much again as one search
+    /// may: the relay would otherwise read it on a shared worker for good.
+    #[test]
+    fn an_abandoned_search_answered_without_end_closes_the_connection() {
+        let bounds = SearchBounds {
+            entries: 3,
+            ..ROOMY
+        };
+        let mut searches = searching(bounds, &[5]);
+        searches
+            .request(&message(9, ABANDON_REQUEST, &[0x05]))
+            .unwrap();
+        for _ in 0..3 {
+            assert!(!searches.pass(&entry(5)).unwrap());
+        }
+        assert!(searches.pass(&entry(5)).is_err());
     }
 
     /// ldap3 panics on any other reply to a search, and reads a search's

@@ -143,6 +143,11 @@ pub enum LdapMode {
 /// filters): a real one names a class or two and a few attributes.
 pub const MAX_FILTER_BYTES: usize = 1024;
 pub const MAX_FILTER_PARTS: usize = 32;
+/// Most attributes a source may name for numbers, and for names (each
+/// part of a `givenName+sn` counting). Every lookup's filter holds one
+/// clause per number attribute per spelling of the number, built and
+/// parsed on a shared worker, so the list's length is a tenant's lever.
+pub const MAX_ATTRIBUTES: usize = 16;
 
 /// A mirror past this many entries is a bad filter, whatever a setting says.
 pub const MAX_MIRROR_ENTRIES: u64 = 2_000_000;
@@ -286,6 +291,19 @@ impl LdapSettings {
             return Err(invalid(
                 source,
                 "number_attributes and name_attributes must not be empty",
+            ));
+        }
+        let name_parts = settings
+            .name_attributes
+            .iter()
+            .map(|n| n.split('+').count())
+            .sum::<usize>();
+        if settings.number_attributes.len() > MAX_ATTRIBUTES || name_parts > MAX_ATTRIBUTES {
+            return Err(invalid(
+                source,
+                format!(
+                    "number_attributes and name_attributes may each name at most {MAX_ATTRIBUTES} attributes"
+                ),
             ));
         }
         let names = settings.name_attributes.iter().flat_map(|n| n.split('+'));
@@ -537,6 +555,22 @@ mod tests {
             let err = LdapSettings::parse("ad", json).unwrap_err().to_string();
             assert!(err.contains(why), "{json}: {err}");
         }
+        // Each attribute is a clause per spelling in every lookup's filter.
+        let many = vec!["a"; MAX_ATTRIBUTES + 1];
+        let names = many.join("+");
+        for json in [
+            serde_json::json!({"url": "ldap://x/", "base_dn": "dc=x", "number_attributes": many}),
+            serde_json::json!({"url": "ldap://x/", "base_dn": "dc=x", "name_attributes": [names]}),
+        ] {
+            let err = LdapSettings::parse("ad", &json.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("at most 16 attributes"), "{json}: {err}");
+        }
+        let most = vec!["a"; MAX_ATTRIBUTES];
+        let json =
+            serde_json::json!({"url": "ldap://x/", "base_dn": "dc=x", "number_attributes": most});
+        LdapSettings::parse("ad", &json.to_string()).unwrap();
     }
 
     /// Past 30 days an interval is refused when written; a row stored
