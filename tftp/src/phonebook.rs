@@ -269,9 +269,14 @@ impl Provisioner {
         let key = RenderKey {
             family: phone.family,
             // Only a paged format's bytes name the file (its page links);
-            // the others are one entry for every phone of the tenant.
+            // the others are one entry for every phone of the tenant. The
+            // name is the phone's one spelling, not the one asked: case is
+            // free, and each spelling would be a page built and cached.
             file: if paged {
-                identity.file.as_str().into()
+                identity
+                    .template
+                    .replace("{mac}", &phone.mac.to_string())
+                    .into()
             } else {
                 identity.template.into()
             },

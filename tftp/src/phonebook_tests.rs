@@ -184,6 +184,13 @@ fn pages_and_searches_are_keyed_by_their_normal_form() {
         f.fetch(CISCO, Some(&format!("q=person+{n}")));
     }
     assert_eq!(f.provisioner.cached_files(), cached);
+    // Case is free in a file name; each spelling is the phone's one page,
+    // and its links name that one spelling.
+    let shouted = f.fetch(&CISCO.to_ascii_uppercase(), Some("page=1"));
+    assert!(Arc::ptr_eq(&second, &shouted));
+    let mixed = f.text("001B54000003-Directory.XML", None);
+    assert!(mixed.contains(&format!("/{CISCO}?page=1")), "{mixed}");
+    assert_eq!(f.provisioner.cached_files(), cached + 1);
     // Yealink does not page: every page asked for is the one entry.
     let all = f.fetch(YEALINK_A, None);
     assert!(Arc::ptr_eq(&all, &f.fetch(YEALINK_A, Some("page=3"))));
