@@ -12,6 +12,7 @@
 //! in flight, the tracking table (`track.rs`).
 
 pub mod domains;
+mod proxy;
 pub mod queue;
 pub mod sip;
 pub mod track;
@@ -92,6 +93,7 @@ struct Inner {
     store: Arc<dyn Store>,
     history: Option<HistorySink>,
     transport: Arc<Transport>,
+    proxy: Option<proxy::ProxyAddress>,
     book: Mutex<Book>,
     /// Wakes the sender when something is queued.
     wake: Notify,
@@ -155,6 +157,7 @@ impl ResyncService {
                 store,
                 history,
                 transport: Arc::new(Transport::new(socket)),
+                proxy: config.proxy.as_deref().map(proxy::ProxyAddress::new),
                 book: Mutex::new(Book {
                     queue: Queue::new(
                         config.queue,

@@ -198,13 +198,13 @@ impl ResyncService {
                     "no known address: the phone has not fetched its configuration",
                 ));
         }
-        let proxy = self.inner.config.proxy.clone().unwrap_or_default();
-        let found = tokio::net::lookup_host(proxy.as_str())
-            .await
-            .map_err(|_| ("no_address", "the proxy's address could not be resolved"))?;
-        let mut found = found.filter(|a| same_family(ours, a.ip()));
+        let found = match &self.inner.proxy {
+            Some(proxy) => proxy.addresses().await,
+            None => Vec::new(),
+        };
         found
-            .next()
+            .into_iter()
+            .find(|a| same_family(ours, a.ip()))
             .ok_or(("no_address", "the proxy's address could not be resolved"))
     }
 
