@@ -168,6 +168,14 @@ fn acceptable(number: &PhoneNumber) -> bool {
         })
 }
 
+/// `digits` past `region`'s own international prefix, if they start with
+/// it.
+fn own_international_prefix(region: Id, digits: &str) -> Option<&str> {
+    let meta = phonenumber::metadata::DATABASE.by_id(region.as_ref())?;
+    let found = meta.international_prefix()?.find(digits)?;
+    (found.start() == 0 && found.end() > 0).then(|| &digits[found.end()..])
+}
+
 /// `+` and 15 digits.
 const MAX_E164_LEN: usize = 16;
 
@@ -186,14 +194,29 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
     if plus {
         candidates.push((None, format!("+{digits}")));
     } else {
-        // International prefixes: 0011 (AU), 011 (NANP), 00 (most others).
-        if let Some(rest) = ["0011", "011", "00"]
+        let own = own_international_prefix(region_id, &digits);
+        let other = ["0011", "011", "00"]
             .iter()
-            .find_map(|idd| digits.strip_prefix(idd))
-        {
-            candidates.push((None, format!("+{rest}")));
+            .find_map(|idd| digits.strip_prefix(idd));
+        match own {
+            // The region's own international prefix (US 011, JP 010, GB
+            // 00), taken off here rather than by the parser, which reads
+            // `011 44 1632 …` in the US as +44 632 ….
+            Some(rest) => {
+                candidates.push((None, format!("+{rest}")));
+                candidates.push((Some(region_id), digits.clone()));
+            }
+            // Another region's prefix (0011 AU, 011 NANP, 00 most others),
+            // as a PBX abroad or a carrier may write it, only after the
+            // national reading: in GB `0114` is Sheffield, in JP and IT
+            // `011` is Sapporo and Turin.
+            None => {
+                candidates.push((Some(region_id), digits.clone()));
+                if let Some(rest) = other {
+                    candidates.push((None, format!("+{rest}")));
+                }
+            }
         }
-        candidates.push((Some(region_id), digits.clone()));
         // Digits only, country code included (what mod_cidlookup sends).
         candidates.push((None, format!("+{digits}")));
     }
@@ -267,6 +290,14 @@ mod tests {
         ("(02) 5550 1234", "AU", "+61255501234"),
         ("+61 2 5550 1234", "US", "+61255501234"),
         ("0011 61 2 5550 1234", "AU", "+61255501234"),
+        // Another region's international prefix where it begins a national
+        // number: Sheffield, Sapporo, Turin stay local.
+        ("0114 312 3456", "GB", "+441143123456"),
+        ("011-431-2345", "JP", "+81114312345"),
+        ("011 431 2345", "IT", "+390114312345"),
+        // The region's own, where it is not another's.
+        ("010 1 555 010 1234", "JP", "+15550101234"),
+        ("00 44 1632 960123", "US", "+441632960123"),
         ("61255501234", "GB", "+61255501234"),
         // Whole URIs, as some PBXes send the caller
         (
