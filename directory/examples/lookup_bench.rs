@@ -172,7 +172,7 @@ async fn ldap_miss(url: &str, n: usize) {
     for _ in 0..n {
         let started = Instant::now();
         let name = source
-            .lookup("+15550101240", Duration::from_secs(1))
+            .lookup("+15550101240", "US", Duration::from_secs(1))
             .await
             .unwrap();
         source_only.push(started.elapsed());

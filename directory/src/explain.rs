@@ -63,7 +63,7 @@ impl LookupService {
             }
             self.load_mirror(source).await;
             let started = Instant::now();
-            let result = source.lookup(&e164, source.timeout).await;
+            let result = source.lookup(&e164, &region, source.timeout).await;
             let elapsed = millis(started.elapsed());
             let (outcome, name, error) = match result {
                 Ok(found) => match found.as_deref().and_then(clean_name) {

@@ -24,7 +24,11 @@ fn national_spellings(grouped: &str) -> Vec<String> {
 }
 
 /// Spellings of an E.164 number, most common first, without duplicates.
-pub fn number_forms(e164: &str) -> Vec<String> {
+/// A number from abroad keeps a national spelling (no country code) only
+/// if `region`, the tenant's, reads no other number from it: a US entry's
+/// `2079460000` is (207) 946-0000, not London's +44 20 7946 0000, while
+/// `02 5550 1234` is no valid US number and can only be the Sydney one.
+pub fn number_forms(e164: &str, region: &str) -> Vec<String> {
     let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
     let mut forms = vec![e164.to_string(), digits];
     if let Ok(number) = crate::normalize::parse_number(None, e164) {
@@ -32,8 +36,22 @@ pub fn number_forms(e164: &str) -> Vec<String> {
         let national = number.format().mode(Mode::National).to_string();
         let international = number.format().mode(Mode::International).to_string();
         let significant = number.national().to_string();
-        forms.extend(national_spellings(&national));
-        forms.push(significant.clone());
+        let home = phonenumber::metadata::DATABASE
+            .by_id(region.trim().to_ascii_uppercase().as_str())
+            .is_some_and(|meta| meta.country_code() == code);
+        // Validity, not length alone: `02 5550 1234` has a US number's
+        // length, but no US number begins with 0.
+        let another = |spelling: &String| {
+            crate::normalize::normalize(spelling, region).is_ok_and(|e| {
+                e != e164
+                    && crate::normalize::parse_number(None, &e)
+                        .is_ok_and(|n| phonenumber::is_valid(&n))
+            })
+        };
+        let ours = |spelling: &String| home || !another(spelling);
+        let mut national_forms = national_spellings(&national);
+        national_forms.push(significant.clone());
+        forms.extend(national_forms.into_iter().filter(ours));
         forms.push(format!("{code}{significant}"));
         forms.extend(national_spellings(&international));
         // "+1 (555) 010-1234": the national format after the country code,
@@ -79,7 +97,7 @@ mod tests {
 
     #[test]
     fn forms_cover_the_spellings_directories_use() {
-        let us = number_forms("+15550101234");
+        let us = number_forms("+15550101234", "us");
         for want in [
             "+15550101234",
             "15550101234",
@@ -93,7 +111,7 @@ mod tests {
         ] {
             assert!(us.contains(&want.to_string()), "{want} missing from {us:?}");
         }
-        let uk = number_forms("+441632960123");
+        let uk = number_forms("+441632960123", "GB");
         for want in [
             "01632 960123",
             "01632960123",
@@ -102,11 +120,39 @@ mod tests {
         ] {
             assert!(uk.contains(&want.to_string()), "{want} missing from {uk:?}");
         }
-        let au = number_forms("+61255501234");
+        let au = number_forms("+61255501234", "AU");
         assert!(
             au.contains(&"(02) 5550 1234".to_string()) || au.contains(&"02 5550 1234".to_string()),
             "{au:?}"
         );
+    }
+
+    /// A caller from abroad is not asked for in national spellings that
+    /// are another number in the tenant's region.
+    #[test]
+    fn a_foreign_number_has_no_spelling_of_a_local_one() {
+        let london = number_forms("+442079460000", "US");
+        for unwanted in ["2079460000", "207-946-0000", "207 946 0000"] {
+            assert!(
+                !london.contains(&unwanted.to_string()),
+                "{unwanted} in {london:?}"
+            );
+        }
+        // A trunk prefix reads as no US number: only London's.
+        for want in [
+            "+442079460000",
+            "442079460000",
+            "+44 20 7946 0000",
+            "0044 20 7946 0000",
+            "020 7946 0000",
+        ] {
+            assert!(
+                london.contains(&want.to_string()),
+                "{want} missing from {london:?}"
+            );
+        }
+        // Canada shares the US's country code and numbering plan.
+        assert!(number_forms("+15550101234", "CA").contains(&"555-010-1234".to_string()));
     }
 
     #[test]
@@ -126,7 +172,7 @@ mod tests {
             r"(&(objectClass=person)(|(mobile=\2a)(mobile=\29\28uid=\2a)(mobile=\5c2a)(mobile=a\00b)))"
         );
         assert!(ldap3::parse_filter(&filter).is_ok());
-        let real = build_filter(&settings, &number_forms("+15550101234"));
+        let real = build_filter(&settings, &number_forms("+15550101234", "US"));
         assert!(ldap3::parse_filter(&real).is_ok(), "{real}");
     }
 }

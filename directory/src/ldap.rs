@@ -120,9 +120,10 @@ impl LdapSource {
     pub async fn lookup(
         &self,
         e164: &str,
+        region: &str,
         budget: Duration,
     ) -> Result<Option<String>, DirectoryError> {
-        match tokio::time::timeout(budget, self.search(e164, budget)).await {
+        match tokio::time::timeout(budget, self.search(e164, region, budget)).await {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => {
                 self.drop_connection();
@@ -251,8 +252,13 @@ impl LdapSource {
         Ok((addrs, host.to_string()))
     }
 
-    async fn search(&self, e164: &str, budget: Duration) -> Result<Option<String>, DirectoryError> {
-        let filter = build_filter(&self.settings, &number_forms(e164));
+    async fn search(
+        &self,
+        e164: &str,
+        region: &str,
+        budget: Duration,
+    ) -> Result<Option<String>, DirectoryError> {
+        let filter = build_filter(&self.settings, &number_forms(e164, region));
         let mut ldap = self.connect(budget).await?;
         let scope = self.scope();
         // The server-side time limit is in whole seconds; ours is finer.

@@ -587,12 +587,16 @@ impl LookupService {
     ) -> Result<Resolved, NotReady> {
         let inner = &self.inner;
         let remotes = inner.sources.sources_of(state, tenant);
+        let region = state
+            .tenant(tenant)
+            .map(|t| t.default_region.clone())
+            .unwrap_or_default();
         let (before, after): (Vec<_>, Vec<_>) = remotes
             .into_iter()
             .partition(|s| s.priority < LOCAL_PRIORITY);
         let mut definitive = true;
         for source in &before {
-            match self.ask(source, e164, deadline).await {
+            match self.ask(source, e164, &region, deadline).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(()) => definitive = false,
@@ -615,7 +619,7 @@ impl LookupService {
             }
         }
         for source in &after {
-            match self.ask(source, e164, deadline).await {
+            match self.ask(source, e164, &region, deadline).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(()) => definitive = false,
@@ -634,6 +638,7 @@ impl LookupService {
         &self,
         source: &RemoteSource,
         e164: &str,
+        region: &str,
         deadline: Instant,
     ) -> Result<Option<Resolved>, ()> {
         let kind = source.kind();
@@ -652,7 +657,7 @@ impl LookupService {
             return Err(());
         }
         let started = Instant::now();
-        let result = source.lookup(e164, source.timeout.min(left)).await;
+        let result = source.lookup(e164, region, source.timeout.min(left)).await;
         metrics::histogram!("dialtone_lookup_source_duration_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         match result {

@@ -44,9 +44,12 @@ impl RemoteSource {
         }
     }
 
+    /// `region` is the tenant's: which spellings of the number are its
+    /// own national ones.
     pub async fn lookup(
         &self,
         e164: &str,
+        region: &str,
         budget: Duration,
     ) -> Result<Option<String>, DirectoryError> {
         if let (Some(mirror), Remote::Ldap(source)) = (&self.mirror, &self.remote) {
@@ -62,7 +65,7 @@ impl RemoteSource {
                     if self.breaker.permit().is_none() {
                         return Err(DirectoryError::BreakerOpen);
                     }
-                    let result = source.lookup(e164, budget).await;
+                    let result = source.lookup(e164, region, budget).await;
                     match &result {
                         Ok(_) => self.breaker.success(),
                         Err(_) => self.breaker.failure(),
@@ -72,7 +75,7 @@ impl RemoteSource {
             }
         }
         match &self.remote {
-            Remote::Ldap(source) => source.lookup(e164, budget).await,
+            Remote::Ldap(source) => source.lookup(e164, region, budget).await,
             Remote::Http(source) => source.lookup(e164, budget).await,
         }
     }
@@ -330,7 +333,7 @@ mod tests {
             let row = row(tenant, kind, settings);
             let source = build_source(&row, None, breaker, Clock::system(), &networks).unwrap();
             let answer = source
-                .lookup("+15550100001", Duration::from_millis(20))
+                .lookup("+15550100001", "US", Duration::from_millis(20))
                 .await;
             assert!(answer.is_err(), "{answer:?}");
         }

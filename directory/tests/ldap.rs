@@ -116,7 +116,7 @@ async fn name_attributes_follow_the_configured_order() {
     }));
     assert_eq!(
         default
-            .lookup("+15550101251", DEADLINE * 3)
+            .lookup("+15550101251", "US", DEADLINE * 3)
             .await
             .unwrap()
             .as_deref(),
@@ -127,7 +127,7 @@ async fn name_attributes_follow_the_configured_order() {
     let configured = direct_source(settings.clone());
     assert_eq!(
         configured
-            .lookup("+15550101251", DEADLINE * 3)
+            .lookup("+15550101251", "US", DEADLINE * 3)
             .await
             .unwrap()
             .as_deref(),
@@ -135,7 +135,7 @@ async fn name_attributes_follow_the_configured_order() {
     );
     assert_eq!(
         configured
-            .lookup("+15550101234", DEADLINE * 3)
+            .lookup("+15550101234", "US", DEADLINE * 3)
             .await
             .unwrap()
             .as_deref(),
@@ -144,7 +144,7 @@ async fn name_attributes_follow_the_configured_order() {
     // Bob has neither displayName nor givenName: cn.
     assert_eq!(
         configured
-            .lookup("+15550101240", DEADLINE * 3)
+            .lookup("+15550101240", "US", DEADLINE * 3)
             .await
             .unwrap()
             .as_deref(),
@@ -154,7 +154,10 @@ async fn name_attributes_follow_the_configured_order() {
     settings["name_attributes"] = serde_json::json!(["displayName", "givenName+sn"]);
     let strict = direct_source(settings);
     assert_eq!(
-        strict.lookup("+15550101240", DEADLINE * 3).await.unwrap(),
+        strict
+            .lookup("+15550101240", "US", DEADLINE * 3)
+            .await
+            .unwrap(),
         None
     );
 }
@@ -173,14 +176,14 @@ async fn hostile_numbers_never_match_extra_entries() {
         "+1555*",
         "(cn=*)",
     ] {
-        let found = source.lookup(hostile, DEADLINE * 3).await;
+        let found = source.lookup(hostile, "US", DEADLINE * 3).await;
         assert!(matches!(found, Ok(None)), "{hostile:?} matched: {found:?}");
     }
     assert!(source.searches() >= 7);
     // A search read to its end is not abandoned: an abandon sent after
     // each one delayed the next by 40 ms (Nagle against delayed ACKs).
     assert!(source
-        .lookup("+15550101240", DEADLINE * 3)
+        .lookup("+15550101240", "US", DEADLINE * 3)
         .await
         .unwrap()
         .is_some());
@@ -252,7 +255,7 @@ async fn verified_against_ca(mut settings: serde_json::Value, tls: &common::slap
     let trusted = direct_source(settings.clone());
     assert_eq!(
         trusted
-            .lookup("+15550101234", Duration::from_secs(5))
+            .lookup("+15550101234", "US", Duration::from_secs(5))
             .await
             .unwrap()
             .as_deref(),
@@ -261,7 +264,7 @@ async fn verified_against_ca(mut settings: serde_json::Value, tls: &common::slap
     settings["ca_pem"] = test_tls().ca_pem.into();
     let untrusted = direct_source(settings);
     let err = untrusted
-        .lookup("+15550101234", Duration::from_secs(5))
+        .lookup("+15550101234", "US", Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(

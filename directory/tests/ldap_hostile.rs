@@ -80,7 +80,7 @@ async fn a_reply_announcing_a_gigabyte_is_cut_off_at_its_header() {
     let header = vec![0x30, 0x84, 0x40, 0x00, 0x00, 0x00];
     let (url, serving) = hostile_server(header, 1, CAP).await;
     let answer = source(&url)
-        .lookup("+15550101234", Duration::from_secs(5))
+        .lookup("+15550101234", "US", Duration::from_secs(5))
         .await;
     assert!(answer.is_err(), "{answer:?}");
     let written = serving.await.unwrap();
@@ -105,7 +105,9 @@ async fn a_deeply_nested_reply_is_refused_not_parsed() {
     }
     let (url, serving) = hostile_server(reply, 0, 0).await;
     let source = Arc::new(source(&url));
-    let answer = source.lookup("+15550101234", Duration::from_secs(5)).await;
+    let answer = source
+        .lookup("+15550101234", "US", Duration::from_secs(5))
+        .await;
     assert!(answer.is_err(), "{answer:?}");
     serving.await.unwrap();
 }
@@ -184,7 +186,7 @@ async fn a_diagnostic_message_cannot_reach_a_terminal_as_escapes() {
     text.extend([b'A'; 1000]);
     let (url, serving) = failing_server(53, &text).await;
     let answer = source(&url)
-        .lookup("+15550101234", Duration::from_secs(5))
+        .lookup("+15550101234", "US", Duration::from_secs(5))
         .await;
     let error = answer.expect_err("rc 53 is a failure").to_string();
     assert!(
@@ -225,7 +227,9 @@ async fn refused_without_panic(binds: bool, op: u8, content: Vec<u8>, what: &str
     let (url, serving) = replying_server(op, content).await;
     let source = source_binding(&url, binds);
     let panics = panics_during(async {
-        let answer = source.lookup("+15550101234", Duration::from_secs(2)).await;
+        let answer = source
+            .lookup("+15550101234", "US", Duration::from_secs(2))
+            .await;
         assert!(answer.is_err(), "{what}: {answer:?}");
     })
     .await;

@@ -397,11 +397,15 @@ pub async fn test_source(
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
     let started = Instant::now();
-    let first = built.lookup(&e164, built.timeout).await;
+    let first = built
+        .lookup(&e164, &tenant.default_region, built.timeout)
+        .await;
     let first_ms = millis(started);
     let repeat_ms = if first.is_ok() {
         let started = Instant::now();
-        let _ = built.lookup(&e164, built.timeout).await;
+        let _ = built
+            .lookup(&e164, &tenant.default_region, built.timeout)
+            .await;
         Some(millis(started))
     } else {
         None
