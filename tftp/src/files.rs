@@ -139,7 +139,8 @@ impl Provisioner {
     /// the one its render is cached under: whether a source known for the
     /// phone filled that one.
     pub(crate) fn other_spelling(&self, job: &RenderJob) -> Option<bool> {
-        self.rendered.other_spelling(&job.key, job.template)
+        self.rendered
+            .other_spelling(&job.key, job.template, job.model.as_deref())
     }
 
     /// Whether a model-common or boot file names a model (in its name, its
@@ -194,7 +195,7 @@ impl Provisioner {
                 );
             }
             Ok(_) => {}
-            Err(error @ ProvisionError::Render { .. }) => {
+            Err(error @ ProvisionError::Render { .. }) if job.fill => {
                 let inputs = Inputs::of(
                     &job.state,
                     shipped.generation,
@@ -203,8 +204,15 @@ impl Provisioner {
                     job.phone.as_ref(),
                     model,
                 );
-                self.rendered
-                    .fail(job.key, inputs, error, &latest, generation, model);
+                self.rendered.fail(
+                    job.key,
+                    inputs,
+                    error,
+                    &latest,
+                    generation,
+                    model,
+                    job.from_known,
+                );
             }
             Err(_) => {}
         }

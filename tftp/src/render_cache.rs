@@ -37,9 +37,13 @@ type SpellingKey = (Family, Id, &'static str);
 /// The spelling a phone's file is cached under, and whether a source known
 /// for the phone filled it: such a spelling stays put, any other may be
 /// replaced.
+/// How a phone's file is cached: the name as asked, and the model asked
+/// with (a phone recorded without one takes its User-Agent's, free to
+/// change with every request like the name's case).
 #[derive(Clone)]
 struct Spelling {
     file: Box<str>,
+    model: Option<Box<str>>,
     from_known: bool,
 }
 
@@ -159,44 +163,73 @@ impl RenderCache {
             .is_some_and(|i| i.is_current(latest, shipped, model));
         if current {
             let rule = file.inputs.as_ref().map(|i| i.template);
-            let spelling = spelling_key(&key, rule);
-            let _one_at_a_time = spelling.is_some().then(|| {
-                self.spelling_fills
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+            self.with_spelling(&key, rule, model, from_known, || {
+                self.files.load().insert(key.clone(), file.clone())
             });
-            if let Some(spelling) = spelling {
-                let before = self.spellings.get(&spelling);
-                if let Some(before) = before.filter(|b| *b.file != *key.file) {
-                    self.files.load().invalidate(&RenderKey {
-                        file: before.file,
-                        ..key.clone()
-                    });
-                }
-                let file = key.file.clone();
-                self.spellings
-                    .insert(spelling, Spelling { file, from_known });
-            }
-            self.files.load().insert(key, file.clone());
         } else {
             metrics::counter!("dialtone_render_cache_fills_dropped_total").increment(1);
         }
         current
     }
 
-    /// When `key` is a phone's file cached under another spelling of the
-    /// same `rule`, still held: whether a source known for the phone filled
-    /// that one. Once its entry is gone (evicted, dropped by an edit), the
-    /// next spelling to be rendered takes its place.
-    pub fn other_spelling(&self, key: &RenderKey, rule: &'static str) -> Option<bool> {
+    /// Runs `store` as the one cached spelling of `key`'s phone file (when
+    /// it is one), dropping the spelling held before, rendered or failed.
+    fn with_spelling(
+        &self,
+        key: &RenderKey,
+        rule: Option<&'static str>,
+        model: Option<&str>,
+        from_known: bool,
+        store: impl FnOnce(),
+    ) {
+        let Some(spelling) = spelling_key(key, rule) else {
+            return store();
+        };
+        let _one_at_a_time = self
+            .spelling_fills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(before) = self
+            .spellings
+            .get(&spelling)
+            .filter(|b| *b.file != *key.file)
+        {
+            let before = RenderKey {
+                file: before.file,
+                ..key.clone()
+            };
+            self.files.load().invalidate(&before);
+            self.failures.invalidate(&before);
+        }
+        let held = Spelling {
+            file: key.file.clone(),
+            model: model.map(Box::from),
+            from_known,
+        };
+        self.spellings.insert(spelling, held);
+        store();
+    }
+
+    /// When `key` is a phone's file held (rendered, or its failure) under
+    /// another spelling of the same `rule`, or asked with another model:
+    /// whether a source known for the phone filled that one. Once its
+    /// entry is gone (evicted, dropped by an edit), the next spelling to
+    /// be rendered takes its place.
+    pub fn other_spelling(
+        &self,
+        key: &RenderKey,
+        rule: &'static str,
+        model: Option<&str>,
+    ) -> Option<bool> {
         spelling_key(key, Some(rule))
             .and_then(|spelling| self.spellings.get(&spelling))
-            .filter(|cached| *cached.file != *key.file)
+            .filter(|cached| *cached.file != *key.file || cached.model.as_deref() != model)
             .filter(|cached| {
-                self.files.load().contains_key(&RenderKey {
+                let held = RenderKey {
                     file: cached.file.clone(),
                     ..key.clone()
-                })
+                };
+                self.files.load().contains_key(&held) || self.failures.contains_key(&held)
             })
             .map(|cached| cached.from_known)
     }
@@ -216,7 +249,11 @@ impl RenderCache {
             .then(|| failure.1.clone())
     }
 
-    /// Remembers a failed render, on the same terms as `fill`.
+    /// Remembers a failed render, on the same terms as `fill`: a phone's
+    /// file fails under its one spelling too, or each spelling would be a
+    /// full render again, and each would push another tenant's failure out
+    /// of the memo.
+    #[allow(clippy::too_many_arguments)]
     pub fn fail(
         &self,
         key: RenderKey,
@@ -225,9 +262,14 @@ impl RenderCache {
         latest: &MirrorState,
         shipped: u64,
         model: Option<&str>,
+        from_known: bool,
     ) {
         if inputs.is_current(latest, shipped, model) {
-            self.failures.insert(key, Arc::new((inputs, error.clone())));
+            let rule = Some(inputs.template);
+            self.with_spelling(&key, rule, model, from_known, || {
+                self.failures
+                    .insert(key.clone(), Arc::new((inputs, error.clone())))
+            });
         }
     }
 

@@ -353,6 +353,88 @@ async fn spellings_of_a_phones_file_share_one_cache_entry_and_cost_misses() {
         .is_ok());
 }
 
+/// A phone recorded without a model renders with its User-Agent's, which
+/// anyone may write anew each request: another model is another spelling
+/// (one entry, a miss), and so is another spelling of a file whose render
+/// fails (one remembered failure, a miss), or each would be a full render
+/// on the tenant's share, uncharged.
+#[tokio::test]
+async fn a_new_model_or_a_failing_files_new_spelling_costs_a_miss() {
+    let f = Fixture::new().await;
+    let mut unmodeled = phone("00:15:65:00:00:07", Family::Yealink, "", &["Lobby"]);
+    if let Mutation::UpsertPhone(input) = &mut unmodeled {
+        input.model = None;
+    }
+    f.write(&[unmodeled]).await;
+    let ask = |ip: std::net::IpAddr, path: &'static str, ua: String| {
+        let ua: &'static str = Box::leak(ua.into_boxed_str());
+        f.provisioner.provision(&Request {
+            user_agent: Some(ua),
+            ..from(ip, path)
+        })
+    };
+    let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    assert!(ask(
+        office,
+        "001565000007.cfg",
+        "Yealink SIP-T46S 66.86.0.15".into()
+    )
+    .is_ok());
+    let before = f.provisioner.cached_files();
+    let scanner: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+    let served = (0..100u32)
+        .take_while(|n| ask(scanner, "001565000007.cfg", format!("Yealink SIP-X{n} 1.0")).is_ok())
+        .count();
+    assert!(served < 40, "{served} models served before a ban");
+    assert_eq!(f.provisioner.cached_files(), before);
+    // From where the phone fetches, its own model costs nothing.
+    for _ in 0..50 {
+        assert!(ask(
+            office,
+            "001565000007.cfg",
+            "Yealink SIP-T46S 66.86.0.15".into()
+        )
+        .is_ok());
+    }
+    assert!(!f.provisioner.guard().is_banned(office));
+
+    // A template that fails for this phone: one failure held, and other
+    // spellings from elsewhere cost misses.
+    f.write(&[template(
+        TemplateScope::Phone,
+        Family::Yealink,
+        "001565000007",
+        "{mac}.cfg",
+        "{{ throw(message=\"broken for this phone\") }}",
+    )])
+    .await;
+    assert!(matches!(
+        ask(
+            office,
+            "001565000007.cfg",
+            "Yealink SIP-T46S 66.86.0.15".into()
+        ),
+        Err(ProvisionError::Render { .. })
+    ));
+    let other: std::net::IpAddr = "192.0.2.67".parse().unwrap();
+    let spellings = ["001565000007.CFG", "001565000007.Cfg", "001565000007.cFG"];
+    let failed = (0..100usize)
+        .take_while(|n| {
+            let path = spellings[n % spellings.len()];
+            let path: &'static str = Box::leak(path.to_string().into_boxed_str());
+            matches!(
+                ask(other, path, "Yealink SIP-T46S 66.86.0.15".into()),
+                Err(ProvisionError::Render { .. })
+            )
+        })
+        .count();
+    assert!(
+        failed < 40,
+        "{failed} failing spellings rendered before a ban"
+    );
+    assert!(f.provisioner.guard().is_banned(other));
+}
+
 /// The same under concurrency: spellings from many sources fill at once
 /// while the phone's office fetches and its lines are edited. Its file
 /// stays one cache entry, and after the last edit the office gets the
