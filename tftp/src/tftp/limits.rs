@@ -3,10 +3,11 @@
 //! refusal never leaves anything behind. Also the rate limit on the log
 //! lines refusals would otherwise write one per packet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -31,8 +32,12 @@ struct Inner {
     by_peer: HashMap<SocketAddr, (u64, String)>,
     /// Running transfers per source (see `source_key`).
     by_source: HashMap<IpAddr, usize>,
-    /// Of those, the ones whose client has not acknowledged anything yet.
-    unacked_by_source: HashMap<IpAddr, usize>,
+    /// Of those, the ones whose client has not acknowledged anything yet,
+    /// by id (oldest first).
+    unacked_by_source: HashMap<IpAddr, VecDeque<u64>>,
+    /// Of a source's transfers, those told to end that still hold slots:
+    /// they no longer count toward its share.
+    evicting_by_source: HashMap<IpAddr, usize>,
     /// The same transfers (exempt networks' aside) by id, so oldest first:
     /// who makes room when the server is full (see `admit`).
     unacked: BTreeMap<u64, Arc<Eviction>>,
@@ -42,11 +47,19 @@ struct Inner {
 }
 
 /// How `admit` tells a transfer to end early.
-#[derive(Default)]
 struct Eviction {
     evicted: AtomicBool,
     wake: tokio::sync::Notify,
+    since: Instant,
+    source: Option<IpAddr>,
 }
+
+/// How long a transfer may wait for its client's first ACK before a new
+/// request from the same source may take its place. A real client answers
+/// within a round trip; without this, forged requests from an office's
+/// address (a few a second, each waiting out the stall bound) would hold
+/// its whole share and lock its phones out.
+const FIRST_ACK_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) enum Admission {
     Granted(Slot),
@@ -100,7 +113,16 @@ impl Slots {
     /// before the cap. A flood from many forged sources, a transfer each,
     /// meets the cap instead: there the oldest unacknowledged transfer
     /// gives its slot to the new request.
+    ///
+    /// A source at either limit gets room from its own oldest transfer
+    /// still waiting for a first ACK past `FIRST_ACK_WAIT`: forged requests
+    /// from an office's address then only push out each other, unless
+    /// they come faster than its share a second.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr, file: &str) -> Admission {
+        self.admit_at(peer, file, Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, peer: SocketAddr, file: &str, now: Instant) -> Admission {
         let ip = canonical(peer.ip());
         let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
         let mut inner = self.lock();
@@ -108,14 +130,18 @@ impl Slots {
             return Admission::Retransmission;
         }
         if let Some(key) = source {
-            if inner.active >= self.max_transfers / 4
-                && inner.unacked_by_source.get(&key).copied().unwrap_or(0)
-                    >= self.max_unacked_per_source
-            {
-                return Admission::Unacked;
-            }
-            if inner.by_source.get(&key).copied().unwrap_or(0) >= self.max_per_source {
-                return Admission::PerSource;
+            let unacked = inner.unacked_by_source.get(&key).map_or(0, VecDeque::len);
+            let running = inner.by_source.get(&key).copied().unwrap_or(0)
+                - inner.evicting_by_source.get(&key).copied().unwrap_or(0);
+            let over_unacked =
+                inner.active >= self.max_transfers / 4 && unacked >= self.max_unacked_per_source;
+            let over_share = running >= self.max_per_source;
+            if (over_unacked || over_share) && !self.evict_waiting_of(&mut inner, key, now) {
+                return if over_unacked {
+                    Admission::Unacked
+                } else {
+                    Admission::PerSource
+                };
             }
         }
         if inner.active - inner.evicting >= self.max_transfers {
@@ -131,21 +157,27 @@ impl Slots {
             if inner.evicting >= self.max_transfers {
                 return Admission::Busy;
             }
-            let Some((_, oldest)) = inner.unacked.pop_first() else {
+            let Some(oldest) = inner.unacked.keys().next().copied() else {
                 return Admission::Busy;
             };
-            oldest.evicted.store(true, Ordering::Release);
-            oldest.wake.notify_one();
-            inner.evicting += 1;
-            metrics::counter!("dialtone_tftp_evicted_total").increment(1);
+            evict(&mut inner, oldest);
         }
         inner.active += 1;
         let id = inner.next_id;
         inner.next_id += 1;
-        let eviction = Arc::new(Eviction::default());
+        let eviction = Arc::new(Eviction {
+            evicted: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            since: now,
+            source,
+        });
         if let Some(key) = source {
             *inner.by_source.entry(key).or_default() += 1;
-            *inner.unacked_by_source.entry(key).or_default() += 1;
+            inner
+                .unacked_by_source
+                .entry(key)
+                .or_default()
+                .push_back(id);
             inner.unacked.insert(id, eviction.clone());
         }
         inner.by_peer.insert(peer, (id, file.to_string()));
@@ -157,6 +189,55 @@ impl Slots {
             unacked: AtomicBool::new(source.is_some()),
             eviction,
         })
+    }
+
+    /// Evicts `key`'s oldest transfer still waiting for its first ACK, if
+    /// it has waited `FIRST_ACK_WAIT` and the source's evicted transfers
+    /// still ending are fewer than its share (they hold slots until then).
+    fn evict_waiting_of(&self, inner: &mut Inner, key: IpAddr, now: Instant) -> bool {
+        let ending = inner.evicting_by_source.get(&key).copied().unwrap_or(0);
+        let oldest = inner
+            .unacked_by_source
+            .get(&key)
+            .and_then(|ids| ids.front().copied())
+            .filter(|id| {
+                inner
+                    .unacked
+                    .get(id)
+                    .is_some_and(|e| now.saturating_duration_since(e.since) >= FIRST_ACK_WAIT)
+            });
+        match oldest {
+            Some(id) if ending < self.max_per_source && inner.evicting < self.max_transfers => {
+                evict(inner, id);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Tells transfer `id` (waiting for its first ACK) to end; it keeps its
+/// slot until it has.
+fn evict(inner: &mut Inner, id: u64) {
+    let Some(eviction) = inner.unacked.remove(&id) else {
+        return;
+    };
+    eviction.evicted.store(true, Ordering::Release);
+    eviction.wake.notify_one();
+    inner.evicting += 1;
+    if let Some(key) = eviction.source {
+        forget_unacked(&mut inner.unacked_by_source, key, id);
+        *inner.evicting_by_source.entry(key).or_default() += 1;
+    }
+    metrics::counter!("dialtone_tftp_evicted_total").increment(1);
+}
+
+fn forget_unacked(map: &mut HashMap<IpAddr, VecDeque<u64>>, key: IpAddr, id: u64) {
+    if let Some(ids) = map.get_mut(&key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            map.remove(&key);
+        }
     }
 }
 
@@ -192,7 +273,7 @@ impl Slot {
     pub fn acknowledged(&self) {
         if let (Some(key), true) = (self.source, self.unacked.swap(false, Ordering::AcqRel)) {
             let mut inner = self.slots.lock();
-            decrement(&mut inner.unacked_by_source, key);
+            forget_unacked(&mut inner.unacked_by_source, key, self.id);
             inner.unacked.remove(&self.id);
         }
     }
@@ -215,14 +296,18 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.slots.lock();
         inner.active -= 1;
+        let evicted = self.eviction.evicted.load(Ordering::Acquire);
         if let Some(key) = self.source {
             decrement(&mut inner.by_source, key);
             if *self.unacked.get_mut() {
-                decrement(&mut inner.unacked_by_source, key);
+                forget_unacked(&mut inner.unacked_by_source, key, self.id);
                 inner.unacked.remove(&self.id);
             }
+            if evicted {
+                decrement(&mut inner.evicting_by_source, key);
+            }
         }
-        if self.eviction.evicted.load(Ordering::Acquire) {
+        if evicted {
             inner.evicting -= 1;
         }
         if inner
@@ -470,6 +555,45 @@ mod tests {
         ));
         drop((first, second, third, exempt));
         assert!(slots.lock().unacked_by_source.is_empty() && slots.lock().by_source.is_empty());
+    }
+
+    /// Forged requests from an office's address fill its share; its
+    /// phones' requests take the place of the oldest that no ACK answered
+    /// for a second, and are refused only while all are younger.
+    #[test]
+    fn a_source_at_its_share_makes_room_from_its_own_unanswered_transfers() {
+        let slots = Arc::new(Slots::new(100, 4, 2, vec![]));
+        let start = Instant::now();
+        let forged: Vec<Slot> = (0..4)
+            .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", start)))
+            .collect();
+        assert!(matches!(
+            slots.admit_at(addr("192.0.2.1:50"), "a", start),
+            Admission::PerSource
+        ));
+        let later = start + FIRST_ACK_WAIT;
+        let phone = granted(slots.admit_at(addr("192.0.2.1:51"), "a", later));
+        assert!(forged[0].is_evicted() && !forged[1].is_evicted());
+        phone.acknowledged();
+        // Another source's share is its own: nothing of this one moves.
+        let other = granted(slots.admit_at(addr("192.0.2.2:1"), "a", later));
+        assert!(!forged[1].is_evicted());
+        // The evicted one no longer counts; the next takes the next oldest,
+        // and acknowledged transfers never give way.
+        let more: Vec<Slot> = (60..63)
+            .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", later)))
+            .collect();
+        assert!(forged.iter().all(Slot::is_evicted) && !phone.is_evicted());
+        // All of the share young again: refused.
+        assert!(matches!(
+            slots.admit_at(addr("192.0.2.1:70"), "a", later),
+            Admission::PerSource
+        ));
+        drop((forged, phone, other, more));
+        let inner = slots.lock();
+        assert_eq!((inner.active, inner.evicting), (0, 0));
+        assert!(inner.unacked.is_empty() && inner.unacked_by_source.is_empty());
+        assert!(inner.by_source.is_empty() && inner.evicting_by_source.is_empty());
     }
 
     #[test]
