@@ -34,6 +34,10 @@ pub struct ResyncConfig {
     /// instead of the proxy: for sites where dialtone and the phones share
     /// a LAN.
     pub direct: bool,
+    /// With `direct`: the networks a NOTIFY may go to. A fetch's source is
+    /// the phone's word (a TFTP source can be forged), so this keeps
+    /// NOTIFYs on the operator's own networks. Default: the private ranges.
+    pub direct_networks: Vec<String>,
     /// Host of the From header (`sip:dialtone@<from_domain>`). Default: the
     /// proxy's host, which phones that trust only their registrar expect.
     pub from_domain: Option<String>,
@@ -52,6 +56,15 @@ impl Default for ResyncConfig {
             tenant_queue: 2000,
             max_inflight: 1024,
             direct: false,
+            direct_networks: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "fc00::/7",
+            ]
+            .map(String::from)
+            .to_vec(),
             from_domain: None,
         }
     }
@@ -92,6 +105,9 @@ impl ResyncConfig {
         }
         if self.queue > 1_000_000 {
             bail!("resync.queue must be at most 1000000");
+        }
+        if let Err(e) = dialtone_tftp::tftp::parse_networks(&self.direct_networks) {
+            bail!("resync.direct_networks: {e}");
         }
         if !crate::resync::sip::valid_domain(&self.sender_host()) {
             bail!("resync.from_domain must be a host name or address");

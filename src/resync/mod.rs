@@ -94,6 +94,8 @@ struct Inner {
     history: Option<HistorySink>,
     transport: Arc<Transport>,
     proxy: Option<proxy::ProxyAddress>,
+    /// Where `direct` may send (`resync.direct_networks`).
+    direct_networks: Vec<ipnet::IpNet>,
     book: Mutex<Book>,
     /// Wakes the sender when something is queued.
     wake: Notify,
@@ -158,6 +160,8 @@ impl ResyncService {
                 history,
                 transport: Arc::new(Transport::new(socket)),
                 proxy: config.proxy.as_deref().map(proxy::ProxyAddress::new),
+                direct_networks: dialtone_tftp::tftp::parse_networks(&config.direct_networks)
+                    .map_err(|e| anyhow::anyhow!("resync.direct_networks: {e}"))?,
                 book: Mutex::new(Book {
                     queue: Queue::new(
                         config.queue,

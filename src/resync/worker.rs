@@ -186,16 +186,31 @@ impl ResyncService {
             // one (a forged TFTP source, an HTTP request without the
             // phone's credentials) name any address. A served one came
             // from inside the tenant's provisioning networks, when it has
-            // them.
-            return rows
+            // them, but a TFTP source can still be forged by anyone who
+            // knows the MAC, and a tenant sets its own networks: only the
+            // operator's `direct_networks` are sent to. The newest served
+            // fetch inside them wins, so a forged one from outside does
+            // not divert the phone's resync.
+            let networks = &self.inner.direct_networks;
+            let served: Vec<IpAddr> = rows
                 .iter()
                 .filter(|r| r.outcome == "ok")
                 .filter_map(|r| r.remote_ip.parse::<IpAddr>().ok())
-                .find(|ip| same_family(ours, *ip))
+                .filter(|ip| same_family(ours, *ip))
+                .collect();
+            if served.is_empty() {
+                return Err((
+                    "no_address",
+                    "no known address: the phone has not fetched its configuration",
+                ));
+            }
+            return served
+                .into_iter()
+                .find(|ip| networks.iter().any(|net| net.contains(&ip.to_canonical())))
                 .map(|ip| SocketAddr::new(ip, PHONE_SIP_PORT))
                 .ok_or((
                     "no_address",
-                    "no known address: the phone has not fetched its configuration",
+                    "no known address: the phone fetched only from outside resync.direct_networks",
                 ));
         }
         let found = match &self.inner.proxy {

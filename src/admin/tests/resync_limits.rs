@@ -149,6 +149,7 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
     let h = Harness::new(Backend::Sqlite).await;
     let config = ResyncConfig {
         direct: true,
+        direct_networks: vec!["127.0.0.0/25".into()],
         listen: "127.0.0.1:0".parse().unwrap(),
         t1_ms: 5,
         t2_ms: 20,
@@ -217,7 +218,7 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
         remote_ip: "127.0.0.78".into(),
         at: dialtone_sync::now_millis() + 1,
         outcome: "unauthorized".into(),
-        ..fetch
+        ..fetch.clone()
     };
     h.store.record_boots(&[served, forged]).await.unwrap();
     call_with(&h, Some(direct.clone()), Method::POST, &path).await;
@@ -225,6 +226,22 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
         .await
         .expect("no NOTIFY at the served fetch's address")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"NOTIFY "));
+    let _ = wait().await;
+
+    // Nor does a served fetch from outside direct_networks (a TFTP source
+    // anyone who knows the MAC can forge): the newest one inside wins.
+    let outside = BootRecord {
+        remote_ip: "127.0.0.200".into(),
+        at: dialtone_sync::now_millis() + 2,
+        ..fetch
+    };
+    h.store.record_boots(&[outside]).await.unwrap();
+    call_with(&h, Some(direct.clone()), Method::POST, &path).await;
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+        .await
+        .expect("the NOTIFY left the served address inside direct_networks")
         .unwrap();
     assert!(buf[..n].starts_with(b"NOTIFY "));
     cancel.cancel();
