@@ -359,6 +359,21 @@ fn the_self_check_finds_a_corrupted_entry_and_drops_it() {
     assert_eq!(f.provisioner.self_check(100).stale, 0);
 }
 
+/// A round renders outside the render pool, so it stops starting renders
+/// when its time is spent; what it leaves waits for the next pass.
+#[test]
+fn a_self_check_round_past_its_time_leaves_the_rest_for_the_next_pass() {
+    let f = Fixture::new(dataset());
+    f.get(FILE);
+    f.get("001565000002.cfg");
+    let spent = f
+        .provisioner
+        .self_check_within(100, std::time::Duration::ZERO);
+    assert_eq!((spent.compared, spent.skipped), (0, 2), "{spent:?}");
+    let next = f.provisioner.self_check(100);
+    assert_eq!((next.compared, next.skipped), (2, 0), "{next:?}");
+}
+
 #[test]
 fn the_self_check_drops_outdated_entries_without_counting_them_stale() {
     let f = Fixture::new(dataset());

@@ -8,10 +8,17 @@
 //! and the entry dropped. Its cost is bounded by the sample size.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::files::Target;
 use crate::provision::Provisioner;
+
+/// Longest one round of the self-check starts renders for. Its renders
+/// run outside the render pool and its per-tenant shares, on one blocking
+/// thread: without a bound, a tenant whose files each take nearly the
+/// render time limit would keep that thread, a core, busy for good. A
+/// round may overrun by one render.
+const ROUND_TIME: Duration = Duration::from_millis(100);
 
 /// What one round of the self-check found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,14 +30,27 @@ pub struct SelfCheck {
     pub outdated: usize,
     /// Entries that differed from a fresh render of the same inputs.
     pub stale: usize,
+    /// Entries left for the next pass: the round's time was spent.
+    pub skipped: usize,
 }
 
 impl Provisioner {
     /// Checks up to `sample` cached files, continuing a pass over the cache
-    /// where the last call stopped. CPU-bound: call it off async workers.
+    /// where the last call stopped, for at most `ROUND_TIME` (the files
+    /// past it wait for the next pass). CPU-bound: call it off async
+    /// workers.
     pub fn self_check(&self, sample: usize) -> SelfCheck {
+        self.self_check_within(sample, ROUND_TIME)
+    }
+
+    pub(crate) fn self_check_within(&self, sample: usize, time: Duration) -> SelfCheck {
         let mut report = SelfCheck::default();
+        let started = Instant::now();
         for key in self.rendered.next_unchecked(sample) {
+            if started.elapsed() >= time {
+                report.skipped += 1;
+                continue;
+            }
             let Some(cached) = self.rendered.peek(&key) else {
                 continue;
             };
