@@ -278,6 +278,12 @@ impl Slot {
         }
     }
 
+    /// The client has acknowledged something (or its network is exempt):
+    /// it receives what we send.
+    pub fn is_proven(&self) -> bool {
+        !self.unacked.load(Ordering::Acquire)
+    }
+
     /// Told to end: the server was full and this transfer was the oldest
     /// no ACK had answered.
     pub fn is_evicted(&self) -> bool {

@@ -180,6 +180,13 @@ async fn drive(
     };
     let mut buf = [0u8; 516];
     loop {
+        // Evicted while its file was being provisioned: nothing goes out.
+        if transfer.is_evicted() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "evicted unacknowledged",
+            ));
+        }
         for packet in transfer.outgoing() {
             socket.send(packet).await?;
         }
@@ -205,6 +212,12 @@ async fn drive(
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "no acknowledgement",
+                        ));
+                    }
+                    Timer::Evicted => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "evicted unacknowledged",
                         ));
                     }
                 },

@@ -390,6 +390,8 @@ impl Listener {
                     self.errors.push((peer, *local, Transfer::stalled_packet()));
                     self.end(peer, "incomplete");
                 }
+                // Most likely a forged source's: nothing is sent to it.
+                Timer::Evicted => self.end(peer, "incomplete"),
             }
         }
         self.due = due;

@@ -136,7 +136,16 @@ pub(super) enum Timer {
     /// No progress within the retries or `stall`: send `stalled_packet()`
     /// and end the transfer.
     Stalled,
+    /// Told to give way (`Slots::admit`): end without a packet, as it is
+    /// most likely a forged source's.
+    Evicted,
 }
+
+/// Resends of a transfer's first packet before any ACK: until one comes,
+/// the source may be forged, and each resend is a block reflected at the
+/// address's real owner. A real client whose first packet was lost still
+/// gets it twice more.
+const UNPROVEN_RESENDS: u32 = 2;
 
 pub(super) struct Transfer {
     slot: Slot,
@@ -337,16 +346,25 @@ impl Transfer {
         self.slot.evicted().await
     }
 
+    pub fn is_evicted(&self) -> bool {
+        self.slot.is_evicted()
+    }
+
     /// The deadline passed (or a timer set for an older deadline fired).
     /// An evicted transfer ends at its next timer.
     pub fn on_timer(&mut self, now: Instant) -> Timer {
         if self.slot.is_evicted() {
-            return Timer::Stalled;
+            return Timer::Evicted;
         }
         if now < self.deadline {
             return Timer::Wait;
         }
-        if self.resent >= self.retries || now >= self.give_up {
+        let retries = if self.slot.is_proven() {
+            self.retries
+        } else {
+            self.retries.min(UNPROVEN_RESENDS)
+        };
+        if self.resent >= retries || now >= self.give_up {
             metrics::counter!("dialtone_tftp_stalled_total").increment(1);
             return Timer::Stalled;
         }
@@ -504,6 +522,37 @@ mod tests {
         // A client's ERROR ends it at once.
         let mut t = start(b"\0\x01f\0octet\0", b"abc", &options, now);
         assert_eq!(t.on_packet(b"\0\x05\0\0x\0", now).unwrap(), Step::Aborted);
+    }
+
+    /// Until the client's first ACK the source may be forged: its first
+    /// packet is resent only `UNPROVEN_RESENDS` times, not reflected at
+    /// the address's owner for every retry. Proven, a client gets them all.
+    #[test]
+    fn a_first_packet_no_ack_answered_is_resent_fewer_times() {
+        let now = Instant::now();
+        let options = TftpOptions {
+            timeout: Duration::from_secs(1),
+            max_send_retries: 4,
+            ..Default::default()
+        };
+        let resends = |t: &mut Transfer| {
+            let mut at = t.deadline();
+            let mut n = 0;
+            while t.on_timer(at) == Timer::Resend {
+                n += 1;
+                at = t.deadline();
+            }
+            n
+        };
+        let body = vec![7u8; 600];
+        let mut unproven = start(b"\0\x01f\0octet\0", &body, &options, now);
+        assert_eq!(resends(&mut unproven), UNPROVEN_RESENDS);
+        let mut proven = start(b"\0\x01f\0octet\0", &body, &options, now);
+        assert_eq!(
+            proven.on_packet(&[0, 4, 0, 1], now).unwrap(),
+            Step::Advanced
+        );
+        assert_eq!(resends(&mut proven), 4);
     }
 
     #[test]
