@@ -657,7 +657,8 @@ impl LookupService {
             return Err(());
         }
         let started = Instant::now();
-        let result = source.lookup(e164, region, source.timeout.min(left)).await;
+        let budget = source.timeout.min(left);
+        let result = source.lookup(e164, region, budget).await;
         metrics::histogram!("dialtone_lookup_source_duration_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -681,7 +682,12 @@ impl LookupService {
                 }
             }
             Err(e) => {
-                if !mirrored {
+                // A timeout within what a slow earlier source left of the
+                // deadline says nothing of this one: counted, it would
+                // open a healthy source's breaker.
+                let fair = source.timeout.min(self.inner.options.deadline) / 2;
+                let starved = matches!(e, DirectoryError::Timeout) && budget < fair;
+                if !mirrored && !starved {
                     source.breaker.failure();
                 }
                 outcome(e.kind());

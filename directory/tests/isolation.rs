@@ -366,3 +366,57 @@ async fn four_tenants_with_slow_sources_do_not_shed_a_fifth() {
     slow.acme_is_served().await;
     assert_eq!(slow.release().await, 4 * 8 - 8);
 }
+
+/// A source reached with little of the deadline left, behind a slow one,
+/// times out without that counting toward its breaker: only the slow one
+/// opens.
+#[tokio::test]
+async fn a_source_starved_by_a_slow_one_before_it_keeps_its_breaker_closed() {
+    use axum::http::StatusCode;
+    use common::{mirror_of, tenant as tenant_row, tenant_id};
+    use dialtone_directory::breaker::BreakerState;
+    let (_slow, slow_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
+    let (_later, later_url) = start_upstream(true, (StatusCode::NOT_FOUND, "")).await;
+    let source = |name: &str, url: &str, priority: i32| {
+        Mutation::UpsertDirectorySource(DirectorySourceInput {
+            tenant: "acme".into(),
+            name: name.into(),
+            kind: SourceKind::Http,
+            priority,
+            enabled: true,
+            settings: serde_json::json!({ "url": url }).to_string(),
+            secret: None,
+            timeout_ms: 250,
+        })
+    };
+    let rows = [
+        tenant_row("acme", "US"),
+        source("slow", &slow_url, -10),
+        source("later", &later_url, 5_000),
+    ];
+    let (_db, _store, mirror) = mirror_of(&rows).await;
+    let acme = tenant_id(&mirror, "acme");
+    let options = LookupOptions {
+        deadline: Duration::from_millis(300),
+        breaker_threshold: 2,
+        breaker_cooldown: Duration::from_secs(600),
+        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
+        ..LookupOptions::default()
+    };
+    let service = LookupService::new(mirror, None, options);
+    for n in 0..2 {
+        let answer = service
+            .lookup(acme, &format!("+1 201 555 {:04}", 200 + n))
+            .await
+            .unwrap();
+        assert!(!answer.resolved.definitive, "{answer:?}");
+    }
+    // A load runs on past its caller's deadline on its own task: let the
+    // last source's timeout land before reading the breakers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = |name| service.source(acme, name).unwrap().breaker.state();
+    assert_eq!(state("slow"), BreakerState::Open);
+    assert_eq!(state("later"), BreakerState::Closed);
+}
