@@ -15,14 +15,14 @@ const MACS_PER_CALL = 500;
 async function affectedPhones(template) {
   const r = await api("GET", "/v1/templates/" + template.id + "/phones?limit=" + AFFECTED_LIMIT);
   if (r.status !== 200) throw new Error(errorText(r));
-  return r.data.phones;
+  return r.data;
 }
 
 // Shown under the save status once a save went through.
 async function offerResync(template, out) {
-  let phones;
+  let phones, truncated;
   try {
-    phones = await affectedPhones(template);
+    ({ phones, truncated } = await affectedPhones(template));
   } catch (e) {
     out.replaceChildren(el("p", { class: "status error", text: "Affected phones unknown: " + e.message }));
     return;
@@ -50,12 +50,24 @@ async function offerResync(template, out) {
     }
     say(result, lines.join("; "), failed ? "error" : "ok");
   };
-  out.replaceChildren(
-    el("p", { id: "affected", text: phones.length + " phone" + (phones.length === 1 ? "" : "s") +
-      " use this template: " + phones.slice(0, 20).map((p) => p.mac).join(", ") + (phones.length > 20 ? ", ..." : "") }),
-    el("p", {}, el("button", { type: "button", id: "resync-button", text: "Resync affected phones",
+  // Past the listing's limit the button can reach only the phones listed:
+  // said, not left for the admin to find out from the counts.
+  const count = truncated ? "More than " + phones.length + " phones" :
+    phones.length + " phone" + (phones.length === 1 ? "" : "s");
+  const nodes = [
+    el("p", { id: "affected", text: count + " use this template: " +
+      phones.slice(0, 20).map((p) => p.mac).join(", ") + (phones.length > 20 ? ", ..." : "") }),
+  ];
+  if (truncated) {
+    nodes.push(el("p", { id: "affected-truncated", class: "status error",
+      text: "Only the first " + phones.length + " listed are resynced from here; resync each tenant's phones through the API for the rest." }));
+  }
+  nodes.push(
+    el("p", {}, el("button", { type: "button", id: "resync-button",
+      text: truncated ? "Resync the " + phones.length + " listed phones" : "Resync affected phones",
       disabled: phones.length === 0, onclick: send })),
     result);
+  out.replaceChildren(...nodes);
 }
 
 let resyncTimer = null;
