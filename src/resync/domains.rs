@@ -19,9 +19,16 @@ pub const MAX_DOMAINS: usize = 64;
 /// The key in a tenant's settings.
 pub const SETTING: &str = "sip_domains";
 
-/// A tenant's SIP domains, lowercase, without ports.
+/// The port a registrar without one is reached on, and the only one an
+/// entry without a port allows.
+const SIP_PORT: u16 = 5060;
+
+/// A tenant's SIP domains, lowercase, each with the port it allows (none:
+/// 5060 only). A registrar's port is the proxy's to follow: one a global
+/// admin did not give would have it relay NOTIFYs to any UDP port of the
+/// domain's host.
 #[derive(Debug, Default)]
-pub struct SipDomains(Vec<String>);
+pub struct SipDomains(Vec<(String, Option<u16>)>);
 
 impl SipDomains {
     /// The domains in `tenant`'s settings. Entries that are not hostnames
@@ -42,7 +49,10 @@ impl SipDomains {
                     .filter_map(Value::as_str)
                     .filter(|d| check_domain(d).is_ok())
                     .take(MAX_DOMAINS)
-                    .map(comparable)
+                    .map(|d| {
+                        let (host, port) = split_port(d);
+                        (comparable(host), port)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -52,18 +62,25 @@ impl SipDomains {
     /// Whether a NOTIFY may go to `host` (a registrar's host, with or
     /// without a port).
     pub fn allow(&self, host: &str) -> Result<(), String> {
-        let bare = without_port(host);
+        let (bare, port) = split_port(host);
         let wanted = comparable(bare);
         if self.0.is_empty() {
             return Err(format!(
                 "the tenant has no SIP domains (settings.{SETTING}, set by a global admin)"
             ));
         }
-        if self.0.contains(&wanted) {
+        let mut hosts = self.0.iter().filter(|(h, _)| *h == wanted).peekable();
+        if hosts.peek().is_none() {
+            return Err(format!(
+                "line 1's registrar {bare} is not one of the tenant's SIP domains"
+            ));
+        }
+        let port = port.unwrap_or(SIP_PORT);
+        if hosts.any(|(_, allowed)| allowed.unwrap_or(SIP_PORT) == port) {
             Ok(())
         } else {
             Err(format!(
-                "line 1's registrar {bare} is not one of the tenant's SIP domains"
+                "line 1's registrar port {port} is not one of the tenant's SIP domains' (a global admin lists {bare}:{port} to allow it)"
             ))
         }
     }
@@ -80,27 +97,43 @@ fn comparable(domain: &str) -> String {
     }
 }
 
-fn without_port(host: &str) -> &str {
+/// A host and its port, if it names one (and a port that does not parse:
+/// port 0, which nothing allows). A bare IPv6 address has no port.
+fn split_port(host: &str) -> (&str, Option<u16>) {
     if host.parse::<std::net::Ipv6Addr>().is_ok() {
-        return host;
+        return (host, None);
     }
-    match host.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map_or(host, |(v6, _)| v6),
-        None => host.split(':').next().unwrap_or(host),
-    }
+    let (bare, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => (v6, after.strip_prefix(':')),
+            None => (host, None),
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    (bare, port.map(|p| p.parse().unwrap_or(0)))
 }
 
 /// A domain as a global admin may set it: a hostname or an IP address,
-/// without a port or scheme.
+/// without a scheme, with a port if its registrar has one other than 5060
+/// (`pbx.example.net:5080`, `[2001:db8::5]:5080`).
 pub fn check_domain(text: &str) -> Result<(), String> {
-    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = split_port(text);
     let hostname =
-        super::sip::is_hostname(text) && !text.ends_with(['-', '.']) && !text.contains("..");
-    if hostname || bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        super::sip::is_hostname(host) && !host.ends_with(['-', '.']) && !host.contains("..");
+    let address = host.parse::<std::net::Ipv6Addr>().is_ok();
+    let host_ok = if text.starts_with('[') {
+        address
+    } else {
+        hostname || address
+    };
+    if host_ok && port.is_none_or(|p| p > 0) {
         Ok(())
     } else {
         Err(format!(
-            "settings.{SETTING}: {text:?} is not a hostname or an IP address (no scheme, no port)"
+            "settings.{SETTING}: {text:?} is not a hostname or an IP address, with a port if not 5060 (no scheme)"
         ))
     }
 }
@@ -138,7 +171,7 @@ mod tests {
         ));
         assert_eq!(acme.allow("acme.sip.example.net"), Ok(()));
         assert_eq!(acme.allow("ACME.sip.example.net:5060"), Ok(()));
-        assert_eq!(acme.allow("192.0.2.7:5080"), Ok(()));
+        assert_eq!(acme.allow("192.0.2.7"), Ok(()));
         assert_eq!(acme.allow("[2001:db8::5]:5060"), Ok(()));
         for other in [
             "globex.sip.example.net",
@@ -148,6 +181,28 @@ mod tests {
             "192.0.2.8",
         ] {
             assert!(acme.allow(other).is_err(), "{other}");
+        }
+    }
+
+    /// A registrar's port other than 5060 must be given with its domain:
+    /// the proxy would relay a NOTIFY to whatever port the tenant wrote.
+    #[test]
+    fn a_registrar_port_is_allowed_only_as_given() {
+        let acme = SipDomains::of(&tenant(
+            r#"{"sip_domains": ["acme.example", "pbx.example:5080", "[2001:db8::5]:5090"]}"#,
+        ));
+        assert_eq!(acme.allow("acme.example:5060"), Ok(()));
+        assert_eq!(acme.allow("pbx.example:5080"), Ok(()));
+        assert_eq!(acme.allow("[2001:db8::5]:5090"), Ok(()));
+        for refused in [
+            "acme.example:6666",
+            "acme.example:x",
+            "pbx.example",
+            "pbx.example:5060",
+            "[2001:db8::5]",
+        ] {
+            let reason = acme.allow(refused).unwrap_err();
+            assert!(reason.contains("port"), "{refused}: {reason}");
         }
     }
 
@@ -193,7 +248,15 @@ mod tests {
         assert!(check(serde_json::json!(["acme.example", "10.0.0.1", "::1"])).is_ok());
         assert!(check(serde_json::json!("acme.example")).is_err());
         assert!(check(serde_json::json!(["sip:acme.example"])).is_err());
-        assert!(check(serde_json::json!(["acme.example:5060"])).is_err());
+        assert!(check(serde_json::json!(["acme.example:5080", "[::1]:5080"])).is_ok());
+        for bad in [
+            "acme.example:",
+            "acme.example:0",
+            "acme.example:99999",
+            "[acme.example]",
+        ] {
+            assert!(check(serde_json::json!([bad])).is_err(), "{bad}");
+        }
         assert!(check(serde_json::json!([".acme.example"])).is_err());
         assert!(check(serde_json::json!([1])).is_err());
         let many: Vec<String> = (0..=MAX_DOMAINS).map(|i| format!("d{i}.example")).collect();
