@@ -194,28 +194,23 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
     if plus {
         candidates.push((None, format!("+{digits}")));
     } else {
-        let own = own_international_prefix(region_id, &digits);
-        let other = ["0011", "011", "00"]
+        // The region's own international prefix (US 011, JP 010, GB 00)
+        // first, taken off here rather than by the parser, which reads
+        // `011 44 1632 …` in the US as +44 632 ….
+        if let Some(rest) = own_international_prefix(region_id, &digits) {
+            candidates.push((None, format!("+{rest}")));
+        }
+        candidates.push((Some(region_id), digits.clone()));
+        // Another region's prefix (0011 AU, 011 NANP, 00 most others), as
+        // a PBX abroad or a carrier may write it, only after the national
+        // reading: in GB `0114` is Sheffield, in JP and IT `011` is
+        // Sapporo and Turin. (AU's own prefixes include 0015, so `00 1 …`
+        // there reaches this reading too.)
+        if let Some(rest) = ["0011", "011", "00"]
             .iter()
-            .find_map(|idd| digits.strip_prefix(idd));
-        match own {
-            // The region's own international prefix (US 011, JP 010, GB
-            // 00), taken off here rather than by the parser, which reads
-            // `011 44 1632 …` in the US as +44 632 ….
-            Some(rest) => {
-                candidates.push((None, format!("+{rest}")));
-                candidates.push((Some(region_id), digits.clone()));
-            }
-            // Another region's prefix (0011 AU, 011 NANP, 00 most others),
-            // as a PBX abroad or a carrier may write it, only after the
-            // national reading: in GB `0114` is Sheffield, in JP and IT
-            // `011` is Sapporo and Turin.
-            None => {
-                candidates.push((Some(region_id), digits.clone()));
-                if let Some(rest) = other {
-                    candidates.push((None, format!("+{rest}")));
-                }
-            }
+            .find_map(|idd| digits.strip_prefix(idd))
+        {
+            candidates.push((None, format!("+{rest}")));
         }
         // Digits only, country code included (what mod_cidlookup sends).
         candidates.push((None, format!("+{digits}")));
@@ -298,6 +293,9 @@ mod tests {
         // The region's own, where it is not another's.
         ("010 1 555 010 1234", "JP", "+15550101234"),
         ("00 44 1632 960123", "US", "+441632960123"),
+        // AU's own prefixes include 0015 (a carrier's): `00 1 555 …` is
+        // not Brazil past it, but the US past 00.
+        ("0015550100034", "AU", "+15550100034"),
         ("61255501234", "GB", "+61255501234"),
         // Whole URIs, as some PBXes send the caller
         (
