@@ -178,6 +178,14 @@ impl DatabaseShare {
     }
 }
 
+/// Longest a tenant's request body may take to arrive. The body is read
+/// whole before a place is taken: read by the handler under the place, a
+/// body that never came (headers, then silence) held it for as long as the
+/// client kept the connection, and a few such requests held every place.
+const BODY_WAIT: Duration = Duration::from_secs(10);
+/// The API's request body cap (axum's default, which its extractors apply).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Runs a database-bound request under its tenant's share and the
 /// tenants' part of the pool. Requests without a valid token pass
 /// through: the handler refuses them before it touches the store.
@@ -195,10 +203,25 @@ pub(super) async fn admit(
     if let Some(principal) = principal {
         parts.extensions.insert(Authenticated(principal));
     }
-    let request = Request::from_parts(parts, body);
     let Some(tenant) = tenant else {
-        return next.run(request).await;
+        return next.run(Request::from_parts(parts, body)).await;
     };
+    // The import is a global admin's only: its handler refuses a tenant's
+    // token before reading the body (up to 256 MiB), so the place it takes
+    // is back at once, and the body is not read here.
+    let reads_no_body = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| p.as_str() == "/v1/import");
+    let body = if reads_no_body {
+        body
+    } else {
+        match read_body(&parts, body).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        }
+    };
+    let request = Request::from_parts(parts, body);
     let admission = match state.database_share.admit(tenant) {
         Ok(admission) => admission,
         Err(scope) => {
@@ -230,6 +253,55 @@ pub(super) async fn admit(
         )
         .into_response(),
     }
+}
+
+/// A tenant's request body, read whole within `BODY_WAIT`, or the answer
+/// that refuses it.
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<axum::body::Body, Response> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is over 2 MiB",
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let body = match tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => axum::body::Body::from(bytes),
+        Ok(Err(e)) => {
+            let past_cap = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if past_cap {
+                return Err(too_large());
+            }
+            return Err(ApiError::bad_request("the request body was cut short").into_response());
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_WAIT.as_secs()
+                ),
+            )
+            .into_response())
+        }
+    };
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -207,6 +207,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "bad_request",
             "expected Content-Type: application/json",
         ),
+        // Past the body cap: 413, as the client can only send less.
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is over 2 MiB",
+            )
+        }
         other => ApiError::bad_request(other.body_text()),
     }
 }

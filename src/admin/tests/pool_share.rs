@@ -347,3 +347,37 @@ async fn hanging_up_does_not_free_a_place_the_work_still_holds() {
     }
     assert!(served.is_some(), "acme's place never came back");
 }
+
+/// A request whose body never comes (headers, then silence) takes no
+/// place: the body is read before the share is counted, so a tenant's
+/// silent requests cannot hold its share, nor, with a few tenants, every
+/// tenant's places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_holds_no_place() {
+    use tower::ServiceExt;
+    let h = Harness::new(Backend::Sqlite).await;
+    let path = format!("/v1/phones/{ACME_MAC}");
+    let token = h.tokens["acme-admin"].clone();
+    let silent: Vec<_> = (0..8)
+        .map(|_| {
+            let request = axum::http::Request::builder()
+                .method(Method::PUT)
+                .uri(&path)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .header("content-length", "100")
+                .body(axum::body::Body::from_stream(futures::stream::pending::<
+                    Result<axum::body::Bytes, std::io::Error>,
+                >()))
+                .unwrap();
+            tokio::spawn(h.app.clone().oneshot(request))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = h
+        .call(Some("acme-admin"), Method::PUT, &path, Some(UPDATE), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(silent.iter().all(|s| !s.is_finished()));
+    silent.iter().for_each(tokio::task::JoinHandle::abort);
+}

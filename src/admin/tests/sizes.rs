@@ -256,3 +256,29 @@ async fn provisioning_networks_are_few_and_readable() {
     let none = put("acme-admin", serde_json::Value::Null).await;
     assert_eq!(none.status, StatusCode::OK, "{}", none.text);
 }
+
+/// A body past the API's 2 MiB cap is 413, whoever sends it: the client
+/// can only send less, which a 400 does not say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_cap_is_413() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let huge = serde_json::json!({ "name": "n".repeat(3 << 20) }).to_string();
+    for role in ["global", "acme-admin"] {
+        let reply = h
+            .call(
+                Some(role),
+                Method::PUT,
+                "/v1/tenants/acme",
+                Some(&huge),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{role}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("too_large"), "{role}: {}", reply.text);
+    }
+}
