@@ -360,7 +360,7 @@ fn the_self_check_finds_a_corrupted_entry_and_drops_it() {
 }
 
 /// A round renders outside the render pool, so it stops starting renders
-/// when its time is spent; what it leaves waits for the next pass.
+/// when its time is spent; what it leaves is the next round's first.
 #[test]
 fn a_self_check_round_past_its_time_leaves_the_rest_for_the_next_pass() {
     let f = Fixture::new(dataset());

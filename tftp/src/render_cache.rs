@@ -34,12 +34,11 @@ const SPELLINGS: u64 = 1 << 20;
 /// One phone's file by the rule it matched, whatever its spelling.
 type SpellingKey = (Family, Id, &'static str);
 
-/// The spelling a phone's file is cached under, and whether a source known
+/// How a phone's file is cached: the name as asked, the model asked with
+/// (a phone recorded without one takes its User-Agent's, free to change
+/// with every request like the name's case), and whether a source known
 /// for the phone filled it: such a spelling stays put, any other may be
 /// replaced.
-/// How a phone's file is cached: the name as asked, and the model asked
-/// with (a phone recorded without one takes its User-Agent's, free to
-/// change with every request like the name's case).
 #[derive(Clone)]
 struct Spelling {
     file: Box<str>,
@@ -315,6 +314,15 @@ impl RenderCache {
 
     /// Up to `count` keys the self-check has not visited in this pass; a
     /// new pass starts from the cache's keys when the last one is done.
+    /// Keys taken by `next_unchecked` and not visited: checked first in
+    /// the pass's next round, not skipped until the pass after.
+    pub fn put_back_unchecked(&self, keys: Vec<RenderKey>) {
+        self.unchecked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(keys);
+    }
+
     pub fn next_unchecked(&self, count: usize) -> Vec<RenderKey> {
         let mut pending = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_empty() {

@@ -30,14 +30,14 @@ pub struct SelfCheck {
     pub outdated: usize,
     /// Entries that differed from a fresh render of the same inputs.
     pub stale: usize,
-    /// Entries left for the next pass: the round's time was spent.
+    /// Entries left for the next round: the round's time was spent.
     pub skipped: usize,
 }
 
 impl Provisioner {
     /// Checks up to `sample` cached files, continuing a pass over the cache
     /// where the last call stopped, for at most `ROUND_TIME` (the files
-    /// past it wait for the next pass). CPU-bound: call it off async
+    /// past it are the next round's first). CPU-bound: call it off async
     /// workers.
     pub fn self_check(&self, sample: usize) -> SelfCheck {
         self.self_check_within(sample, ROUND_TIME)
@@ -46,10 +46,14 @@ impl Provisioner {
     pub(crate) fn self_check_within(&self, sample: usize, time: Duration) -> SelfCheck {
         let mut report = SelfCheck::default();
         let started = Instant::now();
-        for key in self.rendered.next_unchecked(sample) {
+        let mut keys = self.rendered.next_unchecked(sample);
+        // Taken from the end, as `next_unchecked` takes them from its list.
+        while let Some(key) = keys.pop() {
             if started.elapsed() >= time {
-                report.skipped += 1;
-                continue;
+                report.skipped = keys.len() + 1;
+                keys.push(key);
+                self.rendered.put_back_unchecked(keys);
+                break;
             }
             let Some(cached) = self.rendered.peek(&key) else {
                 continue;

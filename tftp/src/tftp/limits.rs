@@ -50,11 +50,15 @@ struct Inner {
 struct Eviction {
     evicted: AtomicBool,
     wake: tokio::sync::Notify,
-    since: Instant,
+    /// When its first packet went out: a transfer still being provisioned
+    /// (a render waiting for the pool in a boot storm) has not been waiting
+    /// for an ACK, and its source's next request does not evict it.
+    sent: std::sync::OnceLock<Instant>,
     source: Option<IpAddr>,
 }
 
-/// How long a transfer may wait for its client's first ACK before a new
+/// How long a transfer may wait for its client's first ACK (from its first
+/// packet) before a new
 /// request from the same source may take its place. A real client answers
 /// within a round trip; without this, forged requests from an office's
 /// address (a few a second, each waiting out the stall bound) would hold
@@ -168,7 +172,7 @@ impl Slots {
         let eviction = Arc::new(Eviction {
             evicted: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
-            since: now,
+            sent: std::sync::OnceLock::new(),
             source,
         });
         if let Some(key) = source {
@@ -201,10 +205,11 @@ impl Slots {
             .get(&key)
             .and_then(|ids| ids.front().copied())
             .filter(|id| {
-                inner
-                    .unacked
-                    .get(id)
-                    .is_some_and(|e| now.saturating_duration_since(e.since) >= FIRST_ACK_WAIT)
+                inner.unacked.get(id).is_some_and(|e| {
+                    e.sent
+                        .get()
+                        .is_some_and(|sent| now.saturating_duration_since(*sent) >= FIRST_ACK_WAIT)
+                })
             });
         match oldest {
             Some(id) if ending < self.max_per_source && inner.evicting < self.max_transfers => {
@@ -266,6 +271,12 @@ impl Slot {
     /// from the next.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The transfer's first packet goes out at `now`: from here it waits
+    /// for an ACK.
+    pub fn sending(&self, now: Instant) {
+        let _ = self.eviction.sent.set(now);
     }
 
     /// The client acknowledged a packet on the transfer's port: it is not
@@ -573,11 +584,17 @@ mod tests {
         let forged: Vec<Slot> = (0..4)
             .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", start)))
             .collect();
+        let later = start + FIRST_ACK_WAIT;
+        // Still being provisioned (nothing sent yet): nothing gives way.
+        assert!(matches!(
+            slots.admit_at(addr("192.0.2.1:49"), "a", later),
+            Admission::PerSource
+        ));
+        forged.iter().for_each(|s| s.sending(start));
         assert!(matches!(
             slots.admit_at(addr("192.0.2.1:50"), "a", start),
             Admission::PerSource
         ));
-        let later = start + FIRST_ACK_WAIT;
         let phone = granted(slots.admit_at(addr("192.0.2.1:51"), "a", later));
         assert!(forged[0].is_evicted() && !forged[1].is_evicted());
         phone.acknowledged();
@@ -589,6 +606,7 @@ mod tests {
         let more: Vec<Slot> = (60..63)
             .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", later)))
             .collect();
+        more.iter().for_each(|s| s.sending(later));
         assert!(forged.iter().all(Slot::is_evicted) && !phone.is_evicted());
         // All of the share young again: refused.
         assert!(matches!(

@@ -331,6 +331,11 @@ impl Listener {
             Err(refusal) => return self.refuse(peer, local, refusal),
         };
         let now = Instant::now();
+        // Evicted while its file was provisioned: most likely a forged
+        // source's, so nothing goes out.
+        if slot.is_evicted() {
+            return record_outcome(now, "incomplete");
+        }
         let options = &self.shared.options;
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
             Transfer::start(options, &request, source, slot, now)

@@ -275,6 +275,8 @@ impl Transfer {
             transfer.window.push_back(oack_packet(&oack));
         }
         transfer.progressed(now);
+        // Its first packet goes out now (both front ends send it at once).
+        transfer.slot.sending(now);
         Ok(transfer)
     }
 
