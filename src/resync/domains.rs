@@ -80,7 +80,7 @@ impl SipDomains {
             Ok(())
         } else {
             Err(format!(
-                "line 1's registrar port {port} is not one of the tenant's SIP domains' (a global admin lists {bare}:{port} to allow it)"
+                "line 1's registrar port {port} is not one of the tenant's SIP domains' (a global admin lists the domain with its port to allow it)"
             ))
         }
     }
@@ -104,8 +104,11 @@ fn split_port(host: &str) -> (&str, Option<u16>) {
         return (host, None);
     }
     let (bare, port) = match host.strip_prefix('[') {
+        // Past the bracket, only a port: anything else is a port that
+        // does not parse.
         Some(rest) => match rest.split_once(']') {
-            Some((v6, after)) => (v6, after.strip_prefix(':')),
+            Some((v6, "")) => (v6, None),
+            Some((v6, after)) => (v6, Some(after.strip_prefix(':').unwrap_or(after))),
             None => (host, None),
         },
         None => match host.split_once(':') {
@@ -113,7 +116,14 @@ fn split_port(host: &str) -> (&str, Option<u16>) {
             None => (host, None),
         },
     };
-    (bare, port.map(|p| p.parse().unwrap_or(0)))
+    let number = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse().ok())
+            .flatten()
+            .unwrap_or(0)
+    };
+    (bare, port.map(number))
 }
 
 /// A domain as a global admin may set it: a hostname or an IP address,
@@ -197,6 +207,8 @@ mod tests {
         for refused in [
             "acme.example:6666",
             "acme.example:x",
+            "acme.example:+5060",
+            "[2001:db8::5]x",
             "pbx.example",
             "pbx.example:5060",
             "[2001:db8::5]",
