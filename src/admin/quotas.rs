@@ -157,9 +157,12 @@ pub(crate) fn check_setting(settings: &Value) -> Result<(), ApiError> {
                 known.join(", ")
             )));
         }
-        if value.as_u64().is_none() {
+        // Past i64 no store counts; a quota that large means "no limit",
+        // and one below it says so.
+        if value.as_u64().is_none_or(|n| n > i64::MAX as u64) {
             return Err(ApiError::invalid(format!(
-                "settings.quotas.{key} must be a whole number"
+                "settings.quotas.{key} must be a whole number from 0 to {}",
+                i64::MAX
             )));
         }
     }

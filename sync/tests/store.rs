@@ -612,6 +612,21 @@ async fn templates_body(db: TestDb) {
     );
     let versions = scalar(&db, "SELECT count(*) FROM template_versions").await;
     assert_eq!(versions, 2, "every version is kept");
+    // A quota of versions past i64 (as "no limit" is written) keeps them
+    // all; read as a signed count it was -1, and pruned every one.
+    let unlimited = |body: &str| match template(body) {
+        Mutation::UpsertTemplate(mut input) => {
+            input.keep_versions = Some(u64::MAX);
+            Mutation::UpsertTemplate(input)
+        }
+        _ => unreachable!(),
+    };
+    store
+        .apply(&[unlimited("a = 3\n")], &audit("t"))
+        .await
+        .unwrap();
+    let versions = scalar(&db, "SELECT count(*) FROM template_versions").await;
+    assert_eq!(versions, 3, "no version pruned");
 }
 
 both_backends!(sources_and_tokens, sources_and_tokens_body);

@@ -424,10 +424,14 @@ macro_rules! shared_sql {
                     .execute(&mut *conn)
                     .await?;
                     if let Some(keep) = t.keep_versions {
-                        // The live version plus `keep` earlier ones.
+                        // The live version plus `keep` earlier ones. A
+                        // `keep` past i64 (a quota meaning "no limit") is
+                        // every version, not a negative count that keeps
+                        // none.
+                        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
                         sqlx::query("DELETE FROM template_versions WHERE template_id = $1 AND version < $2")
                             .bind(id)
-                            .bind(version.saturating_sub(keep as i64))
+                            .bind(version.saturating_sub(keep))
                             .execute(&mut *conn)
                             .await?;
                     }
