@@ -155,6 +155,11 @@ fn remove_leftovers(dir: &Path, name: &str) {
 /// scheme, user, host and path, hashed.
 pub fn source_id(database_url: &str) -> String {
     use sha2::Digest;
+    // Secrets in the query (`?password=`) masked too: a rotated password
+    // is the same database, and an offline node must still take its own
+    // snapshot. The URL parser also finds the user info's end at its last
+    // `@`, so a password holding one is masked whole.
+    let database_url = &crate::store::masked_url(database_url);
     let without_password = match database_url.split_once("://") {
         Some((scheme, rest)) => {
             let (creds, host) = rest.split_once('@').map_or(("", rest), |(c, h)| (c, h));
@@ -165,6 +170,32 @@ pub fn source_id(database_url: &str) -> String {
     };
     let digest = sha2::Sha256::digest(without_password.as_bytes());
     hex::encode(&digest[..12])
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::source_id;
+
+    /// A new password (in the user info or the query) is the same
+    /// database; another host, user or database is not.
+    #[test]
+    fn a_rotated_password_names_the_same_database() {
+        let id = source_id("postgres://dialtone:old@db1:5432/dialtone");
+        assert_eq!(id, source_id("postgres://dialtone:new@db1:5432/dialtone"));
+        assert_eq!(id, source_id("postgres://dialtone:n%40w@db1:5432/dialtone"));
+        let query = source_id("postgres://db1/dialtone?user=d&password=old");
+        assert_eq!(
+            query,
+            source_id("postgres://db1/dialtone?user=d&password=new")
+        );
+        for other in [
+            "postgres://dialtone:old@db2:5432/dialtone",
+            "postgres://other:old@db1:5432/dialtone",
+            "postgres://dialtone:old@db1:5432/elsewhere",
+        ] {
+            assert_ne!(id, source_id(other), "{other}");
+        }
+    }
 }
 
 /// Loads a snapshot into the mirror's tables, built as they are read
