@@ -33,6 +33,10 @@ fn csv_kind(headers: &[String]) -> Option<CsvKind> {
     }
 }
 
+/// The fewest bytes a phone's CSV row takes (`t,001565000001,snom` and its
+/// newline): the rows reserved for a file are no more than its bytes allow.
+const MIN_PHONE_ROW_BYTES: usize = 20;
+
 pub(crate) const TENANT_COLUMNS: &[&str] = &["slug", "name", "default_region", "settings"];
 pub(crate) const PHONE_COLUMNS: &[&str] = &[
     "tenant",
@@ -201,7 +205,10 @@ pub(super) fn plan(
             .collect(),
     };
     for (i, h) in headers.iter().enumerate() {
-        if !known.contains(&h.as_str()) {
+        // A second copy would be read as the first, its cells dropped.
+        if headers[..i].contains(h) {
+            plan.whole_file_error(at(1, i as u64 + 1, format!("column {h:?} is given twice")));
+        } else if !known.contains(&h.as_str()) {
             plan.whole_file_error(at(
                 1,
                 i as u64 + 1,
@@ -212,14 +219,20 @@ pub(super) fn plan(
             ));
         }
     }
+    // A file of blank lines must not ask for more memory than the machine
+    // has, which aborts rather than fails.
     let rows = size.0 + 1;
     let source = if kind == CsvKind::Phones {
         // A phone's text takes about its row's bytes; the reservation is
         // address space, touched only as it fills.
-        phones.reserve(rows, size.1 + size.1 / 4);
+        phones.reserve(
+            rows.min(size.1 / MIN_PHONE_ROW_BYTES + 1),
+            size.1 + size.1 / 4,
+        );
         phones.csv_file(file, &headers)
     } else {
-        plan.items.reserve(rows);
+        // Only a head start: past what can be had, rows grow as they come.
+        let _ = plan.items.try_reserve(rows);
         0
     };
     let phone_cells: Vec<Option<usize>> = PHONE_COLUMNS

@@ -277,6 +277,31 @@ fn json_positions_are_the_root_members_elements() {
     assert_eq!(plan.items[0].1.line, 1, "the tenant");
 }
 
+/// A column named twice would be read from its first copy only, the
+/// second's cells dropped without a word: the file is refused instead.
+#[test]
+fn a_column_given_twice_is_an_error() {
+    for (file, text) in [
+        (
+            "p.csv",
+            "tenant,mac,family,label,label\nacme,001565000001,yealink,a,b\n",
+        ),
+        (
+            "d.csv",
+            "tenant,name,work,work\nacme,Alice,5550101234,5550101299\n",
+        ),
+    ] {
+        let plan = plan_text(file, text);
+        let errors: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("{file}:1:")) && e.contains("given twice")),
+            "{errors:?}"
+        );
+    }
+}
+
 #[test]
 fn duplicates_and_unknown_columns_are_errors() {
     let plan = plan_text(
