@@ -172,32 +172,6 @@ pub fn source_id(database_url: &str) -> String {
     hex::encode(&digest[..12])
 }
 
-#[cfg(test)]
-mod source_tests {
-    use super::source_id;
-
-    /// A new password (in the user info or the query) is the same
-    /// database; another host, user or database is not.
-    #[test]
-    fn a_rotated_password_names_the_same_database() {
-        let id = source_id("postgres://dialtone:old@db1:5432/dialtone");
-        assert_eq!(id, source_id("postgres://dialtone:new@db1:5432/dialtone"));
-        assert_eq!(id, source_id("postgres://dialtone:n%40w@db1:5432/dialtone"));
-        let query = source_id("postgres://db1/dialtone?user=d&password=old");
-        assert_eq!(
-            query,
-            source_id("postgres://db1/dialtone?user=d&password=new")
-        );
-        for other in [
-            "postgres://dialtone:old@db2:5432/dialtone",
-            "postgres://other:old@db1:5432/dialtone",
-            "postgres://dialtone:old@db1:5432/elsewhere",
-        ] {
-            assert_ne!(id, source_id(other), "{other}");
-        }
-    }
-}
-
 /// Loads a snapshot into the mirror's tables, built as they are read
 /// (blocking: two threads decode phones and lines). `Ok(None)` when there is
 /// none; an error for a file this binary cannot load (another format, not a

@@ -496,3 +496,30 @@ fn foreign_and_damaged_files_are_errors_never_panics() {
     std::fs::write(&path, &damaged).unwrap();
     assert!(load_error(&path).contains("row"), "{}", load_error(&path));
 }
+
+/// A new password (in the user info or the query) is the same
+/// database; another host, user or database is not.
+#[test]
+fn a_rotated_password_names_the_same_database() {
+    let id = super::source_id("postgres://dialtone:old@db1:5432/dialtone");
+    assert_eq!(
+        id,
+        super::source_id("postgres://dialtone:new@db1:5432/dialtone")
+    );
+    assert_eq!(
+        id,
+        super::source_id("postgres://dialtone:n%40w@db1:5432/dialtone")
+    );
+    let query = super::source_id("postgres://db1/dialtone?user=d&password=old");
+    assert_eq!(
+        query,
+        super::source_id("postgres://db1/dialtone?user=d&password=new")
+    );
+    for other in [
+        "postgres://dialtone:old@db2:5432/dialtone",
+        "postgres://other:old@db1:5432/dialtone",
+        "postgres://dialtone:old@db1:5432/elsewhere",
+    ] {
+        assert_ne!(id, super::source_id(other), "{other}");
+    }
+}
