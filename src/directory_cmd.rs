@@ -147,8 +147,8 @@ fn printable(text: &str) -> String {
 pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
     let (store, _) = crate::serve::open_store(config).await?;
     crate::prepare_schema(config, &*store).await?;
-    let audit = |action: &str, key: String| Audit {
-        tenant: None,
+    let audit = |action: &str, key: String, tenant: Option<String>| Audit {
+        tenant,
         actor: actor(),
         action: action.into(),
         entity: "api_token".into(),
@@ -162,6 +162,10 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             name,
             expires_days,
         } => {
+            // As the API checks it: the name is what lists and audit show.
+            if name.trim().is_empty() || name.len() > 100 {
+                bail!("--name must be 1 to 100 characters");
+            }
             let scope = TokenScope::from(*scope);
             let token = generate_token();
             let expires_at = match expires_days {
@@ -182,7 +186,8 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
                         tenant: tenant.clone(),
                         expires_at,
                     })],
-                    &audit("create", name.clone()),
+                    // In the tenant's own audit view, as a token the API made.
+                    &audit("create", name.clone(), tenant.clone()),
                 )
                 .await
                 .context("creating the token")?;
@@ -193,7 +198,7 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             let report = store
                 .apply(
                     &[Mutation::RevokeApiToken { id: *id }],
-                    &audit("revoke", id.to_string()),
+                    &audit("revoke", id.to_string(), None),
                 )
                 .await
                 .context("revoking the token")?;

@@ -464,3 +464,23 @@ async fn one_source_holds_no_more_than_its_share() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// An exempt network holds the client's own address: `::1/128` (the
+/// default) and a single IPv6 address are exempt, not only whole /64s, and
+/// an IPv4 client seen through a dual-stack socket is matched as IPv4.
+#[test]
+fn exempt_networks_hold_the_address_not_its_64() {
+    let networks: Vec<ipnet::IpNet> = ["::1/128", "2001:db8::10/128", "192.0.2.0/24"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(crate::http_server::exempt(&networks, ip("::1")));
+    assert!(crate::http_server::exempt(&networks, ip("2001:db8::10")));
+    assert!(!crate::http_server::exempt(&networks, ip("2001:db8::11")));
+    assert!(crate::http_server::exempt(
+        &networks,
+        ip("::ffff:192.0.2.7")
+    ));
+    assert!(!crate::http_server::exempt(&networks, ip("198.51.100.1")));
+}

@@ -520,6 +520,24 @@ fn token_expiry_out_of_range_is_refused_naming_the_flag() {
     assert!(shown.contains("active"), "{shown}");
 }
 
+/// The CLI holds a token's name to the API's bounds: the name is what
+/// lists and the audit log show.
+#[test]
+fn a_token_name_out_of_bounds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let long = "n".repeat(101);
+    for name in ["", "  ", long.as_str()] {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.args(["token", "create", "--scope", "global-admin", "--name", name]);
+        let out = run(cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name:?}: {err}");
+        assert!(err.contains("--name must be 1 to 100 characters"), "{err}");
+        assert!(text(&out.stdout).trim().is_empty(), "a token was printed");
+    }
+}
+
 /// A database password never reaches the output, wherever the URL holds it
 /// and whatever its scheme: `check-config`, a configuration error, and a
 /// failed start.

@@ -133,17 +133,22 @@ impl Drop for Slot {
     }
 }
 
+/// Whether `peer` is in an exempt network: the address itself (an IPv4
+/// client behind a dual-stack socket as IPv4), not the /64 it is counted
+/// under, which `::1/128` (the default) or one NAT64 address would never
+/// hold.
+pub(crate) fn exempt(networks: &[ipnet::IpNet], peer: std::net::IpAddr) -> bool {
+    let address = peer.to_canonical();
+    networks.iter().any(|net| net.contains(&address))
+}
+
 impl Shared {
     /// Counts a connection against its source's share; `Err` past it.
     fn take_share(&self, peer: std::net::IpAddr) -> Result<Option<std::net::IpAddr>, ()> {
-        let source = dialtone_tftp::tftp::source_of(peer);
-        if self
-            .per_source_exempt
-            .iter()
-            .any(|net| net.contains(&source))
-        {
+        if exempt(&self.per_source_exempt, peer) {
             return Ok(None);
         }
+        let source = dialtone_tftp::tftp::source_of(peer);
         let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         let count = by_source.entry(source).or_default();
         if *count >= self.max_per_source {

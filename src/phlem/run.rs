@@ -83,10 +83,18 @@ fn parse_arrival(text: &str) -> Result<Arrival> {
         }
         Ok(v)
     };
+    // Bounded so every wait is a Duration (a ramp of 1e20 s, or a rate of
+    // 1e-30, would not be one) and a run can end.
+    let within = |v: f64, (low, high): (f64, f64), what: &str| -> Result<f64> {
+        if !(low..=high).contains(&v) {
+            bail!("--arrival {text:?}: {what} must be between {low} and {high}");
+        }
+        Ok(v)
+    };
     match text.split_once(':') {
         None if text == "storm" => Ok(Arrival::Storm),
-        Some(("ramp", s)) => Ok(Arrival::Ramp(number(s)?)),
-        Some(("poisson", r)) => Ok(Arrival::Poisson(number(r)?)),
+        Some(("ramp", s)) => Ok(Arrival::Ramp(within(number(s)?, (1e-6, 1e7), "SECONDS")?)),
+        Some(("poisson", r)) => Ok(Arrival::Poisson(within(number(r)?, (1e-6, 1e9), "RATE")?)),
         _ => bail!("--arrival {text:?}: use storm, ramp:SECONDS or poisson:RATE"),
     }
 }
@@ -378,6 +386,9 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     if args.concurrency == 0 || args.repeat == 0 {
         bail!("--concurrency and --repeat must be at least 1");
     }
+    if args.concurrency > 1_000_000 {
+        bail!("--concurrency must be at most 1000000");
+    }
     let mut phones = load_phones(&args.phones, config).await?;
     if let Some(shard) = &args.shard {
         let (i, n) = parse_shard(shard)?;
@@ -490,6 +501,10 @@ mod tests {
         assert_eq!(parse_arrival("ramp:10").unwrap(), Arrival::Ramp(10.0));
         assert!(parse_arrival("poisson:0").is_err());
         assert!(parse_arrival("burst").is_err());
+        // Past what a Duration holds, refused rather than a panic.
+        assert!(parse_arrival("ramp:1e20").is_err());
+        assert!(parse_arrival("poisson:1e-30").is_err());
+        assert!(parse_arrival("poisson:1e-6").is_ok());
         let ramp = arrivals(Arrival::Ramp(10.0), 5);
         assert_eq!(ramp[1], Duration::from_secs(2));
         let poisson = arrivals(Arrival::Poisson(100.0), 1000);
