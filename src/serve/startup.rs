@@ -103,8 +103,12 @@ pub(super) async fn load_mirror(
             );
         };
         mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+        // Stale since the snapshot's data was last in sync, not since this
+        // start: `max_staleness_s` and the stale-seconds gauge count from
+        // there, however many restarts later.
+        mirror.synced_at_least_at(header.synced_at);
         mirror.mark_unreachable(&format!("{e:#}"));
-        tracing::warn!(snapshot = %path.display(), written_at = header.written_at, "database unreachable; serving from the snapshot");
+        tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
         return Ok(());
     }
     let meta = store

@@ -761,6 +761,14 @@ impl Mirror {
         });
     }
 
+    /// A snapshot just loaded was last in sync with the database at `at`:
+    /// the moment its staleness counts from, not this start.
+    pub fn synced_at_least_at(&self, at: Millis) {
+        self.update_health(|h| {
+            h.last_sync_at = Some(h.last_sync_at.map_or(at, |known| known.max(at)));
+        });
+    }
+
     pub fn mark_unreachable(&self, error: &str) {
         let now = now_millis();
         self.update_health(|h| {

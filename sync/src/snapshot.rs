@@ -23,7 +23,11 @@ pub struct SnapshotHeader {
     /// Names the database the data came from (see [`source_id`]), so a node
     /// pointed at another database never serves this snapshot.
     pub source: String,
-    pub written_at: Millis,
+    /// When the data was last known to match the database: the writer's
+    /// last sync, which a node serving from this snapshot offline keeps
+    /// (its age is how stale it is, however often it is written again).
+    /// In the field's place where formats before it had the write time.
+    pub synced_at: Millis,
     pub cursor: Cursor,
     pub meta: Meta,
     pub version: u64,
@@ -39,11 +43,13 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
 /// Writes the mirror's current state to `path` atomically. Blocking: call it
 /// from `spawn_blocking`.
 pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
+    // Read before the state: the state is at least as new as this.
+    let synced_at = mirror.health().last_sync_at.unwrap_or_else(now_millis);
     let state = mirror.load();
     let tables = state.tables();
     let header = SnapshotHeader {
         source: source.to_string(),
-        written_at: now_millis(),
+        synced_at,
         cursor: tables.cursor(),
         meta: tables.meta().clone(),
         version: state.version(),

@@ -444,7 +444,7 @@ fn an_older_format_is_refused_and_says_so() {
     let data = every_field();
     let header = SnapshotHeader {
         source: "s".into(),
-        written_at: 1,
+        synced_at: 1,
         cursor: Cursor::default(),
         meta: meta(),
         version: 1,
