@@ -48,10 +48,28 @@ pub fn number_forms(e164: &str, region: &str) -> Vec<String> {
                         .is_ok_and(|n| phonenumber::is_valid(&n))
             })
         };
-        let ours = |spelling: &String| home || !another(spelling);
         let mut national_forms = national_spellings(&national);
         national_forms.push(significant.clone());
-        forms.extend(national_forms.into_iter().filter(ours));
+        // Spellings differ in punctuation only: read each run of digits
+        // once (two for a number from abroad, not six).
+        let mut verdicts: Vec<(String, bool)> = Vec::new();
+        for spelling in national_forms {
+            if !home {
+                let digits: String = spelling.chars().filter(char::is_ascii_digit).collect();
+                let foreign = match verdicts.iter().find(|(d, _)| *d == digits) {
+                    Some((_, verdict)) => *verdict,
+                    None => {
+                        let verdict = another(&spelling);
+                        verdicts.push((digits, verdict));
+                        verdict
+                    }
+                };
+                if foreign {
+                    continue;
+                }
+            }
+            forms.push(spelling);
+        }
         forms.push(format!("{code}{significant}"));
         forms.extend(national_spellings(&international));
         // "+1 (555) 010-1234": the national format after the country code,
