@@ -175,14 +175,16 @@ fn acceptable(number: &PhoneNumber) -> bool {
 /// code from `00 1 646 …`.
 fn own_international_prefix(region: Id, digits: &str) -> Option<&str> {
     let meta = phonenumber::metadata::DATABASE.by_id(region.as_ref())?;
-    let prefix = match meta.preferred_international_prefix() {
-        Some(preferred) => preferred,
-        None => meta.international_prefix()?.as_str(),
+    // `8~10` (RU and its neighbours) is dialled 8, a tone, then 10.
+    let literal = |p: &str| {
+        let p = p.replace('~', "");
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
     };
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.strip_prefix(prefix)
+    let prefix = meta
+        .preferred_international_prefix()
+        .and_then(literal)
+        .or_else(|| literal(meta.international_prefix()?.as_str()))?;
+    digits.strip_prefix(prefix.as_str())
 }
 
 /// `+` and 15 digits.
@@ -197,70 +199,55 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
         .parse()
         .map_err(|_| NormalizeError::Region(region.to_string()))?;
     let (plus, digits) = clean(input)?;
-    // Readings, each with its rank when none is a valid number. One past
-    // the region's own international prefix (US 011, JP 010, GB 00, AU
-    // 0011) wins; then a valid reading, in the order they are pushed: the
-    // national reading, another region's prefix, the digits as E.164. Validity
-    // tells a GB tenant's `0114` (Sheffield) and a JP or IT tenant's `011`
-    // (Sapporo, Turin) from numbers abroad. Without a valid one (fictional
-    // 555 numbers, ranges the metadata does not know yet), the one whose
-    // country agrees with its length wins, an international prefix first:
-    // a national reading's length rules are loose, and `00 1 555 …` in JP
-    // is not a Japanese number.
-    let mut candidates: Vec<(u8, Option<Id>, String)> = Vec::with_capacity(4);
+    // Readings in order of how explicit they are; the first one whose
+    // country agrees with its length wins.
+    let mut candidates: Vec<(Option<Id>, String)> = Vec::with_capacity(4);
     if plus {
-        candidates.push((0, None, format!("+{digits}")));
+        candidates.push((None, format!("+{digits}")));
     } else {
-        // Taken off here rather than by the parser, which reads `011 44
-        // 1632 …` in the US as +44 632 ….
+        // The region's own international prefix (US 011, GB 00, JP 010, AU
+        // 0011, RU 810) first, taken off here rather than by the parser,
+        // which reads `011 44 1632 …` in the US as +44 632 ….
         if let Some(rest) = own_international_prefix(region_id, &digits) {
-            candidates.push((0, None, format!("+{rest}")));
+            candidates.push((None, format!("+{rest}")));
         }
-        candidates.push((2, Some(region_id), digits.clone()));
-        // 0011 (AU), 011 (NANP), 00 (most others), as a PBX abroad or a
-        // carrier may write them.
-        if let Some(rest) = ["0011", "011", "00"]
+        // Another region's prefix: 0011 (AU), 011 (NANP), 00 (most
+        // others), as a PBX abroad or a carrier writes it.
+        let other = ["0011", "011", "00"]
             .iter()
             .find_map(|idd| digits.strip_prefix(idd))
-        {
-            candidates.push((1, None, format!("+{rest}")));
+            .map(|rest| (None, format!("+{rest}")));
+        let national = (Some(region_id), digits.clone());
+        // `00` begins no national number, whatever the length rules allow
+        // (`00 1 555 …` in JP, or AU's carriers' `0015…`); `011` does: in
+        // GB `0114` is Sheffield, in JP and IT `011` is Sapporo and Turin.
+        if digits.starts_with("00") {
+            candidates.extend(other);
+            candidates.push(national);
+        } else {
+            candidates.push(national);
+            candidates.extend(other);
         }
         // Digits only, country code included (what mod_cidlookup sends).
-        candidates.push((3, None, format!("+{digits}")));
+        candidates.push((None, format!("+{digits}")));
     }
-    let readings: Vec<(u8, String, bool)> = candidates
+    candidates
         .into_iter()
-        .filter_map(|(rank, region, text)| {
+        .filter_map(|(region, text)| {
             let number = parse_number(region, &text).ok().filter(acceptable)?;
             let e164 = e164(&number);
-            // E.164 allows at most 15 digits; some countries' metadata
-            // allows national lengths that would exceed it after the
-            // country code.
-            if e164.len() > MAX_E164_LEN {
-                return None;
-            }
             // A reading without a region that formats to its own text reads
-            // back as itself. Odd inputs ("0006626612" in DE) can format
-            // to an E.164 string that reads back as another number; such
-            // readings are not numbers.
+            // back as itself: the check below would parse that text again.
             let reads_back = region.is_none() && e164 == text;
-            let again = (!reads_back).then(|| parse_number(None, &e164));
-            if again.is_some_and(|n| n.map_or(true, |n| self::e164(&n) != e164)) {
-                return None;
-            }
-            let valid = phonenumber::is_valid(&number);
-            Some((rank, e164, valid))
+            Some((e164, reads_back))
         })
-        .collect();
-    // The region's own prefix (or a `+`) is no guess: no national number
-    // there begins with it.
-    let chosen = readings
-        .iter()
-        .find(|(rank, _, _)| *rank == 0)
-        .or_else(|| readings.iter().find(|(_, _, valid)| *valid))
-        .or_else(|| readings.iter().min_by_key(|(rank, _, _)| *rank));
-    chosen
-        .map(|(_, e, _)| e.clone())
+        // E.164 allows at most 15 digits; some countries' metadata allows
+        // national lengths that would exceed it after the country code.
+        .filter(|(e, _)| e.len() <= MAX_E164_LEN)
+        // Odd inputs ("0006626612" in DE) can format to an E.164 string that
+        // reads back as another number; such readings are not numbers.
+        .find(|(e, reads_back)| *reads_back || parse_number(None, e).is_ok_and(|n| e164(&n) == *e))
+        .map(|(e, _)| e)
         .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
 }
 
@@ -317,8 +304,18 @@ mod tests {
         // Another region's international prefix where it begins a national
         // number: Sheffield, Sapporo, Turin stay local.
         ("0114 312 3456", "GB", "+441143123456"),
+        ("0114 920 1619", "GB", "+441149201619"),
         ("011-212-3456", "JP", "+81112123456"),
+        ("011-431-2345", "JP", "+81114312345"),
         ("011 431 2345", "IT", "+390114312345"),
+        // No national number begins 00: another region's prefix first.
+        ("00 1 312 555 0100", "TH", "+13125550100"),
+        // A national number in a range the metadata does not know is still
+        // the region's, not a foreign one its digits happen to spell.
+        ("322 719 2670", "US", "+13227192670"),
+        ("241-555-0131", "US", "+12415550131"),
+        // RU's own prefix is 8, a tone, 10.
+        ("810 49 89 123456789", "RU", "+4989123456789"),
         // A region's prefixes for carriers do not take a country code's
         // first digit, and a loose national reading does not beat 00.
         ("00 1 646 555 0100", "AU", "+16465550100"),

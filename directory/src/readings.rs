@@ -115,11 +115,12 @@ const FILE_PREFIX: &str = "directory-readings-";
 /// reading revision goes up whenever `normalize` reads some spelling
 /// otherwise (2: SIP and tel URIs, `+` past the first character; 3: the
 /// region's own international prefix, and another region's only after the
-/// national reading), so no kept file answers with the old reading.
+/// national reading; 4: `00` before the national reading, the region's
+/// literal prefix only), so no kept file answers with the old reading.
 const NORMALIZER: &str = concat!(
     "dialtone-directory ",
     env!("CARGO_PKG_VERSION"),
-    " reading 3; phonenumber 0.3.10+9.0.33"
+    " reading 4; phonenumber 0.3.10+9.0.33"
 );
 
 /// Readings made again from each file read: a file of a normalizer that
