@@ -180,7 +180,7 @@ async fn read_import(body: axum::body::Body) -> Result<String, ApiError> {
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_request",
+                "too_large",
                 format!(
                     "an import is at most {} MiB, or the request ended early",
                     super::IMPORT_LIMIT >> 20

@@ -90,6 +90,12 @@ pub const CONTENTION_WINDOW: Duration = Duration::from_secs(3);
 /// The places of the node's tenants in the database pool.
 pub struct DatabaseShare {
     tenants: Arc<Running>,
+    /// Tenants' request bodies being read before a place is taken: a few
+    /// per tenant, and a bound for the node, so no tenant buffers more
+    /// than `BODIES_PER_TENANT` x 2 MiB, and all of them no more than
+    /// `BODIES_ALL` x 2 MiB.
+    bodies: Arc<Running>,
+    bodies_all: Arc<Semaphore>,
     all: Arc<Semaphore>,
     all_places: usize,
     /// Until when tenants are held to one place each (see the module).
@@ -113,6 +119,8 @@ impl DatabaseShare {
         let all_places = all_tenants(max_connections);
         Arc::new(DatabaseShare {
             tenants: Running::new(per_tenant(max_connections)),
+            bodies: Running::new(BODIES_PER_TENANT),
+            bodies_all: Arc::new(Semaphore::new(BODIES_ALL)),
             all: Arc::new(Semaphore::new(all_places)),
             all_places,
             contended_until: Mutex::new(None),
@@ -185,6 +193,9 @@ impl DatabaseShare {
 const BODY_WAIT: Duration = Duration::from_secs(10);
 /// The API's request body cap (axum's default, which its extractors apply).
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Bodies read at once for one tenant, and for all of them on this node.
+const BODIES_PER_TENANT: usize = 8;
+const BODIES_ALL: usize = 128;
 
 /// Runs a database-bound request under its tenant's share and the
 /// tenants' part of the pool. Requests without a valid token pass
@@ -216,6 +227,21 @@ pub(super) async fn admit(
     let body = if reads_no_body {
         body
     } else {
+        let share = &state.database_share;
+        let reading = share
+            .bodies
+            .take(tenant)
+            .zip(share.bodies_all.clone().try_acquire_owned().ok());
+        let Some(_reading) = reading else {
+            metrics::counter!("dialtone_admin_database_refused_total", "scope" => "bodies")
+                .increment(1);
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "too many of this node's request bodies are being received; retry in a moment",
+            )
+            .into_response();
+        };
         match read_body(&parts, body).await {
             Ok(body) => body,
             Err(refused) => return refused,

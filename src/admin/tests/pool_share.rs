@@ -14,7 +14,7 @@ use dialtone_sync::{
 };
 use sqlx::Connection;
 
-use super::{seed_audit, Harness, Reply, ACME_MAC};
+use super::{seed_audit, Harness, Reply, ACME_MAC, GLOBEX_MAC};
 
 const UPDATE: &str = r#"{"tenant": "acme", "family": "yealink", "model": "T46S", "label": "held", "lines": [{"extension": "200", "display_name": "Front", "registrar": "sip.example.net"}]}"#;
 
@@ -358,26 +358,57 @@ async fn a_body_that_never_arrives_holds_no_place() {
     let h = Harness::new(Backend::Sqlite).await;
     let path = format!("/v1/phones/{ACME_MAC}");
     let token = h.tokens["acme-admin"].clone();
-    let silent: Vec<_> = (0..8)
-        .map(|_| {
-            let request = axum::http::Request::builder()
-                .method(Method::PUT)
-                .uri(&path)
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .header("content-length", "100")
-                .body(axum::body::Body::from_stream(futures::stream::pending::<
-                    Result<axum::body::Bytes, std::io::Error>,
-                >()))
-                .unwrap();
-            tokio::spawn(h.app.clone().oneshot(request))
-        })
-        .collect();
+    let silent = |n: usize| -> Vec<tokio::task::JoinHandle<_>> {
+        (0..n)
+            .map(|_| {
+                let request = axum::http::Request::builder()
+                    .method(Method::PUT)
+                    .uri(&path)
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .header("content-length", "100")
+                    .body(axum::body::Body::from_stream(futures::stream::pending::<
+                        Result<axum::body::Bytes, std::io::Error>,
+                    >()))
+                    .unwrap();
+                tokio::spawn(h.app.clone().oneshot(request))
+            })
+            .collect()
+    };
+    // More than acme's share of places (2), fewer than the bodies a tenant
+    // may have in flight (8).
+    let waiting = silent(6);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reply = h
         .call(Some("acme-admin"), Method::PUT, &path, Some(UPDATE), &[])
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert!(silent.iter().all(|s| !s.is_finished()));
-    silent.iter().for_each(tokio::task::JoinHandle::abort);
+    assert!(waiting.iter().all(|s| !s.is_finished()));
+    // Past its bodies in flight, acme waits; globex does not.
+    let more = silent(2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = h
+        .call(Some("acme-admin"), Method::PUT, &path, Some(UPDATE), &[])
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text
+    );
+    let globex = h.fill(&UPDATE.replace("\"acme\"", "\"globex\""));
+    let reply = h
+        .call(
+            Some("globex-admin"),
+            Method::PUT,
+            &format!("/v1/phones/{GLOBEX_MAC}"),
+            Some(&globex),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    waiting
+        .iter()
+        .chain(&more)
+        .for_each(tokio::task::JoinHandle::abort);
 }
