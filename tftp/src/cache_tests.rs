@@ -364,14 +364,19 @@ fn the_self_check_finds_a_corrupted_entry_and_drops_it() {
 #[test]
 fn a_self_check_round_past_its_time_leaves_the_rest_for_the_next_pass() {
     let f = Fixture::new(dataset());
-    f.get(FILE);
-    f.get("001565000002.cfg");
+    f.apply(vec![Row::Phone(phone(3, "001565000003", "third"))]);
+    for file in [FILE, "001565000002.cfg", "001565000003.cfg"] {
+        f.get(file);
+    }
+    // Two of the three taken, neither visited: both are the next round's.
     let spent = f
         .provisioner
-        .self_check_within(100, std::time::Duration::ZERO);
+        .self_check_within(2, std::time::Duration::ZERO);
     assert_eq!((spent.compared, spent.skipped), (0, 2), "{spent:?}");
-    let next = f.provisioner.self_check(100);
+    let next = f.provisioner.self_check(2);
     assert_eq!((next.compared, next.skipped), (2, 0), "{next:?}");
+    let last = f.provisioner.self_check(2);
+    assert_eq!(last.compared, 1, "the pass's third: {last:?}");
 }
 
 #[test]

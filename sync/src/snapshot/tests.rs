@@ -510,6 +510,11 @@ fn a_rotated_password_names_the_same_database() {
         id,
         super::source_id("postgres://dialtone:n%40w@db1:5432/dialtone")
     );
+    // Written raw, an `@` in the password still ends no host.
+    assert_eq!(
+        id,
+        super::source_id("postgres://dialtone:n@w@db1:5432/dialtone")
+    );
     let query = super::source_id("postgres://db1/dialtone?user=d&password=old");
     assert_eq!(
         query,
