@@ -90,6 +90,7 @@ impl Modify for DatabaseBound {
         for item in routes.paths.paths.values_mut() {
             for operation in operations(item) {
                 add_busy(&mut operation.responses.responses);
+                add_body_refusals(&mut operation.responses.responses);
             }
         }
         openapi.merge(routes);
@@ -112,8 +113,33 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 const BUSY: &str = "`busy`: the caller's tenant already runs its share of requests that use \
-    the database, or the node's tenants together run all the pool leaves them; nothing was \
-    done. Never for a global-admin token.";
+    the database, or the node's tenants together run all the pool leaves them, or too many \
+    request bodies are being received; nothing was done. Never for a global-admin token.";
+
+/// What the share's layer answers a tenant's body that it reads first.
+fn add_body_refusals(responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>) {
+    for (status, text) in [
+        (
+            "408",
+            "`timeout`: a tenant's request body did not arrive within 10 s; nothing was done.",
+        ),
+        (
+            "413",
+            "`too_large`: the request body is over 2 MiB; nothing was done.",
+        ),
+    ] {
+        responses.entry(status.into()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+                .into()
+        });
+    }
+}
 
 /// The share's 429, kept beside one the handler documents for a limit of
 /// its own (a resync queue's), which has the same body.

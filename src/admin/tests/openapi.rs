@@ -213,6 +213,13 @@ async fn the_routes_that_use_the_database_document_their_429() {
                     "#/components/schemas/ErrorBody",
                     "{method} {path}"
                 );
+                // And what the share's layer answers a tenant's body it
+                // reads first.
+                let responses = &doc["paths"][*path][*method]["responses"];
+                assert!(
+                    responses["408"].is_object() && responses["413"].is_object(),
+                    "{method} {path}: {responses}"
+                );
             }
         }
     }
