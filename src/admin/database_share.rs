@@ -244,7 +244,7 @@ pub(super) async fn admit(
         };
         match read_body(&parts, body).await {
             Ok(body) => body,
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
         }
     };
     let request = Request::from_parts(parts, body);
@@ -282,52 +282,38 @@ pub(super) async fn admit(
 }
 
 /// A tenant's request body, read whole within `BODY_WAIT`, or the answer
-/// that refuses it.
+/// that refuses it. A declared length past the cap is refused unread.
 async fn read_body(
     parts: &axum::http::request::Parts,
     body: axum::body::Body,
-) -> Result<axum::body::Body, Response> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "the request body is over 2 MiB",
-        )
-        .into_response()
-    };
+) -> Result<axum::body::Body, ApiError> {
     let declared = parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(too_large());
+        return Err(ApiError::body_too_large());
     }
-    let body = match tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, BODY_LIMIT)).await {
-        Ok(Ok(bytes)) => axum::body::Body::from(bytes),
+    match tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(axum::body::Body::from(bytes)),
         Ok(Err(e)) => {
-            let past_cap = e
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            if past_cap {
-                return Err(too_large());
-            }
-            return Err(ApiError::bad_request("the request body was cut short").into_response());
+            let inner = e.into_inner();
+            Err(if inner.is::<http_body_util::LengthLimitError>() {
+                ApiError::body_too_large()
+            } else {
+                ApiError::bad_request("the request body was cut short")
+            })
         }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    BODY_WAIT.as_secs()
-                ),
-            )
-            .into_response())
-        }
-    };
-    Ok(body)
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_WAIT.as_secs()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

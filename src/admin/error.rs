@@ -84,6 +84,16 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
 
+    /// 413: a request body past the API's 2 MiB cap (the client can only
+    /// send less).
+    pub fn body_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is over 2 MiB",
+        )
+    }
+
     /// Logs `detail`; the client learns only that it failed.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "admin API request failed");
@@ -207,13 +217,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "bad_request",
             "expected Content-Type: application/json",
         ),
-        // Past the body cap: 413, as the client can only send less.
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is over 2 MiB",
-            )
+            ApiError::body_too_large()
         }
         other => ApiError::bad_request(other.body_text()),
     }

@@ -58,11 +58,12 @@ struct Eviction {
 }
 
 /// How long a transfer may wait for its client's first ACK (from its first
-/// packet) before a new
-/// request from the same source may take its place. A real client answers
-/// within a round trip; without this, forged requests from an office's
-/// address (a few a second, each waiting out the stall bound) would hold
-/// its whole share and lock its phones out.
+/// packet) before a new request from the same source may take its place.
+/// A real client answers within a round trip; without this, forged
+/// requests from an office's address (a few a second, each waiting out the
+/// stall bound) would hold its whole share and lock its phones out. Only
+/// the source's oldest such transfer is looked at: one still provisioned
+/// ahead of it means a refusal, as before.
 const FIRST_ACK_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) enum Admission {

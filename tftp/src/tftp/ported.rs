@@ -182,10 +182,7 @@ async fn drive(
     loop {
         // Evicted while its file was being provisioned: nothing goes out.
         if transfer.is_evicted() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "evicted unacknowledged",
-            ));
+            return Err(evicted());
         }
         for packet in transfer.outgoing() {
             socket.send(packet).await?;
@@ -195,12 +192,7 @@ async fn drive(
             let waited = tokio::select! {
                 // Its slot went to a newer request: most likely a forged
                 // source, so nothing is sent to it.
-                _ = transfer.evicted() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "evicted unacknowledged from a full server",
-                    ))
-                }
+                _ = transfer.evicted() => return Err(evicted()),
                 waited = tokio::time::timeout_at(deadline, socket.recv(&mut buf)) => waited,
             };
             let received = match waited {
@@ -214,12 +206,7 @@ async fn drive(
                             "no acknowledgement",
                         ));
                     }
-                    Timer::Evicted => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "evicted unacknowledged",
-                        ));
-                    }
+                    Timer::Evicted => return Err(evicted()),
                 },
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(io::Error::new(e.kind(), "client went away"))
@@ -260,4 +247,10 @@ fn send_error(
     (code, message): Refusal,
 ) {
     pktinfo::try_send(listener, &error_packet(code, message), peer, local);
+}
+
+/// How a transfer told to give way ends: without a packet, as it is most
+/// likely a forged source's.
+fn evicted() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "evicted unacknowledged")
 }
