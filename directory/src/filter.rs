@@ -41,34 +41,20 @@ pub fn number_forms(e164: &str, region: &str) -> Vec<String> {
             .is_some_and(|meta| meta.country_code() == code);
         // Validity, not length alone: `02 5550 1234` has a US number's
         // length, but no US number begins with 0.
-        let another = |spelling: &String| {
+        let another = |spelling: &str| {
             crate::normalize::normalize(spelling, region).is_ok_and(|e| {
                 e != e164
                     && crate::normalize::parse_number(None, &e)
                         .is_ok_and(|n| phonenumber::is_valid(&n))
             })
         };
-        let mut national_forms = national_spellings(&national);
-        national_forms.push(significant.clone());
-        // Spellings differ in punctuation only: read each run of digits
-        // once (two for a number from abroad, not six).
-        let mut verdicts: Vec<(String, bool)> = Vec::new();
-        for spelling in national_forms {
-            if !home {
-                let digits: String = spelling.chars().filter(char::is_ascii_digit).collect();
-                let foreign = match verdicts.iter().find(|(d, _)| *d == digits) {
-                    Some((_, verdict)) => *verdict,
-                    None => {
-                        let verdict = another(&spelling);
-                        verdicts.push((digits, verdict));
-                        verdict
-                    }
-                };
-                if foreign {
-                    continue;
-                }
-            }
-            forms.push(spelling);
+        // Every national spelling holds the national format's digits: two
+        // readings decide them all.
+        if home || !another(&national) {
+            forms.extend(national_spellings(&national));
+        }
+        if home || !another(&significant) {
+            forms.push(significant.clone());
         }
         forms.push(format!("{code}{significant}"));
         forms.extend(national_spellings(&international));
