@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::model::trim;
-use crate::store::{DirectoryEntryInput, LineRef, PhoneFields, TenantInput};
+use crate::store::{DirectoryEntryInput, Kept, LineRef, PhoneFields, TenantInput};
 use objects::Objects;
 use read::{read_ahead, Lines, ReadAhead};
 
@@ -88,6 +88,8 @@ struct CsvRow<'a> {
     headers: &'a [String],
     /// Per entry of [`PHONE_COLUMNS`], its position in the record.
     phone_cells: &'a [Option<usize>],
+    /// A phones file's columns left out, kept as stored.
+    kept: Kept,
     record: &'a ::csv::StringRecord,
     line: u64,
 }
@@ -239,6 +241,23 @@ pub(super) fn plan(
         .iter()
         .map(|c| headers.iter().position(|h| h == c))
         .collect();
+    let kept = if kind == CsvKind::Phones {
+        let kept = kept_columns(&phone_cells);
+        if let Some(line_column) = lines_without_extension(&phone_cells, kept) {
+            plan.whole_file_error(at(
+                1,
+                line_column as u64 + 1,
+                format!(
+                    "column {:?} needs the `extension` column: a phones file without it leaves \
+                     every phone's lines as they are",
+                    headers[line_column]
+                ),
+            ));
+        }
+        kept
+    } else {
+        Kept::NONE
+    };
     // csv's tokenizing and the line count run on a thread of their own,
     // a batch of records ahead; the checks and the packing of each row run
     // here: the two halves of the parse on two cores.
@@ -267,6 +286,7 @@ pub(super) fn plan(
                         file,
                         headers: &headers,
                         phone_cells: &phone_cells,
+                        kept,
                         record,
                         line: *line,
                     };
@@ -313,6 +333,50 @@ pub(super) fn plan(
             let _ = empty_tx.send(records);
         }
     });
+}
+
+/// The fields a phones file's header leaves out, which its phones keep as
+/// stored (a new phone or line takes the default). Without `extension` a
+/// file gives no lines, so every phone keeps its line list.
+fn kept_columns(phone_cells: &[Option<usize>]) -> Kept {
+    use phone_column::*;
+    [
+        (MODEL, Kept::MODEL),
+        (LABEL, Kept::LABEL),
+        (VARIABLES, Kept::VARIABLES),
+        (HTTP_USER, Kept::HTTP_USER),
+        (HTTP_PASSWORD, Kept::HTTP_PASSWORD),
+        (EXTENSION, Kept::LINES),
+        (DISPLAY_NAME, Kept::DISPLAY_NAME),
+        (AUTH_USER, Kept::AUTH_USER),
+        (PASSWORD, Kept::PASSWORD),
+        (PROXY, Kept::PROXY),
+        (LINE_SETTINGS, Kept::LINE_SETTINGS),
+    ]
+    .into_iter()
+    .filter(|&(column, _)| phone_cells[column].is_none())
+    .fold(Kept::NONE, |kept, (_, field)| kept | field)
+}
+
+/// A line's column in a file that keeps every phone's lines: its cells
+/// would be dropped silently.
+fn lines_without_extension(phone_cells: &[Option<usize>], kept: Kept) -> Option<usize> {
+    use phone_column::*;
+    if !kept.contains(Kept::LINES) {
+        return None;
+    }
+    [
+        LINE,
+        DISPLAY_NAME,
+        AUTH_USER,
+        PASSWORD,
+        REGISTRAR,
+        PROXY,
+        LINE_SETTINGS,
+    ]
+    .into_iter()
+    .filter_map(|column| phone_cells[column])
+    .min()
 }
 
 fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
@@ -399,6 +463,7 @@ fn csv_phone(
         // Passwords are taken as written, spaces and all, as the line's is
         // here and both are from JSON and the API.
         http_password: Some(row.phone_cell(phone_column::HTTP_PASSWORD)).filter(|p| !p.is_empty()),
+        kept: row.kept,
     };
     let phone = phones
         .add(&fields, source, row.line)
@@ -416,6 +481,7 @@ fn csv_phone(
                 registrar,
                 proxy: trimmed(row.phone_cell(phone_column::PROXY)),
                 settings: &settings,
+                kept: row.kept,
             },
         );
     }

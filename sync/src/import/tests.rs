@@ -1,7 +1,7 @@
 //! The CSV and JSON parsers: what a plan holds and where each error points.
 
 use super::*;
-use crate::store::PhoneInput;
+use crate::store::{Kept, PhoneInput};
 
 fn plan_text(name: &str, text: &str) -> ImportPlan {
     let dir = tempfile::tempdir().unwrap();
@@ -300,6 +300,41 @@ fn a_column_given_twice_is_an_error() {
             "{errors:?}"
         );
     }
+}
+
+/// Without `extension` a phones file keeps every phone's lines, so a line
+/// column there would be dropped unread: refused, at that column.
+#[test]
+fn line_columns_without_extension_are_an_error() {
+    let plan = plan_text(
+        "p.csv",
+        "tenant,mac,family,label,password\nacme,001565000001,yealink,a,s3cret\n",
+    );
+    assert_eq!(plan.whole_file_errors, 1);
+    let error = plan.errors[0].to_string();
+    assert!(
+        error.contains("p.csv:1:5") && error.contains("needs the `extension` column"),
+        "{error}"
+    );
+    // Without any line column the file is a phones file that keeps lines.
+    let plan = plan_text(
+        "p.csv",
+        "tenant,mac,family,label\nacme,001565000001,yealink,a\n",
+    );
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let Mutation::UpsertPhones(batch) = &plan.items[0].0 else {
+        panic!("not a batch: {:?}", plan.items[0].0);
+    };
+    let kept = batch.get(0).kept;
+    for field in [
+        Kept::LINES,
+        Kept::HTTP_PASSWORD,
+        Kept::MODEL,
+        Kept::VARIABLES,
+    ] {
+        assert!(kept.contains(field), "{field:?} not kept: {kept:?}");
+    }
+    assert!(!kept.contains(Kept::LABEL));
 }
 
 #[test]

@@ -17,6 +17,11 @@
 /// phone table costs more than a few hundred point queries.
 pub(crate) const BULK_MIN_PHONES: usize = 200;
 
+/// A batch that leaves fields as stored, where only one phone at a time
+/// could be written (a MAC given twice): an import never makes one.
+pub(crate) const KEPT_NEEDS_BULK: &str =
+    "phones that leave fields as stored must name each MAC once";
+
 /// Above this many changed rows the change log gets no row per change:
 /// every node would reload everything anyway (a watcher further behind
 /// than `max_catch_up_rows` does), so the import bumps the epoch instead,
@@ -96,7 +101,7 @@ impl<'a> Cell<'a> {
 /// New phones and lines go straight into their tables, with ids reserved
 /// up front (so lines know their phone's id without a join); changed ones
 /// are staged by id and applied with one UPDATE each.
-pub(crate) const PHONE_COLUMNS: &[&str] = &[
+const PHONE_TABLE_COLUMNS: [&str; 10] = [
     "id",
     "mac",
     "tenant_id",
@@ -108,7 +113,7 @@ pub(crate) const PHONE_COLUMNS: &[&str] = &[
     "http_password",
     "updated_at",
 ];
-pub(crate) const LINE_COLUMNS: &[&str] = &[
+const LINE_TABLE_COLUMNS: [&str; 11] = [
     "id",
     "phone_id",
     "position",
@@ -121,22 +126,79 @@ pub(crate) const LINE_COLUMNS: &[&str] = &[
     "settings",
     "updated_at",
 ];
+pub(crate) const PHONE_COLUMNS: &[&str] = &PHONE_TABLE_COLUMNS;
+pub(crate) const LINE_COLUMNS: &[&str] = &LINE_TABLE_COLUMNS;
+/// A staged row's columns: its table's, then the fields it keeps as stored
+/// ([`crate::store::Kept`]'s bits).
+pub(crate) const PHONE_STAGE_COLUMNS: &[&str] = &and_kept::<10, 11>(PHONE_TABLE_COLUMNS);
+pub(crate) const LINE_STAGE_COLUMNS: &[&str] = &and_kept::<11, 12>(LINE_TABLE_COLUMNS);
 pub(crate) const PHONE_STAGE: &str = "import_phones";
 pub(crate) const LINE_STAGE: &str = "import_lines";
+
+/// `columns`, then `kept` (`M` is `N + 1`).
+const fn and_kept<const N: usize, const M: usize>(columns: [&'static str; N]) -> [&'static str; M] {
+    let mut all = ["kept"; M];
+    let mut i = 0;
+    while i < N {
+        all[i] = columns[i];
+        i += 1;
+    }
+    all
+}
 
 /// Phone-scope templates belong to the phone's tenant: they do not move
 /// with it. Runs before the phones are updated.
 pub(crate) const DELETE_MOVED_TEMPLATES: &str = "DELETE FROM templates WHERE scope = 'phone' AND scope_key IN \
      (SELECT p.mac FROM import_phones s JOIN phones p ON p.id = s.id WHERE p.tenant_id <> s.tenant_id)";
 
-pub(crate) const UPDATE_STAGED: &[&str] = &[
-    "UPDATE phones SET tenant_id = s.tenant_id, family = s.family, model = s.model, label = s.label, \
-     variables = s.variables, http_user = s.http_user, http_password = s.http_password, updated_at = s.updated_at \
-     FROM import_phones s WHERE phones.id = s.id",
-    "UPDATE lines SET extension = s.extension, display_name = s.display_name, auth_user = s.auth_user, \
-     password = s.password, registrar = s.registrar, proxy = s.proxy, settings = s.settings, \
-     updated_at = s.updated_at FROM import_lines s WHERE lines.id = s.id",
-];
+/// The UPDATEs that apply the staged rows; a field whose bit the row's
+/// `kept` holds stays as stored.
+pub(crate) fn update_staged() -> [String; 2] {
+    use crate::store::Kept;
+    let set = |table: &str, column: &str, kept: Option<Kept>| match kept {
+        None => format!("{column} = s.{column}"),
+        Some(kept) => format!(
+            "{column} = CASE WHEN s.kept & {bit} = 0 THEN s.{column} ELSE {table}.{column} END",
+            bit = kept.bits()
+        ),
+    };
+    let phones = [
+        ("tenant_id", None),
+        ("family", None),
+        ("model", Some(Kept::MODEL)),
+        ("label", Some(Kept::LABEL)),
+        ("variables", Some(Kept::VARIABLES)),
+        ("http_user", Some(Kept::HTTP_USER)),
+        ("http_password", Some(Kept::HTTP_PASSWORD)),
+        ("updated_at", None),
+    ];
+    let lines = [
+        ("extension", None),
+        ("display_name", Some(Kept::DISPLAY_NAME)),
+        ("auth_user", Some(Kept::AUTH_USER)),
+        ("password", Some(Kept::PASSWORD)),
+        ("registrar", None),
+        ("proxy", Some(Kept::PROXY)),
+        ("settings", Some(Kept::LINE_SETTINGS)),
+        ("updated_at", None),
+    ];
+    let sets = |table: &str, columns: &[(&str, Option<Kept>)]| {
+        let sets: Vec<String> = (columns.iter())
+            .map(|&(column, kept)| set(table, column, kept))
+            .collect();
+        sets.join(", ")
+    };
+    [
+        format!(
+            "UPDATE phones SET {} FROM import_phones s WHERE phones.id = s.id",
+            sets("phones", &phones)
+        ),
+        format!(
+            "UPDATE lines SET {} FROM import_lines s WHERE lines.id = s.id",
+            sets("lines", &lines)
+        ),
+    ]
+}
 
 mod compare;
 mod comparison;
@@ -263,7 +325,9 @@ macro_rules! bulk_sql {
                     next_phone += 1;
                 }
             }
-            let phone_cells = |i: usize| -> [Cell; 10] {
+            // A staged row also carries what it keeps as stored; a field it
+            // keeps is not sealed (the UPDATE leaves the stored one).
+            let phone_cells = |i: usize| -> [Cell; 11] {
                 let p = phones.get(i);
                 [
                     Cell::Int(ids[i]),
@@ -274,22 +338,29 @@ macro_rules! bulk_sql {
                     Cell::text_or_null(p.label),
                     Cell::text(p.variables),
                     Cell::text_or_null(p.http_user),
-                    p.http_password.map_or(Cell::Null, |pw| {
-                        Cell::sealed(key.seal(Purpose::DeviceHttpPassword, pw))
-                    }),
+                    match p.http_password {
+                        Some(pw)
+                            if states[i] == PhoneState::New
+                                || !p.kept.contains(crate::store::Kept::HTTP_PASSWORD) =>
+                        {
+                            Cell::sealed(key.seal(Purpose::DeviceHttpPassword, pw))
+                        }
+                        _ => Cell::Null,
+                    },
                     Cell::Int(now),
+                    Cell::Int(i64::from(p.kept.bits())),
                 ]
             };
             // Inserts first (lines need their phones), then the staged updates.
-            for (target, wanted) in [
-                ("phones", PhoneState::New),
-                (PHONE_STAGE, PhoneState::Changed),
+            for (target, columns, wanted) in [
+                ("phones", PHONE_COLUMNS, PhoneState::New),
+                (PHONE_STAGE, PHONE_STAGE_COLUMNS, PhoneState::Changed),
             ] {
                 let mut stager =
-                    super::Stager::open(&mut *conn, target, PHONE_COLUMNS, frozen(target)).await?;
+                    super::Stager::open(&mut *conn, target, columns, frozen(target)).await?;
                 for i in 0..n {
                     if states[i] == wanted {
-                        stager.row(&phone_cells(i)).await?;
+                        stager.row(&phone_cells(i)[..columns.len()]).await?;
                     }
                 }
                 stager.finish().await?;
@@ -299,13 +370,13 @@ macro_rules! bulk_sql {
                 .filter(|s| matches!(s, LineState::Missing))
                 .count();
             let first_line = super::reserve_ids(&mut *conn, "lines", new_lines as i64).await?;
-            for (target, wanted) in [
-                ("lines", LineState::Missing),
-                (LINE_STAGE, LineState::Changed),
+            for (target, columns, wanted) in [
+                ("lines", LINE_COLUMNS, LineState::Missing),
+                (LINE_STAGE, LINE_STAGE_COLUMNS, LineState::Changed),
             ] {
                 let mut next_line = first_line;
                 let mut stager =
-                    super::Stager::open(&mut *conn, target, LINE_COLUMNS, frozen(target)).await?;
+                    super::Stager::open(&mut *conn, target, columns, frozen(target)).await?;
                 for i in 0..n {
                     for (at, flat) in phones.line_range(i).enumerate() {
                         let state = lines[flat];
@@ -320,10 +391,16 @@ macro_rules! bulk_sql {
                             _ => line_ids[flat],
                         };
                         let line = phones.line(flat);
-                        let password = line.password.map_or(Cell::Null, |pw| {
-                            Cell::sealed(key.seal(Purpose::LinePassword, pw))
-                        });
-                        let cells: [Cell; 11] = [
+                        let password = match line.password {
+                            Some(pw)
+                                if state == LineState::Missing
+                                    || !line.kept.contains(crate::store::Kept::PASSWORD) =>
+                            {
+                                Cell::sealed(key.seal(Purpose::LinePassword, pw))
+                            }
+                            _ => Cell::Null,
+                        };
+                        let cells: [Cell; 12] = [
                             Cell::Int(id),
                             Cell::Int(ids[i]),
                             Cell::Int32(at as i32 + 1),
@@ -335,8 +412,9 @@ macro_rules! bulk_sql {
                             Cell::text_or_null(line.proxy),
                             Cell::text(line.settings),
                             Cell::Int(now),
+                            Cell::Int(i64::from(line.kept.bits())),
                         ];
-                        stager.row(&cells).await?;
+                        stager.row(&cells[..columns.len()]).await?;
                     }
                 }
                 stager.finish().await?;
@@ -350,8 +428,8 @@ macro_rules! bulk_sql {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
-            for statement in UPDATE_STAGED {
-                sqlx::query(statement).execute(&mut *conn).await?;
+            for statement in update_staged() {
+                sqlx::query(&statement).execute(&mut *conn).await?;
             }
             if few {
                 super::probe_joins(&mut *conn, false).await?;

@@ -192,7 +192,11 @@ macro_rules! shared_sql {
                 }
                 Mutation::UpsertPhones(batch) => {
                     // `apply_all` takes batches itself (in bulk, or one by
-                    // one naming the phone); this is the same one by one.
+                    // one naming the phone); this is the same one by one,
+                    // which cannot leave a field as stored.
+                    if batch.keeps_any() {
+                        return Err(SyncError::Invalid(crate::store::bulk::KEPT_NEEDS_BULK.into()));
+                    }
                     for i in 0..batch.len() {
                         Box::pin(apply_one(conn, key, &Mutation::UpsertPhone(batch.to_input(i)), now, report)).await?;
                     }
@@ -552,10 +556,16 @@ macro_rules! shared_sql {
                     continue;
                 }
                 if let Mutation::UpsertPhones(batch) = mutation {
-                    if batch.len() >= crate::store::bulk::BULK_MIN_PHONES && batch.macs_distinct() {
+                    // Only the bulk path leaves a field as stored, so a batch
+                    // that keeps any goes there however short it is.
+                    let bulk = batch.len() >= crate::store::bulk::BULK_MIN_PHONES || batch.keeps_any();
+                    if bulk && batch.macs_distinct() {
                         let reject = |item: usize, reason: String| SyncError::Rejected { index, item: Some(item), reason };
                         bulk_phones(conn, key, second, batch, &reject, done, now, &mut report, progress.as_ref()).await?;
                     } else {
+                        if batch.keeps_any() {
+                            return Err(SyncError::Invalid(crate::store::bulk::KEPT_NEEDS_BULK.into()));
+                        }
                         for item in 0..batch.len() {
                             let phone = Mutation::UpsertPhone(batch.to_input(item));
                             apply_one(conn, key, &phone, now, &mut report)

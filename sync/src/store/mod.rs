@@ -27,7 +27,7 @@ use crate::model::*;
 pub use fleet::FleetHistory;
 pub use masked::masked_url;
 pub use phone_batch::{
-    BatchFull, Finished, LineRef, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneRef,
+    BatchFull, Finished, Kept, LineRef, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneRef,
 };
 pub use rows::NumberJson;
 pub use unclaimed::{UnclaimedDevice, UNASSIGNED};

@@ -20,8 +20,9 @@ use crate::model::{Family, Mac};
 /// Phones in order; phone `i`'s lines are `lines[phones[i].first_line ..
 /// phones[i + 1].first_line]` (the last phone's run to the end).
 ///
-/// In `text`, a phone's record holds model, label, variables, http_user
-/// and http_password; a line's record extension, display_name,
+/// In `text`, a phone's record holds its [`Kept`] fields as one ASCII
+/// byte, then model, label, variables, http_user and http_password; a
+/// line's record its kept fields' byte, then extension, display_name,
 /// auth_user, password, registrar, proxy and settings. Each field is its
 /// length plus one (0: absent) as a varint of ASCII bytes (six bits each,
 /// 0x40 when more follow), then its text. So `text` is one `String`, and a
@@ -36,6 +37,77 @@ pub struct PhoneBatch {
     /// GiB of text, tens of millions of phones): a batch past that is
     /// refused ([`BatchFull`]) rather than costing every phone 8 bytes more.
     lines: Vec<u32>,
+    /// Whether any phone or line keeps a stored field.
+    keeps: bool,
+}
+
+/// Fields an import leaves as they are stored: for a phone or line that
+/// exists, the field is neither compared nor written; a new one takes the
+/// value the batch holds (the field's default). One bit per field, a
+/// phone's in the low six bits and a line's in the next five, so that
+/// each half fits one ASCII byte of a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept(u16);
+
+impl Kept {
+    pub const NONE: Kept = Kept(0);
+    pub const MODEL: Kept = Kept(1);
+    pub const LABEL: Kept = Kept(1 << 1);
+    pub const VARIABLES: Kept = Kept(1 << 2);
+    pub const HTTP_USER: Kept = Kept(1 << 3);
+    pub const HTTP_PASSWORD: Kept = Kept(1 << 4);
+    /// The phone's whole line list: no line is added, changed or removed.
+    pub const LINES: Kept = Kept(1 << 5);
+    pub const DISPLAY_NAME: Kept = Kept(1 << 6);
+    pub const AUTH_USER: Kept = Kept(1 << 7);
+    pub const PASSWORD: Kept = Kept(1 << 8);
+    pub const PROXY: Kept = Kept(1 << 9);
+    pub const LINE_SETTINGS: Kept = Kept(1 << 10);
+    const PHONE_BITS: u16 = 0x3f;
+    const LINE_SHIFT: u32 = 6;
+
+    pub fn contains(self, field: Kept) -> bool {
+        self.0 & field.0 == field.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The phone's half, as its record's first byte.
+    fn phone_byte(self) -> char {
+        char::from((self.0 & Self::PHONE_BITS) as u8)
+    }
+
+    /// The line's half, as its record's first byte.
+    fn line_byte(self) -> char {
+        char::from((self.0 >> Self::LINE_SHIFT) as u8 & 0x3f)
+    }
+
+    fn from_phone_byte(byte: u8) -> Kept {
+        Kept(u16::from(byte))
+    }
+
+    fn from_line_byte(byte: u8) -> Kept {
+        Kept(u16::from(byte) << Self::LINE_SHIFT)
+    }
+}
+
+impl std::ops::BitOr for Kept {
+    type Output = Kept;
+    fn bitor(self, other: Kept) -> Kept {
+        Kept(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Kept {
+    fn bitor_assign(&mut self, other: Kept) {
+        self.0 |= other.0;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +135,8 @@ pub struct PhoneRef<'a> {
     pub variables: &'a str,
     pub http_user: Option<&'a str>,
     pub http_password: Option<&'a str>,
+    /// The phone's fields (and whether its line list) left as stored.
+    pub kept: Kept,
 }
 
 /// One line of a phone of a batch (see [`LineInput`]).
@@ -75,6 +149,8 @@ pub struct LineRef<'a> {
     pub registrar: &'a str,
     pub proxy: Option<&'a str>,
     pub settings: &'a str,
+    /// The line's fields left as stored.
+    pub kept: Kept,
 }
 
 impl<'a> From<&'a LineInput> for LineRef<'a> {
@@ -87,6 +163,7 @@ impl<'a> From<&'a LineInput> for LineRef<'a> {
             registrar: &l.registrar,
             proxy: l.proxy.as_deref(),
             settings: &l.settings,
+            kept: Kept::NONE,
         }
     }
 }
@@ -117,6 +194,7 @@ pub struct PhoneFields<'a> {
     pub variables: &'a str,
     pub http_user: Option<&'a str>,
     pub http_password: Option<&'a str>,
+    pub kept: Kept,
 }
 
 fn put(text: &mut String, field: Option<&str>) {
@@ -193,7 +271,7 @@ impl PhoneBatch {
         let p = &self.phones[i];
         let mut f = Fields {
             text: &self.text,
-            at: p.at as usize,
+            at: p.at as usize + 1,
         };
         PhoneRef {
             mac: p.mac,
@@ -205,6 +283,7 @@ impl PhoneBatch {
             variables: f.text(),
             http_user: f.next(),
             http_password: f.next(),
+            kept: Kept::from_phone_byte(self.text.as_bytes()[p.at as usize]),
         }
     }
 
@@ -226,9 +305,10 @@ impl PhoneBatch {
 
     /// Line `flat` of the batch (see [`PhoneBatch::line_range`]).
     pub fn line(&self, flat: usize) -> LineRef<'_> {
+        let at = self.lines[flat] as usize;
         let mut f = Fields {
             text: &self.text,
-            at: self.lines[flat] as usize,
+            at: at + 1,
         };
         LineRef {
             extension: f.text(),
@@ -238,9 +318,28 @@ impl PhoneBatch {
             registrar: f.text(),
             proxy: f.next(),
             settings: f.text(),
+            kept: Kept::from_line_byte(self.text.as_bytes()[at]),
         }
     }
 
+    /// Phone `i`'s kept fields, without reading its others.
+    pub fn kept(&self, i: usize) -> Kept {
+        Kept::from_phone_byte(self.text.as_bytes()[self.phones[i].at as usize])
+    }
+
+    /// Every phone's kept fields, then every line's.
+    fn kept_marks(&self) -> impl Iterator<Item = Kept> + '_ {
+        let phones = (0..self.len()).map(|i| self.get(i).kept);
+        phones.chain((0..self.total_lines()).map(|l| self.line(l).kept))
+    }
+
+    /// Whether any phone or line leaves a field as stored.
+    pub fn keeps_any(&self) -> bool {
+        self.keeps
+    }
+
+    /// Phone `i` as a whole input: fields it keeps read as the batch holds
+    /// them (their defaults), see [`PhoneBatch::keeps_any`].
     pub fn to_input(&self, i: usize) -> PhoneInput {
         let p = self.get(i);
         PhoneInput {
@@ -330,7 +429,9 @@ impl<'a> FromIterator<&'a PhoneInput> for PhoneBatch {
 /// differ: a builder leaves merged rows' text behind).
 impl PartialEq for PhoneBatch {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        self.len() == other.len()
+            && self.iter().eq(other.iter())
+            && self.kept_marks().eq(other.kept_marks())
     }
 }
 
@@ -342,6 +443,8 @@ impl std::fmt::Debug for PhoneBatch {
     }
 }
 
+/// As whole phones: a batch sent this way keeps no stored field (only an
+/// import's own files do).
 impl Serialize for PhoneBatch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter())

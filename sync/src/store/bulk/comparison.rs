@@ -19,7 +19,7 @@ use super::compare::{find, same_secret, Sorted};
 use super::{LineState, PhoneState, Stored, StoredLine, StoredPhone};
 use crate::crypto::{Purpose, SecretKey};
 use crate::model::Id;
-use crate::store::PhoneBatch;
+use crate::store::{Kept, PhoneBatch};
 
 /// Phones read lately, kept for lines to look among. (Small in unit
 /// tests, so that each bound is reached.)
@@ -194,19 +194,22 @@ impl<'r> Comparison<'r> {
         self.last_found = Some((row.id, i));
         let p = self.phones.get(i);
         self.ids[i] = row.id;
-        // The seal's HMAC last: any other difference decides first.
+        // A field the run keeps as stored is no difference. The seal's
+        // HMAC last: any other difference decides first.
+        let given = |field: Kept| !p.kept.contains(field);
         let changed = row.tenant_id != self.tenant_id(i)
             || row.family != p.family.as_str().as_bytes()
-            || row.model != p.model.map(str::as_bytes)
-            || row.label != p.label.map(str::as_bytes)
-            || row.variables != p.variables.as_bytes()
-            || row.http_user != p.http_user.map(str::as_bytes)
-            || !same_secret(
-                self.key,
-                Purpose::DeviceHttpPassword,
-                p.http_password,
-                row.http_password,
-            );
+            || (given(Kept::MODEL) && row.model != p.model.map(str::as_bytes))
+            || (given(Kept::LABEL) && row.label != p.label.map(str::as_bytes))
+            || (given(Kept::VARIABLES) && row.variables != p.variables.as_bytes())
+            || (given(Kept::HTTP_USER) && row.http_user != p.http_user.map(str::as_bytes))
+            || (given(Kept::HTTP_PASSWORD)
+                && !same_secret(
+                    self.key,
+                    Purpose::DeviceHttpPassword,
+                    p.http_password,
+                    row.http_password,
+                ));
         self.states[i] = if changed {
             PhoneState::Changed
         } else {
@@ -277,6 +280,10 @@ impl<'r> Comparison<'r> {
     }
 
     fn compare_line(&mut self, i: usize, row: &StoredLine<'_>) {
+        if self.phones.kept(i).contains(Kept::LINES) {
+            // Neither compared nor removed: the run gives no lines.
+            return;
+        }
         let range = self.phones.line_range(i);
         let Some(flat) = usize::try_from(row.position - 1)
             .ok()
@@ -287,13 +294,15 @@ impl<'r> Comparison<'r> {
             return;
         };
         let line = self.phones.line(flat);
+        let kept = |field: Kept| line.kept.contains(field);
         let same = line.extension.as_bytes() == row.extension
-            && line.display_name.as_bytes() == row.display_name
-            && line.auth_user.as_bytes() == row.auth_user
+            && (kept(Kept::DISPLAY_NAME) || line.display_name.as_bytes() == row.display_name)
+            && (kept(Kept::AUTH_USER) || line.auth_user.as_bytes() == row.auth_user)
             && line.registrar.as_bytes() == row.registrar
-            && line.proxy.map(str::as_bytes) == row.proxy
-            && line.settings.as_bytes() == row.settings
-            && same_secret(self.key, Purpose::LinePassword, line.password, row.password);
+            && (kept(Kept::PROXY) || line.proxy.map(str::as_bytes) == row.proxy)
+            && (kept(Kept::LINE_SETTINGS) || line.settings.as_bytes() == row.settings)
+            && (kept(Kept::PASSWORD)
+                || same_secret(self.key, Purpose::LinePassword, line.password, row.password));
         self.lines[flat] = if same {
             LineState::Same
         } else {

@@ -1,7 +1,7 @@
 //! [`PhoneBatchBuilder`]: a batch built a row at a time (a CSV file's
 //! phones, whose lines may come in later rows).
 
-use super::{put, LineRef, Packed, PhoneBatch, PhoneFields, PhoneRef};
+use super::{put, Kept, LineRef, Packed, PhoneBatch, PhoneFields, PhoneRef};
 use crate::model::Mac;
 use crate::store::PhoneInput;
 
@@ -67,7 +67,9 @@ impl PhoneBatchBuilder {
             }
         };
         let at = self.offset();
+        self.batch.keeps |= !p.kept.is_empty();
         let text = &mut self.batch.text;
+        text.push(p.kept.phone_byte());
         put(text, p.model);
         put(text, p.label);
         put(text, Some(p.variables));
@@ -87,7 +89,9 @@ impl PhoneBatchBuilder {
     /// Adds a line to phone `phone` at `position` (1 is first).
     pub fn line(&mut self, phone: usize, position: u32, l: &LineRef<'_>) {
         let at = self.offset();
+        self.batch.keeps |= !l.kept.is_empty();
         let text = &mut self.batch.text;
+        text.push(l.kept.line_byte());
         put(text, Some(l.extension));
         put(text, Some(l.display_name));
         put(text, Some(l.auth_user));
@@ -109,6 +113,7 @@ impl PhoneBatchBuilder {
             variables: &p.variables,
             http_user: p.http_user.as_deref(),
             http_password: p.http_password.as_deref(),
+            kept: Kept::NONE,
         });
         for (n, l) in p.lines.iter().enumerate() {
             self.line(i, n as u32 + 1, &l.into());

@@ -21,10 +21,10 @@ pub(super) async fn lock_for_import(conn: &mut PgConnection) -> Result<(), SyncE
         "DROP TABLE IF EXISTS pg_temp.import_lines",
         "CREATE TEMP TABLE import_phones (id BIGINT NOT NULL, mac TEXT NOT NULL, tenant_id BIGINT NOT NULL, \
          family TEXT NOT NULL, model TEXT, label TEXT, variables TEXT NOT NULL, http_user TEXT, http_password TEXT, \
-         updated_at BIGINT NOT NULL) ON COMMIT DROP",
+         updated_at BIGINT NOT NULL, kept BIGINT NOT NULL) ON COMMIT DROP",
         "CREATE TEMP TABLE import_lines (id BIGINT NOT NULL, phone_id BIGINT NOT NULL, position INTEGER NOT NULL, \
          extension TEXT NOT NULL, display_name TEXT NOT NULL, auth_user TEXT NOT NULL, password TEXT, \
-         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at BIGINT NOT NULL) ON COMMIT DROP",
+         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at BIGINT NOT NULL, kept BIGINT NOT NULL) ON COMMIT DROP",
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }

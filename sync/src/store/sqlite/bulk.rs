@@ -100,10 +100,10 @@ pub(super) async fn lock_for_import(conn: &mut SqliteConnection) -> Result<(), S
     for ddl in [
         "CREATE TEMP TABLE import_phones (id INTEGER PRIMARY KEY, mac TEXT NOT NULL, tenant_id INTEGER NOT NULL, \
          family TEXT NOT NULL, model TEXT, label TEXT, variables TEXT NOT NULL, http_user TEXT, http_password TEXT, \
-         updated_at INTEGER NOT NULL)",
+         updated_at INTEGER NOT NULL, kept INTEGER NOT NULL)",
         "CREATE TEMP TABLE import_lines (id INTEGER PRIMARY KEY, phone_id INTEGER NOT NULL, position INTEGER NOT NULL, \
          extension TEXT NOT NULL, display_name TEXT NOT NULL, auth_user TEXT NOT NULL, password TEXT, \
-         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at INTEGER NOT NULL)",
+         registrar TEXT NOT NULL, proxy TEXT, settings TEXT NOT NULL, updated_at INTEGER NOT NULL, kept INTEGER NOT NULL)",
     ] {
         sqlx::query(ddl).execute(&mut *conn).await?;
     }
