@@ -43,6 +43,14 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
 /// Writes the mirror's current state to `path` atomically. Blocking: call it
 /// from `spawn_blocking`.
 pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
+    // One write at a time in a process, each reading the state once the
+    // one before it is renamed into place: the final write at shutdown
+    // could otherwise start while a periodic one still ran, and the older
+    // state, renamed last, would be the one left on disk.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Read before the state: the state is at least as new as this.
     let synced_at = mirror.health().last_sync_at.unwrap_or_else(now_millis);
     let state = mirror.load();
@@ -58,9 +66,8 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Unique within the process too (the final write at shutdown may start
-    // while a periodic one still runs), and across hosts sharing the folder
-    // (pids repeat): they must not share a file.
+    // Unique across hosts sharing the folder (pids repeat): they must not
+    // share a file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
