@@ -538,6 +538,48 @@ fn a_token_name_out_of_bounds_is_refused() {
     }
 }
 
+/// A tenant's token made and revoked on the command line is in that
+/// tenant's audit view, as one the API makes and revokes.
+#[test]
+fn a_tenant_tokens_create_and_revoke_are_audited_under_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let args = [
+        "--scope",
+        "tenant-admin",
+        "--tenant",
+        "acme",
+        "--name",
+        "acme ops",
+    ];
+    create_token(dir.path(), &url, &args);
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args(["token", "revoke", "1"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let audited: Vec<(String, Option<String>)> =
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_as(
+                "SELECT action, tenant FROM audit_log WHERE entity = 'api_token' ORDER BY id",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        });
+    let acme = Some("acme".to_string());
+    assert_eq!(
+        audited,
+        [("create".into(), acme.clone()), ("revoke".into(), acme)]
+    );
+}
+
 /// A database password never reaches the output, wherever the URL holds it
 /// and whatever its scheme: `check-config`, a configuration error, and a
 /// failed start.
