@@ -251,6 +251,7 @@ impl LookupService {
         let breaker = BreakerOptions {
             threshold: options.breaker_threshold,
             cooldown: options.breaker_cooldown,
+            deadline: options.deadline,
         };
         let cache_shares = Arc::new(crate::cache::TenantShares::new(options.cache_bytes));
         LookupService {
@@ -682,13 +683,8 @@ impl LookupService {
                 }
             }
             Err(e) => {
-                // A timeout within what a slow earlier source left of the
-                // deadline says nothing of this one: counted, it would
-                // open a healthy source's breaker.
-                let fair = source.timeout.min(self.inner.options.deadline) / 2;
-                let starved = matches!(e, DirectoryError::Timeout) && budget < fair;
-                if !mirrored && !starved {
-                    source.breaker.failure();
+                if !mirrored {
+                    source.failed(&e, budget);
                 }
                 outcome(e.kind());
                 if let Some(skipped) = source.failure_log.allow() {

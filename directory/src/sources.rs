@@ -29,6 +29,9 @@ pub struct RemoteSource {
     pub timeout: Duration,
     pub remote: Remote,
     pub breaker: Breaker,
+    /// Half the time the source could have for a lookup (its timeout, at
+    /// most the lookup's deadline): a timeout within less is not counted.
+    pub fair_budget: Duration,
     /// Set for LDAP sources in mirror mode: lookups answer from it.
     pub mirror: Option<Arc<SourceMirror>>,
     /// A failing source's lines in the log, one a second: a mirrored one
@@ -68,7 +71,7 @@ impl RemoteSource {
                     let result = source.lookup(e164, region, budget).await;
                     match &result {
                         Ok(_) => self.breaker.success(),
-                        Err(_) => self.breaker.failure(),
+                        Err(e) => self.failed(e, budget),
                     }
                     return result;
                 }
@@ -77,6 +80,17 @@ impl RemoteSource {
         match &self.remote {
             Remote::Ldap(source) => source.lookup(e164, region, budget).await,
             Remote::Http(source) => source.lookup(e164, budget).await,
+        }
+    }
+
+    /// Counts a failure after `budget` toward the breaker, unless it was a
+    /// timeout within less than half the time the source could have had:
+    /// that says only that a slow source before it used up the deadline,
+    /// and counted, it would open a healthy source's breaker.
+    pub fn failed(&self, error: &DirectoryError, budget: Duration) {
+        let starved = matches!(error, DirectoryError::Timeout) && budget < self.fair_budget;
+        if !starved {
+            self.breaker.failure();
         }
     }
 
@@ -93,6 +107,8 @@ impl RemoteSource {
 pub struct BreakerOptions {
     pub threshold: u32,
     pub cooldown: Duration,
+    /// The lookup's deadline (see [`RemoteSource::failed`]).
+    pub deadline: Duration,
 }
 
 /// Builds a source from its row. Also what the admin API uses to validate
@@ -134,13 +150,15 @@ pub fn build_source(
             networks,
         )?),
     };
+    let timeout = Duration::from_millis(row.timeout_ms.max(1) as u64);
     Ok(RemoteSource {
         id: row.id,
         name: row.name.as_ref().into(),
         priority: row.priority,
-        timeout: Duration::from_millis(row.timeout_ms.max(1) as u64),
+        timeout,
         remote,
         breaker: Breaker::new(breaker.threshold, breaker.cooldown, clock),
+        fair_budget: timeout.min(breaker.deadline) / 2,
         mirror: None,
         failure_log: dialtone_sync::LogLimit::new(),
     })
@@ -309,6 +327,45 @@ mod tests {
         }
     }
 
+    /// One rule for a source's breaker, whether the service asks it or a
+    /// mirror falls back to it live: a timeout within less than half of
+    /// min(timeout, deadline) is not the source's fault; any other
+    /// failure, or a timeout with the time it could have had, counts.
+    #[tokio::test]
+    async fn only_timeouts_with_a_fair_budget_count_toward_the_breaker() {
+        use crate::breaker::BreakerState;
+        let networks = SourceNetworks::default().shared();
+        let breaker = BreakerOptions {
+            threshold: 2,
+            cooldown: Duration::from_secs(600),
+            deadline: Duration::from_millis(30),
+        };
+        let settings = serde_json::json!({"url": "http://cnam.example.test/?n={e164}"});
+        let build = || {
+            let row = row(7, SourceKind::Http, settings.clone());
+            build_source(&row, None, breaker, Clock::system(), &networks).unwrap()
+        };
+        // Timeout 20 ms, deadline 30 ms: fair is 10 ms.
+        let starved = build();
+        for _ in 0..5 {
+            starved.failed(&DirectoryError::Timeout, Duration::from_millis(9));
+        }
+        assert_eq!(starved.breaker.state(), BreakerState::Closed);
+        let slow = build();
+        for _ in 0..2 {
+            slow.failed(&DirectoryError::Timeout, Duration::from_millis(10));
+        }
+        assert_eq!(slow.breaker.state(), BreakerState::Open);
+        let refusing = build();
+        for _ in 0..2 {
+            refusing.failed(
+                &DirectoryError::Upstream("503".into()),
+                Duration::from_millis(1),
+            );
+        }
+        assert_eq!(refusing.breaker.state(), BreakerState::Open);
+    }
+
     /// A source resolves its host as its tenant's: a name that hangs
     /// counts against that tenant's share and no one else's.
     #[tokio::test]
@@ -319,6 +376,7 @@ mod tests {
         let breaker = BreakerOptions {
             threshold: u32::MAX,
             cooldown: Duration::from_secs(1),
+            deadline: Duration::from_secs(1),
         };
         for (kind, settings) in [
             (

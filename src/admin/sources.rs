@@ -391,6 +391,7 @@ pub async fn test_source(
         BreakerOptions {
             threshold: u32::MAX,
             cooldown: std::time::Duration::from_secs(1),
+            deadline: std::time::Duration::MAX,
         },
         dialtone_directory::Clock::system(),
         &state.source_networks,
