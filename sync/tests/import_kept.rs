@@ -129,12 +129,14 @@ async fn csv_body(db: TestDb) {
     let again = import(&*store, false, relabel).await;
     assert_eq!(again.changed(), 0, "{again:?}");
 
-    // Line columns without passwords: extensions change, passwords, auth
-    // users and the phone's own fields stay; a line list is still whole
-    // when the file gives lines, so phone 2's second line goes, and a
-    // new line takes the defaults.
+    // Line columns without passwords: a line keeps its password, auth
+    // user, proxy and settings while its extension stays; a line whose
+    // extension changes is another account and takes the defaults (the
+    // old account's password must not follow it); a new line takes the
+    // defaults; a line list is still whole when the file gives lines, so
+    // phone 2's second line goes.
     let extensions = "tenant,mac,family,line,extension,registrar,display_name\n\
-                      acme,001565000001,yealink,1,111,sip.example.net,Front desk\n\
+                      acme,001565000001,yealink,1,101,sip.example.net,Front desk 2\n\
                       acme,001565000001,yealink,2,112,sip.example.net,Back office\n\
                       acme,001565000001,yealink,3,113,sip.example.net,\n\
                       acme,001565000002,yealink,1,201,sip.example.net,Lobby\n";
@@ -161,8 +163,8 @@ async fn csv_body(db: TestDb) {
         got,
         [
             (
-                text("111"),
-                text("Front desk"),
+                text("101"),
+                text("Front desk 2"),
                 text("u101"),
                 Some(text("pw-101")),
                 proxy,
@@ -171,8 +173,8 @@ async fn csv_body(db: TestDb) {
             (
                 text("112"),
                 text("Back office"),
-                text("u102"),
-                Some(text("pw-102")),
+                text("112"),
+                None,
                 None,
                 text("{}")
             ),

@@ -56,6 +56,17 @@ pub(crate) enum LineState {
     Missing,
     Same,
     Changed,
+    /// Another extension at the row's position: another account, so the
+    /// fields the run keeps as stored are the old account's and are not
+    /// kept; the row is written whole, with the run's defaults.
+    Replaced,
+}
+
+impl LineState {
+    /// The row is written, and what it keeps is kept.
+    pub(crate) fn keeps_stored(self) -> bool {
+        self == LineState::Changed
+    }
 }
 
 /// One cell of a staged row. Text is borrowed from the run but for sealed
@@ -278,7 +289,7 @@ macro_rules! bulk_sql {
             for state in &lines {
                 match state {
                     LineState::Missing => report.lines.inserted += 1,
-                    LineState::Changed => report.lines.updated += 1,
+                    LineState::Changed | LineState::Replaced => report.lines.updated += 1,
                     LineState::Same => report.lines.unchanged += 1,
                 }
             }
@@ -380,9 +391,18 @@ macro_rules! bulk_sql {
                 for i in 0..n {
                     for (at, flat) in phones.line_range(i).enumerate() {
                         let state = lines[flat];
-                        if state != wanted {
+                        let staged = match state {
+                            LineState::Replaced => LineState::Changed,
+                            other => other,
+                        };
+                        if staged != wanted {
                             continue;
                         }
+                        let kept = if state.keeps_stored() {
+                            phones.line(flat).kept
+                        } else {
+                            crate::store::Kept::NONE
+                        };
                         let id = match state {
                             LineState::Missing => {
                                 next_line += 1;
@@ -392,10 +412,7 @@ macro_rules! bulk_sql {
                         };
                         let line = phones.line(flat);
                         let password = match line.password {
-                            Some(pw)
-                                if state == LineState::Missing
-                                    || !line.kept.contains(crate::store::Kept::PASSWORD) =>
-                            {
+                            Some(pw) if !kept.contains(crate::store::Kept::PASSWORD) => {
                                 Cell::sealed(key.seal(Purpose::LinePassword, pw))
                             }
                             _ => Cell::Null,
@@ -412,7 +429,7 @@ macro_rules! bulk_sql {
                             Cell::text_or_null(line.proxy),
                             Cell::text(line.settings),
                             Cell::Int(now),
-                            Cell::Int(i64::from(line.kept.bits())),
+                            Cell::Int(i64::from(kept.bits())),
                         ];
                         stager.row(&cells[..columns.len()]).await?;
                     }

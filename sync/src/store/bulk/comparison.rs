@@ -305,8 +305,10 @@ impl<'r> Comparison<'r> {
                 || same_secret(self.key, Purpose::LinePassword, line.password, row.password));
         self.lines[flat] = if same {
             LineState::Same
-        } else {
+        } else if line.kept.is_empty() || line.extension.as_bytes() == row.extension {
             LineState::Changed
+        } else {
+            LineState::Replaced
         };
         self.line_ids[flat] = row.id;
     }
