@@ -258,6 +258,16 @@ fn inside(e: &Expr<'_>) -> Result<(), Refused> {
 /// Checks `e`; `nested` when its value ends up inside another value, where
 /// a repeated value would be walked uncharged (`[[1] * 1000] * 1000` is
 /// 10^6 items for 2,000 slots of fuel, and one more level is 10^9).
+///
+/// Only a whole expression's value may be a repetition: printed, its walk
+/// is capped at the file's size and sees the deadline; as a condition, its
+/// truth is its length. Anything that takes it as an operand walks it
+/// without fuel and writes nothing, so the deadline is never seen: a test
+/// (`is startingwith` makes its text), `in`, a filter, a comparison, `~`,
+/// a subscript or a slice. `(data * 1000) is startingwith "x"` in a loop
+/// of 40,000 built ~100 MB of text a step against a 250 ms budget, and
+/// held a render thread for hours. Only the branches of `a if c else b`
+/// pass on where their value goes.
 fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
     let same = |e| checked(e, nested);
     match e {
@@ -282,7 +292,9 @@ fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
                         return Err(refuse(
                             b.span(),
                             "`*` on a value that is not surely a number (it may repeat a \
-                             list) may not sit inside a list, an argument or another `*`",
+                             list) may only be a whole expression's value (`{{ x * 3 }}`), \
+                             not inside a list, argument, filter, test, comparison or other \
+                             operator; for arithmetic on data, convert it first (`x | int * 3600`)",
                         ));
                     }
                     // Text is repeated at once, and charged for.
@@ -298,43 +310,43 @@ fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
                     return inside(repeated);
                 }
             }
-            same(&b.left)?;
-            same(&b.right)
+            inside(&b.left)?;
+            inside(&b.right)
         }
-        Expr::UnaryOp(u) => same(&u.expr),
+        Expr::UnaryOp(u) => inside(&u.expr),
         Expr::Compare(c) => {
-            same(&c.expr)?;
-            c.ops.iter().try_for_each(|op| same(&op.expr))
+            inside(&c.expr)?;
+            c.ops.iter().try_for_each(|op| inside(&op.expr))
         }
         Expr::IfExpr(i) => {
-            same(&i.test_expr)?;
+            inside(&i.test_expr)?;
             same(&i.true_expr)?;
             i.false_expr.as_ref().map_or(Ok(()), same)
         }
         Expr::Filter(f) => {
             if let Some(input) = &f.expr {
-                same(input)?;
+                inside(input)?;
             }
             args(&f.args)
         }
         Expr::Test(t) => {
-            same(&t.expr)?;
+            inside(&t.expr)?;
             args(&t.args)
         }
-        Expr::GetAttr(g) => same(&g.expr),
+        Expr::GetAttr(g) => inside(&g.expr),
         Expr::GetItem(g) => {
-            same(&g.expr)?;
+            inside(&g.expr)?;
             inside(&g.subscript_expr)
         }
         Expr::Slice(s) => {
-            same(&s.expr)?;
+            inside(&s.expr)?;
             [&s.start, &s.stop, &s.step]
                 .into_iter()
                 .flatten()
                 .try_for_each(inside)
         }
         Expr::Call(c) => {
-            same(&c.expr)?;
+            inside(&c.expr)?;
             args(&c.args)
         }
         Expr::List(l) => l.items.iter().try_for_each(inside),
