@@ -186,8 +186,16 @@ fn overrides(settings: &str) -> Option<serde_json::Map<String, Value>> {
 }
 
 /// Keys of tenant settings only a global admin changes: what the tenant
-/// may add (`quotas`) and where its resyncs may go (`sip_domains`).
-const OPERATOR_KEYS: [&str; 2] = ["quotas", crate::resync::domains::SETTING];
+/// may add (`quotas`), where its resyncs may go (`sip_domains`) and which
+/// networks are its offices (`provisioning_networks`: they decide whose
+/// list an unknown phone booting there lands on, so a tenant naming
+/// another organization's range would see its new phones and could claim
+/// them before it does).
+const OPERATOR_KEYS: [&str; 3] = [
+    "quotas",
+    crate::resync::domains::SETTING,
+    "provisioning_networks",
+];
 
 /// The settings a tenant's own token may store: the operator's keys stay
 /// as they were, whatever it sent.

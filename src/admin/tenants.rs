@@ -324,7 +324,9 @@ pub async fn update(
                 .or(Some(before.default_region.to_string())),
         )?,
         settings: match body.settings {
-            // A tenant's own token cannot change its quotas or SIP domains.
+            // A tenant's own token cannot change its quotas, SIP domains
+            // or provisioning networks (checked all the same, as a reply
+            // that accepted a malformed list would mislead).
             Some(settings) if !principal.is_global() => {
                 check_networks(&settings)?;
                 object_text(

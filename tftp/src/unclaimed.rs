@@ -78,8 +78,9 @@ impl Unclaimed {
 
 impl NetworkIndex {
     /// The one tenant whose networks hold `remote`; none when another
-    /// tenant's do too. Tenants set their own networks, so a narrower one
-    /// inside another tenant's is no claim to that tenant's phones: with
+    /// tenant's do too. Only the operator sets networks (a tenant's token
+    /// cannot), but the rule holds for a slip too: a narrower one inside
+    /// another tenant's is no claim to that tenant's phones: with
     /// "most specific wins", a tenant listing a /32 of a neighbour's /24
     /// would see (and could claim) the neighbour's new phones.
     fn tenant_of(&self, state: &Arc<MirrorState>, remote: IpAddr) -> Option<Id> {
@@ -116,9 +117,10 @@ impl NetworkIndex {
     }
 }
 
-/// Tenant admins set their own networks: a wide one would list phones
-/// booting at other organizations (their addresses, MACs and models), so
-/// only a site-sized network (IPv4 /16, IPv6 /48 or narrower) lists any.
+/// A wide network would list phones booting at other organizations (their
+/// addresses, MACs and models), so only a site-sized one (IPv4 /16, IPv6
+/// /48 or narrower) lists any; networks set before they were the
+/// operator's alone may still be a tenant's own.
 fn narrow_enough(net: &IpNet) -> bool {
     match net {
         IpNet::V4(v4) => v4.prefix_len() >= 16,

@@ -210,8 +210,8 @@ async fn a_tenant_cannot_switch_its_region_back_and_forth() {
 }
 
 /// Every fetch naming a tenant's phone is checked against its
-/// `provisioning_networks`: a list is at most 256 readable networks, from
-/// a tenant's token or the operator's.
+/// `provisioning_networks`: a list is at most 256 readable networks,
+/// checked from any token, and only the operator's changes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_networks_are_few_and_readable() {
     let h = Harness::new(Backend::Sqlite).await;
@@ -246,14 +246,29 @@ async fn provisioning_networks_are_few_and_readable() {
             assert!(refused.text.contains(why), "{role}: {}", refused.text);
         }
     }
-    let ok = put(
-        "acme-admin",
-        serde_json::json!(["192.0.2.0/24", "2001:db8::1"]),
-    )
-    .await;
+    let stored = |reply: &super::Reply| reply.json()["settings"]["provisioning_networks"].clone();
+    let ok = put("global", serde_json::json!(["192.0.2.0/24", "2001:db8::1"])).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(
+        stored(&ok),
+        serde_json::json!(["192.0.2.0/24", "2001:db8::1"])
+    );
+    // The tenant's own token cannot move them (another organization's
+    // range would list that organization's new phones to it): the stored
+    // list stays, whatever it sends, `null` included.
+    for networks in [
+        serde_json::json!(["198.51.100.0/24"]),
+        serde_json::Value::Null,
+    ] {
+        let kept = put("acme-admin", networks).await;
+        assert_eq!(kept.status, StatusCode::OK, "{}", kept.text);
+        assert_eq!(
+            stored(&kept),
+            serde_json::json!(["192.0.2.0/24", "2001:db8::1"])
+        );
+    }
     // `null` is no list, as before.
-    let none = put("acme-admin", serde_json::Value::Null).await;
+    let none = put("global", serde_json::Value::Null).await;
     assert_eq!(none.status, StatusCode::OK, "{}", none.text);
 }
 
