@@ -142,11 +142,7 @@ pub async fn preview(
             Some(draft) => preview_on_pool(&state, &phone, &file, Some(draft.clone())).await?,
             None => now.clone(),
         };
-        let view = state
-            .provisioner
-            .on_pool(Some(phone.tenant_id), move || Ok(file_view(&now, next)))
-            .await?;
-        views.push(view);
+        views.push(view_on_pool(&state, &phone, now, next).await?);
     }
     Ok(axum::Json(PreviewView {
         mac: mac.to_string(),
@@ -168,13 +164,29 @@ pub async fn phone_files(
     let mut views = Vec::new();
     for file in state.provisioner.rendered_files_of(&phone) {
         let now = preview_on_pool(&state, &phone, &file, None).await?;
-        views.push(file_view(&now, now.clone()));
+        views.push(view_on_pool(&state, &phone, now.clone(), now).await?);
     }
     Ok(axum::Json(PreviewView {
         mac: mac.to_string(),
         files: views,
     })
     .into_response())
+}
+
+/// One file's view (its text and the diff to `next`), made on the render
+/// pool under the phone's tenant's share: splitting and diffing a file of
+/// a million lines is work the tenant's template decides, and on the
+/// runtime's workers it held up everyone's requests.
+async fn view_on_pool(
+    state: &AdminState,
+    phone: &Phone,
+    now: PreviewFile,
+    next: PreviewFile,
+) -> Result<PreviewFileView, ApiError> {
+    Ok(state
+        .provisioner
+        .on_pool(Some(phone.tenant_id), move || Ok(file_view(&now, next)))
+        .await?)
 }
 
 /// One file's preview, rendered on the render pool under the phone's
@@ -186,11 +198,11 @@ async fn preview_on_pool(
     draft: Option<Draft>,
 ) -> Result<PreviewFile, ApiError> {
     let provisioner = state.provisioner.clone();
-    let (mac, file) = (phone.mac, file.to_string());
+    let (allowed, file) = (phone.clone(), file.to_string());
     Ok(state
         .provisioner
         .on_pool(Some(phone.tenant_id), move || {
-            provisioner.preview(&mac, &file, draft.as_ref())
+            provisioner.preview(&allowed, &file, draft.as_ref())
         })
         .await?)
 }

@@ -100,16 +100,21 @@ impl Provisioner {
         (phones, false)
     }
 
-    /// Renders `file` for the phone with `mac` from the current mirror, with
-    /// `draft` standing in for the stored template of its key.
+    /// Renders `file` for `phone` (as the caller was allowed to see it)
+    /// from the current mirror, with `draft` standing in for the stored
+    /// template of its key. A phone that has since moved to another tenant
+    /// is not found.
     pub fn preview(
         &self,
-        mac: &Mac,
+        phone: &Phone,
         file: &str,
         draft: Option<&Draft>,
     ) -> Result<PreviewFile, ProvisionError> {
         let state = self.mirror.load();
-        let phone = state.phone_by_mac(mac).ok_or(ProvisionError::NotFound)?;
+        let mac = &phone.mac;
+        let phone = (state.phone_by_mac(mac))
+            .filter(|now| now.id == phone.id && now.tenant_id == phone.tenant_id)
+            .ok_or(ProvisionError::NotFound)?;
         let identity = identify(file, None).map_err(|_| ProvisionError::NotFound)?;
         if !matches!(
             identity.kind,
@@ -194,6 +199,17 @@ impl Provisioner {
         model: Option<&str>,
         file: &str,
     ) -> Result<Vec<u8>, ProvisionError> {
+        // The phone as the caller was allowed to see it: read again from a
+        // newer state, a phone moved to another tenant meanwhile would show
+        // that tenant's lines.
+        if let Some(p) = phone {
+            if state
+                .phone(p.id)
+                .is_none_or(|now| now.tenant_id != p.tenant_id)
+            {
+                return Err(ProvisionError::NotFound);
+            }
+        }
         let engine = compile(template, &self.options.budget)?;
         let lines = phone.map(|p| state.lines_of(p.id)).unwrap_or_default();
         let tenant = phone.and_then(|p| state.tenant(p.tenant_id));

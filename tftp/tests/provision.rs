@@ -774,3 +774,50 @@ async fn an_overlong_user_agent_is_read_as_none() {
     assert!(agents.contains(&Some(short)), "{agents:?}");
     assert!(agents.contains(&None), "{agents:?}");
 }
+
+/// A preview renders the phone the caller was allowed to see: if it moved
+/// to another tenant between that check and the render (a tenant can hold
+/// its own job back by filling its share), it is not found, rather than
+/// shown with the new tenant's lines and settings. A template check's
+/// sample phone likewise.
+#[tokio::test]
+async fn a_preview_of_a_phone_moved_meanwhile_is_not_found() {
+    let f = Fixture::new().await;
+    let mac: dialtone_sync::Mac = "00:15:65:00:00:01".parse().unwrap();
+    let allowed = f.mirror.load().phone_by_mac(&mac).unwrap().as_ref().clone();
+    let file = "001565000001.cfg";
+    let shown = f.provisioner.preview(&allowed, file, None).unwrap();
+    assert!(String::from_utf8_lossy(&shown.body).contains("Reception"));
+    let mut moved = phone(
+        "00:15:65:00:00:01",
+        Family::Yealink,
+        "T46S",
+        &["Globex desk"],
+    );
+    if let Mutation::UpsertPhone(p) = &mut moved {
+        p.tenant = "globex".into();
+    }
+    f.write(&[
+        Mutation::UpsertTenant(TenantInput {
+            slug: "globex".into(),
+            name: "Globex".into(),
+            default_region: "US".into(),
+            settings: "{}".into(),
+        }),
+        moved,
+    ])
+    .await;
+    assert!(matches!(
+        f.provisioner.preview(&allowed, file, None),
+        Err(ProvisionError::NotFound)
+    ));
+    assert!(matches!(
+        f.provisioner.check_template(
+            Family::Yealink,
+            "{mac}.cfg",
+            "{{ lines | length }}",
+            Some(&allowed)
+        ),
+        Err(ProvisionError::NotFound)
+    ));
+}
