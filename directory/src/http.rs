@@ -98,7 +98,19 @@ pub fn router(service: LookupService) -> Router {
     Router::new()
         .route("/v1/lookup", get(v1_lookup))
         .route("/v3/phone/{number}", get(v3_phone))
+        .layer(axum::middleware::map_response(never_sniffed))
         .with_state(service)
+}
+
+/// A name is a tenant's text (`<script>` included), answered on the origin
+/// that serves the admin page: no browser may read it as anything but what
+/// its `Content-Type` says, errors included.
+async fn never_sniffed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

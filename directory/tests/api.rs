@@ -86,6 +86,8 @@ async fn api() -> Api {
 struct Reply {
     status: StatusCode,
     content_type: String,
+    /// `X-Content-Type-Options: nosniff`: names are tenants' text.
+    nosniff: bool,
     body: String,
 }
 
@@ -107,6 +109,10 @@ impl Api {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
+        let nosniff = response
+            .headers()
+            .get(header::X_CONTENT_TYPE_OPTIONS)
+            .is_some_and(|v| v == "nosniff");
         let body = String::from_utf8(
             response
                 .into_body()
@@ -120,6 +126,7 @@ impl Api {
         Reply {
             status,
             content_type,
+            nosniff,
             body,
         }
     }
@@ -144,6 +151,10 @@ async fn mod_cidlookup_shaped_requests_get_the_name_as_the_body() {
         "{}",
         hit.content_type
     );
+    assert!(hit.nosniff, "a name may be read as HTML");
+    let refused = api.get("/v1/lookup?number=15550101234", &ua).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert!(refused.nosniff, "a refusal may be read as HTML");
     // A miss is an empty body, never "UNKNOWN" or an error page: mod_cidlookup
     // ignores the status and would show whatever the body says.
     let miss = api
