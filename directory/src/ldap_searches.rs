@@ -45,6 +45,13 @@ pub(crate) const MAX_COUNTED_SEARCHES: usize = 1024;
 /// Abandoned searches whose late replies are still dropped quietly.
 const RECENTLY_ABANDONED: usize = 64;
 
+/// Replies under no open search (a bind's, an extended operation's, a
+/// notice of disconnection) since ldap3's last request, at most. Each
+/// request has one; a server streaming them, which ldap3 reads and drops,
+/// would keep the relay and ldap3 busy on shared workers for as long as
+/// the connection lives (a lookup connection lives until it fails).
+const MAX_UNASKED_REPLIES: usize = 16;
+
 const SEARCH_REQUEST: u8 = 0x63;
 #[cfg(test)]
 const SEARCH_ENTRY: u8 = 0x64;
@@ -76,6 +83,8 @@ pub(crate) struct Searches {
     /// or it could keep the relay busy on a shared worker for good.
     abandoned: VecDeque<(u32, Seen)>,
     seen: HashMap<u32, Seen>,
+    /// Replies under no open search since the last request.
+    unasked: usize,
     pub dropped: u64,
 }
 
@@ -86,6 +95,7 @@ impl Searches {
             open: HashSet::new(),
             abandoned: VecDeque::new(),
             seen: HashMap::new(),
+            unasked: 0,
             dropped: 0,
         }
     }
@@ -100,6 +110,7 @@ impl Searches {
         let Some((id, op, content)) = id_and_op(message) else {
             return Ok(());
         };
+        self.unasked = 0;
         self.seen.remove(&id);
         self.open.remove(&id);
         self.abandoned.retain(|(a, _)| *a != id);
@@ -155,6 +166,10 @@ impl Searches {
         if !self.open.contains(&id) {
             if matches!(number, ENTRY | REFERENCE | INTERMEDIATE) {
                 return Err("search results under an id no search is open for");
+            }
+            self.unasked += 1;
+            if self.unasked > MAX_UNASKED_REPLIES {
+                return Err("more replies to no search than requests were sent");
             }
             return readable_result(op, content).map(|()| true);
         }
@@ -402,6 +417,27 @@ mod tests {
         for tag in [SEARCH_ENTRY, 0x73, 0x79] {
             assert!(searches.pass(&message(1, tag, &[])).is_err(), "{tag:#x}");
         }
+    }
+
+    /// A bind's reply passes; a stream of them, asked for by nothing,
+    /// closes the connection. A request starts the count afresh.
+    #[test]
+    fn replies_to_no_search_are_bounded_by_the_requests() {
+        const BIND_RESPONSE: u8 = 0x61;
+        let mut searches = Searches::new(ROOMY);
+        searches.request(&message(1, 0x60, &[])).unwrap();
+        for _ in 0..MAX_UNASKED_REPLIES {
+            assert_eq!(searches.pass(&message(1, BIND_RESPONSE, &RESULT)), Ok(true));
+        }
+        assert!(searches.pass(&message(1, BIND_RESPONSE, &RESULT)).is_err());
+        let mut searches = searching(ROOMY, &[2]);
+        for n in 0..3 * MAX_UNASKED_REPLIES {
+            if n % MAX_UNASKED_REPLIES == 0 {
+                searches.request(&message(3, 0x60, &[])).unwrap();
+            }
+            assert_eq!(searches.pass(&message(3, BIND_RESPONSE, &RESULT)), Ok(true));
+        }
+        assert!(searches.pass(&done(2)).unwrap());
     }
 
     #[test]
