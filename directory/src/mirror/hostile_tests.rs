@@ -153,6 +153,7 @@ async fn a_root_dse_that_never_ends_fails_the_sync_and_closes_the_connection() {
                 true,
                 1000,
                 Duration::from_secs(60),
+                &tokio_util::sync::CancellationToken::new(),
             ),
         )
         .await

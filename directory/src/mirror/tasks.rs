@@ -356,10 +356,21 @@ impl LookupService {
                 MAX_INCREMENTAL_SYNC
             };
             let max = self.max_entries(mirror.tenant_id, ldap);
-            let result = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = sync_once(ldap, &self.inner.mirror_work, &mut data, full, max, limit) => r,
-            };
+            // A cancel (an edit of the source) cuts the read short, but
+            // not the normalizing or merging it started, which runs to its
+            // end anyway: the sync is charged to the tenant's gate for all
+            // of it, or editing a source again and again would start a
+            // sync each time, each holding a place for minutes.
+            let result = sync_once(
+                ldap,
+                &self.inner.mirror_work,
+                &mut data,
+                full,
+                max,
+                limit,
+                &cancel,
+            )
+            .await;
             // No source label: ids never repeat, so a tenant churning
             // sources would grow every node's registry for good, and
             // `/metrics` would show other tenants' directories.
@@ -370,6 +381,9 @@ impl LookupService {
                 now_millis(),
                 started.elapsed().as_millis() as u64,
             );
+            if cancel.is_cancelled() {
+                return;
+            }
             match result {
                 Ok(outcome) => {
                     failures = 0;
@@ -460,6 +474,7 @@ pub(super) fn quota_share(quota: u64, sources: usize) -> u64 {
 /// limit is the read's alone: cut short while the merge held the data
 /// taken out of `data`, a sync lost the mirror it had (its entries,
 /// watermark and timings), and a merge may wait for a place.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_once(
     ldap: &LdapSource,
     work: &MirrorWork,
@@ -467,17 +482,22 @@ pub(super) async fn sync_once(
     full: bool,
     max: usize,
     limit: Duration,
+    cancel: &CancellationToken,
 ) -> Result<Outcome, DirectoryError> {
     let started_at = now_millis();
     let since = if full { None } else { data.watermark.clone() };
-    let (usn, read) = tokio::time::timeout(limit, read_source(ldap, since, max))
-        .await
-        .unwrap_or_else(|_| {
-            Err(DirectoryError::MirrorLimit(format!(
-                "took over {} s",
-                limit.as_secs()
-            )))
-        })?;
+    let read = tokio::select! {
+        _ = cancel.cancelled() => {
+            return Err(DirectoryError::Ldap("the source changed during its sync".into()))
+        }
+        read = tokio::time::timeout(limit, read_source(ldap, since, max)) => read,
+    };
+    let (usn, read) = read.unwrap_or_else(|_| {
+        Err(DirectoryError::MirrorLimit(format!(
+            "took over {} s",
+            limit.as_secs()
+        )))
+    })?;
     let Read {
         entries,
         capped,

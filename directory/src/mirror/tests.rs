@@ -443,6 +443,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         true,
         1000,
         std::time::Duration::from_secs(60),
+        &tokio_util::sync::CancellationToken::new(),
     )
     .await
     .unwrap();
@@ -461,6 +462,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         false,
         1000,
         std::time::Duration::from_secs(60),
+        &tokio_util::sync::CancellationToken::new(),
     )
     .await
     .unwrap();
@@ -480,7 +482,8 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     });
     let late = async {
         is_held.await.unwrap();
-        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit);
+        let never = tokio_util::sync::CancellationToken::new();
+        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &never);
         let watch = async {
             // Past the read, waiting for the place; then past the limit.
             while work.waiting() == 0 {
@@ -497,6 +500,38 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     assert_eq!(d.entries.len(), entries);
     assert!(d.watermark.is_some() && d.last_full_sync.is_some());
 
+    // A cancel (the source edited) while the merge waits for its place
+    // does not cut the sync short: the merge runs anyway, so the sync ends
+    // with it and is charged for it. Cancelled before, the read stops.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+    let hold = work.run(move || {
+        let _ = held.send(());
+        let _ = released.recv_timeout(std::time::Duration::from_secs(60));
+    });
+    let cancelled = async {
+        is_held.await.unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel);
+        let watch = async {
+            while work.waiting() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            release.send(()).unwrap();
+        };
+        tokio::join!(sync, watch).0
+    };
+    let (held, merged) = tokio::join!(hold, cancelled);
+    held.unwrap();
+    assert!(merged.is_ok(), "{:?}", merged.err());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    let before = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel).await;
+    assert!(before.is_err(), "a cancelled sync read its source");
+    assert_eq!(d.entries.len(), entries);
+
     let capped = tasks::sync_once(
         &ldap,
         &super::work::MirrorWork::new(1),
@@ -504,6 +539,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         true,
         2,
         std::time::Duration::from_secs(60),
+        &tokio_util::sync::CancellationToken::new(),
     )
     .await
     .unwrap();
