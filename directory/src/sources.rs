@@ -278,9 +278,13 @@ impl SourceRegistry {
 
     /// Forgets built sources that the mirror no longer has.
     pub fn retain_current(&self, state: &MirrorState) {
+        // Enabled ones only: a disabled mirrored source kept its whole
+        // index in memory, outside the quota that counts enabled sources,
+        // so enabling, syncing and disabling ten of them held ten quotas.
         let live: std::collections::HashSet<Id> = state
             .tenants()
             .flat_map(|t| state.sources_of(t.id))
+            .filter(|s| s.enabled)
             .map(|s| s.id)
             .collect();
         self.built

@@ -420,3 +420,45 @@ async fn a_source_starved_by_a_slow_one_before_it_keeps_its_breaker_closed() {
     assert_eq!(state("slow"), BreakerState::Open);
     assert_eq!(state("later"), BreakerState::Closed);
 }
+
+/// A disabled source is not kept built: a mirrored one would hold its
+/// whole index in memory outside the quota, which counts enabled sources.
+#[tokio::test]
+async fn a_disabled_source_is_dropped_with_what_it_holds() {
+    use common::{mirror_of as mirror_with_store, tenant as tenant_row, tenant_id};
+    let source = |enabled: bool| {
+        Mutation::UpsertDirectorySource(DirectorySourceInput {
+            tenant: "acme".into(),
+            name: "cnam".into(),
+            kind: SourceKind::Http,
+            priority: 10,
+            enabled,
+            settings: serde_json::json!({ "url": "http://127.0.0.1:9/?n={e164}" }).to_string(),
+            secret: None,
+            timeout_ms: 250,
+        })
+    };
+    let (_db, store, mirror) = mirror_with_store(&[tenant_row("acme", "US"), source(true)]).await;
+    let acme = tenant_id(&mirror, "acme");
+    let options = LookupOptions {
+        source_networks: dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])
+            .unwrap()
+            .shared(),
+        ..LookupOptions::default()
+    };
+    let service = LookupService::new(mirror.clone(), None, options);
+    let built = Arc::downgrade(&service.source(acme, "cnam").unwrap());
+    let mut events = mirror.subscribe();
+    store
+        .apply(&[source(false)], &common::audit("disable"))
+        .await
+        .unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    while let Ok(event) = events.try_recv() {
+        service.apply_change(&event);
+    }
+    assert!(
+        built.upgrade().is_none(),
+        "a disabled source is still built"
+    );
+}
