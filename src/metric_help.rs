@@ -49,7 +49,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_background_failures_total",
-        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked).",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load).",
     ),
     (
         "dialtone_lookup_cache_share_full_total",
@@ -130,6 +130,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (
         "dialtone_resync_failed_total",
         "Resyncs that ended without a 2xx, by reason (rejected, timeout, no_address, send, interrupted).",
+    ),
+    (
+        "dialtone_resync_proxy_unresolved_total",
+        "Lookups of the SIP proxy's name that failed (the last good address, if any, is kept).",
     ),
     (
         "dialtone_resync_queued_total",
@@ -277,6 +281,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_connections_shed_total", &[]),
     ("dialtone_http_source_connections_shed_total", &[]),
     ("dialtone_tftp_evicted_total", &[]),
+    ("dialtone_resync_proxy_unresolved_total", &[]),
     ("dialtone_lookup_reserve_loads_total", &[]),
     ("dialtone_lookup_cache_share_full_total", &[]),
     ("dialtone_lookup_shed_total", &[("reason", "tenant_share")]),

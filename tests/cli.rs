@@ -538,6 +538,29 @@ fn a_token_name_out_of_bounds_is_refused() {
     }
 }
 
+/// A setting in the environment that is not UTF-8 is named, not a panic;
+/// anyone else's such variable is none of ours.
+#[test]
+fn a_setting_not_in_utf8_is_named() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let bad = std::ffi::OsStr::from_bytes(b"info\xff");
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.env("DIALTONE_LOG__FILTER", bad).arg("check-config");
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("DIALTONE_LOG__FILTER") && err.contains("not UTF-8"),
+        "{err}"
+    );
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.env("SOMEONE_ELSES", bad).arg("check-config");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// A tenant's token made and revoked on the command line is in that
 /// tenant's audit view, as one the API makes and revokes.
 #[test]

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use provisioning::{LookupConfig, ProvisioningConfig};
+pub use provisioning::{warn_if_one_address_closes_a_phone, LookupConfig, ProvisioningConfig};
 pub use sections::*;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -49,7 +49,22 @@ impl Config {
     /// Reads the file (if any), then applies the environment. Errors name the
     /// file, line and key, or the variable.
     pub fn load(path: Option<&Path>) -> Result<Config> {
-        Self::load_from(path, std::env::vars())
+        // `vars()` panics on a variable that is not UTF-8, anyone's: only
+        // ours must be readable, and one that is not is a clear error.
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let ours = |n: &&str| {
+                n.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| n.starts_with(p))
+            };
+            let Some(name) = name.to_str().filter(ours) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| {
+                anyhow::anyhow!("environment variable {name}: the value is not UTF-8")
+            })?;
+            env.push((name.to_string(), value));
+        }
+        Self::load_from(path, env.into_iter())
     }
 
     pub fn load_from(

@@ -171,6 +171,25 @@ impl Default for ProvisioningConfig {
     }
 }
 
+/// Warns when one unbanned address can, within `ban_s`, cause as many
+/// wrong credential answers as close a phone's credentials to its new
+/// addresses (`ban_phone_failures`): the README's rule, checked at start
+/// and on SIGHUP, where `ban_s` keeps its running value while the others
+/// change.
+pub fn warn_if_one_address_closes_a_phone(p: &ProvisioningConfig, ban_s: u64) {
+    let one_address =
+        u64::from(p.ban_burst) + u64::from(p.ban_per_minute).saturating_mul(ban_s) / 60;
+    if one_address >= u64::from(p.ban_phone_failures) {
+        tracing::warn!(
+            one_address,
+            ban_phone_failures = p.ban_phone_failures,
+            ban_s,
+            "provisioning.ban_phone_failures is not above ban_burst + ban_per_minute * ban_s / 60: \
+             one address alone can close a phone's credentials to its new addresses"
+        );
+    }
+}
+
 impl ProvisioningConfig {
     /// The shipped templates: built in, with `templates_dir` over them.
     pub fn shipped_source(&self) -> dialtone_tftp::templates::Source {

@@ -67,6 +67,15 @@ fn durations_past_their_bounds_are_refused_by_name() {
         ("mirror", "max_catch_up_rows", "0"),
         ("mirror", "max_catch_up_rows", "-1"),
         ("mirror", "change_log_max_rows", "0"),
+        ("http", "shutdown_grace_s", "2001"),
+        ("mirror", "history_queue", "0"),
+        ("mirror", "history_queue", "2305843009213693952"),
+        ("provisioning", "unclaimed_queue", "1000001"),
+        ("provisioning", "render_queue", "1000001"),
+        ("provisioning", "render_tenant_queue", "0"),
+        ("provisioning", "render_cache_mb", "65537"),
+        ("resync", "queue", "1000001"),
+        ("resync", "tenant_queue", "1000001"),
     ] {
         let err = load(&format!("[{section}]\n{key} = {value}\n"), &[])
             .and_then(|c| c.validate())

@@ -72,11 +72,34 @@ impl Config {
         {
             bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
         }
-        if self.provisioning.unclaimed_queue == 0 {
-            bail!("provisioning.unclaimed_queue must be at least 1");
+        // Queues and the render cache: bounded in fact, not only in name
+        // (a channel of `usize::MAX >> 3` slots panicked at start).
+        for (name, value, most) in [
+            (
+                "provisioning.unclaimed_queue",
+                self.provisioning.unclaimed_queue,
+                1_000_000,
+            ),
+            ("mirror.history_queue", self.mirror.history_queue, 1_000_000),
+            (
+                "provisioning.render_queue",
+                self.provisioning.render_queue,
+                1_000_000,
+            ),
+            (
+                "provisioning.render_tenant_queue",
+                self.provisioning.render_tenant_queue,
+                1_000_000,
+            ),
+            ("resync.queue", self.resync.queue, 1_000_000),
+            ("resync.tenant_queue", self.resync.tenant_queue, 1_000_000),
+        ] {
+            if !(1..=most).contains(&value) {
+                bail!("{name} must be between 1 and {most}");
+            }
         }
-        if self.mirror.history_queue == 0 {
-            bail!("mirror.history_queue must be at least 1");
+        if !(1..=65_536).contains(&self.provisioning.render_cache_mb) {
+            bail!("provisioning.render_cache_mb must be between 1 and 65536");
         }
         dialtone_directory::SourceNetworks::parse(&self.lookup.source_networks)
             .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?;
@@ -162,11 +185,14 @@ impl Config {
                 1,
                 TEN_YEARS_S,
             ),
+            // The drain takes about twice the grace, and systemd hears its
+            // budget in microseconds as 32 bits (71 minutes): past 2,000 s
+            // it would be told too little and kill the drain unfinished.
             (
                 "http.shutdown_grace_s",
                 self.http.shutdown_grace_s,
                 0,
-                3_600,
+                2_000,
             ),
             (
                 "provisioning.tftp_timeout_ms",

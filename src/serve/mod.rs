@@ -42,6 +42,11 @@ pub async fn run(
     log: LogHandle,
 ) -> Result<()> {
     let hangup = signals::Hangup::install()?;
+    let metrics = tasks::recorder();
+    crate::config::warn_if_one_address_closes_a_phone(
+        &config.provisioning,
+        config.provisioning.ban_s,
+    );
     startup::raise_open_file_limit(&config);
     let (store, key) = open_store(&config).await?;
     let sockets = Sockets::bind(&config).await?;
@@ -112,6 +117,7 @@ pub async fn run(
             mirror: &mirror,
             provisioner: &provisioner,
             lookups: &lookups,
+            metrics,
         },
         &supervisor,
         &tracker,

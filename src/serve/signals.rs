@@ -48,6 +48,11 @@ pub(super) fn signals(
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let config = reload(config_path.as_deref(), &overrides, &log);
                         if let Some(new) = &config {
+                            // Against the running `ban_s`, which waits for a restart.
+                            crate::config::warn_if_one_address_closes_a_phone(
+                                &new.provisioning,
+                                started_with.provisioning.ban_s,
+                            );
                             let waiting = needs_restart(&started_with, new);
                             if !waiting.is_empty() {
                                 tracing::warn!(
@@ -119,6 +124,9 @@ fn reload(
             Some(config)
         }
         Err(e) => {
+            // Counted as a failed task: `systemctl reload` succeeds either
+            // way, and a typo that applies nothing must reach an alert.
+            dialtone_sync::watcher::failed("reload");
             tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one");
             None
         }
@@ -197,6 +205,7 @@ pub(super) fn reload_live(
                     tracing::info!(cert = %tls.cert_path().display(), "SIGHUP: TLS certificate reloaded")
                 }
                 Err(e) => {
+                    dialtone_sync::watcher::failed("reload");
                     tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one")
                 }
             }
@@ -227,6 +236,7 @@ pub(super) fn reload_live(
                 "SIGHUP: shipped templates unchanged; rendered files kept"
             ),
             Err(e) => {
+                dialtone_sync::watcher::failed("reload");
                 tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
             }
         }
@@ -234,6 +244,7 @@ pub(super) fn reload_live(
             match provisioner.reload_static(dir) {
                 Ok(n) => tracing::info!(files = n, "SIGHUP: static files re-indexed"),
                 Err(e) => {
+                    dialtone_sync::watcher::failed("reload");
                     tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; keeping the running index")
                 }
             }

@@ -30,6 +30,21 @@ pub(super) struct Parts<'a> {
     pub mirror: &'a Arc<Mirror>,
     pub provisioner: &'a Arc<Provisioner>,
     pub lookups: &'a LookupService,
+    /// The recorder, installed before the mirror's first load ([`recorder`]).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The metrics recorder, installed before anything records: what the
+/// mirror's first load counts (a large read on one connection, which the
+/// connections-short alert watches for) was lost when it came later.
+pub(super) fn recorder() -> Option<PrometheusHandle> {
+    match crate::prometheus::install() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+            None
+        }
+    }
 }
 
 /// Starts every background task; returns the metrics handle when the
@@ -49,20 +64,14 @@ pub(super) fn spawn(
         mirror,
         provisioner,
         lookups,
+        metrics,
     } = parts;
-    let metrics = match crate::prometheus::install() {
-        Ok(handle) => {
-            let (h, cancel2) = (handle.clone(), cancel.clone());
-            supervisor.spawn("metrics-upkeep", move || {
-                crate::prometheus::upkeep(h.clone(), cancel2.clone())
-            });
-            Some(handle)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
-            None
-        }
-    };
+    if let Some(handle) = &metrics {
+        let (h, cancel2) = (handle.clone(), cancel.clone());
+        supervisor.spawn("metrics-upkeep", move || {
+            crate::prometheus::upkeep(h.clone(), cancel2.clone())
+        });
+    }
     {
         // A writer contains a panic in a batch's write itself and goes on;
         // a restart is for anything else. Its clones share one queue, so a
