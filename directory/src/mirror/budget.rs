@@ -30,6 +30,29 @@ impl ByteBudget {
             self.used.saturating_add(message_bytes(&message.0)),
             usize::saturating_add,
         );
+        self.check()
+    }
+
+    /// Charges a search's final result, which the stream keeps aside: its
+    /// texts, referrals and controls. Uncharged, a server paging one entry
+    /// at a time could end every page with a megabyte of result.
+    pub(super) fn charge_result(&mut self, done: &ldap3::LdapResult) -> Result<(), DirectoryError> {
+        let controls = done.ctrls.iter().map(|c| {
+            let raw = &c.1;
+            raw.ctype.len() + raw.val.as_ref().map_or(0, Vec::len)
+        });
+        let texts =
+            done.matched.len() + done.text.len() + done.refs.iter().map(String::len).sum::<usize>();
+        self.used = controls.fold(
+            self.used
+                .saturating_add(texts)
+                .saturating_add(std::mem::size_of::<StructureTag>()),
+            usize::saturating_add,
+        );
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), DirectoryError> {
         if self.used <= self.max {
             return Ok(());
         }
@@ -123,5 +146,23 @@ mod tests {
         let entry = ResultEntry::new(entry);
         let refused = (0..).find_map(|_| budget.charge(&entry).err()).unwrap();
         assert!(refused.to_string().ends_with("over 2 MiB"), "{refused}");
+    }
+
+    /// Pages' final results are paid for too: a server paging one entry
+    /// at a time cannot end each page with a megabyte for free.
+    #[test]
+    fn final_results_are_charged() {
+        let done = ldap3::LdapResult {
+            rc: 0,
+            matched: String::new(),
+            text: "x".repeat(1000),
+            refs: vec!["ldap://elsewhere/".into()],
+            ctrls: vec![],
+        };
+        let mut budget = ByteBudget::new("search", 64 * 1024);
+        let pages = (1..)
+            .find(|_| budget.charge_result(&done).is_err())
+            .unwrap();
+        assert!((60..=66).contains(&pages), "{pages} pages");
     }
 }

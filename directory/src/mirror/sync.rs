@@ -214,6 +214,7 @@ pub async fn read_all(
             return Ok(read);
         }
         let done = stream.finish().await;
+        budget.charge_result(&done)?;
         if done.rc != 0 {
             // A size or time limit here means a partial read, which would
             // drop every entry not read: the old mirror is better.
