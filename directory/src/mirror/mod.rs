@@ -275,7 +275,13 @@ impl SourceMirror {
     /// Publishes a new index and the status that goes with it.
     pub(crate) fn publish(&self, loaded: Option<Loaded>, data: &MirrorData) {
         if let Some(loaded) = loaded {
-            self.loaded.store(Some(Arc::new(loaded)));
+            let old = self.loaded.swap(Some(Arc::new(loaded)));
+            // Freeing a quota's index (millions of allocations) is not for
+            // the runtime's workers: a blocking thread frees it, unless a
+            // lookup still holds it and frees it when done.
+            if let (Some(old), Ok(runtime)) = (old, tokio::runtime::Handle::try_current()) {
+                runtime.spawn_blocking(move || drop(old));
+            }
         }
         let entries = data.entries.len();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());

@@ -399,7 +399,7 @@ impl LookupService {
                     mirror.set_error(outcome.capped.then(|| {
                         ("mirror_limit", format!("over {max} entries (max_entries or the tenant's directory_entries quota); the rest were not mirrored"))
                     }));
-                    self.publish(mirror, &data, outcome.changed, full).await;
+                    data = self.publish(mirror, data, outcome.changed, full).await;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -417,7 +417,16 @@ impl LookupService {
     /// cached answers) and rewrites the file when something changed or a
     /// full sync ran (so its time survives a restart); otherwise only the
     /// status moves on.
-    async fn publish(&self, mirror: &SourceMirror, data: &MirrorData, changed: bool, full: bool) {
+    ///
+    /// The data goes to the job and comes back, uncopied: a copy of a
+    /// quota's entries (their DNs) on the runtime's workers held them up.
+    async fn publish(
+        &self,
+        mirror: &SourceMirror,
+        data: MirrorData,
+        changed: bool,
+        full: bool,
+    ) -> MirrorData {
         let rebuild = changed || !mirror.is_loaded();
         let dir = self
             .inner
@@ -426,33 +435,43 @@ impl LookupService {
             .clone()
             .filter(|_| changed || full);
         if !rebuild && dir.is_none() {
-            mirror.publish(None, data);
-            return;
+            mirror.publish(None, &data);
+            return data;
         }
-        let snapshot = data.clone();
         let suffix_len = self.inner.options.suffix_len;
         let fp = mirror.fingerprint.clone();
         let id = mirror.source_id;
+        let region = data.region.clone();
         let built = self
             .inner
             .mirror_work
             .run(move || {
                 if let Some(dir) = dir {
-                    if let Err(e) = store::write(&store::path(&dir, id), &fp, &snapshot) {
+                    if let Err(e) = store::write(&store::path(&dir, id), &fp, &data) {
                         tracing::warn!(source = id, error = %e, "writing the mirror file failed");
                     }
                 }
-                rebuild.then(|| snapshot.index(suffix_len))
+                let loaded = rebuild.then(|| data.index(suffix_len));
+                (data, loaded)
             })
             .await;
         match built {
-            Ok(loaded) => {
-                mirror.publish(loaded, data);
+            Ok((data, loaded)) => {
+                mirror.publish(loaded, &data);
                 if changed {
                     self.invalidate_tenant(mirror.tenant_id);
                 }
+                data
             }
-            Err(e) => tracing::error!(source = id, error = %e, "building the mirror index failed"),
+            Err(e) => {
+                // Lost with the job: the next sync starts from nothing, as
+                // after a panic while merging.
+                tracing::error!(source = id, error = %e, "building the mirror index failed");
+                MirrorData {
+                    region,
+                    ..MirrorData::default()
+                }
+            }
         }
     }
 }
@@ -505,11 +524,22 @@ pub(super) async fn sync_once(
     } = read;
     let region = data.region.clone();
     let outcome = if full {
-        let entries = work
-            .run(move || from_full(entries, &region))
+        // Compared (and the old entries freed) on the job's thread: two
+        // quotas of entries, deep. Lost on a panic, with the rest of the
+        // data, as a merge's are: the next sync is a full one.
+        let old = std::mem::take(&mut data.entries);
+        let (entries, changed) = work
+            .run(move || {
+                let entries = from_full(entries, &region);
+                let changed = entries != old;
+                drop(old);
+                (entries, changed)
+            })
             .await
-            .map_err(|e| DirectoryError::Ldap(format!("normalizing: {e}")))?;
-        let changed = entries != data.entries;
+            .map_err(|e| {
+                *data = MirrorData::default();
+                DirectoryError::Ldap(format!("normalizing: {e}"))
+            })?;
         data.entries = entries;
         data.last_full_sync = Some(started_at);
         data.watermark = usn
