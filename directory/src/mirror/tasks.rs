@@ -58,22 +58,73 @@ impl Drop for Running {
 /// task starts with an empty mirror and syncs at once. So every sync also
 /// moves its tenant's gate [`SYNC_SPACING`] times its duration on, and a
 /// tenant editing its sources again and again gets no more syncs than one
-/// left alone. One entry per tenant that has mirrored a source here.
+/// left alone. One sync of a tenant's runs at a time ([`SyncGates::start`]):
+/// checked and moved only at the end, the gate let all of a tenant's due
+/// sources (up to ten) start together. One entry per tenant that has
+/// mirrored a source here.
 #[derive(Default)]
-pub(crate) struct SyncGates(std::sync::Mutex<HashMap<Id, i64>>);
+pub(crate) struct SyncGates(std::sync::Mutex<HashMap<Id, Gate>>);
+
+#[derive(Default)]
+struct Gate {
+    open_at: i64,
+    busy: bool,
+}
+
+/// How often a source whose tenant has a sync running looks again.
+const BUSY_RETRY_MS: i64 = 1000;
 
 impl SyncGates {
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Gate>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When a sync of the tenant's may start: its gate, or soon if one of
+    /// its syncs runs now.
     pub(super) fn open_at(&self, tenant: Id) -> i64 {
-        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        gates.get(&tenant).copied().unwrap_or(0)
+        match self.gates().get(&tenant) {
+            Some(gate) if gate.busy => now_millis().saturating_add(BUSY_RETRY_MS),
+            Some(gate) => gate.open_at,
+            None => 0,
+        }
+    }
+
+    /// The tenant's turn to sync, if its gate is open and none of its
+    /// syncs runs; held until the sync ends (or its task does).
+    pub(super) fn start(&self, tenant: Id, now: i64) -> Option<SyncTurn<'_>> {
+        let mut gates = self.gates();
+        let gate = gates.entry(tenant).or_default();
+        if gate.busy || gate.open_at > now {
+            return None;
+        }
+        gate.busy = true;
+        Some(SyncTurn {
+            gates: self,
+            tenant,
+        })
     }
 
     /// A sync of `tenant`'s that ended at `ended` after `took` ms.
     pub(super) fn synced(&self, tenant: Id, ended: i64, took: u64) {
-        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gates = self.gates();
         let gate = gates.entry(tenant).or_default();
         let wait = (took as i64).saturating_mul(SYNC_SPACING - 1);
-        *gate = (*gate).max(ended).saturating_add(wait);
+        gate.open_at = gate.open_at.max(ended).saturating_add(wait);
+    }
+}
+
+/// A tenant's one running sync; ends its turn when dropped, however the
+/// sync ends (a panic included, or the tenant's syncs would stop for good).
+pub(super) struct SyncTurn<'a> {
+    gates: &'a SyncGates,
+    tenant: Id,
+}
+
+impl Drop for SyncTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gates.gates().get_mut(&self.tenant) {
+            gate.busy = false;
+        }
     }
 }
 
@@ -318,10 +369,11 @@ impl LookupService {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            // Another of the tenant's sources may have synced meanwhile.
-            if self.inner.sync_gates.open_at(mirror.tenant_id) > now_millis() {
+            // Another of the tenant's sources may have synced meanwhile, or
+            // be syncing now.
+            let Some(_turn) = self.inner.sync_gates.start(mirror.tenant_id, now_millis()) else {
                 continue;
-            }
+            };
             let Some(region) = self.region(mirror.tenant_id) else {
                 return;
             };

@@ -594,3 +594,27 @@ fn a_tenants_syncs_share_one_gate() {
     assert_eq!(gates.open_at(3), 100_190);
     assert_eq!(gates.open_at(4), 0, "another tenant's gate is its own");
 }
+
+/// One sync of a tenant's runs at a time: its other due sources wait for
+/// it, and then for the spacing it moves the gate by; other tenants'
+/// syncs are not held up. A turn ends however its sync does.
+#[test]
+fn a_tenant_syncs_one_source_at_a_time() {
+    let gates = tasks::SyncGates::default();
+    let turn = gates.start(7, 1_000).unwrap();
+    assert!(gates.start(7, 1_000).is_none(), "two syncs of one tenant");
+    assert!(gates.start(8, 1_000).is_some(), "another tenant waited");
+    assert!(gates.open_at(7) > 1_000);
+    gates.synced(7, 2_000, 100);
+    drop(turn);
+    let open = gates.open_at(7);
+    assert!(open > 2_000, "not spaced: {open}");
+    assert!(gates.start(7, open - 1).is_none());
+    let again = gates.start(7, open);
+    assert!(again.is_some());
+    drop(again);
+    assert!(
+        gates.start(7, open).is_some(),
+        "a dropped turn held the gate"
+    );
+}
