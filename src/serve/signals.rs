@@ -68,7 +68,19 @@ pub(super) fn signals(
                         tracing::error!("SIGHUP: the reload panicked; what it had applied stays, and signals are still heard");
                     }
                 }
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    // A drain the node began itself (a listener stopped):
+                    // the streams stay, or later signals would be caught
+                    // and dropped (tokio never restores the default). The
+                    // first stop asks for what runs already; a second
+                    // exits at once, as in any drain.
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    tracing::warn!("stop signal while draining; a second one exits at once");
+                    break;
+                }
             }
         }
         cancel.cancel();
