@@ -49,7 +49,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_background_failures_total",
-        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load).",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again).",
     ),
     (
         "dialtone_lookup_cache_share_full_total",

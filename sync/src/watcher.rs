@@ -255,6 +255,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "prune_history",
     "prune_audit",
     "reload",
+    "ldap_mirror",
 ];
 
 /// Periodically bounds the change log, the boot history and the audit log.

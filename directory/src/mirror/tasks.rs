@@ -332,7 +332,17 @@ impl LookupService {
     /// deleted sources' directories stayed on disk for good, one file per
     /// source a tenant created and deleted.
     pub(super) async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
-        self.sync_source(&source, cancel).await;
+        use futures::FutureExt;
+        // The reconcile restarts a task that ended; a panic must also be
+        // told, not dropped with the task's handle.
+        let synced = std::panic::AssertUnwindSafe(self.sync_source(&source, cancel))
+            .catch_unwind()
+            .await;
+        if synced.is_err() {
+            dialtone_sync::watcher::failed("ldap_mirror");
+            tracing::error!(source = %source.name, "a mirror's sync task panicked; it starts again within 30 s");
+            return;
+        }
         let (Some(mirror), Some(dir)) = (&source.mirror, &self.inner.options.mirror_dir) else {
             return;
         };
