@@ -368,16 +368,29 @@ impl LookupService {
         let mut failures = 0u32;
         let mut failed_at = 0i64;
         loop {
-            let (full, due) = next_sync(&data, full_every, incremental_every);
+            // A share that shrank (another of the tenant's sources added,
+            // or its quota lowered) is applied by a full sync as soon as
+            // the gate allows: an incremental one caps only new entries,
+            // and the next full one may be a month away, so ten sources
+            // added one by one held three quotas.
+            let over_share = data.entries.len() > self.max_entries(mirror.tenant_id, ldap);
+            let (full, due) = match next_sync(&data, full_every, incremental_every) {
+                _ if over_share => (true, 0),
+                next => next,
+            };
             let due = due.max(self.inner.sync_gates.open_at(mirror.tenant_id));
             let backoff = (RETRY.as_millis() as i64)
                 .saturating_mul(1 << failures.min(10))
                 .min(full_every);
             let due = due.max(if failures > 0 { failed_at + backoff } else { 0 });
             let wait = Duration::from_millis(due.saturating_sub(now_millis()).max(0) as u64);
+            // Woken each reconcile period to see a share that shrank.
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait.min(RECONCILE)) => {}
+            }
+            if wait > RECONCILE {
+                continue;
             }
             // Another of the tenant's sources may have synced meanwhile, or
             // be syncing now.
@@ -387,6 +400,7 @@ impl LookupService {
             let Some(region) = self.region(mirror.tenant_id) else {
                 return;
             };
+            let max = self.max_entries(mirror.tenant_id, ldap);
             let kind = if full { "full" } else { "incremental" };
             // Counted in the sync's time (and so in its spacing): a tenant
             // switching its region back and forth renormalizes every entry
@@ -417,7 +431,6 @@ impl LookupService {
             } else {
                 MAX_INCREMENTAL_SYNC
             };
-            let max = self.max_entries(mirror.tenant_id, ldap);
             // A cancel (an edit of the source) cuts the read short, but
             // not the normalizing or merging it started, which runs to its
             // end anyway: the sync is charged to the tenant's gate for all
