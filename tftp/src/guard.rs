@@ -137,9 +137,29 @@ impl Guard {
 
     /// How many wrong answers from unknown sources close a phone's
     /// credentials to them, from now on (SIGHUP).
-    pub fn set_phone_failures(&self, limit: u32) {
-        self.phone_failure_limit
-            .store(limit.max(1), Ordering::Relaxed);
+    /// Returns how many phones a lower limit closed at once.
+    pub fn set_phone_failures(&self, limit: u32) -> usize {
+        let limit = limit.max(1);
+        let before = self.phone_failure_limit.swap(limit, Ordering::Relaxed);
+        if limit >= before {
+            return 0;
+        }
+        // Phones between the two limits are closed from now on, without
+        // reaching the new one: said and counted here, as one that reaches
+        // it is.
+        let closed = (self.phone_failures.iter())
+            .filter(|(_, failures)| (limit..before).contains(&failures.load(Ordering::Relaxed)))
+            .count();
+        if closed > 0 {
+            metrics::counter!("dialtone_provisioning_credentials_closed_total")
+                .increment(closed as u64);
+            tracing::warn!(
+                phones = closed,
+                ban_phone_failures = limit,
+                "provisioning: a lower ban_phone_failures closed these phones' credentials to sources they have not fetched from"
+            );
+        }
+        closed
     }
 
     /// How long known pairs are remembered, from now on (SIGHUP).

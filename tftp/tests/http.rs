@@ -512,6 +512,27 @@ async fn guesses_from_many_sources_close_a_phone_to_new_ones_not_to_its_own() {
     assert_eq!(newcomer.0, StatusCode::OK);
 }
 
+/// A lower limit (SIGHUP) closes a phone already past it at once, and
+/// says how many it closed: it never reaches the new limit to be told.
+#[tokio::test]
+async fn a_lower_limit_closes_the_phones_past_it_and_says_so() {
+    let f = with_protected_phone().await;
+    assert_eq!(f.provisioner.guard().set_phone_failures(10), 0);
+    for n in 0..3 {
+        let from = format!("203.0.113.{}:5060", n + 1);
+        assert_eq!(
+            answer_challenge(&f, &from, "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let open = answer_challenge(&f, "192.0.2.90:5060", "hunter2!").await;
+    assert_eq!(open.0, StatusCode::OK);
+    assert_eq!(f.provisioner.guard().set_phone_failures(2), 1);
+    let closed = answer_challenge(&f, "192.0.2.91:5060", "hunter2!").await;
+    assert_eq!(closed.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.provisioner.guard().set_phone_failures(1), 0, "told twice");
+}
+
 /// Wrong answers arriving at once are all counted: none is lost between
 /// the count and the check, and the phone closes at the limit, not later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
