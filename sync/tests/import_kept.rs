@@ -209,6 +209,53 @@ async fn csv_body(db: TestDb) {
     let got: Vec<_> = lines(&restored, &one).iter().map(line_text).collect();
     assert_eq!(got, one_lines);
 
+    // A phone moved to another tenant keeps nothing its old tenant stored:
+    // not its credentials, variables or lines (a file without line
+    // columns), nor its lines' passwords (a file with lines but no
+    // `password`).
+    store
+        .apply(&[tenant("globex", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    let moved = "tenant,mac,family,label\n\
+                 globex,001565000001,yealink,Globex lobby\n";
+    import(&*store, false, moved).await;
+    let with_lines = "tenant,mac,family,line,extension,registrar\n\
+                      globex,001565000002,yealink,1,201,sip.example.net\n";
+    import(&*store, false, with_lines).await;
+    let after = db_rows(&*store).await;
+    let one = phone(&after, "001565000001");
+    assert_eq!(one.label.as_deref(), Some("Globex lobby"));
+    assert_eq!(
+        (
+            &one.model,
+            &one.http_user,
+            &one.http_password,
+            &*one.variables
+        ),
+        (&None, &None, &None, "{}"),
+        "the old tenant's fields followed the phone"
+    );
+    assert!(
+        lines(&after, &one).is_empty(),
+        "the old tenant's lines followed"
+    );
+    let two = phone(&after, "001565000002");
+    let got: Vec<_> = lines(&after, &two).iter().map(line_text).collect();
+    assert_eq!(
+        got,
+        [(
+            text("201"),
+            text("201"),
+            text("201"),
+            None,
+            None,
+            text("{}")
+        )],
+        "the old tenant's line fields followed"
+    );
+    import(&*store, false, FULL).await;
+
     // A JSON phone is stated whole: the export leaves defaults out, so a
     // key left out there is the default, not "as stored".
     let json = r#"{"phones": [{"tenant": "acme", "mac": "001565000001", "family": "yealink"}]}"#;

@@ -48,6 +48,18 @@ pub(crate) enum PhoneState {
     New,
     Same,
     Changed,
+    /// Moved to another tenant: nothing the old tenant stored (its
+    /// credentials, variables, lines) may follow the phone, so the fields
+    /// the run keeps as stored are not kept; the row is written whole,
+    /// with the run's defaults, and so are its lines.
+    Moved,
+}
+
+impl PhoneState {
+    /// The row is written, and what it keeps is kept.
+    pub(crate) fn keeps_stored(self) -> bool {
+        self == PhoneState::Changed
+    }
 }
 
 /// How a line of the run compares with its row.
@@ -281,7 +293,7 @@ macro_rules! bulk_sql {
             for state in &states {
                 match state {
                     PhoneState::New => report.phones.inserted += 1,
-                    PhoneState::Changed => report.phones.updated += 1,
+                    PhoneState::Changed | PhoneState::Moved => report.phones.updated += 1,
                     PhoneState::Same => report.phones.unchanged += 1,
                 }
                 staged_phones += u64::from(*state != PhoneState::Same);
@@ -340,6 +352,11 @@ macro_rules! bulk_sql {
             // keeps is not sealed (the UPDATE leaves the stored one).
             let phone_cells = |i: usize| -> [Cell; 11] {
                 let p = phones.get(i);
+                let kept = if states[i].keeps_stored() {
+                    p.kept
+                } else {
+                    crate::store::Kept::NONE
+                };
                 [
                     Cell::Int(ids[i]),
                     Cell::Mac(p.mac),
@@ -350,16 +367,13 @@ macro_rules! bulk_sql {
                     Cell::text(p.variables),
                     Cell::text_or_null(p.http_user),
                     match p.http_password {
-                        Some(pw)
-                            if states[i] == PhoneState::New
-                                || !p.kept.contains(crate::store::Kept::HTTP_PASSWORD) =>
-                        {
+                        Some(pw) if !kept.contains(crate::store::Kept::HTTP_PASSWORD) => {
                             Cell::sealed(key.seal(Purpose::DeviceHttpPassword, pw))
                         }
                         _ => Cell::Null,
                     },
                     Cell::Int(now),
-                    Cell::Int(i64::from(p.kept.bits())),
+                    Cell::Int(i64::from(kept.bits())),
                 ]
             };
             // Inserts first (lines need their phones), then the staged updates.
@@ -370,7 +384,11 @@ macro_rules! bulk_sql {
                 let mut stager =
                     super::Stager::open(&mut *conn, target, columns, frozen(target)).await?;
                 for i in 0..n {
-                    if states[i] == wanted {
+                    let staged = match states[i] {
+                        PhoneState::Moved => PhoneState::Changed,
+                        other => other,
+                    };
+                    if staged == wanted {
                         stager.row(&phone_cells(i)[..columns.len()]).await?;
                     }
                 }

@@ -210,7 +210,11 @@ impl<'r> Comparison<'r> {
                     p.http_password,
                     row.http_password,
                 ));
-        self.states[i] = if changed {
+        // Whatever the run keeps, a phone moving tenants keeps nothing: its
+        // lines' kept fields (a file without `password`) no more than its own.
+        self.states[i] = if row.tenant_id != self.tenant_id(i) {
+            PhoneState::Moved
+        } else if changed {
             PhoneState::Changed
         } else {
             PhoneState::Same
@@ -280,7 +284,8 @@ impl<'r> Comparison<'r> {
     }
 
     fn compare_line(&mut self, i: usize, row: &StoredLine<'_>) {
-        if self.phones.kept(i).contains(Kept::LINES) {
+        let moved = self.states[i] == PhoneState::Moved;
+        if self.phones.kept(i).contains(Kept::LINES) && !moved {
             // Neither compared nor removed: the run gives no lines.
             return;
         }
@@ -303,12 +308,16 @@ impl<'r> Comparison<'r> {
             && (kept(Kept::LINE_SETTINGS) || line.settings.as_bytes() == row.settings)
             && (kept(Kept::PASSWORD)
                 || same_secret(self.key, Purpose::LinePassword, line.password, row.password));
-        self.lines[flat] = if same {
-            LineState::Same
-        } else if line.kept.is_empty() || line.extension.as_bytes() == row.extension {
-            LineState::Changed
-        } else {
+        // Kept fields stay only with the account: the same extension on a
+        // phone that stays with its tenant.
+        let replaced =
+            !line.kept.is_empty() && (moved || line.extension.as_bytes() != row.extension);
+        self.lines[flat] = if replaced {
             LineState::Replaced
+        } else if same {
+            LineState::Same
+        } else {
+            LineState::Changed
         };
         self.line_ids[flat] = row.id;
     }
