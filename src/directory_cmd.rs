@@ -195,19 +195,11 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             println!("{token}");
         }
         TokenCommand::Revoke { id } => {
-            // The token's tenant, so the revocation shows in that tenant's
-            // audit view as the API's does.
-            let (data, _, _) = store.load_all().await.context("reading tokens")?;
-            let tenant = (data.api_tokens.iter())
-                .find(|t| t.id == *id)
-                .and_then(|t| t.tenant_id)
-                .and_then(|tenant| data.tenants.iter().find(|t| t.id == tenant))
-                .map(|t| t.slug.to_string());
-            drop(data);
+            // The store audits it under the token's tenant, as the API's.
             let report = store
                 .apply(
                     &[Mutation::RevokeApiToken { id: *id }],
-                    &audit("revoke", id.to_string(), tenant),
+                    &audit("revoke", id.to_string(), None),
                 )
                 .await
                 .context("revoking the token")?;

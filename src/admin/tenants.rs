@@ -325,15 +325,14 @@ pub async fn update(
         )?,
         settings: match body.settings {
             // A tenant's own token cannot change its quotas, SIP domains
-            // or provisioning networks (checked all the same, as a reply
-            // that accepted a malformed list would mislead).
-            Some(settings) if !principal.is_global() => {
-                check_networks(&settings)?;
-                object_text(
-                    Some(keep_operator_settings(settings, &before.settings)),
-                    "settings",
-                )?
-            }
+            // or provisioning networks: what it sends there is dropped
+            // unchecked (a stored list past today's checks, sent back as
+            // read, must not block the tenant's other edits), and the
+            // reply shows what is stored.
+            Some(settings) if !principal.is_global() => object_text(
+                Some(keep_operator_settings(settings, &before.settings)),
+                "settings",
+            )?,
             Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
             None => before.settings.to_string(),
         },

@@ -72,7 +72,7 @@ fn durations_past_their_bounds_are_refused_by_name() {
         ("mirror", "history_queue", "2305843009213693952"),
         ("provisioning", "unclaimed_queue", "1000001"),
         ("provisioning", "render_queue", "1000001"),
-        ("provisioning", "render_tenant_queue", "0"),
+        ("provisioning", "render_tenant_queue", "1000001"),
         ("provisioning", "render_cache_mb", "65537"),
         ("resync", "queue", "1000001"),
         ("resync", "tenant_queue", "1000001"),
@@ -91,6 +91,14 @@ fn durations_past_their_bounds_are_refused_by_name() {
         .validate()
         .is_ok());
     assert!(Config::default().validate().is_ok());
+    // A render queue of 0 started before and still does.
+    assert!(load(
+        "[provisioning]\nrender_queue = 0\nrender_tenant_queue = 0\n",
+        &[]
+    )
+    .unwrap()
+    .validate()
+    .is_ok());
 }
 
 #[test]

@@ -74,28 +74,29 @@ impl Config {
         }
         // Queues and the render cache: bounded in fact, not only in name
         // (a channel of `usize::MAX >> 3` slots panicked at start).
-        for (name, value, most) in [
+        // The render queues take 0, as before (the pool holds one).
+        for (name, value, least) in [
             (
                 "provisioning.unclaimed_queue",
                 self.provisioning.unclaimed_queue,
-                1_000_000,
+                1,
             ),
-            ("mirror.history_queue", self.mirror.history_queue, 1_000_000),
+            ("mirror.history_queue", self.mirror.history_queue, 1),
             (
                 "provisioning.render_queue",
                 self.provisioning.render_queue,
-                1_000_000,
+                0,
             ),
             (
                 "provisioning.render_tenant_queue",
                 self.provisioning.render_tenant_queue,
-                1_000_000,
+                0,
             ),
-            ("resync.queue", self.resync.queue, 1_000_000),
-            ("resync.tenant_queue", self.resync.tenant_queue, 1_000_000),
+            ("resync.queue", self.resync.queue, 1),
+            ("resync.tenant_queue", self.resync.tenant_queue, 1),
         ] {
-            if !(1..=most).contains(&value) {
-                bail!("{name} must be between 1 and {most}");
+            if !(least..=1_000_000).contains(&value) {
+                bail!("{name} must be between {least} and 1000000");
             }
         }
         if !(1..=65_536).contains(&self.provisioning.render_cache_mb) {

@@ -609,6 +609,21 @@ macro_rules! shared_sql {
                 }
             }
             let summary = serde_json::json!({ "detail": audit.detail, "result": report });
+            // A token's revocation shows in its tenant's audit view, however
+            // it was made: the CLI knows only the token's id, and reading
+            // every table to find its tenant delayed an urgent revoke
+            // behind a large import.
+            let tenant = match (&audit.tenant, mutations) {
+                (None, [Mutation::RevokeApiToken { id }]) => {
+                    sqlx::query_scalar::<_, String>(
+                        "SELECT t.slug FROM api_tokens a JOIN tenants t ON t.id = a.tenant_id WHERE a.id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                }
+                _ => audit.tenant.clone(),
+            };
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant, tenant_id) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT id FROM tenants WHERE slug = $7))",
@@ -619,7 +634,7 @@ macro_rules! shared_sql {
             .bind(&audit.entity)
             .bind(&audit.entity_key)
             .bind(summary.to_string())
-            .bind(&audit.tenant)
+            .bind(&tenant)
             .execute(&mut *conn)
             .await?;
             Ok(report)
