@@ -175,6 +175,48 @@ fn malformed_import_names_position_and_writes_nothing() {
     );
 }
 
+/// Through the binary, as an operator runs it: a relabelling CSV keeps
+/// the lines and SIP passwords its header leaves out, and the export shows
+/// them as they were.
+#[test]
+fn a_relabelling_csv_keeps_lines_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", TENANTS_CSV);
+    let phones = write_file(dir.path(), "phones.csv", &phones_csv(1, 3));
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&tenants).arg(&phones);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels = write_file(
+        dir.path(),
+        "labels.csv",
+        "tenant,mac,family,label\nacme,00:15:65:00:00:02,yealink,Front desk\n",
+    );
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.arg("import").arg(&labels);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args(["export", "-", "--format", "csv"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = text(&out.stdout);
+    let row = (exported.lines())
+        .find(|l| l.contains("001565000002") || l.contains("00:15:65:00:00:02"))
+        .unwrap_or_else(|| panic!("no row for the phone: {exported}"));
+    for kept in [
+        "Front desk",
+        "T46S",
+        "102",
+        "Desk 2",
+        "pw2",
+        "sip.example.net",
+    ] {
+        assert!(row.contains(kept), "{kept} missing from {row}");
+    }
+}
+
 /// `--skip-invalid` skips rows, never a whole file: a JSON document that
 /// does not parse, or a CSV whose header has a misspelt column, stops the
 /// run and nothing of it is written.
