@@ -45,6 +45,11 @@ const ENV_PREFIX: &str = "DIALTONE_";
 /// Variables with the prefix that are not config keys.
 const ENV_NOT_KEYS: &[&str] = &["DIALTONE_CONFIG", "DIALTONE_TEST_"];
 
+/// Whether an environment variable sets a config key.
+fn is_setting(name: &str) -> bool {
+    name.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| name.starts_with(p))
+}
+
 impl Config {
     /// Reads the file (if any), then applies the environment. Errors name the
     /// file, line and key, or the variable.
@@ -53,10 +58,7 @@ impl Config {
         // ours must be readable, and one that is not is a clear error.
         let mut env = Vec::new();
         for (name, value) in std::env::vars_os() {
-            let ours = |n: &&str| {
-                n.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| n.starts_with(p))
-            };
-            let Some(name) = name.to_str().filter(ours) else {
+            let Some(name) = name.to_str().filter(|n| is_setting(n)) else {
                 continue;
             };
             let value = value.into_string().map_err(|_| {
@@ -84,11 +86,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let mut env: Vec<(String, String)> = env
-            .filter(|(k, _)| {
-                k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.iter().any(|p| k.starts_with(p))
-            })
-            .collect();
+        let mut env: Vec<(String, String)> = env.filter(|(k, _)| is_setting(k)).collect();
         env.sort();
         for (name, raw) in &env {
             let path: Vec<String> = name[ENV_PREFIX.len()..]

@@ -103,8 +103,8 @@ impl ResyncConfig {
         if self.queue == 0 || self.tenant_queue == 0 || self.max_inflight == 0 {
             bail!("resync: queue, tenant_queue and max_inflight must be at least 1");
         }
-        if self.queue > 1_000_000 {
-            bail!("resync.queue must be at most 1000000");
+        if self.queue > 1_000_000 || self.tenant_queue > 1_000_000 {
+            bail!("resync.queue and resync.tenant_queue must be at most 1000000");
         }
         if let Err(e) = dialtone_tftp::tftp::parse_networks(&self.direct_networks) {
             bail!("resync.direct_networks: {e}");

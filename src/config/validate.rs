@@ -72,36 +72,6 @@ impl Config {
         {
             bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
         }
-        // Queues and the render cache: bounded in fact, not only in name
-        // (a channel of `usize::MAX >> 3` slots panicked at start).
-        // The render queues take 0, as before (the pool holds one).
-        for (name, value, least) in [
-            (
-                "provisioning.unclaimed_queue",
-                self.provisioning.unclaimed_queue,
-                1,
-            ),
-            ("mirror.history_queue", self.mirror.history_queue, 1),
-            (
-                "provisioning.render_queue",
-                self.provisioning.render_queue,
-                0,
-            ),
-            (
-                "provisioning.render_tenant_queue",
-                self.provisioning.render_tenant_queue,
-                0,
-            ),
-            ("resync.queue", self.resync.queue, 1),
-            ("resync.tenant_queue", self.resync.tenant_queue, 1),
-        ] {
-            if !(least..=1_000_000).contains(&value) {
-                bail!("{name} must be between {least} and 1000000");
-            }
-        }
-        if !(1..=65_536).contains(&self.provisioning.render_cache_mb) {
-            bail!("provisioning.render_cache_mb must be between 1 and 65536");
-        }
         dialtone_directory::SourceNetworks::parse(&self.lookup.source_networks)
             .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?;
         if !(10..=10_000).contains(&self.lookup.deadline_ms) {
@@ -127,22 +97,23 @@ impl Config {
             );
         }
         self.resync.validate()?;
-        self.check_durations()
+        self.check_bounds()
     }
 
-    /// Durations past what anyone means: a "keep forever" of
+    /// Durations and sizes past what anyone means: a "keep forever" of
     /// 9223372036854775807 days wrapped the history cutoff into the future
-    /// (every row pruned), and some overflow the clock's arithmetic or a
-    /// cache's own limit and panic at start or at shutdown.
-    fn check_durations(&self) -> Result<()> {
+    /// (every row pruned), and some overflow the clock's arithmetic, a
+    /// cache's or a channel's own limit and panic at start or at shutdown.
+    fn check_bounds(&self) -> Result<()> {
         const TEN_YEARS_S: u64 = 10 * 366 * 86_400;
+        const QUEUE_MAX: u64 = 1_000_000;
         let (m, p, l, d) = (
             &self.mirror,
             &self.provisioning,
             &self.lookup,
             &self.database,
         );
-        let bounds: [(&str, u64, u64, u64); 19] = [
+        let bounds: [(&str, u64, u64, u64); 24] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -220,6 +191,30 @@ impl Config {
             ("lookup.max_stale_s", l.max_stale_s, 0, TEN_YEARS_S),
             ("lookup.breaker_cooldown_s", l.breaker_cooldown_s, 0, 86_400),
             ("supervision.window_s", self.supervision.window_s, 1, 86_400),
+            // Queues and the render cache: bounded in fact, not only in
+            // name (a channel of `usize::MAX >> 3` slots panicked at
+            // start). The render queues take 0, as before (the pool holds
+            // one).
+            (
+                "provisioning.unclaimed_queue",
+                p.unclaimed_queue as u64,
+                1,
+                QUEUE_MAX,
+            ),
+            ("mirror.history_queue", m.history_queue as u64, 1, QUEUE_MAX),
+            (
+                "provisioning.render_queue",
+                p.render_queue as u64,
+                0,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.render_tenant_queue",
+                p.render_tenant_queue as u64,
+                0,
+                QUEUE_MAX,
+            ),
+            ("provisioning.render_cache_mb", p.render_cache_mb, 1, 65_536),
         ];
         // Row counts: 0 is no "unlimited" here. A catch-up limit of 0 made
         // every change a full reload, and -1 reloaded at every poll.

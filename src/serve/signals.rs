@@ -74,23 +74,28 @@ pub(super) fn signals(
                     // and dropped (tokio never restores the default). The
                     // first stop asks for what runs already; a second
                     // exits at once, as in any drain.
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
+                    stop_signal(&mut term, &mut int).await;
                     tracing::warn!("stop signal while draining; a second one exits at once");
                     break;
                 }
             }
         }
         cancel.cancel();
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop_signal(&mut term, &mut int).await;
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })
+}
+
+/// The next SIGTERM or SIGINT.
+async fn stop_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// SIGHUP heard from the first moment of `serve`. Startup can take long

@@ -22,14 +22,8 @@ impl ByteBudget {
     /// Charges one message, referral or entry alike; past the budget the
     /// read stops, since what is already read cannot be trusted complete.
     fn charge(&mut self, message: &ResultEntry) -> Result<(), DirectoryError> {
-        let controls = message.1.iter().map(|c| {
-            let raw = &c.1;
-            raw.ctype.len() + raw.val.as_ref().map_or(0, Vec::len)
-        });
-        self.used = controls.fold(
-            self.used.saturating_add(message_bytes(&message.0)),
-            usize::saturating_add,
-        );
+        self.add(message_bytes(&message.0));
+        self.add(controls_bytes(&message.1));
         self.check()
     }
 
@@ -37,19 +31,20 @@ impl ByteBudget {
     /// texts, referrals and controls. Uncharged, a server paging one entry
     /// at a time could end every page with a megabyte of result.
     pub(super) fn charge_result(&mut self, done: &ldap3::LdapResult) -> Result<(), DirectoryError> {
-        let controls = done.ctrls.iter().map(|c| {
-            let raw = &c.1;
-            raw.ctype.len() + raw.val.as_ref().map_or(0, Vec::len)
-        });
-        let texts =
-            done.matched.len() + done.text.len() + done.refs.iter().map(String::len).sum::<usize>();
-        self.used = controls.fold(
-            self.used
-                .saturating_add(texts)
-                .saturating_add(std::mem::size_of::<StructureTag>()),
-            usize::saturating_add,
+        let refs: usize = done.refs.iter().map(String::len).sum();
+        self.add(std::mem::size_of::<StructureTag>());
+        self.add(
+            done.matched
+                .len()
+                .saturating_add(done.text.len())
+                .saturating_add(refs),
         );
+        self.add(controls_bytes(&done.ctrls));
         self.check()
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.used = self.used.saturating_add(bytes);
     }
 
     fn check(&self) -> Result<(), DirectoryError> {
@@ -66,6 +61,17 @@ impl ByteBudget {
             self.what
         )))
     }
+}
+
+/// The bytes of a message's controls: their types and values.
+fn controls_bytes(controls: &[ldap3::controls::Control]) -> usize {
+    (controls.iter())
+        .map(|c| {
+            c.1.ctype
+                .len()
+                .saturating_add(c.1.val.as_ref().map_or(0, Vec::len))
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// A message's payload bytes plus a parsed tag's size for each tag, so an

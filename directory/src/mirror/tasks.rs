@@ -516,7 +516,6 @@ impl LookupService {
         let suffix_len = self.inner.options.suffix_len;
         let fp = mirror.fingerprint.clone();
         let id = mirror.source_id;
-        let region = data.region.clone();
         let built = self
             .inner
             .mirror_work
@@ -542,10 +541,7 @@ impl LookupService {
                 // Lost with the job: the next sync starts from nothing, as
                 // after a panic while merging.
                 tracing::error!(source = id, error = %e, "building the mirror index failed");
-                MirrorData {
-                    region,
-                    ..MirrorData::default()
-                }
+                MirrorData::default()
             }
         }
     }

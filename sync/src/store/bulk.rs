@@ -60,6 +60,14 @@ impl PhoneState {
     pub(crate) fn keeps_stored(self) -> bool {
         self == PhoneState::Changed
     }
+
+    /// Where the row goes: a moved one is staged as a changed one.
+    pub(crate) fn staged(self) -> PhoneState {
+        match self {
+            PhoneState::Moved => PhoneState::Changed,
+            other => other,
+        }
+    }
 }
 
 /// How a line of the run compares with its row.
@@ -78,6 +86,14 @@ impl LineState {
     /// The row is written, and what it keeps is kept.
     pub(crate) fn keeps_stored(self) -> bool {
         self == LineState::Changed
+    }
+
+    /// Where the row goes: a replaced one is staged as a changed one.
+    pub(crate) fn staged(self) -> LineState {
+        match self {
+            LineState::Replaced => LineState::Changed,
+            other => other,
+        }
     }
 }
 
@@ -384,11 +400,7 @@ macro_rules! bulk_sql {
                 let mut stager =
                     super::Stager::open(&mut *conn, target, columns, frozen(target)).await?;
                 for i in 0..n {
-                    let staged = match states[i] {
-                        PhoneState::Moved => PhoneState::Changed,
-                        other => other,
-                    };
-                    if staged == wanted {
+                    if states[i].staged() == wanted {
                         stager.row(&phone_cells(i)[..columns.len()]).await?;
                     }
                 }
@@ -409,11 +421,7 @@ macro_rules! bulk_sql {
                 for i in 0..n {
                     for (at, flat) in phones.line_range(i).enumerate() {
                         let state = lines[flat];
-                        let staged = match state {
-                            LineState::Replaced => LineState::Changed,
-                            other => other,
-                        };
-                        if staged != wanted {
+                        if state.staged() != wanted {
                             continue;
                         }
                         let kept = if state.keeps_stored() {
