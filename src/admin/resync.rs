@@ -19,7 +19,7 @@ use super::phones::{parse_mac, phone_for, Access};
 use super::{commit, off_workers, page_size, parse_name, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
-use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains};
+use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains, Spaced};
 
 /// Most MACs one tenant resync may name.
 const MAX_MACS: usize = 10_000;
@@ -41,8 +41,9 @@ pub struct ResyncMany {
     pub resyncs: Vec<Resync>,
     /// Phones matched but not resynced (no line, a family without NOTIFY,
     /// a registrar outside the tenant's SIP domains, no room left in the
-    /// tenant's share of the queue). A phone already waiting from an earlier
-    /// request is in `resyncs` with that resync.
+    /// tenant's share of the queue, sent one less than
+    /// `resync.phone_spacing_s` ago). A phone already waiting from an
+    /// earlier request is in `resyncs` with that resync.
     pub skipped: usize,
     pub skipped_reasons: Vec<Skipped>,
 }
@@ -105,6 +106,20 @@ fn refusal(service: &ResyncService, full: Full) -> Response {
     }
 }
 
+/// A phone sent a resync too recently: 429, with when to ask again.
+fn too_soon(mac: &Mac, spaced: Spaced) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_soon",
+        format!("phone {mac}: {spaced}"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(spaced.left_s));
+    response
+}
+
 /// Checks room, writes the audit row, then queues: a refused request
 /// leaves no row. A resync queued between the check and the write can
 /// still take the room; the request is then refused after its row.
@@ -132,7 +147,8 @@ const DEFERRED: &str =
 #[utoipa::path(post, operation_id = "resync_phone", path = "/v1/phones/{mac}/resync", tag = "resync",
     params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 202, body = ResyncOne), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 422, body = ErrorBody), (status = 429, description = "the tenant's queue is full, or the phone was sent a resync less than `resync.phone_spacing_s` ago (Retry-After)", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resync_phone(
     State(state): State<AdminState>,
@@ -152,6 +168,9 @@ pub async fn resync_phone(
             .map_err(|reason| ApiError::invalid(format!("phone {mac}: {reason}")))?
     };
     let (tenant, slug) = (job.tenant_id, job.tenant.clone());
+    if let Some(spaced) = service(&state)?.spaced(tenant, mac) {
+        return Ok(too_soon(&mac, spaced));
+    }
     let change = Change {
         action: "resync",
         entity: "phone",
@@ -161,6 +180,9 @@ pub async fn resync_phone(
     };
     match queue(&state, &principal, change, tenant, vec![job]).await? {
         Ok(mut done) => {
+            if let Some((_, spaced)) = done.spaced.pop() {
+                return Ok(too_soon(&mac, spaced));
+            }
             let resync = done
                 .resyncs
                 .pop()
@@ -268,6 +290,10 @@ pub async fn resync_tenant(
             skipped.extend(done.deferred.iter().map(|job| Skipped {
                 mac: job.mac.to_string(),
                 reason: DEFERRED.into(),
+            }));
+            skipped.extend(done.spaced.iter().map(|(job, spaced)| Skipped {
+                mac: job.mac.to_string(),
+                reason: spaced.to_string(),
             }));
             Ok((
                 StatusCode::ACCEPTED,

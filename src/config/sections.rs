@@ -28,8 +28,12 @@ pub struct ResyncConfig {
     /// (past it: 429).
     pub queue: usize,
     pub tenant_queue: usize,
-    /// NOTIFYs awaiting an answer at once; past it, sending waits.
+    /// NOTIFYs awaiting an answer at once; past it, sending waits. A
+    /// tenant holds at most a quarter of the places the others leave.
     pub max_inflight: usize,
+    /// Seconds before a phone sent a resync may be queued another (one
+    /// that failed does not count); 0: no spacing.
+    pub phone_spacing_s: u64,
     /// Send straight to the address the phone last fetched from, port 5060,
     /// instead of the proxy: for sites where dialtone and the phones share
     /// a LAN.
@@ -55,6 +59,7 @@ impl Default for ResyncConfig {
             queue: 10_000,
             tenant_queue: 2000,
             max_inflight: 1024,
+            phone_spacing_s: 60,
             direct: false,
             direct_networks: [
                 "10.0.0.0/8",
@@ -105,6 +110,9 @@ impl ResyncConfig {
         }
         if self.queue > 1_000_000 || self.tenant_queue > 1_000_000 {
             bail!("resync.queue and resync.tenant_queue must be at most 1000000");
+        }
+        if self.phone_spacing_s > 3600 {
+            bail!("resync.phone_spacing_s must be at most 3600");
         }
         if let Err(e) = dialtone_tftp::tftp::parse_networks(&self.direct_networks) {
             bail!("resync.direct_networks: {e}");

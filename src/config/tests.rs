@@ -178,6 +178,14 @@ fn resync_section_reads_from_file_and_environment() {
     assert!(load("[resync]\nproxy = \"sip.example.net\"\n", &[]).is_err());
     assert!(load("[resync]\nt1_ms = 500\nt2_ms = 100\n", &[]).is_err());
     assert!(load("[resync]\nfrom_domain = \"a b\"\n", &[]).is_err());
+    assert!(load("[resync]\nphone_spacing_s = 3601\n", &[]).is_err());
+    assert_eq!(
+        load("[resync]\nphone_spacing_s = 0\n", &[])
+            .unwrap()
+            .resync
+            .phone_spacing_s,
+        0
+    );
     assert!(load("[resync]\nqueu = 1\n", &[]).is_err());
 }
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
 use dialtone_sync::history::HistorySink;
-use dialtone_sync::{now_millis, Family, Id, Mac, MirrorState, Phone, Store};
+use dialtone_sync::{now_millis, Family, Id, Mac, Millis, MirrorState, Phone, Store};
 use tokio::sync::Notify;
 
 use crate::config::ResyncConfig;
@@ -111,6 +111,28 @@ pub struct Enqueued {
     pub resyncs: Vec<Resync>,
     /// Past the tenant's room in the queue: not queued.
     pub deferred: Vec<Job>,
+    /// Sent a resync too recently (`phone_spacing_s`): not queued.
+    pub spaced: Vec<(Job, Spaced)>,
+}
+
+/// A phone sent a resync less than `phone_spacing_s` ago.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spaced {
+    /// Seconds since the last one left the queue.
+    pub ago_s: u64,
+    /// Seconds until another may be queued (at least 1).
+    pub left_s: u64,
+    pub spacing_s: u64,
+}
+
+impl std::fmt::Display for Spaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not queued: sent a resync {} s ago, and a phone is sent at most one every {} s; ask again in {} s",
+            self.ago_s, self.spacing_s, self.left_s
+        )
+    }
 }
 
 /// The queue, the table and the refetch watch list, under one lock: a
@@ -121,6 +143,14 @@ struct Book {
     /// gets the resync already waiting, so a tenant cannot fill the queue
     /// with one phone.
     waiting: HashMap<(Id, Mac), u64>,
+    /// Each phone's last resync to leave the queue, for `phone_spacing_s`
+    /// after it left, and the same phones in the order they left: a phone
+    /// that reboots on `check-sync` would otherwise reboot in a loop for as
+    /// long as someone (a script, a double click) keeps asking, since it
+    /// waits in the queue only until its tenant's next token.
+    sent: HashMap<(Id, Mac), (Millis, u64)>,
+    sent_order: VecDeque<(Millis, (Id, Mac))>,
+    spacing_ms: Millis,
     table: Table,
     /// Sent resyncs whose refetch is not seen yet, oldest first.
     watch: VecDeque<u64>,
@@ -128,14 +158,52 @@ struct Book {
 
 impl Book {
     /// `seq` was taken from the queue to be sent: its phone may be queued
-    /// again.
-    fn leaves_queue(&mut self, seq: u64) {
+    /// again once `phone_spacing_s` have passed.
+    fn leaves_queue(&mut self, seq: u64, now: Millis) {
         if let Some(entry) = self.table.get(seq) {
             let key = (entry.tenant_id, entry.mac);
             if self.waiting.get(&key) == Some(&seq) {
                 self.waiting.remove(&key);
             }
+            if self.spacing_ms > 0 {
+                self.forget_sent(now);
+                self.sent.insert(key, (now, seq));
+                self.sent_order.push_back((now, key));
+            }
         }
+    }
+
+    /// Forgets sends older than the spacing: the two hold at most what
+    /// the global rate sends in `phone_spacing_s`.
+    fn forget_sent(&mut self, now: Millis) {
+        while let Some(&(at, key)) = self.sent_order.front() {
+            if now.saturating_sub(at) < self.spacing_ms {
+                break;
+            }
+            self.sent_order.pop_front();
+            if self.sent.get(&key).is_some_and(|&(last, _)| last == at) {
+                self.sent.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `key`'s phone was sent a resync too recently for another.
+    /// One that failed (no answer, an error status, no address) does not
+    /// count: the phone did not act on it, and asking again is how an
+    /// admin retries.
+    fn spaced(&mut self, key: (Id, Mac), now: Millis) -> Option<Spaced> {
+        self.forget_sent(now);
+        let &(at, seq) = self.sent.get(&key)?;
+        let entry = self.table.get(seq)?;
+        if entry.view.state == State::Failed {
+            return None;
+        }
+        let ago = now.saturating_sub(at);
+        Some(Spaced {
+            ago_s: (ago / 1000) as u64,
+            left_s: ((self.spacing_ms - ago) as u64).div_ceil(1000).max(1),
+            spacing_s: (self.spacing_ms / 1000) as u64,
+        })
     }
 }
 
@@ -168,9 +236,15 @@ impl ResyncService {
                         config.tenant_queue,
                         config.rate_per_s,
                         config.tenant_rate_per_s,
-                    ),
+                    )
+                    .limit_inflight(config.max_inflight),
                     table: Table::new(table),
                     waiting: HashMap::new(),
+                    sent: HashMap::new(),
+                    sent_order: VecDeque::new(),
+                    spacing_ms: Millis::try_from(config.phone_spacing_s)
+                        .unwrap_or(Millis::MAX)
+                        .saturating_mul(1000),
                     watch: VecDeque::new(),
                 }),
                 wake: Notify::new(),
@@ -192,10 +266,14 @@ impl ResyncService {
     /// Whether a request for `jobs` of `tenant` would queue anything, or be
     /// refused as a whole (before its audit row is written).
     pub fn check(&self, tenant: Id, jobs: &[Job]) -> Result<(), Full> {
-        let book = self.book();
+        let now = now_millis();
+        let mut book = self.book();
         let new = jobs
             .iter()
-            .filter(|job| !book.waiting.contains_key(&(tenant, job.mac)))
+            .filter(|job| {
+                let key = (tenant, job.mac);
+                !book.waiting.contains_key(&key) && book.spaced(key, now).is_none()
+            })
             .count();
         if new == 0 {
             return Ok(());
@@ -214,9 +292,15 @@ impl ResyncService {
         (config.queue as u64 / u64::from(config.rate_per_s.max(1))).clamp(1, 3600)
     }
 
+    /// Whether `mac` of `tenant` was sent a resync too recently for another.
+    pub fn spaced(&self, tenant: Id, mac: Mac) -> Option<Spaced> {
+        self.book().spaced((tenant, mac), now_millis())
+    }
+
     /// Queues one tenant's jobs. A phone already waiting keeps its place
-    /// and its resync is answered again; past the tenant's room the rest
-    /// are deferred, not queued. Refused only when nothing new fits.
+    /// and its resync is answered again; one sent too recently is left
+    /// out; past the tenant's room the rest are deferred, not queued.
+    /// Refused only when nothing new fits.
     pub fn enqueue(&self, tenant: Id, jobs: Vec<Job>) -> Result<Enqueued, Full> {
         let via = if self.inner.config.direct {
             Via::Direct
@@ -228,10 +312,14 @@ impl ResyncService {
         let mut done = Enqueued::default();
         let mut new = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let waiting = book.waiting.get(&(tenant, job.mac)).copied();
-            match waiting.and_then(|seq| book.table.get(seq)) {
-                Some(entry) => done.resyncs.push(entry.view.clone()),
-                None => new.push(job),
+            let key = (tenant, job.mac);
+            let waiting = book.waiting.get(&key).copied();
+            if let Some(entry) = waiting.and_then(|seq| book.table.get(seq)) {
+                done.resyncs.push(entry.view.clone());
+            } else if let Some(spaced) = book.spaced(key, now) {
+                done.spaced.push((job, spaced));
+            } else {
+                new.push(job);
             }
         }
         if new.is_empty() {

@@ -61,7 +61,8 @@ pub enum Full {
 pub enum Next {
     /// Send this resync (its tracking sequence number).
     Send(u64),
-    /// Nothing may go before this instant (`None`: nothing is queued).
+    /// Nothing may go before this instant (`None`: nothing is queued, or
+    /// what is queued waits for a tenant's NOTIFYs to be answered).
     Wait(Option<Instant>),
 }
 
@@ -76,6 +77,10 @@ pub struct Queue {
     /// Tenants with something waiting, in serving order.
     rotation: VecDeque<Id>,
     len: usize,
+    /// Sent and not yet finished, by resync and by tenant.
+    inflight: HashMap<u64, Id>,
+    inflight_of: HashMap<Id, usize>,
+    inflight_limit: usize,
 }
 
 /// A tenant may fill at most this part of the room other tenants leave.
@@ -96,6 +101,45 @@ impl Queue {
             buckets: HashMap::new(),
             rotation: VecDeque::new(),
             len: 0,
+            inflight: HashMap::new(),
+            inflight_of: HashMap::new(),
+            inflight_limit: usize::MAX,
+        }
+    }
+
+    /// At most `limit` sent and unanswered at once, and a tenant at most a
+    /// quarter of what the other tenants leave of them: a tenant whose
+    /// phones never answer holds each NOTIFY until timer F (32 s by
+    /// default), and at its rate would otherwise hold enough of them to
+    /// slow every other tenant's resyncs. The sender's semaphore holds the
+    /// overall bound; this one decides whose turn may use a free place.
+    pub fn limit_inflight(mut self, limit: usize) -> Queue {
+        self.inflight_limit = limit.max(1);
+        self
+    }
+
+    /// Whether `tenant` may have one more in flight.
+    fn may_send(&self, tenant: Id) -> bool {
+        let own = self.inflight_of.get(&tenant).copied().unwrap_or(0);
+        let others = self.inflight.len() - own;
+        let share = self
+            .inflight_limit
+            .saturating_sub(others)
+            .div_ceil(TENANT_PART_OF_ROOM);
+        own < share
+    }
+
+    /// Resync `seq`, returned by [`Queue::pop`], has its answer (or will
+    /// never get one): its tenant's place is free again.
+    pub fn finished(&mut self, seq: u64) {
+        let Some(tenant) = self.inflight.remove(&seq) else {
+            return;
+        };
+        if let Some(n) = self.inflight_of.get_mut(&tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.inflight_of.remove(&tenant);
+            }
         }
     }
 
@@ -165,6 +209,11 @@ impl Queue {
             let Some(tenant) = self.rotation.pop_front() else {
                 break;
             };
+            // Its turn passes; a finished transaction wakes the sender.
+            if !self.may_send(tenant) {
+                self.rotation.push_back(tenant);
+                continue;
+            }
             let rate = self.tenant_rate;
             let bucket = self
                 .buckets
@@ -189,6 +238,8 @@ impl Queue {
             }
             if let Some(item) = item {
                 self.len -= 1;
+                self.inflight.insert(item, tenant);
+                *self.inflight_of.entry(tenant).or_default() += 1;
                 return Next::Send(item);
             }
         }
@@ -274,6 +325,34 @@ mod tests {
         }
         assert!(q.len() < 10_000, "{}", q.len());
         assert!(q.room(6).unwrap() >= 100, "{:?}", q.room(6));
+    }
+
+    /// A tenant whose phones never answer holds at most a quarter of the
+    /// places in flight the others leave; another tenant's resync goes out
+    /// at once, and a finished one frees its tenant's place.
+    #[test]
+    fn a_tenant_holds_a_share_of_the_places_in_flight() {
+        let now = Instant::now();
+        let mut q = Queue::new(1000, 500, 1000, 1000).limit_inflight(16);
+        q.push(1, &(0..100).collect::<Vec<_>>()).unwrap();
+        let sent = drain(&mut q, now);
+        assert_eq!(sent, (0..4).collect::<Vec<_>>(), "a quarter of 16");
+        assert_eq!(q.pop(now), Next::Wait(None));
+        q.push(2, &[500, 501, 502, 503, 504]).unwrap();
+        // A quarter of the 12 tenant 1 leaves.
+        assert_eq!(drain(&mut q, now), [500, 501, 502]);
+        q.finished(0);
+        q.finished(0);
+        assert_eq!(drain(&mut q, now), [4]);
+        q.finished(500);
+        assert_eq!(drain(&mut q, now), [503]);
+        for seq in [1, 2, 3, 4, 501, 502, 503] {
+            q.finished(seq);
+        }
+        assert!(q.inflight.is_empty() && q.inflight_of.is_empty());
+        let mut sent = drain(&mut q, now);
+        sent.sort_unstable();
+        assert_eq!(sent, [5, 6, 7, 8, 504]);
     }
 
     #[test]

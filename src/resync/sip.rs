@@ -173,7 +173,8 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
             continue;
         };
         let name = name.trim();
-        if branch.is_none() && (name.eq_ignore_ascii_case("via") || name == "v") {
+        if branch.is_none() && (name.eq_ignore_ascii_case("via") || name.eq_ignore_ascii_case("v"))
+        {
             // Only the top Via names our transaction; a header may list several.
             let top = value.split(',').next().unwrap_or("");
             branch = top
@@ -299,6 +300,12 @@ mod tests {
                 method: "NOTIFY".into()
             }
         );
+        // Header names are case-insensitive, compact forms too.
+        let upper = parse_response(
+            b"SIP/2.0 200 OK\r\nV: SIP/2.0/UDP a;branch=z9hG4bKu\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKv\r\ncseq: 1 notify\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(upper.branch, "z9hG4bKu");
         for bad in [
             &b"NOTIFY sip:a@b SIP/2.0\r\nVia: x;branch=y\r\nCSeq: 1 NOTIFY\r\n\r\n"[..],
             b"SIP/2.0 99 Odd\r\nVia: x;branch=y\r\nCSeq: 1 NOTIFY\r\n\r\n",

@@ -25,6 +25,22 @@ const REFETCH_POLL: Duration = Duration::from_secs(1);
 /// The port phones listen for SIP on, when sent to directly.
 const PHONE_SIP_PORT: u16 = 5060;
 
+/// A sent resync's place in its tenant's share of those in flight
+/// (`Queue::limit_inflight`), freed however the transaction ends, an abort
+/// or a panic included: a place never freed would shrink the tenant's
+/// share for good.
+struct TenantPlace {
+    service: ResyncService,
+    seq: u64,
+}
+
+impl Drop for TenantPlace {
+    fn drop(&mut self) {
+        self.service.book().queue.finished(self.seq);
+        self.service.inner.wake.notify_one();
+    }
+}
+
 /// Ends a transaction that was dropped before its answer.
 struct Interrupted {
     service: ResyncService,
@@ -83,14 +99,20 @@ impl ResyncService {
                 let mut book = self.book();
                 let next = book.queue.pop(tokio::time::Instant::now());
                 if let Next::Send(seq) = next {
-                    book.leaves_queue(seq);
+                    book.leaves_queue(seq, now_millis());
                 }
                 metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
                 next
             };
             match next {
                 Next::Send(seq) => {
-                    running.spawn(self.clone().transact(seq, permit));
+                    // Made here, not in the task: a task aborted before its
+                    // first poll drops it too.
+                    let place = TenantPlace {
+                        service: self.clone(),
+                        seq,
+                    };
+                    running.spawn(self.clone().transact(seq, permit, place));
                 }
                 Next::Wait(at) => {
                     drop(permit);
@@ -106,7 +128,7 @@ impl ResyncService {
         running.shutdown().await;
     }
 
-    async fn transact(self, seq: u64, _slot: OwnedSemaphorePermit) {
+    async fn transact(self, seq: u64, _slot: OwnedSemaphorePermit, _place: TenantPlace) {
         // A transaction the sender's shutdown (or restart) aborts still
         // ends in the table: otherwise it would show "sent" (or "queued")
         // to its tenant for good, and never be the first evicted.

@@ -445,3 +445,84 @@ async fn a_notify_goes_only_to_the_tenants_own_sip_domains() {
     );
     assert!(reply.text.contains("no SIP domains"), "{}", reply.text);
 }
+
+/// A phone sent a resync is not sent another for `phone_spacing_s` (60 s
+/// by default): asked again, the one phone is 429 with Retry-After and no
+/// audit row, and a tenant's request lists it as skipped. One NOTIFY goes
+/// out, however often it is asked for; another phone is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_sent_a_resync_is_not_sent_another_within_the_spacing() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let cancel = CancellationToken::new();
+    tokio::spawn(h.resync.clone().run(cancel.clone()));
+    let far = proxy(&h, &["200 OK"]);
+    let phone = format!("/v1/phones/{ACME_MAC}/resync");
+    let ask = |who: &'static str, path: String| {
+        let h = &h;
+        async move { h.call(Some(who), Method::POST, &path, None, &[]).await }
+    };
+    let first = ask("acme-admin", phone.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let path = format!("/v1/resyncs?mac={ACME_MAC}");
+    wait_for(&h, &path, |r| r["state"] == "answered").await;
+
+    for who in ["acme-admin", "global"] {
+        let again = ask(who, phone.clone()).await;
+        assert_eq!(
+            again.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            again.text
+        );
+        let body = again.json();
+        assert_eq!(body["error"]["code"], "too_soon", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("sent a resync") && message.contains("at most one every 60 s"),
+            "{message}"
+        );
+        let wait: u64 = again.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    let many = ask("acme-admin", "/v1/tenants/acme/resync".into()).await;
+    assert_eq!(many.status, StatusCode::ACCEPTED, "{}", many.text);
+    let many = many.json();
+    assert_eq!(
+        (many["queued"].as_u64(), many["skipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{many}"
+    );
+    assert_eq!(many["skipped_reasons"][0]["mac"], ACME_MAC);
+    assert!(many["skipped_reasons"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("not queued: sent a resync"));
+
+    // Another phone goes out at once.
+    let other = ask("global", format!("/v1/phones/{GLOBEX_MAC}/resync")).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.text);
+    wait_for(&h, &format!("/v1/resyncs?mac={GLOBEX_MAC}"), |r| {
+        r["state"] == "answered"
+    })
+    .await;
+    cancel.cancel();
+    let requests = far.await.unwrap();
+    let calls: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .filter_map(|r| r.lines().find(|l| l.starts_with("Call-ID:")))
+        .collect();
+    assert_eq!(calls.len(), 2, "one NOTIFY per phone: {requests:?}");
+    // The refused asks left no audit row; the tenant's request left one.
+    let audit = h.get("global", "/v1/audit").await.json();
+    let resyncs = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "resync")
+        .count();
+    assert_eq!(resyncs, 3, "{audit}");
+}

@@ -33,7 +33,18 @@ async function offerResync(template, out) {
     if (!byTenant.has(p.tenant)) byTenant.set(p.tenant, []);
     byTenant.get(p.tenant).push(p.mac);
   }
-  const send = async () => {
+  const send = async (event) => {
+    // A second click while the first is sending would ask again for every
+    // phone; the server spaces a phone's resyncs, but says so as "skipped".
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      await sendAll();
+    } finally {
+      button.disabled = false;
+    }
+  };
+  const sendAll = async () => {
     const lines = [];
     let failed = false;
     for (const [tenant, macs] of byTenant) {
@@ -41,7 +52,8 @@ async function offerResync(template, out) {
         const r = await api("POST", "/v1/tenants/" + encodeURIComponent(tenant) + "/resync",
           { body: { macs: macs.slice(i, i + MACS_PER_CALL) } });
         if (r.status === 202) {
-          lines.push(tenant + ": " + r.data.queued + " queued");
+          lines.push(tenant + ": " + r.data.queued + " queued" +
+            (r.data.skipped ? ", " + r.data.skipped + " skipped (the first: " + r.data.skipped_reasons[0].reason + ")" : ""));
         } else {
           failed = true;
           lines.push(tenant + ": not queued: " + errorText(r));
