@@ -2,20 +2,27 @@
 //! credentials. Nonces are issued by the server and carry their own time
 //! and an HMAC, so any node can check them and they expire; the highest
 //! nonce count seen per nonce is kept (bounded), so a replayed request is
-//! refused. Both SHA-256 and MD5 are offered, since many phones know only
-//! MD5. Basic is never offered on plain HTTP.
+//! refused. A nonce whose count the bound made us forget is answered stale,
+//! never taken as new. Both SHA-256 and MD5 are offered, since many phones
+//! know only MD5. Basic is never offered on plain HTTP.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use moka::sync::Cache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub const REALM: &str = "dialtone";
+
+/// How far another node's clock may run ahead of ours. Its nonces then look
+/// issued in the future here; refused as stale, a phone behind a load
+/// balancer that spreads its requests would loop on 401s.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -53,24 +60,93 @@ pub enum Verdict {
     Replay,
 }
 
+/// A nonce decoded: issue time (big-endian, so blobs sort oldest first),
+/// random bytes, signature.
+type Blob = [u8; 32];
+
+/// Below every nonce issued since 1970.
+const NO_BLOB: Blob = [0; 32];
+
+fn issued_at(blob: &Blob) -> i64 {
+    u64::from_be_bytes(blob[..8].try_into().expect("8 bytes")) as i64
+}
+
+/// Highest nonce count per nonce. Not a moka cache: moka evicts later, in
+/// its pending tasks, and may refuse a new key when full, so a count could
+/// be gone with nothing yet saying so, and a replay of it would pass as a
+/// first use. Here a record and the floor move under one lock.
+struct Seen {
+    counts: BTreeMap<Blob, u64>,
+    /// The last nonce whose record was dropped. Records go oldest first, so
+    /// a nonce up to it that `counts` lacks may have been used. Ordered by
+    /// whole nonce rather than by issue time, so that a drop does not
+    /// refuse the rest of its millisecond.
+    floor: Blob,
+    max: usize,
+}
+
+impl Seen {
+    /// Counts `nc` against the nonce `blob`, still fresh at `now`.
+    fn count(&mut self, blob: Blob, nc: u64, now: i64, lifetime: i64) -> Verdict {
+        // Expired nonces are stale before they get here; their records go
+        // under the floor all the same, so a clock stepped back cannot
+        // bring one back as unused.
+        while let Some(entry) = self.counts.first_entry() {
+            if now - issued_at(entry.key()) < lifetime {
+                break;
+            }
+            self.floor = entry.remove_entry().0;
+        }
+        match self.counts.get_mut(&blob) {
+            // Counts must rise: the same (nonce, nc) twice is a replay.
+            Some(last) if nc <= *last => Verdict::Replay,
+            Some(last) => {
+                *last = nc;
+                Verdict::Ok
+            }
+            // Maybe forgotten, maybe never used: a replay must not pass, and
+            // a new challenge costs a phone one round trip.
+            None if blob <= self.floor => Verdict::Stale,
+            None => {
+                self.counts.insert(blob, nc);
+                // The oldest goes: it is the nearest to expiring, and the
+                // floor then rises only as far as it must. It may be this
+                // very nonce, whose first use still stands.
+                if self.counts.len() > self.max {
+                    if let Some((dropped, _)) = self.counts.pop_first() {
+                        self.floor = dropped;
+                    }
+                }
+                Verdict::Ok
+            }
+        }
+    }
+}
+
 pub struct DigestAuth {
     key: [u8; 32],
     lifetime: Duration,
     /// Highest nonce count seen per nonce, for as long as nonces live.
-    seen: Cache<String, u64>,
+    seen: Mutex<Seen>,
 }
 
 impl DigestAuth {
     /// `key` signs nonces; nodes sharing it accept each other's nonces.
+    /// At most `max_nonces` counts are kept.
     pub fn new(key: [u8; 32], lifetime: Duration, max_nonces: u64) -> DigestAuth {
         DigestAuth {
             key,
             lifetime,
-            seen: Cache::builder()
-                .max_capacity(max_nonces)
-                .time_to_live(lifetime * 2)
-                .build(),
+            seen: Mutex::new(Seen {
+                counts: BTreeMap::new(),
+                floor: NO_BLOB,
+                max: usize::try_from(max_nonces).unwrap_or(usize::MAX),
+            }),
         }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Signs a nonce's payload together with the client's source (its
@@ -94,29 +170,31 @@ impl DigestAuth {
     /// A fresh nonce for a client at `source`: issue time, 8 random bytes,
     /// and their signature.
     pub fn nonce(&self, source: Option<IpAddr>) -> String {
+        self.nonce_at(dialtone_sync::now_millis(), source)
+    }
+
+    fn nonce_at(&self, now: i64, source: Option<IpAddr>) -> String {
         let mut payload = [0u8; 16];
-        payload[..8].copy_from_slice(&(dialtone_sync::now_millis() as u64).to_be_bytes());
+        payload[..8].copy_from_slice(&(now as u64).to_be_bytes());
         rand::thread_rng().fill_bytes(&mut payload[8..]);
         let mut blob = payload.to_vec();
         blob.extend_from_slice(&self.sign(&payload, source));
         B64.encode(blob)
     }
 
-    /// Whether `nonce` is ours for a client at `source`, and whether it is
-    /// still fresh.
-    fn check_nonce(&self, nonce: &str, source: Option<IpAddr>) -> Option<bool> {
-        let blob = B64.decode(nonce).ok()?;
-        if blob.len() != 32 {
-            return None;
-        }
+    /// `nonce` decoded if it is ours for a client at `source`, and whether
+    /// it is still fresh at `now`.
+    fn check_nonce(&self, nonce: &str, source: Option<IpAddr>, now: i64) -> Option<(Blob, bool)> {
+        let blob: Blob = B64.decode(nonce).ok()?.try_into().ok()?;
         let (payload, signature) = blob.split_at(16);
         let expected = self.sign(payload, source);
         if !constant_time_eq(signature, &expected) {
             return None;
         }
-        let issued = u64::from_be_bytes(payload[..8].try_into().ok()?) as i64;
-        let age = dialtone_sync::now_millis() - issued;
-        Some((0..self.lifetime.as_millis() as i64).contains(&age))
+        let age = now - issued_at(&blob);
+        let skew = MAX_CLOCK_SKEW.as_millis() as i64;
+        let fresh = (-skew..self.lifetime.as_millis() as i64).contains(&age);
+        Some((blob, fresh))
     }
 
     /// `WWW-Authenticate` values to send with a 401 to a client at
@@ -139,6 +217,21 @@ impl DigestAuth {
     /// the phone's credentials.
     pub fn verify(
         &self,
+        source: Option<IpAddr>,
+        header: Option<&str>,
+        method: &str,
+        uri: &str,
+        user: &str,
+        password: &str,
+    ) -> Verdict {
+        let now = dialtone_sync::now_millis();
+        self.verify_at(now, source, header, method, uri, user, password)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn verify_at(
+        &self,
+        now: i64,
         source: Option<IpAddr>,
         header: Option<&str>,
         method: &str,
@@ -177,7 +270,7 @@ impl DigestAuth {
         let Ok(nc) = u64::from_str_radix(nc_text, 16) else {
             return Verdict::Denied;
         };
-        let Some(fresh) = self.check_nonce(nonce, source) else {
+        let Some((blob, fresh)) = self.check_nonce(nonce, source, now) else {
             return Verdict::Denied;
         };
         let ha1 = algorithm.hash(&format!("{username}:{REALM}:{password}"));
@@ -194,22 +287,8 @@ impl DigestAuth {
         if !fresh {
             return Verdict::Stale;
         }
-        // Counts must rise: the same (nonce, nc) twice is a replay.
-        let mut replay = false;
-        self.seen
-            .entry(nonce.to_string())
-            .and_compute_with(|previous| match previous.map(|e| e.into_value()) {
-                Some(last) if nc <= last => {
-                    replay = true;
-                    moka::ops::compute::Op::Nop
-                }
-                _ => moka::ops::compute::Op::Put(nc),
-            });
-        if replay {
-            Verdict::Replay
-        } else {
-            Verdict::Ok
-        }
+        self.seen()
+            .count(blob, nc, now, self.lifetime.as_millis() as i64)
     }
 }
 
@@ -343,7 +422,9 @@ mod tests {
             .collect();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[1].0, Algorithm::Md5);
-        assert!(a.check_nonce(&parsed[1].1, None).is_some());
+        assert!(a
+            .check_nonce(&parsed[1].1, None, dialtone_sync::now_millis())
+            .is_some());
         assert_eq!(parse_challenge("Basic realm=\"x\""), None);
         assert_eq!(
             parse_challenge("Digest realm=\"x\", algorithm=SHA-512-256, nonce=\"n\""),
@@ -487,6 +568,102 @@ mod tests {
             a.verify(None, None, "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
+    }
+
+    fn answer(nonce: &str, nc: u64) -> String {
+        client_response(
+            nonce,
+            Algorithm::Sha256,
+            "GET",
+            "/x.cfg",
+            ("phone1", "s3cret"),
+            nc,
+            "c",
+        )
+    }
+
+    fn verify_at(a: &DigestAuth, now: i64, header: &str) -> Verdict {
+        a.verify_at(now, None, Some(header), "GET", "/x.cfg", "phone1", "s3cret")
+    }
+
+    /// A tenant can fill the table with its own phone's requests; a count
+    /// pushed out must not let a captured request through again.
+    #[test]
+    fn a_full_table_never_lets_a_replay_through() {
+        let a = DigestAuth::new([7; 32], Duration::from_secs(300), 8);
+        let t0 = dialtone_sync::now_millis();
+        let requests: Vec<_> = (0..50)
+            .map(|i| answer(&a.nonce_at(t0 + i, None), 1))
+            .collect();
+        for (i, request) in requests.iter().enumerate() {
+            assert_eq!(
+                verify_at(&a, t0 + 50, request),
+                Verdict::Ok,
+                "first use {i}"
+            );
+        }
+        assert_eq!(a.seen().counts.len(), 8);
+        for (i, request) in requests.iter().enumerate() {
+            let expected = if i < 42 {
+                Verdict::Stale
+            } else {
+                Verdict::Replay
+            };
+            assert_eq!(verify_at(&a, t0 + 60, request), expected, "replay {i}");
+        }
+
+        // Expired records go too, without reopening their nonces to a
+        // clock that steps back.
+        let later = t0 + 49 + 300_000;
+        assert_eq!(verify_at(&a, later, &requests[49]), Verdict::Stale);
+        let fresh = answer(&a.nonce_at(later, None), 1);
+        assert_eq!(verify_at(&a, later, &fresh), Verdict::Ok);
+        assert_eq!(a.seen().counts.len(), 1);
+        assert_eq!(verify_at(&a, t0 + 60, &requests[49]), Verdict::Stale);
+    }
+
+    /// Under a flood a phone loses its count and gets a new challenge, which
+    /// it follows; its new nonce works as any other.
+    #[test]
+    fn a_phone_keeps_authenticating_while_the_table_is_flooded() {
+        let a = DigestAuth::new([7; 32], Duration::from_secs(300), 8);
+        let t0 = dialtone_sync::now_millis();
+        let phone = a.nonce_at(t0, None);
+        assert_eq!(verify_at(&a, t0, &answer(&phone, 1)), Verdict::Ok);
+        for i in 1..=8 {
+            let flood = a.nonce_at(t0 + i, None);
+            assert_eq!(verify_at(&a, t0 + i, &answer(&flood, 1)), Verdict::Ok);
+        }
+        assert_eq!(verify_at(&a, t0 + 9, &answer(&phone, 2)), Verdict::Stale);
+        let renewed = a.nonce_at(t0 + 10, None);
+        for nc in 1..=3 {
+            assert_eq!(verify_at(&a, t0 + 10, &answer(&renewed, nc)), Verdict::Ok);
+        }
+    }
+
+    /// Behind a load balancer, a nonce may come from a node whose clock
+    /// runs a little ahead.
+    #[test]
+    fn nonces_from_a_clock_somewhat_ahead_are_fresh() {
+        let a = auth();
+        let now = dialtone_sync::now_millis();
+        let skew = MAX_CLOCK_SKEW.as_millis() as i64;
+        let lifetime = 300_000;
+        for (issued, verdict) in [
+            (now + skew, Verdict::Ok),
+            (now + 1, Verdict::Ok),
+            (now - lifetime + 1, Verdict::Ok),
+            (now + skew + 1, Verdict::Stale),
+            (now - lifetime, Verdict::Stale),
+        ] {
+            let nonce = a.nonce_at(issued, None);
+            assert_eq!(
+                verify_at(&a, now, &answer(&nonce, 1)),
+                verdict,
+                "issued {} ms from now",
+                issued - now
+            );
+        }
     }
 
     #[test]

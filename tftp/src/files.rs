@@ -74,6 +74,7 @@ impl Provisioner {
             family: identity.family,
             file: Some(file),
             inputs: None,
+            unproven: None,
         })
     }
 
@@ -104,9 +105,22 @@ impl Provisioner {
         // A phone known by its User-Agent MAC on a common file of another
         // family does not lend it its data.
         let phone = phone.filter(|p| p.family == family);
+        // Case is free in a file name, and every spelling of a common or
+        // boot file (`XMLDefault.cnf.xml`, `SPA504G.cfg`) was a render and
+        // a cache entry of its own, uncharged: from one source, 65,536 of
+        // one name. They share one entry, rendered with the name in lower
+        // case (`file.name`), so the self-check's render matches it. A
+        // phone's own file keeps the first spelling instead
+        // (`render_cache::spelling_key`), which charges the others.
+        let own_file = phone.is_some() && identity.template.contains("{mac}");
+        let file: Box<str> = if own_file {
+            identity.file.as_str().into()
+        } else {
+            identity.file.to_ascii_lowercase().into()
+        };
         let key = RenderKey {
             family,
-            file: identity.file.as_str().into(),
+            file,
             phone: phone.as_ref().map(|p| p.id),
             directory: None,
         };
@@ -121,6 +135,7 @@ impl Provisioner {
             return Step::Done(Err(failure));
         }
         metrics::counter!("dialtone_render_cache_total", "result" => "miss").increment(1);
+        let file = key.file.to_string();
         Step::Render(Box::new(RenderJob {
             state: state.clone(),
             model: model.map(str::to_string),
@@ -128,7 +143,7 @@ impl Provisioner {
             family,
             template: identity.template,
             kind: identity.kind,
-            file: identity.file.clone(),
+            file,
             phone,
             fill: true,
             from_known: false,
@@ -274,6 +289,7 @@ impl Provisioner {
                 phone,
                 model,
             ))),
+            unproven: None,
         })
     }
 

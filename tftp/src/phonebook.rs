@@ -362,6 +362,7 @@ impl Provisioner {
                 template,
                 which.tenant,
             ))),
+            unproven: None,
         })
     }
 }

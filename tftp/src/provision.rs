@@ -73,6 +73,31 @@ pub struct Rendered {
     pub file: Option<Arc<StaticFile>>,
     /// What a rendered (cacheable) file was made from.
     pub(crate) inputs: Option<Arc<Inputs>>,
+    /// A TFTP request's source, to be made known for the phone whose own
+    /// file this is once the client acknowledges a packet
+    /// ([`KnownSource::record`]); set per answer, never cached.
+    pub(crate) unproven: Option<KnownSource>,
+}
+
+/// A source that fetched a phone's own file, and the phone. Over TFTP the
+/// source may be forged until the client's first ACK: made known at once,
+/// four forged sources of a phone took its places, and its office's own
+/// address, banned by forged misses, could then never pass its ban for
+/// the phone's files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KnownSource {
+    ip: std::net::IpAddr,
+    phone: Id,
+    family: Family,
+}
+
+impl KnownSource {
+    pub(crate) fn record(self, provisioner: &Provisioner) {
+        provisioner
+            .guard
+            .known()
+            .record(self.ip, self.phone, self.family);
+    }
 }
 
 /// Who asks: decides admission (credentials, TFTP) and labels history and
@@ -299,7 +324,10 @@ impl Provisioner {
             Step::Render(job) => self.finish(*job),
             Step::Directory(job) => self.build_directory(*job),
         };
-        self.conclude(request, &decision, &result);
+        // No transfer to wait for an acknowledgement of.
+        if let Some(source) = self.conclude(request, &decision, &result) {
+            source.record(self);
+        }
         result
     }
 
@@ -347,8 +375,11 @@ impl Provisioner {
             }
         };
         unfinished.disarm();
-        self.conclude(request, &decision, &result);
-        result
+        let unproven = self.conclude(request, &decision, &result);
+        result.map(|rendered| Rendered {
+            unproven,
+            ..rendered
+        })
     }
 
     /// Everything but the render: identification, the ban (which a phone
@@ -461,18 +492,28 @@ impl Provisioner {
     }
 
     /// Counts misses toward a ban (or remembers the source of a phone's
-    /// own fetch), records history, counts the outcome.
+    /// own fetch; over TFTP returns it, to be remembered once the client
+    /// acknowledges), records history, counts the outcome.
     fn conclude(
         &self,
         request: &Request<'_>,
         decision: &Decision,
         result: &Result<Rendered, ProvisionError>,
-    ) {
+    ) -> Option<KnownSource> {
+        let mut unproven = None;
         if let (Some(ip), false) = (request.remote, request.protocol == Protocol::Render) {
             if let Some(kind) = guard::miss_kind(request, decision, result) {
                 self.charge_miss(ip, kind, request, decision);
             } else if let (Ok(_), Some(phone)) = (result, decision.owner()) {
-                self.guard.known().record(ip, phone.id, phone.family);
+                let source = KnownSource {
+                    ip,
+                    phone: phone.id,
+                    family: phone.family,
+                };
+                match request.protocol {
+                    Protocol::Tftp => unproven = Some(source),
+                    _ => source.record(self),
+                }
             }
         }
         let identity = &decision.identity;
@@ -499,6 +540,7 @@ impl Provisioner {
             "outcome" => outcome_label(result),
         )
         .increment(1);
+        unproven
     }
 
     /// Drops the cached files a mirror change makes outdated, to free

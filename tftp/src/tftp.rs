@@ -44,7 +44,7 @@ use crate::provision::{Protocol, Provisioner, Request};
 pub use limits::LogLimit;
 use limits::{Admission, Slot, Slots};
 use packet::{parse_request, ReadRequest, ERR_ACCESS, ERR_NOT_FOUND, OP_RRQ, OP_WRQ};
-use transfer::Source;
+use transfer::{Proof, Source};
 
 #[derive(Clone, Debug)]
 pub struct TftpOptions {
@@ -418,10 +418,10 @@ async fn provision(
     provisioner: &Arc<Provisioner>,
     file: &str,
     peer: SocketAddr,
-) -> Result<Source, Refusal> {
+) -> Result<(Source, Option<Proof>), Refusal> {
     #[cfg(test)]
     if let Some(source) = fault_tests::inject(file).await {
-        return Ok(source);
+        return Ok((source, None));
     }
     let provisioned = provisioner
         .provision_async(&Request {
@@ -434,12 +434,19 @@ async fn provision(
         })
         .await;
     match provisioned {
-        Ok(rendered) => Ok(match &rendered.file {
-            Some(file) => Source::File {
-                path: file.path.clone(),
-            },
-            None => Source::Memory(rendered.body.clone()),
-        }),
+        Ok(rendered) => {
+            let source = match &rendered.file {
+                Some(file) => Source::File {
+                    path: file.path.clone(),
+                },
+                None => Source::Memory(rendered.body.clone()),
+            };
+            let proof = rendered.unproven.map(|unproven| {
+                let provisioner = provisioner.clone();
+                Box::new(move || unproven.record(&provisioner)) as Proof
+            });
+            Ok((source, proof))
+        }
         // A banned source learns nothing: it looks like any unknown file.
         Err(ProvisionError::NotFound | ProvisionError::Banned) => {
             Err((ERR_NOT_FOUND, "File not found"))

@@ -88,10 +88,13 @@ impl NetworkIndex {
         let mut holders = networks
             .by_prefix
             .iter()
-            .filter(|(net, _)| net.contains(&remote))
-            .map(|(_, tenant)| *tenant);
-        let tenant = holders.next()?;
-        holders.all(|other| other == tenant).then_some(tenant)
+            .filter(|(net, _)| net.contains(&remote));
+        let (_, tenant) = holders.clone().next()?;
+        // Wide networks count as holders too: a tenant's /8 holding
+        // another's /24 lists for neither, as two /24s would.
+        let one_holder = holders.clone().all(|(_, other)| other == tenant);
+        let narrow = holders.any(|(net, _)| narrow_enough(net));
+        (one_holder && narrow).then_some(*tenant)
     }
 
     fn networks_for(&self, state: &Arc<MirrorState>) -> Arc<Networks> {
@@ -104,7 +107,6 @@ impl NetworkIndex {
             .tenants()
             .filter_map(|t| Some((provisioning_networks(t)?, t.id)))
             .flat_map(|(nets, id)| nets.iter().map(|n| (n.trunc(), id)).collect::<Vec<_>>())
-            .filter(|(net, _)| narrow_enough(net))
             .collect();
         by_prefix.sort_unstable();
         by_prefix.dedup();
@@ -150,11 +152,13 @@ mod tests {
     fn only_a_source_no_other_tenant_holds_is_listed() {
         let mirror = Mirror::new();
         let tenants = vec![
-            tenant(1, &["10.0.0.0/16", "0.0.0.0/0", "::/0"]),
+            tenant(1, &["10.0.0.0/16", "11.0.0.0/8", "2001:db8::/32"]),
             tenant(2, &["10.0.1.0/24", "not a network"]),
             tenant(3, &["10.2.0.0/16"]),
             tenant(4, &["10.2.0.0/16", "10.2.0.9"]),
             tenant(6, &["10.5.0.0/16", "10.5.1.0/24"]),
+            tenant(7, &["172.16.0.0/12"]),
+            tenant(8, &["172.16.5.0/24"]),
             Tenant {
                 settings: "{}".into(),
                 ..tenant(5, &[])
@@ -177,8 +181,12 @@ mod tests {
         assert_eq!(of("10.0.1.3"), None);
         assert_eq!(of("10.0.3.1"), Some(1));
         // Wider than a site lists nothing.
-        assert_eq!(of("10.3.0.1"), None);
+        assert_eq!(of("11.3.0.1"), None);
         assert_eq!(of("2001:db8::1"), None);
+        assert_eq!(of("172.17.0.1"), None);
+        // But it still holds what it holds: a site inside another tenant's
+        // wide network lists for neither.
+        assert_eq!(of("172.16.5.1"), None);
         assert_eq!(of("10.2.0.1"), None);
         assert_eq!(of("10.2.0.9"), None);
         // A tenant's own networks may nest.

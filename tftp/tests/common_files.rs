@@ -152,3 +152,32 @@ async fn a_ban_still_bounds_made_up_models_from_a_source_known_for_a_phone() {
         assert!(answer.is_ok(), "{path}: {answer:?}");
     }
 }
+
+/// Case is free in a common file's name: every spelling is served, from
+/// one cache entry rendered once, and costs nothing (before, each was a
+/// render and an entry of its own in the cache every tenant shares).
+#[tokio::test]
+async fn spellings_of_a_common_file_share_one_cache_entry() {
+    let f = Fixture::new().await;
+    let provisioner = with_built_in_templates(&f);
+    let ip: IpAddr = "192.0.2.66".parse().unwrap();
+    for name in ["XMLDefault.cnf.xml", "y000000000000.boot"] {
+        let first = provisioner.provision(&ask(ip, name, None)).unwrap();
+        let before = provisioner.cached_files();
+        for n in 1..200u32 {
+            let spelled: String = name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| match n >> (i % 12) & 1 {
+                    1 if c.is_ascii_lowercase() => c.to_ascii_uppercase(),
+                    1 => c.to_ascii_lowercase(),
+                    _ => c,
+                })
+                .collect();
+            let again = provisioner.provision(&ask(ip, &spelled, None)).unwrap();
+            assert_eq!(again.body, first.body, "{spelled}");
+        }
+        assert_eq!(provisioner.cached_files(), before, "{name}");
+    }
+    assert!(!provisioner.guard().is_banned(ip));
+}

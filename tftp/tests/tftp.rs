@@ -212,6 +212,7 @@ both_modes!(
     the_next_file_from_the_same_port_is_served_at_once,
     a_client_that_only_hears_the_listening_port,
     every_answer_leaves_from_the_address_asked,
+    a_source_is_known_for_a_phone_only_once_it_acknowledges,
 );
 
 async fn real_clients_get_the_rendered_bytes(mode: Mode) {
@@ -699,4 +700,43 @@ async fn every_answer_leaves_from_the_address_asked(mode: Mode) {
             }
         }
     }
+}
+
+/// A source that asked for a phone's own file is known for the phone (a
+/// place that passes its bans for that phone's files) only once it
+/// acknowledges a packet: a forged source never hears the answer, and
+/// four of them took every place the phone has.
+async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
+    let f = Fixture::new().await;
+    let phone = f
+        .mirror
+        .load()
+        .phone_by_mac(&"001565000001".parse().unwrap())
+        .unwrap()
+        .id;
+    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
+    let known = |ip: &str| {
+        f.provisioner
+            .guard()
+            .known()
+            .knows(ip.parse().unwrap(), phone)
+    };
+    let s = UdpSocket::bind("127.0.0.7:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+        .unwrap();
+    let (data, from) = recv(&s);
+    assert_eq!(data[..4], [0, 3, 0, 1], "the first block");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!known("127.0.0.7"), "known before any acknowledgement");
+    ack(&s, from, 1);
+    let mut seen = false;
+    for _ in 0..200 {
+        seen = known("127.0.0.7");
+        if seen {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen, "never known after its acknowledgement");
 }

@@ -106,8 +106,8 @@ async fn run(
     // timeout, and nothing would count it).
     let provisioning =
         std::panic::AssertUnwindSafe(provision(&shared.provisioner, &request.file, peer));
-    let source = match futures::FutureExt::catch_unwind(provisioning).await {
-        Ok(Ok(source)) => source,
+    let provisioned = match futures::FutureExt::catch_unwind(provisioning).await {
+        Ok(Ok(provisioned)) => provisioned,
         Ok(Err(refusal)) => return send_error(&listener, peer, local, refusal),
         Err(_) => return send_error(&listener, peer, local, provisioning_panicked(peer)),
     };
@@ -123,7 +123,13 @@ async fn run(
         }
     };
     let running = std::panic::AssertUnwindSafe(drive(
-        &shared, &listener, &socket, client, &request, source, slot,
+        &shared,
+        &listener,
+        &socket,
+        client,
+        &request,
+        provisioned,
+        slot,
     ));
     // A panic costs this phone its transfer (the guards free its slot),
     // never the server; it is logged and counted, and the phone told.
@@ -164,7 +170,7 @@ async fn drive(
     socket: &tokio::net::UdpSocket,
     Client { peer, local }: Client,
     request: &ReadRequest,
-    source: super::Source,
+    (source, proof): (super::Source, Option<super::Proof>),
     slot: Slot,
 ) -> io::Result<()> {
     // Nothing went out from the transfer's port yet: the error comes from
@@ -178,6 +184,7 @@ async fn drive(
             return Err(e);
         }
     };
+    transfer.on_proven(proof);
     let mut buf = [0u8; 516];
     loop {
         // Evicted while its file was being provisioned: nothing goes out.

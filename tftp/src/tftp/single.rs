@@ -36,7 +36,7 @@ use super::limits::Slot;
 use super::mmsg::{self, Outgoing, Receiver, BATCH};
 use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
 use super::pktinfo::Local;
-use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
+use super::transfer::{record_outcome, Proof, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
 use super::{
     admit, provision, provisioning_panicked, transfer_failed, Refusal, Shared, SHUTTING_DOWN,
@@ -63,7 +63,7 @@ pub(super) async fn serve(
     listener.run(done_rx, cancel).await
 }
 
-type Provisioning = Pin<Box<dyn Future<Output = Result<Source, Refusal>> + Send>>;
+type Provisioning = Pin<Box<dyn Future<Output = Result<(Source, Option<Proof>), Refusal>> + Send>>;
 
 /// A client address and port's transfer on this listener.
 enum Entry {
@@ -91,7 +91,7 @@ enum Entry {
 struct Provisioned {
     peer: SocketAddr,
     id: u64,
-    result: Result<Source, Refusal>,
+    result: Result<(Source, Option<Proof>), Refusal>,
 }
 
 struct Listener {
@@ -324,10 +324,10 @@ impl Listener {
         local: Option<Local>,
         request: ReadRequest,
         slot: Slot,
-        result: Result<Source, Refusal>,
+        result: Result<(Source, Option<Proof>), Refusal>,
     ) {
-        let source = match result {
-            Ok(source) => source,
+        let (source, proof) = match result {
+            Ok(provisioned) => provisioned,
             Err(refusal) => return self.refuse(peer, local, refusal),
         };
         let now = Instant::now();
@@ -341,7 +341,8 @@ impl Listener {
             Transfer::start(options, &request, source, slot, now)
         }));
         match started {
-            Ok(Ok(transfer)) => {
+            Ok(Ok(mut transfer)) => {
+                transfer.on_proven(proof);
                 let id = transfer.id();
                 self.wheel.insert(transfer.deadline(), (peer, id));
                 self.dirty.push((peer, id));

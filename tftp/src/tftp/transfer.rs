@@ -20,6 +20,10 @@ pub(super) enum Source {
     File { path: std::path::PathBuf },
 }
 
+/// Run once, at the client's first acknowledgement: what only a source
+/// that receives what we send may earn (being known for a phone).
+pub(super) type Proof = Box<dyn FnOnce() + Send + Sync>;
+
 /// The stored bytes, read in order. Static files are read with plain
 /// reads: they are firmware images the page cache holds after the first
 /// phone, and a window is at most a few dozen KB.
@@ -172,6 +176,7 @@ pub(super) struct Transfer {
     resent: u32,
     give_up: Instant,
     deadline: Instant,
+    proof: Option<Proof>,
 }
 
 impl Transfer {
@@ -267,6 +272,7 @@ impl Transfer {
             resent: 0,
             give_up: now,
             deadline: now,
+            proof: None,
         };
         if oack.is_empty() {
             transfer.base = 1;
@@ -278,6 +284,11 @@ impl Transfer {
         // Its first packet goes out now (both front ends send it at once).
         transfer.slot.sending(now);
         Ok(transfer)
+    }
+
+    /// `proof` runs at the client's first acknowledgement.
+    pub fn on_proven(&mut self, proof: Option<Proof>) {
+        self.proof = proof;
     }
 
     /// The transfer's slot id: tells one transfer of a client address and
@@ -328,6 +339,9 @@ impl Transfer {
         }
         // The client gets what we send: not a forged source.
         self.slot.acknowledged();
+        if let Some(proof) = self.proof.take() {
+            proof();
+        }
         for mut packet in self.window.drain(..reach) {
             packet.clear();
             self.spare.push(packet);
