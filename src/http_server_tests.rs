@@ -88,6 +88,8 @@ async fn connections_past_the_cap_get_503() {
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("Retry-After: 5"), "{refused}");
+    // No body: a PBX would show it as the caller's name.
+    assert!(refused.ends_with("Content-Length: 0\r\n\r\n"), "{refused}");
     // The holder is served normally, and its slot is free afterwards.
     holder
         .write_all(b"P/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -104,10 +104,13 @@ pub fn router(service: LookupService) -> Router {
 
 /// A name is a tenant's text (`<script>` included), answered on the origin
 /// that serves the admin page: no browser may read it as anything but what
-/// its `Content-Type` says, errors included.
+/// its `Content-Type` says, errors included. Nor may a browser or proxy
+/// keep it: the URL may hold the key, and a name changes without the URL
+/// changing.
 async fn never_sniffed(mut response: Response) -> Response {
-    response
-        .headers_mut()
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
     response
@@ -398,5 +401,72 @@ mod query_tests {
         assert_eq!(query.repeated, Some("number"));
         let query = LookupQuery::parse(Some("number"));
         assert_eq!(query.number.as_deref(), Some(""));
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use dialtone_sync::testing::build::{mirror_of, tenant_row};
+    use dialtone_sync::{token_hash, ApiToken, Dataset, TokenScope};
+    use tower::ServiceExt;
+
+    use crate::service::{LookupOptions, LookupService};
+
+    /// Every answer, a name or a refusal, in either mode, on either route,
+    /// is kept by no browser and sniffed by none.
+    #[tokio::test]
+    async fn no_answer_is_stored_or_sniffed() {
+        let token = ApiToken {
+            id: 1,
+            name: "pbx".into(),
+            token_hash: token_hash("k1").into(),
+            scope: TokenScope::Lookup,
+            tenant_id: Some(1),
+            created_at: 0,
+            expires_at: None,
+            revoked: false,
+            updated_at: 0,
+        };
+        let mirror = mirror_of(Dataset {
+            tenants: vec![tenant_row("{}")],
+            api_tokens: vec![token],
+            ..Dataset::default()
+        });
+        let router = super::router(LookupService::new(mirror, None, LookupOptions::default()));
+        for (uri, status) in [
+            (
+                "/v1/lookup?number=5550101234&key=k1&format=json",
+                StatusCode::OK,
+            ),
+            (
+                "/v1/lookup?number=5550101234&format=json",
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "/v1/lookup?number=5550101234&key=k1&key=k1&format=json",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/v1/lookup?number=5550101234&key=k1", StatusCode::OK),
+            (
+                "/v1/lookup?number=5550101234&key=nope",
+                StatusCode::UNAUTHORIZED,
+            ),
+            ("/v3/phone/5550101234?key=k1", StatusCode::OK),
+            ("/v3/phone/5550101234?key=k1&format=pbx", StatusCode::OK),
+            ("/v3/phone/5550101234", StatusCode::UNAUTHORIZED),
+        ] {
+            let request = Request::get(uri).body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status, "{uri}");
+            let value = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+            assert_eq!(value(header::CACHE_CONTROL), Some("no-store"), "{uri}");
+            assert_eq!(
+                value(header::X_CONTENT_TYPE_OPTIONS),
+                Some("nosniff"),
+                "{uri}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::error::DirectoryError;
 use crate::filter::{build_filter, number_forms};
 use crate::ldap_searches::{Past, SearchBounds};
 use crate::ldap_wire::{self, Security};
+use crate::name::is_format;
 use crate::networks::{resolve, SourceNetworks};
 use crate::settings::{tls_config, LdapScope, LdapSettings};
 
@@ -33,16 +34,16 @@ const MAX_SERVER_TEXT: usize = 200;
 /// error quoting one), made fit for where errors go: operators' terminals
 /// (`dialtone lookup`), logs and the admin API. A terminal obeys escape
 /// sequences (ESC, OSC with BEL, CSI in C1), so every control character
-/// becomes `?`, as do the bidirectional overrides that reorder what is
-/// shown; past `MAX_SERVER_TEXT` characters the text is cut, marked `…`.
+/// becomes `?`, as do format characters (the bidirectional overrides that
+/// reorder what is shown, and the invisible ones); past `MAX_SERVER_TEXT`
+/// characters the text is cut, marked `…`.
 pub fn server_text(text: &str) -> String {
     let mut chars = text.chars();
     let mut clean: String = chars
         .by_ref()
         .take(MAX_SERVER_TEXT)
         .map(|c| match c {
-            c if c.is_control() => '?',
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '?',
+            c if c.is_control() || is_format(c) => '?',
             c => c,
         })
         .collect();
@@ -350,6 +351,10 @@ mod tests {
             "busy?]0;pwned??[2J???31m?"
         );
         assert_eq!(server_text("a\u{202e}b\u{2066}c"), "a?b?c");
+        assert_eq!(
+            server_text("a\u{61c}b\u{2060}c\u{ad}d\u{180e}e\u{e0041}f"),
+            "a?b?c?d?e?f"
+        );
         // Characters, not bytes: never cut inside one.
         let long = "é".repeat(500);
         let cut = server_text(&long);

@@ -14,7 +14,7 @@
 //! their deadlines) need.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dialtone_sync::stamp::Input;
@@ -60,6 +60,23 @@ struct Indexes {
     /// Where large directories' whole builds keep their readings for the
     /// next, across restarts; `None` keeps nothing.
     kept: Option<KeptReadings>,
+    /// Builds running at once, node-wide ([`build_places`]), taken in the
+    /// order asked. One build per tenant bounded a tenant, not tenants: a
+    /// tenant editing one entry between lookups walks its whole directory
+    /// each time (50 ms at the entry quota), and each tenant doing so took
+    /// a core of every node.
+    places: Arc<tokio::sync::Semaphore>,
+    /// Builds running now, and the most there have been at once.
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+}
+
+/// Half the node's cores, at least 2: a few tenants' builds never take
+/// every core from lookups, and a large directory's build (seconds, at a
+/// node's start) never holds up every other tenant's first build.
+fn build_places() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).max(2)
 }
 
 pub struct LocalDirectory {
@@ -70,6 +87,15 @@ pub struct LocalDirectory {
 /// the lookup cannot say whether the directory knows the number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotReady;
+
+/// One running build, counted down however it ends.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Frees the tenant's build slot however the build ends, a panic included,
 /// so a failed build is retried rather than waited on for good.
@@ -200,13 +226,26 @@ impl Indexes {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let (indexes, state) = (self.clone(), state.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let _slot = ClearSlot {
-                indexes: &indexes,
-                tenant_id,
-                id,
-            };
-            indexes.build(&state, tenant_id)
+        let places = self.places.clone();
+        // A task of its own, not the lookups' shared future: the build
+        // starts, and ends its slot, whether or not anyone still waits.
+        let task = tokio::spawn(async move {
+            let place = places.acquire_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _place = place;
+                let now = indexes.running.fetch_add(1, Ordering::Relaxed) + 1;
+                indexes.most_running.fetch_max(now, Ordering::Relaxed);
+                let _running = Running(&indexes.running);
+                let _slot = ClearSlot {
+                    indexes: &indexes,
+                    tenant_id,
+                    id,
+                };
+                indexes.build(&state, tenant_id)
+            })
+            .await
+            .ok()
+            .flatten()
         });
         let done = async move { task.await.ok().flatten() }.boxed().shared();
         building.insert(
@@ -265,8 +304,27 @@ impl LocalDirectory {
                 readings_taken: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 kept: readings_dir.map(KeptReadings::new),
+                places: Arc::new(tokio::sync::Semaphore::new(build_places())),
+                running: AtomicUsize::new(0),
+                most_running: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Builds running at once, node-wide; for tests.
+    pub fn with_build_places(self, places: usize) -> LocalDirectory {
+        let indexes = Arc::into_inner(self.indexes).expect("not shared yet");
+        LocalDirectory {
+            indexes: Arc::new(Indexes {
+                places: Arc::new(tokio::sync::Semaphore::new(places.max(1))),
+                ..indexes
+            }),
+        }
+    }
+
+    /// The most builds that have run at once.
+    pub fn most_builds_at_once(&self) -> usize {
+        self.indexes.most_running.load(Ordering::Relaxed)
     }
 
     /// Index builds started so far.

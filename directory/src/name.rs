@@ -16,8 +16,41 @@ const PLACEHOLDERS: [&str; 6] = [
     "wireless caller",
 ];
 
-/// A displayable name, or `None` when nothing useful is left: control
-/// characters and quotes removed, whitespace collapsed, at most
+/// Whether `c` is of general category Cf (format), as of Unicode 15: bidi
+/// marks, overrides and isolates, zero-width characters, the soft hyphen,
+/// tags and the like. Most show nothing themselves, yet change how the
+/// text around them shows or compares: with them, text an attacker chose
+/// passes for other text. The standard library has no category test, and
+/// the list changes rarely (Unicode 15 added U+13439-U+1343F).
+pub fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
+/// A displayable name, or `None` when nothing useful is left: control and
+/// format characters and quotes removed, whitespace collapsed, at most
 /// [`MAX_NAME_CHARS`] characters.
 pub fn clean_name(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len().min(MAX_NAME_CHARS * 2));
@@ -32,9 +65,9 @@ pub fn clean_name(raw: &str) -> Option<String> {
         let c = match c {
             '"' => '\'',
             '\\' => '/',
-            // Bidi overrides and zero-width characters disguise a name.
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => continue,
-            '\u{feff}' => continue,
+            // Bidi overrides, zero-width and other invisible characters
+            // disguise a name.
+            c if is_format(c) => continue,
             c => c,
         };
         if pending_space {
@@ -61,7 +94,7 @@ mod tests {
 
     #[test]
     fn cleans_names() {
-        let cases: [(&str, Option<&str>); 10] = [
+        let cases: [(&str, Option<&str>); 15] = [
             ("Alice Example", Some("Alice Example")),
             ("  Alice\t\r\n  Example \u{0}", Some("Alice Example")),
             ("Bob \"The Boss\" Smith", Some("Bob 'The Boss' Smith")),
@@ -74,10 +107,66 @@ mod tests {
             ("Unavailable", None),
             ("   ", None),
             ("\u{202e}Zoë\u{200b} Ålund", Some("Zoë Ålund")),
+            // Format characters past the bidi and zero-width ones.
+            (
+                "\u{61c}Ali\u{ad}ce\u{2060} Ex\u{2064}ample",
+                Some("Alice Example"),
+            ),
+            ("Bob\u{180e}\u{206a} Smith\u{fff9}", Some("Bob Smith")),
+            ("\u{e0001}Acme\u{e0041}\u{e007f} Corp", Some("Acme Corp")),
+            ("\u{600}\u{110bd}\u{1343f}\u{1d173}", None),
+            ("\u{2060}UNKNOWN\u{feff}", None),
             ("", None),
         ];
         for (raw, want) in cases {
             assert_eq!(clean_name(raw).as_deref(), want, "{raw:?}");
+        }
+    }
+
+    /// The ends of the Cf ranges are in; their neighbours, visible or
+    /// unassigned, are not.
+    #[test]
+    fn format_characters_are_told_by_their_ranges() {
+        for c in [
+            '\u{ad}',
+            '\u{605}',
+            '\u{61c}',
+            '\u{891}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{206f}',
+            '\u{feff}',
+            '\u{fffb}',
+            '\u{13430}',
+            '\u{1343f}',
+            '\u{1bca3}',
+            '\u{1d17a}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            assert!(is_format(c), "U+{:04X}", u32::from(c));
+        }
+        for c in [
+            'a',
+            ' ',
+            '\u{0}',
+            '\u{ac}',
+            '\u{ae}',
+            '\u{606}',
+            '\u{200a}',
+            '\u{2010}',
+            '\u{2065}',
+            '\u{2070}',
+            '\u{fffc}',
+            '\u{13440}',
+            '\u{e0000}',
+            '\u{e0080}',
+        ] {
+            assert!(!is_format(c), "U+{:04X}", u32::from(c));
         }
     }
 

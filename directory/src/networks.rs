@@ -77,13 +77,17 @@ impl SourceNetworks {
         Arc::new(self)
     }
 
-    /// The same policy for one tenant's sources, whose name resolutions
-    /// then count against that tenant's share ([`MAX_NAMES_PER_TENANT`]).
-    pub fn for_tenant(&self, tenant: Id) -> Arc<SourceNetworks> {
-        Arc::new(SourceNetworks {
+    /// The policy for one tenant's sources: the node's, plus the networks
+    /// a global admin opened for this tenant alone ([`tenant_networks`]).
+    /// Their name resolutions count against the tenant's share
+    /// ([`MAX_NAMES_PER_TENANT`]).
+    pub fn for_tenant(&self, tenant: Id, extra: &[IpNet]) -> Arc<SourceNetworks> {
+        let mut networks = SourceNetworks {
             tenant: Some(tenant),
             ..self.clone()
-        })
+        };
+        networks.allowed.extend_from_slice(extra);
+        Arc::new(networks)
     }
 
     /// Whether a source may connect to `addr`.
@@ -98,6 +102,54 @@ impl SourceNetworks {
         }
         self.allowed.iter().any(|net| net.contains(&ip)) || (self.public && is_public(ip))
     }
+}
+
+/// The tenant setting naming networks only that tenant's sources may
+/// reach: a customer's own AD on a private network. In the node's
+/// `lookup.source_networks` such a network would be open to every
+/// tenant's sources, and the source test reads an answer's first line
+/// back: any tenant could then fetch from, scan, or bind to the customer's
+/// network. Only a global admin sets it.
+pub const TENANT_SETTING: &str = "source_networks";
+
+/// Most networks one tenant's `source_networks` may list.
+pub const MAX_TENANT_NETWORKS: usize = 64;
+
+/// A tenant's `source_networks` from its settings (JSON object text):
+/// networks (`10.20.0.0/16`) or addresses, none when the key is absent or
+/// null. An error says what is wrong, for the API to refuse a write with.
+pub fn tenant_networks(settings: &str) -> Result<Vec<IpNet>, String> {
+    // Most tenants have none: skip parsing their settings.
+    if !settings.contains(TENANT_SETTING) {
+        return Ok(Vec::new());
+    }
+    let settings: serde_json::Value =
+        serde_json::from_str(settings).map_err(|e| format!("settings: {e}"))?;
+    let list = match settings.get(TENANT_SETTING) {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => {
+            return Err(format!(
+                "settings.{TENANT_SETTING} must be a list of networks"
+            ))
+        }
+    };
+    if list.len() > MAX_TENANT_NETWORKS {
+        return Err(format!(
+            "settings.{TENANT_SETTING} lists {} networks; at most {MAX_TENANT_NETWORKS}",
+            list.len()
+        ));
+    }
+    list.iter()
+        .map(|entry| {
+            let text = entry.as_str().map(str::trim).unwrap_or_default();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!("settings.{TENANT_SETTING}: {entry} is not a network (10.20.0.0/16) or an address")
+                })
+        })
+        .collect()
 }
 
 /// An IPv4 address mapped into IPv6 is judged as the IPv4 address.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_sync::{DirectorySource, Id, MirrorState, Purpose, SecretKey, SourceKind};
+use ipnet::IpNet;
 
 use crate::breaker::Breaker;
 use crate::clock::Clock;
@@ -112,13 +113,15 @@ pub struct BreakerOptions {
 }
 
 /// Builds a source from its row. Also what the admin API uses to validate
-/// a source before saving it.
+/// a source before saving it. `tenant_networks` are the networks opened
+/// for the row's tenant alone ([`crate::networks::tenant_networks`]).
 pub fn build_source(
     row: &DirectorySource,
     key: Option<&SecretKey>,
     breaker: BreakerOptions,
     clock: Clock,
     networks: &Arc<SourceNetworks>,
+    tenant_networks: &[IpNet],
 ) -> Result<RemoteSource, DirectoryError> {
     let secret = match (&row.secret, key) {
         (None, _) => None,
@@ -135,7 +138,7 @@ pub fn build_source(
             })
         }
     };
-    let networks = networks.for_tenant(row.tenant_id);
+    let networks = networks.for_tenant(row.tenant_id, tenant_networks);
     let remote = match row.kind {
         SourceKind::Ldap => Remote::Ldap(Box::new(LdapSource::new(
             &row.name,
@@ -164,8 +167,9 @@ pub fn build_source(
     })
 }
 
-/// A built source and the row it was built from.
-type Built = (Arc<DirectorySource>, Arc<RemoteSource>);
+/// A built source, the row it was built from and the networks its tenant
+/// had opened then.
+type Built = (Arc<DirectorySource>, Vec<IpNet>, Arc<RemoteSource>);
 
 pub struct SourceRegistry {
     key: Option<SecretKey>,
@@ -202,8 +206,14 @@ impl SourceRegistry {
     pub fn sources_of(&self, state: &MirrorState, tenant: Id) -> Vec<Arc<RemoteSource>> {
         let rows = state.sources_of(tenant);
         let mut out = Vec::with_capacity(rows.len());
+        // Stored lists were checked when written; one that no longer reads
+        // opens nothing.
+        let opened = state
+            .tenant(tenant)
+            .and_then(|t| crate::networks::tenant_networks(&t.settings).ok())
+            .unwrap_or_default();
         for row in rows.iter().filter(|r| r.enabled) {
-            if let Some(source) = self.get_or_build(row) {
+            if let Some(source) = self.get_or_build(row, &opened) {
                 out.push(source);
             }
         }
@@ -211,14 +221,22 @@ impl SourceRegistry {
         out
     }
 
-    fn get_or_build(&self, row: &Arc<DirectorySource>) -> Option<Arc<RemoteSource>> {
-        let same = |from: &Arc<DirectorySource>| Arc::ptr_eq(from, row) || **from == **row;
-        if let Some((_, source)) = self
+    /// The source built from `row` while its tenant had `opened` these
+    /// networks: a global admin closing one takes effect at the next lookup.
+    fn get_or_build(
+        &self,
+        row: &Arc<DirectorySource>,
+        opened: &[IpNet],
+    ) -> Option<Arc<RemoteSource>> {
+        let same = |(from, nets, _): &&Built| {
+            (Arc::ptr_eq(from, row) || **from == **row) && nets.as_slice() == opened
+        };
+        if let Some((.., source)) = self
             .built
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&row.id)
-            .filter(|(from, _)| same(from))
+            .filter(same)
         {
             return Some(source.clone());
         }
@@ -237,6 +255,7 @@ impl SourceRegistry {
             self.breaker,
             self.clock.clone(),
             &self.networks,
+            opened,
         ) {
             Ok(mut source) => {
                 // Only the registry's sources mirror (and are synced by
@@ -253,11 +272,11 @@ impl SourceRegistry {
                 // lookups take: one built meanwhile by another lookup of
                 // the same row is kept, so all share one breaker.
                 let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, source)) = built.get(&row.id).filter(|(from, _)| same(from)) {
+                if let Some((.., source)) = built.get(&row.id).filter(same) {
                     return Some(source.clone());
                 }
                 let source = Arc::new(source);
-                built.insert(row.id, (row.clone(), source.clone()));
+                built.insert(row.id, (row.clone(), opened.to_vec(), source.clone()));
                 Some(source)
             }
             Err(e) => {
@@ -300,7 +319,7 @@ impl SourceRegistry {
     /// The source built for `id`, if one is.
     pub fn built(&self, id: Id) -> Option<Arc<RemoteSource>> {
         let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        built.get(&id).map(|(_, source)| source.clone())
+        built.get(&id).map(|(.., source)| source.clone())
     }
 
     /// A built source by name, for tests and diagnostics.
@@ -347,7 +366,7 @@ mod tests {
         let settings = serde_json::json!({"url": "http://cnam.example.test/?n={e164}"});
         let build = || {
             let row = row(7, SourceKind::Http, settings.clone());
-            build_source(&row, None, breaker, Clock::system(), &networks).unwrap()
+            build_source(&row, None, breaker, Clock::system(), &networks, &[]).unwrap()
         };
         // Timeout 20 ms, deadline 30 ms: fair is 10 ms.
         let starved = build();
@@ -393,7 +412,8 @@ mod tests {
             ),
         ] {
             let row = row(tenant, kind, settings);
-            let source = build_source(&row, None, breaker, Clock::system(), &networks).unwrap();
+            let source =
+                build_source(&row, None, breaker, Clock::system(), &networks, &[]).unwrap();
             let answer = source
                 .lookup("+15550100001", "US", Duration::from_millis(20))
                 .await;
@@ -402,5 +422,68 @@ mod tests {
         assert_eq!(in_flight_of(tenant), 2);
         assert_eq!(in_flight_of(neighbour), 0);
         release_held("scoped");
+    }
+}
+
+#[cfg(test)]
+mod tenant_network_tests {
+    use super::*;
+    use dialtone_sync::testing::build::{mirror_of, tenant_row};
+    use dialtone_sync::Dataset;
+    use std::net::SocketAddr;
+
+    /// A network opened for a tenant reaches only that tenant's sources,
+    /// and the registry builds a tenant's sources anew when a global admin
+    /// changes its list: a closed network is closed at the next lookup.
+    #[test]
+    fn a_tenants_opened_networks_are_its_own_and_take_effect_at_once() {
+        let nodes = SourceNetworks::parse(&["public"]).unwrap();
+        let loopback: SocketAddr = "127.0.0.5:389".parse().unwrap();
+        let opened =
+            crate::networks::tenant_networks(r#"{"source_networks": ["127.0.0.0/8"]}"#).unwrap();
+        assert!(nodes.for_tenant(1, &opened).allows(loopback));
+        assert!(!nodes.for_tenant(2, &[]).allows(loopback));
+        assert!(crate::networks::tenant_networks(r#"{"source_networks": "127.0.0.0/8"}"#).is_err());
+        assert!(
+            crate::networks::tenant_networks(r#"{"source_networks": null}"#)
+                .unwrap()
+                .is_empty()
+        );
+
+        let registry = SourceRegistry::new(
+            None,
+            BreakerOptions {
+                threshold: 3,
+                cooldown: Duration::from_secs(1),
+                deadline: Duration::from_secs(1),
+            },
+            Clock::system(),
+            nodes.shared(),
+        );
+        let source = DirectorySource {
+            id: 7,
+            tenant_id: 1,
+            name: "dir".into(),
+            kind: SourceKind::Http,
+            priority: 10,
+            enabled: true,
+            settings: r#"{"url": "http://127.0.0.5/{e164}"}"#.into(),
+            secret: None,
+            timeout_ms: 500,
+            updated_at: 1,
+        };
+        let built_with = |settings: &str| {
+            let mirror = mirror_of(Dataset {
+                tenants: vec![tenant_row(settings)],
+                directory_sources: vec![source.clone()],
+                ..Default::default()
+            });
+            registry.sources_of(&mirror.load(), 1).remove(0)
+        };
+        let closed = built_with("{}");
+        assert!(Arc::ptr_eq(&closed, &built_with("{}")), "built once");
+        let open = built_with(r#"{"source_networks": ["127.0.0.0/8"]}"#);
+        assert!(!Arc::ptr_eq(&closed, &open), "built anew when opened");
+        assert!(!Arc::ptr_eq(&open, &built_with("{}")), "and when closed");
     }
 }

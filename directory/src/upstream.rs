@@ -172,6 +172,10 @@ impl HttpSource {
         let text = decode_body(charset.as_deref(), &body);
         match self.settings.format {
             HttpFormat::Text => Ok(text.lines().next().map(str::to_string)),
+            // An empty body is no JSON, but it is how some services say
+            // "no name", as they would in plain text: a miss, not the
+            // source failing.
+            HttpFormat::Json if text.trim().is_empty() => Ok(None),
             HttpFormat::Json => {
                 let value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| upstream(format!("bad JSON: {e}")))?;
@@ -283,6 +287,48 @@ mod tests {
             source.url("+15550101234"),
             "https://cnam.example/5550101234?e=%2B15550101234&d=15550101234"
         );
+    }
+
+    /// A JSON source that answers 200 with nothing (or only whitespace)
+    /// has no name, as a text source doing so has none; a body that is
+    /// not JSON is still the source's failure.
+    #[tokio::test]
+    async fn an_empty_json_body_is_a_miss() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let app = axum::Router::new().route(
+                "/cnam/{body}",
+                axum::routing::get(
+                    |axum::extract::Path(body): axum::extract::Path<String>| async move {
+                        let body = match body.as_str() {
+                            "empty" => "",
+                            "blank" => " \r\n\t",
+                            _ => "<html>",
+                        };
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
+                    },
+                ),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+        for body in ["empty", "blank", "junk"] {
+            let json = format!(
+                r#"{{"url": "http://127.0.0.1:{port}/cnam/{body}?n={{digits}}", "format": "json", "name_field": "/name"}}"#
+            );
+            let source = source_of(&json, "127.0.0.0/8");
+            let found = source.lookup("+15550104242", Duration::from_secs(5)).await;
+            match body {
+                "junk" => assert!(
+                    matches!(found, Err(DirectoryError::Upstream(_))),
+                    "{found:?}"
+                ),
+                _ => assert_eq!(found.unwrap(), None, "{body}"),
+            }
+        }
     }
 
     /// End to end through the client: an undeclared Latin-1 answer.

@@ -192,3 +192,53 @@ async fn ambiguous_suffixes_are_not_guessed() {
     assert_eq!(&*found.entry.name, "Three");
     assert!(found.by_suffix);
 }
+
+/// Tenants' index builds share the node's places: however many tenants
+/// need one at once, no more run than there are places, and every lookup
+/// still gets its answer once its turn comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_of_many_tenants_take_turns_for_the_nodes_places() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    let slugs = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    let mut setup: Vec<Mutation> = slugs.iter().map(|s| tenant(s, "US")).collect();
+    for slug in slugs {
+        for n in 0..300 {
+            setup.push(entry(
+                slug,
+                &n.to_string(),
+                &format!("{slug} {n}"),
+                &[&format!("+1 555 01{n:02} {n:04}")],
+            ));
+        }
+    }
+    store.apply(&setup, &audit("setup")).await.unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    for places in [1, 3] {
+        let local = Arc::new(LocalDirectory::new(mirror.clone(), 7, 100).with_build_places(places));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let lookups: Vec<_> = slugs
+            .iter()
+            .map(|slug| {
+                let state = mirror.load();
+                let tenant = state.tenant_by_slug(slug).unwrap().id;
+                let local = local.clone();
+                tokio::spawn(async move {
+                    local
+                        .find(&state, tenant, "+1 555 0107 0007", deadline)
+                        .await
+                })
+            })
+            .collect();
+        for (lookup, slug) in lookups.into_iter().zip(slugs) {
+            let found = lookup.await.unwrap().unwrap().unwrap();
+            assert_eq!(&*found.entry.name, format!("{slug} 7"));
+        }
+        assert!(
+            (1..=places).contains(&local.most_builds_at_once()),
+            "{} builds at once with {places} places",
+            local.most_builds_at_once()
+        );
+    }
+}

@@ -205,49 +205,14 @@ pub(super) async fn admit(
     request: Request,
     next: Next,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let principal = Principal::from_request_parts(&mut parts, &state).await.ok();
-    let tenant = match &principal {
-        Some(principal) if !principal.is_global() => principal.tenant.as_ref().map(|t| t.id),
-        _ => None,
-    };
-    if let Some(principal) = principal {
-        parts.extensions.insert(Authenticated(principal));
-    }
-    let Some(tenant) = tenant else {
-        return next.run(Request::from_parts(parts, body)).await;
-    };
-    // The import is a global admin's only: its handler refuses a tenant's
-    // token before reading the body (up to 256 MiB), so the place it takes
-    // is back at once, and the body is not read here.
-    let reads_no_body = parts
-        .extensions
-        .get::<axum::extract::MatchedPath>()
-        .is_some_and(|p| p.as_str() == "/v1/import");
-    let body = if reads_no_body {
-        body
-    } else {
-        let share = &state.database_share;
-        let reading = share
-            .bodies
-            .take(tenant)
-            .zip(share.bodies_all.clone().try_acquire_owned().ok());
-        let Some(_reading) = reading else {
-            metrics::counter!("dialtone_admin_database_refused_total", "scope" => "bodies")
-                .increment(1);
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                "too many of this node's request bodies are being received; retry in a moment",
-            )
-            .into_response();
-        };
-        match read_body(&parts, body).await {
-            Ok(body) => body,
-            Err(refused) => return refused.into_response(),
-        }
+    let (parts, tenant, body) = match authenticated_body(&state, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
     let request = Request::from_parts(parts, body);
+    let Some(tenant) = tenant else {
+        return next.run(request).await;
+    };
     let admission = match state.database_share.admit(tenant) {
         Ok(admission) => admission,
         Err(scope) => {
@@ -278,6 +243,80 @@ pub(super) async fn admit(
             "the server is shutting down",
         )
         .into_response(),
+    }
+}
+
+/// Reads a tenant's request body as [`admit`] does, for the routes that
+/// take a body but no database place (template checks, previews, source
+/// tests): read by their handlers, a body trickled in, or never sent,
+/// held its connection and buffer for as long as the client liked, and
+/// a tenant-read token could hold every API connection that way.
+pub(super) async fn bounded_body(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match authenticated_body(&state, request).await {
+        Ok((parts, _, body)) => next.run(Request::from_parts(parts, body)).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The request's token checked once (handlers reuse it), and for a tenant's
+/// token its body read whole under the body places and `BODY_WAIT`.
+/// Global admins' bodies and requests without a valid token pass as they
+/// are: the handler refuses the latter before reading anything.
+async fn authenticated_body(
+    state: &AdminState,
+    request: Request,
+) -> Result<
+    (
+        axum::http::request::Parts,
+        Option<dialtone_sync::Id>,
+        axum::body::Body,
+    ),
+    Response,
+> {
+    let (mut parts, body) = request.into_parts();
+    let principal = Principal::from_request_parts(&mut parts, state).await.ok();
+    let tenant = match &principal {
+        Some(principal) if !principal.is_global() => principal.tenant.as_ref().map(|t| t.id),
+        _ => None,
+    };
+    if let Some(principal) = principal {
+        parts.extensions.insert(Authenticated(principal));
+    }
+    let Some(tenant) = tenant else {
+        return Ok((parts, None, body));
+    };
+    // The import is a global admin's only: its handler refuses a tenant's
+    // token before reading the body (up to 256 MiB), so the place it takes
+    // is back at once, and the body is not read here.
+    let reads_no_body = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| p.as_str() == "/v1/import");
+    if reads_no_body {
+        return Ok((parts, Some(tenant), body));
+    }
+    let share = &state.database_share;
+    let reading = share
+        .bodies
+        .take(tenant)
+        .zip(share.bodies_all.clone().try_acquire_owned().ok());
+    let Some(_reading) = reading else {
+        metrics::counter!("dialtone_admin_database_refused_total", "scope" => "bodies")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "too many of this node's request bodies are being received; retry in a moment",
+        )
+        .into_response());
+    };
+    match read_body(&parts, body).await {
+        Ok(body) => Ok((parts, Some(tenant), body)),
+        Err(refused) => Err(refused.into_response()),
     }
 }
 

@@ -145,6 +145,20 @@ pub fn router(state: AdminState) -> Router {
             state.clone(),
             database_share::admit,
         ));
+    // Bodies but no connection: a tenant's body is read under the same
+    // places and deadline as a database-bound one's.
+    let bodies = Router::new()
+        .route("/v1/templates/validate", post(templates::validate))
+        .route("/v1/preview", post(preview::preview))
+        // Reaches out of the node, not to the database; its own cap.
+        .route(
+            "/v1/tenants/{slug}/directory-sources/{name}/test",
+            post(sources::test_source),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            database_share::bounded_body,
+        ));
     // Answered from the mirror, the render pool or memory: no connection.
     Router::new()
         .route("/v1/tenants", get(tenants::list))
@@ -154,7 +168,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/resyncs", get(resync::list))
         .route("/v1/phones/{mac}/files", get(preview::phone_files))
         .route("/v1/templates", get(templates::list))
-        .route("/v1/templates/validate", post(templates::validate))
         .route("/v1/shipped-templates", get(templates::shipped))
         .route(
             "/v1/shipped-templates/{family}/{file_pattern}",
@@ -162,7 +175,6 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/templates/{id}", get(templates::show))
         .route("/v1/templates/{id}/phones", get(preview::template_phones))
-        .route("/v1/preview", post(preview::preview))
         .route("/v1/tenants/{slug}/directory", get(directory::list_entries))
         .route(
             "/v1/tenants/{slug}/directory/{external_id}",
@@ -176,13 +188,9 @@ pub fn router(state: AdminState) -> Router {
             "/v1/tenants/{slug}/directory-sources/{name}",
             get(sources::show_source),
         )
-        // Reaches out of the node, not to the database; its own cap.
-        .route(
-            "/v1/tenants/{slug}/directory-sources/{name}/test",
-            post(sources::test_source),
-        )
         .route("/v1/tokens", get(tokens::list))
         .merge(database)
+        .merge(bodies)
         // Every answer above carries tenants' data (phones, line settings,
         // template bodies, directory entries): no browser or proxy keeps it.
         // The page's assets and the API document keep their own caching.

@@ -190,11 +190,13 @@ fn overrides(settings: &str) -> Option<serde_json::Map<String, Value>> {
 /// networks are its offices (`provisioning_networks`: they decide whose
 /// list an unknown phone booting there lands on, so a tenant naming
 /// another organization's range would see its new phones and could claim
-/// them before it does).
-const OPERATOR_KEYS: [&str; 3] = [
+/// them before it does), and which private networks its directory
+/// sources may reach (`source_networks`).
+const OPERATOR_KEYS: [&str; 4] = [
     "quotas",
     crate::resync::domains::SETTING,
     "provisioning_networks",
+    dialtone_directory::networks::TENANT_SETTING,
 ];
 
 /// The settings a tenant's own token may store: the operator's keys stay

@@ -395,6 +395,7 @@ pub async fn test_source(
         },
         dialtone_directory::Clock::system(),
         &state.source_networks,
+        &dialtone_directory::networks::tenant_networks(&tenant.settings).unwrap_or_default(),
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
     let started = Instant::now();

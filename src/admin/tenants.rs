@@ -135,6 +135,8 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
 fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
     check_setting(&settings)?;
     check_networks(&settings)?;
+    dialtone_directory::networks::tenant_networks(&settings.to_string())
+        .map_err(ApiError::invalid)?;
     Ok(settings)
 }
 
@@ -448,6 +450,19 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(format!(
             "name: at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    // The admin page lists tenants by name: a bidi override or an
+    // invisible character lets one tenant's name pass for another's, and
+    // a control character does not belong in one line of text.
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_control() || dialtone_directory::name::is_format(c))
+    {
+        return Err(ApiError::invalid(format!(
+            "tenant name holds U+{:04X}, a control or invisible formatting character \
+             that could make it pass for another name",
+            u32::from(c)
         )));
     }
     Ok(())

@@ -187,20 +187,21 @@ pub async fn claim(
     let mac = parse_mac(&mac)?;
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    if mirror.phone_by_mac(&mac).is_some() {
-        // The same words whoever holds it: nothing says which tenant.
-        return Err(ApiError::conflict(format!("phone {mac} already exists")));
-    }
     // Only global admins may hand a device from the unassigned list to a
     // tenant: a tenant never sees who fetched outside its networks.
     let mut lists = vec![tenant.id];
     if principal.is_global() {
         lists.push(UNASSIGNED);
     }
+    // The caller's lists as stored, phones included: whether a MAC is
+    // another tenant's phone is none of a tenant's business, so one on
+    // none of its lists gets the 404 of a MAC nobody has.
     let mut found = None;
+    let text = mac.to_string();
     for list in &lists {
-        let text = mac.to_string();
-        if let Some(d) = devices(&state, &mirror, *list)
+        if let Some(d) = state
+            .store
+            .unclaimed_devices(*list, PER_TENANT)
             .await?
             .into_iter()
             .find(|d| d.mac == text)
@@ -208,6 +209,16 @@ pub async fn claim(
             found = Some(d);
             break;
         }
+    }
+    // A phone the caller may see anyway (its own, claimed a moment ago
+    // and so off the list), or one made of a device on the caller's list
+    // since it was seen (by hand, or claimed on another node): the caller
+    // knows the MAC, and learns only that it is taken.
+    let seen =
+        |tenant_id| found.is_some() || principal.tenant_filter().is_none_or(|own| own == tenant_id);
+    if mirror.phone_by_mac(&mac).is_some_and(|p| seen(p.tenant_id)) {
+        // The same words whoever holds it: nothing says which tenant.
+        return Err(ApiError::conflict(format!("phone {mac} already exists")));
     }
     let device = found.ok_or_else(|| ApiError::not_found(format!("unclaimed device {mac}")))?;
     let family = body.family.or(device.family).ok_or_else(|| {

@@ -88,8 +88,12 @@ const MAX_REFUSALS: usize = 256;
 /// A body is read through it in pieces, so this bounds no upload.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Empty, as a panic's 500 is: a PBX asking `/v1/lookup` on the API
+/// listener shows whatever body it gets as the caller's name, whatever
+/// the status (mod_cidlookup, Asterisk's `CURL()`), and the refusal is
+/// written before the request, and so its path, is read.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
-Content-Type: text/plain\r\nContent-Length: 17\r\n\r\nserver too busy\r\n";
+Content-Length: 0\r\n\r\n";
 
 /// What every connection of one listener shares, behind one `Arc`: a
 /// connection costs one reference count, not a clone of each part.
@@ -512,10 +516,10 @@ where
         Err(panic) => {
             metrics::counter!("dialtone_request_panics_total").increment(1);
             tracing::error!(%peer, path = uri.path(), panic = crate::supervise::panic_message(&*panic), "HTTP handler panicked");
-            axum::response::IntoResponse::into_response((
+            // No body: see `BUSY`.
+            axum::response::IntoResponse::into_response(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error\n",
-            ))
+            )
         }
     }
 }

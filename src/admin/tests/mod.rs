@@ -62,6 +62,9 @@ pub struct Harness {
     pub mirror: Arc<Mirror>,
     pub provisioner: Arc<Provisioner>,
     pub app: Router,
+    /// What `app` was built from, for tests that build another router
+    /// over the same data with one setting changed.
+    pub state: AdminState,
     /// The router's database share, for tests that take its places.
     pub database_share: Arc<crate::admin::database_share::DatabaseShare>,
     /// By role: global, acme-admin, acme-read, acme-lookup, globex-admin.
@@ -330,7 +333,7 @@ impl Harness {
         .unwrap();
         let database_share =
             crate::admin::database_share::DatabaseShare::new(options.max_connections);
-        let app = router(AdminState {
+        let state = AdminState {
             mirror: mirror.clone(),
             store: store.clone(),
             provisioner: provisioner.clone(),
@@ -347,8 +350,10 @@ impl Harness {
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),
             database_share: database_share.clone(),
-        });
+        };
+        let app = router(state.clone());
         Harness {
+            state,
             _db: db,
             store,
             mirror,

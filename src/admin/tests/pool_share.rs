@@ -412,3 +412,65 @@ async fn a_body_that_never_arrives_holds_no_place() {
         .chain(&more)
         .for_each(tokio::task::JoinHandle::abort);
 }
+
+/// Routes that take a body but no database place (a template check, a
+/// preview, a source test) read a tenant's body under the same places:
+/// bodies that never arrive, sent with a read-only token, hold none of
+/// another tenant's, and past eight the tenant's next is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_checks_and_previews_are_read_under_the_tenants_places() {
+    use tower::ServiceExt;
+    let h = Harness::new(Backend::Sqlite).await;
+    let token = h.tokens["acme-read"].clone();
+    let paths = [
+        "/v1/preview".to_string(),
+        "/v1/templates/validate".to_string(),
+        "/v1/tenants/acme/directory-sources/cnam/test".to_string(),
+    ];
+    let waiting: Vec<_> = (0..8)
+        .map(|n| {
+            let request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri(&paths[n % paths.len()])
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .header("content-length", "100")
+                .body(axum::body::Body::from_stream(futures::stream::pending::<
+                    Result<axum::body::Bytes, std::io::Error>,
+                >()))
+                .unwrap();
+            tokio::spawn(h.app.clone().oneshot(request))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(waiting.iter().all(|s| !s.is_finished()));
+    let preview = format!(r#"{{"mac": "{ACME_MAC}"}}"#);
+    let reply = h
+        .call(
+            Some("acme-read"),
+            Method::POST,
+            "/v1/preview",
+            Some(&preview),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("request bodies"), "{}", reply.text);
+    let theirs = format!(r#"{{"mac": "{GLOBEX_MAC}"}}"#);
+    let reply = h
+        .call(
+            Some("globex-admin"),
+            Method::POST,
+            "/v1/preview",
+            Some(&theirs),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    waiting.iter().for_each(tokio::task::JoinHandle::abort);
+}

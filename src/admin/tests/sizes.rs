@@ -95,6 +95,54 @@ async fn a_device_user_needs_a_password() {
     .await;
 }
 
+/// A tenant's token names its tenant, and the admin page lists tenants by
+/// name: a bidi override, an invisible character or a control character
+/// would let one name pass for another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_name_holds_no_control_or_format_character() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for (name, code) in [
+        ("\u{202e}cni xemelG", "U+202E"),
+        ("Globex\u{2060} Inc", "U+2060"),
+        ("Globex\u{ad} Inc", "U+00AD"),
+        ("Globex\u{e0020}Inc", "U+E0020"),
+        ("Globex\nInc", "U+000A"),
+    ] {
+        let reply = h
+            .put_acme("acme-admin", serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}: {}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains("tenant name holds") && reply.text.contains(code),
+            "{name:?}: {}",
+            reply.text
+        );
+    }
+    let created = serde_json::json!({ "slug": "initech", "name": "Init\u{200b}ech" }).to_string();
+    refused(
+        &h,
+        "global",
+        Method::POST,
+        "/v1/tenants",
+        &created,
+        "U+200B",
+    )
+    .await;
+    let plain = h
+        .put_acme(
+            "acme-admin",
+            serde_json::json!({ "name": "Acme Zoë Ålund GmbH" }),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::OK, "{}", plain.text);
+    assert_eq!(plain.json()["name"], "Acme Zoë Ålund GmbH");
+}
+
 /// A phone's JSON is bounded as a whole, not only object by object: 48
 /// lines of 64 KiB settings each made a phone of 2 MiB (the request body's
 /// cap), held on every node and parsed for every page of a list.

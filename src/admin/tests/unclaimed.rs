@@ -6,7 +6,7 @@ use axum::http::Method;
 use dialtone_sync::store::{UnclaimedDevice, UNASSIGNED};
 use dialtone_sync::{Backend, Id, Store};
 
-use super::Harness;
+use super::{Harness, ACME_MAC, GLOBEX_MAC};
 
 fn device(tenant_id: Id, mac: &str, family: Option<&str>) -> UnclaimedDevice {
     UnclaimedDevice {
@@ -134,4 +134,37 @@ async fn lists_and_claims() {
     }
     let bad_mac = claim("global", "/v1/tenants/acme/unclaimed/nope/claim", "{}").await;
     assert_eq!(bad_mac.status, 400, "{}", bad_mac.text);
+}
+
+/// A claim says nothing of other tenants' phones: globex's MAC, never
+/// seen in acme's networks, is as unknown to acme as a MAC nobody has.
+/// A MAC acme may see (on its list, or its own phone) is still a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_does_not_tell_whose_phone_a_mac_is() {
+    let h = Harness::new(Backend::Sqlite).await;
+    {
+        let mirror = h.mirror.load();
+        let globex = mirror.tenant_by_slug("globex").unwrap().id;
+        let phone = mirror.phone_by_mac(&GLOBEX_MAC.parse().unwrap()).unwrap();
+        assert_eq!(phone.tenant_id, globex);
+    }
+    let claim = |mac: &str| {
+        let path = format!("/v1/tenants/acme/unclaimed/{mac}/claim");
+        let h = &h;
+        async move {
+            h.call(Some("acme-admin"), Method::POST, &path, Some("{}"), &[])
+                .await
+        }
+    };
+    let unknown = claim("001565000099").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    let others = claim(GLOBEX_MAC).await;
+    assert_eq!(others.status, unknown.status, "{}", others.text);
+    // The MAC it was asked about is all that differs.
+    assert_eq!(
+        others.text,
+        unknown.text.replace("001565000099", GLOBEX_MAC)
+    );
+    let own = claim(ACME_MAC).await;
+    assert_eq!(own.status, 409, "{}", own.text);
 }
