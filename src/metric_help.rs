@@ -92,6 +92,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
     (
+        "dialtone_provisioning_refused_total",
+        "Fetches of a known phone refused by admission, by reason (another_tenants_network: its tenant sets no provisioning networks and the source is inside another tenant's site).",
+    ),
+    (
         "dialtone_provisioning_sources_evicted_total",
         "Sources forgotten to make room in the full miss table (those owing least first).",
     ),
@@ -369,6 +373,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_resync_failed_total", &[("reason", "timeout")]),
     ("dialtone_resync_failed_total", &[("reason", "send")]),
     ("dialtone_resync_failed_total", &[("reason", "no_address")]),
+    (
+        "dialtone_provisioning_refused_total",
+        &[("reason", "another_tenants_network")],
+    ),
 ];
 
 /// Gauges registered at 0 when the recorder is installed: those set only

@@ -9,6 +9,7 @@ use dialtone_sync::{Id, MirrorState, Phone, Tenant};
 
 use crate::identify::{IdentifyError, Identity};
 use crate::provision::{Protocol, Request};
+use crate::tenant_networks::NetworkIndex;
 
 /// Who a request is answered for, settled once in `decide` and read again
 /// by `conclude` (history, misses, known pairs).
@@ -56,7 +57,8 @@ impl Decision {
 /// Admission first, for every file: a known phone outside its tenant's
 /// networks, prefix or transport is answered exactly as an unknown MAC.
 pub(crate) fn screen(
-    state: &MirrorState,
+    state: &Arc<MirrorState>,
+    networks: &NetworkIndex,
     identity: Result<Identity, IdentifyError>,
     named: Option<Arc<Phone>>,
     request: &Request<'_>,
@@ -67,7 +69,7 @@ pub(crate) fn screen(
             let served = named
                 .clone()
                 .filter(|p| id.candidates.contains(&p.family))
-                .filter(|p| admitted(state, Some(p), request));
+                .filter(|p| admitted(state, networks, p, request));
             if id.mac_in_path() {
                 let refused = named.is_some() && served.is_none();
                 (served, refused, false)
@@ -89,8 +91,12 @@ pub(crate) fn screen(
 }
 
 /// False means "answer as if the phone did not exist".
-pub(crate) fn admitted(state: &MirrorState, phone: Option<&Phone>, request: &Request<'_>) -> bool {
-    let Some(phone) = phone else { return true };
+fn admitted(
+    state: &Arc<MirrorState>,
+    networks: &NetworkIndex,
+    phone: &Phone,
+    request: &Request<'_>,
+) -> bool {
     // Credentials protect a phone over HTTP; TFTP cannot carry them, so
     // such a phone's files are not served over TFTP at all.
     if request.protocol == Protocol::Tftp && phone.http_user.is_some() {
@@ -108,7 +114,7 @@ pub(crate) fn admitted(state: &MirrorState, phone: Option<&Phone>, request: &Req
     };
     request
         .remote
-        .is_none_or(|remote| network_allowed(tenant, remote))
+        .is_none_or(|remote| network_allowed(state, networks, tenant, remote))
 }
 
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must
@@ -122,11 +128,29 @@ fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool
     }
 }
 
-/// A tenant may restrict its phones to source networks (tenant setting
-/// `provisioning_networks`, a list of CIDRs or addresses).
-fn network_allowed(tenant: &Arc<Tenant>, remote: IpAddr) -> bool {
+/// A tenant's phones are served inside its source networks (tenant
+/// setting `provisioning_networks`, a list of CIDRs or addresses, set by
+/// a global admin). A tenant without any has its phones served anywhere
+/// but inside another tenant's site-sized network: a MAC is no secret,
+/// and a phone created under one tenant by another organization's MAC
+/// would otherwise get that tenant's configuration at the other's office.
+fn network_allowed(
+    state: &Arc<MirrorState>,
+    index: &NetworkIndex,
+    tenant: &Arc<Tenant>,
+    remote: IpAddr,
+) -> bool {
     let Some(networks) = provisioning_networks(tenant) else {
-        return true;
+        let elsewhere = index.held_by_another(state, tenant.id, remote);
+        if elsewhere {
+            metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
+                .increment(1);
+            static INSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
+            if let Some(skipped) = INSIDE_LOG.allow() {
+                tracing::warn!(%remote, tenant = %tenant.slug, skipped, "a phone of a tenant without provisioning networks asked from inside another tenant's; not served (logged at most once a second)");
+            }
+        }
+        return !elsewhere;
     };
     let allowed = networks.iter().any(|net| net.contains(&remote));
     // A forged UDP source can cause one of these per packet.

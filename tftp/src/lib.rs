@@ -34,6 +34,7 @@ mod render_inputs;
 mod selfcheck;
 pub mod statics;
 pub mod templates;
+mod tenant_networks;
 pub mod tftp;
 mod unclaimed;
 

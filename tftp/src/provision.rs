@@ -162,6 +162,8 @@ pub struct Provisioner {
     guard: Guard,
     history: Option<HistorySink>,
     unclaimed: Option<crate::unclaimed::Unclaimed>,
+    /// Tenants' provisioning networks, shared with `unclaimed`.
+    networks: Arc<crate::tenant_networks::NetworkIndex>,
     digest: DigestAuth,
     pub(crate) statics: ArcSwap<StaticIndex>,
     pool: RenderPool,
@@ -189,6 +191,7 @@ impl Provisioner {
             guard: Guard::new(options.guard.clone()),
             history: None,
             unclaimed: None,
+            networks: Default::default(),
             statics: ArcSwap::from_pointee(StaticIndex::default()),
             pool: RenderPool::new(options.pool),
             models: Default::default(),
@@ -213,7 +216,11 @@ impl Provisioner {
         sink: dialtone_sync::unclaimed::UnclaimedSink,
         anywhere: bool,
     ) -> Self {
-        self.unclaimed = Some(crate::unclaimed::Unclaimed::new(sink, anywhere));
+        self.unclaimed = Some(crate::unclaimed::Unclaimed::new(
+            sink,
+            anywhere,
+            self.networks.clone(),
+        ));
         self
     }
 
@@ -403,7 +410,7 @@ impl Provisioner {
                 return Err(ProvisionError::Banned);
             }
         }
-        let mut decision = admission::screen(state, identity, named, request);
+        let mut decision = admission::screen(state, &self.networks, identity, named, request);
         let mut step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
             Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),

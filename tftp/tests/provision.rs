@@ -659,6 +659,50 @@ async fn a_tenant_network_allow_list_is_enforced() {
     assert_eq!(left.err(), Some(ProvisionError::NotFound));
 }
 
+/// A MAC is no secret: a tenant could create a phone by the MAC of a
+/// phone that boots at another tenant's office. A tenant without networks
+/// has its phones served anywhere but inside another tenant's site; the
+/// operator gives it the range too where its phones really are there.
+#[tokio::test]
+async fn a_phone_is_not_served_inside_another_tenants_site() {
+    let f = Fixture::new().await;
+    let tenant = |slug: &str, settings: &str| {
+        Mutation::UpsertTenant(TenantInput {
+            slug: slug.into(),
+            name: slug.into(),
+            default_region: "US".into(),
+            settings: settings.into(),
+        })
+    };
+    f.write(&[tenant(
+        "other",
+        r#"{"provisioning_networks":["192.0.2.0/24"]}"#,
+    )])
+    .await;
+    let ask = |ip: &str| {
+        f.provisioner
+            .provision(&from(ip.parse().unwrap(), "001565000001.cfg"))
+            .err()
+    };
+    assert_eq!(ask("192.0.2.77"), Some(ProvisionError::NotFound));
+    assert_eq!(ask("::ffff:192.0.2.77"), Some(ProvisionError::NotFound));
+    assert_eq!(ask("198.51.100.7"), None);
+    // A wide network (a slip) keeps no one's phones out.
+    f.write(&[tenant(
+        "other",
+        r#"{"provisioning_networks":["198.0.0.0/8"]}"#,
+    )])
+    .await;
+    assert_eq!(ask("198.51.100.7"), None);
+    // Both tenants' sites: acme's phone is served there again.
+    f.write(&[
+        tenant("other", r#"{"provisioning_networks":["192.0.2.0/24"]}"#),
+        tenant("acme", r#"{"provisioning_networks":["192.0.2.0/24"]}"#),
+    ])
+    .await;
+    assert_eq!(ask("192.0.2.77"), None);
+}
+
 /// Should a mirror hold a phone whose tenant it lacks (a full load once
 /// read a first import's frozen rows beside an older snapshot's tenants;
 /// the load now waits for such an import first), its tenant's networks

@@ -352,6 +352,20 @@ async fn hanging_up_does_not_free_a_place_the_work_still_holds() {
 /// place: the body is read before the share is counted, so a tenant's
 /// silent requests cannot hold its share, nor, with a few tenants, every
 /// tenant's places.
+/// A request whose body is announced and never sent.
+fn silent_body(method: Method, path: &str, token: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(axum::body::Body::from_stream(futures::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >()))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_holds_no_place() {
     use tower::ServiceExt;
@@ -361,17 +375,11 @@ async fn a_body_that_never_arrives_holds_no_place() {
     let silent = |n: usize| -> Vec<tokio::task::JoinHandle<_>> {
         (0..n)
             .map(|_| {
-                let request = axum::http::Request::builder()
-                    .method(Method::PUT)
-                    .uri(&path)
-                    .header("authorization", format!("Bearer {token}"))
-                    .header("content-type", "application/json")
-                    .header("content-length", "100")
-                    .body(axum::body::Body::from_stream(futures::stream::pending::<
-                        Result<axum::body::Bytes, std::io::Error>,
-                    >()))
-                    .unwrap();
-                tokio::spawn(h.app.clone().oneshot(request))
+                tokio::spawn(
+                    h.app
+                        .clone()
+                        .oneshot(silent_body(Method::PUT, &path, &token)),
+                )
             })
             .collect()
     };
@@ -429,16 +437,7 @@ async fn bodies_of_checks_and_previews_are_read_under_the_tenants_places() {
     ];
     let waiting: Vec<_> = (0..8)
         .map(|n| {
-            let request = axum::http::Request::builder()
-                .method(Method::POST)
-                .uri(&paths[n % paths.len()])
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .header("content-length", "100")
-                .body(axum::body::Body::from_stream(futures::stream::pending::<
-                    Result<axum::body::Bytes, std::io::Error>,
-                >()))
-                .unwrap();
+            let request = silent_body(Method::POST, &paths[n % paths.len()], &token);
             tokio::spawn(h.app.clone().oneshot(request))
         })
         .collect();
