@@ -92,6 +92,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
     (
+        "dialtone_phone_directory_truncated_total",
+        "Phone directory documents cut at the render budget's output bytes (rows past it left out).",
+    ),
+    (
         "dialtone_provisioning_refused_total",
         "Fetches of a known phone refused by admission, by reason (another_tenants_network: its tenant sets no provisioning networks and the source is inside another tenant's site).",
     ),

@@ -109,16 +109,37 @@ fn split_name(name: &str) -> (&str, &str) {
     }
 }
 
-/// Renders the directory for `family`; `None` for families without a
-/// directory format here (the request is then "not found").
+/// Room kept for a document's closing lines when rows stop at the cap.
+const CLOSING_ROOM: usize = 64;
+
+/// A directory document: its text, and whether rows were left out to keep
+/// it within its byte cap.
+pub struct Document {
+    pub text: String,
+    pub truncated: bool,
+}
+
+/// Renders the directory for `family`, at most `max_bytes` of it (rows
+/// past that are left out, the document still whole); `None` for families
+/// without a directory format here (the request is then "not found").
 pub fn render(
     family: Family,
     title: &str,
     entries: &[Arc<DirectoryEntry>],
     query: &Query,
     self_url: &str,
-) -> Option<String> {
+    max_bytes: usize,
+) -> Option<Document> {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let mut truncated = false;
+    // Whether the next row (or contact) still fits: a tenant's directory
+    // holds up to 200,000 entries of 16 numbers, gigabytes of XML, which
+    // no phone loads and no node should build.
+    let mut room = |x: &String| {
+        let fits = x.len() + CLOSING_ROOM < max_bytes;
+        truncated |= !fits;
+        fits
+    };
     match family {
         Family::Yealink | Family::Snom => {
             let root = if family == Family::Yealink {
@@ -127,8 +148,11 @@ pub fn render(
                 "SnomIPPhoneDirectory"
             };
             let _ = writeln!(x, "<{root}>\n  <Title>{}</Title>", esc(title));
-            for e in entries {
+            'rows: for e in entries {
                 for n in &e.numbers {
+                    if !room(&x) {
+                        break 'rows;
+                    }
                     let _ = writeln!(
                         x,
                         "  <DirectoryEntry>\n    <Name>{}</Name>\n    <Telephone>{}</Telephone>\n  </DirectoryEntry>",
@@ -140,11 +164,12 @@ pub fn render(
             let _ = writeln!(x, "</{root}>");
         }
         Family::CiscoSpa | Family::CiscoMpp | Family::CiscoSep => {
-            let rows: Vec<(&str, &str)> = entries
+            // Counted, not collected: a page needs 32 rows, not millions.
+            let count: usize = entries.iter().map(|e| e.numbers.len()).sum();
+            let rows = entries
                 .iter()
-                .flat_map(|e| e.numbers.iter().map(move |n| (&*e.name, &*n.number)))
-                .collect();
-            let pages = rows.len().div_ceil(CISCO_PAGE).max(1);
+                .flat_map(|e| e.numbers.iter().map(move |n| (&*e.name, &*n.number)));
+            let pages = count.div_ceil(CISCO_PAGE).max(1);
             let page = query.page.min(pages - 1);
             let _ = writeln!(
                 x,
@@ -152,7 +177,7 @@ pub fn render(
                 esc(title),
                 esc(&format!("Page {} of {}", page + 1, pages))
             );
-            for (name, number) in rows.iter().skip(page * CISCO_PAGE).take(CISCO_PAGE) {
+            for (name, number) in rows.skip(page * CISCO_PAGE).take(CISCO_PAGE) {
                 let _ = writeln!(
                     x,
                     "  <DirectoryEntry>\n    <Name>{}</Name>\n    <Telephone>{}</Telephone>\n  </DirectoryEntry>",
@@ -195,9 +220,12 @@ pub fn render(
         }
         Family::Poly => {
             let _ = writeln!(x, "<directory>\n  <item_list>");
-            for e in entries {
+            'items: for e in entries {
                 let (first, last) = split_name(&e.name);
                 for n in &e.numbers {
+                    if !room(&x) {
+                        break 'items;
+                    }
                     let _ = writeln!(
                         x,
                         "    <item>\n      <fn>{}</fn>\n      <ln>{}</ln>\n      <ct>{}</ct>\n    </item>",
@@ -212,6 +240,12 @@ pub fn render(
         Family::Grandstream => {
             let _ = writeln!(x, "<AddressBook>");
             for e in entries {
+                // A contact's numbers are at most 16 rows of 64-byte
+                // numbers: checked once a contact, it ends within the cap's
+                // closing room plus that.
+                if !room(&x) {
+                    break;
+                }
                 let (first, last) = split_name(&e.name);
                 let _ = writeln!(
                     x,
@@ -233,7 +267,7 @@ pub fn render(
         }
         Family::Fanvil => return None,
     }
-    Some(x)
+    Some(Document { text: x, truncated })
 }
 
 /// A directory `decide` could not answer from the cache; it owns what the
@@ -346,8 +380,19 @@ impl Provisioner {
         let tenant = state.tenant(which.tenant);
         let title = tenant.map(|t| &*t.name).unwrap_or("Directory");
         let self_url = format!("{}/{}", self.options.base_url, key.file);
-        let body = render(key.family, title, &entries, &query, &self_url)
-            .ok_or(ProvisionError::NotFound)?;
+        let document = render(
+            key.family,
+            title,
+            &entries,
+            &query,
+            &self_url,
+            self.options.budget.output_bytes,
+        )
+        .ok_or(ProvisionError::NotFound)?;
+        if document.truncated {
+            metrics::counter!("dialtone_phone_directory_truncated_total").increment(1);
+        }
+        let body = document.text;
         let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
         Ok(Rendered {
             body: body.into_bytes().into(),

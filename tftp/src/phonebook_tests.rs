@@ -282,3 +282,78 @@ async fn a_walk_that_panics_is_told_apart_from_one_past_its_time() {
         .await;
     assert_eq!(walked.unwrap(), 7);
 }
+
+/// A directory at the entry quota is gigabytes of XML: a document stops
+/// its rows at the render budget's output bytes and still closes, and a
+/// Cisco page counts the rows without collecting them.
+#[test]
+fn a_huge_directory_stops_at_the_output_budget() {
+    let entries: Vec<DirectoryEntry> = (1..=5_000)
+        .map(|n| DirectoryEntry {
+            numbers: (0..16)
+                .map(|k| DirectoryNumber {
+                    number: format!("+1555{n:04}{k:03}").into(),
+                    kind: "work".into(),
+                })
+                .collect(),
+            ..entry(n, 1, &format!("R&D {n:05} {}", "&".repeat(200)))
+        })
+        .collect();
+    let data = Dataset {
+        tenants: vec![tenant(1, "Acme")],
+        phones: vec![
+            phone(1, 1, "001565000001", Family::Yealink),
+            phone(2, 1, "0004f2000002", Family::Poly),
+            phone(3, 1, "000b82000003", Family::Grandstream),
+            phone(4, 1, "001b54000004", Family::CiscoSep),
+        ],
+        directory_entries: entries,
+        ..Default::default()
+    };
+    let mirror = dialtone_sync::testing::build::mirror_of(data);
+    let budget = crate::engine::Budget {
+        output_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let provisioner = Provisioner::new(
+        mirror,
+        dialtone_sync::testing::test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions {
+            budget,
+            ..Default::default()
+        },
+    );
+    let fetch = |path: &str, query: Option<&str>| {
+        let body = provisioner
+            .provision(&Request {
+                path,
+                query,
+                ..Default::default()
+            })
+            .unwrap()
+            .body;
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    for (file, end) in [
+        ("001565000001-directory.xml", "</YealinkIPPhoneDirectory>\n"),
+        ("0004f2000002-directory.xml", "</directory>\n"),
+        ("000b82000003-directory.xml", "</AddressBook>\n"),
+    ] {
+        let text = fetch(file, None);
+        assert!(
+            text.len() <= 64 * 1024 + 16 * 1024,
+            "{file}: {} bytes",
+            text.len()
+        );
+        assert!(text.len() > 32 * 1024, "{file}: {} bytes", text.len());
+        assert!(text.ends_with(end), "{file}");
+        assert!(
+            text.contains("R&amp;D 00001"),
+            "{file}: sorted by name first"
+        );
+    }
+    let last = fetch("001b54000004-directory.xml", Some("page=2499"));
+    assert!(last.contains("Page 2500 of 2500"), "{last}");
+    assert!(last.contains("R&amp;D 05000"), "{last}");
+}

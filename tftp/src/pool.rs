@@ -238,11 +238,15 @@ impl RenderPool {
     fn enter(&self, owner: Owner) -> Result<oneshot::Receiver<Slot>, ProvisionError> {
         let inner = &self.inner;
         let mut schedule = inner.lock();
+        // An owner holds at most `tenant_queue` waiting, and at most a
+        // quarter of the room the other owners leave: with a fixed quarter
+        // each, four tenants (or three and the phones no tenant owns)
+        // filled the queue and every other tenant's miss was "busy".
         let full = |s: &Schedule| {
-            s.waiting >= inner.queue
-                || s.tenants
-                    .get(&owner)
-                    .is_some_and(|t| t.queue.len() >= inner.tenant_queue)
+            let own = s.tenants.get(&owner).map_or(0, |t| t.queue.len());
+            let left = inner.queue.saturating_sub(s.waiting - own);
+            let share = left.div_ceil(4).min(inner.tenant_queue);
+            s.waiting >= inner.queue || own >= share
         };
         if full(&schedule) {
             Inner::prune(&mut schedule);

@@ -150,31 +150,39 @@ async fn a_tenant_under_its_share_goes_before_a_borrower() {
     assert_eq!(*log.lock().unwrap(), ["a1", "a2", "b1", "a3"]);
 }
 
+/// An owner waits at most `tenant_queue`, and at most a quarter of the
+/// room the others leave: a few tenants never leave another none until
+/// the last places, which go one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_is_bounded_per_tenant_and_overall() {
-    let pool = pool(1, 1, 3, 2);
+    let pool = pool(1, 1, 8, 2);
     let log = Arc::new(Mutex::new(Vec::new()));
     let (open, job) = gated(&log, "running");
     let running = {
         let pool = pool.clone();
-        tokio::spawn(async move { pool.run(tenant(1), BUDGET, "test", job).await })
+        tokio::spawn(async move { pool.run(tenant(9), BUDGET, "test", job).await })
     };
     until(|| log.lock().unwrap().len() == 1).await;
     let mut queued = Vec::new();
-    for (owner, expect) in [(1, 1), (1, 2), (2, 3)] {
-        let pool2 = pool.clone();
-        queued.push(tokio::spawn(async move {
-            pool2.run(tenant(owner), BUDGET, "test", || Ok(())).await
-        }));
-        until(|| waiting(&pool) == expect).await;
-    }
     let refused = |owner| pool.run(tenant(owner), BUDGET, "test", || Ok(()));
+    // Room 8: tenant 1 gets its 2, then 2 of the 6 left, then 1 each.
+    for (owner, places) in [(1, 2), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1)] {
+        for _ in 0..places {
+            let pool2 = pool.clone();
+            let expect = waiting(&pool) + 1;
+            queued.push(tokio::spawn(async move {
+                pool2.run(tenant(owner), BUDGET, "test", || Ok(())).await
+            }));
+            until(|| waiting(&pool) == expect).await;
+        }
+        assert!(
+            matches!(refused(owner).await, Err(ProvisionError::Busy)),
+            "tenant {owner} past its share"
+        );
+    }
+    assert_eq!(waiting(&pool), 8);
     assert!(
-        matches!(refused(1).await, Err(ProvisionError::Busy)),
-        "tenant queue"
-    );
-    assert!(
-        matches!(refused(3).await, Err(ProvisionError::Busy)),
+        matches!(refused(7).await, Err(ProvisionError::Busy)),
         "pool queue"
     );
     open.send(()).unwrap();

@@ -225,7 +225,7 @@ impl Provisioner {
     }
 
     /// Runs `job` (a preview, a check) on the render pool under `tenant`'s
-    /// share, waiting at most the render time budget.
+    /// share, waiting at most the render time budget once it runs.
     pub async fn on_pool<T, F>(&self, tenant: Option<Id>, job: F) -> Result<T, ProvisionError>
     where
         T: Send + 'static,
@@ -437,6 +437,10 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
+            // Nor cached: made-up model names are endless, and from forged
+            // TFTP sources a ban binds nothing, so each would be an entry
+            // in the cache every tenant shares.
+            job.fill &= !decision.unmodeled;
             job.from_known = request
                 .remote
                 .zip(decision.owner())

@@ -62,7 +62,9 @@ async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
     }
     // The default burst is 30 misses.
     assert_eq!(banned_after, Some(31), "made-up models must cost misses");
-    assert!(provisioner.cached_files() <= 31, "renders past the ban");
+    // Nor kept: from forged TFTP sources a ban binds nothing, and each
+    // made-up name would be an entry in the cache every tenant shares.
+    assert_eq!(provisioner.cached_files(), 0, "made-up models cached");
 
     // Model codes nothing ties to a model (Fanvil's ten characters) too.
     let coder: IpAddr = "192.0.2.67".parse().unwrap();
