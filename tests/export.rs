@@ -143,14 +143,14 @@ fn export_refusals_are_clear_and_leave_no_file() {
         "a CSV file holds one kind",
     );
     refused(&["export", "--tenant", "nobody", "out.json"], "\"nobody\"");
-    // Another key cannot open the secrets: refused, naming the row.
+    // Another key cannot open the secrets: refused before anything is read.
     let mut cmd = dialtone(dir.path(), &url);
     cmd.env("DIALTONE_SECRETS__KEY", "6b".repeat(32))
         .args(["export", "out.json"]);
     let out = run(cmd);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("does not open"),
+        text(&out.stderr).contains("not the key this database's secrets are sealed with"),
         "{}",
         text(&out.stderr)
     );

@@ -139,6 +139,12 @@ impl SecretKey {
             .collect()
     }
 
+    /// A value that tells this key from any other without revealing it,
+    /// kept in the database (`dialtone_meta.key_check`).
+    pub fn check_value(&self) -> String {
+        self.derive("dialtone/key-check", 43)
+    }
+
     pub fn generate_hex() -> String {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);

@@ -346,6 +346,7 @@ fn the_self_check_finds_a_corrupted_entry_and_drops_it() {
         family: Family::Yealink,
         file: FILE.into(),
         phone: Some(1),
+        model: None,
         directory: None,
     };
     let mut bad = f.provisioner.rendered.peek(&key).unwrap();

@@ -118,14 +118,15 @@ impl Provisioner {
         } else {
             identity.file.to_ascii_lowercase().into()
         };
+        let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
         let key = RenderKey {
             family,
             file,
             phone: phone.as_ref().map(|p| p.id),
+            model: model.filter(|_| phone.is_none()).map(Box::from),
             directory: None,
         };
         let shipped = self.shipped.load();
-        let model = Inputs::effective_model(phone.as_ref(), identity.model.as_deref());
         if let Some(hit) = self.rendered.get(&key, state, shipped.generation, model) {
             return Step::Done(Ok(hit));
         }

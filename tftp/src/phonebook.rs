@@ -315,6 +315,7 @@ impl Provisioner {
                 identity.template.into()
             },
             phone: None,
+            model: None,
             directory: Some(DirectoryKey {
                 tenant: phone.tenant_id,
                 page: if paged { query.page } else { 0 },

@@ -437,10 +437,6 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
-            // Nor cached: made-up model names are endless, and from forged
-            // TFTP sources a ban binds nothing, so each would be an entry
-            // in the cache every tenant shares.
-            job.fill &= !decision.unmodeled;
             job.from_known = request
                 .remote
                 .zip(decision.owner())

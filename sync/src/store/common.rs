@@ -130,6 +130,45 @@ macro_rules! shared_sql {
             }
         }
 
+        /// Refuses a key other than the one the database's secrets are
+        /// sealed with. The first open with a key keeps its check value;
+        /// a database from before that is checked against a stored line
+        /// password, if it has one.
+        pub(super) async fn check_key(conn: &mut $conn, key: &crate::SecretKey) -> Result<(), SyncError> {
+            let expected = key.check_value();
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT key_check FROM dialtone_meta WHERE singleton = 1")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let wrong = || {
+                SyncError::Key(
+                    "it is not the key this database's secrets are sealed with; use the database's own \
+                     (a key_file that was missing is created anew, with a new key)"
+                        .into(),
+                )
+            };
+            match stored {
+                Some(stored) if stored == expected => Ok(()),
+                Some(_) => Err(wrong()),
+                None => {
+                    let sealed: Option<String> = sqlx::query_scalar(
+                        "SELECT password FROM lines WHERE password IS NOT NULL AND password <> '' LIMIT 1",
+                    )
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(sealed) = sealed {
+                        key.open(crate::Purpose::LinePassword, &crate::Sealed(sealed.into()))
+                            .map_err(|_| wrong())?;
+                    }
+                    sqlx::query("UPDATE dialtone_meta SET key_check = $1 WHERE singleton = 1 AND key_check IS NULL")
+                        .bind(&expected)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }
+            }
+        }
+
         async fn tenant_id(conn: &mut $conn, slug: &str) -> Result<Id, SyncError> {
             sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
                 .bind(slug)

@@ -168,12 +168,15 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await?;
         sql::refuse_newer(&mut conn, latest_known()).await?;
         drop(conn);
-        migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await
+        migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await?;
+        let mut conn = self.pool.acquire().await?;
+        sql::check_key(&mut conn, &self.key).await
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::check_schema(&mut conn, latest_known()).await
+        sql::check_schema(&mut conn, latest_known()).await?;
+        sql::check_key(&mut conn, &self.key).await
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {

@@ -186,12 +186,14 @@ impl Store for SqliteStore {
         sql::refuse_newer(&mut conn, latest_known()).await?;
         drop(conn);
         MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        sql::check_key(&mut conn, &self.key).await
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::check_schema(&mut conn, latest_known()).await
+        sql::check_schema(&mut conn, latest_known()).await?;
+        sql::check_key(&mut conn, &self.key).await
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
