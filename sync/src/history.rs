@@ -44,9 +44,40 @@ pub struct HistorySink {
     fresh_len: Arc<AtomicU64>,
 }
 
+/// U+0000 replaced in every text of `record`. PostgreSQL refuses such
+/// text, and a refused row cost its batch's neighbours, any tenant's, their
+/// rows; a tenant's template can put it in an outcome (`throw("\0")`).
+fn scrub_nul(record: &mut BootRecord) {
+    let scrub = |text: &mut String| {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{FFFD}");
+        }
+    };
+    for text in [
+        &mut record.mac,
+        &mut record.remote_ip,
+        &mut record.protocol,
+        &mut record.file,
+        &mut record.outcome,
+    ] {
+        scrub(text);
+    }
+    for text in [
+        &mut record.user_agent,
+        &mut record.model,
+        &mut record.firmware,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        scrub(text);
+    }
+}
+
 impl HistorySink {
     /// Never blocks.
-    pub fn record(&self, record: BootRecord) {
+    pub fn record(&self, mut record: BootRecord) {
+        scrub_nul(&mut record);
         if self.is_repeat(&record) {
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return;

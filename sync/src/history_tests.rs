@@ -283,3 +283,22 @@ async fn a_write_that_never_answers_is_given_up() {
     stop.cancel();
     run.await.unwrap();
 }
+
+/// A tenant's template can put U+0000 in an outcome (`throw("\0")`);
+/// PostgreSQL refuses such text, and a refused row cost its batch's
+/// neighbours, any tenant's, their rows. It is replaced when queued.
+#[test]
+fn no_text_holding_nul_is_queued() {
+    let (tx, mut rx) = queue::bounded(16, DROPPED, |r: &BootRecord| r.tenant_id);
+    let sink = HistorySink::new(tx);
+    sink.record(BootRecord {
+        outcome: "error: \0boom".into(),
+        user_agent: Some("ua\0".into()),
+        ..fetch(1_000)
+    });
+    let mut seen = Vec::new();
+    rx.try_recv_many(&mut seen, usize::MAX);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].outcome, "error: \u{FFFD}boom");
+    assert_eq!(seen[0].user_agent.as_deref(), Some("ua\u{FFFD}"));
+}

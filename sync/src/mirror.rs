@@ -683,14 +683,21 @@ impl Mirror {
 
     /// Replaces everything (cold start, snapshot, full reload).
     pub fn reset(&self, data: Dataset, cursor: Cursor, meta: Meta, from: LoadedFrom) {
-        self.reset_loaded(Loading::from_dataset(data), cursor, meta, from);
+        let loading = crate::blocking::blocking_here(|| Loading::from_dataset(data));
+        self.reset_loaded(loading, cursor, meta, from);
     }
 
     /// Replaces everything with a load built as it was read.
     pub fn reset_loaded(&self, loading: Loading, cursor: Cursor, meta: Meta, from: LoadedFrom) {
         let version = self.load().version + 1;
-        let state = MirrorState::from_loading(loading, cursor, meta, version);
-        self.state.store(Arc::new(state));
+        // Building a whole state (the line index's sort, every table's
+        // maps) and freeing the old one take hundreds of milliseconds at a
+        // million phones: not on an async worker, whose lookups and
+        // fetches would wait that long.
+        crate::blocking::blocking_here(|| {
+            let state = MirrorState::from_loading(loading, cursor, meta, version);
+            drop(self.state.swap(Arc::new(state)));
+        });
         let now = now_millis();
         self.update_health(|h| {
             if h.loaded_from.is_some() {

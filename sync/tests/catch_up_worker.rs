@@ -80,3 +80,64 @@ async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
         "the other task waited {longest:?} during a catch-up of {took:?}"
     );
 }
+
+/// A full reload builds the whole state, and frees the old one, with the
+/// worker's other tasks moved off it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_full_reload_leaves_the_worker_to_other_tasks() {
+    let (_db, store) = sqlite_with_acme().await;
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let mut data = state.to_dataset();
+    let acme = data.tenants[0].id;
+    for id in 1_000_000..1_400_000 {
+        data.directory_entries.push(DirectoryEntry {
+            id,
+            tenant_id: acme,
+            external_id: None,
+            name: format!("Held {id}").into(),
+            company: None,
+            numbers: work_numbers(&["+1 555 010 1234"]),
+            updated_at: 0,
+        });
+    }
+    let (cursor, meta) = (state.cursor(), state.meta().clone());
+    drop(state);
+    // Copied before the ticker starts: only the reloads are timed.
+    let copies = vec![data.clone(), data];
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut longest = Duration::ZERO;
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            longest
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reload = tokio::spawn({
+        let mirror = mirror.clone();
+        async move {
+            let started = Instant::now();
+            // Twice: the second frees the first's large state.
+            for data in copies {
+                mirror.reset(data, cursor, meta.clone(), LoadedFrom::Database);
+            }
+            started.elapsed()
+        }
+    });
+    let took = reload.await.unwrap();
+    done.store(true, Ordering::Relaxed);
+    let longest = ticker.await.unwrap();
+    eprintln!("the reloads took {took:?}; the other task waited at most {longest:?}");
+    assert!(
+        longest < took / 2,
+        "the other task waited {longest:?} during reloads of {took:?}"
+    );
+}
