@@ -10,18 +10,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use dialtone_sync::*;
 
-/// One worker: a task that held it would hold every other task.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
-    let (_db, store) = sqlite_with_acme().await;
-    let mirror = Arc::new(Mirror::new());
-    watcher::full_load(&mirror, &*store).await.unwrap();
-    // A directory held in memory only, large enough that applying a
-    // thousand changes copies tables of hundreds of thousands of rows.
-    let state = mirror.load();
-    let mut data = state.to_dataset();
+/// `n` directory entries of the first tenant held in memory only, enough
+/// that copying or building the tables takes hundreds of milliseconds.
+fn hold_entries(data: &mut Dataset, n: i64) {
     let acme = data.tenants[0].id;
-    for id in 1_000_000..1_500_000 {
+    for id in 1_000_000..1_000_000 + n {
         data.directory_entries.push(DirectoryEntry {
             id,
             tenant_id: acme,
@@ -32,6 +25,32 @@ async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
             updated_at: 0,
         });
     }
+}
+
+/// The longest the worker's other task waited between its ticks, until
+/// `done`.
+async fn longest_tick(done: Arc<AtomicBool>) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut last = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
+    }
+    longest
+}
+
+/// One worker: a task that held it would hold every other task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
+    let (_db, store) = sqlite_with_acme().await;
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    // A directory held in memory only, large enough that applying a
+    // thousand changes copies tables of hundreds of thousands of rows.
+    let state = mirror.load();
+    let mut data = state.to_dataset();
+    hold_entries(&mut data, 500_000);
     mirror.reset(
         data,
         state.cursor(),
@@ -43,21 +62,8 @@ async fn a_large_catch_up_leaves_the_worker_to_other_tasks() {
         .collect();
     store.apply(&edits, &audit("edit")).await.unwrap();
 
-    // The longest the worker's other task waited between its ticks.
     let done = Arc::new(AtomicBool::new(false));
-    let ticker = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let mut longest = Duration::ZERO;
-            let mut last = Instant::now();
-            while !done.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                longest = longest.max(last.elapsed());
-                last = Instant::now();
-            }
-            longest
-        }
-    });
+    let ticker = tokio::spawn(longest_tick(done.clone()));
     // Let the ticker start before the catch-up takes the worker.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let catch_up = tokio::spawn({
@@ -90,36 +96,13 @@ async fn a_full_reload_leaves_the_worker_to_other_tasks() {
     watcher::full_load(&mirror, &*store).await.unwrap();
     let state = mirror.load();
     let mut data = state.to_dataset();
-    let acme = data.tenants[0].id;
-    for id in 1_000_000..1_400_000 {
-        data.directory_entries.push(DirectoryEntry {
-            id,
-            tenant_id: acme,
-            external_id: None,
-            name: format!("Held {id}").into(),
-            company: None,
-            numbers: work_numbers(&["+1 555 010 1234"]),
-            updated_at: 0,
-        });
-    }
+    hold_entries(&mut data, 400_000);
     let (cursor, meta) = (state.cursor(), state.meta().clone());
     drop(state);
     // Copied before the ticker starts: only the reloads are timed.
     let copies = vec![data.clone(), data];
     let done = Arc::new(AtomicBool::new(false));
-    let ticker = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let mut longest = Duration::ZERO;
-            let mut last = Instant::now();
-            while !done.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                longest = longest.max(last.elapsed());
-                last = Instant::now();
-            }
-            longest
-        }
-    });
+    let ticker = tokio::spawn(longest_tick(done.clone()));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let reload = tokio::spawn({
         let mirror = mirror.clone();

@@ -443,16 +443,15 @@ async fn bodies_of_checks_and_previews_are_read_under_the_tenants_places() {
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(waiting.iter().all(|s| !s.is_finished()));
-    let preview = format!(r#"{{"mac": "{ACME_MAC}"}}"#);
-    let reply = h
-        .call(
-            Some("acme-read"),
-            Method::POST,
-            "/v1/preview",
-            Some(&preview),
-            &[],
-        )
-        .await;
+    let preview = |role: &'static str, mac: &str| {
+        let body = format!(r#"{{"mac": "{mac}"}}"#);
+        let h = &h;
+        async move {
+            h.call(Some(role), Method::POST, "/v1/preview", Some(&body), &[])
+                .await
+        }
+    };
+    let reply = preview("acme-read", ACME_MAC).await;
     assert_eq!(
         reply.status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -460,16 +459,7 @@ async fn bodies_of_checks_and_previews_are_read_under_the_tenants_places() {
         reply.text
     );
     assert!(reply.text.contains("request bodies"), "{}", reply.text);
-    let theirs = format!(r#"{{"mac": "{GLOBEX_MAC}"}}"#);
-    let reply = h
-        .call(
-            Some("globex-admin"),
-            Method::POST,
-            "/v1/preview",
-            Some(&theirs),
-            &[],
-        )
-        .await;
+    let reply = preview("globex-admin", GLOBEX_MAC).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     waiting.iter().for_each(tokio::task::JoinHandle::abort);
 }
