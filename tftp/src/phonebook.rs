@@ -24,6 +24,10 @@ use crate::render_cache::{DirectoryKey, Inputs, RenderKey};
 /// Cisco phones show at most 32 entries per page.
 pub const CISCO_PAGE: usize = 32;
 
+/// Pages of a paged directory kept in the render cache, per phone; later
+/// ones are built each time, like searches, under the tenant's share.
+const CACHED_PAGES: usize = 16;
+
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -345,8 +349,14 @@ impl Provisioner {
     /// under the tenant's share, like any render.
     pub(crate) fn build_directory(&self, job: DirectoryJob) -> Result<Rendered, ProvisionError> {
         let rendered = self.directory_file(&job.state, &job.key, job.template)?;
-        // The first page always exists; the rows are counted only for others.
+        // The first page always exists; the rows are counted only for
+        // others. Only the first pages are kept: a directory at the entry
+        // quota is thousands of pages per phone's MAC, which anyone who
+        // knows one could walk into the cache every tenant shares.
         let keep = job.key.directory.as_ref().is_some_and(|which| {
+            if which.page >= CACHED_PAGES {
+                return false;
+            }
             let pages = || {
                 let state = &job.state;
                 let rows: usize = state

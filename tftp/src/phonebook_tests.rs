@@ -353,7 +353,16 @@ fn a_huge_directory_stops_at_the_output_budget() {
             "{file}: sorted by name first"
         );
     }
+    let cached = provisioner.cached_files();
     let last = fetch("001b54000004-directory.xml", Some("page=2499"));
     assert!(last.contains("Page 2500 of 2500"), "{last}");
     assert!(last.contains("R&amp;D 05000"), "{last}");
+    // Only the first pages are kept: thousands per MAC would fill the
+    // cache every tenant shares.
+    for page in 16..40 {
+        fetch("001b54000004-directory.xml", Some(&format!("page={page}")));
+    }
+    assert_eq!(provisioner.cached_files(), cached);
+    fetch("001b54000004-directory.xml", Some("page=3"));
+    assert_eq!(provisioner.cached_files(), cached + 1);
 }
