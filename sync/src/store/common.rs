@@ -310,6 +310,11 @@ macro_rules! shared_sql {
                     };
                     count(&mut report.phones, existing.is_some(), affected);
                     for (index, line) in p.lines.iter().enumerate() {
+                        // Two statements a line: a phone of many lines is
+                        // past the 64 between yields on its own.
+                        if index > 0 && index % 16 == 0 {
+                            tokio::task::yield_now().await;
+                        }
                         let position = index as i32 + 1;
                         let password = line
                             .password
