@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_sync::{DirectorySource, Id, MirrorState, Purpose, SecretKey, SourceKind};
+use dialtone_sync::{DirectorySource, Id, MirrorState, Purpose, SecretKey, SourceKind, Tenant};
 use ipnet::IpNet;
 
 use crate::breaker::Breaker;
@@ -167,6 +167,9 @@ pub fn build_source(
     })
 }
 
+/// A tenant row's version and the networks it opens.
+type Opened = (std::sync::Weak<Tenant>, Vec<IpNet>);
+
 /// A built source, the row it was built from and the networks its tenant
 /// had opened then.
 type Built = (Arc<DirectorySource>, Vec<IpNet>, Arc<RemoteSource>);
@@ -182,6 +185,9 @@ pub struct SourceRegistry {
     built: Mutex<HashMap<Id, Built>>,
     /// Rows that would not build, so each is logged once.
     broken: Mutex<HashMap<Id, Arc<DirectorySource>>>,
+    /// Each tenant's opened networks, read once per version of its row
+    /// (every lookup miss asks, and its settings are up to 64 KiB of JSON).
+    opened: Mutex<HashMap<Id, Opened>>,
 }
 
 impl SourceRegistry {
@@ -198,7 +204,32 @@ impl SourceRegistry {
             networks,
             built: Mutex::default(),
             broken: Mutex::default(),
+            opened: Mutex::default(),
         }
+    }
+
+    /// The networks a global admin opened for `tenant`'s sources alone.
+    /// Stored lists were checked when written; one that no longer reads
+    /// opens nothing.
+    fn opened_for(&self, tenant: &Arc<Tenant>) -> Vec<IpNet> {
+        if !tenant.settings.contains(crate::networks::TENANT_SETTING) {
+            return Vec::new();
+        }
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, nets)) = opened
+            .get(&tenant.id)
+            .filter(|(row, _)| std::ptr::eq(row.as_ptr(), Arc::as_ptr(tenant)))
+        {
+            return nets.clone();
+        }
+        let nets = crate::networks::tenant_networks(&tenant.settings).unwrap_or_default();
+        // Only global admins set the key; deleted tenants' entries go now
+        // and then.
+        if opened.len() >= 4096 {
+            opened.retain(|_, (row, _)| row.strong_count() > 0);
+        }
+        opened.insert(tenant.id, (Arc::downgrade(tenant), nets.clone()));
+        nets
     }
 
     /// The tenant's enabled remote sources in priority order. Rows that do
@@ -206,11 +237,9 @@ impl SourceRegistry {
     pub fn sources_of(&self, state: &MirrorState, tenant: Id) -> Vec<Arc<RemoteSource>> {
         let rows = state.sources_of(tenant);
         let mut out = Vec::with_capacity(rows.len());
-        // Stored lists were checked when written; one that no longer reads
-        // opens nothing.
         let opened = state
             .tenant(tenant)
-            .and_then(|t| crate::networks::tenant_networks(&t.settings).ok())
+            .map(|t| self.opened_for(t))
             .unwrap_or_default();
         for row in rows.iter().filter(|r| r.enabled) {
             if let Some(source) = self.get_or_build(row, &opened) {

@@ -115,6 +115,11 @@ pub struct ProvisioningConfig {
     /// `provisioning_networks` too, on the unassigned list only global
     /// admins see. Off: anyone on the internet could fill that list.
     pub record_unclaimed_anywhere: bool,
+    /// A phone whose tenant sets no `provisioning_networks` is not served
+    /// inside another tenant's site-sized network (a MAC is no secret).
+    /// Off where one tenant's site stages other tenants' phones (an
+    /// integrator's bench) and listing the range for each is not wanted.
+    pub sites_exclusive: bool,
     /// Bound of the queue between the front ends and the unclaimed-devices
     /// writer; past it, sightings are dropped and counted.
     pub unclaimed_queue: usize,
@@ -166,6 +171,7 @@ impl Default for ProvisioningConfig {
             ban_known_phones: 200_000,
             ban_phone_failures: 200,
             record_unclaimed_anywhere: false,
+            sites_exclusive: true,
             unclaimed_queue: 4096,
         }
     }

@@ -25,8 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
 use dialtone_sync::history::HistorySink;
-use dialtone_sync::{now_millis, Family, Id, Mac, Millis, MirrorState, Phone, Store};
+use dialtone_sync::{now_millis, Family, Id, Mac, MirrorState, Phone, Store};
+use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::config::ResyncConfig;
 pub use domains::SipDomains;
@@ -148,9 +150,11 @@ struct Book {
     /// that reboots on `check-sync` would otherwise reboot in a loop for as
     /// long as someone (a script, a double click) keeps asking, since it
     /// waits in the queue only until its tenant's next token.
-    sent: HashMap<(Id, Mac), (Millis, u64)>,
-    sent_order: VecDeque<(Millis, (Id, Mac))>,
-    spacing_ms: Millis,
+    sent: HashMap<(Id, Mac), (Instant, u64)>,
+    sent_order: VecDeque<(Instant, (Id, Mac))>,
+    /// A monotonic clock's: a wall clock stepped back left the order
+    /// unsorted and the wait to tell negative.
+    spacing: Duration,
     table: Table,
     /// Sent resyncs whose refetch is not seen yet, oldest first.
     watch: VecDeque<u64>,
@@ -159,13 +163,13 @@ struct Book {
 impl Book {
     /// `seq` was taken from the queue to be sent: its phone may be queued
     /// again once `phone_spacing_s` have passed.
-    fn leaves_queue(&mut self, seq: u64, now: Millis) {
+    fn leaves_queue(&mut self, seq: u64, now: Instant) {
         if let Some(entry) = self.table.get(seq) {
             let key = (entry.tenant_id, entry.mac);
             if self.waiting.get(&key) == Some(&seq) {
                 self.waiting.remove(&key);
             }
-            if self.spacing_ms > 0 {
+            if !self.spacing.is_zero() {
                 self.forget_sent(now);
                 self.sent.insert(key, (now, seq));
                 self.sent_order.push_back((now, key));
@@ -175,9 +179,9 @@ impl Book {
 
     /// Forgets sends older than the spacing: the two hold at most what
     /// the global rate sends in `phone_spacing_s`.
-    fn forget_sent(&mut self, now: Millis) {
+    fn forget_sent(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.sent_order.front() {
-            if now.saturating_sub(at) < self.spacing_ms {
+            if now.saturating_duration_since(at) < self.spacing {
                 break;
             }
             self.sent_order.pop_front();
@@ -191,18 +195,19 @@ impl Book {
     /// One that failed (no answer, an error status, no address) does not
     /// count: the phone did not act on it, and asking again is how an
     /// admin retries.
-    fn spaced(&mut self, key: (Id, Mac), now: Millis) -> Option<Spaced> {
+    fn spaced(&mut self, key: (Id, Mac), now: Instant) -> Option<Spaced> {
         self.forget_sent(now);
         let &(at, seq) = self.sent.get(&key)?;
         let entry = self.table.get(seq)?;
         if entry.view.state == State::Failed {
             return None;
         }
-        let ago = now.saturating_sub(at);
+        let ago = now.saturating_duration_since(at);
+        let left = self.spacing.saturating_sub(ago);
         Some(Spaced {
-            ago_s: (ago / 1000) as u64,
-            left_s: ((self.spacing_ms - ago) as u64).div_ceil(1000).max(1),
-            spacing_s: (self.spacing_ms / 1000) as u64,
+            ago_s: ago.as_secs(),
+            left_s: left.as_millis().div_ceil(1000).max(1) as u64,
+            spacing_s: self.spacing.as_secs(),
         })
     }
 }
@@ -242,9 +247,7 @@ impl ResyncService {
                     waiting: HashMap::new(),
                     sent: HashMap::new(),
                     sent_order: VecDeque::new(),
-                    spacing_ms: Millis::try_from(config.phone_spacing_s)
-                        .unwrap_or(Millis::MAX)
-                        .saturating_mul(1000),
+                    spacing: Duration::from_secs(config.phone_spacing_s),
                     watch: VecDeque::new(),
                 }),
                 wake: Notify::new(),
@@ -266,7 +269,7 @@ impl ResyncService {
     /// Whether a request for `jobs` of `tenant` would queue anything, or be
     /// refused as a whole (before its audit row is written).
     pub fn check(&self, tenant: Id, jobs: &[Job]) -> Result<(), Full> {
-        let now = now_millis();
+        let now = Instant::now();
         let mut book = self.book();
         let new = jobs
             .iter()
@@ -294,7 +297,7 @@ impl ResyncService {
 
     /// Whether `mac` of `tenant` was sent a resync too recently for another.
     pub fn spaced(&self, tenant: Id, mac: Mac) -> Option<Spaced> {
-        self.book().spaced((tenant, mac), now_millis())
+        self.book().spaced((tenant, mac), Instant::now())
     }
 
     /// Queues one tenant's jobs. A phone already waiting keeps its place
@@ -316,7 +319,7 @@ impl ResyncService {
             let waiting = book.waiting.get(&key).copied();
             if let Some(entry) = waiting.and_then(|seq| book.table.get(seq)) {
                 done.resyncs.push(entry.view.clone());
-            } else if let Some(spaced) = book.spaced(key, now) {
+            } else if let Some(spaced) = book.spaced(key, Instant::now()) {
                 done.spaced.push((job, spaced));
             } else {
                 new.push(job);

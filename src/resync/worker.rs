@@ -99,7 +99,7 @@ impl ResyncService {
                 let mut book = self.book();
                 let next = book.queue.pop(tokio::time::Instant::now());
                 if let Next::Send(seq) = next {
-                    book.leaves_queue(seq, now_millis());
+                    book.leaves_queue(seq, tokio::time::Instant::now());
                 }
                 metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
                 next

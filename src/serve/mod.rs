@@ -222,6 +222,7 @@ fn provision_options(config: &Config) -> ProvisionOptions {
             known_phones: p.ban_known_phones,
             phone_failures: p.ban_phone_failures,
         },
+        sites_exclusive: p.sites_exclusive,
         ..Default::default()
     }
 }

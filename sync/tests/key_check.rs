@@ -72,3 +72,26 @@ async fn wrong_key_body(db: TestDb) {
     refused(wrong.migrate().await);
     wrong.close().await;
 }
+
+both_backends!(every_kind_of_secret_judges_an_old_database, kinds_body);
+async fn kinds_body(db: TestDb) {
+    // No line passwords, only a phone's HTTP password: still judged.
+    let store = db.store().await;
+    let mut phone_only = phone("acme", 1, 0);
+    if let Mutation::UpsertPhone(p) = &mut phone_only {
+        p.http_user = Some("desk".into());
+        p.http_password = Some("web-secret".into());
+    }
+    store
+        .apply(&[tenant("acme", "US"), phone_only], &audit("setup"))
+        .await
+        .unwrap();
+    store.close().await;
+    forget_check(&db).await;
+    let wrong = open_with(&db, other_key()).await;
+    refused(wrong.migrate().await);
+    wrong.close().await;
+    let right = open_with(&db, test_key()).await;
+    right.migrate().await.unwrap();
+    right.close().await;
+}

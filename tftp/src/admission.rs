@@ -58,7 +58,7 @@ impl Decision {
 /// networks, prefix or transport is answered exactly as an unknown MAC.
 pub(crate) fn screen(
     state: &Arc<MirrorState>,
-    networks: &NetworkIndex,
+    sites: Option<&NetworkIndex>,
     identity: Result<Identity, IdentifyError>,
     named: Option<Arc<Phone>>,
     request: &Request<'_>,
@@ -69,7 +69,7 @@ pub(crate) fn screen(
             let served = named
                 .clone()
                 .filter(|p| id.candidates.contains(&p.family))
-                .filter(|p| admitted(state, networks, p, request));
+                .filter(|p| admitted(state, sites, p, request));
             if id.mac_in_path() {
                 let refused = named.is_some() && served.is_none();
                 (served, refused, false)
@@ -93,7 +93,7 @@ pub(crate) fn screen(
 /// False means "answer as if the phone did not exist".
 fn admitted(
     state: &Arc<MirrorState>,
-    networks: &NetworkIndex,
+    sites: Option<&NetworkIndex>,
     phone: &Phone,
     request: &Request<'_>,
 ) -> bool {
@@ -114,7 +114,7 @@ fn admitted(
     };
     request
         .remote
-        .is_none_or(|remote| network_allowed(state, networks, tenant, remote))
+        .is_none_or(|remote| network_allowed(state, sites, tenant, remote))
 }
 
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must
@@ -133,15 +133,16 @@ fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool
 /// a global admin). A tenant without any has its phones served anywhere
 /// but inside another tenant's site-sized network: a MAC is no secret,
 /// and a phone created under one tenant by another organization's MAC
-/// would otherwise get that tenant's configuration at the other's office.
+/// would otherwise get that tenant's configuration at the other's office
+/// (unless the operator turned `sites_exclusive` off: `sites` is `None`).
 fn network_allowed(
     state: &Arc<MirrorState>,
-    index: &NetworkIndex,
+    sites: Option<&NetworkIndex>,
     tenant: &Arc<Tenant>,
     remote: IpAddr,
 ) -> bool {
     let Some(networks) = provisioning_networks(tenant) else {
-        let elsewhere = index.held_by_another(state, tenant.id, remote);
+        let elsewhere = sites.is_some_and(|index| index.held_by_another(state, tenant.id, remote));
         if elsewhere {
             metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
                 .increment(1);

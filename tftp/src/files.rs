@@ -123,7 +123,9 @@ impl Provisioner {
             family,
             file,
             phone: phone.as_ref().map(|p| p.id),
-            model: model.filter(|_| phone.is_none()).map(Box::from),
+            model: model
+                .filter(|_| phone.is_none())
+                .map(|m| crate::models::canonical(family, m).into()),
             directory: None,
         };
         let shipped = self.shipped.load();

@@ -63,7 +63,7 @@ impl Drop for Building<'_> {
 /// One spelling for a model, whichever way it came: a phone's record, a
 /// template's scope key, a User-Agent (`SPA504G`, `CP-8851-3PCC`) or a
 /// file name (`504g`, `8851`); case does not matter.
-fn canonical(family: Family, model: &str) -> String {
+pub(crate) fn canonical(family: Family, model: &str) -> String {
     model_in_file(family, &model.to_ascii_uppercase()).to_ascii_lowercase()
 }
 

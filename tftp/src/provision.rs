@@ -44,6 +44,9 @@ pub struct ProvisionOptions {
     /// What each render may spend.
     pub budget: Budget,
     pub pool: PoolOptions,
+    /// A phone whose tenant sets no provisioning networks is not served
+    /// inside another tenant's site-sized network (`admission.rs`).
+    pub sites_exclusive: bool,
 }
 
 impl Default for ProvisionOptions {
@@ -55,6 +58,7 @@ impl Default for ProvisionOptions {
             guard: GuardOptions::default(),
             budget: Budget::default(),
             pool: PoolOptions::default(),
+            sites_exclusive: true,
         }
     }
 }
@@ -410,7 +414,8 @@ impl Provisioner {
                 return Err(ProvisionError::Banned);
             }
         }
-        let mut decision = admission::screen(state, &self.networks, identity, named, request);
+        let sites = self.options.sites_exclusive.then_some(&*self.networks);
+        let mut decision = admission::screen(state, sites, identity, named, request);
         let mut step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
             Ok(_) if decision.refused => Step::Done(Err(ProvisionError::NotFound)),

@@ -52,9 +52,11 @@ pub(crate) struct RenderKey {
     pub file: Box<str>,
     pub phone: Option<Id>,
     /// For a file made for no phone: the User-Agent's model it was made
-    /// for. Under one entry per name, phones of two models asking in turn
-    /// had each other's entry rendered anew every time, uncharged. Bounded:
-    /// a model nobody here has is not cached.
+    /// for, in its one spelling (`models::canonical`: `spa504g`,
+    /// `SPASPA504G` and `SPA504G` are one). Under one entry per name,
+    /// phones of two models asking in turn had each other's entry rendered
+    /// anew every time, uncharged; spellings of one model still replace
+    /// each other's entry, and a model nobody here has costs a miss.
     pub model: Option<Box<str>>,
     /// Set for a phone directory, which is no template render.
     pub directory: Option<DirectoryKey>,

@@ -23,9 +23,11 @@ struct Networks {
     by_len: Vec<(bool, u8, HashMap<IpNet, Vec<Id>>)>,
 }
 
-/// Rebuilt when the mirror state changes.
+/// Rebuilt when the mirror state changes, by one request at a time: the
+/// others go on with the index before it (a network edit applies a moment
+/// later) rather than each scanning every tenant's settings again.
 #[derive(Default)]
-pub(crate) struct NetworkIndex(ArcSwapOption<Networks>);
+pub(crate) struct NetworkIndex(ArcSwapOption<Networks>, std::sync::Mutex<()>);
 
 impl NetworkIndex {
     /// The tenants whose networks hold `remote`, each with whether a
@@ -84,11 +86,21 @@ impl NetworkIndex {
     }
 
     fn networks_for(&self, state: &Arc<MirrorState>) -> Arc<Networks> {
-        if let Some(current) = self.0.load_full() {
+        let current = self.0.load_full();
+        if let Some(current) = &current {
             if std::ptr::eq(current.state.as_ptr(), Arc::as_ptr(state)) {
-                return current;
+                return current.clone();
             }
         }
+        use std::sync::TryLockError;
+        let _building = match (self.1.try_lock(), current) {
+            (Ok(building), _) => building,
+            (Err(TryLockError::Poisoned(p)), _) => p.into_inner(),
+            (Err(TryLockError::WouldBlock), Some(before)) => return before,
+            (Err(TryLockError::WouldBlock), None) => {
+                self.1.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
         let mut by_len: Vec<(bool, u8, HashMap<IpNet, Vec<Id>>)> = Vec::new();
         for tenant in state.tenants() {
             let Some(nets) = provisioning_networks(tenant) else {

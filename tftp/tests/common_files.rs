@@ -204,4 +204,13 @@ async fn a_common_file_is_kept_per_model() {
         }
     }
     assert_eq!(provisioner.cached_files(), 2);
+    // Spellings of one model are one entry, not one each.
+    for agent in [
+        "Yealink SIP-t46s 66.86.0.15",
+        "Yealink SIP-T46s 66.86.0.15",
+        "Yealink SIP-t46S 66.86.0.15",
+    ] {
+        fetch(agent);
+    }
+    assert_eq!(provisioner.cached_files(), 2);
 }

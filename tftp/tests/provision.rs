@@ -694,6 +694,24 @@ async fn a_phone_is_not_served_inside_another_tenants_site() {
     )])
     .await;
     assert_eq!(ask("198.51.100.7"), None);
+    // An operator who stages every tenant's phones on one site turns it off.
+    f.write(&[tenant(
+        "other",
+        r#"{"provisioning_networks":["192.0.2.0/24"]}"#,
+    )])
+    .await;
+    let open = dialtone_tftp::Provisioner::new(
+        f.mirror.clone(),
+        dialtone_sync::testing::test_key(),
+        dialtone_tftp::Shipped::built_in(1),
+        dialtone_tftp::ProvisionOptions {
+            sites_exclusive: false,
+            ..Default::default()
+        },
+    );
+    assert!(open
+        .provision(&from("192.0.2.77".parse().unwrap(), "001565000001.cfg"))
+        .is_ok());
     // Both tenants' sites: acme's phone is served there again.
     f.write(&[
         tenant("other", r#"{"provisioning_networks":["192.0.2.0/24"]}"#),

@@ -131,15 +131,13 @@ macro_rules! shared_sql {
         }
 
         /// Refuses a key other than the one the database's secrets are
-        /// sealed with. The first open with a key keeps its check value;
-        /// a database from before that is checked against a stored line
-        /// password, if it has one.
-        pub(super) async fn check_key(conn: &mut $conn, key: &crate::SecretKey) -> Result<(), SyncError> {
+        /// sealed with, before and after migrating. The first open with a
+        /// key that opens one stored secret of each kind (or of a database
+        /// holding none) keeps its check value; later opens compare with it.
+        /// `record`: keep the value when none is kept yet (the column may
+        /// not exist before the migration that adds it).
+        pub(super) async fn check_key(conn: &mut $conn, key: &crate::SecretKey, record: bool) -> Result<(), SyncError> {
             let expected = key.check_value();
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT key_check FROM dialtone_meta WHERE singleton = 1")
-                    .fetch_one(&mut *conn)
-                    .await?;
             let wrong = || {
                 SyncError::Key(
                     "it is not the key this database's secrets are sealed with; use the database's own \
@@ -147,26 +145,60 @@ macro_rules! shared_sql {
                         .into(),
                 )
             };
-            match stored {
-                Some(stored) if stored == expected => Ok(()),
-                Some(_) => Err(wrong()),
-                None => {
-                    let sealed: Option<String> = sqlx::query_scalar(
-                        "SELECT password FROM lines WHERE password IS NOT NULL AND password <> '' LIMIT 1",
-                    )
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    if let Some(sealed) = sealed {
-                        key.open(crate::Purpose::LinePassword, &crate::Sealed(sealed.into()))
-                            .map_err(|_| wrong())?;
-                    }
-                    sqlx::query("UPDATE dialtone_meta SET key_check = $1 WHERE singleton = 1 AND key_check IS NULL")
-                        .bind(&expected)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
+            let stored = match sqlx::query_scalar::<_, Option<String>>(
+                "SELECT key_check FROM dialtone_meta WHERE singleton = 1",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            {
+                Ok(stored) => stored,
+                Err(sqlx::Error::Database(e)) if !record && e.message().contains("key_check") => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(stored) = stored {
+                return if stored == expected { Ok(()) } else { Err(wrong()) };
+            }
+            // A database from before the check value: one sealed value of
+            // each kind must open with this key.
+            const SEALED: [(&str, crate::Purpose); 3] = [
+                (
+                    "SELECT password FROM lines WHERE password IS NOT NULL AND password <> '' LIMIT 1",
+                    crate::Purpose::LinePassword,
+                ),
+                (
+                    "SELECT http_password FROM phones WHERE http_password IS NOT NULL AND http_password <> '' LIMIT 1",
+                    crate::Purpose::DeviceHttpPassword,
+                ),
+                (
+                    "SELECT secret FROM directory_sources WHERE secret IS NOT NULL AND secret <> '' LIMIT 1",
+                    crate::Purpose::SourceSecret,
+                ),
+            ];
+            for (query, purpose) in SEALED {
+                let sealed: Option<String> = sqlx::query_scalar(query).fetch_optional(&mut *conn).await?;
+                if let Some(sealed) = sealed {
+                    key.open(purpose, &crate::Sealed(sealed.into())).map_err(|_| wrong())?;
                 }
             }
+            if !record {
+                return Ok(());
+            }
+            let kept = sqlx::query("UPDATE dialtone_meta SET key_check = $1 WHERE singleton = 1 AND key_check IS NULL")
+                .bind(&expected)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if kept == 0 {
+                // Another node kept its value first: the same, or refused.
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT key_check FROM dialtone_meta WHERE singleton = 1")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if stored.as_deref() != Some(expected.as_str()) {
+                    return Err(wrong());
+                }
+            }
+            Ok(())
         }
 
         async fn tenant_id(conn: &mut $conn, slug: &str) -> Result<Id, SyncError> {
@@ -615,7 +647,9 @@ macro_rules! shared_sql {
                             apply_one(conn, key, &phone, now, &mut report)
                                 .await
                                 .map_err(|e| rejected(e, index, Some(item)))?;
-                            if item % 64 == 63 {
+                            // A phone is three statements and two a line:
+                            // sixteen of them are about the 64 between yields.
+                            if item % 16 == 15 {
                                 crate::store::progress_point(progress.as_ref(), done + item as u64 + 1).await;
                             }
                         }
@@ -648,7 +682,7 @@ macro_rules! shared_sql {
                     .await
                     .map_err(|e| rejected(e, index, None))?;
                 done += 1;
-                if index % 64 == 63 || index + 1 == mutations.len() {
+                if index % 16 == 15 || index + 1 == mutations.len() {
                     crate::store::progress_point(progress.as_ref(), done).await;
                 }
             }

@@ -398,7 +398,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// reads, and a write of a few hundred statements ran to its `COMMIT`
 /// without yielding once: it kept its worker thread from other tasks for
 /// the whole time, and a write cancelled mid-way (a client gone) committed
-/// anyway. Yielding here, every 64 statements at most, bounds both; a
+/// anyway. Yielding here, every 16 mutations written one by one, bounds both; a
 /// cancelled write stops at its next progress point.
 pub(crate) async fn progress_point(progress: Option<&Progress>, done: u64) {
     if let Some(progress) = progress {

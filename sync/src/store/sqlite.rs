@@ -184,16 +184,20 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::refuse_newer(&mut conn, latest_known()).await?;
+        // A wrong key is refused before it migrates anything.
+        if sql::applied_migration(&mut conn).await?.is_some() {
+            sql::check_key(&mut conn, &self.key, false).await?;
+        }
         drop(conn);
         MIGRATOR.run(&self.pool).await?;
         let mut conn = self.pool.acquire().await?;
-        sql::check_key(&mut conn, &self.key).await
+        sql::check_key(&mut conn, &self.key, true).await
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::check_schema(&mut conn, latest_known()).await?;
-        sql::check_key(&mut conn, &self.key).await
+        sql::check_key(&mut conn, &self.key, true).await
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
