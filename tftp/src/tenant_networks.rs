@@ -23,9 +23,7 @@ struct Networks {
     by_len: Vec<(bool, u8, HashMap<IpNet, Vec<Id>>)>,
 }
 
-/// Rebuilt when the mirror state changes, by one request at a time: the
-/// others go on with the index before it (a network edit applies a moment
-/// later) rather than each scanning every tenant's settings again.
+/// Rebuilt when the mirror state changes, by one request at a time.
 #[derive(Default)]
 pub(crate) struct NetworkIndex(ArcSwapOption<Networks>, std::sync::Mutex<()>);
 
@@ -86,21 +84,21 @@ impl NetworkIndex {
     }
 
     fn networks_for(&self, state: &Arc<MirrorState>) -> Arc<Networks> {
-        let current = self.0.load_full();
-        if let Some(current) = &current {
-            if std::ptr::eq(current.state.as_ptr(), Arc::as_ptr(state)) {
-                return current.clone();
-            }
-        }
-        use std::sync::TryLockError;
-        let _building = match (self.1.try_lock(), current) {
-            (Ok(building), _) => building,
-            (Err(TryLockError::Poisoned(p)), _) => p.into_inner(),
-            (Err(TryLockError::WouldBlock), Some(before)) => return before,
-            (Err(TryLockError::WouldBlock), None) => {
-                self.1.lock().unwrap_or_else(|e| e.into_inner())
-            }
+        let current = || {
+            self.0
+                .load_full()
+                .filter(|n| std::ptr::eq(n.state.as_ptr(), Arc::as_ptr(state)))
         };
+        if let Some(current) = current() {
+            return current;
+        }
+        // One request builds; the others wait and take its index, rather
+        // than each scanning every tenant's settings again, or deciding
+        // from an older state's networks.
+        let _building = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = current() {
+            return current;
+        }
         let mut by_len: Vec<(bool, u8, HashMap<IpNet, Vec<Id>>)> = Vec::new();
         for tenant in state.tenants() {
             let Some(nets) = provisioning_networks(tenant) else {
@@ -219,5 +217,44 @@ mod tests {
         assert!(!other(5, "11.3.0.1"));
         assert!(other(7, "172.16.5.1"));
         assert!(!other(5, "192.0.2.1"));
+    }
+
+    /// Requests deciding from two mirror states at once (an edit of a
+    /// tenant's networks landing while fetches run) each get the answer of
+    /// the state they hold, never an index built for the other.
+    #[test]
+    fn each_request_is_answered_from_its_own_state() {
+        let state = |networks: &[&str]| {
+            let mirror = Mirror::new();
+            let data = Dataset {
+                tenants: vec![tenant(2, networks)],
+                ..Default::default()
+            };
+            mirror.reset(
+                data,
+                Cursor::default(),
+                Meta::default(),
+                LoadedFrom::Database,
+            );
+            mirror.load()
+        };
+        let (held, free) = (state(&["10.0.0.0/24"]), state(&["192.0.2.0/24"]));
+        let index = NetworkIndex::default();
+        let remote: IpAddr = "10.0.0.5".parse().unwrap();
+        std::thread::scope(|s| {
+            for worker in 0..4 {
+                let (index, held, free) = (&index, &held, &free);
+                s.spawn(move || {
+                    for n in 0..2_000 {
+                        let (state, want) = if (n + worker) % 2 == 0 {
+                            (held, true)
+                        } else {
+                            (free, false)
+                        };
+                        assert_eq!(index.held_by_another(state, 1, remote), want, "round {n}");
+                    }
+                });
+            }
+        });
     }
 }
