@@ -98,16 +98,17 @@ pub fn router(service: LookupService) -> Router {
     Router::new()
         .route("/v1/lookup", get(v1_lookup))
         .route("/v3/phone/{number}", get(v3_phone))
-        .layer(axum::middleware::map_response(never_sniffed))
+        .layer(axum::middleware::map_response(private_answer))
         .with_state(service)
 }
 
-/// A name is a tenant's text (`<script>` included), answered on the origin
-/// that serves the admin page: no browser may read it as anything but what
-/// its `Content-Type` says, errors included. Nor may a browser or proxy
-/// keep it: the URL may hold the key, and a name changes without the URL
-/// changing.
-async fn never_sniffed(mut response: Response) -> Response {
+/// `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on an
+/// answer, errors included; the admin API's answers too. A name is a
+/// tenant's text (`<script>` included), answered on the origin that serves
+/// the admin page: no browser may read it as anything but what its
+/// `Content-Type` says. Nor may a browser or proxy keep it: the URL may
+/// hold the key, and a name changes without the URL changing.
+pub async fn private_answer(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers

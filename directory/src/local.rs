@@ -313,13 +313,10 @@ impl LocalDirectory {
 
     /// Builds running at once, node-wide; for tests.
     pub fn with_build_places(self, places: usize) -> LocalDirectory {
-        let indexes = Arc::into_inner(self.indexes).expect("not shared yet");
-        LocalDirectory {
-            indexes: Arc::new(Indexes {
-                places: Arc::new(tokio::sync::Semaphore::new(places.max(1))),
-                ..indexes
-            }),
-        }
+        let free = &self.indexes.places;
+        free.forget_permits(free.available_permits());
+        free.add_permits(places.max(1));
+        self
     }
 
     /// The most builds that have run at once.

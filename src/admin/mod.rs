@@ -194,21 +194,12 @@ pub fn router(state: AdminState) -> Router {
         // Every answer above carries tenants' data (phones, line settings,
         // template bodies, directory entries): no browser or proxy keeps it.
         // The page's assets and the API document keep their own caching.
-        .layer(axum::middleware::map_response(private_answer))
+        .layer(axum::middleware::map_response(
+            dialtone_directory::http::private_answer,
+        ))
         .route("/openapi.json", get(openapi::document))
         .merge(ui::router())
         .with_state(state)
-}
-
-/// `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on an
-/// admin API answer, errors included.
-async fn private_answer(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers
-        .entry(header::X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
-    response
 }
 
 /// What one write endpoint records: exactly one audit row per call.
