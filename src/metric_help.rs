@@ -112,6 +112,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Renders not cached because the mirror moved on while they ran.",
     ),
     (
+        "dialtone_render_cache_over_share_total",
+        "Renders served but not cached: the cache was full and their tenant already held a quarter of it.",
+    ),
+    (
         "dialtone_render_cache_stale_total",
         "Cached files that differed from a fresh render (should stay 0).",
     ),

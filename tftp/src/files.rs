@@ -14,7 +14,7 @@ use crate::identify::{FileKind, Identity};
 use crate::phonebook::DirectoryJob;
 use crate::provision::{Provisioner, Rendered};
 use crate::render::{compile, content_type, render, Subject};
-use crate::render_cache::{Inputs, RenderKey};
+use crate::render_cache::{Asker, Inputs, RenderKey};
 use crate::templates::{resolve, Origin, Resolved, Shipped};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -149,7 +149,7 @@ impl Provisioner {
             file,
             phone,
             fill: true,
-            from_known: false,
+            asker: Asker::default(),
         }))
     }
 
@@ -203,14 +203,8 @@ impl Provisioner {
         let generation = self.shipped.load().generation;
         match &result {
             Ok(rendered) if job.fill => {
-                self.rendered.fill(
-                    job.key,
-                    rendered,
-                    &latest,
-                    generation,
-                    model,
-                    job.from_known,
-                );
+                self.rendered
+                    .fill(job.key, rendered, &latest, generation, model, job.asker);
             }
             Ok(_) => {}
             Err(error @ ProvisionError::Render { .. }) if job.fill => {
@@ -223,13 +217,7 @@ impl Provisioner {
                     model,
                 );
                 self.rendered.fail(
-                    job.key,
-                    inputs,
-                    error,
-                    &latest,
-                    generation,
-                    model,
-                    job.from_known,
+                    job.key, inputs, error, &latest, generation, model, job.asker,
                 );
             }
             Err(_) => {}
@@ -354,8 +342,8 @@ pub(crate) struct RenderJob {
     /// phone's file while the cached one was filled by a source known for
     /// the phone (`render_cache.rs`).
     pub(crate) fill: bool,
-    /// Asked by a source known for the phone whose own file this is.
-    pub(crate) from_known: bool,
+    /// Who it is for, which decides where its result is kept.
+    pub(crate) asker: Asker,
 }
 
 /// One file to render: what `provision()` identified, for a phone (or none).

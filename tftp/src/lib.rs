@@ -30,6 +30,9 @@ pub mod preview;
 pub mod provision;
 pub mod render;
 mod render_cache;
+mod render_files;
+#[cfg(test)]
+mod render_files_tests;
 mod render_inputs;
 mod selfcheck;
 pub mod statics;

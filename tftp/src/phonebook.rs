@@ -369,8 +369,14 @@ impl Provisioner {
             which.search.is_none() && (which.page == 0 || which.page < pages())
         });
         if keep {
-            self.rendered
-                .fill(job.key, &rendered, &self.mirror.load(), 0, None, false);
+            self.rendered.fill(
+                job.key,
+                &rendered,
+                &self.mirror.load(),
+                0,
+                None,
+                crate::render_cache::Asker::default(),
+            );
         }
         Ok(rendered)
     }

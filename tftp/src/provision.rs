@@ -442,7 +442,8 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
-            job.from_known = request
+            job.asker.unmodeled = decision.unmodeled;
+            job.asker.from_known = request
                 .remote
                 .zip(decision.owner())
                 .is_some_and(|(ip, phone)| self.guard.known().knows(ip, phone.id));
@@ -453,7 +454,7 @@ impl Provisioner {
                 // else's spelling in the cache must not cost the office
                 // misses). It replaces the cached one unless a known
                 // source filled that: the phone's own stays put.
-                decision.respelled = !job.from_known;
+                decision.respelled = !job.asker.from_known;
                 job.fill = !held_by_known;
             }
         }

@@ -20,6 +20,8 @@ use arc_swap::ArcSwap;
 use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState};
 use moka::sync::Cache;
 
+use crate::render_files::Files;
+
 use crate::error::ProvisionError;
 use crate::provision::Rendered;
 use crate::render_inputs::may_render;
@@ -82,23 +84,19 @@ fn spelling_key(key: &RenderKey, rule: Option<&'static str>) -> Option<SpellingK
     }
 }
 
-fn build(bytes: u64) -> Cache<RenderKey, Rendered> {
-    Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|k: &RenderKey, v: &Rendered| {
-            // The held rows are shared with the mirror; count their pointers.
-            let search = k.directory.as_ref().and_then(|d| d.search.as_ref());
-            (v.body.len() + v.etag.len() + k.file.len() + search.map_or(0, |s| s.len()) + 256)
-                .try_into()
-                .unwrap_or(u32::MAX)
-        })
-        .support_invalidation_closures()
-        .build()
+/// Who a render was for, as far as keeping it goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Asker {
+    /// Asked by a source known for the phone whose own file it is.
+    pub from_known: bool,
+    /// A common or boot file for a model nobody here has
+    /// (`render_files.rs` keeps these apart).
+    pub unmodeled: bool,
 }
 
 pub(crate) struct RenderCache {
     /// Swapped whole (emptied) when its size changes on SIGHUP.
-    files: ArcSwap<Cache<RenderKey, Rendered>>,
+    files: ArcSwap<Files>,
     /// Renders that failed (a template error, a blown budget), with what
     /// they were made from: served like files, while still current.
     failures: Cache<RenderKey, Arc<(Inputs, ProvisionError)>>,
@@ -121,7 +119,7 @@ pub(crate) struct RenderCache {
 impl RenderCache {
     pub fn new(bytes: u64) -> RenderCache {
         RenderCache {
-            files: ArcSwap::from_pointee(build(bytes)),
+            files: ArcSwap::from_pointee(Files::new(bytes)),
             failures: Cache::new(FAILURES),
             unchecked: Mutex::default(),
             spellings: Cache::new(SPELLINGS),
@@ -152,8 +150,7 @@ impl RenderCache {
 
     /// Stores `file` only if its inputs are those of `latest`, the newest
     /// state: a render from a state that has moved on would be outdated
-    /// the moment it landed. `from_known`: asked by a source known for the
-    /// phone whose file it is.
+    /// the moment it landed.
     pub fn fill(
         &self,
         key: RenderKey,
@@ -161,7 +158,7 @@ impl RenderCache {
         latest: &MirrorState,
         shipped: u64,
         model: Option<&str>,
-        from_known: bool,
+        asker: Asker,
     ) -> bool {
         let current = file
             .inputs
@@ -169,8 +166,10 @@ impl RenderCache {
             .is_some_and(|i| i.is_current(latest, shipped, model));
         if current {
             let rule = file.inputs.as_ref().map(|i| i.template);
-            self.with_spelling(&key, rule, model, from_known, || {
-                self.files.load().insert(key.clone(), file.clone())
+            self.with_spelling(&key, rule, model, asker.from_known, || {
+                self.files
+                    .load()
+                    .insert(key.clone(), file.clone(), asker.unmodeled);
             });
         } else {
             metrics::counter!("dialtone_render_cache_fills_dropped_total").increment(1);
@@ -268,11 +267,13 @@ impl RenderCache {
         latest: &MirrorState,
         shipped: u64,
         model: Option<&str>,
-        from_known: bool,
+        asker: Asker,
     ) {
-        if inputs.is_current(latest, shipped, model) {
+        // A made-up model's failure is not remembered: each costs its
+        // source a miss anyway, and the memo is every tenant's.
+        if inputs.is_current(latest, shipped, model) && !asker.unmodeled {
             let rule = Some(inputs.template);
-            self.with_spelling(&key, rule, model, from_known, || {
+            self.with_spelling(&key, rule, model, asker.from_known, || {
                 self.failures
                     .insert(key.clone(), Arc::new((inputs, error.clone())))
             });
@@ -288,8 +289,13 @@ impl RenderCache {
     }
 
     #[cfg(test)]
+    pub fn files(&self) -> Arc<Files> {
+        self.files.load_full()
+    }
+
+    #[cfg(test)]
     pub fn put(&self, key: RenderKey, file: Rendered) {
-        self.files.load().insert(key, file);
+        self.files.load().insert(key, file, false);
     }
 
     pub fn clear(&self) {
@@ -305,17 +311,15 @@ impl RenderCache {
     }
 
     pub fn len(&self) -> u64 {
-        let files = self.files.load();
-        files.run_pending_tasks();
-        files.entry_count()
+        self.files.load().entry_count()
     }
 
     /// A cache of a new size, empty; false when the size is unchanged.
     pub fn resize(&self, bytes: u64) -> bool {
-        if self.files.load().policy().max_capacity() == Some(bytes) {
+        if self.files.load().capacity() == bytes {
             return false;
         }
-        self.files.store(Arc::new(build(bytes)));
+        self.files.store(Arc::new(Files::new(bytes)));
         true
     }
 
@@ -333,7 +337,7 @@ impl RenderCache {
     pub fn next_unchecked(&self, count: usize) -> Vec<RenderKey> {
         let mut pending = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_empty() {
-            pending.extend(self.files.load().iter().map(|(k, _)| (*k).clone()));
+            pending.extend(self.files.load().keys());
         }
         let keep = pending.len().saturating_sub(count);
         pending.split_off(keep)
@@ -371,7 +375,7 @@ impl RenderCache {
         let result = self
             .files
             .load()
-            .invalidate_entries_if(move |_, v: &Rendered| {
+            .invalidate_entries_if(move |_: &RenderKey, v: &Rendered| {
                 let Some(i) = &v.inputs else { return false };
                 if let Some((tenant, _)) = i.directory {
                     return directories && touched.contains(&tenant);

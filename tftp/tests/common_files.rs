@@ -214,3 +214,50 @@ async fn a_common_file_is_kept_per_model() {
     }
     assert_eq!(provisioner.cached_files(), 2);
 }
+
+/// Forged sources (any TFTP request's can be) asking for made-up models'
+/// files, each name a few times so the cache rates it above a phone's own
+/// file fetched once or twice a day: the phones' files and their real
+/// common files stay cached. Before, the flood took the whole cache.
+#[tokio::test]
+async fn made_up_models_from_forged_sources_leave_phones_files_cached() {
+    let f = Fixture::new().await;
+    let provisioner = Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions {
+            render_cache_bytes: 64 << 10,
+            ..Default::default()
+        },
+    ));
+    let office: IpAddr = "192.0.2.10".parse().unwrap();
+    let real = [
+        ("001565000001.cfg", None),
+        ("001565000002.cfg", None),
+        ("y000000000066.cfg", Some("Yealink SIP-T46S 66.86.0.15")),
+    ];
+    let fetch = |path, agent| provisioner.provision(&ask(office, path, agent)).unwrap();
+    let before: Vec<_> = real.iter().map(|(p, a)| fetch(*p, *a).body).collect();
+    for (path, agent) in real {
+        fetch(path, agent);
+    }
+    for n in 0..1500u32 {
+        // Twenty names a source: well under the burst that bans it.
+        let forged: IpAddr = format!("10.{}.{}.{}", n / 20 / 250, n / 20 % 250, 1 + n % 20)
+            .parse()
+            .unwrap();
+        let path = format!("spax{n}.cfg");
+        for _ in 0..4 {
+            assert!(provisioner.provision(&ask(forged, &path, None)).is_ok());
+        }
+    }
+    for ((path, agent), body) in real.iter().zip(&before) {
+        let again = fetch(*path, *agent);
+        assert!(
+            Arc::ptr_eq(body, &again.body),
+            "{path} was pushed out by the flood and rendered anew"
+        );
+    }
+    assert!(!provisioner.guard().is_banned(office));
+}

@@ -1,0 +1,185 @@
+//! What one tenant can hold of the render cache, and that the bytes the
+//! share reckons per tenant always match the entries the cache holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dialtone_sync::*;
+
+use crate::provision::{ProvisionOptions, Provisioner, Rendered, Request};
+use crate::templates::Shipped;
+
+const CFG: &str = "#!version:1.0.0.1\n\
+{% for line in lines %}account.{{ line.position }}.display_name = {{ line.display_name }}\n{% endfor %}\
+label = {{ phone.label }}\n";
+
+/// Small enough that a few dozen phones' files fill it.
+const CACHE_BYTES: u64 = 32 << 10;
+
+fn tenant(id: Id, slug: &str) -> Tenant {
+    Tenant {
+        id,
+        slug: slug.into(),
+        name: slug.into(),
+        default_region: "US".into(),
+        settings: "{}".into(),
+        updated_at: 1,
+    }
+}
+
+fn phone(id: Id, tenant_id: Id) -> Phone {
+    Phone {
+        id,
+        tenant_id,
+        mac: format!("0015650{id:05x}").parse().unwrap(),
+        family: Family::Yealink,
+        model: Some("T46S".into()),
+        label: Some(format!("desk {id}, {}", "x".repeat(200)).into()),
+        variables: "{}".into(),
+        http_user: None,
+        http_password: None,
+        updated_at: 1,
+    }
+}
+
+fn line(phone_id: Id) -> Line {
+    Line {
+        id: phone_id,
+        phone_id,
+        position: 1,
+        extension: format!("{}", 100 + phone_id).into(),
+        display_name: format!("Person {phone_id}").into(),
+        auth_user: format!("u{phone_id}").into(),
+        password: None,
+        registrar: "sip.example.net".into(),
+        proxy: None,
+        settings: "{}".into(),
+        updated_at: 1,
+    }
+}
+
+/// Tenant 1 with phones 1 and 2; tenant 2 with phones 3 to 302.
+fn fixture() -> (tempfile::TempDir, Arc<Mirror>, Provisioner) {
+    let phones: Vec<Phone> = (1..=302)
+        .map(|id| phone(id, if id <= 2 { 1 } else { 2 }))
+        .collect();
+    let data = Dataset {
+        tenants: vec![tenant(1, "small"), tenant(2, "big")],
+        lines: phones.iter().map(|p| line(p.id)).collect(),
+        phones,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("yealink")).unwrap();
+    std::fs::write(dir.path().join("yealink/{mac}.cfg.tera"), CFG).unwrap();
+    let mirror = dialtone_sync::testing::build::mirror_of(data);
+    let provisioner = Provisioner::new(
+        mirror.clone(),
+        dialtone_sync::testing::test_key(),
+        Shipped::load(dir.path(), 1).unwrap(),
+        ProvisionOptions {
+            render_cache_bytes: CACHE_BYTES,
+            ..Default::default()
+        },
+    );
+    (dir, mirror, provisioner)
+}
+
+fn fetch(provisioner: &Provisioner, id: Id) -> Rendered {
+    let path = format!("0015650{id:05x}.cfg");
+    provisioner
+        .provision(&Request {
+            path: &path,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+/// The bytes per tenant the cache's entries weigh, counted afresh.
+fn recount(provisioner: &Provisioner) -> HashMap<Id, u64> {
+    let files = provisioner.rendered.files();
+    let mut held = HashMap::new();
+    for key in files.keys() {
+        if let Some(file) = files.peek_main(&key) {
+            let tenant = file
+                .inputs
+                .as_ref()
+                .unwrap()
+                .phone
+                .as_ref()
+                .unwrap()
+                .tenant_id;
+            *held.entry(tenant).or_default() += u64::from(crate::render_files::weight(&key, &file));
+        }
+    }
+    held
+}
+
+/// A tenant asking for its phones' files again and again (which raises
+/// them in the cache's frequency sketch above a quiet tenant's) took the
+/// whole cache: the quiet tenant's files were rendered anew at their next
+/// fetch. Once the cache is full, the busy tenant keeps no more than it
+/// holds, and the quiet tenant's files stay.
+#[test]
+fn a_busy_tenant_does_not_push_a_quiet_ones_files_out() {
+    let (_dir, _mirror, provisioner) = fixture();
+    let quiet: Vec<Rendered> = (1..=2).map(|id| fetch(&provisioner, id)).collect();
+    for id in 1..=2 {
+        fetch(&provisioner, id);
+    }
+    for _round in 0..4 {
+        for id in 3..=302 {
+            fetch(&provisioner, id);
+        }
+    }
+    for (id, before) in (1..=2).zip(&quiet) {
+        let again = fetch(&provisioner, id);
+        assert!(
+            Arc::ptr_eq(&before.body, &again.body),
+            "phone {id}'s file was pushed out and rendered anew"
+        );
+    }
+    let files = provisioner.rendered.files();
+    assert!(files.weighted_size() <= CACHE_BYTES);
+    assert!(files.held_by(2) > 0);
+    assert_eq!(recount(&provisioner), files.held());
+}
+
+/// The share reckoning follows every way an entry leaves: replaced by an
+/// edit's render, dropped by the change stream, evicted, cleared.
+#[test]
+fn what_a_tenant_holds_is_reckoned_as_entries_come_and_go() {
+    let (_dir, mirror, provisioner) = fixture();
+    for id in (1..=302).chain(1..=40) {
+        fetch(&provisioner, id);
+    }
+    let files = provisioner.rendered.files();
+    files.weighted_size();
+    assert_eq!(recount(&provisioner), files.held());
+    assert!(!files.held().is_empty());
+
+    // An edit of tenant 2's phones: the change stream drops their files,
+    // and the next fetches render and keep them again.
+    let current = mirror.load();
+    let edits: Vec<_> = (3..=20)
+        .map(|id| {
+            let mut p = phone(id, 2);
+            p.label = Some("moved".into());
+            (Entity::Phone, id, Some(Row::Phone(p)))
+        })
+        .collect();
+    let mut events = mirror.subscribe();
+    mirror.apply(edits, current.cursor(), current.meta().clone());
+    while let Ok(event) = events.try_recv() {
+        provisioner.invalidate(&event);
+    }
+    for id in 3..=20 {
+        fetch(&provisioner, id);
+    }
+    files.weighted_size();
+    assert_eq!(recount(&provisioner), files.held());
+
+    provisioner.clear_render_cache();
+    files.weighted_size();
+    assert!(files.held().is_empty(), "{:?}", files.held());
+}
