@@ -174,3 +174,47 @@ fn a_database_outage_is_reported_as_stale_not_degraded_and_recovers() {
     assert_eq!(readyz["status"], "ready", "{readyz}");
     assert_eq!(server.stop(), 0);
 }
+
+/// A node started from its snapshot while the database was away could not
+/// check its key then. With a key the database does not use (a key file
+/// missing on this one node, created anew) it would have sealed every
+/// secret it wrote with it once the database returned. It stops instead,
+/// non-zero, with the refusal a start would have given.
+#[test]
+fn a_node_started_from_its_snapshot_checks_its_key_when_the_database_returns() {
+    let (_, target) = through(&dialtone_sync::testing::pg_server_url(), free_addr());
+    let proxy = Proxy::start(&target);
+    let db = proxy.runtime.block_on(TestDb::postgres());
+    let (url, _) = through(&db.url, proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &url, &["--demo"]);
+    assert_eq!(first.stop(), 0);
+    assert!(dir.path().join("dialtone.snapshot").exists());
+
+    proxy.cut();
+    let other_key = "ab".repeat(32);
+    let second = Server::start_with_env(
+        dir.path(),
+        &url,
+        &[],
+        &[("DIALTONE_SECRETS__KEY", &other_key)],
+    );
+    assert_eq!(second.readyz()["loaded_from"], "snapshot");
+    proxy.restore();
+    let stopped = wait_until(Duration::from_secs(60), || {
+        second.stderr().contains("shutting down")
+    });
+    let log = second.stderr();
+    assert!(stopped.is_some(), "still serving with the wrong key: {log}");
+    assert!(log.contains("sealed with"), "{log}");
+    let code = second.wait_exit();
+    assert_eq!(code, 1);
+
+    // The database kept the first key's secrets, readable by it.
+    let third = Server::start(dir.path(), &url, &[]);
+    assert_eq!(
+        http_get(third.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+    assert_eq!(third.stop(), 0);
+}

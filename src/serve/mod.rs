@@ -54,7 +54,7 @@ pub async fn run(
     let shipped = Shipped::from_source(&source, 1)
         .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let mirror = Arc::new(Mirror::new());
-    startup::load_mirror(&config, &*store, &key, &mirror, demo).await?;
+    let checked = startup::load_mirror(&config, &*store, &key, &mirror, demo).await?;
 
     let (history, history_writer) =
         dialtone_sync::history::channel(store.clone(), config.mirror.history_queue);
@@ -123,6 +123,21 @@ pub async fn run(
         &tracker,
         &cancel,
     );
+    let refused = Arc::new(std::sync::OnceLock::new());
+    if checked == startup::Checked::Deferred {
+        let (config, store, cancel, refused) = (
+            config.clone(),
+            store.clone(),
+            cancel.clone(),
+            refused.clone(),
+        );
+        tracker.spawn(async move {
+            if let Some(message) = startup::check_when_reachable(&config, &*store, &cancel).await {
+                let _ = refused.set(message);
+                cancel.cancel();
+            }
+        });
+    }
     if let Some(resync) = &resync {
         let (resync, cancel2) = (resync.clone(), cancel.clone());
         supervisor.spawn("resync", move || resync.clone().run(cancel2.clone()));
@@ -199,9 +214,10 @@ pub async fn run(
         cancel.cancel();
     }
     drain(&config, listeners, writers_stop, tracker, &mirror, &*store).await;
-    match stopped {
-        Some(name) => anyhow::bail!("the {name} listener stopped by itself"),
-        None => Ok(()),
+    match (stopped, refused.get()) {
+        (Some(name), _) => anyhow::bail!("the {name} listener stopped by itself"),
+        (None, Some(message)) => anyhow::bail!("{message}"),
+        (None, None) => Ok(()),
     }
 }
 

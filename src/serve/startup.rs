@@ -50,6 +50,15 @@ fn unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether startup checked the database's schema and key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Checked {
+    Yes,
+    /// Served from the snapshot with the database unreachable: the checks
+    /// wait for it ([`check_when_reachable`]).
+    Deferred,
+}
+
 /// Loads the mirror: from the snapshot plus a catch-up when both exist and
 /// agree, from the database alone otherwise, and from the snapshot alone
 /// when the database is unreachable.
@@ -59,7 +68,7 @@ pub(super) async fn load_mirror(
     key: &SecretKey,
     mirror: &Mirror,
     demo: bool,
-) -> Result<()> {
+) -> Result<Checked> {
     let path = config.snapshot_path();
     let started = Instant::now();
     // Decoded on blocking threads while the database is reached and its
@@ -109,7 +118,7 @@ pub(super) async fn load_mirror(
         mirror.synced_at_least_at(header.synced_at);
         mirror.mark_unreachable(&format!("{e:#}"));
         tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
-        return Ok(());
+        return Ok(Checked::Deferred);
     }
     let meta = store
         .meta()
@@ -146,7 +155,51 @@ pub(super) async fn load_mirror(
             .context("reading the demo tenant back")?;
         tracing::info!(changed = report.changed(), "demo tenant seeded");
     }
-    Ok(())
+    Ok(Checked::Yes)
+}
+
+/// First wait between tries of a deferred check; doubled up to the last.
+const RECHECK_FIRST: Duration = Duration::from_millis(500);
+const RECHECK_MOST: Duration = Duration::from_secs(15);
+
+/// The checks a start from the snapshot could not make, made once the
+/// database answers: the schema (migrated where a start would migrate
+/// it) and the key. A node with a key the database's secrets are not
+/// sealed with, or a schema it cannot use, would have been refused at
+/// start; it stops now with the same message (returned here; the caller
+/// shuts the node down), and `serve` exits non-zero so the service
+/// manager's restart meets the start's own refusal. Until the check the
+/// store refuses writes on its own (`KeyChecked` in `dialtone-sync`).
+pub(super) async fn check_when_reachable(
+    config: &Config,
+    store: &dyn Store,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<String> {
+    let mut wait = RECHECK_FIRST;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let checked = match store.ping().await {
+            Ok(()) => crate::prepare_schema(config, store).await,
+            Err(e) => Err(anyhow::Error::new(e).context("connecting")),
+        };
+        match checked {
+            Ok(()) => {
+                tracing::info!(
+                    "the database answers again; its schema and this node's key are checked"
+                );
+                return None;
+            }
+            Err(e) if unreachable(&e) => wait = (wait * 2).min(RECHECK_MOST),
+            Err(e) => {
+                let message = format!("the database came back and refuses this node: {e:#}");
+                tracing::error!("{message}; shutting down");
+                return Some(message);
+            }
+        }
+    }
 }
 
 /// Every TFTP transfer and HTTP connection is an open file, and a boot

@@ -95,3 +95,36 @@ async fn kinds_body(db: TestDb) {
     right.migrate().await.unwrap();
     right.close().await;
 }
+
+// A node that started from its snapshot while the database was away ran
+// neither `migrate` nor `check_schema`: its first write checks the key
+// itself, and with the wrong one writes nothing.
+both_backends!(
+    a_write_checks_the_key_when_nothing_has,
+    unchecked_write_body
+);
+async fn unchecked_write_body(db: TestDb) {
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    store.close().await;
+
+    let wrong = open_with(&db, other_key()).await;
+    let written = wrong
+        .apply(&[phone("acme", 1, 1)], &audit("unchecked"))
+        .await
+        .map(|_| ());
+    refused(written);
+    wrong.close().await;
+
+    let right = open_with(&db, test_key()).await;
+    let (data, _, _) = right.load_all().await.unwrap();
+    assert!(data.phones.is_empty(), "the refused write landed");
+    right
+        .apply(&[phone("acme", 1, 1)], &audit("unchecked"))
+        .await
+        .unwrap();
+    right.close().await;
+}

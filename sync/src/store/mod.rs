@@ -400,6 +400,26 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// the whole time, and a write cancelled mid-way (a client gone) committed
 /// anyway. Yielding here, every 16 mutations written one by one, bounds both; a
 /// cancelled write stops at its next progress point.
+/// Whether this process has checked its key against the database's check
+/// value. `migrate` and `check_schema` do, and every start and command
+/// runs one of them, but a node that started from its snapshot while the
+/// database was unreachable ran neither: a write sealing secrets with a
+/// key the database does not use (a `key_file` missing on this one node,
+/// created anew) would leave them unreadable on every other node. So a
+/// write checks first when nothing has yet.
+#[derive(Default)]
+pub(crate) struct KeyChecked(std::sync::atomic::AtomicBool);
+
+impl KeyChecked {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 pub(crate) async fn progress_point(progress: Option<&Progress>, done: u64) {
     if let Some(progress) = progress {
         progress(done);

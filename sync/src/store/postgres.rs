@@ -45,6 +45,9 @@ pub struct PgStore {
     key: SecretKey,
     max_catch_up_rows: i64,
     migration_locks: migrate::MigrationLocks,
+    /// Set once this process has checked its key against the database's
+    /// (`KeyChecked`).
+    key_checked: super::KeyChecked,
 }
 
 impl PgStore {
@@ -71,6 +74,7 @@ impl PgStore {
                 retry_for: options.migration_retry_for,
                 connect_timeout: options.acquire_timeout,
             },
+            key_checked: Default::default(),
         })
     }
 
@@ -174,13 +178,17 @@ impl Store for PgStore {
         drop(conn);
         migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await?;
         let mut conn = self.pool.acquire().await?;
-        sql::check_key(&mut conn, &self.key, true).await
+        sql::check_key(&mut conn, &self.key, true).await?;
+        self.key_checked.set();
+        Ok(())
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::check_schema(&mut conn, latest_known()).await?;
-        sql::check_key(&mut conn, &self.key, true).await
+        sql::check_key(&mut conn, &self.key, true).await?;
+        self.key_checked.set();
+        Ok(())
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
@@ -245,6 +253,10 @@ impl Store for PgStore {
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
         let mut tx = begin(&self.pool).await?;
+        if !self.key_checked.get() {
+            sql::check_key(&mut tx, &self.key, true).await?;
+            self.key_checked.set();
+        }
         let writes_before = if SecondReader::wanted(mutations) {
             Some(bulk_read::writes_counted(&mut tx).await?.0)
         } else {

@@ -44,6 +44,7 @@ pub struct SqliteStore {
     max_catch_up_rows: i64,
     /// Our own commits wake the watcher at once instead of at the next poll.
     local_commit: Arc<Notify>,
+    key_checked: super::KeyChecked,
 }
 
 impl SqliteStore {
@@ -70,6 +71,7 @@ impl SqliteStore {
             key,
             max_catch_up_rows: options.max_catch_up_rows,
             local_commit: Arc::new(Notify::new()),
+            key_checked: Default::default(),
         })
     }
 
@@ -191,13 +193,17 @@ impl Store for SqliteStore {
         drop(conn);
         MIGRATOR.run(&self.pool).await?;
         let mut conn = self.pool.acquire().await?;
-        sql::check_key(&mut conn, &self.key, true).await
+        sql::check_key(&mut conn, &self.key, true).await?;
+        self.key_checked.set();
+        Ok(())
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::check_schema(&mut conn, latest_known()).await?;
-        sql::check_key(&mut conn, &self.key, true).await
+        sql::check_key(&mut conn, &self.key, true).await?;
+        self.key_checked.set();
+        Ok(())
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
@@ -267,6 +273,13 @@ impl Store for SqliteStore {
         // Not through `write_txn`: its closure would need the mutations
         // copied (an import's are hundreds of MB).
         let mut writing = Writing::begin(&self.pool).await?;
+        if !self.key_checked.get() {
+            let checked = sql::check_key(writing.conn(), &self.key, true).await;
+            if let Err(e) = checked {
+                return self.end(writing, Err(e), Ending::RollBack).await;
+            }
+            self.key_checked.set();
+        }
         let result = sql::apply_all(
             writing.conn(),
             &self.key,
