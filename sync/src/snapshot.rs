@@ -15,6 +15,9 @@ use crate::mirror::{Loading, Mirror};
 use crate::model::*;
 
 mod format;
+mod synced;
+#[cfg(test)]
+mod synced_tests;
 #[cfg(test)]
 mod tests;
 
@@ -40,17 +43,8 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
     }
 }
 
-/// Writes the mirror's current state to `path` atomically. Blocking: call it
-/// from `spawn_blocking`.
-pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
-    // One write at a time in a process, each reading the state once the
-    // one before it is renamed into place: the final write at shutdown
-    // could otherwise start while a periodic one still ran, and the older
-    // state, renamed last, would be the one left on disk.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// The header of the mirror's current state, and the state.
+fn header_now(mirror: &Mirror, source: &str) -> (SnapshotHeader, Arc<crate::MirrorState>) {
     // Read before the state: the state is at least as new as this.
     let synced_at = mirror.health().last_sync_at.unwrap_or_else(now_millis);
     let state = mirror.load();
@@ -62,6 +56,22 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         meta: tables.meta().clone(),
         version: state.version(),
     };
+    (header, state)
+}
+
+/// Writes the mirror's current state to `path` atomically. Blocking: call it
+/// from `spawn_blocking`.
+pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
+    // One write at a time in a process, each reading the state once the
+    // one before it is renamed into place: the final write at shutdown
+    // could otherwise start while a periodic one still ran, and the older
+    // state, renamed last, would be the one left on disk.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (header, state) = header_now(mirror, source);
+    let tables = state.tables();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -97,6 +107,7 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
+        synced::remove(path);
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -197,7 +208,40 @@ pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SyncError::io(path, e)),
     };
-    format::load(&file).map(Some).map_err(|e| err(path, e))
+    let metadata = file.metadata().map_err(|e| SyncError::io(path, e))?;
+    let (mut header, loading) = format::load(&file).map_err(|e| err(path, e))?;
+    synced::apply(path, &metadata, &mut header);
+    Ok(Some((header, loading)))
+}
+
+/// What [`refresh`] wrote.
+#[derive(Debug)]
+pub enum Written {
+    /// The whole snapshot, of the state this header describes.
+    Whole(SnapshotHeader),
+    /// Only the freshness of the snapshot on disk, whose rows are the
+    /// state's: this header is that freshness.
+    Freshness(SnapshotHeader),
+}
+
+/// Brings the snapshot at `path`, last written whole as `whole`, up to
+/// the mirror: when the mirror's rows are still the snapshot's, only a
+/// small file beside it (`synced.rs` says why); otherwise the whole
+/// snapshot. Blocking: call it from `spawn_blocking`.
+pub fn refresh(
+    mirror: &Mirror,
+    path: &Path,
+    source: &str,
+    whole: Option<&SnapshotHeader>,
+) -> Result<Written, SyncError> {
+    if let Some(whole) = whole {
+        let (fresh, _) = header_now(mirror, source);
+        if fresh.version == whole.version {
+            synced::write(path, whole, &fresh)?;
+            return Ok(Written::Freshness(fresh));
+        }
+    }
+    write(mirror, path, source).map(Written::Whole)
 }
 
 /// Reads a snapshot as rows (tools and tests). `Ok(None)` when there is none.
@@ -213,20 +257,28 @@ pub async fn run_writer(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    let mut written_version = None;
+    // The snapshot on disk, and the state last recorded (whole or not).
+    let mut whole: Option<SnapshotHeader> = None;
+    let mut recorded = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
         let state = mirror.load();
-        if !mirror.is_loaded() || written_version == Some((state.version(), state.cursor())) {
+        if !mirror.is_loaded() || recorded == Some((state.version(), state.cursor())) {
             continue;
         }
-        let (m, p, s) = (mirror.clone(), path.clone(), source.clone());
-        match tokio::task::spawn_blocking(move || write(&m, &p, &s)).await {
-            Ok(Ok(h)) => written_version = Some((h.version, h.cursor)),
+        let (m, p, s, w) = (mirror.clone(), path.clone(), source.clone(), whole.clone());
+        match tokio::task::spawn_blocking(move || refresh(&m, &p, &s, w.as_ref())).await {
+            Ok(Ok(Written::Whole(h))) => {
+                recorded = Some((h.version, h.cursor));
+                whole = Some(h);
+            }
+            Ok(Ok(Written::Freshness(h))) => recorded = Some((h.version, h.cursor)),
             Ok(Err(e)) => {
+                // Whole next time: the snapshot may be gone or replaced.
+                whole = None;
                 crate::watcher::failed("snapshot");
                 tracing::warn!(error = %e, "writing the snapshot failed")
             }

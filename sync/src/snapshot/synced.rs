@@ -1,0 +1,121 @@
+//! How fresh the snapshot is, kept beside it in a file of its own
+//! (`<snapshot>.synced`, a few hundred bytes).
+//!
+//! On PostgreSQL the cursor moves at every catch-up, changes or not: it
+//! advances to the oldest running transaction, and any write to the
+//! database (a phone's boot history) moves that. The writer rewrote the
+//! whole snapshot (hundreds of megabytes at a million phones, a second
+//! of CPU) every interval for a mirror with nothing new. Now a mirror
+//! whose rows have not changed since the snapshot was written gets this
+//! file instead: the cursor, meta and sync time of a state holding the
+//! same rows, and which snapshot file it belongs to. A start reads both
+//! and takes this file's freshness when it belongs; otherwise (another
+//! snapshot renamed into place since, rows of another version, damage)
+//! it is ignored and the snapshot's own header stands, which is only
+//! older, never wrong.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::SnapshotHeader;
+use crate::error::SyncError;
+use crate::model::{Cursor, Meta, Millis};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Synced {
+    /// Device, inode, length and modification time of the snapshot file:
+    /// a snapshot written since is another file.
+    file: (u64, u64, u64, i64),
+    version: u64,
+    source: String,
+    cursor: Cursor,
+    meta: Meta,
+    synced_at: Millis,
+}
+
+pub(super) fn path_of(snapshot: &Path) -> PathBuf {
+    let mut name = snapshot.as_os_str().to_owned();
+    name.push(".synced");
+    PathBuf::from(name)
+}
+
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64, u64, i64) {
+    (
+        metadata.dev(),
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+    )
+}
+
+/// Records `fresh` (a state with the rows of `written`, the header of the
+/// snapshot at `snapshot`) as that snapshot's freshness. Atomic, like the
+/// snapshot: a temporary file renamed into place.
+pub(super) fn write(
+    snapshot: &Path,
+    written: &SnapshotHeader,
+    fresh: &SnapshotHeader,
+) -> Result<(), SyncError> {
+    if fresh.version != written.version || fresh.meta.database_id != written.meta.database_id {
+        return Err(SyncError::Snapshot {
+            path: snapshot.to_path_buf(),
+            reason: "the mirror's rows changed; the snapshot is to be written whole".into(),
+        });
+    }
+    let metadata = std::fs::metadata(snapshot).map_err(|e| SyncError::io(snapshot, e))?;
+    let synced = Synced {
+        file: identity(&metadata),
+        version: fresh.version,
+        source: fresh.source.clone(),
+        cursor: fresh.cursor,
+        meta: fresh.meta.clone(),
+        synced_at: fresh.synced_at,
+    };
+    let path = path_of(snapshot);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let bytes = serde_json::to_vec(&synced).expect("plain data serializes");
+    let result = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| SyncError::io(&path, e));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Takes the freshness recorded for the snapshot file `metadata`
+/// describes into `header`, when it belongs to that file and its rows.
+pub(super) fn apply(snapshot: &Path, metadata: &std::fs::Metadata, header: &mut SnapshotHeader) {
+    let path = path_of(snapshot);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let synced: Synced = match serde_json::from_slice(&bytes) {
+        Ok(synced) => synced,
+        Err(e) => {
+            tracing::debug!(file = %path.display(), error = %e, "ignoring an unreadable snapshot freshness file");
+            return;
+        }
+    };
+    let belongs = synced.file == identity(metadata)
+        && synced.version == header.version
+        && synced.source == header.source
+        && synced.meta.database_id == header.meta.database_id
+        && synced.cursor >= header.cursor
+        && synced.synced_at >= header.synced_at;
+    if belongs {
+        header.cursor = synced.cursor;
+        header.meta = synced.meta;
+        header.synced_at = synced.synced_at;
+    }
+}
+
+/// A stale freshness file left by the snapshot before; harmless, since it
+/// no longer belongs, but no use either.
+pub(super) fn remove(snapshot: &Path) {
+    let _ = std::fs::remove_file(path_of(snapshot));
+}
