@@ -43,6 +43,18 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> SyncError {
     }
 }
 
+/// One write at a time in a process, each reading the state once the one
+/// before it is renamed into place: the final write at shutdown could
+/// otherwise start while a periodic one still ran, and the older state,
+/// renamed last, would be the one left on disk (or a freshness recorded
+/// for a file that was being replaced).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The header of the mirror's current state, and the state.
 fn header_now(mirror: &Mirror, source: &str) -> (SnapshotHeader, Arc<crate::MirrorState>) {
     // Read before the state: the state is at least as new as this.
@@ -62,14 +74,7 @@ fn header_now(mirror: &Mirror, source: &str) -> (SnapshotHeader, Arc<crate::Mirr
 /// Writes the mirror's current state to `path` atomically. Blocking: call it
 /// from `spawn_blocking`.
 pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
-    // One write at a time in a process, each reading the state once the
-    // one before it is renamed into place: the final write at shutdown
-    // could otherwise start while a periodic one still ran, and the older
-    // state, renamed last, would be the one left on disk.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = one_at_a_time();
     let (header, state) = header_now(mirror, source);
     let tables = state.tables();
     let dir = path
@@ -235,11 +240,13 @@ pub fn refresh(
     whole: Option<&SnapshotHeader>,
 ) -> Result<Written, SyncError> {
     if let Some(whole) = whole {
+        let turn = one_at_a_time();
         let (fresh, _) = header_now(mirror, source);
         if fresh.version == whole.version {
             synced::write(path, whole, &fresh)?;
             return Ok(Written::Freshness(fresh));
         }
+        drop(turn);
     }
     write(mirror, path, source).map(Written::Whole)
 }
