@@ -28,6 +28,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "HTTP connections refused with 503 past the listener's connection cap.",
     ),
     (
+        "dialtone_http_slow_readers_evicted_total",
+        "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the oldest such mark goes first.",
+    ),
+    (
         "dialtone_lookup_shed_total",
         "Caller-name lookups shed past lookup.max_inflight, by reason (tenant_share: the tenant held its share; full: every slot and the reserve were taken).",
     ),
@@ -291,6 +295,7 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_connections_shed_total", &[]),
+    ("dialtone_http_slow_readers_evicted_total", &[]),
     ("dialtone_http_source_connections_shed_total", &[]),
     ("dialtone_tftp_evicted_total", &[]),
     ("dialtone_resync_proxy_unresolved_total", &[]),

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::io::{IoSlice, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
@@ -26,6 +26,8 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::slow::Meter;
+use super::stall::Stalling;
 use super::{respond, Shared};
 
 /// What a connection needs after its first request.
@@ -106,7 +108,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
 
     let mut out = Output::Raw(stream);
     if bodiless {
-        if out.write(shared.write_stall, &[&head]).await.is_err() {
+        if out.write(shared, peer, &[&head]).await.is_err() {
             return Next::Close;
         }
     } else {
@@ -135,11 +137,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
                 }
                 None => data,
             };
-            if out
-                .write(shared.write_stall, &[pending, &data])
-                .await
-                .is_err()
-            {
+            if out.write(shared, peer, &[pending, &data]).await.is_err() {
                 return Next::Close;
             }
             pending = &[];
@@ -147,7 +145,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
                 break;
             }
         }
-        if !pending.is_empty() && out.write(shared.write_stall, &[pending]).await.is_err() {
+        if !pending.is_empty() && out.write(shared, peer, &[pending]).await.is_err() {
             return Next::Close;
         }
         if remaining.is_some_and(|left| left > 0) {
@@ -160,7 +158,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
     }
     match out {
         Output::Raw(stream) => register(stream, Bytes::new()),
-        Output::Registered(stream) => Next::Hyper(stream, Bytes::new()),
+        Output::Registered(stream) => Next::Hyper(stream.into_inner(), Bytes::new()),
         Output::Gone => Next::Close,
     }
 }
@@ -301,15 +299,22 @@ fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The socket as written to: directly while the kernel takes everything,
-/// through tokio once it would block (a large file, a slow reader).
+/// through tokio once it would block (a large file, a slow reader). One
+/// `Stalling` for the rest of the response: its measure of the client
+/// spans the body's pieces.
 enum Output {
     Raw(std::net::TcpStream),
-    Registered(TcpStream),
+    Registered(Stalling<TcpStream>),
     Gone,
 }
 
 impl Output {
-    async fn write(&mut self, stall: Duration, pieces: &[&[u8]]) -> std::io::Result<()> {
+    async fn write(
+        &mut self,
+        shared: &Shared,
+        peer: SocketAddr,
+        pieces: &[&[u8]],
+    ) -> std::io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> = pieces
             .iter()
             .filter(|p| !p.is_empty())
@@ -332,12 +337,15 @@ impl Output {
             let Output::Raw(stream) = std::mem::replace(self, Output::Gone) else {
                 unreachable!()
             };
-            *self = Output::Registered(TcpStream::from_std(stream)?);
+            *self = Output::Registered(Stalling::new(
+                TcpStream::from_std(stream)?,
+                shared.write_stall,
+                Meter::new(shared.readers.clone(), peer),
+            ));
         }
         let Output::Registered(stream) = self else {
             return Err(std::io::ErrorKind::NotConnected.into());
         };
-        let mut stream = super::stall::Stalling::new(stream, stall);
         for slice in slices.iter() {
             stream.write_all(slice).await?;
         }

@@ -8,7 +8,8 @@
 //! is built for any client: it sniffs every connection for HTTP/2, wires up
 //! upgrades and a shutdown watcher per connection, and has no connection
 //! cap. Here a connection costs one task, a slow or silent client is cut
-//! off after `header_timeout`, and past `max_connections` a connection is
+//! off after `header_timeout`, and past `max_connections` a connection
+//! takes the place of one whose client reads too slowly (`slow`), or is
 //! answered 503 at once instead of queuing without bound.
 //!
 //! Connections are accepted with our own `accept4` (non-blocking, not yet
@@ -17,6 +18,7 @@
 //! (`first_request`); everything else is hyper's.
 
 mod first_request;
+mod slow;
 mod stall;
 mod tls;
 
@@ -66,6 +68,11 @@ pub struct HttpServerOptions {
     pub max_per_source: usize,
     /// Networks without the per-source cap (an office NAT of many phones).
     pub per_source_exempt: Vec<ipnet::IpNet>,
+    /// A connection whose client took less than 4 KiB a second of a
+    /// response over this much time spent waiting on it is a slow reader;
+    /// a newcomer to a full listener takes the place of the one marked
+    /// slow the longest (`slow.rs`).
+    pub slow_window: Duration,
 }
 
 impl Default for HttpServerOptions {
@@ -77,6 +84,7 @@ impl Default for HttpServerOptions {
             write_stall: WRITE_STALL,
             max_per_source: 256,
             per_source_exempt: dialtone_tftp::tftp::default_exempt(),
+            slow_window: slow::SLOW_WINDOW,
         }
     }
 }
@@ -116,6 +124,8 @@ struct Shared {
     /// mutex on every clone, drop and poll, shared by all connections.
     draining: AtomicBool,
     drain: Notify,
+    /// Connections marked as reading slowly, the first to go when full.
+    readers: Arc<slow::Readers>,
 }
 
 /// A connection's place under `max_connections` and its source's share,
@@ -126,13 +136,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(source) = self.1 {
-            let mut by_source = self.0.by_source.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = by_source.get_mut(&source) {
-                *count -= 1;
-                if *count == 0 {
-                    by_source.remove(&source);
-                }
-            }
+            self.0.give_share(source);
         }
     }
 }
@@ -160,6 +164,30 @@ impl Shared {
         }
         *count += 1;
         Ok(Some(source))
+    }
+
+    fn give_share(&self, source: std::net::IpAddr) {
+        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                by_source.remove(&source);
+            }
+        }
+    }
+
+    /// A place for a newcomer to the full listener: a slow reader's,
+    /// which is ended. The newcomer keeps the count it has taken, past
+    /// `max_connections`, and the victim gives its own back as it closes
+    /// (at once: woken, its stream fails), so `open` exceeds the cap by
+    /// at most the evictions still closing.
+    fn evict_for(&self, peer: SocketAddr) -> bool {
+        let Some(victim) = self.readers.evict() else {
+            return false;
+        };
+        metrics::counter!("dialtone_http_slow_readers_evicted_total").increment(1);
+        tracing::debug!(peer = %victim, newcomer = %peer, "HTTP client reading too slowly while the listener was full; closed");
+        true
     }
 }
 
@@ -201,6 +229,7 @@ pub async fn serve(
         by_source: Default::default(),
         draining: AtomicBool::new(false),
         drain: Notify::new(),
+        readers: Arc::new(slow::Readers::new(options.slow_window)),
     });
     // SAFETY: a std `TcpListener` owns its descriptor and reports the same
     // one until it is dropped, which is what `register` asks for.
@@ -301,10 +330,16 @@ impl Accepting {
                 let _ = stream.set_nodelay(true);
             }
             let over_all = shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections;
-            let share = if over_all {
-                Err(())
-            } else {
-                shared.take_share(peer.ip())
+            // The share first: no one is evicted for a newcomer its own
+            // source's share would refuse.
+            let share = match shared.take_share(peer.ip()) {
+                Ok(source) if over_all && !shared.evict_for(peer) => {
+                    if let Some(source) = source {
+                        shared.give_share(source);
+                    }
+                    Err(())
+                }
+                share => share,
             };
             let Ok(source) = share else {
                 shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -463,17 +498,24 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
 
 async fn serve_connection<S>(shared: &Shared, stream: S, peer: SocketAddr)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + stall::Socket + Unpin + Send + 'static,
 {
     let router = &shared.router;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         async move { Ok::<_, std::convert::Infallible>(respond(router, request, peer).await) }
     });
-    let connection = shared.builder.serve_connection(
-        TokioIo::new(stall::Stalling::new(stream, shared.write_stall)),
-        service,
+    // Around the TLS stream, not its socket: hyper's writes are what wait
+    // on the client, and the meter reads the socket's queue through
+    // `Socket`, so one mechanism serves plain and TLS connections.
+    let stream = stall::Stalling::new(
+        stream,
+        shared.write_stall,
+        slow::Meter::new(shared.readers.clone(), peer),
     );
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     // Created before the flag is read: `notify_waiters` reaches it even if
     // it has not been polled yet, so a drain between the two is not missed.
@@ -533,6 +575,12 @@ where
 struct PlainTcp {
     stream: TcpStream,
     prefix: Bytes,
+}
+
+impl stall::Socket for PlainTcp {
+    fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
 }
 
 impl tokio::io::AsyncRead for PlainTcp {
