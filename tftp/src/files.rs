@@ -346,6 +346,12 @@ pub(crate) struct RenderJob {
     pub(crate) asker: Asker,
 }
 
+impl RenderJob {
+    pub(crate) fn family(&self) -> Family {
+        self.family
+    }
+}
+
 /// One file to render: what `provision()` identified, for a phone (or none).
 #[derive(Clone, Copy)]
 pub(crate) struct Target<'a> {

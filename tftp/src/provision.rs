@@ -442,7 +442,16 @@ impl Provisioner {
         // file, and one miss per render is far below a ban.
         if let (Step::Render(job), Ok(id)) = (&mut step, &decision.identity) {
             decision.unmodeled = self.names_unknown_model(state, id, job);
-            job.asker.unmodeled = decision.unmodeled;
+            // Kept apart unless asked from where phones of the family are
+            // known to fetch: an office's phones recorded without a model
+            // (a Yealink's generic `y000000000000.cfg` over TFTP) keep
+            // their file where a flood of made-up names cannot reach it.
+            // A forger spoofing that address is charged its misses, and
+            // banned, a banned source gets no such render at all (below).
+            job.asker.unmodeled = decision.unmodeled
+                && !request
+                    .remote
+                    .is_some_and(|ip| self.guard.known().knows_family(ip, &[job.family()]));
             job.asker.from_known = request
                 .remote
                 .zip(decision.owner())

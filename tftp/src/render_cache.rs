@@ -164,17 +164,20 @@ impl RenderCache {
             .inputs
             .as_ref()
             .is_some_and(|i| i.is_current(latest, shipped, model));
-        if current {
+        if !current {
+            metrics::counter!("dialtone_render_cache_fills_dropped_total").increment(1);
+            return false;
+        }
+        let files = self.files.load();
+        // Decided before the spelling drops the entry held before: a
+        // file refused its place must not cost the phone the one it had.
+        if files.admits(&key, file, asker.unmodeled) {
             let rule = file.inputs.as_ref().map(|i| i.template);
             self.with_spelling(&key, rule, model, asker.from_known, || {
-                self.files
-                    .load()
-                    .insert(key.clone(), file.clone(), asker.unmodeled);
+                files.insert(key.clone(), file.clone(), asker.unmodeled);
             });
-        } else {
-            metrics::counter!("dialtone_render_cache_fills_dropped_total").increment(1);
         }
-        current
+        true
     }
 
     /// Runs `store` as the one cached spelling of `key`'s phone file (when

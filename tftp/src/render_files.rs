@@ -12,11 +12,18 @@
 //!   only that store.
 //! - **One tenant's share.** A tenant's files and directories could take
 //!   the whole cache (large directory documents, many phones asked for
-//!   once). Once the cache is full, a tenant holding a quarter of its bytes
-//!   keeps nothing more: its further renders are served and not kept, so
-//!   they cost its own render share and push no one else's file out.
-//!   Below full, anyone fills it; a tenant that filled it first keeps what
-//!   it has until its entries are evicted or outdated.
+//!   again and again so that the cache's frequency sketch rates them above
+//!   everyone else's). Once the cache is full, a tenant holding a quarter
+//!   of it keeps nothing more while the others hold a quarter or more:
+//!   its further renders are served and not kept, so they cost its own
+//!   render share and push no one else's file out. A tenant alone (or
+//!   nearly: the others under a quarter) is not held back, or a one-tenant
+//!   node's full cache would never take a new file. Below full, anyone
+//!   fills it; a tenant that filled it first keeps what it has until its
+//!   entries are evicted or outdated.
+//!
+//! The two stores share `render_cache_mb`: the unmodeled one a sixteenth,
+//! the main one the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,16 +40,49 @@ const UNMODELED_PART: u64 = 16;
 /// Once the cache is full, a tenant holds at most this part of its bytes.
 const TENANT_PART: u64 = 4;
 
-type Held = Arc<Mutex<HashMap<Id, u64>>>;
+/// Bytes of the main store's entries, kept as they come and go: moka's own
+/// weighted size catches up only at its housekeeping, every 64 writes or
+/// so, and a tenant's burst of inserts before it saw a cache that had
+/// filled long before.
+#[derive(Default)]
+struct Bytes {
+    total: u64,
+    by_tenant: HashMap<Id, u64>,
+}
+
+impl Bytes {
+    fn add(&mut self, tenant: Option<Id>, bytes: u64) {
+        self.total += bytes;
+        if let Some(tenant) = tenant {
+            *self.by_tenant.entry(tenant).or_default() += bytes;
+        }
+    }
+
+    fn take(&mut self, tenant: Option<Id>, bytes: u64) {
+        self.total = self.total.saturating_sub(bytes);
+        let Some(tenant) = tenant else { return };
+        if let Some(held) = self.by_tenant.get_mut(&tenant) {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+}
+
+type Held = Arc<Mutex<Bytes>>;
 
 pub(crate) struct Files {
     main: Cache<RenderKey, Rendered>,
     unmodeled: Cache<RenderKey, Rendered>,
-    /// Bytes each tenant's entries weigh in `main`: added before an insert,
-    /// taken off by the eviction listener, which moka calls for every entry
-    /// leaving (evicted, replaced, invalidated, or refused admission).
+    /// What `main`'s entries weigh, in all and by tenant: added before an
+    /// insert, taken off by the eviction listener, which moka calls for
+    /// every entry leaving (evicted, replaced, invalidated, or refused
+    /// admission).
     held: Held,
+    /// `render_cache_mb`, both stores.
     capacity: u64,
+    main_capacity: u64,
 }
 
 pub(crate) fn weight(key: &RenderKey, file: &Rendered) -> u32 {
@@ -63,7 +103,7 @@ fn owner(file: &Rendered) -> Option<Id> {
         .or_else(|| inputs.phone.as_ref().map(|p| p.tenant_id))
 }
 
-fn lock(held: &Held) -> MutexGuard<'_, HashMap<Id, u64>> {
+fn lock(held: &Held) -> MutexGuard<'_, Bytes> {
     held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -76,25 +116,21 @@ fn store(bytes: u64) -> moka::sync::CacheBuilder<RenderKey, Rendered, Cache<Rend
 
 impl Files {
     pub(crate) fn new(bytes: u64) -> Files {
+        let unmodeled = bytes / UNMODELED_PART;
+        let main_capacity = bytes - unmodeled;
         let held = Held::default();
         let leaving = held.clone();
-        let main = store(bytes)
+        let main = store(main_capacity)
             .eviction_listener(move |key, file, _cause| {
-                let Some(tenant) = owner(&file) else { return };
-                let mut held = lock(&leaving);
-                if let Some(bytes) = held.get_mut(&tenant) {
-                    *bytes = bytes.saturating_sub(weight(&key, &file).into());
-                    if *bytes == 0 {
-                        held.remove(&tenant);
-                    }
-                }
+                lock(&leaving).take(owner(&file), weight(&key, &file).into());
             })
             .build();
         Files {
             main,
-            unmodeled: store((bytes / UNMODELED_PART).max(1)).build(),
+            unmodeled: store(unmodeled.max(1)).build(),
             held,
             capacity: bytes,
+            main_capacity,
         }
     }
 
@@ -110,32 +146,49 @@ impl Files {
         self.main.contains_key(key) || self.unmodeled.contains_key(key)
     }
 
-    /// Keeps `file`, in the unmodeled store if it is for a model nobody
-    /// here has; false when its tenant already holds its share of a full
-    /// cache and it is not kept.
-    pub(crate) fn insert(&self, key: RenderKey, file: Rendered, unmodeled: bool) -> bool {
-        if unmodeled {
-            self.unmodeled.insert(key, file);
+    /// Whether `file` may be kept: not when its tenant already holds its
+    /// share of a full cache (the module's comment says when that is).
+    /// Asked before anything is dropped to make room for it.
+    pub(crate) fn admits(&self, key: &RenderKey, file: &Rendered, unmodeled: bool) -> bool {
+        let Some(tenant) = owner(file).filter(|_| !unmodeled) else {
             return true;
+        };
+        let bytes = u64::from(weight(key, file));
+        // What the key holds now is given back by the insert.
+        let replaced = self
+            .main
+            .get(key)
+            .filter(|old| owner(old) == Some(tenant))
+            .map_or(0, |old| u64::from(weight(key, &old)));
+        let (total, mine) = {
+            let held = lock(&self.held);
+            let mine = held.by_tenant.get(&tenant).copied().unwrap_or(0);
+            (held.total, mine)
+        };
+        let others = total.saturating_sub(mine);
+        let share = self.main_capacity / TENANT_PART;
+        let full = (total + bytes).saturating_sub(replaced) > self.main_capacity;
+        let over = mine.saturating_sub(replaced) + bytes > share;
+        if full && over && others >= share {
+            metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
+            return false;
         }
-        if let Some(tenant) = owner(&file) {
-            let bytes = u64::from(weight(&key, &file));
-            let full = self.main.weighted_size() + bytes > self.capacity;
-            let mut held = lock(&self.held);
-            let mine = held.entry(tenant).or_default();
-            if full && *mine + bytes > self.capacity / TENANT_PART {
-                if *mine == 0 {
-                    held.remove(&tenant);
-                }
-                metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
-                return false;
-            }
-            *mine += bytes;
-            // Not held across the insert: moka may run the listener,
-            // which takes this lock, on the inserting thread.
-        }
-        self.main.insert(key, file);
         true
+    }
+
+    /// Keeps `file`, in the unmodeled store if it is for a model nobody
+    /// here has (and out of the other store either way).
+    pub(crate) fn insert(&self, key: RenderKey, file: Rendered, unmodeled: bool) {
+        if unmodeled {
+            self.main.invalidate(&key);
+            self.unmodeled.insert(key, file);
+            return;
+        }
+        self.unmodeled.invalidate(&key);
+        // Not held across the insert: moka runs the listener, which takes
+        // this lock, on the inserting thread for a replaced entry.
+        lock(&self.held).add(owner(&file), weight(&key, &file).into());
+        self.main.insert(key, file);
     }
 
     pub(crate) fn invalidate(&self, key: &RenderKey) {
@@ -175,10 +228,17 @@ impl Files {
         self.held().get(&tenant).copied().unwrap_or(0)
     }
 
+    /// The bytes of every entry, as the share reckons them.
+    #[cfg(test)]
+    pub(crate) fn held_total(&self) -> u64 {
+        self.main.run_pending_tasks();
+        lock(&self.held).total
+    }
+
     #[cfg(test)]
     pub(crate) fn held(&self) -> HashMap<Id, u64> {
         self.main.run_pending_tasks();
-        lock(&self.held).clone()
+        lock(&self.held).by_tenant.clone()
     }
 
     #[cfg(test)]

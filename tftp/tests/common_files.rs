@@ -232,10 +232,14 @@ async fn made_up_models_from_forged_sources_leave_phones_files_cached() {
         },
     ));
     let office: IpAddr = "192.0.2.10".parse().unwrap();
+    // The office's phones fetched their own files first, so the generic
+    // file (whose code names no model, as for phones recorded without
+    // one) is kept with the real ones, not with the flood's.
     let real = [
         ("001565000001.cfg", None),
         ("001565000002.cfg", None),
         ("y000000000066.cfg", Some("Yealink SIP-T46S 66.86.0.15")),
+        ("y000000000000.cfg", None),
     ];
     let fetch = |path, agent| provisioner.provision(&ask(office, path, agent)).unwrap();
     let before: Vec<_> = real.iter().map(|(p, a)| fetch(*p, *a).body).collect();
