@@ -160,7 +160,7 @@ pub(super) async fn load_mirror(
 
 /// First wait between tries of a deferred check; doubled up to the last.
 const RECHECK_FIRST: Duration = Duration::from_millis(500);
-const RECHECK_MOST: Duration = Duration::from_secs(15);
+const RECHECK_MOST: Duration = Duration::from_secs(5);
 
 /// The checks a start from the snapshot could not make, made once the
 /// database answers: the schema (migrated where a start would migrate
@@ -181,9 +181,15 @@ pub(super) async fn check_when_reachable(
             _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(wait) => {}
         }
-        let checked = match store.ping().await {
-            Ok(()) => crate::prepare_schema(config, store).await,
-            Err(e) => Err(anyhow::Error::new(e).context("connecting")),
+        let check = async {
+            store.ping().await.context("connecting")?;
+            crate::prepare_schema(config, store).await
+        };
+        // A migration waiting on another node's lock must not hold the
+        // drain up.
+        let checked = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            checked = check => checked,
         };
         match checked {
             Ok(()) => {

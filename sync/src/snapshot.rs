@@ -74,6 +74,18 @@ fn header_now(mirror: &Mirror, source: &str) -> (SnapshotHeader, Arc<crate::Mirr
 /// Writes the mirror's current state to `path` atomically. Blocking: call it
 /// from `spawn_blocking`.
 pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeader, SyncError> {
+    write_whole(mirror, path, source).map(|whole| whole.header)
+}
+
+/// A snapshot this process wrote: its header, and which file it is (a
+/// node sharing the folder may rename another into place).
+#[derive(Clone, Debug)]
+pub(crate) struct Whole {
+    pub header: SnapshotHeader,
+    file: synced::FileId,
+}
+
+fn write_whole(mirror: &Mirror, path: &Path, source: &str) -> Result<Whole, SyncError> {
     let _turn = one_at_a_time();
     let (header, state) = header_now(mirror, source);
     let tables = state.tables();
@@ -96,7 +108,7 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         std::process::id(),
         rand::random::<u64>()
     ));
-    let result = (|| -> Result<(), SyncError> {
+    let result = (|| -> Result<synced::FileId, SyncError> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -111,17 +123,19 @@ pub fn write(mirror: &Mirror, path: &Path, source: &str) -> Result<SnapshotHeade
         }
         let file = format::write(file, &header, &tables).map_err(|e| err(path, e))?;
         file.sync_all().map_err(|e| SyncError::io(&tmp, e))?;
+        // A rename keeps the inode and the modification time.
+        let written = file.metadata().map_err(|e| SyncError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::io(path, e))?;
         synced::remove(path);
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(synced::identity(&written))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map(|_| header)
+    result.map(|file| Whole { header, file })
 }
 
 /// An exclusive `flock` on `file`; `try_only`: without waiting. The
@@ -221,34 +235,34 @@ pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError>
 
 /// What [`refresh`] wrote.
 #[derive(Debug)]
-pub enum Written {
-    /// The whole snapshot, of the state this header describes.
-    Whole(SnapshotHeader),
+pub(crate) enum Written {
+    /// The whole snapshot.
+    Whole(Whole),
     /// Only the freshness of the snapshot on disk, whose rows are the
     /// state's: this header is that freshness.
     Freshness(SnapshotHeader),
 }
 
 /// Brings the snapshot at `path`, last written whole as `whole`, up to
-/// the mirror: when the mirror's rows are still the snapshot's, only a
-/// small file beside it (`synced.rs` says why); otherwise the whole
-/// snapshot. Blocking: call it from `spawn_blocking`.
-pub fn refresh(
+/// the mirror: while the mirror's rows are still that snapshot's and it
+/// is still the file at `path`, only a small file beside it (`synced.rs`
+/// says why); otherwise the whole snapshot. Blocking: call it from
+/// `spawn_blocking`.
+pub(crate) fn refresh(
     mirror: &Mirror,
     path: &Path,
     source: &str,
-    whole: Option<&SnapshotHeader>,
+    whole: Option<&Whole>,
 ) -> Result<Written, SyncError> {
     if let Some(whole) = whole {
         let turn = one_at_a_time();
         let (fresh, _) = header_now(mirror, source);
-        if fresh.version == whole.version {
-            synced::write(path, whole, &fresh)?;
+        if synced::write(path, whole, &fresh)? {
             return Ok(Written::Freshness(fresh));
         }
         drop(turn);
     }
-    write(mirror, path, source).map(Written::Whole)
+    write_whole(mirror, path, source).map(Written::Whole)
 }
 
 /// Reads a snapshot as rows (tools and tests). `Ok(None)` when there is none.
@@ -265,7 +279,7 @@ pub async fn run_writer(
     cancel: CancellationToken,
 ) {
     // The snapshot on disk, and the state last recorded (whole or not).
-    let mut whole: Option<SnapshotHeader> = None;
+    let mut whole: Option<Whole> = None;
     let mut recorded = None;
     loop {
         tokio::select! {
@@ -278,9 +292,9 @@ pub async fn run_writer(
         }
         let (m, p, s, w) = (mirror.clone(), path.clone(), source.clone(), whole.clone());
         match tokio::task::spawn_blocking(move || refresh(&m, &p, &s, w.as_ref())).await {
-            Ok(Ok(Written::Whole(h))) => {
-                recorded = Some((h.version, h.cursor));
-                whole = Some(h);
+            Ok(Ok(Written::Whole(w))) => {
+                recorded = Some((w.header.version, w.header.cursor));
+                whole = Some(w);
             }
             Ok(Ok(Written::Freshness(h))) => recorded = Some((h.version, h.cursor)),
             Ok(Err(e)) => {

@@ -385,6 +385,27 @@ async fn newer_schema_body(db: TestDb) {
         );
         assert!(err.to_string().contains("newer than this binary"), "{err}");
     }
+    // A store that never checked (a node started from its snapshot while
+    // the database was away) checks before its first write.
+    let unchecked = dialtone_sync::open(
+        &db.url,
+        dialtone_sync::testing::test_key(),
+        &dialtone_sync::store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = unchecked
+        .apply(
+            &[dialtone_sync::testing::build::tenant("acme", "US")],
+            &dialtone_sync::testing::build::audit("unchecked"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SyncError::SchemaTooNew { found: 9999, .. }),
+        "{err}"
+    );
+    unchecked.close().await;
 }
 
 /// Every table's MAC column compares as bytes (migration 0008), whatever

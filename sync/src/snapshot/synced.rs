@@ -23,11 +23,13 @@ use super::SnapshotHeader;
 use crate::error::SyncError;
 use crate::model::{Cursor, Meta, Millis};
 
+/// Device, inode, length and modification time of a snapshot file: a
+/// snapshot written since is another file.
+pub(crate) type FileId = (u64, u64, u64, i64);
+
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Synced {
-    /// Device, inode, length and modification time of the snapshot file:
-    /// a snapshot written since is another file.
-    file: (u64, u64, u64, i64),
+    file: FileId,
     version: u64,
     source: String,
     cursor: Cursor,
@@ -41,7 +43,7 @@ pub(super) fn path_of(snapshot: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn identity(metadata: &std::fs::Metadata) -> (u64, u64, u64, i64) {
+pub(super) fn identity(metadata: &std::fs::Metadata) -> FileId {
     (
         metadata.dev(),
         metadata.ino(),
@@ -50,23 +52,31 @@ fn identity(metadata: &std::fs::Metadata) -> (u64, u64, u64, i64) {
     )
 }
 
-/// Records `fresh` (a state with the rows of `written`, the header of the
-/// snapshot at `snapshot`) as that snapshot's freshness. Atomic, like the
-/// snapshot: a temporary file renamed into place.
+/// Records `fresh` as the freshness of `whole`, the snapshot this process
+/// wrote at `snapshot`, if `fresh` has its rows and it is still the file
+/// there; false when not (the mirror's rows changed, or a node sharing
+/// the folder renamed its own snapshot into place, whose rows may lack
+/// changes `fresh`'s cursor has passed): then the whole snapshot is to be
+/// written. Atomic, like the snapshot: a temporary file renamed into place.
 pub(super) fn write(
     snapshot: &Path,
-    written: &SnapshotHeader,
+    whole: &super::Whole,
     fresh: &SnapshotHeader,
-) -> Result<(), SyncError> {
+) -> Result<bool, SyncError> {
+    let written = &whole.header;
     if fresh.version != written.version || fresh.meta.database_id != written.meta.database_id {
-        return Err(SyncError::Snapshot {
-            path: snapshot.to_path_buf(),
-            reason: "the mirror's rows changed; the snapshot is to be written whole".into(),
-        });
+        return Ok(false);
     }
-    let metadata = std::fs::metadata(snapshot).map_err(|e| SyncError::io(snapshot, e))?;
+    let metadata = match std::fs::metadata(snapshot) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(SyncError::io(snapshot, e)),
+    };
+    if identity(&metadata) != whole.file {
+        return Ok(false);
+    }
     let synced = Synced {
-        file: identity(&metadata),
+        file: whole.file,
         version: fresh.version,
         source: fresh.source.clone(),
         cursor: fresh.cursor,
@@ -74,9 +84,21 @@ pub(super) fn write(
         synced_at: fresh.synced_at,
     };
     let path = path_of(snapshot);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    // Named as the snapshot's own temporary files are (unique across hosts
+    // sharing the folder), so a crash's leftover is removed with theirs.
+    let dir = snapshot
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = snapshot
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("snapshot");
+    let tmp = dir.join(format!(
+        ".{name}.tmp{}.{:016x}.synced",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let bytes = serde_json::to_vec(&synced).expect("plain data serializes");
     let result = std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
@@ -84,7 +106,7 @@ pub(super) fn write(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| true)
 }
 
 /// Takes the freshness recorded for the snapshot file `metadata`

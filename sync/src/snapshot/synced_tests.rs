@@ -64,7 +64,7 @@ fn an_unchanged_mirror_records_only_its_freshness() {
         panic!("rows unchanged: only the freshness is written");
     };
     assert_eq!(inode(&path), written_as, "the snapshot was rewritten");
-    assert!(fresh.synced_at > whole.synced_at);
+    assert!(fresh.synced_at > whole.header.synced_at);
 
     let (header, loading) = load(&path).unwrap().unwrap();
     assert_eq!(header.cursor, Cursor { txid: 90, seq: 0 });
@@ -86,7 +86,7 @@ fn an_unchanged_mirror_records_only_its_freshness() {
     };
     assert!(!synced::path_of(&path).exists());
     let (header, _) = load(&path).unwrap().unwrap();
-    assert_eq!(header, again);
+    assert_eq!(header, again.header);
 }
 
 #[test]
@@ -101,13 +101,24 @@ fn a_freshness_file_of_another_snapshot_is_ignored() {
     refresh(&mirror, &path, "src", Some(&whole)).unwrap();
     let kept = std::fs::read(synced::path_of(&path)).unwrap();
 
-    // Another snapshot of the same rows is renamed into place (the final
-    // write at shutdown, another process): the old freshness file, put
+    // Another snapshot is renamed into place (the final write at
+    // shutdown, a node sharing the folder): the old freshness file, put
     // back beside it, belongs to a file that is gone.
     let replaced = write(&mirror, &path, "src").unwrap();
     std::fs::write(synced::path_of(&path), &kept).unwrap();
     let (header, _) = load(&path).unwrap().unwrap();
     assert_eq!(header, replaced);
+
+    // Nor is a freshness written for it: its rows may lack what this
+    // mirror's cursor has passed. The snapshot is written whole.
+    moved_on(&mirror, 99);
+    let written = refresh(&mirror, &path, "src", Some(&whole)).unwrap();
+    let Written::Whole(latest) = written else {
+        panic!("a freshness recorded for another node's snapshot: {written:?}");
+    };
+    let (header, _) = load(&path).unwrap().unwrap();
+    assert_eq!(header.cursor, Cursor { txid: 99, seq: 0 });
+    let replaced = latest.header;
 
     // Damaged: ignored too.
     std::fs::write(synced::path_of(&path), b"{not json").unwrap();

@@ -405,8 +405,9 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// runs one of them, but a node that started from its snapshot while the
 /// database was unreachable ran neither: a write sealing secrets with a
 /// key the database does not use (a `key_file` missing on this one node,
-/// created anew) would leave them unreadable on every other node. So a
-/// write checks first when nothing has yet.
+/// created anew) would leave them unreadable on every other node, and one
+/// into a schema a newer binary migrated could write what it no longer
+/// means. So a write checks both first when nothing has yet.
 #[derive(Default)]
 pub(crate) struct KeyChecked(std::sync::atomic::AtomicBool);
 

@@ -254,6 +254,7 @@ impl Store for PgStore {
     ) -> Result<WriteReport, SyncError> {
         let mut tx = begin(&self.pool).await?;
         if !self.key_checked.get() {
+            sql::refuse_newer(&mut tx, latest_known()).await?;
             sql::check_key(&mut tx, &self.key, true).await?;
             self.key_checked.set();
         }

@@ -274,7 +274,10 @@ impl Store for SqliteStore {
         // copied (an import's are hundreds of MB).
         let mut writing = Writing::begin(&self.pool).await?;
         if !self.key_checked.get() {
-            let checked = sql::check_key(writing.conn(), &self.key, true).await;
+            let checked = match sql::refuse_newer(writing.conn(), latest_known()).await {
+                Ok(()) => sql::check_key(writing.conn(), &self.key, true).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = checked {
                 return self.end(writing, Err(e), Ending::RollBack).await;
             }
