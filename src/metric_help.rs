@@ -29,7 +29,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_slow_readers_evicted_total",
-        "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the oldest such mark goes first.",
+        "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the slowest goes first.",
     ),
     (
         "dialtone_lookup_shed_total",

@@ -158,7 +158,10 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
     }
     match out {
         Output::Raw(stream) => register(stream, Bytes::new()),
-        Output::Registered(stream) => Next::Hyper(stream.into_inner(), Bytes::new()),
+        Output::Registered(stream) => match stream.into_inner() {
+            Some(stream) => Next::Hyper(stream, Bytes::new()),
+            None => Next::Close,
+        },
         Output::Gone => Next::Close,
     }
 }

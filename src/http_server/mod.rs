@@ -71,7 +71,7 @@ pub struct HttpServerOptions {
     /// A connection whose client took less than 4 KiB a second of a
     /// response over this much time spent waiting on it is a slow reader;
     /// a newcomer to a full listener takes the place of the one marked
-    /// slow the longest (`slow.rs`).
+    /// slowest (`slow.rs`).
     pub slow_window: Duration,
 }
 

@@ -1,5 +1,5 @@
 //! Who makes room when a listener is full: the connection whose client
-//! has been reading its response too slowly for the longest.
+//! reads its response the slowest.
 //!
 //! `stall.rs` ends a write only after it has made no progress at all for
 //! 30 s. A client that asks for a firmware image and then takes a few
@@ -8,7 +8,7 @@
 //! every phone would get 503. So each connection measures how fast its
 //! client takes what it is waiting to send (`Meter`), a connection that
 //! falls below `MIN_READ_RATE` for a whole window is marked, and a newcomer
-//! to a full listener takes the place of the connection marked longest.
+//! to a full listener takes the place of the slowest marked connection.
 //!
 //! Measuring costs a connection nothing shared: its own counters, a clock
 //! read when a write starts and stops waiting, and a system call a window.
@@ -59,6 +59,11 @@ pub(super) struct Readers {
 
 struct Marked {
     since: Instant,
+    /// What the client took in its last slow window: the slowest goes
+    /// first. By the age of the mark alone, a client reading well every
+    /// other window (and so marked anew each time) went after a phone
+    /// reading steadily just under the floor.
+    took: u64,
     reader: Arc<Reader>,
 }
 
@@ -90,8 +95,9 @@ impl Readers {
         self.marked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends the connection marked slow the longest among those waiting on
-    /// their client now, and gives its peer. Its place is the caller's:
+    /// Ends the slowest marked connection (the oldest mark among equals)
+    /// among those waiting on their client now, and gives its peer. Its
+    /// place is the caller's:
     /// it still gives its place back when it closes, a moment later, and
     /// the caller's own count stands for the newcomer.
     pub(super) fn evict(&self) -> Option<SocketAddr> {
@@ -100,7 +106,7 @@ impl Readers {
             let key = marked
                 .iter()
                 .filter(|(_, m)| m.reader.waiting.load(Ordering::Acquire))
-                .min_by_key(|(_, m)| m.since)
+                .min_by_key(|(_, m)| (m.took, m.since))
                 .map(|(key, _)| *key)?;
             let reader = marked.remove(&key)?.reader;
             // Under the lock: an owner that finds its entry gone knows why.
@@ -241,10 +247,15 @@ impl Meter {
             });
             let marked = Marked {
                 since: Instant::now(),
+                took,
                 reader: reader.clone(),
             };
             self.readers.lock().insert(key(&reader), marked);
             self.listed = Some(reader);
+        } else if let (true, Some(reader)) = (slow, &self.listed) {
+            if let Some(marked) = self.readers.lock().get_mut(&key(reader)) {
+                marked.took = took;
+            }
         } else if let Some(reader) = self.listed.as_ref().filter(|_| !slow) {
             // Gone from the registry already means evicted: kept.
             if self.readers.lock().remove(&key(reader)).is_some() {
@@ -281,4 +292,45 @@ fn unacknowledged(socket: BorrowedFd<'_>) -> u64 {
 #[cfg(not(target_os = "linux"))]
 fn unacknowledged(_: BorrowedFd<'_>) -> u64 {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(readers: &Readers, port: u16, took: u64, since: Instant) -> Arc<Reader> {
+        let reader = Arc::new(Reader {
+            peer: SocketAddr::from(([127, 0, 0, 1], port)),
+            waiting: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        let marked = Marked {
+            since,
+            took,
+            reader: reader.clone(),
+        };
+        readers.lock().insert(key(&reader), marked);
+        reader
+    }
+
+    /// The slowest goes first, however recent its mark: a client reading
+    /// well every other window is marked anew each time, and by the age
+    /// of marks a phone reading steadily just under the floor went first.
+    #[tokio::test]
+    async fn the_slowest_reader_goes_first_whatever_its_marks_age() {
+        let readers = Readers::new(SLOW_WINDOW);
+        let now = Instant::now();
+        let steady = mark(&readers, 1, 30_000, now);
+        let idle = mark(&readers, 2, 0, now);
+        idle.waiting.store(false, Ordering::Release);
+        let fresh = mark(&readers, 3, 10, now + Duration::from_secs(60));
+        assert_eq!(readers.evict().map(|p| p.port()), Some(3));
+        assert!(fresh.evicted.load(Ordering::Acquire));
+        // Not waiting on its client (between requests): left alone.
+        assert_eq!(readers.evict().map(|p| p.port()), Some(1));
+        assert!(steady.evicted.load(Ordering::Acquire));
+        assert_eq!(readers.evict(), None);
+        assert!(!idle.evicted.load(Ordering::Acquire));
+    }
 }

@@ -39,8 +39,14 @@ impl<S: Socket> Stalling<S> {
         }
     }
 
-    pub(super) fn into_inner(self) -> S {
-        self.inner
+    /// The stream, for hyper to carry on with; `None` once the connection
+    /// has been evicted (its place is a newcomer's, and the `Meter` that
+    /// knows it goes with this wrapper).
+    pub(super) fn into_inner(self) -> Option<S> {
+        match self.check() {
+            Ok(()) => Some(self.inner),
+            Err(_) => None,
+        }
     }
 
     /// Fails once the connection is evicted, and makes its close a reset:
