@@ -117,7 +117,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_render_cache_over_share_total",
-        "Renders served but not cached: the cache was full and their tenant already held a quarter of it.",
+        "Renders of a tenant over its fair part of a full render cache (a quarter, or an equal share of the tenants holding any when more): kept in place of its own oldest entries, or, when those could not make the room, served and not kept.",
     ),
     (
         "dialtone_render_cache_stale_total",

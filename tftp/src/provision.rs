@@ -448,6 +448,7 @@ impl Provisioner {
             // their file where a flood of made-up names cannot reach it.
             // A forger spoofing that address is charged its misses, and
             // banned, a banned source gets no such render at all (below).
+            job.asker.made_up = decision.unmodeled;
             job.asker.unmodeled = decision.unmodeled
                 && !request
                     .remote

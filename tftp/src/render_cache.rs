@@ -89,9 +89,14 @@ fn spelling_key(key: &RenderKey, rule: Option<&'static str>) -> Option<SpellingK
 pub(crate) struct Asker {
     /// Asked by a source known for the phone whose own file it is.
     pub from_known: bool,
-    /// A common or boot file for a model nobody here has
-    /// (`render_files.rs` keeps these apart).
+    /// A common or boot file for a model nobody here has, asked from
+    /// where no phone of its family is known to fetch: kept apart
+    /// (`render_files.rs`).
     pub unmodeled: bool,
+    /// A model nobody here has, wherever it is kept: its failure is not
+    /// remembered (each costs its source a miss anyway, and the memo is
+    /// every tenant's).
+    pub made_up: bool,
 }
 
 pub(crate) struct RenderCache {
@@ -272,9 +277,7 @@ impl RenderCache {
         model: Option<&str>,
         asker: Asker,
     ) {
-        // A made-up model's failure is not remembered: each costs its
-        // source a miss anyway, and the memo is every tenant's.
-        if inputs.is_current(latest, shipped, model) && !asker.unmodeled {
+        if inputs.is_current(latest, shipped, model) && !asker.made_up {
             let rule = Some(inputs.template);
             self.with_spelling(&key, rule, model, asker.from_known, || {
                 self.failures

@@ -13,19 +13,19 @@
 //! - **One tenant's share.** A tenant's files and directories could take
 //!   the whole cache (large directory documents, many phones asked for
 //!   again and again so that the cache's frequency sketch rates them above
-//!   everyone else's). Once the cache is full, a tenant holding a quarter
-//!   of it keeps nothing more while the others hold a quarter or more:
-//!   its further renders are served and not kept, so they cost its own
-//!   render share and push no one else's file out. A tenant alone (or
-//!   nearly: the others under a quarter) is not held back, or a one-tenant
-//!   node's full cache would never take a new file. Below full, anyone
-//!   fills it; a tenant that filled it first keeps what it has until its
-//!   entries are evicted or outdated.
+//!   everyone else's). Once the cache is full, a tenant past its fair part
+//!   (a quarter, or an equal share of the tenants holding any when that is
+//!   more) keeps a new file in the place of its own oldest entries, not
+//!   anyone else's: it still caches what it asks for again, and pushes no
+//!   other tenant below its part. Refusing such files instead left two big
+//!   tenants' full cache taking no new file at all. A tenant alone is left
+//!   to moka's own policy. Below full, anyone fills it; a tenant that
+//!   filled it first keeps what it has until others grow to their parts.
 //!
 //! The two stores share `render_cache_mb`: the unmodeled one a sixteenth,
 //! the main one the rest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dialtone_sync::Id;
@@ -37,8 +37,13 @@ use crate::render_cache::RenderKey;
 /// The unmodeled store is this part of the cache's bytes.
 const UNMODELED_PART: u64 = 16;
 
-/// Once the cache is full, a tenant holds at most this part of its bytes.
+/// Once the cache is full, a tenant's fair part of it is at least this
+/// part of its bytes (more when fewer tenants hold any).
 const TENANT_PART: u64 = 4;
+
+/// A tenant's own entries dropped for one new one, at most: the work of a
+/// fill stays bounded whatever its order list holds.
+const MOST_DROPPED: usize = 64;
 
 /// Bytes of the main store's entries, kept as they come and go: moka's own
 /// weighted size catches up only at its housekeeping, every 64 writes or
@@ -47,23 +52,36 @@ const TENANT_PART: u64 = 4;
 #[derive(Default)]
 struct Bytes {
     total: u64,
-    by_tenant: HashMap<Id, u64>,
+    by_tenant: HashMap<Id, Holding>,
+}
+
+#[derive(Default)]
+struct Holding {
+    bytes: u64,
+    entries: u64,
+    /// Its keys in the order they were kept (repeats and keys gone since
+    /// included, until compacted): which of its own entries make room
+    /// when it is over its part of a full cache.
+    order: VecDeque<RenderKey>,
 }
 
 impl Bytes {
-    fn add(&mut self, tenant: Option<Id>, bytes: u64) {
+    fn add(&mut self, tenant: Option<Id>, key: &RenderKey, bytes: u64) {
         self.total += bytes;
-        if let Some(tenant) = tenant {
-            *self.by_tenant.entry(tenant).or_default() += bytes;
-        }
+        let Some(tenant) = tenant else { return };
+        let holding = self.by_tenant.entry(tenant).or_default();
+        holding.bytes += bytes;
+        holding.entries += 1;
+        holding.order.push_back(key.clone());
     }
 
     fn take(&mut self, tenant: Option<Id>, bytes: u64) {
         self.total = self.total.saturating_sub(bytes);
         let Some(tenant) = tenant else { return };
-        if let Some(held) = self.by_tenant.get_mut(&tenant) {
-            *held = held.saturating_sub(bytes);
-            if *held == 0 {
+        if let Some(holding) = self.by_tenant.get_mut(&tenant) {
+            holding.bytes = holding.bytes.saturating_sub(bytes);
+            holding.entries = holding.entries.saturating_sub(1);
+            if holding.entries == 0 {
                 self.by_tenant.remove(&tenant);
             }
         }
@@ -101,6 +119,24 @@ fn owner(file: &Rendered) -> Option<Id> {
         .directory
         .map(|(tenant, _)| tenant)
         .or_else(|| inputs.phone.as_ref().map(|p| p.tenant_id))
+}
+
+/// Keeps a tenant's order list within twice its entries (and some): its
+/// keys still cached, each once, oldest first. moka's `contains_key` runs
+/// no listener, so it is called under the lock.
+fn compact(holding: &mut Holding, main: &Cache<RenderKey, Rendered>) {
+    if (holding.order.len() as u64) <= 2 * holding.entries + 16 {
+        return;
+    }
+    let mut seen = HashSet::new();
+    let mut kept: VecDeque<RenderKey> = holding
+        .order
+        .drain(..)
+        .rev()
+        .filter(|key| main.contains_key(key) && seen.insert(key.clone()))
+        .collect();
+    kept.make_contiguous().reverse();
+    holding.order = kept;
 }
 
 fn lock(held: &Held) -> MutexGuard<'_, Bytes> {
@@ -146,9 +182,12 @@ impl Files {
         self.main.contains_key(key) || self.unmodeled.contains_key(key)
     }
 
-    /// Whether `file` may be kept: not when its tenant already holds its
-    /// share of a full cache (the module's comment says when that is).
-    /// Asked before anything is dropped to make room for it.
+    /// Whether `file` may be kept, making room for it first when its
+    /// tenant is over its fair part of a full cache: then its own oldest
+    /// entries go, not anyone else's (the module's comment says why). The
+    /// fair part is a quarter, or an equal share of the tenants holding
+    /// any when that is more: a tenant alone may fill it all. False when
+    /// its own entries could not make the room.
     pub(crate) fn admits(&self, key: &RenderKey, file: &Rendered, unmodeled: bool) -> bool {
         let Some(tenant) = owner(file).filter(|_| !unmodeled) else {
             return true;
@@ -160,20 +199,61 @@ impl Files {
             .get(key)
             .filter(|old| owner(old) == Some(tenant))
             .map_or(0, |old| u64::from(weight(key, &old)));
-        let (total, mine) = {
+        let (total, mine, holders) = {
             let held = lock(&self.held);
-            let mine = held.by_tenant.get(&tenant).copied().unwrap_or(0);
-            (held.total, mine)
+            let mine = held.by_tenant.get(&tenant).map_or(0, |h| h.bytes);
+            let holders = held.by_tenant.len() as u64 + u64::from(mine == 0);
+            (held.total, mine, holders)
         };
-        let others = total.saturating_sub(mine);
-        let share = self.main_capacity / TENANT_PART;
-        let full = (total + bytes).saturating_sub(replaced) > self.main_capacity;
-        let over = mine.saturating_sub(replaced) + bytes > share;
-        if full && over && others >= share {
-            metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
-            return false;
+        let fair = (self.main_capacity / TENANT_PART).max(self.main_capacity / holders.max(1));
+        let after = (total + bytes).saturating_sub(replaced);
+        let full = after > self.main_capacity;
+        // Alone, nobody else's files are at stake: moka's own policy
+        // (frequency, then recency) chooses better than oldest-first.
+        if !full || holders <= 1 || mine.saturating_sub(replaced) + bytes <= fair {
+            return true;
         }
-        true
+        let needed = after - self.main_capacity;
+        if self.drop_own(tenant, key, needed) >= needed {
+            metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
+            return true;
+        }
+        metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
+        false
+    }
+
+    /// Drops `tenant`'s oldest entries (not `keep`) until `needed` bytes
+    /// are free or `MOST_DROPPED` are gone; the bytes freed.
+    fn drop_own(&self, tenant: Id, keep: &RenderKey, needed: u64) -> u64 {
+        let mut freed = 0;
+        let mut dropped = 0;
+        while freed < needed && dropped < MOST_DROPPED {
+            let next = {
+                let mut held = lock(&self.held);
+                let Some(holding) = held.by_tenant.get_mut(&tenant) else {
+                    break;
+                };
+                let Some(next) = holding.order.pop_front() else {
+                    break;
+                };
+                next
+            };
+            if next == *keep {
+                continue;
+            }
+            // Not under the lock: the listener takes it.
+            let Some(old) = self
+                .main
+                .get(&next)
+                .filter(|old| owner(old) == Some(tenant))
+            else {
+                continue;
+            };
+            freed += u64::from(weight(&next, &old));
+            dropped += 1;
+            self.main.invalidate(&next);
+        }
+        freed
     }
 
     /// Keeps `file`, in the unmodeled store if it is for a model nobody
@@ -185,9 +265,16 @@ impl Files {
             return;
         }
         self.unmodeled.invalidate(&key);
-        // Not held across the insert: moka runs the listener, which takes
-        // this lock, on the inserting thread for a replaced entry.
-        lock(&self.held).add(owner(&file), weight(&key, &file).into());
+        {
+            // Not held across the insert: moka runs the listener, which
+            // takes this lock, on the inserting thread for a replaced entry.
+            let mut held = lock(&self.held);
+            let tenant = owner(&file);
+            held.add(tenant, &key, weight(&key, &file).into());
+            if let Some(holding) = tenant.and_then(|t| held.by_tenant.get_mut(&t)) {
+                compact(holding, &self.main);
+            }
+        }
         self.main.insert(key, file);
     }
 
@@ -238,7 +325,8 @@ impl Files {
     #[cfg(test)]
     pub(crate) fn held(&self) -> HashMap<Id, u64> {
         self.main.run_pending_tasks();
-        lock(&self.held).by_tenant.clone()
+        let held = lock(&self.held);
+        held.by_tenant.iter().map(|(t, h)| (*t, h.bytes)).collect()
     }
 
     #[cfg(test)]

@@ -99,6 +99,16 @@ fn fetch(provisioner: &Provisioner, id: Id) -> Rendered {
         .unwrap()
 }
 
+fn key_of(id: Id) -> crate::render_cache::RenderKey {
+    crate::render_cache::RenderKey {
+        family: Family::Yealink,
+        file: format!("0015650{id:05x}.cfg").into(),
+        phone: Some(id),
+        model: None,
+        directory: None,
+    }
+}
+
 /// The bytes per tenant the cache's entries weigh, counted afresh.
 fn recount(provisioner: &Provisioner) -> HashMap<Id, u64> {
     let files = provisioner.rendered.files();
@@ -124,8 +134,10 @@ fn recount(provisioner: &Provisioner) -> HashMap<Id, u64> {
 /// A tenant asking for its phones' files again and again (which raises
 /// them in the cache's frequency sketch above a quiet tenant's) pushed
 /// the quiet tenant's files out, to be rendered anew at their next
-/// fetch. Once the cache is full, the busy tenant keeps no more than it
-/// holds, and the quiet tenant's files stay.
+/// fetch. Once the cache is full, the busy tenant grows to its fair part
+/// (half, with two tenants holding any) and no further: past it, its own
+/// oldest entries make room for its new ones, so it still keeps a file it
+/// asks for again.
 #[test]
 fn a_busy_tenant_does_not_push_a_quiet_ones_files_out() {
     let (_dir, _mirror, provisioner) = fixture();
@@ -135,20 +147,35 @@ fn a_busy_tenant_does_not_push_a_quiet_ones_files_out() {
     }
     let files = provisioner.rendered.files();
     assert!(files.held_by(1) > CACHE_BYTES / 2, "{}", files.held_by(1));
+    let hot = *BUSY.end();
     for _round in 0..4 {
-        for id in BUSY {
+        for id in BUSY.filter(|id| *id != hot) {
             fetch(&provisioner, id);
         }
     }
-    for (id, before) in QUIET.zip(&quiet) {
-        let again = fetch(&provisioner, id);
-        assert!(
-            Arc::ptr_eq(&before.body, &again.body),
-            "phone {id}'s file was pushed out and rendered anew"
-        );
-    }
+    // Looked at, not fetched: a fetch that missed would render and keep
+    // its file in the place of another of the quiet tenant's.
+    let kept = QUIET
+        .zip(&quiet)
+        .filter(|(id, before)| {
+            provisioner
+                .rendered
+                .peek(&key_of(*id))
+                .is_some_and(|now| Arc::ptr_eq(&before.body, &now.body))
+        })
+        .count();
+    // Half the main store (15/16 of the cache) is about 25 of them.
+    assert!(kept >= 20, "only {kept} of the quiet tenant's files stayed");
+    let fair = CACHE_BYTES * 15 / 16 / 2;
+    assert!(
+        files.held_by(2) <= fair + 1024,
+        "{} > {fair}",
+        files.held_by(2)
+    );
+    // Over its part, the busy tenant still keeps what it asks for again.
+    let first = fetch(&provisioner, hot);
+    assert!(Arc::ptr_eq(&first.body, &fetch(&provisioner, hot).body));
     assert!(files.weighted_size() <= CACHE_BYTES);
-    assert!(files.held_by(2) > 0);
     assert_eq!(recount(&provisioner), files.held());
 }
 
