@@ -117,7 +117,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_render_cache_over_share_total",
-        "Renders of a tenant over its fair part of a full render cache (a quarter, or an equal share of the tenants holding any when more): kept in place of its own oldest entries, or, when those could not make the room, served and not kept.",
+        "Renders of a tenant over its fair part of a full render cache (a quarter, or an equal share of the tenants holding any when more), by outcome (own_dropped: kept in place of its own oldest entries; not_kept: those could not make the room, served and not kept).",
     ),
     (
         "dialtone_render_cache_stale_total",

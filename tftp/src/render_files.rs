@@ -41,9 +41,11 @@ const UNMODELED_PART: u64 = 16;
 /// part of its bytes (more when fewer tenants hold any).
 const TENANT_PART: u64 = 4;
 
-/// A tenant's own entries dropped for one new one, at most: the work of a
-/// fill stays bounded whatever its order list holds.
+/// A tenant's own entries dropped for one new one, and keys of its order
+/// list looked at, at most: the work of a fill stays bounded whatever the
+/// list holds.
 const MOST_DROPPED: usize = 64;
+const MOST_LOOKED: usize = 256;
 
 /// Bytes of the main store's entries, kept as they come and go: moka's own
 /// weighted size catches up only at its housekeeping, every 64 writes or
@@ -213,22 +215,29 @@ impl Files {
         if !full || holders <= 1 || mine.saturating_sub(replaced) + bytes <= fair {
             return true;
         }
-        let needed = after - self.main_capacity;
-        if self.drop_own(tenant, key, needed) >= needed {
-            metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
-            return true;
-        }
-        metrics::counter!("dialtone_render_cache_over_share_total").increment(1);
-        false
+        // Our total counts inserts moka has yet to evict for: the tenant
+        // pays for its own file, not for everyone's overshoot.
+        let needed = (after - self.main_capacity).min(bytes.saturating_sub(replaced));
+        let made_room = self.drop_own(tenant, key, needed);
+        let outcome = if made_room { "own_dropped" } else { "not_kept" };
+        metrics::counter!("dialtone_render_cache_over_share_total", "outcome" => outcome)
+            .increment(1);
+        made_room
     }
 
-    /// Drops `tenant`'s oldest entries (not `keep`) until `needed` bytes
-    /// are free or `MOST_DROPPED` are gone; the bytes freed.
-    fn drop_own(&self, tenant: Id, keep: &RenderKey, needed: u64) -> u64 {
+    /// Drops `tenant`'s oldest entries (not `keep`) to free `needed`
+    /// bytes: all of them or none, so a file too large for what its
+    /// tenant's oldest can free costs nobody an entry. At most
+    /// `MOST_DROPPED` go, and `MOST_LOOKED` keys are looked at.
+    fn drop_own(&self, tenant: Id, keep: &RenderKey, needed: u64) -> bool {
+        let mut chosen = Vec::new();
+        let mut skipped = Vec::new();
         let mut freed = 0;
-        let mut dropped = 0;
-        while freed < needed && dropped < MOST_DROPPED {
-            let next = {
+        for _ in 0..MOST_LOOKED {
+            if freed >= needed || chosen.len() >= MOST_DROPPED {
+                break;
+            }
+            let popped = {
                 let mut held = lock(&self.held);
                 let Some(holding) = held.by_tenant.get_mut(&tenant) else {
                     break;
@@ -236,24 +245,47 @@ impl Files {
                 let Some(next) = holding.order.pop_front() else {
                     break;
                 };
-                next
+                // Kept again since: its later place stands for it.
+                let later = holding.order.contains(&next);
+                (next, later)
             };
-            if next == *keep {
-                continue;
+            match popped {
+                (_, true) => continue,
+                (next, false) if next == *keep => skipped.push(next),
+                (next, false) => {
+                    // Not under the lock: moka may run the listener.
+                    let Some(old) = self.main.get(&next).filter(|o| owner(o) == Some(tenant))
+                    else {
+                        // Gone already (or not in yet: then it is left
+                        // to moka's policy).
+                        continue;
+                    };
+                    freed += u64::from(weight(&next, &old));
+                    chosen.push(next);
+                }
             }
-            // Not under the lock: the listener takes it.
-            let Some(old) = self
-                .main
-                .get(&next)
-                .filter(|old| owner(old) == Some(tenant))
-            else {
-                continue;
-            };
-            freed += u64::from(weight(&next, &old));
-            dropped += 1;
-            self.main.invalidate(&next);
         }
-        freed
+        let enough = freed >= needed;
+        if enough {
+            for key in &chosen {
+                self.main.invalidate(key);
+            }
+        }
+        // What stays goes back to the front, in its order.
+        let back = if enough {
+            skipped
+        } else {
+            [chosen, skipped].concat()
+        };
+        if !back.is_empty() {
+            let mut held = lock(&self.held);
+            if let Some(holding) = held.by_tenant.get_mut(&tenant) {
+                for key in back.into_iter().rev() {
+                    holding.order.push_front(key);
+                }
+            }
+        }
+        enough
     }
 
     /// Keeps `file`, in the unmodeled store if it is for a model nobody
@@ -270,10 +302,14 @@ impl Files {
             // takes this lock, on the inserting thread for a replaced entry.
             let mut held = lock(&self.held);
             let tenant = owner(&file);
-            held.add(tenant, &key, weight(&key, &file).into());
+            // Before the key is listed: it is not in `main` yet, and
+            // compacting would drop it. (Another fill's key listed and not
+            // yet inserted can be dropped so: that entry is then left to
+            // moka's policy.)
             if let Some(holding) = tenant.and_then(|t| held.by_tenant.get_mut(&t)) {
                 compact(holding, &self.main);
             }
+            held.add(tenant, &key, weight(&key, &file).into());
         }
         self.main.insert(key, file);
     }

@@ -247,3 +247,66 @@ fn what_a_tenant_holds_is_reckoned_as_entries_come_and_go() {
     assert!(files.held().is_empty(), "{:?}", files.held());
     assert_eq!(files.held_total(), 0);
 }
+
+/// A file of `tenant`'s phone `id`, `size` bytes long.
+fn file_of(tenant: Id, id: Id, size: usize) -> (crate::render_cache::RenderKey, Rendered) {
+    let inputs = crate::render_inputs::Inputs {
+        family: Family::Yealink,
+        template: "{mac}.cfg",
+        phone: Some(Arc::new(phone(id, tenant))),
+        tenant: None,
+        line_ids: None,
+        templates: [0; 4],
+        shipped: 0,
+        model: None,
+        directory: None,
+    };
+    let file = Rendered {
+        body: Arc::from(vec![b'x'; size]),
+        etag: Arc::from(""),
+        content_type: "text/plain",
+        kind: crate::identify::FileKind::DeviceConfig,
+        family: Some(Family::Yealink),
+        file: None,
+        inputs: Some(Arc::new(inputs)),
+        unproven: None,
+    };
+    (key_of(id), file)
+}
+
+/// Past its part, a tenant's file too large for its oldest entries to
+/// make room for is not kept, and costs none of them; one they can make
+/// room for takes the place of as few as it needs.
+#[test]
+fn a_file_its_oldest_cannot_make_room_for_costs_them_nothing() {
+    let files = crate::render_files::Files::new(64 << 10);
+    let fill = |tenant, id, size| {
+        let (key, file) = file_of(tenant, id, size);
+        assert!(files.admits(&key, &file, false));
+        files.insert(key, file, false);
+    };
+    // Two tenants, the cache full: tenant 2 well past its half.
+    for id in 1..=20 {
+        fill(1, id, 512);
+    }
+    for id in 100..=200 {
+        fill(2, id, 512);
+    }
+    let before = files.entry_count();
+    assert!(files.held_by(2) > files.held_total() / 2);
+
+    let (key, huge) = file_of(2, 500, 200 << 10);
+    assert!(!files.admits(&key, &huge, false));
+    assert_eq!(files.entry_count(), before, "entries dropped for nothing");
+
+    let (key, small) = file_of(2, 501, 512);
+    assert!(files.admits(&key, &small, false));
+    files.insert(key.clone(), small, false);
+    assert!(
+        files.entry_count() >= before - 2,
+        "{} of {before}",
+        files.entry_count()
+    );
+    assert!(files.get(&key).is_some());
+    assert_eq!(files.held_by(1), 20 * (512 + 256 + key.file.len() as u64));
+}
