@@ -161,6 +161,17 @@ impl Provisioner {
             .other_spelling(&job.key, job.template, job.model.as_deref())
     }
 
+    /// Whether a model-common or boot file is named by a model code no
+    /// model is known by (a Yealink code not in the table): with a real
+    /// model's User-Agent it costs nothing, but its names are endless (a
+    /// thousand codes for each model), so it is kept with made-up models'
+    /// files unless asked from where phones of the family fetch.
+    pub(crate) fn code_names_no_model(identity: &Identity) -> bool {
+        matches!(identity.kind, FileKind::ModelCommon | FileKind::Boot)
+            && identity.file_model.is_none()
+            && identity.model_code.is_some()
+    }
+
     /// Whether a model-common or boot file names a model (in its name, its
     /// User-Agent or through its model code) that this deployment does not
     /// have, or only a code no model is known by: such a render is served

@@ -449,7 +449,7 @@ impl Provisioner {
             // A forger spoofing that address is charged its misses, and
             // banned, a banned source gets no such render at all (below).
             job.asker.made_up = decision.unmodeled;
-            job.asker.unmodeled = decision.unmodeled
+            job.asker.unmodeled = (decision.unmodeled || Self::code_names_no_model(id))
                 && !request
                     .remote
                     .is_some_and(|ip| self.guard.known().knows_family(ip, &[job.family()]));

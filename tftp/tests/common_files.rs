@@ -265,3 +265,45 @@ async fn made_up_models_from_forged_sources_leave_phones_files_cached() {
     }
     assert!(!provisioner.guard().is_banned(office));
 }
+
+/// Model codes no model is known by, asked with a real model's
+/// User-Agent, cost no miss (a phone of that model may well use one), but
+/// a thousand of them per model were each a render kept in the main store:
+/// one client over HTTP pushed every phone's file out. They are kept with
+/// made-up models' files now.
+#[tokio::test]
+async fn unknown_model_codes_with_a_real_user_agent_leave_phones_files_cached() {
+    let f = Fixture::new().await;
+    let provisioner = Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions {
+            render_cache_bytes: 64 << 10,
+            ..Default::default()
+        },
+    ));
+    let office: IpAddr = "192.0.2.10".parse().unwrap();
+    let real = ["001565000001.cfg", "001565000002.cfg"];
+    let fetch = |path| provisioner.provision(&ask(office, path, None)).unwrap();
+    let before: Vec<_> = real.iter().map(|p| fetch(*p).body).collect();
+    for path in real {
+        fetch(path);
+    }
+    let client: IpAddr = "198.51.100.7".parse().unwrap();
+    let agent = Some("Yealink SIP-T46S 66.86.0.15");
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    for n in 0..digits.len() * digits.len() {
+        let code = [digits[n / digits.len()], digits[n % digits.len()]];
+        let path = format!("y0000000000{}.cfg", std::str::from_utf8(&code).unwrap());
+        for _ in 0..3 {
+            assert!(provisioner.provision(&ask(client, &path, agent)).is_ok());
+        }
+    }
+    for (path, body) in real.iter().zip(&before) {
+        assert!(
+            Arc::ptr_eq(body, &fetch(*path).body),
+            "{path} was pushed out and rendered anew"
+        );
+    }
+}
