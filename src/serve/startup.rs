@@ -59,6 +59,14 @@ pub(super) enum Checked {
     Deferred,
 }
 
+/// Reaches the database, then migrates or checks its schema and the key,
+/// as a start does: an unreachable database is an error `unreachable`
+/// tells apart.
+async fn reach_and_prepare(config: &Config, store: &dyn Store) -> Result<()> {
+    store.ping().await.context("connecting")?;
+    crate::prepare_schema(config, store).await
+}
+
 /// Loads the mirror: from the snapshot plus a catch-up when both exist and
 /// agree, from the database alone otherwise, and from the snapshot alone
 /// when the database is unreachable.
@@ -77,10 +85,7 @@ pub(super) async fn load_mirror(
         let path = path.clone();
         move || snapshot::load(&path)
     });
-    let schema = match store.ping().await {
-        Ok(()) => crate::prepare_schema(config, store).await,
-        Err(e) => Err(anyhow::Error::new(e).context("connecting")),
-    };
+    let schema = reach_and_prepare(config, store).await;
     let snap = match reading.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -181,10 +186,7 @@ pub(super) async fn check_when_reachable(
             _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(wait) => {}
         }
-        let check = async {
-            store.ping().await.context("connecting")?;
-            crate::prepare_schema(config, store).await
-        };
+        let check = reach_and_prepare(config, store);
         // A migration waiting on another node's lock must not hold the
         // drain up.
         let checked = tokio::select! {

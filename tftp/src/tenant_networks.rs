@@ -143,7 +143,8 @@ fn narrow_enough(net: &IpNet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dialtone_sync::{Cursor, Dataset, LoadedFrom, Meta, Mirror, Tenant};
+    use dialtone_sync::testing::build::mirror_of;
+    use dialtone_sync::{Dataset, Tenant};
 
     fn tenant(id: Id, networks: &[&str]) -> Tenant {
         Tenant {
@@ -160,7 +161,6 @@ mod tests {
 
     #[test]
     fn only_a_source_no_other_tenant_holds_is_listed() {
-        let mirror = Mirror::new();
         let tenants = vec![
             tenant(1, &["10.0.0.0/16", "11.0.0.0/8", "2001:db8::/32"]),
             tenant(2, &["10.0.1.0/24", "not a network"]),
@@ -174,16 +174,10 @@ mod tests {
                 ..tenant(5, &[])
             },
         ];
-        let data = Dataset {
+        let mirror = mirror_of(Dataset {
             tenants,
             ..Default::default()
-        };
-        mirror.reset(
-            data,
-            Cursor::default(),
-            Meta::default(),
-            LoadedFrom::Database,
-        );
+        });
         let index = NetworkIndex::default();
         let state = mirror.load();
         let of = |ip: &str| index.tenant_of(&state, ip.parse().unwrap());
@@ -225,18 +219,11 @@ mod tests {
     #[test]
     fn each_request_is_answered_from_its_own_state() {
         let state = |networks: &[&str]| {
-            let mirror = Mirror::new();
-            let data = Dataset {
+            mirror_of(Dataset {
                 tenants: vec![tenant(2, networks)],
                 ..Default::default()
-            };
-            mirror.reset(
-                data,
-                Cursor::default(),
-                Meta::default(),
-                LoadedFrom::Database,
-            );
-            mirror.load()
+            })
+            .load()
         };
         let (held, free) = (state(&["10.0.0.0/24"]), state(&["192.0.2.0/24"]));
         let index = NetworkIndex::default();

@@ -33,6 +33,19 @@ fn with_built_in_templates(f: &Fixture) -> Arc<Provisioner> {
     ))
 }
 
+/// As [`with_built_in_templates`], with a render cache a flood fills.
+fn with_a_small_cache(f: &Fixture) -> Arc<Provisioner> {
+    Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions {
+            render_cache_bytes: 64 << 10,
+            ..Default::default()
+        },
+    ))
+}
+
 #[tokio::test]
 async fn made_up_models_cost_misses_and_a_ban_bounds_their_renders() {
     let f = Fixture::new().await;
@@ -222,15 +235,7 @@ async fn a_common_file_is_kept_per_model() {
 #[tokio::test]
 async fn made_up_models_from_forged_sources_leave_phones_files_cached() {
     let f = Fixture::new().await;
-    let provisioner = Arc::new(Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::built_in(1),
-        ProvisionOptions {
-            render_cache_bytes: 64 << 10,
-            ..Default::default()
-        },
-    ));
+    let provisioner = with_a_small_cache(&f);
     let office: IpAddr = "192.0.2.10".parse().unwrap();
     // The office's phones fetched their own files first, so the generic
     // file (whose code names no model, as for phones recorded without
@@ -274,15 +279,7 @@ async fn made_up_models_from_forged_sources_leave_phones_files_cached() {
 #[tokio::test]
 async fn unknown_model_codes_with_a_real_user_agent_leave_phones_files_cached() {
     let f = Fixture::new().await;
-    let provisioner = Arc::new(Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::built_in(1),
-        ProvisionOptions {
-            render_cache_bytes: 64 << 10,
-            ..Default::default()
-        },
-    ));
+    let provisioner = with_a_small_cache(&f);
     let office: IpAddr = "192.0.2.10".parse().unwrap();
     let real = ["001565000001.cfg", "001565000002.cfg"];
     let fetch = |path| provisioner.provision(&ask(office, path, None)).unwrap();

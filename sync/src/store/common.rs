@@ -113,6 +113,24 @@ macro_rules! shared_sql {
             }
         }
 
+        /// Before a write of a process that has checked nothing yet
+        /// (`KeyChecked`): the schema is not a newer binary's and the key is
+        /// the database's. Once, then never again.
+        pub(super) async fn check_once(
+            conn: &mut $conn,
+            key: &crate::SecretKey,
+            known: i64,
+            checked: &crate::store::KeyChecked,
+        ) -> Result<(), SyncError> {
+            if checked.get() {
+                return Ok(());
+            }
+            refuse_newer(conn, known).await?;
+            check_key(conn, key, true).await?;
+            checked.set();
+            Ok(())
+        }
+
         pub(super) async fn refuse_newer(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
             match applied_migration(conn).await? {
                 Some(found) if found > known => Err(SyncError::SchemaTooNew { found, known }),

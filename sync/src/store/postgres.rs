@@ -253,11 +253,7 @@ impl Store for PgStore {
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
         let mut tx = begin(&self.pool).await?;
-        if !self.key_checked.get() {
-            sql::refuse_newer(&mut tx, latest_known()).await?;
-            sql::check_key(&mut tx, &self.key, true).await?;
-            self.key_checked.set();
-        }
+        sql::check_once(&mut tx, &self.key, latest_known(), &self.key_checked).await?;
         let writes_before = if SecondReader::wanted(mutations) {
             Some(bulk_read::writes_counted(&mut tx).await?.0)
         } else {

@@ -273,15 +273,10 @@ impl Store for SqliteStore {
         // Not through `write_txn`: its closure would need the mutations
         // copied (an import's are hundreds of MB).
         let mut writing = Writing::begin(&self.pool).await?;
-        if !self.key_checked.get() {
-            let checked = match sql::refuse_newer(writing.conn(), latest_known()).await {
-                Ok(()) => sql::check_key(writing.conn(), &self.key, true).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = checked {
-                return self.end(writing, Err(e), Ending::RollBack).await;
-            }
-            self.key_checked.set();
+        let checked =
+            sql::check_once(writing.conn(), &self.key, latest_known(), &self.key_checked).await;
+        if let Err(e) = checked {
+            return self.end(writing, Err(e), Ending::RollBack).await;
         }
         let result = sql::apply_all(
             writing.conn(),
