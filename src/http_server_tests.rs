@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A body far past the socket buffers, so it is written over many polls.
-const BIG: usize = 4 << 20;
+pub(crate) const BIG: usize = 4 << 20;
 
 fn router() -> Router {
     Router::new()
@@ -32,7 +32,7 @@ fn router() -> Router {
         )
 }
 
-async fn start(
+pub(crate) async fn start(
     options: HttpServerOptions,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,7 +43,7 @@ async fn start(
 }
 
 /// Sends one request on a fresh connection and reads the reply to its end.
-async fn request(addr: SocketAddr, path: &str) -> String {
+pub(crate) async fn request(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
@@ -54,7 +54,7 @@ async fn request(addr: SocketAddr, path: &str) -> String {
     read_to_end(&mut stream).await
 }
 
-async fn read_to_end(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_to_end(stream: &mut TcpStream) -> String {
     let mut reply = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
         .await
@@ -305,7 +305,9 @@ async fn shutdown_lets_a_request_in_flight_finish() {
 
 /// A self-signed certificate for `localhost`: the server's acceptor, and a
 /// client that trusts it.
-fn tls_pair(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+pub(crate) fn tls_pair(
+    dir: &std::path::Path,
+) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
@@ -326,7 +328,7 @@ fn tls_pair(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, tokio_rustls::
     )
 }
 
-async fn tls_request(
+pub(crate) async fn tls_request(
     addr: SocketAddr,
     connector: &tokio_rustls::TlsConnector,
     path: &str,
@@ -496,7 +498,7 @@ async fn small_window(addr: SocketAddr) -> TcpStream {
 }
 
 /// Asks for `/peer` and keeps the connection if it was served.
-async fn served_and_kept(addr: SocketAddr) -> Option<TcpStream> {
+pub(crate) async fn served_and_kept(addr: SocketAddr) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -535,6 +537,9 @@ async fn newcomers_take_the_places_of_slow_readers() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 2,
         slow_window: Duration::from_millis(200),
+        // Idle connections are taken first (`http_server_idle_tests.rs`);
+        // here only slow readers are.
+        evict_idle_after: Duration::from_secs(600),
         ..HttpServerOptions::default()
     })
     .await;
@@ -568,7 +573,7 @@ async fn newcomers_take_the_places_of_slow_readers() {
             "a slow reader got the whole body"
         );
     }
-    // The newcomers, idle now, keep their places.
+    // The newcomers, idle for less than `evict_idle_after`, keep their places.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
@@ -578,12 +583,14 @@ async fn newcomers_take_the_places_of_slow_readers() {
 }
 
 /// A full listener whose connections are between requests (after bodies
-/// they took at full speed) still refuses newcomers.
+/// they took at full speed), for less than `evict_idle_after`, still
+/// refuses newcomers: fast readers are never taken for slow ones.
 #[tokio::test]
 async fn connections_that_are_not_slow_keep_their_places() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 2,
         slow_window: Duration::from_millis(100),
+        evict_idle_after: Duration::from_secs(600),
         ..HttpServerOptions::default()
     })
     .await;
@@ -624,7 +631,9 @@ async fn connections_that_are_not_slow_keep_their_places() {
 }
 
 /// Reads one response with a Content-Length and gives its body's length.
-async fn read_response(stream: &mut tokio::io::BufReader<TcpStream>) -> usize {
+pub(crate) async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut tokio::io::BufReader<S>,
+) -> usize {
     use tokio::io::AsyncBufReadExt;
     let mut line = String::new();
     let mut length = None;

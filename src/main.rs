@@ -11,6 +11,8 @@ mod export_cmd;
 mod http;
 mod http_server;
 #[cfg(test)]
+mod http_server_idle_tests;
+#[cfg(test)]
 mod http_server_tests;
 #[cfg(test)]
 mod http_server_wire_tests;

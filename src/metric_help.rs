@@ -28,6 +28,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "HTTP connections refused with 503 past the listener's connection cap.",
     ),
     (
+        "dialtone_http_idle_evicted_total",
+        "HTTP keep-alive connections closed to make room for a new one at the listener's connection cap because they had been answered and idle, waiting for a next request, for at least a second; the longest idle goes first, before any slow reader.",
+    ),
+    (
         "dialtone_http_slow_readers_evicted_total",
         "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the slowest goes first.",
     ),
@@ -295,6 +299,7 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_http_connections_shed_total", &[]),
+    ("dialtone_http_idle_evicted_total", &[]),
     ("dialtone_http_slow_readers_evicted_total", &[]),
     ("dialtone_http_source_connections_shed_total", &[]),
     ("dialtone_tftp_evicted_total", &[]),

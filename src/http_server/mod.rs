@@ -9,8 +9,9 @@
 //! upgrades and a shutdown watcher per connection, and has no connection
 //! cap. Here a connection costs one task, a slow or silent client is cut
 //! off after `header_timeout`, and past `max_connections` a connection
-//! takes the place of one whose client reads too slowly (`slow`), or is
-//! answered 503 at once instead of queuing without bound.
+//! takes the place of an answered one idle between requests (`idle`) or
+//! of one whose client reads too slowly (`slow`), or is answered 503 at
+//! once instead of queuing without bound.
 //!
 //! Connections are accepted with our own `accept4` (non-blocking, not yet
 //! known to tokio's reactor), so a plain first request that has already
@@ -18,6 +19,7 @@
 //! (`first_request`); everything else is hyper's.
 
 mod first_request;
+mod idle;
 mod slow;
 mod stall;
 mod tls;
@@ -73,6 +75,9 @@ pub struct HttpServerOptions {
     /// a newcomer to a full listener takes the place of the one marked
     /// slowest (`slow.rs`).
     pub slow_window: Duration,
+    /// A keep-alive connection answered and idle this long is closed for
+    /// a newcomer to a full listener, before any slow reader (`idle.rs`).
+    pub evict_idle_after: Duration,
 }
 
 impl Default for HttpServerOptions {
@@ -85,6 +90,7 @@ impl Default for HttpServerOptions {
             max_per_source: 256,
             per_source_exempt: dialtone_tftp::tftp::default_exempt(),
             slow_window: slow::SLOW_WINDOW,
+            evict_idle_after: idle::IDLE_BEFORE_EVICTION,
         }
     }
 }
@@ -124,7 +130,9 @@ struct Shared {
     /// mutex on every clone, drop and poll, shared by all connections.
     draining: AtomicBool,
     drain: Notify,
-    /// Connections marked as reading slowly, the first to go when full.
+    /// Connections idle between requests, the first to go when full.
+    idle: idle::Idle,
+    /// Connections marked as reading slowly, the next to go.
     readers: Arc<slow::Readers>,
 }
 
@@ -176,12 +184,17 @@ impl Shared {
         }
     }
 
-    /// A place for a newcomer to the full listener: a slow reader's,
-    /// which is ended. The newcomer keeps the count it has taken, past
-    /// `max_connections`, and the victim gives its own back as it closes
-    /// (at once: woken, its stream fails), so `open` exceeds the cap by
-    /// at most the evictions still closing.
+    /// A place for a newcomer to the full listener: an idle connection's,
+    /// or else a slow reader's, which is ended. The newcomer keeps the
+    /// count it has taken, past `max_connections`, and the victim gives
+    /// its own back as it closes (at once: woken, an idle one closes, a
+    /// slow one's stream fails), so `open` exceeds the cap by at most the
+    /// evictions still closing.
     fn evict_for(&self, peer: SocketAddr) -> bool {
+        if self.idle.evict() {
+            metrics::counter!("dialtone_http_idle_evicted_total").increment(1);
+            return true;
+        }
         let Some(victim) = self.readers.evict() else {
             return false;
         };
@@ -229,6 +242,7 @@ pub async fn serve(
         by_source: Default::default(),
         draining: AtomicBool::new(false),
         drain: Notify::new(),
+        idle: idle::Idle::new(options.evict_idle_after),
         readers: Arc::new(slow::Readers::new(options.slow_window)),
     });
     // SAFETY: a std `TcpListener` owns its descriptor and reports the same
@@ -468,19 +482,23 @@ async fn accept(
 
 async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let shared = &slot.0;
-    let (stream, prefix) = if shared.draining.load(Ordering::Acquire) {
+    let (stream, prefix, answered) = if shared.draining.load(Ordering::Acquire) {
         // hyper answers with `Connection: close` while draining.
         match TcpStream::from_std(stream) {
-            Ok(stream) => (stream, Bytes::new()),
+            Ok(stream) => (stream, Bytes::new(), false),
             Err(_) => return,
         }
     } else {
         match first_request::serve(shared, stream, peer).await {
             first_request::Next::Close => return,
-            first_request::Next::Hyper(stream, prefix) => (stream, prefix),
+            first_request::Next::Hyper {
+                stream,
+                prefix,
+                answered,
+            } => (stream, prefix, answered),
         }
     };
-    serve_connection(shared, PlainTcp { stream, prefix }, peer).await;
+    serve_connection(shared, PlainTcp { stream, prefix }, peer, answered).await;
 }
 
 async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
@@ -490,20 +508,27 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
         return;
     };
     match tokio::time::timeout(shared.header_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_connection(shared, stream, peer).await,
+        Ok(Ok(stream)) => serve_connection(shared, stream, peer, false).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
     }
 }
 
-async fn serve_connection<S>(shared: &Shared, stream: S, peer: SocketAddr)
+/// `answered`: the first request was answered before hyper took over.
+async fn serve_connection<S>(shared: &Shared, stream: S, peer: SocketAddr, answered: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + stall::Socket + Unpin + Send + 'static,
 {
     let router = &shared.router;
+    let listed = shared.idle.enter(answered);
+    let lull = listed.lull();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        async move { Ok::<_, std::convert::Infallible>(respond(router, request, peer).await) }
+        lull.begin();
+        async move {
+            let response = respond(router, request, peer).await;
+            Ok::<_, std::convert::Infallible>(lull.track(response))
+        }
     });
     // Around the TLS stream, not its socket: hyper's writes are what wait
     // on the client, and the meter reads the socket's queue through
@@ -530,6 +555,17 @@ where
             biased;
             result = connection.as_mut() => result,
             _ = drain => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+            _ = listed.evicted() => {
+                // hyper closes a connection it has answered on, once idle,
+                // and finishes a request that raced with the eviction; one
+                // it has answered nothing on yet it would wait on until the
+                // client sent a request, and has nothing of ours to send.
+                if listed.lull().untouched() {
+                    return;
+                }
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }

@@ -1,0 +1,268 @@
+//! Who makes room first when a listener is full: a keep-alive connection
+//! that has been answered and sits idle, waiting for a next request that
+//! may never come.
+//!
+//! Many phones keep a connection open after their last file until
+//! `header_timeout` ends it. In a boot storm those lingering connections
+//! fill the listener while phones still to boot are answered 503. Closing
+//! one costs its client nothing it asked for: an HTTP/1.1 client must be
+//! ready for the server to close an idle connection (and retries an
+//! idempotent request that raced with the close on a new one), which is
+//! what other servers do when out of connections. So a newcomer to a full
+//! listener takes the place of the connection idle the longest, if it has
+//! been idle for at least `after`; only then of a slow reader (`slow.rs`).
+//!
+//! A connection costs the registry's lock twice (when hyper takes it over
+//! and when it ends); each request costs two atomic additions, a clock read
+//! and a store, on the connection's own state.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes, HttpBody};
+use tokio::sync::Notify;
+
+/// How long a connection must have been idle to be closed for a newcomer:
+/// a phone fetching its files one after another on one connection asks for
+/// the next within milliseconds, and is not cut between two of them.
+pub(super) const IDLE_BEFORE_EVICTION: Duration = Duration::from_secs(1);
+
+/// The connections hyper serves, by the address of their `Lull` (unique
+/// while listed: the entry holds it).
+pub(super) struct Idle {
+    after: Duration,
+    epoch: Instant,
+    open: Mutex<HashMap<usize, Arc<Lull>>>,
+}
+
+/// One connection's requests, as the listener sees them.
+pub(super) struct Lull {
+    epoch: Instant,
+    /// Requests hyper has handed to the router on this connection.
+    started: AtomicU32,
+    /// Of those, the ones whose response body hyper has taken to its end
+    /// (or dropped).
+    ended: AtomicU32,
+    /// When the last response ended, in milliseconds since `epoch`, plus
+    /// one: 0 while none has.
+    ended_at: AtomicU64,
+    evicted: AtomicBool,
+    wake: Notify,
+}
+
+impl Idle {
+    pub(super) fn new(after: Duration) -> Self {
+        Idle {
+            after,
+            epoch: Instant::now(),
+            open: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<usize, Arc<Lull>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists a connection hyper takes over; `answered`: its first request
+    /// was answered before (`first_request`), so it is idle from now.
+    pub(super) fn enter(&self, answered: bool) -> Listed<'_> {
+        let lull = Arc::new(Lull {
+            epoch: self.epoch,
+            started: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
+            ended_at: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        if answered {
+            lull.mark_ended();
+        }
+        self.lock().insert(key(&lull), lull.clone());
+        Listed { idle: self, lull }
+    }
+
+    /// Ends the connection idle the longest, if one has been idle for
+    /// `after`: its place is the caller's, as with a slow reader's.
+    pub(super) fn evict(&self) -> bool {
+        let now = since(self.epoch);
+        let after = self.after.as_millis() as u64;
+        let lull = {
+            let mut open = self.lock();
+            let oldest = open
+                .iter()
+                .filter_map(|(key, lull)| {
+                    let ended_at = lull.idle_since()?;
+                    (now.saturating_sub(ended_at) >= after).then_some((ended_at, *key))
+                })
+                .min();
+            let Some((_, key)) = oldest else {
+                return false;
+            };
+            let Some(lull) = open.remove(&key) else {
+                return false;
+            };
+            lull
+        };
+        lull.evicted.store(true, Ordering::Release);
+        // A permit is kept if the connection is not waiting yet.
+        lull.wake.notify_one();
+        true
+    }
+}
+
+fn key(lull: &Arc<Lull>) -> usize {
+    Arc::as_ptr(lull) as usize
+}
+
+fn since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+impl Lull {
+    /// When it went idle, if it is: answered at least once and no request
+    /// in the router or its body still being sent.
+    fn idle_since(&self) -> Option<u64> {
+        let ended = self.ended.load(Ordering::Acquire);
+        let started = self.started.load(Ordering::Acquire);
+        let ended_at = self.ended_at.load(Ordering::Acquire);
+        (ended_at > 0 && started == ended).then(|| ended_at - 1)
+    }
+
+    fn mark_ended(&self) {
+        self.ended_at
+            .store(since(self.epoch) + 1, Ordering::Release);
+    }
+
+    /// A request's response, to go out as [`Tracked`], which marks its
+    /// end; [`Lull::begin`] was called as the request reached the router.
+    pub(super) fn track(
+        self: &Arc<Self>,
+        response: axum::response::Response,
+    ) -> axum::http::Response<Tracked> {
+        response.map(|body| Tracked {
+            body,
+            lull: self.clone(),
+        })
+    }
+
+    /// A request reaches the router.
+    pub(super) fn begin(&self) {
+        self.started.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether hyper has started no request of its own on this connection:
+    /// then it has nothing of ours to finish sending, and may be dropped.
+    pub(super) fn untouched(&self) -> bool {
+        self.started.load(Ordering::Acquire) == 0
+    }
+}
+
+/// A connection's place in the registry, given up when dropped.
+pub(super) struct Listed<'a> {
+    idle: &'a Idle,
+    lull: Arc<Lull>,
+}
+
+impl Listed<'_> {
+    pub(super) fn lull(&self) -> &Arc<Lull> {
+        &self.lull
+    }
+
+    /// Resolves once a newcomer has taken this connection's place.
+    pub(super) async fn evicted(&self) {
+        loop {
+            let notified = self.lull.wake.notified();
+            if self.lull.evicted.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        if !self.lull.evicted.load(Ordering::Acquire) {
+            self.idle.lock().remove(&key(&self.lull));
+        }
+    }
+}
+
+/// A response body that tells its connection's `Lull` when hyper is done
+/// with it, whether sent to its end or dropped with the connection.
+pub(super) struct Tracked {
+    body: Body,
+    lull: Arc<Lull>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.lull.mark_ended();
+        self.lull.ended.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a connection answered and idle for `after` is taken, the one
+    /// idle the longest first; one with a request in the router is not.
+    #[tokio::test]
+    async fn the_longest_idle_answered_connection_goes_first() {
+        let idle = Idle::new(Duration::from_millis(50));
+        let waiting_for_its_first = idle.enter(false);
+        let older = idle.enter(true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let newer = idle.enter(true);
+        let busy = idle.enter(true);
+        busy.lull().begin();
+        assert!(!idle.evict(), "none idle for long enough yet");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(idle.evict());
+        assert!(older.lull().evicted.load(Ordering::Acquire));
+        assert!(!newer.lull().evicted.load(Ordering::Acquire));
+        tokio::time::timeout(Duration::from_secs(1), older.evicted())
+            .await
+            .expect("the evicted connection is woken");
+        assert!(idle.evict());
+        assert!(newer.lull().evicted.load(Ordering::Acquire));
+        assert!(!idle.evict(), "a busy or unanswered connection is kept");
+        // Its response ends: idle from then on.
+        drop(
+            busy.lull()
+                .track(axum::response::Response::new(Body::empty())),
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(idle.evict());
+        assert!(busy.lull().evicted.load(Ordering::Acquire));
+        assert!(!waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
+        drop((older, newer, busy));
+        drop(waiting_for_its_first);
+        assert!(idle.lock().is_empty());
+    }
+}
