@@ -20,6 +20,12 @@ pub(crate) struct Decision {
     /// `named`, when admitted and of a family the file belongs to: the
     /// phone the answer is made for.
     pub served: Option<Arc<Phone>>,
+    /// `named` was refused for a source its tenant's phones are not served
+    /// from (outside its networks, or inside another tenant's site). Its
+    /// tenant does not see such a fetch: a MAC is no secret, and a tenant
+    /// that created a phone by another organization's device's MAC would
+    /// read that device's office address, User-Agent and boot times.
+    pub foreign: bool,
     /// The file name carries a MAC not answered for here: "not found".
     pub refused: bool,
     /// A common file asked for with a MAC it is not answered for here: it
@@ -79,10 +85,16 @@ pub(crate) fn screen(
             }
         }
     };
+    // Only for refusals: a served phone was admitted from its own networks.
+    let foreign = served.is_none()
+        && named
+            .as_ref()
+            .is_some_and(|phone| !tenant_sees(state, sites, phone, request));
     Decision {
         identity,
         named,
         served,
+        foreign,
         refused,
         blind,
         unmodeled: false,
@@ -117,6 +129,22 @@ fn admitted(
         .is_none_or(|remote| network_allowed(state, sites, tenant, remote))
 }
 
+/// Whether a fetch from `request`'s source is one `phone`'s tenant may
+/// see: from where its phones are served, whatever else refused it.
+fn tenant_sees(
+    state: &Arc<MirrorState>,
+    sites: Option<&NetworkIndex>,
+    phone: &Phone,
+    request: &Request<'_>,
+) -> bool {
+    let Some(tenant) = state.tenant(phone.tenant_id) else {
+        return false;
+    };
+    request
+        .remote
+        .is_none_or(|remote| where_from(state, sites, tenant, remote) == Whence::Allowed)
+}
+
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must
 /// belong to it, so one tenant's URL never serves another's phone.
 fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool {
@@ -141,27 +169,47 @@ fn network_allowed(
     tenant: &Arc<Tenant>,
     remote: IpAddr,
 ) -> bool {
-    let Some(networks) = provisioning_networks(tenant) else {
-        let elsewhere = sites.is_some_and(|index| index.held_by_another(state, tenant.id, remote));
-        if elsewhere {
-            metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
-                .increment(1);
-            static INSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
-            if let Some(skipped) = INSIDE_LOG.allow() {
-                tracing::warn!(%remote, tenant = %tenant.slug, skipped, "a phone of a tenant without provisioning networks asked from inside another tenant's; not served (logged at most once a second)");
-            }
+    let from = where_from(state, sites, tenant, remote);
+    if from == Whence::AnotherTenantsSite {
+        metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
+            .increment(1);
+        static INSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
+        if let Some(skipped) = INSIDE_LOG.allow() {
+            tracing::warn!(%remote, tenant = %tenant.slug, skipped, "a phone of a tenant without provisioning networks asked from inside another tenant's; not served (logged at most once a second)");
         }
-        return !elsewhere;
-    };
-    let allowed = networks.iter().any(|net| net.contains(&remote));
+    }
     // A forged UDP source can cause one of these per packet.
     static OUTSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
-    if !allowed {
+    if from == Whence::OutsideItsNetworks {
         if let Some(skipped) = OUTSIDE_LOG.allow() {
             tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second)");
         }
     }
-    allowed
+    from == Whence::Allowed
+}
+
+/// Where a fetch comes from, for a tenant's phones.
+#[derive(PartialEq, Eq)]
+enum Whence {
+    Allowed,
+    OutsideItsNetworks,
+    AnotherTenantsSite,
+}
+
+fn where_from(
+    state: &Arc<MirrorState>,
+    sites: Option<&NetworkIndex>,
+    tenant: &Arc<Tenant>,
+    remote: IpAddr,
+) -> Whence {
+    match provisioning_networks(tenant) {
+        Some(networks) if networks.iter().any(|net| net.contains(&remote)) => Whence::Allowed,
+        Some(_) => Whence::OutsideItsNetworks,
+        None if sites.is_some_and(|index| index.held_by_another(state, tenant.id, remote)) => {
+            Whence::AnotherTenantsSite
+        }
+        None => Whence::Allowed,
+    }
 }
 
 /// The tenant's `provisioning_networks`, `None` when it sets none (or its

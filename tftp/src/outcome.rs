@@ -35,6 +35,7 @@ impl Provisioner {
         request: &Request<'_>,
         identity: &Identity,
         phone: &Phone,
+        tenant_id: Option<dialtone_sync::Id>,
         result: &Result<Rendered, ProvisionError>,
     ) {
         let (outcome, bytes) = match result {
@@ -50,7 +51,7 @@ impl Provisioner {
         };
         history.record(BootRecord {
             mac: phone.mac.to_string(),
-            tenant_id: Some(phone.tenant_id),
+            tenant_id,
             at: dialtone_sync::now_millis(),
             remote_ip: request.remote.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: request.user_agent.map(str::to_string),

@@ -549,7 +549,10 @@ impl Provisioner {
             decision.history_phone(),
             challenged,
         ) {
-            self.record(history, request, identity, phone, result);
+            // A fetch refused from where its tenant's phones are not
+            // served is kept for global admins only (`Decision::foreign`).
+            let tenant = (!decision.foreign).then_some(phone.tenant_id);
+            self.record(history, request, identity, phone, tenant, result);
         }
         let vendor = match (result, identity) {
             (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),

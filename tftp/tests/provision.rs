@@ -801,6 +801,75 @@ async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
     );
 }
 
+/// A fetch refused because it came from where the phone's tenant is not
+/// served is not that tenant's to see: a tenant that creates a phone by
+/// another organization's device's MAC would read that device's office
+/// address and boot times. Global admins still see it, and the tenant
+/// sees its refused fetches from its own networks (a wrong transport).
+#[tokio::test]
+async fn a_fetch_refused_from_elsewhere_is_kept_from_the_tenant() {
+    let f = Fixture::new().await;
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: r#"{"provisioning_networks":["192.0.2.0/24"]}"#.into(),
+    })])
+    .await;
+    // A second phone that needs credentials, so never served over TFTP.
+    let mut guarded = phone("00:15:65:00:00:02", Family::Yealink, "T46S", &["Lab"]);
+    if let Mutation::UpsertPhone(p) = &mut guarded {
+        p.http_user = Some("desk2".into());
+        p.http_password = Some("secret".into());
+    }
+    f.write(&[guarded]).await;
+    let acme = f.mirror.load().tenant_by_slug("acme").unwrap().id;
+    let (provisioner, history) = recording(&f);
+    let inside: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let elsewhere: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    assert!(provisioner
+        .provision(&from(inside, "001565000001.cfg"))
+        .is_ok());
+    for (source, protocol) in [
+        (elsewhere, dialtone_tftp::Protocol::Http),
+        (inside, dialtone_tftp::Protocol::Tftp),
+        (elsewhere, dialtone_tftp::Protocol::Tftp),
+    ] {
+        let path = if protocol == dialtone_tftp::Protocol::Http {
+            "001565000001.cfg"
+        } else {
+            "001565000002.cfg"
+        };
+        let refused = provisioner.provision(&Request {
+            protocol,
+            ..from(source, path)
+        });
+        assert_eq!(refused.err(), Some(ProvisionError::NotFound));
+    }
+    stored(history).await;
+    let seen = |mac: &str, tenant: Option<Id>| {
+        let mac: Mac = mac.parse().unwrap();
+        let store = f.store.clone();
+        async move {
+            let boots = store.recent_boots(&mac, tenant, 10).await.unwrap();
+            let mut sources: Vec<String> = boots.into_iter().map(|b| b.remote_ip).collect();
+            sources.sort();
+            sources
+        }
+    };
+    assert_eq!(seen("001565000001", Some(acme)).await, ["192.0.2.10"]);
+    assert_eq!(
+        seen("001565000001", None).await,
+        ["192.0.2.10", "198.51.100.7"]
+    );
+    // Refused for its transport at its own office: the tenant's to see.
+    assert_eq!(seen("001565000002", Some(acme)).await, ["192.0.2.10"]);
+    assert_eq!(
+        seen("001565000002", None).await,
+        ["192.0.2.10", "198.51.100.7"]
+    );
+}
+
 /// A client's overlong User-Agent is read as none: its text would ride,
 /// whole, into the history queue and rows and the cached render's inputs.
 #[tokio::test]
