@@ -270,7 +270,7 @@ async fn answer(
             DirectoryError::Number(reason) => refusal(
                 StatusCode::BAD_REQUEST,
                 "invalid_number",
-                reason.to_string(),
+                number_refused(reason),
             ),
             DirectoryError::UnknownTenant => refusal(
                 StatusCode::UNAUTHORIZED,
@@ -288,6 +288,17 @@ async fn answer(
         };
         refused.into_response(mode)
     })
+}
+
+/// Why a number was refused, without the number: the PBX writes the
+/// caller's number into the URL as sent, so a caller can append
+/// `&format=json` to it, and the PBX shows whatever body it gets as the
+/// caller's name. The refusal must not carry the caller's own text there.
+fn number_refused(reason: &crate::normalize::NormalizeError) -> String {
+    match reason {
+        crate::normalize::NormalizeError::NotANumber(_) => "not a phone number".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn text_response(answer: &Answer) -> Response {

@@ -275,6 +275,20 @@ async fn json_mode_explains_errors() {
         .as_str()
         .unwrap()
         .contains("not a phone number"));
+    // A caller's number with `&format=json` appended, as a PBX writes it
+    // into the URL: the refusal the PBX shows as the name holds none of
+    // the caller's text.
+    let injected = api
+        .get(
+            &format!(
+                "/v1/lookup?number=CallYourBankNow&format=json&key={}",
+                api.acme_key
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(injected.status, StatusCode::BAD_REQUEST);
+    assert!(!injected.body.contains("CallYourBank"), "{}", injected.body);
     for uri in [
         "/v1/lookup?number=5550101234&format=json".to_string(),
         format!(
