@@ -159,3 +159,48 @@ async fn a_tenant_cannot_write_a_phone_that_moved_while_its_node_lagged() {
     assert!(templates.status.is_success(), "{}", templates.text);
     assert!(!templates.text.contains(ACME_MAC), "{}", templates.text);
 }
+
+/// A phone moved to another tenant shows in both tenants' audit views:
+/// the tenant it left sees that it left, and nothing of where it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_phone_shows_in_the_audit_of_the_tenant_it_left() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let path = format!("/v1/phones/{ACME_MAC}");
+    let moved = serde_json::json!({
+        "tenant": "globex", "family": "yealink", "model": "T46S", "label": "Globex lobby",
+        "lines": [{"extension": "200", "display_name": "Front", "registrar": "sip.example.net"}],
+    })
+    .to_string();
+    let reply = h
+        .call(Some("global"), Method::PUT, &path, Some(&moved), &[])
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let rows = |token: &'static str| {
+        let h = &h;
+        async move {
+            let reply = h.get(token, "/v1/audit").await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            let rows: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
+            rows["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row["entity_key"] == ACME_MAC)
+                .cloned()
+                .collect::<Vec<_>>()
+        }
+    };
+    let acme = rows("acme-admin").await;
+    assert_eq!(acme.len(), 1, "{acme:?}");
+    assert_eq!(acme[0]["action"], "move_out");
+    let shown = acme[0].to_string();
+    assert!(
+        !shown.contains("globex") && !shown.contains("Globex"),
+        "{shown}"
+    );
+    let globex = rows("globex-admin").await;
+    assert!(
+        globex.iter().any(|row| row["action"] == "update"),
+        "{globex:?}"
+    );
+}

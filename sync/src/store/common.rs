@@ -642,6 +642,7 @@ macro_rules! shared_sql {
                 return Err(SyncError::Invalid(crate::store::nul::reason(&field)));
             }
             let now = now_millis();
+            let moved_from = moved_from(conn, audit, mutations).await?;
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
             let mut done = 0u64;
@@ -733,7 +734,41 @@ macro_rules! shared_sql {
             .bind(&tenant)
             .execute(&mut *conn)
             .await?;
+            if let Some(from) = moved_from {
+                // Its own row, naming neither the phone's new tenant nor
+                // what it was written with: those are the other tenant's.
+                sqlx::query(
+                    "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant, tenant_id) \
+                     VALUES ($1, $2, 'move_out', $3, $4, $5, $6, (SELECT id FROM tenants WHERE slug = $6))",
+                )
+                .bind(now)
+                .bind(&audit.actor)
+                .bind(&audit.entity)
+                .bind(&audit.entity_key)
+                .bind(serde_json::json!({ "detail": { "to_another_tenant": true } }).to_string())
+                .bind(&from)
+                .execute(&mut *conn)
+                .await?;
+            }
             Ok(report)
+        }
+
+        /// The tenant a phone written through the API leaves: the audit row
+        /// names the tenant it goes to, and the one that loses it (and its
+        /// phone-scope templates) would otherwise see nothing in its own
+        /// audit view. Read before the write moves it.
+        async fn moved_from(conn: &mut $conn, audit: &Audit, mutations: &[Mutation]) -> Result<Option<String>, SyncError> {
+            let mut writes = mutations.iter().filter(|m| !matches!(m, Mutation::Expect { .. }));
+            let (Some(Mutation::UpsertPhone(phone)), None, Some(to)) = (writes.next(), writes.next(), &audit.tenant) else {
+                return Ok(None);
+            };
+            let from: Option<String> = sqlx::query_scalar(
+                "SELECT t.slug FROM phones p JOIN tenants t ON t.id = p.tenant_id WHERE p.mac = $1",
+            )
+            .bind(phone.mac.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(from.filter(|from| from != to))
         }
 
         /// One multi-row INSERT per chunk: each statement is a round trip
