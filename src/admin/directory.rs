@@ -18,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, off_workers, page_size, tagged, AdminState, Change, Edit, Principal,
+    commit, commit_if_match, created_not_yet_shown, off_workers, page_size, tagged, AdminState,
+    Change, Edit, Principal,
 };
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
@@ -251,7 +252,7 @@ fn entry_input(
 
 #[utoipa::path(post, operation_id = "directory_create_entry", path = "/v1/tenants/{slug}/directory", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo")), request_body = EntryBody,
-    responses((status = 201, body = EntryView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = EntryView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_entry(
     State(state): State<AdminState>,
@@ -293,7 +294,10 @@ pub async fn create_entry(
         vec![Mutation::UpsertDirectoryEntry(input)],
     )
     .await?;
-    let entry = written_entry(&state, &tenant, &external_id)?;
+    let Ok(entry) = written_entry(&state, &tenant, &external_id) else {
+        let what = format!("directory entry {external_id}");
+        return Ok(created_not_yet_shown(&what, serde_json::Value::Null));
+    };
     let view = entry_view(&entry);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }

@@ -270,6 +270,22 @@ pub(crate) async fn commit(
 /// How long a write waits for this node's mirror to show it.
 const WRITE_CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The answer to a create that is committed but not yet in this node's
+/// mirror (the catch-up above ran out: a reload after a large import, say).
+/// An error would tell the client the write failed, and its retry would
+/// meet a 409; `extra` carries what the client cannot read again later
+/// (a new token's value).
+pub(crate) fn created_not_yet_shown(what: &str, extra: Value) -> Response {
+    let mut body = serde_json::json!({
+        "committed": true,
+        "detail": format!("{what} is written; this node has not caught up with it yet, read it again in a moment"),
+    });
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
 /// The audit row of `change`, made by `principal`.
 pub(crate) fn audit_of(principal: &Principal, change: Change<'_>) -> Audit {
     Audit {

@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, json_value, object_text, off_workers, page_size, parse_name, tagged,
-    AdminState, Change, Edit, Principal,
+    commit, commit_if_match, created_not_yet_shown, json_value, object_text, off_workers,
+    page_size, parse_name, tagged, AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -517,7 +517,7 @@ fn summary(input: &PhoneInput) -> Value {
 }
 
 #[utoipa::path(post, operation_id = "phones_create", path = "/v1/phones", tag = "phones", request_body = PhoneBody,
-    responses((status = 201, body = PhoneView), (status = 409, body = ErrorBody),
+    responses((status = 201, body = PhoneView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -569,9 +569,9 @@ pub(crate) async fn create_phone(
     )
     .await?;
     let mirror = state.mirror.load();
-    let phone = mirror
-        .phone_by_mac(&mac)
-        .ok_or_else(|| ApiError::internal("created phone missing from the mirror"))?;
+    let Some(phone) = mirror.phone_by_mac(&mac) else {
+        return Ok(created_not_yet_shown(&format!("phone {mac}"), Value::Null));
+    };
     let view = view(&mirror, phone);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }

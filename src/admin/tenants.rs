@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::{check_setting, keep_operator_settings, Quota};
 use super::{
-    commit, commit_if_match, json_value, object_text, page_size, tagged, AdminState, Change, Edit,
-    Principal,
+    commit, commit_if_match, created_not_yet_shown, json_value, object_text, page_size, tagged,
+    AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -228,7 +228,7 @@ pub async fn list(
 }
 
 #[utoipa::path(post, operation_id = "tenants_create", path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
-    responses((status = 201, body = TenantView), (status = 409, body = ErrorBody),
+    responses((status = 201, body = TenantView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -268,9 +268,10 @@ pub async fn create(
     )
     .await?;
     let mirror = state.mirror.load();
-    let tenant = mirror
-        .tenant_by_slug(&body.slug)
-        .ok_or_else(|| ApiError::internal("created tenant missing from the mirror"))?;
+    let Some(tenant) = mirror.tenant_by_slug(&body.slug) else {
+        let what = format!("tenant {}", body.slug);
+        return Ok(created_not_yet_shown(&what, Value::Null));
+    };
     let view = view(&state, &mirror, tenant);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }

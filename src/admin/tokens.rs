@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use super::{commit, parse_name, AdminState, Change, Principal};
+use super::{commit, created_not_yet_shown, parse_name, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenView {
@@ -84,7 +84,7 @@ pub async fn list(
 }
 
 #[utoipa::path(post, operation_id = "tokens_create", path = "/v1/tokens", tag = "tokens", request_body = NewToken,
-    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = CreatedToken), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AdminState>,
@@ -132,9 +132,11 @@ pub async fn create(
     )
     .await?;
     let mirror = state.mirror.load();
-    let row = mirror
-        .token_by_hash(&hash)
-        .ok_or_else(|| ApiError::internal("created token missing from the mirror"))?;
+    let Some(row) = mirror.token_by_hash(&hash) else {
+        // Its value is shown only now, or never.
+        let what = format!("token {}", body.name);
+        return Ok(created_not_yet_shown(&what, json!({ "token": token })));
+    };
     let created = CreatedToken {
         token,
         view: view(&mirror, row),

@@ -175,7 +175,7 @@ pub async fn counts(
 #[utoipa::path(post, operation_id = "unclaimed_claim", path = "/v1/tenants/{slug}/unclaimed/{mac}/claim",
     tag = "unclaimed", request_body = ClaimBody,
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
-    responses((status = 201, body = super::phones::PhoneView), (status = 404, body = ErrorBody),
+    responses((status = 201, body = super::phones::PhoneView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn claim(
