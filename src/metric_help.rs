@@ -17,7 +17,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_refused_total",
-        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place).",
+        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place), bodies (a tenant, or the node, already read its share of request bodies at once), checks (a tenant already ran 4 template checks, previews and source tests at once).",
     ),
     (
         "dialtone_history_dropped_total",
@@ -358,6 +358,14 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     (
         "dialtone_admin_database_refused_total",
         &[("scope", "others_waiting")],
+    ),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "bodies")],
+    ),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "checks")],
     ),
     (
         "dialtone_store_large_reads_total",

@@ -96,6 +96,9 @@ pub struct DatabaseShare {
     /// `BODIES_ALL` x 2 MiB.
     bodies: Arc<Running>,
     bodies_all: Arc<Semaphore>,
+    /// Tenants' template checks, previews and source tests, from their
+    /// body read to their answer (see [`bounded_body`]).
+    checks: Arc<Running>,
     all: Arc<Semaphore>,
     all_places: usize,
     /// Until when tenants are held to one place each (see the module).
@@ -121,6 +124,7 @@ impl DatabaseShare {
             tenants: Running::new(per_tenant(max_connections)),
             bodies: Running::new(BODIES_PER_TENANT),
             bodies_all: Arc::new(Semaphore::new(BODIES_ALL)),
+            checks: Running::new(CHECKS_PER_TENANT),
             all: Arc::new(Semaphore::new(all_places)),
             all_places,
             contended_until: Mutex::new(None),
@@ -196,6 +200,9 @@ const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Bodies read at once for one tenant, and for all of them on this node.
 const BODIES_PER_TENANT: usize = 8;
 const BODIES_ALL: usize = 128;
+/// Template checks, previews and source tests one tenant may have running
+/// at once, each from its body read to its answer.
+const CHECKS_PER_TENANT: usize = 4;
 
 /// Runs a database-bound request under its tenant's share and the
 /// tenants' part of the pool. Requests without a valid token pass
@@ -251,15 +258,46 @@ pub(super) async fn admit(
 /// tests): read by their handlers, a body trickled in, or never sent,
 /// held its connection and buffer for as long as the client liked, and
 /// a tenant-read token could hold every API connection that way.
+///
+/// Once read, the request runs under one of its tenant's
+/// `CHECKS_PER_TENANT` places until its answer is made. The body places
+/// are given back when the body is in, but the handler then holds what it
+/// parsed while it waits, without a deadline, for the render pool, which
+/// lets a tenant have a thousand renders waiting: without a place of its
+/// own a tenant held that many requests' bodies at once. Past its places a
+/// request is refused with 429, as the database share's are. Held by the
+/// request's future, not a task of its own as `admit`'s place is: a client
+/// that hangs up drops its wait for the pool with it, and a render already
+/// running keeps its pool slot until it ends.
 pub(super) async fn bounded_body(
     State(state): State<AdminState>,
     request: Request,
     next: Next,
 ) -> Response {
-    match authenticated_body(&state, request).await {
-        Ok((parts, _, body)) => next.run(Request::from_parts(parts, body)).await,
-        Err(refused) => refused,
-    }
+    let (parts, tenant, body) = match authenticated_body(&state, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    let request = Request::from_parts(parts, body);
+    let Some(tenant) = tenant else {
+        return next.run(request).await;
+    };
+    let checks = &state.database_share.checks;
+    let Some(_place) = checks.take(tenant) else {
+        metrics::counter!("dialtone_admin_database_refused_total", "scope" => "checks")
+            .increment(1);
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!(
+                "this tenant already runs {} template checks, previews and source tests at \
+                 once, its share; retry when one ends",
+                checks.per_tenant()
+            ),
+        )
+        .into_response();
+    };
+    next.run(request).await
 }
 
 /// The request's token checked once (handlers reuse it), and for a tenant's

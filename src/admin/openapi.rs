@@ -3,7 +3,10 @@
 //! nothing).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -182,6 +185,22 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document as served. It is the same for the process's life, and
+/// anyone may ask for it without a token: built and serialised on each
+/// request, it was work any client could make the node do at will.
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    serde_json::to_vec(&ApiDoc::openapi())
+        .expect("the OpenAPI document serialises")
+        .into()
+});
+
 pub async fn document() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        DOCUMENT.clone(),
+    )
+        .into_response()
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
 use super::quotas::Quota;
-use super::templates::{key_of, stored, KeyFields};
+use super::templates::{check_names, key_of, may_try, stored, KeyFields};
 use super::versions::unified_diff;
 use super::{AdminState, Principal};
 
@@ -78,14 +78,24 @@ fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
 }
 
 #[utoipa::path(post, operation_id = "templates_preview", path = "/v1/preview", tag = "templates", request_body = PreviewRequest,
-    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 200, body = PreviewView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn preview(
     State(state): State<AdminState>,
     principal: Principal,
     ApiJson(request): ApiJson<PreviewRequest>,
 ) -> Result<Response, ApiError> {
+    check_names([
+        ("mac", Some(request.mac.as_str())),
+        ("file", request.file.as_deref()),
+        ("scope", request.scope.as_deref()),
+        ("family", request.family.as_deref()),
+        ("file_pattern", request.file_pattern.as_deref()),
+        ("tenant", request.tenant.as_deref()),
+        ("model", request.model.as_deref()),
+    ])?;
     let mac = parse_mac(&request.mac)?;
     let mirror = state.mirror.load();
     let phone = phone_for(&mirror, &principal, &mac, Access::Read)?.clone();
@@ -114,7 +124,8 @@ pub async fn preview(
                 mac: Some(&request.mac),
                 model: request.model.as_deref(),
             };
-            let (key, _) = key_of(&mirror, &principal, fields)?;
+            let (key, owner) = key_of(&mirror, &principal, fields)?;
+            may_try(&principal, owner)?;
             Some(Draft {
                 key,
                 body: body.into(),

@@ -68,6 +68,21 @@ pub struct NewTemplate {
     pub sample_mac: Option<String>,
 }
 
+impl NewTemplate {
+    /// Every field but the body, which the size quota bounds.
+    fn names(&self) -> [(&'static str, Option<&str>); 7] {
+        [
+            ("scope", Some(&self.scope)),
+            ("family", Some(&self.family)),
+            ("file_pattern", Some(&self.file_pattern)),
+            ("tenant", self.tenant.as_deref()),
+            ("mac", self.mac.as_deref()),
+            ("model", self.model.as_deref()),
+            ("sample_mac", self.sample_mac.as_deref()),
+        ]
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateUpdate {
@@ -168,6 +183,39 @@ pub(crate) fn stored(
         .ok_or_else(|| ApiError::not_found(format!("template #{id}")))?;
     may_read(state, principal, &template)?;
     Ok(template)
+}
+
+/// Longest name a template request or a preview may give (a scope,
+/// family, file pattern, model, tenant, MAC or file): the longest a
+/// phone's text fields, its model among them, may be (`phones.rs`), past
+/// every slug, MAC and file name a phone fetches. A check or a preview
+/// holds its names, copied, while it waits for the render pool; nothing
+/// else bounded them, and an error that names one would echo it.
+pub(crate) const MAX_NAME: usize = 256;
+
+/// Refuses (400) the first of `fields` longer than [`MAX_NAME`], by name.
+pub(crate) fn check_names<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Result<(), ApiError> {
+    let long = fields
+        .into_iter()
+        .find(|(_, value)| value.is_some_and(|v| v.len() > MAX_NAME));
+    match long {
+        Some((field, _)) => Err(ApiError::bad_request(format!(
+            "{field}: at most {MAX_NAME} bytes"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether `principal` may have a draft for a key of `owner` checked or
+/// previewed: its tenant's readers may; a family or model key (no owner)
+/// reaches every tenant's phones, so only a global admin.
+pub(crate) fn may_try(principal: &Principal, owner: Option<Id>) -> Result<(), ApiError> {
+    match owner {
+        Some(tenant) => principal.read(tenant, "tenant"),
+        None => principal.require_global(),
+    }
 }
 
 /// The fields of a request that name a template's key.
@@ -388,21 +436,21 @@ pub async fn list(
 }
 
 #[utoipa::path(post, operation_id = "templates_validate", path = "/v1/templates/validate", tag = "templates", request_body = NewTemplate,
-    responses((status = 200, body = Validation), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = Validation), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn validate(
     State(state): State<AdminState>,
     principal: Principal,
     ApiJson(body): ApiJson<NewTemplate>,
 ) -> Result<Response, ApiError> {
+    check_names(body.names())?;
     let (key, owner) = {
         let mirror = state.mirror.load();
         key_of(&mirror, &principal, (&body).into())?
     };
-    match owner {
-        Some(tenant) => principal.read(tenant, "tenant")?,
-        None => principal.require_global()?,
-    }
+    may_try(&principal, owner)?;
     // A check is work a tenant causes: it obeys the size quota too.
     template_quotas(&state, &principal, owner, body.body.len(), false).await?;
     Ok(axum::Json(
@@ -420,7 +468,7 @@ pub async fn validate(
 }
 
 #[utoipa::path(post, operation_id = "templates_create", path = "/v1/templates", tag = "templates", request_body = NewTemplate,
-    responses((status = 201, body = TemplateView), (status = 409, body = ErrorBody),
+    responses((status = 201, body = TemplateView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -428,6 +476,7 @@ pub async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<NewTemplate>,
 ) -> Result<Response, ApiError> {
+    check_names(body.names())?;
     let (key, owner, phone_seen) = {
         let mirror = state.mirror.load();
         let (key, owner) = key_of(&mirror, &principal, (&body).into())?;
@@ -501,9 +550,10 @@ pub async fn create(
         _ => e,
     })?;
     let mirror = state.mirror.load();
-    let template = mirror
-        .template_by_key(&key)
-        .ok_or_else(|| ApiError::internal("created template missing from the mirror"))?;
+    let Some(template) = mirror.template_by_key(&key) else {
+        let what = format!("template {}", body.file_pattern);
+        return Ok(super::created_not_yet_shown(&what, serde_json::Value::Null));
+    };
     let view = view(&mirror, template, true);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
 }
@@ -590,6 +640,7 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TemplateUpdate>,
 ) -> Result<Response, ApiError> {
+    check_names([("sample_mac", body.sample_mac.as_deref())])?;
     let template = writable(&state, &principal, id)?;
     save_body(
         &state,

@@ -288,6 +288,15 @@ impl MirrorState {
     }
 
     /// How many directory entries the tenant has, without collecting them.
+    /// The tenant's first entry, as [`MirrorState::directory_of`] would
+    /// list it first, without collecting the rest.
+    pub fn first_directory_entry(&self, tenant_id: Id) -> Option<&Arc<DirectoryEntry>> {
+        self.directory_by_tenant
+            .get(&tenant_id)?
+            .iter()
+            .find_map(|id| self.directory.get(&id))
+    }
+
     pub fn directory_len(&self, tenant_id: Id) -> usize {
         self.directory_by_tenant
             .get(&tenant_id)

@@ -3,6 +3,7 @@
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
 mod caching;
+mod checks;
 mod directory_kinds;
 mod fleet;
 mod import_body;

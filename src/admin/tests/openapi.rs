@@ -74,6 +74,10 @@ async fn the_document_covers_every_route_and_resolves() {
     let h = Harness::new(Backend::Sqlite).await;
     let reply = h.call(None, Method::GET, "/openapi.json", None, &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers.get("content-type").unwrap(),
+        "application/json"
+    );
     let doc = reply.json();
     assert!(
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),

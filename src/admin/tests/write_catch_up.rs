@@ -42,7 +42,7 @@ async fn a_create_the_mirror_cannot_show_yet_is_accepted() {
     let create = |role: &'static str, path: &'static str, body: &'static str| {
         h.call(Some(role), Method::POST, path, Some(body), &[])
     };
-    let (phone, tenant, token, entry) = tokio::join!(
+    let (phone, tenant, token, entry, template, source) = tokio::join!(
         create(
             "acme-admin",
             "/v1/phones",
@@ -63,12 +63,25 @@ async fn a_create_the_mirror_cannot_show_yet_is_accepted() {
             "/v1/tenants/acme/directory",
             r#"{"external_id": "late-1", "name": "Late Entry", "numbers": [{"number": "+15550109999", "kind": "work"}]}"#,
         ),
+        create(
+            "global",
+            "/v1/templates",
+            r#"{"scope": "family", "family": "yealink", "file_pattern": "{mac}.boot", "body": "a = 1\n"}"#,
+        ),
+        create(
+            "global",
+            "/v1/tenants/acme/directory-sources",
+            r#"{"name": "late", "kind": "http", "settings": {"url": "http://127.0.0.1:9/{digits}"}}"#,
+        ),
     );
-    for reply in [&phone, &tenant, &token, &entry] {
+    for reply in [&phone, &tenant, &token, &entry, &template, &source] {
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
         assert_eq!(reply.json()["committed"], true, "{}", reply.text);
     }
-    let value = token.json()["token"].as_str().unwrap_or_default().to_string();
+    let value = token.json()["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!value.is_empty(), "{}", token.text);
     drop(turn);
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
@@ -78,6 +91,7 @@ async fn a_create_the_mirror_cannot_show_yet_is_accepted() {
         "/v1/phones/001565aabb01",
         "/v1/tenants/initech",
         "/v1/tenants/acme/directory/late-1",
+        "/v1/tenants/acme/directory-sources/late",
     ] {
         let reply = h.get("global", path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
