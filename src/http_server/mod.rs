@@ -18,6 +18,7 @@
 //! arrived is answered without registering the socket at all
 //! (`first_request`); everything else is hyper's.
 
+mod accept;
 mod first_request;
 mod idle;
 mod slow;
@@ -26,8 +27,9 @@ mod tls;
 
 pub use tls::{tls_acceptor, TlsFiles};
 
+use accept::{defer_accept, Accepting};
+
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,7 +45,6 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -293,192 +294,9 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// One accept loop of a listener; all of them share everything here.
-#[derive(Clone)]
-struct Accepting {
-    shared: Arc<Shared>,
-    listener: Arc<AsyncFd<std::net::TcpListener>>,
-    connections: TaskTracker,
-    refusals: Arc<Semaphore>,
-    shutdown: CancellationToken,
-    nodelay_inherited: bool,
-}
-
-impl Accepting {
-    async fn run(self) {
-        let Accepting {
-            shared,
-            listener,
-            connections,
-            refusals,
-            shutdown,
-            nodelay_inherited,
-        } = self;
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        loop {
-            // Accepting comes first, so `cancelled` (a mutex per poll) is only
-            // polled when no connection is waiting; a flood of connections
-            // still sees the shutdown, by the check after each accept.
-            let (stream, peer) = tokio::select! {
-                biased;
-                accepted = accept(&listener) => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, or the peer gave up before
-                        // the accept: pause briefly rather than spin.
-                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
-                            _ = &mut cancelled => break,
-                        }
-                    }
-                },
-                _ = &mut cancelled => break,
-            };
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let stream = std::net::TcpStream::from(stream);
-            if !nodelay_inherited {
-                let _ = stream.set_nodelay(true);
-            }
-            let over_all = shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections;
-            // The share first: no one is evicted for a newcomer its own
-            // source's share would refuse.
-            let share = match shared.take_share(peer.ip()) {
-                Ok(source) if over_all && !shared.evict_for(peer) => {
-                    if let Some(source) = source {
-                        shared.give_share(source);
-                    }
-                    Err(())
-                }
-                share => share,
-            };
-            let Ok(source) = share else {
-                shared.open.fetch_sub(1, Ordering::AcqRel);
-                let counter = if over_all {
-                    "dialtone_http_connections_shed_total"
-                } else {
-                    "dialtone_http_source_connections_shed_total"
-                };
-                metrics::counter!(counter).increment(1);
-                // Refusals are bounded too: past that, the connection just closes.
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    let tls = shared.tls.clone();
-                    connections.spawn(async move {
-                        let Ok(stream) = TcpStream::from_std(stream) else {
-                            return;
-                        };
-                        match tls {
-                            Some(tls) => {
-                                if let Ok(Ok(stream)) =
-                                    tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
-                                {
-                                    refuse(stream).await;
-                                }
-                            }
-                            None => refuse(stream).await,
-                        }
-                        drop(refusal);
-                    });
-                }
-                continue;
-            };
-            let slot = Slot(shared.clone(), source);
-            // Two tasks of their own types: the plain one carries no TLS state,
-            // so the future a connection costs (allocated and moved into its
-            // task) is no bigger than hyper's connection.
-            if shared.tls.is_some() {
-                connections.spawn(serve_tls(stream, peer, slot));
-            } else {
-                // Polled here once before it gets a task: a request already in
-                // (deferred accept) with its file in the render cache is
-                // answered and closed within this poll, and a task, its
-                // scheduling and the wake-up of another worker were a tenth
-                // of such a connection's CPU. Anything that waits (a render in
-                // the pool, a slow reader, keep-alive, hyper) is spawned and
-                // re-polled by its own task, which takes over its wakers. Only
-                // hits run here, so the accept loop is never held by a render.
-                // A panic in it must not end the loop: it is caught and ends
-                // only its connection, as it would in a task of its own.
-                let mut connection = Box::pin(
-                    std::panic::AssertUnwindSafe(serve_plain(stream, peer, slot))
-                        .catch_unwind()
-                        .map(move |served| {
-                            if served.is_err() {
-                                tracing::error!(%peer, "an HTTP connection panicked; closed");
-                            }
-                        }),
-                );
-                if futures::poll!(connection.as_mut()).is_pending() {
-                    connections.spawn(connection);
-                }
-            }
-        }
-    }
-}
-
-/// Connections reach `accept` once their first bytes are in
-/// (TCP_DEFER_ACCEPT), so the first read finds the request and the
-/// first-request path serves it; woken by the bare handshake instead, the
-/// read came too early for a share of connections, which then went through
-/// the reactor and hyper. A connection that stays silent waits in the
-/// kernel's bounded queue of half-open ones, not in a slot, and is
-/// accepted after about `wait` (then the header deadline runs as before).
-fn defer_accept(listener: &TcpListener, wait: Duration) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let seconds = wait.as_secs().clamp(1, 30) as libc::c_int;
-        // SAFETY: the descriptor is the listener's, open for this call, and
-        // the option reads exactly one `c_int` from a live local.
-        let set = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&seconds as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_DEFER_ACCEPT not set");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (listener, wait);
-}
-
-/// How long a refused connection may take to be told so.
-const REFUSAL_TIME: Duration = Duration::from_secs(1);
-
 /// A phone on a poor link still reads something every few seconds; 30 s
 /// of nothing is a client that has stopped reading.
 const WRITE_STALL: Duration = Duration::from_secs(30);
-
-/// The next connection: non-blocking and close-on-exec from the start
-/// (no extra system calls), and not registered with the reactor.
-async fn accept(
-    listener: &AsyncFd<std::net::TcpListener>,
-) -> std::io::Result<(OwnedFd, SocketAddr)> {
-    use rustix::net::{acceptfrom_with, SocketFlags};
-    loop {
-        let mut ready = listener.readable().await?;
-        let accepted = ready.try_io(|listener| {
-            Ok(acceptfrom_with(
-                listener,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            )?)
-        });
-        let Ok(accepted) = accepted else { continue };
-        let (stream, peer) = accepted?;
-        let peer = peer
-            .and_then(|peer| SocketAddr::try_from(peer).ok())
-            .ok_or_else(|| std::io::Error::other("accepted a connection without an IP peer"))?;
-        return Ok((stream, peer));
-    }
-}
 
 async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let shared = &slot.0;
@@ -663,22 +481,6 @@ impl tokio::io::AsyncWrite for PlainTcp {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-}
-
-/// Answers 503 and closes gently: closing with the client's request still
-/// unread would send a reset, and the client might never see the answer.
-async fn refuse<S>(mut stream: S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(REFUSAL_TIME, async {
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
 }
 
 fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
