@@ -139,10 +139,15 @@ impl Searches {
 
     /// Whether a reply (one whole, checked message) goes on to ldap3; an
     /// error when the server answers more searches at once than ldap3
-    /// could have asked.
+    /// could have asked, or breaks what ldap3 relies on in another way.
     pub fn pass(&mut self, message: &[u8]) -> Result<bool, &'static str> {
+        // ldap3 reads an id of any length and keeps its low 32 bits: a
+        // reply under `00 00 00 00 02` would reach it as message 2 counted
+        // against nothing here (and a bind's reply under a search's id
+        // panics its task). Its own ids are one to four octets, never
+        // negative, so an id in another form answers nothing it asked.
         let Some((id, op, content)) = id_and_op(message) else {
-            return Ok(true);
+            return Err("a message id in a form ldap3 never sends");
         };
         let number = op & 0x1f;
         if let Some(at) = self.abandoned.iter().position(|(a, _)| *a == id) {
@@ -278,12 +283,17 @@ mod tests {
 
     /// A message: id, then an operation of `tag` holding `content`.
     fn message(id: u8, tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut op = vec![tag, content.len() as u8];
-        op.extend_from_slice(content);
         // A positive INTEGER: a leading zero octet from 128 up.
         let id = if id < 0x80 { vec![id] } else { vec![0, id] };
+        message_under(&id, tag, content)
+    }
+
+    /// A message whose id's INTEGER holds `id` as it is.
+    fn message_under(id: &[u8], tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut op = vec![tag, content.len() as u8];
+        op.extend_from_slice(content);
         let mut m = vec![0x30, (op.len() + 2 + id.len()) as u8, 0x02, id.len() as u8];
-        m.extend(id);
+        m.extend_from_slice(id);
         m.extend(op);
         m
     }
@@ -508,6 +518,52 @@ mod tests {
         assert!(searches.pass(&entry(4)).unwrap());
         assert!(searches.pass(&entry(4)).unwrap());
         assert!(searches.pass(&entry(4)).is_err());
+    }
+
+    /// ldap3 reads an id of any length and keeps its low 32 bits, and
+    /// does not mind a sign: each of these reaches it as search 2's or
+    /// 130's (or as nothing it asked), so none may reach it unchecked.
+    #[test]
+    fn an_id_in_a_form_ldap3_never_sends_closes_the_connection() {
+        const BIND_RESPONSE: u8 = 0x61;
+        let bounds = SearchBounds {
+            entries: 1,
+            ..ROOMY
+        };
+        let unread: [&[u8]; 6] = [
+            &[0, 0, 0, 0, 2],
+            &[1, 0, 0, 0, 2],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0x82],
+            &[0x82],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[],
+        ];
+        let entry_content = [0x04, 0x01, b'x', 0x30, 0x00];
+        let replies: [(u8, &[u8]); 3] = [
+            (SEARCH_ENTRY, &entry_content),
+            (SEARCH_DONE, &RESULT),
+            (BIND_RESPONSE, &RESULT),
+        ];
+        for id in unread {
+            for (tag, content) in replies {
+                let mut searches = searching(bounds, &[2, 130]);
+                assert!(searches.pass(&entry(2)).unwrap());
+                let reply = message_under(id, tag, content);
+                assert!(searches.pass(&reply).is_err(), "{reply:02x?}");
+            }
+        }
+        // Padded within four octets, it reads alike on both sides and is
+        // counted as the search it names.
+        let mut searches = searching(bounds, &[2]);
+        let padded = |tag, content| message_under(&[0, 0, 0, 2], tag, content);
+        assert!(searches
+            .pass(&padded(SEARCH_ENTRY, &entry_content))
+            .unwrap());
+        assert!(!searches
+            .pass(&padded(SEARCH_ENTRY, &entry_content))
+            .unwrap());
+        assert!(searches.pass(&padded(SEARCH_DONE, &RESULT)).unwrap());
+        assert!(searches.open.is_empty());
     }
 
     #[test]

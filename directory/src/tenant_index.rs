@@ -15,7 +15,7 @@ use dialtone_sync::{DirectoryEntry, Id, MirrorState, Tenant};
 
 use crate::cow_map::CowMap;
 use crate::normalize::normalize;
-use crate::number_index::NumberIndex;
+use crate::number_index::{Changes, NumberIndex};
 use crate::readings::{Bound, ReadingMap, Readings};
 
 pub(crate) struct TenantIndex {
@@ -66,6 +66,20 @@ type Listing = (Vec<(String, Vec<Id>)>, Vec<(Id, Arc<DirectoryEntry>)>);
 
 fn numbers_of<'a>(entries: impl IntoIterator<Item = &'a Arc<DirectoryEntry>>) -> usize {
     entries.into_iter().map(|e| e.numbers.len()).sum()
+}
+
+/// Files the entry's numbers under their readings.
+fn file(changes: &mut Changes<Id>, entry: &DirectoryEntry, readings: &mut Readings) {
+    for n in &entry.numbers {
+        changes.insert(&n.number, readings.read(&n.number), entry.id);
+    }
+}
+
+/// Takes the entry off its numbers.
+fn unfile(changes: &mut Changes<Id>, entry: &DirectoryEntry, readings: &mut Readings) {
+    for n in &entry.numbers {
+        changes.remove(&n.number, readings.read(&n.number), entry.id);
+    }
 }
 
 impl TenantIndex {
@@ -201,55 +215,40 @@ impl TenantIndex {
         let region = self.region.clone();
         let mut readings = Readings::new(&region, to_normalize);
         let stopped = |i: usize| i.is_multiple_of(1024) && stop.load(Ordering::Relaxed);
+        // Gathered in the order they are filed in, so that each number's
+        // sort of what it gains finds it sorted, with no look-up of two
+        // names a comparison.
+        changed.sort_by(|(_, a), (_, b)| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        // Made at once, by number: a number most of the directory shares
+        // (a company's line) is gone through once, not once per entry
+        // moved on or off it.
+        let mut changes = next.numbers.changes();
         for (i, old) in removed.iter().enumerate() {
             if stopped(i) {
                 return None;
             }
-            next.unfile(old, &mut readings);
+            unfile(&mut changes, old, &mut readings);
             next.entries.remove(&old.id);
         }
-        for (i, (old, _)) in changed.iter().enumerate() {
+        for (i, (old, entry)) in changed.iter().enumerate() {
             if stopped(i) {
                 return None;
             }
             if let Some(old) = old {
-                next.unfile(old, &mut readings);
+                unfile(&mut changes, old, &mut readings);
             }
-        }
-        // Every entry is in `entries` before any is filed: filing orders
-        // by the names of the entries already under a number.
-        for (_, entry) in &changed {
+            file(&mut changes, entry, &mut readings);
             next.entries.insert(entry.id, entry.clone());
         }
-        for (i, (_, entry)) in changed.iter().enumerate() {
-            if stopped(i) {
-                return None;
-            }
-            next.file(entry, &mut readings);
-        }
+        // Filing orders by the names of the entries already under a
+        // number, so every entry is in `entries` by now.
+        let entries = &next.entries;
+        let name = |id: &Id| entries.get(id).map(|e| &*e.name);
+        next.numbers
+            .apply_by(changes, |a, b| name(a).cmp(&name(b)).then(a.cmp(b)));
         next.numbers.fit();
         next.entries.fit();
         Some(next)
-    }
-
-    /// Files the entry's numbers under their readings.
-    fn file(&mut self, entry: &DirectoryEntry, readings: &mut Readings) {
-        let entries = &self.entries;
-        let name = |id: &Id| entries.get(id).map(|e| &*e.name);
-        for n in &entry.numbers {
-            self.numbers
-                .insert_by(&n.number, readings.read(&n.number), entry.id, |a, b| {
-                    name(a).cmp(&name(b)).then(a.cmp(b))
-                });
-        }
-    }
-
-    /// Takes the entry off its numbers.
-    fn unfile(&mut self, entry: &DirectoryEntry, readings: &mut Readings) {
-        for n in &entry.numbers {
-            self.numbers
-                .remove(&n.number, readings.read(&n.number), |id| *id == entry.id);
-        }
     }
 
     pub fn entries(&self) -> usize {

@@ -272,3 +272,44 @@ fn a_stopped_update_makes_no_index() {
     let index = updated(&last, &state, 1).expect("an update when not stopped");
     assert_eq!(index.listing(), built(&state, 1).listing());
 }
+
+/// Most of a directory on one company line, most of it renamed (among
+/// names the others have: the id breaks ties), some of it removed, new
+/// entries (one with the line twice, one spelling it otherwise): the
+/// update files it all where a build would.
+#[test]
+fn many_changes_under_one_shared_number_file_as_a_build_does() {
+    const LINE: &str = "+1 555 010 1234";
+    const COUNT: Id = 3_000;
+    let mirror = numbered(COUNT, |_| LINE.to_string());
+    let last = built(&mirror.load(), 1);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut batch = Vec::new();
+    for id in 1..=COUNT {
+        let row = match rng.below(8) {
+            0..=4 => {
+                let name = format!("N{}", 1 + rng.below(COUNT as usize));
+                Some(Row::DirectoryEntry(entry(id, 1, &name, "Co", &[LINE])))
+            }
+            5 => None,
+            _ => continue,
+        };
+        batch.push((Entity::DirectoryEntry, id, row));
+    }
+    let new: [(&str, &[&str]); 3] = [
+        ("N7", &[LINE, LINE]),
+        ("A", &["555-010-1234"]),
+        ("Z", &[LINE, "0101234"]),
+    ];
+    for (n, (name, numbers)) in new.into_iter().enumerate() {
+        let id = COUNT + 1 + n as Id;
+        let row = entry(id, 1, name, "Co", numbers);
+        batch.push((Entity::DirectoryEntry, id, Some(Row::DirectoryEntry(row))));
+    }
+    apply(&mirror, batch);
+    let state = mirror.load();
+    let index = updated(&last, &state, 1).expect("an update, not a build");
+    assert_eq!(index.listing(), built(&state, 1).listing());
+    let (numbers, _) = index.listing();
+    assert!(numbers.iter().any(|(_, ids)| ids.len() > 2_000));
+}

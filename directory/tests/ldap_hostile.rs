@@ -144,12 +144,17 @@ async fn failing_server(rc: u8, text: &[u8]) -> (String, tokio::task::JoinHandle
         &tagged(0x04, text),
     ]
     .concat();
-    replying_server(0x65, result).await
+    replying_server(request_id, 0x65, result).await
 }
 
 /// Answers the first request on one connection with `content` as the
-/// operation tagged `op`, whatever was asked.
-async fn replying_server(op: u8, content: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+/// operation tagged `op`, whatever was asked, under the id `id` writes for
+/// the request's.
+async fn replying_server(
+    id: fn(&[u8]) -> Vec<u8>,
+    op: u8,
+    content: Vec<u8>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ldap://{}/", listener.local_addr().unwrap());
     let serving = tokio::spawn(async move {
@@ -164,10 +169,7 @@ async fn replying_server(op: u8, content: Vec<u8>) -> (String, tokio::task::Join
         else {
             return;
         };
-        let reply = tagged(
-            0x30,
-            &[request_id(&request[..n]), tagged(op, &content)].concat(),
-        );
+        let reply = tagged(0x30, &[id(&request[..n]), tagged(op, &content)].concat());
         let _ = stream.write_all(&reply).await;
         // Held open until the client is done with it.
         let _ = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut request)).await;
@@ -222,9 +224,16 @@ async fn panics_during(run: impl std::future::Future<Output = ()>) -> Vec<String
 }
 
 /// A lookup through a server that answers its first request with
-/// `content` as operation `op`: an error, and no panic on the way.
-async fn refused_without_panic(binds: bool, op: u8, content: Vec<u8>, what: &str) {
-    let (url, serving) = replying_server(op, content).await;
+/// `content` as operation `op` under `id`'s id: an error, and no panic on
+/// the way.
+async fn refused_without_panic(
+    binds: bool,
+    id: fn(&[u8]) -> Vec<u8>,
+    op: u8,
+    content: Vec<u8>,
+    what: &str,
+) {
+    let (url, serving) = replying_server(id, op, content).await;
     let source = source_binding(&url, binds);
     let panics = panics_during(async {
         let answer = source
@@ -251,7 +260,8 @@ async fn a_reply_of_another_operation_to_a_search_is_an_error_not_a_panic() {
     // bindResponse, modifyResponse, addResponse, delResponse,
     // modDNResponse, compareResponse, extendedResponse.
     for op in [0x61, 0x67, 0x69, 0x6b, 0x6d, 0x6f, 0x78] {
-        refused_without_panic(false, op, result.clone(), &format!("op {op:#x}")).await;
+        let what = format!("op {op:#x}");
+        refused_without_panic(false, request_id, op, result.clone(), &what).await;
     }
 }
 
@@ -291,7 +301,36 @@ async fn a_malformed_result_is_an_error_not_a_panic() {
         [&enumerated[..], &empty, &empty, &tagged(0x83, b"ldap://x/")].concat(),
     ];
     for (n, result) in results.into_iter().enumerate() {
-        refused_without_panic(false, 0x65, result.clone(), &format!("search result {n}")).await;
-        refused_without_panic(true, 0x61, result, &format!("bind result {n}")).await;
+        let what = format!("search result {n}");
+        refused_without_panic(false, request_id, 0x65, result.clone(), &what).await;
+        let what = format!("bind result {n}");
+        refused_without_panic(true, request_id, 0x61, result, &what).await;
+    }
+}
+
+/// The request's message id padded to five octets: ldap3 reads an id of
+/// any length and keeps its low 32 bits, so it takes this for the
+/// request's own, where the relay reads ids only as ldap3 writes them.
+fn padded_id(request: &[u8]) -> Vec<u8> {
+    let id = request_id(request);
+    tagged(0x02, &[&[0; 4][..], &id[2..]].concat())
+}
+
+/// A reply under the search's id written long would reach ldap3 counted
+/// against no search: a bind's or an extended operation's reply panics its
+/// connection task, a result passes unread. The relay closes the
+/// connection instead.
+#[tokio::test]
+async fn a_reply_under_an_id_written_long_is_an_error_not_a_panic() {
+    let result = [
+        &[0x0a, 0x01, 0x00][..],
+        &tagged(0x04, b""),
+        &tagged(0x04, b""),
+    ]
+    .concat();
+    // bindResponse, extendedResponse, searchResultDone.
+    for op in [0x61, 0x78, 0x65] {
+        let what = format!("op {op:#x} under a long id");
+        refused_without_panic(false, padded_id, op, result.clone(), &what).await;
     }
 }
