@@ -302,3 +302,58 @@ fn mirror_threads_are_bounded_and_zero_means_half_the_cores() {
     assert!(set.validate().is_ok());
     assert_eq!(set.lookup_options().unwrap().mirror_threads, 3);
 }
+
+/// Phones keep the URL they are given to fetch from: a wildcard listen
+/// address, or loopback while TFTP or HTTPS listen where phones are, would
+/// give them one they cannot reach, so `base_url` must then be set, and
+/// when set be a URL of a host.
+#[test]
+fn phones_are_never_given_a_base_url_they_cannot_reach() {
+    for (text, refused) in [
+        ("[provisioning]\nhttp_listen = \"0.0.0.0:8081\"\n", true),
+        ("[provisioning]\nhttp_listen = \"[::]:8081\"\n", true),
+        (
+            "[provisioning]\nhttp_listen = \"127.0.0.1:8081\"\ntftp_listen = \"192.0.2.1:69\"\n",
+            true,
+        ),
+        (
+            "[provisioning]\nhttp_listen = \"127.0.0.1:8081\"\ntftp_listen = \"127.0.0.2:69\"\n",
+            false,
+        ),
+        ("[provisioning]\nhttp_listen = \"192.0.2.1:8081\"\n", false),
+        (
+            "[provisioning]\nhttp_listen = \"0.0.0.0:8081\"\nbase_url = \"http://prov.example.net\"\n",
+            false,
+        ),
+        (
+            "[provisioning]\nhttp_listen = \"0.0.0.0:8081\"\nbase_url = \"http://0.0.0.0:8081\"\n",
+            true,
+        ),
+        ("[provisioning]\nbase_url = \"prov.example.net\"\n", true),
+        ("[provisioning]\nbase_url = \"ftp://prov.example.net\"\n", true),
+        (
+            "[provisioning]\nbase_url = \"https://prov.example.net/p?x=1\"\n",
+            true,
+        ),
+        (
+            "[provisioning]\nbase_url = \"https://prov.example.net/phones/\"\n",
+            false,
+        ),
+    ] {
+        let checked = load(text, &[]).and_then(|c| c.validate());
+        match (refused, checked) {
+            (true, Err(e)) => assert!(e.to_string().contains("base_url"), "{text}: {e}"),
+            (false, Ok(())) => {}
+            (_, result) => panic!("{text}: {result:?}"),
+        }
+    }
+}
+
+#[test]
+fn resync_in_flight_past_its_bound_is_refused() {
+    let err = load("[resync]\nmax_inflight = 9223372036854775807\n", &[])
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_inflight"), "{err}");
+}

@@ -97,7 +97,52 @@ impl Config {
             );
         }
         self.resync.validate()?;
+        self.check_base_url()?;
         self.check_bounds()
+    }
+
+    /// The URL phones are told to fetch from is written into the settings
+    /// they keep (Yealink's auto-provisioning server, Cisco's profile rule,
+    /// Snom's setting server): one they cannot reach leaves them unable to
+    /// re-provision until someone visits each. Without `base_url` it is
+    /// made from `http_listen`, which is wrong when that is a wildcard, or
+    /// loopback while phones reach this node on another address.
+    fn check_base_url(&self) -> Result<()> {
+        let p = &self.provisioning;
+        let Some(base) = &p.base_url else {
+            let listen = p.http_listen.ip();
+            let reached_elsewhere = [p.tftp_listen, p.https_listen]
+                .into_iter()
+                .flatten()
+                .any(|other| !other.ip().is_loopback());
+            if listen.is_unspecified() || (listen.is_loopback() && reached_elsewhere) {
+                bail!(
+                    "provisioning.base_url is unset, so phones would be told to fetch from http://{}, \
+                     which they cannot reach; set it to the URL phones use (\"http://prov.example.net\")",
+                    p.http_listen
+                );
+            }
+            return Ok(());
+        };
+        let url = url::Url::parse(base)
+            .map_err(|e| anyhow::anyhow!("provisioning.base_url {base:?}: {e}"))?;
+        let unreachable = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_unspecified(),
+            Some(url::Host::Ipv6(ip)) => ip.is_unspecified(),
+            Some(url::Host::Domain(_)) => false,
+            None => true,
+        };
+        if !matches!(url.scheme(), "http" | "https")
+            || unreachable
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            bail!(
+                "provisioning.base_url {base:?} must be an http:// or https:// URL of a host phones \
+                 reach, without a query or fragment"
+            );
+        }
+        Ok(())
     }
 
     /// Durations and sizes past what anyone means: a "keep forever" of
