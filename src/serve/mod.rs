@@ -42,6 +42,7 @@ pub async fn run(
     log: LogHandle,
 ) -> Result<()> {
     let hangup = signals::Hangup::install()?;
+    let starting = Starting::begin();
     let metrics = tasks::recorder();
     crate::config::warn_if_one_address_closes_a_phone(
         &config.provisioning,
@@ -179,6 +180,7 @@ pub async fn run(
     );
     let mut listeners = Listeners::start(&config, sockets, routers, &provisioner, &cancel)?;
     // Every listener is bound and serving, and the mirror is loaded.
+    drop(starting);
     notify_systemd(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
@@ -358,5 +360,57 @@ impl Listeners {
             None => None,
         };
         Ok(Listeners { http, tftp })
+    }
+}
+
+/// How far each start notice moves systemd's start timeout on.
+const START_EXTENSION: Duration = Duration::from_secs(60);
+
+/// Tells systemd the start is still going, until dropped (just before
+/// READY). systemd kills a start after 90 s by default, and a start may
+/// wait longer, legitimately: for the database to let a migration through
+/// (`database.migration_retry_s`, up to a day), or loading a large mirror.
+/// Killed, it never printed why it failed, and `Restart=on-failure` began
+/// the same wait again. Each step the start waits on is bounded by its own
+/// setting, so moving the timeout on keeps no hung start alive for good.
+struct Starting(Option<(Arc<std::sync::Mutex<bool>>, tokio::task::JoinHandle<()>)>);
+
+impl Starting {
+    fn begin() -> Starting {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return Starting(None);
+        }
+        let extension = u32::try_from(START_EXTENSION.as_micros()).unwrap_or(u32::MAX);
+        // Held while a notice is sent: once `drop` has set it, no notice
+        // of a start can follow READY.
+        let ended = Arc::new(std::sync::Mutex::new(false));
+        let task = tokio::spawn({
+            let ended = ended.clone();
+            async move {
+                loop {
+                    {
+                        let ended = ended.lock().unwrap_or_else(|e| e.into_inner());
+                        if *ended {
+                            return;
+                        }
+                        notify_systemd(&[
+                            sd_notify::NotifyState::Status("starting"),
+                            sd_notify::NotifyState::ExtendTimeoutUsec(extension),
+                        ]);
+                    }
+                    tokio::time::sleep(START_EXTENSION / 3).await;
+                }
+            }
+        });
+        Starting(Some((ended, task)))
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some((ended, task)) = self.0.take() {
+            *ended.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            task.abort();
+        }
     }
 }
