@@ -146,7 +146,12 @@ fn printable(text: &str) -> String {
 
 pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
     let (store, _) = crate::serve::open_store(config).await?;
-    crate::prepare_schema(config, &*store).await?;
+    match command {
+        TokenCommand::List => crate::check_schema(&*store).await?,
+        TokenCommand::Create { .. } | TokenCommand::Revoke { .. } => {
+            crate::prepare_schema(config, &*store).await?
+        }
+    }
     let audit = |action: &str, key: String, tenant: Option<String>| Audit {
         tenant,
         actor: actor(),

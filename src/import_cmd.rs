@@ -63,7 +63,12 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         bail!("nothing to import");
     }
     let (store, _) = crate::serve::open_store(config).await?;
-    crate::prepare_schema(config, &*store).await?;
+    // A dry run writes nothing, the schema included.
+    if args.dry_run {
+        crate::check_schema(&*store).await?;
+    } else {
+        crate::prepare_schema(config, &*store).await?;
+    }
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let audit = Audit {
         tenant: None,

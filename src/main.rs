@@ -233,10 +233,7 @@ fn main() -> ExitCode {
             }
             Command::ReloadAll => {
                 let (store, _) = serve::open_store(&config).await?;
-                store
-                    .check_schema()
-                    .await
-                    .context("checking the database schema")?;
+                check_schema(&*store).await?;
                 let epoch = store
                     .bump_epoch()
                     .await
@@ -312,10 +309,7 @@ pub async fn loaded_mirror(
     dialtone_sync::SecretKey,
 )> {
     let (store, key) = crate::serve::open_store(config).await?;
-    store
-        .check_schema()
-        .await
-        .context("checking the database schema")?;
+    check_schema(&*store).await?;
     let mirror = std::sync::Arc::new(dialtone_sync::Mirror::new());
     dialtone_sync::watcher::full_load(&mirror, &*store)
         .await
@@ -323,15 +317,27 @@ pub async fn loaded_mirror(
     Ok((store, mirror, key))
 }
 
-/// Migrates when allowed (and always for the embedded SQLite default), else
-/// checks that the schema is the one this binary expects.
+/// For `serve` and the commands that write (`import`, `demo`, `token
+/// create` and `revoke`): migrates when allowed (and always for the
+/// embedded SQLite default), else checks that the schema is the one this
+/// binary expects.
 pub async fn prepare_schema(config: &Config, store: &dyn dialtone_sync::Store) -> Result<()> {
     if config.database.auto_migrate || store.backend() == dialtone_sync::Backend::Sqlite {
         store.migrate().await.context("migrating the database")
     } else {
-        store
-            .check_schema()
-            .await
-            .context("checking the database schema")
+        check_schema(store).await
     }
+}
+
+/// For the commands that only read, `reload-all` and dry runs: the schema
+/// checked, never migrated, whatever `auto_migrate` says. A new release
+/// tried out against production with `import --dry-run` or `token list`
+/// would otherwise change the schema under the nodes still running the
+/// old one; and a database with no schema yet is refused, not created,
+/// with the store's own advice to run `dialtone migrate`.
+pub async fn check_schema(store: &dyn dialtone_sync::Store) -> Result<()> {
+    store
+        .check_schema()
+        .await
+        .context("checking the database schema")
 }

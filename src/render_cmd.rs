@@ -3,7 +3,9 @@
 //! very bytes dialtone renders.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -69,7 +71,6 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
             Some(file) => {
                 let body =
                     render(&provisioner, file)?.with_context(|| format!("{file}: not found"))?;
-                use std::io::Write;
                 std::io::stdout().write_all(&body)?;
             }
             None => {
@@ -86,7 +87,13 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         bail!("give a MAC (and a file), or --all --out DIR");
     }
     let out = args.out.as_ref().expect("clap requires --out with --all");
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // The files hold line passwords in clear: a folder made here is its
+    // owner's alone (one that exists is left as it is).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     // Shared files (model-common, boot) are rendered once per name; if two
     // phones would get different bytes under one name, say so.
     let mut written: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
@@ -117,8 +124,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
                 Some(previous) if *previous == body => {}
                 Some(_) => conflicts += 1,
                 None => {
-                    std::fs::write(out.join(&name), &body)
-                        .with_context(|| format!("writing {}", out.join(&name).display()))?;
+                    write_private(&out.join(&name), &body)?;
                     written.insert(name, body);
                 }
             }
@@ -137,6 +143,31 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         bail!("{errors} files failed to render");
     }
     Ok(())
+}
+
+/// A rendered file (here, or fetched by `phlem fetch -o`) holds line and
+/// HTTP passwords in clear, so only its owner may read it, as `export`'s
+/// file. Not `export`'s temporary file renamed into place: `-o /dev/null`
+/// would replace the device. A regular file left readable by an earlier
+/// run is narrowed before the secrets go in; a device is left as it is.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let regular = file
+        .metadata()
+        .with_context(|| format!("cannot write {}", path.display()))?
+        .is_file();
+    if regular {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn is_plain_file_name(name: &str) -> bool {

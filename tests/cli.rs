@@ -771,3 +771,100 @@ fn serve_demo_keeps_an_edited_demo_tenant() {
         text(&out.stdout)
     );
 }
+
+/// The rendered files hold line passwords in clear: owner-only, as
+/// `export`'s file, in a folder only its owner may enter when `render`
+/// makes it. A file an earlier run left readable by all is narrowed.
+#[test]
+fn render_all_writes_owner_only_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut demo = dialtone(dir.path(), &url);
+    demo.arg("demo");
+    let out = run(demo);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let made = dir.path().join("review").join("configs");
+    let mut render = dialtone(dir.path(), &url);
+    render.args(["render", "--all", "--out"]).arg(&made);
+    let out = run(render);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for folder in [&made, &dir.path().join("review")] {
+        assert_eq!(mode(folder), 0o700, "{}", folder.display());
+    }
+    let files: Vec<_> = std::fs::read_dir(&made)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() > 5, "{files:?}");
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    // A folder that exists is left as it is; a file in it from before,
+    // readable by all, is not.
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = kept.join("0015654aa937.cfg");
+    std::fs::write(&old, "old").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut render = dialtone(dir.path(), &url);
+    render.args(["render", "--all", "--out"]).arg(&kept);
+    let out = run(render);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(mode(&kept), 0o755);
+    assert_eq!(mode(&old), 0o600);
+    assert_ne!(std::fs::read_to_string(&old).unwrap(), "old");
+}
+
+/// A `--hold` past what a wait can be is refused with the flag named,
+/// before any phone boots, not a panic. The largest `--timeout-ms` is a
+/// wait (five times it too, for HTTP): it runs.
+#[test]
+fn phlem_refuses_a_hold_past_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let target = format!("tftp://{}", free_udp_addr());
+    let proxy = free_udp_addr().to_string();
+    let runs: [(&[&str], &str); 3] = [
+        (
+            &["--sip-proxy", &proxy, "--hold", "1e20"],
+            "--hold 100000000000000000000: must be between 0 and 10000000 seconds",
+        ),
+        (
+            &["--sip-proxy", &proxy, "--hold", "NaN"],
+            "--hold NaN: must be between",
+        ),
+        (&["--hold", "5"], "--hold needs --sip-proxy"),
+    ];
+    for (args, said) in runs {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.args(["phlem", "run", "--quiet", "--target", &target])
+            .args(args);
+        let out = run(cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.trim().lines().count() == 1 && err.starts_with(&format!("dialtone: {said}")),
+            "{args:?}: {err}"
+        );
+    }
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args([
+        "phlem",
+        "run",
+        "--quiet",
+        "--timeout-ms",
+        &u64::MAX.to_string(),
+    ])
+    .arg("--target")
+    .arg(format!("http://{}", free_addr()));
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("transfers failed"), "{err}");
+}

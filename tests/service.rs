@@ -186,13 +186,13 @@ fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
     // The start moves systemd's start timeout on (a start may wait on the
     // database past its 90 s) until READY, and says nothing of it after.
     let mut starting = 0;
-    let message = loop {
+    loop {
         let len = socket
             .recv(&mut buf)
             .expect("a notification before the timeout");
         let message = String::from_utf8_lossy(&buf[..len]).into_owned();
         if message.lines().any(|l| l == "READY=1") {
-            break message;
+            break;
         }
         assert!(
             message.lines().any(|l| l == "STATUS=starting")
@@ -203,7 +203,7 @@ fn systemd_hears_ready_only_once_serving_and_stopping_on_sigterm() {
         );
         starting += 1;
         assert!(starting < 100, "no READY");
-    };
+    }
     assert!(starting >= 1, "no start notice before READY");
     // At READY every listener answers at once, with the mirror loaded.
     assert_eq!(server.try_get("/readyz").map(|(s, _)| s), Some(200));

@@ -110,8 +110,11 @@ impl ResyncConfig {
         }
         // A semaphore of `max_inflight` places: past its own limit it
         // panicked the supervised task at every restart.
-        if self.queue > 1_000_000 || self.tenant_queue > 1_000_000 || self.max_inflight > 1_000_000 {
-            bail!("resync.queue, resync.tenant_queue and resync.max_inflight must be at most 1000000");
+        if self.queue > 1_000_000 || self.tenant_queue > 1_000_000 || self.max_inflight > 1_000_000
+        {
+            bail!(
+                "resync.queue, resync.tenant_queue and resync.max_inflight must be at most 1000000"
+            );
         }
         if self.phone_spacing_s > 3600 {
             bail!("resync.phone_spacing_s must be at most 3600");

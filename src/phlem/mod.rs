@@ -120,8 +120,7 @@ pub async fn run(command: &PhlemCommand, config: &crate::config::Config) -> Resu
                 transfer.retransmits
             );
             match &args.output {
-                Some(path) => std::fs::write(path, &transfer.bytes)
-                    .with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => crate::render_cmd::write_private(path, &transfer.bytes)?,
                 None => std::io::stdout().write_all(&transfer.bytes)?,
             }
             Ok(())

@@ -152,6 +152,7 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
             .collect(),
         "database" => {
             let (store, key) = crate::serve::open_store(config).await?;
+            crate::check_schema(&*store).await?;
             let (data, _, _) = store.load_all().await.context("reading phones")?;
             // The first line's AOR as the shipped templates make phones
             // register it, and as resync NOTIFYs name it: the extension at
@@ -389,6 +390,8 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     if args.concurrency > 1_000_000 {
         bail!("--concurrency must be at most 1000000");
     }
+    // Before the phones boot, not once they have.
+    args.sip.hold_for()?;
     let mut phones = load_phones(&args.phones, config).await?;
     if let Some(shard) = &args.shard {
         let (i, n) = parse_shard(shard)?;

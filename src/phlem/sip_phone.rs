@@ -39,6 +39,26 @@ pub struct SipArgs {
     pub expires: u32,
 }
 
+/// `--hold` at most, in seconds (about 115 days, as a ramp's at most).
+const MAX_HOLD_S: f64 = 1e7;
+
+impl SipArgs {
+    /// `--hold` as a wait. Bounded: past a `Duration`'s range (`1e20`)
+    /// making one panicked, and NaN is none either.
+    pub fn hold_for(&self) -> Result<Duration> {
+        if !(0.0..=MAX_HOLD_S).contains(&self.hold) {
+            bail!(
+                "--hold {}: must be between 0 and {MAX_HOLD_S} seconds",
+                self.hold
+            );
+        }
+        if self.hold > 0.0 && self.sip_proxy.is_none() {
+            bail!("--hold needs --sip-proxy");
+        }
+        Ok(Duration::from_secs_f64(self.hold))
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SipStats {
     pub registered: u64,
@@ -321,15 +341,10 @@ pub async fn hold(
     fetch: Fetcher,
     report: Arc<Mutex<Report>>,
 ) -> Result<()> {
+    let wait = args.hold_for()?;
     let Some(proxy) = &args.sip_proxy else {
-        if args.hold > 0.0 {
-            bail!("--hold needs --sip-proxy");
-        }
         return Ok(());
     };
-    if !(args.hold >= 0.0 && args.hold.is_finite()) {
-        bail!("--hold {}: must be a number of seconds", args.hold);
-    }
     let proxy = tokio::net::lookup_host(proxy)
         .await
         .with_context(|| format!("--sip-proxy {proxy:?}"))?
@@ -366,7 +381,7 @@ pub async fn hold(
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs_f64(args.hold)) => {}
+        _ = tokio::time::sleep(wait) => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
@@ -382,6 +397,31 @@ mod tests {
     fn event(text: &str) -> Option<(String, Vec<(String, String)>)> {
         let m = format!("NOTIFY sip:a@b SIP/2.0\r\nEvent: {text}\r\n\r\n");
         Message::parse(m.as_bytes()).unwrap().event()
+    }
+
+    #[test]
+    fn a_hold_is_a_bounded_number_of_seconds() {
+        let args = |hold: f64| SipArgs {
+            sip_proxy: Some("127.0.0.1:5060".into()),
+            hold,
+            ..SipArgs::default()
+        };
+        assert_eq!(args(0.0).hold_for().unwrap(), Duration::ZERO);
+        assert_eq!(args(1.5).hold_for().unwrap(), Duration::from_millis(1500));
+        assert!(args(MAX_HOLD_S).hold_for().is_ok());
+        // Past what a Duration holds, refused rather than a panic.
+        for bad in [1e20, f64::INFINITY, f64::NAN, -1.0, MAX_HOLD_S + 1.0] {
+            let e = args(bad).hold_for().unwrap_err().to_string();
+            assert!(
+                e.starts_with("--hold ") && e.contains("between 0 and"),
+                "{e}"
+            );
+        }
+        let no_proxy = SipArgs {
+            hold: 5.0,
+            ..SipArgs::default()
+        };
+        assert!(no_proxy.hold_for().is_err());
     }
 
     #[test]

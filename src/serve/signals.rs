@@ -46,7 +46,12 @@ pub(super) fn signals(
                     // This task alone hears SIGTERM: a reload that panicked
                     // and ended it would leave the process deaf to a stop.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let config = reload(config_path.as_deref(), &overrides, &log);
+                        let config = reload(
+                            config_path.as_deref(),
+                            &overrides,
+                            &log,
+                            &started_with.log.filter,
+                        );
                         if let Some(new) = &config {
                             // Against the running `ban_s`, which waits for a restart.
                             crate::config::warn_if_one_address_closes_a_phone(
@@ -116,14 +121,21 @@ impl Hangup {
 }
 
 /// Re-reads the config and applies the log settings; the new config, or
-/// `None` when it is invalid (the running one stays).
+/// `None` when it is invalid (the running one stays). `started_filter`:
+/// `log.filter` as `serve` started with it.
 fn reload(
     path: Option<&std::path::Path>,
     overrides: &crate::config::Overrides,
     log: &LogHandle,
+    started_filter: &str,
 ) -> Option<Config> {
     // First, so the lines below land in the new file.
     if let Err(e) = log.reopen() {
+        // Counted, as every reload that fails, and said on stderr too: the
+        // warning goes to the old file, which logrotate has moved away
+        // from where it is watched.
+        dialtone_sync::watcher::failed("reload");
+        eprintln!("dialtone: SIGHUP: log file not reopened ({e}); still writing the old one");
         tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
     }
     match Config::load(path).and_then(|mut config| {
@@ -136,6 +148,13 @@ fn reload(
                 if let Err(e) = log.set_filter(&config.log.filter) {
                     tracing::warn!(error = %e, "SIGHUP: log filter not changed");
                 }
+            } else if config.log.filter != started_filter {
+                // Without a word, an operator who edited the filter reads
+                // "reloaded" and wonders why the log does not change.
+                tracing::warn!(
+                    filter = %config.log.filter,
+                    "SIGHUP: log.filter changed but not applied: RUST_LOG is set and overrides it"
+                );
             }
             tracing::info!("SIGHUP: configuration reloaded");
             Some(config)
