@@ -196,6 +196,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "TFTP transfers ended with an error after no acknowledgement within the retries or provisioning.tftp_stall_s.",
     ),
     (
+        "dialtone_tftp_too_slow_total",
+        "TFTP transfers ended with an error because their client acknowledged under 1 KiB/s on average, past a minute's slack.",
+    ),
+    (
         "dialtone_tftp_transfer_panics_total",
         "TFTP transfers that panicked.",
     ),
@@ -314,6 +318,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_render_pool_timeouts_total", &[]),
     ("dialtone_request_panics_total", &[]),
     ("dialtone_tftp_stalled_total", &[]),
+    ("dialtone_tftp_too_slow_total", &[]),
     ("dialtone_tftp_transfer_panics_total", &[]),
     ("dialtone_tftp_transfer_failed_total", &[]),
     (

@@ -72,6 +72,14 @@ pub struct TftpOptions {
     /// Longest a transfer may go without a new ACK, whatever its timeout
     /// and retries; then it ends with an error packet.
     pub stall: Duration,
+    /// Bytes a second a transfer's client must acknowledge on average from
+    /// the transfer's start; more than `min_rate_slack` behind that, the
+    /// transfer ends with an error packet. So a transfer of N bytes holds
+    /// its slot at most `min_rate_slack` + N / `min_rate`, however its
+    /// client paces its ACKs.
+    pub min_rate: u32,
+    /// How far behind `min_rate` a client may fall.
+    pub min_rate_slack: Duration,
     /// SO_RCVBUF of the listening socket: a boot storm's burst of requests
     /// must queue in the kernel, not be dropped.
     pub recv_buffer: usize,
@@ -103,6 +111,13 @@ impl Default for TftpOptions {
             // A client that negotiated the largest timeout still gets each
             // packet sent three times.
             stall: Duration::from_secs(15),
+            // What a client gets with 512-byte blocks one at a time (the
+            // RFC 1350 default, still many phones') over a 500 ms round
+            // trip: a poor satellite or intercontinental VPN link. Below
+            // that a firmware image takes most of a day anyway.
+            min_rate: 1024,
+            // A few retransmission timeouts, or a slow start, never count.
+            min_rate_slack: Duration::from_secs(60),
             recv_buffer: 4 << 20,
             shutdown_grace: Duration::from_secs(10),
             single_port: false,

@@ -213,6 +213,7 @@ both_modes!(
     a_client_that_only_hears_the_listening_port,
     every_answer_leaves_from_the_address_asked,
     a_source_is_known_for_a_phone_only_once_it_acknowledges,
+    a_client_behind_the_minimum_rate_is_cut_off,
 );
 
 async fn real_clients_get_the_rendered_bytes(mode: Mode) {
@@ -705,7 +706,9 @@ async fn every_answer_leaves_from_the_address_asked(mode: Mode) {
 /// A source that asked for a phone's own file is known for the phone (a
 /// place that passes its bans for that phone's files) only once it
 /// acknowledges a packet: a forged source never hears the answer, and
-/// four of them took every place the phone has.
+/// four of them took every place the phone has. In single-port mode a
+/// forger can send that ACK too (block 0 or 1, to the public port), so
+/// there an ACK makes no source known.
 async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
     let f = Fixture::new().await;
     let phone = f
@@ -723,20 +726,80 @@ async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
     };
     let s = UdpSocket::bind("127.0.0.7:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(&request(1, "001565000001.cfg", &[]), server.addr)
-        .unwrap();
-    let (data, from) = recv(&s);
-    assert_eq!(data[..4], [0, 3, 0, 1], "the first block");
-    std::thread::sleep(Duration::from_millis(100));
+    // Small blocks: the ACK of the OACK is answered with block 1, which
+    // leaves only after that ACK has been taken as proof, or not.
+    s.send_to(
+        &request(1, "001565000001.cfg", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let (oack, from) = recv(&s);
+    assert_eq!(oack[1], 6, "the OACK");
     assert!(!known("127.0.0.7"), "known before any acknowledgement");
-    ack(&s, from, 1);
-    let mut seen = false;
-    for _ in 0..200 {
-        seen = known("127.0.0.7");
-        if seen {
+    ack(&s, from, 0);
+    let (data, _) = recv(&s);
+    assert_eq!(data[..4], [0, 3, 0, 1], "the first block");
+    match mode {
+        Mode::Ported => assert!(known("127.0.0.7"), "not known after its acknowledgement"),
+        Mode::SinglePort => {
+            ack(&s, from, 1);
+            assert_eq!(recv(&s).0[..4], [0, 3, 0, 2], "the second block");
+            assert!(!known("127.0.0.7"), "known from an ACK anyone could forge");
+        }
+    }
+    // Done: the server need not wait for this transfer at its shutdown.
+    s.send_to(b"\0\x05\0\0done\0", from).unwrap();
+}
+
+/// A client that ACKs a block now and then, each within the stall bound,
+/// used to hold its slot for as long as it liked. Behind the minimum rate
+/// by more than the slack it is told so and its transfer ends; a client
+/// that keeps up, asking meanwhile, gets its whole file.
+async fn a_client_behind_the_minimum_rate_is_cut_off(mode: Mode) {
+    let f = Fixture::new().await;
+    f.write(&[phone(
+        "00:15:65:00:00:09",
+        dialtone_sync::Family::Yealink,
+        "T46S",
+        &["A"; 80],
+    )])
+    .await;
+    let want = expected(&f, "001565000009.cfg");
+    let server = Server::start(
+        mode,
+        f.provisioner.clone(),
+        TftpOptions {
+            min_rate: 1000,
+            min_rate_slack: Duration::from_secs(3),
+            ..Default::default()
+        },
+    );
+    let s = UdpSocket::bind("127.0.0.8:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(
+        &request(1, "001565000009.cfg", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let (oack, peer) = recv(&s);
+    assert_eq!(oack[1], 6);
+    ack(&s, peer, 0);
+    // 8 bytes every 100 ms: the whole file would take well over a minute.
+    let mut ended = None;
+    for n in 0..300 {
+        let (packet, _) = recv(&s);
+        if packet[1] == 5 {
+            ended = Some(String::from_utf8_lossy(&packet[4..]).into_owned());
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(packet[1], 3, "expected DATA, got {packet:?}");
+        if n == 3 {
+            let (data, _, _) = fetch_raw(server.addr, "001565000009.cfg", &[]);
+            assert_eq!(data, want, "the client that keeps up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        ack(&s, peer, u16::from_be_bytes([packet[2], packet[3]]));
     }
-    assert!(seen, "never known after its acknowledgement");
+    let ended = ended.expect("the slow client was never cut off");
+    assert!(ended.contains("too slow"), "{ended}");
 }

@@ -213,6 +213,10 @@ async fn drive(
                             "no acknowledgement",
                         ));
                     }
+                    Timer::TooSlow => {
+                        let _ = socket.send(&Transfer::too_slow_packet()).await;
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "too slow"));
+                    }
                     Timer::Evicted => return Err(evicted()),
                 },
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {

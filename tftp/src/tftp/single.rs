@@ -15,7 +15,8 @@
 //! address and port can send that transfer's ACKs too (block 0 or 1 is
 //! predictable). `tftp_max_unacked_per_source` then stops only forgers
 //! that do not bother; the per-source and global caps and `tftp_stall_s`
-//! still bound what a forged source holds.
+//! still bound what a forged source holds. Nor does an ACK make a source
+//! known for a phone here: that is left to HTTP and ported TFTP.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -144,9 +145,33 @@ impl Listener {
                     self.draining = true;
                     grace = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
                 }
+                // Everything but the socket comes first: `biased` polls in
+                // order, and under a flood the socket is always readable,
+                // so what came after it was never polled (no resends, no
+                // stall bounds, finished renders never sent, a shutdown
+                // never ending). Each is ready only when due and takes all
+                // that is due at once, so the socket still gets its turn.
+                Some(done) = done_rx.recv() => {
+                    self.on_provisioned(done);
+                    while let Ok(done) = done_rx.try_recv() {
+                        self.on_provisioned(done);
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.on_tick(Instant::now());
+                }
+                _ = tokio::time::sleep_until(grace), if self.draining => {
+                    tracing::warn!(
+                        transfers = self.table.len(),
+                        "TFTP transfers still running at the end of the grace period"
+                    );
+                    break;
+                }
                 ready = self.socket.readable() => {
                     ready?;
-                    // A few batches, then timers and answers get their turn.
+                    // A few batches, then the timers and answers above get
+                    // their turn again.
                     for _ in 0..8 {
                         match self.socket.try_io(Interest::READABLE, || rx.recv(fd)) {
                             Ok(n) => {
@@ -169,23 +194,6 @@ impl Listener {
                             }
                         }
                     }
-                }
-                Some(done) = done_rx.recv() => {
-                    self.on_provisioned(done);
-                    while let Ok(done) = done_rx.try_recv() {
-                        self.on_provisioned(done);
-                    }
-                }
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    self.on_tick(Instant::now());
-                }
-                _ = tokio::time::sleep_until(grace), if self.draining => {
-                    tracing::warn!(
-                        transfers = self.table.len(),
-                        "TFTP transfers still running at the end of the grace period"
-                    );
-                    break;
                 }
             }
             self.flush().await;
@@ -326,7 +334,11 @@ impl Listener {
         slot: Slot,
         result: Result<(Source, Option<Proof>), Refusal>,
     ) {
-        let (source, proof) = match result {
+        // An ACK here proves nothing about the source (see the module
+        // docs): a forger who knows a phone's MAC would make its forged
+        // addresses known for the phone, take its places, and leave its
+        // office's real address banned by forged misses.
+        let (source, _unprovable) = match result {
             Ok(provisioned) => provisioned,
             Err(refusal) => return self.refuse(peer, local, refusal),
         };
@@ -341,8 +353,7 @@ impl Listener {
             Transfer::start(options, &request, source, slot, now)
         }));
         match started {
-            Ok(Ok(mut transfer)) => {
-                transfer.on_proven(proof);
+            Ok(Ok(transfer)) => {
                 let id = transfer.id();
                 self.wheel.insert(transfer.deadline(), (peer, id));
                 self.dirty.push((peer, id));
@@ -394,6 +405,11 @@ impl Listener {
                 }
                 Timer::Stalled => {
                     self.errors.push((peer, *local, Transfer::stalled_packet()));
+                    self.end(peer, "incomplete");
+                }
+                Timer::TooSlow => {
+                    self.errors
+                        .push((peer, *local, Transfer::too_slow_packet()));
                     self.end(peer, "incomplete");
                 }
                 // Most likely a forged source's: nothing is sent to it.

@@ -26,10 +26,13 @@ pub(super) type Proof = Box<dyn FnOnce() + Send + Sync>;
 
 /// The stored bytes, read in order. Static files are read with plain
 /// reads: they are firmware images the page cache holds after the first
-/// phone, and a window is at most a few dozen KB.
+/// phone, and a window is at most a few dozen KB. A file is read no
+/// further than the length it had when opened, the one tsize announced:
+/// a firmware image being copied over in place would otherwise grow the
+/// transfer past it, and a phone that checks tsize refuses it.
 enum Raw {
     Memory { body: Arc<[u8]>, position: usize },
-    File(io::BufReader<std::fs::File>),
+    File(io::Take<io::BufReader<std::fs::File>>),
 }
 
 impl Raw {
@@ -140,6 +143,9 @@ pub(super) enum Timer {
     /// No progress within the retries or `stall`: send `stalled_packet()`
     /// and end the transfer.
     Stalled,
+    /// Behind `min_rate` by more than `min_rate_slack`: send
+    /// `too_slow_packet()` and end the transfer.
+    TooSlow,
     /// Told to give way (`Slots::admit`): end without a packet, as it is
     /// most likely a forged source's.
     Evicted,
@@ -161,6 +167,11 @@ pub(super) struct Transfer {
     timeout: Duration,
     retries: u32,
     stall: Duration,
+    /// Bytes a second the client must average, after `slack`.
+    min_rate: u64,
+    slack: Duration,
+    /// DATA bytes the client has acknowledged.
+    acked: u64,
     /// Packets sent and not yet acknowledged, oldest first: the OACK
     /// ("block 0") alone, or a window of DATA blocks from `base` on.
     window: VecDeque<Vec<u8>>,
@@ -206,7 +217,7 @@ impl Transfer {
                 // refuse a transfer that disagrees with it.
                 let len = file.metadata()?.len();
                 (
-                    Raw::File(io::BufReader::new(file)),
+                    Raw::File(io::BufReader::new(file).take(len)),
                     // The converted size of a file would cost reading it
                     // twice; tsize is optional, so a netascii client goes
                     // without.
@@ -264,6 +275,9 @@ impl Transfer {
             timeout,
             retries: options.max_send_retries,
             stall: options.stall,
+            min_rate: options.min_rate.max(1).into(),
+            slack: options.min_rate_slack,
+            acked: 0,
             window: VecDeque::with_capacity(windowsize.min(16)),
             spare: Vec::new(),
             base: 0,
@@ -317,6 +331,11 @@ impl Transfer {
         error_packet(0, "timed out waiting for an acknowledgement")
     }
 
+    /// The error that ends a transfer behind the minimum rate.
+    pub fn too_slow_packet() -> Vec<u8> {
+        error_packet(0, "transfer too slow")
+    }
+
     /// A packet from the client, at `now`. An error reading the file ends
     /// the transfer (`Err`).
     pub fn on_packet(&mut self, packet: &[u8], now: Instant) -> io::Result<Step> {
@@ -343,6 +362,9 @@ impl Transfer {
             proof();
         }
         for mut packet in self.window.drain(..reach) {
+            if !self.oack_out {
+                self.acked += (packet.len() - 4) as u64;
+            }
             packet.clear();
             self.spare.push(packet);
         }
@@ -374,6 +396,10 @@ impl Transfer {
         }
         if now < self.deadline {
             return Timer::Wait;
+        }
+        if now >= self.too_slow_at() {
+            metrics::counter!("dialtone_tftp_too_slow_total").increment(1);
+            return Timer::TooSlow;
         }
         let retries = if self.slot.is_proven() {
             self.retries
@@ -412,8 +438,18 @@ impl Transfer {
     /// A new window went out: the retries and the stall bound start over.
     fn progressed(&mut self, now: Instant) {
         self.resent = 0;
-        self.give_up = now + self.stall;
+        self.give_up = (now + self.stall).min(self.too_slow_at());
         self.deadline = (now + self.timeout).min(self.give_up);
+    }
+
+    /// When the client falls behind `min_rate` by more than `slack`. The
+    /// stall bound alone let a client that ACKs a block of 8 bytes now and
+    /// then hold its slot for ever; this ends every transfer, done or not,
+    /// within `slack` plus its size at `min_rate`.
+    fn too_slow_at(&self) -> Instant {
+        let behind = Duration::from_secs(self.acked / self.min_rate)
+            + Duration::from_nanos((self.acked % self.min_rate) * 1_000_000_000 / self.min_rate);
+        self.started + self.slack + behind
     }
 }
 
@@ -434,12 +470,16 @@ mod tests {
     use super::*;
 
     fn start(rrq: &[u8], body: &[u8], options: &TftpOptions, now: Instant) -> Transfer {
+        start_from(rrq, Source::Memory(body.into()), options, now)
+    }
+
+    fn start_from(rrq: &[u8], source: Source, options: &TftpOptions, now: Instant) -> Transfer {
         let slots = Arc::new(Slots::new(4, 4, 4, vec![]));
         let Admission::Granted(slot) = slots.admit("192.0.2.1:1000".parse().unwrap(), "f") else {
             panic!("granted")
         };
         let request = parse_request(rrq).unwrap();
-        Transfer::start(options, &request, Source::Memory(body.into()), slot, now).unwrap()
+        Transfer::start(options, &request, source, slot, now).unwrap()
     }
 
     fn blocks(t: &Transfer) -> Vec<u16> {
@@ -582,6 +622,97 @@ mod tests {
         let mut t = start(b"\0\x01f\0octet\0timeout\x0060\0", b"abc", &options, now);
         assert_eq!(t.deadline(), now + Duration::from_secs(15));
         assert_eq!(t.on_timer(t.deadline()), Timer::Stalled);
+    }
+
+    /// Acknowledges each block `every` after the last, firing the timers
+    /// due in between; returns how the transfer ended and when.
+    fn pace(t: &mut Transfer, start: Instant, every: Duration) -> (Result<Step, Timer>, Instant) {
+        let mut at = start;
+        for _ in 0..100_000 {
+            at += every;
+            while t.deadline() <= at {
+                let due = t.deadline();
+                match t.on_timer(due) {
+                    Timer::Wait | Timer::Resend => {}
+                    ended => return (Err(ended), due),
+                }
+            }
+            let last = *blocks(t).last().expect("a window to send");
+            let [hi, lo] = last.to_be_bytes();
+            match t.on_packet(&[0, 4, hi, lo], at).unwrap() {
+                Step::Advanced => {}
+                ended => return (Ok(ended), at),
+            }
+        }
+        panic!("the transfer never ended");
+    }
+
+    /// A client that keeps ACKing, a block now and then, used to hold its
+    /// slot for ever: every ACK reset the stall bound. Behind `min_rate`
+    /// by more than the slack, it ends; one at the rate is never cut off.
+    #[test]
+    fn a_client_behind_the_minimum_rate_is_cut_off() {
+        let now = Instant::now();
+        let options = TftpOptions {
+            min_rate: 100,
+            min_rate_slack: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let body = vec![7u8; 8 * 1000];
+        let rrq = b"\0\x01f\0octet\0blksize\x008\0";
+        // 8 bytes every 2 s, each ACK well within the stall bound.
+        let mut trickle = start(rrq, &body, &options, now);
+        assert_eq!(
+            trickle.on_packet(&[0, 4, 0, 0], now).unwrap(),
+            Step::Advanced
+        );
+        let (ended, at) = pace(&mut trickle, now, Duration::from_secs(2));
+        assert_eq!(ended, Err(Timer::TooSlow));
+        // The slack, plus the 40-odd bytes acknowledged by then at 100 B/s.
+        let elapsed = at - now;
+        assert!(
+            elapsed >= Duration::from_secs(10) && elapsed < Duration::from_secs(11),
+            "{elapsed:?}"
+        );
+        // 8 bytes every 50 ms is 160 B/s: the whole file, however long.
+        let mut steady = start(rrq, &body, &options, now);
+        assert_eq!(
+            steady.on_packet(&[0, 4, 0, 0], now).unwrap(),
+            Step::Advanced
+        );
+        let (ended, at) = pace(&mut steady, now, Duration::from_millis(50));
+        assert_eq!(ended, Ok(Step::Done));
+        assert!(at - now > Duration::from_secs(40), "{:?}", at - now);
+    }
+
+    /// What tsize announced is what is sent: a file that grows once the
+    /// transfer has started (copied over in place) is cut at the length
+    /// it had when opened.
+    #[test]
+    fn a_file_is_sent_up_to_its_length_when_opened() {
+        let now = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin");
+        let opened: Vec<u8> = (0..20u8).collect();
+        std::fs::write(&path, &opened).unwrap();
+        let rrq = b"\0\x01f\0octet\0blksize\x008\0tsize\x000\0";
+        let mut t = start_from(
+            rrq,
+            Source::File { path: path.clone() },
+            &TftpOptions::default(),
+            now,
+        );
+        let oack = t.outgoing().next().unwrap().to_vec();
+        assert!(oack.ends_with(b"tsize\x0020\0"), "{oack:?}");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0xee; 100]).unwrap();
+        assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Advanced);
+        let (received, _) = run_to_end(&mut t, now);
+        assert_eq!(received, opened);
     }
 
     fn convert(body: &[u8], size: usize) -> Vec<Vec<u8>> {
