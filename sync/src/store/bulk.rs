@@ -247,7 +247,7 @@ pub(crate) use comparison::Comparison;
 
 /// Expands to `bulk_phones` over `$conn`, inside `shared_sql!`.
 macro_rules! bulk_sql {
-    ($conn:ty, $ids_filter:literal) => {
+    ($conn:ty, $ids_filter:literal, $lock:literal) => {
         /// Upserts `phones` (MACs distinct) writing only what differs from
         /// the tables. `reject` names phone `i` in a refusal; `done` rows of
         /// the write came before these (for `progress`).
@@ -467,6 +467,19 @@ macro_rules! bulk_sql {
             // index, one probe a row.
             let few = 8 * (staged_phones + staged_lines) < stored_rows;
             super::probe_joins(&mut *conn, few).await?;
+            if !$lock.is_empty() && states.contains(&PhoneState::Moved) {
+                // As for one phone's move (`apply_one`): the moved phones
+                // locked first, so that no template written for one of them
+                // is still open when their templates are deleted.
+                sqlx::query(concat!(
+                    "SELECT p.id FROM import_phones s JOIN phones p ON p.id = s.id \
+                     WHERE p.tenant_id <> s.tenant_id",
+                    $lock,
+                    " OF p"
+                ))
+                .execute(&mut *conn)
+                .await?;
+            }
             report.templates.deleted += sqlx::query(DELETE_MOVED_TEMPLATES)
                 .execute(&mut *conn)
                 .await?

@@ -17,7 +17,7 @@ macro_rules! shared_sql {
         crate::store::admin::admin_sql!($conn, $lock);
         crate::store::unclaimed::unclaimed_sql!($conn);
         crate::store::fleet::fleet_sql!($conn);
-        crate::store::bulk::bulk_sql!($conn, $ids_filter);
+        crate::store::bulk::bulk_sql!($conn, $ids_filter, $lock);
         crate::store::bulk::directory::bulk_directory_sql!($conn);
 
         /// Current rows of `entity` among `ids`; an id with no row was deleted.
@@ -302,10 +302,21 @@ macro_rules! shared_sql {
                         .http_password
                         .as_deref()
                         .map(|pw| key.seal(Purpose::DeviceHttpPassword, pw).0.to_string());
-                    let existing: Option<(Id, Id)> = sqlx::query_as("SELECT id, tenant_id FROM phones WHERE mac = $1")
-                        .bind(&mac)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                    let read = "SELECT id, tenant_id FROM phones WHERE mac = $1";
+                    let mut existing: Option<(Id, Id)> =
+                        sqlx::query_as(read).bind(&mac).fetch_optional(&mut *conn).await?;
+                    if existing.is_some_and(|(_, owner)| owner != tenant) && !$lock.is_empty() {
+                        // A move deletes the phone's templates: locked first,
+                        // as a phone-scope template's write locks its phone,
+                        // or that delete would not see a template whose write
+                        // is still open, which would then commit onto the
+                        // phone under its new tenant.
+                        lock_phones_for_writing(conn).await?;
+                        existing = sqlx::query_as(concat!("SELECT id, tenant_id FROM phones WHERE mac = $1", $lock))
+                            .bind(&mac)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    }
                     if existing.is_some() && matches!(mutation, Mutation::CreatePhone(_)) {
                         return Err(SyncError::Taken(format!("phone {mac}")));
                     }
@@ -535,6 +546,20 @@ macro_rules! shared_sql {
                     }
                 }
                 Mutation::DeleteTenant { slug } => {
+                    // Its phones locked first, as a phone-scope template's
+                    // write locks its phone: the delete below would not see
+                    // a template whose write is still open, and it would
+                    // wait, keyed by MAC, for the MAC's next owner.
+                    if !$lock.is_empty() {
+                        lock_phones_for_writing(conn).await?;
+                        sqlx::query(concat!(
+                            "SELECT id FROM phones WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)",
+                            $lock
+                        ))
+                        .bind(slug)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     // Its templates go with it (its phones' and its own), so
                     // none waits for a later owner of a MAC.
                     report.templates.deleted += sqlx::query(
@@ -601,6 +626,18 @@ macro_rules! shared_sql {
             let mut macs: foldhash::HashSet<Mac> =
                 foldhash::HashSet::with_capacity_and_hasher(run.len(), Default::default());
             run.iter().all(|p| macs.insert(p.mac)).then_some(run)
+        }
+
+        /// The tables' own lock for writing, taken before any phone's row
+        /// lock: a write that held a row lock and then waited for the table
+        /// behind an import's `SHARE ROW EXCLUSIVE` deadlocked with it once
+        /// the import reached that row. (PostgreSQL only: SQLite's writers
+        /// take turns.)
+        async fn lock_phones_for_writing(conn: &mut $conn) -> Result<(), SyncError> {
+            sqlx::query("LOCK TABLE phones, lines IN ROW EXCLUSIVE MODE")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
 
         /// A refusal of mutation `index` (of phone `item` of a batch), when
