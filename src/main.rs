@@ -145,12 +145,13 @@ pub struct ImportArgs {
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     overrides(cli).apply(&mut config);
-    // The file was validated as read; of the command line's settings only
-    // the database URL takes part in a check (a PostgreSQL URL needs the
-    // secrets key).
+    // The file was validated as read; of the command line's settings the
+    // database URL takes part in a check (a PostgreSQL URL needs the
+    // secrets key), and the listeners in the one of `base_url`.
     if cli.database_url.is_some() {
         config.validate()?;
     }
+    config.check_base_url()?;
     Ok(config)
 }
 

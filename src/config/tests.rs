@@ -339,8 +339,20 @@ fn phones_are_never_given_a_base_url_they_cannot_reach() {
             "[provisioning]\nbase_url = \"https://prov.example.net/phones/\"\n",
             false,
         ),
+        // Loopback, named or not, while phones reach this node elsewhere.
+        (
+            "[provisioning]\ntftp_listen = \"192.0.2.1:69\"\nbase_url = \"http://127.0.0.1:8081\"\n",
+            true,
+        ),
+        (
+            "[provisioning]\ntftp_listen = \"192.0.2.1:69\"\nbase_url = \"http://localhost:8081\"\n",
+            true,
+        ),
+        ("[provisioning]\nbase_url = \"http://127.0.0.1:8081\"\n", false),
+        // A link-local listener's zone makes no URL.
+        ("[provisioning]\nhttp_listen = \"[fe80::1%2]:8081\"\n", true),
     ] {
-        let checked = load(text, &[]).and_then(|c| c.validate());
+        let checked = load(text, &[]).and_then(|c| c.check_base_url());
         match (refused, checked) {
             (true, Err(e)) => assert!(e.to_string().contains("base_url"), "{text}: {e}"),
             (false, Ok(())) => {}
@@ -356,4 +368,26 @@ fn resync_in_flight_past_its_bound_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_inflight"), "{err}");
+}
+
+/// The command line's listeners count: a flag opening TFTP to the network
+/// while the file keeps HTTP on loopback is refused without `base_url`,
+/// and a file's wildcard that a flag replaces with a real address is not.
+#[test]
+fn base_url_is_checked_with_the_command_lines_listeners() {
+    let mut opened = load("[provisioning]\nhttp_listen = \"127.0.0.1:8081\"\n", &[]).unwrap();
+    Overrides {
+        tftp_listen: Some("0.0.0.0:69".parse().unwrap()),
+        ..Overrides::default()
+    }
+    .apply(&mut opened);
+    let err = opened.check_base_url().unwrap_err().to_string();
+    assert!(err.contains("base_url"), "{err}");
+    let mut narrowed = load("[provisioning]\nhttp_listen = \"0.0.0.0:8081\"\n", &[]).unwrap();
+    Overrides {
+        provisioning_listen: Some("192.0.2.1:8081".parse().unwrap()),
+        ..Overrides::default()
+    }
+    .apply(&mut narrowed);
+    narrowed.check_base_url().unwrap();
 }

@@ -97,7 +97,6 @@ impl Config {
             );
         }
         self.resync.validate()?;
-        self.check_base_url()?;
         self.check_bounds()
     }
 
@@ -107,15 +106,21 @@ impl Config {
     /// re-provision until someone visits each. Without `base_url` it is
     /// made from `http_listen`, which is wrong when that is a wildcard, or
     /// loopback while phones reach this node on another address.
-    fn check_base_url(&self) -> Result<()> {
+    ///
+    /// Checked once the command line's listeners are applied (`main.rs`,
+    /// and again at each reload), not as the file is read: a flag may open
+    /// a listener the file keeps on loopback, or close one it opens.
+    pub fn check_base_url(&self) -> Result<()> {
         let p = &self.provisioning;
+        let reached_elsewhere = [Some(p.http_listen), p.tftp_listen, p.https_listen]
+            .into_iter()
+            .flatten()
+            .any(|listen| !listen.ip().is_loopback());
         let Some(base) = &p.base_url else {
             let listen = p.http_listen.ip();
-            let reached_elsewhere = [p.tftp_listen, p.https_listen]
-                .into_iter()
-                .flatten()
-                .any(|other| !other.ip().is_loopback());
-            if listen.is_unspecified() || (listen.is_loopback() && reached_elsewhere) {
+            // A link-local address with its zone makes no URL at all.
+            let no_url = url::Url::parse(&p.base_url()).is_err();
+            if listen.is_unspecified() || (listen.is_loopback() && reached_elsewhere) || no_url {
                 bail!(
                     "provisioning.base_url is unset, so phones would be told to fetch from http://{}, \
                      which they cannot reach; set it to the URL phones use (\"http://prov.example.net\")",
@@ -126,10 +131,16 @@ impl Config {
         };
         let url = url::Url::parse(base)
             .map_err(|e| anyhow::anyhow!("provisioning.base_url {base:?}: {e}"))?;
+        // Loopback is unreachable to phones once they reach this node on
+        // another address.
         let unreachable = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_unspecified(),
-            Some(url::Host::Ipv6(ip)) => ip.is_unspecified(),
-            Some(url::Host::Domain(_)) => false,
+            Some(url::Host::Ipv4(ip)) => {
+                ip.is_unspecified() || (ip.is_loopback() && reached_elsewhere)
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                ip.is_unspecified() || (ip.is_loopback() && reached_elsewhere)
+            }
+            Some(url::Host::Domain(name)) => name == "localhost" && reached_elsewhere,
             None => true,
         };
         if !matches!(url.scheme(), "http" | "https")

@@ -141,6 +141,7 @@ fn reload(
     match Config::load(path).and_then(|mut config| {
         overrides.apply(&mut config);
         config.validate()?;
+        config.check_base_url()?;
         Ok(config)
     }) {
         Ok(config) => {

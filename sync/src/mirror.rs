@@ -287,7 +287,6 @@ impl MirrorState {
             .find(|e| e.external_id.as_deref() == Some(external_id))
     }
 
-    /// How many directory entries the tenant has, without collecting them.
     /// The tenant's first entry, as [`MirrorState::directory_of`] would
     /// list it first, without collecting the rest.
     pub fn first_directory_entry(&self, tenant_id: Id) -> Option<&Arc<DirectoryEntry>> {
@@ -297,6 +296,7 @@ impl MirrorState {
             .find_map(|id| self.directory.get(&id))
     }
 
+    /// How many directory entries the tenant has, without collecting them.
     pub fn directory_len(&self, tenant_id: Id) -> usize {
         self.directory_by_tenant
             .get(&tenant_id)
