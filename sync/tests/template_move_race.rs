@@ -98,3 +98,50 @@ async fn a_tenant_deleted_meanwhile_leaves_no_template_for_the_mac() {
     let left = templates_left_after(&db, store, deleted).await;
     assert_eq!(left, 0, "a template of the deleted tenant's phone stayed");
 }
+
+/// A phone's write checked against its tag (`Expect`, which locks the
+/// phone's row) while an import holds the tables and is about to update
+/// that phone: the write waits for the import before it locks any row, so
+/// neither is cancelled as a deadlock. (It locked the row, then waited for
+/// the tables, while the import waited for the row.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_phone_write_does_not_deadlock_with_an_import() {
+    let (db, store) = two_tenants(1).await;
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let mac: Mac = MAC.parse().unwrap();
+    let seen = state.phone_by_mac(&mac).unwrap();
+    let tag = etag::phone_etag(seen, &state.lines_of(seen.id));
+    // The import's lock, as `lock_for_import` takes it.
+    let mut import = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut import).await.unwrap();
+    sqlx::query("LOCK TABLE phones, lines IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut import)
+        .await
+        .unwrap();
+    let write = vec![
+        Mutation::Expect {
+            target: Target::Phone { mac },
+            etag: tag,
+        },
+        phone("globex", 1, 1),
+    ];
+    let writing = tokio::spawn(async move { store.apply(&write, &audit("move")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("UPDATE phones SET label = 'imported' WHERE mac = $1")
+        .bind(MAC)
+        .execute(&mut import)
+        .await
+        .expect("the import is not cancelled as a deadlock");
+    sqlx::query("COMMIT").execute(&mut import).await.unwrap();
+    let written = tokio::time::timeout(Duration::from_secs(10), writing)
+        .await
+        .expect("the write ends once the import commits")
+        .unwrap();
+    // The import changed the phone: the write's tag no longer matches.
+    assert!(
+        matches!(written, Err(SyncError::Conflict(_))),
+        "{written:?}"
+    );
+}

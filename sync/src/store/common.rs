@@ -302,21 +302,17 @@ macro_rules! shared_sql {
                         .http_password
                         .as_deref()
                         .map(|pw| key.seal(Purpose::DeviceHttpPassword, pw).0.to_string());
-                    let read = "SELECT id, tenant_id FROM phones WHERE mac = $1";
-                    let mut existing: Option<(Id, Id)> =
-                        sqlx::query_as(read).bind(&mac).fetch_optional(&mut *conn).await?;
-                    if existing.is_some_and(|(_, owner)| owner != tenant) && !$lock.is_empty() {
-                        // A move deletes the phone's templates: locked first,
-                        // as a phone-scope template's write locks its phone,
-                        // or that delete would not see a template whose write
-                        // is still open, which would then commit onto the
-                        // phone under its new tenant.
-                        lock_phones_for_writing(conn).await?;
-                        existing = sqlx::query_as(concat!("SELECT id, tenant_id FROM phones WHERE mac = $1", $lock))
+                    // Locked (after the tables, `apply`), as a phone-scope
+                    // template's write locks its phone: a move deletes the
+                    // phone's templates, and that delete would not see a
+                    // template whose write is still open, which would then
+                    // commit onto the phone under its new tenant. Whether
+                    // this is a move is known only from the locked row.
+                    let existing: Option<(Id, Id)> =
+                        sqlx::query_as(concat!("SELECT id, tenant_id FROM phones WHERE mac = $1", $lock))
                             .bind(&mac)
                             .fetch_optional(&mut *conn)
                             .await?;
-                    }
                     if existing.is_some() && matches!(mutation, Mutation::CreatePhone(_)) {
                         return Err(SyncError::Taken(format!("phone {mac}")));
                     }
@@ -551,7 +547,6 @@ macro_rules! shared_sql {
                     // a template whose write is still open, and it would
                     // wait, keyed by MAC, for the MAC's next owner.
                     if !$lock.is_empty() {
-                        lock_phones_for_writing(conn).await?;
                         sqlx::query(concat!(
                             "SELECT id FROM phones WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)",
                             $lock
@@ -628,11 +623,27 @@ macro_rules! shared_sql {
             run.iter().all(|p| macs.insert(p.mac)).then_some(run)
         }
 
-        /// The tables' own lock for writing, taken before any phone's row
-        /// lock: a write that held a row lock and then waited for the table
-        /// behind an import's `SHARE ROW EXCLUSIVE` deadlocked with it once
-        /// the import reached that row. (PostgreSQL only: SQLite's writers
-        /// take turns.)
+        /// Whether `mutation` writes phone rows one at a time (a phone, or a
+        /// tenant's delete with its phones): such a write locks a phone's
+        /// row (its own lock, or an `Expect` before it) and then needs the
+        /// tables. A template's write, which locks its phone and never
+        /// waits for the tables, is not held back by an import; an import's
+        /// runs lock the tables themselves, more strongly.
+        fn writes_phones(mutation: &Mutation) -> bool {
+            matches!(
+                mutation,
+                Mutation::UpsertPhone(_)
+                    | Mutation::CreatePhone(_)
+                    | Mutation::DeletePhone { .. }
+                    | Mutation::DeleteTenant { .. }
+            )
+        }
+
+        /// The tables' own lock for writing, taken at the start of a write
+        /// that will lock a phone's row: one that held a row lock and then
+        /// waited for the table behind an import's `SHARE ROW EXCLUSIVE`
+        /// deadlocked with it once the import reached that row. (PostgreSQL
+        /// only: SQLite's writers take turns.)
         async fn lock_phones_for_writing(conn: &mut $conn) -> Result<(), SyncError> {
             sqlx::query("LOCK TABLE phones, lines IN ROW EXCLUSIVE MODE")
                 .execute(&mut *conn)
@@ -679,6 +690,14 @@ macro_rules! shared_sql {
                 return Err(SyncError::Invalid(crate::store::nul::reason(&field)));
             }
             let now = now_millis();
+            // Not before an import's runs: two of them holding this lock
+            // would each wait for the other's to take their stronger one.
+            let bulk = mutations.iter().any(|m| matches!(m, Mutation::UpsertPhones(_)))
+                || mutations.iter().filter(|m| matches!(m, Mutation::UpsertPhone(_))).count()
+                    >= crate::store::bulk::BULK_MIN_PHONES;
+            if !$lock.is_empty() && !bulk && mutations.iter().any(writes_phones) {
+                lock_phones_for_writing(conn).await?;
+            }
             let moved_from = moved_from(conn, audit, mutations).await?;
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
