@@ -197,7 +197,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_tftp_too_slow_total",
-        "TFTP transfers ended with an error because their client acknowledged under 1 KiB/s on average, past a minute's slack.",
+        "TFTP transfers ended with an error because their client acknowledged under provisioning.tftp_min_rate on average, past provisioning.tftp_min_rate_slack_s behind.",
     ),
     (
         "dialtone_tftp_transfer_panics_total",

@@ -63,6 +63,12 @@ pub struct ProvisioningConfig {
     /// A transfer with no new ACK for this long ends with an error packet
     /// and frees its slot, whatever the timeout and retries.
     pub tftp_stall_s: u64,
+    /// Bytes a second a transfer's client must acknowledge on average from
+    /// the transfer's start, falling at most `tftp_min_rate_slack_s`
+    /// behind; else the transfer ends with an error packet. Bounds how long
+    /// a client pacing its ACKs holds a slot.
+    pub tftp_min_rate: u32,
+    pub tftp_min_rate_slack_s: u64,
     /// Transfers one source (IPv4 address, IPv6 /64) may have at once;
     /// past it, its requests get an error packet.
     pub tftp_max_per_source: usize,
@@ -152,6 +158,10 @@ impl Default for ProvisioningConfig {
             tftp_max_send_retries: 4,
             tftp_max_timeout_s: 5,
             tftp_stall_s: 15,
+            tftp_min_rate: dialtone_tftp::tftp::TftpOptions::default().min_rate,
+            tftp_min_rate_slack_s: dialtone_tftp::tftp::TftpOptions::default()
+                .min_rate_slack
+                .as_secs(),
             tftp_max_per_source: 64,
             tftp_max_unacked_per_source: 8,
             tftp_per_source_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],

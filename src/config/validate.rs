@@ -169,7 +169,7 @@ impl Config {
             &self.lookup,
             &self.database,
         );
-        let bounds: [(&str, u64, u64, u64); 24] = [
+        let bounds: [(&str, u64, u64, u64); 26] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -235,6 +235,18 @@ impl Config {
                 300,
             ),
             ("provisioning.ban_s", p.ban_s, 1, TEN_YEARS_S),
+            (
+                "provisioning.tftp_min_rate",
+                u64::from(p.tftp_min_rate),
+                1,
+                100_000_000,
+            ),
+            (
+                "provisioning.tftp_min_rate_slack_s",
+                p.tftp_min_rate_slack_s,
+                1,
+                86_400,
+            ),
             (
                 "provisioning.ban_known_ttl_s",
                 p.ban_known_ttl_s,

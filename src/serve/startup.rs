@@ -269,6 +269,8 @@ impl Sockets {
             max_send_retries: p.tftp_max_send_retries,
             max_timeout: Duration::from_secs(p.tftp_max_timeout_s.into()),
             stall: Duration::from_secs(p.tftp_stall_s),
+            min_rate: p.tftp_min_rate,
+            min_rate_slack: Duration::from_secs(p.tftp_min_rate_slack_s),
             max_per_source: p.tftp_max_per_source,
             max_unacked_per_source: p.tftp_max_unacked_per_source,
             // Checked by Config::validate.

@@ -111,13 +111,14 @@ impl Default for TftpOptions {
             // A client that negotiated the largest timeout still gets each
             // packet sent three times.
             stall: Duration::from_secs(15),
-            // What a client gets with 512-byte blocks one at a time (the
-            // RFC 1350 default, still many phones') over a 500 ms round
-            // trip: a poor satellite or intercontinental VPN link. Below
-            // that a firmware image takes most of a day anyway.
-            min_rate: 1024,
-            // A few retransmission timeouts, or a slow start, never count.
-            min_rate_slack: Duration::from_secs(60),
+            // Half what a client gets with 512-byte blocks one at a time
+            // (the RFC 1350 default, still many phones') over a 500 ms
+            // round trip, a poor satellite or intercontinental VPN link:
+            // such a link losing packets still keeps above it. Below it a
+            // firmware image takes most of a day anyway.
+            min_rate: 512,
+            // Retransmission timeouts, or a slow start, never count.
+            min_rate_slack: Duration::from_secs(120),
             recv_buffer: 4 << 20,
             shutdown_grace: Duration::from_secs(10),
             single_port: false,

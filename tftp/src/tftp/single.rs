@@ -15,8 +15,8 @@
 //! address and port can send that transfer's ACKs too (block 0 or 1 is
 //! predictable). `tftp_max_unacked_per_source` then stops only forgers
 //! that do not bother; the per-source and global caps and `tftp_stall_s`
-//! still bound what a forged source holds. Nor does an ACK make a source
-//! known for a phone here: that is left to HTTP and ported TFTP.
+//! still bound what a forged source holds. An ACK still makes a source
+//! known for a phone here, forgeable as it is (see `start`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -334,11 +334,13 @@ impl Listener {
         slot: Slot,
         result: Result<(Source, Option<Proof>), Refusal>,
     ) {
-        // An ACK here proves nothing about the source (see the module
-        // docs): a forger who knows a phone's MAC would make its forged
-        // addresses known for the phone, take its places, and leave its
-        // office's real address banned by forged misses.
-        let (source, _unprovable) = match result {
+        // An ACK here can be forged (see the module docs), so a forger who
+        // knows a phone's MAC can make addresses known for it before its
+        // office is. Kept anyway: without it no office fetching over this
+        // mode would ever be known, and forged misses "from" any office
+        // would ban it (its phones' files with it); the forger needs the
+        // MAC, and a known office keeps its place while it fetches.
+        let (source, proof) = match result {
             Ok(provisioned) => provisioned,
             Err(refusal) => return self.refuse(peer, local, refusal),
         };
@@ -353,7 +355,8 @@ impl Listener {
             Transfer::start(options, &request, source, slot, now)
         }));
         match started {
-            Ok(Ok(transfer)) => {
+            Ok(Ok(mut transfer)) => {
+                transfer.on_proven(proof);
                 let id = transfer.id();
                 self.wheel.insert(transfer.deadline(), (peer, id));
                 self.dirty.push((peer, id));
