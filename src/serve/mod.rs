@@ -42,7 +42,7 @@ pub async fn run(
     log: LogHandle,
 ) -> Result<()> {
     let hangup = signals::Hangup::install()?;
-    let starting = Starting::begin();
+    let starting = Starting::begin(start_budget(&config));
     let metrics = tasks::recorder();
     crate::config::warn_if_one_address_closes_a_phone(
         &config.provisioning,
@@ -366,17 +366,27 @@ impl Listeners {
 /// How far each start notice moves systemd's start timeout on.
 const START_EXTENSION: Duration = Duration::from_secs(60);
 
+/// How long a start may go on being extended: the wait for a migration's
+/// turn and a connection, and a budget for loading the mirror. Past it the
+/// last extension runs out and systemd ends a start that hangs (a lock
+/// held for good, a database that stopped answering).
+fn start_budget(config: &Config) -> Duration {
+    const LOAD: Duration = Duration::from_secs(600);
+    Duration::from_secs(config.database.migration_retry_s)
+        + Duration::from_millis(config.database.acquire_timeout_ms)
+        + LOAD
+}
+
 /// Tells systemd the start is still going, until dropped (just before
-/// READY). systemd kills a start after 90 s by default, and a start may
+/// READY) or `budget` has passed. systemd kills a start after 90 s by default, and a start may
 /// wait longer, legitimately: for the database to let a migration through
 /// (`database.migration_retry_s`, up to a day), or loading a large mirror.
 /// Killed, it never printed why it failed, and `Restart=on-failure` began
-/// the same wait again. Each step the start waits on is bounded by its own
-/// setting, so moving the timeout on keeps no hung start alive for good.
+/// the same wait again.
 struct Starting(Option<(Arc<std::sync::Mutex<bool>>, tokio::task::JoinHandle<()>)>);
 
 impl Starting {
-    fn begin() -> Starting {
+    fn begin(budget: Duration) -> Starting {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
             return Starting(None);
         }
@@ -387,7 +397,8 @@ impl Starting {
         let task = tokio::spawn({
             let ended = ended.clone();
             async move {
-                loop {
+                let until = tokio::time::Instant::now() + budget;
+                while tokio::time::Instant::now() < until {
                     {
                         let ended = ended.lock().unwrap_or_else(|e| e.into_inner());
                         if *ended {
