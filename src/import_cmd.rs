@@ -69,6 +69,14 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     } else {
         crate::prepare_schema(config, &*store).await?;
     }
+    if plan.keeps_stored_tenants() {
+        // Only the tenants are wanted, but the store reads no table alone:
+        // a cost only a run whose tenants file leaves a column out pays.
+        let (stored, _, _) = store.load_all().await?;
+        let by_slug: std::collections::HashMap<&str, &dialtone_sync::Tenant> =
+            (stored.tenants.iter()).map(|t| (&*t.slug, t)).collect();
+        plan.keep_stored_tenants(|slug| by_slug.get(slug).copied());
+    }
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let audit = Audit {
         tenant: None,

@@ -16,38 +16,9 @@ const PLACEHOLDERS: [&str; 6] = [
     "wireless caller",
 ];
 
-/// Whether `c` is of general category Cf (format), as of Unicode 15: bidi
-/// marks, overrides and isolates, zero-width characters, the soft hyphen,
-/// tags and the like. Most show nothing themselves, yet change how the
-/// text around them shows or compares: with them, text an attacker chose
-/// passes for other text. The standard library has no category test, and
-/// the list changes rarely (Unicode 15 added U+13439-U+1343F).
-pub fn is_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{ad}'
-            | '\u{600}'..='\u{605}'
-            | '\u{61c}'
-            | '\u{6dd}'
-            | '\u{70f}'
-            | '\u{890}'..='\u{891}'
-            | '\u{8e2}'
-            | '\u{180e}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206f}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-            | '\u{110bd}'
-            | '\u{110cd}'
-            | '\u{13430}'..='\u{1343f}'
-            | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}'
-            | '\u{e0001}'
-            | '\u{e0020}'..='\u{e007f}'
-    )
-}
+/// In dialtone-sync, whose tenant-name check (the admin API's and the
+/// import's) needs it too.
+pub use dialtone_sync::checks::is_format;
 
 /// A displayable name, or `None` when nothing useful is left: control and
 /// format characters and quotes removed, whitespace collapsed, at most

@@ -256,6 +256,10 @@ pub async fn import(
     if changes == 0 {
         return Err(ApiError::invalid("nothing to import"));
     }
+    if plan.keeps_stored_tenants() {
+        let mirror = state.mirror.load();
+        plan.keep_stored_tenants(|slug| mirror.tenant_by_slug(slug).map(|t| &**t));
+    }
     let mutations = plan.take_mutations();
     let change = Change {
         action: "import",

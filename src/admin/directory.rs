@@ -201,9 +201,6 @@ pub async fn list_entries(
     Ok(axum::Json(list).into_response())
 }
 
-const MAX_ENTRY_NUMBERS: usize = 16;
-const MAX_ENTRY_FIELD: usize = 256;
-
 fn entry_input(
     slug: &str,
     external_id: String,
@@ -212,28 +209,7 @@ fn entry_input(
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid("name must not be empty"));
     }
-    // An entry is a person or a place, not a store: every node holds it.
-    let long = [Some(&body.name), body.company.as_ref(), Some(&external_id)]
-        .into_iter()
-        .flatten()
-        .chain(body.numbers.iter().flat_map(|n| [&n.number, &n.kind]))
-        .any(|text| text.len() > MAX_ENTRY_FIELD);
-    if long || body.numbers.len() > MAX_ENTRY_NUMBERS {
-        return Err(ApiError::invalid(format!(
-            "an entry has at most {MAX_ENTRY_NUMBERS} numbers and fields of at most {MAX_ENTRY_FIELD} bytes"
-        )));
-    }
-    if body.numbers.is_empty()
-        || body
-            .numbers
-            .iter()
-            .any(|n| n.number.chars().filter(char::is_ascii_digit).count() < 3)
-    {
-        return Err(ApiError::invalid(
-            "numbers: at least one, each with at least three digits",
-        ));
-    }
-    Ok(DirectoryEntryInput {
+    let input = DirectoryEntryInput {
         tenant: slug.to_string(),
         external_id,
         name: body.name,
@@ -247,7 +223,9 @@ fn entry_input(
                 kind: n.kind.trim().to_ascii_lowercase().into(),
             })
             .collect(),
-    })
+    };
+    dialtone_sync::checks::directory_entry(&input).map_err(|r| ApiError::invalid(r.reason))?;
+    Ok(input)
 }
 
 #[utoipa::path(post, operation_id = "directory_create_entry", path = "/v1/tenants/{slug}/directory", tag = "directory",

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::{LineInput, PhoneInput};
 use dialtone_sync::{
-    phone_etag, Family, Line, Mac, MirrorState, Mutation, Phone, Purpose, Target, Tenant,
+    checks, phone_etag, Family, Line, Mac, MirrorState, Mutation, Phone, Purpose, Target, Tenant,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -398,12 +398,8 @@ fn input(
         });
     }
     let http_user = body.http_user.filter(|u| !u.is_empty());
-    if http_user.is_some() && http_password.is_none() {
-        // Such a phone would refuse every fetch (`device_auth`).
-        return Err(ApiError::invalid(
-            "http_password: required when http_user is set",
-        ));
-    }
+    checks::http_login(http_user.as_deref(), http_password.as_deref())
+        .map_err(ApiError::invalid)?;
     let variables = object_text(body.variables, "variables")?;
     // Per phone, not only per object: 48 lines of 64 KiB settings each made
     // a phone of 2 MiB (the request body's cap), 40 GB at the phones quota
@@ -425,51 +421,28 @@ fn input(
     })
 }
 
-/// The longest text field of a phone or line. Every node holds every
-/// phone in memory, so a tenant's phones cost what the quotas allow, not
-/// what a request body can carry (JSON settings have their own cap).
-const MAX_PHONE_FIELD: usize = 256;
-
-/// Text fields within `MAX_PHONE_FIELD`; a model also names files
-/// (`snom{model}.htm`, `{model}-3PCC.xml`), so it is a plain name.
+/// The body as sent: a secret it leaves out is kept as stored, not
+/// checked again.
 fn check_sizes(body: &PhoneBody) -> Result<(), ApiError> {
-    let phone = [
-        &body.model,
-        &body.label,
-        &body.http_user,
-        &body.http_password,
-    ];
-    let lines = body.lines.iter().flat_map(|l| {
-        [
-            Some(&l.extension),
-            Some(&l.display_name),
-            Some(&l.registrar),
-        ]
-        .into_iter()
-        .flatten()
-        .chain([&l.auth_user, &l.password, &l.proxy].into_iter().flatten())
-    });
-    if phone
-        .into_iter()
-        .flatten()
-        .chain(lines)
-        .any(|f| f.len() > MAX_PHONE_FIELD)
-    {
-        return Err(ApiError::invalid(format!(
-            "a phone's and its lines' text fields are at most {MAX_PHONE_FIELD} bytes"
-        )));
-    }
-    let model_ok = |m: &str| {
-        m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
-            && !m.starts_with(['.', ' '])
+    let phone = checks::PhoneText {
+        model: body.model.as_deref(),
+        label: body.label.as_deref(),
+        http_user: body.http_user.as_deref(),
+        http_password: body.http_password.as_deref(),
     };
-    match body.model.as_deref() {
-        Some(model) if !model_ok(model) => Err(ApiError::invalid(
-            "model: letters, digits, spaces, '-', '_', '.' and '+' only, not starting with '.' or a space",
-        )),
-        _ => Ok(()),
+    phone.check().map_err(|r| ApiError::invalid(r.reason))?;
+    for l in &body.lines {
+        let line = checks::LineText {
+            extension: &l.extension,
+            display_name: Some(&l.display_name),
+            auth_user: l.auth_user.as_deref(),
+            password: l.password.as_deref(),
+            registrar: &l.registrar,
+            proxy: l.proxy.as_deref(),
+        };
+        line.check().map_err(|r| ApiError::invalid(r.reason))?;
     }
+    Ok(())
 }
 
 /// The tenant a body names, checked against what the caller may write.

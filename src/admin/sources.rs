@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_directory::sources::{build_source, BreakerOptions};
 use dialtone_sync::{
-    etag_of, DirectorySource, DirectorySourceInput, MirrorState, Mutation, SourceKind, Target,
-    Tenant,
+    checks, etag_of, DirectorySource, DirectorySourceInput, MirrorState, Mutation, SourceKind,
+    Target, Tenant,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -149,11 +149,7 @@ fn source_input(
     body: SourceBody,
     before: Option<&DirectorySource>,
 ) -> Result<DirectorySourceInput, ApiError> {
-    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name: 1 to 64 characters, none of them control characters",
-        ));
-    }
+    checks::source_name(&name).map_err(ApiError::invalid)?;
     let kind: SourceKind = parse_name(&body.kind)?;
     if !body.settings.is_object() {
         return Err(ApiError::invalid("settings must be a JSON object"));
@@ -175,9 +171,7 @@ fn source_input(
         .timeout_ms
         .or(before.map(|b| b.timeout_ms))
         .unwrap_or(250);
-    if !(1..=10_000).contains(&timeout_ms) {
-        return Err(ApiError::invalid("timeout_ms: 1 to 10000"));
-    }
+    checks::source_timeout(timeout_ms).map_err(ApiError::invalid)?;
     Ok(DirectorySourceInput {
         tenant: slug.to_string(),
         name,

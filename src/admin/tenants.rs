@@ -442,31 +442,6 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A tenant's display name: every node holds it, and a tenant's own token
-/// may set it.
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(format!(
-            "name: at most {MAX_NAME_CHARS} characters"
-        )));
-    }
-    // The admin page lists tenants by name: a bidi override or an
-    // invisible character lets one tenant's name pass for another's, and
-    // a control character does not belong in one line of text.
-    if let Some(c) = name
-        .chars()
-        .find(|&c| c.is_control() || dialtone_directory::name::is_format(c))
-    {
-        return Err(ApiError::invalid(format!(
-            "tenant name holds U+{:04X}, a control or invisible formatting character \
-             that could make it pass for another name",
-            u32::from(c)
-        )));
-    }
-    Ok(())
+    dialtone_sync::checks::tenant_name(name).map_err(ApiError::invalid)
 }
-
-const MAX_NAME_CHARS: usize = 256;

@@ -7,9 +7,11 @@
 //! - [`watcher`]: keeps the mirror current from the change log.
 //! - [`snapshot`]: the mirror on local disk, for fast and database-less starts.
 //! - [`import`]: CSV/JSON bulk import into mutations.
+//! - [`checks`]: what a row may hold, for the admin API and the import alike.
 
 mod batch;
 mod blocking;
+pub mod checks;
 pub mod crypto;
 pub mod error;
 pub mod etag;

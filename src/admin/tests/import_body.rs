@@ -59,3 +59,46 @@ async fn an_import_that_is_not_utf8_is_a_bad_request() {
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("not UTF-8 (byte 14)"), "{text}");
 }
+
+/// `text` as a CSV import, as a global admin: the status and the reply.
+async fn import_csv(h: &Harness, text: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/import")
+        .header("authorization", format!("Bearer {}", h.tokens["global"]))
+        .header("content-type", "text/csv")
+        .body(Body::from(text.to_string()))
+        .unwrap();
+    let reply = h.app.clone().oneshot(request).await.unwrap();
+    let status = reply.status();
+    let bytes = axum::body::to_bytes(reply.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A tenants CSV of `slug,name` renames: the tenant's settings and region
+/// are kept as this node's mirror holds them, and a row the tenants API
+/// would refuse is refused here too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renaming_tenants_csv_keeps_settings_and_region() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let region = serde_json::json!({ "name": "acme Inc", "default_region": "GB" });
+    let reply = h.put_acme("global", region).await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+
+    let (status, text) = import_csv(&h, "slug,name\nacme,Acme Renamed\n").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let view: serde_json::Value =
+        serde_json::from_str(&h.get("global", "/v1/tenants/acme").await.text).unwrap();
+    assert_eq!(view["name"], "Acme Renamed");
+    assert_eq!(view["default_region"], "GB");
+    assert_eq!(
+        view["settings"],
+        serde_json::json!({ "sip_domains": ["sip.example.net"] })
+    );
+
+    let (status, text) = import_csv(&h, "slug,name\nacme,\"Acme\u{202e}\"\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains("tenant name holds U+202E"), "{text}");
+}

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
+use crate::checks::{self, EntryField, LineText, PhoneText};
 use crate::model::trim;
 use crate::store::{DirectoryEntryInput, Kept, LineRef, PhoneFields, TenantInput};
 use objects::Objects;
@@ -241,6 +242,15 @@ pub(super) fn plan(
         .iter()
         .map(|c| headers.iter().position(|h| h == c))
         .collect();
+    if kind == CsvKind::Tenants {
+        let kept = TenantKept {
+            default_region: !headers.iter().any(|h| h == "default_region"),
+            settings: !headers.iter().any(|h| h == "settings"),
+        };
+        if kept.default_region || kept.settings {
+            plan.tenant_files.push((file.clone(), kept));
+        }
+    }
     let kept = if kind == CsvKind::Phones {
         let kept = kept_columns(&phone_cells);
         if let Some(line_column) = lines_without_extension(&phone_cells, kept) {
@@ -379,11 +389,17 @@ fn lines_without_extension(phone_cells: &[Option<usize>], kept: Kept) -> Option<
     .min()
 }
 
+/// A column the header leaves out reads as empty here, its default: a
+/// tenant that exists gets what is stored instead, through
+/// [`ImportPlan::keep_stored_tenants`].
 fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
     let region = row.get("default_region");
+    let slug = check_slug(row.get("slug")).map_err(|m| row.fail("slug", m))?;
+    let name = non_empty("name", row.get("name")).map_err(|m| row.fail("name", m))?;
+    checks::tenant_name(&name).map_err(|m| row.fail("name", m))?;
     Ok(Mutation::UpsertTenant(TenantInput {
-        slug: check_slug(row.get("slug")).map_err(|m| row.fail("slug", m))?,
-        name: non_empty("name", row.get("name")).map_err(|m| row.fail("name", m))?,
+        slug,
+        name,
         default_region: if region.trim().is_empty() {
             "US".to_string()
         } else {
@@ -442,9 +458,18 @@ fn csv_phone(
         if registrar.is_empty() {
             return Err(row.fail("registrar", "registrar is required".into()));
         }
+        let text = LineText {
+            extension,
+            display_name: trimmed(row.phone_cell(phone_column::DISPLAY_NAME)),
+            auth_user: trimmed(row.phone_cell(phone_column::AUTH_USER)),
+            password: Some(row.phone_cell(phone_column::PASSWORD)).filter(|p| !p.is_empty()),
+            registrar,
+            proxy: trimmed(row.phone_cell(phone_column::PROXY)),
+        };
+        text.check().map_err(|r| row.fail(r.field, r.reason))?;
         Some((
             position,
-            registrar,
+            text,
             objects.canonical(
                 row,
                 "line_settings",
@@ -465,21 +490,33 @@ fn csv_phone(
         http_password: Some(row.phone_cell(phone_column::HTTP_PASSWORD)).filter(|p| !p.is_empty()),
         kept: row.kept,
     };
+    let text = PhoneText {
+        model: fields.model,
+        label: fields.label,
+        http_user: fields.http_user,
+        http_password: fields.http_password,
+    };
+    text.check().map_err(|r| row.fail(r.field, r.reason))?;
+    // A login half left out keeps its stored half, which the file does not
+    // show: only a login given whole is checked here.
+    if !row.kept.contains(Kept::HTTP_USER) && !row.kept.contains(Kept::HTTP_PASSWORD) {
+        checks::http_login(fields.http_user, fields.http_password)
+            .map_err(|m| row.fail("http_password", m))?;
+    }
     let phone = phones
         .add(&fields, source, row.line)
         .ok_or_else(|| row.fail("mac", "the file has too many lines".into()))?;
-    if let Some((position, registrar, settings)) = line {
+    if let Some((position, text, settings)) = line {
         phones.builder.line(
             phone,
             position,
             &LineRef {
                 extension,
-                display_name: trimmed(row.phone_cell(phone_column::DISPLAY_NAME))
-                    .unwrap_or(extension),
-                auth_user: trimmed(row.phone_cell(phone_column::AUTH_USER)).unwrap_or(extension),
-                password: Some(row.phone_cell(phone_column::PASSWORD)).filter(|p| !p.is_empty()),
-                registrar,
-                proxy: trimmed(row.phone_cell(phone_column::PROXY)),
+                display_name: text.display_name.unwrap_or(extension),
+                auth_user: text.auth_user.unwrap_or(extension),
+                password: text.password,
+                registrar: text.registrar,
+                proxy: text.proxy,
                 settings: &settings,
                 kept: row.kept,
             },
@@ -490,6 +527,7 @@ fn csv_phone(
 
 fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {
     let name = non_empty("name", row.get("name")).map_err(|m| row.fail("name", m))?;
+    let tenant = check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?;
     let numbers = NUMBER_KINDS
         .iter()
         .map(|kind| DirectoryNumber {
@@ -497,16 +535,30 @@ fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {
             kind: (*kind).into(),
         })
         .collect();
-    let first_number_column = NUMBER_KINDS
-        .iter()
-        .find(|k| row.headers.iter().any(|h| h == *k))
-        .copied()
-        .unwrap_or("work");
-    Ok(Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-        tenant: check_slug(row.get("tenant")).map_err(|m| row.fail("tenant", m))?,
-        external_id: external_id_or_name(Some(row.get("external_id").to_string()), &name),
+    let external_id = row.get("external_id");
+    let entry = DirectoryEntryInput {
+        tenant,
+        external_id: external_id_or_name(Some(external_id.to_string()), &name),
         company: opt_str(row.get("company")),
-        numbers: check_numbers(numbers).map_err(|m| row.fail(first_number_column, m))?,
+        numbers: given_numbers(numbers),
         name,
-    }))
+    };
+    checks::directory_entry(&entry).map_err(|r| {
+        let column = match r.field {
+            EntryField::Name => "name",
+            EntryField::Company => "company",
+            // An id made of the name is too long because the name is.
+            EntryField::ExternalId if external_id.trim().is_empty() => "name",
+            EntryField::ExternalId => "external_id",
+            EntryField::Numbers => NUMBER_KINDS
+                .iter()
+                .find(|k| row.headers.iter().any(|h| h == *k))
+                .copied()
+                .unwrap_or("work"),
+            // A number's kind is the column it was given in.
+            EntryField::Number(i) => &entry.numbers[i].kind,
+        };
+        row.fail(column, r.reason)
+    })?;
+    Ok(Mutation::UpsertDirectoryEntry(entry))
 }

@@ -9,6 +9,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::*;
+use crate::checks::{self, EntryField, LineText, PhoneText, Refused};
 use crate::store::{DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput};
 use positions::ElementPositions;
 
@@ -228,6 +229,12 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
     };
     let tenant_pos = positions.take("tenants");
     for (i, t) in parsed.tenants.into_iter().enumerate() {
+        let mut location = loc("tenants", &tenant_pos, i);
+        if let Err(message) = checks::tenant_name(&t.name) {
+            location.field = Some(format!("tenants[{i}] name"));
+            plan.errors.push(ImportError { location, message });
+            continue;
+        }
         plan.items.push((
             Mutation::UpsertTenant(TenantInput {
                 slug: t.slug,
@@ -235,7 +242,7 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
                 default_region: t.default_region,
                 settings: t.settings,
             }),
-            loc("tenants", &tenant_pos, i),
+            location,
         ));
     }
     for (i, refusal) in refused {
@@ -245,13 +252,17 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
                 location.field = Some(format!("phones[{i}] {field}"));
                 crate::model::NUL_TEXT.to_string()
             }
+            Refusal::Invalid(refused) => {
+                location.field = Some(format!("phones[{i}] {}", refused.field));
+                refused.reason
+            }
             Refusal::TooMany => "too many phones in one file".into(),
         };
         plan.errors.push(ImportError { location, message });
     }
     let dir_pos = positions.take("directory");
     for (i, d) in parsed.directory.into_iter().enumerate() {
-        let location = loc("directory", &dir_pos, i);
+        let mut location = loc("directory", &dir_pos, i);
         let numbers = d
             .numbers
             .into_iter()
@@ -260,28 +271,46 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
                 kind: n.kind.into(),
             })
             .collect();
-        match check_numbers(numbers) {
-            Ok(numbers) => plan.items.push((
-                Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
-                    tenant: d.tenant,
-                    external_id: external_id_or_name(d.external_id, &d.name),
-                    name: d.name,
-                    company: opt(d.company),
-                    numbers,
-                }),
-                location,
-            )),
-            Err(message) => plan.errors.push(ImportError { location, message }),
+        let entry = DirectoryEntryInput {
+            tenant: d.tenant,
+            external_id: external_id_or_name(d.external_id, &d.name),
+            name: d.name,
+            company: opt(d.company),
+            numbers: given_numbers(numbers),
+        };
+        match checks::directory_entry(&entry) {
+            Ok(()) => plan
+                .items
+                .push((Mutation::UpsertDirectoryEntry(entry), location)),
+            Err(refused) => {
+                // Blank numbers are dropped before the check, so an index
+                // into what is left would not name the file's element.
+                let field = match refused.field {
+                    EntryField::Name => "name",
+                    EntryField::Company => "company",
+                    EntryField::ExternalId => "external_id",
+                    EntryField::Numbers | EntryField::Number(_) => "numbers",
+                };
+                location.field = Some(format!("directory[{i}] {field}"));
+                plan.errors.push(ImportError {
+                    location,
+                    message: refused.reason,
+                });
+            }
         }
     }
     let source_pos = positions.take("directory_sources");
     for (i, d) in parsed.directory_sources.into_iter().enumerate() {
-        let location = loc("directory_sources", &source_pos, i);
-        if d.timeout_ms <= 0 {
-            plan.errors.push(ImportError {
-                location,
-                message: "timeout_ms must be positive".into(),
-            });
+        let mut location = loc("directory_sources", &source_pos, i);
+        let refused = [
+            ("name", checks::source_name(&d.name)),
+            ("timeout_ms", checks::source_timeout(d.timeout_ms)),
+        ]
+        .into_iter()
+        .find_map(|(field, checked)| Some((field, checked.err()?)));
+        if let Some((field, message)) = refused {
+            location.field = Some(format!("directory_sources[{i}] {field}"));
+            plan.errors.push(ImportError { location, message });
             continue;
         }
         plan.items.push((
@@ -314,7 +343,42 @@ struct PhoneSink<'a> {
 enum Refusal {
     /// A field holding U+0000.
     Nul(String),
+    /// A field the admin API would refuse, named as for `Nul`.
+    Invalid(Refused<String>),
     TooMany,
+}
+
+/// [`crate::checks`] of a whole phone, a field named as
+/// [`PhoneInput::nul_field`] names it.
+fn check_phone(p: &PhoneInput) -> Result<(), Refused<String>> {
+    let named = |prefix: &str, r: Refused| Refused {
+        field: format!("{prefix}{}", r.field),
+        reason: r.reason,
+    };
+    let phone = PhoneText {
+        model: p.model.as_deref(),
+        label: p.label.as_deref(),
+        http_user: p.http_user.as_deref(),
+        http_password: p.http_password.as_deref(),
+    };
+    phone.check().map_err(|r| named("", r))?;
+    checks::http_login(phone.http_user, phone.http_password).map_err(|reason| Refused {
+        field: "http_password".into(),
+        reason,
+    })?;
+    for (k, l) in p.lines.iter().enumerate() {
+        let line = LineText {
+            extension: &l.extension,
+            display_name: Some(&l.display_name),
+            auth_user: Some(&l.auth_user),
+            password: l.password.as_deref(),
+            registrar: &l.registrar,
+            proxy: l.proxy.as_deref(),
+        };
+        line.check()
+            .map_err(|r| named(&format!("line {} ", k + 1), r))?;
+    }
+    Ok(())
 }
 
 impl PhoneSink<'_> {
@@ -334,6 +398,8 @@ impl PhoneSink<'_> {
         };
         if let Some(field) = phone.nul_field() {
             self.refused.push((i, Refusal::Nul(field)));
+        } else if let Err(refused) = check_phone(&phone) {
+            self.refused.push((i, Refusal::Invalid(refused)));
         } else if self
             .phones
             .add_input(&phone, self.source, i as u64)

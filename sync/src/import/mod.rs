@@ -63,6 +63,15 @@ pub struct ImportPlan {
     /// skips rows, not files, so any of these stops the import: skipping
     /// one would import the rest of the run without part of its data.
     pub whole_file_errors: usize,
+    /// Tenants files whose header leaves out a column, and which.
+    tenant_files: Vec<(Arc<Path>, TenantKept)>,
+}
+
+/// The columns of a tenants file that its tenants keep as stored.
+#[derive(Clone, Copy, Debug)]
+struct TenantKept {
+    default_region: bool,
+    settings: bool,
 }
 
 impl ImportPlan {
@@ -78,9 +87,56 @@ impl ImportPlan {
             .iter()
             .map(|(m, _)| match m {
                 Mutation::UpsertPhones(batch) => batch.len(),
+                Mutation::Expect { .. } => 0,
                 _ => 1,
             })
             .sum()
+    }
+
+    /// Whether a tenant of the plan is to keep stored values its file
+    /// leaves out: [`ImportPlan::keep_stored_tenants`] wants the stored
+    /// tenants then.
+    pub fn keeps_stored_tenants(&self) -> bool {
+        !self.tenant_files.is_empty()
+            && (self.items.iter()).any(|(m, _)| matches!(m, Mutation::UpsertTenant(_)))
+    }
+
+    /// Gives each tenant whose tenants file leaves out `default_region` or
+    /// `settings` what `stored` (a tenant by slug, as stored) holds there;
+    /// a tenant not stored keeps the defaults. The store writes a tenant
+    /// whole, so what it keeps is read before the write: each tenant that
+    /// keeps anything is preceded by an [`Mutation::Expect`] of the row it
+    /// was read from, so that a change made meanwhile fails the import
+    /// rather than being undone by it.
+    pub fn keep_stored_tenants<'t>(&mut self, stored: impl Fn(&str) -> Option<&'t Tenant>) {
+        let files = std::mem::take(&mut self.tenant_files);
+        if files.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.items);
+        self.items.reserve(items.len());
+        for (mut mutation, location) in items {
+            if let Mutation::UpsertTenant(t) = &mut mutation {
+                let kept = (files.iter()).find_map(|(f, k)| (*f == location.file).then_some(*k));
+                if let Some((kept, s)) = kept.zip(stored(&t.slug)) {
+                    if kept.default_region {
+                        t.default_region = s.default_region.to_string();
+                    }
+                    if kept.settings {
+                        t.settings = s.settings.to_string();
+                    }
+                    let target = crate::store::Target::Tenant {
+                        slug: t.slug.clone(),
+                    };
+                    let expect = Mutation::Expect {
+                        target,
+                        etag: crate::etag_of(s),
+                    };
+                    self.items.push((expect, location.clone()));
+                }
+            }
+            self.items.push((mutation, location));
+        }
     }
 
     /// The mutations, leaving the plan without them (a million phones are
@@ -309,24 +365,17 @@ fn opt_str(value: &str) -> Option<String> {
 
 pub(crate) const NUMBER_KINDS: [&str; 6] = ["work", "mobile", "home", "fax", "ip_phone", "other"];
 
-fn check_numbers(numbers: Vec<DirectoryNumber>) -> Result<Vec<DirectoryNumber>, String> {
-    let numbers: Vec<DirectoryNumber> = numbers
+/// The numbers given, trimmed, kinds lower-cased; whether they are enough
+/// is [`crate::checks::directory_entry`]'s to say.
+fn given_numbers(numbers: Vec<DirectoryNumber>) -> Vec<DirectoryNumber> {
+    numbers
         .into_iter()
         .filter(|n| !n.number.trim().is_empty())
         .map(|n| DirectoryNumber {
             number: n.number.trim().into(),
             kind: n.kind.trim().to_ascii_lowercase().into(),
         })
-        .collect();
-    if numbers.is_empty() {
-        return Err("a directory entry needs at least one number".into());
-    }
-    for n in &numbers {
-        if !n.number.chars().any(|c| c.is_ascii_digit()) {
-            return Err(format!("{:?} is not a phone number", n.number));
-        }
-    }
-    Ok(numbers)
+        .collect()
 }
 
 fn external_id_or_name(external_id: Option<String>, name: &str) -> String {
@@ -343,6 +392,8 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+#[cfg(test)]
+mod check_tests;
 #[cfg(test)]
 mod generated_tests;
 #[cfg(test)]

@@ -485,7 +485,9 @@ fn directory_csv_collects_number_columns() {
         "tenant,external_id,name,company,work,mobile\nacme,42,Alice,Acme,555.010.1234,\nacme,,Bob,,,\n",
     );
     assert_eq!(plan.errors.len(), 1);
-    assert!(plan.errors[0].message.contains("at least one number"));
+    assert!(plan.errors[0]
+        .message
+        .contains("numbers: at least one, each with at least three digits"));
     let Mutation::UpsertDirectoryEntry(d) = &plan.items[0].0 else {
         panic!()
     };

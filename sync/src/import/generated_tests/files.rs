@@ -58,6 +58,21 @@ pub(super) fn maybe_text(rng: &mut Rng) -> Option<String> {
     rng.chance(50).then(|| text(rng))
 }
 
+/// A model: it names files, so it is a plain name (`checks::PhoneText`),
+/// spaces inside included.
+fn maybe_model(rng: &mut Rng) -> Option<String> {
+    const FIRST: &[&str] = &["T", "v", "7", "_", "+", "-"];
+    const REST: &[&str] = &["4", "6", "S", "x", " ", ".", "-", "_", "+"];
+    rng.chance(50).then(|| {
+        let mut s = rng.pick(FIRST).to_string();
+        for _ in 0..rng.below(8) {
+            s.push_str(rng.pick::<&str>(REST));
+        }
+        s.push_str(rng.pick::<&str>(&REST[..3]));
+        s
+    })
+}
+
 /// A password: taken as written, so its spaces are part of it.
 pub(super) fn password(rng: &mut Rng) -> Option<String> {
     match rng.below(4) {
@@ -121,16 +136,25 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
                 named.push(given);
             }
             let mac = Mac([0x00, 0x15, 0x65, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let tenant = rng.pick(&["acme", "globex-2", "t0"]).to_string();
+            let family = *rng.pick(Family::ALL);
+            let (model, label) = (maybe_model(rng), maybe_text(rng));
+            let http_user = maybe_text(rng);
+            // A user is never without a password (`checks::http_login`).
+            let http_password = match (http_user.is_some(), password(rng)) {
+                (true, None) => Some(text(rng)),
+                (_, password) => password,
+            };
             Generated {
                 phone: PhoneInput {
-                    tenant: rng.pick(&["acme", "globex-2", "t0"]).to_string(),
+                    tenant,
                     mac,
-                    family: *rng.pick(Family::ALL),
-                    model: maybe_text(rng),
-                    label: maybe_text(rng),
+                    family,
+                    model,
+                    label,
                     variables,
-                    http_user: maybe_text(rng),
-                    http_password: password(rng),
+                    http_user,
+                    http_password,
                     lines,
                 },
                 variables_written,

@@ -1,0 +1,233 @@
+//! What a row may hold, whoever writes it: the admin API and an import
+//! refuse the same rows for the same reasons (the import was once the way
+//! around the API's limits). A check answers with the reason, a sentence
+//! an operator reads as it is; the caller says where (the API's reply, an
+//! import's file, line and cell). Checks allocate only to refuse: an
+//! import runs them on every cell of a million rows.
+
+use crate::store::DirectoryEntryInput;
+
+/// A refusal: the field at fault, named as an import's column is, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused<F = &'static str> {
+    pub field: F,
+    pub reason: String,
+}
+
+fn refuse<F, T>(field: F, reason: String) -> Result<T, Refused<F>> {
+    Err(Refused { field, reason })
+}
+
+/// The longest text field of a phone or line. Every node holds every
+/// phone in memory, so a tenant's phones cost what the quotas allow, not
+/// what a request body or a file can carry (JSON objects have their own
+/// cap).
+pub const MAX_PHONE_FIELD: usize = 256;
+
+/// A phone's own text fields as given (`None`: not given), borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PhoneText<'a> {
+    pub model: Option<&'a str>,
+    pub label: Option<&'a str>,
+    pub http_user: Option<&'a str>,
+    pub http_password: Option<&'a str>,
+}
+
+/// A line's text fields as given, borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LineText<'a> {
+    pub extension: &'a str,
+    pub display_name: Option<&'a str>,
+    pub auth_user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    pub registrar: &'a str,
+    pub proxy: Option<&'a str>,
+}
+
+/// The first of `fields` past [`MAX_PHONE_FIELD`].
+fn phone_fields<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Result<(), Refused> {
+    match (fields.into_iter()).find(|(_, text)| text.is_some_and(|t| t.len() > MAX_PHONE_FIELD)) {
+        Some((field, _)) => refuse(
+            field,
+            format!("a phone's and its lines' text fields are at most {MAX_PHONE_FIELD} bytes"),
+        ),
+        None => Ok(()),
+    }
+}
+
+impl PhoneText<'_> {
+    /// Each field within [`MAX_PHONE_FIELD`]; a model also names files
+    /// (`snom{model}.htm`, `{model}-3PCC.xml`), so it is a plain name.
+    pub fn check(&self) -> Result<(), Refused> {
+        phone_fields([
+            ("model", self.model),
+            ("label", self.label),
+            ("http_user", self.http_user),
+            ("http_password", self.http_password),
+        ])?;
+        let plain = |m: &str| {
+            m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
+                && !m.starts_with(['.', ' '])
+        };
+        match self.model {
+            Some(model) if !plain(model) => refuse(
+                "model",
+                "model: letters, digits, spaces, '-', '_', '.' and '+' only, not starting with '.' or a space"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl LineText<'_> {
+    /// Each field within [`MAX_PHONE_FIELD`].
+    pub fn check(&self) -> Result<(), Refused> {
+        phone_fields([
+            ("extension", Some(self.extension)),
+            ("display_name", self.display_name),
+            ("auth_user", self.auth_user),
+            ("password", self.password),
+            ("registrar", Some(self.registrar)),
+            ("proxy", self.proxy),
+        ])
+    }
+}
+
+/// A phone's HTTP login as it is to be stored: a user without a password
+/// would make the phone refuse every fetch (`device_auth`).
+pub fn http_login(user: Option<&str>, password: Option<&str>) -> Result<(), String> {
+    if user.is_some() && password.is_none() {
+        return Err("http_password: required when http_user is set".into());
+    }
+    Ok(())
+}
+
+/// An entry is a person or a place, not a store: every node holds it.
+pub const MAX_ENTRY_NUMBERS: usize = 16;
+pub const MAX_ENTRY_FIELD: usize = 256;
+
+/// The part of a directory entry a refusal is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryField {
+    Name,
+    Company,
+    ExternalId,
+    /// The list as a whole: none, or too many.
+    Numbers,
+    /// The number at this index of the list (its text or its kind).
+    Number(usize),
+}
+
+/// A directory entry as it is to be stored: its fields bounded, and one to
+/// [`MAX_ENTRY_NUMBERS`] numbers of at least three digits each.
+pub fn directory_entry(entry: &DirectoryEntryInput) -> Result<(), Refused<EntryField>> {
+    let size = || {
+        format!(
+            "an entry has at most {MAX_ENTRY_NUMBERS} numbers and fields of at most {MAX_ENTRY_FIELD} bytes"
+        )
+    };
+    let numbers = || "numbers: at least one, each with at least three digits".to_string();
+    let long = |text: &str| text.len() > MAX_ENTRY_FIELD;
+    if long(&entry.name) {
+        return refuse(EntryField::Name, size());
+    }
+    if entry.company.as_deref().is_some_and(long) {
+        return refuse(EntryField::Company, size());
+    }
+    if long(&entry.external_id) {
+        return refuse(EntryField::ExternalId, size());
+    }
+    if entry.numbers.len() > MAX_ENTRY_NUMBERS {
+        return refuse(EntryField::Numbers, size());
+    }
+    if entry.numbers.is_empty() {
+        return refuse(EntryField::Numbers, numbers());
+    }
+    for (i, n) in entry.numbers.iter().enumerate() {
+        if long(&n.number) || long(&n.kind) {
+            return refuse(EntryField::Number(i), size());
+        }
+        if n.number.bytes().filter(u8::is_ascii_digit).count() < 3 {
+            return refuse(EntryField::Number(i), numbers());
+        }
+    }
+    Ok(())
+}
+
+/// A directory source's name: it is logged, and a line break in it would
+/// forge a log line.
+pub fn source_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err("name: 1 to 64 characters, none of them control characters".into());
+    }
+    Ok(())
+}
+
+/// How long a lookup waits on a source.
+pub fn source_timeout(timeout_ms: i32) -> Result<(), String> {
+    if !(1..=10_000).contains(&timeout_ms) {
+        return Err("timeout_ms: 1 to 10000".into());
+    }
+    Ok(())
+}
+
+pub const MAX_TENANT_NAME_CHARS: usize = 256;
+
+/// A tenant's display name: every node holds it, and a tenant's own token
+/// may set it.
+pub fn tenant_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("name must not be empty".into());
+    }
+    if name.chars().count() > MAX_TENANT_NAME_CHARS {
+        return Err(format!("name: at most {MAX_TENANT_NAME_CHARS} characters"));
+    }
+    // The admin page lists tenants by name: a bidi override or an
+    // invisible character lets one tenant's name pass for another's, and
+    // a control character does not belong in one line of text.
+    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+        return Err(format!(
+            "tenant name holds U+{:04X}, a control or invisible formatting character \
+             that could make it pass for another name",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `c` is of general category Cf (format), as of Unicode 15: bidi
+/// marks, overrides and isolates, zero-width characters, the soft hyphen,
+/// tags and the like. Most show nothing themselves, yet change how the
+/// text around them shows or compares: with them, text an attacker chose
+/// passes for other text. The standard library has no category test, and
+/// the list changes rarely (Unicode 15 added U+13439-U+1343F).
+pub fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}

@@ -1,0 +1,128 @@
+//! `dialtone import` refuses what the admin API refuses, row by row, and
+//! a tenants CSV keeps what its header leaves out: through the binary, as
+//! an operator runs it.
+
+mod common;
+
+use common::*;
+
+/// `dialtone import FILES...` (with `extra` first): exit code, stdout, stderr.
+fn import(
+    dir: &std::path::Path,
+    url: &str,
+    extra: &[&str],
+    files: &[&std::path::Path],
+) -> (Option<i32>, String, String) {
+    let mut cmd = dialtone(dir, url);
+    cmd.arg("import").args(extra).args(files);
+    let out = run(cmd);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// One offending row of each kind is named at its file, line, column and
+/// field, and nothing of the run is written; `--skip-invalid` imports the
+/// rest.
+#[test]
+fn rows_the_admin_api_refuses_are_refused_where_they_are() {
+    let long = "x".repeat(257);
+    let many = vec![r#"{"number": "+1 555 0100"}"#; 17].join(", ");
+    let cases = [
+        (
+            "tenants.csv",
+            "slug,name\nacme,Acme\nglobex,\"Glo\u{202e}bex\"\n".to_string(),
+            "tenants.csv:3:2 (name): tenant name holds U+202E",
+            "tenants +1 ~1 ",
+        ),
+        (
+            "phones.csv",
+            format!(
+                "tenant,mac,family,model,label,http_user,http_password\n\
+                 acme,001565000001,yealink,T46S,Desk,admin,pw\n\
+                 acme,001565000002,yealink,/etc/x,Desk,,\n\
+                 acme,001565000003,yealink,T46S,{long},,\n\
+                 acme,001565000004,yealink,T46S,Desk,admin,\n"
+            ),
+            "phones.csv:3:4 (model): model: letters",
+            "phones +1 ",
+        ),
+        (
+            "directory.csv",
+            "tenant,name,work\nacme,Alice,+1 555 0100\nacme,Bob,12\n".to_string(),
+            "directory.csv:3:3 (work): numbers: at least one, each with at least three digits",
+            "directory entries +1 ",
+        ),
+        (
+            "directory.json",
+            format!(
+                "{{\"directory\": [\n\
+                 {{\"tenant\": \"acme\", \"name\": \"Alice\", \"numbers\": [{{\"number\": \"+1 555 0100\"}}]}},\n\
+                 {{\"tenant\": \"acme\", \"name\": \"Bob\", \"numbers\": [{many}]}}\n]}}\n"
+            ),
+            "directory.json:3:1 (directory[1] numbers): an entry has at most 16 numbers",
+            "directory entries +1 ",
+        ),
+        (
+            "sources.json",
+            "{\"directory_sources\": [\n\
+             {\"tenant\": \"acme\", \"name\": \"cnam\", \"kind\": \"http\", \"settings\": {\"url\": \"http://127.0.0.1:9/{e164}\"}},\n\
+             {\"tenant\": \"acme\", \"name\": \"slow\", \"kind\": \"http\", \"settings\": {\"url\": \"http://127.0.0.1:9/{e164}\"}, \"timeout_ms\": 0}\n]}\n"
+                .to_string(),
+            "sources.json:3:1 (directory_sources[1] timeout_ms): timeout_ms: 1 to 10000",
+            "directory sources +1 ",
+        ),
+    ];
+    for (name, body, place, imported) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(dir.path());
+        let tenants = write_file(dir.path(), "acme.csv", TENANTS_CSV);
+        let (code, _, err) = import(dir.path(), &url, &[], &[&tenants]);
+        assert_eq!(code, Some(0), "{err}");
+        let file = write_file(dir.path(), name, &body);
+        // With a new tenant in the same run, to show that none of it is written.
+        let other = write_file(dir.path(), "other.csv", "slug,name\ninitech,Initech\n");
+        let (code, _, err) = import(dir.path(), &url, &[], &[&other, &file]);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(err.contains(place), "{name}: {err}");
+        assert!(err.contains("nothing was written"), "{name}: {err}");
+
+        let (code, out, err) = import(dir.path(), &url, &["--skip-invalid"], &[&other, &file]);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        assert!(out.contains(imported), "{name}: {out}");
+        assert!(
+            out.contains("tenants +1 "),
+            "{name}: initech written by the failed run: {out}"
+        );
+    }
+}
+
+/// A tenants CSV of `slug,name` renames tenants: their settings (quotas,
+/// provisioning networks) and region stay as stored.
+#[test]
+fn a_renaming_tenants_csv_keeps_settings_and_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let full = write_file(
+        dir.path(),
+        "tenants.csv",
+        "slug,name,default_region,settings\n\
+         acme,Acme Inc,GB,\"{\"\"provisioning_networks\"\":[\"\"10.1.0.0/16\"\"],\"\"quotas\"\":{\"\"phones\"\":5}}\"\n",
+    );
+    let (code, _, err) = import(dir.path(), &url, &[], &[&full]);
+    assert_eq!(code, Some(0), "{err}");
+    let renamed = write_file(dir.path(), "renamed.csv", "slug,name\nacme,Acme Renamed\n");
+    let (code, out, err) = import(dir.path(), &url, &[], &[&renamed]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tenants +0 ~1 =0"), "{out}");
+
+    let mut cmd = dialtone(dir.path(), &url);
+    cmd.args(["export", "--format", "csv", "--kind", "tenants", "-"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = text(&out.stdout);
+    assert!(
+        exported.contains("acme,Acme Renamed,GB,")
+            && exported.contains("10.1.0.0/16")
+            && exported.contains("\"\"phones\"\":5"),
+        "{exported}"
+    );
+}
