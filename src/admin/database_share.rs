@@ -204,6 +204,16 @@ const BODIES_ALL: usize = 128;
 /// at once, each from its body read to its answer.
 const CHECKS_PER_TENANT: usize = 4;
 
+/// The request with its body read (`authenticated_body`), and the tenant
+/// of its token: none for requests the handler refuses or a global admin.
+async fn tenants_request(
+    state: &AdminState,
+    request: Request,
+) -> Result<(Request, Option<Id>), Response> {
+    let (parts, tenant, body) = authenticated_body(state, request).await?;
+    Ok((Request::from_parts(parts, body), tenant))
+}
+
 /// Runs a database-bound request under its tenant's share and the
 /// tenants' part of the pool. Requests without a valid token pass
 /// through: the handler refuses them before it touches the store.
@@ -212,11 +222,10 @@ pub(super) async fn admit(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, tenant, body) = match authenticated_body(&state, request).await {
+    let (request, tenant) = match tenants_request(&state, request).await {
         Ok(read) => read,
         Err(refused) => return refused,
     };
-    let request = Request::from_parts(parts, body);
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };
@@ -274,11 +283,10 @@ pub(super) async fn bounded_body(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, tenant, body) = match authenticated_body(&state, request).await {
+    let (request, tenant) = match tenants_request(&state, request).await {
         Ok(read) => read,
         Err(refused) => return refused,
     };
-    let request = Request::from_parts(parts, body);
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };

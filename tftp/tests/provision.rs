@@ -771,13 +771,7 @@ async fn a_tenant_prefix_must_match_the_phone() {
 #[tokio::test]
 async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
     let f = Fixture::new().await;
-    f.write(&[Mutation::UpsertTenant(TenantInput {
-        slug: "acme".into(),
-        name: "Acme & Sons".into(),
-        default_region: "US".into(),
-        settings: r#"{"provisioning_networks":["192.0.2.0/24"]}"#.into(),
-    })])
-    .await;
+    acme_served_in(&f, "192.0.2.0/24").await;
     let (provisioner, history) = recording(&f);
     let inside: std::net::IpAddr = "::ffff:192.0.2.10".parse().unwrap();
     let outside: std::net::IpAddr = "::ffff:198.51.100.1".parse().unwrap();
@@ -809,13 +803,7 @@ async fn ipv4_phones_on_a_dual_stack_socket_are_judged_as_ipv4() {
 #[tokio::test]
 async fn a_fetch_refused_from_elsewhere_is_kept_from_the_tenant() {
     let f = Fixture::new().await;
-    f.write(&[Mutation::UpsertTenant(TenantInput {
-        slug: "acme".into(),
-        name: "Acme & Sons".into(),
-        default_region: "US".into(),
-        settings: r#"{"provisioning_networks":["192.0.2.0/24"]}"#.into(),
-    })])
-    .await;
+    acme_served_in(&f, "192.0.2.0/24").await;
     // A second phone that needs credentials, so never served over TFTP.
     let mut guarded = phone("00:15:65:00:00:02", Family::Yealink, "T46S", &["Lab"]);
     if let Mutation::UpsertPhone(p) = &mut guarded {
@@ -868,6 +856,17 @@ async fn a_fetch_refused_from_elsewhere_is_kept_from_the_tenant() {
         seen("001565000002", None).await,
         ["192.0.2.10", "198.51.100.7"]
     );
+}
+
+/// Acme's phones served only inside `network`.
+async fn acme_served_in(f: &Fixture, network: &str) {
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: format!(r#"{{"provisioning_networks":["{network}"]}}"#),
+    })])
+    .await;
 }
 
 /// A client's overlong User-Agent is read as none: its text would ride,

@@ -264,9 +264,10 @@ async fn real_clients_get_the_rendered_bytes(mode: Mode) {
     assert_eq!(std::fs::read(&out).unwrap(), want);
 }
 
-async fn options_are_negotiated(mode: Mode) {
+/// A fixture whose phone 00:15:65:00:00:09 has eighty lines, a file of
+/// many blocks at every size but the largest, and that file's bytes.
+async fn many_blocks() -> (Fixture, Vec<u8>) {
     let f = Fixture::new().await;
-    // Eighty lines: a file of many blocks at every size but the largest.
     f.write(&[phone(
         "00:15:65:00:00:09",
         dialtone_sync::Family::Yealink,
@@ -275,6 +276,11 @@ async fn options_are_negotiated(mode: Mode) {
     )])
     .await;
     let want = expected(&f, "001565000009.cfg");
+    (f, want)
+}
+
+async fn options_are_negotiated(mode: Mode) {
+    let (f, want) = many_blocks().await;
     assert!(want.len() > 6000, "test file too small: {}", want.len());
     let server = Server::start(
         mode,
@@ -749,15 +755,7 @@ async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
 /// by more than the slack it is told so and its transfer ends; a client
 /// that keeps up, asking meanwhile, gets its whole file.
 async fn a_client_behind_the_minimum_rate_is_cut_off(mode: Mode) {
-    let f = Fixture::new().await;
-    f.write(&[phone(
-        "00:15:65:00:00:09",
-        dialtone_sync::Family::Yealink,
-        "T46S",
-        &["A"; 80],
-    )])
-    .await;
-    let want = expected(&f, "001565000009.cfg");
+    let (f, want) = many_blocks().await;
     let server = Server::start(
         mode,
         f.provisioner.clone(),
