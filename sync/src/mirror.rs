@@ -49,6 +49,7 @@ type Group = Arc<IdGroup>;
 pub struct MirrorState {
     version: u64,
     cursor: Cursor,
+    seen_above: Option<Arc<SeenAbove>>,
     meta: Meta,
     tenants: ShardedMap<Id, Arc<Tenant>>,
     tenant_by_slug: ShardedMap<Box<str>, Id>,
@@ -149,6 +150,11 @@ impl MirrorState {
 
     pub fn cursor(&self) -> Cursor {
         self.cursor
+    }
+
+    /// What the read that brought this state to its cursor saw above it.
+    pub fn seen_above(&self) -> Option<&SeenAbove> {
+        self.seen_above.as_deref()
     }
 
     /// The version at which `input` last changed (see [`crate::stamp`]).
@@ -732,8 +738,25 @@ impl Mirror {
     /// hold [`Mirror::lock_catch_up`] (or are the only writer, as at start),
     /// so batches never interleave.
     pub fn apply(&self, changes: Vec<RowChange>, cursor: Cursor, meta: Meta) -> usize {
+        self.apply_read(changes, cursor, None, meta)
+    }
+
+    /// [`Mirror::apply`] for a batch read from the change feed, which may say
+    /// what it saw above `cursor`. Without that, what was known stays known
+    /// only while the cursor stays.
+    pub fn apply_read(
+        &self,
+        changes: Vec<RowChange>,
+        cursor: Cursor,
+        seen_above: Option<Arc<SeenAbove>>,
+        meta: Meta,
+    ) -> usize {
         let current = self.load();
         let mut next = (*current).clone();
+        if next.cursor != cursor {
+            next.seen_above = None;
+        }
+        next.seen_above = seen_above.or(next.seen_above);
         let mut keys = Vec::new();
         let mut tenants = BTreeSet::new();
         let mut bumps = Vec::new();

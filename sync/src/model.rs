@@ -510,6 +510,42 @@ pub struct Cursor {
     pub seq: i64,
 }
 
+/// PostgreSQL: the transactions above a cursor that a read of the change log
+/// already saw. The cursor itself stops at the oldest transaction still
+/// writing, so while one stays open (a long import, a session left in a
+/// transaction) every later commit sits above it; without this, each catch-up
+/// would fetch them all again and, past `max_catch_up_rows`, reload the
+/// whole mirror at every poll until that transaction ends. Every transaction
+/// below `xmax` and not in `running` had ended when the read was taken, so
+/// its rows were read then; only `running` and those from `xmax` on can
+/// still bring rows. Held in memory beside the cursor, never persisted: a
+/// mirror without it reads everything above its cursor once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenAbove {
+    pub xmax: i64,
+    /// Sorted.
+    pub running: Vec<i64>,
+}
+
+impl SeenAbove {
+    /// Parses PostgreSQL's `pg_snapshot` text, `xmin:xmax:xip,...`, into
+    /// the snapshot's xmin and what a read under it saw.
+    pub fn from_pg_snapshot(text: &str) -> Option<(i64, SeenAbove)> {
+        let mut parts = text.trim().splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let mut running = parts
+            .next()?
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<i64>, _>>()
+            .ok()?;
+        running.sort_unstable();
+        (xmin <= xmax).then_some((xmin, SeenAbove { xmax, running }))
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.txid, self.seq)

@@ -53,7 +53,9 @@ pub async fn full_load(mirror: &Mirror, store: &dyn Store) -> Result<(), SyncErr
 pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncError> {
     let _turn = mirror.lock_catch_up().await;
     let state = mirror.load();
-    let batch = store.changes_since(state.cursor()).await?;
+    let batch = store
+        .changes_since(state.cursor(), state.seen_above())
+        .await?;
     let reason = if batch.meta.database_id != state.meta().database_id {
         Some("the database is not the one the mirror was loaded from")
     } else if batch.meta.epoch != state.meta().epoch {
@@ -71,7 +73,14 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
         return Ok(mirror.load().counts().phones);
     }
     let rows = batch.changes.len();
-    let apply = move || mirror.apply(batch.changes, batch.next_cursor, batch.meta);
+    let apply = move || {
+        mirror.apply_read(
+            batch.changes,
+            batch.next_cursor,
+            batch.seen_above,
+            batch.meta,
+        )
+    };
     Ok(if rows >= APPLY_OFF_THE_WORKER_ROWS {
         crate::blocking::blocking_here(apply)
     } else {

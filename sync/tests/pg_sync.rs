@@ -266,3 +266,82 @@ async fn a_catch_up_that_never_returns_reads_as_an_outage() {
     }
     assert!(node.mirror.health().stale_since.is_none());
 }
+
+/// A transaction left open holds the cursor back; the commits after it must
+/// still be read once each, not all again at every catch-up, where past
+/// `max_catch_up_rows` they made every poll reload the whole mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_open_transaction_does_not_make_every_catch_up_reload() {
+    let db = TestDb::postgres().await;
+    let store = db
+        .store_with(&store::StoreOptions {
+            max_catch_up_rows: 5,
+            ..Default::default()
+        })
+        .await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    let mut open = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO phones (tenant_id, mac, family, updated_at) \
+         SELECT id, '001565000001', 'yealink', 0 FROM tenants WHERE slug = 'acme'",
+    )
+    .execute(&mut *open)
+    .await
+    .unwrap();
+    // Two change-log rows (a phone and its line) a commit: sixteen in all,
+    // past the limit of five, though each catch-up only has two new ones.
+    for n in 2..10 {
+        store
+            .apply(&[phone("acme", n, 1)], &audit("edit"))
+            .await
+            .unwrap();
+        watcher::catch_up(&mirror, &*store).await.unwrap();
+        assert!(mirror.load().phone_by_mac(&mac(n)).is_some());
+    }
+    // A reload would also pick up the edits read before: it is the count
+    // that tells.
+    for _ in 0..3 {
+        assert_eq!(watcher::catch_up(&mirror, &*store).await.unwrap(), 0);
+    }
+    assert_eq!(mirror.health().full_reloads, 0, "catch-ups reloaded");
+    assert!(mirror.load().phone_by_mac(&mac(1)).is_none());
+
+    // The open transaction's own rows arrive when it commits, also
+    // after a reload left the mirror knowing what it saw.
+    open.commit().await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert!(
+        mirror.load().phone_by_mac(&mac(1)).is_some(),
+        "late commit skipped"
+    );
+    assert_eq!(mirror.health().full_reloads, 0);
+    let mut open = pool.begin().await.unwrap();
+    sqlx::query("UPDATE phones SET label = 'late' WHERE mac = '001565000001'")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    for n in 10..14 {
+        store
+            .apply(&[phone("acme", n, 1)], &audit("edit"))
+            .await
+            .unwrap();
+        watcher::catch_up(&mirror, &*store).await.unwrap();
+    }
+    open.commit().await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    assert_eq!(mirror.health().full_reloads, 1, "only the reload asked for");
+    let have = mirror.load().to_dataset();
+    assert_eq!(
+        have,
+        db_rows(&*store).await,
+        "mirror differs from the database"
+    );
+}

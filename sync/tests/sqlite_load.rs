@@ -20,7 +20,7 @@ const LINES_PER_PHONE: usize = 2;
 async fn phones_created_after(store: &dyn Store, mut cursor: Cursor) -> BTreeSet<Id> {
     let mut created = BTreeSet::new();
     loop {
-        let batch = store.changes_since(cursor).await.unwrap();
+        let batch = store.changes_since(cursor, None).await.unwrap();
         assert!(!batch.too_far_behind);
         for (entity, id, row) in &batch.changes {
             if *entity == Entity::Phone && row.is_some() {

@@ -37,7 +37,7 @@ async fn upserts_are_idempotent_body(db: TestDb) {
     let mut cursor = Cursor::default();
     let mut delivered = std::collections::HashSet::new();
     for _ in 0..400 {
-        let feed = store.changes_since(cursor).await.unwrap();
+        let feed = store.changes_since(cursor, None).await.unwrap();
         delivered.extend(feed.changes.iter().map(|(entity, id, _)| (*entity, *id)));
         cursor = feed.next_cursor;
         if delivered.len() == 5 {
@@ -50,7 +50,7 @@ async fn upserts_are_idempotent_body(db: TestDb) {
     assert_eq!(second.changed(), 0, "{second:?}");
     assert_eq!((second.phones.unchanged, second.lines.unchanged), (1, 2));
     // No row changed, so the change feed has nothing new to say.
-    let feed = store.changes_since(cursor).await.unwrap();
+    let feed = store.changes_since(cursor, None).await.unwrap();
     assert!(feed.changes.is_empty(), "{:?}", feed.changes);
 
     // Shrinking a phone to one line removes the second.
@@ -122,14 +122,14 @@ async fn change_feed_body(db: TestDb) {
     // On PostgreSQL the feed stops at the cluster-wide snapshot xmin, which
     // a transaction of another test (another database) may hold back for a
     // moment; the watcher just polls again, and so does this test.
-    let mut feed = store.changes_since(cursor).await.unwrap();
+    let mut feed = store.changes_since(cursor, None).await.unwrap();
     for _ in 0..100 {
         // Both: the rows show above the horizon before the cursor passes them.
         if feed.changes.iter().any(|(e, _, _)| *e == Entity::Phone) && feed.next_cursor > cursor {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        feed = store.changes_since(cursor).await.unwrap();
+        feed = store.changes_since(cursor, None).await.unwrap();
     }
     let gone: Vec<(Entity, bool)> = feed
         .changes

@@ -243,6 +243,9 @@ pub struct Loading {
     pub directory_entries: Vec<DirectoryEntry>,
     pub directory_sources: Vec<DirectorySource>,
     pub api_tokens: Vec<ApiToken>,
+    /// What the read saw above its cursor, when the backend can say
+    /// (PostgreSQL's database loads).
+    pub seen_above: Option<Arc<SeenAbove>>,
 }
 
 impl Default for Loading {
@@ -261,6 +264,7 @@ impl Loading {
             directory_entries: Vec::new(),
             directory_sources: Vec::new(),
             api_tokens: Vec::new(),
+            seen_above: None,
         }
     }
 
@@ -296,6 +300,7 @@ impl Loading {
             directory_entries,
             directory_sources,
             api_tokens,
+            seen_above: None,
         }
     }
 
@@ -346,6 +351,7 @@ impl MirrorState {
             directory_entries,
             directory_sources,
             api_tokens,
+            seen_above,
         } = loading;
         let PhoneRows {
             phones: phone_map,
@@ -365,6 +371,7 @@ impl MirrorState {
         MirrorState {
             version,
             cursor,
+            seen_above,
             meta,
             tenant_by_slug: ShardedMap::from_entries(
                 tenants.iter().map(|t| (t.slug.clone(), t.id)),

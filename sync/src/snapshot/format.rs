@@ -342,6 +342,7 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
         directory_entries: table(file, sections[DIRECTORY_ENTRIES])?,
         directory_sources: table(file, sections[DIRECTORY_SOURCES])?,
         api_tokens: table(file, sections[API_TOKENS])?,
+        seen_above: None,
     };
     Ok((header, loading))
 }

@@ -82,6 +82,8 @@ pub struct ChangeBatch {
     pub meta: Meta,
     /// More rows changed than it pays to fetch one by one: reload everything.
     pub too_far_behind: bool,
+    /// What this read saw above `next_cursor` (PostgreSQL).
+    pub seen_above: Option<Arc<SeenAbove>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,8 +462,14 @@ pub trait Store: Send + Sync + 'static {
         Ok((loading.into_dataset(), cursor, meta))
     }
 
-    /// Changes after `cursor`, each with its row's current state.
-    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError>;
+    /// Changes after `cursor`, each with its row's current state. `seen`,
+    /// from the read that gave `cursor`, lets a backend skip what that read
+    /// already returned.
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        seen: Option<&SeenAbove>,
+    ) -> Result<ChangeBatch, SyncError>;
 
     async fn meta(&self) -> Result<Meta, SyncError>;
 

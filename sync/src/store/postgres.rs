@@ -108,7 +108,14 @@ pub(super) async fn begin(
 
 /// Must be the first statement of the transaction, before the snapshot is taken.
 const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-const SNAPSHOT_XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// The read's snapshot: its xmin is the horizon below which nothing new can
+/// appear, and its running list and xmax say what it saw above.
+const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
+
+fn parse_snapshot(text: &str) -> Result<(i64, SeenAbove), SyncError> {
+    SeenAbove::from_pg_snapshot(text)
+        .ok_or_else(|| SyncError::Invalid(format!("unreadable snapshot from PostgreSQL: {text:?}")))
+}
 /// SQLSTATE of a lock not granted at once under `NOWAIT`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -195,22 +202,57 @@ impl Store for PgStore {
         load::load(&self.pool).await
     }
 
-    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        seen: Option<&SeenAbove>,
+    ) -> Result<ChangeBatch, SyncError> {
         let mut tx = begin(&self.pool).await?;
         sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let horizon: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
+        let snapshot: String = sqlx::query_scalar(CURRENT_SNAPSHOT)
             .fetch_one(&mut *tx)
             .await?;
+        let (horizon, seen_now) = parse_snapshot(&snapshot)?;
         let meta = sql::read_meta(&mut tx).await?;
-        let entries: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT entity, row_id FROM change_log \
-             WHERE (txid, seq) > ($1::bigint::text::xid8, $2) ORDER BY txid, seq LIMIT $3",
-        )
-        .bind(cursor.txid)
-        .bind(cursor.seq)
-        .bind(self.max_catch_up_rows + 1)
-        .fetch_all(&mut *tx)
-        .await?;
+        let entries: Vec<(String, i64)> = match seen {
+            // Two index ranges: the transactions that were still running at
+            // the last read, and those that started after it.
+            Some(seen) => {
+                let after = cursor.max(Cursor {
+                    txid: seen.xmax,
+                    seq: 0,
+                });
+                sqlx::query_as(
+                    "SELECT entity, row_id FROM ( \
+                       SELECT txid, seq, entity, row_id FROM change_log \
+                       WHERE (txid, seq) > ($1::bigint::text::xid8, $2) \
+                       UNION ALL \
+                       SELECT txid, seq, entity, row_id FROM change_log \
+                       WHERE txid IN (SELECT x::text::xid8 FROM unnest($3::bigint[]) AS x) \
+                       AND (txid, seq) > ($4::bigint::text::xid8, $5) \
+                     ) AS new ORDER BY txid, seq LIMIT $6",
+                )
+                .bind(after.txid)
+                .bind(after.seq)
+                .bind(&seen.running)
+                .bind(cursor.txid)
+                .bind(cursor.seq)
+                .bind(self.max_catch_up_rows + 1)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query_as(
+                    "SELECT entity, row_id FROM change_log \
+                     WHERE (txid, seq) > ($1::bigint::text::xid8, $2) ORDER BY txid, seq LIMIT $3",
+                )
+                .bind(cursor.txid)
+                .bind(cursor.seq)
+                .bind(self.max_catch_up_rows + 1)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
         if entries.len() as i64 > self.max_catch_up_rows {
             return Ok(ChangeBatch {
                 meta,
@@ -231,6 +273,7 @@ impl Store for PgStore {
             next_cursor,
             meta,
             too_far_behind: false,
+            seen_above: Some(std::sync::Arc::new(seen_now)),
         })
     }
 

@@ -213,7 +213,11 @@ impl Store for SqliteStore {
             .map_err(|e| SyncError::Invalid(format!("mirror load failed: {e}")))?
     }
 
-    async fn changes_since(&self, cursor: Cursor) -> Result<ChangeBatch, SyncError> {
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        _seen: Option<&SeenAbove>,
+    ) -> Result<ChangeBatch, SyncError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let meta = sql::read_meta(&mut tx).await?;
@@ -243,6 +247,7 @@ impl Store for SqliteStore {
             next_cursor,
             meta,
             too_far_behind: false,
+            seen_above: None,
         })
     }
 

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
 use super::copy::{CopyDecoder, Tuple};
-use super::{sql, LargeRead, READ_SNAPSHOT, SNAPSHOT_XMIN};
+use super::{parse_snapshot, sql, LargeRead, CURRENT_SNAPSHOT, READ_SNAPSHOT};
 use crate::error::SyncError;
 use crate::intern::Interner;
 use crate::mirror::{LineRows, Loading, PhoneRows};
@@ -53,9 +53,10 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
             tracing::info!("mirror load: the mirrored tables are free; loading");
         }
     }
-    let xmin: i64 = sqlx::query_scalar(SNAPSHOT_XMIN)
+    let current: String = sqlx::query_scalar(CURRENT_SNAPSHOT)
         .fetch_one(&mut *tx)
         .await?;
+    let (xmin, seen_above) = parse_snapshot(&current)?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *tx)
         .await?;
@@ -118,6 +119,7 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
             rows::api_token,
         )
         .await?,
+        seen_above: Some(std::sync::Arc::new(seen_above)),
     };
     let mut interner = Interner::default();
     let phones = &mut loading.phones;

@@ -96,6 +96,7 @@ impl LoadSource {
                 rows::directory_source(r, i)
             })?,
             api_tokens: all(&tx, Entity::ApiToken, |r, i| rows::api_token(r, i))?,
+            seen_above: None,
         };
         tx.commit()?;
         // A log pruned empty leaves max(seq) at 0 while the meta row says
