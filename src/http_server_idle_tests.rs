@@ -1,7 +1,10 @@
-//! A full listener makes room by closing keep-alive connections that were
-//! answered and have sat idle for `evict_idle_after`, the longest idle
-//! first, over plain TCP (answered on the first-request path or by hyper)
-//! and TLS; connections idle for less keep their places.
+//! A full listener makes room by closing connections that have sat idle
+//! for `evict_idle_after`, the longest idle first: keep-alive ones between
+//! requests, over plain TCP (answered on the first-request path or by
+//! hyper) and TLS, and ones still without a whole first request (headers
+//! trickling in, a TLS handshake left hanging). Connections idle for less
+//! keep their places. Over TLS, a source past its share is closed without
+//! a handshake.
 
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::http_server::HttpServerOptions;
 use crate::http_server_tests::{
-    read_response, request, served_and_kept, start, tls_pair, tls_request,
+    connect_from, read_response, request, served_and_kept, start, tls_pair, tls_request,
 };
 
 /// How long a test waits for the server to close a connection.
@@ -127,6 +130,99 @@ async fn https_idle_connections_make_room_too() {
     let served = tls_request(addr, &connector, "/peer").await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     assert!(closed(&mut idle).await, "the idle TLS connection is closed");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// Half a request, or half a TLS handshake, holds a place only until the
+/// listener is full and it has waited `evict_idle_after`: then a newcomer
+/// takes it, where it used to be refused until `header_timeout`.
+#[tokio::test]
+async fn connections_without_a_whole_first_request_make_room() {
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 1,
+        evict_idle_after: Duration::from_millis(300),
+        ..HttpServerOptions::default()
+    })
+    .await;
+    let mut trickling = TcpStream::connect(addr).await.unwrap();
+    trickling.write_all(b"GET /peer HTT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = request(addr, "/peer").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let served = request(addr, "/peer").await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert!(
+        closed(&mut trickling).await,
+        "the trickling client is closed"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, connector) = tls_pair(dir.path());
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 1,
+        tls: Some(acceptor),
+        evict_idle_after: Duration::from_millis(300),
+        ..HttpServerOptions::default()
+    })
+    .await;
+    let mut hanging = TcpStream::connect(addr).await.unwrap();
+    hanging.write_all(b"\x16\x03\x01").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = tls_request(addr, &connector, "/peer").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let served = tls_request(addr, &connector, "/peer").await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert!(
+        closed(&mut hanging).await,
+        "the hanging handshake is closed"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// Over TLS, a source past its share gets no handshake (the listener
+/// itself full still answers 503 over TLS, as above).
+#[tokio::test]
+async fn https_source_past_its_share_is_closed_without_a_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, connector) = tls_pair(dir.path());
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 100,
+        max_per_source: 1,
+        per_source_exempt: Vec::new(),
+        tls: Some(acceptor),
+        ..HttpServerOptions::default()
+    })
+    .await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = connect_from("127.0.0.2", addr).await;
+    let mut holder = connector.connect(name.clone(), tcp).await.unwrap();
+    holder
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut holder = BufReader::new(holder);
+    assert_eq!(read_response(&mut holder).await, "127.0.0.2".len());
+    let tcp = connect_from("127.0.0.2", addr).await;
+    let handshake = tokio::time::timeout(CLOSED_WITHIN, connector.connect(name.clone(), tcp)).await;
+    assert!(
+        matches!(handshake, Ok(Err(_))),
+        "the handshake of a source past its share fails: {:?}", handshake.as_ref().map(|r| r.as_ref().map(|_| ()))
+    );
+    let tcp = connect_from("127.0.0.3", addr).await;
+    let mut other = connector.connect(name, tcp).await.unwrap();
+    other
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut other = BufReader::new(other);
+    assert_eq!(read_response(&mut other).await, "127.0.0.3".len());
+    drop((holder, other));
     shutdown.cancel();
     task.await.unwrap();
 }

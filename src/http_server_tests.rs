@@ -409,7 +409,7 @@ async fn accept_loops_per_worker_serve_and_stop_together() {
 }
 
 /// A connection from `from` (a loopback address standing for a host).
-async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+pub(crate) async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     socket.connect(addr).await.unwrap()

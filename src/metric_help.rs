@@ -29,7 +29,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_idle_evicted_total",
-        "HTTP keep-alive connections closed to make room for a new one at the listener's connection cap because they had been answered and idle, waiting for a next request, for at least a second; the longest idle goes first, before any slow reader.",
+        "HTTP connections closed to make room for a new one at the listener's connection cap because they had been idle for at least a second: answered and waiting for a next request, or still without a whole first request (headers or a TLS handshake unfinished); the longest idle goes first, before any slow reader.",
     ),
     (
         "dialtone_http_slow_readers_evicted_total",
@@ -205,7 +205,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_source_connections_shed_total",
-        "HTTP connections answered 503 because their source (an IPv4 address, an IPv6 /64) held http_max_per_source open already.",
+        "HTTP connections refused because their source (an IPv4 address, an IPv6 /64) held http_max_per_source open already: answered 503 over plain HTTP, closed without a handshake over HTTPS.",
     ),
     (
         "dialtone_tftp_evicted_total",

@@ -77,39 +77,51 @@ impl Accepting {
                     if let Some(source) = source {
                         shared.give_share(source);
                     }
-                    Err(())
+                    Err(Refused::Full)
                 }
-                share => share,
+                Ok(source) => Ok(source),
+                Err(()) => Err(Refused::SourceShare),
             };
-            let Ok(source) = share else {
-                shared.open.fetch_sub(1, Ordering::AcqRel);
-                let counter = if over_all {
-                    "dialtone_http_connections_shed_total"
-                } else {
-                    "dialtone_http_source_connections_shed_total"
-                };
-                metrics::counter!(counter).increment(1);
-                // Refusals are bounded too: past that, the connection just closes.
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    let tls = shared.tls.clone();
-                    connections.spawn(async move {
-                        let Ok(stream) = TcpStream::from_std(stream) else {
-                            return;
-                        };
-                        match tls {
-                            Some(tls) => {
-                                if let Ok(Ok(stream)) =
-                                    tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
-                                {
-                                    refuse(stream).await;
+            let source = match share {
+                Ok(source) => source,
+                Err(refused) => {
+                    shared.open.fetch_sub(1, Ordering::AcqRel);
+                    let counter = match refused {
+                        Refused::Full => "dialtone_http_connections_shed_total",
+                        Refused::SourceShare => "dialtone_http_source_connections_shed_total",
+                    };
+                    metrics::counter!(counter).increment(1);
+                    // A handshake is a few milliseconds of CPU, and a source
+                    // over its share could otherwise have one made for each
+                    // new connection it opens, however fast: over TLS it is
+                    // closed without one. (Its connections in place are its
+                    // phones' way in.)
+                    let say_so = shared.tls.is_none() || refused == Refused::Full;
+                    // Refusals are bounded too: past that, the connection just closes.
+                    if say_so {
+                        if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                            let tls = shared.tls.clone();
+                            connections.spawn(async move {
+                                let Ok(stream) = TcpStream::from_std(stream) else {
+                                    return;
+                                };
+                                match tls {
+                                    Some(tls) => {
+                                        if let Ok(Ok(stream)) =
+                                            tokio::time::timeout(REFUSAL_TIME, tls.accept(stream))
+                                                .await
+                                        {
+                                            refuse(stream).await;
+                                        }
+                                    }
+                                    None => refuse(stream).await,
                                 }
-                            }
-                            None => refuse(stream).await,
+                                drop(refusal);
+                            });
                         }
-                        drop(refusal);
-                    });
+                    }
+                    continue;
                 }
-                continue;
             };
             let slot = Slot(shared.clone(), source);
             // Two tasks of their own types: the plain one carries no TLS state,
@@ -174,6 +186,15 @@ pub(super) fn defer_accept(listener: &TcpListener, wait: Duration) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (listener, wait);
+}
+
+/// Why a newcomer was not given a place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The listener is full and no place could be made.
+    Full,
+    /// Its source already holds `max_per_source` connections.
+    SourceShare,
 }
 
 /// How long a refused connection may take to be told so.

@@ -12,6 +12,13 @@
 //! listener takes the place of the connection idle the longest, if it has
 //! been idle for at least `after`; only then of a slow reader (`slow.rs`).
 //!
+//! A connection that has not yet sent a whole first request (a TLS
+//! handshake not finished, headers trickling in) counts as idle since it
+//! was accepted. A phone sends its request as soon as it connects; a place
+//! held a second without one is a client on a failing link or one holding
+//! places on purpose, each of which `header_timeout` (10 s) would end
+//! anyway, and until then a booting phone would be refused.
+//!
 //! A connection costs the registry's lock twice (when hyper takes it over
 //! and when it ends); each request costs two atomic additions, a clock read
 //! and a store, on the connection's own state.
@@ -47,8 +54,8 @@ pub(super) struct Lull {
     /// Of those, the ones whose response body hyper has taken to its end
     /// (or dropped).
     ended: AtomicU32,
-    /// When the last response ended, in milliseconds since `epoch`, plus
-    /// one: 0 while none has.
+    /// When the connection was listed or its last response ended,
+    /// whichever came later, in milliseconds since `epoch`, plus one.
     ended_at: AtomicU64,
     evicted: AtomicBool,
     wake: Notify,
@@ -67,9 +74,10 @@ impl Idle {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lists a connection hyper takes over; `answered`: its first request
-    /// was answered before (`first_request`), so it is idle from now.
-    pub(super) fn enter(&self, answered: bool) -> Listed<'_> {
+    /// Lists a connection hyper (or the TLS handshake) takes over: idle from
+    /// now until a request reaches the router, whether its first request
+    /// was answered before (`first_request`) or is still to come.
+    pub(super) fn enter(&self) -> Listed<'_> {
         let lull = Arc::new(Lull {
             epoch: self.epoch,
             started: AtomicU32::new(0),
@@ -78,9 +86,7 @@ impl Idle {
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        if answered {
-            lull.mark_ended();
-        }
+        lull.mark_ended();
         self.lock().insert(key(&lull), lull.clone());
         Listed { idle: self, lull }
     }
@@ -123,13 +129,13 @@ fn since(epoch: Instant) -> u64 {
 }
 
 impl Lull {
-    /// When it went idle, if it is: answered at least once and no request
-    /// in the router or its body still being sent.
+    /// When it went idle, if it is: no request in the router or its body
+    /// still being sent.
     fn idle_since(&self) -> Option<u64> {
         let ended = self.ended.load(Ordering::Acquire);
         let started = self.started.load(Ordering::Acquire);
         let ended_at = self.ended_at.load(Ordering::Acquire);
-        (ended_at > 0 && started == ended).then(|| ended_at - 1)
+        (started == ended).then(|| ended_at.saturating_sub(1))
     }
 
     fn mark_ended(&self) {
@@ -230,19 +236,24 @@ impl Drop for Tracked {
 mod tests {
     use super::*;
 
-    /// Only a connection answered and idle for `after` is taken, the one
-    /// idle the longest first; one with a request in the router is not.
+    /// Only a connection idle for `after` is taken, the one idle the
+    /// longest first (one still waiting for its first request counts from
+    /// when it was listed); one with a request in the router is not.
     #[tokio::test]
-    async fn the_longest_idle_answered_connection_goes_first() {
+    async fn the_longest_idle_connection_goes_first() {
         let idle = Idle::new(Duration::from_millis(50));
-        let waiting_for_its_first = idle.enter(false);
-        let older = idle.enter(true);
+        let waiting_for_its_first = idle.enter();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let older = idle.enter();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let newer = idle.enter(true);
-        let busy = idle.enter(true);
+        let newer = idle.enter();
+        let busy = idle.enter();
         busy.lull().begin();
         assert!(!idle.evict(), "none idle for long enough yet");
         tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(idle.evict());
+        assert!(waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
+        assert!(!older.lull().evicted.load(Ordering::Acquire));
         assert!(idle.evict());
         assert!(older.lull().evicted.load(Ordering::Acquire));
         assert!(!newer.lull().evicted.load(Ordering::Acquire));
@@ -251,18 +262,20 @@ mod tests {
             .expect("the evicted connection is woken");
         assert!(idle.evict());
         assert!(newer.lull().evicted.load(Ordering::Acquire));
-        assert!(!idle.evict(), "a busy or unanswered connection is kept");
+        assert!(
+            !idle.evict(),
+            "a connection with a request in flight is kept"
+        );
         // Its response ends: idle from then on.
         drop(
             busy.lull()
                 .track(axum::response::Response::new(Body::empty())),
         );
+        assert!(!idle.evict(), "just answered");
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(idle.evict());
         assert!(busy.lull().evicted.load(Ordering::Acquire));
-        assert!(!waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
-        drop((older, newer, busy));
-        drop(waiting_for_its_first);
+        drop((waiting_for_its_first, older, newer, busy));
         assert!(idle.lock().is_empty());
     }
 }

@@ -9,9 +9,9 @@
 //! upgrades and a shutdown watcher per connection, and has no connection
 //! cap. Here a connection costs one task, a slow or silent client is cut
 //! off after `header_timeout`, and past `max_connections` a connection
-//! takes the place of an answered one idle between requests (`idle`) or
-//! of one whose client reads too slowly (`slow`), or is answered 503 at
-//! once instead of queuing without bound.
+//! takes the place of one idle between requests or still without a whole
+//! first request (`idle`), or of one whose client reads too slowly
+//! (`slow`), or is answered 503 at once instead of queuing without bound.
 //!
 //! Connections are accepted with our own `accept4` (non-blocking, not yet
 //! known to tokio's reactor), so a plain first request that has already
@@ -76,8 +76,9 @@ pub struct HttpServerOptions {
     /// a newcomer to a full listener takes the place of the one marked
     /// slowest (`slow.rs`).
     pub slow_window: Duration,
-    /// A keep-alive connection answered and idle this long is closed for
-    /// a newcomer to a full listener, before any slow reader (`idle.rs`).
+    /// A connection idle this long (between requests, or before its first)
+    /// is closed for a newcomer to a full listener, before any slow reader
+    /// (`idle.rs`).
     pub evict_idle_after: Duration,
 }
 
@@ -300,23 +301,20 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 
 async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let shared = &slot.0;
-    let (stream, prefix, answered) = if shared.draining.load(Ordering::Acquire) {
+    let (stream, prefix) = if shared.draining.load(Ordering::Acquire) {
         // hyper answers with `Connection: close` while draining.
         match TcpStream::from_std(stream) {
-            Ok(stream) => (stream, Bytes::new(), false),
+            Ok(stream) => (stream, Bytes::new()),
             Err(_) => return,
         }
     } else {
         match first_request::serve(shared, stream, peer).await {
             first_request::Next::Close => return,
-            first_request::Next::Hyper {
-                stream,
-                prefix,
-                answered,
-            } => (stream, prefix, answered),
+            first_request::Next::Hyper { stream, prefix } => (stream, prefix),
         }
     };
-    serve_connection(shared, PlainTcp { stream, prefix }, peer, answered).await;
+    let listed = shared.idle.enter();
+    serve_connection(shared, &listed, PlainTcp { stream, prefix }, peer).await;
 }
 
 async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
@@ -325,20 +323,33 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let Ok(stream) = TcpStream::from_std(stream) else {
         return;
     };
-    match tokio::time::timeout(shared.header_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_connection(shared, stream, peer, false).await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+    // Listed from the handshake on: a handshake left hanging holds a place
+    // as a silent plain connection does, and makes room the same way.
+    let listed = shared.idle.enter();
+    let handshake = tokio::time::timeout(shared.header_timeout, tls.accept(stream));
+    tokio::select! {
+        biased;
+        done = handshake => match done {
+            Ok(Ok(stream)) => serve_connection(shared, &listed, stream, peer).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+        },
+        _ = listed.evicted() => {
+            tracing::debug!(%peer, "TLS handshake unfinished while the listener was full; closed");
+        }
     }
 }
 
-/// `answered`: the first request was answered before hyper took over.
-async fn serve_connection<S>(shared: &Shared, stream: S, peer: SocketAddr, answered: bool)
-where
+/// Serves a connection hyper takes over, listed in the idle registry.
+async fn serve_connection<S>(
+    shared: &Shared,
+    listed: &idle::Listed<'_>,
+    stream: S,
+    peer: SocketAddr,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + stall::Socket + Unpin + Send + 'static,
 {
     let router = &shared.router;
-    let listed = shared.idle.enter(answered);
     let lull = listed.lull();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
