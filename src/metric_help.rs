@@ -100,6 +100,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
     (
+        "dialtone_directory_uncached_builds_total",
+        "Phone directory searches and pages from the 17th on, which the render cache does not keep, built after charging their source a quarter of a miss.",
+    ),
+    (
+        "dialtone_provisioning_digest_replays_total",
+        "HTTP Digest answers with the right password on a nonce count already used (a phone's retry, or a replay), refused with a fresh stale challenge and charged no miss.",
+    ),
+    (
         "dialtone_phone_directory_truncated_total",
         "Phone directory documents cut at the render budget's output bytes (rows past it left out).",
     ),

@@ -82,6 +82,17 @@ impl Provisioner {
         match verdict {
             Verdict::Ok => Ok(()),
             Verdict::Stale => Err(ProvisionError::Unauthorized { stale: true }),
+            // Still refused, but answered with a fresh nonce and no miss:
+            // the password was right, and phones replay honestly (a retry
+            // after a 503 whose count `decide` had already taken, or after
+            // a response cut off, parallel requests on one nonce arriving
+            // out of order), many of them behind one address. Charged as a
+            // wrong answer, those added up to a ban of the office. A
+            // replayer gains nothing: it cannot answer the fresh nonce.
+            Verdict::Replay => {
+                metrics::counter!("dialtone_provisioning_digest_replays_total").increment(1);
+                Err(ProvisionError::Unauthorized { stale: true })
+            }
             verdict => {
                 // A request with no credentials is the normal first step of
                 // Digest; only a wrong answer counts toward a ban (in

@@ -56,7 +56,8 @@ pub enum Verdict {
     /// Right password on an expired nonce: the client should retry with a
     /// new one (`stale=true`), which is not a miss.
     Stale,
-    /// A nonce count seen before: a replay.
+    /// A nonce count seen before, with the right password: a replay,
+    /// refused with a fresh nonce and no miss (`device_auth.rs` says why).
     Replay,
 }
 

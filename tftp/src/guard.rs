@@ -182,17 +182,29 @@ impl Guard {
 
     /// Counts a miss; returns true when it got the source banned.
     pub fn miss(&self, source: IpAddr) -> bool {
+        self.charge(source, 1)
+    }
+
+    /// Counts one `parts`-th of a miss, for work a phone asks for often but
+    /// an outsider must not get for free (`directory_budget.rs`); returns
+    /// true when it got the source banned.
+    pub(crate) fn part_of_a_miss(&self, source: IpAddr, parts: u32) -> bool {
+        self.charge(source, parts)
+    }
+
+    fn charge(&self, source: IpAddr, parts: u32) -> bool {
         let source = source_key(source);
         let (burst, per_minute) = self.limits();
         let interval: u64 = match per_minute {
             0 => 3_600_000_000,
             n => 60_000_000 / u64::from(n),
         };
+        let cost = interval / u64::from(parts.max(1));
         let tolerance = u64::from(burst.max(1)) * interval;
         let now = self.epoch.elapsed().as_micros() as u64;
         let exhausted = {
             let mut debts = self.debts.lock().unwrap_or_else(|e| e.into_inner());
-            let exhausted = debts.charge(source, now, interval) > tolerance;
+            let exhausted = debts.charge(source, now, cost) > tolerance;
             if exhausted {
                 // The ban takes over; its table holds the source now.
                 debts.forget(source);

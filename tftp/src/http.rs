@@ -16,7 +16,8 @@ use axum::Router;
 
 use crate::device_auth::HttpAuth;
 use crate::error::ProvisionError;
-use crate::provision::{Protocol, Provisioner, Request};
+use crate::identify::FileKind;
+use crate::provision::{Protocol, Provisioner, Rendered, Request};
 
 #[derive(Clone)]
 struct Front {
@@ -144,12 +145,41 @@ async fn fetch(
             if let Some(etag) = etag {
                 response.headers_mut().insert(header::ETAG, etag);
             }
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let (cache_control, by_user_agent) = caching(&path, &file);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(cache_control),
+            );
+            if by_user_agent {
+                headers.insert(header::VARY, HeaderValue::from_static("User-Agent"));
+            }
             response
         }
         Err(e) => error_response(&provisioner, &path, user_agent, remote.ip(), e),
+    }
+}
+
+/// The `Cache-Control` a served file goes with, and whether its bytes
+/// depend on the User-Agent. Every answer is revalidated (`no-cache`), so
+/// an edit reaches a phone's next fetch and an unchanged file costs a 304.
+///
+/// Rendered files and directories are `private`: they hold SIP line
+/// passwords and a tenant's contacts, and a shared cache (an office's or
+/// a carrier's proxy) must not keep them to hand to the next asker. A
+/// common or boot file named without a MAC is chosen and filled by the
+/// User-Agent (its MAC picks the phone, its model the file), so it also
+/// varies by it. A static file is the same bytes for whoever may have it,
+/// chosen by its path alone: firmware and ringtones stay storable, so a
+/// site's proxy may keep a large image for the office's phones, but one
+/// named for a phone (a Grandstream `cfg<mac>.bin` holds its config,
+/// passwords included; a Poly `<mac>-license.cfg`) is `private` as well.
+fn caching(path: &str, file: &Rendered) -> (&'static str, bool) {
+    let per_phone = crate::identify::identify(path, None).is_ok_and(|id| id.mac_in_path());
+    match file.kind {
+        FileKind::Static if !per_phone => ("no-cache", false),
+        FileKind::Static => ("private, no-cache", false),
+        _ => ("private, no-cache", !per_phone),
     }
 }
 

@@ -10,6 +10,7 @@ mod data;
 mod debts;
 pub mod device_auth;
 pub mod digest;
+mod directory_budget;
 #[cfg(test)]
 mod dropped_tests;
 pub mod engine;

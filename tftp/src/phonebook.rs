@@ -25,8 +25,11 @@ use crate::render_cache::{DirectoryKey, Inputs, RenderKey};
 pub const CISCO_PAGE: usize = 32;
 
 /// Pages of a paged directory kept in the render cache, per phone; later
-/// ones are built each time, like searches, under the tenant's share.
-const CACHED_PAGES: usize = 16;
+/// ones are built each time, like searches, under the tenant's share and
+/// at a cost to their source (`directory_budget.rs`). A directory at the
+/// entry quota is thousands of pages per phone's MAC, which anyone who
+/// knows one could otherwise walk into the cache every tenant shares.
+pub(crate) const CACHED_PAGES: usize = 16;
 
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -287,6 +290,21 @@ impl DirectoryJob {
     pub(crate) fn tenant(&self) -> Option<dialtone_sync::Id> {
         self.key.directory.as_ref().map(|d| d.tenant)
     }
+
+    /// Whether the build lands in the render cache, known before it runs
+    /// so that one that will not is charged first (`directory_budget.rs`).
+    /// Searches and pages from [`CACHED_PAGES`] on are not kept: anyone who
+    /// knows a phone's MAC could otherwise fill the cache every tenant
+    /// shares with a new term or page each request. A page before that is
+    /// kept even past the last one (it holds the last page's rows): that
+    /// is still at most [`CACHED_PAGES`] entries per phone, and none of
+    /// them is built again and again uncharged.
+    pub(crate) fn kept(&self) -> bool {
+        self.key
+            .directory
+            .as_ref()
+            .is_some_and(|which| which.search.is_none() && which.page < CACHED_PAGES)
+    }
 }
 
 impl Provisioner {
@@ -339,36 +357,13 @@ impl Provisioner {
     }
 
     /// Builds what `directory_step` could not answer from the cache, and
-    /// caches it if it is still current. A build that outlasts the
-    /// caller's wait still lands in the cache for the next fetch.
-    ///
-    /// Searches and pages past the last one are not kept: a phone (MACs
-    /// are not secrets) could otherwise fill the render cache every tenant
-    /// shares with a new search or page number each request, pushing out
-    /// the others' files. Building them again runs on the render pool
-    /// under the tenant's share, like any render.
+    /// caches it if it is still current and [`DirectoryJob::kept`]. A build
+    /// that outlasts the caller's wait still lands in the cache for the
+    /// next fetch. One that is not kept runs on the render pool under the
+    /// tenant's share like any render, and its source paid for it first.
     pub(crate) fn build_directory(&self, job: DirectoryJob) -> Result<Rendered, ProvisionError> {
         let rendered = self.directory_file(&job.state, &job.key, job.template)?;
-        // The first page always exists; the rows are counted only for
-        // others. Only the first pages are kept: a directory at the entry
-        // quota is thousands of pages per phone's MAC, which anyone who
-        // knows one could walk into the cache every tenant shares.
-        let keep = job.key.directory.as_ref().is_some_and(|which| {
-            if which.page >= CACHED_PAGES {
-                return false;
-            }
-            let pages = || {
-                let state = &job.state;
-                let rows: usize = state
-                    .directory_of(which.tenant)
-                    .iter()
-                    .map(|e| e.numbers.len())
-                    .sum();
-                rows.div_ceil(CISCO_PAGE)
-            };
-            which.search.is_none() && (which.page == 0 || which.page < pages())
-        });
-        if keep {
+        if job.kept() {
             self.rendered.fill(
                 job.key,
                 &rendered,

@@ -477,6 +477,9 @@ impl Provisioner {
         if banned.is_some() && (decision.blind || decision.unmodeled) {
             return Err(ProvisionError::Banned);
         }
+        if let Step::Directory(job) = &step {
+            self.charge_directory_build(request, job, banned.is_some())?;
+        }
         Ok((decision, step))
     }
 

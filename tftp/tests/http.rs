@@ -1,6 +1,7 @@
 //! The HTTP front end through its router: ETag/304, per-device Digest
-//! authentication (right, wrong, replayed, stale), Basic refused on plain
-//! HTTP, bans answered 429, and credential-protected phones kept off TFTP.
+//! authentication (right, wrong, stale, and replayed: refused as stale, at
+//! no miss), Basic refused on plain HTTP, bans answered 429, and
+//! credential-protected phones kept off TFTP.
 
 mod common;
 
@@ -186,18 +187,28 @@ async fn digest_accepts_the_right_credentials_once() {
         .await;
         assert_eq!(status, StatusCode::OK, "{algorithm:?}: {body}");
         assert!(body.contains("account.1.password = sip-pw"), "{body}");
-        // The same request again is a replay.
-        let (status, _, _) = get(
-            &f,
-            "192.0.2.10:5060",
-            SECURE,
-            &[(header::AUTHORIZATION, auth)],
-        )
-        .await;
+        // The same request again is a replay: refused, with a fresh nonce
+        // (a phone retrying after a 503 or a cut-off answer does this), and
+        // no miss, however often.
+        for _ in 0..40 {
+            let (status, challenges, _) = get(
+                &f,
+                "192.0.2.10:5060",
+                SECURE,
+                &[(header::AUTHORIZATION, auth.clone())],
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{algorithm:?} replay accepted"
+            );
+            assert!(challenges[0].ends_with("stale=true"), "{challenges:?}");
+        }
         assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{algorithm:?} replay accepted"
+            f.provisioner.guard().tracked_sources(),
+            0,
+            "replays charged"
         );
     }
 }
