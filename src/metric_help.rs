@@ -100,6 +100,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
     (
+        "dialtone_compiled_cache_over_share_total",
+        "Compiled templates not kept because their tenant held more than its fair part of the full compiled-template cache (its renders compile them again; nobody else's entries go for them).",
+    ),
+    (
         "dialtone_directory_uncached_builds_total",
         "Phone directory searches and pages from the 17th on, which the render cache does not keep, built after charging their source a quarter of a miss.",
     ),

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use dialtone_sync::{Family, Id, MirrorState, Phone};
+use dialtone_sync::{Family, MirrorState, Phone};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Engine;
+use crate::compiled::{Compiled, CompiledKey};
 use crate::error::ProvisionError;
 use crate::identify::{FileKind, Identity};
 use crate::phonebook::DirectoryJob;
@@ -16,43 +16,6 @@ use crate::provision::{Provisioner, Rendered};
 use crate::render::{compile, content_type, render, Subject};
 use crate::render_cache::{Asker, Inputs, RenderKey};
 use crate::templates::{resolve, Origin, Resolved, Shipped};
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum CompiledKey {
-    Stored {
-        id: Id,
-        version: i64,
-    },
-    Shipped {
-        generation: u64,
-        family: Family,
-        name: &'static str,
-    },
-}
-
-/// A compiled template and the body it was compiled from: a key names a
-/// version, the body proves it.
-pub(crate) struct Compiled {
-    body: Arc<str>,
-    engine: Engine,
-}
-
-/// What a compiled template holds, at most: an engine is ~16.5 KiB before
-/// its template, and a template ~1.1 to 23 times its body (plain text to
-/// a body of nothing but `{{1}}`, measured with a counting allocator).
-/// Counted at the most, since a tenant picks the body: 2,048 entries
-/// counted by number could hold ~12 GB of 256 KiB bodies.
-const ENGINE_BYTES: usize = 16 * 1024 + 512;
-const COMPILED_PER_BODY_BYTE: usize = 24;
-
-impl Compiled {
-    pub(crate) fn weight(&self) -> u32 {
-        ENGINE_BYTES
-            .saturating_add(self.body.len().saturating_mul(COMPILED_PER_BODY_BYTE))
-            .try_into()
-            .unwrap_or(u32::MAX)
-    }
-}
 
 impl Provisioner {
     pub(crate) fn static_file(
@@ -300,17 +263,22 @@ impl Provisioner {
         template: &Resolved,
         reuse_compiled: bool,
     ) -> Result<Arc<Compiled>, ProvisionError> {
+        let owner = match template.origin {
+            Origin::Stored { tenant, .. } => tenant,
+            _ => None,
+        };
         let compile = || -> Result<Arc<Compiled>, ProvisionError> {
             Ok(Arc::new(Compiled {
                 engine: compile(template, &self.options.budget)?,
                 body: template.body.clone(),
+                owner,
             }))
         };
         if !reuse_compiled {
             return compile();
         }
         let key = match template.origin {
-            Origin::Stored { id, version } => CompiledKey::Stored { id, version },
+            Origin::Stored { id, .. } => CompiledKey::Stored { id },
             Origin::Shipped { generation } => CompiledKey::Shipped {
                 generation,
                 family: template.family,
@@ -319,13 +287,11 @@ impl Provisioner {
             // `resolve` is given no draft here.
             Origin::Draft => return Err(ProvisionError::NotFound),
         };
-        if let Some(compiled) = self.compiled.get(&key) {
-            if compiled.body == template.body {
-                return Ok(compiled);
-            }
+        if let Some(compiled) = self.compiled.get(&key, &template.body) {
+            return Ok(compiled);
         }
         let compiled = compile()?;
-        self.compiled.insert(key, compiled.clone());
+        self.compiled.keep(key, compiled.clone());
         Ok(compiled)
     }
 }

@@ -6,6 +6,7 @@ mod admission;
 mod budget_tests;
 #[cfg(test)]
 mod cache_tests;
+mod compiled;
 mod data;
 mod debts;
 pub mod device_auth;

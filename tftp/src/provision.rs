@@ -11,18 +11,18 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dialtone_sync::{ChangeEvent, Family, Id, Mirror, MirrorState, Phone, SecretKey};
-use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
 use dialtone_sync::history::HistorySink;
 
 use crate::admission::{self, Decision};
+use crate::compiled::CompiledCache;
 use crate::device_auth::HttpAuth;
 use crate::digest::DigestAuth;
 use crate::engine::Budget;
 use crate::error::ProvisionError;
-use crate::files::{Compiled, CompiledKey, Step};
+use crate::files::Step;
 use crate::guard::{self, Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
 use crate::outcome::outcome_label;
@@ -161,7 +161,7 @@ pub struct Provisioner {
     pub(crate) key: SecretKey,
     pub(crate) options: ProvisionOptions,
     pub(crate) shipped: ArcSwap<Shipped>,
-    pub(crate) compiled: Cache<CompiledKey, Arc<Compiled>>,
+    pub(crate) compiled: CompiledCache,
     pub(crate) rendered: RenderCache,
     guard: Guard,
     history: Option<HistorySink>,
@@ -187,10 +187,7 @@ impl Provisioner {
             mirror,
             key,
             shipped: ArcSwap::from_pointee(shipped),
-            compiled: Cache::builder()
-                .max_capacity(options.compiled_cache_bytes)
-                .weigher(|_, compiled: &Arc<Compiled>| compiled.weight())
-                .build(),
+            compiled: CompiledCache::new(options.compiled_cache_bytes),
             rendered: RenderCache::new(options.render_cache_bytes),
             guard: Guard::new(options.guard.clone()),
             history: None,

@@ -148,6 +148,8 @@ pub enum Origin {
     Stored {
         id: Id,
         version: i64,
+        /// The tenant a phone- or tenant-scope template belongs to.
+        tenant: Option<Id>,
     },
     Shipped {
         generation: u64,
@@ -169,7 +171,7 @@ impl Resolved {
     /// How logs and errors name it: `yealink/{mac}.cfg (stored #12 v3)`.
     pub fn label(&self) -> String {
         match &self.origin {
-            Origin::Stored { id, version } => {
+            Origin::Stored { id, version, .. } => {
                 format!("{}/{} (stored #{id} v{version})", self.family, self.name)
             }
             Origin::Shipped { .. } => format!("{}/{} (shipped)", self.family, self.name),
@@ -220,6 +222,10 @@ pub fn resolve_with(
         candidates.push(key(TemplateScope::Phone, phone.mac.to_string()));
         candidates.push(key(TemplateScope::Tenant, phone.tenant_id.to_string()));
     }
+    let owner = |scope| match (scope, phone) {
+        (TemplateScope::Phone | TemplateScope::Tenant, Some(phone)) => Some(phone.tenant_id),
+        _ => None,
+    };
     if let Some(model) = model.filter(|m| !m.is_empty()) {
         candidates.push(key(TemplateScope::Model, model.to_string()));
     }
@@ -238,6 +244,7 @@ pub fn resolve_with(
                 origin: Origin::Stored {
                     id: t.id,
                     version: t.version,
+                    tenant: owner(candidate.scope),
                 },
                 family,
                 name,
