@@ -212,7 +212,8 @@ async fn https_source_past_its_share_is_closed_without_a_handshake() {
     let handshake = tokio::time::timeout(CLOSED_WITHIN, connector.connect(name.clone(), tcp)).await;
     assert!(
         matches!(handshake, Ok(Err(_))),
-        "the handshake of a source past its share fails: {:?}", handshake.as_ref().map(|r| r.as_ref().map(|_| ()))
+        "the handshake of a source past its share fails: {:?}",
+        handshake.as_ref().map(|r| r.as_ref().map(|_| ()))
     );
     let tcp = connect_from("127.0.0.3", addr).await;
     let mut other = connector.connect(name, tcp).await.unwrap();

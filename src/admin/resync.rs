@@ -1,7 +1,8 @@
 //! Resyncs: asking running phones to fetch their configuration again (a
 //! SIP NOTIFY through the platform's proxy, `crate::resync`), and what
 //! became of each. Asking is a write (tenant-admin of the phone's tenant,
-//! or global-admin) and leaves one audit row; reading is tenant-read.
+//! or global-admin) and leaves one audit row when it queues anything;
+//! reading is tenant-read.
 
 use std::collections::BTreeSet;
 
@@ -120,25 +121,32 @@ fn too_soon(mac: &Mac, spaced: Spaced) -> Response {
     response
 }
 
-/// Checks room, writes the audit row, then queues: a refused request
-/// leaves no row. A resync queued between the check and the write can
-/// still take the room; the request is then refused after its row.
-async fn queue(
+/// Holds places for `jobs`, writes the audit row `change` makes of what
+/// that queues, then lets them be sent: the row counts what was queued,
+/// and a request whose row cannot be written (a token revoked meanwhile,
+/// the database down) sends nothing. A request that queues nothing new
+/// leaves no row: each phone was already waiting, sent one too recently,
+/// or past the tenant's room.
+async fn queue<'a>(
     state: &AdminState,
     principal: &Principal,
-    change: Change<'_>,
     tenant: dialtone_sync::Id,
     jobs: Vec<Job>,
+    change: impl FnOnce(&Enqueued) -> Change<'a>,
 ) -> Result<Result<Enqueued, Response>, ApiError> {
     let service = service(state)?;
-    if let Err(full) = service.check(tenant, &jobs) {
-        return Ok(Err(refusal(service, full)));
+    let pending = match service.enqueue(&state.mirror, tenant, jobs) {
+        Ok(pending) => pending,
+        Err(full) => return Ok(Err(refusal(service, full))),
+    };
+    if !pending.enqueued().queued.is_empty() {
+        commit(state, principal, change(pending.enqueued()), Vec::new()).await?;
     }
-    commit(state, principal, change, Vec::new()).await?;
-    Ok(service
-        .enqueue(tenant, jobs)
-        .map_err(|f| refusal(service, f)))
+    Ok(Ok(pending.release()))
 }
+
+/// MACs a tenant resync's audit row lists, at most (it counts them all).
+const MACS_IN_AUDIT: usize = 100;
 
 /// Why a phone past the tenant's room in the queue was not queued.
 const DEFERRED: &str =
@@ -178,14 +186,13 @@ pub async fn resync_phone(
         tenant: Some(&slug),
         detail: json!({ "event": job.event, "target": job.target }),
     };
-    match queue(&state, &principal, change, tenant, vec![job]).await? {
+    match queue(&state, &principal, tenant, vec![job], |_| change).await? {
         Ok(mut done) => {
             if let Some((_, spaced)) = done.spaced.pop() {
                 return Ok(too_soon(&mac, spaced));
             }
-            let resync = done
-                .resyncs
-                .pop()
+            let resync = (done.queued.pop())
+                .or_else(|| done.waiting.pop())
                 .ok_or_else(|| ApiError::internal("resync not queued"))?;
             Ok((StatusCode::ACCEPTED, axum::Json(ResyncOne { resync })).into_response())
         }
@@ -274,18 +281,30 @@ pub async fn resync_tenant(
         })
         .await??
     };
-    let change = Change {
-        action: "resync",
-        entity: "tenant",
-        key: slug.clone(),
-        tenant: Some(&slug),
-        detail: json!({
-            "phones": jobs.len(), "skipped": skipped.len(),
-            "family": body.family, "model": body.model,
-            "macs": body.macs.as_ref().map(Vec::len),
-        }),
+    let planned_out = skipped.len();
+    let change = |done: &Enqueued| {
+        let queued: Vec<&str> = (done.queued.iter())
+            .take(MACS_IN_AUDIT)
+            .map(|r| r.mac.as_str())
+            .collect();
+        Change {
+            action: "resync",
+            entity: "tenant",
+            key: slug.clone(),
+            tenant: Some(&slug),
+            detail: json!({
+                "queued": done.queued.len(),
+                "queued_macs": queued,
+                "already_waiting": done.waiting.len(),
+                "skipped": planned_out + done.spaced.len() + done.deferred.len(),
+                "spaced": done.spaced.len(),
+                "deferred": done.deferred.len(),
+                "family": body.family, "model": body.model,
+                "named": body.macs.as_ref().map(Vec::len),
+            }),
+        }
     };
-    match queue(&state, &principal, change, tenant.id, jobs).await? {
+    match queue(&state, &principal, tenant.id, jobs, change).await? {
         Ok(done) => {
             skipped.extend(done.deferred.iter().map(|job| Skipped {
                 mac: job.mac.to_string(),
@@ -295,11 +314,13 @@ pub async fn resync_tenant(
                 mac: job.mac.to_string(),
                 reason: spaced.to_string(),
             }));
+            let mut resyncs = done.waiting;
+            resyncs.extend(done.queued);
             Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(ResyncMany {
-                    queued: done.resyncs.len(),
-                    resyncs: done.resyncs,
+                    queued: resyncs.len(),
+                    resyncs,
                     skipped: skipped.len(),
                     skipped_reasons: skipped,
                 }),

@@ -122,6 +122,11 @@ impl Table {
         self.entries.insert(seq, entry);
     }
 
+    /// Drops an entry that never was (a request's held resync withdrawn).
+    pub fn forget(&mut self, seq: u64) {
+        self.remove(seq);
+    }
+
     fn remove(&mut self, seq: u64) {
         let Some(gone) = self.entries.remove(&seq) else {
             return;

@@ -1,7 +1,7 @@
 //! The resync task: the receiver of answers, the sender (queue → client
 //! transactions, at most `max_inflight` at once), and the refetch watch.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::Next;
 use super::sip::{self, Notify};
-use super::track::{State, Via};
+use super::track::State;
 use super::transaction::{Outcome, Timers};
 use super::ResyncService;
 
@@ -22,8 +22,6 @@ const REFETCH_WINDOW_MS: Millis = 10 * 60_000;
 /// Phones whose history is read per refetch round (one query each).
 const REFETCH_BATCH: usize = 200;
 const REFETCH_POLL: Duration = Duration::from_secs(1);
-/// The port phones listen for SIP on, when sent to directly.
-const PHONE_SIP_PORT: u16 = 5060;
 
 /// A sent resync's place in its tenant's share of those in flight
 /// (`Queue::limit_inflight`), freed however the transaction ends, an abort
@@ -148,8 +146,12 @@ impl ResyncService {
     /// reason and the failure label, or `None` if it is no longer tracked.
     async fn exchange(&self, seq: u64) -> Option<(Option<u16>, String, &'static str)> {
         let entry = self.book().table.get(seq).cloned()?;
+        let current = match self.replan(seq, &entry) {
+            Ok(current) => current,
+            Err(reason) => return Some((None, reason, "changed")),
+        };
         let dest = match self
-            .destination(entry.view.via, &entry.mac, entry.tenant_id)
+            .destination(entry.view.via, &entry.mac, &current.tenant)
             .await
         {
             Ok(dest) => dest,
@@ -158,8 +160,8 @@ impl ResyncService {
         let local = reachable_local(self.local_addr(), dest);
         let branch = format!("z9hG4bK{}", sip::random_hex(8));
         let request = Notify {
-            aor: &entry.view.target,
-            event: &entry.view.event,
+            aor: &current.job.target,
+            event: current.job.event,
             local,
             branch: &branch,
             from_domain: &self.inner.sender_host,
@@ -187,62 +189,6 @@ impl ResyncService {
                 (None, "could not send".into(), "send")
             }
         })
-    }
-
-    /// Where the NOTIFY goes: the proxy, or the phone's last known address.
-    async fn destination(
-        &self,
-        via: Via,
-        mac: &Mac,
-        tenant: dialtone_sync::Id,
-    ) -> Result<SocketAddr, (&'static str, &'static str)> {
-        let ours = self.local_addr().map(|a| a.ip()).ok();
-        if via == Via::Direct {
-            let rows = self
-                .inner
-                .store
-                .recent_boots(mac, Some(tenant), 20)
-                .await
-                .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
-            // Only fetches that were served: anyone can make a refused
-            // one (a forged TFTP source, an HTTP request without the
-            // phone's credentials) name any address. A served one came
-            // from inside the tenant's provisioning networks, when it has
-            // them, but a TFTP source can still be forged by anyone who
-            // knows the MAC, and a tenant sets its own networks: only the
-            // operator's `direct_networks` are sent to. The newest served
-            // fetch inside them wins, so a forged one from outside does
-            // not divert the phone's resync.
-            let networks = &self.inner.direct_networks;
-            let served: Vec<IpAddr> = rows
-                .iter()
-                .filter(|r| r.outcome == "ok")
-                .filter_map(|r| r.remote_ip.parse::<IpAddr>().ok())
-                .filter(|ip| same_family(ours, *ip))
-                .collect();
-            if served.is_empty() {
-                return Err((
-                    "no_address",
-                    "no known address: the phone has not fetched its configuration",
-                ));
-            }
-            return served
-                .into_iter()
-                .find(|ip| networks.iter().any(|net| net.contains(&ip.to_canonical())))
-                .map(|ip| SocketAddr::new(ip, PHONE_SIP_PORT))
-                .ok_or((
-                    "no_address",
-                    "no known address: the phone fetched only from outside resync.direct_networks",
-                ));
-        }
-        let found = match &self.inner.proxy {
-            Some(proxy) => proxy.addresses().await,
-            None => Vec::new(),
-        };
-        found
-            .into_iter()
-            .find(|a| same_family(ours, a.ip()))
-            .ok_or(("no_address", "the proxy's address could not be resolved"))
     }
 
     fn mark_sent(&self, seq: u64, mac: &Mac) {
@@ -341,14 +287,6 @@ impl ResyncService {
                 }
             }
         }
-    }
-}
-
-fn same_family(ours: Option<IpAddr>, theirs: IpAddr) -> bool {
-    match ours {
-        Some(IpAddr::V4(_)) => theirs.is_ipv4(),
-        Some(IpAddr::V6(v6)) if !v6.is_unspecified() => theirs.is_ipv6(),
-        _ => true,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::resync::track::State;
 use crate::resync::ResyncService;
 
 /// The router over `h`'s data with another resync service (or none).
-async fn call_with(
+pub(super) async fn call_with(
     h: &Harness,
     resync: Option<ResyncService>,
     method: Method,
@@ -245,6 +245,86 @@ async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
         .unwrap();
     assert!(buf[..n].starts_with(b"NOTIFY "));
     cancel.cancel();
+}
+
+/// Direct mode's address comes from history that strangers write to: a
+/// flood of refused fetches naming the MAC, a TFTP read request with a
+/// forged source, a fetch from outside the tenant's own networks. None of
+/// them moves the NOTIFY from where the phone fetched over HTTP.
+async fn forged_history_does_not_divert_a_direct_resync(backend: Backend, phone: u8) {
+    let h = Harness::new(backend).await;
+    let settings = serde_json::json!({"name": "acme Inc", "settings": {
+        "sip_domains": ["sip.example.net"], "provisioning_networks": ["127.0.0.64/26"]}});
+    let reply = h.put_acme("global", settings).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let config = ResyncConfig {
+        direct: true,
+        direct_networks: vec!["127.0.0.0/25".into()],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        t1_ms: 5,
+        t2_ms: 20,
+        ..Default::default()
+    };
+    let direct = ResyncService::new(&config, h.store.clone(), None).unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(direct.clone().run(cancel.clone()));
+    let listening = tokio::net::UdpSocket::bind(format!("127.0.0.{phone}:5060"))
+        .await
+        .unwrap();
+
+    let acme = h.mirror.load().tenant_by_slug("acme").unwrap().id;
+    let now = dialtone_sync::now_millis();
+    let fetch = |ip: String, protocol: &str, outcome: &str, at: i64| BootRecord {
+        mac: ACME_MAC.into(),
+        at,
+        remote_ip: ip,
+        user_agent: None,
+        protocol: protocol.into(),
+        file: format!("{ACME_MAC}.cfg"),
+        outcome: outcome.into(),
+        bytes: 1,
+        model: None,
+        firmware: None,
+        tenant_id: Some(acme),
+    };
+    let mut rows = vec![
+        fetch(format!("127.0.0.{phone}"), "http", "ok", now),
+        // Served: inside every network, and newer.
+        fetch(format!("127.0.0.{}", phone + 1), "tftp", "ok", now + 1),
+        // Inside direct_networks, outside acme's.
+        fetch("127.0.0.20".into(), "http", "ok", now + 2),
+    ];
+    // Newer still: more than a resync reads of refused fetches, and of
+    // served TFTP ones (forged read requests) from inside every network.
+    for i in 0..240 {
+        let ip = format!("127.0.0.{}", 100 + i % 20);
+        let outcome = if i % 2 == 0 { "error: refused" } else { "ok" };
+        rows.push(fetch(ip, "tftp", outcome, now + 3 + i64::from(i)));
+    }
+    h.store.record_boots(&rows).await.unwrap();
+
+    let path = format!("/v1/phones/{ACME_MAC}/resync");
+    let (status, _, body) = call_with(&h, Some(direct.clone()), Method::POST, &path).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut buf = [0u8; 2048];
+    let received =
+        tokio::time::timeout(Duration::from_secs(5), listening.recv_from(&mut buf)).await;
+    let newest = direct.list(None, 1, |_| true).remove(0);
+    let (n, _) = received
+        .unwrap_or_else(|_| panic!("no NOTIFY at the phone's HTTP address: {newest:?}"))
+        .unwrap();
+    assert!(buf[..n].starts_with(b"NOTIFY "));
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_history_does_not_divert_a_direct_resync_sqlite() {
+    forged_history_does_not_divert_a_direct_resync(Backend::Sqlite, 87).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_history_does_not_divert_a_direct_resync_postgres() {
+    forged_history_does_not_divert_a_direct_resync(Backend::Postgres, 97).await;
 }
 
 /// A NOTIFY in flight when the resync task stops (shutdown, or a restart

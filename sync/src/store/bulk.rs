@@ -190,6 +190,11 @@ const fn and_kept<const N: usize, const M: usize>(columns: [&'static str; N]) ->
 pub(crate) const DELETE_MOVED_TEMPLATES: &str = "DELETE FROM templates WHERE scope = 'phone' AND scope_key IN \
      (SELECT p.mac FROM import_phones s JOIN phones p ON p.id = s.id WHERE p.tenant_id <> s.tenant_id)";
 
+/// How many phones each tenant loses to another, for its `move_out` audit
+/// row. Runs before the phones are updated.
+pub(crate) const MOVED_OUT_BY_TENANT: &str = "SELECT p.tenant_id, count(*) FROM import_phones s \
+     JOIN phones p ON p.id = s.id WHERE p.tenant_id <> s.tenant_id GROUP BY p.tenant_id";
+
 /// The UPDATEs that apply the staged rows; a field whose bit the row's
 /// `kept` holds stays as stored.
 pub(crate) fn update_staged() -> [String; 2] {
@@ -479,6 +484,14 @@ macro_rules! bulk_sql {
                 ))
                 .execute(&mut *conn)
                 .await?;
+            }
+            if states.contains(&PhoneState::Moved) {
+                let moved: Vec<(i64, i64)> = sqlx::query_as(MOVED_OUT_BY_TENANT)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for (tenant, phones) in moved {
+                    *report.moved_out.entry(tenant).or_default() += phones as u64;
+                }
             }
             report.templates.deleted += sqlx::query(DELETE_MOVED_TEMPLATES)
                 .execute(&mut *conn)

@@ -860,13 +860,23 @@ macro_rules! shared_sql {
             mac: &Mac,
             tenant: Option<Id>,
             limit: i64,
+            served: bool,
         ) -> Result<Vec<BootRecord>, SyncError> {
             const COLUMNS: &str = "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, \
                                    firmware, tenant_id FROM provisioning_history WHERE mac = $1";
-            let query = match tenant {
-                Some(_) => format!("{COLUMNS} AND tenant_id = $3 ORDER BY at DESC, id DESC LIMIT $2"),
-                None => format!("{COLUMNS} ORDER BY at DESC, id DESC LIMIT $2"),
-            };
+            // `served`: `Store::served_boots` says why.
+            let mut query = String::from(COLUMNS);
+            if served {
+                query.push_str(" AND outcome = 'ok'");
+            }
+            if tenant.is_some() {
+                query.push_str(" AND tenant_id = $3");
+            }
+            query.push_str(if served {
+                " ORDER BY CASE WHEN protocol IN ('http', 'https') THEN 0 ELSE 1 END, at DESC, id DESC LIMIT $2"
+            } else {
+                " ORDER BY at DESC, id DESC LIMIT $2"
+            });
             let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit);
             if let Some(tenant) = tenant {
                 select = select.bind(tenant);

@@ -352,6 +352,11 @@ pub struct WriteReport {
     pub directory_entries: Counts,
     pub directory_sources: Counts,
     pub api_tokens: Counts,
+    /// Phones moved to another tenant, by the tenant each left: that
+    /// tenant's `move_out` audit row. Not part of the report shown, which
+    /// is the writer's and names no other tenant's counts.
+    #[serde(skip)]
+    pub moved_out: std::collections::BTreeMap<Id, u64>,
 }
 
 impl WriteReport {
@@ -502,13 +507,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
 
-    /// The latest fetches by one phone, newest first.
-    /// A phone's latest fetches; with `tenant`, only those made while that
-    /// tenant owned it.
+    /// A phone's latest fetches, newest first; with `tenant`, only those
+    /// made while that tenant owned it.
     async fn recent_boots(
         &self,
         mac: &Mac,
         tenant: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<BootRecord>, SyncError>;
+
+    /// Where a phone of `tenant` was served lately: its served fetches
+    /// only, chosen before the limit (anyone can make a refused fetch name
+    /// a MAC, and a few dozen hid every real one), those over HTTP(S)
+    /// first (a TCP source is proven, a TFTP one can be forged), then
+    /// newest first.
+    async fn served_boots(
+        &self,
+        mac: &Mac,
+        tenant: Id,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError>;
 

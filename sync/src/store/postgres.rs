@@ -379,7 +379,17 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, tenant, limit).await
+        sql::recent_boots(&mut conn, mac, tenant, limit, false).await
+    }
+
+    async fn served_boots(
+        &self,
+        mac: &Mac,
+        tenant: Id,
+        limit: i64,
+    ) -> Result<Vec<BootRecord>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::recent_boots(&mut conn, mac, Some(tenant), limit, true).await
     }
 
     async fn fleet_history(

@@ -1,0 +1,216 @@
+//! Where a NOTIFY goes: the proxy, or in `direct` mode the address the
+//! phone last fetched its files from, port 5060.
+//!
+//! That address comes from provisioning history, and history is partly
+//! written by strangers: a MAC is no secret, a refused fetch can name any
+//! phone from any source, and a TFTP request's UDP source can be forged.
+//! So only served fetches count, picked in SQL before the limit (twenty
+//! refused ones used to hide every real one); an address must be inside
+//! the operator's `direct_networks` and, when the tenant has them, its
+//! `provisioning_networks`; and one proven by a TCP handshake (an HTTP or
+//! HTTPS fetch) wins over any TFTP one. History records a TFTP fetch when
+//! its read request is answered, not when the transfer completes, so a
+//! TFTP address is only a fallback for phones never seen over HTTP: one
+//! forged read request from inside those networks can still divert such
+//! a phone's next NOTIFY there.
+
+use std::net::{IpAddr, SocketAddr};
+
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::{Mac, Tenant};
+use ipnet::IpNet;
+
+use super::track::Via;
+use super::ResyncService;
+
+/// The port phones listen for SIP on, when sent to directly.
+const PHONE_SIP_PORT: u16 = 5060;
+/// Served fetches read per direct resync (`Store::served_boots`).
+const SERVED_ROWS: i64 = 100;
+
+type Refusal = (&'static str, &'static str);
+
+impl ResyncService {
+    /// Where the NOTIFY goes: the proxy, or the phone's last known address.
+    pub(super) async fn destination(
+        &self,
+        via: Via,
+        mac: &Mac,
+        tenant: &Tenant,
+    ) -> Result<SocketAddr, Refusal> {
+        let ours = self.local_addr().map(|a| a.ip()).ok();
+        if via == Via::Direct {
+            let rows = self
+                .inner
+                .store
+                .served_boots(mac, tenant.id, SERVED_ROWS)
+                .await
+                .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
+            let networks = provisioning_networks(tenant);
+            return choose(
+                &rows,
+                ours,
+                &self.inner.direct_networks,
+                networks.as_deref(),
+            )
+            .map(|ip| SocketAddr::new(ip, PHONE_SIP_PORT));
+        }
+        let found = match &self.inner.proxy {
+            Some(proxy) => proxy.addresses().await,
+            None => Vec::new(),
+        };
+        found
+            .into_iter()
+            .find(|a| same_family(ours, a.ip()))
+            .ok_or(("no_address", "the proxy's address could not be resolved"))
+    }
+}
+
+/// The address to send to among a phone's fetches: served, of our
+/// family, inside `direct` and `tenant`'s networks (when it has any);
+/// the newest over HTTP(S), else the newest over TFTP.
+pub(super) fn choose(
+    rows: &[BootRecord],
+    ours: Option<IpAddr>,
+    direct: &[IpNet],
+    tenant: Option<&[IpNet]>,
+) -> Result<IpAddr, Refusal> {
+    let inside = |nets: &[IpNet], ip: IpAddr| nets.iter().any(|n| n.contains(&ip));
+    let served: Vec<(bool, i64, IpAddr)> = rows
+        .iter()
+        .filter(|r| r.outcome == "ok")
+        .filter_map(|r| {
+            let proven = match r.protocol.as_str() {
+                "http" | "https" => true,
+                "tftp" => false,
+                _ => return None,
+            };
+            let ip = r.remote_ip.parse::<IpAddr>().ok()?.to_canonical();
+            Some((proven, r.at, ip))
+        })
+        .filter(|&(_, _, ip)| same_family(ours, ip))
+        .collect();
+    if served.is_empty() {
+        return Err((
+            "no_address",
+            "no known address: the phone has not fetched its configuration",
+        ));
+    }
+    served
+        .into_iter()
+        .filter(|&(_, _, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
+        .max_by_key(|&(proven, at, _)| (proven, at))
+        .map(|(_, _, ip)| ip)
+        .ok_or((
+            "no_address",
+            "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
+        ))
+}
+
+/// The tenant's `provisioning_networks` as the provisioning server reads
+/// them: `None` when it sets none; entries that are not networks skipped,
+/// so a list of none matches nothing.
+fn provisioning_networks(tenant: &Tenant) -> Option<Vec<IpNet>> {
+    if !tenant.settings.contains("provisioning_networks") {
+        return None;
+    }
+    let settings: serde_json::Value = serde_json::from_str(&tenant.settings).ok()?;
+    let list = settings.get("provisioning_networks")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(serde_json::Value::as_str)
+            .filter_map(dialtone_tftp::tftp::parse_network)
+            .collect(),
+    )
+}
+
+pub(super) fn same_family(ours: Option<IpAddr>, theirs: IpAddr) -> bool {
+    match ours {
+        Some(IpAddr::V4(_)) => theirs.is_ipv4(),
+        Some(IpAddr::V6(v6)) if !v6.is_unspecified() => theirs.is_ipv6(),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(ip: &str, protocol: &str, outcome: &str, at: i64) -> BootRecord {
+        BootRecord {
+            mac: "001565000001".into(),
+            at,
+            remote_ip: ip.into(),
+            user_agent: None,
+            protocol: protocol.into(),
+            file: "001565000001.cfg".into(),
+            outcome: outcome.into(),
+            bytes: 1,
+            model: None,
+            firmware: None,
+            tenant_id: Some(1),
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// A forged TFTP request, newer than the phone's HTTP fetch and inside
+    /// every network, does not move the NOTIFY; a phone seen only over
+    /// TFTP still gets one.
+    #[test]
+    fn an_address_proven_over_tcp_wins_over_any_tftp_one() {
+        let ours = Some("10.0.0.1".parse().unwrap());
+        let direct = nets(&["10.0.0.0/8"]);
+        let rows = [
+            fetch("10.1.1.66", "tftp", "ok", 30),
+            fetch("10.1.1.9", "tftp", "not-found", 40),
+            fetch("10.1.1.7", "http", "ok", 10),
+            fetch("10.1.1.8", "https", "ok", 20),
+            fetch("10.1.1.5", "render", "ok", 50),
+        ];
+        assert_eq!(
+            choose(&rows, ours, &direct, None),
+            Ok("10.1.1.8".parse().unwrap())
+        );
+        assert_eq!(
+            choose(&rows[..2], ours, &direct, None),
+            Ok("10.1.1.66".parse().unwrap())
+        );
+    }
+
+    /// The tenant's own networks bound the address too, when it has them.
+    #[test]
+    fn an_address_outside_the_tenants_networks_is_not_sent_to() {
+        let ours = Some("10.0.0.1".parse().unwrap());
+        let direct = nets(&["10.0.0.0/8"]);
+        let rows = [
+            fetch("10.9.0.1", "http", "ok", 20),
+            fetch("10.1.0.1", "http", "ok", 10),
+        ];
+        let site = nets(&["10.1.0.0/16"]);
+        assert_eq!(
+            choose(&rows, ours, &direct, Some(&site)),
+            Ok("10.1.0.1".parse().unwrap())
+        );
+        let reason = choose(&rows, ours, &direct, Some(&[])).unwrap_err().1;
+        assert!(reason.contains("provisioning networks"), "{reason}");
+        assert_eq!(
+            choose(&rows, ours, &direct, None),
+            Ok("10.9.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn provisioning_networks_are_read_as_the_server_reads_them() {
+        let tenant = |settings: &str| dialtone_sync::testing::build::tenant_row(settings);
+        assert_eq!(provisioning_networks(&tenant("{}")), None);
+        assert_eq!(
+            provisioning_networks(&tenant(
+                r#"{"provisioning_networks": ["10.1.0.0/16", "x", "192.0.2.7"]}"#
+            )),
+            Some(nets(&["10.1.0.0/16", "192.0.2.7/32"]))
+        );
+    }
+}
