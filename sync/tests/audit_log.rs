@@ -97,3 +97,73 @@ async fn retention_body(db: TestDb) {
         0
     );
 }
+
+// Phones moved to another tenant leave a `move_out` row in the audit view
+// of the tenant they left, one per write, counting them: by an import's
+// bulk path and one by one alike, naming neither the new tenant nor the
+// import's file.
+both_backends!(moves_leave_a_row_for_the_tenant_left, moves_body);
+async fn moves_body(db: TestDb) {
+    let store = db.store().await;
+    edit(&*store, "acme", audit("setup")).await;
+    edit(&*store, "globex", audit("setup")).await;
+    let (data, _, _) = store.load_all().await.unwrap();
+    let id = |slug: &str| data.tenants.iter().find(|t| &*t.slug == slug).unwrap().id;
+    let phones: Vec<store::PhoneInput> = (0..300)
+        .map(
+            |n| match dialtone_sync::testing::build::phone("acme", n, 1) {
+                Mutation::UpsertPhone(p) => p,
+                _ => unreachable!("a phone"),
+            },
+        )
+        .collect();
+    let run = |phones: &[store::PhoneInput], to: &str| {
+        let moved: Vec<store::PhoneInput> = phones
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.tenant = to.into();
+                p
+            })
+            .collect();
+        [Mutation::UpsertPhones(moved.iter().collect())]
+    };
+    store
+        .apply(&run(&phones, "acme"), &audit("import"))
+        .await
+        .unwrap();
+    let import = Audit {
+        entity: "import".into(),
+        entity_key: "globex-onboarding.csv".into(),
+        ..audit("import")
+    };
+    // 250 in one run go the bulk way; 3 go one by one.
+    store
+        .apply(&run(&phones[..250], "globex"), &import)
+        .await
+        .unwrap();
+    store
+        .apply(&run(&phones[250..253], "globex"), &import)
+        .await
+        .unwrap();
+    let rows = |tenant| AuditQuery {
+        tenant_id: Some(tenant),
+        limit: 50,
+        ..AuditQuery::default()
+    };
+    let acme = store.audit_log(&rows(id("acme"))).await.unwrap();
+    let mut moved: Vec<u64> = acme
+        .iter()
+        .filter(|r| r.action == "move_out")
+        .map(|r| {
+            let shown = r.summary.to_string() + &r.entity_key;
+            assert!(!shown.contains("globex"), "{shown}");
+            assert_eq!(r.tenant.as_deref(), Some("acme"));
+            r.summary["detail"]["phones"].as_u64().unwrap()
+        })
+        .collect();
+    moved.sort_unstable();
+    assert_eq!(moved, [3, 250]);
+    let globex = store.audit_log(&rows(id("globex"))).await.unwrap();
+    assert!(globex.iter().all(|r| r.action != "move_out"), "{globex:?}");
+}

@@ -316,10 +316,11 @@ macro_rules! shared_sql {
                     if existing.is_some() && matches!(mutation, Mutation::CreatePhone(_)) {
                         return Err(SyncError::Taken(format!("phone {mac}")));
                     }
-                    if existing.is_some_and(|(_, owner)| owner != tenant) {
+                    if let Some((_, owner)) = existing.filter(|(_, owner)| *owner != tenant) {
                         // Phone-scope templates belong to the phone's tenant:
                         // they do not move with it.
                         delete_phone_templates(conn, &mac, report).await?;
+                        *report.moved_out.entry(owner).or_default() += 1;
                     }
                     let existing = existing.map(|(id, _)| id);
                     let (phone_id, affected) = match existing {
@@ -698,7 +699,6 @@ macro_rules! shared_sql {
             if !$lock.is_empty() && !bulk && mutations.iter().any(writes_phones) {
                 lock_phones_for_writing(conn).await?;
             }
-            let moved_from = moved_from(conn, audit, mutations).await?;
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
             let mut done = 0u64;
@@ -790,41 +790,27 @@ macro_rules! shared_sql {
             .bind(&tenant)
             .execute(&mut *conn)
             .await?;
-            if let Some(from) = moved_from {
-                // Its own row, naming neither the phone's new tenant nor
-                // what it was written with: those are the other tenant's.
+            // The tenant a phone leaves would otherwise see nothing in its
+            // own audit view (the write's row is the new tenant's, or the
+            // platform's for an import): a row of its own, naming neither
+            // the new tenant nor what the phone was written with, nor an
+            // import's file names, which are the writer's words.
+            let single = audit.entity == "phone";
+            for (&from, &phones) in &report.moved_out {
                 sqlx::query(
                     "INSERT INTO audit_log (at, actor, action, entity, entity_key, summary, tenant, tenant_id) \
-                     VALUES ($1, $2, 'move_out', $3, $4, $5, $6, (SELECT id FROM tenants WHERE slug = $6))",
+                     VALUES ($1, $2, 'move_out', $3, $4, $5, (SELECT slug FROM tenants WHERE id = $6), (SELECT id FROM tenants WHERE id = $6))",
                 )
                 .bind(now)
                 .bind(&audit.actor)
-                .bind(&audit.entity)
-                .bind(&audit.entity_key)
-                .bind(serde_json::json!({ "detail": { "to_another_tenant": true } }).to_string())
-                .bind(&from)
+                .bind(if single { "phone" } else { "phones" })
+                .bind(if single { audit.entity_key.as_str() } else { "" })
+                .bind(serde_json::json!({ "detail": { "to_another_tenant": true, "phones": phones } }).to_string())
+                .bind(from)
                 .execute(&mut *conn)
                 .await?;
             }
             Ok(report)
-        }
-
-        /// The tenant a phone written through the API leaves: the audit row
-        /// names the tenant it goes to, and the one that loses it (and its
-        /// phone-scope templates) would otherwise see nothing in its own
-        /// audit view. Read before the write moves it.
-        async fn moved_from(conn: &mut $conn, audit: &Audit, mutations: &[Mutation]) -> Result<Option<String>, SyncError> {
-            let mut writes = mutations.iter().filter(|m| !matches!(m, Mutation::Expect { .. }));
-            let (Some(Mutation::UpsertPhone(phone)), None, Some(to)) = (writes.next(), writes.next(), &audit.tenant) else {
-                return Ok(None);
-            };
-            let from: Option<String> = sqlx::query_scalar(
-                "SELECT t.slug FROM phones p JOIN tenants t ON t.id = p.tenant_id WHERE p.mac = $1",
-            )
-            .bind(phone.mac.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-            Ok(from.filter(|from| from != to))
         }
 
         /// One multi-row INSERT per chunk: each statement is a round trip
