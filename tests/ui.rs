@@ -221,8 +221,9 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
 /// More tenants than one page of `/v1/tenants` (100 by default): every
 /// tenant picker (Directory, Fleet, Unclaimed) offers the last one, the
 /// unclaimed view does not ask for every tenant's list on load and checks
-/// every tenant in one request, a
-/// template address that is not a number makes no request at all, the
+/// every tenant in one request and names tenants with their slugs, a
+/// template address that is not a number (a phone's that is not a MAC)
+/// makes no request at all, the
 /// resyncs poll stops asking once the fleet view is left, and the
 /// templates list shows every tenant template, not the first page
 /// (tests/ui/tenant_pickers.mjs).
@@ -326,6 +327,119 @@ async fn the_admin_page_picks_a_tenant_past_the_first_page() {
         .env("UI_LAST", slug(last))
         .env("UI_LAST_NAME", name(last))
         .env("UI_LAST_ENTRY", "Zed Lastentry")
+        .env("UI_UNCLAIMED_MAC", unclaimed)
+        .output()
+        .expect("run node");
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("{log}");
+    assert!(out.status.success(), "the browser run failed:\n{log}");
+    assert!(!server.stderr().contains(&token), "the token was logged");
+    assert_eq!(server.stop(), 0);
+}
+
+/// The page when requests fail (tests/ui/failures.mjs): a part read from
+/// the database that is refused says so while the rest of its view works,
+/// a write answered 202 counts as done, a refused token brings back the
+/// log-in form and keeps it, and a slow view never covers a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_survives_failed_requests() {
+    let ui_dir = PathBuf::from(
+        std::env::var("DIALTONE_TEST_UI_DIR")
+            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mac = "001565ee0001";
+    let data = json!({
+        "tenants": [{ "slug": "acme", "name": "Acme", "default_region": "US" }],
+        "phones": [{
+            "tenant": "acme", "mac": mac, "family": "yealink", "model": "T46S",
+            "lines": [{ "extension": "201", "registrar": "sip.example.net" }],
+        }],
+    });
+    let file = write_file(dir.path(), "import.json", &data.to_string());
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&file);
+    let out = run(import);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = create_token(
+        dir.path(),
+        &url,
+        &["--scope", "global-admin", "--name", "browser"],
+    );
+    // Unknown phones are listed even outside every tenant's networks: the
+    // page claims one from the unassigned list.
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &[],
+        &[("DIALTONE_PROVISIONING__RECORD_UNCLAIMED_ANYWHERE", "true")],
+    );
+    let api = Api::new(server.addr, token.clone());
+    let (status, _, template) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/templates",
+            Some(json!({
+                "scope": "tenant", "tenant": "acme", "family": "yealink",
+                "file_pattern": "{mac}.cfg", "body": "# acme\n",
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    // A second token, revoked by the script while the page holds it.
+    let (status, _, doomed) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/tokens",
+            Some(json!({ "name": "doomed", "scope": "global-admin" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{doomed}");
+
+    let unclaimed = "001565ee0099";
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/{unclaimed}.cfg", server.prov_addr))
+        .header(
+            "user-agent",
+            "Yealink SIP-T46U 108.86.0.20 00:15:65:ee:00:99",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 404);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, _, body) = api
+            .send(reqwest::Method::GET, "/v1/unclaimed", None, None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if body["devices"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unknown phone was never listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let script = ui_dir.join("failures.mjs");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/failures.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .env("UI_API", format!("http://{}", server.addr))
+        .env("UI_TOKEN", &token)
+        .env("UI_DOOMED", doomed["token"].as_str().unwrap())
+        .env("UI_DOOMED_ID", doomed["id"].to_string())
+        .env("UI_TEMPLATE", template["id"].to_string())
+        .env("UI_MAC", mac)
         .env("UI_UNCLAIMED_MAC", unclaimed)
         .output()
         .expect("run node");

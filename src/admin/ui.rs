@@ -11,6 +11,7 @@ use axum::Router;
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
+const TEMPLATES: &str = include_str!("ui/templates.js");
 const FLEET: &str = include_str!("ui/fleet.js");
 const RESYNC: &str = include_str!("ui/resync.js");
 const UNCLAIMED: &str = include_str!("ui/unclaimed.js");
@@ -28,6 +29,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/templates.js",
+            get(|| async { asset("text/javascript; charset=utf-8", TEMPLATES) }),
         )
         .route(
             "/ui/fleet.js",

@@ -1,8 +1,8 @@
 // The admin page's tenant pickers with more tenants than one page of
-// /v1/tenants (100 by default), and the template route's address-bar
-// checks, the fleet's resyncs poll after the view is left, and the
-// templates list past its first page, in Debian's Chromium
-// (playwright-core). Called by tests/ui.rs, which imports the tenants
+// /v1/tenants (100 by default), tenants named with their slugs, the
+// template and phone routes' address-bar checks, the fleet's resyncs poll
+// after the view is left, and the templates list past its first page, in
+// Debian's Chromium (playwright-core). Called by tests/ui.rs, which imports the tenants
 // (UI_LAST is the last by slug, with one directory entry, one phone and
 // one unclaimed phone) and stores one tenant template per tenant. Exits
 // non-zero on the first failed step.
@@ -97,8 +97,10 @@ try {
   const unclaimedOptions = await page.locator("#unclaimed-tenant option").count();
   if (unclaimedOptions !== tenants) fail(`the unclaimed view's picker has ${unclaimedOptions} of ${tenants} tenants`);
   await page.locator("#unclaimed-tenant").selectOption(last);
-  const lastSection = page.getByRole("region", { name: `Unclaimed phones of ${lastName}` });
+  // Names repeat among thousands of tenants: the slug says which one.
+  const lastSection = page.getByRole("region", { name: `Unclaimed phones of ${lastName} (${last})` });
   await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
+  if (!(await lastSection.locator("h3").textContent()).startsWith(`${lastName} (${last})`)) fail("the section does not name the tenant's slug");
   const claimTargets = await page.locator("#unassigned-tenant option").count();
   if (claimTargets !== tenants) fail(`the unassigned list claims into ${claimTargets} of ${tenants} tenants`);
   checkErrors();
@@ -114,7 +116,7 @@ try {
   const lists = checked.filter((r) => perTenant.test(r)).length;
   const counts = checked.filter((r) => r === "/v1/unclaimed/counts").length;
   if (lists !== 0 || counts !== 1) fail(`the check asked for ${lists} tenants' lists and ${counts} counts, not one count`);
-  await page.getByRole("button", { name: `${lastName} (1)` }).click();
+  await page.getByRole("button", { name: `${lastName} (${last}): 1` }).click();
   await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
   checkErrors();
 
@@ -135,12 +137,14 @@ try {
   await page.unroute(/\/v1\/tenants\?/);
   checkErrors();
 
-  step(7, "a template address that is not a number asks for nothing and leaves the page readable");
+  step(7, "a template address that is not a number, or a phone's that is not a MAC, asks for nothing and leaves the page readable");
   // A fresh document: no poll of an earlier view (the fleet's resyncs)
   // lands among the requests counted here.
   await page.goto(`${api}/ui/#/templates`);
   await page.reload();
-  for (const hash of ["#/templates/..%2Ftenants%2Fx", "#/templates/..%2F..%2Fv1%2Ftokens", "#/templates/%E0%A4%A", "#/templates/%", "#/phones/%zz"]) {
+  const notAddresses = ["#/templates/..%2Ftenants%2Fx", "#/templates/..%2F..%2Fv1%2Ftokens", "#/templates/%E0%A4%A", "#/templates/%", "#/phones/%zz",
+    "#/phones/..", "#/phones/.", "#/phones/..%2F..%2Fv1%2Ftokens", "#/phones/001565cc014", "#/phones/001565cc01499", "#/phones/00 15 65 cc 01 49"];
+  for (const hash of notAddresses) {
     await page.goto(`${api}/ui/#/templates`);
     await page.getByRole("heading", { name: "Templates" }).waitFor();
     await settle(page);
@@ -162,6 +166,13 @@ try {
   await page.locator("#main p", { hasText: /not found|no template/i }).waitFor();
   const control = requests.slice(before);
   if (control.join() !== "/v1/templates/999999") fail(`a numeric id asked for ${control.join(", ")}`);
+  // A MAC the API accepts, however spelled, is asked for as its digits.
+  before = requests.length;
+  await page.evaluate(() => { location.hash = "#/phones/00:15:65:CC:01:49"; });
+  await page.getByRole("heading", { name: "Phone 001565cc0149" }).waitFor();
+  await settle(page);
+  const phoneControl = requests.slice(before);
+  if (phoneControl.join() !== "/v1/phones/001565cc0149,/v1/phones/001565cc0149/history?limit=20") fail(`a MAC asked for ${phoneControl.join(", ")}`);
 
   checkErrors();
 

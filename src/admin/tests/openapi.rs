@@ -240,6 +240,7 @@ async fn the_admin_page_forbids_inline_script() {
         ("/ui/", "text/html"),
         ("/ui/app.js", "text/javascript"),
         ("/ui/fleet.js", "text/javascript"),
+        ("/ui/templates.js", "text/javascript"),
         ("/ui/resync.js", "text/javascript"),
         ("/ui/unclaimed.js", "text/javascript"),
         ("/ui/app.css", "text/css"),

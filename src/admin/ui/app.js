@@ -40,8 +40,26 @@ function tickets() {
   };
 }
 
+// A 401: the token was refused (mistyped, expired or revoked). api()
+// throws this rather than answer, so the view that asked stops where it
+// is; go() (or, for a button's request, the unhandledrejection listener
+// below) shows the log-in form with the reason.
+class LoggedOut extends Error {}
+
+// Thrown by a view's `draw` once a newer view has taken the page, and by
+// api() for a request of a session since replaced.
+class Superseded extends Error {}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A write answered 202 is committed but not yet in this node's copy (the
+// answer's `detail` says so; writing it again would be refused as taken):
+// it is read again after this long.
+const CATCH_UP_MS = 1500;
+
 async function api(method, path, { body, etag } = {}) {
-  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  const sent = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { Authorization: "Bearer " + sent };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (etag) headers["If-Match"] = etag;
   const response = await fetch(path, {
@@ -52,11 +70,15 @@ async function api(method, path, { body, etag } = {}) {
   let data = null;
   const text = await response.text();
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  const reply = { status: response.status, etag: response.headers.get("ETag"), data };
   if (response.status === 401) {
+    // Refused after another token took its place (a new log-in): only the
+    // view that sent it ends, the new session stays.
+    if (sessionStorage.getItem(TOKEN_KEY) !== sent) throw new Superseded();
     sessionStorage.removeItem(TOKEN_KEY);
-    location.hash = "#/login";
+    throw new LoggedOut(errorText(reply));
   }
-  return { status: response.status, etag: response.headers.get("ETag"), data };
+  return reply;
 }
 
 function errorText(reply) {
@@ -98,10 +120,23 @@ function cutNote(node, list, what) {
   else say(node, "");
 }
 
-// A tenant in a picker: its name, and its slug where that differs (two
+// A tenant as shown: its name, and its slug where that differs (two
 // companies of thousands may share a name).
+function tenantLabel(t) {
+  return t.name === t.slug ? t.name : t.name + " (" + t.slug + ")";
+}
+
 function tenantOption(t) {
-  return el("option", { value: t.slug, text: t.name === t.slug ? t.name : t.name + " (" + t.slug + ")" });
+  return el("option", { value: t.slug, text: tenantLabel(t) });
+}
+
+// A MAC from the address bar or a form as the API's twelve hex digits, or
+// null unless it is spelled as the API accepts (hex digits, with ":", "-"
+// or "." anywhere between): anything else, ".." included, names no phone.
+function macDigits(text) {
+  if (text === null || !/^[0-9A-Fa-f:.-]+$/.test(text)) return null;
+  const digits = text.replace(/[:.-]/g, "").toLowerCase();
+  return digits.length === 12 ? digits : null;
 }
 
 // Every tenant the token sees (a tenant's own token sees one), as a select,
@@ -134,21 +169,32 @@ function show(title, ...content) {
 
 // ---- login -------------------------------------------------------------
 
-function loginView() {
+// `note` says why the form is back (a refused token), if it is.
+function loginView(note) {
   document.getElementById("nav").hidden = true;
   const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
   const message = status("login-status");
+  if (note) say(message, note, "error");
   const form = el("form", {
+    id: "login-form",
     onsubmit: async (event) => {
       event.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      const reply = await api("GET", "/v1/tenants?limit=1");
-      if (reply.status === 200) {
-        location.hash = "#/templates";
-      } else {
-        sessionStorage.removeItem(TOKEN_KEY);
-        say(message, "Log-in failed: " + errorText(reply), "error");
+      let reply;
+      try {
+        reply = await api("GET", "/v1/tenants?limit=1");
+      } catch (e) {
+        if (!(e instanceof LoggedOut)) throw e;
+        return say(message, "Log-in failed: " + e.message, "error");
       }
+      if (reply.status !== 200) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        return say(message, "Log-in failed: " + errorText(reply), "error");
+      }
+      // Back to the view a refused token interrupted, if any.
+      const back = /^#\/(?!login$)./.test(location.hash) ? location.hash : "#/templates";
+      if (location.hash === back) go();
+      else location.hash = back;
     },
   },
     el("label", { for: "token", text: "API token" }), input,
@@ -158,213 +204,9 @@ function loginView() {
   input.focus();
 }
 
-// ---- templates ---------------------------------------------------------
-
-async function templatesView() {
-  const scope = el("select", { id: "scope-filter" },
-    el("option", { value: "", text: "every scope" }),
-    ...["family", "model", "tenant", "phone"].map((s) => el("option", { value: s, text: s })));
-  const tbody = el("tbody");
-  // Every template of the chosen scope, page after page (listAll), not the
-  // server's first page of 100; the note says when the list is not whole.
-  const note = status("templates-note");
-  const ticket = tickets();
-  const load = async () => {
-    const newest = ticket();
-    say(note, "Loading templates...");
-    const query = scope.value ? "?scope=" + encodeURIComponent(scope.value) : "";
-    const list = await listAll("/v1/templates" + query);
-    if (!newest()) return;
-    cutNote(note, list, "templates");
-    tbody.replaceChildren();
-    for (const t of list.items) {
-      tbody.append(el("tr", {},
-        el("td", {}, el("a", { href: "#/templates/" + t.id, text: t.family + " " + t.file_pattern })),
-        el("td", { text: t.scope }),
-        el("td", { text: t.tenant || t.scope_key || "" }),
-        el("td", { text: "v" + t.version })));
-    }
-  };
-  scope.addEventListener("change", load);
-  show("Templates",
-    el("p", {}, el("a", { href: "#/new-template", text: "New template" })),
-    el("label", { for: "scope-filter", text: "Scope" }), scope, note,
-    el("table", { id: "template-list" }, el("thead", {}, el("tr", {},
-      el("th", { text: "Template" }), el("th", { text: "Scope" }),
-      el("th", { text: "Applies to" }), el("th", { text: "Version" }))), tbody));
-  await load();
-}
-
-// A new stored template, started from the shipped default it overrides.
-async function newTemplateView() {
-  const shipped = (await api("GET", "/v1/shipped-templates")).data || [];
-  const pick = el("select", { id: "shipped" },
-    ...shipped.map((s, i) => el("option", { value: String(i), text: s.family + " " + s.file_pattern })));
-  const scope = el("select", { id: "new-scope" },
-    ...["tenant", "phone", "model", "family"].map((s) => el("option", { value: s, text: s })));
-  const target = el("input", { id: "new-target", placeholder: "tenant slug, MAC or model" });
-  const message = status("new-status");
-  const create = async () => {
-    const chosen = shipped[Number(pick.value)];
-    const source = await api("GET", "/v1/shipped-templates/" + encodeURIComponent(chosen.family) + "/" + encodeURIComponent(chosen.file_pattern));
-    const body = { scope: scope.value, family: chosen.family, file_pattern: chosen.file_pattern, body: source.data.body };
-    if (scope.value === "tenant") body.tenant = target.value.trim();
-    if (scope.value === "phone") body.mac = target.value.trim();
-    if (scope.value === "model") body.model = target.value.trim();
-    const r = await api("POST", "/v1/templates", { body });
-    if (r.status === 201) location.hash = "#/templates/" + r.data.id;
-    else say(message, "Not created: " + errorText(r), "error");
-  };
-  show("New template",
-    el("p", { text: "A stored template overrides the shipped default for the phones of its scope. It starts as a copy of the default." }),
-    el("label", { for: "shipped", text: "Shipped default" }), pick,
-    el("label", { for: "new-scope", text: "Scope" }), scope,
-    el("label", { for: "new-target", text: "Applies to (tenant slug, MAC or model; empty for every phone of the family)" }), target,
-    el("p", {}, el("button", { type: "button", text: "Create", onclick: create })),
-    message);
-}
-
-function keyFields(t) {
-  const fields = { scope: t.scope, family: t.family, file_pattern: t.file_pattern };
-  if (t.scope === "tenant") fields.tenant = t.tenant;
-  if (t.scope === "phone") fields.mac = t.scope_key;
-  if (t.scope === "model") fields.model = t.scope_key;
-  return fields;
-}
-
-async function templateView(id) {
-  // The id comes from the address bar: only a number names a template, so
-  // nothing like "../tenants/x" can make this page ask for another route.
-  if (id === null || !/^\d+$/.test(id)) {
-    return show("Template", el("p", { class: "status error", text: "No such template: a template's address ends in its number." }));
-  }
-  const reply = await api("GET", "/v1/templates/" + encodeURIComponent(id));
-  if (reply.status !== 200) return show("Template", el("p", { text: errorText(reply) }));
-  let template = reply.data;
-  let etag = reply.etag;
-
-  const gutter = el("pre", { class: "gutter", "aria-hidden": "true" });
-  const body = el("textarea", { id: "body", spellcheck: "false", rows: 20 });
-  body.value = template.body;
-  const validation = status("validation");
-  const saveStatus = status("save-status");
-  const resyncOffer = el("div", { id: "resync-offer" });
-  const mac = el("input", { id: "preview-mac", placeholder: "0015654aa937" });
-  const previewOut = el("div", { id: "preview" });
-  const versionsOut = el("div", { id: "versions" });
-
-  // The gutter scrolls with the text; an error line is scrolled into view.
-  const numberLines = (errorLine) => {
-    const count = body.value.split("\n").length;
-    gutter.replaceChildren(...Array.from({ length: count }, (_, i) =>
-      el("span", { class: i + 1 === errorLine ? "error" : undefined, text: String(i + 1) })));
-    // A trailing blank keeps the last line reachable past a horizontal scrollbar.
-    gutter.append(el("span", { text: " " }));
-    if (errorLine) {
-      const mark = gutter.children[errorLine - 1];
-      const top = mark.offsetTop - gutter.offsetTop;
-      if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - 40) body.scrollTop = Math.max(0, top - 60);
-    }
-    gutter.scrollTop = body.scrollTop;
-  };
-  body.addEventListener("scroll", () => { gutter.scrollTop = body.scrollTop; });
-  let timer = null;
-  const validationTicket = tickets();
-  const validate = async () => {
-    const newest = validationTicket();
-    const r = await api("POST", "/v1/templates/validate", { body: { ...keyFields(template), body: body.value } });
-    if (!newest()) return;
-    if (r.status === 200) {
-      numberLines(null);
-      say(validation, "Valid: renders " + r.data.rendered_bytes + " bytes" +
-        (r.data.sample_mac ? " for " + r.data.sample_mac : ""), "ok");
-    } else {
-      const d = r.data && r.data.error && r.data.error.details;
-      numberLines(d && d.line);
-      say(validation, d && d.line ? "Line " + d.line + ", column " + d.column + ": " + d.message : errorText(r), "error");
-    }
-  };
-  body.addEventListener("input", () => {
-    numberLines(null);
-    clearTimeout(timer);
-    timer = setTimeout(validate, 300);
-  });
-
-  const preview = async () => {
-    const r = await api("POST", "/v1/preview", { body: { mac: mac.value.trim(), template_id: template.id, body: body.value } });
-    previewOut.replaceChildren();
-    if (r.status !== 200) {
-      previewOut.append(el("p", { class: "status error", text: "Preview failed: " + errorText(r) }));
-      return;
-    }
-    for (const f of r.data.files) {
-      previewOut.append(
-        el("h4", { text: f.file + (f.changed ? " (changes)" : " (unchanged)") }),
-        el("p", { class: "muted", text: "rendered by " + f.template }),
-        f.changed ? diffView(f.diff) : el("p", { text: "No difference from what the phone gets now." }));
-    }
-  };
-
-  const save = async () => {
-    const r = await api("PUT", "/v1/templates/" + template.id, { body: { body: body.value }, etag });
-    if (r.status === 200) {
-      template = r.data; etag = r.etag;
-      say(saveStatus, "Saved as version " + template.version + ".", "ok");
-      offerResync(template, resyncOffer);
-      await loadVersions();
-    } else if (r.status === 412) {
-      say(saveStatus, "Conflict: someone else changed this template since you opened it. Your text is kept here; reload to see theirs.", "error");
-    } else {
-      say(saveStatus, "Not saved: " + errorText(r), "error");
-    }
-  };
-
-  const loadVersions = async () => {
-    const r = await api("GET", "/v1/templates/" + template.id + "/versions");
-    const rows = ((r.data) || []).map((v) => el("tr", {},
-      el("td", { text: "v" + v.version }),
-      el("td", { text: v.updated_by }),
-      el("td", { text: new Date(v.updated_at).toISOString() }),
-      el("td", {},
-        el("button", { type: "button", text: "Diff with current", onclick: async () => {
-          const d = await api("GET", "/v1/templates/" + template.id + "/diff?from=" + v.version);
-          versionsOut.querySelector(".diff-out").replaceChildren(diffView(d.data.diff));
-        } }),
-        v.version === template.version ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
-          const rb = await api("POST", "/v1/templates/" + template.id + "/rollback", { body: { version: v.version }, etag });
-          if (rb.status === 200) {
-            template = rb.data; etag = rb.etag; body.value = template.body; numberLines(null);
-            say(saveStatus, "Rolled back: version " + template.version + " has version " + v.version + "'s text.", "ok");
-            await loadVersions();
-          } else {
-            say(saveStatus, "Rollback refused: " + errorText(rb), "error");
-          }
-        } }))));
-    versionsOut.replaceChildren(
-      el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Version" }), el("th", { text: "By" }),
-        el("th", { text: "When" }), el("th", { text: "" }))), el("tbody", {}, rows)),
-      el("div", { class: "diff-out" }));
-  };
-
-  show(template.family + " " + template.file_pattern + " (" + template.scope + ")",
-    el("p", { class: "muted", text: "Version " + template.version + ", applies to " + (template.tenant || template.scope_key || "every " + template.family + " phone") }),
-    el("label", { for: "body", text: "Template text" }),
-    el("div", { class: "editor" }, gutter, body),
-    validation,
-    el("div", { class: "row" },
-      el("div", {}, el("label", { for: "preview-mac", text: "Preview for phone (MAC)" }), mac),
-      el("button", { type: "button", id: "preview-button", text: "Preview", onclick: preview }),
-      el("button", { type: "button", id: "save-button", text: "Save", onclick: save })),
-    saveStatus, resyncOffer,
-    el("h3", { text: "Preview" }), previewOut,
-    el("h3", { text: "Versions" }), versionsOut);
-  numberLines(null);
-  await loadVersions();
-}
-
 // ---- phones ------------------------------------------------------------
 
-async function phonesView() {
+async function phonesView(draw) {
   const q = el("input", { id: "phone-search", type: "search", placeholder: "MAC, extension or name" });
   const tbody = el("tbody");
   const ticket = tickets();
@@ -382,37 +224,50 @@ async function phonesView() {
     }
   };
   q.addEventListener("input", () => load());
-  show("Phones",
+  draw("Phones",
     el("label", { for: "phone-search", text: "Search" }), q,
     el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "MAC" }), el("th", { text: "Tenant" }),
       el("th", { text: "Model" }), el("th", { text: "Label" }), el("th", { text: "Lines" }))), tbody));
   await load();
 }
 
-async function phoneView(mac) {
-  if (mac === null) return show("Phone", el("p", { class: "status error", text: "No such phone." }));
-  const reply = await api("GET", "/v1/phones/" + encodeURIComponent(mac));
-  if (reply.status !== 200) return show("Phone", el("p", { text: errorText(reply) }));
+async function phoneView(draw, address) {
+  // As a template's number: only a MAC names a phone, so nothing like ".."
+  // can make this page ask for another route.
+  const mac = macDigits(address);
+  if (mac === null) {
+    return draw("Phone", el("p", { class: "status error", text: "No such phone: a phone's address ends in its MAC." }));
+  }
+  const reply = await api("GET", "/v1/phones/" + mac);
+  if (reply.status !== 200) return draw("Phone", el("p", { text: errorText(reply) }));
   const p = reply.data;
-  const history = await api("GET", "/v1/phones/" + encodeURIComponent(mac) + "/history?limit=20");
-  const boots = history.data || [];
+  // The phone is read from this node's copy, its fetches and files from
+  // the database, which can be busy (429, 503) or refuse to render (422)
+  // on their own: each part says so, the rest of the page stays.
+  const history = await api("GET", "/v1/phones/" + mac + "/history?limit=20");
+  const boots = history.status === 200 ? history.data : [];
   const last = boots[0];
   const files = el("div", { id: "phone-files" });
-  show("Phone " + p.mac,
+  draw("Phone " + p.mac,
     el("p", { text: p.family + " " + (p.model || "") + " in " + p.tenant + (p.label ? ", " + p.label : "") }),
-    el("p", { text: last ? "Detected: " + (last.model || "model unknown") + ", firmware " + (last.firmware || "unknown") +
-      "; last fetch " + new Date(last.at).toISOString() : "No boot recorded yet." }),
+    ...(history.status !== 200 ? [] : [el("p", { text: last ? "Detected: " + (last.model || "model unknown") + ", firmware " + (last.firmware || "unknown") +
+      "; last fetch " + new Date(last.at).toISOString() : "No boot recorded yet." })]),
     el("h3", { text: "Lines" }),
     el("table", {}, el("tbody", {}, p.lines.map((l) => el("tr", {},
       el("td", { text: String(l.position) }), el("td", { text: l.extension }), el("td", { text: l.display_name }),
       el("td", { text: l.registrar }), el("td", { text: l.has_password ? "password set" : "no password" }))))),
     el("h3", { text: "Recent fetches" }),
-    el("table", {}, el("tbody", {}, boots.map((b) => el("tr", {},
-      el("td", { text: new Date(b.at).toISOString() }), el("td", { text: b.file }),
-      el("td", { text: b.protocol }), el("td", { text: b.outcome }))))),
+    history.status !== 200
+      ? el("p", { id: "phone-history", class: "status error", text: "Recent fetches not loaded: " + errorText(history) })
+      : el("table", { id: "phone-history" }, el("tbody", {}, boots.map((b) => el("tr", {},
+        el("td", { text: new Date(b.at).toISOString() }), el("td", { text: b.file }),
+        el("td", { text: b.protocol }), el("td", { text: b.outcome }))))),
     el("p", {}, el("button", { type: "button", id: "preview-all", text: "Preview all files for this phone", onclick: async () => {
-      const r = await api("GET", "/v1/phones/" + encodeURIComponent(mac) + "/files");
-      files.replaceChildren(...((r.data && r.data.files) || []).flatMap((f) => [
+      const r = await api("GET", "/v1/phones/" + mac + "/files");
+      if (r.status !== 200) {
+        return files.replaceChildren(el("p", { class: "status error", text: "Files not rendered: " + errorText(r) }));
+      }
+      files.replaceChildren(...r.data.files.flatMap((f) => [
         el("h4", { text: f.file }), el("p", { class: "muted", text: "rendered by " + f.template }),
         el("pre", { class: "file", text: f.body })]));
     } })),
@@ -445,7 +300,7 @@ function mirrorLine(src) {
     parts.join("; ") + (m.last_error ? ". Last error: " + m.last_error : ""));
 }
 
-async function directoryView() {
+async function directoryView(draw) {
   const picker = await tenantPicker("tenant");
   const tenant = picker.select;
   const q = el("input", { id: "entry-search", type: "search" });
@@ -491,7 +346,7 @@ async function directoryView() {
   const load = () => Promise.all([loadEntries(), loadSources()]);
   tenant.addEventListener("change", load);
   q.addEventListener("input", loadEntries);
-  show("Directory",
+  draw("Directory",
     el("label", { for: "tenant", text: "Tenant" }), tenant, picker.note,
     el("label", { for: "entry-search", text: "Search entries" }), q,
     el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Name" }), el("th", { text: "Company" }),
@@ -512,30 +367,59 @@ function hashPart(part) {
   }
 }
 
-async function route() {
+// Each route takes a ticket, and its view draws through `draw`, which
+// shows it only while the ticket is the newest: a slow view (a directory
+// reading many pages of tenants) never covers one opened after it.
+const routeTicket = tickets();
+
+async function route(draw) {
   if (!sessionStorage.getItem(TOKEN_KEY)) return loginView();
   document.getElementById("nav").hidden = false;
   const [, section, id] = location.hash.split("/");
-  if (section === "templates" && id) return templateView(hashPart(id));
-  if (section === "new-template") return newTemplateView();
-  if (section === "phones" && id) return phoneView(hashPart(id));
-  if (section === "phones") return phonesView();
-  if (section === "directory") return directoryView();
-  if (section === "fleet") return fleetView();
-  if (section === "unclaimed") return unclaimedView();
+  if (section === "templates" && id) return templateView(draw, hashPart(id));
+  if (section === "new-template") return newTemplateView(draw);
+  if (section === "phones" && id) return phoneView(draw, hashPart(id));
+  if (section === "phones") return phonesView(draw);
+  if (section === "directory") return directoryView(draw);
+  if (section === "fleet") return fleetView(draw);
+  if (section === "unclaimed") return unclaimedView(draw);
   if (section === "login") return loginView();
-  return templatesView();
+  return templatesView(draw);
+}
+
+// A refused token ends every view under way (their tickets go stale) and
+// brings back the log-in form, once: the views' later requests, sent
+// without a token, are refused too.
+function loggedOut(e) {
+  routeTicket();
+  document.getElementById("nav").hidden = true;
+  if (document.getElementById("login-form")) return;
+  loginView("Logged out: " + e.message);
 }
 
 // A view that fails says so on the page instead of leaving it blank; the
 // error still reaches the console.
 function go() {
-  return route().catch((e) => {
+  const fresh = routeTicket();
+  const draw = (title, ...content) => {
+    if (!fresh()) throw new Superseded();
+    show(title, ...content);
+  };
+  return route(draw).catch((e) => {
+    if (e instanceof LoggedOut) return loggedOut(e);
+    if (e instanceof Superseded || !fresh()) return;
     show("Error", el("p", { class: "status error", text: "This view failed: " + e.message }));
     throw e;
   });
 }
 
+// A button's or a poll's request refused for its token.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason instanceof Superseded) return event.preventDefault();
+  if (!(event.reason instanceof LoggedOut)) return;
+  event.preventDefault();
+  loggedOut(event.reason);
+});
 window.addEventListener("hashchange", go);
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", () => {

@@ -2,8 +2,8 @@
 // boots per hour, phones not seen lately and phones whose last fetch
 // failed, from GET /v1/tenants/{slug}/fleet. Charts are SVG built node by
 // node (no markup strings), so tenant data only ever lands in text nodes
-// and attributes. Uses el/api/show/status/say/errorText/tenantPicker
-// from app.js.
+// and attributes. Uses el/api/status/say/errorText/tenantPicker from
+// app.js; draws through the `draw` its route gives it.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -86,7 +86,7 @@ function phoneLink(mac) {
   return el("td", {}, el("a", { href: "#/phones/" + encodeURIComponent(mac), text: mac }));
 }
 
-async function fleetView() {
+async function fleetView(draw) {
   const picker = await tenantPicker("fleet-tenant");
   const tenant = picker.select;
   const days = el("input", { id: "fleet-days", type: "number", min: "1", max: "365", value: "7" });
@@ -123,7 +123,7 @@ async function fleetView() {
   tenant.addEventListener("change", load);
   days.addEventListener("change", load);
   hours.addEventListener("change", load);
-  show("Fleet",
+  draw("Fleet",
     el("div", { class: "row" },
       el("div", {}, el("label", { for: "fleet-tenant", text: "Tenant" }), tenant),
       el("div", {}, el("label", { for: "fleet-days", text: "Not seen for (days)" }), days),

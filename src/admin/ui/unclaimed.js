@@ -1,8 +1,9 @@
 // The unclaimed view (#/unclaimed): per tenant, the phones that asked for
 // their own files from the tenant's networks with a MAC nobody has, each
 // with a form that claims it as a phone in one step; for global admins also
-// the unassigned list. Uses el/api/show/status/say/errorText/tickets/
-// tenantPicker/tenantOption from app.js.
+// the unassigned list. Uses el/api/status/say/errorText/tickets/pause/
+// CATCH_UP_MS/tenantPicker/tenantOption/tenantLabel from app.js; draws
+// through the `draw` its route gives it.
 "use strict";
 
 const FAMILIES = ["yealink", "poly", "cisco-spa", "cisco-mpp", "cisco-sep", "grandstream", "snom", "fanvil"];
@@ -23,18 +24,26 @@ function claimForm(device, slugOf, done) {
   const registrar = el("input", { id: id + "-registrar", size: 16 });
   const family = device.family ? null
     : el("select", { id: id + "-family" }, ...FAMILIES.map((f) => el("option", { value: f, text: f })));
-  const claim = async () => {
+  const claim = async (event) => {
+    const button = event.currentTarget;
     const body = { name: name.value || undefined, lines: [] };
     if (family) body.family = family.value;
     if (extension.value || registrar.value) {
       body.lines.push({ extension: extension.value, display_name: name.value || extension.value, registrar: registrar.value });
     }
     say(out, "Claiming...");
-    const path = "/v1/tenants/" + encodeURIComponent(slugOf()) + "/unclaimed/" + encodeURIComponent(device.mac) + "/claim";
+    const slug = slugOf();
+    const path = "/v1/tenants/" + encodeURIComponent(slug) + "/unclaimed/" + encodeURIComponent(device.mac) + "/claim";
     const r = await api("POST", path, { body });
-    if (r.status !== 201) return say(out, "Not claimed: " + errorText(r), "error");
     // The list is drawn again without the device; the note stays above it.
-    done("Claimed " + device.mac + " as a phone of " + r.data.tenant + ".");
+    if (r.status === 201) return done("Claimed " + device.mac + " as a phone of " + r.data.tenant + ".");
+    if (!(r.status === 202 && r.data && r.data.committed)) return say(out, "Not claimed: " + errorText(r), "error");
+    // Written, but this node's copy does not show the phone yet: claiming
+    // again would be refused as taken, so the list is read again later.
+    button.disabled = true;
+    say(out, "Claimed: " + r.data.detail, "ok");
+    await pause(CATCH_UP_MS);
+    if (button.isConnected) done("Claimed " + device.mac + " as a phone of " + slug + ".");
   };
   return el("div", { class: "row" },
     el("label", { for: id + "-name", text: "Name" }), name,
@@ -64,11 +73,11 @@ function unclaimedTable(devices, slugOf, reload) {
 
 // One tenant's section: its list, drawn again after a claim.
 function tenantSection(t) {
-  const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unclaimed phones of " + t.name });
+  const box = el("section", { class: "unclaimed-tenant", "aria-label": "Unclaimed phones of " + tenantLabel(t) });
   const load = async (note) => {
     const r = await api("GET", "/v1/tenants/" + encodeURIComponent(t.slug) + "/unclaimed");
     const devices = (r.data && r.data.devices) || [];
-    box.replaceChildren(el("h3", { text: t.name + " (" + devices.length + ")" }), ...noted(note),
+    box.replaceChildren(el("h3", { text: tenantLabel(t) + " (" + devices.length + ")" }), ...noted(note),
       r.status === 200 ? unclaimedTable(devices, () => t.slug, load) : el("p", { class: "status error", text: errorText(r) }));
   };
   return { box, load };
@@ -79,7 +88,7 @@ function tenantSection(t) {
 // for global admins, the unassigned list). "Check every tenant" asks once
 // (GET /v1/unclaimed/counts, one grouped count in the database) which
 // tenants have unclaimed phones; picking one shows its list.
-async function unclaimedView() {
+async function unclaimedView(draw) {
   const picker = await tenantPicker("unclaimed-tenant");
   const items = picker.tenants;
   const bySlug = new Map(items.map((t) => [t.slug, t]));
@@ -112,7 +121,7 @@ async function unclaimedView() {
     const hits = (r.data.tenants || []).filter((c) => order.has(c.slug))
       .sort((a, b) => order.get(a.slug) - order.get(b.slug));
     found.replaceChildren(...hits.map((c) => el("li", {},
-      el("button", { type: "button", text: bySlug.get(c.slug).name + " (" + c.count + ")", onclick: () => {
+      el("button", { type: "button", text: tenantLabel(bySlug.get(c.slug)) + ": " + c.count, onclick: () => {
         picker.select.value = c.slug;
         showTenant();
       } }))));
@@ -137,7 +146,7 @@ async function unclaimedView() {
     sections.push(box);
   }
   await showTenant();
-  show("Unclaimed phones",
+  draw("Unclaimed phones",
     el("p", { class: "muted", text: "Unknown phones that asked for their own files from a tenant's provisioning networks." }),
     el("label", { for: "unclaimed-tenant", text: "Tenant" }), picker.select, picker.note,
     ...(items.length > 1 ? [el("p", {}, scanButton)] : []), scanStatus, found,
