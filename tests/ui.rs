@@ -164,11 +164,24 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
     .await;
     let tenant_token = call(
         &client,
-        post,
+        post.clone(),
         format!("{api}/v1/tokens"),
         &token,
         json!({
             "name": "other admin", "scope": "tenant-admin", "tenant": "other",
+        }),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read_token = call(
+        &client,
+        post,
+        format!("{api}/v1/tokens"),
+        &token,
+        json!({
+            "name": "other reader", "scope": "tenant-read", "tenant": "other",
         }),
     )
     .await["token"]
@@ -189,6 +202,7 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         .env("UI_PROVISIONING", format!("http://{}", server.prov_addr))
         .env("UI_TOKEN", &token)
         .env("UI_TENANT_TOKEN", &tenant_token)
+        .env("UI_READ_TOKEN", &read_token)
         .env("UI_MAC", "0015654aa937")
         .env("UI_ARTIFACTS", &artifacts)
         .output()
@@ -270,7 +284,18 @@ async fn the_admin_page_picks_a_tenant_past_the_first_page() {
         &url,
         &["--scope", "global-admin", "--name", "browser"],
     );
-    let server = Server::start(dir.path(), &url, &[]);
+    // Resync configured (through the test proxy), so the fleet view polls
+    // the resyncs table the test watches stop.
+    let proxy_addr = common::sip::proxy().to_string();
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &[],
+        &[
+            ("DIALTONE_RESYNC__PROXY", &proxy_addr),
+            ("DIALTONE_RESYNC__LISTEN", "127.0.0.1:0"),
+        ],
+    );
     let api = Api::new(server.addr, token.clone());
 
     // One tenant-scope template per tenant: more than one page of

@@ -189,6 +189,7 @@ pub fn router(state: AdminState) -> Router {
             get(sources::show_source),
         )
         .route("/v1/tokens", get(tokens::list))
+        .route("/v1/whoami", get(tokens::whoami))
         .merge(database)
         .merge(bodies)
         // Every answer above carries tenants' data (phones, line settings,

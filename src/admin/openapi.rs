@@ -33,7 +33,7 @@ use super::{
         templates::shipped_one, preview::template_phones, preview::preview,
         directory::list_entries, directory::show_entry,
         sources::list_sources, sources::show_source, sources::test_source,
-        tokens::list,
+        tokens::list, tokens::whoami,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth, &DatabaseBound),

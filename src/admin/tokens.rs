@@ -69,6 +69,42 @@ fn view(state: &MirrorState, t: &ApiToken) -> TokenView {
     }
 }
 
+/// The calling token, as the admin page needs it to offer only what works:
+/// a read-only token is not shown buttons that can only be refused.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's name (never its value).
+    pub name: String,
+    /// `global-admin`, `tenant-admin` or `tenant-read`.
+    pub scope: String,
+    /// Its tenant's slug; none for a global admin.
+    pub tenant: Option<String>,
+    /// Whether it may write (create, edit, delete, claim, resync).
+    pub writes: bool,
+    /// Whether this node sends resyncs (`[resync]` configured).
+    pub resync: bool,
+}
+
+#[utoipa::path(get, operation_id = "tokens_whoami", path = "/v1/whoami", tag = "tokens",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn whoami(
+    State(state): State<AdminState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(WhoAmI {
+        name: principal.token_name.clone(),
+        scope: principal.scope.to_string(),
+        tenant: principal.tenant.as_ref().map(|t| t.slug.to_string()),
+        writes: matches!(
+            principal.scope,
+            TokenScope::GlobalAdmin | TokenScope::TenantAdmin
+        ),
+        resync: state.resync.is_some(),
+    })
+    .into_response())
+}
+
 #[utoipa::path(get, operation_id = "tokens_list", path = "/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]

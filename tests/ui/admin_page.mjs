@@ -15,6 +15,7 @@ const api = env("UI_API");              // http://127.0.0.1:PORT
 const prov = env("UI_PROVISIONING");    // http://127.0.0.1:PORT
 const token = env("UI_TOKEN");          // global admin
 const tenantToken = env("UI_TENANT_TOKEN"); // tenant admin of "other"
+const readToken = env("UI_READ_TOKEN"); // tenant-read of "other"
 const mac = env("UI_MAC");
 const artifacts = env("UI_ARTIFACTS");
 mkdirSync(artifacts, { recursive: true });
@@ -164,6 +165,23 @@ try {
   const phoneRows = await tenantPage.locator("tbody tr").allTextContents();
   if (phoneRows.length === 0 || phoneRows.some((r) => !r.includes("other"))) fail(`phones of another tenant are listed: ${phoneRows}`);
   await tenantPage.screenshot({ path: `${artifacts}/tenant-view.png`, fullPage: true });
+  // The tenant admin may edit its own template; a read-only token of the
+  // same tenant is offered neither that nor a new template.
+  await tenantPage.goto(`${api}/ui/#/templates`);
+  await tenantPage.locator("tbody tr a").first().click();
+  await tenantPage.locator("#save-button").waitFor();
+  const reader = await (await browser.newContext()).newPage();
+  await reader.goto(`${api}/ui/`);
+  await reader.getByLabel("API token").fill(readToken);
+  await reader.getByRole("button", { name: "Log in" }).click();
+  await reader.getByRole("heading", { name: "Templates" }).waitFor();
+  await reader.locator("tbody tr a").first().waitFor();
+  if (await reader.getByRole("link", { name: "New template" }).count()) fail("a read-only token is offered New template");
+  await reader.locator("tbody tr a").first().click();
+  await reader.locator("#body").waitFor();
+  await reader.getByRole("heading", { name: "Versions" }).waitFor();
+  if (await reader.locator("#save-button").count()) fail("a read-only token is offered Save");
+  if (await reader.getByRole("button", { name: /Roll back/ }).count()) fail("a read-only token is offered a rollback");
 
   step(12, "seed boot history: good fetches with firmware, and a phone whose file fails to render");
   const fetchAs = (file, agent) => fetch(`${prov}/${file}`, { headers: { "User-Agent": agent } });

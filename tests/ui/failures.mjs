@@ -184,6 +184,17 @@ try {
   await page.getByRole("heading", { name: "Unclaimed phones" }).waitFor();
   checkErrors();
 
+  step(12, "a node without resync configured: the fleet view neither shows nor polls resyncs");
+  const asked = [];
+  page.on("request", (r) => asked.push(new URL(r.url()).pathname));
+  await page.evaluate(() => { location.hash = "#/fleet"; });
+  await page.getByRole("heading", { name: "Fleet" }).waitFor();
+  await page.locator("#fleet-status", { hasText: /phones/ }).waitFor();
+  await settle(page, 3500);
+  if (asked.some((p) => p === "/v1/resyncs")) fail("the fleet view polled resyncs on a node that sends none");
+  if (await page.getByRole("heading", { name: "Resyncs" }).count()) fail("the fleet view shows a resyncs table on a node that sends none");
+  checkErrors();
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

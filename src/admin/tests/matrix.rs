@@ -42,6 +42,7 @@ pub(super) fn rows() -> Vec<Row> {
     use Method as M;
     vec![
         r(M::GET, "/v1/tenants", None, "AAAFU"),
+        r(M::GET, "/v1/whoami", None, "AAAFU"),
         r(M::GET, "/v1/tenants/acme", None, "AAAFU"),
         r(
             M::GET,
@@ -329,6 +330,7 @@ async fn a_tenant_admin_never_reaches_another_tenant() {
         "/v1/audit",
         "/v1/resyncs",
         "/v1/unclaimed/counts",
+        "/v1/whoami",
     ];
     let mut failures = Vec::new();
     for row in rows() {
@@ -389,4 +391,25 @@ async fn a_tenant_admin_never_reaches_another_tenant() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `/v1/whoami` tells the admin page what the calling token may do, so it
+/// offers a read-only token no write it would only be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_says_what_the_token_may_do() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for (role, scope, tenant, writes) in [
+        ("global", "global-admin", None, true),
+        ("acme-admin", "tenant-admin", Some("acme"), true),
+        ("acme-read", "tenant-read", Some("acme"), false),
+    ] {
+        let reply = h.get(role, "/v1/whoami").await;
+        assert_eq!(reply.status, axum::http::StatusCode::OK, "{}", reply.text);
+        let me: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
+        assert_eq!(me["scope"], scope, "{role}");
+        assert_eq!(me["tenant"].as_str(), tenant, "{role}");
+        assert_eq!(me["writes"], writes, "{role}");
+        assert!(me["resync"].is_boolean());
+        assert_eq!(me["name"], role);
+    }
 }

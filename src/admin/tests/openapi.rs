@@ -45,6 +45,7 @@ pub(super) const ROUTES: &[(&str, &[&str])] = &[
         &["post"],
     ),
     ("/v1/tokens", &["get", "post"]),
+    ("/v1/whoami", &["get"]),
     ("/v1/tokens/{id}", &["delete"]),
     ("/v1/audit", &["get"]),
     ("/v1/import", &["post"]),

@@ -81,6 +81,28 @@ async function api(method, path, { body, etag } = {}) {
   return reply;
 }
 
+// The calling token as the server describes it (`GET /v1/whoami`), read
+// once a session: what it may do decides which controls are offered, so a
+// read-only token is not shown buttons that can only be refused. Unknown
+// (the read failed) offers everything, as before, and the server decides.
+let me = null;
+
+async function whoAmI() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (me && me.token === token) return me;
+  const r = await api("GET", "/v1/whoami");
+  me = r.status === 200 ? { ...r.data, token } : { writes: true, resync: true, scope: "", token };
+  return me;
+}
+
+// Whether the session may write at all, and may edit `template` (a tenant
+// admin edits its tenant's and phones' templates, not shared ones).
+function mayWrite() { return !me || me.writes; }
+function mayEdit(template) {
+  return mayWrite() && (!me || me.scope !== "tenant-admin" || template.scope === "tenant" || template.scope === "phone");
+}
+function resyncOn() { return !me || me.resync; }
+
 function errorText(reply) {
   const error = reply.data && reply.data.error;
   return error ? error.message : "request failed (" + reply.status + ")";
@@ -182,7 +204,7 @@ function loginView(note) {
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
       let reply;
       try {
-        reply = await api("GET", "/v1/tenants?limit=1");
+        reply = await api("GET", "/v1/whoami");
       } catch (e) {
         if (!(e instanceof LoggedOut)) throw e;
         return say(message, "Log-in failed: " + e.message, "error");
@@ -191,6 +213,7 @@ function loginView(note) {
         sessionStorage.removeItem(TOKEN_KEY);
         return say(message, "Log-in failed: " + errorText(reply), "error");
       }
+      me = { ...reply.data, token: sessionStorage.getItem(TOKEN_KEY) };
       // Back to the view a refused token interrupted, if any.
       const back = /^#\/(?!login$)./.test(location.hash) ? location.hash : "#/templates";
       if (location.hash === back) go();
@@ -332,7 +355,8 @@ async function directoryView(draw) {
       return el("div", {},
         el("h4", { text: src.name + " (" + src.kind + ", priority " + src.priority + (src.enabled ? "" : ", disabled") + ")" }),
         src.mirror ? mirrorLine(src) : null,
-        el("button", { type: "button", text: "Test " + src.name, onclick: async () => {
+        // A source test reaches out of the node: a write token's to ask.
+        !mayWrite() ? null : el("button", { type: "button", text: "Test " + src.name, onclick: async () => {
           say(out, "Testing...");
           const r = await api("POST", "/v1/tenants/" + slug + "/directory-sources/" + encodeURIComponent(src.name) + "/test", { body: {} });
           if (r.status !== 200) return say(out, "Test failed: " + errorText(r), "error");
@@ -374,6 +398,7 @@ const routeTicket = tickets();
 
 async function route(draw) {
   if (!sessionStorage.getItem(TOKEN_KEY)) return loginView();
+  await whoAmI();
   document.getElementById("nav").hidden = false;
   const [, section, id] = location.hash.split("/");
   if (section === "templates" && id) return templateView(draw, hashPart(id));
@@ -424,6 +449,7 @@ window.addEventListener("hashchange", go);
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    me = null;
     location.hash = "#/login";
     go();
   });

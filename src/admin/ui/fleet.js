@@ -118,7 +118,7 @@ async function fleetView(draw) {
       table("failing", ["MAC", "When", "Outcome", "Reason", "Protocol", "File"], f.failing.map((x) => el("tr", {},
         phoneLink(x.mac), el("td", { text: when(x.at) }), el("td", { text: x.outcome }),
         el("td", { text: x.reason }), el("td", { text: x.protocol }), el("td", { text: x.file })))));
-    resyncTable(resyncs, tenant.value);
+    if (resyncOn()) resyncTable(resyncs, tenant.value);
   };
   tenant.addEventListener("change", load);
   days.addEventListener("change", load);
@@ -129,6 +129,6 @@ async function fleetView(draw) {
       el("div", {}, el("label", { for: "fleet-days", text: "Not seen for (days)" }), days),
       el("div", {}, el("label", { for: "fleet-hours", text: "Boots over" }), hours)),
     picker.note, message, out,
-    el("h3", { text: "Resyncs" }), resyncs);
+    ...(resyncOn() ? [el("h3", { text: "Resyncs" }), resyncs] : []));
   await load();
 }

@@ -20,6 +20,7 @@ async function affectedPhones(template) {
 
 // Shown under the save status once a save went through.
 async function offerResync(template, out) {
+  if (!mayWrite() || !resyncOn()) return;
   let phones, truncated;
   try {
     ({ phones, truncated } = await affectedPhones(template));

@@ -36,7 +36,7 @@ async function templatesView(draw) {
   };
   scope.addEventListener("change", load);
   draw("Templates",
-    el("p", {}, el("a", { href: "#/new-template", text: "New template" })),
+    ...(mayWrite() ? [el("p", {}, el("a", { href: "#/new-template", text: "New template" }))] : []),
     el("label", { for: "scope-filter", text: "Scope" }), scope, note,
     el("table", { id: "template-list" }, el("thead", {}, el("tr", {},
       el("th", { text: "Template" }), el("th", { text: "Scope" }),
@@ -62,6 +62,9 @@ async function createdId(body) {
 
 // A new stored template, started from the shipped default it overrides.
 async function newTemplateView(draw) {
+  if (!mayWrite()) {
+    return draw("New template", el("p", { class: "status error", text: "This token is read-only: it cannot create templates." }));
+  }
   const reply = await api("GET", "/v1/shipped-templates");
   const shipped = reply.status === 200 ? reply.data : [];
   const pick = el("select", { id: "shipped" },
@@ -218,7 +221,7 @@ async function templateView(draw, id) {
           versionsOut.querySelector(".diff-out").replaceChildren(d.status === 200 ? diffView(d.data.diff)
             : el("p", { class: "status error", text: "Diff not loaded: " + errorText(d) }));
         } }),
-        v.version === template.version ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
+        v.version === template.version || !mayEdit(template) ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
           const rb = await api("POST", "/v1/templates/" + template.id + "/rollback", { body: { version: v.version }, etag });
           if (rb.status === 200) {
             template = rb.data; etag = rb.etag; body.value = template.body; numberLines(null);
@@ -242,7 +245,7 @@ async function templateView(draw, id) {
     el("div", { class: "row" },
       el("div", {}, el("label", { for: "preview-mac", text: "Preview for phone (MAC)" }), mac),
       el("button", { type: "button", id: "preview-button", text: "Preview", onclick: preview }),
-      el("button", { type: "button", id: "save-button", text: "Save", onclick: save })),
+      mayEdit(template) ? el("button", { type: "button", id: "save-button", text: "Save", onclick: save }) : null),
     saveStatus, resyncOffer,
     el("h3", { text: "Preview" }), previewOut,
     el("h3", { text: "Versions" }), versionsOut);

@@ -17,6 +17,7 @@ function seenAt(ms) {
 // The claim form of one device: name, an optional first line, and the
 // family when the phone did not tell it. `slugOf` names the target tenant.
 function claimForm(device, slugOf, done) {
+  if (!mayWrite()) return el("span", { class: "muted", text: "read-only token" });
   const id = "claim-" + device.mac;
   const out = status(id + "-status");
   const name = el("input", { id: id + "-name", size: 12 });
