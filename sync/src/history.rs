@@ -5,9 +5,15 @@
 //! is worth less than answering the next phone.
 //!
 //! History says when each phone last booted and what it fetched; it is not
-//! a request log. The same fetch (phone, file, outcome, protocol, source)
-//! repeated within [`REPEAT_WINDOW_MS`] is recorded once, so a phone in a
-//! reboot loop, or a storm of retries, cannot flood the table.
+//! a request log. The same fetch (phone, file, outcome, protocol, source;
+//! an IPv6 source by its /64) repeated within [`REPEAT_WINDOW_MS`] is
+//! recorded once, so a phone in a reboot loop, or a storm of retries,
+//! cannot flood the table. And a phone adds at most
+//! [`PER_PHONE_PER_MINUTE`] rows a minute: a TFTP request's source can be
+//! forged and its row is written before any answer is acknowledged, so
+//! requests naming a known phone's files from ever new sources (each a new
+//! repeat) wrote a row each, as fast as the writer went, into a table
+//! pruned only by age.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -29,6 +35,12 @@ pub const REPEAT_WINDOW_MS: Millis = 60_000;
 const REMEMBERED: usize = 100_000;
 /// Phones whose fetches are recorded in full at once (resyncs in flight).
 pub const FRESH: usize = 20_000;
+/// Rows one phone may add a minute: a boot is a dozen files or so, and a
+/// phone polling or in a reboot loop a few a minute.
+pub const PER_PHONE_PER_MINUTE: u32 = 30;
+/// Phones whose minute is counted at once; past it, the counts start over
+/// (a flood of as many phones' MACs only loosens the bound for a minute).
+const RATED: usize = 100_000;
 
 #[derive(Clone)]
 pub struct HistorySink {
@@ -42,6 +54,8 @@ pub struct HistorySink {
     /// the hot path takes no extra lock while it is empty.
     fresh: Arc<Mutex<HashMap<String, Millis>>>,
     fresh_len: Arc<AtomicU64>,
+    /// MAC → the minute its rows are counted in, and how many so far.
+    rated: Arc<Mutex<HashMap<String, (Millis, u32)>>>,
 }
 
 /// U+0000 replaced in every text of `record`. PostgreSQL refuses such
@@ -82,6 +96,11 @@ impl HistorySink {
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if !self.within_rate(&record) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(DROPPED, "reason" => "phone_rate").increment(1);
+            return;
+        }
         if self.tx.send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -119,6 +138,23 @@ impl HistorySink {
         }
     }
 
+    /// Counts `r` in its phone's minute; false past [`PER_PHONE_PER_MINUTE`].
+    fn within_rate(&self, r: &BootRecord) -> bool {
+        let mut rated = self.rated.lock().unwrap_or_else(|e| e.into_inner());
+        if rated.len() >= RATED && !rated.contains_key(&r.mac) {
+            rated.retain(|_, (minute, _)| r.at.saturating_sub(*minute) < 60_000);
+            if rated.len() >= RATED {
+                rated.clear();
+            }
+        }
+        let (minute, rows) = rated.entry(r.mac.clone()).or_insert((r.at, 0));
+        if r.at.saturating_sub(*minute) >= 60_000 || r.at < *minute {
+            (*minute, *rows) = (r.at, 0);
+        }
+        *rows += 1;
+        *rows <= PER_PHONE_PER_MINUTE
+    }
+
     fn is_repeat(&self, r: &BootRecord) -> bool {
         let fresh = self.is_fresh(r);
         let key = foldhash::fast::FixedState::with_seed(0x6869_7374).hash_one((
@@ -126,7 +162,7 @@ impl HistorySink {
             &r.file,
             &r.outcome,
             &r.protocol,
-            &r.remote_ip,
+            source_of(&r.remote_ip),
             // A new owner's first fetch is never a repeat of the last owner's.
             r.tenant_id,
         ));
@@ -156,6 +192,21 @@ impl HistorySink {
     /// panic) are counted on `dialtone_history_dropped_total` only.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A source as repeats are told apart: an IPv4 address, or an IPv6
+/// address's /64 (one host has all of it).
+fn source_of(remote_ip: &str) -> std::borrow::Cow<'_, str> {
+    match remote_ip
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_canonical())
+    {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::Ipv6Addr::from(prefix).to_string().into()
+        }
+        _ => remote_ip.into(),
     }
 }
 
@@ -211,6 +262,7 @@ impl HistorySink {
             recent: Arc::default(),
             fresh: Arc::default(),
             fresh_len: Arc::default(),
+            rated: Arc::default(),
         }
     }
 }

@@ -41,6 +41,39 @@ async fn stored(store: &dyn Store, mac: &str, tenant: Id) -> usize {
         .len()
 }
 
+/// Fetches of one phone from ever new sources (forged TFTP requests, or
+/// the addresses of one IPv6 /64) are not each a row: a /64 is one source,
+/// and a phone adds at most `PER_PHONE_PER_MINUTE` rows a minute.
+#[test]
+fn new_sources_do_not_flood_one_phones_history() {
+    let (tx, mut rx) = queue::bounded(100_000, DROPPED, |r: &BootRecord| r.tenant_id);
+    let sink = HistorySink::new(tx);
+    for n in 0..1_000u32 {
+        sink.record(BootRecord {
+            remote_ip: format!("2001:db8::{n:x}"),
+            ..fetch(1_000 + Millis::from(n))
+        });
+    }
+    for n in 0..1_000u32 {
+        sink.record(BootRecord {
+            remote_ip: format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255),
+            ..fetch(2_000 + Millis::from(n))
+        });
+    }
+    let mut seen = Vec::new();
+    rx.try_recv_many(&mut seen, usize::MAX);
+    assert_eq!(seen.len(), PER_PHONE_PER_MINUTE as usize, "{}", seen.len());
+    assert_eq!(sink.repeats(), 999);
+    // Another phone, and the next minute, are counted apart.
+    sink.record(fetch_of(Some(1), "001565000002", "001565000002.cfg"));
+    sink.record(BootRecord {
+        remote_ip: "10.200.0.1".into(),
+        ..fetch(70_000)
+    });
+    rx.try_recv_many(&mut seen, usize::MAX);
+    assert_eq!(seen.len(), PER_PHONE_PER_MINUTE as usize + 2);
+}
+
 #[test]
 fn a_fetch_asked_for_is_recorded_even_as_a_repeat() {
     let (tx, mut rx) = queue::bounded(16, DROPPED, |r: &BootRecord| r.tenant_id);

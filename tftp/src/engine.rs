@@ -349,7 +349,11 @@ fn range(state: &State, args: Rest<i64>, kwargs: Kwargs) -> Result<Value, Error>
         ));
     }
     state.consume_fuel(count)?;
-    let numbers: Vec<i64> = (0..count as i64).map(|i| start + i * step).collect();
+    // In i128: a count within bounds can still take a step past i64 (from
+    // -9e18 to 9e18 by 5e18), and only the numbers themselves are i64.
+    let numbers: Vec<i64> = (0..i128::from(count as i64))
+        .map(|i| (i128::from(start) + i * i128::from(step)) as i64)
+        .collect();
     Ok(Value::from(numbers))
 }
 

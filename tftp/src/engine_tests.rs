@@ -50,6 +50,18 @@ fn tera_forms_still_work() {
     assert!(message.contains("stop here"), "{message}");
 }
 
+/// A range of few numbers whose steps pass i64 between them (a tenant's
+/// template) is computed without overflow: debug builds and the fuzzer
+/// panicked on it.
+#[test]
+fn a_range_with_huge_steps_does_not_overflow() {
+    let body = "{% for i in range(-9000000000000000000, 9000000000000000000, 5000000000000000000) %}{{ i }},{% endfor %}";
+    assert_eq!(
+        render(body).unwrap(),
+        "-9000000000000000000,-4000000000000000000,1000000000000000000,6000000000000000000,"
+    );
+}
+
 /// A template's own error text is kept short: a failed render is cached
 /// and recorded with every fetch that hits it.
 #[test]
