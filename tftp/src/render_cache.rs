@@ -27,8 +27,36 @@ use crate::provision::Rendered;
 use crate::render_inputs::may_render;
 pub(crate) use crate::render_inputs::Inputs;
 
-/// Failed renders remembered at most; each is a key and an error message.
-const FAILURES: u64 = 4096;
+/// Bytes of failed renders remembered at most, counted by what each holds:
+/// its key, its error message, and the rows it was made from. Those rows
+/// stay alive as long as the entry, whatever the mirror holds since: 4,096
+/// entries counted by number, each holding a tenant row with 64 KiB of
+/// settings and a phone with 16 KiB of variables, kept some 320 MiB of
+/// old rows for a tenant whose template always fails.
+const FAILURES_BYTES: u64 = 16 << 20;
+
+fn failure_weight(key: &RenderKey, failure: &Arc<(Inputs, ProvisionError)>) -> u32 {
+    let (inputs, error) = &**failure;
+    let tenant = inputs.tenant.as_ref().map_or(0, |t| {
+        t.settings.len() + t.name.len() + t.slug.len() + t.default_region.len()
+    });
+    let phone = inputs.phone.as_ref().map_or(0, |p| {
+        p.variables.len()
+            + p.label.as_ref().map_or(0, |l| l.len())
+            + p.model.as_ref().map_or(0, |m| m.len())
+            + p.http_user.as_ref().map_or(0, |u| u.len())
+    });
+    let lines = inputs.line_ids.as_ref().map_or(0, |ids| ids.len() * 8);
+    let search = key.directory.as_ref().and_then(|d| d.search.as_ref());
+    (512 + key.file.len()
+        + search.map_or(0, |s| s.len())
+        + error.to_string().len()
+        + tenant
+        + phone
+        + lines)
+        .try_into()
+        .unwrap_or(u32::MAX)
+}
 
 /// Phone files whose spelling is remembered at most (about 100 bytes each).
 const SPELLINGS: u64 = 1 << 20;
@@ -125,7 +153,10 @@ impl RenderCache {
     pub fn new(bytes: u64) -> RenderCache {
         RenderCache {
             files: ArcSwap::from_pointee(Files::new(bytes)),
-            failures: Cache::new(FAILURES),
+            failures: Cache::builder()
+                .max_capacity(FAILURES_BYTES)
+                .weigher(failure_weight)
+                .build(),
             unchecked: Mutex::default(),
             spellings: Cache::new(SPELLINGS),
             spelling_fills: Mutex::default(),
@@ -395,5 +426,48 @@ impl RenderCache {
             tracing::warn!(error = %e, "precise invalidation unavailable; dropping the render cache");
             self.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use dialtone_sync::testing::build::tenant_row;
+
+    /// Failed renders are counted by the rows they keep alive: a tenant
+    /// with 64 KiB of settings whose template always fails keeps a few
+    /// hundred of them, not 4,096 of ~80 KiB each.
+    #[test]
+    fn failures_are_bounded_by_the_rows_they_hold() {
+        let cache = RenderCache::new(1 << 20);
+        let settings = format!("{{\"x\": \"{}\"}}", "a".repeat(64 * 1024));
+        for phone in 0..2_000 {
+            let tenant = Arc::new(tenant_row(&settings));
+            let inputs = Inputs {
+                family: Family::Yealink,
+                template: "{mac}.cfg",
+                phone: None,
+                tenant: Some(tenant),
+                line_ids: None,
+                templates: [0; 4],
+                shipped: 0,
+                model: None,
+                directory: None,
+            };
+            let key = RenderKey {
+                family: Family::Yealink,
+                file: "001565000001.cfg".into(),
+                phone: Some(phone),
+                model: None,
+                directory: None,
+            };
+            cache
+                .failures
+                .insert(key, Arc::new((inputs, ProvisionError::NotFound)));
+        }
+        cache.failures.run_pending_tasks();
+        assert!(cache.failures.weighted_size() <= FAILURES_BYTES);
+        let kept = cache.failures.entry_count();
+        assert!(kept <= FAILURES_BYTES / (64 * 1024), "{kept} kept");
     }
 }
