@@ -329,7 +329,16 @@ impl Files {
         outdated: impl Fn(&RenderKey, &Rendered) -> bool + Clone + Send + Sync + 'static,
     ) -> Result<(), moka::PredicateError> {
         self.main.invalidate_entries_if(outdated.clone())?;
-        self.unmodeled.invalidate_entries_if(outdated)?;
+        // A predicate (and the rows it captured: a template of up to 256
+        // KiB) is freed once moka's housekeeping has applied it, which a
+        // store runs when it is used; the unmodeled one may go unused for
+        // long while edits register one each. It is small: applied now,
+        // and not registered at all while it is empty (reads check inputs
+        // anyway; this only frees memory early).
+        if self.unmodeled.entry_count() > 0 {
+            self.unmodeled.invalidate_entries_if(outdated)?;
+            self.unmodeled.run_pending_tasks();
+        }
         Ok(())
     }
 
