@@ -29,6 +29,8 @@ pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'stat
 }
 
 impl Provisioner {
+    /// The history line of a request, or `None` when a successful TFTP
+    /// fetch's line is to wait for the client's first ACK (returned).
     pub(crate) fn record(
         &self,
         history: &HistorySink,
@@ -37,7 +39,7 @@ impl Provisioner {
         phone: &Phone,
         tenant_id: Option<dialtone_sync::Id>,
         result: &Result<Rendered, ProvisionError>,
-    ) {
+    ) -> Option<BootRecord> {
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
@@ -49,7 +51,7 @@ impl Provisioner {
                 0,
             ),
         };
-        history.record(BootRecord {
+        let record = BootRecord {
             mac: phone.mac.to_string(),
             tenant_id,
             at: dialtone_sync::now_millis(),
@@ -61,6 +63,15 @@ impl Provisioner {
             bytes,
             model: identity.model.clone(),
             firmware: identity.firmware.clone(),
-        });
+        };
+        // Until its first ACK a TFTP request's source may be forged: a
+        // served fetch is the phone's line only once the client answers,
+        // so a forged request neither shows a phone at an address it never
+        // was (its fleet view, resync's direct address) nor writes a row.
+        if request.protocol == crate::provision::Protocol::Tftp && result.is_ok() {
+            return Some(record);
+        }
+        history.record(record);
+        None
     }
 }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
 use dialtone_sync::history::HistorySink;
+use dialtone_sync::store::BootRecord;
 
 use crate::admission::{self, Decision};
 use crate::compiled::CompiledCache;
@@ -77,10 +78,38 @@ pub struct Rendered {
     pub file: Option<Arc<StaticFile>>,
     /// What a rendered (cacheable) file was made from.
     pub(crate) inputs: Option<Arc<Inputs>>,
-    /// A TFTP request's source, to be made known for the phone whose own
-    /// file this is once the client acknowledges a packet
-    /// ([`KnownSource::record`]); set per answer, never cached.
-    pub(crate) unproven: Option<KnownSource>,
+    /// What a TFTP answer leaves for the client's first ACK
+    /// ([`Unproven::prove`]); set per answer, never cached.
+    pub(crate) unproven: Option<Box<Unproven>>,
+}
+
+/// A TFTP request's source, made known for the phone whose own file this
+/// is, and the fetch's history line, both once the client acknowledges a
+/// packet: before, the source may be forged.
+#[derive(Clone)]
+pub(crate) struct Unproven {
+    known: Option<KnownSource>,
+    history: Option<(HistorySink, BootRecord)>,
+}
+
+impl std::fmt::Debug for Unproven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unproven")
+            .field("known", &self.known)
+            .field("history", &self.history.as_ref().map(|(_, record)| record))
+            .finish()
+    }
+}
+
+impl Unproven {
+    pub(crate) fn prove(self, provisioner: &Provisioner) {
+        if let Some(known) = self.known {
+            known.record(provisioner);
+        }
+        if let Some((history, record)) = self.history {
+            history.record(record);
+        }
+    }
 }
 
 /// A source that fetched a phone's own file, and the phone. Over TFTP the
@@ -333,8 +362,8 @@ impl Provisioner {
             Step::Directory(job) => self.build_directory(*job),
         };
         // No transfer to wait for an acknowledgement of.
-        if let Some(source) = self.conclude(request, &decision, &result) {
-            source.record(self);
+        if let Some(unproven) = self.conclude(request, &decision, &result) {
+            unproven.prove(self);
         }
         result
     }
@@ -522,7 +551,7 @@ impl Provisioner {
         request: &Request<'_>,
         decision: &Decision,
         result: &Result<Rendered, ProvisionError>,
-    ) -> Option<KnownSource> {
+    ) -> Option<Box<Unproven>> {
         let mut unproven = None;
         if let (Some(ip), false) = (request.remote, request.protocol == Protocol::Render) {
             if let Some(kind) = guard::miss_kind(request, decision, result) {
@@ -540,6 +569,7 @@ impl Provisioner {
             }
         }
         let identity = &decision.identity;
+        let mut deferred = None;
         // Only phones we know: a scanner's misses must not fill the table.
         // A 401 is Digest's normal first step, not a fetch.
         let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }));
@@ -552,7 +582,9 @@ impl Provisioner {
             // A fetch refused from where its tenant's phones are not
             // served is kept for global admins only (`Decision::foreign`).
             let tenant = (!decision.foreign).then_some(phone.tenant_id);
-            self.record(history, request, identity, phone, tenant, result);
+            deferred = self
+                .record(history, request, identity, phone, tenant, result)
+                .map(|record| (history.clone(), record));
         }
         let vendor = match (result, identity) {
             (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),
@@ -566,7 +598,12 @@ impl Provisioner {
             "outcome" => outcome_label(result),
         )
         .increment(1);
-        unproven
+        (unproven.is_some() || deferred.is_some()).then(|| {
+            Box::new(Unproven {
+                known: unproven,
+                history: deferred,
+            })
+        })
     }
 
     /// Drops the cached files a mirror change makes outdated, to free

@@ -459,7 +459,7 @@ async fn provision(
             };
             let proof = rendered.unproven.map(|unproven| {
                 let provisioner = provisioner.clone();
-                Box::new(move || unproven.record(&provisioner)) as Proof
+                Box::new(move || unproven.prove(&provisioner)) as Proof
             });
             Ok((source, proof))
         }

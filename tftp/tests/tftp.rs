@@ -710,25 +710,38 @@ async fn every_answer_leaves_from_the_address_asked(mode: Mode) {
 }
 
 /// A source that asked for a phone's own file is known for the phone (a
-/// place that passes its bans for that phone's files) only once it
-/// acknowledges a packet: a forged source never hears the answer, and
-/// four of them took every place the phone has. (In single-port mode a
-/// forger can send that ACK too; README says what that costs.)
+/// place that passes its bans for that phone's files), and the fetch is in
+/// the phone's history, only once it acknowledges a packet: a forged
+/// source never hears the answer, four of them took every place the phone
+/// has, and each wrote the phone a history row at an address it never had.
+/// (In single-port mode a forger can send that ACK too; README says what
+/// that costs.)
 async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
     let f = Fixture::new().await;
-    let phone = f
-        .mirror
-        .load()
-        .phone_by_mac(&"001565000001".parse().unwrap())
-        .unwrap()
-        .id;
-    let server = Server::start(mode, f.provisioner.clone(), TftpOptions::default());
+    let mac: dialtone_sync::Mac = "001565000001".parse().unwrap();
+    let phone = f.mirror.load().phone_by_mac(&mac).unwrap().id;
+    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
+    let provisioner = Arc::new(
+        Provisioner::new(
+            f.mirror.clone(),
+            dialtone_sync::testing::test_key(),
+            dialtone_tftp::Shipped::load(f._dir.path(), 1).unwrap(),
+            dialtone_tftp::ProvisionOptions::default(),
+        )
+        .with_history(sink),
+    );
+    let server = Server::start(mode, provisioner.clone(), TftpOptions::default());
     let known = |ip: &str| {
-        f.provisioner
+        provisioner
             .guard()
             .known()
             .knows(ip.parse().unwrap(), phone)
     };
+    // A forged request: its answer goes nowhere that acknowledges it.
+    let forged = UdpSocket::bind("127.0.0.6:0").unwrap();
+    forged
+        .send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+        .unwrap();
     let s = UdpSocket::bind("127.0.0.7:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Small blocks: the ACK of the OACK is answered with block 1, which
@@ -748,6 +761,14 @@ async fn a_source_is_known_for_a_phone_only_once_it_acknowledges(mode: Mode) {
     assert!(known("127.0.0.7"), "not known after its acknowledgement");
     // Done: the server need not wait for this transfer at its shutdown.
     s.send_to(b"\0\x05\0\0done\0", from).unwrap();
+    drop(server);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel, Duration::from_secs(10)).await;
+    let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
+    let from: Vec<&str> = boots.iter().map(|b| b.remote_ip.as_str()).collect();
+    assert_eq!(from, ["127.0.0.7"], "history of the phone: {boots:?}");
+    assert!(!known("127.0.0.6"));
 }
 
 /// A client that ACKs a block now and then, each within the stall bound,
