@@ -361,7 +361,17 @@ impl LookupService {
             return;
         };
         let settings = ldap.settings();
-        let mut data = self.load_file(mirror, ldap).await.unwrap_or_default();
+        // The load waits for a place in the node's mirror work, first come
+        // first served. A source edited again meanwhile has this task
+        // cancelled: it must leave the queue then, not hold its built
+        // source (a CA of up to 64 KiB, a TLS config) until its turn comes
+        // to read a file another task reads again. A tenant editing a
+        // mirrored source in a loop piled up a task a write, for good.
+        let loaded = tokio::select! {
+            _ = cancel.cancelled() => return,
+            loaded = self.load_file(mirror, ldap) => loaded,
+        };
+        let mut data = loaded.unwrap_or_default();
         let millis = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
         let full_every = millis(settings.sync_interval_s);
         let incremental_every = millis(settings.incremental_interval_s);
