@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use dialtone_sync::{now_millis, Mirror};
+use dialtone_sync::{now_millis, Mirror, MirrorHealth};
 use serde_json::json;
 
 #[derive(Clone)]
@@ -25,6 +25,25 @@ pub struct AppState {
     /// together), or only whether the node is ready: a listener tenants
     /// and phones reach gets only that once monitoring has its own.
     pub details: bool,
+}
+
+impl AppState {
+    /// Whether `/readyz` answers ready: the mirror is loaded (from the
+    /// database or a snapshot) and not stale for longer than
+    /// `max_staleness`. `/metrics` exports it as `dialtone_ready`, so the
+    /// alert on readiness follows the same rule as the load balancer.
+    pub fn ready(&self) -> bool {
+        self.ready_with(&self.mirror.health(), now_millis())
+    }
+
+    fn ready_with(&self, health: &MirrorHealth, now: i64) -> bool {
+        let stale_for = health
+            .stale_since
+            .map(|since| Duration::from_millis((now - since).max(0) as u64));
+        let too_stale =
+            matches!((self.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
+        health.loaded_from.is_some() && !too_stale
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -44,12 +63,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let health = state.mirror.health();
     let mirror = state.mirror.load();
     let now = now_millis();
-    let stale_for = health
-        .stale_since
-        .map(|since| Duration::from_millis((now - since).max(0) as u64));
-    let too_stale =
-        matches!((state.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
-    let ready = health.loaded_from.is_some() && !too_stale;
+    let ready = state.ready_with(&health, now);
     // A degraded node still serves what it has (phones keep booting), so it
     // stays in rotation; the body and /metrics say what is wrong.
     let degraded = (state.degraded)();
@@ -118,6 +132,7 @@ mod tests {
         let (status, body) = get_json(app(state.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
+        assert!(!state.ready());
 
         mirror.reset(
             Dataset::default(),
@@ -129,6 +144,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["loaded_from"], "snapshot");
         assert_eq!(body["cursor"], "0:7");
+        assert!(state.ready());
 
         // Stale, within the allowance: still ready, and says so.
         mirror.mark_unreachable("connection refused");
@@ -145,9 +161,10 @@ mod tests {
             details: true,
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let (status, body) = get_json(app(strict), "/readyz").await;
+        let (status, body) = get_json(app(strict.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
+        assert!(!strict.ready() && state.ready());
     }
 
     /// Without details, readiness and its status only: no counts, no

@@ -760,3 +760,36 @@ async fn https_slow_readers_make_room_too() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Refusals are counted by listener (a fixed set), so the API listener's
+/// (PBXs asking for caller names) are told apart from phones'. On this
+/// test's one thread, the accept loop records to the local recorder.
+#[tokio::test]
+async fn refusals_are_counted_by_listener() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (addr, shutdown, task) = start(HttpServerOptions {
+        max_connections: 2,
+        max_per_source: 1,
+        per_source_exempt: Vec::new(),
+        listener: crate::http_server::Listener::Provisioning,
+        ..HttpServerOptions::default()
+    })
+    .await;
+    // The source's one connection, with half a request.
+    let mut holder = TcpStream::connect(addr).await.unwrap();
+    holder.write_all(b"GET /peer HTT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = request(addr, "/peer").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let scrape = handle.render();
+    assert!(
+        scrape.contains("dialtone_http_source_connections_shed_total{listener=\"provisioning\"} 1"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("listener=\"api\""), "{scrape}");
+    drop(holder);
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -21,11 +21,11 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_history_dropped_total",
-        "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), shutdown, write_failed, panic.",
+        "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), phone_rate (its phone had added 30 rows that minute), shutdown, write_failed, panic.",
     ),
     (
         "dialtone_http_connections_shed_total",
-        "HTTP connections refused with 503 past the listener's connection cap.",
+        "HTTP connections refused with 503 past the listener's connection cap (no idle connection or slow reader to make room for them), by listener: api (http.listen), provisioning (provisioning.http_listen), provisioning_tls (provisioning.https_listen), monitoring (http.monitoring_listen); 0 for one the node does not run.",
     ),
     (
         "dialtone_http_idle_evicted_total",
@@ -145,7 +145,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_render_pool_refused_total",
-        "Renders refused because too many were waiting (overall or for one tenant).",
+        "Renders refused (the phone is answered busy) because too many were waiting, by reason: full (provisioning.render_queue renders of all tenants were waiting), tenant_share (the render's tenant held its share of the queue: provisioning.render_tenant_queue, or a quarter of the room the others leave).",
     ),
     (
         "dialtone_render_pool_timeouts_total",
@@ -217,7 +217,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_source_connections_shed_total",
-        "HTTP connections refused because their source (an IPv4 address, an IPv6 /64) held http_max_per_source open already: answered 503 over plain HTTP, closed without a handshake over HTTPS.",
+        "HTTP connections refused because their source (an IPv4 address, an IPv6 /64) held its listener's per-source cap (provisioning.http_max_per_source on the provisioning listeners) open already: answered 503 over plain HTTP, closed without a handshake over HTTPS. By listener, as dialtone_http_connections_shed_total.",
     ),
     (
         "dialtone_tftp_evicted_total",
@@ -282,6 +282,22 @@ pub const GAUGES: &[(&str, &str)] = &[
         "dialtone_directory_mirror_entries",
         "Entries in the in-memory indexes of all mirrored LDAP sources on this node.",
     ),
+    (
+        "dialtone_directory_mirror_sources_behind",
+        "Mirrored LDAP sources on this node whose last sync failed, or whose data was last synced longer ago than twice their sync_interval_s (spaced by their last full sync's duration): lookups still answer from the old data. A count, read at scrape time; `dialtone lookup` or the admin API's source status names them.",
+    ),
+    (
+        "dialtone_ready",
+        "1 while /readyz answers ready (the mirror holds data and is not stale past mirror.max_staleness_s), 0 otherwise; read at scrape time by the same code.",
+    ),
+    (
+        "dialtone_config_last_reload_successful",
+        "1 if the last configuration load applied in full (the start, or the last SIGHUP reload), 0 if the last SIGHUP reload failed in any part (an invalid config, a certificate, templates or static files that would not load, the log file not reopened): then the next start would fail too.",
+    ),
+    (
+        "dialtone_config_last_reload_timestamp_seconds",
+        "When the configuration was last loaded, at start or by SIGHUP, whether or not it succeeded (Unix seconds).",
+    ),
 ];
 
 /// Histograms, all in seconds: (name, help).
@@ -300,11 +316,11 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_transfer_duration_seconds",
-        "Provisioning transfer time, by protocol and outcome.",
+        "Provisioning transfer time, by protocol and outcome (buckets from 1 ms to an hour: a firmware image over TFTP on a slow link).",
     ),
     (
         "dialtone_directory_mirror_sync_seconds",
-        "Time of one sync of a mirrored LDAP source, by kind (full, incremental).",
+        "Time of one sync of a mirrored LDAP source, by kind (full, incremental); buckets from 10 ms to 30 minutes (a full read is cut off at 15).",
     ),
 ];
 
@@ -314,10 +330,40 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// first refusals) would stay silent. Labeled series are listed where the
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
-    ("dialtone_http_connections_shed_total", &[]),
+    (
+        "dialtone_http_connections_shed_total",
+        &[("listener", "api")],
+    ),
+    (
+        "dialtone_http_connections_shed_total",
+        &[("listener", "provisioning")],
+    ),
+    (
+        "dialtone_http_connections_shed_total",
+        &[("listener", "provisioning_tls")],
+    ),
+    (
+        "dialtone_http_connections_shed_total",
+        &[("listener", "monitoring")],
+    ),
     ("dialtone_http_idle_evicted_total", &[]),
     ("dialtone_http_slow_readers_evicted_total", &[]),
-    ("dialtone_http_source_connections_shed_total", &[]),
+    (
+        "dialtone_http_source_connections_shed_total",
+        &[("listener", "api")],
+    ),
+    (
+        "dialtone_http_source_connections_shed_total",
+        &[("listener", "provisioning")],
+    ),
+    (
+        "dialtone_http_source_connections_shed_total",
+        &[("listener", "provisioning_tls")],
+    ),
+    (
+        "dialtone_http_source_connections_shed_total",
+        &[("listener", "monitoring")],
+    ),
     ("dialtone_tftp_evicted_total", &[]),
     ("dialtone_resync_proxy_unresolved_total", &[]),
     ("dialtone_lookup_reserve_loads_total", &[]),
@@ -326,7 +372,11 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_lookup_shed_total", &[("reason", "full")]),
     ("dialtone_provisioning_bans_total", &[]),
     ("dialtone_render_cache_stale_total", &[]),
-    ("dialtone_render_pool_refused_total", &[]),
+    (
+        "dialtone_render_pool_refused_total",
+        &[("reason", "tenant_share")],
+    ),
+    ("dialtone_render_pool_refused_total", &[("reason", "full")]),
     ("dialtone_render_pool_timeouts_total", &[]),
     ("dialtone_request_panics_total", &[]),
     ("dialtone_tftp_stalled_total", &[]),
@@ -347,6 +397,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         &[("reason", "write_failed")],
     ),
     ("dialtone_history_dropped_total", &[("reason", "panic")]),
+    (
+        "dialtone_history_dropped_total",
+        &[("reason", "phone_rate")],
+    ),
     (
         "dialtone_unclaimed_dropped_total",
         &[("reason", "queue_full")],
@@ -467,6 +521,38 @@ mod tests {
         }
         for name in GAUGES_AT_ZERO {
             assert!(GAUGES.iter().any(|(n, _)| n == name), "{name}");
+        }
+    }
+
+    /// A counter with a fixed label set starts at zero for each value, or
+    /// `increase()` misses the first refusals of the one not listed.
+    #[test]
+    fn every_listener_and_render_refusal_starts_at_zero() {
+        let starts = |name: &str, label: &str, value: &str| {
+            START_AT_ZERO
+                .iter()
+                .any(|(n, labels)| *n == name && *labels == [(label, value)])
+        };
+        for name in [
+            "dialtone_http_connections_shed_total",
+            "dialtone_http_source_connections_shed_total",
+        ] {
+            for listener in crate::http_server::Listener::ALL {
+                assert!(
+                    starts(name, "listener", listener.label()),
+                    "{name} {listener:?}"
+                );
+            }
+            // No unlabeled series beside the labeled ones.
+            assert!(!START_AT_ZERO
+                .iter()
+                .any(|(n, l)| *n == name && l.is_empty()));
+        }
+        for reason in dialtone_tftp::pool::REFUSAL_REASONS {
+            assert!(
+                starts("dialtone_render_pool_refused_total", "reason", reason),
+                "{reason}"
+            );
         }
     }
 

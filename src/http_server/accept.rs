@@ -90,7 +90,7 @@ impl Accepting {
                         Refused::Full => "dialtone_http_connections_shed_total",
                         Refused::SourceShare => "dialtone_http_source_connections_shed_total",
                     };
-                    metrics::counter!(counter).increment(1);
+                    metrics::counter!(counter, "listener" => shared.listener.label()).increment(1);
                     // A handshake is a few milliseconds of CPU, and a source
                     // over its share could otherwise have one made for each
                     // new connection it opens, however fast: over TLS it is
@@ -186,6 +186,45 @@ pub(super) fn defer_accept(listener: &TcpListener, wait: Duration) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (listener, wait);
+}
+
+/// Which of the node's listeners an accept loop serves: the `listener`
+/// label of the shed counters, so that the API listener's refusals (PBXs
+/// asking for caller names) are told apart from phones' (provisioning).
+/// A fixed set, never a value from a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listener {
+    /// `http.listen`: the API, lookups, and `/metrics` unless monitoring
+    /// has a listener of its own.
+    #[default]
+    Api,
+    /// `provisioning.http_listen`: phones over plain HTTP.
+    Provisioning,
+    /// `provisioning.https_listen`: phones over HTTPS.
+    ProvisioningTls,
+    /// `http.monitoring_listen`.
+    Monitoring,
+}
+
+impl Listener {
+    /// Every one, for the test that each starts at zero (`metric_help.rs`).
+    #[cfg(test)]
+    pub const ALL: [Listener; 4] = [
+        Listener::Api,
+        Listener::Provisioning,
+        Listener::ProvisioningTls,
+        Listener::Monitoring,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Provisioning => "provisioning",
+            Listener::ProvisioningTls => "provisioning_tls",
+            Listener::Monitoring => "monitoring",
+        }
+    }
 }
 
 /// Why a newcomer was not given a place.

@@ -25,6 +25,7 @@ mod slow;
 mod stall;
 mod tls;
 
+pub use accept::Listener;
 pub use tls::{tls_acceptor, TlsFiles};
 
 use accept::{defer_accept, Accepting};
@@ -80,6 +81,8 @@ pub struct HttpServerOptions {
     /// is closed for a newcomer to a full listener, before any slow reader
     /// (`idle.rs`).
     pub evict_idle_after: Duration,
+    /// Which listener this is: the `listener` label of its shed counters.
+    pub listener: Listener,
 }
 
 impl Default for HttpServerOptions {
@@ -93,6 +96,7 @@ impl Default for HttpServerOptions {
             per_source_exempt: dialtone_tftp::tftp::default_exempt(),
             slow_window: slow::SLOW_WINDOW,
             evict_idle_after: idle::IDLE_BEFORE_EVICTION,
+            listener: Listener::Api,
         }
     }
 }
@@ -136,6 +140,7 @@ struct Shared {
     idle: idle::Idle,
     /// Connections marked as reading slowly, the next to go.
     readers: Arc<slow::Readers>,
+    listener: Listener,
 }
 
 /// A connection's place under `max_connections` and its source's share,
@@ -246,6 +251,7 @@ pub async fn serve(
         drain: Notify::new(),
         idle: idle::Idle::new(options.evict_idle_after),
         readers: Arc::new(slow::Readers::new(options.slow_window)),
+        listener: options.listener,
     });
     // SAFETY: a std `TcpListener` owns its descriptor and reports the same
     // one until it is dropped, which is what `register` asks for.

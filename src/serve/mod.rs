@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http_server::{serve, HttpServerOptions};
+use crate::http_server::{serve, HttpServerOptions, Listener};
 use crate::logging::LogHandle;
 use crate::supervise::{Intensity, Supervisor};
 use drain::drain;
@@ -299,6 +299,7 @@ impl Listeners {
                 &config.provisioning.http_per_source_exempt,
             )
             .unwrap_or_default(),
+            listener: Listener::Provisioning,
             ..HttpServerOptions::default()
         };
         let mut http = vec![
@@ -307,7 +308,10 @@ impl Listeners {
                 tokio::spawn(serve(
                     sockets.api,
                     routers.api,
-                    HttpServerOptions::default(),
+                    HttpServerOptions {
+                        listener: Listener::Api,
+                        ..HttpServerOptions::default()
+                    },
                     cancel.clone(),
                 )),
             ),
@@ -327,7 +331,10 @@ impl Listeners {
                 tokio::spawn(serve(
                     listener,
                     router,
-                    HttpServerOptions::default(),
+                    HttpServerOptions {
+                        listener: Listener::Monitoring,
+                        ..HttpServerOptions::default()
+                    },
                     cancel.clone(),
                 )),
             ));
@@ -336,6 +343,7 @@ impl Listeners {
             files.record_expiry();
             let options = HttpServerOptions {
                 tls: Some(tls),
+                listener: Listener::ProvisioningTls,
                 ..provisioning
             };
             let router = dialtone_tftp::http::router_with(provisioner.clone(), true);

@@ -50,15 +50,16 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
         resync,
     } = parts;
     let separate = config.http.monitoring_listen.is_some();
-    let health = |details: bool| {
+    let health_state = |details: bool| {
         let supervisor = supervisor.clone();
-        app(AppState {
+        AppState {
             mirror: mirror.clone(),
             max_staleness: config.mirror.max_staleness_s.map(Duration::from_secs),
             degraded: Arc::new(move || supervisor.degraded()),
             details,
-        })
+        }
     };
+    let health = |details: bool| app(health_state(details));
     let metrics_routes = match metrics {
         Some(handle) => axum::Router::new()
             .route("/metrics", axum::routing::get(crate::prometheus::render))
@@ -67,6 +68,9 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
                 mirror: mirror.clone(),
                 provisioner: provisioner.clone(),
                 supervisor: supervisor.clone(),
+                // `dialtone_ready` is what `/readyz` answers.
+                health: health_state(false),
+                lookups: lookups.clone(),
             }),
         None => axum::Router::new(),
     };

@@ -32,46 +32,30 @@ pub(super) fn signals(
     started_with: Config,
     log: LogHandle,
     mut hup: Hangup,
-    reload_live: impl Fn(Option<&Config>) + Send + 'static,
+    reload_live: impl Fn(Option<&Config>) -> bool + Send + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // The configuration `serve` started with loaded in full.
+    record_reload(true);
     Ok(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.0.recv() => {
-                    // This task alone hears SIGTERM: a reload that panicked
-                    // and ended it would leave the process deaf to a stop.
-                    let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let config = reload(
+                    let applied = hangup(
+                        || reload(
                             config_path.as_deref(),
                             &overrides,
                             &log,
                             &started_with.log.filter,
-                        );
-                        if let Some(new) = &config {
-                            // Against the running `ban_s`, which waits for a restart.
-                            crate::config::warn_if_one_address_closes_a_phone(
-                                &new.provisioning,
-                                started_with.provisioning.ban_s,
-                            );
-                            let waiting = needs_restart(&started_with, new);
-                            if !waiting.is_empty() {
-                                tracing::warn!(
-                                    settings = %waiting.join(", "),
-                                    "SIGHUP: these settings changed but apply only after a restart; the running values stay"
-                                );
-                            }
-                        }
-                        reload_live(config.as_ref());
-                    }));
-                    if reloaded.is_err() {
-                        dialtone_sync::watcher::failed("reload");
-                        tracing::error!("SIGHUP: the reload panicked; what it had applied stays, and signals are still heard");
-                    }
+                        ),
+                        &started_with,
+                        &reload_live,
+                    );
+                    record_reload(applied);
                 }
                 _ = cancel.cancelled() => {
                     // A drain the node began itself (a listener stopped):
@@ -90,6 +74,62 @@ pub(super) fn signals(
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })
+}
+
+/// One SIGHUP: `reread` reads the config again (the new one, or `None`
+/// when it is invalid, and whether the log file was reopened), then
+/// `reload_live` applies what can change live (and says whether all of it
+/// was). Whether the whole reload applied: an invalid config, or any part
+/// not applied (a certificate, templates or static files that would not
+/// load), is one a restart would meet too, and a restart with an invalid
+/// config exits 2, which systemd does not retry.
+fn hangup(
+    reread: impl FnOnce() -> (Option<Config>, bool),
+    started_with: &Config,
+    reload_live: &impl Fn(Option<&Config>) -> bool,
+) -> bool {
+    // This task alone hears SIGTERM: a reload that panicked and ended it
+    // would leave the process deaf to a stop.
+    let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (config, reopened) = reread();
+        if let Some(new) = &config {
+            // Against the running `ban_s`, which waits for a restart.
+            crate::config::warn_if_one_address_closes_a_phone(
+                &new.provisioning,
+                started_with.provisioning.ban_s,
+            );
+            let waiting = needs_restart(started_with, new);
+            if !waiting.is_empty() {
+                tracing::warn!(
+                    settings = %waiting.join(", "),
+                    "SIGHUP: these settings changed but apply only after a restart; the running values stay"
+                );
+            }
+        }
+        let live = reload_live(config.as_ref());
+        reopened && config.is_some() && live
+    }));
+    reloaded.unwrap_or_else(|_| {
+        dialtone_sync::watcher::failed("reload");
+        tracing::error!(
+            "SIGHUP: the reload panicked; what it had applied stays, and signals are still heard"
+        );
+        false
+    })
+}
+
+/// `dialtone_config_last_reload_successful` and its time: set once at the
+/// start (the config `serve` runs with loaded in full), then by each
+/// SIGHUP. A failed reload stays 0 until one succeeds, however long after:
+/// the bad file is still on disk for the next start.
+fn record_reload(successful: bool) {
+    metrics::gauge!("dialtone_config_last_reload_successful").set(if successful {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("dialtone_config_last_reload_timestamp_seconds")
+        .set(dialtone_sync::now_millis() as f64 / 1000.0);
 }
 
 /// The next SIGTERM or SIGINT.
@@ -121,16 +161,18 @@ impl Hangup {
 }
 
 /// Re-reads the config and applies the log settings; the new config, or
-/// `None` when it is invalid (the running one stays). `started_filter`:
-/// `log.filter` as `serve` started with it.
+/// `None` when it is invalid (the running one stays), and whether the log
+/// file was reopened. `started_filter`: `log.filter` as `serve` started
+/// with it.
 fn reload(
     path: Option<&std::path::Path>,
     overrides: &crate::config::Overrides,
     log: &LogHandle,
     started_filter: &str,
-) -> Option<Config> {
+) -> (Option<Config>, bool) {
     // First, so the lines below land in the new file.
-    if let Err(e) = log.reopen() {
+    let reopened = log.reopen();
+    if let Err(e) = &reopened {
         // Counted, as every reload that fails, and said on stderr too: the
         // warning goes to the old file, which logrotate has moved away
         // from where it is watched.
@@ -138,7 +180,7 @@ fn reload(
         eprintln!("dialtone: SIGHUP: log file not reopened ({e}); still writing the old one");
         tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
     }
-    match Config::load(path).and_then(|mut config| {
+    let config = match Config::load(path).and_then(|mut config| {
         overrides.apply(&mut config);
         config.validate()?;
         config.check_base_url()?;
@@ -167,7 +209,8 @@ fn reload(
             tracing::warn!(error = %format!("{e:#}"), "SIGHUP: configuration invalid; keeping the running one");
             None
         }
-    }
+    };
+    (config, reopened.is_ok())
 }
 
 /// The settings SIGHUP applies (with the log file, reopened by name, and
@@ -230,18 +273,21 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 /// What SIGHUP applies without a restart: ban limits and how long known
 /// phones are remembered, the render cache's size, the shipped templates,
 /// the static files and the HTTPS certificate (read again from its files).
+/// Says whether every part that was read again applied.
 pub(super) fn reload_live(
     provisioner: Arc<Provisioner>,
     static_dir: Option<PathBuf>,
     tls: Option<Arc<crate::http_server::TlsFiles>>,
-) -> impl Fn(Option<&Config>) + Send + 'static {
+) -> impl Fn(Option<&Config>) -> bool + Send + 'static {
     move |config: Option<&Config>| {
+        let mut applied = true;
         if let Some(tls) = &tls {
             match tls.reload() {
                 Ok(()) => {
                     tracing::info!(cert = %tls.cert_path().display(), "SIGHUP: TLS certificate reloaded")
                 }
                 Err(e) => {
+                    applied = false;
                     dialtone_sync::watcher::failed("reload");
                     tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one")
                 }
@@ -273,6 +319,7 @@ pub(super) fn reload_live(
                 "SIGHUP: shipped templates unchanged; rendered files kept"
             ),
             Err(e) => {
+                applied = false;
                 dialtone_sync::watcher::failed("reload");
                 tracing::warn!(error = %e, "SIGHUP: shipped templates not reloaded; keeping the running set")
             }
@@ -281,18 +328,67 @@ pub(super) fn reload_live(
             match provisioner.reload_static(dir) {
                 Ok(n) => tracing::info!(files = n, "SIGHUP: static files re-indexed"),
                 Err(e) => {
+                    applied = false;
                     dialtone_sync::watcher::failed("reload");
                     tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; keeping the running index")
                 }
             }
         }
+        applied
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::needs_restart;
+    use super::{hangup, needs_restart, record_reload};
     use crate::config::{Config, Overrides};
+
+    /// The gauge a scrape would show for `name`, from a local recorder.
+    fn gauge(handle: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> Option<f64> {
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// A reload that fails in any part leaves the gauge at 0 until one
+    /// succeeds: unlike a counter's increase, it does not age out while
+    /// the bad file waits on disk for the next start.
+    #[test]
+    fn the_last_reload_gauge_stays_failed_until_a_reload_succeeds() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let running = Config::default();
+        let ok = |_: Option<&Config>| true;
+        let successful = "dialtone_config_last_reload_successful";
+        let at = "dialtone_config_last_reload_timestamp_seconds";
+        metrics::with_local_recorder(&recorder, || record_reload(true));
+        assert_eq!(gauge(&handle, successful), Some(1.0));
+        let started = gauge(&handle, at).unwrap();
+        assert!(started > 1.7e9, "{started}");
+
+        // An invalid config; a part not applied; the log not reopened; a
+        // panic: each a failed reload.
+        type Reread = Box<dyn FnOnce() -> (Option<Config>, bool)>;
+        let failures: [(Reread, bool); 4] = [
+            (Box::new(|| (None, true)), true),
+            (Box::new(|| (Some(Config::default()), true)), false),
+            (Box::new(|| (Some(Config::default()), false)), true),
+            (Box::new(|| panic!("a reload that panics")), true),
+        ];
+        for (reread, live) in failures {
+            metrics::with_local_recorder(&recorder, || {
+                record_reload(hangup(reread, &running, &|_: Option<&Config>| live))
+            });
+            assert_eq!(gauge(&handle, successful), Some(0.0));
+        }
+        assert!(gauge(&handle, at).unwrap() >= started);
+
+        metrics::with_local_recorder(&recorder, || {
+            record_reload(hangup(|| (Some(Config::default()), true), &running, &ok))
+        });
+        assert_eq!(gauge(&handle, successful), Some(1.0));
+    }
 
     /// Listeners and the database given on the command line win over the
     /// file at start and at each reload, so a reload does not name them

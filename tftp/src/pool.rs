@@ -73,6 +73,12 @@ impl PoolOptions {
     }
 }
 
+/// The `reason` label of `dialtone_render_pool_refused_total`: `full`, the
+/// pool's whole queue (`queue`) is waiting; `tenant_share`, the render's
+/// owner holds its share of the queue (`tenant_queue`, or a quarter of
+/// the room the others leave) while there is room for others.
+pub const REFUSAL_REASONS: &[&str] = &["tenant_share", "full"];
+
 /// `None` is renders for no known phone (common files).
 type Owner = Option<Id>;
 
@@ -199,6 +205,21 @@ impl Inner {
         }
     }
 
+    /// Why a render of `owner`'s may not wait now, if so: one of
+    /// [`REFUSAL_REASONS`]. An owner holds at most `tenant_queue` waiting,
+    /// and at most a quarter of the room the other owners leave: with a
+    /// fixed quarter each, four tenants (or three and the phones no tenant
+    /// owns) filled the queue and every other tenant's miss was "busy".
+    fn refusal(&self, s: &Schedule, owner: Owner) -> Option<&'static str> {
+        if s.waiting >= self.queue {
+            return Some("full");
+        }
+        let own = s.tenants.get(&owner).map_or(0, |t| t.queue.len());
+        let left = self.queue.saturating_sub(s.waiting - own);
+        let share = left.div_ceil(4).min(self.tenant_queue);
+        (own >= share).then_some("tenant_share")
+    }
+
     /// Drops waiters whose callers have gone, so they do not count against
     /// the queue bounds.
     fn prune(schedule: &mut Schedule) {
@@ -238,20 +259,11 @@ impl RenderPool {
     fn enter(&self, owner: Owner) -> Result<oneshot::Receiver<Slot>, ProvisionError> {
         let inner = &self.inner;
         let mut schedule = inner.lock();
-        // An owner holds at most `tenant_queue` waiting, and at most a
-        // quarter of the room the other owners leave: with a fixed quarter
-        // each, four tenants (or three and the phones no tenant owns)
-        // filled the queue and every other tenant's miss was "busy".
-        let full = |s: &Schedule| {
-            let own = s.tenants.get(&owner).map_or(0, |t| t.queue.len());
-            let left = inner.queue.saturating_sub(s.waiting - own);
-            let share = left.div_ceil(4).min(inner.tenant_queue);
-            s.waiting >= inner.queue || own >= share
-        };
-        if full(&schedule) {
+        if inner.refusal(&schedule, owner).is_some() {
             Inner::prune(&mut schedule);
-            if full(&schedule) {
-                metrics::counter!("dialtone_render_pool_refused_total").increment(1);
+            if let Some(reason) = inner.refusal(&schedule, owner) {
+                metrics::counter!("dialtone_render_pool_refused_total", "reason" => reason)
+                    .increment(1);
                 return Err(ProvisionError::Busy);
             }
         }

@@ -26,6 +26,13 @@ fn waiting(pool: &RenderPool) -> usize {
     pool.inner.lock().waiting
 }
 
+/// Why a render of `owner`'s would be refused now, if so (the `reason`
+/// label of `dialtone_render_pool_refused_total`).
+fn refusal(pool: &RenderPool, owner: u8) -> Option<&'static str> {
+    let schedule = pool.inner.lock();
+    pool.inner.refusal(&schedule, tenant(owner))
+}
+
 /// Waits (bounded) until `ready` holds, polling.
 async fn until(mut ready: impl FnMut() -> bool) {
     for _ in 0..500 {
@@ -179,12 +186,19 @@ async fn waiting_is_bounded_per_tenant_and_overall() {
             matches!(refused(owner).await, Err(ProvisionError::Busy)),
             "tenant {owner} past its share"
         );
+        // Counted as the tenant's share while others still have room.
+        if waiting(&pool) < 8 {
+            assert_eq!(refusal(&pool, owner), Some("tenant_share"), "{owner}");
+        }
     }
     assert_eq!(waiting(&pool), 8);
     assert!(
         matches!(refused(7).await, Err(ProvisionError::Busy)),
         "pool queue"
     );
+    // A tenant with nothing waiting is refused because the pool is full.
+    assert_eq!(refusal(&pool, 7), Some("full"));
+    assert!(REFUSAL_REASONS.contains(&"full") && REFUSAL_REASONS.contains(&"tenant_share"));
     open.send(()).unwrap();
     running.await.unwrap().unwrap();
     for task in queued {

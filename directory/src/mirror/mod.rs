@@ -18,7 +18,7 @@ pub(crate) mod tasks;
 pub(crate) mod work;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -236,6 +236,8 @@ pub struct SourceMirror {
     status: Mutex<MirrorStatus>,
     /// Entries this mirror counts in `dialtone_directory_mirror_entries`.
     reported: AtomicU64,
+    /// Whether its last sync failed (an entry cap it hit is no failure).
+    sync_failed: AtomicBool,
 }
 
 impl Drop for SourceMirror {
@@ -255,6 +257,7 @@ impl SourceMirror {
             loaded: ArcSwapOption::empty(),
             status: Mutex::default(),
             reported: AtomicU64::new(0),
+            sync_failed: AtomicBool::new(false),
         }
     }
 
@@ -303,6 +306,33 @@ impl SourceMirror {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_error_kind = error.as_ref().map(|(kind, _)| *kind);
         status.last_error = error.map(|(_, text)| text);
+    }
+
+    /// Records how the last sync ended.
+    pub(crate) fn set_sync_failed(&self, failed: bool) {
+        self.sync_failed.store(failed, Ordering::Relaxed);
+    }
+
+    /// Whether the mirror is behind at `now` (Unix ms): its last sync
+    /// failed, or its data was last known current longer ago than twice
+    /// `every` (ms, the source's full-sync interval as its syncs are
+    /// spaced). One that has neither synced nor failed yet (its first sync
+    /// is running, or waits its turn) is not.
+    pub fn behind(&self, now: i64, every: i64) -> bool {
+        if self.sync_failed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let synced = status.last_full_sync.max(status.last_incremental_sync);
+        synced.is_some_and(|at| now.saturating_sub(at) > every.saturating_mul(2))
+    }
+
+    /// The last full sync's duration (ms), which spaces the next.
+    pub(crate) fn last_full_ms(&self) -> Option<u64> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_full_ms
     }
 
     pub fn status(&self) -> MirrorStatus {

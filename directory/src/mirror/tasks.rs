@@ -232,6 +232,33 @@ impl LookupService {
         source.mirror.as_ref().map(|m| m.status())
     }
 
+    /// `dialtone_directory_mirror_sources_behind`: the mirrored sources on
+    /// this node (those `reconcile` runs a sync task for) whose last sync
+    /// failed, or whose data was last known current longer ago than twice
+    /// their `sync_interval_s`, spaced as their syncs are by the last full
+    /// one's duration ([`SYNC_SPACING`]). Lookups go on answering from such
+    /// a mirror, so no lookup alert sees it. A count without a source or
+    /// tenant label: read at scrape time, one pass over the built sources,
+    /// as a reconcile makes every 30 s.
+    pub fn mirror_sources_behind(&self) -> usize {
+        let state = self.inner.mirror.load();
+        let now = now_millis();
+        let millis = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+        state
+            .tenants()
+            .flat_map(|tenant| self.inner.sources.sources_of(&state, tenant.id))
+            .filter(|source| match (&source.mirror, &source.remote) {
+                (Some(mirror), Remote::Ldap(ldap)) => {
+                    let took = mirror.last_full_ms().unwrap_or(0) as i64;
+                    let every = millis(ldap.settings().sync_interval_s)
+                        .max(took.saturating_mul(SYNC_SPACING));
+                    mirror.behind(now, every)
+                }
+                _ => false,
+            })
+            .count()
+    }
+
     /// The entries `tenant`'s mirrored sources hold on this node: with its
     /// own entries, what its `directory_entries` quota bounds.
     pub fn mirrored_entries(&self, state: &MirrorState, tenant: Id) -> u64 {
@@ -472,6 +499,7 @@ impl LookupService {
             match result {
                 Ok(outcome) => {
                     failures = 0;
+                    mirror.set_sync_failed(false);
                     let elapsed = started.elapsed().as_millis() as u64;
                     if full {
                         data.last_full_ms = Some(elapsed);
@@ -492,6 +520,8 @@ impl LookupService {
                     metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                         .increment(1);
                     tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
+                    // Before the error, which readers wait for.
+                    mirror.set_sync_failed(true);
                     mirror.set_error(Some((e.shown_to_tenant(), e.to_string())));
                 }
             }

@@ -185,6 +185,31 @@ fn a_source_mirror_answers_and_reports() {
     );
 }
 
+/// Behind: the last sync failed, or the data is older than twice the
+/// interval; an entry cap hit by a sync that succeeded is neither.
+#[test]
+fn a_mirror_is_behind_after_a_failed_sync_or_twice_its_interval() {
+    let r = row(r#"{"url":"ldap://dc1/","base_dn":"dc=x","mode":"mirror"}"#);
+    let mirror = SourceMirror::new(&r, false);
+    let now = now_millis();
+    // Nothing synced or failed yet: its first sync is still to come.
+    assert!(!mirror.behind(now, 60_000));
+    let mut d = data(vec![raw("cn=ann", Some("Ann"), &["5550101234"])]);
+    d.last_full_sync = Some(now - 100_000);
+    mirror.publish(Some(d.index(7)), &d);
+    mirror.set_error(Some(("mirror_limit", "over 1 entries".into())));
+    assert!(!mirror.behind(now, 60_000));
+    assert!(mirror.behind(now, 49_000));
+    // A later incremental sync counts as current.
+    d.last_incremental_sync = Some(now - 1_000);
+    mirror.publish(None, &d);
+    assert!(!mirror.behind(now, 49_000));
+    mirror.set_sync_failed(true);
+    assert!(mirror.behind(now, 3_600_000));
+    mirror.set_sync_failed(false);
+    assert!(!mirror.behind(now, 3_600_000));
+}
+
 #[test]
 fn quotas_cap_entries() {
     // A tenant's mirrored sources share its quota: together never more.
@@ -399,6 +424,8 @@ mod service {
         assert!(failed, "{status:?}");
         assert_eq!((status.entries, status.last_full_sync), (0, None));
         assert!(!store::path(dir.path(), source.id).exists());
+        // Counted as behind, though it never synced: lookups would miss.
+        assert_eq!(service.mirror_sources_behind(), 1);
         cancel.cancel();
     }
 }
