@@ -74,6 +74,12 @@ fn durations_past_their_bounds_are_refused_by_name() {
         ("provisioning", "render_queue", "1000001"),
         ("provisioning", "render_tenant_queue", "1000001"),
         ("provisioning", "render_cache_mb", "65537"),
+        ("supervision", "max_restarts", "9223372036854775807"),
+        ("provisioning", "tftp_max_transfers", "9223372036854775807"),
+        ("provisioning", "http_max_connections", "0"),
+        ("provisioning", "render_threads", "1000000"),
+        ("lookup", "cache_mb", "17592186044416"),
+        ("lookup", "indexed_tenants", "9223372036854775807"),
     ] {
         let err = load(&format!("[{section}]\n{key} = {value}\n"), &[])
             .and_then(|c| c.validate())

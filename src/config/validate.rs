@@ -169,7 +169,8 @@ impl Config {
             &self.lookup,
             &self.database,
         );
-        let bounds: [(&str, u64, u64, u64); 26] = [
+        const COUNT_MAX: u64 = 100_000_000;
+        let bounds: [(&str, u64, u64, u64); 39] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -283,6 +284,72 @@ impl Config {
                 QUEUE_MAX,
             ),
             ("provisioning.render_cache_mb", p.render_cache_mb, 1, 65_536),
+            // Counts the code adds to, shifts or sizes tables by: a huge
+            // value wrapped (a lookup cache of 0 bytes, a restart limit
+            // never reached) or panicked, where it should be refused.
+            (
+                "supervision.max_restarts",
+                self.supervision.max_restarts as u64,
+                0,
+                1_000_000,
+            ),
+            (
+                "provisioning.tftp_max_transfers",
+                p.tftp_max_transfers as u64,
+                1,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.tftp_max_per_source",
+                p.tftp_max_per_source as u64,
+                1,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.http_max_connections",
+                p.http_max_connections as u64,
+                1,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.http_max_per_source",
+                p.http_max_per_source as u64,
+                1,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.render_threads",
+                p.render_threads as u64,
+                0,
+                4_096,
+            ),
+            (
+                "provisioning.render_per_tenant",
+                p.render_per_tenant as u64,
+                0,
+                4_096,
+            ),
+            (
+                "provisioning.render_self_check_per_s",
+                p.render_self_check_per_s as u64,
+                0,
+                QUEUE_MAX,
+            ),
+            (
+                "provisioning.ban_sources",
+                p.ban_sources as u64,
+                1,
+                COUNT_MAX,
+            ),
+            (
+                "provisioning.ban_known_phones",
+                p.ban_known_phones as u64,
+                0,
+                COUNT_MAX,
+            ),
+            ("lookup.cache_mb", l.cache_mb, 1, 65_536),
+            ("lookup.max_inflight", l.max_inflight as u64, 1, QUEUE_MAX),
+            ("lookup.indexed_tenants", l.indexed_tenants, 0, COUNT_MAX),
         ];
         // Row counts: 0 is no "unlimited" here. A catch-up limit of 0 made
         // every change a full reload, and -1 reloaded at every poll.
