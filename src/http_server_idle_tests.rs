@@ -139,18 +139,20 @@ async fn https_idle_connections_make_room_too() {
 /// takes it, where it used to be refused until `header_timeout`.
 #[tokio::test]
 async fn connections_without_a_whole_first_request_make_room() {
+    // A first request may take half of `header_timeout` (here 600 ms).
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 1,
-        evict_idle_after: Duration::from_millis(300),
+        evict_idle_after: Duration::from_millis(100),
+        header_timeout: Duration::from_millis(1200),
         ..HttpServerOptions::default()
     })
     .await;
     let mut trickling = TcpStream::connect(addr).await.unwrap();
     trickling.write_all(b"GET /peer HTT").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let served = request(addr, "/peer").await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     assert!(
@@ -165,16 +167,17 @@ async fn connections_without_a_whole_first_request_make_room() {
     let (addr, shutdown, task) = start(HttpServerOptions {
         max_connections: 1,
         tls: Some(acceptor),
-        evict_idle_after: Duration::from_millis(300),
+        evict_idle_after: Duration::from_millis(100),
+        header_timeout: Duration::from_millis(1200),
         ..HttpServerOptions::default()
     })
     .await;
     let mut hanging = TcpStream::connect(addr).await.unwrap();
     hanging.write_all(b"\x16\x03\x01").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = tls_request(addr, &connector, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let served = tls_request(addr, &connector, "/peer").await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     assert!(

@@ -221,31 +221,7 @@ pub(crate) async fn commit(
     change: Change<'_>,
     mutations: Vec<Mutation>,
 ) -> Result<WriteReport, ApiError> {
-    let audit = audit_of(principal, change);
-    // The caller's token as this node authenticated it: a node whose
-    // mirror lags a revocation (or the token's tenant's deletion, whose
-    // slug a new tenant may already hold) writes nothing with it.
-    let token = Target::Token {
-        id: principal.token_id,
-    };
-    let mut checked = Vec::with_capacity(mutations.len() + 1);
-    checked.push(Mutation::Expect {
-        target: token.clone(),
-        etag: principal.token_etag.clone(),
-    });
-    checked.extend(mutations);
-    let report = state
-        .store
-        .apply(&checked, &audit)
-        .await
-        .map_err(|e| match &e {
-            dialtone_sync::SyncError::NotFound(what) | dialtone_sync::SyncError::Conflict(what)
-                if *what == token.to_string() =>
-            {
-                ApiError::unauthorized("invalid, expired or revoked token")
-            }
-            _ => ApiError::from(e),
-        })?;
+    let report = write(state, principal, change, mutations).await?;
     // Bounded: the catch-up may have to wait for another one, or become a
     // full reload (a node far behind, a transaction left open on the
     // database), and the request holds its tenant's database share meanwhile.
@@ -266,6 +242,41 @@ pub(crate) async fn commit(
         ),
     }
     Ok(report)
+}
+
+/// [`commit`] without the catch-up: for a write the mirror does not hold
+/// (an audit row alone), whose caller acts as soon as it is committed.
+pub(crate) async fn write(
+    state: &AdminState,
+    principal: &Principal,
+    change: Change<'_>,
+    mutations: Vec<Mutation>,
+) -> Result<WriteReport, ApiError> {
+    let audit = audit_of(principal, change);
+    // The caller's token as this node authenticated it: a node whose
+    // mirror lags a revocation (or the token's tenant's deletion, whose
+    // slug a new tenant may already hold) writes nothing with it.
+    let token = Target::Token {
+        id: principal.token_id,
+    };
+    let mut checked = Vec::with_capacity(mutations.len() + 1);
+    checked.push(Mutation::Expect {
+        target: token.clone(),
+        etag: principal.token_etag.clone(),
+    });
+    checked.extend(mutations);
+    state
+        .store
+        .apply(&checked, &audit)
+        .await
+        .map_err(|e| match &e {
+            dialtone_sync::SyncError::NotFound(what) | dialtone_sync::SyncError::Conflict(what)
+                if *what == token.to_string() =>
+            {
+                ApiError::unauthorized("invalid, expired or revoked token")
+            }
+            _ => ApiError::from(e),
+        })
 }
 
 /// How long a write waits for this node's mirror to show it.

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
-use super::{commit, off_workers, page_size, parse_name, AdminState, Change, Principal};
+use super::{off_workers, page_size, parse_name, write, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
 use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains, Spaced};
@@ -140,7 +140,10 @@ async fn queue<'a>(
         Err(full) => return Ok(Err(refusal(service, full))),
     };
     if !pending.enqueued().queued.is_empty() {
-        commit(state, principal, change(pending.enqueued()), Vec::new()).await?;
+        // Released as soon as the row is committed: an audit row is not in
+        // the mirror, so nothing waits for it there, and a client gone
+        // during that wait withdrew resyncs its committed row counted.
+        write(state, principal, change(pending.enqueued()), Vec::new()).await?;
     }
     Ok(Ok(pending.release()))
 }

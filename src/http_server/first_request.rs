@@ -35,8 +35,12 @@ pub(super) enum Next {
     /// Answered and to be closed, or the client is gone.
     Close,
     /// hyper goes on, reading `prefix` (bytes already taken from the
-    /// socket) before the socket.
-    Hyper { stream: TcpStream, prefix: Bytes },
+    /// socket) before the socket; `answered`: after the first response.
+    Hyper {
+        stream: TcpStream,
+        prefix: Bytes,
+        answered: bool,
+    },
 }
 
 /// One read's worth: a phone's request is a few hundred bytes, and one that
@@ -71,7 +75,7 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
             request,
             keep_alive,
         } => (*request, keep_alive),
-        Read::Hyper(prefix) => return register(stream, prefix),
+        Read::Hyper(prefix) => return register(stream, prefix, false),
         Read::Gone => return Next::Close,
     };
     let head_only = request.method() == Method::HEAD;
@@ -157,11 +161,12 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
         return Next::Close;
     }
     match out {
-        Output::Raw(stream) => register(stream, Bytes::new()),
+        Output::Raw(stream) => register(stream, Bytes::new(), true),
         Output::Registered(stream) => match stream.into_inner() {
             Some(stream) => Next::Hyper {
                 stream,
                 prefix: Bytes::new(),
+                answered: true,
             },
             None => Next::Close,
         },
@@ -169,9 +174,13 @@ pub(super) async fn serve(shared: &Shared, stream: std::net::TcpStream, peer: So
     }
 }
 
-fn register(stream: std::net::TcpStream, prefix: Bytes) -> Next {
+fn register(stream: std::net::TcpStream, prefix: Bytes, answered: bool) -> Next {
     match TcpStream::from_std(stream) {
-        Ok(stream) => Next::Hyper { stream, prefix },
+        Ok(stream) => Next::Hyper {
+            stream,
+            prefix,
+            answered,
+        },
         Err(e) => {
             tracing::warn!(error = %e, "registering an HTTP connection failed");
             Next::Close

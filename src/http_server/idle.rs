@@ -14,10 +14,11 @@
 //!
 //! A connection that has not yet sent a whole first request (a TLS
 //! handshake not finished, headers trickling in) counts as idle since it
-//! was accepted. A phone sends its request as soon as it connects; a place
-//! held a second without one is a client on a failing link or one holding
-//! places on purpose, each of which `header_timeout` (10 s) would end
-//! anyway, and until then a booting phone would be refused.
+//! was accepted, and since its handshake ended, and is taken once it has
+//! waited `first_after`: half of `header_timeout` (5 s), which ends such a
+//! connection anyway. A phone sends its request as soon as it connects,
+//! but on a long or lossy link a TLS handshake alone takes a few round
+//! trips: at a second, such phones were cut by each newcomer in a storm.
 //!
 //! A connection costs the registry's lock twice (when hyper takes it over
 //! and when it ends); each request costs two atomic additions, a clock read
@@ -42,6 +43,8 @@ pub(super) const IDLE_BEFORE_EVICTION: Duration = Duration::from_secs(1);
 /// while listed: the entry holds it).
 pub(super) struct Idle {
     after: Duration,
+    /// For a connection still without a whole first request.
+    first_after: Duration,
     epoch: Instant,
     open: Mutex<HashMap<usize, Arc<Lull>>>,
 }
@@ -57,14 +60,18 @@ pub(super) struct Lull {
     /// When the connection was listed or its last response ended,
     /// whichever came later, in milliseconds since `epoch`, plus one.
     ended_at: AtomicU64,
+    /// Listed before any request of its own was answered: until one
+    /// reaches the router, it waits for its first.
+    first: bool,
     evicted: AtomicBool,
     wake: Notify,
 }
 
 impl Idle {
-    pub(super) fn new(after: Duration) -> Self {
+    pub(super) fn new(after: Duration, first_after: Duration) -> Self {
         Idle {
             after,
+            first_after: first_after.max(after),
             epoch: Instant::now(),
             open: Mutex::default(),
         }
@@ -75,14 +82,16 @@ impl Idle {
     }
 
     /// Lists a connection hyper (or the TLS handshake) takes over: idle from
-    /// now until a request reaches the router, whether its first request
-    /// was answered before (`first_request`) or is still to come.
-    pub(super) fn enter(&self) -> Listed<'_> {
+    /// now until a request reaches the router. `answered`: its first
+    /// request was answered before (`first_request`); if not, it is still
+    /// to come.
+    pub(super) fn enter(&self, answered: bool) -> Listed<'_> {
         let lull = Arc::new(Lull {
             epoch: self.epoch,
             started: AtomicU32::new(0),
             ended: AtomicU32::new(0),
             ended_at: AtomicU64::new(0),
+            first: !answered,
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -95,13 +104,17 @@ impl Idle {
     /// `after`: its place is the caller's, as with a slow reader's.
     pub(super) fn evict(&self) -> bool {
         let now = since(self.epoch);
-        let after = self.after.as_millis() as u64;
+        let (after, first_after) = (
+            self.after.as_millis() as u64,
+            self.first_after.as_millis() as u64,
+        );
         let lull = {
             let mut open = self.lock();
             let oldest = open
                 .iter()
                 .filter_map(|(key, lull)| {
-                    let ended_at = lull.idle_since()?;
+                    let (ended_at, first) = lull.idle_since()?;
+                    let after = if first { first_after } else { after };
                     (now.saturating_sub(ended_at) >= after).then_some((ended_at, *key))
                 })
                 .min();
@@ -131,11 +144,17 @@ fn since(epoch: Instant) -> u64 {
 impl Lull {
     /// When it went idle, if it is: no request in the router or its body
     /// still being sent.
-    fn idle_since(&self) -> Option<u64> {
+    /// and whether it is still waiting for its first request.
+    fn idle_since(&self) -> Option<(u64, bool)> {
         let ended = self.ended.load(Ordering::Acquire);
         let started = self.started.load(Ordering::Acquire);
         let ended_at = self.ended_at.load(Ordering::Acquire);
-        (started == ended).then(|| ended_at.saturating_sub(1))
+        (started == ended).then(|| (ended_at.saturating_sub(1), self.first && started == 0))
+    }
+
+    /// Its TLS handshake ended: the wait for its first request starts now.
+    pub(super) fn handshake_done(&self) {
+        self.mark_ended();
     }
 
     fn mark_ended(&self) {
@@ -237,31 +256,33 @@ mod tests {
     use super::*;
 
     /// Only a connection idle for `after` is taken, the one idle the
-    /// longest first (one still waiting for its first request counts from
-    /// when it was listed); one with a request in the router is not.
+    /// longest first, and one still waiting for its first request only
+    /// once it has waited `first_after`; one with a request in the router
+    /// is not.
     #[tokio::test]
     async fn the_longest_idle_connection_goes_first() {
-        let idle = Idle::new(Duration::from_millis(50));
-        let waiting_for_its_first = idle.enter();
+        let idle = Idle::new(Duration::from_millis(50), Duration::from_millis(150));
+        let waiting_for_its_first = idle.enter(false);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let older = idle.enter();
+        let older = idle.enter(true);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let newer = idle.enter();
-        let busy = idle.enter();
+        let newer = idle.enter(true);
+        let busy = idle.enter(true);
         busy.lull().begin();
         assert!(!idle.evict(), "none idle for long enough yet");
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(idle.evict());
-        assert!(waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
-        assert!(!older.lull().evicted.load(Ordering::Acquire));
-        assert!(idle.evict());
         assert!(older.lull().evicted.load(Ordering::Acquire));
-        assert!(!newer.lull().evicted.load(Ordering::Acquire));
+        assert!(!waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
         tokio::time::timeout(Duration::from_secs(1), older.evicted())
             .await
             .expect("the evicted connection is woken");
         assert!(idle.evict());
         assert!(newer.lull().evicted.load(Ordering::Acquire));
+        assert!(!idle.evict(), "its first request has 150 ms");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(idle.evict());
+        assert!(waiting_for_its_first.lull().evicted.load(Ordering::Acquire));
         assert!(
             !idle.evict(),
             "a connection with a request in flight is kept"

@@ -77,9 +77,10 @@ pub struct HttpServerOptions {
     /// a newcomer to a full listener takes the place of the one marked
     /// slowest (`slow.rs`).
     pub slow_window: Duration,
-    /// A connection idle this long (between requests, or before its first)
-    /// is closed for a newcomer to a full listener, before any slow reader
-    /// (`idle.rs`).
+    /// A connection idle this long between requests is closed for a
+    /// newcomer to a full listener, before any slow reader (`idle.rs`); one
+    /// still without a whole first request, after half of
+    /// `header_timeout` (since it was accepted, or its TLS handshake ended).
     pub evict_idle_after: Duration,
     /// Which listener this is: the `listener` label of its shed counters.
     pub listener: Listener,
@@ -249,7 +250,7 @@ pub async fn serve(
         by_source: Default::default(),
         draining: AtomicBool::new(false),
         drain: Notify::new(),
-        idle: idle::Idle::new(options.evict_idle_after),
+        idle: idle::Idle::new(options.evict_idle_after, options.header_timeout / 2),
         readers: Arc::new(slow::Readers::new(options.slow_window)),
         listener: options.listener,
     });
@@ -307,19 +308,23 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 
 async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     let shared = &slot.0;
-    let (stream, prefix) = if shared.draining.load(Ordering::Acquire) {
+    let (stream, prefix, answered) = if shared.draining.load(Ordering::Acquire) {
         // hyper answers with `Connection: close` while draining.
         match TcpStream::from_std(stream) {
-            Ok(stream) => (stream, Bytes::new()),
+            Ok(stream) => (stream, Bytes::new(), false),
             Err(_) => return,
         }
     } else {
         match first_request::serve(shared, stream, peer).await {
             first_request::Next::Close => return,
-            first_request::Next::Hyper { stream, prefix } => (stream, prefix),
+            first_request::Next::Hyper {
+                stream,
+                prefix,
+                answered,
+            } => (stream, prefix, answered),
         }
     };
-    let listed = shared.idle.enter();
+    let listed = shared.idle.enter(answered);
     serve_connection(shared, &listed, PlainTcp { stream, prefix }, peer).await;
 }
 
@@ -331,12 +336,15 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     };
     // Listed from the handshake on: a handshake left hanging holds a place
     // as a silent plain connection does, and makes room the same way.
-    let listed = shared.idle.enter();
+    let listed = shared.idle.enter(false);
     let handshake = tokio::time::timeout(shared.header_timeout, tls.accept(stream));
     tokio::select! {
         biased;
         done = handshake => match done {
-            Ok(Ok(stream)) => serve_connection(shared, &listed, stream, peer).await,
+            Ok(Ok(stream)) => {
+                listed.lull().handshake_done();
+                serve_connection(shared, &listed, stream, peer).await
+            }
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
         },

@@ -7,12 +7,14 @@
 //! So only served fetches count, picked in SQL before the limit (twenty
 //! refused ones used to hide every real one); an address must be inside
 //! the operator's `direct_networks` and, when the tenant has them, its
-//! `provisioning_networks`; and one proven by a TCP handshake (an HTTP or
-//! HTTPS fetch) wins over any TFTP one. History records a TFTP fetch when
-//! its read request is answered, not when the transfer completes, so a
-//! TFTP address is only a fallback for phones never seen over HTTP: one
-//! forged read request from inside those networks can still divert such
-//! a phone's next NOTIFY there.
+//! `provisioning_networks`; and the newest such fetch wins, over HTTP(S)
+//! or TFTP alike. A served TFTP fetch is in history only once the client
+//! acknowledged its first packet, which a forged source never hears; in
+//! single-port TFTP mode the server answers from port 69, so a forger who
+//! knows a MAC can acknowledge blindly, and can then divert that phone's
+//! next NOTIFY to an address inside those networks (README says so).
+//! Preferring HTTP fetches instead sent NOTIFYs to where a phone fetched
+//! its directory a month ago, now perhaps another tenant's phone.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -67,8 +69,8 @@ impl ResyncService {
 }
 
 /// The address to send to among a phone's fetches: served, of our
-/// family, inside `direct` and `tenant`'s networks (when it has any);
-/// the newest over HTTP(S), else the newest over TFTP.
+/// family, inside `direct` and `tenant`'s networks (when it has any); the
+/// newest.
 pub(super) fn choose(
     rows: &[BootRecord],
     ours: Option<IpAddr>,
@@ -99,7 +101,7 @@ pub(super) fn choose(
     served
         .into_iter()
         .filter(|&(_, _, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
-        .max_by_key(|&(proven, at, _)| (proven, at))
+        .max_by_key(|&(_, at, _)| at)
         .map(|(_, _, ip)| ip)
         .ok_or((
             "no_address",
@@ -156,11 +158,10 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
-    /// A forged TFTP request, newer than the phone's HTTP fetch and inside
-    /// every network, does not move the NOTIFY; a phone seen only over
-    /// TFTP still gets one.
+    /// The newest served fetch inside the networks wins, over HTTP(S) or
+    /// TFTP alike; refused ones, and other protocols, never do.
     #[test]
-    fn an_address_proven_over_tcp_wins_over_any_tftp_one() {
+    fn the_newest_served_fetch_wins() {
         let ours = Some("10.0.0.1".parse().unwrap());
         let direct = nets(&["10.0.0.0/8"]);
         let rows = [
@@ -172,11 +173,11 @@ mod tests {
         ];
         assert_eq!(
             choose(&rows, ours, &direct, None),
-            Ok("10.1.1.8".parse().unwrap())
+            Ok("10.1.1.66".parse().unwrap())
         );
         assert_eq!(
-            choose(&rows[..2], ours, &direct, None),
-            Ok("10.1.1.66".parse().unwrap())
+            choose(&rows[1..], ours, &direct, None),
+            Ok("10.1.1.8".parse().unwrap())
         );
     }
 

@@ -9,11 +9,14 @@
 //! an IPv6 source by its /64) repeated within [`REPEAT_WINDOW_MS`] is
 //! recorded once, so a phone in a reboot loop, or a storm of retries,
 //! cannot flood the table. And a phone adds at most
-//! [`PER_PHONE_PER_MINUTE`] rows a minute: a TFTP request's source can be
-//! forged and its row is written before any answer is acknowledged, so
-//! requests naming a known phone's files from ever new sources (each a new
-//! repeat) wrote a row each, as fast as the writer went, into a table
-//! pruned only by age.
+//! [`PER_PHONE_PER_MINUTE`] rows a minute of fetches that were not served:
+//! a refused TFTP request's source can be forged, so requests naming a
+//! known phone's files from ever new sources (each a new repeat) wrote a
+//! row each, as fast as the writer went, into a table pruned only by age.
+//! Served fetches are not capped: over TFTP their row waits for the
+//! client's first ACK, over HTTP the source answered on TCP, and a capped
+//! budget shared with refusals let forged refusals crowd out the phone's
+//! own fetches (its history, fleet view and resyncs' refetch).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -35,8 +38,9 @@ pub const REPEAT_WINDOW_MS: Millis = 60_000;
 const REMEMBERED: usize = 100_000;
 /// Phones whose fetches are recorded in full at once (resyncs in flight).
 pub const FRESH: usize = 20_000;
-/// Rows one phone may add a minute: a boot is a dozen files or so, and a
-/// phone polling or in a reboot loop a few a minute.
+/// Rows of fetches not served one phone may add a minute: a misconfigured
+/// phone asks for a few missing files a boot, and boots a few times a
+/// minute at most.
 pub const PER_PHONE_PER_MINUTE: u32 = 30;
 /// Phones whose minute is counted at once; past it, the counts start over
 /// (a flood of as many phones' MACs only loosens the bound for a minute).
@@ -96,7 +100,7 @@ impl HistorySink {
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if !self.within_rate(&record) {
+        if record.outcome != "ok" && !self.within_rate(&record) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(DROPPED, "reason" => "phone_rate").increment(1);
             return;

@@ -41,37 +41,46 @@ async fn stored(store: &dyn Store, mac: &str, tenant: Id) -> usize {
         .len()
 }
 
-/// Fetches of one phone from ever new sources (forged TFTP requests, or
-/// the addresses of one IPv6 /64) are not each a row: a /64 is one source,
-/// and a phone adds at most `PER_PHONE_PER_MINUTE` rows a minute.
+/// Refusals of one phone's files from ever new sources (forged TFTP
+/// requests, or the addresses of one IPv6 /64) are not each a row: a /64
+/// is one source, and a phone adds at most `PER_PHONE_PER_MINUTE` rows of
+/// refusals a minute. Its served fetches are never crowded out by them.
 #[test]
 fn new_sources_do_not_flood_one_phones_history() {
     let (tx, mut rx) = queue::bounded(100_000, DROPPED, |r: &BootRecord| r.tenant_id);
     let sink = HistorySink::new(tx);
+    let refused = |remote_ip: String, at: Millis| BootRecord {
+        remote_ip,
+        outcome: "error: refused".into(),
+        ..fetch(at)
+    };
     for n in 0..1_000u32 {
-        sink.record(BootRecord {
-            remote_ip: format!("2001:db8::{n:x}"),
-            ..fetch(1_000 + Millis::from(n))
-        });
+        sink.record(refused(format!("2001:db8::{n:x}"), 1_000 + Millis::from(n)));
     }
     for n in 0..1_000u32 {
-        sink.record(BootRecord {
-            remote_ip: format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255),
-            ..fetch(2_000 + Millis::from(n))
-        });
+        let ip = format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255);
+        sink.record(refused(ip, 2_000 + Millis::from(n)));
     }
     let mut seen = Vec::new();
     rx.try_recv_many(&mut seen, usize::MAX);
     assert_eq!(seen.len(), PER_PHONE_PER_MINUTE as usize, "{}", seen.len());
     assert_eq!(sink.repeats(), 999);
+    // The phone's own fetches, served, still go in: files of a boot, from
+    // its office's address.
+    for n in 0..40u32 {
+        sink.record(BootRecord {
+            file: format!("file{n}.cfg"),
+            ..fetch(3_000 + Millis::from(n))
+        });
+    }
     // Another phone, and the next minute, are counted apart.
-    sink.record(fetch_of(Some(1), "001565000002", "001565000002.cfg"));
     sink.record(BootRecord {
-        remote_ip: "10.200.0.1".into(),
-        ..fetch(70_000)
+        mac: "001565000002".into(),
+        ..refused("10.200.0.2".into(), 4_000)
     });
+    sink.record(refused("10.200.0.1".into(), 70_000));
     rx.try_recv_many(&mut seen, usize::MAX);
-    assert_eq!(seen.len(), PER_PHONE_PER_MINUTE as usize + 2);
+    assert_eq!(seen.len(), PER_PHONE_PER_MINUTE as usize + 42);
 }
 
 #[test]

@@ -858,11 +858,7 @@ macro_rules! shared_sql {
             if tenant.is_some() {
                 query.push_str(" AND tenant_id = $3");
             }
-            query.push_str(if served {
-                " ORDER BY CASE WHEN protocol IN ('http', 'https') THEN 0 ELSE 1 END, at DESC, id DESC LIMIT $2"
-            } else {
-                " ORDER BY at DESC, id DESC LIMIT $2"
-            });
+            query.push_str(" ORDER BY at DESC, id DESC LIMIT $2");
             let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit);
             if let Some(tenant) = tenant {
                 select = select.bind(tenant);

@@ -516,11 +516,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError>;
 
-    /// Where a phone of `tenant` was served lately: its served fetches
-    /// only, chosen before the limit (anyone can make a refused fetch name
-    /// a MAC, and a few dozen hid every real one), those over HTTP(S)
-    /// first (a TCP source is proven, a TFTP one can be forged), then
-    /// newest first.
+    /// Where a phone of `tenant` was served lately, newest first: its
+    /// served fetches only, chosen before the limit (anyone can make a
+    /// refused fetch name a MAC, and a few dozen hid every real one).
     async fn served_boots(
         &self,
         mac: &Mac,
