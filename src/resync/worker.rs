@@ -262,7 +262,9 @@ impl ResyncService {
                     return;
                 }
                 let own = mac.to_string();
-                let found = match self.inner.store.recent_boots(&mac, Some(tenant), 20).await {
+                // Served fetches only, picked before the limit: refused
+                // ones naming the MAC (anyone can send them) hid the refetch.
+                let found = match self.inner.store.served_boots(&mac, tenant, 20).await {
                     Ok(rows) => rows
                         .iter()
                         .filter(|r| {
