@@ -29,11 +29,11 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_idle_evicted_total",
-        "HTTP connections closed to make room for a new one at the listener's connection cap because they had been idle for at least a second: answered and waiting for a next request, or still without a whole first request (headers or a TLS handshake unfinished); the longest idle goes first, before any slow reader.",
+        "HTTP connections closed to make room for a new one at the listener's connection cap because they had sat idle: answered and waiting for a next request for at least a second, or still without a whole first request (headers or a TLS handshake unfinished) for half of header_timeout; the longest idle goes first, before any slow reader. By listener, as dialtone_http_connections_shed_total.",
     ),
     (
         "dialtone_http_slow_readers_evicted_total",
-        "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the slowest goes first.",
+        "HTTP connections closed to make room for a new one at the listener's connection cap because their client had read a waiting response at under 4 KiB/s for a whole window (10 s of waiting); the slowest goes first. By listener, as dialtone_http_connections_shed_total.",
     ),
     (
         "dialtone_lookup_shed_total",
@@ -346,8 +346,35 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         "dialtone_http_connections_shed_total",
         &[("listener", "monitoring")],
     ),
-    ("dialtone_http_idle_evicted_total", &[]),
-    ("dialtone_http_slow_readers_evicted_total", &[]),
+    ("dialtone_http_idle_evicted_total", &[("listener", "api")]),
+    (
+        "dialtone_http_idle_evicted_total",
+        &[("listener", "provisioning")],
+    ),
+    (
+        "dialtone_http_idle_evicted_total",
+        &[("listener", "provisioning_tls")],
+    ),
+    (
+        "dialtone_http_idle_evicted_total",
+        &[("listener", "monitoring")],
+    ),
+    (
+        "dialtone_http_slow_readers_evicted_total",
+        &[("listener", "api")],
+    ),
+    (
+        "dialtone_http_slow_readers_evicted_total",
+        &[("listener", "provisioning")],
+    ),
+    (
+        "dialtone_http_slow_readers_evicted_total",
+        &[("listener", "provisioning_tls")],
+    ),
+    (
+        "dialtone_http_slow_readers_evicted_total",
+        &[("listener", "monitoring")],
+    ),
     (
         "dialtone_http_source_connections_shed_total",
         &[("listener", "api")],
@@ -536,6 +563,8 @@ mod tests {
         for name in [
             "dialtone_http_connections_shed_total",
             "dialtone_http_source_connections_shed_total",
+            "dialtone_http_idle_evicted_total",
+            "dialtone_http_slow_readers_evicted_total",
         ] {
             for listener in crate::http_server::Listener::ALL {
                 assert!(

@@ -200,13 +200,18 @@ impl Shared {
     /// evictions still closing.
     fn evict_for(&self, peer: SocketAddr) -> bool {
         if self.idle.evict() {
-            metrics::counter!("dialtone_http_idle_evicted_total").increment(1);
+            metrics::counter!("dialtone_http_idle_evicted_total", "listener" => self.listener.label())
+                .increment(1);
             return true;
         }
         let Some(victim) = self.readers.evict() else {
             return false;
         };
-        metrics::counter!("dialtone_http_slow_readers_evicted_total").increment(1);
+        metrics::counter!(
+            "dialtone_http_slow_readers_evicted_total",
+            "listener" => self.listener.label()
+        )
+        .increment(1);
         tracing::debug!(peer = %victim, newcomer = %peer, "HTTP client reading too slowly while the listener was full; closed");
         true
     }
