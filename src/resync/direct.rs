@@ -78,19 +78,11 @@ pub(super) fn choose(
     tenant: Option<&[IpNet]>,
 ) -> Result<IpAddr, Refusal> {
     let inside = |nets: &[IpNet], ip: IpAddr| nets.iter().any(|n| n.contains(&ip));
-    let served: Vec<(bool, i64, IpAddr)> = rows
+    let served: Vec<(i64, IpAddr)> = rows
         .iter()
-        .filter(|r| r.outcome == "ok")
-        .filter_map(|r| {
-            let proven = match r.protocol.as_str() {
-                "http" | "https" => true,
-                "tftp" => false,
-                _ => return None,
-            };
-            let ip = r.remote_ip.parse::<IpAddr>().ok()?.to_canonical();
-            Some((proven, r.at, ip))
-        })
-        .filter(|&(_, _, ip)| same_family(ours, ip))
+        .filter(|r| r.outcome == "ok" && matches!(r.protocol.as_str(), "http" | "https" | "tftp"))
+        .filter_map(|r| Some((r.at, r.remote_ip.parse::<IpAddr>().ok()?.to_canonical())))
+        .filter(|&(_, ip)| same_family(ours, ip))
         .collect();
     if served.is_empty() {
         return Err((
@@ -100,9 +92,9 @@ pub(super) fn choose(
     }
     served
         .into_iter()
-        .filter(|&(_, _, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
-        .max_by_key(|&(_, at, _)| at)
-        .map(|(_, _, ip)| ip)
+        .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
+        .max_by_key(|&(at, _)| at)
+        .map(|(_, ip)| ip)
         .ok_or((
             "no_address",
             "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
