@@ -182,6 +182,18 @@ try {
   await reader.getByRole("heading", { name: "Versions" }).waitFor();
   if (await reader.locator("#save-button").count()) fail("a read-only token is offered Save");
   if (await reader.getByRole("button", { name: /Roll back/ }).count()) fail("a read-only token is offered a rollback");
+  // Who the token is could not be read (busy): everything is offered and
+  // the server decides; the next view asks again and hides them.
+  await reader.route("**/v1/whoami", (route) => route.fulfill({ status: 503, contentType: "application/json", body: '{"error":{"code":"unavailable","message":"busy"}}' }));
+  await reader.goto(`${api}/ui/#/templates`);
+  await reader.reload();
+  await reader.getByRole("link", { name: "New template" }).waitFor();
+  await reader.unroute("**/v1/whoami");
+  await reader.goto(`${api}/ui/#/phones`);
+  await reader.getByLabel("Search").waitFor();
+  await reader.goto(`${api}/ui/#/templates`);
+  await reader.locator("tbody tr a").first().waitFor();
+  if (await reader.getByRole("link", { name: "New template" }).count()) fail("one failed whoami kept a read-only token offered New template");
 
   step(12, "seed boot history: good fetches with firmware, and a phone whose file fails to render");
   const fetchAs = (file, agent) => fetch(`${prov}/${file}`, { headers: { "User-Agent": agent } });

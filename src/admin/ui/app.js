@@ -84,14 +84,22 @@ async function api(method, path, { body, etag } = {}) {
 // The calling token as the server describes it (`GET /v1/whoami`), read
 // once a session: what it may do decides which controls are offered, so a
 // read-only token is not shown buttons that can only be refused. Unknown
-// (the read failed) offers everything, as before, and the server decides.
+// (the read failed) offers everything and the server decides; a failed
+// read is not kept, so the next view asks again instead of offering
+// everything for the rest of the session after one busy answer.
 let me = null;
 
 async function whoAmI() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (me && me.token === token) return me;
-  const r = await api("GET", "/v1/whoami");
-  me = r.status === 200 ? { ...r.data, token } : { writes: true, resync: true, scope: "", token };
+  let r;
+  try {
+    r = await api("GET", "/v1/whoami");
+  } catch (e) {
+    if (e instanceof LoggedOut || e instanceof Superseded) throw e;
+    return (me = null);
+  }
+  me = r.status === 200 ? { ...r.data, token } : null;
   return me;
 }
 
