@@ -325,14 +325,17 @@ async fn v1_lookup(
     headers: HeaderMap,
 ) -> Response {
     let query = LookupQuery::parse(query.as_deref());
+    // A field given twice is refused in plain text, whatever `format`
+    // says: the `format=json` may be the caller's, written in after the
+    // number of a PBX that asked for text and shows any body as the name.
+    if let Some(refused) = query.refused(Mode::Text) {
+        return refused;
+    }
     let mode = if query.format.as_deref() == Some("json") || accepts(&headers, "application/json") {
         Mode::Json
     } else {
         Mode::Text
     };
-    if let Some(refused) = query.refused(mode) {
-        return refused;
-    }
     let answer = match answer(&service, &query, &headers, query.number.as_deref(), mode).await {
         Ok(answer) => answer,
         Err(response) => return response,
