@@ -120,9 +120,9 @@ struct ServeArgs {
     /// Overrides provisioning.http_listen (where phones fetch their files).
     #[arg(long)]
     provisioning_listen: Option<std::net::SocketAddr>,
-    /// Overrides provisioning.tftp_listen.
+    /// Overrides provisioning.tftp_listen ("off" turns TFTP off).
     #[arg(long)]
-    tftp_listen: Option<std::net::SocketAddr>,
+    tftp_listen: Option<config::listen_or_off::Listen>,
     /// Seed the demo tenant first if it is absent.
     #[arg(long)]
     demo: bool,
@@ -166,7 +166,7 @@ fn overrides(cli: &Cli) -> config::Overrides {
         overrides.listen = args.listen;
         overrides.monitoring_listen = args.monitoring_listen;
         overrides.provisioning_listen = args.provisioning_listen;
-        overrides.tftp_listen = args.tftp_listen;
+        overrides.tftp_listen = args.tftp_listen.map(|listen| listen.0);
     }
     overrides
 }

@@ -15,6 +15,8 @@ mod sections;
 mod tests;
 mod validate;
 
+pub use provisioning::listen_or_off;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -234,7 +236,8 @@ pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     pub monitoring_listen: Option<std::net::SocketAddr>,
     pub provisioning_listen: Option<std::net::SocketAddr>,
-    pub tftp_listen: Option<std::net::SocketAddr>,
+    /// `Some(None)`: `--tftp-listen off`.
+    pub tftp_listen: Option<Option<std::net::SocketAddr>>,
 }
 
 impl Overrides {
@@ -252,7 +255,7 @@ impl Overrides {
             config.provisioning.http_listen = listen;
         }
         if let Some(listen) = self.tftp_listen {
-            config.provisioning.tftp_listen = Some(listen);
+            config.provisioning.tftp_listen = listen;
         }
     }
 }

@@ -45,8 +45,9 @@ pub struct ProvisioningConfig {
     pub https_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// The TFTP listener; unset disables TFTP. Port 69 needs
+    /// The TFTP listener; `"off"` disables TFTP. Port 69 needs
     /// CAP_NET_BIND_SERVICE.
+    #[serde(with = "listen_or_off")]
     pub tftp_listen: Option<SocketAddr>,
     /// Concurrent TFTP transfers; past it, requests get "busy".
     pub tftp_max_transfers: usize,
@@ -342,5 +343,49 @@ impl LookupConfig {
             },
             ..defaults
         })
+    }
+}
+
+/// A listener's address, or `"off"`: TOML has no null, and a key left out
+/// takes the section's default, so removing the key cannot turn a listener
+/// that is on by default off.
+pub mod listen_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub const OFF: &str = "off";
+
+    /// The command line's spelling of the same (`--tftp-listen off`).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Listen(pub Option<SocketAddr>);
+
+    impl std::str::FromStr for Listen {
+        type Err = String;
+
+        fn from_str(text: &str) -> Result<Listen, String> {
+            parse(text).map(Listen)
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Option<SocketAddr>, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case(OFF) {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|e| {
+            format!("{text:?}: {e}; give an address and port (\"0.0.0.0:69\") or \"off\"")
+        })
+    }
+
+    pub fn serialize<S: Serializer>(listen: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match listen {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str(OFF),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        parse(&String::deserialize(d)?).map_err(D::Error::custom)
     }
 }

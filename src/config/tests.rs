@@ -383,7 +383,7 @@ fn resync_in_flight_past_its_bound_is_refused() {
 fn base_url_is_checked_with_the_command_lines_listeners() {
     let mut opened = load("[provisioning]\nhttp_listen = \"127.0.0.1:8081\"\n", &[]).unwrap();
     Overrides {
-        tftp_listen: Some("0.0.0.0:69".parse().unwrap()),
+        tftp_listen: Some(Some("0.0.0.0:69".parse().unwrap())),
         ..Overrides::default()
     }
     .apply(&mut opened);
@@ -396,4 +396,30 @@ fn base_url_is_checked_with_the_command_lines_listeners() {
     }
     .apply(&mut narrowed);
     narrowed.check_base_url().unwrap();
+}
+
+/// TOML has no null and a key left out takes its default: "off" is how
+/// TFTP is turned off, in the file, the environment and on the command
+/// line, and `check-config` shows it so.
+#[test]
+fn tftp_is_turned_off_by_off() {
+    let off = load("[provisioning]\ntftp_listen = \"off\"\n", &[]).unwrap();
+    assert_eq!(off.provisioning.tftp_listen, None);
+    assert!(off.to_masked_toml().contains("tftp_listen = \"off\""));
+    let env = load("", &[("DIALTONE_PROVISIONING__TFTP_LISTEN", "OFF")]).unwrap();
+    assert_eq!(env.provisioning.tftp_listen, None);
+    let left_out = load("[provisioning]\n", &[]).unwrap();
+    assert!(left_out.provisioning.tftp_listen.is_some());
+    let err = format!(
+        "{:#}",
+        load("[provisioning]\ntftp_listen = \"\"\n", &[]).unwrap_err()
+    );
+    assert!(err.contains("\"off\""), "{err}");
+    let mut on = left_out;
+    Overrides {
+        tftp_listen: Some("off".parse::<listen_or_off::Listen>().unwrap().0),
+        ..Overrides::default()
+    }
+    .apply(&mut on);
+    assert_eq!(on.provisioning.tftp_listen, None);
 }
