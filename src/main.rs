@@ -184,7 +184,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match load_config(&cli) {
+    // `serve` cannot run without a key: its absence is the configuration's
+    // fault (exit 2, which systemd does not restart), and `check-config`
+    // vouches for `serve`.
+    let needs_key = matches!(cli.command, Command::Serve(_) | Command::CheckConfig);
+    let config = match load_config(&cli).and_then(|c| {
+        if needs_key {
+            check_key_source(&c)?;
+        }
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dialtone: invalid configuration: {e:#}");
@@ -341,4 +350,19 @@ pub async fn check_schema(store: &dyn dialtone_sync::Store) -> Result<()> {
         .check_schema()
         .await
         .context("checking the database schema")
+}
+
+/// What `serve` needs of the key, checked without creating a key file;
+/// not in `validate`, which commands needing no key (phlem on an
+/// in-memory database) pass too.
+fn check_key_source(config: &Config) -> Result<()> {
+    if let Some(key) = &config.secrets.key {
+        dialtone_sync::SecretKey::parse(key).context("secrets.key")?;
+    } else if config.key_file().is_none() {
+        anyhow::bail!(
+            "secrets.key: no key configured, and database.url names no file to keep one beside: \
+             set secrets.key or secrets.key_file"
+        );
+    }
+    Ok(())
 }

@@ -47,6 +47,33 @@ fn invalid_config_names_key_and_line() {
     );
 }
 
+/// `serve` needs a key: a configuration that gives none and leaves it no
+/// place (a database URL without a file), or gives one that does not
+/// parse, fails `check-config` and the start alike, as a configuration
+/// error (exit 2), without creating a key file.
+#[test]
+fn a_key_serve_could_not_have_fails_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, key, wanted) in [
+        ("sqlite://", None, "no key configured"),
+        ("sqlite://x.db", Some("not-a-key"), "secrets.key"),
+    ] {
+        for command in [&["check-config"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+            let mut cmd = dialtone(dir.path(), url);
+            cmd.env_remove("DIALTONE_SECRETS__KEY");
+            if let Some(key) = key {
+                cmd.env("DIALTONE_SECRETS__KEY", key);
+            }
+            cmd.args(command);
+            let out = run(cmd);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{url} {command:?}: {err}");
+            assert!(err.contains(wanted), "{url} {command:?}: {err}");
+        }
+    }
+    assert!(!dir.path().join("x.key").exists());
+}
+
 #[test]
 fn check_config_masks_secrets() {
     let dir = tempfile::tempdir().unwrap();
