@@ -387,11 +387,12 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
         }
     };
 
+    // A User-Agent from another family than the file name allows is not
+    // evidence of anything, its MAC included: ignore it rather than guess,
+    // or one phone's name would fetch another phone's file.
+    let ua = ua.filter(|u| candidates.contains(&u.family));
     let mac_from_path = caps.mac.and_then(|m| m.parse::<Mac>().ok());
     let mac = mac_from_path.or_else(|| ua.as_ref().and_then(|u| u.mac));
-    // A User-Agent from another family than the file name allows is not
-    // evidence of anything; ignore it rather than guess.
-    let ua = ua.filter(|u| candidates.contains(&u.family));
     let family = if candidates.len() == 1 {
         Some(candidates[0])
     } else {

@@ -9,6 +9,7 @@
 //! under the tenant's share and kept in the render cache per tenant, family
 //! and query, until the tenant's directory stamp or row changes.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -20,6 +21,10 @@ use crate::files::{hex, Step};
 use crate::identify::{FileKind, Identity};
 use crate::provision::{Provisioner, Rendered};
 use crate::render_cache::{DirectoryKey, Inputs, RenderKey};
+
+#[path = "phonebook_text.rs"]
+mod text;
+use text::{dial_string, split_name};
 
 /// Cisco phones show at most 32 entries per page.
 pub const CISCO_PAGE: usize = 32;
@@ -109,13 +114,6 @@ fn paged(family: Family) -> bool {
     )
 }
 
-fn split_name(name: &str) -> (&str, &str) {
-    match name.trim().rsplit_once(' ') {
-        Some((first, last)) => (first.trim(), last.trim()),
-        None => (name.trim(), ""),
-    }
-}
-
 /// Room kept for a document's closing lines when rows stop at the cap.
 const CLOSING_ROOM: usize = 64;
 
@@ -164,7 +162,7 @@ pub fn render(
                         x,
                         "  <DirectoryEntry>\n    <Name>{}</Name>\n    <Telephone>{}</Telephone>\n  </DirectoryEntry>",
                         esc(&e.name),
-                        esc(&n.number)
+                        esc(&dial_string(&n.number))
                     );
                 }
             }
@@ -189,7 +187,7 @@ pub fn render(
                     x,
                     "  <DirectoryEntry>\n    <Name>{}</Name>\n    <Telephone>{}</Telephone>\n  </DirectoryEntry>",
                     esc(name),
-                    esc(number)
+                    esc(&dial_string(number))
                 );
             }
             let search = query
@@ -227,9 +225,16 @@ pub fn render(
         }
         Family::Poly => {
             let _ = writeln!(x, "<directory>\n  <item_list>");
+            // Poly keys its contacts by `ct`: a second item with the same
+            // one is refused or overwrites the first, so the first wins.
+            let mut dialed_before = HashSet::new();
             'items: for e in entries {
                 let (first, last) = split_name(&e.name);
                 for n in &e.numbers {
+                    let dialed = dial_string(&n.number);
+                    if dialed_before.contains(&dialed) {
+                        continue;
+                    }
                     if !room(&x) {
                         break 'items;
                     }
@@ -238,8 +243,9 @@ pub fn render(
                         "    <item>\n      <fn>{}</fn>\n      <ln>{}</ln>\n      <ct>{}</ct>\n    </item>",
                         esc(first),
                         esc(last),
-                        esc(&n.number)
+                        esc(&dialed)
                     );
+                    dialed_before.insert(dialed);
                 }
             }
             let _ = writeln!(x, "  </item_list>\n</directory>");
@@ -265,7 +271,7 @@ pub fn render(
                         x,
                         "    <Phone type=\"{}\">\n      <phonenumber>{}</phonenumber>\n      <accountindex>1</accountindex>\n    </Phone>",
                         esc(&n.kind),
-                        esc(&n.number)
+                        esc(&dial_string(&n.number))
                     );
                 }
                 let _ = writeln!(x, "  </Contact>");

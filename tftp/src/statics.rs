@@ -32,11 +32,20 @@ pub fn validator(meta: &std::fs::Metadata) -> String {
     format!("W/\"{:x}-{:x}\"", meta.len(), mtime)
 }
 
+/// Files are indexed twice over: by their exact spelling, and by their
+/// spelling lower-cased, because phones ask for the same file in whatever
+/// case their firmware spells it (`CTLSEP<MAC>.tlv` for a file stored with a
+/// lower-case MAC). Two stored names that differ only by case are both
+/// kept: a request spelled exactly like one gets that one, any other
+/// spelling gets the first in index order (names sorted byte-wise, so
+/// upper case before lower).
 #[derive(Default)]
 pub struct StaticIndex {
     by_path: HashMap<String, Arc<StaticFile>>,
+    by_folded_path: HashMap<String, Arc<StaticFile>>,
     /// File name → file, for phones that ask without the folder.
     by_name: HashMap<String, Arc<StaticFile>>,
+    by_folded_name: HashMap<String, Arc<StaticFile>>,
 }
 
 impl StaticIndex {
@@ -80,7 +89,15 @@ impl StaticIndex {
                         len: meta.len(),
                         etag: validator(&meta),
                     });
+                    index
+                        .by_folded_name
+                        .entry(name.to_lowercase())
+                        .or_insert_with(|| file.clone());
                     index.by_name.entry(name).or_insert_with(|| file.clone());
+                    index
+                        .by_folded_path
+                        .entry(key.to_lowercase())
+                        .or_insert_with(|| file.clone());
                     index.by_path.insert(key, file);
                 }
                 // Symbolic links and special files are skipped on purpose.
@@ -90,11 +107,20 @@ impl StaticIndex {
     }
 
     /// Looks up a sanitized request path: the full relative path first, then
-    /// the file name alone.
+    /// the file name alone; each in its exact spelling, then in any case.
     pub fn find(&self, segments: &[&str]) -> Option<&Arc<StaticFile>> {
-        self.by_path
-            .get(&segments.join("/"))
-            .or_else(|| segments.last().and_then(|name| self.by_name.get(*name)))
+        let path = segments.join("/");
+        let by_path = || {
+            self.by_path
+                .get(&path)
+                .or_else(|| self.by_folded_path.get(&path.to_lowercase()))
+        };
+        let by_name = |name: &str| {
+            self.by_name
+                .get(name)
+                .or_else(|| self.by_folded_name.get(&name.to_lowercase()))
+        };
+        by_path().or_else(|| segments.last().and_then(|name| by_name(name)))
     }
 
     pub fn len(&self) -> usize {
@@ -103,5 +129,59 @@ impl StaticIndex {
 
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(index: &StaticIndex, request: &str) -> Option<String> {
+        let segments: Vec<&str> = request.split('/').collect();
+        index
+            .find(&segments)
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn a_file_is_found_whatever_the_case_it_is_asked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CTLSEP001b54aa0003.tlv"), b"ctl").unwrap();
+        std::fs::create_dir(dir.path().join("Yealink")).unwrap();
+        std::fs::write(dir.path().join("Yealink/T46S.rom"), b"rom").unwrap();
+        let index = StaticIndex::load(dir.path()).unwrap();
+
+        for request in [
+            "CTLSEP001B54AA0003.tlv",
+            "ctlsep001b54aa0003.TLV",
+            "CTLSEP001b54aa0003.tlv",
+        ] {
+            assert_eq!(
+                served(&index, request).as_deref(),
+                Some("CTLSEP001b54aa0003.tlv"),
+                "{request}"
+            );
+        }
+        for request in ["yealink/t46s.rom", "YEALINK/T46S.ROM", "t46s.rom"] {
+            assert_eq!(
+                served(&index, request).as_deref(),
+                Some("T46S.rom"),
+                "{request}"
+            );
+        }
+        assert_eq!(served(&index, "T46S.rom.bak"), None);
+    }
+
+    #[test]
+    fn names_that_differ_only_by_case_keep_their_own_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Ring.wav"), b"upper").unwrap();
+        std::fs::write(dir.path().join("ring.wav"), b"lower").unwrap();
+        let index = StaticIndex::load(dir.path()).unwrap();
+        assert_eq!(index.len(), 2);
+        assert_eq!(served(&index, "Ring.wav").as_deref(), Some("Ring.wav"));
+        assert_eq!(served(&index, "ring.wav").as_deref(), Some("ring.wav"));
+        // Any other spelling gets the first name in byte order.
+        assert_eq!(served(&index, "RING.WAV").as_deref(), Some("Ring.wav"));
     }
 }

@@ -247,6 +247,25 @@ fn a_user_agent_of_another_family_is_not_believed() {
 }
 
 #[test]
+fn a_user_agent_of_another_family_gives_no_mac() {
+    // A Snom model file asked with a Yealink User-Agent naming a Snom
+    // phone's MAC: believing it would render that phone's file for anyone.
+    let ua = "Yealink SIP-T46G 28.72.0.1 00:04:13:92:2d:24";
+    let id = identify("snomD785.htm", Some(ua)).unwrap();
+    assert_eq!(id.family, Some(Snom));
+    assert_eq!(id.mac, None);
+    assert_eq!(id.model.as_deref(), Some("D785"));
+    assert_eq!(id.firmware, None);
+    // On a name several families share, a foreign one decides nothing
+    // either: the MAC comes from the path and the family from its prefix.
+    let id = identify("spa504g.cfg", Some(ua)).unwrap();
+    assert_eq!((id.mac, id.model.as_deref()), (None, Some("SPA504G")));
+    let id = identify("000413922d24.xml", Some(YEALINK_UA)).unwrap();
+    assert_eq!(id.family, Some(Snom));
+    assert_eq!(id.mac.unwrap().to_string(), "000413922d24");
+}
+
+#[test]
 fn unknown_names_are_not_found() {
     for path in [
         "hello.txt",
