@@ -3,6 +3,7 @@
 //! file or the new one, never a part.
 
 use std::io::BufWriter;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +30,14 @@ pub(crate) fn replace_file(
     ));
     let at = |file: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
     let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| at(&tmp, &e))?;
+        // A directory's entries: the owner's alone, whatever the umask.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| at(&tmp, &e))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
         write(&mut writer).map_err(|e| at(&tmp, &e))?;
         let file = writer.into_inner().map_err(|e| at(&tmp, e.error()))?;

@@ -3,6 +3,7 @@
 //! before, or without, the database, and makes the normal start a catch-up
 //! instead of a full read. Secrets in it stay sealed, as in the mirror.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,9 +110,12 @@ fn write_whole(mirror: &Mirror, path: &Path, source: &str) -> Result<Whole, Sync
         rand::random::<u64>()
     ));
     let result = (|| -> Result<synced::FileId, SyncError> {
+        // The directory's people and the tokens' hashes: the owner's
+        // alone, whatever the umask of whoever started the node.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(|e| SyncError::io(&tmp, e))?;
         // Held until the file is closed, or its writer dies: what tells

@@ -450,6 +450,11 @@ async fn snapshot_body(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror.snapshot");
     let header = snapshot::write(&mirror, &path, &snapshot::source_id(&db.url)).unwrap();
+    // The directory's people and the tokens' hashes: the owner's alone,
+    // whatever the umask (the test runner's is usually 022).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     let (read_header, data) = snapshot::read(&path).unwrap().unwrap();
     assert_eq!(read_header, header);
     let mut data = data;
