@@ -218,3 +218,61 @@ fn a_node_started_from_its_snapshot_checks_its_key_when_the_database_returns() {
     );
     assert_eq!(third.stop(), 0);
 }
+
+/// A database that takes a start's connection but does not answer its
+/// queries (here a lock held on the change log) no longer keeps a node
+/// with a snapshot from serving: past its patience (10 s) the start
+/// serves the snapshot, stale, and catches up once the lock goes.
+#[test]
+fn a_start_with_a_snapshot_serves_it_while_the_database_hangs() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::postgres());
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &db.url, &["--demo"]);
+    assert_eq!(first.stop(), 0);
+
+    // A change made while the node is stopped, so the catch-up has one
+    // to read, then the change log locked until the end of the test's
+    // transaction.
+    let mut holder = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE tenants SET name = name || ' (renamed)'")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+        sqlx::query("LOCK TABLE change_log IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    });
+    // Server::start waits for /readyz, 30 s at most: the old start waited
+    // on the lock for as long as it was held.
+    let second = Server::start(dir.path(), &db.url, &[]);
+    let readyz = second.readyz();
+    assert_eq!(readyz["loaded_from"], "snapshot", "{readyz}");
+    assert!(readyz["stale_since"].is_number(), "{readyz}");
+    assert_eq!(
+        http_get(second.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+
+    runtime.block_on(async {
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    });
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        second.readyz()["stale_since"].is_null()
+    });
+    let readyz = second.readyz();
+    assert!(
+        caught_up.is_some(),
+        "still stale after the lock went: {readyz}"
+    );
+    assert_eq!(readyz["status"], "ready", "{readyz}");
+    assert_eq!(second.stop(), 0);
+}

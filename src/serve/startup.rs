@@ -44,10 +44,52 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
 
 fn unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
-        cause
-            .downcast_ref::<SyncError>()
-            .is_some_and(SyncError::is_transient)
+        cause.is::<TooSlow>()
+            || cause
+                .downcast_ref::<SyncError>()
+                .is_some_and(SyncError::is_transient)
     })
+}
+
+/// How long a start that has a snapshot waits on a database that takes
+/// its connection but does not answer (a lock held, a stopped server, a
+/// network black hole) before serving the snapshot: a node restarted
+/// during trouble serves phones, as it would with the database refused.
+/// Without a snapshot there is nothing else to serve, and it waits.
+const PATIENCE_WITH_SNAPSHOT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct TooSlow {
+    step: &'static str,
+    after: Duration,
+}
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the database did not finish {} within {} s",
+            self.step,
+            self.after.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+/// `work`, given up as [`TooSlow`] past `patience` when there is one.
+async fn within<T>(
+    patience: Option<Duration>,
+    step: &'static str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(after) = patience else {
+        return work.await;
+    };
+    match tokio::time::timeout(after, work).await {
+        Ok(done) => done,
+        Err(_) => Err(TooSlow { step, after }.into()),
+    }
 }
 
 /// Whether startup checked the database's schema and key.
@@ -85,7 +127,17 @@ pub(super) async fn load_mirror(
         let path = path.clone();
         move || snapshot::load(&path)
     });
-    let schema = reach_and_prepare(config, store).await;
+    // Whether the snapshot will serve is known only once it is read; a
+    // file there is enough to stop waiting on a database that hangs.
+    let patience = path.exists().then_some(PATIENCE_WITH_SNAPSHOT);
+    let reached = within(patience, "checking the schema", async {
+        reach_and_prepare(config, store).await?;
+        store
+            .meta()
+            .await
+            .context("reading the database's meta row")
+    })
+    .await;
     let snap = match reading.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -105,42 +157,59 @@ pub(super) async fn load_mirror(
         }
         other => other,
     };
-    if let Err(e) = schema {
-        if !unreachable(&e) {
-            return Err(e);
-        }
-        let Some((header, data)) = snap else {
-            bail!(
+    let meta = match reached {
+        Ok(meta) => meta,
+        Err(e) => {
+            if !unreachable(&e) {
+                return Err(e);
+            }
+            let Some((header, data)) = snap else {
+                bail!(
                 "database {} is unreachable and there is no snapshot at {} to serve from: {e:#}",
                 masked_url(&config.database.url),
                 path.display()
             );
-        };
-        mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-        // Stale since the snapshot's data was last in sync, not since this
-        // start: `max_staleness_s` and the stale-seconds gauge count from
-        // there, however many restarts later.
-        mirror.synced_at_least_at(header.synced_at);
-        mirror.mark_unreachable(&format!("{e:#}"));
-        tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
-        return Ok(Checked::Deferred);
-    }
-    let meta = store
-        .meta()
-        .await
-        .context("reading the database's meta row")?;
+            };
+            mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+            // Stale since the snapshot's data was last in sync, not since this
+            // start: `max_staleness_s` and the stale-seconds gauge count from
+            // there, however many restarts later.
+            mirror.synced_at_least_at(header.synced_at);
+            mirror.mark_unreachable(&format!("{e:#}"));
+            tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
+            return Ok(Checked::Deferred);
+        }
+    };
     match snap {
         Some((header, data)) if header.meta.database_id == meta.database_id => {
+            let synced_at = header.synced_at;
             mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-            let changed = watcher::catch_up(mirror, store)
-                .await
-                .context("catching up after the snapshot")?;
-            mirror.mark_synced();
-            tracing::info!(
-                changed,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "mirror loaded from snapshot and caught up"
-            );
+            let left = patience.map(|p| p.saturating_sub(started.elapsed()));
+            let caught_up = within(left, "the catch-up after the snapshot", async {
+                watcher::catch_up(mirror, store)
+                    .await
+                    .context("catching up after the snapshot")
+            })
+            .await;
+            match caught_up {
+                Ok(changed) => {
+                    mirror.mark_synced();
+                    tracing::info!(
+                        changed,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "mirror loaded from snapshot and caught up"
+                    );
+                }
+                // The schema and key are checked: the watcher catches up
+                // once the database answers, stale since the snapshot's
+                // own sync until then.
+                Err(e) if unreachable(&e) => {
+                    mirror.synced_at_least_at(synced_at);
+                    mirror.mark_unreachable(&format!("{e:#}"));
+                    tracing::warn!(snapshot = %path.display(), synced_at, error = %e, "serving from the snapshot; the watcher catches up when the database answers");
+                }
+                Err(e) => return Err(e),
+            }
         }
         other => {
             if other.is_some() {
