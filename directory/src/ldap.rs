@@ -31,12 +31,12 @@ const MAX_REPLY_BYTES: usize = 256 * 1024;
 const MAX_SERVER_TEXT: usize = 200;
 
 /// Text a tenant's server chose (a result's diagnostic message, or an ldap3
-/// error quoting one), made fit for where errors go: operators' terminals
-/// (`dialtone lookup`), logs and the admin API. A terminal obeys escape
-/// sequences (ESC, OSC with BEL, CSI in C1), so every control character
-/// becomes `?`, as do format characters (the bidirectional overrides that
-/// reorder what is shown, and the invisible ones); past `MAX_SERVER_TEXT`
-/// characters the text is cut, marked `…`.
+/// error quoting one) or a tenant wrote (a URL, a DN), made fit for where
+/// errors go: operators' terminals (`dialtone lookup`), logs and the admin
+/// API. A terminal obeys escape sequences (ESC, OSC with BEL, CSI in C1),
+/// so every control character becomes `?`, as do format characters (the
+/// bidirectional overrides that reorder what is shown, and the invisible
+/// ones); past `MAX_SERVER_TEXT` characters the text is cut, marked `…`.
 pub fn server_text(text: &str) -> String {
     let mut chars = text.chars();
     let mut clean: String = chars
@@ -196,9 +196,10 @@ impl LdapSource {
         )
         .await
         .map_err(|e| match e {
-            DirectoryError::Ldap(why) => {
-                DirectoryError::Ldap(format!("connect {}: {why}", self.settings.url))
-            }
+            DirectoryError::Ldap(why) => DirectoryError::Ldap(format!(
+                "connect {}: {why}",
+                server_text(&self.settings.url)
+            )),
             other => other,
         })?;
         let name = self.name.clone();
@@ -214,7 +215,8 @@ impl LdapSource {
                 .and_then(|r| r.success())
                 .map_err(|e| {
                     DirectoryError::Auth(format!(
-                        "LDAP bind as {dn}: {}",
+                        "LDAP bind as {}: {}",
+                        server_text(dn),
                         server_text(&e.to_string())
                     ))
                 })?;

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
@@ -29,6 +30,8 @@ pub struct SourceNetworks {
     allowed: Vec<IpNet>,
     /// This node's own listeners: never a source, whatever else is allowed.
     own: Vec<SocketAddr>,
+    /// Stands in for the addresses read from the node's interfaces (tests).
+    node_addresses: Option<Arc<[IpAddr]>>,
     /// The tenant whose sources use these networks: the names they resolve
     /// count against its share of the node's resolutions.
     tenant: Option<Id>,
@@ -40,6 +43,7 @@ impl Default for SourceNetworks {
             public: true,
             allowed: Vec::new(),
             own: Vec::new(),
+            node_addresses: None,
             tenant: None,
         }
     }
@@ -73,6 +77,13 @@ impl SourceNetworks {
         self
     }
 
+    /// Judges as if the node's interfaces held `addresses` (see
+    /// [`SourceNetworks::allows`]), for tests.
+    pub fn with_node_addresses(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.node_addresses = Some(addresses.into_iter().map(canonical).collect());
+        self
+    }
+
     pub fn shared(self) -> Arc<SourceNetworks> {
         Arc::new(self)
     }
@@ -90,7 +101,14 @@ impl SourceNetworks {
         Arc::new(networks)
     }
 
-    /// Whether a source may connect to `addr`.
+    /// Whether a source may connect to `addr`: never to one of the node's
+    /// own listeners, whatever is allowed; otherwise to an address in a
+    /// network listed explicitly (by the operator, or by a global admin for
+    /// the tenant), or, under `public`, to a public address that is none of
+    /// the node's own interfaces' addresses. A connection to one of those
+    /// stays inside the node, past any firewall outside it, and would
+    /// reach whatever listens on every address there (a metrics exporter,
+    /// a database) as a tenant's source.
     pub fn allows(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
         let own = self.own.iter().any(|l| {
@@ -100,8 +118,67 @@ impl SourceNetworks {
         if own || ip.is_unspecified() {
             return false;
         }
-        self.allowed.iter().any(|net| net.contains(&ip)) || (self.public && is_public(ip))
+        if self.allowed.iter().any(|net| net.contains(&ip)) {
+            return true;
+        }
+        self.public && is_public(ip) && !self.is_node_address(ip)
     }
+
+    fn is_node_address(&self, ip: IpAddr) -> bool {
+        match &self.node_addresses {
+            Some(addresses) => addresses.contains(&ip),
+            None => interface_addresses().contains(&ip),
+        }
+    }
+}
+
+/// How long the node's interface addresses are trusted before read again:
+/// an address added to an interface becomes the node's within this.
+const INTERFACES_REREAD: Duration = Duration::from_secs(5);
+
+struct InterfaceCache {
+    addresses: Arc<[IpAddr]>,
+    read_at: Option<Instant>,
+    failure_logged: bool,
+}
+
+static INTERFACES: LazyLock<Mutex<InterfaceCache>> = LazyLock::new(|| {
+    Mutex::new(InterfaceCache {
+        addresses: Arc::new([]),
+        read_at: None,
+        failure_logged: false,
+    })
+});
+
+/// The addresses the node's interfaces hold, read again once the last
+/// read is [`INTERFACES_REREAD`] old. A failed read keeps the last list
+/// (logged once: the list barely changes, and sources connect often).
+fn interface_addresses() -> Arc<[IpAddr]> {
+    let mut cache = INTERFACES.lock().unwrap_or_else(|e| e.into_inner());
+    if cache
+        .read_at
+        .is_none_or(|at| at.elapsed() >= INTERFACES_REREAD)
+    {
+        cache.read_at = Some(Instant::now());
+        match nix::ifaddrs::getifaddrs() {
+            Ok(interfaces) => {
+                cache.addresses = interfaces
+                    .filter_map(|i| i.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| canonical(v6.ip().into())))
+                    })
+                    .collect();
+            }
+            Err(e) if !cache.failure_logged => {
+                cache.failure_logged = true;
+                tracing::error!(error = %e, "cannot read this node's interface addresses; sources are checked against the last ones read");
+            }
+            Err(_) => {}
+        }
+    }
+    cache.addresses.clone()
 }
 
 /// The tenant setting naming networks only that tenant's sources may
@@ -210,13 +287,15 @@ pub async fn resolve(
     host: &str,
     port: u16,
 ) -> Result<Vec<SocketAddr>, crate::DirectoryError> {
-    let refused = || crate::DirectoryError::Refused(host.to_string());
+    // Every failure is logged: a host a tenant wrote is shown cut short.
+    let shown = crate::ldap::server_text(host);
+    let refused = || crate::DirectoryError::Refused(shown.clone());
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => lookup(networks.tenant, host, port)
             .await
-            .map_err(|e| crate::DirectoryError::Unresolved(format!("resolving {host}: {e}")))?,
+            .map_err(|e| crate::DirectoryError::Unresolved(format!("resolving {shown}: {e}")))?,
     };
     let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| networks.allows(*a)).collect();
     if allowed.is_empty() {
@@ -558,6 +637,16 @@ pub(crate) mod tests {
         ] {
             assert!(!n.allows(at(refused)), "{refused}");
         }
+    }
+
+    /// Read from the system: loopback is an interface's address too.
+    #[test]
+    fn the_nodes_interface_addresses_are_read() {
+        let addresses = interface_addresses();
+        assert!(
+            addresses.contains(&IpAddr::from([127, 0, 0, 1])),
+            "{addresses:?}"
+        );
     }
 
     #[test]

@@ -248,6 +248,24 @@ fn invalid(source: &str, reason: impl Into<String>) -> DirectoryError {
     }
 }
 
+/// DNS's longest name. Every failure to reach a source is logged with its
+/// host, and settings hold up to 64 KiB: a longer host can resolve nowhere
+/// and would only fill the log.
+pub const MAX_HOST_LEN: usize = 253;
+
+fn check_host_len(source: &str, host: &str) -> Result<(), DirectoryError> {
+    if host.len() > MAX_HOST_LEN {
+        return Err(invalid(
+            source,
+            format!(
+                "the url's host is {} characters long; a host name has at most {MAX_HOST_LEN}",
+                host.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn is_attribute_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -270,6 +288,14 @@ impl LdapSettings {
             }
             "ldaps" => {}
             _ => return Err(invalid(source, "url must start with ldap:// or ldaps://")),
+        }
+        // A URL that does not parse fails at connect time, as it always did.
+        if let Some(host) = url::Url::parse(&settings.url)
+            .ok()
+            .as_ref()
+            .and_then(url::Url::host_str)
+        {
+            check_host_len(source, host)?;
         }
         if let Some(filter) = &settings.filter {
             // ldap3 parses a filter by recursion, one level per
@@ -380,7 +406,7 @@ impl HttpSettings {
             Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
         };
         match (filled("1"), filled("2")) {
-            (Some(one), Some(two)) if one == two => {}
+            (Some(one), Some(two)) if one == two => check_host_len(source, &one.0)?,
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     source,

@@ -139,6 +139,7 @@ pub fn build_source(
         }
     };
     let networks = networks.for_tenant(row.tenant_id, tenant_networks);
+    let timeout = Duration::from_millis(row.timeout_ms.max(1) as u64);
     let remote = match row.kind {
         SourceKind::Ldap => Remote::Ldap(Box::new(LdapSource::new(
             &row.name,
@@ -151,9 +152,9 @@ pub fn build_source(
             HttpSettings::parse(&row.name, &row.settings)?,
             secret,
             networks,
+            timeout,
         )?),
     };
-    let timeout = Duration::from_millis(row.timeout_ms.max(1) as u64);
     Ok(RemoteSource {
         id: row.id,
         name: row.name.as_ref().into(),

@@ -44,11 +44,14 @@ fn refused_or_upstream(e: reqwest::Error) -> DirectoryError {
 }
 
 impl HttpSource {
+    /// A source whose connections (resolving, TCP and TLS) each end within
+    /// `timeout`, the source's own.
     pub fn new(
         name: &str,
         settings: HttpSettings,
         secret: Option<String>,
         networks: Arc<SourceNetworks>,
+        timeout: Duration,
     ) -> Result<HttpSource, DirectoryError> {
         let tls = tls_config(name, settings.ca_pem.as_deref())?;
         // The port is fixed by the URL (placeholders fill the path and
@@ -77,6 +80,12 @@ impl HttpSource {
             .no_proxy()
             // A redirect could lead anywhere: an answer is a name or nothing.
             .redirect(reqwest::redirect::Policy::none())
+            // When an idle connection frees up first, the pool hands it to
+            // the lookup and finishes the connect it had started in a
+            // background task no lookup's deadline reaches: unbounded, a
+            // server that never answers a second handshake would have the
+            // node hold every such connection open for good.
+            .connect_timeout(timeout)
             .pool_max_idle_per_host(8)
             .user_agent(concat!("dialtone/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -223,7 +232,7 @@ mod tests {
     fn source_of(json: &str, network: &str) -> HttpSource {
         let settings = HttpSettings::parse("cnam", json).unwrap();
         let networks = SourceNetworks::parse(&[network]).unwrap().shared();
-        HttpSource::new("cnam", settings, None, networks).unwrap()
+        HttpSource::new("cnam", settings, None, networks, Duration::from_secs(1)).unwrap()
     }
 
     /// A failed request's error (logged, and kept as the source's last

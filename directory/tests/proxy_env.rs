@@ -44,7 +44,8 @@ fn sources_ignore_proxy_variables() {
         .unwrap();
         // Public addresses only: localhost is not one.
         let networks = SourceNetworks::default().shared();
-        let source = HttpSource::new("cnam", settings, None, networks).unwrap();
+        let source =
+            HttpSource::new("cnam", settings, None, networks, Duration::from_secs(1)).unwrap();
         source.lookup("+15550101234", Duration::from_secs(5)).await
     });
     assert!(
