@@ -153,6 +153,8 @@ pub fn mutations(key: &SecretKey) -> Result<Vec<Mutation>> {
         settings: serde_json::json!({
             "ntp_server": "pool.ntp.org",
             "timezone": "America/New_York",
+            // The zone's standard offset, as TEMPLATES.md asks of it.
+            "utc_offset": "-5",
             "sip_domains": [REGISTRAR],
         })
         .to_string(),

@@ -80,7 +80,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Import tenants, phones with lines, and directory entries from CSV or JSON.
+    /// Import tenants, phones with lines, directory entries and (JSON)
+    /// directory sources, from CSV or JSON.
     Import(ImportArgs),
     /// Write tenants, phones with lines, directory entries and sources in
     /// the import formats (secrets in clear), to back up, move or edit.

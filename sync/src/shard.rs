@@ -279,6 +279,23 @@ mod tests {
         assert_eq!(a.values().count(), 1000);
     }
 
+    /// A change to one row copies one shard: every other shard of the new
+    /// map is the old map's own allocation.
+    #[test]
+    fn a_change_copies_only_its_own_shard() {
+        let old: ShardedMap<i64, i64> = ShardedMap::from_entries((0..100_000).map(|i| (i, i)));
+        let mut new = old.clone();
+        new.insert(5, 50);
+        let copied = old
+            .shards
+            .iter()
+            .zip(new.shards.iter())
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(copied, 1);
+        assert_eq!(old.get(&5), Some(&5));
+    }
+
     #[test]
     fn a_filled_map_holds_what_was_pushed_whatever_the_estimate() {
         for (rows, estimate) in [
