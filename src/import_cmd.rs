@@ -198,6 +198,11 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
                     bail!("nothing left to import");
                 }
             }
+            Err(e @ SyncError::CommitUnknown(_)) => {
+                return Err(e).context(
+                    "import's outcome is unknown: check what the database holds (dialtone import --dry-run says what it would still change) before running it again",
+                )
+            }
             Err(e) => return Err(e).context("import failed; nothing was written"),
         }
     };

@@ -2,7 +2,8 @@
 //! "details"?}}` with a stable `code`. Clients get a reason they can act on;
 //! internal detail goes to the log only.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -31,10 +32,11 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`,
-    /// `bad_request`, `conflict`, `precondition_failed`, `invalid`,
-    /// `quota_exceeded`, `template_error`, `busy` (429 or 503: retry
-    /// later), `rate_limited` (429: retry after `Retry-After` seconds),
-    /// `unavailable`, `internal`.
+    /// `method_not_allowed`, `bad_request`, `conflict`,
+    /// `precondition_failed`, `invalid`, `quota_exceeded`,
+    /// `template_error`, `busy` (429 or 503: retry later), `rate_limited`
+    /// (429: retry after `Retry-After` seconds), `too_soon`, `too_large`,
+    /// `timeout`, `unavailable`, `internal`.
     pub code: String,
     pub message: String,
     #[schema(value_type = Option<Object>)]
@@ -152,6 +154,16 @@ impl From<SyncError> for ApiError {
                     "the database did not answer in time (busy or unreachable); nothing was changed; try again",
                 )
             }
+            // Never "nothing was changed": the write may be in the
+            // database, and a client writing it again could make it twice.
+            SyncError::CommitUnknown(db) => {
+                tracing::error!(error = %db, "admin write: the commit's outcome is unknown");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the database did not confirm the write, so it may or may not have been made: read it back before writing it again",
+                )
+            }
             SyncError::Database(db) => {
                 tracing::warn!(error = %db, "admin write: database unavailable");
                 ApiError::new(
@@ -217,11 +229,52 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "bad_request",
             "expected Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::body_too_large()
-        }
+        JsonRejection::BytesRejection(e) => bytes_rejection(e),
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// A request body taken whole (a route whose body may be empty), its
+/// rejections in our error shape: axum's own is plain text.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(bytes_rejection)
+    }
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::body_too_large()
+    } else {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+/// What the API answers a path under `/v1` that it does not have: axum's
+/// own 404 is an empty body.
+pub async fn unknown_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; /openapi.json lists them",
+    )
+}
+
+/// What the API answers a method a route does not take (axum keeps the
+/// `Allow` header it sets).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; the Allow header lists those it takes",
+    )
 }
 
 /// `axum::extract::Query` whose rejections use our error shape.
@@ -276,6 +329,24 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         );
         assert!(down
+            .into_response()
+            .headers()
+            .get(header::RETRY_AFTER)
+            .is_none());
+    }
+
+    /// A commit the database may have made is never "nothing was
+    /// changed", nor an invitation to retry.
+    #[test]
+    fn a_commit_of_unknown_outcome_says_so() {
+        let lost = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed");
+        let unknown = ApiError::from(SyncError::CommitUnknown(sqlx::Error::Io(lost)));
+        assert_eq!(
+            (unknown.status, unknown.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+        );
+        assert!(!unknown.message.contains("nothing was changed"));
+        assert!(unknown
             .into_response()
             .headers()
             .get(header::RETRY_AFTER)

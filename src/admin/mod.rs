@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use dialtone_sync::{watcher, Audit, Mirror, Mutation, SecretKey, Store, Target, WriteReport};
 use dialtone_tftp::Provisioner;
@@ -146,7 +146,9 @@ pub fn router(state: AdminState) -> Router {
             database_share::admit,
         ));
     // Bodies but no connection: a tenant's body is read under the same
-    // places and deadline as a database-bound one's.
+    // places and deadline as a database-bound one's. `openapi.rs`
+    // documents what that refuses on exactly these routes (its
+    // `BodyRoutes`).
     let bodies = Router::new()
         .route("/v1/templates/validate", post(templates::validate))
         .route("/v1/preview", post(preview::preview))
@@ -192,6 +194,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/whoami", get(tokens::whoami))
         .merge(database)
         .merge(bodies)
+        // A client is told in the API's error shape, with the headers
+        // below, that a route or a method does not exist: axum's own
+        // answers are empty, and a 404 would not get the headers. Routes
+        // outside `/v1` (lookups, health) keep their own 404.
+        .route("/v1", any(error::unknown_route))
+        .route("/v1/{*rest}", any(error::unknown_route))
+        .method_not_allowed_fallback(error::method_not_allowed)
         // Every answer above carries tenants' data (phones, line settings,
         // template bodies, directory entries): no browser or proxy keeps it.
         // The page's assets and the API document keep their own caching.

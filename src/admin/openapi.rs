@@ -2,7 +2,7 @@
 //! served at `/openapi.json` (no token needed: it describes, it reveals
 //! nothing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use axum::body::Bytes;
@@ -36,7 +36,8 @@ use super::{
         tokens::list, tokens::whoami,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
-    modifiers(&BearerAuth, &DatabaseBound),
+    // In this order: the last one sees every operation.
+    modifiers(&DatabaseBound, &BodyBound, &PoolBound, &BearerAuth),
     tags(
         (name = "tenants"), (name = "phones"), (name = "templates"), (name = "directory"),
         (name = "tokens"), (name = "audit"), (name = "import"), (name = "resync"), (name = "unclaimed"),
@@ -83,20 +84,73 @@ pub struct ApiDoc;
 ))]
 struct DatabaseRoutes;
 
-/// Adds [`DatabaseRoutes`] to the document, each operation with the 429 the
-/// share's layer answers, so that no handler's annotation has to repeat it.
+/// Adds [`DatabaseRoutes`] to the document, each operation with what the
+/// share's layer and the store answer, so that no handler's annotation has
+/// to repeat it.
 struct DatabaseBound;
 
 impl Modify for DatabaseBound {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut routes = DatabaseRoutes::openapi();
-        for item in routes.paths.paths.values_mut() {
-            for operation in operations(item) {
-                add_busy(&mut operation.responses.responses);
-                add_body_refusals(&mut operation.responses.responses);
-            }
-        }
+        for_each_operation(&mut routes, |operation| {
+            let responses = &mut operation.responses.responses;
+            add_response(responses, "429", BUSY, true);
+            add_body_refusals(responses);
+            add_response(responses, "503", DATABASE_DOWN, true);
+        });
         openapi.merge(routes);
+    }
+}
+
+/// The operations of `router()`'s `bodies` router: a tenant's body is read
+/// first, then the request runs under one of its tenant's check places.
+#[derive(OpenApi)]
+#[openapi(paths(templates::validate, preview::preview, sources::test_source))]
+struct BodyRoutes;
+
+struct BodyBound;
+
+impl Modify for BodyBound {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for_each_operation_of(openapi, BodyRoutes::openapi(), |operation| {
+            let responses = &mut operation.responses.responses;
+            add_response(responses, "429", CHECKS_BUSY, true);
+            add_body_refusals(responses);
+        });
+    }
+}
+
+/// Every handler that waits on the render pool (a render, a walk over a
+/// tenant's data, a diff), which refuses work past its queue: `busy`, 503.
+#[derive(OpenApi)]
+#[openapi(paths(
+    phones::list,
+    preview::phone_files,
+    preview::preview,
+    preview::template_phones,
+    templates::list,
+    templates::validate,
+    templates::create,
+    templates::update,
+    versions::diff,
+    versions::rollback,
+    directory::list_entries,
+    directory::show_entry,
+    directory::create_entry,
+    directory::update_entry,
+    directory::remove_entry,
+    fleet::fleet,
+    resync::resync_tenant,
+))]
+struct PoolRoutes;
+
+struct PoolBound;
+
+impl Modify for PoolBound {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for_each_operation_of(openapi, PoolRoutes::openapi(), |operation| {
+            add_response(&mut operation.responses.responses, "503", POOL_BUSY, true);
+        });
     }
 }
 
@@ -115,64 +169,114 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .flatten()
 }
 
+fn for_each_operation(openapi: &mut utoipa::openapi::OpenApi, mut f: impl FnMut(&mut Operation)) {
+    for item in openapi.paths.paths.values_mut() {
+        operations(item).for_each(&mut f);
+    }
+}
+
+/// Applies `f` to the operations of `openapi` that `group` has too (known
+/// by their operation ids, which are unique).
+fn for_each_operation_of(
+    openapi: &mut utoipa::openapi::OpenApi,
+    mut group: utoipa::openapi::OpenApi,
+    mut f: impl FnMut(&mut Operation),
+) {
+    let mut ids = BTreeSet::new();
+    for_each_operation(&mut group, |operation| {
+        ids.extend(operation.operation_id.clone());
+    });
+    for_each_operation(openapi, |operation| {
+        if operation
+            .operation_id
+            .as_ref()
+            .is_some_and(|id| ids.contains(id))
+        {
+            f(operation)
+        }
+    });
+}
+
 const BUSY: &str = "`busy`: the caller's tenant already runs its share of requests that use \
     the database, or the node's tenants together run all the pool leaves them, or too many \
     request bodies are being received; nothing was done. Never for a global-admin token.";
 
-/// What the share's layer answers a tenant's body that it reads first.
+const CHECKS_BUSY: &str = "`busy`: the caller's tenant already runs its 4 template checks, \
+    previews and source tests at once, or too many request bodies are being received; \
+    nothing was done. Never for a global-admin token.";
+
+const DATABASE_DOWN: &str = "`busy`: no database connection came free within \
+    `database.acquire_timeout_ms`; or `unavailable` (no `Retry-After`): the database failed. \
+    Nothing was changed.";
+
+const POOL_BUSY: &str = "`busy`: too many renders and walks wait for this node's render \
+    pool, or the caller's tenant's list took over 10 s; nothing was changed.";
+
+const UNAUTHORIZED: &str = "`unauthorized`: no token, or one that is unknown, expired or \
+    revoked (`WWW-Authenticate: Bearer`).";
+
+const FORBIDDEN: &str = "`forbidden`: a lookup token, which is for caller-name lookups \
+    only, or a token whose scope does not allow this (read-only, or global-admin only).";
+
+/// What the share's layers answer a tenant's body that they read first,
+/// and the extractors a global admin's.
 fn add_body_refusals(responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>) {
-    for (status, text) in [
-        (
-            "408",
-            "`timeout`: a tenant's request body did not arrive within 10 s; nothing was done.",
-        ),
-        (
-            "413",
-            "`too_large`: the request body is over 2 MiB; nothing was done.",
-        ),
-    ] {
-        responses.entry(status.into()).or_insert_with(|| {
-            ResponseBuilder::new()
-                .description(text)
-                .content(
-                    "application/json",
-                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                )
-                .build()
-                .into()
-        });
-    }
+    add_response(
+        responses,
+        "408",
+        "`timeout`: a tenant's request body did not arrive within 10 s; nothing was done.",
+        false,
+    );
+    add_response(
+        responses,
+        "413",
+        "`too_large`: the request body is over 2 MiB (an import's over 256 MiB); nothing was done.",
+        false,
+    );
 }
 
-/// The share's 429, kept beside one the handler documents for a limit of
-/// its own (a resync queue's), which has the same body.
-fn add_busy(responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>) {
-    let retry_after = HeaderBuilder::new()
-        .schema(Object::with_type(Type::Integer))
-        .description(Some("Seconds to wait before retrying."))
-        .build();
-    match responses.get_mut("429") {
+/// Documents `status` with the error body: beside what the handler's own
+/// annotation says of it (a limit of its own, which answers the same
+/// body), or on its own. `retry_after`: the answer may be `busy`, which
+/// carries the header.
+fn add_response(
+    responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+    status: &str,
+    text: &str,
+    retry_after: bool,
+) {
+    let header = || {
+        HeaderBuilder::new()
+            .schema(Object::with_type(Type::Integer))
+            .description(Some("Seconds to wait before retrying (with `busy`)."))
+            .build()
+    };
+    match responses.get_mut(status) {
         Some(RefOr::T(own)) => {
             own.description = match own.description.trim() {
-                "" => BUSY.to_string(),
-                text => format!("{text} Or {BUSY}"),
+                "" => text.to_string(),
+                said => format!("{said} Or {text}"),
             };
-            own.headers.insert("Retry-After".into(), retry_after);
+            if retry_after {
+                own.headers.insert("Retry-After".into(), header());
+            }
         }
         _ => {
-            let busy = ResponseBuilder::new()
-                .description(BUSY)
-                .header("Retry-After", retry_after)
-                .content(
-                    "application/json",
-                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                )
-                .build();
-            responses.insert("429".into(), busy.into());
+            let mut response = ResponseBuilder::new().description(text).content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            );
+            if retry_after {
+                response = response.header("Retry-After", header());
+            }
+            responses.insert(status.into(), response.build().into());
         }
     }
 }
 
+/// The bearer scheme, and the refusals of every operation that requires
+/// a token: none or a bad one (401), a lookup token or one whose scope
+/// falls short (403).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -182,6 +286,13 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        for_each_operation(openapi, |operation| {
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                let responses = &mut operation.responses.responses;
+                add_response(responses, "401", UNAUTHORIZED, false);
+                add_response(responses, "403", FORBIDDEN, false);
+            }
+        });
     }
 }
 

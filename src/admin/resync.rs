@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiBytes, ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
 use super::{off_workers, page_size, parse_name, write, AdminState, Change, Principal};
 use crate::resync::queue::Full;
@@ -148,6 +147,10 @@ async fn queue<'a>(
     Ok(Ok(pending.release()))
 }
 
+/// The 503 of the routes that ask for resyncs, as the document words it.
+const NOT_SENT: &str = "`unavailable`: resync is not configured on this node; or `busy` \
+    (Retry-After): the other tenants' resyncs leave no room in the queue.";
+
 /// MACs a tenant resync's audit row lists, at most (it counts them all).
 const MACS_IN_AUDIT: usize = 100;
 
@@ -159,7 +162,7 @@ const DEFERRED: &str =
     params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 202, body = ResyncOne), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, description = "the tenant's queue is full, or the phone was sent a resync less than `resync.phone_spacing_s` ago (Retry-After)", body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 503, description = NOT_SENT, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resync_phone(
     State(state): State<AdminState>,
@@ -206,13 +209,14 @@ pub async fn resync_phone(
 #[utoipa::path(post, operation_id = "resync_tenant", path = "/v1/tenants/{slug}/resync", tag = "resync",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")), request_body(content = Option<TenantResyncBody>),
     responses((status = 202, body = ResyncMany), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 422, body = ErrorBody), (status = 429, description = "`busy`: the tenant's queue has no room at all.", body = ErrorBody),
+        (status = 503, description = NOT_SENT, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resync_tenant(
     State(state): State<AdminState>,
     principal: Principal,
     ApiPath(slug): ApiPath<String>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     service(&state)?;
     let body: TenantResyncBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -335,7 +339,8 @@ pub async fn resync_tenant(
 }
 
 #[utoipa::path(get, operation_id = "resync_list", path = "/v1/resyncs", tag = "resync", params(ResyncQuery),
-    responses((status = 200, body = ResyncList), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = ResyncList), (status = 404, body = ErrorBody),
+        (status = 503, description = "`unavailable`: resync is not configured on this node.", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AdminState>,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::directory::tenant_of;
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ErrorBody};
 use super::mirror_view::MirrorView;
 use super::quotas::Quota;
 use super::{
@@ -336,13 +336,13 @@ fn millis(started: Instant) -> f64 {
 #[utoipa::path(post, operation_id = "directory_test_source", path = "/v1/tenants/{slug}/directory-sources/{name}/test", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64)), request_body = SourceTestRequest,
     responses((status = 200, body = SourceTestView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody)),
+        (status = 429, description = "`busy`: the tenant already runs its 2 source tests.", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test_source(
     State(state): State<AdminState>,
     principal: Principal,
     ApiPath((slug, name)): ApiPath<(String, String)>,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let request: SourceTestRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SourceTestRequest::default()

@@ -89,6 +89,16 @@ pub enum SyncError {
     /// writer at the unique index.
     #[error("{0} already exists")]
     Taken(String),
+
+    /// The connection failed once COMMIT was sent, and asking the database
+    /// afterwards did not tell whether the transaction committed: the
+    /// write may have been made. Not transient: writing it again blindly
+    /// could make it twice.
+    #[error(
+        "the database did not confirm the commit, so the write may or may not have been made \
+         (read it back before writing it again): {0}"
+    )]
+    CommitUnknown(sqlx::Error),
 }
 
 impl From<sqlx::Error> for SyncError {

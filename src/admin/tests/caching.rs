@@ -1,6 +1,8 @@
 //! Admin API answers hold tenants' data (phones, line settings, template
 //! bodies, directory entries): none may be kept by a browser or a proxy,
-//! errors included. The page's assets keep their own caching.
+//! errors included, and every error has the API's one JSON shape, a path
+//! or method the API does not have as much as a handler's refusal. The
+//! page's assets keep their own caching.
 
 use axum::http::{Method, StatusCode};
 use dialtone_sync::Backend;
@@ -44,9 +46,46 @@ async fn api_answers_are_never_stored_and_assets_keep_their_caching() {
             "/v1/tenants",
             StatusCode::METHOD_NOT_ALLOWED,
         ),
+        // Routes under the share's layers: refused before it reads a body.
+        (
+            Some("acme-admin"),
+            Method::PATCH,
+            "/v1/phones",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Some("acme-admin"),
+            Method::GET,
+            "/v1/tenants/acme/directory-sources/cnam/test",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Some("global"),
+            Method::GET,
+            "/v1/nonexistent",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            None,
+            Method::POST,
+            "/v1/tenants/acme/nonexistent",
+            StatusCode::NOT_FOUND,
+        ),
+        (Some("global"), Method::GET, "/v1", StatusCode::NOT_FOUND),
     ] {
         let reply = h.call(role, method.clone(), path, None, &[]).await;
         assert_eq!(reply.status, status, "{method} {path}: {}", reply.text);
+        if !status.is_success() {
+            // The API's one error shape, whatever refused the request.
+            assert!(
+                reply.json()["error"]["code"].is_string(),
+                "{method} {path}: {:?}",
+                reply.text
+            );
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(reply.headers.contains_key("allow"), "{method} {path}");
+        }
         let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok());
         assert_eq!(header("cache-control"), Some("no-store"), "{method} {path}");
         assert_eq!(

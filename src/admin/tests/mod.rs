@@ -14,6 +14,7 @@ mod openapi;
 mod phone_limits;
 mod pool_share;
 mod reach;
+mod render_busy;
 mod resync;
 mod resync_limits;
 mod sizes;

@@ -13,7 +13,7 @@ use super::Harness;
 
 /// Whether a concrete path (placeholders and query allowed) is the route
 /// template's: a `{…}` segment of the template matches any one segment.
-fn matches(template: &str, path: &str) -> bool {
+pub(super) fn matches(template: &str, path: &str) -> bool {
     let path = path.split('?').next().unwrap_or_default();
     let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
     t.len() == p.len()

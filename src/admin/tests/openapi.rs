@@ -155,6 +155,62 @@ async fn the_document_covers_every_route_and_resolves() {
     }
 }
 
+/// Every operation lists the refusals any of its calls can meet, each in
+/// the API's error shape: a token's (401 none or a bad one, 403 a lookup
+/// token or one whose scope falls short), a body's (408 a tenant's that
+/// did not arrive in time, 413 one past the cap) and, where the route
+/// waits on the database, a busy or failing database's (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_documents_the_refusals_it_can_meet() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let doc = h
+        .call(None, Method::GET, "/openapi.json", None, &[])
+        .await
+        .json();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            let name = format!("{method} {path}");
+            let responses = &op["responses"];
+            let lists = |status: &str| responses[status].is_object();
+            let bearer = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            if bearer {
+                assert!(lists("401") && lists("403"), "{name}: {responses}");
+            }
+            if op["requestBody"].is_object() {
+                assert!(lists("408") && lists("413"), "{name}: {responses}");
+            }
+            // A route in the database's router: its share's 429 says so.
+            // The render pool's 503s are checked in `render_busy.rs`.
+            let uses_database = responses["429"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("database"));
+            if uses_database {
+                assert!(lists("503"), "{name}: {responses}");
+            }
+            for (status, response) in responses.as_object().expect("responses") {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{name}: {status}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        ROUTES
+            .iter()
+            .map(|(_, methods)| methods.len())
+            .sum::<usize>()
+    );
+}
+
 /// The document's 429s are the router's: with every place the node gives
 /// tenants taken, a tenant's call to each route is refused `busy` exactly
 /// where the document says it can be, with its `Retry-After`.

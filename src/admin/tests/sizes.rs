@@ -321,28 +321,35 @@ async fn provisioning_networks_are_few_and_readable() {
     assert_eq!(none.status, StatusCode::OK, "{}", none.text);
 }
 
-/// A body past the API's 2 MiB cap is 413, whoever sends it: the client
-/// can only send less, which a 400 does not say.
+/// A body past the API's 2 MiB cap is 413 in the API's error shape,
+/// whoever sends it and however the route reads it (parsed as JSON, or
+/// taken whole where an empty body is allowed): the client can only send
+/// less, which a 400 does not say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_past_the_cap_is_413() {
     let h = Harness::new(Backend::Sqlite).await;
     let huge = serde_json::json!({ "name": "n".repeat(3 << 20) }).to_string();
-    for role in ["global", "acme-admin"] {
-        let reply = h
-            .call(
-                Some(role),
-                Method::PUT,
-                "/v1/tenants/acme",
-                Some(&huge),
-                &[],
-            )
-            .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "{role}: {}",
-            reply.text
-        );
-        assert!(reply.text.contains("too_large"), "{role}: {}", reply.text);
+    for (method, path) in [
+        (Method::PUT, "/v1/tenants/acme"),
+        (Method::POST, "/v1/tenants/acme/resync"),
+        (Method::POST, "/v1/tenants/acme/directory-sources/cnam/test"),
+    ] {
+        for role in ["global", "acme-admin"] {
+            let reply = h
+                .call(Some(role), method.clone(), path, Some(&huge), &[])
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{role} {path}: {}",
+                reply.text
+            );
+            assert_eq!(
+                reply.json()["error"]["code"],
+                "too_large",
+                "{role} {path}: {}",
+                reply.text
+            );
+        }
     }
 }

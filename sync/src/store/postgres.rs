@@ -15,6 +15,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
+mod commit;
 mod copy;
 mod load;
 mod migrate;
@@ -310,7 +311,7 @@ impl Store for PgStore {
         let report =
             sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
         match ending {
-            Ending::Commit => tx.commit().await?,
+            Ending::Commit => commit::settled(&self.pool, tx).await?,
             Ending::RollBack => tx.rollback().await?,
         }
         Ok(report)

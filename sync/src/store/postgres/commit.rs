@@ -1,0 +1,87 @@
+//! A write's COMMIT whose answer is lost. Once COMMIT is sent, a connection
+//! that fails (reset, closed, the server restarting) leaves the outcome
+//! open: PostgreSQL may have made the transaction durable before the answer
+//! was lost. Reporting that as "nothing was changed" makes a client write
+//! again: a second phone refused as taken, a second token nobody holds.
+//! The transaction's id, read before COMMIT, is asked about on another
+//! connection instead (`txid_status`), and only an answer the database
+//! gives decides; otherwise the caller learns the outcome is unknown.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::SyncError;
+
+/// How long the question may take, all tries together: the caller (an
+/// admin request, an import) is waiting for its answer.
+const ASKING_FOR: Duration = Duration::from_secs(5);
+
+/// Pause between asks while the transaction is still "in progress": its
+/// backend has not yet noticed its client is gone.
+const AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// Commits `tx`, settling a lost answer by asking the database.
+pub(super) async fn settled(
+    pool: &PgPool,
+    mut tx: Transaction<'_, Postgres>,
+) -> Result<(), SyncError> {
+    // A write has its id already; one that wrote nothing gets one here,
+    // which costs a counter step and nothing else.
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let lost = match tx.commit().await {
+        Ok(()) => return Ok(()),
+        Err(e) if answer_lost(&e) => e,
+        // The server's own refusal (a deferred key, a serialization
+        // failure): it rolled back.
+        Err(e) => return Err(e.into()),
+    };
+    match tokio::time::timeout(ASKING_FOR, status(pool, xid)).await {
+        Ok(Ok(Status::Committed)) => {
+            tracing::warn!(xid, error = %lost, "the commit's answer was lost; the database says it committed");
+            Ok(())
+        }
+        Ok(Ok(Status::Aborted)) => Err(lost.into()),
+        Ok(Ok(Status::Unknown)) | Ok(Err(_)) | Err(_) => Err(SyncError::CommitUnknown(lost)),
+    }
+}
+
+/// Whether `e` leaves the commit's outcome open: the connection, not the
+/// server, failed.
+fn answer_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now and the
+        // connection-exception class: the server went away mid-commit.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    Committed,
+    Aborted,
+    /// Still in progress past the wait, or forgotten (older than the
+    /// database keeps commit records for).
+    Unknown,
+}
+
+async fn status(pool: &PgPool, xid: i64) -> Result<Status, SyncError> {
+    loop {
+        let answer: Option<String> = sqlx::query_scalar("SELECT txid_status($1)")
+            .bind(xid)
+            .fetch_one(pool)
+            .await?;
+        match answer.as_deref() {
+            Some("committed") => return Ok(Status::Committed),
+            Some("aborted") => return Ok(Status::Aborted),
+            Some("in progress") => tokio::time::sleep(AGAIN_AFTER).await,
+            _ => return Ok(Status::Unknown),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! A COMMIT whose answer is lost: a proxy between the store and PostgreSQL
+//! passes a COMMIT on and closes that connection before the answer comes
+//! back. The write is in the database; the store must say so, or say that
+//! it cannot tell, and never that nothing was written (a client would
+//! write it again: a second token nobody holds, a create refused as taken).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::store::StoreOptions;
+use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::SyncError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+struct Proxy {
+    addr: std::net::SocketAddr,
+    /// The next COMMIT a connection sends ends that connection.
+    cut_next_commit: Arc<AtomicBool>,
+    /// New connections are refused (closed at once), and every open one
+    /// is closed.
+    refusing: Arc<AtomicBool>,
+    severed: CancellationToken,
+}
+
+/// A simple-protocol Query message holding `COMMIT`, as sqlx ends a
+/// transaction.
+fn holds_commit(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w == b"COMMIT")
+}
+
+async fn proxy(target: String) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = Proxy {
+        addr: listener.local_addr().unwrap(),
+        cut_next_commit: Arc::default(),
+        refusing: Arc::default(),
+        severed: CancellationToken::new(),
+    };
+    let (cut, refusing) = (proxy.cut_next_commit.clone(), proxy.refusing.clone());
+    let severed = proxy.severed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            if refusing.load(Ordering::SeqCst) {
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&target).await else {
+                continue;
+            };
+            let cut = cut.clone();
+            let severed = severed.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let mut answers = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let read = tokio::select! {
+                        _ = severed.cancelled() => break,
+                        read = client_read.read(&mut buf) => read,
+                    };
+                    let Ok(n) = read else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    if holds_commit(&buf[..n]) && cut.swap(false, Ordering::SeqCst) {
+                        // Nothing more reaches the client, then the server
+                        // gets the COMMIT: its answer is lost for sure.
+                        answers.abort();
+                        let _ = (&mut answers).await;
+                        let _ = server_write.write_all(&buf[..n]).await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return;
+                    }
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                answers.abort();
+            });
+        }
+    });
+    proxy
+}
+
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme_user, rest) = url.split_once('@').expect("a URL with a user");
+    let (_, db) = rest.split_once('/').expect("a URL with a database");
+    format!("{scheme_user}@{addr}/{db}")
+}
+
+async fn tenants_named(db: &TestDb, slug: &str) -> i64 {
+    scalar(
+        db,
+        &format!("SELECT count(*) FROM tenants WHERE slug = '{slug}'"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
+    let db = TestDb::postgres().await;
+    db.store().await; // migrated
+    let target = db
+        .url
+        .split_once('@')
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let proxy = proxy(target).await;
+    let options = StoreOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let store = dialtone_sync::store::open(&through(&db.url, proxy.addr), test_key(), &options)
+        .await
+        .unwrap();
+    store
+        .apply(&[tenant("warmup", "US")], &audit("setup"))
+        .await
+        .unwrap();
+
+    // The database answers on another connection: the write was made,
+    // and the store says so.
+    proxy.cut_next_commit.store(true, Ordering::SeqCst);
+    let made = store.apply(&[tenant("acme", "US")], &audit("create")).await;
+    assert!(
+        made.is_ok(),
+        "a committed write reported as failed: {made:?}"
+    );
+    assert!(
+        !proxy.cut_next_commit.load(Ordering::SeqCst),
+        "no COMMIT was cut"
+    );
+    assert_eq!(tenants_named(&db, "acme").await, 1);
+
+    // Nothing answers any more: the store cannot tell, and says that.
+    proxy.cut_next_commit.store(true, Ordering::SeqCst);
+    let store_refusing = proxy.refusing.clone();
+    let (globex, created) = ([tenant("globex", "US")], audit("create"));
+    let unknown = {
+        let write = store.apply(&globex, &created);
+        // Refused from the moment the COMMIT is cut, so the question has
+        // no connection to go on.
+        let watch = async {
+            while proxy.cut_next_commit.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            store_refusing.store(true, Ordering::SeqCst);
+            proxy.severed.cancel();
+        };
+        let (written, ()) = tokio::join!(write, watch);
+        written
+    };
+    assert!(
+        matches!(unknown, Err(SyncError::CommitUnknown(_))),
+        "{unknown:?}"
+    );
+    assert_eq!(tenants_named(&db, "globex").await, 1);
+}
