@@ -27,6 +27,7 @@
 //! places they free go to the tenant that waited. A tenant's first place
 //! is never taken back, and without contention each keeps its full share.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,10 @@ impl Scope {
 /// so that its retry finds the places the others gave up.
 pub const CONTENTION_WINDOW: Duration = Duration::from_secs(3);
 
+/// How long a tenant's request waits on the database for its answer by
+/// default (`database.request_timeout_s`).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
 /// The places of the node's tenants in the database pool.
 pub struct DatabaseShare {
     tenants: Arc<Running>,
@@ -104,6 +109,9 @@ pub struct DatabaseShare {
     /// Until when tenants are held to one place each (see the module).
     contended_until: Mutex<Option<Instant>>,
     window: Duration,
+    /// How long a tenant's request waits on the database before it is
+    /// answered 503; its work goes on, holding its places.
+    answer_within_ms: AtomicU64,
 }
 
 /// A request's places, its tenant's and the node's; given back when
@@ -129,7 +137,15 @@ impl DatabaseShare {
             all_places,
             contended_until: Mutex::new(None),
             window,
+            answer_within_ms: AtomicU64::new(ANSWER_WITHIN.as_millis() as u64),
         })
+    }
+
+    /// Sets how long a tenant's request waits on the database for its
+    /// answer (the configuration's `database.request_timeout_s`).
+    pub fn answer_within(&self, within: Duration) {
+        self.answer_within_ms
+            .store(within.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Places for one request of `tenant`, or who had none left. The
@@ -229,6 +245,7 @@ pub(super) async fn admit(
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };
+    let writes = !request.method().is_safe();
     let admission = match state.database_share.admit(tenant) {
         Ok(admission) => admission,
         Err(scope) => {
@@ -243,14 +260,32 @@ pub(super) async fn admit(
     // for them before the pool takes it back). Held by the dropped future,
     // the place was free at once, and a tenant that started slow requests
     // and hung up on each held the whole pool.
-    let handled = tokio::spawn(
+    let mut handled = tokio::spawn(
         async move {
             let _admission = admission;
             next.run(request).await
         }
         .instrument(tracing::Span::current()),
     );
-    match handled.await {
+    // A database that takes statements and never answers (a lock held
+    // for good, a stopped server) would hold the client for as long; it
+    // is answered, and the work keeps its places until the database
+    // answers it, as a hung-up client's does.
+    let within = Duration::from_millis(
+        state
+            .database_share
+            .answer_within_ms
+            .load(Ordering::Relaxed),
+    );
+    let Ok(answered) = tokio::time::timeout(within, &mut handled).await else {
+        tracing::warn!(
+            within_s = within.as_secs_f64(),
+            writes,
+            "admin request: the database did not answer in time; answered 503, the work goes on"
+        );
+        return ApiError::database_did_not_answer(within, writes).into_response();
+    };
+    match answered {
         Ok(response) => response,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => ApiError::new(

@@ -130,6 +130,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A tenant's request whose database work outlasted its deadline: a
+    /// write may still be made when the database answers it.
+    pub fn database_did_not_answer(within: std::time::Duration, writes: bool) -> ApiError {
+        let within = within.as_secs_f64();
+        if writes {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                format!("the database did not answer within {within} s, and the write may still be made when it does: read it back before writing it again"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the database did not answer within {within} s"),
+            )
+        }
+    }
+}
+
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> ApiError {
         match e {

@@ -206,8 +206,11 @@ const CHECKS_BUSY: &str = "`busy`: the caller's tenant already runs its 4 templa
     nothing was done. Never for a global-admin token.";
 
 const DATABASE_DOWN: &str = "`busy`: no database connection came free within \
-    `database.acquire_timeout_ms`; or `unavailable` (no `Retry-After`): the database failed. \
-    Nothing was changed.";
+    `database.acquire_timeout_ms`; or `unavailable` (no `Retry-After`): the database failed \
+    or did not answer a read within `database.request_timeout_s`. Nothing was changed. \
+    Or `outcome_unknown` (no `Retry-After`): the database did not confirm a write (no answer \
+    within `database.request_timeout_s`, or the connection lost at its commit), which may \
+    have been made: read it back before writing it again.";
 
 const POOL_BUSY: &str = "`busy`: too many renders and walks wait for this node's render \
     pool, or the caller's tenant's list took over 10 s; nothing was changed.";

@@ -157,6 +157,10 @@ pub struct DatabaseConfig {
     /// How long to wait for a connection (all taken, or none opens) before an
     /// admin request is answered 503 `busy`.
     pub acquire_timeout_ms: u64,
+    /// How long a tenant's admin request waits on the database's answer
+    /// before it is answered 503 (`outcome_unknown` for a write); its work
+    /// goes on, holding its tenant's place, until the database answers.
+    pub request_timeout_s: u64,
     /// Apply pending migrations at `serve` start.
     pub auto_migrate: bool,
     /// PostgreSQL: how long a migration waits for one table's lock before it
@@ -174,6 +178,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://./dialtone.db".into(),
             max_connections: 8,
             acquire_timeout_ms: 3000,
+            request_timeout_s: 60,
             auto_migrate: true,
             migration_lock_wait_ms: 2000,
             migration_retry_s: 60,

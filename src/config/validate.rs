@@ -170,7 +170,7 @@ impl Config {
             &self.database,
         );
         const COUNT_MAX: u64 = 100_000_000;
-        let bounds: [(&str, u64, u64, u64); 39] = [
+        let bounds: [(&str, u64, u64, u64); 40] = [
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
@@ -178,6 +178,7 @@ impl Config {
                 3_600_000,
             ),
             ("database.migration_retry_s", d.migration_retry_s, 0, 86_400),
+            ("database.request_timeout_s", d.request_timeout_s, 1, 3_600),
             (
                 "mirror.snapshot_interval_s",
                 m.snapshot_interval_s,

@@ -96,9 +96,13 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
             source_tests: crate::admin::running::Running::new(
                 crate::admin::SOURCE_TESTS_PER_TENANT,
             ),
-            database_share: crate::admin::database_share::DatabaseShare::new(
-                config.database.max_connections,
-            ),
+            database_share: {
+                let share = crate::admin::database_share::DatabaseShare::new(
+                    config.database.max_connections,
+                );
+                share.answer_within(Duration::from_secs(config.database.request_timeout_s));
+                share
+            },
         }));
     Routers { api, monitoring }
 }

@@ -6,6 +6,7 @@ mod caching;
 mod checks;
 mod directory_kinds;
 mod fleet;
+mod hung_database;
 mod import_body;
 mod matrix;
 mod no_database;
