@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 
 fn phlem(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
@@ -13,6 +15,17 @@ fn phlem(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Outpu
 
 fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The file every shipped Yealink boot file includes, which `render --all`
+/// does not write (it writes model files only for known model codes):
+/// rendered by name into `out`, with `render`'s configuration, so that
+/// `--verify` compares it like the rest rather than finding it missing.
+fn render_yealink_common_file(mut render: std::process::Command, mac: &str, out: &Path) {
+    render.args(["render", mac, "y000000000000.cfg"]);
+    let result = run(render);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    std::fs::write(out.join("y000000000000.cfg"), &result.stdout).unwrap();
 }
 
 #[test]
@@ -70,6 +83,19 @@ fn every_family_boots_over_tftp_and_http() {
         }
         // Poly fetched the file its master named.
         assert_eq!(steps["poly {mac}-phone.cfg"]["transfers"], 2);
+        // Yealinks fetched the common file their boot files include, not
+        // one of their own choosing (two phones, two boots each).
+        assert_eq!(
+            steps["yealink y000000000000.cfg"]["transfers"], 4,
+            "{target}: {steps:?}"
+        );
+        assert!(!steps.contains_key("yealink y0000000000{code}.cfg"));
+        // The SPA fetched what its model file's profile rule names.
+        assert_eq!(
+            steps["cisco-spa spa{mac}.xml"]["transfers"], 2,
+            "{target}: {steps:?}"
+        );
+        assert!(!steps.contains_key("cisco-spa spa{mac}.cfg"));
         // Cisco enterprise phones asked for CTL and ITL files, which are not served.
         if target.starts_with("tftp") {
             assert_eq!(r["expected_missing"], 2 * 2 + 2, "{r}"); // CTL+ITL per SEP boot, Grandstream cfg<mac>
@@ -168,6 +194,14 @@ fn render_all_writes_the_bytes_phones_get() {
         .arg(&out);
     let result = run(render);
     assert!(result.status.success(), "{}", text(&result.stderr));
+    let mut render = dialtone(dir.path(), &url);
+    render
+        .env("DIALTONE_PROVISIONING__TEMPLATES_DIR", templates_dir())
+        .env(
+            "DIALTONE_PROVISIONING__HTTP_LISTEN",
+            server.prov_addr.to_string(),
+        );
+    render_yealink_common_file(render, "0015654aa937", &out);
     let files: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -228,6 +262,25 @@ fn render_all_writes_the_bytes_phones_get() {
         "{}",
         text(&caught.stdout)
     );
+    // A file the folder lacks is told apart from one that differs: both
+    // Yealinks fetch the common file.
+    std::fs::remove_file(out.join("y000000000000.cfg")).unwrap();
+    let unrendered = phlem(
+        dir.path(),
+        &url,
+        &[
+            "run",
+            "--target",
+            &target,
+            "--quiet",
+            "--verify",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!unrendered.status.success());
+    let table = text(&unrendered.stdout);
+    assert!(table.contains("failed: not_rendered x2"), "{table}");
+    assert!(table.contains("failed: mismatch x1"), "{table}");
 }
 
 #[test]
@@ -400,6 +453,9 @@ fn phones_with_credentials_answer_digest_challenges() {
         "{}",
         text(&out.stdout)
     );
+    let mut render = dialtone(dir.path(), &url);
+    render.env("DIALTONE_PROVISIONING__BASE_URL", &target);
+    render_yealink_common_file(render, "001565000044", &rendered);
     let verify = phlem(
         dir.path(),
         &url,

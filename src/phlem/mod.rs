@@ -1,7 +1,10 @@
 //! PHLEM, the phone emulator: fetches files the way phones do, one phone or
-//! thousands. `run` boots phones with their families' sequences, `merge`
+//! thousands. `run` boots phones with their families' sequences, following
+//! what the served files name as the phones would, `merge`
 //! combines shard reports, `fetch` gets one file with phlem's TFTP client.
 
+mod boot;
+mod follow;
 pub mod pbx;
 pub mod report;
 pub mod run;

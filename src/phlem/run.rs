@@ -11,9 +11,10 @@ use clap::Args;
 use dialtone_sync::Family;
 use tokio::sync::Semaphore;
 
+use super::boot::{boot, Target};
+use super::follow::Origin;
 use super::report::Report;
-use super::sequence::{Phone, Step};
-use super::tftp::{self, TftpError, TftpOptions};
+use super::sequence::Phone;
 use crate::config::Config;
 
 #[derive(Args)]
@@ -48,7 +49,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub same_port: bool,
     /// Compare every answer with the file of the same name in this folder
-    /// (`dialtone render --all --out DIR`); a difference is a failure.
+    /// (`dialtone render --all --out DIR`); a difference is a failure
+    /// (`mismatch`), and so is a file the folder lacks (`not_rendered`).
     #[arg(long)]
     pub verify: Option<PathBuf>,
     /// Write the JSON report here (for `phlem merge`).
@@ -59,11 +61,6 @@ pub struct RunArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub sip: super::sip_phone::SipArgs,
-}
-
-enum Target {
-    Tftp(std::net::SocketAddr),
-    Http(String, reqwest::Client),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -231,155 +228,19 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
     }
 }
 
-async fn fetch(
-    target: &Target,
-    phone: &Phone,
-    step: &Step,
-    options: &TftpOptions,
-    port: Option<&tokio::net::UdpSocket>,
-) -> Result<(Vec<u8>, u32), String> {
-    match target {
-        Target::Tftp(server) => match match port {
-            Some(socket) => tftp::get_on(socket, *server, &step.file, options).await,
-            None => tftp::get(*server, &step.file, options).await,
-        } {
-            Ok(t) => Ok((t.bytes, t.retransmits)),
-            Err(TftpError::Server { code: 1, .. }) => Err("not_found".into()),
-            Err(TftpError::Server { code, .. }) => Err(format!("tftp_error_{code}")),
-            Err(TftpError::Timeout(_)) => Err("timeout".into()),
-            Err(TftpError::Protocol(_)) => Err("protocol".into()),
-            Err(TftpError::Io(_)) => Err("io".into()),
-        },
-        Target::Http(base, client) => {
-            let url = format!("{base}/{}", step.file);
-            let send = |authorization: Option<String>| {
-                let mut request = client.get(&url).header("User-Agent", phone.user_agent());
-                if let Some(value) = authorization {
-                    request = request.header("Authorization", value);
-                }
-                async move {
-                    request.send().await.map_err(|e| {
-                        if e.is_timeout() {
-                            "timeout".to_string()
-                        } else {
-                            "connect".to_string()
-                        }
-                    })
-                }
-            };
-            let mut response = send(None).await?;
-            // A phone with credentials answers the Digest challenge, with
-            // MD5 as most phones do.
-            if let (reqwest::StatusCode::UNAUTHORIZED, Some((user, password))) =
-                (response.status(), &phone.credentials)
-            {
-                use dialtone_tftp::digest::{client_response, parse_challenge, Algorithm};
-                let (algorithm, nonce) = response
-                    .headers()
-                    .get_all("www-authenticate")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .filter_map(parse_challenge)
-                    .find(|(algorithm, _)| *algorithm == Algorithm::Md5)
-                    .ok_or_else(|| "no_md5_challenge".to_string())?;
-                let cnonce = format!("{:016x}", rand::random::<u64>());
-                let path = format!("/{}", step.file);
-                let authorization = client_response(
-                    &nonce,
-                    algorithm,
-                    "GET",
-                    &path,
-                    (user, password),
-                    1,
-                    &cnonce,
-                );
-                response = send(Some(authorization)).await?;
-            }
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err("not_found".into());
-            }
-            if !status.is_success() {
-                return Err(format!("http_{}", status.as_u16()));
-            }
-            let body = response.bytes().await.map_err(|_| "body".to_string())?;
-            Ok((body.to_vec(), 0))
-        }
-    }
-}
-
-/// The expected bytes of `file`, from a `render --all` folder.
-fn expected(verify: Option<&std::path::Path>, file: &str) -> Option<std::io::Result<Vec<u8>>> {
-    verify.map(|dir| std::fs::read(dir.join(file)))
-}
-
-/// Fetched files and their bytes, or why not, for re-fetches to report.
-type Fetched = Vec<(String, Result<Vec<u8>, String>)>;
-
-async fn boot(
-    target: &Target,
-    phone: &Phone,
-    options: &TftpOptions,
-    verify: Option<&std::path::Path>,
-    same_port: bool,
-    report: &Mutex<Report>,
-) -> Fetched {
-    let mut fetched = Fetched::new();
-    let port = match (target, same_port) {
-        (Target::Tftp(server), true) => match tftp::socket_for(*server).await {
-            Ok(socket) => Some(socket),
-            Err(_) => {
-                report
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record_failure("bind", "io");
-                return fetched;
-            }
-        },
-        _ => None,
+/// The addresses an HTTP `--target` resolves to, for `Origin`. None when
+/// the name does not resolve: then every fetch fails and says why.
+async fn http_addresses(target: &str) -> Vec<std::net::IpAddr> {
+    let Some((host, port)) = url::Url::parse(target).ok().and_then(|url| {
+        let host = url.host_str()?.trim_matches(['[', ']']).to_string();
+        Some((host, url.port_or_known_default()?))
+    }) else {
+        return Vec::new();
     };
-    let mut queue: std::collections::VecDeque<Step> = phone.sequence().into();
-    while let Some(step) = queue.pop_front() {
-        let name = format!("{} {}", phone.family.as_str(), step.pattern);
-        let started = Instant::now();
-        let result = fetch(target, phone, &step, options, port.as_ref()).await;
-        let elapsed = started.elapsed();
-        let want = match &result {
-            Ok(_) => expected(verify, &step.file),
-            Err(_) => None,
-        };
-        let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok((body, _))
-                if want
-                    .as_ref()
-                    .is_some_and(|w| w.as_ref().map_or(true, |w| *w != body)) =>
-            {
-                report.record_failure(&name, "mismatch");
-                fetched.push((step.file, Err("mismatch".into())));
-            }
-            Ok((body, retransmits)) => match phone.well_formed(&step, &body) {
-                Ok(()) => {
-                    report.record_ok(&name, elapsed, body.len(), retransmits);
-                    queue.extend(phone.follow_ups(&step, &body));
-                    fetched.push((step.file, Ok(body)));
-                }
-                Err(why) => {
-                    let reason = format!("malformed ({why})");
-                    report.record_failure(&name, &reason);
-                    fetched.push((step.file, Err(reason)));
-                }
-            },
-            Err(reason) if reason == "not_found" && step.may_be_missing => {
-                report.expected_missing += 1
-            }
-            Err(reason) => {
-                report.record_failure(&name, &reason);
-                fetched.push((step.file, Err(reason)));
-            }
-        }
-    }
-    fetched
+    let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
+    resolved
+        .map(|addresses| addresses.map(|a| a.ip()).collect())
+        .unwrap_or_default()
 }
 
 pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
@@ -406,14 +267,14 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
         bail!("no phones to boot");
     }
     let timeout = args.tftp.timeout();
-    let target = if let Some(rest) = args.target.strip_prefix("tftp://") {
+    let (target, addresses) = if let Some(rest) = args.target.strip_prefix("tftp://") {
         let addr = rest.trim_end_matches('/');
         let addr = tokio::net::lookup_host(addr)
             .await
             .with_context(|| format!("--target {:?}", args.target))?
             .next()
             .with_context(|| format!("--target {:?}: no address", args.target))?;
-        Target::Tftp(addr)
+        (Target::Tftp(addr), vec![addr.ip()])
     } else if args.target.starts_with("http://") || args.target.starts_with("https://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -421,13 +282,15 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             .pool_max_idle_per_host(args.concurrency)
             .build()
             .context("building the HTTP client")?;
-        Target::Http(args.target.trim_end_matches('/').to_string(), client)
+        let target = Target::Http(args.target.trim_end_matches('/').to_string(), client);
+        (target, http_addresses(&args.target).await)
     } else {
         bail!(
             "--target {:?}: use tftp://HOST:PORT or http://HOST:PORT",
             args.target
         );
     };
+    let origin = Arc::new(Origin::new(&args.target, addresses));
     let options = args.tftp.options();
     let boots: Vec<Phone> = (0..args.repeat)
         .flat_map(|_| phones.iter().cloned())
@@ -445,9 +308,10 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     let began = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (phone, start) in boots.into_iter().zip(starts) {
-        let (permits, target, report, options, bar) = (
+        let (permits, target, origin, report, options, bar) = (
             permits.clone(),
             target.clone(),
+            origin.clone(),
             report.clone(),
             options.clone(),
             bar.clone(),
@@ -461,6 +325,7 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             };
             boot(
                 &target,
+                &origin,
                 &phone,
                 &options,
                 verify.as_deref(),
@@ -481,11 +346,14 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     // Phones told to check their configuration fetch it again as at boot,
     // minus `--verify`: its files are from before the change.
     let refetch: super::sip_phone::Fetcher = {
-        let (target, report) = (target.clone(), report.clone());
+        let (target, origin, report) = (target.clone(), origin.clone(), report.clone());
         let (options, same_port) = (options.clone(), args.same_port);
         Arc::new(move |phone: Phone| {
-            let (target, report, options) = (target.clone(), report.clone(), options.clone());
-            Box::pin(async move { boot(&target, &phone, &options, None, same_port, &report).await })
+            let (target, origin) = (target.clone(), origin.clone());
+            let (report, options) = (report.clone(), options.clone());
+            Box::pin(async move {
+                boot(&target, &origin, &phone, &options, None, same_port, &report).await
+            })
         })
     };
     super::sip_phone::hold(&args.sip, &phones, refetch, report.clone()).await?;

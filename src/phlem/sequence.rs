@@ -1,6 +1,9 @@
 //! What each family's phones request at boot, in order, and the User-Agent
-//! they send (from docs/vendors.md). A step may depend on an earlier
-//! answer: Poly phones fetch the files their master file names.
+//! they send (from docs/vendors.md). Where the firmware asks for what a
+//! served file names (a Yealink boot file's includes, a Cisco SPA's profile
+//! rule, a Poly master file's list), `follow.rs` reads the answer; where it
+//! falls back on a fixed name when a file is missing, `after_missing` says
+//! what it asks for next.
 
 use dialtone_sync::{Family, Mac};
 
@@ -27,7 +30,7 @@ pub struct Step {
     pub may_be_missing: bool,
 }
 
-fn step(file: String, pattern: &'static str) -> Step {
+pub(super) fn step(file: String, pattern: &'static str) -> Step {
     Step {
         file,
         pattern,
@@ -54,7 +57,7 @@ const YEALINK_CODES: &[(&str, &str)] = &[
 
 /// Cisco SPA/MPP names carry the bare model: `SPA504G` → `spa504g.cfg`,
 /// `CP-8841-3PCC` → `8841-3PCC.xml`.
-fn cisco_model(model: &str) -> String {
+pub(super) fn cisco_model(model: &str) -> String {
     model
         .trim_start_matches("SPA")
         .trim_start_matches("CP-")
@@ -63,11 +66,11 @@ fn cisco_model(model: &str) -> String {
 }
 
 impl Phone {
-    fn mac_lower(&self) -> String {
+    pub(super) fn mac_lower(&self) -> String {
         self.mac.to_string()
     }
 
-    fn mac_upper(&self) -> String {
+    pub(super) fn mac_upper(&self) -> String {
         self.mac.to_string().to_ascii_uppercase()
     }
 
@@ -83,26 +86,16 @@ impl Phone {
     pub fn sequence(&self) -> Vec<Step> {
         let (mac, upper, model) = (self.mac_lower(), self.mac_upper(), self.model.as_str());
         match self.family {
-            Family::Yealink => {
-                let mut steps = vec![step(format!("{mac}.boot"), "{mac}.boot")];
-                if let Some((_, code)) = YEALINK_CODES.iter().find(|(m, _)| *m == model) {
-                    steps.push(step(
-                        format!("y0000000000{code}.cfg"),
-                        "y0000000000{code}.cfg",
-                    ));
-                }
-                steps.push(step(format!("{mac}.cfg"), "{mac}.cfg"));
-                steps
-            }
-            // The master file names the rest (see `follow_ups`).
+            // The boot file names the rest (`follow_ups`), or its absence
+            // sends the phone to fixed names (`after_missing`).
+            Family::Yealink => vec![step(format!("{mac}.boot"), "{mac}.boot")],
+            // The master file names the rest.
             Family::Poly => vec![step(format!("{mac}.cfg"), "{mac}.cfg")],
-            Family::CiscoSpa => vec![
-                step(
-                    format!("spa{}.cfg", cisco_model(model).to_ascii_lowercase()),
-                    "spa{model}.cfg",
-                ),
-                step(format!("spa{mac}.cfg"), "spa{mac}.cfg"),
-            ],
+            // The model file's profile rule names the phone's own file.
+            Family::CiscoSpa => vec![step(
+                format!("spa{}.cfg", cisco_model(model).to_ascii_lowercase()),
+                "spa{model}.cfg",
+            )],
             Family::CiscoMpp => vec![
                 step(
                     format!("{}-3PCC.xml", cisco_model(model)),
@@ -132,27 +125,34 @@ impl Phone {
         }
     }
 
-    /// Steps an answer adds: a Poly master file's `CONFIG_FILES`.
-    pub fn follow_ups(&self, answered: &Step, body: &[u8]) -> Vec<Step> {
-        if self.family != Family::Poly || answered.pattern != "{mac}.cfg" {
-            return Vec::new();
-        }
-        let text = String::from_utf8_lossy(body);
-        let Some(start) = text.find("CONFIG_FILES=\"") else {
-            return Vec::new();
-        };
-        let rest = &text[start + "CONFIG_FILES=\"".len()..];
-        let list = &rest[..rest.find('"').unwrap_or(rest.len())];
-        let mut steps = vec![step("000000000000.cfg".into(), "000000000000.cfg")];
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let file = name.replace("[PHONE_MAC_ADDRESS]", &self.mac_lower());
-            // Paths from a config file: never let one climb out of the root.
-            if file.split('/').any(|s| s == "..") {
-                continue;
+    /// What the firmware asks for when `missing` is not found: a Yealink
+    /// without its own boot file tries the one for every phone, and without
+    /// either the model's common file and its own; an SPA whose model file
+    /// is missing, its own file under the name PHLEM always used.
+    pub fn after_missing(&self, missing: &Step) -> Vec<Step> {
+        let mac = self.mac_lower();
+        match (self.family, missing.pattern) {
+            (Family::Yealink, "{mac}.boot") => {
+                vec![step("y000000000000.boot".into(), "y000000000000.boot")]
             }
-            steps.push(step(file, "{mac}-phone.cfg"));
+            (Family::Yealink, "y000000000000.boot") => {
+                let mut steps = Vec::new();
+                if let Some((_, code)) = YEALINK_CODES.iter().find(|(m, _)| *m == self.model) {
+                    steps.push(step(
+                        format!("y0000000000{code}.cfg"),
+                        "y0000000000{code}.cfg",
+                    ));
+                }
+                steps.push(step(format!("{mac}.cfg"), "{mac}.cfg"));
+                steps
+            }
+            (Family::CiscoSpa, "spa{model}.cfg") => vec![self.spa_device_cfg()],
+            _ => Vec::new(),
         }
-        steps
+    }
+
+    pub(super) fn spa_device_cfg(&self) -> Step {
+        step(format!("spa{}.cfg", self.mac_lower()), "spa{mac}.cfg")
     }
 
     pub fn user_agent(&self) -> String {
@@ -218,11 +218,8 @@ mod tests {
     #[test]
     fn sequences_follow_the_vendor_facts() {
         let yealink = phone("00:15:65:4a:a9:37", Family::Yealink, "T46S");
-        let files: Vec<String> = yealink.sequence().into_iter().map(|s| s.file).collect();
-        assert_eq!(
-            files,
-            ["0015654aa937.boot", "y000000000066.cfg", "0015654aa937.cfg"]
-        );
+        let files = |steps: Vec<Step>| steps.into_iter().map(|s| s.file).collect::<Vec<_>>();
+        assert_eq!(files(yealink.sequence()), ["0015654aa937.boot"]);
         assert_eq!(
             yealink.user_agent(),
             "Yealink SIP-T46S 66.86.0.15 00:15:65:4a:a9:37"
@@ -233,19 +230,33 @@ mod tests {
         let mpp = phone("00:62:ec:aa:00:02", Family::CiscoMpp, "CP-8841-3PCC");
         assert_eq!(mpp.sequence()[0].file, "8841-3PCC.xml");
         let spa = phone("00:1b:54:aa:00:01", Family::CiscoSpa, "SPA504G");
-        assert_eq!(spa.sequence()[0].file, "spa504g.cfg");
+        assert_eq!(files(spa.sequence()), ["spa504g.cfg"]);
     }
 
     #[test]
-    fn poly_fetches_what_its_master_file_names() {
-        let poly = phone("00:04:f2:ab:cd:01", Family::Poly, "VVX 450");
-        let first = &poly.sequence()[0];
-        let master = br#"<APPLICATION APP_FILE_PATH="sip.ld" CONFIG_FILES="[PHONE_MAC_ADDRESS]-phone.cfg, ../etc/passwd"/>"#;
-        let files: Vec<String> = poly
-            .follow_ups(first, master)
+    fn missing_files_send_phones_to_the_fixed_names() {
+        let yealink = phone("00:15:65:4a:a9:37", Family::Yealink, "T46S");
+        let own_boot = yealink.sequence().remove(0);
+        let common_boot = yealink.after_missing(&own_boot);
+        assert_eq!(common_boot[0].file, "y000000000000.boot");
+        let files: Vec<String> = yealink
+            .after_missing(&common_boot[0])
             .into_iter()
             .map(|s| s.file)
             .collect();
-        assert_eq!(files, ["000000000000.cfg", "0004f2abcd01-phone.cfg"]);
+        assert_eq!(files, ["y000000000066.cfg", "0015654aa937.cfg"]);
+        // A model without a known code has no model file to ask for.
+        let unknown = phone("00:15:65:4a:a9:38", Family::Yealink, "T99X");
+        assert_eq!(unknown.after_missing(&common_boot[0]).len(), 1);
+        assert!(yealink
+            .after_missing(&common_boot[0])
+            .iter()
+            .all(|s| yealink.after_missing(s).is_empty()));
+        let spa = phone("00:1b:54:aa:00:01", Family::CiscoSpa, "SPA504G");
+        let model_file = spa.sequence().remove(0);
+        assert_eq!(
+            spa.after_missing(&model_file)[0].file,
+            "spa001b54aa0001.cfg"
+        );
     }
 }

@@ -491,6 +491,12 @@ pub fn file_names(family: Family, mac: &Mac, model: Option<&str>) -> Vec<String>
             name = name.replace("{model}", &model_in_file);
         }
         if name.contains("{code}") {
+            // The common file every Yealink's boot file includes
+            // (`y000000000000.cfg`) beside its model's own, when known.
+            let common = name.replace("{code}", "00");
+            if !names.contains(&common) {
+                names.push(common);
+            }
             let Some(code) = code else { continue };
             name = name.replace("{code}", code);
         }

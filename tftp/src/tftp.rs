@@ -84,7 +84,8 @@ pub struct TftpOptions {
     /// must queue in the kernel, not be dropped.
     pub recv_buffer: usize,
     /// At shutdown, how long running transfers get to finish; requests
-    /// that arrive meanwhile are answered with an error.
+    /// that arrive meanwhile are answered with an error, and so are the
+    /// clients of transfers still running at its end.
     pub shutdown_grace: Duration,
     /// Serve every transfer from the listening port (like dnsmasq's
     /// `--tftp-single-port`), so clients behind a NAT or firewall that only
@@ -346,27 +347,18 @@ fn admit(
     packet: &[u8],
     peer: SocketAddr,
     refuse: &mut dyn FnMut(SocketAddr, Refusal),
-) -> Option<(ReadRequest, Slot)> {
+) -> Result<(ReadRequest, Slot), NotAdmitted> {
     if packet.len() < 4 {
-        return None;
+        return Err(NotAdmitted::Otherwise);
     }
     match u16::from_be_bytes([packet[0], packet[1]]) {
         OP_RRQ => {}
         OP_WRQ => {
-            metrics::counter!("dialtone_tftp_refused_total", "reason" => "write").increment(1);
-            if let Some(skipped) = WRITE_LOG.allow() {
-                tracing::info!(client = %peer, skipped, "TFTP write refused (read-only server; logged at most once a second)");
-            }
-            // Poly phones upload their boot and app logs at every boot:
-            // the words say why in their logs.
-            refuse(
-                peer,
-                (ERR_ACCESS, "Read-only server: uploads are not accepted"),
-            );
-            return None;
+            refuse_write(peer, refuse);
+            return Err(NotAdmitted::Otherwise);
         }
         // DATA, ACK or ERROR on the listening port belong to no transfer.
-        _ => return None,
+        _ => return Err(NotAdmitted::Otherwise),
     }
     let request = match parse_request(packet) {
         Ok(r) => r,
@@ -376,12 +368,13 @@ fn admit(
                 tracing::info!(client = %peer, reason = refusal.1, skipped, "TFTP request refused (logged at most once a second)");
             }
             refuse(peer, refusal);
-            return None;
+            return Err(NotAdmitted::Otherwise);
         }
     };
-    match shared.slots.admit(peer, &request.file) {
-        Admission::Granted(slot) => Some((request, slot)),
-        Admission::Retransmission => None, // its transfer is running
+    match shared.slots.admit(peer, packet) {
+        Admission::Granted(slot) => Ok((request, slot)),
+        // Its transfer is running, its client not heard from yet.
+        Admission::Retransmission => Err(NotAdmitted::Retransmission),
         Admission::Unacked => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "unacked").increment(1);
             if let Some(skipped) = UNACKED_LOG.allow() {
@@ -392,7 +385,7 @@ fn admit(
                     "TFTP source has too many unacknowledged transfers (forged?); dropping its requests (logged at most once a second)"
                 );
             }
-            None
+            Err(NotAdmitted::Otherwise)
         }
         Admission::PerSource => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "per_source").increment(1);
@@ -405,7 +398,7 @@ fn admit(
                 );
             }
             refuse(peer, (0, "too many transfers from your address, try again"));
-            None
+            Err(NotAdmitted::Otherwise)
         }
         Admission::Busy => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "busy").increment(1);
@@ -413,9 +406,52 @@ fn admit(
                 tracing::warn!(client = %peer, path = request.file, skipped, "TFTP transfer cap reached; refusing (logged at most once a second)");
             }
             refuse(peer, (0, "server busy, try again"));
-            None
+            Err(NotAdmitted::Otherwise)
         }
     }
+}
+
+/// Why `admit` started no transfer.
+#[derive(Debug, PartialEq, Eq)]
+enum NotAdmitted {
+    /// A repeat of the running transfer's request, none of whose packets
+    /// its client has acknowledged (as far as we have read).
+    Retransmission,
+    /// Refused, or not a request.
+    Otherwise,
+}
+
+fn refuse_write(peer: SocketAddr, refuse: &mut dyn FnMut(SocketAddr, Refusal)) {
+    metrics::counter!("dialtone_tftp_refused_total", "reason" => "write").increment(1);
+    if let Some(skipped) = WRITE_LOG.allow() {
+        tracing::info!(client = %peer, skipped, "TFTP write refused (read-only server; logged at most once a second)");
+    }
+    // Poly phones upload their boot and app logs at every boot: the words
+    // say why in their logs.
+    refuse(
+        peer,
+        (ERR_ACCESS, "Read-only server: uploads are not accepted"),
+    );
+}
+
+/// A packet on a listening socket while the server drains: a write is
+/// refused as ever (no other server would take it either), a read is
+/// told the server is going away, so the phone tries another at once.
+/// Whether it was a request.
+fn refuse_draining(
+    packet: &[u8],
+    peer: SocketAddr,
+    refuse: &mut dyn FnMut(SocketAddr, Refusal),
+) -> bool {
+    if packet.len() < 4 {
+        return false;
+    }
+    match u16::from_be_bytes([packet[0], packet[1]]) {
+        OP_RRQ => refuse(peer, SHUTTING_DOWN),
+        OP_WRQ => refuse_write(peer, refuse),
+        _ => return false,
+    }
+    true
 }
 
 /// A provisioning call that panicked: logged, and answered like any other
@@ -471,7 +507,7 @@ async fn provision(
             if let Some(skipped) = BAD_PATH_LOG.allow() {
                 tracing::info!(client = %peer, path = file, reason = why, skipped, "refused TFTP path (logged at most once a second)");
             }
-            Err((ERR_ACCESS, "Access violation"))
+            Err((ERR_ACCESS, access_violation(why)))
         }
         Err(ProvisionError::Busy) => Err((0, "server busy, try again")),
         Err(e) => {
@@ -481,6 +517,22 @@ async fn provision(
             }
             Err((0, "internal error"))
         }
+    }
+}
+
+/// The error text for a refused path: which rule it broke, in words of
+/// our own (the path itself is never echoed back), so whoever reads a
+/// phone's log sees what to fix.
+fn access_violation(why: &str) -> &'static str {
+    match why {
+        "too long" => "Access violation: path too long",
+        "control character" => "Access violation: control character in path",
+        "backslash" => "Access violation: backslash in path",
+        "colon" => "Access violation: colon in path",
+        "percent sign" => "Access violation: percent sign in path",
+        "parent directory" => "Access violation: parent directory in path",
+        "home directory" => "Access violation: home directory in path",
+        _ => "Access violation",
     }
 }
 

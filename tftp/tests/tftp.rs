@@ -4,6 +4,8 @@
 //! Loopback only; every wait is bounded.
 
 mod common;
+#[macro_use]
+mod tftp_support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -11,192 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dialtone_tftp::tftp::{self, TftpOptions};
-use dialtone_tftp::{Provisioner, Request};
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-/// Every test runs in both modes (see `both_modes!`).
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    /// A port per transfer, the default.
-    Ported,
-    /// Every transfer from the listening port; two listeners share it.
-    SinglePort,
-}
-
-/// `name::ported` and `name::single_port` for each test `name(mode)`.
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn ported() {
-                super::$name(super::Mode::Ported).await
-            }
-            #[tokio::test]
-            async fn single_port() {
-                super::$name(super::Mode::SinglePort).await
-            }
-        }
-    )*};
-}
-
-impl Server {
-    fn start(mode: Mode, provisioner: Arc<Provisioner>, options: TftpOptions) -> Server {
-        Server::start_on("127.0.0.1:0", mode, provisioner, options)
-    }
-
-    fn start_on(
-        addr: &str,
-        mode: Mode,
-        provisioner: Arc<Provisioner>,
-        options: TftpOptions,
-    ) -> Server {
-        let options = TftpOptions {
-            single_port: mode == Mode::SinglePort,
-            listeners: 2,
-            ..options
-        };
-        let socket = tftp::bind(addr.parse().unwrap(), &options).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = tftp::spawn(socket, provisioner, options, async move {
-            let _ = stopped.await;
-        })
-        .unwrap();
-        Server {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn expected(f: &Fixture, file: &str) -> Vec<u8> {
-    f.provisioner
-        .provision(&Request {
-            path: file,
-            user_agent: None,
-            ..Default::default()
-        })
-        .unwrap()
-        .body
-        .to_vec()
-}
-
-// ---- a raw client ----
-
-fn request(opcode: u8, file: &str, options: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = vec![0, opcode];
-    for part in [file, "octet"]
-        .into_iter()
-        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
-    {
-        p.extend_from_slice(part.as_bytes());
-        p.push(0);
-    }
-    p
-}
-
-fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = vec![0u8; 70_000];
-    let (n, from) = s.recv_from(&mut buf).expect("server answered in time");
-    buf.truncate(n);
-    (buf, from)
-}
-
-fn ack(s: &UdpSocket, to: SocketAddr, block: u16) {
-    let b = block.to_be_bytes();
-    s.send_to(&[0, 4, b[0], b[1]], to).unwrap();
-}
-
-/// Reads a file with the given options; returns the bytes, the OACK options
-/// and how many DATA packets arrived.
-fn fetch_raw(
-    server: SocketAddr,
-    file: &str,
-    options: &[(&str, &str)],
-) -> (Vec<u8>, Vec<(String, String)>, usize) {
-    let s = client();
-    s.send_to(&request(1, file, options), server).unwrap();
-    let blksize: usize = options
-        .iter()
-        .find(|(k, _)| *k == "blksize")
-        .map_or(512, |(_, v)| v.parse().unwrap());
-    let window: u16 = options
-        .iter()
-        .find(|(k, _)| *k == "windowsize")
-        .map_or(1, |(_, v)| v.parse().unwrap());
-    let (mut packet, peer) = recv(&s);
-    let mut oack = Vec::new();
-    if packet[1] == 6 {
-        let fields: Vec<String> = packet[2..]
-            .split(|b| *b == 0)
-            .filter(|f| !f.is_empty())
-            .map(|f| String::from_utf8_lossy(f).into())
-            .collect();
-        oack = fields
-            .chunks(2)
-            .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
-            .collect();
-        ack(&s, peer, 0);
-        packet = recv(&s).0;
-    }
-    let (mut data, mut expected_block, mut packets) = (Vec::new(), 1u16, 0usize);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "transfer did not finish");
-        assert_eq!(packet[1], 3, "expected DATA, got {packet:?}");
-        let block = u16::from_be_bytes([packet[2], packet[3]]);
-        packets += 1;
-        let last = packet.len() - 4 < blksize;
-        if block == expected_block {
-            data.extend_from_slice(&packet[4..]);
-            if last || block % window == 0 {
-                ack(&s, peer, block);
-            }
-            expected_block = expected_block.wrapping_add(1);
-        }
-        if last && block == expected_block.wrapping_sub(1) {
-            return (data, oack, packets);
-        }
-        packet = recv(&s).0;
-    }
-}
-
-fn error_of(server: SocketAddr, packet: &[u8]) -> (u16, String) {
-    let s = client();
-    s.send_to(packet, server).unwrap();
-    let (reply, _) = recv(&s);
-    assert_eq!(reply[1], 5, "expected an ERROR packet, got {reply:?}");
-    let code = u16::from_be_bytes([reply[2], reply[3]]);
-    (
-        code,
-        String::from_utf8_lossy(&reply[4..])
-            .trim_end_matches('\0')
-            .to_string(),
-    )
-}
+use dialtone_tftp::tftp::TftpOptions;
+use dialtone_tftp::Provisioner;
+use tftp_support::*;
 
 // ---- tests ----
 
@@ -379,21 +198,25 @@ async fn writes_unknown_files_and_escapes_are_refused(mode: Mode) {
     assert!(text.contains("Read-only server"), "{text}");
     let (code, _) = error_of(server.addr, &request(1, "001565999999.cfg", &[]));
     assert_eq!(code, 1, "unknown phone is file-not-found");
-    for path in [
-        "../etc/passwd",
-        "/../etc/passwd",
-        "a/../../etc/shadow",
-        "..",
-        "..\\..\\windows\\win.ini",
-        "C:\\boot.ini",
-        "c:/boot.ini",
-        "%2e%2e/etc/passwd",
-        "~root/.ssh/id_rsa",
-        "configs/../../001565000001.cfg",
-        "line\nbreak.cfg",
+    let long = format!("{}.cfg", "a".repeat(300));
+    for (path, why) in [
+        ("../etc/passwd", "parent directory in path"),
+        ("/../etc/passwd", "parent directory in path"),
+        ("a/../../etc/shadow", "parent directory in path"),
+        ("..", "parent directory in path"),
+        ("..\\..\\windows\\win.ini", "backslash in path"),
+        ("C:\\boot.ini", "backslash in path"),
+        ("c:/boot.ini", "colon in path"),
+        ("%2e%2e/etc/passwd", "percent sign in path"),
+        ("~root/.ssh/id_rsa", "home directory in path"),
+        ("configs/../../001565000001.cfg", "parent directory in path"),
+        ("line\nbreak.cfg", "control character in path"),
+        (long.as_str(), "path too long"),
     ] {
-        let (code, _) = error_of(server.addr, &request(1, path, &[]));
+        let (code, text) = error_of(server.addr, &request(1, path, &[]));
         assert_eq!(code, 2, "{path:?} was not refused as an access violation");
+        // Which rule, in our words: never the client's own text.
+        assert_eq!(text, format!("Access violation: {why}"), "{path:?}");
     }
 }
 

@@ -2,9 +2,9 @@
 //! costs that request, never the listener: the client gets an error packet
 //! and the next request, from it or anyone else, is served. Both modes,
 //! every place a panic can happen: the first poll (on the listener), a
-//! render continued as a task, and the transfer's state machine on an
-//! acknowledgement. The panics are injected in test builds only, by file
-//! name and by the bytes sent.
+//! render continued as a task, and the transfer's state machine as it
+//! starts and on an acknowledgement. The panics are injected in test
+//! builds only, by file name and by the bytes sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +23,9 @@ const PANIC_AT_ONCE: &str = "fault-injection-panic-at-once.cfg";
 /// Panics after yielding once, so that the single-port listener has
 /// handed it to a task of its own by then.
 const PANIC_LATER: &str = "fault-injection-panic-later.cfg";
+/// Is served [`PANIC_ON_START`], whose transfer panics as it starts.
+const PANIC_AT_START: &str = "fault-injection-panic-at-start.cfg";
+const PANIC_ON_START: &[u8] = b"fault injection: the transfer panics when it starts";
 /// Is served [`PANIC_ON_ACK`], whose transfer panics on its first
 /// acknowledgement.
 const PANIC_IN_TRANSFER: &str = "fault-injection-panic-in-transfer.cfg";
@@ -37,7 +40,18 @@ pub(super) async fn inject(file: &str) -> Option<Source> {
         tokio::task::yield_now().await;
         panic!("injected by a test: {file}");
     }
-    (file == PANIC_IN_TRANSFER).then(|| Source::Memory(PANIC_ON_ACK.into()))
+    match file {
+        PANIC_AT_START => Some(Source::Memory(PANIC_ON_START.into())),
+        PANIC_IN_TRANSFER => Some(Source::Memory(PANIC_ON_ACK.into())),
+        _ => None,
+    }
+}
+
+/// Called as a transfer starts, with what it is to send.
+pub(super) fn on_start(source: &Source) {
+    if matches!(source, Source::Memory(body) if **body == *PANIC_ON_START) {
+        panic!("injected by a test: the start of {PANIC_AT_START}");
+    }
 }
 
 /// Called by a transfer on each acknowledgement, with the oldest packet
@@ -122,9 +136,15 @@ async fn panics_cost_one_request(single_port: bool) {
     })
     .unwrap();
 
-    for (i, file) in [PANIC_AT_ONCE, PANIC_LATER, PANIC_IN_TRANSFER, PANIC_AT_ONCE]
-        .into_iter()
-        .enumerate()
+    for (i, file) in [
+        PANIC_AT_ONCE,
+        PANIC_LATER,
+        PANIC_AT_START,
+        PANIC_IN_TRANSFER,
+        PANIC_AT_ONCE,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let from = format!("127.0.0.{}", 10 + i);
         let (opcode, code, message) = if file == PANIC_IN_TRANSFER {

@@ -24,12 +24,17 @@ pub(super) struct Slots {
 #[derive(Default)]
 struct Inner {
     active: usize,
-    /// Transfers by client address, with the file each is for. A second
-    /// request from the same address and port for the same file is a
-    /// retransmitted request and is ignored; for another file it is the
-    /// phone's next file (phones often keep one source port), and it is
-    /// served even if the previous transfer is still being wound down.
-    by_peer: HashMap<SocketAddr, (u64, String)>,
+    /// Each client address and port's latest transfer. Only a repeat of
+    /// the request that started it, before the client has acknowledged
+    /// anything, is a retransmitted request and ignored: the client may
+    /// not have heard our first answer yet. Anything else from there is
+    /// served even if the previous transfer is still being wound down:
+    /// the phone's next file (phones often keep one source port), the
+    /// same file with other options (a PXE client asks for tsize, aborts
+    /// the OACK, asks for blksize), or the same request once a packet was
+    /// acknowledged (the client restarted, or its transfer ended and the
+    /// next one asks for the file again before our side has caught up).
+    by_peer: HashMap<SocketAddr, PeerTransfer>,
     /// Running transfers per source (see `source_key`).
     by_source: HashMap<IpAddr, usize>,
     /// Of those, the ones whose client has not acknowledged anything yet,
@@ -40,14 +45,36 @@ struct Inner {
     evicting_by_source: HashMap<IpAddr, usize>,
     /// The same transfers (exempt networks' aside) by id, so oldest first:
     /// who makes room when the server is full (see `admit`).
-    unacked: BTreeMap<u64, Arc<Eviction>>,
+    unacked: BTreeMap<u64, Arc<TransferState>>,
     /// Transfers told to end that still hold their slots.
     evicting: usize,
     next_id: u64,
 }
 
-/// How `admit` tells a transfer to end early.
-struct Eviction {
+struct PeerTransfer {
+    id: u64,
+    /// The request packet as received.
+    request: Box<[u8]>,
+    state: Arc<TransferState>,
+}
+
+impl PeerTransfer {
+    /// Whether `request` is its client asking again for what it has not
+    /// heard yet. Once the client has acknowledged a packet it has heard
+    /// us, and a transfer told to give way answers nothing more: either
+    /// way the request is a new one.
+    fn is_retransmitted(&self, request: &[u8]) -> bool {
+        *self.request == *request
+            && !self.state.acknowledged.load(Ordering::Acquire)
+            && !self.state.evicted.load(Ordering::Acquire)
+    }
+}
+
+/// What `admit` knows of a running transfer, and how it tells one to end
+/// early.
+struct TransferState {
+    /// The client has acknowledged a packet (exempt networks' too).
+    acknowledged: AtomicBool,
     evicted: AtomicBool,
     wake: tokio::sync::Notify,
     /// When its first packet went out: a transfer still being provisioned
@@ -123,15 +150,27 @@ impl Slots {
     /// still waiting for a first ACK past `FIRST_ACK_WAIT`: forged requests
     /// from an office's address then only push out each other, unless
     /// they come faster than its share a second.
-    pub fn admit(self: &Arc<Self>, peer: SocketAddr, file: &str) -> Admission {
-        self.admit_at(peer, file, Instant::now())
+    ///
+    /// `request` is the request packet: only a repeat of the one that
+    /// started the running transfer of `peer`, none of whose packets the
+    /// client has acknowledged, is a retransmission (see `Inner::by_peer`).
+    /// A forged request from a phone's address and port gains nothing by
+    /// this that another file name did not already give it: a new slot
+    /// beside the phone's transfer, or in single-port mode that transfer's
+    /// end.
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr, request: &[u8]) -> Admission {
+        self.admit_at(peer, request, Instant::now())
     }
 
-    fn admit_at(self: &Arc<Self>, peer: SocketAddr, file: &str, now: Instant) -> Admission {
+    fn admit_at(self: &Arc<Self>, peer: SocketAddr, request: &[u8], now: Instant) -> Admission {
         let ip = canonical(peer.ip());
         let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
         let mut inner = self.lock();
-        if inner.by_peer.get(&peer).is_some_and(|(_, f)| f == file) {
+        if inner
+            .by_peer
+            .get(&peer)
+            .is_some_and(|running| running.is_retransmitted(request))
+        {
             return Admission::Retransmission;
         }
         if let Some(key) = source {
@@ -170,7 +209,8 @@ impl Slots {
         inner.active += 1;
         let id = inner.next_id;
         inner.next_id += 1;
-        let eviction = Arc::new(Eviction {
+        let state = Arc::new(TransferState {
+            acknowledged: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             sent: std::sync::OnceLock::new(),
@@ -183,16 +223,23 @@ impl Slots {
                 .entry(key)
                 .or_default()
                 .push_back(id);
-            inner.unacked.insert(id, eviction.clone());
+            inner.unacked.insert(id, state.clone());
         }
-        inner.by_peer.insert(peer, (id, file.to_string()));
+        inner.by_peer.insert(
+            peer,
+            PeerTransfer {
+                id,
+                request: request.into(),
+                state: state.clone(),
+            },
+        );
         Admission::Granted(Slot {
             slots: self.clone(),
             peer,
             source,
             id,
             unacked: AtomicBool::new(source.is_some()),
-            eviction,
+            state,
         })
     }
 
@@ -225,13 +272,13 @@ impl Slots {
 /// Tells transfer `id` (waiting for its first ACK) to end; it keeps its
 /// slot until it has.
 fn evict(inner: &mut Inner, id: u64) {
-    let Some(eviction) = inner.unacked.remove(&id) else {
+    let Some(state) = inner.unacked.remove(&id) else {
         return;
     };
-    eviction.evicted.store(true, Ordering::Release);
-    eviction.wake.notify_one();
+    state.evicted.store(true, Ordering::Release);
+    state.wake.notify_one();
     inner.evicting += 1;
-    if let Some(key) = eviction.source {
+    if let Some(key) = state.source {
         forget_unacked(&mut inner.unacked_by_source, key, id);
         *inner.evicting_by_source.entry(key).or_default() += 1;
     }
@@ -264,7 +311,7 @@ pub(super) struct Slot {
     id: u64,
     /// Counted in `unacked_by_source` until the client's first ACK.
     unacked: AtomicBool,
-    eviction: Arc<Eviction>,
+    state: Arc<TransferState>,
 }
 
 impl Slot {
@@ -277,12 +324,14 @@ impl Slot {
     /// The transfer's first packet goes out at `now`: from here it waits
     /// for an ACK.
     pub fn sending(&self, now: Instant) {
-        let _ = self.eviction.sent.set(now);
+        let _ = self.state.sent.set(now);
     }
 
     /// The client acknowledged a packet on the transfer's port: it is not
-    /// a forged source, and stops counting against its source's few.
+    /// a forged source, and stops counting against its source's few; and
+    /// it has heard us, so its request again is a new one.
     pub fn acknowledged(&self) {
+        self.state.acknowledged.store(true, Ordering::Release);
         if let (Some(key), true) = (self.source, self.unacked.swap(false, Ordering::AcqRel)) {
             let mut inner = self.slots.lock();
             forget_unacked(&mut inner.unacked_by_source, key, self.id);
@@ -299,13 +348,13 @@ impl Slot {
     /// Told to end: the server was full and this transfer was the oldest
     /// no ACK had answered.
     pub fn is_evicted(&self) -> bool {
-        self.eviction.evicted.load(Ordering::Acquire)
+        self.state.evicted.load(Ordering::Acquire)
     }
 
     /// Resolves once the transfer is evicted (at once if it already is).
     pub async fn evicted(&self) {
         if !self.is_evicted() {
-            self.eviction.wake.notified().await;
+            self.state.wake.notified().await;
         }
     }
 }
@@ -314,7 +363,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.slots.lock();
         inner.active -= 1;
-        let evicted = self.eviction.evicted.load(Ordering::Acquire);
+        let evicted = self.state.evicted.load(Ordering::Acquire);
         if let Some(key) = self.source {
             decrement(&mut inner.by_source, key);
             if *self.unacked.get_mut() {
@@ -331,7 +380,7 @@ impl Drop for Slot {
         if inner
             .by_peer
             .get(&self.peer)
-            .is_some_and(|(id, _)| *id == self.id)
+            .is_some_and(|running| running.id == self.id)
         {
             inner.by_peer.remove(&self.peer);
         }
@@ -383,259 +432,5 @@ impl Drop for ActiveTransfer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn ipv6_sources_are_their_64_and_mapped_ipv4_is_ipv4() {
-        let a = source_key(canonical("2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = source_key(canonical("2001:db8:1:2:bbbb::9".parse().unwrap()));
-        let c = source_key(canonical("2001:db8:1:3::1".parse().unwrap()));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        // Behind a dual-stack listener every IPv4 client is ::ffff:a.b.c.d;
-        // a /64 of those would put all of IPv4 in one source.
-        let d = source_key(canonical("::ffff:192.0.2.1".parse().unwrap()));
-        let e = source_key(canonical("::ffff:192.0.2.2".parse().unwrap()));
-        assert_eq!(d, "192.0.2.1".parse::<IpAddr>().unwrap());
-        assert_ne!(d, e);
-    }
-
-    #[test]
-    fn a_source_past_its_share_is_refused_and_its_slots_come_back() {
-        let slots = Arc::new(Slots::new(10, 2, 8, vec!["10.9.0.0/16".parse().unwrap()]));
-        let one = slots.admit(addr("[2001:db8::1]:1000"), "a");
-        let two = slots.admit(addr("[2001:db8::2]:1000"), "a");
-        assert!(matches!(
-            slots.admit(addr("[2001:db8::3]:1000"), "a"),
-            Admission::PerSource
-        ));
-        assert!(matches!(
-            slots.admit(addr("[2001:db8::1]:1000"), "a"),
-            Admission::Retransmission
-        ));
-        // Another /64 and an exempt network are not held back.
-        assert!(matches!(
-            slots.admit(addr("[2001:db8:0:1::1]:1000"), "a"),
-            Admission::Granted(_)
-        ));
-        let exempt: Vec<_> = (0..5)
-            .map(|n| slots.admit(addr(&format!("10.9.0.1:{}", 1000 + n)), "a"))
-            .collect();
-        assert!(exempt.iter().all(|a| matches!(a, Admission::Granted(_))));
-        drop((one, two));
-        assert!(matches!(
-            slots.admit(addr("[2001:db8::3]:1000"), "a"),
-            Admission::Granted(_)
-        ));
-        drop(exempt);
-        assert_eq!(slots.active(), 0);
-        assert!(slots.lock().by_source.is_empty() && slots.lock().by_peer.is_empty());
-    }
-
-    fn granted(admission: Admission) -> Slot {
-        match admission {
-            Admission::Granted(slot) => slot,
-            _ => panic!("not granted"),
-        }
-    }
-
-    #[test]
-    fn the_global_cap_still_holds() {
-        let slots = Arc::new(Slots::new(2, 64, 8, vec!["10.9.0.0/16".parse().unwrap()]));
-        let held: Vec<_> = ["192.0.2.1:1", "192.0.2.2:1"]
-            .iter()
-            .map(|a| granted(slots.admit(addr(a), "a")))
-            .collect();
-        held.iter().for_each(Slot::acknowledged);
-        assert!(matches!(
-            slots.admit(addr("192.0.2.3:1"), "a"),
-            Admission::Busy
-        ));
-        drop(held);
-        // Exempt networks' transfers are never made to give way.
-        let exempt: Vec<_> = (0..2)
-            .map(|n| granted(slots.admit(addr(&format!("10.9.0.1:{n}")), "a")))
-            .collect();
-        assert!(matches!(
-            slots.admit(addr("192.0.2.3:1"), "a"),
-            Admission::Busy
-        ));
-        drop(exempt);
-    }
-
-    /// Forged sources (one each) fill the server; the next request takes
-    /// the slot of the oldest transfer no ACK answered, which is told to
-    /// end, and every count comes back as the evicted ones end.
-    #[tokio::test]
-    async fn a_full_server_evicts_the_oldest_unacknowledged_transfer() {
-        let slots = Arc::new(Slots::new(4, 64, 8, vec![]));
-        let forged: Vec<Slot> = (1..=3)
-            .map(|n| granted(slots.admit(addr(&format!("198.51.100.{n}:1")), "a")))
-            .collect();
-        let phone = granted(slots.admit(addr("192.0.2.1:1"), "a"));
-        phone.acknowledged();
-        let late = granted(slots.admit(addr("192.0.2.9:1"), "a"));
-        assert!(forged[0].is_evicted());
-        forged[0].evicted().await;
-        assert!(!forged[1].is_evicted() && !phone.is_evicted() && !late.is_evicted());
-        // The evicted one still holds its slot until it ends; the rest are
-        // full again, so the next request takes the next oldest.
-        let later = granted(slots.admit(addr("192.0.2.10:1"), "a"));
-        assert!(forged[1].is_evicted());
-        drop(forged);
-        assert_eq!(slots.active(), 3);
-        // With room, nothing is evicted.
-        later.acknowledged();
-        let fourth = granted(slots.admit(addr("192.0.2.11:1"), "a"));
-        assert!(!late.is_evicted());
-        fourth.acknowledged();
-        // Full again, all acknowledged but one: that one gives way, and
-        // acknowledged transfers never do.
-        let last = granted(slots.admit(addr("192.0.2.12:1"), "a"));
-        assert!(late.is_evicted());
-        assert!(!phone.is_evicted() && !later.is_evicted() && !fourth.is_evicted());
-        last.acknowledged();
-        assert!(matches!(
-            slots.admit(addr("192.0.2.13:1"), "a"),
-            Admission::Busy
-        ));
-        drop((phone, late, later, fourth, last));
-        let inner = slots.lock();
-        assert_eq!((inner.active, inner.evicting), (0, 0));
-        assert!(inner.unacked.is_empty() && inner.unacked_by_source.is_empty());
-    }
-
-    /// Evicted transfers end at their own pace (a single-port listener's at
-    /// their next timer), so a flood faster than that finds the server
-    /// busy once as many are ending as may run, instead of each request
-    /// evicting one more.
-    #[test]
-    fn evictions_still_ending_are_bounded() {
-        let slots = Arc::new(Slots::new(4, 64, 8, vec![]));
-        let mut held: Vec<Slot> = Vec::new();
-        let mut busy = 0;
-        for n in 0..100u32 {
-            let from = addr(&format!("198.51.{}.{}:1", n / 250, n % 250 + 1));
-            match slots.admit(from, "a") {
-                Admission::Granted(slot) => held.push(slot),
-                Admission::Busy => busy += 1,
-                _ => panic!("one request a source"),
-            }
-        }
-        // 4 running, 4 told to end and not yet gone; the rest were refused.
-        assert_eq!(held.len(), 8);
-        assert_eq!(busy, 92);
-        assert_eq!(held.iter().filter(|s| s.is_evicted()).count(), 4);
-        assert_eq!(slots.lock().evicting, 4);
-        // As the evicted ones end, the next requests evict again.
-        held.retain(|s| !s.is_evicted());
-        assert!(matches!(
-            slots.admit(addr("203.0.113.1:1"), "a"),
-            Admission::Granted(_)
-        ));
-    }
-
-    #[test]
-    fn a_source_may_have_few_unacknowledged_transfers() {
-        // Room for 8: the limit applies from 2 running transfers on.
-        let slots = Arc::new(Slots::new(8, 64, 2, vec!["10.9.0.0/16".parse().unwrap()]));
-        let first = slots.admit(addr("192.0.2.1:1"), "a");
-        let second = slots.admit(addr("192.0.2.1:2"), "a");
-        assert!(matches!(
-            slots.admit(addr("192.0.2.1:3"), "a"),
-            Admission::Unacked
-        ));
-        // Others, and exempt networks, are not held back by this source.
-        assert!(matches!(
-            slots.admit(addr("192.0.2.2:1"), "a"),
-            Admission::Granted(_)
-        ));
-        let exempt: Vec<_> = (0..2)
-            .map(|n| slots.admit(addr(&format!("10.9.0.1:{n}")), "a"))
-            .collect();
-        assert!(exempt.iter().all(|a| matches!(a, Admission::Granted(_))));
-        // An acknowledged transfer keeps its slot but no longer counts.
-        let Admission::Granted(first) = first else {
-            panic!("granted")
-        };
-        first.acknowledged();
-        first.acknowledged();
-        let third = slots.admit(addr("192.0.2.1:3"), "a");
-        assert!(matches!(third, Admission::Granted(_)));
-        assert!(matches!(
-            slots.admit(addr("192.0.2.1:4"), "a"),
-            Admission::Unacked
-        ));
-        drop((first, second, third, exempt));
-        assert!(slots.lock().unacked_by_source.is_empty() && slots.lock().by_source.is_empty());
-    }
-
-    /// Forged requests from an office's address fill its share; its
-    /// phones' requests take the place of the oldest that no ACK answered
-    /// for a second, and are refused only while all are younger.
-    #[test]
-    fn a_source_at_its_share_makes_room_from_its_own_unanswered_transfers() {
-        let slots = Arc::new(Slots::new(100, 4, 2, vec![]));
-        let start = Instant::now();
-        let forged: Vec<Slot> = (0..4)
-            .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", start)))
-            .collect();
-        let later = start + FIRST_ACK_WAIT;
-        // Still being provisioned (nothing sent yet): nothing gives way.
-        assert!(matches!(
-            slots.admit_at(addr("192.0.2.1:49"), "a", later),
-            Admission::PerSource
-        ));
-        forged.iter().for_each(|s| s.sending(start));
-        assert!(matches!(
-            slots.admit_at(addr("192.0.2.1:50"), "a", start),
-            Admission::PerSource
-        ));
-        let phone = granted(slots.admit_at(addr("192.0.2.1:51"), "a", later));
-        assert!(forged[0].is_evicted() && !forged[1].is_evicted());
-        phone.acknowledged();
-        // Another source's share is its own: nothing of this one moves.
-        let other = granted(slots.admit_at(addr("192.0.2.2:1"), "a", later));
-        assert!(!forged[1].is_evicted());
-        // The evicted one no longer counts; the next takes the next oldest,
-        // and acknowledged transfers never give way.
-        let more: Vec<Slot> = (60..63)
-            .map(|n| granted(slots.admit_at(addr(&format!("192.0.2.1:{n}")), "a", later)))
-            .collect();
-        more.iter().for_each(|s| s.sending(later));
-        assert!(forged.iter().all(Slot::is_evicted) && !phone.is_evicted());
-        // All of the share young again: refused.
-        assert!(matches!(
-            slots.admit_at(addr("192.0.2.1:70"), "a", later),
-            Admission::PerSource
-        ));
-        drop((forged, phone, other, more));
-        let inner = slots.lock();
-        assert_eq!((inner.active, inner.evicting), (0, 0));
-        assert!(inner.unacked.is_empty() && inner.unacked_by_source.is_empty());
-        assert!(inner.by_source.is_empty() && inner.evicting_by_source.is_empty());
-    }
-
-    #[test]
-    fn while_there_is_room_unacknowledged_transfers_are_not_limited() {
-        let slots = Arc::new(Slots::new(100, 64, 2, vec![]));
-        let office: Vec<_> = (0..20)
-            .map(|n| slots.admit(addr(&format!("192.0.2.1:{n}")), "a"))
-            .collect();
-        assert!(office.iter().all(|a| matches!(a, Admission::Granted(_))));
-        let more: Vec<_> = (0..5)
-            .map(|n| slots.admit(addr(&format!("192.0.2.2:{n}")), "a"))
-            .collect();
-        assert!(more.iter().all(|a| matches!(a, Admission::Granted(_))));
-        // 25 of 100 taken: from now on the limit holds.
-        assert!(matches!(
-            slots.admit(addr("192.0.2.1:99"), "a"),
-            Admission::Unacked
-        ));
-    }
-}
+#[path = "limits_tests.rs"]
+mod tests;

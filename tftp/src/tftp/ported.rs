@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
+use tokio_util::sync::CancellationToken;
 
 use super::limits::Slot;
-use super::packet::{error_packet, ReadRequest, MAX_REQUEST, OP_RRQ};
+use super::packet::{error_packet, ReadRequest, MAX_REQUEST};
 use super::pktinfo::{self, Local};
 use super::transfer::{record_outcome, Step, Timer, Transfer};
 use super::{
-    admit, provision, provisioning_panicked, transfer_failed, Refusal, Shared, SHUTTING_DOWN,
+    admit, provision, provisioning_panicked, refuse_draining, transfer_failed, NotAdmitted,
+    Refusal, Shared, SHUTTING_DOWN,
 };
 
 pub(super) async fn serve(
@@ -31,6 +33,10 @@ pub(super) async fn serve(
     let mut control = pktinfo::control_buffer();
     let fd = listener.as_raw_fd();
     tokio::pin!(shutdown);
+    // Cancelled when the grace period is over: what still runs tells its
+    // client, who then tries another server instead of waiting out its
+    // timeouts on one that is gone.
+    let cut = CancellationToken::new();
     loop {
         let received = listener.async_io(Interest::READABLE, || {
             pktinfo::recv(fd, &mut buf, &mut control)
@@ -40,9 +46,20 @@ pub(super) async fn serve(
             received = received => match received {
                 Ok((len, Some(peer), local)) => {
                     let mut refuse = |peer, refusal| send_error(&listener, peer, local, refusal);
-                    if let Some((request, slot)) = admit(&shared, &buf[..len], peer, &mut refuse) {
+                    let mut admitted = admit(&shared, &buf[..len], peer, &mut refuse);
+                    if admitted.as_ref().err() == Some(&NotAdmitted::Retransmission) {
+                        // The client's ACK to that transfer may be waiting
+                        // on the transfer's own port, sent before this
+                        // request (a one-block file fetched again at once):
+                        // the yield lets this thread read it first, and
+                        // then the request is a new one.
+                        tokio::task::yield_now().await;
+                        admitted = admit(&shared, &buf[..len], peer, &mut refuse);
+                    }
+                    if let Ok((request, slot)) = admitted {
                         let to = Client { peer, local };
-                        tokio::spawn(run(shared.clone(), listener.clone(), to, request, slot));
+                        let (shared, listener, cut) = (shared.clone(), listener.clone(), cut.clone());
+                        tokio::spawn(run(shared, listener, to, request, slot, cut));
                     }
                 }
                 Ok((_, None, _)) => {}
@@ -64,18 +81,25 @@ pub(super) async fn serve(
                     transfers = shared.slots.active(),
                     "TFTP transfers still running at the end of the grace period"
                 );
+                cut.cancel();
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             received = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf, &mut control)) => {
                 if let Ok((len, Some(peer), local)) = received {
-                    if len >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == OP_RRQ {
+                    let mut refuse = |peer, refusal| send_error(&listener, peer, local, refusal);
+                    if refuse_draining(&buf[..len], peer, &mut refuse) {
                         refused += 1;
-                        send_error(&listener, peer, local, SHUTTING_DOWN);
                     }
                 }
             },
         }
+    }
+    // The transfers run on this thread: they send their error only while
+    // it waits for them.
+    let sent_by = tokio::time::Instant::now() + Duration::from_secs(1);
+    while shared.slots.active() > 0 && tokio::time::Instant::now() < sent_by {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if refused > 0 {
         tracing::info!(refused, "TFTP requests refused while draining");
@@ -99,6 +123,7 @@ async fn run(
     client: Client,
     request: ReadRequest,
     slot: Slot,
+    cut: CancellationToken,
 ) {
     let Client { peer, local } = client;
     // A panic costs this phone its request, never the server (tokio would
@@ -106,7 +131,11 @@ async fn run(
     // timeout, and nothing would count it).
     let provisioning =
         std::panic::AssertUnwindSafe(provision(&shared.provisioner, &request.file, peer));
-    let provisioned = match futures::FutureExt::catch_unwind(provisioning).await {
+    let provisioned = tokio::select! {
+        provisioned = futures::FutureExt::catch_unwind(provisioning) => provisioned,
+        _ = cut.cancelled() => return send_error(&listener, peer, local, SHUTTING_DOWN),
+    };
+    let provisioned = match provisioned {
         Ok(Ok(provisioned)) => provisioned,
         Ok(Err(refusal)) => return send_error(&listener, peer, local, refusal),
         Err(_) => return send_error(&listener, peer, local, provisioning_panicked(peer)),
@@ -133,7 +162,19 @@ async fn run(
     ));
     // A panic costs this phone its transfer (the guards free its slot),
     // never the server; it is logged and counted, and the phone told.
-    let outcome = match futures::FutureExt::catch_unwind(running).await {
+    let running = futures::FutureExt::catch_unwind(running);
+    tokio::pin!(running);
+    let ended = tokio::select! {
+        ended = &mut running => ended,
+        _ = cut.cancelled() => {
+            // The transfer keeps its slot until this has gone out: the
+            // drain waits for the slots.
+            let (code, message) = SHUTTING_DOWN;
+            let _ = socket.send(&error_packet(code, message)).await;
+            return record_outcome(started, "incomplete");
+        }
+    };
+    let outcome = match ended {
         Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
@@ -141,7 +182,10 @@ async fn run(
         }
         Err(_) => {
             tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
-            let _ = socket.try_send(&error_packet(0, "internal error"));
+            // Awaited: a socket that has sent nothing yet (a panic as the
+            // transfer starts) is not known to be writable, and `try_send`
+            // would drop the packet.
+            let _ = socket.send(&error_packet(0, "internal error")).await;
             "panic"
         }
     };

@@ -40,7 +40,8 @@ use super::pktinfo::Local;
 use super::transfer::{record_outcome, Proof, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
 use super::{
-    admit, provision, provisioning_panicked, transfer_failed, Refusal, Shared, SHUTTING_DOWN,
+    admit, provision, provisioning_panicked, refuse_draining, transfer_failed, Refusal, Shared,
+    SHUTTING_DOWN,
 };
 
 pub(super) async fn serve(
@@ -207,12 +208,24 @@ impl Listener {
                 "TFTP requests refused while draining"
             );
         }
-        for (_, entry) in self.table.drain() {
-            match entry {
-                Entry::Running { transfer, .. } => record_outcome(transfer.started(), "incomplete"),
-                Entry::Pending { task, .. } => task.abort(),
-            }
+        // Cut at the end of the grace period: each client is told, and
+        // tries another server instead of waiting out its timeouts.
+        for (peer, entry) in std::mem::take(&mut self.table) {
+            let local = match entry {
+                Entry::Running {
+                    transfer, local, ..
+                } => {
+                    record_outcome(transfer.started(), "incomplete");
+                    local
+                }
+                Entry::Pending { task, local, .. } => {
+                    task.abort();
+                    local
+                }
+            };
+            self.refuse(peer, local, SHUTTING_DOWN);
         }
+        self.flush().await;
         Ok(())
     }
 
@@ -258,18 +271,17 @@ impl Listener {
     }
 
     fn on_request(&mut self, packet: &[u8], peer: SocketAddr, local: Option<Local>) {
-        if self.draining {
-            if u16::from_be_bytes([packet[0], packet[1]]) == OP_RRQ {
-                self.refused += 1;
-                self.refuse(peer, local, SHUTTING_DOWN);
-            }
-            return;
-        }
         let errors = &mut self.errors;
         let mut refuse = |peer, (code, message): Refusal| {
             errors.push((peer, local, error_packet(code, message)));
         };
-        let Some((request, slot)) = admit(&self.shared, packet, peer, &mut refuse) else {
+        if self.draining {
+            if refuse_draining(packet, peer, &mut refuse) {
+                self.refused += 1;
+            }
+            return;
+        }
+        let Ok((request, slot)) = admit(&self.shared, packet, peer, &mut refuse) else {
             return;
         };
         // Not a retransmission (admission said so): the client's next
@@ -376,6 +388,7 @@ impl Listener {
             }
             Err(_) => {
                 tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+                self.refuse(peer, local, (0, "internal error"));
                 record_outcome(now, "panic");
             }
         }

@@ -200,6 +200,8 @@ impl Transfer {
         slot: Slot,
         now: Instant,
     ) -> io::Result<Transfer> {
+        #[cfg(test)]
+        super::fault_tests::on_start(&source);
         let (raw, tsize) = match source {
             Source::Memory(body) => {
                 let len = if request.netascii {
@@ -475,7 +477,7 @@ mod tests {
 
     fn start_from(rrq: &[u8], source: Source, options: &TftpOptions, now: Instant) -> Transfer {
         let slots = Arc::new(Slots::new(4, 4, 4, vec![]));
-        let Admission::Granted(slot) = slots.admit("192.0.2.1:1000".parse().unwrap(), "f") else {
+        let Admission::Granted(slot) = slots.admit("192.0.2.1:1000".parse().unwrap(), b"f") else {
             panic!("granted")
         };
         let request = parse_request(rrq).unwrap();
