@@ -28,6 +28,7 @@ pub mod normalize;
 mod number_index;
 mod readings;
 mod replace_file;
+pub mod secret_destination;
 pub mod service;
 pub mod settings;
 pub mod sources;

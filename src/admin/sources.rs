@@ -167,6 +167,17 @@ fn source_input(
     }
     dialtone_directory::settings::check(kind, &name, &settings)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if let Some(before) = before.filter(|b| b.secret.is_some() && body.secret.is_none()) {
+        use dialtone_directory::secret_destination::secret_destination;
+        let from = secret_destination(before.kind, &name, &before.settings);
+        if from.is_none() || from != secret_destination(kind, &name, &settings) {
+            return Err(ApiError::invalid(
+                "secret: the stored secret is not carried to another server; give it again \
+                 (or \"\" to remove it) with a change of kind, of the url's scheme, host or port, \
+                 of the CA, or of how the secret is sent",
+            ));
+        }
+    }
     let timeout_ms = body
         .timeout_ms
         .or(before.map(|b| b.timeout_ms))
@@ -419,7 +430,12 @@ pub async fn test_source(
         },
         Ok(None) => ("not_found", None, None),
         Err(e) => {
-            tracing::info!(tenant = %tenant.slug, source = %name, error = %e, "directory source test failed");
+            // A tenant may run tests back to back against a server that
+            // refuses at once: a line a second for all of them.
+            static LOGGED: dialtone_sync::LogLimit = dialtone_sync::LogLimit::new();
+            if let Some(skipped) = LOGGED.allow() {
+                tracing::info!(tenant = %tenant.slug, source = %name, error = %e, skipped, "directory source test failed");
+            }
             ("error", None, Some(e.shown_to_tenant().to_string()))
         }
     };

@@ -19,6 +19,7 @@ mod render_busy;
 mod resync;
 mod resync_limits;
 mod sizes;
+mod source_secret;
 mod source_tests;
 mod stale_token;
 mod templates;
