@@ -145,7 +145,7 @@ fn printable(text: &str) -> String {
 }
 
 pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
-    let (store, _) = crate::serve::open_store(config).await?;
+    let (store, _) = crate::serve::open_reached_store(config).await?;
     match command {
         TokenCommand::List => crate::check_schema(&*store).await?,
         TokenCommand::Create { .. } | TokenCommand::Revoke { .. } => {

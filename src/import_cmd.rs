@@ -62,7 +62,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     if changes == 0 {
         bail!("nothing to import");
     }
-    let (store, _) = crate::serve::open_store(config).await?;
+    let (store, _) = crate::serve::open_reached_store(config).await?;
     // A dry run writes nothing, the schema included.
     if args.dry_run {
         crate::check_schema(&*store).await?;

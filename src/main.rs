@@ -243,7 +243,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::ReloadAll => {
-                let (store, _) = serve::open_store(&config).await?;
+                let (store, _) = serve::open_reached_store(&config).await?;
                 check_schema(&*store).await?;
                 let epoch = store
                     .bump_epoch()
@@ -257,7 +257,7 @@ fn main() -> ExitCode {
             // Answered above, before the configuration is read.
             Command::GenerateAssets(args) => assets_cmd::run(&args),
             Command::Demo => {
-                let (store, key) = serve::open_store(&config).await?;
+                let (store, key) = serve::open_reached_store(&config).await?;
                 prepare_schema(&config, &*store).await?;
                 let report = demo::seed(&*store, &key).await?;
                 println!(
@@ -303,7 +303,7 @@ fn main() -> ExitCode {
 const RUNTIME_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn migrate(config: &Config) -> Result<()> {
-    let (store, _) = serve::open_store(config).await?;
+    let (store, _) = serve::open_reached_store(config).await?;
     store.migrate().await.context("migrating the database")?;
     println!("database schema is current");
     Ok(())
@@ -319,7 +319,7 @@ pub async fn loaded_mirror(
     std::sync::Arc<dialtone_sync::Mirror>,
     dialtone_sync::SecretKey,
 )> {
-    let (store, key) = crate::serve::open_store(config).await?;
+    let (store, key) = crate::serve::open_reached_store(config).await?;
     check_schema(&*store).await?;
     let mirror = std::sync::Arc::new(dialtone_sync::Mirror::new());
     dialtone_sync::watcher::full_load(&mirror, &*store)

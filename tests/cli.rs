@@ -138,6 +138,25 @@ fn unreachable_database_without_snapshot_exits_with_one_line() {
     );
 }
 
+/// A command that needs the database names why it cannot reach it, not
+/// the pool's "timed out while waiting for an open connection".
+#[test]
+fn commands_name_why_the_database_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://dialtone@127.0.0.1:{}/none", free_addr().port());
+    for command in [&["migrate"][..], &["token", "list"], &["export", "-"]] {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.args(command);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("cannot reach database") && err.contains("Connection refused"),
+            "{command:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn taken_port_is_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,7 +148,7 @@ async fn load_phones(source: &str, config: &Config) -> Result<Vec<Phone>> {
             .map(|p| phone(p.mac, p.family, p.model))
             .collect(),
         "database" => {
-            let (store, key) = crate::serve::open_store(config).await?;
+            let (store, key) = crate::serve::open_reached_store(config).await?;
             crate::check_schema(&*store).await?;
             let (data, _, _) = store.load_all().await.context("reading phones")?;
             // The first line's AOR as the shipped templates make phones

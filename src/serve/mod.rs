@@ -31,8 +31,8 @@ use crate::supervise::{Intensity, Supervisor};
 use drain::drain;
 pub use router::{api_router, ApiParts, Routers};
 use signals::notify_systemd;
-pub use startup::open_store;
 use startup::Sockets;
+pub use startup::{open_reached_store, open_store};
 
 pub async fn run(
     config: Config,

@@ -26,6 +26,19 @@ pub fn load_key(config: &Config) -> Result<SecretKey> {
     SecretKey::load_or_create(&path).with_context(|| format!("secret key file {}", path.display()))
 }
 
+/// [`open_store`] for a command that needs the database now: it is
+/// reached first, so an unreachable one is named with the cause
+/// ("connection refused", a bad password) rather than the pool's
+/// "timed out while waiting for an open connection".
+pub async fn open_reached_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
+    let (store, key) = open_store(config).await?;
+    store
+        .ping()
+        .await
+        .with_context(|| format!("cannot reach database {}", masked_url(&config.database.url)))?;
+    Ok((store, key))
+}
+
 pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
     let key = load_key(config)?;
     let options = StoreOptions {
