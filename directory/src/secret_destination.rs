@@ -36,7 +36,8 @@ pub fn secret_destination(kind: SourceKind, name: &str, json: &str) -> Option<St
                     .url
                     .replace("{e164}", "1")
                     .replace("{digits}", "1")
-                    .replace("{national}", "1"),
+                    .replace("{national}", "1")
+                    .replace("{secret}", "1"),
             )
             .ok()?;
             Some(format!(

@@ -19,7 +19,30 @@ pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryEr
             LdapSettings::parse(name, json)?;
             check_intervals(name, json)
         }
-        SourceKind::Http => HttpSettings::parse(name, json).map(drop),
+        SourceKind::Http => {
+            let settings = HttpSettings::parse(name, json)?;
+            refuse_credentials_in_url(name, &settings.url)
+        }
+    }
+}
+
+/// Refused when written (a stored row with them still builds): a user or
+/// password in the url is settings text, which every reader of the
+/// tenant's sources sees and the snapshot keeps unsealed. The secret is
+/// sealed: `auth` basic, bearer, or `{secret}` in the query.
+fn refuse_credentials_in_url(name: &str, url: &str) -> Result<(), DirectoryError> {
+    let filled = url
+        .replace("{e164}", "1")
+        .replace("{digits}", "1")
+        .replace("{national}", "1")
+        .replace("{secret}", "1");
+    match url::Url::parse(&filled) {
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(invalid(
+            name,
+            "the url holds a user or password, which every reader of the source would see: \
+             put the credential in secret (auth basic or bearer, or {secret} in the query)",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -399,7 +422,7 @@ impl HttpSettings {
         // ways: a URL's text can hide its host from a split on `/`
         // (`http:///{digits}.example/`: the parser skips the slashes).
         let filled = |with: &str| {
-            let url = ["{e164}", "{digits}", "{national}"]
+            let url = ["{e164}", "{digits}", "{national}", "{secret}"]
                 .iter()
                 .fold(settings.url.clone(), |url, p| url.replace(p, with));
             let url = url::Url::parse(&url).ok()?;

@@ -61,7 +61,8 @@ impl HttpSource {
                 .url
                 .replace("{e164}", "1")
                 .replace("{digits}", "1")
-                .replace("{national}", "1"),
+                .replace("{national}", "1")
+                .replace("{secret}", "1"),
         )
         .ok()
         .and_then(|u| u.port_or_known_default())
@@ -111,11 +112,18 @@ impl HttpSource {
         let national = crate::normalize::parse_number(None, e164)
             .map(|n| n.national().to_string())
             .unwrap_or_else(|_| digits.clone());
+        // The secret last: its text is never read for placeholders.
+        let secret = percent_encoding::utf8_percent_encode(
+            self.secret.as_deref().unwrap_or_default(),
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string();
         self.settings
             .url
             .replace("{e164}", &e164.replace('+', "%2B"))
             .replace("{digits}", &digits)
             .replace("{national}", &national)
+            .replace("{secret}", &secret)
     }
 
     pub async fn lookup(
@@ -296,6 +304,37 @@ mod tests {
             source.url("+15550101234"),
             "https://cnam.example/5550101234?e=%2B15550101234&d=15550101234"
         );
+    }
+
+    /// A key a CNAM service takes in its query goes there from the sealed
+    /// secret, escaped, and is never read for placeholders itself.
+    #[test]
+    fn the_secret_fills_its_placeholder_escaped() {
+        let settings = HttpSettings::parse(
+            "cnam",
+            r#"{"url": "https://cnam.example/{digits}?key={secret}"}"#,
+        )
+        .unwrap();
+        let networks = SourceNetworks::parse(&["public"]).unwrap().shared();
+        let secret = Some("a&b={e164} c".to_string());
+        let source =
+            HttpSource::new("cnam", settings, secret, networks, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            source.url("+15550101234"),
+            "https://cnam.example/15550101234?key=a%26b%3D%7Be164%7D%20c"
+        );
+        // A user or password in the url is refused when written.
+        for url in [
+            "https://user:pw@cnam.example/{digits}",
+            "https://user@cnam.example/{digits}",
+        ] {
+            let json = format!(r#"{{"url": "{url}"}}"#);
+            let refused = crate::settings::check(dialtone_sync::SourceKind::Http, "cnam", &json);
+            assert!(refused.is_err(), "{url}");
+        }
+        // The placeholder stays out of the host.
+        let json = r#"{"url": "https://{secret}.example/{digits}"}"#;
+        assert!(HttpSettings::parse("cnam", json).is_err());
     }
 
     /// A JSON source that answers 200 with nothing (or only whitespace)
