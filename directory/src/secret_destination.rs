@@ -31,15 +31,7 @@ pub fn secret_destination(kind: SourceKind, name: &str, json: &str) -> Option<St
         }
         SourceKind::Http => {
             let settings = HttpSettings::parse(name, json).ok()?;
-            let url = url::Url::parse(
-                &settings
-                    .url
-                    .replace("{e164}", "1")
-                    .replace("{digits}", "1")
-                    .replace("{national}", "1")
-                    .replace("{secret}", "1"),
-            )
-            .ok()?;
+            let url = HttpSettings::parse_filled(&settings.url, "1").ok()?;
             Some(format!(
                 "http {}://{}:{} auth={:?} user={:?} ca={}",
                 url.scheme(),

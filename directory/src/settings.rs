@@ -31,12 +31,7 @@ pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryEr
 /// tenant's sources sees and the snapshot keeps unsealed. The secret is
 /// sealed: `auth` basic, bearer, or `{secret}` in the query.
 fn refuse_credentials_in_url(name: &str, url: &str) -> Result<(), DirectoryError> {
-    let filled = url
-        .replace("{e164}", "1")
-        .replace("{digits}", "1")
-        .replace("{national}", "1")
-        .replace("{secret}", "1");
-    match url::Url::parse(&filled) {
+    match HttpSettings::parse_filled(url, "1") {
         Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(invalid(
             name,
             "the url holds a user or password, which every reader of the source would see: \
@@ -400,6 +395,16 @@ impl LdapSettings {
 }
 
 impl HttpSettings {
+    /// `url` parsed with every placeholder (`{e164}`, `{digits}`,
+    /// `{national}`, `{secret}`) filled with `with`: its scheme, host and
+    /// port as every request will have them.
+    pub fn parse_filled(url: &str, with: &str) -> Result<url::Url, url::ParseError> {
+        let filled = ["{e164}", "{digits}", "{national}", "{secret}"]
+            .iter()
+            .fold(url.to_string(), |url, p| url.replace(p, with));
+        url::Url::parse(&filled)
+    }
+
     pub fn parse(source: &str, json: &str) -> Result<HttpSettings, DirectoryError> {
         let settings: HttpSettings =
             serde_json::from_str(json).map_err(|e| invalid(source, e.to_string()))?;
@@ -422,10 +427,7 @@ impl HttpSettings {
         // ways: a URL's text can hide its host from a split on `/`
         // (`http:///{digits}.example/`: the parser skips the slashes).
         let filled = |with: &str| {
-            let url = ["{e164}", "{digits}", "{national}", "{secret}"]
-                .iter()
-                .fold(settings.url.clone(), |url, p| url.replace(p, with));
-            let url = url::Url::parse(&url).ok()?;
+            let url = HttpSettings::parse_filled(&settings.url, with).ok()?;
             Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
         };
         match (filled("1"), filled("2")) {

@@ -56,20 +56,13 @@ impl HttpSource {
         let tls = tls_config(name, settings.ca_pem.as_deref())?;
         // The port is fixed by the URL (placeholders fill the path and
         // query); the resolver checks every address against it.
-        let port = url::Url::parse(
-            &settings
-                .url
-                .replace("{e164}", "1")
-                .replace("{digits}", "1")
-                .replace("{national}", "1")
-                .replace("{secret}", "1"),
-        )
-        .ok()
-        .and_then(|u| u.port_or_known_default())
-        .ok_or_else(|| DirectoryError::Settings {
-            source_name: name.to_string(),
-            reason: "url must be an absolute http:// or https:// URL".into(),
-        })?;
+        let port = HttpSettings::parse_filled(&settings.url, "1")
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .ok_or_else(|| DirectoryError::Settings {
+                source_name: name.to_string(),
+                reason: "url must be an absolute http:// or https:// URL".into(),
+            })?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .dns_resolver(PolicyResolver {
