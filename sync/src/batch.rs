@@ -10,7 +10,11 @@
 //! in a batch of n costs 2·log2(n) more writes; a batch never costs more
 //! than 2·log2(n) + 2 in all, and what is still unwritten then is dropped.
 //! A database that cannot be reached is not bisected: every half would
-//! fail too.
+//! fail too. A batch no connection could be had for (nothing of it was
+//! sent) is kept and written again, the waits doubling from
+//! [`RETRY_FIRST`] to [`RETRY_MOST`], while the queue fills behind it up
+//! to its bound: an outage of a few minutes costs the fleet view none of
+//! its boots, a longer one what the queue cannot hold.
 
 use std::any::Any;
 use std::ops::Range;
@@ -31,6 +35,11 @@ use crate::SyncError;
 /// that went silent (a failover without a reset) held the writer for as
 /// long as TCP took to give up, while its queue filled and dropped.
 const WRITE_LIMIT: Duration = Duration::from_secs(60);
+
+/// First wait before a batch kept for an unreachable database is written
+/// again; doubled up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MOST: Duration = Duration::from_secs(30);
 
 /// Writes one batch.
 pub(crate) type Write<T> =
@@ -62,6 +71,9 @@ struct Inner<T> {
     pending: Vec<T>,
     /// Of `pending`, how many a write under way has written or dropped.
     settled: usize,
+    /// Set while `pending` is kept for a database no connection could be
+    /// had for: the wait before writing it again.
+    retry_in: Option<Duration>,
 }
 
 impl<T: Send + Sync> Writer<T> {
@@ -80,6 +92,7 @@ impl<T: Send + Sync> Writer<T> {
             what,
             pending: Vec::with_capacity(batch),
             settled: 0,
+            retry_in: None,
         };
         Writer {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
@@ -97,11 +110,27 @@ impl<T: Send + Sync> Writer<T> {
             // Left by a run that panicked between taking and writing.
             Dropped::Panicked.count(inner.queue.metric(), inner.pending.len());
             inner.pending.clear();
+            inner.retry_in = None;
         }
         // One deadline from the moment of the stop, for the batch under way
         // and the last one together: the shutdown waits for no more.
         let mut deadline = None;
         loop {
+            if let Some(wait) = inner.retry_in {
+                let stopped = tokio::select! {
+                    _ = stop.cancelled() => true,
+                    _ = tokio::time::sleep(wait) => false,
+                };
+                if stopped {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + final_limit);
+                    inner.write_final(deadline, final_limit).await;
+                    break;
+                }
+                inner
+                    .write_until_stopped(&stop, final_limit, &mut deadline)
+                    .await;
+                continue;
+            }
             let Inner {
                 queue,
                 pending,
@@ -164,6 +193,7 @@ impl<T: Send + Sync> Inner<T> {
         );
         self.pending.clear();
         self.settled = 0;
+        self.retry_in = None;
     }
 
     /// The last batch: everything that was queued, at most the queue's
@@ -172,10 +202,11 @@ impl<T: Send + Sync> Inner<T> {
         if self.pending.is_empty() {
             return;
         }
-        if tokio::time::timeout_at(deadline, self.write_pending())
+        let written = tokio::time::timeout_at(deadline, self.write_pending())
             .await
-            .is_err()
-        {
+            .is_ok();
+        // Kept for a retry there will not be.
+        if !written || self.retry_in.is_some() {
             self.lost_to_shutdown(limit);
         }
     }
@@ -209,6 +240,23 @@ impl<T: Send + Sync> Inner<T> {
                 Err(failure) => failure,
             };
             let reason = failure.reason();
+            // Nothing of a whole batch was sent: kept, and written again
+            // once the database can be reached.
+            if failure.nothing_sent() && range == (0..n) {
+                let wait = self
+                    .retry_in
+                    .map_or(RETRY_FIRST, |last| (last * 2).min(RETRY_MOST));
+                if self.retry_in.is_none() {
+                    tracing::warn!(
+                        records = n,
+                        what = self.what,
+                        cause = %failure,
+                        "the database cannot be reached; keeping the batch and trying again"
+                    );
+                }
+                self.retry_in = Some(wait);
+                return;
+            }
             if failure.is_transient() {
                 self.drop_range(range, reason, &failure.to_string());
                 for (range, _) in ranges.drain(..) {
@@ -226,6 +274,7 @@ impl<T: Send + Sync> Inner<T> {
         }
         self.pending.clear();
         self.settled = 0;
+        self.retry_in = None;
     }
 
     async fn attempt(&self, range: Range<usize>) -> Result<(), Failure> {
@@ -285,6 +334,12 @@ impl Failure {
             Failure::Refused(_) | Failure::Stalled => Dropped::Failed,
             Failure::Panicked(_) => Dropped::Panicked,
         }
+    }
+
+    /// No connection was had: the write never reached the database, so
+    /// writing it again cannot make it twice.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, Failure::Refused(e) if e.is_pool_timeout())
     }
 
     fn is_transient(&self) -> bool {

@@ -230,6 +230,43 @@ async fn an_unreachable_database_is_not_bisected() {
     assert_eq!(writes.load(Ordering::Relaxed), 1);
 }
 
+/// A database no connection can be had for (an outage) costs no record
+/// the queue can hold: the batch is kept and written once it answers.
+#[tokio::test]
+async fn a_batch_waits_out_an_unreachable_database() {
+    let (writes, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let write: Write<BootRecord> = {
+        let (writes, written) = (writes.clone(), written.clone());
+        Box::new(move |records| {
+            let (writes, written) = (writes.clone(), written.clone());
+            let n = records.len() as u64;
+            Box::pin(async move {
+                if writes.fetch_add(1, Ordering::Relaxed) < 2 {
+                    return Err(crate::SyncError::Database(sqlx::Error::PoolTimedOut));
+                }
+                written.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            })
+        })
+    };
+    let (sink, writer) = channel_with(256, Duration::ZERO, write);
+    for n in 0..16 {
+        sink.record(fetch_of(Some(n), "001565000002", "a.cfg"));
+    }
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(writer.run(stop.clone(), Duration::from_secs(10)));
+    for _ in 0..1000 {
+        if written.load(Ordering::Relaxed) == 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(written.load(Ordering::Relaxed), 16, "{writes:?} writes");
+    assert_eq!(sink.dropped(), 0);
+}
+
 /// The store panics on one batch: that batch is dropped, the writer
 /// lives on and writes the next ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
