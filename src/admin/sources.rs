@@ -219,7 +219,11 @@ pub async fn create_source(
     state
         .quotas
         .check(&tenant, Quota::DirectorySources, sources as u64 + 1)?;
-    let input = source_input(&slug, name.clone(), body, None)?;
+    let mut input = source_input(&slug, name.clone(), body, None)?;
+    // A create checked against a mirror that has not yet seen a row made
+    // on another node meanwhile would otherwise keep that row's secret
+    // with this caller's url: without one of its own, it removes any.
+    input.secret.get_or_insert_with(String::new);
     let detail = json!({ "kind": input.kind, "secret_set": input.secret.as_deref().is_some_and(|s| !s.is_empty()) });
     commit(
         &state,
@@ -277,6 +281,10 @@ pub async fn update_source(
     }
     let input = source_input(&slug, name.clone(), body, Some(&before))?;
     let detail = json!({ "before": etag_of(&*before), "kind": input.kind, "secret_changed": input.secret.is_some() });
+    // Keeping the stored secret was judged against this row: the write
+    // applies to it alone, or a secret set meanwhile (on this node or
+    // another) would go to where this caller points the source.
+    let seen = input.secret.is_none().then(|| etag_of(&*before));
 
     commit_if_match(
         &state,
@@ -290,7 +298,7 @@ pub async fn update_source(
             action: "update",
             tenant: Some(&slug),
             detail,
-            seen: None,
+            seen,
         },
         Mutation::UpsertDirectorySource(input),
     )

@@ -62,3 +62,59 @@ async fn a_stored_secret_is_not_carried_to_another_server() {
     let bare = put(body("http://127.0.0.4:9/cnam/{e164}", None)).await;
     assert_eq!(bare.status, StatusCode::OK, "{}", bare.text);
 }
+
+/// The same where this node's copy lags a write made elsewhere: a secret
+/// set (or a source made, with one) on another node meanwhile is not kept
+/// with the url this caller writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_set_meanwhile_is_not_kept_with_another_url() {
+    use dialtone_sync::store::DirectorySourceInput;
+    use dialtone_sync::{Mutation, SourceKind};
+
+    let h = Harness::new(Backend::Sqlite).await;
+    let elsewhere = |name: &str| {
+        Mutation::UpsertDirectorySource(DirectorySourceInput {
+            tenant: "acme".into(),
+            name: name.into(),
+            kind: SourceKind::Http,
+            priority: 10,
+            enabled: true,
+            settings: r#"{"url": "http://127.0.0.9:9/paid/{e164}"}"#.into(),
+            secret: Some("PAID-KEY".into()),
+            timeout_ms: 200,
+        })
+    };
+    let seed = super::seed_audit();
+    // Written on "another node": the store has it, this node's copy not.
+    h.store.apply(&[elsewhere("cnam")], &seed).await.unwrap();
+    let update = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            PATH,
+            Some(&body("http://127.0.0.1:9/v2/{e164}", None)),
+            &[],
+        )
+        .await;
+    assert_eq!(update.status, StatusCode::CONFLICT, "{}", update.text);
+
+    h.store.apply(&[elsewhere("paid")], &seed).await.unwrap();
+    let create = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/tenants/acme/directory-sources",
+            Some(r#"{"name": "paid", "kind": "http", "settings": {"url": "http://127.0.0.2:9/{e164}"}}"#),
+            &[],
+        )
+        .await;
+    assert!(create.status.is_success(), "{}", create.text);
+    dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
+        .await
+        .unwrap();
+    let paid = h
+        .get("acme-read", "/v1/tenants/acme/directory-sources/paid")
+        .await;
+    assert_eq!(paid.json()["settings"]["url"], "http://127.0.0.2:9/{e164}");
+    assert_eq!(paid.json()["has_secret"], false, "{}", paid.text);
+}
