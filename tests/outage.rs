@@ -276,3 +276,45 @@ fn a_start_with_a_snapshot_serves_it_while_the_database_hangs() {
     assert_eq!(readyz["status"], "ready", "{readyz}");
     assert_eq!(second.stop(), 0);
 }
+
+/// Patience is for a snapshot that can serve: one taken from another
+/// database URL cannot, so a start behind a held lock waits for the
+/// database as a start without a snapshot does, instead of giving up.
+#[test]
+fn a_start_whose_snapshot_cannot_serve_waits_for_a_slow_database() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::postgres());
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &db.url, &["--demo"]);
+    assert_eq!(first.stop(), 0);
+    // The same database by another name: the snapshot is not for it.
+    let renamed = db.url.replacen("@127.0.0.1:", "@localhost:", 1);
+    assert_ne!(renamed, db.url, "the test database's URL names 127.0.0.1");
+
+    let held = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+        sqlx::query("LOCK TABLE dialtone_meta IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    });
+    // Let go past the patience a usable snapshot would get (10 s).
+    let release = runtime.spawn(async move {
+        let mut held = held;
+        tokio::time::sleep(Duration::from_secs(13)).await;
+        sqlx::query("ROLLBACK").execute(&mut held).await.unwrap();
+    });
+    // Server::start waits 30 s for /readyz: the old start gave up at 10 s.
+    let second = Server::start(dir.path(), &renamed, &[]);
+    let readyz = second.readyz();
+    assert_eq!(readyz["loaded_from"], "database", "{readyz}");
+    runtime.block_on(release).unwrap();
+    assert_eq!(second.stop(), 0);
+}

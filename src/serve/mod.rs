@@ -55,7 +55,7 @@ pub async fn run(
     let shipped = Shipped::from_source(&source, 1)
         .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let mirror = Arc::new(Mirror::new());
-    let checked = startup::load_mirror(&config, &*store, &key, &mirror, demo).await?;
+    let checked = startup::load_mirror(&config, &store, &key, &mirror, demo).await?;
 
     let (history, history_writer) =
         dialtone_sync::history::channel(store.clone(), config.mirror.history_queue);
@@ -125,7 +125,7 @@ pub async fn run(
         &cancel,
     );
     let refused = Arc::new(std::sync::OnceLock::new());
-    if checked == startup::Checked::Deferred {
+    if let startup::Checked::Deferred(pending) = checked {
         let (config, store, cancel, refused) = (
             config.clone(),
             store.clone(),
@@ -133,7 +133,9 @@ pub async fn run(
             refused.clone(),
         );
         tracker.spawn(async move {
-            if let Some(message) = startup::check_when_reachable(&config, &*store, &cancel).await {
+            if let Some(message) =
+                startup::check_when_reachable(&config, &*store, &cancel, pending).await
+            {
                 let _ = refused.set(message);
                 cancel.cancel();
             }

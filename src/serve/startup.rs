@@ -105,13 +105,18 @@ async fn within<T>(
     }
 }
 
+/// The start's schema and key check, run apart from the start: a
+/// migration is never cut off half-way by a start that stops waiting.
+type Preparing = tokio::task::JoinHandle<Result<()>>;
+
 /// Whether startup checked the database's schema and key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Checked {
     Yes,
-    /// Served from the snapshot with the database unreachable: the checks
-    /// wait for it ([`check_when_reachable`]).
-    Deferred,
+    /// Served from the snapshot with the database unreachable, or too slow
+    /// to finish the check (still running: given here): the checks wait
+    /// for it ([`check_when_reachable`]).
+    Deferred(Option<Preparing>),
 }
 
 /// Reaches the database, then migrates or checks its schema and the key,
@@ -127,11 +132,12 @@ async fn reach_and_prepare(config: &Config, store: &dyn Store) -> Result<()> {
 /// when the database is unreachable.
 pub(super) async fn load_mirror(
     config: &Config,
-    store: &dyn Store,
+    shared_store: &Arc<dyn Store>,
     key: &SecretKey,
     mirror: &Mirror,
     demo: bool,
 ) -> Result<Checked> {
+    let store = &**shared_store;
     let path = config.snapshot_path();
     let started = Instant::now();
     // Decoded on blocking threads while the database is reached and its
@@ -140,17 +146,10 @@ pub(super) async fn load_mirror(
         let path = path.clone();
         move || snapshot::load(&path)
     });
-    // Whether the snapshot will serve is known only once it is read; a
-    // file there is enough to stop waiting on a database that hangs.
-    let patience = path.exists().then_some(PATIENCE_WITH_SNAPSHOT);
-    let reached = within(patience, "checking the schema", async {
-        reach_and_prepare(config, store).await?;
-        store
-            .meta()
-            .await
-            .context("reading the database's meta row")
-    })
-    .await;
+    let mut preparing: Preparing = tokio::spawn({
+        let (config, store) = (config.clone(), shared_store.clone());
+        async move { reach_and_prepare(&config, &*store).await }
+    });
     let snap = match reading.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -169,6 +168,37 @@ pub(super) async fn load_mirror(
             None
         }
         other => other,
+    };
+    // Only a snapshot that can serve stops the wait for a database that
+    // hangs; without one there is nothing else to serve, and it waits.
+    let patience = snap.is_some().then_some(PATIENCE_WITH_SNAPSHOT);
+    let left = |patience: Option<Duration>| patience.map(|p| p.saturating_sub(started.elapsed()));
+    let prepared = match left(patience) {
+        None => Some((&mut preparing).await),
+        Some(left) => tokio::time::timeout(left, &mut preparing).await.ok(),
+    };
+    let mut pending = None;
+    let reached = match prepared {
+        Some(Ok(Ok(()))) => {
+            within(left(patience), "reading its meta row", async {
+                store
+                    .meta()
+                    .await
+                    .context("reading the database's meta row")
+            })
+            .await
+        }
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Some(Err(e)) => Err(anyhow::anyhow!("the schema check stopped: {e}")),
+        None => {
+            pending = Some(preparing);
+            Err(TooSlow {
+                step: "checking the schema",
+                after: PATIENCE_WITH_SNAPSHOT,
+            }
+            .into())
+        }
     };
     let meta = match reached {
         Ok(meta) => meta,
@@ -190,15 +220,14 @@ pub(super) async fn load_mirror(
             mirror.synced_at_least_at(header.synced_at);
             mirror.mark_unreachable(&format!("{e:#}"));
             tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
-            return Ok(Checked::Deferred);
+            return Ok(Checked::Deferred(pending));
         }
     };
     match snap {
         Some((header, data)) if header.meta.database_id == meta.database_id => {
             let synced_at = header.synced_at;
             mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-            let left = patience.map(|p| p.saturating_sub(started.elapsed()));
-            let caught_up = within(left, "the catch-up after the snapshot", async {
+            let caught_up = within(left(patience), "the catch-up after the snapshot", async {
                 watcher::catch_up(mirror, store)
                     .await
                     .context("catching up after the snapshot")
@@ -261,19 +290,29 @@ pub(super) async fn check_when_reachable(
     config: &Config,
     store: &dyn Store,
     cancel: &tokio_util::sync::CancellationToken,
+    mut pending: Option<Preparing>,
 ) -> Option<String> {
     let mut wait = RECHECK_FIRST;
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let check = reach_and_prepare(config, store);
-        // A migration waiting on another node's lock must not hold the
-        // drain up.
-        let checked = tokio::select! {
-            _ = cancel.cancelled() => return None,
-            checked = check => checked,
+        let checked = match pending.take() {
+            // The start's own check, still running: its outcome first.
+            Some(preparing) => tokio::select! {
+                _ = cancel.cancelled() => return None,
+                done = preparing => done.unwrap_or_else(|e| Err(anyhow::anyhow!("the schema check stopped: {e}"))),
+            },
+            None => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                let check = reach_and_prepare(config, store);
+                // A migration waiting on another node's lock must not hold
+                // the drain up.
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    checked = check => checked,
+                }
+            }
         };
         match checked {
             Ok(()) => {
