@@ -127,7 +127,8 @@ impl SourceNetworks {
     fn is_node_address(&self, ip: IpAddr) -> bool {
         match &self.node_addresses {
             Some(addresses) => addresses.contains(&ip),
-            None => interface_addresses().contains(&ip),
+            // Never read: any address may be the node's own.
+            None => interface_addresses().is_none_or(|own| own.contains(&ip)),
         }
     }
 }
@@ -137,48 +138,67 @@ impl SourceNetworks {
 const INTERFACES_REREAD: Duration = Duration::from_secs(5);
 
 struct InterfaceCache {
-    addresses: Arc<[IpAddr]>,
+    /// `None` until a read succeeds.
+    addresses: Option<Arc<[IpAddr]>>,
     read_at: Option<Instant>,
     failure_logged: bool,
 }
 
 static INTERFACES: LazyLock<Mutex<InterfaceCache>> = LazyLock::new(|| {
     Mutex::new(InterfaceCache {
-        addresses: Arc::new([]),
+        addresses: None,
         read_at: None,
         failure_logged: false,
     })
 });
 
 /// The addresses the node's interfaces hold, read again once the last
-/// read is [`INTERFACES_REREAD`] old. A failed read keeps the last list
-/// (logged once: the list barely changes, and sources connect often).
-fn interface_addresses() -> Arc<[IpAddr]> {
-    let mut cache = INTERFACES.lock().unwrap_or_else(|e| e.into_inner());
+/// read is [`INTERFACES_REREAD`] old, outside the lock (the first read
+/// under it, so no caller finds the list missing while it is made). A
+/// failed read keeps the last list, logged once: the list barely changes,
+/// and sources connect often. `None` until a read has succeeded: the
+/// caller then takes every address for the node's own.
+fn interface_addresses() -> Option<Arc<[IpAddr]>> {
+    let lock = || INTERFACES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = lock();
     if cache
         .read_at
-        .is_none_or(|at| at.elapsed() >= INTERFACES_REREAD)
+        .is_some_and(|at| at.elapsed() < INTERFACES_REREAD)
     {
-        cache.read_at = Some(Instant::now());
-        match nix::ifaddrs::getifaddrs() {
-            Ok(interfaces) => {
-                cache.addresses = interfaces
-                    .filter_map(|i| i.address)
-                    .filter_map(|a| {
-                        a.as_sockaddr_in()
-                            .map(|v4| IpAddr::V4(v4.ip()))
-                            .or_else(|| a.as_sockaddr_in6().map(|v6| canonical(v6.ip().into())))
-                    })
-                    .collect();
-            }
-            Err(e) if !cache.failure_logged => {
-                cache.failure_logged = true;
-                tracing::error!(error = %e, "cannot read this node's interface addresses; sources are checked against the last ones read");
-            }
-            Err(_) => {}
-        }
+        return cache.addresses.clone();
     }
-    cache.addresses.clone()
+    cache.read_at = Some(Instant::now());
+    let first = cache.addresses.is_none();
+    let stale = cache.addresses.clone();
+    let read = if first {
+        read_interfaces()
+    } else {
+        // Others use the list read before meanwhile.
+        drop(cache);
+        let read = read_interfaces();
+        cache = lock();
+        read
+    };
+    match read {
+        Ok(addresses) => cache.addresses = Some(addresses),
+        Err(e) if !cache.failure_logged => {
+            cache.failure_logged = true;
+            tracing::error!(error = %e, "cannot read this node's interface addresses; sources are checked against the last ones read (none read yet: no public address is allowed)");
+        }
+        Err(_) => {}
+    }
+    cache.addresses.clone().or(stale)
+}
+
+fn read_interfaces() -> Result<Arc<[IpAddr]>, nix::Error> {
+    Ok(nix::ifaddrs::getifaddrs()?
+        .filter_map(|i| i.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| canonical(v6.ip().into())))
+        })
+        .collect())
 }
 
 /// The tenant setting naming networks only that tenant's sources may
@@ -642,7 +662,7 @@ pub(crate) mod tests {
     /// Read from the system: loopback is an interface's address too.
     #[test]
     fn the_nodes_interface_addresses_are_read() {
-        let addresses = interface_addresses();
+        let addresses = interface_addresses().expect("the interfaces are read");
         assert!(
             addresses.contains(&IpAddr::from([127, 0, 0, 1])),
             "{addresses:?}"

@@ -31,10 +31,13 @@ pub(crate) fn replace_file(
     let at = |file: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
     let result = (|| {
         // A directory's entries: the owner's alone, whatever the umask.
+        // Made anew, so the mode holds: a leftover of this very name (a
+        // process of the same pid before a crash, in a container where
+        // the pid is always the same) would keep its own.
+        let _ = std::fs::remove_file(&tmp);
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| at(&tmp, &e))?;

@@ -199,6 +199,7 @@ pub fn router(state: AdminState) -> Router {
         // answers are empty, and a 404 would not get the headers. Routes
         // outside `/v1` (lookups, health) keep their own 404.
         .route("/v1", any(error::unknown_route))
+        .route("/v1/", any(error::unknown_route))
         .route("/v1/{*rest}", any(error::unknown_route))
         .method_not_allowed_fallback(error::method_not_allowed)
         // Every answer above carries tenants' data (phones, line settings,

@@ -72,6 +72,7 @@ async fn api_answers_are_never_stored_and_assets_keep_their_caching() {
             StatusCode::NOT_FOUND,
         ),
         (Some("global"), Method::GET, "/v1", StatusCode::NOT_FOUND),
+        (Some("global"), Method::GET, "/v1/", StatusCode::NOT_FOUND),
     ] {
         let reply = h.call(role, method.clone(), path, None, &[]).await;
         assert_eq!(reply.status, status, "{method} {path}: {}", reply.text);
