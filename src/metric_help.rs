@@ -216,6 +216,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "TFTP transfers that panicked.",
     ),
     (
+        "dialtone_tftp_client_errors_total",
+        "ERROR packets TFTP clients sent to end their transfers, by code: the TFTP error code 0 to 8 (3: disk full or allocation exceeded, what a phone refusing a file too large for it sends; 8: option negotiation refused), other for any larger one.",
+    ),
+    (
         "dialtone_http_source_connections_shed_total",
         "HTTP connections refused because their source (an IPv4 address, an IPv6 /64) held its listener's per-source cap (provisioning.http_max_per_source on the provisioning listeners) open already: answered 503 over plain HTTP, closed without a handshake over HTTPS. By listener, as dialtone_http_connections_shed_total.",
     ),
@@ -410,6 +414,16 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_too_slow_total", &[]),
     ("dialtone_tftp_transfer_panics_total", &[]),
     ("dialtone_tftp_transfer_failed_total", &[]),
+    ("dialtone_tftp_client_errors_total", &[("code", "0")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "1")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "2")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "3")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "4")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "5")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "6")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "7")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "8")]),
+    ("dialtone_tftp_client_errors_total", &[("code", "other")]),
     (
         "dialtone_history_dropped_total",
         &[("reason", "queue_full")],

@@ -13,8 +13,10 @@
 //! a refused TFTP request's source can be forged, so requests naming a
 //! known phone's files from ever new sources (each a new repeat) wrote a
 //! row each, as fast as the writer went, into a table pruned only by age.
-//! Served fetches are not capped: over TFTP their row waits for the
-//! client's first ACK, over HTTP the source answered on TCP, and a capped
+//! Served fetches are not capped: over TFTP their row is written when the
+//! transfer ends, and only once the client acknowledged a packet (so an
+//! ended transfer's other outcomes, a client's error or a stall, share the
+//! refusals' cap), over HTTP the source answered on TCP, and a capped
 //! budget shared with refusals let forged refusals crowd out the phone's
 //! own fetches (its history, fleet view and resyncs' refetch).
 

@@ -30,7 +30,8 @@ pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'stat
 
 impl Provisioner {
     /// The history line of a request, or `None` when a successful TFTP
-    /// fetch's line is to wait for the client's first ACK (returned).
+    /// fetch's line is to wait for its transfer's end (returned; its
+    /// outcome and bytes are then how the transfer ended).
     pub(crate) fn record(
         &self,
         history: &HistorySink,
@@ -65,9 +66,12 @@ impl Provisioner {
             firmware: identity.firmware.clone(),
         };
         // Until its first ACK a TFTP request's source may be forged: a
-        // served fetch is the phone's line only once the client answers,
+        // served fetch is the phone's line only if the client answers,
         // so a forged request neither shows a phone at an address it never
         // was (its fleet view, resync's direct address) nor writes a row.
+        // And only its transfer's end says whether the phone took the
+        // file: a phone that refuses it after the OACK (tsize too large)
+        // must not read as served.
         if request.protocol == crate::provision::Protocol::Tftp && result.is_ok() {
             return Some(record);
         }

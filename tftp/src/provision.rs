@@ -78,14 +78,16 @@ pub struct Rendered {
     pub file: Option<Arc<StaticFile>>,
     /// What a rendered (cacheable) file was made from.
     pub(crate) inputs: Option<Arc<Inputs>>,
-    /// What a TFTP answer leaves for the client's first ACK
-    /// ([`Unproven::prove`]); set per answer, never cached.
+    /// What a TFTP answer leaves for its transfer ([`Unproven::prove`],
+    /// [`Unproven::ended`]); set per answer, never cached.
     pub(crate) unproven: Option<Box<Unproven>>,
 }
 
 /// A TFTP request's source, made known for the phone whose own file this
-/// is, and the fetch's history line, both once the client acknowledges a
-/// packet: before, the source may be forged.
+/// is once the client acknowledges a packet (before, the source may be
+/// forged), and the fetch's history line, written once the transfer ends
+/// and only if the client acknowledged one: it says how the transfer
+/// ended and what the client acknowledged, not what we meant to send.
 #[derive(Clone)]
 pub(crate) struct Unproven {
     known: Option<KnownSource>,
@@ -102,10 +104,25 @@ impl std::fmt::Debug for Unproven {
 }
 
 impl Unproven {
-    pub(crate) fn prove(self, provisioner: &Provisioner) {
-        if let Some(known) = self.known {
+    /// At the client's first acknowledgement.
+    pub(crate) fn prove(&mut self, provisioner: &Provisioner) {
+        if let Some(known) = self.known.take() {
             known.record(provisioner);
         }
+    }
+
+    /// Once the transfer is over, if [`Unproven::prove`] ran.
+    pub(crate) fn ended(self, outcome: String, acknowledged: u64) {
+        if let Some((history, mut record)) = self.history {
+            record.outcome = outcome;
+            record.bytes = i64::try_from(acknowledged).unwrap_or(i64::MAX);
+            history.record(record);
+        }
+    }
+
+    /// Without a transfer (tools and tests ask as TFTP): as answered.
+    fn answered(mut self, provisioner: &Provisioner) {
+        self.prove(provisioner);
         if let Some((history, record)) = self.history {
             history.record(record);
         }
@@ -363,7 +380,7 @@ impl Provisioner {
         };
         // No transfer to wait for an acknowledgement of.
         if let Some(unproven) = self.conclude(request, &decision, &result) {
-            unproven.prove(self);
+            unproven.answered(self);
         }
         result
     }
@@ -545,7 +562,8 @@ impl Provisioner {
 
     /// Counts misses toward a ban (or remembers the source of a phone's
     /// own fetch; over TFTP returns it, to be remembered once the client
-    /// acknowledges), records history, counts the outcome.
+    /// acknowledges), records history (over TFTP, a served fetch's line is
+    /// returned too, for its transfer's end), counts the outcome.
     fn conclude(
         &self,
         request: &Request<'_>,

@@ -9,7 +9,8 @@
 //! `listeners` sockets sharing the port (SO_REUSEPORT) that read and write
 //! in batches. Transfers are capped per source and overall, a transfer
 //! without progress ends after `stall`, a client's ERROR ends its transfer
-//! at once, and duplicate ACKs never trigger resends. Refusals are answered
+//! at once, and duplicate ACKs never trigger resends. How a transfer ended
+//! is what its phone's history line says (`ending.rs`). Refusals are answered
 //! from the listening socket: a flood of bad requests costs a packet each,
 //! not a socket and a task.
 //!
@@ -18,6 +19,7 @@
 //! port for all their files (many do) lost most of their second and third
 //! files to that, a retry timeout each (see BENCHMARKS.md).
 
+mod ending;
 pub(crate) mod limits;
 pub use limits::source_of;
 mod mmsg;
@@ -41,10 +43,11 @@ use ipnet::IpNet;
 
 use crate::error::ProvisionError;
 use crate::provision::{Protocol, Provisioner, Request};
+use ending::{PhoneFetch, Witness};
 pub use limits::LogLimit;
 use limits::{Admission, Slot, Slots};
 use packet::{parse_request, ReadRequest, ERR_ACCESS, ERR_NOT_FOUND, OP_RRQ, OP_WRQ};
-use transfer::{Proof, Source};
+use transfer::Source;
 
 #[derive(Clone, Debug)]
 pub struct TftpOptions {
@@ -470,7 +473,7 @@ async fn provision(
     provisioner: &Arc<Provisioner>,
     file: &str,
     peer: SocketAddr,
-) -> Result<(Source, Option<Proof>), Refusal> {
+) -> Result<(Source, Option<Box<dyn Witness>>), Refusal> {
     #[cfg(test)]
     if let Some(source) = fault_tests::inject(file).await {
         return Ok((source, None));
@@ -493,11 +496,13 @@ async fn provision(
                 },
                 None => Source::Memory(rendered.body.clone()),
             };
-            let proof = rendered.unproven.map(|unproven| {
-                let provisioner = provisioner.clone();
-                Box::new(move || unproven.prove(&provisioner)) as Proof
+            let witness = rendered.unproven.map(|unproven| {
+                Box::new(PhoneFetch {
+                    provisioner: provisioner.clone(),
+                    unproven,
+                }) as Box<dyn Witness>
             });
-            Ok((source, proof))
+            Ok((source, witness))
         }
         // A banned source learns nothing: it looks like any unknown file.
         Err(ProvisionError::NotFound | ProvisionError::Banned) => {

@@ -321,6 +321,11 @@ impl Slot {
         self.id
     }
 
+    /// The client's address and port.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// The transfer's first packet goes out at `now`: from here it waits
     /// for an ACK.
     pub fn sending(&self, now: Instant) {

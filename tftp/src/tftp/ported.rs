@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 
+use super::ending::TransferEnd;
 use super::limits::Slot;
 use super::packet::{error_packet, ReadRequest, MAX_REQUEST};
 use super::pktinfo::{self, Local};
@@ -151,45 +152,67 @@ async fn run(
             return record_outcome(started, "incomplete");
         }
     };
-    let running = std::panic::AssertUnwindSafe(drive(
-        &shared,
-        &listener,
-        &socket,
-        client,
-        &request,
-        provisioned,
-        slot,
-    ));
+    let (source, witness) = provisioned;
     // A panic costs this phone its transfer (the guards free its slot),
     // never the server; it is logged and counted, and the phone told.
-    let running = futures::FutureExt::catch_unwind(running);
-    tokio::pin!(running);
-    let ended = tokio::select! {
-        ended = &mut running => ended,
-        _ = cut.cancelled() => {
-            // The transfer keeps its slot until this has gone out: the
-            // drain waits for the slots.
-            let (code, message) = SHUTTING_DOWN;
-            let _ = socket.send(&error_packet(code, message)).await;
+    let starting = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Transfer::start(&shared.options, &request, source, slot, Instant::now())
+    }));
+    let mut transfer = match starting {
+        Ok(Ok(transfer)) => transfer,
+        Ok(Err(e)) => {
+            // Nothing went out from the transfer's port yet: the error
+            // comes from the one the client asked.
+            let refusal = transfer_failed(peer, Some(&request.file), &e);
+            send_error(&listener, peer, local, refusal);
             return record_outcome(started, "incomplete");
         }
+        Err(_) => return panicked(&socket, peer, &request, started).await,
     };
-    let outcome = match ended {
-        Ok(Ok(())) => "ok",
+    transfer.witnessed_by(witness);
+    // Owned here rather than by `drive`: a cut drops `drive` mid-wait, and
+    // the transfer must still learn it was the shutdown before it goes
+    // (its end is its phone's history line).
+    let ended = {
+        let running = std::panic::AssertUnwindSafe(drive(&socket, peer, &request, &mut transfer));
+        let running = futures::FutureExt::catch_unwind(running);
+        tokio::pin!(running);
+        tokio::select! {
+            ended = &mut running => Some(ended),
+            _ = cut.cancelled() => None,
+        }
+    };
+    let Some(ended) = ended else {
+        // The transfer keeps its slot until this has gone out: the drain
+        // waits for the slots.
+        transfer.end(TransferEnd::ShutDown);
+        let (code, message) = SHUTTING_DOWN;
+        let _ = socket.send(&error_packet(code, message)).await;
+        return record_outcome(started, "incomplete");
+    };
+    match ended {
+        Ok(Ok(())) => record_outcome(started, "ok"),
         Ok(Err(e)) => {
             tracing::debug!(client = %peer, error = %e, "TFTP transfer ended early");
-            "incomplete"
+            record_outcome(started, "incomplete");
         }
-        Err(_) => {
-            tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
-            // Awaited: a socket that has sent nothing yet (a panic as the
-            // transfer starts) is not known to be writable, and `try_send`
-            // would drop the packet.
-            let _ = socket.send(&error_packet(0, "internal error")).await;
-            "panic"
-        }
-    };
-    record_outcome(started, outcome);
+        Err(_) => panicked(&socket, peer, &request, started).await,
+    }
+}
+
+/// A transfer that panicked: logged, counted, and its client told.
+async fn panicked(
+    socket: &tokio::net::UdpSocket,
+    peer: SocketAddr,
+    request: &ReadRequest,
+    started: Instant,
+) {
+    tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+    // Awaited: a socket that has sent nothing yet (a panic as the
+    // transfer starts) is not known to be writable, and `try_send`
+    // would drop the packet.
+    let _ = socket.send(&error_packet(0, "internal error")).await;
+    record_outcome(started, "panic");
 }
 
 /// A port of the transfer's own, on the address the client asked,
@@ -209,31 +232,16 @@ async fn transfer_socket(
 
 /// Runs the state machine on the transfer's own socket.
 async fn drive(
-    shared: &Shared,
-    listener: &tokio::net::UdpSocket,
     socket: &tokio::net::UdpSocket,
-    Client { peer, local }: Client,
+    peer: SocketAddr,
     request: &ReadRequest,
-    (source, proof): (super::Source, Option<super::Proof>),
-    slot: Slot,
+    transfer: &mut Transfer,
 ) -> io::Result<()> {
-    // Nothing went out from the transfer's port yet: the error comes from
-    // the one the client asked.
-    let mut transfer = match Transfer::start(&shared.options, request, source, slot, Instant::now())
-    {
-        Ok(transfer) => transfer,
-        Err(e) => {
-            let refusal = transfer_failed(peer, Some(&request.file), &e);
-            send_error(listener, peer, local, refusal);
-            return Err(e);
-        }
-    };
-    transfer.on_proven(proof);
     let mut buf = [0u8; 516];
     loop {
         // Evicted while its file was being provisioned: nothing goes out.
         if transfer.is_evicted() {
-            return Err(evicted());
+            return Err(evicted(transfer));
         }
         for packet in transfer.outgoing() {
             socket.send(packet).await?;
@@ -243,7 +251,7 @@ async fn drive(
             let waited = tokio::select! {
                 // Its slot went to a newer request: most likely a forged
                 // source, so nothing is sent to it.
-                _ = transfer.evicted() => return Err(evicted()),
+                _ = transfer.evicted() => return Err(evicted(transfer)),
                 waited = tokio::time::timeout_at(deadline, socket.recv(&mut buf)) => waited,
             };
             let received = match waited {
@@ -261,10 +269,11 @@ async fn drive(
                         let _ = socket.send(&Transfer::too_slow_packet()).await;
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "too slow"));
                     }
-                    Timer::Evicted => return Err(evicted()),
+                    Timer::Evicted => return Err(evicted(transfer)),
                 },
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(io::Error::new(e.kind(), "client went away"))
+                    transfer.end(TransferEnd::ClientGone);
+                    return Err(io::Error::new(e.kind(), "client went away"));
                 }
                 Ok(received) => received?,
             };
@@ -306,6 +315,7 @@ fn send_error(
 
 /// How a transfer told to give way ends: without a packet, as it is most
 /// likely a forged source's.
-fn evicted() -> io::Error {
+fn evicted(transfer: &mut Transfer) -> io::Error {
+    transfer.end(TransferEnd::Evicted);
     io::Error::new(io::ErrorKind::TimedOut, "evicted unacknowledged")
 }

@@ -33,11 +33,12 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ending::{TransferEnd, Witness};
 use super::limits::Slot;
 use super::mmsg::{self, Outgoing, Receiver, BATCH};
 use super::packet::{error_packet, ReadRequest, OP_RRQ, OP_WRQ};
 use super::pktinfo::Local;
-use super::transfer::{record_outcome, Proof, Source, Step, Timer, Transfer};
+use super::transfer::{record_outcome, Source, Step, Timer, Transfer};
 use super::wheel::Wheel;
 use super::{
     admit, provision, provisioning_panicked, refuse_draining, transfer_failed, Refusal, Shared,
@@ -65,7 +66,10 @@ pub(super) async fn serve(
     listener.run(done_rx, cancel).await
 }
 
-type Provisioning = Pin<Box<dyn Future<Output = Result<(Source, Option<Proof>), Refusal>> + Send>>;
+/// A transfer's source, and what it owes the phone whose file it is.
+type Answer = Result<(Source, Option<Box<dyn Witness>>), Refusal>;
+
+type Provisioning = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 /// A client address and port's transfer on this listener.
 enum Entry {
@@ -93,7 +97,7 @@ enum Entry {
 struct Provisioned {
     peer: SocketAddr,
     id: u64,
-    result: Result<(Source, Option<Proof>), Refusal>,
+    result: Answer,
 }
 
 struct Listener {
@@ -213,8 +217,11 @@ impl Listener {
         for (peer, entry) in std::mem::take(&mut self.table) {
             let local = match entry {
                 Entry::Running {
-                    transfer, local, ..
+                    mut transfer,
+                    local,
+                    ..
                 } => {
+                    transfer.end(TransferEnd::ShutDown);
                     record_outcome(transfer.started(), "incomplete");
                     local
                 }
@@ -286,6 +293,9 @@ impl Listener {
         };
         // Not a retransmission (admission said so): the client's next
         // file. Whatever ran on this address and port is over.
+        if let Some(Entry::Running { transfer, .. }) = self.table.get_mut(&peer) {
+            transfer.end(TransferEnd::Replaced);
+        }
         self.end(peer, "incomplete");
         let provisioner = self.shared.provisioner.clone();
         let file = request.file.clone();
@@ -344,7 +354,7 @@ impl Listener {
         local: Option<Local>,
         request: ReadRequest,
         slot: Slot,
-        result: Result<(Source, Option<Proof>), Refusal>,
+        result: Answer,
     ) {
         // An ACK here can be forged (see the module docs), so a forger who
         // knows a phone's MAC can make addresses known for it before its
@@ -352,7 +362,7 @@ impl Listener {
         // mode would ever be known, and forged misses "from" any office
         // would ban it (its phones' files with it); the forger needs the
         // MAC, and a known office keeps its place while it fetches.
-        let (source, proof) = match result {
+        let (source, witness) = match result {
             Ok(provisioned) => provisioned,
             Err(refusal) => return self.refuse(peer, local, refusal),
         };
@@ -368,7 +378,7 @@ impl Listener {
         }));
         match started {
             Ok(Ok(mut transfer)) => {
-                transfer.on_proven(proof);
+                transfer.witnessed_by(witness);
                 let id = transfer.id();
                 self.wheel.insert(transfer.deadline(), (peer, id));
                 self.dirty.push((peer, id));
