@@ -32,14 +32,23 @@ pub fn secret_destination(kind: SourceKind, name: &str, json: &str) -> Option<St
         SourceKind::Http => {
             let settings = HttpSettings::parse(name, json).ok()?;
             let url = HttpSettings::parse_filled(&settings.url, "1").ok()?;
+            // In the url the secret is in the request line, which servers
+            // log and may echo back as a name: the whole template is part
+            // of where it goes, so moving it there, or within the url,
+            // needs it given again.
+            let in_url = settings
+                .url
+                .contains("{secret}")
+                .then_some(settings.url.as_str());
             Some(format!(
-                "http {}://{}:{} auth={:?} user={:?} ca={}",
+                "http {}://{}:{} auth={:?} user={:?} ca={} in_url={:?}",
                 url.scheme(),
                 url.host_str()?.to_ascii_lowercase(),
                 url.port_or_known_default()?,
                 settings.auth,
                 settings.user,
                 ca_digest(settings.ca_pem.as_deref()),
+                in_url,
             ))
         }
     }
@@ -70,6 +79,7 @@ mod tests {
             http(r#"{"url":"https://CNAM.example.net:443/v2/{digits}?x=1","auth":"bearer"}"#)
         );
         for other in [
+            r#"{"url":"https://cnam.example.net/v1/{e164}?key={secret}","auth":"bearer"}"#,
             r#"{"url":"http://cnam.example.net/v1/{e164}","auth":"bearer"}"#,
             r#"{"url":"https://attacker.example/v1/{e164}","auth":"bearer"}"#,
             r#"{"url":"https://cnam.example.net:8443/v1/{e164}","auth":"bearer"}"#,
@@ -77,6 +87,12 @@ mod tests {
         ] {
             assert_ne!(base, http(other), "{other}");
         }
+        // Once in the url, any other template is another destination.
+        let in_query = http(r#"{"url":"https://cnam.example.net/v1/{e164}?key={secret}"}"#);
+        assert_ne!(
+            in_query,
+            http(r#"{"url":"https://cnam.example.net/v1/{e164}?number={secret}"}"#)
+        );
         let ldap = |json: &str| secret_destination(SourceKind::Ldap, "ad", json);
         let ad = ldap(r#"{"url":"ldap://dc1.example.net","base_dn":"dc=example,dc=net"}"#);
         assert!(ad.is_some());

@@ -113,6 +113,21 @@ fn failure(outcome: &str) -> Option<(&'static str, String)> {
     if outcome == "not-found" || outcome == "not_found" {
         return Some(("not_found", "no such file for this phone".into()));
     }
+    // A TFTP transfer's end, as its history line says it. Cut by a
+    // node's shutdown, or given up for another file the phone asked for,
+    // says nothing of the phone: it asks again.
+    for (prefix, class) in [
+        ("client-error", "client_refused"),
+        ("stalled", "stalled"),
+        ("too-slow", "too_slow"),
+        ("client-gone", "client_gone"),
+        ("shutdown", ""),
+        ("replaced", ""),
+    ] {
+        if outcome.starts_with(prefix) {
+            return (!class.is_empty()).then(|| (class, outcome.to_string()));
+        }
+    }
     let reason = outcome.strip_prefix("error: ").unwrap_or(outcome);
     let class = if reason.starts_with("source banned") {
         "banned"
@@ -262,5 +277,15 @@ mod tests {
             ("render_error", "template {mac}.cfg at 3:1: boom")
         );
         assert_eq!(failure("error: something new").unwrap().0, "error");
+        let refused = failure("client-error 3 (disk full or allocation exceeded): \"full\"");
+        assert_eq!(refused.unwrap().0, "client_refused");
+        assert_eq!(
+            failure("stalled: no acknowledgement within the retries")
+                .unwrap()
+                .0,
+            "stalled"
+        );
+        assert_eq!(failure("shutdown: cut by the server's shutdown"), None);
+        assert_eq!(failure("replaced: the client asked for another file"), None);
     }
 }

@@ -122,6 +122,10 @@ impl<T: Send + Sync> Writer<T> {
                     _ = tokio::time::sleep(wait) => false,
                 };
                 if stopped {
+                    // The last batch is the kept one and all queued behind
+                    // it, as `next_batch` takes it at a stop.
+                    let Inner { queue, pending, .. } = &mut *inner;
+                    queue.close_and_drain(pending).await;
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + final_limit);
                     inner.write_final(deadline, final_limit).await;
                     break;

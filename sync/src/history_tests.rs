@@ -267,6 +267,44 @@ async fn a_batch_waits_out_an_unreachable_database() {
     assert_eq!(sink.dropped(), 0);
 }
 
+/// A stop while a batch waits out the database writes that batch and
+/// everything queued behind it, once the database answers.
+#[tokio::test]
+async fn a_stop_while_waiting_out_the_database_writes_the_queue_too() {
+    let (writes, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let write: Write<BootRecord> = {
+        let (writes, written) = (writes.clone(), written.clone());
+        Box::new(move |records| {
+            let (writes, written) = (writes.clone(), written.clone());
+            let n = records.len() as u64;
+            Box::pin(async move {
+                if writes.fetch_add(1, Ordering::Relaxed) < 1 {
+                    return Err(crate::SyncError::Database(sqlx::Error::PoolTimedOut));
+                }
+                written.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            })
+        })
+    };
+    let (sink, writer) = channel_with(256, Duration::ZERO, write);
+    sink.record(fetch_of(Some(0), "001565000002", "a.cfg"));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(writer.run(stop.clone(), Duration::from_secs(10)));
+    for _ in 0..1000 {
+        if writes.load(Ordering::Relaxed) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Queued behind the kept batch while the writer waits to try again.
+    for n in 1..16 {
+        sink.record(fetch_of(Some(n), "001565000002", "a.cfg"));
+    }
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(written.load(Ordering::Relaxed), 16, "{writes:?} writes");
+}
+
 /// The store panics on one batch: that batch is dropped, the writer
 /// lives on and writes the next ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,8 +243,20 @@ async fn drive(
         if transfer.is_evicted() {
             return Err(evicted(transfer));
         }
+        let mut refused = None;
         for packet in transfer.outgoing() {
-            socket.send(packet).await?;
+            if let Err(e) = socket.send(packet).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = refused {
+            // The client's port refusing (ICMP) may be reported on a send
+            // as well as on a receive: the client went away either way.
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                transfer.end(TransferEnd::ClientGone);
+            }
+            return Err(e);
         }
         loop {
             let deadline = tokio::time::Instant::from_std(transfer.deadline());
