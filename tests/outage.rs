@@ -219,6 +219,17 @@ fn a_node_started_from_its_snapshot_checks_its_key_when_the_database_returns() {
     assert_eq!(third.stop(), 0);
 }
 
+/// A connection of the test's own that has run `statements`: a lock
+/// taken in a transaction it holds until the test ends it.
+async fn holding(url: &str, statements: &[&str]) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut c).await.unwrap();
+    }
+    c
+}
+
 /// A database that takes a start's connection but does not answer its
 /// queries (here a lock held on the change log) no longer keeps a node
 /// with a snapshot from serving: past its patience (10 s) the start
@@ -237,20 +248,14 @@ fn a_start_with_a_snapshot_serves_it_while_the_database_hangs() {
     // A change made while the node is stopped, so the catch-up has one
     // to read, then the change log locked until the end of the test's
     // transaction.
-    let mut holder = runtime.block_on(async {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query("UPDATE tenants SET name = name || ' (renamed)'")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-        sqlx::query("LOCK TABLE change_log IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c
-    });
+    let mut holder = runtime.block_on(holding(
+        &db.url,
+        &[
+            "UPDATE tenants SET name = name || ' (renamed)'",
+            "BEGIN",
+            "LOCK TABLE change_log IN ACCESS EXCLUSIVE MODE",
+        ],
+    ));
     // Server::start waits for /readyz, 30 s at most: the old start waited
     // on the lock for as long as it was held.
     let second = Server::start(dir.path(), &db.url, &[]);
@@ -295,16 +300,10 @@ fn a_start_whose_snapshot_cannot_serve_waits_for_a_slow_database() {
     let renamed = db.url.replacen("@127.0.0.1:", "@localhost:", 1);
     assert_ne!(renamed, db.url, "the test database's URL names 127.0.0.1");
 
-    let held = runtime.block_on(async {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-        sqlx::query("LOCK TABLE dialtone_meta IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c
-    });
+    let held = runtime.block_on(holding(
+        &db.url,
+        &["BEGIN", "LOCK TABLE dialtone_meta IN ACCESS EXCLUSIVE MODE"],
+    ));
     // Let go past the patience a usable snapshot would get (10 s).
     let release = runtime.spawn(async move {
         let mut held = held;

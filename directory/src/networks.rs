@@ -169,7 +169,6 @@ fn interface_addresses() -> Option<Arc<[IpAddr]>> {
     }
     cache.read_at = Some(Instant::now());
     let first = cache.addresses.is_none();
-    let stale = cache.addresses.clone();
     let read = if first {
         read_interfaces()
     } else {
@@ -187,7 +186,7 @@ fn interface_addresses() -> Option<Arc<[IpAddr]>> {
         }
         Err(_) => {}
     }
-    cache.addresses.clone().or(stale)
+    cache.addresses.clone()
 }
 
 fn read_interfaces() -> Result<Arc<[IpAddr]>, nix::Error> {

@@ -230,10 +230,9 @@ async fn an_unreachable_database_is_not_bisected() {
     assert_eq!(writes.load(Ordering::Relaxed), 1);
 }
 
-/// A database no connection can be had for (an outage) costs no record
-/// the queue can hold: the batch is kept and written once it answers.
-#[tokio::test]
-async fn a_batch_waits_out_an_unreachable_database() {
+/// A write that finds no connection `times` times (an outage), then
+/// writes; with its count of writes and of records written.
+fn unreachable_for(times: u64) -> (Write<BootRecord>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let (writes, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let write: Write<BootRecord> = {
         let (writes, written) = (writes.clone(), written.clone());
@@ -241,7 +240,7 @@ async fn a_batch_waits_out_an_unreachable_database() {
             let (writes, written) = (writes.clone(), written.clone());
             let n = records.len() as u64;
             Box::pin(async move {
-                if writes.fetch_add(1, Ordering::Relaxed) < 2 {
+                if writes.fetch_add(1, Ordering::Relaxed) < times {
                     return Err(crate::SyncError::Database(sqlx::Error::PoolTimedOut));
                 }
                 written.fetch_add(n, Ordering::Relaxed);
@@ -249,6 +248,14 @@ async fn a_batch_waits_out_an_unreachable_database() {
             })
         })
     };
+    (write, writes, written)
+}
+
+/// A database no connection can be had for (an outage) costs no record
+/// the queue can hold: the batch is kept and written once it answers.
+#[tokio::test]
+async fn a_batch_waits_out_an_unreachable_database() {
+    let (write, writes, written) = unreachable_for(2);
     let (sink, writer) = channel_with(256, Duration::ZERO, write);
     for n in 0..16 {
         sink.record(fetch_of(Some(n), "001565000002", "a.cfg"));
@@ -271,21 +278,7 @@ async fn a_batch_waits_out_an_unreachable_database() {
 /// everything queued behind it, once the database answers.
 #[tokio::test]
 async fn a_stop_while_waiting_out_the_database_writes_the_queue_too() {
-    let (writes, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let write: Write<BootRecord> = {
-        let (writes, written) = (writes.clone(), written.clone());
-        Box::new(move |records| {
-            let (writes, written) = (writes.clone(), written.clone());
-            let n = records.len() as u64;
-            Box::pin(async move {
-                if writes.fetch_add(1, Ordering::Relaxed) < 1 {
-                    return Err(crate::SyncError::Database(sqlx::Error::PoolTimedOut));
-                }
-                written.fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            })
-        })
-    };
+    let (write, writes, written) = unreachable_for(1);
     let (sink, writer) = channel_with(256, Duration::ZERO, write);
     sink.record(fetch_of(Some(0), "001565000002", "a.cfg"));
     let stop = CancellationToken::new();
