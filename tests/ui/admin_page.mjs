@@ -277,6 +277,22 @@ try {
   const tenantFleet = await tenantPage.locator("#fleet").textContent();
   if (tenantFleet.includes(mac) || tenantFleet.includes(failingMac)) fail("another tenant's phones are in the fleet view");
 
+  step(16, "a template as long as its quota allows opens in the editor");
+  // 131,000 lines: one gutter element a line, passed as one call's
+  // arguments, threw past about 125,000 and the view never opened.
+  const long = await fetch(`${api}/v1/templates`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scope: "tenant", tenant: "demo", family: "poly", file_pattern: "{mac}-phone.cfg", body: "#\n".repeat(131000) }),
+  });
+  if (long.status !== 201) fail(`the long template was not created: ${long.status} ${await long.text()}`);
+  const longId = (await long.json()).id;
+  await page.goto(`${api}/ui/#/templates/${longId}`);
+  await page.getByLabel("Template text").waitFor({ timeout: 60000 });
+  const gutterText = await page.locator(".gutter").textContent();
+  if (!gutterText.includes("131001")) fail("the long template's last line is not numbered");
+  if (await page.getByText("This view failed").count()) fail("the long template's view failed");
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

@@ -66,6 +66,11 @@ try {
   await page.getByRole("heading", { name: "Fleet" }).waitFor();
   const fleetOptions = await page.locator("#fleet-tenant option").count();
   if (fleetOptions !== tenants) fail(`the fleet's picker has ${fleetOptions} of ${tenants} tenants`);
+  // A tenant writes its own name: only the slug leading the label keeps a
+  // long name from passing for another tenant's.
+  const slugLast = await page.locator("#fleet-tenant option").evaluateAll((options) =>
+    options.filter((o) => !o.textContent.startsWith(o.value + " ") && o.textContent !== o.value).map((o) => o.textContent));
+  if (slugLast.length) fail(`tenants labelled without their slug first: ${slugLast.slice(0, 3).join(", ")}`);
   const resyncsAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/resyncs" &&
     new URL(r.url()).searchParams.get("tenant") === last);
   await page.locator("#fleet-tenant").selectOption(last);
@@ -98,9 +103,9 @@ try {
   if (unclaimedOptions !== tenants) fail(`the unclaimed view's picker has ${unclaimedOptions} of ${tenants} tenants`);
   await page.locator("#unclaimed-tenant").selectOption(last);
   // Names repeat among thousands of tenants: the slug says which one.
-  const lastSection = page.getByRole("region", { name: `Unclaimed phones of ${lastName} (${last})` });
+  const lastSection = page.getByRole("region", { name: `Unclaimed phones of ${last} — ${lastName}` });
   await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
-  if (!(await lastSection.locator("h3").textContent()).startsWith(`${lastName} (${last})`)) fail("the section does not name the tenant's slug");
+  if (!(await lastSection.locator("h3").textContent()).startsWith(`${last} — ${lastName}`)) fail("the section does not name the tenant's slug");
   const claimTargets = await page.locator("#unassigned-tenant option").count();
   if (claimTargets !== tenants) fail(`the unassigned list claims into ${claimTargets} of ${tenants} tenants`);
   checkErrors();
@@ -116,7 +121,7 @@ try {
   const lists = checked.filter((r) => perTenant.test(r)).length;
   const counts = checked.filter((r) => r === "/v1/unclaimed/counts").length;
   if (lists !== 0 || counts !== 1) fail(`the check asked for ${lists} tenants' lists and ${counts} counts, not one count`);
-  await page.getByRole("button", { name: `${lastName} (${last}): 1` }).click();
+  await page.getByRole("button", { name: `${last} — ${lastName}: 1` }).click();
   await lastSection.locator("tr", { hasText: unclaimedMac }).waitFor();
   checkErrors();
 

@@ -150,10 +150,16 @@ function cutNote(node, list, what) {
   else say(node, "");
 }
 
-// A tenant as shown: its name, and its slug where that differs (two
-// companies of thousands may share a name).
+// A tenant as shown: its slug first, then its name where that differs.
+// Names repeat among thousands of companies, and a tenant writes its own:
+// the slug, which it cannot choose, leads so that no name (however long,
+// however blank its tail) can push it out of sight and pass for another's.
+const TENANT_NAME_SHOWN = 80;
 function tenantLabel(t) {
-  return t.name === t.slug ? t.name : t.name + " (" + t.slug + ")";
+  const name = t.name.replace(/\s+/gu, " ").trim();
+  const chars = [...name];
+  const shown = chars.length > TENANT_NAME_SHOWN ? chars.slice(0, TENANT_NAME_SHOWN - 1).join("") + "…" : name;
+  return shown === t.slug ? t.slug : t.slug + " — " + shown;
 }
 
 function tenantOption(t) {

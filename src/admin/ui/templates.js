@@ -138,14 +138,24 @@ async function templateView(draw, id) {
   const versionsOut = el("div", { id: "versions" });
 
   // The gutter scrolls with the text; an error line is scrolled into view.
+  // Plain numbers go in as text, only the error line as an element: a body
+  // within its quota may have 250,000 lines, past what one call takes as
+  // arguments (the view failed to open at all), and an element a line was
+  // slow at every keystroke.
+  const numbers = (from, to) => {
+    const run = [];
+    for (let n = from; n <= to; n++) run.push(n);
+    return run.join("\n");
+  };
   const numberLines = (errorLine) => {
     const count = body.value.split("\n").length;
-    gutter.replaceChildren(...Array.from({ length: count }, (_, i) =>
-      el("span", { class: i + 1 === errorLine ? "error" : undefined, text: String(i + 1) })));
+    const marked = Number.isInteger(errorLine) && errorLine >= 1 && errorLine <= count;
     // A trailing blank keeps the last line reachable past a horizontal scrollbar.
-    gutter.append(el("span", { text: " " }));
-    if (errorLine) {
-      const mark = gutter.children[errorLine - 1];
+    const end = "\n ";
+    const mark = marked ? el("span", { class: "error", text: String(errorLine) }) : null;
+    if (mark) gutter.replaceChildren(numbers(1, errorLine - 1), mark, numbers(errorLine + 1, count) + end);
+    else gutter.replaceChildren(numbers(1, count) + end);
+    if (mark) {
       const top = mark.offsetTop - gutter.offsetTop;
       if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - 40) body.scrollTop = Math.max(0, top - 60);
     }
