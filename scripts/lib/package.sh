@@ -13,11 +13,19 @@ ensure_cargo_deb() {
     esac
 }
 
-# The package version: the crate's, Debian revision 1.
+# The package version: the crate's, then (in a git checkout) the number of
+# commits and the commit, Debian revision 1: 0.1.0+771.g9705fda-1. Every
+# build of the same crate version had one version, so a repository's
+# `apt upgrade` never offered a newer build and dpkg could not tell an
+# upgrade from a downgrade; the count orders builds of one branch.
 default_deb_version() {
-    local pkgid
+    local pkgid version count commit
     pkgid="$(cargo pkgid -p dialtone)"
-    echo "${pkgid##*[#@]}-1"
+    version="${pkgid##*[#@]}"
+    if count="$(git rev-list --count HEAD 2>/dev/null)" && commit="$(git rev-parse --short=7 HEAD 2>/dev/null)"; then
+        version="$version+$count.g$commit"
+    fi
+    echo "$version-1"
 }
 
 # build_deb PROFILE OUT [DEB_VERSION [cargo-deb flags...]]: packages the
@@ -75,7 +83,8 @@ check_deb() {
     local want
     for want in "postinst:deb-systemd-helper enable dialtone.service" \
         "postinst:systemctl --system daemon-reload" "postinst:deb-systemd-invoke try-restart dialtone.service" \
-        "prerm:deb-systemd-invoke stop dialtone.service" "postrm:deb-systemd-helper purge dialtone.service"; do
+        "prerm:deb-systemd-invoke stop dialtone.service" "postrm:deb-systemd-helper purge dialtone.service" \
+        "postinst:did not come back after the upgrade"; do
         grep -qF "${want#*:}" "$root/DEBIAN/${want%%:*}" || { echo "${want%%:*} lacks: ${want#*:}" >&2; fail=1; }
     done
     local shipped packaged
