@@ -117,7 +117,8 @@ const FILE_PREFIX: &str = "directory-readings-";
 /// region's own international prefix, and another region's only after the
 /// national reading; 4: `00` before the national reading, the region's
 /// literal prefix only), so no kept file answers with the old reading.
-const NORMALIZER: &str = concat!(
+/// LDAP mirror files name it too, for the same reason.
+pub(crate) const NORMALIZER: &str = concat!(
     "dialtone-directory ",
     env!("CARGO_PKG_VERSION"),
     " reading 4; phonenumber 0.3.10+9.0.33"

@@ -68,6 +68,10 @@ impl Watermark {
 pub struct MirrorData {
     /// The region the numbers were normalized with.
     pub region: Box<str>,
+    /// Whether another normalizer (another release's, or one an older file
+    /// does not name) read the numbers: kept files outlive upgrades, and
+    /// a changed reading rule must not wait for the next full sync.
+    pub read_by_another_normalizer: bool,
     pub entries: BTreeMap<Box<str>, Arc<MirrorEntry>>,
     pub watermark: Option<Watermark>,
     pub last_full_sync: Option<i64>,
@@ -82,9 +86,16 @@ impl MirrorData {
         self.last_full_sync.max(self.last_incremental_sync)
     }
 
-    /// Normalizes every number again after the tenant's region changed.
+    /// Whether the numbers must be read again before they answer in
+    /// `region`.
+    pub fn readings_stale(&self, region: &str) -> bool {
+        *self.region != *region || self.read_by_another_normalizer
+    }
+
+    /// Normalizes every number again from its spelling after the tenant's
+    /// region changed, or when another normalizer read them.
     pub fn renormalize(&mut self, region: &str) {
-        if *self.region == *region {
+        if !self.readings_stale(region) {
             return;
         }
         let mut readings = Readings::new(region, self.entries.len());
@@ -96,6 +107,7 @@ impl MirrorData {
             *entry = Arc::new(changed);
         }
         self.region = region.into();
+        self.read_by_another_normalizer = false;
     }
 
     /// The lookup index of the current entries, in DN order so that a
@@ -374,5 +386,7 @@ pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod normalizer_tests;
 #[cfg(test)]
 mod tests;

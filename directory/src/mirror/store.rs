@@ -2,8 +2,11 @@
 //! node's snapshot, written atomically (temp file, fsync, rename) after
 //! each sync that changed something. The header's fingerprint ties it to
 //! the source's settings, so a file of another server, base or bind DN is
-//! never served. Files are bounded on read: a damaged or foreign file
-//! costs a warning, not the node's memory.
+//! never served; it also names the normalizer that read the numbers, so a
+//! release that reads them otherwise reads them again from their spellings
+//! on load rather than answering with the old readings until its first
+//! full sync. Files are bounded on read: a damaged or foreign file costs a
+//! warning, not the node's memory.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,9 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{MirrorData, MirrorEntry, Watermark};
 use crate::error::DirectoryError;
+use crate::readings::NORMALIZER;
 use crate::replace_file::replace_file;
 
-const MAGIC: &[u8; 8] = b"DTLDAPM\x01";
+/// Version 2 puts the normalizer's name before the rest, which is version
+/// 1's body unchanged: a version 1 file, which names none, still loads
+/// (its numbers read again) instead of costing a full sync.
+const MAGIC: &[u8; 8] = b"DTLDAPM\x02";
+const MAGIC_UNNAMED_NORMALIZER: &[u8; 8] = b"DTLDAPM\x01";
 /// Bytes per entry a file may average: a DN, a name and a few numbers.
 const BYTES_PER_ENTRY: u64 = 4096;
 
@@ -54,6 +62,26 @@ fn io(path: &Path, e: impl std::fmt::Display) -> DirectoryError {
 
 /// Writes `data` to `path` atomically. Blocking.
 pub fn write(path: &Path, fingerprint: &str, data: &MirrorData) -> Result<(), DirectoryError> {
+    write_by(path, fingerprint, data, NORMALIZER)
+}
+
+/// A file as a release with `normalizer` would have written it.
+#[cfg(test)]
+pub(crate) fn write_as_if_by(
+    path: &Path,
+    fingerprint: &str,
+    data: &MirrorData,
+    normalizer: &str,
+) -> Result<(), DirectoryError> {
+    write_by(path, fingerprint, data, normalizer)
+}
+
+fn write_by(
+    path: &Path,
+    fingerprint: &str,
+    data: &MirrorData,
+    normalizer: &str,
+) -> Result<(), DirectoryError> {
     let out = Out {
         header: Header {
             fingerprint: fingerprint.to_string(),
@@ -69,6 +97,7 @@ pub fn write(path: &Path, fingerprint: &str, data: &MirrorData) -> Result<(), Di
     // Synced: a lost file costs a full sync from the tenant's server.
     replace_file(path, true, |writer| {
         writer.write_all(MAGIC).map_err(|e| e.to_string())?;
+        postcard::to_io(normalizer, &mut *writer).map_err(|e| e.to_string())?;
         postcard::to_io(&out, writer).map_err(|e| e.to_string())?;
         Ok(())
     })
@@ -76,7 +105,8 @@ pub fn write(path: &Path, fingerprint: &str, data: &MirrorData) -> Result<(), Di
 }
 
 /// Reads the file at `path` if it is this source's (same fingerprint) and
-/// within `max_entries`. `Ok(None)`: no file, or another source's.
+/// within `max_entries`. `Ok(None)`: no file, or another source's. Data
+/// another normalizer read says so ([`MirrorData::readings_stale`]).
 pub fn read(
     path: &Path,
     fingerprint: &str,
@@ -95,9 +125,15 @@ pub fn read(
     if bytes.len() as u64 > limit {
         return Err(io(path, "larger than max_entries allows; ignored"));
     }
-    let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| io(path, "not an LDAP mirror file of this version"))?;
+    let (normalizer, body) = if let Some(named) = bytes.strip_prefix(MAGIC.as_slice()) {
+        let (normalizer, body) =
+            postcard::take_from_bytes::<&str>(named).map_err(|e| io(path, e))?;
+        (Some(normalizer), body)
+    } else if let Some(body) = bytes.strip_prefix(MAGIC_UNNAMED_NORMALIZER.as_slice()) {
+        (None, body)
+    } else {
+        return Err(io(path, "not an LDAP mirror file of this version"));
+    };
     let decoded: In = postcard::from_bytes(body).map_err(|e| io(path, e))?;
     if decoded.header.fingerprint != fingerprint {
         return Ok(None);
@@ -113,6 +149,7 @@ pub fn read(
         .collect();
     Ok(Some(MirrorData {
         region: h.region,
+        read_by_another_normalizer: normalizer != Some(NORMALIZER),
         entries,
         watermark: h.watermark,
         last_full_sync: h.last_full_sync,

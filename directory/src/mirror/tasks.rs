@@ -443,7 +443,7 @@ impl LookupService {
             // switching its region back and forth renormalizes every entry
             // each time.
             let started = Instant::now();
-            if *data.region != *region {
+            if data.readings_stale(&region) {
                 let mut taken = std::mem::take(&mut data);
                 let to = region.clone();
                 let renormalized = self

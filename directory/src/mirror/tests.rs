@@ -1,6 +1,6 @@
 use super::*;
 
-fn raw(dn: &str, name: Option<&str>, numbers: &[&str]) -> RawEntry {
+pub(super) fn raw(dn: &str, name: Option<&str>, numbers: &[&str]) -> RawEntry {
     RawEntry {
         dn: dn.into(),
         name: name.map(Into::into),
@@ -8,7 +8,7 @@ fn raw(dn: &str, name: Option<&str>, numbers: &[&str]) -> RawEntry {
     }
 }
 
-fn data(entries: Vec<RawEntry>) -> MirrorData {
+pub(super) fn data(entries: Vec<RawEntry>) -> MirrorData {
     MirrorData {
         region: "US".into(),
         entries: from_full(entries, "US"),
@@ -227,7 +227,7 @@ fn quotas_cap_entries() {
     assert_eq!(entry_quota(r#"{"directory_entries":"x"#, 9), 9);
 }
 
-mod service {
+pub(super) mod service {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -241,7 +241,7 @@ mod service {
 
     /// A tenant whose mirrored source points at a port nothing listens on:
     /// the directory is down for the whole test.
-    async fn setup(dir: &std::path::Path) -> (TestDb, LookupService, Id) {
+    pub(in crate::mirror) async fn setup(dir: &std::path::Path) -> (TestDb, LookupService, Id) {
         let db = TestDb::sqlite();
         let store = db.store().await;
         let source = build::source(
