@@ -161,7 +161,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_resync_failed_total",
-        "Resyncs that ended without a 2xx, by reason (rejected, timeout, no_address, send, interrupted).",
+        "Resyncs that ended without a 2xx, by reason: the proxy's timeout, send, no_address; in direct mode a phone's phone_timeout, phone_send, no_fetch (no served fetch within a day inside the allowed networks); rejected, changed, interrupted, dropped (still queued at shutdown, for queued resyncs are not kept across a restart).",
     ),
     (
         "dialtone_resync_proxy_unresolved_total",
@@ -511,6 +511,13 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_resync_failed_total", &[("reason", "timeout")]),
     ("dialtone_resync_failed_total", &[("reason", "send")]),
     ("dialtone_resync_failed_total", &[("reason", "no_address")]),
+    (
+        "dialtone_resync_failed_total",
+        &[("reason", "phone_timeout")],
+    ),
+    ("dialtone_resync_failed_total", &[("reason", "phone_send")]),
+    ("dialtone_resync_failed_total", &[("reason", "no_fetch")]),
+    ("dialtone_resync_failed_total", &[("reason", "dropped")]),
     (
         "dialtone_provisioning_refused_total",
         &[("reason", "another_tenants_network")],

@@ -19,7 +19,7 @@ use super::phones::{parse_mac, phone_for, Access};
 use super::{off_workers, page_size, parse_name, write, AdminState, Change, Principal};
 use crate::resync::queue::Full;
 use crate::resync::track::Resync;
-use crate::resync::{plan, Enqueued, Job, ResyncService, SipDomains, Spaced};
+use crate::resync::{plan, Enqueued, Job, ResyncService, SameTarget, SipDomains, Spaced};
 
 /// Most MACs one tenant resync may name.
 const MAX_MACS: usize = 10_000;
@@ -37,13 +37,17 @@ pub struct Skipped {
 
 #[derive(Serialize, ToSchema)]
 pub struct ResyncMany {
+    /// Resyncs this request queued, as its audit row counts them.
     pub queued: usize,
+    /// Phones already waiting from an earlier request: in `resyncs` with
+    /// that resync, not counted in `queued`.
+    pub already_waiting: usize,
     pub resyncs: Vec<Resync>,
     /// Phones matched but not resynced (no line, a family without NOTIFY,
     /// a registrar outside the tenant's SIP domains, no room left in the
-    /// tenant's share of the queue, sent one less than
-    /// `resync.phone_spacing_s` ago). A phone already waiting from an
-    /// earlier request is in `resyncs` with that resync.
+    /// tenant's share of the queue, the phone or its line-1 address sent
+    /// one less than `resync.phone_spacing_s` ago (longer after failures),
+    /// another phone's resync to the same line-1 address waiting).
     pub skipped: usize,
     pub skipped_reasons: Vec<Skipped>,
 }
@@ -106,18 +110,29 @@ fn refusal(service: &ResyncService, full: Full) -> Response {
     }
 }
 
-/// A phone sent a resync too recently: 429, with when to ask again.
+/// A phone (or its line-1 address) sent a resync too recently: 429, with
+/// when to ask again.
 fn too_soon(mac: &Mac, spaced: Spaced) -> Response {
+    too_soon_because(mac, spaced.to_string(), spaced.left_s)
+}
+
+fn too_soon_because(mac: &Mac, reason: String, retry_after_s: u64) -> Response {
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_soon",
-        format!("phone {mac}: {spaced}"),
+        format!("phone {mac}: {reason}"),
     )
     .into_response();
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(spaced.left_s));
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
     response
+}
+
+/// Another phone's resync to the same line-1 address waits: 429, asked
+/// again once that one has gone and the address's spacing has passed.
+fn same_target(service: &ResyncService, mac: &Mac, other: &SameTarget) -> Response {
+    too_soon_because(mac, other.to_string(), service.spacing_s().max(1))
 }
 
 /// Holds places for `jobs`, writes the audit row `change` makes of what
@@ -161,7 +176,7 @@ const DEFERRED: &str =
 #[utoipa::path(post, operation_id = "resync_phone", path = "/v1/phones/{mac}/resync", tag = "resync",
     params(("mac" = String, Path, pattern = r"^[0-9A-Fa-f:.-]{12,17}$", example = "0015654aa937")),
     responses((status = 202, body = ResyncOne), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, description = "the tenant's queue is full, or the phone was sent a resync less than `resync.phone_spacing_s` ago (Retry-After)", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, description = "the tenant's queue is full; or the phone, or its line-1 address, was sent a resync less than `resync.phone_spacing_s` ago (longer after failures in a row), or another phone's resync to that address waits (`too_soon`, Retry-After)", body = ErrorBody),
         (status = 503, description = NOT_SENT, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resync_phone(
@@ -182,7 +197,7 @@ pub async fn resync_phone(
             .map_err(|reason| ApiError::invalid(format!("phone {mac}: {reason}")))?
     };
     let (tenant, slug) = (job.tenant_id, job.tenant.clone());
-    if let Some(spaced) = service(&state)?.spaced(tenant, mac) {
+    if let Some(spaced) = service(&state)?.spaced(&job) {
         return Ok(too_soon(&mac, spaced));
     }
     let change = Change {
@@ -196,6 +211,9 @@ pub async fn resync_phone(
         Ok(mut done) => {
             if let Some((_, spaced)) = done.spaced.pop() {
                 return Ok(too_soon(&mac, spaced));
+            }
+            if let Some((_, other)) = done.same_target.pop() {
+                return Ok(same_target(service(&state)?, &mac, &other));
             }
             let resync = (done.queued.pop())
                 .or_else(|| done.waiting.pop())
@@ -303,8 +321,10 @@ pub async fn resync_tenant(
                 "queued": done.queued.len(),
                 "queued_macs": queued,
                 "already_waiting": done.waiting.len(),
-                "skipped": planned_out + done.spaced.len() + done.deferred.len(),
+                "skipped": planned_out + done.spaced.len() + done.same_target.len()
+                    + done.deferred.len(),
                 "spaced": done.spaced.len(),
+                "same_target": done.same_target.len(),
                 "deferred": done.deferred.len(),
                 "family": body.family, "model": body.model,
                 "named": body.macs.as_ref().map(Vec::len),
@@ -321,12 +341,18 @@ pub async fn resync_tenant(
                 mac: job.mac.to_string(),
                 reason: spaced.to_string(),
             }));
+            skipped.extend(done.same_target.iter().map(|(job, other)| Skipped {
+                mac: job.mac.to_string(),
+                reason: other.to_string(),
+            }));
+            let (queued, already_waiting) = (done.queued.len(), done.waiting.len());
             let mut resyncs = done.waiting;
             resyncs.extend(done.queued);
             Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(ResyncMany {
-                    queued: resyncs.len(),
+                    queued,
+                    already_waiting,
                     resyncs,
                     skipped: skipped.len(),
                     skipped_reasons: skipped,

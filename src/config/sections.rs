@@ -31,8 +31,10 @@ pub struct ResyncConfig {
     /// NOTIFYs awaiting an answer at once; past it, sending waits. A
     /// tenant holds at most a quarter of the places the others leave.
     pub max_inflight: usize,
-    /// Seconds before a phone sent a resync may be queued another (one
-    /// that failed does not count); 0: no spacing.
+    /// Seconds before a phone, or its line-1 address, sent a resync may be
+    /// queued another (one that failed after its NOTIFY left counts too,
+    /// each failure in a row doubling the wait up to an hour); 0: no
+    /// spacing.
     pub phone_spacing_s: u64,
     /// Send straight to the address the phone last fetched from, port 5060,
     /// instead of the proxy: for sites where dialtone and the phones share

@@ -8,18 +8,21 @@
 //! refused ones used to hide every real one); an address must be inside
 //! the operator's `direct_networks` and, when the tenant has them, its
 //! `provisioning_networks`; and the newest such fetch wins, over HTTP(S)
-//! or TFTP alike. A served TFTP fetch is in history only once the client
-//! acknowledged its first packet, which a forged source never hears; in
-//! single-port TFTP mode the server answers from port 69, so a forger who
-//! knows a MAC can acknowledge blindly, and can then divert that phone's
-//! next NOTIFY to an address inside those networks (README says so).
+//! or TFTP alike, if it is less than a day old: history keeps fetches
+//! for weeks, and a DHCP lease moved since would hand the tenant's NOTIFY
+//! to whoever holds the address now. A served TFTP fetch is in history
+//! only once the client acknowledged its first packet, which a forged
+//! source never hears; in single-port TFTP mode the server answers from
+//! port 69, so a forger who knows a MAC can acknowledge blindly, and can
+//! then divert that phone's next NOTIFY to an address inside those
+//! networks (README says so).
 //! Preferring HTTP fetches instead sent NOTIFYs to where a phone fetched
 //! its directory a month ago, now perhaps another tenant's phone.
 
 use std::net::{IpAddr, SocketAddr};
 
 use dialtone_sync::store::BootRecord;
-use dialtone_sync::{Mac, Tenant};
+use dialtone_sync::{now_millis, Mac, Millis, Tenant};
 use ipnet::IpNet;
 
 use super::track::Via;
@@ -29,8 +32,19 @@ use super::ResyncService;
 const PHONE_SIP_PORT: u16 = 5060;
 /// Served fetches read per direct resync (`Store::served_boots`).
 const SERVED_ROWS: i64 = 100;
+/// Oldest fetch whose address a NOTIFY is sent to: DHCP leases commonly
+/// last a day or less, so an older address may be another device's now.
+/// Such a phone gets no NOTIFY; it picks up changes when it next fetches.
+const FETCH_TRUSTED_MS: Millis = 24 * 3600 * 1000;
 
+/// The metrics label and the reason a resync fails with.
 type Refusal = (&'static str, &'static str);
+
+/// Direct mode's own label: a tenant's phone that never fetched, or not
+/// lately, is no fault of the platform's and must not page its operator
+/// as `no_address` (the proxy's) does.
+const NO_FETCH: &str = "no_fetch";
+const PROXY_UNRESOLVED: Refusal = ("no_address", "the proxy's address could not be resolved");
 
 impl ResyncService {
     /// Where the NOTIFY goes: the proxy, or the phone's last known address.
@@ -47,32 +61,40 @@ impl ResyncService {
                 .store
                 .served_boots(mac, tenant.id, SERVED_ROWS)
                 .await
-                .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
+                .map_err(|_| (NO_FETCH, "provisioning history is unavailable"))?;
             let networks = provisioning_networks(tenant);
             return choose(
                 &rows,
+                now_millis(),
                 ours,
                 &self.inner.direct_networks,
                 networks.as_deref(),
             )
             .map(|ip| SocketAddr::new(ip, PHONE_SIP_PORT));
         }
-        let found = match &self.inner.proxy {
-            Some(proxy) => proxy.addresses().await,
-            None => Vec::new(),
+        let Some(proxy) = &self.inner.proxy else {
+            return Err(PROXY_UNRESOLVED);
         };
-        found
+        let usable: Vec<SocketAddr> = proxy
+            .addresses()
+            .await
             .into_iter()
-            .find(|a| same_family(ours, a.ip()))
-            .ok_or(("no_address", "the proxy's address could not be resolved"))
+            .filter(|a| same_family(ours, a.ip()))
+            .collect();
+        let transport = &self.inner.transport;
+        transport.watch(&usable);
+        proxy
+            .pick(&usable, |a| transport.unanswered(a))
+            .ok_or(PROXY_UNRESOLVED)
     }
 }
 
 /// The address to send to among a phone's fetches: served, of our
-/// family, inside `direct` and `tenant`'s networks (when it has any); the
-/// newest.
+/// family, inside `direct` and `tenant`'s networks (when it has any), at
+/// most `FETCH_TRUSTED_MS` before `now`; the newest.
 pub(super) fn choose(
     rows: &[BootRecord],
+    now: Millis,
     ours: Option<IpAddr>,
     direct: &[IpNet],
     tenant: Option<&[IpNet]>,
@@ -86,18 +108,28 @@ pub(super) fn choose(
         .collect();
     if served.is_empty() {
         return Err((
-            "no_address",
+            NO_FETCH,
             "no known address: the phone has not fetched its configuration",
         ));
     }
-    served
+    let allowed: Vec<(i64, IpAddr)> = served
         .into_iter()
         .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            NO_FETCH,
+            "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
+        ));
+    }
+    allowed
+        .into_iter()
+        .filter(|&(at, _)| now.saturating_sub(at) <= FETCH_TRUSTED_MS)
         .max_by_key(|&(at, _)| at)
         .map(|(_, ip)| ip)
         .ok_or((
-            "no_address",
-            "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
+            NO_FETCH,
+            "no known address: the phone's last fetch is more than a day old, and its address may have passed to another device since",
         ))
 }
 
@@ -146,6 +178,9 @@ mod tests {
         }
     }
 
+    /// Within a day of every fetch the tests make, unless they say so.
+    const NOW: Millis = 1_000;
+
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
@@ -164,11 +199,11 @@ mod tests {
             fetch("10.1.1.5", "render", "ok", 50),
         ];
         assert_eq!(
-            choose(&rows, ours, &direct, None),
+            choose(&rows, NOW, ours, &direct, None),
             Ok("10.1.1.66".parse().unwrap())
         );
         assert_eq!(
-            choose(&rows[1..], ours, &direct, None),
+            choose(&rows[1..], NOW, ours, &direct, None),
             Ok("10.1.1.8".parse().unwrap())
         );
     }
@@ -184,15 +219,40 @@ mod tests {
         ];
         let site = nets(&["10.1.0.0/16"]);
         assert_eq!(
-            choose(&rows, ours, &direct, Some(&site)),
+            choose(&rows, NOW, ours, &direct, Some(&site)),
             Ok("10.1.0.1".parse().unwrap())
         );
-        let reason = choose(&rows, ours, &direct, Some(&[])).unwrap_err().1;
+        let reason = choose(&rows, NOW, ours, &direct, Some(&[])).unwrap_err().1;
         assert!(reason.contains("provisioning networks"), "{reason}");
         assert_eq!(
-            choose(&rows, ours, &direct, None),
+            choose(&rows, NOW, ours, &direct, None),
             Ok("10.9.0.1".parse().unwrap())
         );
+    }
+
+    /// A fetch more than a day old is no address: a lease may have moved.
+    /// A tenant's phone without one fails as its own (`no_fetch`), not as
+    /// the proxy's `no_address`, which pages the operator.
+    #[test]
+    fn a_fetch_older_than_a_day_is_not_sent_to() {
+        let ours = Some("10.0.0.1".parse().unwrap());
+        let direct = nets(&["10.0.0.0/8"]);
+        let now = 40 * 24 * 3600 * 1000;
+        let rows = [
+            fetch("10.1.1.1", "http", "ok", now - FETCH_TRUSTED_MS - 1),
+            fetch("10.1.1.2", "tftp", "ok", now - FETCH_TRUSTED_MS + 1),
+        ];
+        assert_eq!(
+            choose(&rows, now, ours, &direct, None),
+            Ok("10.1.1.2".parse().unwrap())
+        );
+        let (label, reason) = choose(&rows[..1], now, ours, &direct, None).unwrap_err();
+        assert_eq!(label, "no_fetch");
+        assert!(reason.contains("more than a day old"), "{reason}");
+        for rows in [&[][..], &rows[..]] {
+            let nowhere = choose(rows, now, ours, &nets(&["192.168.0.0/16"]), None);
+            assert_eq!(nowhere.unwrap_err().0, "no_fetch");
+        }
     }
 
     #[test]

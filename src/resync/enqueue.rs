@@ -5,13 +5,16 @@
 //! was asked for), and no NOTIFY leaves for a request whose row was
 //! refused (a token revoked meanwhile, the database down).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dialtone_sync::{now_millis, Id, Mirror};
 use tokio::time::Instant;
 
+use super::book::{SameTarget, DROPPED};
 use super::queue::Full;
+use super::spacing::Key;
 use super::track::{Entry, Resync, State, Via};
 use super::{refused, Job, ResyncService, Spaced};
 
@@ -24,8 +27,13 @@ pub struct Enqueued {
     pub waiting: Vec<Resync>,
     /// Past the tenant's room in the queue: not queued.
     pub deferred: Vec<Job>,
-    /// Sent a resync too recently (`phone_spacing_s`): not queued.
+    /// The phone, or its target, was sent a resync too recently
+    /// (`phone_spacing_s`, longer after failures): not queued.
     pub spaced: Vec<(Job, Spaced)>,
+    /// Another phone's resync to the same target waits (from an earlier
+    /// request, or queued by this one): not queued, as that one NOTIFY
+    /// is what the address gets.
+    pub same_target: Vec<(Job, SameTarget)>,
 }
 
 /// A request's new resyncs, their places held but not sendable. Dropped
@@ -45,18 +53,38 @@ impl Pending {
         &self.done
     }
 
-    /// Lets the held resyncs be sent.
+    /// Lets the held resyncs be sent; once the sender has stopped for
+    /// good (shutdown), drops them instead, as [`ResyncService::drop_queued`]
+    /// does what was queued before.
     pub fn release(mut self) -> Enqueued {
         let seqs = std::mem::take(&mut self.seqs);
-        if !seqs.is_empty() {
-            let mut book = self.service.book();
-            book.queue.push_reserved(self.tenant, &seqs);
-            metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
-            drop(book);
-            metrics::counter!("dialtone_resync_queued_total").increment(seqs.len() as u64);
-            self.service.inner.wake.notify_one();
+        let mut done = std::mem::take(&mut self.done);
+        if seqs.is_empty() {
+            return done;
         }
-        std::mem::take(&mut self.done)
+        let mut book = self.service.book();
+        if book.stopped {
+            book.queue.unreserve(self.tenant, seqs.len());
+            book.drop_unsent(&seqs);
+            drop(book);
+            for view in &mut done.queued {
+                view.state = State::Failed;
+                view.reason = Some(DROPPED.into());
+            }
+            metrics::counter!("dialtone_resync_failed_total", "reason" => "dropped")
+                .increment(seqs.len() as u64);
+            tracing::warn!(
+                dropped = seqs.len(),
+                "resync: resyncs released after shutdown dropped"
+            );
+            return done;
+        }
+        book.queue.push_reserved(self.tenant, &seqs);
+        metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
+        drop(book);
+        metrics::counter!("dialtone_resync_queued_total").increment(seqs.len() as u64);
+        self.service.inner.wake.notify_one();
+        done
     }
 }
 
@@ -68,12 +96,7 @@ impl Drop for Pending {
         let mut book = self.service.book();
         book.queue.unreserve(self.tenant, self.seqs.len());
         for &seq in &self.seqs {
-            if let Some(mac) = book.table.get(seq).map(|e| e.mac) {
-                let key = (self.tenant, mac);
-                if book.waiting.get(&key) == Some(&seq) {
-                    book.waiting.remove(&key);
-                }
-            }
+            book.unwait(seq);
             book.table.forget(seq);
         }
         metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
@@ -83,10 +106,12 @@ impl Drop for Pending {
 impl ResyncService {
     /// Sorts one tenant's jobs and holds places for the new ones. A phone
     /// already waiting keeps its place and its resync is answered again;
-    /// one sent too recently is left out; past the tenant's room the rest
-    /// are deferred. Refused only when nothing new fits. `mirror` is the
-    /// one the jobs were planned from: each is planned again from it when
-    /// its turn comes.
+    /// one whose target another phone's waiting resync (or an earlier job
+    /// of this request) has is left out, as is one whose phone or target
+    /// was sent one too recently; past the tenant's room the rest are
+    /// deferred. Refused only when nothing new fits. `mirror` is the one
+    /// the jobs were planned from: each is planned again from it when its
+    /// turn comes.
     pub fn enqueue(
         &self,
         mirror: &Arc<Mirror>,
@@ -103,14 +128,27 @@ impl ResyncService {
         let mut book = self.book();
         let mut done = Enqueued::default();
         let mut new = Vec::with_capacity(jobs.len());
+        // Each new job's target, and its place in `new`.
+        let mut claimed: HashMap<Key, usize> = HashMap::new();
+        // Jobs whose target a new job has, with that job's place.
+        let mut behind = Vec::new();
         for job in jobs {
-            let key = (tenant, job.mac);
-            let waiting = book.waiting.get(&key).copied();
-            if let Some(entry) = waiting.and_then(|seq| book.table.get(seq)) {
+            let phone = Key::phone(tenant, job.mac);
+            let target = Key::target(tenant, &job.target);
+            if let Some(entry) = book.waiting(&phone) {
                 done.waiting.push(entry.view.clone());
-            } else if let Some(spaced) = book.spaced(key, Instant::now()) {
+            } else if let Some(entry) = book.waiting(&target) {
+                let other = SameTarget {
+                    mac: entry.mac,
+                    target: entry.view.target.clone(),
+                };
+                done.same_target.push((job, other));
+            } else if let Some(&first) = claimed.get(&target) {
+                behind.push((job, first));
+            } else if let Some(spaced) = book.spaced(&[phone, target.clone()], Instant::now()) {
                 done.spaced.push((job, spaced));
             } else {
+                claimed.insert(target, new.len());
                 new.push(job);
             }
         }
@@ -133,6 +171,21 @@ impl ResyncService {
         };
         if new.len() > room {
             done.deferred = new.split_off(room);
+        }
+        for (job, first) in behind {
+            match new.get(first) {
+                Some(carrier) => {
+                    let other = SameTarget {
+                        mac: carrier.mac,
+                        target: carrier.target.clone(),
+                    };
+                    done.same_target.push((job, other));
+                }
+                // Its target's first job did not fit either.
+                None => done.deferred.push(job),
+            }
+        }
+        if !done.deferred.is_empty() {
             refused(Full::Tenant, done.deferred.len());
         }
         book.queue.reserve(tenant, new.len())?;
@@ -155,7 +208,13 @@ impl ResyncService {
                 refetched_at: None,
             };
             done.queued.push(view.clone());
-            book.waiting.insert((tenant, job.mac), seq);
+            book.wait_as(
+                seq,
+                [
+                    Key::phone(tenant, job.mac),
+                    Key::target(tenant, &view.target),
+                ],
+            );
             book.table.insert(
                 seq,
                 Entry {

@@ -21,12 +21,13 @@ mod enqueue;
 mod proxy;
 pub mod queue;
 mod recheck;
+mod refetch;
 pub mod sip;
+mod spacing;
 pub mod track;
 pub mod transaction;
 mod worker;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -39,10 +40,13 @@ use tokio::time::Instant;
 
 use crate::config::ResyncConfig;
 use book::Book;
-pub use book::Spaced;
+pub use book::SameTarget;
 pub use domains::SipDomains;
 pub use enqueue::Enqueued;
 use queue::{Full, Queue};
+use refetch::Watch;
+pub use spacing::Spaced;
+use spacing::{Key, Spacing};
 use track::{Entry, Resync, Table};
 use transaction::Transport;
 
@@ -144,21 +148,22 @@ impl ResyncService {
                 proxy: config.proxy.as_deref().map(proxy::ProxyAddress::new),
                 direct_networks: dialtone_tftp::tftp::parse_networks(&config.direct_networks)
                     .map_err(|e| anyhow::anyhow!("resync.direct_networks: {e}"))?,
-                book: Mutex::new(Book {
-                    queue: Queue::new(
+                book: Mutex::new(Book::new(
+                    Queue::new(
                         config.queue,
                         config.tenant_queue,
                         config.rate_per_s,
                         config.tenant_rate_per_s,
                     )
                     .limit_inflight(config.max_inflight),
-                    table: Table::new(table),
-                    waiting: HashMap::new(),
-                    sent: HashMap::new(),
-                    sent_order: VecDeque::new(),
-                    spacing: Duration::from_secs(config.phone_spacing_s),
-                    watch: VecDeque::new(),
-                }),
+                    Spacing::new(
+                        Duration::from_secs(config.phone_spacing_s),
+                        // Timer F, the longest a transaction waits.
+                        Duration::from_millis(config.t1_ms.saturating_mul(64)),
+                    ),
+                    Table::new(table),
+                    Watch::new(table),
+                )),
                 mirror: OnceLock::new(),
                 wake: Notify::new(),
                 prefix: sip::random_hex(3),
@@ -184,9 +189,26 @@ impl ResyncService {
         (config.queue as u64 / u64::from(config.rate_per_s.max(1))).clamp(1, 3600)
     }
 
-    /// Whether `mac` of `tenant` was sent a resync too recently for another.
-    pub fn spaced(&self, tenant: Id, mac: Mac) -> Option<Spaced> {
-        self.book().spaced((tenant, mac), Instant::now())
+    /// `phone_spacing_s`: how long a phone or an address waits after a
+    /// resync before another.
+    pub fn spacing_s(&self) -> u64 {
+        self.inner.config.phone_spacing_s
+    }
+
+    /// Whether `job`'s phone, or its target, was sent a resync too
+    /// recently for another.
+    pub fn spaced(&self, job: &Job) -> Option<Spaced> {
+        let keys = [
+            Key::phone(job.tenant_id, job.mac),
+            Key::target(job.tenant_id, &job.target),
+        ];
+        self.book().spaced(&keys, Instant::now())
+    }
+
+    /// Answered resyncs still watched for their phone's refetch.
+    #[cfg(test)]
+    pub fn watched(&self) -> usize {
+        self.book().watch.len()
     }
 
     /// Tracked resyncs, newest first: at most `limit` of `tenant`'s (or

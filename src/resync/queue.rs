@@ -240,6 +240,15 @@ impl Queue {
         }
     }
 
+    /// Takes out everything waiting (not what is reserved), tenant by
+    /// tenant: the sender is gone for good.
+    pub fn clear(&mut self) -> Vec<u64> {
+        self.rotation.clear();
+        let taken: Vec<u64> = self.waiting.drain().flat_map(|(_, q)| q).collect();
+        self.len -= taken.len();
+        taken
+    }
+
     /// The next resync allowed out at `now`, or when to look again.
     pub fn pop(&mut self, now: Instant) -> Next {
         if self.rotation.is_empty() {

@@ -134,3 +134,21 @@ fn the_last_places_are_everyones() {
     assert_eq!(q.room(2), Err(Full::Global));
     assert_eq!(q.room(1), Err(Full::Tenant));
 }
+
+/// At shutdown everything waiting comes out; places a request holds stay
+/// held until it gives them back.
+#[test]
+fn clearing_takes_everything_waiting() {
+    let now = Instant::now();
+    let mut q = Queue::new(100, 10, 10, 10);
+    q.push(1, &[1, 2]).unwrap();
+    q.push(2, &[3]).unwrap();
+    q.reserve(3, 2).unwrap();
+    let mut taken = q.clear();
+    taken.sort_unstable();
+    assert_eq!(taken, [1, 2, 3]);
+    assert_eq!(q.len(), 2);
+    assert_eq!(q.pop(now), Next::Wait(None));
+    q.unreserve(3, 2);
+    assert_eq!(q.len(), 0);
+}

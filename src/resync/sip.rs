@@ -153,46 +153,72 @@ pub struct Response {
 /// Longest reason phrase kept: it is shown to tenants and stored.
 const MAX_REASON: usize = 96;
 
-/// Reads a response; `None` for requests, garbage and responses without a
-/// branch or CSeq (they cannot be matched to a transaction).
+/// Reads a response; `None` for requests, garbage and responses whose top
+/// Via has no branch or that have no CSeq (they cannot be matched to a
+/// transaction). Read as bytes: one byte that is not UTF-8, in a reason
+/// phrase or a header we do not read, must not lose the answer (it would
+/// read as no answer at all, and count against the proxy).
 pub fn parse_response(bytes: &[u8]) -> Option<Response> {
-    let head_end = find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
-    let text = std::str::from_utf8(&bytes[..head_end]).ok()?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?.strip_prefix("SIP/2.0 ")?;
-    let (code, reason) = status_line.split_once(' ').unwrap_or((status_line, ""));
-    let status: u16 = code.parse().ok().filter(|s| (100..700).contains(s))?;
-    let reason: String = reason
+    let head = &bytes[..find(bytes, b"\r\n\r\n").unwrap_or(bytes.len())];
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let status_line = lines.next()?.strip_prefix(b"SIP/2.0 ")?;
+    let (code, reason) = match status_line.iter().position(|&b| b == b' ') {
+        Some(space) => (&status_line[..space], &status_line[space + 1..]),
+        None => (status_line, &b""[..]),
+    };
+    let status: u16 = std::str::from_utf8(code)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s| (100..700).contains(s))?;
+    let reason: String = String::from_utf8_lossy(reason)
         .chars()
         .filter(|c| !c.is_control())
         .take(MAX_REASON)
         .collect();
-    let (mut branch, mut method) = (None, None);
+    let (mut top_via, mut method) = (None, None);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = name.trim();
-        if branch.is_none() && (name.eq_ignore_ascii_case("via") || name.eq_ignore_ascii_case("v"))
-        {
-            // Only the top Via names our transaction; a header may list several.
-            let top = value.split(',').next().unwrap_or("");
-            branch = top
-                .split(';')
-                .skip(1)
-                .filter_map(|p| p.trim().split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("branch"))
-                .map(|(_, v)| v.trim().to_string());
-        } else if method.is_none() && name.eq_ignore_ascii_case("cseq") {
-            method = value.split_whitespace().nth(1).map(str::to_string);
+        let (name, value) = (line[..colon].trim_ascii(), &line[colon + 1..]);
+        let is_via = name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v");
+        if is_via && top_via.is_none() {
+            top_via = Some(value);
+        } else if method.is_none() && name.eq_ignore_ascii_case(b"cseq") {
+            method = value
+                .split(u8::is_ascii_whitespace)
+                .filter(|word| !word.is_empty())
+                .nth(1)
+                .map(|m| String::from_utf8_lossy(m).into_owned());
         }
     }
     Some(Response {
         status,
         reason: reason.trim().to_string(),
-        branch: branch?,
+        branch: branch_of(top_via?)?,
         method: method?,
     })
+}
+
+/// The branch of the first Via a header value lists. Only the top Via
+/// names our transaction (RFC 3261 17.1.3): one without a branch is some
+/// other hop's, and no Via below it may stand in.
+fn branch_of(via_value: &[u8]) -> Option<String> {
+    let top = via_value.split(|&b| b == b',').next()?;
+    let branch = top
+        .split(|&b| b == b';')
+        .skip(1)
+        .filter_map(|param| {
+            let eq = param.iter().position(|&b| b == b'=')?;
+            Some((param[..eq].trim_ascii(), param[eq + 1..].trim_ascii()))
+        })
+        .find(|(key, _)| key.eq_ignore_ascii_case(b"branch"))?
+        .1;
+    // Ours is hex after the magic cookie: anything else is no match anyway.
+    std::str::from_utf8(branch).ok().map(str::to_string)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -316,5 +342,44 @@ mod tests {
         ] {
             assert!(parse_response(bad).is_none(), "{bad:?}");
         }
+    }
+
+    /// A top Via without a branch is another hop's: a branch in a Via
+    /// below it, in the same header or the next, is not taken for ours.
+    #[test]
+    fn a_branch_below_the_top_via_is_not_ours() {
+        for below in [
+            &b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP proxy;rport\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKours\r\nCSeq: 1 NOTIFY\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP proxy, SIP/2.0/UDP us;branch=z9hG4bKours\r\nCSeq: 1 NOTIFY\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP proxy;received=10.0.0.1\r\nCSeq: 1 NOTIFY\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKours\r\n\r\n",
+        ] {
+            assert!(parse_response(below).is_none(), "{:?}", String::from_utf8_lossy(below));
+        }
+    }
+
+    /// A byte that is not UTF-8 costs only itself: the answer stays one.
+    #[test]
+    fn a_stray_latin1_byte_keeps_the_answer() {
+        let r = parse_response(
+            b"SIP/2.0 481 Transacci\xf3n\x07 Does Not Exist\r\nServer: T\xe9l\xe9phone\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKl1\r\nCSeq: 1 NOTIFY\r\n\r\n\xff",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Response {
+                status: 481,
+                reason: "Transacci\u{FFFD}n Does Not Exist".into(),
+                branch: "z9hG4bKl1".into(),
+                method: "NOTIFY".into()
+            }
+        );
+        let long = [
+            &b"SIP/2.0 500 "[..],
+            &[0xe9; 300],
+            b"\r\nVia: x;branch=b\r\nCSeq: 1 NOTIFY\r\n\r\n",
+        ]
+        .concat();
+        let r = parse_response(&long).unwrap();
+        assert_eq!(r.reason.chars().count(), MAX_REASON);
     }
 }

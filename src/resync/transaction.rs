@@ -46,6 +46,11 @@ const PER_TRANSACTION: usize = 4;
 pub struct Transport {
     socket: UdpSocket,
     waiting: Mutex<HashMap<String, mpsc::Sender<Response>>>,
+    /// Transactions that ended without a final answer, per destination
+    /// someone asked about (`watch`): the proxy's addresses, so that the
+    /// next NOTIFY can go to another. Only those: direct mode sends to
+    /// every phone, which would grow it without bound.
+    unanswered: Mutex<HashMap<SocketAddr, u64>>,
 }
 
 /// Takes a transaction's branch out of the table however its future ends
@@ -66,6 +71,7 @@ impl Transport {
         Transport {
             socket,
             waiting: Mutex::default(),
+            unanswered: Mutex::default(),
         }
     }
 
@@ -75,6 +81,23 @@ impl Transport {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Response>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts, from now on, the transactions to `dests` that end without a
+    /// final answer, and no longer those to any other destination.
+    pub fn watch(&self, dests: &[SocketAddr]) {
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        unanswered.retain(|dest, _| dests.contains(dest));
+        for dest in dests {
+            unanswered.entry(*dest).or_insert(0);
+        }
+    }
+
+    /// Transactions to `dest` that ended without a final answer (timed
+    /// out or not sent) while it was watched.
+    pub fn unanswered(&self, dest: SocketAddr) -> u64 {
+        let unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        unanswered.get(&dest).copied().unwrap_or(0)
     }
 
     /// Transactions waiting for an answer.
@@ -119,6 +142,26 @@ impl Transport {
     /// Runs one transaction for `request` (already carrying `branch` in its
     /// Via) to `dest`. `proceeding` is called on the first 1xx.
     pub async fn request(
+        &self,
+        dest: SocketAddr,
+        branch: &str,
+        request: &[u8],
+        timers: Timers,
+        proceeding: impl FnMut(),
+    ) -> Outcome {
+        let outcome = self
+            .transact(dest, branch, request, timers, proceeding)
+            .await;
+        if !matches!(outcome, Outcome::Final { .. }) {
+            let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = unanswered.get_mut(&dest) {
+                *count += 1;
+            }
+        }
+        outcome
+    }
+
+    async fn transact(
         &self,
         dest: SocketAddr,
         branch: &str,
@@ -307,5 +350,45 @@ mod tests {
         let later_gap = at[5] - at[4];
         assert!(first_gap < later_gap, "{first_gap:?} vs {later_gap:?}");
         assert_eq!(transport.in_flight(), 0);
+    }
+
+    /// The proxy's addresses are watched: one whose NOTIFY went unanswered
+    /// says so, an answered one does not, and nothing else is counted.
+    #[tokio::test]
+    async fn unanswered_transactions_are_counted_for_watched_destinations() {
+        const QUICK: Timers = Timers {
+            t1: Duration::from_millis(2),
+            t2: Duration::from_millis(8),
+        };
+        let (transport, far, _cancel) = setup().await;
+        let silent = far.local_addr().unwrap();
+        let unwatched = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let unwatched = unwatched.local_addr().unwrap();
+        let answering = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let answers = answering.local_addr().unwrap();
+        let local = transport.local_addr().unwrap();
+        transport.watch(&[silent, answers]);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let (_, from) = answering.recv_from(&mut buf).await.unwrap();
+            answering
+                .send_to(&answer("200 OK", "z9hG4bKok"), from)
+                .await
+                .unwrap();
+        });
+        for (dest, branch) in [
+            (silent, "z9hG4bKs"),
+            (unwatched, "z9hG4bKu"),
+            (answers, "z9hG4bKok"),
+        ] {
+            transport
+                .request(dest, branch, &request(local, branch), QUICK, || {})
+                .await;
+        }
+        assert_eq!(transport.unanswered(silent), 1);
+        assert_eq!(transport.unanswered(unwatched), 0);
+        assert_eq!(transport.unanswered(answers), 0);
+        transport.watch(&[answers]);
+        assert_eq!(transport.unanswered(silent), 0);
     }
 }

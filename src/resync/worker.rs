@@ -11,17 +11,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::Next;
+use super::refetch::REFETCH_WINDOW_MS;
 use super::sip::{self, Notify};
-use super::track::State;
+use super::track::{State, Via};
 use super::transaction::{Outcome, Timers};
 use super::ResyncService;
 
-/// How long after sending a phone's fetch counts as its refetch, and its
-/// fetches are recorded in history even if they repeat a recent one.
-const REFETCH_WINDOW_MS: Millis = 10 * 60_000;
-/// Phones whose history is read per refetch round (one query each).
-const REFETCH_BATCH: usize = 200;
-const REFETCH_POLL: Duration = Duration::from_secs(1);
+/// How long after sending its fetches are recorded in full, at least:
+/// past timer F the answer is in, and a 2xx extends it.
+const ANSWER_GRACE_MS: Millis = 5_000;
 
 /// A sent resync's place in its tenant's share of those in flight
 /// (`Queue::limit_inflight`), freed however the transaction ends, an abort
@@ -60,14 +58,41 @@ impl Drop for Interrupted {
 
 impl ResyncService {
     /// Runs until cancelled. Queued and tracked resyncs live in the
-    /// service, so a restart of this task loses only what was in flight.
+    /// service, so a restart of this task loses only what was in flight;
+    /// cancelled (shutdown), what still waits is dropped and counted.
     pub async fn run(self, cancel: CancellationToken) {
         let transport = self.inner.transport.clone();
         tokio::join!(
             transport.receive(cancel.clone()),
             self.clone().send(cancel.clone()),
-            self.watch_refetches(cancel.clone()),
+            self.clone().watch_refetches(cancel.clone()),
         );
+        if cancel.is_cancelled() {
+            self.drop_queued();
+        }
+    }
+
+    /// Drops every queued resync, and any a request releases later, for
+    /// the sender is gone: each fails with a reason, and the count is
+    /// logged and in `dialtone_resync_failed_total{reason="dropped"}`,
+    /// where a 202 and an audit row saying "queued" would otherwise be the
+    /// last trace of them. Returns how many.
+    pub fn drop_queued(&self) -> usize {
+        let mut book = self.book();
+        book.stopped = true;
+        let seqs = book.queue.clear();
+        book.drop_unsent(&seqs);
+        metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
+        drop(book);
+        if !seqs.is_empty() {
+            metrics::counter!("dialtone_resync_failed_total", "reason" => "dropped")
+                .increment(seqs.len() as u64);
+            tracing::warn!(
+                dropped = seqs.len(),
+                "resync: queued resyncs dropped at shutdown (not kept across a restart; ask again)"
+            );
+        }
+        seqs.len()
     }
 
     async fn send(self, cancel: CancellationToken) {
@@ -86,7 +111,9 @@ impl ResyncService {
                     }
                 }
             }
+            // Cancelled, nothing more leaves, even with a place free.
             let permit = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -96,9 +123,6 @@ impl ResyncService {
             let next = {
                 let mut book = self.book();
                 let next = book.queue.pop(tokio::time::Instant::now());
-                if let Next::Send(seq) = next {
-                    book.leaves_queue(seq, tokio::time::Instant::now());
-                }
                 metrics::gauge!("dialtone_resync_waiting").set(book.queue.len() as f64);
                 next
             };
@@ -136,6 +160,7 @@ impl ResyncService {
         };
         let Some((status, reason, label)) = self.exchange(seq).await else {
             interrupted.seq = None;
+            self.book().unwait(seq);
             return;
         };
         interrupted.seq = None;
@@ -169,7 +194,9 @@ impl ResyncService {
             call_id: &sip::random_hex(12),
         }
         .to_bytes();
-        self.mark_sent(seq, &entry.mac);
+        if let Err(reason) = self.mark_sent(seq, &entry.mac) {
+            return Some((None, reason, "changed"));
+        }
         let timers = Timers {
             t1: Duration::from_millis(self.inner.config.t1_ms),
             t2: Duration::from_millis(self.inner.config.t2_ms),
@@ -181,38 +208,49 @@ impl ResyncService {
             .request(dest, &branch, &request, timers, || {})
             .await;
         drop(inflight);
+        let direct = entry.view.via == Via::Direct;
         Some(match outcome {
             Outcome::Final { status, reason } => (Some(status), reason, "rejected"),
+            // Direct mode sends to the phone itself: its silence is the
+            // phone's (switched off, moved), not the proxy's, and must not
+            // count toward the proxy's alert.
+            Outcome::Timeout if direct => (None, "no answer (timer F)".into(), "phone_timeout"),
             Outcome::Timeout => (None, "no answer (timer F)".into(), "timeout"),
             Outcome::SendFailed(e) => {
                 tracing::warn!(error = %e, %dest, "resync: sending a NOTIFY failed");
-                (None, "could not send".into(), "send")
+                let label = if direct { "phone_send" } else { "send" };
+                (None, "could not send".into(), label)
             }
         })
     }
 
-    fn mark_sent(&self, seq: u64, mac: &Mac) {
+    /// Spaces resync `seq` from now on, or says why it may not go (its
+    /// line now names an address that waits or is spaced).
+    fn mark_sent(&self, seq: u64, mac: &Mac) -> Result<(), String> {
         let now = now_millis();
-        let mut book = self.book();
-        let Some(entry) = book.table.get_mut(seq) else {
-            return;
-        };
-        entry.view.state = State::Sent;
-        entry.view.sent_at = Some(now);
-        let bound = book.table.len();
-        if book.watch.len() >= bound {
-            book.watch.pop_front();
+        {
+            let mut book = self.book();
+            book.sending(seq, tokio::time::Instant::now())?;
+            if let Some(entry) = book.table.get_mut(seq) {
+                entry.view.state = State::Sent;
+                entry.view.sent_at = Some(now);
+            }
         }
-        book.watch.push_back(seq);
-        drop(book);
+        // Until the answer is in: a phone may fetch before its 2xx reaches
+        // us, and a failure ends it early.
         if let Some(history) = &self.inner.history {
-            history.record_next(&mac.to_string(), now + REFETCH_WINDOW_MS);
+            let timer_f = 64 * self.inner.config.t1_ms.min(60_000) as Millis;
+            history.record_next(&mac.to_string(), now + timer_f + ANSWER_GRACE_MS);
         }
         metrics::counter!("dialtone_resync_sent_total").increment(1);
+        Ok(())
     }
 
     /// Records the end of a transaction; `label` names a failure for the
-    /// metrics when there is no final 2xx.
+    /// metrics when there is no final 2xx. A 2xx is watched for the
+    /// phone's refetch, and its fetches recorded in full meanwhile; any
+    /// other end stops both, and once the NOTIFY was sent, counts for
+    /// the spacing as a failure (one never sent reached nobody).
     fn finish(&self, seq: u64, status: Option<u16>, reason: String, label: &'static str) {
         let now = now_millis();
         let ok = status.is_some_and(|s| (200..300).contains(&s));
@@ -224,70 +262,25 @@ impl ResyncService {
             metrics::counter!("dialtone_resync_failed_total", "reason" => label).increment(1);
         }
         let mut book = self.book();
-        if let Some(entry) = book.table.get_mut(seq) {
-            entry.view.state = if ok { State::Answered } else { State::Failed };
-            entry.view.status = status;
-            entry.view.reason = Some(reason);
-            entry.view.answered_at = status.map(|_| now);
+        book.unwait(seq);
+        if let Some(keys) = book.keys(seq) {
+            book.spacing.ended(&keys, seq, ok);
         }
-    }
-
-    /// Joins sent resyncs with provisioning history: the first fetch of
-    /// the phone's own file after the NOTIFY left. History is read from the
-    /// database, so a fetch served by any node counts.
-    async fn watch_refetches(self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(REFETCH_POLL);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let batch: Vec<_> = {
-                let mut book = self.book();
-                let n = book.watch.len().min(REFETCH_BATCH);
-                let seqs: Vec<u64> = book.watch.drain(..n).collect();
-                seqs.into_iter()
-                    .filter_map(|seq| {
-                        let e = book.table.get(seq)?;
-                        let sent = e.view.sent_at?;
-                        e.view
-                            .refetched_at
-                            .is_none()
-                            .then_some((seq, e.mac, e.tenant_id, sent))
-                    })
-                    .collect()
-            };
-            for (seq, mac, tenant, sent) in batch {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let own = mac.to_string();
-                // Served fetches only, picked before the limit: refused
-                // ones naming the MAC (anyone can send them) hid the refetch.
-                let found = match self.inner.store.served_boots(&mac, tenant, 20).await {
-                    Ok(rows) => rows
-                        .iter()
-                        .filter(|r| {
-                            r.at >= sent
-                                && r.outcome == "ok"
-                                && r.file.to_ascii_lowercase().contains(&own)
-                        })
-                        .map(|r| r.at)
-                        .min(),
-                    Err(_) => None,
-                };
-                let mut book = self.book();
-                match found {
-                    Some(at) => {
-                        if let Some(e) = book.table.get_mut(seq) {
-                            e.view.refetched_at = Some(at);
-                            metrics::counter!("dialtone_resync_refetched_total").increment(1);
-                        }
-                    }
-                    None if now_millis() - sent < REFETCH_WINDOW_MS => book.watch.push_back(seq),
-                    None => {}
-                }
-            }
+        let Some(entry) = book.table.get_mut(seq) else {
+            return;
+        };
+        entry.view.state = if ok { State::Answered } else { State::Failed };
+        entry.view.status = status;
+        entry.view.reason = Some(reason);
+        entry.view.answered_at = status.map(|_| now);
+        let (mac, sent) = (entry.mac, entry.view.sent_at);
+        if ok {
+            book.watch.add(seq, tokio::time::Instant::now());
+        }
+        drop(book);
+        if let (Some(history), Some(sent)) = (&self.inner.history, sent) {
+            let until = if ok { sent + REFETCH_WINDOW_MS } else { now };
+            history.record_next(&mac.to_string(), until);
         }
     }
 }

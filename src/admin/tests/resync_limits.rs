@@ -147,12 +147,15 @@ async fn full_queues_answer_429_and_503_and_no_config_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_sends_only_to_an_address_the_phone_fetched_from() {
     let h = Harness::new(Backend::Sqlite).await;
+    // The phone is asked again right after a failed NOTIFY, which spacing
+    // would otherwise hold back.
     let config = ResyncConfig {
         direct: true,
         direct_networks: vec!["127.0.0.0/25".into()],
         listen: "127.0.0.1:0".parse().unwrap(),
         t1_ms: 5,
         t2_ms: 20,
+        phone_spacing_s: 0,
         ..Default::default()
     };
     let direct = ResyncService::new(&config, h.store.clone(), None).unwrap();

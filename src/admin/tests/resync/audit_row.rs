@@ -4,7 +4,7 @@
 
 use axum::http::{Method, StatusCode};
 use dialtone_sync::testing::build;
-use dialtone_sync::{AuditQuery, Backend};
+use dialtone_sync::{AuditQuery, Backend, Mutation};
 use serde_json::Value;
 
 use super::super::resync_limits::call_with;
@@ -34,8 +34,15 @@ async fn tenant_rows(h: &Harness) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_row_counts_what_was_queued() {
     let h = Harness::new(Backend::Sqlite).await;
+    // Each with its own line-1 address: phones sharing one get one NOTIFY.
     let phones: Vec<_> = (0..MORE)
-        .map(|n| build::phone("acme", 0x1000 + n, 1))
+        .map(|n| {
+            let Mutation::UpsertPhone(mut phone) = build::phone("acme", 0x1000 + n, 1) else {
+                unreachable!("build::phone builds a phone");
+            };
+            phone.lines[0].extension = format!("{}", 1000 + n);
+            Mutation::UpsertPhone(phone)
+        })
         .collect();
     h.store.apply(&phones, &seed_audit()).await.unwrap();
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
@@ -86,11 +93,21 @@ async fn the_audit_row_counts_what_was_queued() {
         "it was already waiting"
     );
 
-    // Everything waits already: answered, nothing queued, no row.
+    // Everything waits already: answered, nothing queued, no row; and
+    // the answer counts as the row would.
     let audit = h.audit_rows().await;
     let reply = ask("/v1/tenants/acme/resync").await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
-    assert_eq!(reply.json()["queued"].as_u64(), Some(u64::from(MORE) + 1));
+    let body = reply.json();
+    assert_eq!(
+        (body["queued"].as_u64(), body["already_waiting"].as_u64()),
+        (Some(0), Some(u64::from(MORE) + 1)),
+        "{body}"
+    );
+    assert_eq!(
+        body["resyncs"].as_array().map(Vec::len),
+        Some(MORE as usize + 1)
+    );
     assert_eq!(h.audit_rows().await, audit, "a row for nothing queued");
 
     // Past the tenant's room: what was deferred is counted, not queued.

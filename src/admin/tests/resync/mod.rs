@@ -14,6 +14,8 @@ use super::{Harness, ACME_MAC, GLOBEX_MAC};
 
 mod audit_row;
 mod recheck;
+mod shutdown;
+mod targets;
 
 /// Answers each NOTIFY the fake proxy gets with `statuses`, in order,
 /// and hands back the requests' text.

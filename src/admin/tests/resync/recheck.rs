@@ -25,7 +25,9 @@ async fn a_queued_resync_is_not_sent_where_the_mirror_no_longer_allows() {
         }
     };
     let line = r#"[{"extension": "300", "display_name": "x", "registrar": "sip.example.net"}]"#;
-    for mac in ["001565000003", "001565000004"] {
+    // Each its own line-1 address: phones sharing one get one NOTIFY.
+    for (mac, extension) in [("001565000003", "300"), ("001565000004", "301")] {
+        let line = line.replace("300", extension);
         let body = format!(
             r#"{{"mac": "{mac}", "tenant": "acme", "family": "yealink", "lines": {line}}}"#
         );
