@@ -10,10 +10,12 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::schema::{Object, Ref, Type};
+use utoipa::openapi::schema::{Object, Ref, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+
+use crate::directory_cmd::EXPIRES_DAYS;
 
 use super::{
     audit, directory, error, fleet, phones, preview, resync, sources, templates, tenants, tokens,
@@ -37,7 +39,7 @@ use super::{
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     // In this order: the last one sees every operation.
-    modifiers(&DatabaseBound, &BodyBound, &PoolBound, &BearerAuth),
+    modifiers(&DatabaseBound, &BodyBound, &PoolBound, &TokenBounds, &BearerAuth),
     tags(
         (name = "tenants"), (name = "phones"), (name = "templates"), (name = "directory"),
         (name = "tokens"), (name = "audit"), (name = "import"), (name = "resync"), (name = "unclaimed"),
@@ -151,6 +153,27 @@ impl Modify for PoolBound {
         for_each_operation_of(openapi, PoolRoutes::openapi(), |operation| {
             add_response(&mut operation.responses.responses, "503", POOL_BUSY, true);
         });
+    }
+}
+
+/// A new token's `expires_days` bounds, from the constant the API and the
+/// CLI check: utoipa's `minimum`/`maximum` take literals, which would be
+/// copies free to drift from it.
+struct TokenBounds;
+
+impl Modify for TokenBounds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let new_token = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("NewToken"));
+        let Some(RefOr::T(Schema::Object(new_token))) = new_token else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(days))) = new_token.properties.get_mut("expires_days") {
+            days.minimum = Some((*EXPIRES_DAYS.start()).into());
+            days.maximum = Some((*EXPIRES_DAYS.end()).into());
+        }
     }
 }
 

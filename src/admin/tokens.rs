@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::{commit, created_not_yet_shown, parse_name, AdminState, Change, Principal};
+use crate::directory_cmd::EXPIRES_DAYS;
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenView {
@@ -44,6 +45,8 @@ pub struct NewToken {
     /// Required for every scope but global-admin.
     pub tenant: Option<String>,
     /// Days until it expires; never when absent.
+    // Bounded by `EXPIRES_DAYS`, as the CLI is; `openapi.rs` puts those
+    // bounds in the schema (utoipa's own attribute takes literals only).
     pub expires_days: Option<u32>,
 }
 
@@ -143,6 +146,15 @@ pub async fn create(
         }
         _ => {}
     }
+    if let Some(days) = body.expires_days {
+        if !EXPIRES_DAYS.contains(&days) {
+            return Err(ApiError::invalid(format!(
+                "expires_days: {} to {}",
+                EXPIRES_DAYS.start(),
+                EXPIRES_DAYS.end()
+            )));
+        }
+    }
     let token = generate_token();
     let hash = token_hash(&token);
     let input = ApiTokenInput {
@@ -189,6 +201,8 @@ pub async fn revoke(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     principal.require_global()?;
+    // The mirror may lag a revoke or delete made since: the store checks
+    // again in the write, and refuses it (404, no audit row) likewise.
     let tenant = {
         let mirror = state.mirror.load();
         let token = mirror

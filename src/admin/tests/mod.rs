@@ -24,6 +24,7 @@ mod source_tests;
 mod stale_token;
 mod templates;
 mod tenant_race;
+mod token_bounds;
 mod unclaimed;
 mod usage;
 mod walks;

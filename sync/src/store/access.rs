@@ -132,6 +132,11 @@ macro_rules! access_sql {
             .execute(&mut *conn)
             .await?
             .rows_affected();
+            // An error rolls the transaction back with its audit row, which
+            // would otherwise record a revoke that revoked nothing.
+            if affected == 0 {
+                return Err(SyncError::NotFound(format!("active token {id}")));
+            }
             count(&mut report.api_tokens, true, affected);
             Ok(())
         }
