@@ -70,6 +70,7 @@ fn shipped_templates_render_far_inside_the_default_budget() {
     let budget = Budget::default();
     let mut checked = 0;
     let mut largest_tag = 0;
+    let mut deepest = 0;
     for family in Family::ALL.iter().copied() {
         let (phone, lines, tenant) = biggest_phone(&key, family);
         for name in template_names(family) {
@@ -91,8 +92,13 @@ fn shipped_templates_render_far_inside_the_default_budget() {
                 model: None,
                 file: name,
             };
-            crate::engine_check::scan_tags(body, |_, tokens| {
+            crate::engine_check::tags::scan_tags(body, |_, tokens| {
                 largest_tag = largest_tag.max(tokens);
+                Ok(())
+            })
+            .unwrap();
+            crate::engine_check::tags::scan_nesting(body, |_, depth| {
+                deepest = deepest.max(depth);
                 Ok(())
             })
             .unwrap();
@@ -118,8 +124,13 @@ fn shipped_templates_render_far_inside_the_default_budget() {
     assert!(checked >= 20, "only {checked} shipped templates found");
     eprintln!("largest tag: {largest_tag} tokens");
     assert!(
-        largest_tag * 4 <= crate::engine_check::MAX_TAG_TOKENS,
+        largest_tag * 4 <= crate::engine_check::tags::MAX_TAG_TOKENS,
         "a shipped tag holds {largest_tag} tokens, over a quarter of the limit"
+    );
+    eprintln!("deepest nesting: {deepest} levels");
+    assert!(
+        deepest * 4 <= crate::engine_check::tags::MAX_NESTING,
+        "a shipped template nests {deepest} levels, over a quarter of the limit"
     );
 }
 

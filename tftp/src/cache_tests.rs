@@ -15,7 +15,7 @@ const SHIPPED_CFG: &str = "#!version:1.0.0.1\n# shipped\n\
 {% for line in lines %}account.{{ line.position }}.display_name = {{ line.display_name }}\n{% endfor %}\
 tenant = {{ tenant.name }}\nlabel = {{ phone.label }}\n";
 
-const FILE: &str = "001565000001.cfg";
+pub(crate) const FILE: &str = "001565000001.cfg";
 
 fn tenant(name: &str) -> Tenant {
     Tenant {
@@ -59,7 +59,13 @@ fn line(id: Id, phone_id: Id, position: i32, name: &str) -> Line {
     }
 }
 
-fn template(id: Id, scope: TemplateScope, scope_key: &str, body: &str, version: i64) -> Template {
+pub(crate) fn template(
+    id: Id,
+    scope: TemplateScope,
+    scope_key: &str,
+    body: &str,
+    version: i64,
+) -> Template {
     Template {
         id,
         scope,
@@ -73,7 +79,7 @@ fn template(id: Id, scope: TemplateScope, scope_key: &str, body: &str, version: 
     }
 }
 
-fn dataset() -> Dataset {
+pub(crate) fn dataset() -> Dataset {
     Dataset {
         tenants: vec![tenant("Acme")],
         phones: vec![
@@ -85,14 +91,14 @@ fn dataset() -> Dataset {
     }
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    mirror: Arc<Mirror>,
-    provisioner: Provisioner,
+    pub(crate) mirror: Arc<Mirror>,
+    pub(crate) provisioner: Provisioner,
 }
 
 impl Fixture {
-    fn new(data: Dataset) -> Fixture {
+    pub(crate) fn new(data: Dataset) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("yealink")).unwrap();
         std::fs::write(dir.path().join("yealink/{mac}.cfg.tera"), SHIPPED_CFG).unwrap();
@@ -114,7 +120,7 @@ impl Fixture {
         )
     }
 
-    fn get(&self, path: &str) -> String {
+    pub(crate) fn get(&self, path: &str) -> String {
         let file = self
             .provisioner
             .provision(&Request {
@@ -137,7 +143,7 @@ impl Fixture {
         String::from_utf8(file.body.to_vec()).unwrap()
     }
 
-    fn apply(&self, rows: Vec<Row>) {
+    pub(crate) fn apply(&self, rows: Vec<Row>) {
         let changes = rows.into_iter().map(|r| (r.entity(), r.id(), Some(r)));
         let current = self.mirror.load();
         self.mirror

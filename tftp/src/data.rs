@@ -46,11 +46,17 @@ pub(crate) fn finish() -> bool {
     EXHAUSTED.replace(false)
 }
 
-/// Charges one pair of items; false once the allowance is gone.
+/// Items visited between two looks at the render's deadline: a walk or a
+/// comparison writes nothing, so the output never sees the time pass.
+const CLOCK_EVERY: u64 = 64;
+
+/// Charges one pair of items; false once the allowance is gone, or the
+/// render's time (the render then fails on its time budget).
 fn charge() -> bool {
     match ALLOWANCE.get() {
         None => true,
-        Some(0) => {
+        Some(left) if left == 0 || (left % CLOCK_EVERY == 0 && crate::engine::out_of_time()) => {
+            ALLOWANCE.set(Some(0));
             EXHAUSTED.set(true);
             false
         }

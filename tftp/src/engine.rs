@@ -9,22 +9,26 @@
 //! of that, comparisons of tenant data are charged for every item they
 //! visit, up to as many items as there is fuel (`data.rs`: MiniJinja
 //! charges only the outermost pair), the output is capped in bytes, and
-//! the render checks a wall-clock deadline at every write; the render pool
-//! (`pool.rs`) enforces the same deadline on whoever waits, and keeps
-//! renders off the TFTP listener and the async workers.
+//! the render checks a wall-clock deadline at every write, every call of a
+//! function or filter of ours and every so many items of data it visits
+//! (a loop that writes nothing still calls `range` or walks data); the
+//! render pool (`pool.rs`) enforces the same deadline on whoever waits,
+//! and keeps renders off the TFTP listener and the async workers.
 //!
 //! The syntax is the one users wrote for Tera: Jinja's, plus Tera's keyword
-//! forms `range(end=…)`, `default(value=…)` and `throw(message=…)`.
+//! forms `range(end=…)`, `default(value=…)` and `throw(message=…)`, all in
+//! `engine/functions.rs` with MiniJinja's `round` and `format` bounded.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use minijinja::value::{Kwargs, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 
 use dialtone_sync::model::clip;
 
 use crate::error::ProvisionError;
+
+mod functions;
 
 /// What one render may spend. Defaults leave the largest shipped file (a
 /// phone with the most lines and keys its family has) far inside every
@@ -50,8 +54,18 @@ impl Default for Budget {
     }
 }
 
-/// Longest list `range()` builds; both Tera and Jinja stop there.
-const MAX_RANGE: i64 = 100_000;
+/// Who reads the errors of a render.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// The template's author, checking or previewing it with the phone's
+    /// secrets masked: the engine's whole detail, a `throw`'s text too.
+    Author,
+    /// Logs, provisioning history and the failed-render memo, of a render
+    /// with the phone's real secrets: the failure's kind and position only.
+    /// A `throw`, or the engine quoting a value, may put any value of the
+    /// context (a line's password) in the detail.
+    Operator,
+}
 
 /// One template, compiled, with the escaping of its file format.
 pub struct Engine {
@@ -88,7 +102,7 @@ impl Engine {
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
             .build()
-            .map_err(|e| template_error(label, body, &e, None))?;
+            .map_err(|e| template_error(label, body, &e, None, Reader::Author))?;
         env.set_syntax(syntax);
         env.set_fuel(Some(budget.fuel));
         // Like Tera: an unknown name is an error (a typo fails the preview,
@@ -104,16 +118,14 @@ impl Engine {
             }
             Ok(())
         });
-        env.add_function("range", range);
-        env.add_function("throw", throw);
-        env.add_filter("default", default);
-        env.add_filter("d", default);
+        functions::register(&mut env);
         env.add_template_owned(name, body.to_string())
-            .map_err(|e| template_error(label, body, &e, None))?;
+            .map_err(|e| template_error(label, body, &e, None, Reader::Author))?;
         Ok(Engine { env, name })
     }
 
-    /// Renders with `context`, within `budget`.
+    /// Renders with `context`, within `budget`, with errors for the
+    /// template's author.
     pub fn render(
         &self,
         label: &str,
@@ -121,22 +133,36 @@ impl Engine {
         context: Value,
         budget: &Budget,
     ) -> Result<Vec<u8>, ProvisionError> {
+        self.render_for(Reader::Author, label, body, context, budget)
+    }
+
+    /// Renders with `context`, within `budget`, with errors for `reader`.
+    pub fn render_for(
+        &self,
+        reader: Reader,
+        label: &str,
+        body: &str,
+        context: Value,
+        budget: &Budget,
+    ) -> Result<Vec<u8>, ProvisionError> {
+        let failed = |e: &Error, exceeded| template_error(label, body, e, exceeded, reader);
         let template = self
             .env
             .get_template(self.name)
-            .map_err(|e| template_error(label, body, &e, None))?;
+            .map_err(|e| failed(&e, None))?;
         EXCEEDED.set(None);
+        DEADLINE.set(Some(Instant::now() + budget.time));
         crate::data::start(budget.fuel);
         let mut out = Bounded {
             buf: Vec::new(),
             limit: budget.output_bytes,
-            deadline: Instant::now() + budget.time,
         };
         // A panic inside the engine must cost this phone its file, not the
         // server its worker.
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             template.render_captured_to(context, &mut out).map(|_| ())
         }));
+        DEADLINE.set(None);
         let compared_too_much = crate::data::finish();
         let exceeded = EXCEEDED
             .take()
@@ -152,7 +178,7 @@ impl Engine {
                 column: None,
                 message: exceeded.unwrap_or_default(),
             }),
-            Ok(Err(e)) => Err(template_error(label, body, &e, exceeded)),
+            Ok(Err(e)) => Err(failed(&e, exceeded)),
             Err(_) => Err(ProvisionError::Render {
                 template: label.to_string(),
                 line: None,
@@ -184,7 +210,8 @@ impl Limit {
                 budget.output_bytes
             ),
             Limit::Time => format!(
-                "the render passed its time budget of {} ms",
+                "{} of {} ms",
+                crate::error::TIME_BUDGET,
                 budget.time.as_millis()
             ),
         }
@@ -194,17 +221,40 @@ impl Limit {
 thread_local! {
     /// The limit of ours a render on this thread ran into, if any.
     static EXCEEDED: std::cell::Cell<Option<Limit>> = const { std::cell::Cell::new(None) };
+    /// When this thread's render must end; `None` outside a render.
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether this thread's render has passed its deadline; the first to see
+/// it raises `EXCEEDED`, so the render fails with the time budget's error.
+pub(crate) fn out_of_time() -> bool {
+    let past = DEADLINE
+        .get()
+        .is_some_and(|deadline| Instant::now() >= deadline);
+    if past && EXCEEDED.get().is_none() {
+        EXCEEDED.set(Some(Limit::Time));
+    }
+    past
+}
+
+/// Stops the render once past its deadline: the fuel is emptied, so the
+/// engine fails at its next step wherever this error is taken.
+pub(crate) fn in_time(state: &State) -> Result<(), Error> {
+    if out_of_time() {
+        state.consume_fuel(u64::MAX)?;
+    }
+    Ok(())
 }
 
 /// The render's output: capped in bytes, and the deadline is checked at
 /// every write. Past either it keeps nothing more and raises `EXCEEDED`;
 /// the next `{{ }}` then empties the fuel, so the engine stops with the
 /// position of that expression (an I/O error would lose it), and a loop
-/// with no `{{ }}` stops when its fuel runs out.
+/// with no `{{ }}` stops at its next function call, filter, data walk or
+/// when its fuel runs out.
 struct Bounded {
     buf: Vec<u8>,
     limit: usize,
-    deadline: Instant,
 }
 
 impl Write for Bounded {
@@ -214,9 +264,7 @@ impl Write for Bounded {
         }
         if self.buf.len() + data.len() > self.limit {
             EXCEEDED.set(Some(Limit::Output));
-        } else if Instant::now() > self.deadline {
-            EXCEEDED.set(Some(Limit::Time));
-        } else {
+        } else if !out_of_time() {
             self.buf.extend_from_slice(data);
         }
         Ok(data.len())
@@ -309,84 +357,9 @@ pub(crate) fn write_text(out: &mut impl std::fmt::Write, input: &str) -> std::fm
     Ok(())
 }
 
-/// `range(5)`, `range(1, 5)`, `range(1, 10, 2)` and Tera's
-/// `range(end=5)`, `range(start=1, end=5, step_by=2)`. Each number built
-/// costs a unit of fuel: the engine charges nothing for a function's
-/// result, so `range(100000)` inside a loop built 100,000 numbers a step
-/// for free (3 s of a 250 ms budget).
-fn range(state: &State, args: Rest<i64>, kwargs: Kwargs) -> Result<Value, Error> {
-    let keyword = |name: &str| kwargs.get::<Option<i64>>(name);
-    let (start, end, step) = match args.as_slice() {
-        [] => (
-            keyword("start")?.unwrap_or(0),
-            keyword("end")?
-                .ok_or_else(|| Error::new(ErrorKind::MissingArgument, "range needs an end"))?,
-            keyword("step_by")?.unwrap_or(1),
-        ),
-        [end] => (0, *end, 1),
-        [start, end] => (*start, *end, 1),
-        [start, end, step] => (*start, *end, *step),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::TooManyArguments,
-                "range takes at most three numbers",
-            ))
-        }
-    };
-    kwargs.assert_all_used()?;
-    if step == 0 {
-        return Err(Error::new(ErrorKind::InvalidOperation, "range step is 0"));
-    }
-    let count = if (step > 0 && end > start) || (step < 0 && end < start) {
-        (end.abs_diff(start) - 1) / step.unsigned_abs() + 1
-    } else {
-        0
-    };
-    if count > MAX_RANGE as u64 {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("range of {count} numbers; at most {MAX_RANGE}"),
-        ));
-    }
-    state.consume_fuel(count)?;
-    // In i128: a count within bounds can still take a step past i64 (from
-    // -9e18 to 9e18 by 5e18), and only the numbers themselves are i64.
-    let numbers: Vec<i64> = (0..i128::from(count as i64))
-        .map(|i| (i128::from(start) + i * i128::from(step)) as i64)
-        .collect();
-    Ok(Value::from(numbers))
-}
-
-/// Tera's `throw(message=…)`: fail the render with a message of the
-/// template's own.
-fn throw(args: Rest<String>, kwargs: Kwargs) -> Result<Value, Error> {
-    let message = match args.first() {
-        Some(m) => m.clone(),
-        None => kwargs.get::<String>("message")?,
-    };
-    kwargs.assert_all_used()?;
-    Err(Error::new(ErrorKind::InvalidOperation, message))
-}
-
-/// Jinja's `default(x)` and Tera's `default(value=x)`: `x` when the value
-/// is undefined or none.
-fn default(value: Value, fallback: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
-    let fallback = match fallback {
-        Some(v) => v,
-        None => kwargs.get::<Option<Value>>("value")?.unwrap_or_default(),
-    };
-    kwargs.assert_all_used()?;
-    Ok(if value.is_undefined() || value.is_none() {
-        fallback
-    } else {
-        value
-    })
-}
-
-/// Longest engine detail an error keeps. A template's `throw` sets the
-/// detail, up to the template's or a variable's size, and a failed render
-/// is cached (the failed-render cache counts entries, not bytes) and
-/// recorded with each fetch.
+/// Longest engine detail an error keeps for the template's author: a
+/// template's `throw` sets the detail, up to the template's or a
+/// variable's size.
 const MAX_ERROR_DETAIL: usize = 1024;
 
 const OUT_OF_STEPS: &str =
@@ -394,11 +367,13 @@ const OUT_OF_STEPS: &str =
 
 /// Where MiniJinja says the error is, as a line and a 1-based column;
 /// `exceeded` replaces the engine's message when a limit of ours stopped it.
+/// The engine's detail is for the template's author only.
 fn template_error(
     label: &str,
     body: &str,
     error: &Error,
     exceeded: Option<String>,
+    reader: Reader,
 ) -> ProvisionError {
     let column = error.range().and_then(|range| {
         let before = body.get(..range.start)?;
@@ -408,6 +383,7 @@ fn template_error(
     let message = match (exceeded, error.kind()) {
         (Some(limit), _) => limit,
         (None, ErrorKind::OutOfFuel) => OUT_OF_STEPS.to_string(),
+        (None, kind) if reader == Reader::Operator => kind.to_string(),
         (None, kind) => match error.detail() {
             Some(detail) => format!("{kind}: {}", clip(detail, MAX_ERROR_DETAIL)),
             None => kind.to_string(),
@@ -420,3 +396,7 @@ fn template_error(
         message,
     }
 }
+
+#[cfg(test)]
+#[path = "engine_limits_tests.rs"]
+mod limits_tests;

@@ -25,19 +25,12 @@
 //! allowed `set`, and the shipped ones use variables, loops and conditions.
 
 use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt};
-use minijinja::machinery::{parse, tokenize, Span, Token};
+use minijinja::machinery::{parse, Span};
 use minijinja::syntax::SyntaxConfig;
 
-/// Tokens one `{{ … }}` or `{% … %}` may hold. MiniJinja's parser guards
-/// its recursion, but builds a chain of operators, filters, tests,
-/// attributes or subscripts (`1+1+1…`, `x|lower|lower…`) in a loop, one
-/// tree level per link, and its compiler (and this check) then walk that
-/// tree by recursion: `{{ 1+1+… }}` with 1,000 links overflowed a 2 MiB
-/// thread's stack in a debug build and aborted the process, every tenant
-/// with it. The parser's own guard bounds the nesting of statements and
-/// brackets to 150 levels; this bounds each one's expression. The shipped
-/// templates stay under a quarter of it (`budget_tests.rs`).
-pub const MAX_TAG_TOKENS: usize = 200;
+pub(crate) mod tags;
+
+use tags::{nesting_fits, tags_fit};
 
 /// A template construct that is refused, and where it is.
 #[derive(Debug)]
@@ -51,55 +44,14 @@ pub struct Refused {
 /// them with their position.
 pub fn check(name: &str, body: &str) -> Result<(), Refused> {
     tags_fit(body)?;
+    nesting_fits(body)?;
     match parse(body, name, SyntaxConfig::default()) {
         Ok(stmt) => statement(&stmt),
         Err(_) => Ok(()),
     }
 }
 
-/// Refuses the first tag with more than [`MAX_TAG_TOKENS`] tokens, before
-/// the parser builds its tree.
-fn tags_fit(body: &str) -> Result<(), Refused> {
-    scan_tags(body, |start, count| {
-        if count <= MAX_TAG_TOKENS {
-            return Ok(());
-        }
-        Err(refuse(
-            start,
-            format!(
-                "this tag is too long: one tag holds at most {MAX_TAG_TOKENS} names, values and \
-                 operators (split it into several tags, or move the logic into data)"
-            ),
-        ))
-    })
-}
-
-/// Calls `each` with a tag's start and how many tokens it has held so far,
-/// at every token inside a tag, until `each` refuses. A lexing error ends
-/// the scan: the parser stops at the same place, and reports it.
-pub(crate) fn scan_tags(
-    body: &str,
-    mut each: impl FnMut(Span, usize) -> Result<(), Refused>,
-) -> Result<(), Refused> {
-    let mut in_tag: Option<(Span, usize)> = None;
-    for token in tokenize(body, false, SyntaxConfig::default()) {
-        let Ok((token, span)) = token else {
-            return Ok(());
-        };
-        match (token, &mut in_tag) {
-            (Token::VariableStart | Token::BlockStart, _) => in_tag = Some((span, 0)),
-            (Token::VariableEnd | Token::BlockEnd, _) => in_tag = None,
-            (_, Some((start, count))) => {
-                *count += 1;
-                each(*start, *count)?;
-            }
-            (_, None) => {}
-        }
-    }
-    Ok(())
-}
-
-fn refuse(span: Span, message: impl Into<String>) -> Refused {
+pub(super) fn refuse(span: Span, message: impl Into<String>) -> Refused {
     Refused {
         line: usize::from(span.start_line),
         column: usize::from(span.start_col) + 1,
@@ -354,3 +306,7 @@ fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
         Expr::Map(m) => m.keys.iter().chain(&m.values).try_for_each(inside),
     }
 }
+
+#[cfg(test)]
+#[path = "nesting_tests.rs"]
+mod nesting_tests;

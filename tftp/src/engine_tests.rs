@@ -318,7 +318,7 @@ fn a_range_costs_a_unit_of_fuel_per_number() {
 /// renders on such a thread, in this (debug) build.
 #[test]
 fn chains_a_tag_holds_are_bounded_and_fit_a_thread_stack() {
-    use crate::engine_check::MAX_TAG_TOKENS;
+    use crate::engine_check::tags::MAX_TAG_TOKENS;
     let links = MAX_TAG_TOKENS;
     let chains = [
         format!("{{{{ 1{} }}}}", "+1".repeat(links)),
@@ -335,9 +335,9 @@ fn chains_a_tag_holds_are_bounded_and_fit_a_thread_stack() {
         assert_eq!((line, column), (Some(1), Some(1)), "{message}");
         assert!(message.contains("at most"), "{message}");
     }
-    // At the limit: 140 statements deep (the parser allows 150 levels), an
-    // expression of as many tokens as a tag may hold.
-    let depth = 140;
+    // At the limit: statements nested as deep as allowed, an expression of
+    // as many tokens as a tag may hold (`nesting_tests.rs` has every form).
+    let depth = crate::engine_check::tags::MAX_NESTING;
     let chain = format!("1{}", "+1".repeat((MAX_TAG_TOKENS - 1) / 2));
     let body = format!(
         "{}{{{{ {chain} }}}}{}",

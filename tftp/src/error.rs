@@ -47,6 +47,20 @@ pub enum ProvisionError {
     Internal(&'static str),
 }
 
+/// How a render that ran out of time begins its message: the engine's
+/// and the render pool's words for it.
+pub(crate) const TIME_BUDGET: &str = "the render passed its time budget";
+
+impl ProvisionError {
+    /// A render that ran out of time: a busy machine or a stalled process
+    /// as much as the template, so the same inputs may well render next
+    /// time. Never remembered as the answer for them, and no sign that a
+    /// cached file is wrong.
+    pub fn is_out_of_time(&self) -> bool {
+        matches!(self, ProvisionError::Render { message, .. } if message.starts_with(TIME_BUDGET))
+    }
+}
+
 fn position(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" line {l} column {c}"),

@@ -96,7 +96,8 @@ impl Provisioner {
             return Step::Done(Ok(hit));
         }
         // A render that failed fails the same way from the same inputs: a
-        // template that blows its budget for one phone costs it once.
+        // template that blows its budget for one phone costs it once
+        // (except its time, which is the machine's too: `finish`).
         if let Some(failure) = self.rendered.failed(&key, state, shipped.generation, model) {
             return Step::Done(Err(failure));
         }
@@ -181,7 +182,9 @@ impl Provisioner {
                     .fill(job.key, rendered, &latest, generation, model, job.asker);
             }
             Ok(_) => {}
-            Err(error @ ProvisionError::Render { .. }) if job.fill => {
+            // Out of time is no property of the inputs: one stalled render
+            // remembered would fail the phone until its template is edited.
+            Err(error @ ProvisionError::Render { .. }) if job.fill && !error.is_out_of_time() => {
                 let inputs = Inputs::of(
                     &job.state,
                     shipped.generation,
@@ -341,3 +344,7 @@ pub(crate) struct Target<'a> {
 }
 
 pub(crate) use hex::encode as hex;
+
+#[cfg(test)]
+#[path = "out_of_time_tests.rs"]
+mod out_of_time_tests;

@@ -8,8 +8,9 @@ use dialtone_sync::Phone;
 
 use crate::error::ProvisionError;
 
-/// Longest error text a boot record keeps: a template's own error text
-/// (`throw`) is the tenant's, and each failing fetch queues and stores one.
+/// Longest error text a boot record keeps: each failing fetch queues and
+/// stores one. A render error's text is ours and short (`render.rs` keeps
+/// a template's `throw` text out of it); this bounds the rest.
 const MAX_OUTCOME: usize = 512;
 use crate::identify::Identity;
 use crate::provision::{Provisioner, Rendered, Request};

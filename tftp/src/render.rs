@@ -9,7 +9,7 @@ use dialtone_sync::{Family, Line, Phone, Purpose, SecretKey, Tenant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::{Budget, Engine, Escape};
+use crate::engine::{Budget, Engine, Escape, Reader};
 use crate::error::ProvisionError;
 use crate::templates::Resolved;
 
@@ -140,6 +140,12 @@ pub struct Subject<'a> {
     pub file: &'a str,
 }
 
+/// Renders `template` for `subject`. A render with masked secrets is the
+/// author's check or preview, and its errors say all the engine says; one
+/// with the phone's real secrets is a fetch (or the self-check), and its
+/// errors, which reach the log, the provisioning history (tenants read it)
+/// and the failed-render memo, say only what failed where: a `throw` or an
+/// engine message could carry a line's password there.
 pub fn render(
     engine: &Engine,
     template: &Resolved,
@@ -149,7 +155,12 @@ pub fn render(
     budget: &Budget,
 ) -> Result<Vec<u8>, ProvisionError> {
     let context = context(subject, key, base_url)?;
-    engine.render(&template.label(), &template.body, context, budget)
+    let reader = if subject.mask_secrets {
+        Reader::Author
+    } else {
+        Reader::Operator
+    };
+    engine.render_for(reader, &template.label(), &template.body, context, budget)
 }
 
 /// The render context of TEMPLATES.md, as the engine's value.
@@ -219,7 +230,72 @@ pub fn context(
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{write_text, write_xml};
+    use std::sync::Arc;
+
+    use dialtone_sync::{Family, Line, Purpose};
+
+    use super::{compile, render, Subject};
+    use crate::engine::{write_text, write_xml, Budget};
+    use crate::error::ProvisionError;
+    use crate::templates::{Origin, Resolved};
+
+    /// A fetch's render error reaches the log, the provisioning history
+    /// (tenants read it) and the failed-render memo: what failed and where,
+    /// never a value the template put in its message. The author's check
+    /// renders with masked secrets and sees it all.
+    #[test]
+    fn a_fetchs_render_error_carries_no_value_of_the_render() {
+        let key = dialtone_sync::testing::test_key();
+        let line = Line {
+            id: 1,
+            phone_id: 1,
+            position: 1,
+            extension: "101".into(),
+            display_name: "Reception".into(),
+            auth_user: "u101".into(),
+            password: Some(key.seal(Purpose::LinePassword, "hunter2-secret")),
+            registrar: "sip.example.net".into(),
+            proxy: None,
+            settings: "{}".into(),
+            updated_at: 0,
+        };
+        let lines = [Arc::new(line)];
+        let template = Resolved {
+            origin: Origin::Draft,
+            family: Family::Yealink,
+            name: "{mac}.cfg",
+            body: "ok\n{{ throw('pw=' ~ lines[0].password) }}".into(),
+        };
+        let budget = Budget::default();
+        let engine = compile(&template, &budget).unwrap();
+        let failure = |mask_secrets| {
+            let subject = Subject {
+                mask_secrets,
+                family: Family::Yealink,
+                phone: None,
+                lines: &lines,
+                tenant: None,
+                model: None,
+                file: "001565000001.cfg",
+            };
+            render(&engine, &template, &subject, &key, "http://x", &budget).unwrap_err()
+        };
+        let fetched = failure(false);
+        let ProvisionError::Render {
+            line,
+            column,
+            message,
+            ..
+        } = &fetched
+        else {
+            panic!("{fetched:?}");
+        };
+        assert_eq!((*line, column.is_some()), (Some(2), true), "{fetched}");
+        assert_eq!(message, "invalid operation");
+        assert!(!fetched.to_string().contains("pw="), "{fetched}");
+        let checked = failure(true).to_string();
+        assert!(checked.contains("pw=********"), "{checked}");
+    }
 
     #[test]
     fn escapes() {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::ProvisionError;
 use crate::files::Target;
 use crate::provision::Provisioner;
 
@@ -77,11 +78,17 @@ impl Provisioner {
                 phone: inputs.phone.as_ref(),
                 model,
             };
-            report.compared += 1;
             let fresh = match key.directory {
                 Some(_) => self.directory_file(&state, &key, inputs.template),
                 None => self.render_target(&state, &shipped, &target, false),
             };
+            // A render out of time (a busy machine, a stalled process) says
+            // nothing of the cached file: kept, not compared, and not
+            // counted stale, which operators are told to alert on.
+            if fresh.as_ref().is_err_and(ProvisionError::is_out_of_time) {
+                continue;
+            }
+            report.compared += 1;
             let same = fresh
                 .as_ref()
                 .is_ok_and(|f| f.body == cached.body && f.etag == cached.etag);
