@@ -89,6 +89,9 @@ pub struct PhoneBody {
     pub label: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Value>,
+    /// Printable ASCII without `"`, `\` or `:`. Required while the phone
+    /// has an HTTP password, a kept one included: to remove both, leave it
+    /// out and send an empty `http_password`.
     pub http_user: Option<String>,
     /// Write-only. Absent: keep (none when the phone moves to another
     /// tenant); empty: remove.
@@ -371,6 +374,7 @@ fn input(
             (None, None) => Ok(None),
         }
     };
+    let http_password_given = body.http_password.is_some();
     let http_password = kept(
         body.http_password,
         before.and_then(|(p, _)| p.http_password.as_ref()),
@@ -398,8 +402,17 @@ fn input(
         });
     }
     let http_user = body.http_user.filter(|u| !u.is_empty());
+    // The password is kept when left out, the user is not: an edit that
+    // left both out would have kept the password alone, and opened the
+    // phone. Said so, with how to remove the credentials.
+    if http_user.is_none() && http_password.is_some() && !http_password_given {
+        return Err(ApiError::invalid(
+            "http_user: required while the phone has an HTTP password; send it again, \
+             or remove the credentials with \"http_password\": \"\"",
+        ));
+    }
     checks::http_login(http_user.as_deref(), http_password.as_deref())
-        .map_err(ApiError::invalid)?;
+        .map_err(|r| ApiError::invalid(r.reason))?;
     let variables = object_text(body.variables, "variables")?;
     // Per phone, not only per object: 48 lines of 64 KiB settings each made
     // a phone of 2 MiB (the request body's cap), 40 GB at the phones quota

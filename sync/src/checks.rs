@@ -67,6 +67,15 @@ impl PhoneText<'_> {
             ("http_user", self.http_user),
             ("http_password", self.http_password),
         ])?;
+        if self
+            .http_user
+            .is_some_and(|user| !user.bytes().all(http_user_byte))
+        {
+            return refuse(
+                "http_user",
+                "http_user: printable ASCII only, without '\"', '\\' or ':'".into(),
+            );
+        }
         let plain = |m: &str| {
             m.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
@@ -97,13 +106,28 @@ impl LineText<'_> {
     }
 }
 
-/// A phone's HTTP login as it is to be stored: a user without a password
-/// would make the phone refuse every fetch (`device_auth`).
-pub fn http_login(user: Option<&str>, password: Option<&str>) -> Result<(), String> {
-    if user.is_some() && password.is_none() {
-        return Err("http_password: required when http_user is set".into());
+/// A byte a device user name may hold. Basic joins user and password with
+/// a colon, and a quote or backslash in a Digest `username` must be escaped,
+/// which some phones never do: such a name could never log in.
+fn http_user_byte(b: u8) -> bool {
+    matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\\' | b':')
+}
+
+/// A phone's HTTP login as it is to be stored: either half alone makes
+/// the phone refuse every fetch (`device_auth`), which is never what was
+/// meant.
+pub fn http_login(user: Option<&str>, password: Option<&str>) -> Result<(), Refused> {
+    match (user, password) {
+        (Some(_), None) => refuse(
+            "http_password",
+            "http_password: required when http_user is set".into(),
+        ),
+        (None, Some(_)) => refuse(
+            "http_user",
+            "http_user: required when http_password is set".into(),
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// An entry is a person or a place, not a store: every node holds it.

@@ -111,7 +111,7 @@ fn admitted(
 ) -> bool {
     // Credentials protect a phone over HTTP; TFTP cannot carry them, so
     // such a phone's files are not served over TFTP at all.
-    if request.protocol == Protocol::Tftp && phone.http_user.is_some() {
+    if request.protocol == Protocol::Tftp && crate::device_auth::needs_credentials(phone) {
         return false;
     }
     if !tenant_prefix_matches(state, request.path, phone) {

@@ -1,8 +1,8 @@
-//! Per-device HTTP credentials: a phone with an `http_user` is served only
-//! to a client that proves its password, Digest over HTTP, Digest or Basic
-//! over HTTPS. Decided inside `provision()`, from the phone it already
-//! looked up, after admission, so the password is opened only for a request
-//! that would otherwise be served.
+//! Per-device HTTP credentials: a phone with an `http_user` or an
+//! `http_password` is served only to a client that proves its password,
+//! Digest over HTTP, Digest or Basic over HTTPS. Decided inside
+//! `provision()`, from the phone it already looked up, after admission, so
+//! the password is opened only for a request that would otherwise be served.
 
 use dialtone_sync::{Phone, Purpose};
 
@@ -28,9 +28,18 @@ impl Provisioner {
         phone: &Phone,
         request: &Request<'_>,
     ) -> Result<(), ProvisionError> {
-        let Some(user) = phone.http_user.as_deref() else {
+        // What its sources are known under (`known.rs`), before anything
+        // may record one for this request.
+        self.guard().known().note(phone);
+        if !needs_credentials(phone) {
             return Ok(());
-        };
+        }
+        // Half a login would open to the other half alone (a MAC is no
+        // secret): such a phone is locked instead, whichever half it has.
+        // The checks refuse it; a CSV that leaves out one login column
+        // keeps the stored half unchecked and could still write one.
+        let user = phone.http_user.as_deref().unwrap_or_default();
+        let sealed = phone.http_password.as_ref().filter(|_| !user.is_empty());
         let auth = match request.protocol {
             // The operator's own review tool.
             Protocol::Render => return Ok(()),
@@ -40,13 +49,13 @@ impl Provisioner {
         };
         // Answered like a wrong password, unchecked: the guess is spent.
         if let (Some(ip), Some(_)) = (request.remote, auth.authorization) {
-            if !self.guard().may_try_credentials(ip, phone.id) {
+            if !self.guard().may_try_credentials(ip, phone) {
                 metrics::counter!("dialtone_provisioning_credential_tries_refused_total")
                     .increment(1);
                 return Err(ProvisionError::Unauthorized { stale: false });
             }
         }
-        let password = match &phone.http_password {
+        let password = match sealed {
             Some(sealed) => match self.key.open(Purpose::DeviceHttpPassword, sealed) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -55,9 +64,7 @@ impl Provisioner {
                     None
                 }
             },
-            // A user with no password would open to the user name alone
-            // (a MAC is no secret): locked out instead. The admin API
-            // refuses such a phone; an import could still write one.
+            // Half a login (above): nothing can match.
             None => None,
         };
         let verdict = match (
@@ -108,6 +115,12 @@ impl Provisioner {
             }
         }
     }
+}
+
+/// Whether `phone` is served only to who proves its credentials: it has
+/// either half of a login (both, unless written around the checks).
+pub(crate) fn needs_credentials(phone: &Phone) -> bool {
+    phone.http_user.is_some() || phone.http_password.is_some()
 }
 
 fn basic_verdict(encoded: &str, user: &str, password: &str) -> Verdict {

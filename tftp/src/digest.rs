@@ -293,7 +293,8 @@ impl DigestAuth {
     }
 }
 
-/// Splits `a="b", c=d` into pairs, honouring quotes.
+/// Splits `a="b", c=d` into pairs, honouring quotes and, inside them,
+/// backslash escapes.
 fn parse_fields(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = text.trim();
@@ -304,8 +305,8 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
         let key = key.trim().trim_start_matches(',').trim().to_string();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(end) => (quoted[..end].to_string(), &quoted[end + 1..]),
+            match unquote(quoted) {
+                Some(unquoted) => unquoted,
                 None => break,
             }
         } else {
@@ -316,6 +317,24 @@ fn parse_fields(text: &str) -> Vec<(String, String)> {
         rest = remaining.trim_start().trim_start_matches(',').trim_start();
     }
     out
+}
+
+/// The value of a quoted-string whose opening quote is already read, and
+/// the text after its closing quote; `None` when it never closes. A
+/// quoted-pair (`\x`, RFC 7230 3.2.6) stands for its second character: a
+/// client must send a user name's `"` or `\` so, and the name it signs is
+/// the one without the backslashes.
+fn unquote(quoted: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &quoted[at + 1..])),
+            '\\' => value.push(chars.next()?.1),
+            c => value.push(c),
+        }
+    }
+    None
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -359,8 +378,9 @@ pub fn client_response(
     let response = algorithm.hash(&format!(
         "{ha1}:{challenge_nonce}:{nc_text}:{cnonce}:auth:{ha2}"
     ));
+    let quoted_user = user.replace('\\', "\\\\").replace('"', "\\\"");
     format!(
-        "Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{challenge_nonce}\", uri=\"{uri}\", \
+        "Digest username=\"{quoted_user}\", realm=\"{REALM}\", nonce=\"{challenge_nonce}\", uri=\"{uri}\", \
          algorithm={}, qop=auth, nc={nc_text}, cnonce=\"{cnonce}\", response=\"{response}\"",
         algorithm.name()
     )

@@ -252,7 +252,7 @@ impl Guard {
             self.failed_while_banned
                 .insert((source_key(source), phone.id), ());
         }
-        if self.known.knows(source, phone.id) {
+        if self.known.knows_phone(source, phone) {
             return;
         }
         let failures = self
@@ -272,12 +272,13 @@ impl Guard {
 
     /// Whether `source` may answer `phone`'s credential challenge: any
     /// source while the phone's wrong answers from unknown sources are
-    /// under the limit, and after that only a source it fetched from.
-    pub(crate) fn may_try_credentials(&self, source: IpAddr, phone: dialtone_sync::Id) -> bool {
-        let closed = self.phone_failures.get(&phone).is_some_and(|failures| {
+    /// under the limit, and after that only a source it fetched from
+    /// under its present tenant and login.
+    pub(crate) fn may_try_credentials(&self, source: IpAddr, phone: &Phone) -> bool {
+        let closed = self.phone_failures.get(&phone.id).is_some_and(|failures| {
             failures.load(Ordering::Relaxed) >= self.phone_failure_limit.load(Ordering::Relaxed)
         });
-        !closed || self.known.knows(source, phone)
+        !closed || self.known.knows_phone(source, phone)
     }
 
     /// Whether a banned source may still have this file: only a file of a
@@ -293,7 +294,7 @@ impl Guard {
         let Ok(id) = identity else { return false };
         let through = match (id.mac, named) {
             (Some(_), Some(phone)) => {
-                self.known.knows(source, phone.id)
+                self.known.knows_phone(source, phone)
                     && !self
                         .failed_while_banned
                         .contains_key(&(source_key(source), phone.id))

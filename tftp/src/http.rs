@@ -156,7 +156,7 @@ async fn fetch(
             }
             response
         }
-        Err(e) => error_response(&provisioner, &path, user_agent, remote.ip(), e),
+        Err(e) => error_response(&provisioner, &path, user_agent, remote.ip(), secure, e),
     }
 }
 
@@ -209,9 +209,17 @@ fn none_match(wanted: &str, etag: &str) -> bool {
         .any(|tag| tag.trim() == "*" || opaque(tag) == ours)
 }
 
-fn unauthorized(provisioner: &Provisioner, stale: bool, remote: IpAddr) -> Response {
+/// A 401 with Digest challenges, strongest first, and inside TLS Basic
+/// after them: `device_auth` takes Basic there, and some phones send it
+/// only once challenged for it. Never on plain HTTP, where it would ask
+/// for the password in clear.
+fn unauthorized(provisioner: &Provisioner, stale: bool, remote: IpAddr, secure: bool) -> Response {
     let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-    for challenge in provisioner.digest().challenges(stale, Some(remote)) {
+    let basic = secure.then(|| format!("Basic realm=\"{}\"", crate::digest::REALM));
+    for challenge in (provisioner.digest().challenges(stale, Some(remote)))
+        .into_iter()
+        .chain(basic)
+    {
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()
@@ -227,6 +235,7 @@ fn error_response(
     path: &str,
     user_agent: Option<&str>,
     remote: IpAddr,
+    secure: bool,
     error: ProvisionError,
 ) -> Response {
     match error {
@@ -246,7 +255,7 @@ fn error_response(
             }
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
-        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale, remote),
+        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale, remote, secure),
         ProvisionError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("5"))],

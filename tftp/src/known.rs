@@ -10,14 +10,22 @@
 //! whose MAC an attacker knows can take its free places, not push out the
 //! source it really boots from. A phone past its places (or a table at its
 //! bound) is just not remembered: it boots as before, without the exception.
+//!
+//! A place counts only under what it was learned under: the phone's tenant
+//! and login ([`fingerprint`]). Places an attacker who knew the MAC took
+//! while the phone had no credentials, or was another tenant's, would
+//! otherwise outlive the change by the whole `known_ttl` and keep out the
+//! office that proves the new password. Once the phone's fingerprint
+//! changes, such places no longer count and are free to be replaced.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dialtone_sync::{Family, Id};
+use dialtone_sync::{Family, Id, Phone};
 
 use crate::guard::{family_bit, source_key};
 
@@ -32,6 +40,34 @@ struct Seen {
     source: Option<IpAddr>,
     /// Seconds since the table started.
     at: u32,
+    /// The phone's fingerprint when it fetched from there (`None`: not
+    /// noted yet, so it never counts).
+    learned_under: Option<u64>,
+}
+
+impl Seen {
+    fn counts_under(&self, current: Option<u64>) -> bool {
+        self.learned_under.is_some() && self.learned_under == current
+    }
+}
+
+/// One phone's places, and what they count under now.
+#[derive(Default)]
+struct Places {
+    /// The phone's fingerprint as last noted ([`Known::note`]).
+    current: Option<u64>,
+    seen: [Seen; ADDRESSES_PER_PHONE],
+}
+
+/// What a phone's places are learned under: its tenant, its user and its
+/// sealed password. Sealing is deterministic, so an edit that keeps the
+/// password keeps the fingerprint, and a new password changes it.
+pub(crate) fn fingerprint(phone: &Phone) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    phone.tenant_id.hash(&mut hasher);
+    phone.http_user.hash(&mut hasher);
+    phone.http_password.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The families of the phones known behind one source.
@@ -43,7 +79,7 @@ struct Behind {
 
 #[derive(Default)]
 struct Tables {
-    phones: HashMap<Id, [Seen; ADDRESSES_PER_PHONE]>,
+    phones: HashMap<Id, Places>,
     sources: HashMap<IpAddr, Behind>,
     next_sweep: u32,
 }
@@ -82,8 +118,28 @@ impl Known {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `phone` (of `family`) fetched one of its own files from `source`.
-    /// False when it could not be remembered (no place left).
+    /// `phone` is being answered as its row is now: places learned under
+    /// another fingerprint stop counting, and one recorded for this
+    /// request is learned under this one. Every answer for a phone notes
+    /// it first (`device_auth.rs`); a phone not remembered yet takes a
+    /// place in the table only while there is room.
+    pub fn note(&self, phone: &Phone) {
+        let current = Some(fingerprint(phone));
+        let mut tables = self.lock();
+        if let Some(places) = tables.phones.get_mut(&phone.id) {
+            places.current = current;
+        } else if tables.phones.len() < self.max_phones {
+            let places = Places {
+                current,
+                ..Places::default()
+            };
+            tables.phones.insert(phone.id, places);
+        }
+    }
+
+    /// `phone` (of `family`) fetched one of its own files from `source`,
+    /// answered under its fingerprint as last noted. False when it could
+    /// not be remembered (no place left).
     pub fn record(&self, source: IpAddr, phone: Id, family: Family) -> bool {
         let source = source_key(source);
         let now = self.now();
@@ -96,19 +152,18 @@ impl Known {
             }
         }
         let places = tables.phones.entry(phone).or_default();
-        if let Some(seen) = places.iter_mut().find(|s| s.source == Some(source)) {
-            seen.at = now;
-        } else if let Some(free) = places
-            .iter_mut()
-            .find(|s| s.source.is_none() || !live(s.at))
-        {
-            *free = Seen {
-                source: Some(source),
-                at: now,
-            };
-        } else {
+        let learned_under = places.current;
+        let free = |s: &Seen| s.source.is_none() || !live(s.at) || !s.counts_under(learned_under);
+        let at = (places.seen.iter().position(|s| s.source == Some(source)))
+            .or_else(|| places.seen.iter().position(free));
+        let Some(at) = at else {
             return false;
-        }
+        };
+        places.seen[at] = Seen {
+            source: Some(source),
+            at: now,
+            learned_under,
+        };
         let max_sources = self.max_phones.saturating_mul(ADDRESSES_PER_PHONE);
         if !tables.sources.contains_key(&source) && tables.sources.len() >= max_sources {
             self.sweep(&mut tables, now);
@@ -138,18 +193,29 @@ impl Known {
         let live = self.live(now);
         tables
             .phones
-            .retain(|_, places| places.iter().any(|s| s.source.is_some() && live(s.at)));
+            .retain(|_, places| (places.seen.iter()).any(|s| s.source.is_some() && live(s.at)));
         tables.sources.retain(|_, behind| live(behind.at));
     }
 
-    /// Whether `phone` fetched its own files from `source` lately.
+    /// Whether `phone` fetched its own files from `source` lately, under
+    /// its fingerprint as last noted.
     pub fn knows(&self, source: IpAddr, phone: Id) -> bool {
+        self.knows_under(source, phone, None)
+    }
+
+    /// Whether `phone` fetched its own files from `source` lately, as its
+    /// row is now.
+    pub fn knows_phone(&self, source: IpAddr, phone: &Phone) -> bool {
+        self.knows_under(source, phone.id, Some(fingerprint(phone)))
+    }
+
+    fn knows_under(&self, source: IpAddr, phone: Id, fingerprint: Option<u64>) -> bool {
         let source = source_key(source);
         let live = self.live(self.now());
         self.lock().phones.get(&phone).is_some_and(|places| {
-            places
-                .iter()
-                .any(|s| s.source == Some(source) && live(s.at))
+            let current = fingerprint.or(places.current);
+            (places.seen.iter())
+                .any(|s| s.source == Some(source) && live(s.at) && s.counts_under(current))
         })
     }
 
@@ -177,14 +243,24 @@ fn clamp_secs(ttl: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dialtone_sync::testing::build::phone_row;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    /// Phone `id` of tenant 1, without credentials, noted as it is.
+    fn noted(known: &Known, id: Id) -> Phone {
+        let mac = format!("001565{id:06x}").parse().unwrap();
+        let phone = phone_row(id, 1, mac, Family::Yealink);
+        known.note(&phone);
+        phone
+    }
+
     #[test]
     fn a_pair_is_known_per_source_and_phone() {
         let known = Known::new(Duration::from_secs(3600), 10);
+        noted(&known, 1);
         assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
         assert!(known.knows(ip("192.0.2.5"), 1));
         assert!(!known.knows(ip("192.0.2.5"), 2), "another phone");
@@ -193,6 +269,7 @@ mod tests {
         assert!(!known.knows_family(ip("192.0.2.5"), &[Family::Poly]));
         assert!(!known.knows_family(ip("192.0.2.6"), &[Family::Yealink]));
         // IPv6 by /64, like the guard.
+        noted(&known, 3);
         known.record(ip("2001:db8:5:6::10"), 3, Family::Snom);
         assert!(known.knows(ip("2001:db8:5:6::99"), 3));
         assert!(!known.knows(ip("2001:db8:5:7::10"), 3));
@@ -201,6 +278,7 @@ mod tests {
     #[test]
     fn pairs_expire() {
         let known = Known::new(Duration::from_secs(3600), 10);
+        noted(&known, 1);
         known.record(ip("192.0.2.5"), 1, Family::Yealink);
         // A shorter time (SIGHUP) applies to pairs already remembered.
         known.set_ttl(Duration::from_secs(1));
@@ -214,6 +292,7 @@ mod tests {
     #[test]
     fn forged_sources_never_push_out_a_phones_real_source() {
         let known = Known::new(Duration::from_secs(3600), 2);
+        noted(&known, 1);
         assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
         for n in 0..10_000u32 {
             known.record(
@@ -229,9 +308,51 @@ mod tests {
         );
         assert_eq!(known.phones(), 1);
         assert!(known.lock().sources.len() <= ADDRESSES_PER_PHONE);
-        // The phone table is bounded too: a third phone finds no place.
+        // The phone table is bounded too: a third phone finds no place,
+        // noted or not.
+        noted(&known, 2);
         assert!(known.record(ip("192.0.2.7"), 2, Family::Yealink));
+        noted(&known, 3);
         assert!(!known.record(ip("192.0.2.8"), 3, Family::Yealink));
         assert_eq!(known.phones(), 2);
+    }
+
+    /// Places taken before the phone had credentials (by whoever knew its
+    /// MAC) stop counting once it has them, and make room for the source
+    /// that proves the password; a move to another tenant does the same.
+    /// An edit that keeps tenant and login keeps the places.
+    #[test]
+    fn places_count_only_under_the_tenant_and_login_they_were_learned_under() {
+        let known = Known::new(Duration::from_secs(3600), 10);
+        let mut phone = noted(&known, 1);
+        let forged: Vec<IpAddr> = (1..=4).map(|n| ip(&format!("203.0.113.{n}"))).collect();
+        for source in &forged {
+            assert!(known.record(*source, 1, Family::Yealink));
+        }
+        assert!(forged.iter().all(|s| known.knows_phone(*s, &phone)));
+
+        phone.http_user = Some("desk".into());
+        phone.http_password = Some(dialtone_sync::Sealed("v1:sealed".into()));
+        // As the guard asks, from the row, before anything noted it...
+        assert!(forged.iter().all(|s| !known.knows_phone(*s, &phone)));
+        known.note(&phone);
+        // ...and as the core asks, once it was noted.
+        assert!(forged.iter().all(|s| !known.knows(*s, 1)));
+        let office = ip("192.0.2.5");
+        assert!(known.record(office, 1, Family::Yealink), "no place");
+        assert!(known.knows(office, 1) && known.knows_phone(office, &phone));
+
+        phone.label = Some("renamed".into());
+        known.note(&phone);
+        assert!(known.knows_phone(office, &phone), "an edit forgot it");
+
+        phone.http_password = Some(dialtone_sync::Sealed("v1:another".into()));
+        assert!(!known.knows_phone(office, &phone), "a new password");
+        phone.http_password = Some(dialtone_sync::Sealed("v1:sealed".into()));
+        phone.tenant_id = 2;
+        assert!(!known.knows_phone(office, &phone), "another tenant");
+        known.note(&phone);
+        assert!(!known.knows(office, 1));
+        assert_eq!(known.phones(), 1);
     }
 }

@@ -4,6 +4,7 @@
 
 mod caching;
 mod checks;
+mod device_login;
 mod directory_kinds;
 mod fleet;
 mod hung_database;

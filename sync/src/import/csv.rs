@@ -501,7 +501,7 @@ fn csv_phone(
     // show: only a login given whole is checked here.
     if !row.kept.contains(Kept::HTTP_USER) && !row.kept.contains(Kept::HTTP_PASSWORD) {
         checks::http_login(fields.http_user, fields.http_password)
-            .map_err(|m| row.fail("http_password", m))?;
+            .map_err(|r| row.fail(r.field, r.reason))?;
     }
     let phone = phones
         .add(&fields, source, row.line)

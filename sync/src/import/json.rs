@@ -362,10 +362,7 @@ fn check_phone(p: &PhoneInput) -> Result<(), Refused<String>> {
         http_password: p.http_password.as_deref(),
     };
     phone.check().map_err(|r| named("", r))?;
-    checks::http_login(phone.http_user, phone.http_password).map_err(|reason| Refused {
-        field: "http_password".into(),
-        reason,
-    })?;
+    checks::http_login(phone.http_user, phone.http_password).map_err(|r| named("", r))?;
     for (k, l) in p.lines.iter().enumerate() {
         let line = LineText {
             extension: &l.extension,

@@ -74,6 +74,21 @@ fn maybe_model(rng: &mut Rng) -> Option<String> {
 }
 
 /// A password: taken as written, so its spaces are part of it.
+/// A device user: printable ASCII without `"`, `\` or `:`
+/// (`checks::PhoneText`), with what CSV quotes and trimming keeps.
+fn maybe_user(rng: &mut Rng) -> Option<String> {
+    const EDGE: &[&str] = &["d", "Q", "0", ",", "#", "}", "'", "@"];
+    const INSIDE: &[&str] = &["e", "S", "7", " ", ",", "#", "{", "'", "=", ";"];
+    rng.chance(50).then(|| {
+        let mut s = rng.pick(EDGE).to_string();
+        for _ in 0..rng.below(8) {
+            s.push_str(rng.pick::<&str>(INSIDE));
+        }
+        s.push_str(rng.pick::<&str>(EDGE));
+        s
+    })
+}
+
 pub(super) fn password(rng: &mut Rng) -> Option<String> {
     match rng.below(4) {
         0 => None,
@@ -139,11 +154,12 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
             let tenant = rng.pick(&["acme", "globex-2", "t0"]).to_string();
             let family = *rng.pick(Family::ALL);
             let (model, label) = (maybe_model(rng), maybe_text(rng));
-            let http_user = maybe_text(rng);
-            // A user is never without a password (`checks::http_login`).
+            let http_user = maybe_user(rng);
+            // A login is whole or absent (`checks::http_login`).
             let http_password = match (http_user.is_some(), password(rng)) {
                 (true, None) => Some(text(rng)),
-                (_, password) => password,
+                (true, password) => password,
+                (false, _) => None,
             };
             Generated {
                 phone: PhoneInput {
