@@ -121,6 +121,36 @@ async fn answer_challenge(f: &Fixture, from: &str, password: &str) -> (StatusCod
     (status, body)
 }
 
+/// A tenant's template writes the whole file, XHTML with a script
+/// included: no answer may run as a page on the provisioning origin.
+#[tokio::test]
+async fn every_answer_is_sandboxed_and_never_sniffed() {
+    let f = Fixture::new().await;
+    let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ));
+    for path in ["/001565000001.cfg", "/nothing-here.cfg", SECURE] {
+        let request = HttpRequest::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(
+            headers
+                .get(header::CONTENT_SECURITY_POLICY)
+                .map(|v| v.to_str().unwrap()),
+            Some("sandbox; default-src 'none'"),
+            "{path}: {}",
+            response.status()
+        );
+        assert_eq!(
+            headers
+                .get(header::X_CONTENT_TYPE_OPTIONS)
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn etag_and_not_modified() {
     let f = Fixture::new().await;
