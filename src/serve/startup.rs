@@ -278,14 +278,30 @@ pub(super) async fn load_mirror(
 const RECHECK_FIRST: Duration = Duration::from_millis(500);
 const RECHECK_MOST: Duration = Duration::from_secs(5);
 
+/// Whether `e` is a migration that waited past `migration_retry_s` for
+/// its turn (another node migrating) or for a table in use: no refusal of
+/// this node, only work it must wait for.
+fn migration_kept_waiting(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<SyncError>(),
+            Some(SyncError::MigrationLocked { .. })
+        )
+    })
+}
+
 /// The checks a start from the snapshot could not make, made once the
 /// database answers: the schema (migrated where a start would migrate
 /// it) and the key. A node with a key the database's secrets are not
 /// sealed with, or a schema it cannot use, would have been refused at
 /// start; it stops now with the same message (returned here; the caller
 /// shuts the node down), and `serve` exits non-zero so the service
-/// manager's restart meets the start's own refusal. Until the check the
-/// store refuses writes on its own (`KeyChecked` in `dialtone-sync`).
+/// manager's restart meets the start's own refusal. A migration that
+/// waits for another node's (or a busy table) is no refusal: the node
+/// serves on and waits, where stopping would only restart it into the
+/// same wait, over and over, for as long as the other migration runs.
+/// Until the check the store refuses writes on its own (`KeyChecked` in
+/// `dialtone-sync`).
 pub(super) async fn check_when_reachable(
     config: &Config,
     store: &dyn Store,
@@ -293,6 +309,7 @@ pub(super) async fn check_when_reachable(
     mut pending: Option<Preparing>,
 ) -> Option<String> {
     let mut wait = RECHECK_FIRST;
+    let mut told_migration_waits = false;
     loop {
         let checked = match pending.take() {
             // The start's own check, still running: its outcome first.
@@ -322,6 +339,19 @@ pub(super) async fn check_when_reachable(
                 return None;
             }
             Err(e) if unreachable(&e) => wait = (wait * 2).min(RECHECK_MOST),
+            // The migration logs its own wait as it goes; this says once
+            // why the node does not stop.
+            Err(e) if migration_kept_waiting(&e) => {
+                if !told_migration_waits {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "the schema migration is still waiting; serving on from the snapshot \
+                         and trying again"
+                    );
+                    told_migration_waits = true;
+                }
+                wait = RECHECK_FIRST;
+            }
             Err(e) => {
                 let message = format!("the database came back and refuses this node: {e:#}");
                 tracing::error!("{message}; shutting down");

@@ -138,6 +138,18 @@ macro_rules! shared_sql {
             }
         }
 
+        /// What to report for a migration that `failed`: a newer binary
+        /// that migrated while this one waited for its turn leaves sqlx
+        /// saying only "migration N was previously applied but is missing
+        /// in the resolved migrations"; the operator needs to hear that
+        /// this binary is the older one.
+        pub(super) async fn newer_schema_or(conn: &mut $conn, known: i64, failed: SyncError) -> SyncError {
+            match refuse_newer(conn, known).await {
+                Err(newer @ SyncError::SchemaTooNew { .. }) => newer,
+                _ => failed,
+            }
+        }
+
         pub(super) async fn check_schema(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
             refuse_newer(conn, known).await?;
             match applied_migration(conn).await? {

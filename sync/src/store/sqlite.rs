@@ -16,6 +16,7 @@ use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod borrowed;
 mod load;
+mod migrate;
 mod sql {
     super::super::common::shared_sql!(
         sqlx::SqliteConnection,
@@ -61,9 +62,8 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.clone())
-            .await?;
+            .acquire_timeout(options.acquire_timeout);
+        let pool = migrate::open_pool(pool, &connect, options.busy_timeout).await?;
         Ok(SqliteStore {
             pool,
             load_source: load::LoadSource::new(&connect, options.busy_timeout),
@@ -184,16 +184,14 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::refuse_newer(&mut conn, latest_known()).await?;
-        // A wrong key is refused before it migrates anything.
-        if sql::applied_migration(&mut conn).await?.is_some() {
-            sql::check_key(&mut conn, &self.key, false).await?;
-        }
-        drop(conn);
-        MIGRATOR.run(&self.pool).await?;
-        let mut conn = self.pool.acquire().await?;
-        sql::check_key(&mut conn, &self.key, true).await?;
+        migrate::run(
+            &MIGRATOR,
+            &self.pool,
+            &self.connect,
+            &self.key,
+            latest_known(),
+        )
+        .await?;
         self.key_checked.set();
         Ok(())
     }
