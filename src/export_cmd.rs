@@ -110,9 +110,7 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
         Format::Csv(kind) => write_csv(&selection, &key, *kind, out),
     };
     let exported = if args.out == Path::new("-") {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        write(&mut out)?
+        write_to_stdout(write)?
     } else {
         write_whole(&args.out, write)?
     };
@@ -158,6 +156,30 @@ fn write_whole(
     temp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(exported)
+}
+
+/// Into an unnamed temporary file (owner-only, gone with the process),
+/// then copied to standard output: nothing reaches it unless the whole
+/// export was written. A CSV cut short by a failure partway is still a
+/// valid CSV, which `export - | import -` would import as if it were all.
+fn write_to_stdout(
+    write: impl FnOnce(&mut dyn Write) -> Result<Exported, dialtone_sync::SyncError>,
+) -> Result<Exported> {
+    use std::io::Seek;
+    let temp = tempfile::tempfile().context("cannot make a temporary file for the export")?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, temp);
+    let exported = write(&mut out)?;
+    let mut temp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("writing the export's temporary file")?;
+    temp.rewind()
+        .context("reading the export's temporary file")?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut temp, &mut stdout)
+        .and_then(|_| stdout.flush())
+        .context("writing to standard output")?;
     Ok(exported)
 }
 

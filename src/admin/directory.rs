@@ -201,6 +201,20 @@ pub async fn list_entries(
     Ok(axum::Json(list).into_response())
 }
 
+/// Refuses a new row's natural key with surrounding spaces: the import
+/// trims keys, so ` e1 ` beside `e1` would be one row in an export, and
+/// that whole export, every tenant's rows with it, would not import.
+/// Rows stored so by older versions can still be read, changed and
+/// removed by their key as it is.
+pub(crate) fn unpadded_key(field: &str, key: &str) -> Result<(), ApiError> {
+    if key.trim() != key {
+        return Err(ApiError::invalid(format!(
+            "{field} must not start or end with spaces"
+        )));
+    }
+    Ok(())
+}
+
 fn entry_input(
     slug: &str,
     external_id: String,
@@ -244,6 +258,7 @@ pub async fn create_entry(
         .clone()
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("external_id is required"))?;
+    unpadded_key("external_id", &external_id)?;
     match find_entry(&state, &principal, &tenant, &external_id).await {
         Ok(_) => {
             return Err(ApiError::conflict(format!(

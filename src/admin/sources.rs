@@ -210,6 +210,7 @@ pub async fn create_source(
         .name
         .clone()
         .ok_or_else(|| ApiError::invalid("name is required"))?;
+    super::directory::unpadded_key("name", &name)?;
     if find_source(&state.mirror.load(), &tenant, &name).is_ok() {
         return Err(ApiError::conflict(format!(
             "directory source {name} already exists"

@@ -8,15 +8,18 @@
 //! entries and sources by tenant then key), so two exports of the same
 //! data are the same bytes and a diff between two shows what changed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
 use crate::crypto::{Purpose, Sealed, SecretKey};
+use crate::import::entry_key;
 use crate::model::{DirectoryEntry, DirectorySource, Line, Phone, Tenant};
 use crate::{MirrorState, SyncError};
 
 mod csv;
+pub(crate) mod formula;
 mod json;
 
 pub use self::csv::write_csv;
@@ -96,25 +99,70 @@ impl<'a> Selection<'a> {
         Ok(lines)
     }
 
-    fn directory(&self) -> Vec<(usize, Arc<DirectoryEntry>)> {
-        (self.tenants.iter().enumerate())
-            .flat_map(|(place, t)| {
-                let mut of_tenant = self.state.directory_of(t.id);
-                of_tenant.sort_by(|a, b| a.external_id.cmp(&b.external_id));
-                of_tenant.into_iter().map(move |e| (place, e))
-            })
-            .collect()
+    fn directory(&self) -> Result<Vec<(usize, Arc<DirectoryEntry>)>, SyncError> {
+        let mut entries = Vec::new();
+        for (place, t) in self.tenants.iter().enumerate() {
+            let mut of_tenant = self.state.directory_of(t.id);
+            of_tenant.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+            let keys = (of_tenant.iter()).map(|e| entry_key(e.external_id.as_deref(), &e.name));
+            one_row_per_key(&t.slug, "directory entries", keys, |i| {
+                match &of_tenant[i].external_id {
+                    Some(id) => format!("{id:?}"),
+                    None => format!("(no external_id, named {:?})", of_tenant[i].name),
+                }
+            })?;
+            entries.extend(of_tenant.into_iter().map(|e| (place, e)));
+        }
+        Ok(entries)
     }
 
-    fn sources(&self) -> Vec<(usize, Arc<DirectorySource>)> {
-        (self.tenants.iter().enumerate())
-            .flat_map(|(place, t)| {
-                let mut of_tenant = self.state.sources_of(t.id);
-                of_tenant.sort_by(|a, b| a.name.cmp(&b.name));
-                of_tenant.into_iter().map(move |s| (place, s))
-            })
-            .collect()
+    fn sources(&self) -> Result<Vec<(usize, Arc<DirectorySource>)>, SyncError> {
+        let mut sources = Vec::new();
+        for (place, t) in self.tenants.iter().enumerate() {
+            let mut of_tenant = self.state.sources_of(t.id);
+            of_tenant.sort_by(|a, b| a.name.cmp(&b.name));
+            let keys = (of_tenant.iter()).map(|s| s.name.trim().into());
+            one_row_per_key(&t.slug, "directory sources", keys, |i| {
+                format!("{:?}", of_tenant[i].name)
+            })?;
+            sources.extend(of_tenant.into_iter().map(|s| (place, s)));
+        }
+        Ok(sources)
     }
+}
+
+/// Refuses two rows of a tenant that the import would read as one row:
+/// it trims keys (and gives an entry without an id its name's), so keys
+/// such as ` e1 ` and `e1`, which older versions of the API stored as
+/// sent, would make the whole file fail to import as a duplicate, every
+/// tenant's rows with it. Better told now than at the restore. `stored`
+/// names a row, by its place among `keys`, as it is stored.
+fn one_row_per_key<'k>(
+    tenant: &str,
+    what: &str,
+    keys: impl Iterator<Item = Cow<'k, str>>,
+    stored: impl Fn(usize) -> String,
+) -> Result<(), SyncError> {
+    let mut seen: foldhash::HashMap<Cow<'k, str>, usize> = Default::default();
+    for (place, key) in keys.enumerate() {
+        use std::collections::hash_map::Entry;
+        match seen.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(place);
+            }
+            Entry::Occupied(e) => {
+                return Err(SyncError::Export(format!(
+                    "tenant {tenant}: {what} {} and {} would import as one, {:?} (an import \
+                     trims keys), and the file would not import; rename or remove one of them, \
+                     then export again",
+                    stored(*e.get()),
+                    stored(place),
+                    e.key()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What was written, and how many values an import would not read back
@@ -189,7 +237,7 @@ fn entry_cells<'e>(
     for n in &entry.numbers {
         drift.check(&n.number, || format!("{}: number", whose()));
     }
-    let derived = format!("name:{}", entry.name.trim().to_lowercase());
+    let derived = entry_key(None, &entry.name);
     let external_id = match entry.external_id.as_deref() {
         Some(id) if id == derived => None,
         Some(id) => optional(drift, Some(id), || format!("{}: external_id", whose())),

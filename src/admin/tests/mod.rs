@@ -10,6 +10,7 @@ mod fleet;
 mod hung_database;
 mod import_body;
 mod matrix;
+mod natural_keys;
 mod no_database;
 mod nul_text;
 mod openapi;

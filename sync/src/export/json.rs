@@ -204,7 +204,7 @@ fn directory_json(
     array: &mut JsonArray<'_>,
     exported: &mut Exported,
 ) -> Result<(), SyncError> {
-    for (place, entry) in selection.directory() {
+    for (place, entry) in selection.directory()? {
         let tenant = &selection.tenants[place].slug;
         let whose = || format!("directory entry {:?} of {tenant}", entry.name);
         let (external_id, company) = entry_cells(&entry, &mut exported.drift, whose);
@@ -231,7 +231,7 @@ fn sources_json(
     array: &mut JsonArray<'_>,
     exported: &mut Exported,
 ) -> Result<(), SyncError> {
-    for (place, source) in selection.sources() {
+    for (place, source) in selection.sources()? {
         let tenant = &selection.tenants[place].slug;
         let whose = || format!("directory source {:?} of {tenant}", source.name);
         exported

@@ -39,6 +39,11 @@ fn csv_kind(headers: &[String]) -> Option<CsvKind> {
 const MIN_PHONE_ROW_BYTES: usize = 20;
 
 pub(crate) const TENANT_COLUMNS: &[&str] = &["slug", "name", "default_region", "settings"];
+/// A column of any kind, its cells empty: the export's mark that a cell
+/// beginning with `'` then `=`, `+`, `-`, `@`, `'`, a tab or a CR was
+/// escaped for spreadsheets ([`crate::export::formula`]) and loses that
+/// `'`. Without it every cell is read as written.
+pub(crate) const ESCAPED_COLUMN: &str = "formulas_escaped";
 pub(crate) const PHONE_COLUMNS: &[&str] = &[
     "tenant",
     "mac",
@@ -211,7 +216,7 @@ pub(super) fn plan(
         // A second copy would be read as the first, its cells dropped.
         if headers[..i].contains(h) {
             plan.whole_file_error(at(1, i as u64 + 1, format!("column {h:?} is given twice")));
-        } else if !known.contains(&h.as_str()) {
+        } else if h != ESCAPED_COLUMN && !known.contains(&h.as_str()) {
             plan.whole_file_error(at(
                 1,
                 i as u64 + 1,
@@ -278,7 +283,8 @@ pub(super) fn plan(
         .flatten();
     let mut objects = Objects::default();
     std::thread::scope(|scope| {
-        scope.spawn(move || read_ahead(reader, mac_cell, &full_tx, &empty_rx));
+        let escaped = headers.iter().any(|h| h == ESCAPED_COLUMN);
+        scope.spawn(move || read_ahead(reader, mac_cell, escaped, &full_tx, &empty_rx));
         for ReadAhead {
             records,
             filled,

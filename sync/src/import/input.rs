@@ -10,8 +10,9 @@ use super::*;
 const STDIN: &str = "stdin";
 
 /// `-`: standard input, read whole (a pipe has no size to plan by, and
-/// cannot be read twice), its format told by its first byte: a JSON
-/// document opens with `{`, which no CSV header can.
+/// cannot be read twice), its format told by its first byte past a
+/// byte-order mark: a JSON document opens with `{`, which no CSV header
+/// can.
 pub(super) fn plan_stdin(plan: &mut ImportPlan, phones: &mut Phones, read: &mut bool) {
     use std::io::Read;
     let file: Arc<Path> = Arc::from(Path::new(STDIN));
@@ -33,7 +34,8 @@ pub(super) fn plan_stdin(plan: &mut ImportPlan, phones: &mut Phones, read: &mut 
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut bytes) {
         return whole_file_error(plan, format!("cannot read: {e}"));
     }
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+    let text = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => plan_json_bytes(&file, bytes, plan, phones),
         Some(_) => {
             let lines = memchr::memchr_iter(b'\n', &bytes).count();
@@ -43,14 +45,22 @@ pub(super) fn plan_stdin(plan: &mut ImportPlan, phones: &mut Phones, read: &mut 
     }
 }
 
-/// A JSON document's bytes; text that is not UTF-8 is reported where it
-/// stops being so, as for any other fault of the document.
+/// What an editor on Windows may put before UTF-8 text (csv skips it).
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// A JSON document's bytes, past a byte-order mark (JSON allows none, but
+/// an editor may save one, and it is no fault of the data); text that is
+/// not UTF-8 is reported where it stops being so, as for any other fault
+/// of the document.
 pub(super) fn plan_json_bytes(
     file: &Arc<Path>,
-    bytes: Vec<u8>,
+    mut bytes: Vec<u8>,
     plan: &mut ImportPlan,
     phones: &mut Phones,
 ) {
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.drain(..UTF8_BOM.len());
+    }
     match String::from_utf8(bytes) {
         Ok(text) => json::plan(file, &text, plan, phones),
         Err(e) => {

@@ -6,6 +6,7 @@
 //!
 //! Formats are documented in the README ("Import formats").
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -255,7 +256,9 @@ pub fn plan_text(name: &str, json: bool, text: &str) -> ImportPlan {
 }
 
 /// Tenants, directory entries and sources given twice (phones are
-/// checked as their batch is built).
+/// checked as their batch is built). Each later copy is reported and
+/// left out, as a phone's is: under `--skip-invalid` the row the error
+/// names is the one skipped, not written over the first.
 fn check_duplicates(plan: &mut ImportPlan) {
     use std::collections::hash_map::Entry;
     /// Borrowed natural keys.
@@ -266,7 +269,7 @@ fn check_duplicates(plan: &mut ImportPlan) {
         Source(&'a str, &'a str),
     }
     let mut seen: foldhash::HashMap<Key, usize> = Default::default();
-    let mut errors = Vec::new();
+    let (mut errors, mut again) = (Vec::new(), Vec::new());
     for (index, (m, loc)) in plan.items.iter().enumerate() {
         let key = match m {
             Mutation::UpsertTenant(t) => Key::Tenant(&t.slug),
@@ -292,8 +295,16 @@ fn check_duplicates(plan: &mut ImportPlan) {
             location: loc.clone(),
             message: format!("duplicate {what}, first given at {}", plan.items[first].1),
         });
+        again.push(index);
     }
     plan.errors.extend(errors);
+    if !again.is_empty() {
+        let mut index = 0;
+        plan.items.retain(|_| {
+            index += 1;
+            again.binary_search(&(index - 1)).is_err()
+        });
+    }
 }
 
 // ---- validation shared by both formats ----
@@ -379,9 +390,18 @@ fn given_numbers(numbers: Vec<DirectoryNumber>) -> Vec<DirectoryNumber> {
 }
 
 fn external_id_or_name(external_id: Option<String>, name: &str) -> String {
-    // Without an id from the source system, the name is the natural key, so
-    // importing the same file twice still updates instead of duplicating.
-    opt(external_id).unwrap_or_else(|| format!("name:{}", name.trim().to_lowercase()))
+    entry_key(external_id.as_deref(), name).into_owned()
+}
+
+/// The key an import stores a directory entry under: its id trimmed, or
+/// without one its name's, so importing the same file twice still updates
+/// instead of duplicating. The export reads it to find entries an import
+/// would take for one.
+pub(crate) fn entry_key<'a>(external_id: Option<&'a str>, name: &str) -> Cow<'a, str> {
+    match external_id.map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => Cow::Borrowed(id),
+        None => format!("name:{}", name.trim().to_lowercase()).into(),
+    }
 }
 
 /// serde_json appends " at line X column Y"; we print the position up front.
