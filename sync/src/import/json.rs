@@ -97,7 +97,17 @@ fn default_region() -> String {
 fn empty_object() -> String {
     "{}".into()
 }
+fn de_given_region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_region(d).map(Some)
+}
+fn de_given_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_object(d).map(Some)
+}
 
+/// `None` for a member left out: a stored tenant keeps what it has there
+/// (its settings hold the provisioning networks, which must not reset to
+/// "anywhere" on a rename); a new one takes the default. An explicit
+/// `null` or `{}` is given, and replaces.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonTenant {
@@ -105,10 +115,10 @@ struct JsonTenant {
     slug: String,
     #[serde(deserialize_with = "de_required")]
     name: String,
-    #[serde(default = "default_region", deserialize_with = "de_region")]
-    default_region: String,
-    #[serde(default = "empty_object", deserialize_with = "de_object")]
-    settings: String,
+    #[serde(default, deserialize_with = "de_given_region")]
+    default_region: Option<String>,
+    #[serde(default, deserialize_with = "de_given_object")]
+    settings: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -228,19 +238,30 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
         }
     };
     let tenant_pos = positions.take("tenants");
-    for (i, t) in parsed.tenants.into_iter().enumerate() {
+    let tenants = parsed.tenants;
+    for (i, t) in tenants.into_iter().enumerate() {
         let mut location = loc("tenants", &tenant_pos, i);
         if let Err(message) = checks::tenant_name(&t.name) {
             location.field = Some(format!("tenants[{i}] name"));
             plan.errors.push(ImportError { location, message });
             continue;
         }
+        // A member left out keeps what is stored, object by object (a
+        // tenants CSV says it once, in its header).
+        let kept = TenantKept {
+            default_region: t.default_region.is_none(),
+            settings: t.settings.is_none(),
+        };
+        if kept.default_region || kept.settings {
+            let at = (location.file.clone(), location.line, location.column);
+            plan.tenant_objects.insert(at, kept);
+        }
         plan.items.push((
             Mutation::UpsertTenant(TenantInput {
                 slug: t.slug,
                 name: t.name,
-                default_region: t.default_region,
-                settings: t.settings,
+                default_region: t.default_region.unwrap_or_else(default_region),
+                settings: t.settings.unwrap_or_else(empty_object),
             }),
             location,
         ));

@@ -66,6 +66,10 @@ pub struct ImportPlan {
     pub whole_file_errors: usize,
     /// Tenants files whose header leaves out a column, and which.
     tenant_files: Vec<(Arc<Path>, TenantKept)>,
+    /// JSON tenant objects that leave out a member, by where they are
+    /// (file, line, column), and which: in JSON each object says for
+    /// itself.
+    tenant_objects: std::collections::HashMap<(Arc<Path>, u64, u64), TenantKept>,
 }
 
 /// The columns of a tenants file that its tenants keep as stored.
@@ -98,7 +102,7 @@ impl ImportPlan {
     /// leaves out: [`ImportPlan::keep_stored_tenants`] wants the stored
     /// tenants then.
     pub fn keeps_stored_tenants(&self) -> bool {
-        !self.tenant_files.is_empty()
+        (!self.tenant_files.is_empty() || !self.tenant_objects.is_empty())
             && (self.items.iter()).any(|(m, _)| matches!(m, Mutation::UpsertTenant(_)))
     }
 
@@ -111,14 +115,20 @@ impl ImportPlan {
     /// rather than being undone by it.
     pub fn keep_stored_tenants<'t>(&mut self, stored: impl Fn(&str) -> Option<&'t Tenant>) {
         let files = std::mem::take(&mut self.tenant_files);
-        if files.is_empty() {
+        let objects = std::mem::take(&mut self.tenant_objects);
+        if files.is_empty() && objects.is_empty() {
             return;
         }
         let items = std::mem::take(&mut self.items);
         self.items.reserve(items.len());
         for (mut mutation, location) in items {
             if let Mutation::UpsertTenant(t) = &mut mutation {
-                let kept = (files.iter()).find_map(|(f, k)| (*f == location.file).then_some(*k));
+                let kept = (files.iter())
+                    .find_map(|(f, k)| (*f == location.file).then_some(*k))
+                    .or_else(|| {
+                        let at = (location.file.clone(), location.line, location.column);
+                        objects.get(&at).copied()
+                    });
                 if let Some((kept, s)) = kept.zip(stored(&t.slug)) {
                     if kept.default_region {
                         t.default_region = s.default_region.to_string();
