@@ -61,7 +61,9 @@ impl ResyncService {
                 .store
                 .served_boots(mac, tenant.id, SERVED_ROWS)
                 .await
-                .map_err(|_| (NO_FETCH, "provisioning history is unavailable"))?;
+                // The platform's fault, not the phone's: it pages the
+                // operator as the proxy's failures do.
+                .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
             let networks = provisioning_networks(tenant);
             return choose(
                 &rows,

@@ -67,15 +67,6 @@ impl PhoneText<'_> {
             ("http_user", self.http_user),
             ("http_password", self.http_password),
         ])?;
-        if self
-            .http_user
-            .is_some_and(|user| !user.bytes().all(http_user_byte))
-        {
-            return refuse(
-                "http_user",
-                "http_user: printable ASCII only, without '\"', '\\' or ':'".into(),
-            );
-        }
         let plain = |m: &str| {
             m.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
@@ -104,13 +95,6 @@ impl LineText<'_> {
             ("proxy", self.proxy),
         ])
     }
-}
-
-/// A byte a device user name may hold. Basic joins user and password with
-/// a colon, and a quote or backslash in a Digest `username` must be escaped,
-/// which some phones never do: such a name could never log in.
-fn http_user_byte(b: u8) -> bool {
-    matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\\' | b':')
 }
 
 /// A phone's HTTP login as it is to be stored: either half alone makes
@@ -213,38 +197,14 @@ pub fn tenant_name(name: &str) -> Result<(), String> {
     // The admin page lists tenants by name: a bidi override or an
     // invisible character lets one tenant's name pass for another's, and
     // a control character does not belong in one line of text.
-    if let Some(c) = name
-        .chars()
-        .find(|&c| c.is_control() || is_format(c) || looks_blank(c))
-    {
+    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
         return Err(format!(
-            "tenant name holds U+{:04X}, a control, invisible or blank character \
+            "tenant name holds U+{:04X}, a control or invisible formatting character \
              that could make it pass for another name",
             u32::from(c)
         ));
     }
     Ok(())
-}
-
-/// Characters that show as nothing or as a space without being the space:
-/// other spaces (ideographic, no-break, the en and em family), fillers and
-/// blank glyphs (Braille blank, Hangul fillers), the combining grapheme
-/// joiner and variation selectors. A name followed by 236 ideographic
-/// spaces pushed the slug the admin page shows after it out of sight.
-fn looks_blank(c: char) -> bool {
-    (c.is_whitespace() && c != ' ')
-        || matches!(
-            c,
-            '\u{034F}'
-                | '\u{115F}'
-                | '\u{1160}'
-                | '\u{180B}'..='\u{180F}'
-                | '\u{2800}'
-                | '\u{3164}'
-                | '\u{FE00}'..='\u{FE0F}'
-                | '\u{FFA0}'
-                | '\u{E0100}'..='\u{E01EF}'
-        )
 }
 
 /// Whether `c` is of general category Cf (format), as of Unicode 15: bidi

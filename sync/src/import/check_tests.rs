@@ -37,15 +37,6 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
     ),
     (
         "phones.csv",
-        "tenant,mac,family,http_user,http_password\n\
-         acme,001565000001,yealink,admin,pw\n\
-         acme,001565000002,yealink,desk:2,pw\n",
-        "phones.csv:3:4 (http_user)",
-        "http_user: printable ASCII only",
-        1,
-    ),
-    (
-        "phones.csv",
         "tenant,mac,family,extension,display_name,registrar\n\
          acme,001565000001,yealink,101,Desk,sip\n\
          acme,001565000002,yealink,102,LONG,sip\n",
@@ -82,17 +73,6 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
         ]}"#,
         "phones.json:3:13 (phones[1] http_user)",
         "http_user: required when http_password is set",
-        1,
-    ),
-    (
-        "phones.json",
-        r#"{"phones": [
-            {"tenant": "acme", "mac": "001565000001", "family": "yealink"},
-            {"tenant": "acme", "mac": "001565000002", "family": "yealink",
-             "http_user": "desk \"2\"", "http_password": "pw"}
-        ]}"#,
-        "phones.json:3:13 (phones[1] http_user)",
-        "http_user: printable ASCII only",
         1,
     ),
     (

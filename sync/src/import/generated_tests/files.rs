@@ -74,8 +74,7 @@ fn maybe_model(rng: &mut Rng) -> Option<String> {
 }
 
 /// A password: taken as written, so its spaces are part of it.
-/// A device user: printable ASCII without `"`, `\` or `:`
-/// (`checks::PhoneText`), with what CSV quotes and trimming keeps.
+/// A device user, with what CSV quotes and trimming keeps.
 fn maybe_user(rng: &mut Rng) -> Option<String> {
     const EDGE: &[&str] = &["d", "Q", "0", ",", "#", "}", "'", "@"];
     const INSIDE: &[&str] = &["e", "S", "7", " ", ",", "#", "{", "'", "=", ";"];
