@@ -138,9 +138,11 @@ impl Known {
     }
 
     /// `phone` (of `family`) fetched one of its own files from `source`,
-    /// answered under its fingerprint as last noted. False when it could
-    /// not be remembered (no place left).
-    pub fn record(&self, source: IpAddr, phone: Id, family: Family) -> bool {
+    /// answered under `learned_under`, its fingerprint when the request
+    /// was decided (a login changed since leaves the place stale, and a
+    /// phone the table had no room to note still gets it). False when it
+    /// could not be remembered (no place left).
+    pub fn record(&self, source: IpAddr, phone: Id, family: Family, learned_under: u64) -> bool {
         let source = source_key(source);
         let now = self.now();
         let live = self.live(now);
@@ -151,8 +153,11 @@ impl Known {
                 return false;
             }
         }
-        let places = tables.phones.entry(phone).or_default();
-        let learned_under = places.current;
+        let places = tables.phones.entry(phone).or_insert_with(|| Places {
+            current: Some(learned_under),
+            ..Places::default()
+        });
+        let learned_under = Some(learned_under);
         let free = |s: &Seen| s.source.is_none() || !live(s.at) || !s.counts_under(learned_under);
         let at = (places.seen.iter().position(|s| s.source == Some(source)))
             .or_else(|| places.seen.iter().position(free));
@@ -257,11 +262,16 @@ mod tests {
         phone
     }
 
+    /// The fingerprint `id` was last noted under, as the core passes it.
+    fn noted_under(known: &Known, id: Id) -> u64 {
+        (known.lock().phones.get(&id)).map_or(0, |p| p.current.unwrap_or(0))
+    }
+
     #[test]
     fn a_pair_is_known_per_source_and_phone() {
         let known = Known::new(Duration::from_secs(3600), 10);
         noted(&known, 1);
-        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
+        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
         assert!(known.knows(ip("192.0.2.5"), 1));
         assert!(!known.knows(ip("192.0.2.5"), 2), "another phone");
         assert!(!known.knows(ip("192.0.2.6"), 1), "another source");
@@ -270,7 +280,12 @@ mod tests {
         assert!(!known.knows_family(ip("192.0.2.6"), &[Family::Yealink]));
         // IPv6 by /64, like the guard.
         noted(&known, 3);
-        known.record(ip("2001:db8:5:6::10"), 3, Family::Snom);
+        known.record(
+            ip("2001:db8:5:6::10"),
+            3,
+            Family::Snom,
+            noted_under(&known, 3),
+        );
         assert!(known.knows(ip("2001:db8:5:6::99"), 3));
         assert!(!known.knows(ip("2001:db8:5:7::10"), 3));
     }
@@ -279,7 +294,7 @@ mod tests {
     fn pairs_expire() {
         let known = Known::new(Duration::from_secs(3600), 10);
         noted(&known, 1);
-        known.record(ip("192.0.2.5"), 1, Family::Yealink);
+        known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1));
         // A shorter time (SIGHUP) applies to pairs already remembered.
         known.set_ttl(Duration::from_secs(1));
         std::thread::sleep(Duration::from_millis(2100));
@@ -293,17 +308,18 @@ mod tests {
     fn forged_sources_never_push_out_a_phones_real_source() {
         let known = Known::new(Duration::from_secs(3600), 2);
         noted(&known, 1);
-        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink));
+        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
         for n in 0..10_000u32 {
             known.record(
                 IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + n)),
                 1,
                 Family::Yealink,
+                noted_under(&known, 1),
             );
         }
         assert!(known.knows(ip("192.0.2.5"), 1));
         assert!(
-            known.record(ip("192.0.2.5"), 1, Family::Yealink),
+            known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)),
             "a refresh"
         );
         assert_eq!(known.phones(), 1);
@@ -311,10 +327,26 @@ mod tests {
         // The phone table is bounded too: a third phone finds no place,
         // noted or not.
         noted(&known, 2);
-        assert!(known.record(ip("192.0.2.7"), 2, Family::Yealink));
+        assert!(known.record(ip("192.0.2.7"), 2, Family::Yealink, noted_under(&known, 2)));
         noted(&known, 3);
-        assert!(!known.record(ip("192.0.2.8"), 3, Family::Yealink));
+        assert!(!known.record(ip("192.0.2.8"), 3, Family::Yealink, noted_under(&known, 3)));
         assert_eq!(known.phones(), 2);
+    }
+
+    /// A phone the full table could not note when it was answered, which
+    /// finds room at its record (a sweep of expired phones), is known
+    /// under the fingerprint it was answered with, not under none.
+    #[test]
+    fn a_phone_first_seen_when_the_table_was_full_is_known_once_recorded() {
+        let known = Known::new(Duration::from_secs(1), 1);
+        noted(&known, 1);
+        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
+        std::thread::sleep(Duration::from_millis(2100));
+        let phone = noted(&known, 2);
+        assert_eq!(known.phones(), 1, "the full table noted phone 2");
+        let office = ip("192.0.2.9");
+        assert!(known.record(office, 2, Family::Yealink, fingerprint(&phone)));
+        assert!(known.knows(office, 2) && known.knows_phone(office, &phone));
     }
 
     /// Places taken before the phone had credentials (by whoever knew its
@@ -327,7 +359,7 @@ mod tests {
         let mut phone = noted(&known, 1);
         let forged: Vec<IpAddr> = (1..=4).map(|n| ip(&format!("203.0.113.{n}"))).collect();
         for source in &forged {
-            assert!(known.record(*source, 1, Family::Yealink));
+            assert!(known.record(*source, 1, Family::Yealink, noted_under(&known, 1)));
         }
         assert!(forged.iter().all(|s| known.knows_phone(*s, &phone)));
 
@@ -339,7 +371,10 @@ mod tests {
         // ...and as the core asks, once it was noted.
         assert!(forged.iter().all(|s| !known.knows(*s, 1)));
         let office = ip("192.0.2.5");
-        assert!(known.record(office, 1, Family::Yealink), "no place");
+        assert!(
+            known.record(office, 1, Family::Yealink, noted_under(&known, 1)),
+            "no place"
+        );
         assert!(known.knows(office, 1) && known.knows_phone(office, &phone));
 
         phone.label = Some("renamed".into());

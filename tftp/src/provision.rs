@@ -139,6 +139,8 @@ pub(crate) struct KnownSource {
     ip: std::net::IpAddr,
     phone: Id,
     family: Family,
+    /// The phone's fingerprint as it was answered (`known::fingerprint`).
+    learned_under: u64,
 }
 
 impl KnownSource {
@@ -146,7 +148,7 @@ impl KnownSource {
         provisioner
             .guard
             .known()
-            .record(self.ip, self.phone, self.family);
+            .record(self.ip, self.phone, self.family, self.learned_under);
     }
 }
 
@@ -579,6 +581,7 @@ impl Provisioner {
                     ip,
                     phone: phone.id,
                     family: phone.family,
+                    learned_under: crate::known::fingerprint(phone),
                 };
                 match request.protocol {
                     Protocol::Tftp => unproven = Some(source),
