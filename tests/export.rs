@@ -21,20 +21,6 @@ fn dt(dir: &Path, url: &str, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
-/// `dialtone ARGS` with `input` on standard input.
-fn with_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = dialtone(dir, url)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// `dt` with `input` on standard input.
 fn dt_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> (String, String) {
     let out = with_input(dir, url, args, input);

@@ -5,22 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-
-fn dt(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = dialtone(dir, url)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// Tenant `aaa`'s entries come first in an export; `zzz` has two entries
 /// a CSV row cannot hold, which a tenant may make through the API.
@@ -38,13 +23,13 @@ const FLEET: &str = r#"{
 fn a_failed_export_writes_nothing_to_standard_output() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let out = dt(dir.path(), &url, &["migrate"], b"");
+    let out = with_input(dir.path(), &url, &["migrate"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = dt(dir.path(), &url, &["import", "-"], FLEET.as_bytes());
+    let out = with_input(dir.path(), &url, &["import", "-"], FLEET.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let args = ["export", "-", "--format", "csv", "--kind", "directory"];
-    let out = dt(dir.path(), &url, &args, b"");
+    let out = with_input(dir.path(), &url, &args, b"");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(text(&out.stdout), "", "a failed export wrote to stdout");
@@ -58,13 +43,15 @@ fn a_failed_export_writes_nothing_to_standard_output() {
     }
 
     // JSON carries it all, and reads back through a pipe.
-    let out = dt(dir.path(), &url, &["export", "-"], b"");
+    let out = with_input(dir.path(), &url, &["export", "-"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("\"kind\":\"pager\""));
     let other = sqlite_url(&dir.path().join("other"));
     std::fs::create_dir(dir.path().join("other")).unwrap();
-    assert!(dt(dir.path(), &other, &["migrate"], b"").status.success());
-    let back = dt(dir.path(), &other, &["import", "-"], &out.stdout);
+    assert!(with_input(dir.path(), &other, &["migrate"], b"")
+        .status
+        .success());
+    let back = with_input(dir.path(), &other, &["import", "-"], &out.stdout);
     assert!(back.status.success(), "{}", text(&back.stderr));
     assert!(
         text(&back.stdout).contains("directory entries +4"),
@@ -77,9 +64,11 @@ fn a_failed_export_writes_nothing_to_standard_output() {
 fn standard_input_is_read_past_a_byte_order_mark() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    assert!(dt(dir.path(), &url, &["migrate"], b"").status.success());
+    assert!(with_input(dir.path(), &url, &["migrate"], b"")
+        .status
+        .success());
     let json = b"\xef\xbb\xbf{\"tenants\": [{\"slug\": \"acme\", \"name\": \"Acme\"}]}";
-    let out = dt(dir.path(), &url, &["import", "-"], json);
+    let out = with_input(dir.path(), &url, &["import", "-"], json);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("tenants +1"),
@@ -87,6 +76,6 @@ fn standard_input_is_read_past_a_byte_order_mark() {
         text(&out.stdout)
     );
     let csv = b"\xef\xbb\xbfslug,name\nglobex,Globex\n";
-    let out = dt(dir.path(), &url, &["import", "-"], csv);
+    let out = with_input(dir.path(), &url, &["import", "-"], csv);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

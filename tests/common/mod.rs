@@ -59,6 +59,19 @@ pub fn dialtone(dir: &Path, database_url: &str) -> Command {
     cmd
 }
 
+/// `dialtone ARGS` with `input` on standard input.
+pub fn with_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = dialtone(dir, url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run dialtone")
 }
