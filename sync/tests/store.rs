@@ -49,9 +49,14 @@ async fn upserts_are_idempotent_body(db: TestDb) {
     let second = store.apply(&batch, &audit("import")).await.unwrap();
     assert_eq!(second.changed(), 0, "{second:?}");
     assert_eq!((second.phones.unchanged, second.lines.unchanged), (1, 2));
-    // No row changed, so the change feed has nothing new to say.
+    // No row changed, so the change feed has nothing new to say. It may
+    // still deliver a row of the first import again (held back by another
+    // test's snapshot xmin, as above), which the mirror applies as a no-op.
     let feed = store.changes_since(cursor, None).await.unwrap();
-    assert!(feed.changes.is_empty(), "{:?}", feed.changes);
+    let new: Vec<_> = (feed.changes.iter())
+        .filter(|(entity, id, _)| !delivered.contains(&(*entity, *id)))
+        .collect();
+    assert!(new.is_empty(), "{new:?}");
 
     // Shrinking a phone to one line removes the second.
     let third = store
