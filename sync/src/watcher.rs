@@ -62,6 +62,8 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
         Some("schema epoch changed")
     } else if batch.meta.pruned_through > state.cursor() {
         Some("change log pruned past our cursor")
+    } else if batch.rewound {
+        Some("the change log is behind this node's cursor: the database is an older copy (a restored backup?)")
     } else if batch.too_far_behind {
         Some("too far behind to catch up row by row")
     } else {

@@ -4,9 +4,11 @@
 //! argument.
 
 /// Expands to functions over `$conn` (a concrete sqlx connection type).
-/// `$ids_filter` is a predicate on `id` for one bound JSON array of ids.
+/// `$ids_filter` is a predicate on `id` for one bound JSON array of ids;
+/// `$read_meta` reads the meta row ([`crate::store::rows::READ_META`]'s
+/// columns).
 macro_rules! shared_sql {
-    ($conn:ty, $ids_filter:literal, $lock:literal) => {
+    ($conn:ty, $ids_filter:literal, $lock:literal, $read_meta:expr) => {
         use crate::crypto::{Purpose, SecretKey};
         use crate::error::SyncError;
         use crate::model::*;
@@ -64,7 +66,7 @@ macro_rules! shared_sql {
         }
 
         pub(super) async fn read_meta(conn: &mut $conn) -> Result<Meta, SyncError> {
-            let (epoch, txid, seq, database_id): (i64, i64, i64, String) = sqlx::query_as(READ_META)
+            let (epoch, txid, seq, database_id): (i64, i64, i64, String) = sqlx::query_as($read_meta)
             .fetch_one(&mut *conn)
             .await?;
             Ok(Meta {

@@ -82,6 +82,11 @@ pub struct ChangeBatch {
     pub meta: Meta,
     /// More rows changed than it pays to fetch one by one: reload everything.
     pub too_far_behind: bool,
+    /// The log's own counter is behind the cursor: the database is an
+    /// older copy of itself (a backup restored, or a cluster rewound to
+    /// an earlier point), and rows the copy lacks would never come as
+    /// changes. Reload everything.
+    pub rewound: bool,
     /// What this read saw above `next_cursor` (PostgreSQL).
     pub seen_above: Option<Arc<SeenAbove>>,
 }

@@ -24,7 +24,8 @@ mod sql {
     super::super::common::shared_sql!(
         sqlx::PgConnection,
         "id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
-        " FOR UPDATE"
+        " FOR UPDATE",
+        crate::store::rows::READ_META_POSTGRES
     );
 }
 
@@ -215,6 +216,16 @@ impl Store for PgStore {
             .await?;
         let (horizon, seen_now) = parse_snapshot(&snapshot)?;
         let meta = sql::read_meta(&mut tx).await?;
+        // Transaction ids only grow in a cluster: ids behind the cursor
+        // are a cluster restored to an earlier point, or another one.
+        if seen_now.xmax < cursor.txid {
+            return Ok(ChangeBatch {
+                meta,
+                rewound: true,
+                next_cursor: cursor,
+                ..Default::default()
+            });
+        }
         let entries: Vec<(String, i64)> = match seen {
             // Two index ranges: the transactions that were still running at
             // the last read, and those that started after it.
@@ -274,6 +285,7 @@ impl Store for PgStore {
             next_cursor,
             meta,
             too_far_behind: false,
+            rewound: false,
             seen_above: Some(std::sync::Arc::new(seen_now)),
         })
     }

@@ -143,6 +143,17 @@ fn family(text: &str) -> Result<Family, <Family as std::str::FromStr>::Err> {
 pub const READ_META: &str =
     "SELECT epoch, pruned_txid, pruned_seq, database_id FROM dialtone_meta WHERE singleton = 1";
 
+/// On PostgreSQL the database id also names the change log's table by
+/// its oid. A `pg_restore` makes every table anew, so a restored
+/// database is told apart from the one a node (or its snapshot) holds,
+/// although the stored id came back with the data; without that, rows
+/// the backup lacks stayed in every mirror, and an id the restored
+/// sequences issue again joined them to a new owner. `pg_upgrade` keeps
+/// table oids.
+pub const READ_META_POSTGRES: &str =
+    "SELECT epoch, pruned_txid, pruned_seq, database_id || '/' || 'change_log'::regclass::oid::text \
+     FROM dialtone_meta WHERE singleton = 1";
+
 pub const TENANT_COLUMNS: &str = "id, slug, name, default_region, settings, updated_at";
 
 pub(crate) fn tenant<R: Cells>(row: &R, _: &mut Interner) -> Result<Tenant, SyncError> {

@@ -21,7 +21,8 @@ mod sql {
     super::super::common::shared_sql!(
         sqlx::SqliteConnection,
         "id IN (SELECT value FROM json_each($1))",
-        ""
+        "",
+        crate::store::rows::READ_META
     );
 }
 
@@ -219,6 +220,21 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let meta = sql::read_meta(&mut tx).await?;
+        // AUTOINCREMENT's counter outlives the rows `reload-all` and
+        // pruning delete, so it is below a cursor only in an older copy.
+        let issued: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'change_log'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if issued < cursor.seq {
+            return Ok(ChangeBatch {
+                meta,
+                rewound: true,
+                next_cursor: cursor,
+                ..Default::default()
+            });
+        }
         let entries: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT seq, entity, row_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
@@ -245,6 +261,7 @@ impl Store for SqliteStore {
             next_cursor,
             meta,
             too_far_behind: false,
+            rewound: false,
             seen_above: None,
         })
     }
