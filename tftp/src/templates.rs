@@ -88,10 +88,17 @@ impl Shipped {
         }
     }
 
-    /// Reads every family folder. A missing folder is an empty set (a
-    /// deployment may use only stored templates); an unreadable file is an
-    /// error, so a bad deploy is noticed at start or at SIGHUP.
+    /// Reads every family folder of `dir` and compiles each file as a
+    /// render would. `dir` must be a directory: a typo or an unmounted
+    /// volume would otherwise serve the built-in set without a word. A
+    /// missing family folder is an empty set (a deployment may use only
+    /// stored templates). An unreadable file, or one that does not
+    /// compile, is an error naming it, so a bad deploy stops the start or
+    /// the SIGHUP (which keeps the running set) instead of failing every
+    /// phone that fetches the file.
     pub fn load(dir: &Path, generation: u64) -> Result<Shipped, ProvisionError> {
+        templates_dir_exists(dir)?;
+        warn_of_unknown_folders(dir);
         let mut templates = HashMap::new();
         for family in Family::ALL {
             let folder = dir.join(family.as_str());
@@ -109,12 +116,19 @@ impl Shipped {
                 let entry = entry
                     .map_err(|e| ProvisionError::Templates(format!("{}: {e}", folder.display())))?;
                 let file_name = entry.file_name();
+                let path = entry.path();
                 let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".tera")) else {
+                    if !hidden(&file_name) {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "shipped templates: not a `<name>.tera` file; ignored"
+                        );
+                    }
                     continue;
                 };
-                let path = entry.path();
                 let body = std::fs::read_to_string(&path)
                     .map_err(|e| ProvisionError::Templates(format!("{}: {e}", path.display())))?;
+                compiles(*family, name, &path, &body)?;
                 templates.insert((*family, name.to_string()), Arc::from(body));
             }
         }
@@ -139,6 +153,100 @@ impl Shipped {
 
     pub fn names(&self) -> impl Iterator<Item = (Family, &str)> {
         self.templates.keys().map(|(f, n)| (*f, n.as_str()))
+    }
+}
+
+fn templates_dir_exists(dir: &Path) -> Result<(), ProvisionError> {
+    if dir.as_os_str().is_empty() {
+        // `"".join("yealink")` is `yealink` in the working directory.
+        return Err(ProvisionError::Templates(
+            "the templates directory is an empty path; leave templates_dir unset \
+             to serve the built-in templates only"
+                .into(),
+        ));
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ProvisionError::Templates(format!(
+            "{}: not a directory",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProvisionError::Templates(
+            format!("{}: the templates directory does not exist", dir.display()),
+        )),
+        Err(e) => Err(ProvisionError::Templates(format!("{}: {e}", dir.display()))),
+    }
+}
+
+/// Dot files (`.git`, an editor's swap file) are somebody else's.
+fn hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".")
+}
+
+/// A folder named after no family (`yealinks`, `Yealink`) is never read:
+/// its files would silently leave the built-in ones in place.
+fn warn_of_unknown_folders(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let family = name
+            .to_str()
+            .is_some_and(|n| Family::ALL.iter().any(|f| f.as_str() == n));
+        if !family && !hidden(&name) {
+            tracing::warn!(
+                entry = %entry.path().display(),
+                "shipped templates: not a family folder; ignored"
+            );
+        }
+    }
+}
+
+/// The name a template compiles under when no file of its family renders
+/// from it.
+const UNSERVED: &str = "unserved";
+
+/// Compiles `body` the way a render compiles it (the same checks, the same
+/// engine), so a shipped file obeys the rules a tenant's does.
+fn compiles(family: Family, name: &str, path: &Path, body: &str) -> Result<(), ProvisionError> {
+    let served = crate::identify::template_names(family)
+        .into_iter()
+        .find(|known| *known == name);
+    if served.is_none() {
+        tracing::warn!(
+            file = %path.display(),
+            "shipped templates: no file of this family renders from this template"
+        );
+    }
+    let template = Resolved {
+        origin: Origin::Shipped { generation: 0 },
+        family,
+        name: served.unwrap_or(UNSERVED),
+        body: Arc::from(body),
+    };
+    match crate::render::compile(&template, &crate::engine::Budget::default()) {
+        Ok(_) => Ok(()),
+        Err(ProvisionError::Render {
+            line,
+            column,
+            message,
+            ..
+        }) => {
+            let at = match (line, column) {
+                (Some(line), Some(column)) => format!(" line {line} column {column}"),
+                (Some(line), None) => format!(" line {line}"),
+                _ => String::new(),
+            };
+            Err(ProvisionError::Templates(format!(
+                "{}{at}: {message}",
+                path.display()
+            )))
+        }
+        Err(e) => Err(ProvisionError::Templates(format!(
+            "{}: {e}",
+            path.display()
+        ))),
     }
 }
 
