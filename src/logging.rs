@@ -58,8 +58,16 @@ impl LogFile {
     }
 }
 
+/// A file this opens is its owner's alone: the log holds tenants' names,
+/// numbers and errors, and the quick start's umask gave it 0644. A file
+/// that exists keeps its mode (logrotate's `create`, an operator's choice).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 struct LogFileWriter(Arc<Mutex<File>>);
@@ -279,6 +287,24 @@ mod tests {
             "{text}"
         );
         assert!(!lines.iter().any(|l| l.starts_with("provisioning")));
+    }
+
+    /// The log holds tenants' data: a file it creates is not left to the
+    /// umask (0644 under the quick start's), one that exists keeps its mode.
+    #[test]
+    fn a_log_file_created_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let created = dir.path().join("created.log");
+        super::open_append(&created).unwrap();
+        assert_eq!(mode(&created), 0o600);
+        let kept = dir.path().join("kept.log");
+        std::fs::write(&kept, "").unwrap();
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+        super::open_append(&kept).unwrap();
+        assert_eq!(mode(&kept), 0o640);
     }
 
     #[test]

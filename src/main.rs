@@ -86,7 +86,8 @@ enum Command {
     /// Write tenants, phones with lines, directory entries and sources in
     /// the import formats (secrets in clear), to back up, move or edit.
     Export(export_cmd::ExportArgs),
-    /// Validate the configuration and print it, secrets masked.
+    /// Validate the configuration and the files it names (TLS pair, key
+    /// file, static folder, log file), and print it, secrets masked.
     CheckConfig,
     /// Seed the demo tenant (phones of every vendor, lines, directory entries).
     Demo,
@@ -146,12 +147,10 @@ pub struct ImportArgs {
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     overrides(cli).apply(&mut config);
-    // The file was validated as read; of the command line's settings the
-    // database URL takes part in a check (a PostgreSQL URL needs the
-    // secrets key), and the listeners in the one of `base_url`.
-    if cli.database_url.is_some() {
-        config.validate()?;
-    }
+    // The file was validated as read; the command line's settings take
+    // part in checks too (a PostgreSQL URL needs the secrets key, two
+    // listeners may not share an address, `base_url`), as at each reload.
+    config.validate()?;
     config.check_base_url()?;
     Ok(config)
 }
@@ -209,6 +208,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if matches!(cli.command, Command::Serve(_) | Command::CheckConfig) {
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+    }
+    // What `serve` would meet only at its start, where it exits 1 (and is
+    // restarted by systemd): here every problem at once, as a configuration
+    // error.
+    if matches!(cli.command, Command::CheckConfig) {
+        let problems = config.preflight();
+        for problem in &problems {
+            eprintln!("dialtone: invalid configuration: {problem}");
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(2);
+        }
+    }
     // phlem runs on one thread: on a machine it shares with the server it
     // leaves the other cores to the server, and it saves the cross-thread
     // wake-ups of a work-stealing pool. `--shard` spreads it over processes.

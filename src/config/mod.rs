@@ -9,6 +9,7 @@
 //! `provisioning.rs` (provisioning and lookups); the checks run after
 //! loading in `validate.rs`.
 
+mod preflight;
 mod provisioning;
 mod sections;
 #[cfg(test)]
@@ -159,6 +160,32 @@ impl Config {
         .into_iter()
         .flatten()
         .collect()
+    }
+
+    /// The sockets `serve` binds, with their keys, by protocol: the
+    /// resync socket only when resync is on, as `serve` binds it.
+    fn bound_listeners(&self) -> [(&'static str, Vec<(&'static str, SocketAddr)>); 2] {
+        let (http, p) = (&self.http, &self.provisioning);
+        let tcp = [
+            ("http.listen", Some(http.listen)),
+            ("http.monitoring_listen", http.monitoring_listen),
+            ("provisioning.http_listen", Some(p.http_listen)),
+            ("provisioning.https_listen", p.https_listen),
+        ];
+        let udp = [
+            ("provisioning.tftp_listen", p.tftp_listen),
+            (
+                "resync.listen",
+                self.resync.enabled().then_some(self.resync.listen),
+            ),
+        ];
+        let present = |listeners: &[(&'static str, Option<SocketAddr>)]| {
+            listeners
+                .iter()
+                .filter_map(|&(key, addr)| Some((key, addr?)))
+                .collect()
+        };
+        [("TCP", present(&tcp)), ("UDP", present(&udp))]
     }
 
     /// The lookup options `serve` and `dialtone lookup` both run with: the

@@ -57,6 +57,8 @@ fn durations_past_their_bounds_are_refused_by_name() {
     for (section, key, value) in [
         ("mirror", "history_retention_days", "9223372036854775807"),
         ("mirror", "history_retention_days", "0"),
+        ("database", "acquire_timeout_ms", "0"),
+        ("database", "acquire_timeout_ms", "99"),
         ("mirror", "audit_retention_days", "0"),
         ("mirror", "audit_retention_days", "36601"),
         ("mirror", "change_log_retention_s", "9223372036854775807"),
@@ -357,6 +359,13 @@ fn phones_are_never_given_a_base_url_they_cannot_reach() {
         ("[provisioning]\nbase_url = \"http://127.0.0.1:8081\"\n", false),
         // A link-local listener's zone makes no URL.
         ("[provisioning]\nhttp_listen = \"[fe80::1%2]:8081\"\n", true),
+        // Port 0 is a port chosen at bind, no port phones can be told.
+        ("[provisioning]\nhttp_listen = \"127.0.0.1:0\"\n", true),
+        ("[provisioning]\nbase_url = \"http://prov.example.net:0\"\n", true),
+        (
+            "[provisioning]\nhttp_listen = \"127.0.0.1:0\"\nbase_url = \"http://prov.example.net\"\n",
+            false,
+        ),
     ] {
         let checked = load(text, &[]).and_then(|c| c.check_base_url());
         match (refused, checked) {
@@ -422,4 +431,90 @@ fn tftp_is_turned_off_by_off() {
     }
     .apply(&mut on);
     assert_eq!(on.provisioning.tftp_listen, None);
+}
+
+/// Two of the node's own listeners on one address: `serve`'s second bind
+/// said "Address already in use", as if another program held the port.
+#[test]
+fn two_listeners_on_one_address_are_refused_by_both_keys() {
+    for (text, keys) in [
+        (
+            "[http]\nlisten = \"127.0.0.1:8081\"\n",
+            Some(("http.listen", "provisioning.http_listen")),
+        ),
+        (
+            "[http]\nmonitoring_listen = \"127.0.0.1:8080\"\n",
+            Some(("http.listen", "http.monitoring_listen")),
+        ),
+        (
+            "[http]\nlisten = \"0.0.0.0:8081\"\n",
+            Some(("http.listen", "provisioning.http_listen")),
+        ),
+        (
+            "[resync]\nproxy = \"sip.example.net:5060\"\nlisten = \"0.0.0.0:6969\"\n",
+            Some(("provisioning.tftp_listen", "resync.listen")),
+        ),
+        // Not bound while resync is off.
+        ("[resync]\nlisten = \"127.0.0.1:6969\"\n", None),
+        // TCP and UDP ports are apart.
+        ("[http]\nlisten = \"127.0.0.1:6969\"\n", None),
+        // A fresh port each.
+        (
+            "[http]\nlisten = \"127.0.0.1:0\"\nmonitoring_listen = \"127.0.0.1:0\"\n",
+            None,
+        ),
+        ("[http]\nlisten = \"[::1]:8081\"\n", None),
+        ("[http]\nlisten = \"127.0.0.2:8081\"\n", None),
+    ] {
+        match (keys, load(text, &[])) {
+            (Some((first, second)), Err(e)) => {
+                let e = e.to_string();
+                assert!(e.contains(first) && e.contains(second), "{text}: {e}");
+            }
+            (None, Ok(_)) => {}
+            (_, result) => panic!("{text}: {:?}", result.map(|_| ())),
+        }
+    }
+    let mut config = Config::default();
+    config.provisioning.https_listen = Some(config.http.listen);
+    config.provisioning.tls_cert = Some("c.pem".into());
+    config.provisioning.tls_key = Some("k.pem".into());
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("provisioning.https_listen"), "{err}");
+}
+
+/// `key` wins, which nothing said; warned of, not refused, so that a node
+/// running with both starts after an upgrade.
+#[test]
+fn a_key_and_a_key_file_together_are_warned_of() {
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let both = load(
+        "[secrets]\nkey_file = \"/etc/dialtone/key\"\n",
+        &[("DIALTONE_SECRETS__KEY", key)],
+    )
+    .unwrap();
+    let warnings = both.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("secrets.key and secrets.key_file")),
+        "{warnings:?}"
+    );
+    let file_only = load("[secrets]\nkey_file = \"/etc/dialtone/key\"\n", &[]).unwrap();
+    assert!(file_only.warnings().is_empty());
+}
+
+/// Certificate files with no HTTPS listener to use them are accepted,
+/// and said to be unused.
+#[test]
+fn tls_files_without_an_https_listener_are_warned_of() {
+    let unused = load(
+        "[provisioning]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        &[],
+    )
+    .unwrap();
+    let warnings = unused.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("https_listen"), "{warnings:?}");
+    assert!(Config::default().warnings().is_empty());
 }

@@ -1,6 +1,8 @@
 //! Checks a loaded configuration: values a section's type cannot refuse
 //! by itself, each refused with its key named.
 
+use std::net::SocketAddr;
+
 use anyhow::{bail, Result};
 
 use super::Config;
@@ -97,7 +99,61 @@ impl Config {
             );
         }
         self.resync.validate()?;
+        self.check_listeners_apart()?;
         self.check_bounds()
+    }
+
+    /// What is accepted but probably not meant, for `serve` to log and
+    /// `check-config` to show.
+    pub fn warnings(&self) -> Vec<String> {
+        let p = &self.provisioning;
+        let mut warnings = Vec::new();
+        // `key` wins, and an operator who replaced the file saw no effect
+        // and no word why. Not refused: a node that starts today with both
+        // (a drop-in's variable over the packaged file) must start after
+        // an upgrade.
+        if self.secrets.key.is_some() && self.secrets.key_file.is_some() {
+            warnings.push(
+                "secrets.key and secrets.key_file are both set (DIALTONE_SECRETS__KEY sets secrets.key): \
+                 secrets.key is used and the file is not read"
+                    .to_string(),
+            );
+        }
+        if p.https_listen.is_none() && (p.tls_cert.is_some() || p.tls_key.is_some()) {
+            warnings.push(
+                "provisioning.tls_cert and tls_key are ignored: provisioning.https_listen is unset, \
+                 so no HTTPS listener uses them"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
+    /// Two of this node's own listeners on one address: the second bind
+    /// failed with "Address already in use", which reads as another
+    /// program holding the port. A wildcard takes its port on every
+    /// address of its family; port 0 is a fresh port at each bind.
+    fn check_listeners_apart(&self) -> Result<()> {
+        let overlap = |a: SocketAddr, b: SocketAddr| {
+            a.port() != 0
+                && a.port() == b.port()
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        for (protocol, listeners) in self.bound_listeners() {
+            for (i, &(first_key, first)) in listeners.iter().enumerate() {
+                if let Some(&(second_key, second)) =
+                    listeners[i + 1..].iter().find(|(_, b)| overlap(first, *b))
+                {
+                    bail!(
+                        "{first_key} ({first}) and {second_key} ({second}) would both listen on \
+                         {protocol} port {}: give each its own address",
+                        first.port()
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The URL phones are told to fetch from is written into the settings
@@ -120,7 +176,13 @@ impl Config {
             let listen = p.http_listen.ip();
             // A link-local address with its zone makes no URL at all.
             let no_url = url::Url::parse(&p.base_url()).is_err();
-            if listen.is_unspecified() || (listen.is_loopback() && reached_elsewhere) || no_url {
+            // Port 0 is whatever port the bind was given, never known here.
+            let no_port = p.http_listen.port() == 0;
+            if listen.is_unspecified()
+                || (listen.is_loopback() && reached_elsewhere)
+                || no_url
+                || no_port
+            {
                 bail!(
                     "provisioning.base_url is unset, so phones would be told to fetch from http://{}, \
                      which they cannot reach; set it to the URL phones use (\"http://prov.example.net\")",
@@ -145,6 +207,7 @@ impl Config {
         };
         if !matches!(url.scheme(), "http" | "https")
             || unreachable
+            || url.port() == Some(0)
             || url.query().is_some()
             || url.fragment().is_some()
         {
@@ -171,10 +234,13 @@ impl Config {
         );
         const COUNT_MAX: u64 = 100_000_000;
         let bounds: [(&str, u64, u64, u64); 40] = [
+            // Below about 100 ms no connection opens in time: SQLite's
+            // start failed ("pool timed out"), and a PostgreSQL node with a
+            // snapshot served it for ever, never reaching the database.
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
-                0,
+                100,
                 3_600_000,
             ),
             ("database.migration_retry_s", d.migration_retry_s, 0, 86_400),

@@ -97,8 +97,12 @@ pub(super) async fn drain(
             Ok(Ok(h)) => {
                 tracing::info!(cursor = %h.cursor, path = %written.display(), "snapshot written")
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "writing the final snapshot failed"),
-            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+            // An error, not a warning: the next start has no snapshot to
+            // serve from while the database is down, or an older one. The
+            // exit stays 0, the drain having done all else: systemd counts
+            // a stop's non-zero exit as the unit failing.
+            Ok(Err(e)) => tracing::error!(error = %e, "writing the final snapshot failed"),
+            Err(e) => tracing::error!(error = %e, "the final snapshot's task failed"),
         }
     }
     // sqlx's close waits for every connection lent out to come back, and

@@ -1,0 +1,229 @@
+//! Checks of the files a configuration names, for `check-config`: what
+//! `serve` would refuse at start (a TLS pair that does not load, a key
+//! file that does not parse, a static folder or log file it cannot use),
+//! found without starting it and without writing anything.
+
+use std::io::ErrorKind;
+use std::path::Path;
+
+use super::Config;
+
+impl Config {
+    /// Every problem found, each naming its key; empty when `serve` would
+    /// meet none of them.
+    pub fn preflight(&self) -> Vec<String> {
+        let p = &self.provisioning;
+        let mut problems = Vec::new();
+        // Only a listener reads the pair; without one `validate` warns.
+        if let (Some(_), Some(cert), Some(key)) = (p.https_listen, &p.tls_cert, &p.tls_key) {
+            if let Err(e) = crate::http_server::tls_acceptor(cert, key) {
+                problems.push(format!(
+                    "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
+                    cert.display(),
+                    key.display()
+                ));
+            }
+        }
+        if self.secrets.key.is_none() {
+            if let Some(path) = self.key_file() {
+                problems.extend(key_file_problem(&path));
+            }
+        }
+        if let Some(dir) = &p.static_dir {
+            if let Err(e) = std::fs::read_dir(dir) {
+                problems.push(format!(
+                    "provisioning.static_dir {}: {}",
+                    dir.display(),
+                    folder_error(&e)
+                ));
+            }
+        }
+        if let Some(path) = &self.log.file {
+            problems.extend(log_file_problem(path));
+        }
+        problems
+    }
+}
+
+/// The key file as `serve` reads it. A missing one is no problem where it
+/// can be made (`serve` creates it); the sync crate's loader would create
+/// it here too, so the text goes to the parser it uses instead.
+fn key_file_problem(path: &Path) -> Option<String> {
+    let named = |why: String| Some(format!("secret key file {}: {why}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => dialtone_sync::SecretKey::parse(&text)
+            .err()
+            .and_then(|e| named(e.to_string())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let folder = parent_folder(path);
+            (!folder.is_dir()).then(|| {
+                format!(
+                    "secret key file {}: it does not exist, and serve cannot create it: \
+                     there is no folder {}",
+                    path.display(),
+                    folder.display()
+                )
+            })
+        }
+        Err(e) if e.kind() == ErrorKind::InvalidData => {
+            named("not text; expected 32 bytes as 64 hex digits or base64".into())
+        }
+        Err(e) if path.is_dir() => named(format!("a folder, not a file ({e})")),
+        Err(e) => named(e.to_string()),
+    }
+}
+
+/// Whether `serve` could open the log file for appending. An existing one
+/// is opened as `serve` opens it, without creating anything; for a missing
+/// one an unnamed file is made and dropped in its folder, which leaves
+/// nothing behind: an empty log made by `check-config`, often run as
+/// root, could be one the service's user cannot open.
+fn log_file_problem(path: &Path) -> Option<String> {
+    let opened = match std::fs::OpenOptions::new().append(true).open(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            tempfile::tempfile_in(parent_folder(path)).map(drop)
+        }
+        opened => opened.map(drop),
+    };
+    opened.err().map(|e| {
+        format!(
+            "cannot open the log file {} (log.file): {e}",
+            path.display()
+        )
+    })
+}
+
+fn parent_folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+fn folder_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::NotFound => "no such folder".into(),
+        ErrorKind::NotADirectory => "not a folder".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A default configuration (SQLite in `dir`) with a valid key file.
+    fn config_in(dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}", dir.join("d.db").display());
+        std::fs::write(dir.join("d.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+        config
+    }
+
+    fn issue(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    fn with_tls(mut config: Config, cert: &Path, key: &Path) -> Config {
+        config.provisioning.https_listen = Some("127.0.0.1:8443".parse().unwrap());
+        config.provisioning.tls_cert = Some(cert.to_path_buf());
+        config.provisioning.tls_key = Some(key.to_path_buf());
+        config
+    }
+
+    #[test]
+    fn a_usable_configuration_has_no_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = issue(dir.path(), "a");
+        let mut config = with_tls(config_in(dir.path()), &cert, &key);
+        config.provisioning.static_dir = Some(dir.path().to_path_buf());
+        config.log.file = Some(dir.path().join("logs.log"));
+        assert_eq!(config.preflight(), Vec::<String>::new());
+        // Nothing was written: no log file, no key file made.
+        assert!(!dir.path().join("logs.log").exists());
+        std::fs::remove_file(dir.path().join("d.key")).unwrap();
+        assert_eq!(config.preflight(), Vec::<String>::new());
+        assert!(!dir.path().join("d.key").exists());
+    }
+
+    #[test]
+    fn a_tls_pair_serve_could_not_load_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = issue(dir.path(), "a");
+        let (_, other_key) = issue(dir.path(), "b");
+        let encrypted = dir.path().join("encrypted.key");
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for (cert, key) in [
+            (cert.clone(), other_key),
+            (dir.path().join("missing.crt"), key.clone()),
+            (cert.clone(), cert.clone()),
+            (cert.clone(), encrypted),
+        ] {
+            let problems = with_tls(config_in(dir.path()), &cert, &key).preflight();
+            assert_eq!(problems.len(), 1, "{cert:?} {key:?}: {problems:?}");
+            assert!(
+                problems[0].contains("provisioning.tls_cert/tls_key"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_file_serve_could_not_read_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let key_file = dir.path().join("d.key");
+        for contents in [&b"abcd\n"[..], b"", b"\xff\xfe not text"] {
+            std::fs::write(&key_file, contents).unwrap();
+            let problems = config.preflight();
+            assert_eq!(problems.len(), 1, "{contents:?}: {problems:?}");
+            assert!(problems[0].starts_with("secret key file"), "{problems:?}");
+        }
+        std::fs::remove_file(&key_file).unwrap();
+        std::fs::create_dir(&key_file).unwrap();
+        let problems = config.preflight();
+        assert!(problems[0].contains("a folder"), "{problems:?}");
+        // A configured key is all serve reads.
+        let mut keyed = config.clone();
+        keyed.secrets.key = Some("cd".repeat(32));
+        assert!(keyed.preflight().is_empty());
+        let mut nowhere = config;
+        nowhere.secrets.key_file = Some(dir.path().join("no-such-folder").join("k"));
+        let problems = nowhere.preflight();
+        assert!(problems[0].contains("no folder"), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        std::fs::write(dir.path().join("d.key"), "short").unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        config.provisioning.static_dir = Some(file.clone());
+        config.log.file = Some(dir.path().join("no-such-folder").join("d.log"));
+        let mut missing = config.clone();
+        missing.provisioning.static_dir = Some(dir.path().join("none"));
+        let problems = config.preflight();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[1].contains("provisioning.static_dir") && problems[1].contains("not a folder")
+        );
+        assert!(problems[2].contains("log.file"), "{problems:?}");
+        assert!(missing.preflight()[1].contains("no such folder"));
+        let mut a_folder = config;
+        a_folder.log.file = Some(dir.path().to_path_buf());
+        assert!(a_folder.preflight()[2].contains("log.file"));
+    }
+}
