@@ -46,6 +46,7 @@ pub(super) async fn open_pool(
     connect: &SqliteConnectOptions,
     busy_timeout: Duration,
 ) -> Result<SqlitePool, SyncError> {
+    create_private(connect);
     let started = Instant::now();
     loop {
         match pool.clone().connect_with(connect.clone()).await {
@@ -55,6 +56,24 @@ pub(super) async fn open_pool(
             opened => return Ok(opened?),
         }
     }
+}
+
+/// Makes a new database file readable by its owner only, whatever the
+/// umask: it holds what the snapshot does (0600 too), plus history, audit
+/// and template bodies. SQLite gives its -wal and -shm files the database
+/// file's mode. An existing file keeps the mode its operator gave it, and
+/// a failure here is left for SQLite's own open to report.
+fn create_private(connect: &SqliteConnectOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let database = connect.get_filename();
+    if database.to_string_lossy().starts_with(SQLX_IN_MEMORY) || database.as_os_str().is_empty() {
+        return;
+    }
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(database);
 }
 
 /// SQLITE_BUSY, extended codes included.
