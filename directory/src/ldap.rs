@@ -53,6 +53,19 @@ pub fn server_text(text: &str) -> String {
     clean
 }
 
+/// `url` without the userinfo of its authority (`user:password@`), which
+/// a stored source may still hold (refused when written since): never
+/// used for the bind, and never to be shown in a log or an error.
+pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let authority_at = url.find("://").map_or(0, |at| at + 3);
+    let rest = &url[authority_at..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}{}", &url[..authority_at], &rest[at + 1..]).into(),
+        None => url.into(),
+    }
+}
+
 pub struct LdapSource {
     name: String,
     settings: LdapSettings,
@@ -198,7 +211,7 @@ impl LdapSource {
         .map_err(|e| match e {
             DirectoryError::Ldap(why) => DirectoryError::Ldap(format!(
                 "connect {}: {why}",
-                server_text(&self.settings.url)
+                server_text(&without_userinfo(&self.settings.url))
             )),
             other => other,
         })?;
@@ -365,3 +378,7 @@ mod tests {
         assert_eq!(server_text(&"x".repeat(200)), "x".repeat(200));
     }
 }
+
+#[cfg(test)]
+#[path = "ldap_url_tests.rs"]
+mod url_tests;

@@ -173,6 +173,20 @@ impl Indexes {
         // current stamp), but the next index is made from it. Under edits
         // faster than a build, keeping only current ones kept none, and
         // every lookup built whole.
+        //
+        // Not for a tenant deleted while it was built: put in after
+        // `invalidate` ran, its index stayed in memory and its readings on
+        // disk. Looked at again once they are in, since the delete may
+        // land in between; `invalidate` runs after the mirror shows it.
+        let still_there = || {
+            self.mirror
+                .load()
+                .tenant(tenant_id)
+                .is_some_and(|now| now.slug == tenant.slug)
+        };
+        if !still_there() {
+            return None;
+        }
         if self
             .tenants
             .get(&tenant_id)
@@ -180,10 +194,26 @@ impl Indexes {
         {
             self.tenants.insert(tenant_id, index.clone());
         }
-        if let (Some(files), Some(readings)) = (&self.kept, to_keep) {
-            files.write(tenant_id, &tenant.default_region, &readings);
+        let wrote = match (&self.kept, to_keep) {
+            (Some(files), Some(readings)) => {
+                files.write(tenant_id, &tenant.default_region, &readings);
+                true
+            }
+            _ => false,
+        };
+        if !still_there() {
+            self.forget(tenant_id, wrote);
+            return None;
         }
         Some(index)
+    }
+
+    /// Drops a gone tenant's index, and its kept readings when `files`.
+    fn forget(&self, tenant_id: Id, files: bool) {
+        self.tenants.invalidate(&tenant_id);
+        if let (Some(kept), true) = (&self.kept, files) {
+            kept.remove(tenant_id);
+        }
     }
 
     /// A whole build; for a directory of [`WARM_MIN_ENTRIES`] or more, from
@@ -389,7 +419,15 @@ impl LocalDirectory {
         index.find(number)
     }
 
-    /// Drops the indexes of tenants a mirror change removed. An index
+    /// Whether the tenant's index (current or not) is in memory; for
+    /// tests and diagnostics.
+    pub fn holds_index_of(&self, tenant_id: Id) -> bool {
+        self.indexes.tenants.contains_key(&tenant_id)
+    }
+
+    /// Drops the indexes of tenants a mirror change removed, and the
+    /// readings kept for them (the periodic sweep of the mirror's folder
+    /// finds those of tenants removed while the node was down). An index
     /// that is only outdated stays: the tenant's next one is made from it,
     /// after an edit and after a reload alike (a reload reads every entry
     /// anew, and an entry read the same is not normalized again).
@@ -400,14 +438,14 @@ impl LocalDirectory {
             ChangeEvent::Reset { .. } => {
                 for (tenant, _) in self.indexes.tenants.iter() {
                     if gone(&tenant) {
-                        self.indexes.tenants.invalidate(&*tenant);
+                        self.indexes.forget(*tenant, true);
                     }
                 }
             }
             ChangeEvent::Changed { keys, .. } => {
                 for (entity, id) in keys.iter() {
                     if *entity == Entity::Tenant && gone(id) {
-                        self.indexes.tenants.invalidate(id);
+                        self.indexes.forget(*id, true);
                     }
                 }
             }

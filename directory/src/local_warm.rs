@@ -1,5 +1,6 @@
 //! Building the large directories' indexes when a node starts, before
-//! their first lookups ([`LocalDirectory::warm`]).
+//! their first lookups ([`LocalDirectory::warm`]), and removing the
+//! readings kept for tenants that are gone.
 
 use dialtone_sync::Id;
 
@@ -86,5 +87,24 @@ impl LocalDirectory {
             }
         }
         warmed
+    }
+
+    /// Removes the readings kept for tenants the mirror no longer has (and
+    /// temporary files another process left), whether or not the node
+    /// builds ahead: only [`LocalDirectory::warm`] removed any, so a node
+    /// that builds on first lookups, or was down when a tenant was
+    /// deleted, kept that tenant's numbers on disk for good. Nothing before
+    /// the mirror is loaded. Blocking.
+    pub(crate) fn remove_readings_of_gone_tenants(&self) {
+        let indexes = &self.indexes;
+        let Some(files) = &indexes.kept else {
+            return;
+        };
+        if !indexes.mirror.is_loaded() {
+            return;
+        }
+        // The state as each file is met: a tenant created since the
+        // listing began may have one already.
+        files.remove_except(|id| indexes.mirror.load().tenant(id).is_some());
     }
 }

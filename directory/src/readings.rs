@@ -208,24 +208,47 @@ impl KeptReadings {
     }
 
     /// Removes the files of the tenants `keep` refuses, and temporary files
-    /// another process left. Blocking.
+    /// another process left; only files named as [`KeptReadings::write`]
+    /// names them (the folder is the snapshot's, and the operator's).
+    /// Blocking.
     pub(crate) fn remove_except(&self, keep: impl Fn(Id) -> bool) {
         let Ok(listing) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for item in listing.flatten() {
+            if !item.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
             let name = item.file_name();
             let Some(name) = name.to_str() else { continue };
             let stale = match name.strip_prefix(FILE_PREFIX) {
                 Some(rest) => rest
                     .strip_suffix(".bin")
                     .and_then(|id| id.parse::<Id>().ok())
+                    .filter(|id| self.path(*id).file_name() == Some(item.file_name().as_os_str()))
                     .is_some_and(|id| !keep(id)),
                 None => is_foreign_temporary(name, FILE_PREFIX),
             };
             if stale {
-                let _ = std::fs::remove_file(item.path());
+                remove(&item.path());
             }
+        }
+    }
+
+    /// Removes the tenant's file, if it has one (the tenant is gone).
+    /// Blocking.
+    pub(crate) fn remove(&self, tenant_id: Id) {
+        remove(&self.path(tenant_id));
+    }
+}
+
+/// Said in the log: these are a customer's numbers leaving the disk.
+fn remove(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed kept number readings"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "removing kept number readings failed")
         }
     }
 }

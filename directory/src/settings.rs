@@ -16,7 +16,8 @@ use crate::error::DirectoryError;
 pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryError> {
     match kind {
         SourceKind::Ldap => {
-            LdapSettings::parse(name, json)?;
+            let settings = LdapSettings::parse(name, json)?;
+            refuse_credentials_in_ldap_url(name, &settings.url)?;
             check_intervals(name, json)
         }
         SourceKind::Http => {
@@ -39,6 +40,23 @@ fn refuse_credentials_in_url(name: &str, url: &str) -> Result<(), DirectoryError
         )),
         _ => Ok(()),
     }
+}
+
+/// Refused when written, as for HTTP (a stored row with them still
+/// builds; they are never used, nor shown in the log): a bind password in
+/// the url is settings text every reader of the source sees, and the bind
+/// never takes it from there. The bind DN is `bind_dn`, its password the
+/// sealed secret. Judged by what the log would show of the url, so that
+/// nothing the rule lets through is ever cut from it.
+fn refuse_credentials_in_ldap_url(name: &str, url: &str) -> Result<(), DirectoryError> {
+    if crate::ldap::without_userinfo(url) != url {
+        return Err(invalid(
+            name,
+            "the url holds a user or password, which every reader of the source would see \
+             and the bind never uses: put the user in bind_dn and the password in secret",
+        ));
+    }
+    Ok(())
 }
 
 /// A mirror's intervals as written: a tenant sets them, and past 30 days

@@ -10,8 +10,10 @@
 //!   directory is unreachable still answers.
 //! - `tasks`: one sync task per mirrored source, following its row.
 //! - `work`: the node's places for the CPU work of every mirror.
+//! - `leftovers`: files whose source or tenant is no longer there.
 
 mod budget;
+mod leftovers;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tasks;
@@ -386,6 +388,8 @@ pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod leftovers_tests;
 #[cfg(test)]
 mod normalizer_tests;
 #[cfg(test)]

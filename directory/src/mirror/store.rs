@@ -159,7 +159,63 @@ pub fn read(
     }))
 }
 
-/// Removes a source's file (its source is gone or is live again).
+/// Removes a source's file (its source is gone, disabled or live again).
 pub fn remove(dir: &Path, source_id: Id) {
-    let _ = std::fs::remove_file(path(dir, source_id));
+    remove_file(&path(dir, source_id), source_id);
+}
+
+/// Removes one of `source_id`'s files, saying so: the operator reading
+/// the log must be able to tell that a departed source's directory left
+/// the disk.
+pub fn remove_file(path: &Path, source_id: Id) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(source = source_id, path = %path.display(), "removed the mirror file of a source no longer mirrored")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(source = source_id, path = %path.display(), error = %e, "removing a mirror file failed")
+        }
+    }
+}
+
+/// The mirror files in `dir`, with their sources: files named exactly as
+/// [`path`] names them, and the temporary files [`write`] makes for them
+/// (left by a crash, or a write under way). Nothing else: the folder is
+/// the snapshot's, and holds the operator's files too. Blocking.
+pub fn files(dir: &Path) -> Vec<(Id, PathBuf)> {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    listing
+        .flatten()
+        .filter(|item| item.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|item| {
+            let id = source_named(item.file_name().to_str()?)?;
+            Some((id, item.path()))
+        })
+        .collect()
+}
+
+/// The source a mirror file's name names, if it is one of ours.
+fn source_named(name: &str) -> Option<Id> {
+    let file = match name.strip_prefix('.') {
+        // `replace_file`'s `.<name>.<pid>.tmp<n>`.
+        Some(temporary) => {
+            let (stem, writer) = temporary.split_once(".bin.")?;
+            let (pid, n) = writer.split_once(".tmp")?;
+            if !all_digits(pid) || !all_digits(n) {
+                return None;
+            }
+            stem
+        }
+        None => name.strip_suffix(".bin")?,
+    };
+    let id: Id = file.strip_prefix("ldap-mirror-")?.parse().ok()?;
+    // Only the spelling `path` writes: not `+5`, `05` or `-5`.
+    (id >= 0 && format!("ldap-mirror-{id}") == file).then_some(id)
+}
+
+fn all_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::leftovers::still_mirrored;
 use super::sync::{filter, read_all, root_usn, Limits, Read};
 use super::work::MirrorWork;
 use super::{entry_quota, from_full, merge, store, MirrorData, SourceMirror, Watermark};
@@ -159,21 +160,27 @@ impl LookupService {
         let mut running: HashMap<Id, Running> = HashMap::new();
         let mut tick = tokio::time::interval(RECONCILE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One at a time: it waits for a place behind the syncs' work.
+        let mut removing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
-            let due = tokio::select! {
+            let (due, periodic) = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tick.tick() => true,
-                event = events.recv() => match event {
+                // The first tick is at once: at start.
+                _ = tick.tick() => (true, true),
+                event = events.recv() => (match event {
                     Ok(dialtone_sync::ChangeEvent::Changed { keys, .. }) => keys
                         .iter()
                         .any(|(e, _)| matches!(e, Entity::DirectorySource | Entity::Tenant)),
                     Ok(dialtone_sync::ChangeEvent::Reset { .. }) => true,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+                }, false),
             };
             if due {
                 self.reconcile(&mut running, &tracker, &cancel);
+            }
+            if periodic && removing.as_ref().is_none_or(|r| r.is_finished()) {
+                removing = Some(tracker.spawn(self.clone().remove_leftovers()));
             }
         }
     }
@@ -199,8 +206,8 @@ impl LookupService {
             if !keep {
                 r.cancel.cancel();
                 let tenant = r.source.mirror.as_ref().map_or(0, |m| m.tenant_id);
-                let exists = state.sources_of(tenant).iter().any(|s| s.id == *id);
-                if let (false, Some(dir)) = (exists, &self.inner.options.mirror_dir) {
+                let mirrored = still_mirrored(&state, tenant, *id);
+                if let (false, Some(dir)) = (mirrored, &self.inner.options.mirror_dir) {
                     store::remove(dir, *id);
                 }
             }
@@ -353,11 +360,11 @@ impl LookupService {
             .min(quota_share(quota, mirrored)) as usize
     }
 
-    /// Syncs `source` until `cancel`; then, if its row is gone, removes its
-    /// file. `reconcile` removes it too, when it cancels the task, but a
-    /// sync that was publishing then writes the file again after that:
-    /// deleted sources' directories stayed on disk for good, one file per
-    /// source a tenant created and deleted.
+    /// Syncs `source` until `cancel`; then, if its row is gone, disabled or
+    /// live again, removes its file. `reconcile` removes it too, when it
+    /// cancels the task, but a sync that was publishing then writes the
+    /// file again after that: deleted sources' directories stayed on disk
+    /// for good, one file per source a tenant created and deleted.
     pub(super) async fn run_source(self, source: Arc<RemoteSource>, cancel: CancellationToken) {
         use futures::FutureExt;
         // The reconcile restarts a task that ended; a panic must also be
@@ -374,11 +381,7 @@ impl LookupService {
             return;
         };
         let state = self.inner.mirror.load();
-        if !state
-            .sources_of(mirror.tenant_id)
-            .iter()
-            .any(|s| s.id == source.id)
-        {
+        if !still_mirrored(&state, mirror.tenant_id, source.id) {
             store::remove(dir, source.id);
         }
     }
