@@ -166,12 +166,15 @@ impl HttpSource {
         if !status.is_success() {
             return Err(upstream(format!("status {status}")));
         }
-        let charset = response
+        // A header that is not visible ASCII names no type we read.
+        let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(charset_of)
-            .map(str::to_string);
+            .map(|v| v.to_str().unwrap_or_default());
+        if self.settings.format == HttpFormat::Text && !is_text(content_type) {
+            return Err(not_text(content_type.unwrap_or_default()));
+        }
+        let charset = content_type.and_then(charset_of).map(str::to_string);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(refused_or_upstream)? {
             body.extend_from_slice(&chunk);
@@ -181,6 +184,9 @@ impl HttpSource {
         }
         let text = decode_body(charset.as_deref(), &body);
         match self.settings.format {
+            HttpFormat::Text if text.trim_start().starts_with('<') => {
+                Err(upstream("answer is markup (an HTML page?), not a name"))
+            }
             HttpFormat::Text => Ok(text.lines().next().map(str::to_string)),
             // An empty body is no JSON, but it is how some services say
             // "no name", as they would in plain text: a miss, not the
@@ -190,13 +196,54 @@ impl HttpSource {
                 let value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| upstream(format!("bad JSON: {e}")))?;
                 let pointer = self.settings.name_field.as_deref().unwrap_or("/name");
-                Ok(match value.pointer(pointer) {
-                    Some(serde_json::Value::String(s)) => Some(s.clone()),
-                    Some(serde_json::Value::Null) | None => None,
-                    Some(other) => Some(other.to_string()),
-                })
+                match value.pointer(pointer) {
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(serde_json::Value::Null) | None => Ok(None),
+                    // `false`, `12345` or an object is no name: a malformed
+                    // answer, as a body that is not JSON is (a `name_field`
+                    // pointing at the wrong place shows in the source test).
+                    Some(other) => Err(upstream(format!(
+                        "{pointer} holds {}, not a string",
+                        json_kind(other)
+                    ))),
+                }
             }
         }
+    }
+}
+
+/// Whether a text source's answer may hold a name: any `text/*` type, or
+/// no Content-Type at all, as older CNAM services send. Not `text/plain`
+/// alone: small CNAM scripts answer a bare name as `text/html`, their
+/// framework's default. A CNAM provider's maintenance page, a WAF's
+/// challenge or a captive portal answers 200 with HTML, whose first line
+/// is no one's name: that body is refused for being markup, whatever its
+/// type says.
+fn is_text(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|value| {
+        let media_type = value.split(';').next().unwrap_or_default().trim();
+        media_type
+            .get(..5)
+            .is_some_and(|top| top.eq_ignore_ascii_case("text/"))
+    })
+}
+
+/// A text source answering something else: the source failing, as a 5xx
+/// is, so the answer is retried soon and counts toward its breaker.
+fn not_text(content_type: &str) -> DirectoryError {
+    // The upstream's text, bounded: it goes into logs and the source test.
+    let shown: String = content_type.chars().take(64).collect();
+    upstream(format!("answer is {shown:?}, not text"))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -226,175 +273,5 @@ fn decode_body<'a>(charset: Option<&str>, body: &'a [u8]) -> std::borrow::Cow<'a
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A source of `json` settings that may connect to `network`.
-    fn source_of(json: &str, network: &str) -> HttpSource {
-        let settings = HttpSettings::parse("cnam", json).unwrap();
-        let networks = SourceNetworks::parse(&[network]).unwrap().shared();
-        HttpSource::new("cnam", settings, None, networks, Duration::from_secs(1)).unwrap()
-    }
-
-    /// A failed request's error (logged, and kept as the source's last
-    /// error) names neither the caller's number nor the URL's query.
-    #[tokio::test]
-    async fn a_failure_does_not_carry_the_url() {
-        // Bound, then closed: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let json =
-            format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}?auth_token=s3cret"}}"#);
-        let source = source_of(&json, "127.0.0.0/8");
-        let error = source
-            .lookup("+15550104242", Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !error.contains("s3cret") && !error.contains("15550104242"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn bodies_are_read_in_their_charset() {
-        let latin1 = b"Zo\xeb \xc5lund";
-        let utf8 = "Zoë Ålund".as_bytes();
-        let cases: [(Option<&str>, &[u8]); 5] = [
-            (None, utf8),
-            (Some("utf-8"), utf8),
-            (None, latin1),
-            (Some("ISO-8859-1"), latin1),
-            (Some("utf-8"), latin1),
-        ];
-        for (charset, body) in cases {
-            assert_eq!(decode_body(charset, body), "Zoë Ålund", "{charset:?}");
-        }
-        // A declared charset wins over a guess (these bytes are valid UTF-8).
-        assert_eq!(decode_body(Some("iso-8859-1"), "Zoë".as_bytes()), "ZoÃ«");
-        assert_eq!(
-            charset_of("text/plain; format=flowed; Charset=\"ISO-8859-1\""),
-            Some("ISO-8859-1")
-        );
-        assert_eq!(charset_of("text/plain"), None);
-    }
-
-    #[test]
-    fn url_placeholders() {
-        let source = source_of(
-            r#"{"url": "https://cnam.example/{national}?e={e164}&d={digits}"}"#,
-            "public",
-        );
-        assert_eq!(
-            source.url("+442070101234"),
-            "https://cnam.example/2070101234?e=%2B442070101234&d=442070101234"
-        );
-        assert_eq!(
-            source.url("+15550101234"),
-            "https://cnam.example/5550101234?e=%2B15550101234&d=15550101234"
-        );
-    }
-
-    /// A key a CNAM service takes in its query goes there from the sealed
-    /// secret, escaped, and is never read for placeholders itself.
-    #[test]
-    fn the_secret_fills_its_placeholder_escaped() {
-        let settings = HttpSettings::parse(
-            "cnam",
-            r#"{"url": "https://cnam.example/{digits}?key={secret}"}"#,
-        )
-        .unwrap();
-        let networks = SourceNetworks::parse(&["public"]).unwrap().shared();
-        let secret = Some("a&b={e164} c".to_string());
-        let source =
-            HttpSource::new("cnam", settings, secret, networks, Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            source.url("+15550101234"),
-            "https://cnam.example/15550101234?key=a%26b%3D%7Be164%7D%20c"
-        );
-        // A user or password in the url is refused when written.
-        for url in [
-            "https://user:pw@cnam.example/{digits}",
-            "https://user@cnam.example/{digits}",
-        ] {
-            let json = format!(r#"{{"url": "{url}"}}"#);
-            let refused = crate::settings::check(dialtone_sync::SourceKind::Http, "cnam", &json);
-            assert!(refused.is_err(), "{url}");
-        }
-        // The placeholder stays out of the host.
-        let json = r#"{"url": "https://{secret}.example/{digits}"}"#;
-        assert!(HttpSettings::parse("cnam", json).is_err());
-    }
-
-    /// A JSON source that answers 200 with nothing (or only whitespace)
-    /// has no name, as a text source doing so has none; a body that is
-    /// not JSON is still the source's failure.
-    #[tokio::test]
-    async fn an_empty_json_body_is_a_miss() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let app = axum::Router::new().route(
-                "/cnam/{body}",
-                axum::routing::get(
-                    |axum::extract::Path(body): axum::extract::Path<String>| async move {
-                        let body = match body.as_str() {
-                            "empty" => "",
-                            "blank" => " \r\n\t",
-                            _ => "<html>",
-                        };
-                        (
-                            [(axum::http::header::CONTENT_TYPE, "application/json")],
-                            body,
-                        )
-                    },
-                ),
-            );
-            axum::serve(listener, app).await.unwrap();
-        });
-        for body in ["empty", "blank", "junk"] {
-            let json = format!(
-                r#"{{"url": "http://127.0.0.1:{port}/cnam/{body}?n={{digits}}", "format": "json", "name_field": "/name"}}"#
-            );
-            let source = source_of(&json, "127.0.0.0/8");
-            let found = source.lookup("+15550104242", Duration::from_secs(5)).await;
-            match body {
-                "junk" => assert!(
-                    matches!(found, Err(DirectoryError::Upstream(_))),
-                    "{found:?}"
-                ),
-                _ => assert_eq!(found.unwrap(), None, "{body}"),
-            }
-        }
-    }
-
-    /// End to end through the client: an undeclared Latin-1 answer.
-    #[tokio::test]
-    async fn a_latin1_answer_keeps_its_letters() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let app = axum::Router::new().route(
-                "/cnam/{digits}",
-                axum::routing::get(|| async {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-                        &b"M\xfcller GmbH\r\n"[..],
-                    )
-                }),
-            );
-            axum::serve(listener, app).await.unwrap();
-        });
-        let json = format!(r#"{{"url": "http://127.0.0.1:{port}/cnam/{{digits}}"}}"#);
-        let source = source_of(&json, "127.0.0.0/8");
-        let name = source
-            .lookup("+15550104242", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(name.as_deref(), Some("Müller GmbH"));
-    }
-}
+#[path = "upstream_tests.rs"]
+mod tests;
