@@ -201,7 +201,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_tftp_refused_total",
-        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed).",
+        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed; error_limited: an error reply dropped past its source's burst of 10 and 2 a second).",
     ),
     (
         "dialtone_tftp_stalled_total",
@@ -508,6 +508,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
     ("dialtone_tftp_refused_total", &[("reason", "write")]),
     ("dialtone_tftp_refused_total", &[("reason", "malformed")]),
+    ("dialtone_tftp_refused_total", &[("reason", "error_limited")]),
     ("dialtone_resync_failed_total", &[("reason", "timeout")]),
     ("dialtone_resync_failed_total", &[("reason", "send")]),
     ("dialtone_resync_failed_total", &[("reason", "no_address")]),

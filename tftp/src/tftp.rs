@@ -26,6 +26,7 @@ mod mmsg;
 mod packet;
 mod pktinfo;
 mod ported;
+mod replies;
 mod single;
 mod transfer;
 mod wheel;
@@ -47,6 +48,7 @@ use ending::{PhoneFetch, Witness};
 pub use limits::LogLimit;
 use limits::{Admission, Slot, Slots};
 use packet::{parse_request, ReadRequest, ERR_ACCESS, ERR_NOT_FOUND, OP_RRQ, OP_WRQ};
+use replies::ErrorReplies;
 use transfer::Source;
 
 #[derive(Clone, Debug)]
@@ -240,6 +242,7 @@ pub fn spawn(
         .enable_all()
         .build()?;
     let shared = Arc::new(Shared {
+        error_replies: ErrorReplies::new(options.per_source_exempt.clone()),
         slots: Arc::new(Slots::new(
             options.max_transfers,
             options.max_per_source,
@@ -323,6 +326,8 @@ struct Shared {
     provisioner: Arc<Provisioner>,
     options: TftpOptions,
     slots: Arc<Slots>,
+    /// Every error packet that answers a request goes through it.
+    error_replies: ErrorReplies,
 }
 
 /// Why a request gets an error packet instead of a file: code and text.

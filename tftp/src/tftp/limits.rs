@@ -75,6 +75,8 @@ impl PeerTransfer {
 struct TransferState {
     /// The client has acknowledged a packet (exempt networks' too).
     acknowledged: AtomicBool,
+    /// Its request came again since its last resend.
+    asked_again: AtomicBool,
     evicted: AtomicBool,
     wake: tokio::sync::Notify,
     /// When its first packet went out: a transfer still being provisioned
@@ -166,11 +168,14 @@ impl Slots {
         let ip = canonical(peer.ip());
         let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
         let mut inner = self.lock();
-        if inner
+        if let Some(running) = inner
             .by_peer
             .get(&peer)
-            .is_some_and(|running| running.is_retransmitted(request))
+            .filter(|running| running.is_retransmitted(request))
         {
+            // Its client has not heard our first packet: the transfer owes
+            // it a resend at its next timer (see `Transfer::on_timer`).
+            running.state.asked_again.store(true, Ordering::Release);
             return Admission::Retransmission;
         }
         if let Some(key) = source {
@@ -211,6 +216,7 @@ impl Slots {
         inner.next_id += 1;
         let state = Arc::new(TransferState {
             acknowledged: AtomicBool::new(false),
+            asked_again: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             sent: std::sync::OnceLock::new(),
@@ -344,6 +350,11 @@ impl Slot {
         }
     }
 
+    /// Whether the client repeated its request since this was last asked.
+    pub fn take_asked_again(&self) -> bool {
+        self.state.asked_again.swap(false, Ordering::AcqRel)
+    }
+
     /// The client has acknowledged something (or its network is exempt):
     /// it receives what we send.
     pub fn is_proven(&self) -> bool {
@@ -401,7 +412,7 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
 
 /// An IPv4 client seen through a dual-stack socket is still an IPv4
 /// client: keyed and matched as one.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -46,7 +46,7 @@ pub(super) async fn serve(
             _ = &mut shutdown => break,
             received = received => match received {
                 Ok((len, Some(peer), local)) => {
-                    let mut refuse = |peer, refusal| send_error(&listener, peer, local, refusal);
+                    let mut refuse = |peer, refusal| send_error(&shared, &listener, peer, local, refusal);
                     let mut admitted = admit(&shared, &buf[..len], peer, &mut refuse);
                     if admitted.as_ref().err() == Some(&NotAdmitted::Retransmission) {
                         // The client's ACK to that transfer may be waiting
@@ -88,7 +88,7 @@ pub(super) async fn serve(
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             received = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf, &mut control)) => {
                 if let Ok((len, Some(peer), local)) = received {
-                    let mut refuse = |peer, refusal| send_error(&listener, peer, local, refusal);
+                    let mut refuse = |peer, refusal| send_error(&shared, &listener, peer, local, refusal);
                     if refuse_draining(&buf[..len], peer, &mut refuse) {
                         refused += 1;
                     }
@@ -134,12 +134,12 @@ async fn run(
         std::panic::AssertUnwindSafe(provision(&shared.provisioner, &request.file, peer));
     let provisioned = tokio::select! {
         provisioned = futures::FutureExt::catch_unwind(provisioning) => provisioned,
-        _ = cut.cancelled() => return send_error(&listener, peer, local, SHUTTING_DOWN),
+        _ = cut.cancelled() => return send_error(&shared, &listener, peer, local, SHUTTING_DOWN),
     };
     let provisioned = match provisioned {
         Ok(Ok(provisioned)) => provisioned,
-        Ok(Err(refusal)) => return send_error(&listener, peer, local, refusal),
-        Err(_) => return send_error(&listener, peer, local, provisioning_panicked(peer)),
+        Ok(Err(refusal)) => return send_error(&shared, &listener, peer, local, refusal),
+        Err(_) => return send_error(&shared, &listener, peer, local, provisioning_panicked(peer)),
     };
     let started = Instant::now();
     let socket = match transfer_socket(&listener, client).await {
@@ -148,7 +148,7 @@ async fn run(
             // Nothing can go out from a port of this transfer: the error
             // comes from the one the client asked.
             let refusal = transfer_failed(peer, Some(&request.file), &e);
-            send_error(&listener, peer, local, refusal);
+            send_error(&shared, &listener, peer, local, refusal);
             return record_outcome(started, "incomplete");
         }
     };
@@ -164,7 +164,7 @@ async fn run(
             // Nothing went out from the transfer's port yet: the error
             // comes from the one the client asked.
             let refusal = transfer_failed(peer, Some(&request.file), &e);
-            send_error(&listener, peer, local, refusal);
+            send_error(&shared, &listener, peer, local, refusal);
             return record_outcome(started, "incomplete");
         }
         Err(_) => return panicked(&socket, peer, &request, started).await,
@@ -271,14 +271,18 @@ async fn drive(
                     Timer::Wait => continue,
                     Timer::Resend => break,
                     Timer::Stalled => {
-                        let _ = socket.send(&Transfer::stalled_packet()).await;
+                        if let Some(packet) = transfer.stalled_packet() {
+                            let _ = socket.send(&packet).await;
+                        }
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "no acknowledgement",
                         ));
                     }
                     Timer::TooSlow => {
-                        let _ = socket.send(&Transfer::too_slow_packet()).await;
+                        if let Some(packet) = transfer.too_slow_packet() {
+                            let _ = socket.send(&packet).await;
+                        }
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "too slow"));
                     }
                     Timer::Evicted => return Err(evicted(transfer)),
@@ -314,14 +318,19 @@ async fn drive(
 
 /// Errors to requests go out from the listening socket (from the address
 /// the client asked) and are never retransmitted: no socket, no task, no
-/// wait. When the socket's send buffer is full the error is dropped; the
+/// wait. When the socket's send buffer is full, or the source has had
+/// its share of errors (`ErrorReplies`), the error is dropped; the
 /// client's retry asks again.
 fn send_error(
+    shared: &Shared,
     listener: &tokio::net::UdpSocket,
     peer: SocketAddr,
     local: Option<Local>,
     (code, message): Refusal,
 ) {
+    if !shared.error_replies.allow(peer) {
+        return;
+    }
     pktinfo::try_send(listener, &error_packet(code, message), peer, local);
 }
 

@@ -278,9 +278,11 @@ impl Listener {
     }
 
     fn on_request(&mut self, packet: &[u8], peer: SocketAddr, local: Option<Local>) {
-        let errors = &mut self.errors;
+        let (errors, replies) = (&mut self.errors, &self.shared.error_replies);
         let mut refuse = |peer, (code, message): Refusal| {
-            errors.push((peer, local, error_packet(code, message)));
+            if replies.allow(peer) {
+                errors.push((peer, local, error_packet(code, message)));
+            }
         };
         if self.draining {
             if refuse_draining(packet, peer, &mut refuse) {
@@ -364,7 +366,7 @@ impl Listener {
         // MAC, and a known office keeps its place while it fetches.
         let (source, witness) = match result {
             Ok(provisioned) => provisioned,
-            Err(refusal) => return self.refuse(peer, local, refusal),
+            Err(refusal) => return self.refuse_request(peer, local, refusal),
         };
         let now = Instant::now();
         // Evicted while its file was provisioned: most likely a forged
@@ -393,7 +395,7 @@ impl Listener {
                 );
             }
             Ok(Err(e)) => {
-                self.refuse(peer, local, transfer_failed(peer, Some(&request.file), &e));
+                self.refuse_request(peer, local, transfer_failed(peer, Some(&request.file), &e));
                 record_outcome(now, "incomplete");
             }
             Err(_) => {
@@ -430,12 +432,15 @@ impl Listener {
                     }
                 }
                 Timer::Stalled => {
-                    self.errors.push((peer, *local, Transfer::stalled_packet()));
+                    if let Some(packet) = transfer.stalled_packet() {
+                        self.errors.push((peer, *local, packet));
+                    }
                     self.end(peer, "incomplete");
                 }
                 Timer::TooSlow => {
-                    self.errors
-                        .push((peer, *local, Transfer::too_slow_packet()));
+                    if let Some(packet) = transfer.too_slow_packet() {
+                        self.errors.push((peer, *local, packet));
+                    }
                     self.end(peer, "incomplete");
                 }
                 // Most likely a forged source's: nothing is sent to it.
@@ -456,6 +461,14 @@ impl Listener {
 
     fn refuse(&mut self, peer: SocketAddr, local: Option<Local>, (code, message): Refusal) {
         self.errors.push((peer, local, error_packet(code, message)));
+    }
+
+    /// An error answering a request no ACK has proven: within the source's
+    /// share of errors (`ErrorReplies`), else dropped.
+    fn refuse_request(&mut self, peer: SocketAddr, local: Option<Local>, refusal: Refusal) {
+        if self.shared.error_replies.allow(peer) {
+            self.refuse(peer, local, refusal);
+        }
     }
 
     /// Sends what the last events produced, in batches: error packets,

@@ -138,21 +138,28 @@ pub(super) enum Timer {
     /// Send `outgoing()` again.
     Resend,
     /// No progress within the retries or `stall`: send `stalled_packet()`
-    /// and end the transfer.
+    /// (if there is one) and end the transfer.
     Stalled,
     /// Behind `min_rate` by more than `min_rate_slack`: send
-    /// `too_slow_packet()` and end the transfer.
+    /// `too_slow_packet()` (if there is one) and end the transfer.
     TooSlow,
     /// Told to give way (`Slots::admit`): end without a packet, as it is
     /// most likely a forged source's.
     Evicted,
 }
 
-/// Resends of a transfer's first packet before any ACK: until one comes,
-/// the source may be forged, and each resend is a block reflected at the
-/// address's real owner. A real client whose first packet was lost still
-/// gets it twice more.
-const UNPROVEN_RESENDS: u32 = 2;
+/// Resends of a transfer's first packet by timer before any ACK: until
+/// one comes, the source may be forged, and each resend is a block
+/// reflected at the address's real owner. A real client whose first packet
+/// was lost gets it once more, and again each time it repeats its request
+/// (see `REQUESTED_RESENDS`): a forger gets no more than it sends.
+const UNPROVEN_RESENDS: u32 = 1;
+
+/// Resends before any ACK that a repeat of the request earns past
+/// `UNPROVEN_RESENDS`, one per repeat, at the next timer: phones repeat
+/// their request when the first DATA does not come. Bounded, so repeats
+/// cannot keep an unacknowledged transfer sending until `stall`.
+const REQUESTED_RESENDS: u32 = 3;
 
 pub(super) struct Transfer {
     slot: Slot,
@@ -182,6 +189,8 @@ pub(super) struct Transfer {
     oack_out: bool,
     /// Resends of the current window so far.
     resent: u32,
+    /// Resends that repeats of the request have earned so far.
+    requested_resends: u32,
     give_up: Instant,
     deadline: Instant,
     /// The file asked for, for the log.
@@ -290,6 +299,7 @@ impl Transfer {
             oack_out: !oack.is_empty(),
             read_all: false,
             resent: 0,
+            requested_resends: 0,
             give_up: now,
             deadline: now,
             file: request.file.as_str().into(),
@@ -344,13 +354,21 @@ impl Transfer {
 
     /// The error that ends a stalled transfer: a client that is merely
     /// slow learns it is over instead of waiting out its own timeouts.
-    pub fn stalled_packet() -> Vec<u8> {
-        error_packet(0, "timed out waiting for an acknowledgement")
+    pub fn stalled_packet(&self) -> Option<Vec<u8>> {
+        self.to_the_client(|| error_packet(0, "timed out waiting for an acknowledgement"))
     }
 
     /// The error that ends a transfer behind the minimum rate.
-    pub fn too_slow_packet() -> Vec<u8> {
-        error_packet(0, "transfer too slow")
+    pub fn too_slow_packet(&self) -> Option<Vec<u8>> {
+        self.to_the_client(|| error_packet(0, "transfer too slow"))
+    }
+
+    /// A packet that ends the transfer goes only to a client that has
+    /// acknowledged something (or whose network is exempt, so cannot be
+    /// forged from outside): before that the request may have been forged,
+    /// and the packet would be reflected at someone who never spoke to us.
+    fn to_the_client(&self, packet: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
+        self.slot.is_proven().then(packet)
     }
 
     /// A packet from the client, at `now`. An error reading the file ends
@@ -433,12 +451,23 @@ impl Transfer {
         } else {
             self.retries.min(UNPROVEN_RESENDS)
         };
-        if self.resent >= retries || now >= self.give_up {
+        // Taken either way: a resend by timer answers a repeated request too.
+        let asked_again = self.slot.take_asked_again();
+        let out_of_retries = self.resent >= retries;
+        let requested = out_of_retries
+            && asked_again
+            && !self.acknowledged
+            && self.requested_resends < REQUESTED_RESENDS;
+        if (out_of_retries && !requested) || now >= self.give_up {
             metrics::counter!("dialtone_tftp_stalled_total").increment(1);
             self.end(TransferEnd::Stalled);
             return Timer::Stalled;
         }
-        self.resent += 1;
+        if requested {
+            self.requested_resends += 1;
+        } else {
+            self.resent += 1;
+        }
         self.deadline = (now + self.timeout).min(self.give_up);
         Timer::Resend
     }

@@ -102,7 +102,9 @@ fn silence_is_resent_within_the_retries_then_the_transfer_stalls() {
         max_send_retries: 2,
         ..Default::default()
     };
-    let mut t = start(b"\0\x01f\0octet\0", b"abc", &options, now);
+    // A client that has acknowledged block 1 goes silent.
+    let mut t = start(b"\0\x01f\0octet\0", &[7u8; 600], &options, now);
+    assert_eq!(t.on_packet(&[0, 4, 0, 1], now).unwrap(), Step::Advanced);
     assert_eq!(t.deadline(), now + Duration::from_secs(1));
     assert_eq!(t.on_timer(now), Timer::Wait);
     let mut at = t.deadline();
@@ -111,6 +113,7 @@ fn silence_is_resent_within_the_retries_then_the_transfer_stalls() {
     assert_eq!(t.on_timer(at), Timer::Resend);
     at = t.deadline();
     assert_eq!(t.on_timer(at), Timer::Stalled);
+    assert!(t.stalled_packet().is_some(), "the client is told");
     // A client's ERROR ends it at once.
     let mut t = start(b"\0\x01f\0octet\0", b"abc", &options, now);
     assert_eq!(t.on_packet(b"\0\x05\0\0x\0", now).unwrap(), Step::Aborted);
@@ -145,6 +148,54 @@ fn a_first_packet_no_ack_answered_is_resent_fewer_times() {
         Step::Advanced
     );
     assert_eq!(resends(&mut proven), 4);
+}
+
+/// A transfer no ACK has answered may be a forged source's: it ends
+/// without an error packet, which would go to someone who never asked.
+#[test]
+fn a_transfer_never_acknowledged_ends_without_a_packet() {
+    let now = Instant::now();
+    let options = TftpOptions {
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let mut t = start(b"\0\x01f\0octet\0", &[7u8; 600], &options, now);
+    assert_eq!(t.on_timer(t.deadline()), Timer::Resend);
+    assert_eq!(t.on_timer(t.deadline()), Timer::Stalled);
+    assert_eq!(t.stalled_packet(), None);
+    assert_eq!(t.too_slow_packet(), None);
+}
+
+/// A client that repeats its request has not heard the first packet: each
+/// repeat earns one more resend past the timer's, up to a bound.
+#[test]
+fn a_repeated_request_earns_a_resend_before_any_ack() {
+    let now = Instant::now();
+    let options = TftpOptions {
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let slots = Arc::new(Slots::new(4, 4, 4, vec![]));
+    let peer = "192.0.2.1:1000".parse().unwrap();
+    let rrq = b"\0\x01f\0octet\0";
+    let Admission::Granted(slot) = slots.admit(peer, rrq) else {
+        panic!("granted")
+    };
+    let request = parse_request(rrq).unwrap();
+    let body = Source::Memory(vec![7u8; 600].into());
+    let mut t = Transfer::start(&options, &request, body, slot, now).unwrap();
+    assert_eq!(t.on_timer(t.deadline()), Timer::Resend, "by timer");
+    let mut repeats = 0;
+    loop {
+        assert!(matches!(slots.admit(peer, rrq), Admission::Retransmission));
+        match t.on_timer(t.deadline()) {
+            Timer::Resend => repeats += 1,
+            Timer::Stalled => break,
+            other => panic!("{other:?}"),
+        }
+        assert!(repeats <= REQUESTED_RESENDS, "unbounded");
+    }
+    assert_eq!(repeats, REQUESTED_RESENDS);
 }
 
 #[test]
