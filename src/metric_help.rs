@@ -21,7 +21,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_history_dropped_total",
-        "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), phone_rate (a refused fetch, its phone had added 30 rows of refusals that minute), shutdown, write_failed, panic.",
+        "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), phone_rate (a fetch not served, its phone had added 30 rows of that kind that minute; refusals and failures past admission are counted apart), shutdown, write_failed, panic.",
     ),
     (
         "dialtone_http_connections_shed_total",

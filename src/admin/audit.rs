@@ -41,6 +41,8 @@ pub struct AuditList {
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Tenant slug (global admins; a tenant token always sees its own).
+    /// Reads the tenant that holds the slug now; a slug no tenant holds
+    /// reads the rows written under it, e.g. a deleted tenant's.
     pub tenant: Option<String>,
     pub entity: Option<String>,
     pub actor: Option<String>,

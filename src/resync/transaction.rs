@@ -1,6 +1,8 @@
 //! Non-INVITE client transactions over UDP (RFC 3261 17.1.2): one socket
 //! for all of them, responses handed to their transaction by Via branch
-//! and CSeq method.
+//! and CSeq method, and only from the address its request went to: the
+//! branch alone let anyone who learned or guessed it end a transaction
+//! with a status and reason of their own, shown in `/v1/resyncs`.
 //!
 //! Trying: the request is retransmitted when Timer E fires, E starting at
 //! T1 and doubling up to T2. A provisional response moves to Proceeding,
@@ -11,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,10 +45,19 @@ pub enum Outcome {
 /// Responses a transaction may have waiting: a 1xx or two and the final.
 const PER_TRANSACTION: usize = 4;
 
+/// A live transaction: where its request went (every retransmission
+/// too), the one address its answers may come from.
+struct Waiting {
+    dest: SocketAddr,
+    tx: mpsc::Sender<Response>,
+}
+
 /// The shared socket and who waits on which branch.
 pub struct Transport {
     socket: UdpSocket,
-    waiting: Mutex<HashMap<String, mpsc::Sender<Response>>>,
+    waiting: Mutex<HashMap<String, Waiting>>,
+    /// Answers with a live branch that came from another address.
+    wrong_source: AtomicU64,
     /// Transactions that ended without a final answer, per destination
     /// someone asked about (`watch`): the proxy's addresses, so that the
     /// next NOTIFY can go to another. Only those: direct mode sends to
@@ -71,6 +83,7 @@ impl Transport {
         Transport {
             socket,
             waiting: Mutex::default(),
+            wrong_source: AtomicU64::new(0),
             unanswered: Mutex::default(),
         }
     }
@@ -79,7 +92,7 @@ impl Transport {
         self.socket.local_addr()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Response>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -106,16 +119,23 @@ impl Transport {
         self.lock().len()
     }
 
+    /// Answers dropped for coming from elsewhere than their request went.
+    #[cfg(test)]
+    pub fn wrong_source(&self) -> u64 {
+        self.wrong_source.load(Ordering::Relaxed)
+    }
+
     /// Reads responses until cancelled. Anything that is not a response to
-    /// a NOTIFY of a live transaction is dropped: the network is untrusted,
-    /// and the branch is 64 random bits.
+    /// a NOTIFY of a live transaction, from the address that transaction
+    /// sent to, is dropped: the network is untrusted, and the branch, 64
+    /// random bits, is seen by everyone on the request's path.
     pub async fn receive(&self, cancel: CancellationToken) {
         let mut buf = vec![0u8; 8192];
         loop {
-            let n = tokio::select! {
+            let (n, from) = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, _)) => n,
+                    Ok(received) => received,
                     // ICMP errors surface here on some systems; the
                     // transaction's own timers deal with the silence. The
                     // pause keeps a socket that keeps failing from spinning.
@@ -132,10 +152,17 @@ impl Transport {
                 continue;
             }
             let waiting = self.lock();
-            if let Some(tx) = waiting.get(&response.branch) {
-                // A full channel means a flood of copies: the rest go.
-                let _ = tx.try_send(response);
+            let Some(transaction) = waiting.get(&response.branch) else {
+                continue;
+            };
+            if !same_endpoint(from, transaction.dest) {
+                self.wrong_source.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, sent_to = %transaction.dest, status = response.status,
+                    "resync: dropped an answer from another address than the NOTIFY went to");
+                continue;
             }
+            // A full channel means a flood of copies: the rest go.
+            let _ = transaction.tx.try_send(response);
         }
     }
 
@@ -170,7 +197,7 @@ impl Transport {
         mut proceeding: impl FnMut(),
     ) -> Outcome {
         let (tx, mut rx) = mpsc::channel(PER_TRANSACTION);
-        self.lock().insert(branch.to_string(), tx);
+        self.lock().insert(branch.to_string(), Waiting { dest, tx });
         let _registration = Registration {
             transport: self,
             branch,
@@ -209,186 +236,12 @@ impl Transport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resync::sip;
-    use std::sync::Arc;
-
-    const TIMERS: Timers = Timers {
-        t1: Duration::from_millis(20),
-        t2: Duration::from_millis(80),
-    };
-
-    async fn setup() -> (Arc<Transport>, UdpSocket, CancellationToken) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let transport = Arc::new(Transport::new(socket));
-        let cancel = CancellationToken::new();
-        let (t, c) = (transport.clone(), cancel.clone());
-        tokio::spawn(async move { t.receive(c).await });
-        let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        (transport, far, cancel)
-    }
-
-    fn request(local: SocketAddr, branch: &str) -> Vec<u8> {
-        sip::Notify {
-            aor: "sip:1001@sip.example.net",
-            event: "check-sync",
-            local,
-            branch,
-            from_domain: "sip.example.net",
-            from_tag: "t",
-            call_id: "c",
-        }
-        .to_bytes()
-    }
-
-    fn answer(status: &str, branch: &str) -> Vec<u8> {
-        format!("SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 127.0.0.1;branch={branch};rport=1\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n").into_bytes()
-    }
-
-    #[tokio::test]
-    async fn a_trying_then_ok_ends_answered_after_retransmissions_at_t2() {
-        let (transport, far, _cancel) = setup().await;
-        let dest = far.local_addr().unwrap();
-        let local = transport.local_addr().unwrap();
-        let phone = tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let (n, from) = far.recv_from(&mut buf).await.unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            far.send_to(&answer("100 Trying", "z9hG4bKa"), from)
-                .await
-                .unwrap();
-            // Proceeding: retransmissions keep coming, T2 apart.
-            let (_, _) = far.recv_from(&mut buf).await.unwrap();
-            let t = Instant::now();
-            let (_, _) = far.recv_from(&mut buf).await.unwrap();
-            let gap = t.elapsed();
-            // Someone else's answer, then ours.
-            far.send_to(&answer("500 Other", "z9hG4bKother"), from)
-                .await
-                .unwrap();
-            far.send_to(&answer("200 OK", "z9hG4bKa"), from)
-                .await
-                .unwrap();
-            (text, gap)
-        });
-        let mut provisional = 0;
-        let outcome = transport
-            .request(
-                dest,
-                "z9hG4bKa",
-                &request(local, "z9hG4bKa"),
-                TIMERS,
-                || provisional += 1,
-            )
-            .await;
-        assert_eq!(
-            outcome,
-            Outcome::Final {
-                status: 200,
-                reason: "OK".into()
-            }
-        );
-        assert_eq!(provisional, 1);
-        let (text, gap) = phone.await.unwrap();
-        assert!(text.starts_with("NOTIFY sip:1001@sip.example.net SIP/2.0\r\n"));
-        assert!(gap >= Duration::from_millis(60), "{gap:?}");
-        assert_eq!(transport.in_flight(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_final_error_is_kept_with_its_reason() {
-        let (transport, far, _cancel) = setup().await;
-        let dest = far.local_addr().unwrap();
-        let local = transport.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let (_, from) = far.recv_from(&mut buf).await.unwrap();
-            far.send_to(&answer("404 Not Found", "z9hG4bKb"), from)
-                .await
-                .unwrap();
-        });
-        let outcome = transport
-            .request(dest, "z9hG4bKb", &request(local, "z9hG4bKb"), TIMERS, || {})
-            .await;
-        assert_eq!(
-            outcome,
-            Outcome::Final {
-                status: 404,
-                reason: "Not Found".into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn silence_ends_at_timer_f_after_doubling_retransmissions() {
-        let (transport, far, _cancel) = setup().await;
-        let dest = far.local_addr().unwrap();
-        let local = transport.local_addr().unwrap();
-        let counter = tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut at = Vec::new();
-            while let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(500), far.recv_from(&mut buf)).await
-            {
-                at.push(Instant::now());
-            }
-            at
-        });
-        let start = Instant::now();
-        let outcome = transport
-            .request(dest, "z9hG4bKc", &request(local, "z9hG4bKc"), TIMERS, || {})
-            .await;
-        let took = start.elapsed();
-        assert_eq!(outcome, Outcome::Timeout);
-        assert!(took >= TIMERS.t1 * 64, "{took:?}");
-        let at = counter.await.unwrap();
-        // E: 20, 40, 80, then every 80 ms up to F at 1280 ms: 1 + 3 + 14ish.
-        assert!((12..=20).contains(&at.len()), "{} sends", at.len());
-        let first_gap = at[1] - at[0];
-        let later_gap = at[5] - at[4];
-        assert!(first_gap < later_gap, "{first_gap:?} vs {later_gap:?}");
-        assert_eq!(transport.in_flight(), 0);
-    }
-
-    /// The proxy's addresses are watched: one whose NOTIFY went unanswered
-    /// says so, an answered one does not, and nothing else is counted.
-    #[tokio::test]
-    async fn unanswered_transactions_are_counted_for_watched_destinations() {
-        const QUICK: Timers = Timers {
-            t1: Duration::from_millis(2),
-            t2: Duration::from_millis(8),
-        };
-        let (transport, far, _cancel) = setup().await;
-        let silent = far.local_addr().unwrap();
-        let unwatched = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let unwatched = unwatched.local_addr().unwrap();
-        let answering = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let answers = answering.local_addr().unwrap();
-        let local = transport.local_addr().unwrap();
-        transport.watch(&[silent, answers]);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let (_, from) = answering.recv_from(&mut buf).await.unwrap();
-            answering
-                .send_to(&answer("200 OK", "z9hG4bKok"), from)
-                .await
-                .unwrap();
-        });
-        for (dest, branch) in [
-            (silent, "z9hG4bKs"),
-            (unwatched, "z9hG4bKu"),
-            (answers, "z9hG4bKok"),
-        ] {
-            transport
-                .request(dest, branch, &request(local, branch), QUICK, || {})
-                .await;
-        }
-        assert_eq!(transport.unanswered(silent), 1);
-        assert_eq!(transport.unanswered(unwatched), 0);
-        assert_eq!(transport.unanswered(answers), 0);
-        transport.watch(&[answers]);
-        assert_eq!(transport.unanswered(silent), 0);
-    }
+/// One address and port, however the socket spells it: a dual-stack
+/// socket reports an IPv4 sender as IPv4-mapped IPv6.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
+
+#[cfg(test)]
+#[path = "transaction_tests.rs"]
+mod tests;

@@ -9,10 +9,14 @@
 //! an IPv6 source by its /64) repeated within [`REPEAT_WINDOW_MS`] is
 //! recorded once, so a phone in a reboot loop, or a storm of retries,
 //! cannot flood the table. And a phone adds at most
-//! [`PER_PHONE_PER_MINUTE`] rows a minute of fetches that were not served:
-//! a refused TFTP request's source can be forged, so requests naming a
-//! known phone's files from ever new sources (each a new repeat) wrote a
-//! row each, as fast as the writer went, into a table pruned only by age.
+//! [`PER_PHONE_PER_MINUTE`] rows a minute of refused fetches, and as many
+//! of fetches that failed past admission: a refused TFTP request's source
+//! can be forged, so requests naming a known phone's files from ever new
+//! sources (each a new repeat) wrote a row each, as fast as the writer
+//! went, into a table pruned only by age. The two are counted apart
+//! because a refusal takes nothing but the MAC, which is no secret: with
+//! one budget, a forger spent it and the phone's own failures (a template
+//! error, a transfer it broke off) went unrecorded.
 //! Served fetches are not capped: over TFTP their row is written when the
 //! transfer ends, and only once the client acknowledged a packet (so an
 //! ended transfer's other outcomes, a client's error or a stall, share the
@@ -40,10 +44,13 @@ pub const REPEAT_WINDOW_MS: Millis = 60_000;
 const REMEMBERED: usize = 100_000;
 /// Phones whose fetches are recorded in full at once (resyncs in flight).
 pub const FRESH: usize = 20_000;
-/// Rows of fetches not served one phone may add a minute: a misconfigured
+/// Rows of refused fetches one phone may add a minute: a misconfigured
 /// phone asks for a few missing files a boot, and boots a few times a
 /// minute at most.
 pub const PER_PHONE_PER_MINUTE: u32 = 30;
+/// Rows of fetches that failed past admission one phone may add a minute,
+/// counted apart from refusals ([`Unserved`]).
+pub const FAILED_PER_PHONE_PER_MINUTE: u32 = 30;
 /// Phones whose minute is counted at once; past it, the counts start over
 /// (a flood of as many phones' MACs only loosens the bound for a minute).
 const RATED: usize = 100_000;
@@ -60,8 +67,52 @@ pub struct HistorySink {
     /// the hot path takes no extra lock while it is empty.
     fresh: Arc<Mutex<HashMap<String, Millis>>>,
     fresh_len: Arc<AtomicU64>,
-    /// MAC → the minute its rows are counted in, and how many so far.
-    rated: Arc<Mutex<HashMap<String, (Millis, u32)>>>,
+    /// MAC → its budgets.
+    rated: Arc<Mutex<HashMap<String, Budgets>>>,
+}
+
+/// Per [`Unserved`] kind, the minute a phone's rows are counted in and how
+/// many so far.
+type Budgets = [(Millis, u32); 2];
+
+/// Why a fetch was not served whole, as its budget goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unserved {
+    /// Refused before anything of the phone's was used: unknown file, not
+    /// admitted from that source, banned, no credentials. Anyone who knows
+    /// the MAC can cause these.
+    Refused = 0,
+    /// Failed after admission: a render error, a transfer the client broke
+    /// off or let stall. The phone's own trouble, which its admins look for.
+    Failed = 1,
+}
+
+/// Outcome texts of refusals (`dialtone_tftp`'s `outcome.rs`: "not-found",
+/// or "error: " and the refusal's message). Anything else not "ok" failed
+/// past admission; a refusal text missing here would let a forger spend
+/// the failures' budget again, as every refusal did when they shared one.
+const REFUSALS: [&str; 4] = [
+    "not-found",
+    "error: source banned",
+    "error: device authentication required",
+    "error: refused path",
+];
+
+impl Unserved {
+    fn of(outcome: &str) -> Unserved {
+        if REFUSALS.iter().any(|refusal| outcome.starts_with(refusal)) {
+            Unserved::Refused
+        } else {
+            Unserved::Failed
+        }
+    }
+
+    fn cap(self) -> u32 {
+        match self {
+            Unserved::Refused => PER_PHONE_PER_MINUTE,
+            Unserved::Failed => FAILED_PER_PHONE_PER_MINUTE,
+        }
+    }
 }
 
 /// U+0000 replaced in every text of `record`. PostgreSQL refuses such
@@ -144,21 +195,28 @@ impl HistorySink {
         }
     }
 
-    /// Counts `r` in its phone's minute; false past [`PER_PHONE_PER_MINUTE`].
+    /// Counts `r` in its phone's minute for its kind; false past that
+    /// kind's cap.
     fn within_rate(&self, r: &BootRecord) -> bool {
+        let kind = Unserved::of(&r.outcome);
         let mut rated = self.rated.lock().unwrap_or_else(|e| e.into_inner());
         if rated.len() >= RATED && !rated.contains_key(&r.mac) {
-            rated.retain(|_, (minute, _)| r.at.saturating_sub(*minute) < 60_000);
+            rated.retain(|_, budgets| {
+                budgets
+                    .iter()
+                    .any(|(minute, _)| r.at.saturating_sub(*minute) < 60_000)
+            });
             if rated.len() >= RATED {
                 rated.clear();
             }
         }
-        let (minute, rows) = rated.entry(r.mac.clone()).or_insert((r.at, 0));
+        let budgets = rated.entry(r.mac.clone()).or_insert([(r.at, 0); 2]);
+        let (minute, rows) = &mut budgets[kind as usize];
         if r.at.saturating_sub(*minute) >= 60_000 || r.at < *minute {
             (*minute, *rows) = (r.at, 0);
         }
         *rows += 1;
-        *rows <= PER_PHONE_PER_MINUTE
+        *rows <= kind.cap()
     }
 
     fn is_repeat(&self, r: &BootRecord) -> bool {

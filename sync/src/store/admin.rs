@@ -147,11 +147,23 @@ macro_rules! admin_sql {
             let mut sql = String::from(
                 "SELECT id, at, actor, action, entity, entity_key, tenant, summary FROM audit_log WHERE 1 = 1",
             );
+            // A slug names today's tenant, by id: a slug taken over after a
+            // deletion must not mix the earlier customer's rows with the new
+            // one's. Only a slug no tenant holds reads by the text, so a
+            // deleted tenant's trail stays readable until its slug is taken.
+            let current = match &query.tenant {
+                Some(slug) => sqlx::query_scalar::<_, Id>("SELECT id FROM tenants WHERE slug = $1")
+                    .bind(slug)
+                    .fetch_optional(&mut *conn)
+                    .await?,
+                None => None,
+            };
+            let slug_text = query.tenant.as_ref().filter(|_| current.is_none());
             let mut texts: Vec<&str> = Vec::new();
             for (column, value) in [
-                ("tenant", &query.tenant),
-                ("entity", &query.entity),
-                ("actor", &query.actor),
+                ("tenant", slug_text),
+                ("entity", query.entity.as_ref()),
+                ("actor", query.actor.as_ref()),
             ] {
                 if let Some(value) = value {
                     texts.push(value);
@@ -159,7 +171,11 @@ macro_rules! admin_sql {
                 }
             }
             let mut ids: Vec<Id> = Vec::new();
-            for (condition, value) in [("tenant_id =", query.tenant_id), ("id <", query.before_id)] {
+            for (condition, value) in [
+                ("tenant_id =", query.tenant_id),
+                ("tenant_id =", current),
+                ("id <", query.before_id),
+            ] {
                 if let Some(value) = value {
                     ids.push(value);
                     sql.push_str(&format!(" AND {condition} ${}", texts.len() + ids.len()));

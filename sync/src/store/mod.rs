@@ -291,8 +291,9 @@ pub struct TemplateVersion {
 /// Which audit rows to read, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
-    /// Only rows of this tenant slug (a global admin's filter: rows of
-    /// earlier tenants that had the slug included).
+    /// Only rows of this tenant slug (a global admin's filter): today's
+    /// holder of the slug, by id; when no tenant holds it, the rows
+    /// written under that slug.
     pub tenant: Option<String>,
     /// Only rows of this tenant row (a tenant token's view: never rows of an
     /// earlier tenant that had the same slug).
