@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{serve_plain, serve_tls, Shared, Slot, BUSY};
+use super::{refuse, serve_plain, serve_tls, Shared, Slot};
 
 /// One accept loop of a listener; all of them share everything here.
 #[derive(Clone)]
@@ -53,7 +52,14 @@ impl Accepting {
                     Err(e) => {
                         // Out of file descriptors, or the peer gave up before
                         // the accept: pause briefly rather than spin.
-                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                        if let Some(skipped) = shared.accept_errors.allow() {
+                            tracing::warn!(
+                                error = %e,
+                                skipped,
+                                listener = shared.listener.label(),
+                                "accepting an HTTP connection failed"
+                            );
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
                             _ = &mut cancelled => break,
@@ -72,10 +78,10 @@ impl Accepting {
             let over_all = shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections;
             // The share first: no one is evicted for a newcomer its own
             // source's share would refuse.
-            let share = match shared.take_share(peer.ip()) {
-                Ok(source) if over_all && !shared.evict_for(peer) => {
+            let share = match shared.shares.take(peer.ip()) {
+                Ok(source) if over_all && !shared.evict_for(peer, source) => {
                     if let Some(source) = source {
-                        shared.give_share(source);
+                        shared.shares.give(source);
                     }
                     Err(Refused::Full)
                 }
@@ -96,29 +102,12 @@ impl Accepting {
                     // new connection it opens, however fast: over TLS it is
                     // closed without one. (Its connections in place are its
                     // phones' way in.)
-                    let say_so = shared.tls.is_none() || refused == Refused::Full;
-                    // Refusals are bounded too: past that, the connection just closes.
-                    if say_so {
-                        if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                            let tls = shared.tls.clone();
-                            connections.spawn(async move {
-                                let Ok(stream) = TcpStream::from_std(stream) else {
-                                    return;
-                                };
-                                match tls {
-                                    Some(tls) => {
-                                        if let Ok(Ok(stream)) =
-                                            tokio::time::timeout(REFUSAL_TIME, tls.accept(stream))
-                                                .await
-                                        {
-                                            refuse(stream).await;
-                                        }
-                                    }
-                                    None => refuse(stream).await,
-                                }
-                                drop(refusal);
-                            });
+                    match &shared.tls {
+                        None => refuse::plain(stream, &refusals, &connections),
+                        Some(tls) if refused == Refused::Full => {
+                            refuse::tls(stream, tls.clone(), &refusals, &connections)
                         }
+                        Some(_) => drop(stream),
                     }
                     continue;
                 }
@@ -236,9 +225,6 @@ enum Refused {
     SourceShare,
 }
 
-/// How long a refused connection may take to be told so.
-const REFUSAL_TIME: Duration = Duration::from_secs(1);
-
 /// The next connection: non-blocking and close-on-exec from the start
 /// (no extra system calls), and not registered with the reactor.
 async fn accept(
@@ -260,20 +246,4 @@ async fn accept(
             .ok_or_else(|| std::io::Error::other("accepted a connection without an IP peer"))?;
         return Ok((stream, peer));
     }
-}
-
-/// Answers 503 and closes gently: closing with the client's request still
-/// unread would send a reset, and the client might never see the answer.
-async fn refuse<S>(mut stream: S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(REFUSAL_TIME, async {
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
 }

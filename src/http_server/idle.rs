@@ -20,11 +20,16 @@
 //! but on a long or lossy link a TLS handshake alone takes a few round
 //! trips: at a second, such phones were cut by each newcomer in a storm.
 //!
+//! A newcomer whose source holds fewer connections than another source
+//! takes the place of one of that source's (`shares.rs`): any that waits
+//! for a request, whatever its age, found among that source's own entries.
+//!
 //! A connection costs the registry's lock twice (when hyper takes it over
 //! and when it ends); each request costs two atomic additions, a clock read
 //! and a store, on the connection's own state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +51,37 @@ pub(super) struct Idle {
     /// For a connection still without a whole first request.
     first_after: Duration,
     epoch: Instant,
-    open: Mutex<HashMap<usize, Arc<Lull>>>,
+    open: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    listed: HashMap<usize, Arc<Lull>>,
+    /// The keys of `listed` by source (exempt networks' aside).
+    by_source: HashMap<IpAddr, HashSet<usize>>,
+}
+
+impl Registry {
+    fn insert(&mut self, lull: Arc<Lull>) {
+        let key = key(&lull);
+        if let Some(source) = lull.source {
+            self.by_source.entry(source).or_default().insert(key);
+        }
+        self.listed.insert(key, lull);
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Arc<Lull>> {
+        let lull = self.listed.remove(&key)?;
+        if let Some(source) = lull.source {
+            if let Some(keys) = self.by_source.get_mut(&source) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.by_source.remove(&source);
+                }
+            }
+        }
+        Some(lull)
+    }
 }
 
 /// One connection's requests, as the listener sees them.
@@ -63,6 +98,8 @@ pub(super) struct Lull {
     /// Listed before any request of its own was answered: until one
     /// reaches the router, it waits for its first.
     first: bool,
+    /// Its source's share (`shares.rs`), `None` for an exempt network.
+    source: Option<IpAddr>,
     evicted: AtomicBool,
     wake: Notify,
 }
@@ -77,26 +114,28 @@ impl Idle {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<usize, Arc<Lull>>> {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Lists a connection hyper (or the TLS handshake) takes over: idle from
     /// now until a request reaches the router. `answered`: its first
     /// request was answered before (`first_request`); if not, it is still
-    /// to come.
-    pub(super) fn enter(&self, answered: bool) -> Listed<'_> {
+    /// to come. `source`: its share's, so that its source's connections can
+    /// be found.
+    pub(super) fn enter(&self, answered: bool, source: Option<IpAddr>) -> Listed<'_> {
         let lull = Arc::new(Lull {
             epoch: self.epoch,
             started: AtomicU32::new(0),
             ended: AtomicU32::new(0),
             ended_at: AtomicU64::new(0),
             first: !answered,
+            source,
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         });
         lull.mark_ended();
-        self.lock().insert(key(&lull), lull.clone());
+        self.lock().insert(lull.clone());
         Listed { idle: self, lull }
     }
 
@@ -111,6 +150,7 @@ impl Idle {
         let lull = {
             let mut open = self.lock();
             let oldest = open
+                .listed
                 .iter()
                 .filter_map(|(key, lull)| {
                     let (ended_at, first) = lull.idle_since()?;
@@ -121,14 +161,40 @@ impl Idle {
             let Some((_, key)) = oldest else {
                 return false;
             };
-            let Some(lull) = open.remove(&key) else {
+            let Some(lull) = open.remove(key) else {
                 return false;
             };
             lull
         };
-        lull.evicted.store(true, Ordering::Release);
-        // A permit is kept if the connection is not waiting yet.
-        lull.wake.notify_one();
+        lull.end();
+        true
+    }
+
+    /// Ends the connection of `source` idle the longest, however briefly:
+    /// one between requests, or still without a whole first request. One
+    /// with a request in the router or a response going out is kept.
+    pub(super) fn evict_from(&self, source: IpAddr) -> bool {
+        let lull = {
+            let mut open = self.lock();
+            let Some(keys) = open.by_source.get(&source) else {
+                return false;
+            };
+            let oldest = keys
+                .iter()
+                .filter_map(|key| {
+                    let (ended_at, _) = open.listed.get(key)?.idle_since()?;
+                    Some((ended_at, *key))
+                })
+                .min();
+            let Some((_, key)) = oldest else {
+                return false;
+            };
+            let Some(lull) = open.remove(key) else {
+                return false;
+            };
+            lull
+        };
+        lull.end();
         true
     }
 }
@@ -142,6 +208,12 @@ fn since(epoch: Instant) -> u64 {
 }
 
 impl Lull {
+    fn end(&self) {
+        self.evicted.store(true, Ordering::Release);
+        // A permit is kept if the connection is not waiting yet.
+        self.wake.notify_one();
+    }
+
     /// When it went idle, if it is: no request in the router or its body
     /// still being sent.
     /// and whether it is still waiting for its first request.
@@ -212,7 +284,7 @@ impl Listed<'_> {
 impl Drop for Listed<'_> {
     fn drop(&mut self) {
         if !self.lull.evicted.load(Ordering::Acquire) {
-            self.idle.lock().remove(&key(&self.lull));
+            self.idle.lock().remove(key(&self.lull));
         }
     }
 }
@@ -262,12 +334,12 @@ mod tests {
     #[tokio::test]
     async fn the_longest_idle_connection_goes_first() {
         let idle = Idle::new(Duration::from_millis(50), Duration::from_millis(150));
-        let waiting_for_its_first = idle.enter(false);
+        let waiting_for_its_first = idle.enter(false, None);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let older = idle.enter(true);
+        let older = idle.enter(true, None);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let newer = idle.enter(true);
-        let busy = idle.enter(true);
+        let newer = idle.enter(true, None);
+        let busy = idle.enter(true, None);
         busy.lull().begin();
         assert!(!idle.evict(), "none idle for long enough yet");
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -297,6 +369,36 @@ mod tests {
         assert!(idle.evict());
         assert!(busy.lull().evicted.load(Ordering::Acquire));
         drop((waiting_for_its_first, older, newer, busy));
-        assert!(idle.lock().is_empty());
+        assert!(idle.lock().listed.is_empty());
+    }
+
+    /// For a newcomer from a lighter source, any connection of the heaviest
+    /// one that waits for a request goes, however briefly it has waited
+    /// (the longest waiting first); one with a request in flight, and
+    /// other sources' connections, stay.
+    #[tokio::test]
+    async fn a_heavy_source_gives_up_a_waiting_connection_whatever_its_age() {
+        let idle = Idle::new(Duration::from_secs(60), Duration::from_secs(60));
+        let heavy: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let trickling = idle.enter(false, Some(heavy));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let between_requests = idle.enter(true, Some(heavy));
+        let busy = idle.enter(true, Some(heavy));
+        busy.lull().begin();
+        let elsewhere = idle.enter(false, Some(other));
+        let exempt = idle.enter(false, None);
+        assert!(!idle.evict(), "none has waited a minute");
+        assert!(idle.evict_from(heavy));
+        assert!(trickling.lull().evicted.load(Ordering::Acquire));
+        assert!(idle.evict_from(heavy));
+        assert!(between_requests.lull().evicted.load(Ordering::Acquire));
+        assert!(!idle.evict_from(heavy), "its request is in flight");
+        assert!(!busy.lull().evicted.load(Ordering::Acquire));
+        assert!(!elsewhere.lull().evicted.load(Ordering::Acquire));
+        assert!(!exempt.lull().evicted.load(Ordering::Acquire));
+        drop((trickling, between_requests, busy, elsewhere, exempt));
+        let open = idle.lock();
+        assert!(open.listed.is_empty() && open.by_source.is_empty());
     }
 }

@@ -9,9 +9,11 @@
 //! upgrades and a shutdown watcher per connection, and has no connection
 //! cap. Here a connection costs one task, a slow or silent client is cut
 //! off after `header_timeout`, and past `max_connections` a connection
-//! takes the place of one idle between requests or still without a whole
-//! first request (`idle`), or of one whose client reads too slowly
-//! (`slow`), or is answered 503 at once instead of queuing without bound.
+//! takes the place of one waiting for a request from a source holding
+//! more connections than its own (`shares`), or of one idle between
+//! requests or still without a whole first request (`idle`), or of one
+//! whose client reads too slowly (`slow`), or is answered 503 at once
+//! (`refuse`) instead of queuing without bound.
 //!
 //! Connections are accepted with our own `accept4` (non-blocking, not yet
 //! known to tokio's reactor), so a plain first request that has already
@@ -20,12 +22,18 @@
 
 mod accept;
 mod first_request;
+#[cfg(test)]
+mod flood_tests;
 mod idle;
+mod refuse;
+mod shares;
 mod slow;
 mod stall;
 mod tls;
 
 pub use accept::Listener;
+#[cfg(test)]
+pub(crate) use shares::exempt;
 pub use tls::{tls_acceptor, TlsFiles};
 
 use accept::{defer_accept, Accepting};
@@ -102,8 +110,17 @@ impl Default for HttpServerOptions {
     }
 }
 
-/// Connections being told "503" at once, at most.
+/// Refused connections waiting for their clients to close, at most; past
+/// it a refusal is still written, and the connection closed at once.
 const MAX_REFUSALS: usize = 256;
+
+/// Descriptors a listener may hold at once: a socket per connection, and
+/// `files_per_connection` more for a file each streams, and its refusals
+/// waiting for their clients to close; for the open-file limit.
+pub fn descriptors_needed(max_connections: usize, files_per_connection: usize) -> u64 {
+    let per_connection = 1 + files_per_connection as u64;
+    max_connections.max(1) as u64 * per_connection + MAX_REFUSALS as u64
+}
 
 /// Largest request head (line and headers) read, the read buffer's bound.
 /// A body is read through it in pieces, so this bounds no upload.
@@ -127,10 +144,8 @@ struct Shared {
     max_connections: usize,
     /// Connections being served (refusals not counted).
     open: AtomicUsize,
-    max_per_source: usize,
-    per_source_exempt: Vec<ipnet::IpNet>,
     /// Connections being served by source (exempt networks' aside).
-    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    shares: shares::Shares,
     /// Set once the listener drains; `drain` wakes the connections that
     /// wait on it. Our own flag and `Notify` rather than a clone of the
     /// process's `CancellationToken` per connection: that token takes a
@@ -142,6 +157,9 @@ struct Shared {
     /// Connections marked as reading slowly, the next to go.
     readers: Arc<slow::Readers>,
     listener: Listener,
+    /// Failed accepts (out of descriptors, mostly) come back every 20 ms
+    /// while they last: one line a second says so.
+    accept_errors: dialtone_tftp::tftp::LogLimit,
 }
 
 /// A connection's place under `max_connections` and its source's share,
@@ -152,54 +170,28 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(source) = self.1 {
-            self.0.give_share(source);
+            self.0.shares.give(source);
         }
     }
-}
-
-/// Whether `peer` is in an exempt network: the address itself (an IPv4
-/// client behind a dual-stack socket as IPv4), not the /64 it is counted
-/// under, which `::1/128` (the default) or one NAT64 address would never
-/// hold.
-pub(crate) fn exempt(networks: &[ipnet::IpNet], peer: std::net::IpAddr) -> bool {
-    let address = peer.to_canonical();
-    networks.iter().any(|net| net.contains(&address))
 }
 
 impl Shared {
-    /// Counts a connection against its source's share; `Err` past it.
-    fn take_share(&self, peer: std::net::IpAddr) -> Result<Option<std::net::IpAddr>, ()> {
-        if exempt(&self.per_source_exempt, peer) {
-            return Ok(None);
-        }
-        let source = dialtone_tftp::tftp::source_of(peer);
-        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
-        let count = by_source.entry(source).or_default();
-        if *count >= self.max_per_source {
-            return Err(());
-        }
-        *count += 1;
-        Ok(Some(source))
-    }
-
-    fn give_share(&self, source: std::net::IpAddr) {
-        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = by_source.get_mut(&source) {
-            *count -= 1;
-            if *count == 0 {
-                by_source.remove(&source);
-            }
-        }
-    }
-
-    /// A place for a newcomer to the full listener: an idle connection's,
-    /// or else a slow reader's, which is ended. The newcomer keeps the
+    /// A place for a newcomer to the full listener: one waiting for a
+    /// request from a source holding more connections than the newcomer's
+    /// (`shares.rs`), or else an idle connection's, or else a slow
+    /// reader's, which is ended. The newcomer keeps the
     /// count it has taken, past `max_connections`, and the victim gives
     /// its own back as it closes (at once: woken, an idle one closes, a
     /// slow one's stream fails), so `open` exceeds the cap by at most the
     /// evictions still closing.
-    fn evict_for(&self, peer: SocketAddr) -> bool {
-        if self.idle.evict() {
+    fn evict_for(&self, peer: SocketAddr, source: Option<std::net::IpAddr>) -> bool {
+        let from_heavier = source.is_some_and(|source| {
+            self.shares
+                .heavier_than(source)
+                .into_iter()
+                .any(|heavier| self.idle.evict_from(heavier))
+        });
+        if from_heavier || self.idle.evict() {
             metrics::counter!("dialtone_http_idle_evicted_total", "listener" => self.listener.label())
                 .increment(1);
             return true;
@@ -250,14 +242,13 @@ pub async fn serve(
         write_stall: options.write_stall,
         max_connections: options.max_connections.max(1),
         open: AtomicUsize::new(0),
-        max_per_source: options.max_per_source.max(1),
-        per_source_exempt: options.per_source_exempt,
-        by_source: Default::default(),
+        shares: shares::Shares::new(options.max_per_source, options.per_source_exempt),
         draining: AtomicBool::new(false),
         drain: Notify::new(),
         idle: idle::Idle::new(options.evict_idle_after, options.header_timeout / 2),
         readers: Arc::new(slow::Readers::new(options.slow_window)),
         listener: options.listener,
+        accept_errors: dialtone_tftp::tftp::LogLimit::new(),
     });
     // SAFETY: a std `TcpListener` owns its descriptor and reports the same
     // one until it is dropped, which is what `register` asks for.
@@ -329,7 +320,7 @@ async fn serve_plain(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) 
             } => (stream, prefix, answered),
         }
     };
-    let listed = shared.idle.enter(answered);
+    let listed = shared.idle.enter(answered, slot.1);
     serve_connection(shared, &listed, PlainTcp { stream, prefix }, peer).await;
 }
 
@@ -341,7 +332,7 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
     };
     // Listed from the handshake on: a handshake left hanging holds a place
     // as a silent plain connection does, and makes room the same way.
-    let listed = shared.idle.enter(false);
+    let listed = shared.idle.enter(false, slot.1);
     let handshake = tokio::time::timeout(shared.header_timeout, tls.accept(stream));
     tokio::select! {
         biased;

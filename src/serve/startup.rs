@@ -382,14 +382,37 @@ pub(super) fn raise_open_file_limit(config: &Config) {
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
         }
     }
-    let needed = config.provisioning.tftp_max_transfers as u64 + 1024;
+    let needed = open_files_needed(config);
     if effective < needed {
         tracing::warn!(
             limit = effective,
             needed,
-            "open-file limit below what provisioning.tftp_max_transfers needs; raise LimitNOFILE"
+            "open-file limit below what provisioning.tftp_max_transfers and the HTTP listeners' \
+             connection caps need; raise LimitNOFILE"
         );
     }
+}
+
+/// Descriptors the node may hold at once: every TFTP transfer, every HTTP
+/// listener's connections (a provisioning download may stream a static
+/// file, one more descriptor each) and refusals, and 1024 for the rest
+/// (database pool, LDAP, logs).
+fn open_files_needed(config: &Config) -> u64 {
+    use crate::http_server::{descriptors_needed, HttpServerOptions};
+    let p = &config.provisioning;
+    let api = HttpServerOptions::default().max_connections;
+    let monitoring = config
+        .http
+        .monitoring_listen
+        .map_or(0, |_| descriptors_needed(api, 0));
+    let provisioning = descriptors_needed(p.http_max_connections, 1);
+    let https = p.https_listen.map_or(0, |_| provisioning);
+    p.tftp_max_transfers as u64
+        + descriptors_needed(api, 0)
+        + monitoring
+        + provisioning
+        + https
+        + 1024
 }
 
 /// Every socket `serve` listens on, bound.
@@ -481,4 +504,23 @@ async fn bind_tcp(addr: SocketAddr, key: &str) -> Result<TcpListener> {
         };
         anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
     })
+}
+
+#[cfg(test)]
+mod open_file_tests {
+    use super::*;
+
+    /// Every HTTP listener's cap counts, not only TFTP's: at the defaults
+    /// the API and provisioning listeners alone hold 12,288 descriptors.
+    #[test]
+    fn the_open_file_need_counts_every_listeners_connections() {
+        let mut config = Config::default();
+        let tftp = config.provisioning.tftp_max_transfers as u64;
+        let base = open_files_needed(&config);
+        assert!(base >= tftp + 1024 + 4096 + 2 * 4096, "{base}");
+        config.provisioning.https_listen = Some("127.0.0.1:8443".parse().unwrap());
+        config.http.monitoring_listen = Some("127.0.0.1:9100".parse().unwrap());
+        let with_all = open_files_needed(&config);
+        assert!(with_all >= base + 2 * 4096 + 4096, "{with_all}");
+    }
 }
