@@ -2,6 +2,13 @@
 //! atomically (temp file, fsync, rename). At start it lets a node serve
 //! before, or without, the database, and makes the normal start a catch-up
 //! instead of a full read. Secrets in it stay sealed, as in the mirror.
+//!
+//! Every byte of it is under a checksum (`snapshot/format.rs`), as is the
+//! freshness file beside it (`snapshot/synced.rs`). A damaged snapshot is
+//! refused whole, as one of another format is: the node loads from the
+//! database, or, with the database unreachable, does not start from it.
+//! Served, a damaged row would stay: the catch-up only applies newer
+//! changes, and the next snapshot would be written with it.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +22,9 @@ use crate::error::SyncError;
 use crate::mirror::{Loading, Mirror};
 use crate::model::*;
 
+#[cfg(test)]
+mod checksum_tests;
+mod crc32c;
 mod format;
 mod synced;
 #[cfg(test)]
@@ -222,7 +232,8 @@ pub fn source_id(database_url: &str) -> String {
 /// Loads a snapshot into the mirror's tables, built as they are read
 /// (blocking: two threads decode phones and lines). `Ok(None)` when there is
 /// none; an error for a file this binary cannot load (another format, not a
-/// snapshot, damaged), which callers answer by loading from the database.
+/// snapshot, damaged: a checksum that fails names its part), which callers
+/// answer by loading from the database.
 pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError> {
     // Opened once: a snapshot written meanwhile replaces the file by rename
     // and never changes the one being read.

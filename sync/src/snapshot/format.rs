@@ -1,11 +1,12 @@
-//! The snapshot file, format 3:
+//! The snapshot file, format 5:
 //!
 //! ```text
-//! "DTSNAP\0\x03"           magic and format
+//! "DTSNAP\0\x05"           magic and format
 //! u64 (little endian)      where the index starts
 //! 7 sections               one per table, rows postcard-encoded back to back
 //! index                    postcard: the header and each section's offset,
-//!                          length and row count
+//!                          length, row count and CRC-32C
+//! u32 (little endian)      CRC-32C of the first 16 bytes and the index
 //! ```
 //!
 //! A section per table, with its row count, lets a load size every map
@@ -15,29 +16,45 @@
 //! interned field (a model, a registrar, `{}` settings) is written out the
 //! first time and as an index after (`intern::writing_section`), so a load
 //! takes the shared value without hashing or checking the text again.
+//!
+//! Every byte is under a checksum (`crc32c.rs`), and a file that fails
+//! one is refused whole, naming the part that failed: the index's before
+//! it is decoded, a section's as its rows are read, so the file is still
+//! read once. Damage mostly decodes as rows (a flipped bit in a MAC is
+//! another valid MAC), and a node would serve them, and write them into
+//! every later snapshot, as if the database held them.
+//!
 //! Format 1 was one postcard value for the whole file, decoded into
-//! vectors first; format 2 wrote every interned field out.
+//! vectors first; format 2 wrote every interned field out; formats 3 and 4
+//! had this layout without the checksums.
+
+mod reader;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use reader::{table, SectionReader};
+
+use super::crc32c::Crc32c;
 use super::SnapshotHeader;
 use crate::mirror::{LineGroups, LineKey, LineRows, Loading, PhoneRows, Tables};
 use crate::model::*;
 
-/// Format 4 is laid out as format 3. Format 3's reader could give a row
-/// the wrong shared value (a row cut by the read buffer counted its new
-/// values twice), and a node then wrote its misread mirror into its next
-/// snapshot; a file from such a node is refused, so it loads from the
-/// database once.
-pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x04";
+/// Format 5 adds the checksums. A file of format 4 is refused as every
+/// older format has been: the node loads from the database once, rather
+/// than keep rows no checksum ever covered (format 4's reader could not
+/// tell a damaged row from a real one). Format 4 was laid out as format 3,
+/// whose reader could give a row the wrong shared value (a row cut by the
+/// read buffer counted its new values twice).
+pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x05";
 /// What every format's magic starts with; the last byte is the format.
 const FAMILY: &[u8; 7] = b"DTSNAP\x00";
 const PREFIX: u64 = 16;
+/// The index's checksum, after it.
+const TRAILER: u64 = 4;
 
 /// The tables, in the order their sections are written.
 const TENANTS: usize = 0;
@@ -48,11 +65,24 @@ const DIRECTORY_ENTRIES: usize = 4;
 const DIRECTORY_SOURCES: usize = 5;
 const API_TOKENS: usize = 6;
 
+/// What a damaged section is called.
+const TABLE_NAMES: [&str; 7] = [
+    "tenants",
+    "phones",
+    "lines",
+    "templates",
+    "directory entries",
+    "directory sources",
+    "API tokens",
+];
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Section {
-    offset: u64,
-    len: u64,
+    pub(super) offset: u64,
+    pub(super) len: u64,
     pub(super) rows: u64,
+    /// CRC-32C of the section's bytes.
+    pub(super) checksum: u32,
 }
 
 impl Section {
@@ -66,20 +96,22 @@ impl Section {
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Index {
-    header: SnapshotHeader,
+    pub(super) header: SnapshotHeader,
     pub(super) sections: [Section; 7],
 }
 
-/// Counts what goes through, for section offsets.
+/// Counts and sums what goes through, for section offsets and checksums.
 struct Counting<W> {
     inner: W,
     at: u64,
+    sum: Crc32c,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.at += n as u64;
+        self.sum.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -92,6 +124,7 @@ fn section<'a, T: Serialize + 'a, W: Write>(
     rows: impl IntoIterator<Item = &'a T>,
 ) -> Result<Section, String> {
     let offset = out.at;
+    out.sum = Crc32c::new();
     let mut count = 0;
     crate::intern::writing_section(|| {
         for row in rows {
@@ -104,7 +137,18 @@ fn section<'a, T: Serialize + 'a, W: Write>(
         offset,
         len: out.at - offset,
         rows: count,
+        checksum: out.sum.value(),
     })
+}
+
+/// The checksum that follows the index: over the file's first 16 bytes
+/// (the format, and where the index is) and the index.
+pub(super) fn index_checksum(index_at: u64, index: &[u8]) -> u32 {
+    let mut sum = Crc32c::new();
+    sum.update(MAGIC);
+    sum.update(&index_at.to_le_bytes());
+    sum.update(index);
+    sum.value()
 }
 
 /// Writes `tables` to `file` (from its start). The caller syncs and renames.
@@ -116,6 +160,7 @@ pub(super) fn write(
     let mut out = Counting {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
         at: 0,
+        sum: Crc32c::new(),
     };
     let io = |e: std::io::Error| e.to_string();
     out.write_all(MAGIC).map_err(io)?;
@@ -134,113 +179,18 @@ pub(super) fn write(
         header: header.clone(),
         sections,
     };
-    postcard::to_io(&index, &mut out).map_err(|e| e.to_string())?;
+    let index = postcard::to_allocvec(&index).map_err(|e| e.to_string())?;
+    out.write_all(&index).map_err(io)?;
+    out.write_all(&index_checksum(index_at, &index).to_le_bytes())
+        .map_err(io)?;
     let mut file = out.inner.into_inner().map_err(|e| e.to_string())?;
     file.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(io)?;
     file.write_all(&index_at.to_le_bytes()).map_err(io)?;
     Ok(file)
 }
 
-/// Reads a section's rows through one buffer, refilled as rows are taken.
-struct SectionReader<'f> {
-    file: &'f File,
-    /// File offset of the next byte to read, and where the section ends.
-    next: u64,
-    end: u64,
-    buf: Vec<u8>,
-    start: usize,
-    filled: usize,
-}
-
-const CHUNK: usize = 1 << 20;
-
 /// Line keys sent to the indexing thread at once.
 const KEY_BATCH: usize = 4096;
-
-impl<'f> SectionReader<'f> {
-    fn new(file: &'f File, section: Section) -> SectionReader<'f> {
-        SectionReader {
-            file,
-            next: section.offset,
-            end: section.offset + section.len,
-            buf: vec![0; CHUNK.min(section.len as usize)],
-            start: 0,
-            filled: 0,
-        }
-    }
-
-    /// Reads more of the section behind what is buffered; false at its end.
-    fn refill(&mut self) -> Result<bool, String> {
-        if self.next == self.end {
-            return Ok(false);
-        }
-        self.buf.copy_within(self.start..self.filled, 0);
-        self.filled -= self.start;
-        self.start = 0;
-        if self.filled == self.buf.len() {
-            // One row larger than the buffer (a long template body).
-            self.buf.resize(self.buf.len().max(1024) * 2, 0);
-        }
-        let want = (self.buf.len() - self.filled).min((self.end - self.next) as usize);
-        self.file
-            .read_exact_at(&mut self.buf[self.filled..self.filled + want], self.next)
-            .map_err(|e| e.to_string())?;
-        self.filled += want;
-        self.next += want as u64;
-        Ok(true)
-    }
-
-    /// Decodes exactly `rows` rows, and checks they fill the section.
-    fn rows<T: DeserializeOwned>(
-        &mut self,
-        rows: u64,
-        mut each: impl FnMut(T),
-    ) -> Result<(), String> {
-        for _ in 0..rows {
-            loop {
-                let mark = crate::intern::reading_mark();
-                let taken = match postcard::take_from_bytes::<T>(&self.buf[self.start..self.filled])
-                {
-                    Ok((row, rest)) => Some((row, rest.len())),
-                    // A row cut by the end of the buffer: read on, unless
-                    // the section ends there (then it is damaged). It is
-                    // decoded again from its start, so the shared values it
-                    // met before the cut are forgotten.
-                    Err(postcard::Error::DeserializeUnexpectedEnd) => {
-                        crate::intern::reading_rewind(mark);
-                        None
-                    }
-                    Err(e) => return Err(e.to_string()),
-                };
-                match taken {
-                    Some((row, rest)) => {
-                        self.start = self.filled - rest;
-                        each(row);
-                        break;
-                    }
-                    None if self.refill()? => {}
-                    None => return Err("a table ends in the middle of a row".into()),
-                }
-            }
-        }
-        if self.start != self.filled || self.next != self.end {
-            return Err("a table holds more than its row count says".into());
-        }
-        Ok(())
-    }
-}
-
-fn table<T: DeserializeOwned>(file: &File, section: Section) -> Result<Vec<T>, String> {
-    // A count from a damaged index must not size an allocation: a row
-    // takes at least a byte, and a row of a large type (a directory entry)
-    // is ~100 bytes in memory, so the capacity is bounded by what the
-    // section's bytes could hold, and at most a page's worth of rows ahead.
-    let mut rows = Vec::with_capacity(section.rows.min(section.len).min(4096) as usize);
-    crate::intern::reading_section(|| {
-        SectionReader::new(file, section).rows(section.rows, |r| rows.push(r))
-    })?;
-    Ok(rows)
-}
 
 /// Why a file is not a snapshot this binary can load, or its index.
 fn index(file: &File) -> Result<Index, String> {
@@ -260,14 +210,18 @@ fn index(file: &File) -> Result<Index, String> {
         });
     }
     let index_at = u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes"));
-    if index_at < PREFIX || index_at >= len {
+    if index_at < PREFIX || index_at >= len.saturating_sub(TRAILER) {
         return Err("damaged: the index is outside the file".into());
     }
     let mut bytes = vec![0; (len - index_at) as usize];
     file.read_exact_at(&mut bytes, index_at)
         .map_err(|e| e.to_string())?;
+    let (bytes, stored) = bytes.split_at(bytes.len() - TRAILER as usize);
+    if index_checksum(index_at, bytes).to_le_bytes() != stored {
+        return Err("damaged: the header and index fail their checksum".into());
+    }
     let (index, rest) =
-        postcard::take_from_bytes::<Index>(&bytes).map_err(|e| format!("damaged index: {e}"))?;
+        postcard::take_from_bytes::<Index>(bytes).map_err(|e| format!("damaged index: {e}"))?;
     if !rest.is_empty() {
         return Err("damaged: bytes after the index".into());
     }
@@ -297,10 +251,9 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
         let (keys, arriving) = std::sync::mpsc::channel::<Vec<LineKey>>();
         let lines = scope.spawn(move || {
             reading_section(|| {
-                let s = sections[LINES];
-                let mut rows = LineRows::indexed_beside(s.row_capacity());
+                let mut rows = LineRows::indexed_beside(sections[LINES].row_capacity());
                 let mut batch = Vec::with_capacity(KEY_BATCH);
-                SectionReader::new(file, s).rows(s.rows, |l: Line| {
+                SectionReader::new(file, &sections, LINES).rows(|l: Line| {
                     batch.push((l.phone_id, l.position, l.id));
                     if batch.len() == KEY_BATCH {
                         // Gone only when the phone thread failed: so has the load.
@@ -314,9 +267,8 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
             })
         });
         let phones = reading_section(|| {
-            let s = sections[PHONES];
-            let mut rows = PhoneRows::with_capacity(s.row_capacity());
-            SectionReader::new(file, s).rows(s.rows, |p: Phone| rows.push(p))?;
+            let mut rows = PhoneRows::with_capacity(sections[PHONES].row_capacity());
+            SectionReader::new(file, &sections, PHONES).rows(|p: Phone| rows.push(p))?;
             Ok::<_, String>(rows)
         });
         let decoded = phones.as_ref().map_or(0, PhoneRows::len);
@@ -335,13 +287,13 @@ pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
         (phones, lines)
     });
     let loading = Loading {
-        tenants: table(file, sections[TENANTS])?,
+        tenants: table(file, &sections, TENANTS)?,
         phones: phones?,
         lines: lines?,
-        templates: table(file, sections[TEMPLATES])?,
-        directory_entries: table(file, sections[DIRECTORY_ENTRIES])?,
-        directory_sources: table(file, sections[DIRECTORY_SOURCES])?,
-        api_tokens: table(file, sections[API_TOKENS])?,
+        templates: table(file, &sections, TEMPLATES)?,
+        directory_entries: table(file, &sections, DIRECTORY_ENTRIES)?,
+        directory_sources: table(file, &sections, DIRECTORY_SOURCES)?,
+        api_tokens: table(file, &sections, API_TOKENS)?,
         seen_above: None,
     };
     Ok((header, loading))

@@ -13,12 +13,19 @@
 //! snapshot renamed into place since, rows of another version, damage)
 //! it is ignored and the snapshot's own header stands, which is only
 //! older, never wrong.
+//!
+//! The file carries a checksum of what it records, as the snapshot does:
+//! a changed digit still parses, and a cursor moved ahead would have the
+//! catch-up skip changes the mirror never saw. A file without one (from
+//! before snapshot format 5, whose snapshot is refused anyway) or failing
+//! it is ignored.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::crc32c::Crc32c;
 use super::SnapshotHeader;
 use crate::error::SyncError;
 use crate::model::{Cursor, Meta, Millis};
@@ -35,6 +42,20 @@ struct Synced {
     cursor: Cursor,
     meta: Meta,
     synced_at: Millis,
+}
+
+/// The file: what it records, and the CRC-32C of that as JSON (as
+/// written; reading and writing it again gives the same bytes).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    synced: Synced,
+    checksum: u32,
+}
+
+fn sum_of(synced: &Synced) -> u32 {
+    let mut sum = Crc32c::new();
+    sum.update(&serde_json::to_vec(synced).expect("plain data serializes"));
+    sum.value()
 }
 
 pub(super) fn path_of(snapshot: &Path) -> PathBuf {
@@ -99,7 +120,9 @@ pub(super) fn write(
         std::process::id(),
         rand::random::<u64>()
     ));
-    let bytes = serde_json::to_vec(&synced).expect("plain data serializes");
+    let checksum = sum_of(&synced);
+    let stored = Stored { synced, checksum };
+    let bytes = serde_json::to_vec(&stored).expect("plain data serializes");
     let result = std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| SyncError::io(&path, e));
@@ -116,8 +139,12 @@ pub(super) fn apply(snapshot: &Path, metadata: &std::fs::Metadata, header: &mut 
     let Ok(bytes) = std::fs::read(&path) else {
         return;
     };
-    let synced: Synced = match serde_json::from_slice(&bytes) {
-        Ok(synced) => synced,
+    let synced = match serde_json::from_slice::<Stored>(&bytes) {
+        Ok(stored) if sum_of(&stored.synced) == stored.checksum => stored.synced,
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "ignoring a damaged snapshot freshness file (it fails its checksum)");
+            return;
+        }
         Err(e) => {
             tracing::debug!(file = %path.display(), error = %e, "ignoring an unreadable snapshot freshness file");
             return;

@@ -160,3 +160,27 @@ async fn the_writer_writes_whole_only_when_rows_change() {
     cancel.cancel();
     writer.await.unwrap();
 }
+
+/// A changed digit still parses: a cursor moved ahead would have the
+/// catch-up skip the changes between. The checksum refuses it, and the
+/// snapshot's own header stands.
+#[test]
+fn a_freshness_file_with_a_changed_digit_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mirror = mirror();
+    let Written::Whole(whole) = refresh(&mirror, &path, "src", None).unwrap() else {
+        panic!("the first write is whole");
+    };
+    moved_on(&mirror, 90);
+    refresh(&mirror, &path, "src", Some(&whole)).unwrap();
+    let (header, _) = load(&path).unwrap().unwrap();
+    assert_eq!(header.cursor, Cursor { txid: 90, seq: 0 });
+
+    let freshness = synced::path_of(&path);
+    let text = std::fs::read_to_string(&freshness).unwrap();
+    assert_eq!(text.matches("\"txid\":90").count(), 1, "{text}");
+    std::fs::write(&freshness, text.replace("\"txid\":90", "\"txid\":98")).unwrap();
+    let (header, _) = load(&path).unwrap().unwrap();
+    assert_eq!(header, whole.header);
+}

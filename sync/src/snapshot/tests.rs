@@ -4,18 +4,18 @@ use super::*;
 use crate::crypto::{Purpose, Sealed, SecretKey};
 use crate::mirror::LoadedFrom;
 
-fn key() -> SecretKey {
+pub(super) fn key() -> SecretKey {
     SecretKey::parse(&"5a".repeat(32)).unwrap()
 }
 
 const MAC_BASE: u64 = 0x0015_6500_0000;
 
-fn mac(n: u64) -> Mac {
+pub(super) fn mac(n: u64) -> Mac {
     format!("{:012x}", MAC_BASE + n).parse().unwrap()
 }
 
 /// Every table, every field set and unset, text beyond ASCII, sealed secrets.
-fn every_field() -> Dataset {
+pub(super) fn every_field() -> Dataset {
     let k = key();
     let mut data = Dataset {
         tenants: vec![Tenant {
@@ -137,7 +137,7 @@ fn every_field() -> Dataset {
     data
 }
 
-fn meta() -> Meta {
+pub(super) fn meta() -> Meta {
     Meta {
         epoch: 2,
         pruned_through: Cursor { txid: 5, seq: 6 },
@@ -145,7 +145,7 @@ fn meta() -> Meta {
     }
 }
 
-fn mirror_of(data: &Dataset) -> Mirror {
+pub(super) fn mirror_of(data: &Dataset) -> Mirror {
     let mirror = Mirror::new();
     mirror.reset(
         data.clone(),
@@ -156,7 +156,7 @@ fn mirror_of(data: &Dataset) -> Mirror {
     mirror
 }
 
-fn loaded(path: &Path) -> Mirror {
+pub(super) fn loaded(path: &Path) -> Mirror {
     let (header, loading) = load(path).unwrap().unwrap();
     let mirror = Mirror::new();
     mirror.reset_loaded(loading, header.cursor, header.meta, LoadedFrom::Snapshot);
@@ -430,7 +430,7 @@ fn a_row_cut_after_a_new_shared_value_keeps_the_indexes_right() {
     assert!(back == data);
 }
 
-fn load_error(path: &Path) -> String {
+pub(super) fn load_error(path: &Path) -> String {
     match load(path) {
         Err(SyncError::Snapshot { reason, .. }) => reason,
         Err(e) => panic!("not a snapshot error: {e}"),
@@ -456,7 +456,7 @@ fn an_older_format_is_refused_and_says_so() {
     std::fs::write(&path, bytes).unwrap();
     let reason = load_error(&path);
     assert!(
-        reason.contains("format 1") && reason.contains("reads format 4"),
+        reason.contains("format 1") && reason.contains("reads format 5"),
         "{reason}"
     );
 }
@@ -487,12 +487,16 @@ fn foreign_and_damaged_files_are_errors_never_panics() {
         std::fs::write(&path, &damaged).unwrap();
         let _ = load(&path);
     }
-    // A row count that disagrees with the bytes.
-    let index_at = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    let (mut index, _) = postcard::take_from_bytes::<format::Index>(&bytes[index_at..]).unwrap();
+    // A row count that disagrees with the bytes, under a checksum that
+    // agrees with it.
+    let index_at = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    let (mut index, _) =
+        postcard::take_from_bytes::<format::Index>(&bytes[index_at as usize..]).unwrap();
     index.sections[1].rows += 1;
-    let mut damaged = bytes[..index_at].to_vec();
-    damaged.extend(postcard::to_allocvec(&index).unwrap());
+    let mut damaged = bytes[..index_at as usize].to_vec();
+    let index = postcard::to_allocvec(&index).unwrap();
+    damaged.extend(&index);
+    damaged.extend(format::index_checksum(index_at, &index).to_le_bytes());
     std::fs::write(&path, &damaged).unwrap();
     assert!(load_error(&path).contains("row"), "{}", load_error(&path));
 }
