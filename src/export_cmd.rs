@@ -2,8 +2,10 @@
 //! one consistent read of the database, to back it up, move it to
 //! another database, or edit it in bulk and import it again.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -129,9 +131,17 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Into a temporary file beside `path` (owner-only, as `tempfile` makes
-/// them), synced, then renamed over it: a failure leaves no half file and
-/// any earlier one as it was.
+/// Where an export writes before its file is whole; the only names the
+/// stale-file sweep touches.
+const TEMP_PREFIX: &str = ".dialtone-export-";
+
+/// Named temporary files older than this were left by an export that was
+/// killed partway: no export runs that long without touching its file.
+const STALE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Into a temporary file in `path`'s folder (owner-only), synced, then
+/// renamed over it: a failure leaves no half file and any earlier one as
+/// it was.
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<Exported, dialtone_sync::SyncError>,
@@ -140,23 +150,144 @@ fn write_whole(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let temp = tempfile::Builder::new()
-        .prefix(".dialtone-export-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, temp);
+    remove_stale_temporaries(dir);
+    let temp = ExportTemp::new_in(dir)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.as_file());
     let exported = write(&mut out)?;
-    let temp = out
-        .into_inner()
+    out.into_inner()
         .map_err(|e| e.into_error())
+        .and_then(|file| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
-    temp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .map_err(|e| e.error)
+    temp.persist(dir, path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(exported)
+}
+
+/// The export's file while it is written. The line passwords in it are in
+/// clear, and a named file outlives a process killed partway (SIGTERM,
+/// Ctrl-C), so on Linux it has no name until it is whole.
+enum ExportTemp {
+    Unnamed(File),
+    Named(tempfile::NamedTempFile),
+}
+
+impl ExportTemp {
+    fn new_in(dir: &Path) -> Result<Self> {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = unnamed_in(dir) {
+            return Ok(ExportTemp::Unnamed(file));
+        }
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map(ExportTemp::Named)
+            .with_context(|| format!("cannot write in {}", dir.display()))
+    }
+
+    fn as_file(&self) -> &File {
+        match self {
+            ExportTemp::Unnamed(file) => file,
+            ExportTemp::Named(temp) => temp.as_file(),
+        }
+    }
+
+    fn persist(self, dir: &Path, path: &Path) -> std::io::Result<()> {
+        match self {
+            ExportTemp::Named(temp) => temp.persist(path).map(drop).map_err(|e| e.error),
+            // A link cannot replace a file, so the whole file gets a
+            // temporary name for the moment until the rename.
+            #[cfg(target_os = "linux")]
+            ExportTemp::Unnamed(file) => tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .make_in(dir, |name| link_unnamed(&file, name))?
+                .persist(path)
+                .map_err(|e| e.error),
+            #[cfg(not(target_os = "linux"))]
+            ExportTemp::Unnamed(_) => unreachable!("unnamed files are made on Linux only"),
+        }
+    }
+}
+
+/// An O_TMPFILE in `dir`, or None where that cannot be made or linked
+/// (a filesystem without it, no /proc): the named file is used there.
+#[cfg(target_os = "linux")]
+fn unnamed_in(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !Path::new("/proc/self/fd").is_dir() {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .ok()
+}
+
+/// Gives the unnamed `file` the name `name`. Linking its /proc/self/fd
+/// entry needs no privilege, which linkat's AT_EMPTY_PATH would.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, name: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = CString::new(name.as_os_str().as_bytes())?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes the named temporary files exports killed partway left in `dir`
+/// (from before unnamed ones, or from filesystems without them): each holds
+/// line passwords in clear, readable by its owner for good.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let stale = entry.metadata().is_ok_and(|metadata| {
+            metadata.is_file()
+                && metadata
+                    .modified()
+                    .ok()
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_AFTER)
+        });
+        if !stale {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => eprintln!(
+                "removed {}, left by an export that was stopped partway",
+                path.display()
+            ),
+            Err(e) => eprintln!(
+                "warning: cannot remove {}, left by an export that was stopped partway: {e}",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// Into an unnamed temporary file (owner-only, gone with the process),

@@ -31,6 +31,30 @@ dpkg_root() {
     dpkg --root="$root" --log=/dev/null --force-script-chrootless --force-depends --no-triggers "$@" </dev/null >&2
 }
 
+# check_credentials_drop_in ROOT DROP_IN: the example drop-in passes
+# `systemd-analyze verify` with the packaged unit (which exits 0 on lines it
+# ignores, so any complaint naming the drop-in fails), and every credential
+# it loads is one the default config or the drop-in reads from the unit's
+# credentials folder.
+check_credentials_drop_in() {
+    local root="$1" drop_in="$2" units="$work/units" said id
+    [ -f "$drop_in" ] || fail "no example drop-in $drop_in"
+    mkdir -p "$units/dialtone.service.d"
+    sed "s#/usr/bin/dialtone#$root/usr/bin/dialtone#g" "$root$unit" >"$units/dialtone.service"
+    cp "$drop_in" "$units/dialtone.service.d/credentials.conf"
+    if command -v systemd-analyze >/dev/null 2>&1; then
+        said="$(systemd-analyze verify "$units/dialtone.service" 2>&1)" || fail "systemd-analyze verify: $said"
+        ! grep -q "credentials.conf" <<<"$said" || fail "systemd-analyze on the example drop-in: $said"
+    fi
+    local readers
+    readers="$(cat "$root/etc/dialtone/dialtone.toml"; grep -v '^#' "$drop_in")"
+    for id in $(sed -n 's/^LoadCredential=\([^:]*\):.*/\1/p' "$drop_in"); do
+        grep -q "/run/credentials/dialtone.service/$id\b" <<<"$readers" \
+            || fail "nothing reads the credential $id the example drop-in loads"
+    done
+    [ -n "${id:-}" ] || fail "the example drop-in loads no credential"
+}
+
 ensure_cargo_deb
 v1="$(default_deb_version)"
 v2="${v1%-*}-2"
@@ -52,6 +76,13 @@ dpkg_root -i "$deb1"
 exists "${installed[@]}" "$wants"
 [ "$(readlink "$root$wants")" = "$unit" ] || fail "the unit is not enabled: $(readlink "$root$wants")"
 "$root/usr/bin/dialtone" --config "$root/etc/dialtone/dialtone.toml" check-config >/dev/null
+# The service's transient user reads /etc/dialtone as any local user does:
+# nobody but root may change it, and its secrets come as credentials.
+[ "$(stat -c '%a %U:%G' "$root/etc/dialtone" "$root/etc/dialtone/dialtone.toml" | tr '\n' ' ')" \
+    = "755 root:root 644 root:root " ] || fail "/etc/dialtone's modes: $(stat -c '%n %a %U:%G' "$root"/etc/dialtone{,/dialtone.toml})"
+! grep -q "Environment=DIALTONE_SECRETS__KEY" "$root/etc/dialtone/dialtone.toml" \
+    || fail "dialtone.toml puts the key in the unit's environment, which any local user reads"
+check_credentials_drop_in "$root" "$root/usr/share/doc/dialtone/examples/credentials.conf"
 # What the service would leave: systemd keeps a DynamicUser's state in
 # /var/lib/private with a symlink beside. The packaged binary creates it,
 # with the packaged config and the database moved into the root.

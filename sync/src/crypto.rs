@@ -11,7 +11,7 @@
 //! heap dump of the mirror's tables holds them in clear.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
@@ -154,8 +154,16 @@ impl SecretKey {
     /// Reads the key file, or creates it (mode 0600) with a fresh key when it
     /// does not exist. Used only for the embedded SQLite default.
     pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
+        match std::fs::File::open(path) {
+            Ok(mut file) => {
+                let mut text = String::new();
+                file.read_to_string(&mut text)
+                    .map_err(|e| SyncError::io(path, e))?;
+                #[cfg(unix)]
+                if let Ok(metadata) = file.metadata() {
+                    use std::os::unix::fs::PermissionsExt;
+                    warn_if_others_reach(path, metadata.permissions().mode());
+                }
                 Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display())))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -250,6 +258,27 @@ impl SecretKey {
         String::from_utf8(plain).map_err(|_| SyncError::Decrypt)
     }
 }
+
+/// The key opens every tenant's secrets: a key file other local users can
+/// read hands them all of those, and one they can write lets them swap the
+/// key under the next start. Warned of rather than refused, so an upgrade
+/// never stops a running installation over a mode it always had.
+#[cfg(unix)]
+fn warn_if_others_reach(path: &Path, mode: u32) {
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{:04o}", mode & 0o7777),
+            "the secret key file can be read or written by users other than its owner; \
+             run `chmod 600 {}` (under systemd, hand it over with LoadCredential= instead)",
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "crypto_key_file_tests.rs"]
+mod key_file_tests;
 
 #[cfg(test)]
 mod tests {
