@@ -508,7 +508,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
     ("dialtone_tftp_refused_total", &[("reason", "write")]),
     ("dialtone_tftp_refused_total", &[("reason", "malformed")]),
-    ("dialtone_tftp_refused_total", &[("reason", "error_limited")]),
+    (
+        "dialtone_tftp_refused_total",
+        &[("reason", "error_limited")],
+    ),
     ("dialtone_resync_failed_total", &[("reason", "timeout")]),
     ("dialtone_resync_failed_total", &[("reason", "send")]),
     ("dialtone_resync_failed_total", &[("reason", "no_address")]),
