@@ -52,7 +52,7 @@ pub async fn run(
     let (store, key) = open_store(&config).await?;
     let sockets = Sockets::bind(&config).await?;
     let source = config.provisioning.shipped_source();
-    let shipped = Shipped::from_source(&source, 1)
+    let shipped = Shipped::from_source_at_start(&source, 1)
         .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let mirror = Arc::new(Mirror::new());
     let checked = startup::load_mirror(&config, &store, &key, &mirror, demo).await?;

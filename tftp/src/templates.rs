@@ -58,6 +58,41 @@ impl Shipped {
         Ok(shipped)
     }
 
+    /// Reads `source` for a node's start. A set that does not read whole
+    /// (a file that does not compile, a `templates_dir` that is not there)
+    /// is refused by SIGHUP and `render --all`, but a start serves it as
+    /// starts did before the check, each problem logged as an error:
+    /// after an upgrade whose checks refuse a construct an older release
+    /// took, a node that did not start at all would fail every phone, not
+    /// those of one file. A missing folder leaves the built-in set.
+    pub fn from_source_at_start(
+        source: &Source,
+        generation: u64,
+    ) -> Result<Shipped, ProvisionError> {
+        let problem = match Shipped::from_source(source, generation) {
+            Ok(shipped) => return Ok(shipped),
+            Err(ProvisionError::Templates(problem)) => problem,
+            Err(e) => return Err(e),
+        };
+        tracing::error!(
+            problem,
+            "shipped templates: serving them as read, unchecked; phones fetching a file that does not compile get errors (fix it, then SIGHUP)"
+        );
+        let mut shipped = match source {
+            Source::Dir(dir) => Shipped::load_as_read(dir, generation)?,
+            Source::BuiltIn => Shipped::built_in(generation),
+            Source::BuiltInWith(dir) => {
+                let mut shipped = Shipped::built_in(generation);
+                shipped
+                    .templates
+                    .extend(Shipped::load_as_read(dir, generation)?.templates);
+                shipped
+            }
+        };
+        shipped.source = source.clone();
+        Ok(shipped)
+    }
+
     /// Whether both hold the same files with the same text.
     pub fn same_files(&self, other: &Shipped) -> bool {
         self.templates == other.templates
@@ -97,7 +132,28 @@ impl Shipped {
     /// the SIGHUP (which keeps the running set) instead of failing every
     /// phone that fetches the file.
     pub fn load(dir: &Path, generation: u64) -> Result<Shipped, ProvisionError> {
-        templates_dir_exists(dir)?;
+        Shipped::read(dir, generation, true)
+    }
+
+    /// [`Shipped::load`] without refusing: a folder that is not there is
+    /// an empty set, and a file that does not compile is kept, each
+    /// logged as an error. For a start only ([`Shipped::from_source_at_start`]).
+    fn load_as_read(dir: &Path, generation: u64) -> Result<Shipped, ProvisionError> {
+        Shipped::read(dir, generation, false)
+    }
+
+    fn read(dir: &Path, generation: u64, checked: bool) -> Result<Shipped, ProvisionError> {
+        if let Err(missing) = templates_dir_exists(dir) {
+            if checked {
+                return Err(missing);
+            }
+            tracing::error!(error = %missing, "shipped templates: serving the built-in set only");
+            return Ok(Shipped {
+                templates: HashMap::new(),
+                generation,
+                source: Source::Dir(dir.to_path_buf()),
+            });
+        }
         warn_of_unknown_folders(dir);
         let mut templates = HashMap::new();
         for family in Family::ALL {
@@ -128,7 +184,11 @@ impl Shipped {
                 };
                 let body = std::fs::read_to_string(&path)
                     .map_err(|e| ProvisionError::Templates(format!("{}: {e}", path.display())))?;
-                compiles(*family, name, &path, &body)?;
+                match compiles(*family, name, &path, &body) {
+                    Err(e) if checked => return Err(e),
+                    Err(e) => tracing::error!(error = %e, "shipped templates: kept as read"),
+                    Ok(()) => {}
+                }
                 templates.insert((*family, name.to_string()), Arc::from(body));
             }
         }

@@ -1,6 +1,6 @@
 //! Shipped templates on disk (`provisioning.templates_dir`) are checked
-//! when the set is loaded, at start and on SIGHUP: a broken file or a
-//! missing directory is refused there, not at every phone's fetch.
+//! when the set is loaded: a broken file or a missing directory is
+//! refused by SIGHUP and `render --all`, and logged as an error at start.
 
 mod common;
 
@@ -141,4 +141,30 @@ async fn a_reload_that_breaks_a_file_keeps_the_running_set() {
     assert!(f.provisioner.reload_shipped().is_err());
     assert_eq!(f.get(file).unwrap(), before);
     assert_eq!(running().as_deref(), Some(YEALINK_CFG));
+}
+
+/// A start is not refused for what SIGHUP refuses: after an upgrade whose
+/// checks refuse a construct an older release took, a node that did not
+/// start would fail every phone, not those of one file. The start serves
+/// the set as read, and a folder that is not there leaves the built-in set.
+#[test]
+fn a_start_serves_a_set_that_does_not_check_as_read() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repository_templates(), dir.path());
+    let broken = dir.path().join("yealink").join("{mac}.cfg.tera");
+    std::fs::write(&broken, BROKEN_YEALINK).unwrap();
+    let source = Source::BuiltInWith(dir.path().to_path_buf());
+    load_error(&source);
+    let started = Shipped::from_source_at_start(&source, 1).unwrap();
+    let built_in = Shipped::built_in(1);
+    assert_eq!(started.len(), built_in.len());
+    assert!(
+        !started.same_files(&built_in),
+        "the broken file is served as read"
+    );
+
+    let missing = Source::BuiltInWith(dir.path().join("templatse"));
+    load_error(&missing);
+    let started = Shipped::from_source_at_start(&missing, 1).unwrap();
+    assert!(started.same_files(&built_in));
 }
