@@ -115,6 +115,14 @@ impl Debts {
         }
     }
 
+    /// What `source` owes at `now` (microseconds), without charging it.
+    pub(crate) fn owed(&mut self, source: IpAddr, now: u64) -> u64 {
+        self.settle(now);
+        self.due
+            .get(&source)
+            .map_or(0, |due| due.saturating_sub(now))
+    }
+
     /// Counts a miss by `source` at `now` (microseconds) costing `interval`;
     /// returns what it owes now (0 when it could not be tracked).
     pub(crate) fn charge(&mut self, source: IpAddr, now: u64, interval: u64) -> u64 {

@@ -14,10 +14,14 @@ use ipnet::IpNet;
 use super::limits::{canonical, source_of};
 use crate::debts::Debts;
 
-/// Errors a source may get at once.
-const BURST: u64 = 10;
-/// Then one every half second (two a second), in microseconds.
-const INTERVAL: u64 = 500_000;
+/// Errors a source may get at once: an office behind one NAT booting its
+/// phones asks for many missing files at once, and each phone that gets
+/// no "not found" waits out its own timeouts. An error is no larger than
+/// the request it answers (2.4x at most on the wire), so the bound is on
+/// how long a bystander is sent them, not on amplification.
+const BURST: u64 = 64;
+/// Then twenty a second, in microseconds.
+const INTERVAL: u64 = 50_000;
 /// Sources tracked at once; the table's own admission decides which of
 /// the rest (`Debts`): a flood of one-shot forged sources cannot push out
 /// the address being flooded.
@@ -48,12 +52,17 @@ impl ErrorReplies {
             return true;
         }
         let now = self.epoch.elapsed().as_micros() as u64;
-        let owed = self.debts.lock().unwrap_or_else(|e| e.into_inner()).charge(
-            source_of(ip),
-            now,
-            INTERVAL,
-        );
-        let allowed = owed <= BURST * INTERVAL;
+        let source = source_of(ip);
+        let mut debts = self.debts.lock().unwrap_or_else(|e| e.into_inner());
+        // Only an error sent is charged: charging refused ones too kept a
+        // source asking faster than the rate silenced for good, and a
+        // forger sending a few packets a second with an office's address
+        // could keep that office from every error.
+        let allowed = debts.owed(source, now) + INTERVAL <= BURST * INTERVAL;
+        if allowed {
+            debts.charge(source, now, INTERVAL);
+        }
+        drop(debts);
         if !allowed {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "error_limited")
                 .increment(1);
