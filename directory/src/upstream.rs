@@ -198,8 +198,11 @@ impl HttpSource {
                 let pointer = self.settings.name_field.as_deref().unwrap_or("/name");
                 match value.pointer(pointer) {
                     Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(serde_json::Value::Null) | None => Ok(None),
-                    // `false`, `12345` or an object is no name: a malformed
+                    // `false` is how some services say "no name".
+                    Some(serde_json::Value::Null | serde_json::Value::Bool(false)) | None => {
+                        Ok(None)
+                    }
+                    // `true`, `12345` or an object is no name: a malformed
                     // answer, as a body that is not JSON is (a `name_field`
                     // pointing at the wrong place shows in the source test).
                     Some(other) => Err(upstream(format!(

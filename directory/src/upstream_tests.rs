@@ -204,7 +204,7 @@ async fn answers_that_hold_no_name_are_failures() {
                 |axum::extract::Path(kind): axum::extract::Path<String>| async move {
                     let (content_type, body) = match kind.as_str() {
                         "html" => ("text/html", "<!DOCTYPE html>\n<html>Maintenance</html>"),
-                        "false" => ("application/json", r#"{"name": false}"#),
+                        "true" => ("application/json", r#"{"name": true}"#),
                         "number" => ("application/json", r#"{"name": 12345}"#),
                         _ => ("application/json", r#"{"name": {"first": "Alice"}}"#),
                     };
@@ -216,7 +216,7 @@ async fn answers_that_hold_no_name_are_failures() {
     });
     for (kind, format) in [
         ("html", "text"),
-        ("false", "json"),
+        ("true", "json"),
         ("number", "json"),
         ("object", "json"),
     ] {

@@ -148,13 +148,15 @@ async fn an_html_page_is_a_failure_not_a_name() {
     assert_eq!(f.lookup("+15550109997").await, (None, false));
 }
 
-/// `{"name": false}` was the name "false".
+/// `{"name": 12345}` was the name "12345"; `{"name": false}`, which some
+/// services answer for "no name", was the name "false" and is a miss.
 #[tokio::test]
 async fn a_json_name_that_is_not_a_string_is_a_failure() {
     let json = Some("application/json");
     let f = fixture((json, r#"{"name": false}"#), "json", u32::MAX).await;
-    assert_eq!(f.lookup("+15550101230").await, (None, false));
+    assert_eq!(f.lookup("+15550101230").await, (None, true));
     for (number, body) in [
+        ("+15550101236", r#"{"name": true}"#),
         ("+15550101231", r#"{"name": 12345}"#),
         ("+15550101232", r#"{"name": {"first": "Alice"}}"#),
         ("+15550101233", r#"{"name": ["Alice"]}"#),
