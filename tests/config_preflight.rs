@@ -39,7 +39,9 @@ fn check_config_lists_every_file_serve_could_not_use() {
     let (_, other_key) = issue_tls(dir.path(), "b");
     write_file(dir.path(), "dialtone.key", "too short\n");
     let not_a_folder = write_file(dir.path(), "firmware", "");
-    let log = dir.path().join("no-such-folder").join("dialtone.log");
+    // Below a file, not a folder: a log folder not there yet is no
+    // problem (systemd's LogsDirectory= makes it at the start).
+    let log = not_a_folder.join("dialtone.log");
     let mut cmd = check_config(dir.path());
     cmd.env(
         "DIALTONE_PROVISIONING__HTTPS_LISTEN",
@@ -66,7 +68,6 @@ fn check_config_lists_every_file_serve_could_not_use() {
         );
     }
     assert!(text(&out.stdout).is_empty());
-    assert!(!log.parent().unwrap().exists());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("dialtone.key")).unwrap(),
         "too short\n"
@@ -142,10 +143,6 @@ fn settings_serve_cannot_run_with_are_configuration_errors() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     for (env, named) in [
-        (
-            ("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "0"),
-            "database.acquire_timeout_ms",
-        ),
         (
             ("DIALTONE_PROVISIONING__HTTP_LISTEN", "127.0.0.1:0"),
             "provisioning.base_url",

@@ -174,6 +174,20 @@ pub struct DatabaseConfig {
     pub migration_retry_s: u64,
 }
 
+/// Below this no connection opens in time: SQLite's start failed ("pool
+/// timed out"), and a PostgreSQL node with a snapshot served it for ever,
+/// never reaching the database.
+pub const LEAST_ACQUIRE_TIMEOUT_MS: u64 = 100;
+
+impl DatabaseConfig {
+    /// `acquire_timeout_ms`, raised to [`LEAST_ACQUIRE_TIMEOUT_MS`]: raised
+    /// and warned of rather than refused, so that a node configured below
+    /// it still starts after an upgrade.
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms.max(LEAST_ACQUIRE_TIMEOUT_MS))
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {

@@ -108,6 +108,13 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let p = &self.provisioning;
         let mut warnings = Vec::new();
+        if self.database.acquire_timeout_ms < super::sections::LEAST_ACQUIRE_TIMEOUT_MS {
+            warnings.push(format!(
+                "database.acquire_timeout_ms = {} is raised to {}: no connection opens sooner",
+                self.database.acquire_timeout_ms,
+                super::sections::LEAST_ACQUIRE_TIMEOUT_MS
+            ));
+        }
         // `key` wins, and an operator who replaced the file saw no effect
         // and no word why. Not refused: a node that starts today with both
         // (a drop-in's variable over the packaged file) must start after
@@ -234,13 +241,11 @@ impl Config {
         );
         const COUNT_MAX: u64 = 100_000_000;
         let bounds: [(&str, u64, u64, u64); 40] = [
-            // Below about 100 ms no connection opens in time: SQLite's
-            // start failed ("pool timed out"), and a PostgreSQL node with a
-            // snapshot served it for ever, never reaching the database.
+            // Below 100 it is raised (`DatabaseConfig::acquire_timeout`).
             (
                 "database.acquire_timeout_ms",
                 d.acquire_timeout_ms,
-                100,
+                0,
                 3_600_000,
             ),
             ("database.migration_retry_s", d.migration_retry_s, 0, 86_400),

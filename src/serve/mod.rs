@@ -383,7 +383,7 @@ const START_EXTENSION: Duration = Duration::from_secs(60);
 fn start_budget(config: &Config) -> Duration {
     const LOAD: Duration = Duration::from_secs(600);
     Duration::from_secs(config.database.migration_retry_s)
-        + Duration::from_millis(config.database.acquire_timeout_ms)
+        + config.database.acquire_timeout()
         + LOAD
 }
 

@@ -43,7 +43,7 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
     let key = load_key(config)?;
     let options = StoreOptions {
         max_connections: config.database.max_connections,
-        acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
+        acquire_timeout: config.database.acquire_timeout(),
         max_catch_up_rows: config.mirror.max_catch_up_rows,
         migration_lock_wait: Duration::from_millis(config.database.migration_lock_wait_ms),
         migration_retry_for: Duration::from_secs(config.database.migration_retry_s),
