@@ -142,12 +142,10 @@ fn listeners_sharing_an_address_fail_check_config_and_serve_alike() {
 fn settings_serve_cannot_run_with_are_configuration_errors() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    for (env, named) in [
-        (
-            ("DIALTONE_PROVISIONING__HTTP_LISTEN", "127.0.0.1:0"),
-            "provisioning.base_url",
-        ),
-    ] {
+    for (env, named) in [(
+        ("DIALTONE_PROVISIONING__HTTP_LISTEN", "127.0.0.1:0"),
+        "provisioning.base_url",
+    )] {
         let mut cmd = dialtone(dir.path(), &url);
         cmd.env(env.0, env.1).arg("check-config");
         let out = run(cmd);
