@@ -3,9 +3,9 @@
 //! refusal never leaves anything behind. Also the rate limit on the log
 //! lines refusals would otherwise write one per packet.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,13 @@ struct Inner {
     /// acknowledged (the client restarted, or its transfer ended and the
     /// next one asks for the file again before our side has caught up).
     by_peer: HashMap<SocketAddr, PeerTransfer>,
-    /// Running transfers per source (see `source_key`).
-    by_source: HashMap<IpAddr, usize>,
+    /// Running transfers per source (see `source_key`), evicted ones
+    /// still ending included.
+    by_source: HashMap<IpAddr, Vec<Arc<TransferState>>>,
+    /// Each source's share (its running transfers less those still
+    /// ending), ordered, the most last: who gives way to a newcomer from a
+    /// lighter source when the server is full (see `heavier_than_fair`).
+    ranked: BTreeSet<(usize, IpAddr)>,
     /// Of those, the ones whose client has not acknowledged anything yet,
     /// by id (oldest first).
     unacked_by_source: HashMap<IpAddr, VecDeque<u64>>,
@@ -73,6 +78,7 @@ impl PeerTransfer {
 /// What `admit` knows of a running transfer, and how it tells one to end
 /// early.
 struct TransferState {
+    id: u64,
     /// The client has acknowledged a packet (exempt networks' too).
     acknowledged: AtomicBool,
     /// Its request came again since its last resend.
@@ -83,7 +89,24 @@ struct TransferState {
     /// (a render waiting for the pool in a boot storm) has not been waiting
     /// for an ACK, and its source's next request does not evict it.
     sent: std::sync::OnceLock<Instant>,
+    /// DATA bytes the client has acknowledged, and the rate it is measured
+    /// against when its source must give way (see `slowest_of`).
+    delivered: AtomicU64,
+    pace: AtomicU64,
     source: Option<IpAddr>,
+}
+
+impl TransferState {
+    /// Bytes short of `pace` since its first packet (negative: ahead).
+    fn behind(&self, now: Instant) -> i128 {
+        let Some(sent) = self.sent.get() else {
+            return 0;
+        };
+        let due = i128::from(self.pace.load(Ordering::Relaxed))
+            * now.saturating_duration_since(*sent).as_millis() as i128
+            / 1000;
+        due - i128::from(self.delivered.load(Ordering::Relaxed))
+    }
 }
 
 /// How long a transfer may wait for its client's first ACK (from its first
@@ -180,8 +203,7 @@ impl Slots {
         }
         if let Some(key) = source {
             let unacked = inner.unacked_by_source.get(&key).map_or(0, VecDeque::len);
-            let running = inner.by_source.get(&key).copied().unwrap_or(0)
-                - inner.evicting_by_source.get(&key).copied().unwrap_or(0);
+            let running = share(&inner, key);
             let over_unacked =
                 inner.active >= self.max_transfers / 4 && unacked >= self.max_unacked_per_source;
             let over_share = running >= self.max_per_source;
@@ -203,27 +225,49 @@ impl Slots {
             // ended (in single-port mode, at its next timer), so at most
             // `max_transfers` of them: past that a flood would grow the
             // transfer table by one entry a request.
+            //
+            // Slow but real clients pass all of that: ACKing at the minimum
+            // rate, a few sources held every slot for hours. So a newcomer
+            // from a source holding fewer transfers than the heaviest takes
+            // a slot of that source (see `heavier_than_fair`): its oldest
+            // transfer still waiting for a first ACK, else any source's,
+            // else its slowest, which ends with "busy" (its client has
+            // ACKed, so it is no forger). A flood then costs its own
+            // sources their slots, and a source within its fair share
+            // keeps its own.
             if inner.evicting >= self.max_transfers {
                 return Admission::Busy;
             }
-            let Some(oldest) = inner.unacked.keys().next().copied() else {
+            let heavier = source.and_then(|key| self.heavier_than_fair(&inner, key));
+            let unanswered = heavier
+                .and_then(|heavy| inner.unacked_by_source.get(&heavy)?.front().copied())
+                .or_else(|| inner.unacked.keys().next().copied())
+                .and_then(|id| inner.unacked.get(&id).cloned());
+            let Some(victim) =
+                unanswered.or_else(|| heavier.and_then(|heavy| slowest_of(&inner, heavy, now)))
+            else {
                 return Admission::Busy;
             };
-            evict(&mut inner, oldest);
+            evict(&mut inner, &victim);
         }
         inner.active += 1;
         let id = inner.next_id;
         inner.next_id += 1;
         let state = Arc::new(TransferState {
+            id,
             acknowledged: AtomicBool::new(false),
             asked_again: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             sent: std::sync::OnceLock::new(),
+            delivered: AtomicU64::new(0),
+            pace: AtomicU64::new(0),
             source,
         });
         if let Some(key) = source {
-            *inner.by_source.entry(key).or_default() += 1;
+            reshare(&mut inner, key, |inner| {
+                inner.by_source.entry(key).or_default().push(state.clone())
+            });
             inner
                 .unacked_by_source
                 .entry(key)
@@ -265,30 +309,75 @@ impl Slots {
                         .is_some_and(|sent| now.saturating_duration_since(*sent) >= FIRST_ACK_WAIT)
                 })
             });
-        match oldest {
-            Some(id) if ending < self.max_per_source && inner.evicting < self.max_transfers => {
-                evict(inner, id);
+        let victim = oldest.and_then(|id| inner.unacked.get(&id).cloned());
+        match victim {
+            Some(victim) if ending < self.max_per_source && inner.evicting < self.max_transfers => {
+                evict(inner, &victim);
                 true
             }
             _ => false,
         }
     }
+
+    /// The heaviest source, if a newcomer from `key` (counted) would still
+    /// hold fewer transfers than it, and it holds more than a fair share:
+    /// the slots over the sources holding any, the newcomer's included.
+    /// At or under that share a source is never made to give way.
+    fn heavier_than_fair(&self, inner: &Inner, key: IpAddr) -> Option<IpAddr> {
+        let &(most, heaviest) = inner.ranked.last()?;
+        let own = share(inner, key);
+        let sources = inner.ranked.len() + usize::from(own == 0);
+        let fair = (self.max_transfers / sources).max(1);
+        (own + 1 < most && most > fair).then_some(heaviest)
+    }
 }
 
-/// Tells transfer `id` (waiting for its first ACK) to end; it keeps its
-/// slot until it has.
-fn evict(inner: &mut Inner, id: u64) {
-    let Some(state) = inner.unacked.remove(&id) else {
+/// Of `key`'s transfers not yet told to end, the one furthest behind its
+/// pace (see `Slot::expecting`).
+fn slowest_of(inner: &Inner, key: IpAddr, now: Instant) -> Option<Arc<TransferState>> {
+    inner
+        .by_source
+        .get(&key)?
+        .iter()
+        .filter(|state| !state.evicted.load(Ordering::Acquire))
+        .max_by_key(|state| state.behind(now))
+        .cloned()
+}
+
+/// Tells a transfer to end; it keeps its slot until it has.
+fn evict(inner: &mut Inner, state: &Arc<TransferState>) {
+    if state.evicted.swap(true, Ordering::AcqRel) {
         return;
-    };
-    state.evicted.store(true, Ordering::Release);
+    }
+    inner.unacked.remove(&state.id);
     state.wake.notify_one();
     inner.evicting += 1;
     if let Some(key) = state.source {
-        forget_unacked(&mut inner.unacked_by_source, key, id);
-        *inner.evicting_by_source.entry(key).or_default() += 1;
+        forget_unacked(&mut inner.unacked_by_source, key, state.id);
+        reshare(inner, key, |inner| {
+            *inner.evicting_by_source.entry(key).or_default() += 1
+        });
     }
     metrics::counter!("dialtone_tftp_evicted_total").increment(1);
+}
+
+/// A source's running transfers less those told to end.
+fn share(inner: &Inner, key: IpAddr) -> usize {
+    inner.by_source.get(&key).map_or(0, Vec::len)
+        - inner.evicting_by_source.get(&key).copied().unwrap_or(0)
+}
+
+/// Applies `change` to `key`'s counts and keeps `ranked` in step with them.
+fn reshare(inner: &mut Inner, key: IpAddr, change: impl FnOnce(&mut Inner)) {
+    let from = share(inner, key);
+    change(inner);
+    let to = share(inner, key);
+    if from != to {
+        inner.ranked.remove(&(from, key));
+        if to > 0 {
+            inner.ranked.insert((to, key));
+        }
+    }
 }
 
 fn forget_unacked(map: &mut HashMap<IpAddr, VecDeque<u64>>, key: IpAddr, id: u64) {
@@ -338,6 +427,17 @@ impl Slot {
         let _ = self.state.sent.set(now);
     }
 
+    /// When its source must give way, its transfers are measured against
+    /// `bytes_per_second` from their first packet: the slowest goes.
+    pub fn expecting(&self, bytes_per_second: u64) {
+        self.state.pace.store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// The client has acknowledged `bytes` of DATA in all.
+    pub fn delivered(&self, bytes: u64) {
+        self.state.delivered.store(bytes, Ordering::Relaxed);
+    }
+
     /// The client acknowledged a packet on the transfer's port: it is not
     /// a forged source, and stops counting against its source's few; and
     /// it has heard us, so its request again is a new one.
@@ -362,7 +462,7 @@ impl Slot {
     }
 
     /// Told to end: the server was full and this transfer was the oldest
-    /// no ACK had answered.
+    /// no ACK had answered, or its source held more than its share.
     pub fn is_evicted(&self) -> bool {
         self.state.evicted.load(Ordering::Acquire)
     }
@@ -381,13 +481,21 @@ impl Drop for Slot {
         inner.active -= 1;
         let evicted = self.state.evicted.load(Ordering::Acquire);
         if let Some(key) = self.source {
-            decrement(&mut inner.by_source, key);
+            let id = self.id;
+            reshare(&mut inner, key, |inner| {
+                if let Some(running) = inner.by_source.get_mut(&key) {
+                    running.retain(|state| state.id != id);
+                    if running.is_empty() {
+                        inner.by_source.remove(&key);
+                    }
+                }
+                if evicted {
+                    decrement(&mut inner.evicting_by_source, key);
+                }
+            });
             if *self.unacked.get_mut() {
                 forget_unacked(&mut inner.unacked_by_source, key, self.id);
                 inner.unacked.remove(&self.id);
-            }
-            if evicted {
-                decrement(&mut inner.evicting_by_source, key);
             }
         }
         if evicted {

@@ -295,3 +295,46 @@ fn only_an_unanswered_identical_request_is_a_retransmission() {
     assert_eq!(slots.active(), 0);
     assert!(slots.lock().by_peer.is_empty());
 }
+
+/// Slow but real clients (every transfer acknowledged) from two sources
+/// fill the server. A newcomer from a third takes a slot of the source
+/// holding the most, its unanswered transfer first, then its slowest, until
+/// it holds no fewer than that source; the source within its fair share
+/// (the slots over the three sources) is never made to give way.
+#[test]
+fn a_full_server_makes_the_heaviest_source_give_way() {
+    let slots = Arc::new(Slots::new(6, 6, 8, vec![]));
+    let start = Instant::now();
+    let heavy: Vec<Slot> = (1..=4)
+        .map(|n| granted(slots.admit(addr(&format!("192.0.2.1:{n}")), b"a")))
+        .collect();
+    let fair: Vec<Slot> = (1..=2)
+        .map(|n| granted(slots.admit(addr(&format!("192.0.2.2:{n}")), b"a")))
+        .collect();
+    for (n, slot) in heavy.iter().chain(&fair).enumerate() {
+        slot.sending(start);
+        slot.expecting(2048);
+        slot.delivered(10_000 * n as u64);
+        if n != 3 {
+            slot.acknowledged();
+        }
+    }
+    let later = start + Duration::from_secs(10);
+    let newcomer = |port: u16| slots.admit_at(addr(&format!("192.0.2.9:{port}")), b"a", later);
+    let first = granted(newcomer(1));
+    assert!(heavy[3].is_evicted(), "its unanswered transfer goes first");
+    first.acknowledged();
+    let second = granted(newcomer(2));
+    assert!(heavy[0].is_evicted(), "then the one furthest behind");
+    second.acknowledged();
+    assert!(!heavy[1].is_evicted() && !heavy[2].is_evicted());
+    assert!(fair.iter().all(|s| !s.is_evicted()));
+    // Each source now holds two, its fair share: no one gives way.
+    assert!(matches!(newcomer(3), Admission::Busy));
+    assert!(fair.iter().all(|s| !s.is_evicted()));
+    drop((heavy, fair, first, second));
+    let inner = slots.lock();
+    assert_eq!((inner.active, inner.evicting), (0, 0));
+    assert!(inner.ranked.is_empty() && inner.by_source.is_empty());
+    assert!(inner.evicting_by_source.is_empty());
+}

@@ -239,9 +239,10 @@ async fn drive(
 ) -> io::Result<()> {
     let mut buf = [0u8; 516];
     loop {
-        // Evicted while its file was being provisioned: nothing goes out.
+        // Evicted while its file was being provisioned (nothing goes
+        // out), or between two windows.
         if transfer.is_evicted() {
-            return Err(evicted(transfer));
+            return Err(evicted(socket, transfer).await);
         }
         let mut refused = None;
         for packet in transfer.outgoing() {
@@ -261,9 +262,8 @@ async fn drive(
         loop {
             let deadline = tokio::time::Instant::from_std(transfer.deadline());
             let waited = tokio::select! {
-                // Its slot went to a newer request: most likely a forged
-                // source, so nothing is sent to it.
-                _ = transfer.evicted() => return Err(evicted(transfer)),
+                // Its slot went to a newer request.
+                _ = transfer.evicted() => return Err(evicted(socket, transfer).await),
                 waited = tokio::time::timeout_at(deadline, socket.recv(&mut buf)) => waited,
             };
             let received = match waited {
@@ -285,7 +285,7 @@ async fn drive(
                         }
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "too slow"));
                     }
-                    Timer::Evicted => return Err(evicted(transfer)),
+                    Timer::Evicted => return Err(evicted(socket, transfer).await),
                 },
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     transfer.end(TransferEnd::ClientGone);
@@ -334,9 +334,13 @@ fn send_error(
     pktinfo::try_send(listener, &error_packet(code, message), peer, local);
 }
 
-/// How a transfer told to give way ends: without a packet, as it is most
-/// likely a forged source's.
-fn evicted(transfer: &mut Transfer) -> io::Error {
+/// How a transfer told to give way ends: "busy" if its client has
+/// acknowledged something, else without a packet, as it is most likely a
+/// forged source's.
+async fn evicted(socket: &tokio::net::UdpSocket, transfer: &mut Transfer) -> io::Error {
     transfer.end(TransferEnd::Evicted);
-    io::Error::new(io::ErrorKind::TimedOut, "evicted unacknowledged")
+    if let Some(packet) = transfer.evicted_packet() {
+        let _ = socket.send(&packet).await;
+    }
+    io::Error::new(io::ErrorKind::TimedOut, "evicted")
 }

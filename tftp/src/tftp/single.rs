@@ -253,6 +253,10 @@ impl Listener {
             return; // belongs to no transfer
         };
         let (id, local) = (transfer.id(), *local);
+        // Told to give way: it ends now rather than at its next timer.
+        if transfer.is_evicted() {
+            return self.end_evicted(peer, local);
+        }
         // A panic costs this phone its transfer, never the listener.
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| transfer.on_packet(packet, now)));
         match step {
@@ -443,11 +447,26 @@ impl Listener {
                     }
                     self.end(peer, "incomplete");
                 }
-                // Most likely a forged source's: nothing is sent to it.
-                Timer::Evicted => self.end(peer, "incomplete"),
+                Timer::Evicted => {
+                    let local = *local;
+                    self.end_evicted(peer, local);
+                }
             }
         }
         self.due = due;
+    }
+
+    /// Ends `peer`'s transfer told to give way: "busy" if its client has
+    /// acknowledged something, else nothing, as it is most likely a forged
+    /// source's.
+    fn end_evicted(&mut self, peer: SocketAddr, local: Option<Local>) {
+        if let Some(Entry::Running { transfer, .. }) = self.table.get_mut(&peer) {
+            transfer.end(TransferEnd::Evicted);
+            if let Some(packet) = transfer.evicted_packet() {
+                self.errors.push((peer, local, packet));
+            }
+        }
+        self.end(peer, "incomplete");
     }
 
     /// Ends whatever `peer` has on this listener (its slot is freed).

@@ -143,8 +143,8 @@ pub(super) enum Timer {
     /// Behind `min_rate` by more than `min_rate_slack`: send
     /// `too_slow_packet()` (if there is one) and end the transfer.
     TooSlow,
-    /// Told to give way (`Slots::admit`): end without a packet, as it is
-    /// most likely a forged source's.
+    /// Told to give way (`Slots::admit`): send `evicted_packet()` (if
+    /// there is one) and end the transfer.
     Evicted,
 }
 
@@ -160,6 +160,12 @@ const UNPROVEN_RESENDS: u32 = 1;
 /// their request when the first DATA does not come. Bounded, so repeats
 /// cannot keep an unacknowledged transfer sending until `stall`.
 const REQUESTED_RESENDS: u32 = 3;
+
+/// How many times `min_rate` a transfer is measured against when its
+/// source holds more than its share of a full server (`Slots::admit`):
+/// the one furthest behind gives way. Well above the minimum, so a
+/// client just keeping to it is the first to go.
+const EVICTION_PACE: u64 = 4;
 
 pub(super) struct Transfer {
     slot: Slot,
@@ -316,6 +322,9 @@ impl Transfer {
         transfer.progressed(now);
         // Its first packet goes out now (both front ends send it at once).
         transfer.slot.sending(now);
+        transfer
+            .slot
+            .expecting(transfer.min_rate.saturating_mul(EVICTION_PACE));
         Ok(transfer)
     }
 
@@ -361,6 +370,14 @@ impl Transfer {
     /// The error that ends a transfer behind the minimum rate.
     pub fn too_slow_packet(&self) -> Option<Vec<u8>> {
         self.to_the_client(|| error_packet(0, "transfer too slow"))
+    }
+
+    /// The error that ends a transfer told to give way to another
+    /// source's: its client has acknowledged something, so is real, and
+    /// tries again later. One never acknowledged gets nothing, as it is
+    /// most likely a forged source's.
+    pub fn evicted_packet(&self) -> Option<Vec<u8>> {
+        self.to_the_client(|| error_packet(0, "server busy, try again"))
     }
 
     /// A packet that ends the transfer goes only to a client that has
@@ -410,6 +427,7 @@ impl Transfer {
             packet.clear();
             self.spare.push(packet);
         }
+        self.slot.delivered(self.acked);
         self.base = self.base.wrapping_add(reach as u16);
         self.oack_out = false;
         if self.read_all && self.window.is_empty() {
@@ -421,8 +439,8 @@ impl Transfer {
         Ok(Step::Advanced)
     }
 
-    /// Resolves once a full server has told this transfer, unacknowledged,
-    /// to give way (`Slots::admit`).
+    /// Resolves once a full server has told this transfer to give way
+    /// (`Slots::admit`).
     pub async fn evicted(&self) {
         self.slot.evicted().await
     }
