@@ -151,6 +151,10 @@ impl ApiError {
     }
 }
 
+/// PostgreSQL's SQLSTATEs for a transaction rolled back in favour of another.
+const DEADLOCK_DETECTED: &str = "40P01";
+const SERIALIZATION_FAILURE: &str = "40001";
+
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> ApiError {
         match e {
@@ -183,6 +187,22 @@ impl From<SyncError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "outcome_unknown",
                     "the database did not confirm the write, so it may or may not have been made: read it back before writing it again",
+                )
+            }
+            // PostgreSQL gave up this transaction for another's (deadlock
+            // detected, or a serialization failure): rolled back whole, and
+            // the same request again will most likely pass.
+            SyncError::Database(db)
+                if db
+                    .as_database_error()
+                    .and_then(|db| db.code())
+                    .is_some_and(|c| c == DEADLOCK_DETECTED || c == SERIALIZATION_FAILURE) =>
+            {
+                tracing::warn!(error = %db, "admin write: rolled back for a concurrent one");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the write met a concurrent one and was rolled back; nothing was changed; try again",
                 )
             }
             SyncError::Database(db) => {

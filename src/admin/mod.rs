@@ -329,6 +329,22 @@ pub(crate) async fn commit_if_match(
     edit: Edit<'_>,
     mutation: Mutation,
 ) -> Result<WriteReport, ApiError> {
+    commit_if_match_keeping(state, principal, headers, target, edit, mutation, false).await
+}
+
+/// [`commit_if_match`] of a write that may carry over something read
+/// from this node's mirror (a secret or settings the body left out): when
+/// `keeps_from_mirror`, it applies only to the row as read, whoever the
+/// caller is.
+pub(crate) async fn commit_if_match_keeping(
+    state: &AdminState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    target: Target,
+    edit: Edit<'_>,
+    mutation: Mutation,
+    keeps_from_mirror: bool,
+) -> Result<WriteReport, ApiError> {
     let (entity, key) = audit_name(&target);
     let changed = format!("{entity} {key}");
     let change = Change {
@@ -338,27 +354,40 @@ pub(crate) async fn commit_if_match(
         tenant: edit.tenant,
         detail: edit.detail,
     };
-    let asked = expectation(headers, target.clone());
+    let asked = expectation(headers, target.clone(), edit.seen.as_deref())?;
     // A tenant's caller was checked against this node's mirror, which may
     // lag: the write applies only to the row as checked, or a phone that
     // has just moved to another tenant could be written (and taken back).
     // An If-Match does not replace that check: a tag read from a node that
     // has caught up matches the database while this node's row is older,
     // and the write would put back what it carries over from that row
-    // (a tenant's operator-set quotas).
-    let implied = match (principal.is_global(), edit.seen) {
-        (false, Some(etag)) if !asks_for(&asked, &etag) => Some(Mutation::Expect { target, etag }),
+    // (a tenant's operator-set quotas, a line's previous password). So a
+    // global admin's write that carries something over is held to it too.
+    let must_match_mirror = !principal.is_global() || keeps_from_mirror;
+    let implied = match edit.seen {
+        Some(etag) if must_match_mirror && !asks_for(&asked, &etag) => {
+            Some(Mutation::Expect { target, etag })
+        }
         _ => None,
     };
-    let was_implied = asked.is_none() && implied.is_some();
+    let implied_alone = asked.is_none() && implied.is_some();
+    let implied_besides = asked.is_some() && implied.is_some();
     let mut mutations: Vec<Mutation> = asked.into_iter().chain(implied).collect();
     mutations.push(mutation);
     commit(state, principal, change, mutations)
         .await
         .map_err(|e| match e.status {
-            StatusCode::PRECONDITION_FAILED if was_implied => ApiError::conflict(format!(
+            StatusCode::PRECONDITION_FAILED if implied_alone => ApiError::conflict(format!(
                 "{changed} changed a moment ago, on this or another node; read it again and retry"
             )),
+            StatusCode::PRECONDITION_FAILED if implied_besides => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!(
+                    "{changed} changed since you read it, or this node has not caught up with \
+                     that change yet; read it again and retry"
+                ),
+            ),
             _ => e,
         })
 }
@@ -398,14 +427,52 @@ fn asks_for(asked: &Option<Mutation>, etag: &str) -> bool {
 }
 
 /// The `Expect` mutation an `If-Match` header asks for, if any. `*` only
-/// asks that the row exist, which the handlers check anyway.
-fn expectation(headers: &HeaderMap, target: Target) -> Option<Mutation> {
-    let wanted = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
-    if wanted == "*" || wanted.is_empty() {
-        return None;
+/// asks that the row exist, which the handlers check anyway. A list
+/// matches when any of its tags does (RFC 9110 13.1.1); the store checks
+/// one, so the list is checked against the tag this node read (`seen`)
+/// when it is listed, else against its first: a list none of whose tags
+/// this node has seen is refused at worst, never let through. A weak tag
+/// never matches: If-Match compares strongly.
+fn expectation(
+    headers: &HeaderMap,
+    target: Target,
+    seen: Option<&str>,
+) -> Result<Option<Mutation>, ApiError> {
+    let mut tags = Vec::new();
+    let mut given = false;
+    for value in headers.get_all(header::IF_MATCH) {
+        given = true;
+        let text = value.to_str().map_err(|_| {
+            ApiError::bad_request("If-Match: not ASCII; send the ETag as this API returned it")
+        })?;
+        tags.extend(text.split(',').map(str::trim).filter(|t| !t.is_empty()));
     }
-    let etag = wanted.trim_start_matches("W/").to_string();
-    Some(Mutation::Expect { target, etag })
+    if !given || tags.is_empty() || tags.contains(&"*") {
+        return Ok(None);
+    }
+    let strong: Vec<&str> = tags
+        .iter()
+        .copied()
+        .filter(|t| !t.starts_with("W/"))
+        .collect();
+    let etag = match strong.iter().find(|t| Some(**t) == seen) {
+        Some(tag) => tag,
+        None => strong.first().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!(
+                    "{}: If-Match has only weak tags (W/\"…\"), which never match; \
+                     send the ETag as this API returned it",
+                    target
+                ),
+            )
+        })?,
+    };
+    Ok(Some(Mutation::Expect {
+        target,
+        etag: etag.to_string(),
+    }))
 }
 
 /// A JSON body with its `ETag` header.

@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, created_not_yet_shown, json_value, object_text, off_workers,
-    page_size, parse_name, tagged, AdminState, Change, Edit, Principal,
+    commit, commit_if_match, commit_if_match_keeping, created_not_yet_shown, json_value,
+    object_text, off_workers, page_size, parse_name, tagged, AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -598,11 +598,15 @@ pub async fn update(
     // A phone moving to another tenant takes none of its stored secrets
     // along: its new owner would read them in the files it renders.
     let kept_from = (tenant.id == phone.tenant_id).then_some((&**phone, &lines[..]));
+    // A secret left out is taken from this node's copy, which may be older
+    // than the database's (a password rotated on another node a moment ago).
+    let keeps_secret = kept_from.is_some()
+        && (body.http_password.is_none() || body.lines.iter().any(|l| l.password.is_none()));
     let input = input(&state, tenant, mac, body, kept_from)?;
     let tenant = input.tenant.clone();
     let mut detail = summary(&input);
     detail["before"] = json!(before);
-    commit_if_match(
+    commit_if_match_keeping(
         &state,
         &principal,
         &headers,
@@ -614,6 +618,7 @@ pub async fn update(
             seen: Some(before),
         },
         Mutation::UpsertPhone(input),
+        keeps_secret,
     )
     .await?;
     let mirror = state.mirror.load();

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::{check_setting, keep_operator_settings, Quota};
 use super::{
-    commit, commit_if_match, created_not_yet_shown, json_value, object_text, page_size, tagged,
-    AdminState, Change, Edit, Principal,
+    commit, commit_if_match, commit_if_match_keeping, created_not_yet_shown, json_value,
+    object_text, page_size, tagged, AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -299,7 +299,7 @@ pub async fn show(
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("If-Match" = Option<String>, Header)),
     request_body = TenantUpdate,
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
@@ -319,6 +319,9 @@ pub async fn update(
         tenant.clone()
     };
     check_name(&body.name)?;
+    // What the body leaves out is taken from this node's copy, which may be
+    // older than the database's (settings changed on another node).
+    let keeps_from_mirror = body.settings.is_none() || body.default_region.is_none();
     let input = TenantInput {
         slug: slug.clone(),
         name: body.name,
@@ -349,7 +352,7 @@ pub async fn update(
         }
     }
 
-    commit_if_match(
+    commit_if_match_keeping(
         &state,
         &principal,
         &headers,
@@ -364,6 +367,7 @@ pub async fn update(
             seen: Some(etag_of(&*before)),
         },
         Mutation::UpsertTenant(input),
+        keeps_from_mirror,
     )
     .await?;
     let mirror = state.mirror.load();

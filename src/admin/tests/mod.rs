@@ -4,6 +4,7 @@
 
 mod caching;
 mod checks;
+mod concurrent_writes;
 mod device_login;
 mod directory_kinds;
 mod fleet;

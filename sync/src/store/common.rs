@@ -484,10 +484,14 @@ macro_rules! shared_sql {
                             )));
                         }
                     }
-                    let existing: Option<(Id, i64, String)> = sqlx::query_as(
+                    // Locked: two writers that both read version n would
+                    // both write version n + 1, and the second's history
+                    // row would collide with the first's.
+                    let existing: Option<(Id, i64, String)> = sqlx::query_as(concat!(
                         "SELECT id, version, body FROM templates \
                          WHERE scope = $1 AND family = $2 AND scope_key = $3 AND file_pattern = $4",
-                    )
+                        $lock
+                    ))
                     .bind(t.scope.as_str())
                     .bind(t.family.as_str())
                     .bind(&t.scope_key)
@@ -731,15 +735,23 @@ macro_rules! shared_sql {
                         if batch.keeps_any() {
                             return Err(SyncError::Invalid(crate::store::bulk::KEPT_NEEDS_BULK.into()));
                         }
-                        for item in 0..batch.len() {
+                        // In MAC order, not the file's: two imports of the
+                        // same phones in different orders each locked a row
+                        // the other then waited for (a deadlock on
+                        // PostgreSQL). Stable, so a MAC named twice ends as
+                        // the file's later one says; a refusal still names
+                        // the phone's place in the file.
+                        let mut order: Vec<usize> = (0..batch.len()).collect();
+                        order.sort_by_key(|&item| batch.mac(item));
+                        for (written, item) in order.into_iter().enumerate() {
                             let phone = Mutation::UpsertPhone(batch.to_input(item));
                             apply_one(conn, key, &phone, now, &mut report)
                                 .await
                                 .map_err(|e| rejected(e, index, Some(item)))?;
                             // A phone is three statements and two a line:
                             // sixteen of them are about the 64 between yields.
-                            if item % 16 == 15 {
-                                crate::store::progress_point(progress.as_ref(), done + item as u64 + 1).await;
+                            if written % 16 == 15 {
+                                crate::store::progress_point(progress.as_ref(), done + written as u64 + 1).await;
                             }
                         }
                     }
