@@ -50,8 +50,9 @@ async fn trickle(from: &'static str, addr: SocketAddr) {
 
 /// Four hosts, each within its share, fill the listener with half
 /// requests and reconnect the moment one is closed. Every place is
-/// younger than the age at which any would go to a newcomer, yet a host
-/// elsewhere is served: it takes one of the heaviest host's places.
+/// younger than the 15 s after which any would go to any newcomer, yet a
+/// host elsewhere is served: it takes one of the heaviest host's places
+/// that has waited a second for its request.
 #[tokio::test]
 async fn a_host_elsewhere_gets_in_past_a_flood_from_a_few_sources() {
     let (addr, shutdown, task) = start(HttpServerOptions {
@@ -68,7 +69,7 @@ async fn a_host_elsewhere_gets_in_past_a_flood_from_a_few_sources() {
             flood.spawn(trickle(from, addr));
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut served = 0;
     for _ in 0..10 {
         let mut phone = try_connect_from("127.0.0.9", addr).await.unwrap();

@@ -25,6 +25,8 @@ mod first_request;
 #[cfg(test)]
 mod flood_tests;
 mod idle;
+#[cfg(test)]
+mod office_tests;
 mod refuse;
 mod shares;
 mod slow;
@@ -88,7 +90,9 @@ pub struct HttpServerOptions {
     /// A connection idle this long between requests is closed for a
     /// newcomer to a full listener, before any slow reader (`idle.rs`); one
     /// still without a whole first request, after half of
-    /// `header_timeout` (since it was accepted, or its TLS handshake ended).
+    /// `header_timeout` (since it was accepted, or its TLS handshake ended),
+    /// or after this long if its source holds more connections than the
+    /// newcomer's.
     pub evict_idle_after: Duration,
     /// Which listener this is: the `listener` label of its shed counters.
     pub listener: Listener,
@@ -176,22 +180,24 @@ impl Drop for Slot {
 }
 
 impl Shared {
-    /// A place for a newcomer to the full listener: one waiting for a
-    /// request from a source holding more connections than the newcomer's
-    /// (`shares.rs`), or else an idle connection's, or else a slow
-    /// reader's, which is ended. The newcomer keeps the
+    /// A place for a newcomer to the full listener: an idle connection's,
+    /// or else one that has waited a second for a request from a source
+    /// holding more connections than the newcomer's (`shares.rs`), or else
+    /// a slow reader's, which is ended. The newcomer keeps the
     /// count it has taken, past `max_connections`, and the victim gives
     /// its own back as it closes (at once: woken, an idle one closes, a
     /// slow one's stream fails), so `open` exceeds the cap by at most the
     /// evictions still closing.
     fn evict_for(&self, peer: SocketAddr, source: Option<std::net::IpAddr>) -> bool {
-        let from_heavier = source.is_some_and(|source| {
-            self.shares
-                .heavier_than(source)
-                .into_iter()
-                .any(|heavier| self.idle.evict_from(heavier))
-        });
-        if from_heavier || self.idle.evict() {
+        let from_heavier = || {
+            source.is_some_and(|source| {
+                self.shares
+                    .heavier_than(source)
+                    .into_iter()
+                    .any(|heavier| self.idle.evict_from(heavier))
+            })
+        };
+        if self.idle.evict() || from_heavier() {
             metrics::counter!("dialtone_http_idle_evicted_total", "listener" => self.listener.label())
                 .increment(1);
             return true;

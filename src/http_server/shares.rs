@@ -9,9 +9,10 @@
 //! in turn (four fetches in ten answered 503 in a flood from 16 hosts).
 //! So a newcomer whose source holds fewer connections than the heaviest
 //! source takes the place of one of that source's connections that has
-//! nothing of ours in hand (`idle::Idle::evict_from`), however young: a
-//! flood then costs its own sources their places, and a source with few
-//! connections always gets in.
+//! nothing of ours in hand and has waited a second (`idle::Idle::evict_from`),
+//! when no connection anywhere is idle enough to go first: a flood then
+//! costs its own sources their places, and a source with few connections
+//! gets in, while a busy office's phones are not cut between two fetches.
 //!
 //! The counts are kept ordered beside the map, so a connection's accept and
 //! close cost two `O(log sources)` updates under one lock, and the memory
