@@ -160,6 +160,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Final SIP responses to resync NOTIFYs, by status class (2xx, 4xx, ...).",
     ),
     (
+        "dialtone_resync_answers_dropped_total",
+        "Answers to live resync NOTIFYs that were dropped, by reason: wrong_source (from another address than the NOTIFY went to: a forgery, or a proxy answering from another of its addresses, which leaves every resync unanswered).",
+    ),
+    (
         "dialtone_resync_failed_total",
         "Resyncs that ended without a 2xx, by reason: the proxy's timeout, send, no_address (also direct mode's history unavailable); in direct mode a phone's phone_timeout, phone_send, no_fetch (no served fetch within a day inside the allowed networks); rejected, changed, interrupted, dropped (still queued at shutdown, for queued resyncs are not kept across a restart).",
     ),
@@ -201,7 +205,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_tftp_refused_total",
-        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed; error_limited: an error reply dropped past its source's burst of 10 and 2 a second).",
+        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed; error_limited: an error reply dropped past its source's burst of 64 and 20 a second).",
     ),
     (
         "dialtone_tftp_stalled_total",
@@ -522,6 +526,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_resync_failed_total", &[("reason", "phone_send")]),
     ("dialtone_resync_failed_total", &[("reason", "no_fetch")]),
     ("dialtone_resync_failed_total", &[("reason", "dropped")]),
+    (
+        "dialtone_resync_answers_dropped_total",
+        &[("reason", "wrong_source")],
+    ),
     (
         "dialtone_provisioning_refused_total",
         &[("reason", "another_tenants_network")],

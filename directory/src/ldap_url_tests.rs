@@ -1,12 +1,13 @@
-//! A user or password written into an LDAP source's url: refused when a
-//! source is written, kept loading when stored, never used nor shown.
+//! A user or password written into an LDAP source's url: refused when the
+//! admin API writes a source, kept loading and importing when stored,
+//! never used nor shown.
 
 use std::time::Duration;
 
 use dialtone_sync::SourceKind;
 
 use super::{without_userinfo, LdapSource};
-use crate::settings::{check, LdapSettings};
+use crate::settings::{check, check_import, LdapSettings};
 
 const WITH_PASSWORD: &str = "ldap://binduser:PW-in-the-url@127.0.0.1:9/";
 
@@ -42,6 +43,40 @@ fn a_written_source_may_not_hold_credentials_in_its_url() {
 fn a_stored_source_with_credentials_in_its_url_still_loads() {
     let loaded = LdapSettings::parse("ad", &settings(WITH_PASSWORD)).unwrap();
     assert_eq!(loaded.url, WITH_PASSWORD);
+}
+
+/// The API took such a url before the rule: its export is how a node
+/// moves to PostgreSQL or is restored, so the import takes it back whole,
+/// while the API refuses the very same row.
+#[test]
+fn an_import_takes_a_stored_source_with_credentials_in_its_url() {
+    let location = dialtone_sync::import::Location {
+        file: std::path::Path::new("sources.json").into(),
+        line: 3,
+        column: 1,
+        field: None,
+    };
+    let row = dialtone_sync::DirectorySourceInput {
+        tenant: "acme".into(),
+        name: "ad".into(),
+        kind: SourceKind::Ldap,
+        priority: 10,
+        enabled: true,
+        settings: settings(WITH_PASSWORD),
+        secret: None,
+        timeout_ms: 2000,
+    };
+    let mut plan = dialtone_sync::import::ImportPlan::default();
+    plan.items.push((
+        dialtone_sync::Mutation::UpsertDirectorySource(row.clone()),
+        location,
+    ));
+    check_import(&mut plan);
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert_eq!(plan.items.len(), 1);
+
+    let refused = check(row.kind, &row.name, &row.settings).unwrap_err();
+    assert!(refused.to_string().contains("bind_dn"), "{refused}");
 }
 
 #[test]

@@ -11,13 +11,26 @@ use dialtone_sync::{Mutation, SourceKind};
 
 use crate::error::DirectoryError;
 
-/// Checks a source's settings JSON for its kind: one check for the admin
-/// API and for imports, so a typo fails the write, not the first call.
+/// Checks a source's settings JSON for its kind as the admin API writes
+/// it: what an import checks, and the rules newer than rows already
+/// stored, which an export of those rows must still import past.
 pub fn check(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryError> {
+    check_stored(kind, name, json)?;
+    if matches!(kind, SourceKind::Ldap) {
+        let settings = LdapSettings::parse(name, json)?;
+        refuse_credentials_in_ldap_url(name, &settings.url)?;
+    }
+    Ok(())
+}
+
+/// Checks a source's settings JSON as an import takes it, so a typo fails
+/// the write, not the first call. An import also moves a node's own
+/// export (SQLite to PostgreSQL, a backup restored): a row the API took
+/// when it was written must import as it was stored.
+fn check_stored(kind: SourceKind, name: &str, json: &str) -> Result<(), DirectoryError> {
     match kind {
         SourceKind::Ldap => {
-            let settings = LdapSettings::parse(name, json)?;
-            refuse_credentials_in_ldap_url(name, &settings.url)?;
+            LdapSettings::parse(name, json)?;
             check_intervals(name, json)
         }
         SourceKind::Http => {
@@ -42,8 +55,8 @@ fn refuse_credentials_in_url(name: &str, url: &str) -> Result<(), DirectoryError
     }
 }
 
-/// Refused when written, as for HTTP (a stored row with them still
-/// builds; they are never used, nor shown in the log): a bind password in
+/// Refused when written through the admin API (a stored row with them
+/// still builds and imports; they are never used, nor shown in the log): a bind password in
 /// the url is settings text every reader of the source sees, and the bind
 /// never takes it from there. The bind DN is `bind_dn`, its password the
 /// sealed secret. Judged by what the log would show of the url, so that
@@ -93,7 +106,7 @@ pub fn check_import(plan: &mut ImportPlan) {
         let Mutation::UpsertDirectorySource(source) = mutation else {
             return true;
         };
-        match check(source.kind, &source.name, &source.settings) {
+        match check_stored(source.kind, &source.name, &source.settings) {
             Ok(()) => true,
             Err(e) => {
                 errors.push(ImportError {

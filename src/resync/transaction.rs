@@ -45,6 +45,9 @@ pub enum Outcome {
 /// Responses a transaction may have waiting: a 1xx or two and the final.
 const PER_TRANSACTION: usize = 4;
 
+/// How often an answer from the wrong address is logged at WARN.
+const WRONG_SOURCE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// A live transaction: where its request went (every retransmission
 /// too), the one address its answers may come from.
 struct Waiting {
@@ -58,6 +61,10 @@ pub struct Transport {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// Answers with a live branch that came from another address.
     wrong_source: AtomicU64,
+    /// When the last of those was logged, and how many went unlogged
+    /// since: a proxy that answers from another of its addresses drops
+    /// every answer, which must show in the log without filling it.
+    wrong_source_logged: Mutex<(Option<Instant>, u64)>,
     /// Transactions that ended without a final answer, per destination
     /// someone asked about (`watch`): the proxy's addresses, so that the
     /// next NOTIFY can go to another. Only those: direct mode sends to
@@ -84,6 +91,7 @@ impl Transport {
             socket,
             waiting: Mutex::default(),
             wrong_source: AtomicU64::new(0),
+            wrong_source_logged: Mutex::default(),
             unanswered: Mutex::default(),
         }
     }
@@ -157,13 +165,38 @@ impl Transport {
             };
             if !same_endpoint(from, transaction.dest) {
                 self.wrong_source.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%from, sent_to = %transaction.dest, status = response.status,
-                    "resync: dropped an answer from another address than the NOTIFY went to");
+                metrics::counter!("dialtone_resync_answers_dropped_total", "reason" => "wrong_source")
+                    .increment(1);
+                if let Some(unlogged) = self.may_log_wrong_source() {
+                    tracing::warn!(%from, sent_to = %transaction.dest, status = response.status, unlogged,
+                        "resync: dropped an answer from another address than the NOTIFY went to; \
+                         a proxy that answers from another of its addresses leaves every resync unanswered");
+                } else {
+                    tracing::debug!(%from, sent_to = %transaction.dest, status = response.status,
+                        "resync: dropped an answer from another address than the NOTIFY went to");
+                }
                 continue;
             }
             // A full channel means a flood of copies: the rest go.
             let _ = transaction.tx.try_send(response);
         }
+    }
+
+    /// `Some(answers not logged since the last line)` at most once a
+    /// minute: a forger may send them at will.
+    fn may_log_wrong_source(&self) -> Option<u64> {
+        let mut logged = self
+            .wrong_source_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (last, unlogged) = &mut *logged;
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < WRONG_SOURCE_LOG_EVERY) {
+            *unlogged += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(unlogged))
     }
 
     /// Runs one transaction for `request` (already carrying `branch` in its

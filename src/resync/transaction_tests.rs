@@ -221,6 +221,61 @@ async fn answers_from_elsewhere_than_the_request_went_are_dropped() {
     assert_eq!(transport.wrong_source(), 2);
 }
 
+fn dropped_wrong_source(handle: &metrics_exporter_prometheus::PrometheusHandle) -> Option<f64> {
+    handle.render().lines().find_map(|l| {
+        l.strip_prefix(r#"dialtone_resync_answers_dropped_total{reason="wrong_source"} "#)?
+            .parse()
+            .ok()
+    })
+}
+
+/// A proxy answering from another of its addresses loses every answer:
+/// the operator sees it in the metric. The recorder is this thread's,
+/// which the current-thread runtime runs the receiving task on.
+#[tokio::test(flavor = "current_thread")]
+async fn answers_from_elsewhere_are_counted_in_the_metric() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let (transport, _far, _cancel) = setup().await;
+    let proxy = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let dest = proxy.local_addr().unwrap();
+    let other_address = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let local = transport.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let (_, from) = proxy.recv_from(&mut buf).await.unwrap();
+        for _ in 0..3 {
+            other_address
+                .send_to(&answer("200 OK", "z9hG4bKm"), from)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        proxy
+            .send_to(&answer("200 OK", "z9hG4bKm"), from)
+            .await
+            .unwrap();
+    });
+    transport
+        .request(dest, "z9hG4bKm", &request(local, "z9hG4bKm"), TIMERS, || {})
+        .await;
+    assert_eq!(transport.wrong_source(), 3);
+    assert_eq!(dropped_wrong_source(&handle), Some(3.0));
+}
+
+#[tokio::test]
+async fn answers_from_elsewhere_are_logged_once_a_minute() {
+    let (transport, _far, _cancel) = setup().await;
+    assert_eq!(transport.may_log_wrong_source(), Some(0));
+    assert_eq!(transport.may_log_wrong_source(), None);
+    assert_eq!(transport.may_log_wrong_source(), None);
+    let a_minute_ago = Instant::now().checked_sub(WRONG_SOURCE_LOG_EVERY).unwrap();
+    transport.wrong_source_logged.lock().unwrap().0 = Some(a_minute_ago);
+    assert_eq!(transport.may_log_wrong_source(), Some(2));
+    assert_eq!(transport.may_log_wrong_source(), None);
+}
+
 /// Only forgeries come: the transaction runs on to Timer F, the proxy's
 /// silence counted as such, and no forged status or reason is kept.
 #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use dialtone_sync::{DirectorySource, Id, MirrorState, SourceKind};
+use dialtone_sync::{DirectorySource, Id, LoadedFrom, MirrorHealth, MirrorState, SourceKind};
 use serde::Deserialize;
 
 use super::store;
@@ -40,6 +40,23 @@ pub(crate) fn still_mirrored(state: &MirrorState, tenant: Id, id: Id) -> bool {
         .any(|s| s.id == id && keeps_a_mirror(s))
 }
 
+/// Whether the mirror has matched the database since this process loaded
+/// it. A snapshot's load carries its own, older sync time; a catch-up
+/// after it marks the mirror synced at or past the load, and clears the
+/// staleness an unreachable database set (which also covers a snapshot
+/// whose sync time reads ahead of this node's clock).
+fn synced_in_this_process(health: &MirrorHealth) -> bool {
+    match health.loaded_from {
+        None => false,
+        Some(LoadedFrom::Database) => true,
+        Some(LoadedFrom::Snapshot) => {
+            health.stale_since.is_none()
+                && health.last_sync_at.is_some()
+                && health.last_sync_at >= health.loaded_at
+        }
+    }
+}
+
 impl LookupService {
     /// [`LookupService::remove_leftover_files`] in a place of the node's
     /// mirror work, off the runtime's workers.
@@ -57,12 +74,15 @@ impl LookupService {
 
     /// Removes the mirror files of sources the mirror no longer has
     /// mirrored, and the kept readings of tenants it no longer has. Not
-    /// before the mirror is loaded: an empty one has no sources. Blocking.
+    /// before the mirror has been in sync with the database in this
+    /// process: an empty one has no sources, and one loaded from the
+    /// snapshot lacks those created since it was written, whose files
+    /// spare them a full LDAP sync. Blocking.
     pub(crate) fn remove_leftover_files(&self) {
         let Some(dir) = &self.inner.options.mirror_dir else {
             return;
         };
-        if !self.inner.mirror.is_loaded() {
+        if !synced_in_this_process(&self.inner.mirror.health()) {
             return;
         }
         let files = store::files(dir);

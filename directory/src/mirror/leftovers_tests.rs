@@ -1,9 +1,9 @@
 //! The mirror files a node removes are its own, by their exact names, and
-//! only once the mirror is loaded.
+//! only once the mirror has been in sync with the database.
 
 use std::sync::Arc;
 
-use dialtone_sync::Mirror;
+use dialtone_sync::{Cursor, Dataset, LoadedFrom, Meta, Mirror};
 
 use super::store;
 use crate::{LookupOptions, LookupService};
@@ -64,4 +64,35 @@ async fn nothing_is_removed_before_the_mirror_is_loaded() {
     std::fs::write(&readings, b"x").unwrap();
     service.remove_leftover_files();
     assert!(file.exists() && readings.exists());
+}
+
+/// A snapshot read while the database is unreachable predates the
+/// sources created since: their files wait for it to catch up, which
+/// spares each a full LDAP sync.
+#[tokio::test]
+async fn a_snapshot_not_yet_caught_up_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LookupOptions {
+        mirror_dir: Some(dir.path().to_path_buf()),
+        ..LookupOptions::default()
+    };
+    let mirror = Arc::new(Mirror::new());
+    mirror.reset(
+        Dataset::default(),
+        Cursor::default(),
+        Meta::default(),
+        LoadedFrom::Snapshot,
+    );
+    mirror.synced_at_least_at(1);
+    mirror.mark_unreachable("connection refused");
+    let service = LookupService::new(mirror.clone(), None, options);
+    let newer_source = store::path(dir.path(), 5);
+    std::fs::write(&newer_source, b"x").unwrap();
+
+    service.remove_leftover_files();
+    assert!(newer_source.exists());
+
+    mirror.mark_synced();
+    service.remove_leftover_files();
+    assert!(!newer_source.exists());
 }
