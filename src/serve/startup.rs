@@ -208,7 +208,7 @@ pub(super) async fn load_mirror(
             }
             let Some((header, data)) = snap else {
                 bail!(
-                "database {} is unreachable and there is no usable snapshot at {} to serve from (one that could not be read is named in a warning above): {e:#}",
+                "database {} is unreachable and there is no snapshot at {} it can serve from (one that could not be read is named in a warning above): {e:#}",
                 masked_url(&config.database.url),
                 path.display()
             );
