@@ -61,7 +61,7 @@ impl ProvisionError {
     }
 }
 
-fn position(line: Option<usize>, column: Option<usize>) -> String {
+pub(crate) fn position(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" line {l} column {c}"),
         (Some(l), None) => format!(" line {l}"),

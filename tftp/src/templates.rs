@@ -43,14 +43,21 @@ pub struct Shipped {
 impl Shipped {
     /// Reads `source`.
     pub fn from_source(source: &Source, generation: u64) -> Result<Shipped, ProvisionError> {
+        Shipped::assemble(source, generation, Shipped::load)
+    }
+
+    /// `source`'s set, its folder read by `load`.
+    fn assemble(
+        source: &Source,
+        generation: u64,
+        load: fn(&Path, u64) -> Result<Shipped, ProvisionError>,
+    ) -> Result<Shipped, ProvisionError> {
         let mut shipped = match source {
-            Source::Dir(dir) => Shipped::load(dir, generation)?,
+            Source::Dir(dir) => load(dir, generation)?,
             Source::BuiltIn => Shipped::built_in(generation),
             Source::BuiltInWith(dir) => {
                 let mut shipped = Shipped::built_in(generation);
-                shipped
-                    .templates
-                    .extend(Shipped::load(dir, generation)?.templates);
+                shipped.templates.extend(load(dir, generation)?.templates);
                 shipped
             }
         };
@@ -78,19 +85,7 @@ impl Shipped {
             problem,
             "shipped templates: serving them as read, unchecked; phones fetching a file that does not compile get errors (fix it, then SIGHUP)"
         );
-        let mut shipped = match source {
-            Source::Dir(dir) => Shipped::load_as_read(dir, generation)?,
-            Source::BuiltIn => Shipped::built_in(generation),
-            Source::BuiltInWith(dir) => {
-                let mut shipped = Shipped::built_in(generation);
-                shipped
-                    .templates
-                    .extend(Shipped::load_as_read(dir, generation)?.templates);
-                shipped
-            }
-        };
-        shipped.source = source.clone();
-        Ok(shipped)
+        Shipped::assemble(source, generation, Shipped::load_as_read)
     }
 
     /// Whether both hold the same files with the same text.
@@ -292,17 +287,11 @@ fn compiles(family: Family, name: &str, path: &Path, body: &str) -> Result<(), P
             column,
             message,
             ..
-        }) => {
-            let at = match (line, column) {
-                (Some(line), Some(column)) => format!(" line {line} column {column}"),
-                (Some(line), None) => format!(" line {line}"),
-                _ => String::new(),
-            };
-            Err(ProvisionError::Templates(format!(
-                "{}{at}: {message}",
-                path.display()
-            )))
-        }
+        }) => Err(ProvisionError::Templates(format!(
+            "{}{}: {message}",
+            path.display(),
+            crate::error::position(line, column)
+        ))),
         Err(e) => Err(ProvisionError::Templates(format!(
             "{}: {e}",
             path.display()
