@@ -45,6 +45,7 @@ pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
                 let started = std::time::Instant::now();
                 let mut response = next.run(request).await;
                 contain(response.headers_mut());
+                uncacheable_if_refused(&mut response);
                 let outcome = match response.status().as_u16() {
                     200..=399 => "ok",
                     404 => "not_found",
@@ -57,6 +58,21 @@ pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
                 response
             },
         ))
+}
+
+/// A refusal depends on who asked and when (the source's networks and
+/// bans, the `/{tenant}/` folder, a phone not created yet): a shared cache
+/// that kept a 404 by heuristic freshness would hand one office's "not
+/// found" to another, or hold back a new phone's first boot.
+fn uncacheable_if_refused(response: &mut Response) {
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CACHE_CONTROL)
+    {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// A tenant writes whole files, and an XML family's may as well be XHTML

@@ -96,3 +96,24 @@ async fn shared_caches_keep_no_phones_files() {
         assert_eq!(caching(&headers), expected, "{path} (304)");
     }
 }
+
+#[tokio::test]
+async fn refusals_are_never_stored() {
+    let f = Fixture::new().await;
+    let provisioner = Arc::new(Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::built_in(1),
+        ProvisionOptions::default(),
+    ));
+    for (path, expected) in [
+        // A phone not created yet: a kept 404 would delay its first boot.
+        ("/0015650000ff.cfg", StatusCode::NOT_FOUND),
+        ("/nothing-like-a-phone.bin", StatusCode::NOT_FOUND),
+        ("/%2e%2e/etc/passwd", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, headers) = head(&provisioner, path, None, None).await;
+        assert_eq!(status, expected, "{path}");
+        assert_eq!(caching(&headers), ("no-store", None), "{path}");
+    }
+}
