@@ -17,7 +17,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_refused_total",
-        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place), bodies (a tenant, or the node, already read its share of request bodies at once), checks (a tenant already ran 4 template checks, previews and source tests at once).",
+        "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place), bodies (a tenant, or the node, already read its share of request bodies at once), checks (a tenant already ran 4 template checks, previews and source tests at once), write_rate (a tenant's write past its writes_per_minute).",
     ),
     (
         "dialtone_history_dropped_total",
@@ -482,6 +482,10 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     (
         "dialtone_admin_database_refused_total",
         &[("scope", "checks")],
+    ),
+    (
+        "dialtone_admin_database_refused_total",
+        &[("scope", "write_rate")],
     ),
     (
         "dialtone_store_large_reads_total",

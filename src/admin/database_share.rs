@@ -112,6 +112,8 @@ pub struct DatabaseShare {
     /// How long a tenant's request waits on the database before it is
     /// answered 503; its work goes on, holding its places.
     answer_within_ms: AtomicU64,
+    /// How fast each tenant's writes may come.
+    pub write_rates: super::write_rate::WriteRates,
 }
 
 /// A request's places, its tenant's and the node's; given back when
@@ -138,6 +140,7 @@ impl DatabaseShare {
             contended_until: Mutex::new(None),
             window,
             answer_within_ms: AtomicU64::new(ANSWER_WITHIN.as_millis() as u64),
+            write_rates: Default::default(),
         })
     }
 
@@ -254,6 +257,11 @@ pub(super) async fn admit(
             return state.database_share.refusal(scope);
         }
     };
+    if writes {
+        if let Err(refused) = write_rate_allows(&state, tenant) {
+            return refused;
+        }
+    }
     // In a task of its own that holds the place until the request's work
     // ends. A client that hangs up drops the request, but not its
     // statements: the connection stays busy until they finish (sqlx waits
@@ -295,6 +303,46 @@ pub(super) async fn admit(
         )
         .into_response(),
     }
+}
+
+/// Spends one of `tenant`'s writes, or the 429 saying when the next one
+/// is due. Taken once the request has its database place, so a request
+/// the share refuses spends none.
+fn write_rate_allows(state: &AdminState, tenant: Id) -> Result<(), Response> {
+    let mirror = state.mirror.load();
+    let Some(row) = mirror.tenant(tenant) else {
+        // A tenant this node no longer has: the handler refuses the token.
+        return Ok(());
+    };
+    let per_minute = state
+        .quotas
+        .limit(row, super::quotas::Quota::WritesPerMinute);
+    let Err(wait) = state
+        .database_share
+        .write_rates
+        .take(tenant, per_minute, Instant::now())
+    else {
+        return Ok(());
+    };
+    metrics::counter!("dialtone_admin_database_refused_total", "scope" => "write_rate")
+        .increment(1);
+    let retry_after = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "busy",
+        format!(
+            "tenant {}: past its {per_minute} writes a minute (quota writes_per_minute); \
+             retry in {retry_after} s, or send many changes as one /v1/import",
+            row.slug
+        ),
+    )
+    .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    Err(response)
 }
 
 /// Reads a tenant's request body as [`admit`] does, for the routes that

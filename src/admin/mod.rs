@@ -30,6 +30,7 @@ mod tokens;
 mod ui;
 mod unclaimed;
 mod versions;
+mod write_rate;
 mod writes;
 
 use std::sync::Arc;

@@ -26,10 +26,11 @@ pub enum Quota {
     DirectoryEntries,
     DirectorySources,
     PhoneJsonBytes,
+    WritesPerMinute,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 8] = [
+    pub const ALL: [Quota; 9] = [
         Quota::Phones,
         Quota::LinesPerPhone,
         Quota::PhoneJsonBytes,
@@ -38,6 +39,7 @@ impl Quota {
         Quota::TemplateBytes,
         Quota::DirectoryEntries,
         Quota::DirectorySources,
+        Quota::WritesPerMinute,
     ];
 
     pub fn key(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Quota {
             Quota::DirectoryEntries => "directory_entries",
             Quota::DirectorySources => "directory_sources",
             Quota::PhoneJsonBytes => "phone_json_bytes",
+            Quota::WritesPerMinute => "writes_per_minute",
         }
     }
 }
@@ -77,6 +80,10 @@ pub struct QuotaConfig {
     /// Bytes of JSON one phone may carry: its variables and all its lines'
     /// settings together, as stored. Each object is also at most 64 KiB.
     pub phone_json_bytes: u64,
+    /// Writes through the API a tenant may make a minute, all its tokens
+    /// together, with a burst of ten seconds' worth (see `write_rate.rs`);
+    /// 0: none.
+    pub writes_per_minute: u64,
 }
 
 impl Default for QuotaConfig {
@@ -90,6 +97,7 @@ impl Default for QuotaConfig {
             directory_entries: 200_000,
             directory_sources: 10,
             phone_json_bytes: 16 * 1024,
+            writes_per_minute: 1200,
         }
     }
 }
@@ -117,6 +125,7 @@ impl QuotaConfig {
                 Quota::DirectoryEntries => self.directory_entries,
                 Quota::DirectorySources => self.directory_sources,
                 Quota::PhoneJsonBytes => self.phone_json_bytes,
+                Quota::WritesPerMinute => self.writes_per_minute,
             })
     }
 

@@ -32,6 +32,7 @@ mod unclaimed;
 mod usage;
 mod walks;
 mod write_catch_up;
+mod write_rate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
