@@ -146,14 +146,25 @@ fn tenant_sees(
 }
 
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must
-/// belong to it, so one tenant's URL never serves another's phone.
+/// belong to it, so one tenant's URL never serves another's phone. The
+/// folder is read as identification reads the path (`.` and empty
+/// segments dropped, any case): a spelling identification accepts but
+/// this check did not recognize as the tenant would skip the check.
 fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool {
-    match path.trim_start_matches('/').split_once('/') {
-        Some((first, _)) => state
-            .tenant_by_slug(first)
-            .is_none_or(|t| t.id == phone.tenant_id),
-        None => true,
-    }
+    // Identification already accepted this path, so this cannot fail; a
+    // path it would refuse names no phone to serve either way.
+    let Ok(segments) = crate::identify::sanitize_path(path) else {
+        return false;
+    };
+    let [first, _, ..] = segments.as_slice() else {
+        return true;
+    };
+    // Slugs are validated lower-case; the exact spelling is still tried
+    // so a row that somehow escaped that check is not skipped either.
+    let tenant = state
+        .tenant_by_slug(&first.to_ascii_lowercase())
+        .or_else(|| state.tenant_by_slug(first));
+    tenant.is_none_or(|t| t.id == phone.tenant_id)
 }
 
 /// A tenant's phones are served inside its source networks (tenant

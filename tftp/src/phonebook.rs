@@ -26,6 +26,11 @@ use crate::render_cache::{DirectoryKey, Inputs, RenderKey};
 mod text;
 use text::{dial_string, split_name};
 
+#[path = "phonebook_query.rs"]
+mod query;
+use query::form_encode;
+pub use query::Query;
+
 /// Cisco phones show at most 32 entries per page.
 pub const CISCO_PAGE: usize = 32;
 
@@ -50,36 +55,6 @@ fn esc(text: &str) -> String {
         }
     }
     out
-}
-
-/// Options a phone's request can carry (HTTP query string).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Query {
-    pub page: usize,
-    pub search: Option<String>,
-}
-
-impl Query {
-    pub fn parse(query: Option<&str>) -> Query {
-        let mut q = Query::default();
-        for pair in query.unwrap_or("").split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "page" => q.page = v.parse().unwrap_or(0).min(10_000),
-                "q" => {
-                    let term: String = v
-                        .replace('+', " ")
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(64)
-                        .collect();
-                    q.search = Some(term.trim().to_lowercase()).filter(|t| !t.is_empty());
-                }
-                _ => {}
-            }
-        }
-        q
-    }
 }
 
 /// Entries sorted by name (then id), each with its numbers in stored order.
@@ -193,7 +168,7 @@ pub fn render(
             let search = query
                 .search
                 .as_deref()
-                .map(|s| format!("&q={}", s.replace(' ', "+")))
+                .map(|s| format!("&q={}", form_encode(s)))
                 .unwrap_or_default();
             let mut position = 1;
             let mut key = |x: &mut String, name: &str, url: &str| {
