@@ -72,6 +72,13 @@ fn issued_at(blob: &Blob) -> i64 {
     u64::from_be_bytes(blob[..8].try_into().expect("8 bytes")) as i64
 }
 
+/// Above every nonce issued at `millis` or before, below every later one.
+fn last_blob_issued_at(millis: i64) -> Blob {
+    let mut blob = [0xff; 32];
+    blob[..8].copy_from_slice(&(millis as u64).to_be_bytes());
+    blob
+}
+
 /// Highest nonce count per nonce. Not a moka cache: moka evicts later, in
 /// its pending tasks, and may refuse a new key when full, so a count could
 /// be gone with nothing yet saying so, and a replay of it would pass as a
@@ -89,9 +96,23 @@ struct Seen {
 impl Seen {
     /// Counts `nc` against the nonce `blob`, still fresh at `now`.
     fn count(&mut self, blob: Blob, nc: u64, now: i64, lifetime: i64) -> Verdict {
+        // A floor issued later than any clock may run ahead of ours means
+        // ours went back: every new nonce would sort under it and be stale
+        // until the clock caught up. Lowered to now, the floor still refuses
+        // every forgotten nonce issued before this moment (a full table's
+        // drops, one pruned because of a forward jump), for one new challenge
+        // to phones holding unrecorded ones. It reopens forgotten nonces
+        // issued after now: those pruned while our clock ran ahead turn fresh
+        // again as it catches up, and so do a full table's drops from a node
+        // up to MAX_CLOCK_SKEW ahead. Telling them from new nonces would need
+        // a record of every pruned one, more than a bounded table keeps; the
+        // old floor would refuse every phone until the clock caught up.
+        if issued_at(&self.floor) > now + MAX_CLOCK_SKEW.as_millis() as i64 {
+            self.floor = last_blob_issued_at(now - 1);
+        }
         // Expired nonces are stale before they get here; their records go
         // under the floor all the same, so a clock stepped back cannot
-        // bring one back as unused.
+        // bring one issued before its new reading back as unused.
         while let Some(entry) = self.counts.first_entry() {
             if now - issued_at(entry.key()) < lifetime {
                 break;
@@ -660,6 +681,41 @@ mod tests {
         for nc in 1..=3 {
             assert_eq!(verify_at(&a, t0 + 10, &answer(&renewed, nc)), Verdict::Ok);
         }
+    }
+
+    /// A node that ran an hour ahead and was stepped back must take new
+    /// nonces at once, and still refuse what it may have seen: a nonce it
+    /// still holds, or one it forgot that was issued before the step.
+    #[test]
+    fn a_clock_stepped_back_neither_locks_phones_out_nor_reopens_replays() {
+        let a = auth();
+        let t0 = dialtone_sync::now_millis();
+        let hour = 3_600_000;
+        let before_jump = a.nonce_at(t0, None);
+        assert_eq!(verify_at(&a, t0, &answer(&before_jump, 1)), Verdict::Ok);
+
+        let ahead = t0 + hour;
+        let pruned = a.nonce_at(ahead, None);
+        assert_eq!(verify_at(&a, ahead, &answer(&pruned, 1)), Verdict::Ok);
+        let held = a.nonce_at(ahead + 400_000, None);
+        assert_eq!(
+            verify_at(&a, ahead + 400_000, &answer(&held, 1)),
+            Verdict::Ok
+        );
+        assert_eq!(a.seen().counts.len(), 1, "older records pruned");
+
+        let back = t0 + 60_000;
+        let fresh = a.nonce_at(back, None);
+        assert_eq!(verify_at(&a, back, &answer(&fresh, 1)), Verdict::Ok);
+        assert_eq!(verify_at(&a, back, &answer(&fresh, 1)), Verdict::Replay);
+        assert_eq!(verify_at(&a, back, &answer(&fresh, 2)), Verdict::Ok);
+        assert_eq!(
+            verify_at(&a, back, &answer(&before_jump, 1)),
+            Verdict::Stale,
+            "pruned by the jump, still fresh: must not pass as unused"
+        );
+        let caught_up = ahead + 400_000;
+        assert_eq!(verify_at(&a, caught_up, &answer(&held, 1)), Verdict::Replay);
     }
 
     /// Behind a load balancer, a nonce may come from a node whose clock

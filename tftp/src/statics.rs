@@ -18,18 +18,26 @@ const MAX_FILES: usize = 100_000;
 pub struct StaticFile {
     pub path: PathBuf,
     pub len: u64,
-    /// Weak validator: size and modification time.
+    /// Weak validator: see [`validator`].
     pub etag: String,
 }
 
-/// A file's weak validator: its size and modification time.
+/// A file's weak validator: its size and modification time to the
+/// nanosecond. Whole seconds missed a same-size replacement within the
+/// second, and a phone sending `If-None-Match` kept its old firmware. The
+/// inode and change time would catch a replacement stamped with the old
+/// mtime too, but they differ between nodes holding the same file, and
+/// behind a balancer every firmware revalidation would download it again:
+/// a deployment that replaces a file keeping its size and exact mtime
+/// must touch it.
 pub fn validator(meta: &std::fs::Metadata) -> String {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    format!("W/\"{:x}-{:x}\"", meta.len(), mtime)
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "W/\"{:x}-{:x}.{:x}\"",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
 }
 
 /// Files are indexed twice over: by their exact spelling, and by their
@@ -170,6 +178,30 @@ mod tests {
             );
         }
         assert_eq!(served(&index, "T46S.rom.bak"), None);
+    }
+
+    /// A same-size replacement within the same second gets a new
+    /// validator; the same file, or a copy of it with its times kept (the
+    /// same firmware on another node), keeps one.
+    #[test]
+    fn a_same_size_file_within_the_second_gets_a_new_validator() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamped = |name: &str, body: &[u8], nanos: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, nanos);
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_times(std::fs::FileTimes::new().set_modified(at))
+                .unwrap();
+            file.metadata().unwrap()
+        };
+        let old = stamped("T46S.rom", b"firmware 1", 100);
+        let new = stamped("T46S.rom.new", b"firmware 2", 200);
+        assert_ne!(validator(&old), validator(&new));
+        let copy = stamped("T46S.rom.copy", b"firmware 1", 100);
+        assert_eq!(validator(&old), validator(&copy));
+        let again = std::fs::metadata(dir.path().join("T46S.rom")).unwrap();
+        assert_eq!(validator(&old), validator(&again));
     }
 
     #[test]
