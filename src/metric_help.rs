@@ -252,6 +252,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
 /// Gauges: (name, help).
 pub const GAUGES: &[(&str, &str)] = &[
     (
+        "dialtone_clock_offset_seconds",
+        "This node's clock minus the PostgreSQL server's, in seconds, measured at each prune pass (positive: this node is ahead); absent on SQLite. A WARN is logged past 60 s. Prune cutoffs use the database's clock; Digest nonces, provisioning history and token expiry use this one.",
+    ),
+    (
         "dialtone_directory_mirror_jobs_waiting",
         "Mirrored LDAP sources' jobs (normalizing, merging, indexing, files) waiting for one of lookup.mirror_threads.",
     ),

@@ -54,12 +54,19 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
-/// The time `retain` before now, for pruning what is older. Saturates: a
-/// retention longer than the clock reaches back prunes nothing, where a
-/// wrapped one would have put the cutoff in the future and pruned all.
+/// The time `retain` before this process's now, for pruning what is older:
+/// only where this clock stamped the rows (SQLite); PostgreSQL prunes by the
+/// database's clock.
 pub fn cutoff_before_now(retain: std::time::Duration) -> Millis {
+    cutoff_before(now_millis(), retain)
+}
+
+/// The time `retain` before `now`. Saturates: a retention longer than the
+/// clock reaches back prunes nothing, where a wrapped one would have put the
+/// cutoff in the future and pruned all.
+pub fn cutoff_before(now: Millis, retain: std::time::Duration) -> Millis {
     let retain = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
-    now_millis().saturating_sub(retain)
+    now.saturating_sub(retain)
 }
 
 /// The mirrored tables. The change log names rows by `(Entity, Id)`.

@@ -15,6 +15,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
+mod clock;
 mod commit;
 mod copy;
 mod load;
@@ -39,6 +40,7 @@ use crate::store::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 pub const NOTIFY_CHANNEL: &str = "dialtone_changes";
+pub use clock::CLOCK_OFFSET_METRIC;
 
 pub struct PgStore {
     pool: PgPool,
@@ -50,6 +52,7 @@ pub struct PgStore {
     /// Set once this process has checked its key against the database's
     /// (`KeyChecked`).
     key_checked: super::KeyChecked,
+    node_clock: clock::NodeClock,
 }
 
 impl PgStore {
@@ -77,6 +80,7 @@ impl PgStore {
                 connect_timeout: options.acquire_timeout,
             },
             key_checked: Default::default(),
+            node_clock: Default::default(),
         })
     }
 
@@ -330,8 +334,8 @@ impl Store for PgStore {
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
-        let cutoff = crate::model::cutoff_before_now(retain);
         let mut tx = begin(&self.pool).await?;
+        let cutoff = self.node_clock.cutoff(&mut tx, retain).await?;
         // Prune a prefix in (txid, seq) order, and only below the horizon, so
         // "pruned through" is one cursor that every node can compare with.
         let through: Option<(i64, i64)> = sqlx::query_as(
@@ -427,12 +431,14 @@ impl Store for PgStore {
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::delete_boots_before(&mut conn, crate::model::cutoff_before_now(retain)).await
+        let cutoff = self.node_clock.cutoff(&mut conn, retain).await?;
+        sql::delete_boots_before(&mut conn, cutoff).await
     }
 
     async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::delete_audit_before(&mut conn, crate::model::cutoff_before_now(retain)).await
+        let cutoff = self.node_clock.cutoff(&mut conn, retain).await?;
+        sql::delete_audit_before(&mut conn, cutoff).await
     }
 
     async fn record_unclaimed(

@@ -1,0 +1,117 @@
+//! Pruning on PostgreSQL goes by the database's clock, not the pruning
+//! node's: every node prunes the shared tables, so one node with a wrong
+//! clock must neither delete everyone's rows nor keep them for ever.
+
+mod common;
+
+use std::time::Duration;
+
+use dialtone_sync::store::postgres::PgStore;
+use dialtone_sync::store::BootRecord;
+use dialtone_sync::testing::build::{audit, tenant};
+use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::*;
+
+const YEAR_MS: Millis = 365 * 86_400_000;
+
+fn a_year_ahead() -> Millis {
+    now_millis() + YEAR_MS
+}
+
+fn a_year_behind() -> Millis {
+    now_millis() - YEAR_MS
+}
+
+async fn node_with_clock(db: &TestDb, clock: fn() -> Millis) -> PgStore {
+    let store = PgStore::connect(&db.url, test_key(), &StoreOptions::default())
+        .await
+        .unwrap()
+        .with_node_clock(clock);
+    store.migrate().await.unwrap();
+    store
+}
+
+fn fetch(at: Millis) -> BootRecord {
+    BootRecord {
+        mac: "001565000001".into(),
+        at,
+        remote_ip: "192.0.2.10".into(),
+        user_agent: None,
+        protocol: "http".into(),
+        file: "001565000001.cfg".into(),
+        outcome: "served".into(),
+        bytes: 100,
+        model: None,
+        firmware: None,
+        tenant_id: None,
+    }
+}
+
+/// Audit, history and change-log rows in that order.
+async fn counts(db: &TestDb) -> [i64; 3] {
+    [
+        common::scalar(db, "SELECT count(*) FROM audit_log").await,
+        common::scalar(db, "SELECT count(*) FROM provisioning_history").await,
+        common::scalar(db, "SELECT count(*) FROM change_log").await,
+    ]
+}
+
+async fn write_rows(store: &PgStore) {
+    store
+        .apply(&[tenant("acme", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    store.record_boots(&[fetch(now_millis())]).await.unwrap();
+}
+
+/// Prunes all three tables; returns the rows each deleted.
+async fn prune_all(store: &PgStore, retain: Duration) -> [u64; 3] {
+    [
+        store.prune_audit(retain).await.unwrap(),
+        store.prune_boots(retain).await.unwrap(),
+        store.prune_change_log(retain, 1_000_000).await.unwrap(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_a_year_ahead_prunes_nothing_recent() {
+    let db = TestDb::postgres().await;
+    let store = node_with_clock(&db, a_year_ahead).await;
+    write_rows(&store).await;
+    let before = counts(&db).await;
+    assert!(before.iter().all(|&n| n > 0), "{before:?}");
+    let month = Duration::from_secs(30 * 86_400);
+    assert_eq!(prune_all(&store, month).await, [0, 0, 0]);
+    assert_eq!(counts(&db).await, before);
+    let offset = store.clock_offset_ms();
+    assert!(
+        (offset - YEAR_MS).abs() < 60_000,
+        "measured {offset} ms ahead"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_a_year_behind_still_prunes_old_rows() {
+    let db = TestDb::postgres().await;
+    let store = node_with_clock(&db, a_year_behind).await;
+    write_rows(&store).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pruned = prune_all(&store, Duration::from_millis(400)).await;
+    assert!(pruned.iter().all(|&n| n > 0), "pruned {pruned:?}");
+    let left = counts(&db).await;
+    assert_eq!(left[..2], [0, 0], "audit and history left: {left:?}");
+    let offset = store.clock_offset_ms();
+    assert!(
+        (offset + YEAR_MS).abs() < 60_000,
+        "measured {offset} ms behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_step_measures_no_offset() {
+    let db = TestDb::postgres().await;
+    let store = node_with_clock(&db, now_millis).await;
+    prune_all(&store, Duration::from_secs(3600)).await;
+    let offset = store.clock_offset_ms();
+    assert!(offset.abs() < 5_000, "measured {offset} ms");
+}
