@@ -97,11 +97,18 @@ impl Entry {
     /// runs. A failure is no answer: served stale, it would only hide a
     /// source that has recovered from the first caller after it did, who
     /// should wait (within the deadline) for the retry instead.
+    ///
+    /// A known name is worth the whole window: it keeps answering while
+    /// the source is down. A "not found" is not: anyone can make endless
+    /// ones by asking for random numbers, and kept for `max_stale` (a day
+    /// by default) they sat in the cache long after their TTL, holding
+    /// their tenant's share and other tenants' room. So its window is at
+    /// most its own TTL (the negative TTL it was stored with).
     fn stale_window(&self, max_stale: Duration) -> Duration {
-        if self.resolved.name.is_some() || self.resolved.definitive {
-            max_stale
-        } else {
-            Duration::ZERO
+        match (&self.resolved.name, self.resolved.definitive) {
+            (Some(_), _) => max_stale,
+            (None, true) => max_stale.min(self.ttl),
+            (None, false) => Duration::ZERO,
         }
     }
 
@@ -161,63 +168,54 @@ const TENANT_SHARE_DIVISOR: u64 = 4;
 /// The bytes of cached answers each tenant holds. The cache is the node's:
 /// without a share, a tenant looking up endless distinct numbers (each
 /// twice, to pass moka's admission) pushed every other tenant's answers
-/// out, and they paid again in upstream dips and post-dial delay. Once the
-/// cache is three quarters full, a tenant past its quarter has its new
-/// answers served but not cached; below that nobody is crowded out, and a
-/// big tenant caches what it likes.
+/// out, and they paid again in upstream dips and post-dial delay.
+///
+/// A tenant past its quarter has its new answers served but not cached,
+/// however empty the cache is. Holding it to its quarter only once the
+/// cache was crowded let the first tenant to fill it keep three quarters,
+/// and every later tenant then competed for the rest. A tenant under its
+/// share is always cached, even when the cache is full: moka then evicts
+/// by its own policy, and since no tenant holds more than a quarter, what
+/// it evicts is not all one tenant's to keep.
 pub struct TenantShares {
     /// A tenant's share.
     max: u64,
-    cache_bytes: u64,
-    held: std::sync::Mutex<Held>,
-}
-
-#[derive(Default)]
-struct Held {
-    by_tenant: HashMap<Id, u64>,
-    /// Every tenant's together: counted at once on a put (moka's own size
-    /// follows only at its next maintenance, and a burst of puts ran past
-    /// the threshold before it did), given back when moka drops an entry.
-    total: u64,
+    held: std::sync::Mutex<HashMap<Id, u64>>,
 }
 
 impl TenantShares {
     pub fn new(cache_bytes: u64) -> TenantShares {
         TenantShares {
             max: (cache_bytes / TENANT_SHARE_DIVISOR).max(1),
-            cache_bytes,
             held: Default::default(),
         }
     }
 
-    /// Counts `bytes` more for `tenant` and says to cache them, unless the
-    /// cache is crowded and they are a new answer past the tenant's share.
-    /// A `replacing` answer is always counted: moka gives back the one it
-    /// replaces.
+    /// Counts `bytes` more for `tenant` and says to cache them, unless they
+    /// are a new answer past the tenant's share. A `replacing` answer is
+    /// always counted: moka gives back the one it replaces.
     pub fn take(&self, tenant: Id, bytes: u32, replacing: bool) -> bool {
         let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let crowded = held.total.saturating_mul(4) >= self.cache_bytes.saturating_mul(3);
-        let now = held.by_tenant.entry(tenant).or_default();
-        if !replacing && crowded && *now + bytes > self.max {
-            if *now == 0 {
-                held.by_tenant.remove(&tenant);
-            }
+        let after = held
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(bytes);
+        if !replacing && after > self.max {
             return false;
         }
-        *now += bytes;
-        held.total += bytes;
+        held.insert(tenant, after);
         true
     }
 
     fn release(&self, tenant: Id, bytes: u32) {
         let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.total = held.total.saturating_sub(bytes);
-        if let Some(now) = held.by_tenant.get_mut(&tenant) {
+        if let Some(now) = held.get_mut(&tenant) {
             *now = now.saturating_sub(bytes);
             if *now == 0 {
-                held.by_tenant.remove(&tenant);
+                held.remove(&tenant);
             }
         }
     }
@@ -264,81 +262,5 @@ impl Generations {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tenant_is_held_to_its_quarter_only_when_the_cache_is_crowded() {
-        // A cache of 1,000 bytes: shares of 250, crowded from 750.
-        let shares = TenantShares::new(1000);
-        assert!(
-            shares.take(1, 600, false),
-            "a cache with room crowds nobody out"
-        );
-        assert!(shares.take(2, 100, false));
-        assert!(
-            shares.take(2, 100, false),
-            "crowded now, but within its share"
-        );
-        assert!(!shares.take(1, 10, false), "crowded, and past its share");
-        assert!(!shares.take(3, 300, false), "past its share from the start");
-        assert!(shares.take(1, 10, true), "a replacement is always counted");
-        shares.release(1, 610);
-        assert!(shares.take(3, 250, false), "room again");
-        shares.release(2, 200);
-        shares.release(3, 250);
-        let held = shares.held.lock().unwrap();
-        assert!(held.by_tenant.is_empty() && held.total == 0);
-    }
-
-    #[test]
-    fn generations_invalidate_one_tenant_or_all() {
-        let g = Generations::default();
-        let (a0, b0) = (g.current(1), g.current(2));
-        g.bump(1);
-        assert_ne!(g.current(1), a0);
-        assert_eq!(g.current(2), b0);
-        let a1 = g.current(1);
-        g.bump_all();
-        assert_ne!(g.current(1), a1);
-        assert_ne!(g.current(2), b0);
-    }
-
-    #[test]
-    fn freshness_windows() {
-        let named = Entry {
-            resolved: Resolved {
-                name: Some("Alice Example".into()),
-                source: Some("local".into()),
-                definitive: true,
-            },
-            stored_at: Duration::from_secs(10),
-            ttl: Duration::from_secs(60),
-            tag: Tag::default(),
-        };
-        let stale = Duration::from_secs(30);
-        let at = |entry: &Entry, s| entry.freshness(Duration::from_secs(s), stale);
-        assert_eq!(at(&named, 69), Freshness::Fresh);
-        assert_eq!(at(&named, 70), Freshness::Stale);
-        assert_eq!(at(&named, 100), Freshness::Expired);
-        assert_eq!(named.lifetime(stale), Duration::from_secs(90));
-
-        let miss = Entry {
-            resolved: Resolved {
-                name: None,
-                ..named.resolved.clone()
-            },
-            ..named.clone()
-        };
-        assert_eq!(at(&miss, 70), Freshness::Stale);
-
-        // A failure has no stale window: past its TTL the source is asked again.
-        let failed = Entry {
-            resolved: Resolved::unavailable(),
-            ..named.clone()
-        };
-        assert_eq!(at(&failed, 69), Freshness::Fresh);
-        assert_eq!(at(&failed, 70), Freshness::Expired);
-        assert_eq!(failed.lifetime(stale), Duration::from_secs(60));
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;
