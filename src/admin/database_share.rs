@@ -258,7 +258,7 @@ pub(super) async fn admit(
         }
     };
     if writes {
-        if let Err(refused) = write_rate_allows(&state, tenant) {
+        if let Some(refused) = past_write_rate(&state, tenant) {
             return refused;
         }
     }
@@ -305,14 +305,14 @@ pub(super) async fn admit(
     }
 }
 
-/// Spends one of `tenant`'s writes, or the 429 saying when the next one
-/// is due. Taken once the request has its database place, so a request
-/// the share refuses spends none.
-fn write_rate_allows(state: &AdminState, tenant: Id) -> Result<(), Response> {
+/// Spends one of `tenant`'s writes; when none is left, the 429 saying
+/// when the next one is due. Taken once the request has its database
+/// place, so a request the share refuses spends none.
+fn past_write_rate(state: &AdminState, tenant: Id) -> Option<Response> {
     let mirror = state.mirror.load();
     let Some(row) = mirror.tenant(tenant) else {
         // A tenant this node no longer has: the handler refuses the token.
-        return Ok(());
+        return None;
     };
     let per_minute = state
         .quotas
@@ -322,7 +322,7 @@ fn write_rate_allows(state: &AdminState, tenant: Id) -> Result<(), Response> {
         .write_rates
         .take(tenant, per_minute, Instant::now())
     else {
-        return Ok(());
+        return None;
     };
     metrics::counter!("dialtone_admin_database_refused_total", "scope" => "write_rate")
         .increment(1);
@@ -342,7 +342,7 @@ fn write_rate_allows(state: &AdminState, tenant: Id) -> Result<(), Response> {
             .headers_mut()
             .insert(axum::http::header::RETRY_AFTER, value);
     }
-    Err(response)
+    Some(response)
 }
 
 /// Reads a tenant's request body as [`admit`] does, for the routes that
