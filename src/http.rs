@@ -3,7 +3,7 @@
 //! monitoring listener when one is configured.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,13 +33,16 @@ impl AppState {
     /// `max_staleness`. `/metrics` exports it as `dialtone_ready`, so the
     /// alert on readiness follows the same rule as the load balancer.
     pub fn ready(&self) -> bool {
-        self.ready_with(&self.mirror.health(), now_millis())
+        self.ready_with(&self.mirror.health(), Instant::now())
     }
 
-    fn ready_with(&self, health: &MirrorHealth, now: i64) -> bool {
+    /// On the monotonic clock: a wall-clock step while the database is
+    /// down moved `stale_since` by the step, keeping a node ready that much
+    /// past `max_staleness`, or taking it out of rotation at once.
+    fn ready_with(&self, health: &MirrorHealth, now: Instant) -> bool {
         let stale_for = health
-            .stale_since
-            .map(|since| Duration::from_millis((now - since).max(0) as u64));
+            .stale_since_instant
+            .map(|since| now.saturating_duration_since(since));
         let too_stale =
             matches!((self.max_staleness, stale_for), (Some(max), Some(stale)) if stale > max);
         health.loaded_from.is_some() && !too_stale
@@ -62,8 +65,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     let health = state.mirror.health();
     let mirror = state.mirror.load();
+    let ready = state.ready_with(&health, Instant::now());
     let now = now_millis();
-    let ready = state.ready_with(&health, now);
     // A degraded node still serves what it has (phones keep booting), so it
     // stays in rotation; the body and /metrics say what is wrong.
     let degraded = (state.degraded)();
@@ -197,6 +200,32 @@ mod tests {
         let (status, body) = get_json(app(brief), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, json!({"ready": false, "status": "not_ready"}));
+    }
+
+    /// Readiness follows the monotonic clock, not `stale_since`: stale for
+    /// two minutes is too stale, whatever the wall clock stepped to since.
+    #[test]
+    fn staleness_is_measured_on_the_monotonic_clock() {
+        let state = AppState {
+            mirror: Arc::new(Mirror::new()),
+            max_staleness: Some(Duration::from_secs(60)),
+            degraded: Arc::new(Vec::new),
+            details: true,
+        };
+        let now = Instant::now();
+        let stepped_back = MirrorHealth {
+            loaded_from: Some(LoadedFrom::Database),
+            stale_since: Some(now_millis() + 86_400_000),
+            stale_since_instant: Some(now - Duration::from_secs(120)),
+            ..MirrorHealth::default()
+        };
+        assert!(!state.ready_with(&stepped_back, now));
+        let stepped_forward = MirrorHealth {
+            stale_since: Some(now_millis() - 86_400_000),
+            stale_since_instant: Some(now - Duration::from_secs(10)),
+            ..stepped_back
+        };
+        assert!(state.ready_with(&stepped_forward, now));
     }
 
     #[tokio::test]

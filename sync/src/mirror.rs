@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -641,6 +642,15 @@ pub struct MirrorHealth {
     pub last_sync_at: Option<Millis>,
     /// Set while the database is unreachable: since when we serve old data.
     pub stale_since: Option<Millis>,
+    /// [`MirrorHealth::last_sync_at`] on the monotonic clock. Readiness is
+    /// measured on it: after a wall-clock step, `stale_since` is off by
+    /// the step, and a node stayed ready that long past its allowance (or
+    /// went not-ready at once).
+    #[serde(skip)]
+    pub last_sync_instant: Option<Instant>,
+    /// [`MirrorHealth::stale_since`] on the monotonic clock.
+    #[serde(skip)]
+    pub stale_since_instant: Option<Instant>,
     pub last_error: Option<String>,
     pub full_reloads: u64,
 }
@@ -722,7 +732,9 @@ impl Mirror {
             h.loaded_at = Some(now);
             if from == LoadedFrom::Database {
                 h.last_sync_at = Some(now);
+                h.last_sync_instant = Some(Instant::now());
                 h.stale_since = None;
+                h.stale_since_instant = None;
                 h.last_error = None;
             }
         });
@@ -793,6 +805,8 @@ impl Mirror {
         let now = now_millis();
         self.update_health(|h| {
             h.last_sync_at = Some(now);
+            h.last_sync_instant = Some(Instant::now());
+            h.stale_since_instant = None;
             if h.stale_since.take().is_some() {
                 tracing::info!("database reachable again; mirror is current");
             }
@@ -801,10 +815,15 @@ impl Mirror {
     }
 
     /// A snapshot just loaded was last in sync with the database at `at`:
-    /// the moment its staleness counts from, not this start.
+    /// the moment its staleness counts from, not this start. `at` is by
+    /// the wall clock of the node that wrote it, which may have been ahead:
+    /// a snapshot from the future is current now, not for the step's length.
     pub fn synced_at_least_at(&self, at: Millis) {
+        let age = Duration::from_millis(now_millis().saturating_sub(at).max(0) as u64);
+        let synced = monotonic_ago(age);
         self.update_health(|h| {
             h.last_sync_at = Some(h.last_sync_at.map_or(at, |known| known.max(at)));
+            h.last_sync_instant = Some(h.last_sync_instant.map_or(synced, |k| k.max(synced)));
         });
     }
 
@@ -815,8 +834,47 @@ impl Mirror {
                 tracing::warn!(error, "database unreachable; serving the last known state");
                 // Stale since the last moment we know we were current.
                 h.stale_since = Some(h.last_sync_at.unwrap_or(now));
+                h.stale_since_instant = Some(h.last_sync_instant.unwrap_or_else(Instant::now));
             }
             h.last_error = Some(error.to_string());
         });
+    }
+}
+
+/// `age` ago on the monotonic clock, or as long ago as it reaches (it may
+/// start at boot): a snapshot older than that is stale for at least as long.
+fn monotonic_ago(age: Duration) -> Instant {
+    let now = Instant::now();
+    let mut back = age;
+    loop {
+        if let Some(at) = now.checked_sub(back) {
+            return at;
+        }
+        back /= 2;
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    /// A snapshot written by a node whose clock was ahead is stale from
+    /// now, not from the future; one written a minute ago, from then.
+    #[test]
+    fn staleness_counts_from_the_snapshots_age_on_the_monotonic_clock() {
+        let ahead = Mirror::new();
+        ahead.synced_at_least_at(now_millis() + 86_400_000);
+        ahead.mark_unreachable("connection refused");
+        let since = ahead.health().stale_since_instant.unwrap();
+        assert!(since.elapsed() < Duration::from_secs(5), "{since:?}");
+
+        let behind = Mirror::new();
+        behind.synced_at_least_at(now_millis() - 60_000);
+        behind.mark_unreachable("connection refused");
+        let stale_for = behind.health().stale_since_instant.unwrap().elapsed();
+        assert!(
+            (Duration::from_secs(60)..Duration::from_secs(65)).contains(&stale_for),
+            "{stale_for:?}"
+        );
     }
 }

@@ -9,11 +9,13 @@
 //! - `store`: the mirror on local disk, so a node restarted while the
 //!   directory is unreachable still answers.
 //! - `tasks`: one sync task per mirrored source, following its row.
+//! - `schedule`: when its next sync is due, whatever the clock did.
 //! - `work`: the node's places for the CPU work of every mirror.
 //! - `leftovers`: files whose source or tenant is no longer there.
 
 mod budget;
 mod leftovers;
+mod schedule;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tasks;
@@ -386,6 +388,8 @@ pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+#[cfg(test)]
+mod clock_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -13,9 +13,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dialtone_sync::Id;
+use dialtone_sync::{now_millis, Id};
 use serde::{Deserialize, Serialize};
 
+use super::schedule::forget_future_syncs;
 use super::{MirrorData, MirrorEntry, Watermark};
 use crate::error::DirectoryError;
 use crate::readings::NORMALIZER;
@@ -147,7 +148,7 @@ pub fn read(
         .into_iter()
         .map(|(dn, e)| (dn, Arc::new(e)))
         .collect();
-    Ok(Some(MirrorData {
+    let mut data = MirrorData {
         region: h.region,
         read_by_another_normalizer: normalizer != Some(NORMALIZER),
         entries,
@@ -156,7 +157,11 @@ pub fn read(
         last_full_ms: h.last_full_ms,
         last_incremental_sync: h.last_incremental_sync,
         last_incremental_ms: h.last_incremental_ms,
-    }))
+    };
+    // Written while the clock was ahead: the times would postpone the
+    // next syncs by as much, across the restart too.
+    forget_future_syncs(&mut data, now_millis());
+    Ok(Some(data))
 }
 
 /// Removes a source's file (its source is gone, disabled or live again).

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::leftovers::still_mirrored;
+use super::schedule::{forget_future_syncs, next_sync, not_in_future};
 use super::sync::{filter, read_all, root_usn, Limits, Read};
 use super::work::MirrorWork;
 use super::{entry_quota, from_full, merge, store, MirrorData, SourceMirror, Watermark};
@@ -37,7 +38,7 @@ const RECONCILE: Duration = Duration::from_secs(30);
 /// 10 s a tenant's sources would keep a thread busy for good. Spaced, a
 /// source's syncs take a twentieth of the time at most, and a directory
 /// that takes 3 s to read is read in full at most once a minute.
-const SYNC_SPACING: i64 = 20;
+pub(super) const SYNC_SPACING: i64 = 20;
 
 struct Running {
     source: Arc<RemoteSource>,
@@ -69,7 +70,19 @@ pub(crate) struct SyncGates(std::sync::Mutex<HashMap<Id, Gate>>);
 #[derive(Default)]
 struct Gate {
     open_at: i64,
+    /// What the last sync added to `open_at`.
+    wait: i64,
     busy: bool,
+}
+
+impl Gate {
+    /// `open_at`, but no later than the last wait from `now`, kept: moved
+    /// on by a clock that has stepped back since, the gate held the
+    /// tenant's syncs for the step's length.
+    fn open_at(&mut self, now: i64) -> i64 {
+        self.open_at = self.open_at.min(now.saturating_add(self.wait));
+        self.open_at
+    }
 }
 
 /// How often a source whose tenant has a sync running looks again.
@@ -83,9 +96,10 @@ impl SyncGates {
     /// When a sync of the tenant's may start: its gate, or soon if one of
     /// its syncs runs now.
     pub(super) fn open_at(&self, tenant: Id) -> i64 {
-        match self.gates().get(&tenant) {
-            Some(gate) if gate.busy => now_millis().saturating_add(BUSY_RETRY_MS),
-            Some(gate) => gate.open_at,
+        let now = now_millis();
+        match self.gates().get_mut(&tenant) {
+            Some(gate) if gate.busy => now.saturating_add(BUSY_RETRY_MS),
+            Some(gate) => gate.open_at(now),
             None => 0,
         }
     }
@@ -95,7 +109,7 @@ impl SyncGates {
     pub(super) fn start(&self, tenant: Id, now: i64) -> Option<SyncTurn<'_>> {
         let mut gates = self.gates();
         let gate = gates.entry(tenant).or_default();
-        if gate.busy || gate.open_at > now {
+        if gate.busy || gate.open_at(now) > now {
             return None;
         }
         gate.busy = true;
@@ -110,6 +124,7 @@ impl SyncGates {
         let mut gates = self.gates();
         let gate = gates.entry(tenant).or_default();
         let wait = (took as i64).saturating_mul(SYNC_SPACING - 1);
+        gate.wait = wait;
         gate.open_at = gate.open_at.max(ended).saturating_add(wait);
     }
 }
@@ -127,28 +142,6 @@ impl Drop for SyncTurn<'_> {
             gate.busy = false;
         }
     }
-}
-
-/// Whether the next sync is a full one, and when it is due (Unix ms): at
-/// the source's intervals, each spaced from the last sync of its kind by
-/// [`SYNC_SPACING`] times that sync's duration.
-pub(super) fn next_sync(data: &MirrorData, full_every: i64, incremental_every: i64) -> (bool, i64) {
-    let spaced = |every: i64, took: Option<u64>| {
-        every.max((took.unwrap_or(0) as i64).saturating_mul(SYNC_SPACING))
-    };
-    let next_full = data.last_full_sync.map_or(0, |t| {
-        t.saturating_add(spaced(full_every, data.last_full_ms))
-    });
-    let next_incremental = match (&data.watermark, incremental_every) {
-        (Some(_), every) if every > 0 => data.synced_at().map_or(0, |t| {
-            t.saturating_add(spaced(every, data.last_incremental_ms))
-        }),
-        _ => i64::MAX,
-    };
-    (
-        next_full <= next_incremental,
-        next_full.min(next_incremental),
-    )
 }
 
 impl LookupService {
@@ -408,6 +401,12 @@ impl LookupService {
         let mut failures = 0u32;
         let mut failed_at = 0i64;
         loop {
+            let now = now_millis();
+            if forget_future_syncs(&mut data, now) {
+                // Its status said "just synced" all along.
+                mirror.publish(None, &data);
+            }
+            failed_at = not_in_future(failed_at, now);
             // A share that shrank (another of the tenant's sources added,
             // or its quota lowered) is applied by a full sync as soon as
             // the gate allows: an incremental one caps only new entries,

@@ -579,7 +579,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
 /// 3 s read run every 10 s.
 #[test]
 fn syncs_are_spaced_by_their_own_cost() {
-    use super::tasks::next_sync;
+    use super::schedule::next_sync;
     let mut data = MirrorData {
         last_full_sync: Some(1_000_000),
         last_full_ms: Some(100),
