@@ -1,11 +1,12 @@
 //! Logging: human-readable text or JSON, to stderr (journald picks it up
 //! under systemd) or to a file. SIGHUP changes the filter and reopens the
-//! file, so logrotate can move it away without a restart.
+//! file, so logrotate can move it away without a restart. Lines are written
+//! by a thread of their own, never by the task that logs (`queue`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -14,10 +15,21 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
 
+mod queue;
+
+use queue::{LogQueue, NoteFormat, QUEUE_BYTES};
+
+/// How long an exit waits for the queued lines to be written: enough to
+/// write the whole queue to any output that is moving, short enough that a
+/// stalled journald does not hold up the stop (and a restart behind it).
+const EXIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct LogHandle {
     filter: reload::Handle<EnvFilter, Registry>,
-    file: Option<LogFile>,
+    /// `log.file`, when the log goes there.
+    file: Option<PathBuf>,
+    queue: LogQueue,
 }
 
 impl LogHandle {
@@ -27,34 +39,32 @@ impl LogHandle {
         self.filter.reload(parsed).map_err(|e| e.to_string())
     }
 
-    /// Opens the log file again by name (after logrotate moved it).
+    /// Opens the log file again by name (after logrotate moved it). Opened
+    /// here, so a failure is known to the caller; the lines logged before
+    /// this call still go to the old file.
     pub fn reopen(&self) -> io::Result<()> {
         match &self.file {
-            Some(file) => file.reopen(),
+            Some(path) => {
+                self.queue.switch(Box::new(open_append(path)?));
+                Ok(())
+            }
             None => Ok(()),
         }
     }
-}
 
-/// The log file, shared by every writer; swapped on reopen.
-#[derive(Clone)]
-struct LogFile {
-    path: PathBuf,
-    file: Arc<Mutex<File>>,
-}
-
-impl LogFile {
-    fn open(path: &Path) -> io::Result<LogFile> {
-        Ok(LogFile {
-            path: path.to_path_buf(),
-            file: Arc::new(Mutex::new(open_append(path)?)),
-        })
+    /// Writes out every line logged so far when dropped, waiting at most
+    /// [`EXIT_FLUSH_WAIT`]: held by `main` until the process exits, which
+    /// does not wait for the writer thread.
+    pub fn flush_at_exit(&self) -> FlushAtExit {
+        FlushAtExit(self.queue.clone())
     }
+}
 
-    fn reopen(&self) -> io::Result<()> {
-        let fresh = open_append(&self.path)?;
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+pub struct FlushAtExit(LogQueue);
+
+impl Drop for FlushAtExit {
+    fn drop(&mut self) {
+        self.0.flush(EXIT_FLUSH_WAIT);
     }
 }
 
@@ -68,26 +78,6 @@ fn open_append(path: &Path) -> io::Result<File> {
         .append(true)
         .mode(0o600)
         .open(path)
-}
-
-struct LogFileWriter(Arc<Mutex<File>>);
-
-impl Write for LogFileWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogFile {
-    type Writer = LogFileWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LogFileWriter(self.file.clone())
-    }
 }
 
 /// `RUST_LOG` wins over the configured filter. Commands other than `serve`
@@ -108,36 +98,43 @@ pub fn init(config: &LogConfig, serving: bool) -> Result<LogHandle, String> {
     });
     let (filter_layer, handle) = reload::Layer::new(filter);
     let file = match (&config.file, serving) {
+        (Some(path), true) => Some(path.clone()),
+        _ => None,
+    };
+    let sink: queue::Sink = match &file {
         // A node that cannot write the log it was told to is not started:
         // logging elsewhere, it would be silent where it is watched, and
         // every SIGHUP's reopen would do nothing.
-        (Some(path), true) => Some(LogFile::open(path).map_err(|e| {
+        Some(path) => Box::new(open_append(path).map_err(|e| {
             format!(
                 "cannot open the log file {} (log.file): {e}",
                 path.display()
             )
         })?),
-        _ => None,
+        None => Box::new(io::stderr()),
     };
     let json = config.format == LogFormat::Json;
+    let note = if json {
+        NoteFormat::Json
+    } else {
+        NoteFormat::Text
+    };
+    let queue = LogQueue::start(sink, QUEUE_BYTES, note)
+        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let output: Box<dyn Layer<_> + Send + Sync> = match (&file, json) {
-        (Some(file), true) => tracing_subscriber::fmt::layer()
+        (_, true) => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(file.clone())
+            .with_writer(queue.clone())
             .boxed(),
-        (Some(file), false) => tracing_subscriber::fmt::layer()
+        (Some(_), false) => tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(OneLineMaker::new(file.clone(), false))
-            .boxed(),
-        (None, true) => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(io::stderr)
+            .with_writer(OneLineMaker::new(queue.clone(), false))
             .boxed(),
         (None, false) => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             tracing_subscriber::fmt::layer()
-                .with_writer(OneLineMaker::new(io::stderr, ansi))
+                .with_writer(OneLineMaker::new(queue.clone(), ansi))
                 .with_ansi(ansi)
                 .with_target(false)
                 .boxed()
@@ -150,6 +147,7 @@ pub fn init(config: &LogConfig, serving: bool) -> Result<LogHandle, String> {
     Ok(LogHandle {
         filter: handle,
         file,
+        queue,
     })
 }
 
@@ -240,10 +238,12 @@ fn quiet_ldap3(filter: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{quiet_ldap3, OneLineMaker};
+    use super::queue::{LogQueue, NoteFormat};
+    use super::{open_append, quiet_ldap3, LogHandle, OneLineMaker};
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
     use tracing_subscriber::fmt::MakeWriter;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::{reload, EnvFilter, Registry};
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -305,6 +305,40 @@ mod tests {
         std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
         super::open_append(&kept).unwrap();
         assert_eq!(mode(&kept), 0o640);
+    }
+
+    /// SIGHUP after logrotate moved the file: what was logged before the
+    /// reopen is in the moved file, what follows in a new one at the path,
+    /// and a reopen that fails says so to its caller.
+    #[test]
+    fn a_reopen_sends_the_lines_after_it_to_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.log");
+        let sink = Box::new(open_append(&path).unwrap());
+        let queue = LogQueue::start(sink, 1 << 20, NoteFormat::Text).unwrap();
+        let (_, filter) = reload::Layer::<EnvFilter, Registry>::new(EnvFilter::new("info"));
+        let log = LogHandle {
+            filter,
+            file: Some(path.clone()),
+            queue: queue.clone(),
+        };
+        queue.push(b"before\n".to_vec());
+        let rotated = dir.path().join("dialtone.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen().unwrap();
+        queue.push(b"after\n".to_vec());
+        assert!(queue.flush(Duration::from_secs(10)));
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let unreachable = LogHandle {
+            file: Some(dir.path().join("gone").join("dialtone.log")),
+            ..log
+        };
+        assert!(unreachable.reopen().is_err());
     }
 
     #[test]

@@ -208,6 +208,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Every return from here on writes out what was logged, or the lines
+    // still queued for the writer thread are lost with the process.
+    let log_flushed_at_exit = log.flush_at_exit();
     if matches!(cli.command, Command::Serve(_) | Command::CheckConfig) {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -218,6 +221,8 @@ fn main() -> ExitCode {
     // error.
     if matches!(cli.command, Command::CheckConfig) {
         let problems = config.preflight();
+        // The warnings above first, then the problems.
+        drop(log.flush_at_exit());
         for problem in &problems {
             eprintln!("dialtone: invalid configuration: {problem}");
         }
@@ -306,6 +311,8 @@ fn main() -> ExitCode {
     // database that stopped answering: the command's answer is known, so
     // the exit does not wait on them.
     runtime.shutdown_timeout(RUNTIME_EXIT_WAIT);
+    // The log's last lines before the error below, not after it.
+    drop(log_flushed_at_exit);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

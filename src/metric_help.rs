@@ -8,6 +8,10 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Label, Unit}
 /// Counters: (name, help).
 pub const COUNTERS: &[(&str, &str)] = &[
     (
+        "dialtone_log_lines_dropped_total",
+        "Log lines lost, by reason: queue_full (the log output had not kept up with 8 MiB of lines waiting: a stalled journald, a hung disk), write_failed (writing to stderr or log.file failed: a full disk, a closed pipe).",
+    ),
+    (
         "dialtone_unclaimed_dropped_total",
         "Unclaimed-device sightings dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), shutdown, write_failed, panic.",
     ),
@@ -342,6 +346,14 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// first refusals) would stay silent. Labeled series are listed where the
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
+    (
+        "dialtone_log_lines_dropped_total",
+        &[("reason", "queue_full")],
+    ),
+    (
+        "dialtone_log_lines_dropped_total",
+        &[("reason", "write_failed")],
+    ),
     (
         "dialtone_http_connections_shed_total",
         &[("listener", "api")],

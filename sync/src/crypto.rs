@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
@@ -155,37 +155,36 @@ impl SecretKey {
     /// does not exist. Used only for the embedded SQLite default.
     pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
         match std::fs::File::open(path) {
-            Ok(mut file) => {
-                let mut text = String::new();
-                file.read_to_string(&mut text)
-                    .map_err(|e| SyncError::io(path, e))?;
-                #[cfg(unix)]
-                if let Ok(metadata) = file.metadata() {
-                    use std::os::unix::fs::PermissionsExt;
-                    warn_if_others_reach(path, metadata.permissions().mode());
-                }
-                Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display())))
-            }
+            Ok(file) => Self::read_key_file(path, file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let hex = Self::generate_hex();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                let mut file = options.open(path).map_err(|e| SyncError::io(path, e))?;
-                file.write_all(format!("{hex}\n").as_bytes())
-                    .and_then(|_| file.sync_all())
-                    .map_err(|e| SyncError::io(path, e))?;
-                tracing::warn!(path = %path.display(), "generated a new secret key; back it up with the database");
-                Self::parse(&hex)
+                let (temp, hex) = write_temp_key(path)?;
+                publish_temp_key(&temp, path, &hex)
             }
             Err(e) => Err(SyncError::io(path, e)),
         }
     }
 
+    fn read_key_file(path: &Path, mut file: std::fs::File) -> Result<Self, SyncError> {
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| SyncError::io(path, e))?;
+        #[cfg(unix)]
+        if let Ok(metadata) = file.metadata() {
+            use std::os::unix::fs::PermissionsExt;
+            warn_if_others_reach(path, metadata.permissions().mode());
+        }
+        // Versions before the key was written atomically left an empty file
+        // when the disk was full or the power went between create and write;
+        // "expected 32 bytes" would send the operator hunting for a typo.
+        if text.trim().is_empty() {
+            return Err(SyncError::Key(format!(
+                "{}: empty (left by an interrupted first start); remove it if this \
+                 database has never been used with a key, or restore the key file",
+                path.display()
+            )));
+        }
+        Self::parse(&text).map_err(|e| SyncError::Key(format!("{}: {e}", path.display())))
+    }
     pub fn seal(&self, purpose: Purpose, plaintext: &str) -> Sealed {
         let mut mac = self.nonce_mac.clone();
         mac.update(purpose.aad());
@@ -276,6 +275,65 @@ fn warn_if_others_reach(path: &Path, mode: u32) {
     }
 }
 
+/// Writes a fresh key to a temporary file beside `path` (same directory, so
+/// it can be linked into place) and syncs it: the key file then appears
+/// whole or not at all, never empty after a full disk or a power cut.
+fn write_temp_key(path: &Path) -> Result<(PathBuf, String), SyncError> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "key".to_string());
+    let temp = path.with_file_name(format!(
+        ".{name}.{}-{:08x}.tmp",
+        std::process::id(),
+        rand::thread_rng().next_u32()
+    ));
+    let hex = SecretKey::generate_hex();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temp).map_err(|e| SyncError::io(&temp, e))?;
+    let written = file
+        .write_all(format!("{hex}\n").as_bytes())
+        .and_then(|_| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(SyncError::io(&temp, e));
+    }
+    Ok((temp, hex))
+}
+
+/// Links the written temporary key to `path` unless a key is there already
+/// (another process started at the same moment and won: its key is the one
+/// the database will be sealed with), then removes the temporary name.
+fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, SyncError> {
+    // A hard link, unlike a rename, never replaces a key that exists.
+    let linked = std::fs::hard_link(temp, path);
+    let _ = std::fs::remove_file(temp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file = std::fs::File::open(path).map_err(|e| SyncError::io(path, e))?;
+            return SecretKey::read_key_file(path, file);
+        }
+        Err(e) => return Err(SyncError::io(path, e)),
+    }
+    // The new name must survive a power cut as well as the bytes behind it.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| SyncError::io(dir, e))?;
+    tracing::warn!(path = %path.display(), "generated a new secret key; back it up with the database");
+    SecretKey::parse(hex)
+}
+
 #[cfg(test)]
 #[path = "crypto_key_file_tests.rs"]
 mod key_file_tests;
@@ -356,6 +414,58 @@ mod tests {
         let k2 = SecretKey::load_or_create(&path).unwrap();
         let s = k1.seal(Purpose::DeviceHttpPassword, "x");
         assert_eq!(k2.open(Purpose::DeviceHttpPassword, &s).unwrap(), "x");
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Another process may create the key between this one's look and its
+    /// link: the key already there is the one kept, and no temporary is left.
+    #[test]
+    fn a_key_made_meanwhile_by_another_process_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.key");
+        let (temp, ours) = write_temp_key(&path).unwrap();
+        let theirs = "22".repeat(32);
+        std::fs::write(&path, format!("{theirs}\n")).unwrap();
+        let loaded = publish_temp_key(&temp, &path, &ours).unwrap();
+        let sealed = SecretKey::parse(&theirs)
+            .unwrap()
+            .seal(Purpose::LinePassword, "pw");
+        assert_eq!(loaded.open(Purpose::LinePassword, &sealed).unwrap(), "pw");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), theirs);
+        assert_eq!(names_in(dir.path()), ["dialtone.key"]);
+    }
+
+    #[test]
+    fn a_new_key_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        SecretKey::load_or_create(&dir.path().join("dialtone.key")).unwrap();
+        assert_eq!(names_in(dir.path()), ["dialtone.key"]);
+    }
+
+    /// Older versions left an empty key on a full disk or a power cut; the
+    /// operator is told that, not that a key has the wrong length.
+    #[test]
+    fn an_empty_key_file_says_how_it_came_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dialtone.key");
+        std::fs::write(&path, "").unwrap();
+        let error = SecretKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "empty (left by an interrupted first start); remove it if this database \
+                 has never been used with a key, or restore the key file"
+            ),
+            "{error}"
+        );
+        assert!(error.contains(&path.display().to_string()), "{error}");
     }
 
     #[test]
