@@ -159,12 +159,37 @@ fn tenant_prefix_matches(state: &MirrorState, path: &str, phone: &Phone) -> bool
     let [first, _, ..] = segments.as_slice() else {
         return true;
     };
+    let folder = first.to_ascii_lowercase();
+    // Phones fetch through vendor folders of their own (Cisco MPP's
+    // `/Cisco/$PN/` fallback) and operators point them at `/yealink/`: a
+    // tenant whose slug is such a name would otherwise refuse every other
+    // tenant's phones there.
+    if is_vendor_folder(&folder) {
+        return true;
+    }
     // Slugs are validated lower-case; the exact spelling is still tried
     // so a row that somehow escaped that check is not skipped either.
     let tenant = state
-        .tenant_by_slug(&first.to_ascii_lowercase())
+        .tenant_by_slug(&folder)
         .or_else(|| state.tenant_by_slug(first));
     tenant.is_none_or(|t| t.id == phone.tenant_id)
+}
+
+/// Folder names that belong to vendors, not tenants: every family's name
+/// and the vendors' own spellings. `folder` is lower-case.
+pub fn is_vendor_folder(folder: &str) -> bool {
+    const VENDORS: [&str; 6] = [
+        "cisco",
+        "polycom",
+        "linksys",
+        "grandstream",
+        "snom",
+        "fanvil",
+    ];
+    VENDORS.contains(&folder)
+        || dialtone_sync::Family::ALL
+            .iter()
+            .any(|family| family.as_str() == folder)
 }
 
 /// A tenant's phones are served inside its source networks (tenant
@@ -184,16 +209,17 @@ fn network_allowed(
     if from == Whence::AnotherTenantsSite {
         metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
             .increment(1);
-        static INSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
-        if let Some(skipped) = INSIDE_LOG.allow() {
-            tracing::warn!(%remote, tenant = %tenant.slug, skipped, "a phone of a tenant without provisioning networks asked from inside another tenant's; not served (logged at most once a second)");
+        static INSIDE_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
+        if let Some(skipped) = INSIDE_LOG.allow(tenant.id) {
+            tracing::warn!(%remote, tenant = %tenant.slug, skipped, "a phone of a tenant without provisioning networks asked from inside another tenant's; not served (logged at most once a second per tenant)");
         }
     }
-    // A forged UDP source can cause one of these per packet.
-    static OUTSIDE_LOG: crate::tftp::limits::LogLimit = crate::tftp::limits::LogLimit::new();
+    // A forged UDP source can cause one of these per packet, naming any
+    // tenant's phone: per tenant, so it hides no other tenant's line.
+    static OUTSIDE_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
     if from == Whence::OutsideItsNetworks {
-        if let Some(skipped) = OUTSIDE_LOG.allow() {
-            tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second)");
+        if let Some(skipped) = OUTSIDE_LOG.allow(tenant.id) {
+            tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second per tenant)");
         }
     }
     from == Whence::Allowed

@@ -85,3 +85,26 @@ async fn a_folder_that_is_no_tenant_is_just_a_folder() {
         assert!(fetch(&f, &path, Protocol::Http).is_ok(), "{path}");
     }
 }
+
+/// A tenant named like a vendor's folder does not take the folder from
+/// the phones of every other tenant that fetch through it.
+#[tokio::test]
+async fn a_tenant_named_like_a_vendor_folder_leaves_the_folder_to_phones() {
+    let f = Fixture::new().await;
+    for slug in ["yealink", "cisco"] {
+        f.write(&[Mutation::UpsertTenant(TenantInput {
+            slug: slug.into(),
+            name: slug.into(),
+            default_region: "GB".into(),
+            settings: "{}".into(),
+        })])
+        .await;
+    }
+    for path in spellings(&["/yealink", "/Yealink", "/Cisco", "/cisco"]) {
+        for protocol in PROTOCOLS {
+            let text = fetch(&f, &path, protocol)
+                .unwrap_or_else(|e| panic!("{path} over {protocol:?}: {e:?}"));
+            assert!(text.contains("account.1.user_name = u101\n"), "{text}");
+        }
+    }
+}
