@@ -8,6 +8,10 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Label, Unit}
 /// Counters: (name, help).
 pub const COUNTERS: &[(&str, &str)] = &[
     (
+        "dialtone_lookup_rate_limited_total",
+        "Caller-name lookups answered 429 because their tenant's keys were past lookup.tenant_rate and tenant_burst; the WARN log names the tenant, once a minute at most.",
+    ),
+    (
         "dialtone_log_lines_dropped_total",
         "Log lines lost, by reason: queue_full (the log output had not kept up with 8 MiB of lines waiting: a stalled journald, a hung disk), write_failed (writing to stderr or log.file failed: a full disk, a closed pipe).",
     ),
@@ -346,6 +350,7 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
 /// first refusals) would stay silent. Labeled series are listed where the
 /// label values are a fixed set.
 pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
+    ("dialtone_lookup_rate_limited_total", &[]),
     (
         "dialtone_log_lines_dropped_total",
         &[("reason", "queue_full")],

@@ -13,6 +13,12 @@
 //! lookup key may be given in the URL; admin tokens go in the header.
 //! In plain-text mode every error is an empty body: anything else would
 //! end up on phone screens as the caller's name.
+//!
+//! Each tenant's keys spend its budget (`rate`) before anything else is
+//! done for them; past it, 429 with `Retry-After: 1`, which a PBX treats
+//! like any failure: no name, and the call goes on.
+
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -23,7 +29,9 @@ use axum::{Json, Router};
 use dialtone_sync::{now_millis, token_hash, Id, MirrorState, TokenScope};
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::error::DirectoryError;
+use crate::rate::TenantRates;
 use crate::service::{Answer, LookupService};
 
 #[derive(Debug, Default)]
@@ -94,12 +102,25 @@ impl LookupQuery {
     }
 }
 
+#[derive(Clone)]
+struct Routes {
+    service: LookupService,
+    rates: Arc<TenantRates>,
+}
+
+/// The lookup routes, with the tenants' budgets of the service's options:
+/// a node builds them once, and each router built keeps its own.
 pub fn router(service: LookupService) -> Router {
+    let options = &service.inner.options;
+    let rates = TenantRates::new(options.tenant_rate, options.tenant_burst, Clock::system());
     Router::new()
         .route("/v1/lookup", get(v1_lookup))
         .route("/v3/phone/{number}", get(v3_phone))
         .layer(axum::middleware::map_response(private_answer))
-        .with_state(service)
+        .with_state(Routes {
+            service,
+            rates: Arc::new(rates),
+        })
 }
 
 /// `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on an
@@ -153,6 +174,12 @@ impl Refusal {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // A budget refills within a second at any rate the config allows.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -176,7 +203,21 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
 }
 
 /// The tenant a key may look up for.
-fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> Result<Id, Refusal> {
+struct Authorized {
+    tenant: Id,
+    /// Whether the lookup spends the tenant's budget: a tenant's own keys
+    /// do, as tenants are untrusted. A global-admin key is the operator's,
+    /// trusted like the config that sets the budget, and its lookups (an
+    /// operator checking a tenant's answers while the tenant floods) must
+    /// neither be refused by the flood nor use up the tenant's calls.
+    budgeted: bool,
+}
+
+fn authorize(
+    state: &MirrorState,
+    query: &LookupQuery,
+    headers: &HeaderMap,
+) -> Result<Authorized, Refusal> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -228,15 +269,22 @@ fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> R
             )
         })
     });
+    let own = |tenant| Authorized {
+        tenant,
+        budgeted: true,
+    };
     match (token.scope, token.tenant_id, wanted) {
-        (TokenScope::GlobalAdmin, _, Some(tenant)) => tenant,
+        (TokenScope::GlobalAdmin, _, Some(tenant)) => tenant.map(|tenant| Authorized {
+            tenant,
+            budgeted: false,
+        }),
         (TokenScope::GlobalAdmin, _, None) => Err(refusal(
             StatusCode::BAD_REQUEST,
             "tenant_required",
             "a global key must name the tenant (tenant=slug)",
         )),
-        (_, Some(own), None) => Ok(own),
-        (_, Some(own), Some(Ok(tenant))) if tenant == own => Ok(own),
+        (_, Some(tenant), None) => Ok(own(tenant)),
+        (_, Some(tenant), Some(Ok(wanted))) if wanted == tenant => Ok(own(tenant)),
         // Whether another tenant exists is none of this key's business.
         (_, Some(_), Some(_)) => Err(refusal(
             StatusCode::FORBIDDEN,
@@ -248,15 +296,29 @@ fn authorize(state: &MirrorState, query: &LookupQuery, headers: &HeaderMap) -> R
 }
 
 async fn answer(
-    service: &LookupService,
+    routes: &Routes,
     query: &LookupQuery,
     headers: &HeaderMap,
     number: Option<&str>,
     mode: Mode,
 ) -> Result<Answer, Response> {
+    let service = &routes.service;
     // One mirror state for the key, the tenant and the answer.
     let state = service.mirror().load();
-    let tenant = authorize(&state, query, headers).map_err(|r| r.into_response(mode))?;
+    let Authorized { tenant, budgeted } =
+        authorize(&state, query, headers).map_err(|r| r.into_response(mode))?;
+    // Before the number is read or the cache asked: a hit costs too.
+    if budgeted {
+        let slug = || state.tenant(tenant).map(|t| t.slug.clone());
+        routes.rates.spend(tenant, slug).map_err(|_| {
+            refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "this tenant's lookups are past their rate; try again in a second",
+            )
+            .into_response(mode)
+        })?;
+    }
     let number = number.filter(|n| !n.trim().is_empty()).ok_or_else(|| {
         refusal(
             StatusCode::BAD_REQUEST,
@@ -320,7 +382,7 @@ fn tag_cache(response: &mut Response, answer: &Answer) {
 }
 
 async fn v1_lookup(
-    State(service): State<LookupService>,
+    State(routes): State<Routes>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -336,7 +398,7 @@ async fn v1_lookup(
     } else {
         Mode::Text
     };
-    let answer = match answer(&service, &query, &headers, query.number.as_deref(), mode).await {
+    let answer = match answer(&routes, &query, &headers, query.number.as_deref(), mode).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -356,7 +418,7 @@ async fn v1_lookup(
 }
 
 async fn v3_phone(
-    State(service): State<LookupService>,
+    State(routes): State<Routes>,
     number: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -379,7 +441,7 @@ async fn v3_phone(
         )
         .into_response(mode);
     };
-    let answer = match answer(&service, &query, &headers, Some(&number), mode).await {
+    let answer = match answer(&routes, &query, &headers, Some(&number), mode).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };

@@ -5,7 +5,8 @@
 //!   from the mirror, LDAP/AD, upstream HTTP CNAM); only this crate knows LDAP.
 //! - [`mirror`]: LDAP sources in mirror mode, synced into memory and disk.
 //! - [`service`]: cache, coalescing, deadline and breakers around them.
-//! - [`http`]: the lookup routes on the API listener.
+//! - [`http`]: the lookup routes on the API listener, within each tenant's
+//!   request budget (`rate`).
 
 mod admission;
 pub mod breaker;
@@ -26,6 +27,7 @@ pub mod name;
 pub mod networks;
 pub mod normalize;
 mod number_index;
+mod rate;
 mod readings;
 mod replace_file;
 pub mod secret_destination;

@@ -80,6 +80,11 @@ pub struct LookupOptions {
     /// Blocking threads mirrored sources' work (normalizing, merging,
     /// indexing, their files) takes at most, node-wide.
     pub mirror_threads: usize,
+    /// Lookups a second one tenant's keys may make through the lookup
+    /// routes, cache hits included, and how many at once past that rate;
+    /// past both, 429 (`rate`).
+    pub tenant_rate: u32,
+    pub tenant_burst: u32,
 }
 
 impl Default for LookupOptions {
@@ -101,6 +106,9 @@ impl Default for LookupOptions {
             mirror_dir: None,
             mirror_entry_quota: 200_000,
             mirror_threads: default_mirror_threads(),
+            // A 1,000-seat tenant at its busy hour makes under 20 a second.
+            tenant_rate: 200,
+            tenant_burst: 2000,
         }
     }
 }

@@ -288,6 +288,13 @@ pub struct LookupConfig {
     /// tenant together; more waits its turn. 0: half the node's cores, at
     /// least one.
     pub mirror_threads: usize,
+    /// Lookups a second one tenant's keys may make, cache hits included
+    /// (1..=1000000; there is no unlimited: tenants are untrusted)...
+    pub tenant_rate: u32,
+    /// ...and how many past that rate at once (at least 1). Past both the
+    /// PBX gets 429 with `Retry-After: 1` (an empty body in plain text),
+    /// and no name. A global-admin key's lookups spend no tenant's budget.
+    pub tenant_burst: u32,
 }
 
 impl Default for LookupConfig {
@@ -307,6 +314,10 @@ impl Default for LookupConfig {
             warm_directories: true,
             source_networks: vec!["public".into()],
             mirror_threads: 0,
+            // A 1,000-seat tenant at its busy hour makes under 20 a
+            // second: ten times that, and ten seconds of it at once.
+            tenant_rate: 200,
+            tenant_burst: 2000,
         }
     }
 }
@@ -341,6 +352,8 @@ impl LookupConfig {
                 0 => defaults.mirror_threads,
                 n => n,
             },
+            tenant_rate: self.tenant_rate,
+            tenant_burst: self.tenant_burst,
             ..defaults
         })
     }

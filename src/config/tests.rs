@@ -309,6 +309,34 @@ fn mirror_threads_are_bounded_and_zero_means_half_the_cores() {
     assert_eq!(set.lookup_options().unwrap().mirror_threads, 3);
 }
 
+/// Every tenant's lookups run under a budget: 0 is no "unlimited".
+#[test]
+fn a_tenant_lookup_rate_of_zero_is_refused() {
+    let refused = |text: &str| {
+        load(text, &[])
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refused("[lookup]\ntenant_rate = 0\n");
+    assert!(
+        err.contains("lookup.tenant_rate must be between 1 and 1000000")
+            && err.contains("no unlimited"),
+        "{err}"
+    );
+    assert!(refused("[lookup]\ntenant_rate = 1000001\n").contains("lookup.tenant_rate"));
+    let err = refused("[lookup]\ntenant_burst = 0\n");
+    assert!(
+        err.contains("lookup.tenant_burst must be at least 1"),
+        "{err}"
+    );
+    let options = Config::default().lookup_options().unwrap();
+    assert_eq!((options.tenant_rate, options.tenant_burst), (200, 2000));
+    let set = load("", &[("DIALTONE_LOOKUP__TENANT_RATE", "5")]).unwrap();
+    assert!(set.validate().is_ok());
+    assert_eq!(set.lookup_options().unwrap().tenant_rate, 5);
+}
+
 /// Phones keep the URL they are given to fetch from: a wildcard listen
 /// address, or loopback while TFTP or HTTPS listen where phones are, would
 /// give them one they cannot reach, so `base_url` must then be set, and

@@ -90,6 +90,17 @@ impl Config {
             // snapshots.
             bail!("lookup.mirror_threads must be at most 256 (0 is half the cores)");
         }
+        // No 0 for "unlimited": every tenant's work runs under a budget.
+        if !(1..=1_000_000).contains(&self.lookup.tenant_rate) {
+            bail!(
+                "lookup.tenant_rate must be between 1 and 1000000 lookups a second per tenant \
+                 (got {}; there is no unlimited)",
+                self.lookup.tenant_rate
+            );
+        }
+        if self.lookup.tenant_burst == 0 {
+            bail!("lookup.tenant_burst must be at least 1");
+        }
         // Checked here, not only where logging starts: a bad filter there
         // can only fall back (to `info`), and `check-config` would pass it.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
