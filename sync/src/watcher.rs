@@ -267,6 +267,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "prune_audit",
     "reload",
     "ldap_mirror",
+    "directory_files",
 ];
 
 /// Periodically bounds the change log, the boot history and the audit log.

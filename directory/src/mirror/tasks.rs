@@ -564,6 +564,10 @@ impl LookupService {
             .run(move || {
                 if let Some(dir) = dir {
                     if let Err(e) = store::write(&store::path(&dir, id), &fp, &data) {
+                        // Served from memory all the same; counted, since on a
+                        // full disk the log line may be lost too, and the next
+                        // start would sync the source again in full.
+                        dialtone_sync::watcher::failed("directory_files");
                         tracing::warn!(source = id, error = %e, "writing the mirror file failed");
                     }
                 }
