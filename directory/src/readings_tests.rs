@@ -210,3 +210,52 @@ fn normalizer_names_the_locked_phonenumber() {
         "{NORMALIZER} against phonenumber {version}: update NORMALIZER"
     );
 }
+
+/// A disk with `room` bytes left.
+struct FillingDisk {
+    written: Vec<u8>,
+    room: usize,
+}
+
+impl Write for FillingDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written.len() + buf.len() > self.room {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_as_one() {
+    // Past the format's first bytes, so the readings are what fills it.
+    let mut disk = FillingDisk {
+        written: Vec::new(),
+        room: MAGIC.len() + 4,
+    };
+    let error = encode(&mut disk, "GB", &made("GB")).unwrap_err();
+    assert!(error.contains("No space left on device"), "{error}");
+}
+
+#[test]
+fn the_readings_are_postcards_own_encoding() {
+    let readings = made("GB");
+    let mut disk = FillingDisk {
+        written: Vec::new(),
+        room: usize::MAX,
+    };
+    encode(&mut disk, "GB", &readings).unwrap();
+    let out = Out {
+        header: Header {
+            normalizer: NORMALIZER.into(),
+            region: "GB".into(),
+        },
+        readings: &readings,
+    };
+    let expected = [MAGIC.as_slice(), &postcard::to_allocvec(&out).unwrap()].concat();
+    assert_eq!(disk.written, expected);
+}

@@ -98,8 +98,10 @@ fn write_by(
     // Synced: a lost file costs a full sync from the tenant's server.
     replace_file(path, true, |writer| {
         writer.write_all(MAGIC).map_err(|e| e.to_string())?;
-        postcard::to_io(normalizer, &mut *writer).map_err(|e| e.to_string())?;
-        postcard::to_io(&out, writer).map_err(|e| e.to_string())?;
+        // postcard's own writer turns a full disk into "the serialize
+        // buffer is full"; this one keeps the disk's error.
+        crate::readings::encode_to(&normalizer, &mut *writer)?;
+        crate::readings::encode_to(&out, writer)?;
         Ok(())
     })
     .map_err(DirectoryError::MirrorFile)

@@ -29,9 +29,11 @@
 //! had this layout without the checksums.
 
 mod reader;
+#[cfg(test)]
+mod write_tests;
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
@@ -100,38 +102,68 @@ pub(super) struct Index {
     pub(super) sections: [Section; 7],
 }
 
-/// Counts and sums what goes through, for section offsets and checksums.
+/// What the rows go through on their way to the file: counted and summed
+/// for the section offsets and checksums, each encoded into one reused
+/// buffer and handed to the file's buffer whole. Postcard's own writer
+/// (`to_io`) flushes after every value, which made a write(2) of each row
+/// through the 1 MiB buffer, and it reports any I/O error, a full disk
+/// too, as its "serialize buffer is full".
 struct Counting<W> {
     inner: W,
     at: u64,
     sum: Crc32c,
+    row: Vec<u8>,
 }
 
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.at += n as u64;
-        self.sum.update(&buf[..n]);
-        Ok(n)
+impl<W: Write> Counting<W> {
+    fn new(inner: W) -> Counting<W> {
+        Counting {
+            inner,
+            at: 0,
+            sum: Crc32c::new(),
+            row: Vec::new(),
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.at += bytes.len() as u64;
+        self.sum.update(bytes);
+        Ok(())
     }
+
+    fn put_row<T: Serialize>(&mut self, row: &T) -> io::Result<()> {
+        let mut encoded = std::mem::take(&mut self.row);
+        encoded.clear();
+        let encoded = postcard::to_extend(row, encoded).map_err(unencodable)?;
+        let written = self.put(&encoded);
+        self.row = encoded;
+        written
+    }
+}
+
+/// Encoding into memory fails only for a type postcard cannot encode,
+/// which no row or index is: a bug to name as such, not as the disk.
+fn unencodable(e: postcard::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("cannot encode the snapshot: {e}"),
+    )
 }
 
 fn section<'a, T: Serialize + 'a, W: Write>(
     out: &mut Counting<W>,
     rows: impl IntoIterator<Item = &'a T>,
-) -> Result<Section, String> {
+) -> io::Result<Section> {
     let offset = out.at;
     out.sum = Crc32c::new();
     let mut count = 0;
     crate::intern::writing_section(|| {
         for row in rows {
-            postcard::to_io(row, &mut *out).map_err(|e| e.to_string())?;
+            out.put_row(row)?;
             count += 1;
         }
-        Ok::<_, String>(())
+        Ok::<_, io::Error>(())
     })?;
     Ok(Section {
         offset,
@@ -152,19 +184,24 @@ pub(super) fn index_checksum(index_at: u64, index: &[u8]) -> u32 {
 }
 
 /// Writes `tables` to `file` (from its start). The caller syncs and renames.
-pub(super) fn write(
-    file: File,
+pub(super) fn write(file: File, header: &SnapshotHeader, tables: &Tables<'_>) -> io::Result<File> {
+    let (mut file, index_at) = write_to(file, header, tables)?;
+    file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
+    file.write_all(&index_at.to_le_bytes())?;
+    Ok(file)
+}
+
+/// Writes the snapshot to `inner` through a 1 MiB buffer, with where the
+/// index starts left as zeros: what `write` patches once it is known.
+/// Returns `inner`, flushed, and where the index starts.
+fn write_to<W: Write>(
+    inner: W,
     header: &SnapshotHeader,
     tables: &Tables<'_>,
-) -> Result<File, String> {
-    let mut out = Counting {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        at: 0,
-        sum: Crc32c::new(),
-    };
-    let io = |e: std::io::Error| e.to_string();
-    out.write_all(MAGIC).map_err(io)?;
-    out.write_all(&[0; 8]).map_err(io)?;
+) -> io::Result<(W, u64)> {
+    let mut out = Counting::new(io::BufWriter::with_capacity(1 << 20, inner));
+    out.put(MAGIC)?;
+    out.put(&[0; 8])?;
     let sections = [
         section(&mut out, tables.tenants())?,
         section(&mut out, tables.phones())?,
@@ -179,14 +216,14 @@ pub(super) fn write(
         header: header.clone(),
         sections,
     };
-    let index = postcard::to_allocvec(&index).map_err(|e| e.to_string())?;
-    out.write_all(&index).map_err(io)?;
-    out.write_all(&index_checksum(index_at, &index).to_le_bytes())
-        .map_err(io)?;
-    let mut file = out.inner.into_inner().map_err(|e| e.to_string())?;
-    file.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(io)?;
-    file.write_all(&index_at.to_le_bytes()).map_err(io)?;
-    Ok(file)
+    let index = postcard::to_allocvec(&index).map_err(unencodable)?;
+    out.put(&index)?;
+    out.put(&index_checksum(index_at, &index).to_le_bytes())?;
+    let inner = out
+        .inner
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
+    Ok((inner, index_at))
 }
 
 /// Line keys sent to the indexing thread at once.
