@@ -210,7 +210,17 @@ impl Store for SqliteStore {
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
         let source = self.load_source.clone();
-        tokio::task::spawn_blocking(move || source.load())
+        let cancel = std::sync::Arc::new(load::LoadCancel::default());
+        // Dropped with this future: a catch-up given up stops its load.
+        // Dropped after the load ended, it changes nothing.
+        struct CancelOnDrop(std::sync::Arc<load::LoadCancel>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.cancel();
+            }
+        }
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        tokio::task::spawn_blocking(move || source.load(&cancel))
             .await
             .map_err(|e| SyncError::Invalid(format!("mirror load failed: {e}")))?
     }

@@ -6,9 +6,11 @@
 //! that way, against 0.7 s for the `sqlite3` shell to read both tables
 //! (BENCHMARKS.md, round 30).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, InterruptHandle, OpenFlags, Transaction};
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::error::SyncError;
@@ -51,10 +53,11 @@ impl LoadSource {
         }
     }
 
-    /// Every mirrored row and the cursor they are consistent with.
-    /// Blocking: run it on a blocking thread.
-    pub(super) fn load(&self) -> Result<(Loading, Cursor, Meta), SyncError> {
+    /// Every mirrored row and the cursor they are consistent with, unless
+    /// `cancel` stops it first. Blocking: run it on a blocking thread.
+    pub(super) fn load(&self, cancel: &LoadCancel) -> Result<(Loading, Cursor, Meta), SyncError> {
         let mut conn = Connection::open_with_flags(&self.filename, self.flags)?;
+        cancel.attach(conn.get_interrupt_handle())?;
         conn.busy_timeout(self.busy_timeout)?;
         conn.pragma_update(None, "query_only", true)?;
         let tx = conn.transaction()?;
@@ -98,6 +101,7 @@ impl LoadSource {
             api_tokens: all(&tx, Entity::ApiToken, |r, i| rows::api_token(r, i))?,
             seen_above: None,
         };
+        cancel.check()?;
         tx.commit()?;
         // A log pruned empty leaves max(seq) at 0 while the meta row says
         // it was pruned through N: a cursor of 0 would read as "pruned past
@@ -105,6 +109,50 @@ impl LoadSource {
         // just read hold every change through N, so the cursor is N.
         let seq = seq.max(meta.pruned_through.seq);
         Ok((loading, Cursor { txid: 0, seq }, meta))
+    }
+}
+
+/// Stops a load whose caller has gone. A catch-up cut off by its time
+/// limit (an admin write's 5 s, the watcher's `catch_up_limit`) dropped
+/// the future awaiting the blocking load, and with it the catch-up turn,
+/// while the thread read on: the next catch-up found a reload still due
+/// and started a second whole-database load beside the first, twice the
+/// memory, and on every later cut a third.
+#[derive(Default)]
+pub(super) struct LoadCancel {
+    cancelled: AtomicBool,
+    /// The load's connection, once open: interrupting it ends the
+    /// statement it is stepping.
+    connection: Mutex<Option<InterruptHandle>>,
+}
+
+impl LoadCancel {
+    pub(super) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = connection.as_ref() {
+            handle.interrupt();
+        }
+    }
+
+    /// Holds the connection's handle, or refuses to start a load already
+    /// cancelled (the handle would come too late to interrupt it).
+    fn attach(&self, handle: InterruptHandle) -> Result<(), SyncError> {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        self.check()?;
+        *connection = Some(handle);
+        Ok(())
+    }
+
+    /// An interrupt reaches only a statement running when it comes, so
+    /// the steps between statements look too.
+    fn check(&self) -> Result<(), SyncError> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(SyncError::Invalid(
+                "mirror load cancelled: its catch-up was given up".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -218,4 +266,34 @@ fn all<T>(
         Ok(())
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A load whose catch-up has been given up reads nothing more, and a
+    /// load nobody cancelled reads everything.
+    #[tokio::test]
+    async fn a_cancelled_load_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("d.db").display());
+        let store = super::super::SqliteStore::connect(
+            &url,
+            crate::testing::test_key(),
+            &StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        crate::store::Store::migrate(&store).await.unwrap();
+        let source = store.load_source.clone();
+        let cancel = LoadCancel::default();
+        if let Err(e) = source.load(&cancel) {
+            panic!("{e}");
+        }
+        cancel.cancel();
+        let refused = source.load(&cancel).err().expect("a cancelled load fails");
+        assert!(refused.to_string().contains("cancelled"), "{refused}");
+    }
 }
