@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dialtone_sync::Mac;
+use dialtone_sync::{Mac, Phone};
 use dialtone_tftp::identify::file_names;
 use dialtone_tftp::{Protocol, ProvisionError, ProvisionOptions, Provisioner, Request, Shipped};
 
@@ -44,6 +44,48 @@ fn render(provisioner: &Provisioner, name: &str) -> Result<Option<Arc<[u8]>>, Pr
     }
 }
 
+/// One phone's file, or the list of its files, on `out`. Only the files
+/// the phone itself fetches: a name is rendered by itself, and another
+/// phone's file name would print that phone's file, another tenant's too.
+/// A common file (its model's, its family's) renders by its name alone,
+/// as TFTP, which carries no User-Agent, serves it to the phone: the bytes
+/// `render --all` writes too.
+fn print_phone(
+    provisioner: &Provisioner,
+    phone: &Phone,
+    file: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let names = file_names(phone.family, &phone.mac, phone.model.as_deref());
+    let Some(file) = file else {
+        for name in names {
+            if let Some(body) = render(provisioner, &name)? {
+                writeln!(out, "{name}\t{} bytes", body.len())?;
+            }
+        }
+        return Ok(out.flush()?);
+    };
+    // Phones spell names in either case; the server reads them alike.
+    if !names.iter().any(|name| name.eq_ignore_ascii_case(file)) {
+        bail!(
+            "{file} is not a file of phone {}; its files: {} (`dialtone render {}` lists those that render)",
+            phone.mac,
+            names.join(", "),
+            phone.mac
+        );
+    }
+    let body = render(provisioner, file)?.with_context(|| format!("{file}: not found"))?;
+    out.write_all(&body)?;
+    Ok(out.flush()?)
+}
+
+/// Whether `e` is standard output closed by its reader (`| head -1`): the
+/// reader has what it wanted, so the command ends quietly.
+fn reader_went_away(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     let (_store, mirror, key) = crate::loaded_mirror(config).await?;
     let source = config.provisioning.shipped_source();
@@ -66,22 +108,16 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         let phone = state
             .phone_by_mac(&mac)
             .with_context(|| format!("no phone {mac}"))?;
-        let names = file_names(phone.family, &phone.mac, phone.model.as_deref());
-        match &args.file {
-            Some(file) => {
-                let body =
-                    render(&provisioner, file)?.with_context(|| format!("{file}: not found"))?;
-                std::io::stdout().write_all(&body)?;
-            }
-            None => {
-                for name in names {
-                    if let Some(body) = render(&provisioner, &name)? {
-                        println!("{name}\t{} bytes", body.len());
-                    }
-                }
-            }
-        }
-        return Ok(());
+        let printed = print_phone(
+            &provisioner,
+            phone,
+            args.file.as_deref(),
+            &mut std::io::stdout().lock(),
+        );
+        return match printed {
+            Err(e) if reader_went_away(&e) => Ok(()),
+            other => other,
+        };
     }
     if !args.all {
         bail!("give a MAC (and a file), or --all --out DIR");

@@ -914,3 +914,149 @@ fn phlem_refuses_a_hold_past_a_wait() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("transfers failed"), "{err}");
 }
+
+/// The demo's MACs are real vendors': `demo` and `serve --demo` refuse to
+/// take one another tenant holds, or a tenant `demo` they did not make,
+/// naming it, and write nothing.
+#[test]
+fn demo_refuses_another_tenants_phone_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "tenants.csv", "slug,name\nacme,Acme\n");
+    let phones = write_file(
+        dir.path(),
+        "phones.csv",
+        "tenant,mac,family,model,label\nacme,00:15:65:4a:a9:37,yealink,T46S,Front desk\n",
+    );
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&tenants).arg(&phones);
+    let out = run(import);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fleet = || {
+        let mut export = dialtone(dir.path(), &url);
+        export.args(["export", "-"]);
+        let out = run(export);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let before = fleet();
+
+    let mut demo = dialtone(dir.path(), &url);
+    demo.arg("demo");
+    let out = run(demo);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("0015654aa937 (tenant acme)") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(fleet(), before);
+
+    let server = Server::spawn(dir.path(), &url, &["--demo"], &[]);
+    let log = dir.path().join(format!("serve-{}.log", server.addr.port()));
+    let code = server.wait_exit();
+    let said = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("0015654aa937 (tenant acme)"), "{said}");
+    assert_eq!(fleet(), before);
+
+    // A tenant `demo` of a customer's: named otherwise than the seed's.
+    let other = tempfile::tempdir().unwrap();
+    let url = sqlite_url(other.path());
+    let tenants = write_file(other.path(), "tenants.csv", "slug,name\ndemo,Demo Motors\n");
+    let mut import = dialtone(other.path(), &url);
+    import.arg("import").arg(&tenants);
+    assert!(run(import).status.success());
+    let mut demo = dialtone(other.path(), &url);
+    demo.arg("demo");
+    let out = run(demo);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tenant demo exists and is not the seed's (named \"Demo Motors\")"),
+        "{err}"
+    );
+}
+
+/// Seeding again on a database the demo seeded changes nothing, and
+/// succeeds.
+#[test]
+fn demo_twice_on_a_fresh_database_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    for changed in ["(25 rows changed)", "(0 rows changed)"] {
+        let mut demo = dialtone(dir.path(), &url);
+        demo.arg("demo");
+        let out = run(demo);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(changed), "{}", text(&out.stdout));
+    }
+}
+
+/// `render MAC FILE` prints only that phone's files (its own, and the
+/// common files of its model, as it would get them), never another
+/// phone's file by name.
+#[test]
+fn render_prints_only_the_phones_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut demo = dialtone(dir.path(), &url);
+    demo.arg("demo");
+    assert!(run(demo).status.success());
+    let render = |args: &[&str]| {
+        let mut cmd = dialtone(dir.path(), &url);
+        cmd.arg("render").args(args);
+        run(cmd)
+    };
+
+    let out = render(&["0015654aa937", "SEP001B54AA0003.cnf.xml"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("SEP001B54AA0003.cnf.xml is not a file of phone 0015654aa937")
+            && err.contains("0015654aa937.cfg"),
+        "{err}"
+    );
+    assert_eq!(text(&out.stdout), "");
+
+    for (mac, file, holds) in [
+        ("0015654aa937", "0015654aa937.cfg", "demo101"),
+        ("0015654aa937", "y000000000066.cfg", "#!version"),
+        ("001b54aa0003", "sep001b54aa0003.cnf.xml", "demo123"),
+        ("001b54aa0003", "XMLDefault.cnf.xml", "<"),
+    ] {
+        let out = render(&[mac, file]);
+        assert!(out.status.success(), "{mac} {file}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(holds), "{mac} {file}");
+    }
+}
+
+/// A reader that stops early (`render MAC | head -1`) ends `render`
+/// quietly, as a listing or as a file.
+#[test]
+fn render_ends_quietly_when_its_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let mut demo = dialtone(dir.path(), &url);
+    demo.arg("demo");
+    assert!(run(demo).status.success());
+    for args in [&["0015654aa937"][..], &["0015654aa937", "0015654aa937.cfg"]] {
+        // Closed long before `render` has read the database and writes.
+        let mut cmd = dialtone(dir.path(), &url);
+        let mut child = cmd
+            .arg("render")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(err, "", "{args:?}");
+    }
+}

@@ -263,9 +263,12 @@ pub(super) async fn load_mirror(
         }
     }
     // Only when absent: a restart with `--demo` keeps what was edited
-    // since (`dialtone demo` seeds it again on purpose).
+    // since (`dialtone demo` seeds it again on purpose). A refused seed (a
+    // demo MAC is another tenant's) stops the start rather than leaving a
+    // node without the demo that `--demo` asked for and only a log line,
+    // easily missed, to say so.
     if demo && mirror.load().tenant_by_slug(crate::demo::TENANT).is_none() {
-        let report = crate::demo::seed(store, key).await?;
+        let report = crate::demo::seed_over(store, key, &mirror.load()).await?;
         watcher::catch_up(mirror, store)
             .await
             .context("reading the demo tenant back")?;
