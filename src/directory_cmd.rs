@@ -1,11 +1,15 @@
 //! `dialtone lookup` and `dialtone token`: the operator's view of caller-name
 //! lookups and of the keys that PBXes and admins use.
 
+use std::io::Write;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use dialtone_directory::explain::Explanation;
 use dialtone_directory::LookupService;
 use dialtone_sync::{
-    generate_token, now_millis, token_hash, ApiTokenInput, Audit, Mutation, SyncError, TokenScope,
+    generate_token, now_millis, token_hash, ApiTokenInput, Audit, Dataset, Mutation, Store,
+    SyncError, TokenScope,
 };
 
 use crate::config::Config;
@@ -101,37 +105,58 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         .explain(tenant, &args.number)
         .await
         .with_context(|| format!("looking up {:?}", args.number))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!("number   {} (region {})", report.number, report.region);
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_explained(&report, &mut out)
+    };
+    ended_by_reader(written.and_then(|()| out.flush()))
+}
+
+fn print_explained(report: &Explanation, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "number   {} (region {})", report.number, report.region)?;
     for s in &report.sources {
         let detail = match (&s.name, &s.error) {
             (Some(name), _) => format!("found {name:?}"),
             (None, Some(error)) => format!("error: {}", printable(error)),
             (None, None) => "not found".to_string(),
         };
-        println!(
+        writeln!(
+            out,
             "{:<8} {:<5} {detail} ({:.2} ms)",
             printable(&s.source),
             s.kind,
             s.millis
-        );
+        )?;
         if let Some(m) = &s.mirror {
             let age = m.age_ms.map_or("never synced".to_string(), |ms| {
                 format!("age {}s", ms / 1000)
             });
-            println!("         mirror: {} entries, {age}", m.entries);
+            writeln!(out, "         mirror: {} entries, {age}", m.entries)?;
         }
     }
     match (&report.name, &report.answered_by) {
         (Some(name), Some(by)) => {
-            println!("answer   {} (from {})", printable(name), printable(by))
+            writeln!(out, "answer   {} (from {})", printable(name), printable(by))
         }
-        _ => println!("answer   none: callers from this number show their own name"),
+        _ => writeln!(
+            out,
+            "answer   none: callers from this number show their own name"
+        ),
     }
-    Ok(())
+}
+
+/// Standard output closed by its reader (`token list | head -1`) ends a
+/// listing quietly: the reader has what it wanted. Any other failure to
+/// write is the command's, named as `export -` names it.
+fn ended_by_reader(written: std::io::Result<()>) -> Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
 }
 
 /// Text from tenants' sources and servers (names, errors) as the terminal
@@ -176,6 +201,12 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             if name.trim().is_empty() || name.len() > 100 {
                 bail!("--name must be 1 to 100 characters");
             }
+            if stdout_discarded() {
+                bail!(
+                    "standard output is closed or /dev/null, where the token would be shown \
+                     to no one; nothing was created"
+                );
+            }
             let scope = TokenScope::from(*scope);
             let token = generate_token();
             let expires_at = match expires_days {
@@ -202,7 +233,31 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
                 .await
                 .context("creating the token")?;
             eprintln!("token created; it is shown only this once:");
-            println!("{token}");
+            let shown = {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{token}").and_then(|()| out.flush())
+            };
+            if let Err(e) = shown {
+                // A token nobody holds would stay active for good.
+                let revoked = async {
+                    let id = created_token_id(&*store, &token).await?;
+                    let revoke = [Mutation::RevokeApiToken { id }];
+                    store
+                        .apply(&revoke, &audit("revoke", id.to_string(), None))
+                        .await?;
+                    anyhow::Ok(id)
+                };
+                let id = revoked.await.with_context(|| {
+                    format!(
+                        "the token {name:?} was created but its value could not be shown \
+                         ({e}), and revoking it failed: revoke it with `dialtone token revoke`"
+                    )
+                })?;
+                bail!(
+                    "token {id} was revoked because its value could not be shown: \
+                     writing to standard output: {e}"
+                );
+            }
         }
         TokenCommand::Revoke { id } => {
             // The store audits it under the token's tenant, as the API's.
@@ -213,46 +268,84 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
                 )
                 .await;
             match revoked {
-                Ok(_) => println!("token {id} revoked"),
+                Ok(_) => {
+                    let mut out = std::io::stdout().lock();
+                    ended_by_reader(writeln!(out, "token {id} revoked").and_then(|()| out.flush()))?
+                }
                 Err(SyncError::NotFound(_)) => bail!("no active token with id {id}"),
                 Err(e) => return Err(e).context("revoking the token"),
             }
         }
         TokenCommand::List => {
             let (data, _, _) = store.load_all().await.context("reading tokens")?;
-            let tenants: std::collections::HashMap<_, _> = data
-                .tenants
-                .iter()
-                .map(|t| (t.id, t.slug.clone()))
-                .collect();
-            println!(
-                "{:<6} {:<13} {:<16} {:<8} name",
-                "id", "scope", "tenant", "state"
-            );
-            for t in &data.api_tokens {
-                let state = if t.revoked {
-                    "revoked"
-                } else if t.expires_at.is_some_and(|at| at <= now_millis()) {
-                    "expired"
-                } else {
-                    "active"
-                };
-                let tenant = t
-                    .tenant_id
-                    .and_then(|id| tenants.get(&id).map(|s| s.to_string()))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<6} {:<13} {:<16} {:<8} {}",
-                    t.id,
-                    t.scope.as_str(),
-                    tenant,
-                    state,
-                    t.name
-                );
-            }
+            let mut out = std::io::stdout().lock();
+            ended_by_reader(print_tokens(&data, &mut out).and_then(|()| out.flush()))?;
         }
     }
     Ok(())
+}
+
+/// One row a token, its name (a tenant admin's text, through the API)
+/// with its control characters written out: a newline or an escape
+/// sequence in it would split the table or drive the terminal.
+fn print_tokens(data: &Dataset, out: &mut impl Write) -> std::io::Result<()> {
+    let tenants: std::collections::HashMap<_, _> =
+        data.tenants.iter().map(|t| (t.id, &t.slug)).collect();
+    writeln!(
+        out,
+        "{:<6} {:<13} {:<16} {:<8} name",
+        "id", "scope", "tenant", "state"
+    )?;
+    for t in &data.api_tokens {
+        let state = if t.revoked {
+            "revoked"
+        } else if t.expires_at.is_some_and(|at| at <= now_millis()) {
+            "expired"
+        } else {
+            "active"
+        };
+        let tenant = t
+            .tenant_id
+            .and_then(|id| tenants.get(&id))
+            .map_or_else(|| "-".into(), |slug| printable(slug));
+        writeln!(
+            out,
+            "{:<6} {:<13} {:<16} {:<8} {}",
+            t.id,
+            t.scope.as_str(),
+            tenant,
+            state,
+            printable(&t.name)
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether standard output goes nowhere: /dev/null, which the runtime
+/// also puts in place of a closed one (`>&-`), where writes succeed.
+fn stdout_discarded() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(null), Ok(out)) = (
+        std::fs::metadata("/dev/null"),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+    ) else {
+        return false;
+    };
+    std::fs::File::from(out)
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == null.rdev())
+}
+
+/// The id of the token just created: the write reports none.
+async fn created_token_id(store: &dyn Store, token: &str) -> Result<i64> {
+    let hash = token_hash(token);
+    let (data, _, _) = store.load_all().await?;
+    data.api_tokens
+        .iter()
+        .find(|t| t.token_hash.eq_ignore_ascii_case(&hash))
+        .map(|t| t.id)
+        .context("the token is not in the database")
 }
 
 #[cfg(test)]

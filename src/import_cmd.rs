@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use dialtone_sync::import::{plan_files, ImportPlan};
-use dialtone_sync::store::{unknown_tenant, Ending};
-use dialtone_sync::{Audit, Mutation, SyncError};
+use dialtone_sync::import::{plan_files, ImportPlan, Location, PhoneOrigins};
+use dialtone_sync::store::{unknown_tenant, Ending, Progress};
+use dialtone_sync::{Audit, Mutation, Store, SyncError, WriteReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -26,9 +26,11 @@ fn print_errors(plan: &ImportPlan) {
     }
 }
 
-/// Tenants that do not exist named in one run without `--skip-invalid`:
-/// each costs a rehearsal of the whole import.
-const MAX_REHEARSALS: usize = 10;
+/// How many times one run writes again after a refusal by the database,
+/// with or without `--skip-invalid`: each is the whole transaction again.
+/// A tenant that does not exist costs one, every row naming it set aside
+/// at once.
+const MAX_RETRIES: usize = 10;
 
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     let started = std::time::Instant::now();
@@ -97,115 +99,11 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         Ending::Commit
     };
     let bar = progress_bar(changes as u64);
-    // Mutations and their positions apart, so the mutations are not copied
-    // for the store; the phones' positions stay in `plan.phones`.
-    let (mut mutations, mut locations): (Vec<_>, Vec<_>) =
-        std::mem::take(&mut plan.items).into_iter().unzip();
-    // A rejection by the database names the mutation; map it back to its
-    // file position. With --skip-invalid, drop it and try again.
-    // Without --skip-invalid, a refused tenant's phones are set aside and
-    // the run rehearsed again (rolled back), so one run names every
-    // tenant that does not exist, up to `MAX_REHEARSALS` of them.
-    let (mut refused, mut rehearsals) = (0usize, 0usize);
-    let report = loop {
-        let progress_bar = bar.clone();
-        let progress: Option<dialtone_sync::store::Progress> = progress_bar
-            .map(|b| Arc::new(move |n| b.set_position(n)) as dialtone_sync::store::Progress);
-        let this_time = if refused > 0 {
-            Ending::RollBack
-        } else {
-            ending
-        };
-        match store
-            .apply_with_progress(&mutations, &audit, progress, this_time)
-            .await
-        {
-            Ok(_) if refused > 0 => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                bail!("{refused} phones refused by the database; nothing was written");
-            }
-            Ok(report) => break report,
-            Err(SyncError::Rejected {
-                index,
-                item,
-                reason,
-            }) => {
-                let location = match item {
-                    Some(phone) if phone < plan.phones.len() => {
-                        plan.phones.location(phone).to_string()
-                    }
-                    _ => locations
-                        .get(index)
-                        .map(|l: &dialtone_sync::import::Location| l.to_string())
-                        .unwrap_or_default(),
-                };
-                // Every phone of a tenant that does not exist is refused at
-                // once: all reported, and with --skip-invalid all skipped in
-                // one retry instead of one whole retry each.
-                let same_tenant = match (item, mutations.get(index)) {
-                    (Some(phone), Some(Mutation::UpsertPhones(batch))) if phone < batch.len() => {
-                        let tenant = batch.tenant_index(phone);
-                        let unknown = unknown_tenant(&batch.tenants()[tenant]);
-                        (reason == unknown).then(|| {
-                            (0..batch.len())
-                                .filter(|&i| batch.tenant_index(i) == tenant)
-                                .collect::<Vec<usize>>()
-                        })
-                    }
-                    _ => None,
-                };
-                let verdict = if args.skip_invalid { " (skipped)" } else { "" };
-                match &same_tenant {
-                    Some(phones) if phones.len() > 1 => {
-                        for &phone in phones {
-                            eprintln!("{}: {reason}{verdict}", plan.phones.location(phone));
-                        }
-                    }
-                    _ => eprintln!("{location}: {reason}{verdict}"),
-                }
-                if !args.skip_invalid {
-                    refused += same_tenant.as_ref().map_or(1, Vec::len);
-                    rehearsals += 1;
-                    if same_tenant.is_none() || rehearsals >= MAX_REHEARSALS {
-                        if let Some(b) = &bar {
-                            b.abandon();
-                        }
-                        bail!("{refused} phones refused by the database (the last: {reason}); nothing was written");
-                    }
-                }
-                match (item, mutations.get_mut(index)) {
-                    (Some(_), Some(Mutation::UpsertPhones(batch)))
-                        if same_tenant.as_ref().is_some_and(|p| p.len() < batch.len()) =>
-                    {
-                        let phones = same_tenant.as_deref().unwrap_or_default();
-                        batch.remove_all(phones);
-                        plan.phones.remove_all(phones);
-                    }
-                    (Some(phone), Some(Mutation::UpsertPhones(batch)))
-                        if same_tenant.is_none() && batch.len() > 1 =>
-                    {
-                        batch.remove(phone);
-                        plan.phones.remove(phone);
-                    }
-                    _ => {
-                        mutations.remove(index);
-                        locations.remove(index);
-                    }
-                }
-                if mutations.is_empty() {
-                    bail!("nothing left to import");
-                }
-            }
-            Err(e @ SyncError::CommitUnknown(_)) => {
-                return Err(e).context(
-                    "import's outcome is unknown: check what the database holds (dialtone import --dry-run says what it would still change) before running it again",
-                )
-            }
-            Err(e) => return Err(e).context("import failed; nothing was written"),
-        }
-    };
+    let written = write(&*store, &mut plan, &audit, ending, args.skip_invalid, &bar).await;
+    if let (Err(_), Some(b)) = (&written, &bar) {
+        b.abandon();
+    }
+    let Written { report, attempts } = written?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -222,10 +120,239 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         summary(report.directory_sources),
     );
     store.close().await;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "import: done");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        attempts,
+        "import: done"
+    );
     // The plan's allocations are given back by the exit at once.
-    std::mem::forget((mutations, locations, plan));
+    std::mem::forget(plan);
     Ok(())
+}
+
+struct Written {
+    report: WriteReport,
+    /// Transactions run, the one that succeeded included.
+    attempts: usize,
+}
+
+/// The plan's rows in one transaction, committed or (`ending`) rolled
+/// back. A rejection by the database names the mutation; it is mapped
+/// back to its file position and reported, and its rows set aside: every
+/// row naming a tenant that does not exist at once, else the one row.
+/// With `skip_invalid` the rest is written again; without, only a refused
+/// tenant is set aside, and the run rehearsed again (rolled back) to name
+/// the next such tenant, so one run names them all.
+async fn write(
+    store: &dyn Store,
+    plan: &mut ImportPlan,
+    audit: &Audit,
+    ending: Ending,
+    skip_invalid: bool,
+    bar: &Option<ProgressBar>,
+) -> Result<Written> {
+    // Mutations and their positions apart, so the mutations are not copied
+    // for the store; the phones' positions stay in `plan.phones`.
+    let (mut mutations, mut locations): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut plan.items).into_iter().unzip();
+    let mut refused = Refused::default();
+    for attempts in 1.. {
+        let progress = bar
+            .clone()
+            .map(|b| Arc::new(move |n| b.set_position(n)) as Progress);
+        let this_time = if refused.rows > 0 && !skip_invalid {
+            Ending::RollBack
+        } else {
+            ending
+        };
+        let rejected = match store
+            .apply_with_progress(&mutations, audit, progress, this_time)
+            .await
+        {
+            Ok(_) if refused.rows > 0 && !skip_invalid => {
+                bail!("{refused} refused by the database; nothing was written")
+            }
+            Ok(report) => {
+                // The plan's allocations are given back by the exit at once.
+                std::mem::forget((mutations, locations));
+                return Ok(Written { report, attempts });
+            }
+            Err(SyncError::Rejected {
+                index,
+                item,
+                reason,
+            }) => (index, item, reason),
+            Err(e @ SyncError::CommitUnknown(_)) => {
+                return Err(e).context(
+                    "import's outcome is unknown: check what the database holds (dialtone import --dry-run says what it would still change) before running it again",
+                )
+            }
+            Err(e) => return Err(e).context("import failed; nothing was written"),
+        };
+        let (index, item, reason) = rejected;
+        let aside = set_aside(
+            &mut mutations,
+            &mut locations,
+            &mut plan.phones,
+            index,
+            item,
+            &reason,
+        );
+        let verdict = if skip_invalid { " (skipped)" } else { "" };
+        for location in &aside.locations {
+            eprintln!("{location}: {reason}{verdict}");
+        }
+        refused.rows += aside.locations.len();
+        refused.phones += aside.phones;
+        if !skip_invalid && (!aside.whole_tenant || mutations.is_empty()) {
+            bail!("{refused} refused by the database (the last: {reason}); nothing was written");
+        }
+        if attempts >= MAX_RETRIES {
+            bail!(
+                "{refused} refused by the database in {attempts} attempts, each the whole import \
+                 again; nothing was written: correct or remove the rows named above and import again"
+            );
+        }
+        if mutations.is_empty() {
+            bail!("nothing left to import");
+        }
+    }
+    unreachable!("the attempts run until one returns")
+}
+
+/// Rows the database refused in one run, phones counted apart: a run that
+/// refused only phones says so.
+#[derive(Default)]
+struct Refused {
+    rows: usize,
+    phones: usize,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.rows == self.phones {
+            write!(f, "{} phones", self.phones)
+        } else {
+            write!(f, "{} rows", self.rows)
+        }
+    }
+}
+
+/// The rows a refusal took out of the run.
+struct SetAside {
+    /// Where each came from, in the order they are written.
+    locations: Vec<String>,
+    phones: usize,
+    /// Every row of a tenant that does not exist, not only the one named.
+    whole_tenant: bool,
+}
+
+/// Takes the rows refused with `reason` out of `mutations` (and their
+/// positions): when it is a tenant that does not exist, every phone,
+/// directory entry and source naming it, which would each be refused in
+/// turn, a whole transaction apiece; else the refused row alone.
+fn set_aside(
+    mutations: &mut Vec<Mutation>,
+    locations: &mut Vec<Location>,
+    phones: &mut PhoneOrigins,
+    index: usize,
+    item: Option<usize>,
+    reason: &str,
+) -> SetAside {
+    let tenant = match (item, mutations.get(index)) {
+        (Some(phone), Some(Mutation::UpsertPhones(batch))) if phone < batch.len() => {
+            Some(batch.tenants()[batch.tenant_index(phone)].to_string())
+        }
+        (_, Some(mutation)) => tenant_named(mutation).map(str::to_string),
+        (_, None) => None,
+    };
+    if let Some(tenant) = tenant.filter(|t| reason == unknown_tenant(t)) {
+        return set_aside_tenant(mutations, locations, phones, &tenant);
+    }
+    let mut aside = SetAside {
+        locations: Vec::new(),
+        phones: 0,
+        whole_tenant: false,
+    };
+    match (item, mutations.get_mut(index)) {
+        (Some(phone), Some(Mutation::UpsertPhones(batch))) if phone < batch.len() => {
+            aside.phones = 1;
+            let location = if phone < phones.len() {
+                let location = phones.location(phone);
+                phones.remove(phone);
+                Some(location)
+            } else {
+                locations.get(index).cloned()
+            };
+            aside
+                .locations
+                .extend(location.as_ref().map(Location::to_string));
+            if batch.len() > 1 {
+                batch.remove(phone);
+                return aside;
+            }
+        }
+        (_, Some(_)) => aside
+            .locations
+            .extend(locations.get(index).map(Location::to_string)),
+        (_, None) => return aside,
+    }
+    mutations.remove(index);
+    locations.remove(index);
+    aside
+}
+
+/// [`set_aside`] for a tenant that does not exist.
+fn set_aside_tenant(
+    mutations: &mut Vec<Mutation>,
+    locations: &mut Vec<Location>,
+    phones: &mut PhoneOrigins,
+    tenant: &str,
+) -> SetAside {
+    let mut aside = SetAside {
+        locations: Vec::new(),
+        phones: 0,
+        whole_tenant: true,
+    };
+    let mut keep = Vec::with_capacity(mutations.len());
+    for (mutation, location) in mutations.iter_mut().zip(locations.iter()) {
+        let kept = match mutation {
+            Mutation::UpsertPhones(batch) => {
+                let gone: Vec<usize> = (0..batch.len())
+                    .filter(|&i| &*batch.tenants()[batch.tenant_index(i)] == tenant)
+                    .collect();
+                aside.phones += gone.len();
+                // The plan's phones are its one batch's.
+                if phones.len() == batch.len() {
+                    (aside.locations).extend(gone.iter().map(|&i| phones.location(i).to_string()));
+                    phones.remove_all(&gone);
+                }
+                batch.remove_all(&gone);
+                !batch.is_empty()
+            }
+            other if tenant_named(other) == Some(tenant) => {
+                aside.locations.push(location.to_string());
+                false
+            }
+            _ => true,
+        };
+        keep.push(kept);
+    }
+    let mut kept = keep.iter().copied();
+    mutations.retain(|_| kept.next().unwrap_or(true));
+    let mut kept = keep.iter().copied();
+    locations.retain(|_| kept.next().unwrap_or(true));
+    aside
+}
+
+/// The tenant an imported row belongs to (a batch of phones names many).
+fn tenant_named(mutation: &Mutation) -> Option<&str> {
+    match mutation {
+        Mutation::UpsertPhone(phone) => Some(&phone.tenant),
+        Mutation::UpsertDirectoryEntry(entry) => Some(&entry.tenant),
+        Mutation::UpsertDirectorySource(source) => Some(&source.tenant),
+        _ => None,
+    }
 }
 
 fn summary(c: dialtone_sync::store::Counts) -> String {

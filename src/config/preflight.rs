@@ -1,6 +1,7 @@
 //! Checks of the files a configuration names, for `check-config`: what
-//! `serve` would refuse at start (a TLS pair that does not load, a key
-//! file that does not parse, a static folder or log file it cannot use),
+//! `serve` would refuse at start (a database URL its store cannot read, a
+//! TLS pair that does not load, a key file that does not parse, a static
+//! folder or log file it cannot use),
 //! found without starting it and without writing anything.
 
 use std::io::ErrorKind;
@@ -17,6 +18,13 @@ impl Config {
     pub fn preflight(&self) -> Vec<String> {
         let p = &self.provisioning;
         let mut problems = Vec::new();
+        // Read as the store reads it at the start, connecting to nothing.
+        if let Err(e) = dialtone_sync::store::parse_url(&self.database.url) {
+            problems.push(format!(
+                "database.url {}: {e}",
+                dialtone_sync::store::masked_url(&self.database.url)
+            ));
+        }
         // Only a listener reads the pair; without one `validate` warns.
         if let (Some(_), Some(cert), Some(key)) = (p.https_listen, &p.tls_cert, &p.tls_key) {
             // A credential systemd copies at the service's start is not
@@ -211,6 +219,27 @@ mod tests {
         let mut not_yet = config;
         not_yet.secrets.key_file = Some(dir.path().join("no-such-folder").join("k"));
         assert!(not_yet.preflight().is_empty(), "{:?}", not_yet.preflight());
+    }
+
+    #[test]
+    fn a_database_url_serve_could_not_read_is_named_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("d.db");
+        for url in [
+            format!("sqlite://{}?foo=bar", db.display()),
+            "sqlite://".into(),
+            "postgres://u:hunter2@[::1:1/db".into(),
+            "postgres://u:hunter2@/db?host=/x".into(),
+        ] {
+            let mut config = config_in(dir.path());
+            config.database.url = url.clone();
+            config.secrets.key = Some("cd".repeat(32));
+            let problems = config.preflight();
+            assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+            assert!(problems[0].starts_with("database.url "), "{problems:?}");
+            assert!(!problems[0].contains("hunter2"), "{problems:?}");
+        }
+        assert!(!db.exists(), "check-config created the database");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod bulk;
 mod common;
+mod connect_url;
 mod fleet;
 mod masked;
 mod nul;
@@ -24,6 +25,7 @@ use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
 
+pub use connect_url::parse_url;
 pub use fleet::FleetHistory;
 pub use masked::masked_url;
 pub use phone_batch::{
@@ -588,17 +590,13 @@ pub async fn open(
     key: SecretKey,
     options: &StoreOptions,
 ) -> Result<Arc<dyn Store>, SyncError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
+    match parse_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(
             sqlite::SqliteStore::connect(url, key, options).await?,
-        ))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        pg_params_known(url)?;
-        Ok(Arc::new(
+        )),
+        Backend::Postgres => Ok(Arc::new(
             postgres::PgStore::connect(url, key, options).await?,
-        ))
-    } else {
-        Err(SyncError::UnsupportedUrl(masked_url(url)))
+        )),
     }
 }
 
