@@ -259,6 +259,8 @@ pub async fn create_entry(
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("external_id is required"))?;
     unpadded_key("external_id", &external_id)?;
+    dialtone_sync::checks::chosen_external_id(&external_id)
+        .map_err(|r| ApiError::invalid(r.reason))?;
     match find_entry(&state, &principal, &tenant, &external_id).await {
         Ok(_) => {
             return Err(ApiError::conflict(format!(

@@ -261,13 +261,21 @@ pub(crate) fn key_of(
     let family: Family = parse_name(family)?;
     let (scope_key, owner) = match scope {
         TemplateScope::Family => (String::new(), None),
-        TemplateScope::Model => (
-            model
+        TemplateScope::Model => {
+            let model = model
                 .filter(|m| !m.is_empty())
-                .ok_or_else(|| ApiError::invalid("a model-scope template needs model"))?
-                .to_string(),
-            None,
-        ),
+                .ok_or_else(|| ApiError::invalid("a model-scope template needs model"))?;
+            // A key no phone's model can be would never apply: the same
+            // rule as a phone's model.
+            let as_phone_model = dialtone_sync::checks::PhoneText {
+                model: Some(model),
+                ..Default::default()
+            };
+            as_phone_model
+                .check()
+                .map_err(|r| ApiError::invalid(r.reason))?;
+            (model.to_string(), None)
+        }
         TemplateScope::Tenant => {
             let slug =
                 tenant.ok_or_else(|| ApiError::invalid("a tenant-scope template needs tenant"))?;
@@ -293,6 +301,23 @@ pub(crate) fn key_of(
         file_pattern: file_pattern.into(),
     };
     Ok((key, owner))
+}
+
+/// A stored model-scope template for the model `key` names, spelled
+/// otherwise: models compare case-blind, so only one of them could apply.
+/// Templates are walked, but only on this global admin's write.
+fn same_model_template<'a>(state: &'a MirrorState, key: &TemplateKey) -> Option<&'a Arc<Template>> {
+    if key.scope != TemplateScope::Model {
+        return None;
+    }
+    (state.templates())
+        .filter(|t| {
+            t.scope == TemplateScope::Model
+                && t.family == key.family
+                && t.file_pattern == key.file_pattern
+                && dialtone_tftp::templates::same_model(key.family, &t.scope_key, &key.scope_key)
+        })
+        .min_by_key(|t| t.id)
 }
 
 fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiError> {
@@ -485,6 +510,13 @@ pub async fn create(
             return Err(ApiError::conflict(format!(
                 "template #{} already has this scope and file; update it instead",
                 existing.id
+            )));
+        }
+        if let Some(existing) = same_model_template(&mirror, &key) {
+            return Err(ApiError::conflict(format!(
+                "template #{} ({:?}) is already this model's template for this file; \
+                 update it instead",
+                existing.id, existing.scope_key
             )));
         }
         // A phone's template renders its lines' passwords. The tenant was

@@ -84,7 +84,10 @@ impl PhoneText<'_> {
 }
 
 impl LineText<'_> {
-    /// Each field within [`MAX_PHONE_FIELD`].
+    /// Each field within [`MAX_PHONE_FIELD`]; the extension and the
+    /// authentication user are a SIP URI's user part, so a phone given
+    /// anything else could never register (and the admin would never
+    /// learn why).
     pub fn check(&self) -> Result<(), Refused> {
         phone_fields([
             ("extension", Some(self.extension)),
@@ -93,8 +96,51 @@ impl LineText<'_> {
             ("password", self.password),
             ("registrar", Some(self.registrar)),
             ("proxy", self.proxy),
-        ])
+        ])?;
+        for (field, text) in [
+            ("extension", Some(self.extension)),
+            ("auth_user", self.auth_user),
+        ] {
+            if text.is_some_and(|t| !is_sip_user(t)) {
+                return refuse(
+                    field,
+                    format!(
+                        "{field}: a SIP user part: letters, digits, {SIP_USER_MARKS} and \
+                         %XX escapes only (no spaces, control characters, '@' or ':')"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
+}
+
+/// The punctuation RFC 3261 allows in a user part besides `%XX`: its
+/// `mark` and `user-unreserved` sets.
+const SIP_USER_MARKS: &str = "-_.!~*'()&=+$,;?/";
+
+/// Whether `text` is made only of what RFC 3261's `user` rule allows.
+/// Emptiness is not this rule's business: callers decide what a missing
+/// value means.
+fn is_sip_user(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || SIP_USER_MARKS.as_bytes().contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A phone's HTTP login as it is to be stored: either half alone makes
@@ -162,6 +208,26 @@ pub fn directory_entry(entry: &DirectoryEntryInput) -> Result<(), Refused<EntryF
         if n.number.bytes().filter(u8::is_ascii_digit).count() < 3 {
             return refuse(EntryField::Number(i), numbers());
         }
+    }
+    Ok(())
+}
+
+/// The prefix of the key an import gives an entry that has no id of its
+/// own (`name:` and its lowercased name).
+pub const GENERATED_ENTRY_KEY_PREFIX: &str = "name:";
+
+/// An `external_id` a writer chose: one in the generated keys' namespace
+/// would be taken over, silently, by a later import of an entry of that
+/// name without an id.
+pub fn chosen_external_id(external_id: &str) -> Result<(), Refused<EntryField>> {
+    if external_id.trim().starts_with(GENERATED_ENTRY_KEY_PREFIX) {
+        return refuse(
+            EntryField::ExternalId,
+            format!(
+                "external_id: the prefix {GENERATED_ENTRY_KEY_PREFIX:?} is reserved for entries \
+                 imported without an id; choose another id"
+            ),
+        );
     }
     Ok(())
 }

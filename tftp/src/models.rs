@@ -67,6 +67,36 @@ pub(crate) fn canonical(family: Family, model: &str) -> String {
     model_in_file(family, &model.to_ascii_uppercase()).to_ascii_lowercase()
 }
 
+/// The spellings of `model` a stored model-scope key is looked up under:
+/// as given, in either case, and in the other form [`canonical`] joins
+/// (with and without Cisco's `SPA`, `CP-`/`-3PCC`). Resolution looks these
+/// keys up instead of walking every template of the platform on each
+/// render and cache check; a stored key in mixed case (`T46s`) is found
+/// only by a phone recorded in that very spelling, as before.
+pub(crate) fn spellings(family: Family, model: &str) -> Vec<String> {
+    let in_file = canonical(family, model);
+    let upper = in_file.to_ascii_uppercase();
+    let mut all = vec![
+        model.to_string(),
+        model.to_ascii_uppercase(),
+        model.to_ascii_lowercase(),
+        in_file.clone(),
+        upper.clone(),
+    ];
+    match family {
+        Family::CiscoSpa => all.push(format!("SPA{upper}")),
+        Family::CiscoMpp => all.push(format!("CP-{upper}-3PCC")),
+        _ => {}
+    }
+    if matches!(family, Family::CiscoSpa | Family::CiscoMpp) {
+        let prefixed = all[all.len() - 1].to_ascii_lowercase();
+        all.push(prefixed);
+    }
+    let mut seen = HashSet::new();
+    all.retain(|spelling| seen.insert(spelling.clone()) && canonical(family, spelling) == in_file);
+    all
+}
+
 impl ModelIndex {
     pub(crate) fn knows(&self, state: &Arc<MirrorState>, family: Family, model: &str) -> bool {
         self.models_of(state)

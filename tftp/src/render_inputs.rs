@@ -142,9 +142,20 @@ fn template_stamps(
     [
         phone.map_or(0, |p| key(ScopeKey::Phone(p.mac))),
         phone.map_or(0, |p| key(ScopeKey::Tenant(p.tenant_id))),
-        model
-            .filter(|m| !m.is_empty())
-            .map_or(0, |m| key(ScopeKey::Model(m))),
+        // Any change at any spelling resolution looks at moves that
+        // spelling's stamp past every earlier one, so the largest changes.
+        model.filter(|m| !m.is_empty()).map_or(0, |m| {
+            (crate::models::spellings(family, m).iter())
+                .map(|spelling| {
+                    state.stamp(Input::Template {
+                        family,
+                        file,
+                        scope: ScopeKey::Model(spelling),
+                    })
+                })
+                .max()
+                .unwrap_or(0)
+        }),
         key(ScopeKey::Family),
     ]
 }
@@ -156,7 +167,9 @@ pub(crate) fn may_render(t: &Template, i: &Inputs) -> bool {
     }
     match ScopeKey::of(t) {
         ScopeKey::Family => true,
-        ScopeKey::Model(model) => i.model.as_deref() == Some(model),
+        ScopeKey::Model(model) => {
+            (i.model.as_deref()).is_some_and(|m| crate::templates::same_model(t.family, m, model))
+        }
         ScopeKey::Tenant(tenant) => i.phone.as_ref().is_some_and(|p| p.tenant_id == tenant),
         ScopeKey::Phone(mac) => i.phone.as_ref().is_some_and(|p| p.mac == mac),
         ScopeKey::Other(_) => false,

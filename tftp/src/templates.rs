@@ -350,6 +350,51 @@ pub fn resolve(
     resolve_with(state, shipped, family, name, phone, model, None)
 }
 
+/// The stored model-scope key that applies to `model`: models compare
+/// case-blind, the way [`crate::models`] spells them, so a template saved
+/// for `t46s` applies to a `T46S`. A draft for one of its spellings takes
+/// that place. Should two stored keys name the same model (saved before
+/// the API refused that), the lowest id wins, so every node and every
+/// render picks the same one.
+fn model_scope_key(
+    state: &MirrorState,
+    family: Family,
+    name: &str,
+    model: &str,
+    draft: Option<&Draft>,
+) -> String {
+    let spellings = crate::models::spellings(family, model);
+    let drafted = draft.map(|d| &d.key).filter(|k| {
+        k.scope == TemplateScope::Model
+            && k.family == family
+            && *k.file_pattern == *name
+            && spellings.iter().any(|s| *s == *k.scope_key)
+    });
+    if let Some(key) = drafted {
+        return key.scope_key.to_string();
+    }
+    spellings
+        .iter()
+        .filter_map(|spelling| {
+            let key = TemplateKey {
+                scope: TemplateScope::Model,
+                family,
+                scope_key: spelling.as_str().into(),
+                file_pattern: name.into(),
+            };
+            state.template_by_key(&key).map(|t| (t.id, spelling))
+        })
+        .min()
+        .map_or_else(|| model.to_string(), |(_, spelling)| spelling.clone())
+}
+
+/// Whether two model names are the same model of `family` (case and
+/// Cisco's prefixes aside): a second model-scope template for the same
+/// model would never apply.
+pub fn same_model(family: Family, a: &str, b: &str) -> bool {
+    crate::models::canonical(family, a) == crate::models::canonical(family, b)
+}
+
 /// A body that stands in for the stored template with `key` (which need not
 /// exist yet): what a phone would get if the draft were saved.
 #[derive(Clone, Debug)]
@@ -384,7 +429,10 @@ pub fn resolve_with(
         _ => None,
     };
     if let Some(model) = model.filter(|m| !m.is_empty()) {
-        candidates.push(key(TemplateScope::Model, model.to_string()));
+        candidates.push(key(
+            TemplateScope::Model,
+            model_scope_key(state, family, name, model, draft),
+        ));
     }
     candidates.push(key(TemplateScope::Family, String::new()));
     for candidate in &candidates {

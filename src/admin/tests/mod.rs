@@ -9,6 +9,7 @@ mod device_login;
 mod directory_kinds;
 mod fleet;
 mod hung_database;
+mod identity;
 mod import_body;
 mod matrix;
 mod natural_keys;

@@ -432,10 +432,8 @@ fn csv_phone(
 ) -> Result<(), ImportError> {
     let tenant =
         slug_of(row.phone_cell(phone_column::TENANT)).map_err(|m| row.fail("tenant", m))?;
-    let mac = row
-        .phone_cell(phone_column::MAC)
-        .parse()
-        .map_err(|e: crate::SyncError| row.fail("mac", e.to_string()))?;
+    let mac = crate::model::Mac::parse_new(row.phone_cell(phone_column::MAC))
+        .map_err(|e| row.fail("mac", e.to_string()))?;
     let family = row
         .phone_cell(phone_column::FAMILY)
         .parse()
@@ -542,6 +540,7 @@ fn csv_directory(row: &CsvRow) -> Result<Mutation, ImportError> {
         })
         .collect();
     let external_id = row.get("external_id");
+    checks::chosen_external_id(external_id).map_err(|r| row.fail("external_id", r.reason))?;
     let entry = DirectoryEntryInput {
         tenant,
         external_id: external_id_or_name(Some(external_id.to_string()), &name),

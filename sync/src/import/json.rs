@@ -78,7 +78,7 @@ fn de_region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
     de_with(d, |s| check_region(&s))
 }
 fn de_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
-    de_with(d, |s| s.parse::<Mac>().map_err(|e| e.to_string()))
+    de_with(d, |s| Mac::parse_new(&s).map_err(|e| e.to_string()))
 }
 fn de_family<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
     de_with(d, |s| s.parse::<Family>().map_err(|e| e.to_string()))
@@ -292,6 +292,14 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
                 kind: n.kind.into(),
             })
             .collect();
+        if let Some(Err(refused)) = d.external_id.as_deref().map(checks::chosen_external_id) {
+            location.field = Some(format!("directory[{i}] external_id"));
+            plan.errors.push(ImportError {
+                location,
+                message: refused.reason,
+            });
+            continue;
+        }
         let entry = DirectoryEntryInput {
             tenant: d.tenant,
             external_id: external_id_or_name(d.external_id, &d.name),

@@ -410,7 +410,12 @@ fn external_id_or_name(external_id: Option<String>, name: &str) -> String {
 pub(crate) fn entry_key<'a>(external_id: Option<&'a str>, name: &str) -> Cow<'a, str> {
     match external_id.map(str::trim).filter(|id| !id.is_empty()) {
         Some(id) => Cow::Borrowed(id),
-        None => format!("name:{}", name.trim().to_lowercase()).into(),
+        None => format!(
+            "{}{}",
+            crate::checks::GENERATED_ENTRY_KEY_PREFIX,
+            name.trim().to_lowercase()
+        )
+        .into(),
     }
 }
 
@@ -426,5 +431,7 @@ fn strip_position(message: &str) -> String {
 mod check_tests;
 #[cfg(test)]
 mod generated_tests;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

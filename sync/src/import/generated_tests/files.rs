@@ -54,6 +54,17 @@ pub(super) fn text(rng: &mut Rng) -> String {
     s
 }
 
+/// A SIP user part, as a line's extension and auth user must be: still
+/// with a comma, which CSV must quote, and an escape.
+fn sip_user(rng: &mut Rng) -> String {
+    const PARTS: &[&str] = &["a", "Z", "7", ",", "'", "%2C", "+", ";", "!", "("];
+    let mut s = rng.pick(&["b", "Q", "0"]).to_string();
+    for _ in 0..rng.below(8) {
+        s.push_str(rng.pick::<&str>(PARTS));
+    }
+    s
+}
+
 pub(super) fn maybe_text(rng: &mut Rng) -> Option<String> {
     rng.chance(50).then(|| text(rng))
 }
@@ -126,7 +137,7 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
             let mut lines = Vec::new();
             let (mut line_settings_written, mut named) = (Vec::new(), Vec::new());
             for _ in 0..rng.below(4) {
-                let extension = text(rng);
+                let extension = sip_user(rng);
                 let given = (rng.chance(60), rng.chance(60));
                 let (settings, written) = object(rng);
                 lines.push(LineInput {
@@ -136,7 +147,7 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
                         extension.clone()
                     },
                     auth_user: if given.1 {
-                        text(rng)
+                        sip_user(rng)
                     } else {
                         extension.clone()
                     },

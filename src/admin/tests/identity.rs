@@ -1,0 +1,134 @@
+//! What names a phone, a line, a template's model and a directory entry:
+//! a write that could never be provisioned, registered or kept apart is
+//! refused with the field at fault.
+
+use axum::http::{Method, StatusCode};
+use dialtone_sync::Backend;
+use serde_json::json;
+
+use super::{Harness, Reply};
+
+async fn post(h: &Harness, role: &str, path: &str, body: serde_json::Value) -> Reply {
+    let body = body.to_string();
+    h.call(Some(role), Method::POST, path, Some(&body), &[])
+        .await
+}
+
+fn refused_naming(reply: &Reply, field: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains(field), "{field}: {}", reply.text);
+}
+
+fn model_template(model: &str, body: &str) -> serde_json::Value {
+    json!({ "scope": "model", "model": model, "family": "yealink",
+        "file_pattern": "y0000000000{code}.cfg", "body": body })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_template_applies_whatever_the_case_and_only_once() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let saved = post(
+        &h,
+        "global",
+        "/v1/templates",
+        model_template("t46s", "#!version:1.0.0.1\n# for every t46s\n"),
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.text);
+    // y000000000066.cfg is the T46S's common file.
+    let served = String::from_utf8(h.served("y000000000066.cfg")).unwrap();
+    assert!(served.contains("# for every t46s"), "{served}");
+
+    let again = post(
+        &h,
+        "global",
+        "/v1/templates",
+        model_template("T46S", "#!version:1.0.0.1\n# shadowed\n"),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert!(again.text.contains("t46s"), "{}", again.text);
+
+    for model in [" T46S", "T46S/../x\nA"] {
+        let reply = post(&h, "global", "/v1/templates", model_template(model, "#\n")).await;
+        refused_naming(&reply, "model");
+    }
+}
+
+fn phone(mac: &str, extension: &str, auth_user: Option<&str>) -> serde_json::Value {
+    let mut line = json!({ "extension": extension, "display_name": "One",
+        "registrar": "sip.example.net" });
+    if let Some(user) = auth_user {
+        line["auth_user"] = json!(user);
+    }
+    json!({ "mac": mac, "tenant": "acme", "family": "yealink", "lines": [line] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_phone_needs_a_mac_a_phone_can_have_in_a_documented_shape() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for mac in [
+        "000000000000",
+        "ffffffffffff",
+        "01005e000001",
+        "0:0:1:5:6:5:a:a:b:b:c:d",
+        "001565aabb.cd",
+        "00:15:65-aa:bb:cc",
+        "001565aabbcd.",
+    ] {
+        let reply = post(&h, "acme-admin", "/v1/phones", phone(mac, "201", None)).await;
+        refused_naming(&reply, "mac");
+    }
+    for mac in [
+        "001565000010",
+        "00:15:65:00:00:11",
+        "00-15-65-00-00-12",
+        "0015.6500.0013",
+    ] {
+        let reply = post(&h, "acme-admin", "/v1/phones", phone(mac, "201", None)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{mac}: {}", reply.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_user_is_a_sip_user_part() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let injected = "201\nstatic.auto_provision.server.url = http://x/";
+    let reply = post(
+        &h,
+        "acme-admin",
+        "/v1/phones",
+        phone("001565000020", injected, None),
+    )
+    .await;
+    refused_naming(&reply, "extension");
+    for user in ["a b", "201@sip.example.net", "201:x", "%zz"] {
+        let body = phone("001565000021", "201", Some(user));
+        refused_naming(
+            &post(&h, "acme-admin", "/v1/phones", body).await,
+            "auth_user",
+        );
+    }
+    let fine = phone("001565000022", "+1-201_a.b!~*'()&=+$,;?/%2F", Some("201"));
+    let reply = post(&h, "acme-admin", "/v1/phones", fine).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_entry_key_prefix_is_not_for_hand_written_ids() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let entry = |id: &str| {
+        json!({ "external_id": id, "name": "Alice",
+            "numbers": [{ "number": "+1 555 555 0142", "kind": "work" }] })
+    };
+    let path = "/v1/tenants/acme/directory";
+    let reply = post(&h, "acme-admin", path, entry("name:alice")).await;
+    refused_naming(&reply, "reserved for entries imported without an id");
+    let reply = post(&h, "acme-admin", path, entry("alice")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
