@@ -62,10 +62,7 @@ impl SourceNetworks {
                 networks.public = true;
                 continue;
             }
-            let net = entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{entry:?} is neither \"public\" nor a network (10.0.0.0/8, 2001:db8::/32) or an address"))?;
+            let net = parse_network(entry).map_err(|e| format!("{e}, nor \"public\""))?;
             networks.allowed.push(net);
         }
         Ok(networks)
@@ -238,14 +235,44 @@ pub fn tenant_networks(settings: &str) -> Result<Vec<IpNet>, String> {
     }
     list.iter()
         .map(|entry| {
-            let text = entry.as_str().map(str::trim).unwrap_or_default();
-            text.parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    format!("settings.{TENANT_SETTING}: {entry} is not a network (10.20.0.0/16) or an address")
-                })
+            let Some(text) = entry.as_str() else {
+                return Err(format!(
+                    "settings.{TENANT_SETTING}: {entry} is not a network (10.20.0.0/16) or an address"
+                ));
+            };
+            parse_network(text.trim()).map_err(|e| format!("settings.{TENANT_SETTING}: {e}"))
         })
         .collect()
+}
+
+/// A network or a bare address, as the operator's config and tenants'
+/// settings list them. Addresses are judged as IPv4 once unmapped
+/// ([`canonical`]), so an IPv4-mapped network (`::ffff:10.1.0.0/112`) is
+/// read as the IPv4 network it covers: kept as written it would never
+/// match, and a tenant's site written that way would keep nobody out.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let network = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("{text:?} is not a network (10.0.0.0/8, 2001:db8::/32) or an address")
+        })?;
+    let IpNet::V6(v6) = network else {
+        return Ok(network);
+    };
+    let Some(v4) = v6.addr().to_ipv4_mapped() else {
+        return Ok(network);
+    };
+    match v6.prefix_len().checked_sub(96) {
+        Some(prefix) => Ok(IpNet::V4(
+            ipnet::Ipv4Net::new(v4, prefix)
+                .expect("a prefix of at most 32")
+                .trunc(),
+        )),
+        None => Err(format!(
+            "{text:?} reaches past the IPv4-mapped range ::ffff:0:0/96; write the IPv4 network (10.1.0.0/16)"
+        )),
+    }
 }
 
 /// An IPv4 address mapped into IPv6 is judged as the IPv4 address.
@@ -475,6 +502,10 @@ impl reqwest::dns::Resolve for PolicyResolver {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "networks_mapped_tests.rs"]
+mod mapped_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -166,12 +166,14 @@ fn check_networks(settings: &Value) -> Result<(), ApiError> {
         )));
     }
     for network in networks {
-        let readable = (network.as_str())
-            .and_then(dialtone_tftp::tftp::parse_network)
-            .is_some();
-        if !readable {
+        let Some(text) = network.as_str() else {
             return Err(ApiError::invalid(format!(
                 "settings.provisioning_networks: {network} is not a network (10.1.0.0/16) or an address"
+            )));
+        };
+        if let Err(reason) = dialtone_tftp::guard::source_network(text) {
+            return Err(ApiError::invalid(format!(
+                "settings.provisioning_networks: {reason}"
             )));
         }
     }
@@ -449,3 +451,7 @@ pub async fn remove(
 fn check_name(name: &str) -> Result<(), ApiError> {
     dialtone_sync::checks::tenant_name(name).map_err(ApiError::invalid)
 }
+
+#[cfg(test)]
+#[path = "tenants_tests.rs"]
+mod tests;

@@ -88,18 +88,14 @@ impl ResyncConfig {
             return d.clone();
         }
         let proxy = self.proxy.as_deref().unwrap_or("dialtone.invalid");
-        match proxy.strip_prefix('[') {
-            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
-            None => proxy.split(':').next().unwrap_or(proxy).to_string(),
-        }
+        split_host_port(proxy)
+            .map_or(proxy, |(host, _)| host)
+            .to_string()
     }
 
     pub(super) fn validate(&self) -> Result<()> {
         if let Some(proxy) = &self.proxy {
-            let port = proxy.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
-            if !matches!(port, Some(Ok(p)) if p > 0) {
-                bail!("resync.proxy must be host:port (got {proxy:?})");
-            }
+            check_proxy(proxy)?;
         }
         if !(1..=60_000).contains(&self.t1_ms) || self.t2_ms < self.t1_ms || self.t2_ms > 600_000 {
             bail!("resync: t1_ms must be 1..=60000 and t2_ms between t1_ms and 600000");
@@ -121,13 +117,43 @@ impl ResyncConfig {
         if self.phone_spacing_s > 3600 {
             bail!("resync.phone_spacing_s must be at most 3600");
         }
-        if let Err(e) = dialtone_tftp::tftp::parse_networks(&self.direct_networks) {
+        if let Err(e) = dialtone_tftp::guard::source_networks(&self.direct_networks) {
             bail!("resync.direct_networks: {e}");
         }
         if !crate::resync::sip::valid_domain(&self.sender_host()) {
             bail!("resync.from_domain must be a host name or address");
         }
         Ok(())
+    }
+}
+
+/// `host:port` or `[IPv6]:port`. An unbracketed IPv6 address is refused,
+/// not guessed at: in `2001:db8::5:5060` the last group may be the port
+/// or part of the address.
+fn check_proxy(proxy: &str) -> Result<()> {
+    if !proxy.starts_with('[') && proxy.matches(':').count() > 1 {
+        bail!("resync.proxy: write an IPv6 address in brackets, [addr]:port such as [2001:db8::5]:5060 (got {proxy:?})");
+    }
+    let port = split_host_port(proxy).map(|(_, port)| port.parse::<u16>());
+    if !matches!(port, Some(Ok(p)) if p > 0) {
+        bail!("resync.proxy must be host:port or [IPv6 address]:port (got {proxy:?})");
+    }
+    Ok(())
+}
+
+/// The host (an IPv6 address keeping its brackets, as a SIP URI writes
+/// it) and the port text; `None` without a port.
+fn split_host_port(text: &str) -> Option<(&str, &str)> {
+    match text.strip_prefix('[') {
+        Some(rest) => {
+            let (address, after) = rest.split_once(']')?;
+            address.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = after.strip_prefix(':')?;
+            Some((&text[..address.len() + 2], port))
+        }
+        None => text
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.contains(':')),
     }
 }
 
@@ -315,3 +341,7 @@ impl Default for LogConfig {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sections_tests.rs"]
+mod tests;

@@ -54,13 +54,13 @@ impl Config {
         if p.tftp_max_per_source == 0 {
             bail!("provisioning.tftp_max_per_source must be at least 1 (exempt trusted networks with tftp_per_source_exempt)");
         }
-        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt) {
+        if let Err(e) = dialtone_tftp::guard::source_networks(&p.tftp_per_source_exempt) {
             bail!("provisioning.tftp_per_source_exempt: {e}");
         }
         if p.http_max_per_source == 0 {
             bail!("provisioning.http_max_per_source must be at least 1 (exempt trusted networks with http_per_source_exempt)");
         }
-        if let Err(e) = dialtone_tftp::tftp::parse_networks(&p.http_per_source_exempt) {
+        if let Err(e) = dialtone_tftp::guard::source_networks(&p.http_per_source_exempt) {
             bail!("provisioning.http_per_source_exempt: {e}");
         }
         if !(10_000..=100_000_000).contains(&p.render_fuel)

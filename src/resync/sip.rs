@@ -114,10 +114,9 @@ impl Notify<'_> {
     /// The request as sent. `rport` (RFC 3581) makes the answer come back
     /// to the port we sent from, through NAT and whatever `local` says.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let sent_by = match self.local {
-            SocketAddr::V4(a) => a.to_string(),
-            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-        };
+        // A `[::]` socket reaches IPv4 targets from `::ffff:a.b.c.d`; an
+        // IPv4-only stack may refuse that bracketed form in a Via.
+        let sent_by = SocketAddr::new(self.local.ip().to_canonical(), self.local.port());
         format!(
             "NOTIFY {aor} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {sent_by};branch={branch};rport\r\n\
@@ -270,6 +269,24 @@ mod tests {
         };
         let text = String::from_utf8(v6.to_bytes()).unwrap();
         assert!(text.contains("Via: SIP/2.0/UDP [2001:db8::1]:5060;branch="));
+    }
+
+    #[test]
+    fn a_mapped_local_address_is_sent_as_ipv4() {
+        let n = Notify {
+            aor: "sip:1001@192.0.2.9",
+            event: "check-sync",
+            local: "[::ffff:192.0.2.2]:54588".parse().unwrap(),
+            branch: "z9hG4bKabc",
+            from_domain: "sip.example.net",
+            from_tag: "t1",
+            call_id: "c1",
+        };
+        let text = String::from_utf8(n.to_bytes()).unwrap();
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 192.0.2.2:54588;branch="),
+            "{text}"
+        );
     }
 
     #[test]

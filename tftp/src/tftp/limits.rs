@@ -4,12 +4,14 @@
 //! lines refusals would otherwise write one per packet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+
+use crate::guard::source_key;
 
 /// The transfer table. Every entry belongs to a running transfer, so the
 /// table is bounded by `max_transfers`.
@@ -512,10 +514,10 @@ impl Drop for Slot {
 }
 
 /// The source `ip` counts as for per-source limits: an IPv4 address (also
-/// behind a dual-stack socket), or an IPv6 /64. Shared with the HTTP
-/// front end's per-source cap.
+/// behind a dual-stack socket or NAT64), or an IPv6 /64. Shared with the
+/// HTTP front end's per-source cap, and the same unit bans are kept by.
 pub fn source_of(ip: IpAddr) -> IpAddr {
-    source_key(canonical(ip))
+    source_key(ip)
 }
 
 /// An IPv4 client seen through a dual-stack socket is still an IPv4
@@ -523,15 +525,6 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
 pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// What one source is: an IPv4 address, or an IPv6 /64, since one host
-/// usually has a whole /64 to pick addresses from.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !0u128 << 64)),
         v4 => v4,
     }
 }
