@@ -133,8 +133,8 @@ fn damaged_or_foreign_files_cost_a_whole_build_not_a_wrong_reading() {
         },
         readings: &readings,
     };
-    let mut foreign = MAGIC.to_vec();
-    foreign.extend(postcard::to_allocvec(&out).unwrap());
+    let mut foreign = Vec::new();
+    write_checksummed(&mut foreign, MAGIC, |payload| encode_to(&out, payload)).unwrap();
     std::fs::write(&path, foreign).unwrap();
     assert!(
         files.read(1, "GB", bound(SPELLINGS)).is_empty(),
@@ -256,6 +256,80 @@ fn the_readings_are_postcards_own_encoding() {
         },
         readings: &readings,
     };
-    let expected = [MAGIC.as_slice(), &postcard::to_allocvec(&out).unwrap()].concat();
+    let payload = postcard::to_allocvec(&out).unwrap();
+    let sum = dialtone_sync::crc32c(&payload).to_le_bytes();
+    let expected = [MAGIC.as_slice(), &payload, &sum].concat();
     assert_eq!(disk.written, expected);
+}
+
+/// More readings than the spot checks see, so that only the checksum can
+/// find a flipped digit in most of them.
+fn many(region: &str) -> (Vec<String>, ReadingMap) {
+    let spellings: Vec<String> = (0..200).map(|i| format!("01632 960{i:03}")).collect();
+    let mut readings = Readings::new(region, spellings.len());
+    for spelling in &spellings {
+        readings.read(spelling);
+    }
+    (spellings, readings.into_map())
+}
+
+/// One flipped bit in a reading decodes to another number, which the spot
+/// checks see only if it is among the 16 they make again: the checksum
+/// refuses it wherever it is.
+#[test]
+fn a_flipped_bit_is_refused_as_a_checksum_mismatch() {
+    let dir = dir("flipped");
+    let files = KeptReadings::new(dir.clone());
+    let (spellings, readings) = many("GB");
+    let bound = Bound::of(spellings.iter().map(String::as_str));
+    files.write(1, "GB", &readings);
+    let path = files.path(1);
+    let whole = std::fs::read(&path).unwrap();
+    let reading = b"+441632960100";
+    let at = whole
+        .windows(reading.len())
+        .position(|w| w == reading)
+        .expect("the reading is in the file")
+        + reading.len()
+        - 1;
+    let mut damaged = whole.clone();
+    damaged[at] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    let refused = read_file(&path, "GB", bound).map(|read| read.map(|r| r.len()));
+    assert_eq!(refused, Err("checksum mismatch".to_string()));
+    assert!(files.read(1, "GB", bound).is_empty());
+
+    let mut middle = whole.clone();
+    middle[whole.len() / 2] ^= 1;
+    std::fs::write(&path, &middle).unwrap();
+    assert!(files.read(1, "GB", bound).is_empty(), "the middle byte");
+
+    std::fs::write(&path, &whole).unwrap();
+    assert_eq!(files.read(1, "GB", bound), readings);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A file of the format before checksums (version 1: the magic, then
+/// postcard's encoding alone) is still read.
+#[test]
+fn a_file_without_a_checksum_is_still_read() {
+    let dir = dir("unsummed");
+    let files = KeptReadings::new(dir.clone());
+    let (spellings, readings) = many("GB");
+    let out = Out {
+        header: Header {
+            normalizer: NORMALIZER.into(),
+            region: "GB".into(),
+        },
+        readings: &readings,
+    };
+    let unsummed = [
+        b"DTREADS\x01".as_slice(),
+        &postcard::to_allocvec(&out).unwrap(),
+    ]
+    .concat();
+    std::fs::write(files.path(1), unsummed).unwrap();
+    let bound = Bound::of(spellings.iter().map(String::as_str));
+    assert_eq!(files.read(1, "GB", bound), readings);
+    let _ = std::fs::remove_dir_all(dir);
 }

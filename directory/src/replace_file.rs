@@ -1,11 +1,15 @@
 //! A file replaced whole or not at all: written beside its path under a
 //! name no other writer uses, then renamed over it. A reader sees the old
-//! file or the new one, never a part.
+//! file or the new one, never a part. What the rename cannot guard
+//! against (a bit flipped on the disk, a misdirected write) a checksum
+//! does: [`write_checksummed`], [`checked_payload`].
 
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use dialtone_sync::{crc32c, Crc32c};
 
 /// Writes `path` through `write`. `durable` syncs the file before the
 /// rename and the directory after: for a file whose loss costs more than
@@ -68,4 +72,61 @@ pub(crate) fn is_foreign_temporary(name: &str, target_prefix: &str) -> bool {
     name.strip_prefix('.')
         .is_some_and(|rest| rest.starts_with(target_prefix))
         && !name.contains(&format!(".{}.tmp", std::process::id()))
+}
+
+/// The bytes of a CRC-32C, little-endian, at the end of a checksummed file.
+const CHECKSUM_LEN: usize = 4;
+
+/// Writes `magic`, then what `write` writes, then the CRC-32C of what
+/// `write` wrote. Postcard decodes most damage into another value rather
+/// than failing, so a reader that does not check the sum first can serve a
+/// wrong name or skip changes after a damaged watermark.
+pub(crate) fn write_checksummed<W: Write>(
+    writer: &mut W,
+    magic: &[u8],
+    write: impl FnOnce(&mut Summing<&mut W>) -> Result<(), String>,
+) -> Result<(), String> {
+    writer.write_all(magic).map_err(|e| e.to_string())?;
+    let mut summing = Summing {
+        inner: &mut *writer,
+        sum: Crc32c::new(),
+    };
+    write(&mut summing)?;
+    let sum = summing.sum.value();
+    writer
+        .write_all(&sum.to_le_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// What [`write_checksummed`] wrote between the magic and the checksum,
+/// given the bytes past the magic; an error if the checksum disagrees.
+pub(crate) fn checked_payload(past_magic: &[u8]) -> Result<&[u8], &'static str> {
+    let split = past_magic
+        .len()
+        .checked_sub(CHECKSUM_LEN)
+        .ok_or("checksum mismatch: shorter than its checksum")?;
+    let (payload, carried) = past_magic.split_at(split);
+    if crc32c(payload).to_le_bytes() != carried {
+        return Err("checksum mismatch");
+    }
+    Ok(payload)
+}
+
+/// A writer summing what it passes on: the writers stream, so the sum is
+/// made on the way rather than over a copy of the file in memory.
+pub(crate) struct Summing<W> {
+    inner: W,
+    sum: Crc32c,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.sum.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -27,6 +27,7 @@ mod shard;
 pub mod snapshot;
 pub mod stamp;
 pub mod store;
+mod tenant_log_limit;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod unclaimed;
@@ -39,6 +40,8 @@ pub use log_limit::LogLimit;
 pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
 pub use queue::DROP_REASONS;
+pub use snapshot::crc32c::{checksum as crc32c, Crc32c};
+pub use tenant_log_limit::TenantLogLimit;
 pub use store::{
     open, ApiTokenInput, Audit, AuditQuery, AuditRecord, Backend, DirectorySourceInput, Mutation,
     Store, StoreOptions, Target, TemplateVersion, WriteReport,

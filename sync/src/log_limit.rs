@@ -26,12 +26,7 @@ impl LogLimit {
 
     /// `Some(lines left out since the last one)` when a line may be written.
     pub fn allow(&self) -> Option<u64> {
-        // Monotonic: a wall clock stepped back would silence the log.
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_millis() as i64;
+        let now = monotonic_millis();
         let last = self.last.load(Ordering::Relaxed);
         if last > now.saturating_sub(1000)
             || self
@@ -44,6 +39,16 @@ impl LogLimit {
         }
         Some(self.skipped.swap(0, Ordering::Relaxed))
     }
+}
+
+/// Milliseconds since the first call. Monotonic: a wall clock stepped
+/// back would silence the log.
+pub(crate) fn monotonic_millis() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::model::*;
 
 #[cfg(test)]
 mod checksum_tests;
-mod crc32c;
+pub(crate) mod crc32c;
 mod format;
 mod synced;
 #[cfg(test)]

@@ -5,11 +5,12 @@
 //! never served; it also names the normalizer that read the numbers, so a
 //! release that reads them otherwise reads them again from their spellings
 //! on load rather than answering with the old readings until its first
-//! full sync. Files are bounded on read: a damaged or foreign file costs a
-//! warning, not the node's memory.
+//! full sync. Files are checksummed and bounded on read: a damaged or
+//! foreign file costs a warning and a full sync, not a wrong answer or the
+//! node's memory.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,12 +21,17 @@ use super::schedule::forget_future_syncs;
 use super::{MirrorData, MirrorEntry, Watermark};
 use crate::error::DirectoryError;
 use crate::readings::NORMALIZER;
-use crate::replace_file::replace_file;
+use crate::replace_file::{checked_payload, replace_file, write_checksummed};
 
-/// Version 2 puts the normalizer's name before the rest, which is version
-/// 1's body unchanged: a version 1 file, which names none, still loads
-/// (its numbers read again) instead of costing a full sync.
-const MAGIC: &[u8; 8] = b"DTLDAPM\x02";
+/// Version 3 is version 2 followed by its CRC-32C: a flipped bit in a
+/// number or the watermark decodes, and would answer a caller with a wrong
+/// name or skip the server's changes. Version 2 puts the normalizer's name
+/// before the rest, which is version 1's body unchanged. Files of both
+/// still load as they are (version 1's numbers read again) instead of
+/// costing every source a full sync on upgrade; a release before version 3
+/// refuses a version 3 file by its magic, and syncs in full.
+const MAGIC: &[u8; 8] = b"DTLDAPM\x03";
+const MAGIC_UNSUMMED: &[u8; 8] = b"DTLDAPM\x02";
 const MAGIC_UNNAMED_NORMALIZER: &[u8; 8] = b"DTLDAPM\x01";
 /// Bytes per entry a file may average: a DN, a name and a few numbers.
 const BYTES_PER_ENTRY: u64 = 4096;
@@ -97,12 +103,12 @@ fn write_by(
     };
     // Synced: a lost file costs a full sync from the tenant's server.
     replace_file(path, true, |writer| {
-        writer.write_all(MAGIC).map_err(|e| e.to_string())?;
-        // postcard's own writer turns a full disk into "the serialize
-        // buffer is full"; this one keeps the disk's error.
-        crate::readings::encode_to(&normalizer, &mut *writer)?;
-        crate::readings::encode_to(&out, writer)?;
-        Ok(())
+        write_checksummed(writer, MAGIC, |payload| {
+            // postcard's own writer turns a full disk into "the serialize
+            // buffer is full"; this one keeps the disk's error.
+            crate::readings::encode_to(&normalizer, &mut *payload)?;
+            crate::readings::encode_to(&out, payload)
+        })
     })
     .map_err(DirectoryError::MirrorFile)
 }
@@ -128,7 +134,12 @@ pub fn read(
     if bytes.len() as u64 > limit {
         return Err(io(path, "larger than max_entries allows; ignored"));
     }
-    let (normalizer, body) = if let Some(named) = bytes.strip_prefix(MAGIC.as_slice()) {
+    let named = if let Some(summed) = bytes.strip_prefix(MAGIC.as_slice()) {
+        Some(checked_payload(summed).map_err(|e| io(path, e))?)
+    } else {
+        bytes.strip_prefix(MAGIC_UNSUMMED.as_slice())
+    };
+    let (normalizer, body) = if let Some(named) = named {
         let (normalizer, body) =
             postcard::take_from_bytes::<&str>(named).map_err(|e| io(path, e))?;
         (Some(normalizer), body)

@@ -8,30 +8,39 @@
 //! It finds damage (a flipped bit, a torn or misdirected write, a bad
 //! sector), not tampering: whoever can write the snapshot can write its
 //! checksums too.
+//!
+//! Public for the directory crate's files on disk (LDAP mirrors, kept
+//! number readings), which guard against the same damage.
 
 /// The reflected Castagnoli polynomial.
 const POLYNOMIAL: u32 = 0x82f6_3b78;
 
 /// A running checksum over bytes given in any number of pieces.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Crc32c(u32);
+pub struct Crc32c(u32);
 
 impl Crc32c {
-    pub(super) fn new() -> Crc32c {
+    pub fn new() -> Crc32c {
         Crc32c(!0)
     }
 
-    pub(super) fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         self.0 = update(self.0, bytes);
     }
 
-    pub(super) fn value(&self) -> u32 {
+    pub fn value(&self) -> u32 {
         !self.0
     }
 }
 
-#[cfg(test)]
-pub(super) fn checksum(bytes: &[u8]) -> u32 {
+impl Default for Crc32c {
+    fn default() -> Self {
+        Crc32c::new()
+    }
+}
+
+/// The checksum of `bytes` given whole.
+pub fn checksum(bytes: &[u8]) -> u32 {
     let mut crc = Crc32c::new();
     crc.update(bytes);
     crc.value()
