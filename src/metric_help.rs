@@ -8,6 +8,10 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Label, Unit}
 /// Counters: (name, help).
 pub const COUNTERS: &[(&str, &str)] = &[
     (
+        "dialtone_tftp_read_timeouts_total",
+        "TFTP transfers of static files ended because a read of the file took longer than the transfer's timeout (a hung disk or network mount); the client was told \"read timed out\".",
+    ),
+    (
         "dialtone_lookup_rate_limited_total",
         "Caller-name lookups answered 429 because their tenant's keys were past lookup.tenant_rate and tenant_burst; the WARN log names the tenant, once a minute at most.",
     ),
@@ -65,7 +69,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_background_failures_total",
-        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again).",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again), directory_files (a mirrored source's file or a tenant's kept number readings were not written, a full disk say: served from memory, synced again in full at the next start).",
     ),
     (
         "dialtone_lookup_cache_share_full_total",
@@ -213,7 +217,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_tftp_refused_total",
-        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed; error_limited: an error reply dropped past its source's burst of 64 and 20 a second).",
+        "TFTP requests refused, by reason (busy, per_source, unacked: dropped unanswered, write, malformed; error_limited: an error reply dropped past its source's burst of 64 and 20 a second; reads_busy: a static file's transfer refused while 64 file reads, or 16 of its source's, were running).",
     ),
     (
         "dialtone_tftp_stalled_total",
@@ -242,6 +246,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (
         "dialtone_tftp_transfer_failed_total",
         "TFTP transfers that could not start or read their file (answered with an error packet).",
+    ),
+    (
+        "dialtone_static_open_failed_total",
+        "Indexed static files that would not open for an HTTP(S) fetch, by reason: not_found (gone since they were indexed, answered 404), other (permissions, an I/O error: answered 500).",
     ),
     (
         "dialtone_directory_local_index_builds_total",
@@ -439,6 +447,11 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_too_slow_total", &[]),
     ("dialtone_tftp_transfer_panics_total", &[]),
     ("dialtone_tftp_transfer_failed_total", &[]),
+    (
+        "dialtone_static_open_failed_total",
+        &[("reason", "not_found")],
+    ),
+    ("dialtone_static_open_failed_total", &[("reason", "other")]),
     ("dialtone_tftp_client_errors_total", &[("code", "0")]),
     ("dialtone_tftp_client_errors_total", &[("code", "1")]),
     ("dialtone_tftp_client_errors_total", &[("code", "2")]),
@@ -536,6 +549,8 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_tftp_refused_total", &[("reason", "per_source")]),
     ("dialtone_tftp_refused_total", &[("reason", "unacked")]),
     ("dialtone_tftp_refused_total", &[("reason", "write")]),
+    ("dialtone_tftp_refused_total", &[("reason", "reads_busy")]),
+    ("dialtone_tftp_read_timeouts_total", &[]),
     ("dialtone_tftp_refused_total", &[("reason", "malformed")]),
     (
         "dialtone_tftp_refused_total",

@@ -26,6 +26,7 @@ pub(super) fn final_write_limit(config: &Config) -> Duration {
 fn drain_budget(config: &Config) -> Duration {
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     grace
+        + TFTP_CUT_WAIT
         + grace.max(final_write_limit(config))
         + Duration::from_secs(1)
         + SNAPSHOT_ALLOWANCE
@@ -33,6 +34,11 @@ fn drain_budget(config: &Config) -> Duration {
 }
 
 const SNAPSHOT_ALLOWANCE: Duration = Duration::from_secs(15);
+
+/// How long past the grace period the TFTP thread is waited for: at its
+/// end the server tells each client still in a transfer that it is cut,
+/// which takes it up to a second more.
+const TFTP_CUT_WAIT: Duration = Duration::from_secs(1);
 
 /// Listeners first (they refuse new work and let what runs finish within
 /// the grace period), then the writers of what they recorded, with the
@@ -71,11 +77,16 @@ pub(super) async fn drain(
     }
     if let Some(tftp) = listeners.tftp {
         // Refuses new requests at once (an error packet) and lets running
-        // transfers finish within their grace period.
-        match tftp.await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "TFTP server error"),
-            _ => tracing::warn!("TFTP server thread failed"),
+        // transfers finish within their grace period. A thread that has
+        // not ended by then is stuck (in a read the kernel does not give
+        // back): it is left behind, as the snapshot is worth more.
+        match tokio::time::timeout_at(listeners_done + TFTP_CUT_WAIT, tftp).await {
+            Ok(Ok(Ok(Ok(())))) => {}
+            Ok(Ok(Ok(Err(e)))) => tracing::warn!(error = %e, "TFTP server error"),
+            Ok(_) => tracing::warn!("TFTP server thread failed"),
+            Err(_) => tracing::warn!(
+                "the TFTP server did not stop within the grace period; going on without it"
+            ),
         }
     }
     // Nothing records any more (a request still running past its grace
@@ -121,3 +132,52 @@ pub(super) async fn drain(
 
 /// How long the exit waits for database connections to come back.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use dialtone_sync::SecretKey;
+
+    use super::*;
+
+    /// A TFTP thread that never ends (stuck in a read) holds the drain no
+    /// longer than the grace period: the final snapshot is still written.
+    #[tokio::test]
+    async fn a_tftp_thread_that_never_ends_does_not_hold_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.http.shutdown_grace_s = 1;
+        config.database.url = format!("sqlite://{}", dir.path().join("d.db").display());
+        config.mirror.snapshot_path = Some(dir.path().join("final.snapshot"));
+        let key = SecretKey::parse(&"11".repeat(32)).unwrap();
+        let store = dialtone_sync::open(&config.database.url, key, &Default::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let mirror = Arc::new(Mirror::new());
+        dialtone_sync::watcher::full_load(&mirror, &*store)
+            .await
+            .unwrap();
+        let stuck = tokio::spawn(std::future::pending::<
+            std::thread::Result<std::io::Result<()>>,
+        >());
+        let listeners = Listeners {
+            http: Vec::new(),
+            tftp: Some(stuck),
+        };
+        let drained = drain(
+            &config,
+            listeners,
+            CancellationToken::new(),
+            TaskTracker::new(),
+            &mirror,
+            &*store,
+        );
+        // Far past the grace period and the cut's second, short of never.
+        let limit = Duration::from_secs(30);
+        assert!(
+            tokio::time::timeout(limit, drained).await.is_ok(),
+            "the drain waited for the TFTP thread"
+        );
+        assert!(config.snapshot_path().exists(), "no final snapshot");
+    }
+}

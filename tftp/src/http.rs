@@ -133,10 +133,7 @@ async fn fetch(
             let opened = match &file.file {
                 Some(static_file) => match open_static(&static_file.path).await {
                     Ok(opened) => Some(opened),
-                    Err(e) => {
-                        tracing::warn!(path, error = %e, "static file vanished since it was indexed");
-                        return (StatusCode::NOT_FOUND, "not found\n").into_response();
-                    }
+                    Err(e) => return static_open_failed(&path, &e),
                 },
                 None => None,
             };
@@ -215,6 +212,27 @@ fn caching(path: &str, file: &Rendered) -> (&'static str, bool) {
     }
 }
 
+/// An indexed static file that no longer opens. Anyone may ask for one,
+/// at no cost toward a ban: one line a second, however many ask. Gone is
+/// "not found" like any unknown file; anything else (permissions, an I/O
+/// error) is ours to fix, not the client's, and is not passed off as a
+/// missing file.
+fn static_open_failed(path: &str, error: &std::io::Error) -> Response {
+    static OPEN_FAILED_LOG: LogLimit = LogLimit::new();
+    let not_found = error.kind() == std::io::ErrorKind::NotFound;
+    let reason = if not_found { "not_found" } else { "other" };
+    metrics::counter!("dialtone_static_open_failed_total", "reason" => reason).increment(1);
+    if let Some(skipped) = OPEN_FAILED_LOG.allow() {
+        let kind = error.kind().to_string();
+        tracing::warn!(path, error = %error, kind, skipped, "indexed static file cannot be opened (logged at most once a second)");
+    }
+    if not_found {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+    }
+}
+
 struct OpenStatic {
     handle: tokio::fs::File,
     len: u64,
@@ -222,10 +240,12 @@ struct OpenStatic {
 }
 
 async fn open_static(path: &std::path::Path) -> std::io::Result<OpenStatic> {
-    let handle = tokio::fs::File::open(path).await?;
-    let meta = handle.metadata().await?;
+    let path = path.to_path_buf();
+    let (file, meta) = tokio::task::spawn_blocking(move || crate::statics::open_regular(&path))
+        .await
+        .map_err(std::io::Error::other)??;
     Ok(OpenStatic {
-        handle,
+        handle: tokio::fs::File::from_std(file),
         len: meta.len(),
         etag: crate::statics::validator(&meta),
     })
@@ -296,11 +316,57 @@ fn error_response(
             .into_response(),
         other => {
             // A tenant's failing template fails every request for it.
-            static FAILED_LOG: LogLimit = LogLimit::new();
-            if let Some(skipped) = FAILED_LOG.allow() {
-                tracing::error!(path, user_agent, error = %other, skipped, "provisioning failed (logged at most once a second)");
+            static FAILED_LOG: FailureLog = FailureLog::new();
+            if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, path, user_agent) {
+                tracing::error!(path, user_agent, tenant = tenant.as_deref(), error = %other, skipped, "provisioning failed (logged at most once a second per tenant)");
             }
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+/// The log limit of failed provisioning requests: one tenant's failing
+/// template, fetched in a loop, must not hide another tenant's failures.
+/// A failure is the tenant's whose phone's own file (its MAC in the name)
+/// was asked for: that file fails only once admitted for that phone. A
+/// common file's failure is not told apart: whether the User-Agent's phone
+/// was admitted, and so whose templates it was rendered from, is decided
+/// in the core and not returned with the error. Those share one line a
+/// second for the node.
+pub(crate) struct FailureLog {
+    by_tenant: dialtone_sync::TenantLogLimit,
+    unattributed: LogLimit,
+}
+
+impl FailureLog {
+    pub(crate) const fn new() -> FailureLog {
+        FailureLog {
+            by_tenant: dialtone_sync::TenantLogLimit::new(),
+            unattributed: LogLimit::new(),
+        }
+    }
+
+    /// `Some((the tenant's slug when known, lines left out))` when a line
+    /// may be written.
+    pub(crate) fn allow(
+        &self,
+        provisioner: &Provisioner,
+        path: &str,
+        user_agent: Option<&str>,
+    ) -> Option<(Option<Box<str>>, u64)> {
+        let state = provisioner.mirror.load();
+        let tenant = crate::identify::identify(path, user_agent)
+            .ok()
+            .filter(crate::identify::Identity::mac_in_path)
+            .and_then(|id| id.mac)
+            .and_then(|mac| state.phone_by_mac(&mac))
+            .and_then(|phone| state.tenant(phone.tenant_id));
+        match tenant {
+            Some(tenant) => self
+                .by_tenant
+                .allow(tenant.id)
+                .map(|skipped| (Some(tenant.slug.clone()), skipped)),
+            None => self.unattributed.allow().map(|skipped| (None, skipped)),
         }
     }
 }

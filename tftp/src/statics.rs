@@ -40,6 +40,35 @@ pub fn validator(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// Opens an indexed file to serve it, refusing anything but a regular
+/// file: what is there now may not be what was indexed. A FIFO put in
+/// its place would hold a plain open until something writes to it, so the
+/// open does not wait (O_NONBLOCK, cleared again for the reads) and the
+/// type is checked on what was opened, leaving no window for a swap.
+/// Blocking otherwise, as any open: call it off an event loop.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is `file`'s, open for the length of both calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((file, meta))
+}
+
 /// Files are indexed twice over: by their exact spelling, and by their
 /// spelling lower-cased, because phones ask for the same file in whatever
 /// case their firmware spells it (`CTLSEP<MAC>.tlv` for a file stored with a

@@ -26,6 +26,8 @@ mod mmsg;
 mod packet;
 mod pktinfo;
 mod ported;
+mod read_ahead;
+mod read_pool;
 mod replies;
 mod single;
 mod transfer;
@@ -36,7 +38,7 @@ mod fault_tests;
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,17 +148,13 @@ pub fn default_exempt() -> Vec<IpNet> {
 /// Parses networks for `per_source_exempt` (`192.0.2.0/24`, `2001:db8::/32`,
 /// or a bare address); the error names the one that is not.
 pub fn parse_networks(list: &[String]) -> Result<Vec<IpNet>, String> {
-    list.iter()
-        .map(|s| parse_network(s).ok_or_else(|| format!("{s:?} is not a network or an address")))
-        .collect()
+    crate::guard::source_networks(list)
 }
 
 /// A network (`10.1.0.0/16`) or a bare address (a network of one), as
 /// the operator's config and tenants' `provisioning_networks` write them.
 pub fn parse_network(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+    crate::guard::source_network(text).ok()
 }
 /// The bound listening sockets: one, or in single-port mode one per
 /// listener, all on the same address and port.
@@ -343,7 +341,8 @@ static PER_SOURCE_LOG: LogLimit = LogLimit::new();
 static UNACKED_LOG: LogLimit = LogLimit::new();
 static BUSY_LOG: LogLimit = LogLimit::new();
 static READ_FAILED_LOG: LogLimit = LogLimit::new();
-static FAILED_LOG: LogLimit = LogLimit::new();
+// Per tenant where the file names its phone (`FailureLog`).
+static FAILED_LOG: crate::http::FailureLog = crate::http::FailureLog::new();
 
 /// A packet on a listening socket that is not part of a running
 /// transfer's exchange: a read request gets its slot, or is refused
@@ -522,8 +521,8 @@ async fn provision(
         Err(ProvisionError::Busy) => Err((0, "server busy, try again")),
         Err(e) => {
             // Per request, from a source UDP lets anyone forge.
-            if let Some(skipped) = FAILED_LOG.allow() {
-                tracing::error!(client = %peer, path = file, error = %e, skipped, "TFTP provisioning failed (logged at most once a second)");
+            if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, file, None) {
+                tracing::error!(client = %peer, path = file, tenant = tenant.as_deref(), error = %e, skipped, "TFTP provisioning failed (logged at most once a second per tenant)");
             }
             Err((0, "internal error"))
         }

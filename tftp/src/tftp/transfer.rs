@@ -6,14 +6,16 @@
 //! wheel. So every rule a transfer follows is decided here, once.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ending::{client_error, TransferEnd, Witness};
 use super::limits::{ActiveTransfer, Slot};
 use super::packet::{error_packet, oack_packet, ReadRequest, OP_ACK, OP_DATA, OP_ERROR};
-use super::TftpOptions;
+use super::read_ahead::{next_look, reads_source, ReadAhead};
+use super::read_pool::ReadBudget;
+use super::{Refusal, TftpOptions};
 
 /// What a transfer sends: a rendered body, or a static file read as it goes.
 pub(super) enum Source {
@@ -21,15 +23,14 @@ pub(super) enum Source {
     File { path: std::path::PathBuf },
 }
 
-/// The stored bytes, read in order. Static files are read with plain
-/// reads: they are firmware images the page cache holds after the first
-/// phone, and a window is at most a few dozen KB. A file is read no
+/// The stored bytes, read in order. A static file is read ahead on
+/// threads of its own (`ReadAhead`), never on the listener's, and no
 /// further than the length it had when opened, the one tsize announced:
 /// a firmware image being copied over in place would otherwise grow the
 /// transfer past it, and a phone that checks tsize refuses it.
 enum Raw {
     Memory { body: Arc<[u8]>, position: usize },
-    File(io::Take<io::BufReader<std::fs::File>>),
+    File(ReadAhead),
 }
 
 impl Raw {
@@ -43,6 +44,25 @@ impl Raw {
                 Ok(n)
             }
             Raw::File(file) => file.read(out),
+        }
+    }
+
+    /// The length of what is sent, once known (a file's once it is open).
+    fn len(&self) -> Option<u64> {
+        match self {
+            Raw::Memory { body, .. } => Some(body.len() as u64),
+            Raw::File(file) => file.len(),
+        }
+    }
+
+    /// Whether `wanted` bytes (or the rest) can be read without waiting.
+    fn ready(&mut self, wanted: usize) -> io::Result<bool> {
+        match self {
+            Raw::Memory { .. } => Ok(true),
+            Raw::File(file) => {
+                file.poll()?;
+                Ok(file.has(wanted))
+            }
         }
     }
 }
@@ -137,8 +157,9 @@ pub(super) enum Timer {
     Wait,
     /// Send `outgoing()` again.
     Resend,
-    /// No progress within the retries or `stall`: send `stalled_packet()`
-    /// (if there is one) and end the transfer.
+    /// No progress within the retries or `stall`, or the file could not
+    /// be read in time: send `stalled_packet()` (if there is one) and end
+    /// the transfer.
     Stalled,
     /// Behind `min_rate` by more than `min_rate_slack`: send
     /// `too_slow_packet()` (if there is one) and end the transfer.
@@ -207,6 +228,14 @@ pub(super) struct Transfer {
     /// given stands.
     ended: Option<TransferEnd>,
     witness: Option<Box<dyn Witness>>,
+    /// Since when the next packets wait for the file (its open, or its
+    /// next bytes): the timer looks for them until `timeout` has passed.
+    waiting: Option<Instant>,
+    /// The options to acknowledge once the file is open, and whether its
+    /// length goes with them as tsize.
+    opening: Option<(Vec<(&'static str, String)>, bool)>,
+    /// The file could not be read: the error that ends the transfer.
+    unreadable: Option<Refusal>,
 }
 
 impl Transfer {
@@ -221,41 +250,7 @@ impl Transfer {
     ) -> io::Result<Transfer> {
         #[cfg(test)]
         super::fault_tests::on_start(&source);
-        let (raw, tsize) = match source {
-            Source::Memory(body) => {
-                let len = if request.netascii {
-                    netascii_len(&body)
-                } else {
-                    body.len() as u64
-                };
-                (Raw::Memory { body, position: 0 }, Some(len))
-            }
-            Source::File { path } => {
-                let file = std::fs::File::open(&path)?;
-                // The size of what is opened, not the static index's: a
-                // firmware image copied over in place before the next
-                // SIGHUP has another length, and phones that check tsize
-                // refuse a transfer that disagrees with it.
-                let len = file.metadata()?.len();
-                (
-                    Raw::File(io::BufReader::new(file).take(len)),
-                    // The converted size of a file would cost reading it
-                    // twice; tsize is optional, so a netascii client goes
-                    // without.
-                    (!request.netascii).then_some(len),
-                )
-            }
-        };
-        let reader = Reader {
-            raw,
-            netascii: request.netascii.then(|| Netascii {
-                pending: None,
-                buf: vec![0; 4096].into(),
-                start: 0,
-                end: 0,
-            }),
-        };
-        let mut oack: Vec<(&str, String)> = Vec::new();
+        let mut oack: Vec<(&'static str, String)> = Vec::new();
         let blksize = match request.blksize {
             Some(b) => {
                 let b = b.min(options.blksize_limit.max(8));
@@ -283,9 +278,40 @@ impl Transfer {
                 oack.push(("timeout", t.to_string()));
             }
         }
-        if let (true, Some(size)) = (request.tsize, tsize) {
-            oack.push(("tsize", size.to_string()));
-        }
+        let raw = match source {
+            Source::Memory(body) => {
+                if request.tsize {
+                    let len = match request.netascii {
+                        true => netascii_len(&body),
+                        false => body.len() as u64,
+                    };
+                    oack.push(("tsize", len.to_string()));
+                }
+                Raw::Memory { body, position: 0 }
+            }
+            Source::File { path } => {
+                let source = reads_source(options, slot.peer());
+                let window = blksize * windowsize;
+                Raw::File(ReadAhead::open(path, source, window, ReadBudget::shared()))
+            }
+        };
+        // A file's tsize is the size of what is opened, not the static
+        // index's: a firmware image copied over in place before the next
+        // SIGHUP has another length, and phones that check tsize refuse a
+        // transfer that disagrees with it. Its converted size would cost
+        // reading it twice; tsize is optional, so a netascii client goes
+        // without.
+        let file_tsize = request.tsize && !request.netascii;
+        let from_file = matches!(raw, Raw::File(_));
+        let reader = Reader {
+            raw,
+            netascii: request.netascii.then(|| Netascii {
+                pending: None,
+                buf: vec![0; 4096].into(),
+                start: 0,
+                end: 0,
+            }),
+        };
         let mut transfer = Transfer {
             slot,
             _active: ActiveTransfer::start(),
@@ -302,7 +328,7 @@ impl Transfer {
             window: VecDeque::with_capacity(windowsize.min(16)),
             spare: Vec::new(),
             base: 0,
-            oack_out: !oack.is_empty(),
+            oack_out: false,
             read_all: false,
             resent: 0,
             requested_resends: 0,
@@ -312,12 +338,16 @@ impl Transfer {
             acknowledged: false,
             ended: None,
             witness: None,
+            waiting: None,
+            opening: None,
+            unreadable: None,
         };
-        if oack.is_empty() {
-            transfer.base = 1;
-            transfer.fill()?;
+        if from_file {
+            // Its first packets go out once it is open (`on_timer`).
+            transfer.opening = Some((oack, file_tsize));
+            transfer.waiting = Some(now);
         } else {
-            transfer.window.push_back(oack_packet(&oack));
+            transfer.begin(oack, now)?;
         }
         transfer.progressed(now);
         // Its first packet goes out now (both front ends send it at once).
@@ -351,7 +381,9 @@ impl Transfer {
         self.started
     }
 
-    /// When `on_timer` is next due. It only ever moves later.
+    /// When `on_timer` is next due. It only ever moves later, but when
+    /// the transfer starts to wait for its file: then it is soon, and a
+    /// front end still holding a later timer looks for the file at that.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -363,7 +395,13 @@ impl Transfer {
 
     /// The error that ends a stalled transfer: a client that is merely
     /// slow learns it is over instead of waiting out its own timeouts.
+    /// A file that could not be read is told even to a client that has
+    /// acknowledged nothing: the error takes the place of a packet it would
+    /// have been sent anyway.
     pub fn stalled_packet(&self) -> Option<Vec<u8>> {
+        if let Some((code, message)) = self.unreadable {
+            return Some(error_packet(code, message));
+        }
         self.to_the_client(|| error_packet(0, "timed out waiting for an acknowledgement"))
     }
 
@@ -434,7 +472,7 @@ impl Transfer {
             self.end(TransferEnd::Completed);
             return Ok(Step::Done);
         }
-        self.fill()?;
+        self.fill(now)?;
         self.progressed(now);
         Ok(Step::Advanced)
     }
@@ -455,6 +493,9 @@ impl Transfer {
         if self.slot.is_evicted() {
             self.end(TransferEnd::Evicted);
             return Timer::Evicted;
+        }
+        if self.waiting.is_some() || self.unreadable.is_some() {
+            return self.on_wait(now);
         }
         if now < self.deadline {
             return Timer::Wait;
@@ -490,11 +531,31 @@ impl Transfer {
         Timer::Resend
     }
 
-    /// Reads blocks until the window is full or the file ends.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.oack_out {
+    /// The first packets: the OACK if any option was accepted, else the
+    /// first window.
+    fn begin(&mut self, oack: Vec<(&'static str, String)>, now: Instant) -> io::Result<()> {
+        if oack.is_empty() {
+            self.base = 1;
+            return self.fill(now);
+        }
+        self.oack_out = true;
+        self.window.push_back(oack_packet(&oack));
+        Ok(())
+    }
+
+    /// Reads blocks until the window is full or the file ends. Blocks go
+    /// out a whole window at a time: until the file's bytes for all of
+    /// them are read, none is added, and the transfer waits.
+    fn fill(&mut self, now: Instant) -> io::Result<()> {
+        if self.oack_out || self.read_all {
             return Ok(());
         }
+        let missing = self.windowsize.saturating_sub(self.window.len());
+        if !self.reader.raw.ready(missing * self.blksize)? {
+            self.waiting.get_or_insert(now);
+            return Ok(());
+        }
+        self.waiting = None;
         while !self.read_all && self.window.len() < self.windowsize {
             let number = self.base.wrapping_add(self.window.len() as u16);
             let mut packet = self
@@ -511,10 +572,14 @@ impl Transfer {
     }
 
     /// A new window went out: the retries and the stall bound start over.
+    /// One still waiting for its file looks for it first.
     fn progressed(&mut self, now: Instant) {
         self.resent = 0;
         self.give_up = (now + self.stall).min(self.too_slow_at());
         self.deadline = (now + self.timeout).min(self.give_up);
+        if let Some(since) = self.waiting {
+            self.deadline = self.deadline.min(next_look(since, now));
+        }
     }
 
     /// When the client falls behind `min_rate` by more than `slack`. The
@@ -550,6 +615,9 @@ pub(super) fn record_outcome(started: Instant, outcome: &'static str) {
     metrics::histogram!("dialtone_transfer_duration_seconds", "protocol" => "tftp", "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
 }
+
+#[path = "transfer_wait.rs"]
+mod wait;
 
 #[cfg(test)]
 #[path = "transfer_tests.rs"]

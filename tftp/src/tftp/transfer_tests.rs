@@ -290,6 +290,13 @@ fn a_file_is_sent_up_to_its_length_when_opened() {
         &TftpOptions::default(),
         now,
     );
+    // Opened on a reader thread: the OACK goes out at a timer after that.
+    for _ in 0..5_000 {
+        std::thread::sleep(t.deadline().saturating_duration_since(Instant::now()));
+        if t.on_timer(Instant::now()) == Timer::Resend {
+            break;
+        }
+    }
     let oack = t.outgoing().next().unwrap().to_vec();
     assert!(oack.ends_with(b"tsize\x0020\0"), "{oack:?}");
     let mut file = std::fs::OpenOptions::new()

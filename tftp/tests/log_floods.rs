@@ -1,0 +1,166 @@
+//! Requests anyone can repeat at will must not become a log line each, nor
+//! let one tenant's flood of a failure hide another tenant's line of it.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request as HttpRequest, StatusCode};
+use common::*;
+use dialtone_sync::store::TenantInput;
+use dialtone_sync::{Family, Mutation, TemplateScope};
+use tower::ServiceExt;
+use tracing::field::{Field, Visit};
+use tracing::span;
+
+/// Every event's fields as `name=value` text, one string an event.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn containing(&self, needle: &str) -> Vec<String> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+struct Text<'a>(&'a mut String);
+
+impl Visit for Text<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Lines {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = String::new();
+        event.record(&mut Text(&mut text));
+        self.0.lock().unwrap().push(text);
+    }
+    fn enter(&self, _: &span::Id) {}
+    fn exit(&self, _: &span::Id) {}
+}
+
+fn app(f: &Fixture) -> axum::Router {
+    dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ))
+}
+
+async fn status(app: &axum::Router, path: &str) -> StatusCode {
+    let request = HttpRequest::get(path).body(Body::empty()).unwrap();
+    app.clone().oneshot(request).await.unwrap().status()
+}
+
+/// A file that opens for nobody, not even root: one whose read is denied
+/// where that holds, else a symbolic link to itself (ELOOP).
+fn make_unopenable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(path).is_ok() {
+        std::fs::remove_file(path).unwrap();
+        std::os::unix::fs::symlink(path.file_name().unwrap(), path).unwrap();
+    }
+    assert!(std::fs::File::open(path).is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound));
+}
+
+#[tokio::test]
+async fn a_static_file_that_will_not_open_is_404_if_gone_else_500_and_logged_once_a_second() {
+    let lines = Lines::default();
+    let _logging = tracing::subscriber::set_default(lines.clone());
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gone.ld"), b"firmware").unwrap();
+    std::fs::write(dir.path().join("denied.ld"), b"firmware").unwrap();
+    assert_eq!(f.provisioner.reload_static(dir.path()).unwrap(), 2);
+    std::fs::remove_file(dir.path().join("gone.ld")).unwrap();
+    make_unopenable(&dir.path().join("denied.ld"));
+    let app = app(&f);
+
+    for _ in 0..50 {
+        assert_eq!(status(&app, "/gone.ld").await, StatusCode::NOT_FOUND);
+    }
+    let logged = lines.containing("static file");
+    // Two at most should the requests straddle a second.
+    assert!((1..=2).contains(&logged.len()), "{logged:#?}");
+
+    assert_eq!(
+        status(&app, "/denied.ld").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test]
+async fn one_tenants_failing_phone_does_not_hide_anothers_failure() {
+    let lines = Lines::default();
+    let _logging = tracing::subscriber::set_default(lines.clone());
+    let f = Fixture::new().await;
+    let Mutation::UpsertPhone(mut beta_phone) =
+        phone("00:15:65:00:00:09", Family::Yealink, "T46S", &["Beta"])
+    else {
+        unreachable!()
+    };
+    beta_phone.tenant = "beta".into();
+    f.write(&[
+        Mutation::UpsertTenant(TenantInput {
+            slug: "beta".into(),
+            name: "Beta".into(),
+            default_region: "US".into(),
+            settings: "{}".into(),
+        }),
+        Mutation::UpsertPhone(beta_phone),
+    ])
+    .await;
+    let state = f.mirror.load();
+    let broken: Vec<Mutation> = ["acme", "beta"]
+        .iter()
+        .map(|slug| {
+            template(
+                TemplateScope::Tenant,
+                Family::Yealink,
+                &state.tenant_by_slug(slug).unwrap().id.to_string(),
+                "{mac}.cfg",
+                "{{ throw('broken') }}",
+            )
+        })
+        .collect();
+    f.write(&broken).await;
+    let app = app(&f);
+
+    // Cached after the first: each costs nothing, and could come at line rate.
+    for _ in 0..20 {
+        assert_eq!(
+            status(&app, "/001565000001.cfg").await,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    assert_eq!(
+        status(&app, "/001565000009.cfg").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    let failed = lines.containing("provisioning failed");
+    let of = |slug: &str| {
+        let field = format!("tenant=\"{slug}\"");
+        failed.iter().filter(|l| l.contains(&field)).count()
+    };
+    assert_eq!(of("acme"), 1, "{failed:#?}");
+    assert_eq!(of("beta"), 1, "{failed:#?}");
+}
