@@ -162,7 +162,9 @@ pub fn build(
         .build()
 }
 
-/// One tenant may hold this part of the answer cache at most.
+/// However many tenants hold answers, one may hold this part of the
+/// answer cache: a quarter once four or more tenants hold answers, an
+/// equal share among fewer.
 const TENANT_SHARE_DIVISOR: u64 = 4;
 
 /// The bytes of cached answers each tenant holds. The cache is the node's:
@@ -170,25 +172,35 @@ const TENANT_SHARE_DIVISOR: u64 = 4;
 /// twice, to pass moka's admission) pushed every other tenant's answers
 /// out, and they paid again in upstream dips and post-dial delay.
 ///
-/// A tenant past its quarter has its new answers served but not cached,
-/// however empty the cache is. Holding it to its quarter only once the
-/// cache was crowded let the first tenant to fill it keep three quarters,
-/// and every later tenant then competed for the rest. A tenant under its
-/// share is always cached, even when the cache is full: moka then evicts
-/// by its own policy, and since no tenant holds more than a quarter, what
-/// it evicts is not all one tenant's to keep.
+/// A tenant's share is the cache divided among the tenants holding
+/// answers (itself counted), at most four ways: a node serving one tenant
+/// uses the whole cache, two tenants half each, four or more a quarter
+/// each. Past its share a tenant's new answers are served but not cached,
+/// however empty the cache is. Holding a tenant to a quarter only once the
+/// cache was three quarters full let the first tenant to fill it keep
+/// most of it while later tenants' new answers went uncached; a fixed
+/// quarter left three quarters of a one-tenant node's cache unused. A
+/// tenant under its share is always cached, even when the cache is full:
+/// moka then evicts by its own policy. What a flooding tenant keeps past
+/// a newcomer's arrival is bounded in time: its misses ("no such number")
+/// live at most twice their TTL.
 pub struct TenantShares {
-    /// A tenant's share.
-    max: u64,
+    cache_bytes: u64,
     held: std::sync::Mutex<HashMap<Id, u64>>,
 }
 
 impl TenantShares {
     pub fn new(cache_bytes: u64) -> TenantShares {
         TenantShares {
-            max: (cache_bytes / TENANT_SHARE_DIVISOR).max(1),
+            cache_bytes: cache_bytes.max(1),
             held: Default::default(),
         }
+    }
+
+    /// The share of each of `holders` tenants.
+    fn share(&self, holders: usize) -> u64 {
+        let ways = (holders as u64).clamp(1, TENANT_SHARE_DIVISOR);
+        (self.cache_bytes / ways).max(1)
     }
 
     /// Counts `bytes` more for `tenant` and says to cache them, unless they
@@ -197,12 +209,10 @@ impl TenantShares {
     pub fn take(&self, tenant: Id, bytes: u32, replacing: bool) -> bool {
         let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let after = held
-            .get(&tenant)
-            .copied()
-            .unwrap_or(0)
-            .saturating_add(bytes);
-        if !replacing && after > self.max {
+        let now = held.get(&tenant).copied();
+        let after = now.unwrap_or(0).saturating_add(bytes);
+        let holders = held.len() + usize::from(now.is_none());
+        if !replacing && after > self.share(holders) {
             return false;
         }
         held.insert(tenant, after);

@@ -8,48 +8,53 @@ fn bytes_held(shares: &TenantShares) -> HashMap<Id, u64> {
 }
 
 #[test]
-fn a_tenant_filling_an_empty_cache_is_refused_past_its_quarter() {
-    // A cache of 1,000 bytes: shares of 250.
+fn a_lone_tenant_may_fill_the_cache_and_newcomers_shrink_its_share() {
     let shares = TenantShares::new(1000);
-    for _ in 0..5 {
-        assert!(shares.take(1, 50, false), "within its quarter");
+    for _ in 0..10 {
+        assert!(shares.take(1, 100, false), "alone, the whole cache");
     }
+    assert!(!shares.take(1, 1, false), "but no more");
+    assert!(
+        shares.take(2, 500, false),
+        "a second tenant caches up to half, though the cache is full: moka evicts"
+    );
+    assert!(!shares.take(2, 1, false), "and no more than half");
     assert!(
         !shares.take(1, 1, false),
-        "past its quarter, with three quarters of the cache empty"
+        "the first, past half now, caches nothing new"
     );
     assert!(
         shares.take(1, 10, true),
         "a refresh of an answer it holds is always counted"
     );
-    assert_eq!(bytes_held(&shares), HashMap::from([(1, 260)]));
+    assert!(shares.take(3, 250, false), "a third tenant: a third");
+    assert!(shares.take(4, 250, false));
+    assert!(!shares.take(5, 251, false), "five tenants: a quarter each");
+    assert!(shares.take(5, 250, false));
 }
 
 #[test]
-fn a_later_tenant_still_caches_up_to_its_own_quarter() {
+fn a_tenant_among_many_is_held_to_a_quarter_however_empty_the_cache() {
     let shares = TenantShares::new(1000);
-    assert!(shares.take(1, 250, false));
-    assert!(!shares.take(1, 1, false));
+    for tenant in 2..=4 {
+        assert!(shares.take(tenant, 1, false));
+    }
+    for _ in 0..5 {
+        assert!(shares.take(1, 50, false), "within its quarter");
+    }
     assert!(
-        shares.take(2, 250, false),
-        "the first tenant left room for a whole share"
-    );
-    assert!(!shares.take(2, 1, false), "and no more than one");
-    assert!(shares.take(3, 250, false));
-    assert!(shares.take(4, 250, false));
-    assert!(
-        shares.take(5, 100, false),
-        "a full cache still takes a tenant under its share; moka evicts"
+        !shares.take(1, 1, false),
+        "past its quarter, with most of the cache empty"
     );
     shares.release(1, 250);
     assert!(
         shares.take(1, 250, false),
         "its answers dropped, room again"
     );
-    for tenant in 1..=4 {
-        shares.release(tenant, 250);
+    shares.release(1, 250);
+    for tenant in 2..=4 {
+        shares.release(tenant, 1);
     }
-    shares.release(5, 100);
     assert!(bytes_held(&shares).is_empty());
 }
 

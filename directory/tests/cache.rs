@@ -355,7 +355,8 @@ async fn loads_beyond_the_inflight_bound_are_shed_at_once() {
 
 /// One tenant asking endless distinct numbers (each twice, to pass moka's
 /// admission) does not push other tenants' answers out: a tenant past its
-/// quarter has new answers served, not cached.
+/// share (here half: two tenants hold answers) has new answers served, not
+/// cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
     let (_up, url) = start_upstream(Reply::NotFound, false).await;
@@ -392,7 +393,8 @@ async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
     let held = service.cached_bytes_by_tenant().await;
     let acme_bytes = held.get(&acme).copied().unwrap_or(0);
     assert!(
-        acme_bytes <= cache_bytes / 4 + 4096,
+        // Two tenants hold answers: half each.
+        acme_bytes <= cache_bytes / 2 + 4096,
         "acme holds {acme_bytes} of {cache_bytes} bytes"
     );
     let mut kept = 0;
