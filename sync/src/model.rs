@@ -142,37 +142,13 @@ impl Mac {
         out
     }
 
-    /// A MAC given for a new phone (the API's create, an import): in one
-    /// of the documented shapes, and an address a phone can have. Stored
-    /// rows and identification keep [`Mac::from_str`]'s leniency, so rows
-    /// written before this check still load and provision.
+    /// A MAC given for a new phone (the API's create, an import): an
+    /// address a phone can have. The spelling is [`Mac::from_str`]'s, as
+    /// it always was: spreadsheets hold MACs in many shapes
+    /// (`0015-65aa-bbcc`, `001565-aabbcc`), and an import that read them
+    /// before must read them again.
     pub fn parse_new(text: &str) -> Result<Mac, SyncError> {
         let given = trim(text);
-        let separated = |every: usize, allowed: &[u8]| {
-            let bytes = given.as_bytes();
-            let sep = bytes.get(every).copied().filter(|b| allowed.contains(b));
-            sep.is_some_and(|sep| {
-                bytes.iter().enumerate().all(|(i, &b)| {
-                    if (i + 1) % (every + 1) == 0 {
-                        b == sep
-                    } else {
-                        b.is_ascii_hexdigit()
-                    }
-                })
-            })
-        };
-        let shaped = match given.len() {
-            12 => given.bytes().all(|b| b.is_ascii_hexdigit()),
-            14 => separated(4, b"."),
-            17 => separated(2, b":-"),
-            _ => false,
-        };
-        if !shaped {
-            return Err(SyncError::Invalid(format!(
-                "not a MAC address: {text:?}: 12 hex digits, alone, in pairs separated by ':' \
-                 or '-', or in three groups of four separated by '.'"
-            )));
-        }
         let mac: Mac = given.parse()?;
         let why_not = if mac.0 == [0; 6] {
             Some("it is all zeros")

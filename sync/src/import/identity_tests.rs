@@ -1,5 +1,5 @@
 //! An import refuses the identities the admin API refuses (a MAC no phone
-//! can have, a line user no SIP URI can carry, a hand-written generated
+//! can have, a line user that breaks registration, a hand-written generated
 //! directory key), row by row, where they are: an export of rows stored
 //! before these checks imports back with each such row named, not a panic.
 
@@ -17,18 +17,15 @@ fn errors_of(name: &str, text: &str) -> (Vec<String>, usize) {
 
 #[test]
 fn macs_no_phone_can_have_are_row_errors() {
-    let bad = [
-        "000000000000",
-        "ffffffffffff",
-        "01005e000001",
-        "0:0:1:5:6:5:a:a:b:b:c:d",
-        "001565aabbcd.",
-    ];
+    let bad = ["000000000000", "ffffffffffff", "01005e000001"];
+    // Spreadsheets' shapes too, read as they always were.
     let good = [
         "001565000010",
         "00:15:65:00:00:11",
         "00-15-65-00-00-12",
         "0015.6500.0013",
+        "0015-6500-0014",
+        "001565-000015",
     ];
     let mut csv = String::from("tenant,mac,family\n");
     for mac in bad.iter().chain(&good) {
@@ -57,16 +54,13 @@ fn macs_no_phone_can_have_are_row_errors() {
         let errors: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 1, "{mac}: {errors:?}");
         assert!(errors[0].contains("phones.json:2:"), "{mac}: {errors:?}");
-        assert!(
-            errors[0].contains("no phone's MAC") || errors[0].contains("not a MAC"),
-            "{mac}: {errors:?}"
-        );
+        assert!(errors[0].contains("no phone's MAC"), "{mac}: {errors:?}");
         assert_eq!(plan.changes(), 0);
     }
 }
 
 #[test]
-fn a_line_user_outside_a_sip_user_part_is_a_row_error() {
+fn a_line_user_that_breaks_registration_is_a_row_error() {
     let csv = "tenant,mac,family,extension,auth_user,registrar\n\
                acme,001565000001,yealink,201,,sip\n\
                acme,001565000002,yealink,\"201\nstatic.x = y\",,sip\n\
