@@ -326,7 +326,8 @@ fn past_write_rate(state: &AdminState, tenant: Id) -> Option<Response> {
     };
     metrics::counter!("dialtone_admin_database_refused_total", "scope" => "write_rate")
         .increment(1);
-    let retry_after = wait.as_secs().max(1);
+    // Rounded up: a client told too early is refused again.
+    let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "busy",

@@ -31,6 +31,10 @@ pub struct WriteRates {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The bucket's own rate and burst, so that a sweep started by a
+    /// tenant of another rate judges it rightly.
+    per_second: f64,
+    burst: f64,
 }
 
 /// The burst a rate allows: ten seconds' worth, at least one write.
@@ -50,13 +54,17 @@ impl WriteRates {
         let burst = burst(per_minute);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(&tenant) {
-            buckets.retain(|_, b| b.refilled(now, per_second, burst) < burst);
+            buckets.retain(|_, b| b.refilled(now) < b.burst);
         }
         let bucket = buckets.entry(tenant).or_insert(Bucket {
             tokens: burst,
             at: now,
+            per_second,
+            burst,
         });
-        bucket.tokens = bucket.refilled(now, per_second, burst);
+        // A quota a global admin changed applies from now.
+        bucket.tokens = bucket.refilled(now).min(burst);
+        (bucket.per_second, bucket.burst) = (per_second, burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -69,11 +77,10 @@ impl WriteRates {
 }
 
 impl Bucket {
-    /// The bucket's tokens at `now`. A sweep reads buckets of other rates
-    /// with this tenant's, which only decides whether they are forgotten.
-    fn refilled(&self, now: Instant, per_second: f64, burst: f64) -> f64 {
+    /// The bucket's tokens at `now`.
+    fn refilled(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + elapsed * per_second).min(burst)
+        (self.tokens + elapsed * self.per_second).min(self.burst)
     }
 }
 
@@ -108,6 +115,23 @@ mod tests {
         assert!(rates.take(2, 1, now).is_ok());
         let wait = rates.take(2, 1, now).unwrap_err();
         assert_eq!(wait, Duration::from_secs(60));
+    }
+
+    /// A sweep by a tenant of a low rate does not forget a busy tenant of
+    /// a high one, which would give it a fresh burst.
+    #[test]
+    fn a_sweep_judges_each_bucket_by_its_own_rate() {
+        let rates = WriteRates::default();
+        let start = Instant::now();
+        for _ in 0..100 {
+            rates.take(0, 1200, start).unwrap();
+        }
+        for tenant in 1..SWEEP_AT as Id {
+            rates.take(tenant, 6, start).unwrap();
+        }
+        let later = start + Duration::from_secs(1);
+        rates.take(SWEEP_AT as Id, 6, later).unwrap();
+        assert!(rates.buckets.lock().unwrap().contains_key(&0));
     }
 
     #[test]
