@@ -71,6 +71,10 @@ pub(super) fn signals(
         }
         cancel.cancel();
         stop_signal(&mut term, &mut int).await;
+        // What the drain logged so far is in the log queue, and exit skips
+        // the guard in main that writes it out; at most the queue's exit
+        // wait when the output is stalled.
+        drop(log.flush_at_exit());
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })

@@ -320,7 +320,10 @@ fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, Sy
             let file = std::fs::File::open(path).map_err(|e| SyncError::io(path, e))?;
             return SecretKey::read_key_file(path, file);
         }
-        Err(e) => return Err(SyncError::io(path, e)),
+        // A filesystem without hard links (vfat, some network and FUSE
+        // mounts) started before with the key written in place: it still
+        // does, and an interrupted write is removed rather than left.
+        Err(_) => write_in_place(path, hex)?,
     }
     // The new name must survive a power cut as well as the bytes behind it.
     let dir = match path.parent() {
@@ -332,6 +335,30 @@ fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, Sy
         .map_err(|e| SyncError::io(dir, e))?;
     tracing::warn!(path = %path.display(), "generated a new secret key; back it up with the database");
     SecretKey::parse(hex)
+}
+
+/// The key written straight to `path`, never replacing one: where the
+/// temporary file cannot be linked into place.
+fn write_in_place(path: &Path, hex: &str) -> Result<(), SyncError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) => return Err(SyncError::io(path, e)),
+    };
+    let written = file
+        .write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path);
+        return Err(SyncError::io(path, e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

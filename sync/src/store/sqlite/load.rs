@@ -75,6 +75,7 @@ impl LoadSource {
                 database_id: r.get(3)?,
             })
         })?;
+        cancel.check()?;
         let (phone_count, line_count) = (count(&tx, "phones")?, count(&tx, "lines")?);
         let (phones, lines) = std::thread::scope(|scope| {
             let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
@@ -87,18 +88,30 @@ impl LoadSource {
                 .map_err(|_| SyncError::Invalid("the mirror's table builder panicked".into()));
             built.and_then(|tables| read.map(|()| tables))
         })?;
+        // Each table read is a statement of its own: the interrupt stops
+        // the one running, and these stop the next from starting.
+        cancel.check()?;
+        let tenants = all(&tx, Entity::Tenant, |r, i| rows::tenant(r, i))?;
+        cancel.check()?;
+        let templates = all(&tx, Entity::Template, |r, i| rows::template(r, i))?;
+        cancel.check()?;
+        let directory_entries = all(&tx, Entity::DirectoryEntry, |r, i| {
+            rows::directory_entry(r, i)
+        })?;
+        cancel.check()?;
+        let directory_sources = all(&tx, Entity::DirectorySource, |r, i| {
+            rows::directory_source(r, i)
+        })?;
+        cancel.check()?;
+        let api_tokens = all(&tx, Entity::ApiToken, |r, i| rows::api_token(r, i))?;
         let loading = Loading {
-            tenants: all(&tx, Entity::Tenant, |r, i| rows::tenant(r, i))?,
+            tenants,
             phones,
             lines,
-            templates: all(&tx, Entity::Template, |r, i| rows::template(r, i))?,
-            directory_entries: all(&tx, Entity::DirectoryEntry, |r, i| {
-                rows::directory_entry(r, i)
-            })?,
-            directory_sources: all(&tx, Entity::DirectorySource, |r, i| {
-                rows::directory_source(r, i)
-            })?,
-            api_tokens: all(&tx, Entity::ApiToken, |r, i| rows::api_token(r, i))?,
+            templates,
+            directory_entries,
+            directory_sources,
+            api_tokens,
             seen_above: None,
         };
         cancel.check()?;
@@ -145,7 +158,7 @@ impl LoadCancel {
     }
 
     /// An interrupt reaches only a statement running when it comes, so
-    /// the steps between statements look too.
+    /// the load looks before each table too.
     fn check(&self) -> Result<(), SyncError> {
         if self.cancelled.load(Ordering::Acquire) {
             return Err(SyncError::Invalid(
