@@ -41,8 +41,8 @@ pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
 pub use queue::DROP_REASONS;
 pub use snapshot::crc32c::{checksum as crc32c, Crc32c};
-pub use tenant_log_limit::TenantLogLimit;
 pub use store::{
     open, ApiTokenInput, Audit, AuditQuery, AuditRecord, Backend, DirectorySourceInput, Mutation,
     Store, StoreOptions, Target, TemplateVersion, WriteReport,
 };
+pub use tenant_log_limit::TenantLogLimit;
