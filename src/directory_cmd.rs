@@ -149,14 +149,10 @@ fn print_explained(report: &Explanation, out: &mut impl Write) -> std::io::Resul
     }
 }
 
-/// Standard output closed by its reader (`token list | head -1`) ends a
-/// listing quietly: the reader has what it wanted. Any other failure to
-/// write is the command's, named as `export -` names it.
+/// A listing's write: quiet when its reader went away, and any other
+/// failure named as `export -` names it.
 fn ended_by_reader(written: std::io::Result<()>) -> Result<()> {
-    match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to standard output"),
-    }
+    crate::stdout_reader::quiet_if_reader_left(written.context("writing to standard output"))
 }
 
 /// Text from tenants' sources and servers (names, errors) as the terminal

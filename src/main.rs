@@ -24,6 +24,7 @@ mod prometheus;
 mod render_cmd;
 mod resync;
 mod serve;
+mod stdout_reader;
 mod supervise;
 
 use std::path::PathBuf;

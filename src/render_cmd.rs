@@ -79,13 +79,6 @@ fn print_phone(
     Ok(out.flush()?)
 }
 
-/// Whether `e` is standard output closed by its reader (`| head -1`): the
-/// reader has what it wanted, so the command ends quietly.
-fn reader_went_away(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>()
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-}
-
 pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     let (_store, mirror, key) = crate::loaded_mirror(config).await?;
     let source = config.provisioning.shipped_source();
@@ -114,10 +107,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
             args.file.as_deref(),
             &mut std::io::stdout().lock(),
         );
-        return match printed {
-            Err(e) if reader_went_away(&e) => Ok(()),
-            other => other,
-        };
+        return crate::stdout_reader::quiet_if_reader_left(printed);
     }
     if !args.all {
         bail!("give a MAC (and a file), or --all --out DIR");

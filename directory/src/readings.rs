@@ -18,7 +18,9 @@ use dialtone_sync::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::normalize;
-use crate::replace_file::{checked_payload, is_foreign_temporary, replace_file, write_checksummed};
+use crate::replace_file::{
+    checked_payload, encode_to, is_foreign_temporary, replace_file, write_checksummed,
+};
 
 /// Spellings and their E.164 readings (`None`: not a number).
 pub(crate) type ReadingMap = HashMap<Box<str>, Option<Box<str>>>;
@@ -320,50 +322,6 @@ fn encode(writer: &mut impl Write, region: &str, readings: &ReadingMap) -> Resul
         readings,
     };
     write_checksummed(writer, MAGIC, |payload| encode_to(&out, payload))
-}
-
-/// Writes `value` postcard-encoded to `writer`, as `postcard::to_io`
-/// would, but failing with the writer's own error: `to_io` reports every
-/// one as "The serialize buffer is full", a full disk too.
-pub(crate) fn encode_to<T: Serialize, W: Write>(value: &T, writer: &mut W) -> Result<(), String> {
-    let mut failed = None;
-    let encoded = postcard::serialize_with_flavor(
-        value,
-        Writing {
-            writer,
-            failed: &mut failed,
-        },
-    );
-    match (failed, encoded) {
-        (Some(e), _) => Err(e.to_string()),
-        (None, encoded) => encoded.map_err(|e| e.to_string()),
-    }
-}
-
-/// Postcard's output going to a writer, keeping the error that stops it
-/// (postcard's own errors carry none).
-struct Writing<'w, W> {
-    writer: &'w mut W,
-    failed: &'w mut Option<std::io::Error>,
-}
-
-impl<W: Write> postcard::ser_flavors::Flavor for Writing<'_, W> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.writer.write_all(data).map_err(|e| {
-            *self.failed = Some(e);
-            postcard::Error::SerializeBufferFull
-        })
-    }
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.try_extend(&[byte])
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

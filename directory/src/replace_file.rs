@@ -130,3 +130,50 @@ impl<W: Write> Write for Summing<W> {
         self.inner.flush()
     }
 }
+
+/// Writes `value` postcard-encoded to `writer`, as `postcard::to_io`
+/// would, but failing with the writer's own error: `to_io` reports every
+/// one as "The serialize buffer is full", a full disk too.
+pub(crate) fn encode_to<T: serde::Serialize, W: Write>(
+    value: &T,
+    writer: &mut W,
+) -> Result<(), String> {
+    let mut failed = None;
+    let encoded = postcard::serialize_with_flavor(
+        value,
+        Writing {
+            writer,
+            failed: &mut failed,
+        },
+    );
+    match (failed, encoded) {
+        (Some(e), _) => Err(e.to_string()),
+        (None, encoded) => encoded.map_err(|e| e.to_string()),
+    }
+}
+
+/// Postcard's output going to a writer, keeping the error that stops it
+/// (postcard's own errors carry none).
+struct Writing<'w, W> {
+    writer: &'w mut W,
+    failed: &'w mut Option<std::io::Error>,
+}
+
+impl<W: Write> postcard::ser_flavors::Flavor for Writing<'_, W> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.writer.write_all(data).map_err(|e| {
+            *self.failed = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}

@@ -106,8 +106,8 @@ fn write_by(
         write_checksummed(writer, MAGIC, |payload| {
             // postcard's own writer turns a full disk into "the serialize
             // buffer is full"; this one keeps the disk's error.
-            crate::readings::encode_to(&normalizer, &mut *payload)?;
-            crate::readings::encode_to(&out, payload)
+            crate::replace_file::encode_to(&normalizer, &mut *payload)?;
+            crate::replace_file::encode_to(&out, payload)
         })
     })
     .map_err(DirectoryError::MirrorFile)
