@@ -30,7 +30,20 @@ plan_build_disk() {
     else
         log "disk: ${free} MiB free"
     fi
+    # A linker that runs out of disk mid-write often dies of a bus error
+    # (signal 7) rather than saying so; name the likely cause beside it.
+    trap 'report_disk_after_failure' ERR
     if [ "$free" -lt "$BUILD_NEEDS_MIB" ]; then
         log "warning: a clean test build needs about ${BUILD_NEEDS_MIB} MiB; only ${free} MiB are free, so it may fail with 'No space left on device'"
+    fi
+}
+
+report_disk_after_failure() {
+    local free
+    free="$(target_free_mib)"
+    if [[ "$free" =~ ^[0-9]+$ ]] && [ "$free" -lt "$BUILD_NEEDS_MIB" ]; then
+        log "disk: only ${free} MiB free under the target directory now; a failed link (bus error, 'No space left on device') is most likely the full disk"
+    else
+        log "disk: ${free} MiB free under the target directory"
     fi
 }
