@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
 use crate::mirror::{LoadedFrom, Mirror};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -145,7 +145,10 @@ pub enum ListenEnd {
 
 /// Holds the change listener (PostgreSQL LISTEN, SQLite's file watch) and
 /// wakes the watcher on each notification. Returns when the listener fails
-/// (after logging why) or on `cancel`; its supervisor restarts it.
+/// (after logging why) or on `cancel`; its supervisor restarts it. A
+/// PostgreSQL listener also fails when it stops hearing its own heartbeat
+/// (`store/postgres/notifier.rs`): a connection gone silent is given up
+/// within seconds, not kept for ever.
 pub async fn listen(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
@@ -270,6 +273,12 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "directory_files",
 ];
 
+/// Longest one prune may take on PostgreSQL. A prune caught on a connection
+/// gone silent would otherwise never return, and that node would prune
+/// nothing again. PostgreSQL prunes go in committed batches and start none
+/// after a minute, so a healthy one ends well within this.
+pub const PRUNE_LIMIT: Duration = Duration::from_secs(300);
+
 /// Periodically bounds the change log, the boot history and the audit log.
 pub async fn run_pruner(
     store: Arc<dyn Store>,
@@ -277,33 +286,57 @@ pub async fn run_pruner(
     retention: Retention,
     cancel: CancellationToken,
 ) {
+    // SQLite's prunes wait on no network, and on another process's lock
+    // only for busy_timeout; each is one DELETE, which a limit could cut
+    // off at every round.
+    let limit = (store.backend() == Backend::Postgres).then_some(PRUNE_LIMIT);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        match store
-            .prune_change_log(retention.change_log, retention.change_log_max_rows)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(rows = n, "pruned change log"),
-            Err(e) => {
-                failed("prune_change_log");
-                tracing::warn!(error = %e, "pruning the change log failed")
-            }
+        prune_once(&*store, &retention, limit).await;
+    }
+}
+
+/// One round of the pruner. A prune that fails, or has not returned within
+/// `limit`, is logged and counted, and the next round tries again.
+pub async fn prune_once(store: &dyn Store, retention: &Retention, limit: Option<Duration>) {
+    let change_log = store.prune_change_log(retention.change_log, retention.change_log_max_rows);
+    match within(limit, change_log).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "pruned change log"),
+        Err(e) => {
+            failed("prune_change_log");
+            tracing::warn!(error = %e, "pruning the change log failed")
         }
-        if let Err(e) = store.prune_boots(retention.boots).await {
-            failed("prune_history");
-            tracing::warn!(error = %e, "pruning provisioning history failed");
+    }
+    if let Err(e) = within(limit, store.prune_boots(retention.boots)).await {
+        failed("prune_history");
+        tracing::warn!(error = %e, "pruning provisioning history failed");
+    }
+    match within(limit, store.prune_audit(retention.audit)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "pruned audit log"),
+        Err(e) => {
+            failed("prune_audit");
+            tracing::warn!(error = %e, "pruning the audit log failed")
         }
-        match store.prune_audit(retention.audit).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "pruned audit log"),
-            Err(e) => {
-                failed("prune_audit");
-                tracing::warn!(error = %e, "pruning the audit log failed")
-            }
-        }
+    }
+}
+
+async fn within<T>(
+    limit: Option<Duration>,
+    prune: impl std::future::Future<Output = Result<T, SyncError>>,
+) -> Result<T, String> {
+    let Some(limit) = limit else {
+        return prune.await.map_err(|e| e.to_string());
+    };
+    match tokio::time::timeout(limit, prune).await {
+        Ok(pruned) => pruned.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the database did not answer within {} s; given up until the next round",
+            limit.as_secs()
+        )),
     }
 }

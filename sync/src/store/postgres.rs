@@ -10,17 +10,23 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod clock;
+mod closing;
 mod commit;
 mod copy;
 mod load;
 mod migrate;
+mod notifier;
+mod prune;
 
+// Pruning here goes in batches (`prune.rs`), so the shared single-statement
+// deletes serve SQLite alone.
+#[allow(dead_code)]
 mod sql {
     super::super::common::shared_sql!(
         sqlx::PgConnection,
@@ -53,6 +59,7 @@ pub struct PgStore {
     /// (`KeyChecked`).
     key_checked: super::KeyChecked,
     node_clock: clock::NodeClock,
+    listener_heartbeat: notifier::Heartbeat,
 }
 
 impl PgStore {
@@ -81,6 +88,7 @@ impl PgStore {
             },
             key_checked: Default::default(),
             node_clock: Default::default(),
+            listener_heartbeat: Default::default(),
         })
     }
 
@@ -300,9 +308,14 @@ impl Store for PgStore {
     }
 
     async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
-        Ok(Box::new(PgNotifier { listener }))
+        let notifier = notifier::PgNotifier::open(
+            &self.pool,
+            &self.connect,
+            self.connect_timeout,
+            self.listener_heartbeat,
+        )
+        .await?;
+        Ok(Box::new(notifier))
     }
 
     async fn apply_with_progress(
@@ -334,40 +347,7 @@ impl Store for PgStore {
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        let cutoff = self.node_clock.cutoff(&mut tx, retain).await?;
-        // Prune a prefix in (txid, seq) order, and only below the horizon, so
-        // "pruned through" is one cursor that every node can compare with.
-        let through: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT txid::text::bigint, seq FROM change_log \
-             WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             AND (at < $1 OR seq <= (SELECT COALESCE(max(seq), 0) FROM change_log) - $2) \
-             ORDER BY txid DESC, seq DESC LIMIT 1",
-        )
-        .bind(cutoff)
-        .bind(max_rows)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((txid, seq)) = through else {
-            return Ok(0);
-        };
-        let deleted =
-            sqlx::query("DELETE FROM change_log WHERE (txid, seq) <= ($1::bigint::text::xid8, $2)")
-                .bind(txid)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        sqlx::query(
-            "UPDATE dialtone_meta SET pruned_txid = $1, pruned_seq = $2 \
-             WHERE singleton = 1 AND (pruned_txid, pruned_seq) < ($1, $2)",
-        )
-        .bind(txid)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(deleted)
+        prune::change_log(self, retain, max_rows).await
     }
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
@@ -430,15 +410,11 @@ impl Store for PgStore {
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        let cutoff = self.node_clock.cutoff(&mut conn, retain).await?;
-        sql::delete_boots_before(&mut conn, cutoff).await
+        prune::aged(self, prune::Aged::History, retain).await
     }
 
     async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        let cutoff = self.node_clock.cutoff(&mut conn, retain).await?;
-        sql::delete_audit_before(&mut conn, cutoff).await
+        prune::aged(self, prune::Aged::Audit, retain).await
     }
 
     async fn record_unclaimed(
@@ -478,26 +454,6 @@ impl Store for PgStore {
 
 fn latest_known() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
-struct PgNotifier {
-    listener: PgListener,
-}
-
-#[async_trait]
-impl Notifier for PgNotifier {
-    async fn wait(&mut self) -> Result<(), SyncError> {
-        // `None` means the connection dropped. sqlx would quietly re-LISTEN on
-        // the next call, but a commit between our next catch-up and that
-        // re-LISTEN would go unnoticed until the next poll. Failing instead
-        // makes the watcher build a fresh listener first and catch up after.
-        match self.listener.try_recv().await? {
-            Some(_) => Ok(()),
-            None => Err(SyncError::Database(sqlx::Error::Protocol(
-                "change listener connection lost".into(),
-            ))),
-        }
-    }
 }
 
 // Bulk imports: the hooks `store/bulk.rs` calls.

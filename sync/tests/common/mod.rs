@@ -27,6 +27,8 @@ macro_rules! both_backends {
     };
 }
 
+pub mod freezing_proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
