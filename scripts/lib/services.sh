@@ -1,7 +1,8 @@
 # Throwaway test services: PostgreSQL, slapd and Kamailio on free loopback
 # ports, in temp dirs, stopped on exit. Sourced by scripts/test and
 # scripts/bench. Exports DIALTONE_TEST_PG_URL, DIALTONE_TEST_PG_BIN,
-# DIALTONE_TEST_LDAP_URL, DIALTONE_TEST_SIP_PROXY and friends for the tests.
+# DIALTONE_TEST_PG_CA, DIALTONE_TEST_LDAP_URL, DIALTONE_TEST_SIP_PROXY and
+# friends for the tests.
 
 SERVICES_DIR=""
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -93,6 +94,8 @@ ensure_packages() {
     command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || want+=(slapd)
     command -v ldapsearch >/dev/null 2>&1 || want+=(ldap-utils)
     command -v curl >/dev/null 2>&1 || want+=(curl)
+    # The test PostgreSQL's throwaway CA and server certificate.
+    command -v openssl >/dev/null 2>&1 || want+=(openssl)
     command -v atftp >/dev/null 2>&1 || want+=(atftp)
     command -v tftp >/dev/null 2>&1 || want+=(tftp-hpa)
     # TFTP servers phlem's client is tested against.
@@ -157,6 +160,30 @@ pg_as() {
     fi
 }
 
+# make_pg_certs DIR: a throwaway CA (DIR/ca.crt) and a server certificate
+# it signed for 127.0.0.1 and localhost (DIR/server.crt, DIR/server.key),
+# so that tests can connect with sslmode=verify-full. The CA's key is
+# deleted once it has signed: nothing else should pass for this server.
+make_pg_certs() {
+    local dir="$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=dialtone test PostgreSQL CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        >"$dir/openssl.log" 2>&1 &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" >>"$dir/openssl.log" 2>&1 &&
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$dir/server.ext" &&
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -set_serial 1 -days 30 \
+            -extfile "$dir/server.ext" -out "$dir/server.crt" >>"$dir/openssl.log" 2>&1 \
+        || { cat "$dir/openssl.log" >&2; return 1; }
+    rm -f "$dir/ca.key" "$dir/server.csr" "$dir/server.ext"
+    # PostgreSQL refuses a key others can read or that is not its user's.
+    chmod 600 "$dir/server.key"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir/server.key"
+    return 0
+}
+
 start_postgres() {
     local bin port dir
     bin="$(find_pg_bin)"
@@ -164,15 +191,17 @@ start_postgres() {
     dir="$SERVICES_DIR/pg"
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres "$dir" "$SERVICES_DIR"
+    make_pg_certs "$dir" || return 1
     log "starting PostgreSQL ($bin) on 127.0.0.1:$port"
     pg_as "$bin/initdb" -D "$dir/data" -U dialtone --auth=trust -E UTF8 --no-sync >"$SERVICES_DIR/initdb.log" 2>&1 \
         || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
     pg_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c max_connections=300 -c synchronous_commit=off" \
+        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c max_connections=300 -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
         start >&2 || not_ready PostgreSQL "$dir/log"
     export DIALTONE_TEST_PG_URL="postgres://dialtone@127.0.0.1:$port/postgres"
     export DIALTONE_TEST_PG_BIN="$bin"
     export DIALTONE_TEST_PG_DATA="$dir/data"
+    export DIALTONE_TEST_PG_CA="$dir/ca.crt"
 }
 
 stop_postgres() {

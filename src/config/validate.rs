@@ -119,6 +119,10 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let p = &self.provisioning;
         let mut warnings = Vec::new();
+        // Warned of, not refused: a private network or a tunnel may carry it.
+        if let Some(exposed) = dialtone_sync::store::exposed_on_the_network(&self.database.url) {
+            warnings.push(format!("database.url: {exposed}"));
+        }
         if self.database.acquire_timeout_ms < super::sections::LEAST_ACQUIRE_TIMEOUT_MS {
             warnings.push(format!(
                 "database.acquire_timeout_ms = {} is raised to {}: no connection opens sooner",

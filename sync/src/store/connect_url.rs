@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{backend_of, Backend};
@@ -31,6 +31,48 @@ pub fn parse_url(url: &str) -> Result<Backend, SyncError> {
         }
     }
     Ok(backend)
+}
+
+/// Why the connections `url` opens could be read and changed on the way,
+/// for `serve` and `check-config` to warn of: PostgreSQL over the network
+/// with an `sslmode` (or `PGSSLMODE`, or none: `prefer`) that neither
+/// requires TLS nor checks the server. Such a session carries tenants'
+/// settings, directory entries and token hashes, and one who sits between
+/// can add rows, a global-admin token among them. `None` for SQLite, a
+/// Unix socket, this host, TLS that is required, and a URL `parse_url`
+/// refuses (which says why itself).
+pub fn exposed_on_the_network(url: &str) -> Option<String> {
+    if backend_of(url).ok()? != Backend::Postgres {
+        return None;
+    }
+    let options = PgConnectOptions::from_str(url).ok()?;
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => return None,
+    };
+    // sqlx takes a host starting with `/` for a socket's folder.
+    let host = options.get_host();
+    if options.get_socket().is_some() || host.starts_with('/') || names_this_host(host) {
+        return None;
+    }
+    Some(format!(
+        "PostgreSQL at {host} with sslmode={mode}: TLS is not required and the server is not \
+         verified, so anyone on the network path can read tenant data, directory entries and \
+         token hashes, and change rows (add a global-admin token); add \
+         sslmode=verify-full&sslrootcert=/path/to/the-server-ca.crt to the URL"
+    ))
+}
+
+/// Loopback by name or address; an IPv6 host keeps its URL brackets.
+fn names_this_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost.") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// `?mode=memory`, which names no file and shares one database between
@@ -87,6 +129,55 @@ mod tests {
             ("postgres://%2Frun%2Fpostgresql/dialtone", Backend::Postgres),
         ] {
             assert_eq!(parse_url(url).expect(url), backend, "{url}");
+        }
+    }
+
+    #[test]
+    fn postgres_over_the_network_without_required_tls_is_exposed() {
+        for (url, mode) in [
+            ("postgres://u:pw@db.example.net/d", "prefer"),
+            (
+                "postgres://u:pw@db.example.net/d?sslmode=disable",
+                "disable",
+            ),
+            ("postgresql://u@10.0.0.5:5433/d?sslmode=allow", "allow"),
+            ("postgres://u@[2001:db8::1]/d?ssl-mode=prefer", "prefer"),
+            ("postgres://u@127.0.0.1.example.net/d", "prefer"),
+            ("postgres:///d?host=db.example.net", "prefer"),
+            ("postgres://u@localhost/d?hostaddr=192.0.2.7", "prefer"),
+        ] {
+            let warning = exposed_on_the_network(url).expect(url);
+            assert!(
+                warning.contains(&format!("sslmode={mode}")),
+                "{url}: {warning}"
+            );
+            assert!(
+                warning.contains("sslmode=verify-full&sslrootcert="),
+                "{url}: {warning}"
+            );
+            assert!(!warning.contains("pw"), "{url}: {warning}");
+        }
+    }
+
+    #[test]
+    fn local_databases_and_required_tls_are_not_exposed() {
+        for url in [
+            "sqlite:///var/lib/dialtone/dialtone.db",
+            "postgres://u:pw@db.example.net/d?sslmode=require",
+            "postgres://u:pw@db.example.net/d?sslmode=verify-ca&sslrootcert=/etc/ca.crt",
+            "postgres://u:pw@db.example.net/d?sslmode=verify-full&sslrootcert=/etc/ca.crt",
+            "postgres://u:pw@127.0.0.1:5432/d",
+            "postgres://u:pw@127.8.9.10/d?sslmode=disable",
+            "postgres://u@[::1]/d",
+            "postgres://u@[::ffff:127.0.0.1]/d",
+            "postgres://u@localhost/d?sslmode=disable",
+            "postgres://u@LOCALHOST./d",
+            "postgres:///dialtone?host=/run/postgresql",
+            "postgres://%2Frun%2Fpostgresql/dialtone",
+            // Refused by parse_url, which says why.
+            "postgres://u:pw@db.example.net/d?sslmode=bogus",
+        ] {
+            assert_eq!(exposed_on_the_network(url), None, "{url}");
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
 
-pub use connect_url::parse_url;
+pub use connect_url::{exposed_on_the_network, parse_url};
 pub use fleet::FleetHistory;
 pub use masked::masked_url;
 pub use phone_batch::{
@@ -290,6 +290,20 @@ pub struct TemplateVersion {
     pub updated_at: Millis,
 }
 
+/// A kept version's particulars without its body, as a list shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateVersionSummary {
+    pub version: i64,
+    /// The body's length in bytes.
+    pub bytes: i64,
+    /// [`version_digest`] of the body.
+    pub digest: String,
+    pub updated_by: String,
+    pub updated_at: Millis,
+}
+
+pub use admin::version_digest;
+
 /// Which audit rows to read, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
@@ -546,6 +560,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every kept version of a template, oldest first.
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError>;
+
+    /// Up to `limit` of a template's kept versions older than `before`
+    /// (from the newest when `None`), newest first, without their bodies.
+    /// This default reads every body: a backend lists them in SQL instead.
+    async fn template_version_list(
+        &self,
+        template_id: Id,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<TemplateVersionSummary>, SyncError> {
+        let versions = self.template_versions(template_id).await?;
+        Ok(versions
+            .iter()
+            .rev()
+            .filter(|v| before.is_none_or(|before| v.version < before))
+            .take(limit.max(0) as usize)
+            .map(|v| TemplateVersionSummary {
+                version: v.version,
+                bytes: v.body.len() as i64,
+                digest: version_digest(&v.body),
+                updated_by: v.updated_by.clone(),
+                updated_at: v.updated_at,
+            })
+            .collect())
+    }
+
+    /// One kept version of a template, with its body. This default reads
+    /// every version: a backend reads the one row instead.
+    async fn template_version(
+        &self,
+        template_id: Id,
+        version: i64,
+    ) -> Result<Option<TemplateVersion>, SyncError> {
+        let versions = self.template_versions(template_id).await?;
+        Ok(versions.into_iter().find(|v| v.version == version))
+    }
 
     /// Audit rows matching `query`, newest first.
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError>;
