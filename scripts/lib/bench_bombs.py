@@ -8,8 +8,16 @@ name lookups served from the cache and its phones fetching their files over
 TFTP and HTTP. B's load runs twice in the same run, the same way each time:
 once with nothing else running (idle) and once while A's bombs run. Reported
 per kind of B's request: count, errors, p50 and p99 in each phase, and how
-much the p99 grew. Target: under bombs each p99 within 50 ms of idle, and
-no more failed requests than idle.
+much the p99 grew. Most of B's phones are fetched once before the phases,
+so their fetches are render-cache hits; the rest are kept for misses: in
+each phase, phones fetched for the first time (one fetch each, over TFTP
+or HTTP), reported as kinds of their own (`miss-tftp`, `miss-http`).
+Target: under bombs each p99, misses' too, within 50 ms of idle, no more
+failed requests than idle, and the bombs must have done their work: every
+`validate` and `preview` answered with a render (200) or the budget's 422,
+and the stored bomb either refused at save for its budget or, saved, its
+fetches failing and its phone's provisioning history naming the budget
+over TFTP and over HTTP.
 
 A's bombs, from 4 client threads looping for the whole bomb phase (10 s
 client timeout each): `POST /v1/templates/validate` and `POST /v1/preview`
@@ -26,15 +34,17 @@ minimal RFC 1350 one, independent of phlem's.
 import argparse
 import csv
 import json
+import math
 import socket
 import sys
 import threading
 import time
-import urllib.parse
 from collections import Counter
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from bench_clients import KeepAlive, bomb_http, error_message, percentile, stats, tftp_get  # noqa: E402
+from bench_bombs_verdict import bomb_outcome, bomb_problems  # noqa: E402
+from bench_bombs_victim import Victim, yealink_agent  # noqa: E402
+from bench_clients import KeepAlive, bomb_http, error_message, percentile, tftp_get  # noqa: E402
 
 BOMBER, VICTIM = "bomber", "victim"
 FAMILY, MODEL = "yealink", "T46S"
@@ -57,6 +67,8 @@ BOMBS = {
 # The stored bomb: pure CPU, small output.
 STORED_BOMB = "nested-loops-silent"
 BOMB_KINDS = ("validate", "preview", "stored-tftp", "stored-http")
+# Misses a second per protocol, in each phase: each one a phone kept cold.
+MISS_RATE = 2.0
 
 
 # ---------------------------------------------------------------- seed
@@ -89,82 +101,6 @@ def seed(args):
     return 0
 
 
-# ---------------------------------------------------------------- clients
-
-
-class Victim:
-    def __init__(self, args, macs, numbers):
-        self.args, self.macs, self.numbers = args, macs, numbers
-        self.api_host, self.api_port = args.api_host, args.api_port
-        self.prov_host, self.prov_port = args.prov_host, args.prov_port
-        self.tftp_host, self.tftp_port = args.tftp_host, args.tftp_port
-
-    def lookup_worker(self, client, i):
-        digits, name = self.numbers[i % len(self.numbers)]
-        status, body = client.get("/v1/lookup?number=%s&key=%s" % (digits, urllib.parse.quote(self.args.lookup_key)))
-        return status == 200 and body == name.encode()
-
-    def http_worker(self, client, i):
-        mac = self.macs[i % len(self.macs)]
-        ua = "Yealink SIP-%s 66.86.0.15 %s" % (MODEL, ":".join(mac[k:k + 2] for k in range(0, 12, 2)))
-        status, body = client.get("/%s.cfg" % mac, {"User-Agent": ua})
-        return status == 200 and len(body) > 0
-
-    def tftp_worker(self, _client, i):
-        mac = self.macs[i % len(self.macs)]
-        ok, body = tftp_get(self.tftp_host, self.tftp_port, mac + ".cfg", timeout=2.0, retries=1,
-                            deadline=time.monotonic() + 10)
-        return ok and len(body) > 0
-
-    def kinds(self):
-        a = self.args
-        return {
-            "lookup": (self.lookup_worker, a.lookup_threads, a.lookup_rate, (self.api_host, self.api_port)),
-            "tftp": (self.tftp_worker, a.tftp_threads, a.tftp_rate, None),
-            "http": (self.http_worker, a.http_threads, a.http_rate, (self.prov_host, self.prov_port)),
-        }
-
-    def run(self, seconds):
-        """Each thread paces its requests at its rate (no catch-up bursts
-        after a slow one), so B offers the same load in both phases as long
-        as a request takes less than its thread's interval (40 ms for a
-        lookup, 100 ms for a fetch); beyond that the count drops."""
-        stop_at = time.monotonic() + seconds
-        results = {kind: [] for kind in self.kinds()}
-        lock = threading.Lock()
-
-        def loop(kind, fn, rate, endpoint, t, n):
-            client = KeepAlive(endpoint[0], endpoint[1], 2.0) if endpoint else None
-            interval, i, mine = 1.0 / rate, t * 7919, []
-            next_at = time.monotonic() + interval * t / n  # the threads of a kind interleave
-            while True:
-                now = time.monotonic()
-                if next_at > now:
-                    time.sleep(next_at - now)
-                if time.monotonic() >= stop_at:
-                    break
-                started = time.monotonic()
-                ok = fn(client, i)
-                mine.append((time.monotonic() - started, ok))
-                i += 1
-                next_at = max(next_at + interval, time.monotonic())
-            if client:
-                client.close()
-            with lock:
-                results[kind].extend(mine)
-
-        threads = [
-            threading.Thread(target=loop, args=(kind, fn, rate, endpoint, t, n), daemon=True)
-            for kind, (fn, n, rate, endpoint) in self.kinds().items()
-            for t in range(n)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(seconds + 30)
-        return {kind: stats(samples) for kind, samples in results.items()}
-
-
 # ---------------------------------------------------------------- bombs
 
 
@@ -178,14 +114,17 @@ class Bombs:
         self.lock = threading.Lock()
         self.samples = {k: [] for k in ("store",) + BOMB_KINDS}
         self.statuses = {k: Counter() for k in self.samples}
+        self.outcomes = {k: Counter() for k in self.samples}
         self.messages = {k: {} for k in self.samples}
         self.stored = {"phone": self.bomb_phone, "bomb": STORED_BOMB, "attempts": [], "stored": False}
         self.stored_ready = threading.Event()
 
-    def record(self, kind, status, seconds, message):
+    def record(self, kind, status, seconds, message, outcome=None):
         with self.lock:
             self.samples[kind].append(seconds)
             self.statuses[kind][status] += 1
+            if outcome:
+                self.outcomes[kind][outcome] += 1
             if message and status not in self.messages[kind]:
                 self.messages[kind][status] = message
 
@@ -212,7 +151,8 @@ class Bombs:
             message = "no answer within %g s" % self.args.bomb_timeout if status == "timeout" else error_message(head)
             self.record("store", status, seconds, None if status == "201" else message)
             self.stored["attempts"].append({"what": what, "status": status, "ms": round(1e3 * seconds, 1),
-                                            "answer": message if status != "201" else "stored"})
+                                            "answer": message if status != "201" else "stored",
+                                            "budget": status == "422" and b"budget" in head})
             if status == "201":
                 self.stored.update(stored=True, how=what)
                 break
@@ -239,9 +179,8 @@ class Bombs:
                 "mac": p, "file": p + ".cfg", "body": BOMBS[name], "scope": "tenant", "tenant": BOMBER,
                 "family": FAMILY, "file_pattern": FILE_PATTERN})
         elif kind == "stored-http":
-            ua = "Yealink SIP-%s 66.86.0.15 %s" % (MODEL, ":".join(mac[k:k + 2] for k in range(0, 12, 2)))
             status, seconds, head = bomb_http(a.prov_host, a.prov_port, "GET", "/%s.cfg" % mac, a.bomb_timeout,
-                                              headers={"User-Agent": ua}, source=BOMB_SOURCE)
+                                              headers={"User-Agent": yealink_agent(MODEL, mac)}, source=BOMB_SOURCE)
         else:
             started = time.monotonic()
             # Retransmits the request every 2 s like a phone, until the client timeout.
@@ -251,7 +190,7 @@ class Bombs:
             status = "ok" if ok else ("timeout" if got == "timeout" else "tftp " + got)
             head = b""
         message = error_message(head) if head and not status.startswith("2") else None
-        self.record(kind, status, seconds, message)
+        self.record(kind, status, seconds, message, bomb_outcome(kind, status, head))
 
     def run(self, stop):
         def loop(i):
@@ -282,8 +221,28 @@ class Bombs:
                 "p99_ms": None if not times else round(1e3 * percentile(times, 0.99), 1),
                 "max_ms": None if not times else round(1e3 * times[-1], 1),
                 "answers": self.messages[kind],
+                "outcomes": dict(self.outcomes[kind]),
             }
         return out
+
+    def budget_in_history(self, wait):
+        """Protocol -> whether the stored bomb's phone has a fetch in its
+        provisioning history that failed for the render budget (history
+        is written in batches: polled for up to `wait` seconds)."""
+        a, found = self.args, {}
+        client = KeepAlive(a.api_host, a.api_port, 10.0)
+        deadline = time.monotonic() + wait
+        while True:
+            status, body = client.get("/v1/phones/%s/history?limit=500" % self.bomb_phone,
+                                      {"Authorization": "Bearer " + self.token})
+            if status == 200:
+                for boot in json.loads(body):
+                    if "budget" in (boot.get("outcome") or ""):
+                        found[boot.get("protocol")] = True
+            if (found.get("tftp") and found.get("http")) or time.monotonic() >= deadline:
+                client.close()
+                return found
+            time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- run
@@ -336,27 +295,38 @@ def run(args):
     except OSError as e:
         return fail("cannot connect from %s: %s" % (BOMB_SOURCE, e))
 
-    # Warm: every number once (then B's lookups are cache hits), every phone's
-    # file once over each protocol (then render-cache hits).
-    print("warming: %d lookups, %d phones over HTTP and TFTP" % (len(numbers), len(macs[VICTIM])), file=sys.stderr)
-    victim = Victim(args, macs[VICTIM], numbers)
+    # Phones kept cold for the misses: per phase and protocol, as many as
+    # the miss worker can fetch in a phase.
+    per = math.ceil(args.miss_rate * args.seconds) + 1
+    if len(macs[VICTIM]) < 4 * per + 10:
+        return fail("%d phones of %s: %d are kept cold for misses at %g/s over %g s, and at least 10 warm"
+                    % (len(macs[VICTIM]), VICTIM, 4 * per, args.miss_rate, args.seconds))
+    warm, cold = macs[VICTIM][:-4 * per], macs[VICTIM][-4 * per:]
+    cold_idle = {"tftp": cold[:per], "http": cold[per:2 * per]}
+    cold_bombs = {"tftp": cold[2 * per:3 * per], "http": cold[3 * per:]}
+
+    # Warm: every number once (then B's lookups are cache hits), every warm
+    # phone's file once over each protocol (then render-cache hits).
+    print("warming: %d lookups, %d phones over HTTP and TFTP (%d kept cold for misses)"
+          % (len(numbers), len(warm), len(cold)), file=sys.stderr)
+    victim = Victim(args, MODEL, warm, numbers)
     client = KeepAlive(args.api_host, args.api_port, 5.0)
     bad = [n for i, (n, _) in enumerate(numbers) if not victim.lookup_worker(client, i)]
     client.close()
     if bad:
         return fail("%d of %d warm-up lookups did not answer the directory name (first: %s)" % (len(bad), len(numbers), bad[0]))
     client = KeepAlive(args.prov_host, args.prov_port, 5.0)
-    bad = [m for i, m in enumerate(macs[VICTIM]) if not victim.http_worker(client, i)]
+    bad = [m for i, m in enumerate(warm) if not victim.http_worker(client, i)]
     client.close()
     if bad:
         return fail("%d warm-up HTTP fetches failed (first: %s.cfg)" % (len(bad), bad[0]))
-    bad = [m for i, m in enumerate(macs[VICTIM]) if not victim.tftp_worker(None, i)]
+    bad = [m for i, m in enumerate(warm) if not victim.tftp_worker(None, i)]
     if bad:
         return fail("%d warm-up TFTP fetches failed (first: %s.cfg)" % (len(bad), bad[0]))
 
     print("idle: %s's load for %g s" % (VICTIM, args.seconds), file=sys.stderr)
     load = {"idle_start": loadavg()}
-    idle = victim.run(args.seconds)
+    idle = Victim(args, MODEL, warm, numbers, cold_idle).run(args.seconds)
     load["idle_end"] = loadavg()
 
     print("bombs: %d threads of %s's bombs, %s's load for %g s" % (args.bomb_threads, BOMBER, VICTIM, args.seconds),
@@ -367,15 +337,18 @@ def run(args):
     threads = bombs.run(stop)
     time.sleep(0.5)
     load["bombs_start"] = loadavg()
-    under = victim.run(args.seconds)
+    under = Victim(args, MODEL, warm, numbers, cold_bombs).run(args.seconds)
     load["bombs_end"] = loadavg()
     stop.set()
     # A bomb started just before the end still gets its full client timeout.
     for t in threads:
         t.join(max(0.1, started + 0.5 + args.seconds + args.bomb_timeout + 5 - time.monotonic()))
     still = sum(t.is_alive() for t in threads)
+    report = bombs.report()
+    history = bombs.budget_in_history(10) if bombs.stored["stored"] else {}
+    bomb_failures = bomb_problems(report, bombs.stored, history)
 
-    victims, met = {}, True
+    victims, met = {}, not bomb_failures
     for kind in idle:
         i, u = idle[kind], under[kind]
         delta = None if i["p99_ms"] is None or u["p99_ms"] is None else round(u["p99_ms"] - i["p99_ms"], 3)
@@ -386,10 +359,12 @@ def run(args):
         "case": "bombs",
         "seconds_per_phase": args.seconds,
         "victim_phones": len(macs[VICTIM]),
+        "victim_cold_phones": len(cold),
         "victim_numbers": len(numbers),
         "rates_per_s": {"lookup": args.lookup_threads * args.lookup_rate,
                         "tftp": args.tftp_threads * args.tftp_rate,
-                        "http": args.http_threads * args.http_rate},
+                        "http": args.http_threads * args.http_rate,
+                        "miss-tftp": args.miss_rate, "miss-http": args.miss_rate},
         "target_p99_delta_ms": TARGET_MS,
         "victim": victims,
         "target_met": met,
@@ -397,8 +372,11 @@ def run(args):
         "bomb_threads": args.bomb_threads,
         "bomb_timeout_s": args.bomb_timeout,
         "bomb_threads_still_running": still,
-        "bombs": bombs.report(),
+        "bombs": report,
         "stored_bomb": bombs.stored,
+        "stored_bomb_budget_in_history": history,
+        # The bombs' own verdict: rendered, or refused for their budget.
+        "bomb_problems": bomb_failures,
     }
     print(json.dumps(result))
     return 0
@@ -415,16 +393,18 @@ def summary(args):
     print("render bombs of tenant %s vs tenant %s's service (%g s a phase; %s's requests paced: %s)" % (
         BOMBER, VICTIM, r["seconds_per_phase"], VICTIM,
         ", ".join("%s %d/s" % kv for kv in r["rates_per_s"].items())))
-    print("%-8s   %s   %s  %8s" % ("victim", "---------- idle ----------", "------- under bombs -------", "p99 diff"))
-    print("%-8s %6s %4s %7s %7s %6s %4s %7s %7s %9s  %s" % (
+    print("%-9s   %s   %s  %8s" % ("victim", "---------- idle ----------", "------- under bombs -------", "p99 diff"))
+    print("%-9s %6s %4s %7s %7s %6s %4s %7s %7s %9s  %s" % (
         "", "n", "err", "p50", "p99", "n", "err", "p50", "p99", "", "target: p99 diff <= %g, no new errors" % r["target_p99_delta_ms"]))
     for kind, v in r["victim"].items():
         i, u = v["idle"], v["bombs"]
-        print("%-8s %6d %4d %7s %7s %6d %4d %7s %7s %9s  %s" % (
+        print("%-9s %6d %4d %7s %7s %6d %4d %7s %7s %9s  %s" % (
             kind, i["count"], i["errors"], fmt(i["p50_ms"]), fmt(i["p99_ms"]),
             u["count"], u["errors"], fmt(u["p50_ms"]), fmt(u["p99_ms"]), fmt(v["p99_delta_ms"]),
             "met" if v["met"] else "TARGET MISSED"))
-    print("(ms; failed requests count at the time they took: 2 s client timeout for HTTP, 2 s + one retry for TFTP)")
+    print("(ms; failed requests count at the time they took: 2 s client timeout for HTTP, 2 s + one retry for TFTP;")
+    print(" tftp, http: phones fetched before the phases, render-cache hits; miss-tftp, miss-http: %d other phones,"
+          " each fetched once, for the first time)" % r.get("victim_cold_phones", 0))
     load = r.get("loadavg_1m") or {}
     print("machine load (1 min) at start/end: idle %s/%s, bombs %s/%s (shared machine: other work skews both phases)" % tuple(
         fmt(load.get(k)) for k in ("idle_start", "idle_end", "bombs_start", "bombs_end")))
@@ -436,6 +416,8 @@ def summary(args):
     for kind, b in r["bombs"].items():
         statuses = ", ".join("%s x%d" % kv for kv in sorted(b["statuses"].items()))
         print("  %-12s %4d requests  p50 %8s ms  p99 %8s ms  [%s]" % (kind, b["count"], fmt(b["p50_ms"]), fmt(b["p99_ms"]), statuses))
+        if b.get("outcomes"):
+            print("  %-12s   came to: %s" % ("", ", ".join("%s x%d" % kv for kv in sorted(b["outcomes"].items()))))
         for status, message in b["answers"].items():
             print("  %-12s   %s: %s" % ("", status, message[:160]))
     s = r["stored_bomb"]
@@ -443,12 +425,20 @@ def summary(args):
         print("  stored bomb (%s) on phone %s: saved (%s)" % (s["bomb"], s["phone"], s["how"]))
     else:
         print("  %s; its phone %s fetched anyway" % (s.get("note", "stored bomb not saved"), s["phone"]))
+    if s["stored"]:
+        found = r.get("stored_bomb_budget_in_history") or {}
+        print("  its phone's history names the render budget over: %s" % (", ".join(sorted(found)) or "nothing"))
+    problems = r.get("bomb_problems", [])
+    for problem in problems:
+        print("  bombs did not do their work: %s" % problem)
     print()
     if r["target_met"]:
-        print("target met: every p99 of %s within %g ms of idle, no new errors" % (VICTIM, r["target_p99_delta_ms"]))
+        print("target met: every p99 of %s within %g ms of idle, no new errors; every bomb rendered or was refused "
+              "for its budget" % (VICTIM, r["target_p99_delta_ms"]))
     else:
-        missed = [k for k, v in r["victim"].items() if not v["met"]]
-        print("target missed: %s (p99 more than %g ms over idle, or new errors)" % (", ".join(missed), r["target_p99_delta_ms"]))
+        missed = [k for k, v in r["victim"].items() if not v["met"]] + (["the bombs' own work"] if problems else [])
+        print("target missed: %s (p99 more than %g ms over idle, new errors, or bombs that neither rendered nor "
+              "were refused for their budget)" % (", ".join(missed), r["target_p99_delta_ms"]))
     return 0
 
 
@@ -475,6 +465,8 @@ def main():
     r.add_argument("--tftp-rate", type=float, default=10.0)
     r.add_argument("--http-threads", type=int, default=4)
     r.add_argument("--http-rate", type=float, default=10.0)
+    r.add_argument("--miss-rate", type=float, default=MISS_RATE,
+                   help="per second and protocol: fetches of phones not fetched before")
     m = sub.add_parser("summary")
     m.add_argument("results")
     args = p.parse_args()

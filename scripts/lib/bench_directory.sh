@@ -126,19 +126,25 @@ PY
     node false
     version() { curl -s -m 5 "http://127.0.0.1:$api/metrics" | awk '/^dialtone_mirror_version / { print $2 }'; }
     ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-    # Seconds until the probe's lookup names $1, and the node's CPU meanwhile.
+    # Seconds until the probe's lookup names $1, and the node's CPU meanwhile;
+    # null, and a failure, if it never does.
     indexed() {
-        local s t c
+        local s t c seconds=null
         s="$(date +%s.%N)"
         t="$(ticks)"
         for _ in $(seq 1 6000); do
-            [ "$(curl -s -m 5 "http://127.0.0.1:$api/v1/lookup?number=%2B441134960000&key=$key")" = "$1" ] && break
+            if [ "$(curl -s -m 5 "http://127.0.0.1:$api/v1/lookup?number=%2B441134960000&key=$key")" = "$1" ]; then
+                seconds="$(awk "BEGIN { print $(date +%s.%N) - $s }")"
+                break
+            fi
             sleep 0.02
         done
         c="$(ticks)"
-        echo "{\"step\": \"$2\", \"seconds\": $(awk "BEGIN { print $(date +%s.%N) - $s }"), \"cpu_s\": $(awk -v hz="$(getconf CLK_TCK)" "BEGIN { print ($c - $t) / hz }")}" >>"$out"
+        echo "{\"step\": \"$2\", \"seconds\": $seconds, \"cpu_s\": $(awk -v hz="$(getconf CLK_TCK)" "BEGIN { print ($c - $t) / hz }")}" >>"$out"
+        [ "$seconds" != null ] || { log "$2: the probe's lookup never answered \"$1\""; return 1; }
     }
-    indexed "$(sed -n 2p "$d/probe")" index-first
+    local missing=0
+    indexed "$(sed -n 2p "$d/probe")" index-first || missing=1
     v0="$(version)"
     ticks0="$(ticks)"
     rm -f "$d/moved"
@@ -157,31 +163,35 @@ PY
     [ -s "$d/moved" ] && moved="$(cat "$d/moved")"
     ticks1="$(ticks)"
     echo "{\"step\": \"node\", \"end\": $(cat "$d/changed.end"), \"moved\": ${moved:-null}, \"cpu_s\": $(awk -v hz="$(getconf CLK_TCK)" "BEGIN { print ($ticks1 - $ticks0) / hz }")}" >>"$out"
-    indexed "$(sed -n 3p "$d/probe")" index-changed
+    indexed "$(sed -n 3p "$d/probe")" index-changed || missing=1
     curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
         -d '{"name": "Edited Probe", "numbers": [{"number": "+44 113 496 0000", "kind": "work"}]}' \
         "http://127.0.0.1:$api/v1/tenants/bigco/directory/$(sed -n 1p "$d/probe")" || log "the edit was refused"
-    indexed "Edited Probe" index-edit
+    indexed "Edited Probe" index-edit || missing=1
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    # The warm-up's build time from the node's log; null, and a failure,
+    # without the line (a missing line is no 0 s build).
     warmed() { # step
-        local warm_ms=""
+        local warm_ms="" seconds=null
         for _ in $(seq 1 1200); do
             warm_ms="$(grep -o 'built ahead of lookups.*' "$d/serve.log" | grep -oE 'ms=[0-9]+' | head -1 || true)"
             [ -n "$warm_ms" ] && break
             sleep 0.05
         done
-        echo "{\"step\": \"$1\", \"seconds\": $(awk "BEGIN { print (${warm_ms#ms=}+0) / 1000 }")}" >>"$out"
+        [ -z "$warm_ms" ] || seconds="$(awk "BEGIN { print ${warm_ms#ms=} / 1000 }")"
+        echo "{\"step\": \"$1\", \"seconds\": $seconds}" >>"$out"
+        [ "$seconds" != null ] || { log "$1: the node never logged its warm-up build"; return 1; }
     }
     log "the node restarted with warm_directories on, no readings kept"
     rm -f "$d"/directory-readings-*.bin
     node true
-    warmed warm-up
-    indexed "Edited Probe" index-warm
+    warmed warm-up || missing=1
+    indexed "Edited Probe" index-warm || missing=1
     kill "$pid"; wait "$pid" 2>/dev/null || true
     log "the node restarted again, its last build's readings kept"
     node true
-    indexed "Edited Probe" index-ready-kept
-    warmed warm-up-kept
+    indexed "Edited Probe" index-ready-kept || missing=1
+    warmed warm-up-kept || missing=1
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
     log "import into SQLite: first, again, 5% changed"
@@ -213,17 +223,25 @@ node = steps["node"]
 lag = f"{node['moved'] - node['end']:.2f} s" if node["moved"] else "never (within 300 s of the import starting)"
 print(f"node: published the 5% change {lag} after the import process ended, spending {node['cpu_s']:.2f} s of CPU "
       "(no other change lands on a node while it applies one)")
+# A step that never happened is null: shown as such, and the bench fails.
+never = [step for step, r in steps.items() if "seconds" in r and r["seconds"] is None]
+took = lambda r: "never" if r["seconds"] is None else f"{r['seconds']:.2f} s"
+def ratio(r, base):
+    return "     -" if r["seconds"] is None or not base["seconds"] else f"{r['seconds'] / base['seconds']:>6.3f}"
 first = steps["index-first"]
 print(f"the node's lookup index of the tenant, until a lookup answers (first: a whole build, the baseline):")
 for step, what in (("index-first", "first lookup"), ("index-changed", "after the 5% change was published"),
                    ("index-edit", "after one entry edited (API)"),
                    ("index-warm", "restarted, after its warm-up")):
     r = steps[step]
-    print(f"  {what:<36} {r['seconds']:>7.2f} s {r['seconds'] / first['seconds']:>6.3f}x  CPU {r['cpu_s']:.2f} s")
-print(f"  (the restarted node's warm-up, warm_directories on, built the index {steps['warm-up']['seconds']:.2f} s after its start "
+    print(f"  {what:<36} {took(r):>9} {ratio(r, first)}x  CPU {r['cpu_s']:.2f} s")
+print(f"  (the restarted node's warm-up, warm_directories on, built the index {took(steps['warm-up'])} after its start "
       "with no lookup asking; with it off, the first lookup after a start waits for the whole build, however late it comes)")
 kept = steps["index-ready-kept"]
-print(f"  restarted again, the readings kept: a lookup from /readyz answered after {kept['seconds']:.2f} s "
-      f"({kept['seconds'] / first['seconds']:.3f}x), the warm-up built the index {steps['warm-up-kept']['seconds']:.2f} s after its start")
+print(f"  restarted again, the readings kept: a lookup from /readyz answered after {took(kept)} "
+      f"({ratio(kept, first).strip()}x), the warm-up built the index {took(steps['warm-up-kept'])} after its start")
+if never:
+    sys.exit("bench directory FAILED: never measured: " + ", ".join(never))
 PY
+    return "$missing"
 }

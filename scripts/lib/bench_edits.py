@@ -10,15 +10,20 @@ nodes over TFTP. Reported:
   for single edits with no storm, measured first in the same run;
 - stale files once the storm stops and the nodes catch up: every phone's
   files on both nodes, over TFTP and HTTP, checked by `phlem run --verify`
-  against `dialtone render --all` from the database (must be 0), and the
-  nodes' own self-check counter (dialtone_render_cache_stale_total).
+  against `dialtone render --all` from the database (must be 0; so must
+  every other failed fetch, and each target must check every phone's
+  files), and the nodes' own self-check counter
+  (dialtone_render_cache_stale_total).
 
 Only the standard library: the TFTP client here is a minimal RFC 1350 one,
 independent of phlem's.
 """
 
 import argparse
+import collections
+import csv
 import json
+import os
 import socket
 import statistics
 import struct
@@ -139,6 +144,52 @@ def metric(node, name):
     return total
 
 
+# What phlem fetches to boot one phone of each family the bench seeds: a
+# Yealink's boot file, model file and MAC file; a Poly's master file and
+# the two it lists; a Cisco MPP's model file and MAC file.
+FILES_PER_BOOT = {"yealink": 3, "poly": 3, "cisco-mpp": 2}
+
+
+def expected_files(phones_csv):
+    """Phones in the seeded file, and the files one boot of each fetches."""
+    with open(phones_csv) as f:
+        families = [row["family"] for row in csv.DictReader(f)]
+    return len(families), sum(FILES_PER_BOOT[family] for family in families)
+
+
+def verify(bin, work, targets, rendered, phones, files):
+    """`phlem run --verify` of every phone against `rendered` on each target.
+    Returns files checked, failures by reason and what else went wrong: a
+    phlem that failed or wrote no report, a target that checked fewer
+    phones or files than the database holds."""
+    checked, failures, problems = 0, collections.Counter(), []
+    report = os.path.join(work, "verify.json")
+    for target in targets:
+        # Else a phlem that dies before writing reads as the last target's.
+        if os.path.exists(report):
+            os.remove(report)
+        done = subprocess.run(
+            [bin, "phlem", "run", "--quiet", "--phones", "database", "--concurrency", "100",
+             "--verify", rendered, "--json", report, "--target", target],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        if not os.path.exists(report):
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            problems.append("%s: phlem exited %d without a report %s" % (target, done.returncode, tail))
+            continue
+        with open(report) as f:
+            r = json.load(f)
+        here = sum(s["transfers"] for s in r["steps"].values())
+        checked += here
+        failures.update(r["failures"])
+        if done.returncode != 0 and not r["failures"]:
+            problems.append("%s: phlem exited %d" % (target, done.returncode))
+        if r["phones"] != phones or here < files:
+            problems.append("%s: checked %d phones and %d files, expected %d and %d"
+                            % (target, r["phones"], here, phones, files))
+    return checked, failures, problems
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
@@ -220,19 +271,10 @@ def main():
         time.sleep(0.05)
     out = args.work + "/render"
     subprocess.run([args.bin, "render", "--all", "--out", out], check=True, stdout=subprocess.DEVNULL)
-    mismatches, checked = 0, 0
-    for node in nodes:
-        for target in ("tftp://%s:%d" % (node["tftp_host"], node["tftp_port"]), node["http"]):
-            report = args.work + "/verify.json"
-            subprocess.run(
-                [args.bin, "phlem", "run", "--quiet", "--phones", "database", "--concurrency", "100",
-                 "--verify", out, "--json", report, "--target", target],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            with open(report) as f:
-                r = json.load(f)
-            mismatches += r["failures"].get("mismatch", 0)
-            checked += sum(s["transfers"] for s in r["steps"].values())
+    phones, files = expected_files(os.path.join(args.work, "phones.csv"))
+    verify_targets = [t for node in nodes for t in ("tftp://%s:%d" % (node["tftp_host"], node["tftp_port"]), node["http"])]
+    checked, failures, problems = verify(args.bin, args.work, verify_targets, out, phones, files)
+    mismatches = failures.get("mismatch", 0)
     canary = sum(metric(node, "dialtone_render_cache_stale_total") for node in nodes)
 
     api_latency.sort()
@@ -248,11 +290,16 @@ def main():
         "idle_converge_ms": 1e3 * statistics.median(idle),
         "storm_last_edit_converge_ms": None if last_edit is None else 1e3 * last_edit,
         "verified_files": checked,
+        "expected_files": files * len(verify_targets),
         "stale_files": mismatches,
+        # Any reason counts: a fetch that timed out or failed checked nothing.
+        "verify_failures": dict(failures),
+        "verify_problems": problems,
         "self_check_stale": canary,
     }
     print(json.dumps(result))
-    return 0 if mismatches == 0 and canary == 0 and last_edit is not None else 1
+    good = not failures and not problems and canary == 0 and last_edit is not None
+    return 0 if good else 1
 
 
 if __name__ == "__main__":

@@ -63,8 +63,12 @@ print(f"edits during a boot storm: {r['edits']} edits ({r['edits_per_s']:.0f}/s,
       f"while the nodes served {r['storm_requests']:.0f} provisioning requests")
 print(f"  last edit served by all {r['phones_edited']} phones on {r['nodes']} nodes over HTTP and TFTP after "
       f"{r['storm_last_edit_converge_ms']:.1f} ms; idle baseline {r['idle_converge_ms']:.1f} ms; ratio {ratio:.2f}x")
-print(f"  stale files after settling: {r['stale_files']} of {r['verified_files']} checked (target 0); "
-      f"self-check stale: {r['self_check_stale']:.0f} (target 0)")
+print(f"  stale files after settling: {r['stale_files']} of {r['verified_files']} checked "
+      f"(expected {r.get('expected_files', '?')}; target 0); self-check stale: {r['self_check_stale']:.0f} (target 0)")
+if r.get("verify_failures"):
+    print(f"  failed checks by reason (target none): {r['verify_failures']}")
+for problem in r.get("verify_problems", []):
+    print(f"  check incomplete: {problem}")
 PY
     return "$status"
 }

@@ -5,6 +5,7 @@ bench_clients.py (not phlem); each phone has an address of its own within
 an office of ten (127.0.2.x), the flood comes from 127.0.1.1-200."""
 
 import argparse
+import errno
 import json
 import os
 import random
@@ -79,10 +80,14 @@ def rrq(name):
 
 
 class Flood:
-    """Sends `count` RRQs over `seconds` from `args.sources` sources and never
-    answers; counts what comes back. Up to 200 sources are 127.0.<subnet>.x;
-    more (forged sources spread over many addresses, a transfer or a few
-    each) are 127.<10 + subnet>.x.y."""
+    """Sends `count` RRQs over `seconds` from `args.sources` sources, and at
+    the same pace after that until `booted` is set (the last phone has
+    finished: a flood that ended first would leave the slowest phones a
+    quiet server), and never answers; counts what comes back, the RRQs
+    sent after the last phone finished, and the sends that failed (by
+    errno: a full socket buffer is RRQs the server never saw). Up to 200
+    sources are 127.0.<subnet>.x; more (forged sources spread over many
+    addresses, a transfer or a few each) are 127.<10 + subnet>.x.y."""
 
     def __init__(self, args, count, seconds, subnet, real_share):
         self.args, self.count, self.seconds = args, count, seconds
@@ -97,6 +102,7 @@ class Flood:
             s.setblocking(False)
             self.sockets.append(s)
         self.replies, self.sent, self.done = {}, 0, threading.Event()
+        self.booted, self.sent_after_boot, self.send_errors = threading.Event(), 0, {}
 
     def names(self, rng):
         # Random names are misses (and get their sources banned); a real
@@ -109,16 +115,21 @@ class Flood:
     def send(self):
         rng = random.Random(7)
         start = time.monotonic()
-        for i in range(self.count):
+        i = 0
+        while i < self.count or not self.booted.is_set():
             due = start + self.seconds * i / self.count
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            after_boot = self.booted.is_set()
             try:
                 self.sockets[i % len(self.sockets)].sendto(rrq(self.names(rng)), (self.args.host, self.args.port))
                 self.sent += 1
-            except OSError:
-                pass
+                self.sent_after_boot += after_boot
+            except OSError as e:
+                reason = errno.errorcode.get(e.errno, str(e.errno))
+                self.send_errors[reason] = self.send_errors.get(reason, 0) + 1
+            i += 1
         self.done.set()
 
     def receive(self, stop):
@@ -187,7 +198,10 @@ def flooded_boot(args, subnet, real_share, seconds):
     sender = threading.Thread(target=flood.send)
     sender.start()
     time.sleep(0.3)  # the flood is under way before the phones start
-    booted = boot_all(args)
+    try:
+        booted = boot_all(args)
+    finally:
+        flood.booted.set()
     sender.join()
     # How long forged transfers keep their slots after the flood stops.
     drained, ended = None, time.monotonic()
@@ -202,6 +216,8 @@ def flooded_boot(args, subnet, real_share, seconds):
     return {
         "boot": booted,
         "rrqs_sent": flood.sent,
+        "rrqs_after_last_phone": flood.sent_after_boot,
+        "send_errors": flood.send_errors,
         "real_share": real_share,
         "replies": dict(sorted(flood.replies.items(), key=lambda kv: -kv[1])[:8]),
         "peak_active_transfers": peak[0],
@@ -225,6 +241,7 @@ def run(args):
         "case": "flood",
         "quiet": quiet,
         "flood_sources": args.sources,
+        "flood_rrqs": args.flood,
         "flood_seconds": round(seconds, 2),
         # The issue's case: random names, so most are misses.
         "random": flooded_boot(args, 1, 0.25, seconds),
@@ -242,8 +259,11 @@ def summary(args):
     r = json.loads(open(args.results).read().splitlines()[-1])
     q = r["quiet"]
     print()
-    print(f"TFTP flood: {args.rrqs} RRQs asking timeout 255, never acknowledged, from {r['flood_sources']} sources")
-    print(f"over {r['flood_seconds']} s, while {q['phones']:,} phones boot (10 per address, 3 files each, standard-library client)")
+    sent = ", ".join(f"{k} {r[k]['rrqs_sent']:,}" for k in ("random", "existing"))
+    print(f"TFTP flood: RRQs asking timeout 255, never acknowledged, from {r['flood_sources']} sources ({sent} sent)")
+    pace = f"{r['flood_rrqs']:,}" if "flood_rrqs" in r else args.rrqs
+    print(f"at the pace of {pace} over {r['flood_seconds']} s, kept up until the last of {q['phones']:,} phones booted "
+          "(10 per address, 3 files each, standard-library client)")
     print("  random:   random names, one in four an existing common file (most are misses: sources get banned)")
     print("  existing: existing common files only (no misses, no bans: only the transfer limits hold)")
     print(f"{'phase':<9} {'failed':>7} {'transfers':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'boot s':>7} {'p99/quiet':>10}")
@@ -255,6 +275,8 @@ def summary(args):
     for k in ("random", "existing"):
         f = r[k]
         print(f"{k}: answers {f['replies']}")
+        print(f"  RRQs sent {f['rrqs_sent']:,}, of which after the last phone finished booting {f.get('rrqs_after_last_phone', 0):,};"
+              f" sends that failed, by errno: {f.get('send_errors') or 'none'}")
         print(f"  peak active transfers {f['peak_active_transfers']:.0f}; all slots free {f['slots_free_after_s']} s after the flood; bans so far {f['bans_total']:.0f}")
         print(f"  requests refused so far, by reason: {f.get('refused')}")
         if f["boot"]["failures"]:
@@ -284,7 +306,7 @@ def main():
     r.add_argument("--retries", type=int, default=2)
     m = sub.add_parser("summary")
     m.add_argument("results")
-    m.add_argument("--rrqs", default="20,000")
+    m.add_argument("--rrqs", default="20,000", help="the count asked for, for results that do not say it")
     args = p.parse_args()
     return {"seed": seed, "run": run, "summary": summary}[args.cmd](args)
 

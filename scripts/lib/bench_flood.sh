@@ -4,8 +4,10 @@
 # scripts/lib/bench_flood.py boots every phone (boot file, model file, MAC
 # file) from office addresses 127.0.2.x, once quiet and once while 20,000
 # RRQs asking `timeout 255` arrive from 200 other sources (127.0.1.x) and
-# are never acknowledged. Reported: the phones' failures and p99 in both
-# phases, what the flood got back, the peak of active transfers, how long
+# are never acknowledged; at that pace the flood goes on until the last
+# phone has booted. Reported: the phones' failures and p99 in both phases,
+# the RRQs sent (and how many after the last phone finished), sends that
+# failed, what the flood got back, the peak of active transfers, how long
 # forged transfers held slots after the flood, and the server's memory.
 # Target: every phone boots under the flood (0 failures).
 # FLOOD_SOURCES (default 200) spreads the flood over that many addresses:

@@ -55,6 +55,14 @@ rss_kib() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# Whether a directory source's JSON (the admin API's) shows a finished
+# full sync: its time and its duration.
+mirror_synced() {
+    python3 -c 'import json, sys
+m = json.loads(sys.argv[1] or "{}").get("mirror") or {}
+sys.exit(0 if m.get("last_full_sync") and m.get("last_full_ms") is not None else 1)' "$1" 2>/dev/null
+}
+
 bench_mirror() {
     command -v wrk >/dev/null 2>&1 || apt_install wrk
     local entries="${MIRROR_ENTRIES:-100000}"
@@ -102,11 +110,12 @@ bench_mirror() {
     DIALTONE_LOOKUP__TENANT_RATE=1000000 DIALTONE_LOOKUP__TENANT_BURST=1000000 \
     "$bin" serve --listen "$api" --provisioning-listen "127.0.0.1:$(free_port)" \
         --tftp-listen "127.0.0.1:$(free_port)" 2>"$d/serve.log" &
-    local pid=$!
+    local pid=$! ready=""
     for i in $(seq 1 100); do
-        curl -sf "http://$api/readyz" >/dev/null 2>&1 && break
+        curl -sf "http://$api/readyz" >/dev/null 2>&1 && ready=1 && break
         sleep 0.1
     done
+    [ -n "$ready" ] || { log "dialtone serve never became ready: $(tail -1 "$d/serve.log")"; kill "$pid"; return 1; }
     sleep 1
     local rss_before rss_after
     rss_before="$(rss_kib "$pid")"
@@ -119,12 +128,17 @@ bench_mirror() {
              \"bind_dn\":\"cn=admin,dc=example,dc=com\",\"base_dn\":\"$base\",\"filter\":\"(objectClass=inetOrgPerson)\",
              \"number_attributes\":[\"telephoneNumber\",\"mobile\",\"homePhone\"],\"name_attributes\":[\"displayName\",\"cn\"],
              \"mode\":\"mirror\",\"page_size\":500,\"incremental_interval_s\":0}}" >/dev/null
-    local status="{}"
+    local status="{}" synced=""
     for i in $(seq 1 1200); do
-        status="$(curl -sf -H "Authorization: Bearer $admin" "http://$api/v1/tenants/bench/directory-sources/ad")"
-        python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("mirror",{}).get("last_full_sync") else 1)' "$status" && break
+        status="$(curl -sf -H "Authorization: Bearer $admin" "http://$api/v1/tenants/bench/directory-sources/ad" || echo '{}')"
+        mirror_synced "$status" && synced=1 && break
         sleep 0.1
     done
+    if [ -z "$synced" ]; then
+        log "the full sync did not finish within 120 s: $status"
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+        return 1
+    fi
     sleep 1
     rss_after="$(rss_kib "$pid")"
     echo "{\"step\":\"sync\",\"status\":$status,\"rss_before_kib\":$rss_before,\"rss_after_kib\":$rss_after}" >>"$out"
@@ -132,6 +146,15 @@ bench_mirror() {
     local searches_before searches_after
     searches_before="$(srch_count "$d/ldap/stats.log")"
     log "misses through HTTP: wrk, then /healthz"
+    # A miss is a 200 with an empty body; wrk only counts statuses, so one
+    # is checked in full first (a refused key would be a 401 each time).
+    local answer
+    answer="$(curl -s -o "$d/miss.body" -w '%{http_code}' "http://$api/v1/lookup?number=15550110000&key=$key")"
+    if [ "$answer" != 200 ] || [ -s "$d/miss.body" ]; then
+        log "a miss answered $answer: $(head -c 200 "$d/miss.body")"
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+        return 1
+    fi
     cat >"$d/miss.lua" <<'LUA'
 local key = os.getenv("LOOKUP_KEY")
 local counter = 0
@@ -169,10 +192,19 @@ def wrk(path):
     unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     p = {q: float(v) * unit[u] for q in ("50", "99")
          for v, u in [re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)", text, re.M).groups()]}
-    return rps, p["50"], p["99"]
+    # wrk counts answers other than 2xx/3xx, and connections that failed,
+    # but exits 0 either way.
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
+    return rps, p["50"], p["99"], errors
 m = rows["sync"]["status"].get("mirror") or {}
 base = rows["baseline"]
-full_ms = m.get("last_full_ms") or float("nan")
+full_ms = m.get("last_full_ms")
+failed = []
+if full_ms is None:
+    failed.append("no full sync (last_full_ms missing)")
+    full_ms = float("nan")
 entries = m.get("entries") or 0
 rss = (rows["sync"]["rss_after_kib"] - rows["sync"]["rss_before_kib"]) * 1024
 print()
@@ -193,8 +225,21 @@ misses, healthz = wrk(f"{d}/misses.txt"), wrk(f"{d}/healthz.txt")
 print(f"{'misses through HTTP (wrk -c16), req/s':<48} {misses[0]:>12.0f}  p50 {misses[1]:.2f} ms, p99 {misses[2]:.2f} ms")
 print(f"{'/healthz baseline, req/s':<48} {healthz[0]:>12.0f}  p50 {healthz[1]:.2f} ms, p99 {healthz[2]:.2f} ms")
 print(f"{'ratio misses/s / healthz/s':<48} {misses[0] / healthz[0]:>12.2f}")
+print(f"{'HTTP misses not 2xx, or failed (wrk)':<48} {misses[3]:>12}  must be 0")
 s = rows["searches"]
-print(f"{'slapd SRCH lines during HTTP misses':<48} {s['after'] - s['before']:>12}  must be 0")
-print(f"{'slapd SRCH lines during in-process misses':<48} {sum(r['searches'] for r in inproc.values()):>12}  must be 0")
+http_searches = s["after"] - s["before"]
+inproc_searches = sum(r["searches"] for r in inproc.values())
+print(f"{'slapd SRCH lines during HTTP misses':<48} {http_searches:>12}  must be 0")
+print(f"{'slapd SRCH lines during in-process misses':<48} {inproc_searches:>12}  must be 0")
+if misses[3]:
+    failed.append(f"{misses[3]} HTTP misses not answered 2xx")
+if healthz[3]:
+    failed.append(f"{healthz[3]} /healthz requests not answered 2xx")
+if http_searches or inproc_searches:
+    failed.append(f"slapd searched during misses ({http_searches} HTTP, {inproc_searches} in process)")
+if set(inproc) != {"multi-thread", "current-thread"}:
+    failed.append(f"in-process misses measured on {sorted(inproc)} only")
+if failed:
+    sys.exit("bench mirror FAILED: " + "; ".join(failed))
 PY
 }

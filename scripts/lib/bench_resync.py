@@ -13,7 +13,9 @@ tenant's Yealink phones to check their configuration. Reported:
   overall rates: dialtone's buckets hold one second's worth, so a burst of
   `rate` goes out at once and then `rate` a second; the limit is respected
   when no stretch of `sent_at`s holds more than that allows;
-- failures: resyncs failed, phones that never fetched the new bytes,
+- failures: phones the API skipped, or an answer that did not ask exactly
+  the tenant's Yealink phones (from the phlem file, not from the answer
+  itself), resyncs failed, phones that never fetched the new bytes,
   NOTIFYs phlem got for phones that were not affected.
 """
 
@@ -47,6 +49,29 @@ def wait_for(what, timeout, check, every=0.1):
     sys.exit(f"bench resync: {what} did not happen within {timeout} s")
 
 
+def yealink_macs(phones_csv):
+    """The tenant's Yealink phones in the file phlem emulates (mac, family,
+    model, address of record): every one a family resync must ask."""
+    with open(phones_csv) as f:
+        rows = [line.strip().split(",") for line in f if line.strip()]
+    return {row[0].lower() for row in rows if len(row) > 1 and row[1] == "yealink"}
+
+
+def queued_problems(queued, expected):
+    """What is wrong with the 202 answer to a resync of `expected`'s family:
+    phones it skipped, or a set of phones other than `expected`. The
+    server's own list is no measure of which phones should have been asked."""
+    problems = []
+    if queued.get("skipped", 0) != 0:
+        first = (queued.get("skipped_reasons") or [{}])[0]
+        problems.append("%d phones skipped (first: %s %s)" % (queued["skipped"], first.get("mac"), first.get("reason")))
+    asked = {r["mac"].lower() for r in queued.get("resyncs", [])}
+    if asked != expected:
+        problems.append("asked %d phones, not the tenant's %d Yealinks (%d of them missing, %d others)"
+                        % (len(asked), len(expected), len(expected - asked), len(asked - expected)))
+    return problems
+
+
 def settled(r):
     return r["state"] == "failed" or (r["state"] == "answered" and r.get("refetched_at"))
 
@@ -74,6 +99,7 @@ def main():
 
     phones_csv = os.path.join(a.work, "phlem.csv")
     first_yealink = next(l.split(",")[0] for l in open(phones_csv) if ",yealink," in l)
+    affected = yealink_macs(phones_csv)
 
     def live():
         with urllib.request.urlopen(f"{prov}/{first_yealink}.cfg", timeout=5) as r:
@@ -85,7 +111,7 @@ def main():
     api_ms = time.time() * 1000 - t0
     assert status == 202, (status, queued)
     ids = {r["id"] for r in queued["resyncs"]}
-    affected = {r["mac"] for r in queued["resyncs"]}
+    problems = queued_problems(queued, affected)
 
     final = {}
 
@@ -129,6 +155,8 @@ def main():
         "phones": report["phones"],
         "registered": report["sip"]["registered"],
         "affected": len(affected),
+        "skipped": queued.get("skipped", 0),
+        "queued_problems": problems,
         "api_ms": api_ms,
         "last_new_bytes_ms": max(new_bytes.values()) - t0 if new_bytes else None,
         "last_answer_ms": max((r["answered_at"] for r in answered), default=t0) - t0,
@@ -147,7 +175,7 @@ def main():
     with open(os.path.join(a.work, "results.jsonl"), "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"resync: {registered}")
-    print(f"  {result['affected']} affected phones of {result['phones']} asked in one API call ({api_ms:.1f} ms)")
+    print(f"  {len(ids)} resyncs of the tenant's {result['affected']} Yealink phones (of {result['phones']}) asked in one API call ({api_ms:.1f} ms)")
     print(f"  {'measure':<52} {'ms':>9}")
     print(f"  {'API call -> last affected phone fetched the new bytes':<52} {result['last_new_bytes_ms'] or float('nan'):>9.0f}")
     print(f"  {'API call -> last NOTIFY answered':<52} {result['last_answer_ms']:>9.0f}")
@@ -157,8 +185,10 @@ def main():
     print(f"  NOTIFY rate: configured {a.tenant_rate:.0f}/s per tenant, {a.rate:.0f}/s overall (buckets of one second);"
           f" {shape}, at most {window} in one second: {'respected' if respected else 'EXCEEDED'}")
     print(f"  failures: {result['failed']} resyncs failed, {result['without_new_bytes']} phones without the new bytes, "
-          f"{len(strays)} NOTIFYs to unaffected phones (targets 0)")
-    bad = result["failed"] or result["without_new_bytes"] or strays or not respected
+          f"{len(strays)} NOTIFYs to unaffected phones, {result['skipped']} skipped (targets 0)")
+    for problem in problems:
+        print(f"  the API's answer: {problem}")
+    bad = result["failed"] or result["without_new_bytes"] or strays or not respected or problems
     return 1 if bad else 0
 
 

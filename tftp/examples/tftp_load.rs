@@ -4,13 +4,21 @@
 //! folder (`render --all` output) round robin, `--concurrency` transfers at
 //! once, each worker on a socket of its own (like a phone that keeps its
 //! source port), compares every file with the folder's bytes, and prints
-//! one JSON line: transfers, failures, retransmits, transfers/s, p50 and
-//! p99 in ms, and its own CPU seconds (from /proc/self/stat).
+//! one JSON line: transfers, failures, retransmits (the client's: requests
+//! and ACKs sent again after a silence), server retransmits (DATA blocks
+//! received a second time: the server's timeout passed before our ACK
+//! arrived), transfers/s, p50 and p99 in ms, and its own CPU seconds (from
+//! /proc/self/stat).
+//!
+//! `--sources N` spreads the workers over N source addresses from
+//! `--source-base` (127.0.0.1) up, as many phones would be, so that a
+//! server's per-source limits see phones rather than one host.
 //!
 //! cargo run --release -p dialtone-tftp --example tftp_load -- \
-//!     --target 127.0.0.1:6969 --dir static --transfers 20000 --concurrency 100 [--blksize 1428 --tsize]
+//!     --target 127.0.0.1:6969 --dir static --transfers 20000 --concurrency 100 [--blksize 1428 --tsize] \
+//!     [--sources 100 --source-base 127.0.3.1]
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,19 +34,29 @@ struct Args {
     tsize: bool,
     timeout: Duration,
     retries: u32,
+    sources: u32,
+    source_base: Ipv4Addr,
+}
+
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            target: "127.0.0.1:6969".parse().unwrap(),
+            dir: ".".into(),
+            transfers: 10_000,
+            concurrency: 100,
+            blksize: None,
+            tsize: false,
+            timeout: Duration::from_millis(1000),
+            retries: 5,
+            sources: 1,
+            source_base: Ipv4Addr::LOCALHOST,
+        }
+    }
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        target: "127.0.0.1:6969".parse().unwrap(),
-        dir: ".".into(),
-        transfers: 10_000,
-        concurrency: 100,
-        blksize: None,
-        tsize: false,
-        timeout: Duration::from_millis(1000),
-        retries: 5,
-    };
+    let mut a = Args::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -51,10 +69,20 @@ fn args() -> Args {
             "--timeout-ms" => a.timeout = Duration::from_millis(value().parse().expect("ms")),
             "--retries" => a.retries = value().parse().expect("--retries N"),
             "--tsize" => a.tsize = true,
+            "--sources" => a.sources = value().parse().expect("--sources N"),
+            "--source-base" => a.source_base = value().parse().expect("--source-base IPV4"),
             other => panic!("unknown option {other}"),
         }
     }
+    assert!(a.sources >= 1, "--sources must be at least 1");
     a
+}
+
+/// The address worker `worker` sends from: the workers take the sources
+/// in turn.
+fn source_of(a: &Args, worker: usize) -> Ipv4Addr {
+    let offset = (worker % a.sources as usize) as u32;
+    Ipv4Addr::from(u32::from(a.source_base).wrapping_add(offset))
 }
 
 /// Wire format, RFC 1350 and 2347: opcode, then NUL-terminated strings.
@@ -84,6 +112,8 @@ struct Totals {
     done: AtomicUsize,
     failed: AtomicUsize,
     retransmits: AtomicU64,
+    /// DATA blocks received again: the server's retransmissions.
+    server_retransmits: AtomicU64,
 }
 
 /// One transfer; `Err` says why it failed.
@@ -144,7 +174,10 @@ async fn fetch(
                         };
                     }
                 } else {
-                    continue; // an old block: our ACK is on its way
+                    // An old block: the server sent it again before our
+                    // ACK reached it, and that ACK is on its way.
+                    totals.server_retransmits.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
             }
             5 => {
@@ -198,10 +231,13 @@ fn main() {
     let started = Instant::now();
     let mut samples: Vec<u32> = runtime.block_on(async {
         let mut workers = Vec::new();
-        for _ in 0..a.concurrency {
+        for worker in 0..a.concurrency {
             let (a, files, totals, next) = (a.clone(), files.clone(), totals.clone(), next.clone());
             workers.push(tokio::spawn(async move {
-                let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let source = source_of(&a, worker);
+                let socket = UdpSocket::bind((source, 0))
+                    .await
+                    .unwrap_or_else(|e| panic!("binding {source}: {e}"));
                 let mut buf = vec![0u8; 65_536];
                 let mut micros = Vec::new();
                 loop {
@@ -241,12 +277,76 @@ fn main() {
     };
     let done = totals.done.load(Ordering::Relaxed);
     println!(
-        "{{\"transfers\": {done}, \"failed\": {}, \"retransmits\": {}, \"elapsed_s\": {elapsed:.3}, \
-         \"per_s\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"client_cpu_s\": {cpu:.3}}}",
+        "{{\"transfers\": {done}, \"failed\": {}, \"retransmits\": {}, \"server_retransmits\": {}, \
+         \"sources\": {}, \"elapsed_s\": {elapsed:.3}, \"per_s\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \
+         \"client_cpu_s\": {cpu:.3}}}",
         totals.failed.load(Ordering::Relaxed),
         totals.retransmits.load(Ordering::Relaxed),
+        totals.server_retransmits.load(Ordering::Relaxed),
+        a.sources,
         done as f64 / elapsed,
         pct(0.5),
         pct(0.99),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(block: u16, body: &[u8]) -> Vec<u8> {
+        let mut packet = vec![0, 3];
+        packet.extend_from_slice(&block.to_be_bytes());
+        packet.extend_from_slice(body);
+        packet
+    }
+
+    /// A server that sends its first block twice, as one whose timeout
+    /// passed before the ACK came, then the last block once it is ACKed.
+    #[tokio::test]
+    async fn a_block_received_twice_is_a_server_retransmit() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut a = args_for(server.local_addr().unwrap());
+        a.timeout = Duration::from_secs(5);
+        let want: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+        let served = want.clone();
+        let serve = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let (_, client) = server.recv_from(&mut buf).await.unwrap();
+            let first = data(1, &served[..512]);
+            server.send_to(&first, client).await.unwrap();
+            server.send_to(&first, client).await.unwrap();
+            let (n, _) = server.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &ack(1));
+            server
+                .send_to(&data(2, &served[512..]), client)
+                .await
+                .unwrap();
+        });
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let totals = Totals::default();
+        let mut buf = vec![0u8; 65_536];
+        let fetched = fetch(&client, &a, "f.cfg", &want, &totals, &mut buf).await;
+        serve.await.unwrap();
+        assert_eq!(fetched, Ok(()));
+        assert_eq!(totals.server_retransmits.load(Ordering::Relaxed), 1);
+        assert_eq!(totals.retransmits.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn workers_take_the_sources_in_turn() {
+        let mut a = args_for("127.0.0.1:69".parse().unwrap());
+        a.sources = 300;
+        a.source_base = Ipv4Addr::new(127, 0, 3, 1);
+        assert_eq!(source_of(&a, 0), Ipv4Addr::new(127, 0, 3, 1));
+        assert_eq!(source_of(&a, 299), Ipv4Addr::new(127, 0, 4, 44));
+        assert_eq!(source_of(&a, 300), Ipv4Addr::new(127, 0, 3, 1));
+    }
+
+    fn args_for(target: SocketAddr) -> Args {
+        Args {
+            target,
+            ..Args::default()
+        }
+    }
 }
