@@ -36,6 +36,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Provisioning-history records dropped, by reason: queue_full, tenant_share (its tenant held its share of the queue), phone_rate (a fetch not served, its phone had added 30 rows of that kind that minute; refusals and failures past admission are counted apart), shutdown, write_failed, panic.",
     ),
     (
+        "dialtone_tls_handshake_failures_total",
+        "TLS handshakes of provisioning.https_listen that failed, by reason: protocol_version (the client offered nothing newer than TLS 1.1), no_shared_cipher (no cipher suite, key exchange group or signature scheme in common: only CBC or RSA-key-exchange suites, say), certificate (the client refused the certificate), timeout (not done within header_timeout), closed (the client closed or reset the connection first: a TCP health check, a phone that gave up), other. dialtone serves TLS 1.2 and 1.3 with AEAD suites and ECDHE only; the INFO log names a failing peer and its reason, once a minute at most (closed ones only at DEBUG).",
+    ),
+    (
         "dialtone_http_connections_shed_total",
         "HTTP connections refused with 503 past the listener's connection cap (no idle connection or slow reader to make room for them), by listener: api (http.listen), provisioning (provisioning.http_listen), provisioning_tls (provisioning.https_listen), monitoring (http.monitoring_listen); 0 for one the node does not run.",
     ),
@@ -428,6 +432,30 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         "dialtone_http_source_connections_shed_total",
         &[("listener", "monitoring")],
     ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "protocol_version")],
+    ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "no_shared_cipher")],
+    ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "certificate")],
+    ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "timeout")],
+    ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "closed")],
+    ),
+    (
+        "dialtone_tls_handshake_failures_total",
+        &[("reason", "other")],
+    ),
     ("dialtone_tftp_evicted_total", &[]),
     ("dialtone_resync_proxy_unresolved_total", &[]),
     ("dialtone_lookup_reserve_loads_total", &[]),
@@ -649,6 +677,16 @@ mod tests {
             assert!(!START_AT_ZERO
                 .iter()
                 .any(|(n, l)| *n == name && l.is_empty()));
+        }
+        for failure in crate::http_server::HandshakeFailure::ALL {
+            assert!(
+                starts(
+                    "dialtone_tls_handshake_failures_total",
+                    "reason",
+                    failure.label()
+                ),
+                "{failure:?}"
+            );
         }
         for reason in dialtone_tftp::pool::REFUSAL_REASONS {
             assert!(

@@ -24,6 +24,8 @@ mod accept;
 mod first_request;
 #[cfg(test)]
 mod flood_tests;
+#[cfg(test)]
+mod handshake_tests;
 mod idle;
 #[cfg(test)]
 mod office_tests;
@@ -36,6 +38,8 @@ mod tls;
 pub use accept::Listener;
 #[cfg(test)]
 pub(crate) use shares::exempt;
+#[cfg(test)]
+pub(crate) use tls::HandshakeFailure;
 pub use tls::{tls_acceptor, TlsFiles};
 
 use accept::{defer_accept, Accepting};
@@ -347,8 +351,8 @@ async fn serve_tls(stream: std::net::TcpStream, peer: SocketAddr, slot: Slot) {
                 listed.lull().handshake_done();
                 serve_connection(shared, &listed, stream, peer).await
             }
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+            Ok(Err(e)) => tls::HandshakeFailure::of(&e).record(peer, Some(&e)),
+            Err(_) => tls::HandshakeFailure::Timeout.record(peer, None),
         },
         _ = listed.evicted() => {
             tracing::debug!(%peer, "TLS handshake unfinished while the listener was full; closed");

@@ -3,9 +3,11 @@
 //! served from the next handshake on, without a restart that would drop
 //! every phone's connection.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -138,10 +140,159 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<TlsFile
     Ok((TlsAcceptor::from(Arc::new(config)), files))
 }
 
+/// Failed handshakes of the HTTPS listener, by [`HandshakeFailure`].
+pub const HANDSHAKE_FAILURES: &str = "dialtone_tls_handshake_failures_total";
+
+/// Why a handshake failed, as an operator acts on it. rustls speaks TLS 1.2
+/// and 1.3 with AEAD suites and ECDHE only: a phone that offers nothing
+/// newer than TLS 1.1, or only CBC or RSA-key-exchange suites, fails here
+/// on every boot, and was seen only in the debug log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client offered no TLS 1.2 or 1.3.
+    ProtocolVersion,
+    /// No cipher suite, key exchange group or signature scheme in common.
+    NoSharedCipher,
+    /// The client refused our certificate (untrusted, expired, wrong kind).
+    Certificate,
+    /// Not finished within `header_timeout`.
+    Timeout,
+    /// The client closed or reset the connection before it finished, with
+    /// no TLS error: a load balancer's TCP check, a phone that gave up.
+    Closed,
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every one, for the test that each starts at zero (`metric_help.rs`).
+    #[cfg(test)]
+    pub const ALL: [HandshakeFailure; 6] = [
+        HandshakeFailure::ProtocolVersion,
+        HandshakeFailure::NoSharedCipher,
+        HandshakeFailure::Certificate,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Other,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::ProtocolVersion => "protocol_version",
+            HandshakeFailure::NoSharedCipher => "no_shared_cipher",
+            HandshakeFailure::Certificate => "certificate",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// The failure an accept's error stands for: tokio-rustls wraps
+    /// rustls's error in the `io::Error`.
+    pub fn of(error: &std::io::Error) -> HandshakeFailure {
+        use rustls::{AlertDescription as Alert, Error, PeerIncompatible as Peer};
+        use std::io::ErrorKind;
+        let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+            return match error.kind() {
+                ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => HandshakeFailure::Closed,
+                _ => HandshakeFailure::Other,
+            };
+        };
+        match tls {
+            // Signature algorithms came with TLS 1.2: rustls refuses a
+            // client without them before it reads the version it offers.
+            Error::PeerIncompatible(
+                Peer::Tls12NotOffered
+                | Peer::Tls12NotOfferedOrEnabled
+                | Peer::SupportedVersionsExtensionRequired
+                | Peer::SignatureAlgorithmsExtensionRequired,
+            )
+            | Error::AlertReceived(Alert::ProtocolVersion) => HandshakeFailure::ProtocolVersion,
+            Error::PeerIncompatible(
+                Peer::NoCipherSuitesInCommon
+                | Peer::NoKxGroupsInCommon
+                | Peer::NoSignatureSchemesInCommon,
+            )
+            | Error::AlertReceived(Alert::InsufficientSecurity) => HandshakeFailure::NoSharedCipher,
+            Error::AlertReceived(
+                Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA,
+            ) => HandshakeFailure::Certificate,
+            _ => HandshakeFailure::Other,
+        }
+    }
+
+    /// Counts the failure, and logs it at most once a minute, with its
+    /// peer (`error`: rustls's own words, for the detail).
+    pub fn record(self, peer: SocketAddr, error: Option<&std::io::Error>) {
+        metrics::counter!(HANDSHAKE_FAILURES, "reason" => self.label()).increment(1);
+        let reason = self.label();
+        let error = error.map(ToString::to_string);
+        static LOGGED: MinuteLimit = MinuteLimit::new();
+        // A closed connection is a health check as often as a phone, and
+        // says nothing about what phones need.
+        let skipped = (self != HandshakeFailure::Closed)
+            .then(|| LOGGED.allow(Instant::now()))
+            .flatten();
+        match skipped {
+            Some(skipped) => tracing::info!(
+                %peer,
+                reason,
+                error,
+                skipped,
+                "TLS handshake failed (TLS 1.2 or 1.3 with AEAD suites only; logged once a minute at most)"
+            ),
+            None => tracing::debug!(%peer, reason, error, "TLS handshake failed"),
+        }
+    }
+}
+
+/// One line a minute. `dialtone_sync::LogLimit` allows one a second: an
+/// office of old phones retrying their handshake would fill the log with
+/// the same line.
+struct MinuteLimit(Mutex<(Option<Instant>, u64)>);
+
+impl MinuteLimit {
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    const fn new() -> MinuteLimit {
+        MinuteLimit(Mutex::new((None, 0)))
+    }
+
+    /// `Some(lines left out since the last one)` when a line may be written.
+    fn allow(&self, now: Instant) -> Option<u64> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, skipped) = &mut *guard;
+        if last.is_some_and(|last| now.saturating_duration_since(last) < Self::INTERVAL) {
+            *skipped += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(skipped))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn handshake_failures_are_logged_once_a_minute() {
+        let limit = MinuteLimit::new();
+        let start = Instant::now();
+        assert_eq!(limit.allow(start), Some(0));
+        assert_eq!(limit.allow(start + Duration::from_secs(1)), None);
+        assert_eq!(limit.allow(start + Duration::from_secs(59)), None);
+        assert_eq!(limit.allow(start + Duration::from_secs(60)), Some(2));
+    }
 
     /// A self-signed certificate for `localhost`, written to the files.
     fn issue(cert: &Path, key: &Path) -> rcgen::CertifiedKey<rcgen::KeyPair> {

@@ -24,6 +24,7 @@
 //! budget shared with refusals let forged refusals crowd out the phone's
 //! own fetches (its history, fleet view and resyncs' refetch).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,13 @@ pub struct HistorySink {
     repeats: Arc<AtomicU64>,
     /// Hash of a fetch → when it was last recorded.
     recent: Arc<Mutex<HashMap<u64, Millis>>>,
+    /// Keys the hash of `recent`, drawn at random for each sink. With a
+    /// seed anyone could read, a tenant could search offline for a file
+    /// name whose fetch hashed as another tenant's phone's, and pass that
+    /// phone's next fetch off as a repeat: no row, so no `refetched_at`
+    /// for its resync. Under a secret key there is nothing to search for,
+    /// and `recent` still holds 8 bytes a fetch, not its texts.
+    repeat_keys: RandomState,
     /// MAC → until when its fetches are never repeats (a resync asked for
     /// a fetch, and its row is how the fetch is seen). Counted apart so
     /// the hot path takes no extra lock while it is empty.
@@ -219,9 +227,9 @@ impl HistorySink {
         *rows <= kind.cap()
     }
 
-    fn is_repeat(&self, r: &BootRecord) -> bool {
-        let fresh = self.is_fresh(r);
-        let key = foldhash::fast::FixedState::with_seed(0x6869_7374).hash_one((
+    /// What tells a fetch's repeats apart from other fetches.
+    fn repeat_key(&self, r: &BootRecord) -> u64 {
+        self.repeat_keys.hash_one((
             &r.mac,
             &r.file,
             &r.outcome,
@@ -229,7 +237,12 @@ impl HistorySink {
             source_of(&r.remote_ip),
             // A new owner's first fetch is never a repeat of the last owner's.
             r.tenant_id,
-        ));
+        ))
+    }
+
+    fn is_repeat(&self, r: &BootRecord) -> bool {
+        let fresh = self.is_fresh(r);
+        let key = self.repeat_key(r);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = recent.get(&key).filter(|_| !fresh) {
             if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {
@@ -324,6 +337,7 @@ impl HistorySink {
             dropped: Arc::new(AtomicU64::new(0)),
             repeats: Arc::new(AtomicU64::new(0)),
             recent: Arc::default(),
+            repeat_keys: RandomState::new(),
             fresh: Arc::default(),
             fresh_len: Arc::default(),
             rated: Arc::default(),
@@ -344,3 +358,7 @@ impl HistoryWriter {
 #[cfg(test)]
 #[path = "history_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "history_repeat_tests.rs"]
+mod repeat_tests;

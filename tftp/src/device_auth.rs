@@ -6,7 +6,7 @@
 
 use dialtone_sync::{Phone, Purpose};
 
-use crate::digest::{constant_time_eq, Verdict};
+use crate::digest::{secrets_match, Verdict};
 use crate::error::ProvisionError;
 use crate::provision::{Protocol, Provisioner, Request};
 
@@ -129,9 +129,42 @@ fn basic_verdict(encoded: &str, user: &str, password: &str) -> Verdict {
         return Verdict::Denied;
     };
     let expected = format!("{user}:{password}");
-    if constant_time_eq(&decoded, expected.as_bytes()) {
+    if secrets_match(&decoded, expected.as_bytes()) {
         Verdict::Ok
     } else {
         Verdict::Denied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn basic(credentials: &str) -> Verdict {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        basic_verdict(&encoded, "phone1", "s3cret")
+    }
+
+    /// The comparison's timing cannot be tested; its verdicts can: a wrong
+    /// password of the right length, of another, or a prefix of the right
+    /// one, is refused.
+    #[test]
+    fn basic_passes_only_the_exact_login() {
+        assert_eq!(basic("phone1:s3cret"), Verdict::Ok);
+        for wrong in [
+            "phone1:s3creT",
+            "phone1:s3cret2",
+            "phone1:s3cre",
+            "phone1:",
+            "phone2:s3cret",
+            "",
+        ] {
+            assert_eq!(basic(wrong), Verdict::Denied, "{wrong:?}");
+        }
+        assert_eq!(
+            basic_verdict("not base64!", "phone1", "s3cret"),
+            Verdict::Denied
+        );
     }
 }

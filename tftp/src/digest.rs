@@ -176,6 +176,15 @@ impl DigestAuth {
     /// good only from where the challenge went. Replayed from elsewhere, on
     /// this node or another, its nonce is not ours.
     fn sign(&self, payload: &[u8], source: Option<IpAddr>) -> [u8; 16] {
+        let full = self.signer(payload, source).finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// The MAC of [`sign`](Self::sign), not yet finished: checking a
+    /// signature through it compares in constant time.
+    fn signer(&self, payload: &[u8], source: Option<IpAddr>) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
         mac.update(payload);
         match source.map(crate::guard::source_key) {
@@ -183,10 +192,7 @@ impl DigestAuth {
             Some(IpAddr::V6(v6)) => mac.update(&v6.octets()),
             None => {}
         }
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&full[..16]);
-        out
+        mac
     }
 
     /// A fresh nonce for a client at `source`: issue time, 8 random bytes,
@@ -209,10 +215,9 @@ impl DigestAuth {
     fn check_nonce(&self, nonce: &str, source: Option<IpAddr>, now: i64) -> Option<(Blob, bool)> {
         let blob: Blob = B64.decode(nonce).ok()?.try_into().ok()?;
         let (payload, signature) = blob.split_at(16);
-        let expected = self.sign(payload, source);
-        if !constant_time_eq(signature, &expected) {
-            return None;
-        }
+        self.signer(payload, source)
+            .verify_truncated_left(signature)
+            .ok()?;
         let age = now - issued_at(&blob);
         let skew = MAX_CLOCK_SKEW.as_millis() as i64;
         let fresh = (-skew..self.lifetime.as_millis() as i64).contains(&age);
@@ -298,8 +303,9 @@ impl DigestAuth {
         let ha1 = algorithm.hash(&format!("{username}:{REALM}:{password}"));
         let ha2 = algorithm.hash(&format!("{method}:{their_uri}"));
         let expected = algorithm.hash(&format!("{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}"));
-        let right = constant_time_eq(username.as_bytes(), user.as_bytes())
-            & constant_time_eq(
+        // `&`, not `&&`: a wrong user name takes as long as a wrong answer.
+        let right = secrets_match(username.as_bytes(), user.as_bytes())
+            & secrets_match(
                 response.to_ascii_lowercase().as_bytes(),
                 expected.as_bytes(),
             );
@@ -358,11 +364,22 @@ fn unquote(quoted: &str) -> Option<(String, &str)> {
     None
 }
 
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a secret a client sent is the one expected, in a time that says
+/// neither how long the secret is nor how much of it a guess got right.
+/// Both sides are hashed first, so a guess of another length costs as much
+/// as one of the right length; the digests, of one length, are compared
+/// by `hmac`'s constant-time check, which the optimizer cannot turn into
+/// an early exit as it may a hand-written loop. (Hashing takes one more
+/// block per 64 bytes, so the expected side's length shows only to that
+/// grain.)
+pub(crate) fn secrets_match(sent: &[u8], expected: &[u8]) -> bool {
+    let digest_of = |bytes: &[u8]| {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"").expect("any key length");
+        mac.update(bytes);
+        mac
+    };
+    let expected = digest_of(expected).finalize().into_bytes();
+    digest_of(sent).verify_slice(&expected).is_ok()
 }
 
 /// The algorithm and nonce of one `WWW-Authenticate: Digest …` value, as a
@@ -610,6 +627,45 @@ mod tests {
             a.verify(None, None, "GET", "/x.cfg", "phone1", "s3cret"),
             Verdict::Denied
         );
+    }
+
+    /// Timing cannot be tested here; what the constant-time comparison must
+    /// keep is the verdicts: only the exact password passes, whatever the
+    /// length or shared prefix of a wrong one.
+    #[test]
+    fn only_the_exact_password_passes_whatever_its_length() {
+        let a = auth();
+        for (password, verdict) in [
+            ("s3cret", Verdict::Ok),
+            ("s3creT", Verdict::Denied),
+            ("s3cre", Verdict::Denied),
+            ("s3cret!", Verdict::Denied),
+            ("", Verdict::Denied),
+        ] {
+            let h = client_response(
+                &a.nonce(None),
+                Algorithm::Sha256,
+                "GET",
+                "/x.cfg",
+                ("phone1", password),
+                1,
+                "c",
+            );
+            let got = a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret");
+            assert_eq!(got, verdict, "{password:?}");
+        }
+        assert!(secrets_match(b"s3cret", b"s3cret"));
+        for wrong in [&b"s3creT"[..], b"s3cre", b"s3cret\0", b""] {
+            assert!(!secrets_match(wrong, b"s3cret"), "{wrong:?}");
+        }
+        // A nonce's signature cut short, or one byte off, is not ours.
+        let blob = B64.decode(a.nonce(None)).unwrap();
+        let now = dialtone_sync::now_millis();
+        assert!(a.check_nonce(&B64.encode(&blob), None, now).is_some());
+        assert!(a.check_nonce(&B64.encode(&blob[..31]), None, now).is_none());
+        let mut flipped = blob.clone();
+        flipped[31] ^= 1;
+        assert!(a.check_nonce(&B64.encode(&flipped), None, now).is_none());
     }
 
     fn answer(nonce: &str, nc: u64) -> String {

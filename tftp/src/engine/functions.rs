@@ -10,6 +10,12 @@ use minijinja::{Environment, Error, ErrorKind, State, Value};
 use super::in_time;
 
 pub(super) fn register(env: &mut Environment<'static>) {
+    // MiniJinja's `debug()` prints the whole render context and the
+    // engine's own tables in its internal Debug format, which changes with
+    // MiniJinja's versions: a stored template using it would change its
+    // file, and reboot its phones, on a dependency upgrade. Removed, it is
+    // an unknown function, refused when the template is checked.
+    env.remove_global("debug");
     env.add_function("range", range);
     env.add_function("throw", throw);
     env.add_filter("default", default);
@@ -188,4 +194,36 @@ fn format_fields(spec: &str) -> impl Iterator<Item = usize> + '_ {
         }
         return Some(width.max(precision));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Budget, Engine, Escape};
+    use crate::error::ProvisionError;
+
+    fn render(body: &str) -> Result<String, ProvisionError> {
+        let budget = Budget::default();
+        let engine = Engine::compile("test/t", "t", body, Escape::Text, &budget)?;
+        let context =
+            minijinja::context! { phone => minijinja::context! { mac => "001565000001" } };
+        let bytes = engine.render("test/t", body, context, &budget)?;
+        Ok(String::from_utf8(bytes).unwrap())
+    }
+
+    #[test]
+    fn debug_is_an_unknown_function() {
+        match render("a\n{{ debug() }}\n") {
+            Err(ProvisionError::Render { line, message, .. }) => {
+                assert_eq!(line, Some(2));
+                assert!(message.contains("unknown function"), "{message}");
+            }
+            other => panic!("expected a template error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_other_builtin_globals_remain() {
+        let body = "{{ namespace(a=1).a }} {{ dict(b=2).b }} {{ range(3) | join(',') }}";
+        assert_eq!(render(body).unwrap(), "1 2 0,1,2");
+    }
 }
