@@ -233,7 +233,8 @@ impl TenantShares {
 
 /// Invalidation by generation: every entry and every load remembers the
 /// tenant's generation it started under; bumping the generation makes them
-/// all obsolete at once, with no scan of the cache.
+/// all obsolete at once, with no scan of the cache. One entry per tenant
+/// changed since the last full reload that still exists ([`Generations::forget`]).
 #[derive(Default)]
 pub struct Generations {
     counter: AtomicU64,
@@ -261,6 +262,30 @@ impl Generations {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(tenant, next);
+    }
+
+    /// Drops a deleted tenant's entry, which nothing would read again:
+    /// kept, every tenant ever changed held one for the node's life. Its
+    /// generation reads as the floor again, which answers cached before
+    /// its first bump carry, and that is safe: a lookup for a tenant the
+    /// mirror lacks fails before the cache is read, ids are never reused,
+    /// and were one reused, a tenant row's change (its creation included)
+    /// moves the stamps in [`Tag`] to a version no earlier answer carries.
+    /// Raising the floor instead would drop every tenant's answers at each
+    /// tenant's delete.
+    pub fn forget(&self, tenant: Id) {
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tenant);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn holds(&self, tenant: Id) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&tenant)
     }
 
     pub fn bump_all(&self) {

@@ -706,7 +706,14 @@ impl LookupService {
     /// Drops every cached answer of `tenant`, and makes running loads for
     /// it unable to fill the cache.
     pub fn invalidate_tenant(&self, tenant: Id) {
-        self.inner.generations.bump(tenant);
+        let generations = &self.inner.generations;
+        generations.bump(tenant);
+        // A deleted tenant keeps no generation. Looked at after the bump: a
+        // sync publishing as its tenant is deleted would otherwise put the
+        // entry back after the delete's change had dropped it.
+        if self.inner.mirror.load().tenant(tenant).is_none() {
+            generations.forget(tenant);
+        }
     }
 
     /// Applies one mirror change: a tenant's directory, sources or region
@@ -728,7 +735,7 @@ impl LookupService {
                 });
                 if relevant {
                     for tenant in tenants.iter() {
-                        inner.generations.bump(*tenant);
+                        self.invalidate_tenant(*tenant);
                     }
                 }
                 if keys
@@ -790,3 +797,7 @@ impl LookupService {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "deleted_tenant_tests.rs"]
+mod deleted_tenant_tests;

@@ -332,7 +332,11 @@ async fn stopped_server_meets_the_deadline_and_opens_the_breaker() {
         "breaker open, yet the source was tried"
     );
     println!("slowest lookup with the breaker open: {slowest:?}");
-    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+    // Whether it was tried is the count above (a killed server refuses at
+    // once, so time cannot tell). Time tells that an open breaker answers
+    // without waiting on the deadline: half of it is far from both a
+    // loaded machine's pauses and a lookup that waited.
+    assert!(slowest < DEADLINE / 2, "{slowest:?}");
 
     // After the cool-down one probe goes through; it fails and re-opens.
     clock.advance(Duration::from_secs(30));

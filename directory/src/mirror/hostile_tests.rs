@@ -12,7 +12,7 @@ use super::*;
 use crate::error::DirectoryError;
 
 /// One BER element: tag, definite length, body.
-fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     if body.len() < 0x80 {
         out.push(body.len() as u8);
@@ -27,7 +27,7 @@ fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// An LDAPMessage: the request's id, then the protocol op.
-fn message(id: &[u8], op: &[u8]) -> Vec<u8> {
+pub(super) fn message(id: &[u8], op: &[u8]) -> Vec<u8> {
     tlv(0x30, &[tlv(0x02, id), op.to_vec()].concat())
 }
 

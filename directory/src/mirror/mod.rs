@@ -48,19 +48,24 @@ pub struct MirrorNumber {
     pub e164: Option<Box<str>>,
 }
 
-/// Where the next incremental read starts.
+/// Where the next incremental read starts. Files keep it, and serde
+/// numbers the kinds in order: a new one goes last.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Watermark {
-    /// Active Directory: the DC's `highestCommittedUSN` before the last read.
+    /// `highestCommittedUSN` before the last read, of a server that names
+    /// no DC, or from a file written before the DC was kept.
     Usn(u64),
     /// OpenLDAP and others: the newest `modifyTimestamp` seen.
     ModifyTimestamp(String),
+    /// Active Directory: the DC's `highestCommittedUSN` before the last
+    /// read, and the DC (its `dsServiceName`): each DC counts its own.
+    DcUsn { usn: u64, dc: Box<str> },
 }
 
 impl Watermark {
     pub fn label(&self) -> &'static str {
         match self {
-            Watermark::Usn(_) => "uSNChanged",
+            Watermark::Usn(_) | Watermark::DcUsn { .. } => "uSNChanged",
             Watermark::ModifyTimestamp(_) => "modifyTimestamp",
         }
     }
@@ -390,6 +395,8 @@ pub fn entry_quota(tenant_settings: &str, default: u64) -> u64 {
 
 #[cfg(test)]
 mod clock_tests;
+#[cfg(test)]
+mod dc_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

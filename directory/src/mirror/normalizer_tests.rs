@@ -49,8 +49,8 @@ fn a_file_that_names_no_normalizer_is_read_again_on_load() {
     let path = store::path(dir.path(), 7);
     store::write(&path, "fp1", &read_by_the_old_release()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    // Version 3 ends with the payload's CRC-32C, which version 1 lacks.
-    let summed = bytes.strip_prefix(b"DTLDAPM\x03".as_slice()).unwrap();
+    // Version 4 ends with the payload's CRC-32C, which version 1 lacks.
+    let summed = bytes.strip_prefix(b"DTLDAPM\x04".as_slice()).unwrap();
     let named = &summed[..summed.len() - 4];
     let (_, body) = postcard::take_from_bytes::<&str>(named).unwrap();
     std::fs::write(&path, [b"DTLDAPM\x01".as_slice(), body].concat()).unwrap();

@@ -23,14 +23,19 @@ use crate::error::DirectoryError;
 use crate::readings::NORMALIZER;
 use crate::replace_file::{checked_payload, replace_file, write_checksummed};
 
-/// Version 3 is version 2 followed by its CRC-32C: a flipped bit in a
-/// number or the watermark decodes, and would answer a caller with a wrong
-/// name or skip the server's changes. Version 2 puts the normalizer's name
-/// before the rest, which is version 1's body unchanged. Files of both
+/// Version 4 may hold a watermark version 3 cannot, an AD one naming its
+/// DC, as a kind numbered after the others. Version 3 is version 2
+/// followed by its CRC-32C: a flipped bit in a number or the watermark
+/// decodes, and would answer a caller with a wrong name or skip the
+/// server's changes. Version 2 puts the normalizer's name before the
+/// rest, which is version 1's body unchanged. Files of versions 1 to 3
 /// still load as they are (version 1's numbers read again) instead of
-/// costing every source a full sync on upgrade; a release before version 3
-/// refuses a version 3 file by its magic, and syncs in full.
-const MAGIC: &[u8; 8] = b"DTLDAPM\x03";
+/// costing every source a full sync on upgrade; only an AD source's USN,
+/// of no known DC, costs one in place of its first incremental sync
+/// ([`super::sync::usn_mismatch`]). A release before version 4 refuses a
+/// version 4 file by its magic, and syncs in full.
+const MAGIC: &[u8; 8] = b"DTLDAPM\x04";
+const MAGIC_NO_DC: &[u8; 8] = b"DTLDAPM\x03";
 const MAGIC_UNSUMMED: &[u8; 8] = b"DTLDAPM\x02";
 const MAGIC_UNNAMED_NORMALIZER: &[u8; 8] = b"DTLDAPM\x01";
 /// Bytes per entry a file may average: a DN, a name and a few numbers.
@@ -134,7 +139,10 @@ pub fn read(
     if bytes.len() as u64 > limit {
         return Err(io(path, "larger than max_entries allows; ignored"));
     }
-    let named = if let Some(summed) = bytes.strip_prefix(MAGIC.as_slice()) {
+    let summed = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .or_else(|| bytes.strip_prefix(MAGIC_NO_DC.as_slice()));
+    let named = if let Some(summed) = summed {
         Some(checked_payload(summed).map_err(|e| io(path, e))?)
     } else {
         bytes.strip_prefix(MAGIC_UNSUMMED.as_slice())

@@ -23,7 +23,7 @@ const MAX_NUMBER: usize = 64;
 const MAX_NUMBERS_PER_ENTRY: usize = 16;
 /// Attribute bytes a sync reads per entry it may keep, on average.
 const BYTES_PER_ENTRY: usize = 8 * 1024;
-/// A root DSE is one entry, and only one attribute of it is asked for.
+/// A root DSE is one entry, and only two attributes of it are asked for.
 const MAX_ROOT_DSE_BYTES: usize = 64 * 1024;
 /// A paging cookie is an opaque handle, not a payload.
 const MAX_COOKIE: usize = 4096;
@@ -74,12 +74,23 @@ pub struct Read {
     pub newest: Option<String>,
 }
 
+/// What a server's root DSE says about its changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootDse {
+    /// Active Directory's `highestCommittedUSN`.
+    pub usn: Option<u64>,
+    /// Its `dsServiceName`, the DN of the DC's NTDS Settings object: a USN
+    /// counts that DC's own changes, and means nothing on another DC.
+    pub dc: Option<Box<str>>,
+}
+
 /// How this server shows changes, read from its root DSE: AD publishes
-/// `highestCommittedUSN`; others are asked for `modifyTimestamp` on entries.
-/// An unreadable root DSE is an `Ldap` error (full syncs only); one that
-/// breaks a bound (more than one entry, too many bytes, not done in
-/// `timeout`) is a `MirrorLimit`, and the server is read no further.
-pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>, DirectoryError> {
+/// `highestCommittedUSN` and the DC it is of; others are asked for
+/// `modifyTimestamp` on entries. An unreadable root DSE is an `Ldap` error
+/// (full syncs only); one that breaks a bound (more than one entry, too
+/// many bytes, not done in `timeout`) is a `MirrorLimit`, and the server
+/// is read no further.
+pub async fn root_dse(ldap: &mut Ldap, timeout: Duration) -> Result<RootDse, DirectoryError> {
     let failed: fn(_) -> _ = |e: ldap3::LdapError| {
         DirectoryError::Ldap(format!("root DSE: {}", server_text(&e.to_string())))
     };
@@ -90,12 +101,12 @@ pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>,
                 "",
                 Scope::Base,
                 "(objectClass=*)",
-                vec!["highestCommittedUSN"],
+                vec!["highestCommittedUSN", "dsServiceName"],
             )
             .await
             .map_err(failed)?;
         let mut budget = ByteBudget::new("root DSE", MAX_ROOT_DSE_BYTES);
-        let mut usn = None;
+        let mut root = RootDse::default();
         let mut seen = false;
         while let Some(entry) = next_entry(&mut stream, &mut budget, failed).await? {
             if seen {
@@ -106,10 +117,16 @@ pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>,
                 ));
             }
             seen = true;
-            usn = first(&entry.attrs, "highestCommittedUSN").and_then(|v| v.trim().parse().ok());
+            root = RootDse {
+                usn: first(&entry.attrs, "highestCommittedUSN").and_then(|v| v.trim().parse().ok()),
+                // Kept in the mirror file: bounded like an entry's DN.
+                dc: first(&entry.attrs, "dsServiceName")
+                    .filter(|dc| !dc.is_empty() && dc.len() <= MAX_DN)
+                    .map(Box::from),
+            };
         }
         stream.finish().await.success().map_err(failed)?;
-        Ok(usn)
+        Ok(root)
     };
     // ldap3's timeout is per message: a server trickling messages is cut here.
     tokio::time::timeout(timeout, read)
@@ -120,6 +137,75 @@ pub async fn root_usn(ldap: &mut Ldap, timeout: Duration) -> Result<Option<u64>,
                 timeout.as_secs()
             )))
         })
+}
+
+/// Why an incremental read from `since` could miss changes on the server
+/// whose root DSE said `root`, if it could: the read must be a full one
+/// then. A `modifyTimestamp` is the entry's own on any server. A USN holds
+/// on the DC it came from alone (an LDAP URL may lead to several DCs, or
+/// to another after a failover), and only while that DC's count has not
+/// gone back (a DC restored from a backup counts again from the backup's).
+/// A watermark naming no DC, on a server that names one, may be another
+/// DC's: an older release's file, read once in full.
+pub fn usn_mismatch(since: &Watermark, root: &RootDse) -> Option<&'static str> {
+    let (usn, dc) = match since {
+        Watermark::ModifyTimestamp(_) => return None,
+        Watermark::Usn(usn) => (*usn, None),
+        Watermark::DcUsn { usn, dc } => (*usn, Some(&**dc)),
+    };
+    match (dc, root.dc.as_deref()) {
+        (None, Some(_)) => Some("the watermark names no domain controller"),
+        (Some(_), None) => Some("the server no longer names its domain controller"),
+        (Some(was), Some(now)) if was != now => Some("another domain controller answered"),
+        _ if root.usn.is_some_and(|now| now < usn) => {
+            Some("the domain controller's USN went back (restored from a backup?)")
+        }
+        _ => None,
+    }
+}
+
+/// `since`, or `None` (read in full) if it does not hold on the server
+/// whose root DSE said `root` ([`usn_mismatch`]), saying why.
+pub fn since_on_this_server(
+    source: &str,
+    since: Option<Watermark>,
+    root: &RootDse,
+) -> Option<Watermark> {
+    let since = since?;
+    let Some(why) = usn_mismatch(&since, root) else {
+        return Some(since);
+    };
+    let dc = server_text(root.dc.as_deref().unwrap_or("none"));
+    tracing::info!(source, why, %dc, "reading the directory in full, not incrementally");
+    None
+}
+
+impl RootDse {
+    /// Where the next incremental read starts after a full read that
+    /// started when the root DSE said this and saw `newest` as its newest
+    /// `modifyTimestamp`.
+    pub fn watermark(&self, newest: Option<String>) -> Option<Watermark> {
+        match (self.usn, &self.dc) {
+            (Some(usn), Some(dc)) => Some(Watermark::DcUsn {
+                usn,
+                dc: dc.clone(),
+            }),
+            (Some(usn), None) => Some(Watermark::Usn(usn)),
+            (None, _) => newest.map(Watermark::ModifyTimestamp),
+        }
+    }
+
+    /// Where the next incremental read starts after one from `since`
+    /// (which [`since_on_this_server`] let through) that read all that
+    /// changed: a USN moves on to this one, a time to a newer `newest`.
+    pub fn watermark_after(&self, since: Watermark, newest: Option<String>) -> Watermark {
+        match since {
+            Watermark::ModifyTimestamp(old) => {
+                Watermark::ModifyTimestamp(newest.filter(|new| *new > old).unwrap_or(old))
+            }
+            usn => self.watermark(None).unwrap_or(usn),
+        }
+    }
 }
 
 /// The search filter: the source's own, entries with a number, and for an
@@ -143,7 +229,7 @@ pub fn filter(
             }
             parts.push(')');
         }
-        Some(Watermark::Usn(usn)) => {
+        Some(Watermark::Usn(usn) | Watermark::DcUsn { usn, .. }) => {
             parts.push_str(&format!("(uSNChanged>={})", usn.saturating_add(1)));
         }
         Some(Watermark::ModifyTimestamp(at)) => {
@@ -302,83 +388,5 @@ fn raw_entry(source: &LdapSource, entry: SearchEntry) -> Option<RawEntry> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_escape_what_the_server_sent() {
-        let attrs = vec!["mobile".to_string(), "ipPhone".to_string()];
-        let full = filter(Some("(objectClass=person)"), &attrs, None);
-        assert_eq!(full, "(&(objectClass=person)(|(mobile=*)(ipPhone=*)))");
-        let usn = filter(None, &attrs, Some(&Watermark::Usn(41)));
-        assert_eq!(usn, "(&(uSNChanged>=42))");
-        let hostile = filter(
-            None,
-            &attrs,
-            Some(&Watermark::ModifyTimestamp("2026)(cn=*".into())),
-        );
-        assert_eq!(hostile, r"(&(modifyTimestamp>=2026\29\28cn=\2a))");
-        for f in [full, usn, hostile] {
-            assert!(ldap3::parse_filter(&f).is_ok(), "{f}");
-        }
-    }
-
-    #[test]
-    fn only_generalized_times_are_watermarks() {
-        assert!(is_generalized_time("20261130145500Z"));
-        assert!(is_generalized_time("20261130145500.123Z"));
-        for bad in [
-            "",
-            "Z",
-            "2026113014550Z",
-            "20261130145500",
-            "2026)(cn=*Z",
-            "20261130145500.Z",
-        ] {
-            assert!(!is_generalized_time(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn page_caps_scale_with_entries() {
-        let limits = Limits {
-            max_entries: 1000,
-            page_size: 500,
-            op_timeout: Duration::from_secs(1),
-        };
-        assert_eq!(limits.max_pages(), 28);
-        assert_eq!(limits.max_bytes(), 1000 * BYTES_PER_ENTRY);
-    }
-
-    #[test]
-    fn malformed_cookies_are_none() {
-        let raw = |val: Option<Vec<u8>>| RawControl {
-            ctype: PAGED_RESULTS_OID.into(),
-            crit: false,
-            val,
-        };
-        assert_eq!(paged_cookie(&raw(None)), None);
-        assert_eq!(paged_cookie(&raw(Some(vec![0xff, 0x03, 1]))), None);
-        // A cookie that is itself a SEQUENCE, not an OCTET STRING.
-        assert_eq!(
-            paged_cookie(&raw(Some(vec![0x30, 5, 2, 1, 0, 0x30, 0]))),
-            None
-        );
-        // Nested 100,000 deep: refused at once, where a recursive parser
-        // overflowed the test thread's stack.
-        let levels = 100_000u32;
-        let mut deep = Vec::new();
-        for level in (0..levels).rev() {
-            deep.extend([0x30, 0x84]);
-            deep.extend((5 + 6 * level).to_be_bytes());
-        }
-        deep.extend([0x30, 3, 2, 1, 0]);
-        assert_eq!(paged_cookie(&raw(Some(deep))), None);
-        let good: RawControl = PagedResults {
-            size: 0,
-            cookie: b"abc".to_vec(),
-        }
-        .into();
-        assert_eq!(paged_cookie(&good), Some(b"abc".to_vec()));
-    }
-}
+#[path = "sync_tests.rs"]
+mod tests;

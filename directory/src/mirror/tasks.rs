@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::leftovers::still_mirrored;
 use super::schedule::{forget_future_syncs, next_sync, not_in_future};
-use super::sync::{filter, read_all, root_usn, Limits, Read};
+use super::sync::{filter, read_all, root_dse, since_on_this_server, Limits, Read, RootDse};
 use super::work::MirrorWork;
 use super::{entry_quota, from_full, merge, store, MirrorData, SourceMirror, Watermark};
 use crate::error::DirectoryError;
@@ -63,7 +63,7 @@ impl Drop for Running {
 /// left alone. One sync of a tenant's runs at a time ([`SyncGates::start`]):
 /// checked and moved only at the end, the gate let all of a tenant's due
 /// sources (up to ten) start together. One entry per tenant that has
-/// mirrored a source here.
+/// mirrored a source here and still exists ([`SyncGates::forget_gone`]).
 #[derive(Default)]
 pub(crate) struct SyncGates(std::sync::Mutex<HashMap<Id, Gate>>);
 
@@ -127,6 +127,15 @@ impl SyncGates {
         gate.wait = wait;
         gate.open_at = gate.open_at.max(ended).saturating_add(wait);
     }
+
+    /// Drops the gates of deleted tenants, kept otherwise for the node's
+    /// life. A live tenant keeps its gate with no mirrored source left:
+    /// dropped, turning its sources' mirroring off and on would skip the
+    /// spacing.
+    fn forget_gone(&self, state: &MirrorState) {
+        self.gates()
+            .retain(|tenant, _| state.tenant(*tenant).is_some());
+    }
 }
 
 /// A tenant's one running sync; ends its turn when dropped, however the
@@ -185,6 +194,10 @@ impl LookupService {
         cancel: &CancellationToken,
     ) {
         let state = self.inner.mirror.load();
+        // Here, run on a tenant's delete and every period, it also catches
+        // a sync of the tenant's that ended after the delete (its gate put
+        // back by `synced`).
+        self.inner.sync_gates.forget_gone(&state);
         let mut wanted: HashMap<Id, Arc<RemoteSource>> = HashMap::new();
         for tenant in state.tenants() {
             for source in self.inner.sources.sources_of(&state, tenant.id) {
@@ -655,12 +668,15 @@ pub(super) async fn sync_once(
         }
         read = tokio::time::timeout(limit, read_source(ldap, since, max)) => read,
     };
-    let (usn, read) = read.unwrap_or_else(|_| {
+    let (root, since, read) = read.unwrap_or_else(|_| {
         Err(DirectoryError::MirrorLimit(format!(
             "took over {} s",
             limit.as_secs()
         )))
     })?;
+    // Read in full when the watermark did not hold on this server (another
+    // DC's USN, `sync::usn_mismatch`): the entries are replaced.
+    let full = since.is_none();
     let Read {
         entries,
         capped,
@@ -686,9 +702,7 @@ pub(super) async fn sync_once(
             })?;
         data.entries = entries;
         data.last_full_sync = Some(started_at);
-        data.watermark = usn
-            .map(Watermark::Usn)
-            .or(newest.map(Watermark::ModifyTimestamp));
+        data.watermark = root.watermark(newest);
         Outcome { changed, capped }
     } else {
         let mut taken = std::mem::take(data);
@@ -703,15 +717,9 @@ pub(super) async fn sync_once(
         data.last_incremental_sync = Some(started_at);
         // A read cut short at the cap has not seen every change: start the
         // next one where this one started.
-        let newest = newest.filter(|_| !capped);
-        let usn = usn.filter(|_| !capped);
-        data.watermark = match (data.watermark.take(), usn, newest) {
-            (Some(Watermark::Usn(_)), Some(usn), _) => Some(Watermark::Usn(usn)),
-            (Some(Watermark::ModifyTimestamp(old)), _, Some(new)) if new > old => {
-                Some(Watermark::ModifyTimestamp(new))
-            }
-            (old, _, _) => old,
-        };
+        if !capped {
+            data.watermark = since.map(|since| root.watermark_after(since, newest));
+        }
         Outcome {
             changed,
             capped: capped || merge_capped,
@@ -720,13 +728,14 @@ pub(super) async fn sync_once(
     Ok(outcome)
 }
 
-/// The directory's root DSE (its change counter, if any) and the entries
-/// the source's filter finds, or those changed `since`.
+/// The directory's root DSE (its change counter and DC, if any) and the
+/// entries the source's filter finds, or those changed `since` if that
+/// holds on this server; with the watermark the read started from.
 async fn read_source(
     ldap: &LdapSource,
     since: Option<Watermark>,
     max: usize,
-) -> Result<(Option<u64>, Read), DirectoryError> {
+) -> Result<(RootDse, Option<Watermark>, Read), DirectoryError> {
     let settings = ldap.settings();
     let mut conn = ldap
         .open(OP_TIMEOUT, super::sync::search_bounds(max))
@@ -734,8 +743,8 @@ async fn read_source(
     // Read before the search: a change made during it is read again next
     // time rather than missed. A root DSE that cannot be read means full
     // syncs only.
-    let usn = match root_usn(&mut conn, OP_TIMEOUT).await {
-        Ok(usn) => usn,
+    let root = match root_dse(&mut conn, OP_TIMEOUT).await {
+        Ok(root) => root,
         // Not merely unreadable: a server that floods its root DSE would
         // flood the search too.
         Err(e @ DirectoryError::MirrorLimit(_)) => {
@@ -744,9 +753,10 @@ async fn read_source(
         }
         Err(e) => {
             tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
-            None
+            RootDse::default()
         }
     };
+    let since = since_on_this_server(ldap.name(), since, &root);
     let search = filter(
         settings.filter.as_deref(),
         &settings.number_attributes,
@@ -759,9 +769,13 @@ async fn read_source(
     };
     let read = read_all(ldap, &mut conn, &search, limits).await;
     let _ = conn.unbind().await;
-    Ok((usn, read?))
+    Ok((root, since, read?))
 }
 
 #[cfg(test)]
 #[path = "publish_timing_tests.rs"]
 mod publish_timing_tests;
+
+#[cfg(test)]
+#[path = "gates_tests.rs"]
+mod gates_tests;

@@ -696,7 +696,7 @@ fn a_file_without_a_checksum_still_loads() {
     let path = store::path(dir.path(), 7);
     store::write(&path, "fp1", &d).unwrap();
     let summed = std::fs::read(&path).unwrap();
-    let payload = summed.strip_prefix(b"DTLDAPM\x03".as_slice()).unwrap();
+    let payload = summed.strip_prefix(b"DTLDAPM\x04".as_slice()).unwrap();
     let unsummed = &payload[..payload.len() - 4];
     std::fs::write(&path, [b"DTLDAPM\x02".as_slice(), unsummed].concat()).unwrap();
     assert_eq!(store::read(&path, "fp1", 10).unwrap(), Some(d));
