@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::http_server::HttpServerOptions;
 use crate::http_server_tests::{
-    connect_from, read_response, request, served_and_kept, start, tls_pair, tls_request,
+    connect_from, drained, read_response, request, served_and_kept, start, tls_pair, tls_request,
 };
 
 /// How long a test waits for the server to close a connection.
@@ -77,7 +77,7 @@ async fn newcomers_take_the_places_of_idle_keep_alive_connections() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     drop(newcomers);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A request on a connection being served is never cut for a newcomer:
@@ -103,7 +103,7 @@ async fn a_connection_with_a_request_in_flight_keeps_its_place() {
     let mut busy = BufReader::new(busy);
     assert_eq!(read_response(&mut busy).await, "done".len());
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// HTTPS: an idle TLS connection is closed the same way (hyper's own
@@ -131,7 +131,7 @@ async fn https_idle_connections_make_room_too() {
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     assert!(closed(&mut idle).await, "the idle TLS connection is closed");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// Half a request, or half a TLS handshake, holds a place only until the
@@ -160,7 +160,7 @@ async fn connections_without_a_whole_first_request_make_room() {
         "the trickling client is closed"
     );
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 
     let dir = tempfile::tempdir().unwrap();
     let (acceptor, connector) = tls_pair(dir.path());
@@ -185,7 +185,7 @@ async fn connections_without_a_whole_first_request_make_room() {
         "the hanging handshake is closed"
     );
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// Over TLS, a source past its share gets no handshake (the listener
@@ -228,5 +228,5 @@ async fn https_source_past_its_share_is_closed_without_a_handshake() {
     assert_eq!(read_response(&mut other).await, "127.0.0.3".len());
     drop((holder, other));
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }

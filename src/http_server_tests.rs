@@ -42,6 +42,30 @@ pub(crate) async fn start(
     (addr, shutdown, task)
 }
 
+/// Far past the slowest handler here (300 ms), so only a drain that hangs
+/// reaches it.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits for a cancelled server's task: a drain that hangs fails the test
+/// with a reason instead of holding the run until nextest ends it.
+pub(crate) async fn drained(task: tokio::task::JoinHandle<()>) {
+    drained_within(task, DRAIN_LIMIT).await
+}
+
+async fn drained_within(task: tokio::task::JoinHandle<()>, limit: Duration) {
+    tokio::time::timeout(limit, task)
+        .await
+        .unwrap_or_else(|_| panic!("drain did not finish within {limit:?}"))
+        .unwrap();
+}
+
+#[tokio::test]
+#[should_panic(expected = "drain did not finish")]
+async fn a_drain_that_hangs_fails_the_test() {
+    let hangs = tokio::spawn(std::future::pending::<()>());
+    drained_within(hangs, Duration::from_millis(50)).await;
+}
+
 /// Sends one request on a fresh connection and reads the reply to its end.
 pub(crate) async fn request(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -70,7 +94,7 @@ async fn handlers_see_the_peer_address() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("127.0.0.1"), "{reply}");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 #[tokio::test]
@@ -106,7 +130,7 @@ async fn connections_past_the_cap_get_503() {
     }
     assert!(after.starts_with("HTTP/1.1 200"), "{after}");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A connection's slot comes back when it ends, whatever the client did:
@@ -156,7 +180,7 @@ async fn slots_come_back_after_each_connection() {
     let refused = request(addr, "/peer").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A client that asks for a large file and then reads nothing loses its
@@ -190,7 +214,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
         assert!(got.len() < BIG, "the whole body came after the stall");
     }
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A response larger than the socket buffers arrives whole before the
@@ -203,7 +227,7 @@ async fn a_large_response_arrives_whole_before_the_close() {
     let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     assert_eq!(body.len(), BIG);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// An idle keep-alive connection does not hold up the drain: it is closed
@@ -264,7 +288,7 @@ async fn silent_connections_hold_no_slot() {
         .await
         .starts_with("HTTP/1.1 200"));
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 #[tokio::test]
@@ -281,7 +305,7 @@ async fn a_silent_client_is_cut_off() {
     let reply = read_to_end(&mut silent).await;
     assert!(!reply.contains("200 OK"), "{reply}");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 #[tokio::test]
@@ -383,7 +407,7 @@ async fn https_is_served_capped_and_cut_off_like_http() {
     assert!(closed.is_ok(), "a TLS client without headers is cut off");
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A runtime with many workers runs several accept loops on the one
@@ -466,7 +490,7 @@ async fn one_source_holds_no_more_than_its_share() {
     }
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// An exempt network holds the client's own address: `::1/128` (the
@@ -579,7 +603,7 @@ async fn newcomers_take_the_places_of_slow_readers() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     drop(kept);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A full listener whose connections are between requests (after bodies
@@ -627,7 +651,7 @@ async fn connections_that_are_not_slow_keep_their_places() {
     }
     drop(idle);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// Reads one response with a Content-Length and gives its body's length.
@@ -720,7 +744,7 @@ async fn a_steady_reader_is_not_evicted() {
         "the steady reader was cut off at {total} bytes"
     );
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// HTTPS goes through the same stream: a TLS client that reads nothing
@@ -758,7 +782,7 @@ async fn https_slow_readers_make_room_too() {
     let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut got)).await;
     assert!(got.len() < BIG, "the slow TLS reader got the whole body");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// Refusals are counted by listener (a fixed set), so the API listener's
@@ -791,5 +815,5 @@ async fn refusals_are_counted_by_listener() {
     assert!(!scrape.contains("listener=\"api\""), "{scrape}");
     drop(holder);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }

@@ -28,6 +28,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Unclaimed devices claimed as phones through the admin API.",
     ),
     (
+        "dialtone_admin_database_given_up_total",
+        "Tenants' database-bound admin requests whose work was dropped at twice database.request_timeout_s, the database never having answered (a dead connection): their places are given back, and a write not yet committed is rolled back. The WARN log names the tenant.",
+    ),
+    (
+        "dialtone_resync_refetch_reads_timed_out_total",
+        "Provisioning-history reads of the resync refetch watch given up after 5 s (a database that never answered); the watch goes on next round.",
+    ),
+    (
         "dialtone_admin_database_refused_total",
         "Admin API requests refused with 429 before touching the database, by scope: tenant (their tenant already ran its share of database-bound requests), all_tenants (the node's tenants together held all the pool leaves them), others_waiting (a tenant already running one was held to it while another tenant waited for a place), bodies (a tenant, or the node, already read its share of request bodies at once), checks (a tenant already ran 4 template checks, previews and source tests at once), write_rate (a tenant's write past its writes_per_minute).",
     ),
@@ -525,6 +533,8 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         &[("reason", "write_failed")],
     ),
     ("dialtone_unclaimed_dropped_total", &[("reason", "panic")]),
+    ("dialtone_admin_database_given_up_total", &[]),
+    ("dialtone_resync_refetch_reads_timed_out_total", &[]),
     (
         "dialtone_admin_database_refused_total",
         &[("scope", "tenant")],

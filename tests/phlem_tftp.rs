@@ -52,6 +52,28 @@ fn root_with_files() -> (tempfile::TempDir, Vec<(String, Vec<u8>)>) {
     (dir, files)
 }
 
+fn id(flag: &str) -> String {
+    let out = Command::new("id").arg(flag).output().expect("run id");
+    assert!(out.status.success(), "id {flag}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// The user and group the test runs as, for the daemons' privilege drop
+/// (dropping to root would need root).
+fn current_user() -> (String, String) {
+    (id("-un"), id("-gn"))
+}
+
+/// in.tftpd clears its supplementary groups as it drops to `--user`,
+/// which only root may: as anyone else it answers nothing.
+fn require_root(daemon: &str) {
+    assert!(
+        id("-u") == "0",
+        "{daemon} needs root (it sets its groups as it drops privileges): \
+         run this test as root, as CI does"
+    );
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -61,19 +83,21 @@ fn free_udp_port() -> u16 {
 }
 
 fn wait_for_udp_server(addr: SocketAddr) {
-    // A read of a file that does not exist answers once the server is up.
-    let ok = wait_until(Duration::from_secs(10), || {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        socket
-            .send_to(b"\0\x01probe-missing\0octet\0", addr)
-            .unwrap();
-        let mut buf = [0u8; 516];
-        socket.recv_from(&mut buf).is_ok()
-    });
+    let ok = wait_until(Duration::from_secs(10), || answers_tftp(addr));
     assert!(ok.is_some(), "TFTP server at {addr} never answered");
+}
+
+/// A read of a file that does not exist answers once the server is up.
+fn answers_tftp(addr: SocketAddr) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    socket
+        .send_to(b"\0\x01probe-missing\0octet\0", addr)
+        .unwrap();
+    let mut buf = [0u8; 516];
+    socket.recv_from(&mut buf).is_ok()
 }
 
 fn fetch_all(server: SocketAddr, files: &[(String, Vec<u8>)], windowsize: bool) {
@@ -121,6 +145,7 @@ fn fetch_all(server: SocketAddr, files: &[(String, Vec<u8>)], windowsize: bool) 
 
 #[test]
 fn tftpd_hpa() {
+    require_root("in.tftpd (tftpd-hpa)");
     let (root, files) = root_with_files();
     let port = free_udp_port();
     let _server = Daemon(
@@ -129,7 +154,7 @@ fn tftpd_hpa() {
                 "--listen",
                 "--foreground",
                 "--user",
-                "root",
+                &current_user().0,
                 "--secure",
                 "--address",
             ])
@@ -154,15 +179,16 @@ fn atftpd() {
     );
     let (root, files) = root_with_files();
     let port = free_udp_port();
+    let (user, group) = current_user();
     let _server = Daemon(
         Command::new(&bin)
             .args([
                 "--daemon",
                 "--no-fork",
                 "--user",
-                "root",
+                &user,
                 "--group",
-                "root",
+                &group,
                 "--logfile",
                 "/dev/null",
             ])
@@ -178,33 +204,67 @@ fn atftpd() {
     fetch_all(addr, &files, true);
 }
 
+/// A loopback address whose TFTP port (69, the only one dnsmasq serves
+/// TFTP on) nobody holds: found by binding it, from a point that differs
+/// between processes so that concurrent runs seldom try the same one.
+fn free_loopback_for_tftp() -> std::net::Ipv4Addr {
+    let start = std::process::id() % 200;
+    for n in 0..200 {
+        let ip = std::net::Ipv4Addr::new(127, 0, ((start + n) % 200 + 20) as u8, 69);
+        match UdpSocket::bind((ip, 69)) {
+            Ok(_) => return ip,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => panic!(
+                "binding port 69 needs root (or CAP_NET_BIND_SERVICE), as dnsmasq's TFTP \
+                 does: run this test as root, as CI does"
+            ),
+            Err(_) => continue,
+        }
+    }
+    panic!("port 69 is taken on every loopback address tried");
+}
+
 #[test]
 fn dnsmasq() {
-    // dnsmasq's TFTP port is always 69: give it a loopback address of its own.
-    let ip = format!("127.0.{}.{}", std::process::id() % 200 + 20, 69);
     let (root, files) = root_with_files();
-    let _server = Daemon(
-        Command::new("/usr/sbin/dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--enable-tftp",
-                "--bind-interfaces",
-                "--user=root",
-            ])
-            .arg(format!("--listen-address={ip}"))
-            .arg(format!("--tftp-root={}", root.path().display()))
-            .arg("--pid-file")
-            .arg("--conf-file=/dev/null")
-            .arg("--log-facility=/dev/null")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq is installed by scripts/test"),
-    );
-    let addr: SocketAddr = format!("{ip}:69").parse().unwrap();
-    wait_for_udp_server(addr);
-    fetch_all(addr, &files, false);
+    let user = current_user().0;
+    // The address found free may be taken before dnsmasq binds it: a start
+    // that failed goes again on another.
+    for attempt in 1..=3 {
+        let ip = free_loopback_for_tftp();
+        let mut server = Daemon(
+            Command::new("/usr/sbin/dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--port=0",
+                    "--enable-tftp",
+                    "--bind-interfaces",
+                ])
+                .arg(format!("--user={user}"))
+                .arg(format!("--listen-address={ip}"))
+                .arg(format!("--tftp-root={}", root.path().display()))
+                .arg("--pid-file")
+                .arg("--conf-file=/dev/null")
+                .arg("--log-facility=/dev/null")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("dnsmasq is installed by scripts/test"),
+        );
+        let addr = SocketAddr::from((ip, 69));
+        let up = wait_until(Duration::from_secs(10), || {
+            answers_tftp(addr) || matches!(server.0.try_wait(), Ok(Some(_)))
+        });
+        if let Ok(Some(status)) = server.0.try_wait() {
+            let mut stderr = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut stderr);
+            assert!(attempt < 3, "dnsmasq on {addr} exited ({status}): {stderr}");
+            continue;
+        }
+        assert!(up.is_some(), "dnsmasq at {addr} never answered");
+        fetch_all(addr, &files, false);
+        return;
+    }
 }
 
 #[test]

@@ -4,15 +4,20 @@
 
 mod common;
 
-use std::process::Output;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
-fn serve(dir: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Command {
+fn serve(dir: &std::path::Path, url: &str, extra: &[&str]) -> Command {
+    serve_listening(dir, url, &free_addr().to_string(), extra)
+}
+
+fn serve_listening(dir: &std::path::Path, url: &str, listen: &str, extra: &[&str]) -> Command {
     let mut cmd = dialtone(dir, url);
     cmd.arg("serve")
         .arg("--listen")
-        .arg(free_addr().to_string())
+        .arg(listen)
         .arg("--provisioning-listen")
         .arg(free_addr().to_string())
         .args(extra)
@@ -20,8 +25,11 @@ fn serve(dir: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Comm
     cmd
 }
 
-/// The exit code and the last stderr line, which must be the error.
-fn failure(out: &Output) -> String {
+/// Runs a start meant to fail (bounded, so one that serves instead fails
+/// the test); the exit code and the last stderr line, which must be the
+/// error.
+fn failure(cmd: Command) -> String {
+    let out = run_start_meant_to_fail(cmd);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default().to_string();
@@ -34,6 +42,12 @@ fn failure(out: &Output) -> String {
 
 #[test]
 fn a_privileged_port_without_the_capability_names_it() {
+    let lowest = unprivileged_port_start();
+    assert!(
+        lowest > 69,
+        "port 69 is unprivileged here (net.ipv4.ip_unprivileged_port_start = {lowest}): \
+         anyone may bind it, so there is no refusal to check"
+    );
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let mut cmd = serve(dir.path(), &url, &["--tftp-listen", "127.0.0.1:69"]);
@@ -57,12 +71,52 @@ fn a_privileged_port_without_the_capability_names_it() {
         }
         cmd = wrapped;
     }
-    let line = failure(&run(cmd));
+    let line = failure(cmd);
     assert!(
         line.contains("127.0.0.1:69") && line.contains("provisioning.tftp_listen"),
         "{line}"
     );
     assert!(line.contains("CAP_NET_BIND_SERVICE"), "{line}");
+}
+
+/// The lowest port anyone may bind, per network namespace; without the
+/// sysctl, the kernel's fixed 1024.
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// The bound on starts meant to fail works on a start that succeeds: the
+/// test fails naming the command, and the server is gone (its port free).
+#[test]
+fn a_start_that_serves_instead_of_failing_is_killed_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let listen = free_addr();
+    let cmd = serve_listening(
+        dir.path(),
+        &url,
+        &listen.to_string(),
+        &["--tftp-listen", &free_udp_addr().to_string()],
+    );
+    let started = Instant::now();
+    let bound = Duration::from_secs(3);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_within(cmd, bound)));
+    let message = match outcome {
+        Ok(out) => panic!("serve exited by itself: {}", text(&out.stderr)),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains("did not exit within") && message.contains("serve"),
+        "{message}"
+    );
+    assert!(started.elapsed() < bound + Duration::from_secs(10));
+    assert!(
+        std::net::TcpListener::bind(listen).is_ok(),
+        "the server still holds {listen}"
+    );
 }
 
 fn is_root() -> bool {
@@ -92,11 +146,11 @@ async fn a_database_migrated_by_a_newer_binary_is_refused() {
     .await
     .unwrap();
     pool.close().await;
-    let line = failure(&run(serve(
+    let line = failure(serve(
         dir.path(),
         &url,
         &["--tftp-listen", &free_udp_addr().to_string()],
-    )));
+    ));
     assert!(line.contains("9999") && line.contains("newer"), "{line}");
 }
 
@@ -128,7 +182,7 @@ fn an_unreadable_tls_key_is_named() {
         )
         .env("DIALTONE_PROVISIONING__TLS_CERT", &cert_path)
         .env("DIALTONE_PROVISIONING__TLS_KEY", &key_path);
-        let line = failure(&run(cmd));
+        let line = failure(cmd);
         assert!(
             line.contains("tls_key") && line.contains(&key_path.display().to_string()),
             "{name}: {line}"

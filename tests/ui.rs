@@ -1,13 +1,12 @@
 //! The admin page in a real browser: Debian's Chromium, headless, driven by
 //! playwright-core (tests/ui/admin_page.mjs) against `dialtone serve
 //! --demo`. scripts/test installs Chromium and playwright-core and sets
-//! DIALTONE_TEST_UI_DIR; screenshots land in target/ui-artifacts/.
+//! DIALTONE_TEST_UI_DIR; screenshots land in a folder of each run's own
+//! under target/ui-artifacts/ (tests/common/browser.rs).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
+use common::browser::{artifacts_dir, BrowserScript};
 use common::*;
 use serde_json::{json, Value};
 
@@ -68,10 +67,7 @@ fn registered_phone(aor: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
-    let ui_dir = PathBuf::from(
-        std::env::var("DIALTONE_TEST_UI_DIR")
-            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
-    );
+    let script = BrowserScript::new("admin_page.mjs");
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     // Resyncs go through the test Kamailio to the demo phones registered
@@ -189,24 +185,17 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
         .unwrap()
         .to_string();
 
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../ui-artifacts");
-    let script = ui_dir.join("admin_page.mjs");
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/admin_page.mjs"),
-        &script,
-    )
-    .unwrap();
-    let out = Command::new("node")
-        .arg(&script)
-        .env("UI_API", &api)
+    let artifacts = artifacts_dir("admin_page");
+    eprintln!("screenshots in {}", artifacts.display());
+    let mut node = script.command();
+    node.env("UI_API", &api)
         .env("UI_PROVISIONING", format!("http://{}", server.prov_addr))
         .env("UI_TOKEN", &token)
         .env("UI_TENANT_TOKEN", &tenant_token)
         .env("UI_READ_TOKEN", &read_token)
         .env("UI_MAC", "0015654aa937")
-        .env("UI_ARTIFACTS", &artifacts)
-        .output()
-        .expect("run node");
+        .env("UI_ARTIFACTS", &artifacts);
+    let out = run(node);
     let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
     eprintln!("{log}");
     assert!(out.status.success(), "the browser run failed:\n{log}");
@@ -244,10 +233,7 @@ async fn the_admin_page_edits_previews_saves_and_rolls_back_a_template() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_picks_a_tenant_past_the_first_page() {
     const TENANTS: usize = 150;
-    let ui_dir = PathBuf::from(
-        std::env::var("DIALTONE_TEST_UI_DIR")
-            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
-    );
+    let script = BrowserScript::new("tenant_pickers.mjs");
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let slug = |n: usize| format!("t{n:03}");
@@ -338,23 +324,15 @@ async fn the_admin_page_picks_a_tenant_past_the_first_page() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let script = ui_dir.join("tenant_pickers.mjs");
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/tenant_pickers.mjs"),
-        &script,
-    )
-    .unwrap();
-    let out = Command::new("node")
-        .arg(&script)
-        .env("UI_API", format!("http://{}", server.addr))
+    let mut node = script.command();
+    node.env("UI_API", format!("http://{}", server.addr))
         .env("UI_TOKEN", &token)
         .env("UI_TENANTS", TENANTS.to_string())
         .env("UI_LAST", slug(last))
         .env("UI_LAST_NAME", name(last))
         .env("UI_LAST_ENTRY", "Zed Lastentry")
-        .env("UI_UNCLAIMED_MAC", unclaimed)
-        .output()
-        .expect("run node");
+        .env("UI_UNCLAIMED_MAC", unclaimed);
+    let out = run(node);
     let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
     eprintln!("{log}");
     assert!(out.status.success(), "the browser run failed:\n{log}");
@@ -368,10 +346,7 @@ async fn the_admin_page_picks_a_tenant_past_the_first_page() {
 /// log-in form and keeps it, and a slow view never covers a newer one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_survives_failed_requests() {
-    let ui_dir = PathBuf::from(
-        std::env::var("DIALTONE_TEST_UI_DIR")
-            .expect("DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)"),
-    );
+    let script = BrowserScript::new("failures.mjs");
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let mac = "001565ee0001";
@@ -451,23 +426,15 @@ async fn the_admin_page_survives_failed_requests() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let script = ui_dir.join("failures.mjs");
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/failures.mjs"),
-        &script,
-    )
-    .unwrap();
-    let out = Command::new("node")
-        .arg(&script)
-        .env("UI_API", format!("http://{}", server.addr))
+    let mut node = script.command();
+    node.env("UI_API", format!("http://{}", server.addr))
         .env("UI_TOKEN", &token)
         .env("UI_DOOMED", doomed["token"].as_str().unwrap())
         .env("UI_DOOMED_ID", doomed["id"].to_string())
         .env("UI_TEMPLATE", template["id"].to_string())
         .env("UI_MAC", mac)
-        .env("UI_UNCLAIMED_MAC", unclaimed)
-        .output()
-        .expect("run node");
+        .env("UI_UNCLAIMED_MAC", unclaimed);
+    let out = run(node);
     let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
     eprintln!("{log}");
     assert!(out.status.success(), "the browser run failed:\n{log}");

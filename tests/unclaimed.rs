@@ -239,9 +239,7 @@ async fn outside_every_network_is_listed_only_when_turned_on() {
 /// the listed phone is shown with its model and claimed with a line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_claims_an_unclaimed_phone() {
-    let ui_dir = std::path::PathBuf::from(std::env::var("DIALTONE_TEST_UI_DIR").expect(
-        "DIALTONE_TEST_UI_DIR is not set: run the tests through scripts/test (it installs Chromium and playwright-core)",
-    ));
+    let script = common::browser::BrowserScript::new("unclaimed_page.mjs");
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let token = setup(dir.path(), &url);
@@ -260,22 +258,17 @@ async fn the_admin_page_claims_an_unclaimed_phone() {
         1
     );
 
-    let script = ui_dir.join("unclaimed_page.mjs");
-    std::fs::copy(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/unclaimed_page.mjs"),
-        &script,
-    )
-    .unwrap();
-    let artifacts = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../ui-artifacts");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("UI_API", format!("http://{}", server.addr))
+    let mut node = script.command();
+    node.env("UI_API", format!("http://{}", server.addr))
         .env("UI_TOKEN", &token)
         .env("UI_MAC", "001565a00001")
-        .env("UI_ARTIFACTS", &artifacts)
-        .output()
+        .env(
+            "UI_ARTIFACTS",
+            common::browser::artifacts_dir("unclaimed_page"),
+        );
+    let out = tokio::task::spawn_blocking(move || run(node))
         .await
-        .expect("run node");
+        .unwrap();
     let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "the browser run failed:\n{log}");
     let (status, _, phone) = api

@@ -1,16 +1,21 @@
-//! A template's history: every version kept (`…/versions`), diffs between
-//! two (`…/diff`), and rollback, which saves an old body as a new version
-//! after the same checks as any edit.
+//! A template's history: its kept versions, newest first, a page at a
+//! time (`…/versions`), one with its body (`…/versions/{version}`), diffs
+//! between two (`…/diff`), and rollback, which saves an old body as a new
+//! version after the same checks as any edit. Each reads only the rows it
+//! shows: a family or model template keeps every version, and reading every
+//! body for each of these requests held tens of megabytes.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use dialtone_sync::store::{version_digest, TemplateVersionSummary};
+use dialtone_sync::TemplateVersion;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::templates::{save_body, scope_tenant, stored, writable, TemplateView};
-use super::{digest, AdminState, Principal};
+use super::{page_size, AdminState, Principal};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +37,23 @@ pub struct VersionView {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    /// Newest first.
+    pub items: Vec<VersionView>,
+    /// Pass as `before` for the next (older) page; absent on the last.
+    pub next: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionParams {
+    /// Versions older than this one.
+    pub before: Option<i64>,
+    /// Versions per page: 100 unless given, at most 1,000.
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct DiffView {
     pub from: i64,
     pub to: i64,
@@ -47,33 +69,62 @@ pub struct DiffQuery {
     pub to: Option<i64>,
 }
 
-fn version_view(v: &dialtone_sync::TemplateVersion, with_body: bool) -> VersionView {
+fn listed_view(v: TemplateVersionSummary) -> VersionView {
     VersionView {
         version: v.version,
-        updated_by: v.updated_by.clone(),
+        updated_by: v.updated_by,
         updated_at: v.updated_at,
-        bytes: v.body.len(),
-        digest: digest(&v.body),
-        body: with_body.then(|| v.body.clone()),
+        bytes: v.bytes as usize,
+        digest: v.digest,
+        body: None,
     }
 }
 
-#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = i64, Path, minimum = 1, example = 1)),
-    responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)),
+fn full_view(v: TemplateVersion) -> VersionView {
+    VersionView {
+        version: v.version,
+        updated_by: v.updated_by,
+        updated_at: v.updated_at,
+        bytes: v.body.len(),
+        digest: version_digest(&v.body),
+        body: Some(v.body),
+    }
+}
+
+/// Version `version` of template `id`, with its body, or 404.
+async fn kept_version(
+    state: &AdminState,
+    id: i64,
+    version: i64,
+) -> Result<TemplateVersion, ApiError> {
+    state
+        .store
+        .template_version(id, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {version} of template #{id}")))
+}
+
+#[utoipa::path(get, operation_id = "templates_versions", path = "/v1/templates/{id}/versions", tag = "templates",
+    params(("id" = i64, Path, minimum = 1, example = 1), VersionParams),
+    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn versions(
     State(state): State<AdminState>,
     principal: Principal,
     ApiPath(id): ApiPath<i64>,
+    ApiQuery(params): ApiQuery<VersionParams>,
 ) -> Result<Response, ApiError> {
     stored(&state.mirror.load(), &principal, id)?;
-    let versions = state.store.template_versions(id).await?;
-    let views: Vec<VersionView> = versions
-        .iter()
-        .rev()
-        .map(|v| version_view(v, false))
-        .collect();
-    Ok(axum::Json(views).into_response())
+    let limit = page_size(params.limit);
+    // One more than the page: whether an older page follows.
+    let mut listed = state
+        .store
+        .template_version_list(id, params.before, limit as i64 + 1)
+        .await?;
+    let next = (listed.len() > limit).then(|| listed[limit - 1].version);
+    listed.truncate(limit);
+    let items = listed.into_iter().map(listed_view).collect();
+    Ok(axum::Json(VersionList { items, next }).into_response())
 }
 
 #[utoipa::path(get, operation_id = "templates_version", path = "/v1/templates/{id}/versions/{version}", tag = "templates",
@@ -86,12 +137,8 @@ pub async fn version(
     ApiPath((id, version)): ApiPath<(i64, i64)>,
 ) -> Result<Response, ApiError> {
     stored(&state.mirror.load(), &principal, id)?;
-    let versions = state.store.template_versions(id).await?;
-    let found = versions
-        .iter()
-        .find(|v| v.version == version)
-        .ok_or_else(|| ApiError::not_found(format!("version {version} of template #{id}")))?;
-    Ok(axum::Json(version_view(found, true)).into_response())
+    let found = kept_version(&state, id, version).await?;
+    Ok(axum::Json(full_view(found)).into_response())
 }
 
 /// Myers' diff costs the square of the differences: two unlike bodies of
@@ -124,14 +171,12 @@ pub async fn diff(
 ) -> Result<Response, ApiError> {
     let current = stored(&state.mirror.load(), &principal, id)?;
     let to = query.to.unwrap_or(current.version);
-    let versions = state.store.template_versions(id).await?;
-    let find = |v: i64| {
-        versions
-            .iter()
-            .find(|x| x.version == v)
-            .ok_or_else(|| ApiError::not_found(format!("version {v} of template #{id}")))
+    let old = kept_version(&state, id, query.from).await?;
+    let new = if to == old.version {
+        old.clone()
+    } else {
+        kept_version(&state, id, to).await?
     };
-    let (old, new) = (find(query.from)?.clone(), find(to)?.clone());
     let (from, to) = (old.version, new.version);
     let tenant = scope_tenant(&state.mirror.load(), &current);
     let diff = state
@@ -161,13 +206,7 @@ pub async fn rollback(
     ApiJson(body): ApiJson<Rollback>,
 ) -> Result<Response, ApiError> {
     let template = writable(&state, &principal, id)?;
-    let versions = state.store.template_versions(id).await?;
-    let old = versions
-        .into_iter()
-        .find(|v| v.version == body.version)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("version {} of template #{id}", body.version))
-        })?;
+    let old = kept_version(&state, id, body.version).await?;
     if old.body == *template.body {
         return Err(ApiError::conflict(format!(
             "version {} has the current body already",

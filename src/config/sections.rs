@@ -187,7 +187,8 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// How long a tenant's admin request waits on the database's answer
     /// before it is answered 503 (`outcome_unknown` for a write); its work
-    /// goes on, holding its tenant's place, until the database answers.
+    /// goes on, holding its tenant's place, until the database answers or
+    /// twice this long has passed (a dead connection), when it is dropped.
     pub request_timeout_s: u64,
     /// Apply pending migrations at `serve` start.
     pub auto_migrate: bool,

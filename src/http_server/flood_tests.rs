@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use super::HttpServerOptions;
-use crate::http_server_tests::start;
+use crate::http_server_tests::{drained, start};
 
 const ASK: &[u8] = b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
@@ -84,7 +84,7 @@ async fn a_host_elsewhere_gets_in_past_a_flood_from_a_few_sources() {
     );
     flood.abort_all();
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// Past `MAX_REFUSALS` refusals waiting for their clients to close, a
@@ -123,5 +123,5 @@ async fn a_refusal_past_the_bound_is_still_told_503() {
     assert_eq!(told, 10, "refusals past the bound answered 503");
     drop((lingering, holder));
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }

@@ -130,6 +130,11 @@ impl Idle {
     /// to come. `source`: its share's, so that its source's connections can
     /// be found.
     pub(super) fn enter(&self, answered: bool, source: Option<IpAddr>) -> Listed<'_> {
+        self.enter_at(answered, source, Instant::now())
+    }
+
+    /// `enter` with the clock read by the caller (tests pass their own).
+    fn enter_at(&self, answered: bool, source: Option<IpAddr>, now: Instant) -> Listed<'_> {
         let lull = Arc::new(Lull {
             epoch: self.epoch,
             started: AtomicU32::new(0),
@@ -140,7 +145,7 @@ impl Idle {
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        lull.mark_ended();
+        lull.mark_ended_at(now);
         self.lock().insert(lull.clone());
         Listed { idle: self, lull }
     }
@@ -148,7 +153,11 @@ impl Idle {
     /// Ends the connection idle the longest, if one has been idle for
     /// `after`: its place is the caller's, as with a slow reader's.
     pub(super) fn evict(&self) -> bool {
-        let now = since(self.epoch);
+        self.evict_at(Instant::now())
+    }
+
+    fn evict_at(&self, now: Instant) -> bool {
+        let now = since(self.epoch, now);
         let (after, first_after) = (
             self.after.as_millis() as u64,
             self.first_after.as_millis() as u64,
@@ -181,7 +190,11 @@ impl Idle {
     /// `evict` would take one still without a first request, never one
     /// with a request in the router or a response going out.
     pub(super) fn evict_from(&self, source: IpAddr) -> bool {
-        let now = since(self.epoch);
+        self.evict_from_at(source, Instant::now())
+    }
+
+    fn evict_from_at(&self, source: IpAddr, now: Instant) -> bool {
+        let now = since(self.epoch, now);
         let after = self.after.as_millis() as u64;
         let lull = {
             let mut open = self.lock();
@@ -212,8 +225,9 @@ fn key(lull: &Arc<Lull>) -> usize {
     Arc::as_ptr(lull) as usize
 }
 
-fn since(epoch: Instant) -> u64 {
-    epoch.elapsed().as_millis() as u64
+/// Milliseconds from `epoch` to `now` (none for a `now` before it).
+fn since(epoch: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(epoch).as_millis() as u64
 }
 
 impl Lull {
@@ -235,12 +249,12 @@ impl Lull {
 
     /// Its TLS handshake ended: the wait for its first request starts now.
     pub(super) fn handshake_done(&self) {
-        self.mark_ended();
+        self.mark_ended_at(Instant::now());
     }
 
-    fn mark_ended(&self) {
+    fn mark_ended_at(&self, now: Instant) {
         self.ended_at
-            .store(since(self.epoch) + 1, Ordering::Release);
+            .store(since(self.epoch, now) + 1, Ordering::Release);
     }
 
     /// A request's response, to go out as [`Tracked`], which marks its
@@ -327,7 +341,7 @@ impl HttpBody for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.lull.mark_ended();
+        self.lull.mark_ended_at(Instant::now());
         self.lull.ended.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::HttpServerOptions;
-use crate::http_server_tests::{connect_from, read_to_end, start};
+use crate::http_server_tests::{connect_from, drained, read_to_end, start};
 
 const OFFICE: &str = "127.0.0.10";
 
@@ -109,7 +109,7 @@ async fn an_office_fetching_on_keep_alive_connections_keeps_them() {
         .is_ok();
     assert!(closed && rest.is_empty(), "the idle connection made room");
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }
 
 /// A connection idle a second between requests goes before one of the
@@ -156,5 +156,5 @@ async fn an_idle_connection_goes_before_a_busier_source_waiting_for_its_first() 
     }
     drop(waiting);
     shutdown.cancel();
-    task.await.unwrap();
+    drained(task).await;
 }

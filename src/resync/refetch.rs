@@ -23,6 +23,14 @@ const REFETCH_BATCH: usize = 200;
 const FIRST_POLL: Duration = Duration::from_secs(1);
 /// The longest wait between two polls of one resync.
 const LAST_POLL: Duration = Duration::from_secs(30);
+/// Longest one phone's history read may take; it takes milliseconds. A
+/// read on a connection that died without a word (the store sets no
+/// statement timeout, and no keepalive notices) never ends, and the
+/// watch, which reads one phone at a time, stopped with it for good: no
+/// refetch was seen again until restart.
+const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
+/// At most one warning of reads past their time this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Answered resyncs whose refetch is not seen yet, by when each is polled
 /// next. At most `capacity` (the table's): past it the oldest goes.
@@ -89,6 +97,12 @@ impl Watch {
         taken
     }
 
+    /// Resync `seq` was taken out but not polled: it is due again at
+    /// `now`, its wait unchanged.
+    fn put_back(&mut self, seq: u64, waited: Duration, now: Instant) {
+        self.insert(seq, now, waited);
+    }
+
     /// Resync `seq`'s refetch was not seen after `waited`: it is polled
     /// again after twice that, at most [`LAST_POLL`].
     pub(super) fn again(&mut self, seq: u64, waited: Duration, now: Instant) {
@@ -103,6 +117,7 @@ impl ResyncService {
     /// the database, so a fetch served by any node counts.
     pub(super) async fn watch_refetches(self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(FIRST_POLL);
+        let mut warned: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -125,14 +140,41 @@ impl ResyncService {
                     })
                     .collect()
             };
-            for (seq, waited, mac, tenant, sent) in batch {
-                if cancel.is_cancelled() {
-                    return;
-                }
+            let mut batch = batch.into_iter();
+            while let Some((seq, waited, mac, tenant, sent)) = batch.next() {
                 let own = mac.to_string();
+                let read = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    read = tokio::time::timeout(
+                        HISTORY_READ_WITHIN,
+                        self.inner.store.served_boots(&mac, tenant, 20),
+                    ) => read,
+                };
+                let Ok(read) = read else {
+                    // The others would most likely wait as long, each: they
+                    // wait for the next round, and this one is polled again.
+                    metrics::counter!("dialtone_resync_refetch_reads_timed_out_total").increment(1);
+                    if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            within_s = HISTORY_READ_WITHIN.as_secs_f64(),
+                            "resync refetch watch: a provisioning-history read did not end \
+                             in time; given up, the watch goes on next round"
+                        );
+                    }
+                    let now = Instant::now();
+                    let mut book = self.book();
+                    if now_millis() - sent < REFETCH_WINDOW_MS {
+                        book.watch.again(seq, waited, now);
+                    }
+                    for (seq, waited, ..) in batch.by_ref() {
+                        book.watch.put_back(seq, waited, now);
+                    }
+                    break;
+                };
                 // Served fetches only, picked before the limit: refused
                 // ones naming the MAC (anyone can send them) hid the refetch.
-                let found = match self.inner.store.served_boots(&mac, tenant, 20).await {
+                let found = match read {
                     Ok(rows) => rows
                         .iter()
                         .filter(|r| {

@@ -48,9 +48,15 @@ async fn templates_left_after(
 ) -> i64 {
     let mut open = open_template_write(db).await;
     let writing = tokio::spawn(async move { store.apply(&write, &audit("race")).await });
-    // Long enough for the write to reach its delete of the templates, or
-    // the lock it must wait on first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The race is only run once the write waits on the phone's row (the
+    // lock it must take before deleting the templates); a write that got
+    // past it unblocked would test nothing.
+    lock_waiters(
+        &db.url,
+        1,
+        "the write never waited on the open template write",
+    )
+    .await;
     sqlx::query("COMMIT").execute(&mut open).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), writing)
         .await
@@ -128,7 +134,7 @@ async fn a_checked_phone_write_does_not_deadlock_with_an_import() {
         phone("globex", 1, 1),
     ];
     let writing = tokio::spawn(async move { store.apply(&write, &audit("move")).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock_waiters(&db.url, 1, "the write never waited on the import's lock").await;
     sqlx::query("UPDATE phones SET label = 'imported' WHERE mac = $1")
         .bind(MAC)
         .execute(&mut import)

@@ -2,7 +2,12 @@
 //! `/readyz`, stop with a signal. Loops are bounded and stop by themselves.
 #![allow(dead_code)]
 
+pub mod bounded;
+pub mod browser;
 pub mod sip;
+
+#[allow(unused_imports)]
+pub use bounded::{run, run_start_meant_to_fail, run_with_input, run_within};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -61,19 +66,9 @@ pub fn dialtone(dir: &Path, database_url: &str) -> Command {
 
 /// `dialtone ARGS` with `input` on standard input.
 pub fn with_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = dialtone(dir, url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-pub fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run dialtone")
+    let mut cmd = dialtone(dir, url);
+    cmd.args(args);
+    run_with_input(cmd, input)
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::ldif::{ADMIN, BASE, PASSWORD};
 
+/// The filter of `mark_log`'s search: an attribute value no entry has.
+const LOG_MARK: &str = "(description=dialtone-test-log-mark)";
+
 pub struct Slapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -139,13 +142,43 @@ impl Slapd {
         self.signal("CONT");
     }
 
-    /// Searches slapd has received so far (its `SRCH` log lines).
+    /// Searches slapd has received so far (its `SRCH` log lines), the
+    /// tests' own `mark_log` searches aside.
     pub fn searches(&self) -> usize {
+        self.search_lines(|l| !l.contains(LOG_MARK))
+    }
+
+    fn search_lines(&self, wanted: impl Fn(&str) -> bool) -> usize {
         std::fs::read_to_string(self.log_path())
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(" SRCH base="))
+            .filter(|l| l.contains(" SRCH base=") && wanted(l))
             .count()
+    }
+
+    /// Sends a search of the test's own and waits (bounded) until slapd has
+    /// logged it: a search that reached slapd before it is in the log too,
+    /// so `searches` then counts every search sent before this call.
+    pub fn mark_log(&self) {
+        let marks = self.search_lines(|l| l.contains(LOG_MARK));
+        let out = Command::new("ldapsearch")
+            .args(["-x", "-H", &self.url(), "-D", ADMIN, "-w", PASSWORD])
+            .args(["-b", BASE, "-s", "base", LOG_MARK, "dn"])
+            .output()
+            .unwrap_or_else(|e| panic!("ldapsearch: {e}; scripts/test installs ldap-utils"));
+        assert!(
+            out.status.success(),
+            "ldapsearch: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.search_lines(|l| l.contains(LOG_MARK)) <= marks {
+            assert!(
+                Instant::now() < deadline,
+                "slapd never logged the mark search"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs `tool` (ldapadd, ldapmodify, ldapdelete) as the admin with `input` on stdin.

@@ -19,6 +19,7 @@ mod openapi;
 mod phone_limits;
 mod pool_share;
 mod reach;
+mod relay;
 mod render_busy;
 mod resync;
 mod resync_limits;
@@ -31,6 +32,7 @@ mod tenant_race;
 mod token_bounds;
 mod unclaimed;
 mod usage;
+mod versions;
 mod walks;
 mod write_catch_up;
 mod write_rate;
@@ -173,6 +175,12 @@ impl Harness {
     pub async fn with_options(backend: Backend, options: &StoreOptions) -> Harness {
         let db = TestDb::new(backend).await;
         let store = db.store_with(options).await;
+        Harness::over(db, store, options).await
+    }
+
+    /// The harness over `store`: `db`'s database, opened and migrated by
+    /// the test with `options` (through a [`relay::Relay`], say).
+    pub async fn over(db: TestDb, store: Arc<dyn Store>, options: &StoreOptions) -> Harness {
         let seed = seed_audit();
         let tenant = |slug: &str| {
             Mutation::UpsertTenant(TenantInput {

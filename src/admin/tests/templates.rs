@@ -144,6 +144,7 @@ async fn rollback_restores_the_exact_earlier_bytes() {
         .get("acme-admin", "/v1/templates/{acme_template}/versions")
         .await
         .json();
+    let versions = &versions["items"];
     let numbers: Vec<i64> = versions
         .as_array()
         .unwrap()

@@ -215,35 +215,53 @@ async function templateView(draw, id) {
 
   // Versions and diffs are read from the database, which can be busy (429,
   // 503) while the editor, read from this node's copy, works: a failure
-  // is said in this section only.
+  // is said in this section only. The newest page comes first and older
+  // ones on request: a family or model template keeps every version.
+  const versionRow = (v) => el("tr", {},
+    el("td", { text: "v" + v.version }),
+    el("td", { text: v.updated_by }),
+    el("td", { text: new Date(v.updated_at).toISOString() }),
+    el("td", {},
+      el("button", { type: "button", text: "Diff with current", onclick: async () => {
+        const d = await api("GET", "/v1/templates/" + template.id + "/diff?from=" + v.version);
+        versionsOut.querySelector(".diff-out").replaceChildren(d.status === 200 ? diffView(d.data.diff)
+          : el("p", { class: "status error", text: "Diff not loaded: " + errorText(d) }));
+      } }),
+      v.version === template.version || !mayEdit(template) ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
+        const rb = await api("POST", "/v1/templates/" + template.id + "/rollback", { body: { version: v.version }, etag });
+        if (rb.status === 200) {
+          template = rb.data; etag = rb.etag; body.value = template.body; numberLines(null);
+          say(saveStatus, "Rolled back: version " + template.version + " has version " + v.version + "'s text.", "ok");
+          await loadVersions();
+        } else {
+          say(saveStatus, "Rollback refused: " + errorText(rb), "error");
+        }
+      } })));
+  const versionPage = (before) => api("GET", "/v1/templates/" + template.id + "/versions" +
+    (before === undefined ? "" : "?before=" + before));
   const loadVersions = async () => {
-    const r = await api("GET", "/v1/templates/" + template.id + "/versions");
+    const r = await versionPage();
     if (r.status !== 200) {
       return versionsOut.replaceChildren(el("p", { class: "status error", text: "Versions not loaded: " + errorText(r) }));
     }
-    const rows = r.data.map((v) => el("tr", {},
-      el("td", { text: "v" + v.version }),
-      el("td", { text: v.updated_by }),
-      el("td", { text: new Date(v.updated_at).toISOString() }),
-      el("td", {},
-        el("button", { type: "button", text: "Diff with current", onclick: async () => {
-          const d = await api("GET", "/v1/templates/" + template.id + "/diff?from=" + v.version);
-          versionsOut.querySelector(".diff-out").replaceChildren(d.status === 200 ? diffView(d.data.diff)
-            : el("p", { class: "status error", text: "Diff not loaded: " + errorText(d) }));
-        } }),
-        v.version === template.version || !mayEdit(template) ? null : el("button", { type: "button", text: "Roll back to v" + v.version, onclick: async () => {
-          const rb = await api("POST", "/v1/templates/" + template.id + "/rollback", { body: { version: v.version }, etag });
-          if (rb.status === 200) {
-            template = rb.data; etag = rb.etag; body.value = template.body; numberLines(null);
-            say(saveStatus, "Rolled back: version " + template.version + " has version " + v.version + "'s text.", "ok");
-            await loadVersions();
-          } else {
-            say(saveStatus, "Rollback refused: " + errorText(rb), "error");
-          }
-        } }))));
+    const rows = el("tbody", {}, ...r.data.items.map(versionRow));
+    const older = el("div", { id: "older-versions" });
+    const offerOlder = (next) => {
+      if (next === null || next === undefined) return older.replaceChildren();
+      older.replaceChildren(el("button", { type: "button", text: "Older versions", onclick: async () => {
+        const page = await versionPage(next);
+        if (page.status !== 200) {
+          return older.replaceChildren(el("p", { class: "status error", text: "Older versions not loaded: " + errorText(page) }));
+        }
+        rows.append(...page.data.items.map(versionRow));
+        offerOlder(page.data.next);
+      } }));
+    };
+    offerOlder(r.data.next);
     versionsOut.replaceChildren(
       el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "Version" }), el("th", { text: "By" }),
-        el("th", { text: "When" }), el("th", { text: "" }))), el("tbody", {}, rows)),
+        el("th", { text: "When" }), el("th", { text: "" }))), rows),
+      older,
       el("div", { class: "diff-out" }));
   };
 

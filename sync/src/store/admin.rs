@@ -4,9 +4,32 @@
 //! (PostgreSQL locks the checked row until commit; SQLite's writers are
 //! already serialized by BEGIN IMMEDIATE).
 
+/// A version's digest as a list of versions shows it: the first 8 bytes
+/// of its body's SHA-256, in hex (the admin API's `digest`).
+pub fn version_digest(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(body.as_bytes())[..8])
+}
+
+/// How a backend's SQL gives a version's [`version_digest`] without
+/// sending its body, if it can.
+pub(crate) trait VersionDigestSql {
+    const DIGEST: Option<&'static str>;
+}
+
+impl VersionDigestSql for sqlx::PgConnection {
+    const DIGEST: Option<&'static str> =
+        Some("substr(encode(sha256(convert_to(body, 'UTF8')), 'hex'), 1, 16)");
+}
+
+/// SQLite has no hash function: its bodies are read, one row at a time.
+impl VersionDigestSql for sqlx::SqliteConnection {
+    const DIGEST: Option<&'static str> = None;
+}
+
 macro_rules! admin_sql {
     ($conn:ty, $lock:literal) => {
-        use crate::store::{AuditQuery, AuditRecord, Target, TemplateVersion};
+        use crate::store::{AuditQuery, AuditRecord, Target, TemplateVersion, TemplateVersionSummary};
 
         /// The id of the row `target` names, locked for this transaction.
         async fn locate(conn: &mut $conn, target: &Target) -> Result<(Entity, Option<Id>), SyncError> {
@@ -141,6 +164,84 @@ macro_rules! admin_sql {
                     updated_at,
                 })
                 .collect())
+        }
+
+        /// Up to `limit` versions older than `before` (from the newest when
+        /// `None`), newest first, without their bodies: a family or model
+        /// template keeps every version, and reading all their bodies to
+        /// list them held tens of megabytes per request.
+        pub(super) async fn template_version_list(
+            conn: &mut $conn,
+            template_id: Id,
+            before: Option<i64>,
+            limit: i64,
+        ) -> Result<Vec<TemplateVersionSummary>, SyncError> {
+            const WHERE: &str = "FROM template_versions WHERE template_id = $1 AND version < $2 \
+                                 ORDER BY version DESC LIMIT $3";
+            let before = before.unwrap_or(i64::MAX);
+            let limit = limit.max(0);
+            if let Some(digest) = <$conn as crate::store::admin::VersionDigestSql>::DIGEST {
+                let sql = format!(
+                    "SELECT version, octet_length(body)::bigint, {digest}, updated_by, updated_at {WHERE}"
+                );
+                let rows: Vec<(i64, i64, String, String, Millis)> = sqlx::query_as(&sql)
+                    .bind(template_id)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                return Ok(rows
+                    .into_iter()
+                    .map(|(version, bytes, digest, updated_by, updated_at)| TemplateVersionSummary {
+                        version,
+                        bytes,
+                        digest,
+                        updated_by,
+                        updated_at,
+                    })
+                    .collect());
+            }
+            use futures::TryStreamExt;
+            let sql = format!("SELECT version, body, updated_by, updated_at {WHERE}");
+            let mut rows = sqlx::query_as::<_, (i64, String, String, Millis)>(&sql)
+                .bind(template_id)
+                .bind(before)
+                .bind(limit)
+                .fetch(&mut *conn);
+            let mut list = Vec::new();
+            while let Some((version, body, updated_by, updated_at)) = rows.try_next().await? {
+                list.push(TemplateVersionSummary {
+                    version,
+                    bytes: body.len() as i64,
+                    digest: crate::store::admin::version_digest(&body),
+                    updated_by,
+                    updated_at,
+                });
+            }
+            Ok(list)
+        }
+
+        /// One kept version, with its body.
+        pub(super) async fn template_version(
+            conn: &mut $conn,
+            template_id: Id,
+            version: i64,
+        ) -> Result<Option<TemplateVersion>, SyncError> {
+            let row: Option<(Id, i64, String, String, Millis)> = sqlx::query_as(
+                "SELECT template_id, version, body, updated_by, updated_at FROM template_versions \
+                 WHERE template_id = $1 AND version = $2",
+            )
+            .bind(template_id)
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(row.map(|(template_id, version, body, updated_by, updated_at)| TemplateVersion {
+                template_id,
+                version,
+                body,
+                updated_by,
+                updated_at,
+            }))
         }
 
         pub(super) async fn audit_log(conn: &mut $conn, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {

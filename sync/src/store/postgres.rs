@@ -404,6 +404,25 @@ impl Store for PgStore {
         sql::template_versions(&mut conn, template_id).await
     }
 
+    async fn template_version_list(
+        &self,
+        template_id: Id,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<super::TemplateVersionSummary>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::template_version_list(&mut conn, template_id, before, limit).await
+    }
+
+    async fn template_version(
+        &self,
+        template_id: Id,
+        version: i64,
+    ) -> Result<Option<TemplateVersion>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::template_version(&mut conn, template_id, version).await
+    }
+
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::audit_log(&mut conn, query).await

@@ -15,6 +15,7 @@ use super::{Harness, ACME_MAC, GLOBEX_MAC};
 mod audit_row;
 mod recheck;
 mod shutdown;
+mod stuck_read;
 mod targets;
 
 /// Answers each NOTIFY the fake proxy gets with `statuses`, in order,

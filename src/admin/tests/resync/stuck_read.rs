@@ -1,0 +1,122 @@
+//! The refetch watch reads provisioning history one phone at a time. A
+//! read on a connection that went silent (no error ever comes: a path that
+//! drops packets, no keepalive) stopped it for good, and no refetch was
+//! seen again until restart; now the read is given up after a while and
+//! the watch goes on with another connection.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use dialtone_sync::store::{BootRecord, StoreOptions};
+use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::Backend;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use super::super::relay::Relay;
+use super::super::{Harness, ACME_MAC};
+use super::{proxy, wait_for};
+
+const LOCK_WAITERS: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE datname = current_database() AND wait_event_type = 'Lock'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (relay, through) = Relay::to(&db.url).await;
+    // The connection whose read goes unanswered stays the pool's (sqlx
+    // waits for the answer before taking it back): the watch goes on with
+    // the other.
+    let options = StoreOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let store = dialtone_sync::store::open(&through, test_key(), &options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let h = Harness::over(db, store, &options).await;
+
+    // The watch's first read waits on this lock, on a relayed connection.
+    let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE provisioning_history IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(h.resync.clone().run(cancel.clone()));
+    let _far = proxy(&h, &["200 OK"]);
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            &format!("/v1/phones/{ACME_MAC}/resync"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    let path = format!("/v1/resyncs?tenant=acme&mac={ACME_MAC}");
+    let done = wait_for(&h, &path, |r| r["state"] == "answered").await;
+    let sent = done["sent_at"].as_i64().unwrap();
+
+    let mut waiting = false;
+    for _ in 0..400 {
+        let waiters: i64 = sqlx::query_scalar(LOCK_WAITERS)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+        if waiters >= 1 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the watch never read history");
+    // Its answer now never reaches the node.
+    relay.freeze();
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+
+    let direct = dialtone_sync::store::open(&h._db.url, test_key(), &StoreOptions::default())
+        .await
+        .unwrap();
+    let acme = h.mirror.load().tenant_by_slug("acme").unwrap().id;
+    direct
+        .record_boots(&[BootRecord {
+            mac: ACME_MAC.into(),
+            at: sent + 2,
+            remote_ip: "192.0.2.7".into(),
+            user_agent: None,
+            protocol: "http".into(),
+            file: format!("{ACME_MAC}.cfg"),
+            outcome: "ok".into(),
+            bytes: 10,
+            model: None,
+            firmware: None,
+            tenant_id: Some(acme),
+        }])
+        .await
+        .unwrap();
+
+    // Polled again 2 s after the read is given up, then 4 s later.
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(45) {
+        let list = h.get("global", &path).await.json();
+        if !list["resyncs"][0]["refetched_at"].is_null() {
+            seen = Some(list["resyncs"][0]["refetched_at"].as_i64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(Some(sent + 2)),
+        "the watch stopped at the unanswered read"
+    );
+    cancel.cancel();
+}
