@@ -1,7 +1,8 @@
 //! Throwaway databases for tests (feature `testing`). PostgreSQL comes from
 //! the server `scripts/test` starts (`DIALTONE_TEST_PG_URL`); each test gets
 //! a database of its own. [`PrivatePostgres`] is a whole cluster for tests
-//! that stop the server.
+//! that stop the server; a [`Relay`] in front of one makes its connections
+//! go silent.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ use sqlx::Connection;
 
 use crate::crypto::SecretKey;
 use crate::store::{self, Backend, Store, StoreOptions};
+
+mod relay;
+pub use relay::Relay;
 
 pub fn test_key() -> SecretKey {
     SecretKey::parse(&"5a".repeat(32)).expect("valid key")

@@ -1,6 +1,6 @@
 //! Connections to PostgreSQL that go silent: after a failover that moved
 //! the server's address, a partition or a hung server, a socket stays
-//! established and nothing more comes through it. A proxy between the node
+//! established and nothing more comes through it. A relay between the node
 //! and the server freezes the connections open at one moment, while new
 //! ones go through. Neither the change listener nor the pruner may stay
 //! stuck on a frozen connection, nor keep a slot of the pool with it.
@@ -10,10 +10,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::freezing_proxy::FreezingProxy;
 use common::*;
 use dialtone_sync::store::postgres::PgStore;
-use dialtone_sync::testing::{eventually, test_key, TestDb};
+use dialtone_sync::testing::{eventually, test_key, Relay, TestDb};
 use dialtone_sync::watcher::{self, ListenEnd, Retention, WatchOptions};
 use dialtone_sync::*;
 use tokio::sync::Notify;
@@ -29,14 +28,14 @@ fn mac(n: u32) -> Mac {
     format!("001565{n:06x}").parse().unwrap()
 }
 
-/// A node's store, through `proxy`, with a short heartbeat.
-async fn node_store(db: &TestDb, proxy: &FreezingProxy) -> Arc<PgStore> {
+/// A node's store, at `url`, with a short heartbeat.
+async fn node_store(url: &str) -> Arc<PgStore> {
     let options = StoreOptions {
         max_connections: POOL_SIZE,
         acquire_timeout: Duration::from_secs(1),
         ..StoreOptions::default()
     };
-    let store = PgStore::connect(&proxy.url(&db.url), test_key(), &options)
+    let store = PgStore::connect(url, test_key(), &options)
         .await
         .unwrap()
         .with_listener_heartbeat(Duration::from_millis(500), Duration::from_secs(1));
@@ -64,8 +63,8 @@ async fn a_silent_change_listener_is_rebuilt_and_changes_arrive_without_the_poll
         .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
         .unwrap();
-    let proxy = FreezingProxy::start(&db.url).await;
-    let node = node_store(&db, &proxy).await;
+    let (relay, through) = Relay::to(&db.url).await;
+    let node = node_store(&through).await;
     let store: Arc<dyn Store> = node.clone();
     let mirror = Arc::new(Mirror::new());
     watcher::full_load(&mirror, &*store).await.unwrap();
@@ -112,7 +111,7 @@ async fn a_silent_change_listener_is_rebuilt_and_changes_arrive_without_the_poll
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(listener_ends.lock().unwrap().is_empty());
 
-    proxy.freeze();
+    relay.freeze();
     let frozen_at = Instant::now();
     direct
         .apply(&[phone("acme", 2, 1)], &audit("after"))
@@ -160,8 +159,8 @@ async fn a_prune_caught_on_a_silent_connection_is_given_up_counted_and_tried_aga
     let db = TestDb::postgres().await;
     db.store().await; // migrated
     add_old_audit_row(&db).await;
-    let proxy = FreezingProxy::start(&db.url).await;
-    let node = node_store(&db, &proxy).await;
+    let (relay, through) = Relay::to(&db.url).await;
+    let node = node_store(&through).await;
     let store: Arc<dyn Store> = node.clone();
     let retention = Retention {
         change_log: Duration::from_secs(86_400),
@@ -185,7 +184,7 @@ async fn a_prune_caught_on_a_silent_connection_is_given_up_counted_and_tried_aga
         tokio::spawn(async move { watcher::prune_once(&*store, &retention, limit).await })
     };
     lock_waiters(&db.url, 1, "the audit prune never reached its DELETE").await;
-    proxy.freeze();
+    relay.freeze();
     locked.commit().await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), pruning)
         .await

@@ -19,7 +19,6 @@ mod openapi;
 mod phone_limits;
 mod pool_share;
 mod reach;
-mod relay;
 mod render_busy;
 mod resync;
 mod resync_limits;
@@ -179,7 +178,7 @@ impl Harness {
     }
 
     /// The harness over `store`: `db`'s database, opened and migrated by
-    /// the test with `options` (through a [`relay::Relay`], say).
+    /// the test with `options` (through a [`dialtone_sync::testing::Relay`], say).
     pub async fn over(db: TestDb, store: Arc<dyn Store>, options: &StoreOptions) -> Harness {
         let seed = seed_audit();
         let tenant = |slug: &str| {

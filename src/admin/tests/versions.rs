@@ -5,11 +5,10 @@
 
 use axum::http::StatusCode;
 use dialtone_sync::store::StoreOptions;
-use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::testing::{test_key, Relay, TestDb};
 use dialtone_sync::{Backend, TemplateScope};
 use serde_json::Value;
 
-use super::relay::Relay;
 use super::{seed_audit, template, Harness};
 
 const FAMILY_FILE: &str = "y0000000000{code}.cfg";

@@ -27,8 +27,6 @@ macro_rules! both_backends {
     };
 }
 
-pub mod freezing_proxy;
-
 use std::sync::Arc;
 use std::time::Duration;
 

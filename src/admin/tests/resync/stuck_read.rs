@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use dialtone_sync::store::{BootRecord, StoreOptions};
-use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::testing::{test_key, Relay, TestDb};
 use dialtone_sync::Backend;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-use super::super::relay::Relay;
 use super::super::{Harness, ACME_MAC};
 use super::{proxy, wait_for};
 
