@@ -29,7 +29,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_given_up_total",
-        "Tenants' database-bound admin requests whose work was dropped at twice database.request_timeout_s, the database never having answered (a dead connection): their places are given back, and a write not yet committed is rolled back. The WARN log names the tenant.",
+        "Tenants' database-bound admin requests whose work was dropped at twice database.request_timeout_s, the database never having answered (a dead connection): their admission places are given back and a write not yet committed is rolled back, but the connection itself stays counted in the pool until TCP gives up on it, so acquire timeouts (503 busy) may follow. The WARN log names the tenant.",
     ),
     (
         "dialtone_resync_refetch_reads_timed_out_total",

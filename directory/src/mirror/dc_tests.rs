@@ -283,13 +283,14 @@ async fn another_dc_behind_the_url_is_read_in_full() {
 }
 
 /// What a sync of a mirror holding `cn=gone` from DC1 at USN 100 does on
-/// `dc`: the entries and watermark it leaves, and whether it searched by
-/// `uSNChanged`.
-async fn sync_on(usn: &'static str, dc: &'static str) -> (MirrorData, bool) {
+/// `dc`: the entries and watermark it leaves, whether it searched by
+/// `uSNChanged`, and whether the sync says it read in full (its timing
+/// and metrics go by that).
+async fn sync_on(usn: &'static str, dc: &'static str) -> (MirrorData, bool, bool) {
     let fake = FakeDc::start(usn, dc).await;
     let mut d = data(vec![raw("cn=gone", Some("Gone"), &["5550109999"])]);
     d.watermark = Some(of_dc(100, DC1));
-    tasks::sync_once(
+    let outcome = tasks::sync_once(
         &fake.source(),
         &work::MirrorWork::new(1),
         &mut d,
@@ -302,21 +303,23 @@ async fn sync_on(usn: &'static str, dc: &'static str) -> (MirrorData, bool) {
     .unwrap();
     let by_usn = fake.asked(b"uSNChanged");
     fake.closed().await;
-    (d, by_usn)
+    (d, by_usn, outcome.full)
 }
 
 #[tokio::test]
 async fn an_incremental_sync_reads_in_full_on_another_dc_only() {
-    let (d, by_usn) = sync_on("50", DC2).await;
+    let (d, by_usn, full) = sync_on("50", DC2).await;
     assert!(!by_usn, "searched DC2 by DC1's USN");
+    assert!(full, "a read made full is timed and counted as one");
     let dns: Vec<&str> = d.entries.keys().map(|dn| &**dn).collect();
     assert_eq!(dns, ["cn=ann,dc=example,dc=com"], "a full read replaces");
     assert!(d.last_full_sync > Some(1_000));
     assert_eq!(d.last_incremental_sync, None);
     assert_eq!(d.watermark, Some(of_dc(50, DC2)));
 
-    let (d, by_usn) = sync_on("150", DC1).await;
+    let (d, by_usn, full) = sync_on("150", DC1).await;
     assert!(by_usn);
+    assert!(!full);
     assert_eq!(d.entries.len(), 2, "an incremental read merges");
     assert_eq!(d.last_full_sync, Some(1_000));
     assert!(d.last_incremental_sync.is_some());

@@ -453,7 +453,7 @@ impl LookupService {
                 return;
             };
             let max = self.max_entries(mirror.tenant_id, ldap);
-            let kind = if full { "full" } else { "incremental" };
+            let mut kind = if full { "full" } else { "incremental" };
             // Counted in the sync's time (and so in its spacing): a tenant
             // switching its region back and forth renormalizes every entry
             // each time.
@@ -478,7 +478,14 @@ impl LookupService {
                     }
                 });
             }
-            let limit = if full {
+            // A USN read turns full when another domain controller answers
+            // (`sync::usn_mismatch`), which is decided only once the read
+            // has begun: it gets a full read's time.
+            let may_turn_full = matches!(
+                data.watermark,
+                Some(super::Watermark::Usn(_) | super::Watermark::DcUsn { .. })
+            );
+            let limit = if full || may_turn_full {
                 MAX_FULL_SYNC
             } else {
                 MAX_INCREMENTAL_SYNC
@@ -508,7 +515,13 @@ impl LookupService {
                     mirror.set_error(outcome.capped.then(|| {
                         ("mirror_limit", format!("over {max} entries (max_entries or the tenant's directory_entries quota); the rest were not mirrored"))
                     }));
-                    let timing = SyncTiming { started, full };
+                    if outcome.full {
+                        kind = "full";
+                    }
+                    let timing = SyncTiming {
+                        started,
+                        full: outcome.full,
+                    };
                     let (published, took) =
                         self.publish(mirror, data, outcome.changed, timing).await;
                     data = published;
@@ -636,6 +649,8 @@ impl SyncTiming {
 pub(super) struct Outcome {
     pub changed: bool,
     pub capped: bool,
+    /// Read in full: asked for, or the watermark did not hold.
+    pub full: bool,
 }
 
 /// One sync on its own connection, closed at the end.
@@ -703,7 +718,11 @@ pub(super) async fn sync_once(
         data.entries = entries;
         data.last_full_sync = Some(started_at);
         data.watermark = root.watermark(newest);
-        Outcome { changed, capped }
+        Outcome {
+            changed,
+            capped,
+            full,
+        }
     } else {
         let mut taken = std::mem::take(data);
         let (back, changed, merge_capped) = work
@@ -723,6 +742,7 @@ pub(super) async fn sync_once(
         Outcome {
             changed,
             capped: capped || merge_capped,
+            full,
         }
     };
     Ok(outcome)
