@@ -171,7 +171,7 @@ fn failed_handshakes_are_counted_by_reason() {
                 assert_eq!(failures(&handle, reason), count, "{reason}");
             }
             shutdown.cancel();
-            task.await.unwrap();
+            crate::http_server_tests::drained(task).await;
         })
     });
 }
