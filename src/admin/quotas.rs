@@ -4,9 +4,13 @@
 //! them for one tenant in the tenant's settings (`"quotas": {"phones":
 //! 50000}`), which a tenant's own tokens cannot change.
 //!
-//! Counts come from the mirror, so two creates racing on two nodes can pass
-//! a quota by one each; the bound still holds to within the number of
-//! concurrent writers.
+//! Counts come from the mirror, so creates running at once each see the
+//! count from before the others: a tenant at its quota can pass it by as
+//! many creates as it runs at once, at most its database share on each
+//! node (`max(1, database.max_connections / 4)`, 2 of the default pool)
+//! times the nodes, less one. The overshoot does not grow: once the mirror
+//! holds those rows, every further create is refused. An exact count would
+//! take a per-tenant lock in every writing transaction.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

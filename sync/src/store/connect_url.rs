@@ -35,12 +35,14 @@ pub fn parse_url(url: &str) -> Result<Backend, SyncError> {
 
 /// Why the connections `url` opens could be read and changed on the way,
 /// for `serve` and `check-config` to warn of: PostgreSQL over the network
-/// with an `sslmode` (or `PGSSLMODE`, or none: `prefer`) that neither
-/// requires TLS nor checks the server. Such a session carries tenants'
-/// settings, directory entries and token hashes, and one who sits between
-/// can add rows, a global-admin token among them. `None` for SQLite, a
-/// Unix socket, this host, TLS that is required, and a URL `parse_url`
-/// refuses (which says why itself).
+/// with an `sslmode` (or `PGSSLMODE`, or none: `prefer`) that does not
+/// check the server. Such a session carries tenants' settings, directory
+/// entries and token hashes, and one who sits between can add rows, a
+/// global-admin token among them. `require` is among them: it stops a
+/// listener but not one who answers as the server, and sqlx, unlike libpq,
+/// checks nothing under it even when `sslrootcert` names a CA. `None` for
+/// SQLite, a Unix socket, this host, `verify-ca` and `verify-full`, and a
+/// URL `parse_url` refuses (which says why itself).
 pub fn exposed_on_the_network(url: &str) -> Option<String> {
     if backend_of(url).ok()? != Backend::Postgres {
         return None;
@@ -50,18 +52,29 @@ pub fn exposed_on_the_network(url: &str) -> Option<String> {
         PgSslMode::Disable => "disable",
         PgSslMode::Allow => "allow",
         PgSslMode::Prefer => "prefer",
-        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => return None,
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => return None,
     };
     // sqlx takes a host starting with `/` for a socket's folder.
     let host = options.get_host();
     if options.get_socket().is_some() || host.starts_with('/') || names_this_host(host) {
         return None;
     }
+    let (exposure, who) = if mode == "require" {
+        (
+            "TLS is required but the server is not verified",
+            "anyone who can answer as the server",
+        )
+    } else {
+        (
+            "TLS is not required and the server is not verified",
+            "anyone on the network path",
+        )
+    };
     Some(format!(
-        "PostgreSQL at {host} with sslmode={mode}: TLS is not required and the server is not \
-         verified, so anyone on the network path can read tenant data, directory entries and \
-         token hashes, and change rows (add a global-admin token); add \
-         sslmode=verify-full&sslrootcert=/path/to/the-server-ca.crt to the URL"
+        "PostgreSQL at {host} with sslmode={mode}: {exposure}, so {who} can read tenant data, \
+         directory entries and token hashes, and change rows (add a global-admin token); use \
+         sslmode=verify-full&sslrootcert=/path/to/the-server-ca.crt in the URL"
     ))
 }
 
@@ -145,6 +158,14 @@ mod tests {
             ("postgres://u@127.0.0.1.example.net/d", "prefer"),
             ("postgres:///d?host=db.example.net", "prefer"),
             ("postgres://u@localhost/d?hostaddr=192.0.2.7", "prefer"),
+            (
+                "postgres://u:pw@db.example.net/d?sslmode=require",
+                "require",
+            ),
+            (
+                "postgres://u:pw@db.example.net/d?sslmode=require&sslrootcert=/etc/ca.crt",
+                "require",
+            ),
         ] {
             let warning = exposed_on_the_network(url).expect(url);
             assert!(
@@ -160,10 +181,9 @@ mod tests {
     }
 
     #[test]
-    fn local_databases_and_required_tls_are_not_exposed() {
+    fn local_databases_and_verified_servers_are_not_exposed() {
         for url in [
             "sqlite:///var/lib/dialtone/dialtone.db",
-            "postgres://u:pw@db.example.net/d?sslmode=require",
             "postgres://u:pw@db.example.net/d?sslmode=verify-ca&sslrootcert=/etc/ca.crt",
             "postgres://u:pw@db.example.net/d?sslmode=verify-full&sslrootcert=/etc/ca.crt",
             "postgres://u:pw@127.0.0.1:5432/d",
