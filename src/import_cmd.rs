@@ -370,9 +370,17 @@ fn progress_bar(len: u64) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(len);
+    // indicatif's own `{per_sec}` prints four decimals of a rate that moves
+    // by thousands: whole rows read better.
     if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows, {per_sec}, {elapsed}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows, {rows_per_sec}, {elapsed}")
     {
+        let style = style.with_key(
+            "rows_per_sec",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} rows/s", state.per_sec());
+            },
+        );
         bar.set_style(style);
     }
     Some(bar)
