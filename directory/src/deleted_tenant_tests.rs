@@ -3,28 +3,12 @@
 
 use std::sync::Arc;
 
-use dialtone_sync::testing::build::mirror_of;
 use dialtone_sync::*;
 use tokio::sync::broadcast::Receiver;
 
-use super::{LookupOptions, LookupService};
+use super::LookupService;
 use crate::cache::Tag;
-
-fn tenant(id: Id) -> Tenant {
-    Tenant {
-        id,
-        slug: format!("t{id}").into(),
-        name: format!("T{id}").into(),
-        default_region: "US".into(),
-        settings: "{}".into(),
-        updated_at: 0,
-    }
-}
-
-fn apply(mirror: &Mirror, change: (Entity, Id, Option<Row>)) {
-    let state = mirror.load();
-    mirror.apply(vec![change], state.cursor(), state.meta().clone());
-}
+use crate::test_fixture::{apply, service_of_two_tenants, tenant};
 
 /// What the change follower would do with the events so far.
 fn follow(service: &LookupService, events: &mut Receiver<ChangeEvent>) {
@@ -34,11 +18,8 @@ fn follow(service: &LookupService, events: &mut Receiver<ChangeEvent>) {
 }
 
 fn setup() -> (Arc<Mirror>, LookupService, Receiver<ChangeEvent>) {
-    let mirror = mirror_of(Dataset {
-        tenants: vec![tenant(1), tenant(2)],
-        ..Dataset::default()
-    });
-    let service = LookupService::new(mirror.clone(), None, LookupOptions::default());
+    let service = service_of_two_tenants();
+    let mirror = service.mirror().clone();
     let events = mirror.subscribe();
     (mirror, service, events)
 }

@@ -35,6 +35,8 @@ pub mod service;
 pub mod settings;
 pub mod sources;
 mod tenant_index;
+#[cfg(test)]
+mod test_fixture;
 pub mod upstream;
 
 pub use clock::Clock;

@@ -64,7 +64,7 @@ fn a_mirror_file_written_while_the_clock_was_ahead_loads_as_synced_now() {
 /// that sync's own spacing from now.
 #[test]
 fn a_tenants_gate_waits_no_longer_than_its_own_wait() {
-    let gates = tasks::SyncGates::default();
+    let gates = gates::SyncGates::default();
     gates.synced(3, now_millis() + DAY_MS, 100);
     let open = gates.open_at(3);
     assert!(open <= now_millis() + 1_900, "open at {open}");

@@ -290,7 +290,7 @@ async fn sync_on(usn: &'static str, dc: &'static str) -> (MirrorData, bool, bool
     let fake = FakeDc::start(usn, dc).await;
     let mut d = data(vec![raw("cn=gone", Some("Gone"), &["5550109999"])]);
     d.watermark = Some(of_dc(100, DC1));
-    let outcome = tasks::sync_once(
+    let outcome = one_sync::sync_once(
         &fake.source(),
         &work::MirrorWork::new(1),
         &mut d,

@@ -1,27 +1,12 @@
 //! A deleted tenant's sync gate goes with it; other tenants' stay.
 
-use dialtone_sync::testing::build::mirror_of;
-use dialtone_sync::{Dataset, Row, Tenant};
+use dialtone_sync::{Entity, Row};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::LookupOptions;
-
-fn tenant(id: Id) -> Tenant {
-    Tenant {
-        id,
-        slug: format!("t{id}").into(),
-        name: format!("T{id}").into(),
-        default_region: "US".into(),
-        settings: "{}".into(),
-        updated_at: 0,
-    }
-}
-
-fn apply(service: &LookupService, change: (Entity, Id, Option<Row>)) {
-    let mirror = &service.inner.mirror;
-    let state = mirror.load();
-    mirror.apply(vec![change], state.cursor(), state.meta().clone());
-}
+use crate::service::LookupService;
+use crate::test_fixture::{apply, service_of_two_tenants, tenant};
 
 fn reconcile(service: &LookupService) {
     service.reconcile(
@@ -46,18 +31,14 @@ fn gated(gates: &SyncGates) -> Vec<Id> {
 
 #[tokio::test]
 async fn a_deleted_tenants_gate_goes_and_another_tenants_still_holds() {
-    let mirror = mirror_of(Dataset {
-        tenants: vec![tenant(1), tenant(2)],
-        ..Dataset::default()
-    });
-    let service = LookupService::new(mirror, None, LookupOptions::default());
+    let service = service_of_two_tenants();
     let gates = &service.inner.sync_gates;
     sync_a_minute(gates, 1);
     sync_a_minute(gates, 2);
     reconcile(&service);
     assert_eq!(gated(gates), [1, 2], "live tenants keep their gates");
 
-    apply(&service, (Entity::Tenant, 1, None));
+    apply(service.mirror(), (Entity::Tenant, 1, None));
     reconcile(&service);
     assert_eq!(gated(gates), [2], "a deleted tenant's gate stayed");
     assert!(
@@ -70,7 +51,10 @@ async fn a_deleted_tenants_gate_goes_and_another_tenants_still_holds() {
     reconcile(&service);
     assert_eq!(gated(gates), [2]);
 
-    apply(&service, (Entity::Tenant, 3, Some(Row::Tenant(tenant(3)))));
+    apply(
+        service.mirror(),
+        (Entity::Tenant, 3, Some(Row::Tenant(tenant(3)))),
+    );
     sync_a_minute(gates, 3);
     reconcile(&service);
     assert_eq!(gated(gates), [2, 3], "a new tenant syncs as any");

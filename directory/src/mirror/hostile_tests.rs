@@ -146,7 +146,7 @@ async fn a_root_dse_that_never_ends_fails_the_sync_and_closes_the_connection() {
         };
         let synced = tokio::time::timeout(
             Duration::from_secs(5),
-            tasks::sync_once(
+            one_sync::sync_once(
                 &ldap,
                 &super::work::MirrorWork::new(1),
                 &mut d,

@@ -8,14 +8,23 @@
 //!   cannot talk its way past.
 //! - `store`: the mirror on local disk, so a node restarted while the
 //!   directory is unreachable still answers.
-//! - `tasks`: one sync task per mirrored source, following its row.
+//! - `tasks`: one sync task per mirrored source, following its row, and
+//!   the mirrors' status.
+//! - `source_task`: one such task: the source's file, then its syncs.
+//! - `gates`: a tenant's syncs, spaced and one at a time across its sources.
+//! - `one_sync`: one sync: the read, then the merge.
+//! - `publish`: a sync's result made current, in the index and the file.
 //! - `schedule`: when its next sync is due, whatever the clock did.
 //! - `work`: the node's places for the CPU work of every mirror.
 //! - `leftovers`: files whose source or tenant is no longer there.
 
 mod budget;
+pub(crate) mod gates;
 mod leftovers;
+mod one_sync;
+mod publish;
 mod schedule;
+mod source_task;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tasks;
@@ -315,7 +324,7 @@ impl SourceMirror {
         status.last_incremental_sync = data.last_incremental_sync;
         status.last_incremental_ms = data.last_incremental_ms;
         status.incremental = data.watermark.as_ref().map(Watermark::label);
-        // One total for the node (see `tasks.rs` on labels): each mirror
+        // One total for the node (see `source_task.rs` on labels): each mirror
         // adds what it holds beyond what it reported, and takes it all
         // back when dropped.
         let before = self.reported.swap(entries as u64, Ordering::Relaxed);

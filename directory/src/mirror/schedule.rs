@@ -5,7 +5,7 @@
 //! and every sync due "an interval after the last" waited out the step
 //! too, while the mirror, looking just synced, served old names.
 
-use super::tasks::SYNC_SPACING;
+use super::gates::SYNC_SPACING;
 use super::MirrorData;
 
 /// How far ahead of now a sync time may be before it is taken for a clock

@@ -213,7 +213,7 @@ fn a_mirror_is_behind_after_a_failed_sync_or_twice_its_interval() {
 #[test]
 fn quotas_cap_entries() {
     // A tenant's mirrored sources share its quota: together never more.
-    use super::tasks::quota_share;
+    use super::source_task::quota_share;
     assert_eq!(quota_share(200_000, 1), 200_000);
     assert_eq!(quota_share(200_000, 0), 200_000);
     assert_eq!(quota_share(200_000, 3), 66_666);
@@ -463,7 +463,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         region: "US".into(),
         ..Default::default()
     };
-    let full = tasks::sync_once(
+    let full = one_sync::sync_once(
         &ldap,
         &super::work::MirrorWork::new(1),
         &mut d,
@@ -482,7 +482,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
         d.watermark
     );
     assert_eq!(d.index(7).find("+15550101234"), Some("Alice Example"));
-    let incremental = tasks::sync_once(
+    let incremental = one_sync::sync_once(
         &ldap,
         &super::work::MirrorWork::new(1),
         &mut d,
@@ -510,7 +510,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     let late = async {
         is_held.await.unwrap();
         let never = tokio_util::sync::CancellationToken::new();
-        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &never);
+        let sync = one_sync::sync_once(&ldap, &work, &mut d, false, 1000, limit, &never);
         let watch = async {
             // Past the read, waiting for the place; then past the limit.
             while work.waiting() == 0 {
@@ -539,7 +539,7 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     let cancelled = async {
         is_held.await.unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let sync = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel);
+        let sync = one_sync::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel);
         let watch = async {
             while work.waiting() == 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -555,11 +555,11 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     assert!(merged.is_ok(), "{:?}", merged.err());
     let cancel = tokio_util::sync::CancellationToken::new();
     cancel.cancel();
-    let before = tasks::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel).await;
+    let before = one_sync::sync_once(&ldap, &work, &mut d, false, 1000, limit, &cancel).await;
     assert!(before.is_err(), "a cancelled sync read its source");
     assert_eq!(d.entries.len(), entries);
 
-    let capped = tasks::sync_once(
+    let capped = one_sync::sync_once(
         &ldap,
         &super::work::MirrorWork::new(1),
         &mut d,
@@ -609,7 +609,7 @@ fn syncs_are_spaced_by_their_own_cost() {
 /// row changed starts afresh, but not sooner than that.
 #[test]
 fn a_tenants_syncs_share_one_gate() {
-    let gates = super::tasks::SyncGates::default();
+    let gates = super::gates::SyncGates::default();
     assert_eq!(gates.open_at(3), 0);
     gates.synced(3, 10_000, 100);
     assert_eq!(gates.open_at(3), 11_900);
@@ -627,7 +627,7 @@ fn a_tenants_syncs_share_one_gate() {
 /// syncs are not held up. A turn ends however its sync does.
 #[test]
 fn a_tenant_syncs_one_source_at_a_time() {
-    let gates = tasks::SyncGates::default();
+    let gates = gates::SyncGates::default();
     let turn = gates.start(7, 1_000).unwrap();
     assert!(gates.start(7, 1_000).is_none(), "two syncs of one tenant");
     assert!(gates.start(8, 1_000).is_some(), "another tenant waited");

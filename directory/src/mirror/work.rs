@@ -4,7 +4,7 @@
 //! 96,000-entry sync), it runs on tokio's blocking threads, and those are
 //! shared with name resolution and snapshot writes.
 //!
-//! Each source's syncs are spaced (`tasks.rs`), but nothing else bounded
+//! Each source's syncs are spaced (`gates.rs`), but nothing else bounded
 //! how many sources work at once: tenants' syncs falling due together, or
 //! every mirror file read when a node starts, each took a blocking thread
 //! (tokio starts up to 512) and all the cores between them. Here every job
@@ -156,9 +156,16 @@ mod tests {
     /// every mirrored entry renormalized on an async worker.
     #[test]
     fn the_sync_tasks_do_their_cpu_work_in_places() {
-        let tasks = include_str!("tasks.rs");
-        assert!(!tasks.contains(concat!("spawn", "_blocking")));
-        let jobs = closures_after(tasks, ".run(move ||");
+        let files = [
+            ("tasks.rs", include_str!("tasks.rs")),
+            ("source_task.rs", include_str!("source_task.rs")),
+            ("one_sync.rs", include_str!("one_sync.rs")),
+            ("publish.rs", include_str!("publish.rs")),
+            ("gates.rs", include_str!("gates.rs")),
+        ];
+        for (name, text) in files {
+            assert!(!text.contains(concat!("spawn", "_blocking")), "{name}");
+        }
         let heavy = [
             ".renormalize(",
             "from_full(",
@@ -168,14 +175,18 @@ mod tests {
             "store::write(",
         ];
         for call in heavy {
-            let found: Vec<usize> = tasks.match_indices(call).map(|(at, _)| at).collect();
-            assert!(!found.is_empty(), "{call} is no longer in tasks.rs");
-            for at in found {
-                assert!(
-                    jobs.iter().any(|job| job.contains(&at)),
-                    "{call} at byte {at} of tasks.rs runs outside a place"
-                );
+            let mut found = false;
+            for (name, text) in files {
+                let jobs = closures_after(text, ".run(move ||");
+                for (at, _) in text.match_indices(call) {
+                    found = true;
+                    assert!(
+                        jobs.iter().any(|job| job.contains(&at)),
+                        "{call} at byte {at} of {name} runs outside a place"
+                    );
+                }
             }
+            assert!(found, "{call} is no longer in the sync tasks");
         }
     }
 
