@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use dialtone_sync::store::BootRecord;
 use dialtone_sync::{now_millis, Millis};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,14 @@ const LAST_POLL: Duration = Duration::from_secs(30);
 const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
 /// At most one warning of reads past their time this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How long before the NOTIFY left a fetch may be stamped and still count
+/// as its refetch. `sent` is this node's clock and a fetch's time the
+/// clock of the node that served it: one running behind by more than the
+/// phone's delay (1-5 s) stamped the refetch before `sent`, and it was
+/// never seen. Kept short, so that a fetch made before the phone had the
+/// NOTIFY (its own periodic one) is not taken for the refetch unless it
+/// came within this of it.
+pub(super) const CLOCK_TOLERANCE_MS: Millis = 2_000;
 
 /// Answered resyncs whose refetch is not seen yet, by when each is polled
 /// next. At most `capacity` (the table's): past it the oldest goes.
@@ -113,8 +122,9 @@ impl Watch {
 
 impl ResyncService {
     /// Joins answered resyncs with provisioning history: the first fetch
-    /// of the phone's own file after the NOTIFY left. History is read from
-    /// the database, so a fetch served by any node counts.
+    /// of the phone's own file after the NOTIFY left ([`refetch_in`]).
+    /// History is read from the database, so a fetch served by any node
+    /// counts.
     pub(super) async fn watch_refetches(self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(FIRST_POLL);
         let mut warned: Option<Instant> = None;
@@ -172,20 +182,7 @@ impl ResyncService {
                     }
                     break;
                 };
-                // Served fetches only, picked before the limit: refused
-                // ones naming the MAC (anyone can send them) hid the refetch.
-                let found = match read {
-                    Ok(rows) => rows
-                        .iter()
-                        .filter(|r| {
-                            r.at >= sent
-                                && r.outcome == "ok"
-                                && r.file.to_ascii_lowercase().contains(&own)
-                        })
-                        .map(|r| r.at)
-                        .min(),
-                    Err(_) => None,
-                };
+                let found = read.ok().and_then(|rows| refetch_in(&rows, &own, sent));
                 let mut book = self.book();
                 match found {
                     Some(at) => {
@@ -204,6 +201,25 @@ impl ResyncService {
     }
 }
 
+/// When the phone whose MAC reads `own` first fetched its own file after
+/// a NOTIFY sent at `sent`, from its history `rows`. Served fetches only,
+/// picked before the limit: refused ones naming the MAC (anyone can send
+/// them) hid the refetch.
+pub(super) fn refetch_in(rows: &[BootRecord], own: &str, sent: Millis) -> Option<Millis> {
+    rows.iter()
+        .filter(|r| {
+            r.at >= sent - CLOCK_TOLERANCE_MS
+                && r.outcome == "ok"
+                && r.file.to_ascii_lowercase().contains(own)
+        })
+        .map(|r| r.at)
+        .min()
+}
+
 #[cfg(test)]
 #[path = "refetch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "refetch_nodes_tests.rs"]
+mod nodes_tests;

@@ -6,9 +6,9 @@
 //!
 //! History says when each phone last booted and what it fetched; it is not
 //! a request log. The same fetch (phone, file, outcome, protocol, source;
-//! an IPv6 source by its /64) repeated within [`REPEAT_WINDOW_MS`] is
-//! recorded once, so a phone in a reboot loop, or a storm of retries,
-//! cannot flood the table. And a phone adds at most
+//! an IPv6 source by its /64; for a served one, the bytes served) repeated
+//! within [`REPEAT_WINDOW_MS`] is recorded once, so a phone in a reboot
+//! loop, or a storm of retries, cannot flood the table. And a phone adds at most
 //! [`PER_PHONE_PER_MINUTE`] rows a minute of refused fetches, and as many
 //! of fetches that failed past admission: a refused TFTP request's source
 //! can be forged, so requests naming a known phone's files from ever new
@@ -155,9 +155,28 @@ fn scrub_nul(record: &mut BootRecord) {
 
 impl HistorySink {
     /// Never blocks.
-    pub fn record(&self, mut record: BootRecord) {
+    pub fn record(&self, record: BootRecord) {
+        self.record_keyed(record, None);
+    }
+
+    /// [`HistorySink::record`] of a fetch that was served `content` (what
+    /// tells its bytes from others, an ETag): one that got other bytes is
+    /// never a repeat. Only the node that sent a NOTIFY records the phone
+    /// in full ([`HistorySink::record_next`]), so a node that had served it
+    /// moments before dropped its refetch as a repeat, and the resync never
+    /// read as refetched. A NOTIFY mostly follows a change, whose refetch
+    /// gets new bytes; an unchanged file refetched there is still dropped.
+    pub fn record_served(&self, record: BootRecord, content: &str) {
+        self.record_keyed(record, Some(content));
+    }
+
+    fn record_keyed(&self, mut record: BootRecord, content: Option<&str>) {
         scrub_nul(&mut record);
-        if self.is_repeat(&record) {
+        let key = match content {
+            Some(content) => self.served_key(&record, content),
+            None => self.repeat_key(&record),
+        };
+        if self.is_repeat(&record, key) {
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -240,9 +259,14 @@ impl HistorySink {
         ))
     }
 
-    fn is_repeat(&self, r: &BootRecord) -> bool {
+    /// [`HistorySink::repeat_key`] of a fetch served `content`, under the
+    /// same secret key.
+    fn served_key(&self, r: &BootRecord, content: &str) -> u64 {
+        self.repeat_keys.hash_one((self.repeat_key(r), content))
+    }
+
+    fn is_repeat(&self, r: &BootRecord, key: u64) -> bool {
         let fresh = self.is_fresh(r);
-        let key = self.repeat_key(r);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = recent.get(&key).filter(|_| !fresh) {
             if r.at >= *at && r.at - *at < REPEAT_WINDOW_MS {

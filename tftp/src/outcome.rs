@@ -2,6 +2,8 @@
 //! for a known phone, a line of provisioning history. Apart from
 //! `provision.rs` so the core stays one decision.
 
+use std::sync::Arc;
+
 use dialtone_sync::history::HistorySink;
 use dialtone_sync::store::BootRecord;
 use dialtone_sync::Phone;
@@ -31,8 +33,9 @@ pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'stat
 
 impl Provisioner {
     /// The history line of a request, or `None` when a successful TFTP
-    /// fetch's line is to wait for its transfer's end (returned; its
-    /// outcome and bytes are then how the transfer ended).
+    /// fetch's line is to wait for its transfer's end (returned with the
+    /// served file's ETag; its outcome and bytes are then how the transfer
+    /// ended).
     pub(crate) fn record(
         &self,
         history: &HistorySink,
@@ -41,7 +44,7 @@ impl Provisioner {
         phone: &Phone,
         tenant_id: Option<dialtone_sync::Id>,
         result: &Result<Rendered, ProvisionError>,
-    ) -> Option<BootRecord> {
+    ) -> Option<(BootRecord, Arc<str>)> {
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
@@ -73,10 +76,16 @@ impl Provisioner {
         // And only its transfer's end says whether the phone took the
         // file: a phone that refuses it after the OACK (tsize too large)
         // must not read as served.
-        if request.protocol == crate::provision::Protocol::Tftp && result.is_ok() {
-            return Some(record);
+        // With what was served: a fetch of new bytes (the refetch a resync
+        // asked for, on a node that served the phone moments before) is
+        // never taken for a repeat.
+        match result {
+            Ok(file) if request.protocol == crate::provision::Protocol::Tftp => {
+                return Some((record, file.etag.clone()));
+            }
+            Ok(file) => history.record_served(record, &file.etag),
+            Err(_) => history.record(record),
         }
-        history.record(record);
         None
     }
 }

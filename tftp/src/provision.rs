@@ -88,17 +88,21 @@ pub struct Rendered {
 /// forged), and the fetch's history line, written once the transfer ends
 /// and only if the client acknowledged one: it says how the transfer
 /// ended and what the client acknowledged, not what we meant to send.
+/// The line goes with the served file's ETag (`HistorySink::record_served`).
 #[derive(Clone)]
 pub(crate) struct Unproven {
     known: Option<KnownSource>,
-    history: Option<(HistorySink, BootRecord)>,
+    history: Option<(HistorySink, BootRecord, Arc<str>)>,
 }
 
 impl std::fmt::Debug for Unproven {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unproven")
             .field("known", &self.known)
-            .field("history", &self.history.as_ref().map(|(_, record)| record))
+            .field(
+                "history",
+                &self.history.as_ref().map(|(_, record, _)| record),
+            )
             .finish()
     }
 }
@@ -113,18 +117,18 @@ impl Unproven {
 
     /// Once the transfer is over, if [`Unproven::prove`] ran.
     pub(crate) fn ended(self, outcome: String, acknowledged: u64) {
-        if let Some((history, mut record)) = self.history {
+        if let Some((history, mut record, content)) = self.history {
             record.outcome = outcome;
             record.bytes = i64::try_from(acknowledged).unwrap_or(i64::MAX);
-            history.record(record);
+            history.record_served(record, &content);
         }
     }
 
     /// Without a transfer (tools and tests ask as TFTP): as answered.
     fn answered(mut self, provisioner: &Provisioner) {
         self.prove(provisioner);
-        if let Some((history, record)) = self.history {
-            history.record(record);
+        if let Some((history, record, content)) = self.history {
+            history.record_served(record, &content);
         }
     }
 }
@@ -605,7 +609,7 @@ impl Provisioner {
             let tenant = (!decision.foreign).then_some(phone.tenant_id);
             deferred = self
                 .record(history, request, identity, phone, tenant, result)
-                .map(|record| (history.clone(), record));
+                .map(|(record, content)| (history.clone(), record, content));
         }
         let vendor = match (result, identity) {
             (Ok(file), _) if file.family.is_some() => file.family.map_or("unknown", |f| f.as_str()),

@@ -1,0 +1,185 @@
+//! A refetch seen whichever node served it: one whose clock is a little
+//! behind the sender's, and one that served the phone moments before the
+//! NOTIFY (and, not having sent it, does not record the phone in full).
+
+use std::sync::Arc;
+
+use dialtone_sync::history::{self, HistorySink};
+use dialtone_sync::testing::{build, test_key, TestDb};
+use dialtone_sync::{watcher, Backend, Mac, Mirror};
+use dialtone_tftp::{Protocol, ProvisionOptions, Provisioner, Request, Shipped};
+
+use super::*;
+use crate::config::ResyncConfig;
+use crate::resync::track::{Entry, Resync, State, Via};
+
+const MAC: &str = "001565000001";
+
+fn fetch(file: &str, at: Millis) -> BootRecord {
+    BootRecord {
+        mac: MAC.into(),
+        at,
+        remote_ip: "192.0.2.7".into(),
+        user_agent: None,
+        protocol: "http".into(),
+        file: file.into(),
+        outcome: "ok".into(),
+        bytes: 10,
+        model: None,
+        firmware: None,
+        tenant_id: Some(1),
+    }
+}
+
+#[test]
+fn a_refetch_stamped_by_a_node_running_behind_counts() {
+    let sent = 1_700_000_000_000;
+    let own = format!("{MAC}.cfg");
+    // The phone fetched 1.5 s after the NOTIFY by the sender's clock, from
+    // a node 3 s behind it.
+    let rows = [fetch(&own, sent - 1_500), fetch(&own, sent - 30_000)];
+    assert_eq!(refetch_in(&rows, MAC, sent), Some(sent - 1_500));
+    // Its periodic fetch well before the NOTIFY is not the refetch.
+    let before = [fetch(&own, sent - 30_000), fetch(&own, sent - 2_500)];
+    assert_eq!(refetch_in(&before, MAC, sent), None);
+    // Nor is a fetch of another file, or one not served.
+    let others = [
+        fetch("y000000000028.cfg", sent + 1_000),
+        BootRecord {
+            outcome: "not-found".into(),
+            ..fetch(&own, sent + 1_000)
+        },
+    ];
+    assert_eq!(refetch_in(&others, MAC, sent), None);
+}
+
+/// A node that serves phones: its own provisioner and history sink.
+fn serving_node(mirror: &Arc<Mirror>, sink: HistorySink) -> Provisioner {
+    let templates = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
+    Provisioner::new(
+        mirror.clone(),
+        test_key(),
+        Shipped::load(&templates, 1).unwrap(),
+        ProvisionOptions::default(),
+    )
+    .with_history(sink)
+}
+
+fn phone_fetch(node: &Provisioner) -> Vec<u8> {
+    let path = format!("{MAC}.cfg");
+    let served = node
+        .provision(&Request {
+            path: &path,
+            remote: Some("192.0.2.7".parse().unwrap()),
+            protocol: Protocol::Http,
+            ..Default::default()
+        })
+        .unwrap();
+    served.body.to_vec()
+}
+
+/// Resync `seq` of the phone, sent at `sent` and answered 2xx, as the
+/// sending node tracks it.
+fn answered(service: &ResyncService, seq: u64, tenant_id: dialtone_sync::Id, sent: Millis) {
+    let mac: Mac = MAC.parse().unwrap();
+    let view = Resync {
+        id: format!("t-{seq}"),
+        tenant: "acme".into(),
+        mac: mac.to_string(),
+        family: "yealink".into(),
+        event: "check-sync;reboot=false".into(),
+        target: "sip:100@sip.example.net".into(),
+        via: Via::Proxy,
+        state: State::Answered,
+        status: Some(200),
+        reason: Some("OK".into()),
+        queued_at: sent,
+        sent_at: Some(sent),
+        answered_at: Some(sent),
+        refetched_at: None,
+    };
+    let mut book = service.book();
+    book.table.insert(
+        seq,
+        Entry {
+            tenant_id,
+            mac,
+            view,
+        },
+    );
+    book.watch.add(seq, Instant::now());
+}
+
+/// Node B served the phone; then node A sent it a NOTIFY for a changed
+/// line, and the phone refetched from B within B's repeat window.
+async fn a_refetch_of_new_bytes_from_another_node_is_seen(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let seed = [build::tenant("acme", "US"), build::phone("acme", 1, 1)];
+    store.apply(&seed, &build::audit("seed")).await.unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let tenant_id = mirror.load().tenant_by_slug("acme").unwrap().id;
+
+    let stop = CancellationToken::new();
+    let (sink_b, writer_b) = history::channel(store.clone(), 100);
+    let node_b = serving_node(&mirror, sink_b);
+    let writing_b = tokio::spawn(writer_b.run(stop.clone(), Duration::from_secs(10)));
+    let (sink_a, writer_a) = history::channel(store.clone(), 100);
+    let writing_a = tokio::spawn(writer_a.run(stop.clone(), Duration::from_secs(10)));
+    let config = ResyncConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let node_a = ResyncService::new(&config, store.clone(), Some(sink_a)).unwrap();
+
+    let before = phone_fetch(&node_b);
+    // The line's password changes: the reason for the NOTIFY.
+    let changed = build::phone("acme", 1, 1);
+    let dialtone_sync::Mutation::UpsertPhone(mut input) = changed else {
+        unreachable!("a phone")
+    };
+    input.lines[0].password = Some("changed".into());
+    let change = [dialtone_sync::Mutation::UpsertPhone(input)];
+    store.apply(&change, &build::audit("edit")).await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    // Past the clock tolerance: the first fetch must not pass for the
+    // refetch.
+    tokio::time::sleep(Duration::from_millis(CLOCK_TOLERANCE_MS as u64 + 200)).await;
+
+    let sent = now_millis();
+    answered(&node_a, 1, tenant_id, sent);
+    let after = phone_fetch(&node_b);
+    assert_ne!(before, after, "the change reaches the file");
+
+    let cancel = CancellationToken::new();
+    let watching = tokio::spawn(node_a.clone().watch_refetches(cancel.clone()));
+    let mut refetched = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        refetched = node_a.list(None, 10, |_| true)[0].refetched_at;
+        if refetched.is_some() {
+            break;
+        }
+    }
+    cancel.cancel();
+    watching.await.unwrap();
+    stop.cancel();
+    writing_a.await.unwrap();
+    writing_b.await.unwrap();
+    let refetched = refetched.expect("node B's refetch of the changed file seen on node A");
+    assert!(
+        refetched >= sent,
+        "{refetched} is the refetch, sent at {sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refetch_of_new_bytes_from_another_node_is_seen_sqlite() {
+    a_refetch_of_new_bytes_from_another_node_is_seen(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refetch_of_new_bytes_from_another_node_is_seen_postgres() {
+    a_refetch_of_new_bytes_from_another_node_is_seen(Backend::Postgres).await;
+}
