@@ -27,6 +27,7 @@ both_modes!(
     a_stalled_transfer_records_what_was_acknowledged,
     a_transfer_cut_by_the_shutdown_says_so,
     client_errors_are_counted_by_code,
+    a_refetch_of_changed_bytes_is_no_repeat,
 );
 
 const FILE: &str = "001565000001.cfg";
@@ -35,6 +36,7 @@ const FILE: &str = "001565000001.cfg";
 /// running.
 struct Recorded {
     f: Fixture,
+    provisioner: Arc<Provisioner>,
     server: Server,
     stop: tokio_util::sync::CancellationToken,
     writer: tokio::task::JoinHandle<()>,
@@ -57,11 +59,12 @@ impl Recorded {
             )
             .with_history(sink),
         );
-        let server = Server::start(mode, provisioner, options);
+        let server = Server::start(mode, provisioner.clone(), options);
         let stop = tokio_util::sync::CancellationToken::new();
         let writer = tokio::spawn(writer.run(stop.clone(), Duration::from_secs(10)));
         Recorded {
             f,
+            provisioner,
             server,
             stop,
             writer,
@@ -182,6 +185,37 @@ async fn a_completed_transfer_is_recorded_whole_once_it_ends(mode: Mode) {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].outcome, "ok");
     assert_eq!(lines[0].bytes, want.len() as i64);
+}
+
+/// A second fetch within the repeat window is a line of its own once the
+/// phone's file changed in between: on another node, the refetch a resync
+/// asked for would otherwise go unrecorded.
+async fn a_refetch_of_changed_bytes_is_no_repeat(mode: Mode) {
+    let recorded = Recorded::start(mode, TftpOptions::default()).await;
+    let (first, _, _) = fetch_raw(recorded.server.addr, FILE, &[]);
+    // The same bytes again: a repeat, not written twice.
+    let (again, _, _) = fetch_raw(recorded.server.addr, FILE, &[]);
+    assert_eq!(first, again);
+    let mut events = recorded.f.mirror.subscribe();
+    recorded
+        .f
+        .write(&[phone(
+            "00:15:65:00:00:01",
+            dialtone_sync::Family::Yealink,
+            "T46S",
+            &["Front desk", "Back office"],
+        )])
+        .await;
+    while let Ok(event) = events.try_recv() {
+        recorded.provisioner.invalidate(&event);
+    }
+    let (changed, _, _) = fetch_raw(recorded.server.addr, FILE, &[]);
+    assert_ne!(first, changed, "the line's new name is in the file");
+    let lines = recorded.lines_after_shutdown().await;
+    let bytes: Vec<i64> = lines.iter().map(|l| l.bytes).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(bytes.contains(&(first.len() as i64)), "{lines:?}");
+    assert!(bytes.contains(&(changed.len() as i64)), "{lines:?}");
 }
 
 async fn a_client_that_never_acknowledges_leaves_no_line(mode: Mode) {
