@@ -162,6 +162,54 @@ fn sample(directory: &Directory, skip: usize, per_region: usize) -> Vec<(String,
         .collect()
 }
 
+/// Waits until every tenant's mirror has seen a sync fail: from then on
+/// its answers are those of a mirror whose source is out of reach.
+fn wait_every_sync_failed(server: &Server, admin: &str) {
+    let statuses = || REGIONS.map(|(_, region)| mirror_status(server, admin, &tenant_of(region)));
+    let failed = wait_until(SYNC_WAIT, || {
+        statuses()
+            .iter()
+            .all(|status| !status["last_error"].is_null())
+    });
+    assert!(
+        failed.is_some(),
+        "not every sync failed: {:?} {}",
+        statuses(),
+        server.stderr()
+    );
+}
+
+/// Connections open to slapd (Linux's `/proc/net/tcp`, where state `01`
+/// is established). A mirrored lookup never connects to slapd, and each
+/// source's syncs run one at a time, each on a connection of its own that
+/// it closes when done: so while slapd is frozen, each is a tenant's sync
+/// stuck on it.
+fn open_to(slapd: &Slapd) -> usize {
+    let slapd_address = format!("0100007F:{:04X}", slapd.port);
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<_> = line.split_whitespace().collect();
+            fields[2] == slapd_address && fields[3] == "01"
+        })
+        .count()
+}
+
+/// Waits until every tenant's sync is stuck on the frozen slapd: answers
+/// asked then are given while the syncs hang.
+fn wait_every_sync_stuck(server: &Server, slapd: &Slapd) {
+    let stuck = wait_until(SYNC_WAIT, || open_to(slapd) >= REGIONS.len());
+    assert!(
+        stuck.is_some(),
+        "{} of {} syncs stuck on the frozen slapd: {}",
+        open_to(slapd),
+        REGIONS.len(),
+        server.stderr()
+    );
+}
+
 #[test]
 fn answers_survive_slapd_outages_and_a_restart() {
     let directory = ldif::generate(600, 7);
@@ -180,8 +228,13 @@ fn answers_survive_slapd_outages_and_a_restart() {
     wait_synced(&server, &setup.admin);
     assert!(ask_all(&server, &setup, &phase(0)).is_empty());
 
+    // A failure seen below is then the outage's.
+    for (_, region) in REGIONS {
+        let status = mirror_status(&server, &setup.admin, &tenant_of(region));
+        assert!(status["last_error"].is_null(), "{status}");
+    }
     slapd.stop();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_every_sync_failed(&server, &setup.admin);
     let wrong = ask_all(&server, &setup, &phase(1));
     assert!(wrong.is_empty(), "slapd stopped: {wrong:#?}");
 
@@ -196,7 +249,7 @@ fn answers_survive_slapd_outages_and_a_restart() {
     // Frozen: connections are accepted and never answered.
     slapd.resume();
     slapd.freeze();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_every_sync_stuck(&server, &slapd);
     let wrong = ask_all(&server, &setup, &phase(3));
     slapd.thaw();
     assert!(wrong.is_empty(), "slapd frozen: {wrong:#?}");

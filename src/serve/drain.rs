@@ -135,9 +135,8 @@ const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
-    use dialtone_sync::SecretKey;
-
     use super::*;
+    use crate::serve::test_support::{start_on_empty_sqlite, Started};
 
     /// A TFTP thread that never ends (stuck in a read) holds the drain no
     /// longer than the grace period: the final snapshot is still written.
@@ -146,17 +145,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.http.shutdown_grace_s = 1;
-        config.database.url = format!("sqlite://{}", dir.path().join("d.db").display());
         config.mirror.snapshot_path = Some(dir.path().join("final.snapshot"));
-        let key = SecretKey::parse(&"11".repeat(32)).unwrap();
-        let store = dialtone_sync::open(&config.database.url, key, &Default::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let mirror = Arc::new(Mirror::new());
-        dialtone_sync::watcher::full_load(&mirror, &*store)
-            .await
-            .unwrap();
+        let Started { store, mirror, .. } = start_on_empty_sqlite(&mut config, dir.path()).await;
         let stuck = tokio::spawn(std::future::pending::<
             std::thread::Result<std::io::Result<()>>,
         >());

@@ -10,6 +10,8 @@ mod signals;
 mod startup;
 mod tasks;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use dialtone_directory::LookupService;
-use dialtone_sync::{Mirror, SecretKey};
 use dialtone_tftp::{Provisioner, Shipped};
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::test_support::{start_on_empty_sqlite, Started};
 use super::{api_router, provision_options, ApiParts, Routers};
 use crate::config::Config;
 use crate::supervise::{Intensity, Supervisor};
@@ -21,16 +21,7 @@ use crate::supervise::{Intensity, Supervisor};
 /// with a metrics handle (not installed as the global recorder, so
 /// `/metrics` answers with an empty body).
 async fn routers(config: &mut Config, dir: &std::path::Path) -> Routers {
-    config.database.url = format!("sqlite://{}", dir.join("d.db").display());
-    let key = SecretKey::parse(&"11".repeat(32)).unwrap();
-    let store = dialtone_sync::open(&config.database.url, key.clone(), &Default::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let mirror = Arc::new(Mirror::new());
-    dialtone_sync::watcher::full_load(&mirror, &*store)
-        .await
-        .unwrap();
+    let Started { store, mirror, key } = start_on_empty_sqlite(config, dir).await;
     let provisioner = Arc::new(Provisioner::new(
         mirror.clone(),
         key.clone(),

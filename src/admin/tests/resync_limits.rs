@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::resync::support::queue_acme_phone_resync;
 use super::{Harness, ACME_MAC, GLOBEX_MAC};
 use crate::admin::{router, AdminState};
 use crate::config::ResyncConfig;
@@ -340,16 +341,7 @@ async fn a_resync_in_flight_when_the_task_stops_ends_interrupted() {
     let h = Harness::new(Backend::Sqlite).await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(h.resync.clone().run(cancel.clone()));
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::POST,
-            &format!("/v1/phones/{ACME_MAC}/resync"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    queue_acme_phone_resync(&h, "acme-admin").await;
     let newest = || h.resync.list(None, 1, |_| true).remove(0);
     for _ in 0..400 {
         if newest().state == State::Sent {

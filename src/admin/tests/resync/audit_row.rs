@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::super::resync_limits::call_with;
 use super::super::{seed_audit, Harness, ACME_MAC};
+use super::queue_acme_phone_resync;
 use crate::config::ResyncConfig;
 use crate::resync::ResyncService;
 
@@ -165,16 +166,7 @@ async fn a_request_whose_row_is_refused_queues_nothing() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     assert!(h.resync.list(None, 10, |_| true).is_empty());
     // The phone is not "already waiting": the next request queues it.
-    let reply = h
-        .call(
-            Some("global"),
-            Method::POST,
-            &format!("/v1/phones/{ACME_MAC}/resync"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    queue_acme_phone_resync(&h, "global").await;
     assert_eq!(tenant_rows(&h).await.len(), 0);
     assert_eq!(h.resync.list(None, 10, |_| true).len(), 1);
 }

@@ -16,7 +16,10 @@ mod audit_row;
 mod recheck;
 mod shutdown;
 mod stuck_read;
+pub(super) mod support;
 mod targets;
+
+use support::queue_acme_phone_resync;
 
 /// Answers each NOTIFY the fake proxy gets with `statuses`, in order,
 /// and hands back the requests' text.
@@ -68,16 +71,7 @@ async fn a_phone_resync_is_sent_answered_and_its_refetch_seen() {
     let cancel = CancellationToken::new();
     tokio::spawn(h.resync.clone().run(cancel.clone()));
     let far = proxy(&h, &["100 Trying", "200 OK"]);
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::POST,
-            &format!("/v1/phones/{ACME_MAC}/resync"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    let reply = queue_acme_phone_resync(&h, "acme-admin").await;
     let queued = &reply.json()["resync"];
     assert_eq!(queued["state"], "queued");
     assert_eq!(queued["tenant"], "acme");

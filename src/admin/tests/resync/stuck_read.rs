@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
 use dialtone_sync::store::{BootRecord, StoreOptions};
 use dialtone_sync::testing::{test_key, Relay, TestDb};
 use dialtone_sync::Backend;
@@ -14,7 +13,7 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Harness, ACME_MAC};
-use super::{proxy, wait_for};
+use super::{proxy, queue_acme_phone_resync, wait_for};
 
 const LOCK_WAITERS: &str = "SELECT count(*) FROM pg_stat_activity \
      WHERE datname = current_database() AND wait_event_type = 'Lock'";
@@ -49,16 +48,7 @@ async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
     let cancel = CancellationToken::new();
     tokio::spawn(h.resync.clone().run(cancel.clone()));
     let _far = proxy(&h, &["200 OK"]);
-    let reply = h
-        .call(
-            Some("acme-admin"),
-            Method::POST,
-            &format!("/v1/phones/{ACME_MAC}/resync"),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    queue_acme_phone_resync(&h, "acme-admin").await;
     let path = format!("/v1/resyncs?tenant=acme&mac={ACME_MAC}");
     let done = wait_for(&h, &path, |r| r["state"] == "answered").await;
     let sent = done["sent_at"].as_i64().unwrap();
