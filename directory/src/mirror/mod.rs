@@ -413,4 +413,10 @@ mod leftovers_tests;
 #[cfg(test)]
 mod normalizer_tests;
 #[cfg(test)]
+mod slapd_tests;
+#[cfg(test)]
+mod spacing_tests;
+#[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
