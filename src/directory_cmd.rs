@@ -170,7 +170,37 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+/// What no database can make right in a token's creation, refused before
+/// one is opened.
+fn check_create(scope: Scope, tenant: Option<&str>, name: &str) -> Result<()> {
+    // As the API checks it: the name is what lists and audit show.
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(crate::usage_error("--name must be 1 to 100 characters"));
+    }
+    let scope = TokenScope::from(scope);
+    match (scope, tenant) {
+        (TokenScope::GlobalAdmin, None) => Ok(()),
+        (TokenScope::GlobalAdmin, Some(_)) => Err(crate::usage_error(
+            "--scope global-admin is for every tenant: leave out --tenant",
+        )),
+        (_, Some(_)) => Ok(()),
+        (_, None) => Err(crate::usage_error(format!(
+            "--scope {} needs --tenant SLUG",
+            scope.as_str()
+        ))),
+    }
+}
+
 pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
+    if let TokenCommand::Create {
+        scope,
+        tenant,
+        name,
+        ..
+    } = command
+    {
+        check_create(*scope, tenant.as_deref(), name)?;
+    }
     let (store, _) = crate::serve::open_reached_store(config).await?;
     match command {
         TokenCommand::List => crate::check_schema(&*store).await?,
@@ -193,10 +223,6 @@ pub async fn token(config: &Config, command: &TokenCommand) -> Result<()> {
             name,
             expires_days,
         } => {
-            // As the API checks it: the name is what lists and audit show.
-            if name.trim().is_empty() || name.len() > 100 {
-                bail!("--name must be 1 to 100 characters");
-            }
             if stdout_discarded() {
                 bail!(
                     "standard output is closed or /dev/null, where the token would be shown \

@@ -318,9 +318,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dialtone: {e:#}");
-            ExitCode::from(1)
+            let usage = e.chain().any(|cause| cause.is::<UsageError>());
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// A command line asking for what cannot be done, found once clap has
+/// parsed it (a value's form, flags that do not go together): exit 2, as
+/// for clap's own refusals, not 1, which says the work itself failed.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// `message` as a [`UsageError`], with its causes if it has any.
+pub fn usage_error(message: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(format!("{message:#}")).into()
 }
 
 /// How long the exit waits for blocking threads still running.

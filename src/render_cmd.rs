@@ -17,6 +17,9 @@ use dialtone_tftp::{Protocol, ProvisionError, ProvisionOptions, Provisioner, Req
 use crate::config::Config;
 
 #[derive(Args)]
+// Checked as the command line is read: without either there is nothing to
+// render, and no reason to open the database first.
+#[command(group(clap::ArgGroup::new("phones").required(true).args(["mac", "all"])))]
 pub struct RenderArgs {
     /// Render every file of every phone into --out.
     #[arg(long, requires = "out", conflicts_with = "mac")]
@@ -109,10 +112,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         );
         return crate::stdout_reader::quiet_if_reader_left(printed);
     }
-    if !args.all {
-        bail!("give a MAC (and a file), or --all --out DIR");
-    }
-    let out = args.out.as_ref().expect("clap requires --out with --all");
+    let out = (args.out.as_ref()).expect("clap requires a MAC or --all, and --out with --all");
     // The files hold line passwords in clear: a folder made here is its
     // owner's alone (one that exists is left as it is).
     std::fs::DirBuilder::new()

@@ -663,7 +663,7 @@ fn a_token_name_out_of_bounds_is_refused() {
         cmd.args(["token", "create", "--scope", "global-admin", "--name", name]);
         let out = run(cmd);
         let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {err}");
         assert!(err.contains("--name must be 1 to 100 characters"), "{err}");
         assert!(text(&out.stdout).trim().is_empty(), "a token was printed");
     }
@@ -936,7 +936,7 @@ fn phlem_refuses_a_hold_past_a_wait() {
             .args(args);
         let out = run(cmd);
         let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
             err.trim().lines().count() == 1 && err.starts_with(&format!("dialtone: {said}")),
             "{args:?}: {err}"

@@ -168,7 +168,7 @@ fn failures_are_counted_by_reason_and_fail_the_run() {
     let r = report(&json);
     assert!(r["failures"]["not_found"].as_u64().unwrap() >= 9, "{r}");
     let bad = phlem(dir.path(), &url, &["run", "--target", "ftp://x", "--quiet"]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2));
     assert!(
         text(&bad.stderr).contains("use tftp://HOST:PORT or http://HOST:PORT"),
         "{}",

@@ -51,8 +51,13 @@ pub struct ProvisioningConfig {
     pub tftp_listen: Option<SocketAddr>,
     /// Concurrent TFTP transfers; past it, requests get "busy".
     pub tftp_max_transfers: usize,
-    /// Largest block size (RFC 2348) and window (RFC 7440) clients may negotiate.
+    /// Largest block size a client may negotiate (RFC 2348). The default,
+    /// 1468, fills a 1500-byte MTU over IPv4 (+ 4 TFTP, 8 UDP and 20 IPv4
+    /// header bytes); an IPv6 client (not an IPv4-mapped one) is granted 20
+    /// bytes less, 1448 by default, as its header is 20 bytes longer and a
+    /// fragmented IPv6 packet is often dropped.
     pub tftp_blksize_limit: u16,
+    /// Largest window a client may negotiate (RFC 7440).
     pub tftp_windowsize_limit: u16,
     /// Retransmission timeout and retries: a vanished client frees its slot
     /// after about timeout x (retries + 1).

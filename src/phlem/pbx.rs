@@ -43,7 +43,9 @@ pub struct PbxArgs {
 pub async fn run(args: &PbxArgs) -> Result<Report> {
     let rate_ok = args.rate > 0.0 && args.rate.is_finite();
     if !rate_ok || !(0.0..=1.0).contains(&args.miss_ratio) {
-        bail!("--rate must be positive and --miss-ratio between 0 and 1");
+        return Err(crate::usage_error(
+            "--rate must be positive and --miss-ratio between 0 and 1",
+        ));
     }
     let text = std::fs::read_to_string(&args.numbers)
         .with_context(|| format!("reading {}", args.numbers.display()))?;

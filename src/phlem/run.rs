@@ -243,7 +243,20 @@ async fn http_addresses(target: &str) -> Vec<std::net::IpAddr> {
         .unwrap_or_default()
 }
 
-pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
+/// `--target`'s scheme, before anything is loaded.
+fn check_target(target: &str) -> Result<()> {
+    if !["tftp://", "http://", "https://"]
+        .iter()
+        .any(|scheme| target.starts_with(scheme))
+    {
+        bail!("--target {target:?}: use tftp://HOST:PORT or http://HOST:PORT");
+    }
+    Ok(())
+}
+
+/// What the command line asks that no phone or server can make right:
+/// refused (exit 2) before the phones are loaded.
+fn check_args(args: &RunArgs) -> Result<(Arrival, Option<(usize, usize)>)> {
     let arrival = parse_arrival(&args.arrival)?;
     if args.concurrency == 0 || args.repeat == 0 {
         bail!("--concurrency and --repeat must be at least 1");
@@ -251,11 +264,16 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
     if args.concurrency > 1_000_000 {
         bail!("--concurrency must be at most 1000000");
     }
-    // Before the phones boot, not once they have.
     args.sip.hold_for()?;
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    check_target(&args.target)?;
+    Ok((arrival, shard))
+}
+
+pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
+    let (arrival, shard) = check_args(args).map_err(crate::usage_error)?;
     let mut phones = load_phones(&args.phones, config).await?;
-    if let Some(shard) = &args.shard {
-        let (i, n) = parse_shard(shard)?;
+    if let Some((i, n)) = shard {
         phones = phones
             .into_iter()
             .enumerate()
@@ -275,7 +293,8 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             .next()
             .with_context(|| format!("--target {:?}: no address", args.target))?;
         (Target::Tftp(addr), vec![addr.ip()])
-    } else if args.target.starts_with("http://") || args.target.starts_with("https://") {
+    } else {
+        // http:// or https://: `check_target` let no other through.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(timeout * 5)
@@ -284,11 +303,6 @@ pub async fn run(args: &RunArgs, config: &Config) -> Result<Report> {
             .context("building the HTTP client")?;
         let target = Target::Http(args.target.trim_end_matches('/').to_string(), client);
         (target, http_addresses(&args.target).await)
-    } else {
-        bail!(
-            "--target {:?}: use tftp://HOST:PORT or http://HOST:PORT",
-            args.target
-        );
     };
     let origin = Arc::new(Origin::new(&args.target, addresses));
     let options = args.tftp.options();

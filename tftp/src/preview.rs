@@ -13,7 +13,7 @@ use crate::error::ProvisionError;
 use crate::identify::{file_names, identify, template_names, FileKind};
 use crate::provision::Provisioner;
 use crate::render::{compile, content_type, render, Subject};
-use crate::templates::{resolve, resolve_with, Draft, Origin, Resolved};
+use crate::templates::{resolve, resolve_with, same_model, Draft, Origin, Resolved};
 
 /// One file as a phone would get it.
 #[derive(Clone, Debug)]
@@ -71,11 +71,11 @@ impl Provisioner {
                 let tenant = key.parse::<Id>().ok();
                 Box::new(tenant.into_iter().flat_map(|t| state.phones_of(t)))
             }
-            TemplateScope::Model => Box::new(
-                state
-                    .phones()
-                    .filter(move |p| p.model.as_deref() == Some(key)),
-            ),
+            // Case-blind, as resolution is; resolution below then drops
+            // phones another stored spelling of the model wins for.
+            TemplateScope::Model => Box::new(state.phones().filter(move |p| {
+                (p.model.as_deref()).is_some_and(|m| same_model(template.family, m, key))
+            })),
             TemplateScope::Family => Box::new(state.phones()),
         };
         let mut phones = Vec::new();

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,22 @@ struct Netascii {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+}
+
+/// How much longer an IPv6 header is than an IPv4 one (40 bytes, 20).
+const IPV6_HEADER_GROWTH: u16 = 20;
+
+/// The largest block `peer` may negotiate. The limit is sized for IPv4
+/// (the default 1468 + 4 TFTP + 8 UDP + 20 IPv4 fills a 1500-byte MTU);
+/// the same block over IPv6 is fragmented, and IPv6 fragments are often
+/// dropped on the way, so a real IPv6 peer gets 20 bytes less. An
+/// IPv4-mapped peer (an IPv4 phone on a dual-stack listener) sends IPv4.
+fn blksize_cap(limit: u16, peer: IpAddr) -> u16 {
+    let cap = match peer {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => limit.saturating_sub(IPV6_HEADER_GROWTH),
+        _ => limit,
+    };
+    cap.max(8)
 }
 
 /// The size of `body` once converted to netascii, for tsize.
@@ -253,7 +270,7 @@ impl Transfer {
         let mut oack: Vec<(&'static str, String)> = Vec::new();
         let blksize = match request.blksize {
             Some(b) => {
-                let b = b.min(options.blksize_limit.max(8));
+                let b = b.min(blksize_cap(options.blksize_limit, slot.peer().ip()));
                 oack.push(("blksize", b.to_string()));
                 b as usize
             }
