@@ -32,14 +32,6 @@ const LAST_POLL: Duration = Duration::from_secs(30);
 const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
 /// At most one warning of reads past their time this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-/// How long before the NOTIFY left a fetch may be stamped and still count
-/// as its refetch. `sent` is this node's clock and a fetch's time the
-/// clock of the node that served it: one running behind by more than the
-/// phone's delay (1-5 s) stamped the refetch before `sent`, and it was
-/// never seen. Kept short, so that a fetch made before the phone had the
-/// NOTIFY (its own periodic one) is not taken for the refetch unless it
-/// came within this of it.
-pub(super) const CLOCK_TOLERANCE_MS: Millis = 2_000;
 
 /// Answered resyncs whose refetch is not seen yet, by when each is polled
 /// next. At most `capacity` (the table's): past it the oldest goes.
@@ -204,14 +196,15 @@ impl ResyncService {
 /// When the phone whose MAC reads `own` first fetched its own file after
 /// a NOTIFY sent at `sent`, from its history `rows`. Served fetches only,
 /// picked before the limit: refused ones naming the MAC (anyone can send
-/// them) hid the refetch.
+/// them) hid the refetch. `sent` is this node's clock and a fetch's time
+/// the serving node's, so nodes' clocks must agree (NTP) to well under the
+/// phone's delay (1-5 s). No tolerance is allowed for clocks apart: the
+/// watch polls from the moment the NOTIFY is answered, and a fetch the
+/// phone made just before it would pass for the refetch before the real
+/// one came.
 pub(super) fn refetch_in(rows: &[BootRecord], own: &str, sent: Millis) -> Option<Millis> {
     rows.iter()
-        .filter(|r| {
-            r.at >= sent - CLOCK_TOLERANCE_MS
-                && r.outcome == "ok"
-                && r.file.to_ascii_lowercase().contains(own)
-        })
+        .filter(|r| r.at >= sent && r.outcome == "ok" && r.file.to_ascii_lowercase().contains(own))
         .map(|r| r.at)
         .min()
 }
