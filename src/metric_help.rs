@@ -29,7 +29,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_admin_database_given_up_total",
-        "Tenants' database-bound admin requests whose work was dropped at twice database.request_timeout_s, the database never having answered (a dead connection): their admission places are given back and a write not yet committed is rolled back, but the connection itself stays counted in the pool until TCP gives up on it, so acquire timeouts (503 busy) may follow. The WARN log names the tenant.",
+        "Tenants' database-bound admin requests whose work was dropped at twice database.request_timeout_s, the database never having answered (a dead connection): their admission places are given back, the PostgreSQL connection they held is closed (dialtone_store_connections_closed_total) and a write not yet committed is rolled back. The WARN log names the tenant.",
     ),
     (
         "dialtone_resync_refetch_reads_timed_out_total",
@@ -214,6 +214,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (
         "dialtone_store_large_reads_total",
         "PostgreSQL reads of phones and lines on two connections at once (the mirror's load; a large import's comparison), by read (mirror_load, import) and connections: two_connections, or one, slower, because another transaction waited to lock a table exclusively (lock_queued, often a migration) or no second connection came in time (no_connection: the pool was held by other work, or the connection failed).",
+    ),
+    (
+        "dialtone_store_connections_closed_total",
+        "PostgreSQL pool connections closed instead of given back to the pool: the store call on them was cut off by a time limit (the watcher's catch_up_limit, an admin request's ceiling, the resync refetch watch's 5 s, a background writer's or the pruner's limit) or its connection failed. A connection cut off on a silent socket would otherwise keep its slot until TCP gave up; a steady rise means queries cut off, often a network path or a server that stopped answering.",
     ),
     (
         "dialtone_task_panics_total",
@@ -575,6 +579,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         "dialtone_store_large_reads_total",
         &[("read", "import"), ("connections", "no_connection")],
     ),
+    ("dialtone_store_connections_closed_total", &[]),
     (
         "dialtone_lookup_resolutions_refused_total",
         &[("limit", "tenant")],

@@ -329,10 +329,9 @@ pub(super) fn work_ceiling(answer_within: Duration) -> Duration {
 }
 
 /// Counts and logs a request's work dropped at its ceiling, its places
-/// free again. Dropping it drops its statements' futures: sqlx pings a
-/// dropped pool connection, with no time limit, before it takes it back,
-/// so a connection that died stays counted in the pool until its socket
-/// fails; on one that lives, a transaction left open is rolled back.
+/// free again. Dropping it drops its statements' futures: the store closes
+/// the connection a dropped call held, so the pool opens another, and
+/// PostgreSQL rolls back a transaction left open.
 fn given_up(mirror: &dialtone_sync::Mirror, tenant: Id, ceiling: Duration, writes: bool) {
     metrics::counter!("dialtone_admin_database_given_up_total").increment(1);
     let slug = mirror.load().tenant(tenant).map(|row| row.slug.to_string());

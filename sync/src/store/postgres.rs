@@ -14,7 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
+use closing::ClosedUnlessReleased;
 
+mod changes;
 mod clock;
 mod closing;
 mod commit;
@@ -97,29 +99,6 @@ impl PgStore {
     }
 }
 
-/// `pool.begin()`, in a task of its own so that it always finishes.
-///
-/// sqlx 0.8 counts a transaction only once `BEGIN` has been answered, and
-/// queues a `ROLLBACK` on drop only for a counted one. A caller dropped while
-/// `BEGIN` is on the wire (a client gone, a timeout) would leave the
-/// connection inside a transaction block, and the pool, whose release check
-/// does not look at the block, would hand it to the next borrower: its
-/// statements would run, and hold their locks, inside that block. Here the
-/// task finishes the `BEGIN`, and a transaction nobody waits for any more is
-/// dropped counted, so its `ROLLBACK` is flushed on release.
-/// (`tests/cancelled_write.rs` shows both.)
-pub(super) async fn begin(
-    pool: &PgPool,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, SyncError> {
-    let pool = pool.clone();
-    match tokio::spawn(async move { pool.begin().await }).await {
-        Ok(begun) => Ok(begun?),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only a runtime shutting down cancels the task.
-        Err(_) => Err(SyncError::Database(sqlx::Error::PoolClosed)),
-    }
-}
-
 /// Must be the first statement of the transaction, before the snapshot is taken.
 const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 /// The read's snapshot: its xmin is the horizon below which nothing new can
@@ -166,6 +145,10 @@ impl LargeRead {
 /// The counter [`LargeRead::count`] increments (described by the binary).
 const LARGE_READS_METRIC: &str = "dialtone_store_large_reads_total";
 
+/// Every call holds its pool connection as [`ClosedUnlessReleased`]: any
+/// of them may be cut off by its caller's time limit (`closing.rs` says
+/// whose), and one cut off on a silent socket would keep its slot of the
+/// pool through sqlx's release ping.
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -190,24 +173,33 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::refuse_newer(&mut conn, latest_known()).await?;
-        // A wrong key is refused before it migrates anything.
-        if sql::applied_migration(&mut conn).await?.is_some() {
-            sql::check_key(&mut conn, &self.key, false).await?;
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let checked = async {
+            sql::refuse_newer(conn.conn(), latest_known()).await?;
+            // A wrong key is refused before it migrates anything.
+            if sql::applied_migration(conn.conn()).await?.is_some() {
+                sql::check_key(conn.conn(), &self.key, false).await?;
+            }
+            Ok(())
         }
-        drop(conn);
+        .await;
+        conn.settle(checked).await?;
         migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await?;
-        let mut conn = self.pool.acquire().await?;
-        sql::check_key(&mut conn, &self.key, true).await?;
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let checked = sql::check_key(conn.conn(), &self.key, true).await;
+        conn.settle(checked).await?;
         self.key_checked.set();
         Ok(())
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::check_schema(&mut conn, latest_known()).await?;
-        sql::check_key(&mut conn, &self.key, true).await?;
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let checked = async {
+            sql::check_schema(conn.conn(), latest_known()).await?;
+            sql::check_key(conn.conn(), &self.key, true).await
+        }
+        .await;
+        conn.settle(checked).await?;
         self.key_checked.set();
         Ok(())
     }
@@ -221,90 +213,15 @@ impl Store for PgStore {
         cursor: Cursor,
         seen: Option<&SeenAbove>,
     ) -> Result<ChangeBatch, SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let snapshot: String = sqlx::query_scalar(CURRENT_SNAPSHOT)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (horizon, seen_now) = parse_snapshot(&snapshot)?;
-        let meta = sql::read_meta(&mut tx).await?;
-        // Transaction ids only grow in a cluster: ids behind the cursor
-        // are a cluster restored to an earlier point, or another one.
-        if seen_now.xmax < cursor.txid {
-            return Ok(ChangeBatch {
-                meta,
-                rewound: true,
-                next_cursor: cursor,
-                ..Default::default()
-            });
-        }
-        let entries: Vec<(String, i64)> = match seen {
-            // Two index ranges: the transactions that were still running at
-            // the last read, and those that started after it.
-            Some(seen) => {
-                let after = cursor.max(Cursor {
-                    txid: seen.xmax,
-                    seq: 0,
-                });
-                sqlx::query_as(
-                    "SELECT entity, row_id FROM ( \
-                       SELECT txid, seq, entity, row_id FROM change_log \
-                       WHERE (txid, seq) > ($1::bigint::text::xid8, $2) \
-                       UNION ALL \
-                       SELECT txid, seq, entity, row_id FROM change_log \
-                       WHERE txid IN (SELECT x::text::xid8 FROM unnest($3::bigint[]) AS x) \
-                       AND (txid, seq) > ($4::bigint::text::xid8, $5) \
-                     ) AS new ORDER BY txid, seq LIMIT $6",
-                )
-                .bind(after.txid)
-                .bind(after.seq)
-                .bind(&seen.running)
-                .bind(cursor.txid)
-                .bind(cursor.seq)
-                .bind(self.max_catch_up_rows + 1)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query_as(
-                    "SELECT entity, row_id FROM change_log \
-                     WHERE (txid, seq) > ($1::bigint::text::xid8, $2) ORDER BY txid, seq LIMIT $3",
-                )
-                .bind(cursor.txid)
-                .bind(cursor.seq)
-                .bind(self.max_catch_up_rows + 1)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        if entries.len() as i64 > self.max_catch_up_rows {
-            return Ok(ChangeBatch {
-                meta,
-                too_far_behind: true,
-                next_cursor: cursor,
-                ..Default::default()
-            });
-        }
-        let changes = sql::reload_changes(&mut tx, &entries).await?;
-        tx.commit().await?;
-        // Every entry below the horizon was in this (complete) page.
-        let next_cursor = cursor.max(Cursor {
-            txid: horizon,
-            seq: 0,
-        });
-        Ok(ChangeBatch {
-            changes,
-            next_cursor,
-            meta,
-            too_far_behind: false,
-            rewound: false,
-            seen_above: Some(std::sync::Arc::new(seen_now)),
-        })
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = changes::since(&mut conn, self.max_catch_up_rows, cursor, seen).await;
+        conn.settle(read).await
     }
 
     async fn meta(&self) -> Result<Meta, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::read_meta(&mut conn).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::read_meta(conn.conn()).await;
+        conn.settle(read).await
     }
 
     async fn notifier(&self) -> Result<Box<dyn Notifier>, SyncError> {
@@ -325,25 +242,30 @@ impl Store for PgStore {
         progress: Option<Progress>,
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        sql::check_once(&mut tx, &self.key, latest_known(), &self.key_checked).await?;
-        let writes_before = if SecondReader::wanted(mutations) {
-            Some(bulk_read::writes_counted(&mut tx).await?.0)
-        } else {
-            None
-        };
-        let second = SecondReader {
-            connect: self.connect.clone(),
-            timeout: self.connect_timeout,
-            writes_before,
-        };
-        let report =
-            sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
-        match ending {
-            Ending::Commit => commit::settled(&self.pool, tx).await?,
-            Ending::RollBack => tx.rollback().await?,
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let written = async {
+            let mut tx = conn.begin().await?;
+            sql::check_once(&mut tx, &self.key, latest_known(), &self.key_checked).await?;
+            let writes_before = if SecondReader::wanted(mutations) {
+                Some(bulk_read::writes_counted(&mut tx).await?.0)
+            } else {
+                None
+            };
+            let second = SecondReader {
+                connect: self.connect.clone(),
+                timeout: self.connect_timeout,
+                writes_before,
+            };
+            let report =
+                sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
+            match ending {
+                Ending::Commit => commit::settled(&self.pool, tx).await?,
+                Ending::RollBack => tx.rollback().await?,
+            }
+            Ok(report)
         }
-        Ok(report)
+        .await;
+        conn.settle(written).await
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
@@ -351,22 +273,31 @@ impl Store for PgStore {
     }
 
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        let epoch = sql::restart_change_feed(&mut tx).await?;
-        // Wake the other nodes: the epoch row is not itself mirrored.
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(epoch)
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let bumped = async {
+            let mut tx = conn.begin().await?;
+            let epoch = sql::restart_change_feed(&mut tx).await?;
+            // Wake the other nodes: the epoch row is not itself mirrored.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(epoch)
+        }
+        .await;
+        conn.settle(bumped).await
     }
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        sql::insert_boots(&mut tx, records).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let written = async {
+            let mut tx = conn.begin().await?;
+            sql::insert_boots(&mut tx, records).await?;
+            Ok(tx.commit().await?)
+        }
+        .await;
+        conn.settle(written).await
     }
 
     async fn recent_boots(
@@ -375,8 +306,9 @@ impl Store for PgStore {
         tenant: Option<Id>,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, tenant, limit, false).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::recent_boots(conn.conn(), mac, tenant, limit, false).await;
+        conn.settle(read).await
     }
 
     async fn served_boots(
@@ -385,8 +317,9 @@ impl Store for PgStore {
         tenant: Id,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, Some(tenant), limit, true).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::recent_boots(conn.conn(), mac, Some(tenant), limit, true).await;
+        conn.settle(read).await
     }
 
     async fn fleet_history(
@@ -395,13 +328,15 @@ impl Store for PgStore {
         macs: &[Mac],
         since: Millis,
     ) -> Result<super::FleetHistory, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::fleet_history(&mut conn, tenant, macs, since).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::fleet_history(conn.conn(), tenant, macs, since).await;
+        conn.settle(read).await
     }
 
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::template_versions(&mut conn, template_id).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::template_versions(conn.conn(), template_id).await;
+        conn.settle(read).await
     }
 
     async fn template_version_list(
@@ -410,8 +345,9 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<super::TemplateVersionSummary>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::template_version_list(&mut conn, template_id, before, limit).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::template_version_list(conn.conn(), template_id, before, limit).await;
+        conn.settle(read).await
     }
 
     async fn template_version(
@@ -419,13 +355,15 @@ impl Store for PgStore {
         template_id: Id,
         version: i64,
     ) -> Result<Option<TemplateVersion>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::template_version(&mut conn, template_id, version).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::template_version(conn.conn(), template_id, version).await;
+        conn.settle(read).await
     }
 
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::audit_log(&mut conn, query).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::audit_log(conn.conn(), query).await;
+        conn.settle(read).await
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
@@ -441,10 +379,14 @@ impl Store for PgStore {
         devices: &[super::UnclaimedDevice],
         per_tenant: i64,
     ) -> Result<(), SyncError> {
-        let mut tx = begin(&self.pool).await?;
-        sql::upsert_unclaimed(&mut tx, devices, per_tenant).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let written = async {
+            let mut tx = conn.begin().await?;
+            sql::upsert_unclaimed(&mut tx, devices, per_tenant).await?;
+            Ok(tx.commit().await?)
+        }
+        .await;
+        conn.settle(written).await
     }
 
     async fn unclaimed_devices(
@@ -452,18 +394,21 @@ impl Store for PgStore {
         tenant: Id,
         limit: i64,
     ) -> Result<Vec<super::UnclaimedDevice>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::unclaimed_devices(&mut conn, tenant, limit).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::unclaimed_devices(conn.conn(), tenant, limit).await;
+        conn.settle(read).await
     }
 
     async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::unclaimed_counts(&mut conn, only).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::unclaimed_counts(conn.conn(), only).await;
+        conn.settle(read).await
     }
 
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::delete_unclaimed(&mut conn, tenant, mac).await
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::delete_unclaimed(conn.conn(), tenant, mac).await;
+        conn.settle(read).await
     }
 
     async fn close(&self) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::closing::ClosedUnlessReleased;
 use crate::error::SyncError;
 
 /// How long the question may take, all tries together: the caller (an
@@ -71,12 +72,18 @@ enum Status {
     Unknown,
 }
 
+/// Asked on a connection held as [`ClosedUnlessReleased`]: the question
+/// is cut off at [`ASKING_FOR`], and a commit's answer is mostly lost to a
+/// network that fails, which the next connection may go through too.
 async fn status(pool: &PgPool, xid: i64) -> Result<Status, SyncError> {
     loop {
-        let answer: Option<String> = sqlx::query_scalar("SELECT txid_status($1)")
+        let mut conn = ClosedUnlessReleased::acquire(pool).await?;
+        let answer = sqlx::query_scalar::<_, Option<String>>("SELECT txid_status($1)")
             .bind(xid)
-            .fetch_one(pool)
-            .await?;
+            .fetch_one(conn.conn())
+            .await
+            .map_err(SyncError::from);
+        let answer = conn.settle(answer).await?;
         match answer.as_deref() {
             Some("committed") => return Ok(Status::Committed),
             Some("aborted") => return Ok(Status::Aborted),

@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
+use super::closing::ClosedUnlessReleased;
 use super::copy::{CopyDecoder, Tuple};
 use super::{parse_snapshot, sql, LargeRead, CURRENT_SNAPSHOT, READ_SNAPSHOT};
 use crate::error::SyncError;
@@ -26,8 +27,19 @@ const LOCK_WAIT_TOLD_AFTER: std::time::Duration = std::time::Duration::from_secs
 const LOADED_TABLES: &str = "dialtone_meta, tenants, phones, lines, templates, \
      directory_entries, directory_sources, api_tokens";
 
+/// Both connections are held as [`ClosedUnlessReleased`]: the watcher
+/// cuts off a load past its `catch_up_limit`.
 pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncError> {
-    let mut tx = super::begin(pool).await?;
+    let mut conn = ClosedUnlessReleased::acquire(pool).await?;
+    let loaded = load_on(&mut conn, pool).await;
+    conn.settle(loaded).await
+}
+
+async fn load_on(
+    conn: &mut ClosedUnlessReleased,
+    pool: &PgPool,
+) -> Result<(Loading, Cursor, Meta), SyncError> {
+    let mut tx = conn.begin().await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
     // Locked before the snapshot is taken (the first query takes it), so a
     // first import holding its exclusive locks (`bulk_quiet.rs`) is waited
@@ -75,22 +87,15 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
         // otherwise fail the whole load after the acquire timeout, and a
         // node that reloads after a large import would keep its old data
         // until it found two connections free at once.
-        let mut tx = match super::begin(&pool).await {
-            Ok(tx) => tx,
+        let mut conn = match ClosedUnlessReleased::acquire(&pool).await {
+            Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(error = %e, "mirror load: no second connection");
                 return Ok(Err(LargeRead::NoConnection));
             }
         };
-        sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
-        let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
-        sqlx::query(&set).execute(&mut *tx).await?;
-        if !second_reader_locks(&mut tx, "lines").await? {
-            return Ok(Err(LargeRead::LockQueued));
-        }
-        let rows = read_lines(&mut tx, lines_estimate).await?;
-        tx.commit().await?;
-        Ok::<_, SyncError>(Ok(rows))
+        let read = lines_beside(&mut conn, &snapshot, lines_estimate).await;
+        conn.settle(read).await
     }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
@@ -150,6 +155,32 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
     };
     tx.commit().await?;
     Ok((loading, Cursor { txid: xmin, seq: 0 }, meta))
+}
+
+/// Lines, read in the exported `snapshot` on a second connection, or why
+/// they are not.
+async fn lines_beside(
+    conn: &mut ClosedUnlessReleased,
+    snapshot: &str,
+    lines_estimate: i64,
+) -> Result<Result<LineRows, LargeRead>, SyncError> {
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::debug!(error = %e, "mirror load: no second connection");
+            return Ok(Err(LargeRead::NoConnection));
+        }
+    };
+    sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
+    let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+    sqlx::query(&set).execute(&mut *tx).await?;
+    if !second_reader_locks(&mut tx, "lines").await? {
+        tx.rollback().await?;
+        return Ok(Err(LargeRead::LockQueued));
+    }
+    let rows = read_lines(&mut tx, lines_estimate).await?;
+    tx.commit().await?;
+    Ok(Ok(rows))
 }
 
 /// Locks `tables` for a connection that reads beside one already holding
