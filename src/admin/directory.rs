@@ -286,7 +286,7 @@ pub async fn create_entry(
             tenant: Some(&slug),
             detail,
         },
-        vec![Mutation::UpsertDirectoryEntry(input)],
+        vec![Mutation::CreateDirectoryEntry(input)],
     )
     .await?;
     let Ok(entry) = written_entry(&state, &tenant, &external_id) else {

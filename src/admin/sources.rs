@@ -220,11 +220,7 @@ pub async fn create_source(
     state
         .quotas
         .check(&tenant, Quota::DirectorySources, sources as u64 + 1)?;
-    let mut input = source_input(&slug, name.clone(), body, None)?;
-    // A create checked against a mirror that has not yet seen a row made
-    // on another node meanwhile would otherwise keep that row's secret
-    // with this caller's url: without one of its own, it removes any.
-    input.secret.get_or_insert_with(String::new);
+    let input = source_input(&slug, name.clone(), body, None)?;
     let detail = json!({ "kind": input.kind, "secret_set": input.secret.as_deref().is_some_and(|s| !s.is_empty()) });
     commit(
         &state,
@@ -236,7 +232,7 @@ pub async fn create_source(
             tenant: Some(&slug),
             detail,
         },
-        vec![Mutation::UpsertDirectorySource(input)],
+        vec![Mutation::CreateDirectorySource(input)],
     )
     .await?;
     let Ok(source) = find_source(&state.mirror.load(), &tenant, &name) else {

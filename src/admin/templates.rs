@@ -274,6 +274,17 @@ pub(crate) fn key_of(
             as_phone_model
                 .check()
                 .map_err(|r| ApiError::invalid(r.reason))?;
+            // Resolution looks a phone's model up as recorded, in upper and
+            // in lower case: a key in mixed case would apply only to phones
+            // recorded in that very spelling, silently.
+            let mixed = model.chars().any(|c| c.is_ascii_uppercase())
+                && model.chars().any(|c| c.is_ascii_lowercase());
+            if mixed {
+                return Err(ApiError::invalid(format!(
+                    "model: {model} is in mixed case; write it in upper or lower case ({}),                      which applies to phones whatever case their model is recorded in",
+                    model.to_ascii_uppercase()
+                )));
+            }
             (model.to_string(), None)
         }
         TemplateScope::Tenant => {
@@ -562,7 +573,7 @@ pub async fn create(
         },
         phone_seen
             .into_iter()
-            .chain([Mutation::UpsertTemplate(TemplateInput {
+            .chain([Mutation::CreateTemplate(TemplateInput {
                 scope: key.scope,
                 family: key.family,
                 scope_key: key.scope_key.to_string(),

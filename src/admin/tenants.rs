@@ -266,7 +266,7 @@ pub async fn create(
             tenant: Some(&body.slug),
             detail: json!({ "name": input.name, "region": input.default_region }),
         },
-        vec![Mutation::UpsertTenant(input)],
+        vec![Mutation::CreateTenant(input)],
     )
     .await?;
     let mirror = state.mirror.load();

@@ -58,6 +58,11 @@ async fn a_model_template_applies_whatever_the_case_and_only_once() {
         let reply = post(&h, "global", "/v1/templates", model_template(model, "#\n")).await;
         refused_naming(&reply, "model");
     }
+    // In mixed case it would apply only to phones recorded in that very
+    // spelling: refused, saying which spelling to write.
+    let mixed = post(&h, "global", "/v1/templates", model_template("T54w", "#\n")).await;
+    refused_naming(&mixed, "model");
+    assert!(mixed.text.contains("T54W"), "{}", mixed.text);
 }
 
 fn phone(mac: &str, extension: &str, auth_user: Option<&str>) -> serde_json::Value {

@@ -5,6 +5,7 @@
 mod caching;
 mod checks;
 mod concurrent_writes;
+mod create_conflicts;
 mod device_login;
 mod directory_kinds;
 mod fleet;

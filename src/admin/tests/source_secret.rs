@@ -64,8 +64,9 @@ async fn a_stored_secret_is_not_carried_to_another_server() {
 }
 
 /// The same where this node's copy lags a write made elsewhere: a secret
-/// set (or a source made, with one) on another node meanwhile is not kept
-/// with the url this caller writes.
+/// set on another node meanwhile is not kept with the url this caller
+/// writes, and a source made there with one is not written over by a
+/// create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_set_meanwhile_is_not_kept_with_another_url() {
     use dialtone_sync::store::DirectorySourceInput;
@@ -108,13 +109,16 @@ async fn a_secret_set_meanwhile_is_not_kept_with_another_url() {
             &[],
         )
         .await;
-    assert!(create.status.is_success(), "{}", create.text);
+    assert_eq!(create.status, StatusCode::CONFLICT, "{}", create.text);
     dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
         .await
         .unwrap();
     let paid = h
         .get("acme-read", "/v1/tenants/acme/directory-sources/paid")
         .await;
-    assert_eq!(paid.json()["settings"]["url"], "http://127.0.0.2:9/{e164}");
-    assert_eq!(paid.json()["has_secret"], false, "{}", paid.text);
+    assert_eq!(
+        paid.json()["settings"]["url"],
+        "http://127.0.0.9:9/paid/{e164}"
+    );
+    assert_eq!(paid.json()["has_secret"], true, "{}", paid.text);
 }

@@ -6,9 +6,11 @@ macro_rules! access_sql {
     ($conn:ty) => {
         use crate::store::{ApiTokenInput, DirectorySourceInput};
 
+        /// `mutation`: the upsert or create `s` comes from.
         async fn upsert_source(
             conn: &mut $conn,
             key: &SecretKey,
+            mutation: &Mutation,
             s: &DirectorySourceInput,
             now: Millis,
             report: &mut WriteReport,
@@ -26,6 +28,7 @@ macro_rules! access_sql {
                     .bind(&s.name)
                     .fetch_optional(&mut *conn)
                     .await?;
+            mutation.refused_if(existing.is_some())?;
             // Secrets are write-only: leaving one out keeps the stored one.
             let secret = match (&s.secret, &existing) {
                 (Some(plain), _) if plain.is_empty() => None,

@@ -267,11 +267,12 @@ macro_rules! shared_sql {
             report: &mut WriteReport,
         ) -> Result<(), SyncError> {
             match mutation {
-                Mutation::UpsertTenant(t) => {
+                Mutation::UpsertTenant(t) | Mutation::CreateTenant(t) => {
                     let existing: Option<Id> = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
                         .bind(&t.slug)
                         .fetch_optional(&mut *conn)
                         .await?;
+                    mutation.refused_if(existing.is_some())?;
                     let affected = match existing {
                         None => sqlx::query(
                             "INSERT INTO tenants (slug, name, default_region, settings, updated_at) \
@@ -327,9 +328,7 @@ macro_rules! shared_sql {
                             .bind(&mac)
                             .fetch_optional(&mut *conn)
                             .await?;
-                    if existing.is_some() && matches!(mutation, Mutation::CreatePhone(_)) {
-                        return Err(SyncError::Taken(format!("phone {mac}")));
-                    }
+                    mutation.refused_if(existing.is_some())?;
                     if let Some((_, owner)) = existing.filter(|(_, owner)| *owner != tenant) {
                         // Phone-scope templates belong to the phone's tenant:
                         // they do not move with it.
@@ -436,7 +435,7 @@ macro_rules! shared_sql {
                         .rows_affected();
                     report.lines.deleted += removed;
                 }
-                Mutation::UpsertDirectoryEntry(d) => {
+                Mutation::UpsertDirectoryEntry(d) | Mutation::CreateDirectoryEntry(d) => {
                     let tenant = tenant_id(conn, &d.tenant).await?;
                     let numbers = numbers_to_json(&d.numbers);
                     let existing: Option<Id> = sqlx::query_scalar(
@@ -446,6 +445,7 @@ macro_rules! shared_sql {
                     .bind(&d.external_id)
                     .fetch_optional(&mut *conn)
                     .await?;
+                    mutation.refused_if(existing.is_some())?;
                     let affected = match existing {
                         None => sqlx::query(
                             "INSERT INTO directory_entries (tenant_id, external_id, name, company, numbers, \
@@ -468,7 +468,7 @@ macro_rules! shared_sql {
                     .rows_affected();
                     count(&mut report.directory_entries, existing.is_some(), affected);
                 }
-                Mutation::UpsertTemplate(t) => {
+                Mutation::UpsertTemplate(t) | Mutation::CreateTemplate(t) => {
                     if t.scope == TemplateScope::Phone {
                         // Locked, so the phone cannot be deleted or moved
                         // (which removes its templates) before this commits.
@@ -498,6 +498,7 @@ macro_rules! shared_sql {
                     .bind(&t.file_pattern)
                     .fetch_optional(&mut *conn)
                     .await?;
+                    mutation.refused_if(existing.is_some())?;
                     let (id, version) = match existing {
                         Some((_, _, body)) if body == t.body => {
                             report.templates.unchanged += 1;
@@ -603,7 +604,9 @@ macro_rules! shared_sql {
                         delete_phone_templates(conn, &mac.to_string(), report).await?;
                     }
                 }
-                Mutation::UpsertDirectorySource(source) => upsert_source(conn, key, source, now, report).await?,
+                Mutation::UpsertDirectorySource(source) | Mutation::CreateDirectorySource(source) => {
+                    upsert_source(conn, key, mutation, source, now, report).await?
+                }
                 Mutation::DeleteDirectorySource { tenant, name } => delete_source(conn, tenant, name, report).await?,
                 Mutation::CreateApiToken(token) => create_token(conn, token, now, report).await?,
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
@@ -781,7 +784,7 @@ macro_rules! shared_sql {
                 }
                 apply_one(conn, key, mutation, now, &mut report)
                     .await
-                    .map_err(|e| rejected(e, index, None))?;
+                    .map_err(|e| rejected(crate::store::mutation_creates::name_taken(e, mutation), index, None))?;
                 done += 1;
                 if index % 16 == 15 || index + 1 == mutations.len() {
                     crate::store::progress_point(progress.as_ref(), done).await;

@@ -8,6 +8,7 @@ mod common;
 mod connect_url;
 mod fleet;
 mod masked;
+mod mutation_creates;
 mod nul;
 mod phone_batch;
 pub mod postgres;
@@ -183,6 +184,12 @@ pub struct ApiTokenInput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     UpsertTenant(TenantInput),
+    /// Like `UpsertTenant`, but fails the whole write with
+    /// [`SyncError::Taken`] if the slug is taken: the API's create never
+    /// replaces a tenant that another node, or a concurrent request, made
+    /// and its own mirror has not shown yet. The API creates each kind of
+    /// row with its `Create*`; imports and edits upsert.
+    CreateTenant(TenantInput),
     UpsertPhone(PhoneInput),
     /// Like `UpsertPhone`, but fails the whole write with
     /// [`SyncError::Taken`] if the MAC exists in any tenant: a create never
@@ -194,9 +201,15 @@ pub enum Mutation {
     /// [`SyncError::Rejected`]'s `item`.
     UpsertPhones(PhoneBatch),
     UpsertDirectoryEntry(DirectoryEntryInput),
+    /// Fails with [`SyncError::Taken`] if the tenant has the external id.
+    CreateDirectoryEntry(DirectoryEntryInput),
     /// Creates or replaces a template; a changed body is a new version, and
     /// every version is kept in `template_versions`.
     UpsertTemplate(TemplateInput),
+    /// Fails with [`SyncError::Taken`] if a template has the same scope,
+    /// family, scope key and file pattern: version 1 of a new template,
+    /// never version n + 1 of someone else's.
+    CreateTemplate(TemplateInput),
     DeleteTenant {
         slug: String,
     },
@@ -208,6 +221,8 @@ pub enum Mutation {
         external_id: String,
     },
     UpsertDirectorySource(DirectorySourceInput),
+    /// Fails with [`SyncError::Taken`] if the tenant has a source of the name.
+    CreateDirectorySource(DirectorySourceInput),
     DeleteDirectorySource {
         tenant: String,
         name: String,

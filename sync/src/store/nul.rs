@@ -76,7 +76,7 @@ impl Mutation {
     /// `None` for an import's batch: see the module's note.
     pub fn nul_field(&self) -> Option<String> {
         let (what, field) = match self {
-            Mutation::UpsertTenant(t) => (
+            Mutation::UpsertTenant(t) | Mutation::CreateTenant(t) => (
                 "tenant",
                 first([
                     ("slug", Some(t.slug.as_str())),
@@ -87,7 +87,7 @@ impl Mutation {
             ),
             Mutation::UpsertPhone(p) | Mutation::CreatePhone(p) => ("phone", p.nul_field()),
             Mutation::UpsertPhones(_) => return None,
-            Mutation::UpsertDirectoryEntry(e) => {
+            Mutation::UpsertDirectoryEntry(e) | Mutation::CreateDirectoryEntry(e) => {
                 let numbers = e.numbers.iter().flat_map(|n| {
                     [
                         ("number", Some(&*n.number)),
@@ -102,7 +102,7 @@ impl Mutation {
                 ];
                 ("directory entry", first(fields.into_iter().chain(numbers)))
             }
-            Mutation::UpsertTemplate(t) => (
+            Mutation::UpsertTemplate(t) | Mutation::CreateTemplate(t) => (
                 "template",
                 first([
                     ("scope_key", Some(t.scope_key.as_str())),
@@ -122,7 +122,7 @@ impl Mutation {
                 "directory entry",
                 keyed(tenant, ("external_id", external_id)),
             ),
-            Mutation::UpsertDirectorySource(s) => (
+            Mutation::UpsertDirectorySource(s) | Mutation::CreateDirectorySource(s) => (
                 "directory source",
                 first([
                     ("tenant", Some(s.tenant.as_str())),
