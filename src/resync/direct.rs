@@ -56,13 +56,14 @@ impl ResyncService {
     ) -> Result<SocketAddr, Refusal> {
         let ours = self.local_addr().map(|a| a.ip()).ok();
         if via == Via::Direct {
-            let rows = self
-                .inner
-                .store
-                .served_boots(mac, tenant.id, SERVED_ROWS)
+            // Bounded as the refetch watch's reads are: on a connection
+            // gone silent the read would wait until TCP gave up, holding
+            // one of the worker's places. The platform's fault, not the
+            // phone's: it pages the operator as the proxy's failures do.
+            let read = self.inner.store.served_boots(mac, tenant.id, SERVED_ROWS);
+            let rows = tokio::time::timeout(super::refetch::HISTORY_READ_WITHIN, read)
                 .await
-                // The platform's fault, not the phone's: it pages the
-                // operator as the proxy's failures do.
+                .map_err(|_| ("no_address", "provisioning history did not answer in time"))?
                 .map_err(|_| ("no_address", "provisioning history is unavailable"))?;
             let networks = provisioning_networks(tenant);
             return choose(

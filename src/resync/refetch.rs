@@ -29,7 +29,7 @@ const LAST_POLL: Duration = Duration::from_secs(30);
 /// statement timeout, and no keepalive notices) never ends, and the
 /// watch, which reads one phone at a time, stopped with it for good: no
 /// refetch was seen again until restart.
-const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
+pub(super) const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
 /// At most one warning of reads past their time this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 

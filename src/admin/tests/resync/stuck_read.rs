@@ -2,7 +2,8 @@
 //! read on a connection that went silent (no error ever comes: a path that
 //! drops packets, no keepalive) stopped it for good, and no refetch was
 //! seen again until restart; now the read is given up after a while and
-//! the watch goes on with another connection.
+//! the watch goes on with another connection. A direct resync's read of
+//! where the phone fetched from is bounded the same way.
 
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,8 @@ const LOCK_WAITERS: &str = "SELECT count(*) FROM pg_stat_activity \
 async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
     let db = TestDb::new(Backend::Postgres).await;
     let (relay, through) = Relay::to(&db.url).await;
-    // The connection whose read goes unanswered stays the pool's (sqlx
-    // waits for the answer before taking it back): the watch goes on with
-    // the other.
+    // A small pool: the read given up closes its connection, and the watch
+    // goes on with another.
     let options = StoreOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
@@ -107,5 +107,82 @@ async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
         Some(Some(sent + 2)),
         "the watch stopped at the unanswered read"
     );
+    cancel.cancel();
+}
+
+/// A direct resync reads where the phone last fetched from; on a
+/// connection gone silent that read waited until TCP gave up, holding one
+/// of the worker's places. Now it is given up as the watch's reads are,
+/// and the resync fails saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_resync_whose_history_read_never_answers_fails() {
+    use crate::config::ResyncConfig;
+    use crate::resync::track::State;
+    use crate::resync::ResyncService;
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let (relay, through) = Relay::to(&db.url).await;
+    let options = StoreOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let store = dialtone_sync::store::open(&through, test_key(), &options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let h = Harness::over(db, store, &options).await;
+    let config = ResyncConfig {
+        direct: true,
+        direct_networks: vec!["127.0.0.0/25".into()],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let direct = ResyncService::new(&config, h.store.clone(), None).unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(direct.clone().run(cancel.clone()));
+
+    let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE provisioning_history IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    let path = format!("/v1/phones/{ACME_MAC}/resync");
+    let (status, _, body) = super::super::resync_limits::call_with(
+        &h,
+        Some(direct.clone()),
+        axum::http::Method::POST,
+        &path,
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::ACCEPTED, "{body}");
+    let mut waiting = false;
+    for _ in 0..400 {
+        let waiters: i64 = sqlx::query_scalar(LOCK_WAITERS)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+        if waiters >= 1 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the direct resync never read history");
+    // Its answer now never reaches the node.
+    relay.freeze();
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+
+    let started = Instant::now();
+    let mut newest = direct.list(None, 1, |_| true).remove(0);
+    while newest.state != State::Failed && started.elapsed() < Duration::from_secs(45) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        newest = direct.list(None, 1, |_| true).remove(0);
+    }
+    assert_eq!(newest.state, State::Failed, "still waiting on the read");
+    let reason = newest.reason.unwrap_or_default();
+    assert!(reason.contains("did not answer in time"), "{reason}");
     cancel.cancel();
 }
