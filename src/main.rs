@@ -85,7 +85,8 @@ enum Command {
     /// directory sources, from CSV or JSON.
     Import(ImportArgs),
     /// Write tenants, phones with lines, directory entries and sources in
-    /// the import formats (secrets in clear), to back up, move or edit.
+    /// the import formats (secrets in clear), to move or edit; not a backup
+    /// (no templates, tokens or history).
     Export(export_cmd::ExportArgs),
     /// Validate the configuration and the files it names (TLS pair, key
     /// file, static folder, log file), and print it, secrets masked.
