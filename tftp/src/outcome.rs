@@ -14,8 +14,8 @@ use crate::error::ProvisionError;
 /// stores one. A render error's text is ours and short (`render.rs` keeps
 /// a template's `throw` text out of it); this bounds the rest.
 const MAX_OUTCOME: usize = 512;
-use crate::identify::Identity;
-use crate::provision::{Provisioner, Rendered, Request};
+use crate::identify::{FileKind, Identity};
+use crate::provision::{record_served, Provisioner, Rendered, Request};
 
 /// The `outcome` label of a provisioning request: a short, bounded set.
 pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
@@ -44,7 +44,7 @@ impl Provisioner {
         phone: &Phone,
         tenant_id: Option<dialtone_sync::Id>,
         result: &Result<Rendered, ProvisionError>,
-    ) -> Option<(BootRecord, Arc<str>)> {
+    ) -> Option<(BootRecord, Option<Arc<str>>)> {
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
@@ -78,14 +78,17 @@ impl Provisioner {
         // must not read as served.
         // With what was served: a fetch of new bytes (the refetch a resync
         // asked for, on a node that served the phone moments before) is
-        // never taken for a repeat.
-        match result {
-            Ok(file) if request.protocol == crate::provision::Protocol::Tftp => {
-                return Some((record, file.etag.clone()));
-            }
-            Ok(file) => history.record_served(record, &file.etag),
-            Err(_) => history.record(record),
+        // never taken for a repeat. Not a directory's: each page and search
+        // is other bytes, and anyone knowing the MAC could page it into a
+        // row a request.
+        let content = match result {
+            Ok(file) if identity.kind != FileKind::PhoneDirectory => Some(file.etag.clone()),
+            _ => None,
+        };
+        if result.is_ok() && request.protocol == crate::provision::Protocol::Tftp {
+            return Some((record, content));
         }
+        record_served(history, record, content.as_deref());
         None
     }
 }

@@ -92,7 +92,16 @@ pub struct Rendered {
 #[derive(Clone)]
 pub(crate) struct Unproven {
     known: Option<KnownSource>,
-    history: Option<(HistorySink, BootRecord, Arc<str>)>,
+    history: Option<(HistorySink, BootRecord, Option<Arc<str>>)>,
+}
+
+/// A served fetch's line, told from a repeat by its bytes where they say
+/// something (`content`), by the fetch alone where not (a directory page).
+pub(crate) fn record_served(history: &HistorySink, record: BootRecord, content: Option<&str>) {
+    match content {
+        Some(content) => history.record_served(record, content),
+        None => history.record(record),
+    }
 }
 
 impl std::fmt::Debug for Unproven {
@@ -120,7 +129,7 @@ impl Unproven {
         if let Some((history, mut record, content)) = self.history {
             record.outcome = outcome;
             record.bytes = i64::try_from(acknowledged).unwrap_or(i64::MAX);
-            history.record_served(record, &content);
+            record_served(&history, record, content.as_deref());
         }
     }
 
@@ -128,7 +137,7 @@ impl Unproven {
     fn answered(mut self, provisioner: &Provisioner) {
         self.prove(provisioner);
         if let Some((history, record, content)) = self.history {
-            history.record_served(record, &content);
+            record_served(&history, record, content.as_deref());
         }
     }
 }
