@@ -83,6 +83,14 @@ fn print_phone(
 }
 
 pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
+    // A MAC of no form is the command line's fault: said before any
+    // database is opened.
+    let mac: Option<Mac> = (args.mac.as_ref())
+        .map(|mac| {
+            mac.parse()
+                .map_err(|e| crate::usage_error(format!("{mac:?}: {e}")))
+        })
+        .transpose()?;
     let (_store, mirror, key) = crate::loaded_mirror(config).await?;
     let source = config.provisioning.shipped_source();
     let shipped = Shipped::from_source(&source, 1)
@@ -99,8 +107,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     );
     let state = mirror.load();
 
-    if let Some(mac) = &args.mac {
-        let mac: Mac = mac.parse().map_err(|e| anyhow::anyhow!("{mac:?}: {e}"))?;
+    if let Some(mac) = mac {
         let phone = state
             .phone_by_mac(&mac)
             .with_context(|| format!("no phone {mac}"))?;

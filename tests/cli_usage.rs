@@ -16,8 +16,9 @@ fn usage_errors_exit_2_naming_the_problem_before_the_database_is_opened() {
     let dir = tempfile::tempdir().unwrap();
     let url = unreachable_database();
     let target = format!("tftp://{}", free_udp_addr());
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 9] = [
         (&["render"], &["required", "<MAC|--all>"]),
+        (&["render", "zz:zz"], &["\"zz:zz\""]),
         (&["render", "--out", "x"], &["required", "<MAC|--all>"]),
         (
             &["token", "create", "--scope", "global-admin", "--name", ""],

@@ -8,8 +8,10 @@
 //! count from before the others: a tenant at its quota can pass it by as
 //! many creates as it runs at once, at most its database share on each
 //! node (`max(1, database.max_connections / 4)`, 2 of the default pool)
-//! times the nodes, less one. The overshoot does not grow: once the mirror
-//! holds those rows, every further create is refused. An exact count would
+//! times the nodes, less one. The overshoot does not grow while the node's
+//! mirror is current: once it holds those rows, every further create is
+//! refused. A node whose mirror lags (a long reload, a failing catch-up)
+//! counts from what it has, and lets creates through until it catches up. An exact count would
 //! take a per-tenant lock in every writing transaction.
 
 use serde::{Deserialize, Serialize};

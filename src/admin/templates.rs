@@ -241,6 +241,23 @@ impl<'a> From<&'a NewTemplate> for KeyFields<'a> {
     }
 }
 
+/// A new model template's key: resolution looks a phone's model up as
+/// recorded, in upper and in lower case, so a key in mixed case would
+/// apply only to phones recorded in that very spelling, silently. Only
+/// creates refuse it: one stored before is still checked and previewed.
+fn in_one_case(model: &str) -> Result<(), ApiError> {
+    let mixed = model.chars().any(|c| c.is_ascii_uppercase())
+        && model.chars().any(|c| c.is_ascii_lowercase());
+    if mixed {
+        return Err(ApiError::invalid(format!(
+            "model: {model} is in mixed case; write it in upper or lower case ({}), which \
+             applies to phones whatever case their model is recorded in",
+            model.to_ascii_uppercase()
+        )));
+    }
+    Ok(())
+}
+
 /// The natural key a new template's fields name, and the tenant it belongs to.
 /// A tenant or phone the caller may not see is named exactly like one that
 /// does not exist.
@@ -274,17 +291,6 @@ pub(crate) fn key_of(
             as_phone_model
                 .check()
                 .map_err(|r| ApiError::invalid(r.reason))?;
-            // Resolution looks a phone's model up as recorded, in upper and
-            // in lower case: a key in mixed case would apply only to phones
-            // recorded in that very spelling, silently.
-            let mixed = model.chars().any(|c| c.is_ascii_uppercase())
-                && model.chars().any(|c| c.is_ascii_lowercase());
-            if mixed {
-                return Err(ApiError::invalid(format!(
-                    "model: {model} is in mixed case; write it in upper or lower case ({}),                      which applies to phones whatever case their model is recorded in",
-                    model.to_ascii_uppercase()
-                )));
-            }
             (model.to_string(), None)
         }
         TemplateScope::Tenant => {
@@ -517,6 +523,9 @@ pub async fn create(
         let mirror = state.mirror.load();
         let (key, owner) = key_of(&mirror, &principal, (&body).into())?;
         may_write_key(&principal, owner)?;
+        if key.scope == TemplateScope::Model {
+            in_one_case(&key.scope_key)?;
+        }
         if let Some(existing) = mirror.template_by_key(&key) {
             return Err(ApiError::conflict(format!(
                 "template #{} already has this scope and file; update it instead",

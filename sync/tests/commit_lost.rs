@@ -175,3 +175,75 @@ async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
     );
     assert_eq!(tenants_named(&db, "globex").await, 1);
 }
+
+/// With every other connection of the pool busy (a pool of two, one
+/// waiting on a lock), the question still finds a connection: the
+/// writer's, whose answer was lost, is closed before the database is
+/// asked, not held while it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_is_asked_about_with_the_pool_full() {
+    use sqlx::Connection;
+
+    let db = TestDb::postgres().await;
+    db.store().await; // migrated
+    let target = db
+        .url
+        .split_once('@')
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let proxy = proxy(target).await;
+    let options = StoreOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let store = dialtone_sync::store::open(&through(&db.url, proxy.addr), test_key(), &options)
+        .await
+        .unwrap();
+    store
+        .apply(&[tenant("warmup", "US")], &audit("setup"))
+        .await
+        .unwrap();
+    // One connection of the pool waits on this lock until the end.
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE provisioning_history IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let reader = store.clone();
+    let waiting = tokio::spawn(async move {
+        let mac = "001565000001".parse().unwrap();
+        reader.served_boots(&mac, 1, 1).await
+    });
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut waiters = 0i64;
+    for _ in 0..400 {
+        waiters = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiters >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(waiters, 1, "the read never waited on the lock");
+
+    proxy.cut_next_commit.store(true, Ordering::SeqCst);
+    let made = store.apply(&[tenant("acme", "US")], &audit("create")).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    assert!(
+        made.is_ok(),
+        "a committed write reported as failed: {made:?}"
+    );
+    assert_eq!(tenants_named(&db, "acme").await, 1);
+    waiting.await.unwrap().unwrap();
+}

@@ -59,7 +59,7 @@ async fn an_ipv6_client_gets_a_block_that_fits_the_mtu(mode: Mode) {
         TftpOptions::default(),
     );
     assert_eq!(granted_blksize("[::1]:0", server.addr), "1448");
-    // A client asking less than the cap gets what it asked.
+    // A configured limit is lowered the same 20 bytes for it.
     let configured = TftpOptions {
         blksize_limit: 1400,
         ..Default::default()

@@ -63,6 +63,17 @@ async fn a_model_template_applies_whatever_the_case_and_only_once() {
     let mixed = post(&h, "global", "/v1/templates", model_template("T54w", "#\n")).await;
     refused_naming(&mixed, "model");
     assert!(mixed.text.contains("T54W"), "{}", mixed.text);
+    assert!(!mixed.text.contains("  "), "{}", mixed.text);
+    // One stored before this was refused is still checked as it is edited
+    // (the admin page checks the stored key's fields).
+    let check = post(
+        &h,
+        "global",
+        "/v1/templates/validate",
+        model_template("T54w", "#\n"),
+    )
+    .await;
+    assert!(!check.text.contains("mixed case"), "{}", check.text);
 }
 
 fn phone(mac: &str, extension: &str, auth_user: Option<&str>) -> serde_json::Value {

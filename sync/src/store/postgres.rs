@@ -258,14 +258,26 @@ impl Store for PgStore {
             };
             let report =
                 sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
-            match ending {
-                Ending::Commit => commit::settled(&self.pool, tx).await?,
-                Ending::RollBack => tx.rollback().await?,
-            }
-            Ok(report)
+            let lost = match ending {
+                Ending::Commit => commit::send(tx).await?,
+                Ending::RollBack => {
+                    tx.rollback().await?;
+                    None
+                }
+            };
+            Ok((report, lost))
         }
         .await;
-        conn.settle(written).await
+        match written {
+            Ok((report, Some(lost))) => {
+                // The writer's connection is closed (dropped) before the
+                // database is asked, so its pool slot is free for that.
+                drop(conn);
+                commit::settle(&self.pool, lost).await?;
+                Ok(report)
+            }
+            written => conn.settle(written.map(|(report, _)| report)).await,
+        }
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {

@@ -22,23 +22,34 @@ const ASKING_FOR: Duration = Duration::from_secs(5);
 /// backend has not yet noticed its client is gone.
 const AGAIN_AFTER: Duration = Duration::from_millis(200);
 
-/// Commits `tx`, settling a lost answer by asking the database.
-pub(super) async fn settled(
-    pool: &PgPool,
-    mut tx: Transaction<'_, Postgres>,
-) -> Result<(), SyncError> {
+/// A COMMIT whose answer was lost: the transaction's id and what cut it.
+pub(super) struct Lost {
+    xid: i64,
+    error: sqlx::Error,
+}
+
+/// Commits `tx`: `None` once committed, [`Lost`] when the answer was lost,
+/// to be settled with [`settle`] once the writer's connection is closed.
+/// Asked while that connection is still held, the question would wait for
+/// a pool slot the dead connection keeps, with the rest of the pool busy.
+pub(super) async fn send(mut tx: Transaction<'_, Postgres>) -> Result<Option<Lost>, SyncError> {
     // A write has its id already; one that wrote nothing gets one here,
     // which costs a counter step and nothing else.
     let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
         .fetch_one(&mut *tx)
         .await?;
-    let lost = match tx.commit().await {
-        Ok(()) => return Ok(()),
-        Err(e) if answer_lost(&e) => e,
+    match tx.commit().await {
+        Ok(()) => Ok(None),
+        Err(error) if answer_lost(&error) => Ok(Some(Lost { xid, error })),
         // The server's own refusal (a deferred key, a serialization
         // failure): it rolled back.
-        Err(e) => return Err(e.into()),
-    };
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Settles a lost commit's answer by asking the database.
+pub(super) async fn settle(pool: &PgPool, lost: Lost) -> Result<(), SyncError> {
+    let Lost { xid, error: lost } = lost;
     match tokio::time::timeout(ASKING_FOR, status(pool, xid)).await {
         Ok(Ok(Status::Committed)) => {
             tracing::warn!(xid, error = %lost, "the commit's answer was lost; the database says it committed");

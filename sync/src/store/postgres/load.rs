@@ -94,8 +94,11 @@ async fn load_on(
                 return Ok(Err(LargeRead::NoConnection));
             }
         };
-        let read = lines_beside(&mut conn, &snapshot, lines_estimate).await;
-        conn.settle(read).await
+        match lines_beside(&mut conn, &snapshot, lines_estimate).await {
+            // Its BEGIN failed: closed (dropped), not handed back as idle.
+            Ok(Err(LargeRead::NoConnection)) => Ok(Err(LargeRead::NoConnection)),
+            read => conn.settle(read).await,
+        }
     }));
     let meta = sql::read_meta(&mut tx).await?;
     let mut loading = Loading {
