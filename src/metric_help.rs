@@ -81,7 +81,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_background_failures_total",
-        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again), directory_files (a mirrored source's file or a tenant's kept number readings were not written, a full disk say: served from memory, synced again in full at the next start).",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load, a secrets key the next start would refuse), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again), directory_files (a mirrored source's file or a tenant's kept number readings were not written, a full disk say: served from memory, synced again in full at the next start).",
     ),
     (
         "dialtone_lookup_cache_share_full_total",
@@ -336,7 +336,7 @@ pub const GAUGES: &[(&str, &str)] = &[
     ),
     (
         "dialtone_config_last_reload_successful",
-        "1 if the last configuration load applied in full (the start, or the last SIGHUP reload), 0 if the last SIGHUP reload failed in any part (an invalid config, a certificate, templates or static files that would not load, the log file not reopened): then the next start would fail too.",
+        "1 if the last configuration load applied in full (the start, or the last SIGHUP reload), 0 if the last SIGHUP reload failed in any part (an invalid config, a certificate, templates or static files that would not load, the log file not reopened, a secrets key (secrets.key, secrets.key_file or the key file's content) that cannot be read or is not the running one and not one the database's secrets are sealed with): then the next start would fail too.",
     ),
     (
         "dialtone_config_last_reload_timestamp_seconds",

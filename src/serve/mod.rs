@@ -7,6 +7,10 @@
 mod drain;
 mod router;
 mod signals;
+#[cfg(test)]
+mod signals_tests;
+#[cfg(test)]
+mod snapshot_key_tests;
 mod startup;
 mod tasks;
 #[cfg(test)]
@@ -153,6 +157,7 @@ pub async fn run(
         config_path,
         overrides,
         config.clone(),
+        &key,
         log,
         hangup,
         signals::reload_live(

@@ -5,11 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use dialtone_sync::SecretKey;
 use dialtone_tftp::Provisioner;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::logging::LogHandle;
+pub(super) use running_key::RunningKey;
+
+mod running_key;
 
 /// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise).
 pub(super) fn notify_systemd(state: &[sd_notify::NotifyState]) {
@@ -25,11 +29,15 @@ pub(super) fn notify_systemd(state: &[sd_notify::NotifyState]) {
 /// The handlers are installed before this returns, not when the task first
 /// runs: a signal that arrives as soon as the listeners answer must not meet
 /// the default action (death by SIGTERM, skipping the drain).
+// What a reload reads and what it compares with, each its own: a struct
+// of them would be built once, here, for this one call.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn signals(
     cancel: CancellationToken,
     config_path: Option<PathBuf>,
     overrides: crate::config::Overrides,
     started_with: Config,
+    running_key: &SecretKey,
     log: LogHandle,
     mut hup: Hangup,
     reload_live: impl Fn(Option<&Config>) -> bool + Send + 'static,
@@ -39,13 +47,14 @@ pub(super) fn signals(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     // The configuration `serve` started with loaded in full.
     record_reload(true);
+    let running_key = RunningKey::new(Some(running_key.check_value()), &started_with);
     Ok(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.0.recv() => {
-                    let applied = hangup(
+                    let reloading = hangup(
                         || reload(
                             config_path.as_deref(),
                             &overrides,
@@ -54,8 +63,15 @@ pub(super) fn signals(
                         ),
                         &started_with,
                         &reload_live,
+                        &running_key,
                     );
-                    record_reload(applied);
+                    // The key check may wait on the database: a stop
+                    // signal meanwhile is not kept waiting behind it.
+                    tokio::select! {
+                        applied = reloading => record_reload(applied),
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                    }
                 }
                 _ = cancel.cancelled() => {
                     // A drain the node began itself (a listener stopped):
@@ -83,15 +99,42 @@ pub(super) fn signals(
 /// One SIGHUP: `reread` reads the config again (the new one, or `None`
 /// when it is invalid, and whether the log file was reopened), then
 /// `reload_live` applies what can change live (and says whether all of it
-/// was). Whether the whole reload applied: an invalid config, or any part
-/// not applied (a certificate, templates or static files that would not
-/// load), is one a restart would meet too, and a restart with an invalid
+/// was), and the secrets key the next start would read is checked
+/// ([`RunningKey::opens_the_next_start`]). Whether the whole reload
+/// applied: an invalid config, any part not applied (a certificate,
+/// templates or static files that would not load) or a key the database
+/// refuses is one a restart would meet too, and a restart with an invalid
 /// config exits 2, which systemd does not retry.
-fn hangup(
+pub(super) async fn hangup(
     reread: impl FnOnce() -> (Option<Config>, bool),
     started_with: &Config,
     reload_live: &impl Fn(Option<&Config>) -> bool,
+    running_key: &RunningKey,
 ) -> bool {
+    use futures::FutureExt;
+    let (applied, config) = reread_and_apply(reread, started_with, reload_live);
+    let Some(new) = &config else {
+        return applied;
+    };
+    // Caught for the same reason as the rest of the reload below.
+    let key_kept = std::panic::AssertUnwindSafe(running_key.opens_the_next_start(new))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            dialtone_sync::watcher::failed("reload");
+            tracing::error!("SIGHUP: the secrets key check panicked; signals are still heard");
+            false
+        });
+    key_kept && applied
+}
+
+/// [`hangup`] up to the key check: whether what it read applied, and the
+/// config it read (`None` when invalid, or when the reload panicked).
+fn reread_and_apply(
+    reread: impl FnOnce() -> (Option<Config>, bool),
+    started_with: &Config,
+    reload_live: &impl Fn(Option<&Config>) -> bool,
+) -> (bool, Option<Config>) {
     // This task alone hears SIGTERM: a reload that panicked and ended it
     // would leave the process deaf to a stop.
     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -111,14 +154,14 @@ fn hangup(
             }
         }
         let live = reload_live(config.as_ref());
-        reopened && config.is_some() && live
+        (reopened && config.is_some() && live, config)
     }));
     reloaded.unwrap_or_else(|_| {
         dialtone_sync::watcher::failed("reload");
         tracing::error!(
             "SIGHUP: the reload panicked; what it had applied stays, and signals are still heard"
         );
-        false
+        (false, None)
     })
 }
 
@@ -126,7 +169,7 @@ fn hangup(
 /// start (the config `serve` runs with loaded in full), then by each
 /// SIGHUP. A failed reload stays 0 until one succeeds, however long after:
 /// the bad file is still on disk for the next start.
-fn record_reload(successful: bool) {
+pub(super) fn record_reload(successful: bool) {
     metrics::gauge!("dialtone_config_last_reload_successful").set(if successful {
         1.0
     } else {
@@ -232,7 +275,7 @@ const LIVE: &[&str] = &[
 /// but only take effect on a restart, by dotted name. Without this an
 /// operator who tightens, say, `lookup.source_networks` and sends SIGHUP
 /// reads "reloaded" while tenants still reach the old networks.
-fn needs_restart(started_with: &Config, new: &Config) -> Vec<String> {
+pub(super) fn needs_restart(started_with: &Config, new: &Config) -> Vec<String> {
     let (mut before, mut after) = (Vec::new(), Vec::new());
     flatten(
         "",
@@ -339,96 +382,5 @@ pub(super) fn reload_live(
             }
         }
         applied
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{hangup, needs_restart, record_reload};
-    use crate::config::{Config, Overrides};
-
-    /// The gauge a scrape would show for `name`, from a local recorder.
-    fn gauge(handle: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> Option<f64> {
-        handle
-            .render()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    /// A reload that fails in any part leaves the gauge at 0 until one
-    /// succeeds: unlike a counter's increase, it does not age out while
-    /// the bad file waits on disk for the next start.
-    #[test]
-    fn the_last_reload_gauge_stays_failed_until_a_reload_succeeds() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let running = Config::default();
-        let ok = |_: Option<&Config>| true;
-        let successful = "dialtone_config_last_reload_successful";
-        let at = "dialtone_config_last_reload_timestamp_seconds";
-        metrics::with_local_recorder(&recorder, || record_reload(true));
-        assert_eq!(gauge(&handle, successful), Some(1.0));
-        let started = gauge(&handle, at).unwrap();
-        assert!(started > 1.7e9, "{started}");
-
-        // An invalid config; a part not applied; the log not reopened; a
-        // panic: each a failed reload.
-        type Reread = Box<dyn FnOnce() -> (Option<Config>, bool)>;
-        let failures: [(Reread, bool); 4] = [
-            (Box::new(|| (None, true)), true),
-            (Box::new(|| (Some(Config::default()), true)), false),
-            (Box::new(|| (Some(Config::default()), false)), true),
-            (Box::new(|| panic!("a reload that panics")), true),
-        ];
-        for (reread, live) in failures {
-            metrics::with_local_recorder(&recorder, || {
-                record_reload(hangup(reread, &running, &|_: Option<&Config>| live))
-            });
-            assert_eq!(gauge(&handle, successful), Some(0.0));
-        }
-        assert!(gauge(&handle, at).unwrap() >= started);
-
-        metrics::with_local_recorder(&recorder, || {
-            record_reload(hangup(|| (Some(Config::default()), true), &running, &ok))
-        });
-        assert_eq!(gauge(&handle, successful), Some(1.0));
-    }
-
-    /// Listeners and the database given on the command line win over the
-    /// file at start and at each reload, so a reload does not name them
-    /// as changes awaiting a restart (it did, on every SIGHUP).
-    #[test]
-    fn command_line_settings_are_not_changes_awaiting_a_restart() {
-        let overrides = Overrides {
-            database_url: Some("sqlite:///var/lib/other.db".into()),
-            listen: Some("127.0.0.1:9999".parse().unwrap()),
-            ..Overrides::default()
-        };
-        let mut running = Config::default();
-        overrides.apply(&mut running);
-        let mut reread = Config::default();
-        let before = needs_restart(&running, &reread);
-        assert!(
-            before.contains(&"http.listen".to_string()) && before.len() == 2,
-            "{before:?}"
-        );
-        overrides.apply(&mut reread);
-        assert!(needs_restart(&running, &reread).is_empty());
-    }
-
-    #[test]
-    fn a_reload_names_the_changes_that_wait_for_a_restart() {
-        let running = Config::default();
-        let mut new = running.clone();
-        assert!(needs_restart(&running, &new).is_empty());
-        new.provisioning.ban_burst += 1;
-        new.log.filter = "debug".into();
-        assert!(needs_restart(&running, &new).is_empty(), "both apply live");
-        new.lookup.source_networks = vec!["10.0.0.0/8".into()];
-        new.quotas.phones += 1;
-        assert_eq!(
-            needs_restart(&running, &new),
-            ["lookup.source_networks", "quotas.phones"]
-        );
     }
 }

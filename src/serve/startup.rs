@@ -214,6 +214,16 @@ pub(super) async fn load_mirror(
             );
             };
             mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+            // The database's check of the key waits for it to answer; until
+            // then a wrong key would report ready and fail every phone with
+            // a password. Nothing serves yet: refused now, the start exits 1.
+            snapshot::check_key(&mirror.load(), key).with_context(|| {
+                format!(
+                    "cannot serve the snapshot {} while database {} is unreachable",
+                    path.display(),
+                    masked_url(&config.database.url)
+                )
+            })?;
             // Stale since the snapshot's data was last in sync, not since this
             // start: `max_staleness_s` and the stale-seconds gauge count from
             // there, however many restarts later.

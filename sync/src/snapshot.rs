@@ -18,14 +18,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::crypto::{Purpose, Sealed, SecretKey};
 use crate::error::SyncError;
-use crate::mirror::{Loading, Mirror};
+use crate::mirror::{Loading, Mirror, MirrorState};
 use crate::model::*;
 
 #[cfg(test)]
 mod checksum_tests;
 pub(crate) mod crc32c;
 mod format;
+#[cfg(test)]
+mod key_tests;
 mod synced;
 #[cfg(test)]
 mod synced_tests;
@@ -246,6 +249,53 @@ pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError>
     let (mut header, loading) = format::load(&file).map_err(|e| err(path, e))?;
     synced::apply(path, &metadata, &mut header);
     Ok(Some((header, loading)))
+}
+
+/// The refusal of a key that is not the one the secrets are sealed with,
+/// in the same words whether the database's check value or a snapshot's
+/// sealed rows found it out: the operator's remedy is the same.
+pub(crate) fn not_the_sealing_key() -> SyncError {
+    SyncError::Key(
+        "it is not the key this database's secrets are sealed with; use the database's own \
+         (a key_file that was missing is created anew, with a new key)"
+            .into(),
+    )
+}
+
+/// Refuses `key` unless it opens one sealed value of each kind `state`
+/// holds (a line password, a phone's HTTP password, a source secret), as
+/// the database's own check does where it has no check value. A node
+/// serving its snapshot while the database is unreachable cannot ask the
+/// database, and with another key it would answer every phone that has a
+/// password with an error while reporting ready. A state holding no
+/// sealed value has nothing to check.
+pub fn check_key(state: &MirrorState, key: &SecretKey) -> Result<(), SyncError> {
+    let present = |sealed: &Option<Sealed>| sealed.clone().filter(|s| !s.0.is_empty());
+    let line_password = state.phones().find_map(|phone| {
+        state
+            .lines_of(phone.id)
+            .iter()
+            .find_map(|line| present(&line.password))
+    });
+    let phone_password = state
+        .phones()
+        .find_map(|phone| present(&phone.http_password));
+    let source_secret = state
+        .tables()
+        .directory_sources()
+        .find_map(|source| present(&source.secret));
+    let sealed = [
+        (Purpose::LinePassword, line_password),
+        (Purpose::DeviceHttpPassword, phone_password),
+        (Purpose::SourceSecret, source_secret),
+    ];
+    for (purpose, sealed) in sealed {
+        if let Some(sealed) = sealed {
+            key.open(purpose, &sealed)
+                .map_err(|_| not_the_sealing_key())?;
+        }
+    }
+    Ok(())
 }
 
 /// What [`refresh`] wrote.
