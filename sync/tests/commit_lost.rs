@@ -121,8 +121,11 @@ async fn tenants_named(db: &TestDb, slug: &str) -> i64 {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
+/// A migrated database, the proxy in front of it, and a store of a pool of
+/// `max_connections` connected through the proxy, which has written once.
+async fn through_proxy(
+    max_connections: u32,
+) -> (TestDb, Proxy, std::sync::Arc<dyn dialtone_sync::Store>) {
     let db = TestDb::postgres().await;
     db.store().await; // migrated
     let target = db
@@ -136,6 +139,7 @@ async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
         .to_string();
     let proxy = proxy(target).await;
     let options = StoreOptions {
+        max_connections,
         acquire_timeout: Duration::from_secs(2),
         ..StoreOptions::default()
     };
@@ -146,6 +150,12 @@ async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
         .apply(&[tenant("warmup", "US")], &audit("setup"))
         .await
         .unwrap();
+    (db, proxy, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
+    let (db, proxy, store) = through_proxy(StoreOptions::default().max_connections).await;
 
     // The database answers on another connection: the write was made,
     // and the store says so.
@@ -184,30 +194,7 @@ async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
 async fn a_lost_commit_is_asked_about_with_the_pool_full() {
     use sqlx::Connection;
 
-    let db = TestDb::postgres().await;
-    db.store().await; // migrated
-    let target = db
-        .url
-        .split_once('@')
-        .unwrap()
-        .1
-        .split_once('/')
-        .unwrap()
-        .0
-        .to_string();
-    let proxy = proxy(target).await;
-    let options = StoreOptions {
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(2),
-        ..StoreOptions::default()
-    };
-    let store = dialtone_sync::store::open(&through(&db.url, proxy.addr), test_key(), &options)
-        .await
-        .unwrap();
-    store
-        .apply(&[tenant("warmup", "US")], &audit("setup"))
-        .await
-        .unwrap();
+    let (db, proxy, store) = through_proxy(2).await;
     // One connection of the pool waits on this lock until the end.
     let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut lock).await.unwrap();

@@ -19,12 +19,12 @@ use super::{proxy, queue_acme_phone_resync, wait_for};
 const LOCK_WAITERS: &str = "SELECT count(*) FROM pg_stat_activity \
      WHERE datname = current_database() AND wait_event_type = 'Lock'";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
+/// A harness whose store reaches PostgreSQL through a relay the test can
+/// freeze. A small pool: a read given up closes its connection, and the
+/// work goes on with another.
+async fn relayed() -> (Harness, Relay) {
     let db = TestDb::new(Backend::Postgres).await;
     let (relay, through) = Relay::to(&db.url).await;
-    // A small pool: the read given up closes its connection, and the watch
-    // goes on with another.
     let options = StoreOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
@@ -34,16 +34,42 @@ async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let h = Harness::over(db, store, &options).await;
+    (Harness::over(db, store, &options).await, relay)
+}
 
-    // The watch's first read waits on this lock, on a relayed connection.
+/// A connection of the test's own holding provisioning history locked
+/// until it commits: history reads wait on it.
+async fn history_locked(h: &Harness) -> sqlx::PgConnection {
     let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
     sqlx::query("LOCK TABLE provisioning_history IN ACCESS EXCLUSIVE MODE")
         .execute(&mut lock)
         .await
         .unwrap();
+    lock
+}
+
+/// Whether a read came to wait on [`history_locked`]'s lock (in 10 s).
+async fn waits_on_the_lock(h: &Harness) -> bool {
     let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    for _ in 0..400 {
+        let waiters: i64 = sqlx::query_scalar(LOCK_WAITERS)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+        if waiters >= 1 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
+    let (h, relay) = relayed().await;
+    // The watch's first read waits on this lock, on a relayed connection.
+    let mut lock = history_locked(&h).await;
 
     let cancel = CancellationToken::new();
     tokio::spawn(h.resync.clone().run(cancel.clone()));
@@ -53,19 +79,7 @@ async fn a_history_read_never_answered_does_not_stop_the_refetch_watch() {
     let done = wait_for(&h, &path, |r| r["state"] == "answered").await;
     let sent = done["sent_at"].as_i64().unwrap();
 
-    let mut waiting = false;
-    for _ in 0..400 {
-        let waiters: i64 = sqlx::query_scalar(LOCK_WAITERS)
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
-        if waiters >= 1 {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(waiting, "the watch never read history");
+    assert!(waits_on_the_lock(&h).await, "the watch never read history");
     // Its answer now never reaches the node.
     relay.freeze();
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
@@ -120,18 +134,7 @@ async fn a_direct_resync_whose_history_read_never_answers_fails() {
     use crate::resync::track::State;
     use crate::resync::ResyncService;
 
-    let db = TestDb::new(Backend::Postgres).await;
-    let (relay, through) = Relay::to(&db.url).await;
-    let options = StoreOptions {
-        max_connections: 2,
-        acquire_timeout: Duration::from_millis(500),
-        ..StoreOptions::default()
-    };
-    let store = dialtone_sync::store::open(&through, test_key(), &options)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let h = Harness::over(db, store, &options).await;
+    let (h, relay) = relayed().await;
     let config = ResyncConfig {
         direct: true,
         direct_networks: vec!["127.0.0.0/25".into()],
@@ -142,13 +145,7 @@ async fn a_direct_resync_whose_history_read_never_answers_fails() {
     let cancel = CancellationToken::new();
     tokio::spawn(direct.clone().run(cancel.clone()));
 
-    let mut lock = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE provisioning_history IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
-    let mut watch = sqlx::PgConnection::connect(&h._db.url).await.unwrap();
+    let mut lock = history_locked(&h).await;
     let path = format!("/v1/phones/{ACME_MAC}/resync");
     let (status, _, body) = super::super::resync_limits::call_with(
         &h,
@@ -158,19 +155,10 @@ async fn a_direct_resync_whose_history_read_never_answers_fails() {
     )
     .await;
     assert_eq!(status, axum::http::StatusCode::ACCEPTED, "{body}");
-    let mut waiting = false;
-    for _ in 0..400 {
-        let waiters: i64 = sqlx::query_scalar(LOCK_WAITERS)
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
-        if waiters >= 1 {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(waiting, "the direct resync never read history");
+    assert!(
+        waits_on_the_lock(&h).await,
+        "the direct resync never read history"
+    );
     // Its answer now never reaches the node.
     relay.freeze();
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
