@@ -243,8 +243,9 @@ impl<'a> From<&'a NewTemplate> for KeyFields<'a> {
 
 /// A new model template's key: resolution looks a phone's model up as
 /// recorded, in upper and in lower case, so a key in mixed case would
-/// apply only to phones recorded in that very spelling, silently. Only
-/// creates refuse it: one stored before is still checked and previewed.
+/// apply only to phones recorded in that very spelling, silently. Creates
+/// and checks of a new key refuse it: one stored before is still checked
+/// and previewed.
 fn in_one_case(model: &str) -> Result<(), ApiError> {
     let mixed = model.chars().any(|c| c.is_ascii_uppercase())
         && model.chars().any(|c| c.is_ascii_lowercase());
@@ -490,7 +491,13 @@ pub async fn validate(
     check_names(body.names())?;
     let (key, owner) = {
         let mirror = state.mirror.load();
-        key_of(&mirror, &principal, (&body).into())?
+        let (key, owner) = key_of(&mirror, &principal, (&body).into())?;
+        // A new key is checked as its create would be; a stored one is
+        // still checked as it is edited.
+        if key.scope == TemplateScope::Model && mirror.template_by_key(&key).is_none() {
+            in_one_case(&key.scope_key)?;
+        }
+        (key, owner)
     };
     may_try(&principal, owner)?;
     // A check is work a tenant causes: it obeys the size quota too.

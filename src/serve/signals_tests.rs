@@ -198,3 +198,24 @@ async fn with_the_database_unreachable_a_changed_key_fails_the_reload() {
     changed.secrets.key = Some("ab".repeat(32));
     assert!(!reload_reports(&running, &running_key, &changed).await);
 }
+
+/// A config naming another database with a key of its own (a move to
+/// PostgreSQL) is not judged against the running database: the start
+/// that opens the new one checks its key.
+#[tokio::test]
+async fn a_changed_key_for_another_database_is_left_to_the_next_start() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut running = Config::default();
+    running.database.url = format!("postgres://dialtone@{closed}/dialtone");
+    running.database.acquire_timeout_ms = 500;
+    running.secrets.key = Some(DATABASE_KEY.into());
+    let key = SecretKey::parse(DATABASE_KEY).unwrap();
+    let running_key = RunningKey::new(Some(key.check_value()), &running);
+    let mut moved = running.clone();
+    moved.database.url = format!("postgres://dialtone@{closed}/another");
+    moved.secrets.key = Some("ab".repeat(32));
+    assert!(reload_reports(&running, &running_key, &moved).await);
+}

@@ -248,9 +248,13 @@ impl HistorySink {
 
     /// What tells a fetch's repeats apart from other fetches.
     fn repeat_key(&self, r: &BootRecord) -> u64 {
+        // File names match whatever their case, and a leading slash is
+        // TFTP's habit: each spelling of one file is one fetch here, or
+        // anyone knowing a MAC could write a row for each.
+        let file = r.file.trim_start_matches('/').to_ascii_lowercase();
         self.repeat_keys.hash_one((
             &r.mac,
-            &r.file,
+            file,
             &r.outcome,
             &r.protocol,
             source_of(&r.remote_ip),

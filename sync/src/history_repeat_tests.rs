@@ -70,3 +70,27 @@ fn fetches_that_differ_in_any_part_are_not_repeats() {
     });
     assert_eq!(sink.repeats(), 1);
 }
+
+/// File names match whatever their case (and TFTP's leading slash): each
+/// spelling of one file is the same fetch, or anyone knowing a MAC could
+/// write a row a spelling (`-DIRECTORY.xml`, `-Directory.xml`, ...).
+#[test]
+fn spellings_of_one_file_are_one_fetch() {
+    let sink = sink();
+    for (at, file) in [
+        "001565000001.cfg",
+        "001565000001.CFG",
+        "/001565000001.cfg",
+        "001565000001.cFg",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sink.record(BootRecord {
+            at: 1_000 + at as i64,
+            file: file.into(),
+            ..fetch()
+        });
+    }
+    assert_eq!(sink.repeats(), 3);
+}

@@ -262,41 +262,46 @@ pub(crate) fn not_the_sealing_key() -> SyncError {
     )
 }
 
-/// Refuses `key` unless it opens one sealed value of each kind `state`
-/// holds (a line password, a phone's HTTP password, a source secret), as
-/// the database's own check does where it has no check value. A node
-/// serving its snapshot while the database is unreachable cannot ask the
-/// database, and with another key it would answer every phone that has a
-/// password with an error while reporting ready. A state holding no
-/// sealed value has nothing to check.
+/// Refuses `key` unless it opens one of the first sealed values `state`
+/// holds (line passwords, phones' HTTP passwords, source secrets; at most
+/// [`KEY_SAMPLES`] of them). A node serving its snapshot while the database
+/// is unreachable cannot ask the database, and with another key it would
+/// answer every phone that has a password with an error while reporting
+/// ready. One value that opens is enough: a database may hold a few rows
+/// sealed with another key (a key file once created anew on one node),
+/// which must not refuse the right key, while another key opens none. A
+/// state holding no sealed value has nothing to check.
 pub fn check_key(state: &MirrorState, key: &SecretKey) -> Result<(), SyncError> {
     let present = |sealed: &Option<Sealed>| sealed.clone().filter(|s| !s.0.is_empty());
-    let line_password = state.phones().find_map(|phone| {
-        state
-            .lines_of(phone.id)
-            .iter()
-            .find_map(|line| present(&line.password))
+    let line_passwords = state.phones().flat_map(|phone| {
+        (state.lines_of(phone.id).iter())
+            .filter_map(|line| present(&line.password))
+            .map(|sealed| (Purpose::LinePassword, sealed))
+            .collect::<Vec<_>>()
     });
-    let phone_password = state
-        .phones()
-        .find_map(|phone| present(&phone.http_password));
-    let source_secret = state
-        .tables()
-        .directory_sources()
-        .find_map(|source| present(&source.secret));
-    let sealed = [
-        (Purpose::LinePassword, line_password),
-        (Purpose::DeviceHttpPassword, phone_password),
-        (Purpose::SourceSecret, source_secret),
-    ];
-    for (purpose, sealed) in sealed {
-        if let Some(sealed) = sealed {
-            key.open(purpose, &sealed)
-                .map_err(|_| not_the_sealing_key())?;
-        }
+    let phone_passwords = (state.phones())
+        .filter_map(|phone| present(&phone.http_password))
+        .map(|sealed| (Purpose::DeviceHttpPassword, sealed));
+    let source_secrets = (state.tables().directory_sources())
+        .filter_map(|source| present(&source.secret))
+        .map(|sealed| (Purpose::SourceSecret, sealed));
+    let sampled: Vec<(Purpose, Sealed)> = line_passwords
+        .take(KEY_SAMPLES)
+        .chain(phone_passwords.take(KEY_SAMPLES))
+        .chain(source_secrets.take(KEY_SAMPLES))
+        .collect();
+    if sampled.is_empty()
+        || sampled
+            .iter()
+            .any(|(purpose, sealed)| key.open(*purpose, sealed).is_ok())
+    {
+        return Ok(());
     }
-    Ok(())
+    Err(not_the_sealing_key())
 }
+
+/// Sealed values of each kind [`check_key`] tries.
+const KEY_SAMPLES: usize = 16;
 
 /// What [`refresh`] wrote.
 #[derive(Debug)]

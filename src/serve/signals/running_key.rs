@@ -37,8 +37,14 @@ impl RunningKey {
     /// Whether the key a start with `new` would read is the running one,
     /// or one the database's secrets are sealed with; says why not as an
     /// error, without any of the key. With the database unreachable, only
-    /// the running key passes: it is the one this node has checked.
+    /// the running key passes: it is the one this node has checked. A
+    /// config naming another database is not judged here: that database
+    /// may be a new one with a key of its own (a move to PostgreSQL), and
+    /// the start that opens it checks its key.
     pub(super) async fn opens_the_next_start(&self, new: &Config) -> bool {
+        if new.database.url != self.database_url {
+            return true;
+        }
         let refused = |why: String| {
             dialtone_sync::watcher::failed("reload");
             tracing::error!(

@@ -69,3 +69,18 @@ fn a_snapshot_without_sealed_values_takes_any_key() {
     check_key(&mirror.load(), &another_key()).unwrap();
     check_key(&Mirror::new().load(), &another_key()).unwrap();
 }
+
+/// A row sealed with another key (a key file once created anew on one
+/// node) does not refuse the key the rest are sealed with; another key,
+/// which opens none of them, is still refused.
+#[test]
+fn a_stray_row_sealed_with_another_key_does_not_refuse_the_right_one() {
+    let mut data = every_field();
+    let stray = another_key().seal(Purpose::LinePassword, "stray");
+    for line in data.lines.iter_mut().filter(|l| l.password.is_some()) {
+        line.password = Some(stray.clone());
+    }
+    let mirror = mirror_of(&data);
+    check_key(&mirror.load(), &key()).unwrap();
+    refused(&mirror.load(), &SecretKey::parse(&"cd".repeat(32)).unwrap());
+}
