@@ -179,10 +179,9 @@ async fn a_changed_key_passes_only_if_the_database_takes_it() {
     assert!(!reload_reports(&running, &running_key, &corrected).await);
 }
 
-/// With the database unreachable, only the running key passes: the node
-/// cannot vouch for another.
-#[tokio::test]
-async fn with_the_database_unreachable_a_changed_key_fails_the_reload() {
+/// A running config on a PostgreSQL URL nothing listens on (its address
+/// returned), with the database's key running.
+fn on_an_unreachable_database() -> (Config, RunningKey, std::net::SocketAddr) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -193,6 +192,14 @@ async fn with_the_database_unreachable_a_changed_key_fails_the_reload() {
     running.secrets.key = Some(DATABASE_KEY.into());
     let key = SecretKey::parse(DATABASE_KEY).unwrap();
     let running_key = RunningKey::new(Some(key.check_value()), &running);
+    (running, running_key, closed)
+}
+
+/// With the database unreachable, only the running key passes: the node
+/// cannot vouch for another.
+#[tokio::test]
+async fn with_the_database_unreachable_a_changed_key_fails_the_reload() {
+    let (running, running_key, _) = on_an_unreachable_database();
     assert!(reload_reports(&running, &running_key, &running).await);
     let mut changed = running.clone();
     changed.secrets.key = Some("ab".repeat(32));
@@ -204,16 +211,7 @@ async fn with_the_database_unreachable_a_changed_key_fails_the_reload() {
 /// that opens the new one checks its key.
 #[tokio::test]
 async fn a_changed_key_for_another_database_is_left_to_the_next_start() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut running = Config::default();
-    running.database.url = format!("postgres://dialtone@{closed}/dialtone");
-    running.database.acquire_timeout_ms = 500;
-    running.secrets.key = Some(DATABASE_KEY.into());
-    let key = SecretKey::parse(DATABASE_KEY).unwrap();
-    let running_key = RunningKey::new(Some(key.check_value()), &running);
+    let (running, running_key, closed) = on_an_unreachable_database();
     let mut moved = running.clone();
     moved.database.url = format!("postgres://dialtone@{closed}/another");
     moved.secrets.key = Some("ab".repeat(32));

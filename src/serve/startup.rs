@@ -17,13 +17,39 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 
 pub fn load_key(config: &Config) -> Result<SecretKey> {
+    read_key(config, KeyFile::CreateIfMissing)
+}
+
+/// What [`read_key`] does with a key file that does not exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyFile {
+    /// A start's: makes a new key there.
+    CreateIfMissing,
+    /// A SIGHUP's look at what the next start would read: a missing file
+    /// is an error, since a new key opens no database's secrets.
+    MustExist,
+}
+
+/// The key `config` names: `secrets.key`, or the key file.
+pub(super) fn read_key(config: &Config, missing: KeyFile) -> Result<SecretKey> {
     if let Some(key) = &config.secrets.key {
         return SecretKey::parse(key).context("secrets.key");
     }
     let path = config
         .key_file()
         .context("secrets.key: no key configured")?;
-    SecretKey::load_or_create(&path).with_context(|| format!("secret key file {}", path.display()))
+    let named = || format!("secret key file {}", path.display());
+    if missing == KeyFile::CreateIfMissing {
+        return SecretKey::load_or_create(&path).with_context(named);
+    }
+    SecretKey::load(&path)
+        .with_context(named)?
+        .with_context(|| {
+            format!(
+                "{}: missing; the next start would create a new key",
+                named()
+            )
+        })
 }
 
 /// [`open_store`] for a command that needs the database now: it is

@@ -154,12 +154,21 @@ impl SecretKey {
     /// Reads the key file, or creates it (mode 0600) with a fresh key when it
     /// does not exist. Used only for the embedded SQLite default.
     pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
-        match std::fs::File::open(path) {
-            Ok(file) => Self::read_key_file(path, file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match Self::load(path)? {
+            Some(key) => Ok(key),
+            None => {
                 let (temp, hex) = write_temp_key(path)?;
                 publish_temp_key(&temp, path, &hex)
             }
+        }
+    }
+
+    /// The key in the file at `path`, read as [`SecretKey::load_or_create`]
+    /// reads it; `None` where there is no such file.
+    pub fn load(path: &Path) -> Result<Option<Self>, SyncError> {
+        match std::fs::File::open(path) {
+            Ok(file) => Self::read_key_file(path, file).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(SyncError::io(path, e)),
         }
     }

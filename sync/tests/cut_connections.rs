@@ -77,6 +77,21 @@ async fn frozen_mid_query<T: Send + 'static>(
     working
 }
 
+/// [`frozen_mid_query`], then what `work` (bounded by a time limit of its
+/// own) ended with once that limit cut it off.
+async fn cut_off<T: Send + 'static>(
+    db: &TestDb,
+    relay: &Relay,
+    table: &str,
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let working = frozen_mid_query(db, relay, table, work).await;
+    tokio::time::timeout(PATIENCE, working)
+        .await
+        .expect("the time limit never cut the work off")
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_cut_off_on_a_silent_connection_gives_its_pool_slot_back() {
     let closed_before = connections_closed();
@@ -155,11 +170,7 @@ async fn an_import_cut_off_at_its_deadline_on_a_silent_connection_gives_its_pool
             tokio::time::timeout(LIMIT, import).await
         }
     };
-    let cut = frozen_mid_query(&db, &relay, "phones", importing).await;
-    let cut = tokio::time::timeout(PATIENCE, cut)
-        .await
-        .expect("the deadline never cut the import off")
-        .unwrap();
+    let cut = cut_off(&db, &relay, "phones", importing).await;
     assert!(cut.is_err(), "the import ended on a frozen connection");
     assert!(
         all_slots_usable(node.pool()).await,
@@ -188,11 +199,7 @@ async fn a_history_read_cut_off_on_a_silent_connection_gives_its_pool_slot_back(
             let node = node.clone();
             async move { tokio::time::timeout(LIMIT, node.served_boots(&mac, tenant_id, 20)).await }
         };
-        let cut = frozen_mid_query(&db, &relay, "provisioning_history", reading).await;
-        let cut = tokio::time::timeout(PATIENCE, cut)
-            .await
-            .expect("the time limit never cut the read off")
-            .unwrap();
+        let cut = cut_off(&db, &relay, "provisioning_history", reading).await;
         assert!(cut.is_err(), "the read ended on a frozen connection");
     }
     assert!(

@@ -1,10 +1,10 @@
 //! The secrets key across a SIGHUP: read only at start, so a changed one
 //! never applies live, but checked as the next start would check it.
 
-use anyhow::{bail, Context, Result};
 use dialtone_sync::{SecretKey, SyncError};
 
 use crate::config::Config;
+use crate::serve::startup::{read_key, KeyFile};
 
 /// How long a SIGHUP waits on the database to say whether a changed key
 /// is the one its secrets are sealed with.
@@ -54,7 +54,7 @@ impl RunningKey {
             );
             false
         };
-        let key = match reread_key(new) {
+        let key = match read_key(new, KeyFile::MustExist) {
             Ok(key) => key,
             Err(e) => return refused(format!("{e:#}")),
         };
@@ -81,7 +81,7 @@ impl RunningKey {
     }
 
     /// The database's own check of `key`, as a start makes it.
-    async fn database_takes(&self, key: dialtone_sync::SecretKey) -> Result<(), SyncError> {
+    async fn database_takes(&self, key: SecretKey) -> Result<(), SyncError> {
         let options = dialtone_sync::store::StoreOptions {
             max_connections: 1,
             acquire_timeout: self.acquire_timeout,
@@ -92,29 +92,4 @@ impl RunningKey {
         store.close().await;
         checked
     }
-}
-
-/// The key a start with `config` would read
-/// ([`crate::serve::startup::load_key`]), without creating a key file that
-/// is missing (the next start would: with a new key, which no database's
-/// secrets are sealed with).
-fn reread_key(config: &Config) -> Result<SecretKey> {
-    if let Some(key) = &config.secrets.key {
-        return SecretKey::parse(key).context("secrets.key");
-    }
-    let path = config
-        .key_file()
-        .context("secrets.key: no key configured")?;
-    let named = || format!("secret key file {}", path.display());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "{}: missing; the next start would create a new key",
-                named()
-            )
-        }
-        Err(e) => return Err(e).with_context(named),
-    };
-    SecretKey::parse(&text).with_context(named)
 }
