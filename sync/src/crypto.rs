@@ -370,6 +370,17 @@ fn write_in_place(path: &Path, hex: &str) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// The refusal of a key that is not the one the secrets are sealed with,
+/// in the same words whether the database's check value or a snapshot's
+/// sealed rows found it out: the operator's remedy is the same.
+pub(crate) fn not_the_sealing_key() -> SyncError {
+    SyncError::Key(
+        "it is not the key this database's secrets are sealed with; use the database's own \
+         (a key_file that was missing is created anew, with a new key)"
+            .into(),
+    )
+}
+
 #[cfg(test)]
 #[path = "crypto_key_file_tests.rs"]
 mod key_file_tests;

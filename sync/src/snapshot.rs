@@ -251,17 +251,6 @@ pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError>
     Ok(Some((header, loading)))
 }
 
-/// The refusal of a key that is not the one the secrets are sealed with,
-/// in the same words whether the database's check value or a snapshot's
-/// sealed rows found it out: the operator's remedy is the same.
-pub(crate) fn not_the_sealing_key() -> SyncError {
-    SyncError::Key(
-        "it is not the key this database's secrets are sealed with; use the database's own \
-         (a key_file that was missing is created anew, with a new key)"
-            .into(),
-    )
-}
-
 /// Refuses `key` unless it opens one of the first sealed values `state`
 /// holds (line passwords, phones' HTTP passwords, source secrets; at most
 /// [`KEY_SAMPLES`] of them). A node serving its snapshot while the database
@@ -297,7 +286,7 @@ pub fn check_key(state: &MirrorState, key: &SecretKey) -> Result<(), SyncError> 
     {
         return Ok(());
     }
-    Err(not_the_sealing_key())
+    Err(crate::crypto::not_the_sealing_key())
 }
 
 /// Sealed values of each kind [`check_key`] tries.

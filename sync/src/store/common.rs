@@ -170,7 +170,7 @@ macro_rules! shared_sql {
         /// not exist before the migration that adds it).
         pub(super) async fn check_key(conn: &mut $conn, key: &crate::SecretKey, record: bool) -> Result<(), SyncError> {
             let expected = key.check_value();
-            let wrong = crate::snapshot::not_the_sealing_key;
+            let wrong = crate::crypto::not_the_sealing_key;
             let stored = match sqlx::query_scalar::<_, Option<String>>(
                 "SELECT key_check FROM dialtone_meta WHERE singleton = 1",
             )
