@@ -15,6 +15,7 @@ pub mod error;
 mod fleet;
 mod mirror_view;
 mod openapi;
+mod phone_swap;
 mod phones;
 mod preview;
 pub mod quotas;
@@ -96,6 +97,7 @@ pub fn router(state: AdminState) -> Router {
             "/v1/phones/{mac}",
             put(phones::update).delete(phones::remove),
         )
+        .route("/v1/phones/{mac}/replace", post(phone_swap::replace))
         .route("/v1/phones/{mac}/history", get(audit::history))
         // A resync writes its audit row before it is queued.
         .route("/v1/phones/{mac}/resync", post(resync::resync_phone))

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use crate::directory_cmd::EXPIRES_DAYS;
 
 use super::{
-    audit, directory, error, fleet, phones, preview, resync, sources, templates, tenants, tokens,
+    audit, directory, error, fleet, phone_swap, phones, preview, resync, sources, templates, tenants, tokens,
     unclaimed, versions,
 };
 
@@ -59,6 +59,7 @@ pub struct ApiDoc;
     phones::create,
     phones::update,
     phones::remove,
+    phone_swap::replace,
     audit::history,
     resync::resync_phone,
     resync::resync_tenant,

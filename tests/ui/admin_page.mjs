@@ -297,6 +297,19 @@ try {
   if (!gutterText.includes("131001")) fail("the long template's last line is not numbered");
   if (await page.getByText("This view failed").count()) fail("the long template's view failed");
 
+  step(17, "a phone's hardware is replaced: the new MAC gets its lines, the old one nothing");
+  await page.goto(`${api}/ui/#/phones/001565bb0001`);
+  await page.getByLabel("New MAC").fill("00:15:65:bb:00:99");
+  await page.getByRole("button", { name: "Replace" }).click();
+  await page.getByRole("heading", { name: "Phone 001565bb0099" }).waitFor();
+  if (!(await page.getByText("other desk").count())) fail("the replaced phone's line is not shown");
+  await page.getByLabel("New MAC").fill("001565bb0099");
+  await page.getByRole("button", { name: "Replace" }).click();
+  await page.locator("#replace-status.error").waitFor();
+  const swapped = await fetch(`${prov}/001565bb0099.cfg`);
+  if (swapped.status !== 200) fail(`the replacement's file: ${swapped.status}`);
+  if (!(await swapped.text()).includes("# other")) fail("the replacement is not served its tenant's template");
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

@@ -18,6 +18,7 @@ mod no_database;
 mod nul_text;
 mod openapi;
 mod phone_limits;
+mod phone_swap;
 mod pool_share;
 mod reach;
 mod render_busy;

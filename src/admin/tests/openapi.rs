@@ -17,6 +17,7 @@ pub(super) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/phones/{mac}/history", &["get"]),
     ("/v1/phones/{mac}/files", &["get"]),
     ("/v1/phones/{mac}/resync", &["post"]),
+    ("/v1/phones/{mac}/replace", &["post"]),
     ("/v1/tenants/{slug}/resync", &["post"]),
     ("/v1/resyncs", &["get"]),
     ("/v1/templates", &["get", "post"]),

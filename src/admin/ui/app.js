@@ -308,7 +308,31 @@ async function phoneView(draw, address) {
         el("h4", { text: f.file }), el("p", { class: "muted", text: "rendered by " + f.template }),
         el("pre", { class: "file", text: f.body })]));
     } })),
-    files);
+    files,
+    ...(mayWrite() ? [replaceForm(mac, reply.etag)] : []));
+}
+
+// A hardware swap: the phone keeps its lines, passwords and templates under
+// the replacement's MAC. Sent with the tag the page was drawn from, so a
+// phone edited since is refused rather than swapped unseen.
+function replaceForm(mac, etag) {
+  const input = el("input", { id: "replace-mac", placeholder: "00:15:65:12:34:56", autocomplete: "off" });
+  const message = status("replace-status");
+  return el("form", {
+    id: "replace-form",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const r = await api("POST", "/v1/phones/" + mac + "/replace", { body: { new_mac: input.value.trim() }, etag });
+      if (r.status === 200) location.hash = "#/phones/" + r.data.mac;
+      else if (r.status === 202) say(message, "Replaced; this node shows it in a moment.", "");
+      else say(message, "Not replaced: " + errorText(r), "error");
+    },
+  },
+    el("h3", { text: "Replace hardware" }),
+    el("p", { class: "muted", text: "The new phone takes this one's lines, passwords and templates; this MAC is then no phone." }),
+    el("label", { for: "replace-mac", text: "New MAC" }), input,
+    el("p", {}, el("button", { type: "submit", text: "Replace" })),
+    message);
 }
 
 // ---- directory ---------------------------------------------------------

@@ -598,6 +598,7 @@ macro_rules! shared_sql {
                         delete_phone_templates(conn, &mac.to_string(), report).await?;
                     }
                 }
+                Mutation::ReplacePhoneMac { from, to } => replace_phone_mac(conn, mutation, from, to, now, report).await?,
                 Mutation::UpsertDirectorySource(source) | Mutation::CreateDirectorySource(source) => {
                     upsert_source(conn, key, mutation, source, now, report).await?
                 }
@@ -651,6 +652,7 @@ macro_rules! shared_sql {
                 Mutation::UpsertPhone(_)
                     | Mutation::CreatePhone(_)
                     | Mutation::DeletePhone { .. }
+                    | Mutation::ReplacePhoneMac { .. }
                     | Mutation::DeleteTenant { .. }
             )
         }
@@ -887,6 +889,54 @@ macro_rules! shared_sql {
                 select = select.bind(tenant);
             }
             Ok(select.fetch_all(&mut *conn).await?)
+        }
+
+        /// A hardware swap: the row keeps its id, so its lines (and their
+        /// sealed passwords) stay with it, and the change log carries one
+        /// phone update that every mirror re-indexes by the new MAC.
+        async fn replace_phone_mac(
+            conn: &mut $conn,
+            mutation: &Mutation,
+            from: &Mac,
+            to: &Mac,
+            now: Millis,
+            report: &mut WriteReport,
+        ) -> Result<(), SyncError> {
+            // Locked, as a phone-scope template's write locks its phone: a
+            // template written for the old MAC while this is open would
+            // otherwise be left behind on a MAC no phone has.
+            let phone: Option<Id> = sqlx::query_scalar(concat!("SELECT id FROM phones WHERE mac = $1", $lock))
+                .bind(from.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(phone) = phone else {
+                return Err(SyncError::NotFound(format!("phone {from}")));
+            };
+            let taken: Option<Id> = sqlx::query_scalar("SELECT id FROM phones WHERE mac = $1")
+                .bind(to.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            mutation.refused_if(taken.is_some())?;
+            report.phones.updated += sqlx::query("UPDATE phones SET mac = $2, updated_at = $3 WHERE id = $1")
+                .bind(phone)
+                .bind(to.to_string())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            // Its own templates follow it: they are the desk's settings, not
+            // the hardware's. No template can exist for `to` already, as a
+            // phone-scope template needs its phone.
+            report.templates.updated += sqlx::query(
+                "UPDATE templates SET scope_key = $2, updated_at = $3 WHERE scope = 'phone' AND scope_key = $1",
+            )
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(())
         }
 
         /// A phone's phone-scope templates, when the phone is deleted or

@@ -216,6 +216,15 @@ pub enum Mutation {
     DeletePhone {
         mac: Mac,
     },
+    /// A hardware swap: the phone at `from` takes the MAC `to` and keeps
+    /// everything else (tenant, lines and their sealed passwords, its
+    /// phone-scope templates, which follow it to the new MAC). Fails with
+    /// [`SyncError::Taken`] if `to` is any tenant's phone, with
+    /// [`SyncError::NotFound`] if `from` is no phone.
+    ReplacePhoneMac {
+        from: Mac,
+        to: Mac,
+    },
     DeleteDirectoryEntry {
         tenant: String,
         external_id: String,

@@ -16,6 +16,8 @@ impl Mutation {
                 slug: t.slug.clone(),
             },
             Mutation::CreatePhone(p) => Target::Phone { mac: p.mac },
+            // Not a create, but it takes a MAC as a create does.
+            Mutation::ReplacePhoneMac { to, .. } => Target::Phone { mac: *to },
             Mutation::CreateDirectoryEntry(d) => Target::DirectoryEntry {
                 tenant: d.tenant.clone(),
                 external_id: d.external_id.clone(),

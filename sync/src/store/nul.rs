@@ -113,6 +113,7 @@ impl Mutation {
             ),
             Mutation::DeleteTenant { slug } => ("tenant", first([("slug", Some(slug.as_str()))])),
             Mutation::DeletePhone { .. }
+            | Mutation::ReplacePhoneMac { .. }
             | Mutation::RevokeApiToken { .. }
             | Mutation::DeleteTemplate { .. } => return None,
             Mutation::DeleteDirectoryEntry {
