@@ -178,6 +178,12 @@ pub(super) fn rows() -> Vec<Row> {
         r(M::DELETE, "/v1/phones/001565000001", None, "AAFFU"),
         r(
             M::POST,
+            "/v1/phones/001565000001/replace",
+            Some(r#"{"new_mac": "001565000099"}"#),
+            "AAFFU",
+        ),
+        r(
+            M::POST,
             "/v1/templates",
             Some(
                 r#"{"scope": "phone", "mac": "001565000001", "family": "yealink", "file_pattern": "{mac}.cfg", "body": "a = 1\n"}"#,

@@ -22,13 +22,7 @@ async fn replace(h: &Harness, role: &str, mac: &str, new_mac: &str) -> Reply {
 /// provisioning core knows no such phone.
 fn served_config(h: &Harness, mac: &str) -> Option<String> {
     let file = format!("{mac}.cfg");
-    if h.mirror
-        .load()
-        .phone_by_mac(&mac.parse::<Mac>().unwrap())
-        .is_none()
-    {
-        return None;
-    }
+    h.mirror.load().phone_by_mac(&mac.parse::<Mac>().unwrap())?;
     Some(String::from_utf8(h.served(&file)).unwrap())
 }
 
