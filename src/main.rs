@@ -21,6 +21,7 @@ mod logging;
 mod metric_help;
 mod phlem;
 mod prometheus;
+mod rekey_cmd;
 mod render_cmd;
 mod resync;
 mod serve;
@@ -96,6 +97,21 @@ enum Command {
     /// Make every node reload its mirror in full (after restoring the
     /// database from a backup, say).
     ReloadAll,
+    /// Change the secrets key: re-seal every stored secret (line and phone
+    /// HTTP passwords, directory source secrets) with a new key, after a
+    /// key file leaked, say.
+    ///
+    /// A node reads its key only at start: one still running with the old
+    /// key cannot open the values it reloads (phones with passwords fail to
+    /// render until it restarts), and what it writes is sealed with the old
+    /// key. So: stop every node; run rekey once, with the configuration
+    /// naming the current key; install the new key file as
+    /// secrets.key_file on every node (with the embedded SQLite default,
+    /// in place of <database>.key); start them. One transaction: on any
+    /// refusal (a stored value the current key does not open, named) nothing
+    /// is written and the current key stays. Back up the new key with the
+    /// database; backups taken before need the old key.
+    Rekey(rekey_cmd::RekeyArgs),
     /// Ask every directory source of a tenant who is calling from a number,
     /// with timings (past the cache).
     Lookup(directory_cmd::LookupArgs),
@@ -188,8 +204,11 @@ fn main() -> ExitCode {
     }
     // `serve` cannot run without a key: its absence is the configuration's
     // fault (exit 2, which systemd does not restart), and `check-config`
-    // vouches for `serve`.
-    let needs_key = matches!(cli.command, Command::Serve(_) | Command::CheckConfig);
+    // vouches for `serve`. `rekey` opens what the configured key sealed.
+    let needs_key = matches!(
+        cli.command,
+        Command::Serve(_) | Command::CheckConfig | Command::Rekey(_)
+    );
     let config = match load_config(&cli).and_then(|c| {
         if needs_key {
             check_key_source(&c)?;
@@ -261,6 +280,7 @@ fn main() -> ExitCode {
             Command::Render(args) => render_cmd::run(&config, &args).await,
             Command::Import(args) => import_cmd::run(&config, &args).await,
             Command::Export(args) => export_cmd::run(&config, &args).await,
+            Command::Rekey(args) => rekey_cmd::run(&config, &args).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());
                 Ok(())

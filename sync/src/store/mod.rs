@@ -12,6 +12,7 @@ mod mutation_creates;
 mod nul;
 mod phone_batch;
 pub mod postgres;
+mod rekey;
 mod rows;
 pub mod sqlite;
 mod unclaimed;
@@ -32,6 +33,7 @@ pub use masked::masked_url;
 pub use phone_batch::{
     BatchFull, Finished, Kept, LineRef, PhoneBatch, PhoneBatchBuilder, PhoneFields, PhoneRef,
 };
+pub use rekey::RekeyReport;
 pub use rows::NumberJson;
 pub use unclaimed::{UnclaimedDevice, UNASSIGNED};
 
@@ -550,6 +552,13 @@ pub trait Store: Send + Sync + 'static {
     /// starts the change log anew: the old one is emptied and its pruned
     /// point reset, since a restored one can lie ahead of every cursor.
     async fn bump_epoch(&self) -> Result<i64, SyncError>;
+
+    /// Re-seals every stored secret with `new_key` and makes it the key
+    /// the database checks, in one transaction that writers wait for;
+    /// refuses, writing nothing, when a value does not open with this
+    /// store's key (naming it) or `new_key` is that key. This store's key
+    /// is then no longer the database's: close it.
+    async fn rekey(&self, new_key: &SecretKey, audit: &Audit) -> Result<RekeyReport, SyncError>;
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
 

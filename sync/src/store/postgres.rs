@@ -25,6 +25,7 @@ mod load;
 mod migrate;
 mod notifier;
 mod prune;
+mod rekey;
 
 // Pruning here goes in batches (`prune.rs`), so the shared single-statement
 // deletes serve SQLite alone.
@@ -299,6 +300,14 @@ impl Store for PgStore {
         }
         .await;
         conn.settle(bumped).await
+    }
+
+    async fn rekey(
+        &self,
+        new_key: &SecretKey,
+        audit: &Audit,
+    ) -> Result<super::RekeyReport, SyncError> {
+        rekey::run(self, new_key, audit).await
     }
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {

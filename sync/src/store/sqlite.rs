@@ -20,6 +20,7 @@ use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 mod borrowed;
 mod load;
 mod migrate;
+mod rekey;
 mod sql {
     super::super::common::shared_sql!(
         sqlx::SqliteConnection,
@@ -356,6 +357,14 @@ impl Store for SqliteStore {
     async fn bump_epoch(&self) -> Result<i64, SyncError> {
         self.write_txn(|conn| Box::pin(async move { sql::restart_change_feed(conn).await }))
             .await
+    }
+
+    async fn rekey(
+        &self,
+        new_key: &SecretKey,
+        audit: &Audit,
+    ) -> Result<super::RekeyReport, SyncError> {
+        rekey::run(self, new_key, audit).await
     }
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError> {

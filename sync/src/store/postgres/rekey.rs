@@ -1,0 +1,150 @@
+//! PostgreSQL's re-key (`store/rekey.rs`): the sealed columns read with
+//! binary COPY, re-sealed, staged with binary COPY into a temporary table
+//! and written with one `UPDATE … FROM` a column.
+
+use sqlx::PgConnection;
+
+use super::bulk::Stager;
+use super::closing::ClosedUnlessReleased;
+use super::{commit, latest_known, load, sql, PgStore};
+use crate::crypto::{Sealed, SecretKey};
+use crate::error::SyncError;
+use crate::model::{now_millis, Id};
+use crate::store::bulk::Cell;
+use crate::store::rekey::{self, RekeyReport, SealedColumn, Unopened, STAGED};
+use crate::store::Audit;
+
+/// Writers of the three tables wait until the run commits (readers do
+/// not: nodes go on serving and loading), so no value sealed with the old
+/// key is written between the read and the commit. `SHARE ROW EXCLUSIVE`
+/// also excludes a second run, which then finds the new key's check value
+/// and is refused. A transaction that already writes one of the tables
+/// and then another (an import naming sources before phones) can deadlock
+/// with the run; PostgreSQL then aborts one of them, and an aborted run
+/// has written nothing.
+const LOCK: &str = "LOCK TABLE phones, lines, directory_sources IN SHARE ROW EXCLUSIVE MODE";
+
+pub(super) async fn run(
+    store: &PgStore,
+    new_key: &SecretKey,
+    audit: &Audit,
+) -> Result<RekeyReport, SyncError> {
+    rekey::refuse_same_key(&store.key, new_key)?;
+    rekey::check_audit(audit)?;
+    let mut conn = ClosedUnlessReleased::acquire(&store.pool).await?;
+    let written = async {
+        let mut tx = conn.begin().await?;
+        sqlx::query(LOCK).execute(&mut *tx).await?;
+        sql::check_schema(&mut tx, latest_known()).await?;
+        sql::check_key(&mut tx, &store.key, true).await?;
+        let mut resealed = Vec::new();
+        let mut unopened = Unopened::default();
+        for column in SealedColumn::ALL {
+            let stored = read(&mut tx, column).await?;
+            let done = crate::blocking::blocking_here(|| {
+                rekey::reseal(&store.key, new_key, column, &stored)
+            });
+            match done {
+                Ok(values) => resealed.push((column, values)),
+                Err(ids) => unopened.add(column, ids),
+            }
+        }
+        if !unopened.is_empty() {
+            let mut named = Vec::new();
+            for (column, id) in unopened.to_name() {
+                let name = sqlx::query_scalar(column.naming_sql())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                named.push(rekey::named_or_id(column, id, name));
+            }
+            return Err(unopened.refusal(&named));
+        }
+        let mut report = RekeyReport::default();
+        for (column, values) in &resealed {
+            write(&mut tx, *column, values).await?;
+            report.add(*column, values.len());
+        }
+        sqlx::query(rekey::SET_KEY_CHECK)
+            .bind(new_key.check_value())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(rekey::AUDIT_INSERT)
+            .bind(now_millis())
+            .bind(&audit.actor)
+            .bind(&audit.action)
+            .bind(&audit.entity)
+            .bind(&audit.entity_key)
+            .bind(rekey::audit_summary(audit, &report))
+            .execute(&mut *tx)
+            .await?;
+        let lost = commit::send(tx).await?;
+        Ok((report, lost))
+    }
+    .await;
+    match written {
+        Ok((report, Some(lost))) => {
+            // As a write's (`apply_with_progress`): the connection is
+            // closed before the database is asked.
+            drop(conn);
+            commit::settle(&store.pool, lost).await?;
+            Ok(report)
+        }
+        written => conn.settle(written.map(|(report, _)| report)).await,
+    }
+}
+
+/// Every non-empty value of the column, by row id.
+async fn read(
+    conn: &mut PgConnection,
+    column: SealedColumn,
+) -> Result<Vec<(Id, Sealed)>, SyncError> {
+    let table = column.table();
+    let bad = |what: &str| SyncError::Invalid(format!("{table}.{}: {what}", column.column()));
+    let mut values = Vec::new();
+    load::copy(conn, table, &format!("id, {}", column.column()), |tuple| {
+        let id = tuple.int8(0).map_err(bad)?;
+        if let Some(sealed) = tuple.opt_text(1).map_err(bad)? {
+            if !sealed.is_empty() {
+                values.push((id, Sealed(sealed.into())));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(values)
+}
+
+/// The re-sealed values staged by binary COPY, then written in one
+/// statement. The staged table is analyzed first: without statistics
+/// PostgreSQL guesses a few rows and probes the table's index once per
+/// staged row, where a million rows are joined faster by hash.
+async fn write(
+    conn: &mut PgConnection,
+    column: SealedColumn,
+    values: &[(Id, Sealed)],
+) -> Result<(), SyncError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    for ddl in [
+        format!("DROP TABLE IF EXISTS pg_temp.{STAGED}"),
+        format!(
+            "CREATE TEMP TABLE {STAGED} (id BIGINT NOT NULL, sealed TEXT NOT NULL) ON COMMIT DROP"
+        ),
+    ] {
+        sqlx::query(&ddl).execute(&mut *conn).await?;
+    }
+    let mut stager = Stager::open(conn, STAGED, &["id", "sealed"], false).await?;
+    for (id, sealed) in values {
+        stager.row(&[Cell::Int(*id), Cell::text(&sealed.0)]).await?;
+    }
+    stager.finish().await?;
+    sqlx::query(&format!("ANALYZE {STAGED}"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&column.update_from_staged_sql())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
