@@ -28,7 +28,9 @@ pub struct ExportArgs {
     #[arg(long = "tenant", value_name = "SLUG")]
     pub tenants: Vec<String>,
     /// What to write; repeat for more. JSON: default every kind. CSV: one
-    /// kind, default phones (directory sources have no CSV form).
+    /// kind, default phones (directory sources and templates have no CSV
+    /// form). Templates are written as they are now, without their earlier
+    /// versions; with --tenant, only that tenant's and its phones'.
     #[arg(long = "kind", value_enum)]
     pub kinds: Vec<KindArg>,
 }
@@ -45,6 +47,7 @@ pub enum KindArg {
     Phones,
     Directory,
     DirectorySources,
+    Templates,
 }
 
 impl From<KindArg> for Kind {
@@ -54,6 +57,7 @@ impl From<KindArg> for Kind {
             KindArg::Phones => Kind::Phones,
             KindArg::Directory => Kind::Directory,
             KindArg::DirectorySources => Kind::DirectorySources,
+            KindArg::Templates => Kind::Templates,
         }
     }
 }
@@ -93,6 +97,9 @@ fn format(args: &ExportArgs) -> Result<Format> {
         [Kind::DirectorySources] => {
             bail!("directory sources have no CSV form; export them to a .json file")
         }
+        [Kind::Templates] => {
+            bail!("templates have no CSV form; export them to a .json file")
+        }
         [kind] => Ok(Format::Csv(kind)),
         _ => bail!("a CSV file holds one kind; give one --kind, or export to a .json file"),
     }
@@ -117,12 +124,14 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
         write_whole(&args.out, write)?
     };
     eprintln!(
-        "exported: tenants {}, phones {}, lines {}, directory entries {}, directory sources {} ({:.2} s)",
+        "exported: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}, \
+         templates {} ({:.2} s)",
         exported.tenants,
         exported.phones,
         exported.lines,
         exported.directory_entries,
         exported.directory_sources,
+        exported.templates,
         started.elapsed().as_secs_f64()
     );
     warn_drift(&exported);

@@ -7,10 +7,15 @@ use anyhow::{bail, Context, Result};
 use dialtone_sync::import::{plan_files, ImportPlan, Location, PhoneOrigins};
 use dialtone_sync::store::{unknown_tenant, Ending, Progress};
 use dialtone_sync::{Audit, Mutation, Store, SyncError, WriteReport};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::config::Config;
 use crate::ImportArgs;
+
+mod progress;
+pub(crate) mod templates;
+
+use progress::progress_bar;
 
 const MAX_ERRORS_SHOWN: usize = 50;
 
@@ -42,6 +47,19 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         "import: files parsed"
     );
     dialtone_directory::settings::check_import(&mut plan);
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    // Templates are checked against the database (its phones to try them
+    // on, its tenants' quotas), so it is opened before the errors are told.
+    let mut opened = None;
+    if plan.whole_file_errors == 0 && templates::planned(&plan) {
+        let (store, key) = open(config, args).await?;
+        keep_stored_tenants(&*store, &mut plan).await?;
+        templates::check_offline(config, &*store, key, &mut plan, &actor).await?;
+        opened = Some(store);
+    }
     if !plan.errors.is_empty() {
         print_errors(&plan);
         if plan.whole_file_errors > 0 {
@@ -64,28 +82,15 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     if changes == 0 {
         bail!("nothing to import");
     }
-    let (store, _) = crate::serve::open_reached_store(config).await?;
-    // A dry run writes nothing, the schema included.
-    if args.dry_run {
-        crate::check_schema(&*store).await?;
-    } else {
-        crate::prepare_schema(config, &*store).await?;
-    }
-    if plan.keeps_stored_tenants() {
-        // Only the tenants are wanted, but the store reads no table alone:
-        // a cost only a run whose tenants file leaves a column out pays.
-        let (stored, _, _) = store.load_all().await?;
-        let by_slug: std::collections::HashMap<&str, &dialtone_sync::Tenant> =
-            (stored.tenants.iter()).map(|t| (&*t.slug, t)).collect();
-        plan.keep_stored_tenants(|slug| by_slug.get(slug).copied());
-    }
+    let store = match opened {
+        Some(store) => store,
+        None => open(config, args).await?.0,
+    };
+    keep_stored_tenants(&*store, &mut plan).await?;
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let audit = Audit {
         tenant: None,
-        actor: format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
+        actor,
         action: "import".into(),
         entity: "import".into(),
         entity_key: files.join(","),
@@ -112,12 +117,14 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         Ending::Commit => ("imported", ""),
     };
     println!(
-        "{verb}: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}{tail}",
+        "{verb}: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}, \
+         templates {}{tail}",
         summary(report.tenants),
         summary(report.phones),
         summary(report.lines),
         summary(report.directory_entries),
         summary(report.directory_sources),
+        summary(report.templates),
     );
     store.close().await;
     tracing::debug!(
@@ -127,6 +134,33 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     );
     // The plan's allocations are given back by the exit at once.
     std::mem::forget(plan);
+    Ok(())
+}
+
+/// The store, its schema ready: a dry run writes nothing, the schema
+/// included.
+async fn open(
+    config: &Config,
+    args: &ImportArgs,
+) -> Result<(Arc<dyn Store>, dialtone_sync::SecretKey)> {
+    let (store, key) = crate::serve::open_reached_store(config).await?;
+    if args.dry_run {
+        crate::check_schema(&*store).await?;
+    } else {
+        crate::prepare_schema(config, &*store).await?;
+    }
+    Ok((store, key))
+}
+
+async fn keep_stored_tenants(store: &dyn Store, plan: &mut ImportPlan) -> Result<()> {
+    if plan.keeps_stored_tenants() {
+        // Only the tenants are wanted, but the store reads no table alone:
+        // a cost only a run whose tenants file leaves a column out pays.
+        let (stored, _, _) = store.load_all().await?;
+        let by_slug: std::collections::HashMap<&str, &dialtone_sync::Tenant> =
+            (stored.tenants.iter()).map(|t| (&*t.slug, t)).collect();
+        plan.keep_stored_tenants(|slug| by_slug.get(slug).copied());
+    }
     Ok(())
 }
 
@@ -351,6 +385,7 @@ fn tenant_named(mutation: &Mutation) -> Option<&str> {
         Mutation::UpsertPhone(phone) => Some(&phone.tenant),
         Mutation::UpsertDirectoryEntry(entry) => Some(&entry.tenant),
         Mutation::UpsertDirectorySource(source) => Some(&source.tenant),
+        Mutation::UpsertTenantTemplate { tenant, .. } => Some(tenant),
         _ => None,
     }
 }
@@ -360,28 +395,4 @@ fn summary(c: dialtone_sync::store::Counts) -> String {
         "+{} ~{} ={} -{}",
         c.inserted, c.updated, c.unchanged, c.deleted
     )
-}
-
-/// Only on a terminal; scripts and CI get the summary line alone. A row is
-/// one tenant, phone (with its lines) or directory entry of the files.
-fn progress_bar(len: u64) -> Option<ProgressBar> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(len);
-    // indicatif's own `{per_sec}` prints four decimals of a rate that moves
-    // by thousands: whole rows read better.
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows, {rows_per_sec}, {elapsed}")
-    {
-        let style = style.with_key(
-            "rows_per_sec",
-            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
-                let _ = write!(out, "{:.0} rows/s", state.per_sec());
-            },
-        );
-        bar.set_style(style);
-    }
-    Some(bar)
 }

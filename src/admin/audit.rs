@@ -1,5 +1,6 @@
 //! Reading what happened (`/v1/audit`, `/v1/phones/{mac}/history`) and bulk
-//! changes (`/v1/import`, the same parser and checks as `dialtone import`).
+//! changes (`/v1/import`, the same parser and checks as `dialtone import`,
+//! templates checked as their create checks them).
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -241,12 +242,30 @@ pub async fn import(
     })
     .await
     .map_err(|e| ApiError::internal(format!("parsing an import: {e}")))?;
+    if plan.whole_file_errors == 0 {
+        if plan.keeps_stored_tenants() {
+            let mirror = state.mirror.load();
+            plan.keep_stored_tenants(|slug| mirror.tenant_by_slug(slug).map(|t| &**t));
+        }
+        let checks = crate::import_cmd::templates::TemplateChecks {
+            provisioner: &state.provisioner,
+            state: state.mirror.load(),
+            quotas: &state.quotas,
+            actor: principal.actor(),
+        };
+        checks.check(&mut plan).await?;
+    }
     if !plan.errors.is_empty() {
         let errors: Vec<Value> = plan
             .errors
             .iter()
             .take(100)
-            .map(|e| json!({ "line": e.location.line, "column": e.location.column, "message": e.message }))
+            .map(|e| {
+                json!({
+                    "line": e.location.line, "column": e.location.column,
+                    "field": e.location.field, "message": e.message,
+                })
+            })
             .collect();
         return Err(ApiError::invalid(format!(
             "{} invalid rows; nothing was written",
@@ -257,10 +276,6 @@ pub async fn import(
     let changes = plan.changes();
     if changes == 0 {
         return Err(ApiError::invalid("nothing to import"));
-    }
-    if plan.keeps_stored_tenants() {
-        let mirror = state.mirror.load();
-        plan.keep_stored_tenants(|slug| mirror.tenant_by_slug(slug).map(|t| &**t));
     }
     let mutations = plan.take_mutations();
     let change = Change {
@@ -289,3 +304,6 @@ pub async fn import(
     })
     .into_response())
 }
+
+#[cfg(test)]
+mod template_tests;

@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 use crate::directory_cmd::EXPIRES_DAYS;
 
 use super::{
-    audit, directory, error, fleet, phone_swap, phones, preview, resync, sources, templates, tenants, tokens,
-    unclaimed, versions,
+    audit, directory, error, fleet, phone_swap, phones, preview, resync, sources, templates,
+    tenants, tokens, unclaimed, versions,
 };
 
 #[derive(OpenApi)]

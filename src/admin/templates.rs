@@ -246,17 +246,12 @@ impl<'a> From<&'a NewTemplate> for KeyFields<'a> {
 /// apply only to phones recorded in that very spelling, silently. Creates
 /// and checks of a new key refuse it: one stored before is still checked
 /// and previewed.
+/// An import's templates obey the same rule (`import_cmd/templates.rs`).
 fn in_one_case(model: &str) -> Result<(), ApiError> {
-    let mixed = model.chars().any(|c| c.is_ascii_uppercase())
-        && model.chars().any(|c| c.is_ascii_lowercase());
-    if mixed {
-        return Err(ApiError::invalid(format!(
-            "model: {model} is in mixed case; write it in upper or lower case ({}), which \
-             applies to phones whatever case their model is recorded in",
-            model.to_ascii_uppercase()
-        )));
+    match crate::import_cmd::templates::mixed_case(model) {
+        Some(reason) => Err(ApiError::invalid(reason)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The natural key a new template's fields name, and the tenant it belongs to.

@@ -1,11 +1,12 @@
 //! The import formats written back out (`dialtone export`): a fleet's
-//! tenants, phones with their lines, directory entries and directory
-//! sources, from one mirror state, in a file `dialtone import` reads back
+//! tenants, phones with their lines, directory entries, directory
+//! sources and templates (their live bodies), from one mirror state, in a file `dialtone import` reads back
 //! to the same rows. Secrets are opened, since an import seals them anew:
 //! the file is as secret as the key.
 //!
 //! The order is fixed (tenants by slug, phones by tenant then MAC,
-//! entries and sources by tenant then key), so two exports of the same
+//! entries and sources by tenant then key, templates by scope, family,
+//! key and file), so two exports of the same
 //! data are the same bytes and a diff between two shows what changed.
 
 use std::borrow::Cow;
@@ -16,31 +17,35 @@ use serde_json::value::RawValue;
 use crate::crypto::{Purpose, Sealed, SecretKey};
 use crate::import::entry_key;
 use crate::model::{DirectoryEntry, DirectorySource, Line, Phone, Tenant};
+use crate::Id;
 use crate::{MirrorState, SyncError};
 
 mod csv;
 pub(crate) mod formula;
 mod json;
+mod templates;
 
 pub use self::csv::write_csv;
 pub use self::json::write_json;
 
 /// What an export holds. CSV files hold one kind each; directory sources
-/// have no CSV form, as for import.
+/// and templates have no CSV form, as for import.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Tenants,
     Phones,
     Directory,
     DirectorySources,
+    Templates,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Tenants,
         Kind::Phones,
         Kind::Directory,
         Kind::DirectorySources,
+        Kind::Templates,
     ];
 }
 
@@ -49,6 +54,9 @@ impl Kind {
 pub struct Selection<'a> {
     state: &'a MirrorState,
     tenants: Vec<&'a Arc<Tenant>>,
+    /// Every tenant, not those named: the family and model templates,
+    /// which are no tenant's, go with the platform's export only.
+    platform: bool,
 }
 
 impl<'a> Selection<'a> {
@@ -67,7 +75,15 @@ impl<'a> Selection<'a> {
         };
         tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
         tenants.dedup_by_key(|t| t.id);
-        Ok(Selection { state, tenants })
+        Ok(Selection {
+            state,
+            tenants,
+            platform: slugs.is_empty(),
+        })
+    }
+
+    fn selected(&self, tenant: Id) -> Option<&'a Arc<Tenant>> {
+        self.tenants.iter().copied().find(|t| t.id == tenant)
     }
 
     /// The selected tenants' phones with their tenant's slug, by tenant
@@ -174,6 +190,7 @@ pub struct Exported {
     pub lines: u64,
     pub directory_entries: u64,
     pub directory_sources: u64,
+    pub templates: u64,
     pub drift: Drift,
 }
 
@@ -338,5 +355,7 @@ fn defaulted<'t>(value: &'t str, line: &Line) -> Option<&'t str> {
     (value != &*line.extension).then_some(value)
 }
 
+#[cfg(test)]
+mod template_tests;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,11 @@ pub fn write_csv(
                 "directory sources have no CSV form; export them as JSON".into(),
             ))
         }
+        Kind::Templates => {
+            return Err(SyncError::Export(
+                "templates have no CSV form; export them as JSON".into(),
+            ))
+        }
     }
     writer.0.flush().map_err(write_err)?;
     Ok(exported)

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::model::TemplateScope;
 
 fn is_empty_object(text: &str) -> bool {
     text == "{}"
@@ -91,6 +92,22 @@ struct SourceOut<'a> {
     secret: Option<String>,
 }
 
+/// A template's key is the member its scope names; `body` is its live
+/// version.
+#[derive(Serialize)]
+struct TemplateOut<'a> {
+    scope: &'static str,
+    family: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<&'a str>,
+    file_pattern: &'a str,
+    body: &'a str,
+}
+
 /// One JSON document with the `kinds` asked for, one array element a line.
 pub fn write_json(
     selection: &Selection<'_>,
@@ -107,6 +124,7 @@ pub fn write_json(
             Kind::Phones => "phones",
             Kind::Directory => "directory",
             Kind::DirectorySources => "directory_sources",
+            Kind::Templates => "templates",
         };
         let separator = if members == 0 { "" } else { "," };
         write!(out, "{separator}\n\"{name}\": [").map_err(write_err)?;
@@ -116,6 +134,7 @@ pub fn write_json(
             Kind::Phones => phones_json(selection, key, &mut array, &mut exported)?,
             Kind::Directory => directory_json(selection, &mut array, &mut exported)?,
             Kind::DirectorySources => sources_json(selection, key, &mut array, &mut exported)?,
+            Kind::Templates => templates_json(selection, &mut array, &mut exported)?,
         }
         let end = if array.elements == 0 { "]" } else { "\n]" };
         out.write_all(end.as_bytes()).map_err(write_err)?;
@@ -248,6 +267,28 @@ fn sources_json(
             secret: open(key, Purpose::SourceSecret, &source.secret, whose)?,
         })?;
         exported.directory_sources += 1;
+    }
+    Ok(())
+}
+
+fn templates_json(
+    selection: &Selection<'_>,
+    array: &mut JsonArray<'_>,
+    exported: &mut Exported,
+) -> Result<(), SyncError> {
+    for named in selection.templates()? {
+        let t = named.template;
+        let key = |scope| (t.scope == scope).then_some(&*t.scope_key);
+        array.push(&TemplateOut {
+            scope: t.scope.as_str(),
+            family: t.family.as_str(),
+            model: key(TemplateScope::Model),
+            tenant: named.tenant,
+            mac: key(TemplateScope::Phone),
+            file_pattern: &t.file_pattern,
+            body: &t.body,
+        })?;
+        exported.templates += 1;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The JSON import format: one document with `tenants`, `phones` and
-//! `directory` arrays. Values are checked while parsing, so serde_json
+//! The JSON import format: one document with `tenants`, `phones`,
+//! `directory`, `directory_sources` and `templates` arrays. Values are checked while parsing, so serde_json
 //! reports the line and column of the bad value itself.
 
 use std::path::Path;
@@ -12,8 +12,10 @@ use super::*;
 use crate::checks::{self, EntryField, LineText, PhoneText, Refused};
 use crate::store::{DirectoryEntryInput, DirectorySourceInput, LineInput, PhoneInput, TenantInput};
 use positions::ElementPositions;
+use templates::JsonTemplate;
 
 mod positions;
+pub mod templates;
 
 /// The document's members but its phones, which are packed as they are
 /// read ([`PhoneSink`]): held as parsed structs, a million phones took
@@ -23,9 +25,16 @@ struct JsonRest {
     tenants: Vec<JsonTenant>,
     directory: Vec<JsonDirectoryEntry>,
     directory_sources: Vec<JsonSource>,
+    templates: Vec<JsonTemplate>,
 }
 
-const MEMBERS: &[&str] = &["tenants", "phones", "directory", "directory_sources"];
+const MEMBERS: &[&str] = &[
+    "tenants",
+    "phones",
+    "directory",
+    "directory_sources",
+    "templates",
+];
 
 fn default_priority() -> i32 {
     10
@@ -356,6 +365,17 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
             location,
         ));
     }
+    let template_pos = positions.take("templates");
+    for (i, t) in parsed.templates.into_iter().enumerate() {
+        let mut location = loc("templates", &template_pos, i);
+        match t.mutation() {
+            Ok(mutation) => plan.items.push((mutation, location)),
+            Err((field, message)) => {
+                location.field = Some(format!("templates[{i}] {field}"));
+                plan.errors.push(ImportError { location, message });
+            }
+        }
+    }
 }
 
 /// Takes the document's phones one by one into the plan's batch, so no
@@ -454,7 +474,7 @@ impl<'de> Visitor<'de> for Document<'_, '_> {
     type Value = JsonRest;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object of tenants, phones, directory and directory_sources")
+        f.write_str("an object of tenants, phones, directory, directory_sources and templates")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRest, A::Error> {
@@ -471,7 +491,8 @@ impl<'de> Visitor<'de> for Document<'_, '_> {
                 "tenants" => rest.tenants = map.next_value()?,
                 "phones" => map.next_value_seed(PhoneArray(&mut *self.sink))?,
                 "directory" => rest.directory = map.next_value()?,
-                _ => rest.directory_sources = map.next_value()?,
+                "directory_sources" => rest.directory_sources = map.next_value()?,
+                _ => rest.templates = map.next_value()?,
             }
         }
         Ok(rest)

@@ -1,5 +1,6 @@
-//! Bulk import: CSV and JSON files of tenants, phones with lines, and
-//! directory entries, turned into [`Mutation`]s. Every mutation remembers
+//! Bulk import: CSV and JSON files of tenants, phones with lines,
+//! directory entries, and (JSON only) directory sources and templates,
+//! turned into [`Mutation`]s. Every mutation remembers
 //! where it came from, so an error names file, line and column (`-` is
 //! standard input, named `stdin`). The caller applies them in one
 //! transaction.
@@ -18,6 +19,8 @@ pub(crate) mod csv;
 mod input;
 mod json;
 mod phones;
+
+pub use json::templates::IMPORTED_BY;
 
 use input::{count_lines, plan_json_bytes, plan_stdin};
 pub use phones::PhoneOrigins;
@@ -51,7 +54,8 @@ pub struct ImportError {
     pub message: String,
 }
 
-/// Mutations with their origins, in apply order: tenants, phones, directory.
+/// Mutations with their origins, in apply order: tenants, phones, directory,
+/// sources, templates (a phone's needs its phone, a tenant's its tenant).
 /// The phones are one `UpsertPhones` (its location is its first phone's),
 /// each phone's origin in `phones`.
 #[derive(Debug, Default)]
@@ -166,7 +170,8 @@ impl ImportPlan {
                 Mutation::UpsertPhone(_) | Mutation::UpsertPhones(_) => 1,
                 Mutation::UpsertDirectoryEntry(_) => 2,
                 Mutation::UpsertDirectorySource(_) => 3,
-                _ => 4,
+                Mutation::UpsertTemplate(_) | Mutation::UpsertTenantTemplate { .. } => 4,
+                _ => 5,
             }
         }
         // One file of one kind is already in order: no copy of a million
@@ -277,6 +282,8 @@ fn check_duplicates(plan: &mut ImportPlan) {
         Tenant(&'a str),
         Entry(&'a str, &'a str),
         Source(&'a str, &'a str),
+        /// Scope, family, key as the file gives it, file pattern.
+        Template(TemplateScope, Family, &'a str, &'a str),
     }
     let mut seen: foldhash::HashMap<Key, usize> = Default::default();
     let (mut errors, mut again) = (Vec::new(), Vec::new());
@@ -285,6 +292,15 @@ fn check_duplicates(plan: &mut ImportPlan) {
             Mutation::UpsertTenant(t) => Key::Tenant(&t.slug),
             Mutation::UpsertDirectoryEntry(d) => Key::Entry(&d.tenant, &d.external_id),
             Mutation::UpsertDirectorySource(s) => Key::Source(&s.tenant, &s.name),
+            Mutation::UpsertTemplate(t) => {
+                Key::Template(t.scope, t.family, &t.scope_key, &t.file_pattern)
+            }
+            Mutation::UpsertTenantTemplate { tenant, template } => Key::Template(
+                TemplateScope::Tenant,
+                template.family,
+                tenant,
+                &template.file_pattern,
+            ),
             _ => continue,
         };
         let (first, what) = match seen.entry(key) {
@@ -293,6 +309,9 @@ fn check_duplicates(plan: &mut ImportPlan) {
                     Key::Tenant(slug) => format!("tenant {slug:?}"),
                     Key::Entry(tenant, id) => format!("directory entry {tenant:?}/{id:?}"),
                     Key::Source(tenant, name) => format!("directory source {tenant:?}/{name:?}"),
+                    Key::Template(scope, family, key, file) => {
+                        format!("{scope} template {family}/{key:?}/{file:?}")
+                    }
                 };
                 (*e.get(), what)
             }

@@ -462,6 +462,15 @@ macro_rules! shared_sql {
                     .rows_affected();
                     count(&mut report.directory_entries, existing.is_some(), affected);
                 }
+                Mutation::UpsertTenantTemplate { tenant, template } => {
+                    let id = tenant_id(conn, tenant).await?;
+                    let resolved = Mutation::UpsertTemplate(crate::store::TemplateInput {
+                        scope: TemplateScope::Tenant,
+                        scope_key: id.to_string(),
+                        ..template.clone()
+                    });
+                    Box::pin(apply_one(conn, key, &resolved, now, report)).await?;
+                }
                 Mutation::UpsertTemplate(t) | Mutation::CreateTemplate(t) => {
                     if t.scope == TemplateScope::Phone {
                         // Locked, so the phone cannot be deleted or moved

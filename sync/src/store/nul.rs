@@ -102,6 +102,18 @@ impl Mutation {
                 ];
                 ("directory entry", first(fields.into_iter().chain(numbers)))
             }
+            Mutation::UpsertTenantTemplate {
+                tenant,
+                template: t,
+            } => (
+                "template",
+                first([
+                    ("tenant", Some(tenant.as_str())),
+                    ("file_pattern", Some(t.file_pattern.as_str())),
+                    ("body", Some(t.body.as_str())),
+                    ("updated_by", Some(t.updated_by.as_str())),
+                ]),
+            ),
             Mutation::UpsertTemplate(t) | Mutation::CreateTemplate(t) => (
                 "template",
                 first([
