@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use dialtone_sync::{phone_etag, Mutation, Target};
+use dialtone_sync::{phone_etag, Mac, Mutation, Target};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -29,7 +29,8 @@ pub struct ReplaceBody {
     responses((status = 200, description = "The phone under its new MAC", body = PhoneView),
         (status = 202, description = "Written; this node has not caught up with it yet"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)),
+        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replace(
     State(state): State<AdminState>,
@@ -39,7 +40,10 @@ pub async fn replace(
     ApiJson(body): ApiJson<ReplaceBody>,
 ) -> Result<Response, ApiError> {
     let old = parse_mac(&mac)?;
-    let new = parse_mac(&body.new_mac)?;
+    // Held to a new phone's shapes, as a create is: a replacement at the
+    // broadcast or an all-zero MAC would take a phone no import reads back.
+    let new =
+        Mac::parse_new(&body.new_mac).map_err(|e| ApiError::invalid(format!("new_mac: {e}")))?;
     if new == old {
         return Err(ApiError::invalid(
             "new_mac is the phone's own MAC; name the replacement's",

@@ -59,10 +59,26 @@ macro_rules! admin_sql {
                 ),
                 Target::Template { id } => (
                     Entity::Template,
-                    sqlx::query_scalar(concat!("SELECT id FROM templates WHERE id = $1", $lock))
-                        .bind(*id)
-                        .fetch_optional(&mut *conn)
-                        .await?,
+                    {
+                        // A phone-scope template's phone first, as every
+                        // write that takes both locks them (the template's
+                        // own write, a phone's delete or swap): template
+                        // then phone deadlocked with a swap on PostgreSQL.
+                        if !$lock.is_empty() {
+                            sqlx::query(concat!(
+                                "SELECT id FROM phones WHERE mac = \
+                                 (SELECT scope_key FROM templates WHERE id = $1 AND scope = 'phone')",
+                                $lock
+                            ))
+                            .bind(*id)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        sqlx::query_scalar(concat!("SELECT id FROM templates WHERE id = $1", $lock))
+                            .bind(*id)
+                            .fetch_optional(&mut *conn)
+                            .await?
+                    },
                 ),
                 Target::DirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
