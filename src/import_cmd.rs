@@ -19,16 +19,35 @@ use progress::progress_bar;
 
 const MAX_ERRORS_SHOWN: usize = 50;
 
-fn print_errors(plan: &ImportPlan) {
-    for e in plan.errors.iter().take(MAX_ERRORS_SHOWN) {
+/// Reports the plan's errors from `first` on (those not reported yet),
+/// and stops the run unless `--skip-invalid` lets it go on without them.
+fn report_errors(plan: &ImportPlan, first: usize, args: &ImportArgs) -> Result<()> {
+    let errors = &plan.errors[first.min(plan.errors.len())..];
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for e in errors.iter().take(MAX_ERRORS_SHOWN) {
         eprintln!("{e}");
     }
-    if plan.errors.len() > MAX_ERRORS_SHOWN {
-        eprintln!(
-            "... and {} more errors",
-            plan.errors.len() - MAX_ERRORS_SHOWN
+    if errors.len() > MAX_ERRORS_SHOWN {
+        eprintln!("... and {} more errors", errors.len() - MAX_ERRORS_SHOWN);
+    }
+    if plan.whole_file_errors > 0 {
+        bail!(
+            "{} invalid rows, {} of them spoiling a whole file (unreadable, not parsed, or a wrong header); \
+             nothing was written (--skip-invalid skips rows, not files)",
+            plan.errors.len(),
+            plan.whole_file_errors
         );
     }
+    if !args.skip_invalid {
+        bail!(
+            "{} invalid rows; nothing was written (use --skip-invalid to import the rest)",
+            plan.errors.len()
+        );
+    }
+    eprintln!("skipping {} invalid rows", errors.len());
+    Ok(())
 }
 
 /// How many times one run writes again after a refusal by the database,
@@ -51,32 +70,21 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     );
+    // The files' own errors first: a run they stop has not touched the
+    // database, nor created one at a mistyped URL.
+    report_errors(&plan, 0, args)?;
     // Templates are checked against the database (its phones to try them
-    // on, its tenants' quotas), so it is opened before the errors are told.
+    // on, its tenants' quotas) before anything is written: it is opened as
+    // the import opens it, so a file with templates moves into a new
+    // database as one without does.
     let mut opened = None;
-    if plan.whole_file_errors == 0 && templates::planned(&plan) {
+    if templates::planned(&plan) {
         let (store, key) = open(config, args).await?;
         keep_stored_tenants(&*store, &mut plan).await?;
+        let reported = plan.errors.len();
         templates::check_offline(config, &*store, key, &mut plan, &actor).await?;
+        report_errors(&plan, reported, args)?;
         opened = Some(store);
-    }
-    if !plan.errors.is_empty() {
-        print_errors(&plan);
-        if plan.whole_file_errors > 0 {
-            bail!(
-                "{} invalid rows, {} of them spoiling a whole file (unreadable, not parsed, or a wrong header); \
-                 nothing was written (--skip-invalid skips rows, not files)",
-                plan.errors.len(),
-                plan.whole_file_errors
-            );
-        }
-        if !args.skip_invalid {
-            bail!(
-                "{} invalid rows; nothing was written (use --skip-invalid to import the rest)",
-                plan.errors.len()
-            );
-        }
-        eprintln!("skipping {} invalid rows", plan.errors.len());
     }
     let changes = plan.changes();
     if changes == 0 {

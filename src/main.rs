@@ -83,11 +83,12 @@ enum Command {
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Import tenants, phones with lines, directory entries and (JSON)
-    /// directory sources, from CSV or JSON.
+    /// directory sources and templates, from CSV or JSON.
     Import(ImportArgs),
-    /// Write tenants, phones with lines, directory entries and sources in
-    /// the import formats (secrets in clear), to move or edit; not a backup
-    /// (no templates, tokens or history).
+    /// Write tenants, phones with lines, directory entries, sources and
+    /// templates (as they are now) in the import formats (secrets in
+    /// clear), to move or edit; not a backup (no template versions, tokens
+    /// or history).
     Export(export_cmd::ExportArgs),
     /// Validate the configuration and the files it names (TLS pair, key
     /// file, static folder, log file), and print it, secrets masked.
@@ -151,7 +152,8 @@ struct ServeArgs {
 #[derive(Args)]
 pub struct ImportArgs {
     /// Files to import (.csv or .json), in one transaction. `-` reads
-    /// standard input: JSON if it starts with `{`, else CSV.
+    /// standard input: JSON if it starts with `{`, else CSV. Templates
+    /// are checked against the database before anything is written.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Import the valid rows and report the invalid ones, instead of writing nothing.

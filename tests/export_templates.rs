@@ -32,6 +32,12 @@ fn template(scope: &str, key: Option<(&str, &str)>, body: &str) -> serde_json::V
     t
 }
 
+fn phone_template(tenant: &str, mac: &str, body: &str) -> serde_json::Value {
+    let mut t = template("phone", Some(("mac", mac)), body);
+    t["tenant"] = tenant.into();
+    t
+}
+
 fn fleet() -> String {
     let body =
         |what: &str| format!("#!version:1.0.0.1\n# {what}\nstatic.auto_provision.enable = 1\n");
@@ -46,8 +52,8 @@ fn fleet() -> String {
             template("model", Some(("model", "T46S")), &body("model")),
             template("tenant", Some(("tenant", "acme")), &body("acme")),
             template("tenant", Some(("tenant", "globex")), &body("globex")),
-            template("phone", Some(("mac", "001565000001")), &body("acme's phone")),
-            template("phone", Some(("mac", "001565000002")), &body("globex's phone")),
+            phone_template("acme", "001565000001", &body("acme's phone")),
+            phone_template("globex", "001565000002", &body("globex's phone")),
         ],
     })
     .to_string()
@@ -78,6 +84,8 @@ fn moves(from: Backend, to: Backend) {
     let to_db = rt.block_on(TestDb::new(to));
     let dir = tempfile::tempdir().unwrap();
     let seed = write_file(dir.path(), "seed.json", &fleet());
+    // Templates are checked against the database, which must be there.
+    dt(dir.path(), &from_db.url, &["migrate"]);
     dt(
         dir.path(),
         &from_db.url,

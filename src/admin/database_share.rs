@@ -216,7 +216,7 @@ impl DatabaseShare {
 /// client kept the connection, and a few such requests held every place.
 const BODY_WAIT: Duration = Duration::from_secs(10);
 /// The API's request body cap (axum's default, which its extractors apply).
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Bodies read at once for one tenant, and for all of them on this node.
 const BODIES_PER_TENANT: usize = 8;
 const BODIES_ALL: usize = 128;

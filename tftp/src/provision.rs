@@ -236,6 +236,12 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
+    /// What this provisioner renders with: the budget and base URL a trial
+    /// render elsewhere (an import's template checks) must use too.
+    pub fn options(&self) -> &ProvisionOptions {
+        &self.options
+    }
+
     pub fn new(
         mirror: Arc<Mirror>,
         key: SecretKey,

@@ -392,7 +392,13 @@ fn model_scope_key(
 /// Cisco's prefixes aside): a second model-scope template for the same
 /// model would never apply.
 pub fn same_model(family: Family, a: &str, b: &str) -> bool {
-    crate::models::canonical(family, a) == crate::models::canonical(family, b)
+    model_spelling(family, a) == model_spelling(family, b)
+}
+
+/// The one spelling [`same_model`] compares models by, for callers that
+/// index many models (an import's templates) instead of comparing pairs.
+pub fn model_spelling(family: Family, model: &str) -> String {
+    crate::models::canonical(family, model)
 }
 
 /// A body that stands in for the stored template with `key` (which need not

@@ -119,3 +119,187 @@ async fn a_tenant_token_imports_no_template() {
     assert_eq!(stored(&h).await.templates, before.templates);
     assert_eq!(h.audit_rows().await, audit_rows);
 }
+
+fn tenant_doc(slug: &str, quotas: serde_json::Value) -> serde_json::Value {
+    json!({"slug": slug, "name": slug, "settings": {"quotas": quotas}})
+}
+
+fn fields(reply: &crate::admin::tests::Reply) -> Vec<String> {
+    let errors = reply.json()["error"]["details"]["errors"].clone();
+    (errors.as_array().into_iter().flatten())
+        .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// README's own example: a new tenant's template reads its phone's first
+/// line, which only the document holds. Without any phone of its scope
+/// it renders as the API's create renders it, and is refused as that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenants_template_is_tried_on_the_documents_own_phone() {
+    let body = "#!version:1.0.0.1\naccount.1.label = {{ lines[0].display_name }}\n";
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let h = Harness::new(backend).await;
+        let mut phone_template = template("phone", Some(("mac", "001565000099")), body);
+        phone_template["tenant"] = "hooli".into();
+        let doc = json!({
+            "tenants": [{"slug": "hooli", "name": "Hooli"}],
+            "phones": [{"tenant": "hooli", "mac": "001565000099", "family": "yealink", "model": "T46S",
+                        "lines": [{"extension": "301", "display_name": "Front desk", "auth_user": "h301",
+                                   "password": "pw", "registrar": "sip.example.net"}]}],
+            "templates": [
+                template("tenant", Some(("tenant", "hooli")), body),
+                phone_template,
+                template("model", Some(("model", "T99X")), body),
+            ],
+        });
+        let phone = &doc["phones"][0];
+        let mut model_doc = doc.clone();
+        model_doc["phones"][0]["model"] = "T99X".into();
+        let reply = import(&h, "global", &model_doc.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{backend:?} {}", reply.text);
+        assert_eq!(reply.json()["written"]["templates"]["inserted"], 3);
+        assert_eq!(phone["model"], "T46S");
+
+        let bare = json!({"tenants": [{"slug": "initech", "name": "Initech"}]});
+        let reply = import(&h, "global", &bare.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let created = json!({"scope": "tenant", "family": "yealink", "tenant": "initech",
+                             "file_pattern": "{mac}.cfg", "body": body});
+        let by_api = h
+            .call(
+                Some("global"),
+                Method::POST,
+                "/v1/templates",
+                Some(&created.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            by_api.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            by_api.text
+        );
+        assert!(by_api.text.contains("undefined"), "{}", by_api.text);
+        let doc = json!({"templates": [template("tenant", Some(("tenant", "initech")), body)]});
+        let reply = import(&h, "global", &doc.to_string()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reply.text
+        );
+        assert!(reply.text.contains("undefined"), "{}", reply.text);
+    }
+}
+
+/// A re-import of what is stored writes nothing and is not refused by a
+/// quota lowered since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_template_is_not_checked_again() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let h = Harness::new(backend).await;
+        let saved = template("tenant", Some(("tenant", "hooli")), "# hooli\n");
+        let reply = import(&h, "global", &document(std::slice::from_ref(&saved))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let lowered = json!({
+            "tenants": [tenant_doc("hooli", json!({"template_bytes": 2}))],
+            "templates": [saved],
+        });
+        let reply = import(&h, "global", &lowered.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{backend:?} {}", reply.text);
+        assert_eq!(reply.json()["written"]["templates"]["unchanged"], 1);
+    }
+}
+
+/// A phone the document moves loses its stored template: it counts for
+/// neither tenant, and the document's own template of it is new to the
+/// new tenant. The refusal names the count quota as the API's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_phones_template_counts_for_its_new_tenant_only() {
+    use crate::admin::tests::ACME_MAC;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let h = Harness::new(backend).await;
+        let mut on_acme = template("phone", Some(("mac", ACME_MAC)), "# desk\n");
+        on_acme["tenant"] = "acme".into();
+        let reply = import(&h, "global", &json!({"templates": [on_acme]}).to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let mut on_globex = template("phone", Some(("mac", ACME_MAC)), "# desk\n");
+        on_globex["tenant"] = "globex".into();
+        let mut boot = template("tenant", Some(("tenant", "acme")), "# boot\n");
+        boot["file_pattern"] = "{mac}.boot".into();
+        let doc = json!({
+            "tenants": [tenant_doc("acme", json!({"templates": 2})),
+                        tenant_doc("globex", json!({"templates": 1}))],
+            "phones": [{"tenant": "globex", "mac": ACME_MAC, "family": "yealink", "model": "T46S"}],
+            "templates": [on_globex, boot],
+        });
+        let reply = import(&h, "global", &doc.to_string()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reply.text
+        );
+        assert_eq!(
+            fields(&reply),
+            ["templates[0] templates"],
+            "{backend:?} {}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains("templates quota of 1"),
+            "{}",
+            reply.text
+        );
+    }
+}
+
+/// A template refused by its trial render takes no place in its tenant's
+/// count: `--skip-invalid` would write the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_template_uses_no_quota() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let mut fine = template("tenant", Some(("tenant", "hooli")), "# fine\n");
+    fine["file_pattern"] = "{mac}.boot".into();
+    let doc = json!({
+        "tenants": [tenant_doc("hooli", json!({"templates": 1}))],
+        "templates": [template("tenant", Some(("tenant", "hooli")), "{{ oops"), fine],
+    });
+    let reply = import(&h, "global", &doc.to_string()).await;
+    assert_eq!(fields(&reply), ["templates[0] body"], "{}", reply.text);
+}
+
+/// Every template body obeys the API's 2 MiB cap, a family one's too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_template_past_the_apis_cap_is_refused() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let body = format!("{{# {} #}}", "x".repeat(2 << 20));
+    let reply = import(&h, "global", &document(&[template("family", None, &body)])).await;
+    assert_eq!(fields(&reply), ["templates[0] body"], "{}", reply.text);
+    assert!(reply.text.contains("2 MiB"), "{}", reply.text);
+}
+
+/// Past the time the checks may take, nothing is written, and the
+/// whole run is refused, `--skip-invalid` or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_past_their_time_refuse_the_whole_import() {
+    use crate::import_cmd::templates::{CheckLimits, TemplateChecks};
+    let h = Harness::new(Backend::Sqlite).await;
+    let text = document(&[template("family", None, "# fine\n")]);
+    let mut plan = dialtone_sync::import::plan_text("request", true, &text);
+    let checks = TemplateChecks {
+        provisioner: &h.provisioner,
+        state: h.mirror.load(),
+        quotas: &h.state.quotas,
+        actor: "test".into(),
+    };
+    let limits = CheckLimits {
+        time: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    checks.check_within(&mut plan, &limits).await.unwrap();
+    assert_eq!(plan.whole_file_errors, 1);
+    let message = &plan.errors[0].message;
+    assert!(message.contains("took longer than 0 s"), "{message}");
+}

@@ -77,8 +77,8 @@ async fn templates_export_by_slug_and_mac_and_reimport_as_no_change() {
         r#"{"scope":"model","family":"yealink","model":"T46S","file_pattern":"{mac}.cfg","body":"model"}"#,
         r#"{"scope":"tenant","family":"yealink","tenant":"acme","file_pattern":"{mac}.cfg","body":"acme\n\"quoted\""}"#,
         r#"{"scope":"tenant","family":"yealink","tenant":"globex","file_pattern":"{mac}.cfg","body":"globex {{ x }}"}"#,
-        r#"{"scope":"phone","family":"yealink","mac":"001565000003","file_pattern":"{mac}.cfg","body":"globex phone"}"#,
-        r#"{"scope":"phone","family":"yealink","mac":"001565000007","file_pattern":"{mac}.cfg","body":"acme phone"}"#,
+        r#"{"scope":"phone","family":"yealink","tenant":"globex","mac":"001565000003","file_pattern":"{mac}.cfg","body":"globex phone"}"#,
+        r#"{"scope":"phone","family":"yealink","tenant":"acme","mac":"001565000007","file_pattern":"{mac}.cfg","body":"acme phone"}"#,
     ];
     assert_eq!(
         text,
@@ -127,4 +127,68 @@ async fn a_tenants_export_holds_its_own_templates_only() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("no CSV form"), "{refused}");
+}
+
+#[tokio::test]
+async fn every_template_that_would_not_import_is_named_with_what_to_do() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    store
+        .apply(&[tenant("acme", "US")], &audit("seed"))
+        .await
+        .unwrap();
+    // Stored before the API refused mixed-case models, or by SQL by hand.
+    let mut seed = vec![
+        template(TemplateScope::Model, "T46s", "mixed"),
+        template(TemplateScope::Model, "T48S", "upper"),
+        template(TemplateScope::Model, "T48s", "mixed, and upper too"),
+        template(TemplateScope::Model, "T54W", "fine"),
+    ];
+    let orphans = 21;
+    seed.extend((0..orphans).map(|n| template(TemplateScope::Tenant, &(900 + n).to_string(), "")));
+    store.apply(&seed, &audit("seed")).await.unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let selection = Selection::new(&state, &[]).unwrap();
+    let refused = write_json(&selection, &test_key(), &Kind::ALL, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("23 templates would not import: "),
+        "{refused}"
+    );
+    // By id: the model templates came first, then the orphans.
+    assert!(
+        refused.contains(
+            r#"template #1 (model "T46s", {mac}.cfg) has its model in mixed case: make it again as model "T46S" or "t46s" (DELETE /v1/templates/1, then POST /v1/templates"#
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(
+            r#"template #3 (model "T48s", {mac}.cfg) has its model in mixed case, and template #2 ("T48S") is this model's template for this file already: delete #3 (DELETE /v1/templates/3)"#
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(
+            r#"template #5 (tenant "900", {mac}.cfg) belongs to no tenant stored: delete it (DELETE /v1/templates/5)"#
+        ),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("T54W") && !refused.contains("#2 (model"),
+        "{refused}"
+    );
+    assert!(refused.contains(r#"tenant "917""#), "{refused}");
+    assert!(!refused.contains(r#"tenant "918""#), "{refused}");
+    assert!(
+        refused.ends_with("; and 3 more; then export again"),
+        "{refused}"
+    );
+
+    // A tenant's export carries none of them, and is not refused.
+    let acme = Selection::new(&state, &["acme".to_string()]).unwrap();
+    write_json(&acme, &test_key(), &Kind::ALL, &mut Vec::new()).unwrap();
 }

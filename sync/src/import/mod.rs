@@ -296,9 +296,12 @@ fn check_duplicates(plan: &mut ImportPlan) {
                 Key::Template(t.scope, t.family, &t.scope_key, &t.file_pattern)
             }
             Mutation::UpsertTenantTemplate { tenant, template } => Key::Template(
-                TemplateScope::Tenant,
+                template.scope,
                 template.family,
-                tenant,
+                match template.scope {
+                    TemplateScope::Phone => &template.scope_key,
+                    _ => tenant,
+                },
                 &template.file_pattern,
             ),
             _ => continue,

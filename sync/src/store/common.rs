@@ -464,9 +464,39 @@ macro_rules! shared_sql {
                 }
                 Mutation::UpsertTenantTemplate { tenant, template } => {
                     let id = tenant_id(conn, tenant).await?;
+                    let scope_key = match template.scope {
+                        TemplateScope::Tenant => id.to_string(),
+                        TemplateScope::Phone => {
+                            // Locked as the phone-scope write below locks it:
+                            // a move commits before this check or waits for
+                            // it. A phone that moved tenants lost its
+                            // templates with the move; its old tenant's must
+                            // not come back onto the new tenant's phone.
+                            let owner: Option<Id> = sqlx::query_scalar(concat!(
+                                "SELECT tenant_id FROM phones WHERE mac = $1",
+                                $lock
+                            ))
+                            .bind(&template.scope_key)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                            if owner.is_some_and(|owner| owner != id) {
+                                return Err(SyncError::Invalid(format!(
+                                    "phone {} is not tenant {tenant:?}'s: the template is that \
+                                     tenant's and is written only onto its own phone",
+                                    template.scope_key
+                                )));
+                            }
+                            // A phone that does not exist is refused below.
+                            template.scope_key.clone()
+                        }
+                        scope => {
+                            return Err(SyncError::Invalid(format!(
+                                "a {scope}-scope template belongs to no tenant"
+                            )))
+                        }
+                    };
                     let resolved = Mutation::UpsertTemplate(crate::store::TemplateInput {
-                        scope: TemplateScope::Tenant,
-                        scope_key: id.to_string(),
+                        scope_key,
                         ..template.clone()
                     });
                     Box::pin(apply_one(conn, key, &resolved, now, report)).await?;

@@ -212,10 +212,12 @@ pub enum Mutation {
     /// family, scope key and file pattern: version 1 of a new template,
     /// never version n + 1 of someone else's.
     CreateTemplate(TemplateInput),
-    /// `UpsertTemplate` of a tenant-scope template named by its tenant's
-    /// slug: the stored key is the tenant's id, which only the writing
-    /// transaction knows for a tenant an import creates or moves between
-    /// databases. `template.scope_key` is ignored.
+    /// `UpsertTemplate` of a tenant- or phone-scope template named by its
+    /// tenant's slug. Tenant scope: the stored key is the tenant's id,
+    /// which only the writing transaction knows for a tenant an import
+    /// creates or moves between databases (`template.scope_key` is
+    /// ignored). Phone scope: `scope_key` is the MAC, and the template is
+    /// written only onto a phone of that tenant.
     UpsertTenantTemplate {
         tenant: String,
         template: TemplateInput,

@@ -1,8 +1,10 @@
 //! The JSON import's `templates`: each names its key by the member of its
 //! scope (`model`, `tenant` by slug, `mac`), as the admin API's create
 //! does, and is checked here for what the data layer can tell: names
-//! the API bounds, a model a phone could have. Its body compiles and
-//! renders, and a tenant's quotas hold, only the binary can tell.
+//! the API bounds, a model a phone could have. A phone's names its
+//! tenant too: the template is that tenant's, and the store writes it
+//! only onto a phone of that tenant. Its body compiles and renders, and
+//! a tenant's quotas hold, only the binary can tell.
 
 use serde::Deserialize;
 
@@ -58,16 +60,31 @@ impl JsonTemplate {
         // A member of another scope would be ignored: the template would
         // apply elsewhere than the file seems to say.
         let members = [
-            ("model", self.model.is_some(), TemplateScope::Model),
-            ("tenant", self.tenant.is_some(), TemplateScope::Tenant),
-            ("mac", self.mac.is_some(), TemplateScope::Phone),
+            (
+                "model",
+                self.model.is_some(),
+                "a model",
+                &[TemplateScope::Model][..],
+            ),
+            (
+                "tenant",
+                self.tenant.is_some(),
+                "a tenant- or phone",
+                &[TemplateScope::Tenant, TemplateScope::Phone],
+            ),
+            (
+                "mac",
+                self.mac.is_some(),
+                "a phone",
+                &[TemplateScope::Phone],
+            ),
         ];
-        if let Some((field, _, scope)) =
-            (members.into_iter()).find(|(_, given, scope)| *given && *scope != self.scope)
+        if let Some((field, _, whose, _)) = (members.into_iter())
+            .find(|(_, given, _, scopes)| *given && !scopes.contains(&self.scope))
         {
             return Err((
                 field,
-                format!("only a {scope}-scope template names a {field}"),
+                format!("only {whose}-scope template names a {field}"),
             ));
         }
         let required = |field: &'static str, value: Option<String>| {
@@ -77,6 +94,10 @@ impl JsonTemplate {
                     format!("a {}-scope template needs {field}", self.scope),
                 )
             })
+        };
+        let slug = |tenant| {
+            let slug = required("tenant", tenant)?;
+            crate::import::check_slug(&slug).map_err(|e| ("tenant", e))
         };
         let (scope_key, tenant) = match self.scope {
             TemplateScope::Family => (String::new(), None),
@@ -90,18 +111,12 @@ impl JsonTemplate {
                 as_phone_model.check().map_err(|r| ("model", r.reason))?;
                 (model, None)
             }
-            TemplateScope::Tenant => {
-                let slug = required("tenant", self.tenant)?;
-                (
-                    String::new(),
-                    Some(crate::import::check_slug(&slug).map_err(|e| ("tenant", e))?),
-                )
-            }
+            TemplateScope::Tenant => (String::new(), Some(slug(self.tenant)?)),
             TemplateScope::Phone => {
                 let mac: Mac = required("mac", self.mac)?
                     .parse()
                     .map_err(|e: crate::SyncError| ("mac", e.to_string()))?;
-                (mac.to_string(), None)
+                (mac.to_string(), Some(slug(self.tenant)?))
             }
         };
         let template = TemplateInput {
