@@ -165,3 +165,140 @@ fn a_missing_current_key_file_is_not_made_anew() {
     assert!(!dir.path().join("gone.key").exists());
     assert!(!dir.path().join("new.key").exists());
 }
+
+/// A key to replace one that may have leaked must reach nobody else: an
+/// existing new key file others may read or write is refused, untouched,
+/// before the database is opened.
+#[test]
+fn a_new_key_file_others_can_reach_is_refused_before_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = unreachable_database();
+    let file = write_file(dir.path(), "new.key", &format!("{OTHER_KEY}\n"));
+    for mode in [0o644, 0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = dt_with_key(
+            dir.path(),
+            &url,
+            TEST_KEY,
+            &["rekey", "--new-key-file", file.to_str().unwrap()],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "mode {mode:o}: {stderr}");
+        assert!(stderr.contains("chmod 600"), "mode {mode:o}: {stderr}");
+        assert!(!stderr.contains("cannot reach database"), "{stderr}");
+        assert!(!stderr.contains(OTHER_KEY), "{stderr}");
+        let kept = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(kept.trim(), OTHER_KEY);
+    }
+}
+
+/// A key, not the test key, for a new key file that exists already.
+const OTHER_KEY: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+
+fn import_a_fleet(dir: &Path, url: &str) {
+    let files = [
+        write_file(dir, "tenants.csv", TENANTS_CSV),
+        write_file(dir, "phones.csv", &phones_csv(1, 5)),
+        write_file(dir, "more.json", SOURCES_JSON),
+    ];
+    let mut import = vec!["import"];
+    import.extend(files.iter().map(|f| f.to_str().unwrap()));
+    succeeded(&dt_with_key(dir, url, TEST_KEY, &import), "import");
+}
+
+/// A refused run leaves no key behind that nothing is sealed with: the
+/// file it made is removed; a file that was there before is kept.
+#[test]
+fn a_refused_run_removes_the_key_file_it_made_and_only_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    import_a_fleet(dir.path(), &url);
+    let stray = dialtone_sync::SecretKey::parse(&"e7".repeat(32)).unwrap();
+    let stray = stray.seal(dialtone_sync::Purpose::LinePassword, "stray-pw");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE lines SET password = $1 WHERE id = (SELECT min(id) FROM lines)")
+            .bind(&*stray.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+
+    let out = dt_with_key(
+        dir.path(),
+        &url,
+        TEST_KEY,
+        &["rekey", "--new-key-file", "made.key"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("do not open with the current key"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("made.key").exists(),
+        "the refused run left its key file"
+    );
+
+    let existing = write_file(dir.path(), "existing.key", &format!("{OTHER_KEY}\n"));
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dt_with_key(
+        dir.path(),
+        &url,
+        TEST_KEY,
+        &["rekey", "--new-key-file", "existing.key"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let kept = std::fs::read_to_string(&existing).unwrap();
+    assert_eq!(
+        kept.trim(),
+        OTHER_KEY,
+        "a file the run did not make was touched"
+    );
+}
+
+/// A run behind a transaction that keeps a table (an import, a session
+/// idle in its transaction) steps back rather than stopping every writer
+/// behind its lock request, and after a few tries gives up, saying why;
+/// it leaves no key file. Run again once that transaction ends, it passes.
+#[test]
+fn a_postgres_run_behind_a_long_transaction_gives_up() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new(Backend::Postgres));
+    let dir = tempfile::tempdir().unwrap();
+    import_a_fleet(dir.path(), &db.url);
+    let mut holder = rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("LOCK TABLE directory_sources IN ROW EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let rekey = || {
+        let mut cmd = dialtone(dir.path(), &db.url);
+        cmd.env("DIALTONE_DATABASE__MIGRATION_LOCK_WAIT_MS", "200")
+            .args(["rekey", "--new-key-file", "new.key"]);
+        cmd
+    };
+    let out = run_within(rekey(), std::time::Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for said in [
+        "could not lock the tables phones, lines and directory_sources",
+        "run rekey again when that transaction ends",
+    ] {
+        assert!(stderr.contains(said), "{stderr}");
+    }
+    assert!(!dir.path().join("new.key").exists());
+
+    rt.block_on(sqlx::query("COMMIT").execute(&mut holder))
+        .unwrap();
+    succeeded(&run(rekey()), "rekey once the transaction ended");
+    assert!(dir.path().join("new.key").exists());
+}

@@ -56,14 +56,14 @@ impl Provisioner {
             }
         }
         let password = match sealed {
-            Some(sealed) => match self.key.open(Purpose::DeviceHttpPassword, sealed) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::error!(mac = %phone.mac, error = %e, "device HTTP password will not open; refusing");
-                    // Nothing can match: the phone is locked out, not opened up.
-                    None
-                }
-            },
+            // The server's fault, not the phone's (a node still running
+            // with the key a `dialtone rekey` replaced, or a damaged
+            // value): answered as a failure to provision, never opened up,
+            // and charged to nobody. As a wrong password, every honest
+            // login of the office would count toward banning its address.
+            Some(sealed) => Some(self.key.open(Purpose::DeviceHttpPassword, sealed).map_err(
+                |e| ProvisionError::Data(format!("phone {} HTTP password: {e}", phone.mac)),
+            )?),
             // Half a login (above): nothing can match.
             None => None,
         };

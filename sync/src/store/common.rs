@@ -133,6 +133,26 @@ macro_rules! shared_sql {
             Ok(())
         }
 
+        /// Last before a write that may seal a value commits, its locks held:
+        /// the database still takes `key`. `check_once` looks only at a
+        /// process's first write, and a node started before a `dialtone
+        /// rekey` (or a write queued behind the re-key's locks) would commit
+        /// values sealed with the old key after the re-key moved to the new
+        /// one. `read`: the backend's [`crate::store::rekey::KEY_CHECK_NOW`]
+        /// or its locking form. A database with no check value kept has seen
+        /// no re-key.
+        pub(super) async fn confirm_key_unchanged(
+            conn: &mut $conn,
+            key: &crate::SecretKey,
+            read: &str,
+        ) -> Result<(), SyncError> {
+            let stored: Option<String> = sqlx::query_scalar(read).fetch_one(&mut *conn).await?;
+            match stored {
+                Some(stored) if stored != key.check_value() => Err(crate::store::rekey::key_moved()),
+                _ => Ok(()),
+            }
+        }
+
         pub(super) async fn refuse_newer(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
             match applied_migration(conn).await? {
                 Some(found) if found > known => Err(SyncError::SchemaTooNew { found, known }),

@@ -42,6 +42,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
+use crate::store::rekey::KEY_CHECK_NOW_HELD;
 use crate::store::{
     Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
 };
@@ -259,6 +260,9 @@ impl Store for PgStore {
             };
             let report =
                 sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
+            // Last, with every lock the write takes held (`rekey.rs` says
+            // why this cannot deadlock with a re-key).
+            sql::confirm_key_unchanged(&mut tx, &self.key, KEY_CHECK_NOW_HELD).await?;
             let lost = match ending {
                 Ending::Commit => commit::send(tx).await?,
                 Ending::RollBack => {

@@ -257,6 +257,29 @@ pub(crate) fn check_audit(audit: &Audit) -> Result<(), SyncError> {
 pub(crate) const SET_KEY_CHECK: &str =
     "UPDATE dialtone_meta SET key_check = $1 WHERE singleton = 1";
 
+/// The database's check value as a write about to commit reads it
+/// (`confirm_key_unchanged`), on SQLite: inside BEGIN IMMEDIATE no re-key
+/// can commit before this write does.
+pub(crate) const KEY_CHECK_NOW: &str = "SELECT key_check FROM dialtone_meta WHERE singleton = 1";
+
+/// The same on PostgreSQL, where the row lock makes a re-key that has not
+/// yet moved the check value wait for this write's commit, and a write
+/// that comes after the re-key's move wait for its commit, then read it.
+pub(crate) const KEY_CHECK_NOW_HELD: &str =
+    "SELECT key_check FROM dialtone_meta WHERE singleton = 1 FOR SHARE";
+
+/// A write of a process whose key the database no longer takes: a re-key
+/// committed since the process checked it. Its values would be sealed
+/// with a key the operator is about to throw away.
+pub(crate) fn key_moved() -> SyncError {
+    SyncError::Key(
+        "the database has moved to another secrets key (`dialtone rekey` ran since this \
+         process checked its key), so nothing of this write was made; restart this node \
+         (or run the command again) with the new key as secrets.key_file"
+            .into(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
+use crate::store::rekey::KEY_CHECK_NOW;
 use crate::store::{
     Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
 };
@@ -321,6 +322,14 @@ impl Store for SqliteStore {
             progress,
         )
         .await;
+        // Inside BEGIN IMMEDIATE, so no re-key commits between this read
+        // and the commit.
+        let result = match result {
+            Ok(report) => sql::confirm_key_unchanged(writing.conn(), &self.key, KEY_CHECK_NOW)
+                .await
+                .map(|()| report),
+            refused => refused,
+        };
         self.end(writing, result, ending).await
     }
 

@@ -2,11 +2,14 @@
 //! binary COPY, re-sealed, staged with binary COPY into a temporary table
 //! and written with one `UPDATE … FROM` a column.
 
+use std::time::Duration;
+
 use sqlx::PgConnection;
 
 use super::bulk::Stager;
 use super::closing::ClosedUnlessReleased;
-use super::{commit, latest_known, load, sql, PgStore};
+use super::commit::{self, Lost};
+use super::{latest_known, load, lock_not_available, sql, PgStore};
 use crate::crypto::{Sealed, SecretKey};
 use crate::error::SyncError;
 use crate::model::{now_millis, Id};
@@ -22,7 +25,23 @@ use crate::store::Audit;
 /// and then another (an import naming sources before phones) can deadlock
 /// with the run; PostgreSQL then aborts one of them, and an aborted run
 /// has written nothing.
+///
+/// A writer queued behind this lock goes on once the run commits and is
+/// refused at its end (`confirm_key_unchanged`, which reads the check
+/// value `FOR SHARE`). That read adds no deadlock: a writer takes it last,
+/// waiting for nothing after it but its commit, and the run updates the
+/// check value only once it holds these locks, waiting for nothing after
+/// that but its audit row (an insert no writer blocks) and its commit.
 const LOCK: &str = "LOCK TABLE phones, lines, directory_sources IN SHARE ROW EXCLUSIVE MODE";
+
+/// Tries at [`LOCK`], each waiting at most the store's lock wait
+/// (`database.migration_lock_wait_ms`), and the pause between them. A
+/// queued lock request makes every later writer of the tables queue
+/// behind it, so a run stuck behind a session idle in its transaction, or
+/// a long import, would stop every admin write for as long: it steps back
+/// instead, and gives up after the last try (the caller says why).
+const LOCK_TRIES: u32 = 4;
+const LOCK_PAUSE: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(
     store: &PgStore,
@@ -32,56 +51,23 @@ pub(super) async fn run(
     rekey::refuse_same_key(&store.key, new_key)?;
     rekey::check_audit(audit)?;
     let mut conn = ClosedUnlessReleased::acquire(&store.pool).await?;
-    let written = async {
-        let mut tx = conn.begin().await?;
-        sqlx::query(LOCK).execute(&mut *tx).await?;
-        sql::check_schema(&mut tx, latest_known()).await?;
-        sql::check_key(&mut tx, &store.key, true).await?;
-        let mut resealed = Vec::new();
-        let mut unopened = Unopened::default();
-        for column in SealedColumn::ALL {
-            let stored = read(&mut tx, column).await?;
-            let done = crate::blocking::blocking_here(|| {
-                rekey::reseal(&store.key, new_key, column, &stored)
-            });
-            match done {
-                Ok(values) => resealed.push((column, values)),
-                Err(ids) => unopened.add(column, ids),
+    let mut attempt = 1;
+    let written = loop {
+        match reseal_locked(&mut conn, store, new_key, audit).await {
+            Err(Locking::TimedOut(_)) if attempt < LOCK_TRIES => {
+                tracing::warn!(
+                    attempt,
+                    wait_ms = store.migration_locks.wait.as_millis() as u64,
+                    "rekey: phones, lines or directory_sources is held by another transaction; \
+                     stepped back so that writes are not held up, trying again"
+                );
+                attempt += 1;
+                tokio::time::sleep(LOCK_PAUSE).await;
             }
+            Err(Locking::TimedOut(e)) | Err(Locking::Failed(e)) => break Err(e),
+            Ok(done) => break Ok(done),
         }
-        if !unopened.is_empty() {
-            let mut named = Vec::new();
-            for (column, id) in unopened.to_name() {
-                let name = sqlx::query_scalar(column.naming_sql())
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                named.push(rekey::named_or_id(column, id, name));
-            }
-            return Err(unopened.refusal(&named));
-        }
-        let mut report = RekeyReport::default();
-        for (column, values) in &resealed {
-            write(&mut tx, *column, values).await?;
-            report.add(*column, values.len());
-        }
-        sqlx::query(rekey::SET_KEY_CHECK)
-            .bind(new_key.check_value())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(rekey::AUDIT_INSERT)
-            .bind(now_millis())
-            .bind(&audit.actor)
-            .bind(&audit.action)
-            .bind(&audit.entity)
-            .bind(&audit.entity_key)
-            .bind(rekey::audit_summary(audit, &report))
-            .execute(&mut *tx)
-            .await?;
-        let lost = commit::send(tx).await?;
-        Ok((report, lost))
-    }
-    .await;
+    };
     match written {
         Ok((report, Some(lost))) => {
             // As a write's (`apply_with_progress`): the connection is
@@ -92,6 +78,98 @@ pub(super) async fn run(
         }
         written => conn.settle(written.map(|(report, _)| report)).await,
     }
+}
+
+/// Why a try of the run ended without a report.
+enum Locking {
+    /// [`LOCK`] waited past the lock wait; the try rolled back.
+    TimedOut(SyncError),
+    Failed(SyncError),
+}
+
+impl From<SyncError> for Locking {
+    fn from(e: SyncError) -> Self {
+        Locking::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for Locking {
+    fn from(e: sqlx::Error) -> Self {
+        Locking::Failed(e.into())
+    }
+}
+
+/// One try: the tables locked, every value re-sealed, the check value
+/// moved and the commit sent.
+async fn reseal_locked(
+    conn: &mut ClosedUnlessReleased,
+    store: &PgStore,
+    new_key: &SecretKey,
+    audit: &Audit,
+) -> Result<(RekeyReport, Option<Lost>), Locking> {
+    let mut tx = conn.begin().await?;
+    // Local to the transaction, and put back once the tables are locked:
+    // the run's own updates may wait on a row a writer holds, which
+    // commits without waiting on the run.
+    let wait_ms = store.migration_locks.wait.as_millis().max(1);
+    sqlx::query(&format!("SET LOCAL lock_timeout = {wait_ms}"))
+        .execute(&mut *tx)
+        .await?;
+    match sqlx::query(LOCK).execute(&mut *tx).await {
+        Ok(_) => {}
+        Err(e) if lock_not_available(&e) => {
+            tx.rollback().await?;
+            return Err(Locking::TimedOut(e.into()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    sqlx::query("SET LOCAL lock_timeout = DEFAULT")
+        .execute(&mut *tx)
+        .await?;
+    sql::check_schema(&mut tx, latest_known()).await?;
+    sql::check_key(&mut tx, &store.key, true).await?;
+    let mut resealed = Vec::new();
+    let mut unopened = Unopened::default();
+    for column in SealedColumn::ALL {
+        let stored = read(&mut tx, column).await?;
+        let done =
+            crate::blocking::blocking_here(|| rekey::reseal(&store.key, new_key, column, &stored));
+        match done {
+            Ok(values) => resealed.push((column, values)),
+            Err(ids) => unopened.add(column, ids),
+        }
+    }
+    if !unopened.is_empty() {
+        let mut named = Vec::new();
+        for (column, id) in unopened.to_name() {
+            let name = sqlx::query_scalar(column.naming_sql())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            named.push(rekey::named_or_id(column, id, name));
+        }
+        return Err(unopened.refusal(&named).into());
+    }
+    let mut report = RekeyReport::default();
+    for (column, values) in &resealed {
+        write(&mut tx, *column, values).await?;
+        report.add(*column, values.len());
+    }
+    sqlx::query(rekey::SET_KEY_CHECK)
+        .bind(new_key.check_value())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(rekey::AUDIT_INSERT)
+        .bind(now_millis())
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.entity)
+        .bind(&audit.entity_key)
+        .bind(rekey::audit_summary(audit, &report))
+        .execute(&mut *tx)
+        .await?;
+    let lost = commit::send(tx).await?;
+    Ok((report, lost))
 }
 
 /// Every non-empty value of the column, by row id.
