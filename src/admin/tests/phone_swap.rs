@@ -26,25 +26,30 @@ fn served_config(h: &Harness, mac: &str) -> Option<String> {
     Some(String::from_utf8(h.served(&file)).unwrap())
 }
 
+/// The acme phone's own template of its config file, shown by the mirror.
+async fn with_desk_template(h: &Harness) {
+    h.store
+        .apply(
+            &[template(
+                TemplateScope::Phone,
+                ACME_MAC,
+                "{mac}.cfg",
+                "# the desk's own\naccount.1.password = {{ lines[0].password }}\n",
+            )],
+            &seed_audit(),
+        )
+        .await
+        .unwrap();
+    dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_phone_keeps_its_lines_passwords_and_own_templates() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let h = Harness::new(backend).await;
-        h.store
-            .apply(
-                &[template(
-                    TemplateScope::Phone,
-                    ACME_MAC,
-                    "{mac}.cfg",
-                    "# the desk's own\naccount.1.password = {{ lines[0].password }}\n",
-                )],
-                &seed_audit(),
-            )
-            .await
-            .unwrap();
-        dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
-            .await
-            .unwrap();
+        with_desk_template(&h).await;
         let before = served_config(&h, ACME_MAC).unwrap();
         assert!(before.contains("sip-acme-1-Xq9"), "{before}");
         assert!(before.contains("the desk's own"), "{before}");
@@ -236,21 +241,7 @@ async fn two_swaps_racing_for_one_mac_leave_one_phone_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swap_and_an_edit_of_the_phones_template_do_not_deadlock() {
     let h = Harness::new(Backend::Postgres).await;
-    h.store
-        .apply(
-            &[template(
-                TemplateScope::Phone,
-                ACME_MAC,
-                "{mac}.cfg",
-                "# the desk's own\n",
-            )],
-            &seed_audit(),
-        )
-        .await
-        .unwrap();
-    dialtone_sync::watcher::catch_up(&h.mirror, &*h.store)
-        .await
-        .unwrap();
+    with_desk_template(&h).await;
     let state = h.mirror.load();
     let id = state
         .templates()

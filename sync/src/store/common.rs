@@ -153,6 +153,30 @@ macro_rules! shared_sql {
             }
         }
 
+        /// A re-key's last writes on either backend (`store/rekey.rs`): the
+        /// check value moved to `new_key`, and the run's audit row.
+        pub(super) async fn finish_rekey(
+            conn: &mut $conn,
+            new_key: &SecretKey,
+            audit: &Audit,
+            report: &crate::store::RekeyReport,
+        ) -> Result<(), SyncError> {
+            sqlx::query(crate::store::rekey::SET_KEY_CHECK)
+                .bind(new_key.check_value())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(crate::store::rekey::AUDIT_INSERT)
+                .bind(now_millis())
+                .bind(&audit.actor)
+                .bind(&audit.action)
+                .bind(&audit.entity)
+                .bind(&audit.entity_key)
+                .bind(crate::store::rekey::audit_summary(audit, report))
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
         pub(super) async fn refuse_newer(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
             match applied_migration(conn).await? {
                 Some(found) if found > known => Err(SyncError::SchemaTooNew { found, known }),

@@ -12,7 +12,7 @@ use super::commit::{self, Lost};
 use super::{latest_known, load, lock_not_available, sql, PgStore};
 use crate::crypto::{Sealed, SecretKey};
 use crate::error::SyncError;
-use crate::model::{now_millis, Id};
+use crate::model::Id;
 use crate::store::bulk::Cell;
 use crate::store::rekey::{self, RekeyReport, SealedColumn, Unopened, STAGED};
 use crate::store::Audit;
@@ -155,19 +155,7 @@ async fn reseal_locked(
         write(&mut tx, *column, values).await?;
         report.add(*column, values.len());
     }
-    sqlx::query(rekey::SET_KEY_CHECK)
-        .bind(new_key.check_value())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(rekey::AUDIT_INSERT)
-        .bind(now_millis())
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.entity)
-        .bind(&audit.entity_key)
-        .bind(rekey::audit_summary(audit, &report))
-        .execute(&mut *tx)
-        .await?;
+    sql::finish_rekey(&mut tx, new_key, audit, &report).await?;
     let lost = commit::send(tx).await?;
     Ok((report, lost))
 }

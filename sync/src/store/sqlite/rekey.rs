@@ -12,7 +12,7 @@ use super::load::each_row;
 use super::{latest_known, sql, SqliteStore, Writing};
 use crate::crypto::{Sealed, SecretKey};
 use crate::error::SyncError;
-use crate::model::{now_millis, Id};
+use crate::model::Id;
 use crate::store::rekey::{self, RekeyReport, SealedColumn, Unopened, STAGED};
 use crate::store::{Audit, Ending};
 
@@ -36,19 +36,7 @@ pub(super) async fn run(
             reseal_every_column(conn, &store.key, new_key)
         })
         .await?;
-        sqlx::query(rekey::SET_KEY_CHECK)
-            .bind(new_key.check_value())
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(rekey::AUDIT_INSERT)
-            .bind(now_millis())
-            .bind(&audit.actor)
-            .bind(&audit.action)
-            .bind(&audit.entity)
-            .bind(&audit.entity_key)
-            .bind(rekey::audit_summary(audit, &report))
-            .execute(&mut *conn)
-            .await?;
+        sql::finish_rekey(conn, new_key, audit, &report).await?;
         Ok(report)
     }
     .await;
