@@ -82,6 +82,29 @@ fn print_phone(
     Ok(out.flush()?)
 }
 
+/// A renderer over `mirror` with the configured shipped templates, budget
+/// and base URL, for commands that render without serving (`render`, an
+/// import's template checks).
+pub(crate) fn offline_provisioner(
+    config: &Config,
+    mirror: std::sync::Arc<dialtone_sync::Mirror>,
+    key: dialtone_sync::SecretKey,
+) -> Result<Provisioner> {
+    let source = config.provisioning.shipped_source();
+    let shipped = Shipped::from_source(&source, 1)
+        .with_context(|| format!("reading shipped templates ({source:?})"))?;
+    Ok(Provisioner::new(
+        mirror,
+        key,
+        shipped,
+        ProvisionOptions {
+            base_url: config.provisioning.base_url(),
+            budget: config.provisioning.render_options().0,
+            ..Default::default()
+        },
+    ))
+}
+
 pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     // A MAC of no form is the command line's fault: said before any
     // database is opened.
@@ -92,19 +115,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         })
         .transpose()?;
     let (_store, mirror, key) = crate::loaded_mirror(config).await?;
-    let source = config.provisioning.shipped_source();
-    let shipped = Shipped::from_source(&source, 1)
-        .with_context(|| format!("reading shipped templates ({source:?})"))?;
-    let provisioner = Provisioner::new(
-        mirror.clone(),
-        key,
-        shipped,
-        ProvisionOptions {
-            base_url: config.provisioning.base_url(),
-            budget: config.provisioning.render_options().0,
-            ..Default::default()
-        },
-    );
+    let provisioner = offline_provisioner(config, mirror.clone(), key)?;
     let state = mirror.load();
 
     if let Some(mac) = mac {

@@ -22,7 +22,7 @@ use dialtone_sync::{
 };
 use dialtone_tftp::identify::template_names;
 use dialtone_tftp::preview::sample_phone;
-use dialtone_tftp::{ProvisionError, ProvisionOptions, Provisioner, Shipped};
+use dialtone_tftp::{ProvisionError, ProvisionOptions, Provisioner};
 
 use self::after::After;
 use self::scratch::Scratch;
@@ -468,35 +468,19 @@ pub(super) async fn check_offline(
     dialtone_sync::watcher::full_load(&mirror, store)
         .await
         .context("loading the database to check the templates")?;
-    let source = config.provisioning.shipped_source();
-    let shipped = Shipped::from_source(&source, 1)
-        .with_context(|| format!("reading shipped templates ({source:?})"))?;
-    let provisioner = Arc::new(Provisioner::new(
+    let provisioner = Arc::new(crate::render_cmd::offline_provisioner(
+        config,
         mirror.clone(),
         key,
-        shipped,
-        ProvisionOptions {
-            base_url: config.provisioning.base_url(),
-            budget: config.provisioning.render_options().0,
-            ..Default::default()
-        },
-    ));
+    )?);
     let checks = TemplateChecks {
         provisioner: &provisioner,
         state: mirror.load(),
         quotas: &config.quotas,
         actor: actor.to_string(),
     };
-    let limits = CheckLimits {
-        render: ProvisionOptions {
-            base_url: config.provisioning.base_url(),
-            budget: config.provisioning.render_options().0,
-            ..Default::default()
-        },
-        time: CHECK_TIME,
-    };
     checks
-        .check_within(plan, &limits)
+        .check(plan)
         .await
         .context("checking the import's templates")?;
     Ok(())
