@@ -7,13 +7,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::import::plan_text;
 use dialtone_sync::store::Ending;
-use dialtone_sync::{AuditQuery, AuditRecord, WriteReport};
+use dialtone_sync::{AuditQuery, AuditRecord, Mac, WriteReport};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
+use super::templates::check_names;
 use super::{commit, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
@@ -47,6 +48,11 @@ pub struct AuditParams {
     pub tenant: Option<String>,
     pub entity: Option<String>,
     pub actor: Option<String>,
+    /// Only rows about this row: a phone's MAC (in any spelling), a
+    /// tenant's slug, a template's or token's `#id`, a directory source's
+    /// or entry's `tenant/name`. A swapped phone's rows stay under its old
+    /// MAC; the swap's row names the new one.
+    pub key: Option<String>,
     /// Rows older than this id.
     pub before: Option<i64>,
     pub limit: Option<i64>,
@@ -119,6 +125,8 @@ pub async fn list(
         (_, asked) => (asked, None),
     };
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    check_names([("key", params.key.as_deref())])?;
+    let entity_keys = params.key.map(keys_for).unwrap_or_default();
     let rows = state
         .store
         .audit_log(&AuditQuery {
@@ -126,6 +134,7 @@ pub async fn list(
             tenant_id,
             entity: params.entity,
             actor: params.actor,
+            entity_keys,
             before_id: params.before,
             limit,
         })
@@ -138,6 +147,16 @@ pub async fn list(
         next,
     })
     .into_response())
+}
+
+/// The `entity_key`s a `key` filter matches: the text as given and, when
+/// it is a MAC spelt otherwise, the spelling the audit log writes. Both,
+/// because a slug may look like a MAC.
+fn keys_for(key: String) -> Vec<String> {
+    let logged = key.parse::<Mac>().ok().map(|mac| mac.to_string());
+    let mut keys = vec![key];
+    keys.extend(logged.filter(|logged| *logged != keys[0]));
+    keys
 }
 
 #[utoipa::path(get, operation_id = "audit_history", path = "/v1/phones/{mac}/history", tag = "phones",

@@ -2,6 +2,7 @@
 //! SQLite by default, PostgreSQL where concurrency matters. The end-to-end
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
+mod audit_key;
 mod caching;
 mod checks;
 mod concurrent_writes;

@@ -287,6 +287,12 @@ macro_rules! admin_sql {
                     sql.push_str(&format!(" AND {column} = ${}", texts.len()));
                 }
             }
+            if !query.entity_keys.is_empty() {
+                let first = texts.len() + 1;
+                texts.extend(query.entity_keys.iter().map(String::as_str));
+                let places: Vec<String> = (first..=texts.len()).map(|n| format!("${n}")).collect();
+                sql.push_str(&format!(" AND entity_key IN ({})", places.join(", ")));
+            }
             let mut ids: Vec<Id> = Vec::new();
             for (condition, value) in [
                 ("tenant_id =", query.tenant_id),
