@@ -310,6 +310,16 @@ try {
   if (swapped.status !== 200) fail(`the replacement's file: ${swapped.status}`);
   if (!(await swapped.text()).includes("# other")) fail("the replacement is not served its tenant's template");
 
+  step(18, "a phone's recent changes say who changed it");
+  await page.goto(`${api}/ui/#/phones/${failingMac}`);
+  const changed = page.locator("#phone-changes tr", { hasText: "update" });
+  await changed.first().waitFor();
+  if (!(await changed.first().textContent()).includes("token:")) fail("the change does not name its token");
+  await page.goto(`${api}/ui/#/phones/001565bb0099`);
+  await page.getByRole("heading", { name: "Phone 001565bb0099" }).waitFor();
+  await page.locator("#phone-changes").waitFor({ state: "attached" });
+  if (await page.locator("#phone-changes tr").count()) fail("the replacement shows the old MAC's changes");
+
   if (cspViolations.length) fail(`CSP violations: ${cspViolations.join("; ")}`);
   console.log("all steps passed");
 } finally {

@@ -179,7 +179,7 @@ try {
   await page.getByRole("heading", { name: "Phone 001565cc0149" }).waitFor();
   await settle(page);
   const phoneControl = requests.slice(before);
-  if (phoneControl.join() !== "/v1/phones/001565cc0149,/v1/phones/001565cc0149/history?limit=20") fail(`a MAC asked for ${phoneControl.join(", ")}`);
+  if (phoneControl.join() !== "/v1/phones/001565cc0149,/v1/phones/001565cc0149/history?limit=20,/v1/audit?limit=10&key=001565cc0149") fail(`a MAC asked for ${phoneControl.join(", ")}`);
 
   checkErrors();
 

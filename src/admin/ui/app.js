@@ -283,6 +283,9 @@ async function phoneView(draw, address) {
   // on their own: each part says so, the rest of the page stays.
   const history = await api("GET", "/v1/phones/" + mac + "/history?limit=20");
   const boots = history.status === 200 ? history.data : [];
+  // Who changed it, read from the audit log by its MAC: a tenant's token
+  // reads its own tenant's rows only.
+  const changes = await api("GET", "/v1/audit?limit=10&key=" + mac);
   const last = boots[0];
   const files = el("div", { id: "phone-files" });
   draw("Phone " + p.mac,
@@ -299,6 +302,12 @@ async function phoneView(draw, address) {
       : el("table", { id: "phone-history" }, el("tbody", {}, boots.map((b) => el("tr", {},
         el("td", { text: new Date(b.at).toISOString() }), el("td", { text: b.file }),
         el("td", { text: b.protocol }), el("td", { text: b.outcome }))))),
+    el("h3", { text: "Recent changes" }),
+    changes.status !== 200
+      ? el("p", { id: "phone-changes", class: "status error", text: "Recent changes not loaded: " + errorText(changes) })
+      : el("table", { id: "phone-changes" }, el("tbody", {}, changes.data.items.map((c) => el("tr", {},
+        el("td", { text: new Date(c.at).toISOString() }), el("td", { text: c.actor }), el("td", { text: c.action }),
+        el("td", { class: "muted", text: JSON.stringify(c.summary).slice(0, 200) }))))),
     el("p", {}, el("button", { type: "button", id: "preview-all", text: "Preview all files for this phone", onclick: async () => {
       const r = await api("GET", "/v1/phones/" + mac + "/files");
       if (r.status !== 200) {
