@@ -121,8 +121,9 @@ impl Provisioner {
     /// the one its render is cached under: whether a source known for the
     /// phone filled that one.
     pub(crate) fn other_spelling(&self, job: &RenderJob) -> Option<bool> {
+        let mac = job.phone.as_ref().map(|p| p.mac);
         self.rendered
-            .other_spelling(&job.key, job.template, job.model.as_deref())
+            .other_spelling(&job.key, mac, job.template, job.model.as_deref())
     }
 
     /// Whether a model-common or boot file is named by a model code no

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dialtone_sync::{ChangeEvent, Entity, Family, Id, MirrorState};
+use dialtone_sync::{ChangeEvent, Entity, Family, Id, Mac, MirrorState};
 use moka::sync::Cache;
 
 use crate::render_files::Files;
@@ -61,8 +61,14 @@ fn failure_weight(key: &RenderKey, failure: &Arc<(Inputs, ProvisionError)>) -> u
 /// Phone files whose spelling is remembered at most (about 100 bytes each).
 const SPELLINGS: u64 = 1 << 20;
 
-/// One phone's file by the rule it matched, whatever its spelling.
-type SpellingKey = (Family, Id, &'static str);
+/// One phone's file by the rule it matched, whatever its spelling. The
+/// MAC is the phone's when it was rendered: a hardware swap keeps the
+/// phone's id, and its file under the new MAC is no spelling of the old
+/// one's. Taken for one, a failure remembered under the old name (or a
+/// render that landed after the swap's invalidation) kept the new name
+/// out of the cache, and charged its fetches from sources the phone had
+/// not fetched from as misses, up to a ban.
+type SpellingKey = (Family, Id, Mac, &'static str);
 
 /// How a phone's file is cached: the name as asked, the model asked with
 /// (a phone recorded without one takes its User-Agent's, free to change
@@ -103,13 +109,22 @@ pub(crate) struct DirectoryKey {
 }
 
 /// A phone's own template render: what one spelling per rule applies to.
-fn spelling_key(key: &RenderKey, rule: Option<&'static str>) -> Option<SpellingKey> {
-    match (key.phone, &key.directory, rule) {
-        (Some(phone), None, Some(rule)) if rule.contains("{mac}") => {
-            Some((key.family, phone, rule))
+fn spelling_key(
+    key: &RenderKey,
+    mac: Option<Mac>,
+    rule: Option<&'static str>,
+) -> Option<SpellingKey> {
+    match (key.phone, mac, &key.directory, rule) {
+        (Some(phone), Some(mac), None, Some(rule)) if rule.contains("{mac}") => {
+            Some((key.family, phone, mac, rule))
         }
         _ => None,
     }
+}
+
+/// The MAC of the phone `inputs` were rendered for.
+fn mac_of(inputs: Option<&Inputs>) -> Option<Mac> {
+    inputs.and_then(|i| i.phone.as_ref()).map(|p| p.mac)
 }
 
 /// Who a render was for, as far as keeping it goes.
@@ -209,7 +224,8 @@ impl RenderCache {
         // file refused its place must not cost the phone the one it had.
         if files.admits(&key, file, asker.unmodeled) {
             let rule = file.inputs.as_ref().map(|i| i.template);
-            self.with_spelling(&key, rule, model, asker.from_known, || {
+            let mac = mac_of(file.inputs.as_deref());
+            self.with_spelling(&key, mac, rule, model, asker.from_known, || {
                 files.insert(key.clone(), file.clone(), asker.unmodeled);
             });
         }
@@ -221,12 +237,13 @@ impl RenderCache {
     fn with_spelling(
         &self,
         key: &RenderKey,
+        mac: Option<Mac>,
         rule: Option<&'static str>,
         model: Option<&str>,
         from_known: bool,
         store: impl FnOnce(),
     ) {
-        let Some(spelling) = spelling_key(key, rule) else {
+        let Some(spelling) = spelling_key(key, mac, rule) else {
             return store();
         };
         let _one_at_a_time = self
@@ -262,10 +279,11 @@ impl RenderCache {
     pub fn other_spelling(
         &self,
         key: &RenderKey,
+        mac: Option<Mac>,
         rule: &'static str,
         model: Option<&str>,
     ) -> Option<bool> {
-        spelling_key(key, Some(rule))
+        spelling_key(key, mac, Some(rule))
             .and_then(|spelling| self.spellings.get(&spelling))
             .filter(|cached| *cached.file != *key.file || cached.model.as_deref() != model)
             .filter(|cached| {
@@ -310,7 +328,8 @@ impl RenderCache {
     ) {
         if inputs.is_current(latest, shipped, model) && !asker.made_up {
             let rule = Some(inputs.template);
-            self.with_spelling(&key, rule, model, asker.from_known, || {
+            let mac = mac_of(Some(&inputs));
+            self.with_spelling(&key, mac, rule, model, asker.from_known, || {
                 self.failures
                     .insert(key.clone(), Arc::new((inputs, error.clone())))
             });
