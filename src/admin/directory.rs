@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, created_not_yet_shown, off_workers, page_size, tagged, AdminState,
+    commit, commit_as_read, created_not_yet_shown, off_workers, page_size, tagged, AdminState,
     Change, Edit, Principal,
 };
 
@@ -315,7 +315,7 @@ pub async fn show_entry(
 #[utoipa::path(put, operation_id = "directory_update_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1"), ("If-Match" = Option<String>, Header)),
     request_body = EntryBody,
-    responses((status = 200, body = EntryView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = EntryView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_entry(
     State(state): State<AdminState>,
@@ -338,7 +338,9 @@ pub async fn update_entry(
     }
     let input = entry_input(&slug, external_id.clone(), body)?;
     let detail = json!({ "before": etag_of(&*before), "numbers": input.numbers.len() });
-    commit_if_match(
+    // Found on this node, which may lag: the slug may be a new tenant's by
+    // now, whose entry (or lack of one) this write must not reach.
+    commit_as_read(
         &state,
         &principal,
         &headers,
@@ -350,7 +352,7 @@ pub async fn update_entry(
             action: "update",
             tenant: Some(&slug),
             detail,
-            seen: None,
+            seen: Some(etag_of(&*before)),
         },
         Mutation::UpsertDirectoryEntry(input),
     )
@@ -361,7 +363,7 @@ pub async fn update_entry(
 
 #[utoipa::path(delete, operation_id = "directory_remove_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1"), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_entry(
     State(state): State<AdminState>,
@@ -371,9 +373,11 @@ pub async fn remove_entry(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    find_entry(&state, &principal, &tenant, &external_id).await?;
+    let before = find_entry(&state, &principal, &tenant, &external_id).await?;
 
-    commit_if_match(
+    // As for an update: the entry found here, not one a new tenant of the
+    // slug holds under the same id.
+    commit_as_read(
         &state,
         &principal,
         &headers,
@@ -385,7 +389,7 @@ pub async fn remove_entry(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({}),
-            seen: None,
+            seen: Some(etag_of(&*before)),
         },
         Mutation::DeleteDirectoryEntry {
             tenant: slug.clone(),

@@ -165,6 +165,9 @@ impl From<SyncError> for ApiError {
             ),
             // Names the key the caller sent, never who holds it.
             SyncError::Taken(what) => ApiError::conflict(format!("{what} already exists")),
+            SyncError::NotEmpty(what) => {
+                ApiError::conflict(format!("{what}; {}", super::tenants::NOT_EMPTY_HINT))
+            }
             SyncError::NotFound(what) => ApiError::not_found(what),
             SyncError::Rejected { reason, .. } => ApiError::invalid(reason),
             SyncError::Invalid(reason) => ApiError::invalid(reason),

@@ -46,8 +46,8 @@ use serde_json::Value;
 pub use auth::Principal;
 use error::ApiError;
 pub(crate) use writes::{
-    audit_of, commit, commit_if_match, commit_if_match_keeping, created_not_yet_shown, digest,
-    tagged, write, Change, Edit,
+    audit_of, commit, commit_as_read, commit_if_match, commit_if_match_keeping,
+    created_not_yet_shown, digest, tagged, write, Change, Edit,
 };
 
 /// Largest bulk import accepted in one request.

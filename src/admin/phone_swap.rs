@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::phones::{parse_mac, phone_for, view, Access, PhoneView};
-use super::{commit_if_match, created_not_yet_shown, tagged, AdminState, Edit, Principal};
+use super::{commit_as_read, created_not_yet_shown, tagged, AdminState, Edit, Principal};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +59,9 @@ pub async fn replace(
         let tenant = mirror.tenant(phone.tenant_id).map(|t| t.slug.to_string());
         (tenant, phone_etag(phone, &mirror.lines_of(phone.id)))
     };
-    commit_if_match(
+    // Audited under this node's idea of the owner: a MAC resold meanwhile
+    // is another tenant's phone, which this write must not reach.
+    commit_as_read(
         &state,
         &principal,
         &headers,

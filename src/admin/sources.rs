@@ -23,8 +23,8 @@ use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ErrorBody};
 use super::mirror_view::MirrorView;
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, json_value, object_text, parse_name, tagged, AdminState, Change, Edit,
-    Principal,
+    commit, commit_as_read, commit_if_match_keeping, json_value, object_text, parse_name, tagged,
+    AdminState, Change, Edit, Principal,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -261,7 +261,7 @@ pub async fn show_source(
 #[utoipa::path(put, operation_id = "directory_update_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64), ("If-Match" = Option<String>, Header)),
     request_body = SourceBody,
-    responses((status = 200, body = SourceView), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = SourceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_source(
     State(state): State<AdminState>,
@@ -276,14 +276,20 @@ pub async fn update_source(
     if body.name.as_deref().is_some_and(|n| n != name) {
         return Err(ApiError::invalid("the body's name differs from the path's"));
     }
+    let keeps = body.secret.is_none()
+        || body.priority.is_none()
+        || body.enabled.is_none()
+        || body.timeout_ms.is_none();
     let input = source_input(&slug, name.clone(), body, Some(&before))?;
     let detail = json!({ "before": etag_of(&*before), "kind": input.kind, "secret_changed": input.secret.is_some() });
-    // Keeping the stored secret was judged against this row: the write
-    // applies to it alone, or a secret set meanwhile (on this node or
-    // another) would go to where this caller points the source.
-    let seen = input.secret.is_none().then(|| etag_of(&*before));
+    // Keeping the stored secret (and what else the body leaves out) was
+    // judged against this row: the write applies to it alone, whoever the
+    // caller is, or a secret set meanwhile (on this node or another, or by
+    // a new tenant of the slug) would go to where this caller points the
+    // source.
+    let seen = keeps.then(|| etag_of(&*before));
 
-    commit_if_match(
+    commit_if_match_keeping(
         &state,
         &principal,
         &headers,
@@ -298,6 +304,7 @@ pub async fn update_source(
             seen,
         },
         Mutation::UpsertDirectorySource(input),
+        keeps,
     )
     .await?;
     let view = source_view(
@@ -310,7 +317,7 @@ pub async fn update_source(
 
 #[utoipa::path(delete, operation_id = "directory_remove_source", path = "/v1/tenants/{slug}/directory-sources/{name}", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("name" = String, Path, min_length = 1, max_length = 64), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_source(
     State(state): State<AdminState>,
@@ -320,9 +327,11 @@ pub async fn remove_source(
 ) -> Result<Response, ApiError> {
     let mirror = state.mirror.load();
     let tenant = tenant_of(&mirror, &principal, &slug, true)?;
-    find_source(&mirror, &tenant, &name)?;
+    let before = find_source(&mirror, &tenant, &name)?;
 
-    commit_if_match(
+    // The source found here, not one a new tenant of the slug holds under
+    // the same name (a node that lags).
+    commit_as_read(
         &state,
         &principal,
         &headers,
@@ -334,7 +343,7 @@ pub async fn remove_source(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({}),
-            seen: None,
+            seen: Some(etag_of(&*before)),
         },
         Mutation::DeleteDirectorySource {
             tenant: slug.clone(),

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::quotas::{check_setting, keep_operator_settings, Quota};
 use super::{
-    commit, commit_if_match, commit_if_match_keeping, created_not_yet_shown, json_value,
+    commit, commit_as_read, commit_if_match_keeping, created_not_yet_shown, json_value,
     object_text, page_size, tagged, AdminState, Change, Edit, Principal,
 };
 
@@ -414,7 +414,7 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let what = format!("tenant {slug}");
-    let (phones, entries) = {
+    let (phones, entries, seen) = {
         let mirror = state.mirror.load();
         let tenant = mirror
             .tenant_by_slug(&slug)
@@ -422,16 +422,26 @@ pub async fn remove(
         principal.read(tenant.id, &what)?;
         principal.require_global()?;
         let phones = mirror.phone_count(tenant.id);
-        (phones, mirror.directory_len(tenant.id))
+        (phones, mirror.directory_len(tenant.id), etag_of(&**tenant))
     };
-    if (phones > 0 || entries > 0) && query.force != Some(true) {
+    let force = query.force == Some(true);
+    if (phones > 0 || entries > 0) && !force {
         return Err(ApiError::conflict(format!(
             "tenant {slug} still has {phones} phones and {entries} directory entries; \
-             delete them first or pass force=true"
+             {NOT_EMPTY_HINT}"
         )));
     }
+    // Counted again inside the write: another node may have given the
+    // tenant a phone this node has not seen yet.
+    let delete = if force {
+        Mutation::DeleteTenant { slug: slug.clone() }
+    } else {
+        Mutation::DeleteEmptyTenant { slug: slug.clone() }
+    };
 
-    commit_if_match(
+    // The counts are this node's: on a node that lags, the slug may be a
+    // new customer's tenant by now, which this delete must not reach.
+    commit_as_read(
         &state,
         &principal,
         &headers,
@@ -440,13 +450,16 @@ pub async fn remove(
             action: "delete",
             tenant: Some(&slug),
             detail: json!({ "phones": phones, "directory_entries": entries }),
-            seen: None,
+            seen: Some(seen),
         },
-        Mutation::DeleteTenant { slug: slug.clone() },
+        delete,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// What a delete refused for the rows a tenant still holds says to do.
+pub(crate) const NOT_EMPTY_HINT: &str = "delete them first or pass force=true";
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     dialtone_sync::checks::tenant_name(name).map_err(ApiError::invalid)

@@ -131,10 +131,27 @@ pub(crate) async fn commit_if_match(
     commit_if_match_keeping(state, principal, headers, target, edit, mutation, false).await
 }
 
+/// [`commit_if_match`] of a write decided on this node's copy of the row
+/// (`edit.seen`), not on the request alone: whether a tenant is empty
+/// enough to go without `force`, which tenant a delete is audited under.
+/// A lagging mirror's row may since have been replaced by another under
+/// the same name (a new tenant holding the slug, a MAC resold to another
+/// tenant), and the write must not reach that one, whoever the caller is.
+pub(crate) async fn commit_as_read(
+    state: &AdminState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    target: Target,
+    edit: Edit<'_>,
+    mutation: Mutation,
+) -> Result<WriteReport, ApiError> {
+    commit_if_match_keeping(state, principal, headers, target, edit, mutation, true).await
+}
+
 /// [`commit_if_match`] of a write that may carry over something read
 /// from this node's mirror (a secret or settings the body left out): when
 /// `keeps_from_mirror`, it applies only to the row as read, whoever the
-/// caller is.
+/// caller is (as a write decided on that row does: [`commit_as_read`]).
 pub(crate) async fn commit_if_match_keeping(
     state: &AdminState,
     principal: &Principal,
@@ -161,7 +178,8 @@ pub(crate) async fn commit_if_match_keeping(
     // has caught up matches the database while this node's row is older,
     // and the write would put back what it carries over from that row
     // (a tenant's operator-set quotas, a line's previous password). So a
-    // global admin's write that carries something over is held to it too.
+    // global admin's write that carries something over, or was decided on
+    // this node's row, is held to it too.
     let must_match_mirror = !principal.is_global() || keeps_from_mirror;
     let implied = match edit.seen {
         Some(etag) if must_match_mirror && !asks_for(&asked, &etag) => {
@@ -198,8 +216,10 @@ pub(crate) struct Edit<'a> {
     pub tenant: Option<&'a str>,
     /// Summaries and hashes only: never a secret.
     pub detail: Value,
-    /// The row's tag as the caller's rights were checked against it (see
-    /// `commit_if_match`); `None` where ownership cannot move.
+    /// The row's tag as this node read it, where the caller's rights or
+    /// anything else the write goes by were checked against it (see
+    /// `commit_if_match_keeping`, `commit_as_read`); `None` where the
+    /// write goes by the request alone.
     pub seen: Option<String>,
 }
 

@@ -85,6 +85,11 @@ pub enum SyncError {
     #[error("{0} was changed by someone else; reload it and edit again")]
     Conflict(String),
 
+    /// A delete that asked for an empty row found rows in it (written since
+    /// the caller counted them).
+    #[error("{0}")]
+    NotEmpty(String),
+
     /// A create found its key taken: by its own check, or by a concurrent
     /// writer at the unique index.
     #[error("{0} already exists")]

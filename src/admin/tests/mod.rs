@@ -13,6 +13,7 @@ mod fleet;
 mod hung_database;
 mod identity;
 mod import_body;
+mod lagging_writes;
 mod matrix;
 mod natural_keys;
 mod no_database;

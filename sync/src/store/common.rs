@@ -638,7 +638,10 @@ macro_rules! shared_sql {
                             .await?;
                     }
                 }
-                Mutation::DeleteTenant { slug } => {
+                Mutation::DeleteTenant { slug } | Mutation::DeleteEmptyTenant { slug } => {
+                    if matches!(mutation, Mutation::DeleteEmptyTenant { .. }) {
+                        expect_empty_tenant(conn, slug).await?;
+                    }
                     // Its phones locked first, as a phone-scope template's
                     // write locks its phone: the delete below would not see
                     // a template whose write is still open, and it would
@@ -737,6 +740,7 @@ macro_rules! shared_sql {
                     | Mutation::DeletePhone { .. }
                     | Mutation::ReplacePhoneMac { .. }
                     | Mutation::DeleteTenant { .. }
+                    | Mutation::DeleteEmptyTenant { .. }
             )
         }
 
@@ -977,6 +981,31 @@ macro_rules! shared_sql {
         /// A hardware swap: the row keeps its id, so its lines (and their
         /// sealed passwords) stay with it, and the change log carries one
         /// phone update that every mirror re-indexes by the new MAC.
+        /// Refuses unless tenant `slug` holds no phone and no directory
+        /// entry. Its row is locked first: a phone or entry written for it
+        /// meanwhile checks its tenant (a foreign key) and waits for this
+        /// transaction, so none slips in between the count and the delete.
+        async fn expect_empty_tenant(conn: &mut $conn, slug: &str) -> Result<(), SyncError> {
+            let tenant: Option<Id> = sqlx::query_scalar(concat!("SELECT id FROM tenants WHERE slug = $1", $lock))
+                .bind(slug)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let tenant = tenant.ok_or_else(|| SyncError::NotFound(format!("tenant {slug}")))?;
+            let (phones, entries): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM phones WHERE tenant_id = $1), \
+                        (SELECT COUNT(*) FROM directory_entries WHERE tenant_id = $1)",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+            if phones > 0 || entries > 0 {
+                return Err(SyncError::NotEmpty(format!(
+                    "tenant {slug} still has {phones} phones and {entries} directory entries"
+                )));
+            }
+            Ok(())
+        }
+
         async fn replace_phone_mac(
             conn: &mut $conn,
             mutation: &Mutation,

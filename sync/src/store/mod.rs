@@ -225,6 +225,15 @@ pub enum Mutation {
     DeleteTenant {
         slug: String,
     },
+    /// `DeleteTenant` only while the tenant holds no phone and no
+    /// directory entry, as counted inside the transaction: fails with
+    /// [`SyncError::NotEmpty`] otherwise. A node's own count may lag a
+    /// phone another node has just added, which a plain delete would take
+    /// with it. Rows written meanwhile wait for this write (their tenant's
+    /// row is locked) and then find no tenant.
+    DeleteEmptyTenant {
+        slug: String,
+    },
     DeletePhone {
         mac: Mac,
     },

@@ -123,7 +123,9 @@ impl Mutation {
                     ("updated_by", Some(t.updated_by.as_str())),
                 ]),
             ),
-            Mutation::DeleteTenant { slug } => ("tenant", first([("slug", Some(slug.as_str()))])),
+            Mutation::DeleteTenant { slug } | Mutation::DeleteEmptyTenant { slug } => {
+                ("tenant", first([("slug", Some(slug.as_str()))]))
+            }
             Mutation::DeletePhone { .. }
             | Mutation::ReplacePhoneMac { .. }
             | Mutation::RevokeApiToken { .. }
