@@ -148,18 +148,18 @@ async fn global_writes_from_a_lagging_node_miss_a_new_tenant_of_the_slug_postgre
     writes_to_a_reused_slug(Backend::Postgres).await;
 }
 
-/// The offboarding as an operator makes it: acme emptied through this
-/// node, then (elsewhere) deleted and its slug taken; the delete, retried
-/// on this node without `force`, was judged on an empty tenant.
-async fn offboarding_retried_on_a_lagging_node(backend: Backend) {
-    let h = Harness::new(backend).await;
+async fn delete(h: &Harness, path: &str) -> Reply {
+    h.call(Some("global"), Method::DELETE, path, None, &[])
+        .await
+}
+
+/// Acme's phone and directory entry deleted through this node.
+async fn empty_acme(h: &Harness) {
     for path in [
         format!("/v1/phones/{ACME_MAC}"),
         "/v1/tenants/acme/directory/e1".to_string(),
     ] {
-        let reply = h
-            .call(Some("global"), Method::DELETE, &path, None, &[])
-            .await;
+        let reply = delete(h, &path).await;
         assert_eq!(
             reply.status,
             StatusCode::NO_CONTENT,
@@ -167,28 +167,20 @@ async fn offboarding_retried_on_a_lagging_node(backend: Backend) {
             reply.text
         );
     }
+}
+
+/// The offboarding as an operator makes it: acme emptied through this
+/// node, then (elsewhere) deleted and its slug taken; the delete, retried
+/// on this node without `force`, was judged on an empty tenant.
+async fn offboarding_retried_on_a_lagging_node(backend: Backend) {
+    let h = Harness::new(backend).await;
+    empty_acme(&h).await;
     slug_taken_by_a_new_tenant(&h).await;
-    let reply = h
-        .call(
-            Some("global"),
-            Method::DELETE,
-            "/v1/tenants/acme",
-            None,
-            &[],
-        )
-        .await;
+    let reply = delete(&h, "/v1/tenants/acme").await;
     assert_refused(&reply, "DELETE /v1/tenants/acme");
     assert_new_acme_intact(&h).await;
     // Caught up, the node sees what the tenant holds.
-    let reply = h
-        .call(
-            Some("global"),
-            Method::DELETE,
-            "/v1/tenants/acme",
-            None,
-            &[],
-        )
-        .await;
+    let reply = delete(&h, "/v1/tenants/acme").await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     assert!(reply.text.contains("force=true"), "{}", reply.text);
 }
@@ -208,20 +200,7 @@ async fn an_unforced_tenant_delete_from_a_lagging_node_misses_a_new_tenant_postg
 /// so only the delete's count inside the write sees the phone.
 async fn a_phone_added_elsewhere(backend: Backend) {
     let h = Harness::new(backend).await;
-    for path in [
-        format!("/v1/phones/{ACME_MAC}"),
-        "/v1/tenants/acme/directory/e1".to_string(),
-    ] {
-        let reply = h
-            .call(Some("global"), Method::DELETE, &path, None, &[])
-            .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::NO_CONTENT,
-            "{path}: {}",
-            reply.text
-        );
-    }
+    empty_acme(&h).await;
     h.store
         .apply(
             &[phone("acme", NEW_MAC, &["added-pw"], None)],
@@ -230,15 +209,7 @@ async fn a_phone_added_elsewhere(backend: Backend) {
         .await
         .unwrap();
     let rows = h.audit_rows().await;
-    let reply = h
-        .call(
-            Some("global"),
-            Method::DELETE,
-            "/v1/tenants/acme",
-            None,
-            &[],
-        )
-        .await;
+    let reply = delete(&h, "/v1/tenants/acme").await;
     assert_eq!(
         reply.status,
         StatusCode::CONFLICT,
@@ -267,15 +238,7 @@ async fn a_phone_added_elsewhere(backend: Backend) {
     );
     drop(state);
     // Asked for, the delete takes it.
-    let reply = h
-        .call(
-            Some("global"),
-            Method::DELETE,
-            "/v1/tenants/acme?force=true",
-            None,
-            &[],
-        )
-        .await;
+    let reply = delete(&h, "/v1/tenants/acme?force=true").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
 }
 
@@ -304,9 +267,7 @@ async fn resold_mac(backend: Backend) {
         .unwrap();
     let rows = h.audit_rows().await;
     let path = format!("/v1/phones/{ACME_MAC}");
-    let reply = h
-        .call(Some("global"), Method::DELETE, &path, None, &[])
-        .await;
+    let reply = delete(&h, &path).await;
     assert_refused(&reply, "DELETE phone");
     let replace = format!(r#"{{"new_mac": "{ELSEWHERE}"}}"#);
     let reply = h
@@ -333,9 +294,7 @@ async fn resold_mac(backend: Backend) {
     assert!(state.phone_by_mac(&ELSEWHERE.parse().unwrap()).is_none());
     drop(state);
     // Caught up, the delete goes through, and globex's audit view has it.
-    let reply = h
-        .call(Some("global"), Method::DELETE, &path, None, &[])
-        .await;
+    let reply = delete(&h, &path).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     let latest = h
         .store
