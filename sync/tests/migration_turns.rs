@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{execute, lock_waiters};
+use common::{execute, lock_waiters, scalar};
 use dialtone_sync::store::{self, Store, StoreOptions};
 use dialtone_sync::testing::{test_key, TestDb};
 use dialtone_sync::{Backend, SyncError};
@@ -99,8 +99,21 @@ fn sqlite_turn(db: &TestDb) -> std::fs::File {
 async fn a_sqlite_migration_that_waited_for_a_newer_dialtones_is_told_it_is_older() {
     let db = TestDb::sqlite();
     let store: Arc<dyn Store> = db.store().await;
-    // A migration to apply, so it waits for its turn.
-    execute(&db, "DELETE FROM _sqlx_migrations WHERE version = 8").await;
+    // A migration to apply, so it waits for its turn: the latest, kept
+    // aside for the newer dialtone to record.
+    let latest = scalar(&db, "SELECT MAX(version) FROM _sqlx_migrations").await;
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE newer_took AS SELECT * FROM _sqlx_migrations WHERE version = {latest}"
+        ),
+    )
+    .await;
+    execute(
+        &db,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {latest}"),
+    )
+    .await;
     let turn = sqlite_turn(&db);
     let migrating = tokio::spawn({
         let store = store.clone();
@@ -112,8 +125,8 @@ async fn a_sqlite_migration_that_waited_for_a_newer_dialtones_is_told_it_is_olde
         "migrated during another process's turn: {:?}",
         migrating.await.unwrap()
     );
-    // What the newer dialtone did in its turn: migration 8, then one more.
-    execute(&db, "INSERT INTO _sqlx_migrations SELECT 8, 'key check', installed_on, success, checksum, execution_time FROM _sqlx_migrations WHERE version = 7").await;
+    // What the newer dialtone did in its turn: that migration, then one more.
+    execute(&db, "INSERT INTO _sqlx_migrations SELECT * FROM newer_took").await;
     execute(&db, &newer_migration_row(Backend::Sqlite)).await;
     drop(turn);
     let outcome = tokio::time::timeout(Duration::from_secs(30), migrating)
