@@ -5,6 +5,8 @@
 //! drain on SIGTERM or Ctrl-C (`signals.rs` for signals and systemd).
 
 mod drain;
+#[cfg(test)]
+mod restore_start_tests;
 mod router;
 mod signals;
 #[cfg(test)]

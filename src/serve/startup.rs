@@ -232,30 +232,14 @@ pub(super) async fn load_mirror(
             if !unreachable(&e) {
                 return Err(e);
             }
-            let Some((header, data)) = snap else {
+            let Some(snap) = snap else {
                 bail!(
                 "database {} is unreachable and there is no snapshot at {} it can serve from (one that could not be read is named in a warning above): {e:#}",
                 masked_url(&config.database.url),
                 path.display()
             );
             };
-            mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
-            // The database's check of the key waits for it to answer; until
-            // then a wrong key would report ready and fail every phone with
-            // a password. Nothing serves yet: refused now, the start exits 1.
-            snapshot::check_key(&mirror.load(), key).with_context(|| {
-                format!(
-                    "cannot serve the snapshot {} while database {} is unreachable",
-                    path.display(),
-                    masked_url(&config.database.url)
-                )
-            })?;
-            // Stale since the snapshot's data was last in sync, not since this
-            // start: `max_staleness_s` and the stale-seconds gauge count from
-            // there, however many restarts later.
-            mirror.synced_at_least_at(header.synced_at);
-            mirror.mark_unreachable(&format!("{e:#}"));
-            tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, "database unreachable; serving from the snapshot");
+            serve_snapshot(config, key, mirror, snap, "is unreachable", &e)?;
             return Ok(Checked::Deferred(pending));
         }
     };
@@ -291,11 +275,23 @@ pub(super) async fn load_mirror(
         }
         other => {
             if other.is_some() {
-                tracing::warn!("the snapshot belongs to another database; ignoring it");
+                tracing::warn!("the snapshot belongs to another database; loading the database");
             }
-            watcher::full_load(mirror, store)
+            let loaded = watcher::full_load(mirror, store)
                 .await
-                .context("loading the mirror")?;
+                .context("loading the mirror");
+            match (loaded, other) {
+                (Ok(()), _) => {}
+                // A restore in progress gives the database its new id
+                // before its schema is whole, and is not loaded from until
+                // it is: served meanwhile is what was, as while the
+                // database is unreachable. The watcher loads it when done.
+                (Err(e), Some(snap)) if unreachable(&e) => {
+                    serve_snapshot(config, key, mirror, snap, "cannot be loaded", &e)?;
+                    return Ok(Checked::Yes);
+                }
+                (Err(e), _) => return Err(e),
+            }
         }
     }
     // Only when absent: a restart with `--demo` keeps what was edited
@@ -311,6 +307,37 @@ pub(super) async fn load_mirror(
         tracing::info!(changed = report.changed(), "demo tenant seeded");
     }
     Ok(Checked::Yes)
+}
+
+/// Serves the snapshot while the database `state` (`why`), stale since the
+/// snapshot's own sync.
+fn serve_snapshot(
+    config: &Config,
+    key: &SecretKey,
+    mirror: &Mirror,
+    (header, data): (snapshot::SnapshotHeader, dialtone_sync::mirror::Loading),
+    state: &str,
+    why: &anyhow::Error,
+) -> Result<()> {
+    let path = config.snapshot_path();
+    mirror.reset_loaded(data, header.cursor, header.meta, LoadedFrom::Snapshot);
+    // The database's check of the key waits for it to answer; until
+    // then a wrong key would report ready and fail every phone with
+    // a password. Nothing serves yet: refused now, the start exits 1.
+    snapshot::check_key(&mirror.load(), key).with_context(|| {
+        format!(
+            "cannot serve the snapshot {} while database {} {state}",
+            path.display(),
+            masked_url(&config.database.url)
+        )
+    })?;
+    // Stale since the snapshot's data was last in sync, not since this
+    // start: `max_staleness_s` and the stale-seconds gauge count from
+    // there, however many restarts later.
+    mirror.synced_at_least_at(header.synced_at);
+    mirror.mark_unreachable(&format!("{why:#}"));
+    tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, error = %format!("{why:#}"), "database {state}; serving from the snapshot");
+    Ok(())
 }
 
 /// First wait between tries of a deferred check; doubled up to the last.

@@ -35,6 +35,16 @@ pub enum SyncError {
     )]
     SchemaTooNew { found: i64, known: i64 },
 
+    /// A PostgreSQL load found the mirrored tables without a change-log
+    /// trigger or key the migrations make (`store/postgres/complete.rs`):
+    /// a `pg_restore` that has not reached its post-data section. Passes
+    /// like an outage, so it counts as transient.
+    #[error(
+        "the database's schema is incomplete ({0} missing): a restore in progress? \
+         Nothing is loaded from it until it is whole"
+    )]
+    SchemaIncomplete(String),
+
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
 
@@ -143,8 +153,9 @@ impl SyncError {
         matches!(self, SyncError::Database(sqlx::Error::PoolTimedOut))
     }
 
-    /// True when the failure is the database being unreachable or overloaded,
-    /// as opposed to a bug or bad data: the caller should back off and retry.
+    /// True when the failure is the database being unreachable or overloaded
+    /// (or half restored), as opposed to a bug or bad data: the caller
+    /// should back off and retry.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -161,5 +172,6 @@ impl SyncError {
                 SyncError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                     if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             )
+            || matches!(self, SyncError::SchemaIncomplete(_))
     }
 }

@@ -1,8 +1,8 @@
 //! Throwaway databases for tests (feature `testing`). PostgreSQL comes from
 //! the server `scripts/test` starts (`DIALTONE_TEST_PG_URL`); each test gets
-//! a database of its own. [`PrivatePostgres`] is a whole cluster for tests
-//! that stop the server; a [`Relay`] in front of one makes its connections
-//! go silent.
+//! a database of its own, which `restore.rs` dumps and restores.
+//! [`PrivatePostgres`] is a whole cluster for tests that stop the server;
+//! a [`Relay`] in front of one makes its connections go silent.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,7 +17,9 @@ use crate::crypto::SecretKey;
 use crate::store::{self, Backend, Store, StoreOptions};
 
 mod relay;
+mod restore;
 pub use relay::Relay;
+pub use restore::Backup;
 
 pub fn test_key() -> SecretKey {
     SecretKey::parse(&"5a".repeat(32)).expect("valid key")

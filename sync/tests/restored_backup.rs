@@ -3,16 +3,18 @@
 //! catch-up found nothing newer than its cursor: rows the copy lacks
 //! stayed in the mirror, and the restored id counters gave a lost
 //! tenant's id to a new one, which then owned the lost tenant's phone,
-//! line passwords and all.
+//! line passwords and all. And a restore still running is not loaded
+//! until its schema is whole.
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
-use dialtone_sync::testing::TestDb;
+use dialtone_sync::testing::{eventually, TestDb};
 use dialtone_sync::*;
+use tokio_util::sync::CancellationToken;
 
 const LOST_MAC: &str = "001565000b01";
 
@@ -95,30 +97,88 @@ async fn a_pg_restore_is_reloaded_in_full() {
         .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
         .unwrap();
-    let bin = std::path::PathBuf::from(
-        std::env::var("DIALTONE_TEST_PG_BIN")
-            .expect("DIALTONE_TEST_PG_BIN is not set: run the tests through scripts/test"),
-    );
-    let backup_dir = tempfile::tempdir().unwrap();
-    let backup = backup_dir.path().join("backup.dump");
-    run(Command::new(bin.join("pg_dump"))
-        .args(["--format=custom", "--file"])
-        .arg(&backup)
-        .arg(&db.url));
+    let backup = db.pg_dump();
     let mirror = mirror_ahead_of_the_backup(&store).await;
 
-    run(Command::new(bin.join("pg_restore"))
-        .args(["--clean", "--if-exists", "--single-transaction", "--dbname"])
-        .arg(&db.url)
-        .arg(&backup));
+    db.pg_restore(&backup, &["--clean", "--if-exists", "--single-transaction"]);
     assert_serves_the_restored_database(&mirror, &store).await;
 }
 
-fn run(command: &mut Command) {
-    let out = command.output().expect("run a PostgreSQL client tool");
+/// A restore without `--single-transaction` copies every row before it
+/// makes the change-log triggers and the keys (its post-data section),
+/// while the database id a node compares names the restored change log
+/// from the start. A node that reloaded in between served the rows copied
+/// so far, none of those copied later (they logged no change), and wrote
+/// its snapshot so: no tenants, or phones without them, until a
+/// `reload-all`. The restore stops here after its data, so the node meets
+/// that moment for certain: it keeps serving what it had and says why,
+/// and loads the database once the post-data section has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_restore_in_progress_is_loaded_once_its_schema_is_whole() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    store
+        .apply(
+            &[tenant("acme", "US"), phone("acme", 0xa01, 2)],
+            &audit("setup"),
+        )
+        .await
+        .unwrap();
+    let backup = db.pg_dump();
+    let mirror = mirror_ahead_of_the_backup(&store).await;
+    let served = mirror.load().to_dataset();
+    let cancel = CancellationToken::new();
+    let options = watcher::WatchOptions {
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let watching = tokio::spawn(watcher::run(
+        mirror.clone(),
+        store.clone(),
+        options,
+        cancel.clone(),
+    ));
+
+    db.recreate().await;
+    db.pg_restore(&backup, &["--section=pre-data", "--section=data"]);
+    let told = eventually(Duration::from_secs(20), || {
+        mirror
+            .health()
+            .last_error
+            .is_some_and(|e| e.contains("schema is incomplete"))
+    })
+    .await;
     assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        told,
+        "the node says why it loads nothing: {:?}",
+        mirror.health()
     );
+    let refused = watcher::catch_up(&mirror, &*store)
+        .await
+        .expect_err("a half-restored database is not loaded");
+    assert!(
+        matches!(&refused, SyncError::SchemaIncomplete(what) if what.starts_with("trigger ")),
+        "{refused}"
+    );
+    assert_eq!(
+        mirror.load().to_dataset(),
+        served,
+        "the node keeps what it served"
+    );
+    assert!(mirror.health().stale_since.is_some());
+
+    db.pg_restore(&backup, &["--section=post-data"]);
+    let loaded = eventually(Duration::from_secs(20), || {
+        mirror.health().last_error.is_none() && mirror.load().tenant_by_slug("vanish").is_none()
+    })
+    .await;
+    assert!(loaded, "the whole restore is loaded: {:?}", mirror.health());
+    assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
+    assert!(mirror
+        .load()
+        .phone_by_mac(&"001565000a01".parse().unwrap())
+        .is_some());
+    assert_serves_the_restored_database(&mirror, &store).await;
+    cancel.cancel();
+    watching.await.unwrap();
 }

@@ -20,6 +20,7 @@ mod changes;
 mod clock;
 mod closing;
 mod commit;
+mod complete;
 mod copy;
 mod load;
 mod migrate;

@@ -5,6 +5,7 @@
 use sqlx::PgConnection;
 
 use super::bulk::join_method;
+use super::complete::change_log_triggers;
 use super::{sql, NOTIFY_CHANNEL};
 use crate::error::SyncError;
 use crate::store::bulk::ChangeLog;
@@ -43,13 +44,8 @@ pub(super) async fn quiet_change_log(
     if !owner || !lock_exclusively(conn).await? {
         return Ok(ChangeLog::PerRow);
     }
+    switch_triggers(conn, "DISABLE").await?;
     for ddl in [
-        "ALTER TABLE phones DISABLE TRIGGER phones_log_insert",
-        "ALTER TABLE phones DISABLE TRIGGER phones_log_update",
-        "ALTER TABLE phones DISABLE TRIGGER phones_log_delete",
-        "ALTER TABLE lines DISABLE TRIGGER lines_log_insert",
-        "ALTER TABLE lines DISABLE TRIGGER lines_log_update",
-        "ALTER TABLE lines DISABLE TRIGGER lines_log_delete",
         "DROP TABLE IF EXISTS pg_temp.import_foreign_keys",
         "CREATE TEMP TABLE import_foreign_keys ON COMMIT DROP AS \
          SELECT conrelid::regclass::text AS tab, conname AS name, \
@@ -252,17 +248,20 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncError> {
-    for ddl in [
-        "ALTER TABLE phones ENABLE TRIGGER phones_log_insert",
-        "ALTER TABLE phones ENABLE TRIGGER phones_log_update",
-        "ALTER TABLE phones ENABLE TRIGGER phones_log_delete",
-        "ALTER TABLE lines ENABLE TRIGGER lines_log_insert",
-        "ALTER TABLE lines ENABLE TRIGGER lines_log_update",
-        "ALTER TABLE lines ENABLE TRIGGER lines_log_delete",
-    ] {
-        sqlx::query(ddl).execute(&mut *conn).await?;
+/// `ENABLE`s or `DISABLE`s the phones' and lines' change-log triggers.
+async fn switch_triggers(conn: &mut PgConnection, switch: &str) -> Result<(), SyncError> {
+    for table in ["phones", "lines"] {
+        for trigger in change_log_triggers(table) {
+            sqlx::query(&format!("ALTER TABLE {table} {switch} TRIGGER {trigger}"))
+                .execute(&mut *conn)
+                .await?;
+        }
     }
+    Ok(())
+}
+
+pub(super) async fn loud_change_log(conn: &mut PgConnection) -> Result<(), SyncError> {
+    switch_triggers(conn, "ENABLE").await?;
     rebuild_indexes(conn).await?;
     // A key between the two tables is checked by one join of both, each
     // just indexed by the joined column: merged along the indexes it took

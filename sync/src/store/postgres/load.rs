@@ -69,6 +69,9 @@ async fn load_on(
         .fetch_one(&mut *tx)
         .await?;
     let (xmin, seen_above) = parse_snapshot(&current)?;
+    // In the load's own snapshot, before anything is read: a restore's
+    // rows are all there once its post-data section has begun.
+    super::complete::check(&mut tx).await?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *tx)
         .await?;
