@@ -101,7 +101,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_provision_requests_total",
-        "Provisioning requests, by protocol, vendor and outcome.",
+        "Provisioning requests, by protocol, vendor and outcome: ok, not_found, refused (a bad path), unauthorized, busy, render_error, error, banned (refused because its source is banned for misses; HTTP(S) answers 429 with Retry-After, the seconds left of the ban).",
     ),
     (
         "dialtone_provisioning_ban_passes_total",

@@ -102,6 +102,22 @@ pub(crate) fn screen(
     }
 }
 
+/// Whether `phone` is served this file for `request`, as [`screen`]
+/// decides: a ban check for a phone at its tenant's site asks before the
+/// rest of the decision is made.
+pub(crate) fn admits(
+    state: &Arc<MirrorState>,
+    sites: Option<&NetworkIndex>,
+    identity: &Result<Identity, IdentifyError>,
+    phone: &Phone,
+    request: &Request<'_>,
+) -> bool {
+    identity
+        .as_ref()
+        .is_ok_and(|id| id.candidates.contains(&phone.family))
+        && admitted(state, sites, phone, request)
+}
+
 /// False means "answer as if the phone did not exist".
 fn admitted(
     state: &Arc<MirrorState>,

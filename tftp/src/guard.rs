@@ -8,7 +8,9 @@
 //!
 //! TFTP sources can be forged, so a ban must not lock out an office's own
 //! phones: a banned source still gets the files of the phones that fetched
-//! them from it before (`known.rs`), and nothing else.
+//! them from it before (`known.rs`), or of its tenant's phones when it is
+//! that tenant's site (`provisioning_networks`), and nothing else. There,
+//! new phones' misses cost nothing (`Provisioner::charge_miss`).
 //!
 //! A "source" is an IPv4 address or an IPv6 /64: one host picks addresses
 //! in its /64 at will, so anything finer would let it reset its own count.
@@ -135,7 +137,8 @@ pub struct Guard {
     limits: AtomicU64,
     epoch: Instant,
     debts: Mutex<Debts>,
-    bans: Cache<IpAddr, ()>,
+    /// When each ban began: what is left of it is a 429's `Retry-After`.
+    bans: Cache<IpAddr, Instant>,
     /// Phones a banned source answered a credential challenge for wrongly:
     /// it gets no more tries at them until the ban ends. A known phone's
     /// source passes its ban for that phone's files, so without this a
@@ -258,7 +261,7 @@ impl Guard {
             exhausted
         };
         if exhausted && !self.bans.contains_key(&source) {
-            self.bans.insert(source, ());
+            self.bans.insert(source, Instant::now());
             metrics::counter!("dialtone_provisioning_bans_total").increment(1);
             let whole = match source {
                 IpAddr::V6(_) => " (its whole /64)",
@@ -328,33 +331,46 @@ impl Guard {
     }
 
     /// Whether a banned source may still have this file: only a file of a
-    /// phone that fetched its own files from that source before (and whose
-    /// credentials it has not failed since the ban), or a file naming no
-    /// MAC that such a phone's family asks for.
+    /// phone that fetched its own files from that source before, or that
+    /// `at_site` admits there (its tenant's site, `provision.rs`), and
+    /// whose credentials the source has not failed since the ban; or a
+    /// file naming no MAC that such a phone's family asks for, or asked
+    /// from a tenant's site (`at_site(None)`), whose phones ask for their
+    /// family's before their own.
     pub(crate) fn lets_through(
         &self,
         source: IpAddr,
         identity: &Result<Identity, IdentifyError>,
         named: Option<&Phone>,
+        at_site: impl FnOnce(Option<&Phone>) -> bool,
     ) -> bool {
         let Ok(id) = identity else { return false };
         let through = match (id.mac, named) {
             (Some(_), Some(phone)) => {
-                self.known.knows_phone(source, phone)
+                (self.known.knows_phone(source, phone) || at_site(Some(phone)))
                     && !self
                         .failed_while_banned
                         .contains_key(&(source_key(source), phone.id))
             }
             (Some(_), None) => false,
-            (None, _) => match id.family {
-                Some(family) => self.known.knows_family(source, &[family]),
-                None => self.known.knows_family(source, id.candidates),
-            },
+            (None, _) => {
+                let known = match id.family {
+                    Some(family) => self.known.knows_family(source, &[family]),
+                    None => self.known.knows_family(source, id.candidates),
+                };
+                known || at_site(None)
+            }
         };
         if through {
             metrics::counter!("dialtone_provisioning_ban_passes_total").increment(1);
         }
         through
+    }
+
+    /// What is left of `source`'s ban, if it is banned.
+    pub(crate) fn ban_left(&self, source: IpAddr) -> Option<Duration> {
+        let began = self.bans.get(&source_key(source))?;
+        Some(self.options.ban.saturating_sub(began.elapsed()))
     }
 }
 

@@ -293,7 +293,19 @@ fn error_response(
     match error {
         ProvisionError::NotFound => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         ProvisionError::Banned => {
-            (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
+            // Rounded up, and at least 1: a ban ending as it is read is
+            // still in force for this answer.
+            let left = (provisioner.guard().ban_left(remote))
+                .map_or(1, |left| {
+                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                })
+                .max(1);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from(left))],
+                "too many requests\n",
+            )
+                .into_response()
         }
         ProvisionError::BadPath(why) => {
             static REFUSED_LOG: LogLimit = LogLimit::new();

@@ -31,6 +31,28 @@ pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'stat
     }
 }
 
+/// Counts a request refused for its source's ban, which ends before the
+/// rest are counted. No history line: a banned source may send as many as
+/// it likes. The vendor is the file name's (and User-Agent's), identified
+/// again rather than carried out of the refusal: the same bounded parse
+/// every request gets, and nothing more.
+pub(crate) fn count_if_banned(request: &Request<'_>, error: &ProvisionError) {
+    if !matches!(error, ProvisionError::Banned) {
+        return;
+    }
+    let vendor = crate::identify::identify(request.path, request.user_agent)
+        .ok()
+        .and_then(|id| id.family)
+        .map_or("unknown", |f| f.as_str());
+    metrics::counter!(
+        "dialtone_provision_requests_total",
+        "protocol" => request.protocol.as_str(),
+        "vendor" => vendor,
+        "outcome" => "banned",
+    )
+    .increment(1);
+}
+
 impl Provisioner {
     /// The history line of a request, or `None` when a successful TFTP
     /// fetch's line is to wait for its transfer's end (returned with the

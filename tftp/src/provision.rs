@@ -26,7 +26,7 @@ use crate::error::ProvisionError;
 use crate::files::Step;
 use crate::guard::{self, Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
-use crate::outcome::outcome_label;
+use crate::outcome::{count_if_banned, outcome_label};
 use crate::pool::{PoolOptions, RenderPool};
 use crate::render_cache::{Inputs, RenderCache};
 use crate::statics::{StaticFile, StaticIndex};
@@ -393,7 +393,9 @@ impl Provisioner {
         request: &Request<'_>,
     ) -> Result<Rendered, ProvisionError> {
         let request = &request.canonical();
-        let (decision, step) = self.decide(state, request)?;
+        let (decision, step) = self
+            .decide(state, request)
+            .inspect_err(|e| count_if_banned(request, e))?;
         let result = match step {
             Step::Done(result) => result,
             Step::Render(job) => self.finish(*job),
@@ -414,7 +416,9 @@ impl Provisioner {
     ) -> Result<Rendered, ProvisionError> {
         let request = &request.canonical();
         let state = self.mirror.load();
-        let (decision, step) = self.decide(&state, request)?;
+        let (decision, step) = self
+            .decide(&state, request)
+            .inspect_err(|e| count_if_banned(request, e))?;
         let unfinished = Unfinished {
             provisioner: self,
             request,
@@ -473,12 +477,30 @@ impl Provisioner {
             .and_then(|mac| state.phone_by_mac(&mac))
             .cloned();
         let banned = request.remote.filter(|ip| self.guard.is_banned(*ip));
+        let sites = self.options.sites_exclusive.then_some(&*self.networks);
         if let Some(ip) = banned {
-            if !self.guard.lets_through(ip, &identity, named.as_deref()) {
+            // The source is the phone's tenant's site (its office): new
+            // phones' and stale passwords' misses there must not lock out
+            // the office's phones that have not fetched from it on this
+            // node yet. A forged TFTP source gains nothing: the answer
+            // goes to the office.
+            let at_site = |phone: Option<&Phone>| {
+                let site = self.networks.tenant_of(state, ip);
+                match phone {
+                    Some(phone) => {
+                        site == Some(phone.tenant_id)
+                            && admission::admits(state, sites, &identity, phone, request)
+                    }
+                    None => site.is_some(),
+                }
+            };
+            if !self
+                .guard
+                .lets_through(ip, &identity, named.as_deref(), at_site)
+            {
                 return Err(ProvisionError::Banned);
             }
         }
-        let sites = self.options.sites_exclusive.then_some(&*self.networks);
         let mut decision = admission::screen(state, sites, identity, named, request);
         let mut step = match &decision.identity {
             Err(e) => Step::Done(Err(e.clone().into())),
@@ -566,19 +588,52 @@ impl Provisioner {
     }
 
     /// A miss toward `ip`'s ban, and the device it names noted as
-    /// unclaimed.
+    /// unclaimed. `found`: the request got a file (or, dropped mid-render,
+    /// was about to).
     fn charge_miss(
         &self,
         ip: std::net::IpAddr,
         kind: &'static str,
         request: &Request<'_>,
         decision: &Decision,
+        found: bool,
     ) {
         metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind).increment(1);
-        self.guard.miss(ip);
-        if let Some(unclaimed) = &self.unclaimed {
-            unclaimed.note(&self.mirror.load(), request, decision);
+        let state = self.mirror.load();
+        if !self.free_at_site(&state, ip, kind, decision, found) {
+            self.guard.miss(ip);
         }
+        if let Some(unclaimed) = &self.unclaimed {
+            unclaimed.note(&state, request, decision);
+        }
+    }
+
+    /// A file named by a MAC not answered for here, asked from inside one
+    /// tenant's site: a new phone there, listed as that tenant's unclaimed
+    /// device, asks for its files at every boot and retry, and a few such
+    /// phones would ban the office. Free whether or not another tenant has
+    /// the MAC, so the cost says nothing about a MAC there either: its own
+    /// files, and common files (a User-Agent with its MAC) that exist for a
+    /// model this deployment has. Failed logins, refused paths, unknown
+    /// names and renders of unknown models still cost, and unknown MACs
+    /// from outside every site.
+    fn free_at_site(
+        &self,
+        state: &Arc<MirrorState>,
+        ip: std::net::IpAddr,
+        kind: &'static str,
+        decision: &Decision,
+        found: bool,
+    ) -> bool {
+        let Ok(id) = &decision.identity else {
+            return false;
+        };
+        let new_phones = match kind {
+            "not_found" => id.mac_in_path() && decision.served.is_none(),
+            "blind" => found && !decision.unmodeled,
+            _ => false,
+        };
+        new_phones && self.networks.tenant_of(state, ip).is_some()
     }
 
     /// Counts misses toward a ban (or remembers the source of a phone's
@@ -594,7 +649,8 @@ impl Provisioner {
         let mut unproven = None;
         if let (Some(ip), false) = (request.remote, request.protocol == Protocol::Render) {
             if let Some(kind) = guard::miss_kind(request, decision, result) {
-                self.charge_miss(ip, kind, request, decision);
+                let found = !matches!(result, Err(ProvisionError::NotFound));
+                self.charge_miss(ip, kind, request, decision, found);
             } else if let (Ok(_), Some(phone)) = (result, decision.owner()) {
                 let source = KnownSource {
                     ip,
@@ -722,7 +778,7 @@ impl Drop for Unfinished<'_, '_> {
         }
         if let Some(kind) = guard::decided_miss(self.decision) {
             self.provisioner
-                .charge_miss(ip, kind, self.request, self.decision);
+                .charge_miss(ip, kind, self.request, self.decision, true);
         }
     }
 }
