@@ -14,7 +14,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
-use super::templates::check_names;
 use super::{commit, AdminState, Change, Principal};
 
 #[derive(Serialize, ToSchema)]
@@ -48,10 +47,10 @@ pub struct AuditParams {
     pub tenant: Option<String>,
     pub entity: Option<String>,
     pub actor: Option<String>,
-    /// Only rows about this row: a phone's MAC (in any spelling), a
-    /// tenant's slug, a template's or token's `#id`, a directory source's
-    /// or entry's `tenant/name`. A swapped phone's rows stay under its old
-    /// MAC; the swap's row names the new one.
+    /// Only rows about this row, by the `entity_key` they carry: a phone's
+    /// MAC (in any spelling), a tenant's slug; for other rows, the key a
+    /// row of theirs shows. A swapped phone's rows stay under its old MAC;
+    /// the swap's row names the new one.
     pub key: Option<String>,
     /// Rows older than this id.
     pub before: Option<i64>,
@@ -125,8 +124,12 @@ pub async fn list(
         (_, asked) => (asked, None),
     };
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    check_names([("key", params.key.as_deref())])?;
-    let entity_keys = params.key.map(keys_for).unwrap_or_default();
+    if params.key.as_ref().is_some_and(|key| key.len() > MAX_KEY) {
+        return Err(ApiError::bad_request(format!(
+            "key: at most {MAX_KEY} bytes"
+        )));
+    }
+    let entity_key = params.key.map(key_as_logged);
     let rows = state
         .store
         .audit_log(&AuditQuery {
@@ -134,7 +137,7 @@ pub async fn list(
             tenant_id,
             entity: params.entity,
             actor: params.actor,
-            entity_keys,
+            entity_key,
             before_id: params.before,
             limit,
         })
@@ -149,14 +152,16 @@ pub async fn list(
     .into_response())
 }
 
-/// The `entity_key`s a `key` filter matches: the text as given and, when
-/// it is a MAC spelt otherwise, the spelling the audit log writes. Both,
-/// because a slug may look like a MAC.
-fn keys_for(key: String) -> Vec<String> {
-    let logged = key.parse::<Mac>().ok().map(|mac| mac.to_string());
-    let mut keys = vec![key];
-    keys.extend(logged.filter(|logged| *logged != keys[0]));
-    keys
+/// The longest `key` filter: longer than any key a row is written under
+/// (a directory entry's `tenant/external_id`, a template's create key).
+const MAX_KEY: usize = 1024;
+
+/// The `entity_key` a `key` filter reads: a MAC, however spelt, as the
+/// audit log writes it. One key, not the text as given besides: with a
+/// list, SQLite walked a tenant's whole trail by its other indexes. A slug
+/// spelt as a dashed MAC (`00-15-65-…`) is so read as that MAC.
+fn key_as_logged(key: String) -> String {
+    key.parse::<Mac>().map_or(key, |mac| mac.to_string())
 }
 
 #[utoipa::path(get, operation_id = "audit_history", path = "/v1/phones/{mac}/history", tag = "phones",

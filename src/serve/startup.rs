@@ -90,6 +90,16 @@ fn unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `e` is a PostgreSQL load refused for a restore not yet done.
+fn half_restored(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<SyncError>(),
+            Some(SyncError::SchemaIncomplete(_))
+        )
+    })
+}
+
 /// How long a start that has a snapshot waits on a database that takes
 /// its connection but does not answer (a lock held, a stopped server, a
 /// network black hole) before serving the snapshot: a node restarted
@@ -286,7 +296,10 @@ pub(super) async fn load_mirror(
                 // before its schema is whole, and is not loaded from until
                 // it is: served meanwhile is what was, as while the
                 // database is unreachable. The watcher loads it when done.
-                (Err(e), Some(snap)) if unreachable(&e) => {
+                // Only then: any other failure of a database that has just
+                // answered stops the start, as before, rather than serve
+                // another database's snapshot.
+                (Err(e), Some(snap)) if half_restored(&e) => {
                     serve_snapshot(config, key, mirror, snap, "cannot be loaded", &e)?;
                     return Ok(Checked::Yes);
                 }

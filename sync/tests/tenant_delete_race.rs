@@ -3,7 +3,8 @@
 //! the delete runs: it locks the tenant's row before counting, and the
 //! phone's write (which checks its tenant through the foreign key) waits.
 //! Counted without that lock, the uncommitted phone was not seen, and the
-//! delete then cascaded to it once it committed.
+//! delete then cascaded to it once it committed. And a delete checked
+//! against the tenant's tag does not deadlock with such a write.
 
 mod common;
 
@@ -71,5 +72,63 @@ async fn a_phone_written_during_an_unforced_delete_stays_and_refuses_it() {
         )
         .await
         .unwrap();
+    assert_eq!(scalar(&db, "SELECT count(*) FROM tenants").await, 0);
+}
+
+/// A write holding one of the tenant's phones and then adding another
+/// (the foreign key checks the tenant's row) while a delete checked
+/// against the tenant's tag (`Expect`) waits for that phone: the delete's
+/// lock of the row must not stop the write's check, or each waits for the
+/// other and PostgreSQL cancels one as a deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_tenant_delete_does_not_deadlock_with_a_write_adding_a_phone() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    store
+        .apply(
+            &[tenant("acme", "US"), phone("acme", 1, 1)],
+            &audit("setup"),
+        )
+        .await
+        .unwrap();
+    let mirror = Mirror::new();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let tag = etag::etag_of(&**mirror.load().tenant_by_slug("acme").unwrap());
+    let mut write = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut write).await.unwrap();
+    sqlx::query("SELECT id FROM phones WHERE mac = '001565000001' FOR UPDATE")
+        .execute(&mut write)
+        .await
+        .unwrap();
+    let delete = vec![
+        Mutation::Expect {
+            target: Target::Tenant {
+                slug: "acme".into(),
+            },
+            etag: tag,
+        },
+        Mutation::DeleteTenant {
+            slug: "acme".into(),
+        },
+    ];
+    let deleting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.apply(&delete, &audit("offboard")).await })
+    };
+    lock_waiters(&db.url, 1, "the delete never waited on the phone").await;
+    sqlx::query(
+        "INSERT INTO phones (tenant_id, mac, family, updated_at) \
+         VALUES ((SELECT id FROM tenants WHERE slug = 'acme'), $1, 'yealink', 0)",
+    )
+    .bind(MAC)
+    .execute(&mut write)
+    .await
+    .expect("the write's phone was refused (a deadlock?)");
+    sqlx::query("COMMIT").execute(&mut write).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), deleting)
+        .await
+        .expect("the delete ends once the write commits")
+        .unwrap()
+        .expect("the delete was refused (a deadlock?)");
     assert_eq!(scalar(&db, "SELECT count(*) FROM tenants").await, 0);
 }

@@ -10,7 +10,7 @@
 //! phones: a banned source still gets the files of the phones that fetched
 //! them from it before (`known.rs`), or of its tenant's phones when it is
 //! that tenant's site (`provisioning_networks`), and nothing else. There,
-//! new phones' misses cost nothing (`Provisioner::charge_miss`).
+//! new phones' misses cost a part of one (`Provisioner::new_phone_at_site`).
 //!
 //! A "source" is an IPv4 address or an IPv6 /64: one host picks addresses
 //! in its /64 at will, so anything finer would let it reset its own count.

@@ -44,11 +44,16 @@ pub(crate) fn count_if_banned(request: &Request<'_>, error: &ProvisionError) {
         .ok()
         .and_then(|id| id.family)
         .map_or("unknown", |f| f.as_str());
+    count_request(request, vendor, "banned");
+}
+
+/// One request in `dialtone_provision_requests_total`.
+pub(crate) fn count_request(request: &Request<'_>, vendor: &'static str, outcome: &'static str) {
     metrics::counter!(
         "dialtone_provision_requests_total",
         "protocol" => request.protocol.as_str(),
         "vendor" => vendor,
-        "outcome" => "banned",
+        "outcome" => outcome,
     )
     .increment(1);
 }

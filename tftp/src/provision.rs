@@ -26,7 +26,7 @@ use crate::error::ProvisionError;
 use crate::files::Step;
 use crate::guard::{self, Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
-use crate::outcome::{count_if_banned, outcome_label};
+use crate::outcome::{count_if_banned, count_request, outcome_label};
 use crate::pool::{PoolOptions, RenderPool};
 use crate::render_cache::{Inputs, RenderCache};
 use crate::statics::{StaticFile, StaticIndex};
@@ -234,6 +234,12 @@ pub struct Provisioner {
     pool: RenderPool,
     pub(crate) models: crate::models::ModelIndex,
 }
+
+/// How many of a new phone's misses at its tenant's site make one: an
+/// office's few unboxed phones retrying their boot every minute stay far
+/// under a ban, while a flood (forged TFTP from a site's address, each
+/// miss a history row and an unclaimed sighting) is still banned, later.
+const SITE_MISS_PARTS: u32 = 8;
 
 impl Provisioner {
     /// What this provisioner renders with: the budget and base URL a trial
@@ -557,10 +563,12 @@ impl Provisioner {
         // A ban passed for a known phone's family does not cover a common
         // file that would cost a miss: the miss is what bounds such
         // requests, and a banned source's misses no longer add up to
-        // anything. (A respelled own file still passes: someone else's
-        // spelling in the cache must not lock the phone out; its entries
-        // stay one per rule whatever the source asks.)
-        if banned.is_some() && (decision.blind || decision.unmodeled) {
+        // anything. A respelled own file passes only where the phone is
+        // known (there it is no respelling: someone else's spelling in the
+        // cache must not lock the phone out); a site's pass, which needs
+        // no fetch of the phone from there, would let a forger of the
+        // office's address force a render per spelling.
+        if banned.is_some() && (decision.blind || decision.unmodeled || decision.respelled) {
             return Err(ProvisionError::Banned);
         }
         if let Step::Directory(job) = &step {
@@ -600,7 +608,9 @@ impl Provisioner {
     ) {
         metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind).increment(1);
         let state = self.mirror.load();
-        if !self.free_at_site(&state, ip, kind, decision, found) {
+        if self.new_phone_at_site(&state, ip, kind, decision, found) {
+            self.guard.part_of_a_miss(ip, SITE_MISS_PARTS);
+        } else {
             self.guard.miss(ip);
         }
         if let Some(unclaimed) = &self.unclaimed {
@@ -611,13 +621,16 @@ impl Provisioner {
     /// A file named by a MAC not answered for here, asked from inside one
     /// tenant's site: a new phone there, listed as that tenant's unclaimed
     /// device, asks for its files at every boot and retry, and a few such
-    /// phones would ban the office. Free whether or not another tenant has
-    /// the MAC, so the cost says nothing about a MAC there either: its own
-    /// files, and common files (a User-Agent with its MAC) that exist for a
-    /// model this deployment has. Failed logins, refused paths, unknown
-    /// names and renders of unknown models still cost, and unknown MACs
-    /// from outside every site.
-    fn free_at_site(
+    /// phones would ban the office. Such a miss costs a part of one
+    /// ([`SITE_MISS_PARTS`]), whether or not another tenant has the MAC, so
+    /// the cost says nothing about a MAC there either: its own files, and
+    /// common files (a User-Agent with its MAC) that exist for a model this
+    /// deployment has. Failed logins, refused paths, unknown names and
+    /// renders of unknown models cost a whole miss, and so does everything
+    /// from outside every site, or from any site where sites are not
+    /// exclusive (another tenant's phones without networks are served
+    /// there, and a site's free misses would find them).
+    fn new_phone_at_site(
         &self,
         state: &Arc<MirrorState>,
         ip: std::net::IpAddr,
@@ -628,6 +641,9 @@ impl Provisioner {
         let Ok(id) = &decision.identity else {
             return false;
         };
+        if !self.options.sites_exclusive {
+            return false;
+        }
         let new_phones = match kind {
             "not_found" => id.mac_in_path() && decision.served.is_none(),
             "blind" => found && !decision.unmodeled,
@@ -687,13 +703,7 @@ impl Provisioner {
             (_, Ok(id)) => id.family.map_or("unknown", |f| f.as_str()),
             _ => "unknown",
         };
-        metrics::counter!(
-            "dialtone_provision_requests_total",
-            "protocol" => request.protocol.as_str(),
-            "vendor" => vendor,
-            "outcome" => outcome_label(result),
-        )
-        .increment(1);
+        count_request(request, vendor, outcome_label(result));
         (unproven.is_some() || deferred.is_some()).then(|| {
             Box::new(Unproven {
                 known: unproven,

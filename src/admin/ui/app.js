@@ -281,11 +281,13 @@ async function phoneView(draw, address) {
   // The phone is read from this node's copy, its fetches and files from
   // the database, which can be busy (429, 503) or refuse to render (422)
   // on their own: each part says so, the rest of the page stays.
-  const history = await api("GET", "/v1/phones/" + mac + "/history?limit=20");
+  // Who changed it is read from the audit log by its MAC (a tenant's
+  // token reads its own tenant's rows only), at once with the fetches.
+  const [history, changes] = await Promise.all([
+    api("GET", "/v1/phones/" + mac + "/history?limit=20"),
+    api("GET", "/v1/audit?limit=10&key=" + mac),
+  ]);
   const boots = history.status === 200 ? history.data : [];
-  // Who changed it, read from the audit log by its MAC: a tenant's token
-  // reads its own tenant's rows only.
-  const changes = await api("GET", "/v1/audit?limit=10&key=" + mac);
   const last = boots[0];
   const files = el("div", { id: "phone-files" });
   draw("Phone " + p.mac,

@@ -34,12 +34,21 @@ macro_rules! admin_sql {
         /// The id of the row `target` names, locked for this transaction.
         async fn locate(conn: &mut $conn, target: &Target) -> Result<(Entity, Option<Id>), SyncError> {
             Ok(match target {
+                // `NO KEY`: a phone written for the tenant meanwhile checks
+                // it (a foreign key) and must not wait on it; a delete of
+                // the tenant locks its phones before it takes the row for
+                // good, and a write holding one of them while adding
+                // another deadlocked with a delete that held the row.
                 Target::Tenant { slug } => (
                     Entity::Tenant,
-                    sqlx::query_scalar(concat!("SELECT id FROM tenants WHERE slug = $1", $lock))
-                        .bind(slug)
-                        .fetch_optional(&mut *conn)
-                        .await?,
+                    sqlx::query_scalar(if $lock.is_empty() {
+                        "SELECT id FROM tenants WHERE slug = $1"
+                    } else {
+                        "SELECT id FROM tenants WHERE slug = $1 FOR NO KEY UPDATE"
+                    })
+                    .bind(slug)
+                    .fetch_optional(&mut *conn)
+                    .await?,
                 ),
                 Target::Phone { mac } => (
                     Entity::Phone,
@@ -281,17 +290,12 @@ macro_rules! admin_sql {
                 ("tenant", slug_text),
                 ("entity", query.entity.as_ref()),
                 ("actor", query.actor.as_ref()),
+                ("entity_key", query.entity_key.as_ref()),
             ] {
                 if let Some(value) = value {
                     texts.push(value);
                     sql.push_str(&format!(" AND {column} = ${}", texts.len()));
                 }
-            }
-            if !query.entity_keys.is_empty() {
-                let first = texts.len() + 1;
-                texts.extend(query.entity_keys.iter().map(String::as_str));
-                let places: Vec<String> = (first..=texts.len()).map(|n| format!("${n}")).collect();
-                sql.push_str(&format!(" AND entity_key IN ({})", places.join(", ")));
             }
             let mut ids: Vec<Id> = Vec::new();
             for (condition, value) in [

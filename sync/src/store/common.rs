@@ -639,13 +639,13 @@ macro_rules! shared_sql {
                     }
                 }
                 Mutation::DeleteTenant { slug } | Mutation::DeleteEmptyTenant { slug } => {
-                    if matches!(mutation, Mutation::DeleteEmptyTenant { .. }) {
-                        expect_empty_tenant(conn, slug).await?;
-                    }
                     // Its phones locked first, as a phone-scope template's
                     // write locks its phone: the delete below would not see
                     // a template whose write is still open, and it would
-                    // wait, keyed by MAC, for the MAC's next owner.
+                    // wait, keyed by MAC, for the MAC's next owner. Then the
+                    // tenant's row: a write holding one of its phones and
+                    // adding another (a foreign key check of the tenant)
+                    // would deadlock with a delete holding the row first.
                     if !$lock.is_empty() {
                         sqlx::query(concat!(
                             "SELECT id FROM phones WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)",
@@ -654,6 +654,9 @@ macro_rules! shared_sql {
                         .bind(slug)
                         .execute(&mut *conn)
                         .await?;
+                    }
+                    if matches!(mutation, Mutation::DeleteEmptyTenant { .. }) {
+                        expect_empty_tenant(conn, slug).await?;
                     }
                     // Its templates go with it (its phones' and its own), so
                     // none waits for a later owner of a MAC.
@@ -978,9 +981,6 @@ macro_rules! shared_sql {
             Ok(select.fetch_all(&mut *conn).await?)
         }
 
-        /// A hardware swap: the row keeps its id, so its lines (and their
-        /// sealed passwords) stay with it, and the change log carries one
-        /// phone update that every mirror re-indexes by the new MAC.
         /// Refuses unless tenant `slug` holds no phone and no directory
         /// entry. Its row is locked first: a phone or entry written for it
         /// meanwhile checks its tenant (a foreign key) and waits for this
@@ -1006,6 +1006,9 @@ macro_rules! shared_sql {
             Ok(())
         }
 
+        /// A hardware swap: the row keeps its id, so its lines (and their
+        /// sealed passwords) stay with it, and the change log carries one
+        /// phone update that every mirror re-indexes by the new MAC.
         async fn replace_phone_mac(
             conn: &mut $conn,
             mutation: &Mutation,

@@ -361,10 +361,8 @@ pub struct AuditQuery {
     pub tenant_id: Option<Id>,
     pub entity: Option<String>,
     pub actor: Option<String>,
-    /// Only rows about one of these rows (their `entity_key`); empty: any.
-    /// Several, so that a MAC can be asked for as typed and as the log
-    /// writes it.
-    pub entity_keys: Vec<String>,
+    /// Only rows about this row (their `entity_key`).
+    pub entity_key: Option<String>,
     /// Rows with an id below this one (keyset pagination).
     pub before_id: Option<Id>,
     pub limit: i64,
