@@ -563,12 +563,13 @@ impl Provisioner {
         // A ban passed for a known phone's family does not cover a common
         // file that would cost a miss: the miss is what bounds such
         // requests, and a banned source's misses no longer add up to
-        // anything. A respelled own file passes only where the phone is
-        // known (there it is no respelling: someone else's spelling in the
-        // cache must not lock the phone out); a site's pass, which needs
-        // no fetch of the phone from there, would let a forger of the
-        // office's address force a render per spelling.
-        if banned.is_some() && (decision.blind || decision.unmodeled || decision.respelled) {
+        // anything. (A respelled own file still passes: someone else's
+        // spelling in the cache must not lock the phone out, and through
+        // a site's pass a forger of the office's address, after a restart,
+        // would choose the cached spelling and lock the office's phones
+        // out with it; its entries stay one per rule whatever the source
+        // asks, each respelling a render in its tenant's share.)
+        if banned.is_some() && (decision.blind || decision.unmodeled) {
             return Err(ProvisionError::Banned);
         }
         if let Step::Directory(job) = &step {

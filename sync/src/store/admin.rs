@@ -35,10 +35,12 @@ macro_rules! admin_sql {
         async fn locate(conn: &mut $conn, target: &Target) -> Result<(Entity, Option<Id>), SyncError> {
             Ok(match target {
                 // `NO KEY`: a phone written for the tenant meanwhile checks
-                // it (a foreign key) and must not wait on it; a delete of
+                // it (a foreign key) and need not wait on it. A delete of
                 // the tenant locks its phones before it takes the row for
-                // good, and a write holding one of them while adding
-                // another deadlocked with a delete that held the row.
+                // good, so a write holding one of them while adding another
+                // no longer deadlocks with it; one adding a phone before
+                // updating another still can (PostgreSQL cancels one, and
+                // the API answers 503 `busy`, nothing written).
                 Target::Tenant { slug } => (
                     Entity::Tenant,
                     sqlx::query_scalar(if $lock.is_empty() {

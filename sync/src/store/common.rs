@@ -645,7 +645,10 @@ macro_rules! shared_sql {
                     // wait, keyed by MAC, for the MAC's next owner. Then the
                     // tenant's row: a write holding one of its phones and
                     // adding another (a foreign key check of the tenant)
-                    // would deadlock with a delete holding the row first.
+                    // deadlocked with a delete holding the row first. (One
+                    // adding a phone, then updating another, still can: no
+                    // order serves both without every phone write taking
+                    // its tenants' rows first.)
                     if !$lock.is_empty() {
                         sqlx::query(concat!(
                             "SELECT id FROM phones WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)",
