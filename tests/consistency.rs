@@ -362,15 +362,6 @@ fn first_difference(served: &[u8], expected: &[u8]) -> String {
     line
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    let (status, text) = server.try_get("/metrics").expect("metrics answer");
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, v| sum + v)
-}
-
 async fn storm(db_url: &str, nodes: usize) {
     let dir = tempfile::tempdir().unwrap();
     let phones = fleet();
@@ -507,7 +498,7 @@ async fn storm(db_url: &str, nodes: usize) {
         let served = |servers: &[Server]| -> f64 {
             servers
                 .iter()
-                .map(|s| metric(s, "dialtone_provision_requests_total"))
+                .map(|s| s.metric_sum("dialtone_provision_requests_total"))
                 .sum()
         };
         let served_before = served(&servers);
@@ -590,8 +581,8 @@ async fn storm(db_url: &str, nodes: usize) {
     assert_eq!(stale_total, 0, "stale files served after the edits settled");
 
     for (i, server) in servers.iter().enumerate() {
-        let checked = metric(server, "dialtone_render_cache_checked_total");
-        let canary = metric(server, "dialtone_render_cache_stale_total");
+        let checked = server.metric_sum("dialtone_render_cache_checked_total");
+        let canary = server.metric_sum("dialtone_render_cache_stale_total");
         eprintln!("node {i}: self-check compared {checked} cached files, found {canary} stale");
         assert!(checked > 0.0, "node {i}: the self-check never ran");
         assert_eq!(

@@ -366,7 +366,7 @@ async fn swaps_during_fetches(db_url: &str, nodes: usize, rounds: u64, tftp: Tft
         assert!(settled.is_some(), "no settled fetch got {got}: {tally:?}");
     }
     for (i, server) in servers.iter().enumerate() {
-        let stale = metric(server, "dialtone_render_cache_stale_total");
+        let stale = server.metric_sum("dialtone_render_cache_stale_total");
         assert_eq!(
             stale,
             0.0,
@@ -377,15 +377,6 @@ async fn swaps_during_fetches(db_url: &str, nodes: usize, rounds: u64, tftp: Tft
     for server in servers {
         assert_eq!(server.stop(), 0);
     }
-}
-
-fn metric(server: &Server, name: &str) -> f64 {
-    let (status, text) = server.try_get("/metrics").expect("metrics answer");
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

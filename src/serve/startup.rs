@@ -82,22 +82,18 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> 
 }
 
 fn unreachable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.is::<TooSlow>()
-            || cause
-                .downcast_ref::<SyncError>()
-                .is_some_and(SyncError::is_transient)
-    })
+    e.chain().any(|cause| cause.is::<TooSlow>()) || sync_cause(e, SyncError::is_transient)
 }
 
 /// Whether `e` is a PostgreSQL load refused for a restore not yet done.
 fn half_restored(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<SyncError>(),
-            Some(SyncError::SchemaIncomplete(_))
-        )
-    })
+    sync_cause(e, |e| matches!(e, SyncError::SchemaIncomplete(_)))
+}
+
+/// Whether any `SyncError` in `e`'s chain is `what`.
+fn sync_cause(e: &anyhow::Error, what: impl Fn(&SyncError) -> bool) -> bool {
+    e.chain()
+        .any(|cause| cause.downcast_ref::<SyncError>().is_some_and(&what))
 }
 
 /// How long a start that has a snapshot waits on a database that takes

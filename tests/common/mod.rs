@@ -241,6 +241,17 @@ impl Server {
         serde_json::from_str(&body).expect("readyz is JSON")
     }
 
+    /// The sum of every series of metric `name` (all its labels) on
+    /// `/metrics`.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let (status, text) = self.try_get("/metrics").expect("metrics answer");
+        assert_eq!(status, 200);
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn phones(&self) -> u64 {
         self.readyz()["counts"]["phones"].as_u64().unwrap_or(0)
     }

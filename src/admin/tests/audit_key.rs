@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use dialtone_sync::Backend;
 use serde_json::{json, Value};
 
+use super::phone_swap::replace;
 use super::{Harness, ACME_MAC, GLOBEX_MAC};
 
 const SPARE_MAC: &str = "0015650000aa";
@@ -20,8 +21,8 @@ async fn post(h: &Harness, role: &str, path: &str, body: Value) -> StatusCode {
 }
 
 async fn swap(h: &Harness, role: &str, from: &str, to: &str) {
-    let path = format!("/v1/phones/{from}/replace");
-    post(h, role, &path, json!({ "new_mac": to })).await;
+    let reply = replace(h, role, from, to).await;
+    assert!(reply.status.is_success(), "{from} to {to}: {}", reply.text);
 }
 
 /// `(action, entity_key, tenant)` of each row `role` reads with `query`.

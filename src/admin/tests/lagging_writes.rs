@@ -10,6 +10,7 @@ use dialtone_sync::{
     watcher, AuditQuery, Backend, DirectoryNumber, DirectorySourceInput, Mutation, SourceKind,
 };
 
+use super::phone_swap::replace;
 use super::{phone, seed_audit, Harness, Reply, ACME_MAC};
 
 const NEW_MAC: &str = "001565000099";
@@ -269,16 +270,7 @@ async fn resold_mac(backend: Backend) {
     let path = format!("/v1/phones/{ACME_MAC}");
     let reply = delete(&h, &path).await;
     assert_refused(&reply, "DELETE phone");
-    let replace = format!(r#"{{"new_mac": "{ELSEWHERE}"}}"#);
-    let reply = h
-        .call(
-            Some("global"),
-            Method::POST,
-            &format!("{path}/replace"),
-            Some(&replace),
-            &[],
-        )
-        .await;
+    let reply = replace(&h, "global", ACME_MAC, ELSEWHERE).await;
     assert_refused(&reply, "POST replace");
     assert_eq!(
         h.audit_rows().await,

@@ -11,7 +11,7 @@ use super::{phone, seed_audit, template, Harness, Reply, ACME_MAC, GLOBEX_MAC};
 
 const NEW_MAC: &str = "0015650000aa";
 
-async fn replace(h: &Harness, role: &str, mac: &str, new_mac: &str) -> Reply {
+pub(super) async fn replace(h: &Harness, role: &str, mac: &str, new_mac: &str) -> Reply {
     let body = json!({ "new_mac": new_mac }).to_string();
     let path = format!("/v1/phones/{mac}/replace");
     h.call(Some(role), Method::POST, &path, Some(&body), &[])
