@@ -216,6 +216,38 @@ async fn forged_misses_ban_the_address_not_its_phones(mode: TftpMode) {
 
     assert!(counter(&server, "dialtone_provisioning_ban_passes_total", "") >= 8.0);
     assert!(counter(&server, "dialtone_provisioning_bans_total", "") >= 1.0);
+
+    // The operator lists the node's bans and lifts this one: the address
+    // gets every file again at once, without a restart.
+    let api = Api::new(
+        server.addr,
+        create_token(
+            dir.path(),
+            &url,
+            &["--scope", "global-admin", "--name", "ops"],
+        ),
+    );
+    // The token reaches the node through the change log.
+    let mut listed = (0, String::new(), serde_json::Value::Null);
+    for _ in 0..100 {
+        listed = api.send(reqwest::Method::GET, "/v1/bans", None, None).await;
+        if listed.0 != 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, listed) = listed;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["bans"][0]["source"], "127.0.0.5", "{listed}");
+    let (status, _, lifted) = api
+        .send(reqwest::Method::DELETE, "/v1/bans/127.0.0.5", None, None)
+        .await;
+    assert_eq!(status, 204, "{lifted}");
+    let other = http(5, server.prov_addr, &format!("/{YEALINK_6}.cfg"), &[]).await;
+    assert_eq!(other.status, 200, "after the lift: {other:?}");
+    assert!(tftp(5, server.tftp_addr, &format!("{YEALINK_6}.cfg"))
+        .await
+        .is_ok());
     assert_eq!(server.stop(), 0);
 }
 

@@ -9,6 +9,7 @@
 
 mod audit;
 mod auth;
+mod bans;
 pub mod database_share;
 mod directory;
 pub mod error;
@@ -197,6 +198,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/whoami", get(tokens::whoami))
+        .route("/v1/bans", get(bans::list))
+        .route("/v1/bans/{source}", delete(bans::lift))
         .merge(database)
         .merge(bodies)
         // A client is told in the API's error shape, with the headers

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use crate::directory_cmd::EXPIRES_DAYS;
 
 use super::{
-    audit, directory, error, fleet, phone_swap, phones, preview, resync, sources, templates,
+    audit, bans, directory, error, fleet, phone_swap, phones, preview, resync, sources, templates,
     tenants, tokens, unclaimed, versions,
 };
 
@@ -36,6 +36,7 @@ use super::{
         directory::list_entries, directory::show_entry,
         sources::list_sources, sources::show_source, sources::test_source,
         tokens::list, tokens::whoami,
+        bans::list, bans::lift,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     // In this order: the last one sees every operation.
@@ -43,6 +44,7 @@ use super::{
     tags(
         (name = "tenants"), (name = "phones"), (name = "templates"), (name = "directory"),
         (name = "tokens"), (name = "audit"), (name = "import"), (name = "resync"), (name = "unclaimed"),
+        (name = "bans"),
     )
 )]
 pub struct ApiDoc;

@@ -163,6 +163,7 @@ impl Guard {
             failed_while_banned: Cache::builder()
                 .max_capacity(options.max_sources as u64)
                 .time_to_live(options.ban)
+                .support_invalidation_closures()
                 .build(),
             phone_failures: Cache::builder()
                 .max_capacity(options.known_phones as u64)
@@ -431,3 +432,7 @@ pub(crate) fn family_bit(family: Family) -> u8 {
 #[cfg(test)]
 #[path = "guard_tests.rs"]
 mod tests;
+
+#[path = "guard_bans.rs"]
+mod bans;
+pub use bans::Ban;

@@ -131,6 +131,9 @@ pub(super) fn rows() -> Vec<Row> {
             "AAFFU",
         ),
         r(M::GET, "/v1/tokens", None, "AFFFU"),
+        r(M::GET, "/v1/bans", None, "AFFFU"),
+        // No ban of that address on the node: found by global admins only.
+        r(M::DELETE, "/v1/bans/192.0.2.7", None, "NFFFU"),
         r(M::GET, "/v1/audit", None, "AAAFU"),
         r(
             M::POST,

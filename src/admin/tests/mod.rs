@@ -3,6 +3,7 @@
 //! test across two `dialtone serve` processes is in tests/admin.rs.
 
 mod audit_key;
+mod bans;
 mod caching;
 mod checks;
 mod concurrent_writes;

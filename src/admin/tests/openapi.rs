@@ -54,6 +54,8 @@ pub(super) const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tenants/{slug}/unclaimed/{mac}/claim", &["post"]),
     ("/v1/unclaimed", &["get"]),
     ("/v1/unclaimed/counts", &["get"]),
+    ("/v1/bans", &["get"]),
+    ("/v1/bans/{source}", &["delete"]),
 ];
 
 fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {

@@ -1,0 +1,132 @@
+//! Provisioning bans on this node: listed and lifted by global admins.
+//! Bans live in each node's memory (a node bans what it sees), so these
+//! routes answer for the node that serves the request; an operator lifting
+//! an office's ban asks each node it fetches from.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiPath, ErrorBody};
+use super::{AdminState, Principal};
+
+/// Bans listed in one answer; a node holds at most `ban_max_sources`.
+const LISTED: usize = 1000;
+
+#[derive(Serialize, ToSchema)]
+pub struct BanView {
+    /// An IPv4 address, or an IPv6 /64 (`2001:db8:1:2::/64`): IPv6 sources
+    /// are banned a /64 at a time.
+    pub source: String,
+    /// Seconds until the ban ends by itself.
+    pub seconds_left: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BanList {
+    /// The newest first; at most 1,000.
+    pub bans: Vec<BanView>,
+    /// Sources this node has banned now, listed or not.
+    pub total: usize,
+}
+
+#[utoipa::path(get, operation_id = "bans_list", path = "/v1/bans", tag = "bans",
+    responses((status = 200, body = BanList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AdminState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require_global()?;
+    let (bans, total) = state.provisioner.guard().bans(LISTED);
+    let bans = bans
+        .into_iter()
+        .map(|ban| BanView {
+            source: match ban.source {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("{v6}/64"),
+            },
+            // Rounded up, as a 429's Retry-After is: a ban with 0.4 s left
+            // is not over.
+            seconds_left: ban.left.as_secs() + u64::from(ban.left.subsec_nanos() > 0),
+        })
+        .collect();
+    Ok(axum::Json(BanList { bans, total }).into_response())
+}
+
+#[utoipa::path(delete, operation_id = "bans_lift", path = "/v1/bans/{source}", tag = "bans",
+    params(("source" = String, Path, description = "an address, or an IPv6 /64 as listed (the slash as %2F)", example = "192.0.2.7")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn lift(
+    State(state): State<AdminState>,
+    principal: Principal,
+    ApiPath(source): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    principal.require_global()?;
+    let address = parse_source(&source)?;
+    if !state.provisioner.guard().lift_ban(address) {
+        return Err(ApiError::not_found(format!(
+            "a ban of {} on this node",
+            dialtone_tftp::guard::source_key(address)
+        )));
+    }
+    // The same target as the ban's own line, so whoever watches bans (a
+    // fail2ban filter, an alert) sees them end too.
+    tracing::warn!(
+        target: "dialtone::ban",
+        "provisioning: ban of {} lifted by {}",
+        dialtone_tftp::guard::source_key(address),
+        principal.actor()
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An address, or an IPv6 network of exactly /64 as the list names it.
+fn parse_source(text: &str) -> Result<IpAddr, ApiError> {
+    let refuse = || {
+        ApiError::bad_request(
+            "source: give an IPv4 or IPv6 address, or an IPv6 /64 as GET /v1/bans lists it",
+        )
+    };
+    if text.len() > 64 {
+        return Err(refuse());
+    }
+    match text.split_once('/') {
+        None => text.parse().map_err(|_| refuse()),
+        Some((address, "64")) => match address.parse() {
+            Ok(IpAddr::V6(v6)) => Ok(IpAddr::V6(v6)),
+            _ => Err(refuse()),
+        },
+        Some(_) => Err(refuse()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_source;
+
+    #[test]
+    fn sources_are_addresses_or_listed_ipv6_networks() {
+        assert_eq!(parse_source("192.0.2.7").unwrap().to_string(), "192.0.2.7");
+        assert_eq!(
+            parse_source("2001:db8:1:2::/64").unwrap().to_string(),
+            "2001:db8:1:2::"
+        );
+        assert!(parse_source("2001:db8::1").is_ok());
+        for bad in [
+            "192.0.2.0/24",
+            "192.0.2.7/64",
+            "2001:db8::/48",
+            "acme",
+            "",
+            "1.2.3.4/",
+        ] {
+            assert!(parse_source(bad).is_err(), "{bad}");
+        }
+    }
+}
