@@ -318,6 +318,9 @@ async fn a_caller_id_that_breaks_the_query_gets_an_empty_body() {
         format!("/v1/lookup?number=%FF%FE&key={key}"),
         format!("/v3/phone/%FF%FE?format=pbx&key={key}"),
         format!("/v3/phone/5550101234?format=pbx&key={key}&key={key}"),
+        // README's FreeSWITCH line states the format before the number, so
+        // a caller's `&format=json` repeats it.
+        format!("/v1/lookup?key={key}&format=text&number=5550101234&format=json"),
         // The same key under its other name, after a caller's number.
         format!(
             "/v1/lookup?number=5550101234&key={}&auth_token={key}",
