@@ -6,7 +6,7 @@
 #![no_main]
 
 use dialtone_directory::filter::{build_filter, number_forms};
-use dialtone_directory::name::{clean_name, MAX_NAME_CHARS};
+use dialtone_directory::name::{clean_name, is_hidden, MAX_NAME_CHARS};
 use dialtone_directory::normalize;
 use dialtone_directory::settings::LdapSettings;
 use libfuzzer_sys::fuzz_target;
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     // would receive it if normalization were bypassed).
     let mut forms = vec![text.to_string()];
     if let Ok(e164) = normalize(text, region) {
-        forms.extend(number_forms(&e164));
+        forms.extend(number_forms(&e164, region));
     }
     let filter = build_filter(&settings, &forms);
     assert!(ldap3::parse_filter(&filter).is_ok(), "{filter:?}");
@@ -47,5 +47,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(name.chars().count() <= MAX_NAME_CHARS);
         assert!(!name.chars().any(|c| c.is_control() || c == '"' || c == '\\'), "{name:?}");
         assert_eq!(name.trim(), name);
+        // Nothing invisible is left but what joins or selects something, so
+        // no name shows as blank or passes for a placeholder.
+        let kept = |c: char| matches!(c, '\u{200c}' | '\u{200d}' | '\u{fe0e}' | '\u{fe0f}');
+        assert!(name.chars().filter(|&c| is_hidden(c)).all(kept), "{name:?}");
+        assert!(name.chars().any(|c| !is_hidden(c) && c != ' '), "{name:?}");
+        assert_eq!(clean_name(&name).as_deref(), Some(name.as_str()), "not idempotent for {text:?}");
     }
 });
