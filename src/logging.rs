@@ -4,19 +4,20 @@
 //! by a thread of their own, never by the task that logs (`queue`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
 
+mod one_line;
 mod queue;
 
+use one_line::OneLineMaker;
 use queue::{LogQueue, NoteFormat, QUEUE_BYTES};
 
 /// How long an exit waits for the queued lines to be written: enough to
@@ -124,17 +125,17 @@ pub fn init(config: &LogConfig, serving: bool) -> Result<LogHandle, String> {
     let output: Box<dyn Layer<_> + Send + Sync> = match (&file, json) {
         (_, true) => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(queue.clone())
+            .with_writer(OneLineMaker::json(queue.clone()))
             .boxed(),
         (Some(_), false) => tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(OneLineMaker::new(queue.clone(), false))
+            .with_writer(OneLineMaker::text(queue.clone(), false))
             .boxed(),
         (None, false) => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             tracing_subscriber::fmt::layer()
-                .with_writer(OneLineMaker::new(queue.clone(), ansi))
+                .with_writer(OneLineMaker::text(queue.clone(), ansi))
                 .with_ansi(ansi)
                 .with_target(false)
                 .boxed()
@@ -149,77 +150,6 @@ pub fn init(config: &LogConfig, serving: bool) -> Result<LogHandle, String> {
         file,
         queue,
     })
-}
-
-/// Writes each text event as exactly one line. Fields the text format
-/// prints with `%` come out as they are, and some are tenants' text (a
-/// source's name, its server's error): a newline in one would start a line
-/// of the tenant's choosing, such as the `ban` lines fail2ban reads. Every
-/// control character but the event's final newline is escaped, whatever
-/// the call site. (The fmt layer writes an event with one `write_all`.)
-struct OneLine<W> {
-    inner: W,
-    /// The terminal's colour sequences (ESC), when the layer writes them.
-    keep_escape: bool,
-}
-
-impl<W> OneLine<W> {
-    fn escaped(byte: u8, keep_escape: bool) -> bool {
-        (byte < 0x20 && byte != b'\t' && !(keep_escape && byte == 0x1b)) || byte == 0x7f
-    }
-}
-
-impl<W: Write> Write for OneLine<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let (body, end) = match buf.strip_suffix(b"\n") {
-            Some(body) => (body, &b"\n"[..]),
-            None => (buf, &b""[..]),
-        };
-        if !body.iter().any(|&b| Self::escaped(b, self.keep_escape)) {
-            self.inner.write_all(buf)?;
-            return Ok(buf.len());
-        }
-        let mut line = Vec::with_capacity(buf.len() + 16);
-        for &b in body {
-            match b {
-                b'\n' => line.extend_from_slice(b"\\n"),
-                b'\r' => line.extend_from_slice(b"\\r"),
-                b if Self::escaped(b, self.keep_escape) => {
-                    let _ = write!(line, "\\x{b:02x}");
-                }
-                b => line.push(b),
-            }
-        }
-        line.extend_from_slice(end);
-        self.inner.write_all(&line)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-struct OneLineMaker<M> {
-    inner: M,
-    keep_escape: bool,
-}
-
-impl<M> OneLineMaker<M> {
-    fn new(inner: M, keep_escape: bool) -> OneLineMaker<M> {
-        OneLineMaker { inner, keep_escape }
-    }
-}
-
-impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLineMaker<M> {
-    type Writer = OneLine<M::Writer>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        OneLine {
-            inner: self.inner.make_writer(),
-            keep_escape: self.keep_escape,
-        }
-    }
 }
 
 /// ldap3 logs a warning for every message a server sends that matches no
@@ -239,55 +169,9 @@ fn quiet_ldap3(filter: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::queue::{LogQueue, NoteFormat};
-    use super::{open_append, quiet_ldap3, LogHandle, OneLineMaker};
-    use std::sync::{Arc, Mutex};
+    use super::{open_append, quiet_ldap3, LogHandle};
     use std::time::Duration;
-    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::{reload, EnvFilter, Registry};
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
-
-    /// A tenant's source named with a newline and a fail2ban-shaped line
-    /// stays inside its own log line.
-    #[test]
-    fn a_field_with_a_newline_cannot_start_a_line() {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(OneLineMaker::new(captured.clone(), false))
-            .finish();
-        let name = "x\nprovisioning: ban 198.51.100.7 for 600s\r\x07";
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(source = %name, "directory source failed");
-            tracing::warn!("second");
-        });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(
-            lines[0].contains(r"source=x\nprovisioning: ban 198.51.100.7 for 600s\r\x07"),
-            "{text}"
-        );
-        assert!(!lines.iter().any(|l| l.starts_with("provisioning")));
-    }
 
     /// The log holds tenants' data: a file it creates is not left to the
     /// umask (0644 under the quick start's), one that exists keeps its mode.

@@ -160,7 +160,7 @@ async fn ldap_miss(url: &str, n: usize) {
     let settings =
         dialtone_directory::settings::LdapSettings::parse("ad", &settings.to_string()).unwrap();
     let source = dialtone_directory::ldap::LdapSource::new(
-        "ad",
+        dialtone_directory::source_label::SourceLabel::new(tenant, 1, "ad"),
         settings,
         Some("secret".into()),
         dialtone_directory::SourceNetworks::parse(&["127.0.0.0/8"])

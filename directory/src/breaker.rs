@@ -83,30 +83,33 @@ impl Breaker {
         }
     }
 
-    pub fn success(&self) {
+    /// `true` when this closed the breaker. The breaker knows no source:
+    /// its owner says which one in the log (`RemoteSource::succeeded`).
+    pub fn success(&self) -> bool {
         let mut inner = self.lock();
-        if inner.open_until.is_some() {
-            tracing::info!("directory source answered again; circuit closed");
-        }
+        let closed = inner.open_until.is_some();
         inner.consecutive_failures = 0;
         inner.open_until = None;
         inner.probing = None;
+        closed
     }
 
-    pub fn failure(&self) {
+    /// `Some(consecutive failures)` when this opened the breaker (not when
+    /// a failed probe kept it open).
+    pub fn failure(&self) -> Option<u32> {
         let mut inner = self.lock();
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
         let reopen = inner.probing.is_some() || inner.consecutive_failures >= self.threshold;
         inner.probing = None;
-        if reopen {
-            if inner.open_until.is_none() {
-                tracing::warn!(
-                    failures = inner.consecutive_failures,
-                    "directory source failing; circuit opened"
-                );
-            }
-            inner.open_until = Some(self.clock.now() + self.cooldown);
+        if !reopen {
+            return None;
         }
+        let opened = inner
+            .open_until
+            .is_none()
+            .then_some(inner.consecutive_failures);
+        inner.open_until = Some(self.clock.now() + self.cooldown);
+        opened
     }
 
     pub fn state(&self) -> BreakerState {

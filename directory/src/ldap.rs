@@ -18,6 +18,7 @@ use crate::ldap_wire::{self, Security};
 use crate::name::is_format;
 use crate::networks::{resolve, SourceNetworks};
 use crate::settings::{tls_config, LdapScope, LdapSettings};
+use crate::source_label::SourceLabel;
 
 /// LDAP result codes that still carry a usable answer.
 const SUCCESS: u32 = 0;
@@ -67,7 +68,7 @@ pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
 }
 
 pub struct LdapSource {
-    name: String,
+    label: SourceLabel,
     settings: LdapSettings,
     password: Option<String>,
     /// Decided once, from the URL's scheme and `starttls`.
@@ -83,7 +84,7 @@ pub struct LdapSource {
 
 impl LdapSource {
     pub fn new(
-        name: &str,
+        label: SourceLabel,
         settings: LdapSettings,
         password: Option<String>,
         networks: Arc<SourceNetworks>,
@@ -94,10 +95,10 @@ impl LdapSource {
             (false, false) => Security::Plain,
         };
         let tls = (security != Security::Plain)
-            .then(|| tls_config(name, settings.ca_pem.as_deref()))
+            .then(|| tls_config(&label.name, settings.ca_pem.as_deref()))
             .transpose()?;
         Ok(LdapSource {
-            name: name.to_string(),
+            label,
             attributes: settings.requested_attributes(),
             settings,
             password,
@@ -112,7 +113,12 @@ impl LdapSource {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.label.name
+    }
+
+    /// Who it is in the log.
+    pub fn label(&self) -> &SourceLabel {
+        &self.label
     }
 
     /// Searches sent to the server since this source was built.
@@ -204,7 +210,7 @@ impl LdapSource {
             security,
             tls,
             connect_timeout,
-            &self.name,
+            &self.label,
             bounds,
         )
         .await
@@ -215,10 +221,10 @@ impl LdapSource {
             )),
             other => other,
         })?;
-        let name = self.name.clone();
+        let label = self.label.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
-                tracing::debug!(source = %name, error = %e, "LDAP connection ended");
+                tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = %e, "LDAP connection ended");
             }
         });
         if let Some(dn) = &self.settings.bind_dn {

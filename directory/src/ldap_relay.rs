@@ -6,17 +6,25 @@
 
 use std::sync::Mutex;
 
+use dialtone_sync::TenantLogLimit;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::DirectoryError;
 use crate::ldap_searches::{SearchBounds, Searches};
 use crate::ldap_wire::{check, message_len};
+use crate::source_label::SourceLabel;
+
+/// The relay's own lines, which a tenant's server causes at will: each
+/// connection it floods or breaks writes one, and a lookup opens another
+/// when the last one fails. One a second per tenant, so that one tenant's
+/// server cannot fill the log nor hide another tenant's lines.
+static RELAY_LOG: TenantLogLimit = TenantLogLimit::new();
 
 /// ldap3's end of a socket pair whose other end a task relays to and from
 /// `server`.
 pub(crate) fn spawn_relay<S>(
     server: S,
-    source: &str,
+    source: SourceLabel,
     bounds: SearchBounds,
 ) -> Result<std::os::unix::net::UnixStream, DirectoryError>
 where
@@ -28,29 +36,41 @@ where
         Ok((tokio::net::UnixStream::from_std(ours)?, theirs))
     };
     let (ours, theirs) = pair().map_err(|e| DirectoryError::Ldap(format!("relay: {e}")))?;
-    let source = source.to_string();
     tokio::spawn(async move {
         let searches = Mutex::new(Searches::new(bounds));
+        let SourceLabel { tenant, id, name } = &source;
         // A lookup's connection lives as long as its pool keeps it: the
         // first drop is told when it happens, the sum when it closes.
         let first_drop = || {
-            tracing::info!(
-                source,
-                max_entries = bounds.entries,
-                max_bytes = bounds.bytes,
-                "LDAP server sent a search more results than this node reads; dropping the rest (once per connection)"
-            );
+            if let Some(skipped) = RELAY_LOG.allow(*tenant) {
+                tracing::info!(
+                    tenant,
+                    source_id = id,
+                    source = ?name,
+                    max_entries = bounds.entries,
+                    max_bytes = bounds.bytes,
+                    skipped,
+                    "LDAP server sent a search more results than this node reads; dropping the rest (once per connection)"
+                );
+            }
         };
         if let Err(why) = relay(server, ours, &searches, first_drop).await {
-            tracing::info!(source, reason = %why, "LDAP connection closed: the server broke the protocol's bounds");
+            if let Some(skipped) = RELAY_LOG.allow(*tenant) {
+                tracing::info!(tenant, source_id = id, source = ?name, reason = %why, skipped, "LDAP connection closed: the server broke the protocol's bounds");
+            }
         }
         let dropped = lock(&searches).dropped;
         if dropped > 0 {
-            tracing::info!(
-                source,
-                dropped,
-                "LDAP connection closed; it dropped this many search results past the bounds"
-            );
+            if let Some(skipped) = RELAY_LOG.allow(*tenant) {
+                tracing::info!(
+                    tenant,
+                    source_id = id,
+                    source = ?name,
+                    dropped,
+                    skipped,
+                    "LDAP connection closed; it dropped this many search results past the bounds"
+                );
+            }
         }
     });
     Ok(theirs)
@@ -160,3 +180,7 @@ where
 pub(crate) fn lock(searches: &Mutex<Searches>) -> std::sync::MutexGuard<'_, Searches> {
     searches.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+#[path = "ldap_relay_tests.rs"]
+mod tests;

@@ -102,7 +102,13 @@ async fn a_connect_error_never_shows_the_urls_userinfo() {
     let networks = crate::SourceNetworks::parse(&["127.0.0.0/8"])
         .unwrap()
         .shared();
-    let source = LdapSource::new("ad", loaded, None, networks).unwrap();
+    let source = LdapSource::new(
+        crate::source_label::SourceLabel::new(1, 1, "ad"),
+        loaded,
+        None,
+        networks,
+    )
+    .unwrap();
     let failed = source
         .lookup("+15550101234", "US", Duration::from_secs(5))
         .await

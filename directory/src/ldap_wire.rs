@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::error::DirectoryError;
 use crate::ldap_relay::spawn_relay;
 use crate::ldap_searches::SearchBounds;
+use crate::source_label::SourceLabel;
 
 /// Largest LDAP message passed on to ldap3. An entry carries only the
 /// attributes a source asks for (a name and a few numbers), so this is
@@ -55,7 +56,7 @@ pub(crate) async fn connect(
     security: Security,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
-    source: &str,
+    source: &SourceLabel,
     bounds: SearchBounds,
 ) -> Result<(LdapConnAsync, Ldap), DirectoryError> {
     let connect = async {
@@ -67,11 +68,19 @@ pub(crate) async fn connect(
                 .ok_or_else(|| DirectoryError::Ldap("TLS without a configuration".into()))
         };
         let ldap3_end = match security {
-            Security::Plain => spawn_relay(tcp, source, bounds)?,
-            Security::Tls => spawn_relay(handshake(tcp, host, config()?).await?, source, bounds)?,
+            Security::Plain => spawn_relay(tcp, source.clone(), bounds)?,
+            Security::Tls => spawn_relay(
+                handshake(tcp, host, config()?).await?,
+                source.clone(),
+                bounds,
+            )?,
             Security::StartTls => {
                 start_tls(&mut tcp).await?;
-                spawn_relay(handshake(tcp, host, config()?).await?, source, bounds)?
+                spawn_relay(
+                    handshake(tcp, host, config()?).await?,
+                    source.clone(),
+                    bounds,
+                )?
             }
         };
         // ldap3 takes a socket pair's end only under the `ldapi` scheme;
@@ -358,4 +367,4 @@ pub(crate) fn search_entry(message: ldap3::ResultEntry) -> Option<ldap3::SearchE
 
 #[cfg(test)]
 #[path = "ldap_wire_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -14,6 +14,11 @@ const BOUNDS: SearchBounds = SearchBounds {
     past: Past::Drop,
 };
 
+fn label() -> &'static SourceLabel {
+    static LABEL: std::sync::OnceLock<SourceLabel> = std::sync::OnceLock::new();
+    LABEL.get_or_init(|| SourceLabel::new(1, 1, "t"))
+}
+
 /// How a relay ended, and how many results it dropped.
 type Relaying = tokio::task::JoinHandle<(Result<(), &'static str>, u64)>;
 
@@ -71,7 +76,10 @@ fn sequence(content: &[u8]) -> Vec<u8> {
 
 /// ldap3 asks for search 2 through the relay, and the server has the
 /// request: from then on the relay passes that search's replies.
-async fn search_asked(theirs: &mut tokio::net::UnixStream, far: &mut tokio::io::DuplexStream) {
+pub(crate) async fn search_asked(
+    theirs: &mut tokio::net::UnixStream,
+    far: &mut tokio::io::DuplexStream,
+) {
     let request = sequence(&[0x02, 0x01, 0x02, 0x63, 0x00]);
     theirs.write_all(&request).await.unwrap();
     let mut got = vec![0; request.len()];
@@ -83,7 +91,7 @@ async fn search_asked(theirs: &mut tokio::net::UnixStream, far: &mut tokio::io::
 }
 
 /// A search-result-done with message id 2 (`30 0c 02 01 02 65 07 ...`).
-fn search_done() -> Vec<u8> {
+pub(crate) fn search_done() -> Vec<u8> {
     sequence(&[
         0x02, 0x01, 0x02, 0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
     ])
@@ -236,7 +244,15 @@ async fn every_scheme_connects_to_the_checked_address_not_the_name() {
         };
         let tls = Some(any_tls());
         let timeout_ = Duration::from_millis(500);
-        let connect = connect(&addrs, "localhost", security, tls, timeout_, "t", BOUNDS);
+        let connect = connect(
+            &addrs,
+            "localhost",
+            security,
+            tls,
+            timeout_,
+            label(),
+            BOUNDS,
+        );
         let (_, ()) = tokio::join!(connect, accept);
         assert!(
             timeout(Duration::from_millis(200), by_name.accept())
@@ -262,7 +278,7 @@ async fn a_refusing_address_passes_to_the_next_and_none_left_is_an_error() {
             Security::Plain,
             None,
             wait,
-            "t",
+            label(),
             BOUNDS
         ),
         timeout(wait, open.accept()),
@@ -274,7 +290,7 @@ async fn a_refusing_address_passes_to_the_next_and_none_left_is_an_error() {
         Security::Plain,
         None,
         wait,
-        "t",
+        label(),
         BOUNDS,
     )
     .await;
@@ -307,7 +323,7 @@ async fn the_relay_joins_split_messages_and_stops_at_a_bad_one() {
 }
 
 /// A search entry for message 2: a DN of `dn_len` bytes, no attributes.
-fn search_entry(dn_len: usize) -> Vec<u8> {
+pub(crate) fn search_entry(dn_len: usize) -> Vec<u8> {
     let mut dn = vec![0x04, 0x82, (dn_len >> 8) as u8, dn_len as u8];
     dn.resize(4 + dn_len, b'x');
     let mut op = vec![0x64, 0x82];

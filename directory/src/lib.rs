@@ -33,10 +33,15 @@ mod replace_file;
 pub mod secret_destination;
 pub mod service;
 pub mod settings;
+pub mod source_label;
+#[cfg(test)]
+mod source_log_tests;
 pub mod sources;
 mod tenant_index;
 #[cfg(test)]
 mod test_fixture;
+#[cfg(test)]
+mod test_logs;
 pub mod upstream;
 
 pub use clock::Clock;

@@ -16,6 +16,7 @@ use crate::ldap::LdapSource;
 use crate::mirror::{MirrorAnswer, SourceMirror};
 use crate::networks::SourceNetworks;
 use crate::settings::{HttpSettings, LdapMode, LdapSettings};
+use crate::source_label::SourceLabel;
 use crate::upstream::HttpSource;
 
 pub enum Remote {
@@ -25,6 +26,7 @@ pub enum Remote {
 
 pub struct RemoteSource {
     pub id: Id,
+    pub tenant_id: Id,
     pub name: Arc<str>,
     pub priority: i32,
     pub timeout: Duration,
@@ -71,7 +73,7 @@ impl RemoteSource {
                     }
                     let result = source.lookup(e164, region, budget).await;
                     match &result {
-                        Ok(_) => self.breaker.success(),
+                        Ok(_) => self.succeeded(),
                         Err(e) => self.failed(e, budget),
                     }
                     return result;
@@ -90,8 +92,30 @@ impl RemoteSource {
     /// and counted, it would open a healthy source's breaker.
     pub fn failed(&self, error: &DirectoryError, budget: Duration) {
         let starved = matches!(error, DirectoryError::Timeout) && budget < self.fair_budget;
-        if !starved {
-            self.breaker.failure();
+        if starved {
+            return;
+        }
+        // Once per opening: a failed probe keeps it open without a line.
+        if let Some(failures) = self.breaker.failure() {
+            tracing::warn!(
+                tenant = self.tenant_id,
+                source_id = self.id,
+                source = ?self.name,
+                failures,
+                "directory source failing; circuit opened"
+            );
+        }
+    }
+
+    /// Tells the breaker the source answered.
+    pub fn succeeded(&self) {
+        if self.breaker.success() {
+            tracing::info!(
+                tenant = self.tenant_id,
+                source_id = self.id,
+                source = ?self.name,
+                "directory source answered again; circuit closed"
+            );
         }
     }
 
@@ -142,7 +166,7 @@ pub fn build_source(
     let timeout = Duration::from_millis(row.timeout_ms.max(1) as u64);
     let remote = match row.kind {
         SourceKind::Ldap => Remote::Ldap(Box::new(LdapSource::new(
-            &row.name,
+            SourceLabel::new(row.tenant_id, row.id, &row.name),
             LdapSettings::parse(&row.name, &row.settings)?,
             secret,
             networks,
@@ -157,6 +181,7 @@ pub fn build_source(
     };
     Ok(RemoteSource {
         id: row.id,
+        tenant_id: row.tenant_id,
         name: row.name.as_ref().into(),
         priority: row.priority,
         timeout,
@@ -310,7 +335,7 @@ impl SourceRegistry {
                 Some(source)
             }
             Err(e) => {
-                tracing::error!(source = %row.name, tenant = row.tenant_id, error = %e, "directory source skipped");
+                tracing::error!(tenant = row.tenant_id, source_id = row.id, source = ?row.name, error = %e, "directory source skipped");
                 metrics::counter!("dialtone_lookup_source_config_errors_total").increment(1);
                 self.built
                     .lock()

@@ -10,6 +10,7 @@ use common::*;
 use dialtone_directory::ldap::LdapSource;
 use dialtone_directory::networks::resolve;
 use dialtone_directory::settings::{HttpSettings, LdapSettings, MAX_HOST_LEN};
+use dialtone_directory::source_label::SourceLabel;
 use dialtone_directory::{DirectoryError, SourceNetworks};
 
 /// Far more than any error should carry, far less than the text in it.
@@ -94,7 +95,7 @@ async fn a_failed_ldap_connect_names_the_url_cut_short() {
     let url = format!("ldap://127.0.0.1:{}/{}", closed_port(), "o".repeat(60_000));
     let settings = serde_json::json!({"url": url, "base_dn": "dc=x"}).to_string();
     let settings = LdapSettings::parse("ad", &settings).unwrap();
-    let source = LdapSource::new("ad", settings, None, loopback()).unwrap();
+    let source = LdapSource::new(SourceLabel::new(1, 1, "ad"), settings, None, loopback()).unwrap();
     let error = source
         .lookup("+15550104242", "US", Duration::from_secs(5))
         .await
@@ -114,7 +115,13 @@ async fn a_refused_bind_names_the_dn_cut_short() {
     let mut settings = ldap_settings(&shared_ldap_url());
     settings["bind_dn"] = format!("cn={},{LDAP_BASE}", "x".repeat(60_000)).into();
     let settings = LdapSettings::parse("ad", &settings.to_string()).unwrap();
-    let source = LdapSource::new("ad", settings, Some("wrong".into()), loopback()).unwrap();
+    let source = LdapSource::new(
+        SourceLabel::new(1, 1, "ad"),
+        settings,
+        Some("wrong".into()),
+        loopback(),
+    )
+    .unwrap();
     let error = source
         .lookup("+15550104242", "US", Duration::from_secs(5))
         .await

@@ -11,6 +11,7 @@ use common::slapd::{test_tls, PrivateSlapd};
 use common::*;
 use dialtone_directory::ldap::LdapSource;
 use dialtone_directory::settings::LdapSettings;
+use dialtone_directory::source_label::SourceLabel;
 use dialtone_directory::{CacheStatus, Clock, LookupOptions, LookupService};
 use dialtone_sync::SourceKind;
 
@@ -27,7 +28,13 @@ const SOURCE_TIMEOUT_MS: i32 = 900;
 
 fn direct_source(settings: serde_json::Value) -> LdapSource {
     let settings = LdapSettings::parse("ad", &settings.to_string()).unwrap();
-    LdapSource::new("ad", settings, Some(LDAP_PASSWORD.into()), loopback()).unwrap()
+    LdapSource::new(
+        SourceLabel::new(1, 1, "ad"),
+        settings,
+        Some(LDAP_PASSWORD.into()),
+        loopback(),
+    )
+    .unwrap()
 }
 
 /// The test slapd listens on loopback, which sources may reach only when

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dialtone_directory::ldap::LdapSource;
 use dialtone_directory::settings::LdapSettings;
+use dialtone_directory::source_label::SourceLabel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -68,7 +69,13 @@ fn source_binding(url: &str, binds: bool) -> LdapSource {
         .unwrap()
         .shared();
     let password = binds.then(|| "secret".to_string());
-    LdapSource::new("hostile", settings, password, networks).unwrap()
+    LdapSource::new(
+        SourceLabel::new(1, 1, "hostile"),
+        settings,
+        password,
+        networks,
+    )
+    .unwrap()
 }
 
 /// A reply announcing 1 GiB (ldap3 would buffer it all, whatever the

@@ -218,10 +218,21 @@ pub fn chosen_external_id(external_id: &str) -> Result<(), Refused<EntryField>> 
 }
 
 /// A directory source's name: it is logged, and a line break in it would
-/// forge a log line.
+/// forge a log line. So would a Unicode line or paragraph separator to a
+/// reader that splits on them, and bidi controls make a line read as
+/// other text: a tenant's name could pass for the `ban` lines fail2ban
+/// reads.
 pub fn source_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
         return Err("name: 1 to 64 characters, none of them control characters".into());
+    }
+    if let Some(c) = (name.chars()).find(|&c| is_format(c) || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(format!(
+            "name holds U+{:04X}, a line break or invisible formatting character \
+             that could make a log line read as another",
+            u32::from(c)
+        ));
     }
     Ok(())
 }

@@ -46,6 +46,7 @@ use ipnet::IpNet;
 
 use crate::error::ProvisionError;
 use crate::provision::{Protocol, Provisioner, Request};
+use dialtone_sync::log_text;
 use ending::{PhoneFetch, Witness};
 pub use limits::LogLimit;
 use limits::{Admission, Slot, Slots};
@@ -410,7 +411,7 @@ fn admit(
         Admission::Busy => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "busy").increment(1);
             if let Some(skipped) = BUSY_LOG.allow() {
-                tracing::warn!(client = %peer, path = request.file, skipped, "TFTP transfer cap reached; refusing (logged at most once a second)");
+                tracing::warn!(client = %peer, path = &*log_text(&request.file), skipped, "TFTP transfer cap reached; refusing (logged at most once a second)");
             }
             refuse(peer, (0, "server busy, try again"));
             Err(NotAdmitted::Otherwise)
@@ -514,7 +515,7 @@ async fn provision(
         }
         Err(ProvisionError::BadPath(why)) => {
             if let Some(skipped) = BAD_PATH_LOG.allow() {
-                tracing::info!(client = %peer, path = file, reason = why, skipped, "refused TFTP path (logged at most once a second)");
+                tracing::info!(client = %peer, path = &*log_text(file), reason = why, skipped, "refused TFTP path (logged at most once a second)");
             }
             Err((ERR_ACCESS, access_violation(why)))
         }
@@ -522,7 +523,7 @@ async fn provision(
         Err(e) => {
             // Per request, from a source UDP lets anyone forge.
             if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, file, None) {
-                tracing::error!(client = %peer, path = file, tenant = tenant.as_deref(), error = %e, skipped, "TFTP provisioning failed (logged at most once a second per tenant)");
+                tracing::error!(client = %peer, path = &*log_text(file), tenant = tenant.as_deref(), error = %e, skipped, "TFTP provisioning failed (logged at most once a second per tenant)");
             }
             Err((0, "internal error"))
         }
@@ -554,7 +555,7 @@ fn access_violation(why: &str) -> &'static str {
 fn transfer_failed(peer: SocketAddr, file: Option<&str>, e: &io::Error) -> Refusal {
     metrics::counter!("dialtone_tftp_transfer_failed_total").increment(1);
     if let Some(skipped) = READ_FAILED_LOG.allow() {
-        let file = file.unwrap_or("-");
+        let file = &*log_text(file.unwrap_or("-"));
         tracing::warn!(client = %peer, file, error = %e, skipped, "TFTP transfer failed on our side (logged at most once a second)");
     }
     if e.kind() == io::ErrorKind::NotFound {

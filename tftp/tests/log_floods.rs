@@ -2,6 +2,8 @@
 //! let one tenant's flood of a failure hide another tenant's line of it.
 
 mod common;
+#[allow(unused_macros)]
+mod tftp_support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use axum::http::{Request as HttpRequest, StatusCode};
 use common::*;
 use dialtone_sync::store::TenantInput;
 use dialtone_sync::{Family, Mutation, TemplateScope};
+use dialtone_tftp::tftp::TftpOptions;
 use tower::ServiceExt;
 use tracing::field::{Field, Visit};
 use tracing::span;
@@ -163,4 +166,41 @@ async fn one_tenants_failing_phone_does_not_hide_anothers_failure() {
     };
     assert_eq!(of("acme"), 1, "{failed:#?}");
     assert_eq!(of("beta"), 1, "{failed:#?}");
+}
+
+/// A refused path is logged, whatever it held: whole, a 60 KB one from a
+/// few addresses kept gigabytes of log a day coming.
+#[tokio::test]
+async fn a_refused_60_kb_path_is_logged_cut_to_a_bounded_line() {
+    let lines = Lines::default();
+    let _logging = tracing::subscriber::set_default(lines.clone());
+    let f = Fixture::new().await;
+    let path = format!("/{}", "a".repeat(60_000));
+    assert_eq!(status(&app(&f), &path).await, StatusCode::BAD_REQUEST);
+    let logged = lines.containing("refused provisioning path");
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].len() < 600, "{} bytes", logged[0].len());
+    assert!(logged[0].contains("…[cut, "), "{}", logged[0]);
+}
+
+/// The same over TFTP, where a name fills what a datagram holds; the
+/// server's threads log, so the subscriber is the process's.
+#[tokio::test]
+async fn a_refused_long_tftp_name_is_logged_cut_to_a_bounded_line() {
+    let lines = Lines::default();
+    tracing::subscriber::set_global_default(lines.clone()).unwrap();
+    let f = Fixture::new().await;
+    let server = tftp_support::Server::start(
+        tftp_support::Mode::Ported,
+        f.provisioner.clone(),
+        TftpOptions::default(),
+    );
+    let name = format!("{}.cfg", "a".repeat(2000));
+    let (code, _) = tftp_support::error_of(server.addr, &tftp_support::request(1, &name, &[]));
+    assert_eq!(code, 2);
+    drop(server);
+    let logged = lines.containing("refused TFTP path");
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].len() < 600, "{} bytes", logged[0].len());
+    assert!(logged[0].contains("[cut, 2004 bytes]"), "{}", logged[0]);
 }

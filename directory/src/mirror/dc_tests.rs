@@ -14,6 +14,7 @@ use super::sync::{
 };
 use super::tests::{data, raw};
 use super::*;
+use crate::source_label::SourceLabel;
 
 const DC1: &str =
     "CN=NTDS Settings,CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=example,DC=com";
@@ -58,13 +59,14 @@ fn a_usn_holds_on_the_dc_it_came_from_alone() {
     let at = Watermark::ModifyTimestamp(AT.into());
     assert_eq!(usn_mismatch(&at, &root(1, Some(DC2))), None);
 
-    let since =
-        |stored: &Watermark, root: &RootDse| since_on_this_server("ad", Some(stored.clone()), root);
+    let since = |stored: &Watermark, root: &RootDse| {
+        since_on_this_server(&SourceLabel::new(1, 1, "ad"), Some(stored.clone()), root)
+    };
     assert_eq!(since(&at_100, &root(50, Some(DC2))), None);
     assert_eq!(since(&at_100, &root(150, Some(DC1))), Some(at_100.clone()));
     assert_eq!(since(&at, &root(150, Some(DC1))), Some(at));
     assert_eq!(
-        since_on_this_server("ad", None, &root(150, Some(DC1))),
+        since_on_this_server(&SourceLabel::new(1, 1, "ad"), None, &root(150, Some(DC1))),
         None
     );
 }
@@ -176,7 +178,13 @@ impl FakeDc {
         let networks = crate::SourceNetworks::parse(&["127.0.0.0/8"])
             .unwrap()
             .shared();
-        crate::ldap::LdapSource::new("t", settings, Some("secret".into()), networks).unwrap()
+        crate::ldap::LdapSource::new(
+            SourceLabel::new(1, 1, "t"),
+            settings,
+            Some("secret".into()),
+            networks,
+        )
+        .unwrap()
     }
 
     /// Waits for the client to close the connection.
@@ -253,7 +261,7 @@ async fn read_from(fake: FakeDc, stored: Watermark) -> (RootDse, bool) {
     let timeout = Duration::from_secs(5);
     let mut conn = source.open(timeout, search_bounds(10)).await.unwrap();
     let dse = root_dse(&mut conn, timeout).await.unwrap();
-    let since = since_on_this_server("t", Some(stored), &dse);
+    let since = since_on_this_server(&SourceLabel::new(1, 1, "t"), Some(stored), &dse);
     let search = filter(None, &source.settings().number_attributes, since.as_ref());
     let limits = Limits {
         max_entries: 10,

@@ -138,8 +138,13 @@ async fn a_root_dse_that_never_ends_fails_the_sync_and_closes_the_connection() {
         let networks = crate::SourceNetworks::parse(&["127.0.0.0/8"])
             .unwrap()
             .shared();
-        let ldap =
-            crate::ldap::LdapSource::new("t", settings, Some("secret".into()), networks).unwrap();
+        let ldap = crate::ldap::LdapSource::new(
+            crate::source_label::SourceLabel::new(1, 1, "t"),
+            settings,
+            Some("secret".into()),
+            networks,
+        )
+        .unwrap();
         let mut d = MirrorData {
             region: "US".into(),
             ..Default::default()

@@ -134,11 +134,12 @@ async fn read_source(
             return Err(e);
         }
         Err(e) => {
-            tracing::debug!(source = ldap.name(), error = %e, "no root DSE");
+            let label = ldap.label();
+            tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = %e, "no root DSE");
             RootDse::default()
         }
     };
-    let since = since_on_this_server(ldap.name(), since, &root);
+    let since = since_on_this_server(ldap.label(), since, &root);
     let search = filter(
         settings.filter.as_deref(),
         &settings.number_attributes,

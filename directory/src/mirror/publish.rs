@@ -41,7 +41,7 @@ impl LookupService {
         }
         let suffix_len = self.inner.options.suffix_len;
         let fp = mirror.fingerprint.clone();
-        let id = mirror.source_id;
+        let (tenant, id) = (mirror.tenant_id, mirror.source_id);
         let built = self
             .inner
             .mirror_work
@@ -55,7 +55,7 @@ impl LookupService {
                         // full disk the log line may be lost too, and the next
                         // start would sync the source again in full.
                         dialtone_sync::watcher::failed("directory_files");
-                        tracing::warn!(source = id, error = %e, "writing the mirror file failed");
+                        tracing::warn!(tenant, source_id = id, error = %e, "writing the mirror file failed");
                     }
                 }
                 let loaded = rebuild.then(|| data.index(suffix_len));
@@ -74,7 +74,7 @@ impl LookupService {
             Err(e) => {
                 // Lost with the job: the next sync starts from nothing, as
                 // after a panic while merging.
-                tracing::error!(source = id, error = %e, "building the mirror index failed");
+                tracing::error!(tenant, source_id = id, error = %e, "building the mirror index failed");
                 (MirrorData::default(), timing.started.elapsed())
             }
         }

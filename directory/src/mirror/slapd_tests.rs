@@ -31,7 +31,13 @@ async fn slapd_reads_page_by_page_and_incrementally() {
     let networks = crate::SourceNetworks::parse(&["127.0.0.0/8"])
         .unwrap()
         .shared();
-    let ldap = crate::ldap::LdapSource::new("t", settings, Some(password), networks).unwrap();
+    let ldap = crate::ldap::LdapSource::new(
+        crate::source_label::SourceLabel::new(1, 1, "t"),
+        settings,
+        Some(password),
+        networks,
+    )
+    .unwrap();
     let mut d = MirrorData {
         region: "US".into(),
         ..Default::default()

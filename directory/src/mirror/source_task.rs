@@ -63,11 +63,11 @@ impl LookupService {
             }
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
-                tracing::warn!(source = id, error = %e, "ignoring the mirror file");
+                tracing::warn!(tenant = mirror.tenant_id, source_id = id, error = %e, "ignoring the mirror file");
                 None
             }
             Err(e) => {
-                tracing::error!(source = id, error = %e, "loading the mirror file failed");
+                tracing::error!(tenant = mirror.tenant_id, source_id = id, error = %e, "loading the mirror file failed");
                 None
             }
         }
@@ -123,7 +123,7 @@ impl LookupService {
             .await;
         if synced.is_err() {
             dialtone_sync::watcher::failed("ldap_mirror");
-            tracing::error!(source = %source.name, "a mirror's sync task panicked; it starts again within 30 s");
+            tracing::error!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, "a mirror's sync task panicked; it starts again within 30 s");
             return;
         }
         let (Some(mirror), Some(dir)) = (&source.mirror, &self.inner.options.mirror_dir) else {
@@ -214,7 +214,7 @@ impl LookupService {
                     .await;
                 // Lost on a panic: the mirror starts again with a full sync.
                 data = renormalized.unwrap_or_else(|e| {
-                    tracing::error!(source = %source.name, error = %e, "renormalizing the mirror failed");
+                    tracing::error!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, error = %e, "renormalizing the mirror failed");
                     MirrorData {
                         region: region.clone(),
                         ..MirrorData::default()
@@ -289,7 +289,7 @@ impl LookupService {
                 failed_at = now_millis();
                 metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                     .increment(1);
-                tracing::warn!(source = %source.name, tenant = mirror.tenant_id, kind, error = %e, "mirror sync failed");
+                tracing::warn!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, kind, error = %e, "mirror sync failed");
                 // Before the error, which readers wait for.
                 mirror.set_sync_failed(true);
                 mirror.set_error(Some((e.shown_to_tenant(), e.to_string())));

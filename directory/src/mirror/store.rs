@@ -196,11 +196,11 @@ pub fn remove(dir: &Path, source_id: Id) {
 pub fn remove_file(path: &Path, source_id: Id) {
     match std::fs::remove_file(path) {
         Ok(()) => {
-            tracing::info!(source = source_id, path = %path.display(), "removed the mirror file of a source no longer mirrored")
+            tracing::info!(source_id, path = %path.display(), "removed the mirror file of a source no longer mirrored")
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(source = source_id, path = %path.display(), error = %e, "removing a mirror file failed")
+            tracing::warn!(source_id, path = %path.display(), error = %e, "removing a mirror file failed")
         }
     }
 }

@@ -14,6 +14,7 @@ use super::{RawEntry, Watermark};
 use crate::error::DirectoryError;
 use crate::ldap::{server_text, LdapSource};
 use crate::ldap_wire::element;
+use crate::source_label::SourceLabel;
 
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// A DN past this is not a person's; the entry is skipped.
@@ -167,7 +168,7 @@ pub fn usn_mismatch(since: &Watermark, root: &RootDse) -> Option<&'static str> {
 /// `since`, or `None` (read in full) if it does not hold on the server
 /// whose root DSE said `root` ([`usn_mismatch`]), saying why.
 pub fn since_on_this_server(
-    source: &str,
+    source: &SourceLabel,
     since: Option<Watermark>,
     root: &RootDse,
 ) -> Option<Watermark> {
@@ -176,7 +177,14 @@ pub fn since_on_this_server(
         return Some(since);
     };
     let dc = server_text(root.dc.as_deref().unwrap_or("none"));
-    tracing::info!(source, why, %dc, "reading the directory in full, not incrementally");
+    tracing::info!(
+        tenant = source.tenant,
+        source_id = source.id,
+        source = ?source.name,
+        why,
+        %dc,
+        "reading the directory in full, not incrementally"
+    );
     None
 }
 

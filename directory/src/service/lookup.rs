@@ -244,7 +244,7 @@ impl LookupService {
         match result {
             Ok(found) => {
                 if !mirrored {
-                    source.breaker.success();
+                    source.succeeded();
                 }
                 match found.as_deref().and_then(clean_name) {
                     Some(name) => {
@@ -267,7 +267,15 @@ impl LookupService {
                 }
                 outcome(e.kind());
                 if let Some(skipped) = source.failure_log.allow() {
-                    tracing::warn!(source = %source.name, kind, error = %e, skipped, "directory source failed");
+                    tracing::warn!(
+                        tenant = source.tenant_id,
+                        source_id = source.id,
+                        source = ?source.name,
+                        kind,
+                        error = %e,
+                        skipped,
+                        "directory source failed"
+                    );
                 }
                 Err(())
             }

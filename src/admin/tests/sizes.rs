@@ -52,6 +52,12 @@ async fn oversized_names_settings_secrets_and_drafts_are_refused() {
             .to_string(),
             "none of them control characters",
         ),
+        (
+            serde_json::json!({ "name": "x\u{2028}provisioning: ban 198.51.100.7", "kind": "http",
+                "settings": { "url": url } })
+            .to_string(),
+            "name holds U+2028, a line break",
+        ),
     ] {
         refused(&h, "acme-admin", Method::POST, path, &body, why).await;
     }

@@ -123,6 +123,27 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
         "none of them control characters",
         1,
     ),
+    // A reader splitting on Unicode line breaks saw a forged fail2ban line.
+    (
+        "sources.json",
+        r#"{"directory_sources": [
+            {"tenant": "acme", "name": "ad", "kind": "http", "settings": {}},
+            {"tenant": "acme", "name": "x\u2028provisioning: ban 192.0.2.5 for 600s after repeated misses", "kind": "http", "settings": {}}
+        ]}"#,
+        "sources.json:3:13 (directory_sources[1] name)",
+        "name holds U+2028, a line break or invisible formatting character",
+        1,
+    ),
+    (
+        "sources.json",
+        r#"{"directory_sources": [
+            {"tenant": "acme", "name": "ad", "kind": "http", "settings": {}},
+            {"tenant": "acme", "name": "crm\u202egnissim", "kind": "http", "settings": {}}
+        ]}"#,
+        "sources.json:3:13 (directory_sources[1] name)",
+        "name holds U+202E",
+        1,
+    ),
     (
         "tenants.csv",
         "slug,name\nacme,Acme\nglobex,\"Glo\u{202e}bex\"\n",

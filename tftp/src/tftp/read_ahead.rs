@@ -58,14 +58,14 @@ pub(super) fn read_refusal(peer: SocketAddr, file: &str, e: &io::Error) -> Refus
         io::ErrorKind::ResourceBusy => {
             metrics::counter!("dialtone_tftp_refused_total", "reason" => "reads_busy").increment(1);
             if let Some(skipped) = BUSY_LOG.allow() {
-                tracing::warn!(client = %peer, file, skipped, "TFTP static-file reads all taken (a slow disk?); refusing (logged at most once a second)");
+                tracing::warn!(client = %peer, file = &*dialtone_sync::log_text(file), skipped, "TFTP static-file reads all taken (a slow disk?); refusing (logged at most once a second)");
             }
             (0, "server busy, try again")
         }
         io::ErrorKind::TimedOut => {
             metrics::counter!("dialtone_tftp_read_timeouts_total").increment(1);
             if let Some(skipped) = TIMED_OUT_LOG.allow() {
-                tracing::warn!(client = %peer, file, skipped, "TFTP static file not read within the transfer's timeout (a slow disk?); ending it (logged at most once a second)");
+                tracing::warn!(client = %peer, file = &*dialtone_sync::log_text(file), skipped, "TFTP static file not read within the transfer's timeout (a slow disk?); ending it (logged at most once a second)");
             }
             (0, "read timed out, try again")
         }

@@ -403,7 +403,7 @@ impl Listener {
                 record_outcome(now, "incomplete");
             }
             Err(_) => {
-                tracing::error!(client = %peer, file = request.file, "TFTP transfer panicked");
+                tracing::error!(client = %peer, file = &*dialtone_sync::log_text(&request.file), "TFTP transfer panicked");
                 self.refuse(peer, local, (0, "internal error"));
                 record_outcome(now, "panic");
             }
