@@ -274,22 +274,46 @@ async fn head_gets_the_length_and_no_body() {
 }
 
 /// A 304 carries no Content-Length (RFC 9110 8.6 allows only the 200's own
-/// length there, which a 304 handler does not know) and no body.
+/// length there, which a 304 handler does not know) and no body, to GET and
+/// HEAD alike, first request or kept-alive (hyper's) or pipelined.
 #[tokio::test]
 async fn not_modified_has_no_length_and_no_body() {
     let (addr, shutdown, task) = start().await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut buffered = Vec::new();
-    stream
-        .write_all(
-            b"GET /unchanged HTTP/1.1\r\nHost: p\r\n\r\nGET /file.cfg HTTP/1.1\r\nHost: p\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let reply = read_reply(&mut stream, &mut buffered, true).await;
-    assert_eq!((reply.status, reply.header("content-length")), (304, None));
-    let next = read_reply(&mut stream, &mut buffered, false).await;
-    assert_eq!((next.status, next.body.as_slice()), (200, FILE.as_bytes()));
+    for method in ["GET", "HEAD"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buffered = Vec::new();
+        for which in ["first", "kept-alive"] {
+            stream
+                .write_all(format!("{method} /unchanged HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let reply = read_reply(&mut stream, &mut buffered, true).await;
+            assert_eq!(
+                (reply.status, reply.header("content-length")),
+                (304, None),
+                "{method}, {which} request"
+            );
+        }
+        stream
+            .write_all(
+                format!(
+                    "{method} /unchanged HTTP/1.1\r\nHost: p\r\n\r\n\
+                     GET /file.cfg HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let reply = read_reply(&mut stream, &mut buffered, true).await;
+        assert_eq!(
+            (reply.status, reply.header("content-length")),
+            (304, None),
+            "{method}, pipelined"
+        );
+        // No body bytes after any of them: this answer starts right away.
+        let next = read_reply(&mut stream, &mut buffered, false).await;
+        assert_eq!((next.status, next.body.as_slice()), (200, FILE.as_bytes()));
+    }
     stop(shutdown, task).await;
 }
 
@@ -416,20 +440,32 @@ async fn garbage_gets_a_400() {
 }
 
 /// A request head is read up to 64 KiB (hyper's default was ~400 KiB of a
-/// client's bytes); a body goes through the same buffer in pieces, so an
+/// client's bytes), on a kept-alive request too, whose buffer has room for
+/// more in one read; a body goes through the same buffer in pieces, so an
 /// upload past that size is still read whole.
 #[tokio::test]
 async fn an_overlong_head_gets_a_431_and_a_long_body_is_still_read() {
     let (addr, shutdown, task) = start().await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "GET /file.cfg HTTP/1.1\r\nHost: p\r\nUser-Agent: {}\r\n\r\n",
         "x".repeat(100 * 1024)
     );
-    // The server may answer and close before it has read the rest.
-    let _ = stream.write_all(head.as_bytes()).await;
-    let reply = read_reply(&mut stream, &mut Vec::new(), true).await;
-    assert_eq!(reply.status, 431);
+    for kept_alive in [false, true] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buffered = Vec::new();
+        if kept_alive {
+            stream
+                .write_all(b"GET /file.cfg HTTP/1.1\r\nHost: p\r\n\r\n")
+                .await
+                .unwrap();
+            let reply = read_reply(&mut stream, &mut buffered, false).await;
+            assert_eq!(reply.status, 200);
+        }
+        // The server may answer and close before it has read the rest.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let reply = read_reply(&mut stream, &mut buffered, true).await;
+        assert_eq!(reply.status, 431, "kept alive: {kept_alive}");
+    }
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let body = "y".repeat(1024 * 1024);

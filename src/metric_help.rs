@@ -120,6 +120,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Sources banned for too many misses.",
     ),
     (
+        "dialtone_provisioning_misdirected_total",
+        "Plain-HTTP provisioning requests refused (421) for a Host name that is neither base_url's nor in provisioning.host_names.",
+    ),
+    (
         "dialtone_provisioning_misses_total",
         "Misses counted toward a ban, by kind (not_found, refused, login, blind, unknown_model: a common or boot file rendered for a model no phone or template has, still served; respelled: a phone's own file in another spelling than the one cached, still served).",
     ),
@@ -475,6 +479,7 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("dialtone_lookup_shed_total", &[("reason", "tenant_share")]),
     ("dialtone_lookup_shed_total", &[("reason", "full")]),
     ("dialtone_provisioning_bans_total", &[]),
+    ("dialtone_provisioning_misdirected_total", &[]),
     ("dialtone_render_cache_stale_total", &[]),
     (
         "dialtone_render_pool_refused_total",

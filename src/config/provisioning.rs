@@ -18,6 +18,12 @@ pub struct ProvisioningConfig {
     /// How phones reach the provisioning listener; templates build URLs
     /// (profile rules, directory) from it. Default: `http://<http_listen>`.
     pub base_url: Option<String>,
+    /// Names plain-HTTP requests may give in `Host` besides `base_url`'s
+    /// (addresses and `localhost` always pass); `["*"]` for any. Other
+    /// names get 421: a page whose name was re-pointed here (DNS
+    /// rebinding) would otherwise read phones' files from inside an
+    /// office's `provisioning_networks`.
+    pub host_names: Vec<String>,
     /// Templates in place of (or beside) the built-in shipped ones,
     /// `<dir>/<family>/<name>.tera`; re-read on SIGHUP. Unset: the
     /// built-in set only.
@@ -142,6 +148,7 @@ impl Default for ProvisioningConfig {
         ProvisioningConfig {
             http_listen: "127.0.0.1:8081".parse().expect("valid default"),
             base_url: None,
+            host_names: Vec::new(),
             templates_dir: None,
             render_cache_mb: 64,
             render_self_check_per_s: 20,

@@ -565,3 +565,26 @@ fn an_acquire_timeout_too_short_is_raised_and_warned_of() {
         std::time::Duration::from_secs(3)
     );
 }
+
+#[test]
+fn host_names_are_dns_names_or_wildcards() {
+    let c = load(
+        "[provisioning]\nhost_names = [\"legacy-prov.example.net\", \"*.prov.example.net\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.provisioning.host_names.len(), 2);
+    assert!(load("[provisioning]\nhost_names = [\"*\"]\n", &[]).is_ok());
+    for bad in [
+        "",
+        "prov example",
+        "*.",
+        "prov.example.net:8081",
+        "a*.example.net",
+    ] {
+        let err = load(&format!("[provisioning]\nhost_names = [{bad:?}]\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("provisioning.host_names"), "{bad}: {err}");
+    }
+}

@@ -54,6 +54,21 @@ impl Config {
         if p.tftp_max_per_source == 0 {
             bail!("provisioning.tftp_max_per_source must be at least 1 (exempt trusted networks with tftp_per_source_exempt)");
         }
+        if let Some(bad) = p.host_names.iter().find(|name| {
+            let name = name.trim();
+            let domain = name.strip_prefix("*.").unwrap_or(name);
+            name.is_empty()
+                || name.len() > dialtone_tftp::host_names::MAX_HOST_NAME
+                || (name != "*"
+                    && (domain.is_empty()
+                        || !domain
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')))
+        }) {
+            bail!(
+                "provisioning.host_names: {bad:?} is not a DNS name (letters, digits, '-' and '.', at most 253 characters; \"*.example.net\" for the names under one, \"*\" for any)"
+            );
+        }
         if let Err(e) = dialtone_tftp::guard::source_networks(&p.tftp_per_source_exempt) {
             bail!("provisioning.tftp_per_source_exempt: {e}");
         }

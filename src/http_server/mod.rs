@@ -130,8 +130,10 @@ pub fn descriptors_needed(max_connections: usize, files_per_connection: usize) -
     max_connections.max(1) as u64 * per_connection + MAX_REFUSALS as u64
 }
 
-/// Largest request head (line and headers) read, the read buffer's bound.
-/// A body is read through it in pieces, so this bounds no upload.
+/// Largest request head (line and headers) read, on every request of a
+/// connection: the read buffer's bound, and the header bound that makes it
+/// exact. A body is read through the buffer in pieces, so this bounds no
+/// upload.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Empty, as a panic's 500 is: a PBX asking `/v1/lookup` on the API
@@ -239,11 +241,17 @@ pub async fn serve(
     defer_accept(&listener, options.header_timeout);
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own default lets a request's head reach ~400 KiB, every
-    // byte of it a client's; past this it answers 431 and closes.
+    // byte of it a client's; past this it answers 431 and closes. The
+    // buffer's bound alone is checked only between reads, and a read fills
+    // whatever room the buffer has grown to: on a kept-alive connection a
+    // head of up to about twice it got through. The header bound is also
+    // checked on a whole head, so it holds to the byte. It bounds a chunked
+    // body's trailers as well (hyper's default there: 16 KiB).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES);
     let shared = Arc::new(Shared {
         router,
         builder,
@@ -425,8 +433,9 @@ async fn serve_connection<S>(
     }
 }
 
-/// Runs one request through the router. A panicking handler costs its own
-/// request a 500, not the connection, and is counted.
+/// Runs one request through the router, for both the first-request path
+/// and hyper. A panicking handler costs its own request a 500, not the
+/// connection, and is counted.
 async fn respond<B>(router: &Router, request: hyper::Request<B>, peer: SocketAddr) -> Response
 where
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
@@ -438,7 +447,10 @@ where
         .catch_unwind()
         .await
     {
-        Ok(Ok(response)) => response,
+        Ok(Ok(mut response)) => {
+            drop_bodiless_length(&mut response);
+            response
+        }
         Ok(Err(never)) => match never {},
         Err(panic) => {
             metrics::counter!("dialtone_request_panics_total").increment(1);
@@ -448,6 +460,22 @@ where
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             )
         }
+    }
+}
+
+/// A 304's length would be the 200's (RFC 9110 8.6): a cache that copies
+/// the 304's headers onto what it keeps would keep an empty firmware. axum
+/// states every empty body's 0, after the router's layers have run, and
+/// hyper writes it on the answer to a HEAD; a 1xx or 204 has none at all.
+fn drop_bodiless_length(response: &mut Response) {
+    let status = response.status();
+    if status.is_informational()
+        || status == axum::http::StatusCode::NO_CONTENT
+        || status == axum::http::StatusCode::NOT_MODIFIED
+    {
+        response
+            .headers_mut()
+            .remove(axum::http::header::CONTENT_LENGTH);
     }
 }
 

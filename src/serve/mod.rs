@@ -239,6 +239,7 @@ fn provision_options(config: &Config) -> ProvisionOptions {
     let (budget, pool) = p.render_options();
     ProvisionOptions {
         base_url: p.base_url(),
+        host_names: p.host_names.clone(),
         render_cache_bytes: p.render_cache_mb << 20,
         budget,
         pool,

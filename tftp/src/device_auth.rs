@@ -17,7 +17,12 @@ pub struct HttpAuth<'a> {
     pub authorization: Option<&'a str>,
     /// The method and request target the client signed (Digest).
     pub method: &'a str,
+    /// The target's path and query.
     pub target: &'a str,
+    /// The target as sent, when absolute (`http://host/file.cfg`): RFC
+    /// 7616 has the client sign the request-target as sent, yet some sign
+    /// only its path. Either is accepted; both name the file served.
+    pub absolute_target: Option<&'a str>,
 }
 
 impl Provisioner {
@@ -81,7 +86,7 @@ impl Provisioner {
                 request.remote,
                 auth.authorization,
                 auth.method,
-                auth.target,
+                &[auth.target, auth.absolute_target.unwrap_or(auth.target)],
                 user,
                 &password,
             ),
@@ -108,7 +113,7 @@ impl Provisioner {
                     crate::tftp::limits::LogLimit::new();
                 if auth.authorization.is_some() {
                     if let Some(skipped) = FAILED_LOG.allow() {
-                        tracing::info!(remote = ?request.remote, path = request.path, ?verdict, skipped, "device authentication failed (logged at most once a second)");
+                        tracing::info!(remote = ?request.remote, path = &*dialtone_sync::log_text(request.path), ?verdict, skipped, "device authentication failed (logged at most once a second)");
                     }
                 }
                 Err(ProvisionError::Unauthorized { stale: false })

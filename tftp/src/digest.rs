@@ -241,18 +241,19 @@ impl DigestAuth {
     }
 
     /// Checks an `Authorization` header from a client at `source` against
-    /// the phone's credentials.
+    /// the phone's credentials. `targets`: the request targets the header
+    /// may have signed, each naming the file served.
     pub fn verify(
         &self,
         source: Option<IpAddr>,
         header: Option<&str>,
         method: &str,
-        uri: &str,
+        targets: &[&str],
         user: &str,
         password: &str,
     ) -> Verdict {
         let now = dialtone_sync::now_millis();
-        self.verify_at(now, source, header, method, uri, user, password)
+        self.verify_at(now, source, header, method, targets, user, password)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -262,7 +263,7 @@ impl DigestAuth {
         source: Option<IpAddr>,
         header: Option<&str>,
         method: &str,
-        uri: &str,
+        targets: &[&str],
         user: &str,
         password: &str,
     ) -> Verdict {
@@ -288,7 +289,10 @@ impl DigestAuth {
         else {
             return Verdict::Denied;
         };
-        if get("realm") != Some(REALM) || get("qop") != Some("auth") || their_uri != uri {
+        if get("realm") != Some(REALM)
+            || get("qop") != Some("auth")
+            || !targets.contains(&their_uri)
+        {
             return Verdict::Denied;
         }
         let (Some(nc_text), Some(cnonce)) = (get("nc"), get("cnonce")) else {
@@ -461,7 +465,7 @@ mod tests {
                     at(answered_from),
                     Some(&h),
                     "GET",
-                    "/x.cfg",
+                    &["/x.cfg"],
                     "phone1",
                     "s3cret"
                 ),
@@ -515,7 +519,7 @@ mod tests {
                     None,
                     Some(&h),
                     "GET",
-                    "/0015654aa937.cfg",
+                    &["/0015654aa937.cfg"],
                     "phone1",
                     "s3cret"
                 ),
@@ -526,7 +530,7 @@ mod tests {
                     None,
                     Some(&h),
                     "GET",
-                    "/0015654aa937.cfg",
+                    &["/0015654aa937.cfg"],
                     "phone1",
                     "s3cret"
                 ),
@@ -546,7 +550,7 @@ mod tests {
                     None,
                     Some(&h2),
                     "GET",
-                    "/0015654aa937.cfg",
+                    &["/0015654aa937.cfg"],
                     "phone1",
                     "s3cret"
                 ),
@@ -569,7 +573,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Denied
         );
         let h = client_response(
@@ -582,7 +586,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Denied
         );
         let h = client_response(
@@ -595,7 +599,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Denied
         );
         let forged = B64.encode([0u8; 32]);
@@ -609,7 +613,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Denied
         );
         assert_eq!(
@@ -617,14 +621,14 @@ mod tests {
                 None,
                 Some("Basic cGhvbmUxOnMzY3JldA=="),
                 "GET",
-                "/x.cfg",
+                &["/x.cfg"],
                 "phone1",
                 "s3cret"
             ),
             Verdict::Denied
         );
         assert_eq!(
-            a.verify(None, None, "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, None, "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Denied
         );
     }
@@ -651,7 +655,7 @@ mod tests {
                 1,
                 "c",
             );
-            let got = a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret");
+            let got = a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret");
             assert_eq!(got, verdict, "{password:?}");
         }
         assert!(secrets_match(b"s3cret", b"s3cret"));
@@ -681,7 +685,15 @@ mod tests {
     }
 
     fn verify_at(a: &DigestAuth, now: i64, header: &str) -> Verdict {
-        a.verify_at(now, None, Some(header), "GET", "/x.cfg", "phone1", "s3cret")
+        a.verify_at(
+            now,
+            None,
+            Some(header),
+            "GET",
+            &["/x.cfg"],
+            "phone1",
+            "s3cret",
+        )
     }
 
     /// A tenant can fill the table with its own phone's requests; a count
@@ -814,7 +826,7 @@ mod tests {
             "c",
         );
         assert_eq!(
-            a.verify(None, Some(&h), "GET", "/x.cfg", "phone1", "s3cret"),
+            a.verify(None, Some(&h), "GET", &["/x.cfg"], "phone1", "s3cret"),
             Verdict::Stale
         );
     }

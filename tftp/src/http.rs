@@ -3,6 +3,7 @@
 //! core as TFTP. Runs on its own listener, apart from the admin API.
 
 use crate::tftp::limits::LogLimit;
+use dialtone_sync::log_text;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use axum::Router;
 
 use crate::device_auth::HttpAuth;
 use crate::error::ProvisionError;
+use crate::host_names::HostNames;
 use crate::identify::FileKind;
 use crate::provision::{Protocol, Provisioner, Rendered, Request};
 
@@ -34,8 +36,25 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
 /// The router for a listener; `secure` when it is behind TLS.
 pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
     let protocol = if secure { "https" } else { "http" };
-    Router::new()
-        .route("/{*path}", get(fetch))
+    let options = provisioner.options();
+    let names = Arc::new(HostNames::new(&options.base_url, &options.host_names));
+    let router = Router::new().route("/{*path}", get(fetch));
+    let router = if secure {
+        router
+    } else {
+        router.route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let names = names.clone();
+                async move {
+                    match names.admits(request.headers().get(header::HOST)) {
+                        true => next.run(request).await,
+                        false => misdirected(request.headers().get(header::HOST)),
+                    }
+                }
+            },
+        ))
+    };
+    router
         .with_state(Front {
             provisioner,
             secure,
@@ -58,6 +77,30 @@ pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
                 response
             },
         ))
+}
+
+/// A plain-HTTP request naming a host this server does not answer for
+/// (`host_names.rs`): 421, as RFC 9110 has it for a request sent to a
+/// server that will not answer for its authority. Not a miss: a rebinding
+/// page would get its visitor's office banned.
+fn misdirected(host: Option<&HeaderValue>) -> Response {
+    static MISDIRECTED_LOG: LogLimit = LogLimit::new();
+    if let Some(skipped) = MISDIRECTED_LOG.allow() {
+        let host = host.map_or_else(String::new, |h| {
+            String::from_utf8_lossy(h.as_bytes()).into_owned()
+        });
+        tracing::info!(
+            host = &*log_text(&host),
+            skipped,
+            "provisioning: refused a request naming a host that is neither base_url's nor in provisioning.host_names"
+        );
+    }
+    metrics::counter!("dialtone_provisioning_misdirected_total").increment(1);
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        "this server does not answer for that host name\n",
+    )
+        .into_response()
 }
 
 /// A refusal depends on who asked and when (the source's networks and
@@ -106,6 +149,8 @@ async fn fetch(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .filter(|ua| ua.len() <= crate::identify::MAX_USER_AGENT);
+    // Only an absolute-form target has more to it than its path and query.
+    let absolute_target = uri.scheme().map(|_| uri.to_string());
     let request = Request {
         path: &path,
         user_agent,
@@ -123,6 +168,7 @@ async fn fetch(
                 .and_then(|v| v.to_str().ok()),
             method: method.as_str(),
             target: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+            absolute_target: absolute_target.as_deref(),
         }),
     };
     match provisioner.provision_async(&request).await {
@@ -311,7 +357,7 @@ fn error_response(
             static REFUSED_LOG: LogLimit = LogLimit::new();
             if let Some(skipped) = REFUSED_LOG.allow() {
                 tracing::info!(
-                    path,
+                    path = &*log_text(path),
                     reason = why,
                     skipped,
                     "refused provisioning path (logged at most once a second)"
@@ -330,7 +376,7 @@ fn error_response(
             // A tenant's failing template fails every request for it.
             static FAILED_LOG: FailureLog = FailureLog::new();
             if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, path, user_agent) {
-                tracing::error!(path, user_agent, tenant = tenant.as_deref(), error = %other, skipped, "provisioning failed (logged at most once a second per tenant)");
+                tracing::error!(path = &*log_text(path), user_agent = user_agent.map(log_text).as_deref(), tenant = tenant.as_deref(), error = %other, skipped, "provisioning failed (logged at most once a second per tenant)");
             }
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }

@@ -21,6 +21,7 @@ mod engine_tests;
 pub mod error;
 mod files;
 pub mod guard;
+pub mod host_names;
 pub mod http;
 pub mod identify;
 pub mod known;

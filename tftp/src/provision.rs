@@ -36,6 +36,9 @@ use crate::templates::Shipped;
 pub struct ProvisionOptions {
     /// How phones reach us over HTTP; templates build URLs from it.
     pub base_url: String,
+    /// Names plain-HTTP requests may give in `Host` besides `base_url`'s
+    /// (`host_names.rs`); `*` for any.
+    pub host_names: Vec<String>,
     /// Bound of the render cache, in bytes of rendered output.
     pub render_cache_bytes: u64,
     /// Bound of the compiled-template cache, in bytes as `Compiled::weight`
@@ -54,6 +57,7 @@ impl Default for ProvisionOptions {
     fn default() -> Self {
         ProvisionOptions {
             base_url: "http://127.0.0.1:8081".into(),
+            host_names: Vec::new(),
             render_cache_bytes: 64 << 20,
             compiled_cache_bytes: 128 << 20,
             guard: GuardOptions::default(),

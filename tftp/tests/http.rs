@@ -243,6 +243,49 @@ async fn digest_accepts_the_right_credentials_once() {
     }
 }
 
+/// Asks `target` with a fresh challenge answered for desk44 over `signed`.
+async fn ask_signed(f: &Fixture, target: &str, signed: &str) -> (StatusCode, String) {
+    let (_, challenges, _) = get(f, "192.0.2.10:5060", target, &[]).await;
+    let auth = client_response(
+        &nonce_of(&challenges[0]),
+        Algorithm::Sha256,
+        "GET",
+        signed,
+        ("desk44", "hunter2!"),
+        1,
+        "c1",
+    );
+    let (status, _, body) = get(
+        f,
+        "192.0.2.10:5060",
+        target,
+        &[(header::AUTHORIZATION, auth)],
+    )
+    .await;
+    (status, body)
+}
+
+/// A client that sends an absolute-form target signs it as sent (RFC 7616:
+/// the uri is the request-target), another only its path: both pass. A
+/// signed target naming anything else, another file or host, does not.
+#[tokio::test]
+async fn digest_accepts_an_absolute_target_signed_as_sent_or_by_its_path() {
+    let f = with_protected_phone().await;
+    let sent = format!("http://prov.example{SECURE}");
+    for signed in [sent.as_str(), SECURE] {
+        let (status, body) = ask_signed(&f, &sent, signed).await;
+        assert_eq!(status, StatusCode::OK, "signed {signed}: {body}");
+        assert!(body.contains("account.1.password = sip-pw"), "{body}");
+    }
+    for signed in [
+        "http://prov.example/001565000045.cfg",
+        "http://elsewhere.example/001565000044.cfg",
+    ] {
+        let (status, _) = ask_signed(&f, &sent, signed).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "signed {signed}");
+    }
+}
+
 #[tokio::test]
 async fn wrong_credentials_and_basic_are_refused() {
     let f = with_protected_phone().await;
@@ -603,4 +646,50 @@ async fn wrong_answers_at_once_are_all_counted() {
         StatusCode::UNAUTHORIZED,
         "still open at the limit"
     );
+}
+
+/// DNS rebinding: a page whose name was re-pointed at this server asks
+/// from inside an office with its own name in `Host`. Plain HTTP answers
+/// only `base_url`'s name, listed names and addresses; the refusal is no
+/// miss, or the page would get its visitor's office banned. Over TLS the
+/// page never gets past the certificate, so HTTPS does not check.
+#[tokio::test]
+async fn plain_http_answers_only_names_it_was_given() {
+    let f = Fixture::new().await;
+    let from = "192.0.2.10:5060";
+    let ask = |host: Option<&'static str>| {
+        let headers: Vec<(header::HeaderName, String)> = host
+            .map(|h| (header::HOST, h.to_string()))
+            .into_iter()
+            .collect();
+        let f = &f;
+        async move { get(f, from, "/001565000001.cfg", &headers).await }
+    };
+    for host in [
+        None,
+        Some("prov.example.net"),
+        Some("PROV.example.net:80"),
+        Some("192.0.2.1:8081"),
+        Some("[2001:db8::1]:8081"),
+    ] {
+        let (status, _, body) = ask(host).await;
+        assert_eq!(status, StatusCode::OK, "{host:?}: {body}");
+    }
+    for _ in 0..60 {
+        let (status, _, body) = ask(Some("rebind.attacker.example")).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+        assert!(!body.contains("sip.example.net"), "{body}");
+    }
+    assert!(!f
+        .provisioner
+        .guard()
+        .is_banned("192.0.2.10".parse().unwrap()));
+
+    let tls = dialtone_tftp::http::router_with(f.provisioner.clone(), true)
+        .layer(MockConnectInfo(from.parse::<SocketAddr>().unwrap()));
+    let request = HttpRequest::get("/001565000001.cfg")
+        .header(header::HOST, "rebind.attacker.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(tls.oneshot(request).await.unwrap().status(), StatusCode::OK);
 }

@@ -212,6 +212,7 @@ async fn failed_logins_still_ban_the_office() {
                 authorization: Some(&wrong),
                 method: "GET",
                 target: "/001565000044.cfg",
+                absolute_target: None,
             }),
             ..ask(OFFICE, Protocol::Https, "001565000044.cfg", None)
         };
