@@ -413,6 +413,37 @@ async fn newer_schema_body(db: TestDb) {
     unchecked.close().await;
 }
 
+both_backends!(failed_newer_migration_is_refused, failed_newer_body);
+/// A newer binary whose migration failed left its row unsuccessful: this
+/// binary is still the older one, and must not pass on sqlx's advice to
+/// remove the newer release's record ("partially applied").
+async fn failed_newer_body(db: TestDb) {
+    let store = db.store().await;
+    let bytes = match db.backend {
+        Backend::Sqlite => "X'00'",
+        Backend::Postgres => "'\\x00'::bytea",
+    };
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'failed in the future', FALSE, {bytes}, 1)"
+        ),
+    )
+    .await;
+    for result in [store.migrate().await, store.check_schema().await] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, SyncError::SchemaTooNew { found: 9999, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("newer than this binary knows"),
+            "{err}"
+        );
+    }
+}
+
 /// Every table's MAC column compares as bytes (migration 0008), whatever
 /// the database's default collation; SQLite's default is bytes already.
 #[tokio::test]

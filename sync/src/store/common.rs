@@ -105,7 +105,19 @@ macro_rules! shared_sql {
 
         /// Highest applied migration, or None when the database was never migrated.
         pub(super) async fn applied_migration(conn: &mut $conn) -> Result<Option<i64>, SyncError> {
-            match sqlx::query_scalar::<_, Option<i64>>("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            newest_migration(conn, "SELECT max(version) FROM _sqlx_migrations WHERE success").await
+        }
+
+        /// Highest migration recorded, applied or failed: a newer binary's
+        /// failed migration shows this binary is the older one as surely as
+        /// an applied one, where sqlx would call it "partially applied" and
+        /// advise removing its row.
+        async fn recorded_migration(conn: &mut $conn) -> Result<Option<i64>, SyncError> {
+            newest_migration(conn, "SELECT max(version) FROM _sqlx_migrations").await
+        }
+
+        async fn newest_migration(conn: &mut $conn, query: &'static str) -> Result<Option<i64>, SyncError> {
+            match sqlx::query_scalar::<_, Option<i64>>(query)
                 .fetch_one(&mut *conn)
                 .await
             {
@@ -178,7 +190,7 @@ macro_rules! shared_sql {
         }
 
         pub(super) async fn refuse_newer(conn: &mut $conn, known: i64) -> Result<(), SyncError> {
-            match applied_migration(conn).await? {
+            match recorded_migration(conn).await? {
                 Some(found) if found > known => Err(SyncError::SchemaTooNew { found, known }),
                 _ => Ok(()),
             }

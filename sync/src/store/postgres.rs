@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
-use closing::ClosedUnlessReleased;
+use closing::{ClosedUnlessReleased, Pool};
 
 mod changes;
 mod clock;
@@ -27,6 +27,7 @@ mod migrate;
 mod notifier;
 mod prune;
 mod rekey;
+mod write;
 
 // Pruning here goes in batches (`prune.rs`), so the shared single-statement
 // deletes serve SQLite alone.
@@ -43,7 +44,6 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
-use crate::store::rekey::KEY_CHECK_NOW_HELD;
 use crate::store::{
     Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
 };
@@ -54,7 +54,7 @@ pub const NOTIFY_CHANNEL: &str = "dialtone_changes";
 pub use clock::CLOCK_OFFSET_METRIC;
 
 pub struct PgStore {
-    pool: PgPool,
+    pool: Pool,
     connect: PgConnectOptions,
     connect_timeout: Duration,
     key: SecretKey,
@@ -76,10 +76,12 @@ impl PgStore {
         options: &StoreOptions,
     ) -> Result<Self, SyncError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("dialtone");
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone());
+        let pool = Pool::connect_lazy(
+            PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(options.acquire_timeout),
+            connect.clone(),
+        );
         Ok(PgStore {
             pool,
             connect,
@@ -120,6 +122,25 @@ fn lock_not_available(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
 }
 
+/// SQLSTATE feature_not_supported, the code PostgreSQL also gives a
+/// prepared statement it will no longer run.
+const FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// Whether `e` is PostgreSQL refusing a prepared statement because a column
+/// it returns changed type, typmod or collation since it was prepared
+/// ("cached plan must not change result type"). The routine tells it from
+/// the code's other uses, in any server language.
+fn is_stale_cached_plan(e: &SyncError) -> bool {
+    let SyncError::Database(sqlx::Error::Database(db)) = e else {
+        return false;
+    };
+    db.code().as_deref() == Some(FEATURE_NOT_SUPPORTED)
+        && db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.routine())
+            == Some("RevalidateCachedQuery")
+}
+
 /// How a large read was done; an operator seeing `lock_queued` or
 /// `no_connection` often knows why loads and imports ran slow.
 #[derive(Clone, Copy)]
@@ -147,6 +168,24 @@ impl LargeRead {
 
 /// The counter [`LargeRead::count`] increments (described by the binary).
 const LARGE_READS_METRIC: &str = "dialtone_store_large_reads_total";
+
+impl PgStore {
+    /// Runs `work` a second time when it failed on a statement whose plan
+    /// went stale (`closing::Pool`): the connections that held it are
+    /// retired by then, so the second try prepares afresh, and the
+    /// watcher's catch-up or an admin write that met the change succeeds
+    /// instead of failing until the next poll or the user's next try.
+    async fn once_more_if_stale<T, F, Fut>(&self, mut work: F) -> Result<T, SyncError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SyncError>>,
+    {
+        match work().await {
+            Err(e) if is_stale_cached_plan(&e) => work().await,
+            done => done,
+        }
+    }
+}
 
 /// Every call holds its pool connection as [`ClosedUnlessReleased`]: any
 /// of them may be cut off by its caller's time limit (`closing.rs` says
@@ -208,7 +247,7 @@ impl Store for PgStore {
     }
 
     async fn load_tables(&self) -> Result<(crate::mirror::Loading, Cursor, Meta), SyncError> {
-        load::load(&self.pool).await
+        self.once_more_if_stale(|| load::load(&self.pool)).await
     }
 
     async fn changes_since(
@@ -216,9 +255,12 @@ impl Store for PgStore {
         cursor: Cursor,
         seen: Option<&SeenAbove>,
     ) -> Result<ChangeBatch, SyncError> {
-        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = changes::since(&mut conn, self.max_catch_up_rows, cursor, seen).await;
-        conn.settle(read).await
+        self.once_more_if_stale(|| async move {
+            let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+            let read = changes::since(&mut conn, self.max_catch_up_rows, cursor, seen).await;
+            conn.settle(read).await
+        })
+        .await
     }
 
     async fn meta(&self) -> Result<Meta, SyncError> {
@@ -245,45 +287,10 @@ impl Store for PgStore {
         progress: Option<Progress>,
         ending: Ending,
     ) -> Result<WriteReport, SyncError> {
-        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let written = async {
-            let mut tx = conn.begin().await?;
-            sql::check_once(&mut tx, &self.key, latest_known(), &self.key_checked).await?;
-            let writes_before = if SecondReader::wanted(mutations) {
-                Some(bulk_read::writes_counted(&mut tx).await?.0)
-            } else {
-                None
-            };
-            let second = SecondReader {
-                connect: self.connect.clone(),
-                timeout: self.connect_timeout,
-                writes_before,
-            };
-            let report =
-                sql::apply_all(&mut tx, &self.key, &second, mutations, audit, progress).await?;
-            // Last, with every lock the write takes held (`rekey.rs` says
-            // why this cannot deadlock with a re-key).
-            sql::confirm_key_unchanged(&mut tx, &self.key, KEY_CHECK_NOW_HELD).await?;
-            let lost = match ending {
-                Ending::Commit => commit::send(tx).await?,
-                Ending::RollBack => {
-                    tx.rollback().await?;
-                    None
-                }
-            };
-            Ok((report, lost))
-        }
-        .await;
-        match written {
-            Ok((report, Some(lost))) => {
-                // The writer's connection is closed (dropped) before the
-                // database is asked, so its pool slot is free for that.
-                drop(conn);
-                commit::settle(&self.pool, lost).await?;
-                Ok(report)
-            }
-            written => conn.settle(written.map(|(report, _)| report)).await,
-        }
+        // A statement that failed on its stale plan aborted the
+        // transaction before its COMMIT was sent: nothing was written.
+        self.once_more_if_stale(|| write::apply(self, mutations, audit, progress.clone(), ending))
+            .await
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
-use super::closing::ClosedUnlessReleased;
+use super::closing::{ClosedUnlessReleased, Pool};
 use crate::error::SyncError;
 
 /// How long the question may take, all tries together: the caller (an
@@ -48,7 +48,7 @@ pub(super) async fn send(mut tx: Transaction<'_, Postgres>) -> Result<Option<Los
 }
 
 /// Settles a lost commit's answer by asking the database.
-pub(super) async fn settle(pool: &PgPool, lost: Lost) -> Result<(), SyncError> {
+pub(super) async fn settle(pool: &Pool, lost: Lost) -> Result<(), SyncError> {
     let Lost { xid, error: lost } = lost;
     match tokio::time::timeout(ASKING_FOR, status(pool, xid)).await {
         Ok(Ok(Status::Committed)) => {
@@ -86,7 +86,7 @@ enum Status {
 /// Asked on a connection held as [`ClosedUnlessReleased`]: the question
 /// is cut off at [`ASKING_FOR`], and a commit's answer is mostly lost to a
 /// network that fails, which the next connection may go through too.
-async fn status(pool: &PgPool, xid: i64) -> Result<Status, SyncError> {
+async fn status(pool: &Pool, xid: i64) -> Result<Status, SyncError> {
     loop {
         let mut conn = ClosedUnlessReleased::acquire(pool).await?;
         let answer = sqlx::query_scalar::<_, Option<String>>("SELECT txid_status($1)")

@@ -9,9 +9,9 @@
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
-use super::closing::ClosedUnlessReleased;
+use super::closing::{ClosedUnlessReleased, Pool};
 use super::copy::{CopyDecoder, Tuple};
 use super::{parse_snapshot, sql, LargeRead, CURRENT_SNAPSHOT, READ_SNAPSHOT};
 use crate::error::SyncError;
@@ -29,7 +29,7 @@ const LOADED_TABLES: &str = "dialtone_meta, tenants, phones, lines, templates, \
 
 /// Both connections are held as [`ClosedUnlessReleased`]: the watcher
 /// cuts off a load past its `catch_up_limit`.
-pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncError> {
+pub(super) async fn load(pool: &Pool) -> Result<(Loading, Cursor, Meta), SyncError> {
     let mut conn = ClosedUnlessReleased::acquire(pool).await?;
     let loaded = load_on(&mut conn, pool).await;
     conn.settle(loaded).await
@@ -37,7 +37,7 @@ pub(super) async fn load(pool: &PgPool) -> Result<(Loading, Cursor, Meta), SyncE
 
 async fn load_on(
     conn: &mut ClosedUnlessReleased,
-    pool: &PgPool,
+    pool: &Pool,
 ) -> Result<(Loading, Cursor, Meta), SyncError> {
     let mut tx = conn.begin().await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;

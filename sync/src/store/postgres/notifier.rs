@@ -15,10 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::closing::ClosedUnlessReleased;
+use super::closing::{ClosedUnlessReleased, Pool};
 use super::NOTIFY_CHANNEL;
 use crate::error::SyncError;
 use crate::store::Notifier;
@@ -46,7 +45,7 @@ impl Default for Heartbeat {
 pub(super) struct PgNotifier {
     listener: PgListener,
     /// The shared pool, for sending heartbeats.
-    pool: PgPool,
+    pool: Pool,
     /// A channel only this listener listens on: heartbeats wake no
     /// watcher, this node's or another's, and cost no catch-up.
     heartbeat_channel: String,
@@ -64,7 +63,7 @@ pub(super) struct PgNotifier {
 
 impl PgNotifier {
     pub(super) async fn open(
-        pool: &PgPool,
+        pool: &Pool,
         connect: &PgConnectOptions,
         connect_timeout: Duration,
         heartbeat: Heartbeat,
@@ -134,7 +133,7 @@ impl PgNotifier {
 
 /// NOTIFY `beat` on `channel` from a pool connection, within `limit`.
 fn send_heartbeat(
-    pool: PgPool,
+    pool: Pool,
     channel: String,
     beat: u64,
     limit: Duration,
