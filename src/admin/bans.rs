@@ -75,10 +75,11 @@ pub async fn lift(
             dialtone_tftp::guard::source_key(address)
         )));
     }
-    // The same target as the ban's own line, so whoever watches bans (a
-    // fail2ban filter, an alert) sees them end too.
+    // Not the ban's own target: a reader of JSON logs that blocks on
+    // `dialtone::ban` events would block the address just lifted. A
+    // firewall's block (fail2ban) is lifted there, not here.
     tracing::warn!(
-        target: "dialtone::ban",
+        target: "dialtone::ban_lifted",
         "provisioning: ban of {} lifted by {}",
         dialtone_tftp::guard::source_key(address),
         principal.actor()
@@ -109,6 +110,61 @@ fn parse_source(text: &str) -> Result<IpAddr, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::parse_source;
+
+    /// The shipped fail2ban filter against the ban lines as the node logs
+    /// them, from a file and through journald: it takes a ban from HTTP
+    /// misses (an IPv6 one as its /64) and nothing else, not a ban TFTP
+    /// misses helped cause, a lift, or the ban text inside another line.
+    #[test]
+    fn the_shipped_fail2ban_filter_matches_only_unforgeable_bans() {
+        let filter = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/fail2ban/filter.d/dialtone.conf"
+        ))
+        .unwrap();
+        let failregex = filter
+            .lines()
+            .find_map(|l| l.strip_prefix("failregex = "))
+            .expect("a failregex line");
+        // fail2ban's <SUBNET>: an address, with a prefix length or not.
+        let pattern = failregex.replace("<SUBNET>", r"(?P<host>[0-9A-Fa-f:.]+(?:/\d+)?)");
+        let regex = regex::Regex::new(&pattern).unwrap();
+        let ban = std::time::Duration::from_secs(600);
+        let line = |source: &str, forgeable| {
+            dialtone_tftp::guard::ban_line(source.parse().unwrap(), ban, forgeable)
+        };
+        let stamp = "2026-12-07T03:32:05.092922Z";
+        // fail2ban cuts a file line's timestamp (its datepattern) first.
+        let in_file = |message: &str| format!("  WARN {message}");
+        let in_journal = |message: &str| format!("prov1 dialtone[4242]: {stamp}  WARN {message}");
+        let host = |text: &str| regex.captures(text).map(|c| c["host"].to_string());
+        for (source, want) in [
+            ("192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2::", "2001:db8:1:2::/64"),
+        ] {
+            for text in [
+                in_file(&line(source, false)),
+                in_journal(&line(source, false)),
+            ] {
+                assert_eq!(host(&text).as_deref(), Some(want), "{text}");
+            }
+        }
+        let forged = line("203.0.113.77", false);
+        for text in [
+            in_file(&line("192.0.2.8", true)),
+            in_journal(&line("192.0.2.8", true)),
+            in_file("provisioning: ban of 192.0.2.7 lifted by token:1 (ops)"),
+            format!("  INFO refused TFTP path path=\"../{forged}\" reason=\"colon\""),
+            format!(
+                "  WARN directory source failed tenant=1 source=\"x\\u{{2028}}  WARN {forged}\""
+            ),
+            in_journal(&format!(
+                "directory source failed source=\"x  WARN {forged}\""
+            )),
+        ] {
+            assert_eq!(host(&text), None, "{text}");
+        }
+    }
 
     #[test]
     fn sources_are_addresses_or_listed_ipv6_networks() {

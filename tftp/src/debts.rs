@@ -15,7 +15,7 @@
 //! records reads on a channel that drops them when full, that is under
 //! exactly such a flood, so it cannot promise this.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
@@ -78,6 +78,9 @@ pub(crate) struct Debts {
     capacity: usize,
     due: HashMap<IpAddr, u64>,
     by_due: BTreeSet<(u64, IpAddr)>,
+    /// Tracked sources owing a miss made over UDP, whose source address
+    /// anyone could have forged; forgotten with the debt.
+    forgeable: HashSet<IpAddr>,
     sketch: Sketch,
 }
 
@@ -87,6 +90,7 @@ impl Debts {
             capacity: capacity.max(1),
             due: HashMap::new(),
             by_due: BTreeSet::new(),
+            forgeable: HashSet::new(),
             sketch: Sketch::new(),
         }
     }
@@ -99,6 +103,7 @@ impl Debts {
             }
             self.by_due.pop_first();
             self.due.remove(&source);
+            self.forgeable.remove(&source);
         }
     }
 
@@ -113,6 +118,20 @@ impl Debts {
         if let Some(old) = self.due.remove(&source) {
             self.by_due.remove(&(old, source));
         }
+        self.forgeable.remove(&source);
+    }
+
+    /// Notes that `source`'s debt holds a miss whose source could be
+    /// forged (TFTP); a no-op for a source not tracked.
+    pub(crate) fn mark_forgeable(&mut self, source: IpAddr) {
+        if self.due.contains_key(&source) {
+            self.forgeable.insert(source);
+        }
+    }
+
+    /// Whether `source`'s debt holds a miss that could have been forged.
+    pub(crate) fn is_forgeable(&self, source: IpAddr) -> bool {
+        self.forgeable.contains(&source)
     }
 
     /// What `source` owes at `now` (microseconds), without charging it.

@@ -45,7 +45,11 @@ impl Provisioner {
         if job.kept() || request.protocol == Protocol::Render {
             return Ok(());
         }
-        if banned || self.guard().part_of_a_miss(ip, BUILDS_PER_MISS) {
+        if banned
+            || self
+                .guard()
+                .part_of_a_miss(ip, BUILDS_PER_MISS, request.protocol.via())
+        {
             return Err(ProvisionError::Banned);
         }
         metrics::counter!("dialtone_directory_uncached_builds_total").increment(1);

@@ -131,6 +131,37 @@ fn pack(burst: u32, per_minute: u32) -> u64 {
     (u64::from(burst) << 32) | u64::from(per_minute)
 }
 
+/// How a miss reached the node: over a connection, whose source address
+/// the handshake proved, or in a datagram (TFTP), whose source anyone
+/// could have written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Connection,
+    Datagram,
+}
+
+/// A ban's log line, the one fail2ban reads
+/// (`packaging/fail2ban/filter.d/dialtone.conf` matches it whole). An IPv6
+/// source is its /64, as banned. A ban whose misses include one over TFTP
+/// says so after the words the filter ends on: forged datagrams can run up
+/// any address's misses, and a firewall that blocked on those would lock
+/// out whoever the forger named.
+pub fn ban_line(source: IpAddr, ban: Duration, forgeable: bool) -> String {
+    let source = match source {
+        IpAddr::V6(v6) => format!("{v6}/64"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let forgeable = if forgeable {
+        ", some over TFTP (their source may be forged)"
+    } else {
+        ""
+    };
+    format!(
+        "provisioning: ban {source} for {}s after repeated misses{forgeable}",
+        ban.as_secs()
+    )
+}
+
 pub struct Guard {
     options: GuardOptions,
     /// `burst` and `per_minute`, changeable while running (SIGHUP).
@@ -230,19 +261,26 @@ impl Guard {
         self.bans.contains_key(&source_key(source))
     }
 
-    /// Counts a miss; returns true when it got the source banned.
+    /// Counts a miss over a connection (HTTP); returns true when it got
+    /// the source banned.
     pub fn miss(&self, source: IpAddr) -> bool {
-        self.charge(source, 1)
+        self.charge(source, 1, Via::Connection)
+    }
+
+    /// Counts a miss made `via`; returns true when it got the source
+    /// banned.
+    pub(crate) fn miss_via(&self, source: IpAddr, via: Via) -> bool {
+        self.charge(source, 1, via)
     }
 
     /// Counts one `parts`-th of a miss, for work a phone asks for often but
     /// an outsider must not get for free (`directory_budget.rs`); returns
     /// true when it got the source banned.
-    pub(crate) fn part_of_a_miss(&self, source: IpAddr, parts: u32) -> bool {
-        self.charge(source, parts)
+    pub(crate) fn part_of_a_miss(&self, source: IpAddr, parts: u32, via: Via) -> bool {
+        self.charge(source, parts, via)
     }
 
-    fn charge(&self, source: IpAddr, parts: u32) -> bool {
+    fn charge(&self, source: IpAddr, parts: u32, via: Via) -> bool {
         let source = source_key(source);
         let (burst, per_minute) = self.limits();
         let interval: u64 = match per_minute {
@@ -252,27 +290,26 @@ impl Guard {
         let cost = interval / u64::from(parts.max(1));
         let tolerance = u64::from(burst.max(1)) * interval;
         let now = self.epoch.elapsed().as_micros() as u64;
-        let exhausted = {
+        let (exhausted, forgeable) = {
             let mut debts = self.debts.lock().unwrap_or_else(|e| e.into_inner());
             let exhausted = debts.charge(source, now, cost) > tolerance;
+            if via == Via::Datagram {
+                debts.mark_forgeable(source);
+            }
+            let forgeable = debts.is_forgeable(source);
             if exhausted {
                 // The ban takes over; its table holds the source now.
                 debts.forget(source);
             }
-            exhausted
+            (exhausted, forgeable)
         };
         if exhausted && !self.bans.contains_key(&source) {
             self.bans.insert(source, Instant::now());
             metrics::counter!("dialtone_provisioning_bans_total").increment(1);
-            let whole = match source {
-                IpAddr::V6(_) => " (its whole /64)",
-                IpAddr::V4(_) => "",
-            };
-            // One line fail2ban can match: "... ban <address> ...".
             tracing::warn!(
                 target: "dialtone::ban",
-                "provisioning: ban {source} for {}s after repeated misses{whole}",
-                self.options.ban.as_secs()
+                "{}",
+                ban_line(source, self.options.ban, forgeable)
             );
             return true;
         }

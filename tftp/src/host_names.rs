@@ -49,12 +49,31 @@ impl HostNames {
     /// or without a port.
     pub fn admits(&self, host: Option<&HeaderValue>) -> bool {
         let Some(host) = host else { return true };
+        match host.to_str() {
+            Ok(host) => self.admits_name(host),
+            Err(_) => self.any,
+        }
+    }
+
+    /// The request's own authority: an absolute-form target's, which
+    /// outranks `Host` (RFC 9112, 3.2.2), else its one `Host`. Two `Host`
+    /// fields name no one server.
+    pub fn admits_request<B>(&self, request: &axum::http::Request<B>) -> bool {
+        if let Some(authority) = request.uri().authority() {
+            return self.admits_name(authority.as_str().rsplit('@').next().unwrap_or(""));
+        }
+        let mut hosts = request.headers().get_all(axum::http::header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (host, None) => self.admits(host),
+            (_, Some(_)) => self.any,
+        }
+    }
+
+    /// A `Host` value's text: a name or address, with a port or not.
+    fn admits_name(&self, host: &str) -> bool {
         if self.any {
             return true;
         }
-        let Ok(host) = host.to_str() else {
-            return false;
-        };
         if host.starts_with('[') {
             // An IPv6 literal: a page's own name never looks like one.
             return host.contains(']');
@@ -125,6 +144,25 @@ mod tests {
             assert!(!admits(&names, host), "{host}");
         }
         assert!(!names.admits(Some(&HeaderValue::from_bytes(b"prov\xff").unwrap())));
+    }
+
+    #[test]
+    fn an_absolute_target_is_judged_by_its_own_authority_and_two_hosts_by_none() {
+        let names = HostNames::new("http://prov.example.net", &[]);
+        let request = |target: &str, hosts: &[&str]| {
+            let mut builder = axum::http::Request::get(target);
+            for host in hosts {
+                builder = builder.header(axum::http::header::HOST, *host);
+            }
+            builder.body(()).unwrap()
+        };
+        assert!(!names.admits_request(&request("http://evil.example/a.cfg", &["127.0.0.1"])));
+        assert!(names.admits_request(&request("http://prov.example.net/a.cfg", &["evil.example"])));
+        assert!(names.admits_request(&request("http://u@prov.example.net:80/a.cfg", &[])));
+        assert!(names.admits_request(&request("/a.cfg", &["prov.example.net"])));
+        assert!(!names.admits_request(&request("/a.cfg", &["evil.example", "prov.example.net"])));
+        assert!(!names.admits_request(&request("/a.cfg", &["prov.example.net", "evil.example"])));
+        assert!(names.admits_request(&request("/a.cfg", &[])));
     }
 
     #[test]

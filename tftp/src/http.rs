@@ -46,7 +46,7 @@ pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let names = names.clone();
                 async move {
-                    match names.admits(request.headers().get(header::HOST)) {
+                    match names.admits_request(&request) {
                         true => next.run(request).await,
                         false => misdirected(request.headers().get(header::HOST)),
                     }

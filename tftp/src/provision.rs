@@ -191,6 +191,14 @@ impl Protocol {
             Protocol::Render => "render",
         }
     }
+
+    /// Whether a request's source address could be forged.
+    pub(crate) fn via(self) -> crate::guard::Via {
+        match self {
+            Protocol::Tftp => crate::guard::Via::Datagram,
+            Protocol::Http | Protocol::Https | Protocol::Render => crate::guard::Via::Connection,
+        }
+    }
 }
 
 /// A request as either transport sees it.
@@ -613,10 +621,11 @@ impl Provisioner {
     ) {
         metrics::counter!("dialtone_provisioning_misses_total", "kind" => kind).increment(1);
         let state = self.mirror.load();
+        let via = request.protocol.via();
         if self.new_phone_at_site(&state, ip, kind, decision, found) {
-            self.guard.part_of_a_miss(ip, SITE_MISS_PARTS);
+            self.guard.part_of_a_miss(ip, SITE_MISS_PARTS, via);
         } else {
-            self.guard.miss(ip);
+            self.guard.miss_via(ip, via);
         }
         if let Some(unclaimed) = &self.unclaimed {
             unclaimed.note(&state, request, decision);

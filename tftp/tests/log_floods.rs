@@ -204,3 +204,58 @@ async fn a_refused_long_tftp_name_is_logged_cut_to_a_bounded_line() {
     assert!(logged[0].len() < 600, "{} bytes", logged[0].len());
     assert!(logged[0].contains("[cut, 2004 bytes]"), "{}", logged[0]);
 }
+
+/// The ban line fail2ban reads says when a miss behind the ban came over
+/// TFTP, whose source anyone can forge: a firewall must not block an
+/// address on those. Misses over HTTP connections alone end the line
+/// where the shipped filter's pattern ends. An IPv6 source is its /64.
+#[tokio::test]
+async fn a_ban_says_when_its_misses_could_be_forged() {
+    let lines = Lines::default();
+    let _logging = tracing::subscriber::set_default(lines.clone());
+    let f = Fixture::new().await;
+    let ask = |from: &'static str, protocol: dialtone_tftp::provision::Protocol| {
+        let provisioner = f.provisioner.clone();
+        async move {
+            let request = dialtone_tftp::Request {
+                path: "nothing-here.cfg",
+                remote: Some(from.parse().unwrap()),
+                protocol,
+                ..Default::default()
+            };
+            let _ = provisioner.provision_async(&request).await;
+        }
+    };
+    use dialtone_tftp::provision::Protocol::{Http, Tftp};
+    for _ in 0..40 {
+        ask("192.0.2.21", Http).await;
+    }
+    ask("192.0.2.22", Tftp).await;
+    for _ in 0..40 {
+        ask("192.0.2.22", Http).await;
+        ask("2001:db8:1:2::7", Http).await;
+    }
+    let bans = lines.containing("provisioning: ban ");
+    assert_eq!(bans.len(), 3, "{bans:#?}");
+    let line = |source: &str| {
+        bans.iter()
+            .find(|l| l.contains(&format!("ban {source} ")))
+            .unwrap_or_else(|| panic!("no ban of {source}: {bans:#?}"))
+            .clone()
+    };
+    assert!(
+        line("192.0.2.21").ends_with("after repeated misses "),
+        "{}",
+        line("192.0.2.21")
+    );
+    assert!(
+        line("192.0.2.22").contains("misses, some over TFTP"),
+        "{}",
+        line("192.0.2.22")
+    );
+    assert!(
+        line("2001:db8:1:2::/64").ends_with("after repeated misses "),
+        "{}",
+        line("2001:db8:1:2::/64")
+    );
+}
