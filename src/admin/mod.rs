@@ -304,5 +304,6 @@ pub(crate) fn object_text(value: Option<Value>, field: &str) -> Result<String, A
             MAX_OBJECT_BYTES / 1024
         )));
     }
+    dialtone_sync::checks::object_depth(field, &text).map_err(ApiError::invalid)?;
     Ok(text)
 }

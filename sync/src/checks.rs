@@ -245,6 +245,49 @@ pub fn source_timeout(timeout_ms: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// How deep a stored settings or variables object may nest. Templates read
+/// a few levels; the export writes each object three or four levels into
+/// its file, and the import's JSON reader stops at 128: an object stored
+/// 125 deep (1 KB, well under the size cap) made every later export of the
+/// whole platform fail to import.
+pub const MAX_OBJECT_DEPTH: usize = 32;
+
+/// The nesting of a JSON text, objects and arrays counted alike (`{}` is
+/// 1), read off its brackets outside strings: an import checks a million
+/// phones' variables as text, without parsing each again.
+pub fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b'}' | b']') => depth = depth.saturating_sub(1),
+            (false, _) => {}
+        }
+    }
+    deepest
+}
+
+/// A settings or variables object's text `what` nests at most
+/// [`MAX_OBJECT_DEPTH`].
+pub fn object_depth(what: &str, json: &str) -> Result<(), String> {
+    let depth = nesting(json);
+    if depth > MAX_OBJECT_DEPTH {
+        return Err(format!(
+            "{what} nests {depth} levels deep; at most {MAX_OBJECT_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
 pub const MAX_TENANT_NAME_CHARS: usize = 256;
 
 /// A tenant's display name: every node holds it, and a tenant's own token
@@ -300,4 +343,25 @@ pub fn is_format(c: char) -> bool {
             | '\u{e0001}'
             | '\u{e0020}'..='\u{e007f}'
     )
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::{nesting, object_depth, MAX_OBJECT_DEPTH};
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings() {
+        assert_eq!(nesting("{}"), 1);
+        assert_eq!(nesting(r#"{"a":[{"b":1}],"c":{}}"#), 3);
+        assert_eq!(nesting(r#"{"a":"[[[{{{","b":"\\\"[["}"#), 1);
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_OBJECT_DEPTH + 1),
+            "]".repeat(MAX_OBJECT_DEPTH + 1)
+        );
+        assert!(object_depth("variables", &deep)
+            .unwrap_err()
+            .contains("variables nests 33"));
+        assert!(object_depth("variables", &deep[1..deep.len() - 1]).is_ok());
+    }
 }

@@ -359,3 +359,49 @@ async fn a_body_past_the_cap_is_413() {
         }
     }
 }
+
+/// An object nested past what the export's file can carry back into an
+/// import: one tenant's phone would have made the whole platform's export
+/// fail to import. Refused on every object a tenant stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_nested_past_the_bound_are_refused() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let nested = |levels: usize| -> serde_json::Value {
+        let text = format!("{}1{}", "[".repeat(levels - 1), "]".repeat(levels - 1));
+        serde_json::json!({ "a": serde_json::from_str::<serde_json::Value>(&text).unwrap() })
+    };
+    let phone = |variables: serde_json::Value| {
+        serde_json::json!({ "tenant": "acme", "mac": "001565000099", "family": "yealink",
+            "model": "T46S", "lines": [], "variables": variables })
+        .to_string()
+    };
+    refused(
+        &h,
+        "acme-admin",
+        Method::POST,
+        "/v1/phones",
+        &phone(nested(33)),
+        "variables nests 33 levels deep; at most 32",
+    )
+    .await;
+    let tenant = serde_json::json!({ "name": "Acme", "settings": nested(40) }).to_string();
+    refused(
+        &h,
+        "acme-admin",
+        Method::PUT,
+        "/v1/tenants/acme",
+        &tenant,
+        "settings nests 40 levels deep",
+    )
+    .await;
+    let fits = h
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/phones",
+            Some(&phone(nested(32))),
+            &[],
+        )
+        .await;
+    assert!(fits.status.is_success(), "{}", fits.text);
+}

@@ -161,16 +161,48 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
         "name: at most 256 characters",
         1,
     ),
+    // An object nested past what an export can carry back in.
+    (
+        "phones.json",
+        r#"{"phones": [
+            {"tenant": "acme", "mac": "001565000001", "family": "yealink"},
+            {"tenant": "acme", "mac": "001565000002", "family": "yealink", "variables": {"a": DEEP}}
+        ]}"#,
+        "phones.json:3:13 (phones[1] variables)",
+        "variables nests 41 levels deep; at most 32",
+        1,
+    ),
+    (
+        "phones.csv",
+        "tenant,mac,family,variables\n\
+         acme,001565000001,yealink,\n\
+         acme,001565000002,yealink,\"{\"\"a\"\": DEEP}\"\n",
+        "phones.csv:3:4 (variables)",
+        "nests 41 levels deep; at most 32",
+        1,
+    ),
+    (
+        "tenants.json",
+        r#"{"tenants": [
+            {"slug": "acme", "name": "Acme"},
+            {"slug": "deep", "name": "Deep", "settings": {"a": DEEP}}
+        ]}"#,
+        "tenants.json:3:13 (tenants[1] settings)",
+        "settings nests 41 levels deep; at most 32",
+        1,
+    ),
 ];
 
 #[test]
 fn rows_the_admin_api_refuses_are_invalid_rows_where_they_are() {
     let long = "x".repeat(257);
     let numbers = vec![r#"{"number": "+1 555 0100"}"#; 17].join(", ");
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
     for &(name, text, place, reason, kept) in CASES {
         let text = (text.replace("LONGNAME", &"n".repeat(257)))
             .replace("LONG", &long)
-            .replace("NUMBERS", &numbers);
+            .replace("NUMBERS", &numbers)
+            .replace("DEEP", &deep);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, &text).unwrap();

@@ -163,7 +163,9 @@ impl CsvRow<'_> {
                 format!("not valid JSON: {}", strip_position(&e.to_string())),
             )
         })?;
-        check_object(column, &value).map_err(|m| self.fail(column, m))
+        let text = check_object(column, &value).map_err(|m| self.fail(column, m))?;
+        checks::object_depth(column, &text).map_err(|m| self.fail(column, m))?;
+        Ok(text)
     }
 }
 

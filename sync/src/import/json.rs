@@ -250,8 +250,19 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
     let tenants = parsed.tenants;
     for (i, t) in tenants.into_iter().enumerate() {
         let mut location = loc("tenants", &tenant_pos, i);
-        if let Err(message) = checks::tenant_name(&t.name) {
-            location.field = Some(format!("tenants[{i}] name"));
+        let refused = [
+            ("name", checks::tenant_name(&t.name)),
+            (
+                "settings",
+                t.settings
+                    .as_deref()
+                    .map_or(Ok(()), |s| checks::object_depth("settings", s)),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(field, checked)| Some((field, checked.err()?)));
+        if let Some((field, message)) = refused {
+            location.field = Some(format!("tenants[{i}] {field}"));
             plan.errors.push(ImportError { location, message });
             continue;
         }
@@ -343,6 +354,7 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
         let refused = [
             ("name", checks::source_name(&d.name)),
             ("timeout_ms", checks::source_timeout(d.timeout_ms)),
+            ("settings", checks::object_depth("settings", &d.settings)),
         ]
         .into_iter()
         .find_map(|(field, checked)| Some((field, checked.err()?)));
@@ -412,6 +424,13 @@ fn check_phone(p: &PhoneInput) -> Result<(), Refused<String>> {
     };
     phone.check().map_err(|r| named("", r))?;
     checks::http_login(phone.http_user, phone.http_password).map_err(|r| named("", r))?;
+    let deep = |field: &'static str, text: &str| {
+        checks::object_depth(field, text).map_err(|reason| Refused { field, reason })
+    };
+    deep("variables", &p.variables).map_err(|r| named("", r))?;
+    for (k, l) in p.lines.iter().enumerate() {
+        deep("settings", &l.settings).map_err(|r| named(&format!("line {} ", k + 1), r))?;
+    }
     for (k, l) in p.lines.iter().enumerate() {
         let line = LineText {
             extension: &l.extension,
