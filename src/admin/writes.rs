@@ -266,7 +266,14 @@ fn expectation(
         })?;
         tags.extend(text.split(',').map(str::trim).filter(|t| !t.is_empty()));
     }
-    if !given || tags.is_empty() || tags.contains(&"*") {
+    if given && tags.is_empty() {
+        // A client that always sends the header, empty when it holds no
+        // tag, would otherwise overwrite whatever is there unawares.
+        return Err(ApiError::bad_request(
+            "If-Match: empty; send the ETag this API returned, or * for any",
+        ));
+    }
+    if !given || tags.contains(&"*") {
         return Ok(None);
     }
     let strong: Vec<&str> = tags

@@ -317,4 +317,15 @@ async fn if_match_is_read_as_rfc_9110_says() {
         put_with_if_match(&h, stale_list.as_bytes()).await,
         StatusCode::PRECONDITION_FAILED
     );
+    // An empty header (a client that always sends one) is not "any".
+    let before = stored_phone(&h).await.0;
+    for empty in [&b""[..], b" , ", b","] {
+        assert_eq!(
+            put_with_if_match(&h, empty).await,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            String::from_utf8_lossy(empty)
+        );
+    }
+    assert_eq!(stored_phone(&h).await.0, before, "nothing was written");
 }
