@@ -204,6 +204,38 @@ fn main() -> ExitCode {
             }
         };
     }
+    // phlem runs on one thread: on a machine it shares with the server it
+    // leaves the other cores to the server, and it saves the cross-thread
+    // wake-ups of a work-stealing pool. `--shard` spreads it over processes.
+    let mut builder = if matches!(cli.command, Command::Phlem(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dialtone: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // `serve` hears SIGHUP before it reads anything: its default action
+    // is death, and a logrotate or `systemctl reload` in the milliseconds
+    // spent reading the config and key killed the node (systemd counts a
+    // death by SIGHUP as a clean stop and does not restart it).
+    let hangup = match &cli.command {
+        Command::Serve(_) => {
+            let _inside = runtime.enter();
+            match serve::Hangup::install() {
+                Ok(hangup) => Some(hangup),
+                Err(e) => {
+                    eprintln!("dialtone: {e:#}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => None,
+    };
     // `serve` cannot run without a key: its absence is the configuration's
     // fault (exit 2, which systemd does not restart), and `check-config`
     // vouches for `serve`. `rekey` opens what the configured key sealed.
@@ -253,27 +285,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // phlem runs on one thread: on a machine it shares with the server it
-    // leaves the other cores to the server, and it saves the cross-thread
-    // wake-ups of a work-stealing pool. `--shard` spreads it over processes.
-    let mut builder = if matches!(cli.command, Command::Phlem(_)) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dialtone: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let on_one_thread = matches!(cli.command, Command::Phlem(_));
     let overrides = overrides(&cli);
     let command = async move {
         match cli.command {
             Command::Serve(args) => {
-                serve::run(config, cli.config.clone(), overrides, args.demo, log).await
+                let hangup = hangup.context("serve's SIGHUP handler")?;
+                serve::run(
+                    config,
+                    cli.config.clone(),
+                    overrides,
+                    args.demo,
+                    log,
+                    hangup,
+                )
+                .await
             }
             Command::Migrate => migrate(&config).await,
             Command::Lookup(args) => directory_cmd::lookup(&config, &args).await,

@@ -77,3 +77,38 @@ fn a_log_file_not_reopened_is_said_on_stderr_and_counted() {
     assert!(counted.is_some(), "not counted as a failed reload");
     assert_eq!(server.stop(), 0);
 }
+
+/// A reload that never returns (its config on a hung mount; a FIFO stands
+/// in) must not keep a stop waiting: the reload held the one task that
+/// hears SIGTERM, so `systemctl stop` ended in SIGKILL, with no drain and
+/// no snapshot. Meanwhile the node keeps answering.
+#[test]
+fn a_reload_stuck_reading_does_not_keep_a_stop_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let config = write_file(dir.path(), "dialtone.toml", "[log]\nfilter = \"info\"\n");
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    std::fs::remove_file(&config).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = server
+        .try_get("/healthz")
+        .expect("answers during the reload");
+    assert_eq!(status, 200);
+    assert!(
+        !server.stderr().contains("SIGHUP: configuration reloaded"),
+        "the reload was meant to be stuck: {}",
+        server.stderr()
+    );
+    assert_eq!(server.stop(), 0);
+}

@@ -42,14 +42,16 @@ use signals::notify_systemd;
 use startup::Sockets;
 pub use startup::{open_reached_store, open_store};
 
+pub use signals::Hangup;
+
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     overrides: crate::config::Overrides,
     demo: bool,
     log: LogHandle,
+    hangup: Hangup,
 ) -> Result<()> {
-    let hangup = signals::Hangup::install()?;
     let starting = Starting::begin(start_budget(&config));
     let metrics = tasks::recorder();
     crate::config::warn_if_one_address_closes_a_phone(

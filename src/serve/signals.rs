@@ -40,38 +40,47 @@ pub(super) fn signals(
     running_key: &SecretKey,
     log: LogHandle,
     mut hup: Hangup,
-    reload_live: impl Fn(Option<&Config>) -> bool + Send + 'static,
+    reload_live: impl Fn(Option<&Config>) -> bool + Send + Sync + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
+    use futures::FutureExt;
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     // The configuration `serve` started with loaded in full.
     record_reload(true);
-    let running_key = RunningKey::new(Some(running_key.check_value()), &started_with);
+    let reload_state = Arc::new(ReloadState {
+        running_key: RunningKey::new(Some(running_key.check_value()), &started_with),
+        config_path,
+        overrides,
+        log: log.clone(),
+        started_with,
+        reload_live,
+    });
     Ok(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.0.recv() => {
-                    let reloading = hangup(
-                        || reload(
-                            config_path.as_deref(),
-                            &overrides,
-                            &log,
-                            &started_with.log.filter,
-                        ),
-                        &started_with,
-                        &reload_live,
-                        &running_key,
-                    );
-                    // The key check may wait on the database: a stop
-                    // signal meanwhile is not kept waiting behind it.
+                    // Off the async workers: a reload reads files (the
+                    // config, a certificate, templates, a static folder of
+                    // up to 100,000 files), and one that never returns (a
+                    // hung mount, a FIFO) held this task, so no stop was
+                    // heard; one that took half a second held a worker
+                    // every listener shares. The key check may wait on the
+                    // database. A stop meanwhile leaves it behind.
+                    let state = reload_state.clone();
+                    let runtime = tokio::runtime::Handle::current();
+                    let reloading = tokio::task::spawn_blocking(move || {
+                        runtime.block_on(state.hangup())
+                    });
                     tokio::select! {
-                        applied = reloading => record_reload(applied),
+                        applied = reloading => record_reload(applied.unwrap_or(false)),
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                     }
+                    // SIGHUPs that came during this reload are one more.
+                    while hup.0.recv().now_or_never().flatten().is_some() {}
                 }
                 _ = cancel.cancelled() => {
                     // A drain the node began itself (a listener stopped):
@@ -94,6 +103,36 @@ pub(super) fn signals(
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })
+}
+
+/// What a reload reads and compares with, shared with the thread that
+/// runs it.
+struct ReloadState<L> {
+    running_key: RunningKey,
+    config_path: Option<PathBuf>,
+    overrides: crate::config::Overrides,
+    log: LogHandle,
+    started_with: Config,
+    reload_live: L,
+}
+
+impl<L: Fn(Option<&Config>) -> bool> ReloadState<L> {
+    async fn hangup(&self) -> bool {
+        hangup(
+            || {
+                reload(
+                    self.config_path.as_deref(),
+                    &self.overrides,
+                    &self.log,
+                    &self.started_with.log.filter,
+                )
+            },
+            &self.started_with,
+            &self.reload_live,
+            &self.running_key,
+        )
+        .await
+    }
 }
 
 /// One SIGHUP: `reread` reads the config again (the new one, or `None`
@@ -196,10 +235,11 @@ async fn stop_signal(
 /// that window killed the node, and systemd counts a death by SIGHUP as a
 /// clean stop, so it was not restarted. One that arrives then is applied
 /// as a reload once the node is up.
-pub(super) struct Hangup(tokio::signal::unix::Signal);
+pub struct Hangup(tokio::signal::unix::Signal);
 
 impl Hangup {
-    pub(super) fn install() -> Result<Hangup> {
+    /// Within a runtime (`Runtime::enter`).
+    pub fn install() -> Result<Hangup> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Hangup(
             signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
