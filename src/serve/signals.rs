@@ -417,7 +417,7 @@ pub(super) fn reload_live(
                 Err(e) => {
                     applied = false;
                     dialtone_sync::watcher::failed("reload");
-                    tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; keeping the running index")
+                    tracing::warn!(error = %e, "SIGHUP: static files not re-indexed; the running index stays, and a file it lists that cannot be opened now is answered not found")
                 }
             }
         }

@@ -41,6 +41,10 @@ pub enum ProvisionError {
     #[error("templates: {0}")]
     Templates(String),
 
+    /// The static files' folder could not be indexed.
+    #[error("static files {0}")]
+    StaticFiles(String),
+
     /// Our own fault, not the data's: a walk on the pool panicked. Told
     /// apart from a walk past its time, which the caller may narrow.
     #[error("{0} failed")]

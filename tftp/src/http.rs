@@ -265,7 +265,11 @@ fn caching(path: &str, file: &Rendered) -> (&'static str, bool) {
 /// missing file.
 fn static_open_failed(path: &str, error: &std::io::Error) -> Response {
     static OPEN_FAILED_LOG: LogLimit = LogLimit::new();
-    let not_found = error.kind() == std::io::ErrorKind::NotFound;
+    // Its folder gone, or made a file: gone, as the next reindex says.
+    let not_found = matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    );
     let reason = if not_found { "not_found" } else { "other" };
     metrics::counter!("dialtone_static_open_failed_total", "reason" => reason).increment(1);
     if let Some(skipped) = OPEN_FAILED_LOG.allow() {

@@ -89,7 +89,7 @@ impl StaticIndex {
     pub fn load(root: &Path) -> Result<StaticIndex, ProvisionError> {
         let mut index = StaticIndex::default();
         let err = |p: &Path, e: std::io::Error| {
-            ProvisionError::Templates(format!("static files {}: {e}", p.display()))
+            ProvisionError::StaticFiles(format!("{}: {e}", p.display()))
         };
         let mut pending = vec![(root.to_path_buf(), String::new(), 0usize)];
         while let Some((dir, prefix, depth)) = pending.pop() {
@@ -116,8 +116,8 @@ impl StaticIndex {
                     pending.push((entry.path(), key, depth + 1));
                 } else if meta.is_file() {
                     if index.by_path.len() >= MAX_FILES {
-                        return Err(ProvisionError::Templates(format!(
-                            "static files {}: more than {MAX_FILES} files",
+                        return Err(ProvisionError::StaticFiles(format!(
+                            "{}: more than {MAX_FILES} files",
                             root.display()
                         )));
                     }

@@ -558,7 +558,10 @@ fn transfer_failed(peer: SocketAddr, file: Option<&str>, e: &io::Error) -> Refus
         let file = &*log_text(file.unwrap_or("-"));
         tracing::warn!(client = %peer, file, error = %e, skipped, "TFTP transfer failed on our side (logged at most once a second)");
     }
-    if e.kind() == io::ErrorKind::NotFound {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    ) {
         (ERR_NOT_FOUND, "File not found")
     } else {
         (0, "internal error")

@@ -320,3 +320,38 @@ async fn a_file_replaced_in_place_is_sent_whole_over_http() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.to_vec(), longer);
 }
+
+/// A static folder made a file after it was indexed (a deploy gone wrong):
+/// its files are gone, "not found" like a removed one, not a 500; and the
+/// reindex that fails says it is about static files.
+#[tokio::test]
+async fn files_of_a_folder_made_a_file_are_not_found() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("fw");
+    std::fs::create_dir_all(folder.join("yealink")).unwrap();
+    std::fs::write(folder.join("yealink/sip.ld"), firmware(3_000)).unwrap();
+    assert_eq!(f.provisioner.reload_static(&folder).unwrap(), 1);
+    std::fs::remove_dir_all(folder.join("yealink")).unwrap();
+    std::fs::write(folder.join("yealink"), b"not a folder").unwrap();
+    let app = dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
+        "192.0.2.10:5060".parse::<SocketAddr>().unwrap(),
+    ));
+    let response = app
+        .oneshot(
+            HttpRequest::get("/yealink/sip.ld")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::write(&folder, b"not a folder either").unwrap();
+    let refused = f
+        .provisioner
+        .reload_static(&folder)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.starts_with("static files "), "{refused}");
+}
