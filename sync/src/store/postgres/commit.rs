@@ -47,6 +47,25 @@ pub(super) async fn send(mut tx: Transaction<'_, Postgres>) -> Result<Option<Los
     }
 }
 
+/// What a write on `conn` came to once its COMMIT was sent: its report,
+/// with the connection given back or closed (`ClosedUnlessReleased::settle`).
+/// When the COMMIT's answer was lost, the connection is closed (dropped)
+/// before the database is asked, so its pool slot is free for that.
+pub(super) async fn finish<T>(
+    pool: &Pool,
+    conn: ClosedUnlessReleased,
+    written: Result<(T, Option<Lost>), SyncError>,
+) -> Result<T, SyncError> {
+    match written {
+        Ok((report, Some(lost))) => {
+            drop(conn);
+            settle(pool, lost).await?;
+            Ok(report)
+        }
+        written => conn.settle(written.map(|(report, _)| report)).await,
+    }
+}
+
 /// Settles a lost commit's answer by asking the database.
 pub(super) async fn settle(pool: &Pool, lost: Lost) -> Result<(), SyncError> {
     let Lost { xid, error: lost } = lost;

@@ -68,16 +68,7 @@ pub(super) async fn run(
             Ok(done) => break Ok(done),
         }
     };
-    match written {
-        Ok((report, Some(lost))) => {
-            // As a write's (`apply_with_progress`): the connection is
-            // closed before the database is asked.
-            drop(conn);
-            commit::settle(&store.pool, lost).await?;
-            Ok(report)
-        }
-        written => conn.settle(written.map(|(report, _)| report)).await,
-    }
+    commit::finish(&store.pool, conn, written).await
 }
 
 /// Why a try of the run ended without a report.

@@ -45,14 +45,5 @@ pub(super) async fn apply(
         Ok((report, lost))
     }
     .await;
-    match written {
-        Ok((report, Some(lost))) => {
-            // The writer's connection is closed (dropped) before the
-            // database is asked, so its pool slot is free for that.
-            drop(conn);
-            commit::settle(&store.pool, lost).await?;
-            Ok(report)
-        }
-        written => conn.settle(written.map(|(report, _)| report)).await,
-    }
+    commit::finish(&store.pool, conn, written).await
 }
