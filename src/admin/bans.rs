@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dialtone_tftp::guard::{source_key, source_text};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -46,10 +47,7 @@ pub async fn list(
     let bans = bans
         .into_iter()
         .map(|ban| BanView {
-            source: match ban.source {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("{v6}/64"),
-            },
+            source: source_text(ban.source),
             // Rounded up, as a 429's Retry-After is: a ban with 0.4 s left
             // is not over.
             seconds_left: ban.left.as_secs() + u64::from(ban.left.subsec_nanos() > 0),
@@ -69,10 +67,10 @@ pub async fn lift(
 ) -> Result<Response, ApiError> {
     principal.require_global()?;
     let address = parse_source(&source)?;
+    let named = source_text(source_key(address));
     if !state.provisioner.guard().lift_ban(address) {
         return Err(ApiError::not_found(format!(
-            "a ban of {} on this node",
-            dialtone_tftp::guard::source_key(address)
+            "a ban of {named} on this node"
         )));
     }
     // Not the ban's own target: a reader of JSON logs that blocks on
@@ -80,8 +78,7 @@ pub async fn lift(
     // firewall's block (fail2ban) is lifted there, not here.
     tracing::warn!(
         target: "dialtone::ban_lifted",
-        "provisioning: ban of {} lifted by {}",
-        dialtone_tftp::guard::source_key(address),
+        "provisioning: ban of {named} lifted by {}",
         principal.actor()
     );
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -140,6 +140,15 @@ pub enum Via {
     Datagram,
 }
 
+/// A source ([`source_key`]) as bans name it: an IPv4 address, or an IPv6
+/// /64 (`2001:db8:1:2::/64`).
+pub fn source_text(source: IpAddr) -> String {
+    match source {
+        IpAddr::V6(v6) => format!("{v6}/64"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 /// A ban's log line, the one fail2ban reads
 /// (`packaging/fail2ban/filter.d/dialtone.conf` matches it whole). An IPv6
 /// source is its /64, as banned. A ban whose misses include one over TFTP
@@ -147,10 +156,7 @@ pub enum Via {
 /// any address's misses, and a firewall that blocked on those would lock
 /// out whoever the forger named.
 pub fn ban_line(source: IpAddr, ban: Duration, forgeable: bool) -> String {
-    let source = match source {
-        IpAddr::V6(v6) => format!("{v6}/64"),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
+    let source = source_text(source_key(source));
     let forgeable = if forgeable {
         ", some over TFTP (their source may be forged)"
     } else {
