@@ -42,7 +42,6 @@ pub(super) fn signals(
     mut hup: Hangup,
     reload_live: impl Fn(Option<&Config>) -> bool + Send + Sync + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
-    use futures::FutureExt;
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -79,8 +78,9 @@ pub(super) fn signals(
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                     }
-                    // SIGHUPs that came during this reload are one more.
-                    while hup.0.recv().now_or_never().flatten().is_some() {}
+                    // SIGHUPs that came during this reload are one more:
+                    // the signal stream holds at most one pending, so the
+                    // next turn of the loop takes them as a single reload.
                 }
                 _ = cancel.cancelled() => {
                     // A drain the node began itself (a listener stopped):
