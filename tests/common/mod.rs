@@ -26,17 +26,38 @@ pub fn templates_dir() -> PathBuf {
 }
 
 pub fn free_udp_addr() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    not_handed_out(|| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    })
 }
 
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    not_handed_out(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    })
+}
+
+/// A port the kernel says is free and this test process has not handed
+/// out before: a port is released as soon as it is read, and the kernel
+/// may give it again at the next bind, so two listeners of one `serve`
+/// were once given the same port (refused as a configuration error).
+fn not_handed_out(mut free: impl FnMut() -> SocketAddr) -> SocketAddr {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..100 {
+        let addr = free();
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
+    panic!("no free port this process has not handed out in 100 tries");
 }
 
 /// A command with a clean environment: no config from the developer's shell.
