@@ -54,7 +54,7 @@ pub struct AuditParams {
     pub key: Option<String>,
     /// Rows older than this id.
     pub before: Option<i64>,
-    pub limit: Option<i64>,
+    pub limit: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -73,7 +73,7 @@ pub struct BootView {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
-    pub limit: Option<i64>,
+    pub limit: Option<usize>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -123,7 +123,8 @@ pub async fn list(
         (Some(own), _) if !principal.is_global() => (None, Some(own.id)),
         (_, asked) => (asked, None),
     };
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    // As every list's: a negative limit is refused, not read as 1.
+    let limit = super::page_size(params.limit) as i64;
     if params.key.as_ref().is_some_and(|key| key.len() > MAX_KEY) {
         return Err(ApiError::bad_request(format!(
             "key: at most {MAX_KEY} bytes"
@@ -181,7 +182,11 @@ pub async fn history(
     let tenant = (!principal.is_global()).then_some(owner);
     let boots = state
         .store
-        .recent_boots(&mac, tenant, params.limit.unwrap_or(50).clamp(1, 500))
+        .recent_boots(
+            &mac,
+            tenant,
+            params.limit.unwrap_or(50).clamp(1, 500) as i64,
+        )
         .await?;
     let views: Vec<BootView> = boots
         .into_iter()

@@ -2,18 +2,16 @@
 //! "details"?}}` with a stable `code`. Clients get a reason they can act on;
 //! internal detail goes to the log only.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::SyncError;
 use dialtone_tftp::ProvisionError;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+
+// Handlers name the extractors with the error they answer.
+pub(crate) use super::extract::{optional_body, ApiBytes, ApiJson, ApiPath, ApiQuery};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -251,56 +249,6 @@ impl From<ProvisionError> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections use our error shape.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
-            "expected Content-Type: application/json",
-        ),
-        JsonRejection::BytesRejection(e) => bytes_rejection(e),
-        other => ApiError::bad_request(other.body_text()),
-    }
-}
-
-/// A request body taken whole (a route whose body may be empty), its
-/// rejections in our error shape: axum's own is plain text.
-pub struct ApiBytes(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for ApiBytes {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(ApiBytes)
-            .map_err(bytes_rejection)
-    }
-}
-
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::body_too_large()
-    } else {
-        ApiError::bad_request(rejection.body_text())
-    }
-}
-
 /// What the API answers a path under `/v1` that it does not have: axum's
 /// own 404 is an empty body.
 pub async fn unknown_route() -> ApiError {
@@ -308,6 +256,16 @@ pub async fn unknown_route() -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; /openapi.json lists them",
+    )
+}
+
+/// What the API and monitoring listeners answer a path outside `/v1` that
+/// they do not have: axum's own 404 has no body, and bad input is told why.
+pub async fn unknown_path() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path on this listener; /openapi.json lists the API's routes",
     )
 }
 
@@ -319,38 +277,6 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method; the Allow header lists those it takes",
     )
-}
-
-/// `axum::extract::Query` whose rejections use our error shape.
-pub struct ApiQuery<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(query_rejection(rejection)),
-        }
-    }
-}
-
-fn query_rejection(rejection: QueryRejection) -> ApiError {
-    ApiError::bad_request(rejection.body_text())
-}
-
-/// `axum::extract::Path` whose rejections use our error shape.
-pub struct ApiPath<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiBytes, ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::error::{optional_body, ApiBytes, ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, phone_for, Access};
 use super::{off_workers, page_size, parse_name, write, AdminState, Change, Principal};
 use crate::resync::queue::Full;
@@ -237,11 +237,7 @@ pub async fn resync_tenant(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     service(&state)?;
-    let body: TenantResyncBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TenantResyncBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
-    };
+    let body: TenantResyncBody = optional_body(&body)?;
     // Planning walks and sorts the tenant's phones (all of them, when none
     // are named): off the async workers, as the lists are.
     let (tenant, jobs, mut skipped) = {

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::directory::tenant_of;
-use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ErrorBody};
+use super::error::{optional_body, ApiBytes, ApiError, ApiJson, ApiPath, ErrorBody};
 use super::mirror_view::MirrorView;
 use super::quotas::Quota;
 use super::{
@@ -369,12 +369,7 @@ pub async fn test_source(
     ApiPath((slug, name)): ApiPath<(String, String)>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let request: SourceTestRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SourceTestRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("request body: {e}")))?
-    };
+    let request: SourceTestRequest = optional_body(&body)?;
     let (tenant, source) = {
         let mirror = state.mirror.load();
         let tenant = tenant_of(&mirror, &principal, &slug, true)?;

@@ -75,7 +75,10 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
         None => axum::Router::new(),
     };
     let (api_health, monitoring) = if separate {
-        (health(false), Some(health(true).merge(metrics_routes)))
+        let monitoring = health(true)
+            .merge(metrics_routes)
+            .fallback(crate::admin::error::unknown_path);
+        (health(false), Some(monitoring))
     } else {
         (health(true).merge(metrics_routes), None)
     };
@@ -104,5 +107,6 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
                 share
             },
         }));
+    let api = api.fallback(crate::admin::error::unknown_path);
     Routers { api, monitoring }
 }

@@ -85,6 +85,10 @@ async fn the_api_router_answers_for_every_part() {
     }
     let (_, readyz) = get(&routers.api, "/readyz").await;
     assert!(readyz.contains("\"counts\""), "{readyz}");
+    // A path nothing serves is told so, not answered with an empty body.
+    let (status, body) = get(&routers.api, "/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no such path"), "{body}");
 }
 
 /// With `http.monitoring_listen` set, what covers the whole platform
@@ -124,10 +128,9 @@ async fn a_monitoring_listener_takes_the_platform_wide_answers() {
         get(&monitoring, "/openapi.json").await.0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        get(&monitoring, "/v1/tenants").await.0,
-        StatusCode::NOT_FOUND
-    );
+    let (status, body) = get(&monitoring, "/v1/tenants").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no such path"), "{body}");
 }
 
 /// A listener that ends while the others run is named and taken out of

@@ -219,7 +219,7 @@ impl fmt::Debug for Mac {
 }
 
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident ($noun:literal) { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name { $($variant),+ }
@@ -240,9 +240,11 @@ macro_rules! text_enum {
                 $(if wanted.eq_ignore_ascii_case($text) {
                     return Ok($name::$variant);
                 })+
+                // The client's text is cut: a 60 KB family name was
+                // echoed whole into the 422 and every import report line.
                 Err(SyncError::Invalid(format!(
-                    concat!("unknown ", stringify!($name), " {:?}; expected one of: {}"),
-                    s,
+                    concat!("unknown ", $noun, " {:?}; expected one of: {}"),
+                    crate::log_text(s),
                     [$($text),+].join(", ")
                 )))
             }
@@ -258,7 +260,7 @@ macro_rules! text_enum {
 
 text_enum!(
     /// Vendor families, as named in `docs/vendors.md`.
-    Family {
+    Family ("family") {
         Yealink = "yealink",
         Poly = "poly",
         CiscoSpa = "cisco-spa",
@@ -272,7 +274,7 @@ text_enum!(
 
 text_enum!(
     /// Where a template applies, most specific last.
-    TemplateScope {
+    TemplateScope ("template scope") {
         Family = "family",
         Model = "model",
         Tenant = "tenant",
@@ -281,14 +283,14 @@ text_enum!(
 );
 
 text_enum!(
-    SourceKind {
+    SourceKind ("source kind") {
         Ldap = "ldap",
         Http = "http",
     }
 );
 
 text_enum!(
-    TokenScope {
+    TokenScope ("token scope") {
         GlobalAdmin = "global-admin",
         TenantAdmin = "tenant-admin",
         TenantRead = "tenant-read",

@@ -4,6 +4,7 @@
 
 mod audit_key;
 mod bans;
+mod body_errors;
 mod caching;
 mod checks;
 mod concurrent_writes;
