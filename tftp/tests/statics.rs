@@ -346,6 +346,20 @@ async fn files_of_a_folder_made_a_file_are_not_found() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // Over TFTP, the same file is "file not found" (code 1), not an
+    // internal error (code 0).
+    let server = Running::start(&f, TftpOptions::default());
+    let addr = server.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            first_answer(addr, &rrq("yealink/sip.ld", &[])),
+            first_answer(addr, &rrq("yealink/sip.ld", &["blksize", "1428"])),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, [(5, 1), (5, 1)], "(ERROR, code) each");
+    server.stop();
     std::fs::remove_dir_all(&folder).unwrap();
     std::fs::write(&folder, b"not a folder either").unwrap();
     let refused = f
