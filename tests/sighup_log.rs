@@ -1,6 +1,7 @@
 //! SIGHUP and the log: a `log.filter` that `RUST_LOG` keeps from applying
 //! is named in a warning, not dropped without a word, and a log file that
 //! cannot be reopened is said on stderr and counted as a failed reload.
+//! Also SIGHUPs a reload or a start is still reading for.
 
 mod common;
 
@@ -110,5 +111,82 @@ fn a_reload_stuck_reading_does_not_keep_a_stop_waiting() {
         "the reload was meant to be stuck: {}",
         server.stderr()
     );
+    assert_eq!(server.stop(), 0);
+}
+
+/// A SIGHUP while `serve` is still reading its config (a logrotate or a
+/// config push racing a restart) is a reload once the node runs: its
+/// default action killed the node before the handler was installed. The
+/// config is a FIFO, so the read is known to be under way when the signal
+/// is sent.
+#[test]
+fn a_sighup_while_the_config_is_read_is_not_fatal() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let config = dir.path().join("dialtone.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut server = Server::spawn(
+        dir.path(),
+        &url,
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    // A writer opens without waiting only once a reader has the FIFO
+    // open: then `serve` is inside its config read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&config)
+        {
+            Ok(writer) => break writer,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "serve never opened its config: {}",
+                    server.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+    };
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let text = "[log]\nfilter = \"info\"\n";
+    // The reload reads the path again: a plain file by then.
+    let plain = dir.path().join("dialtone.toml.new");
+    std::fs::write(&plain, text).unwrap();
+    if let Err(e) = writer.write_all(text.as_bytes()) {
+        panic!("serve is gone after the SIGHUP ({e}): {}", server.stderr());
+    }
+    drop(writer);
+    std::fs::rename(&plain, &config).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("serve ended ({status}): {}", server.stderr());
+        }
+        if server.try_get("/readyz").map(|(s, _)| s) == Some(200)
+            && server.stderr().contains("SIGHUP: configuration reloaded")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready and reloaded: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(server.stop(), 0);
 }
