@@ -190,3 +190,79 @@ fn a_sighup_while_the_config_is_read_is_not_fatal() {
     }
     assert_eq!(server.stop(), 0);
 }
+
+/// SIGHUPs that come while a reload runs make one more reload, after it:
+/// not one each (a config push signalling every node's file change would
+/// queue them), and not none (the config edited and signalled during the
+/// reload would never be applied).
+#[test]
+fn sighups_during_a_reload_make_one_more_reload() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let text = "[log]\nfilter = \"info\"\n";
+    let config = write_file(dir.path(), "dialtone.toml", text);
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let reloads = |server: &Server| {
+        server
+            .stderr()
+            .matches("SIGHUP: configuration reloaded")
+            .count()
+    };
+    std::fs::remove_file(&config).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&config)
+        {
+            Ok(writer) => break writer,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the reload never opened the config: {}",
+                    server.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+    };
+    for _ in 0..3 {
+        server.signal("HUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let plain = dir.path().join("dialtone.toml.new");
+    std::fs::write(&plain, text).unwrap();
+    std::fs::rename(&plain, &config).unwrap();
+    writer.write_all(text.as_bytes()).unwrap();
+    drop(writer);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reloads(&server) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck reload and one more: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A third would follow at once; give it a second to show.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(reloads(&server), 2, "{}", server.stderr());
+    assert_eq!(server.stop(), 0);
+}
