@@ -7,7 +7,7 @@
 //! the operator needs to see: node clocks also date Digest nonces, history
 //! rows and token expiry.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgConnection;
@@ -30,10 +30,13 @@ const DATABASE_NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000
 pub(super) struct NodeClock {
     now: fn() -> Millis,
     offset_ms: AtomicI64,
-    /// Set while the skew is past [`SKEW_WARNING`] and has been warned of,
-    /// so a node that stays skewed warns once, not on every pass.
-    warned: AtomicBool,
+    /// The offset last warned of while the skew stays past
+    /// [`SKEW_WARNING`] ([`NOT_WARNED`] once it is back under): a node that
+    /// stays as skewed warns once, not on every pass.
+    warned_at_ms: AtomicI64,
 }
+
+const NOT_WARNED: Millis = Millis::MIN;
 
 impl Default for NodeClock {
     fn default() -> Self {
@@ -46,7 +49,7 @@ impl NodeClock {
         NodeClock {
             now,
             offset_ms: AtomicI64::new(0),
-            warned: AtomicBool::new(false),
+            warned_at_ms: AtomicI64::new(NOT_WARNED),
         }
     }
 
@@ -80,16 +83,22 @@ impl NodeClock {
         }
     }
 
-    /// Whether `offset_ms` newly went past the warning threshold: true once
-    /// per excursion.
+    /// Whether `offset_ms` is to be warned of: it newly went past the
+    /// threshold, or it moved by more than the threshold since the last
+    /// warning. A clock stepped from an hour ahead to an hour behind, or
+    /// from a day ahead to a year, left the log saying the old offset.
     fn crossed_warning(&self, offset_ms: Millis) -> bool {
-        let skewed = offset_ms.unsigned_abs() > SKEW_WARNING.as_millis() as u64;
-        if skewed {
-            !self.warned.swap(true, Ordering::Relaxed)
-        } else {
-            self.warned.store(false, Ordering::Relaxed);
-            false
+        let threshold = SKEW_WARNING.as_millis() as u64;
+        if offset_ms.unsigned_abs() <= threshold {
+            self.warned_at_ms.store(NOT_WARNED, Ordering::Relaxed);
+            return false;
         }
+        let last = self.warned_at_ms.load(Ordering::Relaxed);
+        let news = last == NOT_WARNED || offset_ms.abs_diff(last) > threshold;
+        if news {
+            self.warned_at_ms.store(offset_ms, Ordering::Relaxed);
+        }
+        news
     }
 }
 
@@ -129,13 +138,23 @@ mod tests {
     }
 
     #[test]
-    fn skew_is_warned_once_per_excursion() {
+    fn skew_is_warned_once_per_excursion_and_again_when_it_moves() {
         let clock = NodeClock::default();
         let minute = 60_000;
+        let hour = 60 * minute;
         assert!(!clock.crossed_warning(minute), "60 s is not past the limit");
-        assert!(clock.crossed_warning(minute + 1));
-        assert!(!clock.crossed_warning(365 * 86_400_000));
-        assert!(!clock.crossed_warning(-(minute + 1)), "still skewed");
+        assert!(clock.crossed_warning(hour));
+        assert!(!clock.crossed_warning(hour + 30_000), "as skewed as warned");
+        assert!(
+            !clock.crossed_warning(hour - minute),
+            "within a minute of it"
+        );
+        assert!(clock.crossed_warning(-hour), "stepped to behind");
+        assert!(
+            clock.crossed_warning(365 * 24 * hour),
+            "stepped a year ahead"
+        );
+        assert!(!clock.crossed_warning(365 * 24 * hour));
         assert!(!clock.crossed_warning(5));
         assert!(
             clock.crossed_warning(-(minute + 1)),
