@@ -6,7 +6,7 @@ use tokio::time::timeout;
 use super::*;
 use crate::ldap_searches::Past;
 use crate::ldap_wire::tests::{search_asked, search_done, search_entry};
-use crate::test_logs::capture;
+use dialtone_sync::testing::logs::capture;
 
 const FLOODED: &str = "LDAP server sent a search more results";
 const CLOSED: &str = "LDAP connection closed; it dropped";

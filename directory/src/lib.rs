@@ -40,8 +40,6 @@ pub mod sources;
 mod tenant_index;
 #[cfg(test)]
 mod test_fixture;
-#[cfg(test)]
-mod test_logs;
 pub mod upstream;
 
 pub use clock::Clock;

@@ -11,8 +11,8 @@ use crate::error::DirectoryError;
 use crate::networks::SourceNetworks;
 use crate::sources::{build_source, BreakerOptions};
 use crate::test_fixture::tenant;
-use crate::test_logs::capture;
 use crate::{LookupOptions, LookupService};
+use dialtone_sync::testing::logs::capture;
 
 /// A name that would read as a field of its own if written unquoted.
 const FORGING: &str = "crm tenant=2";

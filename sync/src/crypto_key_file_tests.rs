@@ -1,51 +1,17 @@
-//! The key file's mode, as `load_or_create` reports it: the crate has no
-//! log subscriber to test with, so a small one records the events here.
+//! The key file's mode, as `load_or_create` reports it.
 
-use std::fmt::{self, Write as _};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, Mutex};
 
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata};
+use tracing::Level;
 
 use super::SecretKey;
-
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Recorded {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        struct Fields(String);
-        impl Visit for Fields {
-            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-                let _ = write!(self.0, " {}={value:?}", field.name());
-            }
-        }
-        let mut fields = Fields(format!("{}:", event.metadata().level()));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use crate::testing::logs::capture;
 
 /// The events logged while loading the key file at `path`.
-fn events_loading(path: &std::path::Path) -> Vec<String> {
-    let recorded = Recorded::default();
-    tracing::subscriber::with_default(recorded.clone(), || {
-        SecretKey::load_or_create(path).unwrap();
-    });
-    let events = recorded.0.lock().unwrap().clone();
-    events
+fn events_loading(path: &std::path::Path) -> Vec<(Level, String)> {
+    let logs = capture();
+    SecretKey::load_or_create(path).unwrap();
+    logs.events()
 }
 
 fn key_file_with_mode(dir: &std::path::Path, mode: u32) -> std::path::PathBuf {
@@ -62,8 +28,8 @@ fn a_key_file_others_can_read_or_write_is_warned_of_once() {
         let path = key_file_with_mode(dir.path(), mode);
         let events = events_loading(&path);
         assert_eq!(events.len(), 1, "mode {mode:o}: {events:?}");
-        let event = &events[0];
-        assert!(event.starts_with("WARN:"), "{event}");
+        let (level, event) = &events[0];
+        assert_eq!(*level, Level::WARN, "{event}");
         assert!(event.contains(&path.display().to_string()), "{event}");
         assert!(event.contains(&format!("mode=0{mode:o}")), "{event}");
         assert!(
@@ -79,11 +45,11 @@ fn a_key_file_only_its_owner_reaches_loads_quietly() {
     // 0400 is how systemd hands a credential to the service.
     for mode in [0o600, 0o400] {
         let path = key_file_with_mode(dir.path(), mode);
-        assert_eq!(events_loading(&path), Vec::<String>::new(), "mode {mode:o}");
+        assert_eq!(events_loading(&path), Vec::new(), "mode {mode:o}");
     }
     // A key made here is made private: nothing but the note to back it up.
     let made = dir.path().join("made.key");
     let events = events_loading(&made);
     assert_eq!(events.len(), 1, "{events:?}");
-    assert!(events[0].contains("back it up"), "{events:?}");
+    assert!(events[0].1.contains("back it up"), "{events:?}");
 }

@@ -16,6 +16,7 @@ use sqlx::Connection;
 use crate::crypto::SecretKey;
 use crate::store::{self, Backend, Store, StoreOptions};
 
+pub mod logs;
 mod relay;
 mod restore;
 pub use relay::Relay;

@@ -5,61 +5,17 @@ mod common;
 #[allow(unused_macros)]
 mod tftp_support;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode};
 use common::*;
 use dialtone_sync::store::TenantInput;
+use dialtone_sync::testing::logs::{capture, LogLines};
 use dialtone_sync::{Family, Mutation, TemplateScope};
 use dialtone_tftp::tftp::TftpOptions;
 use tower::ServiceExt;
-use tracing::field::{Field, Visit};
-use tracing::span;
-
-/// Every event's fields as `name=value` text, one string an event.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn containing(&self, needle: &str) -> Vec<String> {
-        let lines = self.0.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-}
-
-struct Text<'a>(&'a mut String);
-
-impl Visit for Text<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Lines {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
-        span::Id::from_u64(1)
-    }
-    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
-    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = String::new();
-        event.record(&mut Text(&mut text));
-        self.0.lock().unwrap().push(text);
-    }
-    fn enter(&self, _: &span::Id) {}
-    fn exit(&self, _: &span::Id) {}
-}
 
 fn app(f: &Fixture) -> axum::Router {
     dialtone_tftp::http::router(f.provisioner.clone()).layer(MockConnectInfo(
@@ -86,8 +42,7 @@ fn make_unopenable(path: &std::path::Path) {
 
 #[tokio::test]
 async fn a_static_file_that_will_not_open_is_404_if_gone_else_500_and_logged_once_a_second() {
-    let lines = Lines::default();
-    let _logging = tracing::subscriber::set_default(lines.clone());
+    let lines = capture();
     let f = Fixture::new().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gone.ld"), b"firmware").unwrap();
@@ -112,8 +67,7 @@ async fn a_static_file_that_will_not_open_is_404_if_gone_else_500_and_logged_onc
 
 #[tokio::test]
 async fn one_tenants_failing_phone_does_not_hide_anothers_failure() {
-    let lines = Lines::default();
-    let _logging = tracing::subscriber::set_default(lines.clone());
+    let lines = capture();
     let f = Fixture::new().await;
     let Mutation::UpsertPhone(mut beta_phone) =
         phone("00:15:65:00:00:09", Family::Yealink, "T46S", &["Beta"])
@@ -172,8 +126,7 @@ async fn one_tenants_failing_phone_does_not_hide_anothers_failure() {
 /// few addresses kept gigabytes of log a day coming.
 #[tokio::test]
 async fn a_refused_60_kb_path_is_logged_cut_to_a_bounded_line() {
-    let lines = Lines::default();
-    let _logging = tracing::subscriber::set_default(lines.clone());
+    let lines = capture();
     let f = Fixture::new().await;
     let path = format!("/{}", "a".repeat(60_000));
     assert_eq!(status(&app(&f), &path).await, StatusCode::BAD_REQUEST);
@@ -187,8 +140,7 @@ async fn a_refused_60_kb_path_is_logged_cut_to_a_bounded_line() {
 /// server's threads log, so the subscriber is the process's.
 #[tokio::test]
 async fn a_refused_long_tftp_name_is_logged_cut_to_a_bounded_line() {
-    let lines = Lines::default();
-    tracing::subscriber::set_global_default(lines.clone()).unwrap();
+    let lines = LogLines::process_wide();
     let f = Fixture::new().await;
     let server = tftp_support::Server::start(
         tftp_support::Mode::Ported,
@@ -211,8 +163,7 @@ async fn a_refused_long_tftp_name_is_logged_cut_to_a_bounded_line() {
 /// where the shipped filter's pattern ends. An IPv6 source is its /64.
 #[tokio::test]
 async fn a_ban_says_when_its_misses_could_be_forged() {
-    let lines = Lines::default();
-    let _logging = tracing::subscriber::set_default(lines.clone());
+    let lines = capture();
     let f = Fixture::new().await;
     let ask = |from: &'static str, protocol: dialtone_tftp::provision::Protocol| {
         let provisioner = f.provisioner.clone();
@@ -244,7 +195,7 @@ async fn a_ban_says_when_its_misses_could_be_forged() {
             .clone()
     };
     assert!(
-        line("192.0.2.21").ends_with("after repeated misses "),
+        line("192.0.2.21").ends_with("after repeated misses"),
         "{}",
         line("192.0.2.21")
     );
@@ -254,7 +205,7 @@ async fn a_ban_says_when_its_misses_could_be_forged() {
         line("192.0.2.22")
     );
     assert!(
-        line("2001:db8:1:2::/64").ends_with("after repeated misses "),
+        line("2001:db8:1:2::/64").ends_with("after repeated misses"),
         "{}",
         line("2001:db8:1:2::/64")
     );
