@@ -90,6 +90,17 @@ fn exempt_networks_hold_the_address_not_its_64() {
         ip("::ffff:192.0.2.7")
     ));
     assert!(!crate::http_server::exempt(&networks, ip("198.51.100.1")));
+    // Through NAT64 a global IPv4 client is matched as itself, as its
+    // share is counted; the prefix holds no private one (RFC 6052).
+    let networks: Vec<ipnet::IpNet> = ["8.8.8.0/24", "10.0.0.0/8"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(crate::http_server::exempt(
+        &networks,
+        ip("64:ff9b::808:808")
+    ));
+    assert!(!crate::http_server::exempt(&networks, ip("64:ff9b::a01:5")));
 }
 
 /// Refusals are counted by listener (a fixed set), so the API listener's

@@ -15,9 +15,10 @@
 //! reaches; `resolution` turns a source's host into the addresses it may
 //! connect to, within each tenant's share of the node's resolutions.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use dialtone_sync::addresses::{canonical, is_public, listed_as};
 use dialtone_sync::Id;
 use ipnet::IpNet;
 
@@ -112,6 +113,13 @@ impl SourceNetworks {
     /// stays inside the node, past any firewall outside it, and would
     /// reach whatever listens on every address there (a metrics exporter,
     /// a database) as a tenant's source.
+    ///
+    /// An address with an IPv4 host inside is judged as that host
+    /// ([`canonical`]): on an IPv6-only node behind DNS64, an IPv4-only
+    /// service is `64:ff9b::a.b.c.d`, public when `a.b.c.d` is. The prefix
+    /// holds only global IPv4 (RFC 6052), so `64:ff9b::127.0.0.1` is no
+    /// public address, and reaches a NAT64 gateway's inside only where a
+    /// listed network holds it as written.
     pub fn allows(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
         let own = self.own.iter().any(|l| {
@@ -121,7 +129,8 @@ impl SourceNetworks {
         if own || ip.is_unspecified() {
             return false;
         }
-        if self.allowed.iter().any(|net| net.contains(&ip)) {
+        let listed = listed_as(addr.ip()).any(|ip| self.allowed.iter().any(|n| n.contains(&ip)));
+        if listed {
             return true;
         }
         self.public && is_public(ip) && !self.is_node_address(ip)
@@ -214,57 +223,6 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
     }
 }
 
-/// An IPv4 address mapped into IPv6 is judged as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Globally routable: none of the special-purpose ranges (loopback,
-/// private, link-local and cloud metadata, shared/CGNAT, documentation,
-/// benchmarking, multicast, reserved; for IPv6 also unique-local).
-pub fn is_public(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b))
-        || (a == 192 && b == 0 && c == 0)
-        || (a == 198 && (18..20).contains(&b))
-        || a >= 240)
-}
-
-/// Not public either: the forms that carry an IPv4 address inside (NAT64,
-/// 6to4, Teredo, the old IPv4-compatible `::a.b.c.d`), since a relay or a
-/// host's own stack may deliver them to that address, a private one too.
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let [first, second, ..] = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && second == 0x0db8)
-        || (first == 0x0064 && second == 0xff9b)
-        || first == 0x2002
-        || (first == 0x2001 && second == 0x0000)
-        || ip.segments()[..6] == [0; 6])
-}
-
 #[cfg(test)]
 #[path = "networks_mapped_tests.rs"]
 mod mapped_tests;
@@ -285,6 +243,8 @@ pub(crate) mod tests {
         let n = SourceNetworks::default();
         assert!(n.allows(at("203.0.114.10:389")));
         assert!(n.allows(at("8.8.8.8:443")));
+        // An IPv4-only service seen through DNS64, from an IPv6-only node.
+        assert!(n.allows(at("[64:ff9b::8.8.8.8]:443")));
         for refused in [
             "127.0.0.1:8080",
             "169.254.169.254:80",
@@ -302,6 +262,12 @@ pub(crate) mod tests {
             "[2002:a00:1::1]:80",
             "[2001:0:a00:1::1]:80",
             "[64:ff9b:1::a00:1]:80",
+            "[64:ff9b:1::808:808]:80",
+            "[64:ff9b::127.0.0.1]:80",
+            "[64:ff9b::10.1.0.5]:80",
+            "[64:ff9b::169.254.169.254]:80",
+            "[::ffff:0:127.0.0.1]:19000",
+            "[::ffff:0:8.8.8.8]:80",
             "198.51.100.7:80",
         ] {
             assert!(!n.allows(at(refused)), "{refused}");

@@ -55,13 +55,9 @@ impl Counts {
     }
 }
 
-/// Whether `peer` is in an exempt network: the address itself (an IPv4
-/// client behind a dual-stack socket as IPv4), not the /64 it is counted
-/// under, which `::1/128` (the default) or one NAT64 address would never
-/// hold.
+/// Whether `peer` is in an exempt network, matched as TFTP's are.
 pub(crate) fn exempt(networks: &[ipnet::IpNet], peer: IpAddr) -> bool {
-    let address = peer.to_canonical();
-    networks.iter().any(|net| net.contains(&address))
+    dialtone_tftp::guard::is_exempt(networks, peer)
 }
 
 impl Shares {

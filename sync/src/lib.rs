@@ -8,7 +8,9 @@
 //! - [`snapshot`]: the mirror on local disk, for fast and database-less starts.
 //! - [`import`]: CSV/JSON bulk import into mutations.
 //! - [`checks`]: what a row may hold, for the admin API and the import alike.
+//! - [`addresses`]: the IPv4 host inside an IPv6 address, and what is public.
 
+pub mod addresses;
 mod batch;
 mod blocking;
 pub mod checks;

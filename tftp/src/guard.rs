@@ -15,12 +15,12 @@
 //! A "source" is an IPv4 address or an IPv6 /64: one host picks addresses
 //! in its /64 at will, so anything finer would let it reset its own count.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dialtone_sync::{Family, Phone};
+use dialtone_sync::{addresses, Family, Phone};
 use ipnet::{IpNet, Ipv4Net};
 use moka::sync::Cache;
 
@@ -71,29 +71,27 @@ impl Default for GuardOptions {
 }
 
 /// The unit a budget, a ban and a known pair belong to, for TFTP and HTTP
-/// alike.
+/// alike: the IPv4 host an address stands for, else its IPv6 /64. An IPv4
+/// client behind a dual-stack socket or NAT64 is its own source: left as
+/// /64s, all of IPv4 would be one, and one scanner's ban, or one
+/// per-source cap, would fall on every IPv4 phone. Only a global IPv4
+/// address counts from NAT64's well-known prefix
+/// ([`dialtone_sync::addresses::embedded_ipv4`]): a forged TFTP source
+/// `64:ff9b::7f00:1` must not run up 127.0.0.1's misses.
 pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match embedded_ipv4(v6) {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
+    match addresses::canonical(ip) {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
     }
 }
 
-/// The IPv4 client behind an IPv6 address: a dual-stack listener sees one
-/// as `::ffff:a.b.c.d`, an IPv6-only node behind NAT64/SIIT as
-/// `64:ff9b::a.b.c.d` (RFC 6052's well-known prefix). Left as /64s, all of
-/// IPv4 would be one source: one scanner's ban, or one per-source cap,
-/// would fall on every IPv4 phone.
-fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    const NAT64_WELL_KNOWN: u128 = 0x0064_ff9b_u128 << 96;
-    let bits = u128::from(v6);
-    if bits >> 32 == NAT64_WELL_KNOWN >> 32 {
-        return Some(Ipv4Addr::from(bits as u32));
-    }
-    v6.to_ipv4_mapped()
+/// Whether `ip` is in one of the operator's exempt networks
+/// ([`source_networks`]): the host it stands for, as [`source_key`] reads
+/// it, not the /64 it would be counted under, which `::1/128` (the
+/// default) would never hold. A NAT64 address of a private IPv4 address
+/// is not that address here either.
+pub fn is_exempt(networks: &[IpNet], ip: IpAddr) -> bool {
+    addresses::listed_as(ip).any(|ip| networks.iter().any(|net| net.contains(&ip)))
 }
 
 /// A network (`10.1.0.0/16`) or a bare address, as the operator's config

@@ -136,15 +136,67 @@ fn settled_sources_are_forgotten() {
 #[test]
 fn nat64_clients_are_their_ipv4_sources() {
     let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-    let one = source_key(ip("64:ff9b::c000:201"));
-    let two = source_key(ip("64:ff9b::c000:202"));
+    let one = source_key(ip("64:ff9b::808:808"));
+    let two = source_key(ip("64:ff9b::101:101"));
     assert_ne!(one, two);
-    assert_eq!(one, source_key(ip("192.0.2.1")));
-    assert_eq!(two, source_key(ip("192.0.2.2")));
+    assert_eq!(one, ip("8.8.8.8"));
+    assert_eq!(two, ip("1.1.1.1"));
     // The HTTP front end's per-source cap keys by the same rule.
-    assert_eq!(crate::tftp::source_of(ip("64:ff9b::c000:202")), two);
+    assert_eq!(crate::tftp::source_of(ip("64:ff9b::101:101")), two);
     // Only the well-known /96: the local-use prefix is an ordinary /64.
-    assert_eq!(source_key(ip("64:ff9b:1::c000:201")), ip("64:ff9b:1::"));
+    assert_eq!(source_key(ip("64:ff9b:1::808:808")), ip("64:ff9b:1::"));
+}
+
+/// RFC 6052 keeps the well-known prefix for global IPv4: a TFTP source
+/// `64:ff9b::127.0.0.1` is a forged IPv6 address, not the node's loopback,
+/// and its misses are its /64's.
+#[test]
+fn forged_nat64_sources_of_inside_addresses_are_their_64() {
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+    let guard = Guard::new(GuardOptions {
+        burst: 3,
+        per_minute: 1,
+        ..Default::default()
+    });
+    let banned: Vec<bool> = ["64:ff9b::7f00:1", "64:ff9b::a01:5"]
+        .iter()
+        .cycle()
+        .take(4)
+        .map(|forged| guard.miss_via(ip(forged), Via::Datagram))
+        .collect();
+    assert_eq!(banned, [false, false, false, true]);
+    assert_eq!(source_key(ip("64:ff9b::7f00:1")), ip("64:ff9b::"));
+    assert!(guard.is_banned(ip("64:ff9b::7f00:1")));
+    for inside in [
+        "127.0.0.1",
+        "10.1.0.5",
+        "::ffff:127.0.0.1",
+        "64:ff9b::808:808",
+    ] {
+        assert!(!guard.is_banned(ip(inside)), "{inside}");
+    }
+    assert!(
+        ban_line(ip("64:ff9b::7f00:1"), Duration::from_secs(600), true)
+            .contains("ban 64:ff9b::/64 for"),
+    );
+    // Nor is one exempt as the address inside.
+    let exempt = source_networks(&["127.0.0.0/8".into(), "10.0.0.0/8".into()]).unwrap();
+    assert!(!is_exempt(&exempt, ip("64:ff9b::7f00:1")));
+    assert!(!is_exempt(&exempt, ip("64:ff9b::a01:5")));
+    assert!(is_exempt(&exempt, ip("::ffff:10.1.0.5")));
+}
+
+/// An exempt network holds a NAT64 client of a global address as that
+/// address, as its key is; a list naming the prefix holds it as written.
+#[test]
+fn exempt_networks_match_a_nat64_client_as_it_is_keyed() {
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+    let by_ipv4 = source_networks(&["8.8.8.0/24".into()]).unwrap();
+    assert!(is_exempt(&by_ipv4, ip("64:ff9b::808:808")));
+    assert!(!is_exempt(&by_ipv4, ip("64:ff9b::101:101")));
+    let by_prefix = source_networks(&["64:ff9b::/96".into()]).unwrap();
+    assert!(is_exempt(&by_prefix, ip("64:ff9b::808:808")));
+    assert!(!is_exempt(&by_prefix, ip("8.8.8.8")));
 }
 
 #[test]

@@ -31,10 +31,9 @@ impl NetworkIndex {
     /// The tenants whose networks hold `remote`, each with whether a
     /// site-sized one does ([`narrow_enough`]).
     fn holders(&self, state: &Arc<MirrorState>, remote: IpAddr) -> Vec<(Id, bool)> {
-        let remote = match remote {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(remote, IpAddr::V4),
-            v4 => v4,
-        };
+        // The host a ban keys (`guard::source_key`), so that a site's
+        // phones behind NAT64 pass its ban as they would over IPv4.
+        let remote = dialtone_sync::addresses::canonical(remote);
         let networks = self.networks_for(state);
         let mut found: Vec<(Id, bool)> = Vec::new();
         for (v6, len, nets) in &networks.by_len {
@@ -169,6 +168,7 @@ mod tests {
             tenant(6, &["10.5.0.0/16", "10.5.1.0/24"]),
             tenant(7, &["172.16.0.0/12"]),
             tenant(8, &["172.16.5.0/24"]),
+            tenant(9, &["81.2.69.0/24"]),
             Tenant {
                 settings: "{}".into(),
                 ..tenant(5, &[])
@@ -196,6 +196,11 @@ mod tests {
         // A tenant's own networks may nest.
         assert_eq!(of("10.5.1.1"), Some(6));
         assert_eq!(of("192.0.2.1"), None);
+        // An IPv4 host seen through NAT64 is at its site; a private one's
+        // NAT64 form is only an IPv6 address.
+        assert_eq!(of("64:ff9b::81.2.69.5"), Some(9));
+        assert_eq!(of("::ffff:81.2.69.5"), Some(9));
+        assert_eq!(of("64:ff9b::10.5.1.1"), None);
         // Built once per mirror state.
         let first = index.0.load_full().unwrap();
         of("10.0.1.3");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::guard::source_key;
+use crate::guard::{is_exempt, source_key};
 
 /// The transfer table. Every entry belongs to a running transfer, so the
 /// table is bounded by `max_transfers`.
@@ -190,8 +190,8 @@ impl Slots {
     }
 
     fn admit_at(self: &Arc<Self>, peer: SocketAddr, request: &[u8], now: Instant) -> Admission {
-        let ip = canonical(peer.ip());
-        let source = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| source_key(ip));
+        let ip = peer.ip();
+        let source = (!is_exempt(&self.exempt, ip)).then(|| source_key(ip));
         let mut inner = self.lock();
         if let Some(running) = inner
             .by_peer
@@ -518,15 +518,6 @@ impl Drop for Slot {
 /// HTTP front end's per-source cap, and the same unit bans are kept by.
 pub fn source_of(ip: IpAddr) -> IpAddr {
     source_key(ip)
-}
-
-/// An IPv4 client seen through a dual-stack socket is still an IPv4
-/// client: keyed and matched as one.
-pub(super) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 pub use dialtone_sync::LogLimit;

@@ -9,17 +9,35 @@ fn addr(s: &str) -> SocketAddr {
 
 #[test]
 fn ipv6_sources_are_their_64_and_mapped_ipv4_is_ipv4() {
-    let a = source_key(canonical("2001:db8:1:2:aaaa::1".parse().unwrap()));
-    let b = source_key(canonical("2001:db8:1:2:bbbb::9".parse().unwrap()));
-    let c = source_key(canonical("2001:db8:1:3::1".parse().unwrap()));
+    let a = source_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+    let b = source_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+    let c = source_key("2001:db8:1:3::1".parse().unwrap());
     assert_eq!(a, b);
     assert_ne!(a, c);
     // Behind a dual-stack listener every IPv4 client is ::ffff:a.b.c.d;
     // a /64 of those would put all of IPv4 in one source.
-    let d = source_key(canonical("::ffff:192.0.2.1".parse().unwrap()));
-    let e = source_key(canonical("::ffff:192.0.2.2".parse().unwrap()));
+    let d = source_key("::ffff:192.0.2.1".parse().unwrap());
+    let e = source_key("::ffff:192.0.2.2".parse().unwrap());
     assert_eq!(d, "192.0.2.1".parse::<IpAddr>().unwrap());
     assert_ne!(d, e);
+}
+
+/// A NAT64 client is exempt and counted as one host: a global IPv4
+/// address inside is both, a private one neither (it is its /64).
+#[test]
+fn nat64_sources_are_exempt_and_counted_alike() {
+    let exempt = vec!["10.0.0.0/8".parse().unwrap(), "8.8.8.0/24".parse().unwrap()];
+    let slots = Arc::new(Slots::new(10, 2, 8, exempt));
+    let source = |peer: &str| match slots.admit(addr(peer), b"a") {
+        Admission::Granted(slot) => slot.source,
+        _ => panic!("{peer} refused"),
+    };
+    assert_eq!(source("[64:ff9b::808:808]:1000"), None);
+    assert_eq!(
+        source("[64:ff9b::a01:5]:1000"),
+        Some("64:ff9b::".parse().unwrap())
+    );
+    assert_eq!(source("[::ffff:10.1.0.5]:1000"), None);
 }
 
 #[test]

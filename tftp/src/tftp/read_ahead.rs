@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
-use super::limits::{canonical, source_of, LogLimit};
+use super::limits::{source_of, LogLimit};
 use super::read_pool::{self, ReadBudget, ReadPermit};
 use super::{transfer_failed, Refusal, TftpOptions};
+use crate::guard::is_exempt;
 use crate::statics::open_regular;
 
 /// How far ahead of the client a transfer reads at least: 64 blocks of
@@ -40,12 +41,8 @@ pub(super) fn next_look(since: Instant, now: Instant) -> Instant {
 /// Whom a read counts against: its client's source, unless the source
 /// is in an exempt network.
 pub(super) fn reads_source(options: &TftpOptions, peer: SocketAddr) -> Option<IpAddr> {
-    let ip = canonical(peer.ip());
-    let exempt = options
-        .per_source_exempt
-        .iter()
-        .any(|net| net.contains(&ip));
-    (!exempt).then(|| source_of(ip))
+    let ip = peer.ip();
+    (!is_exempt(&options.per_source_exempt, ip)).then(|| source_of(ip))
 }
 
 static BUSY_LOG: LogLimit = LogLimit::new();

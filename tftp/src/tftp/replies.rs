@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use super::limits::{canonical, source_of};
+use super::limits::source_of;
 use crate::debts::Debts;
+use crate::guard::is_exempt;
 
 /// Errors a source may get at once: an office behind one NAT booting its
 /// phones asks for many missing files at once, and each phone that gets
@@ -47,8 +48,8 @@ impl ErrorReplies {
     /// Whether an error may go to `peer` now; one that may not is counted
     /// as a refusal with reason "error_limited".
     pub fn allow(&self, peer: SocketAddr) -> bool {
-        let ip = canonical(peer.ip());
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
+        let ip = peer.ip();
+        if is_exempt(&self.exempt, ip) {
             return true;
         }
         let now = self.epoch.elapsed().as_micros() as u64;
