@@ -1,10 +1,12 @@
 //! The configuration's smaller sections and their defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::resync::family;
 
 /// Pushing a re-provision to running phones: a SIP NOTIFY (`check-sync`,
 /// `resync`) sent through the platform's SIP proxy, which knows where each
@@ -123,7 +125,64 @@ impl ResyncConfig {
         if !crate::resync::sip::valid_domain(&self.sender_host()) {
             bail!("resync.from_domain must be a host name or address");
         }
-        Ok(())
+        self.check_proxy_family()
+    }
+
+    /// A proxy written as an address of the family `listen` cannot send
+    /// to failed every resync as "could not be resolved", with nothing
+    /// said at start. Only while the proxy is used: `direct` sends past it.
+    fn check_proxy_family(&self) -> Result<()> {
+        let Some(proxy) = self.proxy.as_deref().filter(|_| !self.direct) else {
+            return Ok(());
+        };
+        let literal = split_host_port(proxy).and_then(|(host, _)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.parse::<IpAddr>().ok()
+        });
+        let listen = self.listen.ip();
+        match literal {
+            Some(ip) if !family::reaches(listen, ip) => bail!(
+                "resync.proxy {proxy} is {} and resync.listen {} is {}: no NOTIFY could reach it; \
+                 set resync.listen to an {0} address, or \"[::]:0\" for both",
+                family::name(ip),
+                self.listen,
+                family::name(listen),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// `direct_networks` entries of the family `listen` cannot send to:
+    /// their phones got "has not fetched its configuration" while history
+    /// showed they had. Warned of, not refused, and only with `direct` on:
+    /// the shipped list holds `fc00::/7`, which the shipped `listen`
+    /// (`0.0.0.0:0`) cannot reach.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        let listen = self.listen.ip();
+        let unreached: Vec<&str> = self
+            .direct_networks
+            .iter()
+            .filter(|text| {
+                dialtone_tftp::tftp::parse_network(text)
+                    .is_some_and(|net| !family::reaches(listen, net.addr()))
+            })
+            .map(String::as_str)
+            .collect();
+        if !self.direct || unreached.is_empty() {
+            return Vec::new();
+        }
+        let theirs = if listen.to_canonical().is_ipv4() {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        vec![format!(
+            "resync.direct_networks has {theirs} networks ({}), and resync.listen {} is {}: no NOTIFY \
+             reaches a phone in them (resync.listen = \"[::]:0\" sends over both)",
+            unreached.join(", "),
+            self.listen,
+            family::name(listen),
+        )]
     }
 }
 

@@ -402,6 +402,45 @@ fn phones_are_never_given_a_base_url_they_cannot_reach() {
     }
 }
 
+/// An IPv4-mapped address is judged as its IPv4 address: a mapped
+/// loopback or wildcard `http_listen` passed where `127.0.0.1` and
+/// `0.0.0.0` were refused, and phones were told to fetch from it.
+#[test]
+fn a_mapped_address_is_judged_as_its_ipv4_address() {
+    let elsewhere = "tftp_listen = \"192.0.2.1:69\"\n";
+    for (text, refused) in [
+        (
+            format!("[provisioning]\n{elsewhere}http_listen = \"[::ffff:127.0.0.1]:18091\"\n"),
+            true,
+        ),
+        (
+            "[provisioning]\nhttp_listen = \"[::ffff:0.0.0.0]:18091\"\n".to_string(),
+            true,
+        ),
+        (
+            format!("[provisioning]\n{elsewhere}base_url = \"http://[::ffff:127.0.0.1]:18091\"\n"),
+            true,
+        ),
+        (
+            "[provisioning]\nbase_url = \"http://[::ffff:0.0.0.0]:18091\"\n".to_string(),
+            true,
+        ),
+        // A mapped loopback listener is not where phones reach this node.
+        (
+            "[provisioning]\nhttp_listen = \"127.0.0.1:18091\"\ntftp_listen = \"[::ffff:127.0.0.2]:69\"\n"
+                .to_string(),
+            false,
+        ),
+    ] {
+        let checked = load(&text, &[]).and_then(|c| c.check_base_url());
+        match (refused, checked) {
+            (true, Err(e)) => assert!(e.to_string().contains("base_url"), "{text}: {e}"),
+            (false, Ok(())) => {}
+            (_, result) => panic!("{text}: {result:?}"),
+        }
+    }
+}
+
 #[test]
 fn resync_in_flight_past_its_bound_is_refused() {
     let err = load("[resync]\nmax_inflight = 9223372036854775807\n", &[])
@@ -474,6 +513,15 @@ fn two_listeners_on_one_address_are_refused_by_both_keys() {
         ),
         (
             "[http]\nlisten = \"0.0.0.0:8081\"\n",
+            Some(("http.listen", "provisioning.http_listen")),
+        ),
+        // `[::]` is bound dual-stack, and a mapped address is IPv4.
+        (
+            "[http]\nlisten = \"[::]:8081\"\n",
+            Some(("http.listen", "provisioning.http_listen")),
+        ),
+        (
+            "[http]\nlisten = \"[::ffff:127.0.0.1]:8081\"\n",
             Some(("http.listen", "provisioning.http_listen")),
         ),
         (

@@ -1,7 +1,7 @@
 //! Checks a loaded configuration: values a section's type cannot refuse
 //! by itself, each refused with its key named.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use anyhow::{bail, Result};
 
@@ -163,19 +163,26 @@ impl Config {
                     .to_string(),
             );
         }
+        warnings.extend(self.resync.warnings());
         warnings
     }
 
     /// Two of this node's own listeners on one address: the second bind
     /// failed with "Address already in use", which reads as another
     /// program holding the port. A wildcard takes its port on every
-    /// address of its family; port 0 is a fresh port at each bind.
+    /// address of its family, and `[::]` (bound dual-stack) on every IPv4
+    /// address too; a mapped address is its IPv4 one; port 0 is a fresh
+    /// port at each bind.
     fn check_listeners_apart(&self) -> Result<()> {
+        let everywhere = |ip: IpAddr| ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         let overlap = |a: SocketAddr, b: SocketAddr| {
+            let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
             a.port() != 0
                 && a.port() == b.port()
-                && a.is_ipv4() == b.is_ipv4()
-                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                && (everywhere(x)
+                    || everywhere(y)
+                    || (x.is_ipv4() == y.is_ipv4()
+                        && (x == y || x.is_unspecified() || y.is_unspecified())))
         };
         for (protocol, listeners) in self.bound_listeners() {
             for (i, &(first_key, first)) in listeners.iter().enumerate() {
@@ -205,12 +212,15 @@ impl Config {
     /// a listener the file keeps on loopback, or close one it opens.
     pub fn check_base_url(&self) -> Result<()> {
         let p = &self.provisioning;
+        // Unmapped first: `[::ffff:127.0.0.1]` is loopback to the kernel,
+        // though not to `Ipv6Addr::is_loopback`, and passed where
+        // `127.0.0.1` was refused.
         let reached_elsewhere = [Some(p.http_listen), p.tftp_listen, p.https_listen]
             .into_iter()
             .flatten()
-            .any(|listen| !listen.ip().is_loopback());
+            .any(|listen| !listen.ip().to_canonical().is_loopback());
         let Some(base) = &p.base_url else {
-            let listen = p.http_listen.ip();
+            let listen = p.http_listen.ip().to_canonical();
             // A link-local address with its zone makes no URL at all.
             let no_url = url::Url::parse(&p.base_url()).is_err();
             // Port 0 is whatever port the bind was given, never known here.
@@ -232,13 +242,13 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("provisioning.base_url {base:?}: {e}"))?;
         // Loopback is unreachable to phones once they reach this node on
         // another address.
+        let host_ip = |ip: std::net::IpAddr| {
+            let ip = ip.to_canonical();
+            ip.is_unspecified() || (ip.is_loopback() && reached_elsewhere)
+        };
         let unreachable = match url.host() {
-            Some(url::Host::Ipv4(ip)) => {
-                ip.is_unspecified() || (ip.is_loopback() && reached_elsewhere)
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                ip.is_unspecified() || (ip.is_loopback() && reached_elsewhere)
-            }
+            Some(url::Host::Ipv4(ip)) => host_ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => host_ip(ip.into()),
             Some(url::Host::Domain(name)) => name == "localhost" && reached_elsewhere,
             None => true,
         };

@@ -25,6 +25,7 @@ use dialtone_sync::store::BootRecord;
 use dialtone_sync::{now_millis, Mac, Millis, Tenant};
 use ipnet::IpNet;
 
+use super::refetch::trusted_until;
 use super::track::Via;
 use super::ResyncService;
 
@@ -60,7 +61,12 @@ impl ResyncService {
             // gone silent the read would wait until TCP gave up, holding
             // one of the worker's places. The platform's fault, not the
             // phone's: it pages the operator as the proxy's failures do.
-            let read = self.inner.store.served_boots(mac, tenant.id, SERVED_ROWS);
+            let now = now_millis();
+            let stamped_by = trusted_until(now);
+            let read = self
+                .inner
+                .store
+                .served_boots(mac, tenant.id, stamped_by, SERVED_ROWS);
             let rows = tokio::time::timeout(super::refetch::HISTORY_READ_WITHIN, read)
                 .await
                 .map_err(|_| ("no_address", "provisioning history did not answer in time"))?
@@ -68,7 +74,7 @@ impl ResyncService {
             let networks = provisioning_networks(tenant);
             return choose(
                 &rows,
-                now_millis(),
+                now,
                 ours,
                 &self.inner.direct_networks,
                 networks.as_deref(),
@@ -78,23 +84,27 @@ impl ResyncService {
         let Some(proxy) = &self.inner.proxy else {
             return Err(PROXY_UNRESOLVED);
         };
-        let usable: Vec<SocketAddr> = proxy
-            .addresses()
-            .await
-            .into_iter()
+        let resolved = proxy.addresses().await;
+        let usable: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
             .filter(|a| same_family(ours, a.ip()))
             .collect();
         let transport = &self.inner.transport;
         transport.watch(&usable);
         proxy
             .pick(&usable, |a| transport.unanswered(a))
-            .ok_or(PROXY_UNRESOLVED)
+            .ok_or_else(|| {
+                super::family::proxy_refusal(ours, &resolved).unwrap_or(PROXY_UNRESOLVED)
+            })
     }
 }
 
 /// The address to send to among a phone's fetches: served, of our
 /// family, inside `direct` and `tenant`'s networks (when it has any), at
-/// most `FETCH_TRUSTED_MS` before `now`; the newest.
+/// most `FETCH_TRUSTED_MS` before `now` and not after
+/// [`trusted_until`]`(now)`; the newest. A row stamped a year ahead won
+/// for that year, over the phone's real fetches from wherever it is now.
 pub(super) fn choose(
     rows: &[BootRecord],
     now: Millis,
@@ -107,13 +117,19 @@ pub(super) fn choose(
         .iter()
         .filter(|r| r.outcome == "ok" && matches!(r.protocol.as_str(), "http" | "https" | "tftp"))
         .filter_map(|r| Some((r.at, r.remote_ip.parse::<IpAddr>().ok()?.to_canonical())))
-        .filter(|&(_, ip)| same_family(ours, ip))
         .collect();
     if served.is_empty() {
         return Err((
             NO_FETCH,
             "no known address: the phone has not fetched its configuration",
         ));
+    }
+    let served: Vec<(i64, IpAddr)> = served
+        .into_iter()
+        .filter(|&(_, ip)| same_family(ours, ip))
+        .collect();
+    if served.is_empty() {
+        return Err((NO_FETCH, super::family::fetched_elsewhere(ours)));
     }
     let allowed: Vec<(i64, IpAddr)> = served
         .into_iter()
@@ -125,7 +141,17 @@ pub(super) fn choose(
             "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
         ));
     }
-    allowed
+    let stamped: Vec<(i64, IpAddr)> = allowed
+        .into_iter()
+        .filter(|&(at, _)| at <= trusted_until(now))
+        .collect();
+    if stamped.is_empty() {
+        return Err((
+            NO_FETCH,
+            "no known address: the phone's fetches are stamped ahead of this node's clock",
+        ));
+    }
+    stamped
         .into_iter()
         .filter(|&(at, _)| now.saturating_sub(at) <= FETCH_TRUSTED_MS)
         .max_by_key(|&(at, _)| at)
@@ -154,11 +180,7 @@ fn provisioning_networks(tenant: &Tenant) -> Option<Vec<IpNet>> {
 }
 
 pub(super) fn same_family(ours: Option<IpAddr>, theirs: IpAddr) -> bool {
-    match ours {
-        Some(IpAddr::V4(_)) => theirs.is_ipv4(),
-        Some(IpAddr::V6(v6)) if !v6.is_unspecified() => theirs.is_ipv6(),
-        _ => true,
-    }
+    ours.is_none_or(|ours| super::family::reaches(ours, theirs))
 }
 
 #[cfg(test)]
@@ -256,6 +278,59 @@ mod tests {
             let nowhere = choose(rows, now, ours, &nets(&["192.168.0.0/16"]), None);
             assert_eq!(nowhere.unwrap_err().0, "no_fetch");
         }
+    }
+
+    const YEAR: Millis = 365 * 24 * 3600 * 1000;
+
+    /// A fetch stamped ahead of this node's clock (a clock stepped ahead,
+    /// put right later) is no address: it outranked the phone's real,
+    /// newer fetches from elsewhere for as long as the step was.
+    #[test]
+    fn a_fetch_stamped_ahead_of_the_clock_is_not_sent_to() {
+        let ours = Some("10.0.0.1".parse().unwrap());
+        let direct = nets(&["10.0.0.0/8"]);
+        let now = 40 * 24 * 3600 * 1000;
+        let skew = dialtone_tftp::digest::MAX_CLOCK_SKEW.as_millis() as Millis;
+        let rows = [
+            fetch("10.1.1.1", "http", "ok", now + YEAR),
+            fetch("10.1.1.2", "tftp", "ok", now - 60_000),
+        ];
+        assert_eq!(
+            choose(&rows, now, ours, &direct, None),
+            Ok("10.1.1.2".parse().unwrap())
+        );
+        // Within the skew nodes' clocks may differ by, it is the newest.
+        let close = [
+            fetch("10.1.1.1", "http", "ok", now + skew),
+            fetch("10.1.1.2", "tftp", "ok", now - 60_000),
+        ];
+        assert_eq!(
+            choose(&close, now, ours, &direct, None),
+            Ok("10.1.1.1".parse().unwrap())
+        );
+        let past = [
+            fetch("10.1.1.1", "http", "ok", now + skew + 1),
+            fetch("10.1.1.2", "tftp", "ok", now - 60_000),
+        ];
+        assert_eq!(
+            choose(&past, now, ours, &direct, None),
+            Ok("10.1.1.2".parse().unwrap())
+        );
+    }
+
+    /// Fetches all stamped ahead give no address, as old ones do.
+    #[test]
+    fn fetches_only_stamped_ahead_of_the_clock_give_no_address() {
+        let ours = Some("10.0.0.1".parse().unwrap());
+        let direct = nets(&["10.0.0.0/8"]);
+        let now = 40 * 24 * 3600 * 1000;
+        let rows = [
+            fetch("10.1.1.1", "http", "ok", now + YEAR),
+            fetch("10.1.1.3", "tftp", "ok", now + 3_600_000),
+        ];
+        let (label, reason) = choose(&rows, now, ours, &direct, None).unwrap_err();
+        assert_eq!(label, "no_fetch");
+        assert!(reason.contains("ahead of this node's clock"), "{reason}");
     }
 
     #[test]

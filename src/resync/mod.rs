@@ -18,6 +18,7 @@ mod book;
 mod direct;
 pub mod domains;
 mod enqueue;
+pub mod family;
 mod proxy;
 pub mod queue;
 mod recheck;
@@ -133,7 +134,7 @@ impl ResyncService {
         store: Arc<dyn Store>,
         history: Option<HistorySink>,
     ) -> Result<ResyncService> {
-        let socket = std::net::UdpSocket::bind(config.listen)
+        let socket = dialtone_tftp::dual_stack::bind_udp(config.listen)
             .with_context(|| format!("binding resync.listen {}", config.listen))?;
         socket.set_nonblocking(true)?;
         let socket = tokio::net::UdpSocket::from_std(socket)?;

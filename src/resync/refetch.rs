@@ -33,6 +33,17 @@ pub(super) const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
 /// At most one warning of reads past their time this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// The latest stamp a fetch in history may bear at `now` (this node's
+/// clock) and be trusted: ahead by no more than nodes' clocks may differ,
+/// the allowance the Digest nonce check makes. A row stamped further
+/// ahead is no evidence of where the phone is or whether it refetched:
+/// the clock that stamped it was wrong (stepped ahead, then put right),
+/// and until this clock caught up it outranked every real fetch since.
+pub(super) fn trusted_until(now: Millis) -> Millis {
+    let skew = dialtone_tftp::digest::MAX_CLOCK_SKEW.as_millis() as Millis;
+    now.saturating_add(skew)
+}
+
 /// Answered resyncs whose refetch is not seen yet, by when each is polled
 /// next. At most `capacity` (the table's): past it the oldest goes.
 pub(super) struct Watch {
@@ -145,11 +156,12 @@ impl ResyncService {
             let mut batch = batch.into_iter();
             while let Some((seq, waited, mac, tenant, sent)) = batch.next() {
                 let own = mac.to_string();
+                let now = now_millis();
                 let read = tokio::select! {
                     _ = cancel.cancelled() => return,
                     read = tokio::time::timeout(
                         HISTORY_READ_WITHIN,
-                        self.inner.store.served_boots(&mac, tenant, 20),
+                        self.inner.store.served_boots(&mac, tenant, trusted_until(now), 20),
                     ) => read,
                 };
                 let Ok(read) = read else {
@@ -174,7 +186,9 @@ impl ResyncService {
                     }
                     break;
                 };
-                let found = read.ok().and_then(|rows| refetch_in(&rows, &own, sent));
+                let found = read
+                    .ok()
+                    .and_then(|rows| refetch_in(&rows, &own, sent, now));
                 let mut book = self.book();
                 match found {
                     Some(at) => {
@@ -201,10 +215,18 @@ impl ResyncService {
 /// phone's delay (1-5 s). No tolerance is allowed for clocks apart: the
 /// watch polls from the moment the NOTIFY is answered, and a fetch the
 /// phone made just before it would pass for the refetch before the real
-/// one came.
-pub(super) fn refetch_in(rows: &[BootRecord], own: &str, sent: Millis) -> Option<Millis> {
+/// one came. Nor does a fetch stamped after [`trusted_until`]`(now)`: one
+/// made before the NOTIFY by a node whose clock ran ahead would pass for
+/// the refetch, however long before it was made.
+pub(super) fn refetch_in(
+    rows: &[BootRecord],
+    own: &str,
+    sent: Millis,
+    now: Millis,
+) -> Option<Millis> {
     rows.iter()
-        .filter(|r| r.at >= sent && r.outcome == "ok" && r.file.to_ascii_lowercase().contains(own))
+        .filter(|r| r.at >= sent && r.at <= trusted_until(now))
+        .filter(|r| r.outcome == "ok" && r.file.to_ascii_lowercase().contains(own))
         .map(|r| r.at)
         .min()
 }

@@ -1,6 +1,7 @@
 //! A refetch seen whichever node served it, also one that served the
 //! phone moments before the NOTIFY (and, not having sent it, does not
-//! record the phone in full).
+//! record the phone in full); and fetches a clock stepped ahead stamped,
+//! which are trusted neither as a refetch nor as the phone's address.
 
 use std::sync::Arc;
 
@@ -34,17 +35,18 @@ fn fetch(file: &str, at: Millis) -> BootRecord {
 #[test]
 fn only_a_served_fetch_of_its_own_file_after_the_notify_counts() {
     let sent = 1_700_000_000_000;
+    let now = sent + 5_000;
     let own = format!("{MAC}.cfg");
     let rows = [
         fetch(&own, sent + 3_000),
         fetch(&own, sent + 1_500),
         fetch(&own, sent - 30_000),
     ];
-    assert_eq!(refetch_in(&rows, MAC, sent), Some(sent + 1_500));
+    assert_eq!(refetch_in(&rows, MAC, sent, now), Some(sent + 1_500));
     // A fetch just before the NOTIFY (the phone's own periodic one) is not
     // the refetch, however close.
     let before = [fetch(&own, sent - 30_000), fetch(&own, sent - 200)];
-    assert_eq!(refetch_in(&before, MAC, sent), None);
+    assert_eq!(refetch_in(&before, MAC, sent, now), None);
     // Nor is a fetch of another file, or one not served.
     let others = [
         fetch("y000000000028.cfg", sent + 1_000),
@@ -53,7 +55,26 @@ fn only_a_served_fetch_of_its_own_file_after_the_notify_counts() {
             ..fetch(&own, sent + 1_000)
         },
     ];
-    assert_eq!(refetch_in(&others, MAC, sent), None);
+    assert_eq!(refetch_in(&others, MAC, sent, now), None);
+}
+
+/// A fetch made before the NOTIFY by a node whose clock ran ahead is
+/// stamped after it: not the refetch once its stamp is further ahead of
+/// this node's clock than nodes' clocks may differ.
+#[test]
+fn a_fetch_stamped_ahead_of_the_clock_is_not_the_refetch() {
+    let sent = 1_700_000_000_000;
+    let now = sent + 2_000;
+    let skew = dialtone_tftp::digest::MAX_CLOCK_SKEW.as_millis() as Millis;
+    let year = 365 * 24 * 3600 * 1000;
+    let own = format!("{MAC}.cfg");
+    let ahead = [fetch(&own, sent + year), fetch(&own, now + skew + 1)];
+    assert_eq!(refetch_in(&ahead, MAC, sent, now), None);
+    let real = [fetch(&own, sent + year), fetch(&own, sent + 1_500)];
+    assert_eq!(refetch_in(&real, MAC, sent, now), Some(sent + 1_500));
+    // Within that allowance it is a fetch like any other.
+    let close = [fetch(&own, now + skew)];
+    assert_eq!(refetch_in(&close, MAC, sent, now), Some(now + skew));
 }
 
 /// A node that serves phones: its own provisioner and history sink.
@@ -184,4 +205,66 @@ async fn a_refetch_of_new_bytes_from_another_node_is_seen_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refetch_of_new_bytes_from_another_node_is_seen_postgres() {
     a_refetch_of_new_bytes_from_another_node_is_seen(Backend::Postgres).await;
+}
+
+/// Rows a clock stepped ahead stamped sort first in history and outlive
+/// pruning by age until their stamp: more of them than one read takes hid
+/// every real fetch, from the direct address and from the refetch watch.
+async fn fetches_stamped_ahead_do_not_fill_the_history_read(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let seed = [build::tenant("acme", "US"), build::phone("acme", 1, 1)];
+    store.apply(&seed, &build::audit("seed")).await.unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let state = mirror.load();
+    let tenant = state.tenant_by_slug("acme").unwrap();
+    let now = now_millis();
+    let year = 365 * 24 * 3600 * 1000;
+    let own = format!("{MAC}.cfg");
+    let at = |remote_ip: &str, at: Millis| BootRecord {
+        remote_ip: remote_ip.into(),
+        tenant_id: Some(tenant.id),
+        ..fetch(&own, at)
+    };
+    let mut rows: Vec<BootRecord> = (0..150)
+        .map(|n| at("10.9.9.9", now + year - n * 61_000))
+        .collect();
+    rows.push(at("10.1.1.2", now - 60_000));
+    store.record_boots(&rows).await.unwrap();
+
+    let config = ResyncConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        direct: true,
+        ..Default::default()
+    };
+    let service = ResyncService::new(&config, store.clone(), None).unwrap();
+    let mac: Mac = MAC.parse().unwrap();
+    let to = service.destination(Via::Direct, &mac, tenant).await;
+    assert_eq!(to, Ok("10.1.1.2:5060".parse().unwrap()));
+
+    answered(&service, 1, tenant.id, now - 120_000);
+    let cancel = CancellationToken::new();
+    let watching = tokio::spawn(service.clone().watch_refetches(cancel.clone()));
+    let mut refetched = None;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        refetched = service.list(None, 10, |_| true)[0].refetched_at;
+        if refetched.is_some() {
+            break;
+        }
+    }
+    cancel.cancel();
+    watching.await.unwrap();
+    assert_eq!(refetched, Some(now - 60_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_stamped_ahead_do_not_fill_the_history_read_sqlite() {
+    fetches_stamped_ahead_do_not_fill_the_history_read(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_stamped_ahead_do_not_fill_the_history_read_postgres() {
+    fetches_stamped_ahead_do_not_fill_the_history_read(Backend::Postgres).await;
 }

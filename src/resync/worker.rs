@@ -293,7 +293,7 @@ fn reachable_local(bound: std::io::Result<SocketAddr>, dest: SocketAddr) -> Sock
     if !bound.ip().is_unspecified() {
         return bound;
     }
-    let probe = std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0))
+    let probe = dialtone_tftp::dual_stack::bind_udp(SocketAddr::new(bound.ip(), 0))
         .and_then(|s| s.connect(dest).map(|_| s))
         .and_then(|s| s.local_addr());
     match probe {

@@ -564,10 +564,11 @@ impl Sockets {
     }
 }
 
-/// Binds a TCP listener; the error names the config key, and for a
-/// privileged port the capability that is missing.
+/// Binds a TCP listener, dual-stack on `[::]`; the error names the config
+/// key, and for a privileged port the capability that is missing.
 async fn bind_tcp(addr: SocketAddr, key: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listener = dialtone_tftp::dual_stack::listen_tcp(addr).and_then(TcpListener::from_std);
+    listener.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
             format!(
                 ": port {} is privileged: run with CAP_NET_BIND_SERVICE \
@@ -597,5 +598,19 @@ mod open_file_tests {
         config.http.monitoring_listen = Some("127.0.0.1:9100".parse().unwrap());
         let with_all = open_files_needed(&config);
         assert!(with_all >= base + 2 * 4096 + 4096, "{with_all}");
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    /// `[::]` serves IPv4 clients too whatever the host's
+    /// `net.ipv6.bindv6only`: read back, not left to the host, where at 1
+    /// every IPv4 phone was shut out.
+    #[tokio::test]
+    async fn an_ipv6_wildcard_listener_is_dual_stack() {
+        let listener = super::bind_tcp("[::]:0".parse().unwrap(), "http.listen")
+            .await
+            .unwrap_or_else(|e| panic!("is IPv6 available on this machine (`ip -6 addr`)? {e:#}"));
+        assert!(!socket2::SockRef::from(&listener).only_v6().unwrap());
     }
 }

@@ -205,7 +205,9 @@ async fn a_lost_commit_is_asked_about_with_the_pool_full() {
     let reader = store.clone();
     let waiting = tokio::spawn(async move {
         let mac = "001565000001".parse().unwrap();
-        reader.served_boots(&mac, 1, 1).await
+        reader
+            .served_boots(&mac, 1, dialtone_sync::now_millis(), 1)
+            .await
     });
     let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let mut waiters = 0i64;

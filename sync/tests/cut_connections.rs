@@ -197,7 +197,10 @@ async fn a_history_read_cut_off_on_a_silent_connection_gives_its_pool_slot_back(
     for _ in 0..POOL_SIZE {
         let reading = {
             let node = node.clone();
-            async move { tokio::time::timeout(LIMIT, node.served_boots(&mac, tenant_id, 20)).await }
+            async move {
+                tokio::time::timeout(LIMIT, node.served_boots(&mac, tenant_id, now_millis(), 20))
+                    .await
+            }
         };
         let cut = cut_off(&db, &relay, "provisioning_history", reading).await;
         assert!(cut.is_err(), "the read ended on a frozen connection");
@@ -206,6 +209,10 @@ async fn a_history_read_cut_off_on_a_silent_connection_gives_its_pool_slot_back(
         all_slots_usable(node.pool()).await,
         "the reads given up keep connections of the pool"
     );
-    let read = tokio::time::timeout(PATIENCE, node.served_boots(&mac, tenant_id, 20)).await;
+    let read = tokio::time::timeout(
+        PATIENCE,
+        node.served_boots(&mac, tenant_id, now_millis(), 20),
+    )
+    .await;
     assert!(matches!(read, Ok(Ok(_))), "a read after the cuts: {read:?}");
 }

@@ -1,18 +1,22 @@
 //! Pruning on PostgreSQL goes by the database's clock, not the pruning
 //! node's: every node prunes the shared tables, so one node with a wrong
-//! clock must neither delete everyone's rows nor keep them for ever.
+//! clock must neither delete everyone's rows nor keep them for ever. On
+//! SQLite it goes by the node's clock as counted since the store was
+//! opened, so a clock stepped ahead afterwards cannot empty the tables.
 
 mod common;
 
 use std::time::Duration;
 
 use dialtone_sync::store::postgres::PgStore;
+use dialtone_sync::store::sqlite::SqliteStore;
 use dialtone_sync::store::BootRecord;
 use dialtone_sync::testing::build::{audit, tenant};
 use dialtone_sync::testing::{test_key, TestDb};
 use dialtone_sync::*;
 
-const YEAR_MS: Millis = 365 * 86_400_000;
+const DAY_MS: Millis = 86_400_000;
+const YEAR_MS: Millis = 365 * DAY_MS;
 
 fn a_year_ahead() -> Millis {
     now_millis() + YEAR_MS
@@ -56,7 +60,7 @@ async fn counts(db: &TestDb) -> [i64; 3] {
     ]
 }
 
-async fn write_rows(store: &PgStore) {
+async fn write_rows(store: &dyn Store) {
     store
         .apply(&[tenant("acme", "US")], &audit("setup"))
         .await
@@ -65,7 +69,7 @@ async fn write_rows(store: &PgStore) {
 }
 
 /// Prunes all three tables; returns the rows each deleted.
-async fn prune_all(store: &PgStore, retain: Duration) -> [u64; 3] {
+async fn prune_all(store: &dyn Store, retain: Duration) -> [u64; 3] {
     [
         store.prune_audit(retain).await.unwrap(),
         store.prune_boots(retain).await.unwrap(),
@@ -114,4 +118,25 @@ async fn a_node_in_step_measures_no_offset() {
     prune_all(&store, Duration::from_secs(3600)).await;
     let offset = store.clock_offset_ms();
     assert!(offset.abs() < 5_000, "measured {offset} ms");
+}
+
+/// A fetch two days old is pruned at a day's retention and everything
+/// written now is kept, as by the time counted since the store was opened:
+/// by the clock as stepped, a day's retention would delete every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_node_stepped_a_year_ahead_prunes_only_what_is_old() {
+    let db = TestDb::sqlite();
+    let store = SqliteStore::connect(&db.url, test_key(), &StoreOptions::default())
+        .await
+        .unwrap()
+        .with_node_clock(a_year_ahead);
+    store.migrate().await.unwrap();
+    write_rows(&store).await;
+    let old = fetch(now_millis() - 2 * DAY_MS);
+    store.record_boots(&[old]).await.unwrap();
+    let before = counts(&db).await;
+    assert!(before.iter().all(|&n| n > 0), "{before:?}");
+    let day = Duration::from_secs(86_400);
+    assert_eq!(prune_all(&store, day).await, [0, 1, 0]);
+    assert_eq!(counts(&db).await, [before[0], before[1] - 1, before[2]]);
 }

@@ -14,6 +14,7 @@ pub mod digest;
 mod directory_budget;
 #[cfg(test)]
 mod dropped_tests;
+pub mod dual_stack;
 pub mod engine;
 mod engine_check;
 #[cfg(test)]

@@ -199,8 +199,7 @@ fn listener_count(options: &TftpOptions) -> usize {
 }
 
 fn bind_one(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = crate::dual_stack::udp_socket(addr)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
         // Every answer leaves from here: a window burst of a thousand

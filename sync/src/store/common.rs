@@ -976,20 +976,25 @@ macro_rules! shared_sql {
             mac: &Mac,
             tenant: Option<Id>,
             limit: i64,
-            served: bool,
+            served_by: Option<Millis>,
         ) -> Result<Vec<BootRecord>, SyncError> {
             const COLUMNS: &str = "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, \
                                    firmware, tenant_id FROM provisioning_history WHERE mac = $1";
-            // `served`: `Store::served_boots` says why.
+            // `served_by`: served fetches stamped by then only;
+            // `Store::served_boots` says why.
             let mut query = String::from(COLUMNS);
-            if served {
-                query.push_str(" AND outcome = 'ok'");
+            if served_by.is_some() {
+                query.push_str(" AND outcome = 'ok' AND at <= $3");
             }
             if tenant.is_some() {
-                query.push_str(" AND tenant_id = $3");
+                let n = if served_by.is_some() { 4 } else { 3 };
+                query.push_str(&format!(" AND tenant_id = ${n}"));
             }
             query.push_str(" ORDER BY at DESC, id DESC LIMIT $2");
             let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit);
+            if let Some(by) = served_by {
+                select = select.bind(by);
+            }
             if let Some(tenant) = tenant {
                 select = select.bind(tenant);
             }

@@ -10,6 +10,7 @@ mod fleet;
 mod masked;
 mod mutation_creates;
 mod nul;
+mod offset_warning;
 mod phone_batch;
 pub mod postgres;
 mod rekey;
@@ -595,10 +596,14 @@ pub trait Store: Send + Sync + 'static {
     /// Where a phone of `tenant` was served lately, newest first: its
     /// served fetches only, chosen before the limit (anyone can make a
     /// refused fetch name a MAC, and a few dozen hid every real one).
+    /// Only those stamped at `stamped_by` or before, also chosen before
+    /// the limit: rows stamped by a clock stepped ahead sort first, outlive
+    /// pruning by age until their stamp, and filled the limit meanwhile.
     async fn served_boots(
         &self,
         mac: &Mac,
         tenant: Id,
+        stamped_by: Millis,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError>;
 

@@ -340,7 +340,7 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::recent_boots(conn.conn(), mac, tenant, limit, false).await;
+        let read = sql::recent_boots(conn.conn(), mac, tenant, limit, None).await;
         conn.settle(read).await
     }
 
@@ -348,10 +348,11 @@ impl Store for PgStore {
         &self,
         mac: &Mac,
         tenant: Id,
+        stamped_by: Millis,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::recent_boots(conn.conn(), mac, Some(tenant), limit, true).await;
+        let read = sql::recent_boots(conn.conn(), mac, Some(tenant), limit, Some(stamped_by)).await;
         conn.settle(read).await
     }
 

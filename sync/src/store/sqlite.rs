@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::{Backend, ChangeBatch, Ending, Notifier, Store, StoreOptions};
 
 mod borrowed;
+mod clock;
 mod load;
 mod migrate;
 mod rekey;
@@ -52,6 +53,9 @@ pub struct SqliteStore {
     /// Our own commits wake the watcher at once instead of at the next poll.
     local_commit: Arc<Notify>,
     key_checked: super::KeyChecked,
+    /// Anchored here, so a clock stepped forward while the store is open
+    /// cannot empty the pruned tables.
+    prune_clock: clock::PruneClock,
 }
 
 impl SqliteStore {
@@ -78,6 +82,7 @@ impl SqliteStore {
             max_catch_up_rows: options.max_catch_up_rows,
             local_commit: Arc::new(Notify::new()),
             key_checked: Default::default(),
+            prune_clock: Default::default(),
         })
     }
 
@@ -334,7 +339,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_change_log(&self, retain: Duration, max_rows: i64) -> Result<u64, SyncError> {
-        let cutoff = crate::model::cutoff_before_now(retain);
+        let cutoff = self.prune_clock.cutoff(retain);
         self.write_txn(move |conn| {
             Box::pin(async move {
                 let through: Option<i64> = sqlx::query_scalar(
@@ -391,17 +396,18 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, tenant, limit, false).await
+        sql::recent_boots(&mut conn, mac, tenant, limit, None).await
     }
 
     async fn served_boots(
         &self,
         mac: &Mac,
         tenant: Id,
+        stamped_by: Millis,
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, Some(tenant), limit, true).await
+        sql::recent_boots(&mut conn, mac, Some(tenant), limit, Some(stamped_by)).await
     }
 
     async fn fleet_history(
@@ -444,7 +450,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_boots(&self, retain: Duration) -> Result<u64, SyncError> {
-        let cutoff = crate::model::cutoff_before_now(retain);
+        let cutoff = self.prune_clock.cutoff(retain);
         self.write_txn(move |conn| {
             Box::pin(async move { sql::delete_boots_before(conn, cutoff).await })
         })
@@ -452,7 +458,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError> {
-        let cutoff = crate::model::cutoff_before_now(retain);
+        let cutoff = self.prune_clock.cutoff(retain);
         self.write_txn(move |conn| {
             Box::pin(async move { sql::delete_audit_before(conn, cutoff).await })
         })

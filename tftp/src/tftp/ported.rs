@@ -225,7 +225,11 @@ async fn transfer_socket(
         Some(local) => local.bind_addr(),
         None => SocketAddr::new(listener.local_addr()?.ip(), 0),
     };
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    // An IPv4 client of a `[::]` listener is answered from the mapped
+    // address it asked, which only a dual-stack socket may bind.
+    let socket = crate::dual_stack::bind_udp(bind)?;
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
     socket.connect(peer).await?;
     Ok(socket)
 }

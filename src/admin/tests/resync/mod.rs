@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Harness, ACME_MAC, GLOBEX_MAC};
 
 mod audit_row;
+mod family;
 mod recheck;
 mod shutdown;
 mod stuck_read;

@@ -8,6 +8,8 @@
 //! rows and token expiry.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::super::offset_warning::OffsetWarning;
 use std::time::Duration;
 
 use sqlx::PgConnection;
@@ -30,13 +32,8 @@ const DATABASE_NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000
 pub(super) struct NodeClock {
     now: fn() -> Millis,
     offset_ms: AtomicI64,
-    /// The offset last warned of while the skew stays past
-    /// [`SKEW_WARNING`] ([`NOT_WARNED`] once it is back under): a node that
-    /// stays as skewed warns once, not on every pass.
-    warned_at_ms: AtomicI64,
+    warning: OffsetWarning,
 }
-
-const NOT_WARNED: Millis = Millis::MIN;
 
 impl Default for NodeClock {
     fn default() -> Self {
@@ -49,7 +46,7 @@ impl NodeClock {
         NodeClock {
             now,
             offset_ms: AtomicI64::new(0),
-            warned_at_ms: AtomicI64::new(NOT_WARNED),
+            warning: OffsetWarning::new(SKEW_WARNING),
         }
     }
 
@@ -71,7 +68,7 @@ impl NodeClock {
         self.offset_ms.store(offset_ms, Ordering::Relaxed);
         let seconds = offset_ms as f64 / 1000.0;
         metrics::gauge!(CLOCK_OFFSET_METRIC).set(seconds);
-        if self.crossed_warning(offset_ms) {
+        if self.warning.is_news(offset_ms) {
             tracing::warn!(
                 offset_s = seconds,
                 "this node's clock is {:.0} s {} the database's: fix its time \
@@ -81,24 +78,6 @@ impl NodeClock {
                 if offset_ms > 0 { "ahead of" } else { "behind" },
             );
         }
-    }
-
-    /// Whether `offset_ms` is to be warned of: it newly went past the
-    /// threshold, or it moved by more than the threshold since the last
-    /// warning. A clock stepped from an hour ahead to an hour behind, or
-    /// from a day ahead to a year, left the log saying the old offset.
-    fn crossed_warning(&self, offset_ms: Millis) -> bool {
-        let threshold = SKEW_WARNING.as_millis() as u64;
-        if offset_ms.unsigned_abs() <= threshold {
-            self.warned_at_ms.store(NOT_WARNED, Ordering::Relaxed);
-            return false;
-        }
-        let last = self.warned_at_ms.load(Ordering::Relaxed);
-        let news = last == NOT_WARNED || offset_ms.abs_diff(last) > threshold;
-        if news {
-            self.warned_at_ms.store(offset_ms, Ordering::Relaxed);
-        }
-        news
     }
 }
 
@@ -135,30 +114,5 @@ mod tests {
         assert_eq!(node_minus_database(1_000, 1_050, 1_100), 0);
         assert_eq!(node_minus_database(61_000, 1_050, 61_100), 60_000);
         assert_eq!(node_minus_database(1_000, 61_050, 1_100), -60_000);
-    }
-
-    #[test]
-    fn skew_is_warned_once_per_excursion_and_again_when_it_moves() {
-        let clock = NodeClock::default();
-        let minute = 60_000;
-        let hour = 60 * minute;
-        assert!(!clock.crossed_warning(minute), "60 s is not past the limit");
-        assert!(clock.crossed_warning(hour));
-        assert!(!clock.crossed_warning(hour + 30_000), "as skewed as warned");
-        assert!(
-            !clock.crossed_warning(hour - minute),
-            "within a minute of it"
-        );
-        assert!(clock.crossed_warning(-hour), "stepped to behind");
-        assert!(
-            clock.crossed_warning(365 * 24 * hour),
-            "stepped a year ahead"
-        );
-        assert!(!clock.crossed_warning(365 * 24 * hour));
-        assert!(!clock.crossed_warning(5));
-        assert!(
-            clock.crossed_warning(-(minute + 1)),
-            "back over after under"
-        );
     }
 }
