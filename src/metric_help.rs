@@ -180,6 +180,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Renders whose caller stopped waiting at the render time budget.",
     ),
     (
+        "dialtone_list_walks_refused_total",
+        "Tenants' admin lists refused (answered 503 busy) because too many walks were waiting on the list-walk lane, by reason: full (64 walks of all tenants, or provisioning.render_queue if smaller, were waiting), tenant_share (the tenant had 4 walks waiting, or a quarter of the room the others leave).",
+    ),
+    (
+        "dialtone_list_walk_timeouts_total",
+        "Tenants' admin lists answered 503 because their walk ran past its 10 s; the walk itself runs on to its end.",
+    ),
+    (
         "dialtone_request_panics_total",
         "Request handlers that panicked (answered 500).",
     ),
@@ -363,6 +371,10 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
         "Time a render waited for a render-pool slot.",
     ),
     (
+        "dialtone_list_walk_wait_seconds",
+        "Time a tenant's admin list waited for a slot on the list-walk lane (half the render threads, one walk per tenant at a time).",
+    ),
+    (
         "dialtone_transfer_duration_seconds",
         "Provisioning transfer time, by protocol and outcome (buckets from 1 ms to an hour: a firmware image over TFTP on a slow link).",
     ),
@@ -487,6 +499,12 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
     ),
     ("dialtone_render_pool_refused_total", &[("reason", "full")]),
     ("dialtone_render_pool_timeouts_total", &[]),
+    (
+        "dialtone_list_walks_refused_total",
+        &[("reason", "tenant_share")],
+    ),
+    ("dialtone_list_walks_refused_total", &[("reason", "full")]),
+    ("dialtone_list_walk_timeouts_total", &[]),
     ("dialtone_request_panics_total", &[]),
     ("dialtone_tftp_stalled_total", &[]),
     ("dialtone_tftp_too_slow_total", &[]),
@@ -681,6 +699,11 @@ mod tests {
                 .iter()
                 .any(|(n, labels)| *n == name && *labels == [(label, value)])
         };
+        let starts_unlabeled = |name: &str| {
+            START_AT_ZERO
+                .iter()
+                .any(|(n, labels)| *n == name && labels.is_empty())
+        };
         for name in [
             "dialtone_http_connections_shed_total",
             "dialtone_http_source_connections_shed_total",
@@ -708,10 +731,18 @@ mod tests {
                 "{failure:?}"
             );
         }
-        for reason in dialtone_tftp::pool::REFUSAL_REASONS {
+        for lane in [dialtone_tftp::pool::RENDERS, dialtone_tftp::pool::WALKS] {
+            for reason in dialtone_tftp::pool::REFUSAL_REASONS {
+                assert!(
+                    starts(lane.refused_total, "reason", reason),
+                    "{} {reason}",
+                    lane.refused_total
+                );
+            }
+            assert!(starts_unlabeled(lane.timeouts_total), "{lane:?}");
             assert!(
-                starts("dialtone_render_pool_refused_total", "reason", reason),
-                "{reason}"
+                HISTOGRAMS.iter().any(|(n, _)| *n == lane.wait_seconds),
+                "{lane:?}"
             );
         }
     }

@@ -103,7 +103,7 @@ fn entry_view(e: &DirectoryEntry) -> EntryView {
 }
 
 /// The entry a write just committed, to answer with. Found here, not on
-/// the render pool: a full pool would answer 503 for a write that is
+/// the walk lane: a full lane would answer 503 for a write that is
 /// already committed, and its retry would then conflict with itself.
 fn written_entry(
     state: &AdminState,
@@ -120,7 +120,7 @@ fn written_entry(
 
 /// The tenant's entry `external_id`, as of the mirror now. Finding it
 /// walks the tenant's ids (200,000 at the quota), so it runs off the async
-/// workers, under the tenant's share of the render pool, as the lists do.
+/// workers, on the walk lane, as the lists do.
 async fn find_entry(
     state: &AdminState,
     principal: &Principal,

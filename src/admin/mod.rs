@@ -231,10 +231,12 @@ const WALK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// tenant's phones or entries (and every template's scope on the
 /// platform), tens of milliseconds at the quotas: on a worker, a tenant
 /// sending as many lists at once as there are workers held up every
-/// tenant's lookups and provisioning. A tenant's walks run on the render
-/// pool under its share, so they queue behind each other (and past the
-/// share get 429) while other tenants' renders go on; a global admin's,
-/// which may walk everything, on a blocking thread.
+/// tenant's lookups and provisioning. A tenant's walks run on the
+/// provisioner's walk lane, one at a time per tenant (past a few waiting,
+/// 503), and not on the render pool: two tenants' long walks under their
+/// render shares held every render slot, and other tenants' phones waited
+/// up to a second for their files. A global admin's, which may walk
+/// everything, runs on a blocking thread.
 pub(crate) async fn off_workers<T, F>(
     state: &AdminState,
     principal: &Principal,
@@ -245,9 +247,9 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     match principal.tenant_filter() {
-        Some(tenant) => match state.provisioner.walk_on_pool(tenant, WALK_TIME, job).await {
+        Some(tenant) => match state.provisioner.walk(tenant, WALK_TIME, job).await {
             Ok(list) => Ok(list),
-            // The pool words a job past its time as a render's; a walk
+            // The lane words a job past its time as a render's; a walk
             // that panicked comes back as `Internal`, a 500 below.
             Err(dialtone_tftp::ProvisionError::Render { .. }) => Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -256,6 +258,11 @@ where
                     "the list took over {} s; narrow it (q, vendor, mac_prefix) or try again",
                     WALK_TIME.as_secs()
                 ),
+            )),
+            Err(dialtone_tftp::ProvisionError::Busy) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many lists are running; try again",
             )),
             Err(e) => Err(e.into()),
         },

@@ -125,8 +125,9 @@ impl Modify for BodyBound {
     }
 }
 
-/// Every handler that waits on the render pool (a render, a walk over a
-/// tenant's data, a diff), which refuses work past its queue: `busy`, 503.
+/// Every handler that waits on the render pool (a render, a diff) or the
+/// walk lane (a walk over a tenant's data), which refuse work past their
+/// queues: `busy`, 503.
 #[derive(OpenApi)]
 #[openapi(paths(
     phones::list,

@@ -257,7 +257,7 @@ async fn a_walk_that_panics_is_told_apart_from_one_past_its_time() {
     let f = Fixture::new(PoolOptions::default());
     let panicked = f
         .provisioner
-        .walk_on_pool(1, std::time::Duration::from_secs(30), || -> usize {
+        .walk(1, std::time::Duration::from_secs(30), || -> usize {
             panic!("a bug in a walk")
         })
         .await;
@@ -267,7 +267,7 @@ async fn a_walk_that_panics_is_told_apart_from_one_past_its_time() {
     );
     let slow = f
         .provisioner
-        .walk_on_pool(1, std::time::Duration::from_millis(10), || {
+        .walk(1, std::time::Duration::from_millis(10), || {
             std::thread::sleep(std::time::Duration::from_millis(300));
         })
         .await;
@@ -278,7 +278,7 @@ async fn a_walk_that_panics_is_told_apart_from_one_past_its_time() {
     // The pool is still whole after both.
     let walked = f
         .provisioner
-        .walk_on_pool(1, std::time::Duration::from_secs(30), || 7)
+        .walk(1, std::time::Duration::from_secs(30), || 7)
         .await;
     assert_eq!(walked.unwrap(), 7);
 }

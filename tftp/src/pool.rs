@@ -18,6 +18,12 @@
 //! render longer than `BORROW_LIMIT` lends nothing for `SLOW_FOR`. The most
 //! another tenant can wait for a lent slot is then one such render per
 //! `SLOW_FOR`, and a render is always budgeted.
+//!
+//! Admin list walks run on a second pool of the same kind (`WALKS`),
+//! never on the render pool's slots: a walk may run for seconds and cannot
+//! be stopped, so two tenants walking under their render shares held
+//! every slot and every other tenant's phones waited behind them. That
+//! lane lends nothing: a lent slot comes back only when its walk ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,10 +77,57 @@ impl PoolOptions {
             n => n.min(self.threads()),
         }
     }
+
+    /// The walk lane beside a render pool of these options: half its
+    /// threads, so walks do not take every core from renders, but at least
+    /// two, so one tenant's long walk (up to its 10 s) never holds every
+    /// other tenant's lists; one walk per tenant at a time, and a short
+    /// queue (no longer than the render pool's, so an operator who shrinks
+    /// that shrinks this too). Walks run on threads of their own, so a
+    /// render shares a core with them and never waits for one.
+    pub(crate) fn walk_lane(&self) -> PoolOptions {
+        PoolOptions {
+            threads: (self.threads() / 2).max(2),
+            per_tenant: 1,
+            queue: self.queue.clamp(1, WALK_QUEUE),
+            tenant_queue: self.tenant_queue.clamp(1, WALK_TENANT_QUEUE),
+        }
+    }
 }
 
-/// The `reason` label of `dialtone_render_pool_refused_total`: `full`, the
-/// pool's whole queue (`queue`) is waiting; `tenant_share`, the render's
+/// What a pool is for: the names its metrics go under, and whether it
+/// lends slots past a tenant's share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lane {
+    pub wait_seconds: &'static str,
+    pub refused_total: &'static str,
+    pub timeouts_total: &'static str,
+    pub lends: bool,
+}
+
+/// Phones' renders, previews and checks.
+pub const RENDERS: Lane = Lane {
+    wait_seconds: "dialtone_render_pool_wait_seconds",
+    refused_total: "dialtone_render_pool_refused_total",
+    timeouts_total: "dialtone_render_pool_timeouts_total",
+    lends: true,
+};
+
+/// Tenants' admin list walks.
+pub const WALKS: Lane = Lane {
+    wait_seconds: "dialtone_list_walk_wait_seconds",
+    refused_total: "dialtone_list_walks_refused_total",
+    timeouts_total: "dialtone_list_walk_timeouts_total",
+    lends: false,
+};
+
+/// Walks waiting, all tenants together, and one tenant's: a list is a
+/// person (or a script) waiting for an answer, told to retry past these.
+const WALK_QUEUE: usize = 64;
+const WALK_TENANT_QUEUE: usize = 4;
+
+/// The `reason` label of a lane's refusals (`refused_total`): `full`, the
+/// pool's whole queue (`queue`) is waiting; `tenant_share`, the job's
 /// owner holds its share of the queue (`tenant_queue`, or a quarter of
 /// the room the others leave) while there is room for others.
 pub const REFUSAL_REASONS: &[&str] = &["tenant_share", "full"];
@@ -108,6 +161,7 @@ struct Schedule {
 }
 
 struct Inner {
+    lane: Lane,
     per_tenant: usize,
     queue: usize,
     tenant_queue: usize,
@@ -133,7 +187,7 @@ impl Drop for Slot {
         schedule.free += 1;
         if let Some(tenant) = schedule.tenants.get_mut(&self.owner) {
             tenant.running -= 1;
-            if self.started.is_some_and(|s| now - s > BORROW_LIMIT) {
+            if self.inner.lane.lends && self.started.is_some_and(|s| now - s > BORROW_LIMIT) {
                 tenant.slow_until = Some(now + SLOW_FOR);
             }
             if tenant.idle(now) {
@@ -154,7 +208,7 @@ impl Inner {
     fn dispatch(self: &Arc<Self>, schedule: &mut Schedule, now: Instant) {
         while schedule.free > 0 {
             let under_share = |t: &Tenant| t.running < self.per_tenant;
-            let borrower = |t: &Tenant| t.may_borrow(now);
+            let borrower = |t: &Tenant| self.lane.lends && t.may_borrow(now);
             let Some(position) = schedule
                 .turns
                 .iter()
@@ -240,9 +294,10 @@ pub struct RenderPool {
 }
 
 impl RenderPool {
-    pub fn new(options: PoolOptions) -> Self {
+    pub fn new(options: PoolOptions, lane: Lane) -> Self {
         RenderPool {
             inner: Arc::new(Inner {
+                lane,
                 per_tenant: options.per_tenant(),
                 queue: options.queue.max(1),
                 tenant_queue: options.tenant_queue.max(1),
@@ -262,8 +317,7 @@ impl RenderPool {
         if inner.refusal(&schedule, owner).is_some() {
             Inner::prune(&mut schedule);
             if let Some(reason) = inner.refusal(&schedule, owner) {
-                metrics::counter!("dialtone_render_pool_refused_total", "reason" => reason)
-                    .increment(1);
+                metrics::counter!(inner.lane.refused_total, "reason" => reason).increment(1);
                 return Err(ProvisionError::Busy);
             }
         }
@@ -302,8 +356,7 @@ impl RenderPool {
             .enter(tenant)?
             .await
             .map_err(|_| ProvisionError::Busy)?;
-        metrics::histogram!("dialtone_render_pool_wait_seconds")
-            .record(queued.elapsed().as_secs_f64());
+        metrics::histogram!(self.inner.lane.wait_seconds).record(queued.elapsed().as_secs_f64());
         let task = tokio::task::spawn_blocking(move || {
             slot.started = Some(Instant::now());
             let _slot = slot;
@@ -320,7 +373,7 @@ impl RenderPool {
                 message: "the render failed".into(),
             }),
             Err(_) => {
-                metrics::counter!("dialtone_render_pool_timeouts_total").increment(1);
+                metrics::counter!(self.inner.lane.timeouts_total).increment(1);
                 Err(ProvisionError::Render {
                     template: label.to_string(),
                     line: None,
@@ -337,3 +390,7 @@ impl RenderPool {
 #[cfg(test)]
 #[path = "pool_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "walk_tests.rs"]
+mod walk_tests;

@@ -10,12 +10,15 @@ use super::*;
 const BUDGET: Duration = Duration::from_secs(5);
 
 fn pool(threads: usize, per_tenant: usize, queue: usize, tenant_queue: usize) -> Arc<RenderPool> {
-    Arc::new(RenderPool::new(PoolOptions {
-        threads,
-        per_tenant,
-        queue,
-        tenant_queue,
-    }))
+    Arc::new(RenderPool::new(
+        PoolOptions {
+            threads,
+            per_tenant,
+            queue,
+            tenant_queue,
+        },
+        RENDERS,
+    ))
 }
 
 fn tenant(n: u8) -> Option<Id> {

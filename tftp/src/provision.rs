@@ -27,7 +27,7 @@ use crate::files::Step;
 use crate::guard::{self, Guard, GuardOptions};
 use crate::identify::{identify, FileKind, Identity};
 use crate::outcome::{count_if_banned, count_request, outcome_label};
-use crate::pool::{PoolOptions, RenderPool};
+use crate::pool::{PoolOptions, RenderPool, RENDERS, WALKS};
 use crate::render_cache::{Inputs, RenderCache};
 use crate::statics::{StaticFile, StaticIndex};
 use crate::templates::Shipped;
@@ -244,6 +244,8 @@ pub struct Provisioner {
     digest: DigestAuth,
     pub(crate) statics: ArcSwap<StaticIndex>,
     pool: RenderPool,
+    /// Admin list walks: their own lane, so no walk holds a render slot.
+    walks: RenderPool,
     pub(crate) models: crate::models::ModelIndex,
 }
 
@@ -279,7 +281,8 @@ impl Provisioner {
             unclaimed: None,
             networks: Default::default(),
             statics: ArcSwap::from_pointee(StaticIndex::default()),
-            pool: RenderPool::new(options.pool),
+            pool: RenderPool::new(options.pool, RENDERS),
+            walks: RenderPool::new(options.pool.walk_lane(), WALKS),
             models: Default::default(),
             // Every node derives the same nonce key, so a nonce one issued
             // is good at another behind the same load balancer.
@@ -323,8 +326,9 @@ impl Provisioner {
     }
 
     /// Runs `job` (a walk over a tenant's data for an admin list) on the
-    /// render pool under `tenant`'s share, waiting at most `time`.
-    pub async fn walk_on_pool<T, F>(
+    /// walk lane, one of `tenant`'s at a time, waiting at most `time` once
+    /// it runs. `ProvisionError::Busy`: too many walks are waiting.
+    pub async fn walk<T, F>(
         &self,
         tenant: Id,
         time: std::time::Duration,
@@ -334,7 +338,7 @@ impl Provisioner {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.pool
+        self.walks
             .run(Some(tenant), time, "the list", move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
                     .map_err(|_| ProvisionError::Internal("the list's walk"))

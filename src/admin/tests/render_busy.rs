@@ -1,7 +1,7 @@
-//! The document's 503s are the router's where the render pool is the
-//! cause: with the pool refusing every job, each route a tenant's call is
-//! answered 503 documents that 503. A route that walks or renders on the
-//! pool but leaves its 503 out of the document fails here.
+//! The document's 503s are the router's where the render pool or the
+//! list-walk lane is the cause: with both refusing every job, each route a
+//! tenant's call is answered 503 documents that 503. A route that walks or
+//! renders but leaves its 503 out of the document fails here.
 
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,8 @@ use super::no_database::matches;
 use super::openapi::ROUTES;
 use super::Harness;
 
-/// The harness over a render pool of one thread and one waiting place.
+/// The harness over a render pool of one thread and one waiting place (and
+/// so a walk lane of one and one).
 async fn with_small_pool() -> Harness {
     let mut h = Harness::new(Backend::Sqlite).await;
     let shipped = Shipped::load(
@@ -52,29 +53,42 @@ async fn routes_refused_by_a_full_render_pool_document_their_503() {
         .await
         .json();
     // One job on the pool's thread and one in its queue, both another
-    // tenant's, until `release` is dropped: every job after them is refused.
+    // tenant's, and the same on the walk lane, until `release` is dropped:
+    // every job after them is refused.
     let (release, released) = mpsc::channel::<()>();
     let released = Arc::new(Mutex::new(released));
     let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut holders = Vec::new();
     for _ in 0..2 {
-        let (provisioner, released, started) =
-            (h.provisioner.clone(), released.clone(), started.clone());
-        holders.push(tokio::spawn(async move {
-            let _ = provisioner
-                .on_pool(Some(1_000_000), move || {
+        for walk in [false, true] {
+            let (provisioner, released, started) =
+                (h.provisioner.clone(), released.clone(), started.clone());
+            holders.push(tokio::spawn(async move {
+                let hold = move || {
                     let _ = started.send(());
                     let _ = released
                         .lock()
                         .unwrap()
                         .recv_timeout(Duration::from_secs(60));
-                    Ok(())
-                })
-                .await;
-        }));
+                };
+                if walk {
+                    let _ = provisioner
+                        .walk(1_000_000, Duration::from_secs(60), hold)
+                        .await;
+                } else {
+                    let _ = provisioner
+                        .on_pool(Some(1_000_000), move || {
+                            hold();
+                            Ok(())
+                        })
+                        .await;
+                }
+            }));
+        }
     }
     has_started.recv().await.unwrap();
-    // The second is queued once its task has run up to its wait.
+    has_started.recv().await.unwrap();
+    // The second of each is queued once its task has run up to its wait.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let (mut refused, mut undocumented) = (0, Vec::new());
