@@ -404,8 +404,8 @@ pub fn tftp_fetch(dir: &Path, url: &str, server: SocketAddr, file: &str) -> Opti
     out.status.success().then(|| text(&out.stdout))
 }
 /// Has a `--demo` node serve something of every kind its metrics count: an
-/// HTTP file, an HTTP miss, a TFTP file, and a lookup with a token made on
-/// the command line.
+/// HTTP file, an HTTP miss, a TFTP file, a lookup with a token made on the
+/// command line, and a tenant's admin list (a walk).
 pub fn exercise_demo_node(dir: &Path, url: &str, server: &Server) {
     assert_eq!(
         http_get(server.prov_addr, "/0015654aa937.cfg").unwrap().0,
@@ -425,6 +425,17 @@ pub fn exercise_demo_node(dir: &Path, url: &str, server: &Server) {
         server
             .try_get(&format!("/v1/lookup?number=%2B15550101234&key={token}"))
             .is_some_and(|(status, _)| status == 200)
+    })
+    .is_some());
+    let reader = create_token(
+        dir,
+        url,
+        &["--scope", "tenant-read", "--tenant", "demo", "--name", "ops"],
+    );
+    let bearer = format!("Bearer {reader}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        http_get_with(server.addr, "/v1/phones", &[("Authorization", &bearer)])
+            .is_some_and(|(status, _, _)| status == 200)
     })
     .is_some());
 }
