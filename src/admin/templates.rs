@@ -111,17 +111,10 @@ pub struct TemplateQuery {
     pub limit: Option<usize>,
 }
 
+/// The tenant a tenant- or phone-scope template belongs to, as the
+/// mirror's per-tenant template index has it.
 pub(crate) fn scope_tenant(state: &MirrorState, template: &Template) -> Option<Id> {
-    match template.scope {
-        TemplateScope::Tenant => template.scope_key.parse().ok(),
-        TemplateScope::Phone => template
-            .scope_key
-            .parse::<Mac>()
-            .ok()
-            .and_then(|mac| state.phone_by_mac(&mac))
-            .map(|p| p.tenant_id),
-        _ => None,
-    }
+    state.template_tenant(template)
 }
 
 fn view(state: &MirrorState, t: &Template, with_body: bool) -> TemplateView {
@@ -318,12 +311,13 @@ pub(crate) fn key_of(
 
 /// A stored model-scope template for the model `key` names, spelled
 /// otherwise: models compare case-blind, so only one of them could apply.
-/// Templates are walked, but only on this global admin's write.
+/// The platform's family and model templates are walked, on this global
+/// admin's write only.
 fn same_model_template<'a>(state: &'a MirrorState, key: &TemplateKey) -> Option<&'a Arc<Template>> {
     if key.scope != TemplateScope::Model {
         return None;
     }
-    (state.templates())
+    (state.platform_templates())
         .filter(|t| {
             t.scope == TemplateScope::Model
                 && t.family == key.family
@@ -343,9 +337,8 @@ fn may_write_key(principal: &Principal, owner: Option<Id>) -> Result<(), ApiErro
 /// The quotas a template of `owner` (none: a family or model template,
 /// global admins only) must keep: its size, and the tenant's count when it
 /// is new. Returns how many earlier versions to keep.
-async fn template_quotas(
+fn template_quotas(
     state: &AdminState,
-    principal: &Principal,
     owner: Option<Id>,
     bytes: usize,
     new: bool,
@@ -358,22 +351,25 @@ async fn template_quotas(
         .quotas
         .check(&tenant, Quota::TemplateBytes, bytes as u64)?;
     if new {
-        // Every stored template on the platform is walked for the tenant's
-        // (and a phone-scope one's phone looked up): off the async workers,
-        // as the lists are.
-        let id = tenant.id;
-        let count = off_workers(state, principal, move || {
-            mirror
-                .templates()
-                .filter(|t| scope_tenant(&mirror, t) == Some(id))
-                .count()
-        })
-        .await?;
+        // Counted by the mirror's per-tenant index, not by a walk.
+        let count = mirror.template_count(tenant.id);
         state
             .quotas
             .check(&tenant, Quota::Templates, count as u64 + 1)?;
     }
     Ok(Some(state.quotas.limit(&tenant, Quota::TemplateVersions)))
+}
+
+/// The templates a list by `principal` walks: a tenant's caller (or a
+/// tenant filter) visits that tenant's templates only; a global admin's
+/// unfiltered list, trusted, every one. Family and model templates are
+/// global admins' alone to read (`may_read`), so a tenant misses none.
+pub(crate) fn walked<'a>(
+    mirror: &'a MirrorState,
+    principal: &Principal,
+    tenant: Option<Id>,
+) -> Box<dyn Iterator<Item = &'a Arc<Template>> + 'a> {
+    mirror.templates_within(tenant.or(principal.tenant_filter()))
 }
 
 /// Syntax, file pattern and a trial render; 422 with line and column. The
@@ -447,8 +443,7 @@ pub async fn list(
     let limit = page_size(query.limit);
     let reader = principal.clone();
     let list = off_workers(&state, &principal, move || {
-        let mut templates: Vec<&Arc<Template>> = mirror
-            .templates()
+        let mut templates: Vec<&Arc<Template>> = walked(&mirror, &reader, tenant)
             .filter(|t| may_read(&mirror, &reader, t).is_ok())
             .filter(|t| scope.is_none_or(|s| s == t.scope) && family.is_none_or(|f| f == t.family))
             .filter(|t| tenant.is_none_or(|id| scope_tenant(&mirror, t) == Some(id)))
@@ -496,7 +491,7 @@ pub async fn validate(
     };
     may_try(&principal, owner)?;
     // A check is work a tenant causes: it obeys the size quota too.
-    template_quotas(&state, &principal, owner, body.body.len(), false).await?;
+    template_quotas(&state, owner, body.body.len(), false)?;
     Ok(axum::Json(
         check(
             &state,
@@ -557,7 +552,7 @@ pub async fn create(
         };
         (key, owner, phone_seen)
     };
-    let keep_versions = template_quotas(&state, &principal, owner, body.body.len(), true).await?;
+    let keep_versions = template_quotas(&state, owner, body.body.len(), true)?;
     check(
         &state,
         &principal,
@@ -639,7 +634,7 @@ pub(crate) async fn save_body(
 ) -> Result<Response, ApiError> {
     let key = template.key();
     let owner = scope_tenant(&state.mirror.load(), template);
-    let keep_versions = template_quotas(state, principal, owner, body.len(), false).await?;
+    let keep_versions = template_quotas(state, owner, body.len(), false)?;
     check(state, principal, &key, &body, sample_mac, owner).await?;
     let tenant = {
         let mirror = state.mirror.load();

@@ -45,6 +45,23 @@ pub enum SyncError {
     )]
     SchemaIncomplete(String),
 
+    /// A SQLite database this binary must migrate, in a file it cannot
+    /// write (a read-only mount, its permissions): refused before the
+    /// migration, whose first write would fail with only SQLite's
+    /// "attempt to write a readonly database". An outage, like the file
+    /// not opening: it passes once the file is writable again.
+    #[error(
+        "the database file {path} cannot be written ({reason}), and this binary must migrate \
+         its schema (from migration {found} to {known}) before it can use it: make the file \
+         writable (mount it read-write, or give this user write access)"
+    )]
+    ReadOnlyMigration {
+        path: PathBuf,
+        reason: String,
+        found: i64,
+        known: i64,
+    },
+
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
 
@@ -173,5 +190,42 @@ impl SyncError {
                     if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             )
             || matches!(self, SyncError::SchemaIncomplete(_))
+            || self.is_sqlite_file_outage()
+    }
+
+    /// True when SQLite could not open or write its files for a cause
+    /// outside the data: an I/O error (SQLite's own for a full disk when
+    /// it grows its `-shm` file), a full disk, a file it cannot open, a
+    /// read-only file or mount. They pass when an operator frees space or
+    /// remounts, so they are an outage of the database, as a PostgreSQL
+    /// server that does not answer is; not a corrupt file or one that
+    /// was never a database, which need the operator first.
+    pub fn is_sqlite_file_outage(&self) -> bool {
+        // Primary result codes; the extended ones carry them in their low byte.
+        const READONLY: i32 = 8;
+        const IOERR: i32 = 10;
+        const FULL: i32 = 13;
+        const CANTOPEN: i32 = 14;
+        let sqlx_code = |e: &sqlx::Error| match e {
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                    .is_some() =>
+            {
+                db.code().and_then(|c| c.parse::<i32>().ok())
+            }
+            _ => None,
+        };
+        let code = match self {
+            SyncError::ReadOnlyMigration { .. } => return true,
+            SyncError::Database(e)
+            | SyncError::Migrate(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) => sqlx_code(e),
+            SyncError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => Some(e.extended_code),
+            _ => None,
+        };
+        code.is_some_and(|c| matches!(c & 0xff, READONLY | IOERR | FULL | CANTOPEN))
     }
 }

@@ -5,6 +5,7 @@
 //! swaps it in, then announces which keys changed.
 
 use std::collections::BTreeSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,11 @@ use crate::store::RowChange;
 
 mod build;
 mod group;
+mod templates;
 
 pub use build::{LineGroups, LineKey, LineRows, Loading, PhoneRows};
 use group::IdGroup;
+use templates::TemplateGroup;
 
 /// Bound of the change stream. A subscriber that falls further behind gets
 /// `RecvError::Lagged` and must treat it like [`ChangeEvent::Reset`].
@@ -64,6 +67,12 @@ pub struct MirrorState {
     lines_by_phone: ShardedMap<Id, Arc<[Id]>>,
     templates: ShardedMap<Id, Arc<Template>>,
     template_by_key: ShardedMap<TemplateKey, Id>,
+    /// Template ids by owner (`mirror/templates.rs`), so that a tenant's
+    /// list and quota count visit its own templates, not the platform's.
+    templates_by_group: ShardedMap<TemplateGroup, Group>,
+    /// Phone-scope template ids by MAC, so that a phone's change finds the
+    /// templates that follow it to another tenant.
+    templates_by_mac: ShardedMap<Mac, Group>,
     directory: ShardedMap<Id, Arc<DirectoryEntry>>,
     directory_by_tenant: ShardedMap<Id, Group>,
     sources: ShardedMap<Id, Arc<DirectorySource>>,
@@ -77,7 +86,7 @@ pub struct MirrorState {
 /// the first time a batch touches them, then changed in place: a batch of
 /// thousands of rows into one large tenant copies its chunk list once, not
 /// once per row.
-fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
+fn group_insert<K: Hash + Eq + Clone>(map: &mut ShardedMap<K, Group>, group: K, id: Id) {
     if map.get(&group).is_some_and(|g| g.contains(id)) {
         return;
     }
@@ -91,7 +100,7 @@ fn group_insert(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
     }
 }
 
-fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
+fn group_remove<K: Hash + Eq + Clone>(map: &mut ShardedMap<K, Group>, group: K, id: Id) {
     if !map.get(&group).is_some_and(|g| g.contains(id)) {
         return;
     }
@@ -105,7 +114,7 @@ fn group_remove(map: &mut ShardedMap<Id, Group>, group: Id, id: Id) {
     }
 }
 
-fn group_build(pairs: impl Iterator<Item = (Id, Id)>) -> ShardedMap<Id, Group> {
+fn group_build<K: Hash + Eq + Clone>(pairs: impl Iterator<Item = (K, Id)>) -> ShardedMap<K, Group> {
     let mut grouping = group::Grouping::default();
     pairs.for_each(|(group, id)| grouping.push(group, id));
     grouping.finish()
@@ -438,7 +447,14 @@ impl MirrorState {
                 }
             }
             Entity::Phone => {
-                let Some((old, new)) = swap(&mut self.phones, id, take!(Phone)) else {
+                let new = take!(Phone);
+                // The phone-scope templates of its MACs leave their
+                // tenant's group under the phone as it was and join one
+                // under the phone as it is: a move takes them along.
+                let macs = self.template_macs(id, new.as_ref());
+                self.group_phone_templates(&macs, false);
+                let Some((old, new)) = swap(&mut self.phones, id, new) else {
+                    self.group_phone_templates(&macs, true);
                     return false;
                 };
                 let (old_tenant, new_tenant) = (
@@ -459,6 +475,7 @@ impl MirrorState {
                         group_insert(&mut self.phones_by_tenant, tenant, id);
                     }
                 }
+                self.group_phone_templates(&macs, true);
             }
             Entity::Line => {
                 let Some((old, new)) = swap(&mut self.lines, id, take!(Line)) else {
@@ -477,6 +494,12 @@ impl MirrorState {
                 };
                 for t in old.iter().chain(new.iter()) {
                     bumps.push(Input::of_template(t).slot());
+                }
+                if let Some(old) = &old {
+                    self.group_template(old, false);
+                }
+                if let Some(new) = &new {
+                    self.group_template(new, true);
                 }
                 if let Some(old) = old {
                     unindex(&mut self.template_by_key, &old.key(), id);

@@ -32,6 +32,7 @@ mod sizes;
 mod source_secret;
 mod source_tests;
 mod stale_token;
+mod template_groups;
 mod templates;
 mod tenant_race;
 mod token_bounds;

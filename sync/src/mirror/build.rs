@@ -368,7 +368,7 @@ impl MirrorState {
                 lines,
             )
         });
-        MirrorState {
+        let mut state = MirrorState {
             version,
             cursor,
             seen_above,
@@ -397,7 +397,12 @@ impl MirrorState {
             ),
             tokens: ShardedMap::from_entries(api_tokens.into_iter().map(|t| (t.id, Arc::new(t)))),
             stamps: Stamps::new(version),
-        }
+            ..MirrorState::default()
+        };
+        // By owner once the phones are in: a phone-scope template's is its
+        // phone's tenant.
+        (state.templates_by_group, state.templates_by_mac) = state.template_groups();
+        state
     }
 }
 

@@ -11,6 +11,7 @@
 //! list of chunk pointers and the one chunk it edits.
 
 use std::collections::hash_map::{Entry, HashMap};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::model::Id;
@@ -103,16 +104,25 @@ impl IdGroup {
 }
 
 /// Ids gathered by group for a whole build (a cold load's phones by
-/// tenant, a reload's directory entries and sources). Rows mostly come in
-/// runs of one group, so a run is kept apart and hashed in once.
-#[derive(Default)]
-pub(crate) struct Grouping {
-    groups: HashMap<Id, Vec<Id>, foldhash::fast::RandomState>,
-    run: Option<(Id, Vec<Id>)>,
+/// tenant, a reload's directory entries and sources, templates by owner
+/// and by MAC). Rows mostly come in runs of one group, so a run is kept
+/// apart and hashed in once.
+pub(crate) struct Grouping<K = Id> {
+    groups: HashMap<K, Vec<Id>, foldhash::fast::RandomState>,
+    run: Option<(K, Vec<Id>)>,
 }
 
-impl Grouping {
-    pub(crate) fn push(&mut self, group: Id, id: Id) {
+impl<K> Default for Grouping<K> {
+    fn default() -> Self {
+        Grouping {
+            groups: HashMap::default(),
+            run: None,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Grouping<K> {
+    pub(crate) fn push(&mut self, group: K, id: Id) {
         match &mut self.run {
             Some((current, ids)) if *current == group => ids.push(id),
             _ => {
@@ -143,7 +153,7 @@ impl Grouping {
 
     /// Each group's ids, sorted into chunks (a pass where they came in
     /// order, as a snapshot's phones do).
-    pub(crate) fn finish(mut self) -> ShardedMap<Id, Arc<IdGroup>> {
+    pub(crate) fn finish(mut self) -> ShardedMap<K, Arc<IdGroup>> {
         self.end_run();
         ShardedMap::from_entries(
             (self.groups.into_iter()).map(|(group, ids)| (group, Arc::new(IdGroup::from_ids(ids)))),
