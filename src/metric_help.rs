@@ -280,6 +280,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Indexed static files that would not open for an HTTP(S) fetch, by reason: not_found (gone since they were indexed, answered 404), other (permissions, an I/O error: answered 500).",
     ),
     (
+        "dialtone_http_static_reads_busy_total",
+        "HTTP(S) downloads of static files answered 503 at once because the reads they share with TFTP were all running, by share: all (64 reads in flight), source (16 of the client's address or IPv6 /64). A steady rise means a slow or hung disk or mount under static_dir.",
+    ),
+    (
+        "dialtone_http_static_read_timeouts_total",
+        "HTTP(S) downloads of static files given up because an open or read of the file took longer than 10 s (a hung disk or network mount), by at: open (answered 503), body (the body cut short).",
+    ),
+    (
         "dialtone_directory_local_index_builds_total",
         "Local directory indexes made, by kind: full (every number normalized) or update (from the tenant's last index, only changed entries normalized). One per tenant at a time, off the async workers.",
     ),
@@ -515,6 +523,19 @@ pub const START_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
         &[("reason", "not_found")],
     ),
     ("dialtone_static_open_failed_total", &[("reason", "other")]),
+    ("dialtone_http_static_reads_busy_total", &[("share", "all")]),
+    (
+        "dialtone_http_static_reads_busy_total",
+        &[("share", "source")],
+    ),
+    (
+        "dialtone_http_static_read_timeouts_total",
+        &[("at", "open")],
+    ),
+    (
+        "dialtone_http_static_read_timeouts_total",
+        &[("at", "body")],
+    ),
     ("dialtone_tftp_client_errors_total", &[("code", "0")]),
     ("dialtone_tftp_client_errors_total", &[("code", "1")]),
     ("dialtone_tftp_client_errors_total", &[("code", "2")]),

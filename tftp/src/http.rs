@@ -2,6 +2,8 @@
 //! prefix a vendor's profile rule adds) answered by the same `provision()`
 //! core as TFTP. Runs on its own listener, apart from the admin API.
 
+mod static_file;
+
 use crate::tftp::limits::LogLimit;
 use dialtone_sync::log_text;
 use std::net::IpAddr;
@@ -14,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use ipnet::IpNet;
 
 use crate::device_auth::HttpAuth;
 use crate::error::ProvisionError;
@@ -26,6 +29,7 @@ struct Front {
     provisioner: Arc<Provisioner>,
     /// Served over TLS: Basic credentials may be accepted.
     secure: bool,
+    reads: Arc<static_file::Reads>,
 }
 
 /// The plain-HTTP router.
@@ -33,8 +37,28 @@ pub fn router(provisioner: Arc<Provisioner>) -> Router {
     router_with(provisioner, false)
 }
 
-/// The router for a listener; `secure` when it is behind TLS.
+/// The router for a listener; `secure` when it is behind TLS. Loopback
+/// sources' static-file reads are not capped per source, as by default.
 pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
+    router_exempting(provisioner, secure, crate::tftp::default_exempt())
+}
+
+/// The router for a listener whose `per_source_exempt` networks (the
+/// listener's own, `http_per_source_exempt`) take static-file reads
+/// without a per-source cap, as their connections have none.
+pub fn router_exempting(
+    provisioner: Arc<Provisioner>,
+    secure: bool,
+    per_source_exempt: Vec<IpNet>,
+) -> Router {
+    build(
+        provisioner,
+        secure,
+        static_file::Reads::new(per_source_exempt),
+    )
+}
+
+fn build(provisioner: Arc<Provisioner>, secure: bool, reads: static_file::Reads) -> Router {
     let protocol = if secure { "https" } else { "http" };
     let options = provisioner.options();
     let names = Arc::new(HostNames::new(&options.base_url, &options.host_names));
@@ -58,6 +82,7 @@ pub fn router_with(provisioner: Arc<Provisioner>, secure: bool) -> Router {
         .with_state(Front {
             provisioner,
             secure,
+            reads: Arc::new(reads),
         })
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -137,6 +162,7 @@ async fn fetch(
     State(Front {
         provisioner,
         secure,
+        reads,
     }): State<Front>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
@@ -177,9 +203,9 @@ async fn fetch(
             // replaced in place since it was indexed was sent cut to the old
             // length, with a 200, or matched the old file's tag for a 304.
             let opened = match &file.file {
-                Some(static_file) => match open_static(&static_file.path).await {
+                Some(indexed) => match reads.open(&indexed.path, &path, remote.ip()).await {
                     Ok(opened) => Some(opened),
-                    Err(e) => return static_open_failed(&path, &e),
+                    Err(refused) => return refused,
                 },
                 None => None,
             };
@@ -191,20 +217,16 @@ async fn fetch(
                 .is_some_and(|wanted| none_match(wanted, etag_text));
             let mut response = if not_modified {
                 StatusCode::NOT_MODIFIED.into_response()
-            } else if let Some(OpenStatic { handle, len, .. }) = opened {
+            } else if let Some(opened) = opened {
                 (
                     [
                         (
                             header::CONTENT_TYPE,
                             HeaderValue::from_static(file.content_type),
                         ),
-                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                        (header::CONTENT_LENGTH, HeaderValue::from(opened.len)),
                     ],
-                    // Bytes appended while it is sent are not ours to send:
-                    // the length is promised.
-                    axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
-                        tokio::io::AsyncReadExt::take(handle, len),
-                    )),
+                    opened.body(&path, remote.ip()),
                 )
                     .into_response()
             } else {
@@ -256,49 +278,6 @@ fn caching(path: &str, file: &Rendered) -> (&'static str, bool) {
         FileKind::Static => ("private, no-cache", false),
         _ => ("private, no-cache", !per_phone),
     }
-}
-
-/// An indexed static file that no longer opens. Anyone may ask for one,
-/// at no cost toward a ban: one line a second, however many ask. Gone is
-/// "not found" like any unknown file; anything else (permissions, an I/O
-/// error) is ours to fix, not the client's, and is not passed off as a
-/// missing file.
-fn static_open_failed(path: &str, error: &std::io::Error) -> Response {
-    static OPEN_FAILED_LOG: LogLimit = LogLimit::new();
-    // Its folder gone, or made a file: gone, as the next reindex says.
-    let not_found = matches!(
-        error.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-    );
-    let reason = if not_found { "not_found" } else { "other" };
-    metrics::counter!("dialtone_static_open_failed_total", "reason" => reason).increment(1);
-    if let Some(skipped) = OPEN_FAILED_LOG.allow() {
-        let kind = error.kind().to_string();
-        tracing::warn!(path, error = %error, kind, skipped, "indexed static file cannot be opened (logged at most once a second)");
-    }
-    if not_found {
-        (StatusCode::NOT_FOUND, "not found\n").into_response()
-    } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
-    }
-}
-
-struct OpenStatic {
-    handle: tokio::fs::File,
-    len: u64,
-    etag: String,
-}
-
-async fn open_static(path: &std::path::Path) -> std::io::Result<OpenStatic> {
-    let path = path.to_path_buf();
-    let (file, meta) = tokio::task::spawn_blocking(move || crate::statics::open_regular(&path))
-        .await
-        .map_err(std::io::Error::other)??;
-    Ok(OpenStatic {
-        handle: tokio::fs::File::from_std(file),
-        len: meta.len(),
-        etag: crate::statics::validator(&meta),
-    })
 }
 
 /// `If-None-Match` against our tag, compared weakly (RFC 9110 13.1.2): a

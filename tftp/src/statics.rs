@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 use crate::error::ProvisionError;
 
+pub(crate) mod read_pool;
+#[cfg(test)]
+pub(crate) mod stalls;
+
 /// Deeper or bigger folders are not what this is for.
 const MAX_DEPTH: usize = 4;
 const MAX_FILES: usize = 100_000;
@@ -45,10 +49,13 @@ pub fn validator(meta: &std::fs::Metadata) -> String {
 /// its place would hold a plain open until something writes to it, so the
 /// open does not wait (O_NONBLOCK, cleared again for the reads) and the
 /// type is checked on what was opened, leaving no window for a swap.
-/// Blocking otherwise, as any open: call it off an event loop.
+/// Blocking otherwise, as any open, and for as long as the disk takes:
+/// call it on a reader thread (`read_pool`).
 pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
+    #[cfg(test)]
+    stalls::wait_while_stalled(path, stalls::Op::Open);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -27,7 +27,9 @@ mod packet;
 mod pktinfo;
 mod ported;
 mod read_ahead;
-mod read_pool;
+// The reader threads and their budget live with the static files: HTTP
+// downloads read on them too, under the same budget.
+use crate::statics::read_pool;
 mod replies;
 mod single;
 mod transfer;

@@ -224,6 +224,8 @@ impl ReadAhead {
         }
         if self.unread > 0 {
             self.state = State::Idle(read.file);
+        } else {
+            read_pool::close_on_reader(read.file);
         }
     }
 
@@ -252,6 +254,17 @@ impl ReadAhead {
             },
             other => other,
         };
+    }
+}
+
+/// A transfer that ends between reads closes its file on a reader thread,
+/// not on the listener's: on a FUSE mount that stopped answering, a close
+/// waits like a read, and every transfer of that listener with it.
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let State::Idle(file) = std::mem::replace(&mut self.state, State::Closed) {
+            read_pool::close_on_reader(file);
+        }
     }
 }
 

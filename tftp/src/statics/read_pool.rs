@@ -1,11 +1,14 @@
-//! The threads static files are opened and read on, and the budget of
-//! reads in flight. A TFTP listener runs on one thread with a
-//! current-thread runtime, so a read that blocks there (a FIFO put in a
-//! file's place, a hard NFS mount whose server is gone, a disk retrying
-//! EIO) stops every tenant's transfers. Reads run here instead, and a slow
-//! disk holds at most the budget's reads: past it a new transfer of a
-//! static file is refused "busy", and a running one waits for a turn
-//! within its own timeout.
+//! The threads static files are opened and read on, over TFTP and HTTP
+//! alike, and the budget of reads in flight. A read can block for good (a
+//! FIFO put in a file's place, a hard NFS mount whose server is gone, a
+//! FUSE file system that stopped answering, a disk retrying EIO). On a
+//! TFTP listener's thread it stopped every tenant's transfers; on tokio's
+//! blocking pool, where HTTP reads once ran, each download of a hung file
+//! kept a thread of the pool renders and other blocking work share, until
+//! none was left for any tenant. Reads run here instead, and a slow disk
+//! holds at most the budget's reads: past it a new download of a static
+//! file is refused "busy", and a running one waits for a turn within its
+//! own deadline.
 //!
 //! Not tokio's blocking pool: dropping a runtime waits for its blocking
 //! tasks without a limit, so one read stuck for good would keep the TFTP
@@ -16,7 +19,9 @@ use std::net::IpAddr;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-/// Reads in flight at once over all transfers. Each also holds a thread
+use tokio::sync::oneshot;
+
+/// Reads in flight at once over all downloads. Each also holds a thread
 /// while it runs, so this bounds the threads too. A read from the page
 /// cache takes microseconds, so a healthy disk comes nowhere near it.
 const MAX_READS: usize = 64;
@@ -33,7 +38,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const STACK_SIZE: usize = 256 << 10;
 
 /// Reads in flight, in all and by source.
-pub(super) struct ReadBudget {
+pub(crate) struct ReadBudget {
     total: usize,
     per_source: usize,
     taken: Mutex<Taken>,
@@ -45,8 +50,17 @@ struct Taken {
     by_source: HashMap<IpAddr, usize>,
 }
 
+/// Which part of the budget had no read to spare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Every read of the server's budget runs.
+    All,
+    /// The source's share runs.
+    Source,
+}
+
 impl ReadBudget {
-    pub(super) fn new(total: usize, per_source: usize) -> ReadBudget {
+    pub(crate) fn new(total: usize, per_source: usize) -> ReadBudget {
         ReadBudget {
             total,
             per_source,
@@ -55,27 +69,32 @@ impl ReadBudget {
     }
 
     /// The server's budget.
-    pub(super) fn shared() -> &'static ReadBudget {
+    pub(crate) fn shared() -> &'static ReadBudget {
         static SHARED: OnceLock<ReadBudget> = OnceLock::new();
         SHARED.get_or_init(|| ReadBudget::new(MAX_READS, MAX_READS_PER_SOURCE))
     }
 
     /// A turn for one read, unless the budget (or `source`'s share of it)
     /// is taken; `source` is `None` for an exempt network.
-    pub(super) fn try_take(&'static self, source: Option<IpAddr>) -> Option<ReadPermit> {
+    pub(crate) fn try_take(&'static self, source: Option<IpAddr>) -> Option<ReadPermit> {
+        self.take(source).ok()
+    }
+
+    /// Like `try_take`, saying which share was taken.
+    pub(crate) fn take(&'static self, source: Option<IpAddr>) -> Result<ReadPermit, Busy> {
         let mut taken = self.lock();
         if taken.total >= self.total {
-            return None;
+            return Err(Busy::All);
         }
         if let Some(source) = source {
             let held = taken.by_source.entry(source).or_default();
             if *held >= self.per_source {
-                return None;
+                return Err(Busy::Source);
             }
             *held += 1;
         }
         taken.total += 1;
-        Some(ReadPermit {
+        Ok(ReadPermit {
             budget: self,
             source,
         })
@@ -88,7 +107,7 @@ impl ReadBudget {
 
 /// One read's turn, given back when the read ends: a read stuck for good
 /// keeps it for good, which is what bounds a dead disk's pile of reads.
-pub(super) struct ReadPermit {
+pub(crate) struct ReadPermit {
     budget: &'static ReadBudget,
     source: Option<IpAddr>,
 }
@@ -133,26 +152,54 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Runs `job` on a reader thread. The caller holds a `ReadPermit` for it,
-/// so there are never more jobs than the budget, and a thread is started
-/// whenever none is idle.
-pub(super) fn run(job: impl FnOnce() + Send + 'static) {
+/// Runs `job` on a reader thread, starting one whenever none is idle, up
+/// to the budget's number: a read's caller holds a `ReadPermit` for it,
+/// so reads never outnumber the threads; only a close (`close_on_reader`)
+/// may wait for one.
+pub(crate) fn run(job: impl FnOnce() + Send + 'static) {
     let pool = pool();
     let mut state = pool.state.lock().unwrap_or_else(PoisonError::into_inner);
     state.jobs.push_back(Box::new(job));
     if state.jobs.len() > state.idle && state.threads < MAX_READS {
         let started = std::thread::Builder::new()
-            .name("tftp-read".into())
+            .name("static-read".into())
             .stack_size(STACK_SIZE)
             .spawn(|| pool.serve());
         match started {
             Ok(_) => state.threads += 1,
             // The job waits for a thread that is running: if none is, its
-            // transfer's read times out, as on a disk that does not answer.
-            Err(e) => tracing::warn!(error = %e, "could not start a TFTP read thread"),
+            // read times out, as on a disk that does not answer.
+            Err(e) => tracing::warn!(error = %e, "could not start a static-file read thread"),
         }
     }
     pool.work.notify_one();
+}
+
+/// Runs `read` on a reader thread under `permit`; its answer comes on
+/// the channel. A caller gone before the read starts costs no read, and
+/// one gone during it gets the permit back as soon as the read returns.
+pub(crate) fn submit<T: Send + 'static>(
+    permit: ReadPermit,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> oneshot::Receiver<T> {
+    let (answer, answered) = oneshot::channel();
+    run(move || {
+        if answer.is_closed() {
+            return;
+        }
+        let read = read();
+        // Given back before the answer, so the caller's next read finds
+        // it free.
+        drop(permit);
+        let _ = answer.send(read);
+    });
+    answered
+}
+
+/// Closes `file` on a reader thread: a close flushes, and on a FUSE or NFS
+/// mount that stopped answering it can wait like a read.
+pub(crate) fn close_on_reader(file: std::fs::File) {
+    run(move || drop(file));
 }
 
 impl Pool {
@@ -161,7 +208,7 @@ impl Pool {
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 drop(state);
-                // A job's panic is its transfer's (its answer never comes),
+                // A job's panic is its download's (its answer never comes),
                 // not the thread's: the thread count stays right.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
