@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -194,11 +195,26 @@ fn tls_files_without_https_are_warned_of() {
 
 /// A final snapshot that could not be written leaves the next start with
 /// none (or an older one) while the database is down: an error in the
-/// log, not a warning.
+/// log, not a warning. Its folder is checked before: `check-config`
+/// names it, and `serve` starts (the snapshot is insurance) but warns at
+/// once and counts it as the snapshot's failure, where the first word
+/// used to come a minute later, or, as here, only at the stop.
 #[test]
 fn a_final_snapshot_not_written_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("no-such-folder").join("dialtone.snapshot");
+    let mut cmd = check_config(dir.path());
+    cmd.env("DIALTONE_MIRROR__SNAPSHOT_PATH", &snapshot);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("dialtone: invalid configuration: ")
+                && l.contains("mirror.snapshot_path")
+                && l.contains("no such folder")),
+        "{err}"
+    );
     let server = Server::start_with_env(
         dir.path(),
         &sqlite_url(dir.path()),
@@ -208,6 +224,22 @@ fn a_final_snapshot_not_written_is_an_error() {
             ("DIALTONE_MIRROR__SNAPSHOT_INTERVAL_S", "0"),
         ],
     );
+    let warned = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("cannot write the snapshot"))
+    };
+    // Lines reach stderr from the log's own thread.
+    let said = wait_until(Duration::from_secs(10), || warned(&server.stderr()));
+    assert!(said.is_some(), "{}", server.stderr());
+    let failures: f64 = {
+        let (_, metrics) = server.try_get("/metrics").expect("/metrics answers");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("dialtone_background_failures_total{task=\"snapshot\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(failures, 1.0);
     // Where `Server` sends the child's stderr, read after it exits.
     let stderr = dir.path().join(format!("serve-{}.log", server.addr.port()));
     assert_eq!(server.stop(), 0);

@@ -16,6 +16,7 @@ mod sections;
 mod tests;
 mod validate;
 
+pub(crate) use preflight::snapshot_folder_problem;
 pub use provisioning::listen_or_off;
 
 use std::net::SocketAddr;
@@ -111,7 +112,7 @@ impl Config {
     }
 
     /// SQLite file path when the database is SQLite.
-    fn sqlite_path(&self) -> Option<PathBuf> {
+    pub(crate) fn sqlite_path(&self) -> Option<PathBuf> {
         let rest = self
             .database
             .url

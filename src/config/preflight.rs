@@ -1,8 +1,9 @@
 //! Checks of the files a configuration names, for `check-config`: what
 //! `serve` would refuse at start (a database URL its store cannot read, a
 //! TLS pair that does not load, a key file that does not parse, a static
-//! folder or log file it cannot use),
-//! found without starting it and without writing anything.
+//! folder or log file it cannot use), and a snapshot folder it would
+//! start without but cannot write, found without starting it and leaving
+//! nothing behind.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -60,8 +61,74 @@ impl Config {
         if let Some(path) = &self.log.file {
             problems.extend(log_file_problem(path));
         }
+        problems.extend(snapshot_folder_preflight(self));
         problems
     }
+}
+
+/// Whether the snapshot can be written where `mirror.snapshot_path` puts
+/// it: its folder there and writable. `serve` starts without it (a
+/// warning, and a background failure counted), since phones are served
+/// from the database; but the snapshot is what a start serves while the
+/// database is away, and a folder that was not there showed only at the
+/// first periodic write or at the shutdown.
+pub(crate) fn snapshot_folder_problem(config: &Config) -> Option<String> {
+    let path = config.snapshot_path();
+    folder_unwritable(parent_folder(&path)).map(|why| {
+        format!(
+            "cannot write the snapshot {} (mirror.snapshot_path): {why}",
+            path.display()
+        )
+    })
+}
+
+/// [`snapshot_folder_problem`] before a start. Not for a relative path,
+/// which is `serve`'s working directory's (the unit's) and not that of
+/// whoever runs `check-config`; nor for the state folder not made yet,
+/// the database's or the key file's, which systemd makes at the first
+/// start (`StateDirectory=`), as the key file's own check allows.
+fn snapshot_folder_preflight(config: &Config) -> Option<String> {
+    let path = config.snapshot_path();
+    let folder = parent_folder(&path);
+    if path.is_relative() {
+        return None;
+    }
+    let state_folders = [config.sqlite_path(), config.key_file()];
+    let made_at_start = state_folders
+        .iter()
+        .flatten()
+        .any(|p| parent_folder(p) == folder);
+    if made_at_start && !folder.exists() {
+        return None;
+    }
+    snapshot_folder_problem(config)
+}
+
+/// Why no file can be made in `folder`: a probe file is made there and
+/// removed, as the snapshot's writer makes its temporary file. Its name
+/// is random and made exclusively (`create_new`), so it can be no other
+/// file, another node's probe in a shared folder included.
+fn folder_unwritable(folder: &Path) -> Option<String> {
+    let probe = folder.join(format!(
+        ".dialtone-probe.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|file| {
+            drop(file);
+            std::fs::remove_file(&probe)
+        });
+    let e = made.err()?;
+    Some(match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory => {
+            format!("{}: {}", folder.display(), folder_error(&e))
+        }
+        _ => format!("cannot write in {}: {e}", folder.display()),
+    })
 }
 
 /// The key file as `serve` reads it. A missing one is no problem: `serve`
@@ -240,6 +307,51 @@ mod tests {
             assert!(!problems[0].contains("hunter2"), "{problems:?}");
         }
         assert!(!db.exists(), "check-config created the database");
+    }
+
+    /// The snapshot's folder is there and takes a file: one that was not
+    /// showed only at the first periodic write, or at the shutdown.
+    #[test]
+    fn a_snapshot_folder_serve_could_not_write_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let listed = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listed();
+        // Beside the database, by default.
+        assert!(config.preflight().is_empty(), "{:?}", config.preflight());
+        for (folder, why) in [
+            (dir.path().join("gone"), "no such folder"),
+            (file.clone(), "not a folder"),
+        ] {
+            config.mirror.snapshot_path = Some(folder.join("d.snapshot"));
+            let problems = config.preflight();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].contains("mirror.snapshot_path") && problems[0].contains(why),
+                "{problems:?}"
+            );
+        }
+        // The probe left nothing behind.
+        config.mirror.snapshot_path = Some(dir.path().join("d.snapshot"));
+        assert!(config.preflight().is_empty());
+        assert_eq!(listed(), before);
+        // The state folder systemd makes at the first start is no problem
+        // before it; a relative path is serve's working directory's.
+        let mut later = config.clone();
+        later.mirror.snapshot_path = None;
+        later.database.url = format!("sqlite://{}", dir.path().join("state/d.db").display());
+        assert!(later.preflight().is_empty(), "{:?}", later.preflight());
+        later.mirror.snapshot_path = Some("no-such-folder/d.snapshot".into());
+        assert!(later.preflight().is_empty(), "{:?}", later.preflight());
     }
 
     #[test]

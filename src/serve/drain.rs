@@ -112,8 +112,8 @@ pub(super) async fn drain(
             // serve from while the database is down, or an older one. The
             // exit stays 0, the drain having done all else: systemd counts
             // a stop's non-zero exit as the unit failing.
-            Ok(Err(e)) => tracing::error!(error = %e, "writing the final snapshot failed"),
-            Err(e) => tracing::error!(error = %e, "the final snapshot's task failed"),
+            Ok(Err(e)) => final_snapshot_failed(config, "writing the final snapshot failed", &e),
+            Err(e) => final_snapshot_failed(config, "the final snapshot's task failed", &e),
         }
     }
     // sqlx's close waits for every connection lent out to come back, and
@@ -127,6 +127,17 @@ pub(super) async fn drain(
             wait_s = STORE_CLOSE_WAIT.as_secs(),
             "database connections were still in use; exiting without them"
         );
+    }
+}
+
+/// Counted as the periodic writer's failures are, and said on stderr too
+/// when the log goes to a file: the stop is where an operator looks, and
+/// with `snapshot_interval_s = 0` this write is the only one.
+fn final_snapshot_failed(config: &Config, what: &str, e: &dyn std::fmt::Display) {
+    dialtone_sync::watcher::failed("snapshot");
+    tracing::error!(error = %e, "{what}");
+    if config.log.file.is_some() {
+        eprintln!("dialtone: {what}: {e}");
     }
 }
 
@@ -169,5 +180,38 @@ mod tests {
             "the drain waited for the TFTP thread"
         );
         assert!(config.snapshot_path().exists(), "no final snapshot");
+    }
+
+    /// A final snapshot that cannot be written counts as the periodic
+    /// writer's failures do; the exit stays the drain's (0).
+    #[tokio::test]
+    async fn a_final_snapshot_not_written_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.http.shutdown_grace_s = 1;
+        config.mirror.snapshot_path = Some(dir.path().join("gone").join("final.snapshot"));
+        let Started { store, mirror, .. } = start_on_empty_sqlite(&mut config, dir.path()).await;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // This test's runtime has one thread: the drain counts on it.
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let listeners = Listeners {
+            http: Vec::new(),
+            tftp: None,
+        };
+        drain(
+            &config,
+            listeners,
+            CancellationToken::new(),
+            TaskTracker::new(),
+            &mirror,
+            &*store,
+        )
+        .await;
+        let counted = handle.render();
+        assert!(
+            counted.contains("dialtone_background_failures_total{task=\"snapshot\"} 1"),
+            "{counted}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! drain on SIGTERM or Ctrl-C (`signals.rs` for signals and systemd).
 
 mod drain;
+mod local_disk;
 #[cfg(test)]
 mod restore_start_tests;
 mod router;
@@ -39,8 +40,8 @@ use crate::supervise::{Intensity, Supervisor};
 use drain::drain;
 pub use router::{api_router, ApiParts, Routers};
 use signals::notify_systemd;
+pub use startup::open_reached_store;
 use startup::Sockets;
-pub use startup::{open_reached_store, open_store};
 
 pub use signals::Hangup;
 
@@ -59,7 +60,8 @@ pub async fn run(
         config.provisioning.ban_s,
     );
     startup::raise_open_file_limit(&config);
-    let (store, key) = open_store(&config).await?;
+    local_disk::warn_of_snapshot_folder(&config);
+    let (store, key) = startup::open_serving_store(&config).await?;
     let sockets = Sockets::bind(&config).await?;
     let source = config.provisioning.shipped_source();
     let shipped = Shipped::from_source_at_start(&source, 1)
@@ -333,7 +335,11 @@ impl Listeners {
                 "provisioning",
                 tokio::spawn(serve(
                     sockets.provisioning,
-                    dialtone_tftp::http::router(provisioner.clone()),
+                    dialtone_tftp::http::router_exempting(
+                        provisioner.clone(),
+                        false,
+                        provisioning.per_source_exempt.clone(),
+                    ),
                     provisioning.clone(),
                     cancel.clone(),
                 )),
@@ -360,7 +366,11 @@ impl Listeners {
                 listener: Listener::ProvisioningTls,
                 ..provisioning
             };
-            let router = dialtone_tftp::http::router_with(provisioner.clone(), true);
+            let router = dialtone_tftp::http::router_exempting(
+                provisioner.clone(),
+                true,
+                options.per_source_exempt.clone(),
+            );
             http.push((
                 "HTTPS",
                 tokio::spawn(serve(listener, router, options, cancel.clone())),

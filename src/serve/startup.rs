@@ -67,18 +67,47 @@ pub async fn open_reached_store(config: &Config) -> Result<(Arc<dyn Store>, Secr
 
 pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
     let key = load_key(config)?;
-    let options = StoreOptions {
+    let store = dialtone_sync::open(&config.database.url, key.clone(), &store_options(config))
+        .await
+        .with_context(|| cannot_open(config))?;
+    Ok((store, key))
+}
+
+/// [`open_store`] for `serve`: a SQLite file that does not open for a
+/// cause outside its data (a full disk, a read-only mount) is an outage,
+/// as a PostgreSQL server that does not answer is, and the store it gives
+/// opens the file at each use until it opens. [`load_mirror`] then serves
+/// the snapshot, or stops the start when there is none.
+pub(super) async fn open_serving_store(config: &Config) -> Result<(Arc<dyn Store>, SecretKey)> {
+    let key = load_key(config)?;
+    let options = store_options(config);
+    let store =
+        dialtone_sync::store::open_through_outage(&config.database.url, key.clone(), &options)
+            .await
+            .with_context(|| cannot_open(config))?;
+    Ok((store, key))
+}
+
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
         max_connections: config.database.max_connections,
         acquire_timeout: config.database.acquire_timeout(),
         max_catch_up_rows: config.mirror.max_catch_up_rows,
         migration_lock_wait: Duration::from_millis(config.database.migration_lock_wait_ms),
         migration_retry_for: Duration::from_secs(config.database.migration_retry_s),
         ..Default::default()
-    };
-    let store = dialtone_sync::open(&config.database.url, key.clone(), &options)
-        .await
-        .with_context(|| format!("cannot open database {}", masked_url(&config.database.url)))?;
-    Ok((store, key))
+    }
+}
+
+/// "cannot open database URL", with what the SQLite database's folder
+/// says (no space left, read-only): SQLite's own text for a full disk
+/// is often only "disk I/O error".
+fn cannot_open(config: &Config) -> String {
+    format!(
+        "cannot open database {}{}",
+        masked_url(&config.database.url),
+        super::local_disk::database_folder_note(config)
+    )
 }
 
 fn unreachable(e: &anyhow::Error) -> bool {
@@ -238,14 +267,15 @@ pub(super) async fn load_mirror(
             if !unreachable(&e) {
                 return Err(e);
             }
+            let state = outage_state(config);
             let Some(snap) = snap else {
                 bail!(
-                "database {} is unreachable and there is no snapshot at {} it can serve from (one that could not be read is named in a warning above): {e:#}",
+                "database {} {state} and there is no snapshot at {} it can serve from (one that could not be read is named in a warning above): {e:#}",
                 masked_url(&config.database.url),
                 path.display()
             );
             };
-            serve_snapshot(config, key, mirror, snap, "is unreachable", &e)?;
+            serve_snapshot(config, key, mirror, snap, &state, &e)?;
             return Ok(Checked::Deferred(pending));
         }
     };
@@ -318,6 +348,19 @@ pub(super) async fn load_mirror(
     Ok(Checked::Yes)
 }
 
+/// How an outage reads: a server "is unreachable"; a SQLite file (which
+/// did not open, or cannot be written to migrate it) "cannot be used",
+/// with what its folder says (no space left, read-only).
+fn outage_state(config: &Config) -> String {
+    match config.sqlite_path() {
+        Some(_) => format!(
+            "cannot be used{}",
+            super::local_disk::database_folder_note(config)
+        ),
+        None => "is unreachable".into(),
+    }
+}
+
 /// Serves the snapshot while the database `state` (`why`), stale since the
 /// snapshot's own sync.
 fn serve_snapshot(
@@ -345,7 +388,13 @@ fn serve_snapshot(
     // there, however many restarts later.
     mirror.synced_at_least_at(header.synced_at);
     mirror.mark_unreachable(&format!("{why:#}"));
-    tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, error = %format!("{why:#}"), "database {state}; serving from the snapshot");
+    if config.sqlite_path().is_some() {
+        // A server's outage is often someone else's to mend, and passes;
+        // this node's own disk is its operator's to free or remount.
+        tracing::error!(snapshot = %path.display(), synced_at = header.synced_at, error = %format!("{why:#}"), "database {state}; serving from the snapshot, admin writes refused, opening it again every few seconds");
+    } else {
+        tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, error = %format!("{why:#}"), "database {state}; serving from the snapshot");
+    }
     Ok(())
 }
 
@@ -468,8 +517,9 @@ pub(super) fn raise_open_file_limit(config: &Config) {
     }
 }
 
-/// Descriptors the node may hold at once: every TFTP transfer, every HTTP
-/// listener's connections (a provisioning download may stream a static
+/// Descriptors the node may hold at once: every TFTP transfer (its socket,
+/// and a static file's own while it sends one: `tftp/src/tftp/read_ahead.rs`),
+/// every HTTP listener's connections (a provisioning download may stream a static
 /// file, one more descriptor each) and refusals, and 1024 for the rest
 /// (database pool, LDAP, logs).
 fn open_files_needed(config: &Config) -> u64 {
@@ -482,7 +532,8 @@ fn open_files_needed(config: &Config) -> u64 {
         .map_or(0, |_| descriptors_needed(api, 0));
     let provisioning = descriptors_needed(p.http_max_connections, 1);
     let https = p.https_listen.map_or(0, |_| provisioning);
-    p.tftp_max_transfers as u64
+    let per_transfer = if p.static_dir.is_some() { 2 } else { 1 };
+    p.tftp_max_transfers as u64 * per_transfer
         + descriptors_needed(api, 0)
         + monitoring
         + provisioning
@@ -598,6 +649,9 @@ mod open_file_tests {
         config.http.monitoring_listen = Some("127.0.0.1:9100".parse().unwrap());
         let with_all = open_files_needed(&config);
         assert!(with_all >= base + 2 * 4096 + 4096, "{with_all}");
+        // A static file's transfer holds the file open besides its socket.
+        config.provisioning.static_dir = Some("/srv/firmware".into());
+        assert_eq!(open_files_needed(&config), with_all + tftp);
     }
 }
 

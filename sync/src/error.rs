@@ -208,9 +208,7 @@ impl SyncError {
         const CANTOPEN: i32 = 14;
         let sqlx_code = |e: &sqlx::Error| match e {
             sqlx::Error::Database(db)
-                if db
-                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-                    .is_some() =>
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
             {
                 db.code().and_then(|c| c.parse::<i32>().ok())
             }

@@ -430,7 +430,14 @@ pub fn exercise_demo_node(dir: &Path, url: &str, server: &Server) {
     let reader = create_token(
         dir,
         url,
-        &["--scope", "tenant-read", "--tenant", "demo", "--name", "ops"],
+        &[
+            "--scope",
+            "tenant-read",
+            "--tenant",
+            "demo",
+            "--name",
+            "ops",
+        ],
     );
     let bearer = format!("Bearer {reader}");
     assert!(wait_until(Duration::from_secs(10), || {

@@ -709,6 +709,25 @@ pub async fn open(
     }
 }
 
+/// [`open`], but a SQLite file that cannot be opened now for a cause
+/// outside its data ([`SyncError::is_sqlite_file_outage`]: a full disk, a
+/// read-only mount) still gives a store, which opens the file at each use
+/// until it opens, as a PostgreSQL store connects at each use until its
+/// server answers. Its first use fails as the open did: the caller tells
+/// from that whether it can serve meanwhile (from a snapshot) or stops.
+pub async fn open_through_outage(
+    url: &str,
+    key: SecretKey,
+    options: &StoreOptions,
+) -> Result<Arc<dyn Store>, SyncError> {
+    match open(url, key.clone(), options).await {
+        Err(e) if e.is_sqlite_file_outage() => Ok(Arc::new(sqlite::SqliteStore::connect_lazily(
+            url, key, options,
+        )?)),
+        opened => opened,
+    }
+}
+
 /// The URL query parameters sqlx's PostgreSQL driver reads (0.8), besides
 /// `options[NAME]`.
 pub const PG_URL_PARAMS: [&str; 18] = [

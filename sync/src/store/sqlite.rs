@@ -64,6 +64,29 @@ impl SqliteStore {
         key: SecretKey,
         options: &StoreOptions,
     ) -> Result<Self, SyncError> {
+        let (connect, pool) = Self::options(url, options)?;
+        let pool = migrate::open_pool(pool, &connect, options.busy_timeout).await?;
+        Ok(Self::with_pool(pool, connect, key, options))
+    }
+
+    /// Opens nothing yet: each use opens the file until it opens, as a
+    /// PostgreSQL store connects. For a node that serves its snapshot
+    /// while the file cannot be opened (a full disk, a read-only mount).
+    pub fn connect_lazily(
+        url: &str,
+        key: SecretKey,
+        options: &StoreOptions,
+    ) -> Result<Self, SyncError> {
+        let (connect, pool) = Self::options(url, options)?;
+        migrate::create_private(&connect);
+        let pool = pool.connect_lazy_with(connect.clone());
+        Ok(Self::with_pool(pool, connect, key, options))
+    }
+
+    fn options(
+        url: &str,
+        options: &StoreOptions,
+    ) -> Result<(SqliteConnectOptions, SqlitePoolOptions), SyncError> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -73,8 +96,16 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.acquire_timeout);
-        let pool = migrate::open_pool(pool, &connect, options.busy_timeout).await?;
-        Ok(SqliteStore {
+        Ok((connect, pool))
+    }
+
+    fn with_pool(
+        pool: SqlitePool,
+        connect: SqliteConnectOptions,
+        key: SecretKey,
+        options: &StoreOptions,
+    ) -> Self {
+        SqliteStore {
             pool,
             load_source: load::LoadSource::new(&connect, options.busy_timeout),
             connect,
@@ -83,7 +114,7 @@ impl SqliteStore {
             local_commit: Arc::new(Notify::new()),
             key_checked: Default::default(),
             prune_clock: Default::default(),
-        })
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {

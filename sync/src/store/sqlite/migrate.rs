@@ -63,7 +63,7 @@ pub(super) async fn open_pool(
 /// and template bodies. SQLite gives its -wal and -shm files the database
 /// file's mode. An existing file keeps the mode its operator gave it, and
 /// a failure here is left for SQLite's own open to report.
-fn create_private(connect: &SqliteConnectOptions) {
+pub(super) fn create_private(connect: &SqliteConnectOptions) {
     use std::os::unix::fs::OpenOptionsExt;
     let database = connect.get_filename();
     if database.to_string_lossy().starts_with(SQLX_IN_MEMORY) || database.as_os_str().is_empty() {
@@ -95,8 +95,12 @@ pub(super) async fn run(
     let mut conn = pool.acquire().await?;
     // A database already at this version is only read: no turn to wait
     // for, and no lock file for a start that migrates nothing.
-    let pending = sql::applied_migration(&mut conn).await? < Some(known);
+    let applied = sql::applied_migration(&mut conn).await?;
+    let pending = applied < Some(known);
     drop(conn);
+    if pending {
+        refuse_read_only(connect, applied, known)?;
+    }
     let _turn = if pending {
         Turn::take(connect).await?
     } else {
@@ -119,6 +123,46 @@ pub(super) async fn run(
     }
     let mut conn = pool.acquire().await?;
     sql::check_key(&mut conn, key, true).await
+}
+
+/// SQLite opens a file it cannot write read-only, without a word, and a
+/// migration then failed at its first write with "attempt to write a
+/// readonly database", after a warning that the lock file could not be
+/// made. Refused before, naming the file. Asked of the kernel by path
+/// (`faccessat`): opening and closing the database file here would drop
+/// the POSIX locks SQLite holds on it in this process.
+fn refuse_read_only(
+    connect: &SqliteConnectOptions,
+    applied: Option<i64>,
+    known: i64,
+) -> Result<(), SyncError> {
+    use std::os::unix::ffi::OsStrExt;
+    let database = connect.get_filename();
+    if database.to_string_lossy().starts_with(SQLX_IN_MEMORY) || database.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let Ok(path) = std::ffi::CString::new(database.as_os_str().as_bytes()) else {
+        return Ok(());
+    };
+    // SAFETY: a NUL-terminated path that lives across the call.
+    let writable =
+        unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) }
+            == 0;
+    if writable {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EROFS | libc::EACCES | libc::EPERM) => Err(SyncError::ReadOnlyMigration {
+            path: database.to_path_buf(),
+            reason: e.to_string(),
+            found: applied.unwrap_or(0),
+            known,
+        }),
+        // Anything else (the file gone since it was opened) is left to
+        // the migration's own error.
+        _ => Ok(()),
+    }
 }
 
 /// The turn to migrate, held until dropped: closing the file releases it.
