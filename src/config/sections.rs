@@ -125,39 +125,41 @@ impl ResyncConfig {
         if !crate::resync::sip::valid_domain(&self.sender_host()) {
             bail!("resync.from_domain must be a host name or address");
         }
-        self.check_proxy_family()
+        Ok(())
     }
 
     /// A proxy written as an address of the family `listen` cannot send
     /// to failed every resync as "could not be resolved", with nothing
-    /// said at start. Only while the proxy is used: `direct` sends past it.
-    fn check_proxy_family(&self) -> Result<()> {
-        let Some(proxy) = self.proxy.as_deref().filter(|_| !self.direct) else {
-            return Ok(());
-        };
+    /// said at start. Warned of, not refused: a node that started with it
+    /// (and served its phones, failing only resyncs) must start after an
+    /// upgrade; each resync says why it failed. Only while the proxy is
+    /// used: `direct` sends past it.
+    fn proxy_family_warning(&self) -> Option<String> {
+        let proxy = self.proxy.as_deref().filter(|_| !self.direct)?;
         let literal = split_host_port(proxy).and_then(|(host, _)| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             host.parse::<IpAddr>().ok()
-        });
+        })?;
         let listen = self.listen.ip();
-        match literal {
-            Some(ip) if !family::reaches(listen, ip) => bail!(
-                "resync.proxy {proxy} is {} and resync.listen {} is {}: no NOTIFY could reach it; \
-                 set resync.listen to an {0} address, or \"[::]:0\" for both",
-                family::name(ip),
+        (!family::reaches(listen, literal)).then(|| {
+            format!(
+                "resync.proxy {proxy} is {} and resync.listen {} is {}: no NOTIFY can reach it, \
+                 and every resync fails; set resync.listen to an {0} address, or \"[::]:0\" for both",
+                family::name(literal),
                 self.listen,
                 family::name(listen),
-            ),
-            _ => Ok(()),
-        }
+            )
+        })
     }
 
-    /// `direct_networks` entries of the family `listen` cannot send to:
-    /// their phones got "has not fetched its configuration" while history
-    /// showed they had. Warned of, not refused, and only with `direct` on:
-    /// the shipped list holds `fc00::/7`, which the shipped `listen`
-    /// (`0.0.0.0:0`) cannot reach.
+    /// What `serve` logs at start and `check-config` shows: a proxy
+    /// `listen` cannot send to, and `direct_networks` entries of the
+    /// family `listen` cannot send to: their phones got "has not fetched
+    /// its configuration" while history showed they had. The latter only
+    /// with `direct` on: the shipped list holds `fc00::/7`, which the
+    /// shipped `listen` (`0.0.0.0:0`) cannot reach.
     pub(super) fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self.proxy_family_warning().into_iter().collect();
         let listen = self.listen.ip();
         let unreached: Vec<&str> = self
             .direct_networks
@@ -169,20 +171,21 @@ impl ResyncConfig {
             .map(String::as_str)
             .collect();
         if !self.direct || unreached.is_empty() {
-            return Vec::new();
+            return warnings;
         }
         let theirs = if listen.to_canonical().is_ipv4() {
             "IPv6"
         } else {
             "IPv4"
         };
-        vec![format!(
+        warnings.push(format!(
             "resync.direct_networks has {theirs} networks ({}), and resync.listen {} is {}: no NOTIFY \
              reaches a phone in them (resync.listen = \"[::]:0\" sends over both)",
             unreached.join(", "),
             self.listen,
             family::name(listen),
-        )]
+        ));
+        warnings
     }
 }
 

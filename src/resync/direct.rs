@@ -105,6 +105,9 @@ impl ResyncService {
 /// most `FETCH_TRUSTED_MS` before `now` and not after
 /// [`trusted_until`]`(now)`; the newest. A row stamped a year ahead won
 /// for that year, over the phone's real fetches from wherever it is now.
+/// `served_boots` leaves such rows out already, so a phone with no others
+/// reaches here with none: the empty-history reason says they are not
+/// counted.
 pub(super) fn choose(
     rows: &[BootRecord],
     now: Millis,
@@ -113,6 +116,9 @@ pub(super) fn choose(
     tenant: Option<&[IpNet]>,
 ) -> Result<IpAddr, Refusal> {
     let inside = |nets: &[IpNet], ip: IpAddr| nets.iter().any(|n| n.contains(&ip));
+    // As admission read it when it served the fetch: a NAT64 phone of a
+    // global IPv4 host is inside the networks that hold that host.
+    let tenants = |nets: &[IpNet], ip: IpAddr| dialtone_tftp::guard::listed_in(nets, ip);
     let served: Vec<(i64, IpAddr)> = rows
         .iter()
         .filter(|r| r.outcome == "ok" && matches!(r.protocol.as_str(), "http" | "https" | "tftp"))
@@ -121,7 +127,7 @@ pub(super) fn choose(
     if served.is_empty() {
         return Err((
             NO_FETCH,
-            "no known address: the phone has not fetched its configuration",
+            "no known address: the phone has not fetched its configuration (fetches stamped over 30 s ahead of this node's clock are not counted)",
         ));
     }
     let served: Vec<(i64, IpAddr)> = served
@@ -133,7 +139,7 @@ pub(super) fn choose(
     }
     let allowed: Vec<(i64, IpAddr)> = served
         .into_iter()
-        .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
+        .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| tenants(nets, ip)))
         .collect();
     if allowed.is_empty() {
         return Err((
@@ -141,19 +147,9 @@ pub(super) fn choose(
             "no known address: the phone fetched only from outside resync.direct_networks or the tenant's provisioning networks",
         ));
     }
-    let stamped: Vec<(i64, IpAddr)> = allowed
+    allowed
         .into_iter()
-        .filter(|&(at, _)| at <= trusted_until(now))
-        .collect();
-    if stamped.is_empty() {
-        return Err((
-            NO_FETCH,
-            "no known address: the phone's fetches are stamped ahead of this node's clock",
-        ));
-    }
-    stamped
-        .into_iter()
-        .filter(|&(at, _)| now.saturating_sub(at) <= FETCH_TRUSTED_MS)
+        .filter(|&(at, _)| at <= trusted_until(now) && now.saturating_sub(at) <= FETCH_TRUSTED_MS)
         .max_by_key(|&(at, _)| at)
         .map(|(_, ip)| ip)
         .ok_or((
@@ -318,19 +314,42 @@ mod tests {
         );
     }
 
-    /// Fetches all stamped ahead give no address, as old ones do.
+    /// A phone whose only fetches are stamped ahead has none left once
+    /// `served_boots` drops them: it is said not to have fetched, and the
+    /// reason says why fetches it may remember making are not counted.
     #[test]
-    fn fetches_only_stamped_ahead_of_the_clock_give_no_address() {
+    fn fetches_only_stamped_ahead_are_said_not_to_count() {
         let ours = Some("10.0.0.1".parse().unwrap());
         let direct = nets(&["10.0.0.0/8"]);
-        let now = 40 * 24 * 3600 * 1000;
-        let rows = [
-            fetch("10.1.1.1", "http", "ok", now + YEAR),
-            fetch("10.1.1.3", "tftp", "ok", now + 3_600_000),
-        ];
-        let (label, reason) = choose(&rows, now, ours, &direct, None).unwrap_err();
+        let (label, reason) = choose(&[], NOW, ours, &direct, None).unwrap_err();
         assert_eq!(label, "no_fetch");
-        assert!(reason.contains("ahead of this node's clock"), "{reason}");
+        assert!(reason.contains("has not fetched"), "{reason}");
+        // The reason names the allowance `trusted_until` gives.
+        assert_eq!(dialtone_tftp::digest::MAX_CLOCK_SKEW.as_secs(), 30);
+        assert!(
+            reason.contains("stamped over 30 s ahead of this node's clock are not counted"),
+            "{reason}"
+        );
+    }
+
+    /// A phone behind NAT64 fetched from `64:ff9b::a.b.c.d`, admitted as
+    /// `a.b.c.d` inside its tenant's networks: it is sent to there, as it
+    /// was served. A private host's NAT64 form is not that host.
+    #[test]
+    fn a_nat64_fetch_is_inside_the_tenants_networks_as_admission_read_it() {
+        let ours = Some("2001:db8::1".parse().unwrap());
+        let direct = nets(&["64:ff9b::/96"]);
+        let rows = [fetch("64:ff9b::81.2.69.5", "http", "ok", 10)];
+        let site = nets(&["81.2.69.0/24"]);
+        assert_eq!(
+            choose(&rows, NOW, ours, &direct, Some(&site)),
+            Ok("64:ff9b::81.2.69.5".parse().unwrap())
+        );
+        let rows = [fetch("64:ff9b::10.1.0.5", "http", "ok", 10)];
+        let reason = choose(&rows, NOW, ours, &direct, Some(&nets(&["10.1.0.0/16"])))
+            .unwrap_err()
+            .1;
+        assert!(reason.contains("provisioning networks"), "{reason}");
     }
 
     #[test]

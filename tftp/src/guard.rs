@@ -86,11 +86,18 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Whether `ip` is in one of the operator's exempt networks
-/// ([`source_networks`]): the host it stands for, as [`source_key`] reads
-/// it, not the /64 it would be counted under, which `::1/128` (the
-/// default) would never hold. A NAT64 address of a private IPv4 address
-/// is not that address here either.
+/// ([`source_networks`]): see [`listed_in`].
 pub fn is_exempt(networks: &[IpNet], ip: IpAddr) -> bool {
+    listed_in(networks, ip)
+}
+
+/// Whether one of `networks` holds `ip`: the host it stands for, as
+/// [`source_key`] reads it, not the /64 it would be counted under, which
+/// `::1/128` (the default exempt list) would never hold. A NAT64 address
+/// of a private IPv4 address is not that address here either. Exempt
+/// lists and tenants' `provisioning_networks` both match through this,
+/// so a NAT64 phone passes its own tenant's networks as it is counted.
+pub fn listed_in(networks: &[IpNet], ip: IpAddr) -> bool {
     addresses::listed_as(ip).any(|ip| networks.iter().any(|net| net.contains(&ip)))
 }
 

@@ -657,6 +657,25 @@ async fn a_tenant_network_allow_list_is_enforced() {
         .provisioner
         .provision(&from("192.0.2.77".parse().unwrap(), "001565000001.cfg"));
     assert_eq!(left.err(), Some(ProvisionError::NotFound));
+    // Behind NAT64 a phone is its global IPv4 host, inside the list as
+    // it is at its site; a documentation (or private) address's NAT64
+    // form is only an IPv6 address (RFC 6052), outside.
+    f.write(&[Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme & Sons".into(),
+        default_region: "US".into(),
+        settings: r#"{"provisioning_networks":["81.2.69.0/24","198.51.100.0/24"]}"#.into(),
+    })])
+    .await;
+    for (remote, served) in [
+        ("64:ff9b::81.2.69.5", true),
+        ("64:ff9b::198.51.100.7", false),
+    ] {
+        let fetch = f
+            .provisioner
+            .provision(&from(remote.parse().unwrap(), "001565000001.cfg"));
+        assert_eq!(fetch.is_ok(), served, "{remote}");
+    }
 }
 
 /// A MAC is no secret: a tenant could create a phone by the MAC of a
