@@ -155,7 +155,7 @@ impl Editor<'_> {
                 .extend(extra.as_object().unwrap().clone());
             let (status, etag, created) = self
                 .api
-                .send(Method::POST, "/v1/templates", Some(request), None)
+                .send_past_busy(Method::POST, "/v1/templates", Some(request), None)
                 .await;
             assert_eq!(status, 201, "{what}: {created}");
             self.templates.push(Template {
@@ -180,7 +180,7 @@ impl Editor<'_> {
                 let t = &mut self.templates[k];
                 let (status, etag, answer) = self
                     .api
-                    .send(
+                    .send_past_busy(
                         Method::PUT,
                         &format!("/v1/templates/{}", t.id),
                         Some(json!({ "body": body(t.family, t.what, n) })),
@@ -202,7 +202,7 @@ impl Editor<'_> {
                     .collect();
                 let (status, _, answer) = self
                     .api
-                    .send(
+                    .send_past_busy(
                         Method::PUT,
                         &format!("/v1/phones/{}", phone.mac),
                         Some(json!({
@@ -217,7 +217,7 @@ impl Editor<'_> {
             k if k == self.templates.len() + 1 => {
                 let (status, _, answer) = self
                     .api
-                    .send(
+                    .send_past_busy(
                         Method::PUT,
                         "/v1/tenants/acme",
                         Some(json!({ "name": format!("Acme {n}"), "default_region": "US",
@@ -233,7 +233,7 @@ impl Editor<'_> {
                 let phone = &self.phones[phone_index % self.phones.len()];
                 let (status, _, mut view) = self
                     .api
-                    .send(
+                    .send_past_busy(
                         Method::GET,
                         &format!("/v1/phones/{}", phone.mac),
                         None,
@@ -257,7 +257,7 @@ impl Editor<'_> {
                 });
                 let (status, _, answer) = self
                     .api
-                    .send(
+                    .send_past_busy(
                         Method::PUT,
                         &format!("/v1/phones/{}", phone.mac),
                         Some(update),

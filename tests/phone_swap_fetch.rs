@@ -297,26 +297,14 @@ async fn swaps_during_fetches(db_url: &str, nodes: usize, rounds: u64, tftp: Tft
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         shared.issued.store(round, SeqCst);
-        // A node starved of CPU (a loaded CI machine) may not get a pool
-        // connection within its acquire timeout: 503 busy, nothing was
-        // changed, so the same request again is safe. Anything else is an
-        // answer.
-        let mut tries = 0;
-        let (status, _, view) = loop {
-            let reply = api
-                .send(
-                    Method::POST,
-                    &format!("/v1/phones/{from}/replace"),
-                    Some(json!({ "new_mac": to })),
-                    None,
-                )
-                .await;
-            tries += 1;
-            if reply.0 != 503 || reply.2["error"]["code"] != "busy" || tries == 20 {
-                break reply;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let (status, _, view) = api
+            .send_past_busy(
+                Method::POST,
+                &format!("/v1/phones/{from}/replace"),
+                Some(json!({ "new_mac": to })),
+                None,
+            )
+            .await;
         match status {
             // The answering node shows the phone under its new MAC.
             200 => {

@@ -565,6 +565,32 @@ impl Api {
         }
     }
 
+    /// [`Api::send`], sent again while the answer is 503 `busy` (at most
+    /// 20 tries, 250 ms apart): a node starved of CPU on a loaded machine
+    /// may not get a pool connection within its acquire timeout, and
+    /// `busy` means nothing was changed, so the same request again is
+    /// safe. Any other answer is returned as it came.
+    #[allow(dead_code)]
+    pub async fn send_past_busy(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> (u16, String, serde_json::Value) {
+        let mut tries = 0;
+        loop {
+            let reply = self
+                .send(method.clone(), path, body.clone(), if_match)
+                .await;
+            tries += 1;
+            if reply.0 != 503 || reply.2["error"]["code"] != "busy" || tries == 20 {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Status, ETag header and JSON body (Null when not JSON).
     pub async fn send(
         &self,
