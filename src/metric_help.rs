@@ -281,7 +281,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_http_static_reads_busy_total",
-        "HTTP(S) downloads of static files answered 503 at once because the reads they share with TFTP were all running, by share: all (64 reads in flight), source (16 of the client's address or IPv6 /64). A steady rise means a slow or hung disk or mount under static_dir.",
+        "HTTP(S) downloads of static files answered 503 because the reads they share with TFTP stayed all running for the 2 s a download waits to open its file, by share: all (64 reads in flight), source (16 of the client's address or IPv6 /64). A steady rise means a slow or hung disk or mount under static_dir.",
     ),
     (
         "dialtone_http_static_read_timeouts_total",

@@ -311,6 +311,13 @@ impl RenderPool {
         }
     }
 
+    /// Jobs waiting for a slot now, all tenants together (a waiter whose
+    /// caller left may count until the next refusal prunes it). For tests,
+    /// which wait for jobs to queue rather than sleep, and for monitoring.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().waiting
+    }
+
     fn enter(&self, owner: Owner) -> Result<oneshot::Receiver<Slot>, ProvisionError> {
         let inner = &self.inner;
         let mut schedule = inner.lock();

@@ -346,6 +346,18 @@ impl Provisioner {
             .await
     }
 
+    /// Renders (and previews, checks) waiting for a slot of the render
+    /// pool. For tests and monitoring.
+    pub fn renders_waiting(&self) -> usize {
+        self.pool.waiting()
+    }
+
+    /// Admin list walks waiting for a slot of the walk lane. For tests and
+    /// monitoring.
+    pub fn walks_waiting(&self) -> usize {
+        self.walks.waiting()
+    }
+
     pub fn guard(&self) -> &Guard {
         &self.guard
     }

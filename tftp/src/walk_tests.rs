@@ -134,7 +134,7 @@ async fn a_tenant_waits_for_few_walks() {
             p.walk(1, Duration::from_secs(30), || ()).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("four walks waiting", || p.walks_waiting() == 4).await;
     let refused = p.walk(1, Duration::from_secs(30), || ()).await;
     assert!(
         matches!(refused, Err(crate::ProvisionError::Busy)),

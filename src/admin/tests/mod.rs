@@ -171,6 +171,21 @@ pub(super) fn seed_audit() -> Audit {
     }
 }
 
+/// Waits (10 s at most) until `waiting` says `count` jobs wait on a pool:
+/// a sleep is too short on a loaded machine, and a job not queued yet
+/// lets the next request wait in its place instead of being refused.
+pub(super) async fn until_waiting(what: &str, count: usize, waiting: impl Fn() -> usize) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while waiting() < count {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{what}: {} of {count} waiting after 10 s",
+            waiting()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 impl Harness {
     pub async fn new(backend: Backend) -> Harness {
         Harness::with_options(backend, &StoreOptions::default()).await

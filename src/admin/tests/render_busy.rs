@@ -89,7 +89,8 @@ async fn routes_refused_by_a_full_render_pool_document_their_503() {
     has_started.recv().await.unwrap();
     has_started.recv().await.unwrap();
     // The second of each is queued once its task has run up to its wait.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    super::until_waiting("the second render", 1, || h.provisioner.renders_waiting()).await;
+    super::until_waiting("the second walk", 1, || h.provisioner.walks_waiting()).await;
 
     let (mut refused, mut undocumented) = (0, Vec::new());
     for row in rows() {

@@ -108,7 +108,7 @@ async fn a_tenant_past_its_waiting_lists_is_told_to_retry() {
         }));
     }
     has_started.recv().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    super::until_waiting("acme's waiting walks", 4, || h.provisioner.walks_waiting()).await;
     let refused = tokio::time::timeout(Duration::from_secs(5), h.get("acme-read", "/v1/phones"))
         .await
         .expect("the list waited instead of being refused");

@@ -4,8 +4,9 @@
 //! hung mount kept a thread of the pool renders share for as long as the
 //! mount hung, client gone or not, and some 500 of them left no tenant a
 //! render. Now a hung mount holds at most the budget's reads; past it a
-//! download is refused at once (503), and a read that does not answer
-//! within its deadline ends the download.
+//! download waits a little for a turn to open its file, then is refused
+//! (503), and a read that does not answer within its deadline ends the
+//! download.
 
 use std::io::{self, Read as _};
 use std::net::IpAddr;
@@ -36,6 +37,14 @@ const CHUNK: u64 = 64 << 10;
 /// first, less often the longer it waits.
 const FIRST_LOOK: Duration = Duration::from_millis(1);
 const LONGEST_LOOK: Duration = Duration::from_millis(50);
+
+/// How long a download waits for a turn to open its file before it is
+/// answered 503. Every running download of a source takes a turn per
+/// chunk, and a read waiting for a CPU counts as in flight: refused at
+/// once, an office's phones booting together behind one NAT address were
+/// turned away from a healthy disk. Two seconds of every turn taken is a
+/// disk that does not answer.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
 
 /// A refused download's `Retry-After`, in seconds.
 const RETRY_AFTER: u32 = 5;
@@ -86,15 +95,21 @@ impl Reads {
         remote: IpAddr,
     ) -> Result<Opened, Response> {
         let source = self.source(remote);
-        let permit = match self.budget.take(source) {
+        let give_up = Instant::now() + self.deadline;
+        let wait = OPEN_WAIT.min(self.deadline);
+        let permit = match tokio::time::timeout(wait, turn(self.budget, source)).await {
             Ok(permit) => permit,
-            Err(busy) => return Err(busy_refusal(busy, asked, remote)),
+            // One last look says which share stayed taken.
+            Err(_) => match self.budget.take(source) {
+                Ok(permit) => permit,
+                Err(busy) => return Err(busy_refusal(busy, asked, remote)),
+            },
         };
         let opening = {
             let path = path.to_path_buf();
             read_pool::submit(permit, move || crate::statics::open_regular(&path))
         };
-        match tokio::time::timeout(self.deadline, opening).await {
+        match tokio::time::timeout_at(give_up, opening).await {
             Err(_) => Err(open_timed_out(asked, remote)),
             Ok(Err(_)) => Err(open_failed(asked, &io::Error::other("the open panicked"))),
             Ok(Ok(Err(e))) => Err(open_failed(asked, &e)),

@@ -1,9 +1,9 @@
 //! HTTP downloads of a static file on a disk that stopped answering (a
 //! stall here stands for a hard NFS mount whose server is gone, or a FUSE
 //! file system asleep in its read): they hold at most the budget of
-//! reads, the rest are refused at once, renders go on, a client that
-//! hangs up gives its read back, and a read past its deadline ends the
-//! download.
+//! reads, the rest are refused once no turn comes for a while, renders go
+//! on, a client that hangs up gives its read back, and a read past its
+//! deadline ends the download. One only slow holds no download back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,10 +127,11 @@ fn a_hung_file_holds_only_the_read_budget_and_renders_go_on() {
         assert_eq!(config.status(), StatusCode::OK);
         assert_eq!(text(config).await, "label = back\n");
         // Past the source's share (192.0.2.1 holds two reads), then past
-        // the whole budget: refused at once, saying why and when to retry.
+        // the whole budget: refused once no turn comes in `OPEN_WAIT`,
+        // saying why and when to retry.
         let refused = answer(
             get(&router, "192.0.2.1:5062", "/fw.bin"),
-            Duration::from_secs(2),
+            OPEN_WAIT + Duration::from_secs(5),
         )
         .await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -140,7 +141,7 @@ fn a_hung_file_holds_only_the_read_budget_and_renders_go_on() {
         assert_eq!(stall.until_waiting(BUDGET), BUDGET);
         let refused = answer(
             get(&router, "192.0.2.3:5060", "/fw.bin"),
-            Duration::from_secs(2),
+            OPEN_WAIT + Duration::from_secs(5),
         )
         .await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -167,6 +168,62 @@ fn a_hung_file_holds_only_the_read_budget_and_renders_go_on() {
         assert_eq!(served.headers()[header::CONTENT_LENGTH], "200001");
         let body = served.into_body().collect().await.unwrap().to_bytes();
         assert!(body.to_vec() == firmware(), "{} bytes", body.len());
+    });
+}
+
+/// Once, a download found its source's share of reads taken and was
+/// refused at once: every running download of an address takes a turn
+/// per chunk, so an office's phones booting together behind one NAT
+/// address got 503s from a healthy disk. Here the disk is briefly slow:
+/// two opens hold the source's share while six more downloads from the
+/// same address come in, and all eight are served once it answers.
+#[test]
+fn downloads_past_the_source_share_wait_for_a_turn() {
+    runtime(2).block_on(async {
+        let f = fixture();
+        let stall = Stall::new(&f.statics.path().join("fw.bin"), Op::Open);
+        let router = build(
+            f.provisioner.clone(),
+            false,
+            Reads::with(budget(8, 2), Duration::from_secs(60)),
+        );
+        let mut downloads = Vec::new();
+        for port in 5060..5062 {
+            downloads.push(get(&router, &format!("192.0.2.1:{port}"), "/fw.bin"));
+        }
+        assert_eq!(stall.until_waiting(2), 2, "the slow opens");
+        // Each polled once, here: a download refused at once is answered
+        // by then.
+        let app = router.layer(MockConnectInfo(
+            "192.0.2.1:5070".parse::<SocketAddr>().unwrap(),
+        ));
+        let mut queued = Vec::new();
+        for _ in 0..6 {
+            let request = Request::get("/fw.bin").body(Body::empty()).unwrap();
+            let mut download = Box::pin(app.clone().oneshot(request));
+            if let std::task::Poll::Ready(refused) = futures::poll!(download.as_mut()) {
+                let refused = refused.unwrap();
+                panic!("refused: {} {}", refused.status(), text(refused).await);
+            }
+            queued.push(download);
+        }
+        drop(stall);
+        let answers =
+            tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(queued))
+                .await
+                .expect("the queued downloads were answered");
+        for request in downloads {
+            let response = answer(request, Duration::from_secs(10)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.to_vec() == firmware(), "{} bytes", body.len());
+        }
+        for response in answers {
+            let response = response.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.to_vec() == firmware(), "{} bytes", body.len());
+        }
     });
 }
 

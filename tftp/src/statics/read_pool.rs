@@ -6,9 +6,10 @@
 //! blocking pool, where HTTP reads once ran, each download of a hung file
 //! kept a thread of the pool renders and other blocking work share, until
 //! none was left for any tenant. Reads run here instead, and a slow disk
-//! holds at most the budget's reads: past it a new download of a static
-//! file is refused "busy", and a running one waits for a turn within its
-//! own deadline.
+//! holds at most the budget's reads: past it a new TFTP transfer of a
+//! static file is refused "busy", a new HTTP download waits a little for a
+//! turn before its 503, and a running one waits for a turn within its own
+//! deadline.
 //!
 //! Not tokio's blocking pool: dropping a runtime waits for its blocking
 //! tasks without a limit, so one read stuck for good would keep the TFTP

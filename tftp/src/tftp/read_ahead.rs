@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use super::limits::{source_of, LogLimit};
-use super::read_pool::{self, ReadBudget, ReadPermit};
+use super::read_pool::{self, ReadBudget};
 use super::{transfer_failed, Refusal, TftpOptions};
 use crate::guard::is_exempt;
 use crate::statics::open_regular;
@@ -122,7 +122,7 @@ impl ReadAhead {
         let capacity = READ_AHEAD.max(window.saturating_mul(WINDOWS_AHEAD));
         let state = match budget.try_take(source) {
             None => State::Busy,
-            Some(permit) => State::Reading(submit(permit, move || {
+            Some(permit) => State::Reading(read_pool::submit(permit, move || {
                 #[cfg(test)]
                 tests::wait_while_stuck(&path);
                 let (mut file, meta) = open_regular(&path)?;
@@ -241,7 +241,7 @@ impl ReadAhead {
                 None => State::Idle(file),
                 Some(permit) => {
                     let wanted = ((self.capacity - buffered) as u64).min(self.unread);
-                    State::Reading(submit(permit, move || {
+                    State::Reading(read_pool::submit(permit, move || {
                         let bytes = read_up_to(&mut file, wanted)?;
                         Ok(Read {
                             ended: (bytes.len() as u64) < wanted,
@@ -266,27 +266,6 @@ impl Drop for ReadAhead {
             read_pool::close_on_reader(file);
         }
     }
-}
-
-/// Runs `read` on a reader thread under `permit`; its answer comes on
-/// the channel.
-fn submit(
-    permit: ReadPermit,
-    read: impl FnOnce() -> io::Result<Read> + Send + 'static,
-) -> oneshot::Receiver<io::Result<Read>> {
-    let (answer, answered) = oneshot::channel();
-    read_pool::run(move || {
-        // Its transfer ended while the read waited for a thread.
-        if answer.is_closed() {
-            return;
-        }
-        let read = read();
-        // Given back before the answer, so the transfer's next read finds
-        // it free.
-        drop(permit);
-        let _ = answer.send(read);
-    });
-    answered
 }
 
 fn read_up_to(file: &mut std::fs::File, wanted: u64) -> io::Result<Vec<u8>> {
