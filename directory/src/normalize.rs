@@ -14,6 +14,11 @@ use phonenumber::country::Id;
 use phonenumber::{Mode, ParseError, PhoneNumber};
 use regex_cache::RegexCache;
 
+use uri::{global_phone_context, uri_user, uri_user_part};
+
+#[path = "normalize_uri.rs"]
+mod uri;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error("empty number")]
@@ -60,19 +65,63 @@ pub fn check_lookup_len(input: &str) -> Result<(), NormalizeError> {
     Ok(())
 }
 
+/// A number's digits as [`clean`] reads them.
+struct Cleaned {
+    /// It began with `+`, or its URI gave a global `phone-context`.
+    plus: bool,
+    /// A bracketed `(0)` left out.
+    digits: String,
+    /// The same with that `0` kept, when there was one.
+    zero_kept: Option<String>,
+}
+
 /// The digits and whether the number began with `+`, with any extension
 /// cut off. Letters other than an extension marker make it not a number.
-fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
-    let trimmed = uri_user(input.trim());
+fn clean(input: &str) -> Result<Cleaned, NormalizeError> {
+    let input = input.trim();
+    let trimmed = uri_user(input);
     if trimmed.is_empty() {
         return Err(NormalizeError::Empty);
     }
-    let main = main_part(trimmed);
+    let main = main_part(trimmed).trim();
     let not_a_number = || NormalizeError::NotANumber(input.chars().take(40).collect());
+    // "+44 (0)1632 …": the bracketed trunk prefix is not dialled after a
+    // country code. In Italy, San Marino and the Vatican it is part of
+    // the number (+39 06 …), so a reading with it kept is tried as well.
+    let (plus, mut digits) = digits_of(&main.replace("(0)", "")).ok_or_else(not_a_number)?;
+    let mut zero_kept = main
+        .contains("(0)")
+        .then(|| digits_of(&main.replace("(0)", "0")))
+        .flatten()
+        .map(|(_, kept)| kept);
+    // RFC 3966 5.1.5: a local number's digits follow its context's.
+    let context = uri_user_part(input).and_then(global_phone_context);
+    let plus = match context {
+        Some(context) if !plus => {
+            digits.insert_str(0, &context);
+            if let Some(kept) = &mut zero_kept {
+                kept.insert_str(0, &context);
+            }
+            true
+        }
+        _ => plus,
+    };
+    let fits = |d: &String| (3..=17).contains(&d.len());
+    if !fits(&digits) {
+        return Err(not_a_number());
+    }
+    Ok(Cleaned {
+        plus,
+        digits,
+        zero_kept: zero_kept.filter(fits),
+    })
+}
+
+/// The digits of a number's main part and whether it began with `+`;
+/// `None` when something other than a separator is among them.
+fn digits_of(main: &str) -> Option<(bool, String)> {
     let mut digits = String::with_capacity(main.len());
     let mut plus = false;
-    // "+44 (0)1632 …": the bracketed trunk prefix is not dialled after a country code.
-    let main = main.trim().replace("(0)", "");
     for (i, c) in main.char_indices() {
         match c {
             '0'..='9' => digits.push(c),
@@ -80,13 +129,10 @@ fn clean(input: &str) -> Result<(bool, String), NormalizeError> {
             // Past the first character a `+` is a space as form encoders
             // write one (`%2B1+555+010+1234`): the lookup query keeps `+`.
             ' ' | '+' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
-            _ => return Err(not_a_number()),
+            _ => return None,
         }
     }
-    if digits.len() < 3 || digits.len() > 17 {
-        return Err(not_a_number());
-    }
-    Ok((plus, digits))
+    Some((plus, digits))
 }
 
 /// A number without its extension or parameters (`ext`, `x`, `;`, `,`,
@@ -98,26 +144,6 @@ fn main_part(number: &str) -> &str {
         .filter_map(|marker| lower.find(marker))
         .min()
         .map_or(number, |at| &number[..at])
-}
-
-/// The user part of a SIP or tel URI (`sip:+15550101234@pbx;user=phone`,
-/// `<tel:+15550101234>`, a From header's `<sip:…@pbx>;tag=…`), which some
-/// PBXes send as the caller's number; anything else as it is.
-fn uri_user(input: &str) -> &str {
-    let bare = input
-        .strip_prefix('<')
-        .and_then(|rest| rest.split_once('>'))
-        .map_or(input, |(uri, _header_params)| uri);
-    for scheme in ["sip:", "sips:", "tel:"] {
-        let is_scheme = bare
-            .get(..scheme.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(scheme));
-        if is_scheme {
-            let rest = &bare[scheme.len()..];
-            return rest.split(['@', ';', '?']).next().unwrap_or(rest).trim();
-        }
-    }
-    input
 }
 
 /// Patterns phonenumber's pattern cache holds: more than its metadata has
@@ -150,37 +176,55 @@ pub(crate) fn parse_number(region: Option<Id>, text: &str) -> Result<PhoneNumber
     phonenumber::parse(region, text)
 }
 
-fn e164(number: &PhoneNumber) -> String {
+fn e164_of(number: &PhoneNumber) -> String {
     number.format().mode(Mode::E164).to_string()
 }
 
-/// Valid per the metadata, or at least of a length the country uses
-/// (fictional and brand-new ranges are "invalid" yet real in directories).
-fn acceptable(number: &PhoneNumber) -> bool {
-    if phonenumber::is_valid(number) {
-        return true;
-    }
-    let national = number.national().to_string().len();
-    let database = &*phonenumber::metadata::DATABASE;
-    database
+/// The national lengths `meta`'s numbers have, by the kinds of number
+/// a directory holds (its general description lists none).
+fn lengths(meta: &phonenumber::Metadata) -> impl Iterator<Item = u16> + '_ {
+    let d = meta.descriptors();
+    [
+        Some(d.general()),
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.voip(),
+        d.personal_number(),
+        d.uan(),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|desc| desc.possible_length().iter().copied())
+}
+
+/// Of a length the country uses: fictional and brand-new ranges are
+/// "invalid" yet real in directories.
+fn fits_a_length(number: &PhoneNumber) -> bool {
+    let national = number.national().to_string().len() as u16;
+    phonenumber::metadata::DATABASE
         .by_code(&number.code().value())
         .into_iter()
         .flatten()
-        .any(|meta| {
-            let d = meta.descriptors();
-            [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.voip(),
-                d.personal_number(),
-                d.uan(),
-            ]
+        .any(|meta| lengths(meta).any(|len| len == national))
+}
+
+/// Whether `number`, read as a national number of `region`, has the one
+/// length every fixed or mobile line there has (ten digits in the NANP):
+/// its length says it is the region's as surely as validity would, and a
+/// range the metadata does not know yet (`322 719 2670` in the US) stays
+/// the region's rather than becoming the foreign number its digits spell.
+fn the_regions_one_length(region: Id, number: &PhoneNumber) -> bool {
+    let Some(meta) = phonenumber::metadata::DATABASE.by_id(region.as_ref()) else {
+        return false;
+    };
+    let national = number.national().to_string().len() as u16;
+    let d = meta.descriptors();
+    meta.country_code() == number.code().value()
+        && [d.fixed_line(), d.mobile()]
             .into_iter()
             .flatten()
-            .any(|desc| desc.possible_length().contains(&(national as u16)))
-        })
+            .all(|desc| desc.possible_length() == [national])
 }
 
 /// `digits` past `region`'s own international prefix, if they start with
@@ -213,68 +257,159 @@ pub fn normalize(input: &str, region: &str) -> Result<String, NormalizeError> {
         .to_ascii_uppercase()
         .parse()
         .map_err(|_| NormalizeError::Region(region.to_string()))?;
-    let (plus, digits) = clean(input)?;
-    // Readings in order of how explicit they are; the first one whose
-    // country agrees with its length wins.
-    let mut candidates: Vec<(Option<Id>, String)> = Vec::with_capacity(4);
-    if plus {
-        candidates.push((None, format!("+{digits}")));
-    } else {
-        // The region's own international prefix (US 011, GB 00, JP 010, AU
-        // 0011, RU 810) first, taken off here rather than by the parser,
-        // which reads `011 44 1632 …` in the US as +44 632 ….
-        if let Some(rest) = own_international_prefix(region_id, &digits) {
-            candidates.push((None, format!("+{rest}")));
-        }
-        // Another region's prefix: 0011 (AU), 011 (NANP), 00 (most
-        // others), as a PBX abroad or a carrier writes it.
-        let other = ["0011", "011", "00"]
-            .iter()
-            .find_map(|idd| digits.strip_prefix(idd))
-            .map(|rest| (None, format!("+{rest}")));
-        let national = (Some(region_id), digits.clone());
-        // `00` begins no national number, whatever the length rules allow
-        // (`00 1 555 …` in JP, or AU's carriers' `0015…`); `011` does: in
-        // GB `0114` is Sheffield, in JP and IT `011` is Sapporo and Turin.
-        if digits.starts_with("00") {
-            candidates.extend(other);
-            candidates.push(national);
-        } else {
-            candidates.push(national);
-            candidates.extend(other);
-        }
-        // Digits only, country code included (what mod_cidlookup sends).
-        candidates.push((None, format!("+{digits}")));
+    let cleaned = clean(input)?;
+    let mut candidates = Vec::with_capacity(8);
+    push_readings(&mut candidates, region_id, cleaned.plus, &cleaned.digits);
+    if let Some(kept) = &cleaned.zero_kept {
+        push_readings(&mut candidates, region_id, cleaned.plus, kept);
     }
-    candidates
-        .into_iter()
-        .filter_map(|(region, text)| {
-            let number = parse_number(region, &text).ok().filter(acceptable)?;
-            let e164 = e164(&number);
-            // A reading without a region that formats to its own text reads
-            // back as itself: the check below would parse that text again.
-            let reads_back = region.is_none() && e164 == text;
-            Some((e164, reads_back))
-        })
-        // E.164 allows at most 15 digits; some countries' metadata allows
-        // national lengths that would exceed it after the country code.
-        .filter(|(e, _)| e.len() <= MAX_E164_LEN)
-        // Odd inputs ("0006626612" in DE) can format to an E.164 string that
-        // reads back as another number; such readings are not numbers.
-        .find(|(e, reads_back)| *reads_back || parse_number(None, e).is_ok_and(|n| e164(&n) == *e))
-        .map(|(e, _)| e)
-        .ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
+    // The first valid reading wins; failing one, the first whose length
+    // fits its country. Length alone let `12127365001` in a DE tenant be
+    // the invalid +49 1212 7365001 rather than the valid +1 212 736 5001.
+    let mut fitting = None;
+    let mut group_read = None;
+    for Candidate {
+        group,
+        region,
+        text,
+    } in candidates
+    {
+        if group_read == Some(group) {
+            continue;
+        }
+        let Some((e164, sure)) = reading(region, &text) else {
+            continue;
+        };
+        if sure {
+            return Ok(e164);
+        }
+        group_read = Some(group);
+        fitting.get_or_insert(e164);
+    }
+    fitting.ok_or_else(|| NormalizeError::NotANumber(input.chars().take(40).collect()))
+}
+
+/// A reading to try: the text to parse, and the region to parse it in
+/// when it is a national number.
+struct Candidate {
+    /// Readings of one group are taken in order, a later one only when
+    /// the ones before it do not fit, however valid it is.
+    group: usize,
+    region: Option<Id>,
+    text: String,
+}
+
+/// The readings of `digits` in `region`, in order of how explicit they
+/// are.
+fn push_readings(candidates: &mut Vec<Candidate>, region: Id, plus: bool, digits: &str) {
+    let mut push = |new_group: bool, region: Option<Id>, text: String| {
+        let last = candidates.last().map_or(0, |c| c.group);
+        let group = if new_group { last + 1 } else { last };
+        candidates.push(Candidate {
+            group,
+            region,
+            text,
+        });
+    };
+    if plus {
+        push(true, None, format!("+{digits}"));
+        return;
+    }
+    // The region's own international prefix (US 011, GB 00, JP 010, AU
+    // 0011, RU 810) first, taken off here rather than by the parser,
+    // which reads `011 44 1632 …` in the US as +44 632 ….
+    if let Some(rest) = own_international_prefix(region, digits) {
+        push(true, None, format!("+{rest}"));
+    }
+    // Another region's prefix: 0011 (AU), 011 (NANP), 00 (most
+    // others), as a PBX abroad or a carrier writes it.
+    let other = ["0011", "011", "00"]
+        .iter()
+        .find_map(|idd| digits.strip_prefix(idd))
+        .map(|rest| format!("+{rest}"));
+    // One group: whichever of the two fits first is the reading, valid
+    // or not. `00` begins no national number, whatever the length rules
+    // allow (`00 1 555 …` in JP, or AU's carriers' `0015…`); `011` does:
+    // in GB `0114` is Sheffield, in JP and IT `011` is Sapporo and Turin.
+    if digits.starts_with("00") {
+        let mut first = true;
+        if let Some(other) = other {
+            push(true, None, other);
+            first = false;
+        }
+        push(first, Some(region), digits.to_string());
+    } else {
+        push(true, Some(region), digits.to_string());
+        if let Some(other) = other {
+            push(false, None, other);
+        }
+    }
+    // Digits only, country code included (what mod_cidlookup sends).
+    push(true, None, format!("+{digits}"));
+}
+
+/// One reading's E.164 and whether it is sure (valid, or of its region's
+/// one length); `None` when it is no number of a length its country uses.
+fn reading(region: Option<Id>, text: &str) -> Option<(String, bool)> {
+    let number = parse_number(region, text).ok()?;
+    let valid = phonenumber::is_valid(&number);
+    if !valid && !fits_a_length(&number) {
+        return None;
+    }
+    let e164 = e164_of(&number);
+    // E.164 allows at most 15 digits; some countries' metadata allows
+    // national lengths that would exceed it after the country code.
+    if e164.len() > MAX_E164_LEN {
+        return None;
+    }
+    // Odd inputs ("0006626612" in DE) can format to an E.164 string that
+    // reads back as another number; such readings are not numbers. One
+    // without a region that formats to its own text reads back as itself.
+    let reads_back = region.is_none() && e164 == text;
+    if !reads_back && !parse_number(None, &e164).is_ok_and(|n| e164_of(&n) == e164) {
+        return None;
+    }
+    let sure = valid || region.is_some_and(|r| the_regions_one_length(r, &number));
+    Some((e164, sure))
 }
 
 /// Digits (country code included) from which an E.164 reading is taken
-/// to be a whole number. A shorter one is a local number read without its
-/// area code (`010-1234` reads as `+10101234` in a US tenant): no whole
-/// number anywhere has fewer, bar a few small territories'.
+/// to be a whole number even when the metadata does not call it valid
+/// (a fictional or brand-new range). A shorter invalid one is a local
+/// number read without its area code (`010-1234` reads as `+10101234` in
+/// a US tenant).
 pub const WHOLE_E164_DIGITS: usize = 10;
 
-/// Whether an E.164 reading is a whole number (`WHOLE_E164_DIGITS`).
+/// Whether an E.164 reading is a whole number: valid per the metadata,
+/// or of at least [`WHOLE_E164_DIGITS`]. Many valid numbers are shorter:
+/// Stockholm's `08-123 456` is +46 8 123 456, the Faroes' +298 812345.
 pub fn is_whole(e164: &str) -> bool {
     e164.bytes().filter(u8::is_ascii_digit).count() >= WHOLE_E164_DIGITS
+        || parse_number(None, e164).is_ok_and(|n| phonenumber::is_valid(&n))
+}
+
+/// An E.164 reading's country calling code and its national significant
+/// number (`+441632960123`: 44 and `1632960123`). No country code begins
+/// another, so the first one the metadata knows is the one.
+pub fn country_code(e164: &str) -> Option<(u16, &str)> {
+    let digits = e164.strip_prefix('+')?;
+    (1..=3).find_map(|len| {
+        let code = digits.get(..len)?;
+        let national = &digits[len..];
+        let value: u16 = code.parse().ok()?;
+        let known = code.bytes().all(|b| b.is_ascii_digit())
+            && phonenumber::metadata::DATABASE.region(&value).is_some();
+        known.then_some((value, national))
+    })
+}
+
+/// The country calling code of `region` (ISO 3166 alpha-2); `None` for a
+/// region the metadata does not know.
+pub fn region_country_code(region: &str) -> Option<u16> {
+    let region = region.trim().to_ascii_uppercase();
+    phonenumber::metadata::DATABASE
+        .by_id(region.as_str())
+        .map(|meta| meta.country_code())
 }
 
 /// The last `len` digits of a number's main part (its URI's user part,

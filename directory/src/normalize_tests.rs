@@ -244,3 +244,117 @@ fn suffixes_and_whole_readings() {
     assert!(is_whole("+15550101234"));
     assert!(is_whole("+4532123456"));
 }
+
+/// Valid numbers shorter than ten digits with their country code are
+/// whole; a short reading the metadata does not call valid is not.
+#[test]
+fn short_valid_numbers_are_whole() {
+    let cases: &[(&str, &str, &str, bool)] = &[
+        // Stockholm, Vienna, the Faroes: valid fixed lines.
+        ("08-123 456", "SE", "+468123456", true),
+        ("01 234567", "AT", "+431234567", true),
+        ("+298 812345", "US", "+298812345", true),
+        // A local number read without its area code.
+        ("010-1234", "US", "+10101234", false),
+        ("736-4321", "US", "+17364321", false),
+    ];
+    for (input, region, reading, whole) in cases {
+        assert_eq!(normalize(input, region).as_deref(), Ok(*reading), "{input}");
+        assert_eq!(is_whole(reading), *whole, "{reading}");
+    }
+}
+
+#[test]
+fn country_codes_split_off() {
+    let cases: &[(&str, Option<(u16, &str)>)] = &[
+        ("+15550101234", Some((1, "5550101234"))),
+        ("+441632960123", Some((44, "1632960123"))),
+        ("+298812345", Some((298, "812345"))),
+        ("+390645678901", Some((39, "0645678901"))),
+        ("+80012345678", Some((800, "12345678"))),
+        ("15550101234", None),
+        ("+", None),
+        ("+28", None),
+    ];
+    for (e164, want) in cases {
+        assert_eq!(country_code(e164), *want, "{e164}");
+    }
+    assert_eq!(region_country_code("se"), Some(46));
+    assert_eq!(region_country_code("XX"), None);
+}
+
+/// RFC 3966 5.1.5: a local number's digits follow a global
+/// `phone-context`'s; a domain name as the context is no digits.
+#[test]
+fn a_global_phone_context_precedes_a_local_number() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("tel:7365000;phone-context=+1415", "US", "+14157365000"),
+        ("tel:79460123;phone-context=+4420", "GB", "+442079460123"),
+        ("TEL:736-5000;Phone-Context=+1-415", "DE", "+14157365000"),
+        (
+            "sip:7365000;phone-context=+1415@pbx.example.net;user=phone",
+            "GB",
+            "+14157365000",
+        ),
+        (
+            "<tel:7365000;phone-context=+1415>;tag=x",
+            "US",
+            "+14157365000",
+        ),
+        // A number with its own `+` keeps it; a domain says nothing.
+        ("tel:+15550101234;phone-context=+44", "US", "+15550101234"),
+        (
+            "tel:5550101234;phone-context=example.net",
+            "US",
+            "+15550101234",
+        ),
+        ("tel:5550101234;phone-context=+", "US", "+15550101234"),
+    ];
+    for (input, region, want) in cases {
+        assert_eq!(normalize(input, region).as_deref(), Ok(*want), "{input}");
+    }
+}
+
+/// A valid reading beats one that only fits a length, except a national
+/// reading of the one length the region's lines have.
+#[test]
+fn a_valid_reading_wins_over_a_fitting_one() {
+    let cases: &[(&str, &str, &str)] = &[
+        // E.164 digits without `+` (mod_cidlookup's form) in a DE tenant:
+        // not the invalid +49 12127365001.
+        ("12127365001", "DE", "+12127365001"),
+        // Still the region's: ten NANP digits, and a national number
+        // with a trunk prefix.
+        ("322 719 2670", "US", "+13227192670"),
+        ("030 12127365", "DE", "+493012127365"),
+        ("0114 920 1619", "GB", "+441149201619"),
+    ];
+    for (input, region, want) in cases {
+        assert_eq!(
+            normalize(input, region).as_deref(),
+            Ok(*want),
+            "{input} in {region}"
+        );
+    }
+}
+
+/// `(0)` is a trunk prefix left out after most country codes, but part
+/// of the number in Italy, San Marino and the Vatican.
+#[test]
+fn a_bracketed_zero_is_kept_where_it_is_dialled() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("+39 (0)6 4567 8901", "GB", "+390645678901"),
+        ("+39 (0)6 4567 8901", "IT", "+390645678901"),
+        ("0039 (0)2 1234 5678", "DE", "+390212345678"),
+        ("+378 (0)549 123456", "US", "+3780549123456"),
+        ("+44 (0)20 7946 0123", "IT", "+442079460123"),
+        ("+49 (0)30 12345678", "US", "+493012345678"),
+    ];
+    for (input, region, want) in cases {
+        assert_eq!(
+            normalize(input, region).as_deref(),
+            Ok(*want),
+            "{input} in {region}"
+        );
+    }
+}

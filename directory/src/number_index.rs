@@ -1,26 +1,33 @@
-//! Numbers to whoever has them: exact E.164, and by their last digits
-//! (`normalize::suffix`) where a number's own reading cannot be trusted to
-//! be whole. Shared by the local directory and the LDAP mirror
-//! (`crate::mirror`), so both match a number the same way.
+//! Numbers to whoever has them: exact E.164, and by their country code
+//! and the last digits of their national number where a number's own
+//! reading cannot be trusted to be whole. Shared by the local directory
+//! and the LDAP mirror (`crate::mirror`), so both match a number the same
+//! way.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::cow_map::CowMap;
-use crate::normalize::{is_whole, suffix};
+use crate::normalize::{country_code, is_whole, region_country_code, suffix};
 
 #[derive(Clone)]
 pub struct NumberIndex<T> {
     suffix_len: usize,
+    /// The country code of the region national numbers are read in: a
+    /// number with no reading is taken to be of it.
+    home: u16,
     by_e164: CowMap<Box<str>, Vec<T>>,
-    /// Every number by its last digits: for a caller whose own number
-    /// has no whole reading (a local number without its area code).
+    /// Every number by its country code and last digits
+    /// ([`suffix_key`]): for a caller whose own number has no whole reading
+    /// (a local number without its area code).
     by_suffix: CowMap<Box<str>, Vec<T>>,
-    /// Only numbers with no whole reading, by their last digits: for a
-    /// caller whose number is whole. A whole directory number answers
-    /// such a caller by its own number only, so `+44 20 7010 1234` never
-    /// answers `+1 555 010 1234`, which ends in the same seven digits.
+    /// Only numbers with no whole reading, by their country code and last
+    /// digits: for a caller whose number is whole. A whole directory
+    /// number answers such a caller by its own number only, so
+    /// `+44 20 7010 1234` never answers `+1 555 010 1234`, which ends in
+    /// the same seven digits; a loose one (`736-4321` in a US tenant)
+    /// answers only callers of its own country.
     by_loose_suffix: CowMap<Box<str>, Vec<T>>,
 }
 
@@ -32,15 +39,31 @@ struct Keys<'a> {
     e164: Option<&'a str>,
 }
 
-/// Its last digits (of the E.164 form when there is one, else of the raw
-/// spelling), whether that is all that can be trusted of it, and its
-/// E.164.
-fn keys<'a>(suffix_len: usize, raw: &'a str, e164: Option<&'a str>) -> Keys<'a> {
+/// Its suffix key, whether that is all that can be trusted of it, and
+/// its E.164.
+fn keys<'a>(suffix_len: usize, home: u16, raw: &'a str, e164: Option<&'a str>) -> Keys<'a> {
     Keys {
-        suffix: suffix(e164.unwrap_or(raw), suffix_len),
+        suffix: suffix_key(suffix_len, home, raw, e164),
         loose: !e164.is_some_and(is_whole),
         e164,
     }
+}
+
+/// The country code and the last `suffix_len` digits of the national
+/// number (`1:0101234`), never of the country code: a number whose
+/// national number is shorter (a short code such as `116116`, the Faroes'
+/// `812345`) has none. A number with no E.164 reading is taken to be of
+/// the region's country (`home`), by the last digits of its spelling.
+fn suffix_key(suffix_len: usize, home: u16, raw: &str, e164: Option<&str>) -> Option<String> {
+    let (code, digits) = match e164 {
+        Some(e164) => {
+            let (code, national) = country_code(e164)?;
+            let national = national.get(national.len().checked_sub(suffix_len)?..)?;
+            (code, national.to_string())
+        }
+        None => (home, suffix(raw, suffix_len)?),
+    };
+    Some(format!("{code}:{digits}"))
 }
 
 /// Items to take off and file, gathered by the key they touch, for
@@ -48,6 +71,7 @@ fn keys<'a>(suffix_len: usize, raw: &'a str, e164: Option<&'a str>) -> Keys<'a> 
 /// through its items once for all of their changes, not once for each.
 pub struct Changes<T> {
     suffix_len: usize,
+    home: u16,
     by_e164: HashMap<Box<str>, Change<T>>,
     by_suffix: HashMap<Box<str>, Change<T>>,
     by_loose_suffix: HashMap<Box<str>, Change<T>>,
@@ -86,7 +110,7 @@ impl<T: Clone + Eq + Hash> Changes<T> {
     }
 
     fn at(&mut self, raw: &str, e164: Option<&str>, mut edit: impl FnMut(&mut Change<T>)) {
-        let keys = keys(self.suffix_len, raw, e164);
+        let keys = keys(self.suffix_len, self.home, raw, e164);
         if let Some(s) = keys.suffix {
             if keys.loose {
                 edit(self.by_loose_suffix.entry(s.as_str().into()).or_default());
@@ -100,14 +124,17 @@ impl<T: Clone + Eq + Hash> Changes<T> {
 }
 
 impl<T: Clone> NumberIndex<T> {
-    pub fn new(suffix_len: usize) -> NumberIndex<T> {
-        NumberIndex::with_capacity(suffix_len, 0)
+    /// An index of numbers read in `region`.
+    pub fn new(suffix_len: usize, region: &str) -> NumberIndex<T> {
+        NumberIndex::with_capacity(suffix_len, region, 0)
     }
 
     /// An index sized for about `numbers` numbers.
-    pub fn with_capacity(suffix_len: usize, numbers: usize) -> NumberIndex<T> {
+    pub fn with_capacity(suffix_len: usize, region: &str, numbers: usize) -> NumberIndex<T> {
         NumberIndex {
             suffix_len: suffix_len.max(4),
+            // An unknown region reads no national number: 0 is no country's.
+            home: region_country_code(region).unwrap_or(0),
             by_e164: CowMap::with_capacity(numbers),
             by_suffix: CowMap::with_capacity(numbers),
             // Most numbers are whole: a small map, resharded as it grows.
@@ -119,7 +146,7 @@ impl<T: Clone> NumberIndex<T> {
     /// the raw spelling's last digits when it would not normalize, after
     /// the items already there.
     pub fn insert(&mut self, raw: &str, e164: Option<&str>, item: T) {
-        let keys = keys(self.suffix_len, raw, e164);
+        let keys = keys(self.suffix_len, self.home, raw, e164);
         if let Some(s) = keys.suffix {
             if keys.loose {
                 self.by_loose_suffix
@@ -139,6 +166,7 @@ impl<T: Clone> NumberIndex<T> {
     pub fn changes(&self) -> Changes<T> {
         Changes {
             suffix_len: self.suffix_len,
+            home: self.home,
             by_e164: HashMap::new(),
             by_suffix: HashMap::new(),
             by_loose_suffix: HashMap::new(),
@@ -167,11 +195,11 @@ impl<T: Clone> NumberIndex<T> {
         }
     }
 
-    /// An exact E.164 match wins; otherwise a match by last digits, among
-    /// the numbers with no whole reading when the caller's is whole (all
-    /// numbers when it is not), counts only when every item under them is
-    /// the same one (`same`), since showing the wrong name is worse than
-    /// showing none. The flag says "by suffix".
+    /// An exact E.164 match wins; otherwise a match by country code and
+    /// last digits, among the numbers with no whole reading when the
+    /// caller's is whole (all numbers when it is not), counts only when
+    /// every item under them is the same one (`same`), since showing the
+    /// wrong name is worse than showing none. The flag says "by suffix".
     pub fn find(
         &self,
         e164: Option<&str>,
@@ -184,11 +212,12 @@ impl<T: Clone> NumberIndex<T> {
         {
             return Some((item, false));
         }
-        let key = suffix(e164.unwrap_or(raw), self.suffix_len)?;
-        let filed = if e164.is_some_and(is_whole) {
-            &self.by_loose_suffix
-        } else {
+        let keys = keys(self.suffix_len, self.home, raw, e164);
+        let key = keys.suffix?;
+        let filed = if keys.loose {
             &self.by_suffix
+        } else {
+            &self.by_loose_suffix
         };
         match filed.get(key.as_str()).map(Vec::as_slice) {
             Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => Some((first, true)),
@@ -291,7 +320,7 @@ mod tests {
     #[test]
     fn changes_file_as_one_by_one_inserts_would() {
         let by_first = |a: &(u32, char), b: &(u32, char)| a.0.cmp(&b.0);
-        let mut index = NumberIndex::new(7);
+        let mut index = NumberIndex::new(7, "US");
         for item in [(1, 'a'), (2, 'b'), (2, 'c')] {
             index.insert(LINE, Some(LINE), item);
         }
@@ -315,7 +344,7 @@ mod tests {
         ];
         let listing = index.listing();
         let keys: Vec<&str> = listing.iter().map(|(k, _)| &**k).collect();
-        assert_eq!(keys, ["e164:+15550101234", "suffix:0101234"]);
+        assert_eq!(keys, ["e164:+15550101234", "suffix:1:0101234"]);
         assert!(
             listing.iter().all(|(_, items)| *items == want),
             "{listing:?}"
@@ -362,7 +391,7 @@ mod tests {
     #[test]
     fn changes_under_one_number_go_through_its_items_once() {
         const ITEMS: u32 = 20_000;
-        let mut index = NumberIndex::new(7);
+        let mut index = NumberIndex::new(7, "US");
         for n in 0..ITEMS {
             index.insert(LINE, Some(LINE), Counted(2 * n));
         }
@@ -393,3 +422,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "number_index_tests.rs"]
+mod matching_tests;

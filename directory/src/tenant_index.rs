@@ -117,7 +117,7 @@ impl TenantIndex {
         let mut index = TenantIndex {
             stamp,
             region: tenant.default_region.clone(),
-            numbers: NumberIndex::with_capacity(suffix_len, numbers),
+            numbers: NumberIndex::with_capacity(suffix_len, &tenant.default_region, numbers),
             entries: CowMap::with_capacity(entries.len()),
         };
         // About 30 MB at the quota while it runs when every number differs.

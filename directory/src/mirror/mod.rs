@@ -131,7 +131,7 @@ impl MirrorData {
     /// The lookup index of the current entries, in DN order so that a
     /// number two entries share resolves the same way every time.
     pub fn index(&self, suffix_len: usize) -> Loaded {
-        let mut index = NumberIndex::new(suffix_len);
+        let mut index = NumberIndex::new(suffix_len, &self.region);
         for entry in self.entries.values() {
             for n in &entry.numbers {
                 index.insert(&n.raw, n.e164.as_deref(), entry.clone());

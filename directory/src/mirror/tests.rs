@@ -64,7 +64,10 @@ fn the_index_matches_like_the_local_directory() {
     assert_eq!(loaded.find("+15550107777"), Some("Front Desk"));
     assert_eq!(loaded.find("+15550105555"), None);
     assert_eq!(loaded.find("+15550000000"), None);
-    assert_eq!(loaded.find("+4420106666"), Some("Old Line"));
+    assert_eq!(loaded.find("+15550106666"), Some("Old Line"));
+    // A number that does not normalize is the region's: a caller of
+    // another country with its last digits is not it.
+    assert_eq!(loaded.find("+4420106666"), None);
     // Ann's number normalized: another country's number with her last
     // seven digits is not hers.
     assert_eq!(loaded.find("+442070101234"), None);
