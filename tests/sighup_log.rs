@@ -122,7 +122,6 @@ fn a_reload_stuck_reading_does_not_keep_a_stop_waiting() {
 #[test]
 fn a_sighup_while_the_config_is_read_is_not_fatal() {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
@@ -138,27 +137,7 @@ fn a_sighup_while_the_config_is_read_is_not_fatal() {
         &["--config", config.to_str().unwrap()],
         &[],
     );
-    // A writer opens without waiting only once a reader has the FIFO
-    // open: then `serve` is inside its config read.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut writer = loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&config)
-        {
-            Ok(writer) => break writer,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "serve never opened its config: {}",
-                    server.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening the FIFO: {e}"),
-        }
-    };
+    let mut writer = writer_once_read(&config, &server);
     server.signal("HUP");
     std::thread::sleep(Duration::from_millis(200));
     let text = "[log]\nfilter = \"info\"\n";
@@ -198,7 +177,6 @@ fn a_sighup_while_the_config_is_read_is_not_fatal() {
 #[test]
 fn sighups_during_a_reload_make_one_more_reload() {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
@@ -223,25 +201,7 @@ fn sighups_during_a_reload_make_one_more_reload() {
         .unwrap();
     assert!(made.success());
     server.signal("HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut writer = loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&config)
-        {
-            Ok(writer) => break writer,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the reload never opened the config: {}",
-                    server.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening the FIFO: {e}"),
-        }
-    };
+    let mut writer = writer_once_read(&config, &server);
     for _ in 0..3 {
         server.signal("HUP");
         std::thread::sleep(Duration::from_millis(100));
@@ -265,4 +225,30 @@ fn sighups_during_a_reload_make_one_more_reload() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(reloads(&server), 2, "{}", server.stderr());
     assert_eq!(server.stop(), 0);
+}
+
+/// The write end of the FIFO at `path`, once `server` has it open for
+/// reading: a writer opens without waiting only while a reader has it
+/// open, so `serve` is then inside its read of the config.
+fn writer_once_read(path: &std::path::Path, server: &Server) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(writer) => return writer,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "serve never opened its config: {}",
+                    server.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+    }
 }
