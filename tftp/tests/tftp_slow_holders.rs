@@ -51,7 +51,8 @@ fn options() -> TftpOptions {
     }
 }
 
-/// A client that ACKs one 8-byte block every 300 ms until told to stop.
+/// A client that ACKs one 8-byte block every 300 ms until told to stop,
+/// then once more to hear whether its transfer still runs.
 struct Holder {
     stop: Arc<AtomicBool>,
     /// The error that ended its transfer, if one did.
@@ -77,30 +78,44 @@ fn hold(from: &str, server: SocketAddr) -> Holder {
         if packet[1] == 5 {
             return Some(String::from_utf8_lossy(&packet[4..]).into_owned());
         }
+        let block = u16::from_be_bytes([packet[2], packet[3]]);
         if stopping.load(Ordering::Acquire) {
-            return error_among_the_rest(&s);
+            return answer_to_one_more_ack(&s, peer, block);
         }
         std::thread::sleep(Duration::from_millis(300));
-        ack(&s, peer, u16::from_be_bytes([packet[2], packet[3]]));
+        ack(&s, peer, block);
     });
     Holder { stop, thread }
 }
 
-/// An error among what is left to read, once the server has had time to
-/// send it: DATA sent just before may come first.
-fn error_among_the_rest(s: &UdpSocket) -> Option<String> {
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buf = [0u8; 600];
-    while let Ok((n, _)) = s.recv_from(&mut buf) {
-        if n >= 4 && buf[1] == 5 {
-            return Some(String::from_utf8_lossy(&buf[4..n]).into_owned());
+/// ACKs `block` and returns the error the server answers with, or `None`
+/// if it sends the next block: the transfer still runs. Waiting for that
+/// answer rather than for a while: in single-port mode an evicted transfer
+/// says "busy" only on its client's next packet or at its next timer
+/// (`timeout` later), so a holder told to stop between its ACK and the
+/// DATA it earned would seem to run on, and under CPU load that window is
+/// wide. Every eviction comes before the stop, so the server's state when
+/// this ACK arrives decides the answer.
+fn answer_to_one_more_ack(s: &UdpSocket, peer: SocketAddr, block: u16) -> Option<String> {
+    ack(s, peer, block);
+    loop {
+        // `recv`'s bound: a server that answers nothing fails the test.
+        let packet = recv(s).0;
+        match packet[1] {
+            5 => return Some(String::from_utf8_lossy(&packet[4..]).into_owned()),
+            // A resend of the block in hand (or older) was on its way before
+            // the ACK; the next block answers it.
+            3 if u16::from_be_bytes([packet[2], packet[3]]) == block.wrapping_add(1) => {
+                return None
+            }
+            3 => {}
+            _ => panic!("expected DATA or an error, got {packet:?}"),
         }
     }
-    None
 }
 
-/// The errors that ended each holder's transfer (`None`: still running).
+/// The errors that ended each holder's transfer (`None`: still running,
+/// it answered one more ACK with DATA).
 fn ended(holders: Vec<Holder>) -> Vec<Option<String>> {
     holders
         .iter()
