@@ -95,11 +95,7 @@ fn a_reload_stuck_reading_does_not_keep_a_stop_waiting() {
         &[],
     );
     std::fs::remove_file(&config).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    make_fifo(&config);
     server.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
     let (status, _) = server
@@ -126,11 +122,7 @@ fn a_sighup_while_the_config_is_read_is_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let config = dir.path().join("dialtone.toml");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    make_fifo(&config);
     let mut server = Server::spawn(
         dir.path(),
         &url,
@@ -195,11 +187,7 @@ fn sighups_during_a_reload_make_one_more_reload() {
             .count()
     };
     std::fs::remove_file(&config).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&config)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    make_fifo(&config);
     server.signal("HUP");
     let mut writer = writer_once_read(&config, &server);
     for _ in 0..3 {
@@ -251,4 +239,14 @@ fn writer_once_read(path: &std::path::Path, server: &Server) -> std::fs::File {
             Err(e) => panic!("opening the FIFO: {e}"),
         }
     }
+}
+
+/// A FIFO at `path`: a read of it waits for a writer, as a read on a hung
+/// mount waits.
+fn make_fifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success());
 }

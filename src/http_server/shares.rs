@@ -57,7 +57,7 @@ impl Counts {
 
 /// Whether `peer` is in an exempt network, matched as TFTP's are.
 pub(crate) fn exempt(networks: &[ipnet::IpNet], peer: IpAddr) -> bool {
-    dialtone_tftp::guard::is_exempt(networks, peer)
+    dialtone_tftp::guard::listed_in(networks, peer)
 }
 
 impl Shares {

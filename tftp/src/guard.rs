@@ -85,12 +85,6 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whether `ip` is in one of the operator's exempt networks
-/// ([`source_networks`]): see [`listed_in`].
-pub fn is_exempt(networks: &[IpNet], ip: IpAddr) -> bool {
-    listed_in(networks, ip)
-}
-
 /// Whether one of `networks` holds `ip`: the host it stands for, as
 /// [`source_key`] reads it, not the /64 it would be counted under, which
 /// `::1/128` (the default exempt list) would never hold. A NAT64 address

@@ -22,7 +22,7 @@ use dialtone_sync::{log_text, LogLimit};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
-use crate::guard::{is_exempt, source_key};
+use crate::guard::{listed_in, source_key};
 use crate::statics::read_pool::{self, Busy, ReadBudget, ReadPermit};
 
 /// How long a read (or the open) may take, its wait for a turn included,
@@ -83,7 +83,7 @@ impl Reads {
     /// Whom a read counts against, as for TFTP: the client's source,
     /// unless it is in an exempt network.
     fn source(&self, ip: IpAddr) -> Option<IpAddr> {
-        (!is_exempt(&self.per_source_exempt, ip)).then(|| source_key(ip))
+        (!listed_in(&self.per_source_exempt, ip)).then(|| source_key(ip))
     }
 
     /// Opens the indexed file at `path` (asked for as `asked`) for

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::guard::{is_exempt, source_key};
+use crate::guard::{listed_in, source_key};
 
 /// The transfer table. Every entry belongs to a running transfer, so the
 /// table is bounded by `max_transfers`.
@@ -191,7 +191,7 @@ impl Slots {
 
     fn admit_at(self: &Arc<Self>, peer: SocketAddr, request: &[u8], now: Instant) -> Admission {
         let ip = peer.ip();
-        let source = (!is_exempt(&self.exempt, ip)).then(|| source_key(ip));
+        let source = (!listed_in(&self.exempt, ip)).then(|| source_key(ip));
         let mut inner = self.lock();
         if let Some(running) = inner
             .by_peer

@@ -14,7 +14,7 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 use super::limits::{source_of, LogLimit};
 use super::read_pool::{self, ReadBudget};
 use super::{transfer_failed, Refusal, TftpOptions};
-use crate::guard::is_exempt;
+use crate::guard::listed_in;
 use crate::statics::open_regular;
 
 /// How far ahead of the client a transfer reads at least: 64 blocks of
@@ -42,7 +42,7 @@ pub(super) fn next_look(since: Instant, now: Instant) -> Instant {
 /// is in an exempt network.
 pub(super) fn reads_source(options: &TftpOptions, peer: SocketAddr) -> Option<IpAddr> {
     let ip = peer.ip();
-    (!is_exempt(&options.per_source_exempt, ip)).then(|| source_of(ip))
+    (!listed_in(&options.per_source_exempt, ip)).then(|| source_of(ip))
 }
 
 static BUSY_LOG: LogLimit = LogLimit::new();

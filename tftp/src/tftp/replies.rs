@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use super::limits::source_of;
 use crate::debts::Debts;
-use crate::guard::is_exempt;
+use crate::guard::listed_in;
 
 /// Errors a source may get at once: an office behind one NAT booting its
 /// phones asks for many missing files at once, and each phone that gets
@@ -49,7 +49,7 @@ impl ErrorReplies {
     /// as a refusal with reason "error_limited".
     pub fn allow(&self, peer: SocketAddr) -> bool {
         let ip = peer.ip();
-        if is_exempt(&self.exempt, ip) {
+        if listed_in(&self.exempt, ip) {
             return true;
         }
         let now = self.epoch.elapsed().as_micros() as u64;
