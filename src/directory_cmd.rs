@@ -105,6 +105,9 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         .explain(tenant, &args.number)
         .await
         .with_context(|| format!("looking up {:?}", args.number))?;
+    if let Some(note) = relative_mirror_note(&report, &config.mirror_dir()) {
+        eprintln!("dialtone: {note}");
+    }
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &report)
@@ -114,6 +117,29 @@ pub async fn lookup(config: &Config, args: &LookupArgs) -> Result<()> {
         print_explained(&report, &mut out)
     };
     ended_by_reader(written.and_then(|()| out.flush()))
+}
+
+/// Why a mirrored source may look never synced to this command while the
+/// node serves it: the mirror files are read from `dir`, mirror.snapshot_path's
+/// folder, and a relative one is taken from the working folder, which is
+/// the node's own (the package's /var/lib/dialtone) only when run from there.
+fn relative_mirror_note(report: &Explanation, dir: &std::path::Path) -> Option<String> {
+    let unsynced = report
+        .sources
+        .iter()
+        .any(|s| s.mirror.as_ref().is_some_and(|m| m.age_ms.is_none()));
+    if !unsynced || dir.is_absolute() {
+        return None;
+    }
+    let read = std::env::current_dir().map_or_else(|_| dir.to_path_buf(), |cwd| cwd.join(dir));
+    Some(format!(
+        "a mirrored source has no mirror file in {} (read there because mirror.snapshot_path's \
+         folder, {}, is relative, so it depends on the working folder); the node keeps its \
+         files in its own working folder: run this from there, or with a config whose \
+         mirror.snapshot_path is absolute",
+        read.display(),
+        dir.display()
+    ))
 }
 
 fn print_explained(report: &Explanation, out: &mut impl Write) -> std::io::Result<()> {
@@ -382,6 +408,44 @@ mod tests {
             "LDAP: busy\\u{1b}]0;pwned\\u{7}\\u{9b}2J"
         );
         assert_eq!(printable("a\r\nb"), "a\\r\\nb");
+    }
+
+    /// A mirrored source never synced, read through a relative folder, is
+    /// said to depend on the working folder, with the folder read named in
+    /// full; an absolute folder, or a source that synced, says nothing.
+    #[test]
+    fn a_relative_mirror_folder_without_files_is_named_in_full() {
+        let source = |age_ms| dialtone_directory::explain::SourceReport {
+            source: "ad".into(),
+            kind: "ldap",
+            priority: 1,
+            outcome: "error",
+            name: None,
+            error: Some("the mirror has not synced yet".into()),
+            millis: 0.0,
+            mirror: Some(dialtone_directory::mirror::MirrorStatus {
+                age_ms,
+                ..Default::default()
+            }),
+        };
+        let report = |age_ms| Explanation {
+            number: "+15550100".into(),
+            region: "US".into(),
+            sources: vec![source(age_ms)],
+            name: None,
+            answered_by: None,
+        };
+        let relative = std::path::Path::new(".");
+        let note = relative_mirror_note(&report(None), relative).expect("a note");
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            note.contains(&cwd.join(".").display().to_string())
+                && note.contains("depends on the working folder"),
+            "{note}"
+        );
+        assert_eq!(relative_mirror_note(&report(Some(5)), relative), None);
+        let absolute = std::path::Path::new("/var/lib/dialtone");
+        assert_eq!(relative_mirror_note(&report(None), absolute), None);
     }
 
     /// The help's bounds are written out by hand (a doc comment cannot

@@ -27,6 +27,7 @@ mod resync;
 mod serve;
 mod stdout_reader;
 mod supervise;
+mod unnamed_config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -164,6 +165,36 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
+/// [`unnamed_config::refusal`] for this command line. A first start
+/// (`serve`, `demo`) and `check-config` may make or describe the default
+/// database on purpose, and phlem's own commands use none; the rest would
+/// quietly work on an empty one.
+fn unnamed_config_refusal(cli: &Cli) -> Option<String> {
+    if !works_on_an_existing_database(&cli.command) {
+        return None;
+    }
+    let named = cli.config.is_some()
+        || cli.database_url.is_some()
+        || std::env::var_os("DIALTONE_DATABASE__URL").is_some();
+    unnamed_config::refusal(
+        named,
+        std::path::Path::new(unnamed_config::DEFAULT_DATABASE),
+        std::path::Path::new(unnamed_config::INSTALLED_CONFIG),
+    )
+}
+
+/// Whether `command` is meant for a database that holds data already.
+fn works_on_an_existing_database(command: &Command) -> bool {
+    match command {
+        Command::Serve(_) | Command::Demo | Command::CheckConfig | Command::GenerateAssets(_) => {
+            false
+        }
+        Command::Phlem(phlem::PhlemCommand::Run(args)) => args.phones == "database",
+        Command::Phlem(_) => false,
+        _ => true,
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     overrides(cli).apply(&mut config);
@@ -203,6 +234,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    if let Some(refused) = unnamed_config_refusal(&cli) {
+        eprintln!("dialtone: {refused}");
+        return ExitCode::from(2);
     }
     // phlem runs on one thread: on a machine it shares with the server it
     // leaves the other cores to the server, and it saves the cross-thread
@@ -397,8 +432,16 @@ const RUNTIME_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 
 async fn migrate(config: &Config) -> Result<()> {
     let (store, _) = serve::open_reached_store(config).await?;
+    // Asked first so the answer says whether anything was done: an
+    // operator upgrading wants to see the migration ran, and one who ran
+    // it twice that the second did nothing.
+    let current = store.check_schema().await.is_ok();
     store.migrate().await.context("migrating the database")?;
-    println!("database schema is current");
+    if current {
+        println!("database schema is current; nothing to migrate");
+    } else {
+        println!("database migrated to this version's schema");
+    }
     Ok(())
 }
 

@@ -340,7 +340,7 @@ async fn answer(
                 "invalid or revoked key",
             ),
             other => {
-                tracing::error!(error = %other, "lookup failed");
+                tracing::error!(error = &*other.to_string(), "lookup failed");
                 refusal(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -224,7 +224,7 @@ impl LdapSource {
         let label = self.label.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
-                tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = %e, "LDAP connection ended");
+                tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = &*e.to_string(), "LDAP connection ended");
             }
         });
         if let Some(dn) = &self.settings.bind_dn {

@@ -335,7 +335,7 @@ impl SourceRegistry {
                 Some(source)
             }
             Err(e) => {
-                tracing::error!(tenant = row.tenant_id, source_id = row.id, source = ?row.name, error = %e, "directory source skipped");
+                tracing::error!(tenant = row.tenant_id, source_id = row.id, source = ?row.name, error = &*e.to_string(), "directory source skipped");
                 metrics::counter!("dialtone_lookup_source_config_errors_total").increment(1);
                 self.built
                     .lock()

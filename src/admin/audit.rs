@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dialtone_sync::import::plan_text;
+use dialtone_sync::import::plan_bytes;
 use dialtone_sync::store::Ending;
 use dialtone_sync::{AuditQuery, AuditRecord, Mac, WriteReport};
 use serde::{Deserialize, Serialize};
@@ -205,9 +205,11 @@ pub async fn history(
     Ok(axum::Json(views).into_response())
 }
 
-/// An import request's body, whole: at most `IMPORT_LIMIT` bytes of UTF-8.
-async fn read_import(body: axum::body::Body) -> Result<String, ApiError> {
-    let bytes = axum::body::to_bytes(body, super::IMPORT_LIMIT)
+/// An import request's body, whole: at most `IMPORT_LIMIT` bytes. Its
+/// encoding is the parser's to judge, as a file's is for `dialtone
+/// import`: a cell or a position that is not UTF-8 is named where it is.
+async fn read_import(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, super::IMPORT_LIMIT)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -218,17 +220,7 @@ async fn read_import(body: axum::body::Body) -> Result<String, ApiError> {
                     super::IMPORT_LIMIT >> 20
                 ),
             )
-        })?;
-    String::from_utf8(bytes.into()).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!(
-                "the import is not UTF-8 (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
+        })
 }
 
 #[utoipa::path(post, operation_id = "audit_import", path = "/v1/import", tag = "import", params(ImportParams),
@@ -265,7 +257,7 @@ pub async fn import(
     // thread, so that the runtime's workers go on answering phones and
     // lookups meanwhile.
     let mut plan = tokio::task::spawn_blocking(move || {
-        let mut plan = plan_text("request", json, &body);
+        let mut plan = plan_bytes("request", json, &body);
         dialtone_directory::settings::check_import(&mut plan);
         plan
     })

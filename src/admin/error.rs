@@ -259,13 +259,23 @@ pub async fn unknown_route() -> ApiError {
     )
 }
 
-/// What the API and monitoring listeners answer a path outside `/v1` that
-/// they do not have: axum's own 404 has no body, and bad input is told why.
+/// What the API listener answers a path outside `/v1` that it does not
+/// have: axum's own 404 has no body, and bad input is told why.
 pub async fn unknown_path() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such path on this listener; /openapi.json lists the API's routes",
+    )
+}
+
+/// [`unknown_path`] for the monitoring listener (`http.monitoring_listen`),
+/// which has no `/openapi.json` to point at.
+pub async fn unknown_monitoring_path() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path on this listener; this listener serves /healthz, /readyz and /metrics",
     )
 }
 

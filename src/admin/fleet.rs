@@ -5,11 +5,14 @@
 //! costs a bounded number of short indexed reads however big the tenant.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::BootRecord;
-use dialtone_sync::{now_millis, Mac};
+use dialtone_sync::{now_millis, Mac, Phone};
+use dialtone_tftp::guard::{listed_in, source_key, source_text, Guard};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -62,9 +65,15 @@ pub struct HourCount {
 pub struct Failing {
     pub mac: String,
     pub at: i64,
-    /// `not_found`, `auth`, `banned`, `render_error`, `busy`, `refused` or `error`.
+    /// `not_found`, `auth`, `banned`, `render_error`, `busy`, `refused`,
+    /// `error`, or a TFTP transfer's end (`client_refused`, `stalled`,
+    /// `too_slow`, `client_gone`). `banned`: the source of its latest
+    /// fetch is banned on the node that answered, outside the tenant's
+    /// `provisioning_networks`, and the phone has not fetched its own
+    /// files from there on that node (requests a ban refuses write no
+    /// history, so this is that node's memory, now).
     pub outcome: String,
-    /// What the history recorded.
+    /// What the history recorded, or for `banned` which source is.
     pub reason: String,
     pub protocol: String,
     pub file: String,
@@ -145,6 +154,64 @@ fn failure(outcome: &str) -> Option<(&'static str, String)> {
     Some((class, reason.to_string()))
 }
 
+/// `banned` when the source of `last` is banned on this node now and the
+/// ban does not let `phone`'s own files through there: it fetched them
+/// from that source on this node before, or the source is in its
+/// tenant's own networks (`site`), its office. A refused request writes
+/// no history, so without this such a phone looked as fine as its last
+/// fetch. Only a source the phone is known to have used: a TFTP request
+/// that was refused may have had any source written in, and a tenant
+/// naming its own phone from an address would learn whether that
+/// address (another tenant's office) is banned.
+fn banned_here(
+    guard: &Guard,
+    site: &[IpNet],
+    phone: &Phone,
+    last: &BootRecord,
+) -> Option<(&'static str, String)> {
+    let proven = match last.protocol.as_str() {
+        "http" | "https" => true,
+        "tftp" => last.outcome == "ok",
+        _ => false,
+    };
+    let source: IpAddr = last.remote_ip.parse().ok()?;
+    if !proven
+        || !guard.is_banned(source)
+        || guard.known().knows_phone(source, phone)
+        || listed_in(site, source)
+    {
+        return None;
+    }
+    Some((
+        "banned",
+        format!(
+            "its last source, {}, is banned on this node after repeated misses from there, \
+             and until the ban ends the phone gets no files there",
+            source_text(source_key(source))
+        ),
+    ))
+}
+
+/// The tenant's `provisioning_networks`, read as the provisioning server
+/// reads them (entries that are not networks skipped).
+fn site_networks(settings: &str) -> Vec<IpNet> {
+    if !settings.contains("provisioning_networks") {
+        return Vec::new();
+    }
+    let Ok(settings) = serde_json::from_str::<serde_json::Value>(settings) else {
+        return Vec::new();
+    };
+    let listed = settings
+        .get("provisioning_networks")
+        .and_then(serde_json::Value::as_array);
+    listed
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .filter_map(dialtone_tftp::tftp::parse_network)
+        .collect()
+}
+
 #[utoipa::path(get, operation_id = "tenants_fleet", path = "/v1/tenants/{slug}/fleet", tag = "tenants",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "acme"), FleetParams),
     responses((status = 200, body = FleetView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -184,6 +251,8 @@ pub async fn fleet(
         .map(|r| (r.mac.clone(), r))
         .collect();
 
+    let guard = state.provisioner.guard();
+    let site = site_networks(&tenant.settings);
     let mut models = BTreeMap::<(String, Option<String>, Option<String>), usize>::new();
     let mut not_seen = Vec::new();
     let mut failing = Vec::new();
@@ -208,8 +277,9 @@ pub async fn fleet(
                 last_seen: last.map(|l| l.at),
             }),
         }
-        if let Some((class, reason)) = last.and_then(|l| failure(&l.outcome)) {
-            let l = &latest[&mac];
+        let failed =
+            last.and_then(|l| banned_here(guard, &site, phone, l).or_else(|| failure(&l.outcome)));
+        if let (Some((class, reason)), Some(l)) = (failed, last) {
             failing.push(Failing {
                 mac,
                 at: l.at,

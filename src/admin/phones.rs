@@ -64,7 +64,8 @@ pub struct PhoneList {
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
     pub extension: String,
-    pub display_name: String,
+    /// Defaults to the extension (absent or blank), as in an import.
+    pub display_name: Option<String>,
     /// Defaults to the extension.
     pub auth_user: Option<String>,
     /// Write-only. Absent: keep the password of the line at this position
@@ -393,8 +394,13 @@ fn input(
             .and_then(|l| l.password.as_ref());
         lines.push(LineInput {
             auth_user: line.auth_user.unwrap_or_else(|| line.extension.clone()),
+            // Blank too, as an import's empty cell: a phone's screen
+            // showing nothing for its line helps nobody.
+            display_name: line
+                .display_name
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| line.extension.clone()),
             extension: line.extension,
-            display_name: line.display_name,
             password: kept(line.password, stored, Purpose::LinePassword)?,
             registrar: line.registrar,
             proxy: line.proxy.filter(|p| !p.is_empty()),
@@ -447,7 +453,7 @@ fn check_sizes(body: &PhoneBody) -> Result<(), ApiError> {
     for l in &body.lines {
         let line = checks::LineText {
             extension: &l.extension,
-            display_name: Some(&l.display_name),
+            display_name: l.display_name.as_deref(),
             auth_user: l.auth_user.as_deref(),
             password: l.password.as_deref(),
             registrar: &l.registrar,

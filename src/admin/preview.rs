@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::Phone;
 use dialtone_tftp::preview::PreviewFile;
+use dialtone_tftp::render::content_type;
 use dialtone_tftp::templates::Draft;
+use dialtone_tftp::ProvisionError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -50,6 +52,10 @@ pub struct PreviewFileView {
     pub changed: bool,
     /// Unified diff against what the phone gets now.
     pub diff: String,
+    /// Why the file did not render for this phone (its template failed);
+    /// absent when it rendered. `body` and `diff` are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,6 +80,26 @@ fn file_view(now: &PreviewFile, next: PreviewFile) -> PreviewFileView {
         template: next.template,
         from_draft: next.from_draft,
         content_type: next.content_type.to_string(),
+        error: None,
+    }
+}
+
+/// A file whose template failed, in a list of the phone's files: the
+/// error as a preview of that file alone answers it.
+fn failed_view(phone: &Phone, file: String, failure: ProvisionError) -> PreviewFileView {
+    let template = match &failure {
+        ProvisionError::Render { template, .. } => template.clone(),
+        _ => String::new(),
+    };
+    PreviewFileView {
+        file,
+        template,
+        from_draft: false,
+        content_type: content_type(phone.family).to_string(),
+        body: String::new(),
+        changed: false,
+        diff: String::new(),
+        error: Some(ApiError::from(failure).message),
     }
 }
 
@@ -174,8 +200,16 @@ pub async fn phone_files(
     let phone = phone_for(&state.mirror.load(), &principal, &mac, Access::Read)?.clone();
     let mut views = Vec::new();
     for file in state.provisioner.rendered_files_of(&phone) {
-        let now = preview_on_pool(&state, &phone, &file, None).await?;
-        views.push(view_on_pool(&state, &phone, now.clone(), now).await?);
+        let view = match render_on_pool(&state, &phone, &file, None).await {
+            Ok(now) => view_on_pool(&state, &phone, now.clone(), now).await?,
+            // One file's template failing for this phone is that file's
+            // news: the list is where an admin looks for which one it is.
+            Err(failure @ ProvisionError::Render { .. }) => failed_view(&phone, file, failure),
+            // Gone since the list was made: an edit came in meanwhile.
+            Err(ProvisionError::NotFound) => continue,
+            Err(other) => return Err(other.into()),
+        };
+        views.push(view);
     }
     Ok(axum::Json(PreviewView {
         mac: mac.to_string(),
@@ -208,14 +242,23 @@ async fn preview_on_pool(
     file: &str,
     draft: Option<Draft>,
 ) -> Result<PreviewFile, ApiError> {
+    Ok(render_on_pool(state, phone, file, draft).await?)
+}
+
+async fn render_on_pool(
+    state: &AdminState,
+    phone: &Phone,
+    file: &str,
+    draft: Option<Draft>,
+) -> Result<PreviewFile, ProvisionError> {
     let provisioner = state.provisioner.clone();
     let (allowed, file) = (phone.clone(), file.to_string());
-    Ok(state
+    state
         .provisioner
         .on_pool(Some(phone.tenant_id), move || {
             provisioner.preview(&allowed, &file, draft.as_ref())
         })
-        .await?)
+        .await
 }
 
 #[derive(Deserialize, ToSchema, utoipa::IntoParams)]
@@ -291,3 +334,7 @@ pub async fn template_phones(
         .collect();
     Ok(axum::Json(ReachView { phones, truncated }).into_response())
 }
+
+#[cfg(test)]
+#[path = "preview_tests.rs"]
+mod tests;

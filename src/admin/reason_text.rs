@@ -14,11 +14,23 @@ const LEAD_INS: &[&str] = &[
 /// Longest echo of a client's value or field name kept in a reason.
 const ECHO_MAX: usize = 40;
 
+/// Longest reason, in characters. The echo limit holds only for runs it
+/// can find, and a field name may hold spaces, which no run marks: the
+/// path before the colon is the client's unquoted text.
+const REASON_MAX: usize = 300;
+
+/// serde's refusals that quote one name in backquotes. The name is the
+/// client's and may hold a backquote itself; the text after it is serde's,
+/// so the name runs to the last of these ends.
+const NAMED: &[&str] = &["unknown field `", "unknown variant `"];
+const NAME_ENDS: &[&str] = &["`, expected", "`, there are no"];
+
 /// serde's words for a value's expected shape, in ours.
 const REWORDS: &[(&str, &str)] = &[
     (
+        // Said of signed fields too; a range check says what else is wanted.
         "invalid digit found in string",
-        "expected a whole number, 0 or more",
+        "expected a whole number",
     ),
     (
         "number too large to fit in target type",
@@ -37,8 +49,8 @@ const REWORDS: &[(&str, &str)] = &[
 ];
 
 /// The reason a client is given for a body, query or path that did not
-/// parse: the lead-in dropped, Rust's type names replaced, and every
-/// echoed value cut to a few dozen characters.
+/// parse: the lead-in dropped, Rust's type names replaced, every echoed
+/// value cut to a few dozen characters and the whole to a few hundred.
 pub(crate) fn client_reason(text: &str) -> String {
     let mut text = text;
     for lead in LEAD_INS {
@@ -46,14 +58,47 @@ pub(crate) fn client_reason(text: &str) -> String {
             text = rest;
         }
     }
-    let mut reason = cut_echoes(text);
+    let mut reason = cut_named(text);
     reason = replace_type_names(&reason);
     for (from, to) in REWORDS {
         if reason.contains(from) {
             reason = reason.replace(from, to);
         }
     }
-    reason
+    cap(reason)
+}
+
+/// Cuts the echoes, taking a backquoted field or variant name whole even
+/// when it holds a backquote, so serde's own words after it stay intact.
+fn cut_named(text: &str) -> String {
+    for mark in NAMED {
+        let Some(at) = text.find(mark) else {
+            continue;
+        };
+        let name_start = at + mark.len();
+        let name_end = NAME_ENDS
+            .iter()
+            .filter_map(|end| text[name_start..].rfind(end))
+            .max();
+        if let Some(name_end) = name_end {
+            let close = name_start + name_end;
+            let mut out = cut_echoes(&text[..name_start - 1]);
+            push_cut(&mut out, &text[name_start - 1..=close]);
+            out.push_str(&cut_echoes(&text[close + 1..]));
+            return out;
+        }
+    }
+    cut_echoes(text)
+}
+
+fn cap(reason: String) -> String {
+    let count = reason.chars().count();
+    if count <= REASON_MAX {
+        return reason;
+    }
+    let mut out: String = reason.chars().take(REASON_MAX).collect();
+    out.push_str(&format!("… ({count} characters)"));
+    out
 }
 
 /// `expected struct LineBody` and `expected struct NewToken with 4
@@ -200,7 +245,7 @@ mod tests {
             client_reason(
                 "Failed to deserialize query string: limit: invalid digit found in string"
             ),
-            "limit: expected a whole number, 0 or more"
+            "limit: expected a whole number"
         );
         assert_eq!(
             client_reason("quotas.phones: invalid type: string \"x\", expected u32"),
@@ -238,5 +283,38 @@ mod tests {
         // Multi-byte text is cut on a character.
         let wide = "é".repeat(500);
         assert!(client_reason(&format!("`{wide}`")).chars().count() < 80);
+    }
+
+    /// A name with spaces is no single run: its path echo was whole, so a
+    /// 60 KB field name came back in a 60 KB reason; a backquote in it
+    /// ended the name early and the rest read as serde's words.
+    #[test]
+    fn a_name_with_spaces_or_backquotes_is_cut_too() {
+        let name = format!("{}`", "ab ".repeat(20_000));
+        let reason = client_reason(&format!(
+            "{name}: unknown field `{name}`, expected one of `slug`, `name` at line 1 column 60010"
+        ));
+        assert!(reason.len() < 400, "{} bytes: {reason}", reason.len());
+        assert!(reason.starts_with("ab ab ab"), "{reason}");
+        assert!(reason.ends_with(" characters)"), "{reason}");
+        let reason =
+            client_reason("unknown field `a`b`, expected one of `slug`, `name` at line 1 column 9");
+        assert_eq!(
+            reason,
+            "unknown field `a`b`, expected one of `slug`, `name` at line 1 column 9"
+        );
+        let long = format!("{}`{}", "x".repeat(100), "y".repeat(100));
+        let reason = client_reason(&format!(
+            "unknown field `{long}`, expected one of `slug`, `name`"
+        ));
+        assert!(
+            reason.starts_with("unknown field `xxx")
+                && reason.contains("…` (201 characters), expected one of `slug`, `name`"),
+            "{reason}"
+        );
+        // Multi-byte text is capped on a character.
+        let wide = "é ".repeat(1_000);
+        let reason = client_reason(&wide);
+        assert!(reason.chars().count() < 330, "{reason}");
     }
 }

@@ -443,7 +443,7 @@ pub async fn test_source(
             // refuses at once: a line a second for all of them.
             static LOGGED: dialtone_sync::LogLimit = dialtone_sync::LogLimit::new();
             if let Some(skipped) = LOGGED.allow() {
-                tracing::info!(tenant = %tenant.slug, source = %name, error = %e, skipped, "directory source test failed");
+                tracing::info!(tenant = %tenant.slug, source = ?name, error = &*e.to_string(), skipped, "directory source test failed");
             }
             ("error", None, Some(e.shown_to_tenant().to_string()))
         }

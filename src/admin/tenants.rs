@@ -133,8 +133,15 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
 /// Settings as a global admin sends them: quotas and SIP domains, if
 /// any, checked.
 fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
+    dialtone_sync::checks::settings_strings(&settings).map_err(ApiError::invalid)?;
     check_setting(&settings)?;
     check_networks(&settings)?;
+    let sources = dialtone_directory::networks::TENANT_SETTING;
+    let written = settings.get(sources).and_then(Value::as_array);
+    for text in written.into_iter().flatten().filter_map(Value::as_str) {
+        dialtone_sync::addresses::octets_unambiguous(text)
+            .map_err(|e| ApiError::invalid(format!("settings.{sources}: {e}")))?;
+    }
     dialtone_directory::networks::tenant_networks(&settings.to_string())
         .map_err(ApiError::invalid)?;
     Ok(settings)
@@ -146,7 +153,9 @@ const MAX_PROVISIONING_NETWORKS: usize = 256;
 
 /// `provisioning_networks`, if set: a list of at most 256 networks
 /// (`10.1.0.0/16`) or addresses, each one readable. Before, anything was
-/// stored and what did not parse was skipped at every fetch.
+/// stored and what did not parse was skipped at every fetch. No IPv4
+/// octet may have a leading zero (`010.0.0.0/8`), which tools disagree
+/// on; refused here only, as written: a stored list is read as it is.
 fn check_networks(settings: &Value) -> Result<(), ApiError> {
     let Some(networks) = settings
         .get("provisioning_networks")
@@ -171,7 +180,9 @@ fn check_networks(settings: &Value) -> Result<(), ApiError> {
                 "settings.provisioning_networks: {network} is not a network (10.1.0.0/16) or an address"
             )));
         };
-        if let Err(reason) = dialtone_tftp::guard::source_network(text) {
+        let checked = dialtone_sync::addresses::octets_unambiguous(text)
+            .and_then(|()| dialtone_tftp::guard::source_network(text).map(drop));
+        if let Err(reason) = checked {
             return Err(ApiError::invalid(format!(
                 "settings.provisioning_networks: {reason}"
             )));
@@ -337,10 +348,13 @@ pub async fn update(
             // unchecked (a stored list past today's checks, sent back as
             // read, must not block the tenant's other edits), and the
             // reply shows what is stored.
-            Some(settings) if !principal.is_global() => object_text(
-                Some(keep_operator_settings(settings, &before.settings)),
-                "settings",
-            )?,
+            Some(settings) if !principal.is_global() => {
+                dialtone_sync::checks::settings_strings(&settings).map_err(ApiError::invalid)?;
+                object_text(
+                    Some(keep_operator_settings(settings, &before.settings)),
+                    "settings",
+                )?
+            }
             Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
             None => before.settings.to_string(),
         },
@@ -468,3 +482,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 #[path = "tenants_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tenant_settings_tests.rs"]
+mod settings_tests;

@@ -85,8 +85,10 @@ pub(crate) fn snapshot_folder_problem(config: &Config) -> Option<String> {
 /// [`snapshot_folder_problem`] before a start. Not for a relative path,
 /// which is `serve`'s working directory's (the unit's) and not that of
 /// whoever runs `check-config`; nor for the state folder not made yet,
-/// the database's or the key file's, which systemd makes at the first
-/// start (`StateDirectory=`), as the key file's own check allows.
+/// the database's or the key file's, or one under the folders systemd
+/// makes at the first start (`StateDirectory=`: the package sets
+/// `/var/lib/dialtone/dialtone.snapshot` with PostgreSQL too), as the key
+/// file's own check allows.
 fn snapshot_folder_preflight(config: &Config) -> Option<String> {
     let path = config.snapshot_path();
     let folder = parent_folder(&path);
@@ -97,7 +99,8 @@ fn snapshot_folder_preflight(config: &Config) -> Option<String> {
     let made_at_start = state_folders
         .iter()
         .flatten()
-        .any(|p| parent_folder(p) == folder);
+        .any(|p| parent_folder(p) == folder)
+        || MADE_AT_START.iter().any(|root| folder.starts_with(root));
     if made_at_start && !folder.exists() {
         return None;
     }
@@ -131,18 +134,34 @@ fn folder_unwritable(folder: &Path) -> Option<String> {
     })
 }
 
+/// Folders systemd makes for a unit at its start (`StateDirectory=`,
+/// `RuntimeDirectory=`, `CacheDirectory=`, credentials): one missing when
+/// `check-config` runs, on installing, is there when `serve` needs it.
+const MADE_AT_START: &[&str] = &["/var/lib/", "/run/", "/var/cache/"];
+
 /// The key file as `serve` reads it. A missing one is no problem: `serve`
-/// creates it, and its folder too may not be there yet (the package's
-/// `/var/lib/dialtone` is made by systemd at the first start, after the
-/// `check-config` an operator runs on installing). The sync crate's
-/// loader would create it here, so the text goes to the parser it uses.
+/// creates it. Its folder too may not be there yet where systemd makes it
+/// at the first start (the package's `/var/lib/dialtone`, after the
+/// `check-config` an operator runs on installing); anywhere else a missing
+/// folder stops `serve`, so it is named. The sync crate's loader would
+/// create the file here, so the text goes to the parser it uses.
 fn key_file_problem(path: &Path) -> Option<String> {
     let named = |why: String| Some(format!("secret key file {}: {why}", path.display()));
     match std::fs::read_to_string(path) {
         Ok(text) => dialtone_sync::SecretKey::parse(&text)
             .err()
             .and_then(|e| named(e.to_string())),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let folder = parent_folder(path);
+            let made_at_start = MADE_AT_START.iter().any(|root| folder.starts_with(root));
+            if folder.exists() || made_at_start {
+                return None;
+            }
+            named(format!(
+                "the folder {} does not exist, so no key can be read or made there",
+                folder.display()
+            ))
+        }
         Err(e) if e.kind() == ErrorKind::InvalidData => {
             named("not text; expected 32 bytes as 64 hex digits or base64".into())
         }
@@ -281,11 +300,26 @@ mod tests {
         let mut keyed = config.clone();
         keyed.secrets.key = Some("cd".repeat(32));
         assert!(keyed.preflight().is_empty());
-        // Its folder may come later: systemd makes the state folder at
-        // the first start, after the check run on installing.
-        let mut not_yet = config;
-        not_yet.secrets.key_file = Some(dir.path().join("no-such-folder").join("k"));
-        assert!(not_yet.preflight().is_empty(), "{:?}", not_yet.preflight());
+        // A folder that is not there stops serve...
+        let mut nowhere = config.clone();
+        let folder = dir.path().join("no-such-folder");
+        nowhere.secrets.key_file = Some(folder.join("k"));
+        let problems = nowhere.preflight();
+        assert!(
+            problems.len() == 1
+                && problems[0].contains(&format!("the folder {} does not exist", folder.display())),
+            "{problems:?}"
+        );
+        // ...unless systemd makes it at the first start (the state folder,
+        // a credential), after the check run on installing.
+        for later in [
+            "/var/lib/dialtone-not-started-yet/dialtone.key",
+            "/run/credentials/dialtone-not-started-yet.service/key",
+        ] {
+            let mut not_yet = config.clone();
+            not_yet.secrets.key_file = Some(later.into());
+            assert!(not_yet.preflight().is_empty(), "{:?}", not_yet.preflight());
+        }
     }
 
     #[test]
@@ -348,10 +382,18 @@ mod tests {
         // before it; a relative path is serve's working directory's.
         let mut later = config.clone();
         later.mirror.snapshot_path = None;
-        later.database.url = format!("sqlite://{}", dir.path().join("state/d.db").display());
+        later.database.url = "sqlite:///var/lib/dialtone-not-started-yet/d.db".into();
         assert!(later.preflight().is_empty(), "{:?}", later.preflight());
         later.mirror.snapshot_path = Some("no-such-folder/d.snapshot".into());
         assert!(later.preflight().is_empty(), "{:?}", later.preflight());
+        // The package's PostgreSQL node: the key a credential, the
+        // snapshot in the state folder, neither there before the start.
+        let mut shared = config.clone();
+        shared.database.url = "postgres://dialtone@db.example.net/dialtone".into();
+        shared.secrets.key_file = Some("/run/credentials/dialtone-not-started-yet/key".into());
+        shared.mirror.snapshot_path =
+            Some("/var/lib/dialtone-not-started-yet/dialtone.snapshot".into());
+        assert!(shared.preflight().is_empty(), "{:?}", shared.preflight());
     }
 
     #[test]

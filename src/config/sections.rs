@@ -119,6 +119,7 @@ impl ResyncConfig {
         if self.phone_spacing_s > 3600 {
             bail!("resync.phone_spacing_s must be at most 3600");
         }
+        super::validate::written_networks("resync.direct_networks", &self.direct_networks)?;
         if let Err(e) = dialtone_tftp::guard::source_networks(&self.direct_networks) {
             bail!("resync.direct_networks: {e}");
         }

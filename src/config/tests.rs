@@ -636,3 +636,30 @@ fn host_names_are_dns_names_or_wildcards() {
         assert!(err.contains("provisioning.host_names"), "{bad}: {err}");
     }
 }
+
+/// An IPv4 octet with a leading zero is read as decimal here and as octal
+/// by inet_aton-style tools: every network list refuses it by name, as
+/// `check-config` and `serve` load it.
+#[test]
+fn a_leading_zero_octet_in_a_network_list_is_refused() {
+    for (section, key, network) in [
+        ("resync", "direct_networks", "010.0.0.0/8"),
+        ("lookup", "source_networks", "127.0.0.010/32"),
+        ("provisioning", "tftp_per_source_exempt", "192.168.01.0/24"),
+        ("provisioning", "http_per_source_exempt", "::ffff:010.0.0.1"),
+    ] {
+        let err = load(
+            &format!("[{section}]\n{key} = [\"10.0.0.0/8\", \"{network}\"]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("{section}.{key}"))
+                && err.contains(network)
+                && err.contains("leading zero"),
+            "{key}: {err}"
+        );
+        load(&format!("[{section}]\n{key} = [\"10.0.0.0/8\"]\n"), &[]).unwrap();
+    }
+}

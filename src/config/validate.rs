@@ -7,6 +7,20 @@ use anyhow::{bail, Result};
 
 use super::Config;
 
+/// Refuses a network list with an IPv4 octet a leading zero makes
+/// ambiguous (`010.0.0.0/8`): read here as decimal, by inet_aton-style
+/// tools as octal, so the list the operator checked with those would not
+/// be the one enforced. Checked before the list is parsed, so that a bare
+/// address so written (which the parser refuses) is told the same reason.
+pub(super) fn written_networks(key: &str, list: &[String]) -> Result<()> {
+    for entry in list {
+        if let Err(e) = dialtone_sync::addresses::octets_unambiguous(entry) {
+            bail!("{key}: {e}");
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn validate(&self) -> Result<()> {
         let backend = dialtone_sync::store::backend_of(&self.database.url)
@@ -69,12 +83,20 @@ impl Config {
                 "provisioning.host_names: {bad:?} is not a DNS name (letters, digits, '-' and '.', at most 253 characters; \"*.example.net\" for the names under one, \"*\" for any)"
             );
         }
+        written_networks(
+            "provisioning.tftp_per_source_exempt",
+            &p.tftp_per_source_exempt,
+        )?;
         if let Err(e) = dialtone_tftp::guard::source_networks(&p.tftp_per_source_exempt) {
             bail!("provisioning.tftp_per_source_exempt: {e}");
         }
         if p.http_max_per_source == 0 {
             bail!("provisioning.http_max_per_source must be at least 1 (exempt trusted networks with http_per_source_exempt)");
         }
+        written_networks(
+            "provisioning.http_per_source_exempt",
+            &p.http_per_source_exempt,
+        )?;
         if let Err(e) = dialtone_tftp::guard::source_networks(&p.http_per_source_exempt) {
             bail!("provisioning.http_per_source_exempt: {e}");
         }
@@ -89,6 +111,7 @@ impl Config {
         {
             bail!("provisioning.https_listen needs provisioning.tls_cert and provisioning.tls_key");
         }
+        written_networks("lookup.source_networks", &self.lookup.source_networks)?;
         dialtone_directory::SourceNetworks::parse(&self.lookup.source_networks)
             .map_err(|e| anyhow::anyhow!("lookup.source_networks: {e}"))?;
         if !(10..=10_000).contains(&self.lookup.deadline_ms) {

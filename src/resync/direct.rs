@@ -115,10 +115,11 @@ pub(super) fn choose(
     direct: &[IpNet],
     tenant: Option<&[IpNet]>,
 ) -> Result<IpAddr, Refusal> {
-    let inside = |nets: &[IpNet], ip: IpAddr| nets.iter().any(|n| n.contains(&ip));
-    // As admission read it when it served the fetch: a NAT64 phone of a
-    // global IPv4 host is inside the networks that hold that host.
-    let tenants = |nets: &[IpNet], ip: IpAddr| dialtone_tftp::guard::listed_in(nets, ip);
+    // Both lists as admission read the tenant's when it served the fetch:
+    // a NAT64 phone of a global IPv4 host is inside the networks that hold
+    // that host, and inside a listed NAT64 prefix as written. The NOTIFY
+    // goes to the address as written: over NAT64 only that one reaches it.
+    let inside = |nets: &[IpNet], ip: IpAddr| dialtone_tftp::guard::listed_in(nets, ip);
     let served: Vec<(i64, IpAddr)> = rows
         .iter()
         .filter(|r| r.outcome == "ok" && matches!(r.protocol.as_str(), "http" | "https" | "tftp"))
@@ -139,7 +140,7 @@ pub(super) fn choose(
     }
     let allowed: Vec<(i64, IpAddr)> = served
         .into_iter()
-        .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| tenants(nets, ip)))
+        .filter(|&(_, ip)| inside(direct, ip) && tenant.is_none_or(|nets| inside(nets, ip)))
         .collect();
     if allowed.is_empty() {
         return Err((
@@ -352,6 +353,24 @@ mod tests {
         assert!(reason.contains("provisioning networks"), "{reason}");
     }
 
+    /// `direct_networks` are read as the tenant's are: a NAT64 phone of a
+    /// global IPv4 host listed there by its IPv4 network is sent to, at
+    /// the address it fetched from. A private host's NAT64 form is not
+    /// that host.
+    #[test]
+    fn a_nat64_fetch_is_inside_direct_networks_listing_its_ipv4_host() {
+        let ours = Some("2001:db8::1".parse().unwrap());
+        let direct = nets(&["81.2.69.0/24", "10.0.0.0/8"]);
+        let rows = [fetch("64:ff9b::81.2.69.5", "http", "ok", 10)];
+        assert_eq!(
+            choose(&rows, NOW, ours, &direct, None),
+            Ok("64:ff9b::81.2.69.5".parse().unwrap())
+        );
+        let rows = [fetch("64:ff9b::10.1.0.5", "http", "ok", 10)];
+        let reason = choose(&rows, NOW, ours, &direct, None).unwrap_err().1;
+        assert!(reason.contains("resync.direct_networks"), "{reason}");
+    }
+
     #[test]
     fn provisioning_networks_are_read_as_the_server_reads_them() {
         let tenant = |settings: &str| dialtone_sync::testing::build::tenant_row(settings);
@@ -361,6 +380,12 @@ mod tests {
                 r#"{"provisioning_networks": ["10.1.0.0/16", "x", "192.0.2.7"]}"#
             )),
             Some(nets(&["10.1.0.0/16", "192.0.2.7/32"]))
+        );
+        // A leading-zero octet is refused where a list is written, never
+        // where a stored one is read: that would drop the entry silently.
+        assert_eq!(
+            provisioning_networks(&tenant(r#"{"provisioning_networks": ["010.1.0.0/16"]}"#)),
+            Some(nets(&["10.1.0.0/16"]))
         );
     }
 }

@@ -77,7 +77,7 @@ pub fn api_router(parts: ApiParts<'_>) -> Routers {
     let (api_health, monitoring) = if separate {
         let monitoring = health(true)
             .merge(metrics_routes)
-            .fallback(crate::admin::error::unknown_path);
+            .fallback(crate::admin::error::unknown_monitoring_path);
         (health(false), Some(monitoring))
     } else {
         (health(true).merge(metrics_routes), None)

@@ -131,6 +131,11 @@ async fn a_monitoring_listener_takes_the_platform_wide_answers() {
     let (status, body) = get(&monitoring, "/v1/tenants").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("no such path"), "{body}");
+    // It points at what it has, not at an /openapi.json it answers 404 for.
+    assert!(
+        body.contains("/healthz, /readyz and /metrics") && !body.contains("openapi"),
+        "{body}"
+    );
 }
 
 /// A listener that ends while the others run is named and taken out of

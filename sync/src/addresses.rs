@@ -48,6 +48,30 @@ pub fn listed_as(ip: IpAddr) -> impl Iterator<Item = IpAddr> {
     std::iter::once(host).chain(written)
 }
 
+/// Refuses an IPv4 address written with an octet of a leading zero
+/// (`010.0.0.0/8`, `127.0.0.010`, `::ffff:010.1.2.3`), alone or as a
+/// network's address: the network parser reads `010` as ten, while
+/// inet_aton and the tools built on it read it as octal eight, so a list
+/// checked with one would not be the list enforced. For writes and config checks alone: a list already stored
+/// keeps every entry it is read with.
+pub fn octets_unambiguous(text: &str) -> Result<(), String> {
+    let address = text.trim().split('/').next().unwrap_or_default();
+    let dotted = address.rsplit(':').next().unwrap_or_default();
+    if !dotted.contains('.') {
+        return Ok(());
+    }
+    match dotted
+        .split('.')
+        .find(|octet| octet.len() > 1 && octet.starts_with('0'))
+    {
+        Some(octet) => Err(format!(
+            "{text:?} has the IPv4 octet {octet:?} with a leading zero, which some tools read as \
+             octal and others as decimal; write it without the leading zero"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Globally routable: none of the special-purpose ranges (loopback,
 /// private, link-local and cloud metadata, shared/CGNAT, documentation,
 /// benchmarking, multicast, reserved; for IPv6 also unique-local). An
@@ -141,5 +165,32 @@ mod tests {
         assert_eq!(seen, [ip("10.0.0.1")]);
         let seen: Vec<IpAddr> = listed_as(ip("64:ff9b::a01:5")).collect();
         assert_eq!(seen, [ip("64:ff9b::a01:5")]);
+    }
+
+    #[test]
+    fn an_octet_with_a_leading_zero_is_refused_where_written() {
+        for refused in [
+            "010.0.0.0/8",
+            "127.0.0.010/32",
+            "10.00.0.1",
+            " 010.0.0.1 ",
+            "::ffff:010.1.2.3/128",
+            "64:ff9b::81.2.069.0/120",
+        ] {
+            let reason = octets_unambiguous(refused).unwrap_err();
+            assert!(reason.contains("leading zero"), "{refused}: {reason}");
+        }
+        for fine in [
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "127.0.0.1",
+            "100.64.0.0/10",
+            "2001:db8::/32",
+            "::ffff:10.1.0.0/112",
+            "fd00:0::/8",
+            "public",
+        ] {
+            assert_eq!(octets_unambiguous(fine), Ok(()), "{fine}");
+        }
     }
 }

@@ -6,6 +6,16 @@
 //! import runs them on every cell of a million rows.
 
 use crate::store::DirectoryEntryInput;
+use spreadsheet::{decimal, grouped, scientific, spreadsheet, DECIMAL, GROUPED, SCIENTIFIC};
+
+mod ignorable;
+mod printable;
+mod spreadsheet;
+
+use printable::{not_xml, unfit_reason, unfit_text};
+pub use printable::{settings_strings, settings_text, unfit};
+
+pub use ignorable::is_default_ignorable;
 
 /// A refusal: the field at fault, named as an import's column is, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,21 +77,39 @@ impl PhoneText<'_> {
             ("http_user", self.http_user),
             ("http_password", self.http_password),
         ])?;
+        // What a file name's model can be (`tftp/src/identify.rs`: 1 to
+        // 32 of [A-Za-z0-9_-]); a space too, for Poly's User-Agent spells
+        // `VVX 450` as `VVX_450` and its files carry no model. A '.' or '+'
+        // went into a Snom phone's `setting_server` URL, a file no phone
+        // could fetch.
         let plain = |m: &str| {
-            m.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
-                && !m.starts_with(['.', ' '])
+            m.len() <= MAX_MODEL
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b' '))
+                && !m.starts_with(' ')
+                && !m.ends_with(' ')
         };
-        match self.model {
-            Some(model) if !plain(model) => refuse(
+        if self.model.is_some_and(|model| !plain(model)) {
+            return refuse(
                 "model",
-                "model: letters, digits, spaces, '-', '_', '.' and '+' only, not starting with '.' or a space"
-                    .into(),
-            ),
-            _ => Ok(()),
+                format!(
+                    "model: letters, digits, spaces, '-' and '_' only, at most {MAX_MODEL}, \
+                     not starting or ending with a space"
+                ),
+            );
+        }
+        match self
+            .label
+            .and_then(|label| label.chars().find(|&c| unfit_text(c)))
+        {
+            Some(bad) => refuse("label", unfit_reason("label", bad)),
+            None => Ok(()),
         }
     }
 }
+
+/// The longest model: the longest a file name carries.
+pub const MAX_MODEL: usize = 32;
 
 impl LineText<'_> {
     /// Each field within [`MAX_PHONE_FIELD`]. The extension is a SIP
@@ -100,7 +128,28 @@ impl LineText<'_> {
             ("registrar", Some(self.registrar)),
             ("proxy", self.proxy),
         ])?;
-        if let Some(bad) = self.extension.chars().find(|&c| breaks_sip_user(c)) {
+        let shown = [
+            ("display_name", self.display_name),
+            ("registrar", Some(self.registrar)),
+            ("proxy", self.proxy),
+        ];
+        for (field, text) in shown {
+            if let Some(bad) = text.and_then(|t| t.chars().find(|&c| unfit_text(c))) {
+                return refuse(field, unfit_reason(field, bad));
+            }
+        }
+        // A password is the phone's to send, not to show: anything it can
+        // type goes, but for what an XML file cannot carry at all.
+        if let Some(bad) = self.password.and_then(|p| p.chars().find(|&c| not_xml(c))) {
+            return refuse(
+                "password",
+                format!(
+                    "password: U+{:04X} is a control character XML files cannot carry",
+                    u32::from(bad)
+                ),
+            );
+        }
+        if let Some(bad) = (self.extension.chars()).find(|&c| breaks_sip_user(c) || unfit(c)) {
             return refuse(
                 "extension",
                 format!(
@@ -111,12 +160,20 @@ impl LineText<'_> {
         }
         if let Some(bad) = self
             .auth_user
-            .and_then(|user| user.chars().find(|c| c.is_whitespace() || c.is_control()))
+            .and_then(|user| user.chars().find(|&c| c.is_whitespace() || unfit(c)))
         {
             return refuse(
                 "auth_user",
                 format!("auth_user: {bad:?}: no spaces or control characters"),
             );
+        }
+        for (field, text) in [
+            ("extension", Some(self.extension)),
+            ("auth_user", self.auth_user),
+        ] {
+            if let Some(text) = text.filter(|t| scientific(t)) {
+                return refuse(field, spreadsheet(field, text, SCIENTIFIC));
+            }
         }
         Ok(())
     }
@@ -192,6 +249,17 @@ pub fn directory_entry(entry: &DirectoryEntryInput) -> Result<(), Refused<EntryF
         }
         if n.number.bytes().filter(u8::is_ascii_digit).count() < 3 {
             return refuse(EntryField::Number(i), numbers());
+        }
+        let mangled = [
+            (scientific as fn(&str) -> bool, SCIENTIFIC),
+            (decimal, DECIMAL),
+            (grouped, GROUPED),
+        ];
+        if let Some((_, cause)) = mangled.iter().find(|(test, _)| test(&n.number)) {
+            return refuse(
+                EntryField::Number(i),
+                spreadsheet("numbers", &n.number, cause),
+            );
         }
     }
     Ok(())
@@ -300,11 +368,13 @@ pub fn tenant_name(name: &str) -> Result<(), String> {
         return Err(format!("name: at most {MAX_TENANT_NAME_CHARS} characters"));
     }
     // The admin page lists tenants by name: a bidi override or an
-    // invisible character lets one tenant's name pass for another's, and
-    // a control character does not belong in one line of text.
-    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+    // invisible character lets one tenant's name pass for another's (a
+    // Hangul filler alone looks blank), and a control character does not
+    // belong in one line of text.
+    let hidden = |c: char| c.is_control() || is_format(c) || is_default_ignorable(c);
+    if let Some(c) = name.chars().find(|&c| hidden(c)) {
         return Err(format!(
-            "tenant name holds U+{:04X}, a control or invisible formatting character \
+            "tenant name holds U+{:04X}, a control or invisible character \
              that could make it pass for another name",
             u32::from(c)
         ));

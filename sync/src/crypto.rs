@@ -154,13 +154,43 @@ impl SecretKey {
     /// Reads the key file, or creates it (mode 0600) with a fresh key when it
     /// does not exist. Used only for the embedded SQLite default.
     pub fn load_or_create(path: &Path) -> Result<Self, SyncError> {
-        match Self::load(path)? {
-            Some(key) => Ok(key),
-            None => {
-                let (temp, hex) = write_temp_key(path)?;
-                publish_temp_key(&temp, path, &hex)
-            }
+        Self::load_or_create_reporting(path).map(|(key, _)| key)
+    }
+
+    /// [`SecretKey::load_or_create`], and whether this call made the file
+    /// (`true`): a caller that finds the new key refused by the database
+    /// it was meant for removes it, rather than leave a key that opens
+    /// nothing where the operator will look for the real one.
+    pub fn load_or_create_reporting(path: &Path) -> Result<(Self, bool), SyncError> {
+        if let Some(key) = Self::load(path)? {
+            return Ok((key, false));
         }
+        // Said here, before a temporary name beside the key is tried:
+        // otherwise the error names that file, which the operator never
+        // asked for, rather than the folder that is not there.
+        let folder = match path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        match std::fs::metadata(folder) {
+            Ok(metadata) if !metadata.is_dir() => {
+                return Err(SyncError::Key(format!(
+                    "{}: cannot create it: {} is not a folder",
+                    path.display(),
+                    folder.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SyncError::Key(format!(
+                    "{}: missing, and no new key can be made there: the folder {} does not exist",
+                    path.display(),
+                    folder.display()
+                )))
+            }
+            _ => {}
+        }
+        let (temp, hex) = write_temp_key(path)?;
+        publish_temp_key(&temp, path, &hex)
     }
 
     /// The key in the file at `path`, read as [`SecretKey::load_or_create`]
@@ -319,7 +349,7 @@ fn write_temp_key(path: &Path) -> Result<(PathBuf, String), SyncError> {
 /// Links the written temporary key to `path` unless a key is there already
 /// (another process started at the same moment and won: its key is the one
 /// the database will be sealed with), then removes the temporary name.
-fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, SyncError> {
+fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<(SecretKey, bool), SyncError> {
     // A hard link, unlike a rename, never replaces a key that exists.
     let linked = std::fs::hard_link(temp, path);
     let _ = std::fs::remove_file(temp);
@@ -327,7 +357,7 @@ fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, Sy
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let file = std::fs::File::open(path).map_err(|e| SyncError::io(path, e))?;
-            return SecretKey::read_key_file(path, file);
+            return SecretKey::read_key_file(path, file).map(|key| (key, false));
         }
         // A filesystem without hard links (vfat, some network and FUSE
         // mounts) started before with the key written in place: it still
@@ -343,7 +373,7 @@ fn publish_temp_key(temp: &Path, path: &Path, hex: &str) -> Result<SecretKey, Sy
         .and_then(|dir| dir.sync_all())
         .map_err(|e| SyncError::io(dir, e))?;
     tracing::warn!(path = %path.display(), "generated a new secret key; back it up with the database");
-    SecretKey::parse(hex)
+    SecretKey::parse(hex).map(|key| (key, true))
 }
 
 /// The key written straight to `path`, never replacing one: where the
@@ -481,7 +511,8 @@ mod tests {
         let (temp, ours) = write_temp_key(&path).unwrap();
         let theirs = "22".repeat(32);
         std::fs::write(&path, format!("{theirs}\n")).unwrap();
-        let loaded = publish_temp_key(&temp, &path, &ours).unwrap();
+        let (loaded, made) = publish_temp_key(&temp, &path, &ours).unwrap();
+        assert!(!made);
         let sealed = SecretKey::parse(&theirs)
             .unwrap()
             .seal(Purpose::LinePassword, "pw");

@@ -1,4 +1,5 @@
-//! The key file's mode, as `load_or_create` reports it.
+//! The key file: its mode, as `load_or_create` reports it, and where it
+//! cannot be made.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -52,4 +53,38 @@ fn a_key_file_only_its_owner_reaches_loads_quietly() {
     let events = events_loading(&made);
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].1.contains("back it up"), "{events:?}");
+}
+
+/// A key file in a folder not there yet (a credentials folder of a unit
+/// not running, a state folder before the first start) is refused naming
+/// that folder, once: no temporary name beside the key, no OS error twice.
+#[test]
+fn a_key_in_a_missing_folder_names_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("credentials");
+    let path = folder.join("key");
+    let error = SecretKey::load_or_create(&path).unwrap_err().to_string();
+    assert!(
+        error.contains(&path.display().to_string())
+            && error.contains(&format!("the folder {} does not exist", folder.display())),
+        "{error}"
+    );
+    assert!(
+        !error.contains(&format!(".key.{}-", std::process::id())) && !error.contains("os error"),
+        "{error}"
+    );
+    assert!(!folder.exists());
+}
+
+/// Whether the key was made by this call, for a caller that removes a new
+/// key the database refuses.
+#[test]
+fn a_new_key_is_reported_as_made_and_an_existing_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.key");
+    let (made, new) = SecretKey::load_or_create_reporting(&path).unwrap();
+    assert!(new);
+    let (read, new) = SecretKey::load_or_create_reporting(&path).unwrap();
+    assert!(!new);
+    assert_eq!(made.check_value(), read.check_value());
 }

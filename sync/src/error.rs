@@ -62,6 +62,51 @@ pub enum SyncError {
         known: i64,
     },
 
+    /// dialtone's tables found in more than one schema of the connection's
+    /// `search_path` (`store/postgres/search_path.rs`): which one is
+    /// meant is the operator's to say.
+    #[error(
+        "dialtone's tables are in more than one schema on the database role's search_path \
+         ({}): set the role's search_path to the one to use \
+         (ALTER ROLE <role> SET search_path = <schema>), or drop the other copy",
+        schemas.join(", ")
+    )]
+    SchemaAmbiguous { schemas: Vec<String> },
+
+    /// No schema of the connection's `search_path` exists, so a fresh
+    /// database has nowhere to put dialtone's tables.
+    #[error(
+        "no schema on the database role's search_path ({0}) exists to hold dialtone's tables: \
+         create one (CREATE SCHEMA), or set the role's search_path to an existing one"
+    )]
+    NoSchema(String),
+
+    /// PostgreSQL in recovery: it takes reads, but refuses every write
+    /// and the change listener's `LISTEN`.
+    #[error("the database at {0} is a standby in recovery; point nodes at the primary")]
+    Standby(String),
+
+    /// A connection pooler that gives one client several server sessions
+    /// (pgbouncer's transaction or statement pooling): sqlx's prepared
+    /// statements, the pinned `search_path` and `LISTEN` all live on a
+    /// session.
+    #[error(
+        "{0}: the connection pooler in front of PostgreSQL is not in session mode; dialtone \
+         keeps prepared statements, its search_path and its change listener's LISTEN on one \
+         server session, so it needs session pooling (pgbouncer: pool_mode = session) or a \
+         direct connection"
+    )]
+    PoolerMode(String),
+
+    /// pgbouncer refusing a startup parameter sqlx sends.
+    #[error(
+        "{0}: the connection pooler (pgbouncer) refuses a startup parameter the PostgreSQL \
+         driver sends: add `ignore_startup_parameters = extra_float_digits` to its [pgbouncer] \
+         section (and use pool_mode = session: dialtone needs session pooling or a direct \
+         connection)"
+    )]
+    PoolerParameter(String),
+
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
 
@@ -140,8 +185,30 @@ impl From<sqlx::Error> for SyncError {
                 return SyncError::Taken("a row with the same key".into());
             }
         }
-        SyncError::Database(e)
+        pooler_refusal(&e).unwrap_or(SyncError::Database(e))
     }
+}
+
+/// SQLSTATE duplicate_prepared_statement and invalid_sql_statement_name:
+/// sqlx names its statements `sqlx_s_N` per connection, so one it made
+/// already existing, or one it made missing, means the client's session
+/// is not one server session.
+const POOLED_STATEMENT_CODES: [&str; 2] = ["42P05", "26000"];
+
+/// `e` as a connection pooler refusing dialtone, which otherwise reads as
+/// an outage (pgbouncer's refusal is a protocol violation, SQLSTATE class
+/// 08) or an error that never says why.
+fn pooler_refusal(e: &sqlx::Error) -> Option<SyncError> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    if db.message().contains("unsupported startup parameter") {
+        return Some(SyncError::PoolerParameter(db.message().to_string()));
+    }
+    let code = db.code()?;
+    POOLED_STATEMENT_CODES
+        .contains(&code.as_ref())
+        .then(|| SyncError::PoolerMode(db.message().to_string()))
 }
 
 impl From<rusqlite::Error> for SyncError {
@@ -152,9 +219,22 @@ impl From<rusqlite::Error> for SyncError {
 
 impl From<sqlx::migrate::MigrateError> for SyncError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
-        SyncError::Migrate(e)
+        use sqlx::migrate::MigrateError;
+        match &e {
+            MigrateError::Execute(db) | MigrateError::ExecuteMigration(db, _) => {
+                pooler_refusal(db).unwrap_or(SyncError::Migrate(e))
+            }
+            _ => SyncError::Migrate(e),
+        }
     }
 }
+
+/// SQLSTATE class 53 (insufficient resources) that passes on its own: the
+/// server out of connection slots (53300, also "too many connections for
+/// role"), memory or disk. A statement refused so did not commit. Not
+/// 53400 (configuration_limit_exceeded, e.g. `temp_file_limit`), which the
+/// same work meets again.
+const OUT_OF_RESOURCES: [&str; 4] = ["53000", "53100", "53200", "53300"];
 
 impl SyncError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -183,7 +263,7 @@ impl SyncError {
                     | sqlx::Error::Tls(_)
                     | sqlx::Error::WorkerCrashed
             )
-        ) || matches!(self, SyncError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")))
+        ) || matches!(self, SyncError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08") || OUT_OF_RESOURCES.contains(&c.as_ref())))
             || matches!(
                 self,
                 SyncError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
@@ -227,3 +307,7 @@ impl SyncError {
         code.is_some_and(|c| matches!(c & 0xff, READONLY | IOERR | FULL | CANTOPEN))
     }
 }
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

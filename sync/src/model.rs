@@ -590,6 +590,15 @@ pub struct Meta {
     pub pruned_through: Cursor,
     /// Random at creation: a snapshot from another database is never applied.
     pub database_id: String,
+    /// PostgreSQL's WAL timeline, read with the rows (load, catch-up);
+    /// `None` on SQLite, when the read failed, or from a snapshot older
+    /// than format 6. A promoted standby keeps the database id and issues
+    /// transaction ids the lost primary already gave out, so only this
+    /// tells its log from the one the cursor was in. Outside the encoding
+    /// (the snapshot and its freshness file carry it as fields of their
+    /// own): the snapshot header's layout stays that of format 5.
+    #[serde(skip)]
+    pub timeline: Option<u32>,
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
 use crate::mirror::{LoadedFrom, Mirror};
-use crate::store::{Backend, Store};
+use crate::model::{Cursor, Meta};
+use crate::store::{Backend, ChangeBatch, Store};
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -53,26 +54,19 @@ pub async fn full_load(mirror: &Mirror, store: &dyn Store) -> Result<(), SyncErr
 pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncError> {
     let _turn = mirror.lock_catch_up().await;
     let state = mirror.load();
-    let batch = store
+    let mut batch = store
         .changes_since(state.cursor(), state.seen_above())
         .await?;
-    let reason = if batch.meta.database_id != state.meta().database_id {
-        Some("the database is not the one the mirror was loaded from")
-    } else if batch.meta.epoch != state.meta().epoch {
-        Some("schema epoch changed")
-    } else if batch.meta.pruned_through > state.cursor() {
-        Some("change log pruned past our cursor")
-    } else if batch.rewound {
-        Some("the change log is behind this node's cursor: the database is an older copy (a restored backup?)")
-    } else if batch.too_far_behind {
-        Some("too far behind to catch up row by row")
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
+    if let Some(reason) = reload_reason(state.meta(), state.cursor(), &batch) {
         tracing::info!(reason, cursor = %state.cursor(), "full reload");
         full_load(mirror, store).await?;
         return Ok(mirror.load().counts().phones);
+    }
+    // A read that could not tell the timeline keeps the one known, which
+    // the next read that can is compared with; one it adopted instead
+    // would pass a failover made meanwhile.
+    if batch.meta.timeline.is_none() {
+        batch.meta.timeline = state.meta().timeline;
     }
     let rows = batch.changes.len();
     let apply = move || {
@@ -88,6 +82,33 @@ pub async fn catch_up(mirror: &Mirror, store: &dyn Store) -> Result<usize, SyncE
     } else {
         apply()
     })
+}
+
+/// Why a catch-up that read `batch` for a mirror at `meta` and `cursor`
+/// must reload in full instead of applying it, if it must.
+fn reload_reason(meta: &Meta, cursor: Cursor, batch: &ChangeBatch) -> Option<&'static str> {
+    // A timeline unknown on either side (SQLite, a snapshot older than
+    // format 6, a read that failed) is no evidence: the mirror adopts the
+    // batch's as it applies it.
+    let timeline_changed = matches!(
+        (meta.timeline, batch.meta.timeline),
+        (Some(had), Some(now)) if had != now
+    );
+    if batch.meta.database_id != meta.database_id {
+        Some("the database is not the one the mirror was loaded from")
+    } else if timeline_changed {
+        Some("the database's timeline changed (a failover or restore); reloading in full")
+    } else if batch.meta.epoch != meta.epoch {
+        Some("schema epoch changed")
+    } else if batch.meta.pruned_through > cursor {
+        Some("change log pruned past our cursor")
+    } else if batch.rewound {
+        Some("the change log is behind this node's cursor: the database is an older copy (a restored backup?)")
+    } else if batch.too_far_behind {
+        Some("too far behind to catch up row by row")
+    } else {
+        None
+    }
 }
 
 /// A catch-up of this many rows or more is applied with the worker's other
@@ -340,3 +361,7 @@ async fn within<T>(
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "watcher_tests.rs"]
+mod tests;

@@ -28,7 +28,11 @@ use dialtone_sync::model::clip;
 
 use crate::error::ProvisionError;
 
+mod escape;
 mod functions;
+
+use escape::write_xml_chars;
+pub(crate) use escape::{write_text, write_xml};
 
 /// What one render may spend. Defaults leave the largest shipped file (a
 /// phone with the most lines and keys its family has) far inside every
@@ -318,8 +322,15 @@ fn format_value(
         return Ok(());
     }
     let text = capped.text;
+    // Only text the template made is marked safe: a `{% filter %}` block's,
+    // its values escaped already, where MiniJinja takes the template's name
+    // for HTML's (`.xml`, `.htm`). `safe` and `escape` are ours and mark
+    // nothing (`functions.rs`). What no XML parser reads still goes.
     let written = if value.is_safe() {
-        out.write_str(&text)
+        match escape {
+            Escape::Xml => write_xml_chars(out, &text),
+            Escape::Text => out.write_str(&text),
+        }
     } else {
         match escape {
             Escape::Xml => write_xml(out, &text),
@@ -327,34 +338,6 @@ fn format_value(
         }
     };
     written.map_err(|_| Error::new(ErrorKind::WriteFailure, "the output was refused"))
-}
-
-pub(crate) fn write_xml(out: &mut impl std::fmt::Write, input: &str) -> std::fmt::Result {
-    let mut last = 0;
-    for (i, c) in input.char_indices() {
-        let entity = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            '"' => "&quot;",
-            '\'' => "&apos;",
-            _ => continue,
-        };
-        out.write_str(&input[last..i])?;
-        out.write_str(entity)?;
-        last = i + 1;
-    }
-    out.write_str(&input[last..])
-}
-
-pub(crate) fn write_text(out: &mut impl std::fmt::Write, input: &str) -> std::fmt::Result {
-    for (i, part) in input.split(['\r', '\n']).enumerate() {
-        if i > 0 {
-            out.write_str(" ")?;
-        }
-        out.write_str(part)?;
-    }
-    Ok(())
 }
 
 /// Longest engine detail an error keeps for the template's author: a

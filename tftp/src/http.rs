@@ -359,7 +359,14 @@ fn error_response(
             // A tenant's failing template fails every request for it.
             static FAILED_LOG: FailureLog = FailureLog::new();
             if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, path, user_agent) {
-                tracing::error!(path = &*log_text(path), user_agent = user_agent.map(log_text).as_deref(), tenant = tenant.as_deref(), error = %other, skipped, "provisioning failed (logged at most once a second per tenant)");
+                tracing::error!(
+                    path = &*log_text(path),
+                    user_agent = user_agent.map(log_text).as_deref(),
+                    tenant = tenant.as_deref(),
+                    error = &*other.to_string(),
+                    skipped,
+                    "provisioning failed (logged at most once a second per tenant)"
+                );
             }
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }

@@ -50,11 +50,19 @@ fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if c.is_control() => out.push(' '),
+            c if c.is_control() || noncharacter(c) => out.push(' '),
             c => out.push(c),
         }
     }
     out
+}
+
+/// A Unicode noncharacter: U+FDD0 to U+FDEF and the last two of every
+/// plane. U+FFFE and U+FFFF are not XML 1.0 characters at all, so a name
+/// holding one made the whole directory unreadable; the others are for a
+/// program's own use, never for text it hands on.
+fn noncharacter(c: char) -> bool {
+    matches!(c, '\u{fdd0}'..='\u{fdef}') || u32::from(c) & 0xfffe == 0xfffe
 }
 
 /// Entries sorted by name (then id), each with its numbers in stored order.

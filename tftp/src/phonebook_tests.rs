@@ -366,3 +366,31 @@ fn a_huge_directory_stops_at_the_output_budget() {
     fetch("001b54000004-directory.xml", Some("page=3"));
     assert_eq!(provisioner.cached_files(), cached + 1);
 }
+
+/// A name holding U+FFFE or U+FFFF made the whole directory a file no XML
+/// parser reads; every noncharacter is written as a space, as controls are.
+#[test]
+fn noncharacters_in_a_name_leave_the_directory_readable() {
+    let name = "A\u{fffe}B\u{ffff}C\u{fdd0}D\u{1fffe}E\u{1}F";
+    assert_eq!(super::esc(name), "A B C D E F");
+    let entries = [Arc::new(entry(1, 1, name))];
+    for family in [
+        Family::Yealink,
+        Family::Poly,
+        Family::CiscoSep,
+        Family::Grandstream,
+    ] {
+        let document = super::render(
+            family,
+            "T\u{ffff}",
+            &entries,
+            &super::Query::default(),
+            "http://x/d.xml",
+            1 << 20,
+        )
+        .unwrap();
+        if let Err(e) = roxmltree::Document::parse(&document.text) {
+            panic!("{family:?}: {e}: {}", document.text);
+        }
+    }
+}

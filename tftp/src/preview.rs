@@ -30,16 +30,31 @@ pub struct PreviewFile {
 
 impl Provisioner {
     /// The files `phone` fetches that dialtone renders (boot, model and
-    /// device files; not the directory, which is data, not a template).
+    /// device files; not the directory, which is data, not a template):
+    /// those a template resolves for, as [`Self::preview`] resolves it. A
+    /// family asks for names no shipped file answers (a SPA's
+    /// `ATA<MAC>.cnf.xml`, an enterprise Cisco's `SIP<MAC>.cnf`), and
+    /// listing one made every preview of the phone "not found".
     pub fn rendered_files_of(&self, phone: &Phone) -> Vec<String> {
+        let state = self.mirror.load();
+        let shipped = self.shipped.load();
         file_names(phone.family, &phone.mac, phone.model.as_deref())
             .into_iter()
             .filter(|file| {
                 identify(file, None).is_ok_and(|id| {
+                    let model = phone.model.as_deref().or(id.model.as_deref());
                     matches!(
                         id.kind,
                         FileKind::Boot | FileKind::ModelCommon | FileKind::DeviceConfig
+                    ) && resolve(
+                        &state,
+                        &shipped,
+                        phone.family,
+                        id.template,
+                        Some(phone),
+                        model,
                     )
+                    .is_some()
                 })
             })
             .collect()
@@ -261,3 +276,7 @@ pub fn sample_phone<'a>(
         .filter(matching)
         .min_by_key(|p| p.mac)
 }
+
+#[cfg(test)]
+#[path = "preview_tests.rs"]
+mod tests;

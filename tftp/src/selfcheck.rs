@@ -104,7 +104,7 @@ impl Provisioner {
                     "render cache served a file that differs from a fresh render; dropped"
                 ),
                 Err(e) => tracing::error!(
-                    mac, file = %key.file, error = %e,
+                    mac, file = %key.file, error = &*e.to_string(),
                     "render cache served a file that no longer renders; dropped"
                 ),
             }

@@ -7,12 +7,12 @@
 //! the first tenant's configuration (its registrar, its settings) there.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwapOption;
 use dialtone_sync::{Id, MirrorState};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::admission::provisioning_networks;
 
@@ -31,23 +31,28 @@ impl NetworkIndex {
     /// The tenants whose networks hold `remote`, each with whether a
     /// site-sized one does ([`narrow_enough`]).
     fn holders(&self, state: &Arc<MirrorState>, remote: IpAddr) -> Vec<(Id, bool)> {
-        // The host a ban keys (`guard::source_key`), so that a site's
-        // phones behind NAT64 pass its ban as they would over IPv4.
-        let remote = dialtone_sync::addresses::canonical(remote);
         let networks = self.networks_for(state);
         let mut found: Vec<(Id, bool)> = Vec::new();
-        for (v6, len, nets) in &networks.by_len {
-            if *v6 != remote.is_ipv6() {
-                continue;
-            }
-            let Ok(net) = IpNet::new(remote, *len).map(|n| n.trunc()) else {
-                continue;
-            };
-            for tenant in nets.get(&net).into_iter().flatten() {
-                let narrow = narrow_enough(&net);
-                match found.iter_mut().find(|(t, _)| t == tenant) {
-                    Some((_, seen)) => *seen |= narrow,
-                    None => found.push((*tenant, narrow)),
+        // Every form admission matches a tenant's own networks under
+        // (`guard::listed_in`): the host a ban keys, so that a site's
+        // phones behind NAT64 pass its ban as they would over IPv4, and a
+        // NAT64 address as written. Read under fewer forms, a site listed
+        // by its NAT64 prefix held none of its addresses here, and another
+        // tenant's phone was served there as if outside every site.
+        for remote in dialtone_sync::addresses::listed_as(remote) {
+            for (v6, len, nets) in &networks.by_len {
+                if *v6 != remote.is_ipv6() {
+                    continue;
+                }
+                let Ok(net) = IpNet::new(remote, *len).map(|n| n.trunc()) else {
+                    continue;
+                };
+                for tenant in nets.get(&net).into_iter().flatten() {
+                    let narrow = narrow_enough(&net);
+                    match found.iter_mut().find(|(t, _)| t == tenant) {
+                        Some((_, seen)) => *seen |= narrow,
+                        None => found.push((*tenant, narrow)),
+                    }
                 }
             }
         }
@@ -132,10 +137,22 @@ impl NetworkIndex {
 /// /48 or narrower) lists any, or keeps another tenant's phones out;
 /// networks set before they were the operator's alone may still be a
 /// tenant's own.
+///
+/// Inside NAT64's well-known 64:ff9b::/96 the last 32 bits are the IPv4
+/// host, and a client there is in the network as written too: a /96 is
+/// all of IPv4, so a site there is a /112 (an IPv4 /16) or narrower.
 fn narrow_enough(net: &IpNet) -> bool {
     match net {
         IpNet::V4(v4) => v4.prefix_len() >= 16,
-        IpNet::V6(v6) => v6.prefix_len() >= 48,
+        IpNet::V6(v6) => {
+            let nat64 = Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96)
+                .expect("a prefix of at most 128");
+            if nat64.contains(v6) || v6.contains(&nat64) {
+                v6.prefix_len() >= 112
+            } else {
+                v6.prefix_len() >= 48
+            }
+        }
     }
 }
 
@@ -216,6 +233,79 @@ mod tests {
         assert!(!other(5, "11.3.0.1"));
         assert!(other(7, "172.16.5.1"));
         assert!(!other(5, "192.0.2.1"));
+    }
+
+    /// A site listed by its NAT64 prefix holds its phones' addresses as
+    /// admission reads them (`guard::listed_in`): another tenant's phone
+    /// fetching from there is inside that site, not outside every one.
+    #[test]
+    fn a_site_listed_by_its_nat64_prefix_holds_its_addresses() {
+        let tenants = vec![
+            tenant(1, &["64:ff9b::5102:4500/120"]),
+            tenant(2, &["81.2.70.0/24"]),
+            tenant(3, &["64:ff9b::5102:4600/120"]),
+            Tenant {
+                settings: "{}".into(),
+                ..tenant(4, &[])
+            },
+        ];
+        let mirror = mirror_of(Dataset {
+            tenants,
+            ..Default::default()
+        });
+        let index = NetworkIndex::default();
+        let state = mirror.load();
+        let of = |ip: &str| index.tenant_of(&state, ip.parse().unwrap());
+        let other = |phone_tenant: Id, ip: &str| {
+            index.held_by_another(&state, phone_tenant, ip.parse().unwrap())
+        };
+        assert_eq!(of("64:ff9b::81.2.69.5"), Some(1));
+        assert!(other(4, "64:ff9b::81.2.69.5"));
+        assert!(other(2, "64:ff9b::5102:4505"));
+        assert!(!other(1, "64:ff9b::81.2.69.5"));
+        // The IPv4 host itself is not in an IPv6 network, for admission
+        // either.
+        assert_eq!(of("81.2.69.5"), None);
+        assert!(!other(4, "81.2.69.5"));
+        // One site listed in both forms by two tenants is neither's, and
+        // each is inside the other's.
+        assert_eq!(of("64:ff9b::81.2.70.5"), None);
+        assert!(other(2, "64:ff9b::81.2.70.5"));
+        assert!(other(3, "64:ff9b::81.2.70.5"));
+    }
+
+    /// A NAT64 network is as wide as the IPv4 network it holds: the whole
+    /// prefix (all of IPv4), or one as wide as an IPv4 /8, is no site,
+    /// though it is a /96 or a /104 of IPv6.
+    #[test]
+    fn a_wide_nat64_network_is_no_site() {
+        let tenants = vec![
+            tenant(1, &["64:ff9b::/96"]),
+            tenant(2, &["64:ff9b::5100:0/104"]),
+            tenant(3, &["64:ff9b::/64"]),
+            tenant(4, &["64:ff9b::5102:4500/120"]),
+            Tenant {
+                settings: "{}".into(),
+                ..tenant(5, &[])
+            },
+        ];
+        let mirror = mirror_of(Dataset {
+            tenants,
+            ..Default::default()
+        });
+        let index = NetworkIndex::default();
+        let state = mirror.load();
+        let of = |ip: &str| index.tenant_of(&state, ip.parse().unwrap());
+        let other = |phone_tenant: Id, ip: &str| {
+            index.held_by_another(&state, phone_tenant, ip.parse().unwrap())
+        };
+        assert_eq!(of("64:ff9b::8.8.8.8"), None);
+        assert!(!other(5, "64:ff9b::8.8.8.8"));
+        assert!(!other(5, "64:ff9b::81.3.0.1"));
+        // A site inside them is still one; the wide ones hold it too.
+        assert_eq!(of("64:ff9b::81.2.69.5"), None);
+        assert!(other(5, "64:ff9b::81.2.69.5"));
+        assert!(!other(4, "64:ff9b::81.2.69.5"));
     }
 
     /// Requests deciding from two mirror states at once (an edit of a

@@ -524,7 +524,7 @@ async fn provision(
         Err(e) => {
             // Per request, from a source UDP lets anyone forge.
             if let Some((tenant, skipped)) = FAILED_LOG.allow(provisioner, file, None) {
-                tracing::error!(client = %peer, path = &*log_text(file), tenant = tenant.as_deref(), error = %e, skipped, "TFTP provisioning failed (logged at most once a second per tenant)");
+                tracing::error!(client = %peer, path = &*log_text(file), tenant = tenant.as_deref(), error = &*e.to_string(), skipped, "TFTP provisioning failed (logged at most once a second per tenant)");
             }
             Err((0, "internal error"))
         }

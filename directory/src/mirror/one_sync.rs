@@ -135,7 +135,7 @@ async fn read_source(
         }
         Err(e) => {
             let label = ldap.label();
-            tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = %e, "no root DSE");
+            tracing::debug!(tenant = label.tenant, source_id = label.id, source = ?label.name, error = &*e.to_string(), "no root DSE");
             RootDse::default()
         }
     };

@@ -214,7 +214,7 @@ impl LookupService {
                     .await;
                 // Lost on a panic: the mirror starts again with a full sync.
                 data = renormalized.unwrap_or_else(|e| {
-                    tracing::error!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, error = %e, "renormalizing the mirror failed");
+                    tracing::error!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, error = &*e.to_string(), "renormalizing the mirror failed");
                     MirrorData {
                         region: region.clone(),
                         ..MirrorData::default()
@@ -289,7 +289,7 @@ impl LookupService {
                 failed_at = now_millis();
                 metrics::counter!("dialtone_directory_mirror_sync_errors_total", "kind" => kind)
                     .increment(1);
-                tracing::warn!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, kind, error = %e, "mirror sync failed");
+                tracing::warn!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, kind, error = &*e.to_string(), "mirror sync failed");
                 // Before the error, which readers wait for.
                 mirror.set_sync_failed(true);
                 mirror.set_error(Some((e.shown_to_tenant(), e.to_string())));

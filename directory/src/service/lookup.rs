@@ -267,12 +267,15 @@ impl LookupService {
                 }
                 outcome(e.kind());
                 if let Some(skipped) = source.failure_log.allow() {
+                    // As a string, which the log quotes: the error holds
+                    // the server's own words, which unquoted could pose as
+                    // fields of another tenant's line.
                     tracing::warn!(
                         tenant = source.tenant_id,
                         source_id = source.id,
                         source = ?source.name,
                         kind,
-                        error = %e,
+                        error = &*e.to_string(),
                         skipped,
                         "directory source failed"
                     );

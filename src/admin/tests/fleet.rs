@@ -88,3 +88,90 @@ async fn the_fleet_view_counts_only_the_tenants_own_phones() {
     let reply = h.get("global", "/v1/tenants/nosuch/fleet").await;
     assert_eq!(reply.status, 404);
 }
+
+/// A request a ban refuses writes no history, so a phone whose source is
+/// banned looked as its last fetch did. It is failing as `banned` while
+/// its last source is banned on this node, and only to its own tenant;
+/// a refused TFTP fetch's source (anyone may write one in) tells nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_whose_last_source_is_banned_here_is_failing() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let state = h.mirror.load();
+    let id = |slug: &str| state.tenant_by_slug(slug).unwrap().id;
+    let (acme, globex) = (id("acme"), id("globex"));
+    let now = now_millis();
+    let from = |mac: &str, tenant: i64, ip: &str, protocol: &str, outcome: &str| BootRecord {
+        remote_ip: ip.into(),
+        protocol: protocol.into(),
+        ..boot(mac, tenant, now - 1000, outcome)
+    };
+    h.store
+        .record_boots(&[
+            from(ACME_MAC, acme, "192.0.2.9", "http", "ok"),
+            from(GLOBEX_MAC, globex, "192.0.2.10", "tftp", "not-found"),
+        ])
+        .await
+        .unwrap();
+    let h = &h;
+    let failing = |slug: &'static str| async move {
+        let reply = h.get("global", &format!("/v1/tenants/{slug}/fleet")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()["failing"].clone()
+    };
+    assert_eq!(failing("acme").await, serde_json::json!([]));
+
+    let guard = h.provisioner.guard();
+    for source in ["192.0.2.9", "192.0.2.10"] {
+        let source = source.parse().unwrap();
+        for _ in 0..1000 {
+            if guard.miss(source) {
+                break;
+            }
+        }
+        assert!(guard.is_banned(source), "{source} was never banned");
+    }
+    let acme_failing = failing("acme").await;
+    assert_eq!(acme_failing[0]["mac"], ACME_MAC, "{acme_failing}");
+    assert_eq!(acme_failing[0]["outcome"], "banned", "{acme_failing}");
+    let reason = acme_failing[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("192.0.2.9") && reason.contains("banned on this node"),
+        "{reason}"
+    );
+    let globex_failing = failing("globex").await;
+    assert_eq!(
+        globex_failing[0]["outcome"], "not_found",
+        "{globex_failing}"
+    );
+    assert!(!globex_failing.to_string().contains("192.0.2.9"));
+    let reply = h.get("acme-read", "/v1/tenants/acme/fleet").await;
+    assert_eq!(reply.json()["failing"][0]["outcome"], "banned");
+
+    // A banned source inside the tenant's own networks (its office)
+    // still gets its phones' files: they are not failing there.
+    let site = h
+        .put_acme(
+            "global",
+            serde_json::json!({"name": "Acme", "settings": {
+                "sip_domains": ["sip.example.net"],
+                "provisioning_networks": ["192.0.2.0/24"],
+            }}),
+        )
+        .await;
+    assert_eq!(site.status, 200, "{}", site.text);
+    assert_eq!(failing("acme").await, serde_json::json!([]));
+    let elsewhere = h
+        .put_acme(
+            "global",
+            serde_json::json!({"name": "Acme", "settings": {
+                "sip_domains": ["sip.example.net"],
+                "provisioning_networks": ["198.51.100.0/24"],
+            }}),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text);
+    assert_eq!(failing("acme").await[0]["outcome"], "banned");
+
+    assert!(guard.lift_ban("192.0.2.9".parse().unwrap()));
+    assert_eq!(failing("acme").await, serde_json::json!([]));
+}

@@ -197,3 +197,27 @@ async fn the_generated_entry_key_prefix_is_not_for_hand_written_ids() {
     let reply = post(&h, "acme-admin", path, entry("alice")).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
+
+/// A line's display name defaults to its extension, as in an import (and
+/// as its auth user does): the documented default, not a 422 for a
+/// missing field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_without_a_display_name_shows_its_extension() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for (mac, name) in [("001565000030", None), ("001565000031", Some(" "))] {
+        let mut line = json!({ "extension": "204", "registrar": "sip.example.net" });
+        if let Some(name) = name {
+            line["display_name"] = json!(name);
+        }
+        let body = json!({ "mac": mac, "tenant": "acme", "family": "yealink", "lines": [line] });
+        let reply = post(&h, "acme-admin", "/v1/phones", body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{name:?}: {}",
+            reply.text
+        );
+        let created: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
+        assert_eq!(created["lines"][0]["display_name"], "204", "{}", reply.text);
+    }
+}

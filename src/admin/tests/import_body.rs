@@ -42,22 +42,133 @@ async fn a_tenant_token_is_refused_before_the_body_is_read() {
     }
 }
 
+/// The body's encoding is judged as a file's is by `dialtone import`: a
+/// byte-order mark is no fault, UTF-16 is named as such, and text that is
+/// not UTF-8 is placed by line and column (a CSV's by its cell), not by a
+/// byte offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_import_that_is_not_utf8_is_a_bad_request() {
+async fn an_import_body_is_read_as_a_file_is() {
     let h = Harness::new(Backend::Sqlite).await;
-    let body = Body::from(b"{\"tenants\": [\"\xff\"]}".to_vec());
+    let tenant = b"{\"tenants\": [{\"slug\": \"acme\", \"name\": \"Acme\"}]}\r\n";
+    let with_bom = [b"\xef\xbb\xbf".as_slice(), tenant].concat();
+    let (status, text) = send(&h, "application/json", with_bom).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    let (status, text) = send(
+        &h,
+        "application/json",
+        b"{\"tenants\": [\n\"\xff\"]}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let error = &reply["error"]["details"]["errors"][0];
+    assert_eq!(
+        (&error["line"], &error["column"]),
+        (&2.into(), &2.into()),
+        "{text}"
+    );
+    assert!(text.contains("not UTF-8 text"), "{text}");
+
+    let csv = b"slug,name\nacme,Acme\nglobex,Glob\xe9x\n".to_vec();
+    let (status, text) = send(&h, "text/csv", csv).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let error = &reply["error"]["details"]["errors"][0];
+    assert_eq!(
+        (&error["line"], &error["field"]),
+        (&3.into(), &"name".into()),
+        "{text}"
+    );
+
+    for (content_type, text) in [("text/csv", "slug\tname\r\n"), ("application/json", "{}")] {
+        let mut utf16 = vec![0xff, 0xfe];
+        utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let (status, reply) = send(&h, content_type, utf16).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        assert!(
+            reply.contains("UTF-16 text: save the file as CSV UTF-8"),
+            "{reply}"
+        );
+    }
+}
+
+/// `body` sent as `content_type` by a global admin: the status and reply.
+async fn send(h: &Harness, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/import")
+        .header("authorization", format!("Bearer {}", h.tokens["global"]))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let reply = h.app.clone().oneshot(request).await.unwrap();
+    let status = reply.status();
+    let bytes = axum::body::to_bytes(reply.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A number a spreadsheet mangled is refused alike by the import and by
+/// the API's own writes, with its remedy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spreadsheets_numbers_are_refused_by_every_writer() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let csv = "tenant,name,work\nacme,Alice,\"15,551,234,567\"\n";
+    let (status, text) = import_csv(&h, csv).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains("grouped in thousands"), "{text}");
+
+    let entry = serde_json::json!({"external_id": "a1", "name": "Alice", "numbers": [{"number": "4.47701E+11", "kind": "work"}]});
     let reply = h
-        .app
-        .clone()
-        .oneshot(import(&h, "global", body))
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
-    let text = axum::body::to_bytes(reply.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&text);
-    assert!(text.contains("not UTF-8 (byte 14)"), "{text}");
+        .call(
+            Some("acme-admin"),
+            Method::POST,
+            "/v1/tenants/acme/directory",
+            Some(&entry.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.text.contains("format the column as text"),
+        "{}",
+        reply.text
+    );
+
+    let phone = serde_json::json!({
+        "tenant": "acme", "family": "yealink",
+        "lines": [{"extension": "101", "auth_user": "4.47701E+11", "registrar": "sip.example.net"}],
+    });
+    let path = format!("/v1/phones/{}", super::ACME_MAC);
+    let reply = h
+        .call(
+            Some("acme-admin"),
+            Method::PUT,
+            &path,
+            Some(&phone.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply
+            .text
+            .contains("auth_user: \\\"4.47701E+11\\\" looks like"),
+        "{}",
+        reply.text
+    );
 }
 
 /// `text` as a CSV import, as a global admin: the status and the reply.

@@ -18,6 +18,7 @@ mod import_body;
 mod lagging_writes;
 mod matrix;
 mod natural_keys;
+mod network_octets;
 mod no_database;
 mod nul_text;
 mod openapi;

@@ -113,6 +113,11 @@ async fn a_tenant_name_holds_no_control_or_format_character() {
         ("Globex\u{ad} Inc", "U+00AD"),
         ("Globex\u{e0020}Inc", "U+E0020"),
         ("Globex\nInc", "U+000A"),
+        // Default-ignorable yet no format characters: a Hangul filler
+        // alone is a blank-looking name.
+        ("\u{3164}", "U+3164"),
+        ("Globex\u{fe0f} Inc", "U+FE0F"),
+        ("Glo\u{34f}bex Inc", "U+034F"),
     ] {
         let reply = h
             .put_acme("acme-admin", serde_json::json!({ "name": name }))

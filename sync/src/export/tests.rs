@@ -25,7 +25,7 @@ fn fleet() -> Vec<Mutation> {
         fleet.push(phone(tenant, n, lines));
     }
     if let Some(Mutation::UpsertPhone(p)) = fleet.get_mut(2) {
-        p.label = Some("Front, \"main\" desk\nsecond line".into());
+        p.label = Some("Front, \"main\" desk".into());
         p.http_user = Some("admin".into());
         p.http_password = Some(" spaced ".into());
         p.variables = r#"{"tz":"Europe/London"}"#.into();

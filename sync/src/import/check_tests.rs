@@ -191,6 +191,76 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
         "settings nests 41 levels deep; at most 32",
         1,
     ),
+    // Long digit columns a spreadsheet turned into numbers: their digits
+    // are gone, or other characters came with them.
+    (
+        "phones.csv",
+        "tenant,mac,family,extension,auth_user,registrar\n\
+         acme,001565000001,yealink,101,4930123,sip\n\
+         acme,001565000002,yealink,4.47701E+11,,sip\n",
+        "phones.csv:3:4 (extension)",
+        "extension: \"4.47701E+11\" looks like a spreadsheet's scientific notation: its digits \
+         are lost; if it came from a spreadsheet, format the column as text and export again",
+        1,
+    ),
+    (
+        "phones.csv",
+        "tenant,mac,family,extension,auth_user,registrar\n\
+         acme,001565000001,yealink,101,4930123,sip\n\
+         acme,001565000002,yealink,102,4.47701E+11,sip\n",
+        "phones.csv:3:5 (auth_user)",
+        "auth_user: \"4.47701E+11\" looks like a spreadsheet's scientific notation",
+        1,
+    ),
+    (
+        "phones.json",
+        r#"{"phones": [
+            {"tenant": "acme", "mac": "001565000001", "family": "yealink"},
+            {"tenant": "acme", "mac": "001565000002", "family": "yealink",
+             "lines": [{"extension": "1,5E3", "registrar": "sip"}]}
+        ]}"#,
+        "phones.json:3:13 (phones[1] line 1 extension)",
+        "looks like a spreadsheet's scientific notation",
+        1,
+    ),
+    (
+        "directory.csv",
+        "tenant,name,work,mobile\n\
+         acme,Alice,+1 555 0100,\n\
+         acme,Bob,+1 555 0101,4.47701E+11\n",
+        "directory.csv:3:4 (mobile)",
+        "numbers: \"4.47701E+11\" looks like a spreadsheet's scientific notation",
+        1,
+    ),
+    (
+        "directory.csv",
+        "tenant,name,work\n\
+         acme,Alice,\"+15551234567,,123\"\n\
+         acme,Carol,15551234567.00\n",
+        "directory.csv:3:3 (work)",
+        "numbers: \"15551234567.00\" looks like a number a spreadsheet gave decimal places",
+        1,
+    ),
+    (
+        "directory.csv",
+        "tenant,name,work\n\
+         acme,Alice,\"+1 555 0100,,42\"\n\
+         acme,Tom,\"15,551,234,567\"\n",
+        "directory.csv:3:3 (work)",
+        "numbers: \"15,551,234,567\" looks like a number a spreadsheet grouped in thousands; \
+         if it came from a spreadsheet, format the column as text and export again",
+        1,
+    ),
+    (
+        "directory.json",
+        r#"{"directory": [
+            {"tenant": "acme", "name": "Alice", "numbers": [{"number": "555.123.4567"}]},
+            {"tenant": "acme", "name": "Bob", "numbers": [{"number": "1.55512E+10"}]}
+        ]}"#,
+        "directory.json:3:13 (directory[1] numbers)",
+        "looks like a spreadsheet's scientific notation",
+        1,
+    ),
 ];
 
 #[test]

@@ -34,6 +34,27 @@ fn csv_kind(headers: &[String]) -> Option<CsvKind> {
     }
 }
 
+/// Why a header names no kind of file. A spreadsheet set to a locale
+/// whose decimal mark is the comma separates cells by `;`, and its tab
+/// delimited text by tabs: the header is then one cell, whatever columns
+/// are in it, and naming the columns a kind needs would mislead.
+fn unknown_kind(headers: &[String]) -> String {
+    let separator = match headers {
+        [one] if one.contains(';') => Some("semicolons (;)"),
+        [one] if one.contains('\t') => Some("tabs"),
+        _ => None,
+    };
+    match separator {
+        Some(separator) => format!(
+            "the file's cells are separated by {separator}, not commas: save it as \
+             comma-separated \"CSV UTF-8\""
+        ),
+        None => "cannot tell what this CSV holds: a tenants file has a `slug` column, a phones file a `mac` \
+                 column, a directory file `tenant`, `name` and a number column (work, mobile, home, fax, ip_phone, other)"
+            .into(),
+    }
+}
+
 /// The fewest bytes a phone's CSV row takes (`t,001565000001,snom` and its
 /// newline): the rows reserved for a file are no more than its bytes allow.
 const MIN_PHONE_ROW_BYTES: usize = 20;
@@ -192,18 +213,20 @@ pub(super) fn plan(
         .trim(::csv::Trim::Headers)
         .flexible(false)
         .from_reader(Lines::new(input));
+    // Its first cell as bytes: text in UTF-16 is not a header csv could
+    // read, and its parser's complaint would not say why.
+    if (reader.byte_headers().ok())
+        .and_then(|h| h.get(0))
+        .is_some_and(input::utf16)
+    {
+        return plan.whole_file_error(at(1, 1, input::UTF16.into()));
+    }
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
         Err(e) => return plan.whole_file_error(at(1, 1, format!("unreadable header: {e}"))),
     };
     let Some(kind) = csv_kind(&headers) else {
-        return plan.whole_file_error(at(
-            1,
-            1,
-            "cannot tell what this CSV holds: a tenants file has a `slug` column, a phones file a `mac` \
-             column, a directory file `tenant`, `name` and a number column (work, mobile, home, fax, ip_phone, other)"
-                .into(),
-        ));
+        return plan.whole_file_error(at(1, 1, unknown_kind(&headers)));
     };
     let known: Vec<&str> = match kind {
         CsvKind::Tenants => TENANT_COLUMNS.to_vec(),
@@ -413,7 +436,11 @@ fn csv_tenant(row: &CsvRow) -> Result<Mutation, ImportError> {
         } else {
             check_region(region).map_err(|m| row.fail("default_region", m))?
         },
-        settings: row.object("settings", row.get("settings"))?,
+        settings: {
+            let settings = row.object("settings", row.get("settings"))?;
+            checks::settings_text(&settings).map_err(|m| row.fail("settings", m))?;
+            settings
+        },
     }))
 }
 

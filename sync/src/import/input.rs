@@ -36,7 +36,7 @@ pub(super) fn plan_stdin(plan: &mut ImportPlan, phones: &mut Phones, read: &mut 
     }
     let text = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
     match text.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => plan_json_bytes(&file, bytes, plan, phones),
+        Some(b'{') => plan_json_bytes(&file, &bytes, plan, phones),
         Some(_) => {
             let lines = memchr::memchr_iter(b'\n', &bytes).count();
             csv::plan(&file, &bytes[..], (lines, bytes.len()), plan, phones);
@@ -48,32 +48,50 @@ pub(super) fn plan_stdin(plan: &mut ImportPlan, phones: &mut Phones, read: &mut 
 /// What an editor on Windows may put before UTF-8 text (csv skips it).
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// Whether `bytes` open with a UTF-16 byte-order mark (either order), as
+/// a spreadsheet's "Unicode text" and some editors save: read as UTF-8,
+/// every character would be a fault of its own.
+pub(super) fn utf16(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\xff\xfe") || bytes.starts_with(b"\xfe\xff")
+}
+
+/// The answer to a UTF-16 file, CSV or JSON.
+pub(super) const UTF16: &str = "UTF-16 text: save the file as CSV UTF-8 (a JSON document as UTF-8)";
+
 /// A JSON document's bytes, past a byte-order mark (JSON allows none, but
 /// an editor may save one, and it is no fault of the data); text that is
 /// not UTF-8 is reported where it stops being so, as for any other fault
-/// of the document.
+/// of the document. Every way a JSON document comes in (a file, standard
+/// input, the admin API's body) is read here.
 pub(super) fn plan_json_bytes(
     file: &Arc<Path>,
-    mut bytes: Vec<u8>,
+    bytes: &[u8],
     plan: &mut ImportPlan,
     phones: &mut Phones,
 ) {
-    if bytes.starts_with(UTF8_BOM) {
-        bytes.drain(..UTF8_BOM.len());
+    let at = |line, column| Location {
+        file: file.clone(),
+        line,
+        column,
+        field: None,
+    };
+    if utf16(bytes) {
+        return plan.whole_file_error(ImportError {
+            location: at(1, 1),
+            message: UTF16.into(),
+        });
     }
-    match String::from_utf8(bytes) {
-        Ok(text) => json::plan(file, &text, plan, phones),
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json::plan(file, text, plan, phones),
         Err(e) => {
-            let bytes = e.as_bytes();
-            let valid = &bytes[..e.utf8_error().valid_up_to()];
+            let valid = &bytes[..e.valid_up_to()];
             let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             plan.whole_file_error(ImportError {
-                location: Location {
-                    file: file.clone(),
-                    line: memchr::memchr_iter(b'\n', valid).count() as u64 + 1,
-                    column: (valid.len() - line_start) as u64 + 1,
-                    field: None,
-                },
+                location: at(
+                    memchr::memchr_iter(b'\n', valid).count() as u64 + 1,
+                    (valid.len() - line_start) as u64 + 1,
+                ),
                 message: "not UTF-8 text: JSON must be UTF-8".into(),
             })
         }

@@ -258,6 +258,10 @@ pub(super) fn plan(file: &Arc<Path>, text: &str, plan: &mut ImportPlan, phones: 
                     .as_deref()
                     .map_or(Ok(()), |s| checks::object_depth("settings", s)),
             ),
+            (
+                "settings",
+                t.settings.as_deref().map_or(Ok(()), checks::settings_text),
+            ),
         ]
         .into_iter()
         .find_map(|(field, checked)| Some((field, checked.err()?)));

@@ -214,7 +214,7 @@ pub fn plan_files(files: &[PathBuf]) -> ImportPlan {
         }
         match ext.as_str() {
             "json" => match std::fs::read(path) {
-                Ok(bytes) => plan_json_bytes(file, bytes, &mut plan, &mut phones),
+                Ok(bytes) => plan_json_bytes(file, &bytes, &mut plan, &mut phones),
                 Err(e) => plan.whole_file_error(cannot_read(e)),
             },
             "csv" => match std::fs::File::open(path).and_then(|f| Ok((count_lines(&f)?, f))) {
@@ -249,25 +249,26 @@ fn finish(mut plan: ImportPlan, phones: Phones) -> ImportPlan {
     plan
 }
 
-/// Parses one document given as text (the admin API's bulk import); `name`
-/// stands in for the file name in error locations.
-pub fn plan_text(name: &str, json: bool, text: &str) -> ImportPlan {
+/// Parses one document given whole (the admin API's bulk import) as a
+/// file of its kind is: a byte-order mark, UTF-16 and bytes that are not
+/// UTF-8 are answered alike. `name` stands in for the file name in error
+/// locations.
+pub fn plan_bytes(name: &str, json: bool, bytes: &[u8]) -> ImportPlan {
     let mut plan = ImportPlan::default();
     let mut phones = Phones::default();
     let path: Arc<Path> = Arc::from(Path::new(name));
     if json {
-        json::plan(&path, text, &mut plan, &mut phones);
+        plan_json_bytes(&path, bytes, &mut plan, &mut phones);
     } else {
-        let lines = text.bytes().filter(|&b| b == b'\n').count();
-        csv::plan(
-            &path,
-            text.as_bytes(),
-            (lines, text.len()),
-            &mut plan,
-            &mut phones,
-        );
+        let lines = memchr::memchr_iter(b'\n', bytes).count();
+        csv::plan(&path, bytes, (lines, bytes.len()), &mut plan, &mut phones);
     }
     finish(plan, phones)
+}
+
+/// [`plan_bytes`] of a document already known to be text.
+pub fn plan_text(name: &str, json: bool, text: &str) -> ImportPlan {
+    plan_bytes(name, json, text.as_bytes())
 }
 
 /// Tenants, directory entries and sources given twice (phones are
@@ -451,6 +452,8 @@ fn strip_position(message: &str) -> String {
 
 #[cfg(test)]
 mod check_tests;
+#[cfg(test)]
+mod encoding_tests;
 #[cfg(test)]
 mod generated_tests;
 #[cfg(test)]

@@ -497,7 +497,7 @@ fn directory_csv_collects_number_columns() {
 
 #[test]
 fn csv_errors_name_their_own_line_after_blank_lines_and_quoted_breaks() {
-    let head = "tenant,mac,family,extension,display_name,registrar\n";
+    let head = "tenant,mac,family,extension,password,registrar\n";
     for (ending, last) in [("\n", "\n"), ("\r\n", "\n"), ("\n", "")] {
         let rows = [
             "acme,001565aabb01,yealink,101,a,sip",

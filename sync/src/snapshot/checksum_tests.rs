@@ -206,7 +206,7 @@ fn a_format_4_file_is_refused_and_says_so() {
     std::fs::write(&file.path, &bytes).unwrap();
     let reason = load_error(&file.path);
     assert!(
-        reason.contains("format 4") && reason.contains("reads format 5"),
+        reason.contains("format 4") && reason.contains("reads formats 5 and 6"),
         "{reason}"
     );
 }

@@ -1,11 +1,11 @@
-//! The snapshot file, format 5:
+//! The snapshot file, format 6:
 //!
 //! ```text
-//! "DTSNAP\0\x05"           magic and format
+//! "DTSNAP\0\x06"           magic and format
 //! u64 (little endian)      where the index starts
 //! 7 sections               one per table, rows postcard-encoded back to back
-//! index                    postcard: the header and each section's offset,
-//!                          length, row count and CRC-32C
+//! index                    postcard: the header, each section's offset,
+//!                          length, row count and CRC-32C, and the timeline
 //! u32 (little endian)      CRC-32C of the first 16 bytes and the index
 //! ```
 //!
@@ -26,7 +26,8 @@
 //!
 //! Format 1 was one postcard value for the whole file, decoded into
 //! vectors first; format 2 wrote every interned field out; formats 3 and 4
-//! had this layout without the checksums.
+//! had this layout without the checksums; format 5 had no timeline, and is
+//! still read (the previous release writes it), its timeline unknown.
 
 mod reader;
 #[cfg(test)]
@@ -51,7 +52,16 @@ use crate::model::*;
 /// tell a damaged row from a real one). Format 4 was laid out as format 3,
 /// whose reader could give a row the wrong shared value (a row cut by the
 /// read buffer counted its new values twice).
-pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x05";
+///
+/// Format 6 adds the database's WAL timeline (`Meta::timeline`) at the
+/// index's end: a node started from its snapshot after a failover to a
+/// standby reloads in full rather than mix the two databases. The field
+/// could not go where format 5's reader would skip it (every byte of the
+/// index is decoded and checked), so that reader refuses format 6 and
+/// loads from the database, as it says.
+pub(super) const MAGIC: &[u8; 8] = b"DTSNAP\x00\x06";
+/// The format before, read as this one with no timeline.
+pub(super) const MAGIC_5: &[u8; 8] = b"DTSNAP\x00\x05";
 /// What every format's magic starts with; the last byte is the format.
 const FAMILY: &[u8; 7] = b"DTSNAP\x00";
 const PREFIX: u64 = 16;
@@ -100,6 +110,16 @@ impl Section {
 pub(super) struct Index {
     pub(super) header: SnapshotHeader,
     pub(super) sections: [Section; 7],
+    /// The header's `meta.timeline`, which the header's encoding leaves out
+    /// (format 5's layout).
+    pub(super) timeline: Option<u32>,
+}
+
+/// Format 5's index: format 6's without the timeline.
+#[derive(Deserialize)]
+struct Index5 {
+    header: SnapshotHeader,
+    sections: [Section; 7],
 }
 
 /// What the rows go through on their way to the file: counted and summed
@@ -175,9 +195,9 @@ fn section<'a, T: Serialize + 'a, W: Write>(
 
 /// The checksum that follows the index: over the file's first 16 bytes
 /// (the format, and where the index is) and the index.
-pub(super) fn index_checksum(index_at: u64, index: &[u8]) -> u32 {
+pub(super) fn index_checksum(magic: &[u8; 8], index_at: u64, index: &[u8]) -> u32 {
     let mut sum = Crc32c::new();
-    sum.update(MAGIC);
+    sum.update(magic);
     sum.update(&index_at.to_le_bytes());
     sum.update(index);
     sum.value()
@@ -215,10 +235,11 @@ fn write_to<W: Write>(
     let index = Index {
         header: header.clone(),
         sections,
+        timeline: header.meta.timeline,
     };
     let index = postcard::to_allocvec(&index).map_err(unencodable)?;
     out.put(&index)?;
-    out.put(&index_checksum(index_at, &index).to_le_bytes())?;
+    out.put(&index_checksum(MAGIC, index_at, &index).to_le_bytes())?;
     let inner = out
         .inner
         .into_inner()
@@ -236,16 +257,17 @@ fn index(file: &File) -> Result<Index, String> {
     if len < PREFIX || file.read_exact_at(&mut prefix, 0).is_err() {
         return Err("not a dialtone snapshot (too short)".into());
     }
-    if &prefix[..8] != MAGIC {
-        return Err(if prefix.starts_with(FAMILY) {
-            format!(
-                "written in snapshot format {} by another version of dialtone (this one reads format {})",
-                prefix[7], MAGIC[7]
-            )
-        } else {
-            "not a dialtone snapshot".into()
-        });
-    }
+    let magic = match &prefix[..8] {
+        m if m == MAGIC => MAGIC,
+        m if m == MAGIC_5 => MAGIC_5,
+        _ if prefix.starts_with(FAMILY) => {
+            return Err(format!(
+                "written in snapshot format {} by another version of dialtone (this one reads formats {} and {})",
+                prefix[7], MAGIC_5[7], MAGIC[7]
+            ))
+        }
+        _ => return Err("not a dialtone snapshot".into()),
+    };
     let index_at = u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes"));
     if index_at < PREFIX || index_at >= len.saturating_sub(TRAILER) {
         return Err("damaged: the index is outside the file".into());
@@ -254,11 +276,23 @@ fn index(file: &File) -> Result<Index, String> {
     file.read_exact_at(&mut bytes, index_at)
         .map_err(|e| e.to_string())?;
     let (bytes, stored) = bytes.split_at(bytes.len() - TRAILER as usize);
-    if index_checksum(index_at, bytes).to_le_bytes() != stored {
+    if index_checksum(magic, index_at, bytes).to_le_bytes() != stored {
         return Err("damaged: the header and index fail their checksum".into());
     }
-    let (index, rest) =
-        postcard::take_from_bytes::<Index>(bytes).map_err(|e| format!("damaged index: {e}"))?;
+    let damaged = |e: postcard::Error| format!("damaged index: {e}");
+    let (mut index, rest) = if magic == MAGIC_5 {
+        let (Index5 { header, sections }, rest) =
+            postcard::take_from_bytes::<Index5>(bytes).map_err(damaged)?;
+        let index = Index {
+            header,
+            sections,
+            timeline: None,
+        };
+        (index, rest)
+    } else {
+        postcard::take_from_bytes::<Index>(bytes).map_err(damaged)?
+    };
+    index.header.meta.timeline = index.timeline;
     if !rest.is_empty() {
         return Err("damaged: bytes after the index".into());
     }
@@ -281,7 +315,9 @@ fn index(file: &File) -> Result<Index, String> {
 /// from their keys, sent over while the other thread still decodes: on one
 /// thread after both, that index had been the load's last ~60 ms.
 pub(super) fn load(file: &File) -> Result<(SnapshotHeader, Loading), String> {
-    let Index { header, sections } = index(file)?;
+    let Index {
+        header, sections, ..
+    } = index(file)?;
     use crate::intern::reading_section;
     let (phones, lines) = std::thread::scope(|scope| {
         // Bounded by the section's rows, as the maps they index are.

@@ -42,6 +42,12 @@ struct Synced {
     cursor: Cursor,
     meta: Meta,
     synced_at: Millis,
+    /// `meta.timeline`, which `Meta`'s encoding leaves out. A file of the
+    /// release before has none, and its checksum still agrees (that
+    /// release never reads one of these: it refuses the format 6 snapshot
+    /// the file belongs to first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeline: Option<u32>,
 }
 
 /// The file: what it records, and the CRC-32C of that as JSON (as
@@ -103,6 +109,7 @@ pub(super) fn write(
         cursor: fresh.cursor,
         meta: fresh.meta.clone(),
         synced_at: fresh.synced_at,
+        timeline: fresh.meta.timeline,
     };
     let path = path_of(snapshot);
     // Named as the snapshot's own temporary files are (unique across hosts
@@ -158,7 +165,11 @@ pub(super) fn apply(snapshot: &Path, metadata: &std::fs::Metadata, header: &mut 
         && synced.synced_at >= header.synced_at;
     if belongs {
         header.cursor = synced.cursor;
-        header.meta = synced.meta;
+        header.meta = Meta {
+            // A file without one says nothing of the snapshot's own.
+            timeline: synced.timeline.or(header.meta.timeline),
+            ..synced.meta
+        };
         header.synced_at = synced.synced_at;
     }
 }

@@ -142,6 +142,7 @@ pub(super) fn meta() -> Meta {
         epoch: 2,
         pruned_through: Cursor { txid: 5, seq: 6 },
         database_id: "db-ü".into(),
+        timeline: Some(3),
     }
 }
 
@@ -456,7 +457,7 @@ fn an_older_format_is_refused_and_says_so() {
     std::fs::write(&path, bytes).unwrap();
     let reason = load_error(&path);
     assert!(
-        reason.contains("format 1") && reason.contains("reads format 5"),
+        reason.contains("format 1") && reason.contains("reads formats 5 and 6"),
         "{reason}"
     );
 }
@@ -496,7 +497,7 @@ fn foreign_and_damaged_files_are_errors_never_panics() {
     let mut damaged = bytes[..index_at as usize].to_vec();
     let index = postcard::to_allocvec(&index).unwrap();
     damaged.extend(&index);
-    damaged.extend(format::index_checksum(index_at, &index).to_le_bytes());
+    damaged.extend(format::index_checksum(format::MAGIC, index_at, &index).to_le_bytes());
     std::fs::write(&path, &damaged).unwrap();
     assert!(load_error(&path).contains("row"), "{}", load_error(&path));
 }

@@ -73,6 +73,8 @@ macro_rules! shared_sql {
                 epoch,
                 pruned_through: Cursor { txid, seq },
                 database_id,
+                // Not a row: PostgreSQL's reads add it (`postgres/timeline.rs`).
+                timeline: None,
             })
         }
 

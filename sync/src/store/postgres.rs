@@ -27,6 +27,8 @@ mod migrate;
 mod notifier;
 mod prune;
 mod rekey;
+mod search_path;
+mod timeline;
 mod write;
 
 // Pruning here goes in batches (`prune.rs`), so the shared single-statement
@@ -65,6 +67,8 @@ pub struct PgStore {
     key_checked: super::KeyChecked,
     node_clock: clock::NodeClock,
     listener_heartbeat: notifier::Heartbeat,
+    /// The schema every connection is pinned to (`search_path.rs`).
+    schema: search_path::Pinned,
 }
 
 impl PgStore {
@@ -76,10 +80,16 @@ impl PgStore {
         options: &StoreOptions,
     ) -> Result<Self, SyncError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("dialtone");
+        let schema = search_path::Pinned::default();
+        let pinned = schema.clone();
         let pool = Pool::connect_lazy(
             PgPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
-                .acquire_timeout(options.acquire_timeout),
+                .acquire_timeout(options.acquire_timeout)
+                .after_connect(move |conn, _| {
+                    let pinned = pinned.clone();
+                    Box::pin(async move { pinned.pin_pooled(conn).await })
+                }),
             connect.clone(),
         );
         Ok(PgStore {
@@ -96,6 +106,7 @@ impl PgStore {
             key_checked: Default::default(),
             node_clock: Default::default(),
             listener_heartbeat: Default::default(),
+            schema,
         })
     }
 
@@ -215,6 +226,7 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), SyncError> {
+        search_path::prepare(&self.connect, &self.schema, self.connect_timeout).await?;
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let checked = async {
             sql::refuse_newer(conn.conn(), latest_known()).await?;
@@ -226,7 +238,13 @@ impl Store for PgStore {
         }
         .await;
         conn.settle(checked).await?;
-        migrate::run(&MIGRATOR, &self.connect, &self.migration_locks).await?;
+        migrate::run(
+            &MIGRATOR,
+            &self.connect,
+            &self.schema,
+            &self.migration_locks,
+        )
+        .await?;
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let checked = sql::check_key(conn.conn(), &self.key, true).await;
         conn.settle(checked).await?;
@@ -235,6 +253,7 @@ impl Store for PgStore {
     }
 
     async fn check_schema(&self) -> Result<(), SyncError> {
+        search_path::prepare(&self.connect, &self.schema, self.connect_timeout).await?;
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let checked = async {
             sql::check_schema(conn.conn(), latest_known()).await?;

@@ -65,15 +65,21 @@ fn sip_user(rng: &mut Rng) -> String {
     s
 }
 
-pub(super) fn maybe_text(rng: &mut Rng) -> Option<String> {
-    rng.chance(50).then(|| text(rng))
+/// Text a phone shows or sends (a display name, a label, a server): no
+/// line breaks (`checks::unfit`), where [`text`] has them.
+fn shown(rng: &mut Rng) -> String {
+    text(rng).replace(['\r', '\n'], " ")
+}
+
+fn maybe_shown(rng: &mut Rng) -> Option<String> {
+    rng.chance(50).then(|| shown(rng))
 }
 
 /// A model: it names files, so it is a plain name (`checks::PhoneText`),
 /// spaces inside included.
 fn maybe_model(rng: &mut Rng) -> Option<String> {
-    const FIRST: &[&str] = &["T", "v", "7", "_", "+", "-"];
-    const REST: &[&str] = &["4", "6", "S", "x", " ", ".", "-", "_", "+"];
+    const FIRST: &[&str] = &["T", "v", "7", "_", "-"];
+    const REST: &[&str] = &["4", "6", "S", "x", " ", "-", "_"];
     rng.chance(50).then(|| {
         let mut s = rng.pick(FIRST).to_string();
         for _ in 0..rng.below(8) {
@@ -142,7 +148,7 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
                 let (settings, written) = object(rng);
                 lines.push(LineInput {
                     display_name: if given.0 {
-                        text(rng)
+                        shown(rng)
                     } else {
                         extension.clone()
                     },
@@ -153,8 +159,8 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
                     },
                     extension,
                     password: password(rng),
-                    registrar: text(rng),
-                    proxy: maybe_text(rng),
+                    registrar: shown(rng),
+                    proxy: maybe_shown(rng),
                     settings,
                 });
                 line_settings_written.push(written);
@@ -163,7 +169,7 @@ pub(super) fn phones(rng: &mut Rng, count: usize) -> Vec<Generated> {
             let mac = Mac([0x00, 0x15, 0x65, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
             let tenant = rng.pick(&["acme", "globex-2", "t0"]).to_string();
             let family = *rng.pick(Family::ALL);
-            let (model, label) = (maybe_model(rng), maybe_text(rng));
+            let (model, label) = (maybe_model(rng), maybe_shown(rng));
             let http_user = maybe_user(rng);
             // A login is whole or absent (`checks::http_login`).
             let http_password = match (http_user.is_some(), password(rng)) {

@@ -153,8 +153,17 @@ async fn second_connection(
         .execute(&mut *conn)
         .await?;
     let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+    // The pool pinned `conn` to dialtone's schema (`search_path.rs`); the
+    // second reads the same tables.
+    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(&mut *conn)
+        .await?;
     let open = async {
         let mut other = second.connect.connect().await?;
+        sqlx::query("SELECT set_config('search_path', $1, false)")
+            .bind(&path)
+            .execute(&mut other)
+            .await?;
         for statement in ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &set] {
             sqlx::query(statement).execute(&mut other).await?;
         }

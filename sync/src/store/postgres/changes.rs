@@ -17,15 +17,22 @@ pub(super) async fn since(
     cursor: Cursor,
     seen: Option<&SeenAbove>,
 ) -> Result<ChangeBatch, SyncError> {
+    let timeline = super::timeline::read(conn.conn()).await;
     let mut tx = conn.begin().await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
     let snapshot: String = sqlx::query_scalar(CURRENT_SNAPSHOT)
         .fetch_one(&mut *tx)
         .await?;
     let (horizon, seen_now) = parse_snapshot(&snapshot)?;
-    let meta = sql::read_meta(&mut tx).await?;
+    let meta = Meta {
+        timeline,
+        ..sql::read_meta(&mut tx).await?
+    };
     // Transaction ids only grow in a cluster: ids behind the cursor
-    // are a cluster restored to an earlier point, or another one.
+    // are a cluster restored to an earlier point, or another one. A
+    // standby promoted at the same address passes this once its ids
+    // reach the cursor; the timeline in `meta` tells it apart
+    // (`timeline.rs`).
     if seen_now.xmax < cursor.txid {
         tx.rollback().await?;
         return Ok(ChangeBatch {

@@ -39,6 +39,7 @@ async fn load_on(
     conn: &mut ClosedUnlessReleased,
     pool: &Pool,
 ) -> Result<(Loading, Cursor, Meta), SyncError> {
+    let timeline = super::timeline::read(conn.conn()).await;
     let mut tx = conn.begin().await?;
     sqlx::query(READ_SNAPSHOT).execute(&mut *tx).await?;
     // Locked before the snapshot is taken (the first query takes it), so a
@@ -103,7 +104,10 @@ async fn load_on(
             read => conn.settle(read).await,
         }
     }));
-    let meta = sql::read_meta(&mut tx).await?;
+    let meta = Meta {
+        timeline,
+        ..sql::read_meta(&mut tx).await?
+    };
     let mut loading = Loading {
         tenants: small(&mut tx, "tenants", rows::TENANT_COLUMNS, rows::tenant).await?,
         phones: PhoneRows::with_capacity(estimate(phones_estimate)),

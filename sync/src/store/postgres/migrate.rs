@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 use crate::error::SyncError;
 
@@ -38,6 +38,7 @@ const STILL_WAITING_EVERY: Duration = Duration::from_secs(30);
 pub(super) async fn run(
     migrator: &Migrator,
     connect: &PgConnectOptions,
+    schema: &super::search_path::Pinned,
     locks: &MigrationLocks,
 ) -> Result<(), SyncError> {
     let started = Instant::now();
@@ -50,7 +51,7 @@ pub(super) async fn run(
     let mut told_turn_at: Option<Instant> = None;
     loop {
         attempt += 1;
-        let mut conn = tokio::time::timeout(locks.connect_timeout, connect.connect())
+        let mut conn = tokio::time::timeout(locks.connect_timeout, schema.connect(connect))
             .await
             .map_err(|_| SyncError::Database(sqlx::Error::PoolTimedOut))??;
         sqlx::query(&set_timeout).execute(&mut conn).await?;

@@ -73,6 +73,7 @@ impl LoadSource {
                     seq: r.get(2)?,
                 },
                 database_id: r.get(3)?,
+                timeline: None,
             })
         })?;
         cancel.check()?;

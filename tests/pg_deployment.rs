@@ -1,0 +1,149 @@
+//! `serve` against PostgreSQL as deployed: a server out of connection
+//! slots for the node's role is an outage a node with a snapshot serves
+//! through, as it does a server that refuses the connection; a role whose
+//! transactions are read-only is named at the start.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dialtone_sync::testing::TestDb;
+use sqlx::Connection;
+
+async fn execute(url: &str, statements: &[&str]) {
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut c).await.unwrap();
+    }
+    c.close().await.unwrap();
+}
+
+/// "too many connections for role" is SQLSTATE 53300, as "remaining
+/// connection slots are reserved": a start with a snapshot exited 1 on it.
+#[test]
+fn a_start_with_a_snapshot_serves_it_while_the_role_has_no_connection_slot() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::postgres());
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    // A role of its own: a superuser is held to no connection limit.
+    let role = format!("{name}_node");
+    let _dropped = DroppedAtEnd {
+        database: name.clone(),
+        role: role.clone(),
+    };
+    runtime.block_on(execute(
+        &db.url,
+        &[
+            &format!("CREATE ROLE {role} LOGIN"),
+            &format!("ALTER DATABASE {name} OWNER TO {role}"),
+        ],
+    ));
+    let url = db.url.replacen("://dialtone@", &format!("://{role}@"), 1);
+    assert_ne!(url, db.url);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &url, &["--demo"]);
+    assert_eq!(first.stop(), 0);
+
+    runtime.block_on(execute(
+        &db.url,
+        &[&format!("ALTER ROLE {role} CONNECTION LIMIT 0")],
+    ));
+    let second = Server::start(dir.path(), &url, &[]);
+    let readyz = second.readyz();
+    assert_eq!(readyz["loaded_from"], "snapshot", "{readyz}");
+    assert_eq!(
+        http_get(second.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s),
+        Some(200)
+    );
+    assert!(
+        second.stderr().contains("too many connections"),
+        "{}",
+        second.stderr()
+    );
+
+    runtime.block_on(execute(
+        &db.url,
+        &[&format!("ALTER ROLE {role} CONNECTION LIMIT -1")],
+    ));
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        second.readyz()["stale_since"].is_null()
+    });
+    let readyz = second.readyz();
+    assert!(
+        caught_up.is_some(),
+        "still stale with slots again: {readyz}"
+    );
+    assert_eq!(readyz["status"], "ready", "{readyz}");
+    assert_eq!(second.stop(), 0);
+}
+
+/// A role is the whole server's: dropped, with the database it owns, when
+/// the test ends, passed or not.
+struct DroppedAtEnd {
+    database: String,
+    role: String,
+}
+
+impl Drop for DroppedAtEnd {
+    fn drop(&mut self) {
+        let statements = [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            format!("DROP ROLE IF EXISTS {}", self.role),
+        ];
+        // Its own thread: the test's runtime may be the one unwinding.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let server = dialtone_sync::testing::pg_server_url();
+                let mut c = sqlx::PgConnection::connect(&server).await.ok()?;
+                for statement in &statements {
+                    let _ = sqlx::query(statement).execute(&mut c).await;
+                }
+                c.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Every write of such a node fails, each with PostgreSQL's own
+/// "cannot execute ... in a read-only transaction": the start says why.
+#[test]
+fn a_start_warns_of_read_only_transactions() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::postgres());
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &db.url, &[]);
+    assert!(!first.stderr().contains("read-only"), "{}", first.stderr());
+    assert_eq!(first.stop(), 0);
+
+    runtime.block_on(execute(
+        &db.url,
+        &[&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        )],
+    ));
+    let second = Server::start_with_env(
+        dir.path(),
+        &db.url,
+        &[],
+        &[("DIALTONE_DATABASE__AUTO_MIGRATE", "false")],
+    );
+    let log = second.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("read-only") && log.contains("every write"),
+        "{log}"
+    );
+    assert_eq!(second.stop(), 0);
+}
