@@ -13,6 +13,8 @@ use dialtone_sync::export::{write_csv, write_json, Exported, Kind, Selection};
 
 use crate::config::Config;
 
+mod refused;
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// Where to write: FILE.json (every kind, or those given with --kind),
@@ -135,6 +137,11 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     warn_drift(&exported);
+    let kinds = match &format {
+        Format::Json(kinds) => kinds.clone(),
+        Format::Csv(kind) => vec![*kind],
+    };
+    warn_refused(&refused::refused(&state, &args.tenants, &kinds));
     // The mirror's allocations are given back by the exit at once.
     std::mem::forget(state);
     Ok(())
@@ -332,4 +339,27 @@ fn warn_drift(exported: &Exported) {
             exported.drift.values
         );
     }
+}
+
+fn warn_refused(refused: &refused::Refused) {
+    if refused.rows == 0 {
+        return;
+    }
+    let more = refused.rows - refused.first.len() as u64;
+    let more = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    let rows = match refused.rows {
+        1 => "1 row holds".to_string(),
+        n => format!("{n} rows hold"),
+    };
+    eprintln!(
+        "warning: {rows} values this release's import refuses (control characters, line \
+         separators or noncharacters in text phones show or tenant settings hold, invisible \
+         characters in tenant names, numbers as a spreadsheet writes them); fix them before \
+         importing this file elsewhere: {}{more}",
+        refused.first.join("; ")
+    );
 }

@@ -171,3 +171,74 @@ fn import_reads_standard_input_and_names_it() {
     let (summary, _) = dt_input(dir.path(), &url, &["import", tenants, "-"], good.as_bytes());
     assert!(summary.contains("phones +3 ~0 =0 -0"), "{summary}");
 }
+
+/// Rows an earlier release stored past this release's checks are exported
+/// all the same, and named with a count: imported elsewhere, the file
+/// would be refused for them.
+#[test]
+fn an_export_names_the_rows_the_import_would_refuse() {
+    use dialtone_sync::store::TenantInput;
+    use dialtone_sync::testing::build;
+    use dialtone_sync::Mutation;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let store = rt.block_on(db.store());
+    let mut rows = vec![Mutation::UpsertTenant(TenantInput {
+        slug: "acme".into(),
+        name: "Acme\u{3164}".into(),
+        default_region: "US".into(),
+        settings: r#"{"ntp_server": "pool\u000bntp"}"#.into(),
+    })];
+    for n in 1..=7 {
+        let Mutation::UpsertPhone(mut phone) = build::phone("acme", n, 1) else {
+            unreachable!()
+        };
+        match n {
+            1 => phone.lines[0].display_name = "Front\nDesk".into(),
+            2 => phone.lines[0].auth_user = "4.47701E+11".into(),
+            3..=6 => phone.label = Some("Lab\u{1}".into()),
+            _ => {}
+        }
+        rows.push(Mutation::UpsertPhone(phone));
+    }
+    rows.push(build::entry("acme", "e1", "Alice", &["4.47701E+11"]));
+    rt.block_on(store.apply(&rows, &build::audit("seed")))
+        .unwrap();
+    rt.block_on(store.close());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, said) = dt(dir.path(), &db.url, &["export", "fleet.json"]);
+    assert!(
+        said.contains("warning: 8 rows hold values this release's import refuses"),
+        "{said}"
+    );
+    let named = [
+        "tenant acme: tenant name holds U+3164",
+        "; phone 001565000001 line 1 display_name: U+000A",
+        "; phone 001565000002 line 1 auth_user: \"4.47701E+11\" looks like a spreadsheet's",
+        "; phone 001565000003 label: U+0001",
+        "; phone 001565000004 label: U+0001",
+        "; and 3 more",
+    ];
+    for named in named {
+        assert!(said.contains(named), "{named:?} not in {said}");
+    }
+    assert!(!said.contains("001565000005"), "five named: {said}");
+    assert!(
+        dir.path().join("fleet.json").exists(),
+        "written all the same"
+    );
+
+    // Of one kind, only its rows.
+    let (_, said) = dt(
+        dir.path(),
+        &db.url,
+        &["export", "--kind", "directory", "d.csv"],
+    );
+    assert!(
+        said.contains("warning: 1 row holds values")
+            && said.contains(": tenant acme directory entry \"e1\" numbers: \"4.47701E+11\""),
+        "{said}"
+    );
+}

@@ -1,14 +1,15 @@
 //! `serve` against PostgreSQL as deployed: a server out of connection
 //! slots for the node's role is an outage a node with a snapshot serves
 //! through, as it does a server that refuses the connection; a role whose
-//! transactions are read-only is named at the start.
+//! transactions are read-only is named at the start; a standby is served
+//! through as an outage by a node with a snapshot.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use dialtone_sync::testing::TestDb;
+use dialtone_sync::testing::{PrivatePostgres, TestDb};
 use sqlx::Connection;
 
 async fn execute(url: &str, statements: &[&str]) {
@@ -146,4 +147,76 @@ fn a_start_warns_of_read_only_transactions() {
         "{log}"
     );
     assert_eq!(second.stop(), 0);
+}
+
+/// A node serving its snapshot through an outage met the database back as
+/// a standby (a failover half done) and exited 1, and its restart was
+/// refused: it serves on, says so once, and takes the database as soon as
+/// it is promoted.
+#[test]
+fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = PrivatePostgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &url, &["--demo"]);
+    assert_eq!(first.stop(), 0);
+    let data: String = runtime.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let data = sqlx::query_scalar("SHOW data_directory")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        data
+    });
+    let config_served = |server: &Server| {
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(status, _)| status) == Some(200)
+    };
+
+    pg.stop_server();
+    let outage = Server::start(dir.path(), &url, &[]);
+    assert_eq!(outage.readyz()["loaded_from"], "snapshot");
+    std::fs::write(std::path::Path::new(&data).join("standby.signal"), "").unwrap();
+    pg.start_server();
+    let told = wait_until(Duration::from_secs(30), || {
+        outage.stderr().contains("answers as a standby")
+    });
+    assert!(told.is_some(), "{}", outage.stderr());
+    // Past another try or two of the check (5 s apart at most).
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(config_served(&outage), "{}", outage.stderr());
+    let log = outage.stderr();
+    assert_eq!(log.matches("answers as a standby").count(), 1, "{log}");
+    assert_eq!(outage.stop(), 0);
+
+    let restarted = Server::start(dir.path(), &url, &[]);
+    assert_eq!(restarted.readyz()["loaded_from"], "snapshot");
+    assert!(config_served(&restarted), "{}", restarted.stderr());
+    assert!(
+        restarted.stderr().contains("is a standby in recovery"),
+        "{}",
+        restarted.stderr()
+    );
+    // With no snapshot there is nothing to serve: refused, as before.
+    let empty = tempfile::tempdir().unwrap();
+    let cold = Server::spawn(empty.path(), &url, &[], &[]);
+    let refused = wait_until(Duration::from_secs(30), || {
+        cold.stderr().contains("point nodes at the primary")
+    });
+    assert!(refused.is_some(), "{}", cold.stderr());
+    assert_eq!(cold.wait_exit(), 1);
+
+    runtime.block_on(execute(&url, &["SELECT pg_promote()"]));
+    let checked = wait_until(Duration::from_secs(60), || {
+        restarted
+            .stderr()
+            .contains("its schema and this node's key are checked")
+    });
+    assert!(checked.is_some(), "{}", restarted.stderr());
+    assert!(config_served(&restarted), "{}", restarted.stderr());
+    assert_eq!(restarted.stop(), 0);
 }

@@ -22,6 +22,8 @@ use super::{
     object_text, off_workers, page_size, parse_name, tagged, AdminState, Change, Edit, Principal,
 };
 
+pub(crate) mod unchanged;
+
 #[derive(Serialize, ToSchema)]
 pub struct LineView {
     pub position: i32,
@@ -355,15 +357,16 @@ fn input(
     mac: Mac,
     body: PhoneBody,
     before: Option<(&Phone, &[Arc<Line>])>,
+    stored: Option<(&Phone, &[Arc<Line>])>,
 ) -> Result<PhoneInput, ApiError> {
     let family: Family = parse_name(&body.family)?;
-    check_sizes(&body)?;
     let open = |purpose, sealed: &dialtone_sync::Sealed| {
         state
             .key
             .open(purpose, sealed)
             .map_err(|e| ApiError::internal(format!("cannot open a stored secret of {mac}: {e}")))
     };
+    check_text(&body, stored, |sealed| open(Purpose::LinePassword, sealed))?;
     let kept = |given: Option<String>,
                 stored: Option<&dialtone_sync::Sealed>,
                 purpose|
@@ -441,23 +444,64 @@ fn input(
 }
 
 /// The body as sent: a secret it leaves out is kept as stored, not
-/// checked again.
-fn check_sizes(body: &PhoneBody) -> Result<(), ApiError> {
+/// checked again. A value sent back as it is stored (the phone's now, the
+/// line's at the same position) passes the checks newer than the stored
+/// row ([`unchanged`]).
+fn check_text(
+    body: &PhoneBody,
+    stored: Option<(&Phone, &[Arc<Line>])>,
+    open: impl Fn(&dialtone_sync::Sealed) -> Result<String, ApiError>,
+) -> Result<(), ApiError> {
+    use unchanged::{as_checked, shown, sip_user};
+    fn kept<'a>(
+        sent: Option<&'a str>,
+        stored: Option<&str>,
+        newer: fn(char) -> bool,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        sent.map(|sent| as_checked(sent, stored, newer))
+    }
+    let label = kept(
+        body.label.as_deref(),
+        stored.and_then(|(p, _)| p.label.as_deref()),
+        shown,
+    );
     let phone = checks::PhoneText {
         model: body.model.as_deref(),
-        label: body.label.as_deref(),
+        label: label.as_deref(),
         http_user: body.http_user.as_deref(),
         http_password: body.http_password.as_deref(),
     };
     phone.check().map_err(|r| ApiError::invalid(r.reason))?;
-    for l in &body.lines {
+    for (index, l) in body.lines.iter().enumerate() {
+        let was =
+            stored.and_then(|(_, lines)| (lines.iter()).find(|s| s.position == index as i32 + 1));
+        // Opened only for a password the check would refuse: most
+        // edits send none, or one with nothing to waive.
+        let password = match (l.password.as_deref(), was.and_then(|w| w.password.as_ref())) {
+            (Some(sent), Some(sealed)) if sent.chars().any(shown) => Some(open(sealed)?),
+            _ => None,
+        };
+        let extension = as_checked(&l.extension, was.map(|w| &*w.extension), sip_user);
+        let registrar = as_checked(&l.registrar, was.map(|w| &*w.registrar), shown);
+        let display_name = kept(
+            l.display_name.as_deref(),
+            was.map(|w| &*w.display_name),
+            shown,
+        );
+        let auth_user = kept(l.auth_user.as_deref(), was.map(|w| &*w.auth_user), sip_user);
+        let sent_password = kept(l.password.as_deref(), password.as_deref(), shown);
+        let proxy = kept(
+            l.proxy.as_deref(),
+            was.and_then(|w| w.proxy.as_deref()),
+            shown,
+        );
         let line = checks::LineText {
-            extension: &l.extension,
-            display_name: l.display_name.as_deref(),
-            auth_user: l.auth_user.as_deref(),
-            password: l.password.as_deref(),
-            registrar: &l.registrar,
-            proxy: l.proxy.as_deref(),
+            extension: &extension,
+            display_name: display_name.as_deref(),
+            auth_user: auth_user.as_deref(),
+            password: sent_password.as_deref(),
+            registrar: &registrar,
+            proxy: proxy.as_deref(),
         };
         line.check().map_err(|r| ApiError::invalid(r.reason))?;
     }
@@ -540,7 +584,7 @@ pub(crate) async fn create_phone(
             return Err(ApiError::conflict(format!("phone {mac} already exists")));
         }
         check_quotas(state, &mirror, tenant, body.lines.len(), true)?;
-        input(state, tenant, mac, body, None)?
+        input(state, tenant, mac, body, None, None)?
     };
     let tenant = input.tenant.clone();
     commit(
@@ -607,7 +651,8 @@ pub async fn update(
     // than the database's (a password rotated on another node a moment ago).
     let keeps_secret = kept_from.is_some()
         && (body.http_password.is_none() || body.lines.iter().any(|l| l.password.is_none()));
-    let input = input(&state, tenant, mac, body, kept_from)?;
+    let stored = Some((&**phone, &lines[..]));
+    let input = input(&state, tenant, mac, body, kept_from, stored)?;
     let tenant = input.tenant.clone();
     let mut detail = summary(&input);
     detail["before"] = json!(before);

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::phones::unchanged;
 use super::quotas::{check_setting, keep_operator_settings, Quota};
 use super::{
     commit, commit_as_read, commit_if_match_keeping, created_not_yet_shown, json_value,
@@ -131,9 +132,10 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
 }
 
 /// Settings as a global admin sends them: quotas and SIP domains, if
-/// any, checked.
-fn check_quotas_setting(settings: Value) -> Result<Value, ApiError> {
-    dialtone_sync::checks::settings_strings(&settings).map_err(ApiError::invalid)?;
+/// any, checked. A string sent back as `stored` holds it, at the same
+/// place, passes the newer check of strings ([`unchanged`]).
+fn check_quotas_setting(settings: Value, stored: Option<&str>) -> Result<Value, ApiError> {
+    unchanged::settings_strings(&settings, stored).map_err(ApiError::invalid)?;
     check_setting(&settings)?;
     check_networks(&settings)?;
     let sources = dialtone_directory::networks::TENANT_SETTING;
@@ -251,7 +253,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require_global()?;
     check_slug(&body.slug)?;
-    check_name(&body.name)?;
+    check_name(&body.name, None)?;
     if state.mirror.load().tenant_by_slug(&body.slug).is_some() {
         return Err(ApiError::conflict(format!(
             "tenant {} already exists",
@@ -263,7 +265,9 @@ pub async fn create(
         name: body.name,
         default_region: region(body.default_region)?,
         settings: object_text(
-            body.settings.map(check_quotas_setting).transpose()?,
+            (body.settings)
+                .map(|settings| check_quotas_setting(settings, None))
+                .transpose()?,
             "settings",
         )?,
     };
@@ -331,7 +335,7 @@ pub async fn update(
         principal.write(tenant.id, &what)?;
         tenant.clone()
     };
-    check_name(&body.name)?;
+    check_name(&body.name, Some(&before.name))?;
     // What the body leaves out is taken from this node's copy, which may be
     // older than the database's (settings changed on another node).
     let keeps_from_mirror = body.settings.is_none() || body.default_region.is_none();
@@ -349,13 +353,17 @@ pub async fn update(
             // read, must not block the tenant's other edits), and the
             // reply shows what is stored.
             Some(settings) if !principal.is_global() => {
-                dialtone_sync::checks::settings_strings(&settings).map_err(ApiError::invalid)?;
+                unchanged::settings_strings(&settings, Some(&before.settings))
+                    .map_err(ApiError::invalid)?;
                 object_text(
                     Some(keep_operator_settings(settings, &before.settings)),
                     "settings",
                 )?
             }
-            Some(settings) => object_text(Some(check_quotas_setting(settings)?), "settings")?,
+            Some(settings) => object_text(
+                Some(check_quotas_setting(settings, Some(&before.settings))?),
+                "settings",
+            )?,
             None => before.settings.to_string(),
         },
     };
@@ -475,8 +483,10 @@ pub async fn remove(
 /// What a delete refused for the rows a tenant still holds says to do.
 pub(crate) const NOT_EMPTY_HINT: &str = "delete them first or pass force=true";
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    dialtone_sync::checks::tenant_name(name).map_err(ApiError::invalid)
+/// A name sent back as it is stored passes the newer check ([`unchanged`]).
+fn check_name(name: &str, stored: Option<&str>) -> Result<(), ApiError> {
+    let name = unchanged::as_checked(name, stored, unchanged::tenant_name);
+    dialtone_sync::checks::tenant_name(&name).map_err(ApiError::invalid)
 }
 
 #[cfg(test)]

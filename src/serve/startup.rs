@@ -3,126 +3,23 @@
 //! templates and the mirror. Every failure here is one line and a non-zero
 //! exit.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dialtone_sync::store::{masked_url, StoreOptions};
 use dialtone_sync::{snapshot, watcher, LoadedFrom, Mirror, SecretKey, Store, SyncError};
-use dialtone_tftp::tftp::TftpOptions;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 
-pub fn load_key(config: &Config) -> Result<SecretKey> {
-    key_and_whether_made(config).map(|(key, _)| key)
-}
+mod key;
+mod listeners;
+mod recheck;
 
-/// The key as a start reads it, and the key file when this call made it.
-fn key_and_whether_made(config: &Config) -> Result<(SecretKey, Option<std::path::PathBuf>)> {
-    if let Some(key) = &config.secrets.key {
-        return Ok((SecretKey::parse(key).context("secrets.key")?, None));
-    }
-    let path = config
-        .key_file()
-        .context("secrets.key: no key configured")?;
-    let (key, made) =
-        SecretKey::load_or_create_reporting(&path).map_err(|e| key_file_error(&path, e))?;
-    Ok((key, made.then_some(path)))
-}
-
-/// What [`read_key`] does with a key file that does not exist.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum KeyFile {
-    /// A start's: makes a new key there.
-    CreateIfMissing,
-    /// A SIGHUP's look at what the next start would read: a missing file
-    /// is an error, since a new key opens no database's secrets.
-    MustExist,
-}
-
-/// The key `config` names: `secrets.key`, or the key file.
-pub(super) fn read_key(config: &Config, missing: KeyFile) -> Result<SecretKey> {
-    if missing == KeyFile::CreateIfMissing {
-        return load_key(config);
-    }
-    if let Some(key) = &config.secrets.key {
-        return SecretKey::parse(key).context("secrets.key");
-    }
-    let path = config
-        .key_file()
-        .context("secrets.key: no key configured")?;
-    SecretKey::load(&path)
-        .map_err(|e| key_file_error(&path, e))?
-        .with_context(|| {
-            format!(
-                "secret key file {}: missing; the next start would create a new key",
-                path.display()
-            )
-        })
-}
-
-/// Where systemd puts a unit's credentials (`LoadCredential=`).
-const CREDENTIALS: &str = "/run/credentials/";
-
-/// `e`, from reading or making the key file at `path`, named with it. A
-/// credential's folder exists only while its unit runs: the package's
-/// example key_file is one, and a CLI command (or a `serve` started by
-/// hand) run beside a stopped unit meets it missing, where the remedy is
-/// the key's own file, not a new key.
-fn key_file_error(path: &std::path::Path, e: SyncError) -> anyhow::Error {
-    let folder_missing = path.parent().is_some_and(|folder| !folder.exists());
-    let named = format!("secret key file {}", path.display());
-    // The sync crate names the file too: once is enough.
-    let e = match &e {
-        SyncError::Key(why) => match why.strip_prefix(&format!("{}: ", path.display())) {
-            Some(why) => anyhow::anyhow!("{named}: {why}"),
-            None => anyhow::Error::new(e).context(named),
-        },
-        _ => anyhow::Error::new(e).context(named),
-    };
-    if folder_missing && path.starts_with(CREDENTIALS) {
-        return anyhow::anyhow!(
-            "{e:#}; a path under {CREDENTIALS} is a systemd credential, which exists only \
-             while its unit runs: a command run outside the unit needs \
-             DIALTONE_SECRETS__KEY_FILE set to the key's real file (the one LoadCredential= \
-             names, e.g. /etc/dialtone/key)"
-        );
-    }
-    e
-}
-
-/// Refuses a key file this start made when the database's secrets are
-/// sealed with another key, and removes it: with PostgreSQL (and a copied
-/// SQLite database) a missing key_file is no first start, and a new key
-/// left there would be taken for the real one later. A database that is
-/// new, not migrated yet or not reachable says nothing here; the start's
-/// own checks follow.
-async fn refuse_a_made_key(store: &dyn Store, made: Option<std::path::PathBuf>) -> Result<()> {
-    let Some(path) = made else {
-        return Ok(());
-    };
-    let checked = tokio::time::timeout(MADE_KEY_CHECK_WAIT, store.check_schema()).await;
-    if let Ok(Err(SyncError::Key(_))) = checked {
-        let removed = match std::fs::remove_file(&path) {
-            Ok(()) => "removed it again".to_string(),
-            Err(e) => format!("could not remove it ({e}); remove it by hand"),
-        };
-        bail!(
-            "secret key file {}: it did not exist, so a new key was made there, but this \
-             database's secrets are sealed with another key; {removed}: point \
-             secrets.key_file at the database's own key",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// How long [`refuse_a_made_key`] waits for the database: a start during
-/// an outage goes on to its snapshot rather than wait here.
-const MADE_KEY_CHECK_WAIT: Duration = Duration::from_secs(5);
+use key::{key_and_whether_made, refuse_a_made_key};
+pub(super) use key::{read_key, KeyFile};
+pub(super) use listeners::{raise_open_file_limit, Sockets};
+pub(super) use recheck::check_when_reachable;
 
 /// [`open_store`] for a command that needs the database now: it is
 /// reached first, so an unreachable one is named with the cause
@@ -193,6 +90,13 @@ fn half_restored(e: &anyhow::Error) -> bool {
     sync_cause(e, |e| matches!(e, SyncError::SchemaIncomplete(_)))
 }
 
+/// Whether `e` is PostgreSQL in recovery: an outage of the primary as far
+/// as a node with a snapshot goes, since a failover's new primary (or
+/// this one promoted) takes the node back without a restart.
+fn standby(e: &anyhow::Error) -> bool {
+    sync_cause(e, |e| matches!(e, SyncError::Standby(_)))
+}
+
 /// Whether any `SyncError` in `e`'s chain is `what`.
 fn sync_cause(e: &anyhow::Error, what: impl Fn(&SyncError) -> bool) -> bool {
     e.chain()
@@ -248,9 +152,9 @@ type Preparing = tokio::task::JoinHandle<Result<()>>;
 #[derive(Debug)]
 pub(super) enum Checked {
     Yes,
-    /// Served from the snapshot with the database unreachable, or too slow
-    /// to finish the check (still running: given here): the checks wait
-    /// for it ([`check_when_reachable`]).
+    /// Served from the snapshot with the database unreachable (or a
+    /// standby), or too slow to finish the check (still running: given
+    /// here): the checks wait for it ([`check_when_reachable`]).
     Deferred(Option<Preparing>),
 }
 
@@ -338,10 +242,17 @@ pub(super) async fn load_mirror(
     let meta = match reached {
         Ok(meta) => meta,
         Err(e) => {
-            if !unreachable(&e) {
+            // Without a snapshot a standby still stops the start: there
+            // is nothing to serve, and the refusal names the remedy.
+            let on_standby = standby(&e) && snap.is_some();
+            if !unreachable(&e) && !on_standby {
                 return Err(e);
             }
-            let state = outage_state(config);
+            let state = if on_standby {
+                "is a standby in recovery".to_string()
+            } else {
+                outage_state(config)
+            };
             let Some(snap) = snap else {
                 bail!(
                 "database {} {state} and there is no snapshot at {} it can serve from (one that could not be read is named in a warning above): {e:#}",
@@ -470,275 +381,4 @@ fn serve_snapshot(
         tracing::warn!(snapshot = %path.display(), synced_at = header.synced_at, error = %format!("{why:#}"), "database {state}; serving from the snapshot");
     }
     Ok(())
-}
-
-/// First wait between tries of a deferred check; doubled up to the last.
-const RECHECK_FIRST: Duration = Duration::from_millis(500);
-const RECHECK_MOST: Duration = Duration::from_secs(5);
-
-/// Whether `e` is a migration that waited past `migration_retry_s` for
-/// its turn (another node migrating) or for a table in use: no refusal of
-/// this node, only work it must wait for.
-fn migration_kept_waiting(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<SyncError>(),
-            Some(SyncError::MigrationLocked { .. })
-        )
-    })
-}
-
-/// The checks a start from the snapshot could not make, made once the
-/// database answers: the schema (migrated where a start would migrate
-/// it) and the key. A node with a key the database's secrets are not
-/// sealed with, or a schema it cannot use, would have been refused at
-/// start; it stops now with the same message (returned here; the caller
-/// shuts the node down), and `serve` exits non-zero so the service
-/// manager's restart meets the start's own refusal. A migration that
-/// waits for another node's (or a busy table) is no refusal: the node
-/// serves on and waits, where stopping would only restart it into the
-/// same wait, over and over, for as long as the other migration runs.
-/// Until the check the store refuses writes on its own (`KeyChecked` in
-/// `dialtone-sync`).
-pub(super) async fn check_when_reachable(
-    config: &Config,
-    store: &dyn Store,
-    cancel: &tokio_util::sync::CancellationToken,
-    mut pending: Option<Preparing>,
-) -> Option<String> {
-    let mut wait = RECHECK_FIRST;
-    let mut told_migration_waits = false;
-    loop {
-        let checked = match pending.take() {
-            // The start's own check, still running: its outcome first.
-            Some(preparing) => tokio::select! {
-                _ = cancel.cancelled() => return None,
-                done = preparing => done.unwrap_or_else(|e| Err(anyhow::anyhow!("the schema check stopped: {e}"))),
-            },
-            None => {
-                tokio::select! {
-                    _ = cancel.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                let check = reach_and_prepare(config, store);
-                // A migration waiting on another node's lock must not hold
-                // the drain up.
-                tokio::select! {
-                    _ = cancel.cancelled() => return None,
-                    checked = check => checked,
-                }
-            }
-        };
-        match checked {
-            Ok(()) => {
-                tracing::info!(
-                    "the database answers again; its schema and this node's key are checked"
-                );
-                return None;
-            }
-            Err(e) if unreachable(&e) => wait = (wait * 2).min(RECHECK_MOST),
-            // The migration logs its own wait as it goes; this says once
-            // why the node does not stop.
-            Err(e) if migration_kept_waiting(&e) => {
-                if !told_migration_waits {
-                    tracing::warn!(
-                        error = %format!("{e:#}"),
-                        "the schema migration is still waiting; serving on from the snapshot \
-                         and trying again"
-                    );
-                    told_migration_waits = true;
-                }
-                wait = RECHECK_FIRST;
-            }
-            Err(e) => {
-                let message = format!("the database came back and refuses this node: {e:#}");
-                tracing::error!("{message}; shutting down");
-                return Some(message);
-            }
-        }
-    }
-}
-
-/// Every TFTP transfer and HTTP connection is an open file, and a boot
-/// storm needs thousands; the usual soft limit is 1024. Raise it to the
-/// hard limit (as Go and nginx do), and say so when even that is short.
-pub(super) fn raise_open_file_limit(config: &Config) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    let (Some(current), maximum) = (limit.current, limit.maximum) else {
-        return; // unlimited
-    };
-    let target = maximum.unwrap_or(u64::MAX).min(1 << 20);
-    let mut effective = current;
-    if target > current {
-        let raised = rustix::process::Rlimit {
-            current: Some(target),
-            maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => effective = target,
-            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-        }
-    }
-    let needed = open_files_needed(config);
-    if effective < needed {
-        tracing::warn!(
-            limit = effective,
-            needed,
-            "open-file limit below what provisioning.tftp_max_transfers and the HTTP listeners' \
-             connection caps need; raise LimitNOFILE"
-        );
-    }
-}
-
-/// Descriptors the node may hold at once: every TFTP transfer (its socket,
-/// and a static file's own while it sends one: `tftp/src/tftp/read_ahead.rs`),
-/// every HTTP listener's connections (a provisioning download may stream a static
-/// file, one more descriptor each) and refusals, and 1024 for the rest
-/// (database pool, LDAP, logs).
-fn open_files_needed(config: &Config) -> u64 {
-    use crate::http_server::{descriptors_needed, HttpServerOptions};
-    let p = &config.provisioning;
-    let api = HttpServerOptions::default().max_connections;
-    let monitoring = config
-        .http
-        .monitoring_listen
-        .map_or(0, |_| descriptors_needed(api, 0));
-    let provisioning = descriptors_needed(p.http_max_connections, 1);
-    let https = p.https_listen.map_or(0, |_| provisioning);
-    let per_transfer = if p.static_dir.is_some() { 2 } else { 1 };
-    p.tftp_max_transfers as u64 * per_transfer
-        + descriptors_needed(api, 0)
-        + monitoring
-        + provisioning
-        + https
-        + 1024
-}
-
-/// Every socket `serve` listens on, bound.
-pub(super) struct Sockets {
-    pub api: TcpListener,
-    pub monitoring: Option<TcpListener>,
-    pub provisioning: TcpListener,
-    pub https: Option<(TcpListener, TlsAcceptor, Arc<crate::http_server::TlsFiles>)>,
-    pub tftp: Option<dialtone_tftp::tftp::Bound>,
-    pub tftp_options: TftpOptions,
-}
-
-impl Sockets {
-    pub async fn bind(config: &Config) -> Result<Sockets> {
-        let api = bind_tcp(config.http.listen, "http.listen").await?;
-        let monitoring = match config.http.monitoring_listen {
-            Some(addr) => Some(bind_tcp(addr, "http.monitoring_listen").await?),
-            None => None,
-        };
-        let provisioning =
-            bind_tcp(config.provisioning.http_listen, "provisioning.http_listen").await?;
-        let p = &config.provisioning;
-        let tftp_options = TftpOptions {
-            max_transfers: p.tftp_max_transfers,
-            blksize_limit: p.tftp_blksize_limit,
-            windowsize_limit: p.tftp_windowsize_limit,
-            timeout: Duration::from_millis(p.tftp_timeout_ms),
-            max_send_retries: p.tftp_max_send_retries,
-            max_timeout: Duration::from_secs(p.tftp_max_timeout_s.into()),
-            stall: Duration::from_secs(p.tftp_stall_s),
-            min_rate: p.tftp_min_rate,
-            min_rate_slack: Duration::from_secs(p.tftp_min_rate_slack_s),
-            max_per_source: p.tftp_max_per_source,
-            max_unacked_per_source: p.tftp_max_unacked_per_source,
-            // Checked by Config::validate.
-            per_source_exempt: dialtone_tftp::tftp::parse_networks(&p.tftp_per_source_exempt)
-                .unwrap_or_default(),
-            shutdown_grace: Duration::from_secs(config.http.shutdown_grace_s),
-            single_port: p.tftp_single_port,
-            listeners: p.tftp_listeners,
-            ..Default::default()
-        };
-        let tftp = match p.tftp_listen {
-            Some(addr) => Some(dialtone_tftp::tftp::bind(addr, &tftp_options).with_context(
-                || format!("cannot listen on {addr}/udp (provisioning.tftp_listen)"),
-            )?),
-            None => None,
-        };
-        let https = match (p.https_listen, &p.tls_cert, &p.tls_key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                let (tls, files) = crate::http_server::tls_acceptor(cert, key).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-                Some((
-                    bind_tcp(addr, "provisioning.https_listen").await?,
-                    tls,
-                    files,
-                ))
-            }
-            _ => None,
-        };
-        Ok(Sockets {
-            api,
-            monitoring,
-            provisioning,
-            https,
-            tftp,
-            tftp_options,
-        })
-    }
-}
-
-/// Binds a TCP listener, dual-stack on `[::]`; the error names the config
-/// key, and for a privileged port the capability that is missing.
-async fn bind_tcp(addr: SocketAddr, key: &str) -> Result<TcpListener> {
-    let listener = dialtone_tftp::dual_stack::listen_tcp(addr).and_then(TcpListener::from_std);
-    listener.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
-            format!(
-                ": port {} is privileged: run with CAP_NET_BIND_SERVICE \
-                 (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE) or use a port above 1023",
-                addr.port()
-            )
-        } else {
-            String::new()
-        };
-        anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
-    })
-}
-
-#[cfg(test)]
-mod open_file_tests {
-    use super::*;
-
-    /// Every HTTP listener's cap counts, not only TFTP's: at the defaults
-    /// the API and provisioning listeners alone hold 12,288 descriptors.
-    #[test]
-    fn the_open_file_need_counts_every_listeners_connections() {
-        let mut config = Config::default();
-        let tftp = config.provisioning.tftp_max_transfers as u64;
-        let base = open_files_needed(&config);
-        assert!(base >= tftp + 1024 + 4096 + 2 * 4096, "{base}");
-        config.provisioning.https_listen = Some("127.0.0.1:8443".parse().unwrap());
-        config.http.monitoring_listen = Some("127.0.0.1:9100".parse().unwrap());
-        let with_all = open_files_needed(&config);
-        assert!(with_all >= base + 2 * 4096 + 4096, "{with_all}");
-        // A static file's transfer holds the file open besides its socket.
-        config.provisioning.static_dir = Some("/srv/firmware".into());
-        assert_eq!(open_files_needed(&config), with_all + tftp);
-    }
-}
-
-#[cfg(test)]
-mod listener_tests {
-    /// `[::]` serves IPv4 clients too whatever the host's
-    /// `net.ipv6.bindv6only`: read back, not left to the host, where at 1
-    /// every IPv4 phone was shut out.
-    #[tokio::test]
-    async fn an_ipv6_wildcard_listener_is_dual_stack() {
-        let listener = super::bind_tcp("[::]:0".parse().unwrap(), "http.listen")
-            .await
-            .unwrap_or_else(|e| panic!("is IPv6 available on this machine (`ip -6 addr`)? {e:#}"));
-        assert!(!socket2::SockRef::from(&listener).only_v6().unwrap());
-    }
 }

@@ -77,25 +77,16 @@ impl PhoneText<'_> {
             ("http_user", self.http_user),
             ("http_password", self.http_password),
         ])?;
-        // What a file name's model can be (`tftp/src/identify.rs`: 1 to
-        // 32 of [A-Za-z0-9_-]); a space too, for Poly's User-Agent spells
-        // `VVX 450` as `VVX_450` and its files carry no model. A '.' or '+'
-        // went into a Snom phone's `setting_server` URL, a file no phone
-        // could fetch.
         let plain = |m: &str| {
-            m.len() <= MAX_MODEL
-                && m.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b' '))
-                && !m.starts_with(' ')
-                && !m.ends_with(' ')
+            m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b' '))
+                && !m.starts_with(['.', ' '])
         };
         if self.model.is_some_and(|model| !plain(model)) {
             return refuse(
                 "model",
-                format!(
-                    "model: letters, digits, spaces, '-' and '_' only, at most {MAX_MODEL}, \
-                     not starting or ending with a space"
-                ),
+                "model: letters, digits, spaces, '-', '_', '.' and '+' only, not starting with '.' or a space"
+                    .into(),
             );
         }
         match self
@@ -107,9 +98,6 @@ impl PhoneText<'_> {
         }
     }
 }
-
-/// The longest model: the longest a file name carries.
-pub const MAX_MODEL: usize = 32;
 
 impl LineText<'_> {
     /// Each field within [`MAX_PHONE_FIELD`]. The extension is a SIP

@@ -322,10 +322,10 @@ fn format_value(
         return Ok(());
     }
     let text = capped.text;
-    // Only text the template made is marked safe: a `{% filter %}` block's,
-    // its values escaped already, where MiniJinja takes the template's name
-    // for HTML's (`.xml`, `.htm`). `safe` and `escape` are ours and mark
-    // nothing (`functions.rs`). What no XML parser reads still goes.
+    // Text marked safe is the template's to write as it is: `| safe` (an
+    // author's own markup), or a `{% filter %}` block's, its values escaped
+    // already, where MiniJinja takes the template's name for HTML's
+    // (`.xml`, `.htm`). What no XML parser reads still goes.
     let written = if value.is_safe() {
         match escape {
             Escape::Xml => write_xml_chars(out, &text),

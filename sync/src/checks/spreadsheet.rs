@@ -20,15 +20,19 @@ pub(super) fn spreadsheet(field: &str, text: &str, cause: &str) -> String {
     )
 }
 
-/// `[+-]digits[(.|,)digits](e|E)[+-]digits`, as a spreadsheet shows a
-/// number too long for its cell (`4.47701E+11`).
+/// `[+-]digits[(.|,)digits](e|E)(+|-)digits`, as a spreadsheet shows a
+/// number too long for its cell (`4.47701E+11`, `1E+11`): always with the
+/// exponent's sign. Without one it is a name (`8e041259`, a generated hex
+/// SIP user), which no spreadsheet writes for a number.
 pub(super) fn scientific(text: &str) -> bool {
     let t = text.trim();
     let t = t.strip_prefix(['+', '-']).unwrap_or(t);
     let Some((mantissa, exponent)) = t.split_once(['e', 'E']) else {
         return false;
     };
-    let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    let Some(exponent) = exponent.strip_prefix(['+', '-']) else {
+        return false;
+    };
     let (whole, fraction) = match mantissa.split_once(['.', ',']) {
         Some((whole, fraction)) => (whole, Some(fraction)),
         None => (mantissa, None),
@@ -72,11 +76,22 @@ mod tests {
 
     #[test]
     fn what_a_spreadsheet_makes_of_long_numbers() {
-        for text in ["4.47701E+11", "1,55512e10", "-1E-3", " 15E2 "] {
+        for text in ["4.47701E+11", "1,55512e+10", "-1E-3", " 15E+2 ", "1E+11"] {
             assert!(scientific(text), "{text}");
         }
+        // Hex SIP users (`8e041259`, `40E17`) have no exponent sign.
         for text in [
-            "E10", "1.E5", "1e", "1e+", "sip1E5", "1.5.5E2", "101", "1e5x",
+            "E+10",
+            "1.E+5",
+            "1e",
+            "1e+",
+            "sip1E+5",
+            "1.5.5E+2",
+            "101",
+            "1e+5x",
+            "8e041259",
+            "40E17",
+            "1,55512e10",
         ] {
             assert!(!scientific(text), "{text}");
         }

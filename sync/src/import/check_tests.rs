@@ -217,7 +217,7 @@ const CASES: &[(&str, &str, &str, &str, usize)] = &[
         r#"{"phones": [
             {"tenant": "acme", "mac": "001565000001", "family": "yealink"},
             {"tenant": "acme", "mac": "001565000002", "family": "yealink",
-             "lines": [{"extension": "1,5E3", "registrar": "sip"}]}
+             "lines": [{"extension": "1,5E+3", "registrar": "sip"}]}
         ]}"#,
         "phones.json:3:13 (phones[1] line 1 extension)",
         "looks like a spreadsheet's scientific notation",

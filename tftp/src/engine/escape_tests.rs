@@ -1,7 +1,7 @@
 //! Values written into rendered files read back as themselves: an XML
 //! parser reads every file and gets the value whole, in an attribute too,
-//! and a `key = value` file has one line per key whatever the value holds
-//! or the template's filters say.
+//! and a `key = value` file has one line per key whatever the value holds,
+//! unless the template's author printed it `| safe`.
 
 use minijinja::context;
 
@@ -74,26 +74,25 @@ fn every_line_break_of_any_reader_becomes_a_space() {
     assert_eq!(text.lines().count(), 2, "{text:?}");
 }
 
-/// `safe` and `escape` (`e`) turned the format's escaping off: a display
-/// name printed `| safe` set keys of its own in a text file, and `| e`
-/// wrote HTML's entities into an XML one.
+/// `safe` writes a value as it is: a template's author may print markup
+/// kept in a setting (`{{ settings.extra | safe }}`), which the format's
+/// escaping would break; stored templates do so. Only what no XML parser
+/// reads is still replaced. (So `safe` belongs on the author's own text,
+/// never on a value a tenant or a directory writes: TEMPLATES.md.)
 #[test]
-fn safe_and_escape_leave_the_escaping_to_the_format() {
-    let injected = "Bob\naccount.1.sip_server.1.address = evil";
-    for filter in ["safe", "e", "escape", "e | safe", "safe | e"] {
-        let body = format!("name = {{{{ v | {filter} }}}}\n");
-        assert_eq!(
-            render(&body, Escape::Text, injected),
-            "name = Bob account.1.sip_server.1.address = evil\n",
-            "{filter}"
-        );
-        let body = format!("<a v=\"{{{{ v | {filter} }}}}\"/>");
-        let value = "x\"/><evil v=\"1' & </";
-        let document = render(&body, Escape::Xml, value);
-        assert_eq!(attribute(&document), value, "{filter}: {document}");
-    }
-    // Other filters still see the value, not an escaped copy of it.
-    assert_eq!(render("{{ (v | e) | length }}", Escape::Text, "<&>"), "3");
+fn safe_writes_a_value_as_it_is_but_for_what_xml_cannot_carry() {
+    let extra = "feature.callRecording.enabled=\"1\" up.oneTouchVoiceMail=\"1\"";
+    let document = render("<a {{ v | safe }}/>", Escape::Xml, extra);
+    assert_eq!(document, format!("<a {extra}/>"));
+    roxmltree::Document::parse(&document).unwrap();
+    assert_eq!(
+        render("<a>{{ v | safe }}</a>", Escape::Xml, "x\u{1}"),
+        "<a>x\u{fffd}</a>"
+    );
+    assert_eq!(
+        render("k = {{ v | safe }}\n", Escape::Text, "a\nb = 1"),
+        "k = a\nb = 1\n"
+    );
 }
 
 /// Under a name MiniJinja takes for HTML (`{mac}.xml`), a `{% filter %}`
@@ -107,9 +106,4 @@ fn a_safe_value_loses_only_what_xml_cannot_carry() {
         render_as("{mac}.xml", body, Escape::Xml, "x&\u{fffe}"),
         "<a>x&amp;\u{fffd}</a>\u{fffd}\n"
     );
-    for filter in ["safe", "e"] {
-        let body = format!("<a>{{{{ v | {filter} }}}}</a>");
-        let document = render_as("{mac}.xml", &body, Escape::Xml, "<b>&'");
-        assert_eq!(document, "<a>&lt;b&gt;&amp;&apos;</a>", "{filter}");
-    }
 }

@@ -22,24 +22,6 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_filter("d", default);
     env.add_filter("round", round);
     env.add_filter("format", format);
-    // MiniJinja's `safe` marks a value as needing no escaping, and its
-    // `escape` HTML-escapes one and marks it so: either turned the file
-    // format's own escaping off, and a tenant's `| safe` let a line's
-    // display name write its own keys (text) or elements (XML). Here they
-    // leave the value as it is, for the format to escape like any other.
-    env.add_filter("safe", unmarked);
-    env.add_filter("e", unmarked);
-    env.add_filter("escape", unmarked);
-}
-
-/// `safe`, `escape` and `e`: the value, escaped by the file format when it
-/// is written, as every value is (`engine.rs`).
-fn unmarked(state: &State, value: Value) -> Result<Value, Error> {
-    in_time(state)?;
-    Ok(match value.as_str() {
-        Some(text) if value.is_safe() => Value::from(text),
-        _ => value,
-    })
 }
 
 /// Longest list `range()` builds; both Tera and Jinja stop there.

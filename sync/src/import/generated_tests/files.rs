@@ -78,8 +78,8 @@ fn maybe_shown(rng: &mut Rng) -> Option<String> {
 /// A model: it names files, so it is a plain name (`checks::PhoneText`),
 /// spaces inside included.
 fn maybe_model(rng: &mut Rng) -> Option<String> {
-    const FIRST: &[&str] = &["T", "v", "7", "_", "-"];
-    const REST: &[&str] = &["4", "6", "S", "x", " ", "-", "_"];
+    const FIRST: &[&str] = &["T", "v", "7", "_", "+", "-"];
+    const REST: &[&str] = &["4", "6", "S", "x", " ", ".", "-", "_", "+"];
     rng.chance(50).then(|| {
         let mut s = rng.pick(FIRST).to_string();
         for _ in 0..rng.below(8) {

@@ -1,0 +1,142 @@
+//! Rows an export wrote that this release's import refuses: values an
+//! earlier release stored before its checks grew (a line break in a line's
+//! name, a number as a spreadsheet wrote it). The file
+//! is written whole all the same, for it is the backup; the operator
+//! learns which rows to fix before it is the way to another database,
+//! rather than from an import refusing them there.
+
+use dialtone_sync::checks::{self, LineText, PhoneText};
+use dialtone_sync::export::Kind;
+use dialtone_sync::store::DirectoryEntryInput;
+use dialtone_sync::{DirectoryNumber, MirrorState, Sealed, Tenant};
+
+/// How many refused rows the warning names.
+const NAMED: usize = 5;
+
+/// The rows refused: how many, and the first [`NAMED`], each as "where:
+/// why".
+#[derive(Default)]
+pub(super) struct Refused {
+    pub rows: u64,
+    pub first: Vec<String>,
+}
+
+impl Refused {
+    fn add(&mut self, whose: impl FnOnce() -> String, reason: &str) {
+        self.rows += 1;
+        if self.first.len() < NAMED {
+            self.first.push(format!("{} {reason}", whose()));
+        }
+    }
+}
+
+/// The rows of the tenants named by `slugs` (every tenant when none) of
+/// `kinds` that the import's checks refuse, their text read as the import
+/// reads it (trimmed; passwords not opened, see [`phones`]).
+pub(super) fn refused(state: &MirrorState, slugs: &[String], kinds: &[Kind]) -> Refused {
+    let mut tenants: Vec<&Tenant> = if slugs.is_empty() {
+        state.tenants().map(|t| &**t).collect()
+    } else {
+        (slugs.iter())
+            .filter_map(|slug| state.tenant_by_slug(slug).map(|t| &**t))
+            .collect()
+    };
+    tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
+    tenants.dedup_by_key(|t| t.id);
+    let mut refused = Refused::default();
+    for tenant in tenants {
+        if kinds.contains(&Kind::Tenants) {
+            tenant_row(tenant, &mut refused);
+        }
+        if kinds.contains(&Kind::Phones) {
+            phones(state, tenant, &mut refused);
+        }
+        if kinds.contains(&Kind::Directory) {
+            directory(state, tenant, &mut refused);
+        }
+    }
+    refused
+}
+
+fn tenant_row(tenant: &Tenant, refused: &mut Refused) {
+    let checked = checks::tenant_name(tenant.name.trim())
+        .and_then(|()| checks::settings_text(&tenant.settings));
+    if let Err(reason) = checked {
+        refused.add(|| format!("tenant {}:", tenant.slug), &reason);
+    }
+}
+
+/// A trimmed cell, none when empty, as the import reads one.
+fn cell(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
+}
+
+/// Passwords are not opened again: the export has just opened each to
+/// write it, and a second pass over a million lines would cost about as
+/// much as the export's own. A stored one stands in as a plain word, so
+/// the rules on a login's parts hold; what a password holds, XML's
+/// writer makes readable (`tftp/src/engine/escape.rs`).
+fn phones(state: &MirrorState, tenant: &Tenant, refused: &mut Refused) {
+    let open = |sealed: Option<&Sealed>| sealed.map(|_| "stored");
+    let mut phones: Vec<_> = state.phones_of(tenant.id).collect();
+    phones.sort_unstable_by_key(|p| p.mac);
+    for phone in phones {
+        let http_password = open(phone.http_password.as_ref());
+        let text = PhoneText {
+            model: phone.model.as_deref().and_then(cell),
+            label: phone.label.as_deref().and_then(cell),
+            http_user: phone.http_user.as_deref().and_then(cell),
+            http_password,
+        };
+        if let Err(r) = text.check() {
+            refused.add(|| format!("phone {}", phone.mac), &r.reason);
+        }
+        for line in state.lines_of(phone.id) {
+            let password = open(line.password.as_ref());
+            let extension = line.extension.trim();
+            let text = LineText {
+                extension,
+                display_name: Some(cell(&line.display_name).unwrap_or(extension)),
+                auth_user: Some(cell(&line.auth_user).unwrap_or(extension)),
+                password,
+                registrar: line.registrar.trim(),
+                proxy: line.proxy.as_deref().and_then(cell),
+            };
+            if let Err(r) = text.check() {
+                let whose = || format!("phone {} line {}", phone.mac, line.position);
+                refused.add(whose, &r.reason);
+            }
+        }
+    }
+}
+
+fn directory(state: &MirrorState, tenant: &Tenant, refused: &mut Refused) {
+    let mut entries = state.directory_of(tenant.id);
+    entries.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+    for entry in entries {
+        let input = DirectoryEntryInput {
+            tenant: String::new(),
+            external_id: entry.external_id.as_deref().unwrap_or("").trim().into(),
+            name: entry.name.trim().into(),
+            company: entry.company.as_deref().and_then(cell).map(Into::into),
+            numbers: (entry.numbers.iter())
+                .filter_map(|n| {
+                    Some(DirectoryNumber {
+                        number: cell(&n.number)?.into(),
+                        kind: n.kind.trim().to_lowercase().into(),
+                    })
+                })
+                .collect(),
+        };
+        if let Err(r) = checks::directory_entry(&input) {
+            let whose = || match &entry.external_id {
+                Some(id) => format!("tenant {} directory entry {id:?}", tenant.slug),
+                None => format!(
+                    "tenant {} directory entry named {:?}",
+                    tenant.slug, entry.name
+                ),
+            };
+            refused.add(whose, &r.reason);
+        }
+    }
+}
