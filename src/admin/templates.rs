@@ -180,7 +180,7 @@ pub(crate) fn stored(
 
 /// Longest name a template request or a preview may give (a scope,
 /// family, file pattern, model, tenant, MAC or file): the longest a
-/// phone's text fields, its model among them, may be (`phones.rs`), past
+/// phone's text fields, its model among them, may be (`phones/input.rs`), past
 /// every slug, MAC and file name a phone fetches. A check or a preview
 /// holds its names, copied, while it waits for the render pool; nothing
 /// else bounded them, and an error that names one would echo it.

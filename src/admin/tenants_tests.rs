@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use super::check_networks;
+use super::checks::check_networks;
 
 /// Fetches are matched as IPv4 once unmapped: a tenant's site written as
 /// an IPv4-mapped network is its IPv4 network, and one wider than the
