@@ -339,6 +339,14 @@ fn warn_drift(exported: &Exported) {
             exported.drift.values
         );
     }
+    if let Some(first) = &exported.drift.first_refused_password {
+        eprintln!(
+            "warning: {} line passwords hold a control character XML files cannot carry, which \
+             this release's import refuses (the first: {first}); change them before importing \
+             this file elsewhere",
+            exported.drift.refused_passwords
+        );
+    }
 }
 
 fn warn_refused(refused: &refused::Refused) {

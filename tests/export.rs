@@ -198,7 +198,7 @@ fn an_export_names_the_rows_the_import_would_refuse() {
             1 => phone.lines[0].display_name = "Front\nDesk".into(),
             2 => phone.lines[0].auth_user = "4.47701E+11".into(),
             3..=6 => phone.label = Some("Lab\u{1}".into()),
-            _ => {}
+            _ => phone.lines[0].password = Some("p\u{1}w".into()),
         }
         rows.push(Mutation::UpsertPhone(phone));
     }
@@ -211,6 +211,14 @@ fn an_export_names_the_rows_the_import_would_refuse() {
     let (_, said) = dt(dir.path(), &db.url, &["export", "fleet.json"]);
     assert!(
         said.contains("warning: 8 rows hold values this release's import refuses"),
+        "{said}"
+    );
+    // Counted as the export opens it, not opened again to be named.
+    assert!(
+        said.contains(
+            "warning: 1 line passwords hold a control character XML files cannot carry, which \
+             this release's import refuses (the first: phone "
+        ) && said.contains("07 line 1: password)"),
         "{said}"
     );
     let named = [

@@ -72,10 +72,9 @@ fn cell(text: &str) -> Option<&str> {
 }
 
 /// Passwords are not opened again: the export has just opened each to
-/// write it, and a second pass over a million lines would cost about as
-/// much as the export's own. A stored one stands in as a plain word, so
-/// the rules on a login's parts hold; what a password holds, XML's
-/// writer makes readable (`tftp/src/engine/escape.rs`).
+/// write it, and counted the line passwords the import refuses as it did
+/// (`export::Drift`). A stored one stands in as a plain word here, so the
+/// rules on a login's parts hold.
 fn phones(state: &MirrorState, tenant: &Tenant, refused: &mut Refused) {
     let open = |sealed: Option<&Sealed>| sealed.map(|_| "stored");
     let mut phones: Vec<_> = state.phones_of(tenant.id).collect();

@@ -12,8 +12,8 @@ mod ignorable;
 mod printable;
 mod spreadsheet;
 
-use printable::{not_xml, unfit_reason, unfit_text};
-pub use printable::{settings_strings, settings_text, unfit};
+pub use printable::{not_xml, settings_strings, settings_text, unfit};
+use printable::{unfit_reason, unfit_text};
 
 pub use ignorable::is_default_ignorable;
 

@@ -203,6 +203,11 @@ pub struct Exported {
 pub struct Drift {
     pub values: u64,
     pub first: Option<String>,
+    /// Line passwords an earlier release stored with a character this
+    /// release's writes refuse (`checks::not_xml`): counted here, where the
+    /// export opens each password anyway, not opened again to be named.
+    pub refused_passwords: u64,
+    pub first_refused_password: Option<String>,
 }
 
 impl Drift {
@@ -342,8 +347,18 @@ fn line_cells<'l>(
     drift.check(&line.display_name, || field("display_name"));
     drift.check(&line.auth_user, || field("auth_user"));
     drift.check(&line.registrar, || field("registrar"));
+    let password = open(key, Purpose::LinePassword, &line.password, whose)?;
+    if password
+        .as_deref()
+        .is_some_and(|p| p.chars().any(crate::checks::not_xml))
+    {
+        drift.refused_passwords += 1;
+        if drift.first_refused_password.is_none() {
+            drift.first_refused_password = Some(field("password"));
+        }
+    }
     Ok(LineCells {
-        password: open(key, Purpose::LinePassword, &line.password, whose)?,
+        password,
         proxy: optional(drift, line.proxy.as_deref(), || field("proxy")),
         settings: object(&line.settings, whose)?,
     })

@@ -144,12 +144,15 @@ fn check_text(
         };
         let extension = as_checked(&l.extension, was.map(|w| &*w.extension), sip_user);
         let registrar = as_checked(&l.registrar, was.map(|w| &*w.registrar), shown);
-        let display_name = kept(
-            l.display_name.as_deref(),
-            was.map(|w| &*w.display_name),
-            shown,
-        );
-        let auth_user = kept(l.auth_user.as_deref(), was.map(|w| &*w.auth_user), sip_user);
+        // A name or user left out takes the extension (`input`): checked as
+        // that field's new value, so a stored extension cannot carry what
+        // the field's own checks refuse into it.
+        let display_name = (l.display_name.as_deref())
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or(&l.extension);
+        let display_name = as_checked(display_name, was.map(|w| &*w.display_name), shown);
+        let auth_user = l.auth_user.as_deref().unwrap_or(&l.extension);
+        let auth_user = as_checked(auth_user, was.map(|w| &*w.auth_user), sip_user);
         let sent_password = kept(l.password.as_deref(), password.as_deref(), shown);
         let proxy = kept(
             l.proxy.as_deref(),
@@ -158,8 +161,8 @@ fn check_text(
         );
         let line = checks::LineText {
             extension: &extension,
-            display_name: display_name.as_deref(),
-            auth_user: auth_user.as_deref(),
+            display_name: Some(&display_name),
+            auth_user: Some(&auth_user),
             password: sent_password.as_deref(),
             registrar: &registrar,
             proxy: proxy.as_deref(),

@@ -105,6 +105,21 @@ async fn a_stored_phone_sent_back_as_read_is_edited() {
         let message = reply.json()["error"]["message"].to_string();
         assert!(message.starts_with(&format!("\"{field}")), "{message}");
     }
+    // A name or user left out takes the extension: a new value of its
+    // own field, which a stored extension passes only for its own field.
+    for (left_out, field) in [("display_name", "display_name"), ("auth_user", "auth_user")] {
+        let mut body = phone_body();
+        body["lines"][0].as_object_mut().unwrap().remove(left_out);
+        let reply = put(&h, "acme-admin", &path, &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{left_out} left out: {}",
+            reply.text
+        );
+        let message = reply.json()["error"]["message"].to_string();
+        assert!(message.starts_with(&format!("\"{field}")), "{message}");
+    }
     let mut body = phone_body();
     let first = body["lines"][0].clone();
     body["lines"] = json!([{"extension": "199", "registrar": "sip.example.net"}, first]);

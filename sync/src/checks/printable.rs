@@ -24,7 +24,7 @@ fn noncharacter(c: char) -> bool {
 /// Not a character of XML 1.0: a C0 control but tab, line feed and
 /// carriage return, or U+FFFE or U+FFFF. No XML file can carry one.
 /// U+0000 is left to its own reason, as in [`unfit_text`].
-pub(super) fn not_xml(c: char) -> bool {
+pub fn not_xml(c: char) -> bool {
     matches!(c, '\u{1}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
 }
 
