@@ -293,9 +293,11 @@ async fn a_create_the_unique_index_refuses_is_a_conflict_naming_the_row() {
             .await
             .unwrap();
         let audited = h.audit_rows().await;
+        // Up to 40 s: on a starved CI machine a create once took over 10 s
+        // to reach its insert, came after the commit and found the row.
         let commit_once_the_create_waits = async {
             let mut waiting = 0;
-            for _ in 0..400 {
+            for _ in 0..1600 {
                 waiting = sqlx::query_scalar::<_, i64>(
                     "SELECT count(*) FROM pg_stat_activity \
                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -313,6 +315,7 @@ async fn a_create_the_unique_index_refuses_is_a_conflict_naming_the_row() {
         };
         // A node starved of CPU (a loaded CI machine) may answer 503 busy
         // before the insert: nothing was changed, so it is sent again.
+        let started = std::time::Instant::now();
         let create_past_busy = async {
             let mut tries = 0;
             loop {
@@ -334,9 +337,10 @@ async fn a_create_the_unique_index_refuses_is_a_conflict_naming_the_row() {
         .expect("the create answers");
         assert!(
             waiting > 0,
-            "{kind:?}: the create never waited on the index; it answered {} {}",
+            "{kind:?}: the create never waited on the index; it answered {} {} after {:?}",
             reply.status,
-            reply.text
+            reply.text,
+            started.elapsed()
         );
         assert_refused(&reply, kind, Backend::Postgres);
         let (_, stored) = kind.stored(&h).await.expect("the other node's row");
