@@ -2,9 +2,12 @@
 //! server is untrusted): what it can make a node read, hold or parse.
 //! Loopback only; every wait is bounded.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ber::{request_id, tagged};
 use dialtone_directory::ldap::LdapSource;
 use dialtone_directory::settings::LdapSettings;
 use dialtone_directory::source_label::SourceLabel;
@@ -117,29 +120,6 @@ async fn a_deeply_nested_reply_is_refused_not_parsed() {
         .await;
     assert!(answer.is_err(), "{answer:?}");
     serving.await.unwrap();
-}
-
-/// `bytes` with a BER tag and the shortest length form.
-fn tagged(tag: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    match bytes.len() {
-        len @ 0..=0x7f => out.push(len as u8),
-        len @ 0x80..=0xff => out.extend([0x81, len as u8]),
-        len => out.extend([0x82, (len >> 8) as u8, len as u8]),
-    }
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// The message id of an LDAP request (`30 len 02 n id...`), encoded.
-fn request_id(request: &[u8]) -> Vec<u8> {
-    let start = match request[1] {
-        len if len < 0x80 => 2,
-        long => 2 + usize::from(long & 0x7f),
-    };
-    assert_eq!(request[start], 0x02, "a message id: {request:02x?}");
-    let len = usize::from(request[start + 1]);
-    tagged(0x02, &request[start + 2..start + 2 + len])
 }
 
 /// Answers the first search on one connection with a searchResultDone of

@@ -2,8 +2,11 @@
 //! them: written unquoted, that text could add fields to the line that
 //! read as another tenant's source failing.
 
+mod common;
+
 use std::time::Duration;
 
+use common::ber::{request_id, tagged};
 use dialtone_directory::{LookupOptions, LookupService, SourceNetworks};
 use dialtone_sync::testing::build::mirror_of;
 use dialtone_sync::testing::logs::capture;
@@ -13,28 +16,6 @@ use tokio::net::TcpListener;
 
 /// What the server says: the rest of a line for tenant 2's source.
 const FORGED: &str = r#"x" tenant=2 source_id=99 source="payroll" kind=timeout error="forged"#;
-
-/// `bytes` with a BER tag and the shortest length form.
-fn tagged(tag: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    match bytes.len() {
-        len @ 0..=0x7f => out.push(len as u8),
-        len @ 0x80..=0xff => out.extend([0x81, len as u8]),
-        len => out.extend([0x82, (len >> 8) as u8, len as u8]),
-    }
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// The message id of an LDAP request (`30 len 02 n id...`), encoded.
-fn request_id(request: &[u8]) -> Vec<u8> {
-    let start = match request[1] {
-        len if len < 0x80 => 2,
-        long => 2 + usize::from(long & 0x7f),
-    };
-    let len = usize::from(request[start + 1]);
-    tagged(0x02, &request[start + 2..start + 2 + len])
-}
 
 /// Answers each search on one connection with a searchResultDone of rc 80
 /// (other) whose diagnosticMessage is [`FORGED`].

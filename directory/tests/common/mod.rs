@@ -2,6 +2,7 @@
 //! freeze or reconfigure the server), a test CA, and data builders.
 #![allow(dead_code)]
 
+pub mod ber;
 pub mod slapd;
 
 use std::sync::Arc;
