@@ -2,6 +2,7 @@
 //! prefix a vendor's profile rule adds) answered by the same `provision()`
 //! core as TFTP. Runs on its own listener, apart from the admin API.
 
+mod ranges;
 mod static_file;
 
 use crate::tftp::limits::LogLimit;
@@ -218,17 +219,7 @@ async fn fetch(
             let mut response = if not_modified {
                 StatusCode::NOT_MODIFIED.into_response()
             } else if let Some(opened) = opened {
-                (
-                    [
-                        (
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static(file.content_type),
-                        ),
-                        (header::CONTENT_LENGTH, HeaderValue::from(opened.len)),
-                    ],
-                    opened.body(&path, remote.ip()),
-                )
-                    .into_response()
+                opened.response(file.content_type, &headers, &path, remote.ip())
             } else {
                 (
                     [(

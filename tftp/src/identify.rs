@@ -73,7 +73,8 @@ pub struct Identity {
     /// The file name as requested, without directories.
     pub file: String,
     /// The template that renders it (`{mac}.cfg`, `SEP{mac}.cnf.xml`, …);
-    /// empty for static files matched by extension only.
+    /// empty for static files (matched by extension, or found in the
+    /// static folder under a name no rule knows).
     pub template: &'static str,
 }
 
@@ -102,6 +103,25 @@ impl Identity {
     pub fn is_probe(&self) -> bool {
         matches!(self.kind, FileKind::Boot | FileKind::ModelCommon)
             || PROBES.contains(&self.template)
+    }
+
+    /// A file the operator put in the static folder under a name no rule
+    /// knows (`ca.crt`, `sip.ver`, a Poly dictionary): served as it is, for
+    /// no phone. No User-Agent is read for it, so no MAC there makes it a
+    /// phone's fetch or a guess at one.
+    pub(crate) fn unnamed_static(file: &str) -> Identity {
+        Identity {
+            family: None,
+            candidates: ANY,
+            kind: FileKind::Static,
+            mac: None,
+            model: None,
+            model_code: None,
+            file_model: None,
+            firmware: None,
+            file: file.to_string(),
+            template: "",
+        }
     }
 }
 

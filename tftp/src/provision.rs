@@ -25,7 +25,7 @@ use crate::engine::Budget;
 use crate::error::ProvisionError;
 use crate::files::Step;
 use crate::guard::{self, Guard, GuardOptions};
-use crate::identify::{identify, FileKind, Identity};
+use crate::identify::{identify, FileKind, IdentifyError, Identity};
 use crate::outcome::{count_if_banned, count_request, outcome_label};
 use crate::pool::{PoolOptions, RenderPool, RENDERS, WALKS};
 use crate::render_cache::{Inputs, RenderCache};
@@ -503,7 +503,8 @@ impl Provisioner {
         state: &Arc<MirrorState>,
         request: &Request<'_>,
     ) -> Result<(Decision, Step), ProvisionError> {
-        let identity = identify(request.path, request.user_agent);
+        let identity =
+            identify(request.path, request.user_agent).or_else(|e| self.unnamed_static(request, e));
         let named = identity
             .as_ref()
             .ok()
@@ -604,6 +605,27 @@ impl Provisioner {
             self.charge_directory_build(request, job, banned.is_some())?;
         }
         Ok((decision, step))
+    }
+
+    /// A name no rule knows, if it names a file in the static index: the
+    /// operator put it there to be served (a CA certificate, a ring list,
+    /// a firmware's version file), and every phone of an office fetching
+    /// it must not cost the office a miss each. Rules come first, so a
+    /// rendered name in the folder stays rendered. Any other name stays
+    /// "not found" and a miss.
+    fn unnamed_static(
+        &self,
+        request: &Request<'_>,
+        unknown: IdentifyError,
+    ) -> Result<Identity, IdentifyError> {
+        if unknown != IdentifyError::NotFound {
+            return Err(unknown);
+        }
+        let segments = crate::identify::sanitize_path(request.path)?;
+        match (self.statics.load().find(&segments), segments.last()) {
+            (Some(_), Some(file)) => Ok(Identity::unnamed_static(file)),
+            _ => Err(unknown),
+        }
     }
 
     fn serve_identified(

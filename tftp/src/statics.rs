@@ -44,6 +44,15 @@ pub fn validator(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// When a file was written last: every write moves it, so a file whose
+/// time moved since it was opened may have sent bytes of two files.
+pub(crate) type Stamp = (i64, i64);
+
+pub(crate) fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    (meta.mtime(), meta.mtime_nsec())
+}
+
 /// Opens an indexed file to serve it, refusing anything but a regular
 /// file: what is there now may not be what was indexed. A FIFO put in
 /// its place would hold a plain open until something writes to it, so the

@@ -564,6 +564,10 @@ fn transfer_failed(peer: SocketAddr, file: Option<&str>, e: &io::Error) -> Refus
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
     ) {
         (ERR_NOT_FOUND, "File not found")
+    } else if e.kind() == read_ahead::CHANGED {
+        // Not our failure to hide: the client fetches again and gets
+        // the file as it is now.
+        (0, "file changed while being sent")
     } else {
         (0, "internal error")
     }

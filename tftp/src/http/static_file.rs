@@ -8,12 +8,12 @@
 //! (503), and a read that does not answer within its deadline ends the
 //! download.
 
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Seek as _};
 use std::net::IpAddr;
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::guard::{listed_in, source_key};
 use crate::statics::read_pool::{self, Busy, ReadBudget, ReadPermit};
+use crate::statics::{stamp, Stamp};
 
 /// How long a read (or the open) may take, its wait for a turn included,
 /// before the download is given up: a disk that has not answered in that
@@ -117,6 +118,8 @@ impl Reads {
                 file: Closing(Some(file)),
                 len: meta.len(),
                 etag: crate::statics::validator(&meta),
+                modified: meta.modified().ok(),
+                stamp: stamp(&meta),
                 source,
                 budget: self.budget,
                 deadline: self.deadline,
@@ -133,6 +136,9 @@ pub(super) struct Opened {
     file: Closing,
     pub(super) len: u64,
     pub(super) etag: String,
+    pub(super) modified: Option<SystemTime>,
+    /// When it was written last, as it was opened.
+    stamp: Stamp,
     source: Option<IpAddr>,
     budget: &'static ReadBudget,
     deadline: Duration,
@@ -141,13 +147,14 @@ pub(super) struct Opened {
 }
 
 impl Opened {
-    /// The file's first `len` bytes, read a stretch at a time: bytes
-    /// appended while it is sent are not ours to send, the length is
+    /// `len` bytes of the file from `start`, read a stretch at a time:
+    /// bytes appended while it is sent are not ours to send, the length is
     /// promised. A read that fails or passes its deadline ends the body
     /// short, as a hung disk would leave it anyway.
-    pub(super) fn body(self, asked: &str, remote: IpAddr) -> Body {
+    pub(super) fn body(self, start: u64, len: u64, asked: &str, remote: IpAddr) -> Body {
         let reader = BodyReader {
-            left: self.len,
+            skip: start,
+            left: len,
             opened: self,
             asked: asked.to_string(),
             remote,
@@ -175,6 +182,8 @@ impl Drop for Closing {
 
 struct BodyReader {
     opened: Opened,
+    /// Where the first read starts.
+    skip: u64,
     /// Bytes of the promised length not read yet.
     left: u64,
     asked: String,
@@ -199,14 +208,23 @@ impl BodyReader {
             return Ok(None);
         };
         let wanted = self.left.min(CHUNK);
+        let skip = std::mem::take(&mut self.skip);
         #[cfg(test)]
         let path = opened.path.clone();
         let reading = read_pool::submit(permit, move || {
             #[cfg(test)]
             crate::statics::stalls::wait_while_stalled(&path, crate::statics::stalls::Op::Read);
             let mut bytes = Vec::with_capacity(wanted as usize);
-            let read = (&mut file).take(wanted).read_to_end(&mut bytes);
-            (file, read.map(|_| bytes))
+            // The stamp after the bytes: a write that changed any of them
+            // moved it by then.
+            let read = match skip {
+                0 => Ok(0),
+                _ => file.seek(io::SeekFrom::Start(skip)),
+            }
+            .and_then(|_| (&mut file).take(wanted).read_to_end(&mut bytes))
+            .and_then(|_| file.metadata())
+            .map(|meta| (bytes, stamp(&meta)));
+            (file, read)
         });
         let (file, read) = match tokio::time::timeout_at(give_up, reading).await {
             Err(_) => return Err(read_timed_out(&self.asked, self.remote)),
@@ -219,13 +237,17 @@ impl BodyReader {
             Ok(Ok(answer)) => answer,
         };
         let file = Closing(Some(file));
-        let bytes = read.map_err(|e| read_failed(&self.asked, e))?;
-        if (bytes.len() as u64) < wanted {
-            // Shorter than when it was opened (a copy over it in place):
-            // the length sent was a promise.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the static file shrank while it was sent",
+        let (bytes, now) = read.map_err(|e| read_failed(&self.asked, e))?;
+        if (bytes.len() as u64) < wanted || now != self.opened.stamp {
+            // Shorter than when it was opened (a copy over it in place),
+            // or written to: the length sent was a promise, and the bytes
+            // sent so far may be another file's.
+            return Err(read_failed(
+                &self.asked,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the static file changed while it was sent",
+                ),
             ));
         }
         self.left -= wanted;

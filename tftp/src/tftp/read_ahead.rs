@@ -15,7 +15,7 @@ use super::limits::{source_of, LogLimit};
 use super::read_pool::{self, ReadBudget};
 use super::{transfer_failed, Refusal, TftpOptions};
 use crate::guard::listed_in;
-use crate::statics::open_regular;
+use crate::statics::{open_regular, stamp, Stamp};
 
 /// How far ahead of the client a transfer reads at least: 64 blocks of
 /// 512 bytes. A transfer of larger windows holds four of them: the next
@@ -86,6 +86,15 @@ pub(super) struct ReadAhead {
     capacity: usize,
     budget: &'static ReadBudget,
     source: Option<IpAddr>,
+    path: PathBuf,
+    /// When the file was written last, as it was opened.
+    stamp: Option<Stamp>,
+    /// The file changed since it was opened: it ended short of `len`
+    /// (truncated, or copied over in place by a shorter one), or was
+    /// written to. Every later poll fails, so no short last block tells
+    /// the client it has the whole file, nor any block it has one file
+    /// when it has parts of two.
+    changed: bool,
 }
 
 enum State {
@@ -102,12 +111,19 @@ enum State {
 /// A read's answer.
 struct Read {
     file: std::fs::File,
-    /// The open's answer: the file's length.
-    opened_len: Option<u64>,
+    /// The open's answer: the file's length and stamp.
+    opened: Option<(u64, Stamp)>,
     bytes: Vec<u8>,
     /// Fewer bytes than asked: the file ended early (it shrank).
     ended: bool,
+    /// The file's stamp once these bytes were read.
+    stamp: Stamp,
 }
+
+/// A file that changed while it was sent. The kind is the one
+/// `transfer_failed` tells the client as such; nothing else a transfer
+/// reads fails with it (`read_to_end` never does).
+pub(super) const CHANGED: io::ErrorKind = io::ErrorKind::UnexpectedEof;
 
 impl ReadAhead {
     /// Opens `path` on a reader thread and reads its first stretch; a
@@ -120,19 +136,21 @@ impl ReadAhead {
         budget: &'static ReadBudget,
     ) -> ReadAhead {
         let capacity = READ_AHEAD.max(window.saturating_mul(WINDOWS_AHEAD));
+        let opened = path.clone();
         let state = match budget.try_take(source) {
             None => State::Busy,
             Some(permit) => State::Reading(read_pool::submit(permit, move || {
                 #[cfg(test)]
-                tests::wait_while_stuck(&path);
-                let (mut file, meta) = open_regular(&path)?;
+                tests::wait_while_stuck(&opened);
+                let (mut file, meta) = open_regular(&opened)?;
                 let wanted = (capacity as u64).min(meta.len());
-                let bytes = read_up_to(&mut file, wanted)?;
+                let (bytes, now) = read_up_to(&mut file, wanted)?;
                 Ok(Read {
                     ended: (bytes.len() as u64) < wanted,
                     file,
-                    opened_len: Some(meta.len()),
+                    opened: Some((meta.len(), stamp(&meta))),
                     bytes,
+                    stamp: now,
                 })
             })),
         };
@@ -145,6 +163,9 @@ impl ReadAhead {
             capacity,
             budget,
             source,
+            path,
+            stamp: None,
+            changed: false,
         }
     }
 
@@ -162,6 +183,9 @@ impl ReadAhead {
                 "every static-file read is taken",
             ));
         }
+        if self.changed {
+            return Err(self.changed_error());
+        }
         if let State::Reading(answer) = &mut self.state {
             let answer = match answer.try_recv() {
                 Err(TryRecvError::Empty) => return Ok(()),
@@ -170,6 +194,9 @@ impl ReadAhead {
             };
             self.state = State::Closed;
             self.take_in(answer?);
+            if self.changed {
+                return Err(self.changed_error());
+            }
         }
         self.read_more();
         Ok(())
@@ -207,14 +234,15 @@ impl ReadAhead {
     }
 
     fn take_in(&mut self, read: Read) {
-        if let Some(len) = read.opened_len {
+        if let Some((len, stamp)) = read.opened {
             self.len = Some(len);
             self.unread = len;
+            self.stamp = Some(stamp);
         }
-        self.unread = match read.ended {
-            true => 0,
-            false => self.unread.saturating_sub(read.bytes.len() as u64),
-        };
+        // Short of what was asked, and so of the length announced, `unread`
+        // stays above zero: the file is never at its end.
+        self.changed = read.ended || self.stamp != Some(read.stamp);
+        self.unread = self.unread.saturating_sub(read.bytes.len() as u64);
         self.buffer.drain(..self.start);
         self.start = 0;
         if self.buffer.is_empty() {
@@ -222,11 +250,23 @@ impl ReadAhead {
         } else {
             self.buffer.extend_from_slice(&read.bytes);
         }
-        if self.unread > 0 {
+        if self.unread > 0 && !self.changed {
             self.state = State::Idle(read.file);
         } else {
             read_pool::close_on_reader(read.file);
         }
+    }
+
+    fn changed_error(&self) -> io::Error {
+        let len = self.len.unwrap_or_default();
+        io::Error::new(
+            CHANGED,
+            format!(
+                "{} changed while being sent, with {} of the {len} bytes announced read",
+                dialtone_sync::log_text(&self.path.display().to_string()),
+                len.saturating_sub(self.unread),
+            ),
+        )
     }
 
     /// Without a read to spare, the transfer waits for one at its next
@@ -242,12 +282,13 @@ impl ReadAhead {
                 Some(permit) => {
                     let wanted = ((self.capacity - buffered) as u64).min(self.unread);
                     State::Reading(read_pool::submit(permit, move || {
-                        let bytes = read_up_to(&mut file, wanted)?;
+                        let (bytes, now) = read_up_to(&mut file, wanted)?;
                         Ok(Read {
                             ended: (bytes.len() as u64) < wanted,
                             file,
-                            opened_len: None,
+                            opened: None,
                             bytes,
+                            stamp: now,
                         })
                     }))
                 }
@@ -268,10 +309,12 @@ impl Drop for ReadAhead {
     }
 }
 
-fn read_up_to(file: &mut std::fs::File, wanted: u64) -> io::Result<Vec<u8>> {
+/// Up to `wanted` bytes, and the file's stamp after them: a write that
+/// changed any of them moved it by then.
+fn read_up_to(file: &mut std::fs::File, wanted: u64) -> io::Result<(Vec<u8>, Stamp)> {
     let mut bytes = Vec::with_capacity(wanted as usize);
     file.take(wanted).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    Ok((bytes, stamp(&file.metadata()?)))
 }
 
 #[cfg(test)]
