@@ -120,28 +120,40 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<()> {
         Format::Json(kinds) => write_json(&selection, &key, kinds, out),
         Format::Csv(kind) => write_csv(&selection, &key, *kind, out),
     };
-    let exported = if args.out == Path::new("-") {
-        write_to_stdout(write)?
-    } else {
-        write_whole(&args.out, write)?
-    };
-    eprintln!(
-        "exported: tenants {}, phones {}, lines {}, directory entries {}, directory sources {}, \
-         templates {} ({:.2} s)",
-        exported.tenants,
-        exported.phones,
-        exported.lines,
-        exported.directory_entries,
-        exported.directory_sources,
-        exported.templates,
-        started.elapsed().as_secs_f64()
-    );
-    warn_drift(&exported);
     let kinds = match &format {
         Format::Json(kinds) => kinds.clone(),
         Format::Csv(kind) => vec![*kind],
     };
-    warn_refused(&refused::refused(&state, &args.tenants, &kinds));
+    let check = |stop: &_| refused::refused(&state, &args.tenants, &kinds, stop);
+    // Told as soon as the file is whole, as it was before the check ran
+    // alongside: its time is the export's, not the check's.
+    let (_, refused) = refused::alongside(check, || {
+        let exported = if args.out == Path::new("-") {
+            write_to_stdout(write)?
+        } else {
+            write_whole(&args.out, write)?
+        };
+        eprintln!(
+            "exported: tenants {}, phones {}, lines {}, directory entries {}, directory sources \
+             {}, templates {} ({:.2} s)",
+            exported.tenants,
+            exported.phones,
+            exported.lines,
+            exported.directory_entries,
+            exported.directory_sources,
+            exported.templates,
+            started.elapsed().as_secs_f64()
+        );
+        warn_drift(&exported);
+        anyhow::Ok(())
+    })?;
+    match refused {
+        Ok(refused) => warn_refused(&refused),
+        Err(panic) => eprintln!(
+            "warning: the exported rows were not checked against this release's import (the \
+             check failed: {panic}); the file is written whole"
+        ),
+    }
     // The mirror's allocations are given back by the exit at once.
     std::mem::forget(state);
     Ok(())
