@@ -126,6 +126,20 @@ impl LineText<'_> {
                 return refuse(field, unfit_reason(field, bad));
             }
         }
+        // Templates write `{{ line.registrar }}:{{ settings.sip_port }}`:
+        // a bare `2001:db8::5` would become `2001:db8::5:5070`, itself an
+        // address, and another host (resync refuses the bare form too).
+        for (field, text) in [("registrar", Some(self.registrar)), ("proxy", self.proxy)] {
+            if text.is_some_and(bare_ipv6) {
+                return refuse(
+                    field,
+                    format!(
+                        "{field}: an IPv6 address goes in brackets, as [2001:db8::5], so that \
+                         a port can follow it"
+                    ),
+                );
+            }
+        }
         // A password is the phone's to send, not to show: anything it can
         // type goes, but for what an XML file cannot carry at all.
         if let Some(bad) = self.password.and_then(|p| p.chars().find(|&c| not_xml(c))) {
@@ -165,6 +179,11 @@ impl LineText<'_> {
         }
         Ok(())
     }
+}
+
+/// An IPv6 address without the brackets a host needs before a port.
+fn bare_ipv6(text: &str) -> bool {
+    text.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 /// What cannot stand in a SIP URI's user part even where phones and
@@ -421,5 +440,47 @@ mod nesting_tests {
             .unwrap_err()
             .contains("variables nests 33"));
         assert!(object_depth("variables", &deep[1..deep.len() - 1]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::LineText;
+
+    fn line<'a>(registrar: &'a str, proxy: Option<&'a str>) -> LineText<'a> {
+        LineText {
+            extension: "101",
+            registrar,
+            proxy,
+            ..LineText::default()
+        }
+    }
+
+    #[test]
+    fn a_bare_ipv6_registrar_or_proxy_is_refused_and_names_the_brackets() {
+        for bare in ["2001:db8::5", "2001:db8::5:5070", "::1", "fd00::2"] {
+            let refused = line(bare, None).check().unwrap_err();
+            assert_eq!(refused.field, "registrar", "{bare}");
+            assert!(
+                refused.reason.contains("[2001:db8::5]"),
+                "{}",
+                refused.reason
+            );
+            let refused = line("sip.example.net", Some(bare)).check().unwrap_err();
+            assert_eq!(refused.field, "proxy", "{bare}");
+        }
+    }
+
+    #[test]
+    fn bracketed_ipv6_names_and_ports_pass() {
+        for host in [
+            "[2001:db8::5]",
+            "[2001:db8::5]:5070",
+            "sip.example.net",
+            "sip.example.net:5070",
+            "192.0.2.10:5060",
+        ] {
+            assert!(line(host, Some(host)).check().is_ok(), "{host}");
+        }
     }
 }

@@ -113,7 +113,7 @@ fn check_text(
     stored: Option<(&Phone, &[Arc<Line>])>,
     open: impl Fn(&dialtone_sync::Sealed) -> Result<String, ApiError>,
 ) -> Result<(), ApiError> {
-    use unchanged::{as_checked, shown, sip_user};
+    use unchanged::{as_checked, host, shown, sip_user};
     fn kept<'a>(
         sent: Option<&'a str>,
         stored: Option<&str>,
@@ -143,7 +143,7 @@ fn check_text(
             _ => None,
         };
         let extension = as_checked(&l.extension, was.map(|w| &*w.extension), sip_user);
-        let registrar = as_checked(&l.registrar, was.map(|w| &*w.registrar), shown);
+        let registrar = as_checked(&l.registrar, was.map(|w| &*w.registrar), host);
         // A name or user left out takes the extension (`input`): checked as
         // that field's new value, so a stored extension cannot carry what
         // the field's own checks refuse into it.
@@ -157,7 +157,7 @@ fn check_text(
         let proxy = kept(
             l.proxy.as_deref(),
             was.and_then(|w| w.proxy.as_deref()),
-            shown,
+            host,
         );
         let line = checks::LineText {
             extension: &extension,

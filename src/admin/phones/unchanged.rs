@@ -20,6 +20,12 @@ pub(crate) fn shown(c: char) -> bool {
     c != '\0' && checks::unfit(c)
 }
 
+/// What only the newer checks refuse in a registrar or proxy: besides
+/// [`shown`], the colons of an IPv6 address without its brackets.
+pub(crate) fn host(c: char) -> bool {
+    shown(c) || c == ':'
+}
+
 /// What only the newer checks refuse in an extension or authentication
 /// user: older rules refused spaces and control characters there already,
 /// and still do. An `e` or `E` stands for the spreadsheet's scientific

@@ -170,6 +170,38 @@ async fn lengths_and_older_rules_still_judge_a_stored_value() {
     assert!(reply.text.contains("SIP user part"), "{}", reply.text);
 }
 
+/// A registrar or proxy stored as a bare IPv6 address, before the
+/// brackets were required, passes sent back as it is; a new bare address
+/// does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_bare_ipv6_registrar_sent_back_is_edited() {
+    let mut stored = stored_phone();
+    if let Mutation::UpsertPhone(phone) = &mut stored {
+        phone.lines[0].registrar = "2001:db8::5".into();
+        phone.lines[0].proxy = Some("fd00::2".into());
+    }
+    let h = seeded(stored).await;
+    let path = format!("/v1/phones/{ACME_MAC}");
+    let mut body = phone_body();
+    body["lines"][0]["registrar"] = json!("2001:db8::5");
+    body["lines"][0]["proxy"] = json!("fd00::2");
+    body["model"] = json!("T46U");
+    let reply = put(&h, "acme-admin", &path, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    for (field, value) in [("registrar", "2001:db8::6"), ("proxy", "fd00::3")] {
+        let mut changed = body.clone();
+        changed["lines"][0][field] = json!(value);
+        let reply = put(&h, "acme-admin", &path, &changed).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("in brackets"), "{}", reply.text);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_tenant_sent_back_as_read_is_edited() {
     let h = seeded(Mutation::UpsertTenant(TenantInput {
