@@ -49,7 +49,35 @@ pub struct ResyncMany {
     /// one less than `resync.phone_spacing_s` ago (longer after failures),
     /// another phone's resync to the same line-1 address waiting).
     pub skipped: usize,
+    /// The first [`LISTED_SKIPS`] of them, in MAC order within each
+    /// reason's kind: a tenant of 200,000 phones past its queue's room
+    /// would otherwise get a row for each (22 MB).
     pub skipped_reasons: Vec<Skipped>,
+    /// More were skipped than `skipped_reasons` lists.
+    pub skipped_truncated: bool,
+}
+
+/// How many skipped phones an answer names.
+const LISTED_SKIPS: usize = 1_000;
+
+/// Skipped phones counted, and the first [`LISTED_SKIPS`] named: a reason
+/// is worded only for a phone that is listed.
+#[derive(Default)]
+struct Skips {
+    count: usize,
+    listed: Vec<Skipped>,
+}
+
+impl Skips {
+    fn add(&mut self, mac: &Mac, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.listed.len() < LISTED_SKIPS {
+            self.listed.push(Skipped {
+                mac: mac.to_string(),
+                reason: reason(),
+            });
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -283,7 +311,7 @@ pub async fn resync_tenant(
                 }
             };
             let domains = SipDomains::of(&tenant);
-            let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
+            let (mut jobs, mut skipped) = (Vec::new(), Skips::default());
             for phone in phones {
                 if family.is_some_and(|f| f != phone.family)
                     || model.is_some_and(|m| phone.model.as_deref() != Some(m))
@@ -292,17 +320,14 @@ pub async fn resync_tenant(
                 }
                 match plan(&mirror, phone, &domains) {
                     Ok(job) => jobs.push(job),
-                    Err(reason) => skipped.push(Skipped {
-                        mac: phone.mac.to_string(),
-                        reason,
-                    }),
+                    Err(reason) => skipped.add(&phone.mac, || reason),
                 }
             }
             Ok((tenant, jobs, skipped))
         })
         .await??
     };
-    let planned_out = skipped.len();
+    let planned_out = skipped.count;
     let change = |done: &Enqueued| {
         let queued: Vec<&str> = (done.queued.iter())
             .take(MACS_IN_AUDIT)
@@ -329,18 +354,15 @@ pub async fn resync_tenant(
     };
     match queue(&state, &principal, tenant.id, jobs, change).await? {
         Ok(done) => {
-            skipped.extend(done.deferred.iter().map(|job| Skipped {
-                mac: job.mac.to_string(),
-                reason: DEFERRED.into(),
-            }));
-            skipped.extend(done.spaced.iter().map(|(job, spaced)| Skipped {
-                mac: job.mac.to_string(),
-                reason: spaced.to_string(),
-            }));
-            skipped.extend(done.same_target.iter().map(|(job, other)| Skipped {
-                mac: job.mac.to_string(),
-                reason: other.to_string(),
-            }));
+            for job in &done.deferred {
+                skipped.add(&job.mac, || DEFERRED.into());
+            }
+            for (job, spaced) in &done.spaced {
+                skipped.add(&job.mac, || spaced.to_string());
+            }
+            for (job, other) in &done.same_target {
+                skipped.add(&job.mac, || other.to_string());
+            }
             let (queued, already_waiting) = (done.queued.len(), done.waiting.len());
             let mut resyncs = done.waiting;
             resyncs.extend(done.queued);
@@ -350,8 +372,9 @@ pub async fn resync_tenant(
                     queued,
                     already_waiting,
                     resyncs,
-                    skipped: skipped.len(),
-                    skipped_reasons: skipped,
+                    skipped: skipped.count,
+                    skipped_truncated: skipped.count > skipped.listed.len(),
+                    skipped_reasons: skipped.listed,
                 }),
             )
                 .into_response())

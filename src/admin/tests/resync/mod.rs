@@ -14,6 +14,7 @@ use super::{Harness, ACME_MAC, GLOBEX_MAC};
 
 mod audit_row;
 mod family;
+mod many;
 mod recheck;
 mod shutdown;
 mod stuck_read;
