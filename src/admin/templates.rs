@@ -395,18 +395,24 @@ async fn check(
                     })?,
             )
         }
-        // Found on the pool: it walks the tenant's phones (a model or
-        // family scope's, the platform's).
-        None => None,
+        // Found on the walk lane, as a list is: it walks the tenant's
+        // phones (a model or family scope's, the platform's), which a
+        // tenant of 200,000 phones could take past the render's budget
+        // below, and the refusal would blame the template.
+        None => {
+            let (family, scope, scope_key) = (key.family, key.scope, key.scope_key.clone());
+            let walked = mirror.clone();
+            off_workers(state, principal, move || {
+                sample_phone(&walked, scope, family, &scope_key).cloned()
+            })
+            .await?
+        }
     };
     let provisioner = state.provisioner.clone();
     let (family, file_pattern, body) = (key.family, key.file_pattern.clone(), body.to_string());
-    let (scope, scope_key) = (key.scope, key.scope_key.clone());
     let (rendered, sample) = state
         .provisioner
         .on_pool(owner, move || {
-            let sample =
-                sample.or_else(|| sample_phone(&mirror, scope, family, &scope_key).cloned());
             let rendered =
                 provisioner.check_template(family, &file_pattern, &body, sample.as_deref())?;
             Ok((rendered, sample))
