@@ -248,6 +248,14 @@ pub fn load(path: &Path) -> Result<Option<(SnapshotHeader, Loading)>, SyncError>
         Err(e) => return Err(SyncError::io(path, e)),
     };
     let metadata = file.metadata().map_err(|e| SyncError::io(path, e))?;
+    // A folder opens on Linux and then reads as "too short", which blamed
+    // the snapshot for `snapshot_path = "/var/lib/dialtone"`.
+    if !metadata.is_file() {
+        return Err(err(
+            path,
+            "not a file (mirror.snapshot_path names the file, not its folder)",
+        ));
+    }
     let (mut header, loading) = format::load(&file).map_err(|e| err(path, e))?;
     synced::apply(path, &metadata, &mut header);
     Ok(Some((header, loading)))

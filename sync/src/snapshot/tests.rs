@@ -471,6 +471,11 @@ fn foreign_and_damaged_files_are_errors_never_panics() {
         assert!(load_error(&path).contains("not a dialtone snapshot"));
     }
     assert!(load(&dir.path().join("missing")).unwrap().is_none());
+    assert!(
+        load_error(dir.path()).contains("not a file"),
+        "{}",
+        load_error(dir.path())
+    );
 
     let good = dir.path().join("good");
     write(&mirror_of(&every_field()), &good, "s").unwrap();
