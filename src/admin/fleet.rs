@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use dialtone_sync::store::BootRecord;
-use dialtone_sync::{now_millis, Mac, Phone};
+use dialtone_sync::{now_millis, trusted_until, Mac, Phone};
 use dialtone_tftp::guard::{listed_in, source_key, source_text, Guard};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -257,6 +257,7 @@ pub async fn fleet(
     let mut not_seen = Vec::new();
     let mut failing = Vec::new();
     let cutoff = now - days * DAY;
+    let trusted = trusted_until(now);
     for phone in &phones {
         let mac = phone.mac.to_string();
         let last = latest.get(&mac);
@@ -269,8 +270,11 @@ pub async fn fleet(
         *models
             .entry((phone.family.as_str().to_string(), model.clone(), firmware))
             .or_default() += 1;
+        // A latest fetch stamped past `trusted_until` (the store ranks
+        // such rows last, so the phone has no other) says it fetched at
+        // some time, not that it did within `days`.
         match last {
-            Some(l) if l.at >= cutoff => {}
+            Some(l) if l.at >= cutoff && l.at <= trusted => {}
             _ => not_seen.push(NotSeen {
                 mac: mac.clone(),
                 model,

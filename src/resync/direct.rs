@@ -325,7 +325,8 @@ mod tests {
         let (label, reason) = choose(&[], NOW, ours, &direct, None).unwrap_err();
         assert_eq!(label, "no_fetch");
         assert!(reason.contains("has not fetched"), "{reason}");
-        // The reason names the allowance `trusted_until` gives.
+        // The reason names the allowance `trusted_until` gives, which is
+        // the one the Digest nonce check makes.
         assert_eq!(dialtone_tftp::digest::MAX_CLOCK_SKEW.as_secs(), 30);
         assert!(
             reason.contains("stamped over 30 s ahead of this node's clock are not counted"),

@@ -33,16 +33,9 @@ pub(super) const HISTORY_READ_WITHIN: Duration = Duration::from_secs(5);
 /// At most one warning of reads past their time this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The latest stamp a fetch in history may bear at `now` (this node's
-/// clock) and be trusted: ahead by no more than nodes' clocks may differ,
-/// the allowance the Digest nonce check makes. A row stamped further
-/// ahead is no evidence of where the phone is or whether it refetched:
-/// the clock that stamped it was wrong (stepped ahead, then put right),
-/// and until this clock caught up it outranked every real fetch since.
-pub(super) fn trusted_until(now: Millis) -> Millis {
-    let skew = dialtone_tftp::digest::MAX_CLOCK_SKEW.as_millis() as Millis;
-    now.saturating_add(skew)
-}
+/// The latest stamp a fetch in history may be trusted at, shared with the
+/// store's "latest" and "newest" choices so that one allowance holds.
+pub(super) use dialtone_sync::trusted_until;
 
 /// Answered resyncs whose refetch is not seen yet, by when each is polled
 /// next. At most `capacity` (the table's): past it the oldest goes.

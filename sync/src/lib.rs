@@ -27,6 +27,7 @@ pub mod mirror;
 pub mod model;
 mod queue;
 mod shard;
+mod skew;
 pub mod snapshot;
 pub mod stamp;
 pub mod store;
@@ -44,6 +45,7 @@ pub use log_text::{log_text, LOG_TEXT_MAX};
 pub use mirror::{ChangeEvent, LoadedFrom, Mirror, MirrorHealth, MirrorState};
 pub use model::*;
 pub use queue::DROP_REASONS;
+pub use skew::{trusted_until, MAX_CLOCK_SKEW};
 pub use snapshot::crc32c::{checksum as crc32c, Crc32c};
 pub use store::{
     open, ApiTokenInput, Audit, AuditQuery, AuditRecord, Backend, DirectorySourceInput, Mutation,

@@ -311,12 +311,30 @@ pub async fn run_pruner(
     // only for busy_timeout; each is one DELETE, which a limit could cut
     // off at every round.
     let limit = (store.backend() == Backend::Postgres).then_some(PRUNE_LIMIT);
+    // History and audit at once: their prunes are what measure this
+    // node's clock against the database's (the skew warning and the
+    // offset gauge), and a node with a wrong clock said nothing of it for
+    // the first interval. Not the change log: a node started from a
+    // snapshot is catching up from it meanwhile, and a prune now could cut
+    // away the rows it is about to read and force a full reload. Every
+    // pass gives way to shutdown, so one at start holds up no quick stop
+    // (a cut-off prune leaves nothing behind; `within` relies on it too).
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return,
+        _ = prune_aged(&*store, &retention, limit) => {}
+    }
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        prune_once(&*store, &retention, limit).await;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = prune_once(&*store, &retention, limit) => {}
+        }
     }
 }
 
@@ -332,6 +350,11 @@ pub async fn prune_once(store: &dyn Store, retention: &Retention, limit: Option<
             tracing::warn!(error = %e, "pruning the change log failed")
         }
     }
+    prune_aged(store, retention, limit).await;
+}
+
+/// The tables pruned by age alone: boot history and the audit log.
+async fn prune_aged(store: &dyn Store, retention: &Retention, limit: Option<Duration>) {
     if let Err(e) = within(limit, store.prune_boots(retention.boots)).await {
         failed("prune_history");
         tracing::warn!(error = %e, "pruning provisioning history failed");

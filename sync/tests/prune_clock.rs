@@ -6,14 +6,16 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_sync::store::postgres::PgStore;
 use dialtone_sync::store::sqlite::SqliteStore;
 use dialtone_sync::store::BootRecord;
 use dialtone_sync::testing::build::{audit, tenant};
-use dialtone_sync::testing::{test_key, TestDb};
+use dialtone_sync::testing::{eventually, test_key, TestDb};
 use dialtone_sync::*;
+use tokio_util::sync::CancellationToken;
 
 const DAY_MS: Millis = 86_400_000;
 const YEAR_MS: Millis = 365 * DAY_MS;
@@ -139,4 +141,42 @@ async fn a_sqlite_node_stepped_a_year_ahead_prunes_only_what_is_old() {
     let day = Duration::from_secs(86_400);
     assert_eq!(prune_all(&store, day).await, [0, 1, 0]);
     assert_eq!(counts(&db).await, [before[0], before[1] - 1, before[2]]);
+}
+
+/// The pruner's first pass runs at start, so a node with a wrong clock
+/// says so at once rather than after the first interval. It leaves the
+/// change log, which a node started from a snapshot is catching up from
+/// meanwhile, and gives way to shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_measures_the_clock_at_start() {
+    let db = TestDb::postgres().await;
+    let store = Arc::new(node_with_clock(&db, a_year_ahead).await);
+    write_rows(&*store).await;
+    let before = counts(&db).await;
+    let cancel = CancellationToken::new();
+    let month = Duration::from_secs(30 * 86_400);
+    let pruner = tokio::spawn(watcher::run_pruner(
+        store.clone(),
+        Duration::from_secs(3_600),
+        watcher::Retention {
+            change_log: Duration::ZERO,
+            change_log_max_rows: 0,
+            boots: month,
+            audit: month,
+        },
+        cancel.clone(),
+    ));
+    let measured = eventually(Duration::from_secs(10), || store.clock_offset_ms() != 0).await;
+    let offset = store.clock_offset_ms();
+    assert!(
+        measured && (offset - YEAR_MS).abs() < 60_000,
+        "measured {offset} ms ahead"
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), pruner)
+        .await
+        .expect("the pruner stops when cancelled")
+        .unwrap();
+    // With no retention at all, a change-log prune would have emptied it.
+    assert_eq!(counts(&db).await, before);
 }

@@ -21,8 +21,9 @@ pub const REALM: &str = "dialtone";
 
 /// How far another node's clock may run ahead of ours. Its nonces then look
 /// issued in the future here; refused as stale, a phone behind a load
-/// balancer that spreads its requests would loop on 401s.
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// balancer that spreads its requests would loop on 401s. The same
+/// allowance ranks rows stamped further ahead last (`dialtone_sync::skew`).
+pub use dialtone_sync::MAX_CLOCK_SKEW;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {

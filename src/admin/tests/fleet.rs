@@ -175,3 +175,41 @@ async fn a_phone_whose_last_source_is_banned_here_is_failing() {
     assert!(guard.lift_ban("192.0.2.9".parse().unwrap()));
     assert_eq!(failing("acme").await, serde_json::json!([]));
 }
+
+/// A node whose clock ran a year ahead, put right since, left a fetch of
+/// the old firmware stamped a year on: it is neither the phone's firmware
+/// nor a sign it was seen lately. A phone whose only fetch is stamped so
+/// is not known to have fetched within the window either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_stamped_a_year_ahead_is_not_the_latest() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let state = h.mirror.load();
+    let id = |slug: &str| state.tenant_by_slug(slug).unwrap().id;
+    let (acme, globex) = (id("acme"), id("globex"));
+    let now = now_millis();
+    let year = 365 * 24 * 3_600_000;
+    let firmware = |b: BootRecord, firmware: &str| BootRecord {
+        user_agent: Some(format!("Yealink SIP-T46S {firmware}")),
+        firmware: Some(firmware.into()),
+        ..b
+    };
+    h.store
+        .record_boots(&[
+            firmware(boot(ACME_MAC, acme, now + year, "ok"), "66.85.0.1"),
+            boot(ACME_MAC, acme, now - 30 * 24 * 3_600_000, "ok"),
+            boot(GLOBEX_MAC, globex, now + year, "ok"),
+        ])
+        .await
+        .unwrap();
+    let reply = h.get("global", "/v1/tenants/acme/fleet?days=7").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let fleet = reply.json();
+    assert_eq!(fleet["models"][0]["firmware"], "66.86.0.15", "{fleet}");
+    assert_eq!(fleet["not_seen"][0]["mac"], ACME_MAC, "{fleet}");
+    assert_eq!(fleet["not_seen"][0]["last_seen"], now - 30 * 24 * 3_600_000);
+    let reply = h.get("global", "/v1/tenants/globex/fleet?days=7").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let fleet = reply.json();
+    assert_eq!(fleet["not_seen"][0]["mac"], GLOBEX_MAC, "{fleet}");
+    assert_eq!(fleet["not_seen"][0]["last_seen"], now + year);
+}

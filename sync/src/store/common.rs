@@ -973,30 +973,53 @@ macro_rules! shared_sql {
             Ok(())
         }
 
+        /// A phone's fetches, newest first: those stamped by `trusted`
+        /// (see `crate::trusted_until`), then, unless `served_only`, those
+        /// stamped after it, as far as `limit` reaches. Ranked by its stamp,
+        /// a row from a clock stepped ahead came before every real fetch
+        /// until this clock caught up with it, hiding today's fetches; it
+        /// is kept, last, as it did happen at some time. Two reads down the
+        /// `(mac, at)` index, not one sort of the phone's whole history.
         pub(super) async fn recent_boots(
             conn: &mut $conn,
             mac: &Mac,
             tenant: Option<Id>,
             limit: i64,
-            served_by: Option<Millis>,
+            served_only: bool,
+            trusted: Millis,
         ) -> Result<Vec<BootRecord>, SyncError> {
-            const COLUMNS: &str = "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, \
-                                   firmware, tenant_id FROM provisioning_history WHERE mac = $1";
-            // `served_by`: served fetches stamped by then only;
-            // `Store::served_boots` says why.
-            let mut query = String::from(COLUMNS);
-            if served_by.is_some() {
-                query.push_str(" AND outcome = 'ok' AND at <= $3");
+            let mut rows = boots_stamped(conn, mac, tenant, limit, served_only, "<=", trusted).await?;
+            let missing = limit.saturating_sub(rows.len() as i64);
+            if !served_only && missing > 0 {
+                rows.extend(boots_stamped(conn, mac, tenant, missing, false, ">", trusted).await?);
+            }
+            Ok(rows)
+        }
+
+        /// A phone's latest fetches whose `at` compares to `stamp` as `cmp`
+        /// says, newest first; `served_only`: served ones only
+        /// (`Store::served_boots` says why).
+        async fn boots_stamped(
+            conn: &mut $conn,
+            mac: &Mac,
+            tenant: Option<Id>,
+            limit: i64,
+            served_only: bool,
+            cmp: &str,
+            stamp: Millis,
+        ) -> Result<Vec<BootRecord>, SyncError> {
+            let mut query = format!(
+                "SELECT mac, at, remote_ip, user_agent, protocol, file, outcome, bytes, model, \
+                 firmware, tenant_id FROM provisioning_history WHERE mac = $1 AND at {cmp} $3"
+            );
+            if served_only {
+                query.push_str(" AND outcome = 'ok'");
             }
             if tenant.is_some() {
-                let n = if served_by.is_some() { 4 } else { 3 };
-                query.push_str(&format!(" AND tenant_id = ${n}"));
+                query.push_str(" AND tenant_id = $4");
             }
             query.push_str(" ORDER BY at DESC, id DESC LIMIT $2");
-            let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit);
-            if let Some(by) = served_by {
-                select = select.bind(by);
-            }
+            let mut select = sqlx::query_as(&query).bind(mac.to_string()).bind(limit).bind(stamp);
             if let Some(tenant) = tenant {
                 select = select.bind(tenant);
             }

@@ -27,11 +27,16 @@ macro_rules! fleet_sql {
     ($conn:ty) => {
         use crate::store::fleet::{FleetHistory, FLEET_CHUNK};
 
+        /// `trusted`: see `crate::trusted_until`. A fetch stamped after it
+        /// is the latest only of a phone with no other: taken at its stamp,
+        /// a row from a clock stepped ahead named the firmware of a year
+        /// ago as current and kept a silent phone out of `not_seen`.
         pub(super) async fn fleet_history(
             conn: &mut $conn,
             tenant: Id,
             macs: &[Mac],
             since: Millis,
+            trusted: Millis,
         ) -> Result<FleetHistory, SyncError> {
             type Builder<'q> = sqlx::QueryBuilder<'q, <$conn as sqlx::Connection>::Database>;
             const HOUR: i64 = 3_600_000;
@@ -39,15 +44,26 @@ macro_rules! fleet_sql {
             let mut hours = std::collections::BTreeMap::<i64, i64>::new();
             for chunk in macs.chunks(FLEET_CHUNK) {
                 let texts: Vec<String> = chunk.iter().map(|m| m.to_string()).collect();
-                // Per MAC, one backward step down the (mac, at) index. Rows
+                // Per MAC, one backward step down the (mac, at) index from
+                // `trusted`, and a second from the top only for a MAC with
+                // none below it (COALESCE stops at the first found). Rows
                 // made under an earlier owner of the MAC are skipped.
                 let mut latest = Builder::new(
                     "SELECT h.mac, h.at, h.remote_ip, h.user_agent, h.protocol, h.file, h.outcome, h.bytes, \
                      h.model, h.firmware, h.tenant_id FROM provisioning_history h WHERE h.id IN \
-                     (SELECT (SELECT p.id FROM provisioning_history p WHERE p.mac = m.column1 AND p.tenant_id = ",
+                     (SELECT COALESCE(",
                 );
-                latest.push_bind(tenant);
-                latest.push(" ORDER BY p.at DESC, p.id DESC LIMIT 1) FROM (VALUES ");
+                for (n, cmp) in ["<=", ">"].into_iter().enumerate() {
+                    if n > 0 {
+                        latest.push(", ");
+                    }
+                    latest.push("(SELECT p.id FROM provisioning_history p WHERE p.mac = m.column1 AND p.tenant_id = ");
+                    latest.push_bind(tenant);
+                    latest.push(format_args!(" AND p.at {cmp} "));
+                    latest.push_bind(trusted);
+                    latest.push(" ORDER BY p.at DESC, p.id DESC LIMIT 1)");
+                }
+                latest.push(") FROM (VALUES ");
                 let mut values = latest.separated(", ");
                 for mac in &texts {
                     values.push("(").push_bind_unseparated(mac.as_str()).push_unseparated(")");

@@ -584,8 +584,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_boots(&self, records: &[BootRecord]) -> Result<(), SyncError>;
 
-    /// A phone's latest fetches, newest first; with `tenant`, only those
-    /// made while that tenant owned it.
+    /// A phone's latest fetches, newest first, those stamped after
+    /// [`crate::trusted_until`] of this node's clock last; with `tenant`,
+    /// only those made while that tenant owned it.
     async fn recent_boots(
         &self,
         mac: &Mac,
@@ -608,7 +609,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<BootRecord>, SyncError>;
 
     /// For the fleet view: the latest fetch of each of `macs` made while
-    /// `tenant` owned it, and the tenant's fetches per hour since `since`
+    /// `tenant` owned it (one stamped after [`crate::trusted_until`] only
+    /// for a phone with no other), and the tenant's fetches per hour since `since`
     /// (only those of `macs`). The caller bounds `macs`.
     async fn fleet_history(
         &self,
@@ -667,14 +669,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Upserts unclaimed devices (each (tenant, mac) once, `count` the
     /// fetches to add), then keeps each touched tenant's `per_tenant` most
-    /// recently seen.
+    /// recently seen, those last seen after [`crate::trusted_until`] of
+    /// this node's clock cut first.
     async fn record_unclaimed(
         &self,
         devices: &[UnclaimedDevice],
         per_tenant: i64,
     ) -> Result<(), SyncError>;
 
-    /// A tenant's (or [`UNASSIGNED`]'s) unclaimed devices, last seen first.
+    /// A tenant's (or [`UNASSIGNED`]'s) unclaimed devices, last seen first,
+    /// those last seen after [`crate::trusted_until`] last.
     async fn unclaimed_devices(
         &self,
         tenant: Id,

@@ -46,6 +46,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
+use crate::skew::trusted_until;
 use crate::store::{
     Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
 };
@@ -359,7 +360,15 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::recent_boots(conn.conn(), mac, tenant, limit, None).await;
+        let read = sql::recent_boots(
+            conn.conn(),
+            mac,
+            tenant,
+            limit,
+            false,
+            trusted_until(now_millis()),
+        )
+        .await;
         conn.settle(read).await
     }
 
@@ -371,7 +380,7 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::recent_boots(conn.conn(), mac, Some(tenant), limit, Some(stamped_by)).await;
+        let read = sql::recent_boots(conn.conn(), mac, Some(tenant), limit, true, stamped_by).await;
         conn.settle(read).await
     }
 
@@ -382,7 +391,14 @@ impl Store for PgStore {
         since: Millis,
     ) -> Result<super::FleetHistory, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::fleet_history(conn.conn(), tenant, macs, since).await;
+        let read = sql::fleet_history(
+            conn.conn(),
+            tenant,
+            macs,
+            since,
+            trusted_until(now_millis()),
+        )
+        .await;
         conn.settle(read).await
     }
 
@@ -432,10 +448,11 @@ impl Store for PgStore {
         devices: &[super::UnclaimedDevice],
         per_tenant: i64,
     ) -> Result<(), SyncError> {
+        let trusted = trusted_until(now_millis());
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let written = async {
             let mut tx = conn.begin().await?;
-            sql::upsert_unclaimed(&mut tx, devices, per_tenant).await?;
+            sql::upsert_unclaimed(&mut tx, devices, per_tenant, trusted).await?;
             Ok(tx.commit().await?)
         }
         .await;
@@ -448,7 +465,8 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<super::UnclaimedDevice>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::unclaimed_devices(conn.conn(), tenant, limit).await;
+        let read =
+            sql::unclaimed_devices(conn.conn(), tenant, limit, trusted_until(now_millis())).await;
         conn.settle(read).await
     }
 

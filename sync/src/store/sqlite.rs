@@ -34,6 +34,7 @@ mod sql {
 use crate::crypto::SecretKey;
 use crate::error::SyncError;
 use crate::model::*;
+use crate::skew::trusted_until;
 use crate::store::rekey::KEY_CHECK_NOW;
 use crate::store::{
     Audit, AuditQuery, AuditRecord, BootRecord, Mutation, Progress, TemplateVersion, WriteReport,
@@ -427,7 +428,15 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, tenant, limit, None).await
+        sql::recent_boots(
+            &mut conn,
+            mac,
+            tenant,
+            limit,
+            false,
+            trusted_until(now_millis()),
+        )
+        .await
     }
 
     async fn served_boots(
@@ -438,7 +447,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<BootRecord>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::recent_boots(&mut conn, mac, Some(tenant), limit, Some(stamped_by)).await
+        sql::recent_boots(&mut conn, mac, Some(tenant), limit, true, stamped_by).await
     }
 
     async fn fleet_history(
@@ -448,7 +457,7 @@ impl Store for SqliteStore {
         since: Millis,
     ) -> Result<super::FleetHistory, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::fleet_history(&mut conn, tenant, macs, since).await
+        sql::fleet_history(&mut conn, tenant, macs, since, trusted_until(now_millis())).await
     }
 
     async fn template_versions(&self, template_id: Id) -> Result<Vec<TemplateVersion>, SyncError> {
@@ -502,8 +511,11 @@ impl Store for SqliteStore {
         per_tenant: i64,
     ) -> Result<(), SyncError> {
         let devices = devices.to_vec();
+        let trusted = trusted_until(now_millis());
         self.write_txn(move |conn| {
-            Box::pin(async move { sql::upsert_unclaimed(conn, &devices, per_tenant).await })
+            Box::pin(
+                async move { sql::upsert_unclaimed(conn, &devices, per_tenant, trusted).await },
+            )
         })
         .await
     }
@@ -514,7 +526,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<super::UnclaimedDevice>, SyncError> {
         let mut conn = self.pool.acquire().await?;
-        sql::unclaimed_devices(&mut conn, tenant, limit).await
+        sql::unclaimed_devices(&mut conn, tenant, limit, trusted_until(now_millis())).await
     }
 
     async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError> {

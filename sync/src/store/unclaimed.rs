@@ -31,11 +31,17 @@ macro_rules! unclaimed_sql {
 
         /// Upserts by (tenant, mac); `devices` must hold each key once (a
         /// PostgreSQL upsert may not touch a row twice). Then cuts each
-        /// touched tenant's list to `per_tenant`, oldest `last_seen` first.
+        /// touched tenant's list to `per_tenant`: first those last seen
+        /// after `trusted` (see `crate::trusted_until`), then the oldest
+        /// `last_seen`. Ranked by their stamps, a thousand rows from a
+        /// clock stepped a year ahead outranked every real sighting, and
+        /// each write deleted the new phones it had just listed, for that
+        /// year.
         pub(super) async fn upsert_unclaimed(
             conn: &mut $conn,
             devices: &[UnclaimedDevice],
             per_tenant: i64,
+            trusted: Millis,
         ) -> Result<(), SyncError> {
             for chunk in devices.chunks(200) {
                 let mut insert = sqlx::QueryBuilder::<<$conn as sqlx::Connection>::Database>::new(
@@ -55,6 +61,9 @@ macro_rules! unclaimed_sql {
                 });
                 // What the phone said last wins, but silence (a file name
                 // without a User-Agent) does not erase what it said before.
+                // A `last_seen` past `trusted` gives way to any sighting: kept
+                // as the later, it held the device first in line to be cut
+                // however often it was seen since.
                 insert.push(
                     " ON CONFLICT (tenant_id, mac) DO UPDATE SET \
                      family = COALESCE(excluded.family, unclaimed_devices.family), \
@@ -64,7 +73,11 @@ macro_rules! unclaimed_sql {
                      first_seen = CASE WHEN excluded.first_seen < unclaimed_devices.first_seen \
                        THEN excluded.first_seen ELSE unclaimed_devices.first_seen END, \
                      last_seen = CASE WHEN excluded.last_seen > unclaimed_devices.last_seen \
-                       THEN excluded.last_seen ELSE unclaimed_devices.last_seen END, \
+                       OR unclaimed_devices.last_seen > ",
+                );
+                insert.push_bind(trusted);
+                insert.push(
+                    " THEN excluded.last_seen ELSE unclaimed_devices.last_seen END, \
                      count = unclaimed_devices.count + excluded.count",
                 );
                 insert.build().execute(&mut *conn).await?;
@@ -72,26 +85,40 @@ macro_rules! unclaimed_sql {
             let mut tenants: Vec<Id> = devices.iter().map(|d| d.tenant_id).collect();
             tenants.sort_unstable();
             tenants.dedup();
+            // A list holds at most `per_tenant` and one write's devices, so
+            // ordering it by an expression sorts that many rows.
             for tenant in tenants {
-                let boundary: Option<(Millis, String)> = sqlx::query_as(
-                    "SELECT last_seen, mac FROM unclaimed_devices WHERE tenant_id = $1 \
-                     ORDER BY last_seen DESC, mac DESC LIMIT 1 OFFSET $2",
+                let boundary: Option<(bool, Millis, String)> = sqlx::query_as(
+                    "SELECT last_seen > $3 AS ahead, last_seen, mac FROM unclaimed_devices \
+                     WHERE tenant_id = $1 ORDER BY ahead, last_seen DESC, mac DESC LIMIT 1 OFFSET $2",
                 )
                 .bind(tenant)
                 .bind(per_tenant)
+                .bind(trusted)
                 .fetch_optional(&mut *conn)
                 .await?;
-                if let Some((seen, mac)) = boundary {
-                    sqlx::query(
-                        "DELETE FROM unclaimed_devices WHERE tenant_id = $1 \
-                         AND (last_seen < $2 OR (last_seen = $2 AND mac <= $3))",
-                    )
+                // The first row cut and every one after it: with a trusted
+                // one first, every row stamped ahead too.
+                let cut = match boundary {
+                    None => continue,
+                    Some((false, seen, mac)) => (
+                        "last_seen > $4 OR last_seen < $2 OR (last_seen = $2 AND mac <= $3)",
+                        seen,
+                        mac,
+                    ),
+                    Some((true, seen, mac)) => (
+                        "last_seen > $4 AND (last_seen < $2 OR (last_seen = $2 AND mac <= $3))",
+                        seen,
+                        mac,
+                    ),
+                };
+                sqlx::query(&format!("DELETE FROM unclaimed_devices WHERE tenant_id = $1 AND ({})", cut.0))
                     .bind(tenant)
-                    .bind(seen)
-                    .bind(mac)
+                    .bind(cut.1)
+                    .bind(cut.2)
+                    .bind(trusted)
                     .execute(&mut *conn)
                     .await?;
-                }
             }
             // A deleted tenant's list goes with it (ids are never reused,
             // so it was unreadable already; this keeps it from lingering).
@@ -104,17 +131,22 @@ macro_rules! unclaimed_sql {
             Ok(())
         }
 
+        /// Last seen first, those last seen after `trusted` (see
+        /// `crate::trusted_until`) after the rest: the order the cut keeps.
         pub(super) async fn unclaimed_devices(
             conn: &mut $conn,
             tenant: Id,
             limit: i64,
+            trusted: Millis,
         ) -> Result<Vec<UnclaimedDevice>, SyncError> {
             Ok(sqlx::query_as(
                 "SELECT tenant_id, mac, family, model, firmware, source, first_seen, last_seen, count \
-                 FROM unclaimed_devices WHERE tenant_id = $1 ORDER BY last_seen DESC, mac LIMIT $2",
+                 FROM unclaimed_devices WHERE tenant_id = $1 \
+                 ORDER BY last_seen > $3, last_seen DESC, mac LIMIT $2",
             )
             .bind(tenant)
             .bind(limit)
+            .bind(trusted)
             .fetch_all(&mut *conn)
             .await?)
         }
