@@ -321,6 +321,10 @@ pub const GAUGES: &[(&str, &str)] = &[
         "When the HTTPS listener's certificate expires (Unix seconds), as last read at start or on SIGHUP; 0 if its date could not be read. Absent without HTTPS.",
     ),
     (
+        "dialtone_tls_certificate_not_before_timestamp_seconds",
+        "When the HTTPS listener's certificate becomes valid (its notBefore, Unix seconds), as last read at start or on SIGHUP; above time() while phones that check dates refuse it as not valid yet (logged at ERROR); 0 if its date could not be read. Absent without HTTPS.",
+    ),
+    (
         "dialtone_mirror_lag_seconds",
         "Seconds since the mirror last caught up with the database.",
     ),

@@ -250,3 +250,24 @@ fn a_final_snapshot_not_written_is_an_error() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("ERROR"), "{log}");
 }
+
+/// `snapshot_path` naming a folder (`/var/lib/dialtone`) passed: its
+/// parent is writable, and then every snapshot write failed renaming onto
+/// the folder, so the node never had a snapshot to start from.
+#[test]
+fn a_snapshot_path_naming_a_folder_fails_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("state");
+    std::fs::create_dir(&folder).unwrap();
+    let mut cmd = check_config(dir.path());
+    cmd.env("DIALTONE_MIRROR__SNAPSHOT_PATH", &folder);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("mirror.snapshot_path")
+            && l.contains("is not a file")
+            && l.contains("not its folder")),
+        "{err}"
+    );
+}

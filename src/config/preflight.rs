@@ -31,17 +31,31 @@ impl Config {
             // A credential systemd copies at the service's start is not
             // there while it is stopped, when `check-config` is run.
             let later = |path: &Path| path.starts_with(SYSTEMD_CREDENTIALS) && !path.exists();
-            let checked = if later(cert) || later(key) {
-                Ok(())
+            let checked = if later(cert) {
+                Ok(None)
+            } else if later(key) {
+                // The certificate's dates alone, which a packaged node
+                // (its key a credential) would otherwise first show when
+                // serving them; the pair, unreadable files included, is
+                // left to the start as before.
+                Ok(crate::http_server::TlsFiles::file_date_problem(cert).unwrap_or(None))
             } else {
-                crate::http_server::tls_acceptor(cert, key).map(drop)
+                crate::http_server::tls_acceptor(cert, key).map(|(_, files)| files.date_problem())
             };
-            if let Err(e) = checked {
-                problems.push(format!(
+            match checked {
+                Err(e) => problems.push(format!(
                     "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
                     cert.display(),
                     key.display()
-                ));
+                )),
+                // `serve` starts with it, having nothing else to serve;
+                // an error here, as a snapshot folder it cannot write is,
+                // since every phone that checks dates refuses it.
+                Ok(Some(problem)) => problems.push(format!(
+                    "the TLS certificate {} (provisioning.tls_cert) {problem}: phones that check dates refuse it",
+                    cert.display()
+                )),
+                Ok(None) => {}
             }
         }
         if self.secrets.key.is_none() {
@@ -74,6 +88,15 @@ impl Config {
 /// first periodic write or at the shutdown.
 pub(crate) fn snapshot_folder_problem(config: &Config) -> Option<String> {
     let path = config.snapshot_path();
+    // A folder there (`/var/lib/dialtone`) passes the probe of its parent,
+    // and then every write fails renaming onto it.
+    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Some(format!(
+            "mirror.snapshot_path {} is not a file: it names the snapshot file itself \
+             (as /var/lib/dialtone/dialtone.snapshot), not its folder",
+            path.display()
+        ));
+    }
     folder_unwritable(parent_folder(&path)).map(|why| {
         format!(
             "cannot write the snapshot {} (mirror.snapshot_path): {why}",
@@ -278,6 +301,35 @@ mod tests {
                 problems[0].contains("provisioning.tls_cert/tls_key"),
                 "{problems:?}"
             );
+        }
+    }
+
+    /// `serve` starts with it, but phones that check dates refuse it: a
+    /// configuration error here, naming the date.
+    #[test]
+    fn a_certificate_outside_its_dates_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+        for (from, until, said) in [
+            (2099, 2100, "is not valid until 2099-01-01 00:00:00 UTC"),
+            (1999, 2000, "expired at 2000-01-01 00:00:00 UTC"),
+        ] {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(until, 1, 1);
+            let signing_key = rcgen::KeyPair::generate().unwrap();
+            std::fs::write(&cert, params.self_signed(&signing_key).unwrap().pem()).unwrap();
+            std::fs::write(&key, signing_key.serialize_pem()).unwrap();
+            // With its key a credential not there until the start too.
+            let credential = Path::new("/run/credentials/dialtone-not-started-yet.service/key");
+            for key in [key.as_path(), credential] {
+                let problems = with_tls(config_in(dir.path()), &cert, key).preflight();
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(
+                    problems[0].contains("(provisioning.tls_cert)") && problems[0].contains(said),
+                    "{problems:?}"
+                );
+            }
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,65 +13,167 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
+mod dates;
+pub use dates::{DateProblem, EXPIRY_GAUGE, NOT_BEFORE_GAUGE};
+use dates::{Utc, Validity};
+
 /// The certificate and key files, and what was last read from them.
 #[derive(Debug)]
 pub struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<CertifiedKey>>,
-    /// When the served certificate expires (Unix seconds; 0 if its date
-    /// could not be read).
-    not_after: AtomicI64,
+    current: RwLock<Served>,
 }
 
-/// The gauge an expiry alert compares with `time()`.
-pub const EXPIRY_GAUGE: &str = "dialtone_tls_certificate_expiry_timestamp_seconds";
+/// The served certificate with its dates (`None` if they could not be
+/// read), swapped together so the gauges never pair one certificate's
+/// start with another's expiry.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    dates: Option<Validity>,
+}
+
+impl Served {
+    fn new(key: CertifiedKey) -> Served {
+        let dates = Validity::of(&key);
+        Served {
+            key: Arc::new(key),
+            dates,
+        }
+    }
+}
 
 /// Within this many days of its expiry, a certificate read is logged as
 /// a warning: a renewal that stopped working shows in the log weeks
 /// before phones refuse the handshake.
 const EXPIRY_WARNING_DAYS: i64 = 21;
 
+/// Why a reload kept the running certificate.
+#[derive(Debug)]
+pub enum Refused {
+    /// The files do not load: unreadable, not PEM, a key that does not
+    /// match the certificate.
+    Unusable(String),
+    /// The new certificate is expired or not valid yet, and the running
+    /// one is valid.
+    Dates(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Unusable(why) | Refused::Dates(why) => f.write_str(why),
+        }
+    }
+}
+
 impl TlsFiles {
-    /// Reads the files again; on any error the running certificate stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let fresh = certified_key(&self.cert, &self.key, &self.provider)?;
-        let not_after = not_after(&fresh);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        self.not_after.store(not_after, Ordering::Relaxed);
+    /// Reads the files again. The running certificate stays on any error,
+    /// and when the new one is outside its dates while the running one is
+    /// within them: swapping would turn away every phone that checks
+    /// dates. A running one outside its dates too is replaced: there is
+    /// nothing valid to keep, and the files are what the operator chose.
+    pub fn reload(&self) -> Result<(), Refused> {
+        let fresh = Served::new(
+            certified_key(&self.cert, &self.key, &self.provider).map_err(Refused::Unusable)?,
+        );
+        let now = dates::now();
+        {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let running_valid = current.dates.is_some_and(|d| d.problem(now).is_none());
+            if let Some(problem) = fresh.dates.and_then(|d| d.problem(now)) {
+                if running_valid {
+                    return Err(Refused::Dates(format!(
+                        "{}: kept the running certificate: the new one {problem}",
+                        self.cert.display()
+                    )));
+                }
+            }
+            *current = fresh;
+        }
         self.record_expiry();
         Ok(())
     }
 
-    /// When the served certificate expires (Unix seconds), if its date
-    /// could be read.
-    pub fn not_after(&self) -> Option<i64> {
-        Some(self.not_after.load(Ordering::Relaxed)).filter(|t| *t != 0)
-    }
-
-    /// Sets the expiry gauge, and logs a certificate that has expired or
-    /// soon will. Called once the metrics recorder is installed, and after
-    /// each reload.
-    pub fn record_expiry(&self) {
-        let Some(not_after) = self.not_after() else {
-            // 0, not the previous certificate's date: the alerts skip it.
-            metrics::gauge!(EXPIRY_GAUGE).set(0.0);
-            tracing::warn!(cert = %self.cert.display(), "the TLS certificate's expiry date could not be read; expiry gauge 0");
-            return;
-        };
-        metrics::gauge!(EXPIRY_GAUGE).set(not_after as f64);
-        let now = dialtone_sync::now_millis() / 1000;
-        let days = (not_after - now).div_euclid(86_400);
-        if not_after <= now {
-            tracing::error!(cert = %self.cert.display(), "the TLS certificate has expired; phones that check dates refuse it");
-        } else if days < EXPIRY_WARNING_DAYS {
-            tracing::warn!(cert = %self.cert.display(), days, "the TLS certificate expires soon");
+    /// [`reload`](Self::reload) for SIGHUP, logged: a certificate kept for
+    /// its dates at ERROR, as phones will refuse the renewal once the
+    /// running one expires. Says whether the new certificate is served.
+    pub fn reload_logged(&self) -> bool {
+        match self.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %self.cert.display(), "SIGHUP: TLS certificate reloaded");
+                true
+            }
+            Err(Refused::Unusable(e)) => {
+                tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one");
+                false
+            }
+            Err(Refused::Dates(e)) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one");
+                false
+            }
         }
     }
 
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
+    fn dates(&self) -> Option<Validity> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).dates
+    }
+
+    /// When the served certificate expires (Unix seconds), if its date
+    /// could be read.
+    #[cfg(test)]
+    pub fn not_after(&self) -> Option<i64> {
+        self.dates().map(|d| d.not_after)
+    }
+
+    /// Why phones that check dates refuse the served certificate now.
+    pub fn date_problem(&self) -> Option<DateProblem> {
+        self.dates().and_then(|d| d.problem(dates::now()))
+    }
+
+    /// Why phones that check dates would refuse the certificate in `cert`
+    /// now, read without its key: for `check-config` when the key is a
+    /// credential systemd hands over only at the service's start.
+    pub fn file_date_problem(cert: &Path) -> Result<Option<DateProblem>, String> {
+        let chain = read_chain(cert)?;
+        Ok(Validity::of_der(&chain[0]).and_then(|d| d.problem(dates::now())))
+    }
+
+    /// Sets the date gauges, and logs a certificate that is not valid
+    /// yet, has expired or soon will. Called once the metrics recorder is
+    /// installed, and after each reload that swapped: at the start there
+    /// is nothing else to serve, so one outside its dates is served, said
+    /// at ERROR.
+    pub fn record_expiry(&self) {
+        let Some(dates) = self.dates() else {
+            // 0, not the previous certificate's dates: the alerts skip it.
+            metrics::gauge!(EXPIRY_GAUGE).set(0.0);
+            metrics::gauge!(NOT_BEFORE_GAUGE).set(0.0);
+            tracing::warn!(cert = %self.cert.display(), "the TLS certificate's dates could not be read; expiry gauge 0");
+            return;
+        };
+        metrics::gauge!(EXPIRY_GAUGE).set(dates.not_after as f64);
+        metrics::gauge!(NOT_BEFORE_GAUGE).set(dates.not_before as f64);
+        let now = dates::now();
+        let days = (dates.not_after - now).div_euclid(86_400);
+        match dates.problem(now) {
+            Some(DateProblem::NotYetValid(at)) => tracing::error!(
+                cert = %self.cert.display(),
+                "the TLS certificate is not valid until {}; phones that check dates refuse it until then",
+                Utc(at)
+            ),
+            Some(DateProblem::Expired(at)) => tracing::error!(
+                cert = %self.cert.display(),
+                "the TLS certificate expired at {}; phones that check dates refuse it",
+                Utc(at)
+            ),
+            None if days < EXPIRY_WARNING_DAYS => {
+                tracing::warn!(cert = %self.cert.display(), days, "the TLS certificate expires soon")
+            }
+            None => {}
+        }
     }
 }
 
@@ -82,6 +183,7 @@ impl ResolvesServerCert for TlsFiles {
             self.current
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
+                .key
                 .clone(),
         )
     }
@@ -96,26 +198,25 @@ fn certified_key(
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate in it", cert.display()));
-    }
+    use rustls::pki_types::PrivateKeyDer;
+    let chain = read_chain(cert)?;
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     CertifiedKey::from_der(chain, key_der, provider)
         .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
 }
 
-/// The expiry of the chain's first certificate, the one served for this
-/// node's name (Unix seconds), or 0.
-fn not_after(key: &CertifiedKey) -> i64 {
-    key.end_entity_cert()
-        .ok()
-        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
+/// The certificates of a PEM file, at least one.
+fn read_chain(cert: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    Ok(chain)
 }
 
 /// A TLS acceptor from PEM files, speaking HTTP/1.1 only (ALPN): phones
@@ -127,8 +228,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<TlsFile
     let files = Arc::new(TlsFiles {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
-        not_after: AtomicI64::new(not_after(&first)),
-        current: RwLock::new(Arc::new(first)),
+        current: RwLock::new(Served::new(first)),
         provider: provider.clone(),
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -280,101 +380,4 @@ impl MinuteLimit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[test]
-    fn handshake_failures_are_logged_once_a_minute() {
-        let limit = MinuteLimit::new();
-        let start = Instant::now();
-        assert_eq!(limit.allow(start), Some(0));
-        assert_eq!(limit.allow(start + Duration::from_secs(1)), None);
-        assert_eq!(limit.allow(start + Duration::from_secs(59)), None);
-        assert_eq!(limit.allow(start + Duration::from_secs(60)), Some(2));
-    }
-
-    /// A self-signed certificate for `localhost`, written to the files.
-    fn issue(cert: &Path, key: &Path) -> rcgen::CertifiedKey<rcgen::KeyPair> {
-        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        std::fs::write(cert, issued.cert.pem()).unwrap();
-        std::fs::write(key, issued.signing_key.serialize_pem()).unwrap();
-        issued
-    }
-
-    /// As [`issue`], valid until the first of January of `year`.
-    fn issue_until(cert: &Path, key: &Path, year: i32) -> rcgen::CertifiedKey<rcgen::KeyPair> {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(year, 1, 1);
-        let signing_key = rcgen::KeyPair::generate().unwrap();
-        let issued = rcgen::CertifiedKey {
-            cert: params.self_signed(&signing_key).unwrap(),
-            signing_key,
-        };
-        std::fs::write(cert, issued.cert.pem()).unwrap();
-        std::fs::write(key, issued.signing_key.serialize_pem()).unwrap();
-        issued
-    }
-
-    /// Whether a client trusting only `trusted` completes a handshake.
-    async fn handshake(acceptor: &TlsAcceptor, trusted: &rcgen::Certificate) -> bool {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(trusted.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let serving = {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut stream = acceptor.accept(server).await.ok()?;
-                stream.write_all(b"hi").await.ok()?;
-                stream.shutdown().await.ok()
-            })
-        };
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let Ok(mut stream) = connector.connect(name, client).await else {
-            return false;
-        };
-        let mut greeting = [0u8; 2];
-        let read = stream.read_exact(&mut greeting).await.is_ok();
-        let _ = serving.await;
-        read && &greeting == b"hi"
-    }
-
-    #[tokio::test]
-    async fn a_reload_serves_the_renewed_certificate_and_keeps_the_old_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let first = issue(&cert, &key);
-        let (acceptor, files) = tls_acceptor(&cert, &key).unwrap();
-        assert!(handshake(&acceptor, &first.cert).await);
-
-        // rcgen's default validity ends on 4096-01-01.
-        assert_eq!(files.not_after(), Some(67_090_118_400));
-
-        // Renewed in place, then SIGHUP; the expiry follows the renewal.
-        let renewed = issue_until(&cert, &key, 2031);
-        assert!(handshake(&acceptor, &first.cert).await, "until the reload");
-        files.reload().unwrap();
-        assert_eq!(files.not_after(), Some(1_924_992_000));
-        assert!(handshake(&acceptor, &renewed.cert).await);
-        assert!(!handshake(&acceptor, &first.cert).await);
-
-        // Half a renewal (a new certificate, the old key): refused, and
-        // the running certificate stays.
-        let half = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        std::fs::write(&cert, half.cert.pem()).unwrap();
-        let refused = files.reload().unwrap_err();
-        assert!(refused.contains("cert.pem"), "{refused}");
-        std::fs::write(&cert, "not a certificate").unwrap();
-        assert!(files.reload().is_err());
-        assert!(handshake(&acceptor, &renewed.cert).await);
-        assert_eq!(files.not_after(), Some(1_924_992_000), "the running one's");
-    }
-}
+mod tests;

@@ -369,15 +369,9 @@ pub(super) fn reload_live(
     move |config: Option<&Config>| {
         let mut applied = true;
         if let Some(tls) = &tls {
-            match tls.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %tls.cert_path().display(), "SIGHUP: TLS certificate reloaded")
-                }
-                Err(e) => {
-                    applied = false;
-                    dialtone_sync::watcher::failed("reload");
-                    tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the running one")
-                }
+            if !tls.reload_logged() {
+                applied = false;
+                dialtone_sync::watcher::failed("reload");
             }
         }
         if let Some(config) = config {
