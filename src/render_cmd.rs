@@ -2,7 +2,7 @@
 //! review or diff a change with it; the benchmarks give static servers the
 //! very bytes dialtone renders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use dialtone_tftp::{Protocol, ProvisionError, ProvisionOptions, Provisioner, Req
 
 use crate::config::Config;
 
+mod folder;
+
 #[derive(Args)]
 // Checked as the command line is read: without either there is nothing to
 // render, and no reason to open the database first.
@@ -24,9 +26,14 @@ pub struct RenderArgs {
     /// Render every file of every phone into --out.
     #[arg(long, requires = "out", conflicts_with = "mac")]
     pub all: bool,
-    /// Where --all writes (created if missing).
+    /// Where --all writes (created if missing). Files of the same bytes
+    /// are hard links to one file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With --all, only this tenant's phones (by slug); repeat for more.
+    /// Default: every tenant.
+    #[arg(long = "tenant", value_name = "SLUG", requires = "all")]
+    pub tenants: Vec<String>,
     /// One phone: print the named file, or list the phone's files.
     pub mac: Option<String>,
     /// The file to print, by the name the phone asks for (e.g. 0015654aa937.cfg).
@@ -130,6 +137,7 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         );
         return crate::stdout_reader::quiet_if_reader_left(printed);
     }
+    let phones = selected_phones(&state, &args.tenants)?;
     let out = (args.out.as_ref()).expect("clap requires a MAC or --all, and --out with --all");
     // The files hold line passwords in clear: a folder made here is its
     // owner's alone (one that exists is left as it is).
@@ -138,14 +146,13 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
         .mode(0o700)
         .create(out)
         .with_context(|| format!("creating {}", out.display()))?;
+    let mut folder = folder::Folder::new(out);
     // Shared files (model-common, boot) are rendered once per name; if two
     // phones would get different bytes under one name, say so.
     let mut written: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
     let mut conflicts = 0;
     let mut errors = 0;
-    let mut phones = 0;
-    for phone in state.phones() {
-        phones += 1;
+    for phone in &phones {
         for name in file_names(phone.family, &phone.mac, phone.model.as_deref()) {
             // A model is stored as given (an import, a claimed phone's
             // User-Agent): a name that is not one plain file would write
@@ -168,17 +175,20 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
                 Some(previous) if *previous == body => {}
                 Some(_) => conflicts += 1,
                 None => {
-                    write_private(&out.join(&name), &body)?;
+                    folder.add(&name, &body)?;
                     written.insert(name, body);
                 }
             }
         }
     }
-    let bytes: usize = written.values().map(|b| b.len()).sum();
     println!(
-        "{} files ({bytes} bytes) for {phones} phones in {}",
-        written.len(),
-        out.display()
+        "{} files for {} phones in {}: {} distinct bodies, {} bytes written, {} hard links",
+        folder.files,
+        phones.len(),
+        out.display(),
+        folder.distinct(),
+        folder.bytes_written,
+        folder.links,
     );
     if conflicts > 0 {
         eprintln!("{conflicts} shared file names render differently for different phones; the first phone's bytes were kept");
@@ -189,11 +199,43 @@ pub async fn run(config: &Config, args: &RenderArgs) -> Result<()> {
     Ok(())
 }
 
-/// A rendered file (here, or fetched by `phlem fetch -o`) holds line and
-/// HTTP passwords in clear, so only its owner may read it, as `export`'s
-/// file. Not `export`'s temporary file renamed into place: `-o /dev/null`
-/// would replace the device. A regular file left readable by an earlier
-/// run is narrowed before the secrets go in; a device is left as it is.
+/// Every phone, or the named tenants' only. Every slug is checked before
+/// anything is written, and all unknown ones are named at once.
+fn selected_phones<'a>(
+    state: &'a dialtone_sync::MirrorState,
+    slugs: &[String],
+) -> Result<Vec<&'a Arc<Phone>>> {
+    if slugs.is_empty() {
+        return Ok(state.phones().collect());
+    }
+    let mut tenants = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for slug in slugs {
+        match state.tenant_by_slug(slug) {
+            Some(tenant) => {
+                tenants.insert(tenant.id);
+            }
+            None => unknown.push(format!("{slug:?}")),
+        }
+    }
+    if !unknown.is_empty() {
+        bail!(
+            "no tenant {} (--tenant takes a tenant's slug); nothing was written",
+            unknown.join(", ")
+        );
+    }
+    Ok(tenants
+        .into_iter()
+        .flat_map(|id| state.phones_of(id))
+        .collect())
+}
+
+/// A rendered file fetched by `phlem fetch -o` holds line and HTTP
+/// passwords in clear, so only its owner may read it, as `export`'s file.
+/// Not `export`'s temporary file renamed into place, nor removed and made
+/// anew as `render --all` does in its own folder: `-o /dev/null` would
+/// replace the device. A regular file left readable by an earlier run is
+/// narrowed before the secrets go in; a device is left as it is.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
