@@ -39,7 +39,7 @@ impl Opened {
     ) -> Response {
         let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let full = self.len;
-        let modified = self.modified.and_then(http_date);
+        let modified = last_modified(self.modified, SystemTime::now());
         let wanted = wanted(
             text(header::RANGE),
             text(header::IF_RANGE),
@@ -149,6 +149,13 @@ fn number(text: &str) -> Option<u64> {
 }
 
 /// `at` as an HTTP date (IMF-fixdate, RFC 9110 5.6.7); `None` before 1970.
+/// A file's time as `Last-Modified` says it: never after the answer's own
+/// time (RFC 9110 8.8.2.1), as a file unpacked or copied from a host whose
+/// clock ran ahead would have it.
+fn last_modified(modified: Option<SystemTime>, now: SystemTime) -> Option<String> {
+    http_date(modified?.min(now))
+}
+
 pub(super) fn http_date(at: SystemTime) -> Option<String> {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
@@ -275,5 +282,20 @@ mod tests {
             "Tue, 14 Nov 2023 22:13:20 GMT"
         );
         assert_eq!(http_date(UNIX_EPOCH - Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_file_time_ahead_is_said_as_now() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let now = at(1_700_000_000);
+        assert_eq!(
+            last_modified(Some(at(2_000_000_000)), now).unwrap(),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        assert_eq!(
+            last_modified(Some(at(951_782_400)), now).unwrap(),
+            "Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+        assert_eq!(last_modified(None, now), None);
     }
 }
