@@ -310,19 +310,28 @@ pub async fn run_pruner(
     // SQLite's prunes wait on no network, and on another process's lock
     // only for busy_timeout; each is one DELETE, which a limit could cut
     // off at every round.
-    let limit = (store.backend() == Backend::Postgres).then_some(PRUNE_LIMIT);
-    // History and audit at once: their prunes are what measure this
-    // node's clock against the database's (the skew warning and the
-    // offset gauge), and a node with a wrong clock said nothing of it for
-    // the first interval. Not the change log: a node started from a
-    // snapshot is catching up from it meanwhile, and a prune now could cut
-    // away the rows it is about to read and force a full reload. Every
-    // pass gives way to shutdown, so one at start holds up no quick stop
-    // (a cut-off prune leaves nothing behind; `within` relies on it too).
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => return,
-        _ = prune_aged(&*store, &retention, limit) => {}
+    let postgres = store.backend() == Backend::Postgres;
+    let limit = postgres.then_some(PRUNE_LIMIT);
+    // On PostgreSQL, history and audit at once: their prunes are what
+    // measure this node's clock against the database's (the skew warning
+    // and the offset gauge), and a node with a wrong clock said nothing of
+    // it for the first interval. Their cutoffs are the database's clock.
+    // Not on SQLite, whose cutoffs are this node's clock as it read at
+    // start: a node booted before NTP set its clock would delete its whole
+    // history at once, where the first interval gives NTP its time. Not
+    // the change log: a node started from a snapshot is catching up from
+    // it meanwhile, and a prune now could cut away the rows it is about to
+    // read and force a full reload. A start during an outage fails this
+    // pass: not counted, since the outage is said elsewhere and the next
+    // round tries again. Every pass gives way to shutdown, so one at start
+    // holds up no quick stop (a cut-off prune leaves nothing behind;
+    // `within` relies on it too).
+    if postgres {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = prune_aged(&*store, &retention, limit, Failures::AtStart) => {}
+        }
     }
     loop {
         tokio::select! {
@@ -350,22 +359,40 @@ pub async fn prune_once(store: &dyn Store, retention: &Retention, limit: Option<
             tracing::warn!(error = %e, "pruning the change log failed")
         }
     }
-    prune_aged(store, retention, limit).await;
+    prune_aged(store, retention, limit, Failures::Counted).await;
+}
+
+/// Whether a failed prune counts as a background failure.
+#[derive(Clone, Copy, PartialEq)]
+enum Failures {
+    Counted,
+    /// The pass at start, which a start during an outage fails.
+    AtStart,
 }
 
 /// The tables pruned by age alone: boot history and the audit log.
-async fn prune_aged(store: &dyn Store, retention: &Retention, limit: Option<Duration>) {
+async fn prune_aged(
+    store: &dyn Store,
+    retention: &Retention,
+    limit: Option<Duration>,
+    failures: Failures,
+) {
+    let failed = |task: &'static str, what: &str, e: &str| match failures {
+        Failures::Counted => {
+            failed(task);
+            tracing::warn!(error = %e, "pruning {what} failed");
+        }
+        Failures::AtStart => {
+            tracing::info!(error = %e, "pruning {what} at start failed; tried again next round")
+        }
+    };
     if let Err(e) = within(limit, store.prune_boots(retention.boots)).await {
-        failed("prune_history");
-        tracing::warn!(error = %e, "pruning provisioning history failed");
+        failed("prune_history", "provisioning history", &e);
     }
     match within(limit, store.prune_audit(retention.audit)).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "pruned audit log"),
-        Err(e) => {
-            failed("prune_audit");
-            tracing::warn!(error = %e, "pruning the audit log failed")
-        }
+        Err(e) => failed("prune_audit", "the audit log", &e),
     }
 }
 

@@ -180,3 +180,46 @@ async fn the_pruner_measures_the_clock_at_start() {
     // With no retention at all, a change-log prune would have emptied it.
     assert_eq!(counts(&db).await, before);
 }
+
+/// On SQLite the first prune waits its interval: the cutoff is this node's
+/// clock as it read at start, and a node booted before NTP set its clock
+/// deleted its whole history at once; the interval gives NTP its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_pruner_waits_its_interval_before_the_first_prune() {
+    let db = TestDb::sqlite();
+    let store = SqliteStore::connect(&db.url, test_key(), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    write_rows(&*store).await;
+    store
+        .record_boots(&[fetch(now_millis() - 2 * DAY_MS)])
+        .await
+        .unwrap();
+    let before = counts(&db).await;
+    let cancel = CancellationToken::new();
+    let day = Duration::from_secs(86_400);
+    let pruner = tokio::spawn(watcher::run_pruner(
+        store.clone(),
+        Duration::from_secs(3_600),
+        watcher::Retention {
+            change_log: day,
+            change_log_max_rows: 1_000_000,
+            boots: day,
+            audit: day,
+        },
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), pruner)
+        .await
+        .expect("the pruner stops when cancelled")
+        .unwrap();
+    assert_eq!(
+        counts(&db).await,
+        before,
+        "the two-day-old fetch was pruned at start"
+    );
+}
