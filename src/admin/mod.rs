@@ -246,24 +246,53 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    walk_off_workers(state, principal, &LIST_WALK, job).await
+}
+
+/// What a refused walk answers, in words that fit the request.
+pub(crate) struct WalkWords {
+    /// What took over [`WALK_TIME`], and what to do.
+    pub walk: &'static str,
+    pub remedy: &'static str,
+    pub busy: &'static str,
+}
+
+const LIST_WALK: WalkWords = WalkWords {
+    walk: "the list",
+    remedy: "narrow it (q, vendor, mac_prefix) or try again",
+    busy: "too many lists are running; try again",
+};
+
+/// [`off_workers`], saying `words` when the lane refuses.
+pub(crate) async fn walk_off_workers<T, F>(
+    state: &AdminState,
+    principal: &Principal,
+    words: &WalkWords,
+    job: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let busy = |text: &str| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            text.to_string(),
+        )
+    };
     match principal.tenant_filter() {
         Some(tenant) => match state.provisioner.walk(tenant, WALK_TIME, job).await {
             Ok(list) => Ok(list),
             // The lane words a job past its time as a render's; a walk
             // that panicked comes back as `Internal`, a 500 below.
-            Err(dialtone_tftp::ProvisionError::Render { .. }) => Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                format!(
-                    "the list took over {} s; narrow it (q, vendor, mac_prefix) or try again",
-                    WALK_TIME.as_secs()
-                ),
-            )),
-            Err(dialtone_tftp::ProvisionError::Busy) => Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many lists are running; try again",
-            )),
+            Err(dialtone_tftp::ProvisionError::Render { .. }) => Err(busy(&format!(
+                "{} took over {} s; {}",
+                words.walk,
+                WALK_TIME.as_secs(),
+                words.remedy
+            ))),
+            Err(dialtone_tftp::ProvisionError::Busy) => Err(busy(words.busy)),
             Err(e) => Err(e.into()),
         },
         None => tokio::task::spawn_blocking(job)

@@ -21,8 +21,8 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::phones::{parse_mac, visible_phone};
 use super::quotas::Quota;
 use super::{
-    commit, commit_if_match, digest, off_workers, page_size, parse_name, tagged, AdminState,
-    Change, Edit, Principal,
+    commit, commit_if_match, digest, off_workers, page_size, parse_name, tagged, walk_off_workers,
+    AdminState, Change, Edit, Principal, WalkWords,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -402,7 +402,13 @@ async fn check(
         None => {
             let (family, scope, scope_key) = (key.family, key.scope, key.scope_key.clone());
             let walked = mirror.clone();
-            off_workers(state, principal, move || {
+            let words = WalkWords {
+                walk: "finding a sample phone",
+                remedy: "name one (sample_mac) or try again",
+                busy: "too many lists and checks are running; try again, or name a sample phone \
+                       (sample_mac)",
+            };
+            walk_off_workers(state, principal, &words, move || {
                 sample_phone(&walked, scope, family, &scope_key).cloned()
             })
             .await?

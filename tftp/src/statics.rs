@@ -108,7 +108,11 @@ impl StaticIndex {
             ProvisionError::StaticFiles(format!("{}: {e}", p.display()))
         };
         let mut pending = vec![(root.to_path_buf(), String::new(), 0usize)];
+        // Not served, and said once a load: the operator put them there
+        // to be served, and a 404 alone never said why.
+        let (mut unserved, mut first_unserved) = (0usize, None);
         while let Some((dir, prefix, depth)) = pending.pop() {
+            let mut folders = Vec::new();
             let mut entries: Vec<_> = std::fs::read_dir(&dir)
                 .map_err(|e| err(&dir, e))?
                 .filter_map(Result::ok)
@@ -129,7 +133,7 @@ impl StaticIndex {
                     format!("{prefix}/{name}")
                 };
                 if meta.is_dir() && depth + 1 < MAX_DEPTH {
-                    pending.push((entry.path(), key, depth + 1));
+                    folders.push((entry.path(), key, depth + 1));
                 } else if meta.is_file() {
                     if index.by_path.len() >= MAX_FILES {
                         return Err(ProvisionError::StaticFiles(format!(
@@ -152,9 +156,25 @@ impl StaticIndex {
                         .entry(key.to_lowercase())
                         .or_insert_with(|| file.clone());
                     index.by_path.insert(key, file);
+                } else if !meta.is_dir() {
+                    // Symbolic links and special files, on purpose: a link
+                    // could lead out of the folder.
+                    unserved += 1;
+                    first_unserved.get_or_insert(key);
                 }
-                // Symbolic links and special files are skipped on purpose.
             }
+            // Popped in byte order, each folder whole before the next: a
+            // name asked alone finds the folder's own file, then the first
+            // in byte order of the paths (`aa/fw.rom` before `bb/fw.rom`).
+            pending.extend(folders.into_iter().rev());
+        }
+        if let Some(first) = first_unserved {
+            tracing::warn!(
+                count = unserved,
+                first = %first,
+                "{}: symbolic links and special files in the static folder are not served",
+                root.display()
+            );
         }
         Ok(index)
     }
@@ -223,6 +243,28 @@ mod tests {
             );
         }
         assert_eq!(served(&index, "T46S.rom.bak"), None);
+    }
+
+    /// A name asked alone: the folder's own file, then the first path in
+    /// byte order. Folders were walked last first, so `bb/fw.rom` won.
+    #[test]
+    fn a_name_alone_finds_the_first_path_in_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["aa", "bb", "aa/zz"] {
+            std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+            std::fs::write(dir.path().join(folder).join("fw.rom"), folder).unwrap();
+            std::fs::write(dir.path().join(folder).join("sip.ld"), folder).unwrap();
+        }
+        std::fs::write(dir.path().join("sip.ld"), "root").unwrap();
+        let index = StaticIndex::load(dir.path()).unwrap();
+        let found = |request: &str| {
+            let segments: Vec<&str> = request.split('/').collect();
+            std::fs::read_to_string(&index.find(&segments).unwrap().path).unwrap()
+        };
+        assert_eq!(found("fw.rom"), "aa");
+        assert_eq!(found("other/fw.rom"), "aa");
+        assert_eq!(found("bb/fw.rom"), "bb");
+        assert_eq!(found("sip.ld"), "root");
     }
 
     /// A same-size replacement within the same second gets a new

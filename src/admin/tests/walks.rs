@@ -124,6 +124,36 @@ async fn a_tenant_past_its_waiting_lists_is_told_to_retry() {
         "too many lists are running; try again"
     );
     assert!(refused.headers.contains_key(header::RETRY_AFTER));
+    // A template check's walk for a sample phone waits on the same lane,
+    // and is told in its own words, with what avoids the walk.
+    let draft = serde_json::json!({"scope": "tenant", "tenant": "acme", "family": "yealink",
+        "file_pattern": "{mac}.cfg", "body": "#!version:1.0.0.1\n"})
+    .to_string();
+    let check = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.call(
+            Some("acme-admin"),
+            axum::http::Method::POST,
+            "/v1/templates/validate",
+            Some(&draft),
+            &[],
+        ),
+    )
+    .await
+    .expect("the check waited instead of being refused");
+    assert_eq!(
+        check.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        check.text
+    );
+    assert!(
+        check.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sample_mac")),
+        "{}",
+        check.text
+    );
     // A render of acme's does not wait for its walks.
     let preview = tokio::time::timeout(
         Duration::from_secs(5),
