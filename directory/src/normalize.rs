@@ -129,6 +129,16 @@ fn digits_of(main: &str) -> Option<(bool, String)> {
             // Past the first character a `+` is a space as form encoders
             // write one (`%2B1+555+010+1234`): the lookup query keeps `+`.
             ' ' | '+' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
+            // What word processors and typography put where a dash or a
+            // space was typed (Outlook's en dash, French U+202F): refused,
+            // a foreign number so spelled was read as the home country's
+            // last seven digits, and named unrelated callers.
+            '\u{2010}'..='\u{2015}'
+            | '\u{2212}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}' => {}
             _ => return None,
         }
     }
@@ -420,8 +430,16 @@ pub fn suffix(number: &str, len: usize) -> Option<String> {
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
-    (digits.len() >= len).then(|| digits[digits.len() - len..].to_string())
+    (len..=MAX_DIALED_DIGITS)
+        .contains(&digits.len())
+        .then(|| digits[digits.len() - len..].to_string())
 }
+
+/// The most digits one number can be dialed with: 15 of E.164 after the
+/// longest international prefix in use (`0011`, Australia's). More is
+/// two numbers in one cell (Google's `+44 20 7946 0009 ::: +44 7700
+/// 900009`), whose last digits named callers of neither.
+const MAX_DIALED_DIGITS: usize = 19;
 
 #[cfg(test)]
 #[path = "normalize_tests.rs"]

@@ -12,6 +12,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("011 1 555 010 1234", "US", "+15550101234"),
     ("+1 555 010 1234 x205", "US", "+15550101234"),
     ("555-010-1234 ext. 7", "US", "+15550101234"),
+    // Dashes and spaces as word processors and typography write them.
+    ("+1 555\u{2013}010\u{2013}1234", "GB", "+15550101234"),
+    ("+1 555\u{2011}010\u{2212}1234", "GB", "+15550101234"),
+    ("+44\u{202f}1632\u{202f}960123", "US", "+441632960123"),
+    ("+44\u{2009}1632\u{3000}960123", "US", "+441632960123"),
     // UK 01632 960xxx
     ("01632 960123", "GB", "+441632960123"),
     ("0044 1632 960123", "US", "+441632960123"),
@@ -239,6 +244,13 @@ fn suffixes_and_whole_readings() {
         Some("0101234")
     );
     assert_eq!(suffix("123", 7), None);
+    // Two numbers in one cell are no number's last digits; the longest
+    // international prefix with a whole number still has some.
+    assert_eq!(suffix("+44 1632 960009 ::: +44 1632 960010", 7), None);
+    assert_eq!(
+        suffix("0011 61 2 5550 1234 5678", 7).as_deref(),
+        Some("2345678")
+    );
     assert_eq!(normalize("010-1234", "US").as_deref(), Ok("+10101234"));
     assert!(!is_whole("+10101234"));
     assert!(is_whole("+15550101234"));

@@ -124,13 +124,14 @@ const FILE_PREFIX: &str = "directory-readings-";
 /// region's own international prefix, and another region's only after the
 /// national reading; 4: `00` before the national reading, the region's
 /// literal prefix only; 5: a valid reading before one that only fits a
-/// length, `(0)` kept as well as dropped, a tel URI's `phone-context`),
-/// so no kept file answers with the old reading.
+/// length, `(0)` kept as well as dropped, a tel URI's `phone-context`; 6:
+/// Unicode dashes and spaces as separators), so no kept file answers with
+/// the old reading.
 /// LDAP mirror files name it too, for the same reason.
 pub(crate) const NORMALIZER: &str = concat!(
     "dialtone-directory ",
     env!("CARGO_PKG_VERSION"),
-    " reading 5; phonenumber 0.3.10+9.0.33"
+    " reading 6; phonenumber 0.3.10+9.0.33"
 );
 
 /// Readings made again from each file read: a file of a normalizer that
