@@ -14,6 +14,7 @@ use crate::ImportArgs;
 
 mod progress;
 pub(crate) mod templates;
+mod vendors;
 
 use progress::progress_bar;
 
@@ -73,6 +74,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     // The files' own errors first: a run they stop has not touched the
     // database, nor created one at a mistyped URL.
     report_errors(&plan, 0, args)?;
+    vendors::warn_of_other_vendors(&plan);
     // Templates are checked against the database (its phones to try them
     // on, its tenants' quotas) before anything is written: it is opened as
     // the import opens it, so a file with templates moves into a new

@@ -126,3 +126,38 @@ fn a_renaming_tenants_csv_keeps_settings_and_region() {
         "{exported}"
     );
 }
+
+/// A phone whose MAC's vendor prefix is another family's (a family column
+/// filled down a sheet of mixed phones) is named at its row, as a
+/// warning: the run still imports it, and its own family's prefixes, a
+/// Cisco prefix (three families share them) and an unknown one say nothing.
+#[test]
+fn a_mac_of_another_vendor_is_warned_of_at_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "acme.csv", TENANTS_CSV);
+    let mut rows = String::from("tenant,mac,family,model\n");
+    rows += "acme,0004f2000001,yealink,T46S\n";
+    rows += "acme,001565000002,yealink,T46S\n";
+    rows += "acme,00562b000003,cisco-mpp,CP-8841-3PCC\n";
+    rows += "acme,aabbcc000004,snom,D785\n";
+    for n in 0..12 {
+        rows += &format!("acme,000413{n:06x},fanvil,X4\n");
+    }
+    let phones = write_file(dir.path(), "phones.csv", &rows);
+    let (code, out, err) = import(dir.path(), &url, &[], &[&tenants, &phones]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("phones +16 "), "{out}");
+    assert!(
+        err.contains(
+            "phones.csv:2:1: MAC 0004f2000001 has a poly vendor prefix but the family is yealink"
+        ),
+        "{err}"
+    );
+    let named = err.lines().filter(|l| l.contains("phones.csv:")).count();
+    assert_eq!(named, 10, "{err}");
+    assert!(err.contains("... and 3 more phones"), "{err}");
+    for quiet in ["001565000002", "00562b000003", "aabbcc000004"] {
+        assert!(!err.contains(quiet), "{quiet}: {err}");
+    }
+}

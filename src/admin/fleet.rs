@@ -65,7 +65,9 @@ pub struct HourCount {
 pub struct Failing {
     pub mac: String,
     pub at: i64,
-    /// `not_found`, `auth`, `banned`, `render_error`, `busy`, `refused`,
+    /// `not_found`, `family_mismatch` (its own file was asked for by a
+    /// User-Agent of another family than the phone's record names: fix
+    /// the record), `auth`, `banned`, `render_error`, `busy`, `refused`,
     /// `error`, or a TFTP transfer's end (`client_refused`, `stalled`,
     /// `too_slow`, `client_gone`). `banned`: the source of its latest
     /// fetch is banned on the node that answered, outside the tenant's
@@ -121,6 +123,14 @@ fn failure(outcome: &str) -> Option<(&'static str, String)> {
     }
     if outcome == "not-found" || outcome == "not_found" {
         return Some(("not_found", "no such file for this phone".into()));
+    }
+    if let Some(reason) = outcome.strip_prefix("not-found: ") {
+        let class = if reason.starts_with(dialtone_tftp::FAMILY_MISMATCH) {
+            "family_mismatch"
+        } else {
+            "not_found"
+        };
+        return Some((class, reason.to_string()));
     }
     // A TFTP transfer's end, as its history line says it. Cut by a
     // node's shutdown, or given up for another file the phone asked for,
@@ -344,6 +354,11 @@ mod tests {
     fn recorded_outcomes_are_classed() {
         assert_eq!(failure("ok"), None);
         assert_eq!(failure("not-found").unwrap().0, "not_found");
+        let mismatch =
+            failure("not-found: family mismatch: recorded as yealink, the User-Agent is poly")
+                .unwrap();
+        assert_eq!(mismatch.0, "family_mismatch");
+        assert!(mismatch.1.contains("recorded as yealink"), "{mismatch:?}");
         assert_eq!(failure("error: source banned").unwrap().0, "banned");
         let (class, reason) = failure("error: template {mac}.cfg at 3:1: boom").unwrap();
         assert_eq!(

@@ -99,10 +99,11 @@ enum Unserved {
 /// or "error: " and the refusal's message). Anything else not "ok" failed
 /// past admission; a refusal text missing here would let a forger spend
 /// the failures' budget again, as every refusal did when they shared one.
-const REFUSALS: [&str; 4] = [
+const REFUSALS: [&str; 5] = [
     "not-found",
     "error: source banned",
     "error: device authentication required",
+    "error: device authentication failed",
     "error: refused path",
 ];
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, RwLock, Weak};
 
-use dialtone_sync::{Id, MirrorState, Phone, Tenant};
+use dialtone_sync::{Family, Id, MirrorState, Phone, Tenant};
 
 use crate::identify::{IdentifyError, Identity};
 use crate::provision::{Protocol, Request};
@@ -28,6 +28,13 @@ pub(crate) struct Decision {
     pub foreign: bool,
     /// The file name carries a MAC not answered for here: "not found".
     pub refused: bool,
+    /// `named`'s own file, asked from where it is served, by a User-Agent
+    /// of this family, not the one its record names: refused ("not found"),
+    /// and its history says so. A file made for one vendor's phones is
+    /// no use to another's, and a Poly reading a Yealink file (a phone
+    /// created under the wrong family) otherwise fetched "ok" at every
+    /// boot while it ran unconfigured.
+    pub mismatch: Option<Family>,
     /// A common file asked for with a MAC it is not answered for here: it
     /// gets the answer an unknown MAC gets, and costs a miss like one, so
     /// neither the answer nor its cost tells a known MAC from an unknown.
@@ -69,13 +76,21 @@ pub(crate) fn screen(
     named: Option<Arc<Phone>>,
     request: &Request<'_>,
 ) -> Decision {
+    let mut mismatch = None;
     let (served, refused, blind) = match &identity {
         Err(_) => (None, false, false),
         Ok(id) => {
-            let served = named
+            let mut served = named
                 .clone()
                 .filter(|p| id.candidates.contains(&p.family))
                 .filter(|p| admitted(state, sites, p, request));
+            if let Some(phone) = &served {
+                mismatch = family_mismatch(id, phone);
+                if let Some(said) = mismatch {
+                    refuse_mismatch(state, phone, said);
+                    served = None;
+                }
+            }
             if id.mac_in_path() {
                 let refused = named.is_some() && served.is_none();
                 (served, refused, false)
@@ -97,6 +112,7 @@ pub(crate) fn screen(
         foreign,
         refused,
         blind,
+        mismatch,
         unmodeled: false,
         respelled: false,
     }
@@ -112,10 +128,39 @@ pub(crate) fn admits(
     phone: &Phone,
     request: &Request<'_>,
 ) -> bool {
-    identity
-        .as_ref()
-        .is_ok_and(|id| id.candidates.contains(&phone.family))
-        && admitted(state, sites, phone, request)
+    identity.as_ref().is_ok_and(|id| {
+        id.candidates.contains(&phone.family) && family_mismatch(id, phone).is_none()
+    }) && admitted(state, sites, phone, request)
+}
+
+/// The User-Agent's family, when it is not the one `phone`'s record names
+/// and the file is the phone's own (`{mac}.cfg`, `{mac}.xml`, its
+/// directory: names several families share, rendered for the record's).
+/// Common and static files are the same whoever asks: a User-Agent there
+/// only says which phone a common file is made for, and firmware fetched
+/// by a mislabelled phone must not cost its office misses.
+fn family_mismatch(id: &Identity, phone: &Phone) -> Option<Family> {
+    id.ua_family
+        .filter(|said| *said != phone.family && id.mac_in_path())
+}
+
+/// Logged per tenant, at most once a second: anyone knowing a MAC can send
+/// another vendor's User-Agent with it, from the phone's own network.
+fn refuse_mismatch(state: &MirrorState, phone: &Phone, said: Family) {
+    metrics::counter!("dialtone_provisioning_refused_total", "reason" => "family_mismatch")
+        .increment(1);
+    static MISMATCH_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
+    if let Some(skipped) = MISMATCH_LOG.allow(phone.tenant_id) {
+        let tenant = state.tenant(phone.tenant_id).map(|t| t.slug.clone());
+        tracing::warn!(
+            mac = %phone.mac,
+            tenant = tenant.as_deref().unwrap_or("?"),
+            recorded = phone.family.as_str(),
+            user_agent = said.as_str(),
+            skipped,
+            "a phone's own file was asked for by another family's User-Agent than its record names; not served (fix the phone's family) (logged at most once a second per tenant)"
+        );
+    }
 }
 
 /// False means "answer as if the phone did not exist".

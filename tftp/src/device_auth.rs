@@ -109,11 +109,24 @@ impl Provisioner {
                 // A request with no credentials is the normal first step of
                 // Digest; only a wrong answer counts toward a ban (in
                 // `conclude`, with every other miss).
-                static FAILED_LOG: crate::tftp::limits::LogLimit =
-                    crate::tftp::limits::LogLimit::new();
+                // Per tenant, naming the phone: one tenant's stale
+                // passwords (or a guesser of its MACs) must not hide
+                // another's line, and support looks a phone up by its MAC.
+                static FAILED_LOG: dialtone_sync::TenantLogLimit =
+                    dialtone_sync::TenantLogLimit::new();
                 if auth.authorization.is_some() {
-                    if let Some(skipped) = FAILED_LOG.allow() {
-                        tracing::info!(remote = ?request.remote, path = &*dialtone_sync::log_text(request.path), ?verdict, skipped, "device authentication failed (logged at most once a second)");
+                    if let Some(skipped) = FAILED_LOG.allow(phone.tenant_id) {
+                        let state = self.mirror.load();
+                        let tenant = state.tenant(phone.tenant_id).map(|t| t.slug.clone());
+                        tracing::info!(
+                            remote = ?request.remote,
+                            mac = %phone.mac,
+                            tenant = tenant.as_deref().unwrap_or("?"),
+                            path = &*dialtone_sync::log_text(request.path),
+                            ?verdict,
+                            skipped,
+                            "device authentication failed (logged at most once a second per tenant)"
+                        );
                     }
                 }
                 Err(ProvisionError::Unauthorized { stale: false })

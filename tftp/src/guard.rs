@@ -441,14 +441,20 @@ pub(crate) fn miss_kind(
                 .is_ok_and(|id| id.is_probe() && (!id.mac_in_path() || decision.served.is_some()));
             (!expected).then_some("not_found")
         }
-        // A wrong answer; a request without credentials is Digest's first step.
-        Err(ProvisionError::Unauthorized { stale: false })
-            if request.auth.is_some_and(|a| a.authorization.is_some()) =>
-        {
-            Some("login")
-        }
+        Err(ProvisionError::Unauthorized { .. }) if wrong_login(request, result) => Some("login"),
         _ => None,
     }
+}
+
+/// A 401 for credentials that did not check out (or were not tried, the
+/// source having had its tries): a request without any is Digest's first
+/// step, and a stale nonce its next, not failures.
+pub(crate) fn wrong_login(
+    request: &Request<'_>,
+    result: &Result<impl Sized, ProvisionError>,
+) -> bool {
+    matches!(result, Err(ProvisionError::Unauthorized { stale: false }))
+        && request.auth.is_some_and(|a| a.authorization.is_some())
 }
 
 /// The miss a request costs whatever its answer, known once it is decided

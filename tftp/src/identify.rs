@@ -59,6 +59,9 @@ pub struct Identity {
     /// `None` when neither the file name, the User-Agent nor the MAC's
     /// vendor prefix tells; then the phone's record decides.
     pub family: Option<Family>,
+    /// The family the User-Agent names, when it is one of `candidates`
+    /// (another family's User-Agent is ignored, as evidence of nothing).
+    pub ua_family: Option<Family>,
     /// The families this file name can belong to (one for most names).
     pub candidates: &'static [Family],
     pub kind: FileKind,
@@ -112,6 +115,7 @@ impl Identity {
     pub(crate) fn unnamed_static(file: &str) -> Identity {
         Identity {
             family: None,
+            ua_family: None,
             candidates: ANY,
             kind: FileKind::Static,
             mac: None,
@@ -440,6 +444,7 @@ pub fn identify(path: &str, user_agent: Option<&str>) -> Result<Identity, Identi
     }
     Ok(Identity {
         family,
+        ua_family: ua.as_ref().map(|u| u.family),
         candidates,
         kind,
         mac,

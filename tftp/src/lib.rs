@@ -47,7 +47,9 @@ mod unclaimed;
 
 pub use error::ProvisionError;
 pub use identify::{
-    identify, parse_user_agent, sanitize_path, FileKind, IdentifyError, Identity, UserAgent,
+    family_by_oui, identify, parse_user_agent, sanitize_path, FileKind, IdentifyError, Identity,
+    UserAgent,
 };
+pub use outcome::FAMILY_MISMATCH;
 pub use provision::{Protocol, ProvisionOptions, Provisioner, Rendered, Request};
 pub use templates::Shipped;

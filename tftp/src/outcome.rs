@@ -8,14 +8,23 @@ use dialtone_sync::history::HistorySink;
 use dialtone_sync::store::BootRecord;
 use dialtone_sync::Phone;
 
+use crate::admission::Decision;
 use crate::error::ProvisionError;
+use crate::identify::{FileKind, Identity};
+use crate::provision::{record_served, Provisioner, Rendered, Request};
 
 /// Longest error text a boot record keeps: each failing fetch queues and
 /// stores one. A render error's text is ours and short (`render.rs` keeps
 /// a template's `throw` text out of it); this bounds the rest.
 const MAX_OUTCOME: usize = 512;
-use crate::identify::{FileKind, Identity};
-use crate::provision::{record_served, Provisioner, Rendered, Request};
+
+/// How a history line names a phone refused for a User-Agent of another
+/// family than its record's (`admission.rs`); the fleet view classes it.
+pub const FAMILY_MISMATCH: &str = "family mismatch";
+
+/// A phone's history line for credentials that did not check out; the
+/// history counts it among the refusals anyone knowing the MAC can cause.
+const LOGIN_FAILED: &str = "error: device authentication failed";
 
 /// The `outcome` label of a provisioning request: a short, bounded set.
 pub(crate) fn outcome_label(result: &Result<Rendered, ProvisionError>) -> &'static str {
@@ -69,12 +78,28 @@ impl Provisioner {
         request: &Request<'_>,
         identity: &Identity,
         phone: &Phone,
-        tenant_id: Option<dialtone_sync::Id>,
+        decision: &Decision,
         result: &Result<Rendered, ProvisionError>,
     ) -> Option<(BootRecord, Option<Arc<str>>)> {
+        // A fetch refused from where its tenant's phones are not served
+        // is kept for global admins only (`Decision::foreign`).
+        let tenant_id = (!decision.foreign).then_some(phone.tenant_id);
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
-            Err(ProvisionError::NotFound) => ("not-found".to_string(), 0),
+            // Still "not-found" first: the history reads it as a refusal.
+            Err(ProvisionError::NotFound) => match decision.mismatch {
+                Some(said) => (
+                    format!(
+                        "not-found: {FAMILY_MISMATCH}: recorded as {}, the User-Agent is {}",
+                        phone.family.as_str(),
+                        said.as_str()
+                    ),
+                    0,
+                ),
+                None => ("not-found".to_string(), 0),
+            },
+            // Only a wrong answer gets here (`conclude`), never a challenge.
+            Err(ProvisionError::Unauthorized { .. }) => (LOGIN_FAILED.to_string(), 0),
             Err(e) => (
                 format!(
                     "error: {}",

@@ -735,19 +735,21 @@ impl Provisioner {
         let identity = &decision.identity;
         let mut deferred = None;
         // Only phones we know: a scanner's misses must not fill the table.
-        // A 401 is Digest's normal first step, not a fetch.
-        let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }));
+        // A 401 to a request without credentials is Digest's normal first
+        // step, and one for an expired nonce its normal next; neither is a
+        // fetch. A wrong answer is: a phone still sending the password it
+        // had before an admin changed it fails at every boot, and support
+        // looks for that in its history.
+        let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }))
+            && !guard::wrong_login(request, result);
         if let (Some(history), Ok(identity), Some(phone), false) = (
             &self.history,
             identity,
             decision.history_phone(),
             challenged,
         ) {
-            // A fetch refused from where its tenant's phones are not
-            // served is kept for global admins only (`Decision::foreign`).
-            let tenant = (!decision.foreign).then_some(phone.tenant_id);
             deferred = self
-                .record(history, request, identity, phone, tenant, result)
+                .record(history, request, identity, phone, decision, result)
                 .map(|(record, content)| (history.clone(), record, content));
         }
         let vendor = match (result, identity) {

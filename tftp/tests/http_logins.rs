@@ -255,3 +255,46 @@ async fn basic_is_offered_over_https_only() {
     assert_eq!(plain.challenges.len(), 2, "{:?}", plain.challenges);
     assert!(plain.challenges.iter().all(|c| !c.contains("Basic")));
 }
+
+/// A wrong password is a line of the phone's history (a phone still
+/// sending the one it had before an admin changed it fails at every boot,
+/// and support looks there); Digest's challenge to a request without
+/// credentials is not.
+#[tokio::test]
+async fn a_wrong_password_is_in_the_history_and_the_challenge_is_not() {
+    let mut f = Fixture::new().await;
+    f.write(&[phone_44("acme", Some("desk"), Some(PASSWORD))])
+        .await;
+    let from = "192.0.2.10:5060";
+    // Each step with its own history, written out before the next.
+    let outcomes = |f: &mut Fixture| {
+        let (provisioner, writer) = recording(f);
+        f.provisioner = std::sync::Arc::new(provisioner);
+        let store = f.store.clone();
+        async move {
+            stored(writer).await;
+            let boots = store
+                .recent_boots(&MAC.parse().unwrap(), None, 10)
+                .await
+                .unwrap();
+            boots.into_iter().map(|b| b.outcome).collect::<Vec<_>>()
+        }
+    };
+
+    let written = outcomes(&mut f);
+    for _ in 0..3 {
+        let challenged = get(&f, false, from, None).await;
+        assert_eq!(challenged.status, StatusCode::UNAUTHORIZED);
+    }
+    let challenges = written.await;
+    assert!(challenges.is_empty(), "{challenges:?}");
+
+    let written = outcomes(&mut f);
+    let wrong = answer(&f, from, "desk", "hunter3").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let right = answer(&f, from, "desk", PASSWORD).await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.body);
+    let mut rows = written.await;
+    rows.sort();
+    assert_eq!(rows, ["error: device authentication failed", "ok"]);
+}

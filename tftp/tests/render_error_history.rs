@@ -6,9 +6,8 @@
 mod common;
 
 use common::*;
-use dialtone_sync::testing::test_key;
 use dialtone_sync::{Family, Mac, TemplateScope};
-use dialtone_tftp::{ProvisionOptions, Provisioner, Request, Shipped};
+use dialtone_tftp::Request;
 
 #[tokio::test]
 async fn a_thrown_password_reaches_neither_history_nor_log() {
@@ -34,14 +33,7 @@ async fn a_thrown_password_reaches_neither_history_nor_log() {
     )])
     .await;
 
-    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
-    let provisioner = Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::load(f._dir.path(), 1).unwrap(),
-        ProvisionOptions::default(),
-    )
-    .with_history(sink);
+    let (provisioner, writer) = recording(&f);
     let failed = provisioner
         .provision(&Request {
             path: "001565000001.cfg",
@@ -60,9 +52,7 @@ async fn a_thrown_password_reaches_neither_history_nor_log() {
     );
     assert!(logged.contains("line 2 column"), "{logged}");
 
-    let cancel = tokio_util::sync::CancellationToken::new();
-    cancel.cancel();
-    writer.run(cancel, std::time::Duration::from_secs(10)).await;
+    stored(writer).await;
     let mac: Mac = "001565000001".parse().unwrap();
     let boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
     assert_eq!(boots.len(), 1, "{boots:?}");

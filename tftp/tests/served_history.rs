@@ -8,23 +8,15 @@ mod common;
 
 use common::*;
 use dialtone_sync::store::{BootRecord, DirectoryEntryInput};
-use dialtone_sync::testing::test_key;
 use dialtone_sync::{DirectoryNumber, Mac, Mutation};
-use dialtone_tftp::{Protocol, ProvisionOptions, Provisioner, Request, Shipped};
+use dialtone_tftp::{Protocol, Request};
 
 const MAC: &str = "001565000001";
 
 /// Each `(path, query)` fetched over HTTP in turn by one phone, as served
 /// by a node with history on; the phone's lines once written.
 async fn lines_of(f: &Fixture, fetches: &[(&str, Option<&str>)]) -> Vec<BootRecord> {
-    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
-    let provisioner = Provisioner::new(
-        f.mirror.clone(),
-        test_key(),
-        Shipped::load(f._dir.path(), 1).unwrap(),
-        ProvisionOptions::default(),
-    )
-    .with_history(sink);
+    let (provisioner, writer) = recording(f);
     for (path, query) in fetches {
         provisioner
             .provision(&Request {
@@ -37,9 +29,7 @@ async fn lines_of(f: &Fixture, fetches: &[(&str, Option<&str>)]) -> Vec<BootReco
             })
             .unwrap();
     }
-    let cancel = tokio_util::sync::CancellationToken::new();
-    cancel.cancel();
-    writer.run(cancel, std::time::Duration::from_secs(10)).await;
+    stored(writer).await;
     let mac: Mac = MAC.parse().unwrap();
     f.store.recent_boots(&mac, None, 100).await.unwrap()
 }

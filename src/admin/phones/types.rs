@@ -37,6 +37,12 @@ pub struct PhoneView {
     pub lines: Vec<LineView>,
     pub updated_at: i64,
     pub etag: String,
+    /// The family the MAC's vendor prefix belongs to, when it is not
+    /// `family`: the phone may have been created under the wrong family
+    /// (its own files are then refused to its User-Agent, "family
+    /// mismatch" in its history). Only prefixes of one family are known;
+    /// Cisco's, shared by three, never show here.
+    pub mac_vendor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -122,6 +128,9 @@ pub(crate) fn view(state: &MirrorState, phone: &Phone) -> PhoneView {
         lines: lines.iter().map(|l| line_view(l)).collect(),
         updated_at: phone.updated_at,
         etag: phone_etag(phone, &lines),
+        mac_vendor: dialtone_tftp::family_by_oui(&phone.mac, dialtone_sync::Family::ALL)
+            .filter(|vendor| *vendor != phone.family)
+            .map(|vendor| vendor.to_string()),
     }
 }
 

@@ -16,6 +16,7 @@ mod hung_database;
 mod identity;
 mod import_body;
 mod lagging_writes;
+mod mac_vendor;
 mod matrix;
 mod natural_keys;
 mod network_octets;

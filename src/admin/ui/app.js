@@ -292,6 +292,8 @@ async function phoneView(draw, address) {
   const files = el("div", { id: "phone-files" });
   draw("Phone " + p.mac,
     el("p", { text: p.family + " " + (p.model || "") + " in " + p.tenant + (p.label ? ", " + p.label : "") }),
+    ...(p.mac_vendor ? [el("p", { class: "status error", text: "The MAC's vendor prefix is " + p.mac_vendor +
+      "'s, not " + p.family + "'s: check the phone's family (a phone's own files are refused to another family's phone)." })] : []),
     ...(history.status !== 200 ? [] : [el("p", { text: last ? "Detected: " + (last.model || "model unknown") + ", firmware " + (last.firmware || "unknown") +
       "; last fetch " + new Date(last.at).toISOString() : "No boot recorded yet." })]),
     el("h3", { text: "Lines" }),

@@ -263,6 +263,10 @@ impl PhoneBatch {
         self.phones[i].mac
     }
 
+    pub fn family(&self, i: usize) -> Family {
+        self.phones[i].family
+    }
+
     pub fn tenant_index(&self, i: usize) -> usize {
         self.phones[i].tenant as usize
     }

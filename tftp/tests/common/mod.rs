@@ -156,3 +156,24 @@ impl Fixture {
         }
     }
 }
+
+/// A provisioner over the fixture's mirror that records provisioning
+/// history, and the writer that stores it.
+pub fn recording(f: &Fixture) -> (Provisioner, dialtone_sync::history::HistoryWriter) {
+    let (sink, writer) = dialtone_sync::history::channel(f.store.clone(), 100);
+    let provisioner = Provisioner::new(
+        f.mirror.clone(),
+        test_key(),
+        Shipped::load(f._dir.path(), 1).unwrap(),
+        ProvisionOptions::default(),
+    )
+    .with_history(sink);
+    (provisioner, writer)
+}
+
+/// Stores what the writer has queued, then stops it.
+pub async fn stored(writer: dialtone_sync::history::HistoryWriter) {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    writer.run(cancel, std::time::Duration::from_secs(10)).await;
+}

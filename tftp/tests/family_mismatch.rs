@@ -1,0 +1,81 @@
+//! A phone created under the wrong family: its own file, asked for by a
+//! User-Agent of another family, is not rendered from its record's
+//! templates and sent as if all were well. It is "not found", as for a
+//! MAC nobody has, and the phone's history names the mismatch so the
+//! support desk sees it at the first look.
+
+mod common;
+
+use common::*;
+use dialtone_sync::Mac;
+use dialtone_tftp::{Protocol, ProvisionError, Request};
+
+const POLY_UA: &str = "FileTransport PolycomVVX-VVX_400-UA/6.4.3.5018 Type/Application";
+const YEALINK_UA: &str = "Yealink SIP-T46S 66.86.0.15 00:15:65:00:00:01";
+const MPP_UA: &str = "Cisco-CP-8841-3PCC/11.3.7 (00562b043615)";
+
+fn request<'a>(path: &'a str, user_agent: Option<&'a str>) -> Request<'a> {
+    Request {
+        path,
+        user_agent,
+        remote: Some("192.0.2.10".parse().unwrap()),
+        protocol: Protocol::Http,
+        query: None,
+        auth: None,
+    }
+}
+
+#[tokio::test]
+async fn another_familys_user_agent_gets_not_found_and_the_history_says_why() {
+    let f = Fixture::new().await;
+    let (provisioner, writer) = recording(&f);
+
+    // The phone is recorded as a Yealink; a Poly and a Cisco MPP ask for
+    // its `{mac}.cfg`, a name their families use too.
+    for ua in [POLY_UA, MPP_UA] {
+        let refused = provisioner
+            .provision(&request("001565000001.cfg", Some(ua)))
+            .unwrap_err();
+        assert!(
+            matches!(refused, ProvisionError::NotFound),
+            "{ua}: {refused}"
+        );
+    }
+    // The same answer a MAC nobody has gets.
+    let unknown = provisioner
+        .provision(&request("001565009999.cfg", Some(POLY_UA)))
+        .unwrap_err();
+    assert!(matches!(unknown, ProvisionError::NotFound), "{unknown}");
+
+    // Its own family's User-Agent, or none (TFTP, a bare client), is served.
+    let served = provisioner
+        .provision(&request("001565000001.cfg", Some(YEALINK_UA)))
+        .unwrap();
+    assert!(!served.body.is_empty());
+    provisioner
+        .provision(&request("001565000001.cfg", None))
+        .unwrap();
+
+    stored(writer).await;
+    let mac: Mac = "001565000001".parse().unwrap();
+    let mut boots = f.store.recent_boots(&mac, None, 10).await.unwrap();
+    boots.sort_by_key(|b| b.at);
+    let outcomes: Vec<&str> = boots.iter().map(|b| b.outcome.as_str()).collect();
+    let mismatches: Vec<&&str> = outcomes
+        .iter()
+        .filter(|o| o.starts_with("not-found: family mismatch: recorded as yealink"))
+        .collect();
+    assert_eq!(mismatches.len(), 2, "{outcomes:?}");
+    assert!(
+        mismatches
+            .iter()
+            .any(|o| o.ends_with("the User-Agent is poly"))
+            && mismatches
+                .iter()
+                .any(|o| o.ends_with("the User-Agent is cisco-mpp")),
+        "{outcomes:?}"
+    );
+    // The two served fetches were the same bytes: the history keeps one.
+    assert!(outcomes.contains(&"ok"), "{outcomes:?}");
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+}
