@@ -28,13 +28,9 @@ pub(crate) struct Decision {
     pub foreign: bool,
     /// The file name carries a MAC not answered for here: "not found".
     pub refused: bool,
-    /// `named`'s own file, asked from where it is served, by a User-Agent
-    /// of this family, not the one its record names: refused ("not found"),
-    /// and its history says so. A file made for one vendor's phones is
-    /// no use to another's, and a Poly reading a Yealink file (a phone
-    /// created under the wrong family) otherwise fetched "ok" at every
-    /// boot while it ran unconfigured.
-    pub mismatch: Option<Family>,
+    /// Why `named` was not served, for its history: the answer is "not
+    /// found" whatever the reason.
+    pub refusal: Option<Refusal>,
     /// A common file asked for with a MAC it is not answered for here: it
     /// gets the answer an unknown MAC gets, and costs a miss like one, so
     /// neither the answer nor its cost tells a known MAC from an unknown.
@@ -76,21 +72,17 @@ pub(crate) fn screen(
     named: Option<Arc<Phone>>,
     request: &Request<'_>,
 ) -> Decision {
-    let mut mismatch = None;
+    let mut refusal = None;
     let (served, refused, blind) = match &identity {
         Err(_) => (None, false, false),
         Ok(id) => {
-            let mut served = named
-                .clone()
-                .filter(|p| id.candidates.contains(&p.family))
-                .filter(|p| admitted(state, sites, p, request));
-            if let Some(phone) = &served {
-                mismatch = family_mismatch(id, phone);
-                if let Some(said) = mismatch {
+            let served = named.clone().filter(|phone| {
+                refusal = why_not(state, sites, id, phone, request);
+                if let Some(Refusal::UserAgent(said)) = refusal {
                     refuse_mismatch(state, phone, said);
-                    served = None;
                 }
-            }
+                refusal.is_none()
+            });
             if id.mac_in_path() {
                 let refused = named.is_some() && served.is_none();
                 (served, refused, false)
@@ -112,7 +104,7 @@ pub(crate) fn screen(
         foreign,
         refused,
         blind,
-        mismatch,
+        refusal,
         unmodeled: false,
         respelled: false,
     }
@@ -128,9 +120,80 @@ pub(crate) fn admits(
     phone: &Phone,
     request: &Request<'_>,
 ) -> bool {
-    identity.as_ref().is_ok_and(|id| {
-        id.candidates.contains(&phone.family) && family_mismatch(id, phone).is_none()
-    }) && admitted(state, sites, phone, request)
+    identity
+        .as_ref()
+        .is_ok_and(|id| why_not(state, sites, id, phone, request).is_none())
+}
+
+/// Why a known phone's file is answered as an unknown MAC's, said in its
+/// history (the answer itself is "not found" whatever the reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The file name is not one its family uses.
+    OtherFamilysName,
+    /// Its own file, asked for by a User-Agent of this family, not the one
+    /// its record names. A file made for one vendor's phones is no use to
+    /// another's, and a Poly reading a Yealink file (a phone created under
+    /// the wrong family) otherwise fetched "ok" at every boot while it ran
+    /// unconfigured.
+    UserAgent(Family),
+    /// It has an HTTP login, and TFTP cannot carry one.
+    LoginOverTftp,
+    /// Asked from where its tenant's phones are not served (such a line is
+    /// for global admins only: `Decision::foreign`).
+    Source(Whence),
+    /// Said as plain "not found": a `/{tenant}/` folder naming another
+    /// tenant is not told to this one, nor is a tenant the state lacks.
+    Unsaid,
+}
+
+impl Refusal {
+    /// The history's words after "not-found: ", if any.
+    pub(crate) fn history_text(self, phone: &Phone, id: &Identity) -> Option<String> {
+        let recorded = phone.family.as_str();
+        Some(match self {
+            Refusal::OtherFamilysName => {
+                let names: Vec<&str> = id.candidates.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "not a {recorded} file name (it is {}'s)",
+                    names.join("'s or ")
+                )
+            }
+            Refusal::UserAgent(said) => format!(
+                "{}: recorded as {recorded}, the User-Agent is {}",
+                crate::outcome::FAMILY_MISMATCH,
+                said.as_str()
+            ),
+            Refusal::LoginOverTftp => {
+                "the phone has an HTTP login, which TFTP cannot carry".to_string()
+            }
+            Refusal::Source(Whence::OutsideItsNetworks) => {
+                "from outside its tenant's provisioning networks".to_string()
+            }
+            Refusal::Source(Whence::AnotherTenantsSite) => {
+                "from inside another tenant's site (its tenant sets no provisioning networks)"
+                    .to_string()
+            }
+            Refusal::Source(Whence::Allowed) | Refusal::Unsaid => return None,
+        })
+    }
+}
+
+/// Why `phone` is not served `id` for `request`, or `None` when it is.
+fn why_not(
+    state: &Arc<MirrorState>,
+    sites: Option<&NetworkIndex>,
+    id: &Identity,
+    phone: &Phone,
+    request: &Request<'_>,
+) -> Option<Refusal> {
+    if !id.candidates.contains(&phone.family) {
+        return Some(Refusal::OtherFamilysName);
+    }
+    if let Err(refusal) = admitted(state, sites, phone, request) {
+        return Some(refusal);
+    }
+    family_mismatch(id, phone).map(Refusal::UserAgent)
 }
 
 /// The User-Agent's family, when it is not the one `phone`'s record names
@@ -163,31 +226,35 @@ fn refuse_mismatch(state: &MirrorState, phone: &Phone, said: Family) {
     }
 }
 
-/// False means "answer as if the phone did not exist".
+/// An error means "answer as if the phone did not exist".
 fn admitted(
     state: &Arc<MirrorState>,
     sites: Option<&NetworkIndex>,
     phone: &Phone,
     request: &Request<'_>,
-) -> bool {
+) -> Result<(), Refusal> {
     // Credentials protect a phone over HTTP; TFTP cannot carry them, so
     // such a phone's files are not served over TFTP at all.
     if request.protocol == Protocol::Tftp && crate::device_auth::needs_credentials(phone) {
-        return false;
+        return Err(Refusal::LoginOverTftp);
     }
     if !tenant_prefix_matches(state, request.path, phone) {
-        return false;
+        return Err(Refusal::Unsaid);
     }
     // Without its tenant a phone's networks cannot be checked. Only a full
     // load read while a first import committed (rows written frozen, seen
     // beside an older snapshot's tenants) holds such a phone, until the
     // reload that import forces.
     let Some(tenant) = state.tenant(phone.tenant_id) else {
-        return false;
+        return Err(Refusal::Unsaid);
     };
-    request
-        .remote
-        .is_none_or(|remote| network_allowed(state, sites, tenant, remote))
+    match request.remote {
+        None => Ok(()),
+        Some(remote) => match network_allowed(state, sites, tenant, remote) {
+            Whence::Allowed => Ok(()),
+            refused => Err(Refusal::Source(refused)),
+        },
+    }
 }
 
 /// Whether a fetch from `request`'s source is one `phone`'s tenant may
@@ -265,7 +332,7 @@ fn network_allowed(
     sites: Option<&NetworkIndex>,
     tenant: &Arc<Tenant>,
     remote: IpAddr,
-) -> bool {
+) -> Whence {
     let from = where_from(state, sites, tenant, remote);
     if from == Whence::AnotherTenantsSite {
         metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
@@ -283,12 +350,12 @@ fn network_allowed(
             tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second per tenant)");
         }
     }
-    from == Whence::Allowed
+    from
 }
 
 /// Where a fetch comes from, for a tenant's phones.
-#[derive(PartialEq, Eq)]
-enum Whence {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Whence {
     Allowed,
     OutsideItsNetworks,
     AnotherTenantsSite,

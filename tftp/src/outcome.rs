@@ -87,17 +87,15 @@ impl Provisioner {
         let (outcome, bytes) = match result {
             Ok(file) => ("ok".to_string(), file.body.len() as i64),
             // Still "not-found" first: the history reads it as a refusal.
-            Err(ProvisionError::NotFound) => match decision.mismatch {
-                Some(said) => (
-                    format!(
-                        "not-found: {FAMILY_MISMATCH}: recorded as {}, the User-Agent is {}",
-                        phone.family.as_str(),
-                        said.as_str()
-                    ),
-                    0,
-                ),
-                None => ("not-found".to_string(), 0),
-            },
+            Err(ProvisionError::NotFound) => {
+                let why = decision
+                    .refusal
+                    .and_then(|refusal| refusal.history_text(phone, identity));
+                match why {
+                    Some(why) => (format!("not-found: {why}"), 0),
+                    None => ("not-found".to_string(), 0),
+                }
+            }
             // Only a wrong answer gets here (`conclude`), never a challenge.
             Err(ProvisionError::Unauthorized { .. }) => (LOGIN_FAILED.to_string(), 0),
             Err(e) => (

@@ -137,6 +137,28 @@ impl Unproven {
         }
     }
 
+    /// A transfer its client ended before acknowledging a packet: no line
+    /// for the phone (the source may be forged), but a log line naming
+    /// it, per tenant at most once a second. A phone behind a firewall or
+    /// NAT that drops the server's packets from a new port asks again and
+    /// again, and without this no trace of it was anywhere.
+    pub(crate) fn unanswered(self, how: &str) {
+        static UNANSWERED_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
+        let Some((_, record, _)) = &self.history else {
+            return;
+        };
+        if let Some(skipped) = UNANSWERED_LOG.allow(record.tenant_id.unwrap_or_default()) {
+            tracing::info!(
+                mac = %record.mac,
+                remote = %record.remote_ip,
+                file = %dialtone_sync::log_text(&record.file),
+                how,
+                skipped,
+                "a phone's file was answered over TFTP and the client acknowledged nothing: a firewall or NAT dropping the server's packets from a new port (see tftp_single_port), or a forged source (logged at most once a second per tenant)"
+            );
+        }
+    }
+
     /// Without a transfer (tools and tests ask as TFTP): as answered.
     fn answered(mut self, provisioner: &Provisioner) {
         self.prove(provisioner);

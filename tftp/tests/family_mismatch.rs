@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use dialtone_sync::Mac;
+use dialtone_sync::store::{PhoneInput, TenantInput};
+use dialtone_sync::{Family, Mac, Mutation};
 use dialtone_tftp::{Protocol, ProvisionError, Request};
 
 const POLY_UA: &str = "FileTransport PolycomVVX-VVX_400-UA/6.4.3.5018 Type/Application";
@@ -78,4 +79,95 @@ async fn another_familys_user_agent_gets_not_found_and_the_history_says_why() {
     // The two served fetches were the same bytes: the history keeps one.
     assert!(outcomes.contains(&"ok"), "{outcomes:?}");
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+}
+
+/// The other refusals of a known phone's own file are said in its history
+/// too, the answer staying "not found": a name of another family's (a
+/// Cisco SPA created as a Yealink asks `spa<mac>.cfg`), a phone with an
+/// HTTP login asked over TFTP, and a fetch from outside its tenant's
+/// networks (a line its tenant does not see).
+#[tokio::test]
+async fn each_refusal_of_a_known_phone_is_said_in_its_history() {
+    let f = Fixture::new().await;
+    let Mutation::UpsertPhone(mut locked) =
+        phone("00:15:65:00:00:07", Family::Yealink, "T46S", &["Lab"])
+    else {
+        unreachable!()
+    };
+    locked.http_user = Some("desk".into());
+    locked.http_password = Some("hunter2".into());
+    f.write(&[
+        Mutation::UpsertPhone(locked),
+        Mutation::UpsertTenant(TenantInput {
+            slug: "fenced".into(),
+            name: "Fenced".into(),
+            default_region: "US".into(),
+            settings: r#"{"provisioning_networks":["10.9.0.0/16"]}"#.into(),
+        }),
+        Mutation::UpsertPhone(PhoneInput {
+            tenant: "fenced".into(),
+            ..match phone("00:15:65:00:00:08", Family::Yealink, "T46S", &["Gate"]) {
+                Mutation::UpsertPhone(input) => input,
+                _ => unreachable!(),
+            }
+        }),
+    ])
+    .await;
+    let (provisioner, writer) = recording(&f);
+    let tftp = |path: &'static str, from: &str| Request {
+        path,
+        remote: Some(from.parse().unwrap()),
+        protocol: Protocol::Tftp,
+        ..Default::default()
+    };
+    for asked in [
+        tftp("spa001565000001.cfg", "192.0.2.10"),
+        tftp("001565000007.cfg", "192.0.2.10"),
+        tftp("001565000008.cfg", "192.0.2.10"),
+    ] {
+        let refused = provisioner.provision(&asked).unwrap_err();
+        assert!(
+            matches!(refused, ProvisionError::NotFound),
+            "{}: {refused}",
+            asked.path
+        );
+    }
+    // From inside its networks the fenced phone is served.
+    provisioner
+        .provision(&tftp("001565000008.cfg", "10.9.1.2"))
+        .unwrap();
+    stored(writer).await;
+
+    let lines = |mac: &'static str| {
+        let store = f.store.clone();
+        async move {
+            let mut boots = store
+                .recent_boots(&mac.parse().unwrap(), None, 10)
+                .await
+                .unwrap();
+            boots.sort_by_key(|b| b.at);
+            boots
+        }
+    };
+    let spa = lines("001565000001").await;
+    assert_eq!(spa.len(), 1, "{spa:?}");
+    assert_eq!(
+        spa[0].outcome,
+        "not-found: not a yealink file name (it is cisco-spa's)"
+    );
+    let locked = lines("001565000007").await;
+    assert_eq!(
+        locked[0].outcome,
+        "not-found: the phone has an HTTP login, which TFTP cannot carry"
+    );
+    let fenced = lines("001565000008").await;
+    let outside = fenced.iter().find(|b| b.remote_ip == "192.0.2.10").unwrap();
+    assert_eq!(
+        outside.outcome,
+        "not-found: from outside its tenant's provisioning networks"
+    );
+    assert_eq!(outside.tenant_id, None, "only global admins read it");
+    assert!(fenced
+        .iter()
+        .any(|b| b.outcome == "ok" && b.tenant_id.is_some()));
 }

@@ -37,6 +37,14 @@ pub(super) enum TransferEnd {
 }
 
 impl TransferEnd {
+    /// Ended by what the client did or did not do, not by the server.
+    pub(super) fn is_the_clients(&self) -> bool {
+        matches!(
+            self,
+            TransferEnd::ClientError { .. } | TransferEnd::Stalled | TransferEnd::ClientGone
+        )
+    }
+
     /// The history line's `outcome`. A completed transfer keeps the "ok"
     /// every reader of history takes for a served fetch (the fleet view,
     /// resync's refetch watch, a direct NOTIFY's address); anything else
@@ -139,6 +147,8 @@ pub(super) fn client_error(packet: &[u8], client: SocketAddr, file: &str) -> Tra
 pub(super) trait Witness: Send + Sync {
     fn proven(&mut self);
     fn ended(self: Box<Self>, how: &TransferEnd, acknowledged: u64);
+    /// Ended by the client before it acknowledged anything.
+    fn unanswered(self: Box<Self>, how: &TransferEnd);
 }
 
 /// A phone's fetch: its source made known for the phone at the first
@@ -155,6 +165,10 @@ impl Witness for PhoneFetch {
 
     fn ended(self: Box<Self>, how: &TransferEnd, acknowledged: u64) {
         self.unproven.ended(how.history_outcome(), acknowledged);
+    }
+
+    fn unanswered(self: Box<Self>, how: &TransferEnd) {
+        self.unproven.unanswered(&how.history_outcome());
     }
 }
 

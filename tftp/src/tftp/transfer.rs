@@ -611,15 +611,21 @@ impl Transfer {
 }
 
 impl Drop for Transfer {
-    /// However the transfer ended, its witness hears of it once, and only
-    /// if the client acknowledged something: before that the source may
-    /// be forged, and a forged request must leave no line for the phone.
+    /// However the transfer ended, its witness hears of it once: as the
+    /// phone's line if the client acknowledged something (before that the
+    /// source may be forged, and a forged request must leave no line for
+    /// the phone), else, if the client never answered or only refused, as
+    /// a log line for the operator.
     fn drop(&mut self) {
-        let Some(witness) = self.witness.take().filter(|_| self.acknowledged) else {
+        let Some(witness) = self.witness.take() else {
             return;
         };
         let how = self.ended.take().unwrap_or(TransferEnd::Failed);
-        witness.ended(&how, self.acked);
+        if self.acknowledged {
+            witness.ended(&how, self.acked);
+        } else if how.is_the_clients() {
+            witness.unanswered(&how);
+        }
     }
 }
 
