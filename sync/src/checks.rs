@@ -10,6 +10,7 @@ use spreadsheet::{decimal, grouped, scientific, spreadsheet, DECIMAL, GROUPED, S
 
 mod ignorable;
 mod printable;
+mod several;
 mod spreadsheet;
 
 pub use printable::{not_xml, settings_strings, settings_text, unfit};
@@ -256,6 +257,12 @@ pub fn directory_entry(entry: &DirectoryEntryInput) -> Result<(), Refused<EntryF
         }
         if n.number.bytes().filter(u8::is_ascii_digit).count() < 3 {
             return refuse(EntryField::Number(i), numbers());
+        }
+        if let Some(between) = several::several(&n.number) {
+            return refuse(
+                EntryField::Number(i),
+                several::one_number_each("numbers", between),
+            );
         }
         let mangled = [
             (scientific as fn(&str) -> bool, SCIENTIFIC),

@@ -495,6 +495,29 @@ fn directory_csv_collects_number_columns() {
     assert_eq!(&*d.numbers[0].kind, "work");
 }
 
+/// A cell of two numbers, as Google Contacts exports a contact's two work
+/// numbers, is refused where it is instead of imported as one number made
+/// of both (which no caller has, and the first number lost).
+#[test]
+fn a_cell_of_several_numbers_is_refused_at_its_column() {
+    let plan = plan_text(
+        "dir.csv",
+        "tenant,name,work,mobile\n\
+         acme,Alice,+44 20 7946 0000 ::: +44 20 7946 0001,\n\
+         acme,Bob,,\"+44 7700 900001\n+44 7700 900002\"\n\
+         acme,Carol,\"+1 555 010 0100,,98765432#\",\n",
+    );
+    let errors: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("dir.csv:2:3 (work)") && errors[0].contains("one number each"),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("dir.csv:3:4 (mobile)"), "{errors:?}");
+    // A dial string with pauses and tones is one number.
+    assert_eq!(plan.changes(), 1);
+}
+
 #[test]
 fn csv_errors_name_their_own_line_after_blank_lines_and_quoted_breaks() {
     let head = "tenant,mac,family,extension,password,registrar\n";
