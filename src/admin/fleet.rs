@@ -66,8 +66,8 @@ pub struct Failing {
     pub mac: String,
     pub at: i64,
     /// `not_found`, `family_mismatch` (its own file was asked for by a
-    /// User-Agent of another family than the phone's record names: fix
-    /// the record), `auth`, `banned`, `render_error`, `busy`, `refused`,
+    /// User-Agent of another family than the phone's record names, which
+    /// the MAC's vendor prefix names too: correct the record), `auth`, `banned`, `render_error`, `busy`, `refused`,
     /// `error`, or a TFTP transfer's end (`client_refused`, `stalled`,
     /// `too_slow`, `client_gone`). `banned`: the source of its latest
     /// fetch is banned on the node that answered, outside the tenant's

@@ -102,6 +102,8 @@ enum Unserved {
 const REFUSALS: [&str; 5] = [
     "not-found",
     "error: source banned",
+    // Written by no release since failed logins were: kept for rows an
+    // older node may still write.
     "error: device authentication required",
     "error: device authentication failed",
     "error: refused path",

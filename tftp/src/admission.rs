@@ -159,9 +159,22 @@ impl Refusal {
                     names.join("'s or ")
                 )
             }
+            // Anyone who knows the MAC can send any User-Agent, so only a
+            // MAC whose vendor prefix is the User-Agent's family makes it a
+            // mismatch to fix: a forger must not have the admin "correct"
+            // a right record (and lock the real phone out). Otherwise it
+            // is said as what it is, a User-Agent of another family.
+            Refusal::UserAgent(said)
+                if crate::identify::family_by_oui(&phone.mac, Family::ALL) == Some(said) =>
+            {
+                format!(
+                    "{}: recorded as {recorded}, the User-Agent and the MAC's vendor are {}",
+                    crate::outcome::FAMILY_MISMATCH,
+                    said.as_str()
+                )
+            }
             Refusal::UserAgent(said) => format!(
-                "{}: recorded as {recorded}, the User-Agent is {}",
-                crate::outcome::FAMILY_MISMATCH,
+                "asked with a {} User-Agent, not a {recorded} one",
                 said.as_str()
             ),
             Refusal::LoginOverTftp => {
@@ -201,10 +214,22 @@ fn why_not(
 /// directory: names several families share, rendered for the record's).
 /// Common and static files are the same whoever asks: a User-Agent there
 /// only says which phone a common file is made for, and firmware fetched
-/// by a mislabelled phone must not cost its office misses.
+/// by a mislabelled phone must not cost its office misses. Cisco's
+/// families are one another's (the SPA and MPP files are the same
+/// `<flat-profile>`, an MPP's User-Agent is the operator's to set, and
+/// enterprise phones send none): a User-Agent tells them apart too
+/// loosely to refuse a phone for it.
 fn family_mismatch(id: &Identity, phone: &Phone) -> Option<Family> {
-    id.ua_family
-        .filter(|said| *said != phone.family && id.mac_in_path())
+    id.ua_family.filter(|said| {
+        *said != phone.family && id.mac_in_path() && !(is_cisco(*said) && is_cisco(phone.family))
+    })
+}
+
+fn is_cisco(family: Family) -> bool {
+    matches!(
+        family,
+        Family::CiscoSpa | Family::CiscoMpp | Family::CiscoSep
+    )
 }
 
 /// Logged per tenant, at most once a second: anyone knowing a MAC can send
@@ -221,7 +246,7 @@ fn refuse_mismatch(state: &MirrorState, phone: &Phone, said: Family) {
             recorded = phone.family.as_str(),
             user_agent = said.as_str(),
             skipped,
-            "a phone's own file was asked for by another family's User-Agent than its record names; not served (fix the phone's family) (logged at most once a second per tenant)"
+            "a phone's own file was asked for by another family's User-Agent than its record names; not served (if the phone is of that family, correct its record) (logged at most once a second per tenant)"
         );
     }
 }

@@ -81,3 +81,29 @@ fn a_nat64_phone_is_inside_its_tenants_networks_as_its_global_ipv4_host() {
     assert!(from(3, "64:ff9b::81.2.69.5") == Whence::Allowed);
     assert!(from(3, "81.2.69.5") == Whence::OutsideItsNetworks);
 }
+
+/// Another family's User-Agent on a phone's own file refuses it, but not
+/// between Cisco's families (one flat-profile format, a User-Agent an
+/// operator sets), and never on a common or static file.
+#[test]
+fn a_family_mismatch_is_another_vendors_user_agent_on_a_phones_own_file() {
+    use dialtone_sync::testing::build::phone_row;
+    let yealink = phone_row(1, 1, "001565000001".parse().unwrap(), Family::Yealink);
+    let mpp = phone_row(2, 1, "00562b043615".parse().unwrap(), Family::CiscoMpp);
+    let asked = |path: &str, ua: &str| crate::identify::identify(path, Some(ua)).unwrap();
+    let poly = "FileTransport PolycomVVX-VVX_400-UA/4.1.4.7430 Type/Application";
+    let spa = "Cisco/SPA508G-7.4.4 (00562B043615)(CBT141400UK)";
+    assert_eq!(
+        family_mismatch(&asked("001565000001.cfg", poly), &yealink),
+        Some(Family::Poly)
+    );
+    assert_eq!(
+        family_mismatch(&asked("001565000001-directory.xml", poly), &yealink),
+        Some(Family::Poly)
+    );
+    assert_eq!(
+        family_mismatch(&asked("00562b043615-directory.xml", spa), &mpp),
+        None
+    );
+    assert_eq!(family_mismatch(&asked("sip.ld", poly), &yealink), None);
+}

@@ -147,15 +147,17 @@ impl Unproven {
         let Some((_, record, _)) = &self.history else {
             return;
         };
-        if let Some(skipped) = UNANSWERED_LOG.allow(record.tenant_id.unwrap_or_default()) {
-            tracing::info!(
-                mac = %record.mac,
-                remote = %record.remote_ip,
-                file = %dialtone_sync::log_text(&record.file),
-                how,
-                skipped,
-                "a phone's file was answered over TFTP and the client acknowledged nothing: a firewall or NAT dropping the server's packets from a new port (see tftp_single_port), or a forged source (logged at most once a second per tenant)"
-            );
+        let Some(skipped) = UNANSWERED_LOG.allow(record.tenant_id.unwrap_or_default()) else {
+            return;
+        };
+        let (mac, remote) = (&record.mac, &record.remote_ip);
+        let file = dialtone_sync::log_text(&record.file);
+        // A client's ERROR says it got our packet and said no (the options,
+        // the size); silence or a refused port says it never did.
+        if how.starts_with("client-error") {
+            tracing::info!(%mac, %remote, %file, how, skipped, "a phone refused its file over TFTP before acknowledging any of it (logged at most once a second per tenant)");
+        } else {
+            tracing::info!(%mac, %remote, %file, how, skipped, "a phone's file was answered over TFTP and the client acknowledged nothing: a firewall or NAT dropping the server's packets from a new port (see tftp_single_port), or a forged source (logged at most once a second per tenant)");
         }
     }
 
