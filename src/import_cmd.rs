@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::ImportArgs;
 
 mod progress;
+pub(crate) mod replace;
 pub(crate) mod templates;
 mod vendors;
 
@@ -97,14 +98,28 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         None => open(config, args).await?.0,
     };
     keep_stored_tenants(&*store, &mut plan).await?;
+    let replaced = match args.replace_directory {
+        true => replace::from_store(&*store, &mut plan).await?,
+        false => Vec::new(),
+    };
+    if args.replace_directory && replaced.is_empty() {
+        eprintln!(
+            "--replace-directory: the files hold no directory entry, so no directory is replaced"
+        );
+    }
+    let changes = plan.changes();
     let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+    let mut detail = serde_json::json!({ "files": files, "changes": changes });
+    if args.replace_directory {
+        detail["replaced_directories"] = serde_json::json!(replaced);
+    }
     let audit = Audit {
         tenant: None,
         actor,
         action: "import".into(),
         entity: "import".into(),
         entity_key: files.join(","),
-        detail: serde_json::json!({ "files": files, "changes": changes }),
+        detail,
     };
     // A dry run is the import itself, rolled back: the database's own
     // refusals (an unknown tenant, say) and the counts are the real ones.
@@ -136,6 +151,13 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
         summary(report.directory_sources),
         summary(report.templates),
     );
+    if !replaced.is_empty() {
+        let said = match ending {
+            Ending::RollBack => "directories it would replace",
+            Ending::Commit => "directories replaced",
+        };
+        println!("{said}: {}", replaced.join(", "));
+    }
     store.close().await;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,

@@ -163,6 +163,13 @@ pub struct ImportArgs {
     /// Check the files and report what would change, without writing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The files hold the whole directory of each tenant they have entries
+    /// for: that tenant's stored entries they leave out are deleted, in the
+    /// same transaction. A tenant with no entry in the files keeps its
+    /// directory. Not with --skip-invalid, which would delete the stored
+    /// entry of every row it skips.
+    #[arg(long, conflicts_with = "skip_invalid")]
+    pub replace_directory: bool,
 }
 
 /// [`unnamed_config::refusal`] for this command line. A first start

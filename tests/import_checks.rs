@@ -6,19 +6,6 @@ mod common;
 
 use common::*;
 
-/// `dialtone import FILES...` (with `extra` first): exit code, stdout, stderr.
-fn import(
-    dir: &std::path::Path,
-    url: &str,
-    extra: &[&str],
-    files: &[&std::path::Path],
-) -> (Option<i32>, String, String) {
-    let mut cmd = dialtone(dir, url);
-    cmd.arg("import").args(extra).args(files);
-    let out = run(cmd);
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 /// One offending row of each kind is named at its file, line, column and
 /// field, and nothing of the run is written; `--skip-invalid` imports the
 /// rest.
@@ -75,17 +62,18 @@ fn rows_the_admin_api_refuses_are_refused_where_they_are() {
         let dir = tempfile::tempdir().unwrap();
         let url = sqlite_url(dir.path());
         let tenants = write_file(dir.path(), "acme.csv", TENANTS_CSV);
-        let (code, _, err) = import(dir.path(), &url, &[], &[&tenants]);
+        let (code, _, err) = import_files(dir.path(), &url, &[], &[&tenants]);
         assert_eq!(code, Some(0), "{err}");
         let file = write_file(dir.path(), name, &body);
         // With a new tenant in the same run, to show that none of it is written.
         let other = write_file(dir.path(), "other.csv", "slug,name\ninitech,Initech\n");
-        let (code, _, err) = import(dir.path(), &url, &[], &[&other, &file]);
+        let (code, _, err) = import_files(dir.path(), &url, &[], &[&other, &file]);
         assert_eq!(code, Some(1), "{name}: {err}");
         assert!(err.contains(place), "{name}: {err}");
         assert!(err.contains("nothing was written"), "{name}: {err}");
 
-        let (code, out, err) = import(dir.path(), &url, &["--skip-invalid"], &[&other, &file]);
+        let (code, out, err) =
+            import_files(dir.path(), &url, &["--skip-invalid"], &[&other, &file]);
         assert_eq!(code, Some(0), "{name}: {err}");
         assert!(out.contains(imported), "{name}: {out}");
         assert!(
@@ -107,10 +95,10 @@ fn a_renaming_tenants_csv_keeps_settings_and_region() {
         "slug,name,default_region,settings\n\
          acme,Acme Inc,GB,\"{\"\"provisioning_networks\"\":[\"\"10.1.0.0/16\"\"],\"\"quotas\"\":{\"\"phones\"\":5}}\"\n",
     );
-    let (code, _, err) = import(dir.path(), &url, &[], &[&full]);
+    let (code, _, err) = import_files(dir.path(), &url, &[], &[&full]);
     assert_eq!(code, Some(0), "{err}");
     let renamed = write_file(dir.path(), "renamed.csv", "slug,name\nacme,Acme Renamed\n");
-    let (code, out, err) = import(dir.path(), &url, &[], &[&renamed]);
+    let (code, out, err) = import_files(dir.path(), &url, &[], &[&renamed]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("tenants +0 ~1 =0"), "{out}");
 
@@ -145,7 +133,7 @@ fn a_mac_of_another_vendor_is_warned_of_at_its_row() {
         rows += &format!("acme,000413{n:06x},fanvil,X4\n");
     }
     let phones = write_file(dir.path(), "phones.csv", &rows);
-    let (code, out, err) = import(dir.path(), &url, &[], &[&tenants, &phones]);
+    let (code, out, err) = import_files(dir.path(), &url, &[], &[&tenants, &phones]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("phones +16 "), "{out}");
     assert!(

@@ -82,6 +82,12 @@ pub struct ImportParams {
     /// Run the import and roll it back: the same counts and refusals,
     /// nothing written.
     pub dry_run: Option<bool>,
+    /// The document holds the whole directory of each tenant it has
+    /// entries for: that tenant's stored entries it leaves out are
+    /// deleted in the same transaction (`dialtone import
+    /// --replace-directory`). A tenant with no entry in it keeps its
+    /// directory.
+    pub replace_directory: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -91,6 +97,9 @@ pub struct ImportResult {
     /// What the write did, per table; on a dry run, what it would do.
     #[schema(value_type = Option<Object>)]
     pub written: Option<WriteReport>,
+    /// With `replace_directory`: the tenants whose directories the
+    /// document replaced (or, on a dry run, would replace).
+    pub replaced_directories: Vec<String>,
 }
 
 fn view(r: AuditRecord) -> AuditView {
@@ -294,17 +303,25 @@ pub async fn import(
         ))
         .with_details(json!({ "errors": errors })));
     }
+    let replaced = match params.replace_directory {
+        Some(true) => crate::import_cmd::replace::from_mirror(&state.mirror.load(), &mut plan),
+        _ => Vec::new(),
+    };
     let changes = plan.changes();
     if changes == 0 {
         return Err(ApiError::invalid("nothing to import"));
     }
     let mutations = plan.take_mutations();
+    let mut detail = json!({ "changes": changes });
+    if params.replace_directory == Some(true) {
+        detail["replaced_directories"] = json!(replaced);
+    }
     let change = Change {
         action: "import",
         entity: "import",
         key: format!("{changes} changes"),
         tenant: None,
-        detail: json!({ "changes": changes }),
+        detail,
     };
     let dry_run = params.dry_run == Some(true);
     let written = if dry_run {
@@ -322,6 +339,7 @@ pub async fn import(
         changes,
         dry_run,
         written: Some(written),
+        replaced_directories: replaced,
     })
     .into_response())
 }

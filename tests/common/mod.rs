@@ -628,3 +628,16 @@ impl Api {
         )
     }
 }
+
+/// `dialtone import FILES...` (with `extra` first): exit code, stdout, stderr.
+pub fn import_files(
+    dir: &Path,
+    database_url: &str,
+    extra: &[&str],
+    files: &[&Path],
+) -> (Option<i32>, String, String) {
+    let mut cmd = dialtone(dir, database_url);
+    cmd.arg("import").args(extra).args(files);
+    let out = run(cmd);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}

@@ -213,3 +213,67 @@ async fn a_renaming_tenants_csv_keeps_settings_and_region() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
     assert!(text.contains("tenant name holds U+202E"), "{text}");
 }
+
+/// `?replace_directory=true` deletes the entries of each tenant the
+/// document has entries for that it leaves out, as `dialtone import
+/// --replace-directory` does; a tenant it has none of keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_may_replace_the_directories_it_holds() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let entry = |tenant: &str, id: &str, name: &str| {
+        format!(
+            r#"{{"tenant": "{tenant}", "external_id": "{id}", "name": "{name}", "numbers": [{{"number": "+1 212 555 01{id}"}}]}}"#
+        )
+    };
+    let first = format!(
+        r#"{{"directory": [{}, {}, {}]}}"#,
+        entry("acme", "11", "Alice"),
+        entry("acme", "12", "Bob"),
+        entry("globex", "19", "Gina")
+    );
+    let reply = h
+        .call(
+            Some("global"),
+            Method::POST,
+            "/v1/import",
+            Some(&first),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let state = h.mirror.load();
+    let names = |state: &dialtone_sync::MirrorState, slug: &str| {
+        let tenant = state.tenant_by_slug(slug).unwrap();
+        let mut names: Vec<String> = state
+            .directory_of(tenant.id)
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    // The harness's own entries are acme's and globex's too.
+    let (acme_before, globex_before) = (names(&state, "acme"), names(&state, "globex"));
+    assert!(acme_before.len() > 2 && globex_before.contains(&"Gina".to_string()));
+    let again = format!(r#"{{"directory": [{}]}}"#, entry("acme", "11", "Alice"));
+    let reply = h
+        .call(
+            Some("global"),
+            Method::POST,
+            "/v1/import?replace_directory=true",
+            Some(&again),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let answer = reply.json();
+    assert_eq!(answer["replaced_directories"], serde_json::json!(["acme"]));
+    assert_eq!(
+        answer["written"]["directory_entries"]["deleted"],
+        acme_before.len() - 1,
+        "{answer}"
+    );
+    let state = h.mirror.load();
+    assert_eq!(names(&state, "acme"), ["Alice"]);
+    assert_eq!(names(&state, "globex"), globex_before);
+}

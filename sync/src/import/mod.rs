@@ -19,6 +19,7 @@ pub(crate) mod csv;
 mod input;
 mod json;
 mod phones;
+mod replace;
 
 pub use json::templates::IMPORTED_BY;
 
@@ -311,7 +312,18 @@ fn check_duplicates(plan: &mut ImportPlan) {
             Entry::Occupied(e) => {
                 let what = match *e.key() {
                     Key::Tenant(slug) => format!("tenant {slug:?}"),
-                    Key::Entry(tenant, id) => format!("directory entry {tenant:?}/{id:?}"),
+                    // Two people of one name are common, and neither row
+                    // showed the key it was given: say what to do.
+                    Key::Entry(tenant, id) => {
+                        match id.strip_prefix(crate::checks::GENERATED_ENTRY_KEY_PREFIX) {
+                            Some(_) => format!(
+                                "directory entry of {tenant:?}: two entries of this name and no \
+                             external_id (an entry without one is keyed by its name; give \
+                             each an external_id to keep both)"
+                            ),
+                            None => format!("directory entry {tenant:?}/{id:?}"),
+                        }
+                    }
                     Key::Source(tenant, name) => format!("directory source {tenant:?}/{name:?}"),
                     Key::Template(scope, family, key, file) => {
                         format!("{scope} template {family}/{key:?}/{file:?}")

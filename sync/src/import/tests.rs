@@ -495,6 +495,33 @@ fn directory_csv_collects_number_columns() {
     assert_eq!(&*d.numbers[0].kind, "work");
 }
 
+/// Two people of one name without ids: the second is named, with what to
+/// do; with ids of their own, both import.
+#[test]
+fn two_entries_of_one_name_without_ids_say_to_give_them_ids() {
+    let plan = plan_text(
+        "dir.csv",
+        "tenant,external_id,name,work\n\
+         acme,,John Smith,+1 212 555 0101\n\
+         acme,,john smith,+1 212 555 0102\n",
+    );
+    let errors: Vec<String> = plan.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("dir.csv:3:")
+            && errors[0].contains("two entries of this name and no external_id")
+            && errors[0].contains("first given at"),
+        "{errors:?}"
+    );
+    let plan = plan_text(
+        "dir.csv",
+        "tenant,external_id,name,work\n\
+         acme,7,John Smith,+1 212 555 0101\n\
+         acme,8,John Smith,+1 212 555 0102\n",
+    );
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+}
+
 /// A cell of two numbers, as Google Contacts exports a contact's two work
 /// numbers, is refused where it is instead of imported as one number made
 /// of both (which no caller has, and the first number lost).

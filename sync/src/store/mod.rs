@@ -537,6 +537,27 @@ pub trait Store: Send + Sync + 'static {
         Ok((loading.into_dataset(), cursor, meta))
     }
 
+    /// The keys (`external_id`) of `tenant`'s directory entries, none for a
+    /// tenant that does not exist: an import that replaces a directory
+    /// deletes those its files do not hold. Backends read just these.
+    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
+        let (data, _, _) = self.load_all().await?;
+        let Some(id) = data
+            .tenants
+            .iter()
+            .find(|t| &*t.slug == tenant)
+            .map(|t| t.id)
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(data
+            .directory_entries
+            .into_iter()
+            .filter(|d| d.tenant_id == id)
+            .filter_map(|d| d.external_id.map(String::from))
+            .collect())
+    }
+
     /// Changes after `cursor`, each with its row's current state. `seen`,
     /// from the read that gave `cursor`, lets a backend skip what that read
     /// already returned.

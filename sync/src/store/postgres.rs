@@ -476,6 +476,12 @@ impl Store for PgStore {
         conn.settle(read).await
     }
 
+    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
+        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
+        let read = sql::directory_keys(conn.conn(), tenant).await;
+        conn.settle(read).await
+    }
+
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let read = sql::delete_unclaimed(conn.conn(), tenant, mac).await;

@@ -534,6 +534,11 @@ impl Store for SqliteStore {
         sql::unclaimed_counts(&mut conn, only).await
     }
 
+    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
+        let mut conn = self.pool.acquire().await?;
+        sql::directory_keys(&mut conn, tenant).await
+    }
+
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {
         let mac = *mac;
         self.write_txn(move |conn| {

@@ -70,9 +70,21 @@ pub(crate) fn directory_run(mutations: &[Mutation]) -> Option<Vec<&DirectoryEntr
         .then_some(run)
 }
 
-/// Expands to `bulk_directory` over `$conn`, inside `shared_sql!`.
+/// Expands to `bulk_directory` and `directory_keys` over `$conn`, inside
+/// `shared_sql!`.
 macro_rules! bulk_directory_sql {
     ($conn:ty) => {
+        /// [`crate::store::Store::directory_keys`].
+        pub(super) async fn directory_keys(conn: &mut $conn, tenant: &str) -> Result<Vec<String>, SyncError> {
+            Ok(sqlx::query_scalar(
+                "SELECT d.external_id FROM directory_entries d JOIN tenants t ON t.id = d.tenant_id \
+                 WHERE t.slug = $1 AND d.external_id IS NOT NULL",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?)
+        }
+
         /// Upserts `entries` (keys distinct) writing only rows that are
         /// new or differ. `reject` names entry `i` in a refusal.
         pub(super) async fn bulk_directory(
