@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::ImportArgs;
 
 mod progress;
-pub(crate) mod replace;
 pub(crate) mod templates;
 mod vendors;
 
@@ -99,7 +98,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     };
     keep_stored_tenants(&*store, &mut plan).await?;
     let replaced = match args.replace_directory {
-        true => replace::from_store(&*store, &mut plan).await?,
+        true => plan.replace_directories(),
         false => Vec::new(),
     };
     if args.replace_directory && replaced.is_empty() {
@@ -396,6 +395,8 @@ fn set_aside_tenant(
                 batch.remove_all(&gone);
                 !batch.is_empty()
             }
+            // Goes with the tenant's entries, already named.
+            Mutation::ReplaceDirectory { tenant: of, .. } if of == tenant => false,
             other if tenant_named(other) == Some(tenant) => {
                 aside.locations.push(location.to_string());
                 false
@@ -418,6 +419,7 @@ fn tenant_named(mutation: &Mutation) -> Option<&str> {
         Mutation::UpsertDirectoryEntry(entry) => Some(&entry.tenant),
         Mutation::UpsertDirectorySource(source) => Some(&source.tenant),
         Mutation::UpsertTenantTemplate { tenant, .. } => Some(tenant),
+        Mutation::ReplaceDirectory { tenant, .. } => Some(tenant),
         _ => None,
     }
 }

@@ -304,7 +304,7 @@ pub async fn import(
         .with_details(json!({ "errors": errors })));
     }
     let replaced = match params.replace_directory {
-        Some(true) => crate::import_cmd::replace::from_mirror(&state.mirror.load(), &mut plan),
+        Some(true) => plan.replace_directories(),
         _ => Vec::new(),
     };
     let changes = plan.changes();

@@ -218,3 +218,53 @@ async fn follows_body(db: TestDb) {
     assert!(names.iter().any(|d| &*d.name == "Renamed"));
     node.stop().await;
 }
+
+/// A replaced directory keeps the keys it is given and loses every other
+/// entry of its tenant, one stored without a key included, in one
+/// statement of the write's transaction; another tenant's entry of the
+/// same key stays, and every deletion reaches the change log.
+both_backends!(a_replaced_directory_keeps_only_its_keys, replaced_body);
+async fn replaced_body(db: TestDb) {
+    let store = db.store().await;
+    store.apply(&book(), &audit("import")).await.unwrap();
+    let acme = scalar(&db, "SELECT id FROM tenants WHERE slug = 'acme'").await;
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO directory_entries (tenant_id, external_id, name, numbers, updated_at) \
+             VALUES ({acme}, NULL, 'Keyless', '[]', 1)"
+        ),
+    )
+    .await;
+    let logged_before = logged_entries(&db).await;
+    let keep: Vec<String> = (0..10).map(|n| format!("crm-{n}")).collect();
+    let mut batch: Vec<Mutation> = (0..10).map(|n| person("acme", n)).collect();
+    batch.push(Mutation::ReplaceDirectory {
+        tenant: "acme".into(),
+        keep,
+    });
+    let report = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(report.directory_entries.unchanged, 10, "{report:?}");
+    // The other 290 and the keyless one.
+    assert_eq!(
+        report.directory_entries.deleted,
+        ENTRIES as u64 - 10 + 1,
+        "{report:?}"
+    );
+    let left = scalar(
+        &db,
+        &format!("SELECT count(*) FROM directory_entries WHERE tenant_id = {acme}"),
+    )
+    .await;
+    assert_eq!(left, 10);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM directory_entries d JOIN tenants t ON t.id = d.tenant_id \
+             WHERE t.slug = 'beta' AND d.external_id = 'crm-0'"
+        )
+        .await,
+        1
+    );
+    assert!(logged_entries(&db).await >= logged_before + ENTRIES as i64 - 9);
+}

@@ -2,9 +2,11 @@
 //! Contacts joins a contact's numbers of one label with ` ::: `, others
 //! put each on a line of its own within the cell. Read as one number, the
 //! first is lost and the digits run together into a number nobody has.
-//! A comma or semicolon is a dial string's pause or wait, followed by
-//! digits to send once the call is answered; followed by `+` it begins
-//! another number, since no tone is dialled as `+`.
+//! A comma or semicolon is a dial string's pause or wait, followed at once
+//! by digits to send once the call is answered; followed by `+` it begins
+//! another number, since no tone is dialled as `+`, and so does a space
+//! and a whole number. Read as one, such a cell named nobody, or only its
+//! first number, and no one was told.
 
 /// Why `number` is more than one, if it is.
 pub(super) fn several(number: &str) -> Option<&'static str> {
@@ -20,10 +22,41 @@ pub(super) fn several(number: &str) -> Option<&'static str> {
             .skip(1)
             .any(|after| after.trim_start().starts_with('+'))
     };
-    [',', ';', '/', '|']
-        .into_iter()
-        .any(before_plus)
-        .then_some("a separator before a second \"+\"")
+    if [',', ';', '/', '|'].into_iter().any(before_plus) {
+        return Some("a separator before a second \"+\"");
+    }
+    // `+44 20 7946 0000 +44 20 7946 0001`: a `+` after a digit and a space.
+    let bytes = number.as_bytes();
+    let plus_after_number = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'+' && {
+            let before = number[..i].trim_end();
+            before.len() < i && before.ends_with(|c: char| c.is_ascii_digit())
+        }
+    });
+    if plus_after_number {
+        return Some("a space before a second \"+\"");
+    }
+    // A pause is followed by the tones it waits for, at once; a space
+    // and a whole number after a comma or semicolon is another number.
+    let spaced_number = |separator: char| {
+        number
+            .split(separator)
+            .skip(1)
+            .any(|after| after.starts_with(char::is_whitespace) && digits(after) >= 6)
+    };
+    if [',', ';'].into_iter().any(spaced_number) {
+        return Some("a comma or semicolon and a space");
+    }
+    // `030 1234567 / 0171 1234567`: whole numbers on both sides. An area
+    // code before the slash (`0171/1234567`, `+49 3381/123456`) is shorter.
+    let halves_are_numbers = number
+        .split_once('/')
+        .is_some_and(|(left, right)| digits(left) >= 8 && digits(right) >= 8);
+    halves_are_numbers.then_some("a slash between two whole numbers")
+}
+
+fn digits(text: &str) -> usize {
+    text.bytes().filter(u8::is_ascii_digit).count()
 }
 
 /// The refusal, with what to do instead.
@@ -48,6 +81,9 @@ mod tests {
             "+1 212 555 0100;+1 212 555 0101",
             "030 1234567 / +49 171 1234567",
             "+33 1 23 45 67 89 | +33 6 12 34 56 78",
+            "+44 20 7946 0000 +44 20 7946 0001",
+            "555-0100, 555-0101",
+            "030 1234567 / 0171 1234567",
         ] {
             assert!(several(text).is_some(), "{text:?}");
         }
@@ -58,6 +94,10 @@ mod tests {
             "+1 555 010 0100;ext=12",
             "0171/1234567",
             "030 / 1234567",
+            "+49 3381/123456",
+            "+49 (0)30 / 1234567",
+            "+1 555 0100,,1234#",
+            "+1 555 0100, ext 12",
             "tel:+1-555-0100;phone-context=+1",
             "sip:+15550100@pbx.example.net;user=phone",
             "+1 (555) 010-0100 x12",

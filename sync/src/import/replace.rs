@@ -1,101 +1,98 @@
 //! An import that replaces directories: for each tenant whose entries the
-//! files hold, its stored entries they do not hold are deleted in the same
-//! transaction. An address book exported again is the whole directory, and
-//! without this the entries of people who left went on naming callers
-//! from numbers since given to others. A tenant the files hold no entry
-//! for keeps its directory: leaving a tenant out never empties it.
+//! files hold, its stored entries they do not hold are deleted by the
+//! run's last statement for that tenant, in the run's own transaction
+//! ([`Mutation::ReplaceDirectory`]), whoever wrote them and however many.
+//! An address book exported again is the whole directory, and without
+//! this the entries of people who left went on naming callers from
+//! numbers since given to others. A tenant the files hold no entry for
+//! keeps its directory: leaving a tenant out never empties it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ImportPlan, Location};
 use crate::store::Mutation;
 
 impl ImportPlan {
-    /// The tenants whose directories the files hold entries of.
-    pub fn directory_tenants(&self) -> Vec<String> {
-        let tenants: std::collections::BTreeSet<&str> = self
-            .items
-            .iter()
-            .filter_map(|(m, _)| match m {
-                Mutation::UpsertDirectoryEntry(d) => Some(d.tenant.as_str()),
-                _ => None,
-            })
-            .collect();
-        tenants.into_iter().map(str::to_string).collect()
-    }
-
-    /// Deletes, after everything else, each stored entry (`stored`: a
-    /// tenant's keys, as [`crate::store::Store::directory_keys`] reads
-    /// them) of a tenant the files hold entries of, unless they hold it
-    /// too. Returns how many deletions were added. A deletion is placed at
-    /// its tenant's first entry in the files, where a refusal names it.
-    pub fn replace_directories(&mut self, stored: &BTreeMap<String, Vec<String>>) -> usize {
-        let mut held: BTreeMap<&str, (HashSet<&str>, &Location)> = BTreeMap::new();
+    /// Appends, after everything else, one replacement per tenant the
+    /// files hold entries of, keeping those entries' keys. Placed at the
+    /// tenant's first entry in the files, where a refusal names it.
+    /// Returns the tenants.
+    pub fn replace_directories(&mut self) -> Vec<String> {
+        let mut held: BTreeMap<&str, (BTreeSet<&str>, &Location)> = BTreeMap::new();
         for (mutation, location) in &self.items {
             if let Mutation::UpsertDirectoryEntry(d) = mutation {
                 held.entry(d.tenant.as_str())
-                    .or_insert_with(|| (HashSet::new(), location))
+                    .or_insert_with(|| (BTreeSet::new(), location))
                     .0
                     .insert(d.external_id.as_str());
             }
         }
-        let mut deletions = Vec::new();
-        for (tenant, (keys, location)) in &held {
-            let Some(stored) = stored.get(*tenant) else {
-                continue;
-            };
-            for key in stored.iter().filter(|key| !keys.contains(key.as_str())) {
-                deletions.push((
-                    Mutation::DeleteDirectoryEntry {
-                        tenant: tenant.to_string(),
-                        external_id: key.clone(),
-                    },
-                    (*location).clone(),
-                ));
-            }
-        }
-        let added = deletions.len();
-        self.items.extend(deletions);
-        added
+        let replacements: Vec<(Mutation, Location)> = held
+            .into_iter()
+            .map(|(tenant, (keep, location))| {
+                let keep = keep.into_iter().map(str::to_string).collect();
+                let tenant = tenant.to_string();
+                (
+                    Mutation::ReplaceDirectory { tenant, keep },
+                    location.clone(),
+                )
+            })
+            .collect();
+        let tenants = replacements
+            .iter()
+            .filter_map(|(m, _)| match m {
+                Mutation::ReplaceDirectory { tenant, .. } => Some(tenant.clone()),
+                _ => None,
+            })
+            .collect();
+        self.items.extend(replacements);
+        tenants
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use crate::import::plan_bytes;
+    use crate::store::Mutation;
 
     #[test]
-    fn only_the_tenants_in_the_files_lose_what_the_files_do_not_hold() {
+    fn each_tenant_in_the_files_keeps_the_keys_they_hold() {
         let mut plan = plan_bytes(
             "dir.csv",
             false,
-            b"tenant,external_id,name,work\nacme,1,Alice,+1 555 0100\nacme,,Bob,+1 555 0101\n",
+            b"tenant,external_id,name,work\nacme,1,Alice,+1 555 0100\nacme,,Bob,+1 555 0101\n\
+              globex,9,Gina,+1 555 0109\n",
         );
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
-        assert_eq!(plan.directory_tenants(), ["acme"]);
-        let stored = BTreeMap::from([
-            (
-                "acme".to_string(),
-                vec!["1".into(), "2".into(), "name:bob".into()],
-            ),
-            ("globex".to_string(), vec!["9".into()]),
-        ]);
         let before = plan.changes();
-        assert_eq!(plan.replace_directories(&stored), 1);
-        assert_eq!(plan.changes(), before + 1);
-        let deleted: Vec<String> = plan
-            .take_mutations()
-            .into_iter()
+        assert_eq!(plan.replace_directories(), ["acme", "globex"]);
+        assert_eq!(plan.changes(), before + 2);
+        let mutations = plan.take_mutations();
+        let replaced: Vec<(String, Vec<String>)> = mutations
+            .iter()
             .filter_map(|m| match m {
-                crate::store::Mutation::DeleteDirectoryEntry {
-                    tenant,
-                    external_id,
-                } => Some(format!("{tenant}/{external_id}")),
+                Mutation::ReplaceDirectory { tenant, keep } => Some((tenant.clone(), keep.clone())),
                 _ => None,
             })
             .collect();
-        assert_eq!(deleted, ["acme/2"]);
+        assert_eq!(
+            replaced,
+            [
+                (
+                    "acme".to_string(),
+                    vec!["1".to_string(), "name:bob".to_string()]
+                ),
+                ("globex".to_string(), vec!["9".to_string()]),
+            ]
+        );
+        // After every upsert of the run.
+        assert!(matches!(
+            mutations.last(),
+            Some(Mutation::ReplaceDirectory { .. })
+        ));
+        assert!(matches!(
+            mutations[mutations.len() - 3],
+            Mutation::UpsertDirectoryEntry(_)
+        ));
     }
 }

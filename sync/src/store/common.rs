@@ -6,9 +6,10 @@
 /// Expands to functions over `$conn` (a concrete sqlx connection type).
 /// `$ids_filter` is a predicate on `id` for one bound JSON array of ids;
 /// `$read_meta` reads the meta row ([`crate::store::rows::READ_META`]'s
-/// columns).
+/// columns); `$keys` selects the texts of a JSON array of strings bound as
+/// `$2`.
 macro_rules! shared_sql {
-    ($conn:ty, $ids_filter:literal, $lock:literal, $read_meta:expr) => {
+    ($conn:ty, $ids_filter:literal, $lock:literal, $read_meta:expr, $keys:literal) => {
         use crate::crypto::{Purpose, SecretKey};
         use crate::error::SyncError;
         use crate::model::*;
@@ -20,7 +21,7 @@ macro_rules! shared_sql {
         crate::store::unclaimed::unclaimed_sql!($conn);
         crate::store::fleet::fleet_sql!($conn);
         crate::store::bulk::bulk_sql!($conn, $ids_filter, $lock);
-        crate::store::bulk::directory::bulk_directory_sql!($conn);
+        crate::store::bulk::directory::bulk_directory_sql!($conn, $keys);
 
         /// Current rows of `entity` among `ids`; an id with no row was deleted.
         pub(super) async fn reload(conn: &mut $conn, entity: Entity, ids: &[Id]) -> Result<Vec<Row>, SyncError> {
@@ -713,6 +714,7 @@ macro_rules! shared_sql {
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
                 Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
+                Mutation::ReplaceDirectory { tenant, keep } => replace_directory(conn, tenant, keep, report).await?,
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=

@@ -251,6 +251,14 @@ pub enum Mutation {
         tenant: String,
         external_id: String,
     },
+    /// Deletes every entry of `tenant` whose key is not in `keep` (an
+    /// entry without a key too): an import that replaces the tenant's
+    /// directory, after its upserts, in one statement of the write's own
+    /// transaction.
+    ReplaceDirectory {
+        tenant: String,
+        keep: Vec<String>,
+    },
     UpsertDirectorySource(DirectorySourceInput),
     /// Fails with [`SyncError::Taken`] if the tenant has a source of the name.
     CreateDirectorySource(DirectorySourceInput),
@@ -535,27 +543,6 @@ pub trait Store: Send + Sync + 'static {
     async fn load_all(&self) -> Result<(Dataset, Cursor, Meta), SyncError> {
         let (loading, cursor, meta) = self.load_tables().await?;
         Ok((loading.into_dataset(), cursor, meta))
-    }
-
-    /// The keys (`external_id`) of `tenant`'s directory entries, none for a
-    /// tenant that does not exist: an import that replaces a directory
-    /// deletes those its files do not hold. Backends read just these.
-    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
-        let (data, _, _) = self.load_all().await?;
-        let Some(id) = data
-            .tenants
-            .iter()
-            .find(|t| &*t.slug == tenant)
-            .map(|t| t.id)
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(data
-            .directory_entries
-            .into_iter()
-            .filter(|d| d.tenant_id == id)
-            .filter_map(|d| d.external_id.map(String::from))
-            .collect())
     }
 
     /// Changes after `cursor`, each with its row's current state. `seen`,

@@ -129,7 +129,9 @@ impl Mutation {
             Mutation::DeletePhone { .. }
             | Mutation::ReplacePhoneMac { .. }
             | Mutation::RevokeApiToken { .. }
-            | Mutation::DeleteTemplate { .. } => return None,
+            | Mutation::DeleteTemplate { .. }
+            // Its keys are the run's upserts' own, checked with them.
+            | Mutation::ReplaceDirectory { .. } => return None,
             Mutation::DeleteDirectoryEntry {
                 tenant,
                 external_id,

@@ -39,7 +39,8 @@ mod sql {
         sqlx::PgConnection,
         "id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
         " FOR UPDATE",
-        crate::store::rows::READ_META_POSTGRES
+        crate::store::rows::READ_META_POSTGRES,
+        "SELECT jsonb_array_elements_text($2::jsonb)"
     );
 }
 
@@ -473,12 +474,6 @@ impl Store for PgStore {
     async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError> {
         let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
         let read = sql::unclaimed_counts(conn.conn(), only).await;
-        conn.settle(read).await
-    }
-
-    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
-        let mut conn = ClosedUnlessReleased::acquire(&self.pool).await?;
-        let read = sql::directory_keys(conn.conn(), tenant).await;
         conn.settle(read).await
     }
 

@@ -27,7 +27,8 @@ mod sql {
         sqlx::SqliteConnection,
         "id IN (SELECT value FROM json_each($1))",
         "",
-        crate::store::rows::READ_META
+        crate::store::rows::READ_META,
+        "SELECT value FROM json_each($2)"
     );
 }
 
@@ -532,11 +533,6 @@ impl Store for SqliteStore {
     async fn unclaimed_counts(&self, only: Option<Id>) -> Result<Vec<(Id, i64)>, SyncError> {
         let mut conn = self.pool.acquire().await?;
         sql::unclaimed_counts(&mut conn, only).await
-    }
-
-    async fn directory_keys(&self, tenant: &str) -> Result<Vec<String>, SyncError> {
-        let mut conn = self.pool.acquire().await?;
-        sql::directory_keys(&mut conn, tenant).await
     }
 
     async fn remove_unclaimed(&self, tenant: Id, mac: &Mac) -> Result<bool, SyncError> {

@@ -70,19 +70,32 @@ pub(crate) fn directory_run(mutations: &[Mutation]) -> Option<Vec<&DirectoryEntr
         .then_some(run)
 }
 
-/// Expands to `bulk_directory` and `directory_keys` over `$conn`, inside
-/// `shared_sql!`.
+/// Expands to `bulk_directory` and `replace_directory` over `$conn`, inside
+/// `shared_sql!`. `$keys` selects the texts of the JSON array bound as `$2`.
 macro_rules! bulk_directory_sql {
-    ($conn:ty) => {
-        /// [`crate::store::Store::directory_keys`].
-        pub(super) async fn directory_keys(conn: &mut $conn, tenant: &str) -> Result<Vec<String>, SyncError> {
-            Ok(sqlx::query_scalar(
-                "SELECT d.external_id FROM directory_entries d JOIN tenants t ON t.id = d.tenant_id \
-                 WHERE t.slug = $1 AND d.external_id IS NOT NULL",
-            )
+    ($conn:ty, $keys:literal) => {
+        /// [`Mutation::ReplaceDirectory`]: one statement, however many
+        /// entries go.
+        pub(super) async fn replace_directory(
+            conn: &mut $conn,
+            tenant: &str,
+            keep: &[String],
+            report: &mut WriteReport,
+        ) -> Result<(), SyncError> {
+            let tenant = tenant_id(&mut *conn, tenant).await?;
+            let keep = serde_json::Value::from(keep.to_vec()).to_string();
+            report.directory_entries.deleted += sqlx::query(concat!(
+                "DELETE FROM directory_entries WHERE tenant_id = $1 \
+                 AND (external_id IS NULL OR external_id NOT IN (",
+                $keys,
+                "))"
+            ))
             .bind(tenant)
-            .fetch_all(&mut *conn)
-            .await?)
+            .bind(keep)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(())
         }
 
         /// Upserts `entries` (keys distinct) writing only rows that are
