@@ -219,10 +219,10 @@ async fn follows_body(db: TestDb) {
     node.stop().await;
 }
 
-/// A replaced directory keeps the keys it is given and loses every other
-/// entry of its tenant, one stored without a key included, in one
-/// statement of the write's transaction; another tenant's entry of the
-/// same key stays, and every deletion reaches the change log.
+// A replaced directory keeps the keys it is given and loses every other
+// entry of its tenant, one stored without a key included, in one
+// statement of the write's transaction; another tenant's entry of the
+// same key stays, and every deletion reaches the change log.
 both_backends!(a_replaced_directory_keeps_only_its_keys, replaced_body);
 async fn replaced_body(db: TestDb) {
     let store = db.store().await;
