@@ -38,10 +38,11 @@ impl Config {
                 // (its key a credential) would otherwise first show when
                 // serving them; the pair, unreadable files included, is
                 // left to the start as before.
-                Ok(crate::http_server::TlsFiles::file_date_problem(cert).unwrap_or(None))
+                Ok(crate::http_server::TlsFiles::file_dates(cert).unwrap_or(None))
             } else {
-                crate::http_server::tls_acceptor(cert, key).map(|(_, files)| files.date_problem())
+                crate::http_server::tls_acceptor(cert, key).map(|(_, files)| files.dates())
             };
+            let now = dialtone_sync::now_millis() / 1000;
             match checked {
                 Err(e) => problems.push(format!(
                     "cannot use the TLS certificate {} with key {} (provisioning.tls_cert/tls_key): {e}",
@@ -51,10 +52,22 @@ impl Config {
                 // `serve` starts with it, having nothing else to serve;
                 // an error here, as a snapshot folder it cannot write is,
                 // since every phone that checks dates refuses it.
-                Ok(Some(problem)) => problems.push(format!(
-                    "the TLS certificate {} (provisioning.tls_cert) {problem}: phones that check dates refuse it",
-                    cert.display()
-                )),
+                Ok(Some(dates)) => match dates.problem(now) {
+                    Some(problem) => problems.push(format!(
+                        "the TLS certificate {} (provisioning.tls_cert) {problem}: phones that check dates refuse it",
+                        cert.display()
+                    )),
+                    // Not an error yet: a warning, as `serve` logs it, so
+                    // a renewal that stopped shows before phones refuse.
+                    None if dates.days_left(now) < crate::http_server::EXPIRY_WARNING_DAYS => {
+                        tracing::warn!(
+                            cert = %cert.display(),
+                            days = dates.days_left(now),
+                            "the TLS certificate (provisioning.tls_cert) expires soon: renew it"
+                        )
+                    }
+                    None => {}
+                },
                 Ok(None) => {}
             }
         }

@@ -249,3 +249,27 @@ fn every_problem_is_listed() {
         "{problems:?}"
     );
 }
+
+/// A certificate within three weeks of its expiry is warned of, as `serve`
+/// warns of it, and is no configuration error yet; one with months left
+/// says nothing.
+#[test]
+fn a_certificate_that_expires_soon_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+    let day = 86_400;
+    let now = dialtone_sync::now_millis() / 1000;
+    for (left, warned) in [(10 * day, true), (90 * day, false)] {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(now - day).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(now + left).unwrap();
+        let signing_key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&cert, params.self_signed(&signing_key).unwrap().pem()).unwrap();
+        std::fs::write(&key, signing_key.serialize_pem()).unwrap();
+        let logged = dialtone_sync::testing::logs::capture();
+        let problems = with_tls(config_in(dir.path()), &cert, &key).preflight();
+        assert!(problems.is_empty(), "{problems:?}");
+        let said = logged.containing("expires soon");
+        assert_eq!(said.len(), usize::from(warned), "{left}: {said:?}");
+    }
+}

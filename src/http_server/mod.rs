@@ -40,7 +40,7 @@ pub use accept::Listener;
 pub(crate) use shares::exempt;
 #[cfg(test)]
 pub(crate) use tls::HandshakeFailure;
-pub use tls::{tls_acceptor, TlsFiles};
+pub use tls::{tls_acceptor, TlsFiles, EXPIRY_WARNING_DAYS};
 
 use accept::{defer_accept, Accepting};
 

@@ -14,8 +14,8 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 mod dates;
-pub use dates::{DateProblem, EXPIRY_GAUGE, NOT_BEFORE_GAUGE};
-use dates::{Utc, Validity};
+use dates::Utc;
+pub use dates::{DateProblem, Validity, EXPIRY_GAUGE, NOT_BEFORE_GAUGE};
 
 /// The certificate and key files, and what was last read from them.
 #[derive(Debug)]
@@ -45,10 +45,11 @@ impl Served {
     }
 }
 
-/// Within this many days of its expiry, a certificate read is logged as
-/// a warning: a renewal that stopped working shows in the log weeks
-/// before phones refuse the handshake.
-const EXPIRY_WARNING_DAYS: i64 = 21;
+/// Within this many days of its expiry, a certificate read (by `serve`,
+/// a reload, or `check-config`) is logged as a warning: a renewal that
+/// stopped working shows in the log weeks before phones refuse the
+/// handshake.
+pub const EXPIRY_WARNING_DAYS: i64 = 21;
 
 /// Why a reload kept the running certificate.
 #[derive(Debug)]
@@ -117,7 +118,8 @@ impl TlsFiles {
         }
     }
 
-    fn dates(&self) -> Option<Validity> {
+    /// The served certificate's dates, if they parse.
+    pub fn dates(&self) -> Option<Validity> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).dates
     }
 
@@ -129,16 +131,17 @@ impl TlsFiles {
     }
 
     /// Why phones that check dates refuse the served certificate now.
+    #[cfg(test)]
     pub fn date_problem(&self) -> Option<DateProblem> {
         self.dates().and_then(|d| d.problem(dates::now()))
     }
 
-    /// Why phones that check dates would refuse the certificate in `cert`
-    /// now, read without its key: for `check-config` when the key is a
-    /// credential systemd hands over only at the service's start.
-    pub fn file_date_problem(cert: &Path) -> Result<Option<DateProblem>, String> {
+    /// The dates of the certificate in `cert`, read without its key: for
+    /// `check-config` when the key is a credential systemd hands over only
+    /// at the service's start.
+    pub fn file_dates(cert: &Path) -> Result<Option<Validity>, String> {
         let chain = read_chain(cert)?;
-        Ok(Validity::of_der(&chain[0]).and_then(|d| d.problem(dates::now())))
+        Ok(Validity::of_der(&chain[0]))
     }
 
     /// Sets the date gauges, and logs a certificate that is not valid
@@ -157,7 +160,7 @@ impl TlsFiles {
         metrics::gauge!(EXPIRY_GAUGE).set(dates.not_after as f64);
         metrics::gauge!(NOT_BEFORE_GAUGE).set(dates.not_before as f64);
         let now = dates::now();
-        let days = (dates.not_after - now).div_euclid(86_400);
+        let days = dates.days_left(now);
         match dates.problem(now) {
             Some(DateProblem::NotYetValid(at)) => tracing::error!(
                 cert = %self.cert.display(),

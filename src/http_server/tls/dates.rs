@@ -53,6 +53,11 @@ impl Validity {
         })
     }
 
+    /// Whole days from `now` (Unix seconds) to the expiry.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+
     /// What is wrong with the dates at `now` (Unix seconds), if anything.
     pub fn problem(&self, now: i64) -> Option<DateProblem> {
         if self.not_before > now.saturating_add(CLOCK_SKEW_S) {
