@@ -77,6 +77,10 @@ pub struct Failing {
     pub outcome: String,
     /// What the history recorded, or for `banned` which source is.
     pub reason: String,
+    /// The address the latest fetch came from, as its history line has
+    /// it: a refusal anyone who knows the MAC can cause (another family's
+    /// User-Agent, say) is told from the phone's own by where it came from.
+    pub source: String,
     pub protocol: String,
     pub file: String,
 }
@@ -299,6 +303,7 @@ pub async fn fleet(
                 at: l.at,
                 outcome: class.into(),
                 reason,
+                source: l.remote_ip.clone(),
                 protocol: l.protocol.clone(),
                 file: l.file.clone(),
             });

@@ -59,6 +59,7 @@ async fn the_fleet_view_counts_only_the_tenants_own_phones() {
     assert_eq!(total, 2);
     assert_eq!(fleet["failing"][0]["mac"], ACME_MAC);
     assert_eq!(fleet["failing"][0]["outcome"], "render_error");
+    assert_eq!(fleet["failing"][0]["source"], "192.0.2.9");
     assert!(fleet["failing"][0]["reason"]
         .as_str()
         .unwrap()

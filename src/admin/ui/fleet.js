@@ -115,9 +115,10 @@ async function fleetView(draw) {
       table("not-seen", ["MAC", "Model", "Last seen"], f.not_seen.map((n) => el("tr", {},
         phoneLink(n.mac), el("td", { text: n.model || "" }), el("td", { text: when(n.last_seen) })))),
       el("h3", { text: "Last fetch failed (" + f.failing_total + ")" }),
-      table("failing", ["MAC", "When", "Outcome", "Reason", "Protocol", "File"], f.failing.map((x) => el("tr", {},
+      table("failing", ["MAC", "When", "Outcome", "Reason", "Source", "Protocol", "File"], f.failing.map((x) => el("tr", {},
         phoneLink(x.mac), el("td", { text: when(x.at) }), el("td", { text: x.outcome }),
-        el("td", { text: x.reason }), el("td", { text: x.protocol }), el("td", { text: x.file })))));
+        el("td", { text: x.reason }), el("td", { text: x.source }), el("td", { text: x.protocol }),
+        el("td", { text: x.file })))));
     if (resyncOn()) resyncTable(resyncs, tenant.value);
   };
   tenant.addEventListener("change", load);
