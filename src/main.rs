@@ -166,8 +166,8 @@ pub struct ImportArgs {
     /// The files hold the whole directory of each tenant they have entries
     /// for: that tenant's stored entries they leave out are deleted, in the
     /// same transaction. A tenant with no entry in the files keeps its
-    /// directory. Not with --skip-invalid, which would delete the stored
-    /// entry of every row it skips.
+    /// directory. Not with --skip-invalid: a row skipped as invalid is not
+    /// among the files' keys, and its stored entry would be deleted.
     #[arg(long, conflicts_with = "skip_invalid")]
     pub replace_directory: bool,
 }

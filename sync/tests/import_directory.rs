@@ -237,14 +237,22 @@ async fn replaced_body(db: TestDb) {
     )
     .await;
     let logged_before = logged_entries(&db).await;
-    let keep: Vec<String> = (0..10).map(|n| format!("crm-{n}")).collect();
+    // Keys JSON writes with escapes, and one it writes as it is.
+    let odd = ["say \"hi\"", "back\\slash", "Zoë 李"];
+    let mut keep: Vec<String> = (0..10).map(|n| format!("crm-{n}")).collect();
+    keep.extend(odd.iter().map(|k| k.to_string()));
     let mut batch: Vec<Mutation> = (0..10).map(|n| person("acme", n)).collect();
+    batch.extend(
+        odd.iter()
+            .map(|k| entry("acme", k, &format!("Odd {k}"), &["+44 20 7946 0999"])),
+    );
     batch.push(Mutation::ReplaceDirectory {
         tenant: "acme".into(),
         keep,
     });
     let report = store.apply(&batch, &audit("import")).await.unwrap();
     assert_eq!(report.directory_entries.unchanged, 10, "{report:?}");
+    assert_eq!(report.directory_entries.inserted, 3, "{report:?}");
     // The other 290 and the keyless one.
     assert_eq!(
         report.directory_entries.deleted,
@@ -256,7 +264,7 @@ async fn replaced_body(db: TestDb) {
         &format!("SELECT count(*) FROM directory_entries WHERE tenant_id = {acme}"),
     )
     .await;
-    assert_eq!(left, 10);
+    assert_eq!(left, 13);
     assert_eq!(
         scalar(
             &db,

@@ -36,22 +36,29 @@ pub(super) fn several(number: &str) -> Option<&'static str> {
     if plus_after_number {
         return Some("a space before a second \"+\"");
     }
-    // A pause is followed by the tones it waits for, at once; a space
-    // and a whole number after a comma or semicolon is another number.
+    // A pause is followed by the tones it waits for, mostly at once; one
+    // comma or semicolon, a space and a whole number without a tone's `#`
+    // or `*` is another number (`555-0100, 555-0101`). A run of pauses
+    // (`,, 123456789#`, a conference PIN) is not.
     let spaced_number = |separator: char| {
-        number
-            .split(separator)
-            .skip(1)
-            .any(|after| after.starts_with(char::is_whitespace) && digits(after) >= 6)
+        let parts: Vec<&str> = number.split(separator).collect();
+        parts.windows(2).any(|pair| {
+            let (before, after) = (pair[0], pair[1]);
+            !before.is_empty()
+                && after.starts_with(char::is_whitespace)
+                && digits(after) >= 7
+                && !after.contains(['#', '*'])
+        })
     };
     if [',', ';'].into_iter().any(spaced_number) {
         return Some("a comma or semicolon and a space");
     }
     // `030 1234567 / 0171 1234567`: whole numbers on both sides. An area
-    // code before the slash (`0171/1234567`, `+49 3381/123456`) is shorter.
+    // code before the slash is shorter (`0171/1234567`, `+49 3381/123456`,
+    // `0049 (0)3381/12345678`).
     let halves_are_numbers = number
         .split_once('/')
-        .is_some_and(|(left, right)| digits(left) >= 8 && digits(right) >= 8);
+        .is_some_and(|(left, right)| digits(left) >= 10 && digits(right) >= 10);
     halves_are_numbers.then_some("a slash between two whole numbers")
 }
 
@@ -84,6 +91,7 @@ mod tests {
             "+44 20 7946 0000 +44 20 7946 0001",
             "555-0100, 555-0101",
             "030 1234567 / 0171 1234567",
+            "+1 212 555 0100; 212 555 0101",
         ] {
             assert!(several(text).is_some(), "{text:?}");
         }
@@ -98,6 +106,9 @@ mod tests {
             "+49 (0)30 / 1234567",
             "+1 555 0100,,1234#",
             "+1 555 0100, ext 12",
+            "0049 (0)3381/12345678",
+            "+1 646 558 8656,, 123456789#",
+            "+1 646 558 8656, 123456789#",
             "tel:+1-555-0100;phone-context=+1",
             "sip:+15550100@pbx.example.net;user=phone",
             "+1 (555) 010-0100 x12",

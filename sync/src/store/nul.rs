@@ -129,15 +129,20 @@ impl Mutation {
             Mutation::DeletePhone { .. }
             | Mutation::ReplacePhoneMac { .. }
             | Mutation::RevokeApiToken { .. }
-            | Mutation::DeleteTemplate { .. }
-            // Its keys are the run's upserts' own, checked with them.
-            | Mutation::ReplaceDirectory { .. } => return None,
+            | Mutation::DeleteTemplate { .. } => return None,
             Mutation::DeleteDirectoryEntry {
                 tenant,
                 external_id,
             } => (
                 "directory entry",
                 keyed(tenant, ("external_id", external_id)),
+            ),
+            Mutation::ReplaceDirectory { tenant, keep } => (
+                "directory",
+                first(
+                    std::iter::once(("tenant", Some(tenant.as_str())))
+                        .chain(keep.iter().map(|key| ("external_id", Some(key.as_str())))),
+                ),
             ),
             Mutation::UpsertDirectorySource(s) | Mutation::CreateDirectorySource(s) => (
                 "directory source",
@@ -202,6 +207,15 @@ mod tests {
             other => other,
         };
         assert_eq!(tenant("Acme").nul_field(), None);
+        let replace = |key: &str| Mutation::ReplaceDirectory {
+            tenant: "acme".into(),
+            keep: vec!["1".into(), key.into()],
+        };
+        assert_eq!(replace("2").nul_field(), None);
+        assert_eq!(
+            replace("2\0").nul_field().as_deref(),
+            Some("directory external_id")
+        );
         assert_eq!(tenant("Ac\0me").nul_field().as_deref(), Some("tenant name"));
         let template = |body: &str| {
             Mutation::UpsertTemplate(TemplateInput {
