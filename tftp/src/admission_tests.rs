@@ -88,6 +88,7 @@ fn a_nat64_phone_is_inside_its_tenants_networks_as_its_global_ipv4_host() {
 #[test]
 fn a_family_mismatch_is_another_vendors_user_agent_on_a_phones_own_file() {
     use dialtone_sync::testing::build::phone_row;
+    use dialtone_sync::Family;
     let yealink = phone_row(1, 1, "001565000001".parse().unwrap(), Family::Yealink);
     let mpp = phone_row(2, 1, "00562b043615".parse().unwrap(), Family::CiscoMpp);
     let asked = |path: &str, ua: &str| crate::identify::identify(path, Some(ua)).unwrap();
