@@ -119,6 +119,9 @@ fn a_database_outage_is_reported_as_stale_not_degraded_and_recovers() {
                 &max_restarts.to_string(),
             ),
             ("DIALTONE_SUPERVISION__WINDOW_S", "300"),
+            // Each of the listener's stops waits this long for a
+            // connection; the test counts stops, so it keeps them short.
+            ("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
         ],
     );
     assert_eq!(server.readyz()["status"], "ready");

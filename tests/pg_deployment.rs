@@ -193,11 +193,7 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     assert_eq!(log.matches("answers as a standby").count(), 1, "{log}");
     assert_eq!(outage.stop(), 0);
 
-    // The restarts' first connections to the standby are given time: on a
-    // busy machine one timed out at the default 3 s (CI, twice), taken as
-    // unreachable rather than as the standby this test is about.
-    let patient = [("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "30000")];
-    let restarted = Server::start_with_env(dir.path(), &url, &[], &patient);
+    let restarted = Server::start(dir.path(), &url, &[]);
     assert_eq!(restarted.readyz()["loaded_from"], "snapshot");
     assert!(config_served(&restarted), "{}", restarted.stderr());
     // Said at start, or by the recheck moments later.
@@ -208,7 +204,7 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     assert!(said.is_some(), "{}", restarted.stderr());
     // With no snapshot there is nothing to serve: refused, as before.
     let empty = tempfile::tempdir().unwrap();
-    let cold = Server::spawn(empty.path(), &url, &[], &patient);
+    let cold = Server::spawn(empty.path(), &url, &[], &[]);
     let refused = wait_until(Duration::from_secs(60), || {
         cold.stderr().contains("point nodes at the primary")
     });

@@ -211,9 +211,6 @@ async fn swaps_during_fetches(db_url: &str, nodes: usize, rounds: u64, tftp: Tft
         ("DIALTONE_PROVISIONING__BAN_BURST", "1000000"),
         ("DIALTONE_PROVISIONING__BAN_PER_MINUTE", "1000000"),
         ("DIALTONE_PROVISIONING__RENDER_SELF_CHECK_PER_S", "200"),
-        // Above tests/common's 1 s: swaps and fetches on two nodes on a
-        // loaded machine, where the node itself waits for CPU.
-        ("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "5000"),
     ]);
     let servers: Vec<Server> = (0..nodes)
         .map(|i| {

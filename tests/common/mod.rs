@@ -68,7 +68,6 @@ pub fn dialtone(dir: &Path, database_url: &str) -> Command {
         .env_remove("RUST_LOG")
         .env("DIALTONE_SECRETS__KEY", TEST_KEY)
         .env("DIALTONE_DATABASE__URL", database_url)
-        .env("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000")
         .env("DIALTONE_MIRROR__POLL_INTERVAL_MS", "1000");
     for (k, _) in std::env::vars() {
         if k.starts_with("DIALTONE_")
@@ -80,10 +79,21 @@ pub fn dialtone(dir: &Path, database_url: &str) -> Command {
     }
     cmd.env("DIALTONE_SECRETS__KEY", TEST_KEY)
         .env("DIALTONE_DATABASE__URL", database_url)
-        .env("DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000")
+        .env(
+            "DIALTONE_DATABASE__ACQUIRE_TIMEOUT_MS",
+            TEST_ACQUIRE_TIMEOUT_MS,
+        )
         .env("DIALTONE_MIRROR__POLL_INTERVAL_MS", "1000");
     cmd
 }
+
+/// Every process a test starts waits this long for a database connection
+/// unless the test says otherwise. With 1 s, a first TLS connection and a
+/// standby's first answer were missed on CI's busy two cores, and the
+/// tests, which were about something else, failed for it. A test whose
+/// outage makes the node wait for connections over and over sets a shorter
+/// one where the waits add up.
+pub const TEST_ACQUIRE_TIMEOUT_MS: &str = "10000";
 
 /// `dialtone ARGS` with `input` on standard input.
 pub fn with_input(dir: &Path, url: &str, args: &[&str], input: &[u8]) -> Output {
