@@ -98,7 +98,10 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     };
     keep_stored_tenants(&*store, &mut plan).await?;
     let replaced = match args.replace_directory {
-        true => plan.replace_directories(),
+        true => plan.replace_directories(
+            args.max_deleted_percent
+                .unwrap_or(dialtone_sync::store::DEFAULT_MOST_DELETED_PERCENT),
+        ),
         false => Vec::new(),
     };
     if args.replace_directory && replaced.is_empty() {

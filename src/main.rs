@@ -170,6 +170,13 @@ pub struct ImportArgs {
     /// among the files' keys, and its stored entry would be deleted.
     #[arg(long, conflicts_with = "skip_invalid")]
     pub replace_directory: bool,
+    /// With --replace-directory: the most a replacement may delete of a
+    /// tenant's entries, in percent (default 50). A replacement that would
+    /// delete more is refused and nothing is written: a file cut short or
+    /// the wrong sheet otherwise empties a directory. 100 allows any.
+    #[arg(long, requires = "replace_directory", value_name = "PERCENT",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_deleted_percent: Option<u8>,
 }
 
 /// [`unnamed_config::refusal`] for this command line. A first start

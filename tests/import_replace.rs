@@ -1,8 +1,9 @@
 //! `dialtone import --replace-directory`, through the binary on SQLite and
 //! PostgreSQL: an address book exported again replaces the directory of
 //! each tenant it holds entries for, the entries it leaves out deleted in
-//! the same run; other tenants keep theirs, a dry run deletes nothing, and
-//! it will not run with `--skip-invalid`.
+//! the same run; other tenants keep theirs, a dry run deletes nothing, it
+//! will not run with `--skip-invalid`, and a file that would delete more
+//! than its share of a directory is refused.
 
 mod common;
 
@@ -104,6 +105,48 @@ fn replaces_only_the_tenants_in_the_file(backend: Backend) {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
+
+    // A file cut short: only Alice of acme's four. Deleting three quarters
+    // is past the default half: refused at acme's first row, nothing
+    // written, the dry run alike.
+    let short = write_file(
+        dir.path(),
+        "short.csv",
+        "tenant,external_id,name,work
+acme,1,Alice,+1 212 555 0101
+",
+    );
+    for dry_run in [true, false] {
+        let mut flags = vec!["--replace-directory"];
+        flags.extend(dry_run.then_some("--dry-run"));
+        let (code, _, err) = import_files(dir.path(), &url, &flags, &[&short]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("short.csv:2")
+                && err.contains("would delete 3 of its 4 entries and keep 1 (75%)")
+                && err.contains("--max-deleted-percent"),
+            "{err}"
+        );
+        assert_eq!(directory(dir.path(), &url).len(), 5);
+    }
+    // Allowed three quarters, it replaces.
+    let (code, out, err) = import_files(
+        dir.path(),
+        &url,
+        &["--replace-directory", "--max-deleted-percent", "75"],
+        &[&short],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("-3"), "{out}");
+    assert_eq!(directory(dir.path(), &url), ["acme/Alice", "globex/Gina"]);
+    // A share goes with a replacement, and is a percentage.
+    for flags in [
+        &["--max-deleted-percent", "75"][..],
+        &["--replace-directory", "--max-deleted-percent", "101"],
+    ] {
+        let (code, _, err) = import_files(dir.path(), &url, flags, &[&short]);
+        assert_eq!(code, Some(2), "{flags:?}: {err}");
+    }
 }
 
 #[test]

@@ -88,6 +88,10 @@ pub struct ImportParams {
     /// --replace-directory`). A tenant with no entry in it keeps its
     /// directory.
     pub replace_directory: Option<bool>,
+    /// With `replace_directory`: the most a replacement may delete of a
+    /// tenant's entries, in percent (0 to 100, default 50). A replacement
+    /// that would delete more is refused and nothing is written.
+    pub max_deleted_percent: Option<u8>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -246,6 +250,19 @@ pub async fn import(
     // Before the body is read: any token may send one, and the route
     // takes a platform's worth of phones (`IMPORT_LIMIT`).
     principal.require_global()?;
+    match params.max_deleted_percent {
+        Some(p) if p > 100 => {
+            return Err(ApiError::bad_request(
+                "max_deleted_percent is a percentage, from 0 to 100",
+            ))
+        }
+        Some(_) if params.replace_directory != Some(true) => {
+            return Err(ApiError::bad_request(
+                "max_deleted_percent goes with replace_directory=true",
+            ))
+        }
+        _ => {}
+    }
     let body = read_import(body).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -304,7 +321,11 @@ pub async fn import(
         .with_details(json!({ "errors": errors })));
     }
     let replaced = match params.replace_directory {
-        Some(true) => plan.replace_directories(),
+        Some(true) => plan.replace_directories(
+            params
+                .max_deleted_percent
+                .unwrap_or(dialtone_sync::store::DEFAULT_MOST_DELETED_PERCENT),
+        ),
         _ => Vec::new(),
     };
     let changes = plan.changes();

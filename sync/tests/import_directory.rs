@@ -249,6 +249,7 @@ async fn replaced_body(db: TestDb) {
     batch.push(Mutation::ReplaceDirectory {
         tenant: "acme".into(),
         keep,
+        most_deleted_percent: 100,
     });
     let report = store.apply(&batch, &audit("import")).await.unwrap();
     assert_eq!(report.directory_entries.unchanged, 10, "{report:?}");
@@ -275,4 +276,47 @@ async fn replaced_body(db: TestDb) {
         1
     );
     assert!(logged_entries(&db).await >= logged_before + ENTRIES as i64 - 9);
+}
+
+// A replacement that would delete more than its share of the tenant's
+// entries is refused at its place in the write, and the write with it:
+// the run's upserts too.
+both_backends!(a_replacement_past_its_share_writes_nothing, past_share_body);
+async fn past_share_body(db: TestDb) {
+    let store = db.store().await;
+    store.apply(&book(), &audit("import")).await.unwrap();
+    let before = stored(&*store).await;
+    let logged_before = logged_entries(&db).await;
+    // A file cut short: the first 100 entries of 300, one of them renamed,
+    // and one new.
+    let mut batch: Vec<Mutation> = (0..100).map(|n| person("acme", n)).collect();
+    input(&mut batch[7]).name = "Renamed".into();
+    batch.push(person("acme", 1000));
+    let mut keep: Vec<String> = (0..100).map(|n| format!("crm-{n}")).collect();
+    keep.push("crm-1000".into());
+    let replace = |most_deleted_percent| Mutation::ReplaceDirectory {
+        tenant: "acme".into(),
+        keep: keep.clone(),
+        most_deleted_percent,
+    };
+    batch.push(replace(50));
+    match store.apply(&batch, &audit("import")).await {
+        Err(SyncError::Rejected { index, reason, .. }) => {
+            assert_eq!(index, 101);
+            assert!(
+                reason.contains("delete 200 of its 301 entries and keep 101 (66%)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(stored(&*store).await, before);
+    assert_eq!(logged_entries(&db).await, logged_before);
+
+    // Allowed two thirds, it goes through.
+    *batch.last_mut().unwrap() = replace(67);
+    let report = store.apply(&batch, &audit("import")).await.unwrap();
+    assert_eq!(report.directory_entries.deleted, 200, "{report:?}");
+    assert_eq!(report.directory_entries.inserted, 1, "{report:?}");
+    assert_eq!(report.directory_entries.updated, 1, "{report:?}");
 }

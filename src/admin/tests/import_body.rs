@@ -256,15 +256,43 @@ async fn an_import_may_replace_the_directories_it_holds() {
     let (acme_before, globex_before) = (names(&state, "acme"), names(&state, "globex"));
     assert!(acme_before.len() > 2 && globex_before.contains(&"Gina".to_string()));
     let again = format!(r#"{{"directory": [{}]}}"#, entry("acme", "11", "Alice"));
-    let reply = h
-        .call(
-            Some("global"),
-            Method::POST,
-            "/v1/import?replace_directory=true",
-            Some(&again),
-            &[],
-        )
-        .await;
+    let import =
+        |query: &'static str| h.call(Some("global"), Method::POST, query, Some(&again), &[]);
+    // All of acme's but Alice is more than the half a replacement may
+    // delete unless told: refused, nothing written.
+    let reply = import("/v1/import?replace_directory=true").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.text.contains("would delete") && reply.text.contains("max_deleted_percent"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(names(&h.mirror.load(), "acme"), acme_before);
+    for (query, says) in [
+        (
+            "/v1/import?replace_directory=true&max_deleted_percent=101",
+            "from 0 to 100",
+        ),
+        (
+            "/v1/import?max_deleted_percent=100",
+            "goes with replace_directory=true",
+        ),
+    ] {
+        let reply = import(query).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains(says), "{query}: {}", reply.text);
+    }
+    let reply = import("/v1/import?replace_directory=true&max_deleted_percent=100").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let answer = reply.json();
     assert_eq!(answer["replaced_directories"], serde_json::json!(["acme"]));

@@ -15,9 +15,10 @@ use crate::store::Mutation;
 impl ImportPlan {
     /// Appends, after everything else, one replacement per tenant the
     /// files hold entries of, keeping those entries' keys. Placed at the
-    /// tenant's first entry in the files, where a refusal names it.
+    /// tenant's first entry in the files, where a refusal names it. Each
+    /// may delete at most `most_deleted_percent` of its tenant's entries.
     /// Returns the tenants.
-    pub fn replace_directories(&mut self) -> Vec<String> {
+    pub fn replace_directories(&mut self, most_deleted_percent: u8) -> Vec<String> {
         let mut held: BTreeMap<&str, (BTreeSet<&str>, &Location)> = BTreeMap::new();
         for (mutation, location) in &self.items {
             if let Mutation::UpsertDirectoryEntry(d) = mutation {
@@ -33,7 +34,11 @@ impl ImportPlan {
                 let keep = keep.into_iter().map(str::to_string).collect();
                 let tenant = tenant.to_string();
                 (
-                    Mutation::ReplaceDirectory { tenant, keep },
+                    Mutation::ReplaceDirectory {
+                        tenant,
+                        keep,
+                        most_deleted_percent,
+                    },
                     location.clone(),
                 )
             })
@@ -65,13 +70,17 @@ mod tests {
         );
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         let before = plan.changes();
-        assert_eq!(plan.replace_directories(), ["acme", "globex"]);
+        assert_eq!(plan.replace_directories(40), ["acme", "globex"]);
         assert_eq!(plan.changes(), before + 2);
         let mutations = plan.take_mutations();
         let replaced: Vec<(String, Vec<String>)> = mutations
             .iter()
             .filter_map(|m| match m {
-                Mutation::ReplaceDirectory { tenant, keep } => Some((tenant.clone(), keep.clone())),
+                Mutation::ReplaceDirectory {
+                    tenant,
+                    keep,
+                    most_deleted_percent: 40,
+                } => Some((tenant.clone(), keep.clone())),
                 _ => None,
             })
             .collect();

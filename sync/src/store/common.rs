@@ -714,7 +714,9 @@ macro_rules! shared_sql {
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
                 Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
-                Mutation::ReplaceDirectory { tenant, keep } => replace_directory(conn, tenant, keep, report).await?,
+                Mutation::ReplaceDirectory { tenant, keep, most_deleted_percent } => {
+                    replace_directory(conn, tenant, keep, *most_deleted_percent, report).await?
+                }
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
                     report.directory_entries.deleted +=

@@ -254,10 +254,14 @@ pub enum Mutation {
     /// Deletes every entry of `tenant` whose key is not in `keep` (an
     /// entry without a key too): an import that replaces the tenant's
     /// directory, after its upserts, in one statement of the write's own
-    /// transaction.
+    /// transaction. Refused, and the whole write with it, when the entries
+    /// it deletes are more than `most_deleted_percent` of those the
+    /// tenant had at that point: a file cut short or the wrong sheet would
+    /// otherwise empty a directory without a word.
     ReplaceDirectory {
         tenant: String,
         keep: Vec<String>,
+        most_deleted_percent: u8,
     },
     UpsertDirectorySource(DirectorySourceInput),
     /// Fails with [`SyncError::Taken`] if the tenant has a source of the name.
@@ -739,6 +743,11 @@ pub async fn open_through_outage(
         opened => opened,
     }
 }
+
+/// The share of a tenant's directory entries an import that replaces the
+/// directory may delete unless told otherwise: an address book exported
+/// again keeps most of its people, and a cut-short file does not.
+pub const DEFAULT_MOST_DELETED_PERCENT: u8 = 50;
 
 /// The URL query parameters sqlx's PostgreSQL driver reads (0.8), besides
 /// `options[NAME]`.

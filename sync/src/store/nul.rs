@@ -137,7 +137,7 @@ impl Mutation {
                 "directory entry",
                 keyed(tenant, ("external_id", external_id)),
             ),
-            Mutation::ReplaceDirectory { tenant, keep } => (
+            Mutation::ReplaceDirectory { tenant, keep, .. } => (
                 "directory",
                 first(
                     std::iter::once(("tenant", Some(tenant.as_str())))
@@ -210,6 +210,7 @@ mod tests {
         let replace = |key: &str| Mutation::ReplaceDirectory {
             tenant: "acme".into(),
             keep: vec!["1".into(), key.into()],
+            most_deleted_percent: 100,
         };
         assert_eq!(replace("2").nul_field(), None);
         assert_eq!(

@@ -70,21 +70,50 @@ pub(crate) fn directory_run(mutations: &[Mutation]) -> Option<Vec<&DirectoryEntr
         .then_some(run)
 }
 
+/// What a directory replacement deleted and what it left of the tenant's
+/// entries, in its own transaction.
+pub(crate) struct Cut {
+    pub deleted: u64,
+    pub left: u64,
+}
+
+impl Cut {
+    /// Refuses a cut that deleted more than `most_percent` of the entries
+    /// the tenant had before it, which a whole address book exported again
+    /// rarely does and a file cut short or the wrong sheet always does.
+    pub fn within(&self, tenant: &str, most_percent: u8) -> Result<(), crate::SyncError> {
+        let had = self.deleted + self.left;
+        if self.deleted * 100 <= u64::from(most_percent) * had {
+            return Ok(());
+        }
+        Err(crate::SyncError::Invalid(format!(
+            "replacing the directory of {tenant:?} would delete {} of its {had} entries and keep \
+             {} ({}%), more than the {most_percent}% a replacement may delete: check that the \
+             files hold the whole directory, or allow more (--max-deleted-percent; \
+             max_deleted_percent in the API)",
+            self.deleted,
+            self.left,
+            self.deleted * 100 / had,
+        )))
+    }
+}
+
 /// Expands to `bulk_directory` and `replace_directory` over `$conn`, inside
 /// `shared_sql!`. `$keys` selects the texts of the JSON array bound as `$2`.
 macro_rules! bulk_directory_sql {
     ($conn:ty, $keys:literal) => {
         /// [`Mutation::ReplaceDirectory`]: one statement, however many
-        /// entries go.
+        /// entries go, and a count of those left when any went.
         pub(super) async fn replace_directory(
             conn: &mut $conn,
-            tenant: &str,
+            slug: &str,
             keep: &[String],
+            most_deleted_percent: u8,
             report: &mut WriteReport,
         ) -> Result<(), SyncError> {
-            let tenant = tenant_id(&mut *conn, tenant).await?;
+            let tenant = tenant_id(&mut *conn, slug).await?;
             let keep = serde_json::Value::from(keep.to_vec()).to_string();
-            report.directory_entries.deleted += sqlx::query(concat!(
+            let deleted = sqlx::query(concat!(
                 "DELETE FROM directory_entries WHERE tenant_id = $1 \
                  AND (external_id IS NULL OR external_id NOT IN (",
                 $keys,
@@ -95,6 +124,20 @@ macro_rules! bulk_directory_sql {
             .execute(&mut *conn)
             .await?
             .rows_affected();
+            if deleted > 0 {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM directory_entries WHERE tenant_id = $1",
+                )
+                .bind(tenant)
+                .fetch_one(&mut *conn)
+                .await?;
+                let cut = crate::store::bulk::directory::Cut {
+                    deleted,
+                    left: left.max(0) as u64,
+                };
+                cut.within(slug, most_deleted_percent)?;
+            }
+            report.directory_entries.deleted += deleted;
             Ok(())
         }
 
@@ -166,3 +209,24 @@ macro_rules! bulk_directory_sql {
 }
 
 pub(crate) use bulk_directory_sql;
+
+#[cfg(test)]
+mod tests {
+    use super::Cut;
+
+    #[test]
+    fn a_replacement_may_delete_up_to_its_share_and_no_more() {
+        let cut = |deleted, left| Cut { deleted, left };
+        assert!(cut(50, 50).within("acme", 50).is_ok());
+        assert!(cut(2, 1).within("acme", 66).is_err());
+        assert!(cut(2, 1).within("acme", 67).is_ok());
+        assert!(cut(1_000_000, 0).within("acme", 100).is_ok());
+        assert!(cut(1, 1_000_000).within("acme", 0).is_err());
+        let refused = cut(900, 100).within("acme", 50).unwrap_err().to_string();
+        assert!(
+            refused.contains("delete 900 of its 1000 entries and keep 100 (90%)"),
+            "{refused}"
+        );
+        assert!(refused.contains("--max-deleted-percent"), "{refused}");
+    }
+}
