@@ -147,6 +147,7 @@ fn print_explained(report: &Explanation, out: &mut impl Write) -> std::io::Resul
     for s in &report.sources {
         let detail = match (&s.name, &s.error) {
             (Some(name), _) => format!("found {name:?}"),
+            (None, Some(why)) if s.outcome == "ambiguous" => format!("not shown: {why}"),
             (None, Some(error)) => format!("error: {}", printable(error)),
             (None, None) => "not found".to_string(),
         };

@@ -135,20 +135,40 @@ fn pbx_shaped_requests_against_the_binary() {
     assert_eq!(server.stop(), 0);
 
     // The operator's view, past the cache.
-    let mut cli = dialtone(dir.path(), &url);
-    cli.args(["lookup", "(555) 010-1240", "--tenant", "acme"])
-        .env(
-            "DIALTONE_LOOKUP__SOURCE_NETWORKS",
-            r#"["public", "127.0.0.0/8"]"#,
-        )
-        .env("DIALTONE_LOOKUP__DEADLINE_MS", "5000");
-    let out = run(cli);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let shown = text(&out.stdout);
+    let explained = |number: &str| {
+        let mut cli = dialtone(dir.path(), &url);
+        cli.args(["lookup", number, "--tenant", "acme"])
+            .env(
+                "DIALTONE_LOOKUP__SOURCE_NETWORKS",
+                r#"["public", "127.0.0.0/8"]"#,
+            )
+            .env("DIALTONE_LOOKUP__DEADLINE_MS", "5000");
+        let out = run(cli);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let shown = explained("(555) 010-1240");
     assert!(
         shown.contains("+15550101240") && shown.contains("answer   Robert Builder (from ad)"),
         "{shown}"
     );
+
+    // A second entry on the front desk's line, of another name and no
+    // company: the directory cannot say which called, and says so.
+    let shared = write_file(
+        dir.path(),
+        "shared.json",
+        r#"{"directory":[{"tenant":"acme","external_id":"r2","name":"Night Porter","numbers":[{"number":"555 010 1200"}]}]}"#,
+    );
+    let mut import = dialtone(dir.path(), &url);
+    import.arg("import").arg(&shared);
+    assert!(run(import).status.success());
+    let shown = explained("+15550101200");
+    assert!(
+        shown.contains("not shown: 2 entries list this number") && shown.contains("answer   none"),
+        "{shown}"
+    );
+
     let mut bad = dialtone(dir.path(), &url);
     bad.args(["lookup", ")(uid=*", "--tenant", "acme"]);
     let out = run(bad);

@@ -18,7 +18,8 @@ pub struct SourceReport {
     pub source: String,
     pub kind: &'static str,
     pub priority: i32,
-    /// `found`, `not_found` or `error`.
+    /// `found`, `not_found`, `error`, or (the local directory) `ambiguous`:
+    /// entries of different names and companies list the number.
     pub outcome: &'static str,
     pub name: Option<String>,
     pub error: Option<String>,
@@ -98,15 +99,31 @@ impl LookupService {
 
     fn explain_local(&self, state: &MirrorState, tenant: Id, e164: &str) -> SourceReport {
         let started = Instant::now();
-        let found = self.inner.local.lookup(state, tenant, e164);
-        let name = found.and_then(|f| clean_name(&f.entry.name));
+        let local = &self.inner.local;
+        let name = local
+            .lookup(state, tenant, e164)
+            .and_then(|f| clean_name(&f.name));
+        let listed_by = match name {
+            Some(_) => 0,
+            None => local.listed_by(state, tenant, e164),
+        };
+        let (outcome, error) = match (&name, listed_by) {
+            (Some(_), _) => ("found", None),
+            (None, 0 | 1) => ("not_found", None),
+            (None, n) => (
+                "ambiguous",
+                Some(format!(
+                    "{n} entries list this number and share neither a name nor a company"
+                )),
+            ),
+        };
         SourceReport {
             source: LOCAL_SOURCE.into(),
             kind: "local",
             priority: LOCAL_PRIORITY,
-            outcome: if name.is_some() { "found" } else { "not_found" },
+            outcome,
             name,
-            error: None,
+            error,
             millis: millis(started.elapsed()),
             mirror: None,
         }

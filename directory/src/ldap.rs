@@ -298,9 +298,10 @@ impl LdapSource {
             .await
             .map_err(search)?;
         // The server is the tenant's: its size limit is a request, not a
-        // promise. Read entries one at a time, keep the first name, and stop
-        // reading past `size_limit` entries or MAX_REPLY_BYTES.
-        let (mut entries, mut bytes, mut found) = (0, 0, None);
+        // promise. Read entries one at a time, keep their names, and stop
+        // reading past `size_limit` entries or MAX_REPLY_BYTES. Several
+        // entries show as `crate::shared_number` says.
+        let (mut entries, mut bytes, mut names) = (0, 0, Vec::new());
         let mut stopped_early = false;
         while let Some(entry) = stream.next().await.map_err(search)? {
             if entry.is_ref() || entry.is_intermediate() {
@@ -315,9 +316,7 @@ impl LdapSource {
                 .flatten()
                 .map(String::len)
                 .sum::<usize>();
-            if found.is_none() {
-                found = self.name_of(&entry.attrs);
-            }
+            names.extend(self.name_of(&entry.attrs));
             if entries > self.settings.size_limit || bytes > MAX_REPLY_BYTES {
                 stopped_early = true;
                 break;
@@ -327,6 +326,8 @@ impl LdapSource {
         // to its end `Active`, and abandoning every finished search cost
         // each one 40 ms (Nagle against the server's delayed ACK).
         let outcome = stream.finish().await;
+        let found = crate::shared_number::shown(names.iter().map(|n| (n.as_str(), None)))
+            .map(str::to_string);
         if stopped_early {
             self.abandoned.fetch_add(1, Ordering::Relaxed);
             // Stopped early: tell the server, and keep the connection.

@@ -410,13 +410,24 @@ impl LocalDirectory {
     /// index is missing: for the operator's `dialtone lookup` and tests,
     /// never for the lookup service.
     pub fn lookup(&self, state: &MirrorState, tenant_id: Id, number: &str) -> Option<Found> {
+        self.index_now(state, tenant_id)?.find(number)
+    }
+
+    /// How many entries list `number` as a whole number, when a lookup
+    /// finds no name: several that share neither a name nor a company
+    /// answer nothing, which `dialtone lookup` says. Built as `lookup`.
+    pub fn listed_by(&self, state: &MirrorState, tenant_id: Id, number: &str) -> usize {
+        self.index_now(state, tenant_id)
+            .map_or(0, |index| index.listed_by(number))
+    }
+
+    fn index_now(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
         state.tenant(tenant_id)?;
         let stamp = state.stamp(Input::Directory(tenant_id));
-        let index = match self.indexes.cached(tenant_id, stamp) {
-            Some(index) => index,
-            None => self.indexes.build(state, tenant_id)?,
-        };
-        index.find(number)
+        match self.indexes.cached(tenant_id, stamp) {
+            Some(index) => Some(index),
+            None => self.indexes.build(state, tenant_id),
+        }
     }
 
     /// Whether the tenant's index (current or not) is in memory; for

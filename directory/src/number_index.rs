@@ -195,22 +195,24 @@ impl<T: Clone> NumberIndex<T> {
         }
     }
 
-    /// An exact E.164 match wins; otherwise a match by country code and
-    /// last digits, among the numbers with no whole reading when the
-    /// caller's is whole (all numbers when it is not), counts only when
-    /// every item under them is the same one (`same`), since showing the
-    /// wrong name is worse than showing none. The flag says "by suffix".
+    /// An exact E.164 match wins, with every item under the number in
+    /// order (`crate::shared_number` says what several show); otherwise a
+    /// match by country code and last digits, among the numbers with no
+    /// whole reading when the caller's is whole (all numbers when it is
+    /// not), counts only when every item under them is the same one
+    /// (`same`), since showing the wrong name is worse than showing none.
+    /// The flag says "by suffix".
     pub fn find(
         &self,
         e164: Option<&str>,
         raw: &str,
         same: impl Fn(&T, &T) -> bool,
-    ) -> Option<(&T, bool)> {
-        if let Some(item) = e164
+    ) -> Option<(&[T], bool)> {
+        if let Some(items) = e164
             .and_then(|n| self.by_e164.get(n))
-            .and_then(|v| v.first())
+            .filter(|v| !v.is_empty())
         {
-            return Some((item, false));
+            return Some((items.as_slice(), false));
         }
         let keys = keys(self.suffix_len, self.home, raw, e164);
         let key = keys.suffix?;
@@ -220,7 +222,9 @@ impl<T: Clone> NumberIndex<T> {
             &self.by_loose_suffix
         };
         match filed.get(key.as_str()).map(Vec::as_slice) {
-            Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => Some((first, true)),
+            Some([first, rest @ ..]) if rest.iter().all(|e| same(first, e)) => {
+                Some((std::slice::from_ref(first), true))
+            }
             _ => None,
         }
     }

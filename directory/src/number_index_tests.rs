@@ -24,7 +24,7 @@ fn check(region: &str, entries: &[(&'static str, &str)], callers: &[(&str, Optio
         let e164 = normalize(caller, region).ok();
         let got = index
             .find(e164.as_deref(), caller, |a, b| a == b)
-            .map(|(name, _)| *name);
+            .map(|(names, _)| names[0]);
         if got != *want {
             failures.push(format!(
                 "{caller} ({e164:?}) in {region}: {got:?}, want {want:?}"

@@ -42,9 +42,13 @@ pub(crate) struct WholeBuild {
     pub as_kept: bool,
 }
 
-/// A match: the entry and whether it came from the weaker suffix index.
+/// A match: the name to show, the entry (the first in name order of those
+/// that list the number) and whether it came from the weaker suffix index.
 #[derive(Clone, Debug)]
 pub struct Found {
+    /// The entry's name, or the company every entry listing the number
+    /// shares (`crate::shared_number`).
+    pub name: Box<str>,
     pub entry: Arc<DirectoryEntry>,
     pub by_suffix: bool,
 }
@@ -255,16 +259,36 @@ impl TenantIndex {
         self.entries.len()
     }
 
-    /// An exact E.164 match wins; otherwise a suffix match counts only when
-    /// it is unambiguous, since showing the wrong name is worse than
+    /// An exact E.164 match wins, shown as `crate::shared_number` says
+    /// when several entries list it; otherwise a suffix match counts only
+    /// when it is unambiguous, since showing the wrong name is worse than
     /// showing none.
     pub fn find(&self, number: &str) -> Option<Found> {
         let e164 = normalize(number, &self.region).ok();
-        let (id, by_suffix) = self.numbers.find(e164.as_deref(), number, |a, b| a == b)?;
+        let (ids, by_suffix) = self.numbers.find(e164.as_deref(), number, |a, b| a == b)?;
+        let entries = ids.iter().filter_map(|id| self.entries.get(id));
+        let name =
+            crate::shared_number::shown(entries.clone().map(|e| (&*e.name, e.company.as_deref())))?;
         Some(Found {
-            entry: self.entries.get(id)?.clone(),
+            name: name.into(),
+            entry: entries.clone().next()?.clone(),
             by_suffix,
         })
+    }
+
+    /// The entries filed under `number`'s whole reading.
+    pub fn listed_by(&self, number: &str) -> usize {
+        let Ok(e164) = normalize(number, &self.region) else {
+            return 0;
+        };
+        match self.numbers.find(Some(&e164), number, |a, b| a == b) {
+            Some((ids, false)) => {
+                let mut ids = ids.to_vec();
+                ids.dedup();
+                ids.len()
+            }
+            _ => 0,
+        }
     }
 
     /// Every number with its entry ids, and the entries, for comparing an

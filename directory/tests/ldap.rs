@@ -114,6 +114,22 @@ async fn found_by_every_input_form_and_attribute() {
     );
 }
 
+/// Several entries under the number: one name shared by all is shown,
+/// different names are not (whichever the server sent first would name
+/// someone who may not have called).
+#[tokio::test]
+async fn a_number_several_entries_list_shows_only_a_name_they_share() {
+    let source = direct_source(serde_json::json!({
+        "url": shared_ldap_url(), "bind_dn": LDAP_ADMIN, "base_dn": LDAP_BASE,
+    }));
+    let name = |number: &'static str| {
+        let source = &source;
+        async move { source.lookup(number, "US", DEADLINE * 3).await.unwrap() }
+    };
+    assert_eq!(name("+15550101260").await, None);
+    assert_eq!(name("+15550101270").await.as_deref(), Some("Gil Grant"));
+}
+
 #[tokio::test]
 async fn name_attributes_follow_the_configured_order() {
     let url = shared_ldap_url();

@@ -193,6 +193,66 @@ async fn ambiguous_suffixes_are_not_guessed() {
     assert!(found.by_suffix);
 }
 
+/// A number several entries list: a name they share, else a company they
+/// share (a switchboard on every contact of a CRM export), else nothing,
+/// after edits as after a build.
+#[tokio::test]
+async fn a_number_several_entries_list_shows_what_they_share() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    let at = |company: Option<&str>, m: Mutation| match m {
+        Mutation::UpsertDirectoryEntry(mut d) => {
+            d.company = company.map(Into::into);
+            Mutation::UpsertDirectoryEntry(d)
+        }
+        other => other,
+    };
+    let acme = Some("Acme Inc");
+    store
+        .apply(
+            &[
+                tenant("t", "US"),
+                at(acme, entry("t", "1", "Aaron Abbott", &["+1 555 010 1000"])),
+                at(
+                    Some("ACME INC"),
+                    entry("t", "2", "Bea Brown", &["555-010-1000", "555 010 1002"]),
+                ),
+                entry("t", "3", "John Smith", &["555 010 2000"]),
+                entry("t", "4", "Jane Smith", &["(555) 010-2000"]),
+                entry("t", "5", "Cy Cole", &["555 010 3000"]),
+                at(acme, entry("t", "6", "cy cole", &["+15550103000"])),
+            ],
+            &audit("setup"),
+        )
+        .await
+        .unwrap();
+    let mirror = Arc::new(Mirror::new());
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    let t = mirror.load().tenant_by_slug("t").unwrap().id;
+    let local = LocalDirectory::new(mirror.clone(), 7, 100);
+    let name = |number: &str| {
+        local
+            .lookup(&mirror.load(), t, number)
+            .map(|f| f.name.to_string())
+    };
+    assert_eq!(name("+15550101000").as_deref(), Some("Acme Inc"));
+    assert_eq!(name("+15550101002").as_deref(), Some("Bea Brown"));
+    assert_eq!(name("+15550102000"), None);
+    assert_eq!(name("+15550103000").as_deref(), Some("Cy Cole"));
+
+    // Jane moves to her own line: John's is his alone again.
+    store
+        .apply(
+            &[entry("t", "4", "Jane Smith", &["555 010 2001"])],
+            &audit("edit"),
+        )
+        .await
+        .unwrap();
+    watcher::full_load(&mirror, &*store).await.unwrap();
+    assert_eq!(name("+15550102000").as_deref(), Some("John Smith"));
+    assert_eq!(name("+15550102001").as_deref(), Some("Jane Smith"));
+}
+
 /// Tenants' index builds share the node's places: however many tenants
 /// need one at once, no more run than there are places, and every lookup
 /// still gets its answer once its turn comes.

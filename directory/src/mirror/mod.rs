@@ -215,9 +215,8 @@ pub struct Loaded {
 impl Loaded {
     /// The name for `e164`, by the same rules as the local directory.
     pub fn find(&self, e164: &str) -> Option<&str> {
-        self.index
-            .find(Some(e164), e164, Arc::ptr_eq)
-            .map(|(entry, _)| &*entry.name)
+        let (entries, _) = self.index.find(Some(e164), e164, Arc::ptr_eq)?;
+        crate::shared_number::shown(entries.iter().map(|e| (&*e.name, None)))
     }
 }
 

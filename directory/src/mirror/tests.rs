@@ -45,23 +45,27 @@ fn the_index_matches_like_the_local_directory() {
             &["+1 (555) 010-1234", "555.010.9999"],
         ),
         raw("cn=bob", Some("Bob Example"), &["5550104321 x12"]),
-        // Two entries share a line: the exact match still picks one, in
-        // DN order; the suffix alone would be ambiguous.
+        // Two entries of different names share a line: neither is shown
+        // (the directory cannot say who called), as by the suffix alone.
         raw("cn=desk", Some("Front Desk"), &["555-010-7777"]),
         raw("cn=eve", Some("Eve Example"), &["(555) 010-7777"]),
+        // One person listed twice is shown.
+        raw("cn=gil", Some("Gil Example"), &["555-010-8888"]),
+        raw("cn=gil2", Some("gil example"), &["+1 555 010 8888"]),
         // Does not normalize: found by its last seven digits only.
         raw("cn=old", Some("Old Line"), &["99-0106666"]),
         // Not kept: no name, or no number.
         raw("cn=noname", None, &["5550105555"]),
         raw("cn=nonumber", Some("Nobody"), &[]),
     ]);
-    assert_eq!(d.entries.len(), 5);
+    assert_eq!(d.entries.len(), 7);
     let loaded = d.index(7);
-    assert_eq!(loaded.entries, 5);
+    assert_eq!(loaded.entries, 7);
     assert_eq!(loaded.find("+15550101234"), Some("Ann Example"));
     assert_eq!(loaded.find("+15550109999"), Some("Ann Example"));
     assert_eq!(loaded.find("+15550104321"), Some("Bob Example"));
-    assert_eq!(loaded.find("+15550107777"), Some("Front Desk"));
+    assert_eq!(loaded.find("+15550107777"), None);
+    assert_eq!(loaded.find("+15550108888"), Some("Gil Example"));
     assert_eq!(loaded.find("+15550105555"), None);
     assert_eq!(loaded.find("+15550000000"), None);
     assert_eq!(loaded.find("+15550106666"), Some("Old Line"));

@@ -188,7 +188,7 @@ impl LookupService {
                 .increment(1);
         }
         if let Some(found) = local? {
-            if let Some(name) = clean_name(&found.entry.name) {
+            if let Some(name) = clean_name(&found.name) {
                 metrics::counter!("dialtone_lookup_source_requests_total", "kind" => "local", "outcome" => "found")
                     .increment(1);
                 return Ok(Resolved {

@@ -1,0 +1,113 @@
+//! What a lookup shows for a number several directory entries list.
+//!
+//! A CRM or address-book export puts a company's main line on every one of
+//! its contacts, a household shares one landline, and a person is listed
+//! twice. Showing whichever entry sorts first names a caller after someone
+//! who did not call: the switchboard rang as its first contact in name
+//! order. One name shared by all is shown; otherwise a company shared by
+//! all (the switchboard); otherwise nothing from this directory, as for a
+//! match by last digits that two entries share, since showing the wrong
+//! name is worse than showing none and a later source may know better.
+
+/// The most entries under one number a lookup reads to decide: a number
+/// listed more often is judged by its first this many in name order.
+/// Disagreement ends the read early; agreement reads them all, so this
+/// bounds the one case a tenant's own data can make long.
+pub(crate) const MOST_READ: usize = 10_000;
+
+/// The name to show for the entries listed under one number, given as
+/// (name, company) in name order: the name they all share, or else the
+/// company they all share, or `None`.
+pub(crate) fn shown<'a>(
+    entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Option<&'a str> {
+    let mut entries = entries.into_iter().take(MOST_READ);
+    let (name, company) = entries.next()?;
+    let mut company = company.map(str::trim).filter(|c| !c.is_empty());
+    let mut one_name = true;
+    for (other_name, other_company) in entries {
+        one_name &= same_text(name, other_name);
+        if let Some(c) = company {
+            if !other_company.is_some_and(|o| same_text(c, o)) {
+                company = None;
+            }
+        }
+        if !one_name && company.is_none() {
+            return None;
+        }
+    }
+    if one_name {
+        Some(name)
+    } else {
+        company
+    }
+}
+
+/// Equal but for case and surrounding spaces: one person or company
+/// typed twice.
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entry_is_shown_as_it_is() {
+        assert_eq!(shown([("Alice", Some("Acme"))]), Some("Alice"));
+        assert_eq!(shown([]), None);
+    }
+
+    #[test]
+    fn a_name_all_share_is_shown_whatever_their_companies() {
+        let twice = [("Alice Smith", Some("Acme")), (" alice smith", None)];
+        assert_eq!(shown(twice), Some("Alice Smith"));
+        let accented = [("Zoë", None), ("ZOË", None)];
+        assert_eq!(shown(accented), Some("Zoë"));
+    }
+
+    #[test]
+    fn a_switchboard_is_shown_as_its_company() {
+        let contacts = [
+            ("Aaron Abbott", Some("Acme Inc")),
+            ("Bea Brown", Some("ACME INC ")),
+            ("Cy Cole", Some("Acme Inc")),
+        ];
+        assert_eq!(shown(contacts), Some("Acme Inc"));
+    }
+
+    #[test]
+    fn entries_of_different_names_and_companies_show_nothing() {
+        let household = [("John Smith", None), ("Jane Smith", None)];
+        assert_eq!(shown(household), None);
+        let one_without = [("Aaron", Some("Acme")), ("Bea", None)];
+        assert_eq!(shown(one_without), None);
+        let blank = [("Aaron", Some(" ")), ("Bea", Some(" "))];
+        assert_eq!(shown(blank), None);
+        let two_companies = [("Aaron", Some("Acme")), ("Bea", Some("Globex"))];
+        assert_eq!(shown(two_companies), None);
+    }
+
+    #[test]
+    fn disagreement_ends_the_read_and_agreement_is_bounded() {
+        let mut read = 0;
+        let disagree = (0..1_000_000).map(|i| {
+            read += 1;
+            (if i == 0 { "Aaron" } else { "Bea" }, None)
+        });
+        assert_eq!(shown(disagree), None);
+        assert_eq!(read, 2);
+        let mut read = 0;
+        let agree = std::iter::repeat_with(|| {
+            read += 1;
+            ("Same", None)
+        })
+        .take(1_000_000);
+        assert_eq!(shown(agree), Some("Same"));
+        assert_eq!(read, MOST_READ);
+    }
+}
