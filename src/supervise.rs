@@ -78,6 +78,9 @@ pub struct Supervisor {
     cancel: CancellationToken,
     intensity: Intensity,
     restarts: Arc<Mutex<HashMap<&'static str, Restarts>>>,
+    /// Conditions the node is degraded by while they last, named beside
+    /// the tasks ([`Supervisor::hold`]).
+    conditions: Arc<Mutex<std::collections::BTreeSet<&'static str>>>,
 }
 
 /// One task's restart history.
@@ -99,10 +102,24 @@ impl Supervisor {
             cancel: cancel.clone(),
             intensity,
             restarts: Arc::default(),
+            conditions: Arc::default(),
         }
     }
 
-    /// Tasks past their intensity limit right now, by name.
+    /// Marks the node degraded by `condition` (`on`) or no longer. For
+    /// what no task's restarts show: a database that answers as a standby
+    /// keeps every task running while admin writes are refused.
+    pub fn hold(&self, condition: &'static str, on: bool) {
+        let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            conditions.insert(condition);
+        } else {
+            conditions.remove(condition);
+        }
+    }
+
+    /// Tasks past their intensity limit right now, by name, and the
+    /// conditions held ([`Supervisor::hold`]).
     pub fn degraded(&self) -> Vec<&'static str> {
         let now = Instant::now();
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +141,11 @@ impl Supervisor {
                 (times.len() > max || failing).then_some(*name)
             })
             .collect();
+        drop(restarts);
+        let conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
+        names.extend(conditions.iter().copied());
         names.sort_unstable();
+        names.dedup();
         names
     }
 
@@ -406,6 +427,24 @@ mod tests {
         assert_eq!(supervisor.degraded(), ["watcher"]);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(supervisor.degraded().is_empty());
+    }
+
+    #[test]
+    fn a_condition_held_is_named_until_it_is_let_go() {
+        let supervisor = Supervisor::new(
+            &TaskTracker::new(),
+            &CancellationToken::new(),
+            Intensity {
+                max_restarts: 0,
+                window: Duration::from_secs(60),
+            },
+        );
+        supervisor.hold("database-standby", true);
+        supervisor.hold("database-standby", true);
+        supervisor.record_restart("watcher", Duration::ZERO);
+        assert_eq!(supervisor.degraded(), ["database-standby", "watcher"]);
+        supervisor.hold("database-standby", false);
+        assert_eq!(supervisor.degraded(), ["watcher"]);
     }
 
     /// With the backoff doubling to 30 s, a task that fails at once every

@@ -176,6 +176,14 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     let config_served = |server: &Server| {
         http_get(server.prov_addr, "/0015654aa937.cfg").map(|(status, _)| status) == Some(200)
     };
+    // In rotation (200) and degraded, naming why admin writes are refused.
+    let standby_named = |server: &Server| {
+        let ready = server.readyz();
+        let named = ready["degraded_tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|t| t == "database-standby"));
+        named && ready["status"] == "degraded" && ready["ready"] == true
+    };
 
     pg.stop_server();
     let outage = Server::start(dir.path(), &url, &[]);
@@ -186,9 +194,11 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
         outage.stderr().contains("answers as a standby")
     });
     assert!(told.is_some(), "{}", outage.stderr());
+    assert!(standby_named(&outage), "{}", outage.readyz());
     // Past another try or two of the check (5 s apart at most).
     std::thread::sleep(Duration::from_secs(7));
     assert!(config_served(&outage), "{}", outage.stderr());
+    assert!(standby_named(&outage), "{}", outage.readyz());
     let log = outage.stderr();
     assert_eq!(log.matches("answers as a standby").count(), 1, "{log}");
     assert_eq!(outage.stop(), 0);
@@ -202,6 +212,8 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
         log.contains("is a standby in recovery") || log.contains("answers as a standby")
     });
     assert!(said.is_some(), "{}", restarted.stderr());
+    let named = wait_until(Duration::from_secs(30), || standby_named(&restarted));
+    assert!(named.is_some(), "{}", restarted.readyz());
     // With no snapshot there is nothing to serve: refused, as before.
     let empty = tempfile::tempdir().unwrap();
     let cold = Server::spawn(empty.path(), &url, &[], &[]);
@@ -219,5 +231,6 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     });
     assert!(checked.is_some(), "{}", restarted.stderr());
     assert!(config_served(&restarted), "{}", restarted.stderr());
+    assert!(!standby_named(&restarted), "{}", restarted.readyz());
     assert_eq!(restarted.stop(), 0);
 }

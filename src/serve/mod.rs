@@ -138,15 +138,16 @@ pub async fn run(
     );
     let refused = Arc::new(std::sync::OnceLock::new());
     if let startup::Checked::Deferred(pending) = checked {
-        let (config, store, cancel, refused) = (
+        let (config, store, cancel, refused, supervisor) = (
             config.clone(),
             store.clone(),
             cancel.clone(),
             refused.clone(),
+            supervisor.clone(),
         );
         tracker.spawn(async move {
             if let Some(message) =
-                startup::check_when_reachable(&config, &*store, &cancel, pending).await
+                startup::check_when_reachable(&config, &*store, &cancel, pending, &supervisor).await
             {
                 let _ = refused.set(message);
                 cancel.cancel();

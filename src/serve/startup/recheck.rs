@@ -12,6 +12,10 @@ use crate::config::Config;
 const RECHECK_FIRST: Duration = Duration::from_millis(500);
 const RECHECK_MOST: Duration = Duration::from_secs(5);
 
+/// The name /readyz's `degraded_tasks` and the log give a database that
+/// answers as a standby.
+pub(crate) const DATABASE_STANDBY: &str = "database-standby";
+
 /// Whether `e` is a migration that waited past `migration_retry_s` for
 /// its turn (another node migrating) or for a table in use: no refusal of
 /// this node, only work it must wait for.
@@ -42,7 +46,12 @@ pub(in crate::serve) async fn check_when_reachable(
     store: &dyn Store,
     cancel: &tokio_util::sync::CancellationToken,
     mut pending: Option<Preparing>,
+    supervisor: &crate::supervise::Supervisor,
 ) -> Option<String> {
+    // While the database answers as a standby every task runs and reads,
+    // and only this check knows why admin writes are refused: /readyz and
+    // `dialtone_degraded` say it for as long as it lasts.
+    let standby_now = |on: bool| supervisor.hold(DATABASE_STANDBY, on);
     let mut wait = RECHECK_FIRST;
     let mut told_migration_waits = false;
     // Said when the database turns standby, not at every try: a failover
@@ -71,12 +80,14 @@ pub(in crate::serve) async fn check_when_reachable(
         };
         match checked {
             Ok(()) => {
+                standby_now(false);
                 tracing::info!(
                     "the database answers again; its schema and this node's key are checked"
                 );
                 return None;
             }
             Err(e) if unreachable(&e) => {
+                standby_now(false);
                 told_standby = false;
                 wait = (wait * 2).min(RECHECK_MOST);
             }
@@ -84,6 +95,7 @@ pub(in crate::serve) async fn check_when_reachable(
             // now a replica): the snapshot serves on until it is promoted
             // or the name points at the new primary.
             Err(e) if standby(&e) => {
+                standby_now(true);
                 if !told_standby {
                     tracing::warn!(
                         error = %format!("{e:#}"),
@@ -105,6 +117,7 @@ pub(in crate::serve) async fn check_when_reachable(
                     );
                     told_migration_waits = true;
                 }
+                standby_now(false);
                 told_standby = false;
                 wait = RECHECK_FIRST;
             }
