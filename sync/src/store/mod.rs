@@ -7,6 +7,7 @@ mod bulk;
 mod common;
 mod connect_url;
 mod fleet;
+mod history_sql;
 mod masked;
 mod mutation_creates;
 mod nul;
@@ -15,6 +16,7 @@ mod phone_batch;
 pub mod postgres;
 mod rekey;
 mod rows;
+mod schema_sql;
 pub mod sqlite;
 mod unclaimed;
 
