@@ -170,10 +170,7 @@ fn admitted(
     };
     match request.remote {
         None => Ok(()),
-        Some(remote) => match network_allowed(state, sites, tenant, remote) {
-            Whence::Allowed => Ok(()),
-            refused => Err(Refusal::Source(refused)),
-        },
+        Some(remote) => network_allowed(state, sites, tenant, remote).map_err(Refusal::Source),
     }
 }
 
@@ -190,7 +187,7 @@ fn tenant_sees(
     };
     request
         .remote
-        .is_none_or(|remote| where_from(state, sites, tenant, remote) == Whence::Allowed)
+        .is_none_or(|remote| where_from(state, sites, tenant, remote).is_ok())
 }
 
 /// `/{tenant}/{file}`: when the first folder names a tenant, the phone must
@@ -252,9 +249,9 @@ fn network_allowed(
     sites: Option<&NetworkIndex>,
     tenant: &Arc<Tenant>,
     remote: IpAddr,
-) -> Whence {
+) -> Result<(), Barred> {
     let from = where_from(state, sites, tenant, remote);
-    if from == Whence::AnotherTenantsSite {
+    if from == Err(Barred::AnotherTenantsSite) {
         metrics::counter!("dialtone_provisioning_refused_total", "reason" => "another_tenants_network")
             .increment(1);
         static INSIDE_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
@@ -265,7 +262,7 @@ fn network_allowed(
     // A forged UDP source can cause one of these per packet, naming any
     // tenant's phone: per tenant, so it hides no other tenant's line.
     static OUTSIDE_LOG: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
-    if from == Whence::OutsideItsNetworks {
+    if from == Err(Barred::OutsideItsNetworks) {
         if let Some(skipped) = OUTSIDE_LOG.allow(tenant.id) {
             tracing::info!(%remote, tenant = %tenant.slug, skipped, "fetch from outside the tenant's provisioning networks (logged at most once a second per tenant)");
         }
@@ -273,10 +270,9 @@ fn network_allowed(
     from
 }
 
-/// Where a fetch comes from, for a tenant's phones.
+/// Where a fetch comes from that a tenant's phones are not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Whence {
-    Allowed,
+pub(crate) enum Barred {
     OutsideItsNetworks,
     AnotherTenantsSite,
 }
@@ -286,16 +282,16 @@ fn where_from(
     sites: Option<&NetworkIndex>,
     tenant: &Arc<Tenant>,
     remote: IpAddr,
-) -> Whence {
+) -> Result<(), Barred> {
     match provisioning_networks(tenant) {
         // As the site index and bans read it: a NAT64 phone of a global
         // IPv4 host is at that host's site.
-        Some(networks) if crate::guard::listed_in(&networks, remote) => Whence::Allowed,
-        Some(_) => Whence::OutsideItsNetworks,
+        Some(networks) if crate::guard::listed_in(&networks, remote) => Ok(()),
+        Some(_) => Err(Barred::OutsideItsNetworks),
         None if sites.is_some_and(|index| index.held_by_another(state, tenant.id, remote)) => {
-            Whence::AnotherTenantsSite
+            Err(Barred::AnotherTenantsSite)
         }
-        None => Whence::Allowed,
+        None => Ok(()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use dialtone_sync::{Family, MirrorState, Phone};
 
-use super::Whence;
+use super::Barred;
 use crate::identify::Identity;
 
 /// Why a known phone's file is answered as an unknown MAC's, said in its
@@ -22,7 +22,7 @@ pub(crate) enum Refusal {
     LoginOverTftp,
     /// Asked from where its tenant's phones are not served (such a line is
     /// for global admins only: `Decision::foreign`).
-    Source(Whence),
+    Source(Barred),
     /// Said as plain "not found": a `/{tenant}/` folder naming another
     /// tenant is not told to this one, nor is a tenant the state lacks.
     Unsaid,
@@ -61,14 +61,14 @@ impl Refusal {
             Refusal::LoginOverTftp => {
                 "the phone has an HTTP login, which TFTP cannot carry".to_string()
             }
-            Refusal::Source(Whence::OutsideItsNetworks) => {
+            Refusal::Source(Barred::OutsideItsNetworks) => {
                 "from outside its tenant's provisioning networks".to_string()
             }
-            Refusal::Source(Whence::AnotherTenantsSite) => {
+            Refusal::Source(Barred::AnotherTenantsSite) => {
                 "from inside another tenant's site (its tenant sets no provisioning networks)"
                     .to_string()
             }
-            Refusal::Source(Whence::Allowed) | Refusal::Unsaid => return None,
+            Refusal::Unsaid => return None,
         })
     }
 }
