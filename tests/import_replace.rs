@@ -123,7 +123,7 @@ acme,1,Alice,+1 212 555 0101
         assert_eq!(code, Some(1), "{err}");
         assert!(
             err.contains("short.csv:2")
-                && err.contains("would delete 3 of its 4 entries and keep 1 (75%)")
+                && err.contains("would delete 3 of the 4 entries it had (75.0%)")
                 && err.contains("--max-deleted-percent"),
             "{err}"
         );

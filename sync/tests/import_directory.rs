@@ -304,7 +304,7 @@ async fn past_share_body(db: TestDb) {
         Err(SyncError::Rejected { index, reason, .. }) => {
             assert_eq!(index, 101);
             assert!(
-                reason.contains("delete 200 of its 301 entries and keep 101 (66%)"),
+                reason.contains("delete 200 of the 300 entries it had (66.6%)"),
                 "{reason}"
             );
         }
@@ -313,7 +313,36 @@ async fn past_share_body(db: TestDb) {
     assert_eq!(stored(&*store).await, before);
     assert_eq!(logged_entries(&db).await, logged_before);
 
-    // Allowed two thirds, it goes through.
+    // A sheet of other keys, as many as stored: every stored entry would
+    // go, though it is half of the old and new together.
+    let mut other: Vec<Mutation> = (0..ENTRIES)
+        .map(|n| {
+            entry(
+                "acme",
+                &format!("hr-{n}"),
+                &format!("Staff {n}"),
+                &["+44 20 7946 0500"],
+            )
+        })
+        .collect();
+    other.push(Mutation::ReplaceDirectory {
+        tenant: "acme".into(),
+        keep: (0..ENTRIES).map(|n| format!("hr-{n}")).collect(),
+        most_deleted_percent: 50,
+    });
+    match store.apply(&other, &audit("import")).await {
+        Err(SyncError::Rejected { index, reason, .. }) => {
+            assert_eq!(index, ENTRIES);
+            assert!(
+                reason.contains("delete 300 of the 300 entries it had (100.0%)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(stored(&*store).await, before);
+
+    // Allowed two thirds, the cut-short file goes through.
     *batch.last_mut().unwrap() = replace(67);
     let report = store.apply(&batch, &audit("import")).await.unwrap();
     assert_eq!(report.directory_entries.deleted, 200, "{report:?}");

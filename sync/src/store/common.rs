@@ -496,8 +496,10 @@ macro_rules! shared_sql {
                 Mutation::RevokeApiToken { id } => revoke_token(conn, *id, now, report).await?,
                 Mutation::DeleteTemplate { id } => delete_template(conn, *id, report).await?,
                 Mutation::Expect { target, etag } => expect(conn, target, etag).await?,
-                Mutation::ReplaceDirectory { tenant, keep, most_deleted_percent } => {
-                    replace_directory(conn, tenant, keep, *most_deleted_percent, report).await?
+                // Its share is of what the tenant had when the write began,
+                // which only `apply_all` knows.
+                Mutation::ReplaceDirectory { .. } => {
+                    return Err(SyncError::Invalid("a directory replacement is applied only as part of a whole write".into()))
                 }
                 Mutation::DeleteDirectoryEntry { tenant, external_id } => {
                     let tenant = tenant_id(conn, tenant).await?;
@@ -609,11 +611,30 @@ macro_rules! shared_sql {
             if !$lock.is_empty() && !bulk && mutations.iter().any(writes_phones) {
                 lock_phones_for_writing(conn).await?;
             }
+            // What each replaced directory held before this write's first
+            // statement: a replacement's share is of that.
+            let mut had_before: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            for mutation in mutations {
+                if let Mutation::ReplaceDirectory { tenant, .. } = mutation {
+                    if !had_before.contains_key(tenant.as_str()) {
+                        let size = directory_size(conn, tenant).await?;
+                        had_before.insert(tenant, size);
+                    }
+                }
+            }
             let mut report = WriteReport::default();
             let mut bulk_until = 0;
             let mut done = 0u64;
             for (index, mutation) in mutations.iter().enumerate() {
                 if index < bulk_until {
+                    continue;
+                }
+                if let Mutation::ReplaceDirectory { tenant, keep, most_deleted_percent } = mutation {
+                    let had = had_before.get(tenant.as_str()).copied().unwrap_or(0);
+                    replace_directory(conn, tenant, keep, *most_deleted_percent, had, &mut report)
+                        .await
+                        .map_err(|e| rejected(e, index, None))?;
+                    done += 1;
                     continue;
                 }
                 if let Mutation::UpsertPhones(batch) = mutation {

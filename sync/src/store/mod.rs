@@ -258,8 +258,8 @@ pub enum Mutation {
     /// directory, after its upserts, in one statement of the write's own
     /// transaction. Refused, and the whole write with it, when the entries
     /// it deletes are more than `most_deleted_percent` of those the
-    /// tenant had at that point: a file cut short or the wrong sheet would
-    /// otherwise empty a directory without a word.
+    /// tenant had when the write began: a file cut short or the wrong
+    /// sheet would otherwise empty a directory without a word.
     ReplaceDirectory {
         tenant: String,
         keep: Vec<String>,

@@ -70,30 +70,34 @@ pub(crate) fn directory_run(mutations: &[Mutation]) -> Option<Vec<&DirectoryEntr
         .then_some(run)
 }
 
-/// What a directory replacement deleted and what it left of the tenant's
-/// entries, in its own transaction.
+/// What a directory replacement deleted of the entries the tenant had
+/// when the write began: the share is of those, not of what the run's own
+/// upserts added (a sheet of other keys would otherwise delete every old
+/// entry as half of old and new together).
 pub(crate) struct Cut {
     pub deleted: u64,
-    pub left: u64,
+    pub had: u64,
 }
 
 impl Cut {
     /// Refuses a cut that deleted more than `most_percent` of the entries
-    /// the tenant had before it, which a whole address book exported again
-    /// rarely does and a file cut short or the wrong sheet always does.
+    /// the tenant had, which a whole address book exported again rarely
+    /// does and a file cut short or the wrong sheet always does.
     pub fn within(&self, tenant: &str, most_percent: u8) -> Result<(), crate::SyncError> {
-        let had = self.deleted + self.left;
+        // Entries another write added meanwhile can be among the deleted.
+        let had = self.had.max(self.deleted);
         if self.deleted * 100 <= u64::from(most_percent) * had {
             return Ok(());
         }
+        let tenths = self.deleted * 1000 / had;
         Err(crate::SyncError::Invalid(format!(
-            "replacing the directory of {tenant:?} would delete {} of its {had} entries and keep \
-             {} ({}%), more than the {most_percent}% a replacement may delete: check that the \
+            "replacing the directory of {tenant:?} would delete {} of the {had} entries it had \
+             ({}.{}%), more than the {most_percent}% a replacement may delete: check that the \
              files hold the whole directory, or allow more (--max-deleted-percent; \
              max_deleted_percent in the API)",
             self.deleted,
-            self.left,
-            self.deleted * 100 / had,
+            tenths / 10,
+            tenths % 10,
         )))
     }
 }
@@ -102,13 +106,29 @@ impl Cut {
 /// `shared_sql!`. `$keys` selects the texts of the JSON array bound as `$2`.
 macro_rules! bulk_directory_sql {
     ($conn:ty, $keys:literal) => {
+        /// How many entries tenant `slug` holds (none for a tenant not
+        /// yet written): what a replacement's share is of, read before the
+        /// write's first statement.
+        pub(super) async fn directory_size(conn: &mut $conn, slug: &str) -> Result<u64, SyncError> {
+            let size: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM directory_entries d JOIN tenants t ON t.id = d.tenant_id \
+                 WHERE t.slug = $1",
+            )
+            .bind(slug)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(size.max(0) as u64)
+        }
+
         /// [`Mutation::ReplaceDirectory`]: one statement, however many
-        /// entries go, and a count of those left when any went.
+        /// entries go, refused past its share of the `had` entries the
+        /// tenant held when the write began.
         pub(super) async fn replace_directory(
             conn: &mut $conn,
             slug: &str,
             keep: &[String],
             most_deleted_percent: u8,
+            had: u64,
             report: &mut WriteReport,
         ) -> Result<(), SyncError> {
             let tenant = tenant_id(&mut *conn, slug).await?;
@@ -124,19 +144,8 @@ macro_rules! bulk_directory_sql {
             .execute(&mut *conn)
             .await?
             .rows_affected();
-            if deleted > 0 {
-                let left: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM directory_entries WHERE tenant_id = $1",
-                )
-                .bind(tenant)
-                .fetch_one(&mut *conn)
-                .await?;
-                let cut = crate::store::bulk::directory::Cut {
-                    deleted,
-                    left: left.max(0) as u64,
-                };
-                cut.within(slug, most_deleted_percent)?;
-            }
+            let cut = crate::store::bulk::directory::Cut { deleted, had };
+            cut.within(slug, most_deleted_percent)?;
             report.directory_entries.deleted += deleted;
             Ok(())
         }
@@ -216,17 +225,23 @@ mod tests {
 
     #[test]
     fn a_replacement_may_delete_up_to_its_share_and_no_more() {
-        let cut = |deleted, left| Cut { deleted, left };
-        assert!(cut(50, 50).within("acme", 50).is_ok());
-        assert!(cut(2, 1).within("acme", 66).is_err());
-        assert!(cut(2, 1).within("acme", 67).is_ok());
-        assert!(cut(1_000_000, 0).within("acme", 100).is_ok());
+        let cut = |deleted, had| Cut { deleted, had };
+        assert!(cut(50, 100).within("acme", 50).is_ok());
+        assert!(cut(2, 3).within("acme", 66).is_err());
+        assert!(cut(2, 3).within("acme", 67).is_ok());
+        assert!(cut(1_000_000, 1_000_000).within("acme", 100).is_ok());
         assert!(cut(1, 1_000_000).within("acme", 0).is_err());
-        let refused = cut(900, 100).within("acme", 50).unwrap_err().to_string();
+        assert!(cut(0, 0).within("acme", 0).is_ok());
+        // More deleted than counted at the start: another write's entries.
+        assert!(cut(5, 3).within("acme", 100).is_ok());
+        assert!(cut(5, 3).within("acme", 99).is_err());
+        let refused = cut(900, 1000).within("acme", 50).unwrap_err().to_string();
         assert!(
-            refused.contains("delete 900 of its 1000 entries and keep 100 (90%)"),
+            refused.contains("delete 900 of the 1000 entries it had (90.0%)"),
             "{refused}"
         );
         assert!(refused.contains("--max-deleted-percent"), "{refused}");
+        let refused = cut(200, 301).within("acme", 66).unwrap_err().to_string();
+        assert!(refused.contains("(66.4%), more than the 66%"), "{refused}");
     }
 }
