@@ -145,11 +145,11 @@ fn relative_mirror_note(report: &Explanation, dir: &std::path::Path) -> Option<S
 fn print_explained(report: &Explanation, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "number   {} (region {})", report.number, report.region)?;
     for s in &report.sources {
-        let detail = match (&s.name, &s.error) {
-            (Some(name), _) => format!("found {name:?}"),
-            (None, Some(why)) if s.outcome == "ambiguous" => format!("not shown: {why}"),
-            (None, Some(error)) => format!("error: {}", printable(error)),
-            (None, None) => "not found".to_string(),
+        let detail = match (&s.name, &s.error, &s.note) {
+            (Some(name), _, _) => format!("found {name:?}"),
+            (None, Some(error), _) => format!("error: {}", printable(error)),
+            (None, None, Some(why)) => format!("not shown: {why}"),
+            (None, None, None) => "not found".to_string(),
         };
         writeln!(
             out,
@@ -423,6 +423,7 @@ mod tests {
             outcome: "error",
             name: None,
             error: Some("the mirror has not synced yet".into()),
+            note: None,
             millis: 0.0,
             mirror: Some(dialtone_directory::mirror::MirrorStatus {
                 age_ms,

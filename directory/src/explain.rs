@@ -23,6 +23,9 @@ pub struct SourceReport {
     pub outcome: &'static str,
     pub name: Option<String>,
     pub error: Option<String>,
+    /// Why a source that holds the number shows no name for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub millis: f64,
     /// For a mirrored source: the mirror's state (the answer came from it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +83,7 @@ impl LookupService {
                 outcome,
                 name,
                 error,
+                note: None,
                 millis: elapsed,
                 mirror: source.mirror.as_ref().map(|m| m.status()),
             });
@@ -100,14 +104,15 @@ impl LookupService {
     fn explain_local(&self, state: &MirrorState, tenant: Id, e164: &str) -> SourceReport {
         let started = Instant::now();
         let local = &self.inner.local;
-        let name = local
-            .lookup(state, tenant, e164)
-            .and_then(|f| clean_name(&f.name));
-        let listed_by = match name {
+        let found = local.lookup(state, tenant, e164);
+        // Only when nothing matched: a shared name `clean_name` refuses is
+        // no disagreement.
+        let listed_by = match found {
             Some(_) => 0,
             None => local.listed_by(state, tenant, e164),
         };
-        let (outcome, error) = match (&name, listed_by) {
+        let name = found.and_then(|f| clean_name(&f.name));
+        let (outcome, note) = match (&name, listed_by) {
             (Some(_), _) => ("found", None),
             (None, 0 | 1) => ("not_found", None),
             (None, n) => (
@@ -123,7 +128,8 @@ impl LookupService {
             priority: LOCAL_PRIORITY,
             outcome,
             name,
-            error,
+            error: None,
+            note,
             millis: millis(started.elapsed()),
             mirror: None,
         }

@@ -326,7 +326,12 @@ impl LdapSource {
         // to its end `Active`, and abandoning every finished search cost
         // each one 40 ms (Nagle against the server's delayed ACK).
         let outcome = stream.finish().await;
-        let found = crate::shared_number::shown(names.iter().map(|n| (n.as_str(), None)))
+        // A reply cut short held more entries than were read: whether they
+        // all agree is not known, so none is shown.
+        let whole = !stopped_early && outcome.rc != SIZE_LIMIT_EXCEEDED;
+        let found = whole
+            .then(|| crate::shared_number::shown(names.iter().map(|n| (n.as_str(), None))))
+            .flatten()
             .map(str::to_string);
         if stopped_early {
             self.abandoned.fetch_add(1, Ordering::Relaxed);

@@ -173,8 +173,8 @@ fn an_updated_index_is_the_index_a_build_makes() {
         for number in NUMBERS {
             let (a, b) = (last.find(number), built(&state, 1).find(number));
             assert_eq!(
-                a.map(|f| (f.entry.id, f.by_suffix)),
-                b.map(|f| (f.entry.id, f.by_suffix)),
+                a.map(|f| (f.name, f.entry.id, f.by_suffix)),
+                b.map(|f| (f.name, f.entry.id, f.by_suffix)),
                 "step {step}, {number}"
             );
         }

@@ -128,6 +128,21 @@ async fn a_number_several_entries_list_shows_only_a_name_they_share() {
     };
     assert_eq!(name("+15550101260").await, None);
     assert_eq!(name("+15550101270").await.as_deref(), Some("Gil Grant"));
+    // A reply cut short at one entry cannot say the rest agree.
+    let one = direct_source(serde_json::json!({
+        "url": shared_ldap_url(), "bind_dn": LDAP_ADMIN, "base_dn": LDAP_BASE,
+        "size_limit": 1,
+    }));
+    let cut = one
+        .lookup("+15550101270", "US", DEADLINE * 3)
+        .await
+        .unwrap();
+    assert_eq!(cut, None);
+    let single = one
+        .lookup("+15550101240", "US", DEADLINE * 3)
+        .await
+        .unwrap();
+    assert_eq!(single.as_deref(), Some("Robert Builder"));
 }
 
 #[tokio::test]

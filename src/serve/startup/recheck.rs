@@ -45,6 +45,20 @@ pub(in crate::serve) async fn check_when_reachable(
     config: &Config,
     store: &dyn Store,
     cancel: &tokio_util::sync::CancellationToken,
+    pending: Option<Preparing>,
+    supervisor: &crate::supervise::Supervisor,
+) -> Option<String> {
+    let refused = check_until_done(config, store, cancel, pending, supervisor).await;
+    // Checked, refused or shutting down: the standby is no longer this
+    // check's to report.
+    supervisor.hold(DATABASE_STANDBY, false);
+    refused
+}
+
+async fn check_until_done(
+    config: &Config,
+    store: &dyn Store,
+    cancel: &tokio_util::sync::CancellationToken,
     mut pending: Option<Preparing>,
     supervisor: &crate::supervise::Supervisor,
 ) -> Option<String> {
