@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::ImportArgs;
 
 mod progress;
+mod shared_numbers;
 pub(crate) mod templates;
 mod vendors;
 
@@ -75,6 +76,7 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     // database, nor created one at a mistyped URL.
     report_errors(&plan, 0, args)?;
     vendors::warn_of_other_vendors(&plan);
+    shared_numbers::warn_of_unshown_numbers(&plan);
     // Templates are checked against the database (its phones to try them
     // on, its tenants' quotas) before anything is written: it is opened as
     // the import opens it, so a file with templates moves into a new

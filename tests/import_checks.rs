@@ -149,3 +149,33 @@ fn a_mac_of_another_vendor_is_warned_of_at_its_row() {
         assert!(!err.contains(quiet), "{quiet}: {err}");
     }
 }
+
+/// A number the files list under entries that share neither a name nor a
+/// company (a household's landline) is warned of at its first row: the
+/// run still imports them, and a switchboard says nothing.
+#[test]
+fn a_number_no_name_can_be_shown_for_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let tenants = write_file(dir.path(), "acme.csv", TENANTS_CSV);
+    let entries = write_file(
+        dir.path(),
+        "book.csv",
+        "tenant,external_id,name,company,work\n\
+         acme,1,John Smith,,+44 20 7946 0100\n\
+         acme,2,Ann,Acme,+44 20 7946 0200\n\
+         acme,3,Jane Smith,,+44 20 7946 0100\n\
+         acme,4,Bo,Acme,+44 20 7946 0200\n",
+    );
+    let (code, out, err) = import_files(dir.path(), &url, &[], &[&tenants, &entries]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("directory entries +4 "), "{out}");
+    assert!(
+        err.contains(
+            "book.csv:2: \"+44 20 7946 0100\" is listed by 2 entries of tenant acme that share \
+             neither a name nor a company (\"John Smith\", \"Jane Smith\")"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("0200"), "{err}");
+}

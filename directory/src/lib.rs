@@ -33,7 +33,7 @@ mod replace_file;
 pub mod secret_destination;
 pub mod service;
 pub mod settings;
-mod shared_number;
+pub mod shared_number;
 pub mod source_label;
 #[cfg(test)]
 mod source_log_tests;

@@ -18,14 +18,12 @@
 /// Disagreement ends the read early; agreement reads them all, on the
 /// lookup's own worker, so this bounds the one case a tenant's own data
 /// can make long (about a tenth of a millisecond).
-pub(crate) const MOST_READ: usize = 1_000;
+pub const MOST_READ: usize = 1_000;
 
 /// The name to show for the entries listed under one number, given as
 /// (name, company) in name order: the name they all share, or else the
 /// company they all share, or `None`.
-pub(crate) fn shown<'a>(
-    entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-) -> Option<&'a str> {
+pub fn shown<'a>(entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Option<&'a str> {
     let as_company = |(name, company): (&'a str, Option<&'a str>)| {
         company
             .map(str::trim)
