@@ -58,6 +58,16 @@ fn report_errors(plan: &ImportPlan, first: usize, args: &ImportArgs) -> Result<(
 /// at once.
 const MAX_RETRIES: usize = 10;
 
+/// What the files hold that is written but may not work as meant: phones
+/// whose MAC is another vendor's, numbers no name can be shown for. Each
+/// names its row; `dialtone import` prints them, `POST /v1/import`
+/// answers them.
+pub(crate) fn warnings(plan: &ImportPlan) -> Vec<String> {
+    let mut warnings = vendors::other_vendors(plan);
+    warnings.extend(shared_numbers::unshown_numbers(plan));
+    warnings
+}
+
 pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut plan = plan_files(&args.files);
@@ -75,8 +85,9 @@ pub async fn run(config: &Config, args: &ImportArgs) -> Result<()> {
     // The files' own errors first: a run they stop has not touched the
     // database, nor created one at a mistyped URL.
     report_errors(&plan, 0, args)?;
-    vendors::warn_of_other_vendors(&plan);
-    shared_numbers::warn_of_unshown_numbers(&plan);
+    for warning in warnings(&plan) {
+        eprintln!("warning: {warning}");
+    }
     // Templates are checked against the database (its phones to try them
     // on, its tenants' quotas) before anything is written: it is opened as
     // the import opens it, so a file with templates moves into a new

@@ -104,6 +104,12 @@ pub struct ImportResult {
     /// With `replace_directory`: the tenants whose directories the
     /// document replaced (or, on a dry run, would replace).
     pub replaced_directories: Vec<String>,
+    /// Rows written that may not work as meant, each naming its line
+    /// (`request:LINE`): a phone whose MAC is another vendor's (its own
+    /// files are refused to that vendor's User-Agent), a number listed by
+    /// entries that share neither a name nor a company (no name is shown
+    /// for it). Ten of each kind named, the rest counted.
+    pub warnings: Vec<String>,
 }
 
 fn view(r: AuditRecord) -> AuditView {
@@ -282,10 +288,11 @@ pub async fn import(
     // Seconds of CPU for a platform's worth of phones: on a blocking
     // thread, so that the runtime's workers go on answering phones and
     // lookups meanwhile.
-    let mut plan = tokio::task::spawn_blocking(move || {
+    let (mut plan, warnings) = tokio::task::spawn_blocking(move || {
         let mut plan = plan_bytes("request", json, &body);
         dialtone_directory::settings::check_import(&mut plan);
-        plan
+        let warnings = crate::import_cmd::warnings(&plan);
+        (plan, warnings)
     })
     .await
     .map_err(|e| ApiError::internal(format!("parsing an import: {e}")))?;
@@ -361,6 +368,7 @@ pub async fn import(
         dry_run,
         written: Some(written),
         replaced_directories: replaced,
+        warnings,
     })
     .into_response())
 }

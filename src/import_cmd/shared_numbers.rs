@@ -26,8 +26,9 @@ const NAMES: usize = 3;
 /// each with its row.
 type Listing<'p> = Vec<(usize, &'p Location)>;
 
-/// Warns on standard error; returns how many numbers it found.
-pub(super) fn warn_of_unshown_numbers(plan: &ImportPlan) -> usize {
+/// A warning for each such number (ten named, the rest counted).
+pub(super) fn unshown_numbers(plan: &ImportPlan) -> Vec<String> {
+    let mut warnings = Vec::new();
     let mut listed: HashMap<(&str, String), Listing> = HashMap::new();
     let mut entries = Vec::new();
     for (mutation, location) in &plan.items {
@@ -83,22 +84,22 @@ pub(super) fn warn_of_unshown_numbers(plan: &ImportPlan) -> usize {
         if under.len() > NAMES {
             names.push(format!("{} more", under.len() - NAMES));
         }
-        eprintln!(
-            "warning: {}:{}: {number:?} is listed by {} entries of tenant {tenant} that share \
+        warnings.push(format!(
+            "{}:{}: {number:?} is listed by {} entries of tenant {tenant} that share \
              neither a name nor a company ({}): callers from it show no name from the directory",
             first.file.display(),
             first.line,
             under.len(),
             names.join(", ")
-        );
+        ));
     }
     if unshown.len() > NAMED {
-        eprintln!(
-            "warning: ... and {} more numbers whose entries share neither a name nor a company",
+        warnings.push(format!(
+            "... and {} more numbers whose entries share neither a name nor a company",
             unshown.len() - NAMED
-        );
+        ));
     }
-    unshown.len()
+    warnings
 }
 
 /// The number's digits as written, with a leading `+` kept (`+1 212` and
@@ -118,7 +119,7 @@ mod tests {
     fn found(csv: &str) -> usize {
         let plan = plan_bytes("dir.csv", false, csv.as_bytes());
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
-        warn_of_unshown_numbers(&plan)
+        unshown_numbers(&plan).len()
     }
 
     #[test]

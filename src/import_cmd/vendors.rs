@@ -11,8 +11,9 @@ use dialtone_sync::{Family, Mutation};
 /// Rows named one by one; the rest are counted.
 const NAMED: usize = 10;
 
-/// Warns on standard error; returns how many phones it found.
-pub(super) fn warn_of_other_vendors(plan: &ImportPlan) -> usize {
+/// A warning for each such phone (ten named, the rest counted).
+pub(super) fn other_vendors(plan: &ImportPlan) -> Vec<String> {
+    let mut warnings = Vec::new();
     let mut found = 0;
     for (mutation, _) in &plan.items {
         let Mutation::UpsertPhones(batch) = mutation else {
@@ -24,22 +25,22 @@ pub(super) fn warn_of_other_vendors(plan: &ImportPlan) -> usize {
                 continue;
             };
             if found < NAMED {
-                eprintln!(
-                    "warning: {}: MAC {mac} has a {vendor} vendor prefix but the family is {family}; \
+                warnings.push(format!(
+                    "{}: MAC {mac} has a {vendor} vendor prefix but the family is {family}; \
                      its own files are refused to a {vendor} phone's User-Agent",
                     plan.phones.location(i)
-                );
+                ));
             }
             found += 1;
         }
     }
     if found > NAMED {
-        eprintln!(
-            "warning: ... and {} more phones whose MAC has another family's vendor prefix",
+        warnings.push(format!(
+            "... and {} more phones whose MAC has another family's vendor prefix",
             found - NAMED
-        );
+        ));
     }
-    found
+    warnings
 }
 
 /// The family `mac`'s vendor prefix belongs to, when not `family`.

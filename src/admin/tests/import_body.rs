@@ -305,3 +305,34 @@ async fn an_import_may_replace_the_directories_it_holds() {
     assert_eq!(names(&state, "acme"), ["Alice"]);
     assert_eq!(names(&state, "globex"), globex_before);
 }
+
+/// The answer carries the import's warnings, each naming its line: a
+/// number listed by entries that share neither a name nor a company is
+/// written, and said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_answers_its_warnings() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let (status, text) = import_csv(
+        &h,
+        "tenant,external_id,name,company,work\n\
+         acme,h1,John Smith,,+1 212 555 0177\n\
+         acme,h2,Jane Smith,,+1 212 555 0177\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let warnings = answer["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{answer}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.starts_with("request:2: \"+1 212 555 0177\" is listed by 2 entries of tenant acme"),
+        "{warning}"
+    );
+    let (status, text) = import_csv(
+        &h,
+        "tenant,external_id,name,company,work\nacme,h3,Alone,,+1 212 555 0178\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("\"warnings\":[]"), "{text}");
+}
