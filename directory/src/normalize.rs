@@ -146,8 +146,8 @@ fn digits_of(main: &str) -> Option<(bool, String)> {
 }
 
 /// A number without its extension or parameters (`ext`, `x`, `;`, `,`,
-/// `#` and what follows).
-fn main_part(number: &str) -> &str {
+/// `#` and what follows): what a lookup matches on.
+pub fn main_part(number: &str) -> &str {
     let lower = number.to_ascii_lowercase();
     ["ext", "x", ";", ",", "#"]
         .iter()

@@ -50,14 +50,25 @@ pub fn shown<'a>(entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) 
     }
 }
 
-/// Equal in their letters and digits, whatever the case: one person or
-/// company typed twice ("Acme, Inc." and "ACME Inc"). Texts of neither
-/// are equal only as written.
+/// Equal word for word, whatever the case and the punctuation between:
+/// one person or company typed twice ("Acme, Inc." and "ACME Inc"), but
+/// "Al Ford" is not "Alford". Texts of no word are equal only as written.
+/// Not Unicode-normalized: an accent typed as a combining mark differs
+/// from the accented letter.
 fn same_text(a: &str, b: &str) -> bool {
+    fn between_words(c: char) -> bool {
+        c.is_whitespace() || c.is_ascii_punctuation() || ('\u{2000}'..='\u{206f}').contains(&c)
+    }
     fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
-        s.chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
+        s.split(between_words)
+            .filter(|word| !word.is_empty())
+            .enumerate()
+            .flat_map(|(i, word)| {
+                (i > 0)
+                    .then_some(' ')
+                    .into_iter()
+                    .chain(word.chars().flat_map(char::to_lowercase))
+            })
     }
     if folded(a).next().is_none() || folded(b).next().is_none() {
         return a.trim() == b.trim();
@@ -81,6 +92,8 @@ mod tests {
         assert_eq!(shown(twice), Some("Alice Smith"));
         let accented = [("Zoë", None), ("ZOË", None)];
         assert_eq!(shown(accented), Some("Zoë"));
+        let punctuated = [("O’Neil, Pat", None), ("o'neil pat", None)];
+        assert_eq!(shown(punctuated), Some("O’Neil, Pat"));
     }
 
     #[test]
@@ -114,6 +127,10 @@ mod tests {
         assert_eq!(shown(two_companies), None);
         let no_letters = [("☎", None), ("★", None)];
         assert_eq!(shown(no_letters), None);
+        let two_people = [("Al Ford", None), ("Alford", None)];
+        assert_eq!(shown(two_people), None);
+        let junior = [("John Smith", None), ("John Smith Jr", None)];
+        assert_eq!(shown(junior), None);
     }
 
     #[test]

@@ -49,32 +49,26 @@ pub(super) fn unshown_numbers(plan: &ImportPlan) -> Vec<String> {
             }
         }
     }
-    let mut unshown: Vec<(&Location, &str, &Listing)> = listed
+    let mut unshown: Vec<(&Location, &str, &str, &Listing)> = listed
         .iter()
         .filter(|(_, under)| under.len() > 1)
         .filter(|(_, under)| {
-            let named = under.iter().map(|(i, _)| {
-                let e = entries[*i];
-                (e.name.as_str(), e.company.as_deref())
-            });
+            // In name order, as a lookup reads them.
+            let mut named: Vec<(&str, Option<&str>)> = under
+                .iter()
+                .map(|(i, _)| (entries[*i].name.as_str(), entries[*i].company.as_deref()))
+                .collect();
+            named.sort_unstable();
             dialtone_directory::shared_number::shown(named).is_none()
         })
-        .map(|((tenant, _), under)| (under[0].1, *tenant, under))
+        .map(|((tenant, digits), under)| (under[0].1, *tenant, digits.as_str(), under))
         .collect();
-    unshown.sort_by(|a, b| (&a.0.file, a.0.line).cmp(&(&b.0.file, b.0.line)));
-    for (first, tenant, under) in unshown.iter().take(NAMED) {
+    unshown.sort_by(|a, b| (&a.0.file, a.0.line, a.2).cmp(&(&b.0.file, b.0.line, b.2)));
+    for (first, tenant, digits, under) in unshown.iter().take(NAMED) {
         let number = &entries[under[0].0]
             .numbers
             .iter()
-            .find(|n| {
-                let key = digits_of(&n.number);
-                under.iter().all(|(i, _)| {
-                    entries[*i]
-                        .numbers
-                        .iter()
-                        .any(|m| digits_of(&m.number) == key)
-                })
-            })
+            .find(|n| digits_of(&n.number) == *digits)
             .map_or("", |n| &*n.number);
         let mut names: Vec<String> = under
             .iter()
@@ -102,9 +96,11 @@ pub(super) fn unshown_numbers(plan: &ImportPlan) -> Vec<String> {
     warnings
 }
 
-/// The number's digits as written, with a leading `+` kept (`+1 212` and
-/// `1 212` are not one number in every region).
+/// The number's digits as written, without its extension (a lookup
+/// matches the number, not the extension), with a leading `+` kept
+/// (`+1 212` and `1 212` are not one number in every region).
 fn digits_of(number: &str) -> String {
+    let number = dialtone_directory::normalize::main_part(number);
     let plus = number.trim_start().starts_with('+');
     let digits = number.chars().filter(char::is_ascii_digit);
     plus.then_some('+').into_iter().chain(digits).collect()
@@ -144,9 +140,27 @@ mod tests {
     }
 
     #[test]
+    fn extensions_are_one_number_and_each_shared_number_is_named() {
+        let csv = "tenant,external_id,name,company,work,mobile\n\
+                   acme,1,Ann,,+1 212 555 0800 x1,+1 212 555 0900\n\
+                   acme,2,Bo,,+1 212 555 0800 ext 2,+1 212 555 0900\n";
+        let plan = plan_bytes("dir.csv", false, csv.as_bytes());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let warnings = unshown_numbers(&plan);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("\"+1 212 555 0800 x1\""),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("\"+1 212 555 0900\""), "{warnings:?}");
+    }
+
+    #[test]
     fn digits_keep_a_leading_plus() {
         assert_eq!(digits_of(" +1 (212) 555-0100"), "+12125550100");
         assert_eq!(digits_of("1 212 555 0100"), "12125550100");
         assert_eq!(digits_of("ext."), "");
+        assert_eq!(digits_of("+1 212 555 0100 x101"), "+12125550100");
+        assert_eq!(digits_of("+1 212 555 0100;ext=7"), "+12125550100");
     }
 }

@@ -613,7 +613,8 @@ macro_rules! shared_sql {
             }
             // What each replaced directory held before this write's first
             // statement: a replacement's share is of that.
-            let mut had_before: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            let mut had_before: std::collections::HashMap<&str, crate::store::bulk::directory::Held> =
+                std::collections::HashMap::new();
             for mutation in mutations {
                 if let Mutation::ReplaceDirectory { tenant, .. } = mutation {
                     if !had_before.contains_key(tenant.as_str()) {
@@ -630,7 +631,7 @@ macro_rules! shared_sql {
                     continue;
                 }
                 if let Mutation::ReplaceDirectory { tenant, keep, most_deleted_percent } = mutation {
-                    let had = had_before.get(tenant.as_str()).copied().unwrap_or(0);
+                    let had = had_before.get(tenant.as_str()).copied().unwrap_or_default();
                     replace_directory(conn, tenant, keep, *most_deleted_percent, had, &mut report)
                         .await
                         .map_err(|e| rejected(e, index, None))?;

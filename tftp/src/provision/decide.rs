@@ -296,14 +296,14 @@ impl Provisioner {
 /// is for, each name a new one, and a client hanging up on each before
 /// it ended was never charged.
 pub(super) struct Unfinished<'a, 'r> {
-    pub provisioner: &'a Provisioner,
-    pub request: &'a Request<'r>,
-    pub decision: &'a Decision,
-    pub armed: bool,
+    pub(super) provisioner: &'a Provisioner,
+    pub(super) request: &'a Request<'r>,
+    pub(super) decision: &'a Decision,
+    pub(super) armed: bool,
 }
 
 impl Unfinished<'_, '_> {
-    pub fn disarm(mut self) {
+    pub(super) fn disarm(mut self) {
         self.armed = false;
     }
 }

@@ -70,6 +70,15 @@ pub(crate) fn directory_run(mutations: &[Mutation]) -> Option<Vec<&DirectoryEntr
         .then_some(run)
 }
 
+/// A tenant's directory when a write began: its entries, and the highest
+/// id among them (ids only grow), which tells its entries of then from
+/// those written since.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Held {
+    pub entries: u64,
+    pub last_id: i64,
+}
+
 /// What a directory replacement deleted of the entries the tenant had
 /// when the write began: the share is of those, not of what the run's own
 /// upserts added (a sheet of other keys would otherwise delete every old
@@ -89,7 +98,8 @@ impl Cut {
         if self.deleted * 100 <= u64::from(most_percent) * had {
             return Ok(());
         }
-        let tenths = self.deleted * 1000 / had;
+        // Rounded up: a share just past the limit never reads as it.
+        let tenths = (self.deleted * 1000).div_ceil(had);
         Err(crate::SyncError::Invalid(format!(
             "replacing the directory of {tenant:?} would delete {} of the {had} entries it had \
              ({}.{}%), more than the {most_percent}% a replacement may delete: check that the \
@@ -106,33 +116,58 @@ impl Cut {
 /// `shared_sql!`. `$keys` selects the texts of the JSON array bound as `$2`.
 macro_rules! bulk_directory_sql {
     ($conn:ty, $keys:literal) => {
-        /// How many entries tenant `slug` holds (none for a tenant not
-        /// yet written): what a replacement's share is of, read before the
-        /// write's first statement.
-        pub(super) async fn directory_size(conn: &mut $conn, slug: &str) -> Result<u64, SyncError> {
-            let size: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM directory_entries d JOIN tenants t ON t.id = d.tenant_id \
-                 WHERE t.slug = $1",
+        /// What tenant `slug`'s directory holds before the write's first
+        /// statement (nothing for a tenant not yet written): what a
+        /// replacement's share is of.
+        pub(super) async fn directory_size(
+            conn: &mut $conn,
+            slug: &str,
+        ) -> Result<crate::store::bulk::directory::Held, SyncError> {
+            let (entries, last_id): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT count(*), max(d.id) FROM directory_entries d \
+                 JOIN tenants t ON t.id = d.tenant_id WHERE t.slug = $1",
             )
             .bind(slug)
             .fetch_one(&mut *conn)
             .await?;
-            Ok(size.max(0) as u64)
+            Ok(crate::store::bulk::directory::Held {
+                entries: entries.max(0) as u64,
+                last_id: last_id.unwrap_or(0),
+            })
         }
 
         /// [`Mutation::ReplaceDirectory`]: one statement, however many
-        /// entries go, refused past its share of the `had` entries the
-        /// tenant held when the write began.
+        /// entries go, refused past its share of what the tenant `held`
+        /// when the write began. Only entries of then count against it: on
+        /// PostgreSQL another writer's entries, added meanwhile, are
+        /// deleted too (the files are the whole directory) but must not
+        /// make the tenant's own API use fail a replacement.
         pub(super) async fn replace_directory(
             conn: &mut $conn,
             slug: &str,
             keep: &[String],
             most_deleted_percent: u8,
-            had: u64,
+            held: crate::store::bulk::directory::Held,
             report: &mut WriteReport,
         ) -> Result<(), SyncError> {
             let tenant = tenant_id(&mut *conn, slug).await?;
             let keep = serde_json::Value::from(keep.to_vec()).to_string();
+            let held_then: i64 = sqlx::query_scalar(concat!(
+                "SELECT count(*) FROM directory_entries WHERE tenant_id = $1 AND id <= $3 \
+                 AND (external_id IS NULL OR external_id NOT IN (",
+                $keys,
+                "))"
+            ))
+            .bind(tenant)
+            .bind(&keep)
+            .bind(held.last_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            let cut = crate::store::bulk::directory::Cut {
+                deleted: held_then.max(0) as u64,
+                had: held.entries,
+            };
+            cut.within(slug, most_deleted_percent)?;
             let deleted = sqlx::query(concat!(
                 "DELETE FROM directory_entries WHERE tenant_id = $1 \
                  AND (external_id IS NULL OR external_id NOT IN (",
@@ -144,8 +179,6 @@ macro_rules! bulk_directory_sql {
             .execute(&mut *conn)
             .await?
             .rows_affected();
-            let cut = crate::store::bulk::directory::Cut { deleted, had };
-            cut.within(slug, most_deleted_percent)?;
             report.directory_entries.deleted += deleted;
             Ok(())
         }
@@ -242,6 +275,11 @@ mod tests {
         );
         assert!(refused.contains("--max-deleted-percent"), "{refused}");
         let refused = cut(200, 301).within("acme", 66).unwrap_err().to_string();
-        assert!(refused.contains("(66.4%), more than the 66%"), "{refused}");
+        assert!(refused.contains("(66.5%), more than the 66%"), "{refused}");
+        let refused = cut(5001, 10_000)
+            .within("acme", 50)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("(50.1%), more than the 50%"), "{refused}");
     }
 }
