@@ -81,7 +81,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_background_failures_total",
-        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load, a secrets key the next start would refuse), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again), directory_files (a mirrored source's file or a tenant's kept number readings were not written, a full disk say: served from memory, synced again in full at the next start).",
+        "Failures of background jobs that carry on after one, by task: snapshot (the periodic snapshot was not written), prune_change_log, prune_history, prune_audit, prune_tokens (a table was not pruned), reload (a SIGHUP reload panicked, or part of it was not applied: an invalid config, a certificate, templates or static files that would not load, a secrets key the next start would refuse), ldap_mirror (a mirrored LDAP source's sync task panicked; it starts again), directory_files (a mirrored source's file or a tenant's kept number readings were not written, a full disk say: served from memory, synced again in full at the next start).",
     ),
     (
         "dialtone_lookup_cache_share_full_total",

@@ -370,7 +370,8 @@ enum Failures {
     AtStart,
 }
 
-/// The tables pruned by age alone: boot history and the audit log.
+/// The tables pruned by age alone: boot history, the audit log and ended
+/// API tokens.
 async fn prune_aged(
     store: &dyn Store,
     retention: &Retention,
@@ -393,6 +394,15 @@ async fn prune_aged(
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "pruned audit log"),
         Err(e) => failed("prune_audit", "the audit log", &e),
+    }
+    // As long as the audit rows that say who made and revoked them.
+    match within(limit, store.prune_tokens(retention.audit)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            tokens = n,
+            "pruned API tokens revoked or expired past the audit retention"
+        ),
+        Err(e) => failed("prune_tokens", "ended API tokens", &e),
     }
 }
 

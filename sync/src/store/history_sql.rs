@@ -1,6 +1,6 @@
 //! SQL for the tables that only grow and are pruned by age: provisioning
-//! history (written in batches by the history writer, read per phone) and
-//! the audit log. Expanded inside `shared_sql!`, so it shares its
+//! history (written in batches by the history writer, read per phone), the
+//! audit log, and API tokens that ended (revoked or expired). Expanded inside `shared_sql!`, so it shares its
 //! connection type.
 
 macro_rules! history_sql {
@@ -92,6 +92,17 @@ macro_rules! history_sql {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected())
+        }
+
+        /// Tokens revoked (their last update) or expired before `cutoff`.
+        pub(super) async fn delete_tokens_ended_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {
+            Ok(sqlx::query(
+                "DELETE FROM api_tokens WHERE (revoked AND updated_at < $1) OR expires_at < $1",
+            )
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected())
         }
 
         pub(super) async fn delete_audit_before(conn: &mut $conn, cutoff: Millis) -> Result<u64, SyncError> {

@@ -681,6 +681,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes audit rows older than `retain`.
     async fn prune_audit(&self, retain: Duration) -> Result<u64, SyncError>;
 
+    /// Deletes API tokens revoked, or expired, longer than `retain` ago:
+    /// they authenticate nothing, yet every node's mirror holds them.
+    async fn prune_tokens(&self, retain: Duration) -> Result<u64, SyncError>;
+
     /// Upserts unclaimed devices (each (tenant, mac) once, `count` the
     /// fetches to add), then keeps each touched tenant's `per_tenant` most
     /// recently seen, those last seen after [`crate::trusted_until`] of

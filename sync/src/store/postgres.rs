@@ -444,6 +444,10 @@ impl Store for PgStore {
         prune::aged(self, prune::Aged::Audit, retain).await
     }
 
+    async fn prune_tokens(&self, retain: Duration) -> Result<u64, SyncError> {
+        prune::aged(self, prune::Aged::Tokens, retain).await
+    }
+
     async fn record_unclaimed(
         &self,
         devices: &[super::UnclaimedDevice],

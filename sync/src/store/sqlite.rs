@@ -506,6 +506,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_tokens(&self, retain: Duration) -> Result<u64, SyncError> {
+        let cutoff = self.prune_clock.cutoff(retain);
+        self.write_txn(move |conn| {
+            Box::pin(async move { sql::delete_tokens_ended_before(conn, cutoff).await })
+        })
+        .await
+    }
+
     async fn record_unclaimed(
         &self,
         devices: &[super::UnclaimedDevice],

@@ -30,6 +30,7 @@ const BUDGET: Duration = Duration::from_secs(60);
 pub(super) enum Aged {
     History,
     Audit,
+    Tokens,
 }
 
 impl Aged {
@@ -42,6 +43,10 @@ impl Aged {
             Aged::Audit => {
                 "DELETE FROM audit_log WHERE id IN \
                  (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)"
+            }
+            Aged::Tokens => {
+                "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens \
+                 WHERE (revoked AND updated_at < $1) OR expires_at < $1 LIMIT $2)"
             }
         }
     }
