@@ -57,7 +57,22 @@ pub fn shown<'a>(entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) 
 /// from the accented letter.
 fn same_text(a: &str, b: &str) -> bool {
     fn between_words(c: char) -> bool {
-        c.is_whitespace() || c.is_ascii_punctuation() || ('\u{2000}'..='\u{206f}').contains(&c)
+        // Punctuation and symbols of Latin-1, general punctuation,
+        // letterlike symbols (™), CJK and fullwidth forms; not the joiners
+        // that belong inside a word, nor letters those blocks hold (º).
+        const BLOCKS: [(char, char); 5] = [
+            ('\u{a1}', '\u{bf}'),
+            ('\u{2000}', '\u{206f}'),
+            ('\u{2100}', '\u{214f}'),
+            ('\u{3000}', '\u{303f}'),
+            ('\u{ff01}', '\u{ff65}'),
+        ];
+        let joiner = matches!(c, '\u{200c}' | '\u{200d}' | '\u{2060}');
+        c.is_whitespace()
+            || c.is_ascii_punctuation()
+            || (!joiner
+                && !c.is_alphanumeric()
+                && BLOCKS.iter().any(|(from, to)| (*from..=*to).contains(&c)))
     }
     fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
         s.split(between_words)
@@ -94,6 +109,14 @@ mod tests {
         assert_eq!(shown(accented), Some("Zoë"));
         let punctuated = [("O’Neil, Pat", None), ("o'neil pat", None)];
         assert_eq!(shown(punctuated), Some("O’Neil, Pat"));
+        let marked = [
+            ("Acme® · Shop™", None),
+            ("ACME SHOP", None),
+            ("Acme，Shop", None),
+        ];
+        assert_eq!(shown(marked), Some("Acme® · Shop™"));
+        let joined = [("a\u{200d}b", None), ("a b", None)];
+        assert_eq!(shown(joined), None);
     }
 
     #[test]

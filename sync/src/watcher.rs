@@ -289,6 +289,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "prune_change_log",
     "prune_history",
     "prune_audit",
+    "prune_tokens",
     "reload",
     "ldap_mirror",
     "directory_files",
