@@ -152,6 +152,10 @@ impl ApiError {
 /// PostgreSQL's SQLSTATEs for a transaction rolled back in favour of another.
 const DEADLOCK_DETECTED: &str = "40P01";
 const SERIALIZATION_FAILURE: &str = "40001";
+/// A write in a read-only transaction: the database is a standby in
+/// recovery (a failover half done), or `default_transaction_read_only` is
+/// set on the role, the database or the server.
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> ApiError {
@@ -204,6 +208,19 @@ impl From<SyncError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
                     "the write met a concurrent one and was rolled back; nothing was changed; try again",
+                )
+            }
+            SyncError::Database(db)
+                if db
+                    .as_database_error()
+                    .and_then(|db| db.code())
+                    .is_some_and(|c| c == READ_ONLY_SQL_TRANSACTION) =>
+            {
+                tracing::warn!(error = %db, "admin write: the database takes no writes (a standby, or read-only transactions)");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database takes no writes now (a standby in recovery, or read-only transactions); nothing was changed; writes work again once it is a primary that takes them",
                 )
             }
             SyncError::Database(db) => {
@@ -313,6 +330,38 @@ mod tests {
             .headers()
             .get(header::RETRY_AFTER)
             .is_none());
+    }
+
+    /// A read-only database (here: a session whose transactions are
+    /// read-only, as every one on a standby is) is named, not "unavailable".
+    #[tokio::test]
+    async fn a_write_a_read_only_database_refuses_says_why() {
+        use sqlx::Connection;
+        let db = dialtone_sync::testing::TestDb::postgres().await;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SET default_transaction_read_only = on")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let refused = sqlx::query("CREATE TABLE t (id int)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        let error = ApiError::from(SyncError::Database(refused));
+        assert_eq!(
+            (error.status, error.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(
+            error.message.contains("takes no writes now"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("nothing was changed"),
+            "{}",
+            error.message
+        );
     }
 
     /// A commit the database may have made is never "nothing was
