@@ -94,7 +94,6 @@ async fn check_until_done(
         };
         match checked {
             Ok(()) => {
-                standby_now(false);
                 tracing::info!(
                     "the database answers again; its schema and this node's key are checked"
                 );
