@@ -43,6 +43,9 @@ pub enum Exit {
     Failed,
     /// Could not reach the database: not counted.
     Unreachable,
+    /// The database answers as a standby, which refuses what the task
+    /// needs: not counted; the caller holds a condition that names it.
+    Standby,
 }
 
 /// What a task's future returns: `()` (every return is a failure) or a
@@ -67,6 +70,7 @@ impl TaskEnd for dialtone_sync::watcher::ListenEnd {
     fn exit(self) -> Exit {
         match self {
             dialtone_sync::watcher::ListenEnd::Unreachable => Exit::Unreachable,
+            dialtone_sync::watcher::ListenEnd::Standby => Exit::Standby,
             _ => Exit::Failed,
         }
     }
@@ -109,12 +113,13 @@ impl Supervisor {
     /// Marks the node degraded by `condition` (`on`) or no longer. For
     /// what no task's restarts show: a database that answers as a standby
     /// keeps every task running while admin writes are refused.
-    pub fn hold(&self, condition: &'static str, on: bool) {
+    /// Returns whether that changed anything.
+    pub fn hold(&self, condition: &'static str, on: bool) -> bool {
         let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
         if on {
-            conditions.insert(condition);
+            conditions.insert(condition)
         } else {
-            conditions.remove(condition);
+            conditions.remove(condition)
         }
     }
 
@@ -225,9 +230,17 @@ impl Supervisor {
                     break;
                 }
                 let counted = match outcome.map(TaskEnd::exit) {
+                    Ok(Exit::Standby) => {
+                        // The condition the caller holds says it; neither a
+                        // fault of the task's nor an outage.
+                        tracing::debug!(task = name, "the database is a standby; restarting later");
+                        false
+                    }
                     Ok(Exit::Unreachable) => {
                         // The task logged the cause; the mirror reports the outage.
                         tracing::debug!(task = name, "database unreachable; restarting later");
+                        metrics::counter!("dialtone_task_unreachable_total", "task" => name)
+                            .increment(1);
                         false
                     }
                     Ok(Exit::Failed) => {
@@ -248,9 +261,6 @@ impl Supervisor {
                 if counted {
                     metrics::counter!("dialtone_task_restarts_total", "task" => name).increment(1);
                     this.record_restart(name, started.elapsed());
-                } else {
-                    metrics::counter!("dialtone_task_unreachable_total", "task" => name)
-                        .increment(1);
                 }
                 if started.elapsed() >= HEALTHY_RUN {
                     backoff = FIRST_BACKOFF;
@@ -439,11 +449,12 @@ mod tests {
                 window: Duration::from_secs(60),
             },
         );
-        supervisor.hold("database-standby", true);
-        supervisor.hold("database-standby", true);
+        assert!(supervisor.hold("database-standby", true));
+        assert!(!supervisor.hold("database-standby", true));
         supervisor.record_restart("watcher", Duration::ZERO);
         assert_eq!(supervisor.degraded(), ["database-standby", "watcher"]);
-        supervisor.hold("database-standby", false);
+        assert!(supervisor.hold("database-standby", false));
+        assert!(!supervisor.hold("database-standby", false));
         assert_eq!(supervisor.degraded(), ["watcher"]);
     }
 

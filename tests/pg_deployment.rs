@@ -234,3 +234,88 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     assert!(!standby_named(&restarted), "{}", restarted.readyz());
     assert_eq!(restarted.stop(), 0);
 }
+
+/// A node already checked whose database turned standby under it (the
+/// primary demoted, a failover half done) said nothing until an admin
+/// write was refused: `/readyz` names the standby while it lasts, a write
+/// says why it fails, and both pass once the database is promoted.
+#[test]
+fn a_node_whose_database_turns_standby_under_it_names_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = PrivatePostgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &url, &["--demo"]);
+    let token = create_token(
+        dir.path(),
+        &url,
+        &["--scope", "global-admin", "--name", "standby"],
+    );
+    let api = Api::new(server.addr, token);
+    let data: String = runtime.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let data = sqlx::query_scalar("SHOW data_directory")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        data
+    });
+    let standby_named = |server: &Server| {
+        let ready = server.readyz();
+        ready["degraded_tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|t| t == "database-standby"))
+            && ready["ready"] == true
+    };
+    let add_tenant = |slug: &str| {
+        runtime.block_on(api.send_past_busy(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            Some(serde_json::json!({ "slug": slug, "name": slug })),
+            None,
+        ))
+    };
+    // The token reaches the node through the change log.
+    let known = wait_until(Duration::from_secs(30), || {
+        runtime
+            .block_on(api.send(reqwest::Method::GET, "/v1/tenants", None, None))
+            .0
+            == 200
+    });
+    assert!(known.is_some());
+    assert!(!standby_named(&server), "{}", server.readyz());
+
+    pg.stop_server();
+    std::fs::write(std::path::Path::new(&data).join("standby.signal"), "").unwrap();
+    pg.start_server();
+    let named = wait_until(Duration::from_secs(60), || standby_named(&server));
+    assert!(named.is_some(), "{}\n{}", server.readyz(), server.stderr());
+    assert!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|(s, _)| s) == Some(200),
+        "{}",
+        server.stderr()
+    );
+    let (status, _, answer) = add_tenant("during");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_string().contains("takes no writes now"),
+        "{answer}"
+    );
+    // Said once, however many times the listener was refused.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = server.stderr();
+    assert_eq!(log.matches("answers as a standby").count(), 1, "{log}");
+    assert!(standby_named(&server), "{}", server.readyz());
+
+    runtime.block_on(execute(&url, &["SELECT pg_promote()"]));
+    let gone = wait_until(Duration::from_secs(60), || !standby_named(&server));
+    assert!(gone.is_some(), "{}\n{}", server.readyz(), server.stderr());
+    assert!(server.stderr().contains("no longer a standby"));
+    let (status, _, answer) = add_tenant("after");
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(server.stop(), 0);
+}

@@ -152,10 +152,6 @@ impl ApiError {
 /// PostgreSQL's SQLSTATEs for a transaction rolled back in favour of another.
 const DEADLOCK_DETECTED: &str = "40P01";
 const SERIALIZATION_FAILURE: &str = "40001";
-/// A write in a read-only transaction: the database is a standby in
-/// recovery (a failover half done), or `default_transaction_read_only` is
-/// set on the role, the database or the server.
-const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> ApiError {
@@ -210,13 +206,8 @@ impl From<SyncError> for ApiError {
                     "the write met a concurrent one and was rolled back; nothing was changed; try again",
                 )
             }
-            SyncError::Database(db)
-                if db
-                    .as_database_error()
-                    .and_then(|db| db.code())
-                    .is_some_and(|c| c == READ_ONLY_SQL_TRANSACTION) =>
-            {
-                tracing::warn!(error = %db, "admin write: the database takes no writes (a standby, or read-only transactions)");
+            e if e.is_read_only() => {
+                tracing::warn!(error = %e, "admin write: the database takes no writes (a standby, or read-only transactions)");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -15,6 +15,7 @@ use crate::config::Config;
 mod key;
 mod listeners;
 mod recheck;
+pub(super) use recheck::DATABASE_STANDBY;
 
 use key::{key_and_whether_made, refuse_a_made_key};
 pub(super) use key::{read_key, KeyFile};

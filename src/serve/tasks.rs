@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::startup::DATABASE_STANDBY;
 use crate::config::Config;
 use crate::supervise::Supervisor;
 
@@ -96,10 +97,41 @@ pub(super) fn spawn(
         // the database is unreachable, which the watcher reports as
         // staleness); the watcher catches up on each wake and polls
         // regardless, so it never waits on the listener's recovery.
+        // A standby refuses the listener: a node already checked meets one
+        // when its database is demoted under it (a failover half done), and
+        // only the listener sees it before an admin write is refused.
+        // `/readyz` names it until a listener is in place again or the
+        // database stops answering (then an outage, said as staleness).
         let wake = Arc::new(tokio::sync::Notify::new());
         let (store2, wake2, cancel2) = (store.clone(), wake.clone(), cancel.clone());
+        let holder = supervisor.clone();
         supervisor.spawn("change-listener", move || {
-            watcher::listen(store2.clone(), wake2.clone(), cancel2.clone())
+            let (store, wake, cancel, holder) =
+                (store2.clone(), wake2.clone(), cancel2.clone(), holder.clone());
+            async move {
+                let listening = || {
+                    if holder.hold(DATABASE_STANDBY, true) {
+                        tracing::info!("the database takes the change listener again: no longer a standby");
+                    }
+                };
+                let end = watcher::listen(store, wake, cancel, listening).await;
+                match end {
+                    watcher::ListenEnd::Standby => {
+                        if holder.hold(DATABASE_STANDBY, true) {
+                            tracing::warn!(
+                                "the database answers as a standby in recovery (it refused the change \
+                                 listener); serving on, the mirror polled, admin writes refused, until \
+                                 it is a primary"
+                            );
+                        }
+                    }
+                    watcher::ListenEnd::Unreachable => {
+                        holder.hold(DATABASE_STANDBY, false);
+                    }
+                    watcher::ListenEnd::Cancelled | watcher::ListenEnd::Failed => {}
+                }
+                end
+            }
         });
         let (mirror, store, cancel2) = (mirror.clone(), store.clone(), cancel.clone());
         let options = watcher::WatchOptions {

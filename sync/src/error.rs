@@ -250,6 +250,16 @@ impl SyncError {
         matches!(self, SyncError::Database(sqlx::Error::PoolTimedOut))
     }
 
+    /// True when PostgreSQL refused a statement as read-only (SQLSTATE
+    /// 25006): the server is a standby in recovery (a failover half done),
+    /// or, for a write, the role's, database's or server's transactions are
+    /// read-only. A `LISTEN` is refused so only in recovery.
+    pub fn is_read_only(&self) -> bool {
+        const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+        matches!(self, SyncError::Database(sqlx::Error::Database(e))
+            if e.code().is_some_and(|c| c == READ_ONLY_SQL_TRANSACTION))
+    }
+
     /// True when the failure is the database being unreachable or overloaded
     /// (or half restored), as opposed to a bug or bad data: the caller
     /// should back off and retry.

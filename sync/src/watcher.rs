@@ -137,7 +137,7 @@ pub async fn run(
             let mut backoff = Duration::from_millis(100);
             while !cancel.is_cancelled() {
                 let started = tokio::time::Instant::now();
-                let _ = listen(store.clone(), wake.clone(), cancel.clone()).await;
+                let _ = listen(store.clone(), wake.clone(), cancel.clone(), || {}).await;
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(100);
                 }
@@ -162,6 +162,10 @@ pub enum ListenEnd {
     /// The database could not be reached: an outage, which the watcher
     /// reports as staleness, and no fault of the listener's.
     Unreachable,
+    /// The database answers as a standby in recovery, which refuses
+    /// `LISTEN` (a failover half done): no fault of the listener's either;
+    /// the watcher's polls keep the mirror current meanwhile.
+    Standby,
 }
 
 /// Holds the change listener (PostgreSQL LISTEN, SQLite's file watch) and
@@ -169,14 +173,22 @@ pub enum ListenEnd {
 /// (after logging why) or on `cancel`; its supervisor restarts it. A
 /// PostgreSQL listener also fails when it stops hearing its own heartbeat
 /// (`store/postgres/notifier.rs`): a connection gone silent is given up
-/// within seconds, not kept for ever.
+/// within seconds, not kept for ever. `listening` is called once the
+/// listener is in place: a standby its last run met is no longer one.
 pub async fn listen(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    listening: impl FnOnce(),
 ) -> ListenEnd {
     let mut notifier = match store.notifier().await {
         Ok(n) => n,
+        // Said by the caller when it begins, not at every try: a failover
+        // left half done can last hours.
+        Err(e) if e.is_read_only() => {
+            tracing::debug!(error = %e, "change listener refused by a standby");
+            return ListenEnd::Standby;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "change listener unavailable");
             return if e.is_transient() {
@@ -186,6 +198,7 @@ pub async fn listen(
             };
         }
     };
+    listening();
     // Whatever happened while the listener was down is in the log.
     wake.notify_one();
     loop {

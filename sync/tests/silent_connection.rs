@@ -79,7 +79,7 @@ async fn a_silent_change_listener_is_rebuilt_and_changes_arrive_without_the_poll
         let ends = listener_ends.clone();
         tokio::spawn(async move {
             while !cancel.is_cancelled() {
-                let end = watcher::listen(store.clone(), wake.clone(), cancel.clone()).await;
+                let end = watcher::listen(store.clone(), wake.clone(), cancel.clone(), || {}).await;
                 ends.lock().unwrap().push(end);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

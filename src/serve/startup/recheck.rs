@@ -68,9 +68,6 @@ async fn check_until_done(
     let standby_now = |on: bool| supervisor.hold(DATABASE_STANDBY, on);
     let mut wait = RECHECK_FIRST;
     let mut told_migration_waits = false;
-    // Said when the database turns standby, not at every try: a failover
-    // left half done can last hours.
-    let mut told_standby = false;
     loop {
         let checked = match pending.take() {
             // The start's own check, still running: its outcome first.
@@ -101,21 +98,21 @@ async fn check_until_done(
             }
             Err(e) if unreachable(&e) => {
                 standby_now(false);
-                told_standby = false;
                 wait = (wait * 2).min(RECHECK_MOST);
             }
             // A failover half done (the URL still names the old primary,
             // now a replica): the snapshot serves on until it is promoted
             // or the name points at the new primary.
             Err(e) if standby(&e) => {
-                standby_now(true);
-                if !told_standby {
+                // Said when the database turns standby, not at every try
+                // (a failover left half done can last hours), nor when the
+                // change listener said it first.
+                if standby_now(true) {
                     tracing::warn!(
                         error = %format!("{e:#}"),
                         "the database answers as a standby in recovery; serving on from the \
                          snapshot, admin writes refused, until it is a primary"
                     );
-                    told_standby = true;
                 }
                 wait = (wait * 2).min(RECHECK_MOST);
             }
@@ -131,7 +128,6 @@ async fn check_until_done(
                     told_migration_waits = true;
                 }
                 standby_now(false);
-                told_standby = false;
                 wait = RECHECK_FIRST;
             }
             Err(e) => {
