@@ -232,11 +232,19 @@ async fn the_transfer_cap_answers_busy(mode: Mode) {
             ..Default::default()
         },
     );
-    // A client that takes a slot and never acknowledges.
+    // A client that takes a slot, acknowledges the OACK and then nothing
+    // (one that never acknowledged anything would give way, as a forged
+    // source's request does).
     let stuck = client();
     stuck
-        .send_to(&request(1, "001565000001.cfg", &[]), server.addr)
+        .send_to(
+            &request(1, "001565000001.cfg", &[("blksize", "8")]),
+            server.addr,
+        )
         .unwrap();
+    let (oack, port) = recv(&stuck);
+    assert_eq!(oack[1], 6);
+    ack(&stuck, port, 0);
     let (first, _) = recv(&stuck);
     assert_eq!(first[1], 3);
     let (code, message) = error_of(server.addr, &request(1, "001565000002.cfg", &[]));

@@ -50,8 +50,9 @@ struct Inner {
     /// Of a source's transfers, those told to end that still hold slots:
     /// they no longer count toward its share.
     evicting_by_source: HashMap<IpAddr, usize>,
-    /// The same transfers (exempt networks' aside) by id, so oldest first:
-    /// who makes room when the server is full (see `admit`).
+    /// Every transfer no ACK has answered yet (exempt networks' too) by
+    /// id, so oldest first: who makes room when the server is full (see
+    /// `admit`).
     unacked: BTreeMap<u64, Arc<TransferState>>,
     /// Transfers told to end that still hold their slots.
     evicting: usize,
@@ -275,8 +276,12 @@ impl Slots {
                 .entry(key)
                 .or_default()
                 .push_back(id);
-            inner.unacked.insert(id, state.clone());
         }
+        // An exempt network's too: exempt from the per-source limits, not
+        // from proving itself. An office NAT's public address can be
+        // forged from anywhere, and its forged requests must give way to
+        // real ones and get no more resends or end packets than any.
+        inner.unacked.insert(id, state.clone());
         inner.by_peer.insert(
             peer,
             PeerTransfer {
@@ -290,7 +295,7 @@ impl Slots {
             peer,
             source,
             id,
-            unacked: AtomicBool::new(source.is_some()),
+            unacked: AtomicBool::new(true),
             state,
         })
     }
@@ -406,7 +411,8 @@ pub(super) struct Slot {
     peer: SocketAddr,
     source: Option<IpAddr>,
     id: u64,
-    /// Counted in `unacked_by_source` until the client's first ACK.
+    /// Counted in `unacked` (and its source's `unacked_by_source`) until
+    /// the client's first ACK.
     unacked: AtomicBool,
     state: Arc<TransferState>,
 }
@@ -445,9 +451,11 @@ impl Slot {
     /// it has heard us, so its request again is a new one.
     pub fn acknowledged(&self) {
         self.state.acknowledged.store(true, Ordering::Release);
-        if let (Some(key), true) = (self.source, self.unacked.swap(false, Ordering::AcqRel)) {
+        if self.unacked.swap(false, Ordering::AcqRel) {
             let mut inner = self.slots.lock();
-            forget_unacked(&mut inner.unacked_by_source, key, self.id);
+            if let Some(key) = self.source {
+                forget_unacked(&mut inner.unacked_by_source, key, self.id);
+            }
             inner.unacked.remove(&self.id);
         }
     }
@@ -457,8 +465,7 @@ impl Slot {
         self.state.asked_again.swap(false, Ordering::AcqRel)
     }
 
-    /// The client has acknowledged something (or its network is exempt):
-    /// it receives what we send.
+    /// The client has acknowledged something: it receives what we send.
     pub fn is_proven(&self) -> bool {
         !self.unacked.load(Ordering::Acquire)
     }
@@ -497,8 +504,10 @@ impl Drop for Slot {
             });
             if *self.unacked.get_mut() {
                 forget_unacked(&mut inner.unacked_by_source, key, self.id);
-                inner.unacked.remove(&self.id);
             }
+        }
+        if *self.unacked.get_mut() {
+            inner.unacked.remove(&self.id);
         }
         if evicted {
             inner.evicting -= 1;

@@ -92,15 +92,50 @@ fn the_global_cap_still_holds() {
         Admission::Busy
     ));
     drop(held);
-    // Exempt networks' transfers are never made to give way.
+    // Exempt networks' transfers whose clients have acknowledged
+    // something are not made to give way.
     let exempt: Vec<_> = (0..2)
         .map(|n| granted(slots.admit(addr(&format!("10.9.0.1:{n}")), b"a")))
         .collect();
+    exempt.iter().for_each(Slot::acknowledged);
+    assert!(exempt.iter().all(Slot::is_proven));
     assert!(matches!(
         slots.admit(addr("192.0.2.3:1"), b"a"),
         Admission::Busy
     ));
     drop(exempt);
+    assert_eq!(slots.active(), 0);
+    assert!(slots.lock().unacked.is_empty());
+}
+
+/// An exempt network is an office NAT's public address as often as
+/// loopback, and UDP from it can be forged: its requests skip the
+/// per-source limits but prove themselves like any, so forged ones
+/// filling the server give way to newcomers, and get no more resends or
+/// end packets than any unproven transfer.
+#[test]
+fn an_exempt_networks_unanswered_transfers_give_way_when_full() {
+    let slots = Arc::new(Slots::new(
+        4,
+        2,
+        1,
+        vec!["203.0.113.10/32".parse().unwrap()],
+    ));
+    let forged: Vec<Slot> = (1..=4)
+        .map(|port| granted(slots.admit(addr(&format!("203.0.113.10:{port}")), b"a")))
+        .collect();
+    assert!(forged.iter().all(|slot| !slot.is_proven()));
+    // A phone elsewhere takes the oldest one's slot, and so on.
+    let phones: Vec<Slot> = (1..=4)
+        .map(|n| granted(slots.admit(addr(&format!("192.0.2.{n}:1")), b"a")))
+        .collect();
+    assert!(forged.iter().all(Slot::is_evicted));
+    assert!(phones.iter().all(|slot| !slot.is_evicted()));
+    drop(forged);
+    drop(phones);
+    assert_eq!(slots.active(), 0);
+    let inner = slots.lock();
+    assert!(inner.unacked.is_empty() && inner.by_source.is_empty() && inner.by_peer.is_empty());
 }
 
 /// Forged sources (one each) fill the server; the next request takes

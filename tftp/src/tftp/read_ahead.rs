@@ -83,7 +83,11 @@ pub(super) struct ReadAhead {
     /// Bytes of that length not read yet.
     unread: u64,
     /// How much it holds at most; it reads again once a quarter is free.
+    /// Until its client is proven (`proven`), only what the first window
+    /// sent without an OACK needs.
     capacity: usize,
+    /// The capacity once its client is proven.
+    proven_capacity: usize,
     budget: &'static ReadBudget,
     source: Option<IpAddr>,
     path: PathBuf,
@@ -126,16 +130,23 @@ struct Read {
 pub(super) const CHANGED: io::ErrorKind = io::ErrorKind::UnexpectedEof;
 
 impl ReadAhead {
-    /// Opens `path` on a reader thread and reads its first stretch; a
-    /// transfer with windows of `window` bytes holds a few of them ahead.
-    /// Without a read to spare, `poll` says busy.
+    /// Opens `path` on a reader thread and reads its first `unproven`
+    /// bytes; once its client is proven (`proven`), a transfer with
+    /// windows of `window` bytes holds a few of them ahead. Before that the
+    /// request may be forged: a flood of them from forged sources, each
+    /// holding the slot it was given, must not hold four windows each (92
+    /// KiB at 1468 × 16, or 256 MiB at the largest blocks and windows the
+    /// settings allow) read for no one. Without a read to spare, `poll`
+    /// says busy.
     pub(super) fn open(
         path: PathBuf,
         source: Option<IpAddr>,
         window: usize,
+        unproven: usize,
         budget: &'static ReadBudget,
     ) -> ReadAhead {
-        let capacity = READ_AHEAD.max(window.saturating_mul(WINDOWS_AHEAD));
+        let proven_capacity = READ_AHEAD.max(window.saturating_mul(WINDOWS_AHEAD));
+        let capacity = unproven.min(proven_capacity);
         let opened = path.clone();
         let state = match budget.try_take(source) {
             None => State::Busy,
@@ -161,6 +172,7 @@ impl ReadAhead {
             len: None,
             unread: 0,
             capacity,
+            proven_capacity,
             budget,
             source,
             path,
@@ -172,6 +184,15 @@ impl ReadAhead {
     /// The file's length when opened, once it is.
     pub(super) fn len(&self) -> Option<u64> {
         self.len
+    }
+
+    /// The client has acknowledged a packet: it reads ahead in full from
+    /// here.
+    pub(super) fn proven(&mut self) {
+        if self.capacity < self.proven_capacity {
+            self.capacity = self.proven_capacity;
+            self.read_more();
+        }
     }
 
     /// Takes in a read that has finished, and starts the next one when
@@ -225,7 +246,7 @@ impl ReadAhead {
         Ok(n)
     }
 
-    fn buffered(&self) -> usize {
+    pub(super) fn buffered(&self) -> usize {
         self.buffer.len() - self.start
     }
 
@@ -273,14 +294,15 @@ impl ReadAhead {
     /// look, within its timeout, like for a slow read.
     fn read_more(&mut self) {
         let buffered = self.buffered();
-        if self.unread == 0 || self.capacity - buffered < self.capacity / 4 {
+        let room = self.capacity.saturating_sub(buffered);
+        if self.unread == 0 || room == 0 || room < self.capacity / 4 {
             return;
         }
         self.state = match std::mem::replace(&mut self.state, State::Closed) {
             State::Idle(mut file) => match self.budget.try_take(self.source) {
                 None => State::Idle(file),
                 Some(permit) => {
-                    let wanted = ((self.capacity - buffered) as u64).min(self.unread);
+                    let wanted = (room as u64).min(self.unread);
                     State::Reading(read_pool::submit(permit, move || {
                         let (bytes, now) = read_up_to(&mut file, wanted)?;
                         Ok(Read {

@@ -65,9 +65,10 @@ fn a_file_is_read_whole_through_short_stretches() {
     let path = dir.path().join("fw.bin");
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path, &body).unwrap();
-    let mut file = ReadAhead::open(path, None, 512, budget(2, 2));
+    let mut file = ReadAhead::open(path, None, 512, 512, budget(2, 2));
     opened(&mut file).unwrap();
     assert_eq!(file.len(), Some(body.len() as u64));
+    file.proven();
     let mut read = Vec::new();
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
@@ -87,6 +88,56 @@ fn a_file_is_read_whole_through_short_stretches() {
     assert!(read == body, "read {} bytes of {}", read.len(), body.len());
 }
 
+/// Polls until `wanted` bytes are buffered (or 5 s have passed).
+fn buffered(file: &mut ReadAhead, wanted: usize) -> bool {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < give_up {
+        file.poll().unwrap();
+        if file.has(wanted) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// A request may be forged: before its client's first ACK a transfer
+/// holds only what its first window needs (nothing when an OACK goes
+/// first), not the four windows it reads ahead once proven.
+#[test]
+fn before_its_client_is_proven_a_transfer_reads_only_its_first_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fw.bin");
+    std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+    let window = 1468 * 16;
+    let mut oack_first = ReadAhead::open(path.clone(), None, window, 0, budget(4, 4));
+    opened(&mut oack_first).unwrap();
+    assert_eq!(oack_first.len(), Some(1 << 20));
+    for _ in 0..20 {
+        oack_first.poll().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(oack_first.buffered(), 0);
+    assert!(oack_first.buffer.capacity() == 0 && !oack_first.has(1));
+    oack_first.proven();
+    assert!(
+        buffered(&mut oack_first, 4 * window),
+        "read ahead once proven"
+    );
+
+    let mut plain = ReadAhead::open(path, None, 512, 512, budget(4, 4));
+    assert!(buffered(&mut plain, 512));
+    for _ in 0..20 {
+        plain.poll().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(plain.buffered(), 512);
+    let mut block = [0u8; 512];
+    assert_eq!(plain.read(&mut block).unwrap(), 512);
+    plain.proven();
+    assert!(buffered(&mut plain, READ_AHEAD));
+}
+
 fn mkfifo(path: &Path) {
     let made = std::process::Command::new("mkfifo")
         .arg(path)
@@ -100,7 +151,7 @@ fn a_fifo_in_a_files_place_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fw.bin");
     mkfifo(&path);
-    let mut file = ReadAhead::open(path, None, 512, budget(2, 2));
+    let mut file = ReadAhead::open(path, None, 512, 512, budget(2, 2));
     let refused = opened(&mut file).expect_err("a FIFO is no static file");
     assert_eq!(refused.kind(), io::ErrorKind::InvalidInput, "{refused}");
 }
@@ -114,20 +165,20 @@ fn past_the_budget_of_reads_a_file_is_busy() {
     let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
     let budget = budget(2, 1);
     let stuck = Stuck::new(&slow);
-    let mut held = ReadAhead::open(slow.clone(), Some(a), 512, budget);
+    let mut held = ReadAhead::open(slow.clone(), Some(a), 512, 512, budget);
     // Its source's share is taken; another source still has a turn.
-    let mut same_source = ReadAhead::open(other.clone(), Some(a), 512, budget);
+    let mut same_source = ReadAhead::open(other.clone(), Some(a), 512, 512, budget);
     let busy = same_source.poll().expect_err("a's share is taken");
     assert_eq!(busy.kind(), io::ErrorKind::ResourceBusy);
-    let mut from_b = ReadAhead::open(slow.clone(), Some(b), 512, budget);
+    let mut from_b = ReadAhead::open(slow.clone(), Some(b), 512, 512, budget);
     // Both turns are taken now (b's read is stuck too), whoever asks.
-    let busy = ReadAhead::open(other.clone(), None, 512, budget).poll();
+    let busy = ReadAhead::open(other.clone(), None, 512, 512, budget).poll();
     assert_eq!(busy.unwrap_err().kind(), io::ErrorKind::ResourceBusy);
     drop(stuck);
     opened(&mut held).unwrap();
     opened(&mut from_b).unwrap();
     assert_eq!(held.len(), Some(4));
-    let mut again = ReadAhead::open(other, Some(a), 512, budget);
+    let mut again = ReadAhead::open(other, Some(a), 512, 512, budget);
     opened(&mut again).unwrap();
     assert_eq!(again.len(), Some(5));
 }

@@ -295,6 +295,13 @@ impl Transfer {
                 oack.push(("timeout", t.to_string()));
             }
         }
+        // A file's tsize is the size of what is opened, not the static
+        // index's: a firmware image copied over in place before the next
+        // SIGHUP has another length, and phones that check tsize refuse a
+        // transfer that disagrees with it. Its converted size would cost
+        // reading it twice; tsize is optional, so a netascii client goes
+        // without.
+        let file_tsize = request.tsize && !request.netascii;
         let raw = match source {
             Source::Memory(body) => {
                 if request.tsize {
@@ -309,16 +316,14 @@ impl Transfer {
             Source::File { path } => {
                 let source = reads_source(options, slot.peer());
                 let window = blksize * windowsize;
-                Raw::File(ReadAhead::open(path, source, window, ReadBudget::shared()))
+                // Before an ACK, only a first window sent without an OACK
+                // is read; an OACK needs the file's length alone.
+                let oack_first = !oack.is_empty() || file_tsize;
+                let unproven = if oack_first { 0 } else { window };
+                let budget = ReadBudget::shared();
+                Raw::File(ReadAhead::open(path, source, window, unproven, budget))
             }
         };
-        // A file's tsize is the size of what is opened, not the static
-        // index's: a firmware image copied over in place before the next
-        // SIGHUP has another length, and phones that check tsize refuse a
-        // transfer that disagrees with it. Its converted size would cost
-        // reading it twice; tsize is optional, so a netascii client goes
-        // without.
-        let file_tsize = request.tsize && !request.netascii;
         let from_file = matches!(raw, Raw::File(_));
         let reader = Reader {
             raw,
@@ -436,9 +441,9 @@ impl Transfer {
     }
 
     /// A packet that ends the transfer goes only to a client that has
-    /// acknowledged something (or whose network is exempt, so cannot be
-    /// forged from outside): before that the request may have been forged,
-    /// and the packet would be reflected at someone who never spoke to us.
+    /// acknowledged something, in an exempt network too: before that the
+    /// request may have been forged, and the packet would be reflected at
+    /// someone who never spoke to us.
     fn to_the_client(&self, packet: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
         self.slot.is_proven().then(packet)
     }
@@ -471,6 +476,9 @@ impl Transfer {
         self.slot.acknowledged();
         if !self.acknowledged {
             self.acknowledged = true;
+            if let Raw::File(ahead) = &mut self.reader.raw {
+                ahead.proven();
+            }
             if let Some(witness) = &mut self.witness {
                 witness.proven();
             }

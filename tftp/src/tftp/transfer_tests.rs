@@ -299,14 +299,61 @@ fn a_file_is_sent_up_to_its_length_when_opened() {
     }
     let oack = t.outgoing().next().unwrap().to_vec();
     assert!(oack.ends_with(b"tsize\x0020\0"), "{oack:?}");
+    // Its blocks are read once the client has acknowledged the OACK.
+    assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Advanced);
+    for _ in 0..5_000 {
+        if t.outgoing().next().is_some() {
+            break;
+        }
+        std::thread::sleep(t.deadline().saturating_duration_since(Instant::now()));
+        let _ = t.on_timer(Instant::now());
+    }
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap();
     std::io::Write::write_all(&mut file, &[0xee; 100]).unwrap();
-    assert_eq!(t.on_packet(&[0, 4, 0, 0], now).unwrap(), Step::Advanced);
     let (received, _) = run_to_end(&mut t, now);
     assert_eq!(received, opened);
+}
+
+/// Bytes the transfer's file holds read and not yet sent.
+fn read_ahead(t: &Transfer) -> usize {
+    match &t.reader.raw {
+        Raw::File(ahead) => ahead.buffered(),
+        Raw::Memory { .. } => panic!("not a file"),
+    }
+}
+
+/// A request may be forged: its OACK goes out with the file's length
+/// alone read, and the transfer reads ahead (four windows) only once
+/// its client has acknowledged the OACK.
+#[test]
+fn a_file_is_read_ahead_only_for_a_client_that_acknowledged() {
+    let now = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fw.bin");
+    std::fs::write(&path, vec![3u8; 1 << 20]).unwrap();
+    let rrq = b"\0\x01f\0octet\0blksize\x001468\0windowsize\x0016\0";
+    let mut t = start_from(rrq, Source::File { path }, &TftpOptions::default(), now);
+    for _ in 0..5_000 {
+        std::thread::sleep(t.deadline().saturating_duration_since(Instant::now()));
+        if t.on_timer(Instant::now()) == Timer::Resend {
+            break;
+        }
+    }
+    assert!(t.outgoing().next().unwrap().starts_with(&[0, 6]), "an OACK");
+    assert_eq!(read_ahead(&t), 0);
+    assert_eq!(
+        t.on_packet(&[0, 4, 0, 0], Instant::now()).unwrap(),
+        Step::Advanced
+    );
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while read_ahead(&t) < 2 * 1468 * 16 && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+        let _ = t.on_timer(Instant::now());
+    }
+    assert!(read_ahead(&t) >= 2 * 1468 * 16, "{}", read_ahead(&t));
 }
 
 fn convert(body: &[u8], size: usize) -> Vec<Vec<u8>> {
