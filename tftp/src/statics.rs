@@ -1,7 +1,8 @@
 //! Static files (firmware, ringtones, CTL/ITL files) from a configured
 //! folder. The folder is indexed at start and on SIGHUP; a request is only
 //! ever looked up in that index, never joined onto a path, so no request can
-//! name a file outside it. Symbolic links are not followed. Contents are not
+//! name a file outside it. Symbolic links are neither indexed nor followed
+//! when they take an indexed file's place later. Contents are not
 //! loaded: front ends stream them, TFTP block by block from the file.
 
 use std::collections::HashMap;
@@ -58,6 +59,10 @@ pub(crate) fn stamp(meta: &std::fs::Metadata) -> Stamp {
 /// its place would hold a plain open until something writes to it, so the
 /// open does not wait (O_NONBLOCK, cleared again for the reads) and the
 /// type is checked on what was opened, leaving no window for a swap.
+/// Nor does it follow a symbolic link put in an indexed file's place
+/// since the index was made (O_NOFOLLOW: a deploy copying links as links
+/// before the next SIGHUP would otherwise serve whatever they name, the
+/// key file included); the folders above it are as the operator set them.
 /// Blocking otherwise, as any open, and for as long as the disk takes:
 /// call it on a reader thread (`read_pool`).
 pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
@@ -67,8 +72,15 @@ pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Met
     stalls::wait_while_stalled(path, stalls::Op::Open);
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link, not a regular file", path.display()),
+            ),
+            _ => e,
+        })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
@@ -289,6 +301,29 @@ mod tests {
         assert_eq!(validator(&old), validator(&copy));
         let again = std::fs::metadata(dir.path().join("T46S.rom")).unwrap();
         assert_eq!(validator(&old), validator(&again));
+    }
+
+    /// Indexing skips links; a link put in an indexed file's place
+    /// afterwards is refused at the open, not followed.
+    #[test]
+    fn a_link_in_an_indexed_files_place_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.key");
+        std::fs::write(&secret, b"key").unwrap();
+        let served = tempfile::tempdir().unwrap();
+        let path = served.path().join("fw.rom");
+        std::fs::write(&path, b"firmware").unwrap();
+        let index = StaticIndex::load(served.path()).unwrap();
+        let indexed = index.find(&["fw.rom"]).unwrap().path.clone();
+        assert!(open_regular(&indexed).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let refused = open_regular(&indexed).expect_err("a link is not followed");
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{refused}"
+        );
     }
 
     #[test]
