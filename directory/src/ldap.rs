@@ -196,11 +196,11 @@ impl LdapSource {
         budget: Duration,
         bounds: SearchBounds,
     ) -> Result<Ldap, DirectoryError> {
+        // Never past the whole operation's budget, whatever the tenant set.
         let connect_timeout = self
             .settings
             .connect_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(budget);
+            .map_or(budget, |ms| Duration::from_millis(ms).min(budget));
         let (addrs, host) = self.checked_addresses().await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
         let (tls, security) = (self.tls.clone(), self.security);

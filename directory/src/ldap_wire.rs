@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::DirectoryError;
+use crate::ldap::server_text;
 use crate::ldap_relay::spawn_relay;
 use crate::ldap_searches::SearchBounds;
 use crate::source_label::SourceLabel;
@@ -118,7 +119,9 @@ async fn handshake(
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| DirectoryError::Ldap(format!("TLS: {e}")))
+        // rustls names the certificate's names, which the tenant's server
+        // chose (escape sequences, bidi overrides, kilobytes of them).
+        .map_err(|e| DirectoryError::Ldap(format!("TLS: {}", server_text(&e.to_string()))))
 }
 
 /// RFC 4511's StartTLS OID.

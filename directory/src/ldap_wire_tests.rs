@@ -442,3 +442,51 @@ fn search_entries_are_built_only_from_their_own_shape() {
         assert!(crate::ldap_wire::search_entry(bad).is_none());
     }
 }
+
+/// A tenant's server presents a certificate of its own making; rustls
+/// names the names it carries when they are not the host's, and those
+/// reached the source's error (shown to operators) raw.
+#[tokio::test]
+async fn a_certificates_names_reach_an_error_cleaned() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let presented = format!("evil\x1b]0;pwned\x07{}.example", "x".repeat(2_000));
+    let cert = rcgen::CertificateParams::new(vec![presented])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let client = crate::settings::tls_config("t", Some(&cert.pem())).unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = [listener.local_addr().unwrap()];
+    let serve = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = acceptor.accept(stream).await;
+    };
+    let dial = connect(
+        &addrs,
+        "localhost",
+        Security::Tls,
+        Some(client),
+        Duration::from_secs(2),
+        label(),
+        BOUNDS,
+    );
+    let (dialled, ()) = tokio::join!(dial, serve);
+    let Err(DirectoryError::Ldap(why)) = dialled else {
+        panic!("a certificate for another name was taken")
+    };
+    assert!(why.contains("evil"), "{why}");
+    assert!(!why.contains(|c: char| c.is_control()), "{why:?}");
+    assert!(
+        why.chars().count() < 600,
+        "{} characters",
+        why.chars().count()
+    );
+}

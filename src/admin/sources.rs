@@ -440,9 +440,10 @@ pub async fn test_source(
         Ok(None) => ("not_found", None, None),
         Err(e) => {
             // A tenant may run tests back to back against a server that
-            // refuses at once: a line a second for all of them.
-            static LOGGED: dialtone_sync::LogLimit = dialtone_sync::LogLimit::new();
-            if let Some(skipped) = LOGGED.allow() {
+            // refuses at once: a line a second per tenant, so that one
+            // tenant's failures cannot hide another's.
+            static LOGGED: dialtone_sync::TenantLogLimit = dialtone_sync::TenantLogLimit::new();
+            if let Some(skipped) = LOGGED.allow(tenant.id) {
                 tracing::info!(tenant = %tenant.slug, source = ?name, error = &*e.to_string(), skipped, "directory source test failed");
             }
             ("error", None, Some(e.shown_to_tenant().to_string()))

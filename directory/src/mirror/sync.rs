@@ -19,7 +19,8 @@ use crate::source_label::SourceLabel;
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// A DN past this is not a person's; the entry is skipped.
 const MAX_DN: usize = 1024;
-const MAX_NAME: usize = 256;
+/// Characters of a name kept: as many as a name is ever read for.
+const MAX_NAME: usize = crate::name::MAX_RAW_NAME_CHARS;
 const MAX_NUMBER: usize = 64;
 const MAX_NUMBERS_PER_ENTRY: usize = 16;
 /// Attribute bytes a sync reads per entry it may keep, on average.
