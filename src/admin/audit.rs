@@ -356,10 +356,12 @@ pub async fn import(
         // The import itself, rolled back: the database's refusals and the
         // counts are the real ones, and nothing reaches the mirror.
         let audit = super::audit_of(&principal, change);
+        let (checked, token) = super::writes::behind_token_check(&principal, mutations);
         state
             .store
-            .apply_with_progress(&mutations, &audit, None, Ending::RollBack)
-            .await?
+            .apply_with_progress(&checked, &audit, None, Ending::RollBack)
+            .await
+            .map_err(|e| super::writes::token_refusal(&token, e))?
     } else {
         commit(&state, &principal, change, mutations).await?
     };

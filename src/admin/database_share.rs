@@ -35,7 +35,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dialtone_sync::Id;
+use dialtone_sync::{Id, TokenScope};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
@@ -249,7 +249,19 @@ pub(super) async fn admit(
     let Some(tenant) = tenant else {
         return next.run(request).await;
     };
-    let writes = !request.method().is_safe();
+    // A read-only token's write is refused by its handler: charged to the
+    // tenant's write rate, a dashboard's token looping on one spent the
+    // rate its admins write with.
+    let may_write = request
+        .extensions()
+        .get::<Authenticated>()
+        .is_some_and(|who| {
+            matches!(
+                who.0.scope,
+                TokenScope::TenantAdmin | TokenScope::GlobalAdmin
+            )
+        });
+    let writes = !request.method().is_safe() && may_write;
     let admission = match state.database_share.admit(tenant) {
         Ok(admission) => admission,
         Err(scope) => {

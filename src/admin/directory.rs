@@ -102,25 +102,40 @@ fn entry_view(e: &DirectoryEntry) -> EntryView {
     }
 }
 
-/// The entry a write just committed, to answer with. Found here, not on
-/// the walk lane: a full lane would answer 503 for a write that is
-/// already committed, and its retry would then conflict with itself.
-fn written_entry(
+/// The entry a write just committed, to answer with; `None` when this
+/// node does not show it yet. An update knows the row's id (an upsert
+/// keeps it), so it is a lookup; a create finds it by its external id on
+/// the walk lane (a walk of the tenant's ids, 200,000 at the quota, which
+/// on an async worker held up every tenant's lookups). A lane too busy
+/// for it is not an error: the write is committed, and the caller is
+/// told so and to read it again (a 503 would make its retry conflict with
+/// itself).
+async fn written_entry(
     state: &AdminState,
+    principal: &Principal,
     tenant: &Tenant,
     external_id: &str,
-) -> Result<Arc<DirectoryEntry>, ApiError> {
-    state
-        .mirror
-        .load()
-        .directory_entry_by_external_id(tenant.id, external_id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("directory entry {external_id}")))
+    known_id: Option<dialtone_sync::Id>,
+) -> Option<Arc<DirectoryEntry>> {
+    match known_id {
+        Some(id) => state
+            .mirror
+            .load()
+            .directory_entry(id)
+            .filter(|e| e.tenant_id == tenant.id && e.external_id.as_deref() == Some(external_id))
+            .cloned(),
+        None => find_entry(state, principal, tenant, external_id).await.ok(),
+    }
 }
 
-/// The tenant's entry `external_id`, as of the mirror now. Finding it
-/// walks the tenant's ids (200,000 at the quota), so it runs off the async
-/// workers, on the walk lane, as the lists do.
+/// The answer to a write whose entry this node does not show yet.
+fn written_not_yet_shown(external_id: &str) -> Response {
+    created_not_yet_shown(
+        &format!("directory entry {external_id}"),
+        serde_json::Value::Null,
+    )
+}
+
 async fn find_entry(
     state: &AdminState,
     principal: &Principal,
@@ -289,9 +304,8 @@ pub async fn create_entry(
         vec![Mutation::CreateDirectoryEntry(input)],
     )
     .await?;
-    let Ok(entry) = written_entry(&state, &tenant, &external_id) else {
-        let what = format!("directory entry {external_id}");
-        return Ok(created_not_yet_shown(&what, serde_json::Value::Null));
+    let Some(entry) = written_entry(&state, &principal, &tenant, &external_id, None).await else {
+        return Ok(written_not_yet_shown(&external_id));
     };
     let view = entry_view(&entry);
     Ok((StatusCode::CREATED, tagged(&view.etag.clone(), view)).into_response())
@@ -357,7 +371,11 @@ pub async fn update_entry(
         Mutation::UpsertDirectoryEntry(input),
     )
     .await?;
-    let view = entry_view(&*written_entry(&state, &tenant, &external_id)?);
+    let written = written_entry(&state, &principal, &tenant, &external_id, Some(before.id));
+    let Some(entry) = written.await else {
+        return Ok(written_not_yet_shown(&external_id));
+    };
+    let view = entry_view(&entry);
     Ok(tagged(&view.etag.clone(), view))
 }
 

@@ -62,9 +62,22 @@ pub(crate) async fn write(
     mutations: Vec<Mutation>,
 ) -> Result<WriteReport, ApiError> {
     let audit = audit_of(principal, change);
-    // The caller's token as this node authenticated it: a node whose
-    // mirror lags a revocation (or the token's tenant's deletion, whose
-    // slug a new tenant may already hold) writes nothing with it.
+    let (checked, token) = behind_token_check(principal, mutations);
+    state
+        .store
+        .apply(&checked, &audit)
+        .await
+        .map_err(|e| token_refusal(&token, e))
+}
+
+/// `mutations` behind a check of the caller's token as this node
+/// authenticated it: a node whose mirror lags a revocation (or the
+/// token's tenant's deletion, whose slug a new tenant may already hold)
+/// writes nothing with it, nor runs a dry run with it.
+pub(crate) fn behind_token_check(
+    principal: &Principal,
+    mutations: Vec<Mutation>,
+) -> (Vec<Mutation>, Target) {
     let token = Target::Token {
         id: principal.token_id,
     };
@@ -74,18 +87,19 @@ pub(crate) async fn write(
         etag: principal.token_etag.clone(),
     });
     checked.extend(mutations);
-    state
-        .store
-        .apply(&checked, &audit)
-        .await
-        .map_err(|e| match &e {
-            dialtone_sync::SyncError::NotFound(what) | dialtone_sync::SyncError::Conflict(what)
-                if *what == token.to_string() =>
-            {
-                ApiError::unauthorized("invalid, expired or revoked token")
-            }
-            _ => ApiError::from(e),
-        })
+    (checked, token)
+}
+
+/// A write's error, the token check's failure answered as the token's.
+pub(crate) fn token_refusal(token: &Target, e: dialtone_sync::SyncError) -> ApiError {
+    match &e {
+        dialtone_sync::SyncError::NotFound(what) | dialtone_sync::SyncError::Conflict(what)
+            if *what == token.to_string() =>
+        {
+            ApiError::unauthorized("invalid, expired or revoked token")
+        }
+        _ => ApiError::from(e),
+    }
 }
 
 /// How long a write waits for this node's mirror to show it.

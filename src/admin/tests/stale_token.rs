@@ -100,3 +100,27 @@ async fn a_deleted_tenants_token_cannot_write_into_the_next_tenant_of_its_slug()
         "the old tenant's token wrote into the new tenant"
     );
 }
+
+/// A dry run is the import itself, rolled back: a revoked token ran one,
+/// a whole transaction against the database, on a lagging node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_elsewhere_runs_no_dry_run_through_a_lagging_node() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let id = token_id(&h, "global");
+    h.store
+        .apply(&[Mutation::RevokeApiToken { id }], &elsewhere())
+        .await
+        .unwrap();
+    let csv = "tenant,external_id,name,work\nacme,d1,Dry Run,+1 212 555 0190\n";
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/import?dry_run=true")
+        .header("authorization", format!("Bearer {}", h.tokens["global"]))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from(csv))
+        .unwrap();
+    let reply = tower::ServiceExt::oneshot(h.app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
+}

@@ -35,6 +35,11 @@ async fn a_tenant_past_its_write_rate_is_told_when_to_retry() {
             .await
         }
     };
+    // A read-only token's writes are refused, and spend none of the rate.
+    for id in ["read-1", "read-2", "read-3"] {
+        let refused = create("acme-read", "acme", id).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    }
     let first = create("acme-admin", "acme", "rate-1").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     let second = create("acme-admin", "acme", "rate-2").await;
