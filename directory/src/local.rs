@@ -66,10 +66,48 @@ struct Indexes {
     /// each time (50 ms at the entry quota), and each tenant doing so took
     /// a core of every node.
     places: Arc<tokio::sync::Semaphore>,
+    /// The same many again for work of at most [`QUICK_MOST_NUMBERS`]
+    /// numbers ([`Lane::Quick`]): taken in turn with the whole builds, a
+    /// one-entry edit or a small tenant's first build waited behind other
+    /// tenants' whole builds (minutes at the entry quota with 16 numbers
+    /// an entry), and its lookups all that time answered unavailable.
+    quick_places: Arc<tokio::sync::Semaphore>,
     /// Builds running now, and the most there have been at once.
     running: AtomicUsize,
     most_running: AtomicUsize,
 }
+
+/// The most numbers an update made in the quick lane normalizes (a few
+/// tenths of a second at 25–45 µs a number, besides its walk of the
+/// directory, 50 ms at the entry quota); a larger change, or a whole
+/// build, takes its turn with the whole builds.
+const QUICK_MOST_NUMBERS: usize = 10_000;
+
+/// Which places a build runs in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Updates of at most [`QUICK_MOST_NUMBERS`] numbers, and whole builds
+    /// of directories that hold no more.
+    Quick,
+    /// Anything.
+    Whole,
+}
+
+/// Whether a whole build of the tenant's directory is the quick lane's:
+/// counted only for a directory of that many entries at most, so the
+/// count itself stays cheap.
+fn fits_quick(state: &MirrorState, tenant_id: Id) -> bool {
+    state.directory_len(tenant_id) <= QUICK_MOST_NUMBERS
+        && state
+            .directory_of(tenant_id)
+            .iter()
+            .map(|e| e.numbers.len())
+            .sum::<usize>()
+            <= QUICK_MOST_NUMBERS
+}
+
+/// The change is more than the quick lane makes.
+struct TooLarge;
 
 /// Half the node's cores, at least 2: a few tenants' builds never take
 /// every core from lookups, and a large directory's build (seconds, at a
@@ -99,13 +137,13 @@ impl Drop for Running<'_> {
 
 /// Frees the tenant's build slot however the build ends, a panic included,
 /// so a failed build is retried rather than waited on for good.
-struct ClearSlot<'a> {
-    indexes: &'a Indexes,
+struct ClearSlot {
+    indexes: Arc<Indexes>,
     tenant_id: Id,
     id: u64,
 }
 
-impl Drop for ClearSlot<'_> {
+impl Drop for ClearSlot {
     fn drop(&mut self) {
         let mut building = self
             .indexes
@@ -132,29 +170,46 @@ impl Indexes {
     /// one, normalizing what changed, else built whole (25–45 µs a number,
     /// 10–18 s at the entry quota); `None` once the node is stopping. Never
     /// on a runtime worker.
-    fn build(&self, state: &MirrorState, tenant_id: Id) -> Option<Arc<TenantIndex>> {
-        let tenant = state.tenant(tenant_id)?;
+    /// In the quick lane, only an update of at most [`QUICK_MOST_NUMBERS`]
+    /// numbers or a whole build of a directory holding no more is made,
+    /// and anything else is `Err(TooLarge)`.
+    fn build(
+        &self,
+        state: &MirrorState,
+        tenant_id: Id,
+        lane: Lane,
+    ) -> Result<Option<Arc<TenantIndex>>, TooLarge> {
+        let Some(tenant) = state.tenant(tenant_id) else {
+            return Ok(None);
+        };
         let stamp = state.stamp(Input::Directory(tenant_id));
-        self.builds.fetch_add(1, Ordering::Relaxed);
         let last = self.tenants.get(&tenant_id);
         if let Some(last) = last.as_ref().filter(|last| last.stamp == stamp) {
-            return Some(last.clone());
+            return Ok(Some(last.clone()));
         }
         if self.stopping.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
+        let most = match lane {
+            Lane::Quick => QUICK_MOST_NUMBERS,
+            Lane::Whole => usize::MAX,
+        };
         let started = std::time::Instant::now();
-        let updated = last.and_then(|last| last.update(state, tenant, stamp, &self.stopping));
+        let updated = match &last {
+            Some(last) => last.update(state, tenant, stamp, most, &self.stopping),
+            None => None,
+        };
         let (index, to_keep, taken, kind) = match updated {
             Some(updated) => {
                 self.updates.fetch_add(1, Ordering::Relaxed);
                 (updated, None, 0, "update")
             }
-            None if self.stopping.load(Ordering::Relaxed) => return None,
-            None => {
-                let (index, to_keep, taken) = self.build_whole(state, tenant, stamp)?;
-                (index, to_keep, taken, "full")
-            }
+            None if self.stopping.load(Ordering::Relaxed) => return Ok(None),
+            None if lane == Lane::Quick && !fits_quick(state, tenant_id) => return Err(TooLarge),
+            None => match self.build_whole(state, tenant, stamp) {
+                Some((index, to_keep, taken)) => (index, to_keep, taken, "full"),
+                None => return Ok(None),
+            },
         };
         // Counted once made: a build the node's stop ended made nothing.
         metrics::counter!("dialtone_directory_local_index_builds_total", "kind" => kind)
@@ -185,7 +240,7 @@ impl Indexes {
                 .is_some_and(|now| now.slug == tenant.slug)
         };
         if !still_there() {
-            return None;
+            return Ok(None);
         }
         if self
             .tenants
@@ -203,9 +258,9 @@ impl Indexes {
         };
         if !still_there() {
             self.forget(tenant_id, wrote);
-            return None;
+            return Ok(None);
         }
-        Some(index)
+        Ok(Some(index))
     }
 
     /// Drops a gone tenant's index, and its kept readings when `files`.
@@ -256,26 +311,26 @@ impl Indexes {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let (indexes, state) = (self.clone(), state.clone());
-        let places = self.places.clone();
         // A task of its own, not the lookups' shared future: the build
         // starts, and ends its slot, whether or not anyone still waits.
         let task = tokio::spawn(async move {
-            let place = places.acquire_owned().await;
-            tokio::task::spawn_blocking(move || {
-                let _place = place;
-                let now = indexes.running.fetch_add(1, Ordering::Relaxed) + 1;
-                indexes.most_running.fetch_max(now, Ordering::Relaxed);
-                let _running = Running(&indexes.running);
-                let _slot = ClearSlot {
-                    indexes: &indexes,
-                    tenant_id,
-                    id,
-                };
-                indexes.build(&state, tenant_id)
-            })
-            .await
-            .ok()
-            .flatten()
+            let _slot = ClearSlot {
+                indexes: indexes.clone(),
+                tenant_id,
+                id,
+            };
+            indexes.builds.fetch_add(1, Ordering::Relaxed);
+            // The quick lane first; what is more than it makes waits for a
+            // whole build's place.
+            match indexes.run_in(Lane::Quick, &state, tenant_id).await {
+                Some(Ok(made)) => return made,
+                Some(Err(TooLarge)) => {}
+                None => return None,
+            }
+            match indexes.run_in(Lane::Whole, &state, tenant_id).await {
+                Some(Ok(made)) => made,
+                Some(Err(TooLarge)) | None => None,
+            }
         });
         let done = async move { task.await.ok().flatten() }.boxed().shared();
         building.insert(
@@ -287,6 +342,31 @@ impl Indexes {
             },
         );
         (done, true)
+    }
+
+    /// [`Indexes::build`] in `lane`, once a place of that lane is free, on
+    /// a blocking thread; `None` if it panicked.
+    async fn run_in(
+        self: &Arc<Self>,
+        lane: Lane,
+        state: &Arc<MirrorState>,
+        tenant_id: Id,
+    ) -> Option<Result<Option<Arc<TenantIndex>>, TooLarge>> {
+        let places = match lane {
+            Lane::Quick => &self.quick_places,
+            Lane::Whole => &self.places,
+        };
+        let place = places.clone().acquire_owned().await;
+        let (indexes, state) = (self.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            let now = indexes.running.fetch_add(1, Ordering::Relaxed) + 1;
+            indexes.most_running.fetch_max(now, Ordering::Relaxed);
+            let _running = Running(&indexes.running);
+            indexes.build(&state, tenant_id, lane)
+        })
+        .await
+        .ok()
     }
 
     /// The index at `state`'s stamp, waiting for (or starting) its build.
@@ -335,6 +415,7 @@ impl LocalDirectory {
                 stopping: AtomicBool::new(false),
                 kept: readings_dir.map(KeptReadings::new),
                 places: Arc::new(tokio::sync::Semaphore::new(build_places())),
+                quick_places: Arc::new(tokio::sync::Semaphore::new(build_places())),
                 running: AtomicUsize::new(0),
                 most_running: AtomicUsize::new(0),
             }),
@@ -343,9 +424,10 @@ impl LocalDirectory {
 
     /// Builds running at once, node-wide; for tests.
     pub fn with_build_places(self, places: usize) -> LocalDirectory {
-        let free = &self.indexes.places;
-        free.forget_permits(free.available_permits());
-        free.add_permits(places.max(1));
+        for free in [&self.indexes.places, &self.indexes.quick_places] {
+            free.forget_permits(free.available_permits());
+            free.add_permits(places.max(1));
+        }
         self
     }
 
@@ -426,7 +508,13 @@ impl LocalDirectory {
         let stamp = state.stamp(Input::Directory(tenant_id));
         match self.indexes.cached(tenant_id, stamp) {
             Some(index) => Some(index),
-            None => self.indexes.build(state, tenant_id),
+            None => {
+                self.indexes.builds.fetch_add(1, Ordering::Relaxed);
+                self.indexes
+                    .build(state, tenant_id, Lane::Whole)
+                    .ok()
+                    .flatten()
+            }
         }
     }
 

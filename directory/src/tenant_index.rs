@@ -148,13 +148,15 @@ impl TenantIndex {
 
     /// This index brought to `state`, normalizing only what changed; `None`
     /// when a build would normalize fewer numbers (most entries changed),
-    /// must normalize all of them (the tenant's region changed), or soon
-    /// after `stop` is set (an update normalizes up to half a directory).
+    /// must normalize all of them (the tenant's region changed), the change
+    /// would normalize more than `most` numbers, or soon after `stop` is
+    /// set (an update normalizes up to half a directory).
     pub fn update(
         &self,
         state: &MirrorState,
         tenant: &Tenant,
         stamp: u64,
+        most: usize,
         stop: &AtomicBool,
     ) -> Option<TenantIndex> {
         if self.region != tenant.default_region {
@@ -211,7 +213,7 @@ impl TenantIndex {
                             .count()
                 })
                 .sum::<usize>();
-        if to_normalize >= numbers_of(&now) {
+        if to_normalize >= numbers_of(&now) || to_normalize > most {
             return None;
         }
         // One spelling is read once however many entries a change moves

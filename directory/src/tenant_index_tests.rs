@@ -48,7 +48,13 @@ fn built(state: &MirrorState, tenant_id: Id) -> TenantIndex {
 fn updated(last: &TenantIndex, state: &MirrorState, tenant_id: Id) -> Option<TenantIndex> {
     let stamp = state.stamp(Input::Directory(tenant_id));
     let never = std::sync::atomic::AtomicBool::new(false);
-    last.update(state, state.tenant(tenant_id).unwrap(), stamp, &never)
+    last.update(
+        state,
+        state.tenant(tenant_id).unwrap(),
+        stamp,
+        usize::MAX,
+        &never,
+    )
 }
 
 /// A small pool, so that entries share numbers and last digits, spell one
@@ -268,7 +274,9 @@ fn a_stopped_update_makes_no_index() {
     let state = mirror.load();
     let (tenant, stamp) = (state.tenant(1).unwrap(), state.stamp(Input::Directory(1)));
     let stop = std::sync::atomic::AtomicBool::new(true);
-    assert!(last.update(&state, tenant, stamp, &stop).is_none());
+    assert!(last
+        .update(&state, tenant, stamp, usize::MAX, &stop)
+        .is_none());
     let index = updated(&last, &state, 1).expect("an update when not stopped");
     assert_eq!(index.listing(), built(&state, 1).listing());
 }

@@ -202,6 +202,66 @@ async fn an_edit_of_a_large_directory_is_indexed_without_a_build() {
     );
 }
 
+/// A small tenant's one-entry edit is indexed while another tenant's
+/// whole build holds every build place (here: a whole build of its own,
+/// its directory small): it waited its turn behind it (a minute and more
+/// at the entry quota), and its lookups meanwhile all answered
+/// unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_edit_is_indexed_while_another_tenants_whole_build_runs() {
+    let mirror = big_mirror();
+    let local = Arc::new(
+        dialtone_directory::local::LocalDirectory::new(mirror.clone(), 7, 100).with_build_places(1),
+    );
+    let far = || tokio::time::Instant::now() + Duration::from_secs(120);
+    let small = local
+        .find(&mirror.load(), SMALL, "+15550101234", far())
+        .await
+        .unwrap();
+    assert_eq!(small.map(|f| f.name), Some("Small Caller".into()));
+    // The big tenant's first build takes the only whole place for seconds.
+    let big = {
+        let (local, state) = (local.clone(), mirror.load());
+        tokio::spawn(async move { local.find(&state, BIG, &big_number(7), far()).await })
+    };
+    let started = Instant::now();
+    while local.builds() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no build started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let state = mirror.load();
+    let renamed = entry(
+        1,
+        SMALL,
+        "Small Renamed".into(),
+        &["+1 555 010 1234".into()],
+    );
+    mirror.apply(
+        vec![(
+            Entity::DirectoryEntry,
+            1,
+            Some(Row::DirectoryEntry(renamed)),
+        )],
+        state.cursor(),
+        state.meta().clone(),
+    );
+    let edited = local
+        .find(&mirror.load(), SMALL, "+15550101234", far())
+        .await
+        .unwrap();
+    assert_eq!(edited.map(|f| f.name), Some("Small Renamed".into()));
+    assert!(
+        !local.holds_index_of(BIG),
+        "the edit waited for the other tenant's whole build ({:?})",
+        started.elapsed()
+    );
+    let big = big.await.unwrap().unwrap();
+    assert_eq!(big.map(|f| f.name), Some("Big 7".into()));
+}
+
 /// An upstream CNAM server on loopback that counts requests and, when
 /// gated, holds each one until the test lets it go; it answers `reply`.
 struct Upstream {
