@@ -1,6 +1,7 @@
 //! A TFTP request flood far past the transfer cap: the process survives
-//! with bounded memory, and the excess is refused with error packets
-//! instead of queuing without bound.
+//! with bounded memory, and the excess gives way (a request no ACK has
+//! answered, loopback's too, makes room for the next) or is refused with
+//! error packets, instead of queuing without bound.
 
 mod common;
 
@@ -135,21 +136,23 @@ fn a_flood_of_requests_past_the_cap_is_refused_with_errors() {
         "{REQUESTS} requests sent in {sent_in:?} with a cap of {CAP}: {accepted} transfers started, {busy} refused busy, \
          {dropped} dropped by the kernel, packets {answers:?}; server RSS {rss_before} KiB before, peak {peak} KiB"
     );
-    assert!(accepted >= CAP, "the cap was reached: {accepted}");
-    // Requests the kernel dropped never reached the server, which can
-    // refuse only what it read: most of those past the cap.
-    let read = REQUESTS.saturating_sub(dropped);
+    // None of these clients ever ACKs, so each is as good as forged: past
+    // the cap the oldest gives way to the newest (most before their file
+    // was even rendered, so nothing went out for them), and only with the
+    // cap's worth already giving way is one refused busy.
+    let evicted = server.metric_sum("dialtone_tftp_evicted_total") as u32;
     assert!(
-        busy >= read / 2,
-        "the excess was refused with errors: {busy} of {read} read ({dropped} dropped)"
+        accepted > 0 && evicted >= CAP,
+        "{accepted} started, {evicted} gave way"
     );
     // What is neither served nor refused was dropped by the kernel when the
     // listening socket's buffer overflowed (more of them when the machine
     // is busy); a phone retries those. Every request the server read was
     // answered one way or the other.
     assert!(
-        accepted + busy + dropped >= REQUESTS * 9 / 10,
-        "nearly every request was answered one way or the other: {answers:?}, {dropped} dropped"
+        accepted + busy + evicted + dropped >= REQUESTS * 9 / 10,
+        "nearly every request was answered, gave way or was dropped: {answers:?}, {evicted} gave way, \
+         {dropped} dropped"
     );
     assert_eq!(answers.get("other error"), None, "{answers:?}");
     // Bounded memory: a cap of 1,000 transfers, whatever the flood.

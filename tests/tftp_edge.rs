@@ -127,9 +127,11 @@ fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error(mode: Tf
     );
     assert!(!options.iter().any(|(k, _)| k == "timeout"), "{options:?}");
 
-    // Within the cap: accepted as asked. The client then never ACKs: at
-    // 60 s x 5 sends it would hold its slot for 5 minutes; the stall bound
-    // ends it with an error packet within seconds.
+    // Within the cap: accepted as asked. The client acknowledges the OACK
+    // and then nothing more: at 60 s x 5 sends it would hold its slot for
+    // 5 minutes; the stall bound ends it with an error packet within
+    // seconds (the packet goes to a client that has acknowledged
+    // something, loopback or not).
     let stuck = client_on("127.0.0.3");
     stuck
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -141,6 +143,9 @@ fn a_long_timeout_is_declined_and_a_stalled_transfer_ends_with_an_error(mode: Tf
         oack_options(&oack),
         [(String::from("timeout"), String::from("60"))]
     );
+    stuck.send_to(&[0, 4, 0, 0], peer).unwrap();
+    let (data, _) = recv(&stuck);
+    assert_eq!(&data[..4], &[0, 3, 0, 1]);
     let (code, message) = error_message(&recv(&stuck).0);
     assert_eq!(code, 0);
     assert!(message.contains("timed out"), "{message}");

@@ -154,6 +154,8 @@ pub fn build(
         .weigher(weight)
         .max_capacity(max_bytes)
         .expire_after(Lifetime { max_stale })
+        // A tenant past its share sweeps out its obsolete answers.
+        .support_invalidation_closures()
         // Every entry put in is taken out once, whatever the cause (expired,
         // replaced, evicted, or refused by moka's admission after the put).
         .eviction_listener(move |key: Arc<Key>, entry: Arc<Entry>, _| {
@@ -186,7 +188,16 @@ const TENANT_SHARE_DIVISOR: u64 = 4;
 /// live at most twice their TTL.
 pub struct TenantShares {
     cache_bytes: u64,
-    held: std::sync::Mutex<HashMap<Id, u64>>,
+    held: std::sync::Mutex<HashMap<Id, Held>>,
+}
+
+/// One tenant's part of the cache.
+#[derive(Default)]
+struct Held {
+    bytes: u64,
+    /// The generation its obsolete answers were last swept out for
+    /// ([`TenantShares::sweep_due`]).
+    swept: u64,
 }
 
 impl TenantShares {
@@ -209,22 +220,40 @@ impl TenantShares {
     pub fn take(&self, tenant: Id, bytes: u32, replacing: bool) -> bool {
         let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let now = held.get(&tenant).copied();
+        let now = held.get(&tenant).map(|h| h.bytes);
         let after = now.unwrap_or(0).saturating_add(bytes);
         let holders = held.len() + usize::from(now.is_none());
         if !replacing && after > self.share(holders) {
             return false;
         }
-        held.insert(tenant, after);
+        held.entry(tenant).or_default().bytes = after;
         true
+    }
+
+    /// Whether `tenant`, refused past its share, should have its answers
+    /// of generations before `generation` swept out now: once per
+    /// generation. Invalidating a tenant only moves its generation, so its
+    /// obsolete answers went on counting toward its share until they
+    /// expired (a name after its TTL and `max_stale`, a day by default):
+    /// after an edit, a tenant near its share had its new answers served
+    /// uncached, each repeat caller another upstream query.
+    pub fn sweep_due(&self, tenant: Id, generation: u64) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.get_mut(&tenant) {
+            Some(h) if h.swept < generation => {
+                h.swept = generation;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn release(&self, tenant: Id, bytes: u32) {
         let bytes = u64::from(bytes);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(now) = held.get_mut(&tenant) {
-            *now = now.saturating_sub(bytes);
-            if *now == 0 {
+            now.bytes = now.bytes.saturating_sub(bytes);
+            if now.bytes == 0 {
                 held.remove(&tenant);
             }
         }

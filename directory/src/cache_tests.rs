@@ -4,7 +4,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn bytes_held(shares: &TenantShares) -> HashMap<Id, u64> {
-    shares.held.lock().unwrap().clone()
+    let held = shares.held.lock().unwrap();
+    held.iter().map(|(id, h)| (*id, h.bytes)).collect()
 }
 
 #[test]

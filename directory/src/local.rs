@@ -66,12 +66,13 @@ struct Indexes {
     /// each time (50 ms at the entry quota), and each tenant doing so took
     /// a core of every node.
     places: Arc<tokio::sync::Semaphore>,
-    /// The same many again for work of at most [`QUICK_MOST_NUMBERS`]
-    /// numbers ([`Lane::Quick`]): taken in turn with the whole builds, a
-    /// one-entry edit or a small tenant's first build waited behind other
-    /// tenants' whole builds (minutes at the entry quota with 16 numbers
-    /// an entry), and its lookups all that time answered unavailable.
-    quick_places: Arc<tokio::sync::Semaphore>,
+    /// Of those, what whole builds may take: one fewer (at least one),
+    /// so work of at most [`QUICK_MOST_NUMBERS`] numbers ([`Lane::Quick`])
+    /// always finds one. Taken in turn with the whole builds, a one-entry
+    /// edit or a small tenant's first build waited behind other tenants'
+    /// whole builds (minutes at the entry quota with 16 numbers an entry),
+    /// and its lookups all that time answered unavailable.
+    whole_places: Arc<tokio::sync::Semaphore>,
     /// Builds running now, and the most there have been at once.
     running: AtomicUsize,
     most_running: AtomicUsize,
@@ -108,6 +109,11 @@ fn fits_quick(state: &MirrorState, tenant_id: Id) -> bool {
 
 /// The change is more than the quick lane makes.
 struct TooLarge;
+
+/// Of `places`, those whole builds may take.
+fn whole_places(places: usize) -> usize {
+    places.saturating_sub(1).max(1)
+}
 
 /// Half the node's cores, at least 2: a few tenants' builds never take
 /// every core from lookups, and a large directory's build (seconds, at a
@@ -352,14 +358,14 @@ impl Indexes {
         state: &Arc<MirrorState>,
         tenant_id: Id,
     ) -> Option<Result<Option<Arc<TenantIndex>>, TooLarge>> {
-        let places = match lane {
-            Lane::Quick => &self.quick_places,
-            Lane::Whole => &self.places,
+        let whole = match lane {
+            Lane::Quick => None,
+            Lane::Whole => Some(self.whole_places.clone().acquire_owned().await),
         };
-        let place = places.clone().acquire_owned().await;
+        let place = self.places.clone().acquire_owned().await;
         let (indexes, state) = (self.clone(), state.clone());
         tokio::task::spawn_blocking(move || {
-            let _place = place;
+            let _places = (place, whole);
             let now = indexes.running.fetch_add(1, Ordering::Relaxed) + 1;
             indexes.most_running.fetch_max(now, Ordering::Relaxed);
             let _running = Running(&indexes.running);
@@ -415,7 +421,7 @@ impl LocalDirectory {
                 stopping: AtomicBool::new(false),
                 kept: readings_dir.map(KeptReadings::new),
                 places: Arc::new(tokio::sync::Semaphore::new(build_places())),
-                quick_places: Arc::new(tokio::sync::Semaphore::new(build_places())),
+                whole_places: Arc::new(tokio::sync::Semaphore::new(whole_places(build_places()))),
                 running: AtomicUsize::new(0),
                 most_running: AtomicUsize::new(0),
             }),
@@ -424,9 +430,13 @@ impl LocalDirectory {
 
     /// Builds running at once, node-wide; for tests.
     pub fn with_build_places(self, places: usize) -> LocalDirectory {
-        for free in [&self.indexes.places, &self.indexes.quick_places] {
+        let places = places.max(1);
+        for (free, many) in [
+            (&self.indexes.places, places),
+            (&self.indexes.whole_places, whole_places(places)),
+        ] {
             free.forget_permits(free.available_permits());
-            free.add_permits(places.max(1));
+            free.add_permits(many);
         }
         self
     }

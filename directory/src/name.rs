@@ -9,11 +9,12 @@ use regex_cache::Regex;
 /// SIP display names should stay short.
 pub const MAX_NAME_CHARS: usize = 64;
 
-/// Of a raw name, the characters read at most. A source the tenant runs
-/// (a live LDAP search keeps names up to its reply's bytes, 256 KiB) could
+/// A raw name of more characters is no name. A source the tenant runs (a
+/// live LDAP search keeps names up to its reply's bytes, 256 KiB) could
 /// hand in a name of hidden characters or presentation selectors that
-/// show nothing and cost a look each; no name that shows is that long
-/// before its 64th shown character. The mirror keeps the same many.
+/// show nothing and cost a look each; and a name cut short could end in
+/// half a placeholder ("UNKNOW") or half a character cluster. The LDAP
+/// mirror keeps no longer ones either.
 pub const MAX_RAW_NAME_CHARS: usize = 256;
 
 /// Placeholders some upstreams return instead of a miss. Passing them on
@@ -121,7 +122,10 @@ pub fn clean_name(raw: &str) -> Option<String> {
     // or beside a space it joins nothing, shows nothing, and would hide a
     // placeholder.
     let mut pending_joiner = None;
-    for c in raw.chars().take(MAX_RAW_NAME_CHARS) {
+    if raw.chars().nth(MAX_RAW_NAME_CHARS).is_some() {
+        return None;
+    }
+    for c in raw.chars() {
         // U+2800, the empty braille pattern, is drawn as a space and is not
         // one to `is_whitespace`.
         if c.is_whitespace() || c.is_control() || c == '\u{2800}' {

@@ -409,3 +409,70 @@ async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
         "globex's answers were pushed out"
     );
 }
+
+/// Invalidating a tenant (an edit of its directory) only moves its
+/// generation: its obsolete answers went on counting toward its share for
+/// a day, and its new answers went uncached. The first answer refused
+/// past the share sweeps them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_obsolete_answers_give_back_its_share() {
+    let (_up, url) = start_upstream(Reply::NotFound, false).await;
+    let (_db, _store, mirror) = mirror_of(&[
+        tenant("acme", "US"),
+        cnam_source("acme", &url),
+        tenant("globex", "US"),
+        cnam_source("globex", &url),
+    ])
+    .await;
+    let (acme, globex) = (tenant_id(&mirror, "acme"), tenant_id(&mirror, "globex"));
+    let cache_bytes: u64 = 64 << 10;
+    let service = LookupService::with_clock(
+        mirror,
+        None,
+        LookupOptions {
+            cache_bytes,
+            ..options()
+        },
+        Clock::manual(),
+    );
+    service.lookup(globex, "+15550100001").await.unwrap();
+    // Past acme's share (half).
+    for n in 0..1_000 {
+        let number = format!("+1555011{n:04}");
+        for _ in 0..2 {
+            service.lookup(acme, &number).await.unwrap();
+        }
+    }
+    let full = service.cached_bytes_by_tenant().await[&acme];
+    assert!(full > cache_bytes / 4, "acme holds {full} bytes");
+    service.invalidate_tenant(acme);
+    // Refused past the share, and sweeps.
+    service.lookup(acme, "+15550120000").await.unwrap();
+    let mut held = full;
+    for _ in 0..100 {
+        held = service
+            .cached_bytes_by_tenant()
+            .await
+            .get(&acme)
+            .copied()
+            .unwrap_or(0);
+        if held < full / 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held < full / 4, "acme still holds {held} of {full} bytes");
+    let fresh: Vec<String> = (1..20).map(|n| format!("+1555012{n:04}")).collect();
+    for number in &fresh {
+        for _ in 0..2 {
+            service.lookup(acme, number).await.unwrap();
+        }
+    }
+    let mut hits = 0;
+    for number in &fresh {
+        if service.lookup(acme, number).await.unwrap().cache == CacheStatus::Hit {
+            hits += 1;
+        }
+    }
+    assert_eq!(hits, fresh.len(), "acme's new answers went uncached");
+}

@@ -329,7 +329,7 @@ pub async fn show_entry(
 #[utoipa::path(put, operation_id = "directory_update_entry", path = "/v1/tenants/{slug}/directory/{external_id}", tag = "directory",
     params(("slug" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "demo"), ("external_id" = String, Path, min_length = 1, example = "d1"), ("If-Match" = Option<String>, Header)),
     request_body = EntryBody,
-    responses((status = 200, body = EntryView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = EntryView), (status = 202, description = "Committed, not yet shown by this node's mirror (it is catching up): read it again in a moment"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_entry(
     State(state): State<AdminState>,

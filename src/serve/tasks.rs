@@ -110,7 +110,7 @@ pub(super) fn spawn(
                 (store2.clone(), wake2.clone(), cancel2.clone(), holder.clone());
             async move {
                 let listening = || {
-                    if holder.hold(DATABASE_STANDBY, true) {
+                    if holder.hold(DATABASE_STANDBY, false) {
                         tracing::info!("the database takes the change listener again: no longer a standby");
                     }
                 };

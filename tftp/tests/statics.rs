@@ -102,11 +102,14 @@ async fn firmware_is_served_byte_for_byte_over_tftp_and_http() {
     );
 
     // Both TFTP modes: a port per transfer, and everything from the
-    // listening port.
+    // listening port. A timeout far past the client's read timeout (5 s):
+    // the first window, read once the client has acknowledged the OACK,
+    // goes out as soon as it is read, not at the transfer's next timer.
     for single_port in [false, true] {
         let options = TftpOptions {
             single_port,
             listeners: 2,
+            timeout: std::time::Duration::from_secs(30),
             ..Default::default()
         };
         let server = Running::start(&f, options);

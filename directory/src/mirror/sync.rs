@@ -19,7 +19,7 @@ use crate::source_label::SourceLabel;
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// A DN past this is not a person's; the entry is skipped.
 const MAX_DN: usize = 1024;
-/// Characters of a name kept: as many as a name is ever read for.
+/// Characters of a name kept: past them it is no name.
 const MAX_NAME: usize = crate::name::MAX_RAW_NAME_CHARS;
 const MAX_NUMBER: usize = 64;
 const MAX_NUMBERS_PER_ENTRY: usize = 16;
@@ -367,10 +367,11 @@ fn raw_entry(source: &LdapSource, entry: SearchEntry) -> Option<RawEntry> {
     if entry.dn.len() > MAX_DN {
         return None;
     }
-    let name = source.name_of(&entry.attrs).map(|n| {
-        let end = n.char_indices().nth(MAX_NAME).map_or(n.len(), |(i, _)| i);
-        n[..end].into()
-    });
+    // A longer one is no name when it is shown (`crate::name`).
+    let name = source
+        .name_of(&entry.attrs)
+        .filter(|n| n.chars().nth(MAX_NAME).is_none())
+        .map(Into::into);
     let mut numbers: Vec<Box<str>> = Vec::new();
     for attr in &source.settings().number_attributes {
         let values = entry

@@ -175,6 +175,18 @@ impl LookupService {
             .take(key.0, crate::cache::weight(key, &entry), replacing)
         {
             metrics::counter!("dialtone_lookup_cache_share_full_total").increment(1);
+            let (tenant, generation) = (key.0, tag.generation);
+            if inner.cache_shares.sweep_due(tenant, generation) {
+                // Moka applies it as it maintains the cache; each answer
+                // it takes out gives its bytes back (the eviction
+                // listener). Only closures it was built without fail.
+                let swept = inner.cache.invalidate_entries_if(move |key, entry| {
+                    key.0 == tenant && entry.tag.generation < generation
+                });
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, "the answer cache refused a sweep");
+                }
+            }
             return;
         }
         inner.cache.insert(key.clone(), entry).await;

@@ -293,6 +293,10 @@ impl ReadAhead {
     /// Without a read to spare, the transfer waits for one at its next
     /// look, within its timeout, like for a slow read.
     fn read_more(&mut self) {
+        // Before its client is proven, nothing past the first read.
+        if self.capacity < self.proven_capacity {
+            return;
+        }
         let buffered = self.buffered();
         let room = self.capacity.saturating_sub(buffered);
         if self.unread == 0 || room == 0 || room < self.capacity / 4 {

@@ -134,6 +134,14 @@ fn before_its_client_is_proven_a_transfer_reads_only_its_first_window() {
     assert_eq!(plain.buffered(), 512);
     let mut block = [0u8; 512];
     assert_eq!(plain.read(&mut block).unwrap(), 512);
+    for _ in 0..20 {
+        plain.poll().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        plain.buffered() == 0 && matches!(plain.state, State::Idle(_)),
+        "read on before an ACK"
+    );
     plain.proven();
     assert!(buffered(&mut plain, READ_AHEAD));
 }

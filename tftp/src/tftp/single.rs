@@ -90,6 +90,11 @@ enum Entry {
         local: Option<Local>,
         /// Already in `dirty`: its window goes out at the next flush.
         queued: bool,
+        /// When its timer is set for in the wheel. An ACK can bring the
+        /// deadline forward (a window waiting for its file's first read
+        /// once the client is proven looks again within a millisecond), and
+        /// a wheel entry for a time no longer this is left to fire unheeded.
+        armed: Instant,
     },
 }
 
@@ -107,8 +112,9 @@ struct Listener {
     table: HashMap<SocketAddr, Entry, foldhash::fast::RandomState>,
     /// (client, transfer id): an entry of a transfer that has ended since
     /// is dropped when it fires.
-    wheel: Wheel<(SocketAddr, u64)>,
-    due: Vec<(SocketAddr, u64)>,
+    /// Running transfers' timers: client, transfer id and the time set.
+    wheel: Wheel<(SocketAddr, u64, Instant)>,
+    due: Vec<(SocketAddr, u64, Instant)>,
     /// Error packets to send at the next flush (bounded by one batch of
     /// received packets and the transfers ending in one tick), each with
     /// the address it leaves from.
@@ -248,6 +254,7 @@ impl Listener {
             transfer,
             queued,
             local,
+            armed,
         }) = self.table.get_mut(&peer)
         else {
             return; // belongs to no transfer
@@ -265,6 +272,11 @@ impl Listener {
                 if !*queued {
                     *queued = true;
                     self.dirty.push((peer, id));
+                }
+                let deadline = transfer.deadline();
+                if deadline < *armed {
+                    *armed = deadline;
+                    self.wheel.insert(deadline, (peer, id, deadline));
                 }
             }
             Ok(Ok(Step::Done)) => self.end(peer, "ok"),
@@ -385,8 +397,8 @@ impl Listener {
         match started {
             Ok(Ok(mut transfer)) => {
                 transfer.witnessed_by(witness);
-                let id = transfer.id();
-                self.wheel.insert(transfer.deadline(), (peer, id));
+                let (id, armed) = (transfer.id(), transfer.deadline());
+                self.wheel.insert(armed, (peer, id, armed));
                 self.dirty.push((peer, id));
                 let transfer = Box::new(transfer);
                 self.table.insert(
@@ -395,6 +407,7 @@ impl Listener {
                         transfer,
                         local,
                         queued: true,
+                        armed,
                     },
                 );
             }
@@ -414,11 +427,12 @@ impl Listener {
     fn on_tick(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.expire(now, &mut due);
-        for (peer, id) in due.drain(..) {
+        for (peer, id, at) in due.drain(..) {
             let Some(Entry::Running {
                 transfer,
                 queued,
                 local,
+                armed,
             }) = self.table.get_mut(&peer)
             else {
                 continue;
@@ -426,10 +440,17 @@ impl Listener {
             if transfer.id() != id {
                 continue; // that transfer ended; this one has its own entry
             }
+            if at != *armed {
+                continue; // set again for an earlier time since
+            }
+            let mut rearm = |wheel: &mut Wheel<_>, deadline: Instant| {
+                *armed = deadline;
+                wheel.insert(deadline, (peer, id, deadline));
+            };
             match transfer.on_timer(now) {
-                Timer::Wait => self.wheel.insert(transfer.deadline(), (peer, id)),
+                Timer::Wait => rearm(&mut self.wheel, transfer.deadline()),
                 Timer::Resend => {
-                    self.wheel.insert(transfer.deadline(), (peer, id));
+                    rearm(&mut self.wheel, transfer.deadline());
                     if !*queued {
                         *queued = true;
                         self.dirty.push((peer, id));
