@@ -82,10 +82,14 @@ fn format(args: &ExportArgs) -> Result<Format> {
         (None, Some("csv")) => true,
         (None, Some("json")) => false,
         (None, _) if args.out == Path::new("-") => false,
-        (None, _) => bail!(
-            "{}: name the file .json or .csv, or give --format",
-            args.out.display()
-        ),
+        // What the command line asks for cannot be done: exit 2, as for
+        // clap's own refusals.
+        (None, _) => {
+            return Err(crate::usage_error(format!(
+                "{}: name the file .json or .csv, or give --format",
+                args.out.display()
+            )))
+        }
     };
     if !csv {
         return Ok(Format::Json(if kinds.is_empty() {
@@ -96,14 +100,16 @@ fn format(args: &ExportArgs) -> Result<Format> {
     }
     match kinds[..] {
         [] => Ok(Format::Csv(Kind::Phones)),
-        [Kind::DirectorySources] => {
-            bail!("directory sources have no CSV form; export them to a .json file")
-        }
-        [Kind::Templates] => {
-            bail!("templates have no CSV form; export them to a .json file")
-        }
+        [Kind::DirectorySources] => Err(crate::usage_error(
+            "directory sources have no CSV form; export them to a .json file",
+        )),
+        [Kind::Templates] => Err(crate::usage_error(
+            "templates have no CSV form; export them to a .json file",
+        )),
         [kind] => Ok(Format::Csv(kind)),
-        _ => bail!("a CSV file holds one kind; give one --kind, or export to a .json file"),
+        _ => Err(crate::usage_error(
+            "a CSV file holds one kind; give one --kind, or export to a .json file",
+        )),
     }
 }
 

@@ -201,7 +201,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "dialtone_resync_failed_total",
-        "Resyncs that ended without a 2xx, by reason: the proxy's timeout, send, no_address (also direct mode's history unavailable); in direct mode a phone's phone_timeout, phone_send, no_fetch (no served fetch within a day inside the allowed networks); rejected, changed, interrupted, dropped (still queued at shutdown, for queued resyncs are not kept across a restart).",
+        "Resyncs that ended without a 2xx, by reason: the proxy's timeout, send, no_address (also direct mode's history unavailable); a phone's phone_timeout (in direct mode, or through a proxy that answers an OPTIONS of its own), in direct mode phone_send, no_fetch (no served fetch within a day inside the allowed networks); rejected, changed, interrupted, dropped (still queued at shutdown, for queued resyncs are not kept across a restart).",
     ),
     (
         "dialtone_resync_proxy_unresolved_total",

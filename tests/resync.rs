@@ -203,6 +203,25 @@ async fn a_template_edit_reaches_the_affected_phones_through_kamailio() {
     let gone = &last["001565000203"];
     assert_eq!(gone["state"], "failed", "{gone}");
     assert!(gone["status"].is_null(), "{gone}");
+    // Kamailio answers for itself: the silence is the phone's, which
+    // neither pages the operator nor moves NOTIFYs off the proxy.
+    assert_eq!(
+        gone["reason"], "no answer from the phone (timer F; the proxy answers)",
+        "{gone}"
+    );
+    let (_, metrics) = server.try_get("/metrics").unwrap();
+    let failed = |reason: &str| {
+        let series = format!("dialtone_resync_failed_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (failed("phone_timeout"), failed("timeout")),
+        (1.0, 0.0),
+        "{metrics}"
+    );
     let never = &last["001565000204"];
     assert_eq!(
         (&never["state"], &never["status"]),

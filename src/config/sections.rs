@@ -123,8 +123,17 @@ impl ResyncConfig {
         if let Err(e) = dialtone_tftp::guard::source_networks(&self.direct_networks) {
             bail!("resync.direct_networks: {e}");
         }
-        if !crate::resync::sip::valid_domain(&self.sender_host()) {
-            bail!("resync.from_domain must be a host name or address");
+        let sender = self.sender_host();
+        if !crate::resync::sip::valid_domain(&sender) {
+            if self.from_domain.is_some() {
+                bail!("resync.from_domain must be a host name or address");
+            }
+            // Without from_domain the proxy's host names the sender, and a
+            // name a container network allows ("sip_proxy") is no SIP host.
+            bail!(
+                "resync.proxy's host {sender:?} is not a host name or address a SIP From header \
+                 may carry (letters, digits, '-' and '.'); set resync.from_domain to one"
+            );
         }
         Ok(())
     }

@@ -184,6 +184,18 @@ fn resync_section_reads_from_file_and_environment() {
     assert!(load("[resync]\nproxy = \"sip.example.net\"\n", &[]).is_err());
     assert!(load("[resync]\nt1_ms = 500\nt2_ms = 100\n", &[]).is_err());
     assert!(load("[resync]\nfrom_domain = \"a b\"\n", &[]).is_err());
+    // A proxy's host that is no SIP host is named as such, not as a
+    // from_domain the operator never set; from_domain mends it.
+    let refused = load("[resync]\nproxy = \"sip_proxy:5060\"\n", &[]).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("\"sip_proxy\""),
+        "{refused:#}"
+    );
+    let named = "[resync]\nproxy = \"sip_proxy:5060\"\nfrom_domain = \"sip.example.net\"\n";
+    assert_eq!(
+        load(named, &[]).unwrap().resync.sender_host(),
+        "sip.example.net"
+    );
     assert!(load("[resync]\nphone_spacing_s = 3601\n", &[]).is_err());
     assert_eq!(
         load("[resync]\nphone_spacing_s = 0\n", &[])

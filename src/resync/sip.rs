@@ -98,6 +98,7 @@ pub fn valid_domain(text: &str) -> bool {
 }
 
 /// Everything that differs between two NOTIFYs.
+#[derive(Clone, Copy)]
 pub struct Notify<'a> {
     pub aor: &'a str,
     pub event: &'a str,
@@ -114,27 +115,44 @@ impl Notify<'_> {
     /// The request as sent. `rport` (RFC 3581) makes the answer come back
     /// to the port we sent from, through NAT and whatever `local` says.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let event = format!(
+            "Event: {}\r\nSubscription-State: terminated\r\n",
+            self.event
+        );
+        self.request_bytes("NOTIFY", self.aor, 70, &event)
+    }
+
+    /// An OPTIONS to the next hop alone (Max-Forwards 0: a proxy answers it
+    /// itself, RFC 3261 16.3), with this NOTIFY's addresses and `branch`:
+    /// whether the proxy is there, once a NOTIFY through it went
+    /// unanswered.
+    pub fn probe_bytes(&self, next_hop: SocketAddr, branch: &str) -> Vec<u8> {
+        let uri = format!(
+            "sip:{}",
+            SocketAddr::new(next_hop.ip().to_canonical(), next_hop.port())
+        );
+        Notify { branch, ..*self }.request_bytes("OPTIONS", &uri, 0, "")
+    }
+
+    fn request_bytes(&self, method: &str, uri: &str, max_forwards: u8, extra: &str) -> Vec<u8> {
         // A `[::]` socket reaches IPv4 targets from `::ffff:a.b.c.d`; an
         // IPv4-only stack may refuse that bracketed form in a Via.
         let sent_by = SocketAddr::new(self.local.ip().to_canonical(), self.local.port());
         format!(
-            "NOTIFY {aor} SIP/2.0\r\n\
+            "{method} {uri} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {sent_by};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\n\
+             Max-Forwards: {max_forwards}\r\n\
              From: <sip:dialtone@{from}>;tag={tag}\r\n\
-             To: <{aor}>\r\n\
+             To: <{uri}>\r\n\
              Call-ID: {call_id}\r\n\
-             CSeq: 1 NOTIFY\r\n\
-             Event: {event}\r\n\
-             Subscription-State: terminated\r\n\
+             CSeq: 1 {method}\r\n\
+             {extra}\
              User-Agent: dialtone\r\n\
              Content-Length: 0\r\n\r\n",
-            aor = self.aor,
             branch = self.branch,
             from = self.from_domain,
             tag = self.from_tag,
             call_id = self.call_id,
-            event = self.event,
         )
         .into_bytes()
     }

@@ -156,7 +156,9 @@ impl Transport {
             let Some(response) = parse_response(&buf[..n]) else {
                 continue;
             };
-            if response.method != "NOTIFY" {
+            // NOTIFYs, and the OPTIONS that asks a proxy whether it is
+            // there when one of them went unanswered.
+            if response.method != "NOTIFY" && response.method != "OPTIONS" {
                 continue;
             }
             let waiting = self.lock();
@@ -199,8 +201,9 @@ impl Transport {
         Some(std::mem::take(unlogged))
     }
 
-    /// Runs one transaction for `request` (already carrying `branch` in its
-    /// Via) to `dest`. `proceeding` is called on the first 1xx.
+    /// [`Transport::transact`], counting a transaction left unanswered:
+    /// what the worker does for a proxy that is silent to its probe too.
+    #[cfg(test)]
     pub async fn request(
         &self,
         dest: SocketAddr,
@@ -213,15 +216,25 @@ impl Transport {
             .transact(dest, branch, request, timers, proceeding)
             .await;
         if !matches!(outcome, Outcome::Final { .. }) {
-            let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = unanswered.get_mut(&dest) {
-                *count += 1;
-            }
+            self.count_unanswered(dest);
         }
         outcome
     }
 
-    async fn transact(
+    /// One more transaction to `dest` ended without a final answer, if
+    /// `dest` is watched.
+    pub fn count_unanswered(&self, dest: SocketAddr) {
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = unanswered.get_mut(&dest) {
+            *count += 1;
+        }
+    }
+
+    /// Runs one transaction for `request` (already carrying `branch` in its
+    /// Via) to `dest`. `proceeding` is called on the first 1xx. A
+    /// transaction left unanswered is not counted here: the caller decides
+    /// whose silence it was (`count_unanswered`).
+    pub async fn transact(
         &self,
         dest: SocketAddr,
         branch: &str,

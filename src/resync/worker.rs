@@ -184,16 +184,17 @@ impl ResyncService {
         };
         let local = reachable_local(self.local_addr(), dest);
         let branch = format!("z9hG4bK{}", sip::random_hex(8));
-        let request = Notify {
+        let (from_tag, call_id) = (sip::random_hex(4), sip::random_hex(12));
+        let notify = Notify {
             aor: &current.job.target,
             event: current.job.event,
             local,
             branch: &branch,
             from_domain: &self.inner.sender_host,
-            from_tag: &sip::random_hex(4),
-            call_id: &sip::random_hex(12),
-        }
-        .to_bytes();
+            from_tag: &from_tag,
+            call_id: &call_id,
+        };
+        let request = notify.to_bytes();
         if let Err(reason) = self.mark_sent(seq, &entry.mac) {
             return Some((None, reason, "changed"));
         }
@@ -201,27 +202,61 @@ impl ResyncService {
             t1: Duration::from_millis(self.inner.config.t1_ms),
             t2: Duration::from_millis(self.inner.config.t2_ms),
         };
-        let inflight = Inflight::new();
-        let outcome = self
-            .inner
-            .transport
-            .request(dest, &branch, &request, timers, || {})
-            .await;
-        drop(inflight);
+        let _inflight = Inflight::new();
+        let transport = &self.inner.transport;
         let direct = entry.view.via == Via::Direct;
+        // Through the proxy, whose silence is told from the phone's below.
+        let outcome = transport
+            .transact(dest, &branch, &request, timers, || {})
+            .await;
         Some(match outcome {
             Outcome::Final { status, reason } => (Some(status), reason, "rejected"),
             // Direct mode sends to the phone itself: its silence is the
             // phone's (switched off, moved), not the proxy's, and must not
             // count toward the proxy's alert.
             Outcome::Timeout if direct => (None, "no answer (timer F)".into(), "phone_timeout"),
-            Outcome::Timeout => (None, "no answer (timer F)".into(), "timeout"),
+            // A proxy that relays to a phone gone silent (switched off, or
+            // a contact a tenant registered where nothing answers) sends no
+            // final answer for a NOTIFY either (RFC 4320): that silence,
+            // too, is the phone's, and must neither page the operator nor
+            // move NOTIFYs off a proxy that works.
+            Outcome::Timeout if self.proxy_answers(&notify, dest, timers).await => (
+                None,
+                "no answer from the phone (timer F; the proxy answers)".into(),
+                "phone_timeout",
+            ),
+            Outcome::Timeout => {
+                transport.count_unanswered(dest);
+                (None, "no answer (timer F)".into(), "timeout")
+            }
             Outcome::SendFailed(e) => {
                 tracing::warn!(error = %e, %dest, "resync: sending a NOTIFY failed");
-                let label = if direct { "phone_send" } else { "send" };
-                (None, "could not send".into(), label)
+                if direct {
+                    (None, "could not send".into(), "phone_send")
+                } else {
+                    transport.count_unanswered(dest);
+                    (None, "could not send".into(), "send")
+                }
             }
         })
+    }
+
+    /// Whether the proxy at `dest` answers an OPTIONS meant for itself
+    /// (`Notify::probe_bytes`), any final answer, within a quarter of a
+    /// NOTIFY's wait (8 s by default): a proxy answers within a round trip.
+    async fn proxy_answers(&self, notify: &Notify<'_>, dest: SocketAddr, timers: Timers) -> bool {
+        let branch = format!("z9hG4bK{}", sip::random_hex(8));
+        let probe = notify.probe_bytes(dest, &branch);
+        let quick = Timers {
+            t1: timers.t1 / 4,
+            t2: timers.t2,
+        };
+        let answer = self
+            .inner
+            .transport
+            .transact(dest, &branch, &probe, quick, || {})
+            .await;
+        matches!(answer, Outcome::Final { .. })
     }
 
     /// Spaces resync `seq` from now on, or says why it may not go (its

@@ -129,7 +129,7 @@ async fn bounded_body(db: TestDb) {
     // One tenant's flood costs another nothing.
     assert_one_each(&*store, globex).await;
 
-    // A deleted tenant's list goes at the next write.
+    // A deleted tenant's list goes with it.
     store
         .apply(
             &[Mutation::DeleteTenant {
@@ -137,10 +137,6 @@ async fn bounded_body(db: TestDb) {
             }],
             &audit("t"),
         )
-        .await
-        .unwrap();
-    store
-        .record_unclaimed(&fold(&[sighting(acme, 0x0015_6510_0000, 20_000, None)]), 25)
         .await
         .unwrap();
     assert!(store

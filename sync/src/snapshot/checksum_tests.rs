@@ -122,6 +122,7 @@ fn a_flipped_bit_anywhere_is_refused_and_named() {
             "index" => {
                 reason.contains("the header and index fail their checksum")
                     || reason.contains("the index is outside the file")
+                    || reason.contains("the index is too long")
             }
             table => reason == format!("damaged: the {table} table fails its checksum"),
         };
@@ -155,6 +156,18 @@ fn a_flipped_bit_deep_in_a_large_section_is_refused() {
             );
         }
     }
+}
+
+/// A damaged index offset near the file's start is refused before the
+/// rest of the file is read as the index (before its checksum, a large
+/// snapshot was read into memory whole).
+#[test]
+fn an_index_offset_far_from_the_end_is_refused_unread() {
+    let file = written(&large());
+    let mut damaged = file.bytes.clone();
+    damaged[8..16].copy_from_slice(&16u64.to_le_bytes());
+    std::fs::write(&file.path, &damaged).unwrap();
+    assert_eq!(load_error(&file.path), "damaged: the index is too long");
 }
 
 /// An intact file loads, and what it carries are the checksums of its

@@ -250,6 +250,9 @@ fn write_to<W: Write>(
 /// Line keys sent to the indexing thread at once.
 const KEY_BATCH: usize = 4096;
 
+/// The longest index (with its trailer) a snapshot may have.
+const MAX_INDEX_BYTES: u64 = 64 << 10;
+
 /// Why a file is not a snapshot this binary can load, or its index.
 fn index(file: &File) -> Result<Index, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -271,6 +274,12 @@ fn index(file: &File) -> Result<Index, String> {
     let index_at = u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes"));
     if index_at < PREFIX || index_at >= len.saturating_sub(TRAILER) {
         return Err("damaged: the index is outside the file".into());
+    }
+    // A header and seven sections' places: a few hundred bytes. Read
+    // before its checksum, a damaged offset near the file's start would
+    // have read most of a snapshot of hundreds of MB into memory first.
+    if len - index_at > MAX_INDEX_BYTES {
+        return Err("damaged: the index is too long".into());
     }
     let mut bytes = vec![0; (len - index_at) as usize];
     file.read_exact_at(&mut bytes, index_at)

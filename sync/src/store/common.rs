@@ -470,6 +470,16 @@ macro_rules! shared_sql {
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
+                    // And its unclaimed-devices list (unreadable once its
+                    // id is gone; what a batch writes for it meanwhile is
+                    // swept out with the writer's next sweep).
+                    sqlx::query(
+                        "DELETE FROM unclaimed_devices WHERE tenant_id = \
+                         (SELECT id FROM tenants WHERE slug = $1)",
+                    )
+                    .bind(slug)
+                    .execute(&mut *conn)
+                    .await?;
                     report.tenants.deleted += sqlx::query("DELETE FROM tenants WHERE slug = $1")
                         .bind(slug)
                         .execute(&mut *conn)

@@ -25,6 +25,23 @@ pub struct UnclaimedDevice {
     pub count: i64,
 }
 
+/// How often a process sweeps deleted tenants' unclaimed devices out.
+const ORPHAN_SWEEP_EVERY_MS: i64 = 60_000;
+
+/// Whether this batch sweeps deleted tenants' lists: the first, and then
+/// one a minute. A failed write's sweep is not tried again for a minute;
+/// a lingering list is unreadable, only kept a little longer.
+pub(crate) fn orphan_sweep_due() -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = crate::log_limit::monotonic_millis();
+    let last = LAST.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= ORPHAN_SWEEP_EVERY_MS
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 macro_rules! unclaimed_sql {
     ($conn:ty) => {
         use crate::store::unclaimed::UnclaimedDevice;
@@ -122,12 +139,17 @@ macro_rules! unclaimed_sql {
             }
             // A deleted tenant's list goes with it (ids are never reused,
             // so it was unreadable already; this keeps it from lingering).
-            sqlx::query(
-                "DELETE FROM unclaimed_devices WHERE tenant_id <> 0 \
-                 AND tenant_id NOT IN (SELECT id FROM tenants)",
-            )
-            .execute(&mut *conn)
-            .await?;
+            // A scan of the whole table: at most once a minute, not with
+            // every batch (one each 200 ms on every node during a flood of
+            // forged MACs).
+            if $crate::store::unclaimed::orphan_sweep_due() {
+                sqlx::query(
+                    "DELETE FROM unclaimed_devices WHERE tenant_id <> 0 \
+                     AND tenant_id NOT IN (SELECT id FROM tenants)",
+                )
+                .execute(&mut *conn)
+                .await?;
+            }
             Ok(())
         }
 
