@@ -114,7 +114,7 @@ pub struct Notify<'a> {
 impl Notify<'_> {
     /// The request as sent. `rport` (RFC 3581) makes the answer come back
     /// to the port we sent from, through NAT and whatever `local` says.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(self) -> Vec<u8> {
         let event = format!(
             "Event: {}\r\nSubscription-State: terminated\r\n",
             self.event
