@@ -189,15 +189,24 @@ const TENANT_SHARE_DIVISOR: u64 = 4;
 pub struct TenantShares {
     cache_bytes: u64,
     held: std::sync::Mutex<HashMap<Id, Held>>,
+    /// When the node last swept (`sweep_due`): moka keeps each sweep's
+    /// predicate until it has scanned the whole cache, and every read of
+    /// an entry older than a predicate runs it, every tenant's reads.
+    last_sweep: std::sync::Mutex<Option<Instant>>,
 }
+
+/// At most one sweep this often on a node, and one a tenant this often.
+const NODE_SWEEP_EVERY: Duration = Duration::from_secs(5);
+const TENANT_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// One tenant's part of the cache.
 #[derive(Default)]
 struct Held {
     bytes: u64,
-    /// The generation its obsolete answers were last swept out for
-    /// ([`TenantShares::sweep_due`]).
+    /// The generation its obsolete answers were last swept out for, and
+    /// when ([`TenantShares::sweep_due`]).
     swept: u64,
+    swept_at: Option<Instant>,
 }
 
 impl TenantShares {
@@ -205,6 +214,7 @@ impl TenantShares {
         TenantShares {
             cache_bytes: cache_bytes.max(1),
             held: Default::default(),
+            last_sweep: Default::default(),
         }
     }
 
@@ -232,20 +242,32 @@ impl TenantShares {
 
     /// Whether `tenant`, refused past its share, should have its answers
     /// of generations before `generation` swept out now: once per
-    /// generation. Invalidating a tenant only moves its generation, so its
-    /// obsolete answers went on counting toward its share until they
-    /// expired (a name after its TTL and `max_stale`, a day by default):
-    /// after an edit, a tenant near its share had its new answers served
-    /// uncached, each repeat caller another upstream query.
+    /// generation, at most once a minute per tenant and once in five
+    /// seconds per node, so that a tenant editing as fast as it may keeps
+    /// few sweeps pending for everyone's reads. Invalidating a tenant only
+    /// moves its generation, so its obsolete answers went on counting
+    /// toward its share until they expired (a name after its TTL and
+    /// `max_stale`, a day by default): after an edit, a tenant near its
+    /// share had its new answers served uncached, each repeat caller
+    /// another upstream query.
     pub fn sweep_due(&self, tenant: Id, generation: u64) -> bool {
+        let now = Instant::now();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        match held.get_mut(&tenant) {
-            Some(h) if h.swept < generation => {
-                h.swept = generation;
-                true
-            }
-            _ => false,
+        let Some(h) = held.get_mut(&tenant) else {
+            return false;
+        };
+        let tenant_due = h.swept_at.is_none_or(|at| now - at >= TENANT_SWEEP_EVERY);
+        if h.swept >= generation || !tenant_due {
+            return false;
         }
+        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now - at < NODE_SWEEP_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        h.swept = generation;
+        h.swept_at = Some(now);
+        true
     }
 
     fn release(&self, tenant: Id, bytes: u32) {

@@ -146,3 +146,23 @@ fn freshness_windows() {
     assert_eq!(at(&failed, 70), Freshness::Expired);
     assert_eq!(failed.lifetime(stale), Duration::from_secs(60));
 }
+
+/// Sweeps are registered once per generation, and seldom: each stays
+/// pending in moka for every tenant's reads until the cache is scanned.
+#[test]
+fn sweeps_come_once_a_generation_and_seldom() {
+    let shares = TenantShares::new(1 << 20);
+    assert!(
+        !shares.sweep_due(1, 1),
+        "a tenant holding nothing has nothing to sweep"
+    );
+    assert!(shares.take(1, 100, false) && shares.take(2, 100, false));
+    assert!(!shares.sweep_due(1, 0), "no generation since the start");
+    assert!(shares.sweep_due(1, 1));
+    assert!(!shares.sweep_due(1, 1), "that generation is swept");
+    assert!(!shares.sweep_due(1, 2), "a tenant sweeps once a minute");
+    assert!(
+        !shares.sweep_due(2, 1),
+        "the node sweeps once in five seconds"
+    );
+}

@@ -353,11 +353,19 @@ impl LdapSource {
     /// The first configured name attribute the entry has, case-insensitively
     /// (servers return attribute names in their schema's spelling).
     pub(crate) fn name_of(&self, attrs: &HashMap<String, Vec<String>>) -> Option<String> {
+        // A value longer than a name may be is passed over, so the next
+        // attribute (`cn` after a `displayName` of kilobytes) still names
+        // the entry (`crate::name::MAX_RAW_NAME_CHARS`).
+        let fits = |s: &str| s.chars().nth(crate::name::MAX_RAW_NAME_CHARS).is_none();
         let get = |name: &str| -> Option<&str> {
             attrs
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .and_then(|(_, v)| v.iter().map(|s| s.trim()).find(|s| !s.is_empty()))
+                .and_then(|(_, v)| {
+                    v.iter()
+                        .map(|s| s.trim())
+                        .find(|s| !s.is_empty() && fits(s))
+                })
         };
         self.settings.name_attributes.iter().find_map(|spec| {
             let parts: Vec<&str> = spec.split('+').filter_map(get).collect();

@@ -60,18 +60,19 @@ struct Indexes {
     /// Where large directories' whole builds keep their readings for the
     /// next, across restarts; `None` keeps nothing.
     kept: Option<KeptReadings>,
-    /// Builds running at once, node-wide ([`build_places`]), taken in the
-    /// order asked. One build per tenant bounded a tenant, not tenants: a
+    /// Builds running at once, node-wide ([`build_places`] and one more
+    /// for small work, `whole_places`), taken in the order asked. One build per tenant bounded a tenant, not tenants: a
     /// tenant editing one entry between lookups walks its whole directory
     /// each time (50 ms at the entry quota), and each tenant doing so took
     /// a core of every node.
     places: Arc<tokio::sync::Semaphore>,
-    /// Of those, what whole builds may take: one fewer (at least one),
-    /// so work of at most [`QUICK_MOST_NUMBERS`] numbers ([`Lane::Quick`])
-    /// always finds one. Taken in turn with the whole builds, a one-entry
-    /// edit or a small tenant's first build waited behind other tenants'
-    /// whole builds (minutes at the entry quota with 16 numbers an entry),
-    /// and its lookups all that time answered unavailable.
+    /// What whole builds may take ([`build_places`]); `places` holds one
+    /// more, so work of at most [`QUICK_MOST_NUMBERS`] numbers
+    /// ([`Lane::Quick`]) always finds one. Taken in turn with the whole
+    /// builds, a one-entry edit or a small tenant's first build waited
+    /// behind other tenants' whole builds (minutes at the entry quota with
+    /// 16 numbers an entry), and its lookups all that time answered
+    /// unavailable.
     whole_places: Arc<tokio::sync::Semaphore>,
     /// Builds running now, and the most there have been at once.
     running: AtomicUsize,
@@ -110,9 +111,10 @@ fn fits_quick(state: &MirrorState, tenant_id: Id) -> bool {
 /// The change is more than the quick lane makes.
 struct TooLarge;
 
-/// Of `places`, those whole builds may take.
-fn whole_places(places: usize) -> usize {
-    places.saturating_sub(1).max(1)
+/// All build places, for whole builds' `places`: one more, for work of
+/// at most [`QUICK_MOST_NUMBERS`] numbers alone.
+fn all_places(places: usize) -> usize {
+    places.max(1) + 1
 }
 
 /// Half the node's cores, at least 2: a few tenants' builds never take
@@ -420,20 +422,21 @@ impl LocalDirectory {
                 readings_taken: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 kept: readings_dir.map(KeptReadings::new),
-                places: Arc::new(tokio::sync::Semaphore::new(build_places())),
-                whole_places: Arc::new(tokio::sync::Semaphore::new(whole_places(build_places()))),
+                places: Arc::new(tokio::sync::Semaphore::new(all_places(build_places()))),
+                whole_places: Arc::new(tokio::sync::Semaphore::new(build_places())),
                 running: AtomicUsize::new(0),
                 most_running: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Builds running at once, node-wide; for tests.
+    /// Whole builds running at once, node-wide (one more place is small
+    /// work's alone); for tests.
     pub fn with_build_places(self, places: usize) -> LocalDirectory {
         let places = places.max(1);
         for (free, many) in [
-            (&self.indexes.places, places),
-            (&self.indexes.whole_places, whole_places(places)),
+            (&self.indexes.places, all_places(places)),
+            (&self.indexes.whole_places, places),
         ] {
             free.forget_permits(free.available_permits());
             free.add_permits(many);

@@ -221,13 +221,13 @@ async fn an_edit_of_a_large_directory_is_indexed_without_a_build() {
 /// builds of large directories run (here: a whole build of its own, its
 /// directory small): taking places in turn with them, it waited behind
 /// them (a minute and more each at the entry quota), and its lookups
-/// meanwhile all answered unavailable. Whole builds leave one place of
-/// the two to such small work.
+/// meanwhile all answered unavailable. Small work has a place of its own
+/// beside those whole builds may take (here one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_edit_is_indexed_while_other_tenants_whole_builds_run() {
     let mirror = mirror_with_bigs(&[BIG, BIG2]);
     let local = Arc::new(
-        dialtone_directory::local::LocalDirectory::new(mirror.clone(), 7, 100).with_build_places(2),
+        dialtone_directory::local::LocalDirectory::new(mirror.clone(), 7, 100).with_build_places(1),
     );
     let far = || tokio::time::Instant::now() + Duration::from_secs(120);
     let small = local

@@ -295,8 +295,10 @@ async fn builds_of_many_tenants_take_turns_for_the_nodes_places() {
             let found = lookup.await.unwrap().unwrap().unwrap();
             assert_eq!(&*found.entry.name, format!("{slug} 7"));
         }
+        // These directories are small: their builds may take the place
+        // small work has besides the whole builds' `places`.
         assert!(
-            (1..=places).contains(&local.most_builds_at_once()),
+            (1..=places + 1).contains(&local.most_builds_at_once()),
             "{} builds at once with {places} places",
             local.most_builds_at_once()
         );

@@ -242,8 +242,9 @@ impl ResyncService {
     }
 
     /// Whether the proxy at `dest` answers an OPTIONS meant for itself
-    /// (`Notify::probe_bytes`), any final answer, within a quarter of a
-    /// NOTIFY's wait (8 s by default): a proxy answers within a round trip.
+    /// (`Notify::probe_bytes`) with a final answer below 500, within a
+    /// quarter of a NOTIFY's wait (8 s by default): a proxy answers within
+    /// a round trip.
     async fn proxy_answers(&self, notify: &Notify<'_>, dest: SocketAddr, timers: Timers) -> bool {
         let branch = format!("z9hG4bK{}", sip::random_hex(8));
         let probe = notify.probe_bytes(dest, &branch);
@@ -256,7 +257,9 @@ impl ResyncService {
             .transport
             .transact(dest, &branch, &probe, quick, || {})
             .await;
-        matches!(answer, Outcome::Final { .. })
+        // A proxy failing (500, 503) may still answer for itself while it
+        // drops what it should relay: that silence is its own.
+        matches!(answer, Outcome::Final { status, .. } if status < 500)
     }
 
     /// Spaces resync `seq` from now on, or says why it may not go (its
@@ -337,7 +340,8 @@ fn reachable_local(bound: std::io::Result<SocketAddr>, dest: SocketAddr) -> Sock
     }
 }
 
-/// One NOTIFY transaction in `dialtone_resync_inflight`, however it ends:
+/// One NOTIFY in `dialtone_resync_inflight` (its transaction, and the
+/// proxy's probe after one left unanswered), however it ends:
 /// a transaction task aborted at shutdown or after a panic left the gauge
 /// one too high for good.
 struct Inflight;

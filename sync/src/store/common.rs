@@ -472,7 +472,19 @@ macro_rules! shared_sql {
                     .rows_affected();
                     // And its unclaimed-devices list (unreadable once its
                     // id is gone; what a batch writes for it meanwhile is
-                    // swept out with the writer's next sweep).
+                    // swept out with the writer's next sweep). Locked first
+                    // in the order the batch writer locks them, by MAC: a
+                    // delete in its plan's order could deadlock with a
+                    // batch of a flood of the tenant's forged MACs.
+                    let listed = concat!(
+                        "SELECT mac FROM unclaimed_devices WHERE tenant_id = \
+                         (SELECT id FROM tenants WHERE slug = $1) ORDER BY mac",
+                        $lock
+                    );
+                    let _locked: Vec<String> = sqlx::query_scalar(listed)
+                        .bind(slug)
+                        .fetch_all(&mut *conn)
+                        .await?;
                     sqlx::query(
                         "DELETE FROM unclaimed_devices WHERE tenant_id = \
                          (SELECT id FROM tenants WHERE slug = $1)",

@@ -1,9 +1,11 @@
 //! A hashed timer wheel: one per single-port listener, for all of its
 //! transfers, instead of a timer each. Entries are lazy: a transfer keeps
-//! its own deadline (which only ever moves later), the wheel holds one
-//! entry per transfer, and an entry that fires early is put back at the
-//! transfer's current deadline. So an ACK costs no timer work at all, and
-//! an entry costs a push and a pop.
+//! its own deadline, and an entry that fires early is put back at the
+//! transfer's current deadline. So an ACK that moves the deadline later
+//! costs no timer work at all; one that moves it earlier (a window
+//! waiting for its file's read) adds an entry, and the listener skips the
+//! one it replaces when that fires (`single.rs`, `armed`). An entry costs
+//! a push and a pop.
 
 use std::time::{Duration, Instant};
 
