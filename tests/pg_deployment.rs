@@ -20,6 +20,17 @@ async fn execute(url: &str, statements: &[&str]) {
     c.close().await.unwrap();
 }
 
+/// The server's data directory, where `standby.signal` makes it a standby.
+async fn data_directory(url: &str) -> String {
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let data = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    data
+}
+
 /// "too many connections for role" is SQLSTATE 53300, as "remaining
 /// connection slots are reserved": a start with a snapshot exited 1 on it.
 #[test]
@@ -164,15 +175,7 @@ fn a_node_with_a_snapshot_serves_it_while_the_database_is_a_standby() {
     let dir = tempfile::tempdir().unwrap();
     let first = Server::start(dir.path(), &url, &["--demo"]);
     assert_eq!(first.stop(), 0);
-    let data: String = runtime.block_on(async {
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        let data = sqlx::query_scalar("SHOW data_directory")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        data
-    });
+    let data = runtime.block_on(data_directory(&url));
     let config_served = |server: &Server| {
         http_get(server.prov_addr, "/0015654aa937.cfg").map(|(status, _)| status) == Some(200)
     };
@@ -255,15 +258,7 @@ fn a_node_whose_database_turns_standby_under_it_names_it() {
         &["--scope", "global-admin", "--name", "standby"],
     );
     let api = Api::new(server.addr, token);
-    let data: String = runtime.block_on(async {
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        let data = sqlx::query_scalar("SHOW data_directory")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        data
-    });
+    let data = runtime.block_on(data_directory(&url));
     let standby_named = |server: &Server| {
         let ready = server.readyz();
         ready["degraded_tasks"]

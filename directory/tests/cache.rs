@@ -353,14 +353,18 @@ async fn loads_beyond_the_inflight_bound_are_shed_at_once() {
     assert_eq!(first.await.unwrap().name(), Some("Slow"));
 }
 
-/// One tenant asking endless distinct numbers (each twice, to pass moka's
-/// admission) does not push other tenants' answers out: a tenant past its
-/// share (here half: two tenants hold answers) has new answers served, not
-/// cached.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
-    let (_up, url) = start_upstream(Reply::NotFound, false).await;
-    let (_db, _store, mirror) = mirror_of(&[
+/// acme and globex, each with an upstream that knows no number, sharing
+/// a cache of `cache_bytes`; the first value keeps their servers alive.
+async fn two_tenants_sharing(
+    cache_bytes: u64,
+) -> (
+    impl Sized,
+    LookupService,
+    dialtone_sync::Id,
+    dialtone_sync::Id,
+) {
+    let (up, url) = start_upstream(Reply::NotFound, false).await;
+    let (db, store, mirror) = mirror_of(&[
         tenant("acme", "US"),
         cnam_source("acme", &url),
         tenant("globex", "US"),
@@ -368,8 +372,6 @@ async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
     ])
     .await;
     let (acme, globex) = (tenant_id(&mirror, "acme"), tenant_id(&mirror, "globex"));
-    // About 360 answers.
-    let cache_bytes: u64 = 64 << 10;
     let service = LookupService::with_clock(
         mirror,
         None,
@@ -379,6 +381,18 @@ async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
         },
         Clock::manual(),
     );
+    ((up, db, store), service, acme, globex)
+}
+
+/// One tenant asking endless distinct numbers (each twice, to pass moka's
+/// admission) does not push other tenants' answers out: a tenant past its
+/// share (here half: two tenants hold answers) has new answers served, not
+/// cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
+    // About 360 answers.
+    let cache_bytes: u64 = 64 << 10;
+    let (_held, service, acme, globex) = two_tenants_sharing(cache_bytes).await;
     let globex_numbers: Vec<String> = (0..60).map(|n| format!("+1555010{n:04}")).collect();
     for number in &globex_numbers {
         service.lookup(globex, number).await.unwrap();
@@ -416,25 +430,8 @@ async fn a_tenant_flooding_distinct_numbers_leaves_the_others_answers_cached() {
 /// past the share sweeps them out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_obsolete_answers_give_back_its_share() {
-    let (_up, url) = start_upstream(Reply::NotFound, false).await;
-    let (_db, _store, mirror) = mirror_of(&[
-        tenant("acme", "US"),
-        cnam_source("acme", &url),
-        tenant("globex", "US"),
-        cnam_source("globex", &url),
-    ])
-    .await;
-    let (acme, globex) = (tenant_id(&mirror, "acme"), tenant_id(&mirror, "globex"));
     let cache_bytes: u64 = 64 << 10;
-    let service = LookupService::with_clock(
-        mirror,
-        None,
-        LookupOptions {
-            cache_bytes,
-            ..options()
-        },
-        Clock::manual(),
-    );
+    let (_held, service, acme, globex) = two_tenants_sharing(cache_bytes).await;
     service.lookup(globex, "+15550100001").await.unwrap();
     // Past acme's share (half).
     for n in 0..1_000 {

@@ -6,7 +6,6 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,11 +66,10 @@ impl Slapd {
             "slapadd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Handed out as the servers' ports are: while slapd is stopped its
+        // port is free, and a node restarted then once took it for a
+        // listener, which every source was refused as the node itself.
+        let port = crate::common::free_addr().port();
         let mut slapd = Slapd {
             dir,
             port,
