@@ -212,9 +212,9 @@ fn works_on_an_existing_database(command: &Command) -> bool {
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     overrides(cli).apply(&mut config);
-    // The file was validated as read; the command line's settings take
-    // part in checks too (a PostgreSQL URL needs the secrets key, two
-    // listeners may not share an address, `base_url`), as at each reload.
+    // Validated with the command line's settings over the file's (a
+    // PostgreSQL URL needs the secrets key, two listeners may not share an
+    // address, `base_url`), as at each reload.
     config.validate()?;
     config.check_base_url()?;
     Ok(config)

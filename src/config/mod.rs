@@ -56,7 +56,11 @@ fn is_setting(name: &str) -> bool {
 
 impl Config {
     /// Reads the file (if any), then applies the environment. Errors name the
-    /// file, line and key, or the variable.
+    /// file, line and key, or the variable. Not validated: the caller
+    /// applies the command line's settings over it first, then validates
+    /// (`main.rs` `load_config`, the SIGHUP reload), so that a file valid
+    /// only with them (another listener, a SQLite `--database-url` for a
+    /// file naming PostgreSQL without a key) is not refused.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         // `vars()` panics on a variable that is not UTF-8, anyone's: only
         // ours must be readable, and one that is not is a clear error.
@@ -70,10 +74,20 @@ impl Config {
             })?;
             env.push((name.to_string(), value));
         }
-        Self::load_from(path, env.into_iter())
+        Self::parse_from(path, env.into_iter())
     }
 
+    /// [`Config::load`] from `env`, validated as it is.
     pub fn load_from(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let config = Self::parse_from(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_from(
         path: Option<&Path>,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config> {
@@ -104,11 +118,9 @@ impl Config {
                 bail!("environment variable {name}: {}", one_line(&e));
             }
         }
-        let config: Config = toml::Value::Table(value)
+        toml::Value::Table(value)
             .try_into()
-            .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
-        config.validate()?;
-        Ok(config)
+            .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))
     }
 
     /// SQLite file path when the database is SQLite.

@@ -675,3 +675,22 @@ fn a_leading_zero_octet_in_a_network_list_is_refused() {
         load(&format!("[{section}]\n{key} = [\"10.0.0.0/8\"]\n"), &[]).unwrap();
     }
 }
+
+/// A file valid only with the command line's settings over it is not
+/// refused for what they replace: its listener clashed with the default
+/// provisioning one that `--provisioning-listen` moves.
+#[test]
+fn a_file_is_validated_with_the_command_lines_settings_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.toml");
+    let clashing = Config::default().provisioning.http_listen;
+    std::fs::write(&path, format!("[http]\nlisten = \"{clashing}\"\n")).unwrap();
+    assert!(Config::load_from(Some(&path), std::iter::empty()).is_err());
+    let mut config = Config::load(Some(&path)).unwrap();
+    Overrides {
+        provisioning_listen: Some("127.0.0.1:9000".parse().unwrap()),
+        ..Overrides::default()
+    }
+    .apply(&mut config);
+    config.validate().unwrap();
+}
