@@ -46,7 +46,10 @@ fn connections_closed() -> u64 {
 /// connections it holds idle are found dead one at a time, by a borrower
 /// that times out on them, so this tries a few times.
 async fn all_slots_usable(pool: &sqlx::PgPool) -> bool {
-    for _ in 0..6 {
+    // Each try waits out the acquire timeout on a dead one at most; on a
+    // loaded machine six were once not enough. A slot kept for good fails
+    // every try.
+    for _ in 0..20 {
         let borrowed = futures::future::join_all((0..POOL_SIZE).map(|_| pool.acquire())).await;
         if borrowed.iter().all(Result::is_ok) {
             return true;
