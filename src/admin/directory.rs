@@ -216,6 +216,25 @@ pub async fn list_entries(
     Ok(axum::Json(list).into_response())
 }
 
+/// Refuses an entry that would list more numbers than it did (`before`,
+/// none for a new one) past the tenant's `directory_numbers` quota. One
+/// that lists as many or fewer passes, so a tenant over a lowered quota
+/// can still edit its entries and bring its count down.
+fn numbers_quota(
+    state: &AdminState,
+    mirror: &MirrorState,
+    tenant: &Tenant,
+    before: usize,
+    after: usize,
+) -> Result<(), ApiError> {
+    if after <= before {
+        return Ok(());
+    }
+    let held = mirror.directory_numbers(tenant.id);
+    let wanted = held.saturating_sub(before as u64) + after as u64;
+    state.quotas.check(tenant, Quota::DirectoryNumbers, wanted)
+}
+
 /// Refuses a new row's natural key with surrounding spaces: the import
 /// trims keys, so ` e1 ` beside `e1` would be one row in an export, and
 /// that whole export, every tenant's rows with it, would not import.
@@ -285,11 +304,13 @@ pub async fn create_entry(
         Err(e) if e.status == StatusCode::NOT_FOUND => {}
         Err(e) => return Err(e),
     }
-    let entries = super::tenants::entries_held(&state, &state.mirror.load(), tenant.id);
+    let mirror = state.mirror.load();
+    let entries = super::tenants::entries_held(&state, &mirror, tenant.id);
     state
         .quotas
         .check(&tenant, Quota::DirectoryEntries, entries as u64 + 1)?;
     let input = entry_input(&slug, external_id.clone(), body)?;
+    numbers_quota(&state, &mirror, &tenant, 0, input.numbers.len())?;
     let detail = json!({ "numbers": input.numbers.len() });
     commit(
         &state,
@@ -351,6 +372,13 @@ pub async fn update_entry(
         ));
     }
     let input = entry_input(&slug, external_id.clone(), body)?;
+    numbers_quota(
+        &state,
+        &mirror,
+        &tenant,
+        before.numbers.len(),
+        input.numbers.len(),
+    )?;
     let detail = json!({ "before": etag_of(&*before), "numbers": input.numbers.len() });
     // Found on this node, which may lag: the slug may be a new tenant's by
     // now, whose entry (or lack of one) this write must not reach.

@@ -30,13 +30,14 @@ pub enum Quota {
     TemplateVersions,
     TemplateBytes,
     DirectoryEntries,
+    DirectoryNumbers,
     DirectorySources,
     PhoneJsonBytes,
     WritesPerMinute,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 9] = [
+    pub const ALL: [Quota; 10] = [
         Quota::Phones,
         Quota::LinesPerPhone,
         Quota::PhoneJsonBytes,
@@ -44,6 +45,7 @@ impl Quota {
         Quota::TemplateVersions,
         Quota::TemplateBytes,
         Quota::DirectoryEntries,
+        Quota::DirectoryNumbers,
         Quota::DirectorySources,
         Quota::WritesPerMinute,
     ];
@@ -56,6 +58,7 @@ impl Quota {
             Quota::TemplateVersions => "template_versions",
             Quota::TemplateBytes => "template_bytes",
             Quota::DirectoryEntries => "directory_entries",
+            Quota::DirectoryNumbers => "directory_numbers",
             Quota::DirectorySources => "directory_sources",
             Quota::PhoneJsonBytes => "phone_json_bytes",
             Quota::WritesPerMinute => "writes_per_minute",
@@ -81,6 +84,11 @@ pub struct QuotaConfig {
     pub template_bytes: u64,
     /// Directory entries a tenant may have.
     pub directory_entries: u64,
+    /// Numbers a tenant's own directory entries may list together (each
+    /// entry at most 16). A node indexes every one of them, and rebuilds
+    /// the tenant's whole index on a large change: this bounds that work
+    /// and its memory, which 16 numbers an entry would multiply.
+    pub directory_numbers: u64,
     /// Directory sources (LDAP, HTTP) a tenant may have.
     pub directory_sources: u64,
     /// Bytes of JSON one phone may carry: its variables and all its lines'
@@ -101,6 +109,7 @@ impl Default for QuotaConfig {
             template_versions: 50,
             template_bytes: 256 * 1024,
             directory_entries: 200_000,
+            directory_numbers: 600_000,
             directory_sources: 10,
             phone_json_bytes: 16 * 1024,
             writes_per_minute: 1200,
@@ -129,6 +138,7 @@ impl QuotaConfig {
                 Quota::TemplateVersions => self.template_versions,
                 Quota::TemplateBytes => self.template_bytes,
                 Quota::DirectoryEntries => self.directory_entries,
+                Quota::DirectoryNumbers => self.directory_numbers,
                 Quota::DirectorySources => self.directory_sources,
                 Quota::PhoneJsonBytes => self.phone_json_bytes,
                 Quota::WritesPerMinute => self.writes_per_minute,

@@ -43,6 +43,8 @@ pub struct TenantView {
 pub struct TenantUsage {
     pub phones: Usage,
     pub directory_entries: Usage,
+    /// Numbers the tenant's own entries list together.
+    pub directory_numbers: Usage,
     pub directory_sources: Usage,
 }
 
@@ -108,11 +110,12 @@ pub(crate) fn entries_held(state: &AdminState, mirror: &MirrorState, tenant: Id)
 /// Counts kept by the mirror's per-tenant indexes: no walk of the
 /// tenant's rows, so a list of tenants costs a few lookups each.
 pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> TenantView {
-    let [phones, entries, sources] = state.quotas.limits(
+    let [phones, entries, numbers, sources] = state.quotas.limits(
         t,
         [
             Quota::Phones,
             Quota::DirectoryEntries,
+            Quota::DirectoryNumbers,
             Quota::DirectorySources,
         ],
     );
@@ -130,6 +133,10 @@ pub(crate) fn view(state: &AdminState, mirror: &MirrorState, t: &Tenant) -> Tena
         usage: TenantUsage {
             phones: usage(mirror.phone_count(t.id), phones),
             directory_entries: usage(entries_held(state, mirror, t.id), entries),
+            directory_numbers: Usage {
+                used: mirror.directory_numbers(t.id),
+                limit: numbers,
+            },
             directory_sources: usage(mirror.source_count(t.id), sources),
         },
     }

@@ -75,6 +75,9 @@ pub struct MirrorState {
     templates_by_mac: ShardedMap<Mac, Group>,
     directory: ShardedMap<Id, Arc<DirectoryEntry>>,
     directory_by_tenant: ShardedMap<Id, Group>,
+    /// Numbers all of a tenant's entries list, kept as rows apply: the
+    /// `directory_numbers` quota's count, without a walk of the entries.
+    directory_numbers: ShardedMap<Id, u64>,
     sources: ShardedMap<Id, Arc<DirectorySource>>,
     sources_by_tenant: ShardedMap<Id, Group>,
     tokens: ShardedMap<Id, Arc<ApiToken>>,
@@ -97,6 +100,23 @@ fn group_insert<K: Hash + Eq + Clone>(map: &mut ShardedMap<K, Group>, group: K, 
         None => {
             map.insert(group, Arc::new(IdGroup::from_ids(vec![id])));
         }
+    }
+}
+
+/// Adds `entry`'s numbers to its tenant's count, or takes them off; a
+/// tenant whose count reaches nothing leaves the map.
+fn count_numbers(map: &mut ShardedMap<Id, u64>, entry: &DirectoryEntry, add: bool) {
+    let numbers = entry.numbers.len() as u64;
+    let held = map.get(&entry.tenant_id).copied().unwrap_or(0);
+    let now = if add {
+        held.saturating_add(numbers)
+    } else {
+        held.saturating_sub(numbers)
+    };
+    if now == 0 {
+        map.remove(&entry.tenant_id);
+    } else {
+        map.insert(entry.tenant_id, now);
     }
 }
 
@@ -319,6 +339,11 @@ impl MirrorState {
             .map_or(0, |ids| ids.len())
     }
 
+    /// How many numbers the tenant's entries list together.
+    pub fn directory_numbers(&self, tenant_id: Id) -> u64 {
+        self.directory_numbers.get(&tenant_id).copied().unwrap_or(0)
+    }
+
     /// How many directory sources the tenant has, without collecting them.
     pub fn source_count(&self, tenant_id: Id) -> usize {
         self.sources_by_tenant
@@ -517,9 +542,11 @@ impl MirrorState {
                 }
                 if let Some(old) = old {
                     group_remove(&mut self.directory_by_tenant, old.tenant_id, id);
+                    count_numbers(&mut self.directory_numbers, &old, false);
                 }
                 if let Some(new) = new {
                     group_insert(&mut self.directory_by_tenant, new.tenant_id, id);
+                    count_numbers(&mut self.directory_numbers, &new, true);
                 }
             }
             Entity::DirectorySource => {

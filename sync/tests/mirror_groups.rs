@@ -4,7 +4,8 @@
 //! move rows between tenants: every state a reader holds stays as it was,
 //! and lists each of its rows under its own tenant exactly once. A batch
 //! changes its groups in place once it has its own copy, so this is also
-//! what shows that a copy is taken before the first change.
+//! what shows that a copy is taken before the first change. Each
+//! tenant's count of directory numbers follows its entries the same way.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,14 @@ fn entry(id: Id, tenant_id: Id) -> Row {
         external_id: Some(format!("crm-{id}").into()),
         name: format!("Person {id}").into(),
         company: None,
-        numbers: Vec::new(),
+        // None to three, so that a move or a removal changes both
+        // tenants' counts of numbers.
+        numbers: (0..id % 4)
+            .map(|n| DirectoryNumber {
+                number: format!("+4420794600{n:02}").into(),
+                kind: "work".into(),
+            })
+            .collect(),
         updated_at: 1,
     })
 }
@@ -81,14 +89,17 @@ fn entries_listed(state: &MirrorState) -> Vec<Vec<Id>> {
     let lists: Vec<Vec<Id>> = [1, 2, 3]
         .iter()
         .map(|&t| {
+            let mut numbers = 0;
             let ids: Vec<Id> = state
                 .directory_of(t)
                 .iter()
                 .map(|d| {
                     assert_eq!(d.tenant_id, t, "entry {} listed under tenant {t}", d.id);
+                    numbers += d.numbers.len() as u64;
                     d.id
                 })
                 .collect();
+            assert_eq!(state.directory_numbers(t), numbers, "tenant {t}'s numbers");
             assert!(
                 ids.windows(2).all(|w| w[0] < w[1]),
                 "not ascending, or twice"
@@ -176,5 +187,28 @@ fn readers_see_whole_states_while_groups_change() {
     for reader in readers {
         assert!(reader.join().expect("a reader failed") > 0);
     }
-    listed(&mirror.load());
+    let last = mirror.load();
+    let counted: Vec<u64> = [1, 2, 3].map(|t| last.directory_numbers(t)).to_vec();
+    listed(&last);
+    // Counted again from the rows as a load counts them.
+    let mut rows = Dataset::default();
+    for t in [1, 2, 3] {
+        rows.push(tenant(t));
+    }
+    for t in [1, 2, 3] {
+        for d in last.directory_of(t) {
+            rows.push(Row::DirectoryEntry((*d).clone()));
+        }
+    }
+    let loaded = Mirror::new();
+    loaded.reset(
+        rows,
+        Cursor::default(),
+        Meta::default(),
+        LoadedFrom::Database,
+    );
+    let recounted: Vec<u64> = [1, 2, 3]
+        .map(|t| loaded.load().directory_numbers(t))
+        .to_vec();
+    assert_eq!(recounted, counted);
 }

@@ -385,6 +385,7 @@ impl MirrorState {
             template_by_key: ShardedMap::from_entries(templates.iter().map(|t| (t.key(), t.id))),
             templates: ShardedMap::from_entries(templates.into_iter().map(|t| (t.id, Arc::new(t)))),
             directory_by_tenant: group_build(directory_entries.iter().map(|d| (d.tenant_id, d.id))),
+            directory_numbers: numbers_by_tenant(&directory_entries),
             directory: ShardedMap::from_entries(
                 directory_entries.into_iter().map(|d| (d.id, Arc::new(d))),
             ),
@@ -404,6 +405,15 @@ impl MirrorState {
         (state.templates_by_group, state.templates_by_mac) = state.template_groups();
         state
     }
+}
+
+/// Each tenant's count of directory numbers, as `MirrorState::apply` keeps it.
+fn numbers_by_tenant(entries: &[DirectoryEntry]) -> ShardedMap<Id, u64> {
+    let mut counts = std::collections::HashMap::<Id, u64>::new();
+    for e in entries.iter().filter(|e| !e.numbers.is_empty()) {
+        *counts.entry(e.tenant_id).or_default() += e.numbers.len() as u64;
+    }
+    ShardedMap::from_entries(counts)
 }
 
 #[cfg(test)]
