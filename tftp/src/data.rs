@@ -67,11 +67,6 @@ fn charge() -> bool {
     }
 }
 
-/// `item`, charged as one visited; `None` once the allowance is gone.
-fn charged(item: &Value) -> Option<Value> {
-    charge().then(|| item.clone())
-}
-
 /// Converts JSON to engine values.
 pub(crate) fn value(json: &serde_json::Value) -> Value {
     match json {
@@ -89,6 +84,12 @@ pub(crate) fn value(json: &serde_json::Value) -> Value {
         }
         serde_json::Value::Object(map) => Value::from_object(map_of(map)),
     }
+}
+
+/// A list of the engine's values whose walks are charged as data's are,
+/// so that a loop over it sees the render's deadline every so many items.
+pub(crate) fn list(items: Vec<Value>) -> Value {
+    Value::from_object(DataSeq(items))
 }
 
 /// A JSON object as a map value (keys sorted, as the engine's own).
@@ -147,8 +148,11 @@ impl Object for DataSeq {
     /// so `{% if settings.k is startingwith "x" %}` on 32,000 numbers, in
     /// a loop that prints nothing, made 55,000 texts of them unseen by
     /// the deadline. Past the allowance a walk yields nothing more.
+    /// A walk in reverse (`| reverse`) is charged alike: both ends, so the
+    /// engine reverses it lazily instead of copying it into a plain list
+    /// whose walk nothing charges.
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.mapped_enumerator(|this| Box::new(this.0.iter().map_while(charged)))
+        self.mapped_rev_enumerator(|this| Box::new(this.0.iter().filter(|_| charge()).cloned()))
     }
 
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {

@@ -32,6 +32,12 @@ pub(crate) mod tags;
 
 use tags::{nesting_fits, tags_fit};
 
+/// Longest text literal inside a tag. A test, subscript, `in` or filter
+/// reads its whole operand for one step of fuel; a loop doing so on a
+/// literal as long as the template allows (256 KiB) read gigabytes a
+/// render. Text outside tags is written, and so charged.
+const MAX_TEXT_LITERAL: usize = 4096;
+
 /// A template construct that is refused, and where it is.
 #[derive(Debug)]
 pub struct Refused {
@@ -223,6 +229,15 @@ fn inside(e: &Expr<'_>) -> Result<(), Refused> {
 fn checked(e: &Expr<'_>, nested: bool) -> Result<(), Refused> {
     let same = |e| checked(e, nested);
     match e {
+        Expr::Const(c) if c.value.as_str().is_some_and(|t| t.len() > MAX_TEXT_LITERAL) => {
+            Err(refuse(
+                c.span(),
+                format!(
+                    "a text literal inside a tag is at most {MAX_TEXT_LITERAL} bytes; \
+                     write long text outside the tags"
+                ),
+            ))
+        }
         Expr::Var(_) | Expr::Const(_) => Ok(()),
         Expr::BinOp(b) => {
             let mul_or_add = matches!(b.op, BinOpKind::Add | BinOpKind::Mul);

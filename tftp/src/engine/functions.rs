@@ -1,8 +1,9 @@
-//! The functions and filters of ours a template calls: Tera's keyword
-//! forms (`range(end=…)`, `default(value=…)`, `throw(message=…)`), and
-//! MiniJinja's `round` and `format` bounded in what one call may cost.
-//! Each looks at the render's deadline (`engine.rs`): a loop that writes
-//! nothing still calls them.
+//! The functions, filters and tests of ours a template calls: Tera's
+//! keyword forms (`range(end=…)`, `default(value=…)`, `throw(message=…)`),
+//! MiniJinja's `round` and `format` bounded in what one call may cost, and
+//! its `lower` and `upper` tests charged for the text they read. Each looks
+//! at the render's deadline (`engine.rs`): a loop that writes nothing
+//! still calls them.
 
 use minijinja::value::{Kwargs, Rest, ValueOrKwargs};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
@@ -22,6 +23,8 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_filter("d", default);
     env.add_filter("round", round);
     env.add_filter("format", format);
+    env.add_test("lower", is_lower);
+    env.add_test("upper", is_upper);
 }
 
 /// Longest list `range()` builds; both Tera and Jinja stop there.
@@ -70,10 +73,38 @@ fn range(state: &State, args: Rest<i64>, kwargs: Kwargs) -> Result<Value, Error>
     state.consume_fuel(count)?;
     // In i128: a count within bounds can still take a step past i64 (from
     // -9e18 to 9e18 by 5e18), and only the numbers themselves are i64.
-    let numbers: Vec<i64> = (0..i128::from(count as i64))
-        .map(|i| (i128::from(start) + i * i128::from(step)) as i64)
+    let numbers = (0..i128::from(count as i64))
+        .map(|i| Value::from((i128::from(start) + i * i128::from(step)) as i64))
         .collect();
-    Ok(Value::from(numbers))
+    // A walk of it is charged and looks at the clock, as one of data does:
+    // a loop over a plain list of numbers saw the deadline only at a write
+    // or a call of ours, and one instruction of its body (a test of a long
+    // string) can take milliseconds that fuel, one unit a step, never saw.
+    Ok(crate::data::list(numbers))
+}
+
+/// `is lower` and `is upper` as MiniJinja answers them, charged for the
+/// text they read: a character's case costs some nanoseconds, and the
+/// engine charges a test one step whatever its argument's length, so a
+/// loop testing a 90 KB text took 43 s of a 250 ms budget.
+fn is_lower(state: &State, value: &Value) -> Result<bool, Error> {
+    charge_text(state, value)?;
+    Ok(minijinja::tests::is_lower(value))
+}
+
+fn is_upper(state: &State, value: &Value) -> Result<bool, Error> {
+    charge_text(state, value)?;
+    Ok(minijinja::tests::is_upper(value))
+}
+
+/// A unit of fuel for every 64 bytes of text a call of ours reads, and a
+/// look at the deadline.
+fn charge_text(state: &State, value: &Value) -> Result<(), Error> {
+    in_time(state)?;
+    if let Some(text) = value.as_str() {
+        state.consume_fuel(text.len() as u64 / 64)?;
+    }
+    Ok(())
 }
 
 /// Tera's `throw(message=…)`: fail the render with a message of the
