@@ -761,13 +761,15 @@ pub struct ShippedView {
 }
 
 /// Shipped templates are product defaults, not tenant data: every admin
-/// scope may read them, to start a template of its own from one.
+/// scope may read them, to start a template of its own from one. A tenant
+/// reads the product's own; the files of the operator's `templates_dir`
+/// (which may branch per tenant) only a global admin does.
 #[utoipa::path(get, operation_id = "templates_shipped", path = "/v1/shipped-templates", tag = "templates",
     responses((status = 200, body = Vec<ShippedView>)), security(("bearer" = [])))]
-pub async fn shipped(State(state): State<AdminState>, _principal: Principal) -> Response {
+pub async fn shipped(State(state): State<AdminState>, principal: Principal) -> Response {
     let views: Vec<ShippedView> = state
         .provisioner
-        .shipped_names()
+        .shipped_names(!principal.is_global())
         .into_iter()
         .map(|(family, name)| ShippedView {
             family: family.to_string(),
@@ -783,7 +785,7 @@ pub async fn shipped(State(state): State<AdminState>, _principal: Principal) -> 
     responses((status = 200, body = ShippedView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn shipped_one(
     State(state): State<AdminState>,
-    _principal: Principal,
+    principal: Principal,
     ApiPath((family, file_pattern)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let family: Family = family
@@ -791,7 +793,7 @@ pub async fn shipped_one(
         .map_err(|e: dialtone_sync::SyncError| ApiError::not_found(e))?;
     let body = state
         .provisioner
-        .shipped_body(family, &file_pattern)
+        .shipped_body(family, &file_pattern, !principal.is_global())
         .ok_or_else(|| ApiError::not_found(format!("shipped template {family}/{file_pattern}")))?;
     Ok(axum::Json(ShippedView {
         family: family.to_string(),

@@ -204,12 +204,18 @@ impl Provisioner {
         self.shipped.load().len()
     }
 
-    /// The shipped (on-disk) templates by family and name, sorted: what a
-    /// stored template overrides, and where an admin starts one from.
-    pub fn shipped_names(&self) -> Vec<(Family, String)> {
-        let mut names: Vec<(Family, String)> = self
-            .shipped
-            .load()
+    /// The shipped templates by family and name, sorted: what a stored
+    /// template overrides, and where an admin starts one from. The set
+    /// this node serves, or with `product_only` the built-in set alone
+    /// (what tenants may read).
+    pub fn shipped_names(&self, product_only: bool) -> Vec<(Family, String)> {
+        let serving = self.shipped.load();
+        let set = if product_only {
+            crate::templates::product_set()
+        } else {
+            &serving
+        };
+        let mut names: Vec<(Family, String)> = set
             .names()
             .map(|(family, name)| (family, name.to_string()))
             .collect();
@@ -217,7 +223,11 @@ impl Provisioner {
         names
     }
 
-    pub fn shipped_body(&self, family: Family, name: &str) -> Option<Arc<str>> {
+    /// A shipped template's body, from the set [`Self::shipped_names`] lists.
+    pub fn shipped_body(&self, family: Family, name: &str, product_only: bool) -> Option<Arc<str>> {
+        if product_only {
+            return crate::templates::product_set().get(family, name).cloned();
+        }
         self.shipped.load().get(family, name).cloned()
     }
 

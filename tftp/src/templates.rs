@@ -18,6 +18,16 @@ use crate::error::ProvisionError;
 static BUILT_IN: include_dir::Dir<'static> =
     include_dir::include_dir!("$CARGO_MANIFEST_DIR/../templates");
 
+/// The built-in set alone, as the product ships it: what tenants may read
+/// of the shipped templates. The operator's `templates_dir` files are the
+/// operator's own (they may branch per tenant) and are shown to global
+/// admins only.
+pub fn product_set() -> &'static Shipped {
+    static PRODUCT: std::sync::LazyLock<Shipped> =
+        std::sync::LazyLock::new(|| Shipped::built_in(0));
+    &PRODUCT
+}
+
 /// Where a set of shipped templates comes from, so a reload (SIGHUP) reads
 /// the same place again.
 #[derive(Clone, Debug, Default)]

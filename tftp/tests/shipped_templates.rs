@@ -134,13 +134,42 @@ async fn a_reload_that_breaks_a_file_keeps_the_running_set() {
     let error = f.provisioner.reload_shipped().unwrap_err().to_string();
     assert!(error.contains("{mac}.cfg.tera line 2 column "), "{error}");
     assert_eq!(f.get(file).unwrap(), before);
-    let running = || f.provisioner.shipped_body(Family::Yealink, "{mac}.cfg");
+    let running = || {
+        f.provisioner
+            .shipped_body(Family::Yealink, "{mac}.cfg", false)
+    };
     assert_eq!(running().as_deref(), Some(YEALINK_CFG));
 
     std::fs::remove_dir_all(f._dir.path()).unwrap();
     assert!(f.provisioner.reload_shipped().is_err());
     assert_eq!(f.get(file).unwrap(), before);
     assert_eq!(running().as_deref(), Some(YEALINK_CFG));
+}
+
+/// Tenants read the product's shipped templates; the operator's files,
+/// which may branch per tenant, are shown to global admins only.
+#[tokio::test]
+async fn the_operators_files_are_not_the_products() {
+    let f = Fixture::new().await;
+    let product =
+        std::fs::read_to_string(repository_templates().join("yealink/{mac}.cfg.tera")).unwrap();
+    assert_ne!(product, YEALINK_CFG);
+    let body = |product_only| {
+        f.provisioner
+            .shipped_body(Family::Yealink, "{mac}.cfg", product_only)
+    };
+    assert_eq!(body(false).as_deref(), Some(YEALINK_CFG));
+    assert_eq!(body(true).as_deref(), Some(product.as_str()));
+    let names = f.provisioner.shipped_names(true);
+    let built_in = Shipped::built_in(1);
+    assert_eq!(names.len(), built_in.len());
+    assert!(names
+        .iter()
+        .all(|(family, name)| built_in.get(*family, name).is_some()));
+    assert!(
+        f.provisioner.shipped_names(false).len() < names.len(),
+        "the fixture's set is a few files"
+    );
 }
 
 /// A start is not refused for what SIGHUP refuses: after an upgrade whose
