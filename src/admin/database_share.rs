@@ -101,6 +101,10 @@ pub struct DatabaseShare {
     /// `BODIES_ALL` x 2 MiB.
     bodies: Arc<Running>,
     bodies_all: Arc<Semaphore>,
+    /// Until when tenants read one body each: set when a tenant found no
+    /// room, as `contended_until` is for the database places, so that
+    /// tenants trickling bodies slowly cannot keep every place.
+    bodies_contended_until: Mutex<Option<Instant>>,
     /// Tenants' template checks, previews and source tests, from their
     /// body read to their answer (see [`bounded_body`]).
     checks: Arc<Running>,
@@ -135,6 +139,7 @@ impl DatabaseShare {
             tenants: Running::new(per_tenant(max_connections)),
             bodies: Running::new(BODIES_PER_TENANT),
             bodies_all: Arc::new(Semaphore::new(BODIES_ALL)),
+            bodies_contended_until: Mutex::new(None),
             checks: Running::new(CHECKS_PER_TENANT),
             all: Arc::new(Semaphore::new(all_places)),
             all_places,
@@ -175,11 +180,26 @@ impl DatabaseShare {
     }
 
     fn contended(&self) -> bool {
-        let until = *self
-            .contended_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        until.is_some_and(|until| Instant::now() < until)
+        still_contended(&self.contended_until)
+    }
+
+    /// Places to read one body of `tenant`. As for the database places:
+    /// once a tenant found none left, for the window after, a tenant
+    /// already reading a body gets no second, so the places that free up
+    /// go to tenants reading none.
+    fn admit_body(&self, tenant: Id) -> Option<(Place, OwnedSemaphorePermit)> {
+        let (place, reading) = self.bodies.take_counted(tenant)?;
+        if reading > 1 && still_contended(&self.bodies_contended_until) {
+            return None;
+        }
+        let Ok(all) = self.bodies_all.clone().try_acquire_owned() else {
+            *self
+                .bodies_contended_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.window);
+            return None;
+        };
+        Some((place, all))
     }
 
     fn refusal(&self, scope: Scope) -> Response {
@@ -208,6 +228,11 @@ impl DatabaseShare {
         // and a second is enough for one to end.
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message).into_response()
     }
+}
+
+fn still_contended(until: &Mutex<Option<Instant>>) -> bool {
+    let until = *until.lock().unwrap_or_else(|e| e.into_inner());
+    until.is_some_and(|until| Instant::now() < until)
 }
 
 /// Longest a tenant's request body may take to arrive. The body is read
@@ -481,12 +506,19 @@ async fn authenticated_body(
     if reads_no_body {
         return Ok((parts, Some(tenant), body));
     }
-    let share = &state.database_share;
-    let reading = share
-        .bodies
-        .take(tenant)
-        .zip(share.bodies_all.clone().try_acquire_owned().ok());
-    let Some(_reading) = reading else {
+    // A request without a body takes no place; a safe method's body is
+    // not read (no handler of one reads it), so it takes none either: a
+    // tenant's GETs, declaring a body they trickled, held places others'
+    // writes needed.
+    if parts.method.is_safe() || body_is_empty(&body) {
+        let body = if parts.method.is_safe() {
+            axum::body::Body::empty()
+        } else {
+            body
+        };
+        return Ok((parts, Some(tenant), body));
+    }
+    let Some(_reading) = state.database_share.admit_body(tenant) else {
         metrics::counter!("dialtone_admin_database_refused_total", "scope" => "bodies")
             .increment(1);
         return Err(ApiError::new(
@@ -500,6 +532,13 @@ async fn authenticated_body(
         Ok(body) => Ok((parts, Some(tenant), body)),
         Err(refused) => Err(refused.into_response()),
     }
+}
+
+/// Whether the request has no body, as hyper knows it: a length of 0, or
+/// for HTTP/1.1 neither a length nor a chunked transfer.
+fn body_is_empty(body: &axum::body::Body) -> bool {
+    use axum::body::HttpBody as _;
+    body.size_hint().exact() == Some(0)
 }
 
 /// A tenant's request body, read whole within `BODY_WAIT`, or the answer

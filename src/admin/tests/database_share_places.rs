@@ -119,3 +119,27 @@ fn concurrent_admissions_never_pass_either_bound() {
     let all: Vec<_> = (1..=6).map(|t| share.admit(t).unwrap()).collect();
     assert_eq!(all.len(), 6);
 }
+
+/// Sixteen tenants reading eight slow bodies each fill the node's 128
+/// body places. Once a seventeenth has been refused, a place that frees
+/// goes to a tenant reading none, not back to one reading seven.
+#[test]
+fn a_refused_tenant_reads_the_next_body_before_busy_ones_read_another() {
+    let share = DatabaseShare::with_window(8, Duration::from_secs(60));
+    let mut held: Vec<_> = (1..=16)
+        .flat_map(|t| std::iter::repeat_n(t, 8))
+        .map(|t| share.admit_body(t).expect("a body place"))
+        .collect();
+    assert!(share.admit_body(17).is_none());
+    held.pop(); // One of tenant 16's bodies arrives.
+    assert!(share.admit_body(16).is_none(), "it still reads seven");
+    let first = share
+        .admit_body(17)
+        .expect("the refused tenant's first body");
+    assert!(share.admit_body(18).is_none(), "no place left");
+    drop(first);
+    assert!(
+        share.admit_body(18).is_some(),
+        "a first body while one is free"
+    );
+}
