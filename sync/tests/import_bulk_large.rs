@@ -215,6 +215,49 @@ async fn dry_runs_leave_no_trace_for_a_watching_node_on_postgres() {
     followed_without_reload(node, &*store).await;
 }
 
+/// A dry run past the quiet change log's threshold, alone on the
+/// database, still writes its change log row by row: the quiet path locks
+/// the tables exclusively, and every reader of them waited for a write
+/// that would be rolled back. A write of the same rows takes that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_never_locks_the_tables_exclusively_on_postgres() {
+    use sqlx::Connection;
+    let (db, store, mut batch) = stored_big_fleet().await;
+    change_everything(&mut batch);
+    let watch = |url: String, watching: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+        let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut seen = 0u32;
+        while watching.load(std::sync::atomic::Ordering::Relaxed) {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT FROM pg_locks WHERE relation IN \
+                 ('phones'::regclass, 'lines'::regclass) AND mode = 'AccessExclusiveLock')",
+            )
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+            seen += u32::from(held);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        seen
+    };
+    for ending in [store::Ending::RollBack, store::Ending::Commit] {
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let observer = tokio::spawn(watch(db.url.clone(), watching.clone()));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let report = store
+            .apply_with_progress(&batch, &audit("import"), None, ending)
+            .await
+            .unwrap();
+        assert_eq!(report.phones.updated, u64::from(BIG), "{report:?}");
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        let seen = observer.await.unwrap();
+        match ending {
+            store::Ending::RollBack => assert_eq!(seen, 0, "the dry run locked the tables"),
+            store::Ending::Commit => assert!(seen > 0, "the write took the per-row path"),
+        }
+    }
+}
+
 /// Every phone and line changed: past the quiet change log's threshold.
 fn change_everything(batch: &mut [Mutation]) {
     for n in 0..BIG {

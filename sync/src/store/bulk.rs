@@ -267,6 +267,7 @@ macro_rules! bulk_sql {
             now: Millis,
             report: &mut WriteReport,
             progress: Option<&crate::store::Progress>,
+            quiet_allowed: bool,
         ) -> Result<(), SyncError> {
             use crate::store::bulk::*;
 
@@ -348,7 +349,7 @@ macro_rules! bulk_sql {
                 );
                 return Ok(());
             }
-            let change_log = if writes > QUIET_CHANGE_LOG_ROWS {
+            let change_log = if writes > QUIET_CHANGE_LOG_ROWS && quiet_allowed {
                 super::quiet_change_log(&mut *conn, stored_rows == 0).await?
             } else {
                 ChangeLog::PerRow

@@ -614,7 +614,12 @@ macro_rules! shared_sql {
             mutations: &[Mutation],
             audit: &Audit,
             progress: Option<crate::store::Progress>,
+            ending: crate::store::Ending,
         ) -> Result<WriteReport, SyncError> {
+            // A dry run never takes the quiet change log's exclusive locks
+            // nor drops and rebuilds keys for a write it rolls back: every
+            // tenant's reads and every node's reload waited on them.
+            let quiet_allowed = ending == crate::store::Ending::Commit;
             // Before the first statement, so that both backends refuse the
             // same text the same way (store/nul.rs).
             let nul = mutations.iter().enumerate().find_map(|(index, m)| Some((index, m.nul_field()?)));
@@ -666,7 +671,7 @@ macro_rules! shared_sql {
                     let bulk = batch.len() >= crate::store::bulk::BULK_MIN_PHONES || batch.keeps_any();
                     if bulk && batch.macs_distinct() {
                         let reject = |item: usize, reason: String| SyncError::Rejected { index, item: Some(item), reason };
-                        bulk_phones(conn, key, second, batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                        bulk_phones(conn, key, second, batch, &reject, done, now, &mut report, progress.as_ref(), quiet_allowed).await?;
                     } else {
                         if batch.keeps_any() {
                             return Err(SyncError::Invalid(crate::store::bulk::KEPT_NEEDS_BULK.into()));
@@ -710,7 +715,7 @@ macro_rules! shared_sql {
                     // copy, for the API's runs of a few thousand at most).
                     let batch: crate::store::PhoneBatch = run.iter().copied().collect();
                     let reject = |item: usize, reason: String| SyncError::Rejected { index: index + item, item: None, reason };
-                    bulk_phones(conn, key, second, &batch, &reject, done, now, &mut report, progress.as_ref()).await?;
+                    bulk_phones(conn, key, second, &batch, &reject, done, now, &mut report, progress.as_ref(), quiet_allowed).await?;
                     bulk_until = index + run.len();
                     done += run.len() as u64;
                     continue;

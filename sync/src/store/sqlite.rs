@@ -358,6 +358,7 @@ impl Store for SqliteStore {
             mutations,
             audit,
             progress,
+            ending,
         )
         .await;
         // Inside BEGIN IMMEDIATE, so no re-key commits between this read

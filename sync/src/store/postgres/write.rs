@@ -30,8 +30,10 @@ pub(super) async fn apply(
             timeout: store.connect_timeout,
             writes_before,
         };
-        let report =
-            sql::apply_all(&mut tx, &store.key, &second, mutations, audit, progress).await?;
+        let report = sql::apply_all(
+            &mut tx, &store.key, &second, mutations, audit, progress, ending,
+        )
+        .await?;
         // Last, with every lock the write takes held (`rekey.rs` says
         // why this cannot deadlock with a re-key).
         sql::confirm_key_unchanged(&mut tx, &store.key, KEY_CHECK_NOW_HELD).await?;
