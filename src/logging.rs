@@ -15,6 +15,7 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 use crate::config::{LogConfig, LogFormat};
 
 mod one_line;
+pub mod panics;
 mod queue;
 
 use one_line::OneLineMaker;

@@ -312,6 +312,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    logging::panics::install();
     // Every return from here on writes out what was logged, or the lines
     // still queued for the writer thread are lost with the process.
     let log_flushed_at_exit = log.flush_at_exit();

@@ -134,7 +134,9 @@ impl Accepting {
                         .catch_unwind()
                         .map(move |served| {
                             if served.is_err() {
-                                tracing::error!(%peer, "an HTTP connection panicked; closed");
+                                if let Some(skipped) = super::PANICS.allow() {
+                                    tracing::error!(%peer, skipped, "an HTTP connection panicked; closed");
+                                }
                             }
                         }),
                 );

@@ -118,6 +118,10 @@ impl Default for HttpServerOptions {
     }
 }
 
+/// Panics of handlers and connections, at most a log line a second: a
+/// client can ask for the same failing work as fast as it likes.
+static PANICS: dialtone_sync::LogLimit = dialtone_sync::LogLimit::new();
+
 /// Refused connections waiting for their clients to close, at most; past
 /// it a refusal is still written, and the connection closed at once.
 const MAX_REFUSALS: usize = 256;
@@ -454,7 +458,9 @@ where
         Ok(Err(never)) => match never {},
         Err(panic) => {
             metrics::counter!("dialtone_request_panics_total").increment(1);
-            tracing::error!(%peer, path = uri.path(), panic = crate::supervise::panic_message(&*panic), "HTTP handler panicked");
+            if let Some(skipped) = PANICS.allow() {
+                tracing::error!(%peer, path = uri.path(), panic = crate::supervise::panic_message(&*panic), skipped, "HTTP handler panicked");
+            }
             // No body: see `BUSY`.
             axum::response::IntoResponse::into_response(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,

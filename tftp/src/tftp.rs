@@ -463,11 +463,21 @@ fn refuse_draining(
     true
 }
 
+/// Panics of requests and transfers, at most a line a second: a phone or
+/// forged source can ask for the same failing work as fast as it likes.
+pub(crate) fn log_panic(peer: SocketAddr, file: Option<&str>, what: &'static str) {
+    static PANICS: dialtone_sync::LogLimit = dialtone_sync::LogLimit::new();
+    if let Some(skipped) = PANICS.allow() {
+        let file = file.map(dialtone_sync::log_text);
+        tracing::error!(client = %peer, file = file.as_deref(), skipped, "TFTP {what} panicked");
+    }
+}
+
 /// A provisioning call that panicked: logged, and answered like any other
 /// failure on our side. Both front ends catch it, so a panic costs the
 /// phone its request, never the listener, and the phone is told at once.
 fn provisioning_panicked(peer: SocketAddr) -> Refusal {
-    tracing::error!(client = %peer, "TFTP provisioning panicked");
+    log_panic(peer, None, "provisioning");
     transfer::record_outcome(std::time::Instant::now(), "panic");
     (0, "internal error")
 }

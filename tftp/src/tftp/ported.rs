@@ -207,7 +207,7 @@ async fn panicked(
     request: &ReadRequest,
     started: Instant,
 ) {
-    tracing::error!(client = %peer, file = &*dialtone_sync::log_text(&request.file), "TFTP transfer panicked");
+    super::log_panic(peer, Some(&request.file), "transfer");
     // Awaited: a socket that has sent nothing yet (a panic as the
     // transfer starts) is not known to be writable, and `try_send`
     // would drop the packet.

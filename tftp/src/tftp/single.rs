@@ -286,7 +286,7 @@ impl Listener {
                 self.end(peer, "incomplete");
             }
             Err(_) => {
-                tracing::error!(client = %peer, "TFTP transfer panicked");
+                super::log_panic(peer, None, "transfer");
                 self.refuse(peer, local, (0, "internal error"));
                 self.end(peer, "panic");
             }
@@ -416,7 +416,7 @@ impl Listener {
                 record_outcome(now, "incomplete");
             }
             Err(_) => {
-                tracing::error!(client = %peer, file = &*dialtone_sync::log_text(&request.file), "TFTP transfer panicked");
+                super::log_panic(peer, Some(&request.file), "transfer");
                 self.refuse(peer, local, (0, "internal error"));
                 record_outcome(now, "panic");
             }
