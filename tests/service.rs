@@ -468,6 +468,56 @@ fn sighup_reloads_shipped_templates_and_reopens_the_log_file() {
     assert_eq!(server.stop(), 0);
 }
 
+/// A start whose `templates_dir` does not read whole serves what it could
+/// read, and says so: `/readyz` degraded with `shipped-templates`, the
+/// reload gauge at 0, until a SIGHUP reads the set whole.
+#[test]
+fn a_start_with_templates_it_could_not_read_is_degraded_until_a_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let templates = dir.path().join("templates");
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--demo"],
+        &[(
+            "DIALTONE_PROVISIONING__TEMPLATES_DIR",
+            templates.to_str().unwrap(),
+        )],
+    );
+    let readyz = server.readyz();
+    assert_eq!(readyz["status"], "degraded", "{readyz}");
+    assert_eq!(readyz["degraded_tasks"][0], "shipped-templates", "{readyz}");
+    let gauge = |server: &Server| {
+        let (_, metrics) = server.try_get("/metrics").expect("metrics answer");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("dialtone_config_last_reload_successful "))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        gauge(&server).as_deref(),
+        Some("dialtone_config_last_reload_successful 0")
+    );
+    // Phones are still served, from the built-in set.
+    assert_eq!(
+        http_get(server.prov_addr, "/0015654aa937.cfg").map(|r| r.0),
+        Some(200)
+    );
+
+    copy_dir(&templates_dir(), &templates);
+    server.signal("HUP");
+    let ready = wait_until(Duration::from_secs(10), || {
+        server.readyz()["status"] == "ready"
+    });
+    assert!(ready.is_some(), "{}", server.readyz());
+    assert_eq!(
+        gauge(&server).as_deref(),
+        Some("dialtone_config_last_reload_successful 1")
+    );
+    assert_eq!(server.stop(), 0);
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -88,6 +88,14 @@ impl Config {
         if let Some(path) = &self.log.file {
             problems.extend(log_file_problem(path));
         }
+        // `serve` starts with a set that does not read whole (degraded,
+        // serving what it could read), so that an upgrade never keeps a
+        // node down; here it is a problem, named before phones meet it.
+        if p.templates_dir.is_some() {
+            if let Err(e) = dialtone_tftp::Shipped::from_source(&p.shipped_source(), 1) {
+                problems.push(format!("provisioning.templates_dir: {e}"));
+            }
+        }
         problems.extend(snapshot_folder_preflight(self));
         problems
     }

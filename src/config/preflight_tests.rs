@@ -273,3 +273,31 @@ fn a_certificate_that_expires_soon_is_warned_of() {
         assert_eq!(said.len(), usize::from(warned), "{left}: {said:?}");
     }
 }
+
+/// A `templates_dir` that does not read whole: `serve` would start
+/// degraded, serving what it could read; `check-config` names it.
+#[test]
+fn a_templates_dir_that_does_not_read_whole_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.provisioning.templates_dir = Some(dir.path().join("missing"));
+    let problems = config.preflight();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("provisioning.templates_dir: "),
+        "{problems:?}"
+    );
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(templates.join("yealink")).unwrap();
+    std::fs::write(templates.join("yealink/{mac}.cfg.tera"), "{% if %}").unwrap();
+    config.provisioning.templates_dir = Some(templates.clone());
+    let problems = config.preflight();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("{mac}.cfg.tera"), "{problems:?}");
+    std::fs::write(
+        templates.join("yealink/{mac}.cfg.tera"),
+        "#!version:1.0.0.1\n",
+    )
+    .unwrap();
+    assert_eq!(config.preflight(), Vec::<String>::new());
+}

@@ -64,7 +64,7 @@ pub async fn run(
     let (store, key) = startup::open_serving_store(&config).await?;
     let sockets = Sockets::bind(&config).await?;
     let source = config.provisioning.shipped_source();
-    let shipped = Shipped::from_source_at_start(&source, 1)
+    let (shipped, shipped_whole) = Shipped::from_source_at_start(&source, 1)
         .with_context(|| format!("reading shipped templates ({source:?})"))?;
     let mirror = Arc::new(Mirror::new());
     let checked = startup::load_mirror(&config, &store, &key, &mirror, demo).await?;
@@ -120,6 +120,12 @@ pub async fn run(
             window: Duration::from_secs(config.supervision.window_s.max(1)),
         },
     );
+    // Served as read (`from_source_at_start`): the node says so until a
+    // SIGHUP reads the set whole.
+    if !shipped_whole {
+        supervisor.hold(signals::SHIPPED_TEMPLATES, true);
+        dialtone_sync::watcher::failed("reload");
+    }
     let metrics = tasks::spawn(
         tasks::Parts {
             history_writer,
@@ -167,8 +173,10 @@ pub async fn run(
         &key,
         log,
         hangup,
+        shipped_whole,
         signals::reload_live(
             provisioner.clone(),
+            supervisor.clone(),
             static_dir,
             sockets.https.as_ref().map(|(_, _, files)| files.clone()),
         ),

@@ -40,13 +40,15 @@ pub(super) fn signals(
     running_key: &SecretKey,
     log: LogHandle,
     mut hup: Hangup,
+    started_whole: bool,
     reload_live: impl Fn(Option<&Config>) -> bool + Send + Sync + 'static,
 ) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    // The configuration `serve` started with loaded in full.
-    record_reload(true);
+    // The configuration `serve` started with loaded in full, and the
+    // shipped templates too unless served as read.
+    record_reload(started_whole);
     let reload_state = Arc::new(ReloadState {
         running_key: RunningKey::new(Some(running_key.check_value()), &started_with),
         config_path,
@@ -357,12 +359,17 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
     }
 }
 
+/// The condition a node holds while it serves shipped templates that did
+/// not read whole at its start (`/readyz` "degraded").
+pub(super) const SHIPPED_TEMPLATES: &str = "shipped-templates";
+
 /// What SIGHUP applies without a restart: ban limits and how long known
 /// phones are remembered, the render cache's size, the shipped templates,
 /// the static files and the HTTPS certificate (read again from its files).
 /// Says whether every part that was read again applied.
 pub(super) fn reload_live(
     provisioner: Arc<Provisioner>,
+    supervisor: crate::supervise::Supervisor,
     static_dir: Option<PathBuf>,
     tls: Option<Arc<crate::http_server::TlsFiles>>,
 ) -> impl Fn(Option<&Config>) -> bool + Send + 'static {
@@ -390,7 +397,11 @@ pub(super) fn reload_live(
                 );
             }
         }
-        match provisioner.reload_shipped() {
+        let reloaded = provisioner.reload_shipped();
+        if reloaded.is_ok() && supervisor.hold(SHIPPED_TEMPLATES, false) {
+            tracing::info!("SIGHUP: the shipped templates read whole; no longer degraded");
+        }
+        match reloaded {
             Ok((n, true)) => tracing::info!(
                 templates = n,
                 "SIGHUP: shipped templates reloaded (rendered files dropped)"

@@ -81,13 +81,15 @@ impl Shipped {
     /// starts did before the check, each problem logged as an error:
     /// after an upgrade whose checks refuse a construct an older release
     /// took, a node that did not start at all would fail every phone, not
-    /// those of one file. A missing folder leaves the built-in set.
+    /// those of one file. A missing folder leaves the built-in set. With
+    /// the set, whether it read whole (the node is degraded until a SIGHUP
+    /// reads it so).
     pub fn from_source_at_start(
         source: &Source,
         generation: u64,
-    ) -> Result<Shipped, ProvisionError> {
+    ) -> Result<(Shipped, bool), ProvisionError> {
         let problem = match Shipped::from_source(source, generation) {
-            Ok(shipped) => return Ok(shipped),
+            Ok(shipped) => return Ok((shipped, true)),
             Err(ProvisionError::Templates(problem)) => problem,
             Err(e) => return Err(e),
         };
@@ -95,7 +97,10 @@ impl Shipped {
             problem,
             "shipped templates: serving them as read, unchecked; phones fetching a file that does not compile get errors (fix it, then SIGHUP)"
         );
-        Shipped::assemble(source, generation, Shipped::load_as_read)
+        Ok((
+            Shipped::assemble(source, generation, Shipped::load_as_read)?,
+            false,
+        ))
     }
 
     /// Whether both hold the same files with the same text.

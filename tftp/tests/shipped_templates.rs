@@ -184,7 +184,8 @@ fn a_start_serves_a_set_that_does_not_check_as_read() {
     std::fs::write(&broken, BROKEN_YEALINK).unwrap();
     let source = Source::BuiltInWith(dir.path().to_path_buf());
     load_error(&source);
-    let started = Shipped::from_source_at_start(&source, 1).unwrap();
+    let (started, whole) = Shipped::from_source_at_start(&source, 1).unwrap();
+    assert!(!whole);
     let built_in = Shipped::built_in(1);
     assert_eq!(started.len(), built_in.len());
     assert!(
@@ -194,6 +195,13 @@ fn a_start_serves_a_set_that_does_not_check_as_read() {
 
     let missing = Source::BuiltInWith(dir.path().join("templatse"));
     load_error(&missing);
-    let started = Shipped::from_source_at_start(&missing, 1).unwrap();
+    let (started, whole) = Shipped::from_source_at_start(&missing, 1).unwrap();
+    assert!(!whole);
     assert!(started.same_files(&built_in));
+    let (_, whole) =
+        Shipped::from_source_at_start(&Source::BuiltInWith(dir.path().join("yealink")), 1).unwrap();
+    assert!(
+        whole,
+        "a folder without family folders is an empty set, read whole"
+    );
 }
