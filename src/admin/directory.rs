@@ -372,6 +372,10 @@ pub async fn update_entry(
         ));
     }
     let input = entry_input(&slug, external_id.clone(), body)?;
+    if let Some(stored) = before.external_id.as_deref() {
+        dialtone_sync::checks::entry_renamed(stored, &input.name)
+            .map_err(|r| ApiError::invalid(r.reason))?;
+    }
     numbers_quota(
         &state,
         &mirror,

@@ -177,7 +177,12 @@ fn directory(state: &MirrorState, tenant: &Tenant, stop: &AtomicBool, refused: &
                 })
                 .collect(),
         };
-        if let Err(r) = checks::directory_entry(&input) {
+        let renamed = entry
+            .external_id
+            .as_deref()
+            .filter(|id| **id != checks::generated_entry_key(&entry.name))
+            .map_or(Ok(()), |id| checks::chosen_external_id(id.trim()));
+        if let Err(r) = checks::directory_entry(&input).and(renamed) {
             let whose = || match &entry.external_id {
                 Some(id) => format!("tenant {} directory entry {id:?}", tenant.slug),
                 None => format!(

@@ -283,6 +283,33 @@ pub fn directory_entry(entry: &DirectoryEntryInput) -> Result<(), Refused<EntryF
 /// own (`name:` and its lowercased name).
 pub const GENERATED_ENTRY_KEY_PREFIX: &str = "name:";
 
+/// The key an entry without an id of its own is stored under: the prefix
+/// and its name, trimmed and lowercased.
+pub fn generated_entry_key(name: &str) -> String {
+    format!("{GENERATED_ENTRY_KEY_PREFIX}{}", name.trim().to_lowercase())
+}
+
+/// A change of name for an entry stored under `external_id`: one keyed by
+/// its name (an import gave it no id of its own) may not leave that key,
+/// for the export would then write the key as an id, which no import takes
+/// (see [`chosen_external_id`]), and a restore of every tenant would stop
+/// at it.
+pub fn entry_renamed(external_id: &str, name: &str) -> Result<(), Refused<EntryField>> {
+    if external_id.starts_with(GENERATED_ENTRY_KEY_PREFIX)
+        && generated_entry_key(name) != external_id
+    {
+        return refuse(
+            EntryField::Name,
+            format!(
+                "name: this entry was imported without an id and is keyed by its name \
+                 ({external_id:?}), so its name can change only in case; \
+                 to rename it, create it anew with an external_id of its own and remove this one"
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// An `external_id` a writer chose: one in the generated keys' namespace
 /// would be taken over, silently, by a later import of an entry of that
 /// name without an id.

@@ -72,6 +72,18 @@ pub(super) fn input(
         });
     }
     let http_user = body.http_user.filter(|u| !u.is_empty());
+    // An import trims it: a blank user would come back as none, and the
+    // phone's export as a row no import takes (a password without a user).
+    // One stored so by an older release may be sent back as it is.
+    let stored_user = stored.and_then(|(p, _)| p.http_user.as_deref());
+    if http_user
+        .as_deref()
+        .is_some_and(|u| u.trim() != u && Some(u) != stored_user)
+    {
+        return Err(ApiError::invalid(
+            "http_user must not start or end with spaces",
+        ));
+    }
     // The password is kept when left out, the user is not: an edit that
     // left both out would have kept the password alone, and opened the
     // phone. Said so, with how to remove the credentials.

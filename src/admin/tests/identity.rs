@@ -221,3 +221,73 @@ async fn a_line_without_a_display_name_shows_its_extension() {
         assert_eq!(created["lines"][0]["display_name"], "204", "{}", reply.text);
     }
 }
+
+/// An entry an import keyed by its name keeps that key: a new name would
+/// leave it under the old one, which its export writes as an id no import
+/// takes, so one tenant's rename stopped a restore of every tenant. Its
+/// name may change in case, which keeps the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_keyed_by_its_name_is_not_renamed() {
+    use dialtone_sync::store::DirectoryEntryInput;
+    use dialtone_sync::{DirectoryNumber, Mutation};
+    let h = Harness::new(Backend::Sqlite).await;
+    let imported = Mutation::UpsertDirectoryEntry(DirectoryEntryInput {
+        tenant: "acme".into(),
+        external_id: dialtone_sync::checks::generated_entry_key("Bob Smith"),
+        name: "Bob Smith".into(),
+        company: None,
+        numbers: vec![DirectoryNumber {
+            number: "+1 555 555 0143".into(),
+            kind: "work".into(),
+        }],
+    });
+    h.store
+        .apply(&[imported], &super::seed_audit())
+        .await
+        .unwrap();
+    dialtone_sync::watcher::full_load(&h.mirror, &*h.store)
+        .await
+        .unwrap();
+    let put = |name: &str| {
+        let body = json!({ "name": name,
+            "numbers": [{ "number": "+1 555 555 0143", "kind": "work" }] })
+        .to_string();
+        let h = &h;
+        async move {
+            h.call(
+                Some("acme-admin"),
+                Method::PUT,
+                "/v1/tenants/acme/directory/name:bob%20smith",
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    refused_naming(&put("Robert Smith").await, "keyed by its name");
+    let reply = put("BOB  smith ").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    let reply = put("BOB SMITH").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+/// A device user with spaces around it would be trimmed by an import: a
+/// blank one came back as none, and the phone's export as a row no import
+/// takes (a password without a user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_user_is_not_padded() {
+    let h = Harness::new(Backend::Sqlite).await;
+    for user in [" ", " desk", "desk "] {
+        let body = json!({ "mac": "001565000009", "tenant": "acme", "family": "yealink",
+            "http_user": user, "http_password": "x" });
+        refused_naming(
+            &post(&h, "acme-admin", "/v1/phones", body).await,
+            "http_user must not start or end with spaces",
+        );
+    }
+}

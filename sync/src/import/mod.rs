@@ -445,12 +445,7 @@ fn external_id_or_name(external_id: Option<String>, name: &str) -> String {
 pub(crate) fn entry_key<'a>(external_id: Option<&'a str>, name: &str) -> Cow<'a, str> {
     match external_id.map(str::trim).filter(|id| !id.is_empty()) {
         Some(id) => Cow::Borrowed(id),
-        None => format!(
-            "{}{}",
-            crate::checks::GENERATED_ENTRY_KEY_PREFIX,
-            name.trim().to_lowercase()
-        )
-        .into(),
+        None => crate::checks::generated_entry_key(name).into(),
     }
 }
 
