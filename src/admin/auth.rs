@@ -46,7 +46,12 @@ impl FromRequestParts<AdminState> for Principal {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110).
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {

@@ -410,7 +410,7 @@ fn past_write_rate(state: &AdminState, tenant: Id) -> Option<Response> {
         "busy",
         format!(
             "tenant {}: past its {per_minute} writes a minute (quota writes_per_minute); \
-             retry in {retry_after} s, or send many changes as one /v1/import",
+             retry in {retry_after} s",
             row.slug
         ),
     )

@@ -104,16 +104,27 @@ pub(super) async fn drain(
         let (m, path) = (mirror.clone(), config.snapshot_path());
         let source = snapshot::source_id(&config.database.url);
         let written = path.clone();
-        match tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source)).await {
-            Ok(Ok(h)) => {
+        // Bounded here too, not only in what systemd is told: a hung disk
+        // held the exit until SIGKILL, and the log's last lines with it. A
+        // write cut off leaves its temporary file, never a half snapshot.
+        let writing = tokio::task::spawn_blocking(move || snapshot::write(&m, &path, &source));
+        match tokio::time::timeout(SNAPSHOT_ALLOWANCE, writing).await {
+            Err(_) => final_snapshot_failed(
+                config,
+                "the final snapshot was not written in time; exiting without it",
+                &format!("{} s", SNAPSHOT_ALLOWANCE.as_secs()),
+            ),
+            Ok(Ok(Ok(h))) => {
                 tracing::info!(cursor = %h.cursor, path = %written.display(), "snapshot written")
             }
             // An error, not a warning: the next start has no snapshot to
             // serve from while the database is down, or an older one. The
             // exit stays 0, the drain having done all else: systemd counts
             // a stop's non-zero exit as the unit failing.
-            Ok(Err(e)) => final_snapshot_failed(config, "writing the final snapshot failed", &e),
-            Err(e) => final_snapshot_failed(config, "the final snapshot's task failed", &e),
+            Ok(Ok(Err(e))) => {
+                final_snapshot_failed(config, "writing the final snapshot failed", &e)
+            }
+            Ok(Err(e)) => final_snapshot_failed(config, "the final snapshot's task failed", &e),
         }
     }
     // sqlx's close waits for every connection lent out to come back, and

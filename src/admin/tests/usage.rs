@@ -156,3 +156,29 @@ async fn a_tenants_directory_numbers_are_held_to_its_quota() {
     let shown = h.get("acme-read", "/v1/tenants/acme").await;
     assert_eq!(numbers_used(&shown)["used"], held, "{}", shown.text);
 }
+
+/// The authorization scheme is matched whatever its case (RFC 9110);
+/// a missing or other scheme is no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let token = h.tokens["acme-read"].clone();
+    for (header, status) in [
+        (format!("bearer {token}"), StatusCode::OK),
+        (format!("BEARER {token}"), StatusCode::OK),
+        (format!("Basic {token}"), StatusCode::UNAUTHORIZED),
+        (token.clone(), StatusCode::UNAUTHORIZED),
+        ("bear".to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let reply = h
+            .call(
+                None,
+                Method::GET,
+                "/v1/tenants/acme",
+                None,
+                &[("authorization", &header)],
+            )
+            .await;
+        assert_eq!(reply.status, status, "{header}: {}", reply.text);
+    }
+}
