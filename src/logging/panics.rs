@@ -6,41 +6,79 @@
 //! engine, rendered for 20,000 phones, printed three lines each) and
 //! written by the panicking thread itself, which a stalled journald then
 //! held. Through `tracing` a panic is one escaped line, queued like any,
-//! at most one a second.
+//! at most one a second from one place in the code.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use dialtone_sync::LogLimit;
 
-static PANICS: LogLimit = LogLimit::new();
+/// Places whose panics are limited apart, so that one a tenant can cause
+/// at will (an engine's, a handler's) never hides another: the panic that
+/// ends a task or the process is logged even in the second after the
+/// tenant's. Past this many places, the rest share one limit.
+const PLACES: usize = 256;
+
+static BY_PLACE: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+static ELSEWHERE: LogLimit = LogLimit::new();
+
+/// Whether a panic at `place` may be logged now: once a second per place.
+fn allowed(place: &str) -> bool {
+    let now = Instant::now();
+    let mut places = BY_PLACE.lock().unwrap_or_else(|e| e.into_inner());
+    let places = places.get_or_insert_with(HashMap::new);
+    if let Some(last) = places.get_mut(place) {
+        if now.duration_since(*last) < Duration::from_secs(1) {
+            return false;
+        }
+        *last = now;
+        return true;
+    }
+    if places.len() < PLACES {
+        places.insert(place.to_string(), now);
+        return true;
+    }
+    ELSEWHERE.allow().is_some()
+}
 
 /// Replaces the default hook. After the log is set up, so that a panic
 /// before it (a bad command line) still reaches stderr.
 pub fn install() {
     std::panic::set_hook(Box::new(|info| {
-        let Some(skipped) = PANICS.allow() else {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if !allowed(&location) {
             return;
-        };
-        let message = info
+        }
+        let panic = info
             .payload()
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
         let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        // A panic inside the log's own machinery meets no subscriber (the
+        // dispatcher does not re-enter): then one escaped line on stderr.
+        let unheard =
+            tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+        if unheard {
+            eprintln!("dialtone: a panic at {location} on thread {thread}: {panic:?}");
+            return;
+        }
         // Only when RUST_BACKTRACE asks, as the default hook does.
         let backtrace = std::backtrace::Backtrace::capture();
         let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
             .then(|| backtrace.to_string());
         tracing::error!(
-            message,
+            panic,
             location,
-            thread = thread.name().unwrap_or("unnamed"),
+            thread,
             backtrace,
-            panics_not_logged = skipped,
-            "a panic (a request, render or transfer that panics fails alone; elsewhere the task or process ends)"
+            "a panic (a request, render or transfer that panics fails alone; elsewhere the task or process ends); at most one a second from one place"
         );
     }));
 }
@@ -63,10 +101,10 @@ mod tests {
         }
     }
 
-    /// Caught panics are logged through `tracing`, at most one a second,
-    /// the next line counting those left out.
+    /// Caught panics are logged through `tracing`, at most one a second
+    /// from one place; a panic elsewhere in that second still is.
     #[test]
-    fn caught_panics_are_log_lines_and_limited() {
+    fn caught_panics_are_log_lines_limited_by_place() {
         super::install();
         let captured = Captured::default();
         let writer = captured.clone();
@@ -79,10 +117,13 @@ mod tests {
                 let caught = std::panic::catch_unwind(|| panic!("render {n}\nforged line"));
                 assert!(caught.is_err());
             }
+            let caught = std::panic::catch_unwind(|| panic!("elsewhere"));
+            assert!(caught.is_err());
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.matches("a panic (").count(), 1, "{text}");
+        assert_eq!(text.matches("a panic (").count(), 2, "{text}");
         assert!(text.contains("render 0"), "{text}");
+        assert!(text.contains("elsewhere"), "{text}");
         assert!(text.contains("panics.rs:"), "{text}");
         let _ = std::panic::take_hook();
     }

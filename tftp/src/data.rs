@@ -131,6 +131,44 @@ fn compare<'a>(
     }
 }
 
+/// A walk charged an item at a time, from either end, that ends once the
+/// allowance is gone (or the render's time: `charge`). It tells its exact
+/// length while it lasts: MiniJinja takes `loop.length`, `loop.last` and
+/// `loop.revindex` from an exact size hint only, and a filtered walk's
+/// left them undefined (a template's `{% if not loop.last %}` separator
+/// then followed every item). Ended, it yields nothing more, at once: a
+/// walk that only skipped the rest still visited every item, unseen by
+/// the clock.
+struct Charged<I>(I);
+
+impl<I: Iterator> Iterator for Charged<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        if EXHAUSTED.get() || !charge() {
+            return None;
+        }
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if EXHAUSTED.get() {
+            (0, Some(0))
+        } else {
+            self.0.size_hint()
+        }
+    }
+}
+
+impl<I: DoubleEndedIterator> DoubleEndedIterator for Charged<I> {
+    fn next_back(&mut self) -> Option<I::Item> {
+        if EXHAUSTED.get() || !charge() {
+            return None;
+        }
+        self.0.next_back()
+    }
+}
+
 #[derive(Debug)]
 struct DataSeq(Vec<Value>);
 
@@ -152,7 +190,7 @@ impl Object for DataSeq {
     /// engine reverses it lazily instead of copying it into a plain list
     /// whose walk nothing charges.
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.mapped_rev_enumerator(|this| Box::new(this.0.iter().filter(|_| charge()).cloned()))
+        self.mapped_rev_enumerator(|this| Box::new(Charged(this.0.iter().cloned())))
     }
 
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
@@ -185,12 +223,9 @@ impl Object for DataMap {
     /// Charged per item, as a list's walk is.
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         self.mapped_rev_key_value_enumerator(|this| {
-            // `filter`, not `map_while`: the reverse walk needs both ends.
-            Box::new(
-                (this.0.iter())
-                    .filter(|_| charge())
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            )
+            Box::new(Charged(
+                (this.0.iter()).map(|(k, v)| (k.clone(), v.clone())),
+            ))
         })
     }
 
@@ -244,11 +279,28 @@ mod tests {
             {{ m is mapping }}|{{ v is sequence }}|{{ v|string }}|{{ m|string }}|\
             {{ keys|sort|first }}|{{ keys|unique|list|length }}|{{ v|max }}|{{ v|min }}|\
             {{ z is none }}|{{ f }}|{{ big }}|{{ t }}|{{ s }}|{{ m.a[1].x }}|{{ v|reverse|list }}|\
-            {{ keys|selectattr(\"n\", \"==\", 1)|list|length }}|{{ m|dictsort }}|{{ v|join(\"-\") }}";
+            {{ keys|selectattr(\"n\", \"==\", 1)|list|length }}|{{ m|dictsort }}|{{ v|join(\"-\") }}|\
+            {% for x in keys %}{{ loop.index }}/{{ loop.length }}/{{ loop.revindex }}{% if not loop.last %},{% endif %}{% endfor %}|\
+            {% for x in keys|reverse %}{{ loop.length }}{{ loop.last }}{% endfor %}|\
+            {% for k in m %}{{ loop.length }}{{ loop.last }}{% endfor %}|{% for k in m|reverse %}{{ loop.revindex }}{% endfor %}";
         let own = render(body, minijinja::Value::from(Serde(&json)), 500_000).unwrap();
         let ours = render(body, super::value(&json), 500_000).unwrap();
         assert_eq!(own, ours);
         assert!(own.contains("|True|False|True|True|2|"), "{own}");
+    }
+
+    /// A loop over `range()` knows its length and its last step, forwards
+    /// and in reverse, as over a list of the engine's own.
+    #[test]
+    fn a_range_loop_knows_its_length_and_last_step() {
+        let body = "{% for i in range(3) %}{{ i }}:{{ loop.length }}:{{ loop.revindex }}{% if not loop.last %},{% endif %}{% endfor %}|\
+            {% for i in range(3)|reverse %}{{ i }}{% if loop.last %}.{% endif %}{% endfor %}|\
+            {{ range(3) }}|{{ range(3) == [0, 1, 2] }}|{{ range(3)|list }}|{{ range(4)|last }}|{{ range(3)|length }}";
+        let rendered = render(body, minijinja::Value::from(()), 500_000).unwrap();
+        assert_eq!(
+            rendered,
+            "0:3:3,1:3:2,2:3:1|210.|[0, 1, 2]|True|[0, 1, 2]|3|3"
+        );
     }
 
     /// The engine charges a comparison for its outer pair of items only;
