@@ -65,6 +65,39 @@ struct Holding {
     /// included, until compacted): which of its own entries make room
     /// when it is over its part of a full cache.
     order: VecDeque<RenderKey>,
+    /// How many times each key is in `order`: whether a key popped is
+    /// there again later, answered without a walk of the list under the
+    /// lock every tenant's fill takes (a walk per pop was tens of millions
+    /// of comparisons for a tenant of 100,000 entries).
+    times: HashMap<RenderKey, u32>,
+}
+
+impl Holding {
+    fn push_back(&mut self, key: RenderKey) {
+        *self.times.entry(key.clone()).or_default() += 1;
+        self.order.push_back(key);
+    }
+
+    fn push_front(&mut self, key: RenderKey) {
+        *self.times.entry(key.clone()).or_default() += 1;
+        self.order.push_front(key);
+    }
+
+    /// The oldest key, and whether it is in the order again later.
+    fn pop_front(&mut self) -> Option<(RenderKey, bool)> {
+        let key = self.order.pop_front()?;
+        let later = match self.times.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            _ => {
+                self.times.remove(&key);
+                false
+            }
+        };
+        Some((key, later))
+    }
 }
 
 impl Bytes {
@@ -74,7 +107,7 @@ impl Bytes {
         let holding = self.by_tenant.entry(tenant).or_default();
         holding.bytes += bytes;
         holding.entries += 1;
-        holding.order.push_back(key.clone());
+        holding.push_back(key.clone());
     }
 
     fn take(&mut self, tenant: Option<Id>, bytes: u64) {
@@ -138,6 +171,7 @@ fn compact(holding: &mut Holding, main: &Cache<RenderKey, Rendered>) {
         .filter(|key| main.contains_key(key) && seen.insert(key.clone()))
         .collect();
     kept.make_contiguous().reverse();
+    holding.times = kept.iter().map(|key| (key.clone(), 1)).collect();
     holding.order = kept;
 }
 
@@ -242,12 +276,11 @@ impl Files {
                 let Some(holding) = held.by_tenant.get_mut(&tenant) else {
                     break;
                 };
-                let Some(next) = holding.order.pop_front() else {
+                // Kept again since: its later place stands for it.
+                let Some(popped) = holding.pop_front() else {
                     break;
                 };
-                // Kept again since: its later place stands for it.
-                let later = holding.order.contains(&next);
-                (next, later)
+                popped
             };
             match popped {
                 (_, true) => continue,
@@ -281,7 +314,7 @@ impl Files {
             let mut held = lock(&self.held);
             if let Some(holding) = held.by_tenant.get_mut(&tenant) {
                 for key in back.into_iter().rev() {
-                    holding.order.push_front(key);
+                    holding.push_front(key);
                 }
             }
         }
