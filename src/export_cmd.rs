@@ -324,6 +324,29 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// An export holds every secret in clear. A file it writes itself is
+/// its owner's alone; standard output redirected to a file gets the
+/// shell's umask (group- and world-readable, commonly): said so.
+fn warn_if_others_read_stdout() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let Ok(metadata) = std::fs::File::from(fd).metadata() else {
+        return;
+    };
+    let mode = metadata.permissions().mode();
+    if metadata.is_file() && mode & 0o077 != 0 {
+        eprintln!(
+            "warning: standard output is a file others may read (mode {:o}), and the export \
+             holds every password in clear: chmod 600 it, or name the file to export to \
+             (made readable by its owner only)",
+            mode & 0o777
+        );
+    }
+}
+
 /// Into an unnamed temporary file (owner-only, gone with the process),
 /// then copied to standard output: nothing reaches it unless the whole
 /// export was written. A CSV cut short by a failure partway is still a
@@ -332,6 +355,7 @@ fn write_to_stdout(
     write: impl FnOnce(&mut dyn Write) -> Result<Exported, dialtone_sync::SyncError>,
 ) -> Result<Exported> {
     use std::io::Seek;
+    warn_if_others_read_stdout();
     let temp = tempfile::tempfile().context("cannot make a temporary file for the export")?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, temp);
     let exported = write(&mut out)?;

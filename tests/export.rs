@@ -258,3 +258,40 @@ fn an_export_names_the_rows_the_import_would_refuse() {
         "{said}"
     );
 }
+
+/// An export to standard output redirected into a file others may read
+/// says so (it holds every password in clear); into a pipe, or a file of
+/// its owner's alone, it says nothing.
+#[test]
+fn an_export_to_a_file_others_read_is_warned_of() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let dir = tempfile::tempdir().unwrap();
+    dt(dir.path(), &db.url, &["migrate"]);
+    let warning = "standard output is a file others may read";
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        let path = dir.path().join(format!("out-{mode:o}.json"));
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        let mut cmd = dialtone(dir.path(), &db.url);
+        let child = cmd
+            .args(["export", "-"])
+            .stdin(std::process::Stdio::null())
+            .stdout(file)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = bounded::wait_within(child, bounded::COMMAND_LIMIT, "export -");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr).contains(warning),
+            warned,
+            "{mode:o}: {}",
+            text(&out.stderr)
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    }
+    let (_, said) = dt(dir.path(), &db.url, &["export", "-"]);
+    assert!(!said.contains(warning), "{said}");
+}
