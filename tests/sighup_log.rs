@@ -250,3 +250,59 @@ fn make_fifo(path: &std::path::Path) {
         .unwrap();
     assert!(made.success());
 }
+
+/// logrotate's SIGHUP behind a reload that never returns (its config on a
+/// hung mount; a FIFO stands in) reopens the log file at once: the reload
+/// held every later SIGHUP, so the node went on writing the rotated file
+/// (deleted at the next rotation) for as long as the mount hung. The
+/// config is read again once the stuck reload ends.
+#[test]
+fn a_log_rotated_behind_a_stuck_reload_is_reopened_at_once() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let log = dir.path().join("dialtone.log");
+    let text = "[log]\nfilter = \"info\"\n";
+    let config = write_file(dir.path(), "dialtone.toml", text);
+    let server = Server::start_with_env(
+        dir.path(),
+        &url,
+        &["--config", config.to_str().unwrap()],
+        &[("DIALTONE_LOG__FILE", log.to_str().unwrap())],
+    );
+    std::fs::remove_file(&config).unwrap();
+    make_fifo(&config);
+    server.signal("HUP");
+    let mut writer = writer_once_read(&config, &server);
+    std::fs::rename(&log, dir.path().join("dialtone.log.1")).unwrap();
+    server.signal("HUP");
+    let reopened = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("SIGHUP while the last reload still runs"))
+    });
+    assert!(
+        reopened.is_some(),
+        "no new log file while the reload is stuck: {}",
+        server.stderr()
+    );
+    let reloads = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("SIGHUP: configuration reloaded")
+            .count()
+    };
+    assert_eq!(reloads(), 0, "the first reload was meant to be stuck");
+    let plain = dir.path().join("dialtone.toml.new");
+    std::fs::write(&plain, text).unwrap();
+    std::fs::rename(&plain, &config).unwrap();
+    writer.write_all(text.as_bytes()).unwrap();
+    drop(writer);
+    let both = wait_until(Duration::from_secs(30), || reloads() >= 2);
+    assert!(
+        both.is_some(),
+        "the stuck reload and one more: {}",
+        server.stderr()
+    );
+    assert_eq!(server.stop(), 0);
+}

@@ -58,41 +58,62 @@ pub(super) fn signals(
         reload_live,
     });
     Ok(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.0.recv() => {
-                    // Off the async workers: a reload reads files (the
-                    // config, a certificate, templates, a static folder of
-                    // up to 100,000 files), and one that never returns (a
-                    // hung mount, a FIFO) held this task, so no stop was
-                    // heard; one that took half a second held a worker
-                    // every listener shares. The key check may wait on the
-                    // database. A stop meanwhile leaves it behind.
-                    let state = reload_state.clone();
-                    let runtime = tokio::runtime::Handle::current();
-                    let reloading = tokio::task::spawn_blocking(move || {
-                        runtime.block_on(state.hangup())
-                    });
-                    tokio::select! {
-                        applied = reloading => record_reload(applied.unwrap_or(false)),
-                        _ = term.recv() => break,
-                        _ = int.recv() => break,
+        // A SIGHUP heard while a reload ran: one more reload follows it.
+        let mut again = false;
+        'heard: loop {
+            if !again {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.0.recv() => {}
+                    _ = cancel.cancelled() => {
+                        // A drain the node began itself (a listener
+                        // stopped): the streams stay, or later signals
+                        // would be caught and dropped (tokio never restores
+                        // the default). The first stop asks for what runs
+                        // already; a second exits at once, as in any drain.
+                        stop_signal(&mut term, &mut int).await;
+                        tracing::warn!("stop signal while draining; a second one exits at once");
+                        break;
                     }
-                    // SIGHUPs that came during this reload are one more:
-                    // the signal stream holds at most one pending, so the
-                    // next turn of the loop takes them as a single reload.
                 }
-                _ = cancel.cancelled() => {
-                    // A drain the node began itself (a listener stopped):
-                    // the streams stay, or later signals would be caught
-                    // and dropped (tokio never restores the default). The
-                    // first stop asks for what runs already; a second
-                    // exits at once, as in any drain.
-                    stop_signal(&mut term, &mut int).await;
-                    tracing::warn!("stop signal while draining; a second one exits at once");
-                    break;
+            }
+            again = false;
+            // Off the async workers: a reload reads files (the config, a
+            // certificate, templates, a static folder of up to 100,000
+            // files), and one that never returns (a hung mount, a FIFO)
+            // held this task, so no stop was heard; one that took half a
+            // second held a worker every listener shares. The key check
+            // may wait on the database. A stop meanwhile leaves it behind.
+            let state = reload_state.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let mut reloading =
+                tokio::task::spawn_blocking(move || runtime.block_on(state.hangup()));
+            let mut reopening: Option<tokio::task::JoinHandle<()>> = None;
+            loop {
+                tokio::select! {
+                    applied = &mut reloading => {
+                        record_reload(applied.unwrap_or(false));
+                        break;
+                    }
+                    _ = hup.0.recv() => {
+                        // However many come, one more reload once this one
+                        // ends (a config push signalling every file change
+                        // would queue them). The log file is reopened now:
+                        // logrotate's SIGHUP behind a reload stuck on a hung
+                        // mount left every line going to the rotated file,
+                        // deleted at the next rotation, for as long as the
+                        // mount hung.
+                        again = true;
+                        if reopening.as_ref().is_none_or(|r| r.is_finished()) {
+                            let log = reload_state.log.clone();
+                            reopening = Some(tokio::task::spawn_blocking(move || {
+                                reopen_behind_a_reload(&log)
+                            }));
+                        }
+                    }
+                    _ = term.recv() => break 'heard,
+                    _ = int.recv() => break 'heard,
                 }
             }
         }
@@ -105,6 +126,30 @@ pub(super) fn signals(
         eprintln!("dialtone: second signal, exiting immediately");
         std::process::exit(130);
     })
+}
+
+/// A SIGHUP that came while a reload still runs: the log file is reopened
+/// at once, the configuration read again once that reload ends.
+fn reopen_behind_a_reload(log: &LogHandle) {
+    if reopen_log(log) {
+        tracing::warn!(
+            "SIGHUP while the last reload still runs: the log reopened now, the \
+             configuration read again once that reload ends"
+        );
+    }
+}
+
+/// Reopens the log file by name; whether it was. A failure is counted, as
+/// every reload that fails, and said on stderr too: the warning goes to
+/// the old file, which logrotate has moved away from where it is watched.
+fn reopen_log(log: &LogHandle) -> bool {
+    let Err(e) = log.reopen() else {
+        return true;
+    };
+    dialtone_sync::watcher::failed("reload");
+    eprintln!("dialtone: SIGHUP: log file not reopened ({e}); still writing the old one");
+    tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
+    false
 }
 
 /// What a reload reads and compares with, shared with the thread that
@@ -260,15 +305,7 @@ fn reload(
     started_filter: &str,
 ) -> (Option<Config>, bool) {
     // First, so the lines below land in the new file.
-    let reopened = log.reopen();
-    if let Err(e) = &reopened {
-        // Counted, as every reload that fails, and said on stderr too: the
-        // warning goes to the old file, which logrotate has moved away
-        // from where it is watched.
-        dialtone_sync::watcher::failed("reload");
-        eprintln!("dialtone: SIGHUP: log file not reopened ({e}); still writing the old one");
-        tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing the old one");
-    }
+    let reopened = reopen_log(log);
     let config = match Config::load(path).and_then(|mut config| {
         overrides.apply(&mut config);
         config.validate()?;
@@ -299,7 +336,7 @@ fn reload(
             None
         }
     };
-    (config, reopened.is_ok())
+    (config, reopened)
 }
 
 /// The settings SIGHUP applies (with the log file, reopened by name, and
