@@ -9,6 +9,7 @@
 //! at most one a second from one place in the code.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,26 +21,40 @@ use dialtone_sync::LogLimit;
 /// tenant's. Past this many places, the rest share one limit.
 const PLACES: usize = 256;
 
-static BY_PLACE: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+/// When a place last logged, and its panics left out since.
+struct Place {
+    last: Instant,
+    skipped: u64,
+}
+
+static BY_PLACE: Mutex<Option<HashMap<String, Place>>> = Mutex::new(None);
 static ELSEWHERE: LogLimit = LogLimit::new();
 
-/// Whether a panic at `place` may be logged now: once a second per place.
-fn allowed(place: &str) -> bool {
+/// `Some(panics left out at `place` since its last line)` when one may
+/// be logged now: once a second per place.
+fn allowed(place: &str) -> Option<u64> {
     let now = Instant::now();
     let mut places = BY_PLACE.lock().unwrap_or_else(|e| e.into_inner());
     let places = places.get_or_insert_with(HashMap::new);
-    if let Some(last) = places.get_mut(place) {
-        if now.duration_since(*last) < Duration::from_secs(1) {
-            return false;
+    if let Some(known) = places.get_mut(place) {
+        if now.duration_since(known.last) < Duration::from_secs(1) {
+            known.skipped += 1;
+            return None;
         }
-        *last = now;
-        return true;
+        known.last = now;
+        return Some(std::mem::take(&mut known.skipped));
     }
     if places.len() < PLACES {
-        places.insert(place.to_string(), now);
-        return true;
+        places.insert(
+            place.to_string(),
+            Place {
+                last: now,
+                skipped: 0,
+            },
+        );
+        return Some(0);
     }
-    ELSEWHERE.allow().is_some()
+    ELSEWHERE.allow()
 }
 
 /// Replaces the default hook. After the log is set up, so that a panic
@@ -50,9 +65,9 @@ pub fn install() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        if !allowed(&location) {
+        let Some(panics_not_logged) = allowed(&location) else {
             return;
-        }
+        };
         let panic = info
             .payload()
             .downcast_ref::<&str>()
@@ -61,12 +76,18 @@ pub fn install() {
             .unwrap_or("(no message)");
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        // A panic inside the log's own machinery meets no subscriber (the
-        // dispatcher does not re-enter): then one escaped line on stderr.
-        let unheard =
-            tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+        // The log cannot carry a panic on the thread that writes it out
+        // (its line would wait for that very thread), nor one before any
+        // subscriber: those go to stderr, written without `eprintln!`,
+        // which panics itself when stderr is gone (a restarted journald),
+        // and a panic in the hook aborts the process.
+        let unheard = thread == crate::logging::queue::WRITER_THREAD
+            || tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
         if unheard {
-            eprintln!("dialtone: a panic at {location} on thread {thread}: {panic:?}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "dialtone: a panic at {location} on thread {thread}: {panic:?}"
+            );
             return;
         }
         // Only when RUST_BACKTRACE asks, as the default hook does.
@@ -78,6 +99,7 @@ pub fn install() {
             location,
             thread,
             backtrace,
+            panics_not_logged,
             "a panic (a request, render or transfer that panics fails alone; elsewhere the task or process ends); at most one a second from one place"
         );
     }));
@@ -125,6 +147,70 @@ mod tests {
         assert!(text.contains("render 0"), "{text}");
         assert!(text.contains("elsewhere"), "{text}");
         assert!(text.contains("panics.rs:"), "{text}");
+        let _ = std::panic::take_hook();
+    }
+
+    /// What a place's limit left out is counted on its next line: one
+    /// line a second looks the same for one panic a second as for
+    /// thousands.
+    #[test]
+    fn a_places_next_line_counts_the_panics_left_out() {
+        super::install();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let panic_here = || {
+            let caught = std::panic::catch_unwind(|| panic!("counted"));
+            assert!(caught.is_err());
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                panic_here();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            panic_here();
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("counted")).collect();
+        let left_out: u64 = lines
+            .iter()
+            .filter_map(|l| l.split("panics_not_logged=").nth(1)?.split(' ').next())
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum();
+        assert!(lines.len() >= 2, "{text}");
+        assert_eq!(lines.len() as u64 + left_out, 6, "{text}");
+        let _ = std::panic::take_hook();
+    }
+
+    /// A panic on the thread that writes the log out cannot be one of its
+    /// lines (it would wait for that very thread): stderr has it.
+    #[test]
+    fn a_panic_on_the_log_writer_is_not_queued_to_it() {
+        super::install();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        std::thread::Builder::new()
+            .name(crate::logging::queue::WRITER_THREAD.to_string())
+            .spawn(move || {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false)
+                    .finish();
+                tracing::subscriber::with_default(subscriber, || {
+                    let caught = std::panic::catch_unwind(|| panic!("the writer's own"));
+                    assert!(caught.is_err());
+                    tracing::info!("still logging");
+                });
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("still logging"), "{text}");
+        assert!(!text.contains("the writer's own"), "{text}");
         let _ = std::panic::take_hook();
     }
 }

@@ -29,6 +29,10 @@ pub const DROPPED: &str = "dialtone_log_lines_dropped_total";
 
 pub type Sink = Box<dyn Write + Send>;
 
+/// The thread that writes the log out: a panic on it goes to stderr
+/// (`panics.rs`).
+pub const WRITER_THREAD: &str = "log-writer";
+
 /// How the writer's own line about dropped lines is formatted: as the
 /// layer formats the lines around it, so whatever parses the log reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +110,7 @@ impl LogQueue {
         });
         let for_writer = shared.clone();
         std::thread::Builder::new()
-            .name("log-writer".to_string())
+            .name(WRITER_THREAD.to_string())
             .spawn(move || write_out(&for_writer, Output::new(sink), note))?;
         Ok(LogQueue(shared))
     }
