@@ -347,6 +347,25 @@ fn warn_if_others_read_stdout() {
     }
 }
 
+/// Whether standard output and standard error are one regular file
+/// (`export - > backup.json 2>&1`, a cron idiom): the export's own lines
+/// would land in the file around the data, and it would not import.
+fn stdout_is_stderr_file() -> bool {
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::fs::MetadataExt;
+    let metadata = |fd: BorrowedFd<'_>| {
+        let fd = fd.try_clone_to_owned().ok()?;
+        std::fs::File::from(fd).metadata().ok()
+    };
+    let (Some(out), Some(err)) = (
+        metadata(std::io::stdout().as_fd()),
+        metadata(std::io::stderr().as_fd()),
+    ) else {
+        return false;
+    };
+    out.is_file() && out.dev() == err.dev() && out.ino() == err.ino()
+}
+
 /// Into an unnamed temporary file (owner-only, gone with the process),
 /// then copied to standard output: nothing reaches it unless the whole
 /// export was written. A CSV cut short by a failure partway is still a
@@ -355,6 +374,13 @@ fn write_to_stdout(
     write: impl FnOnce(&mut dyn Write) -> Result<Exported, dialtone_sync::SyncError>,
 ) -> Result<Exported> {
     use std::io::Seek;
+    if stdout_is_stderr_file() {
+        anyhow::bail!(
+            "standard output and standard error are the same file: the export's messages would \
+             be written into it and it would not import; send standard error elsewhere \
+             (2>export.log), or name the file to export to"
+        );
+    }
     warn_if_others_read_stdout();
     let temp = tempfile::tempfile().context("cannot make a temporary file for the export")?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, temp);

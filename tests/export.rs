@@ -295,3 +295,31 @@ fn an_export_to_a_file_others_read_is_warned_of() {
     let (_, said) = dt(dir.path(), &db.url, &["export", "-"]);
     assert!(!said.contains(warning), "{said}");
 }
+
+/// `export - > backup.json 2>&1` put the export's own lines into the
+/// file around the data (a backup that would not import, found at the
+/// restore): refused, and said.
+#[test]
+fn an_export_whose_messages_would_go_into_its_file_is_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let dir = tempfile::tempdir().unwrap();
+    dt(dir.path(), &db.url, &["migrate"]);
+    let path = dir.path().join("backup.json");
+    let file = std::fs::File::create(&path).unwrap();
+    let child = dialtone(dir.path(), &db.url)
+        .args(["export", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let out = bounded::wait_within(child, bounded::COMMAND_LIMIT, "export - 2>&1");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(!out.status.success(), "{written}");
+    assert!(
+        written.contains("standard output and standard error are the same file"),
+        "{written}"
+    );
+    assert!(!written.contains("\"tenants\""), "{written}");
+}
