@@ -221,8 +221,7 @@ fn authorize(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(dialtone_sync::bearer_token);
     let in_url = query.key.as_deref().or(query.auth_token.as_deref());
     // Picking one would let a caller ID carrying `&key=` choose the
     // tenant that answers a PBX that sends its own key as a header.

@@ -233,6 +233,17 @@ async fn asterisk_curl_and_opencnam_shaped_requests() {
         )
         .await;
     assert_eq!(accept_pbx.body, "Alice Example");
+    // The scheme's case is free, as on the admin API.
+    let lower_scheme = api
+        .get(
+            "/v3/phone/+15550101234",
+            &[
+                ("accept", "text/pbx"),
+                ("authorization", &format!("bearer {}", api.acme_key)),
+            ],
+        )
+        .await;
+    assert_eq!(lower_scheme.body, "Alice Example");
     let json = api
         .get(
             &format!("/v3/phone/+15550101234?auth_token={}", api.acme_key),

@@ -46,13 +46,7 @@ impl FromRequestParts<AdminState> for Principal {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110).
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-                    .map(|_| &v[7..])
-            })
-            .map(str::trim)
+            .and_then(dialtone_sync::bearer_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 ApiError::unauthorized("an API token is required (Authorization: Bearer …)")

@@ -52,6 +52,16 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The token of an `Authorization: Bearer …` header's value, trimmed;
+/// the scheme's case is free (RFC 9110): a PBX or script sending
+/// `bearer` was refused by one route and accepted by another.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let scheme = authorization.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case("bearer ")
+        .then(|| authorization[7..].trim())
+}
+
 impl fmt::Debug for Sealed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sealed(..)")

@@ -37,7 +37,7 @@ pub mod testing;
 pub mod unclaimed;
 pub mod watcher;
 
-pub use crypto::{generate_token, token_hash, Purpose, Sealed, SecretKey};
+pub use crypto::{bearer_token, generate_token, token_hash, Purpose, Sealed, SecretKey};
 pub use error::SyncError;
 pub use etag::{etag_of, phone_etag};
 pub use log_limit::LogLimit;
