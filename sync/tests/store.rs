@@ -263,15 +263,21 @@ async fn pruned_body(db: TestDb) {
     assert_eq!(mirror.health().full_reloads, 1);
     assert_eq!(mirror.load().to_dataset(), db_rows(&*store).await);
     // The reload's cursor is past the pruned point even with the log pruned
-    // empty: the next catch-ups reload nothing more.
+    // empty: the next catch-ups reload nothing more. The mirror may reload
+    // once more first, on PostgreSQL: a transaction of another database of
+    // the cluster, running at its reload, kept its cursor below rows this
+    // prune may delete (it cannot know that transaction wrote none here).
     store.prune_change_log(Duration::ZERO, 0).await.unwrap();
     let fresh = Mirror::new();
     watcher::full_load(&fresh, &*store).await.unwrap();
+    watcher::catch_up(&mirror, &*store).await.unwrap();
+    let settled = mirror.health().full_reloads;
+    assert!(settled <= 2, "{settled} reloads");
     for node in [&mirror, &fresh] {
         watcher::catch_up(node, &*store).await.unwrap();
         watcher::catch_up(node, &*store).await.unwrap();
     }
-    assert_eq!(mirror.health().full_reloads, 1);
+    assert_eq!(mirror.health().full_reloads, settled);
     assert_eq!(fresh.health().full_reloads, 0);
     store
         .apply(&[phone("acme", 4, 3)], &audit("d"))
