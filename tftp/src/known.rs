@@ -141,14 +141,23 @@ impl Known {
     /// answered under `learned_under`, its fingerprint when the request
     /// was decided (a login changed since leaves the place stale, and a
     /// phone the table had no room to note still gets it). False when it
-    /// could not be remembered (no place left).
-    pub fn record(&self, source: IpAddr, phone: Id, family: Family, learned_under: u64) -> bool {
+    /// could not be remembered (no place left). `exists`: whether a phone
+    /// is still in the mirror, asked of each remembered one when a full
+    /// table is swept.
+    pub fn record(
+        &self,
+        source: IpAddr,
+        phone: Id,
+        family: Family,
+        learned_under: u64,
+        exists: impl Fn(Id) -> bool,
+    ) -> bool {
         let source = source_key(source);
         let now = self.now();
         let live = self.live(now);
         let mut tables = self.lock();
         if !tables.phones.contains_key(&phone) && tables.phones.len() >= self.max_phones {
-            self.sweep(&mut tables, now);
+            self.sweep(&mut tables, now, &exists);
             if tables.phones.len() >= self.max_phones {
                 return false;
             }
@@ -171,7 +180,7 @@ impl Known {
         };
         let max_sources = self.max_phones.saturating_mul(ADDRESSES_PER_PHONE);
         if !tables.sources.contains_key(&source) && tables.sources.len() >= max_sources {
-            self.sweep(&mut tables, now);
+            self.sweep(&mut tables, now, &exists);
             if tables.sources.len() >= max_sources {
                 // The phone's own files still pass; only common files won't.
                 return true;
@@ -189,16 +198,20 @@ impl Known {
         true
     }
 
-    /// Drops expired entries; throttled, as it walks both tables.
-    fn sweep(&self, tables: &mut Tables, now: u32) {
+    /// Drops expired entries and phones gone from the mirror; throttled,
+    /// as it walks both tables. A deleted phone's places were live for the
+    /// whole `known_ttl`, and a new phone is a new id: one tenant creating,
+    /// fetching and deleting phones in a loop filled the node's table, and
+    /// no other tenant's phone was remembered for a month.
+    fn sweep(&self, tables: &mut Tables, now: u32, exists: &impl Fn(Id) -> bool) {
         if now < tables.next_sweep {
             return;
         }
         tables.next_sweep = now.saturating_add(SWEEP_EVERY_S);
         let live = self.live(now);
-        tables
-            .phones
-            .retain(|_, places| (places.seen.iter()).any(|s| s.source.is_some() && live(s.at)));
+        tables.phones.retain(|id, places| {
+            (places.seen.iter()).any(|s| s.source.is_some() && live(s.at)) && exists(*id)
+        });
         tables.sources.retain(|_, behind| live(behind.at));
     }
 
@@ -271,7 +284,13 @@ mod tests {
     fn a_pair_is_known_per_source_and_phone() {
         let known = Known::new(Duration::from_secs(3600), 10);
         noted(&known, 1);
-        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
+        assert!(known.record(
+            ip("192.0.2.5"),
+            1,
+            Family::Yealink,
+            noted_under(&known, 1),
+            |_| true
+        ));
         assert!(known.knows(ip("192.0.2.5"), 1));
         assert!(!known.knows(ip("192.0.2.5"), 2), "another phone");
         assert!(!known.knows(ip("192.0.2.6"), 1), "another source");
@@ -285,6 +304,7 @@ mod tests {
             3,
             Family::Snom,
             noted_under(&known, 3),
+            |_| true,
         );
         assert!(known.knows(ip("2001:db8:5:6::99"), 3));
         assert!(!known.knows(ip("2001:db8:5:7::10"), 3));
@@ -294,7 +314,13 @@ mod tests {
     fn pairs_expire() {
         let known = Known::new(Duration::from_secs(3600), 10);
         noted(&known, 1);
-        known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1));
+        known.record(
+            ip("192.0.2.5"),
+            1,
+            Family::Yealink,
+            noted_under(&known, 1),
+            |_| true,
+        );
         // A shorter time (SIGHUP) applies to pairs already remembered.
         known.set_ttl(Duration::from_secs(1));
         std::thread::sleep(Duration::from_millis(2100));
@@ -308,18 +334,31 @@ mod tests {
     fn forged_sources_never_push_out_a_phones_real_source() {
         let known = Known::new(Duration::from_secs(3600), 2);
         noted(&known, 1);
-        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
+        assert!(known.record(
+            ip("192.0.2.5"),
+            1,
+            Family::Yealink,
+            noted_under(&known, 1),
+            |_| true
+        ));
         for n in 0..10_000u32 {
             known.record(
                 IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + n)),
                 1,
                 Family::Yealink,
                 noted_under(&known, 1),
+                |_| true,
             );
         }
         assert!(known.knows(ip("192.0.2.5"), 1));
         assert!(
-            known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)),
+            known.record(
+                ip("192.0.2.5"),
+                1,
+                Family::Yealink,
+                noted_under(&known, 1),
+                |_| true
+            ),
             "a refresh"
         );
         assert_eq!(known.phones(), 1);
@@ -327,9 +366,21 @@ mod tests {
         // The phone table is bounded too: a third phone finds no place,
         // noted or not.
         noted(&known, 2);
-        assert!(known.record(ip("192.0.2.7"), 2, Family::Yealink, noted_under(&known, 2)));
+        assert!(known.record(
+            ip("192.0.2.7"),
+            2,
+            Family::Yealink,
+            noted_under(&known, 2),
+            |_| true
+        ));
         noted(&known, 3);
-        assert!(!known.record(ip("192.0.2.8"), 3, Family::Yealink, noted_under(&known, 3)));
+        assert!(!known.record(
+            ip("192.0.2.8"),
+            3,
+            Family::Yealink,
+            noted_under(&known, 3),
+            |_| true
+        ));
         assert_eq!(known.phones(), 2);
     }
 
@@ -340,13 +391,51 @@ mod tests {
     fn a_phone_first_seen_when_the_table_was_full_is_known_once_recorded() {
         let known = Known::new(Duration::from_secs(1), 1);
         noted(&known, 1);
-        assert!(known.record(ip("192.0.2.5"), 1, Family::Yealink, noted_under(&known, 1)));
+        assert!(known.record(
+            ip("192.0.2.5"),
+            1,
+            Family::Yealink,
+            noted_under(&known, 1),
+            |_| true
+        ));
         std::thread::sleep(Duration::from_millis(2100));
         let phone = noted(&known, 2);
         assert_eq!(known.phones(), 1, "the full table noted phone 2");
         let office = ip("192.0.2.9");
-        assert!(known.record(office, 2, Family::Yealink, fingerprint(&phone)));
+        assert!(known.record(office, 2, Family::Yealink, fingerprint(&phone), |_| true));
         assert!(known.knows(office, 2) && known.knows_phone(office, &phone));
+    }
+
+    /// A full table makes room by dropping phones the mirror no longer
+    /// has, not only expired places: a tenant's deleted phones kept the
+    /// places they fetched from for the whole `known_ttl`.
+    #[test]
+    fn a_full_table_drops_phones_that_are_gone() {
+        let known = Known::new(Duration::from_secs(3600), 2);
+        for id in [1, 2] {
+            noted(&known, id);
+            assert!(known.record(
+                ip("192.0.2.5"),
+                id,
+                Family::Yealink,
+                noted_under(&known, id),
+                |_| true
+            ));
+        }
+        noted(&known, 3);
+        let gone = |id: Id| id != 1;
+        assert!(
+            known.record(
+                ip("192.0.2.6"),
+                3,
+                Family::Yealink,
+                noted_under(&known, 3),
+                gone
+            ),
+            "phone 1 is deleted, and still held its place"
+        );
+        assert!(!known.knows(ip("192.0.2.5"), 1));
+        assert!(known.knows(ip("192.0.2.5"), 2) && known.knows(ip("192.0.2.6"), 3));
     }
 
     /// Places taken before the phone had credentials (by whoever knew its
@@ -359,7 +448,11 @@ mod tests {
         let mut phone = noted(&known, 1);
         let forged: Vec<IpAddr> = (1..=4).map(|n| ip(&format!("203.0.113.{n}"))).collect();
         for source in &forged {
-            assert!(known.record(*source, 1, Family::Yealink, noted_under(&known, 1)));
+            assert!(
+                known.record(*source, 1, Family::Yealink, noted_under(&known, 1), |_| {
+                    true
+                })
+            );
         }
         assert!(forged.iter().all(|s| known.knows_phone(*s, &phone)));
 
@@ -372,7 +465,7 @@ mod tests {
         assert!(forged.iter().all(|s| !known.knows(*s, 1)));
         let office = ip("192.0.2.5");
         assert!(
-            known.record(office, 1, Family::Yealink, noted_under(&known, 1)),
+            known.record(office, 1, Family::Yealink, noted_under(&known, 1), |_| true),
             "no place"
         );
         assert!(known.knows(office, 1) && known.knows_phone(office, &phone));

@@ -158,10 +158,14 @@ pub(crate) struct KnownSource {
 
 impl KnownSource {
     pub(crate) fn record(self, provisioner: &Provisioner) {
-        provisioner
-            .guard
-            .known()
-            .record(self.ip, self.phone, self.family, self.learned_under);
+        let state = provisioner.mirror.load();
+        provisioner.guard.known().record(
+            self.ip,
+            self.phone,
+            self.family,
+            self.learned_under,
+            |id| state.phone(id).is_some(),
+        );
     }
 }
 
