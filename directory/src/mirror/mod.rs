@@ -273,6 +273,48 @@ impl Drop for SourceMirror {
     fn drop(&mut self) {
         let reported = self.reported.load(Ordering::Relaxed);
         metrics::gauge!("dialtone_directory_mirror_entries").decrement(reported as f64);
+        // Its last holder may be the source registry, under the lock every
+        // tenant's lookups take (a deleted source forgotten), or a runtime
+        // worker: the index goes as `publish` sends an old one.
+        if let Some(loaded) = self.loaded.swap(None) {
+            free_off_worker(loaded);
+        }
+    }
+}
+
+/// Drops `value` on a blocking thread when inside the runtime: a quota's
+/// index or entries are millions of allocations, and the runtime's
+/// workers answer every tenant's lookups.
+fn free_off_worker<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
+}
+
+/// A sync task's own copy of its mirror's entries, freed off the runtime's
+/// workers however the task ends (a source deleted or edited cancels it).
+pub(crate) struct FreedOffWorker(pub(crate) MirrorData);
+
+impl std::ops::Deref for FreedOffWorker {
+    type Target = MirrorData;
+    fn deref(&self) -> &MirrorData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FreedOffWorker {
+    fn deref_mut(&mut self) -> &mut MirrorData {
+        &mut self.0
+    }
+}
+
+impl Drop for FreedOffWorker {
+    fn drop(&mut self) {
+        let entries = std::mem::take(&mut self.0.entries);
+        if !entries.is_empty() {
+            free_off_worker(entries);
+        }
     }
 }
 
@@ -311,8 +353,8 @@ impl SourceMirror {
             // Freeing a quota's index (millions of allocations) is not for
             // the runtime's workers: a blocking thread frees it, unless a
             // lookup still holds it and frees it when done.
-            if let (Some(old), Ok(runtime)) = (old, tokio::runtime::Handle::try_current()) {
-                runtime.spawn_blocking(move || drop(old));
+            if let Some(old) = old {
+                free_off_worker(old);
             }
         }
         let entries = data.entries.len();

@@ -150,7 +150,7 @@ impl LookupService {
             _ = cancel.cancelled() => return,
             loaded = self.load_file(mirror, ldap) => loaded,
         };
-        let mut data = loaded.unwrap_or_default();
+        let mut data = super::FreedOffWorker(loaded.unwrap_or_default());
         let millis = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
         let full_every = millis(settings.sync_interval_s);
         let incremental_every = millis(settings.incremental_interval_s);
@@ -202,7 +202,7 @@ impl LookupService {
             // each time.
             let started = Instant::now();
             if data.readings_stale(&region) {
-                let mut taken = std::mem::take(&mut data);
+                let mut taken = std::mem::take(&mut *data);
                 let to = region.clone();
                 let renormalized = self
                     .inner
@@ -213,7 +213,7 @@ impl LookupService {
                     })
                     .await;
                 // Lost on a panic: the mirror starts again with a full sync.
-                data = renormalized.unwrap_or_else(|e| {
+                *data = renormalized.unwrap_or_else(|e| {
                     tracing::error!(tenant = source.tenant_id, source_id = source.id, source = ?source.name, error = &*e.to_string(), "renormalizing the mirror failed");
                     MirrorData {
                         region: region.clone(),
@@ -265,9 +265,10 @@ impl LookupService {
                         started,
                         full: outcome.full,
                     };
-                    let (published, took) =
-                        self.publish(mirror, data, outcome.changed, timing).await;
-                    data = published;
+                    let (published, took) = self
+                        .publish(mirror, std::mem::take(&mut *data), outcome.changed, timing)
+                        .await;
+                    *data = published;
                     (None, took)
                 }
                 Ok(_) => (None, started.elapsed()),

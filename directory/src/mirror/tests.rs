@@ -214,3 +214,30 @@ fn quotas_cap_entries() {
 
 #[path = "service_tests.rs"]
 pub(super) mod service;
+
+/// What a mirror frees (a quota's index, a sync task's entries) goes to a
+/// blocking thread inside the runtime, where the registry's lock or a
+/// worker every tenant's lookups need would otherwise free it; outside a
+/// runtime (tools), where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn freed_values_leave_the_runtimes_workers() {
+    struct Probe(std::sync::mpsc::Sender<std::thread::ThreadId>);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+    let (told, freed_on) = std::sync::mpsc::channel();
+    free_off_worker(Probe(told.clone()));
+    let on = freed_on
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_ne!(on, std::thread::current().id());
+    let here = std::thread::spawn(move || {
+        free_off_worker(Probe(told));
+        std::thread::current().id()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(freed_on.recv().unwrap(), here);
+}
