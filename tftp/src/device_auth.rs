@@ -53,11 +53,18 @@ impl Provisioner {
             Protocol::Http | Protocol::Https => request.auth.unwrap_or_default(),
         };
         // Answered like a wrong password, unchecked: the guess is spent.
+        // Not charged as a miss: the source cannot have been wrong, and the
+        // phone of an office that moved while its credentials were closed
+        // retried its right password until the new address was banned,
+        // and with it the office's phones not yet known there.
         if let (Some(ip), Some(_)) = (request.remote, auth.authorization) {
             if !self.guard().may_try_credentials(ip, phone) {
                 metrics::counter!("dialtone_provisioning_credential_tries_refused_total")
                     .increment(1);
-                return Err(ProvisionError::Unauthorized { stale: false });
+                return Err(ProvisionError::Unauthorized {
+                    stale: false,
+                    unchecked: true,
+                });
             }
         }
         let password = match sealed {
@@ -93,7 +100,10 @@ impl Provisioner {
         };
         match verdict {
             Verdict::Ok => Ok(()),
-            Verdict::Stale => Err(ProvisionError::Unauthorized { stale: true }),
+            Verdict::Stale => Err(ProvisionError::Unauthorized {
+                stale: true,
+                unchecked: false,
+            }),
             // Still refused, but answered with a fresh nonce and no miss:
             // the password was right, and phones replay honestly (a retry
             // after a 503 whose count `decide` had already taken, or after
@@ -103,7 +113,10 @@ impl Provisioner {
             // replayer gains nothing: it cannot answer the fresh nonce.
             Verdict::Replay => {
                 metrics::counter!("dialtone_provisioning_digest_replays_total").increment(1);
-                Err(ProvisionError::Unauthorized { stale: true })
+                Err(ProvisionError::Unauthorized {
+                    stale: true,
+                    unchecked: false,
+                })
             }
             verdict => {
                 // A request with no credentials is the normal first step of
@@ -129,7 +142,10 @@ impl Provisioner {
                         );
                     }
                 }
-                Err(ProvisionError::Unauthorized { stale: false })
+                Err(ProvisionError::Unauthorized {
+                    stale: false,
+                    unchecked: false,
+                })
             }
         }
     }

@@ -24,9 +24,11 @@ pub enum ProvisionError {
     },
 
     /// The phone has HTTP credentials and the request did not prove them;
-    /// `stale`: only the Digest nonce expired.
+    /// `stale`: only the Digest nonce expired; `unchecked`: its answer was
+    /// refused without a look, the phone's credentials being closed to
+    /// the source (answered as a wrong one, charged to nobody).
     #[error("device authentication required")]
-    Unauthorized { stale: bool },
+    Unauthorized { stale: bool, unchecked: bool },
 
     /// The render pool has too many renders waiting (for this tenant, or
     /// overall); the client should retry.

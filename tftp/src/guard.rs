@@ -446,15 +446,20 @@ pub(crate) fn miss_kind(
     }
 }
 
-/// A 401 for credentials that did not check out (or were not tried, the
-/// source having had its tries): a request without any is Digest's first
-/// step, and a stale nonce its next, not failures.
+/// A 401 for credentials that did not check out: a request without any
+/// is Digest's first step, and a stale nonce its next, not failures; nor
+/// is an answer refused unchecked (`device_auth.rs`).
 pub(crate) fn wrong_login(
     request: &Request<'_>,
     result: &Result<impl Sized, ProvisionError>,
 ) -> bool {
-    matches!(result, Err(ProvisionError::Unauthorized { stale: false }))
-        && request.auth.is_some_and(|a| a.authorization.is_some())
+    matches!(
+        result,
+        Err(ProvisionError::Unauthorized {
+            stale: false,
+            unchecked: false
+        })
+    ) && request.auth.is_some_and(|a| a.authorization.is_some())
 }
 
 /// The miss a request costs whatever its answer, known once it is decided

@@ -339,7 +339,9 @@ fn error_response(
             }
             (StatusCode::BAD_REQUEST, "bad request: refused path\n").into_response()
         }
-        ProvisionError::Unauthorized { stale } => unauthorized(provisioner, stale, remote, secure),
+        ProvisionError::Unauthorized { stale, .. } => {
+            unauthorized(provisioner, stale, remote, secure)
+        }
         ProvisionError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("5"))],

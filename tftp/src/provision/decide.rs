@@ -69,8 +69,14 @@ impl Provisioner {
                 .map(|p| self.check_device(p, request))
             {
                 Some(Err(refused)) => {
-                    if let (Some(ip), Some(phone), ProvisionError::Unauthorized { stale: false }) =
-                        (request.remote, decision.served.as_ref(), &refused)
+                    if let (
+                        Some(ip),
+                        Some(phone),
+                        ProvisionError::Unauthorized {
+                            stale: false,
+                            unchecked: false,
+                        },
+                    ) = (request.remote, decision.served.as_ref(), &refused)
                     {
                         if request.auth.is_some_and(|a| a.authorization.is_some()) {
                             self.guard.credentials_failed(ip, phone);
@@ -263,8 +269,15 @@ impl Provisioner {
         // fetch. A wrong answer is: a phone still sending the password it
         // had before an admin changed it fails at every boot, and support
         // looks for that in its history.
-        let challenged = matches!(result, Err(ProvisionError::Unauthorized { .. }))
-            && !guard::wrong_login(request, result);
+        // An answer refused unchecked (credentials closed) is a line, as a
+        // wrong one: it is why that phone gets nothing.
+        let challenged = matches!(
+            result,
+            Err(ProvisionError::Unauthorized {
+                unchecked: false,
+                ..
+            })
+        ) && !guard::wrong_login(request, result);
         if let (Some(history), Ok(identity), Some(phone), false) = (
             &self.history,
             identity,
