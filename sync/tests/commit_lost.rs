@@ -183,6 +183,12 @@ async fn a_commit_whose_answer_is_lost_is_reported_as_made_or_unknown() {
         matches!(unknown, Err(SyncError::CommitUnknown(_))),
         "{unknown:?}"
     );
+    // The server has the COMMIT, but may not have run it yet: the store
+    // gave up asking at once, and a loaded machine's backend can lag.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tenants_named(&db, "globex").await == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(tenants_named(&db, "globex").await, 1);
 }
 
