@@ -113,6 +113,21 @@ mod tests {
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
+    impl Captured {
+        /// A subscriber writing plain lines here.
+        fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+            let writer = self.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish()
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     impl Write for Captured {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(data);
@@ -129,11 +144,7 @@ mod tests {
     fn caught_panics_are_log_lines_limited_by_place() {
         super::install();
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
+        let subscriber = captured.subscriber();
         tracing::subscriber::with_default(subscriber, || {
             for n in 0..5 {
                 let caught = std::panic::catch_unwind(|| panic!("render {n}\nforged line"));
@@ -142,7 +153,7 @@ mod tests {
             let caught = std::panic::catch_unwind(|| panic!("elsewhere"));
             assert!(caught.is_err());
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         assert_eq!(text.matches("a panic (").count(), 2, "{text}");
         assert!(text.contains("render 0"), "{text}");
         assert!(text.contains("elsewhere"), "{text}");
@@ -157,11 +168,7 @@ mod tests {
     fn a_places_next_line_counts_the_panics_left_out() {
         super::install();
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
+        let subscriber = captured.subscriber();
         let panic_here = || {
             let caught = std::panic::catch_unwind(|| panic!("counted"));
             assert!(caught.is_err());
@@ -173,7 +180,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1100));
             panic_here();
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("counted")).collect();
         let left_out: u64 = lines
             .iter()
@@ -191,14 +198,10 @@ mod tests {
     fn a_panic_on_the_log_writer_is_not_queued_to_it() {
         super::install();
         let captured = Captured::default();
-        let writer = captured.clone();
+        let subscriber = captured.subscriber();
         std::thread::Builder::new()
             .name(crate::logging::queue::WRITER_THREAD.to_string())
             .spawn(move || {
-                let subscriber = tracing_subscriber::fmt()
-                    .with_writer(move || writer.clone())
-                    .with_ansi(false)
-                    .finish();
                 tracing::subscriber::with_default(subscriber, || {
                     let caught = std::panic::catch_unwind(|| panic!("the writer's own"));
                     assert!(caught.is_err());
@@ -208,7 +211,7 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         assert!(text.contains("still logging"), "{text}");
         assert!(!text.contains("the writer's own"), "{text}");
         let _ = std::panic::take_hook();
